@@ -1,0 +1,244 @@
+"""Couplings: which target x1 goes with which source x0.
+
+Every coupling returns :class:`Pairs`. Variants override only how ``x1`` is attached to ``x0``:
+
+* :class:`IndependentCoupling` — x0 ~ π0, x1 ~ π1 independently (standard CFM).
+* :class:`ExactOTCoupling` — independent draws re-paired by an exact minibatch assignment on squared
+  L2 cost (a bijection; never resampled with replacement from the plan).
+* :class:`MapCoupling` — a deterministic map x1 = T(x0); :class:`RotatedOTCoupling` is
+  T(x0) = T_OT(R x0) for the Gaussian problem (PAPER.md §1.1).
+* :class:`FixedPairs` — a finite dataset of N pairs (optionally re-paired by a derangement: the
+  adversarial / shuffled coupling); minibatches draw pair indices.
+* :class:`ReflowCoupling` — x1 = ODE-integrate a trained model from x0 (1-ReFlow pairs).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from flowvar.distributions import Distribution, StandardNormal
+from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int
+from flowvar.gaussian import GaussianProblem, rotation_matrix
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """A batch of coupled points.
+
+    ``x0``, ``x1``: (B, *shape) on the same dtype; ``index``: (B,) long, the training-pair index of
+    each row when the pairs come from a finite set, else None.
+    """
+
+    x0: Tensor
+    x1: Tensor
+    index: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.x0.shape != self.x1.shape:
+            raise ShapeError(f"paired x0 and x1 must have the same shape, got {tuple(self.x0.shape)} and "
+                             f"{tuple(self.x1.shape)}")
+        if self.x0.ndim < 2 or self.x0.shape[0] == 0:
+            raise ShapeError(f"pairs need a batch dimension and at least one row, got x0 of shape "
+                             f"{tuple(self.x0.shape)}; reshape a single point to (1, d)")
+        if self.index is not None and self.index.shape != (self.x0.shape[0],):
+            raise ShapeError(f"index must have shape ({self.x0.shape[0]},), got {tuple(self.index.shape)}")
+
+    def __len__(self) -> int:
+        return self.x0.shape[0]
+
+
+class Coupling(ABC):
+    """Draws paired batches. Subclasses implement :meth:`sample`."""
+
+    @abstractmethod
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
+        """Return ``batch_size`` pairs."""
+
+
+class IndependentCoupling(Coupling):
+    """π0 ⊗ π1: x0 and x1 drawn independently."""
+
+    def __init__(self, source: Distribution, target: Distribution) -> None:
+        if source.event_shape != target.event_shape:
+            raise ShapeError(f"source and target must have the same event shape, got {source.event_shape} "
+                             f"and {target.event_shape}")
+        self.source, self.target = source, target
+
+    def draw(self, batch_size: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        batch_size = check_positive_int("batch_size", batch_size)
+        x0 = self.source.sample(batch_size, generator)
+        x1 = self.target.sample(batch_size, generator).to(x0.dtype)
+        return x0, x1
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
+        return Pairs(*self.draw(batch_size, generator))
+
+
+def squared_distances(a: Tensor, b: Tensor, chunk_rows: int = 2048) -> Tensor:
+    """C[i, j] = ‖a_i − b_j‖², computed in float64 by row chunks. ``a``: (n, ...), ``b``: (m, ...)."""
+    a2 = a.reshape(a.shape[0], -1).double()
+    b2 = b.reshape(b.shape[0], -1).double()
+    if a2.shape[1] != b2.shape[1]:
+        raise ShapeError(f"cannot compare points of {a2.shape[1]} and {b2.shape[1]} coordinates")
+    bn = (b2 * b2).sum(1)
+    out = torch.empty(a2.shape[0], b2.shape[0], dtype=torch.float64)
+    for s in range(0, a2.shape[0], chunk_rows):
+        blk = a2[s:s + chunk_rows]
+        out[s:s + chunk_rows] = ((blk * blk).sum(1)[:, None] + bn[None, :] - 2 * blk @ b2.T).clamp_min_(0)
+    return out
+
+
+def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: Literal["lsa", "emd"] = "lsa") -> Tensor:
+    """The permutation σ minimising Σ_i ‖x0_i − x1_σ(i)‖² (exact assignment; uniform weights).
+
+    ``x0``, ``x1``: (n, *shape) → (n,) long, so that ``x1[perm]`` is the OT partner of each x0 row.
+    ``solver="lsa"`` uses scipy's Jonker–Volgenant ``linear_sum_assignment``; ``"emd"`` uses POT's
+    network simplex with ``numItermax=1e7`` (POT's default stops early from ~2048 points).
+    """
+    if x0.shape[0] != x1.shape[0]:
+        raise ShapeError(f"exact OT pairing needs equally many sources and targets, got {x0.shape[0]} "
+                         f"and {x1.shape[0]}")
+    cost = squared_distances(x0, x1).numpy()
+    if solver == "lsa":
+        rows, cols = linear_sum_assignment(cost)
+        perm = np.empty_like(cols)
+        perm[rows] = cols
+    elif solver == "emd":
+        import ot
+
+        n = cost.shape[0]
+        w = np.full(n, 1.0 / n)
+        plan = ot.emd(w, w, cost, numItermax=int(1e7))
+        perm = plan.argmax(axis=1)
+        if len(set(perm.tolist())) != n:  # pragma: no cover - a degenerate plan with ties
+            raise DataError("POT returned a non-permutation plan (ties in the cost); use solver='lsa'")
+    else:
+        raise ConfigError(f"unknown OT solver {solver!r}; use 'lsa' or 'emd'")
+    return torch.as_tensor(perm, dtype=torch.long)
+
+
+class ExactOTCoupling(IndependentCoupling):
+    """Minibatch exact OT: draw B sources and B targets, pair them by the optimal assignment."""
+
+    def __init__(self, source: Distribution, target: Distribution, solver: Literal["lsa", "emd"] = "lsa"):
+        super().__init__(source, target)
+        if solver not in ("lsa", "emd"):
+            raise ConfigError(f"unknown OT solver {solver!r}; use 'lsa' or 'emd'")
+        self.solver = solver
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
+        x0, x1 = self.draw(batch_size, generator)
+        return Pairs(x0, x1[exact_ot_permutation(x0, x1, self.solver)])
+
+
+class MapCoupling(Coupling):
+    """Deterministic coupling x1 = T(x0), x0 ~ source. ``map_fn``: (B, *shape) → (B, *shape)."""
+
+    def __init__(self, source: Distribution, map_fn: Callable[[Tensor], Tensor]) -> None:
+        self.source, self.map_fn = source, map_fn
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
+        x0 = self.source.sample(check_positive_int("batch_size", batch_size), generator)
+        return Pairs(x0, self.map_fn(x0))
+
+
+class RotatedOTCoupling(MapCoupling):
+    """T_R(x0) = T_OT(R x0) = μ + M^{1/2} R x0 for x0 ~ N(0, I_d) (R = I: the OT coupling).
+
+    Pass ``angle_deg`` (and ``plane`` for d > 2) or an explicit orthogonal ``rotation`` matrix.
+    """
+
+    def __init__(self, problem: GaussianProblem, angle_deg: float = 0.0, plane: tuple[int, int] = (0, 1),
+                 rotation: Tensor | None = None, dtype: torch.dtype = torch.float64) -> None:
+        if rotation is None:
+            rotation = rotation_matrix(angle_deg, problem.dim, plane) if problem.dim >= 2 else torch.eye(1)
+        self.problem = problem
+        self.rotation = torch.as_tensor(rotation, dtype=torch.float64)
+        problem.rotated_map_matrix(self.rotation)  # validates shape and orthogonality
+        super().__init__(StandardNormal(problem.dim, dtype), lambda x0: problem.ot_map(x0, self.rotation))
+
+
+def derangement(n: int, generator: torch.Generator | None = None) -> Tensor:
+    """A uniformly random permutation of range(n) with no fixed point (rejection sampling; n >= 2).
+
+    Acceptance probability → 1/e, so the expected number of draws is about 2.7.
+    """
+    n = check_positive_int("n", n)
+    if n < 2:
+        raise ConfigError("a derangement needs n >= 2 (one element cannot be moved)")
+    ar = torch.arange(n)
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        if not bool((perm == ar).any()):
+            return perm
+
+
+class FixedPairs(Coupling):
+    """A finite training set of N pairs (x0_i, x1_i); minibatches draw indices uniformly with replacement.
+
+    ``shuffle=True`` re-pairs the targets with a derangement (the adversarial coupling of Table 2): each
+    x0_i gets x1_{π(i)} with π(i) ≠ i. ``original_x1`` keeps the partners before shuffling.
+    """
+
+    def __init__(self, x0: Tensor, x1: Tensor, shuffle: bool = False,
+                 generator: torch.Generator | None = None) -> None:
+        if x0.shape[0] == 0:
+            raise DataError("FixedPairs got an empty pair set; pass at least one pair")
+        if x0.shape != x1.shape:
+            raise ShapeError(f"FixedPairs needs x0 and x1 of the same shape, got {tuple(x0.shape)} and "
+                             f"{tuple(x1.shape)} (one target per source)")
+        check_finite("x0", x0)
+        check_finite("x1", x1)
+        self.original_x1 = x1
+        self.permutation = derangement(x0.shape[0], generator) if shuffle else torch.arange(x0.shape[0])
+        self.x0, self.x1 = x0, x1[self.permutation]
+
+    def __len__(self) -> int:
+        return self.x0.shape[0]
+
+    def all(self) -> Pairs:
+        """Every training pair, in order, with ``index = arange(N)``."""
+        return Pairs(self.x0, self.x1, torch.arange(len(self)))
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
+        idx = torch.randint(0, len(self), (check_positive_int("batch_size", batch_size),), generator=generator)
+        return Pairs(self.x0[idx], self.x1[idx], idx)
+
+
+class ReflowCoupling(Coupling):
+    """1-ReFlow pairs: x0 ~ source, x1 = Φ_model(x0), the endpoint of the learned ODE.
+
+    ``solve`` maps a batch of sources to endpoints (defaults to :func:`flowvar.sampling.integrate` with
+    the given ``method``/``steps``). Use :meth:`materialise` to freeze N pairs into :class:`FixedPairs`.
+    """
+
+    def __init__(self, model: torch.nn.Module, source: Distribution, method: str = "euler", steps: int = 100,
+                 solve: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.model, self.source = model, source
+        if solve is None:
+            from flowvar.sampling import integrate
+
+            def solve(x0: Tensor) -> Tensor:
+                return integrate(model, x0, method=method, steps=steps).x1
+
+        self.solve = solve
+
+    @torch.no_grad()
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
+        x0 = self.source.sample(check_positive_int("batch_size", batch_size), generator)
+        x1 = self.solve(x0).detach()
+        check_finite("ReFlow endpoints", x1)
+        return Pairs(x0, x1)
+
+    def materialise(self, n: int, generator: torch.Generator | None = None, chunk: int = 4096) -> FixedPairs:
+        """Draw ``n`` ReFlow pairs once and return them as a fixed training set."""
+        parts = [self.sample(min(chunk, n - s), generator) for s in range(0, check_positive_int("n", n), chunk)]
+        return FixedPairs(torch.cat([p.x0 for p in parts]), torch.cat([p.x1 for p in parts]))

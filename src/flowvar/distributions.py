@@ -1,0 +1,106 @@
+"""Source and target distributions: anything that draws ``(n, *shape)`` samples from a generator.
+
+The Gaussian target of the theory lives in :mod:`flowvar.gaussian` (it owns the OT formulas);
+image datasets live in :mod:`flowvar.data`. Both implement :class:`Distribution`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int
+
+
+class Distribution(ABC):
+    """A sampler: ``sample(n, generator) -> Tensor`` of shape ``(n, *event_shape)``."""
+
+    event_shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` i.i.d. samples, shape ``(n, *event_shape)``."""
+
+    @property
+    def dim(self) -> int:
+        """Number of scalar coordinates of one sample."""
+        d = 1
+        for s in self.event_shape:
+            d *= s
+        return d
+
+
+class StandardNormal(Distribution):
+    """N(0, I) over ``event_shape`` (an int means a vector of that length)."""
+
+    def __init__(self, event_shape: int | tuple[int, ...], dtype: torch.dtype = torch.float32) -> None:
+        shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+        for s in shape:
+            check_positive_int("event_shape entry", s)
+        self.event_shape = shape
+        self.dtype = dtype
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        n = check_positive_int("n", n)
+        return torch.randn((n, *self.event_shape), generator=generator, dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return f"StandardNormal(event_shape={self.event_shape})"
+
+
+class GaussianMixture(Distribution):
+    """Isotropic Gaussian mixture: ``sum_k w_k N(means[k], std_k^2 I)``.
+
+    ``means``: (K, d); ``stds``: scalar or (K,); ``weights``: (K,) summing to one (uniform if None).
+    """
+
+    def __init__(self, means: Tensor, stds: float | Tensor = 0.5, weights: Tensor | None = None) -> None:
+        if means.ndim != 2 or means.shape[0] < 1:
+            raise ShapeError(f"GaussianMixture means must have shape (K, d) with K >= 1, got {tuple(means.shape)}")
+        check_finite("GaussianMixture means", means)
+        k, d = means.shape
+        stds_t = torch.as_tensor(stds, dtype=means.dtype).expand(k).clone()
+        if bool((stds_t <= 0).any()):
+            raise ConfigError(f"GaussianMixture stds must be > 0, got {stds_t.tolist()}")
+        if weights is None:
+            weights = torch.full((k,), 1.0 / k, dtype=means.dtype)
+        weights = torch.as_tensor(weights, dtype=means.dtype)
+        if weights.shape != (k,) or bool((weights < 0).any()) or abs(float(weights.sum()) - 1) > 1e-6:
+            raise ConfigError(f"GaussianMixture weights must be {k} non-negative numbers summing to 1")
+        self.means, self.stds, self.weights = means, stds_t, weights
+        self.event_shape = (d,)
+        self.dtype = means.dtype
+
+    @classmethod
+    def random(cls, dim: int, n_components: int = 8, mean_scale: float = 3.0, std: float = 0.5,
+               seed: int = 0, dtype: torch.dtype = torch.float32) -> GaussianMixture:
+        """Means drawn from N(0, mean_scale^2 I) with a fixed seed (PAPER.md §4, GMM defaults)."""
+        gen = torch.Generator().manual_seed(seed)
+        means = mean_scale * torch.randn(check_positive_int("n_components", n_components),
+                                         check_positive_int("dim", dim), generator=gen, dtype=dtype)
+        return cls(means, std)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        n = check_positive_int("n", n)
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        noise = torch.randn((n, self.means.shape[1]), generator=generator, dtype=self.dtype)
+        return self.means[comp] + self.stds[comp, None] * noise
+
+
+class Empirical(Distribution):
+    """Uniform draws (with replacement) from a finite set of points ``data`` of shape (N, *shape)."""
+
+    def __init__(self, data: Tensor) -> None:
+        if data.ndim < 2 or data.shape[0] == 0:
+            raise DataError(f"Empirical data must have shape (N, *shape) with N >= 1, got {tuple(data.shape)}")
+        check_finite("Empirical data", data)
+        self.data = data
+        self.event_shape = tuple(data.shape[1:])
+        self.dtype = data.dtype
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        idx = torch.randint(0, self.data.shape[0], (check_positive_int("n", n),), generator=generator)
+        return self.data[idx]

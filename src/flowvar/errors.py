@@ -1,0 +1,66 @@
+"""One exception family for everything a user can get wrong.
+
+Every error is raised where the bad input enters flowvar, and its message names the offending value
+and the fix. The CLI prints ``str(error)`` on one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class FlowvarError(Exception):
+    """Base class: a problem the user can fix; the message says how."""
+
+
+class ConfigError(FlowvarError):
+    """An unknown, missing or ill-typed configuration value."""
+
+
+class ShapeError(FlowvarError):
+    """Tensors whose shapes or dimensions do not fit together."""
+
+
+class DataError(FlowvarError):
+    """Data that cannot be used: empty, non-finite, missing files, mismatched pairs."""
+
+
+class TrainingError(FlowvarError):
+    """Training that cannot go on (for example a non-finite loss)."""
+
+
+class SolverError(FlowvarError):
+    """An ODE integration that produced non-finite values or could not proceed."""
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Raise :class:`DataError` if ``x`` holds NaN or Inf, saying how many entries and where to look."""
+    if not torch.is_floating_point(x):
+        return
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        raise DataError(
+            f"{name} holds {int(bad.sum())} non-finite value(s) (NaN or Inf) out of {x.numel()}; "
+            f"clean or filter the data before passing it to flowvar"
+        )
+
+
+def check_sigma(sigma: float) -> float:
+    """Validate an interpolant noise level: a finite float >= 0."""
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise ConfigError(f"sigma must be a number >= 0, got {sigma!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"sigma must be a finite number >= 0, got {sigma}; use sigma=0 for the "
+                          f"deterministic interpolant")
+    return value
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Validate a strictly positive integer (batch sizes, step counts, dimensions)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,168 @@
+"""Interpolants: x_t = (1 − t) x0 + t x1 + f(t, σ) z and the regression target u_t (PAPER.md §1.1, §4).
+
+* f constant (:class:`ConstantNoise`, f = σ) is TorchCFM's ``ConditionalFlowMatcher(sigma)``: the
+  "CFM(σ)" of the paper. f Brownian-bridge (:class:`BrownianBridgeNoise`, f = σ√(t(1−t))) is the
+  ablation. σ = 0 gives the deterministic interpolant of Rectified Flow.
+* Target ``"plain"``: u_t = x1 − x0 (the paper's loss, also for the noisy interpolant).
+  Target ``"conditional"``: the exact velocity of the noisy conditional path,
+  u_t = x1 − x0 + f'(t, σ) z, which equals TorchCFM SB-CFM's (1−2t)/(2t(1−t))·(x_t − μ_t) + x1 − x0 for
+  the bridge and x1 − x0 for constant noise.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from flowvar.couplings import Pairs
+from flowvar.errors import ConfigError, ShapeError, check_positive_int, check_sigma
+
+
+@dataclass(frozen=True)
+class PathSample:
+    """One draw from the interpolant for a batch of pairs (after Meta flow_matching's ``PathSample``).
+
+    ``x0, x1, z, xt, target``: (B, *shape); ``t``: (B,).
+    """
+
+    x0: Tensor
+    x1: Tensor
+    t: Tensor
+    z: Tensor
+    xt: Tensor
+    target: Tensor
+
+
+def expand_time(t: Tensor, like: Tensor) -> Tensor:
+    """Reshape ``t`` of shape (B,) (or a scalar) to broadcast against ``like`` of shape (B, *shape)."""
+    t = torch.as_tensor(t, dtype=like.dtype)
+    if t.ndim == 0:
+        t = t.expand(like.shape[0])
+    if t.shape != (like.shape[0],):
+        raise ShapeError(f"t must be a scalar or have shape ({like.shape[0]},), got {tuple(t.shape)}")
+    return t.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+class NoiseSchedule(ABC):
+    """f(t, σ): the standard deviation of the interpolant's Gaussian noise, and its t-derivative."""
+
+    name: str
+
+    @abstractmethod
+    def scale(self, t: Tensor, sigma: float) -> Tensor:
+        """f(t, σ), same shape as ``t``."""
+
+    @abstractmethod
+    def dscale(self, t: Tensor, sigma: float) -> Tensor:
+        """∂f/∂t (t, σ), same shape as ``t``."""
+
+
+class ConstantNoise(NoiseSchedule):
+    """f(t, σ) = σ (TorchCFM's constant-σ CFM)."""
+
+    name = "constant"
+
+    def scale(self, t: Tensor, sigma: float) -> Tensor:
+        return torch.full_like(t, sigma)
+
+    def dscale(self, t: Tensor, sigma: float) -> Tensor:
+        return torch.zeros_like(t)
+
+
+class BrownianBridgeNoise(NoiseSchedule):
+    """f(t, σ) = σ √(t(1 − t)); f' = σ(1 − 2t) / (2√(t(1 − t))), with t clamped to [ε, 1 − ε] in f'."""
+
+    name = "bridge"
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        self.eps = eps
+
+    def scale(self, t: Tensor, sigma: float) -> Tensor:
+        return sigma * (t * (1 - t)).clamp_min(0).sqrt()
+
+    def dscale(self, t: Tensor, sigma: float) -> Tensor:
+        tc = t.clamp(self.eps, 1 - self.eps)
+        return sigma * (1 - 2 * tc) / (2 * (tc * (1 - tc)).sqrt())
+
+
+NOISE_SCHEDULES: dict[str, type[NoiseSchedule]] = {"constant": ConstantNoise, "bridge": BrownianBridgeNoise}
+
+
+def make_noise(noise: str | NoiseSchedule) -> NoiseSchedule:
+    """Resolve a noise form by name (``"constant"`` or ``"bridge"``) or pass an instance through."""
+    if isinstance(noise, NoiseSchedule):
+        return noise
+    if noise not in NOISE_SCHEDULES:
+        raise ConfigError(f"unknown noise form {noise!r}; choose one of {sorted(NOISE_SCHEDULES)}")
+    return NOISE_SCHEDULES[noise]()
+
+
+class Interpolant:
+    """x_t = (1 − t) x0 + t x1 + f(t, σ) z, z ~ N(0, I), with target u_t (see module docstring)."""
+
+    def __init__(self, sigma: float = 0.0, noise: str | NoiseSchedule = "constant",
+                 target: Literal["plain", "conditional"] = "plain") -> None:
+        self.sigma = check_sigma(sigma)
+        self.noise = make_noise(noise)
+        if target not in ("plain", "conditional"):
+            raise ConfigError(f"unknown target {target!r}; use 'plain' (x1 − x0) or 'conditional'")
+        self.target_kind = target
+
+    @property
+    def deterministic(self) -> bool:
+        return self.sigma == 0.0
+
+    def __repr__(self) -> str:
+        return f"Interpolant(sigma={self.sigma}, noise={self.noise.name!r}, target={self.target_kind!r})"
+
+    def mean(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+        """μ_t = (1 − t) x0 + t x1."""
+        tt = expand_time(t, x0)
+        return (1 - tt) * x0 + tt * x1
+
+    def path(self, x0: Tensor, x1: Tensor, t: Tensor, z: Tensor) -> PathSample:
+        """The interpolant at given (x0, x1, t, z); all randomness explicit."""
+        tt = expand_time(t, x0)
+        xt = (1 - tt) * x0 + tt * x1
+        target = x1 - x0
+        if self.sigma > 0:
+            xt = xt + self.noise.scale(tt, self.sigma) * z
+            if self.target_kind == "conditional":
+                target = target + self.noise.dscale(tt, self.sigma) * z
+        return PathSample(x0=x0, x1=x1, t=t.reshape(-1).to(x0.dtype).expand(x0.shape[0]), z=z, xt=xt,
+                          target=target)
+
+    def sample(self, pairs: Pairs, t: Tensor, generator: torch.Generator | None = None) -> PathSample:
+        """Draw z ~ N(0, I) (all zeros when σ = 0, drawing nothing) and return the path sample."""
+        if self.sigma > 0:
+            z = torch.randn(pairs.x0.shape, generator=generator, dtype=pairs.x0.dtype)
+        else:
+            z = torch.zeros_like(pairs.x0)
+        return self.path(pairs.x0, pairs.x1, t, z)
+
+
+class TimeSampler(ABC):
+    """Draws training times t ∈ [0, 1]."""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32) -> Tensor:
+        """(n,) times."""
+
+
+class UniformTime(TimeSampler):
+    """t ~ U(lo, hi) (default U(0, 1))."""
+
+    def __init__(self, lo: float = 0.0, hi: float = 1.0) -> None:
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"UniformTime needs 0 <= lo < hi <= 1, got lo={lo}, hi={hi}")
+        self.lo, self.hi = lo, hi
+
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32) -> Tensor:
+        u = torch.rand(check_positive_int("n", n), generator=generator, dtype=dtype)
+        return self.lo + (self.hi - self.lo) * u

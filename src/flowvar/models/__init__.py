@@ -1,0 +1,11 @@
+"""Vector fields v(x, t): every model, learned or closed-form, is an ``nn.Module`` with ``forward(x, t)``.
+
+``x``: (B, *shape); ``t``: (B,) or a scalar; returns a velocity of the same shape as ``x``.
+"""
+
+from flowvar.models.base import VectorField, time_column
+from flowvar.models.closed_form import CounterexampleField
+from flowvar.models.mlp import MLPField
+from flowvar.models.parametric import GaussianParametricField
+
+__all__ = ["CounterexampleField", "GaussianParametricField", "MLPField", "VectorField", "time_column"]
