@@ -1,0 +1,31 @@
+# flowvar: `make reproduce` runs the main job, `make test` the whole test suite.
+# Both create .venv on first use (torch 2.13.0 CPU first, see constraints.txt) and skip setup afterwards.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.flowvar-installed
+OUT ?= runs
+QUICK_EXPERIMENTS := lemma1 prop1 fig4 fig5 counterexample1 lemma1_mlp
+
+.PHONY: setup test lint reproduce clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: setup lint
+	$(BIN)/pytest -q
+
+reproduce: setup
+	set -e; for e in $(QUICK_EXPERIMENTS); do $(BIN)/flowvar run $$e --quick --out $(OUT); done
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from flowvar.errors import ConfigError, ShapeError, SolverError
+from flowvar.models import CounterexampleField, GaussianParametricField, MLPField
+
+
+def test_mlp_shapes_and_time_broadcast() -> None:
+    torch.manual_seed(0)
+    m = MLPField(3, width=16, depth=2, activation="silu")
+    x = torch.randn(5, 3)
+    assert m(x, torch.rand(5)).shape == (5, 3)
+    assert torch.allclose(m(x, 0.3), m(x, torch.full((5,), 0.3)))
+    with pytest.raises(ShapeError, match=r"\(B, 3\)"):
+        m(torch.randn(5, 2), 0.3)
+    with pytest.raises(ShapeError, match="t must be"):
+        m(x, torch.rand(4))
+    with pytest.raises(ConfigError, match="activation"):
+        MLPField(2, activation="swishy")
+    with pytest.raises(ConfigError, match="positive integer"):
+        MLPField(2, width=0)
+
+
+def test_parametric_field_formula() -> None:
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(3, generator=g, dtype=torch.float64)
+    Theta = 0.3 * torch.randn(3, 3, generator=g, dtype=torch.float64)
+    f = GaussianParametricField(3, theta, Theta)
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    t = torch.rand(4, generator=g, dtype=torch.float64)
+    out = f(x, t)
+    for i in range(4):
+        A = torch.eye(3, dtype=torch.float64) + t[i] * Theta
+        expected = theta + Theta @ torch.linalg.solve(A, x[i] - t[i] * theta)
+        assert torch.allclose(out[i], expected, atol=1e-12)
+
+
+def test_parametric_field_singular_time_raises() -> None:
+    f = GaussianParametricField(2, torch.zeros(2), -2 * torch.eye(2))
+    with pytest.raises(SolverError, match="singular"):
+        f(torch.randn(3, 2, dtype=torch.float64), torch.tensor([0.1, 0.5, 0.7], dtype=torch.float64))
+
+
+def test_counterexample_field_is_the_line_velocity_off_the_singular_time() -> None:
+    mu = torch.tensor([5.0, 5.0], dtype=torch.float64)
+    f = CounterexampleField(5.0, 2)
+    x0 = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x1 = -x0 + mu
+    for t in (0.1, 0.49, 0.51, 0.9):
+        xt = (1 - t) * x0 + t * x1
+        assert torch.allclose(f(xt, t), x1 - x0, atol=1e-9)
+    assert not bool(torch.isfinite(f(0.5 * mu.expand(1, 2) + 1e-3, 0.5)).all())
