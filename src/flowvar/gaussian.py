@@ -5,6 +5,12 @@ Setting: X0 ~ N(0, I_d), X1 ~ N(μ, M) with M symmetric positive definite.
 * OT map (Brenier): T_OT(x0) = μ + M^{1/2} x0.
 * Rotated OT coupling: T_R(x0) = T_OT(R x0) = μ + M^{1/2} R x0, a valid coupling because R x0 ~ N(0, I).
 * Lemma 1 field: v(x, t) = θ + Θ [I + tΘ]^{-1} (x − tθ) with θ = μ and Θ = M^{1/2} R − I (R = I for OT).
+  Built by :meth:`GaussianProblem.pair_optimal_field` (:meth:`GaussianProblem.ot_field` for R = I); both read
+  :meth:`GaussianProblem.field_parameters`, the one source of truth for (θ̂, Θ̂).
+* Where the lines cross: :func:`singular_times` (det(I + tΘ) = 0) and :func:`meeting_point` (all lines through
+  one point, Counter Example 1, built by :func:`counterexample_problem`).
+* Closed-form per-sample gradients of the parametric class (PAPER.md §1.2):
+  :func:`parametric_per_sample_grads`, :func:`parametric_residuals`, :func:`parametric_per_sample_loss`.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import torch
 from torch import Tensor
 
 from flowvar.distributions import Distribution
-from flowvar.errors import ConfigError, ShapeError, check_finite, check_positive_int
+from flowvar.errors import ConfigError, ShapeError, SolverError, check_finite, check_positive_int
+from flowvar.models.parametric import GaussianParametricField
 
 
 def sqrtm_psd(M: Tensor) -> Tensor:
@@ -97,8 +104,11 @@ class GaussianProblem(Distribution):
         rotation = torch.as_tensor(rotation, dtype=torch.float64)
         if rotation.shape != (self.dim, self.dim):
             raise ShapeError(f"rotation must be ({self.dim}, {self.dim}), got {tuple(rotation.shape)}")
-        if not torch.allclose(rotation @ rotation.T, torch.eye(self.dim, dtype=torch.float64), atol=1e-8):
-            raise ConfigError("rotation must be orthogonal (R Rᵀ = I); build one with rotation_matrix()")
+        check_finite("rotation", rotation)
+        deviation = float((rotation @ rotation.T - torch.eye(self.dim, dtype=torch.float64)).abs().max())
+        if deviation > 1e-8:
+            raise ConfigError(f"rotation must be orthogonal (R Rᵀ = I), but max|R Rᵀ − I| = {deviation:.3g}; "
+                              f"build one with rotation_matrix() or orthonormalise it (e.g. torch.linalg.qr)")
         return self.cov_sqrt @ rotation
 
     def ot_map(self, x0: Tensor, rotation: Tensor | None = None) -> Tensor:
@@ -110,3 +120,191 @@ class GaussianProblem(Distribution):
     def field_parameters(self, rotation: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(θ̂, Θ̂) = (μ, M^{1/2} R − I) of the pair-optimal field of T_R (Lemma 1 for R = I)."""
         return self.mean.clone(), self.rotated_map_matrix(rotation) - torch.eye(self.dim, dtype=torch.float64)
+
+    def pair_optimal_field(self, rotation: Tensor | None = None, trainable: bool = False,
+                           dtype: torch.dtype = torch.float64) -> GaussianParametricField:
+        """The field consistent with the coupling T_R(x0) = μ + M^{1/2} R x0 (PAPER.md §2, Lemma 1, Prop 1(A)).
+
+        v(x, t) = θ̂ + Θ̂ [I + tΘ̂]^{-1} (x − tθ̂) with (θ̂, Θ̂) = :meth:`field_parameters` ``(rotation)``. Along
+        every line x_t = (1 − t) x0 + t T_R(x0) it returns x1 − x0 exactly. ``rotation=None`` is the OT field.
+        It is undefined (raises :class:`SolverError` when evaluated) at the :func:`singular_times` of Θ̂.
+        ``trainable=False`` (default) freezes θ and Θ (``requires_grad=False``); pass True to start training
+        from this field.
+        """
+        theta, Theta = self.field_parameters(rotation)
+        return GaussianParametricField(self.dim, theta, Theta, dtype=dtype, trainable=trainable)
+
+    def ot_field(self, trainable: bool = False, dtype: torch.dtype = torch.float64) -> GaussianParametricField:
+        """Lemma 1's OT field: θ̂ = μ, Θ̂ = M^{1/2} − I; defined for all t ∈ [0, 1] since M ≻ 0."""
+        return self.pair_optimal_field(None, trainable=trainable, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Singular times: where the lines of a linear coupling cross (PAPER.md §2, Lemma 1)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _check_square(name: str, Theta: Tensor) -> Tensor:
+    Theta = torch.as_tensor(Theta, dtype=torch.float64).detach()
+    if Theta.ndim != 2 or Theta.shape[0] != Theta.shape[1] or Theta.shape[0] == 0:
+        raise ShapeError(f"{name} must be a square (d, d) matrix, got shape {tuple(Theta.shape)}")
+    check_finite(name, Theta)
+    return Theta
+
+
+def singular_times(Theta: Tensor, lo: float = 0.0, hi: float = 1.0, tol: float = 1e-6) -> list[float]:
+    """The times t ∈ [lo, hi] where A_t = I + tΘ is singular, sorted ascending, without duplicates.
+
+    ``Theta``: (d, d). det(I + tΘ) = Π_i (1 + tλ_i) over the eigenvalues λ_i of Θ, so A_t is singular exactly
+    at t = −1/λ for each real λ ≠ 0; a complex pair contributes |1 + tλ|² > 0 and gives no time. For the
+    Lemma 1 field these are the times at which lines of the coupling x1 = μ + (I + Θ) x0 cross
+    (e.g. Θ = −2I, the 180° rotation with M = I, gives exactly [0.5]).
+
+    Tolerance ``tol`` (relative): a symmetric Θ uses ``eigvalsh`` (real eigenvalues). Otherwise an eigenvalue
+    counts as real when |Im λ| <= tol · max(1, |λ|), and then t = −1/Re λ. Times within tol · max(1, |t|) of
+    their neighbour are merged into one (their mean). Reason: rounding turns a defective double real
+    eigenvalue (a Jordan block) into a complex pair or two real ones about √(ε‖Θ‖) ≈ 1e-8 apart; the default
+    1e-6 reports it once. A genuinely complex λ that close to the real axis makes A_t numerically singular
+    anyway (σ_min(A_t) <= |t|·|Im λ|). Before the eigen-solve Θ is scaled by a power of two near its largest
+    entry (exact); for a non-symmetric Θ entries below ε = 2.2e-16 of that are then set to zero, a change
+    within LAPACK's own backward error that keeps its balancing step from failing on entries ~1e-285 times
+    smaller than the rest.
+    """
+    Theta = _check_square("Theta", Theta)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ConfigError(f"singular_times needs finite lo <= hi, got lo={lo}, hi={hi}")
+    if not tol >= 0:
+        raise ConfigError(f"tol must be >= 0, got {tol}")
+    max_abs = float(Theta.abs().max())
+    if max_abs == 0.0:
+        return []
+    scale = math.ldexp(1.0, math.frexp(max_abs)[1])  # a power of two: the scaling itself is exact
+    unit = Theta / scale
+    try:
+        if torch.equal(unit, unit.T):
+            real = torch.linalg.eigvalsh(unit)
+        else:
+            unit = torch.where(unit.abs() < torch.finfo(torch.float64).eps, torch.zeros_like(unit), unit)
+            lam = torch.linalg.eigvals(unit)
+            real = lam.real[lam.imag.abs() <= tol * lam.abs().clamp_min(1.0 / scale)]
+    except torch.linalg.LinAlgError as err:  # pragma: no cover - LAPACK non-convergence
+        raise SolverError(f"the eigenvalues of Theta could not be computed ({err}); check the matrix") from err
+    real = real[real != 0]
+    t_all = (-1.0 / real) / scale  # in this order: scale · λ could underflow to 0, 1/λ overflows to inf at worst
+    times = sorted(float(t) for t in t_all if lo <= float(t) <= hi)
+    clusters: list[list[float]] = []
+    for t in times:
+        if clusters and t - clusters[-1][-1] <= tol * max(1.0, abs(t)):
+            clusters[-1].append(t)
+        else:
+            clusters.append([t])
+    return [math.fsum(c) / len(c) for c in clusters]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Counter Example 1: every line meets at μ/2 at t = ½ (PAPER.md §2)
+# --------------------------------------------------------------------------------------------------------
+
+
+def counterexample_problem(mu: float | Tensor = 5.0, dim: int = 2) -> tuple[GaussianProblem, Tensor]:
+    """Counter Example 1: X0 ~ N(0, I_d), X1 = T(X0) = R_180 X0 + μ, returned as (problem, rotation).
+
+    ``problem`` is N(μ, I_d) (a scalar ``mu`` is broadcast to (d,)); ``rotation`` is R = −I_d, which is
+    R_180 in 2-D (in odd d it is the point reflection, still a valid coupling). Use it with
+    ``RotatedOTCoupling(problem, rotation=rotation)``. Θ̂ = R − I = −2I, so every line
+    x_t = tμ + (1 − 2t) x0 passes through μ/2 at t = ½ (:func:`meeting_point`); the exact field off t = ½
+    is :class:`flowvar.models.CounterexampleField`.
+    """
+    dim = check_positive_int("dim", dim)
+    mu_t = torch.as_tensor(mu, dtype=torch.float64)
+    if mu_t.ndim > 1 or (mu_t.ndim == 1 and mu_t.shape != (dim,)):
+        raise ShapeError(f"mu must be a scalar or a ({dim},) vector for dim={dim}, got shape {tuple(mu_t.shape)}")
+    problem = GaussianProblem(mu_t.expand(dim).clone(), torch.eye(dim, dtype=torch.float64))
+    return problem, -torch.eye(dim, dtype=torch.float64)
+
+
+def meeting_point(problem: GaussianProblem, rotation: Tensor | None = None,
+                  rtol: float = 1e-12) -> tuple[float, Tensor] | None:
+    """(t*, x*) if every line of the coupling T_R passes through one point x* at a time t* ∈ (0, 1], else None.
+
+    The lines are x_t = tμ + (I + tΘ̂) x0 with Θ̂ = M^{1/2} R − I, so they all meet iff I + t*Θ̂ = 0, i.e.
+    Θ̂ = c I with c = −1/t* <= −1; then x* = t*μ. Counter Example 1 (Θ̂ = −2I) gives (0.5, μ/2).
+    "Θ̂ = cI" is tested as max|Θ̂ − cI| <= ``rtol`` · max(1, |c|) with c = tr Θ̂ / d.
+    """
+    _, Theta = problem.field_parameters(rotation)
+    c = float(torch.diagonal(Theta).mean())
+    eye = torch.eye(problem.dim, dtype=torch.float64)
+    if c > -1.0 or float((Theta - c * eye).abs().max()) > rtol * max(1.0, abs(c)):
+        return None
+    t_star = -1.0 / c
+    return t_star, t_star * problem.mean
+
+
+# --------------------------------------------------------------------------------------------------------
+# Closed-form per-sample gradients of the parametric class (PAPER.md §1.2)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _parametric_parts(theta: Tensor, Theta: Tensor, xt: Tensor, t: Tensor | float,
+                      target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Validate and return (LU, pivots, w, r) in float64: A = I + tΘ = LU, w = A^{-1}(x_t − tθ), r = v − u."""
+    theta = torch.as_tensor(theta, dtype=torch.float64).detach()
+    Theta = torch.as_tensor(Theta, dtype=torch.float64).detach()
+    xt = torch.as_tensor(xt, dtype=torch.float64).detach()
+    target = torch.as_tensor(target, dtype=torch.float64).detach()
+    if theta.ndim != 1:
+        raise ShapeError(f"theta must be a vector (d,), got shape {tuple(theta.shape)}")
+    d = theta.shape[0]
+    if Theta.shape != (d, d):
+        raise ShapeError(f"Theta must have shape ({d}, {d}) to match theta, got {tuple(Theta.shape)}")
+    if xt.ndim != 2 or xt.shape[1] != d:
+        raise ShapeError(f"xt must have shape (B, {d}) to match theta, got {tuple(xt.shape)}")
+    if target.shape != xt.shape:
+        raise ShapeError(f"target must have the shape of xt {tuple(xt.shape)}, got {tuple(target.shape)}")
+    t = torch.as_tensor(t, dtype=torch.float64).detach()
+    if t.ndim == 0:
+        t = t.expand(xt.shape[0])
+    if t.shape != (xt.shape[0],):
+        raise ShapeError(f"t must be a scalar or have shape ({xt.shape[0]},), got {tuple(t.shape)}")
+    A = torch.eye(d, dtype=torch.float64) + t[:, None, None] * Theta
+    LU, pivots, info = torch.linalg.lu_factor_ex(A)
+    if bool((info != 0).any()):
+        raise SolverError(f"I + tΘ is singular at t = {t[info != 0][:3].tolist()}: the field and its gradient "
+                          f"are undefined there (see flowvar.gaussian.singular_times); draw times that avoid it")
+    w = torch.linalg.lu_solve(LU, pivots, (xt - t[:, None] * theta).unsqueeze(-1)).squeeze(-1)
+    r = theta + w @ Theta.T - target
+    return LU, pivots, w, r
+
+
+def parametric_residuals(theta: Tensor, Theta: Tensor, xt: Tensor, t: Tensor | float, target: Tensor) -> Tensor:
+    """r_b = v_{θ,Θ}(x_t,b, t_b) − u_b, shape (B, d), float64.
+
+    ``theta``: (d,); ``Theta``: (d, d); ``xt``, ``target``: (B, d); ``t``: (B,) or a scalar.
+    v(x, t) = θ + Θ A_t^{-1}(x − tθ), A_t = I + tΘ. Raises :class:`SolverError` where A_t is singular.
+    """
+    return _parametric_parts(theta, Theta, xt, t, target)[3]
+
+
+def parametric_per_sample_loss(theta: Tensor, Theta: Tensor, xt: Tensor, t: Tensor | float,
+                               target: Tensor) -> Tensor:
+    """ℓ_b = ‖v_{θ,Θ}(x_t,b, t_b) − u_b‖², shape (B,), float64 (same as :func:`flowvar.loss.per_sample_loss`)."""
+    return parametric_residuals(theta, Theta, xt, t, target).pow(2).sum(1)
+
+
+def parametric_per_sample_grads(theta: Tensor, Theta: Tensor, xt: Tensor, t: Tensor | float,
+                                target: Tensor) -> tuple[Tensor, Tensor]:
+    """Closed-form per-sample gradients of ℓ_b = ‖v_{θ,Θ}(x_t,b, t_b) − u_b‖² (PAPER.md §1.2).
+
+    ``theta``: (d,); ``Theta``: (d, d); ``xt``, ``target``: (B, d); ``t``: (B,) or a scalar.
+    Returns (g_θ of shape (B, d), g_Θ of shape (B, d, d)), float64, with A = I + tΘ, w = A^{-1}(x_t − tθ),
+    r = v − u:
+
+        ∇_θ ℓ = 2 A^{-T} r,        ∇_Θ ℓ = 2 (A^{-T} r) wᵀ   (g_Θ[b, i, j] = ∂ℓ_b / ∂Θ_ij).
+
+    Derivation: ∂v/∂θ = I − tΘA^{-1} = A^{-1} and dv = A^{-1} dΘ w. One LU factorisation of A serves both
+    solves; no autograd graph is built (inputs are detached). Raises :class:`SolverError` where A is
+    singular (see :func:`singular_times`).
+    """
+    LU, pivots, w, r = _parametric_parts(theta, Theta, xt, t, target)
+    g_theta = 2 * torch.linalg.lu_solve(LU, pivots, r.unsqueeze(-1), adjoint=True).squeeze(-1)
+    return g_theta, g_theta.unsqueeze(-1) * w.unsqueeze(-2)

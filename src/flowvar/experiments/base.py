@@ -76,11 +76,12 @@ def experiments() -> dict[str, ExperimentSpec]:
 
 
 def get_experiment(name: str) -> ExperimentSpec:
-    specs = experiments()
-    if name not in specs:
-        raise ConfigError(f"unknown experiment {name!r}; run `flowvar list` to see the {len(specs)} experiments "
-                          f"({', '.join(sorted(specs))})")
-    return specs[name]
+    """The experiment called ``name`` (importing only its module)."""
+    if name not in EXPERIMENT_MODULES:
+        raise ConfigError(f"unknown experiment {name!r}; run `flowvar list` to see the {len(EXPERIMENT_MODULES)} "
+                          f"experiments ({', '.join(sorted(EXPERIMENT_MODULES))})")
+    importlib.import_module(f"flowvar.experiments.{name}")
+    return _REGISTRY[name]
 
 
 def _type_name(tp: Any) -> str:

@@ -1,0 +1,122 @@
+"""Proposition 1: gradient variance is set by field–coupling mismatch, not by line crossings (PAPER.md §2).
+
+For the rotated couplings T_R(x0) = μ + M^{1/2} R x0 (R = I is OT) we evaluate, in float64 with the
+closed-form per-sample gradients of the parametric class:
+(A) the pair-optimal field of T_R under the deterministic interpolant — loss and tr Cov(g) should be
+    floating-point zero for every angle, including angles whose lines cross (singular times exist);
+(B) the same field with interpolant noise σ > 0 — both become positive;
+and, as the contrast, the OT field evaluated under T_R at σ = 0 (a mismatched field): positive variance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import torch
+
+from flowvar.couplings import RotatedOTCoupling
+from flowvar.experiments.base import RunContext, register
+from flowvar.gaussian import GaussianProblem, singular_times
+from flowvar.interpolants import Interpolant
+from flowvar.loss import CFMLoss
+from flowvar.variance import estimate_variance
+
+
+@dataclass
+class Prop1Config:
+    seed: int = 0
+    mean: tuple[float, ...] = (5.0, 5.0)
+    cov_diag: tuple[float, ...] = (4.0, 0.25)
+    angles: tuple[float, ...] = (0.0, 30.0, 60.0, 90.0, 120.0, 180.0)
+    sigma: float = 0.05
+    n_samples: int = 50_000
+
+
+@register("prop1", title="Proposition 1: zero loss and zero gradient variance of pair-optimal fields",
+          config=Prop1Config, quick={"n_samples": 5_000},
+          paper={"A": "for T_OT and T_rOT^R with the deterministic interpolant the pair-optimal field has zero loss "
+                      "and zero gradient variance, even for non-zero angles",
+                 "B": "with noise the pair-optimal field no longer has zero variance"})
+def run(config: Prop1Config, ctx: RunContext) -> None:
+    problem = GaussianProblem(torch.tensor(config.mean), torch.diag(torch.tensor(config.cov_diag)))
+    ctx.choice("problem", f"μ = {list(config.mean)}, M = diag{tuple(config.cov_diag)} (M ≠ I so that 180° lines "
+                          f"cross at two distinct times)")
+    ctx.choice("variance statistic", "plug-in trace of the per-sample gradient covariance over (x0, t, z), "
+                                     "closed-form gradients of (θ, Θ), PAPER.md §1.2")
+    rows = {}
+    for i, angle in enumerate(config.angles):
+        coupling = RotatedOTCoupling(problem, angle)
+        pair_field = problem.pair_optimal_field(coupling.rotation)
+        _, Theta = problem.field_parameters(coupling.rotation)
+        row = {"singular_times": singular_times(Theta)}
+        for label, sigma, noise in (("deterministic", 0.0, "constant"), ("constant", config.sigma, "constant"),
+                                    ("bridge", config.sigma, "bridge")):
+            rep = estimate_variance(pair_field, CFMLoss(Interpolant(sigma, noise)), coupling, config.n_samples,
+                                    ctx.generator(100 * i))
+            row[f"pair_optimal.{label}.trace"] = rep.trace
+            row[f"pair_optimal.{label}.loss"] = rep.mean_loss
+        rep = estimate_variance(problem.ot_field(), CFMLoss(Interpolant(0.0)), coupling, config.n_samples,
+                                ctx.generator(100 * i))
+        row["ot_field.deterministic.trace"] = rep.trace
+        row["ot_field.deterministic.loss"] = rep.mean_loss
+        rows[f"{angle:g}"] = row
+    ctx.metric("by_angle", rows)
+
+    # Floating-point zero is judged relative to the problem's scale: near a singular time A_t^{-T} amplifies the
+    # rounding-level residual (~1e-16), so an absolute 1e-20 cut would test rounding, not the claim.
+    mismatch = [r["ot_field.deterministic.trace"] for a, r in rows.items() if float(a) % 360 != 0]
+    scale = max(mismatch, default=1.0)
+    det_loss = max(r["pair_optimal.deterministic.loss"] for r in rows.values())
+    det_rel = max(r["pair_optimal.deterministic.trace"] for r in rows.values()) / scale
+    ctx.claim("prop1.A.zero_loss_zero_variance",
+              "Under the deterministic interpolant the pair-optimal field of T_OT and of every rotated coupling has "
+              "zero loss and zero gradient variance.",
+              {"max_loss": det_loss, "max_trace_relative_to_mismatch": det_rel, "mismatch_scale": scale,
+               "angles": list(config.angles)},
+              confirmed=det_loss < 1e-20 and det_rel < 1e-12, refuted=det_loss > 1e-12 or det_rel > 1e-6,
+              rule="confirmed if max loss < 1e-20 and max tr Cov(g) < 1e-12 × the largest mismatched-field trace "
+                   "(float64 rounding level); refuted if loss > 1e-12 or the relative trace > 1e-6")
+    crossing = [a for a, r in rows.items() if r["singular_times"]]
+    cross_rel = max((rows[a]["pair_optimal.deterministic.trace"] / scale for a in crossing), default=float("nan"))
+    cross_loss = max((rows[a]["pair_optimal.deterministic.loss"] for a in crossing), default=float("nan"))
+    ctx.claim("prop1.A.even_when_lines_cross",
+              "Zero variance holds also for couplings whose lines cross (I + tΘ̂ singular at some t ∈ [0, 1]).",
+              {"crossing_angles": crossing, "singular_times": {a: rows[a]["singular_times"] for a in crossing},
+               "max_loss": cross_loss, "max_trace_relative_to_mismatch": cross_rel,
+               "max_trace_absolute": max((rows[a]["pair_optimal.deterministic.trace"] for a in crossing),
+                                         default=float("nan"))},
+              confirmed=bool(crossing) and cross_loss < 1e-20 and cross_rel < 1e-12,
+              refuted=bool(crossing) and (cross_loss > 1e-12 or cross_rel > 1e-6),
+              rule="the same rule restricted to angles with singular times in [0, 1]; inconclusive if none cross")
+    noisy_min = min(min(r["pair_optimal.constant.trace"], r["pair_optimal.bridge.trace"]) for r in rows.values())
+    ctx.claim("prop1.B.noise_breaks_zero_variance",
+              f"With interpolant noise (σ = {config.sigma}) the pair-optimal field no longer has zero variance.",
+              {"min_trace_with_noise": noisy_min, "sigma": config.sigma},
+              confirmed=noisy_min > 1e-8, refuted=noisy_min < 1e-20,
+              rule="confirmed if tr Cov(g) > 1e-8 for every angle and both noise forms; refuted if any < 1e-20")
+    ctx.claim("prop1.variance_from_mismatch",
+              "Variance comes from a mismatch between field and coupling: the OT field evaluated under a rotated "
+              "coupling has positive variance at σ = 0, while the matching field has none even with crossings.",
+              {"min_ot_field_trace_under_rotation": min(mismatch, default=float("nan")),
+               "max_pair_optimal_trace_relative": det_rel},
+              confirmed=bool(mismatch) and min(mismatch) > 1e-6 and det_rel < 1e-12,
+              refuted=bool(mismatch) and min(mismatch) < 1e-20,
+              rule="confirmed if the mismatched (OT) field has tr Cov(g) > 1e-6 at every non-zero angle while every "
+                   "pair-optimal field is at rounding level (relative trace < 1e-12)")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = [float(a) for a in rows]
+    floor = 1e-32
+    for key, label, marker in (("pair_optimal.deterministic.trace", "pair-optimal, σ = 0", "o"),
+                               ("pair_optimal.constant.trace", f"pair-optimal, σ = {config.sigma} (constant)", "s"),
+                               ("pair_optimal.bridge.trace", f"pair-optimal, σ = {config.sigma} (bridge)", "^"),
+                               ("ot_field.deterministic.trace", "OT field under T_R, σ = 0", "x")):
+        ax.semilogy(xs, [max(r[key], floor) for r in rows.values()], marker=marker, label=label)
+    for a in crossing:
+        ax.axvline(float(a), color="grey", ls=":", lw=1)
+    ax.set_xlabel("rotation angle (°); dotted: lines cross")
+    ax.set_ylabel(f"tr Cov(g) (zero drawn at {floor:g})")
+    ax.legend(fontsize=7)
+    ax.set_title("Prop 1: gradient variance of pair-optimal vs mismatched fields")
+    ctx.figure("variance_by_angle", fig)

@@ -1,0 +1,340 @@
+"""One entry point for integrating a vector field: dx/dt = v(x, t), x(t0) = x0, up to t1.
+
+:func:`integrate` runs either a fixed-grid method implemented here or any solver of ``torchdiffeq``:
+
+* fixed grid — ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` (below, h = t_{k+1} − t_k):
+
+  - euler:    x_{k+1} = x_k + h v(x_k, t_k)                                     (order 1, 1 NFE/step)
+  - midpoint: x_{k+1} = x_k + h v(x_k + ½h v(x_k, t_k), t_k + ½h)               (order 2, 2 NFE/step)
+  - heun:     k1 = v(x_k, t_k), k2 = v(x_k + h k1, t_{k+1}),
+              x_{k+1} = x_k + ½h (k1 + k2)                                      (order 2, 2 NFE/step)
+  - rk4:      the classical Runge–Kutta scheme, stages at t_k, t_k + ½h (twice), t_{k+1}
+                                                                                (order 4, 4 NFE/step)
+
+  on the uniform grid t_k = t0 + (k / steps)(t1 − t0), k = 0..steps (see :func:`time_grid`), or on an
+  explicit increasing ``grid``;
+* adaptive — ``"dopri5"`` (default tolerances rtol=1e-7, atol=1e-9) and every other ``torchdiffeq``
+  method name (``"dopri8"``, ``"bosh3"``, ``"adaptive_heun"``, ``"heun3"``, ``"explicit_adams"``, …).
+  torchdiffeq's fixed-grid methods step along the same grid as ours.
+
+**The grid matters** (PAPER.md §2, Counter Example 1). Under the 180° coupling every straight line
+meets at t = ½, where the exact field μ − 2(x − tμ)/(1 − 2t) is undefined. On [0, 1], an even step
+count puts a grid node exactly at t = ½, so Euler and Heun evaluate the field there; an odd count jumps
+over it (Euler then lands exactly on the rotation partner −x0 + μ). Midpoint and RK4 also evaluate at the
+half-steps t_k + h/2, which hit t = ½ for *odd* counts, so every uniform grid on [0, 1] meets t = ½ with
+them; pass an explicit ``grid`` whose nodes and midpoints avoid it. (Euler on *any* grid that avoids ½
+telescopes to exactly −x0 + μ for this field: y_{k+1} = y_k (1 − 2t_{k+1}) / (1 − 2t_k) with y = x − tμ.)
+When the field returns NaN/Inf, :class:`SolverError` names the time at which it happened.
+
+The field is called as ``field(x, t)`` with ``x``: (B, *shape) and ``t``: a (B,) tensor (every entry
+the current time), in ``x0``'s dtype and device, and must return a (B, *shape) velocity.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flowvar.errors import ConfigError, ShapeError, SolverError, check_finite, check_positive_int
+
+Field = Callable[[Tensor, Tensor], Tensor]
+
+#: Fixed-grid methods implemented here, with their number of field evaluations per step.
+FIXED_METHODS: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+
+
+def _torchdiffeq_solvers() -> dict[str, bool]:
+    """torchdiffeq method names → whether the method steps on a fixed grid (``scipy_solver`` excluded)."""
+    from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.solvers import FixedGridODESolver
+
+    return {name: issubclass(cls, FixedGridODESolver) for name, cls in SOLVERS.items()
+            if name != "scipy_solver" and name not in FIXED_METHODS}
+
+
+def valid_methods() -> list[str]:
+    """Every accepted ``method`` name: the fixed-grid methods implemented here, then torchdiffeq's."""
+    return [*FIXED_METHODS, *sorted(_torchdiffeq_solvers())]
+
+
+@dataclass(frozen=True)
+class ODESolution:
+    """The result of :func:`integrate`.
+
+    * ``x1``: (B, *shape), the state at the final time.
+    * ``times``: (T,) the times of the saved states when ``return_trajectory=True``, else None.
+    * ``trajectory``: (T, B, *shape) the saved states (first = x0, last = x1), else None.
+    * ``nfe``: the number of field evaluations (calls of ``field``).
+    * ``method``: the solver name.
+    * ``steps``: the number of grid intervals for fixed-grid methods; None for adaptive ones (their step
+      count is chosen by the error control; ``nfe`` measures their cost).
+    """
+
+    x1: Tensor
+    times: Tensor | None
+    trajectory: Tensor | None
+    nfe: int
+    method: str
+    steps: int | None
+
+
+def time_grid(steps: int, t0: float = 0.0, t1: float = 1.0, dtype: torch.dtype = torch.float64,
+              device: torch.device | str | None = None) -> Tensor:
+    """The uniform grid t_k = t0 + (k / steps)(t1 − t0), k = 0..steps: shape (steps + 1,).
+
+    k / steps is computed by one correctly rounded division, so on [0, 1] an even ``steps`` gives a node
+    at exactly t = ½ (k = steps/2) and an odd ``steps`` never does. The end points are exactly t0 and t1.
+    """
+    steps = check_positive_int("steps", steps)
+    t0, t1 = _check_interval(t0, t1)
+    frac = torch.arange(steps + 1, dtype=torch.float64) / steps
+    grid = t0 + frac * (t1 - t0)
+    grid[0], grid[-1] = t0, t1
+    return grid.to(dtype=dtype, device=device)
+
+
+def _check_interval(t0: float, t1: float) -> tuple[float, float]:
+    try:
+        a, b = float(t0), float(t1)
+    except (TypeError, ValueError):
+        raise ConfigError(f"t0 and t1 must be numbers, got t0={t0!r}, t1={t1!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)) or a >= b:
+        raise ConfigError(f"the time interval must satisfy t0 < t1 (both finite), got t0={t0}, t1={t1}; "
+                          f"to integrate backwards, integrate the reversed field -v(x, 1 - t) forwards")
+    return a, b
+
+
+def _check_grid(grid: Tensor | Any) -> Tensor:
+    grid = torch.as_tensor(grid).detach()
+    if not torch.is_floating_point(grid):
+        grid = grid.to(torch.float64)
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ConfigError(f"grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}")
+    if not bool(torch.isfinite(grid).all()):
+        raise ConfigError("grid holds NaN or Inf; pass finite times")
+    diffs = grid[1:] - grid[:-1]
+    if not bool((diffs > 0).all()):
+        k = int(torch.nonzero(diffs <= 0)[0])
+        raise ConfigError(f"grid must be strictly increasing, but grid[{k}] = {float(grid[k]):.6g} >= "
+                          f"grid[{k + 1}] = {float(grid[k + 1]):.6g}; sort it and drop repeated times")
+    return grid
+
+
+def _check_tolerance(name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def _node_free_steps(t_bad: float, steps: int, t0: float, t1: float) -> int | None:
+    """The smallest step count >= steps + 1 whose uniform grid has no node within 1e-9 of ``t_bad``."""
+    pos = (t_bad - t0) / (t1 - t0)
+    for s in range(steps + 1, 2 * steps + 3):
+        if abs(pos * s - round(pos * s)) > 1e-9 * s:
+            return s
+    return None
+
+
+def _singular_message(method: str, t_bad: float, where: str, uniform: bool, steps: int,
+                      t0: float, t1: float) -> str:
+    """The SolverError text: where it failed and which grid avoids the singular time."""
+    head = (f"the vector field returned non-finite values (NaN or Inf) at t = {t_bad:.6g} ({where}) while "
+            f"integrating with method={method!r}; the field is probably singular there (for example the "
+            f"lines of a 180° coupling all cross at t = 0.5). ")
+    if method in ("euler", "heun"):
+        fix = "Use a time grid whose nodes avoid that time"
+        alt = _node_free_steps(t_bad, steps, t0, t1) if uniform else None
+        if alt is not None:
+            fix += f", e.g. steps={alt} instead of steps={steps} (an odd step count on [0, 1] skips t = 0.5)"
+        else:
+            fix += " (pass an explicit `grid` that does not contain it)"
+        return head + fix + "."
+    if method in ("midpoint", "rk4"):
+        return head + (f"{method} also evaluates at the half-steps t_k + h/2, so every uniform grid on [0, 1] "
+                       f"meets t = 0.5; use method='euler' or 'heun' with an odd step count (e.g. steps=101), "
+                       f"or pass an explicit `grid` whose nodes and midpoints avoid t = {t_bad:.6g}.")
+    return head + (f"Use a fixed-grid method with a grid that avoids t = {t_bad:.6g} (e.g. method='euler', "
+                   f"steps=101), or check the model for overflow.")
+
+
+class _CountingField:
+    """Wraps ``field``: broadcasts t to (B,), checks the output shape, counts evaluations."""
+
+    def __init__(self, field: Field, x0: Tensor) -> None:
+        self.field, self.nfe = field, 0
+        self.batch, self.dtype, self.device = x0.shape[0], x0.dtype, x0.device
+
+    def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
+        tt = torch.as_tensor(t, dtype=self.dtype, device=self.device).reshape(()).expand(self.batch)
+        v = self.field(x, tt)
+        self.nfe += 1
+        if not isinstance(v, Tensor) or v.shape != x.shape:
+            got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+            raise ShapeError(f"the vector field returned {got} for x of shape {tuple(x.shape)}; "
+                             f"field(x, t) must return one velocity per point, of the same shape as x")
+        return v
+
+
+def _fixed_step(f: _CountingField, method: str, x: Tensor, t: Tensor, h: Tensor
+                ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """One step of a fixed-grid method; returns the new state and the (stage time, stage value) list."""
+    if method == "euler":
+        k1 = f(x, t)
+        return x + h * k1, [(t, k1)]
+    if method == "midpoint":
+        k1 = f(x, t)
+        tm = t + h / 2
+        k2 = f(x + (h / 2) * k1, tm)
+        return x + h * k2, [(t, k1), (tm, k2)]
+    if method == "heun":
+        k1 = f(x, t)
+        k2 = f(x + h * k1, t + h)
+        return x + (h / 2) * (k1 + k2), [(t, k1), (t + h, k2)]
+    # classical RK4
+    tm = t + h / 2
+    k1 = f(x, t)
+    k2 = f(x + (h / 2) * k1, tm)
+    k3 = f(x + (h / 2) * k2, tm)
+    k4 = f(x + h * k3, t + h)
+    return x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4), [(t, k1), (tm, k2), (tm, k3), (t + h, k4)]
+
+
+def _saved_indices(n_nodes: int, save_every: int) -> list[int]:
+    """Grid indices 0, save_every, 2·save_every, … plus the last one."""
+    idx = list(range(0, n_nodes, save_every))
+    if idx[-1] != n_nodes - 1:
+        idx.append(n_nodes - 1)
+    return idx
+
+
+def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100, grid: Tensor | None = None,
+              t0: float = 0.0, t1: float = 1.0, rtol: float = 1e-7, atol: float = 1e-9,
+              return_trajectory: bool = False, save_every: int = 1, grad: bool = False,
+              options: dict[str, Any] | None = None) -> ODESolution:
+    """Integrate dx/dt = field(x, t) from x(t0) = x0 to t1 (see the module docstring for the methods).
+
+    Args:
+        field: ``field(x, t)`` with x: (B, *shape), t: (B,) → (B, *shape); an ``nn.Module`` or callable.
+        x0: (B, *shape) floating-point start states; the integration runs in its dtype and device.
+        method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` or a torchdiffeq method (``"dopri5"``…).
+        steps: number of intervals of the uniform grid on [t0, t1]; ignored when ``grid`` is given. For
+            adaptive methods it only sets the times at which the trajectory is saved.
+        grid: an explicit strictly increasing 1-D tensor of times (its ends replace t0 and t1).
+        rtol, atol: tolerances of adaptive methods.
+        return_trajectory: also return the states at every ``save_every``-th grid node (and the last).
+        save_every: the stride of saved grid nodes.
+        grad: keep the autograd graph (default: integrate under ``torch.no_grad()``).
+        options: extra keyword options for a torchdiffeq solver (e.g. ``{"max_num_steps": 10_000}``).
+
+    Raises:
+        ConfigError: an unknown method or invalid steps/grid/tolerances/save_every.
+        DataError: non-finite entries in ``x0``.
+        ShapeError: a field output whose shape differs from ``x``'s.
+        SolverError: the field produced NaN/Inf; the message names the time and a grid avoiding it.
+    """
+    if not isinstance(method, str) or method not in valid_methods():
+        raise ConfigError(f"unknown ODE method {method!r}; choose one of {valid_methods()}")
+    if not isinstance(x0, Tensor) or not torch.is_floating_point(x0) or x0.ndim < 1 or x0.shape[0] == 0:
+        desc = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
+        raise ShapeError(f"x0 must be a floating-point tensor (B, *shape) with B >= 1, got {desc}")
+    check_finite("x0", x0)
+    save_every = check_positive_int("save_every", save_every)
+    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    if grid is None:
+        steps = check_positive_int("steps", steps)
+        t0, t1 = _check_interval(t0, t1)
+        times = time_grid(steps, t0, t1, dtype=x0.dtype, device=x0.device)
+        uniform = True
+    else:
+        times = _check_grid(grid).to(dtype=x0.dtype, device=x0.device)
+        if not bool((times[1:] > times[:-1]).all()):
+            raise ConfigError(f"grid is not strictly increasing in x0's dtype {x0.dtype}; its times are closer "
+                              f"together than that precision resolves")
+        steps, t0, t1, uniform = times.numel() - 1, float(times[0]), float(times[-1]), False
+    f = _CountingField(field, x0)
+    with torch.set_grad_enabled(grad):
+        if method in FIXED_METHODS:
+            return _integrate_fixed(f, x0, method, times, uniform, return_trajectory, save_every)
+        return _integrate_torchdiffeq(f, x0, method, times, uniform, rtol, atol, return_trajectory, save_every,
+                                      options)
+
+
+def _integrate_fixed(f: _CountingField, x0: Tensor, method: str, times: Tensor, uniform: bool,
+                     return_trajectory: bool, save_every: int) -> ODESolution:
+    steps = times.numel() - 1
+    keep = set(_saved_indices(steps + 1, save_every)) if return_trajectory else set()
+    saved: list[Tensor] = [x0] if 0 in keep else []
+    x = x0
+    t0, t1 = float(times[0]), float(times[-1])
+    for k in range(steps):
+        t, h = times[k], times[k + 1] - times[k]
+        x_new, stages = _fixed_step(f, method, x, t, h)
+        if not bool(torch.isfinite(x_new).all()):  # one reduction per step; stages are inspected only on failure
+            for ts, value in stages:
+                if not bool(torch.isfinite(value).all()):
+                    raise SolverError(_singular_message(method, float(ts), f"step {k + 1} of {steps}", uniform,
+                                                        steps, t0, t1))
+            raise SolverError(f"the state overflowed to NaN/Inf during step {k + 1} of {steps} "
+                              f"(t = {float(t):.6g} to {float(times[k + 1]):.6g}) with method={method!r} although "
+                              f"every field value was finite; use more steps or a higher-precision dtype "
+                              f"(x0.double())")
+        x = x_new
+        if k + 1 in keep:
+            saved.append(x)
+    idx = sorted(keep)
+    return ODESolution(x1=x, times=times[idx] if return_trajectory else None,
+                       trajectory=torch.stack(saved) if return_trajectory else None,
+                       nfe=f.nfe, method=method, steps=steps)
+
+
+def _integrate_torchdiffeq(f: _CountingField, x0: Tensor, method: str, times: Tensor, uniform: bool,
+                           rtol: float, atol: float, return_trajectory: bool, save_every: int,
+                           options: dict[str, Any] | None) -> ODESolution:
+    from torchdiffeq import odeint
+
+    fixed = _torchdiffeq_solvers()[method]
+    steps = times.numel() - 1
+    t0, t1 = float(times[0]), float(times[-1])
+    idx = _saved_indices(steps + 1, save_every) if return_trajectory else [0, steps]
+    # Fixed-grid torchdiffeq solvers step along the times they are given, so give them the whole grid.
+    query = times if fixed else times[idx]
+
+    def rhs(t: Tensor, x: Tensor) -> Tensor:
+        v = f(x, t)
+        if not bool(torch.isfinite(v).all()):
+            raise SolverError(_singular_message(method, float(t), f"evaluation {f.nfe}", uniform, steps, t0, t1))
+        return v
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*Unexpected arguments.*")
+            out = odeint(rhs, x0, query, rtol=rtol, atol=atol, method=method, options=options)
+    except UserWarning as err:  # torchdiffeq only warns about misspelt options; we refuse them
+        raise ConfigError(f"torchdiffeq rejected options={options!r} for method {method!r}: {err}") from None
+    except AssertionError as err:  # torchdiffeq signals step-size underflow with bare asserts
+        raise SolverError(f"{method} could not proceed ({err}); the field is probably singular or very stiff "
+                          f"on [{t0:.6g}, {t1:.6g}]; try a fixed-grid method on a grid that avoids the singular "
+                          f"time, or looser rtol/atol") from None
+    except (TypeError, ValueError) as err:
+        if options:
+            raise ConfigError(f"torchdiffeq rejected options={options!r} for method {method!r}: {err}") from None
+        raise
+    if fixed:
+        out = out[idx]
+    x1 = out[-1]
+    if not bool(torch.isfinite(x1).all()):
+        raise SolverError(f"{method} returned non-finite end states although every field value was finite; "
+                          f"tighten rtol/atol or use a higher-precision dtype (x0.double())")
+    return ODESolution(x1=x1, times=times[idx] if return_trajectory else None,
+                       trajectory=out if return_trajectory else None, nfe=f.nfe, method=method,
+                       steps=steps if fixed else None)

@@ -1,0 +1,204 @@
+"""Comparing two sets of repeated estimates (PAPER.md §1.2: R = 30 repeats, one-sided tests at α = 0.01).
+
+:func:`compare` runs a one-sided (or two-sided) Welch t-test and a Mann–Whitney U test on samples ``a`` and
+``b`` (e.g. two arrays from :func:`flowvar.variance.repeated_estimates`) and reports effect sizes. The paper
+reports "p < 0.01" without naming its test; we call a difference significant only when **both** tests
+give p < α. :func:`mean_ci` is the t-interval of a mean.
+
+Conventions: ``alternative="less"`` tests H1: a is smaller than b (Welch: mean_a < mean_b; Mann–Whitney:
+a stochastically smaller). Standard deviations use ddof = 1.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal, TypeVar
+
+import numpy as np
+from scipy import special
+from scipy import stats as sps
+
+from flowvar.errors import ConfigError, DataError
+
+Alternative = Literal["less", "greater", "two-sided"]
+ALTERNATIVES: tuple[str, ...] = ("less", "greater", "two-sided")
+T = TypeVar("T")
+
+
+@dataclass
+class Comparison:
+    """Two-sample comparison of ``a`` (``label_a``) against ``b`` (``label_b``).
+
+    * ``welch_t``, ``welch_df``, ``welch_p``: Welch's unequal-variance t-test
+      (``scipy.stats.ttest_ind(a, b, equal_var=False, alternative=...)``), t = (ā − b̄)/√(s_a²/n_a + s_b²/n_b).
+    * ``mwu_u``, ``mwu_p``: Mann–Whitney U of ``a`` (U_a = #{a_i > b_j} + ½ #{a_i = b_j}) and its p-value
+      (``scipy.stats.mannwhitneyu``, exact for small samples without ties, else normal approximation).
+    * ``cohens_d`` = (ā − b̄)/s_p with pooled s_p² = ((n_a − 1)s_a² + (n_b − 1)s_b²)/(n_a + n_b − 2);
+      ``hedges_g`` = J·d with the exact small-sample factor J = Γ(ν/2)/(√(ν/2) Γ((ν − 1)/2)), ν = n_a + n_b − 2
+      (≈ 1 − 3/(4ν − 1)).
+    * ``prob_superiority`` = U_a/(n_a n_b) = P(A > B) + ½P(A = B), the common-language effect size; under
+      ``alternative="less"`` evidence for H1 is a value below ½.
+    * ``significant``: both p-values < ``alpha``. ``direction``: how the means compare, e.g. ``"a < b"``.
+    * ``notes``: degenerate cases and warnings met on the way (each stated once, never raised as warnings).
+    """
+
+    label_a: str
+    label_b: str
+    alternative: str
+    alpha: float
+    n_a: int
+    n_b: int
+    mean_a: float
+    mean_b: float
+    std_a: float
+    std_b: float
+    sem_a: float
+    sem_b: float
+    welch_t: float
+    welch_df: float
+    welch_p: float
+    mwu_u: float
+    mwu_p: float
+    cohens_d: float
+    hedges_g: float
+    prob_superiority: float
+    significant: bool
+    direction: str
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line: means ± standard errors, both p-values and the verdict."""
+        h1 = {"less": "<", "greater": ">", "two-sided": "≠"}[self.alternative]
+        verdict = "significant" if self.significant else "not significant"
+        return (f"{self.label_a} = {self.mean_a:.4g} ± {self.sem_a:.2g} vs {self.label_b} = {self.mean_b:.4g} ± "
+                f"{self.sem_b:.2g} (mean ± SE, n = {self.n_a}, {self.n_b}); H1: {self.label_a} {h1} {self.label_b}: "
+                f"Welch p = {self.welch_p:.3g}, Mann–Whitney p = {self.mwu_p:.3g}, d = {self.cohens_d:.3g} → "
+                f"{verdict} at α = {self.alpha}")
+
+    def to_dict(self) -> dict[str, object]:
+        """All fields plus ``summary``, ready for :func:`flowvar.results.to_jsonable`."""
+        return {**asdict(self), "summary": self.summary()}
+
+
+@dataclass
+class ConfidenceInterval:
+    """t-interval of a mean: ``mean`` ± t_{(1+level)/2, n−1} · ``sem``; ``sem`` = s/√n (ddof = 1)."""
+
+    mean: float
+    low: float
+    high: float
+    level: float
+    n: int
+    sem: float
+
+
+def _sample(name: str, x: object) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be a 1-D sequence of numbers, got shape {arr.shape}; flatten it first")
+    if arr.size < 2:
+        raise DataError(f"{name} needs at least 2 values for a variance, got {arr.size}; use more repeats")
+    bad = int((~np.isfinite(arr)).sum())
+    if bad:
+        raise DataError(f"{name} holds {bad} non-finite value(s) (NaN/inf, e.g. an undefined normalised variance); "
+                        f"drop them or compare a finite statistic")
+    return arr
+
+
+def _level(level: float) -> float:
+    if not 0.0 < float(level) < 1.0:
+        raise ConfigError(f"confidence level must lie strictly between 0 and 1, got {level}")
+    return float(level)
+
+
+def hedges_correction(df: float) -> float:
+    """Exact small-sample factor J(ν) = Γ(ν/2) / (√(ν/2) Γ((ν − 1)/2)) for Hedges' g (ν > 1)."""
+    if not df > 1:
+        raise ConfigError(f"Hedges' correction needs ν > 1 degrees of freedom, got {df}")
+    return math.exp(special.gammaln(df / 2) - 0.5 * math.log(df / 2) - special.gammaln((df - 1) / 2))
+
+
+def _ratio(num: float, den: float) -> float:
+    """num/den with 0/0 = NaN and x/0 = ±inf, without numpy warnings."""
+    if den > 0:
+        return num / den
+    return math.nan if num == 0 else math.copysign(math.inf, num)
+
+
+def _run_quietly(fn: Callable[[], T], notes: list[str], what: str) -> T:
+    """Call ``fn()`` and move any warning it emits into ``notes`` (prefixed by ``what``)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn()
+    for w in caught:
+        msg = f"{what}: {w.message}"
+        if msg not in notes:
+            notes.append(msg)
+    return out
+
+
+def compare(a: object, b: object, alternative: Alternative = "less", alpha: float = 0.01,
+            labels: tuple[str, str] = ("a", "b")) -> Comparison:
+    """Compare repeated estimates ``a`` and ``b`` (1-D, n >= 2 each, finite). See :class:`Comparison`.
+
+    ``alternative="less"`` (default) asks whether ``a`` is smaller than ``b``. Degenerate inputs do not
+    crash or warn: when both samples are constant the Welch statistic is 0/0 (equal constants: t = NaN,
+    p = 1) or ±inf (different constants: p is its limit, 0 or 1), and the case is recorded in ``notes``.
+    """
+    if alternative not in ALTERNATIVES:
+        raise ConfigError(f"unknown alternative {alternative!r}; choose one of {list(ALTERNATIVES)}")
+    if not 0.0 < float(alpha) < 1.0:
+        raise ConfigError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+    la, lb = str(labels[0]), str(labels[1])
+    xa, xb = _sample(la, a), _sample(lb, b)
+    na, nb = xa.size, xb.size
+    ma, mb = float(xa.mean()), float(xb.mean())
+    sa, sb = float(xa.std(ddof=1)), float(xb.std(ddof=1))
+    notes: list[str] = []
+    diff = ma - mb
+
+    if np.ptp(xa) == 0 and np.ptp(xb) == 0:
+        welch_df = math.nan
+        if diff == 0:
+            welch_t, welch_p = math.nan, 1.0
+            notes.append("both samples are constant and equal: no evidence of a difference (Welch t is 0/0; p set "
+                         "to 1)")
+        else:
+            welch_t = math.copysign(math.inf, diff)
+            welch_p = {"less": float(diff > 0), "greater": float(diff < 0), "two-sided": 0.0}[alternative]
+            notes.append("both samples are constant with different values: Welch t is infinite and p is its limit")
+    else:
+        res = _run_quietly(lambda: sps.ttest_ind(xa, xb, equal_var=False, alternative=alternative), notes,
+                           "Welch t-test")
+        welch_t, welch_p, welch_df = float(res.statistic), float(res.pvalue), float(res.df)
+    mwu = _run_quietly(lambda: sps.mannwhitneyu(xa, xb, alternative=alternative), notes, "Mann–Whitney U")
+    u, mwu_p = float(mwu.statistic), float(mwu.pvalue)
+
+    df = na + nb - 2
+    pooled = math.sqrt(((na - 1) * sa**2 + (nb - 1) * sb**2) / df)
+    d = _ratio(diff, pooled)
+    if math.isnan(d):
+        notes.append("pooled standard deviation is 0 and the means are equal: Cohen's d and Hedges' g are 0/0 "
+                     "(NaN)")
+    significant = bool(welch_p < alpha and mwu_p < alpha)
+    direction = f"{la} < {lb}" if diff < 0 else f"{la} > {lb}" if diff > 0 else f"{la} = {lb}"
+    return Comparison(
+        label_a=la, label_b=lb, alternative=alternative, alpha=float(alpha), n_a=na, n_b=nb, mean_a=ma, mean_b=mb,
+        std_a=sa, std_b=sb, sem_a=sa / math.sqrt(na), sem_b=sb / math.sqrt(nb), welch_t=welch_t, welch_df=welch_df,
+        welch_p=welch_p, mwu_u=u, mwu_p=mwu_p, cohens_d=d, hedges_g=d * hedges_correction(df),
+        prob_superiority=u / (na * nb), significant=significant, direction=direction, notes=notes,
+    )
+
+
+def mean_ci(x: object, level: float = 0.95) -> ConfidenceInterval:
+    """Student-t confidence interval of the mean of ``x`` (1-D, n >= 2, finite): x̄ ± t_{(1+level)/2, n−1} s/√n."""
+    level = _level(level)
+    arr = _sample("x", x)
+    n = arr.size
+    mean = float(arr.mean())
+    sem = float(arr.std(ddof=1)) / math.sqrt(n)
+    half = float(sps.t.ppf((1 + level) / 2, n - 1)) * sem
+    return ConfidenceInterval(mean=mean, low=mean - half, high=mean + half, level=level, n=n, sem=sem)

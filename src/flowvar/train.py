@@ -1,0 +1,387 @@
+"""The training loop: Adam on the CFM loss, deterministic, resumable, with a general per-step hook.
+
+One step (numbered 1, 2, …, ``config.steps``):
+
+1. ``path = loss.draw(coupling, batch_size, generator)`` — all data randomness (pairs, t, z) comes from
+   one ``torch.Generator`` seeded with ``config.seed``;
+2. ``l = loss(model, path)``, the minibatch CFM loss L_MC = (1/B) Σ_i ‖u_t,i − v_θ(x_t,i, t_i)‖²; a NaN/Inf
+   value stops training with :class:`TrainingError` before any update;
+3. ``l.backward()``;
+4. **callbacks**: ``callback.on_step(step, model, path, loss_value)`` for each callback, in order. They run
+   *after* ``backward`` and *before* gradient clipping and the optimizer step, so ``p.grad`` holds the raw
+   (unclipped) gradient of this batch's loss at the parameters that produced it — what a gradient-variance
+   monitor needs. A callback must leave parameters and ``.grad`` as it found them, and must draw its own
+   randomness from its own generator (drawing from the global RNG is fine too: the trainer forks and
+   checkpoints it), otherwise a resumed run is no longer identical. A returned dict is logged as
+   ``{"step": step, **dict}`` in :attr:`TrainResult.history`; an exception raised by a callback stops
+   training and leaves the last checkpoint on disk (this is how tests simulate an interruption);
+5. if ``grad_clip``: ``clip_grad_norm_(params, grad_clip)``;
+6. Adam step with learning rate lr · min(1, step / warmup_steps) (linear warmup; TorchCFM's schedule
+   starts at 0, ours at lr / warmup_steps so that no step is wasted);
+7. EMA update (if ``ema_decay``): θ_ema ← decay · θ_ema + (1 − decay) · θ;
+8. checkpoint when ``step % checkpoint_every == 0``.
+
+**Checkpoints** (``checkpoint_dir/checkpoint.pt``) hold the model, optimizer and EMA states, the data
+generator's state, the global CPU RNG state (for dropout-like model randomness), the step, the losses and
+history so far, and the config. They are written atomically (temporary file in the same folder, fsync,
+``os.replace``), refused if any parameter is non-finite, and written at every ``checkpoint_every`` steps
+and once at the end of a run whenever ``checkpoint_dir`` is given. If the folder already holds a
+checkpoint, :func:`train` resumes from it: a resumed run ends bit-identical to an uninterrupted one
+(on CPU). Only ``steps``, ``checkpoint_every``, ``log_every`` and ``progress`` may differ between the
+saved and the new config, so a finished run can be extended by raising ``steps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from flowvar.couplings import Coupling
+from flowvar.errors import ConfigError, DataError, TrainingError
+from flowvar.interpolants import PathSample
+from flowvar.loss import CFMLoss
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+#: Config fields that may change when a run resumes from a checkpoint; every other field must match.
+RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every", "log_every", "progress"})
+
+
+class Callback(Protocol):
+    """A per-step hook; see the module docstring for when it runs and what it may touch."""
+
+    def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> dict[str, Any] | None:
+        """Called after ``backward`` and before the optimizer step; a returned dict goes to the history."""
+
+
+def _int_at_least(name: str, value: object, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < lo:
+        raise ConfigError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name: str, value: object, allow_zero: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of :func:`train` (validated on construction; every error is a :class:`ConfigError`).
+
+    * ``steps``: total optimizer updates of the run (including any done before a resume).
+    * ``batch_size``: pairs per step. ``lr``: Adam learning rate. ``weight_decay``: Adam's L2 penalty.
+    * ``grad_clip``: max global gradient norm (None: no clipping).
+    * ``warmup_steps``: linear learning-rate warmup length (0: none).
+    * ``seed``: seeds the data generator and the forked global RNG.
+    * ``checkpoint_every``: write a checkpoint every this many steps (0: only at the end of the run, and only
+      when a ``checkpoint_dir`` is given).
+    * ``log_every``: log the mean loss of the last ``log_every`` steps (logger ``flowvar.train`` and the
+      progress bar); 0: never.
+    * ``ema_decay``: keep an exponential moving average of the weights with this decay in (0, 1); None: off.
+    * ``progress``: show a tqdm progress bar.
+    """
+
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    warmup_steps: int = 0
+    seed: int = 0
+    checkpoint_every: int = 0
+    log_every: int = 100
+    ema_decay: float | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        self.steps = _int_at_least("steps", self.steps, 1)
+        self.batch_size = _int_at_least("batch_size", self.batch_size, 1)
+        self.lr = _positive_float("lr", self.lr)
+        self.weight_decay = _positive_float("weight_decay", self.weight_decay, allow_zero=True)
+        if self.grad_clip is not None:
+            self.grad_clip = _positive_float("grad_clip", self.grad_clip)
+        self.warmup_steps = _int_at_least("warmup_steps", self.warmup_steps, 0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        self.checkpoint_every = _int_at_least("checkpoint_every", self.checkpoint_every, 0)
+        self.log_every = _int_at_least("log_every", self.log_every, 0)
+        if self.ema_decay is not None:
+            d = self.ema_decay
+            if isinstance(d, bool) or not isinstance(d, int | float) or not 0 < d < 1:
+                raise ConfigError(f"ema_decay must be a number in (0, 1) (e.g. 0.999) or None, got {d!r}")
+            self.ema_decay = float(d)
+        if not isinstance(self.progress, bool):
+            raise ConfigError(f"progress must be True or False, got {self.progress!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a plain mapping (e.g. a YAML section); unknown keys are a :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {unknown}; valid options are {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    * ``losses``: the minibatch loss of every step 1..steps_done (including steps before a resume).
+    * ``final_loss``: ``losses[-1]`` (NaN when no step was ever run).
+    * ``steps_done``: optimizer updates applied to the model in total.
+    * ``resumed_from``: the step of the checkpoint this run resumed from, or None.
+    * ``runtime_s``: wall-clock seconds of this call.
+    * ``history``: the dicts returned by callbacks, each with its ``"step"``.
+    * ``ema_state``: the EMA ``state_dict`` (load it with ``model.load_state_dict``) or None.
+    * ``checkpoint_path``: the checkpoint file, or None when no ``checkpoint_dir`` was given.
+    """
+
+    losses: list[float]
+    final_loss: float
+    steps_done: int
+    resumed_from: int | None
+    runtime_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    ema_state: dict[str, Tensor] | None = None
+    checkpoint_path: Path | None = None
+
+
+def _plain(value: Any) -> Any:
+    """Callback values made checkpoint-safe: one-element tensors/numpy values → numbers, numpy arrays → tensors."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # numpy scalars and arrays
+        return value.item() if getattr(value, "size", 0) == 1 else torch.as_tensor(value)
+    return value
+
+
+def _signature(model: nn.Module, loss: CFMLoss, coupling: Coupling) -> dict[str, str]:
+    """What must match for a checkpoint to belong to this run (besides the config and the state shapes)."""
+    return {"model": type(model).__name__, "coupling": type(coupling).__name__,
+            "interpolant": repr(loss.interpolant), "time_sampler": type(loss.time_sampler).__name__}
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open or fsync a directory
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
+    """Write ``state`` to ``directory/checkpoint.pt`` atomically: temp file in the same folder, fsync, replace.
+
+    A crash at any moment leaves either the previous checkpoint or the new one, never a partial file.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / CHECKPOINT_NAME
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(directory)
+    return final
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`train` (tensors and plain Python values only)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise DataError(f"cannot read the checkpoint {path}: {str(err).splitlines()[0]}; delete it to start "
+                        f"afresh or point checkpoint_dir at another folder") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path} is not a flowvar training checkpoint (format {CHECKPOINT_FORMAT}); delete it or "
+                        f"use another checkpoint_dir")
+    return state
+
+
+def _check_compatible(saved: dict[str, Any], config: TrainConfig, signature: dict[str, str], path: Path) -> None:
+    old = saved["config"]
+    diffs = [f"{k}: checkpoint {old.get(k)!r} vs now {v!r}" for k, v in asdict(config).items()
+             if k not in RESUMABLE_FIELDS and old.get(k) != v]
+    diffs += [f"{k}: checkpoint {saved['signature'].get(k)!r} vs now {v!r}" for k, v in signature.items()
+              if saved["signature"].get(k) != v]
+    if diffs:
+        raise ConfigError(f"the checkpoint {path} was written by a different run ({'; '.join(diffs)}); "
+                          f"use the same settings to resume, or another checkpoint_dir to start afresh")
+    if saved["step"] > config.steps:
+        raise ConfigError(f"the checkpoint {path} is at step {saved['step']}, beyond steps={config.steps}; "
+                          f"raise steps to at least {saved['step']} or use another checkpoint_dir")
+
+
+def _restore(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             generator: torch.Generator, ema: dict[str, Tensor] | None, path: Path) -> None:
+    try:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ConfigError(f"the checkpoint {path} does not fit this model ({str(err).splitlines()[0]}); "
+                          f"build the same architecture to resume, or use another checkpoint_dir") from None
+    generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["global_rng"])
+    if ema is not None:
+        for name, value in saved["ema"].items():
+            ema[name].copy_(value)
+
+
+def _check_dtype(model: nn.Module, path: PathSample) -> None:
+    p = next(model.parameters())
+    if path.xt.dtype != p.dtype:
+        raise ConfigError(f"the coupling produces {path.xt.dtype} data but the model's parameters are {p.dtype}; "
+                          f"build the distributions with dtype={p.dtype} or convert the model with "
+                          f"model.to({path.xt.dtype})")
+
+
+def _to_device(path: PathSample, device: torch.device) -> PathSample:
+    if path.xt.device == device:
+        return path
+    return replace(path, **{f.name: getattr(path, f.name).to(device) for f in fields(path)})
+
+
+def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConfig,
+          checkpoint_dir: str | os.PathLike[str] | None = None, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Train ``model`` with Adam on ``loss`` over batches from ``coupling`` (see the module docstring).
+
+    The model is updated in place and left in training mode. Resumes from ``checkpoint_dir/checkpoint.pt``
+    when that file exists.
+
+    Raises:
+        ConfigError: an invalid config, a model without trainable parameters, a data/model dtype mismatch,
+            or a checkpoint from an incompatible run.
+        TrainingError: a non-finite loss (the step is named; the last good checkpoint is kept), or
+            non-finite parameters at checkpoint time (the checkpoint is not overwritten).
+    """
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}; build one with "
+                          f"TrainConfig(...) or TrainConfig.from_dict(...)")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"{type(model).__name__} has no trainable parameters; closed-form fields cannot be "
+                          f"trained")
+    for cb in callbacks:
+        if not callable(getattr(cb, "on_step", None)):
+            raise ConfigError(f"callback {cb!r} has no on_step(step, model, path, loss_value) method")
+    start_time = time.perf_counter()
+    device = params[0].device
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    ema: dict[str, Tensor] | None = None
+    if config.ema_decay is not None:
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    signature = _signature(model, loss, coupling)
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    ckpt_path = directory / CHECKPOINT_NAME if directory is not None else None
+
+    losses: list[float] = []
+    history: list[dict[str, Any]] = []
+    step = 0
+    resumed_from: int | None = None
+    last_saved: int | None = None
+    model.train()
+
+    def checkpoint() -> None:
+        nonlocal last_saved
+        assert directory is not None
+        bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise TrainingError(f"parameters {bad[:3]} became non-finite by step {step}; the checkpoint was not "
+                                f"overwritten (last good: step {last_saved}); lower lr (now {config.lr}) or set "
+                                f"grad_clip")
+        state = {"format": CHECKPOINT_FORMAT, "step": step, "config": asdict(config), "signature": signature,
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "generator": generator.get_state(), "global_rng": torch.get_rng_state(),
+                 "ema": ema, "losses": list(losses), "history": list(history)}
+        save_checkpoint(state, directory)
+        last_saved = step
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if ckpt_path is not None and ckpt_path.exists():
+            saved = load_checkpoint(ckpt_path)
+            _check_compatible(saved, config, signature, ckpt_path)
+            _restore(saved, model, optimizer, generator, ema, ckpt_path)
+            step = resumed_from = last_saved = int(saved["step"])
+            losses, history = list(saved["losses"]), list(saved["history"])
+            log.info("resumed from %s at step %d", ckpt_path, step)
+
+        bar = tqdm(total=config.steps, initial=step, disable=not config.progress, desc="train", leave=False)
+        try:
+            while step < config.steps:
+                step += 1
+                path = _to_device(loss.draw(coupling, config.batch_size, generator), device)
+                if step == (resumed_from or 0) + 1:
+                    _check_dtype(model, path)
+                optimizer.zero_grad(set_to_none=True)
+                value_t = loss(model, path)
+                value = float(value_t.detach())
+                if not math.isfinite(value):
+                    kept = f"the checkpoint of step {last_saved} is kept" if last_saved else "no checkpoint was written"
+                    raise TrainingError(f"the loss became non-finite ({value}) at step {step}; {kept}. Lower the "
+                                        f"learning rate (lr={config.lr}) or set grad_clip (now {config.grad_clip})")
+                value_t.backward()
+                for cb in callbacks:
+                    out = cb.on_step(step, model, path, value)
+                    if out:
+                        history.append({"step": step, **{k: _plain(v) for k, v in out.items()}})
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                if config.warmup_steps:
+                    for group in optimizer.param_groups:
+                        group["lr"] = config.lr * min(1.0, step / config.warmup_steps)
+                optimizer.step()
+                if ema is not None:
+                    with torch.no_grad():
+                        for k, v in model.state_dict().items():
+                            if torch.is_floating_point(v):
+                                ema[k].lerp_(v, 1 - config.ema_decay)  # type: ignore[operator]
+                            else:
+                                ema[k].copy_(v)
+                losses.append(value)
+                bar.update(1)
+                if config.log_every and step % config.log_every == 0:
+                    recent = sum(losses[-config.log_every:]) / len(losses[-config.log_every:])
+                    bar.set_postfix(loss=f"{recent:.4g}")
+                    log.info("step %d/%d: mean loss of the last %d steps %.6g", step, config.steps,
+                             config.log_every, recent)
+                if directory is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
+                    checkpoint()
+            if directory is not None and last_saved != step:
+                checkpoint()
+        finally:
+            bar.close()
+
+    return TrainResult(losses=losses, final_loss=losses[-1] if losses else math.nan, steps_done=step,
+                       resumed_from=resumed_from, runtime_s=time.perf_counter() - start_time, history=history,
+                       ema_state={k: v.clone() for k, v in ema.items()} if ema is not None else None,
+                       checkpoint_path=ckpt_path if directory is not None else None)

@@ -1,0 +1,200 @@
+"""flowvar.sampling: solver accuracy, grids, trajectories and the Counter Example 1 singularity."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from flowvar.errors import ConfigError, DataError, ShapeError, SolverError
+from flowvar.models import CounterexampleField
+from flowvar.sampling import FIXED_METHODS, ODESolution, integrate, time_grid, valid_methods
+
+A = torch.tensor([[-0.5, 1.0], [-1.0, -0.5]], dtype=torch.float64)
+
+
+def linear_field(x: Tensor, t: Tensor) -> Tensor:
+    """dx/dt = A x; x(1) = exp(A) x0."""
+    return x @ A.T
+
+
+def linear_exact(x0: Tensor) -> Tensor:
+    return x0 @ torch.linalg.matrix_exp(A).T
+
+
+def time_field(x: Tensor, t: Tensor) -> Tensor:
+    """dx/dt = (a + b t) x with a = −0.3, b = 1.2; x(1) = x0 exp(a + b/2). Exercises the stage times."""
+    return (-0.3 + 1.2 * t)[:, None] * x
+
+
+def time_exact(x0: Tensor) -> Tensor:
+    return x0 * math.exp(-0.3 + 0.6)
+
+
+@pytest.fixture
+def x0(gen: torch.Generator) -> Tensor:
+    return torch.randn(6, 2, generator=gen, dtype=torch.float64)
+
+
+def test_time_grid_half_node_depends_on_parity() -> None:
+    even, odd = time_grid(100), time_grid(101)
+    assert even.shape == (101,) and odd.shape == (102,)
+    assert even[0] == 0.0 and even[-1] == 1.0 and odd[-1] == 1.0
+    assert bool((even == 0.5).any())
+    assert not bool((odd == 0.5).any())
+    assert float((odd - 0.5).abs().min()) == pytest.approx(0.5 / 101)
+    g = time_grid(4, 1.0, 3.0, dtype=torch.float32)
+    assert g.dtype == torch.float32 and torch.equal(g, torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0]))
+
+
+@pytest.mark.parametrize(("field", "exact"), [(linear_field, linear_exact), (time_field, time_exact)])
+@pytest.mark.parametrize(("method", "order"), [("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4)])
+def test_order_of_accuracy(method: str, order: int, field, exact, x0: Tensor) -> None:
+    truth = exact(x0)
+    errs = [float((integrate(field, x0, method=method, steps=n).x1 - truth).abs().max()) for n in (16, 32)]
+    slope = math.log2(errs[0] / errs[1])
+    assert abs(slope - order) < 0.25, f"{method}: observed order {slope:.3f}, expected {order}"
+
+
+def test_dopri5_matches_exact(x0: Tensor) -> None:
+    sol = integrate(linear_field, x0, method="dopri5", rtol=1e-9, atol=1e-11)
+    assert isinstance(sol, ODESolution)
+    assert torch.allclose(sol.x1, linear_exact(x0), atol=1e-8, rtol=0)
+    assert sol.steps is None and sol.method == "dopri5"
+    assert sol.nfe > 6 and sol.times is None and sol.trajectory is None
+    loose = integrate(linear_field, x0, method="dopri5", rtol=1e-3, atol=1e-5)
+    assert loose.nfe < sol.nfe  # the tolerances reach the solver
+    assert float((loose.x1 - linear_exact(x0)).abs().max()) > float((sol.x1 - linear_exact(x0)).abs().max())
+
+
+def test_other_torchdiffeq_methods(x0: Tensor) -> None:
+    assert "bosh3" in valid_methods() and "heun3" in valid_methods() and "scipy_solver" not in valid_methods()
+    sol = integrate(time_field, x0, method="bosh3", rtol=1e-8, atol=1e-10)
+    assert torch.allclose(sol.x1, time_exact(x0), atol=1e-6)
+    errs = [float((integrate(time_field, x0, method="heun3", steps=n).x1 - time_exact(x0)).abs().max())
+            for n in (16, 32)]
+    assert 2.6 < math.log2(errs[0] / errs[1]) < 3.4  # third order, stepping on our grid
+    assert integrate(time_field, x0, method="heun3", steps=16).nfe == 3 * 16
+
+
+@pytest.mark.parametrize("method", list(FIXED_METHODS))
+def test_nfe_and_time_argument(method: str) -> None:
+    seen: list[Tensor] = []
+
+    def field(x: Tensor, t: Tensor) -> Tensor:
+        seen.append(t)
+        return -x
+
+    x = torch.ones(3, 2, dtype=torch.float32)
+    sol = integrate(field, x, method=method, steps=7)
+    assert sol.nfe == 7 * FIXED_METHODS[method] == len(seen)
+    assert sol.steps == 7 and sol.x1.dtype == torch.float32
+    for t in seen:
+        assert t.shape == (3,) and t.dtype == torch.float32 and bool((t == t[0]).all())
+    assert float(seen[0][0]) == 0.0
+
+
+def test_trajectory_shapes_and_save_every(gen: torch.Generator) -> None:
+    x = torch.randn(4, 3, 5, generator=gen, dtype=torch.float64)  # image-like (B, *shape)
+    sol = integrate(lambda y, t: -y, x, steps=10, return_trajectory=True, save_every=3)
+    assert torch.allclose(sol.times, torch.tensor([0.0, 0.3, 0.6, 0.9, 1.0], dtype=torch.float64))
+    assert sol.trajectory.shape == (5, 4, 3, 5)
+    assert torch.equal(sol.trajectory[0], x) and torch.equal(sol.trajectory[-1], sol.x1)
+    full = integrate(lambda y, t: -y, x, steps=10, return_trajectory=True)
+    assert full.trajectory.shape == (11, 4, 3, 5)
+    assert torch.equal(full.trajectory[3], sol.trajectory[1])
+    ada = integrate(lambda y, t: -y, x, method="dopri5", steps=4, return_trajectory=True)
+    assert ada.trajectory.shape == (5, 4, 3, 5) and ada.times.shape == (5,)
+    assert torch.allclose(ada.trajectory[2], x * math.exp(-0.5), atol=1e-7)
+
+
+def test_no_grad_by_default_and_grad_option() -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(2, 2)
+
+    def field(x: Tensor, t: Tensor) -> Tensor:
+        return lin(x)
+
+    x = torch.randn(5, 2)
+    assert not integrate(field, x, steps=4).x1.requires_grad
+    sol = integrate(field, x, steps=4, grad=True)
+    sol.x1.sum().backward()
+    assert lin.weight.grad is not None and bool(lin.weight.grad.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_counterexample_odd_grid_reaches_rotation_partner(method: str, x0: Tensor) -> None:
+    field = CounterexampleField(mu=5.0, dim=2)
+    sol = integrate(field, x0, method=method, steps=101)
+    assert torch.allclose(sol.x1, -x0 + 5.0, atol=1e-10, rtol=0)
+    # far from the OT / translation target x0 + μ: the gap is 2‖x0‖
+    assert bool(((sol.x1 - (x0 + 5.0)).norm(dim=1) > 1.9 * x0.norm(dim=1)).all())
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_counterexample_even_grid_fails_at_half(method: str, x0: Tensor) -> None:
+    with pytest.raises(SolverError, match=r"t = 0\.5") as info:
+        integrate(CounterexampleField(mu=5.0, dim=2), x0, method=method, steps=100)
+    assert "steps=101" in str(info.value)
+
+
+@pytest.mark.parametrize("steps", [100, 101])
+@pytest.mark.parametrize("method", ["midpoint", "rk4"])
+def test_counterexample_half_steps_always_hit_half(method: str, steps: int, x0: Tensor) -> None:
+    with pytest.raises(SolverError, match=r"t = 0\.5.*half-steps"):
+        integrate(CounterexampleField(mu=5.0, dim=2), x0, method=method, steps=steps)
+
+
+def test_counterexample_explicit_grid(x0: Tensor) -> None:
+    field = CounterexampleField(mu=5.0, dim=2)
+    grid = torch.linspace(0, 1, 41, dtype=torch.float64) ** 1.3  # non-uniform, 0.5 not a node
+    assert not bool((grid == 0.5).any())
+    sol = integrate(field, x0, grid=grid, return_trajectory=True)
+    assert sol.steps == 40 and torch.equal(sol.times, grid)
+    assert torch.allclose(sol.x1, -x0 + 5.0, atol=1e-10, rtol=0)
+    with pytest.raises(SolverError, match=r"t = 0\.5.*explicit `grid`"):
+        integrate(field, x0, grid=torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64))
+
+
+def test_state_overflow_is_reported() -> None:
+    with pytest.raises(SolverError, match=r"overflowed.*every field value was finite"):
+        integrate(lambda x, t: torch.full_like(x, 1e308), torch.zeros(2, 1, dtype=torch.float64),
+                  steps=1, t1=4.0)
+
+
+def test_adaptive_non_finite_field_names_time(x0: Tensor) -> None:
+    def field(x: Tensor, t: Tensor) -> Tensor:
+        return torch.where(t[:, None] > 0.3, x * math.nan, x)  # NaN from t = 0.3 on
+
+    with pytest.raises(SolverError, match=r"t = 0\.[3-9].*method='dopri5'"):
+        integrate(field, x0, method="dopri5")
+
+
+def test_bad_inputs(x0: Tensor) -> None:
+    with pytest.raises(ConfigError, match=r"unknown ODE method 'rk45'.*'euler'.*'dopri5'"):
+        integrate(linear_field, x0, method="rk45")
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="steps must be a positive integer"):
+            integrate(linear_field, x0, steps=bad)
+    with pytest.raises(ConfigError, match=r"strictly increasing.*grid\[1\]"):
+        integrate(linear_field, x0, grid=torch.tensor([0.0, 0.5, 0.5, 1.0]))
+    with pytest.raises(ConfigError, match="1-D"):
+        integrate(linear_field, x0, grid=torch.zeros(2, 2))
+    with pytest.raises(ConfigError, match="at least 2"):
+        integrate(linear_field, x0, grid=torch.tensor([0.0]))
+    with pytest.raises(ConfigError, match="t0 < t1"):
+        integrate(linear_field, x0, t0=1.0, t1=0.0)
+    with pytest.raises(ConfigError, match="save_every"):
+        integrate(linear_field, x0, return_trajectory=True, save_every=0)
+    with pytest.raises(ConfigError, match="rtol"):
+        integrate(linear_field, x0, method="dopri5", rtol=-1.0)
+    with pytest.raises(DataError, match="x0 holds 1 non-finite"):
+        integrate(linear_field, torch.tensor([[0.0, math.inf]], dtype=torch.float64))
+    with pytest.raises(ShapeError, match="floating-point"):
+        integrate(linear_field, torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ShapeError, match="same shape as x"):
+        integrate(lambda x, t: x[:, :1], x0)
+    with pytest.raises(ConfigError, match="torchdiffeq rejected options"):
+        integrate(linear_field, x0, method="dopri5", options={"no_such_option": 1})

@@ -1,0 +1,118 @@
+"""Two-sample comparisons and confidence intervals (flowvar.stats)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from flowvar.errors import ConfigError, DataError
+from flowvar.stats import compare, hedges_correction, mean_ci
+
+
+def test_clearly_separated_samples():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.0, 1.0, 30), rng.normal(3.0, 1.0, 30)
+    c = compare(a, b, "less", labels=("OT", "pair-optimal"))
+    assert c.welch_p < 1e-10 and c.mwu_p < 1e-8
+    assert c.significant and c.direction == "OT < pair-optimal"
+    assert c.cohens_d < -2 and c.prob_superiority < 0.05
+    assert "significant at α = 0.01" in c.summary() and "not significant" not in c.summary()
+    swapped = compare(b, a, "less")
+    assert swapped.welch_p > 1 - 1e-10 and swapped.mwu_p > 0.999
+    assert not swapped.significant and swapped.direction == "a > b"
+    assert compare(b, a, "greater").significant
+    two = compare(a, b, "two-sided")
+    assert two.welch_p == pytest.approx(2 * c.welch_p, rel=1e-9)
+
+
+@pytest.mark.parametrize("alternative", ["less", "two-sided"])
+def test_identical_distributions_give_roughly_uniform_p(alternative):
+    welch, mwu, sig = [], [], 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        c = compare(rng.normal(1.0, 2.0, 30), rng.normal(1.0, 2.0, 30), alternative)
+        welch.append(c.welch_p)
+        mwu.append(c.mwu_p)
+        sig += c.significant
+    for p in (np.array(welch), np.array(mwu)):
+        assert 0.01 <= float((p < 0.05).mean()) <= 0.12
+        assert 0.35 <= float((p < 0.5).mean()) <= 0.65
+    assert sig <= 8  # both p < 0.01: expected ≈ 2 of 200
+
+
+def test_effect_sizes_against_hand_computation():
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 6.0, 8.0, 10.0])
+    c = compare(a, b, "less")
+    # means 2.5 and 6; variances 5/3 and 10; pooled variance (3·5/3 + 4·10)/7 = 45/7
+    assert (c.mean_a, c.mean_b) == (2.5, 6.0)
+    assert c.std_a == pytest.approx(math.sqrt(5 / 3)) and c.std_b == pytest.approx(math.sqrt(10))
+    assert c.sem_a == pytest.approx(math.sqrt(5 / 3) / 2) and c.sem_b == pytest.approx(math.sqrt(2))
+    d = -3.5 / math.sqrt(45 / 7)
+    assert c.cohens_d == pytest.approx(d, rel=1e-12)
+    J = math.gamma(3.5) / (math.sqrt(3.5) * math.gamma(3.0))  # ν = 7
+    assert c.hedges_g == pytest.approx(J * d, rel=1e-12)
+    assert hedges_correction(7) == pytest.approx(1 - 3 / (4 * 7 - 1), abs=1e-3)
+    # U_a = #{a > b} + ½ #{a = b} = 2 (3>2, 4>2) + ½·2 (2=2, 4=4) = 3
+    assert c.mwu_u == 3.0 and c.prob_superiority == pytest.approx(3 / 20)
+    # Welch: t = −3.5/√(5/12 + 2), ν = (5/12 + 2)² / ((5/12)²/3 + 2²/4)
+    se2 = 5 / 12 + 2
+    t = -3.5 / math.sqrt(se2)
+    nu = se2**2 / ((5 / 12) ** 2 / 3 + 1.0)
+    assert c.welch_t == pytest.approx(t, rel=1e-12) and c.welch_df == pytest.approx(nu, rel=1e-12)
+    assert c.welch_p == pytest.approx(float(sps.t.cdf(t, nu)), rel=1e-10)
+    assert 0.03 < c.welch_p < 0.05 and not c.significant
+
+
+def test_degenerate_inputs_do_not_crash_or_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zeros = compare(np.zeros(30), np.zeros(30))
+        assert zeros.welch_p == 1.0 and math.isnan(zeros.welch_t) and zeros.mwu_p == 1.0
+        assert not zeros.significant and zeros.direction == "a = b"
+        assert math.isnan(zeros.cohens_d) and math.isnan(zeros.hedges_g) and zeros.prob_superiority == 0.5
+        assert any("constant and equal" in n for n in zeros.notes)
+
+        apart = compare(np.zeros(30), np.ones(30), "less")
+        assert apart.welch_t == -math.inf and apart.welch_p == 0.0 and apart.mwu_p < 1e-10
+        assert apart.cohens_d == -math.inf and apart.significant
+        assert compare(np.ones(30), np.zeros(30), "less").welch_p == 1.0
+
+        one_constant = compare(np.zeros(30), np.random.default_rng(1).normal(5.0, 1.0, 30))
+        assert one_constant.welch_p < 1e-10 and math.isfinite(one_constant.cohens_d) and not one_constant.notes
+
+        nearly = compare(np.full(10, 1e5), 1e5 + np.array([0.0] * 9 + [1e-11]))  # scipy warns: moved to notes
+        assert all(math.isfinite(v) or math.isnan(v) for v in (nearly.welch_p, nearly.mwu_p))
+        assert not nearly.significant and any(n.startswith("Welch t-test: Precision loss") for n in nearly.notes)
+
+
+def test_invalid_inputs():
+    with pytest.raises(DataError, match="at least 2"):
+        compare([1.0], [1.0, 2.0])
+    with pytest.raises(DataError, match="non-finite"):
+        compare([1.0, math.nan, 2.0], [1.0, 2.0])
+    with pytest.raises(DataError, match="1-D"):
+        compare(np.zeros((3, 2)), np.zeros(3))
+    with pytest.raises(ConfigError, match="alternative"):
+        compare([1.0, 2.0], [1.0, 2.0], "smaller")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="alpha"):
+        compare([1.0, 2.0], [1.0, 2.0], alpha=1.5)
+    with pytest.raises(ConfigError, match="level"):
+        mean_ci([1.0, 2.0], level=95)
+
+
+def test_mean_ci_known_values_and_coverage():
+    ci = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = 2.7764451051977987 * math.sqrt(2.5 / 5)  # t_{0.975, 4} · s/√n
+    assert (ci.mean, ci.n, ci.level) == (3.0, 5, 0.95)
+    assert ci.low == pytest.approx(3 - half, rel=1e-12) and ci.high == pytest.approx(3 + half, rel=1e-12)
+    assert mean_ci([2.0, 2.0, 2.0]).low == mean_ci([2.0, 2.0, 2.0]).high == 2.0
+    rng = np.random.default_rng(0)
+    hits = []
+    for _ in range(400):
+        c = mean_ci(rng.normal(0.0, 1.0, 10), 0.9)
+        hits.append(c.low <= 0.0 <= c.high)
+    assert 0.86 <= float(np.mean(hits)) <= 0.94  # nominal 0.90, binomial SE 0.015

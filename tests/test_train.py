@@ -1,0 +1,275 @@
+"""flowvar.train: learning, determinism, bit-identical resume, atomic checkpoints, failure handling."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import flowvar.train as train_mod
+from flowvar.couplings import IndependentCoupling
+from flowvar.distributions import StandardNormal
+from flowvar.errors import ConfigError, TrainingError
+from flowvar.gaussian import GaussianProblem
+from flowvar.interpolants import Interpolant, PathSample
+from flowvar.loss import CFMLoss
+from flowvar.models import CounterexampleField, MLPField
+from flowvar.train import CHECKPOINT_NAME, TrainConfig, TrainResult, load_checkpoint, train
+
+
+def coupling(dtype: torch.dtype = torch.float32) -> IndependentCoupling:
+    return IndependentCoupling(StandardNormal(2, dtype), GaussianProblem.isotropic(2, 3.0, dtype=dtype))
+
+
+def mlp(seed: int = 0, width: int = 32) -> MLPField:
+    torch.manual_seed(seed)
+    return MLPField(2, width=width, depth=2)
+
+
+class DropoutField(nn.Module):
+    """A small field with dropout: its randomness comes from the (forked, checkpointed) global RNG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.net(torch.cat([x, t[:, None]], 1))
+
+
+class GradNorm:
+    """Logs the global gradient norm seen by callbacks."""
+
+    def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> dict[str, Any]:
+        return {"grad_norm": torch.sqrt(sum((p.grad**2).sum() for p in model.parameters())), "loss": loss_value}
+
+
+class Interrupt:
+    """Raises at a given step: a crash in the middle of a run."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> None:
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+def params_equal(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_loss_decreases() -> None:
+    cfg = TrainConfig(steps=200, batch_size=64, lr=3e-3, seed=0, log_every=50)
+    res = train(mlp(), CFMLoss(), coupling(), cfg)
+    assert isinstance(res, TrainResult)
+    assert len(res.losses) == 200 and res.steps_done == 200 and res.final_loss == res.losses[-1]
+    assert res.resumed_from is None and res.runtime_s > 0 and res.checkpoint_path is None
+    first, last = sum(res.losses[:20]) / 20, sum(res.losses[-20:]) / 20
+    assert last < 0.4 * first, (first, last)
+
+
+def test_deterministic_and_global_rng_untouched() -> None:
+    cfg = TrainConfig(steps=25, batch_size=32, seed=7)
+    before = torch.get_rng_state()
+    m1, m2 = mlp(), mlp()
+    r1 = train(m1, CFMLoss(Interpolant(0.1)), coupling(), cfg)
+    r2 = train(m2, CFMLoss(Interpolant(0.1)), coupling(), cfg)
+    assert r1.losses == r2.losses and params_equal(m1, m2)
+    r3 = train(mlp(), CFMLoss(Interpolant(0.1)), coupling(), TrainConfig(steps=25, batch_size=32, seed=8))
+    assert r3.losses != r1.losses
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def resume_config(steps: int) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=32, lr=2e-3, seed=3, checkpoint_every=5, grad_clip=1.0,
+                       warmup_steps=4, ema_decay=0.9)
+
+
+def test_resume_after_shorter_run_is_bit_identical(tmp_path: Path) -> None:
+    loss = CFMLoss(Interpolant(sigma=0.05))  # z draws too
+    torch.manual_seed(0)
+    full_model = DropoutField()
+    full = train(full_model, loss, coupling(), resume_config(20), tmp_path / "full", callbacks=[GradNorm()])
+
+    torch.manual_seed(0)
+    part = train(DropoutField(), loss, coupling(), resume_config(10), tmp_path / "part", callbacks=[GradNorm()])
+    assert part.steps_done == 10
+    torch.manual_seed(123)  # a different initialisation: the checkpoint must overwrite it
+    resumed_model = DropoutField()
+    resumed = train(resumed_model, loss, coupling(), resume_config(20), tmp_path / "part", callbacks=[GradNorm()])
+    assert resumed.resumed_from == 10 and resumed.steps_done == 20
+    assert resumed.losses == full.losses
+    assert params_equal(resumed_model, full_model)
+    assert resumed.history == full.history and [h["step"] for h in full.history] == list(range(1, 21))
+    assert all(torch.equal(resumed.ema_state[k], full.ema_state[k]) for k in full.ema_state)
+
+
+def test_resume_after_crash_is_bit_identical(tmp_path: Path) -> None:
+    loss = CFMLoss()
+    full_model = mlp()
+    full = train(full_model, loss, coupling(), resume_config(20))
+    with pytest.raises(KeyboardInterrupt):
+        train(mlp(), loss, coupling(), resume_config(20), tmp_path, callbacks=[Interrupt(at=13)])
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 10
+    resumed_model = mlp(seed=99)
+    resumed = train(resumed_model, loss, coupling(), resume_config(20), tmp_path)
+    assert resumed.resumed_from == 10
+    assert resumed.losses == full.losses and params_equal(resumed_model, full_model)
+    # a finished run resumes to itself without training
+    again = train(mlp(seed=5), loss, coupling(), resume_config(20), tmp_path)
+    assert again.resumed_from == 20 and again.losses == full.losses
+
+
+def test_checkpoint_is_atomic_and_loadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = mlp()
+    cfg = TrainConfig(steps=6, batch_size=16, checkpoint_every=3)
+    train(model, CFMLoss(), coupling(), cfg, tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == 6 and len(state["losses"]) == 6 and state["config"]["checkpoint_every"] == 3
+    assert isinstance(state["generator"], Tensor) and state["generator"].dtype == torch.uint8
+    assert all(torch.equal(state["model"][k], v) for k, v in model.state_dict().items())
+    before = (tmp_path / CHECKPOINT_NAME).read_bytes()
+
+    def broken_save(obj: Any, f: Any) -> None:
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train_mod.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=9, batch_size=16, checkpoint_every=3), tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]  # the temporary file was removed
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
+
+
+class NaNAfter(nn.Module):
+    """Wraps a field and returns NaN from its ``n``-th forward call on."""
+
+    def __init__(self, inner: nn.Module, n: int) -> None:
+        super().__init__()
+        self.inner, self.n, self.calls = inner, n, 0
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        self.calls += 1
+        out = self.inner(x, t)
+        return out * math.nan if self.calls >= self.n else out
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path) -> None:
+    model = NaNAfter(mlp(), n=8)
+    cfg = TrainConfig(steps=20, batch_size=16, lr=1e-3, checkpoint_every=5)
+    with pytest.raises(TrainingError, match=r"non-finite.*at step 8.*step 5 is kept.*[Ll]ower the learning rate"):
+        train(model, CFMLoss(), coupling(), cfg, tmp_path)
+    state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert state["step"] == 5 and len(state["losses"]) == 5
+    assert all(bool(torch.isfinite(v).all()) for v in state["model"].values())
+
+
+class PoisonParams:
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> None:
+        if step == self.at:
+            with torch.no_grad():
+                next(model.parameters()).fill_(math.nan)
+
+
+def test_non_finite_parameters_never_overwrite_checkpoint(tmp_path: Path) -> None:
+    cfg = TrainConfig(steps=20, batch_size=16, checkpoint_every=5)
+    with pytest.raises(TrainingError, match=r"non-finite by step 10.*not overwritten.*step 5"):
+        train(mlp(), CFMLoss(), coupling(), cfg, tmp_path, callbacks=[PoisonParams(at=10)])
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 5
+
+
+def test_callbacks_see_raw_gradient_before_the_step() -> None:
+    class Check:
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> dict[str, float]:
+            params = list(model.parameters())
+            fresh = torch.autograd.grad(CFMLoss()(model, path), params)  # at the current parameters
+            for p, g in zip(params, fresh):
+                assert torch.allclose(p.grad, g, atol=1e-6)
+            assert loss_value == pytest.approx(float(CFMLoss()(model, path).detach()), rel=1e-6)
+            self.seen += 1
+            return {"grad_norm": float(torch.sqrt(sum((g**2).sum() for g in fresh)))}
+
+    check = Check()
+    res = train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=5, batch_size=16, grad_clip=1e-3), callbacks=[check])
+    assert check.seen == 5
+    assert [h["step"] for h in res.history] == [1, 2, 3, 4, 5]
+    assert all(h["grad_norm"] > 1e-3 for h in res.history)  # unclipped
+
+
+@pytest.mark.parametrize(("warmup", "expected"), [(0, 1e-2), (10, 1e-3)])
+def test_warmup_scales_first_update(warmup: int, expected: float) -> None:
+    model = mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    train(model, CFMLoss(), coupling(), TrainConfig(steps=1, batch_size=16, lr=1e-2, warmup_steps=warmup))
+    moved = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
+    assert moved == pytest.approx(expected, rel=1e-3)  # Adam's first update is lr · sign(g)
+
+
+def test_ema_state() -> None:
+    model = mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = train(model, CFMLoss(), coupling(), TrainConfig(steps=1, batch_size=16, lr=1e-2, ema_decay=0.25))
+    for k, v in model.state_dict().items():
+        assert torch.allclose(res.ema_state[k], 0.25 * before[k] + 0.75 * v, atol=1e-7)
+    assert train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=1, batch_size=4)).ema_state is None
+
+
+def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=3, batch_size=4, progress=True))
+    assert "train" in capsys.readouterr().err
+    train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=3, batch_size=4))
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"steps": 0}, "steps must be an integer >= 1"),
+    ({"batch_size": 2.5}, "batch_size"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"lr": math.nan}, "lr"),
+    ({"weight_decay": -1.0}, "weight_decay"),
+    ({"grad_clip": 0}, "grad_clip"),
+    ({"warmup_steps": -1}, "warmup_steps"),
+    ({"seed": -1}, "seed"),
+    ({"checkpoint_every": True}, "checkpoint_every"),
+    ({"log_every": -5}, "log_every"),
+    ({"ema_decay": 1.0}, r"ema_decay must be a number in \(0, 1\)"),
+    ({"progress": "yes"}, "progress"),
+])
+def test_bad_config(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_bad_setups(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown training option\(s\) \['learning_rate'\]"):
+        TrainConfig.from_dict({"learning_rate": 1e-3})
+    assert TrainConfig.from_dict({"steps": 5}).steps == 5
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        train(CounterexampleField(), CFMLoss(), coupling(torch.float64), TrainConfig(steps=1))
+    with pytest.raises(ConfigError, match=r"float64 data.*float32"):
+        train(mlp(), CFMLoss(), coupling(torch.float64), TrainConfig(steps=1, batch_size=4))
+    with pytest.raises(ConfigError, match="must be a TrainConfig"):
+        train(mlp(), CFMLoss(), coupling(), {"steps": 1})  # type: ignore[arg-type]
+
+    train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=4, batch_size=4, lr=1e-3), tmp_path)
+    with pytest.raises(ConfigError, match=r"different run \(lr: checkpoint 0\.001 vs now 0\.01\)"):
+        train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=8, batch_size=4, lr=1e-2), tmp_path)
+    with pytest.raises(ConfigError, match="interpolant"):
+        train(mlp(), CFMLoss(Interpolant(0.1)), coupling(), TrainConfig(steps=8, batch_size=4), tmp_path)
+    with pytest.raises(ConfigError, match="beyond steps=2"):
+        train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=2, batch_size=4), tmp_path)
+    with pytest.raises(ConfigError, match="does not fit this model"):
+        train(mlp(width=8), CFMLoss(), coupling(), TrainConfig(steps=8, batch_size=4), tmp_path)

@@ -1,0 +1,270 @@
+"""Gradient-variance estimator (flowvar.variance): exactness of per-sample gradients, the trace formula,
+chunking, Prop 1(A) and the t-profile decomposition."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
+from flowvar.distributions import StandardNormal
+from flowvar.errors import ConfigError, DataError
+from flowvar.gaussian import GaussianProblem, singular_times
+from flowvar.interpolants import Interpolant, UniformTime
+from flowvar.loss import CFMLoss, per_sample_loss
+from flowvar.models import CounterexampleField, GaussianParametricField, MLPField
+from flowvar.variance import (
+    VarianceAccumulator,
+    estimate_variance,
+    gradient_variance,
+    group_name,
+    per_sample_gradients,
+    repeated_estimates,
+    variance_t_profile,
+)
+
+F64 = torch.float64
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)
+
+
+@pytest.fixture
+def problem() -> GaussianProblem:
+    """PAPER.md §4: μ = (5, 5), M = diag(4, 0.25)."""
+    return GaussianProblem(torch.tensor([5.0, 5.0]), torch.diag(torch.tensor([4.0, 0.25])))
+
+
+@pytest.fixture
+def random_field(gen: torch.Generator) -> GaussianParametricField:
+    """Random (θ, Θ) with I + tΘ invertible on [0, 1] (checked)."""
+    theta = torch.randn(2, generator=gen, dtype=F64)
+    Theta = 0.3 * torch.randn(2, 2, generator=gen, dtype=F64)
+    assert singular_times(Theta) == []
+    return GaussianParametricField(2, theta, Theta)
+
+
+def flat(grads: dict[str, torch.Tensor]) -> np.ndarray:
+    """(K, P) matrix of flattened per-sample gradients in parameter order."""
+    return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1).numpy()
+
+
+def test_closed_form_matches_autograd_parametric(problem, random_field, gen):
+    path = CFMLoss(Interpolant(sigma=0.3)).draw(RotatedOTCoupling(problem, 60.0), 400, gen)
+    cf = per_sample_gradients(random_field, path, method="closed_form")
+    ag = per_sample_gradients(random_field, path, method="autograd")
+    assert set(cf) == set(ag) == {"theta", "Theta"}
+    for name in cf:
+        scale = float(cf[name].abs().max())
+        assert scale > 1.0  # a nontrivial comparison
+        assert float((cf[name] - ag[name]).abs().max()) <= 1e-12 * scale
+    r_cf = gradient_variance(random_field, path, method="closed_form")
+    r_ag = gradient_variance(random_field, path, method="autograd")
+    assert r_cf.method == "closed_form" and r_ag.method == "autograd-loop"  # vmap rejects the singularity check
+    assert gradient_variance(random_field, path).method == "closed_form"  # auto
+    assert rel(r_cf.trace, r_ag.trace) < 1e-10 and r_cf.trace > 1.0
+    assert rel(r_cf.mean_grad_sq_norm, r_ag.mean_grad_sq_norm) < 1e-10
+    assert rel(r_cf.mean_loss, r_ag.mean_loss) < 1e-12
+    for g in ("theta", "Theta"):
+        assert rel(r_cf.per_group[g], r_ag.per_group[g]) < 1e-10
+
+
+def test_autograd_matches_single_sample_backward_loop_mlp(gen):
+    torch.manual_seed(0)
+    model = MLPField(2, width=16, depth=2, activation="selu").double()
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    path = CFMLoss(Interpolant(sigma=0.1)).draw(coupling, 24, gen)
+    fast = per_sample_gradients(model, path, chunk_size=10, strategy="vmap")
+    loop = per_sample_gradients(model, path, strategy="loop")
+    names = [n for n, _ in model.named_parameters()]
+    assert list(fast) == names
+    for i in range(24):  # reference: one ordinary backward pass per sample
+        model.zero_grad()
+        per_sample_loss(model, path.__class__(*(getattr(path, f)[i:i + 1] for f in
+                                                 ("x0", "x1", "t", "z", "xt", "target")))).sum().backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None
+            assert float((fast[name][i] - p.grad).abs().max()) <= 1e-10 * max(1.0, float(p.grad.abs().max()))
+            assert float((loop[name][i] - p.grad).abs().max()) <= 1e-10 * max(1.0, float(p.grad.abs().max()))
+    assert gradient_variance(model, path).method == "autograd-vmap"
+
+
+def test_trace_formula_matches_numpy_covariance(problem, random_field, gen):
+    path = CFMLoss(Interpolant(sigma=0.3)).draw(RotatedOTCoupling(problem, 30.0), 3000, gen)
+    G = flat(per_sample_gradients(random_field, path, method="closed_form"))
+    rep = gradient_variance(random_field, path)
+    K = G.shape[0]
+    assert rep.n == K
+    assert rel(rep.trace, np.cov(G.T, bias=True).trace()) < 1e-11
+    assert rel(rep.trace_unbiased, np.cov(G.T, bias=False).trace()) < 1e-11
+    assert rel(rep.trace_unbiased, rep.trace * K / (K - 1)) < 1e-14
+    gbar = G.mean(0)
+    assert rel(rep.mean_grad_sq_norm, float(gbar @ gbar)) < 1e-12
+    assert rel(rep.mean_grad_sq_norm_unbiased, float(gbar @ gbar) - rep.trace_unbiased / K) < 1e-12
+    assert rep.normalised is not None and rel(rep.normalised, rep.trace / float(gbar @ gbar)) < 1e-12
+    with torch.no_grad():
+        assert rel(rep.mean_loss, float(per_sample_loss(random_field, path).mean())) < 1e-12
+    assert rel(sum(rep.per_group.values()), rep.trace) < 1e-12
+    assert rel(sum(rep.per_group_mean_grad_sq_norm.values()), rep.mean_grad_sq_norm) < 1e-12
+    assert rel(rep.per_group["theta"], np.cov(G[:, :2].T, bias=True).trace()) < 1e-11
+    np.testing.assert_allclose(rep.mean_grad["Theta"].numpy(), gbar[2:].reshape(2, 2), rtol=1e-12, atol=1e-12)
+    assert rep.minibatch_trace(64) == rep.trace / 64
+
+
+def test_chunking_invariance(problem, random_field, gen):
+    path = CFMLoss(Interpolant(sigma=0.3)).draw(RotatedOTCoupling(problem, 90.0), 1000, gen)
+    ref = gradient_variance(random_field, path, chunk_size=1000)
+    for chunk in (1, 7, 64, 999):
+        rep = gradient_variance(random_field, path, chunk_size=chunk)
+        assert rel(rep.trace, ref.trace) < 1e-12
+        assert rel(rep.mean_grad_sq_norm, ref.mean_grad_sq_norm) < 1e-12
+        assert rel(rep.per_group["Theta"], ref.per_group["Theta"]) < 1e-12
+    torch.manual_seed(1)
+    mlp = MLPField(2, width=16, depth=2).double()
+    ref = gradient_variance(mlp, path, chunk_size=1000)
+    for chunk in (3, 100):
+        assert rel(gradient_variance(mlp, path, chunk_size=chunk).trace, ref.trace) < 1e-12
+
+
+def test_variance_at_zero_field_matches_analytic_value(problem, gen):
+    """v ≡ 0 (θ = 0, Θ = 0) under OT: g_θ = −2(x1 − x0) = −2(μ + (M^{1/2} − I) x0), so
+    tr Cov(g_θ) = 4 ‖M^{1/2} − I‖_F² = 4((2 − 1)² + (0.5 − 1)²) = 5, and E g_θ = −2μ, ‖E g_θ‖² = 200."""
+    model = GaussianParametricField(2)
+    rep = estimate_variance(model, CFMLoss(Interpolant(0.0)), RotatedOTCoupling(problem, 0.0), 40000, gen,
+                            draw_chunk=10000)
+    assert rep.n == 40000
+    assert abs(rep.per_group["theta"] - 5.0) < 0.2  # Monte-Carlo SE ≈ 0.05
+    assert abs(rep.per_group_mean_grad_sq_norm["theta"] - 200.0) < 2.0
+
+
+def test_minibatch_variance_is_trace_over_batch(problem, random_field, gen):
+    """The covariance trace of minibatch-mean gradients over many minibatches ≈ tr Cov(g) / B."""
+    B, n_batches = 32, 600
+    path = CFMLoss(Interpolant(sigma=0.3)).draw(RotatedOTCoupling(problem, 120.0), B * n_batches, gen)
+    G = flat(per_sample_gradients(random_field, path, method="closed_form"))
+    batch_means = G.reshape(n_batches, B, -1).mean(1)
+    empirical = np.cov(batch_means.T, bias=False).trace()
+    predicted = gradient_variance(random_field, path).minibatch_trace(B)
+    assert abs(empirical / predicted - 1) < 0.2  # relative SE of the empirical trace ≈ 6%
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 60.0, 90.0, 120.0])
+def test_prop1a_pair_optimal_field_has_zero_loss_and_variance(problem, gen, angle):
+    coupling = RotatedOTCoupling(problem, angle)
+    field = problem.pair_optimal_field(coupling.rotation)
+    rep = estimate_variance(field, CFMLoss(Interpolant(0.0)), coupling, 10000, gen)
+    assert rep.method == "closed_form"
+    assert rep.trace < 1e-20 and rep.mean_loss < 1e-20
+    noisy = estimate_variance(field, CFMLoss(Interpolant(0.05)), coupling, 10000, gen)
+    assert noisy.trace > 1e-4 and noisy.mean_loss > 1e-4
+
+
+def test_prop1a_with_autograd(problem, gen):
+    coupling = RotatedOTCoupling(problem, 120.0)
+    field = problem.pair_optimal_field(coupling.rotation)  # frozen by default: still differentiated
+    rep = estimate_variance(field, CFMLoss(Interpolant(0.0)), coupling, 300, gen, method="autograd")
+    assert rep.method == "autograd-loop" and set(rep.per_group) == {"theta", "Theta"}
+    assert rep.trace < 1e-20 and rep.mean_loss < 1e-20
+
+
+def test_t_profile_decomposes_total(problem, random_field):
+    loss = CFMLoss(Interpolant(sigma=0.3))
+    coupling = RotatedOTCoupling(problem, 60.0)
+    n_bins, n = 5, 400
+    prof = variance_t_profile(random_field, loss, coupling, n, n_bins, torch.Generator().manual_seed(3))
+    np.testing.assert_allclose(prof.edges, np.linspace(0, 1, n_bins + 1))
+    np.testing.assert_allclose(prof.centres, np.arange(n_bins) / n_bins + 0.1)
+    assert prof.traces.shape == (n_bins,) and prof.n_per_bin == n
+    for rep, tr in zip(prof.reports, prof.traces):
+        assert rel(sum(rep.per_group.values()), tr) < 1e-12
+    # Redraw the same paths bin by bin (same generator, same order), pool them, compare.
+    gen = torch.Generator().manual_seed(3)
+    paths = [CFMLoss(loss.interpolant, UniformTime(prof.edges[b], prof.edges[b + 1])).draw(coupling, n, gen)
+             for b in range(n_bins)]
+    for b, p in enumerate(paths):
+        assert bool(((p.t >= prof.edges[b]) & (p.t <= prof.edges[b + 1])).all())
+        assert rel(gradient_variance(random_field, p).trace, prof.traces[b]) < 1e-12
+    pooled = gradient_variance(random_field, paths[0].__class__(
+        *(torch.cat([getattr(p, f) for p in paths]) for f in ("x0", "x1", "t", "z", "xt", "target"))))
+    assert rel(prof.total, pooled.trace) < 1e-12
+    assert prof.between > 0 and rel(prof.within + prof.between, prof.total) < 1e-15
+    assert rel(float(prof.mean_losses.mean()), pooled.mean_loss) < 1e-12
+    assert prof.traces.max() > 2 * prof.traces.min()  # the variance does depend on t here
+
+
+def test_repeated_estimates_are_reproducible_and_independent(problem, random_field):
+    loss, coupling = CFMLoss(Interpolant(0.3)), RotatedOTCoupling(problem, 30.0)
+    a = repeated_estimates(random_field, loss, coupling, 500, repeats=4, seed=10)
+    b = repeated_estimates(random_field, loss, coupling, 500, repeats=4, seed=10)
+    assert a.shape == (4,) and np.array_equal(a, b)
+    assert len(set(a.tolist())) == 4
+    third = estimate_variance(random_field, loss, coupling, 500, torch.Generator().manual_seed(12))
+    assert a[2] == third.trace
+    losses = repeated_estimates(random_field, loss, coupling, 500, repeats=2, seed=10, statistic="mean_loss")
+    assert losses[0] == estimate_variance(random_field, loss, coupling, 500,
+                                          torch.Generator().manual_seed(10)).mean_loss
+
+
+def test_normalised_handles_zero_mean_gradient():
+    zero = VarianceAccumulator()
+    zero.update({"w": torch.zeros(5, 3)}, torch.zeros(5))
+    rep = zero.report()
+    assert rep.trace == 0.0 and rep.normalised is None and math.isnan(rep.statistic("normalised"))
+    pm = VarianceAccumulator()
+    pm.update({"w": torch.tensor([[1.0], [-1.0]])}, torch.ones(2))
+    rep = pm.report()
+    assert rep.trace == 1.0 and rep.mean_grad_sq_norm == 0.0 and rep.normalised == math.inf
+    assert rep.trace_unbiased == 2.0 and rep.mean_grad_sq_norm_unbiased == -1.0  # 0 − 2/2
+
+
+def test_group_by_module_and_callable(gen):
+    torch.manual_seed(0)
+    mlp = MLPField(2, width=8, depth=2).double()
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    path = CFMLoss(Interpolant(0.0)).draw(coupling, 50, gen)
+    by_param = gradient_variance(mlp, path)
+    by_module = gradient_variance(mlp, path, group_by="module")
+    assert set(by_module.per_group) == {"net.0", "net.2", "net.4"}
+    assert rel(by_module.per_group["net.2"], by_param.per_group["net.2.weight"] + by_param.per_group["net.2.bias"]) \
+        < 1e-14
+    by_kind = gradient_variance(mlp, path, group_by=lambda name: name.rsplit(".", 1)[1])
+    assert set(by_kind.per_group) == {"weight", "bias"}
+    assert rel(sum(by_kind.per_group.values()), by_param.trace) < 1e-12
+    assert group_name("theta", "module") == "theta"
+    with pytest.raises(ConfigError, match="group_by"):
+        group_name("theta", "layer")  # type: ignore[arg-type]
+
+
+def test_trainable_only(problem, random_field, gen):
+    path = CFMLoss(Interpolant(0.3)).draw(RotatedOTCoupling(problem, 0.0), 200, gen)
+    random_field.theta.requires_grad_(False)
+    for method in ("closed_form", "autograd"):
+        rep = gradient_variance(random_field, path, method=method, trainable_only=True)  # type: ignore[arg-type]
+        assert set(rep.per_group) == {"Theta"}
+    full = gradient_variance(random_field, path)
+    assert set(full.per_group) == {"theta", "Theta"}
+    random_field.Theta.requires_grad_(False)
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        gradient_variance(random_field, path, trainable_only=True)
+
+
+def test_errors(problem, gen):
+    path = CFMLoss(Interpolant(0.1)).draw(RotatedOTCoupling(problem, 0.0), 10, gen)
+    mlp = MLPField(2, width=4, depth=1).double()
+    with pytest.raises(ConfigError, match="closed_form"):
+        gradient_variance(mlp, path, method="closed_form")
+    with pytest.raises(ConfigError, match="unknown method"):
+        gradient_variance(mlp, path, method="exact")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="has no parameters"):
+        gradient_variance(CounterexampleField(), path)
+    one = CFMLoss(Interpolant(0.1)).draw(RotatedOTCoupling(problem, 0.0), 1, gen)
+    with pytest.raises(DataError, match="at least 2"):
+        gradient_variance(mlp, one)
+    with pytest.raises(ConfigError, match="t_range"):
+        variance_t_profile(mlp, CFMLoss(), RotatedOTCoupling(problem, 0.0), 10, 2, gen, t_range=(0.5, 0.5))
+    with pytest.raises(ConfigError, match="statistic"):
+        repeated_estimates(mlp, CFMLoss(), RotatedOTCoupling(problem, 0.0), 10, 2, statistic="std")  # type: ignore[arg-type]
