@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from flowvar import __version__
@@ -62,20 +61,12 @@ def run_cmd(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the Typer app, turning :class:`FlowvarError` into one line and exit code 2."""
+    """Entry point. Usage errors exit 2 (Typer); a :class:`FlowvarError` prints one line and exits 2."""
     try:
-        app(args=argv, prog_name="flowvar", standalone_mode=False)
+        app(args=argv, prog_name="flowvar")
     except FlowvarError as e:
         print(f"flowvar: error: {e}", file=sys.stderr)
         return 2
-    except typer.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
-        print("flowvar: aborted", file=sys.stderr)
-        return 130
-    except click.exceptions.ClickException as e:
-        e.show()
-        return e.exit_code
     return 0
 
 

@@ -27,9 +27,15 @@ import yaml
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Claim, Result, atomic_write_text, judge
 
-EXPERIMENT_MODULES: tuple[str, ...] = (
-    "lemma1", "prop1", "fig4", "fig5", "counterexample1", "lemma1_mlp",
-)
+
+def _discover() -> tuple[str, ...]:
+    """Every module of this package except the infrastructure: one module per experiment, named like it."""
+    import pkgutil
+
+    import flowvar.experiments as package
+
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                        if not m.name.startswith("_") and m.name not in {"base"}))
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ def register(name: str, *, title: str, config: type, quick: dict[str, Any] | Non
 
 
 def _load_all() -> None:
-    for module in EXPERIMENT_MODULES:
+    for module in _discover():
         importlib.import_module(f"flowvar.experiments.{module}")
 
 
@@ -77,9 +83,10 @@ def experiments() -> dict[str, ExperimentSpec]:
 
 def get_experiment(name: str) -> ExperimentSpec:
     """The experiment called ``name`` (importing only its module)."""
-    if name not in EXPERIMENT_MODULES:
-        raise ConfigError(f"unknown experiment {name!r}; run `flowvar list` to see the {len(EXPERIMENT_MODULES)} "
-                          f"experiments ({', '.join(sorted(EXPERIMENT_MODULES))})")
+    names = _discover()
+    if name not in names:
+        raise ConfigError(f"unknown experiment {name!r}; run `flowvar list` to see the {len(names)} experiments "
+                          f"({', '.join(names)})")
     importlib.import_module(f"flowvar.experiments.{name}")
     return _REGISTRY[name]
 
@@ -261,5 +268,5 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
     return result
 
 
-__all__ = ["EXPERIMENT_MODULES", "ExperimentSpec", "FlowvarError", "RunContext", "build_config", "coerce",
+__all__ = ["ExperimentSpec", "FlowvarError", "RunContext", "build_config", "coerce",
            "experiments", "get_experiment", "parse_overrides", "register", "run_experiment"]
