@@ -5,7 +5,11 @@
 
 from flowvar.models.base import VectorField, time_column
 from flowvar.models.closed_form import CounterexampleField
+from flowvar.models.empirical import EmpiricalField, MemorizingField
 from flowvar.models.mlp import MLPField
 from flowvar.models.parametric import GaussianParametricField
 
-__all__ = ["CounterexampleField", "GaussianParametricField", "MLPField", "VectorField", "time_column"]
+__all__ = [
+    "CounterexampleField", "EmpiricalField", "GaussianParametricField", "MLPField", "MemorizingField", "VectorField",
+    "time_column",
+]

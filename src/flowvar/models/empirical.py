@@ -1,0 +1,178 @@
+"""Exact minimisers of the empirical CFM loss on a finite training set (PAPER.md §2, Prop 2 and Remark 2).
+
+Training set: N pairs (x0_i, x1_i), u_i = x1_i − x0_i, line μ_i(t) = (1 − t) x0_i + t x1_i. With the
+interpolant x_t = μ_I(t) + f(t) z (I uniform on {1..N}, z ~ N(0, I_d)) and target u_I, the empirical loss
+E_{I,t,z} ‖u_I − v(x_t, t)‖² is minimised, at every (x, t) with f(t) > 0, by the posterior mean
+
+    v*(x, t) = E[u_I | x_t = x] = Σ_i w_i(x, t) u_i,   w_i ∝ exp(−‖x − μ_i(t)‖² / (2 f(t)²))
+
+(:class:`EmpiricalField`; Remark 2: the noise makes pairs overlap and v* averages over them). As f → 0 the
+weights concentrate on the nearest line and v* tends to the memorising field of Prop 2
+(:class:`MemorizingField`), whose loss on the deterministic interpolant is exactly 0.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+from flowvar.errors import ConfigError, ShapeError, check_finite, check_positive_int, check_sigma
+from flowvar.models.base import VectorField, time_column
+
+if TYPE_CHECKING:  # flowvar.interpolants imports couplings → gaussian → models: import it lazily (no cycle)
+    from flowvar.interpolants import NoiseSchedule
+
+
+class _TrainingLines(VectorField):
+    """Holds N training pairs and evaluates squared distances from query points to the lines μ_i(t)."""
+
+    def __init__(self, x0: Tensor, x1: Tensor, chunk: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        x0, x1 = torch.as_tensor(x0), torch.as_tensor(x1)
+        if x0.ndim != 2 or x0.shape != x1.shape:
+            raise ShapeError(f"{type(self).__name__} needs x0 and x1 of the same shape (N, d), got "
+                             f"{tuple(x0.shape)} and {tuple(x1.shape)}; flatten images with x.flatten(1)")
+        if x0.shape[0] == 0 or x0.shape[1] == 0:
+            raise ShapeError(f"{type(self).__name__} needs at least one pair of at least one coordinate, got "
+                             f"shape {tuple(x0.shape)}")
+        check_finite("x0", x0)
+        check_finite("x1", x1)
+        self.dim = x0.shape[1]
+        self.chunk = check_positive_int("chunk", chunk)
+        x0, x1 = x0.detach().to(dtype), x1.detach().to(dtype)
+        self.register_buffer("x0", x0.clone())
+        self.register_buffer("x1", x1.clone())
+        self.register_buffer("u", x1 - x0)
+        self.register_buffer("x0_sq", (x0 * x0).sum(1))
+        self.register_buffer("x1_sq", (x1 * x1).sum(1))
+        self.register_buffer("x0_x1", (x0 * x1).sum(1))
+
+    def __len__(self) -> int:
+        return self.x0.shape[0]
+
+    def _prepare(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        self.check_input(x)
+        check_finite("x", x)
+        x = x.to(self.x0.dtype)
+        return x, time_column(t, x)
+
+    def sq_distances(self, x: Tensor, t: Tensor, lo: int, hi: int) -> Tensor:
+        """‖x_b − μ_i(t_b)‖² for training pairs i in [lo, hi): (B, hi − lo), float, clamped at 0.
+
+        Expanded as ‖x‖² − 2(1−t) x·x0_i − 2t x·x1_i + (1−t)²‖x0_i‖² + 2t(1−t) x0_i·x1_i + t²‖x1_i‖².
+        """
+        s, c = t[:, None], 1 - t[:, None]
+        mu_sq = c * c * self.x0_sq[lo:hi] + 2 * s * c * self.x0_x1[lo:hi] + s * s * self.x1_sq[lo:hi]
+        cross = c * (x @ self.x0[lo:hi].T) + s * (x @ self.x1[lo:hi].T)
+        return ((x * x).sum(1, keepdim=True) - 2 * cross + mu_sq).clamp_min_(0)
+
+    def nearest_line(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """j(x, t) = argmin_i ‖x − μ_i(t)‖², shape (B,) long; exact ties go to the lowest index."""
+        x, tt = self._prepare(x, t)
+        best = torch.full((x.shape[0],), torch.inf, dtype=x.dtype, device=x.device)
+        arg = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        for lo in range(0, len(self), self.chunk):
+            d2 = self.sq_distances(x, tt, lo, lo + self.chunk)
+            val, idx = d2.min(1)
+            better = val < best
+            best = torch.where(better, val, best)
+            arg = torch.where(better, idx + lo, arg)
+        return arg
+
+
+class MemorizingField(_TrainingLines):
+    """The zero-loss field of Prop 2: v(x, t) = u_j = x1_j − x0_j, j = argmin_i ‖x − μ_i(t)‖.
+
+    It follows the training line nearest to x at time t, so on every training line (x = μ_i(t)) it returns
+    that line's velocity: the empirical loss under the deterministic interpolant is exactly 0, even where
+    lines cross in space (at different times), and Euler integration from x0_i reproduces x1_i. It is the
+    σ → 0 limit of :class:`EmpiricalField` (the softmax weights tend to the indicator of the nearest line).
+    At a crossing time, where μ_i(t) = μ_j(t) for i ≠ j (a measure-zero set of t, e.g. t = ½ for
+    x1 = −x0), the nearest line is not unique and the field is ill-defined; this module then returns the
+    lowest-index tied line. ``x0``, ``x1``: (N, d); forward: x (B, d), t scalar or (B,) → (B, d) in
+    x's dtype. Distances are evaluated in chunks of ``chunk`` training pairs.
+    """
+
+    def __init__(self, x0: Tensor, x1: Tensor, chunk: int = 4096, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__(x0, x1, chunk, dtype)
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        return self.u[self.nearest_line(x, t)].to(x.dtype)
+
+
+class EmpiricalField(_TrainingLines):
+    """v*(x, t) = Σ_i w_i(x, t) u_i, w_i ∝ exp(−‖x − μ_i(t)‖² / (2 f(t, σ)²)): the exact empirical-loss minimiser.
+
+    ``noise``: "constant" (f = σ, CFM(σ)), "bridge" (f = σ√(t(1−t))) or a
+    :class:`~flowvar.interpolants.NoiseSchedule`. ``target``: "plain" (u = x1 − x0, the paper's loss) or
+    "conditional" (u = x1 − x0 + f'(t) z, whose minimiser adds (f'/f)(x − Σ_i w_i μ_i(t)); identical for
+    constant noise).
+
+    The weights are a softmax of the logits −‖x − μ_i‖²/(2f²), accumulated over chunks of ``chunk``
+    training pairs with a running maximum (streaming log-sum-exp), so it stays finite for any σ > 0, where
+    a naive exp(·)/Σ exp(·) underflows to 0/0. Where f(t, σ) = 0 (σ = 0, or the bridge at t ∈ {0, 1}), or
+    f is so small that every logit overflows, the posterior is a point mass and the field is
+    :class:`MemorizingField`'s nearest-line velocity.
+    ``x0``, ``x1``: (N, d); forward: x (B, d), t scalar or (B,) → (B, d) in x's dtype.
+    """
+
+    def __init__(self, x0: Tensor, x1: Tensor, sigma: float, noise: str | NoiseSchedule = "constant",
+                 target: Literal["plain", "conditional"] = "plain", chunk: int = 4096,
+                 dtype: torch.dtype = torch.float64) -> None:
+        from flowvar.interpolants import make_noise
+
+        super().__init__(x0, x1, chunk, dtype)
+        self.sigma = check_sigma(sigma)
+        self.noise = make_noise(noise)
+        if target not in ("plain", "conditional"):
+            raise ConfigError(f"unknown target {target!r}; use 'plain' (x1 − x0) or 'conditional'")
+        self.target = target
+
+    def extra_repr(self) -> str:
+        return f"N={len(self)}, dim={self.dim}, sigma={self.sigma}, noise={self.noise.name!r}, target={self.target!r}"
+
+    def weights(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """Posterior weights w_i(x, t), shape (B, N) (not chunked: for diagnostics on small N)."""
+        x, tt = self._prepare(x, t)
+        f = self.noise.scale(tt, self.sigma)
+        d2 = self.sq_distances(x, tt, 0, len(self))
+        hard = torch.nn.functional.one_hot(d2.argmin(1), len(self)).to(x.dtype)
+        soft = torch.softmax(-d2 / (2 * f[:, None].clamp_min(torch.finfo(x.dtype).tiny) ** 2), dim=1)
+        return torch.where((f > 0)[:, None], soft, hard)
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        out_dtype = x.dtype
+        x, tt = self._prepare(x, t)
+        f = self.noise.scale(tt, self.sigma)
+        soft = f > 0
+        inv = torch.where(soft, 1.0 / (2 * f.clamp_min(torch.finfo(x.dtype).tiny) ** 2), torch.zeros_like(f))
+        B = x.shape[0]
+        run_max = torch.full((B,), -torch.inf, dtype=x.dtype, device=x.device)
+        norm = torch.zeros(B, dtype=x.dtype, device=x.device)
+        acc_u = torch.zeros(B, self.dim, dtype=x.dtype, device=x.device)
+        acc_x0 = torch.zeros_like(acc_u) if self.target == "conditional" else None
+        for lo in range(0, len(self), self.chunk):
+            hi = lo + self.chunk
+            logits = -self.sq_distances(x, tt, lo, hi) * inv[:, None]
+            new_max = torch.maximum(run_max, logits.max(1).values)
+            shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+            rescale = torch.exp(run_max - shift)  # exp(−inf) = 0 on the first chunk
+            p = torch.exp(logits - shift[:, None])
+            norm = norm * rescale + p.sum(1)
+            acc_u = acc_u * rescale[:, None] + p @ self.u[lo:hi]
+            if acc_x0 is not None:
+                acc_x0 = acc_x0 * rescale[:, None] + p @ self.x0[lo:hi]
+            run_max = new_max
+        v = acc_u / norm[:, None]
+        if acc_x0 is not None:
+            mean_mu = acc_x0 / norm[:, None] + tt[:, None] * v  # Σ w_i μ_i(t) = Σ w_i x0_i + t Σ w_i u_i
+            ratio = torch.where(soft, self.noise.dscale(tt, self.sigma) / f.clamp_min(torch.finfo(x.dtype).tiny),
+                                torch.zeros_like(f))
+            v = v + ratio[:, None] * (x - mean_mu)
+        # f = 0, or f so small that every logit overflowed to −inf: the posterior is a point mass
+        hard_rows = ~soft | ~torch.isfinite(run_max)
+        if bool(hard_rows.any()):
+            v[hard_rows] = self.u[self.nearest_line(x[hard_rows], tt[hard_rows])]
+        return v.to(out_dtype)

@@ -1,0 +1,76 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowvar.cli import main
+
+FLOWVAR = [sys.executable, "-m", "flowvar.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*FLOWVAR, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_run_writes_result_and_summary(tmp_path: Path) -> None:
+    proc = run_cli("run", "prop1", "--quick", "--quiet", "--set", "n_samples=300", "--set", "angles=0,120",
+                   "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "prop1" / "result.json").read_text())
+    for key in ("experiment", "config", "claims", "metrics", "paper", "runtime_s", "versions", "choices"):
+        assert key in result
+    assert result["config"]["n_samples"] == 300 and result["config"]["angles"] == [0.0, 120.0]
+    assert {c["verdict"] for c in result["claims"]} <= {"confirmed", "refuted", "inconclusive"}
+    assert (tmp_path / "prop1" / "summary.md").read_text().startswith("# prop1")
+    assert (tmp_path / "prop1" / "variance_by_angle.png").stat().st_size > 1000
+    assert "prop1.A.zero_loss_zero_variance" in proc.stdout
+    # nothing but the result folder is left behind (no staging folders)
+    assert [p.name for p in tmp_path.iterdir()] == ["prop1"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "nope"], "unknown experiment 'nope'"),
+    (["run", "prop1", "--set", "bogus=1"], "unknown config key 'bogus'"),
+    (["run", "prop1", "--set", "n_samples=many"], "n_samples expects an integer"),
+    (["run", "prop1", "--set", "n_samples"], "key=value"),
+    (["run", "prop1", "--set", "sigma=-0.5"], "sigma must be a finite number >= 0"),
+    (["run", "lemma1", "--set", "cov_diag=1,-1"], "positive definite"),
+    (["run", "lemma1", "--set", "cov_diag=1,1,1"], "cov must have shape"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main([*args, "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("flowvar: error:") and message in lines[0], err
+    # no half-written result and no staging folder
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run_cli("run").returncode == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "prop1", "--bogus-flag"])
+    assert exc.value.code == 2
+
+
+def test_list_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["list"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("lemma1", "prop1", "fig4", "fig5", "counterexample1", "lemma1_mlp"):
+        assert name in out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "flowvar 0.1.0" in capsys.readouterr().out
+
+
+def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["run", "prop1", "--quick", "--out", str(blocker / "sub")]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
