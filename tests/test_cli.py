@@ -74,3 +74,24 @@ def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
     blocker.write_text("not a folder")
     assert main(["run", "prop1", "--quick", "--out", str(blocker / "sub")]) == 2
     assert "cannot write to output folder" in capsys.readouterr().err
+
+
+def test_show_prints_the_verdict_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "prop1", "--quick", "--quiet", "--set", "n_samples=300", "--out", str(tmp_path)])
+    assert exc.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["show", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| prop1 | `prop1.A.zero_loss_zero_variance` | **confirmed** |" in out
+    assert "1 experiments: 4 confirmed, 0 refuted, 0 inconclusive" in out
+
+
+def test_show_rejects_missing_or_corrupt_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(tmp_path / "missing")]) == 2
+    assert "no run folder" in capsys.readouterr().err
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "result.json").write_text("{not json")
+    assert main(["show", str(tmp_path)]) == 2
+    assert "is not a valid flowvar result" in capsys.readouterr().err

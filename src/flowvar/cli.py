@@ -48,16 +48,32 @@ def run_cmd(
     seed: Annotated[int | None, typer.Option("--seed", help="Base random seed.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder; results go to OUT/EXPERIMENT/.")] = Path("runs"),
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: key=value.")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show progress bars.")] = True,
+    progress: Annotated[bool | None, typer.Option("--progress/--quiet",
+                                                  help="Progress bars (default: when stderr is a terminal).")] = None,
 ) -> None:
     """Run one experiment and write result.json, summary.md and figures."""
     from flowvar.experiments.base import parse_overrides, run_experiment
 
+    if progress is None:
+        progress = sys.stderr.isatty()
     result = run_experiment(experiment, out, quick=quick, seed=seed, overrides=parse_overrides(overrides or []),
                             progress=progress)
     typer.echo(f"{experiment}: {len(result.claims)} claims in {result.runtime_s:.1f} s -> {out / experiment}")
     for c in result.claims:
         typer.echo(f"  [{c.verdict:^12}] {c.id}")
+
+
+@app.command("show")
+def show_cmd(
+    folder: Annotated[Path, typer.Argument(help="An --out folder of finished runs.")] = Path("runs"),
+) -> None:
+    """Print the verdict table of finished runs."""
+    from flowvar.report import load_results, verdict_counts, verdict_table
+
+    results = load_results(folder)
+    typer.echo(verdict_table(results))
+    counts = verdict_counts(results)
+    typer.echo(f"\n{len(results)} experiments: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,4 +173,5 @@ def format_value(v: Any) -> str:
         return "[" + ", ".join(format_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {format_value(x)}" for k, x in list(v.items())[:6]) + "}"
-    return str(v)
+    text = str(v)
+    return text if len(text) <= 60 else text[:57] + "…"

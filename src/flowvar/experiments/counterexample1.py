@@ -10,6 +10,7 @@ odd and even Euler grids, midpoint/RK4 grids, and dopri5, and record where each 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,12 @@ def endpoint_outcome(x1_hat: torch.Tensor, rotation_partner: torch.Tensor, trans
             "max_dist_to_rotation_partner": float(to_rot.max()),
             "mean_dist_to_translation_target": float(to_trans.mean()),
             "fraction_nearer_rotation_partner": float((to_rot < to_trans).double().mean())}
+
+
+def failure(error: SolverError) -> str:
+    """A short record of a failed integration: where the field stopped being finite."""
+    found = re.search(r"at t = ([-+0-9.eE]+)", str(error))
+    return f"failed: non-finite field at t = {found.group(1)}" if found else f"failed: {error}"
 
 
 @register("counterexample1", title="Counter Example 1: all lines meet at t = ½ (180° + μ coupling)",
@@ -76,12 +83,12 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
         try:
             outcomes[key] = endpoint_outcome(integrate(field, x0, method=method, steps=steps).x1, x1, translation)
         except SolverError as e:
-            outcomes[key] = f"failed: {str(e).split(';')[0]}"
+            outcomes[key] = failure(e)
     try:
         sol = integrate(field, x0, method="dopri5", rtol=config.rtol, atol=config.atol)
         outcomes["dopri5"] = {**endpoint_outcome(sol.x1, x1, translation), "nfe": sol.nfe}
     except SolverError as e:
-        outcomes["dopri5"] = f"failed: {str(e).split(';')[0]}"
+        outcomes["dopri5"] = failure(e)
     ctx.metric("exact_field_endpoints", outcomes)
 
     odd = {k: v for k, v in outcomes.items() if k.startswith("euler_") and int(k.split("_")[1]) % 2 == 1}
