@@ -8,8 +8,9 @@ from flowvar.models.closed_form import CounterexampleField
 from flowvar.models.empirical import EmpiricalField, MemorizingField
 from flowvar.models.mlp import MLPField
 from flowvar.models.parametric import GaussianParametricField
+from flowvar.models.unet import SinusoidalTimeEmbedding, UNetField, sinusoidal_embedding
 
 __all__ = [
-    "CounterexampleField", "EmpiricalField", "GaussianParametricField", "MLPField", "MemorizingField", "VectorField",
-    "time_column",
+    "CounterexampleField", "EmpiricalField", "GaussianParametricField", "MLPField", "MemorizingField",
+    "SinusoidalTimeEmbedding", "UNetField", "VectorField", "sinusoidal_embedding", "time_column",
 ]

@@ -1,0 +1,519 @@
+"""Image data sets as tensors ``(N, C, H, W)`` scaled to [−1, 1] (PAPER.md §3.5, §3.6, §4 "Images").
+
+One entry point, :func:`load_images`, returns an :class:`ImageSet` (the images, where they came from, and
+which items were chosen). Sources:
+
+* ``"digits"``: scikit-learn's bundled ``load_digits`` (1797 grey 8×8 images, values 0..16), resized to
+  ``resolution``. The default offline stand-in for CelebA.
+* ``"lfw"``: scikit-image's bundled ``lfw_subset()``: its first 100 images are grey 25×25 faces (the other
+  100 are non-face background patches and are not used), resized to ``resolution``.
+* ``"celeba"``: CelebA's aligned images read from a folder the user already has
+  (``<data_dir>/img_align_celeba/*.jpg``, or ``data_dir`` pointing at that folder): centre crop 140×140,
+  then resize to ``resolution``.
+* ``"folder"``: any folder of images (``IMAGE_EXTENSIONS``; ``recursive=True`` to descend): each image is
+  centre-cropped to its largest central square, then resized to ``resolution`` — so a folder with mixed
+  sizes and aspect ratios gives one consistent geometry.
+* ``"npy"``: a user's own array (see :func:`load_array`); ``data_dir`` is the ``.npy`` file.
+
+Conventions:
+
+* Resizing is antialiased: PIL ``BILINEAR`` (a triangle filter widened by the downscale factor) for files,
+  and the matching ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` for arrays.
+* Modes: ``channels=1`` converts to PIL ``"L"`` (ITU-R 601-2 luma), ``channels=3`` to ``"RGB"`` (grey
+  images are replicated). Images with transparency (RGBA, LA, PA, palette images with a transparent
+  colour) are first composited onto black. 16-bit grey images are scaled by 1/257 to 8 bits; float ("F")
+  images are read as [0, 1] when their maximum is <= 1, else as [0, 255]. An EXIF orientation tag is
+  applied first, so photos come out the way viewers show them.
+* Values: 8-bit pixels v map to v / 127.5 − 1; digits v ∈ [0, 16] to v / 8 − 1; LFW's floats f ∈ [0, 1]
+  to 2f − 1.
+* Subsets: ``n`` items are drawn without replacement by a permutation seeded with ``seed``; the chosen
+  items keep their original order (``indices`` is sorted). For a fixed seed the subset of size n is
+  contained in the subset of any larger size. An unreadable file is skipped with a warning naming it and
+  the next file of the permutation takes its place.
+
+Nothing here downloads anything: the bundled sets ship inside the scikit-learn / scikit-image wheels and the
+folder loaders only read local files.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from flowvar.distributions import Empirical
+from flowvar.errors import ConfigError, DataError, ShapeError, check_finite
+
+SOURCES: tuple[str, ...] = ("digits", "lfw", "celeba", "folder", "npy")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                                     ".pgm")
+CELEBA_CROP = 140
+LFW_FACES = 100
+
+Source = Literal["digits", "lfw", "celeba", "folder", "npy"]
+
+
+# --------------------------------------------------------------------------------------------- containers
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A data set held in memory.
+
+    * ``images``: (N, C, H, W) float32 in [−1, 1] (or (N, d) vectors for a 2-D ``.npy`` array);
+    * ``name``: the source (``"digits"``, ``"lfw"``, ``"celeba"``, ``"folder"``, ``"npy"``);
+    * ``source``: a human-readable description (where the data came from, and how it was transformed);
+    * ``indices``: (N,) long, sorted: the position of each row in the full source (the sorted file list
+      for folders);
+    * ``files``: for folder sources, the path of each row relative to the folder; otherwise None.
+    """
+
+    images: Tensor
+    name: str
+    source: str
+    indices: Tensor
+    files: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.ndim not in (2, 4) or self.images.shape[0] == 0:
+            raise ShapeError(f"ImageSet images must have shape (N, C, H, W) or (N, d) with N >= 1, got "
+                             f"{tuple(self.images.shape)}")
+        if self.indices.shape != (self.images.shape[0],):
+            raise ShapeError(f"ImageSet indices must have shape ({self.images.shape[0]},), got "
+                             f"{tuple(self.indices.shape)}")
+        if self.files is not None and len(self.files) != self.images.shape[0]:
+            raise ShapeError(f"ImageSet has {self.images.shape[0]} images but {len(self.files)} file names")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one item: (C, H, W) for images, (d,) for vectors."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def channels(self) -> int:
+        """C; raises ShapeError for vector data."""
+        self._require_images("channels")
+        return self.images.shape[1]
+
+    @property
+    def resolution(self) -> int:
+        """H (= W for every loader here); raises ShapeError for vector data."""
+        self._require_images("resolution")
+        return self.images.shape[2]
+
+    def _require_images(self, what: str) -> None:
+        if self.images.ndim != 4:
+            raise ShapeError(f"{what} is defined for images (N, C, H, W); this set holds vectors of shape "
+                             f"{tuple(self.images.shape)}")
+
+    def distribution(self) -> ImageDistribution:
+        """The set as a :class:`~flowvar.distributions.Distribution` drawing items uniformly with replacement."""
+        return ImageDistribution(self)
+
+
+class ImageDistribution(Empirical):
+    """:class:`~flowvar.distributions.Empirical` over an :class:`ImageSet`: ``sample(n, generator)`` →
+    (n, C, H, W) rows drawn uniformly with replacement. ``image_set`` keeps the provenance."""
+
+    def __init__(self, image_set: ImageSet) -> None:
+        super().__init__(image_set.images)
+        self.image_set = image_set
+
+    def __repr__(self) -> str:
+        return f"ImageDistribution({self.image_set.name}, n={len(self.image_set)}, shape={self.event_shape})"
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def check_resolution(resolution: object) -> int:
+    """A square output side: an integer >= 4."""
+    if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or int(resolution) < 4:
+        raise ConfigError(f"resolution must be an integer >= 4 (pixels per side), got {resolution!r}; "
+                          f"for example resolution=16 or 32")
+    return int(resolution)
+
+
+def _check_n(n: object) -> int | None:
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 1:
+        raise ConfigError(f"n must be a positive integer (the subset size) or None for every item, got {n!r}")
+    return int(n)
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    return int(seed)
+
+
+def _check_channels(channels: object, default: int) -> int:
+    if channels is None:
+        return default
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 (grey), 3 (RGB) or None (the source's own), got {channels!r}")
+    return int(channels)  # type: ignore[call-overload]
+
+
+def _too_many(n: int, available: int, what: str) -> DataError:
+    return DataError(f"asked for n={n} images but {what} has only {available}; lower n to at most {available} "
+                     f"(or pass n=None for all of them)")
+
+
+def subset_order(total: int, seed: int) -> Tensor:
+    """The seeded order in which items of a source of size ``total`` are chosen: (total,) long permutation."""
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+
+
+def choose_indices(total: int, n: int | None, seed: int, what: str) -> Tensor:
+    """``n`` distinct sorted indices into ``range(total)`` (all of them for None); DataError if n > total."""
+    if n is None:
+        return torch.arange(total)
+    if n > total:
+        raise _too_many(n, total, what)
+    return subset_order(total, seed)[:n].sort().values
+
+
+# --------------------------------------------------------------------------------------------- transforms
+
+
+def resize_tensor(images: Tensor, resolution: int) -> Tensor:
+    """Centre-crop to the largest central square, then antialiased bilinear resize.
+
+    ``images``: (N, C, H, W) float → (N, C, resolution, resolution). Values stay inside the input's range
+    (bilinear weights are non-negative); nothing is done when the size already matches.
+    """
+    h, w = images.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    images = images[..., top:top + side, left:left + side]
+    if side == resolution:
+        return images
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL mode to "L" (channels=1) or "RGB" (channels=3), compositing transparency onto black."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        scale = 257.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
+        img = Image.fromarray(np.clip(np.round(a / scale), 0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = a * 255.0 if a.max(initial=0) <= 1.0 else a
+        img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def _pil_to_tensor(img: Image.Image) -> Tensor:
+    """An "L" or "RGB" image → (C, H, W) float32 in [−1, 1]."""
+    a = np.asarray(img, dtype=np.float32)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    return torch.from_numpy(a.transpose(2, 0, 1).copy()).div_(127.5).sub_(1.0)
+
+
+def center_crop_box(width: int, height: int, side: int) -> tuple[int, int, int, int]:
+    """PIL box (left, top, right, bottom) of the central ``side`` × ``side`` square (floors the offsets)."""
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def _read_image(path: Path, channels: int, resolution: int, crop: int | None) -> Tensor:
+    """Decode one file → (C, resolution, resolution) in [−1, 1].
+
+    ``crop``: a fixed central square (CelebA's 140) or None for the largest central square.
+    Raises OSError/ValueError for unreadable files (the caller skips them) and DataError for an image
+    smaller than ``crop``.
+    """
+    with Image.open(path) as opened:
+        opened.load()
+        img = _to_mode(ImageOps.exif_transpose(opened), channels)
+    w, h = img.size
+    side = min(w, h) if crop is None else crop
+    if side > min(w, h):
+        raise DataError(f"{path} is {w}x{h}, smaller than the {crop}x{crop} centre crop; CelebA's aligned images "
+                        f"are 178x218 — point data_dir at img_align_celeba, not at another image folder")
+    img = img.crop(center_crop_box(w, h, side))
+    if side != resolution:
+        img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
+    return _pil_to_tensor(img)
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """[−1, 1] images (N, C, H, W) → uint8 array (N, H, W, C) (values clipped), e.g. for saving."""
+    if images.ndim != 4:
+        raise ShapeError(f"to_uint8 expects images of shape (N, C, H, W), got {tuple(images.shape)}")
+    a = ((images.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return a.permute(0, 2, 3, 1).numpy()
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int = 8, padding: int = 1) -> Path:
+    """Tile [−1, 1] images (N, C, H, W) into one PNG with ``nrow`` images per row; returns the path."""
+    arr = to_uint8(images)
+    n, h, w, c = arr.shape
+    nrow = max(1, min(int(nrow), n))
+    rows = math.ceil(n / nrow)
+    grid = np.zeros((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        grid[y:y + h, x:x + w] = arr[i]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid[:, :, 0] if c == 1 else grid).save(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- loaders
+
+
+def _finish_array(images: Tensor, name: str, source: str, n: int | None, seed: int, channels: int,
+                  resolution: int) -> ImageSet:
+    """Subset, resize and channel-replicate (N, 1, h, w) grey images already in [−1, 1]."""
+    idx = choose_indices(images.shape[0], n, seed, source)
+    out = resize_tensor(images[idx], resolution).clamp_(-1.0, 1.0)
+    if channels == 3:
+        out = out.expand(-1, 3, -1, -1)
+    return ImageSet(out.contiguous(), name, f"{source}, resized to {resolution}x{resolution}", idx)
+
+
+def load_digits(n: int | None = None, resolution: int = 16, seed: int = 0, channels: int | None = None) -> ImageSet:
+    """scikit-learn's bundled 8×8 digits (1797 images, 0..16) → (n, C, resolution, resolution) in [−1, 1]."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
+    channels = _check_channels(channels, 1)
+    raw = torch.from_numpy(np.asarray(sk_load_digits().images, dtype=np.float32))
+    images = (raw / 8.0 - 1.0)[:, None]
+    return _finish_array(images, "digits", "scikit-learn load_digits (1797 grey 8x8 digits)", n, seed, channels,
+                         resolution)
+
+
+def load_lfw(n: int | None = None, resolution: int = 16, seed: int = 0, channels: int | None = None) -> ImageSet:
+    """scikit-image's bundled LFW faces (the 100 faces of ``lfw_subset()``, grey 25×25) → [−1, 1] tensors."""
+    from skimage.data import lfw_subset
+
+    resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
+    channels = _check_channels(channels, 1)
+    raw = np.asarray(lfw_subset())[:LFW_FACES]
+    scale = 255.0 if raw.dtype == np.uint8 or raw.max() > 1.0 else 1.0
+    images = torch.from_numpy((raw.astype(np.float32) / scale) * 2.0 - 1.0)[:, None]
+    return _finish_array(images, "lfw", f"scikit-image lfw_subset (the {LFW_FACES} grey 25x25 faces)", n, seed,
+                         channels, resolution)
+
+
+def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files (by extension, case-insensitive) under ``folder``, sorted by relative path."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, channels: int, resolution: int,
+                crop: int | None, what: str) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+    """Decode ``n`` files in the seeded order, skipping unreadable ones with a warning.
+
+    Returns images (n, C, R, R), their sorted indices into ``files``, and their paths relative to ``folder``.
+    """
+    total = len(files)
+    if n is not None and n > total:
+        raise _too_many(n, total, what)
+    order = torch.arange(total) if n is None else subset_order(total, seed)
+    want = total if n is None else n
+    loaded: dict[int, Tensor] = {}
+    skipped: list[str] = []
+    for i in order.tolist():
+        if len(loaded) == want:
+            break
+        try:
+            loaded[i] = _read_image(files[i], channels, resolution, crop)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            skipped.append(str(files[i]))
+            warnings.warn(f"skipping unreadable image {files[i]}: {type(error).__name__}: {error}", stacklevel=3)
+    if not loaded:
+        raise DataError(f"none of the {total} image files in {what} could be read (skipped: "
+                        f"{', '.join(skipped[:3])}{', …' if len(skipped) > 3 else ''}); check that they are valid "
+                        f"images")
+    if n is not None and len(loaded) < n:
+        raise DataError(f"asked for n={n} images but only {len(loaded)} of the {total} files in {what} could be "
+                        f"read ({len(skipped)} unreadable); lower n to at most {len(loaded)}")
+    idx = sorted(loaded)
+    images = torch.stack([loaded[i] for i in idx])
+    names = tuple(str(files[i].relative_to(folder)) for i in idx)
+    return images, torch.tensor(idx, dtype=torch.long), names
+
+
+def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32, seed: int = 0,
+                channels: int | None = None, recursive: bool = False) -> ImageSet:
+    """Every image file in ``data_dir`` (``recursive`` to include sub-folders) → (n, C, R, R) in [−1, 1].
+
+    Each image is centre-cropped to its largest central square and resized to ``resolution`` (so mixed
+    sizes give one geometry); ``channels`` 3 (default) or 1 sets the colour conversion.
+    """
+    resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
+    channels = _check_channels(channels, 3)
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} does not exist (or is not a folder); pass data_dir pointing at a "
+                        f"folder of image files ({', '.join(IMAGE_EXTENSIONS[:5])}, …)")
+    files = list_image_files(folder, recursive)
+    if not files:
+        hint = "" if recursive else "; pass recursive=True if they are in sub-folders"
+        raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}{hint}")
+    images, idx, names = _load_files(folder, files, n, seed, channels, resolution, None, f"folder {folder}")
+    source = (f"image folder {folder} ({len(files)} files{', recursive' if recursive else ''}), largest central "
+              f"square resized to {resolution}x{resolution}, {'RGB' if channels == 3 else 'grey'}")
+    return ImageSet(images, "folder", source, idx, names)
+
+
+def celeba_folder(data_dir: str | Path) -> Path:
+    """Locate CelebA's aligned JPEGs under ``data_dir``; DataError naming the expected layout if absent.
+
+    Accepted: ``data_dir/img_align_celeba/*.jpg`` (the official release), the Kaggle archive's nested
+    ``data_dir/img_align_celeba/img_align_celeba/*.jpg``, or ``data_dir`` being that folder itself.
+    """
+    root = Path(data_dir).expanduser()
+    for candidate in (root / "img_align_celeba" / "img_align_celeba", root / "img_align_celeba", root):
+        if candidate.is_dir() and any(candidate.glob("*.jpg")):
+            return candidate
+    raise DataError(f"CelebA images not found under {root}: expected the aligned-and-cropped release laid out as "
+                    f"{root / 'img_align_celeba' / '000001.jpg'}, {root / 'img_align_celeba' / '000002.jpg'}, … "
+                    f"(202,599 JPEGs of 178x218), or data_dir pointing at the img_align_celeba folder itself. "
+                    f"flowvar never downloads CelebA; without it use name='lfw' or 'digits'")
+
+
+def load_celeba(data_dir: str | Path, n: int | None = None, resolution: int = 64, seed: int = 0,
+                channels: int | None = None) -> ImageSet:
+    """CelebA aligned images → centre crop 140×140 → antialiased resize → (n, C, R, R) in [−1, 1]."""
+    resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
+    channels = _check_channels(channels, 3)
+    folder = celeba_folder(data_dir)
+    files = sorted(p for p in folder.glob("*.jpg") if p.is_file())
+    images, idx, names = _load_files(folder, files, n, seed, channels, resolution, CELEBA_CROP,
+                                     f"CelebA folder {folder}")
+    source = (f"CelebA {folder} ({len(files)} files), centre crop {CELEBA_CROP} resized to "
+              f"{resolution}x{resolution}, {'RGB' if channels == 3 else 'grey'}")
+    return ImageSet(images, "celeba", source, idx, names)
+
+
+def load_array(path: str | Path, n: int | None = None, resolution: int | None = None, seed: int = 0,
+               channels: int | None = None, value_range: tuple[float, float] | None = None) -> ImageSet:
+    """A user's ``.npy`` array: (N, H, W) grey images, (N, C, H, W) images, or (N, d) vectors.
+
+    Values: ``uint8`` arrays map [0, 255] to [−1, 1]; ``value_range=(lo, hi)`` maps [lo, hi] linearly to
+    [−1, 1] (DataError if values fall outside); any other array is used as given (assumed already scaled).
+    ``resolution``: resize images (largest central square, antialiased bilinear); None keeps their size.
+    ``channels``: 1 or 3 to convert grey↔RGB (RGB → grey by ITU-R 601-2 luma); None keeps C.
+    """
+    n, seed = _check_n(n), _check_seed(seed)
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"array file {file} does not exist; pass the path of a .npy file holding (N, H, W), "
+                        f"(N, C, H, W) or (N, d) data")
+    try:
+        raw = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{file} is not a readable .npy array ({error}); save it with numpy.save") from None
+    if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "uifb":
+        raise DataError(f"{file} must hold a numeric array, got {getattr(raw, 'dtype', type(raw))}")
+    if raw.ndim not in (2, 3, 4) or raw.shape[0] == 0:
+        raise ShapeError(f"{file} holds an array of shape {raw.shape}; expected (N, H, W), (N, C, H, W) or (N, d) "
+                         f"with N >= 1")
+    if raw.ndim == 4 and raw.shape[1] not in (1, 3, 4) and raw.shape[3] in (1, 3):
+        raise ShapeError(f"{file} holds shape {raw.shape}, which looks channels-last (N, H, W, C); save it as "
+                         f"(N, C, H, W), e.g. numpy.transpose(a, (0, 3, 1, 2))")
+    data = torch.from_numpy(raw.astype(np.float32))
+    check_finite(f"array {file}", data)
+    if value_range is not None:
+        lo, hi = (float(v) for v in value_range)
+        if not hi > lo:
+            raise ConfigError(f"value_range must be (lo, hi) with hi > lo, got {value_range!r}")
+        if float(data.min()) < lo or float(data.max()) > hi:
+            raise DataError(f"{file} has values in [{float(data.min())}, {float(data.max())}], outside "
+                            f"value_range {value_range}; widen value_range or drop it to use values as given")
+        data = (data - lo) / (hi - lo) * 2.0 - 1.0
+    elif raw.dtype == np.uint8:
+        data = data / 127.5 - 1.0
+    idx = choose_indices(data.shape[0], n, seed, f"array {file}")
+    data = data[idx]
+    if data.ndim == 2:
+        if resolution is not None or channels is not None:
+            raise ConfigError(f"{file} holds vectors of shape (N, d) = {tuple(raw.shape)}; resolution and channels "
+                              f"apply to images only — call load_array(path) without them")
+        return ImageSet(data.contiguous(), "npy", f"array {file} (vectors {tuple(raw.shape)})", idx)
+    if data.ndim == 3:
+        data = data[:, None]
+    c = data.shape[1]
+    if channels is not None:
+        channels = _check_channels(channels, c)
+        if channels == 3 and c == 1:
+            data = data.expand(-1, 3, -1, -1)
+        elif channels == 1 and c == 3:
+            data = (0.299 * data[:, 0] + 0.587 * data[:, 1] + 0.114 * data[:, 2])[:, None]
+        elif channels != c:
+            raise ShapeError(f"{file} has {c} channels; channels={channels} converts only between 1 and 3")
+    desc = f"array {file} {tuple(raw.shape)}"
+    if resolution is not None:
+        resolution = check_resolution(resolution)
+        data = resize_tensor(data, resolution)
+        desc += f", resized to {resolution}x{resolution}"
+    return ImageSet(data.contiguous(), "npy", desc, idx)
+
+
+_BUNDLED: dict[str, Callable[..., ImageSet]] = {"digits": load_digits, "lfw": load_lfw}
+
+
+def load_images(name: Source | str, n: int | None = None, resolution: int = 32, seed: int = 0,
+                data_dir: str | Path | None = None, channels: int | None = None, recursive: bool = False
+                ) -> ImageSet:
+    """Load ``n`` items (None: all) of a source as an :class:`ImageSet` of (n, C, R, R) tensors in [−1, 1].
+
+    ``name``: one of :data:`SOURCES` (see the module docstring). ``data_dir``: the folder for ``"celeba"`` /
+    ``"folder"``, the ``.npy`` file for ``"npy"``; must be None for the bundled sets. ``channels``: 1 or 3
+    (None: 1 for digits/lfw, 3 for celeba/folder, the array's own for npy). ``recursive``: folders only.
+
+    Raises:
+        ConfigError: unknown ``name``, a bad ``n``/``resolution``/``seed``/``channels``, a missing or
+            superfluous ``data_dir``.
+        DataError: missing files, ``n`` larger than the source, nothing readable.
+    """
+    if name not in SOURCES:
+        raise ConfigError(f"unknown image source {name!r}; choose one of {list(SOURCES)}")
+    if recursive and name != "folder":
+        raise ConfigError(f"recursive=True applies to name='folder' only, not {name!r}")
+    if name in _BUNDLED:
+        if data_dir is not None:
+            raise ConfigError(f"{name!r} ships inside its Python package and reads no files; drop data_dir "
+                              f"(got {str(data_dir)!r}), or use name='folder' / 'celeba' for your own images")
+        return _BUNDLED[name](n=n, resolution=resolution, seed=seed, channels=channels)
+    if data_dir is None:
+        what = {"celeba": "the folder holding img_align_celeba/", "folder": "the image folder",
+                "npy": "the .npy file"}[name]
+        raise ConfigError(f"name={name!r} needs data_dir: {what}")
+    if name == "celeba":
+        return load_celeba(data_dir, n=n, resolution=resolution, seed=seed, channels=channels)
+    if name == "folder":
+        return load_folder(data_dir, n=n, resolution=resolution, seed=seed, channels=channels, recursive=recursive)
+    return load_array(data_dir, n=n, resolution=resolution, seed=seed, channels=channels)
+

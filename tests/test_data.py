@@ -1,0 +1,411 @@
+"""Image data: bundled sets, folders, CelebA layout and geometry, .npy arrays, and every error path."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowvar.couplings import IndependentCoupling
+from flowvar.data import (
+    ImageDistribution,
+    ImageSet,
+    check_resolution,
+    load_array,
+    load_celeba,
+    load_folder,
+    load_images,
+    save_grid,
+    to_uint8,
+)
+from flowvar.distributions import Distribution, StandardNormal
+from flowvar.errors import ConfigError, DataError, ShapeError
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def level(v: float) -> float:
+    """An 8-bit pixel value in flowvar's [−1, 1] scale."""
+    return v / 127.5 - 1.0
+
+
+def solid(mode: str, size: tuple[int, int], color: object) -> Image.Image:
+    return Image.new(mode, size, color)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Seven readable images of mixed sizes and modes, one corrupt file, one non-image, one in a sub-folder."""
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    solid("RGB", (20, 30), (200, 100, 50)).save(d / "a_rgb.png")
+    solid("RGB", (40, 40), (10, 20, 30)).save(d / "b_rgb.jpg", quality=95)
+    solid("L", (16, 16), 128).save(d / "c_grey.png")
+    solid("RGBA", (24, 24), (255, 255, 255, 0)).save(d / "d_transparent.png")  # fully transparent → black
+    pal = solid("P", (10, 12), 0)
+    pal.putpalette([0, 200, 0] + [0, 0, 0] * 255)
+    pal.save(d / "e_palette.png")
+    solid("RGB", (9, 9), (0, 0, 255)).save(d / "f_small.bmp")
+    solid("RGB", (16, 16), (1, 2, 3)).save(d / "sub" / "g_nested.png")
+    (d / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg at all")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def triangle_resize_1d(values: np.ndarray, out: int) -> np.ndarray:
+    """Hand computation of an antialiased bilinear (triangle-filter) downscale, PIL's convention.
+
+    Output pixel j is centred at source coordinate (j + 0.5)·s with s = len(values)/out; the triangle has
+    half-width s; source pixel k sits at k + 0.5; weights are renormalised where the window leaves the image.
+    """
+    n = len(values)
+    s = n / out
+    res = np.empty(out)
+    for j in range(out):
+        centre = (j + 0.5) * s
+        k = np.arange(n)
+        w = np.clip(1.0 - np.abs(k + 0.5 - centre) / s, 0.0, None)
+        res[j] = (w * values).sum() / w.sum()
+    return res
+
+
+def celeba_pattern() -> Image.Image:
+    """A 178×218 image whose crop region [19, 159) × [39, 179) holds ramps R = x − 19, G = y − 39, B = 0 and
+    whose outside is white: any mistake in the crop offset puts 255s or shifted ramps into the output."""
+    a = np.full((218, 178, 3), 255, dtype=np.uint8)
+    ramp = np.arange(140, dtype=np.uint8)
+    a[39:179, 19:159, 0] = ramp[None, :]
+    a[39:179, 19:159, 1] = ramp[:, None]
+    a[39:179, 19:159, 2] = 0
+    return Image.fromarray(a)
+
+
+# --------------------------------------------------------------------------------------------- bundled sets
+
+
+def test_digits_shape_range_and_exact_values_at_native_size() -> None:
+    from sklearn.datasets import load_digits as sk_digits
+
+    s = load_images("digits", n=50, resolution=8, seed=3)
+    assert isinstance(s, ImageSet) and s.name == "digits"
+    assert s.images.shape == (50, 1, 8, 8) and s.images.dtype == torch.float32
+    assert s.indices.shape == (50,) and bool((s.indices.diff() > 0).all())
+    raw = torch.from_numpy(sk_digits().images[s.indices.numpy()]).float()
+    torch.testing.assert_close(s.images[:, 0], raw / 8 - 1)
+
+
+def test_digits_upsampled_range_and_channels() -> None:
+    s = load_images("digits", n=200, resolution=16, seed=0, channels=3)
+    assert s.images.shape == (200, 3, 16, 16)
+    assert s.images.min() >= -1 and s.images.max() <= 1
+    assert s.images.min() == -1 and s.images.max() > 0.9
+    torch.testing.assert_close(s.images[:, 0], s.images[:, 2])
+    assert (s.channels, s.resolution) == (3, 16)
+
+
+def test_subsets_are_deterministic_nested_and_seed_dependent() -> None:
+    a = load_images("digits", n=100, resolution=8, seed=7)
+    b = load_images("digits", n=100, resolution=8, seed=7)
+    c = load_images("digits", n=100, resolution=8, seed=8)
+    big = load_images("digits", n=400, resolution=8, seed=7)
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.images, b.images)
+    assert not torch.equal(a.indices, c.indices)
+    assert set(a.indices.tolist()) <= set(big.indices.tolist())
+    assert len(set(big.indices.tolist())) == 400
+    assert len(load_images("digits", resolution=8)) == 1797
+
+
+def test_lfw_faces_shape_range_and_values() -> None:
+    from skimage.data import lfw_subset
+
+    s = load_images("lfw", n=30, resolution=25, seed=1)
+    assert s.images.shape == (30, 1, 25, 25)
+    raw = torch.from_numpy(np.asarray(lfw_subset(), dtype=np.float32))[s.indices]
+    torch.testing.assert_close(s.images[:, 0], raw * 2 - 1)
+    assert int(s.indices.max()) < 100, "only the 100 face images are used"
+    down = load_images("lfw", n=30, resolution=16, seed=1)
+    assert down.images.shape == (30, 1, 16, 16) and torch.equal(down.indices, s.indices)
+    assert down.images.min() >= -1 and down.images.max() <= 1
+    # an antialiased downscale keeps the mean brightness
+    torch.testing.assert_close(down.images.mean((1, 2, 3)), s.images.mean((1, 2, 3)), atol=0.02, rtol=0)
+
+
+def test_bundled_set_too_small_names_both_numbers() -> None:
+    with pytest.raises(DataError, match=r"n=101 .* only 100"):
+        load_images("lfw", n=101, resolution=16)
+    with pytest.raises(DataError, match=r"n=2000 .* only 1797"):
+        load_images("digits", n=2000, resolution=16)
+
+
+# --------------------------------------------------------------------------------------------- folders
+
+
+def test_folder_mixed_modes_and_sizes(folder: Path) -> None:
+    with pytest.warns(UserWarning, match=r"bad\.jpg"):
+        s = load_images("folder", data_dir=folder, resolution=8)
+    assert s.files == ("a_rgb.png", "b_rgb.jpg", "c_grey.png", "d_transparent.png", "e_palette.png", "f_small.bmp")
+    assert s.images.shape == (6, 3, 8, 8)
+    assert s.images.min() >= -1 and s.images.max() <= 1
+    by_name = dict(zip(s.files, s.images, strict=True))
+    expected = {
+        "a_rgb.png": (200, 100, 50), "c_grey.png": (128, 128, 128), "d_transparent.png": (0, 0, 0),
+        "e_palette.png": (0, 200, 0), "f_small.bmp": (0, 0, 255),
+    }
+    for name, rgb in expected.items():
+        want = torch.tensor([level(v) for v in rgb])[:, None, None].expand(3, 8, 8)
+        torch.testing.assert_close(by_name[name], want, atol=1e-6, rtol=0, msg=name)
+    torch.testing.assert_close(by_name["b_rgb.jpg"].mean((1, 2)), torch.tensor([level(v) for v in (10, 20, 30)]),
+                               atol=3 / 127.5, rtol=0)
+
+
+def test_folder_grey_conversion_and_recursion(folder: Path) -> None:
+    with pytest.warns(UserWarning, match=r"bad\.jpg"):
+        s = load_folder(folder, resolution=4, channels=1, recursive=True)
+    assert s.images.shape == (7, 1, 4, 4)
+    assert s.files is not None and s.files[-1] == str(Path("sub") / "g_nested.png")
+    # ITU-R 601-2 luma: L = (299 R + 587 G + 114 B) / 1000, rounded by PIL
+    grey = dict(zip(s.files, s.images, strict=True))["a_rgb.png"]
+    torch.testing.assert_close(grey, torch.full((1, 4, 4), level(124)), atol=1e-6, rtol=0)
+
+
+def test_folder_non_square_images_are_centre_cropped(tmp_path: Path) -> None:
+    a = np.zeros((20, 40, 3), dtype=np.uint8)  # H=20, W=40: the central square is columns 10..29
+    a[:, :10] = 255
+    a[:, 30:] = 255
+    a[:, 10:30] = (30, 60, 90)
+    Image.fromarray(a).save(tmp_path / "wide.png")
+    b = np.zeros((40, 20, 3), dtype=np.uint8)  # tall: the central square is rows 10..29
+    b[:10] = 255
+    b[30:] = 255
+    b[10:30] = (30, 60, 90)
+    Image.fromarray(b).save(tmp_path / "tall.png")
+    s = load_folder(tmp_path, resolution=5)
+    want = torch.tensor([level(v) for v in (30, 60, 90)])[:, None, None].expand(3, 5, 5)
+    for img in s.images:
+        torch.testing.assert_close(img, want, atol=1e-6, rtol=0)
+
+
+def test_folder_applies_exif_orientation(tmp_path: Path) -> None:
+    a = np.zeros((12, 12, 3), dtype=np.uint8)
+    a[:, :6] = (255, 0, 0)  # stored: left half red, right half blue
+    a[:, 6:] = (0, 0, 255)
+    img = Image.fromarray(a)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": the red half ends up on top
+    img.save(tmp_path / "photo.jpg", quality=95, exif=exif)
+    s = load_folder(tmp_path, resolution=4)
+    top, bottom = s.images[0, :, 0].mean(1), s.images[0, :, 3].mean(1)
+    torch.testing.assert_close(top, torch.tensor([1.0, -1.0, -1.0]), atol=0.1, rtol=0)
+    torch.testing.assert_close(bottom, torch.tensor([-1.0, -1.0, 1.0]), atol=0.1, rtol=0)
+
+
+def test_folder_subset_picks_the_next_file_when_one_is_corrupt(folder: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = load_folder(folder, resolution=4)
+        for seed in range(6):
+            s = load_folder(folder, n=5, resolution=4, seed=seed)
+            assert len(s) == 5 and s.files is not None and "bad.jpg" not in s.files
+            assert set(s.files) <= set(full.files or ())
+
+
+def test_folder_error_paths(folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"folder .*missing.* does not exist"):
+        load_folder(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    (empty / "deeper").mkdir(parents=True)
+    solid("L", (8, 8), 0).save(empty / "deeper" / "x.png")
+    with pytest.raises(DataError, match=r"no image files .*recursive=True"):
+        load_folder(empty)
+    with pytest.raises(DataError, match=r"n=8 .* only 7"):
+        load_folder(folder, n=8)
+    with pytest.warns(UserWarning, match=r"bad\.jpg"), pytest.raises(DataError, match=r"only 6 of the 7 .*at most 6"):
+        load_folder(folder, n=7, resolution=4)
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "x.png").write_bytes(b"garbage")
+    truncated = tmp_path / "trunc.jpg"
+    solid("RGB", (64, 64), (5, 5, 5)).save(truncated, quality=90)
+    (only_bad / "y.jpg").write_bytes(truncated.read_bytes()[:100])
+    with pytest.warns(UserWarning) as caught, pytest.raises(DataError, match="none of the 2 image files"):
+        load_folder(only_bad)
+    assert sorted(Path(str(w.message).split()[3].rstrip(":")).name for w in caught) == ["x.png", "y.jpg"]
+
+
+# --------------------------------------------------------------------------------------------- CelebA
+
+
+def test_celeba_crop_and_resize_geometry(tmp_path: Path) -> None:
+    """Crop 140 at offset (19, 39) then downscale ×10: compare with the triangle filter computed by hand.
+
+    The pattern is stored losslessly (PNG bytes under the .jpg name CelebA's layout requires; PIL reads the
+    content) so that the comparison is exact to PIL's rounding.
+    """
+    d = tmp_path / "img_align_celeba"
+    d.mkdir()
+    celeba_pattern().save(d / "000001.jpg", format="PNG")
+    s = load_images("celeba", data_dir=tmp_path, resolution=14)
+    assert s.images.shape == (1, 3, 14, 14) and s.files == ("000001.jpg",)
+    ramp = triangle_resize_1d(np.arange(140, dtype=np.float64), 14)
+    assert np.allclose(ramp[1:-1], 10 * np.arange(1, 13) + 4.5)  # interior pixels: the ramp at their centres
+    got = s.images[0].double()
+    want_r = torch.tensor(ramp / 127.5 - 1).expand(14, 14)
+    torch.testing.assert_close(got[0], want_r, atol=0.51 / 127.5, rtol=0)
+    torch.testing.assert_close(got[1], want_r.T, atol=0.51 / 127.5, rtol=0)
+    assert torch.equal(s.images[0, 2], torch.full((14, 14), -1.0))
+
+
+def test_celeba_real_jpegs_layouts_and_subset(tmp_path: Path) -> None:
+    nested = tmp_path / "kaggle" / "img_align_celeba" / "img_align_celeba"
+    nested.mkdir(parents=True)
+    for i in range(5):
+        a = np.full((218, 178, 3), 255, dtype=np.uint8)
+        a[39:179, 19:159] = (40 * i, 100, 180)
+        Image.fromarray(a).save(nested / f"{i + 1:06d}.jpg", quality=95)
+    s = load_celeba(tmp_path / "kaggle", n=3, resolution=8, seed=2)
+    assert s.images.shape == (3, 3, 8, 8) and s.name == "celeba"
+    means = s.images.mean((2, 3))
+    want = torch.tensor([[level(40 * int(i)), level(100), level(180)] for i in s.indices])
+    torch.testing.assert_close(means, want, atol=3 / 127.5, rtol=0)
+    direct = load_images("celeba", data_dir=nested, n=3, resolution=8, seed=2)
+    assert torch.equal(direct.images, s.images)
+    grey = load_images("celeba", data_dir=nested, n=2, resolution=8, channels=1)
+    assert grey.images.shape == (2, 1, 8, 8)
+
+
+def test_celeba_missing_names_the_layout(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"expected the aligned-and-cropped release laid out as .*"
+                                        r"img_align_celeba.000001\.jpg"):
+        load_images("celeba", data_dir=tmp_path / "nowhere", resolution=16)
+    with pytest.raises(ConfigError, match="needs data_dir"):
+        load_images("celeba", resolution=16)
+
+
+def test_celeba_rejects_images_smaller_than_the_crop(tmp_path: Path) -> None:
+    d = tmp_path / "img_align_celeba"
+    d.mkdir()
+    solid("RGB", (100, 120), (0, 0, 0)).save(d / "000001.jpg")
+    with pytest.raises(DataError, match=r"100x120, smaller than the 140x140 centre crop"):
+        load_celeba(tmp_path, resolution=16)
+
+
+# --------------------------------------------------------------------------------------------- arrays
+
+
+def test_npy_grey_uint8_images(tmp_path: Path) -> None:
+    a = np.random.default_rng(0).integers(0, 256, size=(10, 6, 6), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", a)
+    s = load_array(tmp_path / "a.npy")
+    assert s.images.shape == (10, 1, 6, 6)
+    torch.testing.assert_close(s.images[:, 0], torch.from_numpy(a).float() / 127.5 - 1)
+    sub = load_array(tmp_path / "a.npy", n=4, seed=1, resolution=4, channels=3)
+    assert sub.images.shape == (4, 3, 4, 4) and len(set(sub.indices.tolist())) == 4
+    via_name = load_images("npy", data_dir=tmp_path / "a.npy", n=4, seed=1, resolution=4, channels=3)
+    assert torch.equal(via_name.images, sub.images)
+
+
+def test_npy_value_range_and_colour(tmp_path: Path) -> None:
+    a = np.zeros((3, 3, 4, 4), dtype=np.float32)
+    a[:, 0] = 10.0  # R = 10 on a [0, 10] scale → 1
+    np.save(tmp_path / "c.npy", a)
+    s = load_array(tmp_path / "c.npy", value_range=(0.0, 10.0))
+    assert s.images.shape == (3, 3, 4, 4)
+    assert torch.equal(s.images[:, 0], torch.ones(3, 4, 4)) and torch.equal(s.images[:, 1], -torch.ones(3, 4, 4))
+    grey = load_array(tmp_path / "c.npy", value_range=(0.0, 10.0), channels=1)
+    torch.testing.assert_close(grey.images, torch.full((3, 1, 4, 4), 0.299 * 1 + 0.701 * -1))
+    with pytest.raises(DataError, match=r"outside value_range \(0.0, 5.0\)"):
+        load_array(tmp_path / "c.npy", value_range=(0.0, 5.0))
+
+
+def test_npy_vectors(tmp_path: Path) -> None:
+    v = np.random.default_rng(1).normal(size=(20, 5))
+    np.save(tmp_path / "v.npy", v)
+    s = load_array(tmp_path / "v.npy", n=8, seed=0)
+    assert s.images.shape == (8, 5) and s.event_shape == (5,)
+    torch.testing.assert_close(s.images, torch.from_numpy(v[s.indices.numpy()]).float())
+    with pytest.raises(ShapeError, match="vectors"):
+        _ = s.resolution
+    with pytest.raises(ConfigError, match="images only"):
+        load_array(tmp_path / "v.npy", resolution=8)
+
+
+def test_npy_error_paths(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_array(tmp_path / "none.npy")
+    np.save(tmp_path / "hwc.npy", np.zeros((4, 8, 8, 3), dtype=np.uint8))
+    with pytest.raises(ShapeError, match="channels-last"):
+        load_array(tmp_path / "hwc.npy")
+    np.save(tmp_path / "nan.npy", np.array([[0.0, np.nan]]))
+    with pytest.raises(DataError, match="non-finite"):
+        load_array(tmp_path / "nan.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"not a readable \.npy"):
+        load_array(tmp_path / "obj.npy")
+    np.save(tmp_path / "one_d.npy", np.zeros(5))
+    with pytest.raises(ShapeError, match=r"\(N, H, W\)"):
+        load_array(tmp_path / "one_d.npy")
+    np.save(tmp_path / "few.npy", np.zeros((3, 2)))
+    with pytest.raises(DataError, match=r"n=4 .* only 3"):
+        load_array(tmp_path / "few.npy", n=4)
+
+
+# --------------------------------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize("bad", [3, 0, -8, 16.0, "16", True, None])
+def test_bad_resolution(bad: object) -> None:
+    with pytest.raises(ConfigError, match="resolution must be an integer >= 4"):
+        load_images("digits", n=5, resolution=bad)  # type: ignore[arg-type]
+    assert check_resolution(np.int64(16)) == 16
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"name": "cifar"}, r"unknown image source 'cifar'"),
+    ({"name": "digits", "n": 0}, "n must be a positive integer"),
+    ({"name": "digits", "n": 2.5}, "n must be a positive integer"),
+    ({"name": "digits", "channels": 2}, "channels must be 1"),
+    ({"name": "digits", "seed": "x"}, "seed must be an integer"),
+    ({"name": "digits", "data_dir": "/tmp"}, "drop data_dir"),
+    ({"name": "lfw", "recursive": True}, "recursive=True applies to name='folder' only"),
+    ({"name": "folder"}, "needs data_dir"),
+])
+def test_bad_configuration(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_images(resolution=8, **kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------- wrappers
+
+
+def test_distribution_wrapper_samples_rows_and_couples(gen: torch.Generator) -> None:
+    s = load_images("digits", n=20, resolution=8, seed=0)
+    dist = s.distribution()
+    assert isinstance(dist, ImageDistribution) and isinstance(dist, Distribution)
+    assert dist.event_shape == (1, 8, 8) and dist.image_set is s
+    x = dist.sample(64, gen)
+    assert x.shape == (64, 1, 8, 8)
+    dists = torch.cdist(x.flatten(1), s.images.flatten(1))
+    assert bool((dists.min(1).values == 0).all()), "every sample is a row of the set"
+    pairs = IndependentCoupling(StandardNormal(dist.event_shape), dist).sample(5, gen)
+    assert pairs.x0.shape == pairs.x1.shape == (5, 1, 8, 8)
+
+
+def test_imageset_validates_its_fields() -> None:
+    with pytest.raises(ShapeError, match="indices"):
+        ImageSet(torch.zeros(2, 1, 4, 4), "x", "x", torch.arange(3))
+    with pytest.raises(ShapeError, match=r"\(N, C, H, W\)"):
+        ImageSet(torch.zeros(2, 4, 4), "x", "x", torch.arange(2))
+
+
+def test_to_uint8_and_save_grid(tmp_path: Path) -> None:
+    x = torch.tensor([-1.0, 0.0, 1.0, 2.0]).reshape(1, 1, 2, 2).expand(3, 3, 2, 2)
+    u = to_uint8(x)
+    assert u.shape == (3, 2, 2, 3) and u.dtype == np.uint8
+    assert u[0, :, :, 0].tolist() == [[0, 128], [255, 255]]
+    out = save_grid(x, tmp_path / "g" / "grid.png", nrow=2, padding=1)
+    with Image.open(out) as img:
+        assert img.size == (2 * 3 + 1, 2 * 3 + 1) and img.mode == "RGB"
