@@ -1,0 +1,314 @@
+"""Shared pieces of the image experiments (Tables 2 and 3; PAPER.md §3.5, §3.6, §4 "Images").
+
+* :class:`ImageExperimentConfig` — the fields both tables share (data, UNet, training, sampler, device);
+* :func:`prepare` — validate the config, the data and the UNet geometry *before* any OT or training, so that a
+  wrong ``data_dir``, an ``n`` larger than the data set or a resolution the UNet cannot take fails at once with
+  the message of :mod:`flowvar.data` / :mod:`flowvar.models.unet` (problem and fix);
+* :func:`compute_settings` — device (``auto`` → CUDA when available) and CPU threads for the run;
+* :func:`train_field`, :func:`ema_copy`, :func:`integrate_images` — UNet training through the shared trainer
+  (EMA, warmup, clipping, checkpoints, data-parallel under torchrun) and Euler sampling from given sources;
+* :func:`paired_stats` — per-image paired differences pooled over seeds, with the t-ratio the verdicts use;
+* :func:`grid_figure` — a labelled image grid (rows: source, outputs, partners).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flowvar import distributed
+from flowvar.couplings import Coupling
+from flowvar.data import ImageSet, load_images, to_uint8
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import RunContext
+from flowvar.interpolants import Interpolant
+from flowvar.loss import CFMLoss
+from flowvar.models.unet import UNetField
+from flowvar.sampling import integrate
+from flowvar.train import TrainConfig, TrainResult, train
+
+THREADS_ENV = "FLOWVAR_THREADS"
+"""Environment variable overriding the CPU thread count of image experiments (``threads: 0``)."""
+
+
+@dataclass
+class ImageExperimentConfig:
+    """Fields shared by the image experiments (full-scale values: the offline stand-in at CPU-feasible size).
+
+    Data: ``dataset`` one of digits | lfw | celeba | folder | npy, ``data_dir`` (celeba/folder/npy),
+    ``resolution`` (px), ``channels`` (None: the source's own), ``data_seed`` (which images are chosen).
+    UNet: ``base_channels``, ``channel_mult``, ``num_res_blocks``, ``attention_resolutions``, ``dropout``.
+    Training (Adam, per run): ``steps``, ``batch_size`` (global batch), ``lr``, ``warmup_steps``, ``grad_clip``,
+    ``ema_decay`` (None: evaluate the raw weights), ``checkpoint_dir`` (None: no checkpoints; else one sub-folder
+    per training run, resumed when present), ``checkpoint_every``.
+    Sampling: ``euler_steps``, ``eval_batch`` (sources integrated at once). Verdicts: ``t_min``.
+    Compute: ``device`` auto | cpu | cuda, ``threads`` (0: $FLOWVAR_THREADS, else 1 for images <= 16 px on CPU —
+    small convolutions run fastest single-threaded on a loaded machine — else torch's default).
+    """
+
+    seed: int = 0
+    n_seeds: int = 3
+    dataset: str = "digits"
+    data_dir: str | None = None
+    resolution: int = 16
+    channels: int | None = None
+    data_seed: int = 0
+    sigmas: tuple[float, ...] = (0.0, 0.05)
+    base_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = ()
+    dropout: float = 0.0
+    steps: int = 20_000
+    batch_size: int = 128
+    lr: float = 5e-4
+    warmup_steps: int = 1000
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.999
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    euler_steps: int = 100
+    eval_batch: int = 512
+    grid_columns: int = 8
+    t_min: float = 3.0
+    device: str = "auto"
+    threads: int = 0
+
+    def validate(self) -> None:
+        if self.n_seeds < 1:
+            raise ConfigError(f"n_seeds must be >= 1, got {self.n_seeds}")
+        if len(self.sigmas) != 2 or self.sigmas[0] != 0.0 or not self.sigmas[1] > 0:
+            raise ConfigError(f"sigmas must be (0, σ) with σ > 0, the paper's two columns CFM(σ=0) and CFM(σ); got "
+                              f"{list(self.sigmas)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0: automatic), got {self.threads}")
+        if self.t_min <= 0:
+            raise ConfigError(f"t_min must be > 0, got {self.t_min}")
+        for name in ("euler_steps", "eval_batch", "grid_columns", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+# --------------------------------------------------------------------------------------------- setup
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else CPU; ``"cuda"`` without a GPU is
+    a :class:`ConfigError`."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible to PyTorch; use --set device=cpu (or auto), or "
+                          "install a CUDA build of torch on a GPU machine")
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", distributed.world().local_rank)
+    return torch.device("cpu")
+
+
+def resolve_threads(threads: int, resolution: int, device: torch.device) -> int:
+    """The CPU thread count: ``threads`` if > 0, else $FLOWVAR_THREADS, else 1 for CPU runs at <= 16 px, else
+    torch's current setting."""
+    if threads > 0:
+        return threads
+    raw = os.environ.get(THREADS_ENV)
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{THREADS_ENV}={raw!r} is not a positive integer; unset it or set e.g. "
+                              f"{THREADS_ENV}=2") from None
+        if value < 1:
+            raise ConfigError(f"{THREADS_ENV}={raw!r} must be >= 1")
+        return value
+    if device.type == "cpu" and resolution <= 16:
+        return 1
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def compute_settings(config: ImageExperimentConfig, ctx: RunContext) -> Iterator[torch.device]:
+    """Join the torchrun process group (if launched so), pick the device and thread count, record them in
+    ``ctx`` (metric ``device``, a note, and ``ctx.device`` where the context has that field), and restore the
+    previous thread count afterwards."""
+    world = distributed.init_from_env()
+    device = resolve_device(config.device)
+    before = torch.get_num_threads()
+    threads = resolve_threads(config.threads, config.resolution, device)
+    torch.set_num_threads(threads)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    ctx.metric("device", str(device))
+    ctx.metric("compute", {"device": str(device), "device_name": name, "threads": threads,
+                           "world_size": world.size})
+    if hasattr(ctx, "device"):
+        ctx.device = f"{device} ({name})" if device.type == "cuda" else "cpu"  # type: ignore[attr-defined]
+    ctx.note(f"Ran on {device} ({name}) with {threads} CPU thread(s) and {world.size} process(es).")
+    try:
+        yield device
+    finally:
+        torch.set_num_threads(before)
+
+
+def prepare(config: ImageExperimentConfig, largest_n: int) -> ImageSet:
+    """Load the ``largest_n`` images and build the UNet once, so that data and geometry errors surface before
+    any OT or training. Returns the loaded set; :func:`nested_subset` takes smaller sizes from it."""
+    images = load_subset(config, largest_n)
+    build_unet(config, images)
+    return images
+
+
+def nested_subset(images: ImageSet, n: int, seed: int) -> ImageSet:
+    """``n`` rows of ``images`` chosen by a permutation seeded with ``seed`` (kept in their original order), so
+    the subset of size n is contained in that of any larger size; all rows when n equals the set's size."""
+    total = len(images)
+    if n > total:
+        raise ConfigError(f"asked for a subset of {n} images from a set of {total}")
+    if n == total:
+        return images
+    rows = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    files = tuple(images.files[i] for i in rows.tolist()) if images.files is not None else None
+    return ImageSet(images.images[rows], images.name, f"{images.source}; nested subset of {n}", images.indices[rows],
+                    files)
+
+
+def load_subset(config: ImageExperimentConfig, n: int) -> ImageSet:
+    """``n`` images of ``config.dataset`` at ``config.resolution`` (subset seeded by ``data_seed``)."""
+    return load_images(config.dataset, n=n, resolution=config.resolution, seed=config.data_seed,
+                       data_dir=config.data_dir, channels=config.channels)
+
+
+def build_unet(config: ImageExperimentConfig, images: ImageSet) -> UNetField:
+    """The UNet for ``images`` ((N, C, R, R)); a resolution it cannot take raises the UNet's ConfigError."""
+    return UNetField(images.resolution, images.channels, base_channels=config.base_channels,
+                     channel_mult=config.channel_mult, num_res_blocks=config.num_res_blocks,
+                     attention_resolutions=config.attention_resolutions, dropout=config.dropout)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def train_field(model: nn.Module, sigma: float, coupling: Coupling, config: ImageExperimentConfig, seed: int,
+                run_name: str, progress: bool) -> TrainResult:
+    """Train ``model`` (already on its device) with CFM(σ) (constant noise, target x1 − x0) on ``coupling``.
+
+    Checkpoints go to ``config.checkpoint_dir/run_name`` when a checkpoint folder is configured (and are resumed).
+    """
+    directory = Path(config.checkpoint_dir) / run_name if config.checkpoint_dir else None
+    tc = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                     warmup_steps=config.warmup_steps, grad_clip=config.grad_clip, ema_decay=config.ema_decay,
+                     seed=seed, checkpoint_every=config.checkpoint_every if directory else 0, log_every=0,
+                     progress=progress)
+    return train(model, CFMLoss(Interpolant(sigma)), coupling, tc, checkpoint_dir=directory)
+
+
+def ema_copy(model: nn.Module, result: TrainResult) -> nn.Module:
+    """A copy of ``model`` in eval mode holding the EMA weights (the raw weights when EMA is off)."""
+    out = copy.deepcopy(model)
+    if result.ema_state is not None:
+        out.load_state_dict(result.ema_state)
+    return out.eval()
+
+
+def integrate_images(model: nn.Module, x0: Tensor, config: ImageExperimentConfig, device: torch.device) -> Tensor:
+    """Euler (``euler_steps``) from each source row of ``x0`` (N, C, R, R) → endpoints on the CPU, float32.
+
+    Sources are moved to ``device`` in chunks of ``eval_batch``; under torchrun each rank integrates its share
+    of the rows and all ranks receive the full result.
+    """
+    def solve(x: Tensor) -> Tensor:
+        parts = []
+        for s in range(0, x.shape[0], config.eval_batch):
+            chunk = x[s:s + config.eval_batch].to(device)
+            parts.append(integrate(model, chunk, method="euler", steps=config.euler_steps).x1)
+        return torch.cat(parts)
+
+    return distributed.map_sharded(solve, x0).detach().cpu().float()
+
+
+def loss_fit(result: TrainResult, reference: float) -> dict[str, float]:
+    """The training-loss summary: mean of the first and the last 5% of steps, and the last 5% relative to
+    ``reference`` (the loss of the zero field, E‖x1 − x0‖², on the training pairs)."""
+    k = max(1, len(result.losses) // 20)
+    first, last = float(np.mean(result.losses[:k])), float(np.mean(result.losses[-k:]))
+    return {"loss_first_5pct": first, "loss_last_5pct": last, "loss_last_relative_to_zero_field": last / reference,
+            "runtime_s": result.runtime_s}
+
+
+# --------------------------------------------------------------------------------------------- statistics
+
+
+def paired_stats(larger: Sequence[Tensor], smaller: Sequence[Tensor]) -> dict[str, Any]:
+    """Per-image paired differences d = larger − smaller, one tensor pair per seed, pooled over seeds.
+
+    Returns the pooled mean, sample sd, standard error sd/√n, t = mean / se (±inf when sd = 0), n, and the
+    per-seed means of d (the seeds' own directions).
+    """
+    per_seed = [(a.double() - b.double()).reshape(-1) for a, b in zip(larger, smaller, strict=True)]
+    d = torch.cat(per_seed)
+    n = d.numel()
+    mean = float(d.mean())
+    sd = float(d.std(correction=1)) if n > 1 else math.nan
+    se = sd / math.sqrt(n) if n > 1 else math.nan
+    if n < 2 or (sd == 0 and mean == 0):
+        t = math.nan
+    elif sd == 0:
+        t = math.copysign(math.inf, mean)
+    else:
+        t = mean / se
+    return {"mean_difference": mean, "sd": sd, "se": se, "t_ratio": t, "n": n,
+            "per_seed_mean_difference": [float(x.mean()) for x in per_seed]}
+
+
+def direction_verdict(stats: dict[str, Any], t_min: float) -> tuple[bool, bool]:
+    """(confirmed, refuted) for "larger > smaller": confirmed when every seed's mean difference is > 0 and the
+    pooled t ≥ ``t_min``; refuted when every seed's is < 0 and t ≤ −``t_min``."""
+    seeds = stats["per_seed_mean_difference"]
+    t = stats["t_ratio"]
+    confirmed = all(s > 0 for s in seeds) and not math.isnan(t) and t >= t_min
+    refuted = all(s < 0 for s in seeds) and not math.isnan(t) and t <= -t_min
+    return confirmed, refuted
+
+
+def summary(values: Sequence[Tensor]) -> dict[str, float]:
+    """Mean ± sd over images pooled across seeds (the paper's "±"), and the sd of the per-seed means."""
+    pooled = torch.cat([v.double().reshape(-1) for v in values])
+    seed_means = [float(v.double().mean()) for v in values]
+    return {"mean": float(pooled.mean()), "std": float(pooled.std(correction=1)) if pooled.numel() > 1 else 0.0,
+            "n": int(pooled.numel()),
+            "seed_means_std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else math.nan}
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def grid_figure(ctx: RunContext, name: str, rows: Sequence[tuple[str, Tensor]], title: str) -> Path:
+    """Save a labelled grid: one row per (label, images (k, C, R, R) in [−1, 1]) — values outside are clipped,
+    so Gaussian sources show as saturated noise. Returns the PNG path (listed in ``ctx.figures``)."""
+    k = max(r[1].shape[0] for r in rows)
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.1 * k + 1.6, 1.15 * len(rows) + 0.5), squeeze=False)
+    for i, (label, images) in enumerate(rows):
+        arr = to_uint8(images)
+        for j in range(k):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < arr.shape[0]:
+                img = arr[j]
+                ax.imshow(img[:, :, 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255,
+                          interpolation="nearest")
+        axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return ctx.figure(name, fig)
