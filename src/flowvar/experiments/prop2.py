@@ -1,0 +1,596 @@
+"""Proposition 2 and Remark 2: minimisers of the deterministic loss memorise; interpolant noise breaks it.
+
+PAPER.md §2 (Prop 2, Remark 2) and §5 item 6. Two parts.
+
+**(a) Closed form** (d = ``cf_dim``, N = ``cf_pairs`` training pairs; sources x0 ~ N(0, I), targets from the
+GMM of Table 1). Pairing families: ``random`` (independent draws paired by index: an arbitrary pairing),
+``shuffled_ot`` (the exact OT pairing re-paired by a derangement: the adversarial coupling of Table 2),
+``ot`` (exact OT pairing) and ``rot180`` (x1 = μ − x0: every line meets every other at t = ½, Counter
+Example 1). For each family we count how the training lines meet (:func:`line_encounters`: segments that
+cross in space at any times, and *collisions*, two pairs at the same point at the same time) and check:
+
+1. the memorising field of Prop 2 (:class:`~flowvar.models.MemorizingField`, the nearest-line velocity) has
+   per-sample deterministic CFM loss exactly 0 on every training-path draw. A closed-form field has no
+   parameters, so "zero gradient variance" is shown as follows: every residual is 0, so every model that
+   equals this field has zero per-sample gradients. We build one (the field plus a zero-initialised
+   linear layer on (x, t)) and measure its tr Cov(g) with :func:`flowvar.variance.gradient_variance`;
+2. Euler integration from every training source on an odd grid (``euler_steps``) returns that source's own
+   partner (pairing accuracy 1, error at rounding level), and we report how many collision times the grid
+   hits. An even grid (``euler_steps − 1``) is a contrast: for ``rot180`` it lands on t = ½;
+3. Remark 2: for σ in ``cf_sigmas`` the exact minimiser of the noisy loss
+   (:class:`~flowvar.models.EmpiricalField`, the posterior mean E[x1 − x0 | x_t]) has a positive loss, which
+   is the smallest loss any field can reach, so no zero-loss field exists; integrating it from the training
+   sources loses pairing accuracy, and we report how much as a function of σ.
+
+**(b) Neural**. For each d in ``dims``: N = ``n_pairs`` fixed random pairs (x0 ~ N(0, I_d), x1 from the
+GMM, paired by index). An MLP (same initialisation for both runs) is trained with Adam on CFM(σ = 0) and on
+CFM(σ = ``sigma``). Every ``log_every`` steps a training callback measures, at the current parameters, the
+loss and the gradient-variance trace tr Cov(g) on a fresh draw of ``variance_samples`` training paths
+(:func:`flowvar.variance.gradient_variance`, the training interpolant of that run), and the pairing
+accuracy of Euler outputs from the training sources (nearest training target is the own partner). The
+exact minimiser at σ (EmpiricalField on the same pairs) gives the loss floor L*(σ) and the accuracy an
+optimiser that reaches the minimum would get.
+
+Claims (PAPER.md §5 item 6): σ = 0 → loss → ≈0, variance → ≈0, accuracy → ≈100 %; σ = 0.05 → loss and
+variance plateau above 0 and the accuracy is lower. The rules use ratios to the run's own initial loss and
+peak variance (stated with each claim). Whether a network memorises depends on N, d, the capacity and on
+σ√d against the spacing of the training lines (PAPER.md §4 [D]); the defaults and the reasons are recorded
+as choices, and every number is reported whatever the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flowvar.couplings import FixedPairs, exact_ot_permutation
+from flowvar.distributions import GaussianMixture, StandardNormal
+from flowvar.errors import ConfigError, ShapeError
+from flowvar.experiments.base import RunContext, register
+from flowvar.interpolants import Interpolant
+from flowvar.loss import CFMLoss, per_sample_loss
+from flowvar.metrics import pairing_accuracy, partner_distances
+from flowvar.models import EmpiricalField, MemorizingField, MLPField, time_column
+from flowvar.sampling import integrate, time_grid
+from flowvar.train import TrainConfig, train
+from flowvar.variance import gradient_variance
+
+FAMILIES: tuple[str, ...] = ("random", "shuffled_ot", "ot", "rot180")
+
+
+@dataclass
+class Prop2Config:
+    seed: int = 0
+    # target distribution (the GMM of Table 1, PAPER.md §4)
+    n_components: int = 8
+    mean_scale: float = 3.0
+    component_std: float = 0.5
+    gmm_seed: int = 0
+    # (a) closed form
+    cf_dim: int = 2
+    cf_pairs: int = 256
+    cf_families: tuple[str, ...] = ("random", "shuffled_ot", "ot", "rot180")
+    cf_sigmas: tuple[float, ...] = (0.01, 0.05, 0.2)
+    cf_loss_samples: int = 20_000
+    cf_variance_samples: int = 512
+    rot180_mu: float = 5.0
+    euler_steps: int = 101
+    # (b) neural
+    dims: tuple[int, ...] = (2, 8)
+    n_pairs: int = 64
+    sigma: float = 0.05
+    width: int = 256
+    depth: int = 3
+    activation: str = "silu"
+    steps: int = 10_000
+    batch_size: int = 256
+    lr: float = 1e-3
+    log_every: int = 500
+    variance_samples: int = 1024
+    floor_samples: int = 20_000
+    # a-priori thresholds of the rules
+    zero_ratio: float = 0.01
+    nonzero_ratio: float = 0.1
+    memorise_accuracy: float = 0.95
+    plateau_ratio: float = 0.8
+
+    def validate(self) -> None:
+        if self.euler_steps % 2 == 0 or self.euler_steps < 3:
+            raise ConfigError(f"euler_steps={self.euler_steps} must be odd (>= 3) so the grid jumps over t = 1/2")
+        unknown = set(self.cf_families) - set(FAMILIES)
+        if unknown or not self.cf_families:
+            raise ConfigError(f"cf_families must be a non-empty subset of {list(FAMILIES)}, got "
+                              f"{list(self.cf_families)}")
+        if self.sigma <= 0 or not self.cf_sigmas or any(s <= 0 for s in self.cf_sigmas):
+            raise ConfigError("sigma and every cf_sigmas entry must be > 0 (σ = 0 is always run as the reference)")
+        if any(b <= a for a, b in zip(self.cf_sigmas, self.cf_sigmas[1:], strict=False)):
+            raise ConfigError(f"cf_sigmas must be strictly increasing, got {list(self.cf_sigmas)}")
+        if self.cf_pairs < 2 or self.n_pairs < 2 or not self.dims or any(d < 1 for d in self.dims):
+            raise ConfigError("cf_pairs and n_pairs must be >= 2 and dims a non-empty list of positive integers")
+        if self.log_every < 1 or self.log_every > self.steps:
+            raise ConfigError(f"log_every must be in [1, steps={self.steps}], got {self.log_every}")
+        if not 0 < self.zero_ratio < self.nonzero_ratio < 1 or not 0.5 < self.memorise_accuracy <= 1:
+            raise ConfigError("need 0 < zero_ratio < nonzero_ratio < 1 and 0.5 < memorise_accuracy <= 1")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+@dataclass(frozen=True)
+class LineEncounters:
+    """How the N training lines μ_i(t) = (1 − t) x0_i + t x1_i, t ∈ [0, 1], meet.
+
+    * ``n_line_pairs``: N(N − 1)/2.
+    * ``spatial_crossings``: pairs of segments [x0_i, x1_i], [x0_j, x1_j] that intersect in the plane, at
+      any two times (d = 2 only; None otherwise, where lines generically never meet).
+    * ``collisions``: pairs that are at the same point at the same time (μ_i(t) = μ_j(t) to ``rel_tol``).
+      Only there is the memorising field ill-defined; for a generic pairing there are none.
+    * ``collision_times``: the distinct collision times (rounded to 1e-9), ascending.
+    * ``min_simultaneous_distance``: min over pairs and t ∈ [0, 1] of ‖μ_i(t) − μ_j(t)‖.
+    """
+
+    n_line_pairs: int
+    spatial_crossings: int | None
+    collisions: int
+    collision_times: tuple[float, ...]
+    min_simultaneous_distance: float
+
+
+def line_encounters(x0: Tensor, x1: Tensor, rel_tol: float = 1e-9) -> LineEncounters:
+    """Count spatial crossings and simultaneous collisions of the lines from ``x0`` (N, d) to ``x1`` (N, d).
+
+    For a pair (i, j), Δ(t) = μ_i(t) − μ_j(t) = a + t b with a = x0_i − x0_j, b = u_i − u_j; its closest
+    simultaneous approach is at t* = clip(−a·b / ‖b‖², 0, 1). A collision is ‖Δ(t*)‖ ≤ ``rel_tol`` ·
+    max(‖a‖, ‖a + b‖). In 2-D two segments p + s r and q + w v cross when s, w ∈ [0, 1] solve p + s r = q + w v.
+    Float64, all pairs at once (memory ~ N² d).
+    """
+    if x0.ndim != 2 or x0.shape != x1.shape or x0.shape[0] < 2:
+        raise ShapeError(f"line_encounters needs x0 and x1 of the same shape (N, d) with N >= 2, got "
+                         f"{tuple(x0.shape)} and {tuple(x1.shape)}")
+    p, q = x0.double(), x1.double()
+    u = q - p
+    i, j = torch.triu_indices(p.shape[0], p.shape[0], offset=1)
+    a, b = p[i] - p[j], u[i] - u[j]
+    bb = (b * b).sum(1)
+    t_star = torch.where(bb > 0, -(a * b).sum(1) / bb.clamp_min(torch.finfo(torch.float64).tiny),
+                         torch.zeros_like(bb)).clamp(0.0, 1.0)
+    dist = (a + t_star[:, None] * b).norm(dim=1)
+    scale = torch.maximum(a.norm(dim=1), (a + b).norm(dim=1))
+    collide = dist <= rel_tol * scale
+    times = tuple(sorted({round(float(t), 9) for t in t_star[collide]}))
+    crossings: int | None = None
+    if p.shape[1] == 2:
+        r, v, qp = u[i], u[j], p[j] - p[i]
+
+        def cross(m: Tensor, n: Tensor) -> Tensor:
+            return m[:, 0] * n[:, 1] - m[:, 1] * n[:, 0]
+
+        den = cross(r, v)
+        ok = den.abs() > 0
+        s = cross(qp, v) / torch.where(ok, den, torch.ones_like(den))
+        w = cross(qp, r) / torch.where(ok, den, torch.ones_like(den))
+        crossings = int((ok & (s >= 0) & (s <= 1) & (w >= 0) & (w <= 1)).sum())
+    return LineEncounters(n_line_pairs=int(i.numel()), spatial_crossings=crossings, collisions=int(collide.sum()),
+                          collision_times=times, min_simultaneous_distance=float(dist.min()))
+
+
+def grid_hits(grid: Tensor, times: tuple[float, ...] | list[float], tol: float = 1e-9) -> int:
+    """How many nodes of ``grid`` (1-D) lie within ``tol`` of one of ``times``."""
+    if not times:
+        return 0
+    g = grid.double().reshape(-1, 1)
+    tt = torch.tensor(list(times), dtype=torch.float64).reshape(1, -1)
+    return int(((g - tt).abs() <= tol).any(1).sum())
+
+
+class ZeroPerturbedField(nn.Module):
+    """``base(x, t) + W [x, t] + c`` with W, c initialised to 0: a parametrised model equal to ``base``.
+
+    At W = 0, c = 0 its per-sample gradient is ∇_{W,c} ℓ = −2 r ⊗ [x, t, 1] with r = u − v the residual, so it
+    vanishes exactly wherever ``base`` fits the sample; used to measure the gradient variance "at" a
+    closed-form field with :func:`flowvar.variance.gradient_variance`.
+    """
+
+    def __init__(self, base: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.base = base
+        self.linear = nn.Linear(dim + 1, dim, dtype=torch.float64)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        tt = time_column(t, x)
+        return self.base(x, tt) + self.linear(torch.cat([x, tt[:, None]], 1).to(self.linear.weight.dtype)).to(x.dtype)
+
+
+def make_pairs(family: str, n: int, gmm: GaussianMixture, generator: torch.Generator, mu: float = 5.0
+               ) -> tuple[Tensor, Tensor]:
+    """N training pairs (x0 ~ N(0, I_d), x1) of a pairing family (see the module docstring), float64."""
+    d = gmm.means.shape[1]
+    x0 = StandardNormal(d, torch.float64).sample(n, generator)
+    if family == "rot180":
+        return x0, torch.full((d,), float(mu), dtype=torch.float64) - x0
+    y = gmm.sample(n, generator).double()
+    if family == "random":
+        return x0, y
+    y = y[exact_ot_permutation(x0, y)]
+    if family == "ot":
+        return x0, y
+    if family == "shuffled_ot":
+        return x0, FixedPairs(x0, y, shuffle=True, generator=generator).x1
+    raise ConfigError(f"unknown pairing family {family!r}; choose one of {list(FAMILIES)}")
+
+
+def _endpoint_report(x_hat: Tensor, x1: Tensor) -> dict[str, float]:
+    """Pairing accuracy of endpoints against the training targets, distance to the own partner and to the
+    nearest training target (an output can sit on a training target without being the partner)."""
+    acc = pairing_accuracy(x_hat, x1)
+    own = partner_distances(x_hat, {"own": x1})["own"]
+    nearest = (x_hat.double() - x1.double()[acc.nearest]).norm(dim=1)
+    return {"accuracy": acc.accuracy, "mean_l2_own_partner": own.mean,
+            "max_l2_own_partner": float(own.per_sample.max()), "mean_l2_nearest_target": float(nearest.mean())}
+
+
+def _loss_draws(model: nn.Module, x0: Tensor, x1: Tensor, sigma: float, n: int, generator: torch.Generator
+                ) -> Tensor:
+    path = CFMLoss(Interpolant(sigma)).draw(FixedPairs(x0, x1), n, generator)
+    with torch.no_grad():
+        return per_sample_loss(model, path)
+
+
+def two_proportion_se(p1: float, p2: float, n: int) -> float:
+    """Standard error of p1 − p2 for two proportions, each from n Bernoulli trials."""
+    return math.sqrt(max(p1 * (1 - p1) + p2 * (1 - p2), 0.0) / n)
+
+
+class TrainingMonitor:
+    """Training callback: every ``every`` steps (and at step 1) measure, at the current parameters, the loss
+    and tr Cov(g) on a fresh draw of ``n_samples`` training paths, and the pairing accuracy of Euler outputs
+    from the training sources. It draws from its own generator and never touches ``.grad`` (the variance
+    engine differentiates detached copies of the parameters)."""
+
+    def __init__(self, loss: CFMLoss, coupling: FixedPairs, every: int, n_samples: int, euler_steps: int,
+                 generator: torch.Generator) -> None:
+        self.loss, self.coupling, self.every = loss, coupling, every
+        self.n_samples, self.euler_steps, self.generator = n_samples, euler_steps, generator
+
+    def measure(self, model: nn.Module) -> dict[str, float]:
+        path = self.loss.draw(self.coupling, self.n_samples, self.generator)
+        rep = gradient_variance(model, path, chunk_size=256)
+        x_hat = integrate(model, self.coupling.x0, steps=self.euler_steps).x1
+        ends = _endpoint_report(x_hat, self.coupling.x1)
+        return {"loss": rep.mean_loss, "trace": rep.trace, "mean_grad_sq_norm": rep.mean_grad_sq_norm,
+                "accuracy": ends["accuracy"], "mean_l2_own_partner": ends["mean_l2_own_partner"]}
+
+    def on_step(self, step: int, model: nn.Module, path: Any, loss_value: float) -> dict[str, float] | None:
+        """At step 1 and every ``every`` steps: :meth:`measure` at the parameters after ``step − 1`` updates."""
+        if step == 1 or step % self.every == 0:
+            return {"updates": step - 1, **self.measure(model)}
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ experiment
+
+
+@register("prop2", title="Proposition 2 / Remark 2: deterministic minimisers memorise arbitrary pairs; noise breaks it",
+          config=Prop2Config,
+          quick={"cf_pairs": 128, "cf_loss_samples": 5000, "cf_variance_samples": 256, "dims": (8,), "steps": 3000,
+                 "log_every": 300, "variance_samples": 256, "floor_samples": 5000},
+          paper={"prop2": "with the deterministic interpolant there is a field with zero empirical loss even when "
+                          "training lines intersect; ODE integration from a training source returns its paired "
+                          "target; optimising the straight-path objective converges to this field",
+                 "abstract": "low gradient variance drives memorization of arbitrary training pairings",
+                 "remark2": "noise breaks the one-to-one map (x0, t) -> x_t; small noise, σ = 0.05, already restores "
+                            "generalisation",
+                 "section5_item6": "σ = 0: loss → 0, variance → 0, accuracy → ≈100 %; σ = 0.05: loss and variance "
+                                   "plateau above 0 and accuracy is lower"})
+def run(config: Prop2Config, ctx: RunContext) -> None:
+    ctx.choice("targets", f"GMM with K = {config.n_components} components, means ~ N(0, {config.mean_scale}² I) "
+                          f"(seed {config.gmm_seed}), std {config.component_std} (the Table 1 GMM, PAPER.md §4); "
+                          f"sources N(0, I)")
+    ctx.choice("interpolant", "constant noise f = σ with target x1 − x0 (TorchCFM's CFM(σ), PAPER.md §4)")
+    ctx.choice("solver", f"Euler with {config.euler_steps} steps (odd, so no node at t = 1/2), float64 for closed-form "
+                         f"fields, the model's float32 for networks; even grid {config.euler_steps - 1} as contrast")
+    ctx.choice("pairing accuracy", "fraction of ODE outputs whose nearest training target is their own partner "
+                                   "(PAPER.md §5 item 6)")
+    _closed_form(config, ctx)
+    _neural(config, ctx)
+
+
+def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
+    d = config.cf_dim
+    gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed,
+                                 dtype=torch.float64)
+    odd, even = config.euler_steps, config.euler_steps - 1
+    grid_odd, grid_even = time_grid(odd), time_grid(even)
+    ctx.choice("closed-form setting", f"d = {d}, N = {config.cf_pairs} pairs per family {list(config.cf_families)}; "
+                                      f"rot180: x1 = μ − x0, μ = ({config.rot180_mu}, …); loss from "
+                                      f"{config.cf_loss_samples} path draws (t ~ U(0, 1))")
+    rows: dict[str, dict[str, Any]] = {}
+    for k, family in enumerate(config.cf_families):
+        x0, x1 = make_pairs(family, config.cf_pairs, gmm, ctx.generator(10 + k), config.rot180_mu)
+        enc = line_encounters(x0, x1)
+        memo = MemorizingField(x0, x1)
+        det_losses = _loss_draws(memo, x0, x1, 0.0, config.cf_loss_samples, ctx.generator(20 + k))
+        probe = ZeroPerturbedField(memo, d)
+        path = CFMLoss(Interpolant(0.0)).draw(FixedPairs(x0, x1), config.cf_variance_samples, ctx.generator(30 + k))
+        probe_rep = gradient_variance(probe, path, chunk_size=256)
+        row: dict[str, Any] = {
+            "line_pairs": enc.n_line_pairs, "spatial_crossings": enc.spatial_crossings, "collisions": enc.collisions,
+            "collision_times": list(enc.collision_times), "min_simultaneous_distance": enc.min_simultaneous_distance,
+            "memorizing.det_loss_max": float(det_losses.max()), "memorizing.det_loss_mean": float(det_losses.mean()),
+            "memorizing.det_loss_nonzero": int((det_losses > 0).sum()),
+            "memorizing.probe_trace": probe_rep.trace,
+            "memorizing.probe_mean_grad_sq_norm": probe_rep.mean_grad_sq_norm,
+            "grid_hits_odd": grid_hits(grid_odd, enc.collision_times),
+            "grid_hits_even": grid_hits(grid_even, enc.collision_times),
+            "mean_sq_velocity": float((x1 - x0).pow(2).sum(1).mean()),
+        }
+        for label, steps in (("odd", odd), ("even", even)):
+            ends = _endpoint_report(integrate(memo, x0, steps=steps).x1, x1)
+            row.update({f"memorizing.euler_{label}.{key}": v for key, v in ends.items()})
+        for s_i, sigma in enumerate(config.cf_sigmas):
+            field = EmpiricalField(x0, x1, sigma)
+            gen = ctx.generator(40 + 10 * k + s_i)
+            draws = _loss_draws(field, x0, x1, sigma, config.cf_loss_samples, gen)
+            memo_noisy = _loss_draws(memo, x0, x1, sigma, config.cf_loss_samples, ctx.generator(40 + 10 * k + s_i))
+            row[f"sigma={sigma}.exact_minimiser_loss"] = float(draws.mean())
+            row[f"sigma={sigma}.exact_minimiser_loss_se"] = float(draws.std() / math.sqrt(draws.numel()))
+            row[f"sigma={sigma}.memorizing_loss"] = float(memo_noisy.mean())
+            ends = _endpoint_report(integrate(field, x0, steps=odd).x1, x1)
+            row.update({f"sigma={sigma}.{key}": v for key, v in ends.items()})
+        rows[family] = row
+    ctx.metric("closed_form", rows)
+
+    max_loss = max(r["memorizing.det_loss_max"] for r in rows.values())
+    max_probe = max(r["memorizing.probe_trace"] for r in rows.values())
+    crossing_ok = all((r["spatial_crossings"] or 0) > 0 for r in rows.values()) if d == 2 else False
+    ctx.claim("prop2.closed_form.zero_loss_zero_variance",
+              "Under the deterministic interpolant the memorising field has zero empirical loss on arbitrary "
+              "training pairs whose lines cross; all residuals being 0, any parametrised model equal to it has zero "
+              "per-sample gradients, hence zero gradient variance.",
+              {"max_per_sample_loss": max_loss, "loss_draws_per_family": config.cf_loss_samples,
+               "max_probe_trace": max_probe,
+               "spatial_crossings": {f: r["spatial_crossings"] for f, r in rows.items()},
+               "line_pairs": {f: r["line_pairs"] for f, r in rows.items()}},
+              confirmed=max_loss == 0.0 and max_probe == 0.0 and crossing_ok,
+              refuted=max_loss > 1e-12 or max_probe > 1e-12,
+              rule="confirmed if every per-sample loss is exactly 0.0 in float64 for every family, the "
+                   "zero-initialised linear probe on top of the field has tr Cov(g) exactly 0, and (d = 2) every "
+                   "family has crossing segments; refuted if any loss or probe trace exceeds 1e-12; inconclusive "
+                   "otherwise (e.g. d ≠ 2)")
+
+    accs = {f: r["memorizing.euler_odd.accuracy"] for f, r in rows.items()}
+    errs = {f: r["memorizing.euler_odd.max_l2_own_partner"] for f, r in rows.items()}
+    hits = {f: r["grid_hits_odd"] for f, r in rows.items()}
+    ctx.claim("prop2.closed_form.ode_returns_partner",
+              "ODE integration of the memorising field from each training source returns its own paired target "
+              "(the grid jumps over the crossing times).",
+              {"pairing_accuracy_odd_grid": accs, "max_l2_error_odd_grid": errs, "collision_times_hit_odd": hits,
+               "collisions": {f: r["collisions"] for f, r in rows.items()},
+               "even_grid_contrast": {f: {"grid_hits": r["grid_hits_even"],
+                                          "accuracy": r["memorizing.euler_even.accuracy"]} for f, r in rows.items()}},
+              confirmed=all(a == 1.0 for a in accs.values()) and max(errs.values()) < 1e-9
+              and all(h == 0 for h in hits.values()),
+              refuted=any(accs[f] < 0.99 for f in accs if hits[f] == 0),
+              rule=f"Euler, {odd} steps: confirmed if pairing accuracy is 1 and max ‖x̂1 − x1‖ < 1e-9 for every family "
+                   f"and the grid hits no collision time; refuted if some family whose collisions the grid avoids has "
+                   f"accuracy < 0.99")
+
+    sig = config.sigma if config.sigma in config.cf_sigmas else config.cf_sigmas[0]
+    arbitrary = [f for f in rows if f in ("random", "shuffled_ot")] or list(rows)
+    floor = {f: {str(s): r[f"sigma={s}.exact_minimiser_loss"] for s in config.cf_sigmas} for f, r in rows.items()}
+    rel = {f: rows[f][f"sigma={sig}.exact_minimiser_loss"] / rows[f]["mean_sq_velocity"] for f in arbitrary}
+    ctx.claim("prop2.remark2.no_zero_loss_with_noise",
+              f"With interpolant noise (σ = {sig}) no zero-loss field exists on arbitrary pairings: the exact "
+              f"minimiser (posterior mean) has a positive loss.",
+              {"families_judged": arbitrary, f"loss_relative_to_E|u|^2_at_sigma{sig}": rel,
+               "exact_minimiser_loss": floor,
+               "memorizing_field_loss": {f: {str(s): r[f"sigma={s}.memorizing_loss"] for s in config.cf_sigmas}
+                                         for f, r in rows.items()},
+               "min_simultaneous_distance": {f: r["min_simultaneous_distance"] for f, r in rows.items()}},
+              confirmed=min(rel.values()) > 1e-6, refuted=min(rel.values()) <= 1e-12,
+              rule=f"on the arbitrary pairings ({', '.join(arbitrary)}) at σ = {sig}: confirmed if the exact "
+                   f"minimiser's Monte-Carlo loss exceeds 1e-6 × E‖x1 − x0‖² for each; refuted if some value is "
+                   f"≤ 1e-12 × E‖x1 − x0‖²; the other families and σ values are reported as evidence")
+    tiny = [f"{f} at σ = {s}" for f, r in rows.items() for s in config.cf_sigmas
+            if r[f"sigma={s}.exact_minimiser_loss"] <= 1e-12 * r["mean_sq_velocity"]]
+    if tiny:
+        ctx.note("The exact noisy minimiser's loss is numerically 0 (≤ 1e-12 × E‖x1 − x0‖²) for " + ", ".join(tiny)
+                 + ": in exact arithmetic it is positive for every σ > 0, but when every pair of training lines stays "
+                   "many σ apart at equal times (min_simultaneous_distance) the overlap is exp(−dist²/2σ²)-small, so "
+                   "noise does not materially break memorisation there (PAPER.md §4 [D]: σ√d vs pair spacing).")
+
+    sweep = {f: [r[f"sigma={s}.accuracy"] for s in config.cf_sigmas] for f, r in rows.items()}
+    at_sig = {f: rows[f][f"sigma={sig}.accuracy"] for f in arbitrary}
+    monotone = {f: all(b <= a + 1e-12 for a, b in zip(sweep[f], sweep[f][1:], strict=False)) for f in arbitrary}
+    n = config.cf_pairs
+    drop = {f: (1.0 - at_sig[f]) > 2 * two_proportion_se(1.0, at_sig[f], n) for f in arbitrary}
+    ctx.claim("prop2.remark2.noise_breaks_pairing",
+              f"Integrating the exact noisy minimiser from the training sources loses pairing accuracy (σ = {sig}), "
+              f"more so as σ grows.",
+              {"sigmas": list(config.cf_sigmas), "accuracy_by_sigma": sweep, "accuracy_sigma0_memorizing": accs,
+               "families_judged": arbitrary,
+               "mean_l2_nearest_target": {f: [rows[f][f"sigma={s}.mean_l2_nearest_target"] for s in config.cf_sigmas]
+                                          for f in rows}},
+              confirmed=all(drop.values()) and all(monotone.values()),
+              refuted=all(a >= 1.0 - 1e-12 for a in at_sig.values()),
+              rule=f"on the arbitrary pairings ({', '.join(arbitrary)}): confirmed if at σ = {sig} the accuracy is "
+                   f"below 1 by more than 2 binomial standard errors (N = {n}) and accuracy is non-increasing over the "
+                   f"σ sweep; refuted if the accuracy at σ = {sig} is still 1 for every such family; inconclusive "
+                   f"otherwise")
+    _closed_form_figure(ctx, config, rows)
+
+
+def _closed_form_figure(ctx: RunContext, config: Prop2Config, rows: dict[str, dict[str, Any]]) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    sig = list(config.cf_sigmas)
+    for family, r in rows.items():
+        (line,) = axes[0].semilogx(sig, [r[f"sigma={s}.accuracy"] for s in sig], marker="o", label=family)
+        axes[0].scatter([min(sig) / 3], [r["memorizing.euler_odd.accuracy"]], marker="*", s=80,
+                        color=line.get_color(), alpha=0.6)
+        axes[1].loglog(sig, [r[f"sigma={s}.exact_minimiser_loss"] for s in sig], marker="o", label=family)
+    axes[0].set_xlabel("σ (stars at left: σ = 0, memorising field)")
+    axes[0].set_ylabel(f"pairing accuracy (Euler {config.euler_steps})")
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("exact minimiser: pairing accuracy vs σ")
+    axes[1].set_xlabel("σ")
+    axes[1].set_ylabel("empirical CFM(σ) loss of the exact minimiser")
+    axes[1].set_title("loss floor L*(σ) (σ = 0: exactly 0)")
+    axes[1].legend(fontsize=8)
+    ctx.figure("closed_form_sigma_sweep", fig)
+
+
+def _neural(config: Prop2Config, ctx: RunContext) -> None:
+    ctx.choice("network", f"MLPField width {config.width}, depth {config.depth}, {config.activation}, t concatenated; "
+                          f"same initialisation (seed {config.seed}) for σ = 0 and σ = {config.sigma}")
+    ctx.choice("training", f"Adam lr {config.lr} (constant), batch {config.batch_size}, {config.steps} steps, pairs "
+                           f"drawn uniformly with replacement from the N fixed pairs, t ~ U(0, 1)")
+    ctx.choice("neural setting", f"N = {config.n_pairs} fixed random pairs (index pairing of independent draws), d in "
+                                 f"{list(config.dims)}. Chosen on σ = 0 fits only (PAPER.md §4 [D]): in scouting runs "
+                                 f"(width 256, depth 3, 4000 steps) d = 8, N = 64 reached a deterministic loss of "
+                                 f"0.0096 and 98 % accuracy, while d = 2 with N = 32 or 64 stayed at 3–34 % accuracy "
+                                 f"(loss 0.22–1.4); d = 2 is kept in full mode to show that capacity limit")
+    ctx.choice("monitoring", f"every {config.log_every} steps (and at step 1; a record's 'updates' is the number of "
+                             f"optimizer updates applied so far) and after the last update: the run's own CFM(σ) "
+                             f"loss and tr Cov(g) (plug-in, per-sample gradients of all parameters) on "
+                             f"{config.variance_samples} fresh training-path draws, and the pairing accuracy of "
+                             f"Euler-{config.euler_steps} outputs from the training sources")
+    ctx.choice("ratios", "loss ratio = final / initial (step-1) loss; variance ratio = final / peak tr Cov(g) over the "
+                         "run (the initial variance depends on the initialisation scale and is not a maximum)")
+    histories: dict[str, dict[str, list[dict[str, float]]]] = {}
+    summary: dict[str, dict[str, Any]] = {}
+    for k, d in enumerate(config.dims):
+        gen = ctx.generator(1000 + k)
+        gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed)
+        x0 = StandardNormal(d).sample(config.n_pairs, gen)
+        x1 = gmm.sample(config.n_pairs, gen)
+        pairs = FixedPairs(x0, x1)
+        per_sigma: dict[str, dict[str, Any]] = {}
+        histories[f"d={d}"] = {}
+        for sigma in (0.0, config.sigma):
+            loss = CFMLoss(Interpolant(sigma))
+            torch.manual_seed(config.seed)
+            model = MLPField(d, config.width, config.depth, config.activation)
+            monitor = TrainingMonitor(loss, pairs, config.log_every, config.variance_samples, config.euler_steps,
+                                      ctx.generator(2000 + 10 * k + int(sigma > 0)))
+            res = train(model, loss, pairs, TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                                        seed=config.seed + 17 * k, progress=ctx.progress, log_every=0),
+                        callbacks=[monitor])
+            history = [dict(h) for h in res.history]
+            history.append({"step": config.steps, "updates": config.steps, **monitor.measure(model)})
+            histories[f"d={d}"][f"sigma={sigma}"] = history
+            per_sigma[f"sigma={sigma}"] = _run_summary(history, res.losses, res.runtime_s)
+        # the exact minimiser at σ on the same pairs: the loss floor and the accuracy at the minimum
+        exact = EmpiricalField(x0.double(), x1.double(), config.sigma)
+        draws = _loss_draws(exact, x0.double(), x1.double(), config.sigma, config.floor_samples,
+                            ctx.generator(3000 + k))
+        ends = _endpoint_report(integrate(exact, x0.double(), steps=config.euler_steps).x1, x1)
+        summary[f"d={d}"] = {**per_sigma, "exact_minimiser": {"sigma": config.sigma, "loss_floor": float(draws.mean()),
+                                                              "accuracy": ends["accuracy"]},
+                             "sigma_sqrt_d": config.sigma * math.sqrt(d),
+                             "median_nn_distance_sources": _median_nn(x0)}
+    ctx.metric("neural", summary)
+    ctx.metric("neural_histories", histories)
+    _neural_claims(config, ctx, summary)
+    _neural_figure(ctx, config, histories, summary)
+
+
+def _median_nn(x: Tensor) -> float:
+    d2 = torch.cdist(x.double(), x.double())
+    d2.fill_diagonal_(math.inf)
+    return float(d2.min(1).values.median())
+
+
+def _run_summary(history: list[dict[str, float]], losses: list[float], runtime_s: float) -> dict[str, Any]:
+    first, last = history[0], history[-1]
+    traces = [h["trace"] for h in history]
+    q = max(1, len(history) // 4)
+    late = float(np.mean([h["loss"] for h in history[-q:]]))
+    before = float(np.mean([h["loss"] for h in history[-2 * q:-q]])) if len(history) >= 2 * q + 1 else math.nan
+    tail = losses[-max(1, len(losses) // 20):]
+    return {"initial_loss": first["loss"], "final_loss": last["loss"], "loss_ratio": last["loss"] / first["loss"],
+            "initial_trace": first["trace"], "peak_trace": max(traces), "final_trace": last["trace"],
+            "trace_ratio": last["trace"] / max(traces), "final_accuracy": last["accuracy"],
+            "initial_accuracy": first["accuracy"], "final_mean_l2_own_partner": last["mean_l2_own_partner"],
+            "late_over_previous_quarter_loss": late / before if before == before and before > 0 else math.nan,
+            "train_loss_last_5pct": float(np.mean(tail)), "runtime_s": runtime_s}
+
+
+def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict[str, Any]]) -> None:
+    zr, nr = config.zero_ratio, config.nonzero_ratio
+    for key, s in summary.items():
+        zero, noisy, exact = s["sigma=0.0"], s[f"sigma={config.sigma}"], s["exact_minimiser"]
+        ctx.claim(f"prop2.neural.{key}.sigma0_memorises",
+                  f"CFM(σ = 0) on {config.n_pairs} fixed random pairs ({key}): loss → ≈0, gradient variance → ≈0, "
+                  f"pairing accuracy → ≈100 %.",
+                  {k: zero[k] for k in ("initial_loss", "final_loss", "loss_ratio", "peak_trace", "final_trace",
+                                        "trace_ratio", "final_accuracy")},
+                  confirmed=zero["loss_ratio"] <= zr and zero["trace_ratio"] <= zr
+                  and zero["final_accuracy"] >= config.memorise_accuracy,
+                  refuted=zero["loss_ratio"] > nr or zero["trace_ratio"] > nr or zero["final_accuracy"] < 0.5,
+                  rule=f"confirmed if final/initial loss ≤ {zr}, final/peak tr Cov(g) ≤ {zr} and accuracy ≥ "
+                       f"{config.memorise_accuracy}; refuted if a ratio > {nr} or accuracy < 0.5; inconclusive "
+                       f"otherwise")
+        plateau = noisy["late_over_previous_quarter_loss"]
+        ctx.claim(f"prop2.neural.{key}.sigma{config.sigma}_plateaus_above_zero",
+                  f"CFM(σ = {config.sigma}) on the same pairs ({key}): loss and gradient variance plateau above 0.",
+                  {**{k: noisy[k] for k in ("initial_loss", "final_loss", "loss_ratio", "final_trace", "trace_ratio",
+                                            "late_over_previous_quarter_loss")},
+                   "sigma0_final_loss": zero["final_loss"], "sigma0_final_trace": zero["final_trace"],
+                   "exact_loss_floor": exact["loss_floor"],
+                   "exact_floor_over_initial_loss": exact["loss_floor"] / noisy["initial_loss"],
+                   "sigma_sqrt_d": s["sigma_sqrt_d"], "median_nn_distance_sources": s["median_nn_distance_sources"]},
+                  confirmed=noisy["loss_ratio"] > zr and noisy["trace_ratio"] > zr
+                  and plateau >= config.plateau_ratio,
+                  refuted=noisy["loss_ratio"] <= zr and noisy["trace_ratio"] <= zr,
+                  rule=f"confirmed if final/initial loss > {zr} and final/peak tr Cov(g) > {zr} (neither reaches the "
+                       f"'≈0' level of the σ = 0 rule) and the loss has levelled off (mean of the last quarter of logs "
+                       f"≥ {config.plateau_ratio} × the quarter before); refuted if both ratios are ≤ {zr}; "
+                       f"inconclusive otherwise")
+        a0, a1 = zero["final_accuracy"], noisy["final_accuracy"]
+        se = two_proportion_se(a0, a1, config.n_pairs)
+        ctx.claim(f"prop2.neural.{key}.sigma{config.sigma}_lower_accuracy",
+                  f"The pairing accuracy of CFM(σ = {config.sigma}) is lower than that of CFM(σ = 0) ({key}).",
+                  {"accuracy_sigma0": a0, f"accuracy_sigma{config.sigma}": a1, "difference": a0 - a1,
+                   "two_proportion_se": se, "exact_minimiser_accuracy": exact["accuracy"]},
+                  confirmed=a0 - a1 > 2 * se and a0 > a1, refuted=a1 >= a0,
+                  rule=f"confirmed if accuracy(σ = 0) − accuracy(σ = {config.sigma}) > 2 two-proportion standard "
+                       f"errors (N = {config.n_pairs}); refuted if accuracy(σ = {config.sigma}) ≥ accuracy(σ = 0); "
+                       f"inconclusive otherwise")
+
+
+def _neural_figure(ctx: RunContext, config: Prop2Config, histories: dict[str, dict[str, list[dict[str, float]]]],
+                   summary: dict[str, dict[str, Any]]) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    c = 0
+    for key, runs in histories.items():
+        for label, hist in runs.items():
+            steps = [h["updates"] for h in hist]
+            ls = "-" if label == "sigma=0.0" else "--"
+            color = colors[c % len(colors)]
+            c += 1
+            name = f"{key}, {label.replace('sigma', 'σ')}"
+            axes[0].semilogy(steps, [h["loss"] for h in hist], ls=ls, color=color, label=name)
+            axes[1].semilogy(steps, [max(h["trace"], 1e-30) for h in hist], ls=ls, color=color, label=name)
+            axes[2].plot(steps, [h["accuracy"] for h in hist], ls=ls, color=color, label=name)
+            floor = summary[key]["exact_minimiser"]["loss_floor"]
+            if label != "sigma=0.0" and floor > 0:
+                axes[0].axhline(floor, color=color, ls=":", lw=1, label=f"{key}: exact floor L*(σ={config.sigma})")
+    for ax, ylabel in zip(axes, ("CFM(σ) loss (own σ)", "tr Cov(g) at current parameters", "pairing accuracy"),
+                          strict=True):
+        ax.set_xlabel("optimizer updates")
+        ax.set_ylabel(ylabel)
+    axes[2].set_ylim(-0.05, 1.05)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Prop 2 / Remark 2: MLP on {config.n_pairs} fixed random pairs, σ = 0 (solid) vs σ = {config.sigma} "
+                 f"(dashed)")
+    ctx.figure("neural_training_curves", fig)
