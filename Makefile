@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.flowvar-installed
 OUT ?= runs
-QUICK_EXPERIMENTS := lemma1 prop1 fig4 fig5 counterexample1 lemma1_mlp
+JOBS ?= 2
 
 .PHONY: setup test lint reproduce clean
 
@@ -25,7 +25,7 @@ test: setup lint
 	$(BIN)/pytest -q
 
 reproduce: setup
-	set -e; for e in $(QUICK_EXPERIMENTS); do $(BIN)/flowvar run $$e --quick --out $(OUT); done
+	$(BIN)/flowvar reproduce --quick --out $(OUT) --jobs $(JOBS)
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

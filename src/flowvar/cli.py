@@ -1,4 +1,4 @@
-"""The ``flowvar`` command line: ``flowvar run``, ``flowvar list``, ``flowvar --version``.
+"""The ``flowvar`` command line: ``reproduce``, ``run``, ``list``, ``show``, ``config`` and ``--version``.
 
 Errors the user can fix print one line ``flowvar: error: ...`` and exit with status 2.
 """
@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from flowvar import __version__
-from flowvar.errors import FlowvarError
+from flowvar.errors import ConfigError, FlowvarError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="flowvar: gradient-variance diagnostics and memorisation tests for flow matching.")
@@ -41,6 +41,11 @@ def list_cmd() -> None:
         typer.echo(f"{name:<{width}}  {spec.title}")
 
 
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", help="YAML file of config values (the format of flowvar/experiments/NAME.yaml, or keyed by "
+                     "experiment name); applied after the defaults and --quick, before --seed and --set.")]
+
+
 @app.command("run")
 def run_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment name (see `flowvar list`).")],
@@ -48,32 +53,149 @@ def run_cmd(
     seed: Annotated[int | None, typer.Option("--seed", help="Base random seed.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder; results go to OUT/EXPERIMENT/.")] = Path("runs"),
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: key=value.")] = None,
+    config_file: ConfigOption = None,
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Result cache folder (e.g. runs/.cache, shared with `flowvar reproduce`): reuse a result "
+                        "computed with the same config and code instead of recomputing, and store new ones.")] = None,
     progress: Annotated[bool | None, typer.Option("--progress/--quiet",
                                                   help="Progress bars (default: when stderr is a terminal).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: $FLOWVAR_THREADS or 1).",
+                                                min=1)] = None,
 ) -> None:
     """Run one experiment and write result.json, summary.md and figures."""
-    from flowvar.experiments.base import parse_overrides, run_experiment
+    import torch
+
+    from flowvar.reproduce import default_threads
+
+    torch.set_num_threads(threads or default_threads())
+    from flowvar.experiments.base import get_experiment, is_multi_experiment, parse_overrides, read_yaml, run_experiment
 
     if progress is None:
         progress = sys.stderr.isatty()
-    result = run_experiment(experiment, out, quick=quick, seed=seed, overrides=parse_overrides(overrides or []),
-                            progress=progress)
-    typer.echo(f"{experiment}: {len(result.claims)} claims in {result.runtime_s:.1f} s -> {out / experiment}")
+    if config_file is not None:
+        get_experiment(experiment)
+        mapping = read_yaml(config_file)
+        if is_multi_experiment(mapping) and experiment not in mapping:
+            raise ConfigError(f"config file {config_file} has no section for {experiment} (it configures "
+                              f"{', '.join(mapping)})")
+    hit = False
+    if cache is not None:
+        from flowvar.cache import Cache, run_cached
+
+        def warn(key: str, reason: str) -> None:
+            typer.echo(f"flowvar: warning: cached result {key} is corrupted ({reason}); recomputing it", err=True)
+
+        run = run_cached(experiment, out, Cache(cache), quick=quick, seed=seed,
+                         overrides=parse_overrides(overrides or []), config_file=config_file, progress=progress,
+                         on_corrupt=warn)
+        result, hit = run.result, run.hit
+    else:
+        result = run_experiment(experiment, out, quick=quick, seed=seed, overrides=parse_overrides(overrides or []),
+                                progress=progress, config_file=config_file)
+    how = f"cache hit (computed earlier in {result.runtime_s:.1f} s)" if hit else f"in {result.runtime_s:.1f} s"
+    typer.echo(f"{experiment}: {len(result.claims)} claims {how} -> {out / experiment}")
     for c in result.claims:
         typer.echo(f"  [{c.verdict:^12}] {c.id}")
 
 
+@app.command("reproduce")
+def reproduce_cmd(
+    quick: Annotated[bool, typer.Option("--quick/--full", help="--quick: every experiment's scaled-down settings "
+                                                              "(< 15 min on 2 CPU cores); --full: paper scale.")
+                     ] = False,
+    out: Annotated[Path, typer.Option("--out", help="Output folder: OUT/report.html, OUT/report.md, "
+                                                    "OUT/results.json, OUT/EXPERIMENT/.")] = Path("runs"),
+    only: Annotated[list[str] | None, typer.Option("--only", help="Comma-separated experiments to run "
+                                                                  "(default: all).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Experiments run in parallel processes.")] = 1,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads per experiment (default: "
+                                                                  "cores // jobs).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even what the cache holds.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar: one plain line per experiment.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Base random seed of every experiment.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a config value of one experiment: EXPERIMENT.key=value.")] = None,
+    config_file: ConfigOption = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Result cache folder (default OUT/.cache).")] = None,
+) -> None:
+    """Reproduce the paper: run every experiment (cached, resumable) and write a report."""
+    from flowvar.report import format_duration
+    from flowvar.reproduce import Options, parse_only, parse_scoped_overrides, reproduce
+    from flowvar.results import VERDICTS
+
+    options = Options(out=out, quick=quick, only=parse_only(only), jobs=jobs, force=force, quiet=quiet,
+                      overrides=parse_scoped_overrides(overrides), config_file=config_file, seed=seed,
+                      cache_dir=cache, threads=threads)
+    try:
+        summary = reproduce(options)
+    except KeyboardInterrupt:
+        typer.echo("flowvar: interrupted; finished experiments are cached: rerun the same command to continue",
+                   err=True)
+        raise typer.Exit(130) from None
+    statuses = [o.status for o in summary.outcomes]
+    counts = {v: 0 for v in VERDICTS}
+    for o in summary.outcomes:
+        for c in o.result.claims if o.result else []:
+            counts[c.verdict] += 1
+    typer.echo(f"reproduce: {len(statuses)} experiments ({statuses.count('computed')} computed, "
+               f"{statuses.count('cached')} from the cache, {statuses.count('failed')} failed) in "
+               f"{format_duration(summary.wall_s)}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    for o in summary.failed:
+        typer.echo(f"  FAILED {o.name}: {o.error} (see {summary.out / 'reproduce.log'})")
+    typer.echo(f"report: {summary.report_html} (also {summary.report_md.name}, {summary.results_json.name})")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("config")
+def config_cmd(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (see `flowvar list`).")],
+    quick: Annotated[bool, typer.Option("--quick", help="With the quick overrides.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Base random seed.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: key=value.")] = None,
+    config_file: ConfigOption = None,
+    template: Annotated[bool, typer.Option("--template", help="Print the YAML defaults file generated from the "
+                                                              "config dataclass and register(quick=...) instead.")
+                        ] = False,
+) -> None:
+    """Print an experiment's effective config as YAML (a valid --config file)."""
+    from flowvar.experiments.base import build_config, config_yaml, defaults_yaml, get_experiment, parse_overrides
+
+    spec = get_experiment(experiment)
+    if template:
+        typer.echo(defaults_yaml(spec), nl=False)
+        return
+    config = build_config(spec, quick=quick, seed=seed, overrides=parse_overrides(overrides or []),
+                          config_file=config_file)
+    source = spec.defaults_file if spec.defaults_file is not None and spec.defaults_file.is_file() else None
+    typer.echo(f"# {experiment} ({'quick' if quick else 'full'}); defaults from "
+               f"{source or 'the config dataclass (no YAML file)'}")
+    typer.echo(config_yaml(config), nl=False)
+
+
 @app.command("show")
 def show_cmd(
-    folder: Annotated[Path, typer.Argument(help="An --out folder of finished runs.")] = Path("runs"),
+    folder: Annotated[Path, typer.Argument(help="An --out folder of `flowvar run` or `flowvar reproduce`.")
+                      ] = Path("runs"),
 ) -> None:
-    """Print the verdict table of finished runs."""
-    from flowvar.report import load_results, verdict_counts, verdict_table
+    """Print the verdict table of finished runs (or of a reproduce folder)."""
+    from flowvar.report import collection_results, load_collection, load_results, verdict_counts, verdict_table
 
-    results = load_results(folder)
+    collection = load_collection(folder)
+    if collection is not None:
+        meta = collection.get("meta", {})
+        results = collection_results(collection)
+        typer.echo(f"{meta.get('command', 'flowvar reproduce')} ({meta.get('mode', '?')} mode, "
+                   f"{meta.get('created', '')}); report: {Path(folder) / 'report.html'}\n")
+    else:
+        results = load_results(folder)
     typer.echo(verdict_table(results))
     counts = verdict_counts(results)
     typer.echo(f"\n{len(results)} experiments: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if collection is not None:
+        for e in collection["experiments"]:
+            if e.get("status") in ("failed", "not run"):
+                typer.echo(f"  {e['name']}: {e['status']}" + (f": {e['error']}" if e.get("error") else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

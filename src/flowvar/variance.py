@@ -23,6 +23,13 @@ Numerics. Gradients are accumulated in float64 chunk by chunk with the pairwise 
 the mean and of the sum of squared deviations, so memory is bounded by one chunk whatever K is, and the
 result does not suffer the cancellation of E‖g‖² − ‖ḡ‖² when ‖ḡ‖² ≫ trace.
 
+``method="fast"`` computes the same estimate with :mod:`flowvar.gradnorms` instead: per-sample gradient
+norms and sums from one forward and one backward pass per chunk, without materialising per-sample
+gradients (a :class:`~flowvar.gradnorms.FastVarianceReport`, which adds per-layer traces, optional
+element-wise variances and the list of parameters that needed the exact ``torch.func`` fallback). It
+sums raw moments (E‖g‖², ḡ) in float64 rather than Chan's update, so its relative rounding error is about
+eps · ‖ḡ‖² / trace.
+
 Per-sample gradients come from autograd (``torch.func``: ``vmap(grad(ℓ))`` over samples, falling back to a
 loop over single samples for models with data-dependent control flow, which ``vmap`` rejects) or, for
 :class:`~flowvar.models.GaussianParametricField`, from the closed form
@@ -48,12 +55,12 @@ from flowvar.interpolants import PathSample, UniformTime
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models.parametric import GaussianParametricField
 
-Method = Literal["auto", "autograd", "closed_form"]
+Method = Literal["auto", "autograd", "closed_form", "fast"]
 Strategy = Literal["auto", "vmap", "loop"]
 GroupBy = Literal["parameter", "module"] | Callable[[str], str]
 Statistic = Literal["trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_loss"]
 
-METHODS: tuple[str, ...] = ("auto", "autograd", "closed_form")
+METHODS: tuple[str, ...] = ("auto", "autograd", "closed_form", "fast")
 STRATEGIES: tuple[str, ...] = ("auto", "vmap", "loop")
 STATISTICS: tuple[str, ...] = ("trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_loss")
 
@@ -245,6 +252,9 @@ def _closed_form_chunk(model: GaussianParametricField, path: PathSample, trainab
 def _resolve_method(model: nn.Module, method: Method) -> Literal["autograd", "closed_form"]:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    if method == "fast":
+        raise ConfigError("method='fast' (flowvar.gradnorms) never materialises per-sample gradients; use "
+                          "method='autograd' or 'closed_form' to get them")
     if method == "closed_form" and not isinstance(model, GaussianParametricField):
         raise ConfigError(f"method='closed_form' needs a GaussianParametricField, got {type(model).__name__}; "
                           f"use method='autograd' (or 'auto') for other models")
@@ -392,8 +402,13 @@ def gradient_variance(model: nn.Module, path: PathSample, method: Method = "auto
     ``method``: ``"closed_form"`` (GaussianParametricField only, float64), ``"autograd"`` (any model; see
     :func:`per_sample_gradients` for ``strategy`` and ``trainable_only``) or ``"auto"`` (closed form where
     available). ``chunk_size`` bounds memory; the result does not depend on it beyond rounding.
-    ``group_by`` sets the keys of ``per_group`` (see :func:`group_name`).
+    ``group_by`` sets the keys of ``per_group`` (see :func:`group_name`). ``method="fast"``: the engine of
+    :mod:`flowvar.gradnorms` (one forward and one backward pass per chunk; ``strategy`` does not apply).
     """
+    if method == "fast":
+        from flowvar.gradnorms import fast_gradient_variance
+
+        return fast_gradient_variance(model, path, chunk_size, group_by=group_by, trainable_only=trainable_only)
     stream = _GradientStream(model, method, strategy, trainable_only)
     acc = VarianceAccumulator()
     for chunk in _path_chunks(path, chunk_size):
@@ -414,6 +429,15 @@ def estimate_variance(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sam
     """
     n_samples = check_positive_int("n_samples", n_samples)
     draw_chunk = check_positive_int("draw_chunk", draw_chunk)
+    if method == "fast":
+        from flowvar.gradnorms import MomentAccumulator, batch_grad_stats
+
+        fast = MomentAccumulator()
+        for start in range(0, n_samples, draw_chunk):
+            path = loss.draw(coupling, min(draw_chunk, n_samples - start), generator)
+            for chunk in _path_chunks(path, chunk_size):
+                fast.update(batch_grad_stats(model, chunk, trainable_only=trainable_only))
+        return fast.report(group_by, "fast")
     stream = _GradientStream(model, method, strategy, trainable_only)
     acc = VarianceAccumulator()
     for start in range(0, n_samples, draw_chunk):

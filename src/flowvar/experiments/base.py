@@ -1,13 +1,25 @@
-"""The experiment registry, typed configs with ``--set`` overrides, and the run context.
+"""The experiment registry, typed configs from YAML files and ``--set`` overrides, and the run context.
 
 An experiment is a function ``run(config, ctx)`` registered with :func:`register` together with its
-config dataclass (every parameter, with the full-mode default) and the overrides that make ``--quick``.
-The function composes library pieces and reports through ``ctx``: metrics, claims, figures, the paper's
-numbers, and every choice the paper leaves open.
+config dataclass and the overrides that make ``--quick``. The function composes library pieces and reports
+through ``ctx``: metrics, claims, figures, the paper's numbers, and every choice the paper leaves open.
+
+Configs. The dataclass is the *schema* (field names and types); the values live in one YAML file per
+experiment next to its module, ``flowvar/experiments/<name>.yaml``: every field at its full-mode (paper-scale)
+value, a ``quick:`` section with the ``--quick`` overrides, and ``expected_runtime_s: {quick: .., full: ..}``
+(wall-clock estimates on 2 CPU cores, used for ETAs; not a parameter). :func:`build_config` layers
+
+    dataclass defaults → YAML values → YAML ``quick:`` (with --quick) → ``--config FILE`` (and its ``quick:``
+    section with --quick) → ``--seed`` → ``--set key=value``
+
+type-checking every value against the dataclass; an unknown key is a :class:`ConfigError` naming the file.
+An experiment without a YAML file falls back to its dataclass defaults and the ``quick=`` dict given to
+:func:`register`; ``flowvar config NAME --template`` prints the YAML file to add for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -28,8 +40,11 @@ from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Claim, Result, atomic_write_text, judge
 
 
-def _discover() -> tuple[str, ...]:
-    """Every module of this package except the infrastructure: one module per experiment, named like it."""
+def discover() -> tuple[str, ...]:
+    """Every module of this package except the infrastructure: one module per experiment, named like it.
+
+    Names only; nothing is imported (a module that fails to import is still listed).
+    """
     import pkgutil
 
     import flowvar.experiments as package
@@ -38,9 +53,16 @@ def _discover() -> tuple[str, ...]:
                         if not m.name.startswith("_") and m.name not in {"base"}))
 
 
+CONFIG_DIR = Path(__file__).resolve().parent
+"""Where the per-experiment YAML files live (next to the experiment modules)."""
+
+META_KEYS = ("quick", "expected_runtime_s")
+"""Top-level YAML keys that are not config fields: the quick section and the runtime estimates."""
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
-    """A registered experiment."""
+    """A registered experiment. ``defaults_file`` is its YAML file (it need not exist: see the module doc)."""
 
     name: str
     title: str
@@ -48,6 +70,11 @@ class ExperimentSpec:
     run: Callable[[Any, RunContext], None]
     quick: dict[str, Any]
     paper: dict[str, Any]
+    defaults_file: Path | None = None
+
+    def field_names(self) -> list[str]:
+        """The config keys, in declaration order."""
+        return [f.name for f in dataclasses.fields(self.config_cls)]
 
 
 _REGISTRY: dict[str, ExperimentSpec] = {}
@@ -64,14 +91,15 @@ def register(name: str, *, title: str, config: type, quick: dict[str, Any] | Non
         raise TypeError(f"experiment {name}: quick overrides name unknown fields {sorted(unknown)}")
 
     def wrap(fn: Callable[[Any, RunContext], None]) -> Callable[[Any, RunContext], None]:
-        _REGISTRY[name] = ExperimentSpec(name, title, config, fn, dict(quick or {}), dict(paper or {}))
+        _REGISTRY[name] = ExperimentSpec(name, title, config, fn, dict(quick or {}), dict(paper or {}),
+                                         CONFIG_DIR / f"{name}.yaml")
         return fn
 
     return wrap
 
 
 def _load_all() -> None:
-    for module in _discover():
+    for module in discover():
         importlib.import_module(f"flowvar.experiments.{module}")
 
 
@@ -83,7 +111,7 @@ def experiments() -> dict[str, ExperimentSpec]:
 
 def get_experiment(name: str) -> ExperimentSpec:
     """The experiment called ``name`` (importing only its module)."""
-    names = _discover()
+    names = discover()
     if name not in names:
         raise ConfigError(f"unknown experiment {name!r}; run `flowvar list` to see the {len(names)} experiments "
                           f"({', '.join(names)})")
@@ -95,9 +123,22 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def coerce(key: str, raw: Any, tp: Any) -> Any:
-    """Convert ``raw`` (a string from ``--set`` or a YAML value) to the field type ``tp``, or raise ConfigError."""
-    value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+def _parse_scalar(raw: str) -> Any:
+    """A ``--set`` value as YAML (``1``, ``0.5``, ``true``, ``[1, 2]``, ``null``); unparsable text stays a string."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None) -> Any:
+    """Convert ``raw`` to the field type ``tp``, or raise ConfigError.
+
+    ``raw`` is a string from ``--set`` (parsed as YAML first) or, when ``source`` names the file it came from,
+    a value already parsed from a YAML file. Error messages start with ``source`` or ``--set key=raw``.
+    """
+    where = source if source is not None else f"--set {key}={raw}"
+    value = _parse_scalar(raw) if isinstance(raw, str) and source is None else raw
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -108,40 +149,43 @@ def coerce(key: str, raw: Any, tp: Any) -> Any:
             if arg is type(None):
                 continue
             try:
-                return coerce(key, value, arg)
+                return coerce(key, value, arg, source=where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: cannot parse {raw!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: cannot parse {raw!r}")
     if origin in (list, tuple):
         if isinstance(value, str) and "," in value:
-            value = [yaml.safe_load(v) for v in value.split(",")]
+            value = [_parse_scalar(v) for v in value.split(",")]
         if not isinstance(value, list | tuple):
             value = [value]
         inner = args[0] if args else Any
-        items = [coerce(key, v, inner) for v in value]
+        items = [coerce(key, v, inner, source=where) for v in value]
         return tuple(items) if origin is tuple else items
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"--set {key}={raw}: {key} expects true or false")
+        raise ConfigError(f"{where}: {key} expects true or false")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-            raise ConfigError(f"--set {key}={raw}: {key} expects an integer, got {raw!r}")
+            raise ConfigError(f"{where}: {key} expects an integer, got {raw!r}")
         return int(value)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; Python's float() does not
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"--set {key}={raw}: {key} expects a number, got {raw!r}")
+            raise ConfigError(f"{where}: {key} expects a number, got {raw!r}")
         return float(value)
     if tp is str:
         return str(value)
     typing_literal = typing.Literal
     if origin is typing_literal:
         if value not in args:
-            raise ConfigError(f"--set {key}={raw}: {key} must be one of {list(args)}")
+            raise ConfigError(f"{where}: {key} must be one of {list(args)}")
         return value
-    raise ConfigError(f"--set {key}: cannot parse a value of type {_type_name(tp)}")
+    raise ConfigError(f"{where}: cannot parse a value of type {_type_name(tp)}")
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
@@ -155,14 +199,130 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def build_config(spec: ExperimentSpec, *, quick: bool = False, seed: int | None = None,
-                 overrides: dict[str, Any] | None = None) -> Any:
-    """Defaults, then quick overrides, then ``seed``, then user overrides (each type-checked)."""
+@dataclass(frozen=True)
+class ConfigValues:
+    """The values one YAML mapping gives an experiment: top-level ``values`` and the ``quick`` section.
+
+    ``expected_runtime_s`` maps ``"quick"``/``"full"`` to wall-clock estimates (seconds on 2 CPU cores).
+    """
+
+    source: str
+    values: dict[str, Any]
+    quick: dict[str, Any]
+    expected_runtime_s: dict[str, float]
+
+
+def read_yaml(path: Path | str) -> Any:
+    """Parse a YAML file; a missing, unreadable or malformed file is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+
+
+def parse_config_mapping(spec: ExperimentSpec, mapping: Any, source: str) -> ConfigValues:
+    """Validate a YAML mapping against ``spec``'s dataclass and coerce every value to its field type.
+
+    Allowed keys: the dataclass fields, ``quick`` (a mapping of fields) and ``expected_runtime_s``. Anything
+    else is a :class:`ConfigError` naming ``source`` (the file) and the valid keys.
+    """
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys for {spec.name}, got "
+                          f"{type(mapping).__name__}")
     hints = typing.get_type_hints(spec.config_cls)
-    names = [f.name for f in dataclasses.fields(spec.config_cls)]
+    names = spec.field_names()
+
+    def fields_of(section: dict, where: str) -> dict[str, Any]:
+        out = {}
+        for key, raw in section.items():
+            if key not in names:
+                raise ConfigError(f"{where}: unknown config key {key!r} for {spec.name}; valid keys: "
+                                  f"{', '.join(names)}")
+            out[key] = coerce(key, raw, hints[key], source=f"{where}: {key}: {raw!r}")
+        return out
+
+    top = {k: v for k, v in mapping.items() if k not in META_KEYS}
+    values = fields_of(top, source)
+    quick_section = mapping.get("quick") or {}
+    if not isinstance(quick_section, dict):
+        raise ConfigError(f"{source}: the quick section must be a mapping of config keys")
+    quick = fields_of(quick_section, f"{source} (quick section)")
+    runtime_raw = mapping.get("expected_runtime_s") or {}
+    if not isinstance(runtime_raw, dict) or set(runtime_raw) - {"quick", "full"}:
+        raise ConfigError(f"{source}: expected_runtime_s must be a mapping {{quick: seconds, full: seconds}}")
+    runtime = {mode: coerce("expected_runtime_s", v, float, source=f"{source}: expected_runtime_s")
+               for mode, v in runtime_raw.items()}
+    return ConfigValues(source, values, quick, runtime)
+
+
+def package_defaults(spec: ExperimentSpec) -> ConfigValues | None:
+    """The values of ``spec``'s YAML file, or None when the experiment has none (dataclass fallback)."""
+    path = spec.defaults_file
+    if path is None or not Path(path).is_file():
+        return None
+    return parse_config_mapping(spec, read_yaml(path), str(path))
+
+
+def is_multi_experiment(mapping: Any) -> bool:
+    """Whether a ``--config`` mapping is keyed by experiment name (``{fig4: {...}, prop1: {...}}``)."""
+    names = set(discover())
+    return (isinstance(mapping, dict) and bool(mapping)
+            and all(k in names and isinstance(v, dict | None) for k, v in mapping.items()))
+
+
+def user_config(spec: ExperimentSpec, path: Path | str) -> ConfigValues | None:
+    """The part of a ``--config FILE`` that applies to ``spec``.
+
+    The file is either flat (the format of the package YAML files: keys, ``quick:``) or keyed by experiment
+    name; in the second form an experiment the file does not mention gets None.
+    """
+    mapping = read_yaml(path)
+    if is_multi_experiment(mapping):
+        if spec.name not in mapping:
+            return None
+        return parse_config_mapping(spec, mapping[spec.name], f"{path} ({spec.name} section)")
+    return parse_config_mapping(spec, mapping, str(path))
+
+
+def expected_runtime(spec: ExperimentSpec, quick: bool) -> float | None:
+    """The YAML file's wall-clock estimate for this mode (seconds on 2 CPU cores), or None."""
+    defaults = package_defaults(spec)
+    if defaults is None:
+        return None
+    return defaults.expected_runtime_s.get("quick" if quick else "full")
+
+
+def build_config(spec: ExperimentSpec, *, quick: bool = False, seed: int | None = None,
+                 overrides: dict[str, Any] | None = None, config_file: Path | str | None = None) -> Any:
+    """Dataclass defaults → YAML values → quick section → ``config_file`` → ``seed`` → ``overrides``.
+
+    Every value is type-checked against the dataclass; see the module doc for the layering.
+    """
+    hints = typing.get_type_hints(spec.config_cls)
+    names = spec.field_names()
     values: dict[str, Any] = {}
-    if quick:
+    defaults = package_defaults(spec)
+    if defaults is not None:
+        values.update(defaults.values)
+        if quick:
+            values.update(defaults.quick)
+    elif quick:
         values.update(spec.quick)
+    if config_file is not None:
+        user = user_config(spec, config_file)
+        if user is not None:
+            values.update(user.values)
+            if quick:
+                values.update(user.quick)
     if seed is not None:
         if "seed" not in names:
             raise ConfigError(f"experiment {spec.name} takes no seed")
@@ -179,6 +339,54 @@ def build_config(spec: ExperimentSpec, *, quick: bool = False, seed: int | None 
     if callable(validate):
         validate()
     return config
+
+
+def _yaml_value(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_yaml_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _yaml_value(v) for k, v in value.items()}
+    return value
+
+
+def _yaml_inline(value: Any) -> str:
+    """One value in YAML flow style on one line (``[1.0, 2.0]``, ``constant``, ``1.0e-07``, ``null``)."""
+    text = yaml.safe_dump(_yaml_value(value), default_flow_style=True, width=10_000, allow_unicode=True,
+                          sort_keys=False)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def defaults_yaml(spec: ExperimentSpec, expected_runtime_s: dict[str, float] | None = None) -> str:
+    """The YAML file for ``spec`` generated from its dataclass defaults and the ``quick=`` dict of :func:`register`.
+
+    ``flowvar config NAME --template`` prints it; a field without a default is written as ``null`` and must be
+    filled in.
+    """
+    lines = [f"# {spec.name}: {spec.title}",
+             "# Every parameter at full (paper) scale; `quick:` overrides them for --quick. The dataclass",
+             f"# {spec.config_cls.__name__} in flowvar/experiments/{spec.name}.py is the schema (names and types); "
+             "this file holds the values.",
+             f"# `flowvar config {spec.name} [--quick]` prints the effective config after --config, --seed and --set."]
+    for f in dataclasses.fields(spec.config_cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = None
+        lines.append(f"{f.name}: {_yaml_inline(value)}")
+    lines.append("quick:" if spec.quick else "quick: {}")
+    lines += [f"  {k}: {_yaml_inline(v)}" for k, v in spec.quick.items()]
+    if expected_runtime_s:
+        lines.append("# wall-clock estimates in seconds on 2 CPU cores (not a parameter): ETAs and docs/reproduce.md")
+        lines.append(f"expected_runtime_s: {_yaml_inline(dict(expected_runtime_s))}")
+    return "\n".join(lines) + "\n"
+
+
+def config_yaml(config: Any) -> str:
+    """An effective config as a flat YAML mapping (a valid ``--config FILE``)."""
+    return yaml.safe_dump(_yaml_value(dataclasses.asdict(config)), default_flow_style=None, sort_keys=False,
+                          width=1000, allow_unicode=True)
 
 
 @dataclass
@@ -229,17 +437,23 @@ class RunContext:
 
 
 def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed: int | None = None,
-                   overrides: dict[str, Any] | None = None, progress: bool = False) -> Result:
+                   overrides: dict[str, Any] | None = None, progress: bool = False,
+                   config_file: Path | str | None = None, config: Any | None = None) -> Result:
     """Run one experiment and write ``out_dir/name/{result.json, summary.md, *.png}``.
 
-    Output is staged in a hidden sibling folder and moved into place only when complete, so an
-    interrupted run never leaves a half-written result.
+    The config is built by :func:`build_config` from ``quick``, ``config_file``, ``seed`` and ``overrides``,
+    unless a ready ``config`` (an instance of the experiment's dataclass) is given. Output is staged in a hidden
+    sibling folder and moved into place only when complete, so an interrupted run never leaves a half-written
+    result.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     spec = get_experiment(name)
-    config = build_config(spec, quick=quick, seed=seed, overrides=overrides)
+    if config is None:
+        config = build_config(spec, quick=quick, seed=seed, overrides=overrides, config_file=config_file)
+    elif not isinstance(config, spec.config_cls):
+        raise TypeError(f"experiment {name}: config must be a {spec.config_cls.__name__}, got {type(config).__name__}")
     out_root = Path(out_dir)
     try:
         out_root.mkdir(parents=True, exist_ok=True)
@@ -268,5 +482,7 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
     return result
 
 
-__all__ = ["ExperimentSpec", "FlowvarError", "RunContext", "build_config", "coerce",
-           "experiments", "get_experiment", "parse_overrides", "register", "run_experiment"]
+__all__ = ["CONFIG_DIR", "ConfigValues", "ExperimentSpec", "FlowvarError", "RunContext", "build_config", "coerce",
+           "config_yaml", "defaults_yaml", "discover", "expected_runtime", "experiments", "get_experiment",
+           "package_defaults", "parse_config_mapping", "parse_overrides", "read_yaml", "register", "run_experiment",
+           "user_config"]

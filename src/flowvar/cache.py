@@ -1,0 +1,417 @@
+"""A result cache for experiment runs, shared by ``flowvar reproduce``, ``flowvar run --cache`` and future sweeps.
+
+Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depends on:
+
+* the experiment name and its *full effective config* (``dataclasses.asdict`` of the built config, exactly the
+  ``config`` of ``result.json``, so a key can be recomputed from a finished result);
+* the quick flag (a quick run and a full run with equal values are still different runs: ``Result.quick``);
+* the code version, :func:`code_version` of the experiment: ``flowvar.__version__`` plus a SHA-256 digest of
+  the ``*.py`` source files (relative path and bytes) of the installed flowvar package that the experiment can
+  depend on: every library module, the experiment infrastructure, the experiment's own module and any sibling
+  experiment module it imports (found by parsing its imports). Editing any library module invalidates every
+  entry (conservative: experiments compose many library modules); adding or editing *another* experiment does
+  not. The front end (``cli.py``, ``reproduce.py``, ``report.py``, ``cache.py``) does not count: it launches
+  experiments and renders reports but computes nothing an experiment reports. Nor do the YAML files: the values
+  they hold are in the effective config. Sources are read once per process, so one run uses one code version;
+* the torch version (the numerics of every experiment run through it).
+
+The key reads ``<experiment>-<16 hex digits>``.
+
+Layout. One folder per entry, ``<root>/<key>/``: the experiment's output files (``result.json``, ``summary.md``,
+figures) and ``cache.json``, a manifest with the key's inputs, the creation time, the runtime and the SHA-256 of
+every file. An entry is written into ``<root>/.tmp-<pid>-*`` and renamed into place when complete, so an entry
+either exists whole or not at all. :meth:`Cache.lookup` re-hashes every file and reloads ``result.json``; an
+entry that fails any check (edited, truncated, a file missing) is reported, deleted and treated as a miss: a
+corrupted result is recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowvar.errors import ConfigError
+from flowvar.results import Result, atomic_write_text, to_jsonable
+
+CACHE_FORMAT = 1
+MANIFEST = "cache.json"
+log = logging.getLogger("flowvar.cache")
+
+
+FRONT_END = frozenset({"cli.py", "reproduce.py", "report.py", "cache.py", "__main__.py"})
+"""Modules that only launch experiments and render reports: not part of any experiment's code version."""
+
+
+def _package_dir() -> Path:
+    import flowvar
+
+    return Path(flowvar.__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=1)
+def _sources() -> dict[str, bytes]:
+    """Relative path → bytes of every ``*.py`` file of the flowvar package except :data:`FRONT_END`, read once
+    per process."""
+    package = _package_dir()
+    return {p.relative_to(package).as_posix(): p.read_bytes() for p in sorted(package.rglob("*.py"))
+            if "__pycache__" not in p.parts and p.relative_to(package).as_posix() not in FRONT_END}
+
+
+def _imported_experiments(source: bytes) -> set[str]:
+    """Sibling experiment modules a module imports (``flowvar.experiments.X``, ``from . import X``, ``from .X``)."""
+    found: set[str] = set()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return found
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[2] for a in node.names if a.name.startswith("flowvar.experiments.")}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 1 and module:
+                found.add(module.split(".")[0])
+            elif module.startswith("flowvar.experiments."):
+                found.add(module.split(".")[2])
+            elif (node.level == 1 and not module) or module == "flowvar.experiments":
+                found |= {a.name for a in node.names}
+    return found
+
+
+def _experiment_files(name: str, sources: dict[str, bytes]) -> set[str]:
+    """``experiments/<name>.py`` and, transitively, the sibling experiment modules it imports."""
+    todo, seen = [name], set()
+    while todo:
+        module = todo.pop()
+        rel = f"experiments/{module}.py"
+        if module in seen or rel not in sources:
+            continue
+        seen.add(module)
+        todo += sorted(_imported_experiments(sources[rel]))
+    return {f"experiments/{m}.py" for m in seen}
+
+
+def source_digest(experiment: str | None = None) -> str:
+    """SHA-256 over the relative path and bytes of flowvar's ``*.py`` files, in sorted order.
+
+    The front-end modules (:data:`FRONT_END`: the CLI, reproduce, the report, this cache) never count. With
+    ``experiment``, the files are the library (everything else outside ``experiments/``), the experiment
+    infrastructure (``experiments/base.py``, ``experiments/__init__.py``), the experiment's own module and the
+    sibling experiment modules it imports; editing or adding *another* experiment leaves its key unchanged.
+    Without, every file.
+    """
+    sources = _sources()
+    if experiment is None:
+        files = set(sources)
+    else:
+        infra = {"experiments/base.py", "experiments/__init__.py"}
+        library = {f for f in sources if not f.startswith("experiments/")}
+        files = library | (infra & set(sources)) | _experiment_files(experiment, sources)
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(rel.encode())
+        digest.update(b"\0")
+        digest.update(sources[rel])
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def code_version(experiment: str | None = None) -> str:
+    """``<flowvar version>+<first 12 hex digits of source_digest(experiment)>``, e.g. ``0.1.0+3fa2c91b07de``."""
+    from flowvar import __version__
+
+    return f"{__version__}+{source_digest(experiment)[:12]}"
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A config (dataclass instance or mapping) as the plain JSON dict that ``result.json`` stores."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return to_jsonable(dataclasses.asdict(config))
+    if isinstance(config, Mapping):
+        return to_jsonable(dict(config))
+    raise TypeError(f"config must be a dataclass instance or a mapping, got {type(config).__name__}")
+
+
+def key_inputs(name: str, config: Any, quick: bool) -> dict[str, Any]:
+    """Everything :func:`cache_key` hashes, as a JSON-ready dict (stored in each entry's manifest)."""
+    import torch
+
+    return {"format": CACHE_FORMAT, "experiment": name, "quick": bool(quick), "config": config_dict(config),
+            "code_version": code_version(name), "torch": torch.__version__}
+
+
+def cache_key(name: str, config: Any, quick: bool) -> str:
+    """The cache key of running experiment ``name`` with ``config`` (dataclass or dict) in quick or full mode."""
+    canonical = json.dumps(key_inputs(name, config, quick), sort_keys=True, separators=(",", ":"))
+    return f"{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tree_digests(folder: Path, skip: frozenset[str] = frozenset()) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() not in skip}
+
+
+def default_root() -> Path:
+    """The cache used when none is named: ``$FLOWVAR_CACHE_DIR``, else ``$XDG_CACHE_HOME/flowvar``, else
+    ``~/.cache/flowvar``. (``flowvar reproduce`` uses ``OUT/.cache`` unless given ``--cache``.)"""
+    if os.environ.get("FLOWVAR_CACHE_DIR"):
+        return Path(os.environ["FLOWVAR_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "flowvar"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Cache:
+    """A folder of cache entries (see the module doc). Safe for concurrent writers of different keys; two writers
+    of the same key keep whichever entry lands first (both are results of the same inputs)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    def path(self, key: str) -> Path:
+        """Where the entry for ``key`` lives (whether or not it exists)."""
+        if not key or "/" in key or key.startswith("."):
+            raise ValueError(f"invalid cache key {key!r}")
+        return self.root / key
+
+    def check(self, key: str) -> tuple[Path | None, str | None]:
+        """``(entry, None)`` for a valid entry, ``(None, None)`` for none, ``(None, reason)`` for a corrupted one."""
+        entry = self.path(key)
+        if not entry.is_dir():
+            return None, None
+        try:
+            manifest = json.loads((entry / MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            return None, f"unreadable manifest ({type(e).__name__})"
+        if not isinstance(manifest, dict) or manifest.get("key") != key or manifest.get("format") != CACHE_FORMAT:
+            return None, "manifest does not match its key"
+        files = manifest.get("files")
+        if not isinstance(files, dict) or "result.json" not in files:
+            return None, "manifest lists no result.json"
+        for rel, expected in files.items():
+            path = entry / rel
+            if not path.is_file():
+                return None, f"{rel} is missing"
+            if file_digest(path) != expected:
+                return None, f"{rel} was modified (checksum mismatch)"
+        try:
+            result = Result.load(entry / "result.json")
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            return None, f"result.json does not load ({type(e).__name__})"
+        if result.experiment != manifest.get("experiment"):
+            return None, "result.json belongs to another experiment"
+        missing = [f for f in result.figures if f not in files]
+        if missing:
+            return None, f"figure {missing[0]} is missing"
+        return entry, None
+
+    def lookup(self, key: str, on_corrupt: Callable[[str, str], None] | None = None) -> Path | None:
+        """The folder of a valid entry for ``key``, or None.
+
+        A corrupted entry is deleted and reported through ``on_corrupt(key, reason)`` (default: a warning on the
+        ``flowvar.cache`` logger), then treated as a miss.
+        """
+        entry, problem = self.check(key)
+        if problem is not None:
+            (on_corrupt or (lambda k, r: log.warning("corrupted cache entry %s (%s): recomputing", k, r)))(key, problem)
+            self.discard(key)
+        return entry
+
+    def manifest(self, key: str) -> dict[str, Any]:
+        """The manifest of an existing entry."""
+        return json.loads((self.path(key) / MANIFEST).read_text())
+
+    def store(self, key: str, result_dir: Path | str, inputs: dict[str, Any] | None = None) -> Path:
+        """Copy a finished result folder into the cache under ``key`` (replacing an older entry) and return it.
+
+        ``inputs`` (normally :func:`key_inputs`) are recorded in the manifest. The folder must hold a loadable
+        ``result.json``.
+        """
+        source = Path(result_dir)
+        try:
+            result = Result.load(source / "result.json")
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"cannot cache {source}: no valid result.json ({type(e).__name__})") from None
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=self.root))
+        except OSError as e:
+            raise ConfigError(f"cannot write to cache folder {self.root}: {e.strerror}") from None
+        try:
+            for path in sorted(source.rglob("*")):
+                rel = path.relative_to(source)
+                if path.is_file() and rel.as_posix() != MANIFEST:
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, tmp / rel)
+            manifest = {"format": CACHE_FORMAT, "key": key, "experiment": result.experiment, "quick": result.quick,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runtime_s": result.runtime_s,
+                        "inputs": inputs or {}, "files": _tree_digests(tmp)}
+            atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+            final = self.path(key)
+            if final.exists():
+                shutil.rmtree(final)
+            try:
+                tmp.rename(final)
+            except OSError:  # another process stored the same key in between: keep its entry
+                shutil.rmtree(tmp, ignore_errors=True)
+            return final
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def discard(self, key: str) -> None:
+        """Delete an entry (no error if absent)."""
+        shutil.rmtree(self.path(key), ignore_errors=True)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The manifests of every entry (unreadable ones skipped), oldest first."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        for entry in self.root.iterdir():
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            try:
+                out.append(json.loads((entry / MANIFEST).read_text()))
+            except (OSError, ValueError):
+                continue
+        return sorted(out, key=lambda m: str(m.get("created", "")))
+
+    def last_runtime(self, name: str, quick: bool) -> float | None:
+        """The runtime of the newest entry of ``name`` in this mode (for ETAs), or None."""
+        times = [m.get("runtime_s") for m in self.entries() if m.get("experiment") == name and m.get("quick") == quick]
+        times = [float(t) for t in times if isinstance(t, int | float)]
+        return times[-1] if times else None
+
+    def clean_stale(self) -> int:
+        """Remove ``.tmp-<pid>-*`` folders whose writing process is gone (left by a killed run); return how many."""
+        removed = 0
+        if not self.root.is_dir():
+            return removed
+        for tmp in self.root.glob(".tmp-*"):
+            parts = tmp.name.split("-")
+            if len(parts) >= 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def lookup(key: str, root: Path | str | None = None) -> Path | None:
+    """:meth:`Cache.lookup` on ``root`` (default :func:`default_root`)."""
+    return Cache(Path(root) if root is not None else default_root()).lookup(key)
+
+
+def store(key: str, result_dir: Path | str, root: Path | str | None = None,
+          inputs: dict[str, Any] | None = None) -> Path:
+    """:meth:`Cache.store` on ``root`` (default :func:`default_root`)."""
+    return Cache(Path(root) if root is not None else default_root()).store(key, result_dir, inputs)
+
+
+def install(entry: Path, dest: Path) -> bool:
+    """Make ``dest`` a copy of a cache entry's files (without the manifest); return False if it already was.
+
+    An up-to-date ``dest`` is left untouched (its files keep their modification times). Otherwise the copy is
+    staged next to ``dest`` and renamed into place.
+    """
+    wanted = _tree_digests(entry, frozenset({MANIFEST}))
+    if dest.is_dir() and _tree_digests(dest) == wanted:
+        return False
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write to output folder {dest.parent}: {e.strerror}; choose another --out") from None
+    try:
+        for rel in wanted:
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(entry / rel, stage / rel)
+        if dest.exists():
+            shutil.rmtree(dest)
+        stage.rename(dest)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return True
+
+
+@dataclass
+class CachedRun:
+    """The outcome of :func:`run_cached`: the result, whether it came from the cache, and where it lives."""
+
+    result: Result
+    key: str
+    hit: bool
+    entry: Path
+    output: Path
+    corrupted: str | None = None
+
+
+def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = False, seed: int | None = None,
+               overrides: dict[str, Any] | None = None, config_file: Path | str | None = None,
+               force: bool = False, progress: bool = False,
+               on_corrupt: Callable[[str, str], None] | None = None) -> CachedRun:
+    """Run experiment ``name`` into ``out_dir/name`` unless ``cache`` holds its result; then make sure it does.
+
+    On a hit the cached files are installed into ``out_dir/name`` (nothing is recomputed); on a miss, or with
+    ``force``, the experiment runs via :func:`flowvar.experiments.base.run_experiment` and its output is stored.
+    """
+    from flowvar.experiments.base import build_config, get_experiment, run_experiment
+
+    spec = get_experiment(name)
+    config = build_config(spec, quick=quick, seed=seed, overrides=overrides, config_file=config_file)
+    key = cache_key(name, config, quick)
+    output = Path(out_dir) / name
+    problems: list[str] = []
+
+    def corrupt(k: str, reason: str) -> None:
+        problems.append(reason)
+        if on_corrupt is not None:
+            on_corrupt(k, reason)
+        else:
+            log.warning("corrupted cache entry %s (%s): recomputing", k, reason)
+
+    entry = None if force else cache.lookup(key, on_corrupt=corrupt)
+    corrupted = problems[0] if problems else None
+    if entry is not None:
+        install(entry, output)
+        return CachedRun(Result.load(entry / "result.json"), key, True, entry, output, corrupted)
+    result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress)
+    entry = cache.store(key, output, key_inputs(name, config, quick))
+    return CachedRun(result, key, False, entry, output, corrupted)
+
+
+__all__ = ["Cache", "CachedRun", "cache_key", "code_version", "config_dict", "default_root", "install", "key_inputs",
+           "lookup", "run_cached", "source_digest", "store"]

@@ -1,0 +1,364 @@
+"""A gradient-variance monitor for any PyTorch training loop, and for :func:`flowvar.train.train`.
+
+Every ``every`` steps it logs, from the step's own forward and backward pass (no extra pass; the exact
+engine of :mod:`flowvar.gradnorms`):
+
+* ``loss``: the batch mean of the per-sample losses ℓ_i;
+* ``trace``: the plug-in tr Cov(g) = (1/B) Σ_i ‖g_i‖² − ‖ḡ‖² over the batch's per-sample gradients
+  g_i = ∇_θ ℓ_i, and ``trace_unbiased`` = B/(B − 1) · trace (the minibatch gradient's own covariance trace
+  is trace/B);
+* ``normalised``: trace / ‖ḡ‖² (NaN for 0/0, inf for x/0);
+* ``mean_grad_sq_norm`` ‖ḡ‖² and ``mean_sq_norm`` (1/B) Σ_i ‖g_i‖²;
+* a per-t-bin profile when t is known: t ∈ [0, 1] cut into ``t_bins`` equal bins, and per bin the sample
+  count, the mean loss, the mean ‖g_i‖² and, on every ``profile_every``-th logged step, the conditional
+  plug-in trace (1/n_k) Σ_{i∈k} ‖g_i‖² − ‖ḡ_k‖² (it costs about one extra weight-gradient product per
+  layer, the rest is free);
+* ``per_layer`` traces (JSON logs), and which parameters needed the exact fallback.
+
+Logs go to ``monitor.history`` and, with ``log_path``, to a CSV (``.csv``, a row per logged step), JSON
+lines (``.jsonl``) or one JSON document (``.json``, rewritten at every log); :meth:`plot` writes a PNG.
+
+Memorisation signature (arXiv 2510.18118, Prop. 1–2): under a deterministic interpolant (σ = 0) a field
+that fits every training pair's straight line has per-sample losses and gradients all ≈ 0, so loss and
+gradient variance collapse together and SGD never leaves that solution. The monitor flags it when both the
+loss and the trace fall to ≤ ``collapse_ratio`` × their peaks so far (or ≤ ``collapse_atol``) for
+``patience`` consecutive logs, and issues a :class:`MemorisationWarning` once. It is not flagged when the
+interpolant is known to be noisy (σ > 0), whose loss cannot reach 0.
+
+In your own loop (any model and per-sample loss; the backward pass must be of the losses' mean or sum
+only)::
+
+    monitor = GradientVarianceMonitor(model, every=10, log_path="gradvar.csv", sigma=0.0)
+    for step in range(steps):
+        losses = ((model(xt, t) - ut) ** 2).flatten(1).sum(1)     # (B,)
+        optimizer.zero_grad()
+        losses.mean().backward()
+        monitor.step(step, losses, t)                              # before optimizer.step()
+        optimizer.step()
+    monitor.close()
+    monitor.plot("gradvar.png")
+
+With flowvar's trainer: ``train(model, loss, coupling, config, callbacks=[GradientVarianceMonitor(model)])``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
+from flowvar.gradnorms import DEFAULT_CHUNK_BYTES, BatchGradStats, FastVarianceReport, GradNormEngine, Reduction
+from flowvar.interpolants import PathSample
+
+SCALARS: tuple[str, ...] = ("loss", "trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_sq_norm")
+
+
+class MemorisationWarning(UserWarning):
+    """Loss and gradient variance collapsed together under a deterministic interpolant (see module docstring)."""
+
+
+def _finite_or_nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+class GradientVarianceMonitor:
+    """Logs the exact gradient variance of a model's training batches (module docstring).
+
+    ``every``: log every this many steps (steps with ``step % every == 0``). ``t_bins``: bins of the t-profile
+    (None: no profile). ``profile_every``: compute the per-bin conditional traces on every this many logged
+    steps, starting with the first (1: always; the default 10 keeps the monitor within 1.3× of a training
+    step at B = 256 when logging every step; other logged steps have NaN bin traces).
+    ``log_path``: ``.csv``, ``.jsonl`` or ``.json`` file (None: memory only). ``sigma``: the interpolant's
+    noise level when known (0: deterministic; None: unknown — the trainer callback then reads it off the
+    path, where a deterministic interpolant has z = 0). ``elementwise``: also keep per-coordinate variances
+    (``last_report.elementwise``; ``last_stats`` holds the raw :class:`~flowvar.gradnorms.BatchGradStats`).
+    ``validate_first``: on the first logged step, check that the per-sample gradients add up to the backward
+    pass's gradient (an extra loss term, or a parameter used outside its module, raises
+    :class:`~flowvar.errors.DataError`; the ``reduction`` passed to :meth:`step` cannot be checked and must
+    match the backward pass). ``collapse_ratio``, ``collapse_atol``, ``patience``: the memorisation
+    criterion; ``warn=False`` records it in the logs without warning.
+    """
+
+    def __init__(self, model: nn.Module, *, every: int = 1, t_bins: int | None = 10, profile_every: int = 10,
+                 log_path: str | os.PathLike[str] | None = None, sigma: float | None = None, elementwise: bool = False,
+                 validate_first: bool = True, collapse_ratio: float = 1e-3, collapse_atol: float = 1e-12,
+                 patience: int = 3, warn: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.every = check_positive_int("every", every)
+        self.t_bins = None if t_bins is None else check_positive_int("t_bins", t_bins)
+        self.profile_every = check_positive_int("profile_every", profile_every)
+        self.sigma = None if sigma is None else float(sigma)
+        if self.sigma is not None and not (math.isfinite(self.sigma) and self.sigma >= 0):
+            raise ConfigError(f"sigma must be a finite number >= 0 or None (unknown), got {sigma!r}")
+        if not (0 < collapse_ratio < 1):
+            raise ConfigError(f"collapse_ratio must lie in (0, 1), got {collapse_ratio!r}")
+        if not (collapse_atol >= 0):
+            raise ConfigError(f"collapse_atol must be >= 0, got {collapse_atol!r}")
+        self.collapse_ratio, self.collapse_atol = float(collapse_ratio), float(collapse_atol)
+        self.patience = check_positive_int("patience", patience)
+        self.warn = bool(warn)
+        self.validate_first = bool(validate_first)
+        self.log_path = None if log_path is None else Path(log_path)
+        if self.log_path is not None and self.log_path.suffix not in (".csv", ".json", ".jsonl"):
+            raise ConfigError(f"log_path must end in .csv, .json or .jsonl, got {self.log_path.name!r}")
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
+        self.history: list[dict[str, Any]] = []
+        self.last_stats: BatchGradStats | None = None
+        self.memorisation_step: int | None = None
+        self._peak_loss = 0.0
+        self._peak_trace = 0.0
+        self._streak = 0
+        self._log_file: TextIO | None = None
+        self._csv: csv.DictWriter[str] | None = None
+        self._validated = False
+
+    # ----------------------------------------------------------------------------------------- entry points
+
+    @property
+    def last_report(self) -> FastVarianceReport | None:
+        """The full report of the last logged batch (mean gradient, element-wise variances, fallback), or None."""
+        return None if self.last_stats is None else self.last_stats.report()
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is a logged step."""
+        return int(step) % self.every == 0
+
+    def step(self, step: int, losses: Tensor, t: Tensor | None = None, *, reduction: Reduction = "mean",
+             deterministic: bool | None = None) -> dict[str, Any] | None:
+        """Call after ``backward`` of ``losses.mean()`` (or ``.sum()``: pass ``reduction="sum"``), every step.
+
+        ``losses``: (B,) per-sample losses ℓ_i of this step's batch; ``t``: (B,) their times in [0, 1]
+        (enables the t-profile). ``deterministic``: whether the interpolant is noise-free (default: from
+        ``sigma``). Returns the logged record on logged steps, else None.
+        """
+        if not isinstance(losses, Tensor) or losses.ndim != 1:
+            raise ShapeError(f"losses must be the (B,) per-sample losses, got "
+                             f"{tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__}")
+        if not self.due(step):
+            self._skip(step)
+            return None
+        if deterministic is None and self.sigma is not None:
+            deterministic = self.sigma == 0
+        return self._measure(int(step), losses.detach(), t, reduction, deterministic)
+
+    def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> dict[str, Any] | None:
+        """The :class:`flowvar.train.Callback` hook: per-sample losses from the recorded model output and
+        ``path.target`` (the trainer's loss is their mean). Returns a few scalars for the trainer's history."""
+        if model is not self.engine.model:
+            raise ConfigError("this monitor was built for another model; build it with the model you train")
+        if not self.due(step):
+            self._skip(step)
+            return None
+        output = self.engine.root_output
+        if not isinstance(output, Tensor) or output.shape != path.target.shape:
+            raise ShapeError("the model's recorded output does not match path.target; the trainer callback needs "
+                             "model(xt, t) to return the velocity")
+        losses = (output.detach() - path.target).pow(2).flatten(1).sum(1)
+        mean = float(losses.to(torch.float64).mean())
+        if not math.isclose(mean, loss_value, rel_tol=1e-4, abs_tol=1e-12):
+            raise DataError(f"the trainer's loss ({loss_value:.6g}) is not the mean of ‖v − u‖² over the batch "
+                            f"({mean:.6g}); the monitor's trainer hook only supports flowvar's CFMLoss. Call "
+                            f"monitor.step(step, per_sample_losses) from your own loop instead")
+        deterministic = (self.sigma == 0) if self.sigma is not None else bool((path.z == 0).all())
+        record = self._measure(int(step), losses, path.t, "mean", deterministic)
+        return {f"gv_{k}": record[k] for k in (*SCALARS, "memorisation")}
+
+    def close(self) -> None:
+        """Remove the hooks and close the log file (records are flushed as they are logged)."""
+        self.engine.detach()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file, self._csv = None, None
+
+    def __enter__(self) -> GradientVarianceMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------------------- measuring
+
+    def _skip(self, step: int) -> None:
+        self.engine.clear()
+        self.engine.armed = self.due(int(step) + 1)
+
+    def _measure(self, step: int, losses: Tensor, t: Tensor | None, reduction: Reduction,
+                 deterministic: bool | None) -> dict[str, Any]:
+        start = time.perf_counter()
+        if not self.engine._records:
+            raise DataError(f"step {step}: the monitor recorded no forward pass for this step. Call monitor.step() "
+                            f"after the backward pass of every training step (it arms the hooks ahead of the steps "
+                            f"it logs), with gradients enabled")
+        bins = self.t_bins if t is not None else None
+        validate = self.validate_first and not self._validated
+        full_profile = len(self.history) % self.profile_every == 0
+        stats = self.engine.compute(losses.shape[0], reduction=reduction, losses=losses, t=t, t_bins=bins,
+                                    bin_traces=full_profile, validate=validate)
+        self._validated = True
+        self.last_stats = stats
+        summary = stats.summary()
+        record: dict[str, Any] = {
+            "step": step, "loss": float(losses.to(torch.float64).mean()), "trace": summary["trace"],
+            "trace_unbiased": summary["trace_unbiased"], "normalised": _finite_or_nan(summary["normalised"]),
+            "mean_grad_sq_norm": summary["mean_grad_sq_norm"], "mean_sq_norm": summary["mean_sq_norm"],
+            "batch_size": stats.n, "deterministic": deterministic,
+        }
+        if bins is not None:
+            b = stats.bins()
+            record["t_profile"] = {"edges": b.edges.tolist() if b.edges is not None else None,
+                                   "counts": b.counts.tolist(), "loss": b.mean_loss.tolist(),
+                                   "mean_sq_norm": b.mean_sq_norm.tolist(), "trace": b.trace.tolist()}
+        record["per_layer"] = summary["per_layer"]
+        record["fallback"] = sorted(stats.fallback)
+        record["memorisation"] = self._check_memorisation(step, record["loss"], summary["trace"], deterministic)
+        record["seconds"] = time.perf_counter() - start
+        self.history.append(record)
+        self._write(record)
+        self.engine.armed = self.due(step + 1)
+        return record
+
+    def _check_memorisation(self, step: int, loss: float, trace: float, deterministic: bool | None) -> bool:
+        self._peak_loss = max(self._peak_loss, loss)
+        self._peak_trace = max(self._peak_trace, trace)
+        collapsed = (loss <= self.collapse_ratio * self._peak_loss or loss <= self.collapse_atol) and \
+                    (trace <= self.collapse_ratio * self._peak_trace or trace <= self.collapse_atol)
+        if deterministic is False:
+            collapsed = False
+        self._streak = self._streak + 1 if collapsed else 0
+        flagged = self._streak >= self.patience
+        if flagged and self.memorisation_step is None:
+            self.memorisation_step = step
+            if self.warn:
+                warnings.warn(MemorisationWarning(self._message(step, loss, trace, deterministic)), stacklevel=4)
+        return flagged
+
+    def _message(self, step: int, loss: float, trace: float, deterministic: bool | None) -> str:
+        which = ("under a deterministic interpolant (σ = 0)" if deterministic else
+                 "(the interpolant's σ is unknown to the monitor; this signature means something only for σ = 0)")
+        return (
+            f"possible memorisation at step {step}: the loss ({loss:.3g}) and the gradient variance tr Cov(g) "
+            f"({trace:.3g}) have both collapsed to ≤ {self.collapse_ratio:g} × their peaks ({self._peak_loss:.3g}, "
+            f"{self._peak_trace:.3g}) for {self.patience} logged steps {which}. This is the memorisation "
+            f"signature of arXiv 2510.18118 (Prop. 1–2): the field reproduces the straight line of every training "
+            f"pair, so each per-sample loss and gradient is ≈ 0 and SGD has no reason to leave; integrating the "
+            f"ODE from a training source then returns its paired target instead of a new sample. To generalise, "
+            f"train with interpolant noise σ > 0 (e.g. flowvar.interpolants.Interpolant(sigma=0.05), torchcfm's "
+            f"ConditionalFlowMatcher(sigma=0.05)), or use more data or fewer parameters; pass "
+            f"GradientVarianceMonitor(warn=False) to silence this.")
+
+    # ----------------------------------------------------------------------------------------- output
+
+    def _flat(self, record: dict[str, Any]) -> dict[str, Any]:
+        row = {k: record[k] for k in ("step", *SCALARS, "batch_size", "memorisation", "seconds")}
+        prof = record.get("t_profile")
+        if prof is not None:
+            for k, (n, loss, sq, tr) in enumerate(zip(prof["counts"], prof["loss"], prof["mean_sq_norm"],
+                                                      prof["trace"])):
+                row[f"t_bin{k}_n"], row[f"t_bin{k}_loss"], row[f"t_bin{k}_sq_norm"] = n, loss, sq
+                row[f"t_bin{k}_trace"] = tr
+        return row
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.log_path is None:
+            return
+        path = self.log_path
+        if path.suffix == ".json":
+            self.save_json(path)
+            return
+        if self._log_file is None:  # opened on the first record (truncating), flushed after every record
+            self._log_file = path.open("w", newline="" if path.suffix == ".csv" else None)
+        if path.suffix == ".csv":
+            row = self._flat(record)
+            if self._csv is None:
+                self._csv = csv.DictWriter(self._log_file, fieldnames=list(row), extrasaction="ignore")
+                self._csv.writeheader()
+            self._csv.writerow(row)
+        else:
+            self._log_file.write(json.dumps(_jsonable(record)) + "\n")
+        self._log_file.flush()
+
+    def save_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``{"config": ..., "records": history}`` to ``path`` atomically."""
+        path = Path(path)
+        doc = {"config": {"every": self.every, "t_bins": self.t_bins, "profile_every": self.profile_every,
+                          "sigma": self.sigma,
+                          "collapse_ratio": self.collapse_ratio, "collapse_atol": self.collapse_atol,
+                          "patience": self.patience, "fallback": self.engine.fallback_parameters},
+               "memorisation_step": self.memorisation_step, "records": [_jsonable(r) for r in self.history]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".gradvar-", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=1)
+        os.replace(tmp, path)
+        return path
+
+    def plot(self, path: str | os.PathLike[str]) -> Path:
+        """PNG of loss and trace (log scale), normalised variance, and the t-profile over steps."""
+        if not self.history:
+            raise DataError("nothing logged yet; plot() needs at least one logged step")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        steps = np.array([r["step"] for r in self.history])
+        has_profile = "t_profile" in self.history[-1]
+        fig = Figure(figsize=(12 if has_profile else 8, 3.6))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 3 if has_profile else 2)
+        ax = axes[0]
+        for key, label in (("loss", "loss"), ("trace", "tr Cov(g)")):
+            values = np.array([r[key] for r in self.history], dtype=float)
+            ax.plot(steps, np.where(values > 0, values, np.nan), label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.legend()
+        mem = self.memorisation_step
+        if mem is not None:
+            ax.axvline(mem, color="red", ls="--", lw=1)
+            ax.set_title(f"memorisation flagged at step {mem}", fontsize=9, color="red")
+        ax = axes[1]
+        norm = np.array([r["normalised"] for r in self.history], dtype=float)
+        ax.plot(steps, np.where(norm > 0, norm, np.nan))
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("tr Cov(g) / ‖ḡ‖²")
+        if has_profile:
+            ax = axes[2]
+            rows = [r for r in self.history if "t_profile" in r and np.isfinite(r["t_profile"]["trace"]).any()]
+            if not rows:
+                rows = [r for r in self.history if "t_profile" in r]
+            grid = np.array([r["t_profile"]["trace"] for r in rows], dtype=float)
+            edges = rows[-1]["t_profile"]["edges"] or [0.0, 1.0]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                shown = np.log10(np.where(grid > 0, grid, np.nan))
+            image = ax.imshow(shown.T, aspect="auto", origin="lower",
+                              extent=(float(rows[0]["step"]), float(rows[-1]["step"]), edges[0], edges[-1]))
+            fig.colorbar(image, ax=ax, label="log10 tr Cov(g | t-bin)")
+            ax.set_xlabel("step")
+            ax.set_ylabel("t")
+        fig.tight_layout()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value

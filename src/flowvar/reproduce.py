@@ -1,0 +1,616 @@
+"""``flowvar reproduce``: every experiment of the paper, cached and resumable, into one folder with a report.
+
+:func:`reproduce` resolves the experiments (all registered ones, or ``only``), builds and validates every config
+before anything runs (a bad ``--set`` or ``--config`` stops it with a :class:`ConfigError`), then for each one
+looks up the result cache (:mod:`flowvar.cache`, by default ``OUT/.cache``): a hit is installed into
+``OUT/<experiment>/`` without recomputation; a miss runs the experiment, in this process (``jobs=1``) or in
+``jobs`` spawned worker processes, and stores the result. Each run uses ``threads`` torch threads (default:
+:func:`default_threads`). Afterwards ``OUT/results.json`` (every result.json plus how it was
+obtained), ``OUT/report.md`` and the self-contained ``OUT/report.html`` are written (:mod:`flowvar.report`).
+
+Interruption. An experiment's output only appears when complete, and is cached at once, so a rerun of the same
+command continues where the interrupted one stopped: finished experiments are cache hits, the one in flight
+reruns. A lock file (``OUT/.reproduce.lock``) keeps two reproduce runs out of one folder.
+
+Progress goes to stderr: a tqdm bar with the running experiments and an ETA on a terminal, else (or with
+``quiet``) one plain line per experiment. ``OUT/reproduce.log`` receives timestamped log lines of every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from flowvar.cache import Cache, cache_key, code_version, config_dict, install, run_cached
+from flowvar.errors import ConfigError, FlowvarError
+from flowvar.report import format_duration
+from flowvar.results import Result, versions
+
+log = logging.getLogger("flowvar.reproduce")
+DEFAULT_EXPECTED_S = 60.0
+"""ETA guess for an experiment with neither a YAML estimate nor an earlier run in the cache."""
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """torch threads per experiment: ``$FLOWVAR_THREADS`` if set, else 1.
+
+    flowvar's tensors are small: on a 2-core machine, intra-op threading of small matmuls and convolutions costs
+    more than it gains, and under any other load it is 5–25× slower (measured). Use ``--jobs`` to fill cores.
+    """
+    raw = os.environ.get("FLOWVAR_THREADS", "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"FLOWVAR_THREADS must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"FLOWVAR_THREADS must be a positive integer, got {raw!r}")
+    return value
+
+
+def parse_only(items: Sequence[str] | None) -> list[str] | None:
+    """``["a,b", "c"]`` → ``["a", "b", "c"]`` (order kept, duplicates dropped); None or empty → None."""
+    names: list[str] = []
+    for item in items or []:
+        for name in item.split(","):
+            if name.strip() and name.strip() not in names:
+                names.append(name.strip())
+    return names or None
+
+
+def parse_scoped_overrides(pairs: Sequence[str] | None) -> dict[str, dict[str, str]]:
+    """``["fig4.repeats=5", ...]`` → ``{"fig4": {"repeats": "5"}}``; the experiment must exist."""
+    from flowvar.experiments.base import discover
+
+    out: dict[str, dict[str, str]] = {}
+    known = discover()
+    for item in pairs or []:
+        target, sep, value = item.partition("=")
+        name, dot, key = target.strip().partition(".")
+        if not sep or not dot or not name or not key.strip():
+            raise ConfigError(f"reproduce --set expects EXPERIMENT.key=value, got {item!r} (for example --set "
+                              f"fig4.repeats=5)")
+        if name not in known:
+            raise ConfigError(f"unknown experiment {name!r} in --set {item}; experiments: {', '.join(known)}")
+        out.setdefault(name, {})[key.strip()] = value.strip()
+    return out
+
+
+@dataclass
+class Options:
+    """What ``flowvar reproduce`` was asked to do (see the CLI help for each flag)."""
+
+    out: Path = Path("runs")
+    quick: bool = False
+    only: list[str] | None = None
+    jobs: int = 1
+    force: bool = False
+    quiet: bool = False
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    config_file: Path | None = None
+    seed: int | None = None
+    cache_dir: Path | None = None
+    threads: int | None = None
+
+
+@dataclass
+class Task:
+    """One experiment to reproduce: its cache key and expected runtime."""
+
+    name: str
+    key: str
+    expected_s: float
+    config: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """How one experiment ended in this invocation: ``computed``, ``cached``, ``failed`` or ``not run``."""
+
+    name: str
+    status: str
+    key: str | None = None
+    wall_s: float = 0.0
+    error: str | None = None
+    corrupted: str | None = None
+    result: Result | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "key": self.key, "wall_s": self.wall_s,
+                "error": self.error, "corrupted_cache_entry": self.corrupted,
+                "result": self.result.to_dict() if self.result is not None else None}
+
+
+@dataclass
+class Summary:
+    """The outcome of :func:`reproduce`: one :class:`Outcome` per experiment, the report paths and the wall time."""
+
+    out: Path
+    outcomes: list[Outcome]
+    wall_s: float
+    report_html: Path
+    report_md: Path
+    results_json: Path
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def _verdict_line(result: Result | None) -> str:
+    if result is None:
+        return ""
+    counts: dict[str, int] = {}
+    for c in result.claims:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in counts.items()) or "no claims"
+
+
+class Progress:
+    """One overall bar with the running experiments and an ETA (terminal), else one line per experiment."""
+
+    def __init__(self, tasks: list[Task], jobs: int, quiet: bool, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.expected = {t.name: t.expected_s for t in tasks}
+        self.total = len(tasks)
+        self.jobs = jobs
+        self.done = 0
+        self.running: dict[str, float] = {}
+        self.finished: set[str] = set()
+        self.lock = threading.Lock()
+        self.bar = None
+        if not quiet and self.stream.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc="reproduce", unit="exp", file=self.stream, dynamic_ncols=True,
+                            bar_format="{desc} {n_fmt}/{total_fmt} |{bar:24}| {elapsed}{postfix}")
+
+    def eta(self) -> float:
+        """Seconds left: expected runtimes of what has not started, and the remainder of what runs, over jobs."""
+        now = time.monotonic()
+        pending = sum(s for n, s in self.expected.items() if n not in self.finished and n not in self.running)
+        running = sum(max(self.expected[n] - (now - t0), 0.0) for n, t0 in self.running.items())
+        return (pending + running) / max(1, min(self.jobs, self.total - self.done))
+
+    def _status(self) -> str:
+        now = time.monotonic()
+        parts = [f"{n} {format_duration(now - t0)}/~{format_duration(self.expected[n])}"
+                 for n, t0 in self.running.items()]
+        return f"ETA ~{format_duration(self.eta())}" + (" · " + ", ".join(parts) if parts else "")
+
+    def emit(self, line: str) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.write(line, file=self.stream)
+            else:
+                print(line, file=self.stream, flush=True)
+
+    def start(self, name: str) -> None:
+        with self.lock:
+            self.running[name] = time.monotonic()
+        self.tick()
+
+    def finish(self, outcome: Outcome) -> None:
+        with self.lock:
+            self.running.pop(outcome.name, None)
+            self.finished.add(outcome.name)
+            self.done += 1
+            done = self.done
+        detail = {"cached": "cache hit", "computed": f"computed in {format_duration(outcome.wall_s)}",
+                  "failed": f"FAILED: {outcome.error}"}.get(outcome.status, outcome.status)
+        verdicts = _verdict_line(outcome.result)
+        eta = f"; ETA ~{format_duration(self.eta())}" if done < self.total else ""
+        width = len(str(self.total))
+        self.emit(f"[{done:>{width}}/{self.total}] {outcome.name}: {detail}" + (f" ({verdicts})" if verdicts else "")
+                  + eta)
+        if self.bar is not None:
+            with self.lock:
+                self.bar.update(1)
+        self.tick()
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.set_postfix_str(self._status(), refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def _ticker(progress: Progress, every: float = 1.0) -> Iterator[None]:
+    """Refresh the progress bar from a background thread while the main thread computes."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            progress.tick()
+
+    thread = threading.Thread(target=loop, daemon=True) if progress.bar is not None else None
+    if thread is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold ``out/.reproduce.lock`` (released automatically if the process dies)."""
+    path = out / ".reproduce.lock"
+    try:
+        fh = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    except OSError as e:
+        raise ConfigError(f"cannot write to output folder {out}: {e.strerror}; choose another --out") from None
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise ConfigError(f"another `flowvar reproduce` ({holder}) is writing to {out}; wait for it or "
+                                  f"choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+@contextlib.contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Attach a timestamped file handler for the ``flowvar`` loggers while reproducing."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("flowvar")
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        handler.close()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _init_worker(threads: int) -> None:
+    """Spawned worker set-up: its torch thread count, and no inherited SIGINT noise beyond KeyboardInterrupt."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _compute(name: str, out: str, cache_root: str, quick: bool, seed: int | None, overrides: dict[str, str],
+             config_file: str | None) -> dict[str, Any]:
+    """Run one experiment (a cache miss) and store it; runs in a worker process or in the main one.
+
+    Returns a plain dict (picklable): ``status`` computed/failed, the key, the wall time, an error line and the
+    traceback of an unexpected exception.
+    """
+    start = time.perf_counter()
+    try:
+        run = run_cached(name, out, Cache(Path(cache_root)), quick=quick, seed=seed, overrides=overrides,
+                         config_file=config_file, force=True)
+        return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start}
+    except FlowvarError as e:
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}", "wall_s": time.perf_counter() - start,
+                "traceback": traceback.format_exc()}
+    except Exception as e:
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}".splitlines()[0],
+                "wall_s": time.perf_counter() - start, "traceback": traceback.format_exc()}
+
+
+def _check_config_file(path: Path) -> None:
+    """A reproduce ``--config`` must be keyed by experiment name: ``{fig4: {repeats: 5}, prop1: {...}}``."""
+    from flowvar.experiments.base import discover, is_multi_experiment, read_yaml
+
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    mapping = read_yaml(path)
+    if mapping is None or is_multi_experiment(mapping):
+        return
+    others = [str(k) for k in mapping if k not in discover()] if isinstance(mapping, dict) else []
+    raise ConfigError(f"reproduce --config expects a YAML mapping keyed by experiment name (e.g. 'fig4: {{repeats: "
+                      f"5}}'); {path} is not" + (f" (not experiments: {', '.join(others[:3])})" if others else ""))
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to output folder {out}: {e.strerror or e}; choose another --out") from None
+
+
+def _select(only: list[str] | None) -> list[str]:
+    from flowvar.experiments.base import discover
+
+    known = list(discover())
+    if only is None:
+        return known
+    unknown = [n for n in only if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown experiment{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+                          f"--only; experiments: {', '.join(known)}")
+    return list(only)
+
+
+def plan(options: Options, cache: Cache) -> tuple[list[Task], list[Outcome]]:
+    """Import and configure every selected experiment: the tasks, plus failures of modules that do not import.
+
+    Raises :class:`ConfigError` for bad overrides or config files, before anything runs.
+    """
+    from flowvar.experiments.base import build_config, expected_runtime, get_experiment
+
+    for name in options.overrides:
+        if options.only is not None and name not in options.only:
+            log.info("--set for %s ignored: not selected by --only", name)
+    tasks, broken = [], []
+    for name in _select(options.only):
+        try:
+            spec = get_experiment(name)
+        except FlowvarError:
+            raise
+        except Exception as e:  # an experiment module that does not import: report it, run the others
+            log.error("cannot import experiment %s:\n%s", name, traceback.format_exc())
+            broken.append(Outcome(name, "failed", error=f"cannot import flowvar.experiments.{name}: "
+                                                       f"{type(e).__name__}: {e}".splitlines()[0]))
+            continue
+        if spec.defaults_file is None or not spec.defaults_file.is_file():
+            log.info("%s has no YAML file (%s.yaml): dataclass defaults and register(quick=...) are used", name, name)
+        seed = options.seed
+        if seed is not None and "seed" not in spec.field_names():
+            seed = None
+        config = build_config(spec, quick=options.quick, seed=seed, overrides=options.overrides.get(name),
+                              config_file=options.config_file)
+        expected = cache.last_runtime(name, options.quick) or expected_runtime(spec, options.quick)
+        tasks.append(Task(name, cache_key(name, config, options.quick), float(expected or DEFAULT_EXPECTED_S),
+                          config_dict(config)))
+    return tasks, broken
+
+
+def _clean_stale_staging(out: Path, names: Sequence[str]) -> None:
+    """Remove staging folders ``OUT/.<experiment>.*`` that a killed run left behind (we hold the lock)."""
+    for name in names:
+        for stale in out.glob(f".{name}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+                log.info("removed staging folder %s left by an interrupted run", stale.name)
+
+
+def _command_line(options: Options) -> str:
+    parts = ["flowvar reproduce", "--quick" if options.quick else "--full", f"--out {options.out}"]
+    if options.only:
+        parts.append(f"--only {','.join(options.only)}")
+    if options.jobs != 1:
+        parts.append(f"--jobs {options.jobs}")
+    if options.threads is not None:
+        parts.append(f"--threads {options.threads}")
+    if options.config_file is not None:
+        parts.append(f"--config {options.config_file}")
+    if options.seed is not None:
+        parts.append(f"--seed {options.seed}")
+    for name, kv in options.overrides.items():
+        parts += [f"--set {name}.{k}={v}" for k, v in kv.items()]
+    if options.force:
+        parts.append("--force")
+    return " ".join(parts)
+
+
+def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
+    """Run (or fetch from the cache) every selected experiment and write the report; see the module doc."""
+    from flowvar.report import write_reports
+
+    if options.jobs < 1:
+        raise ConfigError(f"--jobs must be a positive integer, got {options.jobs}")
+    if options.threads is not None and options.threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {options.threads}")
+    if options.config_file is not None:
+        _check_config_file(Path(options.config_file))
+    stream = stream or sys.stderr
+    out = Path(options.out)
+    selected = _select(options.only)  # unknown names fail before anything is written
+    _check_writable(out)
+    cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")
+    threads = options.threads or default_threads()
+    started = time.perf_counter()
+    with _exclusive(out), _log_to(out / "reproduce.log"):
+        log.info("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", _command_line(options), code_version(),
+                 cpu_cores(), options.jobs, threads)
+        tasks, broken = plan(options, cache)
+        _clean_stale_staging(out, [t.name for t in tasks])
+        removed = cache.clean_stale()
+        if removed:
+            log.info("removed %d unfinished cache entries left by an interrupted run", removed)
+        outcomes: dict[str, Outcome] = {o.name: o for o in broken}
+        progress = Progress(tasks + [Task(o.name, "", 0.0, {}) for o in broken], options.jobs, options.quiet, stream)
+        for o in broken:
+            progress.finish(o)
+        interrupted = False
+        try:
+            misses = _serve_hits(tasks, options, cache, out, outcomes, progress)
+            if misses:
+                log.info("to compute: %s", ", ".join(t.name for t in misses))
+                if options.jobs == 1:
+                    _run_serial(misses, options, cache, out, outcomes, progress, threads)
+                else:
+                    _run_parallel(misses, options, cache, out, outcomes, progress, threads)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted; finished experiments are cached, rerun the same command to continue")
+            raise
+        finally:
+            progress.close()
+            keys = {t.name: t.key for t in tasks}
+            final = [outcomes.get(n, Outcome(n, "not run", keys.get(n))) for n in selected]
+            for o in final:
+                if o.status == "pending":
+                    o.status = "not run"
+            wall = time.perf_counter() - started
+            meta = {"command": _command_line(options), "mode": "quick" if options.quick else "full",
+                    "code_version": code_version(), "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                    "wall_s": wall, "jobs": options.jobs, "threads_per_experiment": threads,
+                    "cpu_cores": cpu_cores(), "versions": versions(), "interrupted": interrupted,
+                    "cache": str(cache.root)}
+            paths = write_reports(out, meta, [o.to_dict() for o in final])
+            log.info("finished in %.1f s: %s; report %s", wall,
+                     ", ".join(f"{o.name}={o.status}" for o in final), paths["html"])
+    return Summary(out, final, wall, paths["html"], paths["md"], paths["json"])
+
+
+def _corruption_warner(name: str, sink: list[str], progress: Progress) -> Callable[[str, str], None]:
+    """The ``on_corrupt`` callback: a warning line on stderr and in the log, the reason kept in ``sink``."""
+
+    def warn(key: str, reason: str) -> None:
+        sink.append(reason)
+        log.warning("corrupted cache entry %s of %s (%s): not trusted, recomputing", key, name, reason)
+        progress.emit(f"flowvar: warning: the cached result of {name} is corrupted ({reason}); recomputing it")
+
+    return warn
+
+
+def _serve_hits(tasks: list[Task], options: Options, cache: Cache, out: Path, outcomes: dict[str, Outcome],
+                progress: Progress) -> list[Task]:
+    """Install every valid cache entry into ``out``; return the tasks left to compute."""
+    misses = []
+    for task in tasks:
+        start = time.perf_counter()
+        corrupted: list[str] = []
+        warn = _corruption_warner(task.name, corrupted, progress)
+        entry = None if options.force else cache.lookup(task.key, on_corrupt=warn)
+        if entry is None:
+            if options.force:
+                log.info("--force: recomputing %s", task.name)
+            misses.append(task)
+            if corrupted:
+                outcomes[task.name] = Outcome(task.name, "pending", task.key, corrupted=corrupted[0])
+            continue
+        install(entry, out / task.name)
+        outcome = Outcome(task.name, "cached", task.key, time.perf_counter() - start,
+                          result=Result.load(entry / "result.json"))
+        outcomes[task.name] = outcome
+        log.info("cache hit: %s key=%s (computed earlier in %.1f s); not recomputed", task.name, task.key,
+                 outcome.result.runtime_s)
+        progress.finish(outcome)
+    return misses
+
+
+def _record(task: Task, reply: dict[str, Any], out: Path, outcomes: dict[str, Outcome], progress: Progress) -> None:
+    corrupted = outcomes[task.name].corrupted if task.name in outcomes else None
+    if reply["status"] == "computed":
+        result = Result.load(out / task.name / "result.json")
+        outcome = Outcome(task.name, "computed", reply["key"], reply["wall_s"], corrupted=corrupted, result=result)
+        log.info("computed: %s key=%s in %.1f s (%s)", task.name, reply["key"], reply["wall_s"],
+                 _verdict_line(result))
+        if reply["key"] != task.key:
+            log.warning("%s: the code changed while reproducing (key %s, planned %s)", task.name, reply["key"],
+                        task.key)
+    else:
+        outcome = Outcome(task.name, "failed", task.key, reply["wall_s"], error=reply["error"], corrupted=corrupted)
+        log.error("failed: %s after %.1f s: %s\n%s", task.name, reply["wall_s"], reply["error"],
+                  reply.get("traceback", ""))
+    outcomes[task.name] = outcome
+    progress.finish(outcome)
+
+
+def _args(task: Task, options: Options, cache: Cache, out: Path) -> tuple:
+    return (task.name, str(out), str(cache.root), options.quick, options.seed, options.overrides.get(task.name, {}),
+            str(options.config_file) if options.config_file is not None else None)
+
+
+def _run_serial(misses: list[Task], options: Options, cache: Cache, out: Path, outcomes: dict[str, Outcome],
+                progress: Progress, threads: int) -> None:
+    with _torch_threads(threads), _ticker(progress):
+        for task in misses:
+            log.info("computing: %s key=%s (expected ~%.0f s)", task.name, task.key, task.expected_s)
+            progress.start(task.name)
+            _record(task, _compute(*_args(task, options, cache, out)), out, outcomes, progress)
+
+
+def _run_parallel(misses: list[Task], options: Options, cache: Cache, out: Path, outcomes: dict[str, Outcome],
+                  progress: Progress, threads: int) -> None:
+    """Longest expected first over ``jobs`` spawned processes; queued tasks start in submission order."""
+    queue = sorted(misses, key=lambda t: -t.expected_s)
+    workers = min(options.jobs, len(queue))
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                               initargs=(threads,))
+    futures: dict[Future, Task] = {}
+    waiting = list(queue)
+    try:
+        for task in queue:
+            futures[pool.submit(_compute, *_args(task, options, cache, out))] = task
+        for task in waiting[:workers]:
+            log.info("computing: %s key=%s (expected ~%.0f s)", task.name, task.key, task.expected_s)
+            progress.start(task.name)
+        waiting = waiting[workers:]
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = futures[future]
+                try:
+                    reply = future.result()
+                except Exception as e:  # a worker that died (killed, out of memory)
+                    reply = {"status": "failed", "error": f"worker process failed: {type(e).__name__}: {e}",
+                             "wall_s": 0.0}
+                _record(task, reply, out, outcomes, progress)
+                if waiting:
+                    nxt = waiting.pop(0)
+                    log.info("computing: %s key=%s (expected ~%.0f s)", nxt.name, nxt.key, nxt.expected_s)
+                    progress.start(nxt.name)
+            progress.tick()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+__all__ = ["Options", "Outcome", "Progress", "Summary", "Task", "cpu_cores", "parse_only",
+           "parse_scoped_overrides", "plan", "reproduce"]

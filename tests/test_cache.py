@@ -1,0 +1,135 @@
+"""The result cache: keys, entries that are stored whole or not at all, corruption detection, `flowvar run --cache`."""
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from flowvar.cache import (
+    MANIFEST,
+    Cache,
+    _experiment_files,
+    cache_key,
+    code_version,
+    install,
+    key_inputs,
+    lookup,
+    run_cached,
+    store,
+)
+from flowvar.cli import main
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import build_config, get_experiment
+from flowvar.results import Result
+
+TINY = {"n_samples": "300", "angles": "0,180"}
+
+
+def cli(*args: str) -> int:
+    try:
+        return main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+@pytest.fixture(scope="module")
+def prop1_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real prop1 run (tiny), stored in a cache: (cache root, key)."""
+    root = tmp_path_factory.mktemp("cache")
+    out = tmp_path_factory.mktemp("out")
+    run = run_cached("prop1", out, Cache(root), quick=True, overrides=TINY)
+    assert not run.hit
+    return root, run.key
+
+
+def test_key_is_stable_and_covers_config_mode_name_and_code() -> None:
+    spec = get_experiment("prop1")
+    config = build_config(spec, quick=True)
+    key = cache_key("prop1", config, True)
+    assert key.startswith("prop1-") and len(key) == len("prop1-") + 16
+    assert cache_key("prop1", build_config(spec, quick=True), True) == key
+    # the key can be recomputed from the config stored in result.json
+    assert cache_key("prop1", json.loads(json.dumps(dataclasses.asdict(config))), True) == key
+    assert cache_key("prop1", dataclasses.replace(config, n_samples=config.n_samples + 1), True) != key
+    assert cache_key("prop1", config, False) != key
+    assert cache_key("prop1_copy", config, True) != key
+    inputs = key_inputs("prop1", config, True)
+    assert inputs["code_version"] == code_version("prop1") and inputs["torch"]
+
+
+def test_code_version_ignores_other_experiments_but_follows_imports() -> None:
+    sources = {"gaussian.py": b"x = 1", "experiments/base.py": b"", "experiments/a.py": b"from flowvar.experiments "
+               b"import base\nfrom flowvar.experiments.b import helper", "experiments/b.py": b"from .c import y",
+               "experiments/c.py": b"", "experiments/d.py": b""}
+    assert _experiment_files("a", sources) == {"experiments/a.py", "experiments/base.py", "experiments/b.py",
+                                               "experiments/c.py"}
+    assert _experiment_files("d", sources) == {"experiments/d.py"}
+    assert code_version().startswith("0.") and code_version("prop1") != code_version("fig4")
+
+
+def test_store_lookup_and_install(prop1_run: tuple[Path, str], tmp_path: Path) -> None:
+    root, key = prop1_run
+    entry = lookup(key, root)
+    assert entry is not None and (entry / MANIFEST).is_file()
+    manifest = Cache(root).manifest(key)
+    assert manifest["experiment"] == "prop1" and manifest["inputs"]["config"]["n_samples"] == 300
+    assert set(manifest["files"]) >= {"result.json", "summary.md", "variance_by_angle.png"}
+    assert Cache(root).last_runtime("prop1", True) == Result.load(entry / "result.json").runtime_s
+    dest = tmp_path / "prop1"
+    assert install(entry, dest) is True
+    stamp = (dest / "result.json").stat().st_mtime_ns
+    time.sleep(0.01)
+    assert install(entry, dest) is False  # up to date: untouched
+    assert (dest / "result.json").stat().st_mtime_ns == stamp
+    # storing a copy under another key works, storing a folder without a result does not
+    copy = store("prop1-copy", dest, tmp_path / "other")
+    assert (copy / "result.json").read_bytes() == (dest / "result.json").read_bytes()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"no valid result\.json"):
+        Cache(tmp_path / "other").store("x", tmp_path / "empty")
+
+
+@pytest.mark.parametrize("damage", ["edit_result", "delete_figure", "bad_manifest", "truncate"])
+def test_corrupted_entry_is_reported_removed_and_missed(prop1_run: tuple[Path, str], tmp_path: Path,
+                                                       damage: str) -> None:
+    root, key = prop1_run
+    cache = Cache(tmp_path / "c")
+    cache.store(key, Cache(root).path(key))
+    entry = cache.path(key)
+    if damage == "edit_result":
+        data = json.loads((entry / "result.json").read_text())
+        data["claims"][0]["verdict"] = "refuted"
+        (entry / "result.json").write_text(json.dumps(data))
+    elif damage == "delete_figure":
+        (entry / "variance_by_angle.png").unlink()
+    elif damage == "bad_manifest":
+        (entry / MANIFEST).write_text("{")
+    else:
+        (entry / "result.json").write_bytes((entry / "result.json").read_bytes()[:50])
+    reasons: list[str] = []
+    assert cache.lookup(key, on_corrupt=lambda k, r: reasons.append(r)) is None
+    assert len(reasons) == 1 and not entry.exists()
+    assert cache.lookup(key) is None  # now simply absent
+
+
+def test_clean_stale_removes_only_dead_writers(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    dead = tmp_path / ".tmp-999999999-abc"
+    alive = tmp_path / f".tmp-{os.getpid()}-abc"
+    dead.mkdir()
+    alive.mkdir()
+    assert cache.clean_stale() == 1 and not dead.exists() and alive.exists()
+
+
+def test_run_cache_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", "prop1", "--quick", "--quiet", "--set", "n_samples=300", "--set", "angles=0,120",
+            "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
+    assert cli(*args) == 0
+    assert "cache hit" not in capsys.readouterr().out
+    stamp = (tmp_path / "out" / "prop1" / "result.json").stat().st_mtime_ns
+    assert cli(*args) == 0
+    assert "cache hit" in capsys.readouterr().out
+    assert (tmp_path / "out" / "prop1" / "result.json").stat().st_mtime_ns == stamp

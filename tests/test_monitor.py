@@ -1,0 +1,253 @@
+"""GradientVarianceMonitor: logged values against an independent torch.func computation, the trainer
+callback, CSV/JSON logs and plot, and the memorisation warning (fires when memorising, not when noisy)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
+from flowvar.distributions import StandardNormal
+from flowvar.errors import ConfigError, DataError
+from flowvar.gaussian import GaussianProblem
+from flowvar.interpolants import Interpolant, PathSample
+from flowvar.loss import CFMLoss, per_sample_loss
+from flowvar.models import GaussianParametricField, MLPField
+from flowvar.monitor import GradientVarianceMonitor, MemorisationWarning
+from flowvar.train import TrainConfig, train
+from flowvar.variance import per_sample_gradients
+
+F64 = torch.float64
+T_BINS = 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def independent(model: torch.nn.Module, path: PathSample) -> dict[str, object]:
+    """The logged quantities from torch.func per-sample gradients (float64), computed from scratch."""
+    grads = per_sample_gradients(model, path, method="autograd")
+    g = torch.cat([v.reshape(v.shape[0], -1) for v in grads.values()], 1).to(F64)
+    B = g.shape[0]
+    mean = g.mean(0)
+    trace = float((g - mean).pow(2).sum(1).mean())
+    with torch.no_grad():
+        losses = per_sample_loss(model, path).to(F64)
+    bins = (path.t * T_BINS).floor().long().clamp(0, T_BINS - 1)
+    traces, sq_norms, bin_losses = [], [], []
+    for k in range(T_BINS):
+        gk = g[bins == k]
+        traces.append(float((gk - gk.mean(0)).pow(2).sum(1).mean()) if gk.shape[0] >= 2 else math.nan)
+        sq_norms.append(float(gk.pow(2).sum(1).mean()))
+        bin_losses.append(float(losses[bins == k].mean()))
+    return {"loss": float(losses.mean()), "trace": trace, "trace_unbiased": trace * B / (B - 1),
+            "mean_grad_sq_norm": float(mean.pow(2).sum()), "normalised": trace / float(mean.pow(2).sum()),
+            "mean_sq_norm": float(g.pow(2).sum(1).mean()), "bin_trace": traces, "bin_sq_norm": sq_norms,
+            "bin_loss": bin_losses,
+            "bin_count": [int((bins == k).sum()) for k in range(T_BINS)]}
+
+
+def assert_record(record: dict, ref: dict, tol: float = 1e-10, bin_traces: bool = True) -> None:
+    for key in ("loss", "trace", "trace_unbiased", "mean_grad_sq_norm", "normalised", "mean_sq_norm"):
+        assert math.isclose(record[key], ref[key], rel_tol=tol), key
+    prof = record["t_profile"]
+    assert prof["counts"] == ref["bin_count"]
+    np.testing.assert_allclose(prof["loss"], ref["bin_loss"], rtol=tol)
+    np.testing.assert_allclose(prof["mean_sq_norm"], ref["bin_sq_norm"], rtol=tol)
+    if bin_traces:
+        np.testing.assert_allclose(prof["trace"], ref["bin_trace"], rtol=tol)
+    else:
+        assert all(math.isnan(x) for x in prof["trace"])
+
+
+def test_user_loop_logs_equal_torch_func(gen, tmp_path):
+    """A hand-written loop (Adam, mean reduction): every logged record equals the independent computation."""
+    torch.manual_seed(0)
+    model = MLPField(2, width=16, depth=2).to(F64)
+    loss = CFMLoss(Interpolant(sigma=0.1))
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    monitor = GradientVarianceMonitor(model, every=2, t_bins=T_BINS, profile_every=2, log_path=tmp_path / "gv.csv",
+                                      sigma=0.1)
+    refs = {}
+    for step in range(7):
+        path = loss.draw(coupling, 64, gen)
+        losses = per_sample_loss(model, path)
+        opt.zero_grad()
+        losses.mean().backward()
+        assert bool(monitor.engine._records) == (step % 2 == 0)  # hooks record only ahead of logged steps
+        out = monitor.step(step, losses, path.t)
+        if step % 2 == 0:
+            refs[step] = independent(model, path)
+            assert out is not None and out["step"] == step
+        else:
+            assert out is None
+        opt.step()
+    monitor.close()
+    assert [r["step"] for r in monitor.history] == [0, 2, 4, 6]
+    for k, record in enumerate(monitor.history):  # conditional bin traces on every 2nd logged step
+        assert_record(record, refs[record["step"]], bin_traces=k % 2 == 0)
+        assert record["memorisation"] is False and record["fallback"] == []
+        assert record["per_layer"].keys() == {"net.0", "net.2", "net.4"}
+    with (tmp_path / "gv.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [0, 2, 4, 6]
+    assert math.isclose(float(rows[1]["trace"]), refs[2]["trace"], rel_tol=1e-12)
+    assert math.isclose(float(rows[2][f"t_bin{T_BINS - 1}_trace"]), refs[4]["bin_trace"][-1], rel_tol=1e-12)
+    assert rows[1][f"t_bin{T_BINS - 1}_trace"] == "nan"
+    png = monitor.plot(tmp_path / "gv.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sum_reduction_and_json_logs(gen, tmp_path):
+    torch.manual_seed(0)
+    model = MLPField(2, width=8, depth=1).to(F64)
+    path = CFMLoss(Interpolant(sigma=0.2)).draw(IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64)),
+                                                 48, gen)
+    ref = independent(model, path)
+    for suffix, reduction in ((".json", "sum"), (".jsonl", "mean")):
+        monitor = GradientVarianceMonitor(model, t_bins=T_BINS, profile_every=1, log_path=tmp_path / f"gv{suffix}")
+        for step in range(2):
+            model.zero_grad()
+            losses = per_sample_loss(model, path)
+            (losses.sum() if reduction == "sum" else losses.mean()).backward()
+            monitor.step(step, losses, path.t, reduction=reduction)
+        monitor.close()
+        for record in monitor.history:
+            assert_record(record, ref)
+        text = (tmp_path / f"gv{suffix}").read_text()
+        records = json.loads(text)["records"] if suffix == ".json" else [json.loads(x) for x in text.splitlines()]
+        assert [r["step"] for r in records] == [0, 1]
+        assert math.isclose(records[1]["trace"], ref["trace"], rel_tol=1e-12)
+
+
+def test_trainer_callback_logs_equal_torch_func(tmp_path):
+    """flowvar.train with the monitor as a callback; a second callback computes the reference at the same θ."""
+    torch.manual_seed(0)
+    model = MLPField(2, width=16, depth=2).to(F64)
+    monitor = GradientVarianceMonitor(model, every=3, t_bins=T_BINS, profile_every=1)
+    refs: dict[int, dict] = {}
+
+    class Reference:
+        def on_step(self, step, model, path, loss_value):
+            if step % 3 == 0:
+                refs[step] = independent(model, path)
+
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    result = train(model, CFMLoss(Interpolant(sigma=0.1)), coupling,
+                   TrainConfig(steps=9, batch_size=40, lr=1e-2, log_every=0), callbacks=[monitor, Reference()])
+    assert [r["step"] for r in monitor.history] == [3, 6, 9]
+    for record in monitor.history:
+        assert_record(record, refs[record["step"]])
+        assert record["deterministic"] is False  # read off the path: z ≠ 0
+    logged = [h for h in result.history if "gv_trace" in h]
+    assert [h["step"] for h in logged] == [3, 6, 9]
+    assert math.isclose(logged[0]["gv_trace"], refs[3]["trace"], rel_tol=1e-10)
+    assert math.isclose(logged[0]["gv_loss"], result.losses[2], rel_tol=1e-10)
+
+
+def _memorisation_run(sigma: float) -> GradientVarianceMonitor:
+    """Adam on the Gaussian parametric field from θ = Θ = 0 under the OT map coupling: with σ = 0 it converges
+    to the pair-optimal field (loss and variance → 0, Prop. 1(A)); with σ > 0 both stay positive."""
+    problem = GaussianProblem(torch.tensor([1.0, 1.0]), torch.diag(torch.tensor([2.0, 0.5])))
+    model = GaussianParametricField(2)
+    monitor = GradientVarianceMonitor(model, every=10, t_bins=T_BINS)
+    train(model, CFMLoss(Interpolant(sigma=sigma)), RotatedOTCoupling(problem, 0.0),
+          TrainConfig(steps=200, batch_size=32, lr=0.05, log_every=0), callbacks=[monitor])
+    return monitor
+
+
+def test_memorisation_warning_fires_on_a_memorising_run():
+    with pytest.warns(MemorisationWarning, match="σ > 0") as caught:
+        monitor = _memorisation_run(0.0)
+    assert len([w for w in caught if issubclass(w.category, MemorisationWarning)]) == 1  # once per monitor
+    assert monitor.memorisation_step is not None
+    last = monitor.history[-1]
+    assert last["memorisation"] is True and last["deterministic"] is True
+    assert last["loss"] < 1e-3 * monitor.history[0]["loss"] and last["trace"] < 1e-3 * monitor.history[0]["trace"]
+    assert set(last["fallback"]) == {"theta", "Theta"}  # the parametric field has no fast rule
+
+
+def test_memorisation_warning_silent_on_a_noisy_run():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MemorisationWarning)
+        monitor = _memorisation_run(0.3)
+    assert monitor.memorisation_step is None
+    assert not any(r["memorisation"] for r in monitor.history)
+    assert monitor.history[-1]["loss"] > 1e-3  # the noisy loss has a positive floor
+
+
+def test_collapse_from_the_first_step_uses_the_absolute_floor(gen):
+    """At the pair-optimal field from the start there is no peak to fall from: the absolute floor applies."""
+    problem = GaussianProblem(torch.tensor([1.0, 1.0]), torch.diag(torch.tensor([2.0, 0.5])))
+    field = problem.pair_optimal_field(trainable=True)
+    monitor = GradientVarianceMonitor(field, t_bins=None, sigma=0.0, patience=2)
+    coupling = RotatedOTCoupling(problem, 0.0)
+    with pytest.warns(MemorisationWarning, match="deterministic interpolant"):
+        for step in range(3):
+            path = CFMLoss().draw(coupling, 16, gen)
+            losses = per_sample_loss(field, path)
+            field.zero_grad()
+            losses.mean().backward()
+            monitor.step(step, losses, path.t)
+    assert monitor.memorisation_step == 1
+    assert "t_profile" not in monitor.history[0]
+    monitor.close()
+    declared_noisy = GradientVarianceMonitor(field, t_bins=None, sigma=0.3, patience=1)  # σ > 0: never flagged
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MemorisationWarning)
+        for step in range(2):
+            path = CFMLoss().draw(coupling, 16, gen)
+            losses = per_sample_loss(field, path)
+            field.zero_grad()
+            losses.mean().backward()
+            declared_noisy.step(step, losses, path.t)
+    assert declared_noisy.memorisation_step is None
+
+
+def test_monitor_errors(gen, tmp_path):
+    model = MLPField(2, width=8, depth=1)
+    with pytest.raises(ConfigError, match="log_path"):
+        GradientVarianceMonitor(model, log_path=tmp_path / "gv.txt")
+    with pytest.raises(ConfigError, match="every"):
+        GradientVarianceMonitor(model, every=0)
+    monitor = GradientVarianceMonitor(model)
+    with pytest.raises(DataError, match="nothing logged"):
+        monitor.plot(tmp_path / "x.png")
+    path = CFMLoss().draw(IndependentCoupling(StandardNormal(2), StandardNormal(2)), 16, gen)
+    losses = per_sample_loss(model, path)
+    (losses.mean() + model.net[0].weight.pow(2).sum()).backward()  # an extra loss term
+    with pytest.raises(DataError, match="do not add up"):
+        monitor.step(0, losses, path.t)
+    with pytest.raises(ConfigError, match="another model"):
+        monitor.on_step(1, MLPField(2), path, 0.0)
+    monitor.close()
+
+
+def test_skipped_calls_are_reported(gen):
+    """Calling step() only on logged steps leaves the hooks disarmed: a clear error, not a wrong number."""
+    model = MLPField(2, width=8, depth=1)
+    monitor = GradientVarianceMonitor(model, every=2, t_bins=None)
+    coupling = IndependentCoupling(StandardNormal(2), StandardNormal(2))
+    for step in (0, 2):  # step 1 is never reported, so nothing arms the forward pass of step 2
+        path = CFMLoss().draw(coupling, 16, gen)
+        losses = per_sample_loss(model, path)
+        model.zero_grad()
+        losses.mean().backward()
+        if step == 0:
+            assert monitor.step(step, losses, path.t) is not None
+        else:
+            with pytest.raises(DataError, match="every training step"):
+                monitor.step(step, losses, path.t)
+    monitor.close()

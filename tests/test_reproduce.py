@@ -1,0 +1,293 @@
+"""`flowvar reproduce`: the report, the cache hit on a rerun, resume after a kill, corrupted entries, bad input,
+--jobs, and the per-experiment YAML configs it runs from.
+
+The runs use the two fastest experiments (prop1, counterexample1) at tiny sizes via `--set EXPERIMENT.key=value`.
+"""
+
+import dataclasses
+import io
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from flowvar.cli import main
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import (
+    ExperimentSpec,
+    build_config,
+    experiments,
+    package_defaults,
+    read_yaml,
+)
+from flowvar.report import load_collection
+from flowvar.reproduce import Options, parse_only, parse_scoped_overrides, reproduce
+
+FAST = ["--only", "prop1,counterexample1", "--set", "prop1.n_samples=300", "--set", "prop1.angles=0,120,180"]
+CLAIMS = ["prop1.A.zero_loss_zero_variance", "prop1.B.noise_breaks_zero_variance", "ce1.single_crossing_point",
+          "ce1.even_euler_hits_singularity"]
+
+
+def cli(*args: str) -> int:
+    try:
+        return main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+def log_since(out: Path, offset: int) -> str:
+    return (out / "reproduce.log").read_text()[offset:]
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One `reproduce --quick` of the fast pair with --jobs 1 (library call): (folder, progress lines).
+
+    Read-only for the tests."""
+    out = tmp_path_factory.mktemp("serial") / "out"
+    only = parse_only([FAST[1]])
+    stream = io.StringIO()
+    summary = reproduce(Options(out=out, quick=True, only=only, quiet=True,
+                                overrides=parse_scoped_overrides(FAST[3::2])), stream=stream)
+    assert [o.status for o in summary.outcomes] == ["computed", "computed"]
+    assert summary.report_html == out / "report.html"
+    return out, stream.getvalue()
+
+
+def test_report_files(serial: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    out, progress = serial
+    assert re.search(r"\[1/2\] prop1: computed in .*\(4 confirmed\)", progress)
+    assert re.search(r"\[2/2\] counterexample1: computed in .*\(3 confirmed\)", progress)
+
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and 'id="verdicts"' in page
+    assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,iVBOR") for s in sources)
+    for claim in CLAIMS:
+        assert claim in page
+    assert page.count('class="badge confirmed"') >= 7
+    assert "Choices the paper leaves open" in page and "torch" in page and "seed" in page
+
+    md = (out / "report.md").read_text()
+    assert "| experiment | claim | verdict | evidence |" in md
+    assert "| prop1 | `prop1.A.zero_loss_zero_variance` | **confirmed** |" in md
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    assert links and all((out / link).is_file() for link in links)
+
+    collection = json.loads((out / "results.json").read_text())
+    assert [e["name"] for e in collection["experiments"]] == ["prop1", "counterexample1"]
+    for e in collection["experiments"]:
+        assert e["status"] == "computed" and e["key"].startswith(e["name"] + "-")
+        assert e["result"] == json.loads((out / e["name"] / "result.json").read_text())
+    assert collection["experiments"][0]["result"]["config"]["angles"] == [0.0, 120.0, 180.0]
+    assert collection["meta"]["mode"] == "quick" and collection["meta"]["versions"]["torch"]
+
+    # `flowvar show` reads a reproduce folder (and ignores .cache/)
+    assert cli("show", str(out)) == 0
+    shown = capsys.readouterr().out
+    assert "2 experiments: 7 confirmed" in shown and "flowvar reproduce --quick" in shown
+
+
+def test_cache_hit_corrupted_entry_and_force(serial: tuple[Path, str], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(serial[0], out)  # the cache travels with the folder: OUT/.cache
+    # rerun: everything is a cache hit, nothing is recomputed or rewritten
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*") if p.is_file()}
+    offset = len((out / "reproduce.log").read_text())
+    assert cli("reproduce", "--quick", "--quiet", "--out", str(out), *FAST) == 0
+    assert "2 from the cache" in capsys.readouterr().out
+    log = log_since(out, offset)
+    assert "cache hit: prop1" in log and "cache hit: counterexample1" in log and "computing:" not in log
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*") if p.is_file()} == stamps
+    assert [e["status"] for e in load_collection(out)["experiments"]] == ["cached", "cached"]
+
+    # a corrupted cache entry is not trusted: one warning line, recomputed, the other still a hit
+    entry = next((out / ".cache").glob("prop1-*"))
+    result = json.loads((entry / "result.json").read_text())
+    result["claims"][0]["verdict"] = "refuted"
+    (entry / "result.json").write_text(json.dumps(result))
+    offset = len((out / "reproduce.log").read_text())
+    assert cli("reproduce", "--quick", "--quiet", "--out", str(out), *FAST) == 0
+    err = capsys.readouterr().err
+    warnings = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "prop1" in warnings[0] and "corrupted" in warnings[0], err
+    log = log_since(out, offset)
+    assert "computing: prop1" in log and "cache hit: counterexample1" in log
+    assert json.loads((out / "prop1" / "result.json").read_text())["claims"][0]["verdict"] == "confirmed"
+    assert [e["status"] for e in load_collection(out)["experiments"]] == ["computed", "cached"]
+
+    # --force recomputes everything
+    offset = len((out / "reproduce.log").read_text())
+    assert cli("reproduce", "--quick", "--quiet", "--force", "--out", str(out), *FAST) == 0
+    assert log_since(out, offset).count("computing:") == 2
+
+
+def test_resume_after_kill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    args = ["reproduce", "--quick", "--quiet", "--out", str(out), "--only", "prop1,counterexample1",
+            "--set", "prop1.n_samples=300"]
+    proc = subprocess.Popen([sys.executable, "-m", "flowvar.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / ".cache").glob("prop1-*/cache.json")):
+            assert proc.poll() is None, "reproduce ended before the first experiment was cached"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (out / "counterexample1" / "result.json").exists(), "killed too late to test a resume"
+    first = (out / "prop1" / "result.json").stat().st_mtime_ns
+
+    assert cli(*args) == 0
+    assert "1 computed, 1 from the cache" in capsys.readouterr().out
+    log = (out / "reproduce.log").read_text().split("start: ")[-1]
+    assert "cache hit: prop1" in log and "computing: counterexample1" in log and "computing: prop1" not in log
+    assert (out / "prop1" / "result.json").stat().st_mtime_ns == first
+    assert (out / "counterexample1" / "result.json").is_file()
+    assert not list(out.glob(".counterexample1.*")) and not list((out / ".cache").glob(".tmp-*"))
+    assert [e["status"] for e in load_collection(out)["experiments"]] == ["cached", "computed"]
+
+
+def test_jobs_gives_identical_results(serial: tuple[Path, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert cli("reproduce", "--quick", "--quiet", "--jobs", "2", "--out", str(out), *FAST) == 0
+    parallel, one = load_collection(out), load_collection(serial[0])
+    assert parallel["meta"]["jobs"] == 2 and one["meta"]["jobs"] == 1
+    assert [e["status"] for e in parallel["experiments"]] == ["computed", "computed"]
+
+    def strip(collection: dict) -> list[dict]:
+        return [{k: v for k, v in e["result"].items() if k != "runtime_s"} for e in collection["experiments"]]
+
+    assert strip(parallel) == strip(one)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--only", "prop1,nope"], "unknown experiment 'nope' in --only"),
+    (["--only", "prop1", "--set", "prop1.bogus=1"], "unknown config key 'bogus' for prop1"),
+    (["--only", "prop1", "--set", "n_samples=3"], "EXPERIMENT.key=value"),
+    (["--only", "prop1", "--set", "nope.n_samples=3"], "unknown experiment 'nope' in --set"),
+    (["--only", "prop1", "--set", "prop1.n_samples=many"], "n_samples expects an integer"),
+    (["--only", "prop1", "--jobs", "0"], "--jobs must be a positive integer"),
+])
+def test_bad_input_is_one_line_exit_2(args: list[str], message: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert cli("reproduce", "--quick", "--quiet", "--out", str(out), *args) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("flowvar: error:") and message in lines[0], lines
+    assert not list(out.glob("*/result.json"))
+
+
+def test_unwritable_folder_and_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cli("reproduce", "--quick", "--only", "prop1", "--out", str(blocker / "sub")) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
+    config = tmp_path / "bad.yaml"
+    config.write_text("prop1:\n  n_samples: 300\n  bogus: 1\n")
+    assert cli("reproduce", "--quick", "--only", "prop1", "--out", str(tmp_path / "o"), "--config", str(config)) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'bogus'" in err and str(config) in err
+    config.write_text("n_samples: 300\n")
+    assert cli("reproduce", "--quick", "--only", "prop1", "--out", str(tmp_path / "o"), "--config", str(config)) == 2
+    assert "keyed by experiment name" in capsys.readouterr().err
+    config.write_text("n_samples: [1\n")
+    assert cli("run", "prop1", "--config", str(config), "--out", str(tmp_path / "o")) == 2
+    assert "is not valid YAML" in capsys.readouterr().err
+
+
+def test_failing_and_unimportable_experiments_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import flowvar.experiments.base as base
+
+    def boom(config: object, ctx: object) -> None:
+        raise RuntimeError("numerical trouble")
+
+    monkeypatch.setitem(base._REGISTRY, "prop1", dataclasses.replace(base.get_experiment("prop1"), run=boom))
+    real = base.get_experiment
+
+    def get(name: str) -> base.ExperimentSpec:
+        if name == "counterexample1":
+            raise ImportError("half-written module")
+        return real(name)
+
+    monkeypatch.setattr(base, "get_experiment", get)
+    out = tmp_path / "out"
+    assert cli("reproduce", "--quick", "--quiet", "--only", "prop1,counterexample1", "--out", str(out)) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED prop1: RuntimeError: numerical trouble" in printed and "FAILED counterexample1" in printed
+    collection = load_collection(out)
+    assert {e["name"]: e["status"] for e in collection["experiments"]} == {"prop1": "failed",
+                                                                          "counterexample1": "failed"}
+    assert "numerical trouble" in (out / "report.html").read_text()
+    assert "Traceback" in (out / "reproduce.log").read_text()
+    assert not list((out / ".cache").glob("prop1-*"))
+
+
+# --- configs: the YAML files are the values, the dataclass the schema -------------------------------------------
+
+def test_every_yaml_file_matches_its_dataclass_and_loads() -> None:
+    specs = experiments()
+    yaml_files = sorted(p.stem for p in Path(next(iter(specs.values())).defaults_file).parent.glob("*.yaml"))
+    assert {"lemma1", "prop1", "fig4", "fig5", "counterexample1", "lemma1_mlp"} <= set(yaml_files)
+    for name in yaml_files:
+        assert name in specs, f"{name}.yaml has no experiment"
+        spec = specs[name]
+        raw = read_yaml(spec.defaults_file)
+        assert set(raw) - {"quick", "expected_runtime_s"} == set(spec.field_names()), name
+        defaults = package_defaults(spec)
+        assert set(defaults.expected_runtime_s) == {"quick", "full"}, name
+        for quick in (False, True):
+            build_config(spec, quick=quick)
+
+
+@dataclass
+class Demo:
+    seed: int = 0
+    steps: int = 100
+    lr: float = 0.1
+    sigmas: tuple[float, ...] = (0.0,)
+
+
+def test_config_layering_and_validation(tmp_path: Path) -> None:
+    defaults = tmp_path / "demo.yaml"
+    defaults.write_text("steps: 200\nlr: 1e-3\nquick:\n  steps: 20\nexpected_runtime_s: {quick: 1, full: 9}\n")
+    spec = ExperimentSpec("demo", "demo", Demo, lambda c, ctx: None, {"steps": 5}, {}, defaults)
+    assert build_config(spec) == Demo(steps=200, lr=0.001)
+    assert build_config(spec, quick=True).steps == 20  # the YAML quick section, not register(quick=...)
+    user = tmp_path / "user.yaml"
+    user.write_text("sigmas: [0.05, 0.5]\nquick:\n  steps: 7\n")
+    assert build_config(spec, quick=True, config_file=user) == Demo(steps=7, lr=0.001, sigmas=(0.05, 0.5))
+    assert build_config(spec, quick=True, seed=3, config_file=user, overrides={"steps": "8"}) == Demo(
+        seed=3, steps=8, lr=0.001, sigmas=(0.05, 0.5))
+    # without a YAML file: dataclass defaults and register(quick=...)
+    assert build_config(dataclasses.replace(spec, defaults_file=None), quick=True) == Demo(steps=5)
+    defaults.write_text("steps: 200\nwidth: 3\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(defaults))}: unknown config key 'width'"):
+        build_config(spec)
+    defaults.write_text("quick:\n  steps: many\n")
+    with pytest.raises(ConfigError, match=r"quick section.*steps expects an integer"):
+        build_config(spec, quick=True)
+
+
+def test_config_command_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("config", "fig4", "--quick", "--set", "repeats=4") == 0
+    printed = capsys.readouterr().out
+    path = tmp_path / "fig4.yaml"
+    path.write_text(printed)
+    spec = experiments()["fig4"]
+    assert build_config(spec, config_file=path) == build_config(spec, quick=True, overrides={"repeats": "4"})
+    assert cli("config", "prop1", "--template") == 0
+    assert "quick:\n  n_samples: 5000" in capsys.readouterr().out
