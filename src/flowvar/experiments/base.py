@@ -404,6 +404,7 @@ class RunContext:
     choices: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    device: str = "cpu"
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A fresh CPU generator seeded with ``seed + offset``: one per independent stream."""
@@ -444,7 +445,7 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
     The config is built by :func:`build_config` from ``quick``, ``config_file``, ``seed`` and ``overrides``,
     unless a ready ``config`` (an instance of the experiment's dataclass) is given. Output is staged in a hidden
     sibling folder and moved into place only when complete, so an interrupted run never leaves a half-written
-    result.
+    result. Under ``torchrun`` only rank 0 writes; an experiment records its device in ``ctx.device``.
     """
     import matplotlib
 
@@ -470,7 +471,13 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
             spec.run(config, ctx)
         result = Result(experiment=name, title=spec.title, config=dataclasses.asdict(config), quick=quick,
                         claims=ctx.claims, metrics=ctx.metrics, paper=ctx.paper, choices=ctx.choices,
-                        notes=ctx.notes, figures=ctx.figures, runtime_s=time.perf_counter() - start)
+                        notes=ctx.notes, figures=ctx.figures, runtime_s=time.perf_counter() - start,
+                        device=ctx.device)
+        from flowvar.distributed import is_main_process
+
+        if not is_main_process():  # under torchrun every rank computes the same result; rank 0 writes it
+            shutil.rmtree(stage, ignore_errors=True)
+            return result
         atomic_write_text(stage / "result.json", json.dumps(result.to_dict(), indent=1))
         atomic_write_text(stage / "summary.md", result.summary_markdown())
         if final.exists():
