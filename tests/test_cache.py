@@ -56,8 +56,9 @@ def test_key_is_stable_and_covers_config_mode_name_and_code() -> None:
     assert cache_key("prop1", dataclasses.replace(config, n_samples=config.n_samples + 1), True) != key
     assert cache_key("prop1", config, False) != key
     assert cache_key("prop1_copy", config, True) != key
+    assert cache_key("prop1", config, True, threads=1) != cache_key("prop1", config, True, threads=2)
     inputs = key_inputs("prop1", config, True)
-    assert inputs["code_version"] == code_version("prop1") and inputs["torch"]
+    assert inputs["code_version"] == code_version("prop1") and inputs["torch"] and inputs["torch_threads"] >= 1
 
 
 def test_code_version_ignores_other_experiments_but_follows_imports() -> None:

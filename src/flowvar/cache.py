@@ -13,7 +13,8 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
   not. The front end (``cli.py``, ``reproduce.py``, ``report.py``, ``cache.py``) does not count: it launches
   experiments and renders reports but computes nothing an experiment reports. Nor do the YAML files: the values
   they hold are in the effective config. Sources are read once per process, so one run uses one code version;
-* the torch version (the numerics of every experiment run through it).
+* the torch version and the torch thread count of the run (the last digits of a training run depend on the
+  reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp).
 
 The key reads ``<experiment>-<16 hex digits>``.
 
@@ -144,17 +145,24 @@ def config_dict(config: Any) -> dict[str, Any]:
     raise TypeError(f"config must be a dataclass instance or a mapping, got {type(config).__name__}")
 
 
-def key_inputs(name: str, config: Any, quick: bool) -> dict[str, Any]:
-    """Everything :func:`cache_key` hashes, as a JSON-ready dict (stored in each entry's manifest)."""
+def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) -> dict[str, Any]:
+    """Everything :func:`cache_key` hashes, as a JSON-ready dict (stored in each entry's manifest).
+
+    ``threads`` is the torch intra-op thread count the run uses (default: this process's current one): the last
+    digits of a training run depend on it (reduction order), so results computed with different counts are kept
+    apart.
+    """
     import torch
 
     return {"format": CACHE_FORMAT, "experiment": name, "quick": bool(quick), "config": config_dict(config),
-            "code_version": code_version(name), "torch": torch.__version__}
+            "code_version": code_version(name), "torch": torch.__version__,
+            "torch_threads": int(threads if threads is not None else torch.get_num_threads())}
 
 
-def cache_key(name: str, config: Any, quick: bool) -> str:
-    """The cache key of running experiment ``name`` with ``config`` (dataclass or dict) in quick or full mode."""
-    canonical = json.dumps(key_inputs(name, config, quick), sort_keys=True, separators=(",", ":"))
+def cache_key(name: str, config: Any, quick: bool, threads: int | None = None) -> str:
+    """The cache key of running experiment ``name`` with ``config`` (dataclass or dict) in quick or full mode,
+    with ``threads`` torch threads (default: the current count; see :func:`key_inputs`)."""
+    canonical = json.dumps(key_inputs(name, config, quick, threads), sort_keys=True, separators=(",", ":"))
     return f"{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 

@@ -120,6 +120,7 @@ class Task:
     key: str
     expected_s: float
     config: dict[str, Any]
+    seed: int | None = None
 
 
 @dataclass
@@ -381,8 +382,9 @@ def _select(only: list[str] | None) -> list[str]:
     return list(only)
 
 
-def plan(options: Options, cache: Cache) -> tuple[list[Task], list[Outcome]]:
-    """Import and configure every selected experiment: the tasks, plus failures of modules that do not import.
+def plan(options: Options, cache: Cache, threads: int = 1) -> tuple[list[Task], list[Outcome]]:
+    """Import and configure every selected experiment: the tasks (keyed for runs with ``threads`` torch threads),
+    plus failures of modules that do not import.
 
     Raises :class:`ConfigError` for bad overrides or config files, before anything runs.
     """
@@ -410,8 +412,8 @@ def plan(options: Options, cache: Cache) -> tuple[list[Task], list[Outcome]]:
         config = build_config(spec, quick=options.quick, seed=seed, overrides=options.overrides.get(name),
                               config_file=options.config_file)
         expected = cache.last_runtime(name, options.quick) or expected_runtime(spec, options.quick)
-        tasks.append(Task(name, cache_key(name, config, options.quick), float(expected or DEFAULT_EXPECTED_S),
-                          config_dict(config)))
+        tasks.append(Task(name, cache_key(name, config, options.quick, threads), float(expected or DEFAULT_EXPECTED_S),
+                          config_dict(config), seed))
     return tasks, broken
 
 
@@ -463,7 +465,7 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     with _exclusive(out), _log_to(out / "reproduce.log"):
         log.info("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", _command_line(options), code_version(),
                  cpu_cores(), options.jobs, threads)
-        tasks, broken = plan(options, cache)
+        tasks, broken = plan(options, cache, threads)
         _clean_stale_staging(out, [t.name for t in tasks])
         removed = cache.clean_stale()
         if removed:
@@ -560,7 +562,7 @@ def _record(task: Task, reply: dict[str, Any], out: Path, outcomes: dict[str, Ou
 
 
 def _args(task: Task, options: Options, cache: Cache, out: Path) -> tuple:
-    return (task.name, str(out), str(cache.root), options.quick, options.seed, options.overrides.get(task.name, {}),
+    return (task.name, str(out), str(cache.root), options.quick, task.seed, options.overrides.get(task.name, {}),
             str(options.config_file) if options.config_file is not None else None)
 
 
