@@ -246,7 +246,7 @@ def test_every_yaml_file_matches_its_dataclass_and_loads() -> None:
         assert name in specs, f"{name}.yaml has no experiment"
         spec = specs[name]
         raw = read_yaml(spec.defaults_file)
-        assert set(raw) - {"quick", "expected_runtime_s"} == set(spec.field_names()), name
+        assert set(raw) - {"quick", "expected_runtime_s", "sweeps"} == set(spec.field_names()), name
         defaults = package_defaults(spec)
         assert set(defaults.expected_runtime_s) == {"quick", "full"}, name
         for quick in (False, True):

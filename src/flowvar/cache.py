@@ -10,8 +10,8 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
   depend on: every library module, the experiment infrastructure, the experiment's own module and any sibling
   experiment module it imports (found by parsing its imports). Editing any library module invalidates every
   entry (conservative: experiments compose many library modules); adding or editing *another* experiment does
-  not. The front end (``cli.py``, ``reproduce.py``, ``report.py``, ``cache.py``) does not count: it launches
-  experiments and renders reports but computes nothing an experiment reports. Nor do the YAML files: the values
+  not. The front end (``cli.py``, ``reproduce.py``, ``sweep.py``, ``report.py``, ``cache.py``) does not count: it
+  launches experiments and renders reports but computes nothing an experiment reports. Nor do the YAML files: the values
   they hold are in the effective config. Sources are read once per process, so one run uses one code version;
 * the torch version and the torch thread count of the run (the last digits of a training run depend on the
   reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp).
@@ -51,7 +51,7 @@ MANIFEST = "cache.json"
 log = logging.getLogger("flowvar.cache")
 
 
-FRONT_END = frozenset({"cli.py", "reproduce.py", "report.py", "cache.py", "__main__.py"})
+FRONT_END = frozenset({"cli.py", "reproduce.py", "report.py", "cache.py", "sweep.py", "__main__.py"})
 """Modules that only launch experiments and render reports: not part of any experiment's code version."""
 
 
@@ -126,7 +126,26 @@ def source_digest(experiment: str | None = None) -> str:
         digest.update(b"\0")
         digest.update(sources[rel])
         digest.update(b"\0")
+    plugin = _plugin_source(experiment) if experiment is not None else None
+    if plugin is not None:  # an experiment registered by a plugin module outside the package: its file counts
+        digest.update(b"plugin\0" + plugin)
     return digest.hexdigest()
+
+
+def _plugin_source(experiment: str) -> bytes | None:
+    """The bytes of the module that registered ``experiment`` when it is a plugin (not a flowvar module)."""
+    import sys
+
+    from flowvar.experiments.base import _REGISTRY
+
+    spec = _REGISTRY.get(experiment)
+    if spec is None:
+        return None
+    module = sys.modules.get(spec.run.__module__)
+    path = getattr(module, "__file__", None)
+    if path is None or Path(path).resolve().is_relative_to(_package_dir()):
+        return None
+    return Path(path).read_bytes()
 
 
 def code_version(experiment: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""The ``flowvar`` command line: ``reproduce``, ``run``, ``list``, ``show``, ``config`` and ``--version``.
+"""The ``flowvar`` command line: ``reproduce``, ``run``, ``sweep``, ``list``, ``show``, ``config`` and ``--version``.
 
 Errors the user can fix print one line ``flowvar: error: ...`` and exit with status 2.
 """
@@ -143,6 +143,67 @@ def reproduce_cmd(
     for o in summary.failed:
         typer.echo(f"  FAILED {o.name}: {o.error} (see {summary.out / 'reproduce.log'})")
     typer.echo(f"report: {summary.report_html} (also {summary.report_md.name}, {summary.results_json.name})")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (see `flowvar list`).")],
+    grid: Annotated[list[str] | None, typer.Option(
+        "--grid", help="A swept config key: key=v1,v2,... (YAML values; lists as [a,b]: --grid \"sigmas=[0,0.05],"
+                       "[0,0.1]\"). Repeat for more keys: the sweep is their cartesian product.")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds to repeat every point with: 0,1,2 or 0-4.")
+                     ] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="A named sweep from the experiment's YAML file "
+                                                                "(e.g. table2: sigma, n).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Every point with the experiment's quick settings.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Points computed in parallel.")] = 1,
+    backend: Annotated[str, typer.Option("--backend", help="local (processes) or ray (pip install "
+                                                           "'flowvar[ray]').")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster to use (host:port, ray://host:port or auto); default: start a local "
+                              "Ray instance with --jobs CPUs. The cache folder must be shared by every node.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default sweeps/EXPERIMENT): sweep.csv, "
+                                                           "sweep.json, figures/, points/.")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Result cache folder (default OUT/.cache; e.g. "
+                                                               "runs/.cache to share with `flowvar reproduce`).")
+                     ] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Fix a config value for every point: "
+                                                                      "key=value.")] = None,
+    config_file: ConfigOption = None,
+    metric: Annotated[list[str] | None, typer.Option(
+        "--metric", help="A metric to plot against the swept keys: its flattened name in result.json (a.b.c), with "
+                         "* wildcards and {config_key} placeholders. Verdict maps are always drawn.")] = None,
+    plugin: Annotated[list[str] | None, typer.Option(
+        "--plugin", help="A Python file or module that registers your own experiments (flowvar.experiments."
+                         "register).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads per point (default: "
+                                                                  "$FLOWVAR_THREADS or 1).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even what the cache holds.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar: one plain line per point.")] = False,
+) -> None:
+    """Sweep an experiment over a grid of config values: cached points, sweep.csv/json, heatmaps, verdict maps."""
+    from flowvar.experiments.base import parse_overrides
+    from flowvar.report import format_duration
+    from flowvar.sweep import Options, parse_seeds, sweep
+
+    options = Options(experiment=experiment, grid=list(grid or []), seeds=parse_seeds(seeds), preset=preset,
+                      out=out, cache_dir=cache, quick=quick, jobs=jobs, backend=backend, ray_address=ray_address,
+                      overrides=parse_overrides(overrides or []), config_file=config_file, threads=threads,
+                      metrics=list(metric or []), plugins=list(plugin or []), force=force, quiet=quiet)
+    try:
+        summary = sweep(options)
+    except KeyboardInterrupt:
+        typer.echo("flowvar: interrupted; finished points are cached: rerun the same command to continue", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"sweep {experiment}: {len(summary.outcomes)} points ({summary.count('computed')} computed, "
+               f"{summary.count('cached')} from the cache, {summary.count('failed')} failed) in "
+               f"{format_duration(summary.wall_s)} -> {summary.out / 'sweep.csv'}")
+    for w in summary.warnings:
+        typer.echo(f"flowvar: warning: {w}", err=True)
+    for o in summary.failed:
+        typer.echo(f"  FAILED {o.point.label}: {o.error} (see {summary.out / 'sweep.log'})")
     if summary.failed:
         raise typer.Exit(1)
 

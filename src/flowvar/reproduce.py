@@ -259,9 +259,9 @@ def _ticker(progress: Progress, every: float = 1.0) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold ``out/.reproduce.lock`` (released automatically if the process dies)."""
-    path = out / ".reproduce.lock"
+def _exclusive(out: Path, command: str = "reproduce") -> Iterator[None]:
+    """Hold ``out/.<command>.lock`` (released automatically if the process dies)."""
+    path = out / f".{command}.lock"
     try:
         fh = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
     except OSError as e:
@@ -277,7 +277,7 @@ def _exclusive(out: Path) -> Iterator[None]:
             except OSError:
                 fh.seek(0)
                 holder = fh.read().strip() or "another process"
-                raise ConfigError(f"another `flowvar reproduce` ({holder}) is writing to {out}; wait for it or "
+                raise ConfigError(f"another `flowvar {command}` ({holder}) is writing to {out}; wait for it or "
                                   f"choose another --out") from None
         fh.seek(0)
         fh.truncate()

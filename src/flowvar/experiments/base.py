@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 import types
@@ -56,8 +57,9 @@ def discover() -> tuple[str, ...]:
 CONFIG_DIR = Path(__file__).resolve().parent
 """Where the per-experiment YAML files live (next to the experiment modules)."""
 
-META_KEYS = ("quick", "expected_runtime_s")
-"""Top-level YAML keys that are not config fields: the quick section and the runtime estimates."""
+META_KEYS = ("quick", "expected_runtime_s", "sweeps")
+"""Top-level YAML keys that are not config fields: the quick section, the runtime estimates and the named sweeps
+(``flowvar sweep --preset``, read by :mod:`flowvar.sweep`)."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,11 @@ def register(name: str, *, title: str, config: type, quick: dict[str, Any] | Non
         raise TypeError(f"experiment {name}: quick overrides name unknown fields {sorted(unknown)}")
 
     def wrap(fn: Callable[[Any, RunContext], None]) -> Callable[[Any, RunContext], None]:
+        # The YAML file sits next to the module that registers the experiment (flowvar's own, or a plugin's).
+        module_file = getattr(sys.modules.get(fn.__module__), "__file__", None)
+        folder = Path(module_file).resolve().parent if module_file else CONFIG_DIR
         _REGISTRY[name] = ExperimentSpec(name, title, config, fn, dict(quick or {}), dict(paper or {}),
-                                         CONFIG_DIR / f"{name}.yaml")
+                                         folder / f"{name}.yaml")
         return fn
 
     return wrap
@@ -110,13 +115,42 @@ def experiments() -> dict[str, ExperimentSpec]:
 
 
 def get_experiment(name: str) -> ExperimentSpec:
-    """The experiment called ``name`` (importing only its module)."""
+    """The experiment called ``name``: flowvar's own (importing only its module) or one a plugin registered."""
     names = discover()
     if name not in names:
+        if name in _REGISTRY:  # registered by a plugin module (see load_plugin)
+            return _REGISTRY[name]
         raise ConfigError(f"unknown experiment {name!r}; run `flowvar list` to see the {len(names)} experiments "
-                          f"({', '.join(names)})")
+                          f"({', '.join(names)}), or load your own with --plugin")
     importlib.import_module(f"flowvar.experiments.{name}")
     return _REGISTRY[name]
+
+
+def load_plugin(target: str | Path) -> list[str]:
+    """Import a module that registers extra experiments with :func:`register`; return the names it added.
+
+    ``target`` is a ``.py`` file (imported under its stem, its folder put on ``sys.path`` so that worker
+    processes can import it again) or a dotted module name. Importing the same target twice is a no-op.
+    """
+    before = set(_REGISTRY)
+    text = str(target)
+    try:
+        if text.endswith(".py") or Path(text).is_file():
+            path = Path(text).resolve()
+            if not path.is_file():
+                raise ConfigError(f"plugin file {text} does not exist")
+            if str(path.parent) not in sys.path:
+                sys.path.insert(0, str(path.parent))
+            importlib.import_module(path.stem)
+        else:
+            importlib.import_module(text)
+    except ConfigError:
+        raise
+    except ImportError as e:
+        raise ConfigError(f"cannot import plugin {text}: {e}") from None
+    except Exception as e:
+        raise ConfigError(f"plugin {text} failed while importing: {type(e).__name__}: {e}".splitlines()[0]) from None
+    return sorted(set(_REGISTRY) - before)
 
 
 def _type_name(tp: Any) -> str:
@@ -491,5 +525,5 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
 
 __all__ = ["CONFIG_DIR", "ConfigValues", "ExperimentSpec", "FlowvarError", "RunContext", "build_config", "coerce",
            "config_yaml", "defaults_yaml", "discover", "expected_runtime", "experiments", "get_experiment",
-           "package_defaults", "parse_config_mapping", "parse_overrides", "read_yaml", "register", "run_experiment",
-           "user_config"]
+           "load_plugin", "package_defaults", "parse_config_mapping", "parse_overrides", "read_yaml", "register",
+           "run_experiment", "user_config"]

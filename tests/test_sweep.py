@@ -1,0 +1,352 @@
+"""The sweep runner: grid parsing, caching, extension, resume, backends, failures, aggregation, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowvar.cli import main
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import build_config, discover, get_experiment, load_plugin
+from flowvar.sweep import (
+    Axis,
+    Options,
+    PointOutcome,
+    cell_table,
+    check_ray_address,
+    expand,
+    flatten,
+    numeric_positions,
+    parse_axis,
+    parse_seeds,
+    plan,
+    presets,
+    resolve_metric,
+    split_values,
+    sweep,
+)
+
+PLUGIN = str(Path(__file__).parent / "plugins" / "toy_sweep.py")
+FLOWVAR = str(Path(sys.executable).parent / "flowvar")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    load_plugin(PLUGIN)
+    return get_experiment("toy_sweep")
+
+
+def cli(*args: str) -> int:
+    """The exit status of ``flowvar ARGS`` run in this process."""
+    try:
+        return main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+def options(out: Path, grid: list[str], **kw) -> Options:
+    return Options("toy_sweep", grid=grid, out=out, plugins=[PLUGIN], quiet=True, **kw)
+
+
+def load(out: Path) -> dict:
+    return json.loads((out / "sweep.json").read_text())
+
+
+def expected_y(x: float, seed: int, scale: float = 1.0, offsets: tuple[float, ...] = (0.0,)) -> float:
+    """The toy's formula, recomputed independently of the runner."""
+    import torch
+
+    noise = float(torch.randn((), generator=torch.Generator().manual_seed(seed)))
+    return scale * x**2 + sum(offsets) + 0.1 * noise
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+def test_split_values_respects_brackets_and_quotes() -> None:
+    assert split_values("0,0.05, 1e-3") == ["0", "0.05", "1e-3"]
+    assert split_values("[0,0.05],[0, 0.1]") == ["[0,0.05]", "[0, 0.1]"]
+    assert split_values("'a,b',c") == ["'a,b'", "c"]
+    assert split_values("{a: 1, b: 2},3") == ["{a: 1, b: 2}", "3"]
+
+
+def test_parse_axis_coerces_to_field_types(toy) -> None:
+    assert parse_axis(toy, "x=0,1,2.5") == Axis("x", (0.0, 1.0, 2.5))
+    assert all(isinstance(v, float) for v in parse_axis(toy, "x=0,1").values)
+    assert parse_axis(toy, "offsets=[0,0.05],[1],2") == Axis("offsets", ((0.0, 0.05), (1.0,), (2.0,)))
+    assert parse_axis(toy, "label=a,'b c'").values == ("a", "b c")
+    assert parse_axis(toy, "fail_at=null,1").values == (None, 1.0)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("y=1,2", "unknown config key 'y'"),
+    ("x=a,b", "x expects a number"),
+    ("x=", "empty value list"),
+    ("x=1,,2", "empty value list"),
+    ("x", "expects key=v1,v2"),
+    ("x=1,1.0", "lists 1.0 twice"),
+    ("seed=1.5", "seed expects an integer"),
+])
+def test_parse_axis_rejects_bad_input(toy, item: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_axis(toy, item)
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    assert parse_seeds("3-6") == [3, 4, 5, 6]
+    assert parse_seeds("0,4-5") == [0, 4, 5]
+    assert parse_seeds(None) is None
+    for bad in ("a", "1,1", "", "1.5"):
+        with pytest.raises(ConfigError):
+            parse_seeds(bad)
+
+
+def test_expand_is_the_cartesian_product_with_distinct_keys(toy) -> None:
+    axes = [Axis("x", (0.0, 1.0, 2.0)), Axis("seed", (0, 1))]
+    points = expand(toy, axes, quick=False, overrides={"scale": "3"})
+    assert [(p.values["x"], p.values["seed"]) for p in points] == [(x, s) for x in (0.0, 1.0, 2.0) for s in (0, 1)]
+    assert len({p.key for p in points}) == 6
+    assert all(p.config.scale == 3.0 for p in points)
+    # the key is the cache key of the full config: the same values built another way give the same key
+    same = build_config(toy, overrides={"x": 1.0, "seed": 1, "scale": 3.0})
+    assert points[3].config == same
+    # quick mode applies the experiment's quick values (scale 2) and changes every key
+    quick = expand(toy, axes, quick=True)
+    assert quick[0].config.scale == 2.0 and not {p.key for p in quick} & {p.key for p in points}
+
+
+def test_plan_rejects_bad_input(toy, tmp_path: Path) -> None:
+    cases = [
+        (dict(grid=[]), "empty grid"),
+        (dict(grid=["x=1"], overrides={"nope": "1"}), "--set nope=1: unknown config key"),
+        (dict(grid=["x=1"], overrides={"x": "1"}), "both swept"),
+        (dict(grid=["x=1", "x=2"]), "names x twice"),
+        (dict(grid=["x=1"], jobs=0), "--jobs must be a positive integer"),
+        (dict(grid=["x=1"], backend="slurm"), "--backend must be one of"),
+        (dict(grid=["x=1"], ray_address="h:1"), "needs --backend ray"),
+        (dict(grid=["seed=1"], seeds=[0, 1]), "either with --seeds"),
+        (dict(grid=["x=1"], preset="nope"), "no sweep preset 'nope'"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            plan(options(tmp_path / "out", **kw))
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_experiment_preset_plans_valid_points() -> None:
+    """Presets in the YAML files stay in step with the config dataclasses (quick and full)."""
+    found = 0
+    for name in discover():
+        spec = get_experiment(name)
+        for quick in (True, False):
+            for preset in presets(spec, quick):
+                the_plan = plan(Options(name, preset=preset, quick=quick))
+                assert len(the_plan.points) >= 2, (name, preset)
+                assert the_plan.metrics, f"{name} preset {preset} names no metric to plot"
+                found += 1
+    assert found >= 8  # table2 and table3: sigma and n, quick and full
+
+
+def test_table2_sigma_preset_metrics_resolve_against_the_experiment_names() -> None:
+    """The placeholders of a preset's metrics produce the names table2 writes (N=<n>.sigma=<σ>)."""
+    the_plan = plan(Options("table2", preset="sigma", quick=True))
+    point = the_plan.points[1]
+    outcome = PointOutcome(point, status="computed")
+    sigma = point.config.sigmas[1]
+    n = point.config.ns[0]
+    outcome.metrics = {f"table2.N={n}.sigma={sigma}.l2_to_shuffled.mean": 1.5,
+                       f"table2.N={n}.sigma={sigma}.l2_to_ot.mean": 2.5,
+                       f"table2.N={n}.sigma=0.0.l2_to_shuffled.mean": 0.5}
+    values = [resolve_metric(m, outcome)[1] for m in the_plan.metrics]
+    assert values == [1.5, 2.5, 0.5]
+
+
+# ----------------------------------------------------------------------------------------------- aggregation
+
+
+def test_flatten_keeps_scalars_with_dotted_names() -> None:
+    metrics = {"a": {"b": 1, "c": {"d": 2.5}}, "e": "x", "f": [1, 2], "g": None, "h": True}
+    assert flatten(metrics) == {"a.b": 1, "a.c.d": 2.5, "e": "x", "h": True}
+
+
+def test_resolve_metric_placeholders_wildcards_and_ambiguity(toy) -> None:
+    point = expand(toy, [Axis("x", (2.0,))], quick=False, overrides={"offsets": "[1,2]"})[0]
+    o = PointOutcome(point, metrics={"by_x.x=2.0": 7.0, "stats.y": 3.0, "s.a.v": 1.0, "s.b.v": 2.0, "t": "nan"})
+    assert resolve_metric("by_x.x={x}", o) == ("by_x.x=2.0", 7.0)
+    assert resolve_metric("by_x.x=*", o) == ("by_x.x=2.0", 7.0)
+    assert resolve_metric("o={offsets[1]}", o) == (None, None)
+    assert resolve_metric("s.*.v", o) == ("s.*.v", None)  # two names match: ambiguous
+    assert resolve_metric("nope", o) == (None, None)
+    assert resolve_metric("{nokey}", o) == (None, None)
+    name, value = resolve_metric("t", o)
+    assert name == "t" and math.isnan(value)
+
+
+def test_cell_table_is_the_mean_and_sd_over_seeds(toy) -> None:
+    axes = [Axis("x", (0.0, 1.0)), Axis("seed", (0, 1, 2))]
+    points = expand(toy, axes, quick=False)
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=len(points))
+    outcomes = [PointOutcome(p, status="computed", metrics={"v": float(v)}) for p, v in zip(points, values)]
+    outcomes[5].status, outcomes[5].error = "failed", "boom"  # left out of its cell
+    table = cell_table(axes, outcomes, lambda o: o.metrics.get("v"))
+    assert set(table) == {("0",), ("1",)}
+    m0, s0, k0 = table[("0",)]
+    assert k0 == 3 and m0 == pytest.approx(values[:3].mean()) and s0 == pytest.approx(values[:3].std(ddof=1))
+    m1, s1, k1 = table[("1",)]
+    assert k1 == 2 and m1 == pytest.approx(values[3:5].mean()) and s1 == pytest.approx(values[3:5].std(ddof=1))
+
+
+def test_numeric_positions_of_list_axes() -> None:
+    assert numeric_positions(Axis("x", (0.0, 0.5))) == ([0.0, 0.5], "x")
+    assert numeric_positions(Axis("sigmas", ((0.0, 0.05), (0.0, 0.2)))) == ([0.05, 0.2], "sigmas[1]")
+    assert numeric_positions(Axis("ns", ((64,), (256,)))) == ([64.0, 256.0], "ns[0]")
+    assert numeric_positions(Axis("s", ((0.0, 0.1), (0.1, 0.2)))) == (None, "s")
+    assert numeric_positions(Axis("label", ("a", "b"))) == (None, "label")
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    opts = options(out, ["x=0,1,2", "offsets=[0],[1,2]"], seeds=[0, 1], metrics=["stats.y", "by_x.x={x}", "nope"])
+    first = sweep(opts)
+    assert (first.count("computed"), first.count("cached"), first.count("failed")) == (12, 0, 0)
+    data = load(out)
+    assert data["meta"]["counts"]["computed"] == 12 and data["axes"][0] == {"key": "x", "values": [0.0, 1.0, 2.0]}
+    for p in data["points"]:
+        v = p["values"]
+        assert p["metrics"]["stats.y"] == pytest.approx(expected_y(v["x"], v["seed"], offsets=tuple(v["offsets"])),
+                                                        abs=1e-12)
+        assert p["verdicts"] == {"y_positive": "confirmed"}
+        assert (out / p["output"] / "result.json").is_file()
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert len(rows) == 12 and rows[3]["offsets"] == "[1.0, 2.0]" and rows[3]["seed"] == "1"
+    assert float(rows[3]["stats.y"]) == pytest.approx(data["points"][3]["metrics"]["stats.y"])
+    assert set(first.figures) == {"figures/stats.y.png", "figures/by_x.x__x.png", "figures/verdict-y_positive.png"}
+    assert all((out / f).stat().st_size > 1000 for f in first.figures)
+    assert len(first.warnings) == 1 and "'nope' was reported by no point" in first.warnings[0]
+    # the same command again: every point from the cache, identical numbers
+    second = sweep(opts)
+    assert (second.count("computed"), second.count("cached")) == (0, 12)
+    assert [p["metrics"] for p in load(out)["points"]] == [p["metrics"] for p in data["points"]]
+
+
+def test_extending_a_grid_runs_only_the_new_points(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    sweep(options(tmp_path / "a", ["x=0,1"], seeds=[0], cache_dir=cache))
+    grown = sweep(options(tmp_path / "b", ["x=0,1,2"], seeds=[0, 1], cache_dir=cache))
+    status = {(o.point.values["x"], o.point.values["seed"]): o.status for o in grown.outcomes}
+    assert status == {(0.0, 0): "cached", (1.0, 0): "cached", (2.0, 0): "computed",
+                      (0.0, 1): "computed", (1.0, 1): "computed", (2.0, 1): "computed"}
+
+
+def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sw"
+    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1,2,3", "--set", "fail_at=2", "--out",
+               str(out), "--quiet")
+    assert code == 1
+    printed = capsys.readouterr().out
+    assert "1 failed" in printed and "FAILED x=2: RuntimeError: toy failure at x=2.0" in printed
+    points = load(out)["points"]
+    assert [p["status"] for p in points] == ["computed", "failed", "computed"]
+    assert points[1]["error"] == "RuntimeError: toy failure at x=2.0" and points[1]["metrics"] == {}
+    assert "Traceback" in (out / "sweep.log").read_text()
+    # the failure is not cached: a rerun retries it (and only it)
+    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1,2,3", "--set", "fail_at=2", "--out",
+               str(out), "--quiet")
+    assert code == 1 and "(0 computed, 2 from the cache, 1 failed)" in capsys.readouterr().out
+
+
+def test_a_killed_sweep_resumes_with_only_the_missing_points(tmp_path: Path) -> None:
+    out, gate = tmp_path / "sw", tmp_path / "gate"
+    command = [FLOWVAR, "sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1,2,3", "--set", "block_at=2",
+               "--set", f"block_file={gate}", "--out", str(out), "--quiet"]
+    env = {**os.environ, "FLOWVAR_THREADS": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until the first point is stored and the second one is running
+            entries = [p for p in (out / ".cache").glob("toy_sweep-*") if (p / "cache.json").is_file()]
+            if entries and list((out / ".cache").glob(".tmp-*-work-*")):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the sweep did not reach its second point")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    gate.write_text("open")
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "(2 computed, 1 from the cache, 0 failed)" in resumed.stdout
+    assert not list((out / ".cache").glob(".tmp-*"))  # the killed run's work folder was cleaned up
+
+
+def test_local_processes_and_ray_give_identical_results(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    grid = ["x=0,1,2", "offsets=[0],[0.5]"]
+    serial = sweep(options(tmp_path / "serial", grid, seeds=[0, 1]))
+    procs = sweep(options(tmp_path / "procs", grid, seeds=[0, 1], jobs=2))
+    ray = sweep(options(tmp_path / "ray", grid, seeds=[0, 1], jobs=2, backend="ray"))
+    assert serial.count("computed") == procs.count("computed") == ray.count("computed") == 12
+
+    def table(folder: str) -> list[tuple]:
+        return [(p["key"], p["values"], p["metrics"], p["verdicts"]) for p in load(tmp_path / folder)["points"]]
+
+    assert table("serial") == table("procs") == table("ray")
+
+
+def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("ray")
+    out = tmp_path / "sw"
+    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1", "--backend", "ray", "--ray-address",
+               "127.0.0.1:9", "--out", str(out))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "cannot reach the Ray cluster at 127.0.0.1:9" in err
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="expects host:port"):
+        check_ray_address("nohostport")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "nope=1,2"], "unknown config key 'nope'"),
+    (["--grid", "x=one,two"], "x expects a number"),
+    ([], "empty grid"),
+    (["--grid", "x=1", "--seeds", "a,b"], "--seeds expects integers"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, capsys, args, message) -> None:
+    out = tmp_path / "sw"
+    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--out", str(out), *args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("flowvar: error:") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_a_corrupted_point_is_recomputed(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    sweep(options(out, ["x=1,2"]))
+    entry = next((out / ".cache").glob("toy_sweep-*"))
+    (entry / "summary.md").write_text("edited")
+    again = sweep(options(out, ["x=1,2"]))
+    assert sorted(o.status for o in again.outcomes) == ["cached", "computed"]
+
+
+def test_editing_a_plugin_changes_its_cache_keys(tmp_path: Path) -> None:
+    """A plugin experiment's code is part of its cache key, like flowvar's own experiments."""
+    from flowvar.cache import _plugin_source
+
+    assert _plugin_source("toy_sweep") == Path(PLUGIN).read_bytes()
+    assert _plugin_source("fig6") is None
