@@ -253,6 +253,32 @@ def test_every_yaml_file_matches_its_dataclass_and_loads() -> None:
             build_config(spec, quick=quick)
 
 
+def test_dataclass_defaults_and_register_quick_match_the_yaml_files() -> None:
+    """No drift between the two places values could live: a dataclass default or a register(quick=...) value
+    that differs from the YAML file would make `flowvar config --template` (and the no-YAML fallback) disagree
+    with what `flowvar run` uses."""
+    import typing
+
+    from flowvar.experiments.base import coerce
+
+    for name, spec in experiments().items():
+        defaults = package_defaults(spec)
+        if defaults is None:
+            continue
+        hints = typing.get_type_hints(spec.config_cls)
+        built = build_config(spec)
+        for f in dataclasses.fields(spec.config_cls):
+            if f.default is not dataclasses.MISSING:
+                value = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                continue
+            assert getattr(built, f.name) == value, f"{name}.{f.name}: dataclass default {value!r} != YAML value"
+        quick = {k: coerce(k, v, hints[k], source=name) for k, v in spec.quick.items()}
+        assert not quick or quick == defaults.quick, f"{name}: register(quick=...) differs from the YAML quick section"
+
+
 @dataclass
 class Demo:
     seed: int = 0
