@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from flowvar.errors import ConfigError
-from flowvar.results import Result, atomic_write_text, to_jsonable
+from flowvar.results import Result, atomic_write_text, staged_folder, to_jsonable
 
 CACHE_FORMAT = 1
 MANIFEST = "cache.json"
@@ -376,21 +376,10 @@ def install(entry: Path, dest: Path) -> bool:
     wanted = _tree_digests(entry, frozenset({MANIFEST}))
     if dest.is_dir() and _tree_digests(dest) == wanted:
         return False
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    except OSError as e:
-        raise ConfigError(f"cannot write to output folder {dest.parent}: {e.strerror}; choose another --out") from None
-    try:
+    with staged_folder(dest) as stage:
         for rel in wanted:
-            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(entry / rel, stage / rel)
-        if dest.exists():
-            shutil.rmtree(dest)
-        stage.rename(dest)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+            (stage.path / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(entry / rel, stage.path / rel)
     return True
 
 

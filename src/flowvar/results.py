@@ -6,11 +6,14 @@ its evidence by a rule stated next to the claim (a tolerance, a p-value, a sign)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
+import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +94,45 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Staging:
+    """A folder being filled by :func:`staged_folder`; set ``keep = False`` to drop it instead of installing it."""
+
+    path: Path
+    keep: bool = True
+
+
+@contextlib.contextmanager
+def staged_folder(dest: Path | str) -> Iterator[Staging]:
+    """Fill a hidden sibling ``.<name>.XXXX`` of ``dest``; on success it replaces ``dest`` by a rename.
+
+    So ``dest`` is always either its old self or the complete new folder, never half-written: on an exception
+    (or ``keep = False``) the staging folder is removed and ``dest`` is left as it was. A folder that cannot be
+    created is a one-line :class:`~flowvar.errors.ConfigError` naming it.
+    """
+    from flowvar.errors import ConfigError
+
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write to output folder {dest.parent}: {e.strerror or e}; choose another --out"
+                          ) from None
+    stage = Staging(path)
+    try:
+        yield stage
+        if stage.keep:
+            if dest.exists():
+                shutil.rmtree(dest)
+            path.rename(dest)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
         raise
 
 

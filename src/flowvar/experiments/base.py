@@ -23,9 +23,7 @@ import contextlib
 import dataclasses
 import importlib
 import json
-import shutil
 import sys
-import tempfile
 import time
 import types
 import typing
@@ -38,7 +36,7 @@ import torch
 import yaml
 
 from flowvar.errors import ConfigError, FlowvarError
-from flowvar.results import Claim, Result, atomic_write_text, judge
+from flowvar.results import Claim, Result, atomic_write_text, judge, staged_folder
 
 
 def discover() -> tuple[str, ...]:
@@ -489,15 +487,10 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
         config = build_config(spec, quick=quick, seed=seed, overrides=overrides, config_file=config_file)
     elif not isinstance(config, spec.config_cls):
         raise TypeError(f"experiment {name}: config must be a {spec.config_cls.__name__}, got {type(config).__name__}")
-    out_root = Path(out_dir)
-    try:
-        out_root.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_root))
-    except OSError as e:
-        raise ConfigError(f"cannot write to output folder {out_root}: {e.strerror}; choose another --out") from None
-    final = out_root / name
-    try:
-        ctx = RunContext(name=name, out_dir=stage, quick=quick, seed=int(getattr(config, "seed", 0)),
+    from flowvar.distributed import is_main_process
+
+    with staged_folder(Path(out_dir) / name) as stage:
+        ctx = RunContext(name=name, out_dir=stage.path, quick=quick, seed=int(getattr(config, "seed", 0)),
                          progress=progress, paper=dict(spec.paper))
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
@@ -507,19 +500,11 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
                         claims=ctx.claims, metrics=ctx.metrics, paper=ctx.paper, choices=ctx.choices,
                         notes=ctx.notes, figures=ctx.figures, runtime_s=time.perf_counter() - start,
                         device=ctx.device)
-        from flowvar.distributed import is_main_process
-
-        if not is_main_process():  # under torchrun every rank computes the same result; rank 0 writes it
-            shutil.rmtree(stage, ignore_errors=True)
-            return result
-        atomic_write_text(stage / "result.json", json.dumps(result.to_dict(), indent=1))
-        atomic_write_text(stage / "summary.md", result.summary_markdown())
-        if final.exists():
-            shutil.rmtree(final)
-        stage.rename(final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        # under torchrun every rank computes the same result; rank 0 writes it
+        stage.keep = is_main_process()
+        if stage.keep:
+            atomic_write_text(stage.path / "result.json", json.dumps(result.to_dict(), indent=1))
+            atomic_write_text(stage.path / "summary.md", result.summary_markdown())
     return result
 
 
