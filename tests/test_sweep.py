@@ -219,7 +219,7 @@ def test_numeric_positions_of_list_axes() -> None:
 # ----------------------------------------------------------------------------------------------- running
 
 
-def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path) -> None:
+def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path, capsys) -> None:
     out = tmp_path / "sw"
     opts = options(out, ["x=0,1,2", "offsets=[0],[1,2]"], seeds=[0, 1], metrics=["stats.y", "by_x.x={x}", "nope"])
     first = sweep(opts)
@@ -235,6 +235,9 @@ def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert len(rows) == 12 and rows[3]["offsets"] == "[1.0, 2.0]" and rows[3]["seed"] == "1"
     assert float(rows[3]["stats.y"]) == pytest.approx(data["points"][3]["metrics"]["stats.y"])
+    assert rows[3]["plot:by_x.x={x}"] == rows[3]["by_x.x=0.0"] == rows[3]["stats.y"]
+    assert data["points"][3]["plotted"] == {"stats.y": data["points"][3]["metrics"]["stats.y"],
+                                            "by_x.x={x}": data["points"][3]["metrics"]["by_x.x=0.0"], "nope": None}
     assert set(first.figures) == {"figures/stats.y.png", "figures/by_x.x__x.png", "figures/verdict-y_positive.png"}
     assert all((out / f).stat().st_size > 1000 for f in first.figures)
     assert len(first.warnings) == 1 and "'nope' was reported by no point" in first.warnings[0]
@@ -242,6 +245,12 @@ def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path
     second = sweep(opts)
     assert (second.count("computed"), second.count("cached")) == (0, 12)
     assert [p["metrics"] for p in load(out)["points"]] == [p["metrics"] for p in data["points"]]
+    # `flowvar show` prints the points
+    assert cli("show", str(out)) == 0
+    shown = capsys.readouterr().out.splitlines()
+    row = next(line for line in shown if line.startswith("3 "))
+    assert row.split()[:5] == ["3", "0", "[1,2]", "1", "cached"]
+    assert f"{data['points'][3]['metrics']['stats.y']:.4g}" in row
 
 
 def test_extending_a_grid_runs_only_the_new_points(tmp_path: Path) -> None:

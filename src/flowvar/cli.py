@@ -236,11 +236,22 @@ def config_cmd(
 
 @app.command("show")
 def show_cmd(
-    folder: Annotated[Path, typer.Argument(help="An --out folder of `flowvar run` or `flowvar reproduce`.")
+    folder: Annotated[Path, typer.Argument(help="An --out folder of `flowvar run`, `reproduce` or `sweep`.")
                       ] = Path("runs"),
 ) -> None:
-    """Print the verdict table of finished runs (or of a reproduce folder)."""
+    """Print the verdict table of finished runs (or of a reproduce folder), or the points of a sweep folder."""
     from flowvar.report import collection_results, load_collection, load_results, verdict_counts, verdict_table
+    from flowvar.sweep import load_sweep, sweep_table
+
+    swept = load_sweep(folder)
+    if swept is not None:
+        meta = swept.get("meta", {})
+        typer.echo(f"{meta.get('command', 'flowvar sweep')} ({meta.get('created', '')}); figures in "
+                   f"{Path(folder) / 'figures'}\n")
+        typer.echo(sweep_table(swept))
+        counts = meta.get("counts", {})
+        typer.echo("\n" + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+        return
 
     collection = load_collection(folder)
     if collection is not None:

@@ -579,21 +579,24 @@ def resolve_metric(pattern: str, outcome: PointOutcome) -> tuple[str | None, flo
 
 def write_tables(out: Path, meta: dict[str, Any], axes: Sequence[Axis], outcomes: Sequence[PointOutcome]) -> None:
     """``sweep.json`` (everything) and ``sweep.csv`` (one row per point), both written atomically."""
+    patterns = list(meta.get("metrics") or [])
+    plotted = [{m: resolve_metric(m, o)[1] for m in patterns} for o in outcomes]
     data = {"meta": meta, "axes": [{"key": a.key, "values": to_jsonable(list(a.values))} for a in axes],
-            "points": [o.to_dict() for o in outcomes]}
+            "points": [{**o.to_dict(), "plotted": to_jsonable(p)} for o, p in zip(outcomes, plotted)]}
     atomic_write_text(out / "sweep.json", json.dumps(to_jsonable(data), indent=1))
     claim_ids = sorted({c for o in outcomes for c in o.verdicts})
     metric_names = sorted({m for o in outcomes for m in o.metrics})
     header = (["point"] + [a.key for a in axes] + ["status", "key", "wall_s", "runtime_s", "error"]
-              + [f"verdict:{c}" for c in claim_ids] + metric_names)
+              + [f"plot:{m}" for m in patterns] + [f"verdict:{c}" for c in claim_ids] + metric_names)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    for o in outcomes:
+    for o, p in zip(outcomes, plotted):
         values = [json.dumps(o.point.values[a.key]) if isinstance(o.point.values[a.key], list)
                   else o.point.values[a.key] for a in axes]
         writer.writerow([o.point.index, *values, o.status, o.point.key, f"{o.wall_s:.3f}",
                          "" if o.runtime_s is None else f"{o.runtime_s:.3f}", o.error or ""]
+                        + ["" if p[m] is None else p[m] for m in patterns]
                         + [o.verdicts.get(c, "") for c in claim_ids] + [o.metrics.get(m, "") for m in metric_names])
     atomic_write_text(out / "sweep.csv", buffer.getvalue())
 
@@ -911,16 +914,36 @@ def _result_of(out: Path, outcome: PointOutcome) -> Result | None:
     return None
 
 
-def load_sweep(folder: Path | str) -> dict[str, Any]:
-    """The ``sweep.json`` of a sweep folder."""
+def load_sweep(folder: Path | str) -> dict[str, Any] | None:
+    """The ``sweep.json`` of a sweep folder, or None when ``folder`` has none."""
     path = Path(folder) / "sweep.json"
+    if not path.is_file():
+        return None
     try:
         return json.loads(path.read_text())
-    except OSError:
-        raise ConfigError(f"{folder} holds no sweep.json (not a `flowvar sweep` output folder)") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} does not load ({type(e).__name__}); rerun the sweep to rewrite it") from None
+
+
+def sweep_table(data: dict[str, Any]) -> str:
+    """A plain-text table of a loaded ``sweep.json``: one row per point with its values, status, verdict counts
+    and (up to three of) the plotted ``--metric`` values."""
+    keys = [a["key"] for a in data.get("axes", [])]
+    metrics = list(data.get("meta", {}).get("metrics") or [])[:3]
+    header = ["#", *keys, "status", "verdicts (c/i/r)", *metrics]
+    rows = []
+    for p in data.get("points", []):
+        counts = [sum(v == k for v in p.get("verdicts", {}).values()) for k in ("confirmed", "inconclusive", "refuted")]
+        plotted = p.get("plotted", {})
+        values = [f"{plotted[m]:.4g}" if isinstance(plotted.get(m), int | float) else "–" for m in metrics]
+        rows.append([str(p.get("point", "")), *(_short(p["values"].get(k)) for k in keys), p.get("status", ""),
+                     "/".join(map(str, counts)) if p.get("verdicts") else "–", *values])
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *rows]]
+    return "\n".join(lines)
 
 
 __all__ = ["BACKENDS", "Axis", "Options", "Plan", "Point", "PointOutcome", "Preset", "ProcessBackend", "RayBackend",
            "SerialBackend", "Summary", "cell_table", "check_ray_address", "compute_point", "draw_figures", "expand",
            "flatten", "load_sweep", "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric",
-           "presets", "resolve_metric", "split_values", "sweep", "write_tables"]
+           "presets", "resolve_metric", "split_values", "sweep", "sweep_table", "write_tables"]
