@@ -359,3 +359,15 @@ def test_editing_a_plugin_changes_its_cache_keys(tmp_path: Path) -> None:
 
     assert _plugin_source("toy_sweep") == Path(PLUGIN).read_bytes()
     assert _plugin_source("fig6") is None
+
+
+def test_dry_run_lists_cached_and_missing_points_and_writes_nothing(tmp_path: Path) -> None:
+    from flowvar.sweep import dry_run
+
+    cache = tmp_path / "cache"
+    sweep(options(tmp_path / "a", ["x=0,1"], cache_dir=cache))
+    text = dry_run(options(tmp_path / "b", ["x=0,1,2"], cache_dir=cache))
+    lines = text.splitlines()
+    assert [line.split()[-1] for line in lines[:3]] == ["cached", "cached", "compute"]
+    assert lines[-1].startswith("3 points: 2 cached, 1 to compute")
+    assert not (tmp_path / "b").exists()

@@ -182,6 +182,8 @@ def sweep_cmd(
                                                                   "$FLOWVAR_THREADS or 1).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute even what the cache holds.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar: one plain line per point.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the points, which are cached, and the time the "
+                                                            "others need; run nothing.")] = False,
 ) -> None:
     """Sweep an experiment over a grid of config values: cached points, sweep.csv/json, heatmaps, verdict maps."""
     from flowvar.experiments.base import parse_overrides
@@ -192,6 +194,11 @@ def sweep_cmd(
                       out=out, cache_dir=cache, quick=quick, jobs=jobs, backend=backend, ray_address=ray_address,
                       overrides=parse_overrides(overrides or []), config_file=config_file, threads=threads,
                       metrics=list(metric or []), plugins=list(plugin or []), force=force, quiet=quiet)
+    if dry_run:
+        from flowvar.sweep import dry_run as describe
+
+        typer.echo(describe(options))
+        return
     try:
         summary = sweep(options)
     except KeyboardInterrupt:

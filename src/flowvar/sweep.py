@@ -772,6 +772,29 @@ class Summary:
         return sum(o.status == status for o in self.outcomes)
 
 
+def dry_run(options: Options) -> str:
+    """What :func:`sweep` would do, without doing it or writing anything: every point, whether the cache holds it,
+    and an estimate of the time the missing ones take (from the cache's last runtime of the experiment, else
+    its YAML estimate)."""
+    from flowvar.experiments.base import expected_runtime
+    from flowvar.report import format_duration
+
+    the_plan = plan(options)
+    cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else options.out_dir / ".cache")
+    lines, missing = [], 0
+    for point in the_plan.points:
+        entry, problem = cache.check(point.key)
+        state = "cached" if entry is not None else ("corrupted: recompute" if problem else "to compute")
+        missing += entry is None
+        lines.append(f"{point.index:>4}  {point.label}  [{point.key}]  {state}")
+    each = cache.last_runtime(the_plan.spec.name, options.quick) or expected_runtime(the_plan.spec, options.quick)
+    eta = (f"~{format_duration(missing * each / options.jobs)} with --jobs {options.jobs}" if each else
+           "no runtime estimate")
+    lines.append(f"{len(the_plan.points)} points: {len(the_plan.points) - missing} cached, {missing} to compute "
+                 f"({eta}); cache {cache.root}")
+    return "\n".join(lines)
+
+
 def command_line(options: Options) -> str:
     parts = [f"flowvar sweep {options.experiment}"] + [f"--grid {g}" for g in options.grid]
     if options.preset:
@@ -944,6 +967,7 @@ def sweep_table(data: dict[str, Any]) -> str:
 
 
 __all__ = ["BACKENDS", "Axis", "Options", "Plan", "Point", "PointOutcome", "Preset", "ProcessBackend", "RayBackend",
-           "SerialBackend", "Summary", "cell_table", "check_ray_address", "compute_point", "draw_figures", "expand",
+           "SerialBackend", "Summary", "cell_table", "check_ray_address", "compute_point", "draw_figures", "dry_run",
+           "expand",
            "flatten", "load_sweep", "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric",
            "presets", "resolve_metric", "split_values", "sweep", "sweep_table", "write_tables"]
