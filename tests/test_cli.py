@@ -95,3 +95,30 @@ def test_show_rejects_missing_or_corrupt_results(tmp_path: Path, capsys: pytest.
     (tmp_path / "x" / "result.json").write_text("{not json")
     assert main(["show", str(tmp_path)]) == 2
     assert "is not a valid flowvar result" in capsys.readouterr().err
+
+
+def test_advise_sigma_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`flowvar advise-sigma --data X.npy`: the advice as JSON, the run kept under --out; bad input one line."""
+    import numpy as np
+
+    data = tmp_path / "vectors.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(60, 3)))
+    out = tmp_path / "advice"
+    args = ["advise-sigma", "--data", str(data), "--quick", "--sigmas", "0,1", "--set", "n_train=24", "--set",
+            "steps=60", "--set", "n_eval=64", "--out", str(out), "--json", "--quiet"]
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    assert code == 0
+    advice = json.loads(capsys.readouterr().out)
+    assert [row["sigma"] for row in advice["table"]] == [0.0, 1.0]
+    assert advice["recommended_sigma"] in (0.0, 1.0, None) and advice["rule"]
+    result = json.loads((out / "sigma_tradeoff" / "result.json").read_text())
+    assert result["config"]["dataset"] == "npy"
+    assert result["metrics"]["recommended_sigma"] == advice["recommended_sigma"]
+    for bad, message in [(["--data", str(tmp_path / "missing.npy")], "does not exist"),
+                         (["--data", "gmm", "--sigmas", "0,x"], "--sigmas expects numbers")]:
+        assert main(["advise-sigma", *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("flowvar: error:") and message in err and "\n" not in err

@@ -1,4 +1,5 @@
-"""The ``flowvar`` command line: ``reproduce``, ``run``, ``sweep``, ``list``, ``show``, ``config`` and ``--version``.
+"""The ``flowvar`` command line: ``reproduce``, ``run``, ``sweep``, ``advise-sigma``, ``list``, ``show``, ``config``,
+and ``--version``.
 
 Errors the user can fix print one line ``flowvar: error: ...`` and exit with status 2.
 """
@@ -213,6 +214,51 @@ def sweep_cmd(
         typer.echo(f"  FAILED {o.point.label}: {o.error} (see {summary.out / 'sweep.log'})")
     if summary.failed:
         raise typer.Exit(1)
+
+
+@app.command("advise-sigma")
+def advise_sigma_cmd(
+    data: Annotated[str, typer.Option("--data", help="Your data: a folder of images, an .npy array ((N, d) vectors "
+                                                     "or (N, [C,] H, W) images), or digits / lfw / gmm.")],
+    sigmas: Annotated[str | None, typer.Option("--sigmas", help="σ values to compare, with 0: e.g. "
+                                                                "0,0.01,0.05,0.1,0.2 (default: the experiment's).")
+                      ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Scaled-down training (minutes on a CPU).")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Keep the run: OUT/sigma_tradeoff/{result.json, "
+                                                           "figures} (default: a temporary folder).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Base random seed.")] = 0,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Force the kind of data (celeba for a CelebA "
+                                                                  "folder); inferred from --data otherwise.")
+                       ] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any sigma_tradeoff config value: key=value (n_train, steps, gen_margin, mem_margin, model, "
+                      "resolution...; `flowvar config sigma_tradeoff` lists them).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: $FLOWVAR_THREADS or 1).",
+                                                min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the advice as JSON.")] = False,
+    progress: Annotated[bool | None, typer.Option("--progress/--quiet",
+                                                  help="Progress bars (default: when stderr is a terminal).")] = None,
+) -> None:
+    """How much interpolant noise σ for my data? Trains CFM(σ) over a σ grid and applies a stated rule."""
+    import json
+
+    import torch
+
+    from flowvar.advisor import advise_sigma
+    from flowvar.experiments.base import parse_overrides
+    from flowvar.reproduce import default_threads
+
+    torch.set_num_threads(threads or default_threads())
+    grid = None
+    if sigmas is not None:
+        try:
+            grid = [float(v) for v in sigmas.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--sigmas expects numbers like 0,0.05,0.1, got {sigmas!r}") from None
+    advice = advise_sigma(data, sigmas=grid, quick=quick, out=out, seed=seed, dataset=dataset,
+                          progress=sys.stderr.isatty() if progress is None else progress,
+                          **parse_overrides(overrides or []))
+    typer.echo(json.dumps(advice.to_dict(), indent=1) if as_json else advice.summary())
 
 
 @app.command("config")

@@ -1,0 +1,532 @@
+"""σ trade-off: memorisation and generalisation of CFM(σ) as functions of σ, and a recommended σ (the σ advisor).
+
+PAPER.md §2 (Prop 2, Remark 2), §3.4–3.5, §4 "GMM" and "Images". Prop 2 says the deterministic loss (σ = 0) on N
+fixed pairs has a zero-loss, memorising minimiser whatever the pairing; Remark 2 says noise σ removes it and that
+σ = 0.05 "already restores generalisation". Whether a given σ does so depends on σ√D against the spacing of the
+training pairs (PAPER.md §4 [D]), so for a given data set we measure both sides over a grid of σ and recommend one
+σ by a rule written into the result. The same run is ``flowvar advise-sigma --data PATH``
+(:func:`flowvar.advisor.advise_sigma`).
+
+Protocol, for each seed s = ``seed`` + k, k < ``n_seeds``:
+
+1. Data (fixed across seeds, chosen with ``data_seed``): ``dataset`` gmm → a GMM in ``dim`` dimensions (``n_components``
+   components, means ~ N(0, ``mean_scale``² I) drawn with ``gmm_seed``, std ``component_std``): N = ``n_train``
+   training targets and ``n_eval`` held-out samples; digits | lfw | celeba | folder | npy → ``n_train`` items for
+   training and up to ``n_eval`` other items held out (:func:`flowvar.advisor.load_split`).
+2. Pairs: N sources x0 ~ N(0, I) drawn per seed and paired with the N targets by index — a fixed random pairing, the
+   memorisation-prone setting of Prop 2.
+3. For each σ in ``sigmas`` (same pairs, same initialisation ``torch.manual_seed(s)``, same batch stream): a model
+   trained on CFM(σ) (constant noise σ, target x1 − x0) — an MLP for vectors, a UNet for images (``model``).
+4. Euler (``euler_steps``) from the N training sources and from ``n_eval`` fresh sources;
+   :func:`flowvar.advisor.evaluate_outputs` gives memorisation (pairing accuracy vs chance 1/N, normalised score M,
+   per-pair L2 to the partner, fraction of fresh outputs that copy a training target, NN distance ratio to training vs
+   held-out data) and generalisation (unbiased — the rule's score G — and biased MMD² to the held-out data, one
+   median-heuristic bandwidth shared by every σ).
+5. A null reference: the same unbiased MMD² between independent real samples (GMM: two fresh draws of ``n_eval``;
+   files: two disjoint random halves of the held-out data), ``null_repeats`` times; 2 × its RMS is the rule's
+   absolute noise floor.
+
+Per σ the metrics are averaged over seeds (``per_sigma``), and :func:`flowvar.advisor.recommend_sigma` applies the
+rule (stated in ``choices.rule``). Verdicts (rules stated with each claim): σ = 0 memorises; σ = ``compare_sigma``
+reduces memorisation vs σ = 0 (paired over training pairs); σ = ``compare_sigma`` does not hurt generalisation; a σ
+satisfying both margins exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowvar.advisor import (
+    GEN_KEY,
+    MEM_KEY,
+    Reference,
+    evaluate_outputs,
+    fallback_sigma,
+    gen_tolerance,
+    load_split,
+    null_generalisation,
+    recommend_sigma,
+    rule_text,
+)
+from flowvar.couplings import FixedPairs
+from flowvar.data import SOURCES, ImageSet
+from flowvar.distributions import GaussianMixture
+from flowvar.errors import ConfigError, SolverError, TrainingError
+from flowvar.experiments._imaging import (
+    ImageExperimentConfig,
+    build_unet,
+    compute_settings,
+    direction_verdict,
+    ema_copy,
+    grid_figure,
+    integrate_images,
+    loss_fit,
+    paired_stats,
+    train_field,
+)
+from flowvar.experiments.base import RunContext, register
+from flowvar.metrics import as_matrix, nearest_neighbours, nn_distance_ratio, pairing_accuracy
+from flowvar.models import MLPField
+
+DATASETS: tuple[str, ...] = ("gmm", *SOURCES)
+METRIC_KEYS: tuple[str, ...] = ("pairing_accuracy", "memorisation", "l2_partner.mean", "l2_partner.median",
+                                "fresh_copy_fraction", "fresh_nn_ratio.median", "nn_train_over_heldout",
+                                "gen_mmd2.unbiased", "gen_mmd2.biased", "generalisation", "loss_first_5pct",
+                                "loss_last_5pct", "loss_last_relative_to_zero_field", "runtime_s")
+"""The per-σ, per-seed row keys (:func:`flowvar.advisor.evaluate_outputs` plus the training-loss summary)."""
+
+
+@dataclass
+class SigmaTradeoffConfig(ImageExperimentConfig):
+    """:class:`~flowvar.experiments._imaging.ImageExperimentConfig` (data, UNet, training, sampling and compute keys)
+    plus:
+
+    * data: ``dataset`` gmm | digits | lfw | celeba | folder | npy (``data_dir``: the folder or the .npy file),
+      ``n_train`` (N training pairs), ``n_eval`` (fresh outputs and held-out items), GMM: ``dim``, ``n_components``,
+      ``mean_scale``, ``component_std``, ``gmm_seed``;
+    * model: ``model`` mlp | unet | auto (mlp, the default: an MLP on vectors or flattened images — seven σ of a UNet
+      take hours on a CPU; unet: the UNet of the image experiments, images only; auto: UNet for images, MLP for
+      vectors), MLP ``width``, ``depth``, ``activation``;
+    * metrics: ``copy_threshold`` (NN1/NN2 ratio below which a fresh output copies a training target),
+      ``null_repeats`` (null MMD² replicates), ``min_heldout`` (fewest held-out items accepted);
+    * the rule: ``gen_margin`` (relative), ``mem_margin`` (0 … 1 memorisation scale); the verdicts:
+      ``compare_sigma`` (the paper's σ = 0.05), ``memorise_accuracy`` (claim 1), ``reduce_margin`` (claim 2),
+      ``t_min`` (paired t threshold).
+    """
+
+    dataset: str = "gmm"
+    resolution: int = 8
+    sigmas: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+    base_channels: int = 16
+    channel_mult: tuple[int, ...] = (1, 2)
+    steps: int = 10_000
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    euler_steps: int = 101
+    n_train: int = 256
+    n_eval: int = 2000
+    dim: int = 8
+    n_components: int = 8
+    mean_scale: float = 3.0
+    component_std: float = 0.5
+    gmm_seed: int = 0
+    model: str = "mlp"
+    width: int = 256
+    depth: int = 4
+    activation: str = "silu"
+    copy_threshold: float = 1.0 / 3.0
+    null_repeats: int = 5
+    min_heldout: int = 16
+    gen_margin: float = 0.25
+    mem_margin: float = 0.05
+    compare_sigma: float = 0.05
+    memorise_accuracy: float = 0.5
+    reduce_margin: float = 0.1
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.dataset in ("gmm", "digits", "lfw") and self.data_dir is not None:
+            raise ConfigError(f"dataset={self.dataset} reads no files; drop data_dir (got {self.data_dir!r}) or set "
+                              f"dataset=folder / npy / celeba for your own data")
+        if self.dataset in ("folder", "npy", "celeba") and not self.data_dir:
+            raise ConfigError(f"dataset={self.dataset} needs data_dir: --set data_dir=PATH (the "
+                              f"{'.npy file' if self.dataset == 'npy' else 'folder'})")
+        sig = list(self.sigmas)
+        if len(sig) < 2 or any(not math.isfinite(s) or s < 0 for s in sig) or len(set(sig)) != len(sig):
+            raise ConfigError(f"sigmas must list at least two distinct finite values >= 0, got {sig}; e.g. --set "
+                              f"sigmas=[0,0.05,0.1]")
+        if 0.0 not in sig:
+            raise ConfigError(f"sigmas must include 0 (the deterministic baseline of Prop 2), got {sig}; e.g. --set "
+                              f"sigmas=[0,{','.join(f'{s:g}' for s in sig)}]")
+        if self.model not in ("auto", "mlp", "unet"):
+            raise ConfigError(f"model must be auto, mlp or unet, got {self.model!r}")
+        if self.model == "unet" and self.dataset == "gmm":
+            raise ConfigError("model=unet needs image data; dataset=gmm gives vectors: use model=auto or mlp")
+        if self.n_train < 4:
+            raise ConfigError(f"n_train must be >= 4 training pairs, got {self.n_train}")
+        if self.n_eval < 8 or self.min_heldout < 8:
+            raise ConfigError(f"n_eval and min_heldout must be >= 8 (MMD and nearest-neighbour metrics need "
+                              f"samples), got n_eval={self.n_eval}, min_heldout={self.min_heldout}")
+        if self.min_heldout > self.n_eval:
+            raise ConfigError(f"min_heldout ({self.min_heldout}) must be <= n_eval ({self.n_eval})")
+        for name in ("dim", "n_components", "width", "depth", "n_seeds", "null_repeats", "euler_steps", "eval_batch",
+                     "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.copy_threshold <= 1:
+            raise ConfigError(f"copy_threshold must be in (0, 1], got {self.copy_threshold}")
+        if not self.gen_margin >= 0:
+            raise ConfigError(f"gen_margin must be >= 0 (relative slack on the best generalisation score, e.g. 0.25), "
+                              f"got {self.gen_margin}")
+        if not 0 <= self.mem_margin < 1:
+            raise ConfigError(f"mem_margin must be in [0, 1) (memorisation score above chance, e.g. 0.05), got "
+                              f"{self.mem_margin}")
+        if not 0 < self.memorise_accuracy <= 1 or not 0 < self.reduce_margin <= 1:
+            raise ConfigError(f"memorise_accuracy and reduce_margin must be in (0, 1], got {self.memorise_accuracy} "
+                              f"and {self.reduce_margin}")
+        if self.compare_sigma <= 0:
+            raise ConfigError(f"compare_sigma must be > 0 (the noisy σ the verdicts compare with σ = 0), got "
+                              f"{self.compare_sigma}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.threads < 0 or self.t_min <= 0:
+            raise ConfigError(f"threads must be >= 0 and t_min > 0, got threads={self.threads}, t_min={self.t_min}")
+
+
+QUICK = {"n_seeds": 1, "n_train": 64, "n_eval": 1000, "width": 256, "depth": 3, "steps": 3000}
+
+
+@dataclass
+class _Data:
+    """The study's data: training targets (N, *shape), held-out items (H, *shape), null pairs, a description."""
+
+    x1_train: Tensor
+    heldout: Tensor
+    null_pairs: list[tuple[Tensor, Tensor]]
+    description: str
+    images: ImageSet | None
+
+
+def _load(config: SigmaTradeoffConfig) -> _Data:
+    gen = torch.Generator().manual_seed(config.data_seed)
+    if config.dataset == "gmm":
+        gmm = GaussianMixture.random(config.dim, config.n_components, config.mean_scale, config.component_std,
+                                     config.gmm_seed)
+        x1, held = gmm.sample(config.n_train, gen), gmm.sample(config.n_eval, gen)
+        nulls = [(gmm.sample(config.n_eval, gen), gmm.sample(config.n_eval, gen)) for _ in range(config.null_repeats)]
+        desc = (f"GMM in d = {config.dim}: {config.n_components} components, means ~ N(0, {config.mean_scale:g}² I) "
+                f"(seed {config.gmm_seed}), std {config.component_std:g}; {config.n_train} training targets, "
+                f"{config.n_eval} held-out samples (data seed {config.data_seed})")
+        return _Data(x1, held, nulls, desc, None)
+    items, x1, held = load_split(config.dataset, config.data_dir, config.n_train, config.n_eval,
+                                 resolution=config.resolution, channels=config.channels, seed=config.data_seed,
+                                 min_heldout=config.min_heldout)
+    half = held.shape[0] // 2
+    nulls = []
+    for _ in range(config.null_repeats):
+        perm = torch.randperm(held.shape[0], generator=gen)
+        nulls.append((held[perm[:half]], held[perm[half:2 * half]]))
+    desc = (f"{items.source}: {x1.shape[0]} training items, {held.shape[0]} held out, item shape "
+            f"{tuple(x1.shape[1:])} (subset seed {config.data_seed})")
+    return _Data(x1, held, nulls, desc, items if x1.ndim == 4 else None)
+
+
+def _use_unet(config: SigmaTradeoffConfig, data: _Data) -> bool:
+    images = data.x1_train.ndim == 4
+    if config.model == "unet" and not images:
+        raise ConfigError(f"model=unet needs images (N, C, H, W); {config.dataset} gives vectors of shape "
+                          f"{tuple(data.x1_train.shape[1:])}: use model=auto or mlp")
+    return images and config.model in ("auto", "unet")
+
+
+def _build_model(config: SigmaTradeoffConfig, data: _Data, unet: bool) -> torch.nn.Module:
+    if unet:
+        assert data.images is not None
+        return build_unet(config, ImageSet(data.x1_train, data.images.name, data.images.source,
+                                           torch.arange(data.x1_train.shape[0])))
+    return _FlatMLP(data.x1_train.shape[1:], config.width, config.depth, config.activation)
+
+
+class _FlatMLP(torch.nn.Module):
+    """:class:`~flowvar.models.MLPField` on flattened items: (B, *shape) → (B, *shape) (a no-op reshape for
+    vectors)."""
+
+    def __init__(self, shape: tuple[int, ...], width: int, depth: int, activation: str) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.mlp = MLPField(int(np.prod(self.shape)), width, depth, activation)
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        return self.mlp(x.reshape(x.shape[0], -1), t).reshape(x.shape)
+
+
+@register("sigma_tradeoff", title="σ advisor: memorisation and generalisation of CFM(σ) vs σ, and a recommended σ",
+          config=SigmaTradeoffConfig, quick=QUICK,
+          paper={"claims": "Prop 2: σ = 0 minimisers memorise arbitrary pairs; Remark 2: noise breaks memorisation and "
+                           "σ = 0.05 already restores generalisation",
+                 "setting": "not a table of the paper: a σ sweep of its Table 1 / Table 2 protocol (fixed random "
+                            "pairs) on a chosen data set"})
+def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
+    data = _load(config)
+    unet = _use_unet(config, data)
+    if unet:
+        _build_model(config, data, unet)  # geometry errors before any training
+    sigmas = sorted(config.sigmas)
+    with compute_settings(config, ctx) as device:
+        _choices(ctx, config, data, unet)
+        ref = Reference.build(data.x1_train, data.heldout, config.copy_threshold,
+                              torch.Generator().manual_seed(config.data_seed + 7))
+        null = null_generalisation(data.null_pairs, ref.bandwidth)
+        real_copy = _real_copy_fraction(data, ref)
+        per_seed: dict[float, list[dict[str, Any]]] = {s: [] for s in sigmas}
+        correct: dict[float, list[Tensor]] = {s: [] for s in sigmas}
+        grid: dict[str, Tensor] = {}
+        for k in range(config.n_seeds):
+            seed = config.seed + k
+            gen = ctx.generator(1000 + k)
+            x0_train = torch.randn(data.x1_train.shape, generator=gen)
+            x0_fresh = torch.randn((config.n_eval, *data.x1_train.shape[1:]), generator=gen)
+            pairs = FixedPairs(x0_train, data.x1_train)
+            zero_field = float((data.x1_train - x0_train).flatten(1).double().pow(2).sum(1).mean())
+            for sigma in sigmas:
+                torch.manual_seed(seed)
+                model = _build_model(config, data, unet).to(device)
+                try:
+                    res = train_field(model, sigma, pairs, config, seed, f"sigma_tradeoff_seed{seed}_sigma{sigma}",
+                                      ctx.progress)
+                    field = ema_copy(model, res)
+                    out_train = integrate_images(field, x0_train, config, device)
+                    out_fresh = integrate_images(field, x0_fresh, config, device)
+                    if not (bool(torch.isfinite(out_train).all()) and bool(torch.isfinite(out_fresh).all())):
+                        raise SolverError("non-finite outputs")
+                except (TrainingError, SolverError) as error:  # a diverged σ: NaN row, left out by the rule
+                    ctx.note(f"σ = {sigma:g}, seed {seed} diverged ({str(error).splitlines()[0]}); its metrics are NaN "
+                             f"and the rule leaves the σ out")
+                    per_seed[sigma].append({**dict.fromkeys(METRIC_KEYS, math.nan), "seed": seed})
+                    correct[sigma].append(torch.full((data.x1_train.shape[0],), math.nan, dtype=torch.float64))
+                    continue
+                row = evaluate_outputs(out_train, out_fresh, ref)
+                row.update(loss_fit(res, zero_field))
+                row["seed"] = seed
+                per_seed[sigma].append(row)
+                correct[sigma].append(pairing_accuracy(out_train, data.x1_train).correct.double())
+                if k == 0 and unet:
+                    grid[f"σ={sigma:g}"] = out_fresh[:config.grid_columns]
+    table = _table(sigmas, per_seed)
+    ctx.metric("per_sigma", table)
+    ctx.metric("by_sigma", {f"sigma={row['sigma']}": {k: v for k, v in row.items() if k != "sigma"} for row in table})
+    ctx.metric("per_seed", {f"sigma={s}": rows for s, rows in per_seed.items()})
+    ctx.metric("null_generalisation", null)
+    ctx.metric("real_heldout_copy_fraction", real_copy)
+    ctx.metric("chance_pairing_accuracy", 1.0 / config.n_train)
+    ctx.metric("bandwidth", ref.bandwidth)
+    advice = _advise(ctx, config, table, null["floor"], data.description)
+    _claims(ctx, config, table, correct, advice)
+    _figure(ctx, config, table, advice, null)
+    if grid:
+        k = min(config.grid_columns, data.heldout.shape[0])
+        grid_figure(ctx, "sigma_tradeoff_samples", [("held-out", data.heldout[:k]), *grid.items()],
+                    "outputs from the same fresh sources per σ (seed 0), and held-out real items")
+    ctx.note(f"Scale check: σ√D against the training targets' nearest-neighbour distance (median "
+             f"{_nn_median(data.x1_train):.3g}): " + ", ".join(
+                 f"σ={s:g} → {s * math.sqrt(data.x1_train[0].numel()):.3g}" for s in sigmas if s > 0)
+             + ". Noise tubes of different pairs overlap (and memorisation can stop) once σ√D approaches that "
+               "distance (PAPER.md §4 [D]).")
+
+
+def _nn_median(x: Tensor) -> float:
+    xm = as_matrix("x", x)
+    return float(nearest_neighbours(xm, xm, 2)[0][:, 1].median())
+
+
+def _real_copy_fraction(data: _Data, ref: Reference) -> float:
+    return nn_distance_ratio(data.heldout, data.x1_train, ref.copy_threshold).fraction_below
+
+
+def _choices(ctx: RunContext, config: SigmaTradeoffConfig, data: _Data, unet: bool) -> None:
+    ctx.choice("data", data.description)
+    ctx.choice("training set", f"N = {config.n_train} pairs: sources x0 ~ N(0, I) drawn per seed, paired with the "
+                               f"training targets by index (a fixed random pairing: the memorisation-prone setting of "
+                               f"Prop 2); same pairs for every σ within a seed")
+    if unet:
+        ctx.choice("model", f"UNet base {config.base_channels}, mult {list(config.channel_mult)}, "
+                            f"{config.num_res_blocks} res block(s), attention at {list(config.attention_resolutions)}, "
+                            f"dropout {config.dropout} (images; model={config.model})")
+    else:
+        kind = "flattened images" if data.x1_train.ndim > 2 else "vectors"
+        ctx.choice("model", f"MLPField {config.depth} × {config.width} {config.activation} on {kind}, t concatenated "
+                            f"(model={config.model})")
+    ctx.choice("training", f"Adam lr {config.lr}, warmup {config.warmup_steps}, clip {config.grad_clip}, batch "
+                           f"{config.batch_size}, {config.steps} steps, EMA {config.ema_decay}; CFM(σ) with constant "
+                           f"noise and target x1 − x0; same initialisation and batch stream for every σ within a seed")
+    ctx.choice("sampler", f"Euler, {config.euler_steps} steps, from the N training sources and from {config.n_eval} "
+                          f"fresh sources")
+    ctx.choice("memorisation", f"pairing accuracy a (nearest training target is the own partner) and the score "
+                               f"M = (a − 1/N)/(1 − 1/N) (0 = chance {1 / config.n_train:.3g}, 1 = perfect); also "
+                               f"per-pair L2 to the partner, the share of fresh outputs whose NN1/NN2 distance ratio "
+                               f"to the training targets is < {config.copy_threshold:.3g}, and nn_train_over_heldout = "
+                               f"median NN distance of fresh outputs to the training targets / to an equally large "
+                               f"held-out set (≈ 1: no preference for training data; → 0: copies)")
+    ctx.choice("generalisation", f"G = unbiased MMD² (RBF, median-heuristic bandwidth of the held-out data, shared by "
+                                 f"every σ) between {config.n_eval} outputs from fresh sources and the held-out data; "
+                                 f"biased MMD² reported beside it; null reference: the same statistic between "
+                                 f"independent real samples ({config.null_repeats} replicates)")
+    ctx.choice("seeds", f"{config.n_seeds} seed(s); the per-σ table holds means over seeds")
+
+
+def _table(sigmas: list[float], per_seed: dict[float, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    table = []
+    for s in sigmas:
+        rows = per_seed[s]
+        keys = [k for k in rows[0] if k != "seed"]
+        row: dict[str, Any] = {"sigma": s}
+        for key in keys:
+            row[key] = float(np.mean([r[key] for r in rows]))
+        row["pairing_accuracy.sd_seeds"] = float(np.std([r["pairing_accuracy"] for r in rows], ddof=1)) \
+            if len(rows) > 1 else math.nan
+        row["generalisation.sd_seeds"] = float(np.std([r[GEN_KEY] for r in rows], ddof=1)) \
+            if len(rows) > 1 else math.nan
+        row["n_seeds"] = len(rows)
+        table.append(row)
+    return table
+
+
+def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, Any]], gen_floor: float,
+            description: str) -> dict[str, Any]:
+    rule = rule_text(config.gen_margin, config.mem_margin, gen_floor, gen_name="G", mem_name="M")
+    sigma, reason = recommend_sigma(table, config.gen_margin, config.mem_margin, gen_floor=gen_floor)
+    fallback = False
+    if sigma is None:
+        sigma, fb_reason = fallback_sigma(table, config.gen_margin, gen_floor=gen_floor)
+        fallback = sigma is not None
+        reason = f"{reason}. {fb_reason}"
+    finite = [r[GEN_KEY] for r in table if math.isfinite(r[GEN_KEY])]
+    best = min(finite) if finite else math.nan
+    margins = {"gen_margin": config.gen_margin, "mem_margin": config.mem_margin, "gen_floor": gen_floor,
+               "gen_best": best, "gen_tolerance": gen_tolerance(best, config.gen_margin, gen_floor) if finite
+               else math.nan, "chance": 1.0 / config.n_train}
+    advice = {"rule_satisfied": not fallback and sigma is not None, "fallback": fallback, "reason": reason,
+              "rule": rule, "margins": margins, "data": description}
+    ctx.choice("rule", rule + " G = unbiased generalisation MMD², M = normalised pairing accuracy; the noise floor "
+                              "is 2 × the RMS of the null MMD² (real vs real).")
+    ctx.metric("recommended_sigma", sigma)
+    ctx.metric("recommendation_is_fallback", fallback)
+    ctx.metric("advice", advice)
+    ctx.note(f"Recommendation: {reason}")
+    return advice
+
+
+def _row(table: list[dict[str, Any]], sigma: float) -> dict[str, Any]:
+    return next(r for r in table if r["sigma"] == sigma)
+
+
+def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, Any]],
+            correct: dict[float, list[Tensor]], advice: dict[str, Any]) -> None:
+    n = config.n_train
+    chance = 1.0 / n
+    zero = _row(table, 0.0)
+    acc0 = zero["pairing_accuracy"]
+    m0 = zero[MEM_KEY]
+    memorises = acc0 >= config.memorise_accuracy
+    ctx.claim("sigma_tradeoff.sigma0_memorises", "CFM(σ = 0) trained on fixed random pairs memorises them on this data "
+              "(Prop 2): Euler from a training source lands nearest its own partner.",
+              {"pairing_accuracy": acc0, "chance": chance, "memorisation_score": m0,
+               "per_seed": [float(c.mean()) for c in correct[0.0]], "l2_partner_mean": zero["l2_partner.mean"],
+               "train_loss_relative_to_zero_field": zero["loss_last_relative_to_zero_field"]},
+              confirmed=memorises, refuted=m0 <= config.mem_margin,
+              rule=f"mean pairing accuracy over seeds: confirmed if ≥ {config.memorise_accuracy:g}; refuted if the "
+                   f"memorisation score (a − 1/N)/(1 − 1/N) ≤ mem_margin = {config.mem_margin:g} (indistinguishable "
+                   f"from chance by the advisor's margin); inconclusive in between")
+    positive = [s for s in table if s["sigma"] > 0]
+    cmp_sigma = config.compare_sigma if any(r["sigma"] == config.compare_sigma for r in positive) else \
+        min(r["sigma"] for r in positive)
+    if cmp_sigma != config.compare_sigma:
+        ctx.note(f"compare_sigma = {config.compare_sigma:g} is not in sigmas; claims 2 and 3 use the smallest positive "
+                 f"σ = {cmp_sigma:g} instead.")
+    noisy = _row(table, cmp_sigma)
+    stats = paired_stats(correct[0.0], correct[cmp_sigma])
+    scale = 1.0 / (1.0 - chance)
+    drop = stats["mean_difference"] * scale
+    se = stats["se"] * scale if math.isfinite(stats["se"]) else 0.0
+    direction, _ = direction_verdict(stats, config.t_min)
+    confirmed = memorises and direction and drop >= config.reduce_margin
+    refuted = memorises and drop + 2 * se < config.reduce_margin
+    ctx.claim(f"sigma_tradeoff.sigma{cmp_sigma:g}_reduces_memorisation",
+              f"CFM(σ = {cmp_sigma:g}) memorises the same pairs less than CFM(σ = 0) (Remark 2).",
+              {"pairing_accuracy_sigma0": acc0, f"pairing_accuracy_sigma{cmp_sigma:g}": noisy["pairing_accuracy"],
+               "memorisation_score_drop": drop, "drop_se": se, "paired": stats,
+               "l2_partner_sigma0": zero["l2_partner.mean"], f"l2_partner_sigma{cmp_sigma:g}": noisy["l2_partner.mean"],
+               "sigma0_memorises": memorises},
+              confirmed=confirmed, refuted=refuted,
+              rule=f"per training pair d_i = 1[σ=0 output nearest its partner] − 1[σ={cmp_sigma:g} output nearest its "
+                   f"partner], pooled over seeds; drop = mean(d)/(1 − 1/N) on the memorisation scale. Only judged when "
+                   f"σ = 0 memorises (claim 1 confirmed), else inconclusive. Confirmed if every seed's mean d > 0, the "
+                   f"paired t = mean/se ≥ {config.t_min:g} and drop ≥ reduce_margin = {config.reduce_margin:g}; "
+                   f"refuted if drop + 2·se < {config.reduce_margin:g}; inconclusive otherwise")
+    g0, gc = zero[GEN_KEY], noisy[GEN_KEY]
+    floor = advice["margins"]["gen_floor"]
+    tol = gen_tolerance(min(g0, gc), config.gen_margin, floor)
+    ctx.claim(f"sigma_tradeoff.sigma{cmp_sigma:g}_keeps_generalisation",
+              f"CFM(σ = {cmp_sigma:g}) generalises at least about as well as CFM(σ = 0): its generalisation MMD² is "
+              f"not above σ = 0's by more than the stated margin.",
+              {"gen_mmd2_unbiased_sigma0": g0, f"gen_mmd2_unbiased_sigma{cmp_sigma:g}": gc, "difference": gc - g0,
+               "tolerance": tol, "gen_mmd2_biased_sigma0": zero["gen_mmd2.biased"],
+               f"gen_mmd2_biased_sigma{cmp_sigma:g}": noisy["gen_mmd2.biased"], "noise_floor": floor},
+              confirmed=gc - g0 <= tol, refuted=gc - g0 > tol,
+              rule=f"unbiased MMD² to held-out data (means over seeds): confirmed if G(σ={cmp_sigma:g}) − G(0) ≤ τ = "
+                   f"max(gen_margin · max(min(G(0), G(σ)), 0), noise floor) with gen_margin = {config.gen_margin:g} "
+                   f"and the noise floor 2 × RMS of the null MMD²; refuted otherwise")
+    ok = bool(advice["rule_satisfied"])
+    ctx.claim("sigma_tradeoff.sigma_satisfying_both_margins_exists",
+              "Some σ in the grid keeps memorisation within the stated margin of chance while its generalisation stays "
+              "within the stated margin of the best σ.",
+              {"recommended_sigma": ctx.metrics["recommended_sigma"], "fallback": advice["fallback"],
+               "reason": advice["reason"], "margins": advice["margins"],
+               "table": [{"sigma": r["sigma"], "memorisation": r[MEM_KEY], "generalisation": r[GEN_KEY]}
+                         for r in table]},
+              confirmed=ok, refuted=not ok and bool(advice["fallback"]),
+              rule=advice["rule"] + " Confirmed when the rule returns a σ; refuted when only the fallback answers; "
+                                    "inconclusive when no σ has finite scores (every run diverged).")
+
+
+def _symlog_x(ax: Any, sigmas: list[float]) -> None:
+    positive = [s for s in sigmas if s > 0]
+    lin = min(positive) if positive else 1.0
+    ax.set_xscale("symlog", linthresh=lin)
+    ax.set_xlim(-0.3 * lin, max(sigmas) * 1.25)
+    ax.set_xticks(sigmas)
+    ax.set_xticklabels([f"{s:g}" for s in sigmas], fontsize=7)
+    ax.set_xlabel("σ (symlog axis: 0 shown)")
+
+
+def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, Any]], advice: dict[str, Any],
+            null: dict[str, Any]) -> None:
+    sigmas = [r["sigma"] for r in table]
+    rec = ctx.metrics["recommended_sigma"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    ax = axes[0]
+    ax.plot(sigmas, [r["pairing_accuracy"] for r in table], "o-", label="pairing accuracy")
+    ax.plot(sigmas, [r[MEM_KEY] for r in table], "s--", label="memorisation score M")
+    ax.plot(sigmas, [r["fresh_copy_fraction"] for r in table], "^-", label="fresh copy fraction")
+    ax.axhline(1.0 / config.n_train, color="grey", ls=":", label="chance 1/N")
+    ax.axhline(config.mem_margin, color="C1", ls="-.", lw=1, label=f"mem_margin {config.mem_margin:g}")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("memorisation (training sources / fresh sources)", fontsize=9)
+    ax = axes[1]
+    gens = [r[GEN_KEY] for r in table]
+    ax.plot(sigmas, gens, "o-", label="MMD² unbiased (G)")
+    ax.plot(sigmas, [r["gen_mmd2.biased"] for r in table], "s--", label="MMD² biased")
+    m = advice["margins"]
+    if math.isfinite(m["gen_best"]):
+        ax.axhline(m["gen_best"] + m["gen_tolerance"], color="C1", ls="-.", lw=1, label="best + τ")
+    ax.axhspan(-null["floor"], null["floor"], color="grey", alpha=0.2, label="null: ±2·RMS real vs real")
+    ax.set_title("generalisation (fresh outputs vs held-out data)", fontsize=9)
+    ax = axes[2]
+    ax.plot(sigmas, [r["nn_train_over_heldout"] for r in table], "s--", color="C1",
+            label="NN dist. to train / to held-out (fresh outputs)")
+    ax.set_ylabel("NN-distance ratio (orange)", fontsize=8)
+    twin = ax.twinx()
+    twin.plot(sigmas, [r["l2_partner.mean"] for r in table], "o-", color="C0", label="mean L2 to training partner")
+    twin.set_ylabel("mean L2 to training partner (blue)", fontsize=8)
+    twin.legend(fontsize=7, loc="center right")
+    ax.set_title("distances", fontsize=9)
+    for ax in axes:
+        _symlog_x(ax, sigmas)
+        if rec is not None:
+            ax.axvline(rec, color="red", lw=1.5, alpha=0.6,
+                       label=f"recommended σ = {rec:g}" + (" (fallback)" if advice["fallback"] else ""))
+        ax.legend(fontsize=7)
+    fig.suptitle(f"σ trade-off ({config.dataset}, N = {config.n_train}, {config.steps} steps, {config.n_seeds} "
+                 f"seed(s))", fontsize=10)
+    ctx.figure("sigma_tradeoff", fig)
