@@ -13,11 +13,12 @@ import torch
 
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import run_experiment
-from flowvar.experiments.fig6 import NoisyCounterexampleField, grid_status, ideal_field, pairing_outcome
+from flowvar.experiments.counterexample1 import pairing_outcome
+from flowvar.experiments.fig6 import grid_status, ideal_field
 from flowvar.experiments.lemma2 import ideal_reflow_angle
 from flowvar.gaussian import rotation_matrix
 from flowvar.metrics import fitted_linear_map, rotation_angle
-from flowvar.models import CounterexampleField
+from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.sampling import integrate
 
 VERDICTS = {"confirmed", "refuted", "inconclusive"}
@@ -61,12 +62,14 @@ def test_pairing_outcome_on_exact_partners(gen: torch.Generator) -> None:
     rot = pairing_outcome(-x0 + mu, x0, mu)
     assert rot["fraction_nearer_rotation"] == 1.0
     assert rot["mean_dist_rotation"] == pytest.approx(0.0, abs=1e-12)
+    assert rot["max_dist_rotation"] == pytest.approx(0.0, abs=1e-12)
     assert rot["mean_dist_translation"] == pytest.approx(gap, rel=1e-12)
     assert rot["mean_gap"] == pytest.approx(gap, rel=1e-12)
     assert grid_status(rot, 0.9, 0.1) == "reproduces"
     tr = pairing_outcome(x0 + mu, x0, mu)
     assert tr["fraction_nearer_rotation"] == 0.0
     assert tr["rel_error_rotation"] == pytest.approx(1.0, rel=1e-12)
+    assert tr["max_dist_rotation"] == pytest.approx(float(2 * x0.norm(dim=1).max()), rel=1e-12)
     assert grid_status(tr, 0.9, 0.1) == "fails"
     # Every endpoint at μ (the meeting point): equidistant from both partners (up to rounding), half the gap away.
     mid = pairing_outcome(mu.expand(500, 2).clone(), x0, mu)

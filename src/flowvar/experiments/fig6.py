@@ -40,12 +40,12 @@ from torch import Tensor
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError, SolverError
 from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.counterexample1 import pairing_outcome
 from flowvar.gaussian import counterexample_problem
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
-from flowvar.metrics import partner_distances
-from flowvar.models import CounterexampleField, MLPField
-from flowvar.models.base import VectorField, time_column
+from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
+from flowvar.models.base import VectorField
 from flowvar.sampling import integrate
 from flowvar.train import TrainConfig, train
 
@@ -83,52 +83,12 @@ class Fig6Config:
             raise ConfigError("reproduce_fraction must be in (0.5, 1] and reproduce_rel_error in (0, 1)")
 
 
-class NoisyCounterexampleField(VectorField):
-    """The exact CFM minimiser of Counter Example 1 under constant interpolant noise σ > 0 (our derivation [D]).
-
-    x_t = tμ + s x0 + σz with s = 1 − 2t, so E[x0 | x_t = x] = s (x − tμ) / (s² + σ²) and
-    v(x, t) = E[x1 − x0 | x_t = x] = μ − 2 s (x − tμ) / (s² + σ²), defined for every t. Its flow map is the
-    translation x0 ↦ x0 + μ (y = x − tμ obeys y ∝ √(s² + σ²)). For σ = 0 use
-    :class:`flowvar.models.CounterexampleField`.
-    """
-
-    def __init__(self, mu: float, sigma: float, dim: int = 2, dtype: torch.dtype = torch.float64) -> None:
-        super().__init__()
-        if not sigma > 0:
-            raise ConfigError(f"NoisyCounterexampleField needs σ > 0 (use CounterexampleField for σ = 0), got {sigma}")
-        self.dim, self.sigma = dim, float(sigma)
-        self.register_buffer("mu", torch.as_tensor(mu, dtype=dtype).expand(dim).clone())
-
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
-        self.check_input(x)
-        t = time_column(t, x)[:, None]
-        s = 1 - 2 * t
-        return self.mu - 2 * s * (x - t * self.mu) / (s * s + self.sigma**2)
-
-
 def ideal_field(mu: float, sigma: float) -> VectorField:
-    """The exact CFM minimiser for the 180° + μ coupling at noise level σ (σ = 0: undefined at t = ½)."""
-    return CounterexampleField(mu, 2) if sigma == 0 else NoisyCounterexampleField(mu, sigma)
+    """The exact CFM minimiser for the 180° + μ coupling at noise level σ (σ = 0: undefined at t = ½).
 
-
-def pairing_outcome(x1_hat: Tensor, x0: Tensor, mu: Tensor) -> dict[str, float]:
-    """Where ODE endpoints land relative to the two candidate partners of the 180° + μ coupling.
-
-    ``x1_hat``, ``x0``: (n, d); ``mu``: (d,). Rotation partner R x0 + μ = −x0 + μ (the training pair),
-    translation target x0 + μ (the OT partner); their gap is 2‖x0‖. Returns the mean distances to both
-    (:func:`flowvar.metrics.partner_distances`), the mean gap, ``rel_error_rotation`` = mean distance to the
-    rotation partner / mean gap, and the fraction of endpoints strictly nearer the rotation partner.
+    σ = 0: :class:`flowvar.models.CounterexampleField`; σ > 0: :class:`flowvar.models.NoisyCounterexampleField`.
     """
-    rotation, translation = -x0 + mu, x0 + mu
-    d = partner_distances(x1_hat, {"rotation": rotation, "translation": translation})
-    gap = 2 * x0.double().norm(dim=1)
-    nearer = (d["rotation"].per_sample < d["translation"].per_sample).double()
-    return {"fraction_nearer_rotation": float(nearer.mean()),
-            "mean_dist_rotation": d["rotation"].mean,
-            "median_dist_rotation": d["rotation"].median,
-            "mean_dist_translation": d["translation"].mean,
-            "mean_gap": float(gap.mean()),
-            "rel_error_rotation": d["rotation"].mean / float(gap.mean())}
+    return CounterexampleField(mu, 2) if sigma == 0 else NoisyCounterexampleField(mu, sigma)
 
 
 def grid_status(outcome: dict[str, float], fraction: float, rel_error: float) -> Status:

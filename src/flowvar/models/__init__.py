@@ -4,7 +4,7 @@
 """
 
 from flowvar.models.base import VectorField, time_column
-from flowvar.models.closed_form import CounterexampleField
+from flowvar.models.closed_form import CounterexampleField, NoisyCounterexampleField
 from flowvar.models.empirical import EmpiricalField, MemorizingField
 from flowvar.models.mlp import MLPField
 from flowvar.models.parametric import GaussianParametricField
@@ -12,5 +12,6 @@ from flowvar.models.unet import SinusoidalTimeEmbedding, UNetField, sinusoidal_e
 
 __all__ = [
     "CounterexampleField", "EmpiricalField", "GaussianParametricField", "MLPField", "MemorizingField",
-    "SinusoidalTimeEmbedding", "UNetField", "VectorField", "sinusoidal_embedding", "time_column",
+    "NoisyCounterexampleField", "SinusoidalTimeEmbedding", "UNetField", "VectorField", "sinusoidal_embedding",
+    "time_column",
 ]

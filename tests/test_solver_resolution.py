@@ -1,0 +1,227 @@
+"""solver_resolution: the helpers on closed-form fields with known answers, config errors, and tiny smoke runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import build_config, get_experiment, run_experiment
+from flowvar.experiments.counterexample1 import pairing_outcome
+from flowvar.experiments.fig6 import ideal_field
+from flowvar.experiments.solver_resolution import (
+    SolverResolutionConfig,
+    evaluate,
+    jump_factor,
+    point_rows,
+    predicted_fraction,
+    radial_rate,
+    solver_names,
+    turning_window,
+)
+from flowvar.sampling import integrate
+
+MU = torch.tensor([5.0, 5.0], dtype=torch.float64)
+CLAIMS = {"solver_resolution.sigma0_reproduces_rotation", "solver_resolution.sigma0.05_no_rotation",
+          "solver_resolution.fig6_conclusion", "solver_resolution.sigma0_depends_on_resolution",
+          "solver_resolution.window_explains_jumps"}
+
+
+@pytest.fixture
+def x0(gen: torch.Generator) -> Tensor:
+    return torch.randn(200, 2, generator=gen, dtype=torch.float64)
+
+
+def clipped_field(a: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """A synthetic field with a known turning window: v = μ + k(t) y, y = x − tμ, s = 1 − 2t,
+    k = −2/max(s, a) for s > 0 and +2/max(−s, a) for s < 0 — the exact σ = 0 field with its rate clipped at 2/a,
+    so K_max = 2/a and the window half-width is w = a/2."""
+
+    def field(x: Tensor, t: Tensor) -> Tensor:
+        s = (1 - 2 * t)[:, None]
+        k = -2 * torch.sign(s) / torch.clamp(s.abs(), min=a)
+        return MU + k * (x - t[:, None] * MU)
+
+    return field
+
+
+# ---------------------------------------------------------------------------------------------- exact fields
+
+
+def test_exact_sigma0_field_rotation_on_odd_grids_undefined_on_even(x0: Tensor) -> None:
+    config = SolverResolutionConfig(euler_steps=(11, 101, 10, 100), rk_steps=(11,))
+    out = evaluate(ideal_field(5.0, 0.0), x0, MU, config)
+    assert list(out) == solver_names(config) == ["euler_10", "euler_11", "euler_100", "euler_101", "midpoint_11",
+                                                 "rk4_11", "dopri5"]
+    for n in (11, 101):
+        res = out[f"euler_{n}"]
+        assert isinstance(res, dict)
+        assert res["fraction_nearer_rotation"] == 1.0 and res["rel_error_rotation"] < 1e-12
+        assert res["status"] == "reproduces"
+    for name in ("euler_10", "euler_100", "midpoint_11", "rk4_11"):  # each evaluates the field at t = ½ (0/0)
+        assert isinstance(out[name], str) and out[name].startswith("failed")
+    rows = {r["solver"]: r for r in point_rows(0.0, None, "exact", out)}
+    assert rows["euler_10"]["status"] == "failed" and rows["euler_10"]["fraction_rotation"] is None
+    assert rows["euler_10"]["parity"] == "even" and rows["euler_11"]["parity"] == "odd"
+    assert rows["dopri5"]["parity"] == "adaptive" and rows["dopri5"]["n_steps"] is None
+    assert rows["euler_11"]["step_size"] == pytest.approx(1 / 11)
+
+
+def test_exact_noisy_minimiser_gives_translation(x0: Tensor) -> None:
+    """σ = 0.2: every Euler step here (h ≤ 0.1) is narrower than the window σ, so every solver follows the flow
+    x0 ↦ x0 + μ."""
+    config = SolverResolutionConfig(euler_steps=(10, 11, 101), rk_steps=(11,))
+    out = evaluate(ideal_field(5.0, 0.2), x0, MU, config)
+    for name, res in out.items():
+        assert isinstance(res, dict), name
+        assert res["fraction_nearer_rotation"] == 0.0 and res["status"] == "fails", name
+    dop = out["dopri5"]
+    assert isinstance(dop, dict) and dop["mean_dist_translation"] < 1e-4 * dop["mean_gap"]
+
+
+# ---------------------------------------------------------------------------------------------- turning window
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.05, 0.2])
+def test_turning_window_of_noisy_minimiser_is_sigma(sigma: float, x0: Tensor) -> None:
+    """K(s) = 2s/(s² + σ²) peaks at 1/σ at s = σ: w = σ, and the turn from max contraction to max expansion is σ."""
+    win = turning_window(ideal_field(5.0, sigma), x0, MU)
+    assert win.resolved
+    assert win.halfwidth == pytest.approx(sigma, rel=2e-3)
+    assert win.turn_width == pytest.approx(sigma, rel=0.05)
+    assert win.t_peak == pytest.approx(0.5 - sigma / 2, abs=0.03 * sigma)
+    k = radial_rate(ideal_field(5.0, sigma), x0[:5], MU, torch.tensor([0.3, 0.7], dtype=torch.float64))
+    s = torch.tensor([0.4, -0.4], dtype=torch.float64)[:, None]
+    assert torch.allclose(k, (-2 * s / (s * s + sigma**2)).expand(2, 5))
+
+
+def test_turning_window_of_clipped_field_and_exact_sigma0(x0: Tensor) -> None:
+    win = turning_window(clipped_field(0.04), x0, MU)
+    assert win.resolved and win.halfwidth == pytest.approx(0.02, rel=1e-9)
+    exact = turning_window(ideal_field(5.0, 0.0), x0, MU, s_min=1e-4)
+    assert not exact.resolved  # K = 2/s still grows at the smallest sampled s
+    assert exact.halfwidth == pytest.approx(5e-5, rel=1e-9)
+    with pytest.raises(ConfigError, match=r"0\.5"):
+        radial_rate(ideal_field(5.0, 0.0), x0, MU, torch.tensor([0.5], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("field_name", "n", "rotation"), [
+    ("sigma0.05", 11, True), ("sigma0.05", 19, True), ("sigma0.05", 21, False), ("sigma0.05", 101, False),
+    ("sigma0.05", 10, False), ("sigma0.05", 6, False),
+    ("clip0.1", 11, True), ("clip0.1", 15, True), ("clip0.1", 21, False), ("clip0.1", 25, False),
+    ("clip0.1", 30, False), ("clip0.1", 50, False),
+])
+def test_jump_factor_predicts_euler_side(field_name: str, n: int, rotation: bool, x0: Tensor) -> None:
+    """Both fields are linear in y with a known window w (σ = 0.05: w = 0.05; clipped a = 0.1: w = 0.05): an odd
+    grid lands on the rotation side iff 1/n > w, an even grid never; the jump factor predicts it exactly."""
+    field = ideal_field(5.0, 0.05) if field_name == "sigma0.05" else clipped_field(0.1)
+    predicted = predicted_fraction(field, x0, MU, n)
+    observed = pairing_outcome(integrate(field, x0, method="euler", steps=n).x1, x0, MU)["fraction_nearer_rotation"]
+    assert predicted == observed == (1.0 if rotation else 0.0)
+    assert bool((jump_factor(field, x0, MU, n) < 0).all()) is rotation
+
+
+def test_jump_factor_exact_sigma0(x0: Tensor) -> None:
+    """Exact σ = 0 field: factor 1 − h·2/h = −1 on odd grids (the exact rotation), 1 − h·(1/h) = 0 on even grids."""
+    field = ideal_field(5.0, 0.0)
+    assert torch.allclose(jump_factor(field, x0, MU, 11), torch.full((200,), -1.0, dtype=torch.float64))
+    assert predicted_fraction(field, x0, MU, 101) == 1.0
+    assert float(jump_factor(field, x0, MU, 10).abs().max()) < 1e-9
+    assert predicted_fraction(field, x0, MU, 10) is None
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"sigmas": "0.05,0.2"}, "sigmas"),
+    ({"sigmas": "0,0.05,0.05"}, "sigmas"),
+    ({"sigmas": "0,-0.1"}, "sigmas"),
+    ({"contrast_sigma": "0"}, "contrast_sigma"),
+    ({"euler_steps": "1,11"}, "euler_steps"),
+    ({"euler_steps": "11,10,11"}, "euler_steps"),
+    ({"train_steps": "0,100"}, "train_steps"),
+    ({"rk_steps": "0"}, "rk_steps"),
+    ({"dependence_margin": "0"}, "dependence_margin"),
+    ({"fine_min_steps": "11"}, "fine_min_steps"),
+    ({"reproduce_fraction": "0.4"}, "reproduce_fraction"),
+    ({"window_s_min": "0"}, "window_s_min"),
+])
+def test_config_errors_name_the_key(overrides: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        build_config(get_experiment("solver_resolution"), quick=True, overrides=overrides)
+
+
+def test_yaml_matches_dataclass_and_lists_are_sweepable() -> None:
+    full = build_config(get_experiment("solver_resolution"))
+    assert full == SolverResolutionConfig()  # the YAML's full values are the dataclass defaults
+    quick = build_config(get_experiment("solver_resolution"), quick=True, overrides={"train_steps": "[4000]"})
+    assert quick.train_steps == (4000,) and 0.0 in quick.sigmas and quick.width == 128
+
+
+# ---------------------------------------------------------------------------------------------- smoke runs
+
+TINY = {"sigmas": "0,0.05", "train_steps": "20,40", "width": "16", "n_eval": "50", "euler_steps": "3,11,4,51",
+        "rk_steps": "3", "window_points": "20", "window_sources": "30", "max_dopri_steps": "2000"}
+
+
+def _run(tmp_path: Path, **extra: str) -> dict[str, Any]:
+    run_experiment("solver_resolution", tmp_path, quick=True, overrides={**TINY, **extra})
+    return json.loads((tmp_path / "solver_resolution" / "result.json").read_text())
+
+
+def test_solver_resolution_smoke(tmp_path: Path) -> None:
+    data = _run(tmp_path)
+    assert {c["id"] for c in data["claims"]} == CLAIMS
+    for c in data["claims"]:
+        assert c["verdict"] in {"confirmed", "refuted", "inconclusive"} and c["rule"] and c["evidence"]
+    points = data["metrics"]["points"]
+    solvers = ["euler_3", "euler_4", "euler_11", "euler_51", "midpoint_3", "rk4_3", "dopri5"]
+    # 2 σ × (2 training lengths + the exact minimiser) × 7 solvers
+    assert len(points) == 2 * 3 * len(solvers)
+    assert {(p["sigma"], p["train_steps"]) for p in points} == {(s, n) for s in (0.0, 0.05) for n in (20, 40, None)}
+    for p in points:
+        assert p["solver"] in solvers and p["status"] in {"reproduces", "partial", "fails", "failed"}
+        if p["status"] != "failed":
+            assert 0 <= p["fraction_rotation"] <= 1 and math.isfinite(p["rel_error_rotation"])
+        if p["field"] == "trained" and p["method"] == "euler":
+            assert 0 <= p["predicted_fraction_rotation"] <= 1
+    exact0 = {p["solver"]: p for p in points if p["sigma"] == 0.0 and p["field"] == "exact"}
+    assert exact0["euler_11"]["status"] == "reproduces" and exact0["euler_4"]["status"] == "failed"
+    metrics = data["metrics"]
+    for key in ("sigma0_finest_reproducing_euler_steps", "sigma0_finest_rotation_majority_euler_steps",
+                "fraction_rotation_dopri5_sigma0", "fraction_rotation_dopri5_sigma0.05", "window_halfwidth_sigma0",
+                "fig6_conclusion_settings"):
+        assert key in metrics
+    assert len(metrics["windows"]) == 2 * 3 and len(metrics["training"]) == 4
+    setting = next(c for c in data["claims"] if c["id"] == "solver_resolution.sigma0_reproduces_rotation")
+    assert setting["evidence"]["n_settings"] == 2 * len(solvers)
+    assert set(data["figures"]) == {"fraction_heatmap.png", "fraction_vs_steps.png", "turning_window.png"}
+    for fig in data["figures"]:
+        assert (tmp_path / "solver_resolution" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_split_training_lengths_match_one_run(tmp_path: Path) -> None:
+    """A sweep job with train_steps=[40] gets the same numbers as the 40-step checkpoint of a [20, 40] run."""
+    both = _run(tmp_path / "both")
+    alone = _run(tmp_path / "alone", train_steps="[40]")
+    pick = [p for p in both["metrics"]["points"] if p["train_steps"] == 40]
+    assert pick == [p for p in alone["metrics"]["points"] if p["train_steps"] == 40]
+
+
+def test_sweep_subset_without_contrast_sigma_or_odd_grids(tmp_path: Path) -> None:
+    """A sweep job over a subset of the axes still runs: no fig6_conclusion claim without σ = 0.05, and the
+    resolution claim is inconclusive without a coarse odd grid."""
+    data = _run(tmp_path, sigmas="[0.0,0.2]", train_steps="[20]", euler_steps="[4,10]")
+    claims = {c["id"]: c for c in data["claims"]}
+    assert set(claims) == {"solver_resolution.sigma0_reproduces_rotation", "solver_resolution.sigma0.2_no_rotation",
+                           "solver_resolution.sigma0_depends_on_resolution", "solver_resolution.window_explains_jumps"}
+    assert claims["solver_resolution.sigma0_depends_on_resolution"]["verdict"] == "inconclusive"
+    assert any("contrast_sigma" in n for n in data["notes"])
