@@ -1,0 +1,694 @@
+"""Memorisation phase diagram: where does interpolant noise σ stop a network from memorising fixed random pairs?
+
+PAPER.md §2 (Prop 2: minimisers of the deterministic loss memorise arbitrary pairs; Remark 2: noise breaks the
+one-to-one map (x0, t) ↦ x_t and "small noise, σ = 0.05, already restores generalisation"), §3.4 / §4 "GMM
+(Table 1)" and its [D] note: whether a network memorises depends on N, d and capacity, and whether σ matters
+depends on the noise tube radius σ√d against the spacing of the training pairs, so one (N, d, σ) point can hide
+or exaggerate the effect. This study maps it over a grid.
+
+Grid. Every combination of d ∈ ``dims``, N ∈ ``ns``, σ ∈ ``sigmas`` (0 included: the reference), MLP width ∈
+``widths`` and seed s ∈ {``seed``, …, ``seed`` + ``n_seeds`` − 1}.
+
+Per (d, N, s): N fixed random pairs: sources x0_i ~ N(0, I_d), targets x1_i from the Table-1 GMM (K = 8
+components, means ~ N(0, 3² I) with ``gmm_seed``, std 0.5), paired by index. Their *line spacing*
+(:func:`line_spacing`) is the median over i of the nearest simultaneous approach of another training line,
+
+    s_i = min_{j ≠ i} min_{t ∈ [0, 1]} ‖μ_i(t) − μ_j(t)‖,    μ_i(t) = (1 − t) x0_i + t x1_i,
+
+the distance at which two pairs become confusable for the noisy interpolant at the same t; the explanatory
+ratios are ``tube_ratio`` = σ√d / spacing (the noise tube radius, PAPER.md §4 [D]) and ``sigma_ratio`` =
+σ / spacing (the noise along one direction, which is what the posterior weights of the exact minimiser see).
+
+Per (d, N, σ, s): the exact minimiser of the empirical CFM(σ) loss (:class:`~flowvar.models.EmpiricalField`,
+Remark 2's posterior mean; the nearest-line field at σ = 0) gives the loss floor L*(σ) and, integrated from the
+training sources, the pairing accuracy an optimiser that reached the minimum would get (``exact_accuracy``).
+
+Per grid point (d, N, σ, width, s): an MLP (depth ``depth``) trained with Adam on CFM(σ) (constant noise f = σ,
+target x1 − x0) for ``steps`` steps. Same data, initialisation and batch stream (indices, t and z; z is scaled by
+σ) for every σ at a given (d, N, width, s), so σ comparisons are paired. Then:
+
+* pairing accuracy: share of Euler outputs x̂_i from the training sources whose nearest training target is their
+  own partner; chance level 1/N;
+* ``l2_partner`` = mean ‖x̂_i − x1_i‖, ``l2_other`` = mean ‖x̂_i − x1_π(i)‖ with π a fixed derangement, and
+  ``l2_partner_rel`` = their ratio (0: on the partner; ≈ 1: no closer to the partner than to another target);
+* generalisation MMD² of Euler outputs from ``n_eval`` fresh sources against ``n_eval`` fresh GMM samples, RBF
+  kernel with one median-heuristic bandwidth per (d, s) shared by every N, σ and width: ``mmd2_gen_unbiased``
+  (U-statistic) and ``mmd2_gen_biased`` (V-statistic), with the same two statistics between two independent fresh
+  target samples as the null reference (``mmd2_null_*``); ``fresh_copy_fraction``: share of fresh outputs whose
+  nearest/second-nearest training-target distance ratio is below ``copy_threshold`` (``real_copy_fraction``: the
+  same for the fresh GMM samples, the level of a model that samples the target without copying);
+* ``final_loss`` (the run's own CFM(σ) loss) and ``grad_var`` = tr Cov(g) of the per-sample gradients, both at
+  the final parameters on ``variance_samples`` fresh path draws (:func:`flowvar.variance.gradient_variance`,
+  fast engine); ``loss_floor`` = L*(σ); ``loss_ratio`` = final_loss / mean ‖x1 − x0‖² (the zero field's loss).
+
+Verdict rules (stated in each claim's ``rule``). A (d, N, width) cell *memorises* when the seed-mean pairing
+accuracy at σ = 0 is ≥ ``memorise_accuracy``; σ *reduces* memorisation in a cell when the paired drop
+Δ_s = acc_s(0) − acc_s(σ) is > 0 in every seed and its mean is ≥ ``reduction_margin``.
+
+1. ``sigma0_memorises``: confirmed if some cell memorises; refuted if none does although some cell reached the
+   zero-loss level at σ = 0: final_loss ≤ ``zero_loss_ratio`` × spacing², i.e. an RMS velocity residual of at
+   most √``zero_loss_ratio`` of the line spacing, so the field follows its own line and should reproduce its pairs
+   (a threshold relative to mean ‖x1 − x0‖² would not do: in d = 2 the lines are 0.01–0.1 apart, and a loss of
+   0.5 % of ‖u‖² still swaps partners); inconclusive otherwise (no cell trained to the minimum: capacity or steps,
+   not evidence against Prop 2).
+2. ``sigma{σ}_reduces_memorisation`` for every σ > 0 (``focus_sigma``, 0.05 in the paper, is one of them):
+   over the memorising cells, confirmed if σ reduces memorisation in all of them, refuted if in none,
+   inconclusive otherwise (a partial map); the evidence lists every cell's numbers.
+3. ``tube_ratio_governs``: over (memorising cell, σ > 0) combinations labelled reduced / not reduced, the best
+   one-threshold rule "reduced iff tube_ratio ≥ r*" (:func:`best_threshold_separation`, balanced accuracy);
+   confirmed if it reaches ``separation_threshold`` with ≥ 2 combinations of each label, refuted if it stays
+   below ``refute_separation`` with ≥ 2 of each, inconclusive otherwise. σ alone and σ / spacing are scored the
+   same way for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flowvar.couplings import FixedPairs, derangement
+from flowvar.distributions import GaussianMixture, StandardNormal
+from flowvar.errors import ConfigError, ShapeError, check_positive_int
+from flowvar.experiments.base import RunContext, register
+from flowvar.interpolants import Interpolant
+from flowvar.loss import CFMLoss, per_sample_loss
+from flowvar.metrics import median_heuristic, mmd2, nn_distance_ratio, pairing_accuracy, partner_distances
+from flowvar.models import EmpiricalField, MLPField
+from flowvar.models.mlp import ACTIVATIONS
+from flowvar.sampling import integrate
+from flowvar.train import TrainConfig, train
+from flowvar.variance import gradient_variance, slice_path
+
+NAME = "memorization_phase"
+
+# random streams: each (kind, d, N or width) gets its own generator, seeded by the value of the key and not by its
+# position in the grid, so a sweep that splits the grid (dims=[2], [50] …) draws exactly the data of the full run
+_STREAM_DATA, _STREAM_EVAL, _STREAM_INIT, _STREAM_TRAIN, _STREAM_PROBE, _STREAM_FLOOR = range(1, 7)
+_MAX_SEEDS = 1009  # seeds s = seed + k must stay below this so streams of different keys never coincide
+
+
+def _offset(kind: int, dim: int, key: int) -> int:
+    return ((kind * 10_007 + dim) * 1_000_003 + key) * _MAX_SEEDS
+
+
+@dataclass
+class MemorizationPhaseConfig:
+    seed: int = 0
+    n_seeds: int = 3
+    # the grid (list-typed so a sweep can split it: --grid "dims=[2],[3],[10],[50]")
+    dims: tuple[int, ...] = (2, 3, 10, 50)
+    ns: tuple[int, ...] = (16, 64, 256, 1024, 4096)
+    sigmas: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.5)
+    widths: tuple[int, ...] = (64, 256)
+    # target distribution (the GMM of Table 1, PAPER.md §4)
+    n_components: int = 8
+    mean_scale: float = 3.0
+    component_std: float = 0.5
+    gmm_seed: int = 0
+    # network and training
+    depth: int = 3
+    activation: str = "silu"
+    steps: int = 20_000
+    batch_size: int = 256
+    lr: float = 1e-3
+    # evaluation
+    euler_steps: int = 101
+    n_eval: int = 2000
+    variance_samples: int = 2048
+    floor_samples: int = 20_000
+    exact_reference: bool = True
+    exact_sources: int = 512
+    copy_threshold: float = 1.0 / 3.0
+    # a-priori thresholds of the verdict rules
+    focus_sigma: float = 0.05
+    memorise_accuracy: float = 0.9
+    reduction_margin: float = 0.1
+    zero_loss_ratio: float = 0.01
+    separation_threshold: float = 0.9
+    refute_separation: float = 0.7
+
+    def validate(self) -> None:
+        def positive_ints(key: str, values: Sequence[int], low: int) -> None:
+            if not values or any(v < low for v in values):
+                raise ConfigError(f"{key} must be a non-empty list of integers >= {low}, got {list(values)}; e.g. "
+                                  f"--set {key}=[{max(low, 2)}]")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{key} has repeated values {list(values)}; list each value once")
+
+        positive_ints("dims", self.dims, 1)
+        positive_ints("ns", self.ns, 2)
+        positive_ints("widths", self.widths, 1)
+        if not self.sigmas or any(not math.isfinite(s) or s < 0 for s in self.sigmas):
+            raise ConfigError(f"sigmas must be a non-empty list of finite numbers >= 0, got {list(self.sigmas)}")
+        if len(set(self.sigmas)) != len(self.sigmas):
+            raise ConfigError(f"sigmas has repeated values {list(self.sigmas)}; list each value once")
+        if 0.0 not in self.sigmas or len(self.sigmas) < 2:
+            raise ConfigError(f"sigmas must contain 0.0 (the paired reference of every comparison) and at least one "
+                              f"σ > 0, got {list(self.sigmas)}; e.g. --set sigmas=[0,0.05]")
+        if self.focus_sigma not in self.sigmas or self.focus_sigma <= 0:
+            raise ConfigError(f"focus_sigma={self.focus_sigma} must be one of the σ > 0 in sigmas "
+                              f"{list(self.sigmas)}; add it to sigmas or set focus_sigma to one of them")
+        if self.seed < 0 or self.n_seeds < 1 or self.seed + self.n_seeds > _MAX_SEEDS:
+            raise ConfigError(f"seed={self.seed} and n_seeds={self.n_seeds} must satisfy seed >= 0, n_seeds >= 1 and "
+                              f"seed + n_seeds <= {_MAX_SEEDS} (the random streams are spaced {_MAX_SEEDS} apart)")
+        for key in ("depth", "steps", "batch_size", "euler_steps", "floor_samples", "n_components", "exact_sources"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("n_eval", "variance_samples"):
+            if getattr(self, key) < 2:
+                raise ConfigError(f"{key} must be >= 2 (an unbiased MMD and a covariance need two samples), got "
+                                  f"{getattr(self, key)}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation={self.activation!r} is unknown; choose one of {sorted(ACTIVATIONS)}")
+        if not self.lr > 0 or not self.component_std > 0 or not self.mean_scale >= 0:
+            raise ConfigError(f"lr and component_std must be > 0 and mean_scale >= 0, got lr={self.lr}, "
+                              f"component_std={self.component_std}, mean_scale={self.mean_scale}")
+        if not 0 < self.copy_threshold <= 1:
+            raise ConfigError(f"copy_threshold must be in (0, 1], got {self.copy_threshold}")
+        if not 0 < self.memorise_accuracy <= 1:
+            raise ConfigError(f"memorise_accuracy must be in (0, 1], got {self.memorise_accuracy}")
+        if not 0 < self.reduction_margin < 1:
+            raise ConfigError(f"reduction_margin must be in (0, 1) (an accuracy drop), got {self.reduction_margin}")
+        if not 0 < self.zero_loss_ratio < 1:
+            raise ConfigError(f"zero_loss_ratio must be in (0, 1), got {self.zero_loss_ratio}")
+        if not 0.5 <= self.refute_separation < self.separation_threshold <= 1:
+            raise ConfigError(f"need 0.5 <= refute_separation < separation_threshold <= 1 (balanced accuracies; 0.5 is "
+                              f"chance), got refute_separation={self.refute_separation}, "
+                              f"separation_threshold={self.separation_threshold}")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def line_spacing(x0: Tensor, x1: Tensor, chunk: int = 512) -> Tensor:
+    """Per pair, the nearest simultaneous approach of another training line: (N,) float64.
+
+    s_i = min_{j ≠ i} min_{t ∈ [0, 1]} ‖μ_i(t) − μ_j(t)‖ with μ_i(t) = (1 − t) x0_i + t x1_i. For a pair (i, j),
+    Δ(t) = a + t b with a = x0_i − x0_j and b = u_i − u_j (u = x1 − x0), minimised at t* = clip(−a·b / ‖b‖², 0, 1).
+    ‖a‖², a·b and ‖b‖² come from the Gram matrices of x0 and u (so memory is chunk × N, never N² × d);
+    float64, squared distances clamped at 0 against rounding. ``x0``, ``x1``: (N, d) with N >= 2.
+    """
+    if x0.ndim != 2 or x0.shape != x1.shape or x0.shape[0] < 2:
+        raise ShapeError(f"line_spacing needs x0 and x1 of the same shape (N, d) with N >= 2, got "
+                         f"{tuple(x0.shape)} and {tuple(x1.shape)}")
+    chunk = check_positive_int("chunk", chunk)
+    p = x0.detach().double()
+    u = x1.detach().double() - p
+    pp, uu, pu = (p * p).sum(1), (u * u).sum(1), (p * u).sum(1)  # ‖x0_j‖², ‖u_j‖², x0_j·u_j
+    n = p.shape[0]
+    out = torch.empty(n, dtype=torch.float64)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        g_pp, g_uu = p[lo:hi] @ p.T, u[lo:hi] @ u.T
+        g_pu, g_up = p[lo:hi] @ u.T, u[lo:hi] @ p.T  # x0_i·u_j and u_i·x0_j
+        aa = pp[lo:hi, None] + pp[None, :] - 2 * g_pp
+        bb = uu[lo:hi, None] + uu[None, :] - 2 * g_uu
+        ab = pu[lo:hi, None] - g_pu - g_up + pu[None, :]
+        t_star = torch.where(bb > 0, -ab / bb.clamp_min(torch.finfo(torch.float64).tiny),
+                             torch.zeros_like(bb)).clamp(0.0, 1.0)
+        d2 = (aa + 2 * t_star * ab + t_star * t_star * bb).clamp_min(0.0)
+        d2[torch.arange(hi - lo), torch.arange(lo, hi)] = math.inf  # j ≠ i
+        out[lo:hi] = d2.min(1).values.sqrt()
+    return out
+
+
+def tube_ratio(sigma: float, dim: int, spacing: float) -> float:
+    """σ√d / spacing: the radius of the noise tube around a training line over the typical line spacing."""
+    return sigma * math.sqrt(dim) / spacing if spacing > 0 else math.inf
+
+
+def cell_key(d: int, n: int, width: int) -> str:
+    """The label of a (d, N, width) cell, e.g. ``d=10,N=256,width=128``."""
+    return f"d={d},N={n},width={width}"
+
+
+def reduction_map(points: Iterable[dict[str, Any]], sigma: float, memorise_accuracy: float, margin: float
+                  ) -> dict[str, dict[str, Any]]:
+    """For every (d, N, width) cell: does σ reduce memorisation relative to σ = 0, paired by seed?
+
+    ``points``: flat rows with keys d, n, width, seed, sigma, pairing_accuracy (and optionally tube_ratio,
+    sigma_ratio, mmd2_gen_unbiased, exact_accuracy). Per cell, with seeds that have both σ = 0 and ``sigma``:
+    acc0 = mean_s acc_s(0), drops Δ_s = acc_s(0) − acc_s(σ); ``memorises`` = acc0 ≥ ``memorise_accuracy``;
+    ``reduces`` = every Δ_s > 0 and mean Δ ≥ ``margin``; ``status`` = "reduced" | "not_reduced" (memorising cells)
+    or "not_memorised". Cells without a paired seed are left out. Keys ordered by (d, N, width).
+    """
+    by_cell: dict[tuple[int, int, int], dict[int, dict[float, dict[str, Any]]]] = {}
+    for p in points:
+        by_cell.setdefault((int(p["d"]), int(p["n"]), int(p["width"])), {}).setdefault(int(p["seed"]), {})[
+            float(p["sigma"])] = p
+    out: dict[str, dict[str, Any]] = {}
+    for (d, n, w), seeds in sorted(by_cell.items()):
+        paired = [(s, rows[0.0], rows[float(sigma)]) for s, rows in sorted(seeds.items())
+                  if 0.0 in rows and float(sigma) in rows]
+        if not paired:
+            continue
+        acc0 = [r0["pairing_accuracy"] for _, r0, _ in paired]
+        acc = [r["pairing_accuracy"] for _, _, r in paired]
+        drops = [a0 - a for a0, a in zip(acc0, acc, strict=True)]
+        mean0, mean_drop = float(np.mean(acc0)), float(np.mean(drops))
+        memorises = mean0 >= memorise_accuracy
+        reduces = all(x > 0 for x in drops) and mean_drop >= margin
+        row: dict[str, Any] = {"d": d, "n": n, "width": w, "seeds": [s for s, _, _ in paired],
+                               "accuracy_sigma0": mean0, "accuracy_sigma": float(np.mean(acc)), "drops": drops,
+                               "mean_drop": mean_drop, "chance": 1.0 / n, "memorises": memorises, "reduces": reduces,
+                               "status": ("reduced" if reduces else "not_reduced") if memorises else "not_memorised"}
+        for key in ("tube_ratio", "sigma_ratio", "mmd2_gen_unbiased", "exact_accuracy", "l2_partner_rel"):
+            if all(key in r for _, _, r in paired):
+                row[key] = float(np.mean([r[key] for _, _, r in paired]))
+        if all("mmd2_gen_unbiased" in r0 for _, r0, _ in paired):
+            row["mmd2_gen_unbiased_sigma0"] = float(np.mean([r0["mmd2_gen_unbiased"] for _, r0, _ in paired]))
+        if all("exact_accuracy" in r0 and "exact_accuracy" in r for _, r0, r in paired):
+            # the same drop for the exact minimisers: what the noise itself removes, without under-fitting
+            row["exact_mean_drop"] = float(np.mean([r0["exact_accuracy"] - r["exact_accuracy"] for _, r0, r in paired]))
+        out[cell_key(d, n, w)] = row
+    return out
+
+
+def region_verdict(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Judge "σ reduces memorisation" over a :func:`reduction_map`.
+
+    Over the memorising cells: ``confirmed`` if σ reduces memorisation in every one (and there is at least
+    one), ``refuted`` if in none (and there is at least one), inconclusive otherwise (partial map, or no
+    memorising cell). Also returns the cell lists per status and ``reduces_fraction`` (reduced / memorising
+    cells; NaN without memorising cells).
+    """
+    groups: dict[str, list[str]] = {"reduced": [], "not_reduced": [], "not_memorised": []}
+    for key, cell in cells.items():
+        groups[cell["status"]].append(key)
+    memorising = len(groups["reduced"]) + len(groups["not_reduced"])
+    return {"confirmed": memorising > 0 and not groups["not_reduced"],
+            "refuted": memorising > 0 and not groups["reduced"],
+            "memorising_cells": memorising,
+            "reduces_fraction": len(groups["reduced"]) / memorising if memorising else math.nan,
+            "reduced_cells": groups["reduced"], "not_reduced_cells": groups["not_reduced"],
+            "not_memorised_cells": groups["not_memorised"]}
+
+
+def best_threshold_separation(values: Sequence[float], labels: Sequence[bool]) -> dict[str, Any]:
+    """The best rule "label is True iff value ≥ r" over all thresholds r, scored by balanced accuracy.
+
+    Balanced accuracy = (TPR + TNR) / 2, so a rule that ignores the value (all True or all False) scores 0.5
+    whatever the label frequencies. Candidate thresholds: every distinct value and +inf; ties in the score go
+    to the smallest threshold. Returns ``threshold``, ``balanced_accuracy``, ``n_true``, ``n_false`` (and
+    ``threshold`` = NaN, ``balanced_accuracy`` = NaN when one label is absent: nothing to separate).
+    """
+    v = np.asarray(values, dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    if v.shape != y.shape or v.ndim != 1:
+        raise ShapeError(f"values and labels must be two 1-D sequences of the same length, got {v.shape}, {y.shape}")
+    n_true, n_false = int(y.sum()), int((~y).sum())
+    if n_true == 0 or n_false == 0:
+        return {"threshold": math.nan, "balanced_accuracy": math.nan, "n_true": n_true, "n_false": n_false}
+    best_r, best_score = math.nan, -1.0
+    for r in [*np.unique(v).tolist(), math.inf]:
+        pred = v >= r
+        score = 0.5 * (float((pred & y).sum()) / n_true + float((~pred & ~y).sum()) / n_false)
+        if score > best_score + 1e-12:
+            best_r, best_score = float(r), score
+    return {"threshold": best_r, "balanced_accuracy": best_score, "n_true": n_true, "n_false": n_false}
+
+
+# ------------------------------------------------------------------------------------------------ data and evaluation
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """N fixed random pairs of one (d, N, seed), float32, with a derangement π for the "other target" distance."""
+
+    x0: Tensor
+    x1: Tensor
+    other: Tensor
+    spacing: float
+    u_sq_mean: float
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Fresh sources and targets of one (d, seed), the shared bandwidth and the null MMD² of two target samples."""
+
+    x0: Tensor
+    y: Tensor
+    bandwidth: float
+    null_unbiased: float
+    null_biased: float
+
+
+def make_training_set(gmm: GaussianMixture, n: int, generator: torch.Generator) -> TrainingSet:
+    """x0 ~ N(0, I_d) and x1 ~ GMM drawn independently and paired by index: an arbitrary pairing (Prop 2)."""
+    d = gmm.means.shape[1]
+    x0 = StandardNormal(d).sample(n, generator)
+    x1 = gmm.sample(n, generator).to(x0.dtype)
+    other = x1[derangement(n, generator)]
+    return TrainingSet(x0, x1, other, float(line_spacing(x0, x1).median()),
+                       float((x1.double() - x0.double()).pow(2).sum(1).mean()))
+
+
+def make_eval_set(gmm: GaussianMixture, n_eval: int, generator: torch.Generator) -> EvalSet:
+    d = gmm.means.shape[1]
+    x0 = StandardNormal(d).sample(n_eval, generator)
+    y = gmm.sample(n_eval, generator).to(x0.dtype)
+    y_null = gmm.sample(n_eval, generator).to(x0.dtype)
+    h = median_heuristic(y)
+    return EvalSet(x0, y, h, mmd2(y_null, y, bandwidth=h, estimator="unbiased").mmd2,
+                   mmd2(y_null, y, bandwidth=h, estimator="biased").mmd2)
+
+
+def _integrate_rows(field: nn.Module, x0: Tensor, steps: int, rows: int = 1024) -> Tensor:
+    """Euler endpoints from ``x0`` (n, d), ``rows`` sources at a time (each row's ODE is independent; this bounds
+    the (rows × N) posterior weights of an EmpiricalField on large training sets)."""
+    return torch.cat([integrate(field, x0[i:i + rows], steps=steps).x1 for i in range(0, x0.shape[0], rows)])
+
+
+def exact_reference(ts: TrainingSet, sigma: float, config: MemorizationPhaseConfig, generator: torch.Generator
+                    ) -> dict[str, float]:
+    """The exact CFM(σ) minimiser on the training pairs (EmpiricalField, float64): its loss L*(σ) on
+    ``floor_samples`` path draws (0 at σ = 0 up to rounding) and, with ``exact_reference``, the pairing accuracy of
+    its Euler outputs from min(N, ``exact_sources``) training sources drawn without replacement (candidates: all N
+    targets). Each Euler step costs (sources × N × d), so the subsample keeps N = 4096 at seconds, not minutes;
+    the accuracy is a mean over sources, so the subsample estimates it without bias (binomial error ≤ 0.5/√512)."""
+    x0, x1 = ts.x0.double(), ts.x1.double()
+    field = EmpiricalField(x0, x1, sigma)
+    path = CFMLoss(Interpolant(sigma)).draw(FixedPairs(x0, x1), config.floor_samples, generator)
+    with torch.no_grad():
+        losses = torch.cat([per_sample_loss(field, slice_path(path, i, i + 2048))
+                            for i in range(0, config.floor_samples, 2048)])
+    out = {"loss_floor": float(losses.mean())}
+    if config.exact_reference:
+        n = x0.shape[0]
+        idx = torch.randperm(n, generator=generator)[:config.exact_sources] if n > config.exact_sources else \
+            torch.arange(n)
+        ends = _integrate_rows(field, x0[idx], config.euler_steps)
+        out["exact_accuracy"] = pairing_accuracy(ends, x1, partner_index=idx).accuracy
+    return out
+
+
+def evaluate_model(model: nn.Module, ts: TrainingSet, ev: EvalSet, sigma: float, config: MemorizationPhaseConfig,
+                   generator: torch.Generator) -> dict[str, float]:
+    """Every per-point metric of a trained model (see the module docstring)."""
+    x_tr = integrate(model, ts.x0, steps=config.euler_steps).x1
+    x_fr = integrate(model, ev.x0, steps=config.euler_steps).x1
+    dist = partner_distances(x_tr, {"partner": ts.x1, "other": ts.other})
+    path = CFMLoss(Interpolant(sigma)).draw(FixedPairs(ts.x0, ts.x1), config.variance_samples, generator)
+    rep = gradient_variance(model, path, method="fast", chunk_size=1024)
+    n = ts.x0.shape[0]
+    acc = pairing_accuracy(x_tr, ts.x1).accuracy
+    return {"pairing_accuracy": acc, "chance": 1.0 / n, "accuracy_above_chance": acc - 1.0 / n,
+            "l2_partner": dist["partner"].mean, "l2_other": dist["other"].mean,
+            "l2_partner_rel": dist["partner"].mean / dist["other"].mean,
+            "mmd2_gen_unbiased": mmd2(x_fr, ev.y, bandwidth=ev.bandwidth, estimator="unbiased").mmd2,
+            "mmd2_gen_biased": mmd2(x_fr, ev.y, bandwidth=ev.bandwidth, estimator="biased").mmd2,
+            "fresh_copy_fraction": nn_distance_ratio(x_fr, ts.x1, config.copy_threshold).fraction_below,
+            "final_loss": rep.mean_loss, "loss_ratio": rep.mean_loss / ts.u_sq_mean, "grad_var": rep.trace}
+
+
+# ------------------------------------------------------------------------------------------------ experiment
+
+
+@register(NAME, title="Memorisation phase diagram: pairing accuracy of CFM(σ) over d, N, σ and width on GMM pairs",
+          config=MemorizationPhaseConfig,
+          quick={"n_seeds": 1, "dims": (2, 3, 10), "ns": (16, 128), "sigmas": (0.0, 0.05, 0.2, 0.5),
+                 "widths": (128,), "steps": 4000, "n_eval": 500, "variance_samples": 512, "floor_samples": 4000},
+          paper={"prop2": "minimisers of the deterministic loss memorise arbitrary pairings (zero loss, zero gradient "
+                          "variance, ODE returns the training partner)",
+                 "remark2": "interpolant noise breaks the one-to-one map (x0, t) -> x_t; small noise, σ = 0.05, "
+                            "already restores generalisation",
+                 "section4_D": "whether a model can memorise depends on N, d and capacity; whether σ matters depends "
+                               "on the noise tube radius σ√d against the spacing of the training pairs",
+                 "table1": "d = 3 and d = 50 GMM: generalisation MMD 0.0034 → 0.0018 (d = 3), 0.0021 → 0.0020 "
+                           "(d = 50) from σ = 0 to σ = 0.05"})
+def run(config: MemorizationPhaseConfig, ctx: RunContext) -> None:
+    _record_choices(config, ctx)
+    points: list[dict[str, Any]] = []
+    references: dict[str, dict[str, Any]] = {}
+    for d in config.dims:
+        gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed)
+        for k in range(config.n_seeds):
+            s = config.seed + k
+            ev = make_eval_set(gmm, config.n_eval, ctx.generator(_offset(_STREAM_EVAL, d, 0) + k))
+            for n in config.ns:
+                ts = make_training_set(gmm, n, ctx.generator(_offset(_STREAM_DATA, d, n) + k))
+                exact = {sigma: exact_reference(ts, sigma, config, ctx.generator(_offset(_STREAM_FLOOR, d, n) + k))
+                         for sigma in config.sigmas}
+                references[f"d={d},N={n},seed={s}"] = {"spacing": ts.spacing, "mean_sq_displacement": ts.u_sq_mean,
+                                                       "null_mmd2_unbiased": ev.null_unbiased,
+                                                       "null_mmd2_biased": ev.null_biased, "bandwidth": ev.bandwidth,
+                                                       **{f"sigma={sg}": v for sg, v in exact.items()}}
+                real_copy = nn_distance_ratio(ev.y, ts.x1, config.copy_threshold).fraction_below
+                pairs = FixedPairs(ts.x0, ts.x1)
+                for width in config.widths:
+                    for sigma in config.sigmas:
+                        start = time.perf_counter()
+                        # same initialisation and batch stream for every σ: the σ comparison is paired
+                        torch.manual_seed(s + _offset(_STREAM_INIT, d, width))
+                        model = MLPField(d, width, config.depth, config.activation)
+                        res = train(model, CFMLoss(Interpolant(sigma)), pairs,
+                                    TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                                seed=s + _offset(_STREAM_TRAIN, d, n), progress=ctx.progress,
+                                                log_every=0))
+                        metrics = evaluate_model(model, ts, ev, sigma, config,
+                                                 ctx.generator(_offset(_STREAM_PROBE, d, n) + k))
+                        tail = res.losses[-max(1, len(res.losses) // 20):]
+                        points.append({
+                            "d": d, "n": n, "sigma": sigma, "width": width, "seed": s, **metrics, **exact[sigma],
+                            "excess_loss": metrics["final_loss"] - exact[sigma]["loss_floor"],
+                            "train_loss_last_5pct": float(np.mean(tail)), "spacing": ts.spacing,
+                            "sigma_sqrt_d": sigma * math.sqrt(d), "tube_ratio": tube_ratio(sigma, d, ts.spacing),
+                            "sigma_ratio": sigma / ts.spacing if ts.spacing > 0 else math.inf,
+                            "mmd2_null_unbiased": ev.null_unbiased, "mmd2_null_biased": ev.null_biased,
+                            "real_copy_fraction": real_copy, "runtime_s": time.perf_counter() - start})
+    ctx.metric("points", points)
+    ctx.metric("grid", _grid_means(points))
+    ctx.metric("references", references)
+    regions = {sigma: reduction_map(points, sigma, config.memorise_accuracy, config.reduction_margin)
+               for sigma in config.sigmas if sigma > 0}
+    ctx.metric("regions", {f"sigma={sigma}": cells for sigma, cells in regions.items()})
+    _claims(ctx, config, points, regions)
+    _heatmaps(ctx, config, points, regions)
+    _ratio_figure(ctx, config, points, regions)
+
+
+def _record_choices(config: MemorizationPhaseConfig, ctx: RunContext) -> None:
+    ctx.choice("grid", f"d ∈ {list(config.dims)}, N ∈ {list(config.ns)}, σ ∈ {list(config.sigmas)}, width ∈ "
+                       f"{list(config.widths)}, seeds {config.seed}…{config.seed + config.n_seeds - 1}")
+    ctx.choice("data", f"N fixed random pairs per (d, N, seed): x0 ~ N(0, I_d), x1 ~ GMM (K = {config.n_components}, "
+                       f"means ~ N(0, {config.mean_scale}² I) with seed {config.gmm_seed}, std "
+                       f"{config.component_std}), paired by index; the random streams depend on the values of d, N, "
+                       f"width and seed only, so splitting the grid in a sweep reproduces the full run's points")
+    ctx.choice("model", f"MLPField depth {config.depth} × width, {config.activation}, t concatenated; same "
+                        f"initialisation and batch stream (indices, t, z) for every σ at a given (d, N, width, seed)")
+    ctx.choice("training", f"Adam lr {config.lr} (constant), batch {config.batch_size}, {config.steps} steps, CFM(σ) "
+                           f"with constant noise f = σ and target x1 − x0 (TorchCFM ConditionalFlowMatcher)")
+    ctx.choice("outputs", f"Euler {config.euler_steps} steps from the N training sources (pairing accuracy, L2) and "
+                          f"from {config.n_eval} fresh sources (generalisation MMD², copy fraction)")
+    ctx.choice("generalisation MMD", "RBF MMD² against fresh GMM samples, median-heuristic bandwidth of the fresh "
+                                     "target sample, one per (d, seed), shared by every N, σ and width; both the "
+                                     "unbiased U-statistic (mmd2_gen_unbiased, can be < 0) and the biased "
+                                     "V-statistic (mmd2_gen_biased, ≥ 0); null: two fresh target samples")
+    ctx.choice("loss and variance", f"final CFM(σ) loss and tr Cov(g) (plug-in, fast per-sample-gradient engine) at "
+                                    f"the final parameters on {config.variance_samples} fresh path draws; loss floor "
+                                    f"L*(σ) of the exact minimiser (EmpiricalField) on {config.floor_samples} draws")
+    ctx.choice("spacing", "median over training pairs of the nearest simultaneous approach of another training line, "
+                          "min_{j≠i} min_t ‖μ_i(t) − μ_j(t)‖; tube_ratio = σ√d / spacing, sigma_ratio = σ / spacing")
+    ctx.choice("rules", f"a (d, N, width) cell memorises when the seed-mean σ = 0 pairing accuracy ≥ "
+                        f"{config.memorise_accuracy}; σ reduces memorisation there when the paired drop "
+                        f"acc(0) − acc(σ) is > 0 in every seed with mean ≥ {config.reduction_margin}")
+
+
+def _grid_means(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seed means of every numeric metric, nested d → N → width → σ (flattens to sweep-friendly dotted names)."""
+    groups: dict[tuple[int, int, int, float], list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((p["d"], p["n"], p["width"], p["sigma"]), []).append(p)
+    out: dict[str, Any] = {}
+    skip = {"d", "n", "width", "sigma", "seed"}
+    for (d, n, w, sigma), rows in groups.items():
+        cell = out.setdefault(f"d={d}", {}).setdefault(f"N={n}", {}).setdefault(f"width={w}", {})
+        cell[f"sigma={sigma}"] = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key not in skip}
+        cell[f"sigma={sigma}"]["n_seeds"] = len(rows)
+    return out
+
+
+def _fmt_cells(cells: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    return {name: {k: cells[name][k] for k in ("accuracy_sigma0", "accuracy_sigma", "mean_drop", "drops", "chance",
+                                              "tube_ratio", "sigma_ratio", "exact_accuracy", "exact_mean_drop",
+                                              "mmd2_gen_unbiased_sigma0",
+                                              "mmd2_gen_unbiased") if k in cells[name]} for name in names}
+
+
+def _claims(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[str, Any]],
+            regions: dict[float, dict[str, dict[str, Any]]]) -> None:
+    zero = [p for p in points if p["sigma"] == 0.0]
+    cells0: dict[str, list[dict[str, Any]]] = {}
+    for p in zero:
+        cells0.setdefault(cell_key(p["d"], p["n"], p["width"]), []).append(p)
+    summary0 = {key: {"accuracy": float(np.mean([r["pairing_accuracy"] for r in rows])),
+                      "chance": 1.0 / rows[0]["n"],
+                      "loss_ratio": float(np.mean([r["loss_ratio"] for r in rows])),
+                      "loss_over_spacing_sq": float(np.mean([r["final_loss"] / r["spacing"] ** 2 if r["spacing"] > 0
+                                                             else math.inf for r in rows])),
+                      "grad_var": float(np.mean([r["grad_var"] for r in rows]))} for key, rows in cells0.items()}
+    memorising = [k for k, v in summary0.items() if v["accuracy"] >= config.memorise_accuracy]
+    at_zero_loss = [k for k, v in summary0.items() if v["loss_over_spacing_sq"] <= config.zero_loss_ratio]
+    ctx.metric("sigma0_memorising_cells", len(memorising))
+    ctx.metric("cells", len(summary0))
+    ctx.metric("max_pairing_accuracy_sigma0", max(v["accuracy"] for v in summary0.values()))
+    ctx.claim(f"{NAME}.sigma0_memorises",
+              "CFM(σ = 0) trained on fixed random pairs memorises them (Prop 2): pairing accuracy ≥ "
+              f"{config.memorise_accuracy} somewhere in the grid.",
+              {"memorising_cells": memorising, "cells_at_zero_loss_level": at_zero_loss, "per_cell": summary0},
+              confirmed=bool(memorising), refuted=not memorising and bool(at_zero_loss),
+              rule=f"per (d, N, width) cell the seed-mean σ = 0 pairing accuracy; confirmed if some cell reaches "
+                   f"{config.memorise_accuracy}; refuted if none does although some cell reached the zero-loss level "
+                   f"(σ = 0 final loss ≤ {config.zero_loss_ratio} × spacing²: residuals far below the line spacing, a "
+                   f"minimiser that should reproduce its pairs); inconclusive otherwise (no cell trained to the "
+                   f"minimum: capacity or steps)")
+
+    for sigma, cells in regions.items():
+        verdict = region_verdict(cells)
+        ctx.metric(f"region_sigma{sigma}_reduces_fraction", verdict["reduces_fraction"])
+        ctx.metric(f"region_sigma{sigma}_reduced_cells", len(verdict["reduced_cells"]))
+        focus = " (the paper's σ)" if sigma == config.focus_sigma else ""
+        ctx.claim(f"{NAME}.sigma{sigma}_reduces_memorisation",
+                  f"CFM(σ = {sigma}){focus} memorises the training pairs less than CFM(σ = 0) (Remark 2), wherever "
+                  f"CFM(σ = 0) memorises.",
+                  {"reduced": _fmt_cells(cells, verdict["reduced_cells"]),
+                   "not_reduced": _fmt_cells(cells, verdict["not_reduced_cells"]),
+                   "not_memorised": _fmt_cells(cells, verdict["not_memorised_cells"]),
+                   "memorising_cells": verdict["memorising_cells"], "reduces_fraction": verdict["reduces_fraction"]},
+                  confirmed=verdict["confirmed"], refuted=verdict["refuted"],
+                  rule=f"cells (d, N, width) with seed-mean σ = 0 pairing accuracy ≥ {config.memorise_accuracy}; "
+                       f"'reduced' if acc(0) − acc(σ) > 0 in every seed and its mean ≥ {config.reduction_margin}; "
+                       f"confirmed if reduced in every memorising cell, refuted if in none, inconclusive otherwise "
+                       f"(partial map, or no memorising cell)")
+
+    combos = [(key, sigma, cell) for sigma, cells in regions.items() for key, cell in cells.items()
+              if cell["memorises"]]
+    labels = [bool(c["reduces"]) for _, _, c in combos]
+    sep = {"tube_ratio": best_threshold_separation([c["tube_ratio"] for _, _, c in combos], labels),
+           "sigma_ratio": best_threshold_separation([c["sigma_ratio"] for _, _, c in combos], labels),
+           "sigma": best_threshold_separation([sg for _, sg, _ in combos], labels)}
+    main = sep["tube_ratio"]
+    enough = main["n_true"] >= 2 and main["n_false"] >= 2
+    ctx.metric("tube_ratio_balanced_accuracy", main["balanced_accuracy"])
+    ctx.metric("tube_ratio_threshold", main["threshold"])
+    ctx.claim(f"{NAME}.tube_ratio_governs",
+              "Whether σ reduces memorisation is set by the noise tube radius σ√d relative to the spacing of the "
+              "training pairs (PAPER.md §4 [D]): it does iff σ√d / spacing exceeds a threshold.",
+              {"separation": sep,
+               "combinations": [{"cell": key, "sigma": sg, "tube_ratio": c["tube_ratio"],
+                                 "sigma_ratio": c["sigma_ratio"], "mean_drop": c["mean_drop"],
+                                 "exact_mean_drop": c.get("exact_mean_drop"), "reduced": c["reduces"]}
+                                for key, sg, c in combos]},
+              confirmed=enough and main["balanced_accuracy"] >= config.separation_threshold,
+              refuted=enough and main["balanced_accuracy"] < config.refute_separation,
+              rule=f"over (memorising cell, σ > 0) combinations labelled reduced / not reduced, the best threshold "
+                   f"rule 'reduced iff tube_ratio ≥ r*' scored by balanced accuracy; confirmed if ≥ "
+                   f"{config.separation_threshold} with ≥ 2 combinations of each label, refuted if < "
+                   f"{config.refute_separation} with ≥ 2 of each, inconclusive otherwise; σ alone and σ / spacing "
+                   f"are scored the same way for comparison (with a single d and N they order the combinations like "
+                   f"the tube ratio does)")
+    focus_cells = regions.get(config.focus_sigma, {})
+    if focus_cells:
+        gen = {k: (c.get("mmd2_gen_unbiased_sigma0"), c.get("mmd2_gen_unbiased")) for k, c in focus_cells.items()}
+        ctx.note(f"Generalisation MMD² (unbiased, seed mean) σ = 0 → σ = {config.focus_sigma}, per cell: "
+                 + "; ".join(f"{k}: {a:.3g} → {b:.3g}" for k, (a, b) in gen.items() if a is not None and b is not None)
+                 + ". Compare with mmd2_null_unbiased in the points table (two independent target samples).")
+    exact = [p for p in points if "exact_accuracy" in p and p["sigma"] == config.focus_sigma]
+    if exact:
+        ctx.note(f"Exact CFM(σ = {config.focus_sigma}) minimiser (EmpiricalField) pairing accuracy from the training "
+                 f"sources, per (d, N, seed): "
+                 + "; ".join(sorted({f"d={p['d']},N={p['n']},seed={p['seed']}: {p['exact_accuracy']:.3g} "
+                                     f"(tube ratio {p['tube_ratio']:.3g})" for p in exact}))
+                 + ". Where this stays near 1 the noise cannot break memorisation even at the minimum; a network that "
+                   "loses accuracy there lost it to under-fitting, not to Remark 2's averaging.")
+
+
+def _cell_means(points: list[dict[str, Any]], d: int, width: int, key: str) -> tuple[list[int], list[float], Any]:
+    ns = sorted({p["n"] for p in points if p["d"] == d})
+    sigmas = sorted({p["sigma"] for p in points})
+    table = np.full((len(ns), len(sigmas)), np.nan)
+    for i, n in enumerate(ns):
+        for j, sg in enumerate(sigmas):
+            vals = [p[key] for p in points if p["d"] == d and p["n"] == n and p["width"] == width and p["sigma"] == sg]
+            if vals:
+                table[i, j] = float(np.mean(vals))
+    return ns, sigmas, table
+
+
+def _heatmaps(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[str, Any]],
+              regions: dict[float, dict[str, dict[str, Any]]]) -> None:
+    panels = (("accuracy_above_chance", "pairing accuracy − chance (1/N)", "viridis", (0.0, 1.0)),
+              ("l2_partner_rel", "L2 to partner / L2 to another target", "magma_r", (0.0, 1.2)))
+    for d in config.dims:
+        fig, axes = plt.subplots(len(panels), len(config.widths), figsize=(1.3 * len(config.sigmas) * len(config.widths)
+                                                                         + 2, 0.6 * len(config.ns) * len(panels) + 2.5),
+                                 squeeze=False, layout="constrained")
+        for col, width in enumerate(config.widths):
+            for row, (key, title, cmap, (lo, hi)) in enumerate(panels):
+                ax = axes[row, col]
+                ns, sigmas, table = _cell_means(points, d, width, key)
+                im = ax.imshow(table, cmap=cmap, vmin=lo, vmax=hi, aspect="auto", origin="lower")
+                for i, n in enumerate(ns):
+                    for j, sg in enumerate(sigmas):
+                        if np.isnan(table[i, j]):
+                            continue
+                        cell = regions.get(sg, {}).get(cell_key(d, n, width))
+                        mark = " ↓" if cell is not None and cell["reduces"] else ""
+                        # dark end of viridis is low, of magma_r high: pick the readable text colour
+                        dark = (table[i, j] - lo) / (hi - lo) < 0.5
+                        color = ("white" if dark else "black") if cmap == "viridis" else ("black" if dark else "white")
+                        ax.text(j, i, f"{table[i, j]:.2f}{mark}", ha="center", va="center", fontsize=7, color=color)
+                ax.set_xticks(range(len(sigmas)), [f"{s:g}" for s in sigmas])
+                ax.set_yticks(range(len(ns)), [str(n) for n in ns])
+                ax.set_xlabel("σ")
+                ax.set_ylabel("N")
+                ax.set_title(f"width {width}: {title}", fontsize=8)
+                fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.suptitle(f"d = {d}: CFM(σ) on N fixed random GMM pairs, mean over {config.n_seeds} seed(s); ↓ = σ reduces "
+                     f"memorisation (drop ≥ {config.reduction_margin} vs σ = 0, every seed)", fontsize=9)
+        ctx.figure(f"heatmap_d{d}", fig)
+
+
+def _ratio_figure(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[str, Any]],
+                  regions: dict[float, dict[str, dict[str, Any]]]) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
+    positive = [p["tube_ratio"] for p in points if p["sigma"] > 0 and math.isfinite(p["tube_ratio"])]
+    left = min(positive) / 4 if positive else 1e-3
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    keys = sorted({(p["d"], p["n"], p["width"]) for p in points})
+    for c, (d, n, w) in enumerate(keys):
+        rows = [p for p in points if (p["d"], p["n"], p["width"]) == (d, n, w)]
+        sigmas = sorted({p["sigma"] for p in rows if p["sigma"] > 0})
+        xs = [float(np.mean([p["tube_ratio"] for p in rows if p["sigma"] == sg])) for sg in sigmas]
+        ys = [float(np.mean([p["pairing_accuracy"] for p in rows if p["sigma"] == sg])) for sg in sigmas]
+        y0 = float(np.mean([p["pairing_accuracy"] for p in rows if p["sigma"] == 0.0]))
+        color = colors[c % len(colors)]
+        axes[0].semilogx(xs, ys, marker="o", color=color, label=f"d={d}, N={n}, w={w}")
+        axes[0].scatter([left], [y0], marker="*", s=70, color=color)
+        if xs:
+            axes[0].plot([left, xs[0]], [y0, ys[0]], ls=":", color=color, lw=1)
+        drops = [regions[sg][cell_key(d, n, w)]["mean_drop"] for sg in sigmas if cell_key(d, n, w) in regions[sg]]
+        memo = y0 >= config.memorise_accuracy
+        axes[1].semilogx(xs[:len(drops)], drops, marker="o" if memo else "x", ls="-" if memo else ":", color=color)
+    axes[0].set_xlabel("tube ratio σ√d / line spacing (stars at left: σ = 0)")
+    axes[0].set_ylabel(f"pairing accuracy (Euler {config.euler_steps}, training sources)")
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[0].legend(fontsize=6, ncol=2, loc="lower left")
+    axes[1].axhline(config.reduction_margin, color="grey", ls="--", lw=1, label=f"margin {config.reduction_margin}")
+    thr = ctx.metrics.get("tube_ratio_threshold")
+    if isinstance(thr, float) and math.isfinite(thr):
+        axes[1].axvline(thr, color="red", ls=":", lw=1, label=f"best threshold r* = {thr:.3g}")
+    axes[1].set_xlabel("tube ratio σ√d / line spacing")
+    axes[1].set_ylabel("accuracy drop acc(0) − acc(σ), seed mean")
+    axes[1].set_title("o/solid: cells where σ = 0 memorises; x/dotted: it does not", fontsize=8)
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Pairing accuracy against the noise tube radius relative to the training-line spacing")
+    ctx.figure("accuracy_vs_tube_ratio", fig)
