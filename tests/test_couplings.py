@@ -1,9 +1,14 @@
 import itertools
+import logging
 
+import numpy as np
+import ot
 import pytest
 import torch
 
+import flowvar.couplings as couplings
 from flowvar.couplings import (
+    AUTO_EMD_MIN_POINTS,
     ExactOTCoupling,
     FixedPairs,
     IndependentCoupling,
@@ -23,7 +28,7 @@ def brute_force_ot_cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
     return min(float(((x0 - x1[list(p)]) ** 2).sum()) for p in itertools.permutations(range(n)))
 
 
-@pytest.mark.parametrize("solver", ["lsa", "emd"])
+@pytest.mark.parametrize("solver", ["auto", "lsa", "emd"])
 @pytest.mark.parametrize("seed", range(5))
 def test_exact_ot_matches_brute_force(solver: str, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
@@ -31,6 +36,106 @@ def test_exact_ot_matches_brute_force(solver: str, seed: int) -> None:
     perm = exact_ot_permutation(x0, x1, solver)
     assert sorted(perm.tolist()) == list(range(7)), "OT pairing must be a bijection"
     assert float(((x0 - x1[perm]) ** 2).sum()) == pytest.approx(brute_force_ot_cost(x0, x1), rel=1e-12)
+
+
+def _ot_problem(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    if kind == "normal":
+        return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randn(n, 3, generator=g, dtype=torch.float64)
+    if kind == "mixture":
+        x0 = torch.randn(n, 2, generator=g)
+        return x0, GaussianMixture.random(2, seed=seed).sample(n, g)
+    if kind == "grid":  # integer points on a 3×3 grid: many exactly tied costs
+        return (torch.randint(0, 3, (n, 2), generator=g).double(), torch.randint(0, 3, (n, 2), generator=g).double())
+    if kind == "duplicated":  # every point repeated, and the targets a permuted copy of the sources
+        base = torch.randn(n // 4, 2, generator=g, dtype=torch.float64).repeat(4, 1)
+        return base, base[torch.randperm(base.shape[0], generator=g)] + 0.0
+    assert kind == "identical"
+    return torch.ones(n, 2, dtype=torch.float64), torch.ones(n, 2, dtype=torch.float64)
+
+
+def _is_permutation(perm: torch.Tensor, n: int) -> bool:
+    return perm.dtype == torch.long and perm.shape == (n,) and sorted(perm.tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("kind", ["normal", "mixture", "grid", "duplicated", "identical"])
+@pytest.mark.parametrize("n", [40, AUTO_EMD_MIN_POINTS + 4])
+def test_exact_ot_solvers_agree_on_the_optimal_cost(kind: str, n: int) -> None:
+    x0, x1 = _ot_problem(kind, n, seed=n)
+    cost = squared_distances(x0, x1)
+    totals = {}
+    for solver in ("auto", "lsa", "emd"):
+        perm = exact_ot_permutation(x0, x1, solver)  # type: ignore[arg-type]
+        assert _is_permutation(perm, n), f"{solver} did not return a bijection"
+        totals[solver] = float(cost[torch.arange(n), perm].sum())
+    ref = totals["lsa"]
+    for solver, total in totals.items():
+        assert total == pytest.approx(ref, rel=1e-9, abs=1e-12), (solver, totals)
+    if kind == "duplicated":
+        assert ref == pytest.approx(0.0, abs=1e-9)  # a zero-cost pairing exists and every solver finds it
+
+
+def test_auto_solver_picks_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = ot.emd
+
+    def spy(a, b, M, **kw):  # type: ignore[no-untyped-def]
+        calls.append(M.shape[0])
+        return real(a, b, M, **kw)
+
+    monkeypatch.setattr(ot, "emd", spy)
+    for n in (AUTO_EMD_MIN_POINTS - 1, AUTO_EMD_MIN_POINTS):
+        x0, x1 = _ot_problem("normal", n, 0)
+        assert _is_permutation(exact_ot_permutation(x0, x1), n)
+    assert calls == [AUTO_EMD_MIN_POINTS]  # lsa below the threshold, emd from it on
+
+
+@pytest.mark.parametrize("bad", ["fractional", "duplicate-column", "not-optimal", "wrong-mass"])
+@pytest.mark.parametrize("solver", ["auto", "emd"])
+def test_emd_fallback_to_lsa_on_a_bad_plan(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                                          bad: str, solver: str) -> None:
+    n = AUTO_EMD_MIN_POINTS
+    x0, x1 = _ot_problem("mixture", n, 1)
+
+    def fake(a, b, M, **kw):  # type: ignore[no-untyped-def]
+        plan = np.eye(n)
+        code = 1
+        if bad == "fractional":  # feasible, but not a vertex
+            plan = np.full((n, n), 1.0 / n)
+        elif bad == "duplicate-column":
+            plan[1] = plan[0]
+        elif bad == "not-optimal":
+            code = 3
+        else:
+            plan = plan * 0.5
+        return plan, {"result_code": code, "warning": None if code == 1 else "numItermax reached"}
+
+    monkeypatch.setattr(ot, "emd", fake)
+    with caplog.at_level(logging.WARNING, logger="flowvar.couplings"):
+        perm = exact_ot_permutation(x0, x1, solver)  # type: ignore[arg-type]
+    assert _is_permutation(perm, n)
+    assert torch.equal(perm, exact_ot_permutation(x0, x1, "lsa"))
+    assert any("linear_sum_assignment" in r.getMessage() for r in caplog.records)
+
+
+def test_emd_fallback_when_the_iteration_cap_is_hit(monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(couplings, "EMD_MAX_ITER", 5)  # the real solver, stopped early
+    x0, x1 = _ot_problem("mixture", 300, 2)
+    with caplog.at_level(logging.WARNING, logger="flowvar.couplings"):
+        perm = exact_ot_permutation(x0, x1, "emd")
+    assert "without optimality" in caplog.text
+    cost = squared_distances(x0, x1)
+    lsa = exact_ot_permutation(x0, x1, "lsa")
+    assert float(cost[torch.arange(300), perm].sum()) == pytest.approx(float(cost[torch.arange(300), lsa].sum()),
+                                                                      rel=1e-12)
+
+
+def test_emd_success_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    x0, x1 = _ot_problem("grid", 300, 3)
+    with caplog.at_level(logging.WARNING, logger="flowvar.couplings"):
+        exact_ot_permutation(x0, x1, "emd")
+    assert not caplog.records
 
 
 def test_exact_ot_coupling_is_a_bijection_of_the_drawn_targets() -> None:
@@ -110,5 +215,7 @@ def test_bad_pairs_are_rejected_with_clear_messages() -> None:
         IndependentCoupling(StandardNormal(2), StandardNormal(3))
     with pytest.raises(ConfigError, match="solver"):
         ExactOTCoupling(StandardNormal(2), StandardNormal(2), solver="sinkhorn")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="solver"):
+        exact_ot_permutation(torch.zeros(2, 2), torch.zeros(2, 2), "hungarian")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="positive integer"):
         StandardNormal(2).sample(0)

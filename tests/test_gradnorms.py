@@ -535,3 +535,48 @@ def test_recorded_tensors_are_freed_without_the_garbage_collector(gen):
     finally:
         gc.enable()
         engine.detach()
+
+
+class Reused(nn.Module):
+    """A Linear whose output feeds two branches (its δ is a sum of two gradients) and a thin output layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 16)
+        self.mid = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.mid(torch.tanh(self.inp(x)))
+        return self.out(torch.tanh(h) + 0.5 * h)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 26, 256])
+@pytest.mark.parametrize("halves", [False, True])
+def test_monitor_path_norms_and_bins_match_torch_func(chunk_bytes, halves, gen):
+    """The configuration the monitor uses (gradients from the hooks, no element-wise sums, no validation): the
+    row norms taken in the hooks, a reused output, thin layers (chunked scatter-adds) and the bias bin sums.
+    ``halves``: two backward passes of half the loss, so every δ arrives as a sum (the hook norms are dropped)."""
+    torch.manual_seed(0)
+    module = Reused().to(F64)
+    x = torch.randn(40, 3, generator=gen, dtype=F64)
+    y = torch.randn(40, 2, generator=gen, dtype=F64)
+    t = torch.rand(40, generator=gen, dtype=F64)
+    with GradNormEngine(module, chunk_bytes=chunk_bytes) as engine:
+        losses = (module(x) - y).pow(2).sum(1)
+        if halves:
+            (0.5 * losses.mean()).backward(retain_graph=True)
+            assert all(c.grad_norms[0] is not None for calls in engine._records.values() for c in calls)
+            (0.5 * losses.mean()).backward()
+            assert all(c.grad_norms[0] is None for calls in engine._records.values() for c in calls)
+        else:
+            losses.mean().backward()
+        stats = engine.compute(reduction="mean", losses=losses, t=t, t_bins=N_BINS)
+    ref = reference(module, x, y)
+    assert stats.rules == {n: "linear" for n in ref}
+    for name, g in ref.items():
+        flat = g.reshape(40, -1)
+        assert rel(stats.param_sq_norms[name], flat.pow(2).sum(1)) < 1e-10, name
+        assert rel(stats.mean_grad[name].reshape(-1), flat.mean(0)) < 1e-10, name
+        seg = torch.zeros(N_BINS, flat.shape[1], dtype=F64).index_add_(0, stats.segments, flat)
+        assert rel(stats.seg_sq_norms[name], seg.pow(2).sum(1)) < 1e-10, name

@@ -219,7 +219,7 @@ class BatchGradStats:
         sums = torch.stack([self.param_sq_norms[n] for n in names]).sum(1).tolist()
         for name, msq, sq_sum in zip(names, msqs, sums):
             tr = max(sq_sum / B - msq, 0.0)
-            layer = group_name(name, "module")
+            layer = _module_of(name)
             per_layer[layer] = per_layer.get(layer, 0.0) + tr
             trace += tr
             msq_total += msq
@@ -348,6 +348,10 @@ class _Call:
     kwargs: dict[str, Any]
     outputs: list[Any]
     grads: list[Tensor | None]
+    #: for 2-D ``nn.Linear`` calls: ‖a_i‖ of the input rows (computed in the forward hook, while the input is in
+    #: cache) and ‖δ_i‖ of each output gradient (in the gradient hook; None when several gradients were summed)
+    in_norm: Tensor | None = None
+    grad_norms: list[Tensor | None] | None = None
 
     def grad(self, k: int = 0) -> Tensor:
         g = self.grads[k]
@@ -394,9 +398,11 @@ class _Ctx:
 class _Collector:
     """Float64 accumulators of one parameter for one batch (raw δ; :meth:`finish` applies the scale s)."""
 
-    def __init__(self, name: str, shape: torch.Size, ctx: _Ctx) -> None:
+    def __init__(self, name: str, shape: torch.Size, ctx: _Ctx, sq_norms: Tensor | None = None) -> None:
         self.name, self.shape, self.ctx = name, shape, ctx
-        self.sq_norms = torch.zeros(ctx.B, dtype=F64)
+        # ``sq_norms`` given: a row of the caller's (n_params, B) buffer, which the caller scales (finish() does not)
+        self._scale_sq_norms = sq_norms is None
+        self.sq_norms = torch.zeros(ctx.B, dtype=F64) if sq_norms is None else sq_norms
         self.grad_sum = torch.zeros(shape, dtype=F64) if name in ctx.want_grad_sum else None
         self.sq_sum = torch.zeros(shape, dtype=F64) if ctx.want_sq_sum else None
         self.wants_segments = ctx.segments is not None
@@ -426,7 +432,8 @@ class _Collector:
             seg_sum += part.to(F64).view_as(seg_sum)
 
     def finish(self, scale: float) -> None:
-        self.sq_norms *= scale ** 2
+        if self._scale_sq_norms:
+            self.sq_norms *= scale ** 2
         if self.grad_sum is not None:
             self.grad_sum *= scale
         if self.sq_sum is not None:
@@ -438,6 +445,17 @@ class _Collector:
             self.seg_sq *= scale ** 2
 
 
+_MODULE_OF: dict[str, str] = {}
+
+
+def _module_of(name: str) -> str:
+    """``group_name(name, "module")``, memoised (called for every parameter at every logged step)."""
+    out = _MODULE_OF.get(name)
+    if out is None:
+        out = _MODULE_OF[name] = group_name(name, "module")
+    return out
+
+
 def _sq_norm(x: Tensor) -> float:
     """‖x‖² accumulated in float64 (no float64 copy of x)."""
     return float(torch.linalg.vector_norm(x, dtype=F64)) ** 2
@@ -447,7 +465,10 @@ def _sq_norms(xs: list[Tensor]) -> list[float]:
     """[‖x‖² for x in xs] in one fused call (each norm accumulated in its tensor's dtype), as floats."""
     if not xs:
         return []
-    return torch.stack([n.to(F64) for n in torch._foreach_norm(xs)]).square().tolist()
+    norms = torch._foreach_norm(xs)
+    if all(n.dtype == norms[0].dtype for n in norms):
+        return torch.stack(norms).to(F64).square().tolist()
+    return torch.stack([n.to(F64) for n in norms]).square().tolist()
 
 
 def _row_sq_norms(x: Tensor) -> Tensor:
@@ -527,20 +548,20 @@ def _seq_linear(provider: Callable[[int, int], tuple[Tensor, Tensor]], G: int, S
 def _segment_outer_sq_norms(a: Tensor, d: Tensor, ctx: _Ctx) -> Tensor:
     """‖Σ_{i∈k} d_i a_iᵀ‖² for every segment k, float64 (n_seg,); a (B, K), d (B, O).
 
-    Thin layers (min(K, O) ≤ 8): the columns Σ_{i∈k} d_i a_ij by scatter-adds (cost B·K·O). Otherwise all
+    Thin layers (min(K, O) ≤ 8): the per-segment sums Σ_{i∈k} d_i a_iᵀ by one scatter-add of the outer products
+    (cost B·K·O; chunked to ``ctx.chunk_bytes``). Otherwise all
     segments at once on zero-padded blocks (n_seg, n_max, ·): the Gram form Σ_{i,j∈k} (a_i·a_j)(d_i·d_j)
     (cost n_seg·n_max²·(K + O)) or the per-segment products (cost n_seg·n_max·K·O), whichever is cheaper.
     """
     assert ctx.segments is not None
     K, O = a.shape[1], d.shape[1]
     if min(K, O) <= 8:
-        small, big = (a, d) if K <= O else (d, a)
-        out = torch.zeros(ctx.n_segments, dtype=F64)
-        for j in range(small.shape[1]):
-            col = torch.zeros(ctx.n_segments, big.shape[1], dtype=big.dtype)
-            col.index_add_(0, ctx.segments, big * small[:, j:j + 1])
-            out += torch.linalg.vector_norm(col, dim=1, dtype=F64).square()
-        return out
+        dtype = torch.promote_types(a.dtype, d.dtype)
+        sums = torch.zeros(ctx.n_segments, O * K, dtype=dtype)
+        for start, stop in ctx.chunks(O * K * dtype.itemsize):
+            outer = (d[start:stop, :, None] * a[start:stop, None, :]).reshape(stop - start, O * K)
+            sums.index_add_(0, ctx.segments[start:stop], outer)
+        return torch.linalg.vector_norm(sums, dim=1, dtype=F64).square()
     ap, dp = ctx.padded(a), ctx.padded(d)
     if ap.shape[1] * (K + O) < K * O:
         return ((ap @ ap.transpose(1, 2)) * (dp @ dp.transpose(1, 2))).sum((1, 2)).to(F64)
@@ -556,6 +577,11 @@ class LinearRule(Rule):
     def accumulate(self, module: nn.Module, calls: list[_Call], collectors: dict[str, _Collector], ctx: _Ctx) -> str:
         assert isinstance(module, nn.Linear)
         B, K, O = ctx.B, module.in_features, module.out_features
+        if len(calls) == 1 and calls[0].args[0].ndim == 2:  # the common case: no reshapes or concatenation
+            c = calls[0]
+            self._two_d(_batched(c.args[0], B, "the Linear input"), c.grad(), collectors, ctx, c.in_norm,
+                        None if c.grad_norms is None else c.grad_norms[0])
+            return "linear"
         A_parts = [_batched(c.args[0], B, "the Linear input").reshape(B, -1, K) for c in calls]
         D_parts = [c.grad().reshape(B, -1, O) for c in calls]
         A = A_parts[0] if len(A_parts) == 1 else torch.cat(A_parts, 1)
@@ -569,11 +595,16 @@ class LinearRule(Rule):
         return f"linear-{label}"
 
     @staticmethod
-    def _two_d(a: Tensor, d: Tensor, collectors: dict[str, _Collector], ctx: _Ctx) -> None:
+    def _two_d(a: Tensor, d: Tensor, collectors: dict[str, _Collector], ctx: _Ctx, a_norm: Tensor | None = None,
+               d_norm: Tensor | None = None) -> None:
+        """``a_norm``, ``d_norm``: the row norms ‖a_i‖, ‖δ_i‖ when the hooks computed them already."""
         w = collectors.get("weight")
-        d_norm = torch.linalg.vector_norm(d, dim=1)
+        if d_norm is None:
+            d_norm = torch.linalg.vector_norm(d, dim=1)
         if w is not None:
-            w.sq_norms.copy_((d_norm * torch.linalg.vector_norm(a, dim=1)).square())  # ‖δ_i‖²‖a_i‖², to float64
+            if a_norm is None:
+                a_norm = torch.linalg.vector_norm(a, dim=1)
+            w.sq_norms.copy_((d_norm * a_norm).square())  # ‖δ_i‖²‖a_i‖², to float64
             if w.grad_sum is not None:
                 w.grad_sum += (d.T @ a).to(F64)
             if w.sq_sum is not None:
@@ -584,6 +615,11 @@ class LinearRule(Rule):
         if b is not None:
             if b.grad_sum is None and b.sq_sum is None and b.seg_sq is None:
                 b.sq_norms.copy_(d_norm.square())
+            elif b.grad_sum is None and b.sq_sum is None:  # + per-segment sums (what add_per_sample does, directly)
+                assert ctx.segments is not None and b.seg_sq is not None
+                b.sq_norms.copy_(d_norm.to(F64).square())
+                part = torch.zeros(ctx.n_segments, d.shape[1], dtype=d.dtype).index_add_(0, ctx.segments, d)
+                b.seg_sq += part.to(F64).pow(2).sum(1)
             else:
                 b.add_per_sample(0, d)
 
@@ -1043,9 +1079,11 @@ class GradNormEngine:
         if self._handles:
             return self
         fallback_modules = {id(m) for u in self.units if u.rule is None for _, m in u.modules}
+        linear_modules = {id(m) for u in self.units if isinstance(u.rule, LinearRule) for _, m in u.modules}
         for unit in self.units:
             for _, m in unit.modules:
-                hook = partial(self._forward_hook, clone=id(m) in fallback_modules)
+                hook = partial(self._forward_hook, clone=id(m) in fallback_modules,
+                               row_norms=id(m) in linear_modules)
                 self._handles.append(m.register_forward_hook(hook, with_kwargs=True))
             for p in unit.params.values():
                 if p.requires_grad:
@@ -1076,8 +1114,17 @@ class GradNormEngine:
         return self.armed and not self._busy and torch.is_grad_enabled()
 
     def _forward_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
-                      clone: bool = False) -> None:
+                      clone: bool = False, row_norms: bool = False) -> None:
         if not self._recording():
+            return
+        if row_norms and isinstance(output, Tensor) and output.requires_grad and len(args) == 1 and \
+                isinstance(args[0], Tensor) and args[0].ndim == 2:
+            # a Linear on (B, in): the row norms its rule needs, computed now while input and δ are in cache
+            norms: list[Tensor | None] = [None]
+            grads_: list[Tensor | None] = [None]
+            self._records.setdefault(id(module), []).append(
+                _Call(args, dict(kwargs), [output], grads_, torch.linalg.vector_norm(args[0].detach(), dim=1), norms))
+            output.register_hook(partial(_store_grad_and_norm, grads_, norms))
             return
         leaves = [output] if isinstance(output, Tensor) else tree_flatten(output)[0]
         grads: list[Tensor | None] = [None] * len(leaves)
@@ -1193,7 +1240,8 @@ class GradNormEngine:
         ctx = _Ctx(B=B, want_grad_sum=want_sum, want_sq_sum=self.elementwise, segments=seg if bin_traces else None,
                    n_segments=n_seg,
                    chunk_bytes=self.chunk_bytes, fallback_chunk=self.fallback_chunk)
-        collectors = {n: _Collector(n, p.shape, ctx) for n, p in measured.items()}
+        sq_buf = torch.zeros(len(measured), B, dtype=F64)  # per-parameter ‖g_i‖², one row per parameter
+        collectors = {n: _Collector(n, p.shape, ctx, sq_buf[k]) for k, (n, p) in enumerate(measured.items())}
         rules: dict[str, str] = {}
         fallback: dict[str, str] = {}
         self._busy = True
@@ -1218,6 +1266,8 @@ class GradNormEngine:
                 assert hooked is not None
                 g = hooked.to_dense() if hooked.is_sparse else hooked
                 mean_grad[name] = g.clone() if scale == B else g * (scale / B)
+        if scale != 1.0:
+            sq_buf *= scale ** 2
         param_sq = {n: c.sq_norms for n, c in collectors.items()}
         total = torch.zeros(B, dtype=F64)
         for v in param_sq.values():
@@ -1296,6 +1346,19 @@ def _store_grad(grads: list[Tensor | None], k: int, grad: Tensor) -> None:
     g = grad.detach()
     old = grads[k]
     grads[k] = g if old is None else old + g
+
+
+def _store_grad_and_norm(grads: list[Tensor | None], norms: list[Tensor | None], grad: Tensor) -> None:
+    """:func:`_store_grad` for a (B, out) Linear output, plus its row norms ‖δ_i‖ (None once several gradients
+    were summed: the rule then computes them from the sum)."""
+    g = grad.detach()
+    old = grads[0]
+    if old is None:
+        grads[0] = g
+        norms[0] = torch.linalg.vector_norm(g, dim=1) if g.ndim == 2 else None
+    else:
+        grads[0] = old + g
+        norms[0] = None
 
 
 # --------------------------------------------------------------------------------------------- one-shot API

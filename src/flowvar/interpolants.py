@@ -39,6 +39,8 @@ class PathSample:
 
 def expand_time(t: Tensor, like: Tensor) -> Tensor:
     """Reshape ``t`` of shape (B,) (or a scalar) to broadcast against ``like`` of shape (B, *shape)."""
+    if isinstance(t, Tensor) and t.ndim == 1 and t.dtype == like.dtype and t.shape[0] == like.shape[0]:
+        return t.reshape(-1, *([1] * (like.ndim - 1)))  # the common case, without the conversions below
     t = torch.as_tensor(t, dtype=like.dtype)
     if t.ndim == 0:
         t = t.expand(like.shape[0])
@@ -130,11 +132,15 @@ class Interpolant:
         xt = (1 - tt) * x0 + tt * x1
         target = x1 - x0
         if self.sigma > 0:
-            xt = xt + self.noise.scale(tt, self.sigma) * z
+            # constant noise: σ·z directly, the same numbers as full_like(t, σ)·z without the (B, 1) tensor
+            scale = self.sigma if type(self.noise) is ConstantNoise else self.noise.scale(tt, self.sigma)
+            xt = xt + scale * z
             if self.target_kind == "conditional":
                 target = target + self.noise.dscale(tt, self.sigma) * z
-        return PathSample(x0=x0, x1=x1, t=t.reshape(-1).to(x0.dtype).expand(x0.shape[0]), z=z, xt=xt,
-                          target=target)
+        B = x0.shape[0]
+        if not (t.ndim == 1 and t.shape[0] == B and t.dtype == x0.dtype):
+            t = t.reshape(-1).to(x0.dtype).expand(B)
+        return PathSample(x0=x0, x1=x1, t=t, z=z, xt=xt, target=target)
 
     def sample(self, pairs: Pairs, t: Tensor, generator: torch.Generator | None = None) -> PathSample:
         """Draw z ~ N(0, I) (all zeros when σ = 0, drawing nothing) and return the path sample."""
@@ -165,4 +171,6 @@ class UniformTime(TimeSampler):
     def sample(self, n: int, generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float32) -> Tensor:
         u = torch.rand(check_positive_int("n", n), generator=generator, dtype=dtype)
+        if self.lo == 0.0 and self.hi == 1.0:
+            return u  # = lo + (hi − lo)·u exactly, without two tensor operations
         return self.lo + (self.hi - self.lo) * u

@@ -8,6 +8,7 @@ minimiser is the same, gradients differ by the constant factor d.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowvar.couplings import Coupling, Pairs
@@ -15,13 +16,20 @@ from flowvar.errors import ShapeError
 from flowvar.interpolants import Interpolant, PathSample, TimeSampler, UniformTime
 
 
-def per_sample_loss(model: nn.Module, path: PathSample) -> Tensor:
-    """ℓ_i = ‖u_t,i − v(x_t,i, t_i)‖², shape (B,)."""
+def _velocity(model: nn.Module, path: PathSample) -> Tensor:
+    """v(x_t, t) with the shape check every loss needs."""
     v = model(path.xt, path.t)
     if v.shape != path.target.shape:
         raise ShapeError(f"the model returned shape {tuple(v.shape)} for inputs of shape "
                          f"{tuple(path.xt.shape)}; a vector field must return one velocity per input point")
-    return (v - path.target).pow(2).flatten(1).sum(1)
+    return v
+
+
+def per_sample_loss(model: nn.Module, path: PathSample) -> Tensor:
+    """ℓ_i = ‖u_t,i − v(x_t,i, t_i)‖², shape (B,)."""
+    v = _velocity(model, path)
+    sq = (v - path.target).pow(2)
+    return (sq if sq.ndim == 2 else sq.flatten(1)).sum(1)
 
 
 class CFMLoss:
@@ -46,4 +54,7 @@ class CFMLoss:
         return per_sample_loss(model, path)
 
     def __call__(self, model: nn.Module, path: PathSample) -> Tensor:
-        return per_sample_loss(model, path).mean()
+        """L_MC = (1/B) Σ_i ℓ_i, as one fused squared-error sum (equal to ``per_sample(...).mean()`` up to
+        rounding; one kernel instead of three in the hot training step)."""
+        v = _velocity(model, path)
+        return F.mse_loss(v, path.target, reduction="sum") / v.shape[0]

@@ -121,7 +121,10 @@ class GradientVarianceMonitor:
         self._peak_trace = 0.0
         self._streak = 0
         self._log_file: TextIO | None = None
-        self._csv: csv.DictWriter[str] | None = None
+        self._csv: Any = None  # csv.writer of the open CSV log
+        self._csv_fields: list[str] = []
+        self._suffix = None if self.log_path is None else self.log_path.suffix
+        self._edges_list: list[float] | None = None
         self._validated = False
 
     # ----------------------------------------------------------------------------------------- entry points
@@ -209,15 +212,16 @@ class GradientVarianceMonitor:
         self._validated = True
         self.last_stats = stats
         summary = stats.summary()
+        loss_f64 = stats.losses if stats.losses is not None else losses.to(torch.float64)  # compute() made it
         record: dict[str, Any] = {
-            "step": step, "loss": float(losses.to(torch.float64).mean()), "trace": summary["trace"],
+            "step": step, "loss": float(loss_f64.mean()), "trace": summary["trace"],
             "trace_unbiased": summary["trace_unbiased"], "normalised": _finite_or_nan(summary["normalised"]),
             "mean_grad_sq_norm": summary["mean_grad_sq_norm"], "mean_sq_norm": summary["mean_sq_norm"],
             "batch_size": stats.n, "deterministic": deterministic,
         }
         if bins is not None:
             b = stats.bins()
-            record["t_profile"] = {"edges": b.edges.tolist() if b.edges is not None else None,
+            record["t_profile"] = {"edges": self._edges(b.edges),
                                    "counts": b.counts.tolist(), "loss": b.mean_loss.tolist(),
                                    "mean_sq_norm": b.mean_sq_norm.tolist(), "trace": b.trace.tolist()}
         record["per_layer"] = summary["per_layer"]
@@ -228,6 +232,14 @@ class GradientVarianceMonitor:
         self._write(record)
         self.engine.armed = self.due(step + 1)
         return record
+
+    def _edges(self, edges: np.ndarray | None) -> list[float] | None:
+        """``edges.tolist()``, kept between logs (the bin edges depend on ``t_bins`` only)."""
+        if edges is None:
+            return None
+        if self._edges_list is None or len(self._edges_list) != len(edges):
+            self._edges_list = edges.tolist()
+        return list(self._edges_list)
 
     def _check_memorisation(self, step: int, loss: float, trace: float, deterministic: bool | None) -> bool:
         self._peak_loss = max(self._peak_loss, loss)
@@ -273,18 +285,19 @@ class GradientVarianceMonitor:
     def _write(self, record: dict[str, Any]) -> None:
         if self.log_path is None:
             return
-        path = self.log_path
-        if path.suffix == ".json":
+        path, suffix = self.log_path, self._suffix
+        if suffix == ".json":
             self.save_json(path)
             return
         if self._log_file is None:  # opened on the first record (truncating), flushed after every record
-            self._log_file = path.open("w", newline="" if path.suffix == ".csv" else None)
-        if path.suffix == ".csv":
+            self._log_file = path.open("w", newline="" if suffix == ".csv" else None)
+        if suffix == ".csv":
             row = self._flat(record)
-            if self._csv is None:
-                self._csv = csv.DictWriter(self._log_file, fieldnames=list(row), extrasaction="ignore")
-                self._csv.writeheader()
-            self._csv.writerow(row)
+            if self._csv is None:  # the header comes from the first record; later rows fill missing fields with ""
+                self._csv = csv.writer(self._log_file)
+                self._csv_fields = list(row)
+                self._csv.writerow(self._csv_fields)
+            self._csv.writerow([row.get(k, "") for k in self._csv_fields])
         else:
             self._log_file.write(json.dumps(_jsonable(record)) + "\n")
         self._log_file.flush()
