@@ -122,20 +122,20 @@ class Interpolant:
         return f"Interpolant(sigma={self.sigma}, noise={self.noise.name!r}, target={self.target_kind!r})"
 
     def mean(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        """μ_t = (1 − t) x0 + t x1."""
-        tt = expand_time(t, x0)
-        return (1 - tt) * x0 + tt * x1
+        """μ_t = (1 − t) x0 + t x1, as ``torch.lerp``: one kernel, and exact at both ends (μ_0 = x0, μ_1 = x1)."""
+        return torch.lerp(x0, x1, expand_time(t, x0))
 
     def path(self, x0: Tensor, x1: Tensor, t: Tensor, z: Tensor) -> PathSample:
         """The interpolant at given (x0, x1, t, z); all randomness explicit."""
-        tt = expand_time(t, x0)
-        xt = (1 - tt) * x0 + tt * x1
+        xt = self.mean(x0, x1, t)
         target = x1 - x0
         if self.sigma > 0:
-            # constant noise: σ·z directly, the same numbers as full_like(t, σ)·z without the (B, 1) tensor
-            scale = self.sigma if type(self.noise) is ConstantNoise else self.noise.scale(tt, self.sigma)
-            xt = xt + scale * z
+            if type(self.noise) is ConstantNoise:  # x_t + σ z in one kernel, without a (B, 1) tensor of σ
+                xt = torch.add(xt, z, alpha=self.sigma)
+            else:
+                xt = xt + self.noise.scale(expand_time(t, x0), self.sigma) * z
             if self.target_kind == "conditional":
+                tt = expand_time(t, x0)
                 target = target + self.noise.dscale(tt, self.sigma) * z
         B = x0.shape[0]
         if not (t.ndim == 1 and t.shape[0] == B and t.dtype == x0.dtype):
