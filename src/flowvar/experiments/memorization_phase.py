@@ -87,6 +87,8 @@ from flowvar.sampling import integrate
 from flowvar.train import TrainConfig, train
 from flowvar.variance import gradient_variance, slice_path
 
+MIN_PER_LABEL = 3
+"""Combinations needed on each side (reduced / not reduced) before the tube-ratio claim can be judged."""
 NAME = "memorization_phase"
 
 # random streams: each (kind, d, N or width) gets its own generator, seeded by the value of the key and not by its
@@ -576,7 +578,9 @@ def _claims(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[
            "sigma_ratio": best_threshold_separation([c["sigma_ratio"] for _, _, c in combos], labels),
            "sigma": best_threshold_separation([sg for _, sg, _ in combos], labels)}
     main = sep["tube_ratio"]
-    enough = main["n_true"] >= 2 and main["n_false"] >= 2
+    # with fewer than 3 combinations on a side, a perfect threshold split is too likely by chance to confirm
+    # anything (2 vs 2 points are separated by some threshold in 1 of 3 orderings of their ratios)
+    enough = main["n_true"] >= MIN_PER_LABEL and main["n_false"] >= MIN_PER_LABEL
     ctx.metric("tube_ratio_balanced_accuracy", main["balanced_accuracy"])
     ctx.metric("tube_ratio_threshold", main["threshold"])
     ctx.claim(f"{NAME}.tube_ratio_governs",
@@ -591,8 +595,9 @@ def _claims(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[
               refuted=enough and main["balanced_accuracy"] < config.refute_separation,
               rule=f"over (memorising cell, σ > 0) combinations labelled reduced / not reduced, the best threshold "
                    f"rule 'reduced iff tube_ratio ≥ r*' scored by balanced accuracy; confirmed if ≥ "
-                   f"{config.separation_threshold} with ≥ 2 combinations of each label, refuted if < "
-                   f"{config.refute_separation} with ≥ 2 of each, inconclusive otherwise; σ alone and σ / spacing "
+                   f"{config.separation_threshold} with ≥ {MIN_PER_LABEL} combinations of each label, refuted if < "
+                   f"{config.refute_separation} with ≥ {MIN_PER_LABEL} of each, inconclusive otherwise; σ alone and "
+                   f"σ / spacing "
                    f"are scored the same way for comparison (with a single d and N they order the combinations like "
                    f"the tube ratio does)")
     focus_cells = regions.get(config.focus_sigma, {})
