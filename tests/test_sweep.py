@@ -32,6 +32,7 @@ from flowvar.sweep import (
     plan,
     presets,
     resolve_metric,
+    resolve_verdict,
     split_values,
     sweep,
 )
@@ -170,6 +171,9 @@ def test_table2_sigma_preset_metrics_resolve_against_the_experiment_names() -> N
                        f"table2.N={n}.sigma=0.0.l2_to_shuffled.mean": 0.5}
     values = [resolve_metric(m, outcome)[1] for m in the_plan.metrics]
     assert values == [1.5, 2.5, 0.5]
+    outcome.verdicts = {f"table2.N={n}.sigma{sigma}_generalises": "refuted", f"table2.N={n}.sigma0_memorises": "x"}
+    assert [resolve_verdict(v, outcome) for v in the_plan.verdicts] == [
+        (f"table2.N={n}.sigma{sigma}_generalises", -1.0)]
 
 
 # ----------------------------------------------------------------------------------------------- aggregation

@@ -176,6 +176,10 @@ def sweep_cmd(
     metric: Annotated[list[str] | None, typer.Option(
         "--metric", help="A metric to plot against the swept keys: its flattened name in result.json (a.b.c), with "
                          "* wildcards and {config_key} placeholders. Verdict maps are always drawn.")] = None,
+    verdict: Annotated[list[str] | None, typer.Option(
+        "--verdict", help="A claim to map across the grid when its id names swept values: a pattern with "
+                          "{config_key} placeholders and * wildcards (claims judged by several points are mapped "
+                          "anyway).")] = None,
     plugin: Annotated[list[str] | None, typer.Option(
         "--plugin", help="A Python file or module that registers your own experiments (flowvar.experiments."
                          "register).")] = None,
@@ -194,7 +198,8 @@ def sweep_cmd(
     options = Options(experiment=experiment, grid=list(grid or []), seeds=parse_seeds(seeds), preset=preset,
                       out=out, cache_dir=cache, quick=quick, jobs=jobs, backend=backend, ray_address=ray_address,
                       overrides=parse_overrides(overrides or []), config_file=config_file, threads=threads,
-                      metrics=list(metric or []), plugins=list(plugin or []), force=force, quiet=quiet)
+                      metrics=list(metric or []), verdicts=list(verdict or []), plugins=list(plugin or []),
+                      force=force, quiet=quiet)
     if dry_run:
         from flowvar.sweep import dry_run as describe
 

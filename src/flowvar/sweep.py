@@ -155,6 +155,7 @@ class Preset:
     set: dict[str, Any]
     metrics: list[str]
     seeds: list[int] | None
+    verdicts: list[str] = field(default_factory=list)
 
 
 def presets(spec: Any, quick: bool) -> dict[str, Preset]:
@@ -179,7 +180,8 @@ def presets(spec: Any, quick: bool) -> dict[str, Preset]:
         seeds = body.get("seeds")
         out[str(name)] = Preset(str(name), str(body.get("description", "")), grid, values,
                                 [str(m) for m in body.get("metrics") or []],
-                                [int(s) for s in seeds] if seeds else None)
+                                [int(s) for s in seeds] if seeds else None,
+                                [str(v) for v in body.get("verdicts") or []])
     return out
 
 
@@ -268,6 +270,7 @@ class Options:
     config_file: Path | None = None
     threads: int | None = None
     metrics: list[str] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
     force: bool = False
     quiet: bool = False
@@ -279,13 +282,14 @@ class Options:
 
 @dataclass
 class Plan:
-    """A validated sweep: the experiment, its axes, its points and the metrics to plot."""
+    """A validated sweep: the experiment, its axes, its points, the metrics and claim patterns to plot."""
 
     spec: Any
     axes: list[Axis]
     points: list[Point]
     metrics: list[str]
     threads: int
+    verdicts: list[str] = field(default_factory=list)
 
 
 def plan(options: Options) -> Plan:
@@ -309,6 +313,7 @@ def plan(options: Options) -> Plan:
     threads = options.threads or default_threads()
     axes: dict[str, Axis] = {}
     metrics = list(options.metrics)
+    verdicts = list(options.verdicts)
     overrides: dict[str, Any] = {}
     seeds = options.seeds
     if options.preset is not None:
@@ -320,6 +325,7 @@ def plan(options: Options) -> Plan:
         axes.update({a.key: a for a in preset_axes(spec, preset)})
         overrides.update(preset.set)
         metrics = metrics or preset.metrics
+        verdicts = verdicts or preset.verdicts
         seeds = seeds if seeds is not None else preset.seeds
     for item in options.grid:
         axis = parse_axis(spec, item)
@@ -344,7 +350,7 @@ def plan(options: Options) -> Plan:
             raise ConfigError(f"{key} is both swept (--grid) and fixed (--set); drop one")
     points = expand(spec, list(axes.values()), quick=options.quick, overrides=overrides,
                     config_file=options.config_file, threads=threads)
-    return Plan(spec, list(axes.values()), points, metrics, threads)
+    return Plan(spec, list(axes.values()), points, metrics, threads, verdicts)
 
 
 # --------------------------------------------------------------------------------------------------- running
@@ -559,22 +565,36 @@ class PointOutcome:
                             "metrics": self.metrics})
 
 
-def resolve_metric(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
-    """The flattened metric ``pattern`` names for this point: ``{key}`` placeholders are filled from the
-    point's config, then ``*``/``?`` match by :mod:`fnmatch`. Returns ``(name, value)``; ``(None, None)`` when
-    nothing matches, and the name with value None when several names match (ambiguous)."""
+def _resolve(pattern: str, outcome: PointOutcome, values: dict[str, Any]) -> tuple[str | None, Any]:
+    """The entry of ``values`` that ``pattern`` names for this point: ``{key}`` placeholders are filled from the
+    point's config, then ``*``/``?`` match by :mod:`fnmatch`. ``(name, value)``; ``(None, None)`` when nothing
+    matches; ``(pattern, None)`` when several names match (ambiguous)."""
     try:
         name = pattern.format(**config_dict(outcome.point.config)) if "{" in pattern else pattern
     except (KeyError, IndexError, AttributeError, ValueError):
         return None, None
-    if name in outcome.metrics:
-        return name, _number(outcome.metrics[name])
+    if name in values:
+        return name, values[name]
     if not any(ch in name for ch in "*?["):
         return None, None
-    matches = [m for m in outcome.metrics if fnmatch.fnmatchcase(m, name)]
+    matches = [m for m in values if fnmatch.fnmatchcase(m, name)]
     if len(matches) == 1:
-        return matches[0], _number(outcome.metrics[matches[0]])
+        return matches[0], values[matches[0]]
     return (name if matches else None), None
+
+
+def resolve_metric(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
+    """The flattened metric ``pattern`` names for this point (see :func:`_resolve`) and its numeric value."""
+    name, value = _resolve(pattern, outcome, outcome.metrics)
+    return name, (_number(value) if value is not None else None)
+
+
+def resolve_verdict(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
+    """The claim ``pattern`` names for this point (placeholders, wildcards as for metrics) and its verdict score
+    (+1 confirmed, 0 inconclusive, −1 refuted). Claims named after swept values (``table2.N=256.sigma0.05_...``)
+    become one map: ``table2.N={ns[0]}.sigma{sigmas[1]}_generalises``."""
+    name, verdict = _resolve(pattern, outcome, outcome.verdicts)
+    return name, (VERDICT_SCORE.get(verdict) if verdict is not None else None)
 
 
 def write_tables(out: Path, meta: dict[str, Any], axes: Sequence[Axis], outcomes: Sequence[PointOutcome]) -> None:
@@ -740,8 +760,23 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
         path = plot_metric(folder / f"{_slug(pattern)}.png", pattern, plan_.axes, table)
         if path is not None:
             figures.append(path.relative_to(out).as_posix())
-    claim_ids = sorted({c for o in done for c in o.verdicts})
-    for claim in claim_ids:
+    for pattern in plan_.verdicts:
+        scores = {id(o): resolve_verdict(pattern, o)[1] for o in done}
+        if all(v is None for v in scores.values()):
+            warnings.append(f"verdict pattern {pattern!r} names no claim of any point")
+            continue
+        table = cell_table(plan_.axes, outcomes, lambda o, scores=scores: scores.get(id(o)))
+        path = plot_metric(folder / f"verdict-{_slug(pattern)}.png", f"verdict: {pattern}", plan_.axes, table,
+                           verdict=True)
+        if path is not None:
+            figures.append(path.relative_to(out).as_posix())
+    # a map per claim id that several points judge (an id only one point has would be a single cell: see the
+    # tables, or name it with a --verdict pattern)
+    counts: dict[str, int] = {}
+    for o in done:
+        for c in o.verdicts:
+            counts[c] = counts.get(c, 0) + 1
+    for claim in sorted(c for c, n in counts.items() if n > 1 or len(done) == 1):
         table = cell_table(plan_.axes, outcomes,
                            lambda o, claim=claim: VERDICT_SCORE.get(o.verdicts.get(claim, "")))
         path = plot_metric(folder / f"verdict-{_slug(claim)}.png", f"verdict: {claim}", plan_.axes, table,
@@ -806,7 +841,8 @@ def command_line(options: Options) -> str:
     parts += [f"--jobs {options.jobs}", f"--backend {options.backend}", f"--out {options.out_dir}"]
     if options.ray_address:
         parts.append(f"--ray-address {options.ray_address}")
-    parts += [f"--metric {m}" for m in options.metrics] + [f"--plugin {p}" for p in options.plugins]
+    parts += [f"--metric {m}" for m in options.metrics] + [f"--verdict {v}" for v in options.verdicts]
+    parts += [f"--plugin {p}" for p in options.plugins]
     return " ".join(parts)
 
 
@@ -843,6 +879,7 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
                     "backend": options.backend, "jobs": options.jobs, "threads_per_point": the_plan.threads,
                     "code_version": code_version(name), "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                     "wall_s": time.perf_counter() - started, "cache": str(cache.root), "metrics": the_plan.metrics,
+                    "verdict_patterns": the_plan.verdicts,
                     "versions": versions(), "interrupted": interrupted,
                     "counts": {s: sum(o.status == s for o in outcomes) for s in STATUSES}}
 
@@ -970,4 +1007,4 @@ __all__ = ["BACKENDS", "Axis", "Options", "Plan", "Point", "PointOutcome", "Pres
            "SerialBackend", "Summary", "cell_table", "check_ray_address", "compute_point", "draw_figures", "dry_run",
            "expand",
            "flatten", "load_sweep", "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric",
-           "presets", "resolve_metric", "split_values", "sweep", "sweep_table", "write_tables"]
+           "presets", "resolve_metric", "resolve_verdict", "split_values", "sweep", "sweep_table", "write_tables"]
