@@ -698,7 +698,10 @@ def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[
         elif min(numbers) >= 0 and max(numbers) > 20 * max(min(v for v in numbers if v > 0), 1e-12):
             ax.set_xscale("symlog", linthresh=min(v for v in numbers if v > 0))
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("verdict (+1 confirmed, −1 refuted)" if verdict else "mean ± sd over seeds")
+        if verdict:
+            ax.set_ylim(-1.2, 1.2)
+            ax.set_yticks([-1, 0, 1], ["refuted", "inconclusive", "confirmed"])
+        ax.set_ylabel("verdict (mean over seeds)" if verdict else "mean ± sd over seeds")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     else:
@@ -742,6 +745,8 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
     paths (relative to ``out``) and warnings for metrics no point reported."""
     figures, warnings = [], []
     folder = out / "figures"
+    for stale in folder.glob("*.png"):  # the figures of an earlier run of this sweep (other metrics, other grid)
+        stale.unlink()
     done = [o for o in outcomes if o.status in ("computed", "cached")]
     for pattern in plan_.metrics:
         resolved = [resolve_metric(pattern, o) for o in done]
