@@ -259,7 +259,7 @@ def test_dataclass_defaults_and_register_quick_match_the_yaml_files() -> None:
     with what `flowvar run` uses."""
     import typing
 
-    from flowvar.experiments.base import coerce
+    from flowvar.experiments.base import coerce, field_default
 
     for name, spec in experiments().items():
         defaults = package_defaults(spec)
@@ -268,11 +268,8 @@ def test_dataclass_defaults_and_register_quick_match_the_yaml_files() -> None:
         hints = typing.get_type_hints(spec.config_cls)
         built = build_config(spec)
         for f in dataclasses.fields(spec.config_cls):
-            if f.default is not dataclasses.MISSING:
-                value = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                value = f.default_factory()
-            else:
+            value = field_default(f)
+            if value is dataclasses.MISSING:
                 continue
             assert getattr(built, f.name) == value, f"{name}.{f.name}: dataclass default {value!r} != YAML value"
         quick = {k: coerce(k, v, hints[k], source=name) for k, v in spec.quick.items()}

@@ -388,6 +388,15 @@ def _yaml_inline(value: Any) -> str:
     return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default value (calling its ``default_factory``), or ``dataclasses.MISSING``."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
 def defaults_yaml(spec: ExperimentSpec, expected_runtime_s: dict[str, float] | None = None) -> str:
     """The YAML file for ``spec`` generated from its dataclass defaults and the ``quick=`` dict of :func:`register`.
 
@@ -400,12 +409,8 @@ def defaults_yaml(spec: ExperimentSpec, expected_runtime_s: dict[str, float] | N
              "this file holds the values.",
              f"# `flowvar config {spec.name} [--quick]` prints the effective config after --config, --seed and --set."]
     for f in dataclasses.fields(spec.config_cls):
-        if f.default is not dataclasses.MISSING:
-            value = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
-        else:
-            value = None
+        value = field_default(f)
+        value = None if value is dataclasses.MISSING else value
         lines.append(f"{f.name}: {_yaml_inline(value)}")
     lines.append("quick:" if spec.quick else "quick: {}")
     lines += [f"  {k}: {_yaml_inline(v)}" for k, v in spec.quick.items()]
@@ -509,6 +514,6 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
 
 
 __all__ = ["CONFIG_DIR", "ConfigValues", "ExperimentSpec", "FlowvarError", "RunContext", "build_config", "coerce",
-           "config_yaml", "defaults_yaml", "discover", "expected_runtime", "experiments", "get_experiment",
-           "load_plugin", "package_defaults", "parse_config_mapping", "parse_overrides", "read_yaml", "register",
-           "run_experiment", "user_config"]
+           "config_yaml", "defaults_yaml", "discover", "expected_runtime", "experiments", "field_default",
+           "get_experiment", "load_plugin", "package_defaults", "parse_config_mapping", "parse_overrides", "read_yaml",
+           "register", "run_experiment", "user_config"]
