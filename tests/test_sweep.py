@@ -375,3 +375,13 @@ def test_dry_run_lists_cached_and_missing_points_and_writes_nothing(tmp_path: Pa
     assert [line.split()[-1] for line in lines[:3]] == ["cached", "cached", "compute"]
     assert lines[-1].startswith("3 points: 2 cached, 1 to compute")
     assert not (tmp_path / "b").exists()
+
+
+def test_figures_for_one_categorical_axis_and_three_axes(tmp_path: Path) -> None:
+    """A categorical axis gives a line plot over labels; three swept keys give one heatmap panel per value of
+    the third; a verdict pattern maps a claim whose id names the swept value."""
+    one = sweep(options(tmp_path / "one", ["label=a,b,c"], metrics=["stats.y"], verdicts=["y_*"]))
+    assert set(one.figures) == {"figures/stats.y.png", "figures/verdict-y.png", "figures/verdict-y_positive.png"}
+    three = sweep(options(tmp_path / "three", ["x=0,1", "offsets=[0],[1]", "label=a,b"], metrics=["by_x.x={x}"]))
+    assert three.count("computed") == 8 and "figures/by_x.x__x.png" in three.figures
+    assert (tmp_path / "three" / "figures" / "by_x.x__x.png").stat().st_size > 1000
