@@ -322,7 +322,7 @@ def test_local_processes_and_ray_give_identical_results(tmp_path: Path) -> None:
     assert table("serial") == table("procs") == table("ray")
 
 
-def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path, capsys) -> None:
+def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path, capsys, monkeypatch) -> None:
     pytest.importorskip("ray")
     out = tmp_path / "sw"
     code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1", "--backend", "ray", "--ray-address",
@@ -332,6 +332,13 @@ def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path, 
     assert not out.exists()
     with pytest.raises(ConfigError, match="expects host:port"):
         check_ray_address("nohostport")
+    # `auto` with no Ray instance running: the connection fails before anything is written
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1", "--backend", "ray", "--ray-address",
+               "auto", "--out", str(out))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("flowvar: error: cannot start the Ray cluster at auto") and "\n" not in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -394,10 +394,19 @@ def _init_worker(threads: int) -> None:
 
 
 class Backend:
-    """Runs :func:`compute_point` for cache misses; ``run`` yields ``(point, reply)`` as points finish."""
+    """Runs :func:`compute_point` for cache misses; ``run`` yields ``(point, reply)`` as points finish.
+
+    ``start`` acquires what the backend needs (a Ray connection) before the sweep writes anything, so a backend
+    that cannot start fails with nothing written; ``close`` releases it."""
 
     def __init__(self, jobs: int) -> None:
         self.jobs = jobs
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
     def run(self, points: list[Point], args: Callable[[Point], tuple]) -> Iterator[tuple[Point, dict[str, Any]]]:
         raise NotImplementedError
@@ -458,6 +467,7 @@ class RayBackend(Backend):
     def __init__(self, jobs: int, address: str | None = None) -> None:
         super().__init__(jobs)
         self.address = address
+        self._started = False
 
     @staticmethod
     def import_ray() -> Any:
@@ -467,21 +477,36 @@ class RayBackend(Backend):
             raise ConfigError("--backend ray needs Ray: pip install 'flowvar[ray]' (with -c constraints.txt)") from None
         return ray
 
+    def start(self) -> None:
+        """Connect to the cluster at ``address`` (after a socket probe) or start a local instance; a Ray already
+        initialised in this process is used as it is."""
+        ray = self.import_ray()
+        if ray.is_initialized():
+            return
+        if self.address:
+            check_ray_address(self.address)
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+        try:
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(num_cpus=self.jobs, **kwargs)
+        except Exception as e:
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+            raise ConfigError(f"cannot start {where}: {type(e).__name__}: {e}".splitlines()[0]) from None
+        self._started = True
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
     def run(self, points, args):
         ray = self.import_ray()
-        started = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "logging_level": logging.WARNING}
-            try:
-                if self.address:
-                    ray.init(address=self.address, **kwargs)
-                else:
-                    ray.init(num_cpus=self.jobs, **kwargs)
-            except Exception as e:
-                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-                raise ConfigError(f"cannot start {where}: {type(e).__name__}: {e}".splitlines()[0]) from None
-            started = True
+            self.start()
         threads = args(points[0])[5]
         remote = ray.remote(num_cpus=threads, max_retries=0)(compute_point)
         refs = {remote.remote(*args(p)): p for p in points}
@@ -501,9 +526,6 @@ class RayBackend(Backend):
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
             raise
-        finally:
-            if started:
-                ray.shutdown()
 
 
 def make_backend(options: Options) -> Backend:
@@ -853,16 +875,20 @@ def command_line(options: Options) -> str:
 
 def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every grid point, then write the tables and figures; see the module doc."""
-    from flowvar.experiments.base import expected_runtime
-    from flowvar.reproduce import DEFAULT_EXPECTED_S, Outcome, Progress, Task, _check_writable, _exclusive, _log_to
-
     stream = stream or sys.stderr
     the_plan = plan(options)
     backend = make_backend(options)
-    if isinstance(backend, RayBackend):  # fail on a missing Ray or an unreachable cluster before writing
-        backend.import_ray()
-        if options.ray_address:
-            check_ray_address(options.ray_address)
+    backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written
+    try:
+        return _sweep(options, the_plan, backend, stream)
+    finally:
+        backend.close()
+
+
+def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) -> Summary:
+    from flowvar.experiments.base import expected_runtime
+    from flowvar.reproduce import DEFAULT_EXPECTED_S, Outcome, Progress, Task, _check_writable, _exclusive, _log_to
+
     out = options.out_dir
     _check_writable(out)
     cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")
