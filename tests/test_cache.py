@@ -28,12 +28,6 @@ from flowvar.results import Result
 TINY = {"n_samples": "300", "angles": "0,180"}
 
 
-def cli(*args: str) -> int:
-    try:
-        return main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-
 
 @pytest.fixture(scope="module")
 def prop1_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
@@ -128,9 +122,9 @@ def test_clean_stale_removes_only_dead_writers(tmp_path: Path) -> None:
 def test_run_cache_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["run", "prop1", "--quick", "--quiet", "--set", "n_samples=300", "--set", "angles=0,120",
             "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
-    assert cli(*args) == 0
+    assert main([*args]) == 0
     assert "cache hit" not in capsys.readouterr().out
     stamp = (tmp_path / "out" / "prop1" / "result.json").stat().st_mtime_ns
-    assert cli(*args) == 0
+    assert main([*args]) == 0
     assert "cache hit" in capsys.readouterr().out
     assert (tmp_path / "out" / "prop1" / "result.json").stat().st_mtime_ns == stamp

@@ -52,20 +52,15 @@ def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str, tm
 
 def test_usage_errors_exit_2() -> None:
     assert run_cli("run").returncode == 2
-    with pytest.raises(SystemExit) as exc:
-        main(["run", "prop1", "--bogus-flag"])
-    assert exc.value.code == 2
+    assert main(["run", "prop1", "--bogus-flag"]) == 2
 
 
 def test_list_and_version(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["list"])
-    assert exc.value.code == 0
+    assert main(["list"]) == 0
     out = capsys.readouterr().out
     for name in ("lemma1", "prop1", "fig4", "fig5", "counterexample1", "lemma1_mlp"):
         assert name in out
-    with pytest.raises(SystemExit):
-        main(["--version"])
+    assert main(["--version"]) == 0
     assert "flowvar 0.1.0" in capsys.readouterr().out
 
 
@@ -77,12 +72,9 @@ def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_show_prints_the_verdict_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["run", "prop1", "--quick", "--quiet", "--set", "n_samples=300", "--out", str(tmp_path)])
-    assert exc.value.code == 0
+    assert main(["run", "prop1", "--quick", "--quiet", "--set", "n_samples=300", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit):
-        main(["show", str(tmp_path)])
+    assert main(["show", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| prop1 | `prop1.A.zero_loss_zero_variance` | **confirmed** |" in out
     assert "1 experiments: 4 confirmed, 0 refuted, 0 inconclusive" in out
@@ -106,11 +98,7 @@ def test_advise_sigma_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = tmp_path / "advice"
     args = ["advise-sigma", "--data", str(data), "--quick", "--sigmas", "0,1", "--set", "n_train=24", "--set",
             "steps=60", "--set", "n_eval=64", "--out", str(out), "--json", "--quiet"]
-    try:
-        code = main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    assert code == 0
+    assert main(args) == 0
     advice = json.loads(capsys.readouterr().out)
     assert [row["sigma"] for row in advice["table"]] == [0.0, 1.0]
     assert advice["recommended_sigma"] in (0.0, 1.0, None) and advice["rule"]

@@ -35,12 +35,6 @@ CLAIMS = ["prop1.A.zero_loss_zero_variance", "prop1.B.noise_breaks_zero_variance
           "ce1.even_euler_hits_singularity"]
 
 
-def cli(*args: str) -> int:
-    try:
-        return main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-
 
 def log_since(out: Path, offset: int) -> str:
     return (out / "reproduce.log").read_text()[offset:]
@@ -91,7 +85,7 @@ def test_report_files(serial: tuple[Path, str], capsys: pytest.CaptureFixture[st
     assert collection["meta"]["mode"] == "quick" and collection["meta"]["versions"]["torch"]
 
     # `flowvar show` reads a reproduce folder (and ignores .cache/)
-    assert cli("show", str(out)) == 0
+    assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "2 experiments: 7 confirmed" in shown and "flowvar reproduce --quick" in shown
 
@@ -103,7 +97,7 @@ def test_cache_hit_corrupted_entry_and_force(serial: tuple[Path, str], tmp_path:
     # rerun: everything is a cache hit, nothing is recomputed or rewritten
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*") if p.is_file()}
     offset = len((out / "reproduce.log").read_text())
-    assert cli("reproduce", "--quick", "--quiet", "--out", str(out), *FAST) == 0
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), *FAST]) == 0
     assert "2 from the cache" in capsys.readouterr().out
     log = log_since(out, offset)
     assert "cache hit: prop1" in log and "cache hit: counterexample1" in log and "computing:" not in log
@@ -116,7 +110,7 @@ def test_cache_hit_corrupted_entry_and_force(serial: tuple[Path, str], tmp_path:
     result["claims"][0]["verdict"] = "refuted"
     (entry / "result.json").write_text(json.dumps(result))
     offset = len((out / "reproduce.log").read_text())
-    assert cli("reproduce", "--quick", "--quiet", "--out", str(out), *FAST) == 0
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), *FAST]) == 0
     err = capsys.readouterr().err
     warnings = [ln for ln in err.splitlines() if "warning" in ln]
     assert len(warnings) == 1 and "prop1" in warnings[0] and "corrupted" in warnings[0], err
@@ -127,7 +121,7 @@ def test_cache_hit_corrupted_entry_and_force(serial: tuple[Path, str], tmp_path:
 
     # --force recomputes everything
     offset = len((out / "reproduce.log").read_text())
-    assert cli("reproduce", "--quick", "--quiet", "--force", "--out", str(out), *FAST) == 0
+    assert main(["reproduce", "--quick", "--quiet", "--force", "--out", str(out), *FAST]) == 0
     assert log_since(out, offset).count("computing:") == 2
 
 
@@ -150,7 +144,7 @@ def test_resume_after_kill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert not (out / "counterexample1" / "result.json").exists(), "killed too late to test a resume"
     first = (out / "prop1" / "result.json").stat().st_mtime_ns
 
-    assert cli(*args) == 0
+    assert main([*args]) == 0
     assert "1 computed, 1 from the cache" in capsys.readouterr().out
     log = (out / "reproduce.log").read_text().split("start: ")[-1]
     assert "cache hit: prop1" in log and "computing: counterexample1" in log and "computing: prop1" not in log
@@ -162,7 +156,7 @@ def test_resume_after_kill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_jobs_gives_identical_results(serial: tuple[Path, str], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert cli("reproduce", "--quick", "--quiet", "--jobs", "2", "--out", str(out), *FAST) == 0
+    assert main(["reproduce", "--quick", "--quiet", "--jobs", "2", "--out", str(out), *FAST]) == 0
     parallel, one = load_collection(out), load_collection(serial[0])
     assert parallel["meta"]["jobs"] == 2 and one["meta"]["jobs"] == 1
     assert [e["status"] for e in parallel["experiments"]] == ["computed", "computed"]
@@ -184,7 +178,7 @@ def test_jobs_gives_identical_results(serial: tuple[Path, str], tmp_path: Path) 
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert cli("reproduce", "--quick", "--quiet", "--out", str(out), *args) == 2
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), *args]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("flowvar: error:") and message in lines[0], lines
     assert not list(out.glob("*/result.json"))
@@ -193,18 +187,18 @@ def test_bad_input_is_one_line_exit_2(args: list[str], message: str, tmp_path: P
 def test_unwritable_folder_and_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert cli("reproduce", "--quick", "--only", "prop1", "--out", str(blocker / "sub")) == 2
+    assert main(["reproduce", "--quick", "--only", "prop1", "--out", str(blocker / "sub")]) == 2
     assert "cannot write to output folder" in capsys.readouterr().err
     config = tmp_path / "bad.yaml"
     config.write_text("prop1:\n  n_samples: 300\n  bogus: 1\n")
-    assert cli("reproduce", "--quick", "--only", "prop1", "--out", str(tmp_path / "o"), "--config", str(config)) == 2
+    assert main(["reproduce", "--quick", "--only", "prop1", "--out", str(tmp_path / "o"), "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "unknown config key 'bogus'" in err and str(config) in err
     config.write_text("n_samples: 300\n")
-    assert cli("reproduce", "--quick", "--only", "prop1", "--out", str(tmp_path / "o"), "--config", str(config)) == 2
+    assert main(["reproduce", "--quick", "--only", "prop1", "--out", str(tmp_path / "o"), "--config", str(config)]) == 2
     assert "keyed by experiment name" in capsys.readouterr().err
     config.write_text("n_samples: [1\n")
-    assert cli("run", "prop1", "--config", str(config), "--out", str(tmp_path / "o")) == 2
+    assert main(["run", "prop1", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
     assert "is not valid YAML" in capsys.readouterr().err
 
 
@@ -225,7 +219,7 @@ def test_failing_and_unimportable_experiments_are_reported(tmp_path: Path, monke
 
     monkeypatch.setattr(base, "get_experiment", get)
     out = tmp_path / "out"
-    assert cli("reproduce", "--quick", "--quiet", "--only", "prop1,counterexample1", "--out", str(out)) == 1
+    assert main(["reproduce", "--quick", "--quiet", "--only", "prop1,counterexample1", "--out", str(out)]) == 1
     printed = capsys.readouterr().out
     assert "FAILED prop1: RuntimeError: numerical trouble" in printed and "FAILED counterexample1" in printed
     collection = load_collection(out)
@@ -306,11 +300,11 @@ def test_config_layering_and_validation(tmp_path: Path) -> None:
 
 
 def test_config_command_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli("config", "fig4", "--quick", "--set", "repeats=4") == 0
+    assert main(["config", "fig4", "--quick", "--set", "repeats=4"]) == 0
     printed = capsys.readouterr().out
     path = tmp_path / "fig4.yaml"
     path.write_text(printed)
     spec = experiments()["fig4"]
     assert build_config(spec, config_file=path) == build_config(spec, quick=True, overrides={"repeats": "4"})
-    assert cli("config", "prop1", "--template") == 0
+    assert main(["config", "prop1", "--template"]) == 0
     assert "quick:\n  n_samples: 5000" in capsys.readouterr().out

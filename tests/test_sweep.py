@@ -47,13 +47,6 @@ def toy():
     return get_experiment("toy_sweep")
 
 
-def cli(*args: str) -> int:
-    """The exit status of ``flowvar ARGS`` run in this process."""
-    try:
-        return main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-
 
 def options(out: Path, grid: list[str], **kw) -> Options:
     return Options("toy_sweep", grid=grid, out=out, plugins=[PLUGIN], quiet=True, **kw)
@@ -250,7 +243,7 @@ def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path
     assert (second.count("computed"), second.count("cached")) == (0, 12)
     assert [p["metrics"] for p in load(out)["points"]] == [p["metrics"] for p in data["points"]]
     # `flowvar show` prints the points
-    assert cli("show", str(out)) == 0
+    assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out.splitlines()
     row = next(line for line in shown if line.startswith("3 "))
     assert row.split()[:5] == ["3", "0", "[1,2]", "1", "cached"]
@@ -268,8 +261,8 @@ def test_extending_a_grid_runs_only_the_new_points(tmp_path: Path) -> None:
 
 def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path: Path, capsys) -> None:
     out = tmp_path / "sw"
-    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1,2,3", "--set", "fail_at=2", "--out",
-               str(out), "--quiet")
+    code = main(["sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1,2,3", "--set", "fail_at=2", "--out",
+                 str(out), "--quiet"])
     assert code == 1
     printed = capsys.readouterr().out
     assert "1 failed" in printed and "FAILED x=2: RuntimeError: toy failure at x=2.0" in printed
@@ -278,8 +271,8 @@ def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path: Path, capsy
     assert points[1]["error"] == "RuntimeError: toy failure at x=2.0" and points[1]["metrics"] == {}
     assert "Traceback" in (out / "sweep.log").read_text()
     # the failure is not cached: a rerun retries it (and only it)
-    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1,2,3", "--set", "fail_at=2", "--out",
-               str(out), "--quiet")
+    code = main(["sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1,2,3", "--set", "fail_at=2", "--out",
+                 str(out), "--quiet"])
     assert code == 1 and "(0 computed, 2 from the cache, 1 failed)" in capsys.readouterr().out
 
 
@@ -325,8 +318,8 @@ def test_local_processes_and_ray_give_identical_results(tmp_path: Path) -> None:
 def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path, capsys, monkeypatch) -> None:
     pytest.importorskip("ray")
     out = tmp_path / "sw"
-    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1", "--backend", "ray", "--ray-address",
-               "127.0.0.1:9", "--out", str(out))
+    code = main(["sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1", "--backend", "ray", "--ray-address",
+                 "127.0.0.1:9", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "cannot reach the Ray cluster at 127.0.0.1:9" in err
     assert not out.exists()
@@ -334,8 +327,8 @@ def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path, 
         check_ray_address("nohostport")
     # `auto` with no Ray instance running: the connection fails before anything is written
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1", "--backend", "ray", "--ray-address",
-               "auto", "--out", str(out))
+    code = main(["sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1", "--backend", "ray", "--ray-address",
+                 "auto", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("flowvar: error: cannot start the Ray cluster at auto") and "\n" not in err
     assert not out.exists()
@@ -349,7 +342,7 @@ def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path, 
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, capsys, args, message) -> None:
     out = tmp_path / "sw"
-    code = cli("sweep", "toy_sweep", "--plugin", PLUGIN, "--out", str(out), *args)
+    code = main(["sweep", "toy_sweep", "--plugin", PLUGIN, "--out", str(out), *args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("flowvar: error:") and message in err and "\n" not in err
     assert not out.exists()

@@ -329,12 +329,18 @@ def show_cmd(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point. Usage errors exit 2 (Typer); a :class:`FlowvarError` prints one line and exits 2."""
+    """Entry point: run ``flowvar ARGV`` and return its exit status, never raising ``SystemExit``.
+
+    0 success; 1 a failed experiment or sweep point; 2 a usage error (Typer) or a :class:`FlowvarError`, printed as
+    one line ``flowvar: error: ...``; 130 interrupted.
+    """
     try:
         app(args=argv, prog_name="flowvar")
     except FlowvarError as e:
         print(f"flowvar: error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # Typer ends every command, successful or not, with SystemExit(code)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
 
 
