@@ -6,10 +6,22 @@ small convolutions and matmuls costs more than it gains (5–25× slower under l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Every test starts on one torch thread and leaves the count as it found it, whatever the code under test
+    (the CLI's --threads, reproduce's workers) set in between."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -39,14 +39,6 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 N_BINS = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small kernels on a shared 2-core machine: one thread is faster and steadier."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def rel(a: Tensor, b: Tensor) -> float:
     """max |a − b| / max |b| (both float64)."""

@@ -27,13 +27,6 @@ F64 = torch.float64
 T_BINS = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def independent(model: torch.nn.Module, path: PathSample) -> dict[str, object]:
     """The logged quantities from torch.func per-sample gradients (float64), computed from scratch."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,14 +17,6 @@ from flowvar.variance import per_sample_gradients
 
 SMALL = {"base_channels": 8, "groups": 4, "head_channels": 8}
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small convolutions run far faster on one thread than on two contended ones (shared CI machines)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("size", [8, 16, 32])
