@@ -100,30 +100,40 @@ def _canonical(value: Any) -> str:
 
 def parse_axis(spec: Any, item: str, *, source: str = "--grid") -> Axis:
     """``"key=v1,v2"`` → :class:`Axis` for experiment ``spec``; values are YAML (lists as ``[a,b]``)."""
-    from flowvar.experiments.base import _parse_scalar, coerce
+    from flowvar.experiments.base import _parse_scalar
 
     key, sep, raw = item.partition("=")
     key = key.strip()
-    names = spec.field_names()
     if not sep or not key:
         raise ConfigError(f"{source} expects key=v1,v2,..., got {item!r} (for example --grid sigma=0,0.05)")
-    if key not in names:
-        raise ConfigError(f"{source} {item}: unknown config key {key!r} for {spec.name}; valid keys: "
-                          f"{', '.join(names)}")
     raws = split_values(raw)
     if not raw.strip() or any(not r for r in raws):
         raise ConfigError(f"{source} {item}: empty value list for {key} (give one or more values: "
                           f"{key}=v1,v2)")
-    hint = typing.get_type_hints(spec.config_cls)[key]
-    values, seen = [], set()
-    for text in raws:
-        value = coerce(key, _parse_scalar(text), hint, source=f"{source} {key}={text}")
+    return make_axis(spec, key, [_parse_scalar(text) for text in raws], f"{source} {item}")
+
+
+def make_axis(spec: Any, key: str, values: Sequence[Any], where: str) -> Axis:
+    """An :class:`Axis` of ``spec``'s config key ``key`` from parsed values (YAML scalars or lists), each coerced
+    to the field's type; an unknown key, no values or a value given twice is a :class:`ConfigError` starting with
+    ``where``."""
+    from flowvar.experiments.base import coerce
+
+    hints = typing.get_type_hints(spec.config_cls)
+    if key not in hints:
+        raise ConfigError(f"{where}: unknown config key {key!r} for {spec.name}; valid keys: "
+                          f"{', '.join(spec.field_names())}")
+    if not values:
+        raise ConfigError(f"{where}: {key} must list one or more values")
+    coerced, seen = [], set()
+    for raw in values:
+        value = coerce(key, raw, hints[key], source=f"{where}: {key}={raw}")
         canon = _canonical(value)
         if canon in seen:
-            raise ConfigError(f"{source} {item}: {key} lists {text} twice")
+            raise ConfigError(f"{where}: {key} lists {raw} twice")
         seen.add(canon)
-        values.append(value)
-    return Axis(key, tuple(values))
+        coerced.append(value)
+    return Axis(key, tuple(coerced))
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
@@ -187,18 +197,11 @@ def presets(spec: Any, quick: bool) -> dict[str, Preset]:
 
 def preset_axes(spec: Any, preset: Preset) -> list[Axis]:
     """A preset's grid as axes (values written as YAML lists are coerced like ``--grid`` values)."""
-    from flowvar.experiments.base import coerce
-
-    hints = typing.get_type_hints(spec.config_cls)
-    axes = []
+    where = f"{spec.name} sweep preset {preset.name}"
     for key, values in preset.grid.items():
-        where = f"{spec.name} sweep preset {preset.name}"
-        if key not in hints:
-            raise ConfigError(f"{where}: unknown config key {key!r}")
-        if not isinstance(values, list) or not values:
+        if not isinstance(values, list):
             raise ConfigError(f"{where}: {key} must list one or more values")
-        axes.append(Axis(key, tuple(coerce(key, v, hints[key], source=f"{where}: {key}") for v in values)))
-    return axes
+    return [make_axis(spec, key, values, where) for key, values in preset.grid.items()]
 
 
 @dataclass
@@ -278,6 +281,11 @@ class Options:
     @property
     def out_dir(self) -> Path:
         return Path(self.out) if self.out is not None else Path("sweeps") / self.experiment
+
+    @property
+    def cache_root(self) -> Path:
+        """``--cache``, else ``OUT/.cache`` (like ``flowvar reproduce``)."""
+        return Path(self.cache_dir) if self.cache_dir is not None else self.out_dir / ".cache"
 
 
 @dataclass
@@ -399,8 +407,8 @@ class Backend:
     ``start`` acquires what the backend needs (a Ray connection) before the sweep writes anything, so a backend
     that cannot start fails with nothing written; ``close`` releases it."""
 
-    def __init__(self, jobs: int) -> None:
-        self.jobs = jobs
+    def __init__(self, jobs: int, threads: int = 1) -> None:
+        self.jobs, self.threads = jobs, threads
 
     def start(self) -> None:
         return None
@@ -426,7 +434,7 @@ class ProcessBackend(Backend):
     def run(self, points, args):
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(points)), mp_context=context,
-                                   initializer=_init_worker, initargs=(args(points[0])[5],))
+                                   initializer=_init_worker, initargs=(self.threads,))
         futures: dict[Future, Point] = {pool.submit(compute_point, *args(p)): p for p in points}
         try:
             pending = set(futures)
@@ -464,8 +472,8 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
 class RayBackend(Backend):
     """One Ray task per point on the cluster at ``address``, else on a local instance with ``jobs`` CPUs."""
 
-    def __init__(self, jobs: int, address: str | None = None) -> None:
-        super().__init__(jobs)
+    def __init__(self, jobs: int, threads: int = 1, address: str | None = None) -> None:
+        super().__init__(jobs, threads)
         self.address = address
         self._started = False
 
@@ -507,8 +515,7 @@ class RayBackend(Backend):
         ray = self.import_ray()
         if not ray.is_initialized():
             self.start()
-        threads = args(points[0])[5]
-        remote = ray.remote(num_cpus=threads, max_retries=0)(compute_point)
+        remote = ray.remote(num_cpus=self.threads, max_retries=0)(compute_point)
         refs = {remote.remote(*args(p)): p for p in points}
         try:
             while refs:
@@ -528,10 +535,11 @@ class RayBackend(Backend):
             raise
 
 
-def make_backend(options: Options) -> Backend:
+def make_backend(options: Options, threads: int) -> Backend:
+    """The backend ``options`` ask for, running each point with ``threads`` torch threads."""
     if options.backend == "ray":
-        return RayBackend(options.jobs, options.ray_address)
-    return SerialBackend(1) if options.jobs == 1 else ProcessBackend(options.jobs)
+        return RayBackend(options.jobs, threads, options.ray_address)
+    return SerialBackend(1, threads) if options.jobs == 1 else ProcessBackend(options.jobs, threads)
 
 
 # --------------------------------------------------------------------------------------------------- aggregation
@@ -574,8 +582,10 @@ class PointOutcome:
     verdicts: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     output: str | None = None
+    result: Result | None = None
 
     def absorb(self, result: Result) -> None:
+        self.result = result
         self.runtime_s = result.runtime_s
         self.verdicts = {c.id: c.verdict for c in result.claims}
         self.metrics = flatten(result.metrics)
@@ -842,7 +852,7 @@ def dry_run(options: Options) -> str:
     from flowvar.report import format_duration
 
     the_plan = plan(options)
-    cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else options.out_dir / ".cache")
+    cache = Cache(options.cache_root)
     lines, missing = [], 0
     for point in the_plan.points:
         entry, problem = cache.check(point.key)
@@ -877,7 +887,7 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every grid point, then write the tables and figures; see the module doc."""
     stream = stream or sys.stderr
     the_plan = plan(options)
-    backend = make_backend(options)
+    backend = make_backend(options, the_plan.threads)
     backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written
     try:
         return _sweep(options, the_plan, backend, stream)
@@ -891,7 +901,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
 
     out = options.out_dir
     _check_writable(out)
-    cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")
+    cache = Cache(options.cache_root)
     name = the_plan.spec.name
     started = time.perf_counter()
     outcomes = [PointOutcome(p) for p in the_plan.points]
@@ -924,7 +934,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                     if label not in progress.finished and label not in progress.running:
                         progress.expected[label] = estimate
             progress.finish(Outcome(o.point.label, o.status, o.point.key, o.wall_s, error=o.error,
-                                    result=_result_of(out, o)))
+                                    result=o.result))
             if time.perf_counter() - last_write[0] > 2.0:  # keep the tables current without rewriting per point
                 write_tables(out, meta(), the_plan.axes, outcomes)
                 last_write[0] = time.perf_counter()
@@ -995,14 +1005,6 @@ def _install(out: Path, outcome: PointOutcome, entry: Path, status: str, wall_s:
     outcome.status, outcome.wall_s = status, wall_s
     outcome.output = dest.relative_to(out).as_posix()
     outcome.absorb(Result.load(dest / "result.json"))
-
-
-def _result_of(out: Path, outcome: PointOutcome) -> Result | None:
-    if outcome.output is None:
-        return None
-    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-        return Result.load(out / outcome.output / "result.json")
-    return None
 
 
 def load_sweep(folder: Path | str) -> dict[str, Any] | None:
