@@ -19,7 +19,7 @@ from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import CounterexampleField, MLPField
-from flowvar.train import CHECKPOINT_NAME, TrainConfig, TrainResult, load_checkpoint, train
+from flowvar.train import CHECKPOINT_NAME, TrainConfig, TrainResult, load_checkpoint, make_adam, train
 
 
 def coupling(dtype: torch.dtype = torch.float32) -> IndependentCoupling:
@@ -216,6 +216,27 @@ def test_warmup_scales_first_update(warmup: int, expected: float) -> None:
     train(model, CFMLoss(), coupling(), TrainConfig(steps=1, batch_size=16, lr=1e-2, warmup_steps=warmup))
     moved = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
     assert moved == pytest.approx(expected, rel=1e-3)  # Adam's first update is lr · sign(g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_adam_is_torch_adam_to_rounding(dtype: torch.dtype) -> None:
+    """The trainer's optimizer (fused where torch has the kernel) follows torch's reference Adam step for step."""
+    torch.manual_seed(0)
+    models = [MLPField(2, width=32, depth=2).to(dtype) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    ours = make_adam(list(models[0].parameters()), lr=1e-2, weight_decay=1e-3)
+    reference = torch.optim.Adam(models[1].parameters(), lr=1e-2, weight_decay=1e-3, foreach=False, fused=False)
+    assert ours.defaults["fused"] is True  # CPU float parameters take the fused kernel
+    x, t = torch.randn(64, 2, dtype=dtype), torch.rand(64, dtype=dtype)
+    for _ in range(200):
+        for model, opt in ((models[0], ours), (models[1], reference)):
+            opt.zero_grad()
+            (model(x, t) - x).pow(2).mean().backward()
+            opt.step()
+    with torch.no_grad():
+        gap = max(float((a - b).abs().max()) for a, b in zip(models[0].parameters(), models[1].parameters()))
+        scale = max(float(p.abs().max()) for p in models[1].parameters())
+    assert gap <= (1e-5 if dtype == torch.float32 else 1e-13) * scale
 
 
 def test_ema_state() -> None:
