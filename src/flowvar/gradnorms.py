@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -180,6 +181,8 @@ class BatchGradStats:
     rules: dict[str, str]
     fallback: dict[str, str]
     edges: np.ndarray | None = None
+    #: (n_params, B) whose rows are ``param_sq_norms`` in order, when they share one buffer (saves a stack)
+    param_sq_matrix: Tensor | None = field(default=None, repr=False)
 
     @property
     def grad_sum(self) -> dict[str, Tensor]:
@@ -202,21 +205,32 @@ class BatchGradStats:
         acc.update(self)
         return acc.report(group_by, method)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, with_bins: bool = False) -> dict[str, Any]:
         """The scalars of :meth:`report` for this batch, cheaply (no per-parameter tensors are built).
 
         ``trace`` (plug-in, per-parameter parts clamped at 0 as in the report), ``trace_unbiased`` = B/(B − 1)
         trace, ``mean_grad_sq_norm`` ‖ḡ‖², ``normalised`` trace/‖ḡ‖² (None for 0/0, inf for x/0),
-        ``mean_sq_norm`` (1/B) Σ_i ‖g_i‖², ``per_layer`` {module: trace}.
+        ``mean_sq_norm`` (1/B) Σ_i ‖g_i‖², ``per_layer`` {module: trace}; ``with_bins``: also ``bins``, the
+        :meth:`bins` statistics (every number comes over in one transfer).
         """
         B = self.n
         if B < 2:
             raise DataError(f"a variance needs at least 2 per-sample gradients, got {B}; use a larger batch")
+        names = list(self.mean_grad)
+        norms = torch._foreach_norm([self.mean_grad[n] for n in names])  # one kernel; ‖ḡ_p‖ in ḡ_p's dtype
+        same = all(x.dtype == norms[0].dtype for x in norms)
+        matrix = self.param_sq_matrix
+        if matrix is None or list(self.param_sq_norms) != names:
+            matrix = torch.stack([self.param_sq_norms[n] for n in names])
+        parts = [(torch.stack(norms).to(F64) if same else torch.stack([x.to(F64) for x in norms])).square(),
+                 matrix.sum(1)]
+        if with_bins:
+            parts += self._bin_parts()
+        values = torch.cat(parts).tolist()
+        n = len(names)
+        msqs, sums = values[:n], values[n:2 * n]
         trace = msq_total = 0.0
         per_layer: dict[str, float] = {}
-        names = list(self.mean_grad)
-        msqs = _sq_norms([self.mean_grad[n] for n in names])
-        sums = torch.stack([self.param_sq_norms[n] for n in names]).sum(1).tolist()
         for name, msq, sq_sum in zip(names, msqs, sums):
             tr = max(sq_sum / B - msq, 0.0)
             layer = _module_of(name)
@@ -224,28 +238,45 @@ class BatchGradStats:
             trace += tr
             msq_total += msq
         normalised = trace / msq_total if msq_total > 0 else (math.inf if trace > 0 else None)
-        return {"trace": trace, "trace_unbiased": trace * B / (B - 1), "mean_grad_sq_norm": msq_total,
-                "normalised": normalised, "mean_sq_norm": float(self.sq_norms.mean()), "per_layer": per_layer}
+        out = {"trace": trace, "trace_unbiased": trace * B / (B - 1), "mean_grad_sq_norm": msq_total,
+               "normalised": normalised, "mean_sq_norm": sum(sums) / B, "per_layer": per_layer}
+        if with_bins:
+            out["bins"] = self._bin_stats(values[2 * n:])
+        return out
 
     def bins(self) -> BinStats:
         """Per-segment statistics (needs ``segments``: call :meth:`GradNormEngine.compute` with ``t_bins``).
 
         The conditional traces are NaN when ``compute(..., bin_traces=False)`` skipped the per-segment sums.
         """
+        return self._bin_stats(torch.cat(self._bin_parts()).tolist())
+
+    def _bin_parts(self) -> list[Tensor]:
+        """Flat float64 tensors: per segment the count, Σ ‖g_i‖², Σ ℓ_i (NaN without losses) and, with the per-segment
+        sums, Σ_p ‖Σ_{i∈k} g_i,p‖²."""
         if self.segments is None:
             raise ConfigError("no segments were requested; pass t and t_bins (or segments) to compute()")
-        k = self.n_segments
         losses = self.losses if self.losses is not None else torch.full_like(self.sq_norms, math.nan)
         rows = torch.stack([torch.ones_like(self.sq_norms), self.sq_norms, losses.to(F64)])
-        counts, sq, loss = torch.zeros(3, k, dtype=F64).index_add_(1, self.segments, rows)  # one scatter
-        mean_sq, loss = sq / counts, loss / counts
-        if self.seg_sq_norms is None:
-            trace = torch.full_like(counts, math.nan)
+        parts = [torch.zeros(3, self.n_segments, dtype=F64).index_add_(1, self.segments, rows).view(-1)]  # one scatter
+        if self.seg_sq_norms is not None:
+            parts.append(torch.stack(list(self.seg_sq_norms.values())).sum(0))
+        return parts
+
+    def _bin_stats(self, values: list[float]) -> BinStats:
+        """:class:`BinStats` from the numbers of :meth:`_bin_parts` (plain arithmetic on n_seg values)."""
+        k = self.n_segments
+        counts, sq, loss = values[:k], values[k:2 * k], values[2 * k:3 * k]
+        nan = math.nan
+        mean_sq = [s / c if c else nan for s, c in zip(sq, counts)]
+        mean_loss = [x / c if c else nan for x, c in zip(loss, counts)]
+        if len(values) > 3 * k:  # conditional traces (1/n_k) Σ‖g_i‖² − ‖ḡ_k‖², ḡ_k = (1/n_k) Σ_{i∈k} g_i
+            trace = [max(m - g / (c * c), 0.0) if c >= 2 else nan
+                     for m, g, c in zip(mean_sq, values[3 * k:], counts)]
         else:
-            mean_norm = torch.stack(list(self.seg_sq_norms.values())).sum(0) / counts.square()
-            trace = torch.where(counts >= 2, (mean_sq - mean_norm).clamp_min(0), torch.full_like(counts, math.nan))
-        return BinStats(edges=self.edges, counts=counts.long().numpy(), mean_loss=loss.numpy(),
-                        mean_sq_norm=mean_sq.numpy(), trace=trace.numpy())
+            trace = [nan] * k
+        return BinStats(edges=self.edges, counts=np.array(counts, dtype=np.int64), mean_loss=np.array(mean_loss),
+                        mean_sq_norm=np.array(mean_sq), trace=np.array(trace))
 
 
 @dataclass
@@ -408,6 +439,13 @@ class _Collector:
         self.wants_segments = ctx.segments is not None
         self.seg_sq = torch.zeros(ctx.n_segments, dtype=F64) if self.wants_segments else None
         self._seg_sum: Tensor | None = None
+        #: set when the engine filled ``sq_norms`` already (plain 2-D Linear layers, all at once)
+        self.norms_done = False
+
+    @property
+    def wants_sums(self) -> bool:
+        """Whether anything beyond the per-sample squared norms is asked of this parameter."""
+        return self.grad_sum is not None or self.sq_sum is not None or self.seg_sq is not None
 
     def seg_sum(self) -> Tensor:
         """(n_seg, *shape) float64 running per-segment sums (squared into ``seg_sq`` by :meth:`finish`)."""
@@ -459,16 +497,6 @@ def _module_of(name: str) -> str:
 def _sq_norm(x: Tensor) -> float:
     """‖x‖² accumulated in float64 (no float64 copy of x)."""
     return float(torch.linalg.vector_norm(x, dtype=F64)) ** 2
-
-
-def _sq_norms(xs: list[Tensor]) -> list[float]:
-    """[‖x‖² for x in xs] in one fused call (each norm accumulated in its tensor's dtype), as floats."""
-    if not xs:
-        return []
-    norms = torch._foreach_norm(xs)
-    if all(n.dtype == norms[0].dtype for n in norms):
-        return torch.stack(norms).to(F64).square().tolist()
-    return torch.stack([n.to(F64) for n in norms]).square().tolist()
 
 
 def _row_sq_norms(x: Tensor) -> Tensor:
@@ -602,9 +630,10 @@ class LinearRule(Rule):
         if d_norm is None:
             d_norm = torch.linalg.vector_norm(d, dim=1)
         if w is not None:
-            if a_norm is None:
-                a_norm = torch.linalg.vector_norm(a, dim=1)
-            w.sq_norms.copy_((d_norm * a_norm).square())  # ‖δ_i‖²‖a_i‖², to float64
+            if not w.norms_done:
+                if a_norm is None:
+                    a_norm = torch.linalg.vector_norm(a, dim=1)
+                w.sq_norms.copy_((d_norm * a_norm).square())  # ‖δ_i‖²‖a_i‖², to float64
             if w.grad_sum is not None:
                 w.grad_sum += (d.T @ a).to(F64)
             if w.sq_sum is not None:
@@ -613,11 +642,13 @@ class LinearRule(Rule):
                 w.seg_sq += _segment_outer_sq_norms(a, d, ctx)
         b = collectors.get("bias")
         if b is not None:
-            if b.grad_sum is None and b.sq_sum is None and b.seg_sq is None:
-                b.sq_norms.copy_(d_norm.square())
+            if not b.wants_sums:
+                if not b.norms_done:
+                    b.sq_norms.copy_(d_norm.square())
             elif b.grad_sum is None and b.sq_sum is None:  # + per-segment sums (what add_per_sample does, directly)
                 assert ctx.segments is not None and b.seg_sq is not None
-                b.sq_norms.copy_(d_norm.to(F64).square())
+                if not b.norms_done:
+                    b.sq_norms.copy_(d_norm.to(F64).square())
                 part = torch.zeros(ctx.n_segments, d.shape[1], dtype=d.dtype).index_add_(0, ctx.segments, d)
                 b.seg_sq += part.to(F64).pow(2).sum(1)
             else:
@@ -1003,23 +1034,40 @@ class GradNormEngine:
     hooks then cost a flag check). ``compute`` clears the records. ``elementwise``: also Σ_i g_i² (element-wise
     variance). ``chunk_bytes`` bounds the memory of materialised chunks; ``fallback_chunk`` the samples per
     vmap call of the fallback. Parameters with ``requires_grad=False`` are not measured.
+
+    ḡ comes from the backward pass itself. ``param_hooks="auto"``: when every measured parameter's ``.grad`` is None
+    as the recorded forward pass starts (``zero_grad(set_to_none=True)``, torch's default), ``.grad`` after the
+    backward pass is this batch's gradient and is read from there; otherwise (gradients accumulating, zeroed in
+    place) gradient hooks on the parameters are attached from then on and give this backward pass's share.
+    ``"always"``: hook the parameters from the start — needed when the backward pass uses
+    ``torch.autograd.grad``, which leaves ``.grad`` alone (without hooks the rules then recompute Σ_i g_i).
     """
 
     def __init__(self, model: nn.Module, *, elementwise: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 fallback_chunk: int = 64) -> None:
+                 fallback_chunk: int = 64, param_hooks: Literal["auto", "always"] = "auto") -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
         self.elementwise = bool(elementwise)
         self.chunk_bytes = check_positive_int("chunk_bytes", chunk_bytes)
         self.fallback_chunk = check_positive_int("fallback_chunk", fallback_chunk)
+        if param_hooks not in ("auto", "always"):
+            raise ConfigError(f"param_hooks must be 'auto' or 'always', got {param_hooks!r}")
+        self.param_hooks = param_hooks
         self.armed = True
         self._busy = False
         self._records: dict[int, list[_Call]] = {}
         self._param_grads: dict[int, Tensor] = {}
         self._root_outputs: list[Any] = []
         self._handles: list[Any] = []
+        self._param_handles: list[Any] = []
+        #: whether every measured .grad was None as the recorded forward pass began (None: not checked yet)
+        self._grads_clean: bool | None = None
         self.units = self._plan()
+        #: (unit, module, weight name, bias name) of every Linear with the fast rule (names "" when absent)
+        self._linear_units = [(u, u.modules[0][1], u.local[0].get("weight", ""), u.local[0].get("bias", ""))
+                              for u in self.units if isinstance(u.rule, LinearRule)]
+        self._row_indices: dict[tuple[int, ...], Tensor] = {}
         self._coupling_candidates = [(n, m) for n, m in model.named_modules()
                                      if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Embedding)]
         self.attach()
@@ -1085,17 +1133,24 @@ class GradNormEngine:
                 hook = partial(self._forward_hook, clone=id(m) in fallback_modules,
                                row_norms=id(m) in linear_modules)
                 self._handles.append(m.register_forward_hook(hook, with_kwargs=True))
-            for p in unit.params.values():
-                if p.requires_grad:
-                    self._handles.append(p.register_hook(partial(self._param_hook, id(p))))
+        if self.param_hooks == "always":
+            self._attach_param_hooks()
         self._handles.append(self.model.register_forward_hook(self._root_hook))
         return self
 
+    def _trainable(self) -> list[nn.Parameter]:
+        return [p for u in self.units for p in u.params.values() if p.requires_grad]
+
+    def _attach_param_hooks(self) -> None:
+        if not self._param_handles:
+            self._param_handles = [p.register_hook(partial(self._param_hook, id(p))) for p in self._trainable()]
+
     def detach(self) -> None:
         """Remove every hook and drop the records."""
-        for h in self._handles:
+        for h in self._handles + self._param_handles:
             h.remove()
         self._handles.clear()
+        self._param_handles.clear()
         self.clear()
 
     def __enter__(self) -> GradNormEngine:
@@ -1109,6 +1164,7 @@ class GradNormEngine:
         self._records.clear()
         self._param_grads.clear()
         self._root_outputs.clear()
+        self._grads_clean = None
 
     def _recording(self) -> bool:
         return self.armed and not self._busy and torch.is_grad_enabled()
@@ -1149,6 +1205,16 @@ class GradNormEngine:
 
     def _root_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if self._recording():
+            if self._grads_clean is None and not self._param_handles:
+                # can .grad serve as this pass's gradient? Yes if every .grad is None now; else look again when the
+                # backward pass reaches the output (a zero_grad between forward and backward), before any parameter
+                # of the model receives its gradient
+                self._grads_clean = all(p.grad is None for p in self._trainable())
+                if not self._grads_clean:
+                    ref = weakref.ref(self)  # no cycle output → hook → engine → recorded outputs
+                    for leaf in tree_flatten(output)[0]:
+                        if isinstance(leaf, Tensor) and leaf.requires_grad:
+                            leaf.register_hook(partial(_check_grads_at_backward, ref))
             self._root_outputs.append(output)
 
     @property
@@ -1206,11 +1272,11 @@ class GradNormEngine:
             tt = t.detach().reshape(-1)
             if tt.shape != (B,):
                 raise ShapeError(f"t must have shape ({B},), got {tuple(t.shape)}")
-            lo, hi = torch.aminmax(tt)
-            if float(lo) < 0 or float(hi) > 1:
-                raise DataError(f"t must lie in [0, 1] to be binned, got values in [{float(lo):.3g}, {float(hi):.3g}]")
-            # bin k = ⌊t·n⌋ (t ≥ 0, so truncation is the floor), t = 1 in the last bin
-            return (tt.to(F64) * nb).long().clamp_(max=nb - 1), nb, np.arange(nb + 1) / nb
+            lo, hi = torch.stack(torch.aminmax(tt)).tolist()
+            if not (lo >= 0 and hi <= 1):  # NaN fails too
+                raise DataError(f"t must lie in [0, 1] to be binned, got values in [{lo:.3g}, {hi:.3g}]")
+            # bin k = ⌊t·n⌋ (t ≥ 0, so truncation is the floor; float64: t·n exact for float32 t), t = 1 in the last bin
+            return (tt.to(F64) * nb).long().clamp_(max=nb - 1), nb, _bin_edges(nb)
         if segments is not None:
             if n_segments is None:
                 raise ConfigError("pass n_segments with segments")
@@ -1227,7 +1293,8 @@ class GradNormEngine:
         problem = _coupling_problem(self._coupling_candidates)
         if problem is not None:
             raise ConfigError(problem)
-        if not self._records and not self._param_grads:
+        backward = self._backward_grads()
+        if not self._records and not backward:
             raise DataError("nothing was recorded: run the forward and backward pass with the engine attached and "
                             "armed (engine.armed = True) before compute(), with gradients enabled")
         B = self._infer_batch(batch_size, losses)
@@ -1236,7 +1303,7 @@ class GradNormEngine:
         seg, n_seg, edges = self._segments(B, t, t_bins, segments, n_segments)
         scale = float(B) if reduction == "mean" else 1.0
         measured = {n: p for u in self.units for n, p in u.params.items() if p.requires_grad}
-        want_sum = {n for n, p in measured.items() if validate or id(p) not in self._param_grads}
+        want_sum = {n for n, p in measured.items() if validate or id(p) not in backward}
         ctx = _Ctx(B=B, want_grad_sum=want_sum, want_sq_sum=self.elementwise, segments=seg if bin_traces else None,
                    n_segments=n_seg,
                    chunk_bytes=self.chunk_bytes, fallback_chunk=self.fallback_chunk)
@@ -1247,16 +1314,21 @@ class GradNormEngine:
         self._busy = True
         try:
             with torch.no_grad():  # the rules build no graph; torch.func inside the fallback ignores the outer no_grad
+                done = self._plain_linear_norms(collectors, sq_buf, B)
                 for unit in self.units:
                     names = [n for n in unit.params if n in measured]
-                    if names:
-                        self._run_unit(unit, names, collectors, ctx, rules, fallback)
+                    if not names:
+                        continue
+                    if id(unit) in done and not any(collectors[n].wants_sums for n in names):
+                        rules.update((n, "linear") for n in names)  # nothing left to do for this layer
+                        continue
+                    self._run_unit(unit, names, collectors, ctx, rules, fallback, backward)
         finally:
             self._busy = False
         mean_grad: dict[str, Tensor] = {}
         for name, c in collectors.items():
             p = measured[name]
-            hooked = self._param_grads.get(id(p))
+            hooked = backward.get(id(p))
             if validate and hooked is not None:
                 self._check_sum(name, c, hooked, B)
             c.finish(scale)
@@ -1269,24 +1341,82 @@ class GradNormEngine:
         if scale != 1.0:
             sq_buf *= scale ** 2
         param_sq = {n: c.sq_norms for n, c in collectors.items()}
-        total = torch.zeros(B, dtype=F64)
-        for v in param_sq.values():
-            total += v
         return BatchGradStats(
-            n=B, sq_norms=total, param_sq_norms=param_sq, mean_grad=mean_grad,
+            n=B, sq_norms=sq_buf.sum(0), param_sq_norms=param_sq, mean_grad=mean_grad,
             sq_sum={n: c.sq_sum for n, c in collectors.items() if c.sq_sum is not None} if self.elementwise else None,
             seg_sq_norms={n: c.seg_sq for n, c in collectors.items() if c.seg_sq is not None}
             if seg is not None and bin_traces else None,
             segments=seg, n_segments=n_seg, losses=None if losses is None else losses.detach().to(F64),
-            rules=rules, fallback=fallback, edges=edges)
+            rules=rules, fallback=fallback, edges=edges, param_sq_matrix=sq_buf)
+
+    def _plain_linear_norms(self, collectors: dict[str, _Collector], sq_buf: Tensor, B: int) -> set[int]:
+        """‖g_i‖² of every Linear layer called once on (B, in) rows, all layers in a few kernels.
+
+        Weight: ‖δ_i‖²‖a_i‖²; bias: ‖δ_i‖², from the row norms the hooks took. Writes the rows of ``sq_buf``, marks
+        the collectors ``norms_done`` and returns the ids of the units done (their rule still fills any sums
+        asked for). Layers of another dtype than the first, or called several times, are left to their rule.
+        """
+        rows = {n: k for k, n in enumerate(collectors)}
+        a_norms: list[Tensor] = []
+        d_norms: list[Tensor] = []
+        b_norms: list[Tensor] = []
+        w_rows: list[int] = []
+        b_rows: list[int] = []
+        done: set[int] = set()
+        dtype: torch.dtype | None = None
+        for unit, module, weight_name, bias_name in self._linear_units:
+            calls = self._records.get(id(module))
+            if calls is None or len(calls) != 1:
+                continue
+            call = calls[0]
+            a_norm, d_norm = call.in_norm, None if call.grad_norms is None else call.grad_norms[0]
+            if a_norm is None or d_norm is None or a_norm.shape != (B,) or d_norm.shape != (B,):
+                continue
+            dtype = dtype or d_norm.dtype
+            if a_norm.dtype != dtype or d_norm.dtype != dtype:
+                continue
+            if weight_name in collectors:
+                a_norms.append(a_norm)
+                d_norms.append(d_norm)
+                w_rows.append(rows[weight_name])
+                collectors[weight_name].norms_done = True
+            if bias_name in collectors:
+                b_norms.append(d_norm)
+                b_rows.append(rows[bias_name])
+                collectors[bias_name].norms_done = True
+            done.add(id(unit))
+        if w_rows or b_rows:
+            # one (n_weights + n_biases, B) block: ‖δ_i‖²‖a_i‖² rows, then ‖δ_i‖² rows
+            d_all = torch.stack(d_norms + b_norms)
+            if w_rows:
+                d_all[:len(w_rows)] *= torch.stack(a_norms)
+            sq_buf.index_copy_(0, self._row_index(w_rows + b_rows), d_all.to(F64).square_())
+        return done
+
+    def _row_index(self, rows: list[int]) -> Tensor:
+        key = tuple(rows)
+        index = self._row_indices.get(key)
+        if index is None:
+            index = self._row_indices[key] = torch.tensor(rows)
+        return index
+
+    def _backward_grads(self) -> dict[int, Tensor]:
+        """{id(parameter): its gradient from the recorded backward pass}: the hooked ones, else ``.grad`` when
+        every ``.grad`` was None as the pass began."""
+        grads = dict(self._param_grads)
+        if self._grads_clean:
+            for p in self._trainable():
+                if id(p) not in grads and p.grad is not None:
+                    grads[id(p)] = p.grad.detach()
+        return grads
 
     def _run_unit(self, unit: _Unit, names: list[str], collectors: dict[str, _Collector], ctx: _Ctx,
-                  rules: dict[str, str], fallback: dict[str, str]) -> None:
+                  rules: dict[str, str], fallback: dict[str, str], backward: dict[int, Tensor]) -> None:
         calls = [[c for c in self._records.get(id(m), []) if any(g is not None for g in c.grads)]
                  for _, m in unit.modules]
         if not any(calls):
-            got = [n for n in names if id(unit.params[n]) in self._param_grads
-                   and bool(self._param_grads[id(unit.params[n])].abs().sum() > 0)]
+            got = [n for n in names if id(unit.params[n]) in backward
+                   and bool(backward[id(unit.params[n])].abs().sum() > 0)]
             if got:
                 raise DataError(f"parameters {got} received a gradient but their module "
                                 f"{unit.modules[0][0]!r} took no part in the recorded backward pass: they are used "
@@ -1336,6 +1466,30 @@ class GradNormEngine:
                 f"extra loss term, a regulariser), or the parameter is also used outside its module's forward, or the "
                 f"forward pass differs from the one recorded. Backpropagate only the reduced per-sample losses, or use "
                 f"flowvar.variance.gradient_variance(method='autograd')")
+
+
+def _check_grads_at_backward(ref: weakref.ref[GradNormEngine], grad: Tensor) -> None:
+    """The backward pass reached the model output: read ``.grad`` afterwards if every one is None now, else hook the
+    parameters (from this pass on) so that only this pass's gradient is taken."""
+    engine = ref()
+    if engine is None or engine._grads_clean or engine._param_handles or not engine.armed or engine._busy:
+        return
+    if all(p.grad is None for p in engine._trainable()):
+        engine._grads_clean = True
+    else:
+        engine._attach_param_hooks()
+
+
+_EDGES: dict[int, np.ndarray] = {}
+
+
+def _bin_edges(n_bins: int) -> np.ndarray:
+    """(n_bins + 1,) equal-width edges of [0, 1], memoised (read-only: the same array is handed out every time)."""
+    edges = _EDGES.get(n_bins)
+    if edges is None:
+        edges = _EDGES[n_bins] = np.arange(n_bins + 1) / n_bins
+        edges.flags.writeable = False
+    return edges
 
 
 def _snapshot(x: Any) -> Any:
@@ -1394,7 +1548,7 @@ def batch_grad_stats(model: nn.Module, path: PathSample, *, elementwise: bool = 
     pass and restored). ``t_bins``: per-t-bin sums for :meth:`BatchGradStats.bins`.
     """
     with _Requires(model, trainable_only) as params:
-        engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
+        engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes, param_hooks="always")
         try:
             losses = per_sample_loss(model, path)
             torch.autograd.grad(losses.sum(), params, allow_unused=True)

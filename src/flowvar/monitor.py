@@ -211,7 +211,7 @@ class GradientVarianceMonitor:
                                     bin_traces=full_profile, validate=validate)
         self._validated = True
         self.last_stats = stats
-        summary = stats.summary()
+        summary = stats.summary(with_bins=bins is not None)
         loss_f64 = stats.losses if stats.losses is not None else losses.to(torch.float64)  # compute() made it
         record: dict[str, Any] = {
             "step": step, "loss": float(loss_f64.mean()), "trace": summary["trace"],
@@ -220,7 +220,7 @@ class GradientVarianceMonitor:
             "batch_size": stats.n, "deterministic": deterministic,
         }
         if bins is not None:
-            b = stats.bins()
+            b = summary["bins"]
             record["t_profile"] = {"edges": self._edges(b.edges),
                                    "counts": b.counts.tolist(), "loss": b.mean_loss.tolist(),
                                    "mean_sq_norm": b.mean_sq_norm.tolist(), "trace": b.trace.tolist()}
