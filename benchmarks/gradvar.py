@@ -443,7 +443,9 @@ def main() -> None:
             print(f"monitor d={d} B={B}: {med}", flush=True)
     lines += ["### Monitor overhead on a full training step (MLP, every step logged, CSV)", "",
               "A training step here = draw the batch (independent Gaussian coupling, σ = 0), forward, backward, "
-              f"Adam; timed in blocks of {BLOCK} consecutive steps per variant, blocks interleaved. Every step is "
+              f"Adam — a user's own loop as in the README: `torch.optim.Adam` at its defaults, `zero_grad` between "
+              f"the forward and the backward pass; timed in blocks of {BLOCK} consecutive steps per variant, blocks "
+              f"interleaved. Every step is "
               "logged (trace, normalised variance, loss, per-layer traces, CSV row). Columns: "
               "no t-profile (`t_bins=None`); the default (10 t-bins with per-bin loss and mean ‖g_i‖² on every "
               "log, conditional traces on every 10th log); conditional traces on every log (`profile_every=1`).",
