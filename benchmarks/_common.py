@@ -61,6 +61,29 @@ def setup(threads: int, clock: str = "cpu") -> None:
     _CLOCK[0] = time.process_time if clock == "cpu" else time.perf_counter
 
 
+def pin_malloc() -> bool:
+    """Fix glibc malloc's thresholds for this process (no heap trimming, no mmap below 32 MiB); False elsewhere.
+
+    By default glibc hands the top of the heap back to the OS once it exceeds a moving threshold and re-faults those
+    pages on the next large allocation. Which loop crosses the threshold depends on incidental allocation patterns
+    (a 32 KiB tensor kept alive or not), and it costs up to ~5% of an MLP step at B = 4096 — enough to decide a
+    comparison of two loops doing the same arithmetic. Pinned, both sides allocate from a warm heap.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        return bool(libc.mallopt(m_trim_threshold, 1 << 30) and libc.mallopt(m_top_pad, 64 << 20)
+                    and libc.mallopt(m_mmap_threshold, 32 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def command(script: str, args: argparse.Namespace) -> str:
     """The line that regenerates a section."""
     quick = " --quick" if args.quick else ""

@@ -40,6 +40,7 @@ from _common import (
     interleaved,
     machine_line,
     parse_args,
+    pin_malloc,
     setup,
     table,
     write_section,
@@ -54,14 +55,20 @@ from flowvar.train import TrainConfig, make_adam, train
 
 BLOCK = 20  # steps per timed call (flowvar.train is called for BLOCK steps; its set-up is part of the time)
 
+# Every timed call starts from the same initial parameters: SELU's cost depends on its inputs (≈ 10× between
+# all-positive and Gaussian pre-activations on CPU), so models that drift apart over a long benchmark would time
+# their activations, not the libraries.
+
 
 def flowvar_train(model: torch.nn.Module, coupling: object, sigma: float, B: int) -> Callable[[], None]:
     """BLOCK steps of flowvar's trainer (make_adam, a fresh optimizer per call as a new run would have)."""
     model = copy.deepcopy(model)
+    initial = copy.deepcopy(model.state_dict())
     loss = CFMLoss(Interpolant(sigma=sigma))
     config = TrainConfig(steps=BLOCK, batch_size=B, lr=1e-4, progress=False, log_every=0)
 
     def block() -> None:
+        model.load_state_dict(initial)
         train(model, loss, coupling, config)  # type: ignore[arg-type]
     return block
 
@@ -71,11 +78,13 @@ def flowvar_loop(model: torch.nn.Module, coupling: object, sigma: float, B: int,
     """``steps`` steps of a plain loop over flowvar's sampling and loss; the trainer's optimizer, or torch's
     default Adam (``fused=False``, as torchcfm's examples)."""
     model = copy.deepcopy(model)
+    initial = copy.deepcopy(model.state_dict())
     opt = make_adam(list(model.parameters()), lr=1e-4) if fused else torch.optim.Adam(model.parameters(), lr=1e-4)
     loss = CFMLoss(Interpolant(sigma=sigma))
     gen = torch.Generator().manual_seed(1)
 
     def block() -> None:
+        model.load_state_dict(initial)
         for _ in range(steps):
             path = loss.draw(coupling, B, gen)  # type: ignore[arg-type]
             opt.zero_grad(set_to_none=True)
@@ -87,10 +96,12 @@ def flowvar_loop(model: torch.nn.Module, coupling: object, sigma: float, B: int,
 def torchcfm_loop(model: torch.nn.Module, matcher: object, target: GaussianMixture, B: int, d: int, steps: int
                   ) -> Callable[[], None]:
     model = copy.deepcopy(model)
+    initial = copy.deepcopy(model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(1)
 
     def block() -> None:
+        model.load_state_dict(initial)
         for _ in range(steps):
             x0 = torch.randn(B, d, generator=gen)
             x1 = target.sample(B, gen)
@@ -151,6 +162,7 @@ def coupling_only(B: int, d: int, rounds: int) -> list[str]:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     setup(args.threads, args.clock)
+    pinned = pin_malloc()
     from torchcfm.conditional_flow_matching import (
         ConditionalFlowMatcher,
         ExactOptimalTransportConditionalFlowMatcher,
@@ -160,6 +172,8 @@ def main() -> None:
     grid = [(2, 256), (2, 1024)] if args.quick else [(2, 256), (2, 1024), (2, 4096), (50, 256), (50, 1024)]
     sigma = 0.1
     rows = []
+    cfm_ratio: dict[str, float] = {}
+    ot_ratio: dict[str, float] = {}
     for d, B in grid:
         torch.manual_seed(d)
         model = MLPField(d, width=256, depth=3, activation="selu")
@@ -184,6 +198,8 @@ def main() -> None:
             warnings.simplefilter("ignore")  # POT's numItermax warning at large B (reported in the coupling table)
             med_ot = interleaved(ot, 7 if args.quick else 21, warmup=2, budget_s=20 if args.quick else 90)
         theirs = med["torchcfm"]
+        cfm_ratio[f"d={d} B={B}"] = theirs / med["flowvar"]
+        ot_ratio[f"d={d} B={B}"] = med_ot["torchcfm"] / med_ot["auto"]
         for kind, ours in (("CFM: flowvar.train", med["flowvar"]),
                            ("CFM: flowvar loop, torch's default Adam (as torchcfm)", med["flowvar, default Adam"])):
             rows.append([f"d={d}", str(B), kind, fmt_time(ours), fmt_time(theirs), f"{1 / ours:.1f}",
@@ -203,7 +219,12 @@ def main() -> None:
              f"torchcfm's loop is that of its examples, `torch.optim.Adam` at its defaults. The second CFM row runs "
              f"flowvar's sampling and loss with torchcfm's optimizer: what is left is sampling and loss, at parity. "
              f"The OT-CFM rows are single steps of a flowvar loop (the trainer's optimizer) against torchcfm's; the "
-             f"coupling dominates them.", "",
+             f"coupling dominates them. "
+             + ("glibc malloc's thresholds are pinned for the whole run (`pin_malloc` in benchmarks/_common.py): with "
+                "the defaults, heap trimming adds up to ~5% to whichever loop happens to cross the threshold, which "
+                "moved these ratios by ±0.04 between otherwise identical runs." if pinned else
+                "(glibc malloc could not be pinned on this machine: ratios near 1 move by a few percent with heap "
+                "trimming.)"), "",
              table(["model", "B", "coupling", "flowvar step", "torchcfm step", "flowvar steps/s", "torchcfm steps/s",
                     "throughput ratio"], rows), ""]
 
@@ -211,6 +232,16 @@ def main() -> None:
     for B, d in ([(256, 2), (1024, 2)] if args.quick else [(256, 2), (1024, 2), (2048, 2), (4096, 2), (1024, 50)]):
         rows += coupling_only(B, d, 5 if args.quick else 9)
         print(f"coupling B={B} d={d} done", flush=True)
+    lines += ["### Targets of issue 4", "",
+              "Computed by this script from the figures above.", "",
+              table(["target", "measured (throughput ratio, torchcfm time / flowvar time)", "verdict"], [
+                  ["CFM training step (flowvar.train) at least as fast as torchcfm's on the identical MLP and batch "
+                   "(ratio ≥ 1.0)", ", ".join(f"{k}: {v:.2f}" for k, v in cfm_ratio.items()),
+                   "met" if min(cfm_ratio.values()) >= 1.0 else "**missed**"],
+                  ["OT-CFM step (flowvar default solver) vs torchcfm's exact OT-CFM (ratio ≥ 1.0; flowvar's coupling "
+                   "is an exact bijection, torchcfm's resampled plan is not: table below)",
+                   ", ".join(f"{k}: {v:.2f}" for k, v in ot_ratio.items()),
+                   "met" if min(ot_ratio.values()) >= 1.0 else "**missed**"]]), ""]
     lines += ["### The OT coupling alone", "",
               "Bijection = every source and every target of the batch used exactly once. torchcfm draws B pairs "
               "from the plan with replacement (its default `replace=True`), so about 1 − 1/e ≈ 63% of the rows "
