@@ -439,8 +439,10 @@ def test_mean_gradient_is_this_pass_whatever_grad_held(before, gen):
             torch.autograd.grad(losses.mean(), list(module.parameters()))
         else:
             losses.mean().backward()
+        hooked = before in ("accumulated", "zeroed")  # hooks attached as the backward pass began, fired in it
+        assert len(engine._param_grads) == (4 if hooked else 0)
         stats = engine.compute(reduction="mean", losses=losses)
-        assert bool(engine._param_handles) == (before in ("accumulated", "zeroed"))
+        assert bool(engine._param_handles) == hooked
     if before != "autograd.grad":
         for param in module.parameters():
             param.grad.mul_(-7.0)  # what clipping or the next accumulation does to .grad in place
