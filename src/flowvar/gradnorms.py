@@ -18,8 +18,10 @@ From these, tr Cov(g) = (1/B) Σ_i ‖g_i‖² − ‖ḡ‖² (plug-in) and Var
 without ever materialising all B per-sample gradients at once.
 
 How. Forward hooks capture each parametrised module's inputs; tensor hooks on its outputs capture
-δ = ∂L/∂output; tensor hooks on the parameters capture this backward's gradient. After the backward
-pass each module's parameters go through a *rule*:
+δ = ∂L/∂output. This backward pass's gradient (for ḡ) is read from ``.grad`` when every ``.grad`` was None as
+the pass began (``zero_grad(set_to_none=True)``), else captured by hooks on the parameters (see
+:class:`GradNormEngine`, ``param_hooks``). After the backward pass each module's parameters go through a
+*rule*:
 
 * ``nn.Linear``, input (B, in): g_i = δ_i a_iᵀ, so ‖g_i‖² = ‖δ_i‖² ‖a_i‖² and Σ_i g_i² = (δ²)ᵀ(a²).
   Input (B, S, in) (sequence or extra dims), or a module called several times per forward pass (the calls
