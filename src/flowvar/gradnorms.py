@@ -1038,9 +1038,10 @@ class GradNormEngine:
     vmap call of the fallback. Parameters with ``requires_grad=False`` are not measured.
 
     ḡ comes from the backward pass itself. ``param_hooks="auto"``: when every measured parameter's ``.grad`` is None
-    as the recorded forward pass starts (``zero_grad(set_to_none=True)``, torch's default), ``.grad`` after the
-    backward pass is this batch's gradient and is read from there; otherwise (gradients accumulating, zeroed in
-    place) gradient hooks on the parameters are attached from then on and give this backward pass's share.
+    as the backward pass of the recorded forward pass begins (``zero_grad(set_to_none=True)``, torch's default,
+    before or after the forward pass), ``.grad`` after it is this batch's gradient and is read from there; otherwise
+    (gradients accumulating, zeroed in place) gradient hooks on the parameters are attached at that moment, stay
+    attached, and give each backward pass's own share.
     ``"always"``: hook the parameters from the start — needed when the backward pass uses
     ``torch.autograd.grad``, which leaves ``.grad`` alone (without hooks the rules then recompute Σ_i g_i).
     """
@@ -1063,7 +1064,7 @@ class GradNormEngine:
         self._root_outputs: list[Any] = []
         self._handles: list[Any] = []
         self._param_handles: list[Any] = []
-        #: whether every measured .grad was None as the recorded forward pass began (None: not checked yet)
+        #: whether every measured .grad was None as the recorded pass's backward began (None: not known yet)
         self._grads_clean: bool | None = None
         self.units = self._plan()
         #: (unit, module, weight name, bias name) of every Linear with the fast rule (names "" when absent)
