@@ -98,8 +98,10 @@ def squared_distances(a: Tensor, b: Tensor, chunk_rows: int = 2048) -> Tensor:
     bn = (b2 * b2).sum(1)
     out = torch.empty(a2.shape[0], b2.shape[0], dtype=torch.float64)
     for s in range(0, a2.shape[0], chunk_rows):
-        blk = a2[s:s + chunk_rows]
-        out[s:s + chunk_rows] = ((blk * blk).sum(1)[:, None] + bn[None, :] - 2 * blk @ b2.T).clamp_min_(0)
+        blk, rows = a2[s:s + chunk_rows], out[s:s + chunk_rows]
+        # ‖b_j‖² − 2 a_i·b_j straight into the output, then + ‖a_i‖² and the clamp in place: no (chunk, m) temporaries
+        torch.addmm(bn.expand(blk.shape[0], -1), blk, b2.T, alpha=-2.0, out=rows)
+        rows.add_((blk * blk).sum(1)[:, None]).clamp_min_(0)
     return out
 
 
