@@ -18,10 +18,8 @@ From these, tr Cov(g) = (1/B) Σ_i ‖g_i‖² − ‖ḡ‖² (plug-in) and Var
 without ever materialising all B per-sample gradients at once.
 
 How. Forward hooks capture each parametrised module's inputs; tensor hooks on its outputs capture
-δ = ∂L/∂output. This backward pass's gradient (for ḡ) is read from ``.grad`` when every ``.grad`` was None as
-the pass began (``zero_grad(set_to_none=True)``), else captured by hooks on the parameters (see
-:class:`GradNormEngine`, ``param_hooks``). After the backward pass each module's parameters go through a
-*rule*:
+δ = ∂L/∂output; tensor hooks on the parameters capture this backward's gradient. After the backward
+pass each module's parameters go through a *rule*:
 
 * ``nn.Linear``, input (B, in): g_i = δ_i a_iᵀ, so ‖g_i‖² = ‖δ_i‖² ‖a_i‖² and Σ_i g_i² = (δ²)ᵀ(a²).
   Input (B, S, in) (sequence or extra dims), or a module called several times per forward pass (the calls
@@ -62,7 +60,6 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -183,8 +180,6 @@ class BatchGradStats:
     rules: dict[str, str]
     fallback: dict[str, str]
     edges: np.ndarray | None = None
-    #: (n_params, B) whose rows are ``param_sq_norms`` in order, when they share one buffer (saves a stack)
-    param_sq_matrix: Tensor | None = field(default=None, repr=False)
 
     @property
     def grad_sum(self) -> dict[str, Tensor]:
@@ -221,11 +216,8 @@ class BatchGradStats:
         names = list(self.mean_grad)
         norms = torch._foreach_norm([self.mean_grad[n] for n in names])  # one kernel; ‖ḡ_p‖ in ḡ_p's dtype
         same = all(x.dtype == norms[0].dtype for x in norms)
-        matrix = self.param_sq_matrix
-        if matrix is None or list(self.param_sq_norms) != names:
-            matrix = torch.stack([self.param_sq_norms[n] for n in names])
         parts = [(torch.stack(norms).to(F64) if same else torch.stack([x.to(F64) for x in norms])).square(),
-                 matrix.sum(1)]
+                 torch.stack([self.param_sq_norms[n] for n in names]).sum(1)]
         if with_bins:
             parts += self._bin_parts()
         values = torch.cat(parts).tolist()
@@ -441,13 +433,6 @@ class _Collector:
         self.wants_segments = ctx.segments is not None
         self.seg_sq = torch.zeros(ctx.n_segments, dtype=F64) if self.wants_segments else None
         self._seg_sum: Tensor | None = None
-        #: set when the engine filled ``sq_norms`` already (plain 2-D Linear layers, all at once)
-        self.norms_done = False
-
-    @property
-    def wants_sums(self) -> bool:
-        """Whether anything beyond the per-sample squared norms is asked of this parameter."""
-        return self.grad_sum is not None or self.sq_sum is not None or self.seg_sq is not None
 
     def seg_sum(self) -> Tensor:
         """(n_seg, *shape) float64 running per-segment sums (squared into ``seg_sq`` by :meth:`finish`)."""
@@ -632,10 +617,9 @@ class LinearRule(Rule):
         if d_norm is None:
             d_norm = torch.linalg.vector_norm(d, dim=1)
         if w is not None:
-            if not w.norms_done:
-                if a_norm is None:
-                    a_norm = torch.linalg.vector_norm(a, dim=1)
-                w.sq_norms.copy_((d_norm * a_norm).square())  # ‖δ_i‖²‖a_i‖², to float64
+            if a_norm is None:
+                a_norm = torch.linalg.vector_norm(a, dim=1)
+            w.sq_norms.copy_((d_norm * a_norm).square())  # ‖δ_i‖²‖a_i‖², to float64
             if w.grad_sum is not None:
                 w.grad_sum += (d.T @ a).to(F64)
             if w.sq_sum is not None:
@@ -644,13 +628,11 @@ class LinearRule(Rule):
                 w.seg_sq += _segment_outer_sq_norms(a, d, ctx)
         b = collectors.get("bias")
         if b is not None:
-            if not b.wants_sums:
-                if not b.norms_done:
-                    b.sq_norms.copy_(d_norm.square())
+            if b.grad_sum is None and b.sq_sum is None and b.seg_sq is None:
+                b.sq_norms.copy_(d_norm.square())
             elif b.grad_sum is None and b.sq_sum is None:  # + per-segment sums (what add_per_sample does, directly)
                 assert ctx.segments is not None and b.seg_sq is not None
-                if not b.norms_done:
-                    b.sq_norms.copy_(d_norm.to(F64).square())
+                b.sq_norms.copy_(d_norm.to(F64).square())
                 part = torch.zeros(ctx.n_segments, d.shape[1], dtype=d.dtype).index_add_(0, ctx.segments, d)
                 b.seg_sq += part.to(F64).pow(2).sum(1)
             else:
@@ -1036,41 +1018,23 @@ class GradNormEngine:
     hooks then cost a flag check). ``compute`` clears the records. ``elementwise``: also Σ_i g_i² (element-wise
     variance). ``chunk_bytes`` bounds the memory of materialised chunks; ``fallback_chunk`` the samples per
     vmap call of the fallback. Parameters with ``requires_grad=False`` are not measured.
-
-    ḡ comes from the backward pass itself. ``param_hooks="auto"``: when every measured parameter's ``.grad`` is None
-    as the backward pass of the recorded forward pass begins (``zero_grad(set_to_none=True)``, torch's default,
-    before or after the forward pass), ``.grad`` after it is this batch's gradient and is read from there; otherwise
-    (gradients accumulating, zeroed in place) gradient hooks on the parameters are attached at that moment, stay
-    attached, and give each backward pass's own share.
-    ``"always"``: hook the parameters from the start — needed when the backward pass uses
-    ``torch.autograd.grad``, which leaves ``.grad`` alone (without hooks the rules then recompute Σ_i g_i).
     """
 
     def __init__(self, model: nn.Module, *, elementwise: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 fallback_chunk: int = 64, param_hooks: Literal["auto", "always"] = "auto") -> None:
+                 fallback_chunk: int = 64) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
         self.elementwise = bool(elementwise)
         self.chunk_bytes = check_positive_int("chunk_bytes", chunk_bytes)
         self.fallback_chunk = check_positive_int("fallback_chunk", fallback_chunk)
-        if param_hooks not in ("auto", "always"):
-            raise ConfigError(f"param_hooks must be 'auto' or 'always', got {param_hooks!r}")
-        self.param_hooks = param_hooks
         self.armed = True
         self._busy = False
         self._records: dict[int, list[_Call]] = {}
         self._param_grads: dict[int, Tensor] = {}
         self._root_outputs: list[Any] = []
         self._handles: list[Any] = []
-        self._param_handles: list[Any] = []
-        #: whether every measured .grad was None as the recorded pass's backward began (None: not known yet)
-        self._grads_clean: bool | None = None
         self.units = self._plan()
-        #: (unit, module, weight name, bias name) of every Linear with the fast rule (names "" when absent)
-        self._linear_units = [(u, u.modules[0][1], u.local[0].get("weight", ""), u.local[0].get("bias", ""))
-                              for u in self.units if isinstance(u.rule, LinearRule)]
-        self._row_indices: dict[tuple[int, ...], Tensor] = {}
         self._coupling_candidates = [(n, m) for n, m in model.named_modules()
                                      if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Embedding)]
         self.attach()
@@ -1136,24 +1100,17 @@ class GradNormEngine:
                 hook = partial(self._forward_hook, clone=id(m) in fallback_modules,
                                row_norms=id(m) in linear_modules)
                 self._handles.append(m.register_forward_hook(hook, with_kwargs=True))
-        if self.param_hooks == "always":
-            self._attach_param_hooks()
+            for p in unit.params.values():
+                if p.requires_grad:
+                    self._handles.append(p.register_hook(partial(self._param_hook, id(p))))
         self._handles.append(self.model.register_forward_hook(self._root_hook))
         return self
 
-    def _trainable(self) -> list[nn.Parameter]:
-        return [p for u in self.units for p in u.params.values() if p.requires_grad]
-
-    def _attach_param_hooks(self) -> None:
-        if not self._param_handles:
-            self._param_handles = [p.register_hook(partial(self._param_hook, id(p))) for p in self._trainable()]
-
     def detach(self) -> None:
         """Remove every hook and drop the records."""
-        for h in self._handles + self._param_handles:
+        for h in self._handles:
             h.remove()
         self._handles.clear()
-        self._param_handles.clear()
         self.clear()
 
     def __enter__(self) -> GradNormEngine:
@@ -1167,7 +1124,6 @@ class GradNormEngine:
         self._records.clear()
         self._param_grads.clear()
         self._root_outputs.clear()
-        self._grads_clean = None
 
     def _recording(self) -> bool:
         return self.armed and not self._busy and torch.is_grad_enabled()
@@ -1208,16 +1164,6 @@ class GradNormEngine:
 
     def _root_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if self._recording():
-            if self._grads_clean is None and not self._param_handles:
-                # can .grad serve as this pass's gradient? Yes if every .grad is None now; else look again when the
-                # backward pass reaches the output (a zero_grad between forward and backward), before any parameter
-                # of the model receives its gradient
-                self._grads_clean = all(p.grad is None for p in self._trainable())
-                if not self._grads_clean:
-                    ref = weakref.ref(self)  # no cycle output → hook → engine → recorded outputs
-                    for leaf in tree_flatten(output)[0]:
-                        if isinstance(leaf, Tensor) and leaf.requires_grad:
-                            leaf.register_hook(partial(_check_grads_at_backward, ref))
             self._root_outputs.append(output)
 
     @property
@@ -1296,8 +1242,7 @@ class GradNormEngine:
         problem = _coupling_problem(self._coupling_candidates)
         if problem is not None:
             raise ConfigError(problem)
-        backward = self._backward_grads()
-        if not self._records and not backward:
+        if not self._records and not self._param_grads:
             raise DataError("nothing was recorded: run the forward and backward pass with the engine attached and "
                             "armed (engine.armed = True) before compute(), with gradients enabled")
         B = self._infer_batch(batch_size, losses)
@@ -1306,7 +1251,7 @@ class GradNormEngine:
         seg, n_seg, edges = self._segments(B, t, t_bins, segments, n_segments)
         scale = float(B) if reduction == "mean" else 1.0
         measured = {n: p for u in self.units for n, p in u.params.items() if p.requires_grad}
-        want_sum = {n for n, p in measured.items() if validate or id(p) not in backward}
+        want_sum = {n for n, p in measured.items() if validate or id(p) not in self._param_grads}
         ctx = _Ctx(B=B, want_grad_sum=want_sum, want_sq_sum=self.elementwise, segments=seg if bin_traces else None,
                    n_segments=n_seg,
                    chunk_bytes=self.chunk_bytes, fallback_chunk=self.fallback_chunk)
@@ -1317,21 +1262,16 @@ class GradNormEngine:
         self._busy = True
         try:
             with torch.no_grad():  # the rules build no graph; torch.func inside the fallback ignores the outer no_grad
-                done = self._plain_linear_norms(collectors, sq_buf, B)
                 for unit in self.units:
                     names = [n for n in unit.params if n in measured]
-                    if not names:
-                        continue
-                    if id(unit) in done and not any(collectors[n].wants_sums for n in names):
-                        rules.update((n, "linear") for n in names)  # nothing left to do for this layer
-                        continue
-                    self._run_unit(unit, names, collectors, ctx, rules, fallback, backward)
+                    if names:
+                        self._run_unit(unit, names, collectors, ctx, rules, fallback)
         finally:
             self._busy = False
         mean_grad: dict[str, Tensor] = {}
         for name, c in collectors.items():
             p = measured[name]
-            hooked = backward.get(id(p))
+            hooked = self._param_grads.get(id(p))
             if validate and hooked is not None:
                 self._check_sum(name, c, hooked, B)
             c.finish(scale)
@@ -1350,76 +1290,15 @@ class GradNormEngine:
             seg_sq_norms={n: c.seg_sq for n, c in collectors.items() if c.seg_sq is not None}
             if seg is not None and bin_traces else None,
             segments=seg, n_segments=n_seg, losses=None if losses is None else losses.detach().to(F64),
-            rules=rules, fallback=fallback, edges=edges, param_sq_matrix=sq_buf)
-
-    def _plain_linear_norms(self, collectors: dict[str, _Collector], sq_buf: Tensor, B: int) -> set[int]:
-        """‖g_i‖² of every Linear layer called once on (B, in) rows, all layers in a few kernels.
-
-        Weight: ‖δ_i‖²‖a_i‖²; bias: ‖δ_i‖², from the row norms the hooks took. Writes the rows of ``sq_buf``, marks
-        the collectors ``norms_done`` and returns the ids of the units done (their rule still fills any sums
-        asked for). Layers of another dtype than the first, or called several times, are left to their rule.
-        """
-        rows = {n: k for k, n in enumerate(collectors)}
-        a_norms: list[Tensor] = []
-        d_norms: list[Tensor] = []
-        b_norms: list[Tensor] = []
-        w_rows: list[int] = []
-        b_rows: list[int] = []
-        done: set[int] = set()
-        dtype: torch.dtype | None = None
-        for unit, module, weight_name, bias_name in self._linear_units:
-            calls = self._records.get(id(module))
-            if calls is None or len(calls) != 1:
-                continue
-            call = calls[0]
-            a_norm, d_norm = call.in_norm, None if call.grad_norms is None else call.grad_norms[0]
-            if a_norm is None or d_norm is None or a_norm.shape != (B,) or d_norm.shape != (B,):
-                continue
-            dtype = dtype or d_norm.dtype
-            if a_norm.dtype != dtype or d_norm.dtype != dtype:
-                continue
-            if weight_name in collectors:
-                a_norms.append(a_norm)
-                d_norms.append(d_norm)
-                w_rows.append(rows[weight_name])
-                collectors[weight_name].norms_done = True
-            if bias_name in collectors:
-                b_norms.append(d_norm)
-                b_rows.append(rows[bias_name])
-                collectors[bias_name].norms_done = True
-            done.add(id(unit))
-        if w_rows or b_rows:
-            # one (n_weights + n_biases, B) block: ‖δ_i‖²‖a_i‖² rows, then ‖δ_i‖² rows
-            d_all = torch.stack(d_norms + b_norms)
-            if w_rows:
-                d_all[:len(w_rows)] *= torch.stack(a_norms)
-            sq_buf.index_copy_(0, self._row_index(w_rows + b_rows), d_all.to(F64).square_())
-        return done
-
-    def _row_index(self, rows: list[int]) -> Tensor:
-        key = tuple(rows)
-        index = self._row_indices.get(key)
-        if index is None:
-            index = self._row_indices[key] = torch.tensor(rows)
-        return index
-
-    def _backward_grads(self) -> dict[int, Tensor]:
-        """{id(parameter): its gradient from the recorded backward pass}: the hooked ones, else ``.grad`` when
-        every ``.grad`` was None as the pass began."""
-        grads = dict(self._param_grads)
-        if self._grads_clean:
-            for p in self._trainable():
-                if id(p) not in grads and p.grad is not None:
-                    grads[id(p)] = p.grad.detach()
-        return grads
+            rules=rules, fallback=fallback, edges=edges)
 
     def _run_unit(self, unit: _Unit, names: list[str], collectors: dict[str, _Collector], ctx: _Ctx,
-                  rules: dict[str, str], fallback: dict[str, str], backward: dict[int, Tensor]) -> None:
+                  rules: dict[str, str], fallback: dict[str, str]) -> None:
         calls = [[c for c in self._records.get(id(m), []) if any(g is not None for g in c.grads)]
                  for _, m in unit.modules]
         if not any(calls):
-            got = [n for n in names if id(unit.params[n]) in backward
-                   and bool(backward[id(unit.params[n])].abs().sum() > 0)]
+            got = [n for n in names if id(unit.params[n]) in self._param_grads
+                   and bool(self._param_grads[id(unit.params[n])].abs().sum() > 0)]
             if got:
                 raise DataError(f"parameters {got} received a gradient but their module "
                                 f"{unit.modules[0][0]!r} took no part in the recorded backward pass: they are used "
@@ -1469,18 +1348,6 @@ class GradNormEngine:
                 f"extra loss term, a regulariser), or the parameter is also used outside its module's forward, or the "
                 f"forward pass differs from the one recorded. Backpropagate only the reduced per-sample losses, or use "
                 f"flowvar.variance.gradient_variance(method='autograd')")
-
-
-def _check_grads_at_backward(ref: weakref.ref[GradNormEngine], grad: Tensor) -> None:
-    """The backward pass reached the model output: read ``.grad`` afterwards if every one is None now, else hook the
-    parameters (from this pass on) so that only this pass's gradient is taken."""
-    engine = ref()
-    if engine is None or engine._grads_clean or engine._param_handles or not engine.armed or engine._busy:
-        return
-    if all(p.grad is None for p in engine._trainable()):
-        engine._grads_clean = True
-    else:
-        engine._attach_param_hooks()
 
 
 _EDGES: dict[int, np.ndarray] = {}
@@ -1551,7 +1418,7 @@ def batch_grad_stats(model: nn.Module, path: PathSample, *, elementwise: bool = 
     pass and restored). ``t_bins``: per-t-bin sums for :meth:`BatchGradStats.bins`.
     """
     with _Requires(model, trainable_only) as params:
-        engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes, param_hooks="always")
+        engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
         try:
             losses = per_sample_loss(model, path)
             torch.autograd.grad(losses.sum(), params, allow_unused=True)
