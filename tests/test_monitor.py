@@ -187,25 +187,24 @@ def test_collapse_from_the_first_step_uses_the_absolute_floor(gen):
     field = problem.pair_optimal_field(trainable=True)
     monitor = GradientVarianceMonitor(field, t_bins=None, sigma=0.0, patience=2)
     coupling = RotatedOTCoupling(problem, 0.0)
-    with pytest.warns(MemorisationWarning, match="deterministic interpolant"):
-        for step in range(3):
+
+    def log_steps(mon: GradientVarianceMonitor, steps: int) -> None:
+        for step in range(steps):
             path = CFMLoss().draw(coupling, 16, gen)
             losses = per_sample_loss(field, path)
             field.zero_grad()
             losses.mean().backward()
-            monitor.step(step, losses, path.t)
+            mon.step(step, losses, path.t)
+
+    with pytest.warns(MemorisationWarning, match="deterministic interpolant"):
+        log_steps(monitor, 3)
     assert monitor.memorisation_step == 1
     assert "t_profile" not in monitor.history[0]
     monitor.close()
     declared_noisy = GradientVarianceMonitor(field, t_bins=None, sigma=0.3, patience=1)  # σ > 0: never flagged
     with warnings.catch_warnings():
         warnings.simplefilter("error", MemorisationWarning)
-        for step in range(2):
-            path = CFMLoss().draw(coupling, 16, gen)
-            losses = per_sample_loss(field, path)
-            field.zero_grad()
-            losses.mean().backward()
-            declared_noisy.step(step, losses, path.t)
+        log_steps(declared_noisy, 2)
     assert declared_noisy.memorisation_step is None
 
 
