@@ -131,6 +131,17 @@ def test_emd_fallback_when_the_iteration_cap_is_hit(monkeypatch: pytest.MonkeyPa
                                                                       rel=1e-12)
 
 
+@pytest.mark.parametrize("n", [10, AUTO_EMD_MIN_POINTS])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_exact_ot_refuses_non_finite_points(caplog: pytest.LogCaptureFixture, n: int, bad: float) -> None:
+    x0, x1 = _ot_problem("normal", n, 4)
+    x1[3, 1] = bad
+    log_level = caplog.at_level(logging.WARNING, logger="flowvar.couplings")
+    with log_level, pytest.raises(DataError, match="x1 holds 1 non-finite"):
+        exact_ot_permutation(x0, x1)
+    assert not caplog.records  # refused before any solver ran
+
+
 def test_emd_success_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
     x0, x1 = _ot_problem("grid", 300, 3)
     with caplog.at_level(logging.WARNING, logger="flowvar.couplings"):

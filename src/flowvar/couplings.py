@@ -141,6 +141,8 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto") -> T
     if x0.shape[0] != x1.shape[0]:
         raise ShapeError(f"exact OT pairing needs equally many sources and targets, got {x0.shape[0]} "
                          f"and {x1.shape[0]}")
+    check_finite("exact OT pairing's x0", x0)  # else scipy's "invalid numeric entries", after a misleading emd try
+    check_finite("exact OT pairing's x1", x1)
     cost = squared_distances(x0, x1).numpy()
     n = cost.shape[0]
     if solver == "auto":
