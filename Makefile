@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	# The engine's cross-checks against BackPACK and Opacus run here too, not only where someone installed them.
+	# BackPACK without its declared torchvision: PyPI's torchvision fails to import beside the CPU torch, and
+	# BackPACK imports it only in its examples module.
+	$(BIN)/python -m pip install -q -c constraints.txt opacus einops unfoldNd
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps backpack-for-pytorch
 	touch $(STAMP)
 
 lint: setup

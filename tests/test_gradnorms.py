@@ -467,7 +467,8 @@ def test_disarmed_engine_records_nothing_and_leaves_grads(gen):
 
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # BackPACK's hooks on a leaf input
 def test_agrees_with_backpack_where_backpack_supports_the_layers(gen):
-    """Optional: BackPACK's BatchL2Grad and Variance (reduction='sum') on Linear and Conv2d models."""
+    """BackPACK's BatchL2Grad and Variance (reduction='sum') on Linear and Conv2d models (`make test` installs
+    BackPACK; skipped where it is absent)."""
     backpack = pytest.importorskip("backpack", reason="BackPACK not installed (pip install -c constraints.txt "
                                                       "'.[bench]')")
     from backpack.extensions import BatchL2Grad, Variance
@@ -489,6 +490,49 @@ def test_agrees_with_backpack_where_backpack_supports_the_layers(gen):
             assert rel(ours.param_sq_norms[name], p.batch_l2) < 1e-10, name
             variance = ours.sq_sum[name] / B - (ours.grad_sum[name] / B).pow(2)
             assert rel(variance, p.variance) < 1e-10, name
+
+
+class _TokenField(nn.Module):
+    """Embedding → LayerNorm → Linear on (B, S) tokens: the rules Opacus also has for sequences."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(7, 5)
+        self.norm = nn.LayerNorm(5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.head(torch.tanh(self.norm(self.emb(tokens))))
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # Opacus's hooks on a leaf input
+def test_agrees_with_opacus_per_sample_gradients(gen):
+    """Opacus's per-sample gradients (its own hooks and formulas, loss_reduction='sum') on Linear, LayerNorm,
+    Conv2d, GroupNorm and Embedding: per-sample norms, element-wise sums of squares and sums (`make test`
+    installs Opacus; skipped where it is absent)."""
+    opacus = pytest.importorskip("opacus", reason="Opacus not installed (pip install -c constraints.txt '.[bench]')")
+
+    torch.manual_seed(0)
+    cases = [
+        (nn.Sequential(nn.Linear(3, 16), nn.LayerNorm(16), nn.SELU(), nn.Linear(16, 2)),
+         torch.randn(B, 3, generator=gen)),
+        (nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.SiLU(),
+                       nn.Conv2d(4, 2, 3, stride=2, padding=1)), torch.randn(B, 2, 6, 6, generator=gen)),
+        (_TokenField(), torch.randint(0, 7, (B, 4), generator=gen)),  # repeated tokens within and across samples
+    ]
+    for net, x in cases:
+        net = net.to(F64)
+        x = x.to(F64) if torch.is_floating_point(x) else x
+        y = torch.randn(net(x).shape, generator=gen, dtype=F64)
+        ours = engine_stats(net, x, y, reduction="sum")
+        assert not ours.fallback, ours.fallback  # every layer here has a fast rule
+        theirs = opacus.GradSampleModule(copy.deepcopy(net), loss_reduction="sum")
+        (theirs(x) - y).pow(2).sum().backward()
+        for (name, _), p in zip(net.named_parameters(), theirs._module.parameters(), strict=True):
+            per_sample = p.grad_sample.reshape(B, -1)
+            assert rel(ours.param_sq_norms[name], per_sample.pow(2).sum(1)) < 1e-10, name
+            assert rel(ours.sq_sum[name].reshape(-1), per_sample.pow(2).sum(0)) < 1e-10, name
+            assert rel(ours.grad_sum[name].reshape(-1), per_sample.sum(0)) < 1e-10, name
 
 
 @pytest.mark.parametrize("conv", [nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.Conv2d(4, 6, (3, 2), dilation=(2, 1),
