@@ -8,6 +8,7 @@ import torch
 
 import flowvar.couplings as couplings
 from flowvar.couplings import (
+    ALIGN_MIN_POINTS,
     AUTO_EMD_MIN_POINTS,
     ExactOTCoupling,
     FixedPairs,
@@ -16,11 +17,12 @@ from flowvar.couplings import (
     RotatedOTCoupling,
     derangement,
     exact_ot_permutation,
+    gaussian_aligned,
     squared_distances,
 )
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, DataError, ShapeError
-from flowvar.gaussian import GaussianProblem, rotation_matrix
+from flowvar.gaussian import GaussianProblem, gaussian_ot_matrix, rotation_matrix
 
 
 def brute_force_ot_cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
@@ -45,6 +47,13 @@ def _ot_problem(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
     if kind == "mixture":
         x0 = torch.randn(n, 2, generator=g)
         return x0, GaussianMixture.random(2, seed=seed).sample(n, g)
+    if kind == "shifted":  # a far, anisotropic, rotated Gaussian: the plain cost's search is long
+        x0 = torch.randn(n, 3, generator=g, dtype=torch.float64)
+        mix = torch.tensor([[2.0, 0.5, 0.0], [0.0, 0.3, 0.2], [0.1, 0.0, 1.0]], dtype=torch.float64)
+        return x0, torch.randn(n, 3, generator=g, dtype=torch.float64) @ mix + torch.tensor([6.0, -4.0, 1.0])
+    if kind == "degenerate":  # targets on a line in 3-D: a singular covariance
+        x0 = torch.randn(n, 3, generator=g, dtype=torch.float64)
+        return x0, torch.randn(n, 1, generator=g, dtype=torch.float64) * torch.tensor([[1.0, 2.0, -1.0]]) + 3.0
     if kind == "grid":  # integer points on a 3×3 grid: many exactly tied costs
         return (torch.randint(0, 3, (n, 2), generator=g).double(), torch.randint(0, 3, (n, 2), generator=g).double())
     if kind == "duplicated":  # every point repeated, and the targets a permuted copy of the sources
@@ -58,17 +67,18 @@ def _is_permutation(perm: torch.Tensor, n: int) -> bool:
     return perm.dtype == torch.long and perm.shape == (n,) and sorted(perm.tolist()) == list(range(n))
 
 
-@pytest.mark.parametrize("kind", ["normal", "mixture", "grid", "duplicated", "identical"])
-@pytest.mark.parametrize("n", [40, AUTO_EMD_MIN_POINTS + 4])
+@pytest.mark.parametrize("kind", ["normal", "mixture", "shifted", "degenerate", "grid", "duplicated", "identical"])
+@pytest.mark.parametrize("n", [40, AUTO_EMD_MIN_POINTS + 4, ALIGN_MIN_POINTS + 8])
 def test_exact_ot_solvers_agree_on_the_optimal_cost(kind: str, n: int) -> None:
+    """Every solver, with and without the Gaussian alignment, against scipy's assignment on the plain cost."""
     x0, x1 = _ot_problem(kind, n, seed=n)
     cost = squared_distances(x0, x1)
     totals = {}
-    for solver in ("auto", "lsa", "emd"):
-        perm = exact_ot_permutation(x0, x1, solver)  # type: ignore[arg-type]
+    for solver, align in itertools.product(("auto", "lsa", "emd"), (True, False)):
+        perm = exact_ot_permutation(x0, x1, solver, align)  # type: ignore[arg-type]
         assert _is_permutation(perm, n), f"{solver} did not return a bijection"
-        totals[solver] = float(cost[torch.arange(n), perm].sum())
-    ref = totals["lsa"]
+        totals[solver, align] = float(cost[torch.arange(n), perm].sum())
+    ref = totals["lsa", False]
     for solver, total in totals.items():
         assert total == pytest.approx(ref, rel=1e-9, abs=1e-12), (solver, totals)
     if kind == "duplicated":
@@ -140,6 +150,45 @@ def test_exact_ot_refuses_non_finite_points(caplog: pytest.LogCaptureFixture, n:
     with log_level, pytest.raises(DataError, match="x1 holds 1 non-finite"):
         exact_ot_permutation(x0, x1)
     assert not caplog.records  # refused before any solver ran
+
+
+def test_gaussian_alignment_shifts_costs_by_row_and_column_terms() -> None:
+    """‖P_i − Q_j‖² = ‖x0_i − x1_j‖² − f_i − g_j (the same assignment problem) and = the A⁻¹-distance from T(x0_i)."""
+    n = ALIGN_MIN_POINTS
+    x0, x1 = _ot_problem("shifted", n, 5)
+    aligned = gaussian_aligned(x0, x1)
+    assert aligned is not None
+    cost, reduced = squared_distances(x0, x1), squared_distances(*aligned)
+    shift = cost - reduced
+    # a sum f_i + g_j has every 2×2 "interaction" zero: shift_ij − shift_i0 − shift_0j + shift_00 = 0
+    interaction = shift - shift[:, :1] - shift[:1, :] + shift[0, 0]
+    assert float(interaction.abs().max()) < 1e-9 * float(cost.max())
+    m0, m1 = x0.mean(0), x1.mean(0)
+    A = gaussian_ot_matrix(torch.cov(x0.T), torch.cov(x1.T))
+    residual = x1[None, :, :] - (m1 + (x0 - m0) @ A)[:, None, :]  # x1_j − T(x0_i), (n, n, d)
+    mahalanobis = torch.einsum("ijk,kl,ijl->ij", residual, torch.linalg.inv(A), residual)
+    torch.testing.assert_close(reduced, mahalanobis, rtol=1e-8, atol=1e-8)
+
+
+def test_gaussian_alignment_of_an_affine_pairing_is_the_identity() -> None:
+    """Targets an exact affine (Gaussian OT) image of the sources: the aligned pairs coincide, the plain ones do not."""
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.randn(ALIGN_MIN_POINTS, 2, generator=g, dtype=torch.float64)
+    x1 = x0 @ torch.tensor([[3.0, 1.0], [1.0, 0.5]], dtype=torch.float64) + torch.tensor([10.0, -7.0])
+    p, q = gaussian_aligned(x0, x1)  # type: ignore[misc]
+    assert float((p - q).norm(dim=1).max()) < 1e-9
+    assert float((x0 - x1).norm(dim=1).min()) > 1.0
+    assert torch.equal(exact_ot_permutation(x0, x1), torch.arange(ALIGN_MIN_POINTS))
+
+
+@pytest.mark.parametrize("case", ["few points", "too many coordinates", "over 128 coordinates", "no spread"])
+def test_gaussian_alignment_does_not_apply(case: str) -> None:
+    g = torch.Generator().manual_seed(7)
+    n, d = {"few points": (ALIGN_MIN_POINTS - 1, 2), "too many coordinates": (ALIGN_MIN_POINTS, 65),
+            "over 128 coordinates": (8 * 129, 129), "no spread": (ALIGN_MIN_POINTS, 2)}[case]
+    x0 = torch.randn(n, d, generator=g)
+    x1 = torch.ones(n, d) if case == "no spread" else torch.randn(n, d, generator=g)
+    assert gaussian_aligned(x0, x1) is None
 
 
 def test_emd_success_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:

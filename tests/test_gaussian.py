@@ -17,10 +17,12 @@ from flowvar.errors import ConfigError, ShapeError, SolverError
 from flowvar.gaussian import (
     GaussianProblem,
     counterexample_problem,
+    gaussian_ot_matrix,
     meeting_point,
     parametric_per_sample_grads,
     parametric_per_sample_loss,
     parametric_residuals,
+    psd_powers,
     rotation_matrix,
     singular_times,
 )
@@ -70,6 +72,33 @@ def test_ot_map_matches_pot_bures_wasserstein(d: int, gen: torch.Generator) -> N
     theta, Theta = problem.field_parameters()
     torch.testing.assert_close(Theta, A - torch.eye(d, dtype=F64), rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(theta, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_gaussian_ot_matrix_matches_pot_bures_wasserstein(d: int) -> None:
+    cov0, cov1 = random_spd(d, seed=d), random_spd(d, seed=d + 50)
+    A = gaussian_ot_matrix(cov0, cov1)
+    pot_A, _ = ot.gaussian.bures_wasserstein_mapping(np.zeros(d), np.zeros(d), cov0.numpy(), cov1.numpy())
+    torch.testing.assert_close(A, torch.as_tensor(pot_A), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(A @ cov0 @ A, cov1, rtol=1e-9, atol=1e-10)  # pushes N(·, Σ0) to N(·, Σ1)
+    torch.testing.assert_close(A, A.T, rtol=0, atol=0)
+    assert float(torch.linalg.eigvalsh(A).min()) > 0
+    problem = GaussianProblem(torch.zeros(d, dtype=F64), cov1)  # from N(0, I): A = Σ1^{1/2}
+    torch.testing.assert_close(gaussian_ot_matrix(torch.eye(d, dtype=F64), cov1), problem.cov_sqrt,
+                               rtol=1e-9, atol=1e-10)
+
+
+def test_psd_powers() -> None:
+    M = random_spd(4, seed=3)
+    half, inv_half, inv = psd_powers(M, (0.5, -0.5, -1.0))
+    torch.testing.assert_close(half @ half, M, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(half @ inv_half, torch.eye(4, dtype=F64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(inv, torch.linalg.inv(M), rtol=1e-10, atol=1e-12)
+    singular = torch.diag(torch.tensor([4.0, 1.0, 0.0], dtype=F64))
+    (inv_half,) = psd_powers(singular, (-0.5,), floor=1e-4)  # the zero eigenvalue is floored at 4e-4
+    torch.testing.assert_close(inv_half.diagonal(), torch.tensor([0.5, 1.0, 50.0], dtype=F64))
+    with pytest.raises(ConfigError, match="nonzero positive semidefinite"):
+        psd_powers(torch.zeros(2, 2, dtype=F64), (0.5,))
 
 
 # ---------------------------------------------------------------------------------------------- Lemma 1

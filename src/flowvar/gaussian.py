@@ -31,6 +31,37 @@ def sqrtm_psd(M: Tensor) -> Tensor:
     return (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
 
 
+def psd_powers(M: Tensor, powers: tuple[float, ...], floor: float = 0.0) -> tuple[Tensor, ...]:
+    """(M^p for p in ``powers``) of a symmetric positive semidefinite (d, d) matrix from one eigh: V diag(λ^p) Vᵀ.
+
+    Eigenvalues are clamped at ``floor``·λ_max first (and at 0), the same for every power, so M^{1/2} M^{-1/2} = I
+    up to rounding; a positive ``floor`` makes negative powers of a singular M finite. M with λ_max ≤ 0 raises a
+    :class:`ConfigError`.
+    """
+    evals, evecs = torch.linalg.eigh(M)
+    top = float(evals.max())
+    if not top > 0:
+        raise ConfigError(f"psd_powers needs a nonzero positive semidefinite matrix, got largest eigenvalue "
+                          f"{top:.3g}")
+    evals = evals.clamp_min(max(floor, 0.0) * top)
+    return tuple((evecs * evals.pow(p)) @ evecs.T for p in powers)
+
+
+def gaussian_ot_matrix(cov0: Tensor, cov1: Tensor, floor: float = 1e-12) -> Tensor:
+    """The linear part A of the Brenier map between N(m0, Σ0) and N(m1, Σ1), T(x) = m1 + A(x − m0):
+
+    A = Σ0^{-1/2} (Σ0^{1/2} Σ1 Σ0^{1/2})^{1/2} Σ0^{-1/2}, the symmetric positive definite solution of A Σ0 A = Σ1
+    (Σ0 positive definite). ``cov0``, ``cov1``: (d, d) → (d, d) float64. Σ0's eigenvalues are clamped at
+    ``floor``·λ_max, so a singular Σ0 gives a finite (large) A along its null space rather than an error.
+    """
+    cov0, cov1 = cov0.double(), cov1.double()
+    root, inv_root = psd_powers(cov0, (0.5, -0.5), floor)
+    middle = root @ cov1 @ root
+    (middle_root,) = psd_powers((middle + middle.T) / 2, (0.5,))
+    A = inv_root @ middle_root @ inv_root
+    return (A + A.T) / 2
+
+
 def rotation_matrix(angle_deg: float, dim: int = 2, plane: tuple[int, int] = (0, 1),
                     dtype: torch.dtype = torch.float64) -> Tensor:
     """d×d rotation by ``angle_deg`` degrees in the coordinate plane ``plane``, identity elsewhere.
