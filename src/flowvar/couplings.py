@@ -109,19 +109,20 @@ OTSolver = Literal["auto", "lsa", "emd"]
 OT_SOLVERS: tuple[str, ...] = ("auto", "lsa", "emd")
 
 #: ``solver="auto"`` uses POT's network simplex from this many points on, scipy's assignment below it. Measured
-#: (1 thread; ``benchmarks/exact_ot.py``): below ~256 points both take under ~5 ms and LSA is up to 2× faster;
-#: from 256 on LSA's time explodes on clustered targets (Gaussian mixtures: 2.7× slower than emd at 256,
-#: 5× at 1024, 12× at 2048, ~20× at 4096) while emd is at worst ~2× slower than LSA on unclustered points
-#: (N(0, I) or uniform in d = 50) and at par or faster in d = 2.
+#: (1 thread; ``benchmarks/exact_ot.py``): below ~256 points both take under ~5 ms; from 256 on LSA's time explodes
+#: on clustered targets in low dimension (Gaussian mixtures in d = 2: 2.7× emd's time at 256 points, 2–3× at
+#: 1024–2048, 7× at 4096 — 20× without the Gaussian alignment) while emd is steadier: at worst ~1.6× LSA's time
+#: (N(0, I) → N(0, I) in d = 50 at 1024 points) and at par or faster in d = 2.
 AUTO_EMD_MIN_POINTS = 256
 #: Iteration cap of the network simplex (POT's default of 1e5 stops early from ~2048 points).
 EMD_MAX_ITER = 10_000_000
 
 
 #: Both solvers work on Gaussian-aligned points (:func:`gaussian_aligned`) from ``ALIGN_MIN_POINTS`` points of at
-#: most ``ALIGN_MAX_DIM`` and at most n / ``ALIGN_POINTS_PER_DIM`` coordinates. Measured (1 thread, A/B against the
-#: plain cost, ``benchmarks/exact_ot.py``): emd 1.1–1.35× and LSA 1.5–8× faster from 1024 points on Gaussian-mixture,
-#: shifted or N(0, I) targets in d = 2, 0.95–1.05× on N(0, I) → N(0, I) in d = 50–128; below these sizes the
+#: most ``ALIGN_MAX_DIM`` and at most n / ``ALIGN_POINTS_PER_DIM`` coordinates. Measured (1 thread, same solver with
+#: and without it, ``benchmarks/exact_ot.py``): on Gaussian-mixture targets emd 1.2–1.35× and LSA 1.3–9× faster
+#: (1024–4096 points, d = 2 and 50), on shifted and rescaled Gaussians emd up to 2×; on N(0, I) → N(0, I), where the
+#: fitted map is nearly the identity, within ±15% either way from instance to instance. Below these sizes the
 #: O(n d² + d³) alignment (up to ~5 ms at d = 128) costs more than it saves.
 ALIGN_MIN_POINTS = 512
 ALIGN_MAX_DIM = 128
@@ -135,7 +136,8 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     exact optimum and a bijection, whichever solver:
 
     * ``"lsa"``: scipy's Jonker–Volgenant ``linear_sum_assignment`` (fast for small or unclustered problems,
-      but its time grows steeply on clustered points: ~50 s for 4096 points against a Gaussian mixture);
+      but its time grows steeply on clustered points: ~11 s for 4096 points against a Gaussian mixture in d = 2,
+      ~50 s without the alignment below);
     * ``"emd"``: POT's network simplex ``ot.emd`` on unit masses with ``numItermax=EMD_MAX_ITER`` (its plan
       is then a 0/1 permutation matrix). The plan is checked — solver status optimal, every row and column
       with exactly one unit entry — and if the check fails (iteration cap hit, a non-permutation plan) the
