@@ -168,7 +168,7 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
         solver = "emd" if n >= AUTO_EMD_MIN_POINTS else "lsa"
     perm = _emd_permutation(cost) if solver == "emd" else None
     if perm is None:
-        perm = _lsa_permutation(cost)
+        perm = assignment_permutation(cost)
     return torch.as_tensor(perm, dtype=torch.long)
 
 
@@ -204,7 +204,9 @@ def gaussian_aligned(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor] | None:
     return (a - m0) @ root + m1 @ inv_root, b @ inv_root
 
 
-def _lsa_permutation(cost: np.ndarray) -> np.ndarray:
+def assignment_permutation(cost: np.ndarray) -> np.ndarray:
+    """The optimal assignment of a square (n, n) cost matrix by scipy's ``linear_sum_assignment``: perm (n,) with
+    perm[i] = the column of row i."""
     rows, cols = linear_sum_assignment(cost)
     perm = np.empty_like(cols)
     perm[rows] = cols

@@ -43,10 +43,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from flowvar.couplings import FixedPairs
+from flowvar.couplings import FixedPairs, assignment_permutation
 from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int
 
 MAX_EXACT = 5000
@@ -213,14 +212,6 @@ def random_pairing_cost(x0: Tensor, x1: Tensor) -> float:
     return float((a * a).sum(1).mean() + (b * b).sum(1).mean() - 2.0 * (a.mean(0) @ b.mean(0)))
 
 
-def _solve(cost: np.ndarray) -> np.ndarray:
-    """The optimal assignment of a square cost matrix: perm with perm[i] = column of row i."""
-    rows, cols = linear_sum_assignment(cost)
-    perm = np.empty_like(cols)
-    perm[rows] = cols
-    return perm
-
-
 # --------------------------------------------------------------------------------------------- exact
 
 
@@ -239,7 +230,7 @@ def exact_assignment(x0: Tensor, x1: Tensor, max_exact: int | None = MAX_EXACT,
                           f"({8 * n * n / 1e9:.1f} GB) and a slow O(N^3) solve; use method='blockwise' (its gap to "
                           f"the exact optimum is measured in docs/experiments/table2.md) or raise max_exact "
                           f"(now {max_exact})")
-    perm = torch.as_tensor(_solve(cost_matrix(a, b, block)), dtype=torch.long)
+    perm = torch.as_tensor(assignment_permutation(cost_matrix(a, b, block)), dtype=torch.long)
     cost = float(pair_costs(a, b, perm, block).mean())
     return Assignment(perm, cost, "exact", 1, n, 0, (cost,), time.perf_counter() - start)
 
@@ -324,7 +315,7 @@ def blockwise_assignment(x0: Tensor, x1: Tensor, block_size: int = 1024, refine_
     perm = torch.empty(n, dtype=torch.long)
     leaves = _partition(a, b, block_size, generator)
     for ia, ib in leaves:
-        local = torch.as_tensor(_solve(cost_matrix(a[ia], b[ib], block)), dtype=torch.long)
+        local = torch.as_tensor(assignment_permutation(cost_matrix(a[ia], b[ib], block)), dtype=torch.long)
         perm[ia] = ib[local]
     costs = [float(pair_costs(a, b, perm, block).mean())]
     blocks, largest = len(leaves), max(int(ia.shape[0]) for ia, _ in leaves)
@@ -332,7 +323,7 @@ def blockwise_assignment(x0: Tensor, x1: Tensor, block_size: int = 1024, refine_
         groups = _pair_partition(b[perm], block_size, generator)
         for rows in groups:
             cols = perm[rows]
-            local = torch.as_tensor(_solve(cost_matrix(a[rows], b[cols], block)), dtype=torch.long)
+            local = torch.as_tensor(assignment_permutation(cost_matrix(a[rows], b[cols], block)), dtype=torch.long)
             perm[rows] = cols[local]
         costs.append(float(pair_costs(a, b, perm, block).mean()))
         blocks, largest = len(groups), max(int(r.shape[0]) for r in groups)
