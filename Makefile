@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
-	# The engine's cross-checks against BackPACK and Opacus run here too, not only where someone installed them.
-	# BackPACK without its declared torchvision: PyPI's torchvision fails to import beside the CPU torch, and
-	# BackPACK imports it only in its examples module.
+	# The engine's cross-checks against BackPACK and Opacus, and the benchmarks' smoke tests (torchcfm), run here
+	# too, not only where someone installed them. BackPACK and torchcfm without their declared dependencies:
+	# those pull torchvision (PyPI's fails to import beside the CPU torch) and, for torchcfm, ~80 packages, while
+	# the modules used here import only torch, numpy, POT, einops and unfoldNd.
 	$(BIN)/python -m pip install -q -c constraints.txt opacus einops unfoldNd
-	$(BIN)/python -m pip install -q -c constraints.txt --no-deps backpack-for-pytorch
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps backpack-for-pytorch torchcfm
 	touch $(STAMP)
 
 lint: setup

@@ -469,8 +469,7 @@ def test_disarmed_engine_records_nothing_and_leaves_grads(gen):
 def test_agrees_with_backpack_where_backpack_supports_the_layers(gen):
     """BackPACK's BatchL2Grad and Variance (reduction='sum') on Linear and Conv2d models (`make test` installs
     BackPACK; skipped where it is absent)."""
-    backpack = pytest.importorskip("backpack", reason="BackPACK not installed (pip install -c constraints.txt "
-                                                      "'.[bench]')")
+    backpack = pytest.importorskip("backpack", reason="BackPACK not installed (make setup installs it)")
     from backpack.extensions import BatchL2Grad, Variance
 
     torch.manual_seed(0)
@@ -510,7 +509,7 @@ def test_agrees_with_opacus_per_sample_gradients(gen):
     """Opacus's per-sample gradients (its own hooks and formulas, loss_reduction='sum') on Linear, LayerNorm,
     Conv2d, GroupNorm and Embedding: per-sample norms, element-wise sums of squares and sums (`make test`
     installs Opacus; skipped where it is absent)."""
-    opacus = pytest.importorskip("opacus", reason="Opacus not installed (pip install -c constraints.txt '.[bench]')")
+    opacus = pytest.importorskip("opacus", reason="Opacus not installed (make setup installs it)")
 
     torch.manual_seed(0)
     cases = [

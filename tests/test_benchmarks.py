@@ -1,0 +1,75 @@
+"""Smoke tests of the benchmark scripts: each `--quick` run (the command BENCHMARKS.md documents, reduced grid)
+finishes, prints its section, leaves BENCHMARKS.md alone under `--no-write`, and reports sane results.
+
+The timings themselves are not asserted here (they belong to BENCHMARKS.md, on a quiet machine); what is asserted is
+that the scripts still run against the current library and that the correctness columns they print hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["exact_ot", "cfm_step", "gradvar", "sweep_overhead"]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+def _table_rows(section: str, first_header: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table in ``section`` whose header starts with ``first_header``."""
+    lines = section.splitlines()
+    for k, line in enumerate(lines):
+        if line.startswith(f"| {first_header} |"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            for row in lines[k + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True)))
+            return rows
+    raise AssertionError(f"no table with first column {first_header!r} in the section")
+
+
+@pytest.fixture(scope="module")
+def quick_sections() -> dict[str, str]:
+    """Each script's `--quick --no-write` section, run once for all tests of this module."""
+    before = _digest(ROOT / "BENCHMARKS.md")
+    out = {}
+    for name in SCRIPTS:
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick", "--no-write",
+                               "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{name}.py --quick failed:\n{proc.stderr[-3000:]}"
+        begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+        assert begin in proc.stdout and end in proc.stdout, f"{name}.py printed no section"
+        out[name] = proc.stdout[proc.stdout.index(begin):proc.stdout.index(end)]
+    assert _digest(ROOT / "BENCHMARKS.md") == before, "--no-write must not touch BENCHMARKS.md"
+    return out
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_quick_run_prints_its_section_with_the_command(quick_sections: dict[str, str], name: str) -> None:
+    section = quick_sections[name]
+    assert "\n## " in section
+    assert f"Command: `python benchmarks/{name}.py --quick" in section
+    assert "Machine:" in section and "torch 2." in section
+
+
+def test_exact_ot_quick_every_exact_method_reaches_the_optimum(quick_sections: dict[str, str]) -> None:
+    rows = _table_rows(quick_sections["exact_ot"], "n")
+    exact = [r for r in rows if r["method"] not in ("cost matrix", "POT emd (default)")]
+    assert exact and all(abs(float(r["cost gap"])) < 1e-12 for r in exact), exact
+
+
+def test_cfm_step_quick_flowvar_pairs_are_bijections(quick_sections: dict[str, str]) -> None:
+    rows = _table_rows(quick_sections["cfm_step"], "B")
+    ours = [r for r in rows if r["method"].startswith("flowvar")]
+    theirs = [r for r in rows if r["method"].startswith("torchcfm")]
+    assert ours and all(r["bijection"] == "yes" and r["distinct x0 / x1"] == "100% / 100%" for r in ours), ours
+    assert theirs and all(r["bijection"] == "no" for r in theirs), theirs  # resampled with replacement
