@@ -73,18 +73,31 @@ def flowvar_train(model: torch.nn.Module, coupling: object, sigma: float, B: int
     return block
 
 
+def seeded_calls(seed: int = 1) -> Callable[[], torch.Generator]:
+    """A generator re-seeded with seed + k on the k-th call: loops built with it draw the same batches call by call,
+    so a method timed on its k-th call sees the batch every other method sees on its k-th call (the OT solvers' time
+    depends on the instance)."""
+    gen, calls = torch.Generator(), [0]
+
+    def next_call() -> torch.Generator:
+        calls[0] += 1
+        return gen.manual_seed(seed + calls[0])
+    return next_call
+
+
 def flowvar_loop(model: torch.nn.Module, coupling: object, sigma: float, B: int, steps: int,
                  fused: bool = True) -> Callable[[], None]:
     """``steps`` steps of a plain loop over flowvar's sampling and loss; the trainer's optimizer, or torch's
-    default Adam (``fused=False``, as torchcfm's examples)."""
+    default Adam (``fused=False``, as torchcfm's examples). Its k-th call draws the batches of :func:`seeded_calls`."""
     model = copy.deepcopy(model)
     initial = copy.deepcopy(model.state_dict())
     opt = make_adam(list(model.parameters()), lr=1e-4) if fused else torch.optim.Adam(model.parameters(), lr=1e-4)
     loss = CFMLoss(Interpolant(sigma=sigma))
-    gen = torch.Generator().manual_seed(1)
+    next_call = seeded_calls()
 
     def block() -> None:
         model.load_state_dict(initial)
+        gen = next_call()
         for _ in range(steps):
             path = loss.draw(coupling, B, gen)  # type: ignore[arg-type]
             opt.zero_grad(set_to_none=True)
@@ -95,13 +108,16 @@ def flowvar_loop(model: torch.nn.Module, coupling: object, sigma: float, B: int,
 
 def torchcfm_loop(model: torch.nn.Module, matcher: object, target: GaussianMixture, B: int, d: int, steps: int
                   ) -> Callable[[], None]:
+    """torchcfm's example loop; its k-th call draws x0, x1 from :func:`seeded_calls` as flowvar's loop does (the
+    first step's batch is the same; t and the noise come from torchcfm's own draws)."""
     model = copy.deepcopy(model)
     initial = copy.deepcopy(model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(1)
+    next_call = seeded_calls()
 
     def block() -> None:
         model.load_state_dict(initial)
+        gen = next_call()
         for _ in range(steps):
             x0 = torch.randn(B, d, generator=gen)
             x1 = target.sample(B, gen)
@@ -219,7 +235,8 @@ def main() -> None:
              f"torchcfm's loop is that of its examples, `torch.optim.Adam` at its defaults. The second CFM row runs "
              f"flowvar's sampling and loss with torchcfm's optimizer: what is left is sampling and loss, at parity. "
              f"The OT-CFM rows are single steps of a flowvar loop (the trainer's optimizer) against torchcfm's; the "
-             f"coupling dominates them. "
+             f"coupling dominates them, and its time depends on the batch, so the k-th timed call of every OT loop "
+             f"draws the same x0, x1 (`seeded_calls`). "
              + ("glibc malloc's thresholds are pinned for the whole run (`pin_malloc` in benchmarks/_common.py): with "
                 "the defaults, heap trimming adds up to ~5% to whichever loop happens to cross the threshold, which "
                 "moved these ratios by ±0.04 between otherwise identical runs." if pinned else
