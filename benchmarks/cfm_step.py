@@ -73,6 +73,22 @@ def flowvar_train(model: torch.nn.Module, coupling: object, sigma: float, B: int
     return block
 
 
+#: Ratios below 1.0 by less than this are reported as parity, not as met: the spread of one ratio between identical
+#: runs of this script (±0.02 at B = 4096, where the identical MLP's forward and backward are > 99% of the step).
+PARITY_BAND = 0.02
+
+
+def verdict(ratios: dict[str, float]) -> str:
+    """'met' when every ratio is ≥ 1; 'at parity' (named, not met) when the ones below 1 are within PARITY_BAND."""
+    below = {k: v for k, v in ratios.items() if v < 1.0}
+    if not below:
+        return "met"
+    listed = ", ".join(f"{k} {v:.3f}" for k, v in below.items())
+    if min(below.values()) >= 1.0 - PARITY_BAND:
+        return f"**not strictly met — at parity**: {listed}, within the ±{PARITY_BAND} spread between identical runs"
+    return f"**missed**: {listed}"
+
+
 def seeded_calls(seed: int = 1) -> Callable[[], torch.Generator]:
     """A generator re-seeded with seed + k on the k-th call: loops built with it draw the same batches call by call,
     so a method timed on its k-th call sees the batch every other method sees on its k-th call (the OT solvers' time
@@ -253,12 +269,10 @@ def main() -> None:
               "Computed by this script from the figures above.", "",
               table(["target", "measured (throughput ratio, torchcfm time / flowvar time)", "verdict"], [
                   ["CFM training step (flowvar.train) at least as fast as torchcfm's on the identical MLP and batch "
-                   "(ratio ≥ 1.0)", ", ".join(f"{k}: {v:.2f}" for k, v in cfm_ratio.items()),
-                   "met" if min(cfm_ratio.values()) >= 1.0 else "**missed**"],
+                   "(ratio ≥ 1.0)", ", ".join(f"{k}: {v:.3f}" for k, v in cfm_ratio.items()), verdict(cfm_ratio)],
                   ["OT-CFM step (flowvar default solver) vs torchcfm's exact OT-CFM (ratio ≥ 1.0; flowvar's coupling "
                    "is an exact bijection, torchcfm's resampled plan is not: table below)",
-                   ", ".join(f"{k}: {v:.2f}" for k, v in ot_ratio.items()),
-                   "met" if min(ot_ratio.values()) >= 1.0 else "**missed**"]]), ""]
+                   ", ".join(f"{k}: {v:.3f}" for k, v in ot_ratio.items()), verdict(ot_ratio)]]), ""]
     lines += ["### The OT coupling alone", "",
               "Bijection = every source and every target of the batch used exactly once. torchcfm draws B pairs "
               "from the plan with replacement (its default `replace=True`), so about 1 − 1/e ≈ 63% of the rows "
