@@ -181,6 +181,18 @@ def test_gaussian_alignment_of_an_affine_pairing_is_the_identity() -> None:
     assert torch.equal(exact_ot_permutation(x0, x1), torch.arange(ALIGN_MIN_POINTS))
 
 
+def test_gaussian_alignment_keeps_the_optimum_far_from_the_origin() -> None:
+    """Both sets offset by 10⁴ (a float64 cost of ~10⁸ per pair): the aligned solve still finds the plain optimum."""
+    x0, x1 = _ot_problem("mixture", ALIGN_MIN_POINTS, 8)
+    x0, x1 = x0.double() + 1e4, x1.double() + 1e4
+    cost = squared_distances(x0, x1)
+    n = ALIGN_MIN_POINTS
+    plain = float(cost[torch.arange(n), exact_ot_permutation(x0, x1, "lsa", align=False)].sum())
+    for solver in ("lsa", "emd"):
+        aligned = float(cost[torch.arange(n), exact_ot_permutation(x0, x1, solver)].sum())  # type: ignore[arg-type]
+        assert aligned == pytest.approx(plain, rel=1e-12), solver
+
+
 @pytest.mark.parametrize("case", ["few points", "too many coordinates", "over 128 coordinates", "no spread"])
 def test_gaussian_alignment_does_not_apply(case: str) -> None:
     g = torch.Generator().manual_seed(7)

@@ -179,13 +179,14 @@ def gaussian_aligned(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor] | None:
     With m0, m1, Σ0, Σ1 the batch means and covariances and A = :func:`~flowvar.gaussian.gaussian_ot_matrix`
     (the Gaussian fit's Brenier map T(x) = m1 + A(x − m0)):
 
-        P_i = A^{1/2} (x0_i − m0) + A^{-1/2} m1,    Q_j = A^{-1/2} x1_j,
+        P_i = A^{1/2} (x0_i − m0),    Q_j = A^{-1/2} (x1_j − m1),
         ‖P_i − Q_j‖² = (x1_j − T(x0_i))ᵀ A⁻¹ (x1_j − T(x0_i)) = ‖x0_i − x1_j‖² − f_i − g_j,
 
-    because P_i·Q_j = x0_i·x1_j − m0·x1_j + m1ᵀA⁻¹x1_j (A^{1/2} and A^{-1/2} are symmetric): every permutation's
-    total changes by the same Σf + Σg, for any symmetric positive definite A, so the optimal permutations are
-    exactly those of the original cost. A only decides how close the aligned problem is to the identity pairing;
-    its eigenvalues are clamped to [10⁻⁶ λ_max, λ_max] to keep P and Q well scaled.
+    because P_i·Q_j = (x0_i − m0)·(x1_j − m1) (A^{1/2} and A^{-1/2} are symmetric) = x0_i·x1_j minus terms in i
+    alone and j alone: every permutation's total changes by the same Σf + Σg, for any symmetric positive definite A,
+    so the optimal permutations are exactly those of the original cost. A only decides how close the aligned problem
+    is to the identity pairing; its eigenvalues are clamped to [10⁻⁶ λ_max, λ_max] and both sets are centred, which
+    keeps P and Q well scaled (large offsets would cost float64 digits).
 
     None (solve the plain cost) below ``ALIGN_MIN_POINTS`` points, above ``ALIGN_MAX_DIM`` or
     n / ``ALIGN_POINTS_PER_DIM`` coordinates, or when either point set has no spread (all points equal).
@@ -201,7 +202,7 @@ def gaussian_aligned(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor] | None:
         return None
     A = gaussian_ot_matrix(cov0, cov1)
     root, inv_root = psd_powers(A, (0.5, -0.5), floor=1e-6)
-    return (a - m0) @ root + m1 @ inv_root, b @ inv_root
+    return (a - m0) @ root, (b - m1) @ inv_root
 
 
 def assignment_permutation(cost: np.ndarray) -> np.ndarray:
