@@ -187,3 +187,42 @@ def test_single_process_helpers_are_no_ops(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(ConfigError, match="torchrun"):
         distributed.init_from_env()
+
+
+@pytest.mark.parametrize(("gpus", "per_node", "expected"), [(0, 2, "gloo"), (1, 2, "gloo"), (2, 2, "nccl"),
+                                                            (4, 2, "nccl")])
+def test_backend_choice_is_the_same_on_every_rank_of_a_node(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture, gpus: int,
+                                                            per_node: int, expected: str) -> None:
+    """NCCL only when each of the node's processes gets a GPU of its own (two ranks on one GPU used to pick NCCL on
+    both and fail with 'invalid device ordinal' on rank 1); the choice rests on LOCAL_WORLD_SIZE, not the rank."""
+    calls: list[object] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("device", device)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, timeout: calls.append(backend))
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(0, per_node, 0))
+    for key, value in {"WORLD_SIZE": str(per_node), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
+                       "LOCAL_WORLD_SIZE": str(per_node)}.items():
+        monkeypatch.setenv(key, value)
+    with caplog.at_level("WARNING", logger="flowvar.distributed"):
+        for rank in range(per_node):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("LOCAL_RANK", str(rank))
+            distributed.init_from_env()
+    assert [c for c in calls if isinstance(c, str)] == [expected] * per_node
+    devices = [c for c in calls if isinstance(c, tuple)]
+    assert devices == ([("device", r) for r in range(per_node)] if expected == "nccl" else [])
+    assert ("using gloo on the CPU" in caplog.text) == (expected == "gloo" and gpus > 0)
+
+
+def test_nccl_without_a_gpu_per_process_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    for key, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="a GPU per process"):
+        distributed.init_from_env(backend="nccl")

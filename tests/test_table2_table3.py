@@ -34,7 +34,7 @@ def _check_result(out: Path, name: str, n_claims: int, figures: list[str]) -> di
     for fig in figures:
         with Image.open(out / name / fig) as img:
             assert img.size[0] > 100 and img.size[1] > 100
-    assert data["metrics"]["device"] == "cpu"
+    assert data["metrics"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # device "auto"
     assert data["metrics"]["comparison_with_paper"]
     assert (out / name / "summary.md").read_text().startswith(f"# {name}")
     return data

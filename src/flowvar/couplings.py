@@ -96,7 +96,7 @@ def squared_distances(a: Tensor, b: Tensor, chunk_rows: int = 2048) -> Tensor:
     if a2.shape[1] != b2.shape[1]:
         raise ShapeError(f"cannot compare points of {a2.shape[1]} and {b2.shape[1]} coordinates")
     bn = (b2 * b2).sum(1)
-    out = torch.empty(a2.shape[0], b2.shape[0], dtype=torch.float64)
+    out = torch.empty(a2.shape[0], b2.shape[0], dtype=torch.float64, device=a2.device)
     for s in range(0, a2.shape[0], chunk_rows):
         blk, rows = a2[s:s + chunk_rows], out[s:s + chunk_rows]
         # ‖b_j‖² − 2 a_i·b_j straight into the output, then + ‖a_i‖² and the clamp in place: no (chunk, m) temporaries
@@ -132,8 +132,8 @@ ALIGN_POINTS_PER_DIM = 8
 def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", align: bool = True) -> Tensor:
     """The permutation σ minimising Σ_i ‖x0_i − x1_σ(i)‖² (exact assignment; uniform weights).
 
-    ``x0``, ``x1``: (n, *shape) → (n,) long, so that ``x1[perm]`` is the OT partner of each x0 row. Always an
-    exact optimum and a bijection, whichever solver:
+    ``x0``, ``x1``: (n, *shape), on any device → (n,) long on x0's device, so that ``x1[perm]`` is the OT partner of
+    each x0 row (the solve itself runs on the CPU). Always an exact optimum and a bijection, whichever solver:
 
     * ``"lsa"``: scipy's Jonker–Volgenant ``linear_sum_assignment`` (fast for small or unclustered problems,
       but its time grows steeply on clustered points: ~11 s for 4096 points against a Gaussian mixture in d = 2,
@@ -161,6 +161,8 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
                          f"and {x1.shape[0]}")
     check_finite("exact OT pairing's x0", x0)  # else scipy's "invalid numeric entries", after a misleading emd try
     check_finite("exact OT pairing's x1", x1)
+    device = x0.device
+    x0, x1 = x0.detach().cpu(), x1.detach().cpu()  # the solvers are CPU code; the permutation goes back to x0's device
     n = x0.shape[0]
     aligned = gaussian_aligned(x0, x1) if align else None
     cost = (squared_distances(x0, x1) if aligned is None else squared_distances(*aligned)).numpy()
@@ -169,7 +171,7 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     perm = _emd_permutation(cost) if solver == "emd" else None
     if perm is None:
         perm = assignment_permutation(cost)
-    return torch.as_tensor(perm, dtype=torch.long)
+    return torch.as_tensor(perm, dtype=torch.long, device=device)
 
 
 def gaussian_aligned(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor] | None:

@@ -20,6 +20,7 @@ Several machines: the same command on every node with ``--nnodes=N --node_rank=K
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from flowvar.errors import ConfigError, check_positive_int
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> Worl
     """Initialise the default process group from torchrun's environment when ``WORLD_SIZE`` > 1.
 
     Does nothing (returns the current :class:`World`) when a group is already initialised or ``WORLD_SIZE`` is
-    1/unset. ``backend``: ``"gloo"`` or ``"nccl"``; None picks NCCL when CUDA is available, else gloo. With NCCL
-    the process's CUDA device is set to ``cuda:LOCAL_RANK``.
+    1/unset. ``backend``: ``"gloo"`` or ``"nccl"``; None picks NCCL when every process of this node can have a GPU
+    of its own (torchrun's LOCAL_WORLD_SIZE ≤ the visible GPUs), else gloo on the CPU (logged when GPUs are there
+    but too few). With NCCL the process's CUDA device is set to ``cuda:LOCAL_RANK``.
     """
     if dist.is_available() and dist.is_initialized():
         return world()
@@ -89,12 +93,22 @@ def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> Worl
     if missing:
         raise ConfigError(f"WORLD_SIZE > 1 but {', '.join(missing)} not set; launch with torchrun "
                           f"(e.g. torchrun --standalone --nproc_per_node=2 -m flowvar run ...)")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    # every rank must reach the same choice, so it rests on the node's process count, not on this rank's index
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(local_rank + 1)))
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if 0 < per_node <= gpus else "gloo"
+        if backend == "gloo" and gpus:
+            log.warning("%d processes on this node but %d visible GPU(s): using gloo on the CPU (launch at most %d "
+                        "processes per node for NCCL)", per_node, gpus, gpus)
     if backend not in ("gloo", "nccl"):
         raise ConfigError(f"unknown distributed backend {backend!r}; use 'gloo' (CPU) or 'nccl' (CUDA)")
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if local_rank >= gpus:
+            raise ConfigError(f"NCCL needs a GPU per process, but LOCAL_RANK={local_rank} and {gpus} GPU(s) are "
+                              f"visible; launch at most {gpus} processes per node or use backend='gloo'")
+        torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return world()
 

@@ -251,8 +251,8 @@ class BatchGradStats:
         if self.segments is None:
             raise ConfigError("no segments were requested; pass t and t_bins (or segments) to compute()")
         losses = self.losses if self.losses is not None else torch.full_like(self.sq_norms, math.nan)
-        rows = torch.stack([torch.ones_like(self.sq_norms), self.sq_norms, losses.to(F64)])
-        parts = [torch.zeros(3, self.n_segments, dtype=F64).index_add_(1, self.segments, rows).view(-1)]  # one scatter
+        rows = torch.stack([torch.ones_like(self.sq_norms), self.sq_norms, losses.to(self.sq_norms.device, F64)])
+        parts = [rows.new_zeros(3, self.n_segments).index_add_(1, self.segments, rows).view(-1)]  # one scatter
         if self.seg_sq_norms is not None:
             parts.append(torch.stack(list(self.seg_sq_norms.values())).sum(0))
         return parts
@@ -394,6 +394,7 @@ class _Ctx:
     n_segments: int
     chunk_bytes: int
     fallback_chunk: int
+    device: torch.device | str = "cpu"  # of the measured parameters: every accumulator lives there
     _pad: tuple[Tensor, int] | None = None
 
     def padded(self, x: Tensor) -> Tensor:
@@ -405,8 +406,8 @@ class _Ctx:
             n_max = int(counts.max())
             starts = torch.cumsum(counts, 0) - counts
             seg_sorted = self.segments[order]
-            slot = seg_sorted * n_max + torch.arange(self.B) - starts[seg_sorted]  # slot of the sorted samples
-            source = torch.full((self.n_segments * n_max,), self.B, dtype=torch.long)  # B: the appended zero row
+            slot = seg_sorted * n_max + torch.arange(self.B, device=self.device) - starts[seg_sorted]  # sorted slots
+            source = torch.full((self.n_segments * n_max,), self.B, dtype=torch.long, device=self.device)  # B: zero row
             source[slot] = order
             self._pad = (source, n_max)
         source, n_max = self._pad
@@ -427,17 +428,18 @@ class _Collector:
         self.name, self.shape, self.ctx = name, shape, ctx
         # ``sq_norms`` given: a row of the caller's (n_params, B) buffer, which the caller scales (finish() does not)
         self._scale_sq_norms = sq_norms is None
-        self.sq_norms = torch.zeros(ctx.B, dtype=F64) if sq_norms is None else sq_norms
-        self.grad_sum = torch.zeros(shape, dtype=F64) if name in ctx.want_grad_sum else None
-        self.sq_sum = torch.zeros(shape, dtype=F64) if ctx.want_sq_sum else None
+        dev = ctx.device
+        self.sq_norms = torch.zeros(ctx.B, dtype=F64, device=dev) if sq_norms is None else sq_norms
+        self.grad_sum = torch.zeros(shape, dtype=F64, device=dev) if name in ctx.want_grad_sum else None
+        self.sq_sum = torch.zeros(shape, dtype=F64, device=dev) if ctx.want_sq_sum else None
         self.wants_segments = ctx.segments is not None
-        self.seg_sq = torch.zeros(ctx.n_segments, dtype=F64) if self.wants_segments else None
+        self.seg_sq = torch.zeros(ctx.n_segments, dtype=F64, device=dev) if self.wants_segments else None
         self._seg_sum: Tensor | None = None
 
     def seg_sum(self) -> Tensor:
         """(n_seg, *shape) float64 running per-segment sums (squared into ``seg_sq`` by :meth:`finish`)."""
         if self._seg_sum is None:
-            self._seg_sum = torch.zeros((self.ctx.n_segments, *self.shape), dtype=F64)
+            self._seg_sum = torch.zeros((self.ctx.n_segments, *self.shape), dtype=F64, device=self.ctx.device)
         return self._seg_sum
 
     def add_per_sample(self, start: int, g: Tensor) -> None:
@@ -451,7 +453,7 @@ class _Collector:
             self.sq_sum += flat.pow(2).sum(0).to(F64).view(self.shape)
         if self.wants_segments:
             assert self.ctx.segments is not None
-            part = torch.zeros(self.ctx.n_segments, flat.shape[1], dtype=flat.dtype)
+            part = flat.new_zeros(self.ctx.n_segments, flat.shape[1])
             part.index_add_(0, self.ctx.segments[start:start + b], flat)
             seg_sum = self.seg_sum()
             seg_sum += part.to(F64).view_as(seg_sum)
@@ -572,7 +574,7 @@ def _segment_outer_sq_norms(a: Tensor, d: Tensor, ctx: _Ctx) -> Tensor:
     K, O = a.shape[1], d.shape[1]
     if min(K, O) <= 8:
         dtype = torch.promote_types(a.dtype, d.dtype)
-        sums = torch.zeros(ctx.n_segments, O * K, dtype=dtype)
+        sums = torch.zeros(ctx.n_segments, O * K, dtype=dtype, device=d.device)
         for start, stop in ctx.chunks(O * K * dtype.itemsize):
             outer = (d[start:stop, :, None] * a[start:stop, None, :]).reshape(stop - start, O * K)
             sums.index_add_(0, ctx.segments[start:stop], outer)
@@ -633,7 +635,7 @@ class LinearRule(Rule):
             elif b.grad_sum is None and b.sq_sum is None:  # + per-segment sums (what add_per_sample does, directly)
                 assert ctx.segments is not None and b.seg_sq is not None
                 b.sq_norms.copy_(d_norm.to(F64).square())
-                part = torch.zeros(ctx.n_segments, d.shape[1], dtype=d.dtype).index_add_(0, ctx.segments, d)
+                part = d.new_zeros(ctx.n_segments, d.shape[1]).index_add_(0, ctx.segments, d)
                 b.seg_sq += part.to(F64).pow(2).sum(1)
             else:
                 b.add_per_sample(0, d)
@@ -854,11 +856,11 @@ class EmbeddingRule(Rule):
             d = c.grad().reshape(B, -1, Dm)
             if module.padding_idx is not None:
                 d = d * (idx != module.padding_idx)[..., None].to(d.dtype)
-            keys.append((torch.arange(B)[:, None] * V + idx).reshape(-1))
+            keys.append((torch.arange(B, device=idx.device)[:, None] * V + idx).reshape(-1))
             rows.append(d.reshape(-1, Dm))
         key = torch.cat(keys)
         uniq, inverse = torch.unique(key, return_inverse=True)
-        U = torch.zeros(uniq.shape[0], Dm, dtype=rows[0].dtype).index_add_(0, inverse, torch.cat(rows))
+        U = rows[0].new_zeros(uniq.shape[0], Dm).index_add_(0, inverse, torch.cat(rows))
         sample, row = uniq // V, uniq % V
         U2 = U.pow(2)
         w.sq_norms.index_add_(0, sample, U2.sum(1).to(F64))
@@ -1251,11 +1253,17 @@ class GradNormEngine:
         seg, n_seg, edges = self._segments(B, t, t_bins, segments, n_segments)
         scale = float(B) if reduction == "mean" else 1.0
         measured = {n: p for u in self.units for n, p in u.params.items() if p.requires_grad}
+        devices = {p.device for p in measured.values()}
+        if len(devices) > 1:
+            raise ConfigError(f"the measured parameters live on several devices ({sorted(map(str, devices))}); the "
+                              f"engine accumulates per-sample statistics on one device: move the model to one")
+        device = devices.pop() if devices else torch.device("cpu")
+        if seg is not None:
+            seg = seg.to(device)  # t (or segments) may come from the CPU data pipeline
         want_sum = {n for n, p in measured.items() if validate or id(p) not in self._param_grads}
         ctx = _Ctx(B=B, want_grad_sum=want_sum, want_sq_sum=self.elementwise, segments=seg if bin_traces else None,
-                   n_segments=n_seg,
-                   chunk_bytes=self.chunk_bytes, fallback_chunk=self.fallback_chunk)
-        sq_buf = torch.zeros(len(measured), B, dtype=F64)  # per-parameter ‖g_i‖², one row per parameter
+                   n_segments=n_seg, chunk_bytes=self.chunk_bytes, fallback_chunk=self.fallback_chunk, device=device)
+        sq_buf = torch.zeros(len(measured), B, dtype=F64, device=device)  # per-parameter ‖g_i‖², one row each
         collectors = {n: _Collector(n, p.shape, ctx, sq_buf[k]) for k, (n, p) in enumerate(measured.items())}
         rules: dict[str, str] = {}
         fallback: dict[str, str] = {}
@@ -1328,7 +1336,7 @@ class GradNormEngine:
             for n in names:
                 p = unit.params[n]
                 g = total.get(n)
-                collectors[n].add_per_sample(start, torch.zeros(stop - start, *p.shape, dtype=p.dtype)
+                collectors[n].add_per_sample(start, p.new_zeros(stop - start, *p.shape)
                                              if g is None else g)
         for n in names:
             rules[n] = how
