@@ -226,3 +226,26 @@ def test_nccl_without_a_gpu_per_process_is_refused(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv(key, value)
     with pytest.raises(ConfigError, match="a GPU per process"):
         distributed.init_from_env(backend="nccl")
+
+
+def test_backend_choice_without_local_world_size_is_the_same_on_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No LOCAL_WORLD_SIZE (a launcher other than torchrun): NCCL on every rank when there is a GPU, and the rank
+    that has none is refused with the fix, instead of picking gloo while its peers pick NCCL (a hang)."""
+    calls: list[object] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("device", device)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, timeout: calls.append(backend))
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(0, 2, 0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    distributed.init_from_env()
+    assert calls == [("device", 0), "nccl"]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="a GPU per process"):
+        distributed.init_from_env()
+    assert calls == [("device", 0), "nccl"]  # rank 1 chose no backend of its own

@@ -95,8 +95,10 @@ def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> Worl
                           f"(e.g. torchrun --standalone --nproc_per_node=2 -m flowvar run ...)")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    # every rank must reach the same choice, so it rests on the node's process count, not on this rank's index
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(local_rank + 1)))
+    # every rank must reach the same choice, so it rests on the node's process count, never on this rank's index;
+    # without torchrun's LOCAL_WORLD_SIZE, assume one process per GPU (NCCL whenever there is a GPU): a rank without
+    # one then gets the ConfigError below rather than a different backend from its peers
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if backend is None:
         backend = "nccl" if 0 < per_node <= gpus else "gloo"
         if backend == "gloo" and gpus:
