@@ -203,6 +203,8 @@ def test_backend_choice_is_the_same_on_every_rank_of_a_node(monkeypatch: pytest.
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, timeout: calls.append(backend))
     monkeypatch.setattr(distributed, "world", lambda: distributed.World(0, per_node, 0))
+    exits: list[object] = []
+    monkeypatch.setattr(distributed.atexit, "register", exits.append)
     for key, value in {"WORLD_SIZE": str(per_node), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
                        "LOCAL_WORLD_SIZE": str(per_node)}.items():
         monkeypatch.setenv(key, value)
@@ -212,6 +214,7 @@ def test_backend_choice_is_the_same_on_every_rank_of_a_node(monkeypatch: pytest.
             monkeypatch.setenv("LOCAL_RANK", str(rank))
             distributed.init_from_env()
     assert [c for c in calls if isinstance(c, str)] == [expected] * per_node
+    assert exits == [distributed._destroy_at_exit] * per_node  # each joined group is released at exit
     devices = [c for c in calls if isinstance(c, tuple)]
     assert devices == ([("device", r) for r in range(per_node)] if expected == "nccl" else [])
     assert ("using gloo on the CPU" in caplog.text) == (expected == "gloo" and gpus > 0)

@@ -19,6 +19,7 @@ Several machines: the same command on every node with ``--nnodes=N --node_rank=K
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -112,7 +113,15 @@ def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> Worl
                               f"visible; launch at most {gpus} processes per node or use backend='gloo'")
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    atexit.register(_destroy_at_exit)
     return world()
+
+
+def _destroy_at_exit() -> None:
+    """Release the process group before the interpreter tears down: left to the C++ runtime, gloo's threads can
+    abort the process at exit ("terminate called without an active exception") after all the work succeeded."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard_bounds(total: int, rank: int, size: int) -> tuple[int, int]:
