@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import importlib.metadata
+import math
 import os
 import platform
 import random
@@ -124,9 +125,12 @@ def machine_line(threads: int) -> str:
 
 
 def interleaved(methods: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
-                budget_s: float | None = None, info: dict[str, int] | None = None) -> dict[str, float]:
+                budget_s: float | None = None, info: dict[str, int] | None = None,
+                samples: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Median seconds per call of each method, timed round-robin; ``budget_s`` stops adding rounds early
-    (after 3 rounds, or after 1–2 when single rounds are so slow that 3 would take over twice the budget)."""
+    (after 3 rounds, or after 1–2 when single rounds are so slow that 3 would take over twice the budget).
+    ``samples`` receives every round's time of every method (round r of each method at index r), for
+    :func:`paired_ratio`."""
     for fn in methods.values():
         for _ in range(warmup):
             fn()
@@ -147,7 +151,33 @@ def interleaved(methods: dict[str, Callable[[], object]], rounds: int, warmup: i
             break
     if info is not None:
         info["rounds"] = len(next(iter(times.values())))
+    if samples is not None:
+        samples.update(times)
     return {name: statistics.median(v) for name, v in times.items()}
+
+
+def paired_ratio(numerator: list[float], denominator: list[float], level: float = 0.95
+                 ) -> tuple[float, float, float]:
+    """Median of the per-round ratios numerator[r] / denominator[r] and a distribution-free ``level`` confidence
+    interval for it: (median, low, high).
+
+    The two methods of a round ran back to back, so a round's ratio cancels load that drifts over the run. The
+    interval is that of the sign test: [r_(k), r_(n+1−k)] of the sorted ratios, with the largest k such that
+    P(Bin(n, ½) < k) ≤ (1 − level)/2; it needs no assumption on how the ratios are distributed. With too few
+    rounds for any k ≥ 1 (n < 6 at 95%), the bounds are NaN.
+    """
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError(f"paired_ratio needs the same positive number of rounds on both sides, got "
+                         f"{len(numerator)} and {len(denominator)}")
+    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
+    n, tail = len(ratios), (1.0 - level) / 2
+    k, below = 0, 0.0
+    while below + math.comb(n, k) / 2**n <= tail:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    if k == 0:
+        return statistics.median(ratios), math.nan, math.nan
+    return statistics.median(ratios), ratios[k - 1], ratios[n - k]
 
 
 def peak_rss_mb() -> float:

@@ -11,6 +11,7 @@ import hashlib
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -73,3 +74,40 @@ def test_cfm_step_quick_flowvar_pairs_are_bijections(quick_sections: dict[str, s
     theirs = [r for r in rows if r["method"].startswith("torchcfm")]
     assert ours and all(r["bijection"] == "yes" and r["distinct x0 / x1"] == "100% / 100%" for r in ours), ours
     assert theirs and all(r["bijection"] == "no" for r in theirs), theirs  # resampled with replacement
+
+
+def _benchmark_module(name: str) -> ModuleType:
+    """A benchmark script's module, imported as the script imports its neighbours (benchmarks/ on the path)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_paired_ratio_is_the_median_round_ratio_with_the_sign_test_interval() -> None:
+    from math import comb, isnan
+
+    paired_ratio = _benchmark_module("_common").paired_ratio
+    den = [1.0] * 9
+    num = [0.91, 1.08, 0.97, 1.02, 1.0, 0.99, 1.05, 0.95, 1.01]  # ratios = num; sorted: .91 .95 .97 .99 1 ...
+    median, low, high = paired_ratio(num, den)
+    assert median == 1.0
+    # n = 9: P(Bin(9, ½) ≤ 1) = 10/512 ≤ 0.025 < P(≤ 2), so the interval is [r_(2), r_(8)]
+    assert sum(comb(9, i) for i in range(2)) / 512 <= 0.025 < sum(comb(9, i) for i in range(3)) / 512
+    assert (low, high) == (0.95, 1.05)
+    # round-wise pairing: a common factor per round cancels
+    drift = [1.0 + 0.5 * r for r in range(9)]
+    assert paired_ratio([a * f for a, f in zip(num, drift, strict=True)], drift) == pytest.approx((1.0, 0.95, 1.05))
+    assert all(isnan(x) for x in paired_ratio([1.0] * 5, [1.0] * 5)[1:])  # n = 5: no 95% interval exists
+    with pytest.raises(ValueError, match="same positive number of rounds"):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_cfm_step_verdict_names_parity_from_the_interval() -> None:
+    verdict = _benchmark_module("cfm_step").verdict
+    assert verdict({"a": (1.05, 1.01, 1.09), "b": (1.2, 1.1, 1.3)}) == "met"
+    assert verdict({"a": (1.004, 0.99, 1.02), "b": (1.2, 1.1, 1.3)}) == \
+        "met; a at parity (the 95% interval includes 1)"
+    assert "not strictly met — at parity" in verdict({"a": (0.996, 0.98, 1.01), "b": (1.2, 1.1, 1.3)})
+    assert verdict({"a": (0.95, 0.93, 0.97)}).startswith("**missed**: a 0.950 (0.930–0.970)")
