@@ -111,3 +111,6 @@ def test_cfm_step_verdict_names_parity_from_the_interval() -> None:
         "met; a at parity (the 95% interval includes 1)"
     assert "not strictly met — at parity" in verdict({"a": (0.996, 0.98, 1.01), "b": (1.2, 1.1, 1.3)})
     assert verdict({"a": (0.95, 0.93, 0.97)}).startswith("**missed**: a 0.950 (0.930–0.970)")
+    nan = float("nan")
+    assert verdict({"a": (0.8, nan, nan)}) == "**missed**: a 0.800"  # too few rounds for an interval: no parity
+    assert verdict({"a": (1.1, nan, nan)}) == "met"
