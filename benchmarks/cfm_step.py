@@ -265,19 +265,24 @@ def main() -> None:
             med_ot = interleaved(ot, 7 if args.quick else 21, warmup=1, budget_s=20 if args.quick else 150,
                                  samples=ot_rounds)
         theirs = med["torchcfm"]
-        cfm_ratio[f"d={d} B={B}"] = paired_ratio(cfm_rounds["torchcfm"], cfm_rounds["flowvar"])
-        ot_ratio[f"d={d} B={B}"] = paired_ratio(ot_rounds["torchcfm"], ot_rounds["flowvar"])
-        ot_optimal_ratio[f"d={d} B={B}"] = paired_ratio(ot_rounds["torchcfm, optimal"], ot_rounds["flowvar"])
-        for kind, key in (("CFM: flowvar.train", "flowvar"),
-                          ("CFM: flowvar loop, torch's default Adam (as torchcfm)", "flowvar, default Adam")):
-            ours = med[key]
+        line = f"d={d} B={B}"
+        cfm_ratio[line] = paired_ratio(cfm_rounds["torchcfm"], cfm_rounds["flowvar"])
+        ot_ratio[line] = paired_ratio(ot_rounds["torchcfm"], ot_rounds["flowvar"])
+        ot_optimal_ratio[line] = paired_ratio(ot_rounds["torchcfm, optimal"], ot_rounds["flowvar"])
+        default_adam_ratio = paired_ratio(cfm_rounds["torchcfm"], cfm_rounds["flowvar, default Adam"])
+        for kind, ours, ratio in (
+                ("CFM: flowvar.train", med["flowvar"], cfm_ratio[line]),
+                ("CFM: flowvar loop, torch's default Adam (as torchcfm)", med["flowvar, default Adam"],
+                 default_adam_ratio)):
             rows.append([f"d={d}", str(B), kind, fmt_time(ours), fmt_time(theirs), f"{1 / ours:.1f}",
-                         f"{1 / theirs:.1f}", fmt_paired(paired_ratio(cfm_rounds["torchcfm"], cfm_rounds[key]))])
-        for theirs_key, label in (("torchcfm", "OT-CFM: flowvar (exact, default solver) vs torchcfm's default"),
-                                  ("torchcfm, optimal", "OT-CFM: flowvar vs torchcfm run to optimality")):
-            ours, theirs_ot = med_ot["flowvar"], med_ot[theirs_key]
+                         f"{1 / theirs:.1f}", fmt_paired(ratio)])
+        for theirs_ot, label, ratio in (
+                (med_ot["torchcfm"], "OT-CFM: flowvar (exact, default solver) vs torchcfm's default", ot_ratio[line]),
+                (med_ot["torchcfm, optimal"], "OT-CFM: flowvar vs torchcfm run to optimality",
+                 ot_optimal_ratio[line])):
+            ours = med_ot["flowvar"]
             rows.append([f"d={d}", str(B), label, fmt_time(ours), fmt_time(theirs_ot), f"{1 / ours:.1f}",
-                         f"{1 / theirs_ot:.1f}", fmt_paired(paired_ratio(ot_rounds[theirs_key], ot_rounds["flowvar"]))])
+                         f"{1 / theirs_ot:.1f}", fmt_paired(ratio)])
         print(f"d={d} B={B}: {med} {med_ot}", flush=True)
     lines = ["## CFM training step: flowvar vs torchcfm", "",
              command("cfm_step.py", args),
