@@ -129,29 +129,32 @@ def test_trainer_on_cuda_uses_fused_adam_and_follows_the_cpu_run() -> None:
     assert rel(params["cuda"], params["cpu"]) < 1e-8
 
 
+class _CudaDropoutField(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.net(torch.cat([x, t[:, None]], 1))
+
+
 def test_trainer_on_cuda_seeds_dropout_and_restores_the_global_rngs() -> None:
     """Dropout on CUDA draws from the device's RNG: the trainer seeds it (two runs agree) inside a fork (the caller's
-    CUDA and CPU streams are as they were)."""
-    def run() -> list[float]:
+    CUDA and CPU streams are as they were just before the call, whatever the caller had drawn)."""
+    def run(caller_seed: int) -> list[float]:
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Dropout(0.3), nn.Linear(16, 2)).to(CUDA)
-
-        class Field(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = model
-
-            def forward(self, x: Tensor, t: Tensor) -> Tensor:
-                return self.net(torch.cat([x, t[:, None]], 1))
-
+        model = _CudaDropoutField().to(CUDA)
+        torch.manual_seed(caller_seed)  # the caller's streams differ between the two runs
+        torch.randn(3, device=CUDA)
+        cuda_before, cpu_before = torch.cuda.get_rng_state(), torch.get_rng_state()
         coupling = IndependentCoupling(StandardNormal(2), GaussianMixture.random(2, seed=2))
-        return train(Field(), CFMLoss(Interpolant(sigma=0.1)), coupling,
-                     TrainConfig(steps=10, batch_size=64, lr=1e-3, progress=False, log_every=0)).losses
+        losses = train(model, CFMLoss(Interpolant(sigma=0.1)), coupling,
+                       TrainConfig(steps=10, batch_size=64, lr=1e-3, progress=False, log_every=0)).losses
+        assert torch.equal(torch.cuda.get_rng_state(), cuda_before)
+        assert torch.equal(torch.get_rng_state(), cpu_before)
+        return losses
 
-    first = run()
-    cuda_before, cpu_before = torch.cuda.get_rng_state(), torch.get_rng_state()
-    assert run() == first
-    assert torch.equal(torch.cuda.get_rng_state(), cuda_before) and torch.equal(torch.get_rng_state(), cpu_before)
+    assert run(caller_seed=1) == run(caller_seed=2)
 
 
 def test_make_adam_is_fused_on_cuda() -> None:
