@@ -4,10 +4,11 @@ For n sources x0 ~ N(0, I_d) and n targets (standard normal, or an 8-component G
 clustered costs are the hard case for the assignment solver), with uniform weights and squared Euclidean
 cost:
 
-* ``flowvar auto`` (the default: POT's network simplex from 256 points, scipy's assignment below, with a checked
-  fallback to the assignment), ``flowvar lsa`` / ``flowvar emd``: ``exact_ot_permutation(x0, x1, solver=...)``
-  end to end (Gaussian alignment from 512 points, cost matrix and the permutation check included), so that
-  ``flowvar emd`` vs ``POT emd (1e7)`` and ``flowvar lsa`` vs ``scipy LSA`` show what the alignment does;
+* ``flowvar auto`` (the default: scipy's assignment below 256 points, POT's dense network simplex below 1024, the
+  certified sparse solve from there on, each with its checked fallbacks), ``flowvar lsa`` / ``flowvar emd`` /
+  ``flowvar sparse``: ``exact_ot_permutation(x0, x1, solver=...)`` end to end (Gaussian alignment from 512 points,
+  cost matrix and the checks included), so that ``flowvar emd`` vs ``POT emd (1e7)`` and ``flowvar lsa`` vs
+  ``scipy LSA`` show what the alignment does, and ``flowvar sparse`` vs ``flowvar emd`` what the sparse solve does;
 * ``scipy LSA``: ``linear_sum_assignment`` on the precomputed cost matrix;
 * ``POT emd (1e7)``: ``ot.emd`` with ``numItermax=1e7`` on the same matrix; ``POT emd (default)``: POT's
   default ``numItermax=100000``, which stops early on large problems (the table gives its cost gap);
@@ -34,6 +35,7 @@ from flowvar.couplings import (
     ALIGN_MIN_POINTS,
     ALIGN_POINTS_PER_DIM,
     AUTO_EMD_MIN_POINTS,
+    AUTO_SPARSE_MIN_POINTS,
     exact_ot_permutation,
     squared_distances,
 )
@@ -62,6 +64,9 @@ def run(n: int, d: int, target: str, rounds: int) -> list[list[str]]:
     def flow_emd() -> None:
         costs["flowvar emd"] = perm_cost(exact_ot_permutation(x0, x1, "emd").numpy())
 
+    def flow_sparse() -> None:
+        costs["flowvar sparse"] = perm_cost(exact_ot_permutation(x0, x1, "sparse").numpy())
+
     def scipy_lsa() -> None:
         rows, cols = linear_sum_assignment(M)
         costs["scipy LSA"] = float(M[rows, cols].sum())
@@ -78,8 +83,8 @@ def run(n: int, d: int, target: str, rounds: int) -> list[list[str]]:
     def cost_matrix() -> None:
         squared_distances(x0, x1)
 
-    methods = {"flowvar auto": flow_auto, "flowvar lsa": flow_lsa, "flowvar emd": flow_emd, "scipy LSA": scipy_lsa,
-               "POT emd (1e7)": pot_big,
+    methods = {"flowvar auto": flow_auto, "flowvar lsa": flow_lsa, "flowvar emd": flow_emd,
+               "flowvar sparse": flow_sparse, "scipy LSA": scipy_lsa, "POT emd (1e7)": pot_big,
                "POT emd (default)": pot_default, "cost matrix": cost_matrix}
     info: dict[str, int] = {}
     med = interleaved(methods, rounds, warmup=0, budget_s=60, info=info)
@@ -111,8 +116,10 @@ def main() -> None:
              "", machine_line(args.threads), "", clock_note(args.clock), "",
              "float64 points; median of interleaved rounds. `ratio` = time / scipy LSA time on the precomputed "
              "matrix; `cost gap` = (total cost − LSA optimum) / optimum. `flowvar auto` is the default of "
-             f"`exact_ot_permutation` / `ExactOTCoupling`: POT emd from {AUTO_EMD_MIN_POINTS} points on, scipy LSA "
-             "below (LSA's time explodes on clustered targets; emd's is steadier). From "
+             f"`exact_ot_permutation` / `ExactOTCoupling`: scipy LSA below {AUTO_EMD_MIN_POINTS} points, POT emd "
+             f"below {AUTO_SPARSE_MIN_POINTS}, the sparse solve from there on (LSA's time explodes on clustered "
+             "targets; emd's is steadier; the sparse solve runs POT's network simplex on candidate pairs chosen by "
+             "reduced cost and certifies the optimum over all n² pairs by LP duality, docs/exact_ot.md). From "
              f"{ALIGN_MIN_POINTS} points of at most min({ALIGN_MAX_DIM}, n/{ALIGN_POINTS_PER_DIM}) coordinates "
              "every flowvar solver works on Gaussian-aligned points (`gaussian_aligned`: a cost that differs by "
              "row and column terms, so the same optimum, and ≈ 0 along the batch's Gaussian OT map): `flowvar emd` "

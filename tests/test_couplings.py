@@ -10,6 +10,7 @@ import flowvar.couplings as couplings
 from flowvar.couplings import (
     ALIGN_MIN_POINTS,
     AUTO_EMD_MIN_POINTS,
+    AUTO_SPARSE_MIN_POINTS,
     ExactOTCoupling,
     FixedPairs,
     IndependentCoupling,
@@ -18,6 +19,7 @@ from flowvar.couplings import (
     derangement,
     exact_ot_permutation,
     gaussian_aligned,
+    sparse_certified_permutation,
     squared_distances,
 )
 from flowvar.distributions import GaussianMixture, StandardNormal
@@ -30,7 +32,7 @@ def brute_force_ot_cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
     return min(float(((x0 - x1[list(p)]) ** 2).sum()) for p in itertools.permutations(range(n)))
 
 
-@pytest.mark.parametrize("solver", ["auto", "lsa", "emd"])
+@pytest.mark.parametrize("solver", ["auto", "lsa", "emd", "sparse"])
 @pytest.mark.parametrize("seed", range(5))
 def test_exact_ot_matches_brute_force(solver: str, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
@@ -74,7 +76,7 @@ def test_exact_ot_solvers_agree_on_the_optimal_cost(kind: str, n: int) -> None:
     x0, x1 = _ot_problem(kind, n, seed=n)
     cost = squared_distances(x0, x1)
     totals = {}
-    for solver, align in itertools.product(("auto", "lsa", "emd"), (True, False)):
+    for solver, align in itertools.product(("auto", "lsa", "emd", "sparse"), (True, False)):
         perm = exact_ot_permutation(x0, x1, solver, align)  # type: ignore[arg-type]
         assert _is_permutation(perm, n), f"{solver} did not return a bijection"
         totals[solver, align] = float(cost[torch.arange(n), perm].sum())
@@ -86,18 +88,27 @@ def test_exact_ot_solvers_agree_on_the_optimal_cost(kind: str, n: int) -> None:
 
 
 def test_auto_solver_picks_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    real = ot.emd
+    calls: list[tuple[str, int]] = []
+    real_emd, real_sparse = ot.emd, couplings.sparse_certified_permutation
 
-    def spy(a, b, M, **kw):  # type: ignore[no-untyped-def]
-        calls.append(M.shape[0])
-        return real(a, b, M, **kw)
+    def spy_emd(a, b, M, **kw):  # type: ignore[no-untyped-def]
+        calls.append(("emd", M.shape[0]))
+        return real_emd(a, b, M, **kw)
 
-    monkeypatch.setattr(ot, "emd", spy)
-    for n in (AUTO_EMD_MIN_POINTS - 1, AUTO_EMD_MIN_POINTS):
+    def spy_sparse(cost: torch.Tensor) -> np.ndarray | None:
+        calls.append(("sparse", cost.shape[0]))
+        return real_sparse(cost)
+
+    monkeypatch.setattr(ot, "emd", spy_emd)
+    monkeypatch.setattr(couplings, "sparse_certified_permutation", spy_sparse)
+    for n in (AUTO_EMD_MIN_POINTS - 1, AUTO_EMD_MIN_POINTS, AUTO_SPARSE_MIN_POINTS - 1, AUTO_SPARSE_MIN_POINTS):
         x0, x1 = _ot_problem("normal", n, 0)
         assert _is_permutation(exact_ot_permutation(x0, x1), n)
-    assert calls == [AUTO_EMD_MIN_POINTS]  # lsa below the threshold, emd from it on
+    big = AUTO_SPARSE_MIN_POINTS
+    # lsa below 256, the dense emd below 1024, the sparse solve from there on (its subsample's dense emd inside)
+    assert calls[:2] == [("emd", AUTO_EMD_MIN_POINTS), ("emd", AUTO_SPARSE_MIN_POINTS - 1)]
+    assert calls[2:4] == [("sparse", big), ("emd", big // couplings.SPARSE_SUBSAMPLE_FRACTION)]
+    assert ("emd", big) not in calls  # certified: no dense fallback
 
 
 @pytest.mark.parametrize("bad", ["fractional", "duplicate-column", "not-optimal", "wrong-mass"])
@@ -152,6 +163,120 @@ def test_exact_ot_refuses_non_finite_points(caplog: pytest.LogCaptureFixture, n:
     assert not caplog.records  # refused before any solver ran
 
 
+def _count_simplex_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Wrap POT's sparse network simplex; the list gets each call's number of candidate arcs."""
+    real = couplings._sparse_network_simplex()
+    assert real is not None, "POT's sparse network simplex is missing (the test extras pin POT ≥ 0.9.6)"
+    arcs: list[int] = []
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        arcs.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(couplings, "_sparse_network_simplex", lambda: counting)
+    return arcs
+
+
+def _total(x0: torch.Tensor, x1: torch.Tensor, perm: torch.Tensor | np.ndarray) -> float:
+    n = x0.shape[0]
+    return float(squared_distances(x0, x1)[torch.arange(n), torch.as_tensor(perm)].sum())
+
+
+@pytest.mark.parametrize("kind", ["normal", "mixture", "shifted", "degenerate", "grid", "duplicated", "identical"])
+def test_sparse_solver_is_exact_at_the_size_auto_uses_it(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """At AUTO_SPARSE_MIN_POINTS, on every kind of problem (ties included): the dense solver's optimal total, certified
+    without falling back."""
+    n = AUTO_SPARSE_MIN_POINTS
+    x0, x1 = _ot_problem(kind, n, seed=11)
+    with caplog.at_level(logging.WARNING, logger="flowvar.couplings"):
+        sparse = exact_ot_permutation(x0, x1, "sparse")
+    assert not caplog.records, caplog.text
+    assert _is_permutation(sparse, n)
+    dense = exact_ot_permutation(x0, x1, "emd", align=False)
+    assert _total(x0, x1, sparse) == pytest.approx(_total(x0, x1, dense), rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["normal", "mixture", "degenerate"])
+def test_sparse_solver_repairs_poor_first_candidates_over_rounds(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """Duals from 8 of 300 points and 3 candidates a row: the first round cannot be optimal; the certificate must
+    send it round again until the result equals scipy's optimum, with the candidate set growing each round."""
+    monkeypatch.setattr(couplings, "SPARSE_SUBSAMPLE_MIN", 8)
+    monkeypatch.setattr(couplings, "SPARSE_SUBSAMPLE_FRACTION", 64)
+    monkeypatch.setattr(couplings, "SPARSE_FIRST_CANDIDATES", 3)
+    monkeypatch.setattr(couplings, "SPARSE_ADDED_CANDIDATES", 3)
+    arcs = _count_simplex_calls(monkeypatch)
+    x0, x1 = _ot_problem(kind, 300, seed=12)
+    perm = sparse_certified_permutation(squared_distances(x0, x1))
+    assert perm is not None and _is_permutation(torch.as_tensor(perm), 300)
+    assert len(arcs) >= 2 and arcs == sorted(set(arcs)), arcs
+    lsa = exact_ot_permutation(x0, x1, "lsa", align=False)
+    assert _total(x0, x1, perm) == pytest.approx(_total(x0, x1, lsa), rel=1e-12)
+
+
+def test_sparse_solver_is_a_pure_function_of_the_cost() -> None:
+    """The subsample comes from a fixed-seed generator: same answer twice, the caller's RNG untouched."""
+    x0, x1 = _ot_problem("mixture", AUTO_SPARSE_MIN_POINTS, seed=13)
+    cost = squared_distances(x0, x1)
+    state = torch.get_rng_state()
+    first = sparse_certified_permutation(cost)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(123)
+    assert first is not None and np.array_equal(first, sparse_certified_permutation(cost))
+
+
+def _lying_simplex(n: int, code: int = 1, duals: str = "zero"):  # type: ignore[no-untyped-def]
+    """A stand-in for POT's sparse solver that returns the identity pairing with made-up duals."""
+    def solve(a, b, src, dst, costs, max_iter, alpha_init, beta_init):  # type: ignore[no-untyped-def]
+        ident = np.arange(n, dtype=np.uint64)
+        v = np.zeros(n) if duals == "zero" else np.full(n, 1e3)  # "violating": every reduced cost C_ij − 10³ < 0
+        return ident, ident, np.ones(n), 0.0, np.zeros(n), v, code
+    return solve
+
+
+@pytest.mark.parametrize("case", ["unavailable", "signature", "not-optimal", "no-slackness", "stalls", "rounds"])
+def test_sparse_solver_falls_back_to_the_dense_solve(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture, case: str) -> None:
+    """Whatever goes wrong in the sparse solve, the answer is still the exact optimum (by the dense ot.emd), and a
+    warning says why. "no-slackness": zero duals make every reduced cost C_ij ≥ 0, so only the check that the
+    pairs' own reduced costs vanish stops the (non-optimal) identity pairing from being certified."""
+    n = 300
+    x0, x1 = _ot_problem("mixture", n, seed=14)
+    expected = {"unavailable": "unavailable", "signature": "refused the call", "not-optimal": "without optimality",
+                "no-slackness": "on its own pairs", "stalls": "added no candidate arc",
+                "rounds": "not certified after 1 rounds"}[case]
+    if case == "unavailable":
+        monkeypatch.setattr(couplings, "_sparse_network_simplex", lambda: None)
+    elif case == "signature":
+        def old_signature(a, b, src, dst, costs, max_iter):  # type: ignore[no-untyped-def]
+            raise AssertionError("not reached: the warm-start keywords raise TypeError first")
+        monkeypatch.setattr(couplings, "_sparse_network_simplex", lambda: old_signature)
+    elif case == "not-optimal":
+        monkeypatch.setattr(couplings, "_sparse_network_simplex", lambda: _lying_simplex(n, code=3))
+    elif case == "no-slackness":
+        monkeypatch.setattr(couplings, "_sparse_network_simplex", lambda: _lying_simplex(n))
+    elif case == "stalls":  # the same violating duals every round: each row's same most negative arcs, no new ones
+        monkeypatch.setattr(couplings, "SPARSE_FIRST_CANDIDATES", 8)
+        monkeypatch.setattr(couplings, "SPARSE_ADDED_CANDIDATES", 8)
+        monkeypatch.setattr(couplings, "_sparse_network_simplex", lambda: _lying_simplex(n, duals="violating"))
+    else:
+        monkeypatch.setattr(couplings, "SPARSE_MAX_ROUNDS", 1)
+        monkeypatch.setattr(couplings, "SPARSE_SUBSAMPLE_MIN", 8)
+        monkeypatch.setattr(couplings, "SPARSE_SUBSAMPLE_FRACTION", 64)
+        monkeypatch.setattr(couplings, "SPARSE_FIRST_CANDIDATES", 2)
+    with caplog.at_level(logging.WARNING, logger="flowvar.couplings"):
+        perm = exact_ot_permutation(x0, x1, "sparse")
+    assert expected in caplog.text and "dense ot.emd" in caplog.text, caplog.text
+    lsa = exact_ot_permutation(x0, x1, "lsa", align=False)
+    assert _total(x0, x1, perm) == pytest.approx(_total(x0, x1, lsa), rel=1e-12)
+
+
+def test_sparse_solver_refuses_a_cost_it_cannot_certify() -> None:
+    with pytest.raises(ShapeError, match="square float64"):
+        sparse_certified_permutation(torch.zeros(4, 5, dtype=torch.float64))
+    with pytest.raises(ShapeError, match="square float64"):
+        sparse_certified_permutation(torch.zeros(4, 4))
+
+
 def test_gaussian_alignment_shifts_costs_by_row_and_column_terms() -> None:
     """‖P_i − Q_j‖² = ‖x0_i − x1_j‖² − f_i − g_j (the same assignment problem) and = the A⁻¹-distance from T(x0_i)."""
     n = ALIGN_MIN_POINTS
@@ -188,7 +313,7 @@ def test_gaussian_alignment_keeps_the_optimum_far_from_the_origin() -> None:
     cost = squared_distances(x0, x1)
     n = ALIGN_MIN_POINTS
     plain = float(cost[torch.arange(n), exact_ot_permutation(x0, x1, "lsa", align=False)].sum())
-    for solver in ("lsa", "emd"):
+    for solver in ("lsa", "emd", "sparse"):
         aligned = float(cost[torch.arange(n), exact_ot_permutation(x0, x1, solver)].sum())  # type: ignore[arg-type]
         assert aligned == pytest.approx(plain, rel=1e-12), solver
 
