@@ -19,7 +19,7 @@ import logging
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -116,9 +116,10 @@ OT_SOLVERS: tuple[str, ...] = ("auto", "lsa", "emd", "sparse")
 #: (N(0, I) → N(0, I) in d = 50 at 1024 points) and at par or faster in d = 2.
 AUTO_EMD_MIN_POINTS = 256
 #: ``solver="auto"`` uses the certified sparse solve (:func:`sparse_certified_permutation`) from this many points on.
-#: Measured (1 thread, 2-core machine, docs/exact_ot.md): 1.3–2.5× faster than the dense network simplex at 1024
-#: points, 1.5–4× at 2048, 2.3–8× at 4096 (d = 2 and 50, N(0, I) and Gaussian-mixture targets); at 512 points at
-#: par, at 256 twice as slow (its fixed costs: a subsample solve and a few passes over the cost matrix).
+#: Measured (1 thread, 2-core machine, docs/exact_ot.md; solver time on the same aligned cost): 1.2–3× faster than
+#: the dense network simplex at 1024 points, 1.4–5× at 2048, 2.3–9× at 4096 (d = 2 and 50, N(0, I) and
+#: Gaussian-mixture targets); at 512 points at par, at 256 twice as slow (its fixed costs: a subsample solve and a
+#: few passes over the cost matrix).
 AUTO_SPARSE_MIN_POINTS = 1024
 #: Iteration cap of the network simplex (POT's default of 1e5 stops early from ~2048 points).
 EMD_MAX_ITER = 10_000_000
@@ -397,12 +398,21 @@ def _subsample_duals(cost: Tensor) -> tuple[Tensor, Tensor]:
                          log=True)
     v = (sub_rows - torch.from_numpy(np.asarray(info["u"], dtype=np.float64))[:, None]).amin(0)
     u = torch.empty(n, dtype=torch.float64)
-    block = torch.empty(min(_SCAN_ROWS, n), n, dtype=torch.float64)
-    for start in range(0, n, _SCAN_ROWS):
-        b = block[: min(_SCAN_ROWS, n - start)]
-        torch.sub(cost[start:start + _SCAN_ROWS], v[None, :], out=b)
-        u[start:start + b.shape[0]] = b.amin(1)
+    for rows, block in _reduced_cost_blocks(cost, torch.zeros(n, dtype=torch.float64), v):
+        u[rows] = block.amin(1)
     return u, v
+
+
+def _reduced_cost_blocks(cost: Tensor, u: Tensor, v: Tensor) -> Iterator[tuple[slice, Tensor]]:
+    """r = C − u 1ᵀ − 1 vᵀ by blocks of ``_SCAN_ROWS`` rows: yields (the block's rows, its (rows, n) reduced costs),
+    all in one reused buffer (valid until the next block)."""
+    n = cost.shape[0]
+    buffer = torch.empty(min(_SCAN_ROWS, n), n, dtype=torch.float64)
+    for start in range(0, n, _SCAN_ROWS):
+        rows = slice(start, min(start + _SCAN_ROWS, n))
+        block = buffer[: rows.stop - start]
+        torch.sub(cost[rows], u[rows, None], out=block)
+        yield rows, block.sub_(v[None, :])
 
 
 def _scan_reduced_costs(cost: Tensor, u: Tensor, v: Tensor, k: int, tol: float,
@@ -411,21 +421,17 @@ def _scan_reduced_costs(cost: Tensor, u: Tensor, v: Tensor, k: int, tol: float,
     every row (``only_violating``: of each row whose minimum is below −tol)."""
     n = cost.shape[0]
     worst, keys = math.inf, []
-    block = torch.empty(min(_SCAN_ROWS, n), n, dtype=torch.float64)
-    for start in range(0, n, _SCAN_ROWS):
-        b = block[: min(_SCAN_ROWS, n - start)]
-        torch.sub(cost[start:start + _SCAN_ROWS], u[start:start + _SCAN_ROWS, None], out=b)
-        b.sub_(v[None, :])
-        row_min = b.amin(1)
+    for rows, block in _reduced_cost_blocks(cost, u, v):
+        row_min = block.amin(1)
         worst = min(worst, float(row_min.min()))
-        rows = torch.arange(start, start + b.shape[0])
+        index = torch.arange(rows.start, rows.stop)
         if only_violating:
             bad = row_min < -tol
             if not bool(bad.any()):
                 continue
-            b, rows = b[bad], rows[bad]
-        nearest = torch.topk(b, k, dim=1, largest=False, sorted=False).indices
-        keys.append((rows[:, None] * n + nearest).reshape(-1))
+            block, index = block[bad], index[bad]
+        smallest = torch.topk(block, k, dim=1, largest=False, sorted=False).indices
+        keys.append((index[:, None] * n + smallest).reshape(-1))
     return worst, keys
 
 
