@@ -166,7 +166,7 @@ def test_exact_ot_refuses_non_finite_points(caplog: pytest.LogCaptureFixture, n:
 def _count_simplex_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Wrap POT's sparse network simplex; the list gets each call's number of candidate arcs."""
     real = couplings._sparse_network_simplex()
-    assert real is not None, "POT's sparse network simplex is missing (the test extras pin POT ≥ 0.9.6)"
+    assert real is not None, "POT's sparse network simplex is missing (POT 0.9.7 has it: did its private API change?)"
     arcs: list[int] = []
 
     def counting(*args, **kwargs):  # type: ignore[no-untyped-def]

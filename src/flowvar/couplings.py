@@ -300,16 +300,16 @@ def sparse_certified_permutation(cost: Tensor) -> np.ndarray | None:
     Unlike candidates chosen by distance (nearest neighbours), reduced-cost candidates hold the optimal partner of
     points that the OT map moves far (Gaussian mixtures in 2-D, where only about half of the partners are nearest
     neighbours); see docs/exact_ot.md for the measurements. None — with a warning on the ``flowvar.couplings``
-    logger — when POT's sparse network simplex is missing (POT < 0.9.6), not optimal or inconsistent (a plan that
-    is not a permutation, duals without slackness on it), when a round adds no arc, when the candidates pass a
-    quarter of all pairs, or after ``SPARSE_MAX_ROUNDS`` rounds.
+    logger — when POT's sparse network simplex is missing (an older POT: 0.9.7 has it), not optimal or inconsistent
+    (a plan that is not a permutation, duals without slackness on it), when a round adds no arc, when the candidates
+    pass a quarter of all pairs, or after ``SPARSE_MAX_ROUNDS`` rounds.
     """
     n = cost.shape[0]
     if cost.shape != (n, n) or cost.dtype != torch.float64:
         raise ShapeError(f"sparse OT needs a square float64 cost matrix, got {tuple(cost.shape)} {cost.dtype}")
     simplex = _sparse_network_simplex()
     if simplex is None:
-        log.warning("exact OT: POT's sparse network simplex is unavailable (POT %s; it needs 0.9.6 or later); "
+        log.warning("exact OT: POT's sparse network simplex is unavailable (POT %s; POT 0.9.7 has it); "
                     "solved with the dense ot.emd instead", _pot_version())
         return None
     cost = cost.contiguous()
@@ -363,7 +363,7 @@ def sparse_certified_permutation(cost: Tensor) -> np.ndarray | None:
 
 
 def _sparse_network_simplex() -> Callable[..., tuple] | None:
-    """POT's warm-startable network simplex on COO arcs (``ot.lp.emd_wrap.emd_c_sparse``, POT ≥ 0.9.6), or None.
+    """POT's warm-startable network simplex on COO arcs (``ot.lp.emd_wrap.emd_c_sparse``, in POT 0.9.7), or None.
     Private to POT — ``ot.emd`` takes sparse costs but no warm start for them, and the warm start is what makes the
     later rounds cheap (0.1–0.2 s instead of 0.4–0.7 s at 4096 points) — so a missing one or a changed signature
     falls back to the dense solve."""
