@@ -136,7 +136,8 @@ SPARSE_ADDED_CANDIDATES = 24
 #: took 2–5).
 SPARSE_MAX_ROUNDS = 30
 #: The certificate accepts reduced costs down to −``SPARSE_CERTIFICATE_RTOL``·max|C| (the network simplex's own
-#: floating-point slack: its duals leave reduced costs of −10⁻¹¹·max|C| on optimal dense plans, −10⁻¹¹ on sparse ones).
+#: floating-point slack: its duals leave reduced costs down to −6·10⁻¹³·max|C| on optimal dense plans and down to
+#: −10⁻¹¹·max|C| on warm-started sparse ones).
 SPARSE_CERTIFICATE_RTOL = 1e-9
 #: Rows of the cost matrix per block when scanning reduced costs (a block of 128 × 4096 float64 is 4 MB; one
 #: unblocked pass allocates an n² temporary, 4–10× slower from the page faults alone).
