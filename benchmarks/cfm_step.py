@@ -13,10 +13,10 @@ loop is also timed with torchcfm's optimizer (``torch.optim.Adam`` defaults): th
   ``ConditionalFlowMatcher(sigma=σ).sample_location_and_conditional_flow``;
 * exact minibatch OT: flowvar ``ExactOTCoupling`` (an exact assignment, a bijection; default ``solver="auto"``:
   scipy's assignment below 256 points, POT's network simplex below 1024, the certified sparse solve from there on)
-  vs torchcfm
-  ``ExactOptimalTransportConditionalFlowMatcher`` (POT ``ot.emd`` plan, pairs resampled with replacement), as it
-  ships (POT's default ``numItermax=1e5``, which stops before optimality from ~2048 points: the plan is then not
-  optimal) and run to optimality (:func:`run_to_optimality`: ``numItermax=1e7``, as torchcfm's ``wasserstein``).
+  vs torchcfm ``ExactOptimalTransportConditionalFlowMatcher`` (POT ``ot.emd`` plan, pairs resampled with
+  replacement), as it ships (POT's default ``numItermax=1e5``, which stops before optimality from ~2048 points:
+  the plan is then not optimal) and run to optimality (:func:`run_to_optimality`: ``numItermax=1e7``, as
+  torchcfm's ``wasserstein``).
 
 Loss: flowvar's batch loss is the mean over samples of ‖v − u‖² (a sum over coordinates); torchcfm's examples
 use ``torch.mean((v − u)²)``, i.e. that divided by d. Both are run as written; the cost is the same.

@@ -399,21 +399,21 @@ def _subsample_duals(cost: Tensor) -> tuple[Tensor, Tensor]:
                          log=True)
     v = (sub_rows - torch.from_numpy(np.asarray(info["u"], dtype=np.float64))[:, None]).amin(0)
     u = torch.empty(n, dtype=torch.float64)
-    for rows, block in _reduced_cost_blocks(cost, torch.zeros(n, dtype=torch.float64), v):
+    for rows, block in _reduced_cost_blocks(cost, None, v):
         u[rows] = block.amin(1)
     return u, v
 
 
-def _reduced_cost_blocks(cost: Tensor, u: Tensor, v: Tensor) -> Iterator[tuple[slice, Tensor]]:
-    """r = C − u 1ᵀ − 1 vᵀ by blocks of ``_SCAN_ROWS`` rows: yields (the block's rows, its (rows, n) reduced costs),
-    all in one reused buffer (valid until the next block)."""
+def _reduced_cost_blocks(cost: Tensor, u: Tensor | None, v: Tensor) -> Iterator[tuple[slice, Tensor]]:
+    """r = C − u 1ᵀ − 1 vᵀ (``u`` None: C − 1 vᵀ) by blocks of ``_SCAN_ROWS`` rows: yields (the block's rows, its
+    (rows, n) reduced costs), all in one reused buffer (valid until the next block)."""
     n = cost.shape[0]
     buffer = torch.empty(min(_SCAN_ROWS, n), n, dtype=torch.float64)
     for start in range(0, n, _SCAN_ROWS):
         rows = slice(start, min(start + _SCAN_ROWS, n))
         block = buffer[: rows.stop - start]
-        torch.sub(cost[rows], u[rows, None], out=block)
-        yield rows, block.sub_(v[None, :])
+        torch.sub(cost[rows], v[None, :], out=block)
+        yield rows, block if u is None else block.sub_(u[rows, None])
 
 
 def _scan_reduced_costs(cost: Tensor, u: Tensor, v: Tensor, k: int, tol: float,
