@@ -76,8 +76,8 @@ def test_show_prints_the_verdict_table(tmp_path: Path, capsys: pytest.CaptureFix
     capsys.readouterr()
     assert main(["show", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| prop1 | `prop1.A.zero_loss_zero_variance` | **confirmed** |" in out
-    assert "1 experiments: 4 confirmed, 0 refuted, 0 inconclusive" in out
+    assert "| prop1 | `prop1.A.zero_loss_zero_variance` | identity | **confirmed** |" in out
+    assert "1 experiments: 0 of 0 reproductions confirmed" in out and "4 of 4 identities hold" in out
 
 
 def test_show_rejects_missing_or_corrupt_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

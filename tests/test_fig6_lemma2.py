@@ -21,7 +21,7 @@ from flowvar.metrics import fitted_linear_map, rotation_angle
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.sampling import integrate
 
-VERDICTS = {"confirmed", "refuted", "inconclusive"}
+VERDICTS = {"confirmed", "refuted", "inconclusive", "untestable"}
 
 
 def _has_number(value: Any) -> bool:

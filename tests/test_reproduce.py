@@ -71,8 +71,10 @@ def test_report_files(serial: tuple[Path, str], capsys: pytest.CaptureFixture[st
     assert "Choices the paper leaves open" in page and "torch" in page and "seed" in page
 
     md = (out / "report.md").read_text()
-    assert "| experiment | claim | verdict | evidence |" in md
-    assert "| prop1 | `prop1.A.zero_loss_zero_variance` | **confirmed** |" in md
+    assert "| experiment | claim | kind | verdict | evidence |" in md
+    assert "| prop1 | `prop1.A.zero_loss_zero_variance` | identity | **confirmed** |" in md
+    assert "**0 of 0 reproductions confirmed, 0 refuted, 0 inconclusive, 0 untestable here · 7 of 7 identities" in md
+    assert "0 of 0 reproductions confirmed" in page and "7 of 7 identities hold" in page
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert links and all((out / link).is_file() for link in links)
 
@@ -87,7 +89,8 @@ def test_report_files(serial: tuple[Path, str], capsys: pytest.CaptureFixture[st
     # `flowvar show` reads a reproduce folder (and ignores .cache/)
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert "2 experiments: 7 confirmed" in shown and "flowvar reproduce --quick" in shown
+    assert "2 experiments: 0 of 0 reproductions confirmed" in shown
+    assert "7 of 7 identities hold" in shown and "flowvar reproduce --quick" in shown
 
 
 def test_cache_hit_corrupted_entry_and_force(serial: tuple[Path, str], tmp_path: Path,

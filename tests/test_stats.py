@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from flowvar.errors import ConfigError, DataError
-from flowvar.stats import compare, hedges_correction, mean_ci
+from flowvar.stats import compare, hedges_correction, mean_ci, paired_over_seeds
 
 
 def test_clearly_separated_samples():
@@ -116,3 +116,44 @@ def test_mean_ci_known_values_and_coverage():
         c = mean_ci(rng.normal(0.0, 1.0, 10), 0.9)
         hits.append(c.low <= 0.0 <= c.high)
     assert 0.86 <= float(np.mean(hits)) <= 0.94  # nominal 0.90, binomial SE 0.015
+
+
+# ------------------------------------------------------------------------------------------- paired over seeds
+
+def test_paired_over_seeds_reaches_every_outcome() -> None:
+    kw = {"min_effect": 0.5, "scale": 5.0, "scale_name": "random-pair distance"}
+    big = paired_over_seeds([5.0, 5.2, 5.1], [1.0, 1.1, 0.9], **kw)
+    assert big.verdict == "confirmed" and big.n_seeds == 3 and big.lower > 0
+    assert big.differences == pytest.approx([4.0, 4.1, 4.2])
+    # a reliable but tiny difference: the data exclude an effect of the size the claim needs
+    tiny = paired_over_seeds([1.0, 1.01, 1.02], [1.0, 1.0, 1.0], **kw)
+    assert tiny.verdict == "refuted" and tiny.upper < 0.5
+    reversed_ = paired_over_seeds([0.0, 0.1, 0.2], [3.0, 3.0, 3.1], **kw)
+    assert reversed_.verdict == "refuted"
+    noisy = paired_over_seeds([1.0, 4.0, 0.0], [1.0, 1.0, 1.0], **kw)
+    assert noisy.verdict == "inconclusive" and noisy.lower < 0 < noisy.upper
+    one = paired_over_seeds([9.0], [0.0], **kw)
+    assert one.verdict == "inconclusive" and "one seed" in one.reason and math.isnan(one.sd)
+    # significant but smaller than the minimum effect, and not excluded from it either
+    small = paired_over_seeds([1.3, 1.45, 1.35, 1.4], [1.0, 1.0, 1.0, 1.0], **kw)
+    assert small.verdict in ("inconclusive", "refuted") and small.lower > 0 and small.mean < 0.5
+
+
+def test_paired_over_seeds_bounds_are_the_t_interval() -> None:
+    a, b = [3.0, 4.5, 2.5, 4.0], [1.0, 1.5, 1.0, 2.0]
+    res = paired_over_seeds(a, b, min_effect=0.0, scale=1.0, scale_name="unit", alpha=0.05)
+    d = np.subtract(a, b)
+    half = sps.t.ppf(0.95, 3) * d.std(ddof=1) / 2
+    assert res.lower == pytest.approx(d.mean() - half) and res.upper == pytest.approx(d.mean() + half)
+    zero_sd = paired_over_seeds([2.0, 2.0], [1.0, 1.0], min_effect=0.5, scale=1.0, scale_name="u")
+    assert zero_sd.verdict == "confirmed" and zero_sd.lower == zero_sd.upper == 1.0
+    assert "0.5 × u" in zero_sd.effect_text()
+
+
+def test_paired_over_seeds_rejects_bad_input() -> None:
+    with pytest.raises(DataError, match="one value per seed"):
+        paired_over_seeds([1.0, 2.0], [1.0], min_effect=0.1, scale=1.0, scale_name="u")
+    with pytest.raises(DataError, match="non-finite"):
+        paired_over_seeds([1.0, math.nan], [1.0, 2.0], min_effect=0.1, scale=1.0, scale_name="u")
+    with pytest.raises(ConfigError, match="min_effect"):
+        paired_over_seeds([1.0, 2.0], [1.0, 2.0], min_effect=-1, scale=1.0, scale_name="u")

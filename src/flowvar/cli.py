@@ -96,7 +96,7 @@ def run_cmd(
     how = f"cache hit (computed earlier in {result.runtime_s:.1f} s)" if hit else f"in {result.runtime_s:.1f} s"
     typer.echo(f"{experiment}: {len(result.claims)} claims {how} -> {out / experiment}")
     for c in result.claims:
-        typer.echo(f"  [{c.verdict:^12}] {c.id}")
+        typer.echo(f"  [{c.verdict:^12}] {c.id} ({c.kind})")
 
 
 @app.command("reproduce")
@@ -122,7 +122,7 @@ def reproduce_cmd(
     """Reproduce the paper: run every experiment (cached, resumable) and write a report."""
     from flowvar.report import format_duration
     from flowvar.reproduce import Options, parse_only, parse_scoped_overrides, reproduce
-    from flowvar.results import VERDICTS
+    from flowvar.results import claim_counts, headline
 
     options = Options(out=out, quick=quick, only=parse_only(only), jobs=jobs, force=force, quiet=quiet,
                       overrides=parse_scoped_overrides(overrides), config_file=config_file, seed=seed,
@@ -134,13 +134,10 @@ def reproduce_cmd(
                    err=True)
         raise typer.Exit(130) from None
     statuses = [o.status for o in summary.outcomes]
-    counts = {v: 0 for v in VERDICTS}
-    for o in summary.outcomes:
-        for c in o.result.claims if o.result else []:
-            counts[c.verdict] += 1
+    counts = claim_counts([c for o in summary.outcomes for c in (o.result.claims if o.result else [])])
     typer.echo(f"reproduce: {len(statuses)} experiments ({statuses.count('computed')} computed, "
                f"{statuses.count('cached')} from the cache, {statuses.count('failed')} failed) in "
-               f"{format_duration(summary.wall_s)}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+               f"{format_duration(summary.wall_s)}: " + headline(counts))
     for o in summary.failed:
         typer.echo(f"  FAILED {o.name}: {o.error} (see {summary.out / 'reproduce.log'})")
     typer.echo(f"report: {summary.report_html} (also {summary.report_md.name}, {summary.results_json.name})")
@@ -299,6 +296,7 @@ def show_cmd(
 ) -> None:
     """Print the verdict table of finished runs (or of a reproduce folder), or the points of a sweep folder."""
     from flowvar.report import collection_results, load_collection, load_results, verdict_counts, verdict_table
+    from flowvar.results import headline
     from flowvar.sweep import load_sweep, sweep_table
 
     swept = load_sweep(folder)
@@ -321,7 +319,7 @@ def show_cmd(
         results = load_results(folder)
     typer.echo(verdict_table(results))
     counts = verdict_counts(results)
-    typer.echo(f"\n{len(results)} experiments: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    typer.echo(f"\n{len(results)} experiments: " + headline(counts))
     if collection is not None:
         for e in collection["experiments"]:
             if e.get("status") in ("failed", "not run"):

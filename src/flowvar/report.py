@@ -13,7 +13,17 @@ from typing import Any
 import yaml
 
 from flowvar.errors import DataError
-from flowvar.results import VERDICTS, Result, atomic_write_text, format_value, to_jsonable
+from flowvar.results import (
+    KINDS,
+    VERDICTS,
+    Result,
+    atomic_write_text,
+    claim_counts,
+    format_value,
+    headline,
+    judgement_text,
+    to_jsonable,
+)
 
 
 def load_results(folder: Path | str) -> list[Result]:
@@ -41,21 +51,17 @@ def load_results(folder: Path | str) -> list[Result]:
 
 def verdict_table(results: list[Result], evidence_items: int = 3) -> str:
     """A Markdown table: one row per claim with its verdict and the first few evidence numbers."""
-    lines = ["| experiment | claim | verdict | evidence |", "|---|---|---|---|"]
+    lines = ["| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
     for r in results:
         for c in r.claims:
             ev = "; ".join(f"{k}={format_value(v)}" for k, v in list(c.evidence.items())[:evidence_items])
-            lines.append(f"| {r.experiment} | `{c.id}` | **{c.verdict}** | {ev} |")
+            lines.append(f"| {r.experiment} | `{c.id}` | {c.kind} | **{c.verdict}** | {ev} |")
     return "\n".join(lines)
 
 
-def verdict_counts(results: list[Result]) -> dict[str, int]:
-    """How many claims have each verdict."""
-    counts = {"confirmed": 0, "refuted": 0, "inconclusive": 0}
-    for r in results:
-        for c in r.claims:
-            counts[c.verdict] += 1
-    return counts
+def verdict_counts(results: list[Result]) -> dict[str, dict[str, int]]:
+    """How many claims of each kind have each verdict (:func:`flowvar.results.claim_counts`)."""
+    return claim_counts([c for r in results for c in r.claims])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,6 +72,10 @@ PAPER_TITLE = "Gradient Variance Reveals Failure Modes in Flow-Based Generative 
 PAPER_REF = "Reu, Dromigny, Bronstein, Vargas; NeurIPS 2025, arXiv 2510.18118"
 STATUS_TEXT = {"computed": "computed", "cached": "cache hit", "failed": "FAILED", "not run": "not run"}
 _SPREAD = ("std", "sem", "se", "stderr")
+KIND_TEXT = ("Kinds: an identity holds by construction when the code is right (an implementation check); a "
+             "reproduction is an empirical statement of the paper that could come out either way; a finding is a "
+             "statement of ours beyond the paper. Untestable: the claim's precondition, measured in this run, does not "
+             "hold, so the run cannot judge it.")
 
 
 def format_duration(seconds: float) -> str:
@@ -161,11 +171,8 @@ def _status_line(entry: dict[str, Any]) -> str:
     return "not run (interrupted)"
 
 
-def _counts(collection: dict[str, Any]) -> dict[str, int]:
-    counts = {v: 0 for v in VERDICTS}
-    for _, c in _claims(collection):
-        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
-    return counts
+def _counts(collection: dict[str, Any]) -> dict[str, dict[str, int]]:
+    return claim_counts([c for _, c in _claims(collection)])
 
 
 def render_markdown(collection: dict[str, Any]) -> str:
@@ -179,13 +186,14 @@ def render_markdown(collection: dict[str, Any]) -> str:
         lines += ["**Interrupted**: rerun the same command to finish (completed experiments are cached).", ""]
     counts = _counts(collection)
     failed = [e for e in _experiments(collection) if e["status"] in ("failed", "not run")]
-    lines += ["## Verdicts", "", ", ".join(f"{n} {k}" for k, n in counts.items())
+    lines += ["## Verdicts", "", f"**{headline(counts)}**"
               + (f"; {len(failed)} experiment(s) without a result" if failed else ""), "",
-              "| experiment | claim | verdict | evidence |", "|---|---|---|---|"]
+              KIND_TEXT, "", "| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
     for name, c in _claims(collection):
-        lines.append(f"| {name} | `{c['id']}` | **{c['verdict']}** | {_md(_evidence_text(c['evidence'], 3, 200))} |")
+        lines.append(f"| {name} | `{c['id']}` | {c.get('kind', 'reproduction')} | **{c['verdict']}** | "
+                     f"{_md(_evidence_text(c['evidence'], 3, 200))} |")
     for e in failed:
-        lines.append(f"| {e['name']} | — | **{e['status']}** | {_md(e.get('error') or '')} |")
+        lines.append(f"| {e['name']} | — | — | **{e['status']}** | {_md(e.get('error') or '')} |")
     for e in _experiments(collection):
         r = e.get("result")
         lines += ["", f"## {e['name']}" + (f": {r['title']}" if r else ""), "", f"Status: {_status_line(e)}", ""]
@@ -194,10 +202,12 @@ def render_markdown(collection: dict[str, Any]) -> str:
         if r.get("paper"):
             lines += ["**The paper:**", ""] + [f"- {k}: {format_value(v) if not isinstance(v, str) else v}"
                                                 for k, v in r["paper"].items()] + [""]
-        lines += ["| claim | verdict | statement | our evidence | rule |", "|---|---|---|---|---|"]
+        lines += ["| claim | kind | verdict | statement | our evidence | how it was judged |",
+                  "|---|---|---|---|---|---|"]
         for c in r["claims"]:
-            lines.append(f"| `{c['id']}` | **{c['verdict']}** | {_md(c['statement'])} | "
-                         f"{_md(_evidence_text(c['evidence'], 8))} | {_md(c['rule'])} |")
+            lines.append(f"| `{c['id']}` | {c.get('kind', 'reproduction')} | **{c['verdict']}** | "
+                         f"{_md(c['statement'])} | {_md(_evidence_text(c['evidence'], 8))} | "
+                         f"{_md(judgement_text(c))} |")
         if r.get("notes"):
             lines += ["", "Notes:", ""] + [f"- {n}" for n in r["notes"]]
         if r.get("figures"):
@@ -239,9 +249,11 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px so
 vertical-align:top;text-align:left}th{background:#f6f8fa}code{font-size:.9em;background:#f6f8fa;padding:0 .2em}
 .badge{display:inline-block;padding:0 .5em;border-radius:1em;font-weight:600;font-size:.85em;color:#fff;
 white-space:nowrap}.confirmed{background:#1a7f37}.refuted{background:#cf222e}.inconclusive{background:#9a6700}
-.failed,.notrun{background:#6e7781}.meta{color:#57606a}.claim{border-left:4px solid #d0d7de;padding:.2em .8em;
-margin:1em 0}.claim.c-confirmed{border-color:#1a7f37}.claim.c-refuted{border-color:#cf222e}
-.claim.c-inconclusive{border-color:#9a6700}.rule{color:#57606a;font-size:.9em}figure{margin:1em 0}
+.untestable{background:#8250df}.failed,.notrun{background:#6e7781}.meta{color:#57606a}
+.claim{border-left:4px solid #d0d7de;padding:.2em .8em;margin:1em 0}.claim.c-confirmed{border-color:#1a7f37}
+.claim.c-refuted{border-color:#cf222e}
+.claim.c-inconclusive{border-color:#9a6700}.claim.c-untestable{border-color:#8250df}
+.rule{color:#57606a;font-size:.9em}figure{margin:1em 0}
 figure img{max-width:100%;border:1px solid #d0d7de}figcaption{color:#57606a;font-size:.85em}
 details{margin:.5em 0}summary{cursor:pointer;color:#0969da}pre{background:#f6f8fa;padding:.6em;overflow:auto;
 font-size:.85em}.chips span{margin-right:.6em}
@@ -315,16 +327,19 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
     if meta.get("interrupted"):
         parts.append("<p><strong>Interrupted</strong>: rerun the same command to finish (completed experiments are "
                      "cached).</p>")
-    parts += ['<h2 id="verdicts">Verdicts</h2>', '<p class="chips">'
-              + "".join(f"<span>{_badge(k)} {n}</span>" for k, n in counts.items())
-              + (f"<span>{_badge('failed')} {len(failed)} experiment(s) without a result</span>" if failed else "")
-              + "</p>", "<table><tr><th>experiment</th><th>claim</th><th>verdict</th><th>evidence</th></tr>"]
+    parts += ['<h2 id="verdicts">Verdicts</h2>', f"<p><strong>{_h(headline(counts))}</strong></p>",
+              "<table><tr><th>kind</th>" + "".join(f"<th>{_badge(v)}</th>" for v in VERDICTS) + "</tr>"
+              + "".join(f"<tr><th>{_h(k)}</th>" + "".join(f"<td>{counts[k][v]}</td>" for v in VERDICTS) + "</tr>"
+                        for k in KINDS) + "</table>"
+              + (f"<p>{_badge('failed')} {len(failed)} experiment(s) without a result</p>" if failed else ""),
+              f"<p class=meta>{_h(KIND_TEXT)}</p>",
+              "<table><tr><th>experiment</th><th>claim</th><th>kind</th><th>verdict</th><th>evidence</th></tr>"]
     for name, c in _claims(collection):
         parts.append(f'<tr><td><a href="#exp-{_h(name)}">{_h(name)}</a></td><td><a href="#claim-{_h(c["id"])}">'
-                     f'<code>{_h(c["id"])}</code></a></td><td>{_badge(c["verdict"])}</td>'
-                     f"<td>{_h(_evidence_text(c['evidence'], 3, 200))}</td></tr>")
+                     f'<code>{_h(c["id"])}</code></a></td><td>{_h(c.get("kind", "reproduction"))}</td>'
+                     f'<td>{_badge(c["verdict"])}</td><td>{_h(_evidence_text(c["evidence"], 3, 200))}</td></tr>')
     for e in failed:
-        parts.append(f'<tr><td><a href="#exp-{_h(e["name"])}">{_h(e["name"])}</a></td><td>—</td>'
+        parts.append(f'<tr><td><a href="#exp-{_h(e["name"])}">{_h(e["name"])}</a></td><td>—</td><td>—</td>'
                      f"<td>{_badge(e['status'])}</td><td>{_h(e.get('error') or '')}</td></tr>")
     parts.append("</table>")
     for e in exps:
@@ -338,9 +353,10 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
         parts.append("<h3>Claims</h3>")
         for c in r["claims"]:
             parts.append(f'<div class="claim c-{_h(c["verdict"])}" id="claim-{_h(c["id"])}"><p>{_badge(c["verdict"])} '
-                         f"<code>{_h(c['id'])}</code></p><p>{_h(c['statement'])}</p>"
+                         f"<code>{_h(c['id'])}</code> · {_h(c.get('kind', 'reproduction'))}</p>"
+                         f"<p>{_h(c['statement'])}</p>"
                          f"<p><strong>Ours:</strong></p>{_html_value(c['evidence'])}"
-                         f"<p class=rule>Rule: {_h(c['rule'])}</p></div>")
+                         f"<p class=rule>{_h(judgement_text(c))}</p></div>")
         for f in r.get("figures") or []:
             parts.append(_figure_html(folder, e["name"], f))
         if r.get("notes"):

@@ -1,7 +1,17 @@
 """Claims, verdicts and the result of one experiment run (``result.json`` + ``summary.md``).
 
-A verdict is never typed in: :func:`judge` computes it from booleans that the experiment derives from
-its evidence by a rule stated next to the claim (a tolerance, a p-value, a sign), and records the rule.
+A verdict is never typed in: :func:`judge` computes it from the claim's evidence by a rule stated next to the
+claim (a tolerance, a p-value, a sign), and records the rule. Every claim also says
+
+* its **kind** (:data:`KINDS`): an *identity* holds by construction when the code is right (an implementation
+  check: a telescoping Euler sum, a closed-form endpoint); a *reproduction* is an empirical statement of the
+  paper that could come out either way; a *finding* is a statement of ours beyond the paper. Reports count the
+  three apart and headline the reproductions;
+* its **precondition** (:class:`Precondition`), measured in the same run: when it does not hold, the claim is
+  *untestable* here, whatever the rule would have said (recorded beside it), with the number and the remedy;
+* its **minimum effect size** (text naming the threshold and the scale it is relative to) and its
+  **replicates** (what the unit of replication is: training seeds, Monte-Carlo repeats, or none for an
+  identity).
 """
 
 from __future__ import annotations
@@ -18,31 +28,115 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Verdict = Literal["confirmed", "refuted", "inconclusive"]
-VERDICTS: tuple[str, ...] = ("confirmed", "refuted", "inconclusive")
+Verdict = Literal["confirmed", "refuted", "inconclusive", "untestable"]
+VERDICTS: tuple[str, ...] = ("confirmed", "refuted", "inconclusive", "untestable")
+ClaimKind = Literal["identity", "reproduction", "finding"]
+KINDS: tuple[str, ...] = ("identity", "reproduction", "finding")
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """What must hold in this run for a claim to be testable at all, measured in the same run.
+
+    ``statement``: the condition in words; ``holds``: whether it did; ``measured``: the numbers it was judged
+    on; ``remedy``: what would make the claim testable when it does not hold (a larger N, more steps, …).
+    """
+
+    statement: str
+    holds: bool
+    measured: dict[str, Any] = field(default_factory=dict)
+    remedy: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(asdict(self))
 
 
 @dataclass
 class Claim:
-    """One checkable statement of the paper with our verdict and the numbers behind it."""
+    """One checkable statement of the paper (or ours) with its verdict, the numbers behind it and how it was
+    judged; see the module doc for ``kind``, ``precondition``, ``min_effect`` and ``replicates``.
+
+    ``verdict_if_testable`` is what the rule gave on the evidence when the precondition failed (the verdict is
+    then "untestable"); None otherwise.
+    """
 
     id: str
     statement: str
     verdict: Verdict
     evidence: dict[str, Any]
     rule: str
+    kind: ClaimKind = "reproduction"
+    precondition: dict[str, Any] | None = None
+    min_effect: str = ""
+    replicates: str = ""
+    verdict_if_testable: str | None = None
 
 
-def judge(claim_id: str, statement: str, evidence: dict[str, Any], *, confirmed: bool, refuted: bool,
-          rule: str) -> Claim:
-    """Build a :class:`Claim`: ``confirmed`` wins if true, else ``refuted``, else inconclusive.
-
-    ``confirmed`` and ``refuted`` must not both be true (that would be a bug in the rule).
-    """
+def verdict_from(confirmed: bool, refuted: bool, what: str = "rule") -> Verdict:
+    """"confirmed" if ``confirmed``, else "refuted" if ``refuted``, else "inconclusive"; both true is a bug."""
     if confirmed and refuted:
-        raise ValueError(f"claim {claim_id}: a rule cannot both confirm and refute ({rule})")
-    verdict: Verdict = "confirmed" if confirmed else "refuted" if refuted else "inconclusive"
-    return Claim(claim_id, statement, verdict, to_jsonable(evidence), rule)
+        raise ValueError(f"{what}: a rule cannot both confirm and refute")
+    return "confirmed" if confirmed else "refuted" if refuted else "inconclusive"
+
+
+def judge(claim_id: str, statement: str, evidence: dict[str, Any], *, rule: str, kind: ClaimKind,
+          verdict: Verdict | None = None, confirmed: bool | None = None, refuted: bool | None = None,
+          precondition: Precondition | None = None, min_effect: str = "", replicates: str = "") -> Claim:
+    """Build a :class:`Claim`.
+
+    The rule's outcome is either ``verdict`` (what a pure rule function returned on ``evidence``) or the pair
+    ``confirmed``/``refuted`` (``confirmed`` wins, both true is a bug). A ``precondition`` that does not hold
+    turns it into "untestable" (the rule's outcome kept as ``verdict_if_testable``).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"claim {claim_id}: kind must be one of {KINDS}, got {kind!r}")
+    if verdict is None:
+        if confirmed is None or refuted is None:
+            raise ValueError(f"claim {claim_id}: give either verdict= or both confirmed= and refuted=")
+        verdict = verdict_from(bool(confirmed), bool(refuted), f"claim {claim_id} ({rule})")
+    elif confirmed is not None or refuted is not None:
+        raise ValueError(f"claim {claim_id}: give verdict= or confirmed=/refuted=, not both")
+    if verdict not in VERDICTS:
+        raise ValueError(f"claim {claim_id}: unknown verdict {verdict!r}")
+    if kind == "identity" and precondition is not None:
+        raise ValueError(f"claim {claim_id}: an identity holds by construction and takes no precondition")
+    if_testable = None
+    if precondition is not None and not precondition.holds:
+        if_testable, verdict = verdict, "untestable"
+    return Claim(claim_id, statement, verdict, to_jsonable(evidence), rule, kind,
+                 precondition.to_dict() if precondition is not None else None, min_effect, replicates, if_testable)
+
+
+def claim_counts(claims: list[Claim] | list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """How many claims of each kind have each verdict: ``{kind: {verdict: n}}`` (every kind and verdict listed)."""
+    counts = {k: {v: 0 for v in VERDICTS} for k in KINDS}
+    for c in claims:
+        kind = c.get("kind", "reproduction") if isinstance(c, dict) else c.kind
+        verdict = c["verdict"] if isinstance(c, dict) else c.verdict
+        counts.setdefault(kind, {v: 0 for v in VERDICTS})
+        counts[kind][verdict] = counts[kind].get(verdict, 0) + 1
+    return counts
+
+
+def headline(counts: dict[str, dict[str, int]]) -> str:
+    """The report's headline from :func:`claim_counts`: the reproductions, then identities and findings.
+
+    E.g. "9 of 20 reproductions confirmed, 4 refuted, 5 inconclusive, 2 untestable here · 14 of 14 identities
+    hold · findings: 3 confirmed, 1 refuted, 0 inconclusive, 0 untestable".
+    """
+    rep = counts.get("reproduction", {})
+    n_rep = sum(rep.values())
+    ident = counts.get("identity", {})
+    n_id = sum(ident.values())
+    fin = counts.get("finding", {})
+    parts = [f"{rep.get('confirmed', 0)} of {n_rep} reproductions confirmed, {rep.get('refuted', 0)} refuted, "
+             f"{rep.get('inconclusive', 0)} inconclusive, {rep.get('untestable', 0)} untestable here"]
+    broken = n_id - ident.get("confirmed", 0)
+    parts.append(f"{ident.get('confirmed', 0)} of {n_id} identities hold"
+                 + (f" ({broken} do not: an implementation defect)" if broken else ""))
+    parts.append(f"findings: {fin.get('confirmed', 0)} confirmed, {fin.get('refuted', 0)} refuted, "
+                 f"{fin.get('inconclusive', 0)} inconclusive, {fin.get('untestable', 0)} untestable")
+    return " · ".join(parts)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -185,11 +279,12 @@ class Result:
         mode = "quick" if self.quick else "full"
         lines = [f"# {self.experiment}: {self.title}", "",
                  f"Mode: {mode} · runtime {self.runtime_s:.1f} s · device {self.device}", ""]
-        lines += ["## Claims", "", "| claim | verdict | statement | evidence |", "|---|---|---|---|"]
+        lines += ["## Claims", "", headline(claim_counts(self.claims)), "",
+                  "| claim | kind | verdict | statement | evidence |", "|---|---|---|---|---|"]
         for c in self.claims:
             ev = "; ".join(f"{k}={format_value(v)}" for k, v in list(c.evidence.items())[:8])
-            lines.append(f"| `{c.id}` | **{c.verdict}** | {c.statement} | {ev} |")
-        lines += ["", "Rules:", ""] + [f"- `{c.id}`: {c.rule}" for c in self.claims]
+            lines.append(f"| `{c.id}` | {c.kind} | **{c.verdict}** | {c.statement} | {ev} |")
+        lines += ["", "How each claim was judged:", ""] + [f"- `{c.id}`: {judgement_text(c)}" for c in self.claims]
         if self.metrics:
             lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {format_value(v)} |" for k, v in self.metrics.items()]
@@ -203,6 +298,26 @@ class Result:
             lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in self.figures]
         lines += ["", "## Config", "", "```", json.dumps(self.config, indent=1), "```", ""]
         return "\n".join(lines)
+
+
+def judgement_text(c: Claim | dict[str, Any]) -> str:
+    """The rule, the precondition (with what was measured), the minimum effect and the replicates, in one line."""
+    get = c.get if isinstance(c, dict) else lambda k, d=None: getattr(c, k, d)
+    parts = [f"rule: {get('rule')}"]
+    pre = get("precondition")
+    if pre:
+        measured = ", ".join(f"{k} = {format_value(v)}" for k, v in (pre.get("measured") or {}).items())
+        state = "holds" if pre.get("holds") else "does NOT hold"
+        parts.append(f"precondition ({state}): {pre.get('statement')}" + (f" [{measured}]" if measured else "")
+                     + (f"; to make it testable: {pre['remedy']}" if not pre.get("holds") and pre.get("remedy")
+                        else ""))
+        if get("verdict_if_testable"):
+            parts.append(f"the rule alone would say: {get('verdict_if_testable')}")
+    if get("min_effect"):
+        parts.append(f"minimum effect: {get('min_effect')}")
+    if get("replicates"):
+        parts.append(f"replicates: {get('replicates')}")
+    return " · ".join(parts)
 
 
 def format_value(v: Any) -> str:

@@ -202,3 +202,85 @@ def mean_ci(x: object, level: float = 0.95) -> ConfidenceInterval:
     sem = float(arr.std(ddof=1)) / math.sqrt(n)
     half = float(sps.t.ppf((1 + level) / 2, n - 1)) * sem
     return ConfidenceInterval(mean=mean, low=mean - half, high=mean + half, level=level, n=n, sem=sem)
+
+
+@dataclass
+class SeedComparison:
+    """A paired comparison over training seeds, the unit of replication for trained models.
+
+    ``differences`` holds Δ_s = a_s − b_s, one per seed (each a_s, b_s a per-seed summary, e.g. the mean over that
+    seed's images). With n = #seeds ≥ 2, ``mean`` = Δ̄, ``sd`` = s (ddof = 1), and the one-sided (1 − α) bounds
+    ``lower`` = Δ̄ − t_{1−α, n−1} s/√n and ``upper`` = Δ̄ + t_{1−α, n−1} s/√n. The claim "a exceeds b by at least
+    ``min_effect``" (an absolute size, stated relative to ``scale`` in ``scale_name``) gets
+
+    * "confirmed" when ``lower`` > 0 (a > b at level α) and Δ̄ ≥ ``min_effect``;
+    * "refuted" when ``upper`` < ``min_effect`` (the data exclude an effect of the size the claim needs,
+      including any effect in the other direction);
+    * "inconclusive" otherwise, and always with one seed (no between-seed variance to judge by).
+    """
+
+    label: str
+    differences: list[float]
+    n_seeds: int
+    mean: float
+    sd: float
+    lower: float
+    upper: float
+    alpha: float
+    min_effect: float
+    scale: float
+    scale_name: str
+    verdict: str
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def effect_text(self) -> str:
+        """The minimum effect in words, for :attr:`flowvar.results.Claim.min_effect`."""
+        rel = self.min_effect / self.scale if self.scale else math.nan
+        return (f"{self.label} ≥ {self.min_effect:.3g} ({rel:.3g} × {self.scale_name} = {self.scale:.3g}), at "
+                f"one-sided α = {self.alpha} over {self.n_seeds} seed(s)")
+
+
+def paired_over_seeds(a: object, b: object, *, min_effect: float, scale: float, scale_name: str,
+                      alpha: float = 0.05, labels: tuple[str, str] = ("a", "b")) -> SeedComparison:
+    """Judge "a exceeds b by at least ``min_effect``" from one (a_s, b_s) pair per training seed.
+
+    ``a``, ``b``: 1-D, equally long, finite (per-seed summaries, never pooled points). ``min_effect`` ≥ 0 is
+    absolute; ``scale`` > 0 is what it is relative to (reported, e.g. the distance between random pairs). See
+    :class:`SeedComparison` for the rule.
+    """
+    xa = np.asarray(a, dtype=np.float64).reshape(-1)
+    xb = np.asarray(b, dtype=np.float64).reshape(-1)
+    la, lb = str(labels[0]), str(labels[1])
+    if xa.shape != xb.shape or xa.size == 0:
+        raise DataError(f"paired_over_seeds needs one value per seed on each side, got {xa.size} and {xb.size}")
+    if not (np.isfinite(xa).all() and np.isfinite(xb).all()):
+        raise DataError(f"paired_over_seeds: non-finite per-seed values ({la}: {xa.tolist()}, {lb}: {xb.tolist()})")
+    if not 0.0 < float(alpha) < 0.5:
+        raise ConfigError(f"alpha must lie in (0, 0.5), got {alpha}")
+    if not (math.isfinite(min_effect) and min_effect >= 0):
+        raise ConfigError(f"min_effect must be a finite number >= 0, got {min_effect}")
+    diff = xa - xb
+    n = int(diff.size)
+    mean = float(diff.mean())
+    label = f"{la} − {lb}"
+    if n < 2:
+        return SeedComparison(label, diff.tolist(), n, mean, math.nan, math.nan, math.nan, float(alpha),
+                              float(min_effect), float(scale), scale_name, "inconclusive",
+                              "one seed: a trained-model comparison needs at least 2 seeds as replicates")
+    sd = float(diff.std(ddof=1))
+    half = float(sps.t.ppf(1 - alpha, n - 1)) * sd / math.sqrt(n)
+    lower, upper = mean - half, mean + half
+    if lower > 0 and mean >= min_effect:
+        verdict, reason = "confirmed", (f"{label} > 0 at one-sided α = {alpha} (lower bound {lower:.3g}) and its "
+                                        f"mean {mean:.3g} ≥ the minimum effect {min_effect:.3g}")
+    elif upper < min_effect:
+        verdict, reason = "refuted", (f"the upper bound {upper:.3g} of {label} is below the minimum effect "
+                                      f"{min_effect:.3g}")
+    else:
+        verdict, reason = "inconclusive", (f"{label} = {mean:.3g} with one-sided bounds [{lower:.3g}, {upper:.3g}]: "
+                                           f"neither > 0 with mean ≥ {min_effect:.3g}, nor entirely < {min_effect:.3g}")
+    return SeedComparison(label, diff.tolist(), n, mean, sd, lower, upper, float(alpha), float(min_effect),
+                          float(scale), scale_name, verdict, reason)

@@ -41,4 +41,4 @@ def run(config: ToyConfig, ctx: RunContext) -> None:
     ctx.metric("stats", {"y": y, "x": config.x, "label": config.label})
     ctx.metric(f"by_x.x={config.x}", y)
     ctx.metric("curve", [y, 2 * y])
-    ctx.claim("y_positive", "y > 0", {"y": y}, confirmed=y > 0, refuted=y < 0, rule="sign of y")
+    ctx.claim("y_positive", "y > 0", {"y": y}, confirmed=y > 0, refuted=y < 0, rule="sign of y", kind="finding")

@@ -36,7 +36,16 @@ import torch
 import yaml
 
 from flowvar.errors import ConfigError, FlowvarError
-from flowvar.results import Claim, Result, atomic_write_text, judge, staged_folder
+from flowvar.results import (
+    Claim,
+    ClaimKind,
+    Precondition,
+    Result,
+    Verdict,
+    atomic_write_text,
+    judge,
+    staged_folder,
+)
 
 
 def discover() -> tuple[str, ...]:
@@ -450,9 +459,13 @@ class RunContext:
     def metric(self, key: str, value: Any) -> None:
         self.metrics[key] = value
 
-    def claim(self, claim_id: str, statement: str, evidence: dict[str, Any], *, confirmed: bool, refuted: bool,
-              rule: str) -> Claim:
-        c = judge(claim_id, statement, evidence, confirmed=confirmed, refuted=refuted, rule=rule)
+    def claim(self, claim_id: str, statement: str, evidence: dict[str, Any], *, kind: ClaimKind, rule: str,
+              verdict: Verdict | None = None, confirmed: bool | None = None, refuted: bool | None = None,
+              precondition: Precondition | None = None, min_effect: str = "", replicates: str = "") -> Claim:
+        """Record a claim; see :func:`flowvar.results.judge`. Prefer ``verdict=`` from a pure, unit-tested rule
+        function of ``evidence`` over inline ``confirmed=``/``refuted=`` booleans."""
+        c = judge(claim_id, statement, evidence, rule=rule, kind=kind, verdict=verdict, confirmed=confirmed,
+                  refuted=refuted, precondition=precondition, min_effect=min_effect, replicates=replicates)
         self.claims.append(c)
         return c
 

@@ -86,6 +86,7 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
                "max_distance_to_mu_half": spread_at_half},
               confirmed=times == [0.5] and meet is not None and spread_at_half < 1e-12,
               refuted=times != [0.5] or spread_at_half > 1e-6,
+              kind="identity",
               rule="confirmed if singular_times(Θ̂) == [0.5] exactly and max ‖x_½ − μ/2‖ < 1e-12")
 
     field = CounterexampleField(config.mu, 2)
@@ -112,6 +113,7 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
               "partner R x0 + μ under the exact field.",
               {"max_dist_to_rotation_partner": odd_err, "grids": sorted(odd)},
               confirmed=odd_err < 1e-8, refuted=odd_err > 1e-3,
+              kind="identity",
               rule="confirmed if max ‖x̂1 − (R x0 + μ)‖ < 1e-8 on every odd Euler grid; refuted if > 1e-3")
     even_failed = all(isinstance(v, str) for v in even.values())
     ctx.claim("ce1.even_euler_hits_singularity",
@@ -119,6 +121,7 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
               {"outcomes": {k: v if isinstance(v, str) else "finite" for k, v in even.items()}},
               confirmed=bool(even) and even_failed,
               refuted=bool(even) and not any(isinstance(v, str) for v in even.values()),
+              kind="identity",
               rule="confirmed if every even Euler grid stops with a non-finite field value at t = ½")
     ctx.note("The ODE of the exact field has non-unique solutions after t = ½ (all y = c(1 − 2t) pass through 0); "
              "which pairing the solver returns is a property of the solver. See exact_field_endpoints for "

@@ -107,6 +107,7 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
               {"series_with_a_significant_regime": len(some_regime), "series": len(rotated),
                "crossover_sigma": {k: v["crossover_sigma"] for k, v in rotated.items()}},
               confirmed=bool(rotated) and len(some_regime) == len(rotated), refuted=bool(rotated) and not some_regime,
+              kind="finding",
               rule="confirmed if every (angle, noise form) series under the rotated coupling has some σ > 0 with "
                    "OT < pair-optimal significant by both tests; refuted if no series has one")
     ctx.claim("fig4.ot_lower_at_every_sigma",
@@ -114,6 +115,7 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
               {"points_ot_lower": n_lower, "points_ot_higher": n_higher, "points": len(noisy),
                "points_reversed": [f"{k} σ={r['sigma']}" for k, r in noisy if r["ot_higher"]][:20]},
               confirmed=bool(noisy) and n_lower == len(noisy), refuted=n_higher > 0,
+              kind="reproduction",
               rule="confirmed if every σ > 0 point is significant for OT < pair-optimal; refuted if any point is "
                    "significant for the reverse ordering; else inconclusive")
     sig_paper = [r for _, r in noisy if abs(r["sigma"] - 0.05) < 1e-12]
@@ -124,6 +126,7 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
                   "At the paper's working noise σ = 0.05 the OT field has lower variance than the pair-optimal field.",
                   {"series_ot_lower": n_ok, "series_reversed": n_rev, "series": len(sig_paper)},
                   confirmed=n_ok == len(sig_paper), refuted=n_rev == len(sig_paper),
+                  kind="reproduction",
                   rule="confirmed if significant in every series at σ = 0.05; refuted if the reverse is significant "
                        "in every series; else inconclusive")
 

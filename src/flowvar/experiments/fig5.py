@@ -73,6 +73,7 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
               {"points_independent_lower": n_lower, "points_reversed": n_higher, "points": len(rows),
                "reversed_at": [f"{r['noise']} σ={r['sigma']}" for r in rows if r["independent_higher"]]},
               confirmed=n_lower == len(rows), refuted=n_higher == len(rows),
+              kind="reproduction",
               rule="confirmed if independent < structured is significant at every (σ, noise form); refuted if the "
                    "reverse is significant at every point; else inconclusive (the points are listed)")
 

@@ -192,6 +192,7 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
                "per_odd_grid": {s: summary(0.0, s) for s in odd}},
               confirmed=all(s == "reproduces" for s in zero_odd),
               refuted=all(s in ("fails", "failed") for s in zero_odd),
+              kind="reproduction",
               rule=f"per odd Euler grid: 'reproduces' if ≥ {config.reproduce_fraction} of endpoints are nearer "
                    f"R x0 + μ than x0 + μ and mean distance to R x0 + μ ≤ {config.reproduce_rel_error} × mean 2‖x0‖; "
                    f"'fails' if < 0.5 are nearer or the mean distance to R x0 + μ ≥ that to x0 + μ. Confirmed if "
@@ -208,6 +209,7 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
                                               for s, o in ideal[f"sigma={sigma}"].items()}},
                   confirmed=all(s == "fails" for s in st),
                   refuted=any(s == "reproduces" for s in (status(sigma, x) for x in odd)),
+                  kind="reproduction",
                   rule="same per-solver status as above; confirmed if every solver (all Euler grids and dopri5) "
                        "'fails' to reproduce the rotation pairs; refuted if some odd Euler grid still reproduces "
                        "them; inconclusive otherwise")
@@ -224,6 +226,7 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
                "fraction_spread": spread, "failed_solvers": failed},
               confirmed=spread >= 0.5,
               refuted=spread < 0.1 and not failed,
+              kind="finding",
               rule="the fraction of endpoints nearer R x0 + μ than x0 + μ, per solver (Euler grids and dopri5): "
                    "confirmed if it ranges over >= 0.5 across solvers (the majority pairing flips); refuted if it "
                    "ranges over < 0.1 and no solver stopped; inconclusive otherwise")

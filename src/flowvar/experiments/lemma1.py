@@ -81,18 +81,21 @@ def run(config: Lemma1Config, ctx: RunContext) -> None:
               "Integrating the closed-form field from x0 returns its OT partner μ + M^{1/2} x0.",
               {"max_endpoint_error": endpoint_errors},
               confirmed=max(endpoint_errors.values()) < 1e-6, refuted=max(endpoint_errors.values()) > 1e-3,
+              kind="identity",
               rule="confirmed if max ‖x̂1 − T_OT(x0)‖ < 1e-6 for RK4 and dopri5; refuted if > 1e-3")
     z = max(m["mean_z_max"] for m in moments.values()), max(m["cov_z_max"] for m in moments.values())
     ctx.claim("lemma1.endpoint_distribution",
               "The endpoints are distributed as N(μ, M) (mean and covariance match to Monte-Carlo error).",
               {"mean_z_max": z[0], "cov_z_max": z[1], "n": config.n_samples, **moments["dopri5"]},
               confirmed=max(z) < 5.0, refuted=max(z) > 10.0,
+              kind="identity",
               rule="z = |error| / Monte-Carlo standard error, max over coordinates; confirmed if z < 5, "
                    "refuted if z > 10")
     ctx.claim("lemma1.velocity_on_ot_lines",
               "Along every OT line the field equals the line's velocity x1 − x0.",
               {"max_abs_error": line_error},
               confirmed=line_error < 1e-10, refuted=line_error > 1e-6,
+              kind="identity",
               rule="confirmed if max |v(x_t, t) − (x1 − x0)| < 1e-10 in float64; refuted if > 1e-6")
 
     import matplotlib.pyplot as plt

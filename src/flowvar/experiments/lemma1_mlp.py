@@ -90,11 +90,13 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
               {"held_out_loss": para, "theta_error": results["parametric"]["theta_error"],
                "Theta_error": results["parametric"]["Theta_error"]},
               confirmed=para < 1e-6, refuted=para > 1e-2,
+              kind="reproduction",
               rule="confirmed if the held-out deterministic CFM loss < 1e-6; refuted if > 1e-2")
     ctx.claim("lemma1_mlp.mlp_positive_floor",
               "MLPs keep a positive loss floor on the same problem (irreducible approximation error).",
               {"mlp_floors": dict(zip([str(w) for w in config.widths], mlp_floors)), "parametric": para},
               confirmed=min(mlp_floors) > 100 * max(para, 1e-12), refuted=min(mlp_floors) <= max(para, 1e-12),
+              kind="reproduction",
               rule="confirmed if every MLP's held-out loss exceeds 100× the parametric loss (floored at 1e-12); "
                    "refuted if some MLP matches or beats the parametric class")
     if len(config.widths) >= 2:
@@ -104,6 +106,7 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
                   "The MLP loss floor shrinks as the width grows.",
                   {"widths": list(config.widths), "floors": mlp_floors, "spearman_rho": rho},
                   confirmed=decreasing, refuted=rho > 0,
+                  kind="reproduction",
                   rule="confirmed if the floor decreases strictly with width; refuted if the Spearman correlation "
                        "of width and floor is positive; else inconclusive (one training run per width)")
 

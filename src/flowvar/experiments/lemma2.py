@@ -195,6 +195,7 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
                "straightness": [r["straightness"] for r in results["sigma=0.0"]], "tolerance_deg": tol},
               confirmed=dev_coupling <= tol,
               refuted=dev_coupling > 3 * tol,
+              kind="reproduction",
               rule=f"confirmed if every round's angle is within {tol}° of {a0:g}° (hence within 2×{tol}° of round 0); "
                    f"refuted if some round is more than {3 * tol}° away; inconclusive otherwise")
 
@@ -218,6 +219,7 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
                   confirmed=monotone and drop > tol and excess > tol,
                   refuted=finite and angles[-1] >= a0 - tol and angles[-1] >= angles[0] - tol
                   and ideal[f"sigma={sigma}"][-1] < a0 - 2 * tol,
+                  kind="reproduction",
                   rule=f"drop = {a0:g}° − angle after the last round; confirmed if the sequence [{a0:g}°, angle_0, …, "
                        f"angle_K] decreases strictly, the drop exceeds {tol}° and exceeds the σ = 0 run's drop (the "
                        f"network's own drift) by more than {tol}°; refuted if the last angle is within {tol}° of both "

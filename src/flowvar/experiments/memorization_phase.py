@@ -547,6 +547,7 @@ def _claims(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[
               f"{config.memorise_accuracy} somewhere in the grid.",
               {"memorising_cells": memorising, "cells_at_zero_loss_level": at_zero_loss, "per_cell": summary0},
               confirmed=bool(memorising), refuted=not memorising and bool(at_zero_loss),
+              kind="reproduction",
               rule=f"per (d, N, width) cell the seed-mean σ = 0 pairing accuracy; confirmed if some cell reaches "
                    f"{config.memorise_accuracy}; refuted if none does although some cell reached the zero-loss level "
                    f"(σ = 0 final loss ≤ {config.zero_loss_ratio} × spacing²: residuals far below the line spacing, a "
@@ -566,6 +567,7 @@ def _claims(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[
                    "not_memorised": _fmt_cells(cells, verdict["not_memorised_cells"]),
                    "memorising_cells": verdict["memorising_cells"], "reduces_fraction": verdict["reduces_fraction"]},
                   confirmed=verdict["confirmed"], refuted=verdict["refuted"],
+                  kind="reproduction",
                   rule=f"cells (d, N, width) with seed-mean σ = 0 pairing accuracy ≥ {config.memorise_accuracy}; "
                        f"'reduced' if acc(0) − acc(σ) > 0 in every seed and its mean ≥ {config.reduction_margin}; "
                        f"confirmed if reduced in every memorising cell, refuted if in none, inconclusive otherwise "
@@ -593,6 +595,7 @@ def _claims(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[
                                 for key, sg, c in combos]},
               confirmed=enough and main["balanced_accuracy"] >= config.separation_threshold,
               refuted=enough and main["balanced_accuracy"] < config.refute_separation,
+              kind="finding",
               rule=f"over (memorising cell, σ > 0) combinations labelled reduced / not reduced, the best threshold "
                    f"rule 'reduced iff tube_ratio ≥ r*' scored by balanced accuracy; confirmed if ≥ "
                    f"{config.separation_threshold} with ≥ {MIN_PER_LABEL} combinations of each label, refuted if < "

@@ -75,6 +75,7 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
               {"max_loss": det_loss, "max_trace_relative_to_mismatch": det_rel, "mismatch_scale": scale,
                "angles": list(config.angles)},
               confirmed=det_loss < 1e-20 and det_rel < 1e-12, refuted=det_loss > 1e-12 or det_rel > 1e-6,
+              kind="identity",
               rule="confirmed if max loss < 1e-20 and max tr Cov(g) < 1e-12 × the largest mismatched-field trace "
                    "(float64 rounding level); refuted if loss > 1e-12 or the relative trace > 1e-6")
     crossing = [a for a, r in rows.items() if r["singular_times"]]
@@ -88,12 +89,14 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
                                          default=float("nan"))},
               confirmed=bool(crossing) and cross_loss < 1e-20 and cross_rel < 1e-12,
               refuted=bool(crossing) and (cross_loss > 1e-12 or cross_rel > 1e-6),
+              kind="identity",
               rule="the same rule restricted to angles with singular times in [0, 1]; inconclusive if none cross")
     noisy_min = min(min(r["pair_optimal.constant.trace"], r["pair_optimal.bridge.trace"]) for r in rows.values())
     ctx.claim("prop1.B.noise_breaks_zero_variance",
               f"With interpolant noise (σ = {config.sigma}) the pair-optimal field no longer has zero variance.",
               {"min_trace_with_noise": noisy_min, "sigma": config.sigma},
               confirmed=noisy_min > 1e-8, refuted=noisy_min < 1e-20,
+              kind="identity",
               rule="confirmed if tr Cov(g) > 1e-8 for every angle and both noise forms; refuted if any < 1e-20")
     ctx.claim("prop1.variance_from_mismatch",
               "Variance comes from a mismatch between field and coupling: the OT field evaluated under a rotated "
@@ -102,6 +105,7 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
                "max_pair_optimal_trace_relative": det_rel},
               confirmed=bool(mismatch) and min(mismatch) > 1e-6 and det_rel < 1e-12,
               refuted=bool(mismatch) and min(mismatch) < 1e-20,
+              kind="identity",
               rule="confirmed if the mismatched (OT) field has tr Cov(g) > 1e-6 at every non-zero angle while every "
                    "pair-optimal field is at rounding level (relative trace < 1e-12)")
 

@@ -361,6 +361,7 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
                "line_pairs": {f: r["line_pairs"] for f, r in rows.items()}},
               confirmed=max_loss == 0.0 and max_probe == 0.0 and crossing_ok,
               refuted=max_loss > 1e-12 or max_probe > 1e-12,
+              kind="identity",
               rule="confirmed if every per-sample loss is exactly 0.0 in float64 for every family, the "
                    "zero-initialised linear probe on top of the field has tr Cov(g) exactly 0, and (d = 2) every "
                    "family has crossing segments; refuted if any loss or probe trace exceeds 1e-12; inconclusive "
@@ -379,6 +380,7 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
               confirmed=all(a == 1.0 for a in accs.values()) and max(errs.values()) < 1e-9
               and all(h == 0 for h in hits.values()),
               refuted=any(accs[f] < 0.99 for f in accs if hits[f] == 0),
+              kind="identity",
               rule=f"Euler, {odd} steps: confirmed if pairing accuracy is 1 and max ‖x̂1 − x1‖ < 1e-9 for every family "
                    f"and the grid hits no collision time; refuted if some family whose collisions the grid avoids has "
                    f"accuracy < 0.99")
@@ -396,6 +398,7 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
                                          for f, r in rows.items()},
                "min_simultaneous_distance": {f: r["min_simultaneous_distance"] for f, r in rows.items()}},
               confirmed=min(rel.values()) > 1e-6, refuted=min(rel.values()) <= 1e-12,
+              kind="identity",
               rule=f"on the arbitrary pairings ({', '.join(arbitrary)}) at σ = {sig}: confirmed if the exact "
                    f"minimiser's Monte-Carlo loss exceeds 1e-6 × E‖x1 − x0‖² for each; refuted if some value is "
                    f"≤ 1e-12 × E‖x1 − x0‖²; the other families and σ values are reported as evidence")
@@ -421,6 +424,7 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
                                           for f in rows}},
               confirmed=all(drop.values()) and all(monotone.values()),
               refuted=all(a >= 1.0 - 1e-12 for a in at_sig.values()),
+              kind="reproduction",
               rule=f"on the arbitrary pairings ({', '.join(arbitrary)}): confirmed if at σ = {sig} the accuracy is "
                    f"below 1 by more than 2 binomial standard errors (N = {n}) and accuracy is non-increasing over the "
                    f"σ sweep; refuted if the accuracy at σ = {sig} is still 1 for every such family; inconclusive "
@@ -536,6 +540,7 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
                   confirmed=zero["loss_ratio"] <= zr and zero["trace_ratio"] <= zr
                   and zero["final_accuracy"] >= config.memorise_accuracy,
                   refuted=zero["loss_ratio"] > nr or zero["trace_ratio"] > nr or zero["final_accuracy"] < 0.5,
+                  kind="reproduction",
                   rule=f"confirmed if final/initial loss ≤ {zr}, final/peak tr Cov(g) ≤ {zr} and accuracy ≥ "
                        f"{config.memorise_accuracy}; refuted if a ratio > {nr} or accuracy < 0.5; inconclusive "
                        f"otherwise")
@@ -551,6 +556,7 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
                   confirmed=noisy["loss_ratio"] > zr and noisy["trace_ratio"] > zr
                   and plateau >= config.plateau_ratio,
                   refuted=noisy["loss_ratio"] <= zr and noisy["trace_ratio"] <= zr,
+                  kind="reproduction",
                   rule=f"confirmed if final/initial loss > {zr} and final/peak tr Cov(g) > {zr} (neither reaches the "
                        f"'≈0' level of the σ = 0 rule) and the loss has levelled off (mean of the last quarter of logs "
                        f"≥ {config.plateau_ratio} × the quarter before); refuted if both ratios are ≤ {zr}; "
@@ -562,6 +568,7 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
                   {"accuracy_sigma0": a0, f"accuracy_sigma{config.sigma}": a1, "difference": a0 - a1,
                    "two_proportion_se": se, "exact_minimiser_accuracy": exact["accuracy"]},
                   confirmed=a0 - a1 > 2 * se and a0 > a1, refuted=a1 >= a0,
+                  kind="reproduction",
                   rule=f"confirmed if accuracy(σ = 0) − accuracy(σ = {config.sigma}) > 2 two-proportion standard "
                        f"errors (N = {config.n_pairs}); refuted if accuracy(σ = {config.sigma}) ≥ accuracy(σ = 0); "
                        f"inconclusive otherwise")

@@ -425,6 +425,7 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                "per_seed": [float(c.mean()) for c in correct[0.0]], "l2_partner_mean": zero["l2_partner.mean"],
                "train_loss_relative_to_zero_field": zero["loss_last_relative_to_zero_field"]},
               confirmed=memorises, refuted=m0 <= config.mem_margin,
+              kind="reproduction",
               rule=f"mean pairing accuracy over seeds: confirmed if ≥ {config.memorise_accuracy:g}; refuted if the "
                    f"memorisation score (a − 1/N)/(1 − 1/N) ≤ mem_margin = {config.mem_margin:g} (indistinguishable "
                    f"from chance by the advisor's margin); inconclusive in between")
@@ -449,6 +450,7 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                "l2_partner_sigma0": zero["l2_partner.mean"], f"l2_partner_sigma{cmp_sigma:g}": noisy["l2_partner.mean"],
                "sigma0_memorises": memorises},
               confirmed=confirmed, refuted=refuted,
+              kind="reproduction",
               rule=f"per training pair d_i = 1[σ=0 output nearest its partner] − 1[σ={cmp_sigma:g} output nearest its "
                    f"partner], pooled over seeds; drop = mean(d)/(1 − 1/N) on the memorisation scale. Only judged when "
                    f"σ = 0 memorises (claim 1 confirmed), else inconclusive. Confirmed if every seed's mean d > 0, the "
@@ -464,6 +466,7 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                "tolerance": tol, "gen_mmd2_biased_sigma0": zero["gen_mmd2.biased"],
                f"gen_mmd2_biased_sigma{cmp_sigma:g}": noisy["gen_mmd2.biased"], "noise_floor": floor},
               confirmed=gc - g0 <= tol, refuted=gc - g0 > tol,
+              kind="reproduction",
               rule=f"unbiased MMD² to held-out data (means over seeds): confirmed if G(σ={cmp_sigma:g}) − G(0) ≤ τ = "
                    f"max(gen_margin · max(min(G(0), G(σ)), 0), noise floor) with gen_margin = {config.gen_margin:g} "
                    f"and the noise floor 2 × RMS of the null MMD²; refuted otherwise")
@@ -476,6 +479,7 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                "table": [{"sigma": r["sigma"], "memorisation": r[MEM_KEY], "generalisation": r[GEN_KEY]}
                          for r in table]},
               confirmed=ok, refuted=not ok and bool(advice["fallback"]),
+              kind="finding",
               rule=advice["rule"] + " Confirmed when the rule returns a σ; refuted when only the fallback answers; "
                                     "inconclusive when no σ has finite scores (every run diverged).")
 

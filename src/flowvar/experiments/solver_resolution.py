@@ -433,6 +433,7 @@ def _per_setting_claim(ctx: RunContext, claim_id: str, statement: str, holds: di
     ctx.claim(claim_id, statement, {"n_settings": len(holds), "n_holding": len(yes), "holds_at": yes,
                                     "does_not_hold_at": no, **extra},
               confirmed=bool(holds) and not no, refuted=bool(holds) and not yes,
+              kind="reproduction",
               rule=f"a setting is one (training length, solver) pair over train_steps × (every Euler, midpoint and "
                    f"RK4 grid, dopri5); it holds when {condition}. Confirmed if it holds at every setting (dopri5 "
                    f"included); refuted if at none; inconclusive otherwise, with the map of settings as evidence")
@@ -496,6 +497,7 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                "fine": f"Euler n >= {config.fine_min_steps} and dopri5"},
               confirmed=len(known) == len(values) > 0 and all(v >= config.dependence_margin for v in known),
               refuted=len(known) == len(values) > 0 and all(abs(v) < 0.1 for v in known),
+              kind="finding",
               rule=f"gap = mean fraction nearer R x0 + μ over coarse odd Euler grids (n <= {config.coarse_max_steps}) "
                    f"− mean over fine solvers (Euler n >= {config.fine_min_steps}, dopri5), per training length. "
                    f"Confirmed if gap >= {config.dependence_margin} at every training length; refuted if |gap| < 0.1 "
@@ -528,6 +530,7 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                "disagreements": [c for c in cases if not c["agree"]][:20]},
               confirmed=bool(cases) and agree >= config.window_agreement,
               refuted=bool(cases) and agree < 0.7,
+              kind="finding",
               rule=f"per trained network (every σ and training length) and Euler grid: predicted majority side = "
                    f"whether > 0.5 of the sources have 1 − h·K_i(s*) < 0 (s* = h for odd n, 2h for even n; "
                    f"flowvar.experiments.solver_resolution.jump_factor), observed = whether > 0.5 of the Euler "

@@ -301,6 +301,7 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
                    "paper": {s0: PAPER_TABLE1.get(key, {}).get(s0, {}).get("memorisation"),
                              s1: PAPER_TABLE1.get(key, {}).get(s1, {}).get("memorisation")}},
                   confirmed=memo["verdict"] == "confirmed", refuted=memo["verdict"] == "refuted",
+                  kind="reproduction",
                   rule=f"biased V-statistic MMD², median-heuristic bandwidth; per-seed Δ = MMD²(σ={sig}) − "
                        f"MMD²(σ=0); {test}")
         gen = paired_direction(_per_seed(noisy, "generalisation.unbiased"), _per_seed(zero, "generalisation.unbiased"),
@@ -317,6 +318,7 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
                    "paper": {s0: PAPER_TABLE1.get(key, {}).get(s0, {}).get("generalisation"),
                              s1: PAPER_TABLE1.get(key, {}).get(s1, {}).get("generalisation")}},
                   confirmed=gen["verdict"] == "confirmed", refuted=gen["verdict"] == "refuted",
+                  kind="reproduction",
                   rule=f"unbiased MMD², median-heuristic bandwidth, n = {config.n_eval}; per-seed Δ = MMD²(σ=0) − "
                        f"MMD²(σ={sig}); {test} (equality within seed noise is not evidence for the strict reading; "
                        f"null_mmd2_two_target_samples shows the estimator's noise level)")
@@ -333,6 +335,7 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
                    f"sigma{sig}_pairing_accuracy": _per_seed(noisy, "pairing_accuracy"),
                    "pairing_accuracy_direction": acc["verdict"]},
                   confirmed=direct["verdict"] == "confirmed", refuted=direct["verdict"] == "refuted",
+                  kind="reproduction",
                   rule=f"mean per-pair L2 to the training partner; per-seed Δ = L2(σ={sig}) − L2(σ=0); {test}; "
                        f"pairing accuracy reported beside it")
     permuted = {key: [n["memorisation.permuted_targets.paired"] for n in nulls[key]] for key in nulls}

@@ -240,6 +240,7 @@ def _report(ctx: RunContext, config: Table2Config, ns: list[int], cells: dict[st
                    "train_loss_relative_to_zero_field": _mean_over_runs(cell, s0, "loss_last_relative_to_zero_field"),
                    "paper": paper_row["sigma=0.0"]},
                   confirmed=confirmed, refuted=refuted,
+                  kind="reproduction",
                   rule=f"per-image d = L2-to-OT − L2-to-shuffled at σ=0, pooled over seeds: confirmed if every seed's "
                        f"mean d > 0 and t = mean/se ≥ {config.t_min}; refuted if every seed's mean d < 0 and "
                        f"t ≤ −{config.t_min}; else inconclusive")
@@ -257,6 +258,7 @@ def _report(ctx: RunContext, config: Table2Config, ns: list[int], cells: dict[st
                    "median_nn_distance_between_images": cell["scales"]["median_nn_distance_between_images"],
                    "paper": paper_row["sigma=0.05"]},
                   confirmed=confirmed, refuted=refuted,
+                  kind="reproduction",
                   rule=f"per-image d = L2-to-shuffled − L2-to-OT at σ={s1}, pooled over seeds: confirmed if every "
                        f"seed's mean d > 0 and t ≥ {config.t_min}; refuted if every seed's mean d < 0 and "
                        f"t ≤ −{config.t_min}; else inconclusive")
@@ -282,6 +284,7 @@ def _report(ctx: RunContext, config: Table2Config, ns: list[int], cells: dict[st
                    "paper": {"N=5000": 50.40 - 28.57, "N=50000": 46.78 - 45.98}},
                   confirmed=all(s["drop_in_se"] > 2 for s in steps),
                   refuted=any(s["drop_in_se"] < -2 for s in steps),
+                  kind="finding",
                   rule="margin m(N) = pooled mean of L2-to-OT − L2-to-shuffled at σ=0; confirmed if m drops between "
                        "every pair of consecutive sizes by more than 2 combined standard errors; refuted if it rises "
                        "by more than 2 combined standard errors between some pair; else inconclusive")

@@ -236,6 +236,7 @@ def _report(ctx: RunContext, config: Table3Config, per: dict[str, list[Tensor]],
                "paper": {"sigma=0.0": paper["sigma=0.0"]["l2_to_generated"],
                          "sigma=0.05": paper["sigma=0.05"]["l2_to_generated"], "ratio": 25.08 / 8.63}},
               confirmed=confirmed and ratio >= config.much_ratio, refuted=refuted,
+              kind="reproduction",
               rule=f"per-image d = L2-gen(σ={s1}) − L2-gen(σ=0) pooled over seeds: confirmed if every seed's mean "
                    f"d > 0, t ≥ {config.t_min} and L2-gen(σ={s1}) / L2-gen(σ=0) ≥ {config.much_ratio}; refuted if "
                    f"every seed's mean d < 0 and t ≤ −{config.t_min}; else inconclusive")
@@ -249,6 +250,7 @@ def _report(ctx: RunContext, config: Table3Config, per: dict[str, list[Tensor]],
                                               for s in config.sigmas},
                "paper": {"sigma=0.0": paper["sigma=0.0"]["l2_to_ot"], "sigma=0.05": paper["sigma=0.05"]["l2_to_ot"]}},
               confirmed=confirmed, refuted=refuted,
+              kind="reproduction",
               rule=f"per-image d = L2-OT(σ=0) − L2-OT(σ={s1}) pooled over seeds: confirmed if every seed's mean d > 0 "
                    f"and t ≥ {config.t_min}; refuted if every seed's mean d < 0 and t ≤ −{config.t_min}; else "
                    f"inconclusive")
