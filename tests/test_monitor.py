@@ -41,14 +41,21 @@ def independent(model: torch.nn.Module, path: PathSample) -> dict[str, object]:
     traces, sq_norms, bin_losses = [], [], []
     for k in range(T_BINS):
         gk = g[bins == k]
-        traces.append(float((gk - gk.mean(0)).pow(2).sum(1).mean()) if gk.shape[0] >= 2 else math.nan)
+        n_k = gk.shape[0]  # unbiased conditional trace: divide by n_k − 1
+        traces.append(float((gk - gk.mean(0)).pow(2).sum(1).sum()) / (n_k - 1) if n_k >= 2 else math.nan)
         sq_norms.append(float(gk.pow(2).sum(1).mean()))
         bin_losses.append(float(losses[bins == k].mean()))
     return {"loss": float(losses.mean()), "trace": trace, "trace_unbiased": trace * B / (B - 1),
-            "mean_grad_sq_norm": float(mean.pow(2).sum()), "normalised": trace / float(mean.pow(2).sum()),
+            "mean_grad_sq_norm": float(mean.pow(2).sum()),
+            "normalised": _unbiased_ratio(trace * B / (B - 1), float(mean.pow(2).sum()) - trace / (B - 1)),
             "mean_sq_norm": float(g.pow(2).sum(1).mean()), "bin_trace": traces, "bin_sq_norm": sq_norms,
             "bin_loss": bin_losses,
             "bin_count": [int((bins == k).sum()) for k in range(T_BINS)]}
+
+
+def _unbiased_ratio(trace_u: float, signal_u: float) -> float:
+    """tr Cov / ‖E g‖², both unbiased; inf when the unbiased ‖E g‖² is not positive."""
+    return trace_u / signal_u if signal_u > 0 else math.inf
 
 
 def assert_record(record: dict, ref: dict, tol: float = 1e-10, bin_traces: bool = True) -> None:

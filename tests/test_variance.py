@@ -21,6 +21,7 @@ from flowvar.variance import (
     estimate_variance,
     gradient_variance,
     group_name,
+    normalised_variance,
     per_sample_gradients,
     repeated_estimates,
     variance_t_profile,
@@ -105,7 +106,9 @@ def test_trace_formula_matches_numpy_covariance(problem, random_field, gen):
     gbar = G.mean(0)
     assert rel(rep.mean_grad_sq_norm, float(gbar @ gbar)) < 1e-12
     assert rel(rep.mean_grad_sq_norm_unbiased, float(gbar @ gbar) - rep.trace_unbiased / K) < 1e-12
-    assert rep.normalised is not None and rel(rep.normalised, rep.trace / float(gbar @ gbar)) < 1e-12
+    signal = float(gbar @ gbar) - np.cov(G.T, bias=False).trace() / K  # unbiased ‖E g‖²
+    assert signal > 0 and rep.normalised is not None
+    assert rel(rep.normalised, np.cov(G.T, bias=False).trace() / signal) < 1e-10
     with torch.no_grad():
         assert rel(rep.mean_loss, float(per_sample_loss(random_field, path).mean())) < 1e-12
     assert rel(sum(rep.per_group.values()), rep.trace) < 1e-12
@@ -219,6 +222,32 @@ def test_normalised_handles_zero_mean_gradient():
     rep = pm.report()
     assert rep.trace == 1.0 and rep.mean_grad_sq_norm == 0.0 and rep.normalised == math.inf
     assert rep.trace_unbiased == 2.0 and rep.mean_grad_sq_norm_unbiased == -1.0  # 0 − 2/2
+
+
+def test_normalised_variance_does_not_saturate_near_a_stationary_point():
+    """Per-sample gradients g_k = m + ε_k, ε_k ~ N(0, I_50): tr Cov = 50 and ‖E g‖² = ‖m‖², set to tr Cov/K. The
+    plug-in ratio trace/‖ḡ‖² reads about half the truth there (E‖ḡ‖² = ‖m‖² + tr/K) and can never exceed ≈ K;
+    the unbiased ratio is centred on the truth, 50/‖m‖² = K."""
+    gen = torch.Generator().manual_seed(0)
+    K, d, reps = 2000, 50, 40
+    m = torch.zeros(d, dtype=torch.float64)
+    m[0] = math.sqrt(d / K)
+    plug_in, unbiased, signal = [], [], []
+    for _ in range(reps):
+        acc = VarianceAccumulator()
+        acc.update({"w": m + torch.randn(K, d, generator=gen, dtype=torch.float64)}, torch.ones(K))
+        rep = acc.report()
+        plug_in.append(rep.trace / rep.mean_grad_sq_norm)
+        unbiased.append(rep.normalised)
+        signal.append(rep.mean_grad_sq_norm_unbiased)
+    assert np.mean(signal) == pytest.approx(d / K, rel=0.1)
+    assert max(plug_in) < K and np.mean(plug_in) == pytest.approx(K / 2, rel=0.1)
+    assert np.median(unbiased) == pytest.approx(K, rel=0.3)
+    assert normalised_variance(1.0, 0.0, 10) == math.inf and normalised_variance(0.0, 0.0, 10) is None
+    assert normalised_variance(0.0, 2.0, 10) == 0.0
+    assert normalised_variance(9.0, 2.0, 10) == pytest.approx(10.0 / (2.0 - 1.0))  # trace_u = 10, ‖ḡ‖²_u = 1
+    with pytest.raises(DataError):
+        normalised_variance(1.0, 1.0, 1)
 
 
 def test_group_by_module_and_callable(gen):

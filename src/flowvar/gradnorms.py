@@ -82,6 +82,7 @@ from flowvar.variance import (
     _is_vmap_control_flow_error,
     _path_chunks,
     group_name,
+    normalised_variance,
     variance_parameters,
 )
 
@@ -139,7 +140,9 @@ class BinStats:
 
     ``edges`` (n_bins + 1,) when the segments are t-bins; ``counts`` n_k; ``mean_loss`` (1/n_k) Σ_{i∈k} ℓ_i
     (NaN without losses or for an empty bin); ``mean_sq_norm`` (1/n_k) Σ_{i∈k} ‖g_i‖²; ``trace`` the
-    plug-in tr Cov(g | bin k) = (1/n_k) Σ_{i∈k} ‖g_i‖² − ‖ḡ_k‖² (NaN when n_k < 2).
+    unbiased tr Cov(g | bin k) = n_k/(n_k − 1) · [(1/n_k) Σ_{i∈k} ‖g_i‖² − ‖ḡ_k‖²] (NaN when n_k < 2). The bin
+    counts n_k of a batch are small and random, so the plug-in's bias factor (n_k − 1)/n_k would differ from
+    bin to bin (a bin of 3 samples reads 1/3 low) and bend the profile; the correction removes it.
     """
 
     edges: np.ndarray | None
@@ -206,7 +209,8 @@ class BatchGradStats:
         """The scalars of :meth:`report` for this batch, cheaply (no per-parameter tensors are built).
 
         ``trace`` (plug-in, per-parameter parts clamped at 0 as in the report), ``trace_unbiased`` = B/(B − 1)
-        trace, ``mean_grad_sq_norm`` ‖ḡ‖², ``normalised`` trace/‖ḡ‖² (None for 0/0, inf for x/0),
+        trace, ``mean_grad_sq_norm`` ‖ḡ‖², ``normalised`` (:func:`~flowvar.variance.normalised_variance`: both
+        parts unbiased; None when the trace is 0, inf when the mean gradient is not resolved from the noise),
         ``mean_sq_norm`` (1/B) Σ_i ‖g_i‖², ``per_layer`` {module: trace}; ``with_bins``: also ``bins``, the
         :meth:`bins` statistics (every number comes over in one transfer).
         """
@@ -231,7 +235,7 @@ class BatchGradStats:
             per_layer[layer] = per_layer.get(layer, 0.0) + tr
             trace += tr
             msq_total += msq
-        normalised = trace / msq_total if msq_total > 0 else (math.inf if trace > 0 else None)
+        normalised = normalised_variance(trace, msq_total, B)
         out = {"trace": trace, "trace_unbiased": trace * B / (B - 1), "mean_grad_sq_norm": msq_total,
                "normalised": normalised, "mean_sq_norm": sum(sums) / B, "per_layer": per_layer}
         if with_bins:
@@ -264,8 +268,8 @@ class BatchGradStats:
         nan = math.nan
         mean_sq = [s / c if c else nan for s, c in zip(sq, counts)]
         mean_loss = [x / c if c else nan for x, c in zip(loss, counts)]
-        if len(values) > 3 * k:  # conditional traces (1/n_k) Σ‖g_i‖² − ‖ḡ_k‖², ḡ_k = (1/n_k) Σ_{i∈k} g_i
-            trace = [max(m - g / (c * c), 0.0) if c >= 2 else nan
+        if len(values) > 3 * k:  # n_k/(n_k − 1) [(1/n_k) Σ‖g_i‖² − ‖ḡ_k‖²], ḡ_k = (1/n_k) Σ_{i∈k} g_i
+            trace = [max(m - g / (c * c), 0.0) * c / (c - 1) if c >= 2 else nan
                      for m, g, c in zip(mean_sq, values[3 * k:], counts)]
         else:
             trace = [nan] * k
@@ -351,7 +355,7 @@ class MomentAccumulator:
         trace = sum(per_param.values())
         sq = sum(msq.values())
         trace_unbiased = trace * K / (K - 1)
-        normalised: float | None = trace / sq if sq > 0 else (math.inf if trace > 0 else None)
+        normalised = normalised_variance(trace, sq, K)
         elementwise = None
         if self.sq_sum is not None and self.sq_sum:
             elementwise = {name: (s / K - mean[name].pow(2)).clamp_min(0) for name, s in self.sq_sum.items()}

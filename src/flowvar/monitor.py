@@ -7,11 +7,13 @@ engine of :mod:`flowvar.gradnorms`):
 * ``trace``: the plug-in tr Cov(g) = (1/B) Σ_i ‖g_i‖² − ‖ḡ‖² over the batch's per-sample gradients
   g_i = ∇_θ ℓ_i, and ``trace_unbiased`` = B/(B − 1) · trace (the minibatch gradient's own covariance trace
   is trace/B);
-* ``normalised``: trace / ‖ḡ‖² (NaN for 0/0, inf for x/0);
+* ``normalised``: tr Cov(g) / ‖E g‖² with both parts unbiased (:func:`flowvar.variance.normalised_variance`;
+  NaN when the trace is 0, inf when the mean gradient is not resolved from the noise);
 * ``mean_grad_sq_norm`` ‖ḡ‖² and ``mean_sq_norm`` (1/B) Σ_i ‖g_i‖²;
 * a per-t-bin profile when t is known: t ∈ [0, 1] cut into ``t_bins`` equal bins, and per bin the sample
   count, the mean loss, the mean ‖g_i‖² and, on every ``profile_every``-th logged step, the conditional
-  plug-in trace (1/n_k) Σ_{i∈k} ‖g_i‖² − ‖ḡ_k‖² (it costs about one extra weight-gradient product per
+  trace n_k/(n_k − 1) [(1/n_k) Σ_{i∈k} ‖g_i‖² − ‖ḡ_k‖²], unbiased for every bin count n_k (it costs about
+  one extra weight-gradient product per
   layer, the rest is free);
 * ``per_layer`` traces (JSON logs), and which parameters needed the exact fallback.
 

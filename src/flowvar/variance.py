@@ -80,8 +80,11 @@ class VarianceReport:
       upward: E‖ḡ‖² = ‖E g‖² + tr Cov(g)/K.
     * ``mean_grad_sq_norm_unbiased``: ‖ḡ‖² − ``trace_unbiased``/K, unbiased for ‖E g‖² (may be negative).
       Near a stationary point (E g ≈ 0) ‖ḡ‖² is dominated by the tr Cov(g)/K term; compare the two.
-    * ``normalised``: ``trace`` / ‖ḡ‖²; ``math.inf`` when ‖ḡ‖² = 0 < trace, ``None`` when both are 0
-      (0/0: every per-sample gradient is zero, e.g. a zero-loss field; the ratio is undefined).
+    * ``normalised``: :func:`normalised_variance`, ``trace_unbiased`` / ``mean_grad_sq_norm_unbiased``: both
+      parts unbiased, so near a stationary point it grows without bound instead of saturating at ≈ K as the
+      plug-in ratio trace/‖ḡ‖² does (E‖ḡ‖² ≥ tr Cov(g)/K); ``math.inf`` when the unbiased ‖E g‖² estimate is
+      ≤ 0 < trace (the mean gradient is not resolved from the noise), ``None`` when the trace is 0 (0/0 when
+      every per-sample gradient is zero, e.g. a zero-loss field; the ratio is undefined).
     * ``mean_loss``: (1/K) Σ ℓ_k, the Monte-Carlo CFM loss at these parameters.
     * ``n``: K, the number of per-sample gradients.
     * ``method``: how the gradients were computed: ``"closed_form"``, ``"autograd-vmap"``, ``"autograd-loop"``.
@@ -154,6 +157,24 @@ class TProfile:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+
+def normalised_variance(trace: float, mean_grad_sq_norm: float, n: int) -> float | None:
+    """The normalised gradient variance tr Cov(g) / ‖E g‖², each part estimated without bias from K = ``n``
+    per-sample gradients: trace_u = K/(K − 1) · trace (``trace`` the plug-in (1/K) Σ‖g_k − ḡ‖²) over
+    ‖ḡ‖²_u = ‖ḡ‖² − trace_u/K (E‖ḡ‖² = ‖E g‖² + tr Cov(g)/K).
+
+    The plug-in ratio trace/‖ḡ‖² cannot exceed ≈ K, so near a stationary point it saturates at a value set by
+    the batch size, not by the model. Returns ``math.inf`` when ‖ḡ‖²_u ≤ 0 < trace (the mean gradient is not
+    resolved from the noise) and None when trace = 0 (no variance: the ratio is 0 or undefined, 0/0).
+    """
+    if n < 2:
+        raise DataError(f"a normalised variance needs at least 2 per-sample gradients, got {n}")
+    if trace <= 0:
+        return None if mean_grad_sq_norm <= 0 else 0.0
+    trace_u = trace * n / (n - 1)
+    signal = mean_grad_sq_norm - trace_u / n
+    return trace_u / signal if signal > 0 else math.inf
 
 
 def variance_parameters(model: nn.Module, trainable_only: bool = False) -> dict[str, Tensor]:
@@ -377,14 +398,10 @@ class VarianceAccumulator:
         trace = sum(self.m2.values()) / K
         trace_unbiased = trace * K / (K - 1)
         sq = float(sum(float(m.dot(m)) for m in self.mean.values()))
-        if sq > 0:
-            normalised: float | None = trace / sq
-        else:
-            normalised = math.inf if trace > 0 else None
         return VarianceReport(
             trace=trace, trace_unbiased=trace_unbiased, per_group=per_group,
             per_group_mean_grad_sq_norm=per_group_sq, mean_grad_sq_norm=sq,
-            mean_grad_sq_norm_unbiased=sq - trace_unbiased / K, normalised=normalised,
+            mean_grad_sq_norm_unbiased=sq - trace_unbiased / K, normalised=normalised_variance(trace, sq, K),
             mean_loss=self.loss_sum / K, n=K, method=method,
             mean_grad={name: m.reshape(self.shapes[name]).clone() for name, m in self.mean.items()},
         )
