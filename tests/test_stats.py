@@ -157,3 +157,46 @@ def test_paired_over_seeds_rejects_bad_input() -> None:
         paired_over_seeds([1.0, math.nan], [1.0, 2.0], min_effect=0.1, scale=1.0, scale_name="u")
     with pytest.raises(ConfigError, match="min_effect"):
         paired_over_seeds([1.0, 2.0], [1.0, 2.0], min_effect=-1, scale=1.0, scale_name="u")
+
+
+# ------------------------------------------------------------------- paired over seeds: cases moved from table1
+# (table1.paired_direction, the experiment's own paired test, is gone; every experiment uses paired_over_seeds)
+
+def test_paired_over_seeds_cases_of_the_former_table1_test() -> None:
+    kw = {"min_effect": 0.0, "scale": 1.0, "scale_name": "u"}
+    assert paired_over_seeds([2.0, 2.1, 1.9], [1.0, 1.0, 1.0], **kw).verdict == "confirmed"
+    assert paired_over_seeds([1.0, 1.0, 1.0], [2.0, 2.1, 1.9], **kw).verdict == "refuted"
+    # seeds disagree: one against, two with
+    assert paired_over_seeds([2.0, 0.5, 1.5], [1.0, 1.0, 1.0], **kw).verdict == "inconclusive"
+    # every seed in the direction but t = mean/(sd/√3) ≈ 1.05 < t_(0.95, 2) ≈ 2.92
+    weak = paired_over_seeds([1.0, 0.01, 0.02], [0.0, 0.0, 0.0], **kw)
+    assert weak.verdict == "inconclusive" and weak.lower < 0 < weak.upper
+    assert weak.upper - weak.mean == pytest.approx(2.919986 * weak.sd / math.sqrt(3), rel=1e-5)
+    # identical differences: zero sd, the bounds collapse on the mean
+    assert paired_over_seeds([1.5, 2.5], [1.0, 2.0], **kw).verdict == "confirmed"
+    assert paired_over_seeds([2.0], [1.0], **kw).verdict == "inconclusive"
+    with pytest.raises(DataError):
+        paired_over_seeds([1.0], [1.0, 2.0], **kw)
+
+
+# ------------------------------------------------------------------------------------ non-inferiority over seeds
+
+def test_noninferior_over_seeds_reaches_every_outcome() -> None:
+    from flowvar.stats import NonInferiority, noninferior_over_seeds
+
+    kw = {"margin": 0.5, "scale": 5.0, "scale_name": "null level"}
+    equal = noninferior_over_seeds([1.0, 1.1, 0.9], [1.0, 1.0, 1.0], **kw)
+    assert isinstance(equal, NonInferiority) and equal.verdict == "confirmed" and equal.upper < 0.5
+    better = noninferior_over_seeds([0.0, 0.1, 0.2], [3.0, 3.0, 3.1], **kw)  # a far below b: non-inferior
+    assert better.verdict == "confirmed"
+    worse = noninferior_over_seeds([3.0, 3.1, 2.9], [1.0, 1.0, 1.0], **kw)
+    assert worse.verdict == "refuted" and worse.lower > 0.5 and "exceeds the margin" in worse.reason
+    noisy = noninferior_over_seeds([1.0, 4.0, 0.0], [1.0, 1.0, 1.0], **kw)
+    assert noisy.verdict == "inconclusive" and noisy.lower < 0.5 < noisy.upper
+    one = noninferior_over_seeds([1.0], [1.0], **kw)
+    assert one.verdict == "inconclusive" and "one seed" in one.reason
+    # worse than b but within the margin: still non-inferior (that is what the margin allows)
+    assert noninferior_over_seeds([1.2, 1.25, 1.3], [1.0, 1.0, 1.0], **kw).verdict == "confirmed"
+    assert "< margin 0.5 (0.1 × null level = 5)" in equal.effect_text()
+    with pytest.raises(ConfigError, match="min_effect"):
+        noninferior_over_seeds([1.0, 2.0], [1.0, 2.0], margin=-0.1, scale=1.0, scale_name="u")

@@ -284,3 +284,42 @@ def paired_over_seeds(a: object, b: object, *, min_effect: float, scale: float, 
                                            f"neither > 0 with mean ≥ {min_effect:.3g}, nor entirely < {min_effect:.3g}")
     return SeedComparison(label, diff.tolist(), n, mean, sd, lower, upper, float(alpha), float(min_effect),
                           float(scale), scale_name, verdict, reason)
+
+
+@dataclass
+class NonInferiority(SeedComparison):
+    """A paired non-inferiority comparison over training seeds (see :func:`noninferior_over_seeds`).
+
+    The fields are those of :class:`SeedComparison` with Δ_s = a_s − b_s; ``min_effect`` holds the margin m: the
+    claim is "a exceeds b by less than m" (a ≤ b up to a tolerance m, stated relative to ``scale``).
+    """
+
+    def effect_text(self) -> str:
+        rel = self.min_effect / self.scale if self.scale else math.nan
+        return (f"{self.label} < margin {self.min_effect:.3g} ({rel:.3g} × {self.scale_name} = {self.scale:.3g}), at "
+                f"one-sided α = {self.alpha} over {self.n_seeds} seed(s)")
+
+
+def noninferior_over_seeds(a: object, b: object, *, margin: float, scale: float, scale_name: str,
+                           alpha: float = 0.05, labels: tuple[str, str] = ("a", "b")) -> NonInferiority:
+    """Judge "a is at most b" (non-inferiority: a − b < ``margin``) from one (a_s, b_s) pair per training seed.
+
+    The mirror of :func:`paired_over_seeds` for claims of the form "≤": with the one-sided (1 − α) bounds of
+    Δ̄ = mean(a_s − b_s) (t-interval over the n seeds), "confirmed" when ``upper`` < ``margin`` (the data exclude a
+    worsening of the margin's size), "refuted" when ``lower`` > ``margin`` (a exceeds b by more than the margin at
+    level α), "inconclusive" otherwise and always with one seed. ``margin`` ≥ 0 is absolute; ``scale`` > 0 is what it
+    is relative to (reported).
+    """
+    base = paired_over_seeds(a, b, min_effect=margin, scale=scale, scale_name=scale_name, alpha=alpha, labels=labels)
+    if base.n_seeds < 2:
+        return NonInferiority(**{**base.to_dict(), "verdict": "inconclusive"})
+    if base.upper < margin:
+        verdict, reason = "confirmed", (f"the upper bound {base.upper:.3g} of {base.label} is below the margin "
+                                        f"{margin:.3g}")
+    elif base.lower > margin:
+        verdict, reason = "refuted", (f"the lower bound {base.lower:.3g} of {base.label} exceeds the margin "
+                                      f"{margin:.3g}")
+    else:
+        verdict, reason = "inconclusive", (f"{base.label} = {base.mean:.3g} with one-sided bounds [{base.lower:.3g}, "
+                                           f"{base.upper:.3g}] straddles the margin {margin:.3g}")
+    return NonInferiority(**{**base.to_dict(), "verdict": verdict, "reason": reason})
