@@ -20,6 +20,8 @@ from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import counterexample_problem, meeting_point, singular_times
 from flowvar.metrics import partner_distances
 from flowvar.models import CounterexampleField
+from flowvar.results import Verdict
+from flowvar.rules import at_every_setting, below
 from flowvar.sampling import integrate
 
 
@@ -58,6 +60,14 @@ def pairing_outcome(x1_hat: torch.Tensor, x0: torch.Tensor, mu: torch.Tensor) ->
             "rel_error_rotation": d["rotation"].mean / float(gap.mean())}
 
 
+def rule_single_crossing(evidence: dict) -> Verdict:
+    """ce1.single_crossing_point from ``singular_times``, ``meeting_time`` and ``max_distance_to_mu_half``."""
+    times, dist = evidence["singular_times"], float(evidence["max_distance_to_mu_half"])
+    if times != [0.5] or not dist <= 1e-6:
+        return "refuted"
+    return "confirmed" if evidence["meeting_time"] is not None and dist < 1e-12 else "inconclusive"
+
+
 def failure(error: SolverError) -> str:
     """A short record of a failed integration: where the field stopped being finite."""
     found = re.search(r"at t = ([-+0-9.eE]+)", str(error))
@@ -80,14 +90,14 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
     ctx.choice("μ", f"'+5' read as μ = ({config.mu}, {config.mu}) (PAPER.md §2 [I])")
     ctx.metric("singular_times", times)
     ctx.metric("max_distance_to_mu_half_at_t_half", spread_at_half)
+    evidence = {"singular_times": times, "meeting_time": meet[0] if meet else None,
+                "max_distance_to_mu_half": spread_at_half}
     ctx.claim("ce1.single_crossing_point",
               "All interpolating lines meet at one point (μ/2) at t = ½, where I + tΘ̂ is singular.",
-              {"singular_times": times, "meeting_time": meet[0] if meet else None,
-               "max_distance_to_mu_half": spread_at_half},
-              confirmed=times == [0.5] and meet is not None and spread_at_half < 1e-12,
-              refuted=times != [0.5] or spread_at_half > 1e-6,
-              kind="identity",
-              rule="confirmed if singular_times(Θ̂) == [0.5] exactly and max ‖x_½ − μ/2‖ < 1e-12")
+              evidence, verdict=rule_single_crossing(evidence), kind="identity", replicates="analytic (float64)",
+              min_effect="exact: ‖x_½ − μ/2‖ < 1e-12 (refuted above 1e-6)",
+              rule="confirmed if singular_times(Θ̂) == [0.5] exactly, a meeting time exists and max ‖x_½ − μ/2‖ < "
+                   "1e-12; refuted if the singular times differ or the distance exceeds 1e-6")
 
     field = CounterexampleField(config.mu, 2)
     outcomes: dict[str, dict[str, float] | str] = {}
@@ -107,22 +117,24 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
 
     odd = {k: v for k, v in outcomes.items() if k.startswith("euler_") and int(k.split("_")[1]) % 2 == 1}
     even = {k: v for k, v in outcomes.items() if k.startswith("euler_") and int(k.split("_")[1]) % 2 == 0}
-    odd_err = max((v["max_dist_rotation"] if isinstance(v, dict) else float("inf")) for v in odd.values())
+    odd_err = max(((v["max_dist_rotation"] if isinstance(v, dict) else float("inf")) for v in odd.values()),
+                  default=float("nan"))
     ctx.claim("ce1.odd_euler_reproduces_pairs",
               "Euler on a grid that jumps over t = ½ (odd step count) maps each x0 exactly to its training "
               "partner R x0 + μ under the exact field.",
               {"max_dist_to_rotation_partner": odd_err, "grids": sorted(odd)},
-              confirmed=odd_err < 1e-8, refuted=odd_err > 1e-3,
-              kind="identity",
-              rule="confirmed if max ‖x̂1 − (R x0 + μ)‖ < 1e-8 on every odd Euler grid; refuted if > 1e-3")
-    even_failed = all(isinstance(v, str) for v in even.values())
+              verdict=below(odd_err, confirm_below=1e-8, refute_above=1e-3) if odd else "inconclusive",
+              kind="identity", replicates="analytic (float64)", min_effect="exact: error < 1e-8 (refuted above 1e-3)",
+              rule="confirmed if max ‖x̂1 − (R x0 + μ)‖ < 1e-8 on every odd Euler grid; refuted if > 1e-3 (or "
+                   "non-finite); inconclusive without an odd grid")
+    even_failed = {k: isinstance(v, str) for k, v in even.items()}
     ctx.claim("ce1.even_euler_hits_singularity",
               "An even Euler grid evaluates the field exactly at t = ½, where it is undefined (0/0).",
               {"outcomes": {k: v if isinstance(v, str) else "finite" for k, v in even.items()}},
-              confirmed=bool(even) and even_failed,
-              refuted=bool(even) and not any(isinstance(v, str) for v in even.values()),
-              kind="identity",
-              rule="confirmed if every even Euler grid stops with a non-finite field value at t = ½")
+              verdict=at_every_setting(even_failed), kind="identity", replicates="analytic (float64)",
+              min_effect="exact: every even grid stops at t = ½",
+              rule="confirmed if every even Euler grid stops with a non-finite field value at t = ½; refuted if "
+                   "none does; inconclusive if some do, or without an even grid")
     ctx.note("The ODE of the exact field has non-unique solutions after t = ½ (all y = c(1 − 2t) pass through 0); "
              "which pairing the solver returns is a property of the solver. See exact_field_endpoints for "
              "midpoint/RK4 (which evaluate half-steps) and dopri5.")

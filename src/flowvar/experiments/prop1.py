@@ -20,6 +20,8 @@ from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import GaussianProblem, singular_times
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
+from flowvar.results import Verdict
+from flowvar.rules import above, all_of, below
 from flowvar.variance import estimate_variance
 
 
@@ -31,6 +33,16 @@ class Prop1Config:
     angles: tuple[float, ...] = (0.0, 30.0, 60.0, 90.0, 120.0, 180.0)
     sigma: float = 0.05
     n_samples: int = 50_000
+
+
+MC = "Monte-Carlo estimates in float64 (closed-form per-sample gradients)"
+
+
+def rule_zero_loss_zero_variance(max_loss: float, max_trace_relative: float) -> Verdict:
+    """Prop 1(A): zero loss and zero variance to float64 rounding. Confirmed if loss < 1e-20 and the trace is below
+    1e-12 of the mismatched-field scale; refuted if loss > 1e-12 or the relative trace > 1e-6 (NaN refutes)."""
+    return all_of(below(max_loss, confirm_below=1e-20, refute_above=1e-12),
+                  below(max_trace_relative, confirm_below=1e-12, refute_above=1e-6))
 
 
 @register("prop1", title="Proposition 1: zero loss and zero gradient variance of pair-optimal fields",
@@ -74,8 +86,8 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
               "zero loss and zero gradient variance.",
               {"max_loss": det_loss, "max_trace_relative_to_mismatch": det_rel, "mismatch_scale": scale,
                "angles": list(config.angles)},
-              confirmed=det_loss < 1e-20 and det_rel < 1e-12, refuted=det_loss > 1e-12 or det_rel > 1e-6,
-              kind="identity",
+              verdict=rule_zero_loss_zero_variance(det_loss, det_rel), kind="identity", replicates=MC,
+              min_effect="exact: loss < 1e-20 and trace < 1e-12 × the largest mismatched-field trace",
               rule="confirmed if max loss < 1e-20 and max tr Cov(g) < 1e-12 × the largest mismatched-field trace "
                    "(float64 rounding level); refuted if loss > 1e-12 or the relative trace > 1e-6")
     crossing = [a for a, r in rows.items() if r["singular_times"]]
@@ -87,27 +99,28 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
                "max_loss": cross_loss, "max_trace_relative_to_mismatch": cross_rel,
                "max_trace_absolute": max((rows[a]["pair_optimal.deterministic.trace"] for a in crossing),
                                          default=float("nan"))},
-              confirmed=bool(crossing) and cross_loss < 1e-20 and cross_rel < 1e-12,
-              refuted=bool(crossing) and (cross_loss > 1e-12 or cross_rel > 1e-6),
-              kind="identity",
+              verdict=rule_zero_loss_zero_variance(cross_loss, cross_rel) if crossing else "inconclusive",
+              kind="identity", replicates=MC, min_effect="exact, as above",
               rule="the same rule restricted to angles with singular times in [0, 1]; inconclusive if none cross")
     noisy_min = min(min(r["pair_optimal.constant.trace"], r["pair_optimal.bridge.trace"]) for r in rows.values())
     ctx.claim("prop1.B.noise_breaks_zero_variance",
               f"With interpolant noise (σ = {config.sigma}) the pair-optimal field no longer has zero variance.",
               {"min_trace_with_noise": noisy_min, "sigma": config.sigma},
-              confirmed=noisy_min > 1e-8, refuted=noisy_min < 1e-20,
-              kind="identity",
+              verdict=above(noisy_min, confirm_above=1e-8, refute_below=1e-20), kind="identity", replicates=MC,
+              min_effect="tr Cov(g) > 1e-8 (refuted below 1e-20, rounding level)",
               rule="confirmed if tr Cov(g) > 1e-8 for every angle and both noise forms; refuted if any < 1e-20")
+    mismatch_min = min(mismatch, default=float("nan"))
     ctx.claim("prop1.variance_from_mismatch",
               "Variance comes from a mismatch between field and coupling: the OT field evaluated under a rotated "
               "coupling has positive variance at σ = 0, while the matching field has none even with crossings.",
-              {"min_ot_field_trace_under_rotation": min(mismatch, default=float("nan")),
-               "max_pair_optimal_trace_relative": det_rel},
-              confirmed=bool(mismatch) and min(mismatch) > 1e-6 and det_rel < 1e-12,
-              refuted=bool(mismatch) and min(mismatch) < 1e-20,
-              kind="identity",
+              {"min_ot_field_trace_under_rotation": mismatch_min, "max_pair_optimal_trace_relative": det_rel},
+              verdict=all_of(above(mismatch_min, confirm_above=1e-6, refute_below=1e-20),
+                             below(det_rel, confirm_below=1e-12, refute_above=1e-6)) if mismatch else "inconclusive",
+              kind="identity", replicates=MC,
+              min_effect="mismatched trace > 1e-6 while the pair-optimal one is < 1e-12 of it",
               rule="confirmed if the mismatched (OT) field has tr Cov(g) > 1e-6 at every non-zero angle while every "
-                   "pair-optimal field is at rounding level (relative trace < 1e-12)")
+                   "pair-optimal field is at rounding level (relative trace < 1e-12); refuted if a mismatched trace "
+                   "is < 1e-20 or a pair-optimal one > 1e-6 relative; inconclusive without a non-zero angle")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = [float(a) for a in rows]

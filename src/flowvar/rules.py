@@ -1,0 +1,59 @@
+"""Generic verdict rules: pure functions from evidence numbers to a verdict.
+
+Every claim's verdict is computed by a rule that is a pure function of the evidence recorded beside it, so a
+referee can re-apply it to ``result.json`` and a unit test can feed it synthetic evidence for each outcome.
+Experiment-specific rules live in their experiment module and are built from these where they fit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from flowvar.results import Verdict
+
+
+def below(value: float, *, confirm_below: float, refute_above: float) -> Verdict:
+    """An error that should vanish: "confirmed" if ``value`` < ``confirm_below``, "refuted" if ``value`` >
+    ``refute_above`` (or NaN: a computation that failed is evidence against), "inconclusive" in between.
+
+    ``confirm_below`` ≤ ``refute_above`` is required (the band between them is the inconclusive zone).
+    """
+    if not confirm_below <= refute_above:
+        raise ValueError(f"confirm_below ({confirm_below}) must not exceed refute_above ({refute_above})")
+    if math.isnan(value):
+        return "refuted"
+    if value < confirm_below:
+        return "confirmed"
+    return "refuted" if value > refute_above else "inconclusive"
+
+
+def above(value: float, *, confirm_above: float, refute_below: float) -> Verdict:
+    """A quantity that should be positive: "confirmed" if ``value`` > ``confirm_above``, "refuted" if ``value``
+    < ``refute_below`` (or NaN), "inconclusive" in between; ``refute_below`` ≤ ``confirm_above`` is required."""
+    if not refute_below <= confirm_above:
+        raise ValueError(f"refute_below ({refute_below}) must not exceed confirm_above ({confirm_above})")
+    if math.isnan(value):
+        return "refuted"
+    if value > confirm_above:
+        return "confirmed"
+    return "refuted" if value < refute_below else "inconclusive"
+
+
+def at_every_setting(holds: Mapping[str, bool]) -> Verdict:
+    """A statement checked at several settings: "confirmed" if it holds at every one, "refuted" if at none,
+    "inconclusive" if at some (the map is the evidence) or when there is no setting at all."""
+    if not holds:
+        return "inconclusive"
+    n = sum(bool(v) for v in holds.values())
+    return "confirmed" if n == len(holds) else "refuted" if n == 0 else "inconclusive"
+
+
+def all_of(*verdicts: Verdict) -> Verdict:
+    """Conjunction of sub-verdicts: "confirmed" if all are, "refuted" if any is, else "inconclusive"."""
+    if any(v == "refuted" for v in verdicts):
+        return "refuted"
+    return "confirmed" if verdicts and all(v == "confirmed" for v in verdicts) else "inconclusive"
+
+
+__all__ = ["above", "all_of", "at_every_setting", "below"]
