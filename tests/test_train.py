@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ from torch import Tensor, nn
 import flowvar.train as train_mod
 from flowvar.couplings import IndependentCoupling
 from flowvar.distributions import StandardNormal
-from flowvar.errors import ConfigError, TrainingError
+from flowvar.errors import ConfigError, DataError, TrainingError
 from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
@@ -131,21 +135,82 @@ def test_checkpoint_is_atomic_and_loadable(tmp_path: Path, monkeypatch: pytest.M
     cfg = TrainConfig(steps=6, batch_size=16, checkpoint_every=3)
     train(model, CFMLoss(), coupling(), cfg, tmp_path)
     assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]
-    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    raw = (tmp_path / CHECKPOINT_NAME).read_bytes()
+    assert raw.startswith(train_mod.CHECKPOINT_MAGIC)
+    payload = raw[len(train_mod.CHECKPOINT_MAGIC) + 32:]
+    start = len(train_mod.CHECKPOINT_MAGIC)
+    assert hashlib.sha256(payload).digest() == raw[start:start + 32]
+    state = torch.load(io.BytesIO(payload), weights_only=True)  # the payload is a plain torch.save
     assert state["step"] == 6 and len(state["losses"]) == 6 and state["config"]["checkpoint_every"] == 3
     assert isinstance(state["generator"], Tensor) and state["generator"].dtype == torch.uint8
     assert all(torch.equal(state["model"][k], v) for k, v in model.state_dict().items())
     before = (tmp_path / CHECKPOINT_NAME).read_bytes()
 
-    def broken_save(obj: Any, f: Any) -> None:
-        f.write(b"half a checkpoint")
-        raise OSError("disk full")
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(train_mod.torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(train_mod.os, "fsync", disk_full)
+    with pytest.raises(DataError, match=r"cannot write the checkpoint .*checkpoint\.pt: No space left on device; "
+                                        r"the previous checkpoint is kept"):
         train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=9, batch_size=16, checkpoint_every=3), tmp_path)
     assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]  # the temporary file was removed
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
+
+
+def _finished_checkpoint(tmp_path: Path) -> Path:
+    train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=4, batch_size=16, checkpoint_every=2), tmp_path)
+    return tmp_path / CHECKPOINT_NAME
+
+
+def test_a_flipped_bit_anywhere_is_caught_by_the_checksum(tmp_path: Path) -> None:
+    path = _finished_checkpoint(tmp_path)
+    data = bytearray(path.read_bytes())
+    header = len(train_mod.CHECKPOINT_MAGIC) + 32
+    for offset in (header + 10, len(data) // 2, len(data) - 5, len(train_mod.CHECKPOINT_MAGIC) + 3):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x04
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(DataError, match=rf"checkpoint {re.escape(str(path))} is corrupt: its SHA-256 checksum"):
+            train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=6, batch_size=16, checkpoint_every=2), tmp_path)
+    path.write_bytes(bytes(data[: len(data) // 3]))  # truncated
+    with pytest.raises(DataError, match="checksum does not match"):
+        load_checkpoint(path)
+
+
+def test_unsigned_checkpoints_are_still_checked(tmp_path: Path) -> None:
+    """The earlier format (a bare torch.save) loads, but damaged contents are named, never a raw torch error."""
+    path = _finished_checkpoint(tmp_path)
+    state = load_checkpoint(path)
+    legacy = tmp_path / "legacy.pt"
+    torch.save(state, legacy)
+    assert load_checkpoint(legacy)["step"] == 4
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name].clone()
+    state["model"][name].view(-1)[0] = math.nan
+    torch.save(state, legacy)
+    with pytest.raises(DataError, match=rf"corrupt: model\.{re.escape(name)} holds non-finite values"):
+        load_checkpoint(legacy)
+    state = load_checkpoint(path)
+    del state["optimizer"]
+    torch.save(state, legacy)
+    with pytest.raises(DataError, match="corrupt: it lacks optimizer"):
+        load_checkpoint(legacy)
+    legacy.write_bytes(b"not a pickle at all")
+    with pytest.raises(DataError, match=r"corrupt: it cannot be unpickled"):
+        load_checkpoint(legacy)
+    state = load_checkpoint(path)
+    state["optimizer"]["state"] = {0: {"step": torch.tensor(1.0)}}  # moments missing for a parameter
+    torch.save(state, legacy)
+    with pytest.raises((ConfigError, DataError), match=r"legacy\.pt"):
+        train_mod._restore(state, mlp(), make_adam(list(mlp().parameters()), 1e-3), torch.Generator(), None, legacy)
+
+
+def test_stale_temporaries_of_killed_writes_are_removed(tmp_path: Path) -> None:
+    path = _finished_checkpoint(tmp_path)
+    stale = tmp_path / ".checkpoint-abc123.tmp"
+    stale.write_bytes(b"a write killed half-way")
+    result = train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=6, batch_size=16, checkpoint_every=2), tmp_path)
+    assert result.resumed_from == 4 and not stale.exists() and sorted(os.listdir(tmp_path)) == [path.name]
 
 
 class NaNAfter(nn.Module):

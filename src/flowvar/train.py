@@ -26,7 +26,10 @@ One step (numbered 1, 2, …, ``config.steps``):
 generator's state, the global CPU RNG state (for dropout-like model randomness), the step, the losses and
 history so far, and the config. They are written atomically (temporary file in the same folder, fsync,
 ``os.replace``), refused if any parameter is non-finite, and written at every ``checkpoint_every`` steps
-and once at the end of a run whenever ``checkpoint_dir`` is given. If the folder already holds a
+and once at the end of a run whenever ``checkpoint_dir`` is given. Each carries the SHA-256 of its contents,
+checked on load together with the finiteness of every tensor: a damaged or altered checkpoint is a one-line
+:class:`DataError` naming the file, never a silently different model; temporary files of killed writes are
+removed on the next start. If the folder already holds a
 checkpoint, :func:`train` resumes from it: a resumed run ends bit-identical to an uninterrupted one
 (on CPU). Only ``steps``, ``checkpoint_every``, ``log_every`` and ``progress`` may differ between the
 saved and the new config, so a finished run can be extended by raising ``steps``.
@@ -59,10 +62,11 @@ group with W > 1 ranks is initialised, the same call trains data-parallel with t
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import logging
 import math
 import os
-import pickle
 import tempfile
 import time
 from collections.abc import Sequence
@@ -216,39 +220,124 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+CHECKPOINT_MAGIC = b"FLOWVAR-CHECKPOINT sha256\n"
+"""The first bytes of a checkpoint file; the SHA-256 digest (32 bytes) of the payload follows, then the payload
+(``torch.save`` of the state). Files without it are the earlier unsigned format, still read (without the
+checksum)."""
+_REQUIRED_KEYS = ("format", "step", "config", "signature", "model", "optimizer", "generator", "global_rng", "ema",
+                  "losses", "history")
+
+
 def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     """Write ``state`` to ``directory/checkpoint.pt`` atomically: temp file in the same folder, fsync, replace.
 
-    A crash at any moment leaves either the previous checkpoint or the new one, never a partial file.
+    The file is :data:`CHECKPOINT_MAGIC`, the SHA-256 of the payload and the payload (``torch.save`` of
+    ``state``), so :func:`load_checkpoint` detects any later change to it. A crash at any moment leaves either
+    the previous checkpoint or the new one, never a partial file; a write that fails (disk full, read-only
+    folder) is a one-line :class:`DataError` naming the folder, and the previous checkpoint is kept.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / CHECKPOINT_NAME
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / CHECKPOINT_NAME
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
+    except OSError as err:
+        raise DataError(f"cannot write a checkpoint into {directory}: {err.strerror or err}; free space or choose "
+                        f"another checkpoint_dir") from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
+            fh.write(CHECKPOINT_MAGIC + hashlib.sha256(payload).digest() + payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, final)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(err, OSError):
+            raise DataError(f"cannot write the checkpoint {final}: {err.strerror or err}; the previous checkpoint "
+                            f"is kept; free space or choose another checkpoint_dir") from None
         raise
     _fsync_dir(directory)
     return final
 
 
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files that killed checkpoint writes left in ``directory`` (``.checkpoint-*.tmp``).
+
+    Only the process that writes checkpoints may call it (rank 0): a live write's temporary file would go too.
+    """
+    removed = []
+    for tmp in directory.glob(".checkpoint-*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d temporary file(s) left by interrupted checkpoint writes in %s", len(removed), directory)
+    return removed
+
+
+def _corrupt(path: Path, what: str) -> DataError:
+    return DataError(f"the checkpoint {path} is corrupt: {what}; delete it to start afresh (or restore a copy), or "
+                     f"point checkpoint_dir at another folder")
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """The first place in a nested state holding a non-finite floating-point tensor, or None."""
+    if isinstance(value, Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return where
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite(v, f"{where}.{k}")
+            if found:
+                return found
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _non_finite(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train` (tensors and plain Python values only)."""
+    """Read a checkpoint written by :func:`train` (tensors and plain Python values only) and check it.
+
+    Checks, each failure a one-line :class:`DataError` naming the file: the SHA-256 checksum of the payload
+    (any flipped bit), that it unpickles, that it is a flowvar checkpoint with every entry :func:`train` writes,
+    and that every floating-point tensor in it (weights, optimizer moments, EMA) is finite.
+    """
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise DataError(f"cannot read the checkpoint {path}: {str(err).splitlines()[0]}; delete it to start "
-                        f"afresh or point checkpoint_dir at another folder") from None
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the checkpoint {path}: {err.strerror or err}") from None
+    if data.startswith(CHECKPOINT_MAGIC):
+        start = len(CHECKPOINT_MAGIC)
+        digest, payload = data[start:start + 32], data[start + 32:]
+        if len(digest) < 32 or hashlib.sha256(payload).digest() != digest:
+            raise _corrupt(path, "its SHA-256 checksum does not match its contents (the file was truncated or "
+                                 "changed after it was written)")
+    else:
+        payload = data  # the earlier unsigned format
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as err:  # any unpickling failure of a damaged file
+        raise _corrupt(path, f"it cannot be unpickled ({type(err).__name__}: "
+                             f"{(str(err).splitlines() or [''])[0][:160]})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path} is not a flowvar training checkpoint (format {CHECKPOINT_FORMAT}); delete it or "
                         f"use another checkpoint_dir")
+    missing = [k for k in _REQUIRED_KEYS if k not in state]
+    if missing:
+        raise _corrupt(path, f"it lacks {', '.join(missing)}")
+    bad = _non_finite({k: state[k] for k in ("model", "optimizer", "ema")}, "state")
+    if bad:
+        raise _corrupt(path, f"{bad.removeprefix('state.')} holds non-finite values")
+    if isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0:
+        raise _corrupt(path, f"its step is {state['step']!r}")
     return state
 
 
@@ -271,14 +360,29 @@ def _restore(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
     try:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as err:
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as err:
         raise ConfigError(f"the checkpoint {path} does not fit this model ({str(err).splitlines()[0]}); "
                           f"build the same architecture to resume, or use another checkpoint_dir") from None
-    generator.set_state(saved["generator"])
-    torch.set_rng_state(saved["global_rng"])
-    if ema is not None:
-        for name, value in saved["ema"].items():
-            ema[name].copy_(value)
+    if int(saved["step"]) > 0:  # after a step every parameter has the same complete optimizer state, shaped like it
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        keys = set().union(*(optimizer.state.get(p, {}).keys() for p in params))
+        for i, p in enumerate(params):
+            state = optimizer.state.get(p, {})
+            if set(state) != keys:
+                raise _corrupt(path, f"the optimizer state of parameter {i} lacks {sorted(keys - set(state))}")
+            for key, value in state.items():
+                if isinstance(value, Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise _corrupt(path, f"the optimizer's {key} of parameter {i} has shape {tuple(value.shape)}, "
+                                         f"the parameter {tuple(p.shape)}")
+    try:
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["global_rng"])
+        if ema is not None:
+            for name, value in saved["ema"].items():
+                ema[name].copy_(value)
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        raise _corrupt(path, f"its random-number or EMA state cannot be restored ({str(err).splitlines()[0]})"
+                       ) from None
 
 
 def _check_dtype(model: nn.Module, path: PathSample) -> None:
@@ -422,6 +526,8 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
 
     with _forked_global_rng(device):
         _seed_global_rng(config.seed + world.rank, device)
+        if directory is not None and world.is_main and directory.is_dir():
+            remove_stale_temporaries(directory)
         if ckpt_path is not None and ckpt_path.exists():
             saved = load_checkpoint(ckpt_path)
             _check_compatible(saved, config, signature, ckpt_path)
