@@ -25,7 +25,9 @@ from flowvar.advisor import (
     rule_text,
 )
 from flowvar.errors import ConfigError, DataError
+from flowvar.experiments import sigma_tradeoff as st
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
+from flowvar.results import judge
 
 SIGMAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
@@ -263,7 +265,26 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
                         "sigma_tradeoff.sigma_satisfying_both_margins_exists"}
     assert any("compare_sigma" in n for n in result["notes"])
     for c in result["claims"]:
-        assert c["verdict"] in {"confirmed", "refuted", "inconclusive"} and c["rule"] and c["evidence"]
+        assert c["verdict"] in {"confirmed", "refuted", "inconclusive", "untestable"} and c["rule"] and c["evidence"]
+        assert c["replicates"].startswith("2 training seed(s)") and c["min_effect"]
+    # the verdicts are the rules applied to the per-seed evidence recorded with them
+    mem, red = ids["sigma_tradeoff.sigma0_memorises"], ids["sigma_tradeoff.sigma0.02_reduces_memorisation"]
+    ev = mem["evidence"]
+    assert len(ev["pairing_accuracy_per_seed"]) == 2
+    assert mem["verdict"] == st.sigma0_memorises_rule(ev["pairing_accuracy_per_seed"], 12, memorise_accuracy=0.5,
+                                                      mem_margin=0.05)
+    assert red["precondition"]["measured"]["pairing_accuracy_sigma0_per_seed"] == ev["pairing_accuracy_per_seed"]
+    ev = red["evidence"]
+    got = st.reduces_memorisation_rule(ev["memorisation_score_sigma0_per_seed"],
+                                       ev["memorisation_score_sigma0.02_per_seed"], sigma=0.02, reduce_margin=0.1,
+                                       alpha=0.05)
+    assert got.verdict == (red["verdict_if_testable"] or red["verdict"]) and got.n_seeds == 2
+    keep = ids["sigma_tradeoff.sigma0.02_keeps_generalisation"]
+    ev = keep["evidence"]
+    got = st.keeps_generalisation_rule(ev["gen_mmd2_unbiased_sigma0.02_per_seed"],
+                                       ev["gen_mmd2_unbiased_sigma0_per_seed"], ev["tolerance"], sigma=0.02,
+                                       scale=ev["comparison"]["scale"], scale_name="s", alpha=0.05)
+    assert got.verdict == keep["verdict"] and keep["precondition"] is None
     per_sigma = result["metrics"]["per_sigma"]
     assert [r["sigma"] for r in per_sigma] == [0.0, 0.02, 0.2]
     for row in per_sigma:
@@ -289,7 +310,68 @@ def test_diverged_runs_give_nan_rows_and_no_recommendation(tmp_path: Path) -> No
     assert result.metrics["recommended_sigma"] is None
     assert "no σ has finite scores" in result.metrics["advice"]["reason"]
     assert all(math.isnan(r["pairing_accuracy"]) for r in result.metrics["per_sigma"])
-    assert {c.verdict for c in result.claims} == {"inconclusive"}
-    assert sum("diverged" in n for n in result.notes) == 2
+    verdicts = {c.id: c.verdict for c in result.claims}
+    # nothing measured: inconclusive; "σ > 0 memorises less" needs a σ = 0 model that memorised: untestable
+    assert verdicts.pop("sigma_tradeoff.sigma0.05_reduces_memorisation") == "untestable"
+    assert set(verdicts.values()) == {"inconclusive"}
+    assert sum("diverged" in n for n in result.notes) == 2 * result.config["n_seeds"]  # one per σ and seed
     advice = Advice.from_metrics(json.loads((tmp_path / "sigma_tradeoff" / "result.json").read_text())["metrics"])
     assert advice.summary().startswith("no σ can be recommended")
+
+
+# --------------------------------------------------------------------------------------------- the claims' rules
+
+
+def test_sigma0_memorises_rule_reaches_every_outcome() -> None:
+    kw = {"memorise_accuracy": 0.5, "mem_margin": 0.05}
+    assert st.sigma0_memorises_rule([1.0, 0.95], 64, **kw) == "confirmed"
+    assert st.sigma0_memorises_rule([1.0, 0.3], 64, **kw) == "inconclusive"  # one seed short of the threshold
+    assert st.sigma0_memorises_rule([1 / 64, 0.03], 64, **kw) == "refuted"  # chance level in every seed
+    assert st.sigma0_memorises_rule([math.nan, math.nan], 64, **kw) == "inconclusive"
+    assert st.sigma0_memorises_rule([math.nan, 1.0], 64, **kw) == "confirmed"  # a diverged seed is left out
+
+
+def test_reduces_memorisation_rule_and_precondition() -> None:
+    kw = {"sigma": 0.05, "reduce_margin": 0.1, "alpha": 0.05}
+    assert st.reduces_memorisation_rule([1.0, 1.0, 0.98], [0.5, 0.4, 0.45], **kw).verdict == "confirmed"
+    refuted = st.reduces_memorisation_rule([1.0, 1.0, 0.98], [1.0, 1.0, 0.98], **kw)  # the quick GMM run's case
+    assert refuted.verdict == "refuted" and refuted.upper < 0.1
+    assert st.reduces_memorisation_rule([1.0, 1.0], [0.2, 1.0], **kw).verdict == "inconclusive"
+    assert st.reduces_memorisation_rule([1.0], [0.0], **kw).verdict == "inconclusive"  # one seed
+    none = st.reduces_memorisation_rule([math.nan], [0.0], **kw)
+    assert none.verdict == "inconclusive" and "diverged" in none.reason
+    assert "0.1 × the memorisation scale" in refuted.effect_text()
+    pre = st.memorised_precondition([1.0, 0.9], 0.5)
+    assert pre.holds and pre.measured["pairing_accuracy_sigma0_per_seed"] == [1.0, 0.9]
+    for acc in ([1.0, 0.2], [math.nan, 1.0]):
+        bad = st.memorised_precondition(acc, 0.5)
+        assert not bad.holds and "steps" in bad.remedy
+        claim = judge("c", "s", {}, rule="r", kind="reproduction", verdict="refuted", precondition=bad)
+        assert claim.verdict == "untestable" and claim.verdict_if_testable == "refuted"
+
+
+def test_keeps_generalisation_rule_has_an_inconclusive_band() -> None:
+    kw = {"sigma": 0.05, "scale": 0.004, "scale_name": "the noise floor", "alpha": 0.05}
+    tau = 0.004
+    assert st.keeps_generalisation_rule([0.010, 0.011, 0.012], [0.020, 0.021, 0.019], tau, **kw).verdict == "confirmed"
+    refuted = st.keeps_generalisation_rule([0.030, 0.031, 0.032], [0.020, 0.021, 0.019], tau, **kw)
+    assert refuted.verdict == "refuted" and refuted.lower > tau
+    # the quick run's situation: better on average, but the seeds scatter across τ
+    band = st.keeps_generalisation_rule([0.015, 0.0074, 0.0225], [0.0282, 0.0175, 0.0213], tau, **kw)
+    assert band.verdict == "inconclusive" and band.lower < tau < band.upper
+    assert st.keeps_generalisation_rule([0.01], [0.02], tau, **kw).verdict == "inconclusive"  # one seed
+    assert st.keeps_generalisation_rule([math.nan, math.nan], [0.02, 0.02], tau, **kw).verdict == "inconclusive"
+    assert "margin" in refuted.effect_text()
+
+
+def test_both_margins_rule() -> None:
+    assert st.both_margins_rule(True, False) == "confirmed"
+    assert st.both_margins_rule(False, True) == "refuted"
+    assert st.both_margins_rule(False, False) == "inconclusive"
+
+
+def test_quick_mode_replicates_over_seeds() -> None:
+    config = build_config(get_experiment("sigma_tradeoff"), quick=True)
+    assert config.n_seeds >= 2 and config.alpha == 0.05
+    with pytest.raises(ConfigError, match="alpha"):
+        build_config(get_experiment("sigma_tradeoff"), quick=True, overrides={"alpha": "0"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,12 @@ from PIL import Image
 import flowvar.experiments._imaging as imaging
 from flowvar.couplings import FixedPairs
 from flowvar.errors import ConfigError, DataError
-from flowvar.experiments.base import run_experiment
+from flowvar.experiments import table2, table3
+from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.models.unet import UNetField
+from flowvar.results import judge
 from flowvar.train import TrainConfig, train
 
 TINY = {"resolution": "8", "base_channels": "8", "channel_mult": "1,2", "steps": "3", "batch_size": "4",
@@ -28,8 +29,13 @@ def _check_result(out: Path, name: str, n_claims: int, figures: list[str]) -> di
     data = json.loads((out / name / "result.json").read_text())
     assert len(data["claims"]) == n_claims
     for claim in data["claims"]:
-        assert claim["verdict"] in ("confirmed", "refuted", "inconclusive")
-        assert claim["rule"] and claim["evidence"]
+        assert claim["verdict"] in ("confirmed", "refuted", "inconclusive", "untestable")
+        assert claim["rule"] and claim["evidence"] and claim["kind"] == "reproduction"
+        assert "seed" in claim["replicates"] and "α = 0.05" in claim["min_effect"]
+        assert claim["evidence"]["comparison"]["n_seeds"] == data["config"]["n_seeds"]
+        pre = claim["precondition"]
+        if pre is not None:
+            assert (claim["verdict"] == "untestable") == (not pre["holds"]) and pre["measured"]
     assert sorted(data["figures"]) == sorted(figures)
     for fig in figures:
         with Image.open(out / name / fig) as img:
@@ -57,6 +63,24 @@ def test_table2_smoke_with_blockwise_ot(tmp_path: Path) -> None:
     assert ids == {"table2.N=6.sigma0_memorises", "table2.N=6.sigma0.05_generalises", "table2.N=12.sigma0_memorises",
                    "table2.N=12.sigma0.05_generalises", "table2.margin_shrinks_with_n"}
     assert data["paper"]["table2"]["N=5000"]["sigma=0.0"]["l2_to_shuffled"] == [28.57, 5.49]
+    # each verdict is its rule applied to the per-seed evidence recorded with it (seed means, never pooled images)
+    for claim in data["claims"]:
+        ev, outcome = claim["evidence"], claim["verdict_if_testable"] or claim["verdict"]
+        if claim["id"].endswith("sigma0_memorises"):
+            got = table2.sigma0_memorises_rule(ev["l2_to_ot_per_seed"], ev["l2_to_shuffled_per_seed"],
+                                               ev["reference_distance"], min_effect=0.1, alpha=0.05)
+            key = claim["id"].split(".")[1]
+            pooled = metrics["table2"][key]["sigma=0.0"]["l2_to_ot"]
+            assert ev["l2_to_ot_per_seed"] == pytest.approx(pooled["seed_means"])
+            assert claim["precondition"] is None
+        elif claim["id"].endswith("generalises"):
+            got = table2.sigma_generalises_rule(ev["l2_to_shuffled_per_seed"], ev["l2_to_ot_per_seed"],
+                                                ev["reference_distance"], sigma=0.05, min_effect=0.1, alpha=0.05)
+        else:
+            got = table2.margin_shrinks_rule(ev["relative_margin_smallest_n_per_seed"],
+                                             ev["relative_margin_largest_n_per_seed"], min_effect=0.1, alpha=0.05)
+        assert got.verdict == outcome and got.min_effect == pytest.approx(ev["comparison"]["min_effect"])
+        assert got.differences == pytest.approx(ev["comparison"]["differences"])
 
 
 def test_table3_smoke(tmp_path: Path) -> None:
@@ -68,6 +92,18 @@ def test_table3_smoke(tmp_path: Path) -> None:
     assert {c["id"] for c in data["claims"]} == {"table3.sigma0_copies_generated_pairs",
                                                  "table3.sigma0_farther_from_ot"}
     assert data["metrics"]["runs"][0]["base_model"]["loss_first_5pct"] > 0
+    copy, far = data["claims"]
+    ev = copy["evidence"]
+    got = table3.copies_rule(ev["l2_to_generated_sigma0.05_per_seed"], ev["l2_to_generated_sigma0.0_per_seed"],
+                             ev["reference_generated_vs_ot_partner"], sigma=0.05, min_effect=0.1, alpha=0.05)
+    assert got.verdict == (copy["verdict_if_testable"] or copy["verdict"])
+    assert ev["reference_generated_vs_ot_partner"] == pytest.approx(table["reference_generated_vs_ot_partner"]["mean"])
+    assert got.min_effect == pytest.approx(0.1 * ev["reference_generated_vs_ot_partner"])  # absolute scale, no ratio
+    ev = far["evidence"]
+    got = table3.farther_from_ot_rule(ev["l2_to_ot_sigma0.0_per_seed"], ev["l2_to_ot_sigma0.05_per_seed"],
+                                      ev["reference_generated_vs_ot_partner"], sigma=0.05, min_effect=0.1, alpha=0.05)
+    assert got.verdict == (far["verdict_if_testable"] or far["verdict"])
+    assert copy["precondition"] == far["precondition"] and copy["precondition"]["measured"]["required"] == 0.1
 
 
 def test_mixed_size_and_mode_folder_runs(tmp_path: Path) -> None:
@@ -82,6 +118,8 @@ def test_mixed_size_and_mode_folder_runs(tmp_path: Path) -> None:
     overrides = {**TINY, "n_seeds": "1", "dataset": "folder", "data_dir": str(folder), "ns": "6", "channels": "3"}
     result = run_experiment("table2", tmp_path / "out", quick=True, overrides=overrides)
     assert len(result.claims) == 2
+    # one seed: no between-seed variance, so no trained-model comparison can be decided
+    assert {c.verdict_if_testable or c.verdict for c in result.claims} == {"inconclusive"}
 
 
 @pytest.mark.parametrize(("experiment", "overrides", "error", "message"), [
@@ -126,21 +164,70 @@ def test_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         imaging.resolve_threads(0, 8, cpu)
 
 
-def test_paired_stats_and_verdicts() -> None:
-    larger = [torch.tensor([3.0, 4.0, 5.0]), torch.tensor([2.0, 6.0])]
-    smaller = [torch.tensor([1.0, 1.0, 1.0]), torch.tensor([1.0, 1.0])]
-    stats = imaging.paired_stats(larger, smaller)
-    d = np.array([2.0, 3.0, 4.0, 1.0, 5.0])
-    assert stats["mean_difference"] == pytest.approx(d.mean())
-    assert stats["t_ratio"] == pytest.approx(d.mean() / (d.std(ddof=1) / math.sqrt(5)))
-    assert stats["per_seed_mean_difference"] == pytest.approx([3.0, 3.0])
-    assert imaging.direction_verdict(stats, 3.0) == (True, False)
-    assert imaging.direction_verdict(stats, 100.0) == (False, False)
-    flipped = imaging.paired_stats(smaller, larger)
-    assert imaging.direction_verdict(flipped, 3.0) == (False, True)
-    mixed = imaging.paired_stats([torch.tensor([5.0, 5.1]), torch.tensor([0.0, 0.1])],
-                                 [torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0])])
-    assert imaging.direction_verdict(mixed, 0.1) == (False, False)  # one seed in each direction
+def test_closer_over_seeds_and_per_seed_precondition() -> None:
+    assert imaging.seed_means([torch.tensor([1.0, 3.0]), torch.tensor([2.0])]) == [2.0, 2.0]
+    cmp = imaging.closer_over_seeds([6.0, 6.1], [0.1, 0.2], 6.0, min_effect=0.1, alpha=0.05, labels=("far", "near"))
+    assert cmp.verdict == "confirmed" and cmp.min_effect == pytest.approx(0.6) and cmp.scale == 6.0
+    assert cmp.differences == pytest.approx([5.9, 5.9])
+    holds, rel = imaging.memorised_in_every_seed([6.0, 6.0], [0.1, 5.9], [6.0, 6.0], 0.1)
+    assert not holds and rel == pytest.approx([5.9 / 6, 0.1 / 6])
+    assert imaging.memorised_in_every_seed([6.0], [0.1], [6.0], 0.1)[0]
+
+
+def _untestable(pre: object) -> str:
+    return judge("x", "s", {}, rule="r", kind="reproduction", verdict="refuted", precondition=pre).verdict
+
+
+def test_table2_rules_reach_every_outcome() -> None:
+    kw = {"min_effect": 0.1, "alpha": 0.05}
+    # σ = 0: L2-to-OT − L2-to-shuffled against 0.1 × the OT-vs-shuffled distance 6
+    assert table2.sigma0_memorises_rule([6.1, 6.2], [0.3, 0.4], 6.0, **kw).verdict == "confirmed"
+    assert table2.sigma0_memorises_rule([3.0, 3.1, 3.0], [3.0, 3.0, 3.1], 6.0, **kw).verdict == "refuted"
+    assert table2.sigma0_memorises_rule([6.0, 0.2], [0.1, 6.0], 6.0, **kw).verdict == "inconclusive"  # seeds disagree
+    assert table2.sigma0_memorises_rule([6.0], [0.1], 6.0, **kw).verdict == "inconclusive"  # one seed
+    # σ > 0: the mirror; the quick run's case (memorises like σ = 0) is refuted, not merely "not confirmed"
+    gen = table2.sigma_generalises_rule
+    assert gen([6.0, 6.2], [0.5, 0.4], 6.0, sigma=0.05, **kw).verdict == "confirmed"
+    assert gen([0.4, 0.41], [6.2, 6.25], 6.0, sigma=0.05, **kw).verdict == "refuted"
+    assert gen([5.0, 0.5], [0.5, 5.0], 6.0, sigma=0.05, **kw).verdict == "inconclusive"
+    # the margin relative to the reference: 0.99 → 0.95 is a real but too small drop (refuted); 0.99 → 0.3 confirmed
+    shrink = table2.margin_shrinks_rule
+    assert shrink([0.99, 0.98, 0.99], [0.30, 0.35, 0.28], **kw).verdict == "confirmed"
+    assert shrink([0.99, 0.98, 0.99], [0.95, 0.94, 0.95], **kw).verdict == "refuted"
+    assert shrink([0.99, 0.98], [0.3, 0.97], **kw).verdict == "inconclusive"
+    # precondition of "σ > 0 generalises" and of the margin claim: σ = 0 memorised in every seed
+    pre = table2.memorised_precondition([6.0, 6.1], [0.2, 0.3], [6.0, 6.1], 0.1, "N=64")
+    assert pre.holds and pre.measured["relative_margin_sigma0_per_seed"][0] == pytest.approx(5.8 / 6)
+    bad = table2.memorised_precondition([6.0, 6.1], [0.2, 5.9], [6.0, 6.1], 0.1, "N=64")
+    assert not bad.holds and "steps" in bad.remedy and _untestable(bad) == "untestable"
+
+
+def test_table3_rules_reach_every_outcome() -> None:
+    kw = {"sigma": 0.05, "min_effect": 0.1, "alpha": 0.05}
+    # the paper's numbers (8.63 vs 25.08, against generated-vs-OT distances of about 40) confirm ...
+    assert table3.copies_rule([25.0, 25.2], [8.6, 8.7], 40.0, **kw).verdict == "confirmed"
+    # ... the former quick run's (0.19 vs 0.104 against 3.54: both copy) is refuted, whatever the ratio of 1.8
+    assert table3.copies_rule([0.19, 0.20], [0.104, 0.108], 3.54, **kw).verdict == "refuted"
+    assert table3.copies_rule([3.0, 0.2], [0.1, 0.1], 3.54, **kw).verdict == "inconclusive"
+    assert table3.copies_rule([25.0], [8.6], 40.0, **kw).verdict == "inconclusive"
+    far = table3.farther_from_ot_rule
+    assert far([43.3, 43.5], [31.3, 31.4], 40.0, **kw).verdict == "confirmed"
+    assert far([3.543, 3.540], [3.560, 3.557], 3.54, **kw).verdict == "refuted"  # the former "t = −7.3" case
+    assert far([4.0, 3.0], [3.0, 4.0], 3.54, **kw).verdict == "inconclusive"
+    pre = table3.copied_precondition([3.5, 3.6], [0.1, 0.12], [3.5, 3.6], 0.1)
+    assert pre.holds and pre.measured["required"] == 0.1
+    bad = table3.copied_precondition([3.5, 3.6], [0.1, 3.4], [3.5, 3.6], 0.1)
+    assert not bad.holds and _untestable(bad) == "untestable"
+
+
+def test_quick_modes_replicate_over_seeds() -> None:
+    for name in ("table2", "table3"):
+        config = build_config(get_experiment(name), quick=True)
+        assert config.n_seeds >= 2 and config.alpha == 0.05 and config.min_effect == 0.1
+    with pytest.raises(ConfigError, match="alpha"):
+        build_config(get_experiment("table2"), quick=True, overrides={"alpha": "0.7"})
+    with pytest.raises(ConfigError, match="min_effect"):
+        build_config(get_experiment("table3"), quick=True, overrides={"min_effect": "1.5"})
 
 
 def test_unet_run_resumes_bit_identically(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@
 * :func:`compute_settings` — device (``auto`` → CUDA when available) and CPU threads for the run;
 * :func:`train_field`, :func:`ema_copy`, :func:`integrate_images` — UNet training through the shared trainer
   (EMA, warmup, clipping, checkpoints, data-parallel under torchrun) and Euler sampling from given sources;
-* :func:`paired_stats` — per-image paired differences pooled over seeds, with the t-ratio the verdicts use;
+* :func:`seed_means`, :func:`closer_over_seeds`, :func:`memorised_in_every_seed` — the verdicts' statistics: the
+  training seed is the unit of replication, so per-image distances are summarised per seed (their mean) and compared
+  over seeds with :func:`flowvar.stats.paired_over_seeds`, never pooled across seeds;
 * :func:`grid_figure` — a labelled image grid (rows: source, outputs, partners).
 """
 
@@ -36,6 +38,7 @@ from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.models.unet import UNetField
 from flowvar.sampling import integrate
+from flowvar.stats import SeedComparison, paired_over_seeds
 from flowvar.train import TrainConfig, TrainResult, train
 
 THREADS_ENV = "FLOWVAR_THREADS"
@@ -52,7 +55,8 @@ class ImageExperimentConfig:
     Training (Adam, per run): ``steps``, ``batch_size`` (global batch), ``lr``, ``warmup_steps``, ``grad_clip``,
     ``ema_decay`` (None: evaluate the raw weights), ``checkpoint_dir`` (None: no checkpoints; else one sub-folder
     per training run, resumed when present), ``checkpoint_every``.
-    Sampling: ``euler_steps``, ``eval_batch`` (sources integrated at once). Verdicts: ``t_min``.
+    Sampling: ``euler_steps``, ``eval_batch`` (sources integrated at once). Verdicts: ``alpha`` (one-sided level of
+    the paired comparisons over seeds).
     Compute: ``device`` auto | cpu | cuda, ``threads`` (0: $FLOWVAR_THREADS, else 1 for images <= 16 px on CPU —
     small convolutions run fastest single-threaded on a loaded machine — else torch's default).
     """
@@ -81,7 +85,7 @@ class ImageExperimentConfig:
     euler_steps: int = 100
     eval_batch: int = 512
     grid_columns: int = 8
-    t_min: float = 3.0
+    alpha: float = 0.05
     device: str = "auto"
     threads: int = 0
 
@@ -95,8 +99,9 @@ class ImageExperimentConfig:
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0: automatic), got {self.threads}")
-        if self.t_min <= 0:
-            raise ConfigError(f"t_min must be > 0, got {self.t_min}")
+        if not 0 < self.alpha < 0.5:
+            raise ConfigError(f"alpha must lie in (0, 0.5) (the one-sided level of the paired comparisons over seeds, "
+                              f"e.g. 0.05), got {self.alpha}")
         for name in ("euler_steps", "eval_batch", "grid_columns", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -247,45 +252,41 @@ def loss_fit(result: TrainResult, reference: float) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- statistics
 
 
-def paired_stats(larger: Sequence[Tensor], smaller: Sequence[Tensor]) -> dict[str, Any]:
-    """Per-image paired differences d = larger − smaller, one tensor pair per seed, pooled over seeds.
+def seed_means(values: Sequence[Tensor]) -> list[float]:
+    """One summary per training seed: the mean of that seed's per-image values (``values``: one tensor per seed)."""
+    return [float(v.double().mean()) for v in values]
 
-    Returns the pooled mean, sample sd, standard error sd/√n, t = mean / se (±inf when sd = 0), n, and the
-    per-seed means of d (the seeds' own directions).
+
+def closer_over_seeds(far: Sequence[float], near: Sequence[float], reference: float, *, min_effect: float,
+                      alpha: float, labels: tuple[str, str]) -> SeedComparison:
+    """The rule of every "lands closer to X than to Y" claim of the image experiments.
+
+    ``far``, ``near``: per-seed mean distances (:func:`seed_means`) whose difference far − near the claim says is
+    positive; ``reference``: the absolute scale, the distance between the two candidate answers (by the triangle
+    inequality |far − near| ≤ reference image by image); ``min_effect``: the fraction of it the difference must
+    reach. :func:`flowvar.stats.paired_over_seeds` with ``min_effect × reference``: confirmed / refuted /
+    inconclusive (always inconclusive with one seed).
     """
-    per_seed = [(a.double() - b.double()).reshape(-1) for a, b in zip(larger, smaller, strict=True)]
-    d = torch.cat(per_seed)
-    n = d.numel()
-    mean = float(d.mean())
-    sd = float(d.std(correction=1)) if n > 1 else math.nan
-    se = sd / math.sqrt(n) if n > 1 else math.nan
-    if n < 2 or (sd == 0 and mean == 0):
-        t = math.nan
-    elif sd == 0:
-        t = math.copysign(math.inf, mean)
-    else:
-        t = mean / se
-    return {"mean_difference": mean, "sd": sd, "se": se, "t_ratio": t, "n": n,
-            "per_seed_mean_difference": [float(x.mean()) for x in per_seed]}
+    return paired_over_seeds(far, near, min_effect=min_effect * reference, scale=reference,
+                             scale_name="the distance between the two candidate partners", alpha=alpha, labels=labels)
 
 
-def direction_verdict(stats: dict[str, Any], t_min: float) -> tuple[bool, bool]:
-    """(confirmed, refuted) for "larger > smaller": confirmed when every seed's mean difference is > 0 and the
-    pooled t ≥ ``t_min``; refuted when every seed's is < 0 and t ≤ −``t_min``."""
-    seeds = stats["per_seed_mean_difference"]
-    t = stats["t_ratio"]
-    confirmed = all(s > 0 for s in seeds) and not math.isnan(t) and t >= t_min
-    refuted = all(s < 0 for s in seeds) and not math.isnan(t) and t <= -t_min
-    return confirmed, refuted
+def memorised_in_every_seed(far: Sequence[float], near: Sequence[float], reference: Sequence[float],
+                            min_effect: float) -> tuple[bool, list[float]]:
+    """A precondition measured per seed, without a test: in every seed, far − near ≥ ``min_effect`` × that seed's
+    reference distance. Returns (holds, the per-seed margins relative to the reference)."""
+    rel = [(f - n) / r if r > 0 else math.nan for f, n, r in zip(far, near, reference, strict=True)]
+    return bool(rel) and all(math.isfinite(x) and x >= min_effect for x in rel), rel
 
 
-def summary(values: Sequence[Tensor]) -> dict[str, float]:
-    """Mean ± sd over images pooled across seeds (the paper's "±"), and the sd of the per-seed means."""
+def summary(values: Sequence[Tensor]) -> dict[str, Any]:
+    """Description, not a test: mean ± sd over images pooled across seeds (the paper's "±"), the per-seed means and
+    their sd (the verdicts use the per-seed means)."""
     pooled = torch.cat([v.double().reshape(-1) for v in values])
-    seed_means = [float(v.double().mean()) for v in values]
+    means = seed_means(values)
     return {"mean": float(pooled.mean()), "std": float(pooled.std(correction=1)) if pooled.numel() > 1 else 0.0,
-            "n": int(pooled.numel()),
-            "seed_means_std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else math.nan}
+            "n": int(pooled.numel()), "seed_means": means,
+            "seed_means_std": float(np.std(means, ddof=1)) if len(means) > 1 else math.nan}
 
 
 # --------------------------------------------------------------------------------------------- figures

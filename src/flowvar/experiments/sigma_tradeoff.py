@@ -27,14 +27,24 @@ Protocol, for each seed s = ``seed`` + k, k < ``n_seeds``:
    absolute noise floor.
 
 Per σ the metrics are averaged over seeds (``per_sigma``), and :func:`flowvar.advisor.recommend_sigma` applies the
-rule (stated in ``choices.rule``). Verdicts (rules stated with each claim): σ = 0 memorises; σ = ``compare_sigma``
-reduces memorisation vs σ = 0 (paired over training pairs); σ = ``compare_sigma`` does not hurt generalisation; a σ
-satisfying both margins exists.
+rule (stated in ``choices.rule``). Verdicts (each a pure, unit-tested function of its evidence, stated with the
+claim; the training seed is the unit of replication):
+
+1. σ = 0 memorises — pairing accuracy ≥ ``memorise_accuracy`` in every seed (refuted: M ≤ ``mem_margin`` in every
+   seed);
+2. σ = ``compare_sigma`` reduces memorisation — per-seed M(0) − M(σ) paired over seeds
+   (:func:`flowvar.stats.paired_over_seeds`, one-sided ``alpha``) ≥ ``reduce_margin`` on the memorisation scale (0 =
+   chance, 1 = perfect pairing); precondition: σ = 0 memorised in every seed, else untestable;
+3. σ = ``compare_sigma`` keeps generalisation — non-inferiority of per-seed G(σ) − G(0) against the advisor's
+   tolerance τ (:func:`flowvar.stats.noninferior_over_seeds`): confirmed below τ, refuted above it, inconclusive
+   while the interval straddles τ;
+4. a σ satisfying both margins exists (the advisor's rule on the per-σ means).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +61,7 @@ from flowvar.advisor import (
     fallback_sigma,
     gen_tolerance,
     load_split,
+    memorisation_score,
     null_generalisation,
     recommend_sigma,
     rule_text,
@@ -63,17 +74,17 @@ from flowvar.experiments._imaging import (
     ImageExperimentConfig,
     build_unet,
     compute_settings,
-    direction_verdict,
     ema_copy,
     grid_figure,
     integrate_images,
     loss_fit,
-    paired_stats,
     train_field,
 )
 from flowvar.experiments.base import RunContext, register
-from flowvar.metrics import as_matrix, nearest_neighbours, nn_distance_ratio, pairing_accuracy
+from flowvar.metrics import as_matrix, nearest_neighbours, nn_distance_ratio
 from flowvar.models import MLPField
+from flowvar.results import Precondition, Verdict
+from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
 
 DATASETS: tuple[str, ...] = ("gmm", *SOURCES)
 METRIC_KEYS: tuple[str, ...] = ("pairing_accuracy", "memorisation", "l2_partner.mean", "l2_partner.median",
@@ -97,8 +108,8 @@ class SigmaTradeoffConfig(ImageExperimentConfig):
     * metrics: ``copy_threshold`` (NN1/NN2 ratio below which a fresh output copies a training target),
       ``null_repeats`` (null MMD² replicates), ``min_heldout`` (fewest held-out items accepted);
     * the rule: ``gen_margin`` (relative), ``mem_margin`` (0 … 1 memorisation scale); the verdicts:
-      ``compare_sigma`` (the paper's σ = 0.05), ``memorise_accuracy`` (claim 1), ``reduce_margin`` (claim 2),
-      ``t_min`` (paired t threshold).
+      ``compare_sigma`` (the paper's σ = 0.05), ``memorise_accuracy`` (claim 1), ``reduce_margin`` (claim 2), and
+      ``alpha`` (one-sided level of the comparisons over seeds).
     """
 
     dataset: str = "gmm"
@@ -180,11 +191,14 @@ class SigmaTradeoffConfig(ImageExperimentConfig):
                               f"{self.compare_sigma}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if self.threads < 0 or self.t_min <= 0:
-            raise ConfigError(f"threads must be >= 0 and t_min > 0, got threads={self.threads}, t_min={self.t_min}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0: automatic), got {self.threads}")
+        if not 0 < self.alpha < 0.5:
+            raise ConfigError(f"alpha must lie in (0, 0.5) (the one-sided level of the comparisons over seeds), got "
+                              f"{self.alpha}")
 
 
-QUICK = {"n_seeds": 1, "n_train": 64, "n_eval": 1000, "width": 256, "depth": 3, "steps": 3000}
+QUICK = {"n_seeds": 3, "n_train": 64, "n_eval": 1000, "width": 256, "depth": 3, "steps": 1000}
 
 
 @dataclass
@@ -270,7 +284,6 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
         null = null_generalisation(data.null_pairs, ref.bandwidth)
         real_copy = _real_copy_fraction(data, ref)
         per_seed: dict[float, list[dict[str, Any]]] = {s: [] for s in sigmas}
-        correct: dict[float, list[Tensor]] = {s: [] for s in sigmas}
         grid: dict[str, Tensor] = {}
         for k in range(config.n_seeds):
             seed = config.seed + k
@@ -294,13 +307,11 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
                     ctx.note(f"σ = {sigma:g}, seed {seed} diverged ({str(error).splitlines()[0]}); its metrics are NaN "
                              f"and the rule leaves the σ out")
                     per_seed[sigma].append({**dict.fromkeys(METRIC_KEYS, math.nan), "seed": seed})
-                    correct[sigma].append(torch.full((data.x1_train.shape[0],), math.nan, dtype=torch.float64))
                     continue
                 row = evaluate_outputs(out_train, out_fresh, ref)
                 row.update(loss_fit(res, zero_field))
                 row["seed"] = seed
                 per_seed[sigma].append(row)
-                correct[sigma].append(pairing_accuracy(out_train, data.x1_train).correct.double())
                 if k == 0 and unet:
                     grid[f"σ={sigma:g}"] = out_fresh[:config.grid_columns]
     table = _table(sigmas, per_seed)
@@ -312,7 +323,7 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
     ctx.metric("chance_pairing_accuracy", 1.0 / config.n_train)
     ctx.metric("bandwidth", ref.bandwidth)
     advice = _advise(ctx, config, table, null["floor"], data.description)
-    _claims(ctx, config, table, correct, advice)
+    _claims(ctx, config, table, per_seed, advice)
     _figure(ctx, config, table, advice, null)
     if grid:
         k = min(config.grid_columns, data.heldout.shape[0])
@@ -362,7 +373,9 @@ def _choices(ctx: RunContext, config: SigmaTradeoffConfig, data: _Data, unet: bo
                                  f"every σ) between {config.n_eval} outputs from fresh sources and the held-out data; "
                                  f"biased MMD² reported beside it; null reference: the same statistic between "
                                  f"independent real samples ({config.null_repeats} replicates)")
-    ctx.choice("seeds", f"{config.n_seeds} seed(s); the per-σ table holds means over seeds")
+    ctx.choice("seeds", f"{config.n_seeds} training seed(s), the unit of replication (sources, initialisation and "
+                        f"batch stream per seed; data fixed); the per-σ table holds means over seeds; comparisons "
+                        f"between σ are paired over seeds at one-sided α = {config.alpha} (one seed: inconclusive)")
 
 
 def _table(sigmas: list[float], per_seed: dict[float, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -411,24 +424,102 @@ def _row(table: list[dict[str, Any]], sigma: float) -> dict[str, Any]:
     return next(r for r in table if r["sigma"] == sigma)
 
 
+def _per_seed(per_seed: dict[float, list[dict[str, Any]]], sigma: float, key: str) -> list[float]:
+    return [float(r[key]) for r in per_seed[sigma]]
+
+
+def _finite_pairs(a: Sequence[float], b: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The seeds where both values are finite (a diverged run has NaN scores)."""
+    keep = [(x, y) for x, y in zip(a, b, strict=True) if math.isfinite(x) and math.isfinite(y)]
+    return [x for x, _ in keep], [y for _, y in keep]
+
+
+def _no_finite_seed(cls: type[SeedComparison], label: str, alpha: float, min_effect: float, scale: float,
+                    scale_name: str) -> SeedComparison:
+    return cls(label, [], 0, math.nan, math.nan, math.nan, math.nan, alpha, min_effect, scale, scale_name,
+               "inconclusive", "no seed has finite scores at both σ (the runs diverged)")
+
+
+def sigma0_memorises_rule(accuracy: Sequence[float], n_train: int, *, memorise_accuracy: float,
+                          mem_margin: float) -> Verdict:
+    """``sigma_tradeoff.sigma0_memorises`` from the per-seed pairing accuracies at σ = 0 (non-finite: diverged,
+    left out): confirmed if every seed reaches ``memorise_accuracy``; refuted if every seed's memorisation score
+    M = (a − 1/N)/(1 − 1/N) is ≤ ``mem_margin`` (chance, by the advisor's margin); else inconclusive (also when no
+    seed is finite)."""
+    finite = [a for a in accuracy if math.isfinite(a)]
+    if not finite:
+        return "inconclusive"
+    if all(a >= memorise_accuracy for a in finite):
+        return "confirmed"
+    if all(memorisation_score(a, n_train) <= mem_margin for a in finite):
+        return "refuted"
+    return "inconclusive"
+
+
+def memorised_precondition(accuracy: Sequence[float], memorise_accuracy: float) -> Precondition:
+    """σ = 0 memorised in every seed (pairing accuracy ≥ ``memorise_accuracy``): "σ > 0 memorises less" is testable
+    only against a σ = 0 model that memorised."""
+    holds = bool(accuracy) and all(math.isfinite(a) and a >= memorise_accuracy for a in accuracy)
+    return Precondition(f"CFM(σ=0) memorised its pairs: pairing accuracy ≥ {memorise_accuracy:g} in every seed",
+                        holds, {"pairing_accuracy_sigma0_per_seed": list(accuracy), "required": memorise_accuracy},
+                        "train longer (steps), on fewer pairs (n_train) or with a wider model until CFM(σ=0) pairs "
+                        "every training source with its own target")
+
+
+def reduces_memorisation_rule(m_zero: Sequence[float], m_noisy: Sequence[float], *, sigma: float,
+                              reduce_margin: float, alpha: float) -> SeedComparison:
+    """``sigma_tradeoff.sigma{σ}_reduces_memorisation`` from per-seed memorisation scores M (0 = chance, 1 =
+    perfect pairing): M(0) − M(σ) ≥ ``reduce_margin``, paired over the seeds where both are finite."""
+    a, b = _finite_pairs(m_zero, m_noisy)
+    labels, name = ("M(σ=0)", f"M(σ={sigma:g})"), "the memorisation scale (perfect pairing − chance)"
+    if not a:
+        return _no_finite_seed(SeedComparison, f"{labels[0]} − {labels[1]}", alpha, reduce_margin, 1.0, name)
+    return paired_over_seeds(a, b, min_effect=reduce_margin, scale=1.0, scale_name=name, alpha=alpha, labels=labels)
+
+
+def keeps_generalisation_rule(g_noisy: Sequence[float], g_zero: Sequence[float], tolerance: float, *, sigma: float,
+                              scale: float, scale_name: str, alpha: float) -> SeedComparison:
+    """``sigma_tradeoff.sigma{σ}_keeps_generalisation`` from per-seed generalisation scores G (unbiased MMD², lower is
+    better): non-inferiority G(σ) − G(0) < ``tolerance`` (the advisor's τ, relative to ``scale``), paired over the
+    seeds where both are finite — confirmed when the one-sided upper bound is below τ, refuted when the lower bound
+    is above it, inconclusive in between (the band) and with one seed."""
+    a, b = _finite_pairs(g_noisy, g_zero)
+    labels = (f"G(σ={sigma:g})", "G(σ=0)")
+    if not a:
+        return _no_finite_seed(NonInferiority, f"{labels[0]} − {labels[1]}", alpha, tolerance, scale, scale_name)
+    return noninferior_over_seeds(a, b, margin=tolerance, scale=scale, scale_name=scale_name, alpha=alpha,
+                                  labels=labels)
+
+
+def both_margins_rule(rule_satisfied: bool, fallback: bool) -> Verdict:
+    """``sigma_tradeoff.sigma_satisfying_both_margins_exists``: confirmed when the advisor's rule returns a σ; refuted
+    when only its fallback answers; inconclusive when neither does (no σ with finite scores)."""
+    return "confirmed" if rule_satisfied else "refuted" if fallback else "inconclusive"
+
+
 def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, Any]],
-            correct: dict[float, list[Tensor]], advice: dict[str, Any]) -> None:
+            per_seed: dict[float, list[dict[str, Any]]], advice: dict[str, Any]) -> None:
     n = config.n_train
     chance = 1.0 / n
+    replicates = f"{config.n_seeds} training seed(s) (sources, initialisation and batch stream per seed; data fixed)"
     zero = _row(table, 0.0)
-    acc0 = zero["pairing_accuracy"]
-    m0 = zero[MEM_KEY]
-    memorises = acc0 >= config.memorise_accuracy
+    acc0 = _per_seed(per_seed, 0.0, "pairing_accuracy")
     ctx.claim("sigma_tradeoff.sigma0_memorises", "CFM(σ = 0) trained on fixed random pairs memorises them on this data "
               "(Prop 2): Euler from a training source lands nearest its own partner.",
-              {"pairing_accuracy": acc0, "chance": chance, "memorisation_score": m0,
-               "per_seed": [float(c.mean()) for c in correct[0.0]], "l2_partner_mean": zero["l2_partner.mean"],
+              {"pairing_accuracy_per_seed": acc0, "n_train": n, "chance": chance,
+               "memorise_accuracy": config.memorise_accuracy, "mem_margin": config.mem_margin,
+               "pairing_accuracy": zero["pairing_accuracy"], "memorisation_score": zero[MEM_KEY],
+               "l2_partner_mean": zero["l2_partner.mean"],
                "train_loss_relative_to_zero_field": zero["loss_last_relative_to_zero_field"]},
-              confirmed=memorises, refuted=m0 <= config.mem_margin,
-              kind="reproduction",
-              rule=f"mean pairing accuracy over seeds: confirmed if ≥ {config.memorise_accuracy:g}; refuted if the "
-                   f"memorisation score (a − 1/N)/(1 − 1/N) ≤ mem_margin = {config.mem_margin:g} (indistinguishable "
-                   f"from chance by the advisor's margin); inconclusive in between")
+              verdict=sigma0_memorises_rule(acc0, n, memorise_accuracy=config.memorise_accuracy,
+                                            mem_margin=config.mem_margin),
+              kind="reproduction", replicates=replicates,
+              min_effect=f"pairing accuracy ≥ {config.memorise_accuracy:g} in every seed (chance 1/N = {chance:.3g}); "
+                         f"refuted at a memorisation score ≤ {config.mem_margin:g} (0 = chance, 1 = perfect)",
+              rule=f"per-seed pairing accuracy a_s at σ=0 (diverged seeds left out): confirmed if every a_s ≥ "
+                   f"{config.memorise_accuracy:g}; refuted if every seed's memorisation score (a_s − 1/N)/(1 − 1/N) ≤ "
+                   f"mem_margin = {config.mem_margin:g} (indistinguishable from chance by the advisor's margin); "
+                   f"inconclusive otherwise")
     positive = [s for s in table if s["sigma"] > 0]
     cmp_sigma = config.compare_sigma if any(r["sigma"] == config.compare_sigma for r in positive) else \
         min(r["sigma"] for r in positive)
@@ -436,50 +527,60 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
         ctx.note(f"compare_sigma = {config.compare_sigma:g} is not in sigmas; claims 2 and 3 use the smallest positive "
                  f"σ = {cmp_sigma:g} instead.")
     noisy = _row(table, cmp_sigma)
-    stats = paired_stats(correct[0.0], correct[cmp_sigma])
-    scale = 1.0 / (1.0 - chance)
-    drop = stats["mean_difference"] * scale
-    se = stats["se"] * scale if math.isfinite(stats["se"]) else 0.0
-    direction, _ = direction_verdict(stats, config.t_min)
-    confirmed = memorises and direction and drop >= config.reduce_margin
-    refuted = memorises and drop + 2 * se < config.reduce_margin
+    m0, mc = _per_seed(per_seed, 0.0, MEM_KEY), _per_seed(per_seed, cmp_sigma, MEM_KEY)
+    reduce = reduces_memorisation_rule(m0, mc, sigma=cmp_sigma, reduce_margin=config.reduce_margin, alpha=config.alpha)
     ctx.claim(f"sigma_tradeoff.sigma{cmp_sigma:g}_reduces_memorisation",
               f"CFM(σ = {cmp_sigma:g}) memorises the same pairs less than CFM(σ = 0) (Remark 2).",
-              {"pairing_accuracy_sigma0": acc0, f"pairing_accuracy_sigma{cmp_sigma:g}": noisy["pairing_accuracy"],
-               "memorisation_score_drop": drop, "drop_se": se, "paired": stats,
-               "l2_partner_sigma0": zero["l2_partner.mean"], f"l2_partner_sigma{cmp_sigma:g}": noisy["l2_partner.mean"],
-               "sigma0_memorises": memorises},
-              confirmed=confirmed, refuted=refuted,
-              kind="reproduction",
-              rule=f"per training pair d_i = 1[σ=0 output nearest its partner] − 1[σ={cmp_sigma:g} output nearest its "
-                   f"partner], pooled over seeds; drop = mean(d)/(1 − 1/N) on the memorisation scale. Only judged when "
-                   f"σ = 0 memorises (claim 1 confirmed), else inconclusive. Confirmed if every seed's mean d > 0, the "
-                   f"paired t = mean/se ≥ {config.t_min:g} and drop ≥ reduce_margin = {config.reduce_margin:g}; "
-                   f"refuted if drop + 2·se < {config.reduce_margin:g}; inconclusive otherwise")
+              {"memorisation_score_sigma0_per_seed": m0, f"memorisation_score_sigma{cmp_sigma:g}_per_seed": mc,
+               "reduce_margin": config.reduce_margin, "alpha": config.alpha, "comparison": reduce.to_dict(),
+               "pairing_accuracy_sigma0": zero["pairing_accuracy"],
+               f"pairing_accuracy_sigma{cmp_sigma:g}": noisy["pairing_accuracy"],
+               "l2_partner_sigma0": zero["l2_partner.mean"],
+               f"l2_partner_sigma{cmp_sigma:g}": noisy["l2_partner.mean"]},
+              verdict=reduce.verdict, kind="reproduction",
+              precondition=memorised_precondition(acc0, config.memorise_accuracy),
+              min_effect=reduce.effect_text(), replicates=replicates,
+              rule=f"per seed, the memorisation score M = (a − 1/N)/(1 − 1/N) at σ=0 and σ={cmp_sigma:g}; d_s = "
+                   f"M_s(0) − M_s({cmp_sigma:g}); confirmed if the one-sided (α = {config.alpha}) t-lower bound of "
+                   f"mean d over seeds is > 0 and mean d ≥ reduce_margin = {config.reduce_margin:g}; refuted if the "
+                   f"upper bound is < {config.reduce_margin:g}; else inconclusive (always with one seed)")
     g0, gc = zero[GEN_KEY], noisy[GEN_KEY]
     floor = advice["margins"]["gen_floor"]
-    tol = gen_tolerance(min(g0, gc), config.gen_margin, floor)
+    best_pair = max(min(g0, gc), 0.0) if math.isfinite(g0) and math.isfinite(gc) else math.nan
+    tol = gen_tolerance(best_pair, config.gen_margin, floor) if math.isfinite(best_pair) else floor
+    relative = math.isfinite(best_pair) and config.gen_margin * best_pair >= floor
+    scale, scale_name = ((best_pair, "the better of the two mean generalisation scores") if relative else
+                         (floor, "the noise floor, 2 × RMS of the null MMD²"))
+    gen0, genc = _per_seed(per_seed, 0.0, GEN_KEY), _per_seed(per_seed, cmp_sigma, GEN_KEY)
+    keeps = keeps_generalisation_rule(genc, gen0, tol, sigma=cmp_sigma, scale=scale, scale_name=scale_name,
+                                      alpha=config.alpha)
     ctx.claim(f"sigma_tradeoff.sigma{cmp_sigma:g}_keeps_generalisation",
               f"CFM(σ = {cmp_sigma:g}) generalises at least about as well as CFM(σ = 0): its generalisation MMD² is "
-              f"not above σ = 0's by more than the stated margin.",
-              {"gen_mmd2_unbiased_sigma0": g0, f"gen_mmd2_unbiased_sigma{cmp_sigma:g}": gc, "difference": gc - g0,
-               "tolerance": tol, "gen_mmd2_biased_sigma0": zero["gen_mmd2.biased"],
+              f"not above σ = 0's by the stated margin τ or more.",
+              {f"gen_mmd2_unbiased_sigma{cmp_sigma:g}_per_seed": genc, "gen_mmd2_unbiased_sigma0_per_seed": gen0,
+               "tolerance": tol, "alpha": config.alpha, "comparison": keeps.to_dict(),
+               "gen_mmd2_unbiased_sigma0": g0, f"gen_mmd2_unbiased_sigma{cmp_sigma:g}": gc, "difference": gc - g0,
+               "gen_mmd2_biased_sigma0": zero["gen_mmd2.biased"],
                f"gen_mmd2_biased_sigma{cmp_sigma:g}": noisy["gen_mmd2.biased"], "noise_floor": floor},
-              confirmed=gc - g0 <= tol, refuted=gc - g0 > tol,
-              kind="reproduction",
-              rule=f"unbiased MMD² to held-out data (means over seeds): confirmed if G(σ={cmp_sigma:g}) − G(0) ≤ τ = "
-                   f"max(gen_margin · max(min(G(0), G(σ)), 0), noise floor) with gen_margin = {config.gen_margin:g} "
-                   f"and the noise floor 2 × RMS of the null MMD²; refuted otherwise")
+              verdict=keeps.verdict, kind="reproduction", min_effect=keeps.effect_text(), replicates=replicates,
+              rule=f"per seed, the unbiased MMD² G to held-out data at σ={cmp_sigma:g} and σ=0; d_s = "
+                   f"G_s({cmp_sigma:g}) − G_s(0); non-inferiority margin τ = max(gen_margin · max(min(mean G(0), "
+                   f"mean G(σ)), 0), noise floor) with gen_margin = {config.gen_margin:g} and the noise floor 2 × RMS "
+                   f"of the null MMD²: confirmed if the one-sided (α = {config.alpha}) t-upper bound of mean d over "
+                   f"seeds is < τ; refuted if the lower bound is > τ; inconclusive in between and with one seed")
     ok = bool(advice["rule_satisfied"])
     ctx.claim("sigma_tradeoff.sigma_satisfying_both_margins_exists",
               "Some σ in the grid keeps memorisation within the stated margin of chance while its generalisation stays "
               "within the stated margin of the best σ.",
-              {"recommended_sigma": ctx.metrics["recommended_sigma"], "fallback": advice["fallback"],
-               "reason": advice["reason"], "margins": advice["margins"],
+              {"rule_satisfied": ok, "fallback": bool(advice["fallback"]),
+               "recommended_sigma": ctx.metrics["recommended_sigma"], "reason": advice["reason"],
+               "margins": advice["margins"],
                "table": [{"sigma": r["sigma"], "memorisation": r[MEM_KEY], "generalisation": r[GEN_KEY]}
                          for r in table]},
-              confirmed=ok, refuted=not ok and bool(advice["fallback"]),
-              kind="finding",
+              verdict=both_margins_rule(ok, bool(advice["fallback"])), kind="finding",
+              min_effect=f"memorisation score ≤ mem_margin = {config.mem_margin:g} and G ≤ G* + τ (gen_margin = "
+                         f"{config.gen_margin:g}, noise floor {floor:.3g})",
+              replicates=f"{replicates}; the rule reads the per-σ means over seeds",
               rule=advice["rule"] + " Confirmed when the rule returns a σ; refuted when only the fallback answers; "
                                     "inconclusive when no σ has finite scores (every run diverged).")
 

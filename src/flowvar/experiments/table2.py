@@ -18,17 +18,26 @@ PAPER.md §3.5, §4 "Images", §5 item 10. For each data-set size N in ``ns`` an
    two candidate answers are), and the fraction of outputs whose nearest training image is their shuffled
    partner / their OT partner.
 
-Verdicts (§5 item 10), per N, on the per-image paired differences pooled over seeds, confirmed when every seed
-shows the direction and the pooled t-ratio ≥ ``t_min`` (refuted: the opposite direction by the same rule):
-σ = 0: L2-to-shuffled < L2-to-OT; σ > 0: L2-to-OT < L2-to-shuffled. The memorisation margin
-m(N) = mean(L2-to-OT − L2-to-shuffled) at σ = 0 must shrink as N grows: confirmed when it decreases between
-consecutive sizes by more than 2 combined standard errors, refuted when it increases by more than that.
+Verdicts (§5 item 10). The training seed is the unit of replication: per seed, the per-image distances are
+averaged, and the claims compare those per-seed means paired over seeds (:func:`flowvar.stats.paired_over_seeds`,
+one-sided ``alpha``; one seed is always inconclusive). Each claim needs a minimum effect of ``min_effect`` × the
+distance between the two candidate partners, ‖x1_σ(i) − x1_σ(π(i))‖ (the absolute scale: by the triangle
+inequality no output can be closer to one candidate than to the other by more than it). Per N:
+
+* ``sigma0_memorises``: L2-to-OT − L2-to-shuffled at σ = 0 ≥ min_effect × reference;
+* ``sigma{σ}_generalises``: L2-to-shuffled − L2-to-OT at σ > 0 ≥ min_effect × reference. Precondition: σ = 0
+  memorised the same pairs (in every seed its margin L2-to-OT − L2-to-shuffled ≥ min_effect × reference) — else an
+  output near the OT partner says nothing about noise breaking memorisation, and the claim is untestable;
+* ``margin_shrinks_with_n``: the σ = 0 margin relative to the reference, r(N) = (L2-to-OT − L2-to-shuffled) /
+  reference per seed, drops from the smallest to the largest N by ≥ min_effect. Precondition: σ = 0 memorised at
+  the smallest N.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,15 +52,16 @@ from flowvar.errors import ConfigError
 from flowvar.experiments._imaging import (
     ImageExperimentConfig,
     build_unet,
+    closer_over_seeds,
     compute_settings,
-    direction_verdict,
     ema_copy,
     grid_figure,
     integrate_images,
     loss_fit,
+    memorised_in_every_seed,
     nested_subset,
-    paired_stats,
     prepare,
+    seed_means,
     summary,
     train_field,
 )
@@ -65,6 +75,8 @@ from flowvar.image_ot import (
     random_pairing_cost,
 )
 from flowvar.metrics import nearest_neighbours, pairing_accuracy
+from flowvar.results import Precondition
+from flowvar.stats import SeedComparison, paired_over_seeds
 
 PAPER_TABLE2: dict[str, dict[str, dict[str, list[float]]]] = {
     "N=5000": {"sigma=0.05": {"l2_to_ot": [34.25, 7.54], "l2_to_shuffled": [55.02, 16.51]},
@@ -78,8 +90,9 @@ PAPER_TABLE2: dict[str, dict[str, dict[str, list[float]]]] = {
 class Table2Config(ImageExperimentConfig):
     """:class:`ImageExperimentConfig` plus ``ns`` (data-set sizes), ``eval_max`` (training pairs evaluated per
     run), the OT settings ``ot_method`` auto | exact | blockwise, ``max_exact``, ``ot_block_size``,
-    ``ot_refine_rounds``, and ``gap_check_n`` (size of the sub-problem on which the blockwise gap is measured
-    when the blockwise pairing is used; 0 to skip)."""
+    ``ot_refine_rounds``, ``gap_check_n`` (size of the sub-problem on which the blockwise gap is measured
+    when the blockwise pairing is used; 0 to skip), and ``min_effect`` (the verdicts' minimum effect, a fraction of
+    the distance between the OT and the shuffled partner)."""
 
     ns: tuple[int, ...] = (500, 1797)
     eval_max: int = 2000
@@ -88,9 +101,13 @@ class Table2Config(ImageExperimentConfig):
     ot_block_size: int = 4096
     ot_refine_rounds: int = 2
     gap_check_n: int = 4096
+    min_effect: float = 0.1
 
     def validate(self) -> None:
         super().validate()
+        if not 0 <= self.min_effect < 1:
+            raise ConfigError(f"min_effect must lie in [0, 1) (a fraction of the distance between the two candidate "
+                              f"partners), got {self.min_effect}")
         if not self.ns or any(n < 2 for n in self.ns):
             raise ConfigError(f"ns must list data-set sizes >= 2 (a derangement needs two pairs), got {list(self.ns)}")
         if self.ot_method not in ("auto", "exact", "blockwise"):
@@ -99,8 +116,8 @@ class Table2Config(ImageExperimentConfig):
             raise ConfigError(f"eval_max must be >= 2, got {self.eval_max}")
 
 
-QUICK = {"ns": (64, 256), "n_seeds": 1, "resolution": 8, "base_channels": 16, "channel_mult": (1, 2),
-         "steps": 1000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.99, "eval_max": 256}
+QUICK = {"ns": (64, 256), "n_seeds": 2, "resolution": 8, "base_channels": 16, "channel_mult": (1, 2),
+         "steps": 500, "batch_size": 64, "lr": 2e-3, "warmup_steps": 50, "ema_decay": 0.99, "eval_max": 128}
 
 
 @register("table2", title="Table 2: adversarial (shuffled OT) coupling — memorisation of CFM(σ=0) vs CFM(σ=0.05)",
@@ -136,9 +153,12 @@ def _choices(ctx: RunContext, config: Table2Config) -> None:
                            f"noise and target x1 − x0; same init and batch stream for both σ within a seed")
     ctx.choice("evaluation", f"Euler {config.euler_steps} steps from the training sources (up to {config.eval_max} "
                              f"per run), EMA weights; per-image L2 on the flattened [−1, 1] tensor; mean ± std over "
-                             f"images pooled across {config.n_seeds} seed(s)")
-    ctx.choice("verdict rule", f"per-image paired differences pooled over seeds: every seed in the direction and "
-                               f"pooled t ≥ {config.t_min}")
+                             f"images pooled across seeds as the paper's ± (description only)")
+    ctx.choice("seeds and verdict rule", f"{config.n_seeds} training seed(s), the unit of replication: per seed the "
+                                         f"mean over its evaluated images; claims compare those per-seed means paired "
+                                         f"over seeds (one-sided t-bounds at α = {config.alpha}; one seed is always "
+                                         f"inconclusive) with a minimum effect of {config.min_effect:g} × the distance "
+                                         f"between the OT and the shuffled partner")
 
 
 def _ot(ctx: RunContext, config: Table2Config, x0: Tensor, x1: Tensor, seed: int) -> Assignment:
@@ -219,6 +239,9 @@ def _report(ctx: RunContext, config: Table2Config, ns: list[int], cells: dict[st
     s0, s1 = config.sigmas
     table: dict[str, Any] = {}
     margins: dict[str, dict[str, Any]] = {}
+    seeds: dict[str, dict[str, Any]] = {}
+    replicates = (f"{config.n_seeds} training seed(s) (the data subset fixed; sources, derangement and initialisation "
+                  f"drawn per seed)")
     for key, cell in cells.items():
         per = cell["per_image"]
         table[key] = {f"sigma={s}": {"l2_to_ot": summary(per[s]["ot"]), "l2_to_shuffled": summary(per[s]["shuffled"])}
@@ -228,69 +251,147 @@ def _report(ctx: RunContext, config: Table2Config, ns: list[int], cells: dict[st
         table[key]["ot"] = cell["ot"]
         table[key]["scales"] = cell["scales"]
         paper_row = PAPER_TABLE2[paper_key(key, list(cells))]
-        memo = paired_stats(per[s0]["ot"], per[s0]["shuffled"])
-        confirmed, refuted = direction_verdict(memo, config.t_min)
+        ev = _seed_evidence(cell, s0, s1)
+        seeds[key] = ev
+        memo = sigma0_memorises_rule(ev["l2_to_ot_sigma0"], ev["l2_to_shuffled_sigma0"], ev["reference"],
+                                     min_effect=config.min_effect, alpha=config.alpha)
         ctx.claim(f"table2.{key}.sigma0_memorises",
                   f"CFM(σ=0) trained on shuffled OT pairs ({key}) lands closer to the shuffled partner than to the OT "
                   f"partner (L2-to-shuffled < L2-to-OT).",
-                  {"l2_to_ot": table[key][f"sigma={s0}"]["l2_to_ot"]["mean"],
+                  {"l2_to_ot_per_seed": ev["l2_to_ot_sigma0"], "l2_to_shuffled_per_seed": ev["l2_to_shuffled_sigma0"],
+                   "reference_distance": ev["reference"], "reference_per_seed": ev["reference_per_seed"],
+                   "min_effect_fraction": config.min_effect, "alpha": config.alpha, "comparison": memo.to_dict(),
+                   "l2_to_ot": table[key][f"sigma={s0}"]["l2_to_ot"]["mean"],
                    "l2_to_shuffled": table[key][f"sigma={s0}"]["l2_to_shuffled"]["mean"],
-                   "paired": memo, "reference_distance": table[key]["reference_ot_vs_shuffled_partner"]["mean"],
                    "nearest_is_shuffled_partner": _mean_over_runs(cell, s0, "nearest_is_shuffled_partner"),
                    "train_loss_relative_to_zero_field": _mean_over_runs(cell, s0, "loss_last_relative_to_zero_field"),
                    "paper": paper_row["sigma=0.0"]},
-                  confirmed=confirmed, refuted=refuted,
-                  kind="reproduction",
-                  rule=f"per-image d = L2-to-OT − L2-to-shuffled at σ=0, pooled over seeds: confirmed if every seed's "
-                       f"mean d > 0 and t = mean/se ≥ {config.t_min}; refuted if every seed's mean d < 0 and "
-                       f"t ≤ −{config.t_min}; else inconclusive")
-        gen = paired_stats(per[s1]["shuffled"], per[s1]["ot"])
-        confirmed, refuted = direction_verdict(gen, config.t_min)
+                  verdict=memo.verdict, kind="reproduction", min_effect=memo.effect_text(), replicates=replicates,
+                  rule=f"per seed, the mean over images of L2-to-OT and of L2-to-shuffled at σ=0; d_s = their "
+                       f"difference; {_RULE_TEXT.format(alpha=config.alpha, f=config.min_effect)}")
+        gen = sigma_generalises_rule(ev[f"l2_to_shuffled_sigma{s1}"], ev[f"l2_to_ot_sigma{s1}"], ev["reference"],
+                                     sigma=s1, min_effect=config.min_effect, alpha=config.alpha)
+        pre = memorised_precondition(ev["l2_to_ot_sigma0"], ev["l2_to_shuffled_sigma0"], ev["reference_per_seed"],
+                                     config.min_effect, key)
         ctx.claim(f"table2.{key}.sigma{s1}_generalises",
                   f"CFM(σ={s1}) on the same shuffled pairs ({key}) lands closer to the OT partner than to the "
                   f"shuffled partner (L2-to-OT < L2-to-shuffled).",
-                  {"l2_to_ot": table[key][f"sigma={s1}"]["l2_to_ot"]["mean"],
+                  {"l2_to_shuffled_per_seed": ev[f"l2_to_shuffled_sigma{s1}"],
+                   "l2_to_ot_per_seed": ev[f"l2_to_ot_sigma{s1}"], "reference_distance": ev["reference"],
+                   "min_effect_fraction": config.min_effect, "alpha": config.alpha, "comparison": gen.to_dict(),
+                   "l2_to_ot": table[key][f"sigma={s1}"]["l2_to_ot"]["mean"],
                    "l2_to_shuffled": table[key][f"sigma={s1}"]["l2_to_shuffled"]["mean"],
-                   "paired": gen, "reference_distance": table[key]["reference_ot_vs_shuffled_partner"]["mean"],
                    "nearest_is_ot_partner": _mean_over_runs(cell, s1, "nearest_is_ot_partner"),
                    "nearest_is_shuffled_partner": _mean_over_runs(cell, s1, "nearest_is_shuffled_partner"),
                    "noise_tube_radius_sigma_sqrt_D": cell["scales"]["sigma_sqrt_D"],
                    "median_nn_distance_between_images": cell["scales"]["median_nn_distance_between_images"],
                    "paper": paper_row["sigma=0.05"]},
-                  confirmed=confirmed, refuted=refuted,
-                  kind="reproduction",
-                  rule=f"per-image d = L2-to-shuffled − L2-to-OT at σ={s1}, pooled over seeds: confirmed if every "
-                       f"seed's mean d > 0 and t ≥ {config.t_min}; refuted if every seed's mean d < 0 and "
-                       f"t ≤ −{config.t_min}; else inconclusive")
-        margins[key] = {"n": int(key.split("=")[1]), "margin": memo["mean_difference"], "se": memo["se"],
+                  verdict=gen.verdict, kind="reproduction", precondition=pre, min_effect=gen.effect_text(),
+                  replicates=replicates,
+                  rule=f"per seed, the mean over images of L2-to-shuffled and of L2-to-OT at σ={s1}; d_s = their "
+                       f"difference; {_RULE_TEXT.format(alpha=config.alpha, f=config.min_effect)}")
+        margins[key] = {"n": int(key.split("=")[1]), "margin": float(np.mean(ev["margin_per_seed"])),
+                        "margin_per_seed": ev["margin_per_seed"],
+                        "relative_to_reference_per_seed": ev["relative_margin_per_seed"],
+                        "relative_to_reference": float(np.mean(ev["relative_margin_per_seed"])),
                         "l2_to_ot": table[key][f"sigma={s0}"]["l2_to_ot"]["mean"],
-                        "l2_to_shuffled": table[key][f"sigma={s0}"]["l2_to_shuffled"]["mean"],
-                        "relative_to_reference": memo["mean_difference"]
-                        / table[key]["reference_ot_vs_shuffled_partner"]["mean"]}
+                        "l2_to_shuffled": table[key][f"sigma={s0}"]["l2_to_shuffled"]["mean"]}
     ctx.metric("table2", table)
+    ctx.metric("per_seed_means", seeds)
     ctx.metric("sigma0_memorisation_margin", margins)
     ctx.metric("comparison_with_paper", _comparison(table, config))
     if len(ns) >= 2:
-        steps = []
-        for a, b in itertools.pairwise(ns):
-            ma, mb = margins[f"N={a}"], margins[f"N={b}"]
-            drop = ma["margin"] - mb["margin"]
-            se = math.sqrt(ma["se"] ** 2 + mb["se"] ** 2)
-            steps.append({"from_N": a, "to_N": b, "margin_drop": drop, "combined_se": se,
-                          "drop_in_se": drop / se if se > 0 else math.copysign(math.inf, drop)})
+        small, large = f"N={ns[0]}", f"N={ns[-1]}"
+        steps = [{"from_N": a, "to_N": b, "relative_margin_drop_per_seed": list(np.subtract(
+                      margins[f"N={a}"]["relative_to_reference_per_seed"],
+                      margins[f"N={b}"]["relative_to_reference_per_seed"]))}
+                 for a, b in itertools.pairwise(ns)]
+        shrink = margin_shrinks_rule(margins[small]["relative_to_reference_per_seed"],
+                                     margins[large]["relative_to_reference_per_seed"], min_effect=config.min_effect,
+                                     alpha=config.alpha, labels=(f"r({small})", f"r({large})"))
+        ev0 = seeds[small]
+        pre = memorised_precondition(ev0["l2_to_ot_sigma0"], ev0["l2_to_shuffled_sigma0"], ev0["reference_per_seed"],
+                                     config.min_effect, small)
         ctx.claim("table2.margin_shrinks_with_n",
-                  "The σ=0 memorisation margin (L2-to-OT − L2-to-shuffled) shrinks as the data set grows.",
-                  {"margins": margins, "steps": steps,
+                  "The σ=0 memorisation margin (L2-to-OT − L2-to-shuffled, relative to the distance between the two "
+                  "candidate partners) shrinks as the data set grows.",
+                  {"relative_margin_smallest_n_per_seed": margins[small]["relative_to_reference_per_seed"],
+                   "relative_margin_largest_n_per_seed": margins[large]["relative_to_reference_per_seed"],
+                   "min_effect": config.min_effect, "alpha": config.alpha, "comparison": shrink.to_dict(),
+                   "margins": margins, "steps": steps,
                    "paper": {"N=5000": 50.40 - 28.57, "N=50000": 46.78 - 45.98}},
-                  confirmed=all(s["drop_in_se"] > 2 for s in steps),
-                  refuted=any(s["drop_in_se"] < -2 for s in steps),
-                  kind="finding",
-                  rule="margin m(N) = pooled mean of L2-to-OT − L2-to-shuffled at σ=0; confirmed if m drops between "
-                       "every pair of consecutive sizes by more than 2 combined standard errors; refuted if it rises "
-                       "by more than 2 combined standard errors between some pair; else inconclusive")
+                  verdict=shrink.verdict, kind="reproduction", precondition=pre, min_effect=shrink.effect_text(),
+                  replicates=replicates,
+                  rule=f"r_s(N) = (mean L2-to-OT − mean L2-to-shuffled) / mean ‖OT − shuffled partner‖ at σ=0 in seed "
+                       f"s; d_s = r_s({small}) − r_s({large}) (smallest against largest N; every consecutive step is "
+                       f"in the evidence); confirmed if the one-sided (α = {config.alpha}) t-lower bound of mean d "
+                       f"over seeds is > 0 and mean d ≥ {config.min_effect:g}; refuted if the upper bound is < "
+                       f"{config.min_effect:g}; else inconclusive (always with one seed)")
     ctx.note("Training budget: every run has the same number of steps, so a larger N means fewer passes over each "
              "pair; a shrinking margin may reflect the budget per pair as well as the data-set size.")
     _figures(ctx, config, cells, table)
+
+
+_RULE_TEXT = ("confirmed if the one-sided (α = {alpha}) t-lower bound of mean d over seeds is > 0 and mean d ≥ "
+              "{f:g} × the mean distance between the OT and the shuffled partner; refuted if the upper bound is below "
+              "that minimum effect; else inconclusive (always with one seed)")
+
+
+def sigma0_memorises_rule(l2_to_ot: Sequence[float], l2_to_shuffled: Sequence[float], reference: float, *,
+                          min_effect: float, alpha: float) -> SeedComparison:
+    """``table2.N=….sigma0_memorises`` from per-seed mean distances at σ = 0: L2-to-OT − L2-to-shuffled ≥
+    ``min_effect`` × ``reference`` (the distance between the OT and the shuffled partner), paired over seeds."""
+    return closer_over_seeds(l2_to_ot, l2_to_shuffled, reference, min_effect=min_effect, alpha=alpha,
+                             labels=("L2-to-OT(σ=0)", "L2-to-shuffled(σ=0)"))
+
+
+def sigma_generalises_rule(l2_to_shuffled: Sequence[float], l2_to_ot: Sequence[float], reference: float, *,
+                           sigma: float, min_effect: float, alpha: float) -> SeedComparison:
+    """``table2.N=….sigma{σ}_generalises`` from per-seed mean distances at σ > 0: L2-to-shuffled − L2-to-OT ≥
+    ``min_effect`` × ``reference``, paired over seeds."""
+    return closer_over_seeds(l2_to_shuffled, l2_to_ot, reference, min_effect=min_effect, alpha=alpha,
+                             labels=(f"L2-to-shuffled(σ={sigma:g})", f"L2-to-OT(σ={sigma:g})"))
+
+
+def margin_shrinks_rule(relative_margin_small: Sequence[float], relative_margin_large: Sequence[float], *,
+                        min_effect: float, alpha: float, labels: tuple[str, str] = ("r(small N)", "r(large N)")
+                        ) -> SeedComparison:
+    """``table2.margin_shrinks_with_n`` from per-seed relative margins r_s(N) = (L2-to-OT − L2-to-shuffled) /
+    reference at σ = 0: r(smallest N) − r(largest N) ≥ ``min_effect`` (r lies in [−1, 1]; its scale is the distance
+    between the two candidate partners, 1), paired over seeds."""
+    return paired_over_seeds(relative_margin_small, relative_margin_large, min_effect=min_effect, scale=1.0,
+                             scale_name="the distance between the two candidate partners (r is relative to it)",
+                             alpha=alpha, labels=labels)
+
+
+def memorised_precondition(l2_to_ot: Sequence[float], l2_to_shuffled: Sequence[float],
+                           reference: Sequence[float], min_effect: float, key: str) -> Precondition:
+    """σ = 0 memorised the shuffled pairs at ``key``: in every seed, L2-to-OT − L2-to-shuffled ≥ ``min_effect`` ×
+    that seed's OT-vs-shuffled distance (measured per seed, no test: it must hold in each replicate)."""
+    holds, rel = memorised_in_every_seed(l2_to_ot, l2_to_shuffled, reference, min_effect)
+    return Precondition(
+        f"CFM(σ=0) memorised the shuffled pairs at {key}: in every seed its mean L2-to-OT − L2-to-shuffled is ≥ "
+        f"{min_effect:g} × the distance between the two partners (otherwise landing near the OT partner says nothing "
+        f"about noise breaking memorisation)",
+        holds, {"relative_margin_sigma0_per_seed": rel, "required": min_effect},
+        "train longer (steps) or on fewer pairs (ns) until CFM(σ=0) reproduces its shuffled partners")
+
+
+def _seed_evidence(cell: dict[str, Any], s0: float, s1: float) -> dict[str, Any]:
+    """The per-seed means every claim of one N is judged on (lists indexed by seed)."""
+    per = cell["per_image"]
+    ev: dict[str, Any] = {}
+    for s in (s0, s1):
+        tag = "sigma0" if s == s0 else f"sigma{s}"
+        ev[f"l2_to_ot_{tag}"] = seed_means(per[s]["ot"])
+        ev[f"l2_to_shuffled_{tag}"] = seed_means(per[s]["shuffled"])
+    ev["reference_per_seed"] = seed_means(cell["reference"])
+    ev["reference"] = float(np.mean(ev["reference_per_seed"]))
+    ev["margin_per_seed"] = [float(a - b) for a, b in zip(ev["l2_to_ot_sigma0"], ev["l2_to_shuffled_sigma0"],
+                                                          strict=True)]
+    ev["relative_margin_per_seed"] = [m / r if r > 0 else math.nan
+                                      for m, r in zip(ev["margin_per_seed"], ev["reference_per_seed"], strict=True)]
+    return ev
 
 
 def _mean_over_runs(cell: dict[str, Any], sigma: float, name: str) -> float:
