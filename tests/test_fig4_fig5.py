@@ -1,0 +1,282 @@
+"""fig4 and fig5: the pure judgement functions on synthetic evidence (every outcome each can return), config
+validation (any d ≥ 2, a full M), and tiny end-to-end runs for the preconditions and the d = 3 path."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import build_config, get_experiment, run_experiment
+from flowvar.experiments.fig4 import (
+    compare_point,
+    crossover,
+    mwu_floor,
+    one_sided_status,
+    resolution,
+    rule_crossover,
+    rule_ot_lower_with_noise,
+    rule_zero_at_sigma0,
+    target_covariance,
+    unresolved,
+)
+from flowvar.experiments.fig5 import (
+    angle_order,
+    interpolated_flip,
+    rule_order_flips,
+    rule_random_lower_at_paper_angle,
+    series_flip,
+)
+
+
+def point(a: float, b: float, *, half: float = 0.0, p_lower: float = 1.0, p_higher: float = 1.0) -> dict:
+    """Synthetic evidence of one compared point (a vs b), both tests giving the same p-values."""
+    return {"a_mean": a, "b_mean": b, "half_width": half, "p_welch_a_lower": p_lower, "p_mwu_a_lower": p_lower,
+            "p_welch_a_higher": p_higher, "p_mwu_a_higher": p_higher}
+
+
+OPTS = {"alpha": 0.01, "min_rel": 0.1}
+
+# --------------------------------------------------------------------------------------------- point statuses
+
+
+def test_one_sided_status_reaches_every_outcome_in_both_directions() -> None:
+    # a = 50 below b = 100: significant and 50 ≥ 0.1 × 100
+    assert one_sided_status(point(50, 100, half=5, p_lower=1e-4), lower="a", **OPTS) == "holds"
+    # the same gap but a p-value at α: not significant, and the upper bound 50 + 5 is not below 10 → undecided
+    assert one_sided_status(point(50, 100, half=5, p_lower=0.01), lower="a", **OPTS) == "undecided"
+    # significant but below the minimum effect (gap 5 < 10) with a tight bound: 5 + 2 < 10 → excluded
+    assert one_sided_status(point(95, 100, half=2, p_lower=1e-6), lower="a", **OPTS) == "excluded"
+    # the same gap with a wide bound: undecided (it could still be ≥ 10)
+    assert one_sided_status(point(95, 100, half=6, p_lower=1e-6), lower="a", **OPTS) == "undecided"
+    # the reverse order is excluded for "a lower" and holds for "b lower"
+    rev = point(100, 50, half=5, p_higher=1e-4)
+    assert one_sided_status(rev, lower="a", **OPTS) == "excluded"
+    assert one_sided_status(rev, lower="b", **OPTS) == "holds"
+    # both means zero: nothing to decide
+    assert one_sided_status(point(0, 0), lower="a", **OPTS) == "undecided"
+
+
+def test_resolution_mwu_floor_and_unresolved() -> None:
+    assert resolution(point(50, 100, half=5), 0.1) == pytest.approx(0.5)
+    assert resolution(point(0, 0, half=1), 0.1) == math.inf
+    assert mwu_floor(3) == pytest.approx(1 / 20) and mwu_floor(3) > 0.01 > mwu_floor(5)
+    pts = {"coarse": ({**point(95, 100, half=20), "s": "undecided"}, "s"),   # 20 / 10 ≥ 1: lack of precision
+           "near": ({**point(95, 100, half=6), "s": "undecided"}, "s"),      # 6 / 10 < 1: near the threshold
+           "done": ({**point(50, 100, half=30), "s": "holds"}, "s"),
+           "order": ({**point(95, 100, half=20), "s": "unresolved"}, "s")}
+    assert unresolved(pts, 0.1) == ["coarse", "order"]
+
+
+def test_compare_point_half_width_is_the_one_sided_welch_bound() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 0.1, 12), rng.normal(2.0, 0.3, 9)
+    p = compare_point(a, b, 0.01)
+    se = math.sqrt(a.var(ddof=1) / 12 + b.var(ddof=1) / 9)
+    df = se**4 / ((a.var(ddof=1) / 12) ** 2 / 11 + (b.var(ddof=1) / 9) ** 2 / 8)
+    assert p["half_width"] == pytest.approx(sps.t.ppf(0.99, df) * se)
+    assert p["a_mean"] == pytest.approx(a.mean()) and p["p_welch_a_lower"] < 1e-4 and p["p_welch_a_higher"] > 0.99
+    assert one_sided_status(p, lower="a", **OPTS) == "holds"
+    const = compare_point(np.zeros(4), np.zeros(4), 0.01)
+    assert const["half_width"] == 0.0 and one_sided_status(const, lower="a", **OPTS) == "undecided"
+
+
+def test_crossover() -> None:
+    assert crossover([0.05, 0.2, 0.5, 1.0], [False, True, True, True]) == 0.2
+    assert crossover([0.05, 0.2, 0.5, 1.0], [True, False, True, True]) == 0.5
+    assert crossover([0.05, 0.2], [True, False]) is None
+    assert crossover([0.05, 0.2], [True, True]) == 0.05
+
+
+# --------------------------------------------------------------------------------------------- fig4 rules
+
+
+def test_rule_zero_at_sigma0() -> None:
+    assert rule_zero_at_sigma0({"max_trace": 7e-28, "max_loss": 4e-30}) == "confirmed"
+    assert rule_zero_at_sigma0({"max_trace": 1e-3, "max_loss": 0.0}) == "refuted"
+    assert rule_zero_at_sigma0({"max_trace": 0.0, "max_loss": math.nan}) == "refuted"
+
+
+@pytest.mark.parametrize("rule", [rule_ot_lower_with_noise, rule_random_lower_at_paper_angle])
+def test_every_point_rules(rule) -> None:
+    assert rule({"status": {"x": "holds", "y": "holds"}}) == "confirmed"
+    assert rule({"status": {"x": "holds", "y": "excluded"}}) == "refuted"
+    assert rule({"status": {"x": "undecided", "y": "excluded"}}) == "refuted"
+    assert rule({"status": {"x": "holds", "y": "undecided"}}) == "inconclusive"
+    assert rule({"status": {}}) == "inconclusive"
+
+
+def test_rule_crossover() -> None:
+    def ev(*pairs: tuple[str, str]) -> dict:
+        return {"series": {f"s{i}": {"pair_lower_at_smallest_sigma": p, "ot_lower_at_largest_sigma": o}
+                           for i, (p, o) in enumerate(pairs)}}
+
+    assert rule_crossover(ev(("holds", "holds"), ("holds", "holds"))) == "confirmed"
+    assert rule_crossover(ev(("holds", "holds"), ("holds", "excluded"))) == "refuted"
+    assert rule_crossover(ev(("excluded", "holds"))) == "refuted"
+    assert rule_crossover(ev(("holds", "holds"), ("undecided", "holds"))) == "inconclusive"
+    assert rule_crossover({"series": {}}) == "inconclusive"
+
+
+# --------------------------------------------------------------------------------------------- fig5 rules
+
+
+def test_angle_order_reaches_every_outcome() -> None:
+    assert angle_order("excluded", "holds") == "L"
+    assert angle_order("holds", "excluded") == "H"
+    assert angle_order("excluded", "excluded") == "within"
+    assert angle_order("undecided", "excluded") == "unresolved"
+    assert angle_order("excluded", "undecided") == "unresolved"
+
+
+def test_series_flip() -> None:
+    flips = series_flip([(0, "L"), (30, "L"), (60, "within"), (90, "H"), (120, "H")])
+    assert flips == {"outcome": "flips", "flip_between": [30, 90]}
+    # an unresolved angle between the two sides does not prevent the flip from being located
+    assert series_flip([(0, "L"), (60, "unresolved"), (90, "H")])["flip_between"] == [0, 90]
+    assert series_flip([(0, "L"), (60, "H"), (90, "L"), (120, "H")])["outcome"] == "no_flip"     # interleaved
+    assert series_flip([(0, "L"), (60, "L"), (90, "within")])["outcome"] == "no_flip"            # never above
+    assert series_flip([(0, "H"), (90, "H")])["outcome"] == "no_flip"                            # never below
+    assert series_flip([(0, "L"), (60, "L"), (90, "unresolved")])["outcome"] == "undecided"
+
+
+def test_interpolated_flip() -> None:
+    assert interpolated_flip([0, 60, 90], [0.0, 30.0, 60.0], 45.0) == pytest.approx(75.0)
+    assert interpolated_flip([90, 0, 60], [60.0, 0.0, 30.0], 45.0) == pytest.approx(75.0)  # sorted by angle
+    assert interpolated_flip([0, 60], [0.0, 30.0], 45.0) is None
+    assert interpolated_flip([0, 60], [50.0, 60.0], 45.0) is None
+
+
+def test_rule_order_flips() -> None:
+    def ev(*outcomes: str) -> dict:
+        return {"series": {f"s{i}": {"outcome": o} for i, o in enumerate(outcomes)}}
+
+    assert rule_order_flips(ev("flips", "flips")) == "confirmed"
+    assert rule_order_flips(ev("flips", "no_flip")) == "refuted"
+    assert rule_order_flips(ev("flips", "undecided")) == "inconclusive"
+    assert rule_order_flips(ev()) == "inconclusive"
+
+
+# --------------------------------------------------------------------------------------------- configs
+
+FULL_M = "[[4,0.5,0],[0.5,1,0],[0,0,0.25]]"
+
+
+def test_target_covariance_full_matrix_wins_and_diagonal_still_works() -> None:
+    M = target_covariance((5.0, 5.0, 5.0), ((4.0, 0.5, 0.0), (0.5, 1.0, 0.0), (0.0, 0.0, 0.25)), (9.0, 9.0))
+    assert M[0, 1] == 0.5 and M.shape == (3, 3)
+    assert target_covariance((1.0, 2.0), None, (4.0, 0.25)).diagonal().tolist() == [4.0, 0.25]
+
+
+@pytest.mark.parametrize("name", ["fig4", "fig5"])
+def test_config_takes_any_d_and_a_full_matrix(name: str) -> None:
+    spec = get_experiment(name)
+    config = build_config(spec, quick=True, overrides={"mean": "[5,5,5]", "cov": FULL_M, "plane": "1,2"})
+    assert config.cov[0] == (4.0, 0.5, 0.0) and config.plane == (1, 2)
+    assert build_config(spec, quick=True, overrides={"mean": "[1,2,3]", "cov_diag": "1,2,3"}).cov is None
+
+
+@pytest.mark.parametrize("name", ["fig4", "fig5"])
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"cov": "[[4,0.5],[0.4,1]]"}, "cov must be symmetric"),
+    ({"cov": "[[1,2],[2,1]]"}, "cov must be positive definite"),
+    ({"cov": FULL_M}, "cov must be a 2×2 matrix"),
+    ({"mean": "[5,5,5]", "cov": "[[1,0],[0,1]]"}, "cov must be a 3×3 matrix"),
+    ({"cov_diag": "1,2,3"}, "cov_diag must hold d = 2"),
+    ({"mean": "[5]", "cov_diag": "1"}, "d >= 2"),
+    ({"plane": "0,2"}, "plane must be two distinct axes"),
+    ({"repeats": "1"}, "repeats must be >= 2"),
+    ({"sigmas": "-0.1,0.5"}, "sigmas must be finite numbers >= 0"),
+    ({"noise_forms": "constant,nope"}, "noise_forms must be among"),
+])
+def test_bad_config_is_one_line_config_error(name: str, overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        build_config(get_experiment(name), quick=True, overrides=overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_experiment_specific_validation() -> None:
+    with pytest.raises(ConfigError, match="must not be 0"):
+        build_config(get_experiment("fig4"), quick=True, overrides={"angles": "0,90"})
+    with pytest.raises(ConfigError, match="angles must be distinct"):
+        build_config(get_experiment("fig4"), quick=True, overrides={"angles": "60,60"})
+    with pytest.raises(ConfigError, match="include a σ > 0"):
+        build_config(get_experiment("fig4"), quick=True, overrides={"sigmas": "0"})
+    with pytest.raises(ConfigError, match=r"distinct values in \[0, 180\]"):
+        build_config(get_experiment("fig5"), quick=True, overrides={"angles": "0,200"})
+
+
+# --------------------------------------------------------------------------------------------- tiny runs
+
+TINY4 = {"n_samples": "300", "repeats": "5", "angles": "120", "sigmas": "0,0.2,1", "noise_forms": "constant"}
+TINY5 = {"n_samples": "300", "repeats": "5", "angles": "30,120", "sigmas": "0.5", "noise_forms": "constant"}
+
+
+def claims_of(folder: Path) -> tuple[dict, dict]:
+    result = json.loads((folder / "result.json").read_text())
+    return result, {c["id"]: c for c in result["claims"]}
+
+
+def test_fig4_runs_in_d3_with_a_full_matrix(tmp_path: Path) -> None:
+    run_experiment("fig4", tmp_path, quick=True, overrides={**TINY4, "mean": "[5,5,5]", "cov": FULL_M})
+    result, claims = claims_of(tmp_path / "fig4")
+    assert "d = 3" in result["choices"]["problem"] and "12 parameters" in result["choices"]["variance"]
+    assert "(x0, x1)" in result["choices"]["rotation"] and "other 1 axis" in result["choices"]["rotation"]
+    assert set(claims) == {"fig4.own_coupling.zero_at_sigma0", "fig4.own_coupling.ot_lower_with_noise",
+                           "fig4.rotated_data.crossover"}
+    assert claims["fig4.own_coupling.zero_at_sigma0"]["kind"] == "identity"
+    assert claims["fig4.own_coupling.zero_at_sigma0"]["verdict"] == "confirmed"
+    repro = claims["fig4.own_coupling.ot_lower_with_noise"]
+    assert repro["kind"] == "reproduction" and repro["precondition"]["statement"]
+    assert "R = 5" in repro["replicates"] and "0.1 × the larger" in repro["min_effect"]
+    assert claims["fig4.rotated_data.crossover"]["kind"] == "finding"
+    # both readings are in the metrics, point by point
+    metrics = result["metrics"]
+    assert len(metrics["reading_ii_own_coupling"]) == 2 and len(metrics["reading_i_rotated_data"]) == 3
+    assert result["figures"] == ["variance_vs_sigma.png"]
+
+
+def test_fig4_too_few_repeats_is_untestable_with_the_number_and_the_remedy(tmp_path: Path) -> None:
+    run_experiment("fig4", tmp_path, quick=True, overrides={**TINY4, "repeats": "3"})
+    _, claims = claims_of(tmp_path / "fig4")
+    for cid in ("fig4.own_coupling.ot_lower_with_noise", "fig4.rotated_data.crossover"):
+        c = claims[cid]
+        assert c["verdict"] == "untestable" and c["verdict_if_testable"] in {"confirmed", "refuted", "inconclusive"}
+        assert c["precondition"]["measured"]["mwu_min_p"] == pytest.approx(0.05)
+        assert "raise repeats" in c["precondition"]["remedy"]
+    assert claims["fig4.own_coupling.zero_at_sigma0"]["verdict"] == "confirmed"  # an identity has no precondition
+
+
+def test_fig4_singular_angle_is_skipped_and_leaves_the_claims_untestable(tmp_path: Path) -> None:
+    # M = diag(4, 0.25) at 180°: I + tΘ̂_R is singular at t = 1/3 and 2/3, so the pair-optimal field is undefined.
+    run_experiment("fig4", tmp_path, quick=True, overrides={**TINY4, "angles": "180"})
+    result, claims = claims_of(tmp_path / "fig4")
+    c = claims["fig4.own_coupling.ot_lower_with_noise"]
+    assert c["verdict"] == "untestable" and c["precondition"]["measured"]["usable_angles"] == []
+    assert "180deg" in c["precondition"]["measured"]["skipped_angles"] and "invertible" in c["precondition"]["remedy"]
+    assert any("skipped" in n for n in result["notes"])
+
+
+def test_fig5_runs_in_d3_and_without_120_the_paper_statement_is_untestable(tmp_path: Path) -> None:
+    run_experiment("fig5", tmp_path, quick=True,
+                   overrides={**TINY5, "angles": "0,150", "mean": "[5,5,5]", "cov_diag": "1,1,1"})
+    result, claims = claims_of(tmp_path / "fig5")
+    assert "d = 3" in result["choices"]["problem"] and "12 parameters" in result["choices"]["variance"]
+    repro = claims["fig5.random_coupling_lower_variance"]
+    assert repro["kind"] == "reproduction" and repro["verdict"] == "untestable"
+    assert "add 120 to angles" in repro["precondition"]["remedy"]
+    finding = claims["fig5.order_flips_with_angle"]
+    assert finding["kind"] == "finding" and finding["evidence"]["series"]["constant/σ=0.5"]["orders"]
+
+
+def test_fig5_tiny_run_judges_120_and_locates_the_flip(tmp_path: Path) -> None:
+    run_experiment("fig5", tmp_path, quick=True, overrides=TINY5)
+    result, claims = claims_of(tmp_path / "fig5")
+    repro = claims["fig5.random_coupling_lower_variance"]
+    assert repro["evidence"]["angle"] == 120.0 and list(repro["evidence"]["status"]) == ["constant/σ=0.5"]
+    assert "d = 2" in result["choices"]["problem"] and "6 parameters" in result["choices"]["variance"]
+    assert set(result["metrics"]["points"]) == {"constant/σ=0.5/30deg", "constant/σ=0.5/120deg"}
+    assert result["figures"] == ["variance_by_angle.png"]
