@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import warnings
 
 import numpy as np
@@ -250,3 +251,61 @@ def test_skipped_calls_are_reported(gen):
             with pytest.raises(DataError, match="every training step"):
                 monitor.step(step, losses, path.t)
     monitor.close()
+
+
+class _StopAt:
+    """A callback that interrupts training at a step (as a crash would), after the checkpoint before it."""
+
+    def __init__(self, step: int) -> None:
+        self.stop = step
+
+    def on_step(self, step, model, path, loss_value):
+        if step == self.stop:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_a_resumed_run_continues_the_log_instead_of_truncating_it(tmp_path, suffix):
+    """Train 12 steps logging every 2, checkpoint every 4, killed at step 11 (after logging 10); resume to 12. The
+    log holds every logged step once, the rows up to the checkpoint (step 8) kept and the killed run's step 10
+    replaced by the resumed run's; a fresh run into the same file starts it afresh."""
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    log_path, ckpt = tmp_path / f"gv{suffix}", tmp_path / "ckpt"
+    config = TrainConfig(steps=12, batch_size=32, lr=1e-2, checkpoint_every=4, log_every=0)
+
+    def run(callbacks_extra, model_seed=0):
+        torch.manual_seed(model_seed)
+        model = MLPField(2, width=8, depth=1).to(F64)
+        monitor = GradientVarianceMonitor(model, every=2, t_bins=4, profile_every=1, log_path=log_path)
+        try:
+            train(model, CFMLoss(Interpolant(sigma=0.1)), coupling, config, ckpt, callbacks=[monitor, *callbacks_extra])
+        finally:
+            monitor.close()
+        return monitor
+
+    def rows():
+        text = log_path.read_text()
+        if suffix == ".csv":
+            return list(csv.DictReader(text.splitlines()))
+        if suffix == ".jsonl":
+            return [json.loads(x) for x in text.splitlines()]
+        return json.loads(text)["records"]
+
+    with pytest.raises(KeyboardInterrupt):
+        run([_StopAt(11)])
+    killed = {int(float(r["step"])): float(r["trace"]) for r in rows()}
+    assert sorted(killed) == [2, 4, 6, 8, 10]
+    resumed = run([], model_seed=99)  # the checkpoint restores the weights
+    assert [r["step"] for r in resumed.history] == [10, 12]
+    final = rows()
+    steps = [int(float(r["step"])) for r in final]
+    assert steps == [2, 4, 6, 8, 10, 12]
+    for r in final[:4]:  # kept verbatim from the killed run
+        assert float(r["trace"]) == killed[int(float(r["step"]))]
+    # the uninterrupted run logs the same numbers (resume is bit-identical)
+    shutil.rmtree(ckpt)
+    straight = run([])  # a fresh run into the existing file: its first step precedes every row, none is kept
+    assert [r["step"] for r in straight.history] == steps
+    assert [float(r["trace"]) for r in rows()] == [float(r["trace"]) for r in final]
+    if suffix == ".csv":
+        assert "t_bin0_trace" in final[0]

@@ -18,7 +18,10 @@ engine of :mod:`flowvar.gradnorms`):
 * ``per_layer`` traces (JSON logs), and which parameters needed the exact fallback.
 
 Logs go to ``monitor.history`` and, with ``log_path``, to a CSV (``.csv``, a row per logged step), JSON
-lines (``.jsonl``) or one JSON document (``.json``, rewritten at every log); :meth:`plot` writes a PNG.
+lines (``.jsonl``) or one JSON document (``.json``, rewritten atomically at every log); :meth:`plot` writes a
+PNG. An existing log is continued, not truncated, when the run resumes: the rows before this monitor's first
+logged step are kept (a run resumed from a checkpoint keeps its history up to the checkpoint), later ones are
+dropped (the interrupted run logged them after its checkpoint).
 
 Memorisation signature (arXiv 2510.18118, Prop. 1–2): under a deterministic interpolant (σ = 0) a field
 that fits every training pair's straight line has per-sample losses and gradients all ≈ 0, so loss and
@@ -47,9 +50,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -62,8 +65,11 @@ from torch import Tensor, nn
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
 from flowvar.gradnorms import DEFAULT_CHUNK_BYTES, BatchGradStats, FastVarianceReport, GradNormEngine, Reduction
 from flowvar.interpolants import PathSample
+from flowvar.results import atomic_write_text, to_jsonable
 
 SCALARS: tuple[str, ...] = ("loss", "trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_sq_norm")
+
+log = logging.getLogger(__name__)
 
 
 class MemorisationWarning(UserWarning):
@@ -128,6 +134,7 @@ class GradientVarianceMonitor:
         self._suffix = None if self.log_path is None else self.log_path.suffix
         self._edges_list: list[float] | None = None
         self._validated = False
+        self._carried: list[dict[str, Any]] | None = None  # a .json log's earlier records kept on resume
 
     # ----------------------------------------------------------------------------------------- entry points
 
@@ -289,34 +296,70 @@ class GradientVarianceMonitor:
             return
         path, suffix = self.log_path, self._suffix
         if suffix == ".json":
+            if self._carried is None:
+                self._carried = self._earlier_rows(path, int(record["step"]))
             self.save_json(path)
             return
-        if self._log_file is None:  # opened on the first record (truncating), flushed after every record
+        if self._log_file is None:  # opened on the first record, flushed after every record
+            earlier = self._earlier_rows(path, int(record["step"]))
             self._log_file = path.open("w", newline="" if suffix == ".csv" else None)
+            if suffix == ".csv":
+                # the header comes from the first record (plus columns only earlier rows have); later rows fill
+                # missing fields with ""
+                fields = list(self._flat(record))
+                fields += [k for row in earlier for k in row if k not in fields]
+                self._csv, self._csv_fields = csv.writer(self._log_file), list(dict.fromkeys(fields))
+                self._csv.writerow(self._csv_fields)
+                for row in earlier:
+                    self._csv.writerow([row.get(k, "") for k in self._csv_fields])
+            else:
+                for row in earlier:
+                    self._log_file.write(json.dumps(row) + "\n")
         if suffix == ".csv":
             row = self._flat(record)
-            if self._csv is None:  # the header comes from the first record; later rows fill missing fields with ""
-                self._csv = csv.writer(self._log_file)
-                self._csv_fields = list(row)
-                self._csv.writerow(self._csv_fields)
             self._csv.writerow([row.get(k, "") for k in self._csv_fields])
         else:
-            self._log_file.write(json.dumps(_jsonable(record)) + "\n")
+            self._log_file.write(json.dumps(to_jsonable(record)) + "\n")
         self._log_file.flush()
 
+    def _earlier_rows(self, path: Path, first_step: int) -> list[dict[str, Any]]:
+        """The rows of an existing log before ``first_step``: what a run resuming at ``first_step`` keeps.
+
+        A run that starts afresh (its first logged step precedes every row) keeps none; one resumed from a
+        checkpoint keeps the rows up to the checkpoint and drops those the interrupted run logged after it. An
+        unreadable file is replaced (with a warning) rather than trusted.
+        """
+        if not path.is_file():
+            return []
+        try:
+            if path.suffix == ".csv":
+                with path.open(newline="") as fh:
+                    rows: list[dict[str, Any]] = list(csv.DictReader(fh))
+            elif path.suffix == ".jsonl":
+                rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            else:
+                rows = list(json.loads(path.read_text()).get("records", []))
+            kept = [r for r in rows if int(float(r["step"])) < first_step]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            log.warning("gradient-variance log %s is unreadable (%s); starting it afresh", path, err)
+            return []
+        if kept:
+            log.info("gradient-variance log %s: kept %d earlier row(s) before step %d (resumed run)", path,
+                     len(kept), first_step)
+        return kept
+
     def save_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``{"config": ..., "records": history}`` to ``path`` atomically."""
+        """Write ``{"config": ..., "records": history}`` to ``path`` atomically (fsynced; non-finite numbers as the
+        strings "nan", "inf", "-inf", as in every flowvar JSON file). When this monitor logs to ``path`` and resumed
+        an earlier log there, the earlier records come first."""
         path = Path(path)
+        earlier = self._carried if (self._carried and self.log_path is not None and path == self.log_path) else []
         doc = {"config": {"every": self.every, "t_bins": self.t_bins, "profile_every": self.profile_every,
                           "sigma": self.sigma,
                           "collapse_ratio": self.collapse_ratio, "collapse_atol": self.collapse_atol,
                           "patience": self.patience, "fallback": self.engine.fallback_parameters},
-               "memorisation_step": self.memorisation_step, "records": [_jsonable(r) for r in self.history]}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".gradvar-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=1)
-        os.replace(tmp, path)
+               "memorisation_step": self.memorisation_step, "records": earlier + to_jsonable(self.history)}
+        atomic_write_text(path, json.dumps(to_jsonable(doc), indent=1))
         return path
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
@@ -367,13 +410,3 @@ class GradientVarianceMonitor:
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=110)
         return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
