@@ -10,19 +10,17 @@ import pytest
 from scipy import stats as sps
 
 from flowvar.errors import ConfigError
-from flowvar.experiments.base import build_config, get_experiment, run_experiment
-from flowvar.experiments.fig4 import (
+from flowvar.experiments._gaussian_variance import (
     compare_point,
-    crossover,
     mwu_floor,
     one_sided_status,
     resolution,
-    rule_crossover,
     rule_ot_lower_with_noise,
-    rule_zero_at_sigma0,
     target_covariance,
     unresolved,
 )
+from flowvar.experiments.base import build_config, get_experiment, run_experiment
+from flowvar.experiments.fig4 import crossover, rule_crossover, rule_zero_at_sigma0
 from flowvar.experiments.fig5 import (
     angle_order,
     interpolated_flip,

@@ -28,87 +28,41 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from scipy import stats as sps
 
 from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
+from flowvar.experiments._gaussian_variance import (
+    compare_point,
+    mwu_floor,
+    one_sided_status,
+    parameters_text,
+    problem_of,
+    problem_text,
+    resolution,
+    rotation_text,
+    rule_ot_lower_with_noise,
+    tests_text,
+    unresolved,
+    validate_common,
+)
 from flowvar.experiments.base import RunContext, register
-from flowvar.gaussian import GaussianProblem, rotation_matrix, singular_times
-from flowvar.interpolants import NOISE_SCHEDULES, Interpolant
+from flowvar.gaussian import rotation_matrix, singular_times
+from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.results import Precondition, Verdict
-from flowvar.stats import compare
 from flowvar.variance import estimate_variance, repeated_estimates
 
-Status = Literal["holds", "excluded", "undecided"]
 ZERO_TOL = 1e-20
 """Floating-point zero for a float64 loss or trace (PAPER.md §5.2)."""
 
 
 # --------------------------------------------------------------------------------------------- config
-
-
-def target_covariance(mean: Sequence[float], cov: Sequence[Sequence[float]] | None,
-                      cov_diag: Sequence[float]) -> torch.Tensor:
-    """M as a (d, d) float64 tensor: ``cov`` when given (full matrix), else diag(``cov_diag``); d = len(mean) ≥ 2.
-
-    Raises a one-line :class:`ConfigError` for a wrong shape, a non-finite, non-symmetric or not positive definite M.
-    """
-    d = len(mean)
-    if d < 2:
-        raise ConfigError(f"mean must have d >= 2 entries (the rotation needs a plane), got {list(mean)}")
-    if not all(math.isfinite(m) for m in mean):
-        raise ConfigError(f"mean must be finite, got {list(mean)}")
-    if cov is None:
-        if len(cov_diag) != d or not all(math.isfinite(c) and c > 0 for c in cov_diag):
-            raise ConfigError(f"cov_diag must hold d = {d} positive numbers (the diagonal of M), got {list(cov_diag)}; "
-                              f"or give the full matrix with --set 'cov=[[..], ..]'")
-        return torch.diag(torch.tensor([float(c) for c in cov_diag], dtype=torch.float64))
-    rows = [len(r) for r in cov]
-    if len(cov) != d or any(n != d for n in rows):
-        raise ConfigError(f"cov must be a {d}×{d} matrix to match mean (d = {d}), got {len(cov)} rows of lengths "
-                          f"{rows}")
-    M = torch.tensor([[float(v) for v in r] for r in cov], dtype=torch.float64)
-    if not bool(torch.isfinite(M).all()):
-        raise ConfigError("cov must be finite")
-    asym = float((M - M.T).abs().max())
-    if asym > 1e-12 * max(1.0, float(M.abs().max())):
-        raise ConfigError(f"cov must be symmetric, but max|M − Mᵀ| = {asym:.3g}")
-    min_eig = float(torch.linalg.eigvalsh(M).min())
-    if min_eig <= 0:
-        raise ConfigError(f"cov must be positive definite, but its smallest eigenvalue is {min_eig:.3g}")
-    return M
-
-
-def validate_common(config: Any) -> None:
-    """Checks shared by fig4 and fig5: the problem, the plane, σ, noise forms, sizes, α and the minimum effect."""
-    target_covariance(config.mean, config.cov, config.cov_diag)
-    d = len(config.mean)
-    plane = tuple(config.plane)
-    if len(plane) != 2 or plane[0] == plane[1] or not all(0 <= i < d for i in plane):
-        raise ConfigError(f"plane must be two distinct axes in 0..{d - 1} (the rotation's coordinate plane), got "
-                          f"{list(plane)}")
-    if not config.sigmas or any(not (math.isfinite(s) and s >= 0) for s in config.sigmas):
-        raise ConfigError(f"sigmas must be finite numbers >= 0, got {list(config.sigmas)}")
-    bad = [f for f in config.noise_forms if f not in NOISE_SCHEDULES]
-    if not config.noise_forms or bad:
-        raise ConfigError(f"noise_forms must be among {sorted(NOISE_SCHEDULES)}, got {list(config.noise_forms)}")
-    if not config.angles:
-        raise ConfigError("angles must not be empty")
-    if config.n_samples < 2 or config.repeats < 2:
-        raise ConfigError(f"n_samples and repeats must be >= 2 (a variance and a two-sample test), got "
-                          f"{config.n_samples} and {config.repeats}")
-    if not 0 < config.alpha < 0.5:
-        raise ConfigError(f"alpha must lie in (0, 0.5), got {config.alpha}")
-    if not 0 < config.min_rel_effect < 1:
-        raise ConfigError(f"min_rel_effect must lie in (0, 1) (a fraction of the larger mean), got "
-                          f"{config.min_rel_effect}")
 
 
 @dataclass
@@ -141,62 +95,6 @@ class Fig4Config:
 # --------------------------------------------------------------------------------------------- pure judgement
 
 
-def compare_point(a: np.ndarray, b: np.ndarray, alpha: float) -> dict[str, float]:
-    """The numbers that judge "a below b" and "a above b" at one point: means, standard deviations, the one-sided
-    Welch and Mann–Whitney p-values both ways, Cohen's d, and ``half_width`` = t_{1−α, ν} · √(s_a²/n_a + s_b²/n_b),
-    the one-sided (1 − α) Welch half-width of the difference of the means (0 when both samples are constant)."""
-    less = compare(a, b, alternative="less", alpha=alpha)
-    greater = compare(a, b, alternative="greater", alpha=alpha)
-    se = math.sqrt(less.std_a**2 / less.n_a + less.std_b**2 / less.n_b)
-    half = float(sps.t.ppf(1 - alpha, less.welch_df)) * se if se > 0 else 0.0
-    return {"a_mean": less.mean_a, "a_std": less.std_a, "b_mean": less.mean_b, "b_std": less.std_b,
-            "p_welch_a_lower": less.welch_p, "p_mwu_a_lower": less.mwu_p,
-            "p_welch_a_higher": greater.welch_p, "p_mwu_a_higher": greater.mwu_p,
-            "half_width": half, "cohens_d": less.cohens_d}
-
-
-def one_sided_status(point: Mapping[str, float], *, lower: Literal["a", "b"], alpha: float,
-                     min_rel: float) -> Status:
-    """Is ``lower`` ("a" or "b") below the other by at least the minimum effect m = ``min_rel`` × max(ā, b̄)?
-
-    ``holds``: both one-sided p-values < α and the difference of the means ≥ m. ``excluded``: the one-sided (1 − α)
-    upper bound of the difference (mean difference + ``half_width``) is below m, so the data exclude an effect of
-    the minimum size (an ordering the other way included). ``undecided`` otherwise.
-    """
-    a, b = float(point["a_mean"]), float(point["b_mean"])
-    m = min_rel * max(a, b)
-    if lower == "a":
-        diff, ps = b - a, (point["p_welch_a_lower"], point["p_mwu_a_lower"])
-    else:
-        diff, ps = a - b, (point["p_welch_a_higher"], point["p_mwu_a_higher"])
-    if max(ps) < alpha and diff >= m:
-        return "holds"
-    if diff + float(point["half_width"]) < m:
-        return "excluded"
-    return "undecided"
-
-
-def resolution(point: Mapping[str, float], min_rel: float) -> float:
-    """``half_width`` / (``min_rel`` × max(ā, b̄)): below 1, a zero difference would be excluded and a difference of
-    twice the minimum effect would be significant by Welch, so the point can be decided either way (inf when both
-    means are 0)."""
-    m = min_rel * max(float(point["a_mean"]), float(point["b_mean"]))
-    return float(point["half_width"]) / m if m > 0 else math.inf
-
-
-def mwu_floor(repeats: int) -> float:
-    """The smallest one-sided Mann–Whitney p-value two samples of ``repeats`` values can reach: 1/C(2R, R)."""
-    return 1.0 / math.comb(2 * repeats, repeats)
-
-
-def unresolved(points: Mapping[str, tuple[Mapping[str, Any], str]], min_rel: float) -> list[str]:
-    """The labels of ``points`` ({label: (point, status_key)}) left undecided for lack of precision: their status
-    is "undecided" (or "unresolved") and their :func:`resolution` is ≥ 1. (An undecided point with a finer
-    resolution sits near the minimum effect: that is an inconclusive outcome, not a lack of data.)"""
-    return [k for k, (p, key) in points.items()
-            if p[key] in ("undecided", "unresolved") and resolution(p, min_rel) >= 1]
-
-
 def crossover(sigmas: Sequence[float], ot_lower: Sequence[bool]) -> float | None:
     """The smallest σ from which "OT significantly lower" holds at every larger σ of the sweep (None if never)."""
     for i in range(len(sigmas)):
@@ -210,18 +108,6 @@ def rule_zero_at_sigma0(evidence: Mapping[str, Any], tol: float = ZERO_TOL) -> V
     refuted otherwise (a non-finite value included)."""
     worst = [float(evidence["max_trace"]), float(evidence["max_loss"])]
     return "confirmed" if all(math.isfinite(v) and v <= tol for v in worst) else "refuted"
-
-
-def rule_ot_lower_with_noise(evidence: Mapping[str, Any]) -> Verdict:
-    """Reading (ii): ``evidence["status"]`` maps each noisy point to the :func:`one_sided_status` of "OT below the
-    pair-optimal field". Refuted if any point is ``excluded``; confirmed if every point ``holds``; else (or with no
-    points) inconclusive."""
-    statuses = list(evidence["status"].values())
-    if any(s == "excluded" for s in statuses):
-        return "refuted"
-    if statuses and all(s == "holds" for s in statuses):
-        return "confirmed"
-    return "inconclusive"
 
 
 def rule_crossover(evidence: Mapping[str, Any]) -> Verdict:
@@ -239,38 +125,6 @@ def rule_crossover(evidence: Mapping[str, Any]) -> Verdict:
 
 
 # --------------------------------------------------------------------------------------------- the run
-
-
-def problem_of(config: Any) -> GaussianProblem:
-    return GaussianProblem(torch.tensor(config.mean, dtype=torch.float64),
-                           target_covariance(config.mean, config.cov, config.cov_diag))
-
-
-def problem_text(config: Any, problem: GaussianProblem) -> str:
-    """μ, M (as given: full or diagonal), d and where M came from."""
-    src = "the full matrix `cov`" if config.cov is not None else "diag(`cov_diag`)"
-    M = [[round(float(v), 6) for v in row] for row in problem.cov]
-    return f"μ = {list(config.mean)}, M = {M} (from {src}), d = {problem.dim}"
-
-
-def rotation_text(config: Any, d: int) -> str:
-    i, j = config.plane
-    rest = "" if d == 2 else f", the identity on the other {d - 2} ax{'is' if d == 3 else 'es'}"
-    return (f"R = rotation by the angle in the coordinate plane (x{i}, x{j}): [[cos a, −sin a], [sin a, cos a]]"
-            f"{rest} (flowvar.gaussian.rotation_matrix); T_R(x0) = μ + M^{{1/2}} R x0")
-
-
-def parameters_text(d: int) -> str:
-    return (f"tr Cov(g) of the per-sample gradient g = ∇ℓ over all d + d² = {d + d * d} parameters of the Lemma-1 "
-            f"class (θ ∈ R^{d}, Θ ∈ R^{d}×{d}; closed-form gradients), at fixed parameters; the randomness is x0, "
-            f"t ~ U(0, 1), the noise z, and x1 for the independent coupling; plug-in estimate (divides by K)")
-
-
-def tests_text(config: Any) -> str:
-    return (f"R = {config.repeats} independent estimates per point, each from K = {config.n_samples} draws, "
-            f"independent seeds per arm; a point's ordering holds when one-sided Welch and Mann–Whitney tests both "
-            f"give p < α = {config.alpha} and the means differ by ≥ {config.min_rel_effect:g} × the larger mean; it "
-            f"is excluded when the one-sided (1 − α) Welch upper bound of the difference is below that")
 
 
 @register("fig4", title="Fig. 4: gradient variance of the OT field vs the pair-optimal field under noise",

@@ -10,7 +10,7 @@ The paper states the comparison at one angle, 120°: the independent coupling ha
 statement as stated (``fig5.random_coupling_lower_variance``, at 120° only) and sweep the angle: the structured
 coupling's variance grows with its angle, so the order flips somewhere, and the finding
 ``fig5.order_flips_with_angle`` reports where, per σ and noise form. Points are judged as in
-:mod:`flowvar.experiments.fig4` (:func:`~flowvar.experiments.fig4.one_sided_status`).
+:mod:`flowvar.experiments._gaussian_variance` (:func:`~flowvar.experiments._gaussian_variance.one_sided_status`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ import torch
 from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
-from flowvar.experiments.base import RunContext, register
-from flowvar.experiments.fig4 import (
+from flowvar.experiments._gaussian_variance import (
     Status,
     compare_point,
     mwu_floor,
@@ -43,6 +42,7 @@ from flowvar.experiments.fig4 import (
     unresolved,
     validate_common,
 )
+from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import rotation_matrix
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
@@ -123,7 +123,7 @@ def interpolated_flip(angles: Sequence[float], structured: Sequence[float], inde
 def rule_random_lower_at_paper_angle(evidence: Mapping[str, Any]) -> Verdict:
     """``evidence["status"]`` maps each (σ, noise form) at 120° to the status of "independent below structured".
     Refuted if any point is ``excluded``; confirmed if every point ``holds``; else (or with no points) inconclusive —
-    the same rule as :func:`flowvar.experiments.fig4.rule_ot_lower_with_noise`."""
+    the same rule as :func:`flowvar.experiments._gaussian_variance.rule_ot_lower_with_noise`."""
     return rule_ot_lower_with_noise(evidence)
 
 
