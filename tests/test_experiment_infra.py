@@ -105,3 +105,41 @@ def test_counts_by_kind_and_the_headline() -> None:
 
 
     assert to_jsonable({"t": (1, float("nan"))}) == {"t": [1, "nan"]}
+
+
+def test_written_files_and_installed_folders_get_normal_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    from flowvar.results import atomic_write_text, staged_folder
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        with staged_folder(tmp_path / "exp") as stage:
+            atomic_write_text(stage.path / "result.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "exp").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "exp" / "result.json").stat().st_mode) == 0o644
+
+
+def test_a_failed_write_is_one_line_naming_the_path_and_keeps_the_old_file(tmp_path, monkeypatch) -> None:
+    import errno
+    import os
+
+    import flowvar.results as results_mod
+    from flowvar.errors import DataError
+    from flowvar.results import atomic_write_text
+
+    target = tmp_path / "report.md"
+    target.write_text("old")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results_mod.os, "fsync", disk_full)
+    with pytest.raises(DataError, match=r"cannot write .*report\.md: No space left on device"):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["report.md"]

@@ -349,15 +349,17 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
         try:
             loaded[i] = _read_image(files[i], channels, resolution, crop)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            skipped.append(str(files[i]))
-            warnings.warn(f"skipping unreadable image {files[i]}: {type(error).__name__}: {error}", stacklevel=3)
+            skipped.append(f"{files[i]} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+    named = "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "")
     if not loaded:
         raise DataError(f"none of the {total} image files in {what} could be read (skipped: "
                         f"{', '.join(skipped[:3])}{', …' if len(skipped) > 3 else ''}); check that they are valid "
                         f"images")
     if n is not None and len(loaded) < n:
         raise DataError(f"asked for n={n} images but only {len(loaded)} of the {total} files in {what} could be "
-                        f"read ({len(skipped)} unreadable); lower n to at most {len(loaded)}")
+                        f"read ({len(skipped)} unreadable: {named}); lower n to at most {len(loaded)}")
+    if skipped:  # one summary line, not one warning per file
+        warnings.warn(f"skipped {len(skipped)} unreadable image file(s) in {what}: {named}", stacklevel=3)
     idx = sorted(loaded)
     images = torch.stack([loaded[i] for i in idx])
     names = tuple(str(files[i].relative_to(folder)) for i in idx)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -395,8 +394,4 @@ def write_reports(folder: Path | str, meta: dict[str, Any], experiments: list[di
     atomic_write_text(paths["json"], json.dumps(collection, indent=1))
     atomic_write_text(paths["md"], render_markdown(collection))
     atomic_write_text(paths["html"], render_html(collection, folder))
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in paths.values():  # readable like any file the user creates (atomic writes start private)
-        os.chmod(path, 0o666 & ~umask)
     return paths

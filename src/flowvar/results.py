@@ -170,24 +170,45 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """The one way flowvar writes a file: a temporary file in the same folder, fsync, ``os.replace``.
+
+    A reader sees the old file or the new one, never a partial one. The file gets the permissions of any file the
+    user creates (0666 less the umask; ``mkstemp`` alone would leave it private, 0600). A write that fails (disk
+    full, read-only or forbidden folder) removes the temporary file and raises :class:`~flowvar.errors.DataError`
+    naming the path, with the old file left in place.
+    """
+    from flowvar.errors import DataError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise DataError(f"cannot write {path}: {err.strerror or err}; free space or choose another output "
+                            f"folder") from None
         raise
 
 
@@ -213,6 +234,7 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        os.chmod(path, 0o777 & ~current_umask())  # a normal folder once installed (mkdtemp makes it private, 0700)
     except OSError as e:
         raise ConfigError(f"cannot write to output folder {dest.parent}: {e.strerror or e}; choose another --out"
                           ) from None
