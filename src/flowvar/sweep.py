@@ -568,6 +568,8 @@ def _number(value: Any) -> float | None:
 
 
 VERDICT_SCORE = {"confirmed": 1.0, "inconclusive": 0.0, "refuted": -1.0}
+"""Verdicts as numbers for the verdict maps. "untestable" has none: a point whose precondition failed is left out
+of its cell's mean (a cell where every point is untestable shows "—"), never counted as inconclusive."""
 
 
 @dataclass
