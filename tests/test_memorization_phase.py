@@ -16,17 +16,27 @@ import torch
 from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.memorization_phase import (
+    MIN_PER_LABEL,
+    all_of,
+    balanced_accuracy_at,
     best_threshold_separation,
     cell_key,
+    held_out_separation,
     line_spacing,
     reduction_map,
+    region_precondition,
     region_verdict,
+    separation_precondition,
+    separation_rule,
+    sigma0_memorises_rule,
+    sigma0_precondition,
+    split_cells,
     tube_ratio,
 )
-from flowvar.results import Result
+from flowvar.results import Result, judge
 
-TINY = {"dims": "2,5", "ns": "8,16", "sigmas": "0,0.05,0.5", "widths": "16", "steps": "8", "n_eval": "32",
-        "variance_samples": "16", "floor_samples": "64", "exact_sources": "8"}
+TINY = {"n_seeds": "2", "dims": "2,5", "ns": "8,16", "sigmas": "0,0.05,0.5", "widths": "16", "steps": "8",
+        "n_eval": "32", "variance_samples": "16", "floor_samples": "64", "exact_sources": "8"}
 POINT_KEYS = {"d", "n", "sigma", "width", "seed", "pairing_accuracy", "chance", "l2_partner", "l2_partner_rel",
               "mmd2_gen_unbiased", "mmd2_gen_biased", "final_loss", "loss_floor", "grad_var", "tube_ratio",
               "sigma_ratio", "spacing", "exact_accuracy"}
@@ -83,57 +93,149 @@ def test_tube_ratio_is_sigma_root_d_over_spacing(gen: torch.Generator) -> None:
 # ------------------------------------------------------------------------------------------------ verdict logic
 
 
-def _points(d: int, n: int, width: int, sigma: float, acc0: list[float], acc: list[float]) -> list[dict[str, Any]]:
+def _points(d: int, n: int, width: int, sigma: float, acc0: list[float], acc: list[float],
+            exact: tuple[float, float] | None = (1.0, 0.5)) -> list[dict[str, Any]]:
+    """Rows of one cell; ``exact``: the exact minimisers' accuracy at σ = 0 and at σ (None: not measured)."""
     rows = []
     for s, (a0, a) in enumerate(zip(acc0, acc, strict=True)):
-        rows.append({"d": d, "n": n, "width": width, "seed": s, "sigma": 0.0, "pairing_accuracy": a0})
-        rows.append({"d": d, "n": n, "width": width, "seed": s, "sigma": sigma, "pairing_accuracy": a,
-                     "tube_ratio": 0.5 + s})
+        r0 = {"d": d, "n": n, "width": width, "seed": s, "sigma": 0.0, "pairing_accuracy": a0}
+        r = {"d": d, "n": n, "width": width, "seed": s, "sigma": sigma, "pairing_accuracy": a, "tube_ratio": 0.5 + s,
+             "sigma_ratio": 0.1 + s}
+        if exact is not None:
+            r0["exact_accuracy"], r["exact_accuracy"] = exact
+        rows += [r0, r]
     return rows
 
 
 @pytest.fixture
 def synthetic() -> list[dict[str, Any]]:
-    """Four cells whose answers are known: reduced, small drop, one seed against, never memorised."""
-    return (_points(2, 16, 64, 0.05, [1.0, 0.96], [0.5, 0.6])  # mean drop 0.43, both seeds > 0: reduced
-            + _points(3, 16, 64, 0.05, [0.95, 0.95], [0.9, 0.88])  # mean drop 0.06 < 0.1: not reduced
-            + _points(10, 16, 64, 0.05, [1.0, 0.9], [0.5, 0.95])  # mean drop 0.225 but seed 1 rises: not reduced
-            + _points(50, 16, 64, 0.05, [0.3, 0.2], [0.0, 0.0]))  # acc0 0.25 < 0.9: not memorised
+    """Six cells whose answers are known (three seeds each)."""
+    return (_points(2, 16, 64, 0.05, [1.0, 0.96, 0.98], [0.5, 0.6, 0.55])  # drops ≈ 0.43 in every seed: reduced
+            + _points(3, 16, 64, 0.05, [0.95, 0.95, 0.96], [0.95, 0.94, 0.96])  # drops ≈ 0: not reduced
+            + _points(10, 16, 64, 0.05, [1.0, 0.9, 1.0], [0.5, 0.95, 0.9])  # one seed rises: inconclusive
+            + _points(50, 16, 64, 0.05, [0.3, 0.2, 0.25], [0.0, 0.0, 0.0])  # acc0 0.25 < 0.9: not memorised
+            + _points(2, 64, 64, 0.05, [1.0, 1.0, 1.0], [0.5, 0.5, 0.6], exact=(1.0, 1.0))  # exact keeps every pair
+            + _points(3, 64, 64, 0.05, [1.0, 1.0, 1.0], [0.9, 0.8, 0.7], exact=None))  # no exact reference
 
 
 def test_reduction_map_classifies_cells(synthetic: list[dict[str, Any]]) -> None:
-    cells = reduction_map(synthetic, 0.05, memorise_accuracy=0.9, margin=0.1)
-    assert list(cells) == [cell_key(d, 16, 64) for d in (2, 3, 10, 50)]
+    cells = reduction_map(synthetic, 0.05, memorise_accuracy=0.9, margin=0.1, alpha=0.05)
+    assert list(cells) == [cell_key(2, 16, 64), cell_key(2, 64, 64), cell_key(3, 16, 64), cell_key(3, 64, 64),
+                           cell_key(10, 16, 64), cell_key(50, 16, 64)]
     status = {k: c["status"] for k, c in cells.items()}
-    assert status == {"d=2,N=16,width=64": "reduced", "d=3,N=16,width=64": "not_reduced",
-                      "d=10,N=16,width=64": "not_reduced", "d=50,N=16,width=64": "not_memorised"}
+    assert status == {"d=2,N=16,width=64": "reduced", "d=2,N=64,width=64": "noise_cannot_act",
+                      "d=3,N=16,width=64": "not_reduced", "d=3,N=64,width=64": "reduced",
+                      "d=10,N=16,width=64": "inconclusive", "d=50,N=16,width=64": "not_memorised"}
     a = cells["d=2,N=16,width=64"]
-    assert a["drops"] == pytest.approx([0.5, 0.36]) and a["mean_drop"] == pytest.approx(0.43)
-    assert a["accuracy_sigma0"] == pytest.approx(0.98) and a["chance"] == 1 / 16
-    assert a["tube_ratio"] == pytest.approx(1.0)  # mean over seeds of 0.5 and 1.5
-    assert cells["d=10,N=16,width=64"]["mean_drop"] == pytest.approx(0.225)
+    assert a["drops"] == pytest.approx([0.5, 0.36, 0.43]) and a["mean_drop"] == pytest.approx(0.43)
+    assert a["accuracy_sigma0"] == pytest.approx(0.98) and a["chance"] == 1 / 16 and a["testable"]
+    assert a["tube_ratio"] == pytest.approx(1.5)  # mean over seeds of 0.5, 1.5, 2.5
+    assert a["comparison"]["verdict"] == "confirmed" and a["comparison"]["n_seeds"] == 3
+    assert a["exact_mean_drop"] == pytest.approx(0.5) and a["noise_can_act"]
+    # the network's drop there would be under-fitting: not testable, whatever its comparison says
+    b = cells["d=2,N=64,width=64"]
+    assert b["comparison"]["verdict"] == "confirmed" and not b["testable"] and b["noise_can_act"] is False
+    assert cells["d=3,N=64,width=64"]["noise_can_act"] is None  # not measured: not held against the cell
     # a σ that is not in the points leaves nothing to compare
     assert reduction_map(synthetic, 0.2, 0.9, 0.1) == {}
+
+
+def test_reduction_map_one_seed_is_inconclusive() -> None:
+    cells = reduction_map(_points(3, 16, 64, 0.5, [1.0], [0.1]), 0.5, 0.9, 0.1)
+    assert cells["d=3,N=16,width=64"]["status"] == "inconclusive"  # one seed never decides a comparison
 
 
 def test_region_verdict_rules(synthetic: list[dict[str, Any]]) -> None:
     cells = reduction_map(synthetic, 0.05, 0.9, 0.1)
     partial = region_verdict(cells)
-    assert not partial["confirmed"] and not partial["refuted"]  # a partial map: inconclusive
-    assert partial["memorising_cells"] == 3 and partial["reduces_fraction"] == pytest.approx(1 / 3)
-    assert partial["reduced_cells"] == ["d=2,N=16,width=64"]
+    assert partial["verdict"] == "inconclusive"  # a partial map
+    assert partial["testable_cells"] == 4 and partial["reduces_fraction"] == pytest.approx(2 / 4)
+    assert partial["reduced_cells"] == ["d=2,N=16,width=64", "d=3,N=64,width=64"]
     assert partial["not_memorised_cells"] == ["d=50,N=16,width=64"]
+    assert partial["noise_cannot_act_cells"] == ["d=2,N=64,width=64"]
+    assert region_precondition(partial, 0.05, 0.1).holds
 
     def only(*keys: str) -> dict[str, Any]:
         return region_verdict({k: cells[k] for k in keys})
 
-    assert only("d=2,N=16,width=64", "d=50,N=16,width=64")["confirmed"]
-    refuted = only("d=3,N=16,width=64", "d=10,N=16,width=64")
-    assert refuted["refuted"] and not refuted["confirmed"] and refuted["reduces_fraction"] == 0.0
-    none = only("d=50,N=16,width=64")
-    assert not none["confirmed"] and not none["refuted"] and math.isnan(none["reduces_fraction"])
-    # a stricter margin moves the reduced cell out
-    assert region_verdict(reduction_map(synthetic, 0.05, 0.9, 0.5))["refuted"]
+    assert only("d=2,N=16,width=64", "d=50,N=16,width=64", "d=2,N=64,width=64")["verdict"] == "confirmed"
+    refuted = only("d=3,N=16,width=64", "d=50,N=16,width=64")
+    assert refuted["verdict"] == "refuted" and refuted["reduces_fraction"] == 0.0
+    assert only("d=10,N=16,width=64")["verdict"] == "inconclusive"
+    # nothing testable: the verdict is inconclusive and the precondition fails, so the claim reads "untestable"
+    none = only("d=50,N=16,width=64", "d=2,N=64,width=64")
+    assert none["verdict"] == "inconclusive" and math.isnan(none["reduces_fraction"])
+    pre = region_precondition(none, 0.05, 0.1)
+    assert not pre.holds and pre.remedy and pre.measured["noise_cannot_act_cells"] == ["d=2,N=64,width=64"]
+    claim = judge("memorization_phase.sigma0.05_reduces_memorisation", "s", {"x": 1}, rule="r", kind="reproduction",
+                  verdict=none["verdict"], precondition=pre)
+    assert claim.verdict == "untestable" and claim.verdict_if_testable == "inconclusive"
+    # a stricter margin moves the reduced cells out (and the exact minimisers no longer count as acting)
+    strict = region_verdict(reduction_map(synthetic, 0.05, 0.9, 0.45))
+    assert strict["reduced_cells"] == [] and strict["verdict"] in ("refuted", "inconclusive")
+
+
+def test_sigma0_memorises_rule_and_precondition() -> None:
+    def cell(acc: float, ratio: float) -> dict[str, Any]:
+        return {"accuracy": acc, "loss_over_spacing_sq": ratio}
+
+    assert sigma0_memorises_rule({"a": cell(1.0, 1e-4), "b": cell(0.1, 50.0)}, 0.9, 0.5, 0.01) == "confirmed"
+    assert sigma0_memorises_rule({"a": cell(0.2, 1e-4), "b": cell(0.1, 50.0)}, 0.9, 0.5, 0.01) == "refuted"
+    assert sigma0_memorises_rule({"a": cell(0.7, 1e-4), "b": cell(0.1, 50.0)}, 0.9, 0.5, 0.01) == "inconclusive"
+    # a memorising cell that did not reach the zero-loss level does not count; nothing at the minimum: untestable
+    never = {"a": cell(1.0, 0.5), "b": cell(0.1, 50.0)}
+    assert sigma0_memorises_rule(never, 0.9, 0.5, 0.01) == "inconclusive"
+    pre = sigma0_precondition(never, 0.01)
+    assert not pre.holds and pre.remedy and pre.measured["cells_at_zero_loss"] == []
+    assert sigma0_precondition({"a": cell(1.0, 1e-4)}, 0.01).measured["cells_at_zero_loss"] == ["a"]
+
+
+def test_split_cells_alternates_in_grid_order() -> None:
+    keys = [cell_key(d, n, 64) for d in (10, 2, 3) for n in (256, 16)]
+    fit, score = split_cells(keys + keys[:2])  # repeated keys count once
+    assert fit == ["d=2,N=16,width=64", "d=3,N=16,width=64", "d=10,N=16,width=64"]
+    assert score == ["d=2,N=256,width=64", "d=3,N=256,width=64", "d=10,N=256,width=64"]
+
+
+def test_held_out_separation_fits_on_one_half_and_scores_on_the_other() -> None:
+    keys = [cell_key(d, 16, 64) for d in range(2, 14)]  # 12 cells, alternately fit / score
+    fit, score = split_cells(keys)
+    combos = []
+    for i, key in enumerate(fit):  # the fit half: perfectly separated at 1.0
+        combos.append({"cell": key, "reduced": i % 2 == 0, "r": 2.0 if i % 2 == 0 else 0.5})
+    for i, key in enumerate(score):  # the score half: the same rule with one reduced cell below the threshold
+        combos.append({"cell": key, "reduced": i % 2 == 0, "r": (0.8 if i == 0 else 2.0) if i % 2 == 0 else 0.5})
+    sep = held_out_separation(combos, "r")
+    assert sep["threshold"] == 2.0 and sep["fit_balanced_accuracy"] == 1.0
+    assert sep["held_out_balanced_accuracy"] == pytest.approx(0.5 * (2 / 3 + 1.0))  # scored, not re-fitted
+    assert (sep["fit_n_true"], sep["fit_n_false"], sep["score_n_true"], sep["score_n_false"]) == (3, 3, 3, 3)
+    assert separation_precondition(sep, MIN_PER_LABEL).holds
+    few = held_out_separation(combos[:4] + combos[6:8], "r")
+    pre = separation_precondition(few, MIN_PER_LABEL)
+    assert not pre.holds and pre.measured["score_n_true"] == 1 and pre.remedy
+
+
+def test_balanced_accuracy_at_and_separation_rule() -> None:
+    assert balanced_accuracy_at([0.1, 0.3, 1.2, 2.0], [False, False, True, True], 1.0) == 1.0
+    assert balanced_accuracy_at([0.1, 0.3, 1.2, 2.0], [False, True, True, True], 1.0) == pytest.approx(5 / 6)
+    assert math.isnan(balanced_accuracy_at([0.1, 0.3], [True, True], 0.2))
+    assert math.isnan(balanced_accuracy_at([0.1, 0.3], [True, False], math.nan))
+    with pytest.raises(ShapeError):
+        balanced_accuracy_at([0.1, 0.2], [True], 0.1)
+    assert separation_rule(0.95, 0.9, 0.7) == "confirmed"
+    assert separation_rule(0.6, 0.9, 0.7) == "refuted"
+    assert separation_rule(0.8, 0.9, 0.7) == "inconclusive" and separation_rule(math.nan, 0.9, 0.7) == "inconclusive"
+
+
+def test_all_of_preconditions() -> None:
+    from flowvar.results import Precondition
+
+    a = Precondition("A", True, {"x": 1})
+    b = Precondition("B", False, {"y": 2}, "do B")
+    both = all_of(a, b)
+    assert not both.holds and both.statement == "A; and B" and both.remedy == "do B"
+    assert both.measured == {"[1]": {"holds": True, "x": 1}, "[2]": {"holds": False, "y": 2}}
+    assert all_of(a, a).holds and all_of(a, a).remedy == ""
 
 
 def _brute_separation(values: list[float], labels: list[bool]) -> float:
@@ -200,7 +302,8 @@ def test_yaml_defaults_are_valid_and_list_typed() -> None:
     spec = get_experiment("memorization_phase")
     full, quick = build_config(spec), build_config(spec, quick=True)
     assert full.dims == (2, 3, 10, 50) and 0.05 in full.sigmas and 0.0 in full.sigmas and len(full.widths) >= 2
-    assert quick.steps < full.steps and quick.n_seeds == 1
+    assert quick.steps < full.steps and quick.n_seeds >= 3  # a σ comparison needs seeds as replicates
+    assert quick.focus_sigma in quick.sigmas and 0.0 in quick.sigmas
     # a sweep splits the grid by single-element lists: each must be a valid config on its own
     assert build_config(spec, overrides={"dims": "[50]"}).dims == (50,)
 
@@ -221,9 +324,14 @@ def test_tiny_run_writes_claims_points_and_figures(tiny: tuple[Result, Path]) ->
     assert {"memorization_phase.sigma0_memorises", "memorization_phase.sigma0.05_reduces_memorisation",
             "memorization_phase.sigma0.5_reduces_memorisation", "memorization_phase.tube_ratio_governs"} == ids
     for claim in data["claims"]:
-        assert claim["verdict"] in {"confirmed", "refuted", "inconclusive"} and claim["rule"] and claim["evidence"]
+        assert claim["verdict"] in {"confirmed", "refuted", "inconclusive", "untestable"}
+        assert claim["rule"] and claim["evidence"] and claim["min_effect"] and claim["replicates"]
+        assert claim["precondition"] is not None and claim["precondition"]["measured"]
+        if claim["verdict"] == "untestable":
+            assert claim["precondition"]["remedy"] and claim["verdict_if_testable"]
+    assert "α = 0.05" in data["choices"]["replicates"] and "h² = median" in data["choices"]["generalisation MMD"]
     points = data["metrics"]["points"]
-    assert len(points) == 2 * 2 * 3 * 1  # dims × ns × sigmas × widths × seeds
+    assert len(points) == 2 * 2 * 3 * 1 * 2  # dims × ns × sigmas × widths × seeds
     for p in points:
         assert set(p) >= POINT_KEYS
         assert p["chance"] == pytest.approx(1 / p["n"])
@@ -233,7 +341,7 @@ def test_tiny_run_writes_claims_points_and_figures(tiny: tuple[Result, Path]) ->
     for key in ("region_sigma0.05_reduces_fraction", "tube_ratio_balanced_accuracy", "sigma0_memorising_cells"):
         assert key in data["metrics"]
     grid = data["metrics"]["grid"]["d=5"]["N=16"]["width=16"]["sigma=0.05"]
-    assert grid["n_seeds"] == 1 and "pairing_accuracy" in grid
+    assert grid["n_seeds"] == 2 and "pairing_accuracy" in grid
     assert set(data["figures"]) == {"heatmap_d2.png", "heatmap_d5.png", "accuracy_vs_tube_ratio.png"}
     for fig in data["figures"]:
         assert (folder / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -241,8 +349,11 @@ def test_tiny_run_writes_claims_points_and_figures(tiny: tuple[Result, Path]) ->
 
 def test_sigma_comparisons_are_paired(tiny: tuple[Result, Path]) -> None:
     points = tiny[0].metrics["points"]
-    for _, group in itertools.groupby(sorted(points, key=lambda p: (p["d"], p["n"])), key=lambda p: (p["d"], p["n"])):
-        rows = list(group)  # every σ of one (d, N): the same pairs and the same evaluation set
+    def key(p: dict[str, Any]) -> tuple[int, int, int]:
+        return p["d"], p["n"], p["seed"]
+
+    for _, group in itertools.groupby(sorted(points, key=key), key=key):
+        rows = list(group)  # every σ of one (d, N, seed): the same pairs and the same evaluation set
         assert len({r["spacing"] for r in rows}) == 1 and len({r["mmd2_null_unbiased"] for r in rows}) == 1
 
 
@@ -261,5 +372,6 @@ def test_sweep_presets_split_the_grid() -> None:
     by_dim = plan(Options(experiment="memorization_phase", preset="by_dim"))
     assert [p.config.dims for p in by_dim.points] == [(2,), (3,), (10,), (50,)]
     by_cell = plan(Options(experiment="memorization_phase", preset="by_cell"))
-    assert len(by_cell.points) == 4 * 5 * 2 * 3
-    assert {p.config.n_seeds for p in by_cell.points} == {1} and {p.config.seed for p in by_cell.points} == {0, 1, 2}
+    assert len(by_cell.points) == 4 * 5 * 2
+    # every seed inside each point: the per-cell σ comparison stays paired over seeds
+    assert {p.config.n_seeds for p in by_cell.points} == {3} and {p.config.seed for p in by_cell.points} == {0}
