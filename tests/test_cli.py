@@ -35,9 +35,13 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     (["run", "prop1", "--set", "bogus=1"], "unknown config key 'bogus'"),
     (["run", "prop1", "--set", "n_samples=many"], "n_samples expects an integer"),
     (["run", "prop1", "--set", "n_samples"], "key=value"),
-    (["run", "prop1", "--set", "sigma=-0.5"], "sigma must be a finite number >= 0"),
-    (["run", "lemma1", "--set", "cov_diag=1,-1"], "positive definite"),
-    (["run", "lemma1", "--set", "cov_diag=1,1,1"], "cov must have shape"),
+    (["run", "prop1", "--set", "sigma=-0.5"], "prop1: sigma must be >= 0, got -0.5"),
+    (["run", "prop1", "--set", "sigma=.inf"], "prop1: sigma must be finite"),
+    (["run", "prop1", "--set", "angles=[]"], "prop1: angles must not be empty"),
+    (["run", "lemma1", "--set", "cov_diag=1,-1"], "lemma1: cov_diag must be > 0"),
+    (["run", "lemma1", "--set", "cov_diag=1,1,1"], "mean and cov_diag must have the same length"),
+    (["run", "lemma1", "--set", "n_samples=0"], "lemma1: n_samples must hold counts from 1"),
+    (["run", "counterexample1", "--set", "euler_steps=[]"], "euler_steps must not be empty"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:

@@ -458,9 +458,10 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     stream = stream or sys.stderr
     out = Path(options.out)
     selected = _select(options.only)  # unknown names fail before anything is written
-    _check_writable(out)
     cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")
     threads = options.threads or default_threads()
+    plan(options, cache, threads)  # every selected config validated before anything is written (planned again,
+    _check_writable(out)           # with its log lines, once the log is open)
     started = time.perf_counter()
     with _exclusive(out), _log_to(out / "reproduce.log"):
         log.info("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", _command_line(options), code_version(),

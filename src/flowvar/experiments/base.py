@@ -23,6 +23,8 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import math
+import re
 import sys
 import time
 import types
@@ -342,6 +344,56 @@ def expected_runtime(spec: ExperimentSpec, quick: bool) -> float | None:
     return defaults.expected_runtime_s.get("quick" if quick else "full")
 
 
+# The schema's generic value rules, by field name (an experiment's ``validate()`` adds the cross-field ones). Every
+# number must be finite; a list whose default is non-empty must stay non-empty; and:
+COUNT_FIELDS = re.compile(r"^(n|ns|dims|widths|n_.*|.*_samples|steps|.*_steps|train_steps|repeats|.*_repeats|rounds|"
+                          r"stages|batch_size|width|depth|resolution|.*_pairs|eval_.*|base_channels|channel_mult|"
+                          r"num_res_blocks|.*_sources|.*_points|grid_columns|max_.*|.*_max|min_heldout|"
+                          r"gap_check_n|ot_block_size)$")
+"""Counts: integers ≥ 1 each (``euler_steps=[0]`` or ``n_samples=0`` cannot run)."""
+NON_NEGATIVE_FIELDS = re.compile(r"^(seed|.*_seed|.*sigma.*|checkpoint_every|warmup_steps|threads|dropout|"
+                                 r"weight_decay|ot_refine_rounds|log_every|.*_tol_deg)$")
+"""Numbers ≥ 0 (σ, seeds, and the counts where 0 means "none" or "automatic")."""
+POSITIVE_FIELDS = re.compile(r"^(lr|.*_lr|rtol|atol|mu|cov_diag|.*_std|.*_scale|.*_factor|.*_ratio|.*margin|"
+                             r"min_.*effect.*|min_effect|.*_threshold|.*_accuracy|.*_fraction|.*_rel_error|zero_loss|"
+                             r"window_s_min|grad_clip|angle_deg)$")
+"""Numbers > 0 (rates, tolerances, scales, thresholds)."""
+MAX_COUNT = 10**8
+"""The largest value any count may take: beyond it a run cannot finish on any machine flowvar targets (a config
+asking for more is refused up front rather than failing hours later or exhausting memory)."""
+
+
+def _numbers(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return [x for v in value for x in _numbers(v)]
+    return [value] if isinstance(value, int | float) and not isinstance(value, bool) else []
+
+
+def check_schema(spec: ExperimentSpec, config: Any) -> None:
+    """The generic value rules of every experiment's schema (see :data:`COUNT_FIELDS` and its neighbours); a
+    violation is a one-line :class:`ConfigError` naming the key, the value and what it must be."""
+    for f in dataclasses.fields(config):
+        key, value = f.name, getattr(config, f.name)
+        numbers = _numbers(value)
+        where = f"{spec.name}: {key}"
+        if any(not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{where} must be finite, got {_yaml_inline(value)}")
+        default = field_default(f)
+        if isinstance(value, list | tuple) and not value and isinstance(default, list | tuple) and default:
+            raise ConfigError(f"{where} must not be empty (default {_yaml_inline(default)})")
+        if NON_NEGATIVE_FIELDS.match(key):  # before the counts: warmup_steps = 0 means no warmup
+            if any(v < 0 for v in numbers):
+                raise ConfigError(f"{where} must be >= 0, got {_yaml_inline(value)}")
+        elif COUNT_FIELDS.match(key):
+            bad = [v for v in numbers if v < 1 or v > MAX_COUNT]
+            if bad:
+                raise ConfigError(f"{where} must hold counts from 1 to {MAX_COUNT:.0e}, got {_yaml_inline(value)}")
+        elif POSITIVE_FIELDS.match(key) and any(v <= 0 for v in numbers):
+            raise ConfigError(f"{where} must be > 0, got {_yaml_inline(value)}")
+        if key == "alpha" and numbers and not 0 < numbers[0] < 0.5:
+            raise ConfigError(f"{where} must lie in (0, 0.5) (a significance level), got {value}")
+
+
 def build_config(spec: ExperimentSpec, *, quick: bool = False, seed: int | None = None,
                  overrides: dict[str, Any] | None = None, config_file: Path | str | None = None) -> Any:
     """Dataclass defaults → YAML values → quick section → ``config_file`` → ``seed`` → ``overrides``.
@@ -376,10 +428,23 @@ def build_config(spec: ExperimentSpec, *, quick: bool = False, seed: int | None 
         config = spec.config_cls(**values)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"invalid config for {spec.name}: {e}") from None
+    validate_config(spec, config)
+    return config
+
+
+def validate_config(spec: ExperimentSpec, config: Any) -> None:
+    """The schema's generic rules (:func:`check_schema`), then the experiment's own ``validate()`` (cross-field
+    checks). Anything else escaping ``validate()`` (a bug, not bad input) is reported as a :class:`ConfigError`
+    naming the experiment, so a bad value never reaches the user as a traceback."""
+    check_schema(spec, config)
     validate = getattr(config, "validate", None)
     if callable(validate):
-        validate()
-    return config
+        try:
+            validate()
+        except FlowvarError:
+            raise
+        except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, OverflowError, RuntimeError) as e:
+            raise ConfigError(f"invalid config for {spec.name}: {type(e).__name__}: {e}".splitlines()[0]) from None
 
 
 def _yaml_value(value: Any) -> Any:
@@ -526,7 +591,29 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
     return result
 
 
-__all__ = ["CONFIG_DIR", "ConfigValues", "ExperimentSpec", "FlowvarError", "RunContext", "build_config", "coerce",
-           "config_yaml", "defaults_yaml", "discover", "expected_runtime", "experiments", "field_default",
-           "get_experiment", "load_plugin", "package_defaults", "parse_config_mapping", "parse_overrides", "read_yaml",
-           "register", "run_experiment", "user_config"]
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigValues",
+    "ExperimentSpec",
+    "FlowvarError",
+    "RunContext",
+    "build_config",
+    "check_schema",
+    "coerce",
+    "config_yaml",
+    "defaults_yaml",
+    "discover",
+    "expected_runtime",
+    "experiments",
+    "field_default",
+    "get_experiment",
+    "load_plugin",
+    "package_defaults",
+    "parse_config_mapping",
+    "parse_overrides",
+    "read_yaml",
+    "register",
+    "run_experiment",
+    "user_config",
+    "validate_config",
+]

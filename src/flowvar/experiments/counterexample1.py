@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flowvar.errors import SolverError
+from flowvar.errors import ConfigError, SolverError
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import counterexample_problem, meeting_point, singular_times
 from flowvar.metrics import partner_distances
@@ -34,6 +34,11 @@ class Counterexample1Config:
     rk_steps: tuple[int, ...] = (11, 100)
     rtol: float = 1e-7
     atol: float = 1e-9
+
+    def validate(self) -> None:
+        if not any(n % 2 == 1 for n in self.euler_steps) or not any(n % 2 == 0 for n in self.euler_steps):
+            raise ConfigError(f"euler_steps needs an odd and an even step count (the claims compare the two), got "
+                              f"{list(self.euler_steps)}")
 
 
 def pairing_outcome(x1_hat: torch.Tensor, x0: torch.Tensor, mu: torch.Tensor) -> dict[str, float]:

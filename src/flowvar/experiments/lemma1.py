@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import GaussianProblem
 from flowvar.rules import below
@@ -27,6 +28,12 @@ class Lemma1Config:
     rk4_steps: int = 100
     rtol: float = 1e-9
     atol: float = 1e-11
+
+    def validate(self) -> None:
+        d = len(self.mean)
+        if d < 2 or len(self.cov_diag) != d:
+            raise ConfigError(f"mean and cov_diag must have the same length d >= 2 (μ and the diagonal of M), got "
+                              f"{list(self.mean)} and {list(self.cov_diag)}")
 
 
 def moment_errors(x1: torch.Tensor, problem: GaussianProblem) -> dict[str, float]:

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from flowvar.couplings import RotatedOTCoupling
+from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import GaussianProblem, singular_times
 from flowvar.interpolants import Interpolant
@@ -33,6 +34,12 @@ class Prop1Config:
     angles: tuple[float, ...] = (0.0, 30.0, 60.0, 90.0, 120.0, 180.0)
     sigma: float = 0.05
     n_samples: int = 50_000
+
+    def validate(self) -> None:
+        d = len(self.mean)
+        if d < 2 or len(self.cov_diag) != d:
+            raise ConfigError(f"mean and cov_diag must have the same length d >= 2 (μ and the diagonal of M), got "
+                              f"{list(self.mean)} and {list(self.cov_diag)}")
 
 
 MC = "Monte-Carlo estimates in float64 (closed-form per-sample gradients)"
