@@ -42,6 +42,9 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     (["run", "lemma1", "--set", "cov_diag=1,1,1"], "mean and cov_diag must have the same length"),
     (["run", "lemma1", "--set", "n_samples=0"], "lemma1: n_samples must hold counts from 1"),
     (["run", "counterexample1", "--set", "euler_steps=[]"], "euler_steps must not be empty"),
+    (["run", "prop1", "--seed", "abc"], "Invalid value for '--seed'"),
+    (["run", "prop1", "--no-such-flag"], "No such option: --no-such-flag"),
+    (["run", "prop1", "--set", "n_samples=1\r2"], "n_samples expects an integer, got '1\\r2'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:

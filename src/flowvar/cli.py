@@ -333,13 +333,31 @@ def main(argv: list[str] | None = None) -> int:
     one line ``flowvar: error: ...``; 130 interrupted.
     """
     try:
-        app(args=argv, prog_name="flowvar")
+        code = app(args=argv, prog_name="flowvar", standalone_mode=False)
     except FlowvarError as e:
-        print(f"flowvar: error: {e}", file=sys.stderr)
+        _error_line(str(e))
         return 2
-    except SystemExit as e:  # Typer ends every command, successful or not, with SystemExit(code)
+    except typer.Abort:  # Ctrl-C at a prompt
+        return 130
+    except Exception as e:
+        # click's exceptions (a bad option or option value: UsageError, BadParameter, NoSuchOption), whether typer
+        # vendors click or uses it: one line, not a usage box. Anything else is a bug and keeps its traceback.
+        if not (callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int)):
+            raise
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _error_line(e.format_message() + hint)
+        return 2 if e.exit_code == 2 else e.exit_code
+    except SystemExit as e:  # Typer ends some commands with SystemExit(code)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+def _error_line(message: str) -> None:
+    """Print ``flowvar: error: MESSAGE`` on one line: control characters a user typed (a stray carriage return or
+    newline in a --set value) are shown escaped instead of breaking the line."""
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+    print(f"flowvar: error: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -211,7 +211,8 @@ def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None) -> Any:
             return value
         raise ConfigError(f"{where}: {key} expects true or false")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
             raise ConfigError(f"{where}: {key} expects an integer, got {raw!r}")
         return int(value)
     if tp is float:
