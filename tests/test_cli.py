@@ -117,3 +117,17 @@ def test_advise_sigma_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert main(["advise-sigma", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("flowvar: error:") and message in err and "\n" not in err
+
+
+def test_reproduce_help_states_the_thread_default_the_code_uses(capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowvar.reproduce import default_threads
+
+    monkeypatch.delenv("FLOWVAR_THREADS", raising=False)
+    assert default_threads() == 1
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["reproduce", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "$FLOWVAR_THREADS, else 1" in text and "cores // jobs" not in text
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "reproduce.md").read_text()
+    assert "default `$FLOWVAR_THREADS` or 1" in docs

@@ -110,7 +110,7 @@ def reproduce_cmd(
                                                                   "(default: all).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Experiments run in parallel processes.")] = 1,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads per experiment (default: "
-                                                                  "cores // jobs).")] = None,
+                                                                  "$FLOWVAR_THREADS, else 1).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute even what the cache holds.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar: one plain line per experiment.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Base random seed of every experiment.")] = None,
