@@ -1,4 +1,5 @@
-"""Fig. 6 and Lemma 2 experiments: helpers on exact inputs, plus plumbing smoke tests on tiny configs."""
+"""Fig. 6 and Lemma 2 experiments: helpers on exact inputs, every rule on synthetic evidence (each outcome it can
+give), plus plumbing smoke tests on tiny configs."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import torch
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import run_experiment
 from flowvar.experiments.counterexample1 import pairing_outcome
-from flowvar.experiments.fig6 import grid_status, ideal_field
-from flowvar.experiments.lemma2 import ideal_reflow_angle
+from flowvar.experiments.fig6 import fit_precondition, ideal_field, solver_dependence_rule
+from flowvar.experiments.lemma2 import ideal_reflow_angle, moves_rule, stagnation_rule
 from flowvar.gaussian import rotation_matrix
-from flowvar.metrics import fitted_linear_map, rotation_angle
+from flowvar.metrics import fitted_linear_map, rotation_angle, rotation_pairing_status
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.sampling import integrate
 
@@ -36,6 +37,12 @@ def _has_number(value: Any) -> bool:
     return False
 
 
+def grid_status(outcome: dict[str, float], fraction: float, rel_error: float) -> str:
+    return rotation_pairing_status(outcome["fraction_nearer_rotation"], outcome["rel_error_rotation"],
+                                   outcome["mean_dist_rotation"], outcome["mean_dist_translation"],
+                                   reproduce_fraction=fraction, reproduce_rel_error=rel_error)
+
+
 def _check_result(out: Path, name: str, claim_ids: set[str]) -> dict[str, Any]:
     folder = out / name
     data = json.loads((folder / "result.json").read_text())
@@ -43,7 +50,11 @@ def _check_result(out: Path, name: str, claim_ids: set[str]) -> dict[str, Any]:
     assert {c["id"] for c in data["claims"]} == claim_ids
     for c in data["claims"]:
         assert c["verdict"] in VERDICTS and c["rule"] and c["statement"]
+        assert c["kind"] in {"reproduction", "finding"} and c["min_effect"] and c["replicates"], c["id"]
         assert _has_number(c["evidence"]), c["id"]
+        if c["precondition"] is not None:
+            assert _has_number(c["precondition"]["measured"]), c["id"]
+            assert (c["verdict"] == "untestable") is (not c["precondition"]["holds"]), c["id"]
     assert data["metrics"] and data["choices"] and data["config"]
     assert data["figures"]
     for fig in data["figures"]:
@@ -76,6 +87,47 @@ def test_pairing_outcome_on_exact_partners(gen: torch.Generator) -> None:
     assert mid["rel_error_rotation"] == pytest.approx(0.5, rel=1e-12)
     assert grid_status(mid, 0.9, 0.1) == "fails"
     assert mid["mean_dist_rotation"] == pytest.approx(mid["mean_dist_translation"], rel=1e-12)
+
+
+def test_fit_precondition() -> None:
+    """σ = 0 must beat the exact σ = 0.05 minimiser's loss, L_min(0.05) = 8 · 0.05 · arctan(20) ≈ 0.608."""
+    assert fit_precondition(0.39, 0.0, 0.05).holds
+    unfit = fit_precondition(1.6, 0.0, 0.05)
+    assert not unfit.holds and unfit.measured["excess_loss"] == pytest.approx(1.6) and unfit.remedy
+    assert unfit.measured["allowed_excess"] == pytest.approx(8 * 0.05 * math.atan(20))
+    # σ = 0.05: measured against its own minimum
+    assert fit_precondition(0.75, 0.05, 0.05).holds
+    assert not fit_precondition(1.3, 0.05, 0.05).holds
+
+
+def test_solver_dependence_rule_every_outcome() -> None:
+    assert solver_dependence_rule({"euler_11": 0.97, "euler_101": 0.18, "dopri5": 0.13}, 0) == "confirmed"
+    assert solver_dependence_rule({"euler_11": 0.13, "euler_101": 0.12, "dopri5": 0.13}, 0) == "refuted"
+    assert solver_dependence_rule({"euler_11": 0.13, "euler_101": 0.12}, 1) == "inconclusive"  # a solver stopped
+    assert solver_dependence_rule({"euler_11": 0.5, "dopri5": 0.2}, 0) == "inconclusive"  # spread 0.3
+    assert solver_dependence_rule({"dopri5": 0.2}, 0) == "inconclusive"
+
+
+def test_stagnation_rule_every_outcome() -> None:
+    stay = [[120.6, 121.0, 121.4], [119.5, 120.2, 118.9]]
+    assert stagnation_rule(stay, 120.0, 5.0) == "confirmed"
+    leave = [[120.5, 100.0, 80.0], [119.0, 104.0, 90.0]]
+    assert stagnation_rule(leave, 120.0, 5.0) == "refuted"
+    assert stagnation_rule([[120.5, 100.0], [120.0, 121.0]], 120.0, 5.0) == "inconclusive"  # seeds disagree
+    assert stagnation_rule([[120.0, 128.0]], 120.0, 5.0) == "inconclusive"  # between 5° and 15°
+    assert stagnation_rule([[120.0, math.nan]], 120.0, 5.0) == "refuted"  # a reflection: away
+    assert stagnation_rule([[120.0]], 120.0, 5.0) == "inconclusive"  # no ReFlow round
+
+
+def test_moves_rule_every_outcome() -> None:
+    kw = {"tol": 5.0, "coupling_deg": 120.0, "alpha": 0.05}
+    verdict, cmp = moves_rule([62.0, 60.5, 64.0], [-1.0, 0.5, -0.8], **kw)
+    assert verdict == "confirmed" and cmp is not None and cmp.mean > 60
+    assert moves_rule([1.0, 0.4, 0.9], [-0.5, 0.2, 0.1], **kw)[0] == "refuted"  # no more than σ = 0's drift
+    assert moves_rule([62.0], [0.0], **kw)[0] == "inconclusive"  # one seed
+    assert moves_rule([20.0, 2.0, 9.0], [0.0, 1.0, 0.0], **kw)[0] == "inconclusive"  # noisy
+    verdict, cmp = moves_rule([math.nan, 60.0], [0.0, 0.0], **kw)
+    assert verdict == "inconclusive" and cmp is None
 
 
 def test_grid_status_thresholds() -> None:
@@ -153,6 +205,13 @@ def test_fig6_smoke(tmp_path: Path) -> None:
     run_experiment("fig6", tmp_path, quick=True, overrides=overrides)
     data = _check_result(tmp_path, "fig6", {"fig6.sigma0_odd_euler_reproduces_rotation",
                                             "fig6.sigma0.05_leaves_rotation", "fig6.sigma0_solver_dependence"})
+    claims = {c["id"]: c for c in data["claims"]}
+    # 20 steps fit nothing: the σ = 0 claim is untestable, with the measured loss and the rule's own outcome
+    zero = claims["fig6.sigma0_odd_euler_reproduces_rotation"]
+    assert zero["verdict"] == "untestable" and zero["precondition"]["measured"]["training_loss"] > 1
+    assert zero["verdict_if_testable"] in {"confirmed", "refuted", "inconclusive"}
+    assert zero["kind"] == "reproduction" and claims["fig6.sigma0_solver_dependence"]["kind"] == "finding"
+    assert set(zero["evidence"]["statuses"]) == {"euler_3", "euler_11"}
     assert data["config"]["euler_steps"] == [3, 11, 4]
     outcomes = data["metrics"]["outcomes"]
     assert set(outcomes) == {"sigma=0.0", "sigma=0.05"}
@@ -166,15 +225,26 @@ def test_fig6_rejects_even_primary_grid(tmp_path: Path) -> None:
 
 
 def test_lemma2_smoke(tmp_path: Path) -> None:
-    overrides = {"steps": 20, "width": 16, "rounds": 1, "sigmas": (0.0, 0.5), "n_pairs": 200, "n_eval": 100,
-                 "method": "euler", "ode_steps": 11}
+    overrides = {"steps": 20, "width": 16, "rounds": 1, "sigmas": (0.0, 0.05, 0.5), "n_pairs": 200, "n_eval": 100,
+                 "method": "euler", "ode_steps": 11, "n_seeds": 2}
     run_experiment("lemma2", tmp_path, quick=True, overrides=overrides)
-    data = _check_result(tmp_path, "lemma2", {"lemma2.sigma0_stagnation", "lemma2.sigma0.5_moves_toward_ot"})
+    data = _check_result(tmp_path, "lemma2", {"lemma2.sigma0_stagnation", "lemma2.sigma0.05_moves_toward_ot",
+                                              "lemma2.sigma0.5_moves_toward_ot"})
     rounds = data["metrics"]["rounds"]
-    assert set(rounds) == {"sigma=0.0", "sigma=0.5"}
-    for rows in rounds.values():
-        assert [r["round"] for r in rows] == [0, 1]
-        for r in rows:
-            assert math.isfinite(r["transport_cost"]) and math.isfinite(r["straightness"])
+    assert set(rounds) == {"sigma=0.0", "sigma=0.05", "sigma=0.5"}
+    for per_seed in rounds.values():
+        assert set(per_seed) == {"seed=0", "seed=1"}
+        for rows in per_seed.values():
+            assert [r["round"] for r in rows] == [0, 1]
+            for r in rows:
+                assert math.isfinite(r["transport_cost"]) and math.isfinite(r["straightness"])
+    assert rounds["sigma=0.0"]["seed=0"] != rounds["sigma=0.0"]["seed=1"]  # independent replicates
     assert len(data["metrics"]["ideal_angle_deg"]["sigma=0.5"]) == 2
+    claims = {c["id"]: c for c in data["claims"]}
+    # one ReFlow round at σ = 0.05 moves the exact minimiser by < 1°: below twice the 5° tolerance, untestable
+    small = claims["lemma2.sigma0.05_moves_toward_ot"]
+    assert small["verdict"] == "untestable" and small["precondition"]["measured"]["ideal_drop_deg"] < 10
+    big = claims["lemma2.sigma0.5_moves_toward_ot"]
+    assert big["precondition"]["holds"] and big["precondition"]["measured"]["ideal_drop_deg"] > 10
+    assert big["evidence"]["comparison"]["n_seeds"] == 2
     assert "angle_vs_round.png" in data["figures"]

@@ -401,3 +401,87 @@ def test_fitted_linear_map_recovers_affine_coupling(gen: torch.Generator) -> Non
         fitted_linear_map(line, line)
     with pytest.raises(ShapeError, match="same shape"):
         fitted_linear_map(x0, x0[:, :1])
+
+
+# ---------------------------------------------------------------------------------------------- 180° + μ pairing
+
+
+def test_rotation_pairing_matches_counterexample1(gen: torch.Generator) -> None:
+    from flowvar.experiments.counterexample1 import pairing_outcome
+
+    x0 = randn(gen, 300, 2)
+    mu = torch.tensor([5.0, 5.0], dtype=F64)
+    x1 = -x0 + mu + 0.3 * randn(gen, 300, 2)
+    assert metrics.rotation_pairing(x1, x0, mu) == pairing_outcome(x1, x0, mu)
+    exact = metrics.rotation_pairing(-x0 + mu, x0, mu)
+    assert exact["fraction_nearer_rotation"] == 1.0 and exact["rel_error_rotation"] == 0.0
+
+
+def test_rotation_pairing_status_every_outcome() -> None:
+    status = metrics.rotation_pairing_status
+    assert status(0.95, 0.08, 0.2, 2.0) == "reproduces"
+    assert status(0.9, 0.1, 0.2, 2.0) == "reproduces"  # both thresholds inclusive
+    assert status(0.966, 0.25, 0.6, 2.0) == "partial"  # the rotation side, but not "much" nearer
+    assert status(0.7, 0.05, 0.2, 2.0) == "partial"
+    assert status(0.4, 0.05, 0.2, 2.0) == "fails"  # most endpoints on the translation side
+    assert status(0.6, 0.8, 2.0, 1.0) == "fails"  # nearer the translation target on average
+    assert status(0.95, 0.2, 0.5, 2.0, reproduce_fraction=0.95, reproduce_rel_error=0.25) == "reproduces"
+    with pytest.raises(ConfigError, match="reproduce_fraction"):
+        status(0.9, 0.1, 0.2, 2.0, reproduce_fraction=0.4)
+
+
+def test_status_verdict_every_outcome() -> None:
+    verdict = metrics.status_verdict
+    assert verdict(["reproduces", "reproduces"], "reproduces") == "confirmed"
+    assert verdict(["fails", "fails"], "reproduces") == "refuted"
+    assert verdict(["reproduces", "fails"], "reproduces") == "inconclusive"  # depends on the solver
+    # a 'partial' setting (e.g. 96.6 % on the rotation side) is evidence neither way, in fig6 and solver_resolution
+    assert verdict(["partial", "fails", "fails"], "reproduces") == "inconclusive"
+    assert verdict(["partial", "fails", "fails"], "fails") == "inconclusive"
+    assert verdict(["fails", "failed"], "reproduces") == "inconclusive"  # a stopped solver too
+    assert verdict(["fails", "fails"], "fails") == "confirmed"
+    assert verdict(["reproduces"], "fails") == "refuted"
+    assert verdict([], "fails") == "inconclusive"
+    with pytest.raises(ConfigError, match="holds"):
+        verdict(["fails"], "partial")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown"):
+        verdict(["fail"], "fails")
+
+
+def test_rotation_pairing_on_solvers_exact_fields(gen: torch.Generator) -> None:
+    from flowvar.models import CounterexampleField, NoisyCounterexampleField
+
+    x0 = randn(gen, 100, 2)
+    mu = torch.tensor([5.0, 5.0], dtype=F64)
+    out = metrics.rotation_pairing_on_solvers(CounterexampleField(5.0, 2), x0, mu, ["euler_11", "euler_10",
+                                                                                    "midpoint_11"])
+    assert isinstance(out["euler_11"], dict) and out["euler_11"]["status"] == "reproduces"
+    assert out["euler_11"]["nfe"] == 11
+    assert isinstance(out["euler_10"], str) and out["euler_10"].startswith("failed")  # evaluates t = ½
+    assert isinstance(out["midpoint_11"], str)
+    noisy = metrics.rotation_pairing_on_solvers(NoisyCounterexampleField(5.0, 0.2), x0, mu, ["rk4_20", "dopri5"])
+    assert all(isinstance(v, dict) and v["status"] == "fails" for v in noisy.values())
+    with pytest.raises(ConfigError, match="euler_101"):
+        metrics.rotation_pairing_on_solvers(CounterexampleField(5.0, 2), x0, mu, ["euler"])
+
+
+def test_counterexample_min_loss_matches_monte_carlo(gen: torch.Generator) -> None:
+    """L_min(σ) = 4dσ·arctan(1/σ): the CFM loss of the exact σ minimiser on the 180° + μ coupling."""
+    from flowvar.couplings import RotatedOTCoupling
+    from flowvar.gaussian import counterexample_problem
+    from flowvar.interpolants import Interpolant
+    from flowvar.loss import CFMLoss
+    from flowvar.models import NoisyCounterexampleField
+
+    problem, rotation = counterexample_problem(5.0, 2)
+    for sigma in (0.05, 0.3):
+        loss = CFMLoss(Interpolant(sigma))
+        path = loss.draw(RotatedOTCoupling(problem, rotation=rotation), 200_000, gen)
+        with torch.no_grad():
+            per = (NoisyCounterexampleField(5.0, sigma)(path.xt, path.t) - path.target).pow(2).sum(1)
+        se = float(per.std()) / math.sqrt(per.numel())
+        assert float(per.mean()) == pytest.approx(metrics.counterexample_min_loss(sigma), abs=4 * se)
+    assert metrics.counterexample_min_loss(0.0) == 0.0
+    assert metrics.counterexample_min_loss(0.05, dim=3) == pytest.approx(12 * 0.05 * math.atan(20))
+    with pytest.raises(ConfigError):
+        metrics.counterexample_min_loss(-0.1)

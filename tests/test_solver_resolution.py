@@ -1,4 +1,5 @@
-"""solver_resolution: the helpers on closed-form fields with known answers, config errors, and tiny smoke runs."""
+"""solver_resolution: the helpers on closed-form fields with known answers, every rule on synthetic evidence, config
+errors, and tiny smoke runs."""
 
 from __future__ import annotations
 
@@ -14,19 +15,26 @@ from torch import Tensor
 
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
-from flowvar.experiments.counterexample1 import pairing_outcome
-from flowvar.experiments.fig6 import ideal_field
 from flowvar.experiments.solver_resolution import (
     SolverResolutionConfig,
     evaluate,
+    exact_minimiser,
+    fit_precondition,
+    joint_status,
     jump_factor,
     point_rows,
     predicted_fraction,
     radial_rate,
+    resolution_rule,
     solver_names,
     turning_window,
+    window_rule,
 )
+from flowvar.metrics import rotation_pairing, status_verdict
 from flowvar.sampling import integrate
+
+ideal_field = exact_minimiser
+pairing_outcome = rotation_pairing
 
 MU = torch.tensor([5.0, 5.0], dtype=torch.float64)
 CLAIMS = {"solver_resolution.sigma0_reproduces_rotation", "solver_resolution.sigma0.05_no_rotation",
@@ -137,6 +145,51 @@ def test_jump_factor_exact_sigma0(x0: Tensor) -> None:
     assert predicted_fraction(field, x0, MU, 10) is None
 
 
+# ---------------------------------------------------------------------------------------------- rules
+
+
+def test_joint_status_every_outcome() -> None:
+    assert joint_status("reproduces", "fails") == "reproduces"
+    assert joint_status("fails", "fails") == "fails"  # σ = 0 contradicted
+    assert joint_status("reproduces", "reproduces") == "fails"  # σ = 0.05 contradicted
+    assert joint_status("partial", "fails") == "partial"
+    assert joint_status("reproduces", "partial") == "partial"
+    assert joint_status("failed", "fails") == "partial"  # a stopped solver: neither
+    statuses = [joint_status(a, b) for a, b in [("reproduces", "fails"), ("partial", "fails")]]
+    assert status_verdict(statuses, "reproduces") == "inconclusive"
+
+
+def test_per_setting_rule_is_fig6s() -> None:
+    """The quick run's σ = 0 pattern (partial on coarse odd Euler, fails elsewhere) is inconclusive here as in fig6:
+    a 'partial' grid is no longer counted as 'fails'."""
+    pattern = ["partial", "partial", "fails", "fails", "fails", "fails"]
+    assert status_verdict(pattern, "reproduces") == "inconclusive"
+    assert status_verdict(["fails"] * 6, "reproduces") == "refuted"
+    assert status_verdict(["reproduces"] * 6, "reproduces") == "confirmed"
+
+
+def test_resolution_rule_every_outcome() -> None:
+    assert resolution_rule([0.66, 0.79], 0.5) == "confirmed"
+    assert resolution_rule([0.05, -0.02], 0.5) == "refuted"
+    assert resolution_rule([0.66, 0.3], 0.5) == "inconclusive"
+    assert resolution_rule([0.66, None], 0.5) == "inconclusive"  # a gap that could not be computed
+    assert resolution_rule([], 0.5) == "inconclusive"
+
+
+def test_window_rule_every_outcome() -> None:
+    assert window_rule(0.98, 0.9) == "confirmed"
+    assert window_rule(0.6, 0.9) == "refuted"
+    assert window_rule(0.8, 0.9) == "inconclusive"
+    assert window_rule(None, 0.9) == "inconclusive"
+
+
+def test_fit_precondition_per_training_length() -> None:
+    pre = fit_precondition(0.0, {1000: 1.6, 4000: 0.39, 10_000: 0.2}, 0.608)
+    assert pre.holds and pre.measured["fitted_train_steps"] == [4000, 10_000]
+    none = fit_precondition(0.0, {20: 40.0, 40: 30.0}, 0.608)
+    assert not none.holds and none.measured["fitted_train_steps"] == [] and none.remedy
+
+
 # ---------------------------------------------------------------------------------------------- config
 
 
@@ -181,7 +234,15 @@ def test_solver_resolution_smoke(tmp_path: Path) -> None:
     data = _run(tmp_path)
     assert {c["id"] for c in data["claims"]} == CLAIMS
     for c in data["claims"]:
-        assert c["verdict"] in {"confirmed", "refuted", "inconclusive"} and c["rule"] and c["evidence"]
+        assert c["verdict"] in {"confirmed", "refuted", "inconclusive", "untestable"} and c["rule"] and c["evidence"]
+        assert c["kind"] in {"reproduction", "finding"} and c["min_effect"] and c["replicates"]
+    claims = {c["id"]: c for c in data["claims"]}
+    # 20 and 40 training steps fit nothing: the per-setting claims are untestable, with the measured losses
+    for cid in ("solver_resolution.sigma0_reproduces_rotation", "solver_resolution.fig6_conclusion",
+                "solver_resolution.sigma0_depends_on_resolution"):
+        assert claims[cid]["verdict"] == "untestable", cid
+        assert claims[cid]["precondition"]["measured"]["fitted_train_steps"] == []
+    assert claims["solver_resolution.window_explains_jumps"]["precondition"] is None
     points = data["metrics"]["points"]
     solvers = ["euler_3", "euler_4", "euler_11", "euler_51", "midpoint_3", "rk4_3", "dopri5"]
     # 2 σ × (2 training lengths + the exact minimiser) × 7 solvers
@@ -202,7 +263,10 @@ def test_solver_resolution_smoke(tmp_path: Path) -> None:
         assert key in metrics
     assert len(metrics["windows"]) == 2 * 3 and len(metrics["training"]) == 4
     setting = next(c for c in data["claims"] if c["id"] == "solver_resolution.sigma0_reproduces_rotation")
-    assert setting["evidence"]["n_settings"] == 2 * len(solvers)
+    assert setting["evidence"]["n_judged"] == 0 and setting["evidence"]["unfitted_train_steps"] == [20, 40]
+    assert sum(len(v) for v in setting["evidence"]["status_map"].values()) == 2 * len(solvers)
+    assert {r["train_steps"] for r in metrics["training"]} == {20, 40}
+    assert all(r["fitted"] is False and r["excess_loss"] > 0 for r in metrics["training"])
     assert set(data["figures"]) == {"fraction_heatmap.png", "fraction_vs_steps.png", "turning_window.png"}
     for fig in data["figures"]:
         assert (tmp_path / "solver_resolution" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -218,10 +282,11 @@ def test_split_training_lengths_match_one_run(tmp_path: Path) -> None:
 
 def test_sweep_subset_without_contrast_sigma_or_odd_grids(tmp_path: Path) -> None:
     """A sweep job over a subset of the axes still runs: no fig6_conclusion claim without σ = 0.05, and the
-    resolution claim is inconclusive without a coarse odd grid."""
+    resolution claim cannot be decided without a coarse odd grid (and is untestable: 20 steps fit nothing)."""
     data = _run(tmp_path, sigmas="[0.0,0.2]", train_steps="[20]", euler_steps="[4,10]")
     claims = {c["id"]: c for c in data["claims"]}
     assert set(claims) == {"solver_resolution.sigma0_reproduces_rotation", "solver_resolution.sigma0.2_no_rotation",
                            "solver_resolution.sigma0_depends_on_resolution", "solver_resolution.window_explains_jumps"}
-    assert claims["solver_resolution.sigma0_depends_on_resolution"]["verdict"] == "inconclusive"
+    resolution = claims["solver_resolution.sigma0_depends_on_resolution"]
+    assert resolution["verdict"] == "untestable" and resolution["verdict_if_testable"] == "inconclusive"
     assert any("contrast_sigma" in n for n in data["notes"])

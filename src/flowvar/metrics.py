@@ -612,3 +612,136 @@ def rotation_angle(A: Tensor, on_reflection: Literal["raise", "nan"] = "raise") 
     if d == 2:
         return math.degrees(math.atan2(float(pd.U[1, 0]), float(pd.U[0, 0])))
     return max(pd.principal_angles_deg)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The 180° + μ coupling (Counter Example 1, Fig. 6): where ODE endpoints land, and one status rule
+# ----------------------------------------------------------------------------------------------------------
+
+PairingStatus = Literal["reproduces", "partial", "fails"]
+PAIRING_STATUSES: tuple[str, ...] = ("reproduces", "partial", "fails", "failed")
+"""The per-setting statuses: the three of :func:`rotation_pairing_status`, and "failed" for a solver that stopped."""
+
+
+def rotation_pairing(x1_hat: Tensor, x0: Tensor, mu: Tensor) -> dict[str, float]:
+    """Where ODE endpoints land relative to the two candidate partners of the 180° + μ coupling (PAPER.md §5.5).
+
+    ``x1_hat``, ``x0``: (n, d); ``mu``: (d,). Rotation partner R x0 + μ = −x0 + μ (the training pair), translation
+    target x0 + μ (the OT partner); their gap is ‖R x0 − x0‖ = 2‖x0‖. Returns ``fraction_nearer_rotation`` (the
+    share of endpoints strictly nearer the rotation partner), the mean, median and max distance to the rotation
+    partner, the mean distance to the translation target (:func:`partner_distances`), ``mean_gap`` = mean 2‖x0‖
+    and ``rel_error_rotation`` = mean distance to the rotation partner / mean gap. The same numbers as
+    ``flowvar.experiments.counterexample1.pairing_outcome`` (tested), here so that experiments need not import one
+    another.
+    """
+    rotation, translation = -x0 + mu, x0 + mu
+    d = partner_distances(x1_hat, {"rotation": rotation, "translation": translation})
+    gap = 2 * x0.double().norm(dim=1)
+    nearer = (d["rotation"].per_sample < d["translation"].per_sample).double()
+    return {"fraction_nearer_rotation": float(nearer.mean()),
+            "mean_dist_rotation": d["rotation"].mean,
+            "median_dist_rotation": d["rotation"].median,
+            "max_dist_rotation": float(d["rotation"].per_sample.max()),
+            "mean_dist_translation": d["translation"].mean,
+            "mean_gap": float(gap.mean()),
+            "rel_error_rotation": d["rotation"].mean / float(gap.mean())}
+
+
+def rotation_pairing_status(fraction_nearer_rotation: float, rel_error_rotation: float, mean_dist_rotation: float,
+                            mean_dist_translation: float, *, reproduce_fraction: float = 0.9,
+                            reproduce_rel_error: float = 0.1) -> PairingStatus:
+    """The one status rule of ``fig6`` and ``solver_resolution`` for one (model, solver) setting.
+
+    * ``"reproduces"``: ≥ ``reproduce_fraction`` of the endpoints are nearer R x0 + μ than x0 + μ **and** the mean
+      distance to R x0 + μ is ≤ ``reproduce_rel_error`` × the mean gap 2‖x0‖ (PAPER.md §5.5: "much smaller than
+      2‖x0‖"; the gap is the scale);
+    * ``"fails"``: fewer than half are nearer R x0 + μ, or the mean distance to R x0 + μ is no smaller than to
+      x0 + μ;
+    * ``"partial"`` otherwise (e.g. 97 % on the rotation side but 0.25 gaps away on average): evidence neither for
+      nor against, counted as neither by :func:`status_verdict`.
+    """
+    if not 0.5 < reproduce_fraction <= 1 or not 0 < reproduce_rel_error < 1:
+        raise ConfigError(f"reproduce_fraction must be in (0.5, 1] and reproduce_rel_error in (0, 1), got "
+                          f"{reproduce_fraction} and {reproduce_rel_error}")
+    if fraction_nearer_rotation >= reproduce_fraction and rel_error_rotation <= reproduce_rel_error:
+        return "reproduces"
+    if fraction_nearer_rotation < 0.5 or mean_dist_rotation >= mean_dist_translation:
+        return "fails"
+    return "partial"
+
+
+def status_verdict(statuses: Sequence[str], holds: Literal["reproduces", "fails"]) -> str:
+    """How ``fig6`` and ``solver_resolution`` turn per-setting statuses into one verdict.
+
+    The statement "the rotation pairs are reproduced" (``holds="reproduces"``) or "they are not" (``holds="fails"``)
+    is "confirmed" when every setting has status ``holds``, "refuted" when every setting has the opposite status
+    ("fails" resp. "reproduces"), and "inconclusive" otherwise: a "partial" setting or a stopped solver ("failed")
+    is evidence neither way, and a mixture of both extremes is a solver-dependent answer. No settings:
+    "inconclusive".
+    """
+    opposite = {"reproduces": "fails", "fails": "reproduces"}
+    if holds not in opposite:
+        raise ConfigError(f"holds must be 'reproduces' or 'fails', got {holds!r}")
+    unknown = sorted(set(statuses) - set(PAIRING_STATUSES))
+    if unknown:
+        raise ConfigError(f"unknown pairing status(es) {unknown}; expected {list(PAIRING_STATUSES)}")
+    if not statuses:
+        return "inconclusive"
+    if all(s == holds for s in statuses):
+        return "confirmed"
+    if all(s == opposite[holds] for s in statuses):
+        return "refuted"
+    return "inconclusive"
+
+
+def rotation_pairing_on_solvers(field: object, x0: Tensor, mu: Tensor, solvers: Sequence[str], *,
+                                reproduce_fraction: float = 0.9, reproduce_rel_error: float = 0.1,
+                                rtol: float = 1e-6, atol: float = 1e-6, max_dopri_steps: int = 20_000
+                                ) -> dict[str, dict[str, object] | str]:
+    """Integrate ``field`` from ``x0`` with every named solver and measure where the endpoints land.
+
+    ``solvers``: ``"<method>_<n>"`` for a fixed grid of n uniform steps (``euler``, ``midpoint``, ``heun``, ``rk4``)
+    or ``"dopri5"`` (adaptive, ``rtol``/``atol``, at most ``max_dopri_steps`` steps). Per solver:
+    :func:`rotation_pairing` plus ``status`` (:func:`rotation_pairing_status`) and ``nfe``; a solver that stops
+    (:class:`flowvar.errors.SolverError`, e.g. the exact σ = 0 field evaluated at t = ½) gives the string
+    ``"failed: <reason>"``. The grid evaluation of ``fig6`` and ``solver_resolution``.
+    """
+    from flowvar.errors import SolverError
+    from flowvar.sampling import integrate
+
+    out: dict[str, dict[str, object] | str] = {}
+    for name in solvers:
+        try:
+            if name == "dopri5":
+                sol = integrate(field, x0, method="dopri5", steps=100, rtol=rtol, atol=atol,  # type: ignore[arg-type]
+                                options={"max_num_steps": max_dopri_steps})
+            else:
+                method, _, steps = name.partition("_")
+                if not steps.isdigit():
+                    raise ConfigError(f"solver {name!r}: expected '<method>_<steps>' (e.g. 'euler_101') or 'dopri5'")
+                sol = integrate(field, x0, method=method, steps=int(steps))  # type: ignore[arg-type]
+        except SolverError as e:
+            out[name] = f"failed: {str(e).split(';')[0]}"
+            continue
+        res: dict[str, object] = dict(rotation_pairing(sol.x1, x0, mu))
+        res["status"] = rotation_pairing_status(
+            res["fraction_nearer_rotation"], res["rel_error_rotation"],  # type: ignore[arg-type]
+            res["mean_dist_rotation"], res["mean_dist_translation"],  # type: ignore[arg-type]
+            reproduce_fraction=reproduce_fraction, reproduce_rel_error=reproduce_rel_error)
+        res["nfe"] = sol.nfe
+        out[name] = res
+    return out
+
+
+def counterexample_min_loss(sigma: float, dim: int = 2) -> float:
+    """The minimum CFM loss on the 180° + μ coupling at constant interpolant noise σ (target x1 − x0).
+
+    x_t = tμ + s x0 + σz with s = 1 − 2t and u = x1 − x0 = μ − 2x0, so per coordinate
+    Var(u | x_t) = 4σ²/(s² + σ²); averaged over t ~ U(0, 1) (s ~ U(−1, 1)): L_min(σ) = 4 d σ arctan(1/σ)
+    (our derivation; 0 at σ = 0, where the exact field is defined off t = ½). The loss of the best constant field
+    v = μ is 4d, the scale: L_min(0.05)/4d = 0.076 in any d.
+    """
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ConfigError(f"sigma must be a finite number >= 0, got {sigma}")
+    check_positive_int("dim", dim)
+    return 0.0 if sigma == 0 else 4.0 * dim * sigma * math.atan(1.0 / sigma)

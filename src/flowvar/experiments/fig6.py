@@ -15,7 +15,8 @@ Protocol:
    field there) and with dopri5.
 3. For each solver: per-sample distances to the rotation partner R x0 + μ (the training pair) and to the
    translation target x0 + μ (the OT partner), whose gap is ‖R x0 − x0‖ = 2‖x0‖; the fraction of endpoints
-   nearer the rotation partner; and a three-way status (:func:`grid_status`).
+   nearer the rotation partner; and the three-way status reproduces / partial / fails
+   (:func:`flowvar.metrics.rotation_pairing_status`, the one status rule shared with ``solver_resolution``).
 4. The same evaluation of the exact CFM minimiser at each σ (:func:`ideal_field`) on the same sources and
    solvers, to separate what the network learned from what the solver grid does.
 
@@ -25,13 +26,20 @@ minimiser E[x1 − x0 | x_t] gives y' = −2s/(s² + σ²)·y (y = x − tμ, s 
 flow is the translation x0 ↦ x0 + μ. A smooth network at σ = 0 sits in between: it turns the velocity
 round inside a thin window around t = ½, so coarse Euler steps can jump the window (rotation) while fine
 grids and adaptive solvers follow it (towards translation). The outcome is therefore reported per solver.
+
+Claims (rules as pure functions: :func:`flowvar.metrics.status_verdict`, :func:`solver_dependence_rule`): the σ = 0
+network reproduces the rotation pairs on odd Euler grids; each σ > 0 network does not, on any solver; the σ = 0
+outcome depends on the solver. A network's claims are judged only when it has fitted the coupling
+(:func:`fit_precondition`); otherwise they are untestable, with the measured loss.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
@@ -40,16 +48,20 @@ from torch import Tensor
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError, SolverError
 from flowvar.experiments.base import RunContext, register
-from flowvar.experiments.counterexample1 import pairing_outcome
 from flowvar.gaussian import counterexample_problem
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
+from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers, status_verdict
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
+from flowvar.results import Precondition
 from flowvar.sampling import integrate
 from flowvar.train import TrainConfig, train
 
-Status = Literal["reproduces", "partial", "fails"]
+DEPENDENCE_SPREAD = 0.5
+"""fig6.sigma0_solver_dependence: confirmed when the fraction nearer R x0 + μ ranges over at least this much."""
+NO_DEPENDENCE_SPREAD = 0.1
+"""… and refuted when it ranges over less than this (with no solver stopped)."""
 
 
 @dataclass
@@ -91,15 +103,42 @@ def ideal_field(mu: float, sigma: float) -> VectorField:
     return CounterexampleField(mu, 2) if sigma == 0 else NoisyCounterexampleField(mu, sigma)
 
 
-def grid_status(outcome: dict[str, float], fraction: float, rel_error: float) -> Status:
-    """``reproduces``: fraction nearer rotation ≥ ``fraction`` and mean distance to the rotation partner ≤
-    ``rel_error`` × mean gap 2‖x0‖; ``fails``: fewer than half nearer the rotation partner, or the mean distance
-    to it is no smaller than to the translation target; ``partial`` otherwise."""
-    if outcome["fraction_nearer_rotation"] >= fraction and outcome["rel_error_rotation"] <= rel_error:
-        return "reproduces"
-    if outcome["fraction_nearer_rotation"] < 0.5 or outcome["mean_dist_rotation"] >= outcome["mean_dist_translation"]:
-        return "fails"
-    return "partial"
+def fit_precondition(loss: float, sigma: float, contrast_sigma: float, dim: int = 2) -> Precondition:
+    """The network at noise σ has fitted the 180° + μ coupling: its training loss exceeds the exact minimum
+    L_min(σ) (:func:`flowvar.metrics.counterexample_min_loss`) by at most L_min(``contrast_sigma``).
+
+    Scale: 4d, the loss of the best constant field v = μ. The threshold L_min(0.05) = 0.076 × 4d is the loss the
+    exact σ = 0.05 minimiser cannot avoid: a σ = 0 network above it separates the crossing lines no more sharply
+    than noise of 0.05 would, so whether it "reproduces the pairs" says nothing about a fitted network.
+    """
+    floor = counterexample_min_loss(sigma, dim)
+    allowed = counterexample_min_loss(contrast_sigma, dim)
+    excess = loss - floor
+    scale = 4.0 * dim
+    return Precondition(
+        f"the σ = {sigma:g} network fitted the coupling: training loss − L_min(σ) ≤ L_min({contrast_sigma:g}) "
+        f"= {allowed / scale:.3g} × {scale:g} (the loss of the best constant field)",
+        holds=bool(math.isfinite(excess) and excess <= allowed),
+        measured={"training_loss": loss, "minimum_loss": floor, "excess_loss": excess, "allowed_excess": allowed,
+                  "relative_excess": excess / scale},
+        remedy="train longer (steps) or a wider network until the σ network's loss is within the allowance")
+
+
+def solver_dependence_rule(fractions: Mapping[str, float], n_failed: int) -> str:
+    """fig6.sigma0_solver_dependence: ``fractions`` = share of endpoints nearer R x0 + μ per solver that finished.
+
+    Confirmed if they range over ≥ :data:`DEPENDENCE_SPREAD` (the majority pairing flips between solvers);
+    refuted if they range over < :data:`NO_DEPENDENCE_SPREAD` and no solver stopped; inconclusive otherwise (and
+    with fewer than two finished solvers).
+    """
+    if len(fractions) < 2:
+        return "inconclusive"
+    spread = max(fractions.values()) - min(fractions.values())
+    if spread >= DEPENDENCE_SPREAD:
+        return "confirmed"
+    if spread < NO_DEPENDENCE_SPREAD and n_failed == 0:
+        return "refuted"
+    return "inconclusive"
 
 
 def _solve(model: torch.nn.Module, x0: Tensor, solver: str, config: Fig6Config, trajectory: bool = False
@@ -112,18 +151,15 @@ def _solve(model: torch.nn.Module, x0: Tensor, solver: str, config: Fig6Config, 
 
 def _evaluate(field: torch.nn.Module, x0: Tensor, mu: Tensor, solvers: list[str], config: Fig6Config
               ) -> dict[str, dict[str, Any] | str]:
-    per_solver: dict[str, dict[str, Any] | str] = {}
-    for solver in solvers:
-        try:
-            sol = _solve(field, x0, solver, config)
-        except SolverError as e:
-            per_solver[solver] = f"failed: {str(e).split(';')[0]}"
-            continue
-        out: dict[str, Any] = pairing_outcome(sol.x1, x0, mu)
-        out["status"] = grid_status(out, config.reproduce_fraction, config.reproduce_rel_error)
-        out["nfe"] = sol.nfe
-        per_solver[solver] = out
-    return per_solver
+    return rotation_pairing_on_solvers(field, x0, mu, solvers, reproduce_fraction=config.reproduce_fraction,
+                                       reproduce_rel_error=config.reproduce_rel_error, rtol=config.rtol,
+                                       atol=config.atol, max_dopri_steps=config.max_dopri_steps)
+
+
+STATUS_RULE = ("per setting (one trained network, one solver), flowvar.metrics.rotation_pairing_status: "
+               "'reproduces' if ≥ {f} of the endpoints are nearer R x0 + μ than x0 + μ and the mean distance to "
+               "R x0 + μ is ≤ {e} × the mean gap 2‖x0‖; 'fails' if < 0.5 are nearer or the mean distance to R x0 + μ "
+               "is ≥ that to x0 + μ; 'partial' otherwise. Over the settings (flowvar.metrics.status_verdict): ")
 
 
 @register("fig6", title="Fig. 6: MLP trained on the 180° + μ coupling, σ = 0 vs σ = 0.05, per ODE solver",
@@ -135,20 +171,28 @@ def _evaluate(field: torch.nn.Module, x0: Tensor, mu: Tensor, solvers: list[str]
 def run(config: Fig6Config, ctx: RunContext) -> None:
     problem, rotation = counterexample_problem(config.mu, 2)
     mu = problem.mean
+    contrast = min(s for s in config.sigmas if s > 0)
+    status_rule = STATUS_RULE.format(f=config.reproduce_fraction, e=config.reproduce_rel_error)
     ctx.choice("μ", f"'+5' read as μ = ({config.mu}, {config.mu}) (PAPER.md §2 [I])")
     ctx.choice("network", f"MLPField width {config.width}, depth {config.depth}, {config.activation}, t concatenated "
                           f"(TorchCFM-style, PAPER.md §4 [I]); float32; the same initialisation for every σ")
-    ctx.choice("training", f"Adam lr {config.lr}, batch {config.batch_size}, {config.steps} steps, fresh pairs "
-                           f"from the 180° coupling at every step, t ~ U(0, 1), constant noise f = σ, target x1 − x0 "
-                           f"(TorchCFM ConditionalFlowMatcher); same data seed for every σ")
+    ctx.choice("training", f"Adam lr {config.lr} (constant), batch {config.batch_size}, {config.steps} steps, fresh "
+                           f"pairs from the 180° coupling at every step, t ~ U(0, 1), constant noise f = σ, target "
+                           f"x1 − x0 (TorchCFM ConditionalFlowMatcher); same data seed for every σ")
+    ctx.choice("replicates", f"one training seed ({config.seed}) per σ: every claim is about that network, judged on "
+                             f"{config.n_eval} fresh sources per solver; no claim compares trained networks")
     ctx.choice("inference", f"{config.n_eval} fresh sources x0 ~ N(0, I); the trained float32 network evaluated in "
                             f"float64; Euler on {list(config.euler_steps)} uniform steps and dopri5 (rtol "
                             f"{config.rtol}, atol {config.atol}, at most {config.max_dopri_steps} steps)")
-    ctx.choice("verdict thresholds", f"a solver 'reproduces' the rotation pairs when ≥ {config.reproduce_fraction} "
-                                     f"of endpoints are nearer R x0 + μ than x0 + μ and mean ‖x̂1 − (R x0 + μ)‖ ≤ "
-                                     f"{config.reproduce_rel_error} × mean 2‖x0‖ (PAPER.md §5.5 'much smaller than "
-                                     f"2‖x0‖'); 'fails' when < 0.5 are nearer or the mean distance to R x0 + μ ≥ that "
-                                     f"to x0 + μ")
+    ctx.choice("status thresholds", f"'reproduces' when ≥ {config.reproduce_fraction} of endpoints are nearer "
+                                    f"R x0 + μ than x0 + μ and mean ‖x̂1 − (R x0 + μ)‖ ≤ {config.reproduce_rel_error} "
+                                    f"× mean 2‖x0‖ (PAPER.md §5.5 'much smaller than 2‖x0‖'); 'fails' when < 0.5 are "
+                                    f"nearer or the mean distance to R x0 + μ ≥ that to x0 + μ; else 'partial' "
+                                    f"(flowvar.metrics.rotation_pairing_status, shared with solver_resolution)")
+    ctx.choice("fit precondition", f"a network's claims are testable when its training loss (mean of the last 5 % "
+                                   f"of steps) exceeds the exact minimum L_min(σ) = 8σ·arctan(1/σ) by at most "
+                                   f"L_min({contrast:g}) = {counterexample_min_loss(contrast):.4g} (scale: 8, the "
+                                   f"loss of the best constant field)")
 
     x0 = torch.randn(config.n_eval, 2, generator=ctx.generator(1), dtype=torch.float64)
     solvers = [f"euler_{n}" for n in config.euler_steps] + ["dopri5"]
@@ -164,7 +208,8 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
                     TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                                 progress=ctx.progress, log_every=0))
         tail = res.losses[-max(1, len(res.losses) // 20):]
-        training[f"sigma={sigma}"] = {"final_loss_mean_last_5pct": sum(tail) / len(tail), "runtime_s": res.runtime_s}
+        training[f"sigma={sigma}"] = {"final_loss_mean_last_5pct": sum(tail) / len(tail),
+                                      "minimum_loss": counterexample_min_loss(sigma), "runtime_s": res.runtime_s}
         evaluator = copy.deepcopy(model).double().eval()
         models[sigma] = evaluator
         outcomes[f"sigma={sigma}"] = _evaluate(evaluator, x0, mu, solvers, config)
@@ -181,38 +226,42 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
         out = outcomes[f"sigma={sigma}"][solver]
         if not isinstance(out, dict):
             return out
-        return {k: out[k] for k in ("status", "fraction_nearer_rotation", "mean_dist_rotation",
+        return {k: out[k] for k in ("status", "fraction_nearer_rotation", "rel_error_rotation", "mean_dist_rotation",
                                     "median_dist_rotation", "mean_dist_translation", "mean_gap")}
 
+    def fit(sigma: float) -> Precondition:
+        return fit_precondition(training[f"sigma={sigma}"]["final_loss_mean_last_5pct"], sigma, contrast)
+
+    min_effect = (f"≥ {config.reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
+                  f"{config.reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two "
+                  f"candidate partners)")
+    replicates = f"1 training seed per σ; {config.n_eval} fresh sources per solver"
     odd = [s for s in solvers if s.startswith("euler_") and int(s.split("_")[1]) % 2 == 1]
     zero_odd = [status(0.0, s) for s in odd]
     ctx.claim("fig6.sigma0_odd_euler_reproduces_rotation",
               "With σ = 0 and an odd Euler grid the trained model reproduces the rotation pairs x0 ↦ R x0 + μ.",
-              {"primary_grid": f"euler_{config.primary_steps}",
+              {"primary_grid": f"euler_{config.primary_steps}", "statuses": dict(zip(odd, zero_odd, strict=True)),
                "per_odd_grid": {s: summary(0.0, s) for s in odd}},
-              confirmed=all(s == "reproduces" for s in zero_odd),
-              refuted=all(s in ("fails", "failed") for s in zero_odd),
-              kind="reproduction",
-              rule=f"per odd Euler grid: 'reproduces' if ≥ {config.reproduce_fraction} of endpoints are nearer "
-                   f"R x0 + μ than x0 + μ and mean distance to R x0 + μ ≤ {config.reproduce_rel_error} × mean 2‖x0‖; "
-                   f"'fails' if < 0.5 are nearer or the mean distance to R x0 + μ ≥ that to x0 + μ. Confirmed if "
-                   f"every odd grid reproduces; refuted if every odd grid fails; inconclusive otherwise")
+              verdict=status_verdict(zero_odd, "reproduces"),
+              precondition=fit(0.0), kind="reproduction", min_effect=min_effect, replicates=replicates,
+              rule=status_rule + "confirmed if every odd Euler grid 'reproduces'; refuted if every odd Euler grid "
+                                 "'fails'; inconclusive otherwise ('partial' and a stopped solver count neither way)")
 
     noisy = [s for s in config.sigmas if s > 0]
     for sigma in noisy:
         st = [status(sigma, s) for s in solvers]
         ctx.claim(f"fig6.sigma{sigma}_leaves_rotation",
-                  f"With σ = {sigma} the outputs move away from the rotation pairs.",
-                  {"per_solver": {s: summary(sigma, s) for s in solvers},
-                   "sigma0_per_solver": {s: summary(0.0, s) for s in solvers},
+                  f"With σ = {sigma} the outputs move away from the rotation pairs (no solver reproduces them).",
+                  {"statuses": dict(zip(solvers, st, strict=True)),
+                   "per_solver": {s: summary(sigma, s) for s in solvers},
+                   "sigma0_statuses": {s: status(0.0, s) for s in solvers},
                    "ideal_minimiser_status": {s: (o["status"] if isinstance(o, dict) else o)
                                               for s, o in ideal[f"sigma={sigma}"].items()}},
-                  confirmed=all(s == "fails" for s in st),
-                  refuted=any(s == "reproduces" for s in (status(sigma, x) for x in odd)),
-                  kind="reproduction",
-                  rule="same per-solver status as above; confirmed if every solver (all Euler grids and dopri5) "
-                       "'fails' to reproduce the rotation pairs; refuted if some odd Euler grid still reproduces "
-                       "them; inconclusive otherwise")
+                  verdict=status_verdict(st, "fails"),
+                  precondition=fit(sigma), kind="reproduction", min_effect=min_effect, replicates=replicates,
+                  rule=status_rule + "confirmed if every solver (all Euler grids and dopri5) 'fails' to reproduce the "
+                                     "rotation pairs; refuted if every solver 'reproduces' them; inconclusive "
+                                     "otherwise")
 
     fractions = {s: outcomes["sigma=0.0"][s]["fraction_nearer_rotation"] for s in solvers
                  if isinstance(outcomes["sigma=0.0"][s], dict)}
@@ -224,12 +273,13 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
               "(PAPER.md §4 [D] prediction; the paper reports only the rotation outcome).",
               {"status_per_solver": statuses, "fraction_nearer_rotation_per_solver": fractions,
                "fraction_spread": spread, "failed_solvers": failed},
-              confirmed=spread >= 0.5,
-              refuted=spread < 0.1 and not failed,
-              kind="finding",
-              rule="the fraction of endpoints nearer R x0 + μ than x0 + μ, per solver (Euler grids and dopri5): "
-                   "confirmed if it ranges over >= 0.5 across solvers (the majority pairing flips); refuted if it "
-                   "ranges over < 0.1 and no solver stopped; inconclusive otherwise")
+              verdict=solver_dependence_rule(fractions, len(failed)),
+              kind="finding", replicates=replicates,
+              min_effect=f"a spread of ≥ {DEPENDENCE_SPREAD} in the fraction nearer R x0 + μ (scale: the fraction, "
+                         f"0 to 1; {DEPENDENCE_SPREAD} flips the majority pairing)",
+              rule=f"the fraction of endpoints nearer R x0 + μ than x0 + μ, per solver (Euler grids and dopri5): "
+                   f"confirmed if it ranges over ≥ {DEPENDENCE_SPREAD} across solvers (the majority pairing flips); "
+                   f"refuted if it ranges over < {NO_DEPENDENCE_SPREAD} and no solver stopped; inconclusive otherwise")
     ctx.note("ideal_minimiser_outcomes: the exact CFM minimiser at each σ on the same sources and solvers "
              "(σ = 0: CounterexampleField, rotation on odd Euler grids, undefined at t = ½; σ > 0: "
              "NoisyCounterexampleField, whose exact flow is the translation x0 ↦ x0 + μ, but a coarse Euler grid can "

@@ -3,121 +3,346 @@
 PAPER.md §2 (Lemma 1 "Message"), §5.8. We train, with the deterministic CFM loss on the exact OT coupling
 (so the minimum is exactly zero and is attained by v̂_OT), (a) the exact parametric class
 v_{θ,Θ}(x, t) = θ + Θ[I + tΘ]^{-1}(x − tθ) from θ = 0, Θ = 0, and (b) time-conditioned MLPs of several
-widths, and evaluate the final loss on a large held-out batch. The parametric class should reach ≈ 0;
-the MLPs keep a positive floor that shrinks with width.
+widths, and evaluate the held-out loss at the end of every stage of a decaying learning-rate schedule.
+
+Everything is float64, so a model that can reach zero loss is not stopped at float32's rounding level, and the
+learning rate decays so that minibatch noise cannot set the floor either. The schedule is a staircase: stage k
+(k = 0 … ``stages`` − 1) runs ``first_stage_steps`` · 2^k steps at learning rate lr · 2^{−k} (a 1/t decay: every
+stage has the same budget lr_k · n_k, so the optimiser never freezes, and the gradient-noise level halves per
+stage). Each stage is one :func:`flowvar.train.train` call, so Adam's moment estimates restart at every stage;
+the data stream of each stage and seed is its own. Training seeds are the replicates.
+
+Scale: every loss is reported relative to L_const = ‖Θ̂‖_F² = E‖u − E u‖², the loss of the best constant field
+(u = x1 − x0 = μ + Θ̂ x0, Θ̂ = M^{1/2} − I).
+
+Claims (each a pure rule function below, unit-tested on synthetic evidence):
+
+* ``parametric_reaches_zero`` (:func:`parametric_rule`): the parametric class reaches numerical zero.
+* ``mlp_positive_floor`` (:func:`width_floor_verdict`, :func:`floor_rule`): the MLPs' held-out loss stops
+  improving while the parametric class is at zero. Judged on the last doubling of the training: a floor when the
+  improvement L(T/2)/L(T) is shown below ``flat_factor`` (paired over seeds) and the loss stays ≥
+  ``positive_factor`` × the parametric class's; refuted when the loss is shown to keep falling by at least
+  ``flat_factor`` per doubling, or reaches numerical zero itself. Precondition: the parametric class reached zero
+  under the same kind of schedule, so the schedule is not what stops training.
+* ``floor_shrinks_with_width`` (:func:`width_rule`): the floor of the smallest width exceeds the largest width's by
+  at least ``width_factor`` (paired over seeds). Precondition: every width is at its floor; comparing losses that
+  are still falling would compare training budgets, not floors.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from flowvar.couplings import RotatedOTCoupling
+from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import GaussianProblem
-from flowvar.interpolants import Interpolant
+from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import GaussianParametricField, MLPField
+from flowvar.results import Precondition
+from flowvar.stats import SeedComparison, paired_over_seeds
 from flowvar.train import TrainConfig, train
+
+PARAMETRIC_FAIL = 1e-6
+"""parametric_rule: a relative held-out loss above this on every seed refutes "reaches zero" (plainly unfitted)."""
 
 
 @dataclass
 class Lemma1MLPConfig:
     seed: int = 0
+    n_seeds: int = 3
     mean: tuple[float, ...] = (5.0, 5.0)
     cov_diag: tuple[float, ...] = (4.0, 0.25)
     widths: tuple[int, ...] = (32, 64, 128, 256)
     depth: int = 3
     activation: str = "selu"
-    steps: int = 10_000
+    stages: int = 6
+    first_stage_steps: int = 160
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 3e-3
     parametric_lr: float = 0.1
     eval_samples: int = 50_000
+    alpha: float = 0.05
+    flat_factor: float = 1.25
+    positive_factor: float = 1000.0
+    width_factor: float = 2.0
+    zero_loss: float = 1e-12
+
+    def validate(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(f"lemma1_mlp: {msg}")
+
+        need(self.n_seeds >= 1, f"n_seeds={self.n_seeds} must be >= 1 (>= 2 for any seed comparison to decide)")
+        need(len(self.mean) == len(self.cov_diag) >= 1, f"mean {list(self.mean)} and cov_diag {list(self.cov_diag)} "
+                                                        f"must have the same length")
+        need(all(c > 0 for c in self.cov_diag), f"cov_diag={list(self.cov_diag)} must be positive")
+        need(len(self.widths) >= 1 and all(w >= 1 for w in self.widths), f"widths={list(self.widths)} must be "
+                                                                         f"a non-empty list of widths >= 1")
+        need(len(set(self.widths)) == len(self.widths), f"widths={list(self.widths)} has repeated values")
+        need(2 <= self.stages <= 20, f"stages={self.stages} must be in [2, 20] (the floor is judged on the last "
+                                     f"doubling, so at least two stages)")
+        need(self.first_stage_steps >= 1, f"first_stage_steps={self.first_stage_steps} must be >= 1")
+        need(self.lr > 0 and self.parametric_lr > 0, "lr and parametric_lr must be > 0")
+        need(0 < self.alpha < 0.5, f"alpha={self.alpha} must be in (0, 0.5)")
+        need(self.flat_factor > 1 and self.width_factor > 1 and self.positive_factor > 1,
+             "flat_factor, width_factor and positive_factor must be > 1")
+        need(0 < self.zero_loss < PARAMETRIC_FAIL, f"zero_loss={self.zero_loss} must be in (0, {PARAMETRIC_FAIL})")
+        need(self.eval_samples >= 100, f"eval_samples={self.eval_samples} must be >= 100")
+
+
+def schedule(config: Lemma1MLPConfig, lr: float) -> list[tuple[int, float]]:
+    """(steps, learning rate) per stage: ``first_stage_steps`` · 2^k steps at ``lr`` · 2^{−k}."""
+    return [(config.first_stage_steps * 2**k, lr / 2**k) for k in range(config.stages)]
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+
+def parametric_rule(rel_losses: Sequence[float], zero_loss: float) -> str:
+    """lemma1_mlp.parametric_reaches_zero from one relative held-out loss per training seed (the lowest at a stage
+    end): confirmed if every seed is ≤ ``zero_loss``; refuted if every seed is > :data:`PARAMETRIC_FAIL`;
+    inconclusive otherwise (or with no seed)."""
+    if not rel_losses:
+        return "inconclusive"
+    if all(v <= zero_loss for v in rel_losses):
+        return "confirmed"
+    if all(v > PARAMETRIC_FAIL for v in rel_losses):
+        return "refuted"
+    return "inconclusive"
+
+
+def last_doubling(before: Sequence[float], after: Sequence[float], *, flat_factor: float, alpha: float
+                  ) -> SeedComparison:
+    """Does the held-out loss still fall over the last doubling of the training? Paired over seeds on log10:
+    "log10 L(T/2) − log10 L(T) ≥ log10 ``flat_factor``" (:func:`flowvar.stats.paired_over_seeds`)."""
+    return paired_over_seeds(np.log10(np.asarray(before, dtype=float)), np.log10(np.asarray(after, dtype=float)),
+                             min_effect=math.log10(flat_factor), scale=1.0, scale_name="one decade of held-out loss",
+                             alpha=alpha, labels=("log10 L(T/2)", "log10 L(T)"))
+
+
+def width_floor_verdict(before: Sequence[float], after: Sequence[float], parametric: Sequence[float], *,
+                        flat_factor: float, positive_factor: float, zero_loss: float, alpha: float) -> str:
+    """Is one MLP width at a positive floor? Per training seed s: ``before``[s] = relative held-out loss after the
+    second-to-last stage (T/2 steps), ``after``[s] after the last (T steps), ``parametric``[s] the parametric
+    class's (relative, lowest stage end).
+
+    * refuted if the loss is shown to keep falling (:func:`last_doubling` confirmed: L(T/2)/L(T) ≥ ``flat_factor``
+      at one-sided ``alpha``), or it reaches numerical zero (every ``after`` ≤ ``zero_loss``);
+    * confirmed if the improvement is shown below ``flat_factor`` (:func:`last_doubling` refuted) and every seed's
+      ``after`` ≥ ``positive_factor`` × its ``parametric``;
+    * inconclusive otherwise (always with one seed).
+    """
+    trend = last_doubling(before, after, flat_factor=flat_factor, alpha=alpha)
+    if trend.verdict == "confirmed" or all(a <= zero_loss for a in after):
+        return "refuted"
+    if trend.verdict == "refuted" and all(a >= positive_factor * p for a, p in zip(after, parametric, strict=True)):
+        return "confirmed"
+    return "inconclusive"
+
+
+def floor_rule(width_verdicts: Mapping[str, str]) -> str:
+    """lemma1_mlp.mlp_positive_floor over the widths: confirmed if every width is at a floor, refuted if no width
+    is (every width refuted), inconclusive otherwise (a mixed picture, reported per width)."""
+    values = list(width_verdicts.values())
+    if values and all(v == "confirmed" for v in values):
+        return "confirmed"
+    if values and all(v == "refuted" for v in values):
+        return "refuted"
+    return "inconclusive"
+
+
+def width_rule(small: Sequence[float], large: Sequence[float], *, width_factor: float, alpha: float
+               ) -> SeedComparison:
+    """lemma1_mlp.floor_shrinks_with_width: the smallest width's final relative loss exceeds the largest width's by
+    at least ``width_factor``, paired over seeds on log10 (:func:`flowvar.stats.paired_over_seeds`; its verdict is
+    the claim's)."""
+    return paired_over_seeds(np.log10(np.asarray(small, dtype=float)), np.log10(np.asarray(large, dtype=float)),
+                             min_effect=math.log10(width_factor), scale=1.0, scale_name="one decade of held-out loss",
+                             alpha=alpha, labels=("log10 L(smallest width)", "log10 L(largest width)"))
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def _held_out(model: torch.nn.Module, path: PathSample) -> float:
+    with torch.no_grad():
+        v = model(path.xt, path.t)
+    return float((v - path.target).pow(2).sum(1).mean())
+
+
+def _train_staged(model: torch.nn.Module, loss: CFMLoss, coupling: RotatedOTCoupling, stages: list[tuple[int, float]],
+                  config: Lemma1MLPConfig, seed: int, path: PathSample, scale: float, progress: bool
+                  ) -> dict[str, Any]:
+    """Train through the stages; the relative held-out loss and cumulative steps at every stage end."""
+    steps, rel, runtime, total = [], [], 0.0, 0
+    for k, (n, lr) in enumerate(stages):
+        res = train(model, loss, coupling, TrainConfig(steps=n, batch_size=config.batch_size, lr=lr,
+                                                      seed=1000 * seed + k, progress=progress, log_every=0))
+        total += n
+        runtime += res.runtime_s
+        steps.append(total)
+        rel.append(_held_out(model, path) / scale)
+    return {"steps": steps, "relative_loss": rel, "runtime_s": runtime,
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 @register("lemma1_mlp", title="Lemma 1: MLPs cannot represent the Gaussian OT field exactly", config=Lemma1MLPConfig,
-          quick={"widths": (32, 128), "steps": 1500, "eval_samples": 10_000},
+          quick={"widths": (16, 64), "stages": 4, "first_stage_steps": 200, "eval_samples": 10_000},
           paper={"message": "standard neural architectures struggle to represent even simple transports"})
 def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
-    problem = GaussianProblem(torch.tensor(config.mean), torch.diag(torch.tensor(config.cov_diag)))
+    problem = GaussianProblem(torch.tensor(config.mean, dtype=torch.float64),
+                              torch.diag(torch.tensor(config.cov_diag, dtype=torch.float64)))
+    dim = problem.dim
     loss = CFMLoss(Interpolant(0.0))
-    ctx.choice("training", f"Adam, {config.steps} steps, batch {config.batch_size}, lr {config.lr} (MLP) and "
-                           f"{config.parametric_lr} (parametric), deterministic CFM loss on fresh OT pairs each step")
-    ctx.note("The parametric class needs a large Adam step: at the optimum every per-sample gradient vanishes "
-             "(Prop 1(A)), and with lr = 1e-2 it had not converged after 1500 steps (loss ≈ 1e-2), while lr = 0.1 "
-             "reaches ≈ 1e-30. The claim is about representability, so the parametric lr is set where it converges.")
-    ctx.choice("MLP", f"depth {config.depth}, {config.activation}, t concatenated to x (TorchCFM-style)")
-    eval_path = loss.draw(RotatedOTCoupling(problem, 0.0), config.eval_samples, ctx.generator(999))
+    coupling = RotatedOTCoupling(problem, 0.0, dtype=torch.float64)
+    _, Theta_hat = problem.field_parameters()
+    scale = float(Theta_hat.pow(2).sum())
+    seeds = [config.seed + i for i in range(config.n_seeds)]
+    mlp_stages, par_stages = schedule(config, config.lr), schedule(config, config.parametric_lr)
+    total = sum(n for n, _ in mlp_stages)
+    ctx.choice("precision", "float64 throughout (models, data, held-out loss), so no model is stopped at float32's "
+                            "rounding level")
+    ctx.choice("schedule", f"{config.stages} stages, stage k runs {config.first_stage_steps}·2^k steps at lr·2^-k "
+                           f"({total} steps in all): MLP lr {config.lr} → {mlp_stages[-1][1]:.3g}, parametric lr "
+                           f"{config.parametric_lr} → {par_stages[-1][1]:.3g}; Adam (restarted at every stage), batch "
+                           f"{config.batch_size}, deterministic CFM loss on fresh exact-OT pairs every step")
+    ctx.choice("replicates", f"{config.n_seeds} training seeds {seeds} (initialisation and data stream); every "
+                             f"comparison is paired over them at one-sided α = {config.alpha} "
+                             f"(flowvar.stats.paired_over_seeds); one seed is always inconclusive")
+    ctx.choice("MLP", f"widths {list(config.widths)}, depth {config.depth}, {config.activation}, t concatenated to x "
+                      f"(TorchCFM-style)")
+    ctx.choice("parametric class", "θ + Θ[I + tΘ]^{-1}(x − tθ) from θ = 0, Θ = 0 (contains v̂_OT)")
+    ctx.choice("scale", f"losses relative to L_const = ‖Θ̂‖_F² = {scale:.4g}, the held-out loss of the best constant "
+                        f"field; held-out set of {config.eval_samples} fresh OT pairs, the same for every model")
+    ctx.choice("thresholds", f"numerical zero: relative loss ≤ {config.zero_loss}; a floor: the last doubling of the "
+                             f"training improves the loss by less than ×{config.flat_factor} and it stays ≥ "
+                             f"{config.positive_factor:g}× the parametric class's; floor shrinks with width: ≥ "
+                             f"×{config.width_factor} from the smallest to the largest width")
+    held = loss.draw(RotatedOTCoupling(problem, 0.0, dtype=torch.float64), config.eval_samples, ctx.generator(999))
 
-    def held_out_loss(model: torch.nn.Module, dtype: torch.dtype) -> float:
-        with torch.no_grad():
-            v = model(eval_path.xt.to(dtype), eval_path.t.to(dtype)).double()
-        return float((v - eval_path.target).pow(2).sum(1).mean())
+    parametric: dict[int, dict[str, Any]] = {}
+    mlps: dict[int, dict[int, dict[str, Any]]] = {w: {} for w in config.widths}
+    for s in seeds:
+        model = GaussianParametricField(dim).double()
+        parametric[s] = _train_staged(model, loss, coupling, par_stages, config, s, held, scale, ctx.progress)
+        theta_hat = problem.field_parameters()[0]
+        parametric[s]["theta_error"] = float((model.theta.detach() - theta_hat).norm())
+        parametric[s]["Theta_error"] = float((model.Theta.detach() - Theta_hat).norm())
+        parametric[s]["best_relative_loss"] = min(parametric[s]["relative_loss"])
+        for width in config.widths:
+            torch.manual_seed(s)
+            mlp = MLPField(dim, width=width, depth=config.depth, activation=config.activation).double()
+            mlps[width][s] = _train_staged(mlp, loss, coupling, mlp_stages, config, s, held, scale, ctx.progress)
+    ctx.metric("parametric", {f"seed={s}": v for s, v in parametric.items()})
+    ctx.metric("mlp", {f"width={w}": {f"seed={s}": v for s, v in per.items()} for w, per in mlps.items()})
+    ctx.metric("scale_L_const", scale)
+    ctx.metric("stage_end_steps", parametric[seeds[0]]["steps"])
 
-    results: dict[str, dict[str, float]] = {}
-    curves: dict[str, list[float]] = {}
-    parametric = GaussianParametricField(problem.dim)
-    res = train(parametric, loss, RotatedOTCoupling(problem, 0.0, dtype=torch.float64),
-                TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.parametric_lr,
-                            seed=config.seed, progress=ctx.progress, log_every=0))
-    results["parametric"] = {"held_out_loss": held_out_loss(parametric, torch.float64),
-                             "parameters": sum(p.numel() for p in parametric.parameters()), "runtime_s": res.runtime_s}
-    curves["parametric"] = res.losses
-    theta_hat, Theta_hat = problem.field_parameters()
-    results["parametric"]["theta_error"] = float((parametric.theta.detach() - theta_hat).norm())
-    results["parametric"]["Theta_error"] = float((parametric.Theta.detach() - Theta_hat).norm())
-    for width in config.widths:
-        torch.manual_seed(config.seed)
-        mlp = MLPField(problem.dim, width=width, depth=config.depth, activation=config.activation)
-        res = train(mlp, loss, RotatedOTCoupling(problem, 0.0, dtype=torch.float32),
-                    TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                                progress=ctx.progress, log_every=0))
-        results[f"mlp_{width}"] = {"held_out_loss": held_out_loss(mlp, torch.float32),
-                                   "parameters": sum(p.numel() for p in mlp.parameters()), "runtime_s": res.runtime_s}
-        curves[f"mlp_{width}"] = res.losses
-    ctx.metric("models", results)
-
-    para = results["parametric"]["held_out_loss"]
-    mlp_floors = [results[f"mlp_{w}"]["held_out_loss"] for w in config.widths]
+    par_best = [parametric[s]["best_relative_loss"] for s in seeds]
+    par_final = [parametric[s]["relative_loss"][-1] for s in seeds]
+    replicates = f"{config.n_seeds} training seed(s) {seeds}"
     ctx.claim("lemma1_mlp.parametric_reaches_zero",
               "The exact parametric class reaches (numerically) zero loss: it represents the OT field.",
-              {"held_out_loss": para, "theta_error": results["parametric"]["theta_error"],
-               "Theta_error": results["parametric"]["Theta_error"]},
-              confirmed=para < 1e-6, refuted=para > 1e-2,
-              kind="reproduction",
-              rule="confirmed if the held-out deterministic CFM loss < 1e-6; refuted if > 1e-2")
+              {"best_relative_loss_per_seed": par_best, "final_relative_loss_per_seed": par_final,
+               "relative_loss_per_stage": {f"seed={s}": parametric[s]["relative_loss"] for s in seeds},
+               "theta_error": [parametric[s]["theta_error"] for s in seeds],
+               "Theta_error": [parametric[s]["Theta_error"] for s in seeds]},
+              verdict=parametric_rule(par_best, config.zero_loss), kind="reproduction",
+              min_effect=f"relative held-out loss ≤ {config.zero_loss} (scale L_const = {scale:.4g}), below what "
+                         f"float32 arithmetic can resolve",
+              replicates=replicates + " (each must reach it)",
+              rule=f"per seed, the lowest relative held-out loss at a stage end (Adam restarts at every stage and, at "
+                   f"a noiseless optimum, can be kicked off it by one step of size lr: the final value is reported "
+                   f"too). Confirmed if every seed is ≤ {config.zero_loss}; refuted if every seed is > "
+                   f"{PARAMETRIC_FAIL}; inconclusive otherwise")
+
+    precondition = Precondition(
+        f"the parametric class reached numerical zero (relative loss ≤ {config.zero_loss} on every seed) under the "
+        f"same staircase schedule, so the schedule and optimiser can fit a model that represents v̂_OT",
+        holds=all(v <= config.zero_loss for v in par_best),
+        measured={"parametric_best_relative_loss": par_best},
+        remedy="more stages or a larger parametric_lr")
+    per_width: dict[str, Any] = {}
+    verdicts: dict[str, str] = {}
+    for w in config.widths:
+        before = [mlps[w][s]["relative_loss"][-2] for s in seeds]
+        after = [mlps[w][s]["relative_loss"][-1] for s in seeds]
+        trend = last_doubling(before, after, flat_factor=config.flat_factor, alpha=config.alpha)
+        verdicts[f"width={w}"] = width_floor_verdict(before, after, par_best, flat_factor=config.flat_factor,
+                                                     positive_factor=config.positive_factor,
+                                                     zero_loss=config.zero_loss, alpha=config.alpha)
+        per_width[f"width={w}"] = {"verdict": verdicts[f"width={w}"], "relative_loss_at_T/2": before,
+                                   "relative_loss_at_T": after,
+                                   "improvement_factor_last_doubling": [b / a for b, a in zip(before, after,
+                                                                                             strict=True)],
+                                   "ratio_to_parametric": [a / p if p > 0 else math.inf
+                                                           for a, p in zip(after, par_best, strict=True)],
+                                   "last_doubling": trend.to_dict()}
     ctx.claim("lemma1_mlp.mlp_positive_floor",
-              "MLPs keep a positive loss floor on the same problem (irreducible approximation error).",
-              {"mlp_floors": dict(zip([str(w) for w in config.widths], mlp_floors)), "parametric": para},
-              confirmed=min(mlp_floors) > 100 * max(para, 1e-12), refuted=min(mlp_floors) <= max(para, 1e-12),
-              kind="reproduction",
-              rule="confirmed if every MLP's held-out loss exceeds 100× the parametric loss (floored at 1e-12); "
-                   "refuted if some MLP matches or beats the parametric class")
+              "MLPs keep a positive loss floor on the same problem (irreducible approximation error): more training "
+              "at a decaying learning rate stops improving their held-out loss, while the parametric class reaches "
+              "zero.",
+              {"per_width": per_width, "stage_end_steps": parametric[seeds[0]]["steps"],
+               "parametric_best_relative_loss": par_best},
+              verdict=floor_rule(verdicts), precondition=precondition, kind="reproduction",
+              min_effect=f"over the last doubling of the training ({total - mlp_stages[-1][0]} → {total} steps, lr "
+                         f"halved) the held-out loss improves by less than ×{config.flat_factor} "
+                         f"({math.log10(config.flat_factor):.3g} decades; scale: one decade of held-out loss) "
+                         f"and stays ≥ {config.positive_factor:g}× the parametric class's",
+              replicates=replicates + f", paired over seeds at one-sided α = {config.alpha}",
+              rule=f"per width (lemma1_mlp.width_floor_verdict): paired over seeds, d_s = log10 L_s(T/2) − log10 "
+                   f"L_s(T) (relative held-out loss after the second-to-last and the last stage); refuted if d ≥ "
+                   f"log10 {config.flat_factor} is shown (lower bound > 0 and mean ≥ it: still falling), or every seed "
+                   f"reaches ≤ {config.zero_loss}; confirmed if d < log10 {config.flat_factor} is shown (upper bound "
+                   f"below it) and every seed's L(T) ≥ {config.positive_factor:g}× its parametric loss; else "
+                   f"inconclusive. Over widths (lemma1_mlp.floor_rule): confirmed if every width is at a floor, "
+                   f"refuted if every width is refuted, inconclusive otherwise")
+
     if len(config.widths) >= 2:
-        rho = float(spearmanr(config.widths, mlp_floors).statistic)
-        decreasing = all(b < a for a, b in itertools.pairwise(mlp_floors))
+        small, large = min(config.widths), max(config.widths)
+        final = {w: [mlps[w][s]["relative_loss"][-1] for s in seeds] for w in config.widths}
+        cmp = width_rule(final[small], final[large], width_factor=config.width_factor, alpha=config.alpha)
+        at_floor = {k: v == "confirmed" for k, v in verdicts.items()}
         ctx.claim("lemma1_mlp.floor_shrinks_with_width",
                   "The MLP loss floor shrinks as the width grows.",
-                  {"widths": list(config.widths), "floors": mlp_floors, "spearman_rho": rho},
-                  confirmed=decreasing, refuted=rho > 0,
-                  kind="reproduction",
-                  rule="confirmed if the floor decreases strictly with width; refuted if the Spearman correlation "
-                       "of width and floor is positive; else inconclusive (one training run per width)")
+                  {"widths": list(config.widths),
+                   "final_relative_loss": {f"width={w}": v for w, v in final.items()},
+                   "mean_log10_final": {f"width={w}": float(np.mean(np.log10(v))) for w, v in final.items()},
+                   "comparison": cmp.to_dict()},
+                  verdict=cmp.verdict,  # type: ignore[arg-type]
+                  precondition=Precondition(
+                      "every width is at its floor (lemma1_mlp.mlp_positive_floor's per-width verdict confirmed), so "
+                      "the final losses are floors and not the state of a training that is still improving",
+                      holds=all(at_floor.values()), measured={"at_floor": at_floor},
+                      remedy="more stages (the losses must stop improving before floors can be compared)"),
+                  kind="reproduction", min_effect=cmp.effect_text(),
+                  replicates=replicates + f", paired over seeds at one-sided α = {config.alpha}",
+                  rule=f"paired over seeds (flowvar.stats.paired_over_seeds, lemma1_mlp.width_rule): d_s = log10 "
+                       f"L_s(width {small}) − log10 L_s(width {large}) at the end of training; confirmed if d > 0 at "
+                       f"one-sided α = {config.alpha} and mean d ≥ log10 {config.width_factor}; refuted if the upper "
+                       f"bound of d is below log10 {config.width_factor}; inconclusive otherwise (always with one "
+                       f"seed)")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, losses in curves.items():
-        arr = np.asarray(losses)
-        k = max(1, len(arr) // 100)
-        smooth = arr[: len(arr) // k * k].reshape(-1, k).mean(1)
-        ax.semilogy(np.arange(len(smooth)) * k, smooth, label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (deterministic CFM, OT pairs)")
-    ax.legend(fontsize=8)
-    ax.set_title("Lemma 1: parametric class vs MLPs")
-    ctx.figure("loss_curves", fig)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    curves = [("parametric", parametric)] + [(f"MLP width {w}", mlps[w]) for w in config.widths]
+    for (name, per_seed), color in zip(curves, colors * 3, strict=False):
+        for i, s in enumerate(seeds):
+            r = per_seed[s]
+            ax.loglog(r["steps"], np.clip(r["relative_loss"], 1e-32, None), marker="o", ms=3, color=color,
+                      alpha=0.8, lw=1, label=name if i == 0 else None)
+    ax.axhline(config.zero_loss, color="k", ls=":", lw=0.8, label=f"numerical zero ({config.zero_loss:g})")
+    ax.set_xlabel("training steps (stage ends; lr halves as the stage length doubles)")
+    ax.set_ylabel("held-out loss / L_const")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Lemma 1: parametric class vs MLPs, float64, {config.n_seeds} seed(s)", fontsize=9)
+    ctx.figure("loss_vs_steps", fig)

@@ -20,12 +20,23 @@ A_t A_tᵀ = |A_t|² I). In complex notation its flow map is a pure rotation by
 θ' = ∫₀¹ w(t) d arg A_t, w = |A_t|² / (|A_t|² + σ²) (the log-modulus part integrates to 0 by symmetry), so
 θ' = θ at σ = 0 (idempotence) and θ' < θ for σ > 0 (:func:`ideal_reflow_angle`). Iterating it gives the
 angle an ideal learner would reach after each round; the trained MLPs are compared with it.
+
+Replicates: ``n_seeds`` training seeds, each its own chain of rounds (initialisation, data streams, ReFlow sources
+and evaluation sources). Claims (pure rule functions, unit-tested):
+
+* ``sigma0_stagnation`` (:func:`stagnation_rule`): at σ = 0 every later round stays within ``angle_tol_deg`` of the
+  coupling's angle, on every seed. Precondition: round 0 learned the coupling (its angle within the tolerance).
+* ``sigma<σ>_moves_toward_ot`` (:func:`moves_rule`): after the last round the angle has dropped by at least
+  ``angle_tol_deg`` more than at σ = 0, paired over seeds (:func:`flowvar.stats.paired_over_seeds`). Precondition:
+  the exact minimiser predicts a drop of at least twice the tolerance, so that a network that follows it to within
+  the tolerance can show the effect.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,13 +53,19 @@ from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.metrics import fitted_linear_map, path_straightness, rotation_angle
 from flowvar.models import MLPField
+from flowvar.results import Precondition
 from flowvar.sampling import integrate
+from flowvar.stats import SeedComparison, paired_over_seeds
 from flowvar.train import TrainConfig, train
+
+STAGNATION_REFUTE = 3.0
+"""stagnation_rule: a round more than this many tolerances from the coupling's angle, on every seed, refutes."""
 
 
 @dataclass
 class Lemma2Config:
     seed: int = 0
+    n_seeds: int = 3
     angle_deg: float = 120.0
     sigmas: tuple[float, ...] = (0.0, 0.05, 0.5)
     rounds: int = 3
@@ -65,8 +82,13 @@ class Lemma2Config:
     rtol: float = 1e-6
     atol: float = 1e-6
     angle_tol_deg: float = 5.0
+    alpha: float = 0.05
 
     def validate(self) -> None:
+        if self.n_seeds < 1:
+            raise ConfigError(f"n_seeds must be >= 1 (>= 2 for the σ > 0 comparison to decide), got {self.n_seeds}")
+        if not 0 < self.alpha < 0.5:
+            raise ConfigError(f"alpha must be in (0, 0.5), got {self.alpha}")
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1 (round 0 plus at least one ReFlow), got {self.rounds}")
         if 0.0 not in self.sigmas:
@@ -120,10 +142,46 @@ def evaluate_round(model: torch.nn.Module, x0: torch.Tensor, config: Lemma2Confi
             "nfe": sol.nfe}
 
 
+def _finite(values: Sequence[float]) -> bool:
+    return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+
+def stagnation_rule(angles_per_seed: Sequence[Sequence[float]], coupling_deg: float, tol: float) -> str:
+    """lemma2.sigma0_stagnation from the σ = 0 angles, one list per seed (rounds 0 … K; rounds 1 … K are judged).
+
+    A seed stays when every later round is within ``tol`` of ``coupling_deg`` and leaves when some later round is
+    more than :data:`STAGNATION_REFUTE` × ``tol`` away (a NaN angle, a reflection, counts as away). Confirmed if every
+    seed stays, refuted if every seed leaves, inconclusive otherwise (or without a later round).
+    """
+    later = [[a if math.isfinite(a) else math.inf for a in angles[1:]] for angles in angles_per_seed]
+    if not later or any(not rows for rows in later):
+        return "inconclusive"
+    devs = [max(abs(a - coupling_deg) for a in rows) for rows in later]
+    if all(d <= tol for d in devs):
+        return "confirmed"
+    if all(d > STAGNATION_REFUTE * tol for d in devs):
+        return "refuted"
+    return "inconclusive"
+
+
+def moves_rule(drops: Sequence[float], drops_sigma0: Sequence[float], *, tol: float, coupling_deg: float,
+               alpha: float) -> tuple[str, SeedComparison | None]:
+    """lemma2.sigma<σ>_moves_toward_ot from the total drop (coupling angle − last round's angle) per seed at σ and at
+    σ = 0 (the network's own drift): paired over seeds, "drop(σ) − drop(0) ≥ ``tol``"
+    (:func:`flowvar.stats.paired_over_seeds`; scale: the coupling's angle to OT). Its verdict is the claim's; a NaN
+    angle makes it inconclusive (no comparison, None)."""
+    if not (_finite(drops) and _finite(drops_sigma0)):
+        return "inconclusive", None
+    cmp = paired_over_seeds(drops, drops_sigma0, min_effect=tol, scale=abs(coupling_deg),
+                            scale_name="the initial coupling's angle to OT (deg)", alpha=alpha,
+                            labels=("drop(σ)", "drop(σ = 0)"))
+    return cmp.verdict, cmp
+
+
 @register("lemma2", title="Lemma 2: ReFlow stagnates at the 120° coupling at σ = 0; noise moves it toward OT",
           config=Lemma2Config,
-          quick={"sigmas": (0.0, 0.05, 0.5), "rounds": 3, "width": 128, "steps": 2000, "n_pairs": 5000,
-                 "n_eval": 1000, "method": "euler", "ode_steps": 51},
+          quick={"n_seeds": 2, "sigmas": (0.0, 0.05, 0.5), "rounds": 2, "width": 128, "steps": 1500,
+                 "n_pairs": 5000, "n_eval": 1000, "method": "euler", "ode_steps": 51},
           paper={"lemma2": "ReFlow is idempotent on straight couplings: reflows with noiseless interpolants stagnate "
                            "when arriving at straight couplings (reviewer's wording; statement not seen)",
                  "remark2": "noise invalidates the assumptions of Lemma 2; repeated noisy rectification converges to "
@@ -147,94 +205,133 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
                + " for both ReFlow pair generation and evaluation; the 120° lines never cross, so no grid issue")
     ctx.choice("evaluation", f"{config.n_eval} fresh sources per round; least-squares affine fit x̂1 ≈ A x0 + b; angle "
                              f"of A's orthogonal polar factor; straightness from the saved trajectory")
-    ctx.choice("tolerance", f"angle tolerance {config.angle_tol_deg}° (training and fit noise of one run per round)")
+    seeds = [config.seed + j for j in range(config.n_seeds)]
+    tol = config.angle_tol_deg
+    a0 = config.angle_deg
+    ctx.choice("tolerance", f"angle tolerance {tol}° = {tol / abs(a0):.3g} × the {a0:g}° between the initial coupling "
+                            f"and OT (training and fit noise of one network per round)")
+    ctx.choice("replicates", f"{config.n_seeds} training seeds {seeds}, each its own chain of rounds (initialisation, "
+                             f"data streams, ReFlow and evaluation sources); σ comparisons paired over seeds at "
+                             f"one-sided α = {config.alpha} (flowvar.stats.paired_over_seeds); one seed is always "
+                             f"inconclusive there")
 
     rounds = list(range(config.rounds + 1))
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {f"sigma={sigma}": {} for sigma in config.sigmas}
     ideal: dict[str, list[float]] = {}
-    for i, sigma in enumerate(config.sigmas):
-        loss = CFMLoss(Interpolant(sigma))
-        coupling: Coupling = base
-        per_round: list[dict[str, Any]] = []
+    for sigma in config.sigmas:
         theta = config.angle_deg
         ideal[f"sigma={sigma}"] = []
-        for k in rounds:
-            torch.manual_seed(config.seed)
-            model = MLPField(2, width=config.width, depth=config.depth, activation=config.activation)
-            res = train(model, loss, coupling,
-                        TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                    seed=config.seed + 1000 * i + k, progress=ctx.progress, log_every=0))
-            model.eval()
-            x0 = torch.randn(config.n_eval, 2, generator=ctx.generator(10_000 + 100 * i + k), dtype=torch.float32)
-            row: dict[str, Any] = {"round": k, **evaluate_round(model, x0, config)}
-            tail = res.losses[-max(1, len(res.losses) // 20):]
-            row["final_loss"] = sum(tail) / len(tail)
-            row["train_runtime_s"] = res.runtime_s
-            per_round.append(row)
+        for _ in rounds:
             theta = ideal_reflow_angle(theta, sigma)
             ideal[f"sigma={sigma}"].append(theta)
-            if k < config.rounds:
-                reflow = ReflowCoupling(model, StandardNormal(2, torch.float32),
-                                        solve=lambda x, m=model: _solve(m, x, config).x1)
-                coupling = reflow.materialise(config.n_pairs, ctx.generator(20_000 + 100 * i + k))
-        results[f"sigma={sigma}"] = per_round
+    for j, s in enumerate(seeds):
+        stream = 1_000_003 * j  # each seed's evaluation and ReFlow sources
+        for i, sigma in enumerate(config.sigmas):
+            loss = CFMLoss(Interpolant(sigma))
+            coupling: Coupling = base
+            per_round: list[dict[str, Any]] = []
+            for k in rounds:
+                torch.manual_seed(s)
+                model = MLPField(2, width=config.width, depth=config.depth, activation=config.activation)
+                res = train(model, loss, coupling,
+                            TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                        seed=100_003 * s + 1000 * i + k, progress=ctx.progress, log_every=0))
+                model.eval()
+                x0 = torch.randn(config.n_eval, 2, generator=ctx.generator(stream + 10_000 + 100 * i + k),
+                                 dtype=torch.float32)
+                row: dict[str, Any] = {"round": k, **evaluate_round(model, x0, config)}
+                tail = res.losses[-max(1, len(res.losses) // 20):]
+                row["final_loss"] = sum(tail) / len(tail)
+                row["train_runtime_s"] = res.runtime_s
+                per_round.append(row)
+                if k < config.rounds:
+                    reflow = ReflowCoupling(model, StandardNormal(2, torch.float32),
+                                            solve=lambda x, m=model: _solve(m, x, config).x1)
+                    coupling = reflow.materialise(config.n_pairs, ctx.generator(stream + 20_000 + 100 * i + k))
+            results[f"sigma={sigma}"][f"seed={s}"] = per_round
+    angles = {key: {sd: [r["angle_deg"] for r in rows] for sd, rows in per.items()} for key, per in results.items()}
     ctx.metric("rounds", results)
+    ctx.metric("angle_deg", angles)
     ctx.metric("ideal_angle_deg", ideal)
     ctx.metric("ot_transport_cost", 0.0)
     ctx.metric("initial_transport_cost", 4 * (1 - math.cos(math.radians(config.angle_deg))))
 
-    tol = config.angle_tol_deg
-    a0 = config.angle_deg
-    angles0 = [r["angle_deg"] for r in results["sigma=0.0"]]
-    dev_coupling = max(abs(a - a0) for a in angles0) if all(math.isfinite(a) for a in angles0) else math.inf
-    dev_round0 = max(abs(a - angles0[0]) for a in angles0) if math.isfinite(dev_coupling) else math.inf
+    replicates = f"{config.n_seeds} training seed(s) {seeds}, each its own chain of {config.rounds + 1} rounds"
+    angles0 = [angles["sigma=0.0"][f"seed={s}"] for s in seeds]
+    round0 = [a[0] for a in angles0]
+    devs = [max(abs(x - a0) for x in a[1:]) if _finite(a) else math.inf for a in angles0]
     ctx.claim("lemma2.sigma0_stagnation",
               f"At σ = 0 ReFlow stagnates: the rotation angle stays ≈ {a0:g}° across rounds (OT would be 0°).",
-              {"angles_deg": angles0, "max_dev_from_coupling": dev_coupling, "max_dev_from_round0": dev_round0,
-               "transport_cost": [r["transport_cost"] for r in results["sigma=0.0"]],
-               "straightness": [r["straightness"] for r in results["sigma=0.0"]], "tolerance_deg": tol},
-              confirmed=dev_coupling <= tol,
-              refuted=dev_coupling > 3 * tol,
+              {"angles_deg_per_seed": {f"seed={s}": a for s, a in zip(seeds, angles0, strict=True)},
+               "max_dev_later_rounds_per_seed": devs,
+               "transport_cost": {f"seed={s}": [r["transport_cost"] for r in results["sigma=0.0"][f"seed={s}"]]
+                                  for s in seeds},
+               "straightness": {f"seed={s}": [r["straightness"] for r in results["sigma=0.0"][f"seed={s}"]]
+                                for s in seeds},
+               "tolerance_deg": tol},
+              verdict=stagnation_rule(angles0, a0, tol),
+              precondition=Precondition(
+                  f"round 0 learned the initial coupling: its angle is within {tol}° of {a0:g}° on every seed (else "
+                  f"a drift says nothing about ReFlow)",
+                  holds=all(math.isfinite(x) and abs(x - a0) <= tol for x in round0),
+                  measured={"round0_angle_deg": round0},
+                  remedy="train longer (steps) or a wider network"),
               kind="reproduction",
-              rule=f"confirmed if every round's angle is within {tol}° of {a0:g}° (hence within 2×{tol}° of round 0); "
-                   f"refuted if some round is more than {3 * tol}° away; inconclusive otherwise")
+              min_effect=f"every ReFlow round within {tol}° of {a0:g}° (scale: the {a0:g}° from the initial coupling "
+                         f"to OT; {tol}° = {tol / abs(a0):.3g} of it); refuted beyond {STAGNATION_REFUTE * tol:g}°",
+              replicates=replicates + " (each must stay)",
+              rule=f"lemma2.stagnation_rule over rounds 1 … {config.rounds}: a seed stays if every round's angle is "
+                   f"within {tol}° of {a0:g}°, leaves if some round is more than {STAGNATION_REFUTE * tol:g}° away "
+                   f"(NaN: a reflection, counts as away). Confirmed if every seed stays; refuted if every seed leaves; "
+                   f"inconclusive otherwise")
 
-    drop0 = a0 - angles0[-1] if math.isfinite(dev_coupling) else math.nan
+    drops0 = [a0 - a[-1] for a in angles0]
     for sigma in config.sigmas:
         if sigma == 0:
             continue
-        angles = [r["angle_deg"] for r in results[f"sigma={sigma}"]]
-        finite = all(math.isfinite(a) for a in angles)
-        seq = [a0, *angles]
-        monotone = finite and all(b < a for a, b in itertools.pairwise(seq))
-        drop = a0 - angles[-1] if finite else math.nan
-        excess = drop - drop0
+        per_seed = [angles[f"sigma={sigma}"][f"seed={s}"] for s in seeds]
+        drops = [a0 - a[-1] for a in per_seed]
+        verdict, cmp = moves_rule(drops, drops0, tol=tol, coupling_deg=a0, alpha=config.alpha)
+        ideal_drop = a0 - ideal[f"sigma={sigma}"][-1]
         ctx.claim(f"lemma2.sigma{sigma}_moves_toward_ot",
                   f"With noise σ = {sigma} the ReFlow angle moves toward 0° (OT) round after round.",
-                  {"angles_deg": angles, "ideal_minimiser_angles_deg": ideal[f"sigma={sigma}"],
-                   "total_drop_deg": drop, "sigma0_total_drop_deg": drop0, "drop_in_excess_of_sigma0_deg": excess,
-                   "monotone_decrease": monotone,
-                   "transport_cost": [r["transport_cost"] for r in results[f"sigma={sigma}"]],
+                  {"angles_deg_per_seed": {f"seed={s}": a for s, a in zip(seeds, per_seed, strict=True)},
+                   "ideal_minimiser_angles_deg": ideal[f"sigma={sigma}"],
+                   "total_drop_deg": drops, "sigma0_total_drop_deg": drops0,
+                   "monotone_decrease_per_seed": [_finite(a) and all(y < x for x, y in itertools.pairwise([a0, *a]))
+                                                  for a in per_seed],
+                   "comparison": cmp.to_dict() if cmp is not None else "a NaN angle (reflection): no comparison",
+                   "transport_cost": {f"seed={s}": [r["transport_cost"] for r in results[f"sigma={sigma}"][f"seed={s}"]]
+                                      for s in seeds},
                    "tolerance_deg": tol},
-                  confirmed=monotone and drop > tol and excess > tol,
-                  refuted=finite and angles[-1] >= a0 - tol and angles[-1] >= angles[0] - tol
-                  and ideal[f"sigma={sigma}"][-1] < a0 - 2 * tol,
+                  verdict=verdict,  # type: ignore[arg-type]
+                  precondition=Precondition(
+                      f"the exact minimiser's drop after {config.rounds} round(s) at σ = {sigma} is at least twice the "
+                      f"tolerance ({2 * tol:g}°), so a network that follows it to within the tolerance can show it",
+                      holds=ideal_drop >= 2 * tol, measured={"ideal_drop_deg": ideal_drop},
+                      remedy="more rounds, or a larger σ (the ideal drop per round grows with σ)"),
                   kind="reproduction",
-                  rule=f"drop = {a0:g}° − angle after the last round; confirmed if the sequence [{a0:g}°, angle_0, …, "
-                       f"angle_K] decreases strictly, the drop exceeds {tol}° and exceeds the σ = 0 run's drop (the "
-                       f"network's own drift) by more than {tol}°; refuted if the last angle is within {tol}° of both "
-                       f"{a0:g}° and round 0 although the ideal minimiser predicts a drop of more than {2 * tol}°; "
-                       f"inconclusive otherwise (e.g. a predicted drop below the resolution)")
+                  min_effect=(cmp.effect_text() if cmp is not None else
+                              f"drop(σ) − drop(σ = 0) ≥ {tol}° (scale: the {a0:g}° to OT)"),
+                  replicates=replicates + f", paired over seeds at one-sided α = {config.alpha}",
+                  rule=f"drop = {a0:g}° − the angle after the last round, per seed; paired over seeds "
+                       f"(flowvar.stats.paired_over_seeds, lemma2.moves_rule), d_s = drop_s(σ) − drop_s(0), the "
+                       f"σ = 0 chain of the same seed measuring the network's own drift: confirmed if d > 0 at "
+                       f"one-sided α = {config.alpha} and mean d ≥ {tol}°; refuted if the upper bound of d is below "
+                       f"{tol}°; inconclusive otherwise (always with one seed; also with a NaN angle)")
     ctx.note("ideal_angle_deg: the angle an exact CFM minimiser would reach after each round (module docstring [D]); "
              "it tells how far the noisy rounds are expected to move, independent of the network.")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for sigma, color in zip(config.sigmas, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"),
                             strict=False):
-        rows = results[f"sigma={sigma}"]
-        axes[0].plot(rounds, [r["angle_deg"] for r in rows], marker="o", color=color, label=f"σ = {sigma} (MLP)")
+        for j, s in enumerate(seeds):
+            rows = results[f"sigma={sigma}"][f"seed={s}"]
+            label = f"σ = {sigma} (MLP, {config.n_seeds} seed(s))" if j == 0 else None
+            axes[0].plot(rounds, [r["angle_deg"] for r in rows], marker="o", color=color, alpha=0.8, label=label)
+            axes[1].plot(rounds, [r["transport_cost"] for r in rows], marker="o", color=color, alpha=0.8,
+                         label=f"σ = {sigma}" if j == 0 else None)
         axes[0].plot(rounds, ideal[f"sigma={sigma}"], ls="--", color=color, alpha=0.6, label=f"σ = {sigma} (ideal)")
-        axes[1].plot(rounds, [r["transport_cost"] for r in rows], marker="o", color=color, label=f"σ = {sigma}")
     axes[0].axhline(0, color="k", lw=0.6)
     axes[0].set_xlabel("round k (0 = trained on the initial coupling)")
     axes[0].set_ylabel("rotation angle of fitted A (deg)")

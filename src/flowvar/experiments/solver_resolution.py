@@ -5,7 +5,7 @@ axes that decide it: the ODE solver (Euler with odd and even step counts 10 … 
 dopri5), the training length and the interpolant noise σ, and measures the quantity that explains the answer,
 the width of the network's *turning window* around t = ½.
 
-Protocol (every piece is fig6's or the library's; nothing is re-implemented):
+Protocol (fig6's protocol; the grid evaluation and the status rule are the library's, shared with fig6):
 
 1. For each σ in ``sigmas`` train one time-conditioned MLP exactly as ``fig6`` does (same initialisation and data
    seed for every σ, fresh pairs of ``RotatedOTCoupling(problem, rotation=R_180)`` at every step, constant noise
@@ -15,10 +15,10 @@ Protocol (every piece is fig6's or the library's; nothing is re-implemented):
    ``train_steps=[4000]``) would give.
 2. At each checkpoint, integrate ``n_eval`` fresh sources x0 ~ N(0, I) (the same for every σ and checkpoint) with
    Euler on every grid in ``euler_steps``, midpoint and RK4 on ``rk_steps`` and dopri5, and record per solver
-   (:func:`flowvar.experiments.counterexample1.pairing_outcome`, :func:`flowvar.experiments.fig6.grid_status`): the
-   fraction of endpoints nearer the rotation partner R x0 + μ = −x0 + μ than the translation target x0 + μ, the
-   mean distance to the rotation partner relative to the gap 2‖x0‖, and the status reproduces/partial/fails.
-3. The exact CFM minimiser at each σ (:func:`flowvar.experiments.fig6.ideal_field`) on the same sources and solvers:
+   (:func:`flowvar.metrics.rotation_pairing_on_solvers`): the fraction of endpoints nearer the rotation partner
+   R x0 + μ = −x0 + μ than the translation target x0 + μ, the mean distance to the rotation partner relative to the
+   gap 2‖x0‖, and the status reproduces/partial/fails (:func:`flowvar.metrics.rotation_pairing_status`, fig6's).
+3. The exact CFM minimiser at each σ (:func:`exact_minimiser`) on the same sources and solvers:
    the reference rows (σ = 0: the rotation on every odd Euler grid, undefined at t = ½ so even grids and
    midpoint/RK4 stop; σ > 0: the translation, except Euler steps wider than σ, see below).
 4. The turning window (:func:`turning_window`). On the training lines x = tμ ± y, y = s x0 (s = 1 − 2t), the
@@ -33,9 +33,13 @@ Protocol (every piece is fig6's or the library's; nothing is re-implemented):
    never. For a network we measure K per source on its training line and *predict* the fraction that lands on
    the rotation side, to be compared with what Euler returns.
 
-Verdicts: σ = 0 reproduces the rotation pairs, per (training length, solver) setting; σ = ``contrast_sigma`` does
-not; the paper's Fig. 6 conclusion (both at once) per setting; the outcome depends on the solver resolution
-(coarse odd Euler vs fine Euler and dopri5); the turning window predicts which grids jump.
+Verdicts (pure rule functions, unit-tested): σ = 0 reproduces the rotation pairs, per (training length, solver)
+setting; σ = ``contrast_sigma`` does not; the paper's Fig. 6 conclusion (both at once) per setting
+(:func:`joint_status`); all three through :func:`flowvar.metrics.status_verdict`, fig6's rule. The outcome depends
+on the solver resolution (coarse odd Euler vs fine Euler and dopri5, :func:`resolution_rule`); the turning window
+predicts which grids jump (:func:`window_rule`). A training length enters the per-setting claims only where its
+network fitted the coupling (training loss within L_min(``contrast_sigma``) of the exact minimum, as in fig6,
+:func:`fit_precondition`); with no such length the claim is untestable.
 """
 
 from __future__ import annotations
@@ -55,15 +59,15 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.couplings import RotatedOTCoupling
-from flowvar.errors import ConfigError, SolverError
+from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
-from flowvar.experiments.counterexample1 import pairing_outcome
-from flowvar.experiments.fig6 import Fig6Config, _evaluate, grid_status, ideal_field
 from flowvar.gaussian import counterexample_problem
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
-from flowvar.models import MLPField
-from flowvar.sampling import integrate
+from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers, status_verdict
+from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
+from flowvar.models.base import VectorField
+from flowvar.results import Precondition
 from flowvar.train import TrainConfig, train
 
 RK_METHODS: tuple[str, ...] = ("midpoint", "rk4")
@@ -254,33 +258,85 @@ def solver_names(config: SolverResolutionConfig) -> list[str]:
             + [f"{m}_{n}" for m in RK_METHODS for n in sorted(config.rk_steps)] + ["dopri5"])
 
 
-def _fig6_settings(config: SolverResolutionConfig) -> Fig6Config:
-    """The fig6 config that fig6's evaluation helpers read (tolerances and status thresholds)."""
-    return Fig6Config(mu=config.mu, rtol=config.rtol, atol=config.atol, max_dopri_steps=config.max_dopri_steps,
-                      reproduce_fraction=config.reproduce_fraction, reproduce_rel_error=config.reproduce_rel_error)
+def exact_minimiser(mu: float, sigma: float) -> VectorField:
+    """The exact CFM minimiser of the 180° + μ coupling at noise σ: the σ = 0 field (undefined at t = ½) or the
+    σ > 0 conditional expectation, whose exact flow is the translation x0 ↦ x0 + μ."""
+    return CounterexampleField(mu, 2) if sigma == 0 else NoisyCounterexampleField(mu, sigma)
 
 
 def evaluate(field: nn.Module | Any, x0: Tensor, mu: Tensor, config: SolverResolutionConfig
              ) -> dict[str, dict[str, Any] | str]:
-    """Outcome per solver (:func:`solver_names`): fig6's ``_evaluate`` for Euler and dopri5, the same measurement
-    for midpoint/RK4; a stopped solver gives a ``"failed: …"`` string."""
-    f6 = _fig6_settings(config)
-    names = solver_names(config)
-    out = _evaluate(field, x0, mu, [n for n in names if n.startswith("euler_") or n == "dopri5"], f6)
-    for name in names:
-        method, _, steps = name.partition("_")
-        if method not in RK_METHODS:
-            continue
-        try:
-            sol = integrate(field, x0, method=method, steps=int(steps))
-        except SolverError as e:
-            out[name] = f"failed: {str(e).split(';')[0]}"
-            continue
-        res: dict[str, Any] = pairing_outcome(sol.x1, x0, mu)
-        res["status"] = grid_status(res, f6.reproduce_fraction, f6.reproduce_rel_error)
-        res["nfe"] = sol.nfe
-        out[name] = res
-    return {n: out[n] for n in names}
+    """Outcome per solver (:func:`solver_names`), by :func:`flowvar.metrics.rotation_pairing_on_solvers` (fig6's
+    grid evaluation and status rule); a stopped solver gives a ``"failed: …"`` string."""
+    return rotation_pairing_on_solvers(field, x0, mu, solver_names(config),
+                                       reproduce_fraction=config.reproduce_fraction,
+                                       reproduce_rel_error=config.reproduce_rel_error, rtol=config.rtol,
+                                       atol=config.atol, max_dopri_steps=config.max_dopri_steps)
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+
+def joint_status(sigma0: str, contrast: str) -> str:
+    """The status of the paper's Fig. 6 conclusion at one setting from the σ = 0 and σ = contrast statuses:
+    "reproduces" when σ = 0 reproduces and the contrast fails; "fails" when σ = 0 fails or the contrast reproduces
+    (either half contradicted); "partial" otherwise (a partial or stopped half)."""
+    if sigma0 == "fails" or contrast == "reproduces":
+        return "fails"
+    if sigma0 == "reproduces" and contrast == "fails":
+        return "reproduces"
+    return "partial"
+
+
+NO_GAP = 0.1
+"""resolution_rule: |gap| below this at every fitted training length refutes the resolution dependence."""
+WINDOW_REFUTE = 0.7
+"""window_rule: agreement below this refutes the turning-window explanation."""
+
+
+def resolution_rule(gaps: list[float | None], margin: float) -> str:
+    """solver_resolution.sigma0_depends_on_resolution from the coarse − fine gaps, one per (fitted) training length.
+
+    Confirmed if every gap is known and ≥ ``margin``; refuted if every gap is known and |gap| < :data:`NO_GAP`;
+    inconclusive otherwise (a gap that could not be computed, e.g. no coarse odd grid, counts neither way).
+    """
+    if not gaps or any(g is None for g in gaps):
+        return "inconclusive"
+    known = [float(g) for g in gaps if g is not None]
+    if all(g >= margin for g in known):
+        return "confirmed"
+    if all(abs(g) < NO_GAP for g in known):
+        return "refuted"
+    return "inconclusive"
+
+
+def window_rule(agreement: float | None, threshold: float) -> str:
+    """solver_resolution.window_explains_jumps from the share of (network, Euler grid) cases whose predicted
+    majority side agrees with the observed one: confirmed if ≥ ``threshold``, refuted if < :data:`WINDOW_REFUTE`,
+    inconclusive in between or with no cases (None)."""
+    if agreement is None:
+        return "inconclusive"
+    if agreement >= threshold:
+        return "confirmed"
+    if agreement < WINDOW_REFUTE:
+        return "refuted"
+    return "inconclusive"
+
+
+def fit_precondition(sigma: float, excess: dict[int, float], allowed: float, dim: int = 2) -> Precondition:
+    """At least one training length's network at noise σ fitted the coupling: training loss − L_min(σ) ≤ ``allowed``
+    (= L_min(contrast σ), as in fig6). ``excess``: training length → measured excess loss. Scale: 4d, the loss of
+    the best constant field v = μ."""
+    fitted = sorted(k for k, v in excess.items() if math.isfinite(v) and v <= allowed)
+    scale = 4.0 * dim
+    return Precondition(
+        f"some training length's σ = {sigma:g} network fitted the coupling (training loss − L_min(σ) ≤ "
+        f"{allowed:.4g} = {allowed / scale:.3g} × {scale:g}, the loss of the best constant field); only fitted "
+        f"lengths enter the claim",
+        holds=bool(fitted),
+        measured={"excess_loss": {f"train_steps={k}": v for k, v in sorted(excess.items())},
+                  "allowed_excess": allowed, "fitted_train_steps": fitted},
+        remedy="add a longer training length (train_steps) or widen the network")
 
 
 def point_rows(sigma: float, train_steps: int | None, field_kind: str, outcomes: dict[str, dict[str, Any] | str],
@@ -355,9 +411,19 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
     ctx.choice("solvers", f"{config.n_eval} fresh sources (same for every σ and length), float64; Euler "
                f"{sorted(config.euler_steps)}, midpoint/RK4 {sorted(config.rk_steps)}, dopri5 rtol {config.rtol} "
                f"atol {config.atol} (≤ {config.max_dopri_steps} steps)")
-    ctx.choice("status", f"fig6.grid_status: 'reproduces' if ≥ {config.reproduce_fraction} of endpoints are nearer "
-               f"R x0 + μ than x0 + μ and mean distance to R x0 + μ ≤ {config.reproduce_rel_error} × mean 2‖x0‖; "
-               f"'fails' if < 0.5 are nearer or the mean distance to R x0 + μ ≥ that to x0 + μ; else 'partial'")
+    ctx.choice("status", f"flowvar.metrics.rotation_pairing_status (fig6's): 'reproduces' if ≥ "
+               f"{config.reproduce_fraction} of endpoints are nearer R x0 + μ than x0 + μ and mean distance to "
+               f"R x0 + μ ≤ {config.reproduce_rel_error} × mean 2‖x0‖; 'fails' if < 0.5 are nearer or the mean "
+               f"distance to R x0 + μ ≥ that to x0 + μ; else 'partial'. Over settings "
+               f"(flowvar.metrics.status_verdict): confirmed if every setting has the claimed status, refuted if "
+               f"every setting has the opposite one, else inconclusive ('partial' and stopped solvers count neither "
+               f"way)")
+    ctx.choice("fit precondition", f"a (σ, training length) network enters the per-setting claims when its training "
+               f"loss (mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = 8σ·arctan(1/σ) by at most "
+               f"L_min({config.contrast_sigma:g}) = {counterexample_min_loss(config.contrast_sigma):.4g} (scale 8, the "
+               f"loss of the best constant field; fig6's precondition)")
+    ctx.choice("replicates", f"one training seed ({config.seed}) per σ, its checkpoints at every training length; "
+               f"{config.n_eval} fresh sources per solver; no claim compares networks across seeds")
     ctx.choice("turning window", f"radial rate k = ⟨v(tμ + y) − v(tμ − y), y⟩/(2‖y‖²) on the training lines "
                f"y = (1 − 2t) x0 of {config.window_sources} sources, median over sources, {config.window_points} "
                f"log-spaced s = 1 − 2t in [{config.window_s_min}, 0.5]; w = 1/max contraction rate")
@@ -370,7 +436,7 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
     profiles: dict[tuple[float, int | None], TurningWindow] = {}
     training: list[dict[str, Any]] = []
     for sigma in config.sigmas:
-        exact = ideal_field(config.mu, sigma)
+        exact = exact_minimiser(config.mu, sigma)
         predicted = {f"euler_{n}": predicted_fraction(exact, x0, mu, n) for n in euler_ns}
         points += point_rows(sigma, None, "exact", evaluate(exact, x0, mu, config), predicted)
         win = turning_window(exact, xw, mu, config.window_s_min, config.window_points)
@@ -385,7 +451,11 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
                 win = turning_window(net, xw, mu, config.window_s_min, config.window_points)
                 windows.append({"sigma": sigma, "train_steps": steps, "field": "trained", **win.summary()})
                 profiles[(sigma, steps)] = win
-                training.append({"sigma": sigma, "train_steps": steps, **stats,
+                floor = counterexample_min_loss(sigma)
+                excess = stats["loss_mean_last_5pct"] - floor
+                training.append({"sigma": sigma, "train_steps": steps, **stats, "minimum_loss": floor,
+                                 "excess_loss": excess,
+                                 "fitted": bool(excess <= counterexample_min_loss(config.contrast_sigma)),
                                  "eval_s": time.perf_counter() - start})
     ctx.metric("points", points)
     ctx.metric("windows", windows)
@@ -394,7 +464,7 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
     ctx.metric("status", _nested(points, "status"))
     ctx.metric("window_halfwidth", {f"sigma={s}": {_row_key(w["train_steps"]): w["halfwidth"] for w in windows
                                                    if w["sigma"] == s} for s in config.sigmas})
-    _claims(ctx, config, points, windows, names)
+    _claims(ctx, config, points, windows, training)
     _figures(ctx, config, points, profiles, names)
 
 
@@ -425,55 +495,95 @@ def _status_map(table: dict[int | None, dict[str, dict[str, Any]]]) -> dict[str,
     return {f"train_steps={k}": {s: r["status"] for s, r in v.items()} for k, v in table.items()}
 
 
-def _per_setting_claim(ctx: RunContext, claim_id: str, statement: str, holds: dict[str, bool],
-                       extra: dict[str, Any], condition: str) -> None:
-    """Judge a statement evaluated at every (training length, solver) setting: all → confirmed, none → refuted."""
-    yes = [k for k, v in holds.items() if v]  # in (training length, solver column) order
-    no = [k for k, v in holds.items() if not v]
-    ctx.claim(claim_id, statement, {"n_settings": len(holds), "n_holding": len(yes), "holds_at": yes,
-                                    "does_not_hold_at": no, **extra},
-              confirmed=bool(holds) and not no, refuted=bool(holds) and not yes,
-              kind="reproduction",
-              rule=f"a setting is one (training length, solver) pair over train_steps × (every Euler, midpoint and "
-                   f"RK4 grid, dopri5); it holds when {condition}. Confirmed if it holds at every setting (dopri5 "
-                   f"included); refuted if at none; inconclusive otherwise, with the map of settings as evidence")
+OPPOSITE = {"reproduces": "fails", "fails": "reproduces"}
+
+
+def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id: str, statement: str,
+                       statuses: dict[str, str], holds: str, extra: dict[str, Any], condition: str,
+                       precondition: Precondition, unfitted: list[int]) -> None:
+    """Judge a statement evaluated at every (fitted training length, solver) setting with fig6's rule,
+    :func:`flowvar.metrics.status_verdict` (``statuses``: setting label → status)."""
+    opposite = OPPOSITE[holds]
+    yes = [k for k, v in statuses.items() if v == holds]  # in (training length, solver column) order
+    no = [k for k, v in statuses.items() if v == opposite]
+    neither = [k for k, v in statuses.items() if v not in (holds, opposite)]
+    ctx.claim(claim_id, statement, {"n_judged": len(statuses), "n_holding": len(yes), "n_contradicting": len(no),
+                                    "holds_at": yes, "contradicted_at": no, "neither_at": neither,
+                                    "unfitted_train_steps": unfitted, **extra},
+              verdict=status_verdict(list(statuses.values()), holds),  # type: ignore[arg-type]
+              precondition=precondition, kind="reproduction",
+              min_effect=f"≥ {config.reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
+                         f"{config.reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two "
+                         f"candidate partners)",
+              replicates=f"1 training seed per σ (one network per σ and training length); {config.n_eval} fresh "
+                         f"sources per solver",
+              rule=f"a setting is one (training length, solver) pair over the fitted training lengths × (every Euler, "
+                   f"midpoint and RK4 grid, dopri5); its status is {condition} (flowvar.metrics."
+                   f"rotation_pairing_status: 'reproduces' if ≥ {config.reproduce_fraction} nearer R x0 + μ and mean "
+                   f"distance ≤ {config.reproduce_rel_error} × mean 2‖x0‖, 'fails' if < 0.5 nearer or not nearer on "
+                   f"average, else 'partial'). Confirmed if every setting is '{holds}' (dopri5 included); refuted if "
+                   f"every setting is '{opposite}'; inconclusive otherwise ('partial' and stopped solvers count "
+                   f"neither way), with the map of settings as evidence")
 
 
 def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[str, Any]],
-            windows: list[dict[str, Any]], names: list[str]) -> None:
+            windows: list[dict[str, Any]], training: list[dict[str, Any]]) -> None:
     zero = _table(points, 0.0)
     contrast = _table(points, config.contrast_sigma)
     longest = max(config.train_steps)
+    allowed = counterexample_min_loss(config.contrast_sigma)
+    excess = {(r["sigma"], r["train_steps"]): r["excess_loss"] for r in training}
+
+    def excess_of(sigma: float) -> dict[int, float]:
+        return {k: v for (s, k), v in excess.items() if s == sigma}
+
+    def fitted(sigma: float) -> set[int]:
+        return {k for k, v in excess_of(sigma).items() if v <= allowed}
 
     def key(steps: int | None, solver: str) -> str:
         return f"{steps}/{solver}"
 
-    holds0 = {key(k, s): r["status"] == "reproduces" for k, v in zero.items() for s, r in v.items()}
-    _per_setting_claim(ctx, "solver_resolution.sigma0_reproduces_rotation",
+    fit0 = fitted(0.0)
+    statuses0 = {key(k, s): r["status"] for k, v in zero.items() if k in fit0 for s, r in v.items()}
+    _per_setting_claim(ctx, config, "solver_resolution.sigma0_reproduces_rotation",
                        "σ = 0 training reproduces the rotation pairs x0 ↦ R x0 + μ at inference (paper's Fig. 6), "
-                       "judged per solver setting.", holds0,
+                       "judged per solver setting.", statuses0, "reproduces",
                        {"status_map": _status_map(zero), "exact_minimiser": _status_map(_table(points, 0.0, "exact"))},
-                       "fig6.grid_status of the σ = 0 network is 'reproduces' (labels: '<train_steps>/<solver>')")
+                       "the σ = 0 network's (labels: '<train_steps>/<solver>')",
+                       fit_precondition(0.0, excess_of(0.0), allowed), sorted(set(zero) - fit0))
 
     for sigma in [s for s in config.sigmas if s > 0]:
         table = _table(points, sigma)
-        holds = {key(k, s): r["status"] == "fails" for k, v in table.items() for s, r in v.items()}
-        _per_setting_claim(ctx, f"solver_resolution.sigma{sigma:g}_no_rotation",
+        fit = fitted(sigma)
+        statuses = {key(k, s): r["status"] for k, v in table.items() if k in fit for s, r in v.items()}
+        _per_setting_claim(ctx, config, f"solver_resolution.sigma{sigma:g}_no_rotation",
                            f"σ = {sigma:g} training does not reproduce the rotation pairs (the outputs move to the "
-                           f"translation side), judged per solver setting.", holds,
+                           f"translation side), judged per solver setting.", statuses, "fails",
                            {"status_map": _status_map(table),
                             "exact_minimiser": _status_map(_table(points, sigma, "exact"))},
-                           f"fig6.grid_status of the σ = {sigma:g} network is 'fails' (< 0.5 nearer R x0 + μ, or not "
-                           f"nearer on average); 'partial' and 'reproduces' count as not holding")
+                           f"the σ = {sigma:g} network's", fit_precondition(sigma, excess_of(sigma), allowed),
+                           sorted(set(table) - fit))
 
-    both = {key(k, s): r["status"] == "reproduces" and contrast[k][s]["status"] == "fails"
-            for k, v in zero.items() for s, r in v.items()} if contrast else {}
+    both_fit = fit0 & fitted(config.contrast_sigma) if contrast else set()
+    joint = {key(k, s): joint_status(r["status"], contrast[k][s]["status"])
+             for k, v in zero.items() if k in both_fit for s, r in v.items()}
     if contrast:
-        _per_setting_claim(ctx, "solver_resolution.fig6_conclusion",
+        measured = {f"excess_loss_sigma{sg:g}": {f"train_steps={k}": v for k, v in sorted(excess_of(sg).items())}
+                    for sg in (0.0, config.contrast_sigma)}
+        _per_setting_claim(ctx, config, "solver_resolution.fig6_conclusion",
                            f"The paper's Fig. 6 conclusion, σ = 0 reproduces the rotation pairs while σ = "
                            f"{config.contrast_sigma:g} does not, holds under the solver settings listed in holds_at.",
-                           both, {}, f"the σ = 0 network 'reproduces' and the σ = {config.contrast_sigma:g} network "
-                                     f"'fails' at the same setting")
+                           joint, "reproduces", {},
+                           f"the joint status (solver_resolution.joint_status): 'reproduces' when the σ = 0 network "
+                           f"reproduces and the σ = {config.contrast_sigma:g} network fails, 'fails' when σ = 0 fails "
+                           f"or σ = {config.contrast_sigma:g} reproduces, 'partial' otherwise",
+                           Precondition(f"some training length at which both the σ = 0 and the σ = "
+                                        f"{config.contrast_sigma:g} networks fitted the coupling (training loss − "
+                                        f"L_min(σ) ≤ {allowed:.4g})", holds=bool(both_fit),
+                                        measured={**measured, "allowed_excess": allowed,
+                                                  "fitted_train_steps": sorted(both_fit)},
+                                        remedy="add a longer training length (train_steps) or widen the network"),
+                           sorted(set(zero) - both_fit))
     else:
         ctx.note(f"contrast_sigma={config.contrast_sigma:g} is not in sigmas {list(config.sigmas)}: no "
                  f"fig6_conclusion claim in this run (a sweep job over a subset of σ); aggregate the points instead.")
@@ -486,22 +596,25 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                 (s == "dopri5" or (r["method"] == "euler" and r["n_steps"] >= config.fine_min_steps))]
         gap = (sum(coarse) / len(coarse) - sum(fine) / len(fine)) if coarse and fine else None
         gaps[f"train_steps={steps}"] = {"coarse_odd_mean_fraction": sum(coarse) / len(coarse) if coarse else None,
-                                        "fine_mean_fraction": sum(fine) / len(fine) if fine else None, "gap": gap}
-    values = [g["gap"] for g in gaps.values()]
-    known = [v for v in values if v is not None]
+                                        "fine_mean_fraction": sum(fine) / len(fine) if fine else None, "gap": gap,
+                                        "fitted": steps in fit0}
+    judged = [g["gap"] for g in gaps.values() if g["fitted"]]
     ctx.claim("solver_resolution.sigma0_depends_on_resolution",
               "For the σ = 0 network the pairing returned at inference depends on the solver resolution: coarse odd "
               "Euler grids land on the rotation side, fine Euler grids and dopri5 do not (PAPER.md §4 [D]).",
-              {"per_train_steps": gaps, "margin": config.dependence_margin,
+              {"per_train_steps": gaps, "judged_gaps": judged, "margin": config.dependence_margin,
                "coarse": f"odd Euler n <= {config.coarse_max_steps}",
                "fine": f"Euler n >= {config.fine_min_steps} and dopri5"},
-              confirmed=len(known) == len(values) > 0 and all(v >= config.dependence_margin for v in known),
-              refuted=len(known) == len(values) > 0 and all(abs(v) < 0.1 for v in known),
-              kind="finding",
+              verdict=resolution_rule(judged, config.dependence_margin),
+              precondition=fit_precondition(0.0, excess_of(0.0), allowed), kind="finding",
+              min_effect=f"a gap ≥ {config.dependence_margin} in the fraction nearer R x0 + μ (scale: the fraction, "
+                         f"0 to 1)",
+              replicates=f"1 training seed (one σ = 0 network per training length); {config.n_eval} fresh sources",
               rule=f"gap = mean fraction nearer R x0 + μ over coarse odd Euler grids (n <= {config.coarse_max_steps}) "
-                   f"− mean over fine solvers (Euler n >= {config.fine_min_steps}, dopri5), per training length. "
-                   f"Confirmed if gap >= {config.dependence_margin} at every training length; refuted if |gap| < 0.1 "
-                   f"at every training length; inconclusive otherwise")
+                   f"− mean over fine solvers (Euler n >= {config.fine_min_steps}, dopri5), per fitted training "
+                   f"length (solver_resolution.resolution_rule). Confirmed if gap >= {config.dependence_margin} at "
+                   f"every fitted training length; refuted if |gap| < {NO_GAP} at every one; inconclusive otherwise "
+                   f"(also when a gap cannot be computed)")
 
     cases: list[dict[str, Any]] = []
     for p in points:
@@ -513,7 +626,7 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                           "observed": p["fraction_rotation"], "predicted": p["predicted_fraction_rotation"],
                           "agree": (p["fraction_rotation"] > 0.5) == (p["predicted_fraction_rotation"] > 0.5),
                           "step_wider_than_window": p["step_size"] > w})
-    agree = sum(c["agree"] for c in cases) / len(cases) if cases else 0.0
+    agree = sum(c["agree"] for c in cases) / len(cases) if cases else None
     odd = [c for c in cases if c["n_steps"] % 2 == 1]
     simple = (sum((c["observed"] > 0.5) == c["step_wider_than_window"] for c in odd) / len(odd)) if odd else None
     per_sigma = {f"sigma={s:g}": sum(c["agree"] for c in cases if c["sigma"] == s)
@@ -528,15 +641,19 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                "odd_grid_agreement_of_h_gt_w": simple,
                "windows": [w for w in windows if w["field"] == "trained"],
                "disagreements": [c for c in cases if not c["agree"]][:20]},
-              confirmed=bool(cases) and agree >= config.window_agreement,
-              refuted=bool(cases) and agree < 0.7,
+              verdict=window_rule(agree, config.window_agreement),
               kind="finding",
+              min_effect=f"agreement ≥ {config.window_agreement} of the cases (scale: the share of cases, 0 to 1; a "
+                         f"coin flip agrees in about half)",
+              replicates=f"every trained network (1 training seed per σ, all training lengths) × every Euler grid; "
+                         f"{config.n_eval} sources per case",
               rule=f"per trained network (every σ and training length) and Euler grid: predicted majority side = "
                    f"whether > 0.5 of the sources have 1 − h·K_i(s*) < 0 (s* = h for odd n, 2h for even n; "
                    f"flowvar.experiments.solver_resolution.jump_factor), observed = whether > 0.5 of the Euler "
                    f"endpoints are nearer R x0 + μ. Confirmed if they agree in >= {config.window_agreement} of the "
-                   f"cases; refuted if in < 0.7; inconclusive otherwise. odd_grid_agreement_of_h_gt_w reports the "
-                   f"cruder rule 'odd grid lands on rotation iff 1/n > w = 1/K_max' (not judged)")
+                   f"cases; refuted if in < {WINDOW_REFUTE}; inconclusive otherwise or with no case "
+                   f"(solver_resolution.window_rule). odd_grid_agreement_of_h_gt_w reports the cruder rule 'odd grid "
+                   f"lands on rotation iff 1/n > w = 1/K_max' (not judged)")
 
     # Top-level scalars for sweeps.
     z = zero.get(longest, {})
@@ -550,7 +667,9 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
         ctx.metric(f"fraction_rotation_dopri5_sigma{sigma:g}", d["fraction_rotation"] if d else None)
         w = next(x for x in windows if x["field"] == "trained" and x["sigma"] == sigma and x["train_steps"] == longest)
         ctx.metric(f"window_halfwidth_sigma{sigma:g}", w["halfwidth"])
-    ctx.metric("fig6_conclusion_settings", [k for k, v in both.items() if v])
+    ctx.metric("fig6_conclusion_settings", [key(k, s) for k, v in zero.items() for s, r in v.items()
+                                            if contrast and joint_status(r["status"], contrast[k][s]["status"])
+                                            == "reproduces"])
     ctx.note("points: one flat row per (σ, train_steps, solver) for the trained network (field 'trained') and per "
              "(σ, solver) for the exact CFM minimiser (field 'exact', train_steps null). Scalars "
              f"(sigma0_*, fraction_rotation_dopri5_*, window_halfwidth_*) are at the longest training, {longest} "

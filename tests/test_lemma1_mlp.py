@@ -1,0 +1,141 @@
+"""lemma1_mlp: every rule on synthetic evidence that confirms, refutes and is inconclusive; the schedule; a tiny run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import build_config, get_experiment, run_experiment
+from flowvar.experiments.lemma1_mlp import (
+    PARAMETRIC_FAIL,
+    Lemma1MLPConfig,
+    floor_rule,
+    last_doubling,
+    parametric_rule,
+    schedule,
+    width_floor_verdict,
+    width_rule,
+)
+
+KW = {"flat_factor": 1.25, "positive_factor": 1000.0, "zero_loss": 1e-12, "alpha": 0.05}
+PARAMETRIC_AT_ZERO = [1e-30, 3e-31, 2e-29]
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+
+def test_parametric_rule_reaches_every_outcome() -> None:
+    assert parametric_rule(PARAMETRIC_AT_ZERO, 1e-12) == "confirmed"
+    assert parametric_rule([1e-3, 5e-4, 2e-2], 1e-12) == "refuted"  # plainly unfitted on every seed
+    assert parametric_rule([1e-30, 1e-3], 1e-12) == "inconclusive"  # seeds disagree
+    assert parametric_rule([1e-9, 1e-8], 1e-12) == "inconclusive"  # small but not zero: neither
+    assert parametric_rule([2 * PARAMETRIC_FAIL], 1e-12) == "refuted"
+    assert parametric_rule([], 1e-12) == "inconclusive"
+
+
+def test_width_floor_verdict_flat_and_far_above_parametric_is_a_floor() -> None:
+    before = [2.00e-3, 1.50e-3, 3.00e-3]
+    after = [1.98e-3, 1.49e-3, 2.97e-3]  # ≈ 1 % better per doubling: flat
+    assert width_floor_verdict(before, after, PARAMETRIC_AT_ZERO, **KW) == "confirmed"
+    trend = last_doubling(before, after, flat_factor=1.25, alpha=0.05)
+    assert trend.verdict == "refuted" and trend.upper < math.log10(1.25)
+
+
+def test_width_floor_verdict_still_falling_is_refuted() -> None:
+    before = [3.8e-3, 3.4e-3, 6.2e-3]
+    after = [1.5e-3, 1.35e-3, 2.0e-3]  # × 2.5–3 per doubling, as the quick run measures
+    assert width_floor_verdict(before, after, PARAMETRIC_AT_ZERO, **KW) == "refuted"
+
+
+def test_width_floor_verdict_reaching_zero_is_refuted() -> None:
+    """An MLP whose loss is flat because it is already at numerical zero has no positive floor."""
+    before = [1e-13, 2e-13, 1.5e-13]
+    after = [1e-13, 2e-13, 1.5e-13]
+    assert width_floor_verdict(before, after, PARAMETRIC_AT_ZERO, **KW) == "refuted"
+
+
+def test_width_floor_verdict_inconclusive_cases() -> None:
+    # one seed: a trained-model comparison is never decided
+    assert width_floor_verdict([1e-3], [1e-3], [1e-30], **KW) == "inconclusive"
+    # flat, but not far above the parametric class (which here did not reach zero)
+    assert width_floor_verdict([2e-3, 1.5e-3, 3e-3], [1.98e-3, 1.49e-3, 2.97e-3], [1e-5, 1e-5, 1e-5],
+                               **KW) == "inconclusive"
+    # seeds disagree: one falls × 4, one is flat, one rises
+    assert width_floor_verdict([4e-3, 1e-3, 1e-3], [1e-3, 1e-3, 1.3e-3], PARAMETRIC_AT_ZERO, **KW) == "inconclusive"
+
+
+def test_floor_rule_over_widths() -> None:
+    assert floor_rule({"width=16": "confirmed", "width=64": "confirmed"}) == "confirmed"
+    assert floor_rule({"width=16": "refuted", "width=64": "refuted"}) == "refuted"
+    assert floor_rule({"width=16": "confirmed", "width=64": "refuted"}) == "inconclusive"
+    assert floor_rule({"width=16": "inconclusive"}) == "inconclusive"
+    assert floor_rule({}) == "inconclusive"
+
+
+def test_width_rule_reaches_every_outcome() -> None:
+    assert width_rule([4e-3, 5e-3, 3e-3], [5e-4, 6e-4, 4e-4], width_factor=2.0, alpha=0.05).verdict == "confirmed"
+    # the larger width is no better (or worse): the data exclude a ×2 improvement
+    assert width_rule([1e-3, 1.1e-3, 0.9e-3], [1.05e-3, 1.2e-3, 0.95e-3], width_factor=2.0,
+                      alpha=0.05).verdict == "refuted"
+    assert width_rule([4e-3], [5e-4], width_factor=2.0, alpha=0.05).verdict == "inconclusive"  # one seed
+    assert width_rule([4e-3, 1e-3, 5e-3], [5e-4, 2e-3, 4e-4], width_factor=2.0,
+                      alpha=0.05).verdict == "inconclusive"  # noisy
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def test_schedule_doubles_steps_and_halves_lr() -> None:
+    config = Lemma1MLPConfig(stages=4, first_stage_steps=200)
+    assert schedule(config, 3e-3) == [(200, 3e-3), (400, 1.5e-3), (800, 7.5e-4), (1600, 3.75e-4)]
+    assert all(n * lr == pytest.approx(0.6) for n, lr in schedule(config, 3e-3))  # the same budget per stage
+
+
+def test_yaml_is_the_dataclass_and_quick_is_float64_staged() -> None:
+    spec = get_experiment("lemma1_mlp")
+    assert build_config(spec) == Lemma1MLPConfig()
+    quick = build_config(spec, quick=True)
+    assert quick.stages >= 2 and quick.n_seeds >= 2 and len(quick.widths) >= 2
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"stages": "1"}, "stages"), ({"n_seeds": "0"}, "n_seeds"), ({"flat_factor": "1.0"}, "flat_factor"),
+    ({"zero_loss": "0.01"}, "zero_loss"), ({"widths": "16,16"}, "widths"), ({"alpha": "0.6"}, "alpha"),
+])
+def test_config_errors(overrides: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build_config(get_experiment("lemma1_mlp"), quick=True, overrides=overrides)
+
+
+# ---------------------------------------------------------------------------------------------- tiny run
+
+
+def test_tiny_run_records_kind_precondition_and_replicates(tmp_path: Path) -> None:
+    """30 steps: the parametric class is nowhere near zero, so the MLP floor is untestable (with the measured loss)
+    and the rule's own outcome is kept; every number comes from this run."""
+    overrides = {"widths": "4,8", "stages": "2", "first_stage_steps": "10", "n_seeds": "2", "eval_samples": "200"}
+    run_experiment("lemma1_mlp", tmp_path, quick=True, overrides=overrides)
+    data = json.loads((tmp_path / "lemma1_mlp" / "result.json").read_text())
+    claims = {c["id"]: c for c in data["claims"]}
+    assert set(claims) == {"lemma1_mlp.parametric_reaches_zero", "lemma1_mlp.mlp_positive_floor",
+                           "lemma1_mlp.floor_shrinks_with_width"}
+    for c in claims.values():
+        assert c["kind"] == "reproduction" and c["min_effect"] and c["replicates"] and c["rule"]
+    assert claims["lemma1_mlp.parametric_reaches_zero"]["verdict"] == "refuted"
+    floor = claims["lemma1_mlp.mlp_positive_floor"]
+    assert floor["verdict"] == "untestable" and floor["verdict_if_testable"] in {"confirmed", "refuted",
+                                                                                "inconclusive"}
+    assert floor["precondition"]["holds"] is False
+    measured = floor["precondition"]["measured"]["parametric_best_relative_loss"]
+    assert measured == claims["lemma1_mlp.parametric_reaches_zero"]["evidence"]["best_relative_loss_per_seed"]
+    assert set(floor["evidence"]["per_width"]) == {"width=4", "width=8"}
+    assert data["metrics"]["stage_end_steps"] == [10, 30]
+    curve = data["metrics"]["mlp"]["width=8"]["seed=1"]["relative_loss"]
+    assert len(curve) == 2 and all(v > 0 for v in curve)
+    assert not any("1e-30" in n or "≈" in n for n in data["notes"])  # no exploratory numbers written in
+    assert "schedule" in data["choices"] and "replicates" in data["choices"]
+    assert (tmp_path / "lemma1_mlp" / "loss_vs_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
