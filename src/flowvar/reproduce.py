@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +36,7 @@ from flowvar.cache import Cache, cache_key, code_version, config_dict, install, 
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.report import format_duration
 from flowvar.results import Result, versions
+from flowvar.runner import completed, sigterm_as_interrupt, worker_pool
 
 log = logging.getLogger("flowvar.reproduce")
 DEFAULT_EXPECTED_S = 60.0
@@ -318,13 +318,6 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _init_worker(threads: int) -> None:
-    """Spawned worker set-up: its torch thread count, and no inherited SIGINT noise beyond KeyboardInterrupt."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def _compute(name: str, out: str, cache_root: str, quick: bool, seed: int | None, overrides: dict[str, str],
              config_file: str | None) -> dict[str, Any]:
     """Run one experiment (a cache miss) and store it; runs in a worker process or in the main one.
@@ -463,7 +456,7 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     plan(options, cache, threads)  # every selected config validated before anything is written (planned again,
     _check_writable(out)           # with its log lines, once the log is open)
     started = time.perf_counter()
-    with _exclusive(out), _log_to(out / "reproduce.log"):
+    with sigterm_as_interrupt(), _exclusive(out), _log_to(out / "reproduce.log"):
         log.info("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", _command_line(options), code_version(),
                  cpu_cores(), options.jobs, threads)
         tasks, broken = plan(options, cache, threads)
@@ -578,41 +571,23 @@ def _run_serial(misses: list[Task], options: Options, cache: Cache, out: Path, o
 
 def _run_parallel(misses: list[Task], options: Options, cache: Cache, out: Path, outcomes: dict[str, Outcome],
                   progress: Progress, threads: int) -> None:
-    """Longest expected first over ``jobs`` spawned processes; queued tasks start in submission order."""
+    """Longest expected first over ``jobs`` spawned processes (:func:`flowvar.runner.worker_pool`: they die with
+    this process, and are ended before an interrupt leaves the lock); queued tasks start in submission order."""
     queue = sorted(misses, key=lambda t: -t.expected_s)
     workers = min(options.jobs, len(queue))
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                               initargs=(threads,))
-    futures: dict[Future, Task] = {}
-    waiting = list(queue)
-    try:
-        for task in queue:
-            futures[pool.submit(_compute, *_args(task, options, cache, out))] = task
-        for task in waiting[:workers]:
+    with worker_pool(workers, threads) as pool:
+        futures: dict[Future, Task] = {pool.submit(_compute, *_args(task, options, cache, out)): task
+                                       for task in queue}
+        for task in queue[:workers]:
             log.info("computing: %s key=%s (expected ~%.0f s)", task.name, task.key, task.expected_s)
             progress.start(task.name)
-        waiting = waiting[workers:]
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = futures[future]
-                try:
-                    reply = future.result()
-                except Exception as e:  # a worker that died (killed, out of memory)
-                    reply = {"status": "failed", "error": f"worker process failed: {type(e).__name__}: {e}",
-                             "wall_s": 0.0}
-                _record(task, reply, out, outcomes, progress)
-                if waiting:
-                    nxt = waiting.pop(0)
-                    log.info("computing: %s key=%s (expected ~%.0f s)", nxt.name, nxt.key, nxt.expected_s)
-                    progress.start(nxt.name)
-            progress.tick()
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+        waiting = queue[workers:]
+        for task, reply in completed(futures, on_tick=progress.tick):
+            _record(task, reply, out, outcomes, progress)
+            if waiting:
+                nxt = waiting.pop(0)
+                log.info("computing: %s key=%s (expected ~%.0f s)", nxt.name, nxt.key, nxt.expected_s)
+                progress.start(nxt.name)
 
 
 __all__ = ["Options", "Outcome", "Progress", "Summary", "Task", "cpu_cores", "parse_only",

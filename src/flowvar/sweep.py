@@ -39,7 +39,6 @@ import itertools
 import json
 import logging
 import math
-import multiprocessing
 import os
 import socket
 import sys
@@ -48,7 +47,7 @@ import time
 import traceback
 import typing
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +55,7 @@ from typing import IO, Any
 from flowvar.cache import Cache, cache_key, code_version, config_dict, install, run_cached
 from flowvar.errors import ConfigError
 from flowvar.results import Result, atomic_write_text, to_jsonable, versions
+from flowvar.runner import completed, sigterm_as_interrupt, worker_pool
 
 log = logging.getLogger("flowvar.sweep")
 BACKENDS = ("local", "ray")
@@ -395,12 +395,6 @@ def compute_point(name: str, overrides: dict[str, Any], quick: bool, config_file
         torch.set_num_threads(before)
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 class Backend:
     """Runs :func:`compute_point` for cache misses; ``run`` yields ``(point, reply)`` as points finish.
 
@@ -429,28 +423,13 @@ class SerialBackend(Backend):
 
 
 class ProcessBackend(Backend):
-    """``jobs`` spawned worker processes (spawn: no state inherited from the parent, same as Ray)."""
+    """``jobs`` spawned worker processes (spawn: no state inherited from the parent, same as Ray); they die with
+    this process and are ended before an interrupt leaves the lock (:func:`flowvar.runner.worker_pool`)."""
 
     def run(self, points, args):
-        context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(points)), mp_context=context,
-                                   initializer=_init_worker, initargs=(self.threads,))
-        futures: dict[Future, Point] = {pool.submit(compute_point, *args(p)): p for p in points}
-        try:
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in done:
-                    try:
-                        reply = future.result()
-                    except Exception as e:  # the worker died (killed, out of memory)
-                        reply = {"status": "failed", "error": f"worker process failed: {type(e).__name__}: {e}",
-                                 "wall_s": 0.0}
-                    yield futures[future], reply
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+        with worker_pool(min(self.jobs, len(points)), self.threads) as pool:
+            futures: dict[Future, Point] = {pool.submit(compute_point, *args(p)): p for p in points}
+            yield from completed(futures)
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
@@ -908,7 +887,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
     started = time.perf_counter()
     outcomes = [PointOutcome(p) for p in the_plan.points]
     by_key = {o.point.key: o for o in outcomes}
-    with _exclusive(out, "sweep"), _log_to(out / "sweep.log"):
+    with sigterm_as_interrupt(), _exclusive(out, "sweep"), _log_to(out / "sweep.log"):
         log.info("start: %s (%d points, code %s, %d thread(s) per point)", command_line(options),
                  len(outcomes), code_version(name), the_plan.threads)
         cache.clean_stale()
