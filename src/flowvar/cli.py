@@ -6,6 +6,7 @@ Errors the user can fix print one line ``flowvar: error: ...`` and exit with sta
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from flowvar import __version__
-from flowvar.errors import ConfigError, FlowvarError
+from flowvar.errors import ConfigError, DataError, FlowvarError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="flowvar: gradient-variance diagnostics and memorisation tests for flow matching.")
@@ -293,11 +294,27 @@ def config_cmd(
 def show_cmd(
     folder: Annotated[Path, typer.Argument(help="An --out folder of `flowvar run`, `reproduce` or `sweep`.")
                       ] = Path("runs"),
+    update_readme: Annotated[Path | None, typer.Option(
+        "--update-readme", help="With a reproduce folder: rewrite the reference-run block of this README from it.")
+                             ] = None,
 ) -> None:
     """Print the verdict table of finished runs (or of a reproduce folder), or the points of a sweep folder."""
     from flowvar.report import collection_results, load_collection, load_results, verdict_counts, verdict_table
     from flowvar.results import headline
     from flowvar.sweep import load_sweep, sweep_table
+
+    if update_readme is not None:
+        from flowvar.report import readme_section
+        from flowvar.report import update_readme as rewrite
+
+        collection = load_collection(folder)
+        if collection is None:
+            raise DataError(f"{folder} is not a `flowvar reproduce` folder (no results.json); --update-readme needs "
+                            f"one")
+        label = os.path.relpath(Path(folder).resolve(), Path(update_readme).resolve().parent)
+        changed = rewrite(update_readme, readme_section(collection, Path(label).as_posix()))
+        typer.echo(f"{update_readme}: reference-run block {'updated' if changed else 'already up to date'}")
+        return
 
     swept = load_sweep(folder)
     if swept is not None:

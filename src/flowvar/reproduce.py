@@ -438,6 +438,22 @@ def _command_line(options: Options) -> str:
     return " ".join(parts)
 
 
+def git_commit() -> str | None:
+    """The git commit of the flowvar source tree (``+dirty`` when tracked files differ from it), or None when the
+    source is not a git checkout (an installed wheel) or git is missing."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head or None
+
+
 def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every selected experiment and write the report; see the module doc."""
     from flowvar.report import write_reports
@@ -490,7 +506,8 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
                     o.status = "not run"
             wall = time.perf_counter() - started
             meta = {"command": _command_line(options), "mode": "quick" if options.quick else "full",
-                    "code_version": code_version(), "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                    "code_version": code_version(), "git_commit": git_commit(),
+                    "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                     "wall_s": wall, "jobs": options.jobs, "threads_per_experiment": threads,
                     "cpu_cores": cpu_cores(), "versions": versions(), "interrupted": interrupted,
                     "cache": str(cache.root)}
