@@ -22,7 +22,7 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     for key in ("experiment", "config", "claims", "metrics", "paper", "runtime_s", "versions", "choices"):
         assert key in result
     assert result["config"]["n_samples"] == 300 and result["config"]["angles"] == [0.0, 120.0]
-    assert {c["verdict"] for c in result["claims"]} <= {"confirmed", "refuted", "inconclusive"}
+    assert {c["verdict"] for c in result["claims"]} <= {"confirmed", "refuted", "inconclusive", "untestable"}
     assert (tmp_path / "prop1" / "summary.md").read_text().startswith("# prop1")
     assert (tmp_path / "prop1" / "variance_by_angle.png").stat().st_size > 1000
     assert "prop1.A.zero_loss_zero_variance" in proc.stdout

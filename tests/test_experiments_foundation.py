@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowvar.experiments.base import RunContext, build_config, experiments, get_experiment, run_experiment
-from flowvar.results import to_jsonable
+from flowvar.results import KINDS, VERDICTS, to_jsonable
 
 TINY = {
     "lemma1": {"n_samples": "500"},
@@ -34,8 +34,10 @@ def test_experiment_writes_complete_result(name: str, tmp_path: Path) -> None:
     assert result["experiment"] == name and result["quick"] is True
     assert result["claims"], "every experiment states at least one claim"
     for claim in result["claims"]:
-        assert claim["verdict"] in {"confirmed", "refuted", "inconclusive"}
+        assert claim["verdict"] in VERDICTS and claim["kind"] in KINDS
         assert claim["evidence"] and claim["rule"] and claim["statement"]
+        if claim["verdict"] == "untestable":  # only ever from a measured precondition that failed
+            assert claim["precondition"] and not claim["precondition"]["holds"]
     assert result["metrics"] and result["paper"] and result["versions"]["torch"]
     assert result["runtime_s"] > 0
     expected = build_config(get_experiment(name), quick=True, overrides=TINY[name])
