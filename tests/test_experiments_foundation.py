@@ -22,7 +22,7 @@ TINY = {
     "fig4": {"n_samples": "300", "repeats": "5", "angles": "60", "sigmas": "0,0.05,1", "noise_forms": "constant"},
     "fig5": {"n_samples": "300", "repeats": "5", "angles": "0,120,180", "sigmas": "0,0.5", "noise_forms": "constant"},
     "counterexample1": {"n_samples": "200", "euler_steps": "11,10", "rk_steps": "11"},
-    "lemma1_mlp": {"widths": "8,16", "steps": "30", "eval_samples": "500"},
+    "lemma1_mlp": {"widths": "4,8", "stages": "2", "first_stage_steps": "10", "n_seeds": "2", "eval_samples": "500"},
 }
 
 

@@ -14,11 +14,11 @@ import torch
 
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import run_experiment
-from flowvar.experiments.counterexample1 import pairing_outcome
 from flowvar.experiments.fig6 import fit_precondition, ideal_field, solver_dependence_rule
 from flowvar.experiments.lemma2 import ideal_reflow_angle, moves_rule, stagnation_rule
 from flowvar.gaussian import rotation_matrix
 from flowvar.metrics import fitted_linear_map, rotation_angle, rotation_pairing_status
+from flowvar.metrics import rotation_pairing as pairing_outcome
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.sampling import integrate
 

@@ -630,9 +630,8 @@ def rotation_pairing(x1_hat: Tensor, x0: Tensor, mu: Tensor) -> dict[str, float]
     target x0 + μ (the OT partner); their gap is ‖R x0 − x0‖ = 2‖x0‖. Returns ``fraction_nearer_rotation`` (the
     share of endpoints strictly nearer the rotation partner), the mean, median and max distance to the rotation
     partner, the mean distance to the translation target (:func:`partner_distances`), ``mean_gap`` = mean 2‖x0‖
-    and ``rel_error_rotation`` = mean distance to the rotation partner / mean gap. The same numbers as
-    ``flowvar.experiments.counterexample1.pairing_outcome`` (tested), here so that experiments need not import one
-    another.
+    and ``rel_error_rotation`` = mean distance to the rotation partner / mean gap. The one implementation of this
+    measurement (``counterexample1``, ``fig6``, ``solver_resolution``).
     """
     rotation, translation = -x0 + mu, x0 + mu
     d = partner_distances(x1_hat, {"rotation": rotation, "translation": translation})

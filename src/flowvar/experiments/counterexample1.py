@@ -18,7 +18,7 @@ import torch
 from flowvar.errors import ConfigError, SolverError
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import counterexample_problem, meeting_point, singular_times
-from flowvar.metrics import partner_distances
+from flowvar.metrics import rotation_pairing
 from flowvar.models import CounterexampleField
 from flowvar.results import Verdict
 from flowvar.rules import at_every_setting, below
@@ -39,30 +39,6 @@ class Counterexample1Config:
         if not any(n % 2 == 1 for n in self.euler_steps) or not any(n % 2 == 0 for n in self.euler_steps):
             raise ConfigError(f"euler_steps needs an odd and an even step count (the claims compare the two), got "
                               f"{list(self.euler_steps)}")
-
-
-def pairing_outcome(x1_hat: torch.Tensor, x0: torch.Tensor, mu: torch.Tensor) -> dict[str, float]:
-    """Where ODE endpoints land relative to the two candidate partners of the 180° + μ coupling.
-
-    ``x1_hat``, ``x0``: (n, d); ``mu``: (d,). Rotation partner R x0 + μ = −x0 + μ (the training pair),
-    translation target x0 + μ (the OT partner); their gap is ‖R x0 − x0‖ = 2‖x0‖. Returns the mean, median and max
-    distance to the rotation partner and the mean distance to the translation target
-    (:func:`flowvar.metrics.partner_distances`), the mean gap, ``rel_error_rotation`` = mean distance to the
-    rotation partner / mean gap, and ``fraction_nearer_rotation``, the share of endpoints strictly nearer the
-    rotation partner. The one implementation of this measurement (``counterexample1``, ``fig6``,
-    ``solver_resolution``).
-    """
-    rotation, translation = -x0 + mu, x0 + mu
-    d = partner_distances(x1_hat, {"rotation": rotation, "translation": translation})
-    gap = 2 * x0.double().norm(dim=1)
-    nearer = (d["rotation"].per_sample < d["translation"].per_sample).double()
-    return {"fraction_nearer_rotation": float(nearer.mean()),
-            "mean_dist_rotation": d["rotation"].mean,
-            "median_dist_rotation": d["rotation"].median,
-            "max_dist_rotation": float(d["rotation"].per_sample.max()),
-            "mean_dist_translation": d["translation"].mean,
-            "mean_gap": float(gap.mean()),
-            "rel_error_rotation": d["rotation"].mean / float(gap.mean())}
 
 
 def rule_single_crossing(evidence: dict) -> Verdict:
@@ -110,12 +86,12 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
     for method, steps in runs:
         key = f"{method}_{steps}"
         try:
-            outcomes[key] = pairing_outcome(integrate(field, x0, method=method, steps=steps).x1, x0, problem.mean)
+            outcomes[key] = rotation_pairing(integrate(field, x0, method=method, steps=steps).x1, x0, problem.mean)
         except SolverError as e:
             outcomes[key] = failure(e)
     try:
         sol = integrate(field, x0, method="dopri5", rtol=config.rtol, atol=config.atol)
-        outcomes["dopri5"] = {**pairing_outcome(sol.x1, x0, problem.mean), "nfe": sol.nfe}
+        outcomes["dopri5"] = {**rotation_pairing(sol.x1, x0, problem.mean), "nfe": sol.nfe}
     except SolverError as e:
         outcomes["dopri5"] = failure(e)
     ctx.metric("exact_field_endpoints", outcomes)
