@@ -556,7 +556,7 @@ def evaluate_model(model: nn.Module, ts: TrainingSet, ev: EvalSet, sigma: float,
 
 @register(NAME, title="Memorisation phase diagram: pairing accuracy of CFM(σ) over d, N, σ and width on GMM pairs",
           config=MemorizationPhaseConfig,
-          quick={"n_seeds": 3, "dims": (2, 3, 10), "ns": (16,), "sigmas": (0.0, 0.05, 0.5), "widths": (128,),
+          quick={"n_seeds": 3, "dims": (2, 4, 10), "ns": (16,), "sigmas": (0.0, 0.05, 0.5), "widths": (128,),
                  "steps": 3000, "n_eval": 500, "variance_samples": 512, "floor_samples": 4000},
           paper={"prop2": "minimisers of the deterministic loss memorise arbitrary pairings (zero loss, zero gradient "
                           "variance, ODE returns the training partner)",
