@@ -94,7 +94,8 @@ from flowvar.train import TrainConfig, train
 from flowvar.variance import gradient_variance, slice_path
 
 MIN_PER_LABEL = 3
-"""Combinations needed on each side (reduced / not reduced) before the tube-ratio claim can be judged."""
+"""Combinations of each label (reduced / not reduced) needed in *each* half of the cells (the half that fits the
+threshold and the half that scores it) before the tube-ratio claim is testable."""
 NAME = "memorization_phase"
 
 # random streams: each (kind, d, N or width) gets its own generator, seeded by the value of the key and not by its
