@@ -65,6 +65,7 @@ from flowvar.couplings import FixedPairs, derangement, exact_ot_permutation
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.memorization_phase import all_of, line_spacing
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.metrics import (
@@ -249,8 +250,6 @@ def _exact_minimiser(x0_train: Tensor, y_train: Tensor, sigma: float, h: float, 
                            "generalisation MMD(σ=0), for d = 3 and d = 50",
                  "error_bars": "none reported; estimator, kernel, N and training not recovered"})
 def run(config: Table1Config, ctx: RunContext) -> None:
-    from flowvar.experiments.memorization_phase import line_spacing
-
     _record_choices(config, ctx)
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     nulls: dict[str, list[dict[str, float]]] = {}
@@ -409,7 +408,7 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
                    "unbiased_floor_sigma0": _per_seed(zero, "memorisation.unbiased.floor"),
                    "paper": paper["memorisation"]},
                   verdict=memo.verdict, kind="reproduction",
-                  precondition=_both(memorised, mech_mmd), min_effect=memo.effect_text(), replicates=replicates,
+                  precondition=all_of(memorised, mech_mmd), min_effect=memo.effect_text(), replicates=replicates,
                   rule=f"biased V-statistic MMD² of x̂_train vs the training targets, median-heuristic bandwidth; "
                        f"per-seed Δ = MMD²(σ={sig}) − MMD²(σ=0); confirmed if the one-sided {1 - config.alpha:.0%} "
                        f"lower bound of mean Δ is > 0 and mean Δ ≥ the minimum effect; refuted if the upper bound is "
@@ -455,7 +454,7 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
                    "sigma0_pairing_accuracy": _per_seed(zero, "pairing_accuracy"),
                    f"sigma{sig}_pairing_accuracy": _per_seed(noisy, "pairing_accuracy"),
                    "exact_minimiser_pairing_accuracy": [n["exact.pairing_accuracy"] for n in null]},
-                  verdict=direct.verdict, kind="reproduction", precondition=_both(memorised, mech_l2),
+                  verdict=direct.verdict, kind="reproduction", precondition=all_of(memorised, mech_l2),
                   min_effect=direct.effect_text(), replicates=replicates,
                   rule=f"mean per-pair L2 to the training partner; per-seed Δ = L2(σ={sig}) − L2(σ=0); confirmed if "
                        f"the one-sided {1 - config.alpha:.0%} lower bound of mean Δ is > 0 and mean Δ ≥ the minimum "
@@ -479,14 +478,6 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
                "d = 50 the median-heuristic h is large, so even unpaired outputs can sit there); read it beside "
                "l2_partner and pairing_accuracy.")
 
-
-def _both(first: Precondition, second: Precondition) -> Precondition:
-    """Two preconditions that must both hold, as one (the measured numbers of both, the remedies of the failing)."""
-    holds = first.holds and second.holds
-    remedy = "; ".join(p.remedy for p in (first, second) if not p.holds and p.remedy)
-    return Precondition(f"{first.statement}; and {second.statement}", holds,
-                        {"memorised": {"holds": first.holds, **first.measured},
-                         "noise_can_act": {"holds": second.holds, **second.measured}}, remedy)
 
 
 def _figure(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dict[str, Any]]],
