@@ -17,12 +17,10 @@ from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.memorization_phase import (
     MIN_PER_LABEL,
-    all_of,
     balanced_accuracy_at,
     best_threshold_separation,
     cell_key,
     held_out_separation,
-    line_spacing,
     reduction_map,
     region_precondition,
     region_verdict,
@@ -33,7 +31,8 @@ from flowvar.experiments.memorization_phase import (
     split_cells,
     tube_ratio,
 )
-from flowvar.results import Result, judge
+from flowvar.metrics import line_spacing
+from flowvar.results import Result, all_preconditions, judge
 
 TINY = {"n_seeds": "2", "dims": "2,5", "ns": "8,16", "sigmas": "0,0.05,0.5", "widths": "16", "steps": "8",
         "n_eval": "32", "variance_samples": "16", "floor_samples": "64", "exact_sources": "8"}
@@ -227,15 +226,15 @@ def test_balanced_accuracy_at_and_separation_rule() -> None:
     assert separation_rule(0.8, 0.9, 0.7) == "inconclusive" and separation_rule(math.nan, 0.9, 0.7) == "inconclusive"
 
 
-def test_all_of_preconditions() -> None:
+def test_all_preconditions() -> None:
     from flowvar.results import Precondition
 
     a = Precondition("A", True, {"x": 1})
     b = Precondition("B", False, {"y": 2}, "do B")
-    both = all_of(a, b)
+    both = all_preconditions(a, b)
     assert not both.holds and both.statement == "A; and B" and both.remedy == "do B"
     assert both.measured == {"[1]": {"holds": True, "x": 1}, "[2]": {"holds": False, "y": 2}}
-    assert all_of(a, a).holds and all_of(a, a).remedy == ""
+    assert all_preconditions(a, a).holds and all_preconditions(a, a).remedy == ""
 
 
 def _brute_separation(values: list[float], labels: list[bool]) -> float:

@@ -744,3 +744,35 @@ def counterexample_min_loss(sigma: float, dim: int = 2) -> float:
         raise ConfigError(f"sigma must be a finite number >= 0, got {sigma}")
     check_positive_int("dim", dim)
     return 0.0 if sigma == 0 else 4.0 * dim * sigma * math.atan(1.0 / sigma)
+
+
+def line_spacing(x0: Tensor, x1: Tensor, chunk: int = 512) -> Tensor:
+    """Per pair, the nearest simultaneous approach of another training line: (N,) float64.
+
+    s_i = min_{j ≠ i} min_{t ∈ [0, 1]} ‖μ_i(t) − μ_j(t)‖ with μ_i(t) = (1 − t) x0_i + t x1_i. For a pair (i, j),
+    Δ(t) = a + t b with a = x0_i − x0_j and b = u_i − u_j (u = x1 − x0), minimised at t* = clip(−a·b / ‖b‖², 0, 1).
+    ‖a‖², a·b and ‖b‖² come from the Gram matrices of x0 and u (so memory is chunk × N, never N² × d);
+    float64, squared distances clamped at 0 against rounding. ``x0``, ``x1``: (N, d) with N >= 2.
+    """
+    if x0.ndim != 2 or x0.shape != x1.shape or x0.shape[0] < 2:
+        raise ShapeError(f"line_spacing needs x0 and x1 of the same shape (N, d) with N >= 2, got "
+                         f"{tuple(x0.shape)} and {tuple(x1.shape)}")
+    chunk = check_positive_int("chunk", chunk)
+    p = x0.detach().double()
+    u = x1.detach().double() - p
+    pp, uu, pu = (p * p).sum(1), (u * u).sum(1), (p * u).sum(1)  # ‖x0_j‖², ‖u_j‖², x0_j·u_j
+    n = p.shape[0]
+    out = torch.empty(n, dtype=torch.float64)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        g_pp, g_uu = p[lo:hi] @ p.T, u[lo:hi] @ u.T
+        g_pu, g_up = p[lo:hi] @ u.T, u[lo:hi] @ p.T  # x0_i·u_j and u_i·x0_j
+        aa = pp[lo:hi, None] + pp[None, :] - 2 * g_pp
+        bb = uu[lo:hi, None] + uu[None, :] - 2 * g_uu
+        ab = pu[lo:hi, None] - g_pu - g_up + pu[None, :]
+        t_star = torch.where(bb > 0, -ab / bb.clamp_min(torch.finfo(torch.float64).tiny),
+                             torch.zeros_like(bb)).clamp(0.0, 1.0)
+        d2 = (aa + 2 * t_star * ab + t_star * t_star * bb).clamp_min(0.0)
+        d2[torch.arange(hi - lo), torch.arange(lo, hi)] = math.inf  # j ≠ i
+        out[lo:hi] = d2.min(1).values.sqrt()
+    return out

@@ -51,6 +51,15 @@ class Precondition:
         return to_jsonable(asdict(self))
 
 
+def all_preconditions(*preconditions: Precondition) -> Precondition:
+    """Several preconditions that must all hold, as one: the statements joined, each one's measured numbers under
+    its index, the remedies of those that fail."""
+    holds = all(p.holds for p in preconditions)
+    return Precondition("; and ".join(p.statement for p in preconditions), holds,
+                        {f"[{i}]": {"holds": p.holds, **p.measured} for i, p in enumerate(preconditions, 1)},
+                        "; ".join(p.remedy for p in preconditions if not p.holds and p.remedy))
+
+
 @dataclass
 class Claim:
     """One checkable statement of the paper (or ours) with its verdict, the numbers behind it and how it was

@@ -65,10 +65,9 @@ from flowvar.couplings import FixedPairs, exact_ot_permutation
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import RunContext, register
-from flowvar.experiments.memorization_phase import line_spacing
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
-from flowvar.metrics import pairing_accuracy, partner_distances
+from flowvar.metrics import line_spacing, pairing_accuracy, partner_distances
 from flowvar.models import EmpiricalField, MemorizingField, MLPField, time_column
 from flowvar.results import Precondition, Verdict
 from flowvar.sampling import integrate, time_grid

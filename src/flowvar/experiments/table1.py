@@ -65,11 +65,11 @@ from flowvar.couplings import FixedPairs, derangement, exact_ot_permutation
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
-from flowvar.experiments.memorization_phase import all_of, line_spacing
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.metrics import (
     MULTI_BANDWIDTH_FACTORS,
+    line_spacing,
     median_heuristic,
     mmd2,
     nn_distance_ratio,
@@ -77,7 +77,7 @@ from flowvar.metrics import (
     partner_distances,
 )
 from flowvar.models import EmpiricalField, MLPField
-from flowvar.results import Precondition
+from flowvar.results import Precondition, all_preconditions
 from flowvar.sampling import integrate
 from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
 from flowvar.train import TrainConfig, train
@@ -408,7 +408,8 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
                    "unbiased_floor_sigma0": _per_seed(zero, "memorisation.unbiased.floor"),
                    "paper": paper["memorisation"]},
                   verdict=memo.verdict, kind="reproduction",
-                  precondition=all_of(memorised, mech_mmd), min_effect=memo.effect_text(), replicates=replicates,
+                  precondition=all_preconditions(memorised, mech_mmd), min_effect=memo.effect_text(),
+                  replicates=replicates,
                   rule=f"biased V-statistic MMD² of x̂_train vs the training targets, median-heuristic bandwidth; "
                        f"per-seed Δ = MMD²(σ={sig}) − MMD²(σ=0); confirmed if the one-sided {1 - config.alpha:.0%} "
                        f"lower bound of mean Δ is > 0 and mean Δ ≥ the minimum effect; refuted if the upper bound is "
@@ -454,7 +455,7 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
                    "sigma0_pairing_accuracy": _per_seed(zero, "pairing_accuracy"),
                    f"sigma{sig}_pairing_accuracy": _per_seed(noisy, "pairing_accuracy"),
                    "exact_minimiser_pairing_accuracy": [n["exact.pairing_accuracy"] for n in null]},
-                  verdict=direct.verdict, kind="reproduction", precondition=all_of(memorised, mech_l2),
+                  verdict=direct.verdict, kind="reproduction", precondition=all_preconditions(memorised, mech_l2),
                   min_effect=direct.effect_text(), replicates=replicates,
                   rule=f"mean per-pair L2 to the training partner; per-seed Δ = L2(σ={sig}) − L2(σ=0); confirmed if "
                        f"the one-sided {1 - config.alpha:.0%} lower bound of mean Δ is > 0 and mean Δ ≥ the minimum "
