@@ -431,7 +431,7 @@ class TrainingMonitor:
 @register("prop2", title="Proposition 2 / Remark 2: deterministic minimisers memorise arbitrary pairs; noise breaks it",
           config=Prop2Config,
           quick={"cf_pairs": 128, "cf_loss_samples": 5000, "cf_variance_samples": 256, "dims": (8,), "n_seeds": 3,
-                 "steps": 3000, "log_every": 300, "variance_samples": 256, "floor_samples": 5000},
+                 "width": 128, "steps": 3000, "log_every": 300, "variance_samples": 256, "floor_samples": 5000},
           paper={"prop2": "with the deterministic interpolant there is a field with zero empirical loss even when "
                           "training lines intersect; ODE integration from a training source returns its paired "
                           "target; optimising the straight-path objective converges to this field",
