@@ -1,0 +1,114 @@
+"""The published reference run (``results/``): it parses, it covers every claim the code can make, the README's
+verdict section is generated from it, and every claim in it is judged the way the verdicts issue asks."""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from flowvar.report import README_BEGIN, README_END, readme_section
+from flowvar.results import KINDS, VERDICTS
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+EXPERIMENTS = ROOT / "src" / "flowvar" / "experiments"
+ID = re.compile(r"^[a-z0-9_]+\.[A-Za-z0-9_.*=\-]+$")
+
+NOT_IN_REFERENCE_RUN: dict[str, str] = {}
+"""Claim-id patterns of the code that the reference run cannot contain, with the reason (none at present)."""
+
+
+def claim_patterns(path: Path) -> set[str]:
+    """The claim ids an experiment module can emit, read from its source: the id-shaped string or f-string passed
+    to any call whose name ends in ``claim`` (``ctx.claim``, a module's own ``_..._claim`` helper). An f-string's
+    placeholders become ``*``, except names of module-level string constants (``NAME``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                 if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)}
+    found = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if not name.endswith("claim"):
+            continue
+        for arg in node.args:
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                text = arg.value
+            elif isinstance(arg, ast.JoinedStr):
+                text = "".join(v.value if isinstance(v, ast.Constant) else
+                               constants.get(v.value.id, "*") if isinstance(v.value, ast.Name) else "*"
+                               for v in arg.values)
+            else:
+                continue
+            if ID.match(text):
+                found.add(text)
+                break
+    return found
+
+
+def test_the_claim_extractor_finds_literal_and_formatted_ids(tmp_path: Path) -> None:
+    source = tmp_path / "demo.py"
+    source.write_text('NAME = "demo"\n'
+                      'def run(ctx, key, s):\n'
+                      '    ctx.claim("demo.plain", "statement", {}, kind="identity", rule="r", verdict="confirmed")\n'
+                      '    ctx.claim(f"demo.{key}.sigma{s:g}_x", "s", {}, kind="finding", rule="r")\n'
+                      '    _my_claim(ctx, f"{NAME}.from_constant", "statement")\n'
+                      '    ctx.metric("demo.not_a_claim", 1)\n')
+    assert claim_patterns(source) == {"demo.plain", "demo.*.sigma*_x", "demo.from_constant"}
+
+
+def _collection() -> dict:
+    path = RESULTS / "results.json"
+    if not path.is_file():
+        pytest.fail("results/results.json is missing: run the reference run (see results/README.md)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_the_reference_run_parses_and_every_experiment_has_a_result() -> None:
+    collection = _collection()
+    assert collection["meta"]["mode"] in ("quick", "full") and collection["meta"]["git_commit"]
+    names = {e["name"] for e in collection["experiments"]}
+    modules = {p.stem for p in EXPERIMENTS.glob("*.py") if not p.stem.startswith("_") and p.stem != "base"}
+    assert names == modules
+    for e in collection["experiments"]:
+        assert e["status"] in ("computed", "cached"), f"{e['name']}: {e['status']} {e.get('error')}"
+        assert (RESULTS / e["name"] / "result.json").is_file()
+
+
+def test_every_claim_of_the_code_is_in_the_reference_run() -> None:
+    ids = [c["id"] for e in _collection()["experiments"] for c in (e.get("result") or {}).get("claims", [])]
+    missing = []
+    for module in sorted(EXPERIMENTS.glob("*.py")):
+        for pattern in claim_patterns(module):
+            if pattern not in NOT_IN_REFERENCE_RUN and not any(fnmatch.fnmatchcase(i, pattern) for i in ids):
+                missing.append(f"{module.stem}: {pattern}")
+    assert not missing, f"claims the code makes but the reference run lacks: {missing}"
+
+
+def test_every_claim_states_how_it_was_judged() -> None:
+    for e in _collection()["experiments"]:
+        for c in e["result"]["claims"]:
+            where = f"{e['name']}: {c['id']}"
+            assert c["kind"] in KINDS and c["verdict"] in VERDICTS, where
+            assert c["rule"] and c["statement"], where
+            if c["kind"] != "identity":
+                assert c["min_effect"] and c["replicates"], f"{where} lacks its minimum effect or its replicates"
+            if c["verdict"] == "untestable":
+                pre = c["precondition"]
+                assert pre and not pre["holds"] and pre["measured"] and pre["remedy"], where
+
+
+def test_the_readme_section_is_generated_from_the_reference_run() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = readme.find(README_BEGIN), readme.find(README_END)
+    assert 0 <= start < end, "README.md lacks the reference-run block"
+    expected = readme_section(_collection(), "results")
+    assert readme[start:end + len(README_END)] == expected, (
+        "README.md's verdict section is stale: run `flowvar show results --update-readme README.md`")
