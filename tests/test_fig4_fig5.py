@@ -187,7 +187,7 @@ def test_config_takes_any_d_and_a_full_matrix(name: str) -> None:
     ({"mean": "[5]", "cov_diag": "1"}, "d >= 2"),
     ({"plane": "0,2"}, "plane must be two distinct axes"),
     ({"repeats": "1"}, "repeats must be >= 2"),
-    ({"sigmas": "-0.1,0.5"}, "sigmas must be finite numbers >= 0"),
+    ({"sigmas": "-0.1,0.5"}, "sigmas must be >= 0, got"),
     ({"noise_forms": "constant,nope"}, "noise_forms must be among"),
 ])
 def test_bad_config_is_one_line_config_error(name: str, overrides: dict, message: str) -> None:
