@@ -143,3 +143,25 @@ def test_a_failed_write_is_one_line_naming_the_path_and_keeps_the_old_file(tmp_p
     with pytest.raises(DataError, match=r"cannot write .*report\.md: No space left on device"):
         atomic_write_text(target, "new")
     assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["report.md"]
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run_but_a_live_one_is_kept(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from flowvar.results import staged_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    killed = tmp_path / f".exp.{dead_pid}.abc123"
+    (killed / "half").mkdir(parents=True)
+    live = tmp_path / f".exp.{os.getppid()}.def456"  # our parent is alive: a concurrent run's staging folder
+    live.mkdir()
+    unrelated = tmp_path / ".exp.notapid.x"
+    unrelated.mkdir()
+    with staged_folder(tmp_path / "exp") as stage:
+        (stage.path / "result.json").write_text("{}")
+        assert stage.path.name.startswith(f".exp.{os.getpid()}.")
+    assert not killed.exists() and live.exists() and unrelated.exists()
+    assert (tmp_path / "exp" / "result.json").is_file()

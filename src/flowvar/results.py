@@ -229,20 +229,45 @@ class Staging:
     keep: bool = True
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_staging(dest: Path | str) -> list[Path]:
+    """Remove the staging folders ``.<name>.<pid>.XXXX`` beside ``dest`` whose process is gone (a killed run's
+    leftovers); those of live processes — a concurrent run — are kept. Returns what was removed."""
+    dest = Path(dest)
+    removed = []
+    for stale in dest.parent.glob(f".{dest.name}.*.*"):
+        pid = stale.name[len(dest.name) + 2:].split(".", 1)[0]
+        if stale.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_folder(dest: Path | str) -> Iterator[Staging]:
-    """Fill a hidden sibling ``.<name>.XXXX`` of ``dest``; on success it replaces ``dest`` by a rename.
+    """Fill a hidden sibling ``.<name>.<pid>.XXXX`` of ``dest``; on success it replaces ``dest`` by a rename.
 
     So ``dest`` is always either its old self or the complete new folder, never half-written: on an exception
-    (or ``keep = False``) the staging folder is removed and ``dest`` is left as it was. A folder that cannot be
-    created is a one-line :class:`~flowvar.errors.ConfigError` naming it.
+    (or ``keep = False``) the staging folder is removed and ``dest`` is left as it was; one left by a killed process
+    is removed by the next call (:func:`remove_stale_staging`). A folder that cannot be created is a one-line
+    :class:`~flowvar.errors.ConfigError` naming it.
     """
     from flowvar.errors import ConfigError
 
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        remove_stale_staging(dest)
+        path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", dir=dest.parent))
         os.chmod(path, 0o777 & ~current_umask())  # a normal folder once installed (mkdtemp makes it private, 0700)
     except OSError as e:
         raise ConfigError(f"cannot write to output folder {dest.parent}: {e.strerror or e}; choose another --out"
