@@ -18,15 +18,12 @@ Progress goes to stderr: a tqdm bar with the running experiments and an ETA on a
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import shutil
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,39 +31,26 @@ from typing import IO, Any
 
 from flowvar.cache import Cache, cache_key, code_version, config_dict, install, run_cached
 from flowvar.errors import ConfigError, FlowvarError
-from flowvar.report import format_duration
 from flowvar.results import Result, versions
-from flowvar.runner import completed, sigterm_as_interrupt, worker_pool
+from flowvar.runner import (
+    DEFAULT_EXPECTED_S,
+    Outcome,
+    Progress,
+    Task,
+    check_writable,
+    completed,
+    cpu_cores,
+    default_threads,
+    exclusive,
+    log_to,
+    sigterm_as_interrupt,
+    ticker,
+    torch_threads,
+    verdict_line,
+    worker_pool,
+)
 
 log = logging.getLogger("flowvar.reproduce")
-DEFAULT_EXPECTED_S = 60.0
-"""ETA guess for an experiment with neither a YAML estimate nor an earlier run in the cache."""
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may use (its affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
-
-
-def default_threads() -> int:
-    """torch threads per experiment: ``$FLOWVAR_THREADS`` if set, else 1.
-
-    flowvar's tensors are small: on a 2-core machine, intra-op threading of small matmuls and convolutions costs
-    more than it gains, and under any other load it is 5–25× slower (measured). Use ``--jobs`` to fill cores.
-    """
-    raw = os.environ.get("FLOWVAR_THREADS", "1")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"FLOWVAR_THREADS must be a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"FLOWVAR_THREADS must be a positive integer, got {raw!r}")
-    return value
-
-
 def parse_only(items: Sequence[str] | None) -> list[str] | None:
     """``["a,b", "c"]`` → ``["a", "b", "c"]`` (order kept, duplicates dropped); None or empty → None."""
     names: list[str] = []
@@ -113,35 +97,6 @@ class Options:
 
 
 @dataclass
-class Task:
-    """One experiment to reproduce: its cache key and expected runtime."""
-
-    name: str
-    key: str
-    expected_s: float
-    config: dict[str, Any]
-    seed: int | None = None
-
-
-@dataclass
-class Outcome:
-    """How one experiment ended in this invocation: ``computed``, ``cached``, ``failed`` or ``not run``."""
-
-    name: str
-    status: str
-    key: str | None = None
-    wall_s: float = 0.0
-    error: str | None = None
-    corrupted: str | None = None
-    result: Result | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "key": self.key, "wall_s": self.wall_s,
-                "error": self.error, "corrupted_cache_entry": self.corrupted,
-                "result": self.result.to_dict() if self.result is not None else None}
-
-
-@dataclass
 class Summary:
     """The outcome of :func:`reproduce`: one :class:`Outcome` per experiment, the report paths and the wall time."""
 
@@ -155,167 +110,6 @@ class Summary:
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "failed"]
-
-
-def _verdict_line(result: Result | None) -> str:
-    if result is None:
-        return ""
-    counts: dict[str, int] = {}
-    for c in result.claims:
-        counts[c.verdict] = counts.get(c.verdict, 0) + 1
-    return ", ".join(f"{n} {v}" for v, n in counts.items()) or "no claims"
-
-
-class Progress:
-    """One overall bar with the running experiments and an ETA (terminal), else one line per experiment."""
-
-    def __init__(self, tasks: list[Task], jobs: int, quiet: bool, stream: IO[str] | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.expected = {t.name: t.expected_s for t in tasks}
-        self.total = len(tasks)
-        self.jobs = jobs
-        self.done = 0
-        self.running: dict[str, float] = {}
-        self.finished: set[str] = set()
-        self.lock = threading.Lock()
-        self.bar = None
-        if not quiet and self.stream.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, desc="reproduce", unit="exp", file=self.stream, dynamic_ncols=True,
-                            bar_format="{desc} {n_fmt}/{total_fmt} |{bar:24}| {elapsed}{postfix}")
-
-    def eta(self) -> float:
-        """Seconds left: expected runtimes of what has not started, and the remainder of what runs, over jobs."""
-        now = time.monotonic()
-        pending = sum(s for n, s in self.expected.items() if n not in self.finished and n not in self.running)
-        running = sum(max(self.expected[n] - (now - t0), 0.0) for n, t0 in self.running.items())
-        return (pending + running) / max(1, min(self.jobs, self.total - self.done))
-
-    def _status(self) -> str:
-        now = time.monotonic()
-        parts = [f"{n} {format_duration(now - t0)}/~{format_duration(self.expected[n])}"
-                 for n, t0 in self.running.items()]
-        return f"ETA ~{format_duration(self.eta())}" + (" · " + ", ".join(parts) if parts else "")
-
-    def emit(self, line: str) -> None:
-        with self.lock:
-            if self.bar is not None:
-                self.bar.write(line, file=self.stream)
-            else:
-                print(line, file=self.stream, flush=True)
-
-    def start(self, name: str) -> None:
-        with self.lock:
-            self.running[name] = time.monotonic()
-        self.tick()
-
-    def finish(self, outcome: Outcome) -> None:
-        with self.lock:
-            self.running.pop(outcome.name, None)
-            self.finished.add(outcome.name)
-            self.done += 1
-            done = self.done
-        detail = {"cached": "cache hit", "computed": f"computed in {format_duration(outcome.wall_s)}",
-                  "failed": f"FAILED: {outcome.error}"}.get(outcome.status, outcome.status)
-        verdicts = _verdict_line(outcome.result)
-        eta = f"; ETA ~{format_duration(self.eta())}" if done < self.total else ""
-        width = len(str(self.total))
-        self.emit(f"[{done:>{width}}/{self.total}] {outcome.name}: {detail}" + (f" ({verdicts})" if verdicts else "")
-                  + eta)
-        if self.bar is not None:
-            with self.lock:
-                self.bar.update(1)
-        self.tick()
-
-    def tick(self) -> None:
-        if self.bar is not None:
-            with self.lock:
-                self.bar.set_postfix_str(self._status(), refresh=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-@contextlib.contextmanager
-def _ticker(progress: Progress, every: float = 1.0) -> Iterator[None]:
-    """Refresh the progress bar from a background thread while the main thread computes."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every):
-            progress.tick()
-
-    thread = threading.Thread(target=loop, daemon=True) if progress.bar is not None else None
-    if thread is not None:
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        if thread is not None:
-            thread.join()
-
-
-@contextlib.contextmanager
-def _exclusive(out: Path, command: str = "reproduce") -> Iterator[None]:
-    """Hold ``out/.<command>.lock`` (released automatically if the process dies)."""
-    path = out / f".{command}.lock"
-    try:
-        fh = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
-    except OSError as e:
-        raise ConfigError(f"cannot write to output folder {out}: {e.strerror}; choose another --out") from None
-    try:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no lock
-            fcntl = None  # type: ignore[assignment]
-        if fcntl is not None:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another process"
-                raise ConfigError(f"another `flowvar {command}` ({holder}) is writing to {out}; wait for it or "
-                                  f"choose another --out") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        yield
-    finally:
-        fh.close()
-
-
-@contextlib.contextmanager
-def _log_to(path: Path) -> Iterator[None]:
-    """Attach a timestamped file handler for the ``flowvar`` loggers while reproducing."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("flowvar")
-    old_level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        handler.close()
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _compute(name: str, out: str, cache_root: str, quick: bool, seed: int | None, overrides: dict[str, str],
@@ -350,16 +144,6 @@ def _check_config_file(path: Path) -> None:
     others = [str(k) for k in mapping if k not in discover()] if isinstance(mapping, dict) else []
     raise ConfigError(f"reproduce --config expects a YAML mapping keyed by experiment name (e.g. 'fig4: {{repeats: "
                       f"5}}'); {path} is not" + (f" (not experiments: {', '.join(others[:3])})" if others else ""))
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"cannot write to output folder {out}: {e.strerror or e}; choose another --out") from None
 
 
 def _select(only: list[str] | None) -> list[str]:
@@ -470,9 +254,9 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")
     threads = options.threads or default_threads()
     plan(options, cache, threads)  # every selected config validated before anything is written (planned again,
-    _check_writable(out)           # with its log lines, once the log is open)
+    check_writable(out)           # with its log lines, once the log is open)
     started = time.perf_counter()
-    with sigterm_as_interrupt(), _exclusive(out), _log_to(out / "reproduce.log"):
+    with sigterm_as_interrupt(), exclusive(out), log_to(out / "reproduce.log"):
         log.info("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", _command_line(options), code_version(),
                  cpu_cores(), options.jobs, threads)
         tasks, broken = plan(options, cache, threads)
@@ -560,7 +344,7 @@ def _record(task: Task, reply: dict[str, Any], out: Path, outcomes: dict[str, Ou
         result = Result.load(out / task.name / "result.json")
         outcome = Outcome(task.name, "computed", reply["key"], reply["wall_s"], corrupted=corrupted, result=result)
         log.info("computed: %s key=%s in %.1f s (%s)", task.name, reply["key"], reply["wall_s"],
-                 _verdict_line(result))
+                 verdict_line(result))
         if reply["key"] != task.key:
             log.warning("%s: the code changed while reproducing (key %s, planned %s)", task.name, reply["key"],
                         task.key)
@@ -579,7 +363,7 @@ def _args(task: Task, options: Options, cache: Cache, out: Path) -> tuple:
 
 def _run_serial(misses: list[Task], options: Options, cache: Cache, out: Path, outcomes: dict[str, Outcome],
                 progress: Progress, threads: int) -> None:
-    with _torch_threads(threads), _ticker(progress):
+    with torch_threads(threads), ticker(progress):
         for task in misses:
             log.info("computing: %s key=%s (expected ~%.0f s)", task.name, task.key, task.expected_s)
             progress.start(task.name)
@@ -607,5 +391,5 @@ def _run_parallel(misses: list[Task], options: Options, cache: Cache, out: Path,
                 progress.start(nxt.name)
 
 
-__all__ = ["Options", "Outcome", "Progress", "Summary", "Task", "cpu_cores", "parse_only",
-           "parse_scoped_overrides", "plan", "reproduce"]
+__all__ = ["Options", "Outcome", "Progress", "Summary", "Task", "cpu_cores", "default_threads", "git_commit",
+           "parse_only", "parse_scoped_overrides", "plan", "reproduce"]

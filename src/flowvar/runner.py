@@ -10,11 +10,16 @@
   worker that died (killed, out of memory) becoming a failed reply.
 * :func:`sigterm_as_interrupt` — SIGTERM (what ``timeout``, CI cancellation and ``kill`` send) raises
   KeyboardInterrupt in the main thread, so it takes the same clean path as Ctrl-C.
+* the rest of a run that both commands share: :class:`Task` and :class:`Outcome` (what runs, how it ended), the
+  :class:`Progress` bar or lines, the output folder's lock (:func:`exclusive`), the log file (:func:`log_to`), the
+  torch thread count (:func:`torch_threads`, :func:`default_threads`) and the writability probe
+  (:func:`check_writable`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -23,7 +28,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from flowvar.errors import ConfigError
+from flowvar.report import format_duration
+from flowvar.results import Result
 
 T = TypeVar("T")
 WATCH_INTERVAL_S = 0.5
@@ -121,4 +132,237 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["completed", "init_worker", "sigterm_as_interrupt", "terminate_workers", "worker_pool"]
+# ---------------------------------------------------------------------------------------------------------- runs
+
+
+DEFAULT_EXPECTED_S = 60.0
+"""ETA guess for an experiment with neither a YAML estimate nor an earlier run in the cache."""
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """torch threads per experiment: ``$FLOWVAR_THREADS`` if set, else 1.
+
+    flowvar's tensors are small: on a 2-core machine, intra-op threading of small matmuls and convolutions costs
+    more than it gains, and under any other load it is 5–25× slower (measured). Use ``--jobs`` to fill cores.
+    """
+    raw = os.environ.get("FLOWVAR_THREADS", "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"FLOWVAR_THREADS must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"FLOWVAR_THREADS must be a positive integer, got {raw!r}")
+    return value
+
+
+@dataclass
+class Task:
+    """One experiment to reproduce: its cache key and expected runtime."""
+
+    name: str
+    key: str
+    expected_s: float
+    config: dict[str, Any]
+    seed: int | None = None
+
+
+@dataclass
+class Outcome:
+    """How one experiment ended in this invocation: ``computed``, ``cached``, ``failed`` or ``not run``."""
+
+    name: str
+    status: str
+    key: str | None = None
+    wall_s: float = 0.0
+    error: str | None = None
+    corrupted: str | None = None
+    result: Result | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "key": self.key, "wall_s": self.wall_s,
+                "error": self.error, "corrupted_cache_entry": self.corrupted,
+                "result": self.result.to_dict() if self.result is not None else None}
+
+
+def verdict_line(result: Result | None) -> str:
+    if result is None:
+        return ""
+    counts: dict[str, int] = {}
+    for c in result.claims:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in counts.items()) or "no claims"
+
+
+class Progress:
+    """One overall bar with the running experiments and an ETA (terminal), else one line per experiment."""
+
+    def __init__(self, tasks: list[Task], jobs: int, quiet: bool, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.expected = {t.name: t.expected_s for t in tasks}
+        self.total = len(tasks)
+        self.jobs = jobs
+        self.done = 0
+        self.running: dict[str, float] = {}
+        self.finished: set[str] = set()
+        self.lock = threading.Lock()
+        self.bar = None
+        if not quiet and self.stream.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc="reproduce", unit="exp", file=self.stream, dynamic_ncols=True,
+                            bar_format="{desc} {n_fmt}/{total_fmt} |{bar:24}| {elapsed}{postfix}")
+
+    def eta(self) -> float:
+        """Seconds left: expected runtimes of what has not started, and the remainder of what runs, over jobs."""
+        now = time.monotonic()
+        pending = sum(s for n, s in self.expected.items() if n not in self.finished and n not in self.running)
+        running = sum(max(self.expected[n] - (now - t0), 0.0) for n, t0 in self.running.items())
+        return (pending + running) / max(1, min(self.jobs, self.total - self.done))
+
+    def _status(self) -> str:
+        now = time.monotonic()
+        parts = [f"{n} {format_duration(now - t0)}/~{format_duration(self.expected[n])}"
+                 for n, t0 in self.running.items()]
+        return f"ETA ~{format_duration(self.eta())}" + (" · " + ", ".join(parts) if parts else "")
+
+    def emit(self, line: str) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.write(line, file=self.stream)
+            else:
+                print(line, file=self.stream, flush=True)
+
+    def start(self, name: str) -> None:
+        with self.lock:
+            self.running[name] = time.monotonic()
+        self.tick()
+
+    def finish(self, outcome: Outcome) -> None:
+        with self.lock:
+            self.running.pop(outcome.name, None)
+            self.finished.add(outcome.name)
+            self.done += 1
+            done = self.done
+        detail = {"cached": "cache hit", "computed": f"computed in {format_duration(outcome.wall_s)}",
+                  "failed": f"FAILED: {outcome.error}"}.get(outcome.status, outcome.status)
+        verdicts = verdict_line(outcome.result)
+        eta = f"; ETA ~{format_duration(self.eta())}" if done < self.total else ""
+        width = len(str(self.total))
+        self.emit(f"[{done:>{width}}/{self.total}] {outcome.name}: {detail}" + (f" ({verdicts})" if verdicts else "")
+                  + eta)
+        if self.bar is not None:
+            with self.lock:
+                self.bar.update(1)
+        self.tick()
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.set_postfix_str(self._status(), refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def ticker(progress: Progress, every: float = 1.0) -> Iterator[None]:
+    """Refresh the progress bar from a background thread while the main thread computes."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            progress.tick()
+
+    thread = threading.Thread(target=loop, daemon=True) if progress.bar is not None else None
+    if thread is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+
+
+@contextlib.contextmanager
+def exclusive(out: Path, command: str = "reproduce") -> Iterator[None]:
+    """Hold ``out/.<command>.lock`` (released automatically if the process dies)."""
+    path = out / f".{command}.lock"
+    try:
+        fh = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    except OSError as e:
+        raise ConfigError(f"cannot write to output folder {out}: {e.strerror}; choose another --out") from None
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise ConfigError(f"another `flowvar {command}` ({holder}) is writing to {out}; wait for it or "
+                                  f"choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+@contextlib.contextmanager
+def log_to(path: Path) -> Iterator[None]:
+    """Attach a timestamped file handler for the ``flowvar`` loggers while reproducing."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("flowvar")
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        handler.close()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to output folder {out}: {e.strerror or e}; choose another --out") from None
+
+
+__all__ = ["DEFAULT_EXPECTED_S", "Outcome", "Progress", "Task", "check_writable", "completed", "cpu_cores",
+           "default_threads", "exclusive", "init_worker", "log_to", "sigterm_as_interrupt", "terminate_workers",
+           "ticker", "torch_threads", "verdict_line", "worker_pool"]

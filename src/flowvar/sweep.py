@@ -303,7 +303,7 @@ class Plan:
 def plan(options: Options) -> Plan:
     """Validate everything and configure every point; nothing is written. Raises :class:`ConfigError`."""
     from flowvar.experiments.base import get_experiment, load_plugin
-    from flowvar.reproduce import default_threads
+    from flowvar.runner import default_threads
 
     if options.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {options.jobs}")
@@ -878,16 +878,16 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
 
 def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) -> Summary:
     from flowvar.experiments.base import expected_runtime
-    from flowvar.reproduce import DEFAULT_EXPECTED_S, Outcome, Progress, Task, _check_writable, _exclusive, _log_to
+    from flowvar.runner import DEFAULT_EXPECTED_S, Outcome, Progress, Task, check_writable, exclusive, log_to
 
     out = options.out_dir
-    _check_writable(out)
+    check_writable(out)
     cache = Cache(options.cache_root)
     name = the_plan.spec.name
     started = time.perf_counter()
     outcomes = [PointOutcome(p) for p in the_plan.points]
     by_key = {o.point.key: o for o in outcomes}
-    with sigterm_as_interrupt(), _exclusive(out, "sweep"), _log_to(out / "sweep.log"):
+    with sigterm_as_interrupt(), exclusive(out, "sweep"), log_to(out / "sweep.log"):
         log.info("start: %s (%d points, code %s, %d thread(s) per point)", command_line(options),
                  len(outcomes), code_version(name), the_plan.threads)
         cache.clean_stale()
