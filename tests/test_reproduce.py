@@ -311,3 +311,33 @@ def test_config_command_round_trips(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert build_config(spec, config_file=path) == build_config(spec, quick=True, overrides={"repeats": "4"})
     assert main(["config", "prop1", "--template"]) == 0
     assert "quick:\n  n_samples: 5000" in capsys.readouterr().out
+
+
+def test_a_full_disk_is_one_line_per_failure_and_a_rerun_completes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """ENOSPC on every write (injected at the fsync of the one atomic writer): each experiment is reported as failed
+    with the path it could not write, the report's own write is one `flowvar: error:` line with exit 2, no traceback
+    and nothing half-written is left in place; once space is back the same command completes."""
+    import errno
+
+    import flowvar.results as results_mod
+
+    out = tmp_path / "out"
+    real_fsync = results_mod.os.fsync
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results_mod.os, "fsync", disk_full)
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(r"prop1: FAILED: DataError: cannot write .*result\.json: No space left on device", err)
+    assert err.strip().splitlines()[-1].startswith("flowvar: error: cannot write")
+    assert not (out / "prop1").exists() and not (out / "report.html").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith((".prop1.", ".counterexample1."))]  # no staging left
+    monkeypatch.setattr(results_mod.os, "fsync", real_fsync)
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), *FAST]) == 0
+    collection = json.loads((out / "results.json").read_text())
+    assert [e["status"] for e in collection["experiments"]] == ["computed", "computed"]
+    assert (out / "report.html").is_file() and (out / "prop1" / "result.json").is_file()
