@@ -131,3 +131,21 @@ def test_reproduce_help_states_the_thread_default_the_code_uses(capsys: pytest.C
     assert "$FLOWVAR_THREADS, else 1" in text and "cores // jobs" not in text
     docs = (Path(__file__).resolve().parents[1] / "docs" / "reproduce.md").read_text()
     assert "default `$FLOWVAR_THREADS` or 1" in docs
+
+
+@pytest.mark.parametrize("args", [
+    ["sweep", "fig5", "--quick", "--grid", "sigmas=[0,0.05],[0,-1]"],             # docs/sweeps.md: a bad point
+    ["sweep", "fig4", "--quick", "--grid", "angles=[60],[]"],
+    ["reproduce", "--quick", "--set", "fig5.sigmas=[-1,0]"],                     # docs/reproduce.md: before anything
+    ["reproduce", "--quick", "--only", "prop1", "--set", "prop1.n_samples=0"],
+    ["run", "fig4", "--quick", "--set", "cov=[[1,2],[3,4]]"],                     # not symmetric
+])
+def test_documented_exit_2_with_nothing_written(args: list[str], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/sweeps.md and docs/reproduce.md promise: an invalid value (any grid point, any selected experiment) is
+    one `flowvar: error:` line, exit status 2, and nothing is written."""
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out)]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("flowvar: error:")
+    assert not out.exists()
