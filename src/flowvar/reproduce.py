@@ -42,6 +42,7 @@ from flowvar.runner import (
     cpu_cores,
     default_threads,
     exclusive,
+    held_log_records,
     log_to,
     sigterm_as_interrupt,
     ticker,
@@ -253,13 +254,14 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     selected = _select(options.only)  # unknown names fail before anything is written
     cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")
     threads = options.threads or default_threads()
-    plan(options, cache, threads)  # every selected config validated before anything is written (planned again,
-    check_writable(out)           # with its log lines, once the log is open)
+    start_line = ("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", _command_line(options), code_version(),
+                  cpu_cores(), options.jobs, threads)
+    with held_log_records() as planning:
+        log.info(*start_line)
+        tasks, broken = plan(options, cache, threads)  # every selected config validated before anything is written
+    check_writable(out)
     started = time.perf_counter()
-    with sigterm_as_interrupt(), exclusive(out), log_to(out / "reproduce.log"):
-        log.info("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", _command_line(options), code_version(),
-                 cpu_cores(), options.jobs, threads)
-        tasks, broken = plan(options, cache, threads)
+    with sigterm_as_interrupt(), exclusive(out), log_to(out / "reproduce.log", earlier=planning):
         _clean_stale_staging(out, [t.name for t in tasks])
         removed = cache.clean_stale()
         if removed:

@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,11 +323,18 @@ def exclusive(out: Path, command: str = "reproduce") -> Iterator[None]:
         fh.close()
 
 
+class _Records(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @contextlib.contextmanager
-def log_to(path: Path) -> Iterator[None]:
-    """Attach a timestamped file handler for the ``flowvar`` loggers while reproducing."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+def _flowvar_logger(handler: logging.Handler) -> Iterator[None]:
+    """``handler`` on the ``flowvar`` loggers, at INFO at least, for the block."""
     logger = logging.getLogger("flowvar")
     old_level = logger.level
     logger.addHandler(handler)
@@ -338,6 +345,29 @@ def log_to(path: Path) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+@contextlib.contextmanager
+def held_log_records() -> Iterator[list[logging.LogRecord]]:
+    """Keep the ``flowvar`` log records (INFO and up) of work done before the log file may be created (validating
+    every config first), for :func:`log_to` to write once it is open."""
+    records: list[logging.LogRecord] = []
+    with _flowvar_logger(_Records(records)):
+        yield records
+
+
+@contextlib.contextmanager
+def log_to(path: Path, earlier: Sequence[logging.LogRecord] = ()) -> Iterator[None]:
+    """Attach a timestamped file handler for the ``flowvar`` loggers while the block runs; ``earlier`` records (from
+    :func:`held_log_records`) are written first."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for record in earlier:
+        handler.handle(record)
+    try:
+        with _flowvar_logger(handler):
+            yield
+    finally:
         handler.close()
 
 
@@ -364,5 +394,5 @@ def check_writable(out: Path) -> None:
 
 
 __all__ = ["DEFAULT_EXPECTED_S", "Outcome", "Progress", "Task", "check_writable", "completed", "cpu_cores",
-           "default_threads", "exclusive", "init_worker", "log_to", "sigterm_as_interrupt", "terminate_workers",
-           "ticker", "torch_threads", "verdict_line", "worker_pool"]
+           "default_threads", "exclusive", "held_log_records", "init_worker", "log_to", "sigterm_as_interrupt",
+           "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]
