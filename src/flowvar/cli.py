@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from flowvar import __version__
-from flowvar.errors import ConfigError, DataError, FlowvarError
+from flowvar.errors import ConfigError, DataError, FlowvarError, printable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="flowvar: gradient-variance diagnostics and memorisation tests for flow matching.")
@@ -373,8 +373,7 @@ def main(argv: list[str] | None = None) -> int:
 def _error_line(message: str) -> None:
     """Print ``flowvar: error: MESSAGE`` on one line: control characters a user typed (a stray carriage return or
     newline in a --set value) are shown escaped instead of breaking the line."""
-    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
-    print(f"flowvar: error: {text}", file=sys.stderr)
+    print(f"flowvar: error: {printable(message)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,12 @@ class SolverError(FlowvarError):
     """An ODE integration that produced non-finite values or could not proceed."""
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\r``): a message quoting what a user typed stays one
+    line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise :class:`DataError` if ``x`` holds NaN or Inf, saying how many entries and where to look."""
     if not torch.is_floating_point(x):

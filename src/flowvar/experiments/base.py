@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import yaml
 
-from flowvar.errors import ConfigError, FlowvarError
+from flowvar.errors import ConfigError, FlowvarError, printable
 from flowvar.results import (
     Claim,
     ClaimKind,
@@ -174,18 +174,13 @@ def _parse_scalar(raw: str) -> Any:
         return raw
 
 
-def _printable(text: str) -> str:
-    """``text`` with control characters escaped (``\\n``, ``\\r``): an error message quoting it stays one line."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
 def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None) -> Any:
     """Convert ``raw`` to the field type ``tp``, or raise ConfigError.
 
     ``raw`` is a string from ``--set`` (parsed as YAML first) or, when ``source`` names the file it came from,
     a value already parsed from a YAML file. Error messages start with ``source`` or ``--set key=raw``.
     """
-    where = source if source is not None else f"--set {key}={_printable(str(raw))}"
+    where = source if source is not None else f"--set {key}={printable(str(raw))}"
     value = _parse_scalar(raw) if isinstance(raw, str) and source is None else raw
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
