@@ -174,6 +174,12 @@ def _counts(collection: dict[str, Any]) -> dict[str, dict[str, int]]:
     return claim_counts([c for _, c in _claims(collection)])
 
 
+def _verdict_rows(collection: dict[str, Any], limit: int) -> list[str]:
+    """One Markdown row per claim: experiment, id, kind, verdict and the first evidence numbers (``limit`` chars)."""
+    return [f"| {name} | `{c['id']}` | {c.get('kind', 'reproduction')} | **{c['verdict']}** | "
+            f"{_md(_evidence_text(c['evidence'], 3, limit))} |" for name, c in _claims(collection)]
+
+
 def render_markdown(collection: dict[str, Any]) -> str:
     """``report.md``: the verdict table, per experiment the paper's statement, our claims and figures (linked by
     relative path), the choices the paper leaves open, and the environment."""
@@ -188,9 +194,7 @@ def render_markdown(collection: dict[str, Any]) -> str:
     lines += ["## Verdicts", "", f"**{headline(counts)}**"
               + (f"; {len(failed)} experiment(s) without a result" if failed else ""), "",
               KIND_TEXT, "", "| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
-    for name, c in _claims(collection):
-        lines.append(f"| {name} | `{c['id']}` | {c.get('kind', 'reproduction')} | **{c['verdict']}** | "
-                     f"{_md(_evidence_text(c['evidence'], 3, 200))} |")
+    lines += _verdict_rows(collection, 200)
     for e in failed:
         lines.append(f"| {e['name']} | — | — | **{e['status']}** | {_md(e.get('error') or '')} |")
     for e in _experiments(collection):
@@ -406,9 +410,7 @@ def readme_section(collection: dict[str, Any], folder_label: str) -> str:
              + (f"; without a result: {', '.join(failed)}" if failed else "") + ".", "",
              f"**{headline(counts)}**", "", KIND_TEXT, "",
              "| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
-    for name, c in _claims(collection):
-        lines.append(f"| {name} | `{c['id']}` | {c.get('kind', 'reproduction')} | **{c['verdict']}** | "
-                     f"{_md(_evidence_text(c['evidence'], 3, 160))} |")
+    lines += _verdict_rows(collection, 160)
     lines += ["", README_END]
     return "\n".join(lines)
 
