@@ -352,9 +352,8 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
             skipped.append(f"{files[i]} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
     named = "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "")
     if not loaded:
-        raise DataError(f"none of the {total} image files in {what} could be read (skipped: "
-                        f"{', '.join(skipped[:3])}{', …' if len(skipped) > 3 else ''}); check that they are valid "
-                        f"images")
+        raise DataError(f"none of the {total} image files in {what} could be read (skipped: {named}); check that "
+                        f"they are valid images")
     if n is not None and len(loaded) < n:
         raise DataError(f"asked for n={n} images but only {len(loaded)} of the {total} files in {what} could be "
                         f"read ({len(skipped)} unreadable: {named}); lower n to at most {len(loaded)}")
