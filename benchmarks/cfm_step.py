@@ -53,11 +53,12 @@ from _common import (
     write_section,
 )
 
-from flowvar.couplings import ExactOTCoupling, IndependentCoupling, exact_ot_permutation
+from flowvar.couplings import ExactOTCoupling, IndependentCoupling
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.models import MLPField
+from flowvar.ot import exact_ot_permutation
 from flowvar.train import TrainConfig, make_adam, train
 
 BLOCK = 20  # steps per timed call (flowvar.train is called for BLOCK steps; its set-up is part of the time)

@@ -30,7 +30,8 @@ import torch
 from _common import clock_note, command, fmt_time, interleaved, machine_line, parse_args, setup, table, write_section
 from scipy.optimize import linear_sum_assignment
 
-from flowvar.couplings import (
+from flowvar.distributions import GaussianMixture
+from flowvar.ot import (
     ALIGN_MAX_DIM,
     ALIGN_MIN_POINTS,
     ALIGN_POINTS_PER_DIM,
@@ -39,7 +40,6 @@ from flowvar.couplings import (
     exact_ot_permutation,
     squared_distances,
 )
-from flowvar.distributions import GaussianMixture
 
 
 def run(n: int, d: int, target: str, rounds: int) -> list[list[str]]:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowvar.couplings import exact_ot_permutation
 from flowvar.distributions import GaussianMixture
 from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
@@ -44,6 +43,7 @@ from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.metrics import mmd2
 from flowvar.models import MemorizingField, MLPField
+from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Result, judge, to_jsonable
 from flowvar.sampling import time_grid
 from flowvar.variance import gradient_variance

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from flowvar.couplings import FixedPairs, exact_ot_permutation
+from flowvar.couplings import FixedPairs
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import RunContext, register
@@ -69,6 +69,7 @@ from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, pairing_accuracy, partner_distances
 from flowvar.models import EmpiricalField, MemorizingField, MLPField, time_column
+from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Verdict
 from flowvar.sampling import integrate, time_grid
 from flowvar.stats import SeedComparison, paired_over_seeds

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.couplings import FixedPairs, derangement, exact_ot_permutation
+from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
@@ -77,6 +77,7 @@ from flowvar.metrics import (
     partner_distances,
 )
 from flowvar.models import EmpiricalField, MLPField
+from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, all_preconditions
 from flowvar.sampling import integrate
 from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds

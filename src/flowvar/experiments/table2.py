@@ -5,10 +5,10 @@ PAPER.md §3.5, §4 "Images", §5 item 10. For each data-set size N in ``ns`` an
 1. Data: N images (``dataset`` at ``resolution``, nested subsets: the N = 64 images are among the N = 256) and N
    fresh Gaussian sources x0 (a new draw per seed).
 2. OT pairs: the exact assignment σ between the N sources and the N images on squared L2
-   (:func:`flowvar.image_ot.ot_assignment`; above ``max_exact`` points the documented blockwise approximation,
+   (:func:`flowvar.ot.ot_assignment`; above ``max_exact`` points the documented blockwise approximation,
    whose gap is measured on a sub-problem and reported).
 3. Adversarial coupling: the OT pairs re-paired by a derangement π (no source keeps its OT partner):
-   training pair i is (x0_i, x1_σ(π(i))) (:func:`flowvar.image_ot.adversarial_pairs`).
+   training pair i is (x0_i, x1_σ(π(i))) (:func:`flowvar.ot.adversarial_pairs`).
 4. For each σ in ``sigmas`` (same data, derangement, initialisation and batch stream within a seed): a UNet
    trained with CFM(σ) (constant noise σ, target x1 − x0) on the fixed pairs, EMA weights for evaluation.
 5. Outputs x̂_i: Euler from the training sources x0_i (``eval_max`` of them, a seeded subset when N is larger).
@@ -66,7 +66,8 @@ from flowvar.experiments._imaging import (
     train_field,
 )
 from flowvar.experiments.base import RunContext, register
-from flowvar.image_ot import (
+from flowvar.metrics import nearest_neighbours, pairing_accuracy
+from flowvar.ot import (
     Assignment,
     adversarial_pairs,
     approximation_gap,
@@ -74,7 +75,6 @@ from flowvar.image_ot import (
     pair_costs,
     random_pairing_cost,
 )
-from flowvar.metrics import nearest_neighbours, pairing_accuracy
 from flowvar.results import Precondition
 from flowvar.stats import SeedComparison, paired_over_seeds
 

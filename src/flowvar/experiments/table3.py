@@ -62,8 +62,8 @@ from flowvar.experiments._imaging import (
     train_field,
 )
 from flowvar.experiments.base import RunContext, register
-from flowvar.image_ot import ot_assignment
 from flowvar.metrics import nearest_neighbours, nn_distance_ratio
+from flowvar.ot import ot_assignment
 from flowvar.results import Precondition
 from flowvar.stats import SeedComparison
 

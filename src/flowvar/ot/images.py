@@ -39,14 +39,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.couplings import FixedPairs, assignment_permutation
 from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int
+from flowvar.ot.dense import assignment_permutation
+
+if TYPE_CHECKING:
+    from flowvar.couplings import FixedPairs
 
 MAX_EXACT = 5000
 """Default largest N for :func:`exact_assignment` (an N × N float64 cost matrix: 200 MB at 5000)."""
@@ -388,6 +391,8 @@ def adversarial_pairs(x0: Tensor, x1: Tensor, assignment: Assignment,
     if len(assignment) != x0.shape[0] or x0.shape[0] != x1.shape[0]:
         raise ShapeError(f"the assignment pairs {len(assignment)} points but x0 has {x0.shape[0]} and x1 "
                          f"{x1.shape[0]}; compute the assignment on these very sets")
+    from flowvar.couplings import FixedPairs  # here, not at the top: flowvar.couplings imports flowvar.ot
+
     return FixedPairs(x0, x1[assignment.permutation], shuffle=True, generator=generator)
 
 

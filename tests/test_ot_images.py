@@ -1,4 +1,4 @@
-"""flowvar.image_ot: exact image OT against brute force, the blockwise approximation and its gap report.
+"""flowvar.ot.images: exact image OT against brute force, the blockwise approximation and its gap report.
 
 The derangement behind the adversarial coupling is tested in tests/test_couplings.py
 (test_derangement_has_no_fixed_points); here we check that adversarial_pairs uses it on the OT pairs.
@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from flowvar.couplings import exact_ot_permutation, squared_distances
 from flowvar.data import load_images
 from flowvar.errors import ConfigError, DataError, ShapeError
-from flowvar.image_ot import (
+from flowvar.ot import (
     Assignment,
     adversarial_pairs,
     approximation_gap,
     blockwise_assignment,
     cost_matrix,
     exact_assignment,
+    exact_ot_permutation,
     ot_assignment,
     pair_costs,
     random_pairing_cost,
+    squared_distances,
 )
 
 
