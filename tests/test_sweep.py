@@ -18,12 +18,12 @@ import pytest
 from flowvar.cli import main
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import build_config, discover, get_experiment, load_plugin
+from flowvar.runner import check_ray_address
 from flowvar.sweep import (
     Axis,
     Options,
     PointOutcome,
     cell_table,
-    check_ray_address,
     expand,
     flatten,
     numeric_positions,

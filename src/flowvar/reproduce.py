@@ -3,8 +3,9 @@
 :func:`reproduce` resolves the experiments (all registered ones, or ``only``), builds and validates every config
 before anything runs (a bad ``--set`` or ``--config`` stops it with a :class:`ConfigError`), then for each one
 looks up the result cache (:mod:`flowvar.cache`, by default ``OUT/.cache``): a hit is installed into
-``OUT/<experiment>/`` without recomputation; a miss runs the experiment, in this process (``jobs=1``) or in
-``jobs`` spawned worker processes, and stores the result. Each run uses ``threads`` torch threads (default:
+``OUT/<experiment>/`` without recomputation; a miss runs the experiment on a backend of :mod:`flowvar.runner`
+(in this process with ``jobs=1``, in ``jobs`` spawned worker processes, or as Ray tasks with ``backend="ray"``),
+which stores the result in the cache, and this process installs it. Each run uses ``threads`` torch threads (default:
 :func:`default_threads`). Afterwards ``OUT/results.json`` (every result.json plus how it was
 obtained), ``OUT/report.md`` and the self-contained ``OUT/report.html`` are written (:mod:`flowvar.report`).
 
@@ -24,31 +25,30 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from flowvar.cache import Cache, cache_key, code_version, config_dict, install, run_cached
+from flowvar.cache import Cache, cache_key, code_version, config_dict, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Result, versions
 from flowvar.runner import (
     DEFAULT_EXPECTED_S,
+    Backend,
     Outcome,
     Progress,
     Task,
     check_writable,
-    completed,
     cpu_cores,
     default_threads,
+    dispatch,
     exclusive,
     held_log_records,
     log_to,
+    make_backend,
     sigterm_as_interrupt,
     ticker,
-    torch_threads,
     verdict_line,
-    worker_pool,
 )
 
 log = logging.getLogger("flowvar.reproduce")
@@ -95,6 +95,8 @@ class Options:
     seed: int | None = None
     cache_dir: Path | None = None
     threads: int | None = None
+    backend: str = "local"
+    ray_address: str | None = None
 
 
 @dataclass
@@ -111,26 +113,6 @@ class Summary:
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "failed"]
-
-
-def _compute(name: str, out: str, cache_root: str, quick: bool, seed: int | None, overrides: dict[str, str],
-             config_file: str | None) -> dict[str, Any]:
-    """Run one experiment (a cache miss) and store it; runs in a worker process or in the main one.
-
-    Returns a plain dict (picklable): ``status`` computed/failed, the key, the wall time, an error line and the
-    traceback of an unexpected exception.
-    """
-    start = time.perf_counter()
-    try:
-        run = run_cached(name, out, Cache(Path(cache_root)), quick=quick, seed=seed, overrides=overrides,
-                         config_file=config_file, force=True)
-        return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start}
-    except FlowvarError as e:
-        return {"status": "failed", "error": f"{type(e).__name__}: {e}", "wall_s": time.perf_counter() - start,
-                "traceback": traceback.format_exc()}
-    except Exception as e:
-        return {"status": "failed", "error": f"{type(e).__name__}: {e}".splitlines()[0],
-                "wall_s": time.perf_counter() - start, "traceback": traceback.format_exc()}
 
 
 def _check_config_file(path: Path) -> None:
@@ -212,6 +194,10 @@ def _command_line(options: Options) -> str:
         parts.append(f"--jobs {options.jobs}")
     if options.threads is not None:
         parts.append(f"--threads {options.threads}")
+    if options.backend != "local":
+        parts.append(f"--backend {options.backend}")
+    if options.ray_address:
+        parts.append(f"--ray-address {options.ray_address}")
     if options.config_file is not None:
         parts.append(f"--config {options.config_file}")
     if options.seed is not None:
@@ -241,8 +227,6 @@ def git_commit() -> str | None:
 
 def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every selected experiment and write the report; see the module doc."""
-    from flowvar.report import write_reports
-
     if options.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {options.jobs}")
     if options.threads is not None and options.threads < 1:
@@ -254,12 +238,25 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     selected = _select(options.only)  # unknown names fail before anything is written
     cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")
     threads = options.threads or default_threads()
+    backend = make_backend(options.backend, options.jobs, threads, options.ray_address)
     start_line = ("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", _command_line(options), code_version(),
                   cpu_cores(), options.jobs, threads)
     with held_log_records() as planning:
         log.info(*start_line)
         tasks, broken = plan(options, cache, threads)  # every selected config validated before anything is written
     check_writable(out)
+    backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written
+    try:
+        return _reproduce(options, out, selected, cache, threads, backend, tasks, broken, planning, stream)
+    finally:
+        backend.close()
+
+
+def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, threads: int, backend: Backend,
+               tasks: list[Task], broken: list[Outcome], planning: list[logging.LogRecord], stream: IO[str]
+               ) -> Summary:
+    from flowvar.report import write_reports
+
     started = time.perf_counter()
     with sigterm_as_interrupt(), exclusive(out), log_to(out / "reproduce.log", earlier=planning):
         _clean_stale_staging(out, [t.name for t in tasks])
@@ -275,10 +272,7 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
             misses = _serve_hits(tasks, options, cache, out, outcomes, progress)
             if misses:
                 log.info("to compute: %s", ", ".join(t.name for t in misses))
-                if options.jobs == 1:
-                    _run_serial(misses, options, cache, out, outcomes, progress, threads)
-                else:
-                    _run_parallel(misses, options, cache, out, outcomes, progress, threads)
+                _run(misses, options, cache, out, outcomes, progress, backend)
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted; finished experiments are cached, rerun the same command to continue")
@@ -340,9 +334,15 @@ def _serve_hits(tasks: list[Task], options: Options, cache: Cache, out: Path, ou
     return misses
 
 
-def _record(task: Task, reply: dict[str, Any], out: Path, outcomes: dict[str, Outcome], progress: Progress) -> None:
+def _record(task: Task, reply: dict[str, Any], cache: Cache, out: Path, outcomes: dict[str, Outcome],
+            progress: Progress) -> None:
     corrupted = outcomes[task.name].corrupted if task.name in outcomes else None
+    entry = cache.lookup(reply["key"]) if reply["status"] == "computed" else None
+    if reply["status"] == "computed" and entry is None:
+        reply = {**reply, "status": "failed",
+                 "error": f"the computed result of {task.name} is missing from the cache {cache.root}; rerun"}
     if reply["status"] == "computed":
+        install(entry, out / task.name)
         result = Result.load(out / task.name / "result.json")
         outcome = Outcome(task.name, "computed", reply["key"], reply["wall_s"], corrupted=corrupted, result=result)
         log.info("computed: %s key=%s in %.1f s (%s)", task.name, reply["key"], reply["wall_s"],
@@ -358,39 +358,24 @@ def _record(task: Task, reply: dict[str, Any], out: Path, outcomes: dict[str, Ou
     progress.finish(outcome)
 
 
-def _args(task: Task, options: Options, cache: Cache, out: Path) -> tuple:
-    return (task.name, str(out), str(cache.root), options.quick, task.seed, options.overrides.get(task.name, {}),
-            str(options.config_file) if options.config_file is not None else None)
+def _run(misses: list[Task], options: Options, cache: Cache, out: Path, outcomes: dict[str, Outcome],
+         progress: Progress, backend: Backend) -> None:
+    """Compute the misses on ``backend`` (:mod:`flowvar.runner`), longest expected first when several run at once;
+    each finished one is installed from the cache by this process, which holds the lock."""
+    queue = sorted(misses, key=lambda t: -t.expected_s) if backend.slots > 1 else misses
+    config_file = str(options.config_file) if options.config_file is not None else None
 
+    def args(task: Task) -> tuple:
+        return (task.name, options.overrides.get(task.name, {}), options.quick, task.seed, config_file,
+                str(cache.root.resolve()), backend.threads)
 
-def _run_serial(misses: list[Task], options: Options, cache: Cache, out: Path, outcomes: dict[str, Outcome],
-                progress: Progress, threads: int) -> None:
-    with torch_threads(threads), ticker(progress):
-        for task in misses:
-            log.info("computing: %s key=%s (expected ~%.0f s)", task.name, task.key, task.expected_s)
-            progress.start(task.name)
-            _record(task, _compute(*_args(task, options, cache, out)), out, outcomes, progress)
+    def start(task: Task) -> None:
+        log.info("computing: %s key=%s (expected ~%.0f s)", task.name, task.key, task.expected_s)
+        progress.start(task.name)
 
-
-def _run_parallel(misses: list[Task], options: Options, cache: Cache, out: Path, outcomes: dict[str, Outcome],
-                  progress: Progress, threads: int) -> None:
-    """Longest expected first over ``jobs`` spawned processes (:func:`flowvar.runner.worker_pool`: they die with
-    this process, and are ended before an interrupt leaves the lock); queued tasks start in submission order."""
-    queue = sorted(misses, key=lambda t: -t.expected_s)
-    workers = min(options.jobs, len(queue))
-    with worker_pool(workers, threads) as pool:
-        futures: dict[Future, Task] = {pool.submit(_compute, *_args(task, options, cache, out)): task
-                                       for task in queue}
-        for task in queue[:workers]:
-            log.info("computing: %s key=%s (expected ~%.0f s)", task.name, task.key, task.expected_s)
-            progress.start(task.name)
-        waiting = queue[workers:]
-        for task, reply in completed(futures, on_tick=progress.tick):
-            _record(task, reply, out, outcomes, progress)
-            if waiting:
-                nxt = waiting.pop(0)
-                log.info("computing: %s key=%s (expected ~%.0f s)", nxt.name, nxt.key, nxt.expected_s)
-                progress.start(nxt.name)
+    with ticker(progress):
+        for task, reply in dispatch(backend, queue, args, start):
+            _record(task, reply, cache, out, outcomes, progress)
 
 
 __all__ = ["Options", "Outcome", "Progress", "Summary", "Task", "cpu_cores", "default_threads", "git_commit",

@@ -1,4 +1,10 @@
-"""Worker processes that die with their parent, shared by ``flowvar reproduce`` and ``flowvar sweep``.
+"""The runner shared by ``flowvar reproduce`` and ``flowvar sweep``: backends, workers that die with their parent.
+
+* :func:`compute` — the one compute step: run one experiment configuration (a cache miss) into the cache. The
+  caller, holding the output folder's lock, installs the stored entry; workers never write the output folder.
+* :class:`Backend` — where :func:`compute` runs: :class:`SerialBackend` (this process), :class:`ProcessBackend`
+  (``jobs`` spawned workers) or :class:`RayBackend` (a Ray cluster or a local instance); :func:`make_backend`
+  picks one from the command line, :func:`dispatch` runs a list of items on it with a start callback per slot.
 
 * :func:`worker_pool` — a spawn-context process pool whose workers set their torch thread count, ignore SIGINT
   (the parent decides what an interrupt means) and watch their parent: on Linux the kernel sends them SIGKILL when
@@ -130,6 +136,208 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# ------------------------------------------------------------------------------------------------------ backends
+
+
+def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None, config_file: str | None,
+            cache_root: str, threads: int, plugins: Sequence[str] = ()) -> dict[str, Any]:
+    """Run one experiment configuration (a cache miss) and store it in the cache; nothing else is written.
+
+    The one compute step of ``flowvar reproduce`` and ``flowvar sweep``, run in this process, in a worker of
+    :func:`worker_pool` or as a Ray task. The experiment runs in a work folder inside the cache root (named like
+    the cache's staging folders, so :meth:`flowvar.cache.Cache.clean_stale` removes it if this process is
+    killed); the caller, which holds the output folder's lock, installs the stored entry. Returns a plain
+    (picklable) dict: ``status`` computed/failed, the cache ``key``, ``wall_s``, and for a failure the error line
+    and the traceback.
+    """
+    import tempfile
+    import traceback
+
+    from flowvar.cache import Cache, run_cached
+    from flowvar.experiments.base import load_plugin
+
+    start = time.perf_counter()
+    try:
+        with torch_threads(threads):
+            for plugin in plugins:
+                load_plugin(plugin)
+            cache = Cache(Path(cache_root))
+            cache.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=f".tmp-{os.getpid()}-work-", dir=cache.root) as work:
+                run = run_cached(name, work, cache, quick=quick, seed=seed, overrides=overrides,
+                                 config_file=config_file, force=True)
+        return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start}
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}".strip()
+        return {"status": "failed", "error": error.splitlines()[0] if error else type(e).__name__,
+                "wall_s": time.perf_counter() - start, "traceback": traceback.format_exc()}
+
+
+BACKENDS = ("local", "ray")
+
+
+class Backend:
+    """Runs :func:`compute` for cache misses; :meth:`run` yields ``(item, reply)`` as each finishes.
+
+    ``start`` acquires what the backend needs (a Ray connection) before the caller writes anything, so a backend
+    that cannot start fails with nothing written; ``close`` releases it. ``slots`` is how many run at once.
+    """
+
+    def __init__(self, jobs: int, threads: int = 1) -> None:
+        self.jobs, self.threads = jobs, threads
+
+    @property
+    def slots(self) -> int:
+        return self.jobs
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def run(self, items: Sequence[T], args: Callable[[T], tuple]) -> Iterator[tuple[T, dict[str, Any]]]:
+        raise NotImplementedError
+
+
+class SerialBackend(Backend):
+    """In this process, one after another (no start-up cost: the fastest for short runs)."""
+
+    @property
+    def slots(self) -> int:
+        return 1
+
+    def run(self, items, args):
+        for item in items:
+            yield item, compute(*args(item))
+
+
+class ProcessBackend(Backend):
+    """``jobs`` spawned worker processes (spawn: nothing inherited from the parent, as with Ray); they die with
+    this process and are ended before an interrupt leaves the lock (:func:`worker_pool`). Queued items start in
+    the order given."""
+
+    def run(self, items, args):
+        if not items:
+            return
+        with worker_pool(min(self.jobs, len(items)), self.threads) as pool:
+            futures: dict[Future, Any] = {pool.submit(compute, *args(item)): item for item in items}
+            yield from completed(futures)
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast with one line when ``host:port`` (or ``ray://host:port``) does not accept connections."""
+    import socket
+
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"--ray-address expects host:port, ray://host:port or auto, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Ray cluster at {address} ({e.strerror or type(e).__name__}); start it "
+                          f"with `ray start --head` there, or drop --ray-address to use a local Ray instance") from None
+
+
+class RayBackend(Backend):
+    """One Ray task per item on the cluster at ``address``, else on a local instance with ``jobs`` CPUs. The
+    cache folder must be visible to every node (a shared file system)."""
+
+    def __init__(self, jobs: int, threads: int = 1, address: str | None = None) -> None:
+        super().__init__(jobs, threads)
+        self.address = address
+        self._started = False
+
+    @staticmethod
+    def import_ray() -> Any:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--backend ray needs Ray: pip install 'flowvar[ray]' (with -c constraints.txt)") from None
+        return ray
+
+    def start(self) -> None:
+        """Connect to the cluster at ``address`` (after a socket probe) or start a local instance; a Ray already
+        initialised in this process is used as it is."""
+        ray = self.import_ray()
+        if ray.is_initialized():
+            return
+        if self.address:
+            check_ray_address(self.address)
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+        try:
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(num_cpus=self.jobs, **kwargs)
+        except Exception as e:
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+            raise ConfigError(f"cannot start {where}: {type(e).__name__}: {e}".splitlines()[0]) from None
+        self._started = True
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+    def run(self, items, args):
+        ray = self.import_ray()
+        if not ray.is_initialized():
+            self.start()
+        remote = ray.remote(num_cpus=self.threads, max_retries=0)(compute)
+        refs = {remote.remote(*args(item)): item for item in items}
+        try:
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+                for ref in done:
+                    item = refs.pop(ref)
+                    try:
+                        reply = ray.get(ref)
+                    except Exception as e:  # the task or its worker died
+                        reply = {"status": "failed", "error": f"Ray task failed: {type(e).__name__}: {e}"
+                                 .splitlines()[0], "wall_s": 0.0}
+                    yield item, reply
+        except BaseException:
+            for ref in refs:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            raise
+
+
+def make_backend(kind: str, jobs: int, threads: int, ray_address: str | None = None) -> Backend:
+    """The backend ``kind`` (``local`` or ``ray``) with ``jobs`` slots, each run with ``threads`` torch threads."""
+    if kind not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
+    if ray_address and kind != "ray":
+        raise ConfigError("--ray-address needs --backend ray")
+    if kind == "ray":
+        return RayBackend(jobs, threads, ray_address)
+    return SerialBackend(1, threads) if jobs == 1 else ProcessBackend(jobs, threads)
+
+
+def dispatch(backend: Backend, items: Sequence[T], args: Callable[[T], tuple], on_start: Callable[[T], None]
+             ) -> Iterator[tuple[T, dict[str, Any]]]:
+    """Run ``items`` on ``backend``, calling ``on_start`` as each one takes a slot; yield ``(item, reply)``.
+
+    The first ``backend.slots`` items start at once and the next one each time one finishes, the order in which
+    the backends take them up (worker pools and Ray queue in submission order).
+    """
+    queue = list(items)
+    for item in queue[: backend.slots]:
+        on_start(item)
+    waiting = queue[backend.slots:]
+    for item, reply in backend.run(queue, args):
+        yield item, reply
+        if waiting:
+            on_start(waiting.pop(0))
 
 
 # ---------------------------------------------------------------------------------------------------------- runs
@@ -393,6 +601,7 @@ def check_writable(out: Path) -> None:
         raise ConfigError(f"cannot write to output folder {out}: {e.strerror or e}; choose another --out") from None
 
 
-__all__ = ["DEFAULT_EXPECTED_S", "Outcome", "Progress", "Task", "check_writable", "completed", "cpu_cores",
-           "default_threads", "exclusive", "held_log_records", "init_worker", "log_to", "sigterm_as_interrupt",
-           "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]
+__all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "Backend", "Outcome", "ProcessBackend", "Progress", "RayBackend",
+           "SerialBackend", "Task", "check_ray_address", "check_writable", "completed", "compute", "cpu_cores",
+           "default_threads", "dispatch", "exclusive", "held_log_records", "init_worker", "log_to", "make_backend",
+           "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]

@@ -31,7 +31,6 @@ the preset's axes and values. ``table2`` and ``table3`` define their σ and N sw
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import fnmatch
 import io
@@ -39,26 +38,20 @@ import itertools
 import json
 import logging
 import math
-import os
-import socket
 import sys
-import tempfile
 import time
-import traceback
 import typing
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from flowvar.cache import Cache, cache_key, code_version, config_dict, install, run_cached
+from flowvar.cache import Cache, cache_key, code_version, config_dict, install
 from flowvar.errors import ConfigError
 from flowvar.results import Result, atomic_write_text, to_jsonable, versions
-from flowvar.runner import completed, sigterm_as_interrupt, worker_pool
+from flowvar.runner import Backend, dispatch, make_backend, sigterm_as_interrupt
 
 log = logging.getLogger("flowvar.sweep")
-BACKENDS = ("local", "ray")
 STATUSES = ("computed", "cached", "failed", "not run")
 
 
@@ -309,10 +302,7 @@ def plan(options: Options) -> Plan:
         raise ConfigError(f"--jobs must be a positive integer, got {options.jobs}")
     if options.threads is not None and options.threads < 1:
         raise ConfigError(f"--threads must be a positive integer, got {options.threads}")
-    if options.backend not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
-    if options.ray_address and options.backend != "ray":
-        raise ConfigError("--ray-address needs --backend ray")
+    make_backend(options.backend, options.jobs, 1, options.ray_address)  # checks --backend and --ray-address
     if options.config_file is not None and not Path(options.config_file).is_file():
         raise ConfigError(f"config file {options.config_file} does not exist")
     for plugin in options.plugins:
@@ -362,163 +352,6 @@ def plan(options: Options) -> Plan:
 
 
 # --------------------------------------------------------------------------------------------------- running
-
-
-def compute_point(name: str, overrides: dict[str, Any], quick: bool, config_file: str | None, cache_root: str,
-                  threads: int, plugins: Sequence[str] = ()) -> dict[str, Any]:
-    """Run one point (a cache miss) and store it in the cache; runs in a worker, a Ray task or in-process.
-
-    Returns a plain dict: ``status`` computed/failed, the key, the wall time, the error line and traceback.
-    """
-    import torch
-
-    from flowvar.experiments.base import load_plugin
-
-    start = time.perf_counter()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for plugin in plugins:
-            load_plugin(plugin)
-        cache = Cache(Path(cache_root))
-        cache.root.mkdir(parents=True, exist_ok=True)
-        # named like the cache's own staging folders, so Cache.clean_stale removes it if this process is killed
-        with tempfile.TemporaryDirectory(prefix=f".tmp-{os.getpid()}-work-", dir=cache.root) as work:
-            run = run_cached(name, work, cache, quick=quick, overrides=overrides, config_file=config_file,
-                             force=True)
-        return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start}
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}".strip()
-        return {"status": "failed", "error": error.splitlines()[0],
-                "wall_s": time.perf_counter() - start, "traceback": traceback.format_exc()}
-    finally:
-        torch.set_num_threads(before)
-
-
-class Backend:
-    """Runs :func:`compute_point` for cache misses; ``run`` yields ``(point, reply)`` as points finish.
-
-    ``start`` acquires what the backend needs (a Ray connection) before the sweep writes anything, so a backend
-    that cannot start fails with nothing written; ``close`` releases it."""
-
-    def __init__(self, jobs: int, threads: int = 1) -> None:
-        self.jobs, self.threads = jobs, threads
-
-    def start(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-    def run(self, points: list[Point], args: Callable[[Point], tuple]) -> Iterator[tuple[Point, dict[str, Any]]]:
-        raise NotImplementedError
-
-
-class SerialBackend(Backend):
-    """In this process, one point after another (no start-up cost: the fastest for short points)."""
-
-    def run(self, points, args):
-        for point in points:
-            yield point, compute_point(*args(point))
-
-
-class ProcessBackend(Backend):
-    """``jobs`` spawned worker processes (spawn: no state inherited from the parent, same as Ray); they die with
-    this process and are ended before an interrupt leaves the lock (:func:`flowvar.runner.worker_pool`)."""
-
-    def run(self, points, args):
-        with worker_pool(min(self.jobs, len(points)), self.threads) as pool:
-            futures: dict[Future, Point] = {pool.submit(compute_point, *args(p)): p for p in points}
-            yield from completed(futures)
-
-
-def check_ray_address(address: str, timeout: float = 5.0) -> None:
-    """Fail fast with one line when ``host:port`` (or ``ray://host:port``) does not accept connections."""
-    if address == "auto":
-        return
-    target = address.split("://", 1)[-1]
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConfigError(f"--ray-address expects host:port, ray://host:port or auto, got {address!r}")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as e:
-        raise ConfigError(f"cannot reach the Ray cluster at {address} ({e.strerror or type(e).__name__}); start it "
-                          f"with `ray start --head` there, or drop --ray-address to use a local Ray instance") from None
-
-
-class RayBackend(Backend):
-    """One Ray task per point on the cluster at ``address``, else on a local instance with ``jobs`` CPUs."""
-
-    def __init__(self, jobs: int, threads: int = 1, address: str | None = None) -> None:
-        super().__init__(jobs, threads)
-        self.address = address
-        self._started = False
-
-    @staticmethod
-    def import_ray() -> Any:
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError("--backend ray needs Ray: pip install 'flowvar[ray]' (with -c constraints.txt)") from None
-        return ray
-
-    def start(self) -> None:
-        """Connect to the cluster at ``address`` (after a socket probe) or start a local instance; a Ray already
-        initialised in this process is used as it is."""
-        ray = self.import_ray()
-        if ray.is_initialized():
-            return
-        if self.address:
-            check_ray_address(self.address)
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-        try:
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:
-                ray.init(num_cpus=self.jobs, **kwargs)
-        except Exception as e:
-            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-            raise ConfigError(f"cannot start {where}: {type(e).__name__}: {e}".splitlines()[0]) from None
-        self._started = True
-
-    def close(self) -> None:
-        if self._started:
-            import ray
-
-            ray.shutdown()
-            self._started = False
-
-    def run(self, points, args):
-        ray = self.import_ray()
-        if not ray.is_initialized():
-            self.start()
-        remote = ray.remote(num_cpus=self.threads, max_retries=0)(compute_point)
-        refs = {remote.remote(*args(p)): p for p in points}
-        try:
-            while refs:
-                done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
-                for ref in done:
-                    point = refs.pop(ref)
-                    try:
-                        reply = ray.get(ref)
-                    except Exception as e:  # the task or its worker died
-                        reply = {"status": "failed", "error": f"Ray task failed: {type(e).__name__}: {e}"
-                                 .splitlines()[0], "wall_s": 0.0}
-                    yield point, reply
-        except BaseException:
-            for ref in refs:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
-            raise
-
-
-def make_backend(options: Options, threads: int) -> Backend:
-    """The backend ``options`` ask for, running each point with ``threads`` torch threads."""
-    if options.backend == "ray":
-        return RayBackend(options.jobs, threads, options.ray_address)
-    return SerialBackend(1, threads) if options.jobs == 1 else ProcessBackend(options.jobs, threads)
 
 
 # --------------------------------------------------------------------------------------------------- aggregation
@@ -868,7 +701,7 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every grid point, then write the tables and figures; see the module doc."""
     stream = stream or sys.stderr
     the_plan = plan(options)
-    backend = make_backend(options, the_plan.threads)
+    backend = make_backend(options.backend, options.jobs, the_plan.threads, options.ray_address)
     backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written
     try:
         return _sweep(options, the_plan, backend, stream)
@@ -939,13 +772,10 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                 plugins = [str(Path(p).resolve()) if str(p).endswith(".py") else str(p) for p in options.plugins]
 
                 def args(p: Point) -> tuple:
-                    return (name, p.overrides, options.quick, config_file, str(cache.root.resolve()),
+                    return (name, p.overrides, options.quick, None, config_file, str(cache.root.resolve()),
                             the_plan.threads, plugins)
 
-                for p in misses[: options.jobs]:
-                    progress.start(p.label)
-                queue = misses[options.jobs:]
-                for point, reply in backend.run(misses, args):
+                for point, reply in dispatch(backend, misses, args, lambda p: progress.start(p.label)):
                     o = by_key[point.key]
                     if reply["status"] == "computed":
                         entry = cache.lookup(point.key)
@@ -961,8 +791,6 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                     else:
                         log.info("computed: %s key=%s in %.1f s", point.label, point.key, o.wall_s)
                     finish(o)
-                    if queue:
-                        progress.start(queue.pop(0).label)
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted; finished points are cached: rerun the same command to continue")
@@ -1017,8 +845,7 @@ def sweep_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BACKENDS", "Axis", "Options", "Plan", "Point", "PointOutcome", "Preset", "ProcessBackend", "RayBackend",
-           "SerialBackend", "Summary", "cell_table", "check_ray_address", "compute_point", "draw_figures", "dry_run",
-           "expand",
-           "flatten", "load_sweep", "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric",
-           "presets", "resolve_metric", "resolve_verdict", "split_values", "sweep", "sweep_table", "write_tables"]
+__all__ = ["Axis", "Options", "Plan", "Point", "PointOutcome", "Preset", "Summary", "cell_table", "draw_figures",
+           "dry_run", "expand", "flatten", "load_sweep", "numeric_positions", "parse_axis", "parse_seeds", "plan",
+           "plot_metric", "presets", "resolve_metric", "resolve_verdict", "split_values", "sweep", "sweep_table",
+           "write_tables"]
