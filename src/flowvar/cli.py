@@ -112,6 +112,11 @@ def reproduce_cmd(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Experiments run in parallel processes.")] = 1,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads per experiment (default: "
                                                                   "$FLOWVAR_THREADS, else 1).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="local (processes) or ray (pip install "
+                                                           "'flowvar[ray]').")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster to use (host:port, ray://host:port or auto); default: start a local "
+                              "Ray instance with --jobs CPUs. The cache folder must be shared by every node.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute even what the cache holds.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar: one plain line per experiment.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Base random seed of every experiment.")] = None,
@@ -127,7 +132,7 @@ def reproduce_cmd(
 
     options = Options(out=out, quick=quick, only=parse_only(only), jobs=jobs, force=force, quiet=quiet,
                       overrides=parse_scoped_overrides(overrides), config_file=config_file, seed=seed,
-                      cache_dir=cache, threads=threads)
+                      cache_dir=cache, threads=threads, backend=backend, ray_address=ray_address)
     try:
         summary = reproduce(options)
     except KeyboardInterrupt:
