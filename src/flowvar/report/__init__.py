@@ -1,0 +1,92 @@
+"""Reading finished runs back and reporting them: the verdict tables of ``flowvar show`` and the report of
+``flowvar reproduce`` (``results.json``, ``report.md`` and the self-contained ``report.html``).
+
+* :mod:`flowvar.report.collection`: loading run folders and collections, the compact verdict table, the README's
+  generated block;
+* :mod:`flowvar.report.story`: what a reader takes from one result, in words (finding paragraph, claim sentences,
+  paper-beside-ours tables, figure captions), generated from the result; :mod:`flowvar.report.narrators` refines
+  it for flowvar's own experiments;
+* :mod:`flowvar.report.html`, :mod:`flowvar.report.markdown`: the renderings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flowvar.report.collection import (
+    KIND_TEXT,
+    PAPER_REF,
+    PAPER_TITLE,
+    README_BEGIN,
+    README_END,
+    STATUS_TEXT,
+    collection_results,
+    format_duration,
+    load_collection,
+    load_results,
+    merge_spread,
+    readme_section,
+    update_readme,
+    verdict_counts,
+    verdict_table,
+)
+from flowvar.report.html import render_html
+from flowvar.report.markdown import render_markdown
+from flowvar.report.story import Story, build_story, narrator
+from flowvar.results import atomic_write_text, to_jsonable
+
+
+def write_reports(folder: Path | str, meta: dict[str, Any], experiments: list[dict[str, Any]]) -> dict[str, Path]:
+    """Write ``results.json``, ``report.md`` and ``report.html`` into ``folder``; return their paths."""
+    folder = Path(folder)
+    collection = to_jsonable({"meta": meta, "experiments": experiments})
+    paths = {"json": folder / "results.json", "md": folder / "report.md", "html": folder / "report.html"}
+    atomic_write_text(paths["json"], json.dumps(collection, indent=1))
+    atomic_write_text(paths["md"], render_markdown(collection))
+    atomic_write_text(paths["html"], render_html(collection, folder))
+    return paths
+
+
+def rewrite_reports(folder: Path | str) -> dict[str, Path]:
+    """Re-render ``report.md`` and ``report.html`` of a ``flowvar reproduce`` folder from its ``results.json`` (after
+    an upgrade of the report; nothing is recomputed). A folder without ``results.json`` is a
+    :class:`~flowvar.errors.DataError`."""
+    from flowvar.errors import DataError
+
+    folder = Path(folder)
+    collection = load_collection(folder)
+    if collection is None:
+        raise DataError(f"{folder} is not a `flowvar reproduce` folder (no results.json); run `flowvar reproduce "
+                        f"--out {folder}` first")
+    paths = {"md": folder / "report.md", "html": folder / "report.html"}
+    atomic_write_text(paths["md"], render_markdown(collection))
+    atomic_write_text(paths["html"], render_html(collection, folder))
+    return paths
+
+
+__all__ = [
+    "KIND_TEXT",
+    "PAPER_REF",
+    "PAPER_TITLE",
+    "README_BEGIN",
+    "README_END",
+    "STATUS_TEXT",
+    "Story",
+    "build_story",
+    "collection_results",
+    "format_duration",
+    "load_collection",
+    "load_results",
+    "merge_spread",
+    "narrator",
+    "readme_section",
+    "render_html",
+    "render_markdown",
+    "rewrite_reports",
+    "update_readme",
+    "verdict_counts",
+    "verdict_table",
+    "write_reports",
+]

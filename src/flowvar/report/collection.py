@@ -1,0 +1,229 @@
+"""Reading finished runs back (a ``flowvar run`` folder, a ``flowvar reproduce`` collection), the compact verdict
+tables, and the README's generated verdict block."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flowvar.errors import DataError
+from flowvar.results import (
+    Result,
+    atomic_write_text,
+    claim_counts,
+    format_value,
+    headline,
+)
+
+
+def load_results(folder: Path | str) -> list[Result]:
+    """Every ``*/result.json`` directly under ``folder`` (one per experiment), sorted by experiment name.
+
+    Hidden folders (the ``.cache`` of ``flowvar reproduce``, staging folders) are skipped. A missing folder, or
+    one with no results, is a :class:`DataError`; an unreadable result file is reported by name instead of being
+    trusted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"no run folder at {folder}; pass the --out folder of a finished `flowvar run`")
+    results = []
+    for path in sorted(folder.glob("*/result.json")):
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            results.append(Result.load(path))
+        except (ValueError, TypeError, KeyError) as e:
+            raise DataError(f"{path} is not a valid flowvar result ({e}); rerun that experiment") from None
+    if not results:
+        raise DataError(f"{folder} holds no */result.json; run `flowvar run EXPERIMENT --out {folder}` first")
+    return sorted(results, key=lambda r: r.experiment)
+
+
+def verdict_table(results: list[Result], limit: int = 160) -> str:
+    """A Markdown table: one row per claim with its kind, verdict and its decisive numbers in words
+    (:class:`flowvar.report.story.ClaimText`, cut at ``limit`` characters)."""
+    from flowvar.report.story import build_story, shorten
+
+    lines = ["| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
+    for r in results:
+        story = build_story(r)
+        for c in r.claims:
+            ev = shorten(story.claims[c.id].numbers, limit)
+            lines.append(f"| {r.experiment} | `{c.id}` | {c.kind} | **{c.verdict}** | {md_cell(ev)} |")
+    return "\n".join(lines)
+
+
+def verdict_counts(results: list[Result]) -> dict[str, dict[str, int]]:
+    """How many claims of each kind have each verdict (:func:`flowvar.results.claim_counts`)."""
+    return claim_counts([c for r in results for c in r.claims])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The reproduce report: results.json, report.md and the self-contained report.html
+# ---------------------------------------------------------------------------------------------------------------
+
+PAPER_TITLE = "Gradient Variance Reveals Failure Modes in Flow-Based Generative Models"
+PAPER_REF = "Reu, Dromigny, Bronstein, Vargas; NeurIPS 2025, arXiv 2510.18118"
+STATUS_TEXT = {"computed": "computed", "cached": "cache hit", "failed": "FAILED", "not run": "not run"}
+_SPREAD = ("std", "sem", "se", "stderr")
+KIND_TEXT = ("Kinds: an identity holds by construction when the code is right (an implementation check); a "
+             "reproduction is an empirical statement of the paper that could come out either way; a finding is a "
+             "statement of ours beyond the paper. Untestable: the claim's precondition, measured in this run, does not "
+             "hold, so the run cannot judge it.")
+
+
+def format_duration(seconds: float) -> str:
+    """``4.2 s``, ``41 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def load_collection(folder: Path | str) -> dict[str, Any] | None:
+    """The ``results.json`` of a ``flowvar reproduce`` folder, or None if ``folder`` has none."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is not a valid flowvar reproduce collection ({type(e).__name__}); rerun "
+                        f"`flowvar reproduce`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("experiments"), list):
+        raise DataError(f"{path} is not a valid flowvar reproduce collection; rerun `flowvar reproduce`")
+    return data
+
+
+def collection_results(collection: dict[str, Any]) -> list[Result]:
+    """The results held by a collection (experiments that failed or did not run have none)."""
+    return [Result.from_dict(e["result"]) for e in collection["experiments"] if e.get("result")]
+
+
+def merge_spread(values: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
+    """Pair each ``X_mean`` (or ``mean``) with its ``X_std``/``X_sem``/``X_se``, and each ``X`` with ``X_ci``.
+
+    Returns ``(label, value, spread_text)`` triples in the original order; consumed spread keys are dropped.
+    ``spread_text`` is e.g. ``"± 0.012 (std)"`` or ``"95% CI [0.1, 0.3]"``, or None when the entry has none.
+    """
+    used: set[str] = set()
+    out: list[tuple[str, Any, str | None]] = []
+    for key, value in values.items():
+        if key in used:
+            continue
+        base = key[:-5] if key.endswith("_mean") else "" if key == "mean" else None
+        spread = None
+        if base is not None and isinstance(value, int | float) and not isinstance(value, bool):
+            for kind in _SPREAD:
+                partner = f"{base}_{kind}" if base else kind
+                if isinstance(values.get(partner), int | float):
+                    spread = f"± {format_value(values[partner])} ({kind})"
+                    used.add(partner)
+                    break
+            label = base or key
+        else:
+            label = key
+        ci = values.get(f"{key}_ci")
+        if spread is None and isinstance(ci, list) and len(ci) == 2:
+            spread = f"CI [{format_value(ci[0])}, {format_value(ci[1])}]"
+            used.add(f"{key}_ci")
+        out.append((label, value, spread))
+    return out
+
+
+def _evidence_text(evidence: dict[str, Any], items: int, limit: int | None = None) -> str:
+    parts = []
+    for label, value, spread in merge_spread(evidence)[:items]:
+        parts.append(f"{label}={format_value(value)}" + (f" {spread}" if spread else ""))
+    text = "; ".join(parts)
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
+
+
+def md_cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell (pipes escaped, line breaks flattened)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _experiments(collection: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(collection["experiments"])
+
+
+def _claims(collection: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(e["name"], c) for e in _experiments(collection) if e.get("result") for c in e["result"]["claims"]]
+
+
+def status_line(entry: dict[str, Any]) -> str:
+    result = entry.get("result") or {}
+    if entry["status"] == "cached":
+        return f"cache hit (computed earlier in {format_duration(result.get('runtime_s', 0))})"
+    if entry["status"] == "computed":
+        return f"computed in {format_duration(entry.get('wall_s', 0))}"
+    if entry["status"] == "failed":
+        return f"FAILED: {entry.get('error')}"
+    return "not run (interrupted)"
+
+
+def collection_counts(collection: dict[str, Any]) -> dict[str, dict[str, int]]:
+    return claim_counts([c for _, c in _claims(collection)])
+
+
+def _verdict_rows(collection: dict[str, Any], limit: int) -> list[str]:
+    """One Markdown row per claim: experiment, id, kind, verdict and the first evidence numbers (``limit`` chars)."""
+    return [f"| {name} | `{c['id']}` | {c.get('kind', 'reproduction')} | **{c['verdict']}** | "
+            f"{md_cell(_evidence_text(c['evidence'], 3, limit))} |" for name, c in _claims(collection)]
+
+
+def environment(collection: dict[str, Any]) -> dict[str, str]:
+    meta = collection["meta"]
+    v = meta.get("versions", {})
+    env = {"machine": f"{v.get('platform', '?')} ({v.get('machine', '?')}), {meta.get('cpu_cores', '?')} CPU cores",
+           "parallelism": f"{meta.get('jobs', 1)} job(s) × {meta.get('threads_per_experiment', '?')} torch thread(s)",
+           "code version": str(meta.get("code_version")),
+           "versions": ", ".join(f"{k} {v[k]}" for k in ("python", "flowvar", "torch", "numpy", "scipy", "pot",
+                                                          "torchdiffeq", "matplotlib") if k in v),
+           "wall time": format_duration(meta.get("wall_s", 0)), "cache": str(meta.get("cache"))}
+    return env
+
+
+README_BEGIN = "<!-- reference-run:begin (generated by `flowvar show DIR --update-readme README.md`; do not edit) -->"
+README_END = "<!-- reference-run:end -->"
+
+
+def readme_section(collection: dict[str, Any], folder_label: str) -> str:
+    """The README's verdict section, generated from a reproduce folder's ``results.json`` (``collection``): where the
+    run came from (command, mode, commit, date), the headline by claim kind, and one row per claim with its kind,
+    verdict and two or three evidence numbers. Delimited by :data:`README_BEGIN` / :data:`README_END`."""
+    meta = collection["meta"]
+    counts = collection_counts(collection)
+    exps = _experiments(collection)
+    commit = meta.get("git_commit") or "unknown commit"
+    failed = [e["name"] for e in exps if e["status"] in ("failed", "not run")]
+    lines = [README_BEGIN, "",
+             f"From the reference run in [`{folder_label}/`]({folder_label}/report.md): `{meta['command']}` "
+             f"({meta['mode']} mode) at commit `{commit[:12]}`, {meta['created']}, {len(exps)} experiments, wall time "
+             f"{format_duration(meta['wall_s'])} on {meta.get('cpu_cores', '?')} CPU cores"
+             + (f"; without a result: {', '.join(failed)}" if failed else "") + ".", "",
+             f"**{headline(counts)}**", "", KIND_TEXT, "",
+             "| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
+    lines += _verdict_rows(collection, 160)
+    lines += ["", README_END]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path | str, section: str) -> bool:
+    """Replace the text between :data:`README_BEGIN` and :data:`README_END` in ``readme`` by ``section``; return
+    whether the file changed. A README without the markers is a :class:`DataError`."""
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise DataError(f"{path} has no reference-run block; add the lines {README_BEGIN!r} and {README_END!r} "
+                        f"where the verdict table goes")
+    new = text[:start] + section + text[end + len(README_END):]
+    if new == text:
+        return False
+    atomic_write_text(path, new)
+    return True

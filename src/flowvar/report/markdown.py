@@ -1,0 +1,154 @@
+"""``report.md`` and the text of ``flowvar show``: the same findings, paper-beside-ours tables and readable claim
+sentences as ``report.html`` (:mod:`flowvar.report.html`), as Markdown and as plain terminal text."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+from flowvar.report.collection import (
+    KIND_TEXT,
+    PAPER_REF,
+    PAPER_TITLE,
+    STATUS_TEXT,
+    environment,
+    format_duration,
+    md_cell,
+)
+from flowvar.report.document import Entry, entries, kind_counts, run_scale
+from flowvar.report.narrators import TABLE
+from flowvar.report.story import Table, flatten, judgement_rows, shorten
+from flowvar.results import KINDS, VERDICTS, headline
+
+
+def table_markdown(table: Table) -> list[str]:
+    """A paper-beside-ours table as Markdown lines (title in bold, notes as a list below)."""
+    marks = any(table.verdicts)
+    head = table.columns + ([table.verdict_header] if marks else [])
+    lines = [f"**{table.title}**", "", "| " + " | ".join(md_cell(c) for c in head) + " |",
+             "|" + "---|" * len(head)]
+    for cells, verdicts in zip(table.rows, table.verdicts, strict=True):
+        row = [md_cell(c) for c in cells]
+        if marks:
+            row.append(", ".join(f"**{text}**" + (f" (`{cid}`)" if cid else "") for cid, _, text in verdicts))
+        lines.append("| " + " | ".join(row) + " |")
+    if table.notes:
+        lines += [""] + [f"- {n}" for n in table.notes]
+    return [*lines, ""]
+
+
+def findings_markdown(items: list[Entry]) -> list[str]:
+    """One paragraph per experiment (label in bold), each followed by its scale."""
+    lines = []
+    for e in items:
+        if e.story is None:
+            lines += [f"- **{e.name}**: {e.status_text}", ""]
+            continue
+        lines += [f"- **{e.story.label}** ({e.name}): {e.story.body()} *Scale: {e.story.scale}.*", ""]
+    return lines
+
+
+def _figure_lines(e: Entry, name: str) -> list[str]:
+    fig = e.story.figures.get(name) if e.story else None
+    caption = fig.caption if fig else name
+    return [f"![{md_cell(caption)}]({e.name}/{name})", "", f"*Figure ({e.name}/{name}).* {caption}", ""]
+
+
+def render_markdown(collection: dict[str, Any]) -> str:
+    """``report.md``: the scale banner, the findings, the counts, the verdict table, per experiment its paragraph,
+    paper-beside-ours tables, claims in words with their figures (linked by relative path) and the full evidence
+    folded, the choices the paper leaves open, and the environment."""
+    meta = collection["meta"]
+    items = entries(collection)
+    counts = kind_counts(collection)
+    failed = [e for e in items if e.failed]
+    title, scale_lines = run_scale(str(meta.get("mode", "quick")), items)
+    lines = [f"# Reproduction report: {PAPER_TITLE}", "", f"{PAPER_REF}", "",
+             f"`{meta['command']}` · {meta['mode']} mode · flowvar {meta['code_version']} · {meta['created']} · "
+             f"wall time {format_duration(meta['wall_s'])}", "",
+             f"> **{title}.**"] + [f"> - {x}" for x in scale_lines] + [""]
+    if meta.get("interrupted"):
+        lines += ["**Interrupted**: rerun the same command to finish (completed experiments are cached).", ""]
+    lines += ["## Findings", "", f"**{headline(counts)}**" + (f"; {len(failed)} experiment(s) without a result"
+                                                              if failed else ""), "",
+              "| claims | " + " | ".join(VERDICTS) + " | total |", "|---|" + "---|" * (len(VERDICTS) + 1)]
+    lines += [f"| {k} | " + " | ".join(str(counts.get(k, {}).get(v, 0)) for v in VERDICTS)
+              + f" | {sum(counts.get(k, {}).values())} |" for k in KINDS]
+    lines += ["", KIND_TEXT, "", *findings_markdown(items)]
+    lines += ["## Verdicts", "", "| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
+    for e in items:
+        if e.result is None or e.story is None:
+            lines.append(f"| {e.name} | — | — | **{e.status}** | {md_cell(e.entry.get('error') or '')} |")
+            continue
+        for c in e.result.claims:
+            lines.append(f"| {e.name} | `{c.id}` | {c.kind} | **{c.verdict}** | "
+                         f"{md_cell(shorten(e.story.claims[c.id].numbers, 200))} |")
+    for e in items:
+        r, story = e.result, e.story
+        lines += ["", f"## {e.name}" + (f": {r.title}" if r else ""), "", f"Status: {e.status_text}", ""]
+        if r is None or story is None:
+            continue
+        lines += [f"*Scale: {story.scale}.*", "", story.paragraph(), ""]
+        lines += [f"*{p}*" for p in story.problems]
+        placed: set[str] = set()
+        for table in story.tables:
+            lines += table_markdown(table)
+        for name in r.figures:
+            fig = story.figures.get(name)
+            if story.tables and fig is not None and fig.claim == TABLE:
+                placed.add(name)
+                lines += _figure_lines(e, name)
+        lines += ["### Claims", ""]
+        for c in r.claims:
+            text = story.claims[c.id]
+            lines += [f"- **{c.verdict}** `{c.id}` ({c.kind}): {c.statement}", "",
+                      f"  Ours: {text.numbers}. {text.rule}", ""]
+            for name in r.figures:
+                fig = story.figures.get(name)
+                if name not in placed and fig is not None and fig.claim == c.id:
+                    placed.add(name)
+                    lines += ["  " + x if x else "" for x in _figure_lines(e, name)]
+            lines += ["  <details><summary>Full evidence</summary>", "",
+                      "  | evidence | value |", "  |---|---|"]
+            lines += [f"  | {md_cell(k)} | {md_cell(v)} |" for k, v in flatten(c.evidence, limit=60)]
+            lines += [""] + [f"  - {k}: {v}" for k, v in judgement_rows(c)] + ["", "  </details>", ""]
+        for name in r.figures:
+            if name not in placed:
+                lines += _figure_lines(e, name)
+        if r.notes:
+            lines += ["Notes:", ""] + [f"- {n}" for n in r.notes] + [""]
+        lines += [f"Details: [{e.name}/summary.md]({e.name}/summary.md)"]
+    lines += ["", "## Choices the paper leaves open", "", "| experiment | choice | ours |", "|---|---|---|"]
+    for e in items:
+        for k, v in (e.result.choices if e.result else {}).items():
+            lines.append(f"| {e.name} | {md_cell(k)} | {md_cell(v)} |")
+    lines += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in environment(collection).items()]
+    lines += ["", "| experiment | mode | seed | compute time (s) | this run | cache key |", "|---|---|---|---|---|---|"]
+    for e in items:
+        r = e.result
+        seed = r.config.get("seed", "—") if r else "—"
+        mode = ("quick" if r.quick else "full") if r else "—"
+        runtime = f"{r.runtime_s:.1f}" if r else "—"
+        lines.append(f"| {e.name} | {mode} | {seed} | {runtime} | {STATUS_TEXT.get(e.status, e.status)} | "
+                     f"`{e.entry.get('key') or '—'}` |")
+    return "\n".join(lines) + "\n"
+
+
+def findings_text(items: list[Entry], width: int = 110) -> str:
+    """The findings and the paper-beside-ours tables as terminal text (``flowvar show``): one wrapped paragraph per
+    experiment, then each table as a Markdown table."""
+    out = ["Findings", "========", ""]
+    for e in items:
+        if e.story is None:
+            out += [f"{e.name}: {e.status_text}", ""]
+            continue
+        out += textwrap.wrap(e.story.paragraph(), width) + textwrap.wrap(f"(scale: {e.story.scale})", width,
+                                                                         initial_indent="  ",
+                                                                         subsequent_indent="  ")
+        out += [f"  ! {p}" for p in e.story.problems] + [""]
+    tables = [(e, t) for e in items if e.story for t in e.story.tables]
+    if tables:
+        out += ["Paper beside ours", "=================", ""]
+        for _, table in tables:
+            out += table_markdown(table)
+    return "\n".join(out).rstrip() + "\n"
