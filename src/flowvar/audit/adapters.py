@@ -1,0 +1,321 @@
+"""Calling conventions of third-party flow models, and the check that the chosen one fits the model.
+
+flowvar's fields are called ``v(x, t)`` with x: (B, *shape), t: (B,), time running from the source (noise, t = 0)
+to the data (t = 1), and return dx/dt. Other libraries differ in three independent ways, and :class:`Convention`
+names one choice of each:
+
+* **call** — how the network is invoked, with s the (possibly rescaled) time (B,):
+
+  - ``"xt"``: ``model(x, s)`` (flowvar, most hand-written fields);
+  - ``"tx"``: ``model(s, x)`` (torchcfm's ``UNetModelWrapper``, torchdyn-style fields);
+  - ``"cat"``: ``model(torch.cat([x.flatten(1), s[:, None]], 1))`` reshaped to x's shape (torchcfm's ``MLP`` with
+    ``time_varying=True``);
+  - ``"diffusers"``: ``model(x, s).sample`` (diffusers' ``UNet2DModel``; a tuple output's first item is used);
+  - ``"flow_matching"``: ``model(x=x, t=s)`` (Meta's ``flow_matching.utils.ModelWrapper``);
+
+* **time** — ``"data_at_1"`` (flowvar, torchcfm, Meta flow_matching: x_t = (1 − t) noise + t data) or
+  ``"data_at_0"`` (diffusers' flow-matching schedulers: x_τ = (1 − τ) data + τ noise, with τ = 1 − t). The network
+  of a data-at-0 model predicts dx/dτ = noise − data, so the adapted field is v(x, t) = −f(x, 1 − t);
+* **time_scale** — the network sees s = scale · τ (diffusers' timesteps run over 0..1000: scale 1000).
+
+A wrong choice rarely raises an error: a reversed time or a missing ×1000 still returns a tensor of the right shape.
+:func:`check_conventions` therefore measures, on the training data, how well each candidate's field explains the
+straight-path targets, and whether a short integration moves noise toward the data; see docs/audit.md
+"Calling conventions".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from flowvar.errors import ConfigError, DataError, printable
+
+Call = Literal["xt", "tx", "cat", "diffusers", "flow_matching"]
+TimeDirection = Literal["data_at_1", "data_at_0"]
+CALLS: tuple[str, ...] = ("xt", "tx", "cat", "diffusers", "flow_matching")
+TIMES: tuple[str, ...] = ("data_at_1", "data_at_0")
+#: Each call's usual time direction and scale (what a plain ``--convention NAME`` means).
+CALL_DEFAULTS: dict[str, tuple[str, float]] = {
+    "xt": ("data_at_1", 1.0), "tx": ("data_at_1", 1.0), "cat": ("data_at_1", 1.0),
+    "diffusers": ("data_at_0", 1000.0), "flow_matching": ("data_at_1", 1.0),
+}
+
+#: A convention fits when its field explains the straight-path target better than the zero field by this factor:
+#: loss ratio q = E‖v(x_t, t) − (x1 − x0)‖² / E‖x1 − x0‖² below Q_FIT (docs/audit.md).
+Q_FIT = 0.9
+#: ... and a short Euler integration of fresh noise ends closer to the training data than it started:
+#: median nearest-training-item distance after / before below MOVE_FIT.
+MOVE_FIT = 0.9
+#: Another fitting convention "looks right" instead of the requested one when its loss ratio is below this fraction
+#: of the requested one's.
+Q_MARGIN = 0.5
+#: Probe sizes: the loss ratio uses PROBE_N (x0, x1, t) draws with t ~ U(PROBE_T_LO, 1 − PROBE_T_LO); the movement
+#: check integrates MOVE_N noise samples with MOVE_STEPS Euler steps.
+PROBE_N = 256
+PROBE_T_LO = 0.05
+MOVE_N = 128
+MOVE_STEPS = 10
+
+
+@dataclass(frozen=True)
+class Convention:
+    """One calling convention: ``call`` (see the module doc), ``time`` direction and ``time_scale`` (> 0)."""
+
+    call: str = "xt"
+    time: str = "data_at_1"
+    time_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.call not in CALLS:
+            raise ConfigError(f"unknown calling convention {self.call!r}; choose one of {', '.join(CALLS)}")
+        if self.time not in TIMES:
+            raise ConfigError(f"unknown time direction {self.time!r}; choose data_at_1 (noise at t=0, data at t=1: "
+                              f"flowvar, torchcfm, flow_matching) or data_at_0 (diffusers)")
+        scale = self.time_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
+            raise ConfigError(f"time scale must be a finite number > 0 (1 for t in [0, 1], 1000 for diffusers' "
+                              f"timesteps), got {scale!r}")
+
+    @classmethod
+    def of(cls, call: str, time: str | None = None, time_scale: float | None = None) -> Convention:
+        """``call`` with its usual time direction and scale (:data:`CALL_DEFAULTS`) unless given."""
+        if call not in CALL_DEFAULTS:
+            raise ConfigError(f"unknown calling convention {call!r}; choose one of {', '.join(CALLS)}")
+        t_default, s_default = CALL_DEFAULTS[call]
+        return cls(call, time or t_default, float(time_scale) if time_scale is not None else s_default)
+
+    def flags(self) -> str:
+        """The command-line flags selecting this convention."""
+        return f"--convention {self.call} --time {self.time} --time-scale {self.time_scale:g}"
+
+    def __str__(self) -> str:
+        return f"{self.call} ({self.time}, time scale {self.time_scale:g})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AdaptedField(nn.Module):
+    """A third-party network seen as a flowvar field ``v(x, t)`` (x: (B, *shape), t: (B,) or scalar → (B, *shape)).
+
+    v(x, t) = f(x, scale · t) for data-at-1 models and v(x, t) = −f(x, scale · (1 − t)) for data-at-0 models, f the
+    network called by ``convention.call``. The network is the submodule ``model``, so parameter names, ``.to()``,
+    ``train()``/``eval()`` and the gradient-variance engine (``torch.func.functional_call``) see through the adapter.
+    """
+
+    def __init__(self, model: nn.Module, convention: Convention) -> None:
+        super().__init__()
+        self.model = model
+        self.convention = convention
+
+    def extra_repr(self) -> str:
+        return f"convention={self.convention}"
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        conv = self.convention
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])
+        tau = t if conv.time == "data_at_1" else 1.0 - t
+        s = tau * conv.time_scale
+        device = model_device(self.model)
+        if device is not None and device != x.device:  # data stay on the CPU; the network runs where it lives
+            out = call_network(self.model, conv.call, x.to(device), s.to(device)).to(x.device)
+        else:
+            out = call_network(self.model, conv.call, x, s)
+        return out if conv.time == "data_at_1" else -out
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """The device of the model's first parameter or buffer (None for a model without tensors)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return None
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter or buffer (float32 if none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def call_network(model: nn.Module, call: str, x: Tensor, s: Tensor) -> Tensor:
+    """Invoke ``model`` on states ``x`` (B, *shape) at network times ``s`` (B,) by ``call``; the raw output as a
+    tensor of x's shape (:class:`ShapeError`-free: a wrong output raises :class:`DataError` naming what came back)."""
+    if call == "xt":
+        out = model(x, s)
+    elif call == "tx":
+        out = model(s, x)
+    elif call == "cat":
+        out = model(torch.cat([x.reshape(x.shape[0], -1), s[:, None]], 1))
+        if isinstance(out, Tensor) and out.shape != x.shape and out.numel() == x.numel():
+            out = out.reshape(x.shape)
+    elif call == "diffusers":
+        out = model(x, s)
+        out = getattr(out, "sample", out)
+        if isinstance(out, tuple | list) and out:
+            out = out[0]
+    else:
+        out = model(x=x, t=s)
+    if not isinstance(out, Tensor):
+        raise DataError(f"the model returned {type(out).__name__}, not a tensor")
+    if out.shape != x.shape:
+        raise DataError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- the check
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """How one convention did on the training data.
+
+    ``runs``: the call succeeded with a finite output of the right shape (else ``error`` says what happened);
+    ``loss_ratio``: q = E‖v(x_t, t) − (x1 − x0)‖² / E‖x1 − x0‖² on :data:`PROBE_N` fresh (noise, training item, t)
+    draws (q < 1: the field explains part of the straight-path target; the zero field has q = 1, the reversed field of
+    a fitted model q > 1); ``movement``: median distance of MOVE_STEPS-step Euler endpoints of fresh noise to their
+    nearest training item over that of the noise itself (< 1: the integration moves noise toward the data); ``fits``:
+    q < :data:`Q_FIT` and movement < :data:`MOVE_FIT`.
+    """
+
+    convention: Convention
+    runs: bool
+    loss_ratio: float = math.nan
+    movement: float = math.nan
+    fits: bool = False
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"convention": self.convention.to_dict(), "runs": self.runs, "loss_ratio": self.loss_ratio,
+                "movement": self.movement, "fits": self.fits, "error": self.error}
+
+
+@dataclass(frozen=True)
+class ConventionCheck:
+    """The outcome of :func:`check_conventions`: the ``chosen`` convention (the requested one when it fits, else the
+    best fitting one when nothing was requested), the ``requested`` one (None: auto), every candidate's score, and
+    ``best`` (the fitting candidate of lowest loss ratio, or None)."""
+
+    chosen: Convention
+    requested: Convention | None
+    best: Convention | None
+    candidates: tuple[CandidateScore, ...]
+
+    def score(self, convention: Convention) -> CandidateScore | None:
+        return next((c for c in self.candidates if c.convention == convention), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen.to_dict(), "requested": self.requested.to_dict() if self.requested else None,
+                "best": self.best.to_dict() if self.best else None,
+                "candidates": [c.to_dict() for c in self.candidates],
+                "thresholds": {"q_fit": Q_FIT, "move_fit": MOVE_FIT, "q_margin": Q_MARGIN}}
+
+
+def candidate_conventions(requested: Convention | None, time_scales: Sequence[float] = (1.0, 1000.0)
+                          ) -> list[Convention]:
+    """Every call × time direction × scale to try, the requested convention first (then in :data:`CALLS` order)."""
+    scales = list(dict.fromkeys([*([requested.time_scale] if requested else []), *map(float, time_scales)]))
+    out = [requested] if requested is not None else []
+    for call in CALLS:
+        for time in TIMES:
+            for scale in scales:
+                c = Convention(call, time, scale)
+                if c not in out:
+                    out.append(c)
+    return out
+
+
+def _median_nn(x: Tensor, ref: Tensor) -> float:
+    from flowvar.metrics import as_matrix, nearest_neighbours
+
+    return float(nearest_neighbours(as_matrix("points", x), as_matrix("training data", ref), 1)[0][:, 0].median())
+
+
+def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: Tensor, t: Tensor,
+                     move_x0: Tensor, train: Tensor) -> CandidateScore:
+    """Score one convention (see :class:`CandidateScore`). ``x1``, ``x0``: (P, *shape) training items and noise,
+    ``t``: (P,); ``move_x0``: (M, *shape) noise to integrate; ``train``: the training items (for the movement)."""
+    from flowvar.sampling import integrate
+
+    field = AdaptedField(model, convention)
+    tb = t.reshape(-1, *([1] * (x0.ndim - 1)))
+    xt = (1 - tb) * x0 + tb * x1
+    try:
+        with torch.no_grad():
+            v = field(xt, t)
+    except Exception as error:  # any failure of a foreign network under a wrong call is "does not run"
+        return CandidateScore(convention, False, error=_short(error))
+    if not bool(torch.isfinite(v).all()):
+        return CandidateScore(convention, False, error="the model returned NaN/Inf")
+    u = x1 - x0
+    q = float((v - u).pow(2).sum() / u.pow(2).sum())
+    try:
+        end = integrate(field, move_x0, method="euler", steps=MOVE_STEPS).x1
+        before = _median_nn(move_x0, train)
+        movement = _median_nn(end, train) / before if before > 0 else math.nan
+    except Exception as error:  # a diverging integration under a wrong convention counts as not moving toward data
+        return CandidateScore(convention, True, q, math.inf, False, f"integration failed: {_short(error)}")
+    fits = q < Q_FIT and movement < MOVE_FIT
+    return CandidateScore(convention, True, q, movement, fits)
+
+
+def _short(error: BaseException) -> str:
+    text = printable(str(error).strip().splitlines()[0] if str(error).strip() else "")
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def check_conventions(model: nn.Module, train: Tensor, requested: Convention | None, generator: torch.Generator,
+                      time_scales: Sequence[float] = (1.0, 1000.0)) -> ConventionCheck:
+    """Decide which calling convention to audit ``model`` under, from its behaviour on the training data.
+
+    ``train``: (N, *shape) training items in the model's dtype and device; ``requested``: the user's convention, or
+    None to pick the best fitting one. Every candidate of :func:`candidate_conventions` is scored
+    (:func:`score_convention`). Raises :class:`DataError` (one line naming the convention that looks right, or what
+    went wrong) when the requested convention does not fit, when another one fits much better (loss ratio below
+    :data:`Q_MARGIN` × the requested one's), or when none fits.
+    """
+    n = min(PROBE_N, train.shape[0])
+    device, dtype = train.device, train.dtype
+    idx = torch.randint(0, train.shape[0], (PROBE_N,), generator=generator)
+    x1 = train[idx.to(device)]
+    x0 = torch.randn(x1.shape, generator=generator, dtype=dtype).to(device)
+    t = (PROBE_T_LO + (1 - 2 * PROBE_T_LO) * torch.rand(PROBE_N, generator=generator, dtype=dtype)).to(device)
+    move_x0 = torch.randn((min(MOVE_N, max(n, 2)), *train.shape[1:]), generator=generator, dtype=dtype).to(device)
+    scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train)
+                   for c in candidate_conventions(requested, time_scales))
+    fitting = sorted((s for s in scores if s.fits), key=lambda s: s.loss_ratio)
+    best = fitting[0].convention if fitting else None
+    if requested is not None:
+        own = scores[0]
+        if not own.runs:
+            hint = f"; {best} fits: pass {best.flags()}" if best else ""
+            raise DataError(f"the model cannot be called as {requested}: {own.error}{hint}")
+        if not own.fits:
+            hint = (f"; {best} fits (loss ratio {fitting[0].loss_ratio:.3g}, movement {fitting[0].movement:.3g}): pass "
+                    f"{best.flags()}" if best else "; no other convention fits either (is the checkpoint trained?)")
+            raise DataError(f"convention {requested} does not fit this model on the training data (loss ratio "
+                            f"{own.loss_ratio:.3g}, needs < {Q_FIT}; noise movement toward the data "
+                            f"{own.movement:.3g}, needs < {MOVE_FIT}){hint}")
+        if best is not None and best != requested and fitting[0].loss_ratio < Q_MARGIN * own.loss_ratio:
+            raise DataError(f"convention {requested} fits this model poorly (loss ratio {own.loss_ratio:.3g}) while "
+                            f"{best} fits much better ({fitting[0].loss_ratio:.3g}); pass {best.flags()}")
+        return ConventionCheck(requested, requested, best, scores)
+    if best is None:
+        ran = [s for s in scores if s.runs]
+        if not ran:
+            errors = "; ".join(dict.fromkeys(s.error for s in scores))
+            raise DataError(f"the model cannot be called on the training data under any convention ({errors}); check "
+                            f"the data's shape and channels against the model")
+        top = min(ran, key=lambda s: s.loss_ratio)
+        raise DataError(f"no calling convention fits this model on the training data (best: {top.convention} with "
+                        f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}); is the checkpoint trained on this data?")
+    return ConventionCheck(best, None, best, scores)

@@ -1,0 +1,262 @@
+"""``flowvar.audit.audit(model, data, ...) -> AuditReport``: does a trained flow model memorise its training data?
+
+The audit (docs/audit.md):
+
+0. checks the calling convention on the training data (:func:`flowvar.audit.adapters.check_conventions`);
+1. pair recovery — when the training sources are given (``pairs``);
+2. copying of training data by fresh samples;
+3. the generalisation gap — when held-out data are given;
+4. the gradient signal at the trained weights (loss and gradient variance, training vs fresh pairs, per t-bin);
+5. the verdict (:func:`flowvar.audit.rules.overall_verdict`): memorising / generalising / mixed / cannot tell.
+
+Nothing is written until :meth:`AuditReport.write`, which fills a staged folder (``result.json``, ``summary.md``,
+``audit.html``, the figures) and installs it only when complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowvar.audit import rules
+from flowvar.audit.adapters import AdaptedField, Convention, ConventionCheck, check_conventions, model_dtype
+from flowvar.audit.loading import load_points
+from flowvar.audit.sections import Section, copying, endpoints, generalisation_gap, gradient_signal, pair_recovery
+from flowvar.errors import ConfigError, ShapeError, check_positive_int, check_sigma
+from flowvar.results import Result, atomic_write_bytes, atomic_write_text, judge, judgement_text, staged_folder
+from flowvar.sampling import valid_methods
+
+READING = {"confirmed": "memorising", "refuted": "generalising", "inconclusive": "inconclusive",
+           "untestable": "not testable"}
+TEST_NAMES = {"audit.pair_recovery": "pair recovery", "audit.copying": "copying",
+              "audit.generalisation_gap": "generalisation gap", "audit.gradient_signal": "gradient signal"}
+
+
+@dataclass
+class AuditReport:
+    """What :func:`audit` returns.
+
+    ``verdict``: memorising | generalising | mixed | cannot tell; ``reasons``: one line per test with its reading and
+    number; ``drivers``: {"memorising": [tests], "generalising": [tests]}; ``convention``: the convention check;
+    ``sections``: the tests (:class:`~flowvar.audit.sections.Section`); ``result``: the same as a
+    :class:`~flowvar.results.Result` (claims, metrics, notes) — what ``result.json`` holds.
+    """
+
+    verdict: str
+    reasons: list[str]
+    drivers: dict[str, list[str]]
+    convention: ConventionCheck
+    sections: list[Section]
+    result: Result
+    figures: dict[str, bytes] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.result.to_dict()
+
+    def summary(self) -> str:
+        """A few lines for the terminal: the verdict, each test's reading, the convention used."""
+        lines = [f"verdict: {self.verdict}", f"convention: {self.convention.chosen}"]
+        lines += [f"  {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """``summary.md``: the verdict and its reasons, then the claims table of :meth:`Result.summary_markdown`."""
+        head = [f"# Audit verdict: **{self.verdict}**", ""] + [f"- {r}" for r in self.reasons] + [""]
+        head += [f"Calling convention: `{self.convention.chosen}`", ""]
+        for s in self.sections:
+            head += [f"## {s.title}", "", s.text, ""] + [f"![{n}]({n})" for n in s.figures] + [""]
+        return "\n".join(head) + "\n" + self.result.summary_markdown()
+
+    def html(self) -> str:
+        """``audit.html``: one self-contained page (figures embedded as base64 PNG)."""
+        esc = html.escape
+        colour = {"memorising": "#b00020", "generalising": "#1b7f3b", "mixed": "#b26a00",
+                  "cannot tell": "#555"}[self.verdict]
+        parts = ["<!doctype html><html><head><meta charset='utf-8'><title>flowvar audit</title><style>",
+                 "body{font-family:sans-serif;max-width:960px;margin:2em auto;line-height:1.4}"
+                 "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:90%}"
+                 ".v{font-size:150%;font-weight:bold}img{max-width:100%}code{background:#f4f4f4}",
+                 "</style></head><body>", "<h1>flowvar audit</h1>",
+                 f"<p class='v'>Verdict: <span style='color:{colour}'>{esc(self.verdict)}</span></p><ul>"]
+        parts += [f"<li>{esc(r)}</li>" for r in self.reasons]
+        parts += ["</ul>", f"<p>Model: {esc(str(self.result.config.get('model', '')))}<br>Calling convention: "
+                           f"<code>{esc(str(self.convention.chosen))}</code></p>",
+                  "<h2>Tests</h2><table><tr><th>test</th><th>reading</th><th>rule</th></tr>"]
+        for c in self.result.claims:
+            parts.append(f"<tr><td><code>{esc(c.id)}</code></td><td><b>{esc(READING.get(c.verdict, c.verdict))}</b>"
+                         f"</td><td>{esc(judgement_text(c))}</td></tr>")
+        parts.append("</table>")
+        for s in self.sections:
+            parts += [f"<h2>{esc(s.title)}</h2>", f"<p>{esc(s.text)}</p>"]
+            for name, data in s.figures.items():
+                parts.append(f"<p><img alt='{esc(name)}' src='data:image/png;base64,"
+                             f"{base64.b64encode(data).decode('ascii')}'></p>")
+        parts += ["<h2>Calling convention check</h2><table><tr><th>convention</th><th>runs</th><th>loss ratio</th>"
+                  "<th>movement</th><th>fits</th><th>error</th></tr>"]
+        for cand in self.convention.candidates:
+            parts.append(f"<tr><td>{esc(str(cand.convention))}</td><td>{cand.runs}</td><td>{cand.loss_ratio:.3g}</td>"
+                         f"<td>{cand.movement:.3g}</td><td>{cand.fits}</td><td>{esc(cand.error)}</td></tr>")
+        parts += ["</table>", "<h2>Settings</h2><pre>", esc(json.dumps(self.result.config, indent=1, default=str)),
+                  "</pre></body></html>"]
+        return "\n".join(parts)
+
+    def write(self, out: str | Path) -> Path:
+        """Write ``result.json``, ``summary.md``, ``audit.html`` and the PNGs to ``out`` (staged: a folder appears only
+        complete, replacing any earlier audit there). Returns the folder."""
+        out = Path(out)
+        with staged_folder(out) as stage:
+            for name, data in self.figures.items():
+                atomic_write_bytes(stage.path / name, data)
+            atomic_write_text(stage.path / "result.json", json.dumps(self.to_dict(), indent=1))
+            atomic_write_text(stage.path / "summary.md", self.markdown())
+            atomic_write_text(stage.path / "audit.html", self.html())
+        return out
+
+
+def _as_points(what: str, data: Tensor | str | Path | None, resolution: int | None, channels: int | None
+               ) -> tuple[Tensor | None, str]:
+    if data is None:
+        return None, "not given"
+    return load_points(what, data, resolution=resolution, channels=channels)
+
+
+def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | Path | None = None,
+          heldout: Tensor | str | Path | None = None, sigma: float = 0.0, convention: str | None = None,
+          time: str | None = None, time_scale: float | None = None, samples: int = 500, steps: int = 100,
+          coarse_steps: int = 10, method: str = "euler", grad_samples: int = 64, t_bins: int = 5, seed: int = 0,
+          device: str = "auto", resolution: int | None = None, channels: int | None = None,
+          model_source: str = "") -> AuditReport:
+    """Audit a trained flow model for memorisation.
+
+    Args:
+        model: the network (any calling convention of :mod:`flowvar.audit.adapters`); put in eval mode.
+        data: the training targets, (N, *shape) tensor or a path/name for :func:`flowvar.audit.loading.load_points`.
+        pairs: the training sources, row i paired with ``data`` row i (same shape); enables pair recovery and the
+            gradient signature.
+        heldout: data of the same distribution never trained on; enables the generalisation gap and the copy baseline.
+        sigma: the interpolant noise σ the model was trained with (the gradient section also evaluates σ = 0).
+        convention, time, time_scale: the calling convention (None: detect; see :class:`Convention`).
+        samples: fresh samples to generate; steps / coarse_steps: the fine and coarse ODE grids of ``method``.
+        grad_samples, t_bins: draws per t-bin and number of bins of the gradient section.
+        seed: seeds every random draw of the audit; device: "auto" (CUDA when available), "cpu", "cuda", ...
+        resolution, channels: for image folders (default: the first image's size and mode).
+        model_source: how the model was built (recorded in the report).
+
+    Raises a :class:`~flowvar.errors.FlowvarError` (one line) for bad inputs, a convention that does not fit, or a
+    model returning NaN. Writes nothing (see :meth:`AuditReport.write`).
+    """
+    start = time_now()
+    sigma = check_sigma(sigma)
+    samples = check_positive_int("samples", samples)
+    steps, coarse_steps = check_positive_int("steps", steps), check_positive_int("coarse_steps", coarse_steps)
+    grad_samples, t_bins = check_positive_int("grad_samples", grad_samples), check_positive_int("t_bins", t_bins)
+    if grad_samples < 2:
+        raise ConfigError("grad_samples must be at least 2 (a variance needs two draws)")
+    if method not in valid_methods():
+        raise ConfigError(f"unknown ODE method {method!r}; choose one of {valid_methods()}")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    requested = Convention.of(convention, time, time_scale) if convention is not None else None
+    if requested is None and (time is not None or time_scale is not None):
+        raise ConfigError("--time and --time-scale refine a --convention; pass --convention too (or neither to detect "
+                          "the convention)")
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    try:
+        model = model.to(dev).eval()
+    except Exception as error:
+        raise ConfigError(f"cannot move the model to device {dev}: {error}") from None
+    dtype = model_dtype(model)
+
+    train, data_desc = load_points("--data", data, resolution=resolution, channels=channels)
+    shape = tuple(train.shape[1:])
+    x0_pairs, pairs_desc = _as_points("--pairs", pairs, resolution=None, channels=None)
+    held, held_desc = _as_points("--heldout", heldout, resolution=resolution or _side(shape), channels=channels)
+    if x0_pairs is not None and x0_pairs.shape != train.shape:
+        raise ShapeError(f"--pairs has shape {tuple(x0_pairs.shape)} but --data has {tuple(train.shape)}; row i of "
+                         f"--pairs is the source paired with data row i, so the shapes must match")
+    if held is not None and tuple(held.shape[1:]) != shape:
+        raise ShapeError(f"--heldout items have shape {tuple(held.shape[1:])} but --data items {shape}; pass held-out "
+                         f"data of the same kind")
+    if train.shape[0] < 2:
+        raise ShapeError(f"--data holds {train.shape[0]} item; the audit needs at least 2")
+    train = train.to(dtype)
+    x0_pairs = x0_pairs.to(dtype) if x0_pairs is not None else None
+    held = held.to(dtype) if held is not None else None
+
+    gen = torch.Generator().manual_seed(int(seed))
+    check = check_conventions(model, train, requested, gen)
+    field_ = AdaptedField(model, check.chosen)
+
+    sections: list[Section] = []
+    if x0_pairs is not None:
+        sections.append(pair_recovery(field_, x0_pairs, train, method=method, steps=steps,
+                                      coarse_steps=coarse_steps))
+    noise = torch.randn((samples, *shape), generator=gen, dtype=dtype)
+    generated = endpoints(field_, noise, method, steps)
+    sections.append(copying(generated, train, held))
+    sections.append(generalisation_gap(generated, train, held, gen))
+    sections.append(gradient_signal(field_, train, x0_pairs, held, sigma=sigma, n_per_bin=grad_samples,
+                                    n_bins=t_bins, generator=gen))
+
+    verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
+    overall, mem, genr = rules.overall_verdict(verdicts)
+    reasons = [f"{TEST_NAMES[s.claim.id]}: {READING[s.claim.verdict]} — {s.text}" for s in sections]
+    claims = [s.claim for s in sections]
+    claims.append(judge("audit.memorises", "The model memorises its training data (all tests combined)",
+                        {"verdict": overall, "tests": verdicts, "memorising": mem, "generalising": genr},
+                        kind="finding",
+                        verdict="confirmed" if overall == "memorising" else "refuted" if overall == "generalising"
+                        else "inconclusive",
+                        rule="families: pairs (pair recovery, gradient signal), samples (copying, generalisation "
+                             "gap); mixed if a family's tests conflict, else memorising if a family reads memorising, "
+                             "else generalising if one reads generalising, else cannot tell (confirmed = memorising, "
+                             "refuted = generalising; mixed and cannot tell are inconclusive)"))
+    metrics: dict[str, Any] = {"verdict": overall, "verdict_memorising_tests": mem,
+                               "verdict_generalising_tests": genr, "convention": check.to_dict()}
+    for s in sections:
+        metrics.update(s.metrics)
+    config = {"model": model_source or type(model).__name__, "data": data_desc, "pairs": pairs_desc,
+              "heldout": held_desc, "n_train": train.shape[0], "shape": list(shape), "sigma": sigma,
+              "convention": check.chosen.to_dict(), "convention_requested": requested is not None,
+              "samples": samples, "method": method, "steps": steps, "coarse_steps": coarse_steps,
+              "grad_samples": grad_samples, "t_bins": t_bins, "seed": seed, "device": str(dev),
+              "thresholds": thresholds()}
+    notes = ["Readings: confirmed = memorising, refuted = generalising (each claim says 'the model memorises').",
+             "Thresholds and their reasoning: docs/audit.md."]
+    if held is None:
+        notes.append("No held-out data: the copy baseline is 0 and the generalisation gap is not measured.")
+    result = Result(experiment="audit", title="Memorisation audit of a trained flow model", config=config,
+                    quick=False, claims=claims, metrics=metrics, notes=notes, runtime_s=time_now() - start,
+                    device=str(dev))
+    result.figures = [n for s in sections for n in s.figures]
+    figures = {n: d for s in sections for n, d in s.figures.items()}
+    return AuditReport(overall, reasons, {"memorising": mem, "generalising": genr}, check, sections, result, figures)
+
+
+def time_now() -> float:
+    return time.perf_counter()
+
+
+def _side(shape: tuple[int, ...]) -> int | None:
+    return shape[-1] if len(shape) == 3 else None
+
+
+def thresholds() -> dict[str, float]:
+    """Every threshold of the audit's rules and convention check, by name (recorded in result.json)."""
+    from flowvar.audit import adapters
+
+    names = ["PAIR_MEMORISE", "PAIR_GENERALISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "COPY_RATIO", "COPY_K",
+             "COPY_MEMORISE", "COPY_GENERALISE", "GAP_MEMORISE", "GAP_GENERALISE", "GAP_MIN_HELDOUT",
+             "GRAD_MEMORISE", "GRAD_GENERALISE", "GRID_DISAGREE"]
+    out = {n.lower(): float(getattr(rules, n)) for n in names}
+    out.update({"convention_q_fit": adapters.Q_FIT, "convention_move_fit": adapters.MOVE_FIT,
+                "convention_q_margin": adapters.Q_MARGIN})
+    return out

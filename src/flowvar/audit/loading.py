@@ -1,0 +1,209 @@
+"""Bringing a user's model and data into the audit: a factory plus a state_dict, a pickled module, a TorchScript or
+``torch.export`` file; a folder of images, a ``.npy`` array or a bundled set.
+
+Every failure is one :class:`~flowvar.errors.FlowvarError` line naming the input and the fix, raised before anything
+is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, printable
+
+#: Keys under which checkpoints commonly keep the weights, tried in this order when the file is not a plain
+#: state_dict (EMA weights first: they are what samples are usually drawn with).
+STATE_KEYS: tuple[str, ...] = ("ema_model", "ema", "state_dict", "model_state_dict", "model", "net_model", "net")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to audit: ``module`` (in eval mode), ``source`` (how it was built, for the report) and
+    ``state_key`` (the checkpoint entry its weights came from, None for a whole-module file)."""
+
+    module: nn.Module
+    source: str
+    state_key: str | None = None
+
+
+def import_factory(spec: str) -> Any:
+    """``"package.module:attribute"`` → the attribute (a callable building the model, or a module instance)."""
+    module_name, sep, attr = str(spec).partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--model must be 'package.module:factory' (e.g. my_pkg.nets:build_model), got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"cannot import {module_name!r} for --model {spec}: {printable(str(error))}; is it on "
+                          f"PYTHONPATH (run from the folder that holds it)?") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{module_name} has no attribute {attr!r} (--model {spec})")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def pick_state_dict(obj: Any, path: Path, key: str | None = None) -> tuple[Mapping[str, Tensor], str | None]:
+    """The state_dict inside a loaded checkpoint ``obj``: the object itself when it maps names to tensors, else the
+    entry ``key`` (or the first of :data:`STATE_KEYS` that holds one). Strips a ``module.`` prefix left by
+    DataParallel/DDP and the ``_orig_mod.`` prefix of ``torch.compile``."""
+    if key is not None:
+        if not isinstance(obj, Mapping) or key not in obj:
+            have = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
+            raise DataError(f"checkpoint {path} has no entry {key!r} (it holds {have})")
+        state, used = obj[key], key
+    elif _is_state_dict(obj):
+        state, used = obj, None
+    else:
+        used = next((k for k in STATE_KEYS if isinstance(obj, Mapping) and _is_state_dict(obj.get(k))), None)
+        if used is None:
+            have = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
+            raise DataError(f"checkpoint {path} holds no state_dict (looked for a mapping of tensors, or one under "
+                            f"{', '.join(STATE_KEYS)}; it holds {have}); pass --state-key NAME")
+        state = obj[used]
+    if not _is_state_dict(state):
+        raise DataError(f"checkpoint {path} entry {used!r} is not a state_dict (a mapping of names to tensors)")
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state, used
+
+
+def _read_checkpoint(path: Path, weights_only: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except FileNotFoundError:
+        raise DataError(f"checkpoint {path} does not exist") from None
+    except Exception as error:  # torch raises many types for a damaged or foreign file
+        first = printable(str(error).strip().splitlines()[0]) if str(error).strip() else type(error).__name__
+        raise DataError(f"checkpoint {path} cannot be read by torch.load ({first[:200]})") from None
+
+
+def load_model(factory: str | None, checkpoint: str | Path | None, state_key: str | None = None) -> LoadedModel:
+    """Build the model to audit.
+
+    * ``factory`` + ``checkpoint``: ``factory()`` (``"module:callable"``; a module instance is used as is) then
+      ``load_state_dict(strict=True)`` with the checkpoint's weights (:func:`pick_state_dict`);
+    * ``factory`` alone: the factory's module as built (e.g. a closed-form field, or one that loads its own weights);
+    * ``checkpoint`` alone: a TorchScript file (``torch.jit.save``), a ``torch.export`` program (``.pt2``), or a
+      whole pickled module (``torch.save(model)``; unpickling runs code from the file: only audit files you trust).
+    """
+    if factory is None and checkpoint is None:
+        raise ConfigError("give --model package.module:factory (with --checkpoint weights), or --checkpoint holding a "
+                          "whole model (TorchScript, torch.export or a pickled module)")
+    path = Path(checkpoint).expanduser() if checkpoint is not None else None
+    if path is not None and not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    if factory is not None:
+        built = import_factory(factory)
+        if not isinstance(built, nn.Module):
+            if not callable(built):
+                raise ConfigError(f"--model {factory} is neither a callable nor an nn.Module")
+            try:
+                built = built()
+            except Exception as error:  # the user's factory: report its failure in one line
+                raise ConfigError(f"--model {factory}() failed: {type(error).__name__}: "
+                                  f"{printable(str(error))[:200]}") from None
+        if not isinstance(built, nn.Module):
+            raise ConfigError(f"--model {factory}() returned {type(built).__name__}, not a torch.nn.Module")
+        if path is None:
+            return LoadedModel(built.eval(), f"{factory}()")
+        state, used = pick_state_dict(_read_checkpoint(path, weights_only=True), path, state_key)
+        try:
+            built.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()][1:]
+            detail = "; ".join(lines)[:300] or printable(str(error))[:300]
+            raise DataError(f"checkpoint {path} does not match the model built by {factory}: {detail}") from None
+        src = f"{factory}() with weights from {path}" + (f" [{used}]" if used else "")
+        return LoadedModel(built.eval(), src, used)
+    assert path is not None
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            try:
+                return LoadedModel(torch.jit.load(str(path), map_location="cpu").eval(), f"TorchScript {path}")
+            except Exception as error:
+                raise DataError(f"{path} looks like TorchScript but torch.jit.load failed: {_first(error)}") from None
+        if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+            try:
+                program = torch.export.load(str(path))
+            except Exception as error:
+                raise DataError(f"{path} looks like a torch.export program but torch.export.load failed: "
+                                f"{_first(error)}") from None
+            return LoadedModel(program.module(), f"torch.export program {path}")
+    obj = _read_checkpoint(path, weights_only=False)
+    if not isinstance(obj, nn.Module):
+        raise DataError(f"checkpoint {path} holds {'a state_dict' if isinstance(obj, Mapping) else type(obj).__name__},"
+                        f" not a whole model; pass --model package.module:factory to build the model it belongs to")
+    return LoadedModel(obj.eval(), f"pickled module {path}")
+
+
+def _first(error: BaseException) -> str:
+    text = str(error).strip()
+    return printable(text.splitlines()[0])[:200] if text else type(error).__name__
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def _first_image_geometry(folder: Path) -> tuple[int, int]:
+    """(side of the largest central square, channels) of the first image file of ``folder``."""
+    from PIL import Image
+
+    from flowvar.data import list_image_files
+
+    files = list_image_files(folder)
+    if not files:
+        raise DataError(f"folder {folder} holds no image files")
+    with Image.open(files[0]) as img:
+        channels = 1 if img.mode in ("1", "L", "I", "I;16", "F", "LA") else 3
+        return min(img.size), channels
+
+
+def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
+                channels: int | None = None) -> tuple[Tensor, str]:
+    """An audit input as a float32 tensor (N, *shape) and a description.
+
+    ``data``: a tensor; a ``.npy`` file ((N, d) vectors or (N, [C,] H, W) images, :func:`flowvar.data.load_array`);
+    a folder of images (:func:`flowvar.data.load_images`, every file in sorted order, centre-cropped and resized to
+    ``resolution`` — default the first image's size); or a bundled name (``digits``, ``lfw``).
+    """
+    from flowvar.data import load_array, load_images, resolve_data
+
+    if isinstance(data, Tensor):
+        x = data.detach().to("cpu", torch.float32)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ShapeError(f"{what} must have shape (N, *shape) with N >= 1, got {tuple(x.shape)}")
+        check_finite(what, x)
+        return x.contiguous(), f"tensor {tuple(x.shape)}"
+    spec = resolve_data(data)
+    if spec.dataset == "gmm":
+        raise ConfigError(f"{what}: 'gmm' is an experiment's synthetic set, not data a model was trained on; pass a "
+                          f"folder, a .npy file, digits or lfw")
+    if spec.dataset == "npy":
+        assert spec.data_dir is not None
+        images = load_array(spec.data_dir, resolution=resolution, channels=channels)
+    else:
+        if spec.dataset == "folder" and (resolution is None or channels is None):
+            assert spec.data_dir is not None
+            side, mode_channels = _first_image_geometry(Path(spec.data_dir).expanduser())
+            resolution = resolution or side
+            channels = channels or mode_channels
+        native = {"digits": 8, "lfw": 25}.get(spec.dataset, 32)
+        images = load_images(spec.dataset, resolution=resolution or native, data_dir=spec.data_dir, channels=channels)
+    return images.images.to(torch.float32).contiguous(), images.source
