@@ -19,6 +19,8 @@ from flowvar.data import (
     load_celeba,
     load_folder,
     load_images,
+    load_split,
+    resolve_data,
     save_grid,
     to_uint8,
 )
@@ -422,3 +424,43 @@ def test_many_corrupt_images_give_one_summary_warning(tmp_path: Path) -> None:
     lines = [str(w.message) for w in caught]
     assert len(lines) == 1 and lines[0].startswith("skipped 40 unreadable image file(s) in ")
     assert "broken00.png" in lines[0] and lines[0].endswith("; …")
+
+
+# --------------------------------------------------------------------------------------------- a user's data argument
+
+
+def test_resolve_data_names_and_errors(tmp_path: Path) -> None:
+    assert resolve_data("gmm").dataset == "gmm" and resolve_data("digits").data_dir is None
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_data(tmp_path / "nope")
+    bad = tmp_path / "data.csv"
+    bad.write_text("1,2\n")
+    with pytest.raises(DataError, match=r"unsupported data file .*\.csv"):
+        resolve_data(bad)
+    with pytest.raises(DataError, match="no image files"):
+        resolve_data(tmp_path)
+    with pytest.raises(ConfigError, match="dataset must be one of"):
+        resolve_data("gmm", dataset="imagenet")
+
+
+def test_npy_vectors_and_image_folder_split(tmp_path: Path) -> None:
+    from PIL import Image
+
+    arr = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    np.save(tmp_path / "v.npy", arr)
+    _, train, held = load_split("npy", str(tmp_path / "v.npy"), 24, 100, resolution=8, channels=None, seed=0,
+                                min_heldout=8)
+    assert train.shape == (24, 5) and held.shape == (16, 5)
+    rows = {tuple(r) for r in np.concatenate([train.numpy(), held.numpy()]).round(6).tolist()}
+    assert rows == {tuple(r) for r in arr.round(6).tolist()}  # a split, nothing lost or repeated
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (10, 14, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    assert resolve_data(folder).dataset == "folder"
+    _, train, held = load_split("folder", str(folder), 4, 100, resolution=8, channels=1, seed=0, min_heldout=8)
+    assert train.shape == (4, 1, 8, 8) and held.shape == (8, 1, 8, 8)
+    assert float(train.min()) >= -1 and float(train.max()) <= 1
+    with pytest.raises(DataError, match="lower n_train"):
+        load_split("folder", str(folder), 8, 100, resolution=8, channels=1, seed=0, min_heldout=8)

@@ -14,8 +14,11 @@ from flowvar import metrics
 from flowvar.errors import ConfigError, DataError, ShapeError
 from flowvar.gaussian import rotation_matrix
 from flowvar.metrics import (
+    Reference,
+    evaluate_outputs,
     fitted_linear_map,
     median_heuristic,
+    memorisation_score,
     mmd2,
     mmd_memory_bytes,
     nn_distance_ratio,
@@ -487,3 +490,20 @@ def test_counterexample_min_loss_matches_monte_carlo(gen: torch.Generator) -> No
     assert metrics.counterexample_min_loss(0.05, dim=3) == pytest.approx(12 * 0.05 * math.atan(20))
     with pytest.raises(ConfigError):
         metrics.counterexample_min_loss(-0.1)
+
+
+# ---------------------------------------------------------------------------------------------- σ advisor scores
+
+
+def test_memorisation_score_and_evaluation(gen: torch.Generator) -> None:
+    assert memorisation_score(1.0, 10) == 1.0 and memorisation_score(0.1, 10) == 0.0
+    x1 = torch.randn(32, 3, generator=gen)
+    held = torch.randn(200, 3, generator=gen)
+    ref = Reference.build(x1, held, 1 / 3, gen)
+    copy = evaluate_outputs(x1.clone(), x1[torch.randint(0, 32, (100,), generator=gen)], ref)
+    assert copy["pairing_accuracy"] == 1.0 and copy["memorisation"] == 1.0 and copy["fresh_copy_fraction"] == 1.0
+    assert copy["nn_train_over_heldout"] == 0.0 and copy["l2_partner.mean"] == 0.0
+    fresh = evaluate_outputs(x1[torch.randperm(32, generator=gen)], torch.randn(200, 3, generator=gen), ref)
+    assert fresh["memorisation"] < 0.2 and fresh["fresh_copy_fraction"] < 0.2
+    assert abs(fresh["generalisation"]) < copy["generalisation"]
+    assert fresh["generalisation"] == fresh["gen_mmd2.unbiased"]

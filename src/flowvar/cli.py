@@ -252,7 +252,7 @@ def advise_sigma_cmd(
 
     import torch
 
-    from flowvar.advisor import advise_sigma
+    from flowvar.advise import advise_sigma
     from flowvar.experiments.base import parse_overrides
     from flowvar.reproduce import default_threads
 

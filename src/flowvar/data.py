@@ -31,6 +31,10 @@ Conventions:
   contained in the subset of any larger size. An unreadable file is skipped with a warning naming it and
   the next file of the permutation takes its place.
 
+:func:`resolve_data` turns a user's ``--data`` argument (a bundled name, a folder, a ``.npy`` file) into a
+:class:`DataSpec`, and :func:`load_split` loads a file-backed source and splits it into training and held-out items
+(``flowvar advise-sigma``, :mod:`flowvar.experiments.sigma_tradeoff`).
+
 Nothing here downloads anything: the bundled sets ship inside the scikit-learn / scikit-image wheels and the
 folder loaders only read local files.
 """
@@ -518,3 +522,110 @@ def load_images(name: Source | str, n: int | None = None, resolution: int = 32, 
         return load_folder(data_dir, n=n, resolution=resolution, seed=seed, channels=channels, recursive=recursive)
     return load_array(data_dir, n=n, resolution=resolution, seed=seed, channels=channels)
 
+
+# --------------------------------------------------------------------------------------------- a user's data argument
+
+
+NAMED_DATA: tuple[str, ...] = ("gmm", "digits", "lfw")
+"""Data names :func:`resolve_data` accepts without a path (``flowvar advise-sigma --data gmm``)."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a study's data come from: ``dataset`` (gmm | digits | lfw | celeba | folder | npy) and ``data_dir``
+    (the folder or the .npy file; None for the bundled sets)."""
+
+    dataset: str
+    data_dir: str | None
+
+
+def resolve_data(data: str | Path, dataset: str | None = None) -> DataSpec:
+    """Infer the dataset kind from ``data``: the names ``"gmm"``, ``"digits"``, ``"lfw"``; an existing folder →
+    ``"folder"`` (``"celeba"`` when ``dataset="celeba"``); an existing ``.npy`` file → ``"npy"``.
+
+    Raises DataError (one line naming the path and the fix) for a missing path, an unsupported file type or an empty
+    folder, ConfigError for an unknown ``dataset``.
+    """
+    text = str(data).strip()
+    if dataset is not None and dataset not in ("gmm", "digits", "lfw", "celeba", "folder", "npy"):
+        raise ConfigError(f"dataset must be one of gmm, digits, lfw, celeba, folder, npy, got {dataset!r}")
+    if text.lower() in NAMED_DATA and not Path(text).exists():
+        return DataSpec(text.lower(), None)
+    if not text:
+        raise DataError("no data given; pass a folder of images, a .npy file, or one of gmm, digits, lfw")
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist; pass a folder of images, a .npy file (numpy.save), or "
+                        f"one of the bundled names gmm, digits, lfw")
+    if path.is_dir():
+        if dataset == "celeba":
+            celeba_folder(path)
+            return DataSpec("celeba", str(path))
+        if not list_image_files(path):
+            raise DataError(f"folder {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); pass a folder of "
+                            f"images or a .npy array")
+        return DataSpec("folder", str(path))
+    if path.suffix.lower() != ".npy":
+        raise DataError(f"unsupported data file {path} ({path.suffix or 'no extension'}); save arrays with "
+                        f"numpy.save as .npy ((N, d) vectors or (N, [C,] H, W) images) or pass a folder of images")
+    return DataSpec("npy", str(path))
+
+
+def count_items(dataset: str, data_dir: str | None) -> int:
+    """How many items a file-backed source holds, without decoding them (digits 1797, lfw 100)."""
+    if dataset == "digits":
+        return 1797
+    if dataset == "lfw":
+        return LFW_FACES
+    if data_dir is None:
+        raise ConfigError(f"dataset={dataset!r} needs data_dir (the folder or the .npy file)")
+    if dataset == "folder":
+        folder = Path(data_dir).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"image folder {folder} does not exist (or is not a folder); set data_dir to a folder "
+                            f"of images")
+        return len(list_image_files(folder))
+    if dataset == "celeba":
+        return len(list(celeba_folder(data_dir).glob("*.jpg")))
+    file = Path(data_dir).expanduser()
+    if not file.is_file():
+        raise DataError(f"array file {file} does not exist; set data_dir to a .npy file (numpy.save)")
+    try:
+        arr = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{file} is not a readable .npy array ({error}); save it with numpy.save") from None
+    if arr.ndim not in (2, 3, 4):
+        raise DataError(f"{file} holds an array of shape {arr.shape}; expected (N, d) vectors or (N, H, W) / "
+                        f"(N, C, H, W) images")
+    return int(arr.shape[0])
+
+
+def npy_is_vectors(data_dir: str) -> bool:
+    """Whether a ``.npy`` file holds (N, d) vectors (read from its header)."""
+    return np.load(Path(data_dir).expanduser(), mmap_mode="r", allow_pickle=False).ndim == 2
+
+
+def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int, *, resolution: int,
+               channels: int | None, seed: int, min_heldout: int) -> tuple[ImageSet, Tensor, Tensor]:
+    """Load ``n_train`` + up to ``n_heldout`` items of a file-backed source and split them.
+
+    Returns (the loaded set, the training items (n_train, *shape), the held-out items (h, *shape)) with
+    ``min_heldout`` <= h <= ``n_heldout``; which items go where is a permutation seeded with ``seed``.
+    (N, d) ``.npy`` arrays stay vectors; images are (N, C, R, R) in [−1, 1]. Raises DataError naming the count and
+    the fix when the source holds fewer than ``n_train + min_heldout`` items.
+    """
+    available = count_items(dataset, data_dir)
+    if available < n_train + min_heldout:
+        fit = available - min_heldout
+        fix = (f"lower n_train to at most {fit} (--set n_train={fit}) or provide more data" if fit >= 4 else
+               f"provide at least {4 + min_heldout} items (or lower min_heldout, at least 8)")
+        raise DataError(f"{data_dir or dataset} holds {available} item(s), but the advisor needs n_train={n_train} "
+                        f"training items plus at least {min_heldout} held out; {fix}")
+    want = min(available, n_train + n_heldout)
+    if dataset == "npy" and data_dir is not None and npy_is_vectors(data_dir):
+        items = load_array(data_dir, n=want, seed=seed)
+    else:
+        items = load_images(dataset, n=want, resolution=resolution, seed=seed, data_dir=data_dir, channels=channels)
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + 1))
+    x = items.images
+    return items, x[order[:n_train]].contiguous(), x[order[n_train:]].contiguous()

@@ -5,20 +5,20 @@ fixed pairs has a zero-loss, memorising minimiser whatever the pairing; Remark 2
 σ = 0.05 "already restores generalisation". Whether a given σ does so depends on σ√D against the spacing of the
 training pairs (PAPER.md §4 [D]), so for a given data set we measure both sides over a grid of σ and recommend one
 σ by a rule written into the result. The same run is ``flowvar advise-sigma --data PATH``
-(:func:`flowvar.advisor.advise_sigma`).
+(:func:`flowvar.advise.advise_sigma`).
 
 Protocol, for each seed s = ``seed`` + k, k < ``n_seeds``:
 
 1. Data (fixed across seeds, chosen with ``data_seed``): ``dataset`` gmm → a GMM in ``dim`` dimensions (``n_components``
    components, means ~ N(0, ``mean_scale``² I) drawn with ``gmm_seed``, std ``component_std``): N = ``n_train``
    training targets and ``n_eval`` held-out samples; digits | lfw | celeba | folder | npy → ``n_train`` items for
-   training and up to ``n_eval`` other items held out (:func:`flowvar.advisor.load_split`).
+   training and up to ``n_eval`` other items held out (:func:`flowvar.data.load_split`).
 2. Pairs: N sources x0 ~ N(0, I) drawn per seed and paired with the N targets by index — a fixed random pairing, the
    memorisation-prone setting of Prop 2.
 3. For each σ in ``sigmas`` (same pairs, same initialisation ``torch.manual_seed(s)``, same batch stream): a model
    trained on CFM(σ) (constant noise σ, target x1 − x0) — an MLP for vectors, a UNet for images (``model``).
 4. Euler (``euler_steps``) from the N training sources and from ``n_eval`` fresh sources;
-   :func:`flowvar.advisor.evaluate_outputs` gives memorisation (pairing accuracy vs chance 1/N, normalised score M,
+   :func:`flowvar.metrics.evaluate_outputs` gives memorisation (pairing accuracy vs chance 1/N, normalised score M,
    per-pair L2 to the partner, fraction of fresh outputs that copy a training target, NN distance ratio to training vs
    held-out data) and generalisation (unbiased — the rule's score G — and biased MMD² to the held-out data, one
    median-heuristic bandwidth shared by every σ).
@@ -53,21 +53,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.advisor import (
-    GEN_KEY,
-    MEM_KEY,
-    Reference,
-    evaluate_outputs,
-    fallback_sigma,
-    gen_tolerance,
-    load_split,
-    memorisation_score,
-    null_generalisation,
-    recommend_sigma,
-    rule_text,
-)
+from flowvar.advisor import fallback_sigma, gen_tolerance, recommend_sigma, rule_text
 from flowvar.couplings import FixedPairs
-from flowvar.data import SOURCES, ImageSet
+from flowvar.data import SOURCES, ImageSet, load_split
 from flowvar.distributions import GaussianMixture
 from flowvar.errors import ConfigError, SolverError, TrainingError
 from flowvar.experiments._imaging import (
@@ -81,7 +69,17 @@ from flowvar.experiments._imaging import (
     train_field,
 )
 from flowvar.experiments.base import RunContext, register
-from flowvar.metrics import as_matrix, nearest_neighbours, nn_distance_ratio
+from flowvar.metrics import (
+    GEN_KEY,
+    MEM_KEY,
+    Reference,
+    as_matrix,
+    evaluate_outputs,
+    memorisation_score,
+    nearest_neighbours,
+    nn_distance_ratio,
+    null_generalisation,
+)
 from flowvar.models import MLPField
 from flowvar.results import Precondition, Verdict
 from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
@@ -91,7 +89,7 @@ METRIC_KEYS: tuple[str, ...] = ("pairing_accuracy", "memorisation", "l2_partner.
                                 "fresh_copy_fraction", "fresh_nn_ratio.median", "nn_train_over_heldout",
                                 "gen_mmd2.unbiased", "gen_mmd2.biased", "generalisation", "loss_first_5pct",
                                 "loss_last_5pct", "loss_last_relative_to_zero_field", "runtime_s")
-"""The per-σ, per-seed row keys (:func:`flowvar.advisor.evaluate_outputs` plus the training-loss summary)."""
+"""The per-σ, per-seed row keys (:func:`flowvar.metrics.evaluate_outputs` plus the training-loss summary)."""
 
 
 @dataclass
