@@ -42,6 +42,12 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     (["run", "lemma1", "--set", "cov_diag=1,1,1"], "mean and cov_diag must have the same length"),
     (["run", "lemma1", "--set", "n_samples=0"], "lemma1: n_samples must hold counts from 1"),
     (["run", "counterexample1", "--set", "euler_steps=[]"], "euler_steps must not be empty"),
+    # README: "a non-positive-definite M ... one line, exit 2"
+    (["run", "fig4", "--quick", "--set", "cov=[[1,2],[2,1]]"], "cov must be positive definite"),
+    (["run", "fig4", "--quick", "--set", "cov=[[1,0],[0,1],[0,0]]"], "cov must be a 2×2 matrix"),
+    # docs/reproduce.md: a bad option value, before anything runs (the runner's backend check)
+    (["reproduce", "--quick", "--only", "prop1", "--ray-address", "h:1"], "--ray-address needs --backend ray"),
+    (["reproduce", "--quick", "--only", "prop1", "--backend", "slurm"], "--backend must be one of local, ray"),
     (["run", "prop1", "--seed", "abc"], "Invalid value for '--seed'"),
     (["run", "prop1", "--no-such-flag"], "No such option: --no-such-flag"),
     (["run", "prop1", "--set", "n_samples=1\r2"], "n_samples expects an integer, got '1\\r2'"),
