@@ -1,5 +1,6 @@
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,33 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run_but_a_live_one_
         assert stage.path.name.startswith(f".exp.{os.getpid()}.")
     assert not killed.exists() and live.exists() and unrelated.exists()
     assert (tmp_path / "exp" / "result.json").is_file()
+
+
+def test_sizes_that_cannot_finish_are_refused_up_front(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config estimated at more than $FLOWVAR_MAX_DAYS (default 30) days on 2 cores is one line, exit 2, with the
+    estimate; raising the bound lets validation pass; the default configs are all inside it."""
+    from flowvar.cli import main
+    from flowvar.experiments.base import MAX_DAYS_DEFAULT, build_config, discover, estimated_runtime, get_experiment
+
+    fig4 = get_experiment("fig4")
+    full = build_config(fig4)
+    assert estimated_runtime(fig4, full) == pytest.approx(300.0)  # the YAML's full-mode estimate
+    doubled = build_config(fig4, overrides={"repeats": 60, "n_samples": 20000})
+    assert estimated_runtime(fig4, doubled) == pytest.approx(1200.0)  # linear in each count
+    for name in discover():
+        spec = get_experiment(name)
+        estimate = estimated_runtime(spec, build_config(spec))
+        assert estimate is None or estimate < MAX_DAYS_DEFAULT * 86400
+
+    out = tmp_path / "out"
+    assert main(["run", "fig4", "--quiet", "--out", str(out), "--set", "n_samples=90000000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flowvar: error: fig4: this config would take ~") and "FLOWVAR_MAX_DAYS" in err
+    assert "\n" not in err and not out.exists()
+
+    monkeypatch.setenv("FLOWVAR_MAX_DAYS", "1e6")
+    build_config(fig4, overrides={"n_samples": 90_000_000})  # accepted under the raised bound
+    monkeypatch.setenv("FLOWVAR_MAX_DAYS", "soon")
+    with pytest.raises(ConfigError, match="FLOWVAR_MAX_DAYS must be a positive number of days"):
+        build_config(fig4)

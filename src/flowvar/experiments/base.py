@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -433,10 +434,68 @@ def build_config(spec: ExperimentSpec, *, quick: bool = False, seed: int | None 
     return config
 
 
+MAX_DAYS_DEFAULT = 30.0
+"""Runs estimated (:func:`estimated_runtime`) to take longer than this many days on 2 CPU cores are refused up
+front; ``$FLOWVAR_MAX_DAYS`` raises or lowers the bound."""
+
+
+def _work_size(key: str, value: Any) -> float | None:
+    """How much work a config value asks for: the total of a count field (``n_samples=1e4``, ``ns=[64, 256]``),
+    the length of any other list (σ values, angles); None for the rest."""
+    numbers = _numbers(value)
+    if COUNT_FIELDS.match(key) and numbers:
+        return float(sum(numbers))
+    if isinstance(value, list | tuple) and value:
+        return float(len(value))
+    return None
+
+
+def estimated_runtime(spec: ExperimentSpec, config: Any) -> float | None:
+    """A rough wall-clock estimate (seconds, 2 CPU cores) of running ``config``: the YAML file's full-mode estimate
+    times ∏_k size_k(config) / size_k(full defaults) over the count fields and lists (:func:`_work_size`), i.e.
+    linear in every count. None without a YAML estimate. It is coarse by design (widths and depths cost more than
+    linearly): it exists to refuse sizes that cannot finish, not to schedule."""
+    defaults = package_defaults(spec)
+    if defaults is None or "full" not in defaults.expected_runtime_s:
+        return None
+    full = {f.name: field_default(f) for f in dataclasses.fields(config)} | dict(defaults.values)
+    ratio = 1.0
+    for f in dataclasses.fields(config):
+        now, ref = _work_size(f.name, getattr(config, f.name)), _work_size(f.name, full.get(f.name))
+        if now is not None and ref is not None and ref > 0:
+            ratio *= now / ref
+    return float(defaults.expected_runtime_s["full"]) * ratio
+
+
+def max_runtime_s() -> float:
+    """The bound of :func:`check_size` in seconds: ``$FLOWVAR_MAX_DAYS`` days, else :data:`MAX_DAYS_DEFAULT`."""
+    raw = os.environ.get("FLOWVAR_MAX_DAYS")
+    if raw is None:
+        return MAX_DAYS_DEFAULT * 86400.0
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1.0
+    if not (math.isfinite(days) and days > 0):
+        raise ConfigError(f"FLOWVAR_MAX_DAYS must be a positive number of days, got {raw!r}")
+    return days * 86400.0
+
+
+def check_size(spec: ExperimentSpec, config: Any) -> None:
+    """Refuse, with the estimate, a config that would run longer than :func:`max_runtime_s` on 2 CPU cores."""
+    estimate = estimated_runtime(spec, config)
+    bound = max_runtime_s()
+    if estimate is not None and estimate > bound:
+        raise ConfigError(f"{spec.name}: this config would take ~{estimate / 86400:.3g} days on 2 CPU cores (the "
+                          f"full-mode estimate scaled linearly by its sizes), over the {bound / 86400:.3g}-day bound; "
+                          f"shrink the sizes, or raise the bound with FLOWVAR_MAX_DAYS=...")
+
+
 def validate_config(spec: ExperimentSpec, config: Any) -> None:
     """The schema's generic rules (:func:`check_schema`), then the experiment's own ``validate()`` (cross-field
-    checks). Anything else escaping ``validate()`` (a bug, not bad input) is reported as a :class:`ConfigError`
-    naming the experiment, so a bad value never reaches the user as a traceback."""
+    checks), then the size bound (:func:`check_size`). Anything else escaping ``validate()`` (a bug, not bad input)
+    is reported as a :class:`ConfigError` naming the experiment, so a bad value never reaches the user as a
+    traceback."""
     check_schema(spec, config)
     validate = getattr(config, "validate", None)
     if callable(validate):
@@ -446,6 +505,7 @@ def validate_config(spec: ExperimentSpec, config: Any) -> None:
             raise
         except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, OverflowError, RuntimeError) as e:
             raise ConfigError(f"invalid config for {spec.name}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    check_size(spec, config)
 
 
 def _yaml_value(value: Any) -> Any:
