@@ -302,23 +302,35 @@ def show_cmd(
     update_readme: Annotated[Path | None, typer.Option(
         "--update-readme", help="With a reproduce folder: rewrite the reference-run block of this README from it.")
                              ] = None,
+    write_report: Annotated[bool, typer.Option(
+        "--write-report", help="With a reproduce folder: re-render its report.html and report.md from results.json "
+                               "(nothing is recomputed).")] = False,
 ) -> None:
-    """Print the verdict table of finished runs (or of a reproduce folder), or the points of a sweep folder."""
+    """Print the findings, the paper-beside-ours tables and the verdict table of finished runs (or of a reproduce
+    folder), or the points of a sweep folder."""
     from flowvar.report import collection_results, load_collection, load_results, verdict_counts, verdict_table
+    from flowvar.report.document import entries, result_entries
+    from flowvar.report.markdown import findings_text
     from flowvar.results import headline
     from flowvar.sweep import load_sweep, sweep_table
 
-    if update_readme is not None:
-        from flowvar.report import readme_section
-        from flowvar.report import update_readme as rewrite
-
+    if update_readme is not None or write_report:
         collection = load_collection(folder)
         if collection is None:
-            raise DataError(f"{folder} is not a `flowvar reproduce` folder (no results.json); --update-readme needs "
-                            f"one")
-        label = os.path.relpath(Path(folder).resolve(), Path(update_readme).resolve().parent)
-        changed = rewrite(update_readme, readme_section(collection, Path(label).as_posix()))
-        typer.echo(f"{update_readme}: reference-run block {'updated' if changed else 'already up to date'}")
+            flag = "--update-readme" if update_readme is not None else "--write-report"
+            raise DataError(f"{folder} is not a `flowvar reproduce` folder (no results.json); {flag} needs one")
+        if write_report:
+            from flowvar.report import rewrite_reports
+
+            paths = rewrite_reports(folder)
+            typer.echo(f"{paths['html']}, {paths['md'].name}: re-rendered from {Path(folder) / 'results.json'}")
+        if update_readme is not None:
+            from flowvar.report import readme_section
+            from flowvar.report import update_readme as rewrite
+
+            label = os.path.relpath(Path(folder).resolve(), Path(update_readme).resolve().parent)
+            changed = rewrite(update_readme, readme_section(collection, Path(label).as_posix()))
+            typer.echo(f"{update_readme}: reference-run block {'updated' if changed else 'already up to date'}")
         return
 
     swept = load_sweep(folder)
@@ -337,8 +349,11 @@ def show_cmd(
         results = collection_results(collection)
         typer.echo(f"{meta.get('command', 'flowvar reproduce')} ({meta.get('mode', '?')} mode, "
                    f"{meta.get('created', '')}); report: {Path(folder) / 'report.html'}\n")
+        typer.echo(findings_text(entries(collection)))
     else:
         results = load_results(folder)
+        typer.echo(findings_text(result_entries(results)))
+    typer.echo("Verdicts\n========\n")
     typer.echo(verdict_table(results))
     counts = verdict_counts(results)
     typer.echo(f"\n{len(results)} experiments: " + headline(counts))
