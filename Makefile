@@ -7,7 +7,7 @@ STAMP := $(VENV)/.flowvar-installed
 OUT ?= runs
 JOBS ?= 2
 
-.PHONY: setup test lint reproduce clean
+.PHONY: setup test lint browser reproduce clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,22 @@ $(STAMP): pyproject.toml constraints.txt
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-test: setup lint
+test: setup lint browser
 	$(BIN)/pytest -q
+
+# Chromium for tests/test_browser.py (report.html in a real browser): the distribution's package, installed only
+# where that needs no password (root, or password-less sudo) and apt-get exists. Never fails: elsewhere the test
+# skips and says why.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo="sudo -n"; else sudo=none; fi; \
+	if [ "$$sudo" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make browser: no root or no apt-get: chromium not installed; tests/test_browser.py will skip"; exit 0; fi; \
+	echo "make browser: installing the distribution's chromium for tests/test_browser.py"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	  --no-install-recommends chromium >/dev/null \
+	  || echo "make browser: could not install chromium; tests/test_browser.py will skip"
 
 reproduce: setup
 	$(BIN)/flowvar reproduce --quick --out $(OUT) --jobs $(JOBS)

@@ -215,7 +215,12 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
     toc = ['<nav class="toc" aria-label="Contents"><strong>Contents</strong><ol>',
            '<li><a href="#findings">Findings</a></li>', '<li><a href="#verdicts">Verdict table</a></li>']
     for e in items:
-        badges = " ".join(_badge(c.verdict) for c in (e.result.claims if e.result else []) if c.kind != "identity")
+        judged = [c.verdict for c in (e.result.claims if e.result else []) if c.kind != "identity"]
+        n_id = sum(c.kind == "identity" for c in (e.result.claims if e.result else []))
+        badges = " ".join(_badge(v, f"{judged.count(v)} {v}") for v in VERDICTS if judged.count(v))
+        if n_id and e.result:
+            ok = sum(c.kind == "identity" and c.verdict == "confirmed" for c in e.result.claims)
+            badges += f" <span class=meta>{ok} of {n_id} identities hold</span>"
         label = e.story.label if e.story else e.name
         toc.append(f'<li><a href="#{_h(exp_anchor(e.name))}">{_h(label)}</a> <span class=meta>({_h(e.name)})</span>'
                    + (f" {badges}" if badges else (f" {_badge('failed', e.status)}" if e.failed else "")) + "</li>")
@@ -237,8 +242,8 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
         verdicts = {c.verdict for c in e.result.claims if c.kind == "reproduction"} if e.result else set()
         cls = next((v for v in ("refuted", "inconclusive", "untestable", "confirmed") if v in verdicts), "")
         parts.append(f'<div class="finding c-{cls}" id="finding-{_h(e.name)}"><p><a href="#{_h(exp_anchor(e.name))}">'
-                     f"<strong>{_h(e.story.label)}</strong></a>: {_h(e.story.body())}"
-                     f"</p></div>")
+                     f"<strong>{_h(e.story.label)}</strong></a>: {_h(e.story.body())}</p>"
+                     f"<p class=meta>Scale: {_h(e.story.scale)}.</p></div>")
     parts.append("</section>")
     parts += ['<section id="verdicts"><h2>Verdict table</h2>',
               "<p class=meta>Every claim: its kind, verdict and decisive numbers; the claim links to its card "

@@ -250,11 +250,10 @@ def rule_clauses(rule: str) -> dict[str, str]:
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(rule)
         text = rule[m.start():end]
-        stop = re.search(r"\.\s+[A-Z]", text)
+        stop = re.search(r"\.\s|[;,]\s*(else|otherwise)\b", text)  # the end of its sentence or an "else"
         if stop:
             text = text[:stop.start()]
-        text = text.strip().rstrip(";,. ")
-        text = re.sub(r"[;,]?\s*(else|otherwise|or)$", "", text).strip().rstrip(";,")
+        text = re.sub(r"[;,]\s*(or|and)?\s*$", "", text.strip()).strip().rstrip(";,.")
         out.setdefault(m.group(1).lower(), text)
     return out
 
@@ -458,11 +457,8 @@ def build_story(result: Result) -> Story:
     import flowvar.report.narrators  # noqa: F401  (registers flowvar's own narrators on first use)
 
     claims = {c.id: claim_text(c) for c in result.claims}
-    judged = [c for c in result.claims if c.kind != "identity"] or result.claims
-    found = "; ".join(f"{_short_statement(c.statement)} — {c.verdict} ({claims[c.id].numbers})" for c in judged[:4])
     story = Story(experiment=result.experiment, label=short_label(result), paper=_first_paper_sentence(result.paper),
-                  found=found or "no claims recorded", verdict=verdict_sentence(result.claims),
-                  scale=scale_text(result), claims=claims,
+                  found="", verdict=verdict_sentence(result.claims), scale=scale_text(result), claims=claims,
                   figures={f: FigureText(f"{result.experiment}: {f}") for f in result.figures})
     fn = NARRATORS.get(result.experiment)
     if fn is not None:
@@ -471,6 +467,12 @@ def build_story(result: Result) -> Story:
         except Exception as e:  # an unexpected result never breaks the report: the generic story stays
             story.problems.append(f"the {result.experiment} narrator could not read this result "
                                   f"({type(e).__name__}: {e}); the generic summary is shown")
+            story.claims = {c.id: claim_text(c) for c in result.claims}
+    if not story.found:  # from the (possibly refined) claim texts
+        judged = [c for c in result.claims if c.kind != "identity"] or result.claims
+        story.found = "; ".join(f"{_short_statement(c.statement, 90)}: {c.verdict} "
+                                f"({shorten(story.claims[c.id].numbers, 130)})" for c in judged[:4]) or \
+            "no claims recorded"
     return story
 
 

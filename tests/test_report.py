@@ -1,0 +1,247 @@
+"""The report a researcher reads (``report.html``, ``report.md``, ``flowvar show``): findings in words generated from
+the results, paper-beside-ours tables, readable claim sentences, figures with captions placed with their claims,
+navigation; checked on the published reference run (``results/``) and on crafted results."""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowvar.cli import main
+from flowvar.report import build_story, render_html, render_markdown, rewrite_reports
+from flowvar.report.story import (
+    NARRATORS,
+    flatten,
+    num,
+    rule_clauses,
+    rule_text,
+    short_value,
+)
+from flowvar.results import Claim, Result
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+
+
+@pytest.fixture(scope="module")
+def collection() -> dict[str, Any]:
+    return json.loads((RESULTS / "results.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def results(collection: dict[str, Any]) -> dict[str, Result]:
+    return {e["name"]: Result.from_dict(e["result"]) for e in collection["experiments"]}
+
+
+@pytest.fixture(scope="module")
+def page(collection: dict[str, Any]) -> str:
+    return render_html(collection, RESULTS)
+
+
+def visible_text(page: str) -> str:
+    """The page's text as a reader sees it (style, tags and entities resolved)."""
+    body = re.sub(r"<style>.*?</style>", "", page, flags=re.S)
+    body = re.sub(r'src="data:[^"]*"', "", body)
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+# --- words from numbers -------------------------------------------------------------------------------------------
+
+def test_numbers_read_as_words() -> None:
+    assert num(0.96612) == "0.966" and num(6.0) == "6" and num(1.2074954659e-12) == "1.21e-12"
+    assert num(4000) == "4000" and num("nan") == "n/a" and num(float("inf")) == "∞" and num(2.5e7) == "2.50e7"
+    assert short_value([0.1, 0.2]) == "0.1, 0.2" and short_value([]) == "none"
+    assert short_value(list(range(10))) == "0 to 9 (10 values)"
+    assert short_value({"rk4": 3.9e-14, "dopri5": 1.9e-14}) == "rk4 3.90e-14, dopri5 1.90e-14"
+    assert short_value({"a": "failed", "b": "failed", "c": "ok"}) == "a, b: failed; c: ok"
+    assert short_value({"nested": {"x": 1}}) is None
+    assert flatten({"a": {"b": [1, 2], "c": [{"d": 3}]}, "e": {}}) == [("a.b", "1, 2"), ("a.c[0].d", "3"),
+                                                                      ("e", "none")]
+
+
+def test_rule_clauses_split_a_rule_by_verdict() -> None:
+    rule = ("per seed: ... Confirmed if every seed memorises, refuted if every seed fails; inconclusive otherwise. "
+            "The rest is background")
+    assert rule_clauses(rule) == {"confirmed": "Confirmed if every seed memorises",
+                                  "refuted": "refuted if every seed fails", "inconclusive": "inconclusive otherwise"}
+    assert rule_clauses("refuted if either is excluded; else inconclusive. crossover_sigma: the smallest σ") == {
+        "refuted": "refuted if either is excluded"}
+    claim = Claim("x.y", "s", "inconclusive", {}, rule)
+    assert rule_text(claim) == ("Rule: neither outcome was reached — Confirmed if every seed memorises; refuted if "
+                                "every seed fails")
+    untestable = Claim("x.z", "s", "untestable", {}, rule, precondition={
+        "statement": "σ = 0 memorised", "holds": False, "measured": {"accuracy": 0.3}, "remedy": "train longer"},
+        verdict_if_testable="refuted")
+    text = rule_text(untestable)
+    assert "σ = 0 memorised" in text and "accuracy 0.3" in text and "would say refuted" in text
+    assert "train longer" in text
+
+
+# --- the stories of the reference run ------------------------------------------------------------------------------
+
+def test_every_experiment_of_the_reference_run_has_a_narrated_story(results: dict[str, Result]) -> None:
+    assert set(NARRATORS) >= set(results), f"experiments without a narrator: {set(results) - set(NARRATORS)}"
+    raw = re.compile(r"[{}]\s*['\"]|['\"]\s*:|\w=\{|\[\{")  # a dict or JSON printed as is
+    for name, r in results.items():
+        story = build_story(r)
+        assert not story.problems, f"{name}: {story.problems}"
+        assert set(story.claims) == {c.id for c in r.claims}
+        for text in [story.paragraph(), *(t.sentence("confirmed") for t in story.claims.values())]:
+            assert not raw.search(text), f"{name}: raw structure in {text[:200]!r}"
+        for fig in r.figures:  # every figure captioned, placed with a claim of the result or the table
+            assert fig in story.figures and story.figures[fig].caption != f"{name}: {fig}", f"{name}/{fig}"
+            target = story.figures[fig].claim
+            assert target in {c.id for c in r.claims} | {"#table", None}, f"{name}/{fig} -> {target}"
+
+
+def test_fig6_says_where_the_paper_holds(results: dict[str, Result]) -> None:
+    r = results["fig6"]
+    frac = next(c for c in r.claims if c.id == "fig6.sigma0_solver_dependence").evidence[
+        "fraction_nearer_rotation_per_solver"]
+    story = build_story(r)
+    text = story.paragraph()
+    assert f"{100 * frac['euler_11']:.0f} % at 11 steps" in text and f"{100 * frac['euler_1001']:.0f} % at 1001" in text
+    assert "holds only on coarse grids (≤ 11 Euler steps)" in text
+    table = story.tables[0]
+    rows = {row[0]: marks for row, marks in zip(table.rows, table.verdicts, strict=True)}
+    assert rows["Euler 11 steps"][0][2] == "partly" and rows["Euler 1001 steps"][0][2] == "does not hold"
+
+
+def test_table2_sits_beside_the_papers_numbers(results: dict[str, Result]) -> None:
+    r = results["table2"]
+    story = build_story(r)
+    table = story.tables[0]
+    assert table.columns == ["setting", "paper: L2 to OT ↓", "ours: L2 to OT ↓", "paper: L2 to shuffled ↓",
+                             "ours: L2 to shuffled ↓"]
+    first = table.rows[0]
+    assert first[0] == "N = 5,000 (ours 64), CFM(σ = 0.05)" and first[1] == "34.2 ± 7.5"
+    ours = r.metrics["table2"]["N=64"]["sigma=0.05"]["l2_to_ot"]
+    assert first[2].startswith(f"{num(ours['mean'])} ± {num(ours['std'], 2)} (n = {ours['n']} images")
+    assert table.verdicts[0] == [("table2.N=64.sigma0.05_generalises", "refuted", "refuted")]
+    notes = " ".join(table.notes)
+    assert "CelebA 64×64" in notes and "digits 8×8 px" in notes and "[−1, 1]" in notes
+    assert len(table.rows) == 4 and story.tables[1].rows[0][1] == "21.8"
+
+
+def test_table1_and_table3_tables(results: dict[str, Result]) -> None:
+    t1 = build_story(results["table1"]).tables[0]
+    assert [row[:2] for row in t1.rows[:2]] == [["d = 3", "generalisation MMD² ↓"], ["d = 3", "memorisation MMD² ↓"]]
+    assert t1.rows[0][2] == "0.0034" and t1.rows[0][3].endswith("(n = 3 seeds)")
+    t3 = build_story(results["table3"]).tables[0]
+    assert t3.columns[1:3] == ["paper σ = 0.05", "ours σ = 0.05"] and t3.rows[1][0] == "L2 to generated ↓"
+    assert t3.rows[1][3] == "8.63 ± 1.8"
+
+
+def test_a_narrator_that_cannot_read_a_result_leaves_the_generic_story(results: dict[str, Result]) -> None:
+    r = copy.deepcopy(results["fig6"])
+    for c in r.claims:
+        c.evidence.pop("fraction_nearer_rotation_per_solver", None)
+    story = build_story(r)
+    assert story.problems and "KeyError" in story.problems[0]
+    assert set(story.claims) == {c.id for c in r.claims} and story.found and not story.tables
+
+
+def test_an_older_result_without_kinds_or_preconditions_renders(collection: dict[str, Any], tmp_path: Path) -> None:
+    """results.json from before claims had kinds, preconditions and minimum effects, and before the paper's
+    numbers were recorded: it still loads and renders, with the generic story."""
+    old = copy.deepcopy(collection)
+    old["experiments"] = [e for e in old["experiments"] if e["name"] in ("table2", "prop1")]
+    for e in old["experiments"]:
+        e["result"]["paper"] = {}
+        e["result"]["metrics"] = {}
+        e["result"]["figures"] = []
+        for c in e["result"]["claims"]:
+            for key in ("kind", "precondition", "min_effect", "replicates", "verdict_if_testable"):
+                c.pop(key, None)
+    page = render_html(old, tmp_path)
+    md = render_markdown(old)
+    assert "table2.N=64.sigma0_memorises" in page and "the table2 narrator could not read this result" in page
+    assert "| table2 | `table2.N=64.sigma0_memorises` | reproduction | **confirmed** |" in md
+
+
+# --- the rendered report ---------------------------------------------------------------------------------------------
+
+def test_the_page_answers_at_a_glance(page: str, results: dict[str, Result]) -> None:
+    text = visible_text(page)
+    head = text[:text.index("Every claim: its kind, verdict")]  # everything above the verdict table
+    assert "Quick run: every experiment scaled down" in head and "N = 64, 256" in head
+    assert "13 of 37 reproductions confirmed" in head and "holds only on coarse grids" in head
+    for name in results:  # a finding paragraph per experiment, linked to its section
+        assert f'href="#exp-{name}"' in page and f'id="exp-{name}"' in page and f'id="finding-{name}"' in page
+    assert head.index("Findings") < head.index("holds only on coarse grids")
+    assert len(head) < text.index("Table 2 beside ours")
+    assert "{'" not in text and '{"' not in text and not re.search(r"\w=[{\[]", text)  # no raw dict, JSON, k=v
+
+
+def test_anchors_resolve_and_figures_appear_once_with_a_caption(page: str, results: dict[str, Result]) -> None:
+    ids = set(re.findall(r'id="([^"]+)"', page))
+    targets = set(re.findall(r'href="#([^"]+)"', page))
+    assert targets and {html.unescape(t) for t in targets} <= {html.unescape(i) for i in ids}
+    for r in results.values():
+        for c in r.claims:
+            assert f'href="#claim-{html.escape(c.id)}"' in page
+    images = re.findall(r'<figure><img alt="([^"]*)" src="data:image/png;base64,', page)
+    assert len(images) == sum(len(r.figures) for r in results.values())
+    assert all(len(alt) > 40 for alt in images)
+    assert "<script" not in page and "http://" not in page and "https://" not in page and "@media print" in page
+
+
+def test_figures_sit_with_the_claim_they_support(page: str) -> None:
+    card = page.index('id="claim-fig6.sigma0_odd_euler_reproduces_rotation"')
+    next_card = page.index('id="claim-fig6.sigma0.05_leaves_rotation"')
+    assert card < page.index("(fig6/trajectories.png)") < next_card
+    table = page.index("Table 2 beside ours")
+    assert table < page.index("(table2/table2_l2.png)") < page.index('id="claim-table2.N=64.sigma0_memorises"')
+
+
+def test_markdown_carries_the_same_findings_and_tables(collection: dict[str, Any]) -> None:
+    md = render_markdown(collection)
+    assert md.index("## Findings") < md.index("## Verdicts")
+    assert "**Table 2 beside ours: adversarial (shuffled OT) pairs" in md
+    assert "| N = 5,000 (ours 64), CFM(σ = 0.05) | 34.2" in md
+    assert "holds only on coarse grids" in md and "> **Quick run" in md
+    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
+        assert (RESULTS / link).is_file(), link
+
+
+def test_the_published_reports_are_rendered_from_the_published_results(collection: dict[str, Any]) -> None:
+    """results/report.md and report.html are what the current code renders from results/results.json (never
+    stale, never hand-edited)."""
+    assert (RESULTS / "report.md").read_text(encoding="utf-8") == render_markdown(collection), (
+        "results/report.md is stale: run `flowvar show results --write-report`")
+    assert (RESULTS / "report.html").read_text(encoding="utf-8") == render_html(collection, RESULTS), (
+        "results/report.html is stale: run `flowvar show results --write-report`")
+
+
+# --- flowvar show ------------------------------------------------------------------------------------------------
+
+def test_show_prints_findings_tables_and_verdicts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(RESULTS)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("Findings") < out.index("Paper beside ours") < out.index("Verdicts")
+    assert "holds only on coarse grids" in out and "| N = 5,000 (ours 64), CFM(σ = 0.05) | 34.2 ± 7.5 |" in out
+    assert "| fig6 | `fig6.sigma0_solver_dependence` | finding | **confirmed** | σ = 0, the fraction" in out
+    assert "15 experiments: 13 of 37 reproductions confirmed" in out and "{'" not in out
+
+
+def test_show_write_report_rerenders_a_reproduce_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(RESULTS / "results.json", out / "results.json")
+    for name in ("fig6", "table2"):
+        shutil.copytree(RESULTS / name, out / name)
+    assert main(["show", str(out), "--write-report"]) == 0
+    assert "re-rendered" in capsys.readouterr().out
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "holds only on coarse grids" in page and "figure fig5/variance_by_angle.png is missing" in page
+    assert (out / "report.md").is_file()
+    assert main(["show", str(tmp_path / "nothing"), "--write-report"]) == 2
+    assert "is not a `flowvar reproduce` folder" in capsys.readouterr().err
+    assert rewrite_reports(out)["html"] == out / "report.html"
