@@ -11,13 +11,13 @@ import pytest
 from flowvar.cache import (
     MANIFEST,
     Cache,
-    _experiment_files,
     cache_key,
     code_version,
     install,
     key_inputs,
     lookup,
     run_cached,
+    source_digest,
     store,
 )
 from flowvar.cli import main
@@ -55,14 +55,25 @@ def test_key_is_stable_and_covers_config_mode_name_and_code() -> None:
     assert inputs["code_version"] == code_version("prop1") and inputs["torch"] and inputs["torch_threads"] >= 1
 
 
-def test_code_version_ignores_other_experiments_but_follows_imports() -> None:
-    sources = {"gaussian.py": b"x = 1", "experiments/base.py": b"", "experiments/a.py": b"from flowvar.experiments "
-               b"import base\nfrom flowvar.experiments.b import helper", "experiments/b.py": b"from .c import y",
-               "experiments/c.py": b"", "experiments/d.py": b""}
-    assert _experiment_files("a", sources) == {"experiments/a.py", "experiments/base.py", "experiments/b.py",
-                                               "experiments/c.py"}
-    assert _experiment_files("d", sources) == {"experiments/d.py"}
+def test_code_version_covers_the_library_the_kits_and_the_own_module_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flowvar.cache as cache_module
+
+    sources = {"gaussian.py": b"x = 1", "experiments/base.py": b"", "experiments/_kit.py": b"k = 1",
+               "experiments/a.py": b"a = 1", "experiments/b.py": b"b = 1"}
+    monkeypatch.setattr(cache_module, "_sources", lambda: dict(sources))
+    monkeypatch.setattr(cache_module, "_plugin_source", lambda name: None)
+    before = {name: source_digest(name) for name in ("a", "b")}
+    sources["experiments/b.py"] = b"b = 2"  # another experiment: a's key stays
+    assert source_digest("a") == before["a"] and source_digest("b") != before["b"]
+    for shared in ("experiments/_kit.py", "gaussian.py", "experiments/base.py"):  # shared code: every key moves
+        sources[shared] += b"\n# edited"
+        assert source_digest("a") != before["a"]
+        before["a"] = source_digest("a")
+    monkeypatch.undo()
     assert code_version().startswith("0.") and code_version("prop1") != code_version("fig4")
+    # the front end never counts
+    assert all(not f.startswith(("report/", "audit/")) and f not in ("cli.py", "runner.py", "sweep.py")
+               for f in cache_module._sources())
 
 
 def test_store_lookup_and_install(prop1_run: tuple[Path, str], tmp_path: Path) -> None:

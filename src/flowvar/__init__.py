@@ -2,4 +2,6 @@
 metrics, reproducing "Gradient Variance Reveals Failure Modes in Flow-Based Generative Models"
 (Reu, Dromigny, Bronstein, Vargas; NeurIPS 2025, arXiv 2510.18118)."""
 
-__version__ = "0.1.0"
+from flowvar._version import __version__
+
+__all__ = ["__version__"]

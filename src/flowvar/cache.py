@@ -28,7 +28,6 @@ corrupted result is recomputed, never trusted.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import hashlib
@@ -51,14 +50,18 @@ MANIFEST = "cache.json"
 log = logging.getLogger("flowvar.cache")
 
 
-FRONT_END = frozenset({"cli.py", "reproduce.py", "report.py", "cache.py", "sweep.py", "__main__.py"})
-"""Modules that only launch experiments and render reports: not part of any experiment's code version."""
+FRONT_END = ("cli.py", "__main__.py", "cache.py", "runner.py", "reproduce.py", "sweep.py", "advise.py", "report/",
+             "audit/")
+"""Files (``report/``: folders) that only launch experiments, render reports or audit users' models: not part of any
+experiment's code version."""
+
+
+def _is_front_end(rel: str) -> bool:
+    return any(rel == f or (f.endswith("/") and rel.startswith(f)) for f in FRONT_END)
 
 
 def _package_dir() -> Path:
-    import flowvar
-
-    return Path(flowvar.__file__).resolve().parent
+    return Path(__file__).resolve().parent
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,59 +70,28 @@ def _sources() -> dict[str, bytes]:
     per process."""
     package = _package_dir()
     return {p.relative_to(package).as_posix(): p.read_bytes() for p in sorted(package.rglob("*.py"))
-            if "__pycache__" not in p.parts and p.relative_to(package).as_posix() not in FRONT_END}
-
-
-def _imported_experiments(source: bytes) -> set[str]:
-    """Sibling experiment modules a module imports (``flowvar.experiments.X``, ``from . import X``, ``from .X``)."""
-    found: set[str] = set()
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return found
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[2] for a in node.names if a.name.startswith("flowvar.experiments.")}
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level == 1 and module:
-                found.add(module.split(".")[0])
-            elif module.startswith("flowvar.experiments."):
-                found.add(module.split(".")[2])
-            elif (node.level == 1 and not module) or module == "flowvar.experiments":
-                found |= {a.name for a in node.names}
-    return found
-
-
-def _experiment_files(name: str, sources: dict[str, bytes]) -> set[str]:
-    """``experiments/<name>.py`` and, transitively, the sibling experiment modules it imports."""
-    todo, seen = [name], set()
-    while todo:
-        module = todo.pop()
-        rel = f"experiments/{module}.py"
-        if module in seen or rel not in sources:
-            continue
-        seen.add(module)
-        todo += sorted(_imported_experiments(sources[rel]))
-    return {f"experiments/{m}.py" for m in seen}
+            if "__pycache__" not in p.parts and not _is_front_end(p.relative_to(package).as_posix())}
 
 
 def source_digest(experiment: str | None = None) -> str:
     """SHA-256 over the relative path and bytes of flowvar's ``*.py`` files, in sorted order.
 
-    The front-end modules (:data:`FRONT_END`: the CLI, reproduce, the report, this cache) never count. With
-    ``experiment``, the files are the library (everything else outside ``experiments/``), the experiment
-    infrastructure (``experiments/base.py``, ``experiments/__init__.py``), the experiment's own module and the
-    sibling experiment modules it imports; editing or adding *another* experiment leaves its key unchanged.
-    Without, every file.
+    The front-end modules (:data:`FRONT_END`: the CLI, the runner, reproduce, sweep, the report, the audit, this
+    cache) never count. With ``experiment``, the files are the library (everything outside ``experiments/``), the
+    experiment infrastructure and shared kits (``experiments/base.py``, ``experiments/__init__.py``,
+    ``experiments/_*.py``) and the experiment's own module: no experiment imports another
+    (tests/test_architecture.py), so editing or adding *another* experiment leaves its key unchanged with no
+    import parsing. Without, every file.
     """
     sources = _sources()
     if experiment is None:
         files = set(sources)
     else:
-        infra = {"experiments/base.py", "experiments/__init__.py"}
+        infra = {f for f in sources if f in ("experiments/base.py", "experiments/__init__.py")
+                 or f.startswith("experiments/_")}
         library = {f for f in sources if not f.startswith("experiments/")}
-        files = library | (infra & set(sources)) | _experiment_files(experiment, sources)
+        own = {f"experiments/{experiment}.py"} & set(sources)
+        files = library | infra | own
     digest = hashlib.sha256()
     for rel in sorted(files):
         digest.update(rel.encode())
@@ -150,7 +122,7 @@ def _plugin_source(experiment: str) -> bytes | None:
 
 def code_version(experiment: str | None = None) -> str:
     """``<flowvar version>+<first 12 hex digits of source_digest(experiment)>``, e.g. ``0.1.0+3fa2c91b07de``."""
-    from flowvar import __version__
+    from flowvar._version import __version__
 
     return f"{__version__}+{source_digest(experiment)[:12]}"
 

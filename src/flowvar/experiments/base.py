@@ -58,9 +58,7 @@ def discover() -> tuple[str, ...]:
     """
     import pkgutil
 
-    import flowvar.experiments as package
-
-    return tuple(sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).resolve().parent)])
                         if not m.name.startswith("_") and m.name not in {"base"}))
 
 
