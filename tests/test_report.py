@@ -121,13 +121,13 @@ def test_table2_sits_beside_the_papers_numbers(results: dict[str, Result]) -> No
     assert table.columns == ["setting", "paper: L2 to OT ↓", "ours: L2 to OT ↓", "paper: L2 to shuffled ↓",
                              "ours: L2 to shuffled ↓"]
     first = table.rows[0]
-    assert first[0] == "N = 5,000 (ours 64), CFM(σ = 0.05)" and first[1] == "34.2 ± 7.5"
+    assert first[0] == "N = 5,000 (ours 64), CFM(σ = 0.05)" and first[1] == "34.25 ± 7.54"
     ours = r.metrics["table2"]["N=64"]["sigma=0.05"]["l2_to_ot"]
     assert first[2].startswith(f"{num(ours['mean'])} ± {num(ours['std'], 2)} (n = {ours['n']} images")
     assert table.verdicts[0] == [("table2.N=64.sigma0.05_generalises", "refuted", "refuted")]
     notes = " ".join(table.notes)
     assert "CelebA 64×64" in notes and "digits 8×8 px" in notes and "[−1, 1]" in notes
-    assert len(table.rows) == 4 and story.tables[1].rows[0][1] == "21.8"
+    assert len(table.rows) == 4 and story.tables[1].rows[0][1] == "21.83"
 
 
 def test_table1_and_table3_tables(results: dict[str, Result]) -> None:
@@ -136,7 +136,7 @@ def test_table1_and_table3_tables(results: dict[str, Result]) -> None:
     assert t1.rows[0][2] == "0.0034" and t1.rows[0][3].endswith("(n = 3 seeds)")
     t3 = build_story(results["table3"]).tables[0]
     assert t3.columns[1:3] == ["paper σ = 0.05", "ours σ = 0.05"] and t3.rows[1][0] == "L2 to generated ↓"
-    assert t3.rows[1][3] == "8.63 ± 1.8"
+    assert t3.rows[1][3] == "8.63 ± 1.76"
 
 
 def test_a_narrator_that_cannot_read_a_result_leaves_the_generic_story(results: dict[str, Result]) -> None:
@@ -226,7 +226,7 @@ def test_show_prints_findings_tables_and_verdicts(capsys: pytest.CaptureFixture[
     assert main(["show", str(RESULTS)]) == 0
     out = capsys.readouterr().out
     assert out.index("Findings") < out.index("Paper beside ours") < out.index("Verdicts")
-    assert "holds only on coarse grids" in out and "| N = 5,000 (ours 64), CFM(σ = 0.05) | 34.2 ± 7.5 |" in out
+    assert "holds only on coarse grids" in out and "| N = 5,000 (ours 64), CFM(σ = 0.05) | 34.25 ± 7.54 |" in out
     assert "| fig6 | `fig6.sigma0_solver_dependence` | finding | **confirmed** | σ = 0, the fraction" in out
     assert "15 experiments: 13 of 37 reproductions confirmed" in out and "{'" not in out
 

@@ -50,7 +50,7 @@ nav.toc ol{margin:.3em 0;padding-left:1.4em}nav.toc li{margin:.1em 0}
 .scroll{overflow-x:auto;max-width:100%;margin:.6em 0}
 table{border-collapse:collapse;font-size:.92em}td,th{border:1px solid var(--line);padding:.3em .55em;
 vertical-align:top;text-align:left}th{background:var(--soft)}
-td{overflow-wrap:anywhere}
+td{overflow-wrap:break-word}
 code{font-size:.88em;background:var(--soft);padding:0 .2em;overflow-wrap:anywhere}
 .badge{display:inline-block;padding:0 .55em;border-radius:1em;font-weight:600;font-size:.84em;color:#fff;
 white-space:nowrap;margin:.05em .15em .05em 0}

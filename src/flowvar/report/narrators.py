@@ -153,14 +153,11 @@ def fig6(result: Result, story: Story) -> None:
         f"{result.config.get('width', '?')}, {result.config.get('steps', '?')} training steps, one seed per σ."]
     story.tables = [table]
 
-    first = odd_grids[0] if odd_grids else None
     story.figures["trajectories.png"] = FigureText(
         "Trajectories of sources x0 (grey) through the trained networks, one row per σ and one column per solver; "
         "× marks the rotation partner R x0 + μ (the training pairing), + the translation x0 + μ. Look at where the "
-        "blue endpoints sit: on the × marks the network returns its training pairs"
-        + (f" (σ = 0: {pct(frac0[first])} at {_steps(first)} steps, {pct(frac0[finest_odd])} at "
-           f"{_steps(finest_odd)})." if first and finest_odd else "."),
-        odd.id)
+        "blue endpoints sit: on the × marks the network returns its training pairs; each panel's title gives the "
+        "share of endpoints nearer the rotation partner.", odd.id)
     story.figures["fraction_vs_grid.png"] = FigureText(
         "Share of endpoints nearer the rotation partner (0 to 1) against the number of Euler steps (log scale), per "
         "σ: solid odd grids, dashed even grids, dotted dopri5, × the exact minimiser. A curve falling below 0.5 "
@@ -233,10 +230,10 @@ def table1(result: Result, story: Story) -> None:
         g0, g1 = gen.evidence["sigma0_unbiased"], gen.evidence[f"sigma{num(s1)}_unbiased"]
         m0, m1 = mem.evidence["sigma0_biased"], mem.evidence[f"sigma{num(s1)}_biased"]
         l0, l1 = direct.evidence["sigma0_l2_partner"], direct.evidence[f"sigma{num(s1)}_l2_partner"]
-        table.add([f"d = {d}", "generalisation MMD² ↓", num(p0["generalisation"]), _ours(g0),
-                   num(p1["generalisation"]), _ours(g1)], [claim_mark(gen)])
-        table.add([f"d = {d}", "memorisation MMD² ↓", num(p0["memorisation"]), _ours(m0),
-                   num(p1["memorisation"]), _ours(m1)], [claim_mark(mem)])
+        table.add([f"d = {d}", "generalisation MMD² ↓", paper_pm(p0["generalisation"]), _ours(g0),
+                   paper_pm(p1["generalisation"]), _ours(g1)], [claim_mark(gen)])
+        table.add([f"d = {d}", "memorisation MMD² ↓", paper_pm(p0["memorisation"]), _ours(m0),
+                   paper_pm(p1["memorisation"]), _ours(m1)], [claim_mark(mem)])
         table.add([f"d = {d}", "L2 to the training partner (ours only)", "—", _ours(l0), "—", _ours(l1)],
                   [claim_mark(direct)])
         found.append(f"d = {d}: generalisation MMD² {num(mean_sd(g0)[0])} → {num(mean_sd(g1)[0])} "
@@ -298,8 +295,8 @@ def table2(result: Result, story: Story) -> None:
             o = ours[f"N={n}"][f"sigma={s}"]
             cid = f"table2.N={n}.sigma0_memorises" if s == 0 else f"table2.N={n}.sigma{num(s)}_generalises"
             c = claim_by_id(result, cid)
-            table.add([f"N = {pn:,} (ours {n}), CFM(σ = {num(s)})", pm(*p_pair(p["l2_to_ot"])),
-                       _img_stat(o["l2_to_ot"]), pm(*p_pair(p["l2_to_shuffled"])), _img_stat(o["l2_to_shuffled"])],
+            table.add([f"N = {pn:,} (ours {n}), CFM(σ = {num(s)})", paper_pm(p["l2_to_ot"]),
+                       _img_stat(o["l2_to_ot"]), paper_pm(p["l2_to_shuffled"]), _img_stat(o["l2_to_shuffled"])],
                       [claim_mark(c)])
         o0, o1 = ours[f"N={n}"]["sigma=0.0"], ours[f"N={n}"][f"sigma={max(sigmas)}"]
         nearer0 = "shuffled" if o0["l2_to_shuffled"]["mean"] < o0["l2_to_ot"]["mean"] else "OT"
@@ -315,7 +312,7 @@ def table2(result: Result, story: Story) -> None:
                     "ours: relative to the partner distance"])
     for n, pn in pairs:
         mm = margins[f"N={n}"]
-        mtable.add([f"{pn:,} / {n}", num(paper_margin.get(f"N={pn}", "—")), num(mm["margin"]),
+        mtable.add([f"{pn:,} / {n}", num(paper_margin.get(f"N={pn}", "—"), 4), num(mm["margin"]),
                     num(mm["relative_to_reference"])], [claim_mark(margin)])
     notes = [
         "L2: Euclidean distance per image between the output from a training source and a candidate partner, pixels "
@@ -352,11 +349,12 @@ def table2(result: Result, story: Story) -> None:
         "A short bar to the shuffled partner is memorisation.", TABLE)
 
 
-def p_pair(value: Any) -> tuple[Any, Any]:
-    """The paper's ``[mean, sd]`` pair (or a lone number, sd unknown)."""
+def paper_pm(value: Any) -> str:
+    """The paper's ``[mean, sd]`` pair as printed in the paper (four significant digits: 34.25 ± 7.54); a lone
+    number as itself."""
     if isinstance(value, list) and len(value) == 2:
-        return value[0], value[1]
-    return value, "?"
+        return f"{num(value[0], 4)} ± {num(value[1], 4)}"
+    return num(value, 4)
 
 
 @narrator("table3")
@@ -377,7 +375,7 @@ def table3(result: Result, story: Story) -> None:
     for key, name, c in (("l2_to_ot", "L2 to OT ↓", farther), ("l2_to_generated", "L2 to generated ↓", copies)):
         cells = [name]
         for s in sigmas:
-            cells += [pm(*p_pair(paper[f"sigma={s}"][key])), _img_stat(ours[f"sigma={s}"][key])]
+            cells += [paper_pm(paper[f"sigma={s}"][key]), _img_stat(ours[f"sigma={s}"][key])]
         table.add(cells, [claim_mark(c)])
     ref = ours.get("reference_generated_vs_ot_partner", {})
     table.notes = [
@@ -393,10 +391,10 @@ def table3(result: Result, story: Story) -> None:
     o = {s: ours[f"sigma={s}"] for s in sigmas}
     lo, hi = min(sigmas), max(sigmas)
     story.paper = (f"the paper (Table 3): retrained on generated pairs, σ = 0 copies them (L2 to generated "
-                   f"{num(paper[f'sigma={lo}']['l2_to_generated'][0])} vs "
-                   f"{num(paper[f'sigma={hi}']['l2_to_generated'][0])} for σ = {num(hi)}) and lands farther from the "
-                   f"OT partner ({num(paper[f'sigma={lo}']['l2_to_ot'][0])} vs "
-                   f"{num(paper[f'sigma={hi}']['l2_to_ot'][0])})")
+                   f"{num(paper[f'sigma={lo}']['l2_to_generated'][0], 4)} vs "
+                   f"{num(paper[f'sigma={hi}']['l2_to_generated'][0], 4)} for σ = {num(hi)}) and lands farther from "
+                   f"the OT partner ({num(paper[f'sigma={lo}']['l2_to_ot'][0], 4)} vs "
+                   f"{num(paper[f'sigma={hi}']['l2_to_ot'][0], 4)})")
     story.found = (f"L2 to the generated partner {num(o[lo]['l2_to_generated']['mean'])} at σ = {num(lo)} vs "
                    f"{num(o[hi]['l2_to_generated']['mean'])} at σ = {num(hi)}, to the OT partner "
                    f"{num(o[lo]['l2_to_ot']['mean'])} vs {num(o[hi]['l2_to_ot']['mean'])}"

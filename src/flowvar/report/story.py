@@ -469,10 +469,16 @@ def build_story(result: Result) -> Story:
                                   f"({type(e).__name__}: {e}); the generic summary is shown")
             story.claims = {c.id: claim_text(c) for c in result.claims}
     if not story.found:  # from the (possibly refined) claim texts
-        judged = [c for c in result.claims if c.kind != "identity"] or result.claims
-        story.found = "; ".join(f"{_short_statement(c.statement, 90)}: {c.verdict} "
-                                f"({shorten(story.claims[c.id].numbers, 130)})" for c in judged[:4]) or \
-            "no claims recorded"
+        judged = [c for c in result.claims if c.kind != "identity"]
+        if judged:
+            story.found = "; ".join(
+                f"{_short_statement(c.statement, 80)}: {c.verdict}"
+                + (" (precondition not met)" if c.verdict == "untestable" else
+                   f" ({shorten(story.claims[c.id].numbers, 110)})") for c in judged[:4])
+        else:  # identities only: their decisive numbers
+            story.found = "the decisive numbers of the checks: " + "; ".join(
+                shorten(story.claims[c.id].numbers, 70) for c in result.claims[:4]) if result.claims else \
+                "no claims recorded"
     return story
 
 
