@@ -51,11 +51,11 @@ from torch.func import functional_call, grad, vmap
 
 from flowvar.couplings import IndependentCoupling
 from flowvar.distributions import StandardNormal
-from flowvar.gradnorms import GradNormEngine
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import MLPField
-from flowvar.monitor import GradientVarianceMonitor
+from flowvar.variance.engine import GradNormEngine
+from flowvar.variance.monitor import GradientVarianceMonitor
 
 Batch = tuple[Tensor, Tensor, Tensor]  # x, t, u
 

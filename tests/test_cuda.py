@@ -17,13 +17,13 @@ from torch.func import functional_call, grad, vmap
 
 from flowvar.couplings import IndependentCoupling
 from flowvar.distributions import GaussianMixture, StandardNormal
-from flowvar.gradnorms import GradNormEngine
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import MLPField
-from flowvar.monitor import GradientVarianceMonitor
 from flowvar.ot import exact_ot_permutation
 from flowvar.train import TrainConfig, train
+from flowvar.variance.engine import GradNormEngine
+from flowvar.variance.monitor import GradientVarianceMonitor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -1,97 +1,44 @@
-"""Gradient-variance estimator (flowvar.variance): exactness of per-sample gradients, the trace formula,
-chunking, Prop 1(A) and the t-profile decomposition."""
+"""The public estimators (flowvar.variance.estimate): the trace formula, chunking, Prop 1(A), the t-profile
+decomposition, repeated estimates, grouping, and method="fast" (the one-pass engine) against the autograd
+numbers."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
+from per_sample_reference import F64, TOL
+from per_sample_reference import rel as max_rel
 
 from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError, DataError
-from flowvar.gaussian import GaussianProblem, singular_times
+from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, UniformTime
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import CounterexampleField, GaussianParametricField, MLPField
 from flowvar.variance import (
-    VarianceAccumulator,
+    FastVarianceReport,
     estimate_variance,
+    fast_gradient_variance,
     gradient_variance,
     group_name,
-    normalised_variance,
     per_sample_gradients,
     repeated_estimates,
     variance_t_profile,
 )
-
-F64 = torch.float64
 
 
 def rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
-@pytest.fixture
-def problem() -> GaussianProblem:
-    """PAPER.md §4: μ = (5, 5), M = diag(4, 0.25)."""
-    return GaussianProblem(torch.tensor([5.0, 5.0]), torch.diag(torch.tensor([4.0, 0.25])))
-
-
-@pytest.fixture
-def random_field(gen: torch.Generator) -> GaussianParametricField:
-    """Random (θ, Θ) with I + tΘ invertible on [0, 1] (checked)."""
-    theta = torch.randn(2, generator=gen, dtype=F64)
-    Theta = 0.3 * torch.randn(2, 2, generator=gen, dtype=F64)
-    assert singular_times(Theta) == []
-    return GaussianParametricField(2, theta, Theta)
-
-
 def flat(grads: dict[str, torch.Tensor]) -> np.ndarray:
     """(K, P) matrix of flattened per-sample gradients in parameter order."""
     return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1).numpy()
-
-
-def test_closed_form_matches_autograd_parametric(problem, random_field, gen):
-    path = CFMLoss(Interpolant(sigma=0.3)).draw(RotatedOTCoupling(problem, 60.0), 400, gen)
-    cf = per_sample_gradients(random_field, path, method="closed_form")
-    ag = per_sample_gradients(random_field, path, method="autograd")
-    assert set(cf) == set(ag) == {"theta", "Theta"}
-    for name in cf:
-        scale = float(cf[name].abs().max())
-        assert scale > 1.0  # a nontrivial comparison
-        assert float((cf[name] - ag[name]).abs().max()) <= 1e-12 * scale
-    r_cf = gradient_variance(random_field, path, method="closed_form")
-    r_ag = gradient_variance(random_field, path, method="autograd")
-    assert r_cf.method == "closed_form" and r_ag.method == "autograd-loop"  # vmap rejects the singularity check
-    assert gradient_variance(random_field, path).method == "closed_form"  # auto
-    assert rel(r_cf.trace, r_ag.trace) < 1e-10 and r_cf.trace > 1.0
-    assert rel(r_cf.mean_grad_sq_norm, r_ag.mean_grad_sq_norm) < 1e-10
-    assert rel(r_cf.mean_loss, r_ag.mean_loss) < 1e-12
-    for g in ("theta", "Theta"):
-        assert rel(r_cf.per_group[g], r_ag.per_group[g]) < 1e-10
-
-
-def test_autograd_matches_single_sample_backward_loop_mlp(gen):
-    torch.manual_seed(0)
-    model = MLPField(2, width=16, depth=2, activation="selu").double()
-    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
-    path = CFMLoss(Interpolant(sigma=0.1)).draw(coupling, 24, gen)
-    fast = per_sample_gradients(model, path, chunk_size=10, strategy="vmap")
-    loop = per_sample_gradients(model, path, strategy="loop")
-    names = [n for n, _ in model.named_parameters()]
-    assert list(fast) == names
-    for i in range(24):  # reference: one ordinary backward pass per sample
-        model.zero_grad()
-        per_sample_loss(model, path.__class__(*(getattr(path, f)[i:i + 1] for f in
-                                                 ("x0", "x1", "t", "z", "xt", "target")))).sum().backward()
-        for name, p in model.named_parameters():
-            assert p.grad is not None
-            assert float((fast[name][i] - p.grad).abs().max()) <= 1e-10 * max(1.0, float(p.grad.abs().max()))
-            assert float((loop[name][i] - p.grad).abs().max()) <= 1e-10 * max(1.0, float(p.grad.abs().max()))
-    assert gradient_variance(model, path).method == "autograd-vmap"
 
 
 def test_trace_formula_matches_numpy_covariance(problem, random_field, gen):
@@ -212,44 +159,6 @@ def test_repeated_estimates_are_reproducible_and_independent(problem, random_fie
                                           torch.Generator().manual_seed(10)).mean_loss
 
 
-def test_normalised_handles_zero_mean_gradient():
-    zero = VarianceAccumulator()
-    zero.update({"w": torch.zeros(5, 3)}, torch.zeros(5))
-    rep = zero.report()
-    assert rep.trace == 0.0 and rep.normalised is None and math.isnan(rep.statistic("normalised"))
-    pm = VarianceAccumulator()
-    pm.update({"w": torch.tensor([[1.0], [-1.0]])}, torch.ones(2))
-    rep = pm.report()
-    assert rep.trace == 1.0 and rep.mean_grad_sq_norm == 0.0 and rep.normalised == math.inf
-    assert rep.trace_unbiased == 2.0 and rep.mean_grad_sq_norm_unbiased == -1.0  # 0 − 2/2
-
-
-def test_normalised_variance_does_not_saturate_near_a_stationary_point():
-    """Per-sample gradients g_k = m + ε_k, ε_k ~ N(0, I_50): tr Cov = 50 and ‖E g‖² = ‖m‖², set to tr Cov/K. The
-    plug-in ratio trace/‖ḡ‖² reads about half the truth there (E‖ḡ‖² = ‖m‖² + tr/K) and can never exceed ≈ K;
-    the unbiased ratio is centred on the truth, 50/‖m‖² = K."""
-    gen = torch.Generator().manual_seed(0)
-    K, d, reps = 2000, 50, 40
-    m = torch.zeros(d, dtype=torch.float64)
-    m[0] = math.sqrt(d / K)
-    plug_in, unbiased, signal = [], [], []
-    for _ in range(reps):
-        acc = VarianceAccumulator()
-        acc.update({"w": m + torch.randn(K, d, generator=gen, dtype=torch.float64)}, torch.ones(K))
-        rep = acc.report()
-        plug_in.append(rep.trace / rep.mean_grad_sq_norm)
-        unbiased.append(rep.normalised)
-        signal.append(rep.mean_grad_sq_norm_unbiased)
-    assert np.mean(signal) == pytest.approx(d / K, rel=0.1)
-    assert max(plug_in) < K and np.mean(plug_in) == pytest.approx(K / 2, rel=0.1)
-    assert np.median(unbiased) == pytest.approx(K, rel=0.3)
-    assert normalised_variance(1.0, 0.0, 10) == math.inf and normalised_variance(0.0, 0.0, 10) is None
-    assert normalised_variance(0.0, 2.0, 10) == 0.0
-    assert normalised_variance(9.0, 2.0, 10) == pytest.approx(10.0 / (2.0 - 1.0))  # trace_u = 10, ‖ḡ‖²_u = 1
-    with pytest.raises(DataError):
-        normalised_variance(1.0, 1.0, 1)
-
-
 def test_group_by_module_and_callable(gen):
     torch.manual_seed(0)
     mlp = MLPField(2, width=8, depth=2).double()
@@ -297,3 +206,72 @@ def test_errors(problem, gen):
         variance_t_profile(mlp, CFMLoss(), RotatedOTCoupling(problem, 0.0), 10, 2, gen, t_range=(0.5, 0.5))
     with pytest.raises(ConfigError, match="statistic"):
         repeated_estimates(mlp, CFMLoss(), RotatedOTCoupling(problem, 0.0), 10, 2, statistic="std")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mlp_field_trace_and_elementwise_match_autograd(dtype, gen):
+    """The time-conditioned MLP: trace, per-group, normalised and element-wise variance vs torch.func."""
+    torch.manual_seed(0)
+    model = MLPField(3, width=32, depth=2).to(dtype)
+    coupling = IndependentCoupling(StandardNormal(3, dtype), StandardNormal(3, dtype))
+    path = CFMLoss(Interpolant(sigma=0.1)).draw(coupling, 200, gen)
+    fast = fast_gradient_variance(model, path, chunk_size=64, elementwise=True, validate=True)
+    m64 = copy.deepcopy(model).to(F64)
+    ref_grads = per_sample_gradients(m64, type(path)(**{k: getattr(path, k).to(F64) for k in
+                                                        ("x0", "x1", "t", "z", "xt", "target")}))
+    flat = torch.cat([g.reshape(200, -1) for g in ref_grads.values()], 1)
+    mean = flat.mean(0)
+    trace = float((flat - mean).pow(2).sum(1).mean())
+    tol = TOL[dtype]
+    assert isinstance(fast, FastVarianceReport) and fast.method == "fast" and fast.n == 200
+    assert math.isclose(fast.trace, trace, rel_tol=tol)
+    assert math.isclose(fast.mean_grad_sq_norm, float(mean.pow(2).sum()), rel_tol=tol)
+    trace_u = trace * 200 / 199
+    assert math.isclose(fast.normalised, trace_u / (float(mean.pow(2).sum()) - trace_u / 200), rel_tol=10 * tol)
+    for name, g in ref_grads.items():
+        var = g.reshape(200, -1).var(0, unbiased=False).reshape(g.shape[1:])
+        assert max_rel(fast.elementwise[name], var) < 10 * tol, name
+        assert math.isclose(fast.per_group[name], float(var.sum()), rel_tol=10 * tol, abs_tol=1e-12 * trace)
+    assert fast.per_layer.keys() == {"net.0", "net.2", "net.4"}
+    assert math.isclose(sum(fast.per_layer.values()), fast.trace, rel_tol=1e-12)
+    assert fast.fallback == {}
+
+
+def test_variance_module_routes_fast_method(gen):
+    """gradient_variance / estimate_variance(method="fast") give the autograd numbers; per_sample_gradients refuses."""
+    torch.manual_seed(0)
+    model = MLPField(2, width=16, depth=2).to(F64)
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    loss = CFMLoss(Interpolant(sigma=0.2))
+    path = loss.draw(coupling, 150, gen)
+    slow = gradient_variance(model, path, method="autograd", group_by="module")
+    fast = gradient_variance(model, path, method="fast", chunk_size=40, group_by="module")
+    for key in ("trace", "trace_unbiased", "mean_grad_sq_norm", "normalised", "mean_loss"):
+        assert math.isclose(getattr(fast, key), getattr(slow, key), rel_tol=1e-10), key
+    assert fast.per_group.keys() == slow.per_group.keys()
+    for k in slow.per_group:
+        assert math.isclose(fast.per_group[k], slow.per_group[k], rel_tol=1e-9)
+    a = estimate_variance(model, loss, coupling, 300, torch.Generator().manual_seed(3), method="fast", draw_chunk=128)
+    b = estimate_variance(model, loss, coupling, 300, torch.Generator().manual_seed(3), method="autograd",
+                          draw_chunk=128)
+    assert math.isclose(a.trace, b.trace, rel_tol=1e-10) and a.n == b.n == 300
+    pa = variance_t_profile(model, loss, coupling, 60, 3, torch.Generator().manual_seed(4), method="fast")
+    pb = variance_t_profile(model, loss, coupling, 60, 3, torch.Generator().manual_seed(4), method="autograd")
+    np.testing.assert_allclose(pa.traces, pb.traces, rtol=1e-10)
+    with pytest.raises(ConfigError, match="never materialises"):
+        per_sample_gradients(model, path, method="fast")
+
+
+def test_parametric_field_fallback_matches_closed_form(gen):
+    """The Gaussian parametric field has no rule: the fallback equals its closed-form variance."""
+    problem = GaussianProblem(torch.tensor([5.0, 5.0]), torch.diag(torch.tensor([4.0, 0.25])))
+    field = GaussianParametricField(2, torch.tensor([0.3, -0.2]), torch.tensor([[0.2, 0.1], [-0.1, 0.3]]))
+    path = CFMLoss(Interpolant(sigma=0.3)).draw(RotatedOTCoupling(problem, 60.0), 64, gen)
+    closed = gradient_variance(field, path, method="closed_form")
+    fast = gradient_variance(field, path, method="fast")
+    assert math.isclose(fast.trace, closed.trace, rel_tol=1e-10)
+    assert set(fast.fallback) == {"theta", "Theta"}
+    frozen = problem.pair_optimal_field()  # requires_grad=False: still measured, and left frozen
+    zero = fast_gradient_variance(frozen, CFMLoss().draw(RotatedOTCoupling(problem, 0.0), 32, gen))
+    assert zero.trace < 1e-20 and zero.mean_loss < 1e-20
+    assert not any(p.requires_grad for p in frozen.parameters())

@@ -20,9 +20,9 @@ from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import GaussianParametricField, MLPField
-from flowvar.monitor import GradientVarianceMonitor, MemorisationWarning
 from flowvar.train import TrainConfig, train
 from flowvar.variance import per_sample_gradients
+from flowvar.variance.monitor import GradientVarianceMonitor, MemorisationWarning
 
 F64 = torch.float64
 T_BINS = 4

@@ -1,7 +1,7 @@
 """A gradient-variance monitor for any PyTorch training loop, and for :func:`flowvar.train.train`.
 
 Every ``every`` steps it logs, from the step's own forward and backward pass (no extra pass; the exact
-engine of :mod:`flowvar.gradnorms`):
+engine of :mod:`flowvar.variance.engine`):
 
 * ``loss``: the batch mean of the per-sample losses ℓ_i;
 * ``trace``: the plug-in tr Cov(g) = (1/B) Σ_i ‖g_i‖² − ‖ḡ‖² over the batch's per-sample gradients
@@ -63,9 +63,14 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
-from flowvar.gradnorms import DEFAULT_CHUNK_BYTES, BatchGradStats, FastVarianceReport, GradNormEngine, Reduction
 from flowvar.interpolants import PathSample
 from flowvar.results import atomic_write_text, to_jsonable
+from flowvar.variance.engine import GradNormEngine, Reduction
+from flowvar.variance.moments import BatchGradStats
+from flowvar.variance.records import DEFAULT_CHUNK_BYTES
+from flowvar.variance.report import FastVarianceReport
+
+__all__ = ["SCALARS", "GradientVarianceMonitor", "MemorisationWarning"]
 
 SCALARS: tuple[str, ...] = ("loss", "trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_sq_norm")
 
@@ -90,7 +95,7 @@ class GradientVarianceMonitor:
     ``log_path``: ``.csv``, ``.jsonl`` or ``.json`` file (None: memory only). ``sigma``: the interpolant's
     noise level when known (0: deterministic; None: unknown — the trainer callback then reads it off the
     path, where a deterministic interpolant has z = 0). ``elementwise``: also keep per-coordinate variances
-    (``last_report.elementwise``; ``last_stats`` holds the raw :class:`~flowvar.gradnorms.BatchGradStats`).
+    (``last_report.elementwise``; ``last_stats`` holds the raw :class:`~flowvar.variance.moments.BatchGradStats`).
     ``validate_first``: on the first logged step, check that the per-sample gradients add up to the backward
     pass's gradient (an extra loss term, or a parameter used outside its module, raises
     :class:`~flowvar.errors.DataError`; the ``reduction`` passed to :meth:`step` cannot be checked and must

@@ -1,0 +1,198 @@
+"""The public estimators of tr Cov(g): at fixed parameters, over given paths or fresh draws, per t-bin, repeated.
+
+Every estimator takes ``method``: ``"closed_form"`` (:class:`~flowvar.models.GaussianParametricField`
+only), ``"autograd"`` (any model; per-sample gradients by ``torch.func``, :mod:`flowvar.variance.autograd`),
+``"auto"`` (the closed form where available) or ``"fast"`` (the one-pass engine,
+:mod:`flowvar.variance.engine`: per-sample gradient norms and sums from one forward and one backward pass per
+chunk, without materialising per-sample gradients; a :class:`~flowvar.variance.report.FastVarianceReport`
+that adds per-layer traces, optional element-wise variances and the parameters that needed the exact
+``torch.func`` fallback). The fast engine sums raw moments (E‖g‖², ḡ) in float64 rather than Chan's update,
+so its relative rounding error is about eps · ‖ḡ‖² / trace.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flowvar.couplings import Coupling
+from flowvar.errors import ConfigError, check_positive_int
+from flowvar.interpolants import PathSample, UniformTime
+from flowvar.loss import CFMLoss, per_sample_loss
+from flowvar.variance.autograd import (
+    GradientStream,
+    Method,
+    Strategy,
+    VarianceAccumulator,
+    path_chunks,
+    variance_parameters,
+)
+from flowvar.variance.engine import GradNormEngine
+from flowvar.variance.moments import BatchGradStats, MomentAccumulator
+from flowvar.variance.records import DEFAULT_CHUNK_BYTES
+from flowvar.variance.report import STATISTICS, FastVarianceReport, GroupBy, Statistic, TProfile, VarianceReport
+
+__all__ = [
+    "batch_grad_stats", "estimate_variance", "fast_gradient_variance", "gradient_variance", "repeated_estimates",
+    "variance_t_profile",
+]
+
+# --------------------------------------------------------------------------------------------- estimators
+
+
+def gradient_variance(model: nn.Module, path: PathSample, method: Method = "auto", chunk_size: int = 1024, *,
+                      group_by: GroupBy = "parameter", strategy: Strategy = "auto",
+                      trainable_only: bool = False) -> VarianceReport:
+    """tr Cov(g) of the per-sample CFM gradients over the K samples of ``path``, at the model's parameters.
+
+    ``path``: K >= 2 draws (``xt``, ``target``: (K, *shape), ``t``: (K,)), e.g. ``loss.draw(coupling, K, gen)``.
+    ``method``: ``"closed_form"`` (GaussianParametricField only, float64), ``"autograd"`` (any model; see
+    :func:`per_sample_gradients` for ``strategy`` and ``trainable_only``) or ``"auto"`` (closed form where
+    available). ``chunk_size`` bounds memory; the result does not depend on it beyond rounding.
+    ``group_by`` sets the keys of ``per_group`` (see :func:`group_name`). ``method="fast"``: the engine of
+    :mod:`flowvar.variance.engine` (one forward and one backward pass per chunk; ``strategy`` does not apply).
+    """
+    if method == "fast":
+        return fast_gradient_variance(model, path, chunk_size, group_by=group_by, trainable_only=trainable_only)
+    stream = GradientStream(model, method, strategy, trainable_only)
+    acc = VarianceAccumulator()
+    for chunk in path_chunks(path, chunk_size):
+        acc.update(*stream(chunk))
+    return acc.report(group_by, stream.label)
+
+
+def estimate_variance(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_samples: int,
+                      generator: torch.Generator | None = None, *, method: Method = "auto", chunk_size: int = 1024,
+                      draw_chunk: int = 16384, group_by: GroupBy = "parameter", strategy: Strategy = "auto",
+                      trainable_only: bool = False) -> VarianceReport:
+    """Draw ``n_samples`` paths with ``loss.draw(coupling, ·, generator)`` and report their gradient variance.
+
+    Paths are drawn ``draw_chunk`` at a time and folded into the float64 moments as they come, so memory is
+    bounded for any ``n_samples``. The random stream depends on ``draw_chunk``; for couplings that pair
+    within a batch (:class:`~flowvar.couplings.ExactOTCoupling`) ``draw_chunk`` is also the OT batch size.
+    Other options as in :func:`gradient_variance`.
+    """
+    n_samples = check_positive_int("n_samples", n_samples)
+    draw_chunk = check_positive_int("draw_chunk", draw_chunk)
+    if method == "fast":
+        fast = MomentAccumulator()
+        for start in range(0, n_samples, draw_chunk):
+            path = loss.draw(coupling, min(draw_chunk, n_samples - start), generator)
+            for chunk in path_chunks(path, chunk_size):
+                fast.update(batch_grad_stats(model, chunk, trainable_only=trainable_only))
+        return fast.report(group_by, "fast")
+    stream = GradientStream(model, method, strategy, trainable_only)
+    acc = VarianceAccumulator()
+    for start in range(0, n_samples, draw_chunk):
+        path = loss.draw(coupling, min(draw_chunk, n_samples - start), generator)
+        for chunk in path_chunks(path, chunk_size):
+            acc.update(*stream(chunk))
+    return acc.report(group_by, stream.label)
+
+
+def variance_t_profile(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_samples: int, n_bins: int = 20,
+                       generator: torch.Generator | None = None, *, t_range: tuple[float, float] = (0.0, 1.0),
+                       **options: object) -> TProfile:
+    """tr Cov(g | t ∈ bin) for ``n_bins`` equal bins of ``t_range``, ``n_samples`` draws **per bin**.
+
+    Bin b replaces the loss's time sampler by U(edges[b], edges[b+1]) and keeps its interpolant; the bins
+    are drawn in order from ``generator``. ``options`` go to :func:`estimate_variance` (``method``,
+    ``chunk_size``, ``draw_chunk``, ``group_by``, ``strategy``, ``trainable_only``). See :class:`TProfile` for
+    how the bins add up to the total.
+    """
+    n_bins = check_positive_int("n_bins", n_bins)
+    lo, hi = float(t_range[0]), float(t_range[1])
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ConfigError(f"t_range must satisfy 0 <= lo < hi <= 1, got {t_range}")
+    edges = np.linspace(lo, hi, n_bins + 1)
+    reports = []
+    for b in range(n_bins):
+        binned = CFMLoss(loss.interpolant, UniformTime(float(edges[b]), float(edges[b + 1])))
+        reports.append(estimate_variance(model, binned, coupling, n_samples, generator, **options))  # type: ignore[arg-type]
+    traces = np.array([r.trace for r in reports])
+    names = list(reports[0].mean_grad)
+    pooled = {k: torch.stack([r.mean_grad[k] for r in reports]).mean(0) for k in names}
+    between = float(np.mean([sum(float((r.mean_grad[k] - pooled[k]).pow(2).sum()) for k in names)
+                             for r in reports]))
+    within = float(traces.mean())
+    return TProfile(edges=edges, centres=(edges[:-1] + edges[1:]) / 2, traces=traces,
+                    mean_grad_sq_norms=np.array([r.mean_grad_sq_norm for r in reports]),
+                    mean_losses=np.array([r.mean_loss for r in reports]), n_per_bin=reports[0].n,
+                    within=within, between=between, total=within + between, reports=reports)
+
+
+def repeated_estimates(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_samples: int, repeats: int = 30,
+                       seed: int = 0, *, statistic: Statistic = "trace", **options: object) -> np.ndarray:
+    """R = ``repeats`` independent estimates of ``statistic`` (default the plug-in trace), shape (R,).
+
+    Repeat r draws its ``n_samples`` paths from ``torch.Generator().manual_seed(seed + r)``, so the
+    estimates are independent and reproducible; feed two such arrays to :func:`flowvar.stats.compare`.
+    ``normalised`` = None (0/0) becomes NaN. ``options`` go to :func:`estimate_variance`.
+    """
+    repeats = check_positive_int("repeats", repeats)
+    if statistic not in STATISTICS:
+        raise ConfigError(f"unknown statistic {statistic!r}; choose one of {list(STATISTICS)}")
+    out = np.empty(repeats)
+    for r in range(repeats):
+        gen = torch.Generator().manual_seed(int(seed) + r)
+        out[r] = estimate_variance(model, loss, coupling, n_samples, gen, **options).statistic(statistic)  # type: ignore[arg-type]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- fast engine, one shot
+
+
+class _Requires:
+    """Temporarily set requires_grad on the parameters to measure (all, or the trainable ones)."""
+
+    def __init__(self, model: nn.Module, trainable_only: bool) -> None:
+        self.params = variance_parameters(model, trainable_only)
+        self.live = {n: p for n, p in model.named_parameters() if n in self.params}
+        self.saved = {n: p.requires_grad for n, p in model.named_parameters()}
+        self.model = model
+        self.trainable_only = trainable_only
+
+    def __enter__(self) -> list[Tensor]:
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(n in self.live)
+        return list(self.live.values())
+
+    def __exit__(self, *exc: object) -> None:
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self.saved[n])
+
+
+def batch_grad_stats(model: nn.Module, path: PathSample, *, elementwise: bool = False, t_bins: int | None = None,
+                     trainable_only: bool = False, validate: bool = False,
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> BatchGradStats:
+    """:class:`BatchGradStats` of the CFM per-sample losses ℓ_i = ‖u_i − v(x_t,i, t_i)‖² over one path batch.
+
+    One forward and one backward pass of Σ_i ℓ_i (``torch.autograd.grad``: ``.grad`` fields are left
+    untouched). ``trainable_only=False`` measures frozen parameters too (requires_grad is switched on for the
+    pass and restored). ``t_bins``: per-t-bin sums for :meth:`BatchGradStats.bins`.
+    """
+    with _Requires(model, trainable_only) as params:
+        engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
+        try:
+            losses = per_sample_loss(model, path)
+            torch.autograd.grad(losses.sum(), params, allow_unused=True)
+            return engine.compute(losses.shape[0], reduction="sum", losses=losses.detach(), t=path.t,
+                                  t_bins=t_bins, validate=validate)
+        finally:
+            engine.detach()
+
+
+def fast_gradient_variance(model: nn.Module, path: PathSample, chunk_size: int = 1024, *,
+                           group_by: GroupBy = "parameter", trainable_only: bool = False, elementwise: bool = False,
+                           validate: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> FastVarianceReport:
+    """tr Cov(g) over the K samples of ``path`` with the fast engine, ``chunk_size`` samples per forward pass.
+
+    Same estimate as :func:`gradient_variance` (plug-in trace, per-group split, ‖ḡ‖²,
+    normalised), plus ``per_layer``, ``elementwise`` (when asked) and the ``fallback`` report.
+    """
+    acc = MomentAccumulator()
+    for chunk in path_chunks(path, chunk_size):
+        acc.update(batch_grad_stats(model, chunk, elementwise=elementwise, trainable_only=trainable_only,
+                                    validate=validate, chunk_bytes=chunk_bytes))
+    return acc.report(group_by, "fast")

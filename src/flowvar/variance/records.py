@@ -1,0 +1,145 @@
+"""What the one-pass engine records and accumulates for its layer rules.
+
+* :class:`CallRecord`: one forward call of a module, captured by the engine's hooks: its inputs, its output
+  leaves and δ = ∂L/∂(output leaves) from the backward pass;
+* :class:`RuleContext`: what one :meth:`~flowvar.variance.engine.GradNormEngine.compute` call wants (batch
+  size, sums, segments, memory budget), shared by every rule;
+* :class:`Collector`: the float64 per-sample accumulators of one parameter for one batch, which a rule
+  fills (per-sample squared norms, and the sums the context asks for).
+
+Rules (:mod:`flowvar.variance.rules`) read the first and fill the last; the engine
+(:mod:`flowvar.variance.engine`) builds all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "F64", "CallRecord", "Collector", "RuleContext"]
+
+F64 = torch.float64
+
+#: Default memory budget (bytes) of one materialised chunk inside a rule (per-sample gradients of a layer,
+#: unfolded patches, Gram matrices) and of one fallback chunk. Peak extra memory is O(this), not O(B·P).
+DEFAULT_CHUNK_BYTES = 1 << 26
+
+
+@dataclass
+class CallRecord:
+    """One recorded forward call of a module: its inputs, its output leaves and ∂L/∂(output leaves)."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    outputs: list[Any]
+    grads: list[Tensor | None]
+    #: for 2-D ``nn.Linear`` calls: ‖a_i‖ of the input rows (computed in the forward hook, while the input is in
+    #: cache) and ‖δ_i‖ of each output gradient (in the gradient hook; None when several gradients were summed)
+    in_norm: Tensor | None = None
+    grad_norms: list[Tensor | None] | None = None
+
+    def grad(self, k: int = 0) -> Tensor:
+        """δ of output leaf ``k`` (zeros when the backward pass did not reach it)."""
+        g = self.grads[k]
+        return torch.zeros_like(self.outputs[k]) if g is None else g
+
+
+@dataclass
+class RuleContext:
+    """What one compute() call wants, shared by every rule."""
+
+    B: int
+    want_grad_sum: set[str]
+    want_sq_sum: bool
+    segments: Tensor | None
+    n_segments: int
+    chunk_bytes: int
+    fallback_chunk: int
+    device: torch.device | str = "cpu"  # of the measured parameters: every accumulator lives there
+    _pad: tuple[Tensor, int] | None = None
+
+    def padded(self, x: Tensor) -> Tensor:
+        """(B, F) → (n_seg, n_max, F): the rows of each segment, zero-padded to the largest segment."""
+        if self._pad is None:
+            assert self.segments is not None
+            order = torch.argsort(self.segments, stable=True)
+            counts = torch.bincount(self.segments, minlength=self.n_segments)
+            n_max = int(counts.max())
+            starts = torch.cumsum(counts, 0) - counts
+            seg_sorted = self.segments[order]
+            slot = seg_sorted * n_max + torch.arange(self.B, device=self.device) - starts[seg_sorted]  # sorted slots
+            source = torch.full((self.n_segments * n_max,), self.B, dtype=torch.long, device=self.device)  # B: zero row
+            source[slot] = order
+            self._pad = (source, n_max)
+        source, n_max = self._pad
+        rows = torch.cat([x, x.new_zeros(1, x.shape[1])]).index_select(0, source)
+        return rows.view(self.n_segments, n_max, x.shape[1])
+
+    def chunks(self, bytes_per_sample: int) -> Iterator[tuple[int, int]]:
+        """[start, stop) sample ranges whose materialised size stays within ``chunk_bytes``."""
+        size = max(1, min(self.B, self.chunk_bytes // max(1, bytes_per_sample)))
+        for start in range(0, self.B, size):
+            yield start, min(start + size, self.B)
+
+
+class Collector:
+    """Float64 accumulators of one parameter for one batch (raw δ; :meth:`finish` applies the scale s)."""
+
+    def __init__(self, name: str, shape: torch.Size, ctx: RuleContext, sq_norms: Tensor | None = None) -> None:
+        self.name, self.shape, self.ctx = name, shape, ctx
+        # ``sq_norms`` given: a row of the caller's (n_params, B) buffer, which the caller scales (finish() does not)
+        self._scale_sq_norms = sq_norms is None
+        dev = ctx.device
+        self.sq_norms = torch.zeros(ctx.B, dtype=F64, device=dev) if sq_norms is None else sq_norms
+        self.grad_sum = torch.zeros(shape, dtype=F64, device=dev) if name in ctx.want_grad_sum else None
+        self.sq_sum = torch.zeros(shape, dtype=F64, device=dev) if ctx.want_sq_sum else None
+        self.wants_segments = ctx.segments is not None
+        self.seg_sq = torch.zeros(ctx.n_segments, dtype=F64, device=dev) if self.wants_segments else None
+        self._seg_sum: Tensor | None = None
+
+    def seg_sum(self) -> Tensor:
+        """(n_seg, *shape) float64 running per-segment sums (squared into ``seg_sq`` by :meth:`finish`)."""
+        if self._seg_sum is None:
+            self._seg_sum = torch.zeros((self.ctx.n_segments, *self.shape), dtype=F64, device=self.ctx.device)
+        return self._seg_sum
+
+    def add_per_sample(self, start: int, g: Tensor) -> None:
+        """Materialised per-sample gradients of samples [start, start + b): (b, *shape), each sample once."""
+        b = g.shape[0]
+        flat = g.reshape(b, -1)
+        self.sq_norms[start:start + b] = _row_sq_norms(flat)
+        if self.grad_sum is not None:
+            self.grad_sum += flat.sum(0).to(F64).view(self.shape)
+        if self.sq_sum is not None:
+            self.sq_sum += flat.pow(2).sum(0).to(F64).view(self.shape)
+        if self.wants_segments:
+            assert self.ctx.segments is not None
+            part = flat.new_zeros(self.ctx.n_segments, flat.shape[1])
+            part.index_add_(0, self.ctx.segments[start:start + b], flat)
+            seg_sum = self.seg_sum()
+            seg_sum += part.to(F64).view_as(seg_sum)
+
+    def finish(self, scale: float) -> None:
+        """Apply the reduction's scale s to everything accumulated from raw δ (norms and squares by s²), and
+        square the per-segment sums into ``seg_sq``."""
+        if self._scale_sq_norms:
+            self.sq_norms *= scale ** 2
+        if self.grad_sum is not None:
+            self.grad_sum *= scale
+        if self.sq_sum is not None:
+            self.sq_sum *= scale ** 2
+        if self.seg_sq is not None:
+            if self._seg_sum is not None:
+                self.seg_sq += self._seg_sum.reshape(self.ctx.n_segments, -1).pow(2).sum(1)
+                self._seg_sum = None
+            self.seg_sq *= scale ** 2
+
+
+
+def _row_sq_norms(x: Tensor) -> Tensor:
+    """‖x_i‖² of each row of a (b, n) tensor, float64 (a fused norm kernel: no squared copy of x)."""
+    return torch.linalg.vector_norm(x, dim=1).to(F64).square()

@@ -1,0 +1,66 @@
+"""Per-layer rules of the one-pass engine: exact per-sample gradient statistics of a module's direct parameters
+from the inputs and output gradients its hooks captured, plus the fallback for everything else.
+
+After the backward pass each module's parameters go through the rule registered for its type in
+:data:`RULES` (exact type: subclasses may override ``forward``):
+
+* ``nn.Linear`` (:mod:`.linear`): g_i = Σ_s δ_is a_isᵀ; outer-product norms for 2-D inputs, the ghost norm
+  or chunked materialisation for inputs with extra dims or several calls per forward pass;
+* ``nn.Conv2d`` (:mod:`.conv`): the same on input patches, per group;
+* ``nn.GroupNorm``, ``nn.LayerNorm``, ``nn.RMSNorm`` (:mod:`.norm`): g_i(weight) = Σ_positions δ_i ⊙ x̂_i,
+  g_i(bias) = Σ_positions δ_i;
+* ``nn.Embedding`` and :class:`~flowvar.models.FourierTimeEmbedding` (:mod:`.embedding`);
+* anything else with parameters (a custom module, a parameter shared by several modules, a rule that
+  declines a configuration via :meth:`Rule.unsupported`) goes to the **fallback** (:mod:`.fallback`):
+  exact per-sample vector-Jacobian products of that module alone. The engine reports every parameter that
+  went through it and why; no parameter is ever skipped.
+
+Adding a layer type: write a :class:`Rule` subclass (a module of this package for flowvar's own types) and
+add it to :data:`RULES` here, or call :func:`register_rule` from your own code.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from flowvar.errors import ConfigError
+from flowvar.models.embeddings import FourierTimeEmbedding
+from flowvar.variance.rules.base import Rule, batched
+from flowvar.variance.rules.conv import Conv2dRule
+from flowvar.variance.rules.embedding import EmbeddingRule, FourierTimeRule
+from flowvar.variance.rules.fallback import fallback_call
+from flowvar.variance.rules.linear import LinearRule, seq_linear
+from flowvar.variance.rules.norm import GroupNormRule, LayerNormRule, RMSNormRule
+
+__all__ = [
+    "RULES", "Conv2dRule", "EmbeddingRule", "FourierTimeRule", "GroupNormRule", "LayerNormRule", "LinearRule",
+    "RMSNormRule", "Rule", "batched", "fallback_call", "register_rule", "rule_for", "seq_linear",
+]
+
+#: The rule of each module type (exact type match).
+RULES: dict[type[nn.Module], Rule] = {
+    nn.Linear: LinearRule(), nn.Conv2d: Conv2dRule(), nn.GroupNorm: GroupNormRule(), nn.LayerNorm: LayerNormRule(),
+    nn.Embedding: EmbeddingRule(), FourierTimeEmbedding: FourierTimeRule(),
+}
+if hasattr(nn, "RMSNorm"):
+    RULES[nn.RMSNorm] = RMSNormRule()
+
+
+def register_rule(module_type: type[nn.Module], rule: Rule) -> None:
+    """Use ``rule`` for modules of exactly this type (subclasses are not matched: they may override forward)."""
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise ConfigError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+    if not isinstance(rule, Rule):
+        raise ConfigError(f"rule must be a flowvar.variance.rules.Rule, got {type(rule).__name__}")
+    RULES[module_type] = rule
+
+
+def rule_for(module: nn.Module) -> tuple[Rule | None, str | None]:
+    """(the rule for ``module``, None), or (None, why it goes to the fallback) when no rule handles it."""
+    rule = RULES.get(type(module))
+    if rule is None:
+        return None, f"no fast rule for {type(module).__name__}"
+    why = rule.unsupported(module)
+    if why is not None:
+        return None, f"{type(module).__name__} with {why}"
+    return rule, None

@@ -1,0 +1,41 @@
+"""The interface of a per-layer rule: exact per-sample statistics of one module type's direct parameters."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+from flowvar.errors import ShapeError
+from flowvar.variance.records import CallRecord, Collector, RuleContext
+
+__all__ = ["Rule", "batched"]
+
+
+class Rule(ABC):
+    """Exact per-sample statistics of a module type's direct parameters from its captured calls.
+
+    ``accumulate(module, calls, collectors, ctx)``: ``collectors`` holds one :class:`Collector` per wanted
+    local parameter name; the rule must set every sample's squared norm exactly once (summing over calls
+    first) and fill the sums the collectors ask for. δ is raw ∂L/∂output (the scale is applied later).
+    """
+
+    name: str = "rule"
+
+    def unsupported(self, module: nn.Module) -> str | None:
+        """Why this rule cannot handle ``module`` (it then goes to the fallback), or None."""
+        return None
+
+    @abstractmethod
+    def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],
+                   ctx: RuleContext) -> str:
+        """Fill ``collectors``; return a label for the report (e.g. ``"linear"``, ``"conv2d-ghost"``)."""
+
+
+def batched(x: Tensor, B: int, what: str) -> Tensor:
+    """``x`` itself, after checking that it carries the batch of B samples in its first dimension (``what``
+    names it in the error)."""
+    if x.ndim == 0 or x.shape[0] != B:
+        raise ShapeError(f"{what} has shape {tuple(x.shape)} but the batch has {B} samples; per-sample gradients "
+                         f"need every module input to carry the batch in its first dimension")
+    return x

@@ -1,0 +1,156 @@
+"""``nn.Conv2d`` (any stride, padding, dilation, groups, padding mode): g_i = Σ_l δ_il a_ilᵀ per group, a_il the
+input patch at output position l: ghost norms on ``F.unfold`` patches when the feature map is small, else
+per-sample weight gradients materialised chunk by chunk by one convolution backward with the batch folded
+into the groups, or one batched matmul per kernel offset (whichever is faster for the shape, timed once).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowvar.errors import ShapeError
+from flowvar.variance.records import CallRecord, Collector, RuleContext
+from flowvar.variance.rules.base import Rule, batched
+from flowvar.variance.rules.linear import seq_linear
+
+__all__ = ["Conv2dRule"]
+
+
+class Conv2dRule(Rule):
+    """``nn.Conv2d``: per group, g_i = Σ_l δ_il a_ilᵀ over output positions l, a_il the input patch at l.
+
+    Few output positions (S²(K + O) < S·K·O, K = C/G·kh·kw, O = out/G) and no element-wise sums: the ghost
+    norm on unfolded patches. Otherwise the per-sample weight gradients are materialised chunk by chunk,
+    either as the weight gradient of one convolution with the batch folded into the groups (input
+    (1, b·C, H, W), groups b·G) or by one batched matmul per kernel offset; both are exact, and the faster
+    for a layer shape is picked by timing both on its first call (``F.unfold`` is much slower than either).
+    """
+
+    name = "conv2d"
+
+    def __init__(self) -> None:
+        self._fastest: dict[tuple[Any, ...], int] = {}
+
+    def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],
+                   ctx: RuleContext) -> str:
+        assert isinstance(module, nn.Conv2d)
+        G = module.groups
+        O = module.out_channels // G
+        K = (module.in_channels // G) * module.kernel_size[0] * module.kernel_size[1]
+        xs = []
+        for c in calls:
+            x = c.args[0]
+            if x.ndim != 4:
+                raise ShapeError(f"Conv2d input of shape {tuple(x.shape)} has no batch dimension; pass (B, C, H, W)")
+            xs.append(self._padded(module, batched(x, ctx.B, "the Conv2d input")))
+        ds = [c.grad() for c in calls]
+        S = sum(d.shape[2] * d.shape[3] for d in ds)
+        w = collectors.get("weight")
+        shape = module.weight.shape
+        itemsize = xs[0].element_size()
+        if w is not None and not ctx.want_sq_sum and S * S * (K + O) < S * K * O:
+            def provider(start: int, stop: int) -> tuple[Tensor, Tensor]:
+                A_parts, D_parts = [], []
+                for x, d in zip(xs, ds):
+                    A_parts.append(self._patches(module, x[start:stop]))
+                    D_parts.append(d[start:stop].reshape(stop - start, G, O, -1).transpose(-1, -2))
+                return (torch.cat(A_parts, 2) if len(A_parts) > 1 else A_parts[0],
+                        torch.cat(D_parts, 2) if len(D_parts) > 1 else D_parts[0])
+
+            seq_linear(provider, G, S, K, O, collectors, ctx, lambda g: g.reshape(g.shape[0], *shape),
+                       module.bias is not None, itemsize)
+            return "conv2d-ghost"
+        per_sample = itemsize * (3 * shape.numel() + sum(x[0].numel() for x in xs) + sum(d[0].numel() for d in ds))
+        for start, stop in ctx.chunks(per_sample):
+            if w is not None:
+                gw = None
+                for x, d in zip(xs, ds):
+                    part = self._weight_grads(module, x[start:stop], d[start:stop])
+                    gw = part if gw is None else gw + part
+                assert gw is not None
+                w.add_per_sample(start, gw)
+            if "bias" in collectors:
+                gb = sum(d[start:stop].sum((2, 3)) for d in ds)
+                collectors["bias"].add_per_sample(start, gb)  # type: ignore[arg-type]
+        return "conv2d-materialised"
+
+    @staticmethod
+    def _padded(module: nn.Conv2d, x: Tensor) -> Tensor:
+        """Apply string or non-zero-mode padding explicitly, so that the rule works with numeric padding."""
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+            return F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
+        return x
+
+    @staticmethod
+    def _numeric_padding(module: nn.Conv2d) -> tuple[int, int]:
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return (0, 0)
+        return module.padding  # type: ignore[return-value]
+
+    def _weight_grads(self, module: nn.Conv2d, x: Tensor, d: Tensor) -> Tensor:
+        """Per-sample weight gradients (b, out, C/G, kh, kw) of padded input x and output gradient d.
+
+        Two exact kernels whose speed ranks differ by layer shape: batch-as-groups convolution backward and
+        one batched matmul per kernel offset. The first call for a shape times both; later calls use the faster.
+        """
+        kernels = (self._grouped, self._per_offset)
+        key = (tuple(x.shape), tuple(d.shape), tuple(module.weight.shape), module.stride, module.dilation,
+               module.groups, x.dtype)
+        choice = self._fastest.get(key)
+        if choice is not None:
+            return kernels[choice](module, x, d)
+        times, result = [], None
+        for kernel in kernels:
+            begin = time.perf_counter()
+            out = kernel(module, x, d)
+            times.append(time.perf_counter() - begin)
+            result = out if result is None else result
+        self._fastest[key] = int(np.argmin(times))
+        assert result is not None
+        return result
+
+    @classmethod
+    def _per_offset(cls, module: nn.Conv2d, x: Tensor, d: Tensor) -> Tensor:
+        """g_i[:, :, p, q] = δ_i · (input shifted by kernel offset (p, q))ᵀ, one batched matmul per offset."""
+        b, G = x.shape[0], module.groups
+        out_ch, cg, kh, kw = module.weight.shape
+        ph, pw = cls._numeric_padding(module)
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph))
+        Ho, Wo = d.shape[2], d.shape[3]
+        (sh, sw), (dh, dw) = module.stride, module.dilation
+        dm = d.reshape(b * G, out_ch // G, Ho * Wo)
+        grads = torch.empty(b, out_ch, cg, kh, kw, dtype=d.dtype, device=d.device)
+        for p in range(kh):
+            for q in range(kw):
+                window = x[:, :, p * dh: p * dh + sh * (Ho - 1) + 1: sh, q * dw: q * dw + sw * (Wo - 1) + 1: sw]
+                cols = window.reshape(b * G, cg, Ho * Wo)
+                grads[:, :, :, p, q] = torch.bmm(dm, cols.transpose(1, 2)).reshape(b, out_ch, cg)
+        return grads
+
+    @classmethod
+    def _grouped(cls, module: nn.Conv2d, x: Tensor, d: Tensor) -> Tensor:
+        """The weight gradient of one convolution whose groups are the b·G (sample, group) pairs."""
+        b, C, H, W = x.shape
+        G = module.groups
+        shape = module.weight.shape
+        folded_weight = torch.empty((b * shape[0], *shape[1:]), dtype=x.dtype, device=x.device)  # shape only
+        _, gw, _ = torch.ops.aten.convolution_backward(
+            d.reshape(1, b * d.shape[1], d.shape[2], d.shape[3]), x.reshape(1, b * C, H, W), folded_weight, None,
+            module.stride, cls._numeric_padding(module), module.dilation, False, (0, 0), b * G, (False, True, False))
+        return gw.reshape(b, *shape)
+
+    @classmethod
+    def _patches(cls, module: nn.Conv2d, x: Tensor) -> Tensor:
+        """Padded (b, C, H, W) → (b, G, L, C/G · kh · kw): the input patch under each output position."""
+        cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=cls._numeric_padding(module),
+                        stride=module.stride)
+        b, G = x.shape[0], module.groups
+        return cols.reshape(b, G, cols.shape[1] // G, cols.shape[2]).transpose(-1, -2)
