@@ -1,0 +1,480 @@
+"""flowvar audit: the verdict rules, the calling-convention adapters and their fit check, and end-to-end audits of
+known memorising and generalising models — flowvar's own, and torchcfm / diffusers / Meta flow_matching models
+trained a few hundred steps on digits — through the Python API and the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flowvar.audit import AdaptedField, Convention, audit, check_conventions, load_model, rules
+from flowvar.audit.adapters import CandidateScore, candidate_conventions
+from flowvar.cli import main
+from flowvar.couplings import FixedPairs, IndependentCoupling
+from flowvar.distributions import StandardNormal
+from flowvar.errors import ConfigError, DataError
+from flowvar.gaussian import GaussianProblem
+from flowvar.interpolants import Interpolant
+from flowvar.loss import CFMLoss
+from flowvar.models.mlp import MLPField
+from flowvar.train import TrainConfig, train
+
+D, N_PAIRS = 8, 16
+
+# The networks the command line builds from "--model audit_nets:NAME": each a factory, as a user's package has.
+NETS = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    from flowvar.models.mlp import MLPField
+
+    D = 8
+
+    def mlp():
+        return MLPField(D, width=128, depth=3)
+
+    def narrow_mlp():
+        return MLPField(D, width=32, depth=3)
+
+    class NaNField(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+
+        def forward(self, x, t):
+            return x * self.w * float("nan")
+
+    def nan_field():
+        return NaNField()
+
+    def torchcfm_unet():
+        from torchcfm.models.unet.unet import UNetModelWrapper
+
+        # the smallest torchcfm UNet: GroupNorm32 needs multiples of 32 channels; "16" > 8 px means no attention
+        return UNetModelWrapper(dim=(1, 8, 8), num_channels=32, num_res_blocks=1, channel_mult=(1,),
+                                attention_resolutions="16", dropout=0.0)
+
+    def diffusers_unet():
+        from diffusers import UNet2DModel
+
+        return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(16, 32),
+                           layers_per_block=1, norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"),
+                           up_block_types=("UpBlock2D", "UpBlock2D"), add_attention=False)
+
+    class PixelMLP(nn.Module):
+        """A plain velocity network v(x, t) on 8x8 images."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(65, 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(), nn.Linear(256, 64))
+
+        def forward(self, x, t):
+            t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t.reshape(-1)
+            return self.net(torch.cat([x.flatten(1), t[:, None]], 1)).reshape(x.shape)
+
+    def flow_matching_model():
+        from flow_matching.utils import ModelWrapper
+
+        class Wrapped(ModelWrapper):  # Meta flow_matching's calling convention: model(x=x, t=t, **extras)
+            def forward(self, x, t, **extras):
+                return self.model(x, t)
+
+        return Wrapped(PixelMLP())
+''')
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The module ``audit_nets`` importable for the session (its folder on sys.path)."""
+    folder = tmp_path_factory.mktemp("nets")
+    (folder / "audit_nets.py").write_text(NETS)
+    sys.path.insert(0, str(folder))
+    import importlib
+
+    module = importlib.import_module("audit_nets")
+    yield module
+    sys.path.remove(str(folder))
+    sys.modules.pop("audit_nets", None)
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["audit", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def save_npy(path: Path, x: torch.Tensor) -> str:
+    np.save(path, x.detach().cpu().numpy())
+    return str(path)
+
+
+# --------------------------------------------------------------------------------------------- rules
+
+
+@pytest.mark.parametrize(("fine", "coarse", "want"), [
+    (0.9, 0.8, "confirmed"), (0.0, 0.05, "refuted"), (0.3, 0.3, "inconclusive"), (0.9, 0.0, "inconclusive"),
+    (rules.PAIR_MEMORISE, rules.PAIR_MEMORISE, "confirmed"), (rules.PAIR_GENERALISE, 0.0, "refuted"),
+])
+def test_pair_recovery_rule(fine: float, coarse: float, want: str) -> None:
+    assert rules.pair_recovery_verdict(fine, coarse) == want
+
+
+@pytest.mark.parametrize(("copies", "base", "want"), [
+    (0.5, 0.0, "confirmed"), (0.2, 0.15, "refuted"), (0.08, 0.0, "inconclusive"), (0.0, 0.0, "refuted"),
+    (math.nan, 0.0, "inconclusive"), (0.10, 0.0, "confirmed"),
+])
+def test_copying_rule(copies: float, base: float, want: str) -> None:
+    assert rules.copying_verdict(copies, base) == want
+
+
+@pytest.mark.parametrize(("rho", "want"), [(0.2, "confirmed"), (1.0, "refuted"), (0.9, "refuted"),
+                                           (0.8, "inconclusive"), (math.nan, "inconclusive")])
+def test_gap_rule(rho: float, want: str) -> None:
+    assert rules.gap_verdict(rho) == want
+
+
+@pytest.mark.parametrize(("lam", "nu", "want"), [(0.01, 0.01, "confirmed"), (0.01, 0.5, "inconclusive"),
+                                                 (1.0, 1.2, "refuted"), (0.3, 0.3, "inconclusive"),
+                                                 (math.nan, 1.0, "inconclusive")])
+def test_gradient_rule(lam: float, nu: float, want: str) -> None:
+    assert rules.gradient_verdict(lam, nu) == want
+
+
+@pytest.mark.parametrize(("verdicts", "want"), [
+    ({"pair recovery": "confirmed", "gradient signal": "confirmed", "copying": "refuted"}, "memorising"),
+    ({"pair recovery": "refuted", "copying": "refuted", "generalisation gap": "inconclusive"}, "generalising"),
+    ({"copying": "confirmed", "generalisation gap": "refuted"}, "mixed"),
+    ({"pair recovery": "confirmed", "gradient signal": "refuted"}, "mixed"),
+    ({"copying": "inconclusive", "gradient signal": "untestable"}, "cannot tell"),
+    ({}, "cannot tell"),
+])
+def test_overall_verdict(verdicts: dict[str, str], want: str) -> None:
+    verdict, mem, gen = rules.overall_verdict(verdicts)
+    assert verdict == want
+    assert mem == [k for k, v in verdicts.items() if v == "confirmed"]
+    assert gen == [k for k, v in verdicts.items() if v == "refuted"]
+
+
+# --------------------------------------------------------------------------------------------- adapters
+
+
+class Recorder(nn.Module):
+    """Returns a velocity that encodes the time it was given: out = x · 0 + s (broadcast), for every calling style."""
+
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.style = style
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> object:
+        if self.style == "xt":
+            x, s = args
+        elif self.style == "tx":
+            s, x = args
+        elif self.style == "cat":
+            (z,) = args
+            x, s = z[:, :-1], z[:, -1]
+        elif self.style == "flow_matching":
+            x, s = kwargs["x"], kwargs["t"]
+        else:  # diffusers returns an output object with .sample
+            x, s = args
+
+            class Out:
+                sample = x * self.w + s.reshape(-1, *([1] * (x.ndim - 1)))
+
+            return Out()
+        return x * self.w + s.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+@pytest.mark.parametrize("call", ["xt", "tx", "cat", "diffusers", "flow_matching"])
+@pytest.mark.parametrize("time", ["data_at_1", "data_at_0"])
+def test_adapter_passes_time_in_each_convention(call: str, time: str) -> None:
+    x = torch.randn(5, 3)
+    t = torch.linspace(0.1, 0.9, 5)
+    field = AdaptedField(Recorder(call), Convention(call, time, 1000.0))
+    v = field(x, t)
+    # data_at_1: v = f(x, 1000 t); data_at_0: v = −f(x, 1000 (1 − t))
+    want = 1000 * t if time == "data_at_1" else -1000 * (1 - t)
+    assert torch.allclose(v, want[:, None].expand(5, 3))
+    assert field(x, 0.25).shape == x.shape  # a scalar time is broadcast
+
+
+def test_convention_validation_and_defaults() -> None:
+    assert Convention.of("diffusers") == Convention("diffusers", "data_at_0", 1000.0)
+    assert Convention.of("tx", time_scale=10) == Convention("tx", "data_at_1", 10.0)
+    for bad in ({"call": "yx"}, {"time": "forward"}, {"time_scale": 0.0}, {"time_scale": math.inf}):
+        with pytest.raises(ConfigError):
+            Convention(**bad)
+    cands = candidate_conventions(Convention("tx", "data_at_1", 7.0))
+    assert cands[0] == Convention("tx", "data_at_1", 7.0)
+    assert len(cands) == len(set(cands)) == 5 * 2 * 3
+
+
+def test_convention_check_catches_reversed_time_on_the_exact_ot_field() -> None:
+    problem = GaussianProblem.isotropic(4, mean=2.0)
+    data = problem.sample(200, torch.Generator().manual_seed(3))
+    field = problem.ot_field()
+    check = check_conventions(field, data, None, torch.Generator().manual_seed(0))
+    assert check.chosen.call in ("xt", "diffusers", "flow_matching") and check.chosen.time == "data_at_1"
+    score = check.score(Convention("xt", "data_at_1", 1.0))
+    assert isinstance(score, CandidateScore) and score.fits and score.loss_ratio < 0.6 and score.movement < 0.6
+    reversed_score = check.score(Convention("xt", "data_at_0", 1.0))
+    assert reversed_score is not None and not reversed_score.fits and reversed_score.loss_ratio > 1
+    with pytest.raises(DataError, match=r"does not fit.*--convention xt --time data_at_1 --time-scale 1"):
+        check_conventions(field, data, Convention("xt", "data_at_0", 1.0), torch.Generator().manual_seed(0))
+
+
+# --------------------------------------------------------------------------------------------- known models
+
+
+@pytest.fixture(scope="module")
+def memorised() -> dict[str, torch.Tensor | nn.Module]:
+    """An MLP trained at σ = 0 on 16 fixed random pairs in d = 8 until it memorises them (Prop 2)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(N_PAIRS, D, generator=g)
+    x1 = 0.5 * torch.randn(N_PAIRS, D, generator=g) + 2.0
+    heldout = 0.5 * torch.randn(64, D, generator=g) + 2.0
+    model = MLPField(D, width=128, depth=3)
+    train(model, CFMLoss(Interpolant(0.0)), FixedPairs(x0, x1), TrainConfig(steps=1200, batch_size=64, lr=2e-3,
+                                                                              log_every=0))
+    return {"model": model.eval(), "x0": x0, "x1": x1, "heldout": heldout}
+
+
+def test_fixed_pairs_at_sigma_zero_reads_memorising(memorised: dict) -> None:
+    report = audit(memorised["model"], memorised["x1"], pairs=memorised["x0"], heldout=memorised["heldout"],
+                   samples=200, grad_samples=32)
+    assert report.verdict == "memorising", report.summary()
+    claims = {c.id: c for c in report.result.claims}
+    pairs = claims["audit.pair_recovery"]
+    assert pairs.verdict == "confirmed"
+    assert pairs.evidence["fine"]["accuracy_own"] >= 0.9 and pairs.evidence["coarse"]["accuracy_own"] >= 0.9
+    grad = claims["audit.gradient_signal"]
+    assert grad.verdict == "confirmed"
+    assert grad.evidence["loss_ratio"] < 0.02 and grad.evidence["variance_ratio"] < 0.02
+    assert claims["audit.memorises"].verdict == "confirmed"
+    assert report.convention.chosen.time == "data_at_1"
+    assert "pair recovery" in report.drivers["memorising"]
+
+
+def test_exact_ot_field_on_gaussians_reads_generalising() -> None:
+    g = torch.Generator().manual_seed(11)
+    d = 6
+    A = 0.3 * torch.randn(d, d, generator=g, dtype=torch.float64)
+    problem = GaussianProblem(torch.ones(d, dtype=torch.float64), A @ A.T + 0.5 * torch.eye(d, dtype=torch.float64))
+    x1, heldout = problem.sample(120, g), problem.sample(120, g)
+    x0 = torch.randn(120, d, generator=g, dtype=torch.float64)  # arbitrary (independent) training pairs
+    report = audit(problem.ot_field(), x1, pairs=x0, heldout=heldout, samples=200, grad_samples=16, t_bins=3,
+                   seed=5)
+    verdicts = {c.id: c.verdict for c in report.result.claims}
+    assert report.verdict == "generalising", report.summary()
+    assert verdicts == {"audit.pair_recovery": "refuted", "audit.copying": "refuted",
+                        "audit.generalisation_gap": "refuted", "audit.gradient_signal": "refuted",
+                        "audit.memorises": "refuted"}
+    grad = next(c for c in report.result.claims if c.id == "audit.gradient_signal")
+    assert 0.7 < grad.evidence["loss_ratio"] < 1.4
+
+
+def test_model_trained_on_fresh_independent_pairs_reads_generalising() -> None:
+    torch.manual_seed(0)
+    d = 6
+    problem = GaussianProblem(torch.linspace(-1, 1, d, dtype=torch.float64), torch.eye(d, dtype=torch.float64) * 0.5,
+                              dtype=torch.float32)
+    model = MLPField(d, width=64, depth=3)
+    train(model, CFMLoss(Interpolant(0.0)), IndependentCoupling(StandardNormal(d), problem),
+          TrainConfig(steps=400, batch_size=128, lr=2e-3, log_every=0))
+    g = torch.Generator().manual_seed(21)
+    x1, heldout = problem.sample(120, g), problem.sample(120, g)
+    x0 = torch.randn(120, d, generator=g)
+    report = audit(model.eval(), x1, pairs=x0, heldout=heldout, samples=200, grad_samples=16, t_bins=3, seed=1)
+    assert report.verdict == "generalising", report.summary()
+    assert report.drivers["memorising"] == []
+
+
+# --------------------------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture(scope="module")
+def memorised_files(memorised: dict, nets: object, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("memorised")
+    torch.save({"model": memorised["model"].state_dict(), "step": 1200}, folder / "ckpt.pt")
+    return {"ckpt": str(folder / "ckpt.pt"), "data": save_npy(folder / "x1.npy", memorised["x1"]),
+            "pairs": save_npy(folder / "x0.npy", memorised["x0"]),
+            "heldout": save_npy(folder / "held.npy", memorised["heldout"]), "folder": str(folder)}
+
+
+def test_cli_audit_writes_the_report(memorised_files: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    f = memorised_files
+    out = tmp_path / "audit"
+    code, stdout, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--data", f["data"],
+                                 "--pairs", f["pairs"], "--heldout", f["heldout"], "--samples", "100",
+                                 "--grad-samples", "16", "--t-bins", "3", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "verdict: memorising" in stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["experiment"] == "audit" and result["metrics"]["verdict"] == "memorising"
+    assert result["config"]["model"].endswith("[model]")  # the checkpoint entry the weights came from
+    assert {c["id"] for c in result["claims"]} == {"audit.pair_recovery", "audit.copying",
+                                                   "audit.generalisation_gap", "audit.gradient_signal",
+                                                   "audit.memorises"}
+    assert result["config"]["thresholds"]["copy_ratio"] == pytest.approx(1 / 3)
+    page = (out / "audit.html").read_text()
+    assert "Verdict" in page and page.count("data:image/png;base64,") >= 3
+    assert "# Audit verdict: **memorising**" in (out / "summary.md").read_text()
+    for name in result["figures"]:
+        assert (out / name).is_file()
+    code, stdout, _ = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--data", f["data"],
+                               "--samples", "40", "--grad-samples", "4", "--t-bins", "2", "--json",
+                               "--out", str(tmp_path / "j")], capsys)
+    assert code == 0 and json.loads(stdout)["metrics"]["verdict"] in rules.OVERALL
+
+
+def assert_error(code: int, err: str, out: Path, *patterns: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowvar: error: "), err
+    for p in patterns:
+        assert p in lines[0], lines[0]
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}.*"))
+
+
+def test_cli_bad_inputs_are_one_line_and_write_nothing(memorised_files: dict, nets: object, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    f = memorised_files
+    out = tmp_path / "audit"
+    base = ["--data", f["data"], "--out", str(out), "--samples", "20"]
+    code, _, err = run_cli(["--model", "no_such_pkg.nets:build", "--checkpoint", f["ckpt"], *base], capsys)
+    assert_error(code, err, out, "cannot import 'no_such_pkg.nets'")
+    code, _, err = run_cli(["--model", "audit_nets:no_such", "--checkpoint", f["ckpt"], *base], capsys)
+    assert_error(code, err, out, "no attribute 'no_such'")
+    code, _, err = run_cli(["--model", "audit_nets:narrow_mlp", "--checkpoint", f["ckpt"], *base], capsys)
+    assert_error(code, err, out, "does not match the model built by audit_nets:narrow_mlp", "size mismatch")
+    wrong = save_npy(tmp_path / "wrong.npy", torch.randn(30, 5))
+    code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--data", wrong,
+                            "--out", str(out)], capsys)
+    assert_error(code, err, out, "cannot be called on the training data under any convention", "shape")
+    code, _, err = run_cli(["--model", "audit_nets:nan_field", *base], capsys)
+    assert_error(code, err, out, "NaN")
+    code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--convention", "xt", "--time",
+                            "data_at_0", *base], capsys)
+    assert_error(code, err, out, "does not fit", "pass --convention xt --time data_at_1 --time-scale 1")
+    code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--pairs", wrong, *base], capsys)
+    assert_error(code, err, out, "--pairs has shape (30, 5)")
+    code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", str(tmp_path / "none.pt"), *base], capsys)
+    assert_error(code, err, out, "does not exist")
+    code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--convention", "yx", *base],
+                           capsys)
+    assert_error(code, err, out, "unknown calling convention 'yx'")
+
+
+def test_whole_model_files_load(memorised: dict, tmp_path: Path) -> None:
+    model = memorised["model"]
+    x, t = memorised["x1"][:4], torch.full((4,), 0.3)
+    torch.jit.trace(model, (x, t)).save(str(tmp_path / "m.jit.pt"))
+    torch.export.save(torch.export.export(model, (x, t)), str(tmp_path / "m.pt2"))
+    torch.save(model, tmp_path / "m.pickle.pt")
+    for name, kind in (("m.jit.pt", "TorchScript"), ("m.pt2", "torch.export"), ("m.pickle.pt", "pickled module")):
+        loaded = load_model(None, tmp_path / name)
+        assert loaded.source.startswith(kind)
+        with torch.no_grad():
+            assert torch.allclose(loaded.module(x, t), model(x, t), atol=1e-6)
+    with pytest.raises(DataError, match="not a whole model"):
+        torch.save(model.state_dict(), tmp_path / "sd.pt")
+        load_model(None, tmp_path / "sd.pt")
+
+
+# --------------------------------------------------------------------------------------------- third-party models
+
+
+def digits(n_train: int = 240, n_heldout: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    from flowvar.data import load_digits
+
+    x = load_digits(resolution=8, seed=0).images
+    return x[:n_train].contiguous(), x[n_train:n_train + n_heldout].contiguous()
+
+
+def fit(model: nn.Module, velocity_and_target: object, data: torch.Tensor, steps: int = 200, batch: int = 16
+        ) -> nn.Module:
+    """A few hundred Adam steps of the library's own training objective (``velocity_and_target(model, x0, x1, t)``
+    returns the prediction and its regression target)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(steps):
+        x1 = data[torch.randint(0, data.shape[0], (batch,), generator=g)]
+        x0 = torch.randn(x1.shape, generator=g)
+        t = torch.rand(batch, generator=g)
+        pred, target = velocity_and_target(model, x0, x1, t)
+        loss = (pred - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def torchcfm_objective(model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple:
+    from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
+
+    t, xt, ut = ConditionalFlowMatcher(sigma=0.0).sample_location_and_conditional_flow(x0, x1, t)
+    return model(t, xt), ut
+
+
+def diffusers_objective(model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple:
+    # diffusers' flow-matching training (SD3): x_σ = (1 − σ) data + σ noise, timestep = 1000 σ, target noise − data
+    s = t[:, None, None, None]
+    return model((1 - s) * x1 + s * x0, t * 1000).sample, x0 - x1
+
+
+def flow_matching_objective(model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple:
+    from flow_matching.path import AffineProbPath
+    from flow_matching.path.scheduler import CondOTScheduler
+
+    sample = AffineProbPath(scheduler=CondOTScheduler()).sample(x_0=x0, x_1=x1, t=t)
+    return model(x=sample.x_t, t=sample.t), sample.dx_t
+
+
+THIRD_PARTY = {
+    # factory, objective, the convention the audit must detect, a wrong convention it must reject
+    "torchcfm": ("torchcfm_unet", torchcfm_objective, ("tx", "data_at_1"), ["--convention", "tx", "--time",
+                                                                            "data_at_0"]),
+    "diffusers": ("diffusers_unet", diffusers_objective, ("diffusers", "data_at_0"),
+                  ["--convention", "diffusers", "--time", "data_at_1"]),
+    "flow_matching": ("flow_matching_model", flow_matching_objective, ("flow_matching", "data_at_1"),
+                      ["--convention", "flow_matching", "--time", "data_at_0"]),
+}
+
+
+@pytest.mark.parametrize("library", list(THIRD_PARTY))
+def test_third_party_model_runs_end_to_end(library: str, nets: object, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip({"torchcfm": "torchcfm.models.unet", "diffusers": "diffusers",
+                         "flow_matching": "flow_matching"}[library])
+    factory, objective, (call, time), wrong = THIRD_PARTY[library]
+    train_x, held_x = digits()
+    model = fit(getattr(nets, factory)(), objective, train_x)
+    state = model.state_dict()
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"net_model": state, "ema_model": state, "step": 200} if library == "torchcfm" else state, ckpt)
+    data, held = save_npy(tmp_path / "train.npy", train_x), save_npy(tmp_path / "held.npy", held_x)
+    common = ["--model", f"audit_nets:{factory}", "--checkpoint", str(ckpt), "--data", data, "--heldout", held,
+              "--samples", "40", "--steps", "8", "--coarse-steps", "4", "--grad-samples", "2", "--t-bins", "2"]
+    out = tmp_path / "audit"
+    code, stdout, err = run_cli([*common, "--out", str(out)], capsys)
+    assert code == 0, err
+    result = json.loads((out / "result.json").read_text())
+    chosen = result["config"]["convention"]
+    assert chosen["time"] == time and (chosen["call"] == call or (library == "flow_matching" and chosen["call"] in
+                                                                   ("xt", "flow_matching")))
+    assert chosen["time_scale"] == (1000.0 if library == "diffusers" else 1.0)
+    assert result["metrics"]["verdict"] in rules.OVERALL
+    assert (out / "closest_copies.png").is_file()  # the image grid of the closest copies
+    code, _, err = run_cli([*common, *wrong, "--out", str(tmp_path / "wrong")], capsys)
+    assert_error(code, err, tmp_path / "wrong", "does not fit", f"--time {time}")
