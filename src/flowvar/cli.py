@@ -1,5 +1,5 @@
-"""The ``flowvar`` command line: ``reproduce``, ``run``, ``sweep``, ``advise-sigma``, ``list``, ``show``, ``config``,
-and ``--version``.
+"""The ``flowvar`` command line: ``reproduce``, ``run``, ``sweep``, ``advise-sigma``, ``audit``, ``list``, ``show``,
+``config``, and ``--version``.
 
 Errors the user can fix print one line ``flowvar: error: ...`` and exit with status 2.
 """
@@ -361,6 +361,76 @@ def show_cmd(
         for e in collection["experiments"]:
             if e.get("status") in ("failed", "not run"):
                 typer.echo(f"  {e['name']}: {e['status']}" + (f": {e['error']}" if e.get("error") else ""))
+
+
+@app.command("audit")
+def audit_cmd(
+    data: Annotated[str, typer.Option("--data", help="The training data: a folder of images, an .npy array ((N, d) "
+                                                     "vectors or (N, [C,] H, W) images), or digits / lfw.")],
+    model: Annotated[str | None, typer.Option("--model", help="Factory building the network: package.module:callable "
+                                                              "(its state_dict comes from --checkpoint).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="Weights for --model (a state_dict, or a checkpoint holding one), or alone a whole model: "
+                             "TorchScript, torch.export (.pt2) or a pickled module.")] = None,
+    pairs: Annotated[str | None, typer.Option("--pairs", help="The training sources (.npy), row i paired with data "
+                                                              "item i: enables pair recovery and the gradient test.")
+                     ] = None,
+    heldout: Annotated[str | None, typer.Option("--heldout", help="Data of the same kind never trained on: enables "
+                                                                  "the generalisation gap and the copy baseline.")
+                       ] = None,
+    sigma: Annotated[float, typer.Option("--sigma", help="The interpolant noise σ the model was trained with.")] = 0.0,
+    convention: Annotated[str | None, typer.Option(
+        "--convention", help="How to call the network: xt | tx | cat | diffusers | flow_matching (default: detect).")
+                          ] = None,
+    time: Annotated[str | None, typer.Option("--time", help="data_at_1 (noise at t=0) or data_at_0 (diffusers); "
+                                                            "default: the convention's usual one.")] = None,
+    time_scale: Annotated[float | None, typer.Option("--time-scale", help="The network sees scale·t (1000 for "
+                                                                          "diffusers' timesteps).")] = None,
+    state_key: Annotated[str | None, typer.Option("--state-key", help="Checkpoint entry holding the state_dict "
+                                                                      "(default: the first of ema_model, ema, "
+                                                                      "state_dict, model, net_model ...).")] = None,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Fresh samples to generate.")] = 500,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Fine ODE grid (steps of --method).")] = 100,
+    coarse_steps: Annotated[int, typer.Option("--coarse-steps", min=1, help="Coarse ODE grid.")] = 10,
+    method: Annotated[str, typer.Option("--method", help="ODE solver: euler, midpoint, heun, rk4, dopri5 ...")
+                      ] = "euler",
+    grad_samples: Annotated[int, typer.Option("--grad-samples", min=2, help="Draws per t-bin of the gradient test.")
+                            ] = 64,
+    t_bins: Annotated[int, typer.Option("--t-bins", min=1, help="t-bins of the gradient test.")] = 5,
+    resolution: Annotated[int | None, typer.Option("--resolution", min=1, help="Image folders: resize to this side "
+                                                                               "(default: the first image's).")
+                          ] = None,
+    channels: Annotated[int | None, typer.Option("--channels", help="Image folders: 1 (grey) or 3 (RGB).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw of the audit.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+                      ] = "auto",
+    out: Annotated[Path, typer.Option("--out", help="Output folder: result.json, summary.md, audit.html, figures.")
+                   ] = Path("audit"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print result.json to stdout instead of the summary.")
+                       ] = False,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: $FLOWVAR_THREADS or 1).",
+                                                min=1)] = None,
+) -> None:
+    """Does my trained flow model memorise its training data? Four tests and a verdict (docs/audit.md)."""
+    import json
+
+    import torch
+
+    from flowvar.audit import audit, load_model
+    from flowvar.reproduce import default_threads
+
+    torch.set_num_threads(threads or default_threads())
+    loaded = load_model(model, checkpoint, state_key)
+    report = audit(loaded.module, data, pairs=pairs, heldout=heldout, sigma=sigma, convention=convention, time=time,
+                   time_scale=time_scale, samples=samples, steps=steps, coarse_steps=coarse_steps, method=method,
+                   grad_samples=grad_samples, t_bins=t_bins, seed=seed, device=device, resolution=resolution,
+                   channels=channels, model_source=loaded.source)
+    report.write(out)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=1))
+    else:
+        typer.echo(report.summary())
+        typer.echo(f"report: {out / 'audit.html'}")
 
 
 def main(argv: list[str] | None = None) -> int:
