@@ -57,10 +57,10 @@ MOVE_FIT = 0.9
 Q_MARGIN = 0.5
 #: Probe sizes: the loss ratio uses PROBE_N (x0, x1, t) draws with t ~ U(PROBE_T_LO, 1 − PROBE_T_LO); the movement
 #: check integrates MOVE_N noise samples with MOVE_STEPS Euler steps.
-PROBE_N = 256
+PROBE_N = 128
 PROBE_T_LO = 0.05
-MOVE_N = 128
-MOVE_STEPS = 10
+MOVE_N = 64
+MOVE_STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -240,9 +240,15 @@ def _median_nn(x: Tensor, ref: Tensor) -> float:
 
 
 def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: Tensor, t: Tensor,
-                     move_x0: Tensor, train: Tensor) -> CandidateScore:
+                     move_x0: Tensor, train: Tensor, seen: list[tuple[Tensor, CandidateScore]] | None = None
+                     ) -> CandidateScore:
     """Score one convention (see :class:`CandidateScore`). ``x1``, ``x0``: (P, *shape) training items and noise,
-    ``t``: (P,); ``move_x0``: (M, *shape) noise to integrate; ``train``: the training items (for the movement)."""
+    ``t``: (P,); ``move_x0``: (M, *shape) noise to integrate; ``train``: the training items (for the movement).
+
+    The integration runs only for a candidate whose loss ratio passes (the others cannot fit), and not again for a
+    candidate whose probe output equals that of one in ``seen`` (two calls that reach the same network the same way,
+    e.g. ``model(t, x)`` and ``model(x=x, t=t)`` on a ``forward(t, x)``): its score is reused. Appends to ``seen``.
+    """
     from flowvar.sampling import integrate
 
     field = AdaptedField(model, convention)
@@ -255,16 +261,27 @@ def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: T
         return CandidateScore(convention, False, error=_short(error))
     if not bool(torch.isfinite(v).all()):
         return CandidateScore(convention, False, error="the model returned NaN/Inf")
+    for earlier_v, earlier in seen or []:
+        if torch.equal(v, earlier_v):
+            return CandidateScore(convention, True, earlier.loss_ratio, earlier.movement, earlier.fits, earlier.error)
     u = x1 - x0
     q = float((v - u).pow(2).sum() / u.pow(2).sum())
+    if not q < Q_FIT:
+        score = CandidateScore(convention, True, q)
+        if seen is not None:
+            seen.append((v, score))
+        return score
     try:
         end = integrate(field, move_x0, method="euler", steps=MOVE_STEPS).x1
         before = _median_nn(move_x0, train)
         movement = _median_nn(end, train) / before if before > 0 else math.nan
     except Exception as error:  # a diverging integration under a wrong convention counts as not moving toward data
-        return CandidateScore(convention, True, q, math.inf, False, f"integration failed: {_short(error)}")
-    fits = q < Q_FIT and movement < MOVE_FIT
-    return CandidateScore(convention, True, q, movement, fits)
+        score = CandidateScore(convention, True, q, math.inf, False, f"integration failed: {_short(error)}")
+    else:
+        score = CandidateScore(convention, True, q, movement, q < Q_FIT and movement < MOVE_FIT)
+    if seen is not None:
+        seen.append((v, score))
+    return score
 
 
 def _short(error: BaseException) -> str:
@@ -290,7 +307,8 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
     x0 = torch.randn(x1.shape, generator=generator, dtype=dtype).to(device)
     t = (PROBE_T_LO + (1 - 2 * PROBE_T_LO) * torch.rand(PROBE_N, generator=generator, dtype=dtype)).to(device)
     move_x0 = torch.randn((min(MOVE_N, max(n, 2)), *train.shape[1:]), generator=generator, dtype=dtype).to(device)
-    scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train)
+    seen: list[tuple[Tensor, CandidateScore]] = []
+    scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train, seen)
                    for c in candidate_conventions(requested, time_scales))
     fitting = sorted((s for s in scores if s.fits), key=lambda s: s.loss_ratio)
     best = fitting[0].convention if fitting else None
