@@ -7,11 +7,12 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
 * the quick flag (a quick run and a full run with equal values are still different runs: ``Result.quick``);
 * the code version, :func:`code_version` of the experiment: ``flowvar.__version__`` plus a SHA-256 digest of
   the ``*.py`` source files (relative path and bytes) of the installed flowvar package that the experiment can
-  depend on: every library module, the experiment infrastructure, the experiment's own module and any sibling
-  experiment module it imports (found by parsing its imports). Editing any library module invalidates every
-  entry (conservative: experiments compose many library modules); adding or editing *another* experiment does
-  not. The front end (``cli.py``, ``reproduce.py``, ``sweep.py``, ``report.py``, ``cache.py``) does not count: it
-  launches experiments and renders reports but computes nothing an experiment reports. Nor do the YAML files: the values
+  depend on: every library module, the experiment machinery and shared kits (``experiments/base.py``,
+  ``__init__.py``, ``_*.py``) and the experiment's own module (no experiment imports another, so no import
+  parsing is needed). Editing any library module invalidates every entry (conservative: experiments compose many
+  library modules); adding or editing *another* experiment does not. The front end (:data:`FRONT_END`: the CLI,
+  the runner, reproduce, sweep, advise, the report, the audit, this cache) does not count: it launches experiments
+  and renders reports but computes nothing an experiment reports. Nor do the YAML files: the values
   they hold are in the effective config. Sources are read once per process, so one run uses one code version;
 * the torch version and the torch thread count of the run (the last digits of a training run depend on the
   reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp).
@@ -50,7 +51,7 @@ MANIFEST = "cache.json"
 log = logging.getLogger("flowvar.cache")
 
 
-FRONT_END = ("cli.py", "__main__.py", "cache.py", "runner.py", "reproduce.py", "sweep.py", "advise.py", "report/",
+FRONT_END = ("cli.py", "__main__.py", "cache.py", "runner.py", "reproduce.py", "sweep/", "advise.py", "report/",
              "audit/")
 """Files (``report/``: folders) that only launch experiments, render reports or audit users' models: not part of any
 experiment's code version."""

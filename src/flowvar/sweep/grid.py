@@ -1,0 +1,206 @@
+"""The grid of a sweep: axes from ``--grid``/``--seeds``/presets, and their cartesian product of configs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowvar.cache import cache_key
+from flowvar.errors import ConfigError
+from flowvar.results import to_jsonable
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept config key and its values (already coerced to the field's type)."""
+
+    key: str
+    values: tuple[Any, ...]
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``v1,v2,...`` on the commas outside brackets and quotes: ``[0,0.05],[0,0.1]`` → two values."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(to_jsonable(value), sort_keys=True)
+
+
+def parse_axis(spec: Any, item: str, *, source: str = "--grid") -> Axis:
+    """``"key=v1,v2"`` → :class:`Axis` for experiment ``spec``; values are YAML (lists as ``[a,b]``)."""
+    from flowvar.experiments.base import _parse_scalar
+
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{source} expects key=v1,v2,..., got {item!r} (for example --grid sigma=0,0.05)")
+    raws = split_values(raw)
+    if not raw.strip() or any(not r for r in raws):
+        raise ConfigError(f"{source} {item}: empty value list for {key} (give one or more values: "
+                          f"{key}=v1,v2)")
+    return make_axis(spec, key, [_parse_scalar(text) for text in raws], f"{source} {item}")
+
+
+def make_axis(spec: Any, key: str, values: Sequence[Any], where: str) -> Axis:
+    """An :class:`Axis` of ``spec``'s config key ``key`` from parsed values (YAML scalars or lists), each coerced
+    to the field's type; an unknown key, no values or a value given twice is a :class:`ConfigError` starting with
+    ``where``."""
+    from flowvar.experiments.base import coerce
+
+    hints = typing.get_type_hints(spec.config_cls)
+    if key not in hints:
+        raise ConfigError(f"{where}: unknown config key {key!r} for {spec.name}; valid keys: "
+                          f"{', '.join(spec.field_names())}")
+    if not values:
+        raise ConfigError(f"{where}: {key} must list one or more values")
+    coerced, seen = [], set()
+    for raw in values:
+        value = coerce(key, raw, hints[key], source=f"{where}: {key}={raw}")
+        canon = canonical(value)
+        if canon in seen:
+            raise ConfigError(f"{where}: {key} lists {raw} twice")
+        seen.add(canon)
+        coerced.append(value)
+    return Axis(key, tuple(coerced))
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``"0,1,2"`` or ``"0-4"`` (inclusive) → a list of seeds; None → None."""
+    if text is None:
+        return None
+    seeds: list[int] = []
+    try:
+        for part in split_values(text):
+            if "-" in part.strip("-"):
+                lo, hi = part.split("-", 1)
+                seeds += list(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError(f"--seeds expects integers like 0,1,2 or a range 0-4, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must list distinct seeds, got {text!r}")
+    return seeds
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named sweep from an experiment's YAML ``sweeps:`` section."""
+
+    name: str
+    description: str
+    grid: dict[str, list[Any]]
+    set: dict[str, Any]
+    metrics: list[str]
+    seeds: list[int] | None
+    verdicts: list[str] = field(default_factory=list)
+
+
+def presets(spec: Any, quick: bool) -> dict[str, Preset]:
+    """The named sweeps of ``spec``'s YAML file (with their ``quick:`` parts applied when ``quick``)."""
+    from flowvar.experiments.base import read_yaml
+
+    path = spec.defaults_file
+    if path is None or not Path(path).is_file():
+        return {}
+    section = (read_yaml(path) or {}).get("sweeps") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: sweeps must be a mapping of preset names")
+    out = {}
+    for name, body in section.items():
+        if not isinstance(body, dict) or not isinstance(body.get("grid", {}), dict):
+            raise ConfigError(f"{path}: sweep preset {name} must be a mapping with a grid: {{key: [values]}}")
+        grid, values = dict(body.get("grid") or {}), dict(body.get("set") or {})
+        if quick:
+            q = body.get("quick") or {}
+            grid.update(q.get("grid") or {})
+            values.update(q.get("set") or {})
+        seeds = body.get("seeds")
+        out[str(name)] = Preset(str(name), str(body.get("description", "")), grid, values,
+                                [str(m) for m in body.get("metrics") or []],
+                                [int(s) for s in seeds] if seeds else None,
+                                [str(v) for v in body.get("verdicts") or []])
+    return out
+
+
+def preset_axes(spec: Any, preset: Preset) -> list[Axis]:
+    """A preset's grid as axes (values written as YAML lists are coerced like ``--grid`` values)."""
+    where = f"{spec.name} sweep preset {preset.name}"
+    for key, values in preset.grid.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"{where}: {key} must list one or more values")
+    return [make_axis(spec, key, values, where) for key, values in preset.grid.items()]
+
+
+@dataclass
+class Point:
+    """One grid point: the swept values, the overrides that build its config, the config and its cache key."""
+
+    index: int
+    values: dict[str, Any]
+    overrides: dict[str, Any]
+    config: Any
+    key: str
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={short_label(v)}" for k, v in self.values.items()) or "(defaults)"
+
+
+def short_label(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(short_label(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str, Any] | None = None,
+           config_file: Path | None = None, threads: int = 1) -> list[Point]:
+    """Every point of the cartesian product of ``axes`` (the last axis varies fastest), configured and keyed.
+
+    ``overrides`` (``--set``) apply to every point before the point's own values. A point whose config is
+    invalid raises :class:`ConfigError` naming it; two points with the same config are an error too.
+    """
+    from flowvar.experiments.base import build_config
+
+    points: list[Point] = []
+    keys: dict[str, str] = {}
+    for index, combo in enumerate(itertools.product(*(a.values for a in axes))):
+        values = {a.key: v for a, v in zip(axes, combo)}
+        merged = {**(overrides or {}), **values}
+        label = " ".join(f"{k}={short_label(v)}" for k, v in values.items())
+        try:
+            config = build_config(spec, quick=quick, overrides=merged, config_file=config_file)
+        except ConfigError as e:
+            raise ConfigError(f"grid point {label}: {e}") from None
+        key = cache_key(spec.name, config, quick, threads)
+        if key in keys:
+            raise ConfigError(f"grid points {keys[key]} and {label} have the same config; drop one of the values")
+        keys[key] = label
+        points.append(Point(index, to_jsonable(values), merged, config, key))
+    return points
+
+
+__all__ = ["Axis", "Point", "Preset", "canonical", "expand", "make_axis", "parse_axis", "parse_seeds", "preset_axes",
+           "presets", "short_label", "split_values"]

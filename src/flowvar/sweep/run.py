@@ -1,0 +1,308 @@
+"""Running a sweep: options, the validated plan, the cache lookups and the backend, the output folder."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from flowvar.cache import Cache, code_version, install
+from flowvar.errors import ConfigError
+from flowvar.results import Result, versions
+from flowvar.runner import Backend, dispatch, make_backend, sigterm_as_interrupt
+from flowvar.sweep.figures import draw_figures
+from flowvar.sweep.grid import Axis, Point, expand, parse_axis, preset_axes, presets
+from flowvar.sweep.tables import STATUSES, PointOutcome, write_tables
+
+log = logging.getLogger("flowvar.sweep")
+
+
+# --------------------------------------------------------------------------------------------------- options
+
+
+@dataclass
+class Options:
+    """What ``flowvar sweep`` was asked to do (see the CLI help for each flag)."""
+
+    experiment: str
+    grid: list[str] = field(default_factory=list)
+    seeds: list[int] | None = None
+    preset: str | None = None
+    out: Path | None = None
+    cache_dir: Path | None = None
+    quick: bool = False
+    jobs: int = 1
+    backend: str = "local"
+    ray_address: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    config_file: Path | None = None
+    threads: int | None = None
+    metrics: list[str] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    force: bool = False
+    quiet: bool = False
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out is not None else Path("sweeps") / self.experiment
+
+    @property
+    def cache_root(self) -> Path:
+        """``--cache``, else ``OUT/.cache`` (like ``flowvar reproduce``)."""
+        return Path(self.cache_dir) if self.cache_dir is not None else self.out_dir / ".cache"
+
+
+@dataclass
+class Plan:
+    """A validated sweep: the experiment, its axes, its points, the metrics and claim patterns to plot."""
+
+    spec: Any
+    axes: list[Axis]
+    points: list[Point]
+    metrics: list[str]
+    threads: int
+    verdicts: list[str] = field(default_factory=list)
+
+
+def plan(options: Options) -> Plan:
+    """Validate everything and configure every point; nothing is written. Raises :class:`ConfigError`."""
+    from flowvar.experiments.base import get_experiment, load_plugin
+    from flowvar.runner import default_threads
+
+    if options.jobs < 1:
+        raise ConfigError(f"--jobs must be a positive integer, got {options.jobs}")
+    if options.threads is not None and options.threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {options.threads}")
+    make_backend(options.backend, options.jobs, 1, options.ray_address)  # checks --backend and --ray-address
+    if options.config_file is not None and not Path(options.config_file).is_file():
+        raise ConfigError(f"config file {options.config_file} does not exist")
+    for plugin in options.plugins:
+        load_plugin(plugin)
+    spec = get_experiment(options.experiment)
+    threads = options.threads or default_threads()
+    axes: dict[str, Axis] = {}
+    metrics = list(options.metrics)
+    verdicts = list(options.verdicts)
+    overrides: dict[str, Any] = {}
+    seeds = options.seeds
+    if options.preset is not None:
+        known = presets(spec, options.quick)
+        if options.preset not in known:
+            listing = "; ".join(f"{p.name}: {p.description}" for p in known.values()) or "none"
+            raise ConfigError(f"{spec.name} has no sweep preset {options.preset!r} (presets: {listing})")
+        preset = known[options.preset]
+        axes.update({a.key: a for a in preset_axes(spec, preset)})
+        overrides.update(preset.set)
+        metrics = metrics or preset.metrics
+        verdicts = verdicts or preset.verdicts
+        seeds = seeds if seeds is not None else preset.seeds
+    for item in options.grid:
+        axis = parse_axis(spec, item)
+        if axis.key in axes and options.preset is None:
+            raise ConfigError(f"--grid names {axis.key} twice; list all its values in one --grid {axis.key}=...")
+        axes[axis.key] = axis
+    if seeds is not None:
+        if "seed" not in spec.field_names():
+            raise ConfigError(f"--seeds: experiment {spec.name} takes no seed")
+        if "seed" in axes:
+            raise ConfigError("give the seeds either with --seeds or with --grid seed=..., not both")
+        axes["seed"] = Axis("seed", tuple(seeds))
+    if not axes:
+        raise ConfigError("empty grid: give at least one --grid key=v1,v2 (or --seeds, or --preset)")
+    for key, raw in options.overrides.items():
+        if key not in spec.field_names():
+            raise ConfigError(f"--set {key}={raw}: unknown config key {key!r} for {spec.name}; valid keys: "
+                              f"{', '.join(spec.field_names())}")
+    overrides.update(options.overrides)
+    for key in list(overrides):
+        if key in axes:
+            raise ConfigError(f"{key} is both swept (--grid) and fixed (--set); drop one")
+    points = expand(spec, list(axes.values()), quick=options.quick, overrides=overrides,
+                    config_file=options.config_file, threads=threads)
+    return Plan(spec, list(axes.values()), points, metrics, threads, verdicts)
+
+
+# --------------------------------------------------------------------------------------------------- sweep
+
+
+@dataclass
+class Summary:
+    """The outcome of :func:`sweep`."""
+
+    out: Path
+    outcomes: list[PointOutcome]
+    wall_s: float
+    figures: list[str]
+    warnings: list[str]
+
+    @property
+    def failed(self) -> list[PointOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+
+def dry_run(options: Options) -> str:
+    """What :func:`sweep` would do, without doing it or writing anything: every point, whether the cache holds it,
+    and an estimate of the time the missing ones take (from the cache's last runtime of the experiment, else
+    its YAML estimate)."""
+    from flowvar.experiments.base import expected_runtime
+    from flowvar.report import format_duration
+
+    the_plan = plan(options)
+    cache = Cache(options.cache_root)
+    lines, missing = [], 0
+    for point in the_plan.points:
+        entry, problem = cache.check(point.key)
+        state = "cached" if entry is not None else ("corrupted: recompute" if problem else "to compute")
+        missing += entry is None
+        lines.append(f"{point.index:>4}  {point.label}  [{point.key}]  {state}")
+    each = cache.last_runtime(the_plan.spec.name, options.quick) or expected_runtime(the_plan.spec, options.quick)
+    eta = (f"~{format_duration(missing * each / options.jobs)} with --jobs {options.jobs}" if each else
+           "no runtime estimate")
+    lines.append(f"{len(the_plan.points)} points: {len(the_plan.points) - missing} cached, {missing} to compute "
+                 f"({eta}); cache {cache.root}")
+    return "\n".join(lines)
+
+
+def command_line(options: Options) -> str:
+    parts = [f"flowvar sweep {options.experiment}"] + [f"--grid {g}" for g in options.grid]
+    if options.preset:
+        parts.append(f"--preset {options.preset}")
+    if options.seeds is not None:
+        parts.append("--seeds " + ",".join(map(str, options.seeds)))
+    parts += ["--quick"] if options.quick else []
+    parts += [f"--set {k}={v}" for k, v in options.overrides.items()]
+    parts += [f"--jobs {options.jobs}", f"--backend {options.backend}", f"--out {options.out_dir}"]
+    if options.ray_address:
+        parts.append(f"--ray-address {options.ray_address}")
+    parts += [f"--metric {m}" for m in options.metrics] + [f"--verdict {v}" for v in options.verdicts]
+    parts += [f"--plugin {p}" for p in options.plugins]
+    return " ".join(parts)
+
+
+def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
+    """Run (or fetch from the cache) every grid point, then write the tables and figures; see the module doc."""
+    stream = stream or sys.stderr
+    the_plan = plan(options)
+    backend = make_backend(options.backend, options.jobs, the_plan.threads, options.ray_address)
+    backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written
+    try:
+        return _sweep(options, the_plan, backend, stream)
+    finally:
+        backend.close()
+
+
+def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) -> Summary:
+    from flowvar.experiments.base import expected_runtime
+    from flowvar.runner import DEFAULT_EXPECTED_S, Outcome, Progress, Task, check_writable, exclusive, log_to
+
+    out = options.out_dir
+    check_writable(out)
+    cache = Cache(options.cache_root)
+    name = the_plan.spec.name
+    started = time.perf_counter()
+    outcomes = [PointOutcome(p) for p in the_plan.points]
+    by_key = {o.point.key: o for o in outcomes}
+    with sigterm_as_interrupt(), exclusive(out, "sweep"), log_to(out / "sweep.log"):
+        log.info("start: %s (%d points, code %s, %d thread(s) per point)", command_line(options),
+                 len(outcomes), code_version(name), the_plan.threads)
+        cache.clean_stale()
+        expected = cache.last_runtime(name, options.quick) or expected_runtime(the_plan.spec, options.quick)
+        tasks = [Task(o.point.label, o.point.key, float(expected or DEFAULT_EXPECTED_S), {}) for o in outcomes]
+        progress = Progress(tasks, options.jobs, options.quiet, stream)
+        last_write = [0.0]
+
+        def meta(interrupted: bool = False) -> dict[str, Any]:
+            return {"experiment": name, "command": command_line(options), "mode": "quick" if options.quick else "full",
+                    "backend": options.backend, "jobs": options.jobs, "threads_per_point": the_plan.threads,
+                    "code_version": code_version(name), "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                    "wall_s": time.perf_counter() - started, "cache": str(cache.root), "metrics": the_plan.metrics,
+                    "verdict_patterns": the_plan.verdicts,
+                    "versions": versions(), "interrupted": interrupted,
+                    "counts": {s: sum(o.status == s for o in outcomes) for s in STATUSES}}
+
+        computed_times: list[float] = []
+
+        def finish(o: PointOutcome) -> None:
+            if o.status == "computed":  # re-estimate the ETA of what is left from the points computed so far
+                computed_times.append(o.wall_s)
+                estimate = sum(computed_times) / len(computed_times)
+                for label in progress.expected:
+                    if label not in progress.finished and label not in progress.running:
+                        progress.expected[label] = estimate
+            progress.finish(Outcome(o.point.label, o.status, o.point.key, o.wall_s, error=o.error,
+                                    result=o.result))
+            if time.perf_counter() - last_write[0] > 2.0:  # keep the tables current without rewriting per point
+                write_tables(out, meta(), the_plan.axes, outcomes)
+                last_write[0] = time.perf_counter()
+
+        interrupted = False
+        figures: list[str] = []
+        warnings: list[str] = []
+        try:
+            misses = []
+            for o in outcomes:
+                t0 = time.perf_counter()
+                entry = None if options.force else cache.lookup(o.point.key)
+                if entry is None:
+                    misses.append(o.point)
+                    continue
+                _install(out, o, entry, "cached", time.perf_counter() - t0)
+                finish(o)
+            if misses:
+                log.info("to compute: %d of %d points", len(misses), len(outcomes))
+                config_file = str(options.config_file) if options.config_file is not None else None
+                plugins = [str(Path(p).resolve()) if str(p).endswith(".py") else str(p) for p in options.plugins]
+
+                def args(p: Point) -> tuple:
+                    return (name, p.overrides, options.quick, None, config_file, str(cache.root.resolve()),
+                            the_plan.threads, plugins)
+
+                for point, reply in dispatch(backend, misses, args, lambda p: progress.start(p.label)):
+                    o = by_key[point.key]
+                    if reply["status"] == "computed":
+                        entry = cache.lookup(point.key)
+                        if entry is None or reply.get("key") != point.key:
+                            reply = {"status": "failed", "wall_s": reply["wall_s"],
+                                     "error": "the code changed during the sweep: the point's result has another "
+                                              "cache key; rerun the sweep"}
+                        else:
+                            _install(out, o, entry, "computed", reply["wall_s"])
+                    if reply["status"] != "computed":
+                        o.status, o.wall_s, o.error = "failed", reply["wall_s"], reply["error"]
+                        log.error("failed: %s: %s\n%s", point.label, reply["error"], reply.get("traceback", ""))
+                    else:
+                        log.info("computed: %s key=%s in %.1f s", point.label, point.key, o.wall_s)
+                    finish(o)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted; finished points are cached: rerun the same command to continue")
+            raise
+        finally:
+            progress.close()
+            write_tables(out, meta(interrupted), the_plan.axes, outcomes)
+            if not interrupted:
+                figures, warnings = draw_figures(out, the_plan, outcomes)
+                for w in warnings:
+                    log.warning("%s", w)
+                write_tables(out, {**meta(), "figures": figures, "warnings": warnings}, the_plan.axes, outcomes)
+            log.info("finished in %.1f s: %s", time.perf_counter() - started,
+                     ", ".join(f"{s}={sum(o.status == s for o in outcomes)}" for s in STATUSES))
+    return Summary(out, outcomes, time.perf_counter() - started, figures, warnings)
+
+
+def _install(out: Path, outcome: PointOutcome, entry: Path, status: str, wall_s: float) -> None:
+    dest = out / "points" / outcome.point.key
+    install(entry, dest)
+    outcome.status, outcome.wall_s = status, wall_s
+    outcome.output = dest.relative_to(out).as_posix()
+    outcome.absorb(Result.load(dest / "result.json"))
+
+
+__all__ = ["Options", "Plan", "Summary", "command_line", "dry_run", "plan", "sweep"]

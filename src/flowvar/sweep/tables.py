@@ -1,0 +1,195 @@
+"""A sweep's aggregation: each point's outcome, metrics flattened to dotted names, ``sweep.json``/``sweep.csv``,
+the mean ± sd over seeds per cell, and the terminal table of ``flowvar show``."""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowvar.cache import config_dict
+from flowvar.errors import ConfigError
+from flowvar.results import Result, atomic_write_text, to_jsonable
+from flowvar.sweep.grid import Axis, Point, short_label
+
+STATUSES = ("computed", "cached", "failed", "not run")
+
+
+
+
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metric dicts → ``{"a.b.c": scalar}``; lists and ``None`` are left out (tables, curves)."""
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, name + "."))
+        elif isinstance(v, bool | int | float | str):
+            out[name] = v
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)
+    return None
+
+
+VERDICT_SCORE = {"confirmed": 1.0, "inconclusive": 0.0, "refuted": -1.0}
+"""Verdicts as numbers for the verdict maps. "untestable" has none: a point whose precondition failed is left out
+of its cell's mean (a cell where every point is untestable shows "—"), never counted as inconclusive."""
+
+
+@dataclass
+class PointOutcome:
+    """How one point ended: its status, timings, verdicts and flattened metrics."""
+
+    point: Point
+    status: str = "not run"
+    wall_s: float = 0.0
+    runtime_s: float | None = None
+    error: str | None = None
+    verdicts: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    output: str | None = None
+    result: Result | None = None
+
+    def absorb(self, result: Result) -> None:
+        self.result = result
+        self.runtime_s = result.runtime_s
+        self.verdicts = {c.id: c.verdict for c in result.claims}
+        self.metrics = flatten(result.metrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable({"point": self.point.index, "values": self.point.values, "key": self.point.key,
+                            "status": self.status, "wall_s": self.wall_s, "runtime_s": self.runtime_s,
+                            "error": self.error, "output": self.output, "verdicts": self.verdicts,
+                            "metrics": self.metrics})
+
+
+def _resolve(pattern: str, outcome: PointOutcome, values: dict[str, Any]) -> tuple[str | None, Any]:
+    """The entry of ``values`` that ``pattern`` names for this point: ``{key}`` placeholders are filled from the
+    point's config, then ``*``/``?`` match by :mod:`fnmatch`. ``(name, value)``; ``(None, None)`` when nothing
+    matches; ``(pattern, None)`` when several names match (ambiguous)."""
+    try:
+        name = pattern.format(**config_dict(outcome.point.config)) if "{" in pattern else pattern
+    except (KeyError, IndexError, AttributeError, ValueError):
+        return None, None
+    if name in values:
+        return name, values[name]
+    if not any(ch in name for ch in "*?["):
+        return None, None
+    matches = [m for m in values if fnmatch.fnmatchcase(m, name)]
+    if len(matches) == 1:
+        return matches[0], values[matches[0]]
+    return (name if matches else None), None
+
+
+def resolve_metric(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
+    """The flattened metric ``pattern`` names for this point (see :func:`_resolve`) and its numeric value."""
+    name, value = _resolve(pattern, outcome, outcome.metrics)
+    return name, (_number(value) if value is not None else None)
+
+
+def resolve_verdict(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
+    """The claim ``pattern`` names for this point (placeholders, wildcards as for metrics) and its verdict score
+    (+1 confirmed, 0 inconclusive, −1 refuted). Claims named after swept values (``table2.N=256.sigma0.05_...``)
+    become one map: ``table2.N={ns[0]}.sigma{sigmas[1]}_generalises``."""
+    name, verdict = _resolve(pattern, outcome, outcome.verdicts)
+    return name, (VERDICT_SCORE.get(verdict) if verdict is not None else None)
+
+
+def write_tables(out: Path, meta: dict[str, Any], axes: Sequence[Axis], outcomes: Sequence[PointOutcome]) -> None:
+    """``sweep.json`` (everything) and ``sweep.csv`` (one row per point), both written atomically."""
+    patterns = list(meta.get("metrics") or [])
+    plotted = [{m: resolve_metric(m, o)[1] for m in patterns} for o in outcomes]
+    data = {"meta": meta, "axes": [{"key": a.key, "values": to_jsonable(list(a.values))} for a in axes],
+            "points": [{**o.to_dict(), "plotted": to_jsonable(p)} for o, p in zip(outcomes, plotted)]}
+    atomic_write_text(out / "sweep.json", json.dumps(to_jsonable(data), indent=1))
+    claim_ids = sorted({c for o in outcomes for c in o.verdicts})
+    metric_names = sorted({m for o in outcomes for m in o.metrics})
+    header = (["point"] + [a.key for a in axes] + ["status", "key", "wall_s", "runtime_s", "error"]
+              + [f"plot:{m}" for m in patterns] + [f"verdict:{c}" for c in claim_ids] + metric_names)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for o, p in zip(outcomes, plotted):
+        values = [json.dumps(o.point.values[a.key]) if isinstance(o.point.values[a.key], list)
+                  else o.point.values[a.key] for a in axes]
+        writer.writerow([o.point.index, *values, o.status, o.point.key, f"{o.wall_s:.3f}",
+                         "" if o.runtime_s is None else f"{o.runtime_s:.3f}", o.error or ""]
+                        + ["" if p[m] is None else p[m] for m in patterns]
+                        + [o.verdicts.get(c, "") for c in claim_ids] + [o.metrics.get(m, "") for m in metric_names])
+    atomic_write_text(out / "sweep.csv", buffer.getvalue())
+
+
+def slug(text: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+    return keep.strip("_")[:120] or "metric"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan, 0
+    mean = sum(finite) / len(finite)
+    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else 0.0
+    return mean, std, len(finite)
+
+
+def cell_table(axes: Sequence[Axis], outcomes: Sequence[PointOutcome], value: Callable[[PointOutcome], float | None]
+               ) -> dict[tuple[str, ...], tuple[float, float, int]]:
+    """Mean, standard deviation and count over seeds of ``value`` for every combination of the non-seed axes
+    (keyed by the values' labels); failed points and missing values are left out."""
+    keys = [a.key for a in axes if a.key != "seed"]
+    groups: dict[tuple[str, ...], list[float]] = {}
+    for o in outcomes:
+        cell = tuple(short_label(o.point.values[k]) for k in keys)
+        v = value(o) if o.status in ("computed", "cached") else None
+        groups.setdefault(cell, [])
+        if v is not None:
+            groups[cell].append(v)
+    return {cell: _mean_std(vs) for cell, vs in groups.items()}
+
+
+def load_sweep(folder: Path | str) -> dict[str, Any] | None:
+    """The ``sweep.json`` of a sweep folder, or None when ``folder`` has none."""
+    path = Path(folder) / "sweep.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} does not load ({type(e).__name__}); rerun the sweep to rewrite it") from None
+
+
+def sweep_table(data: dict[str, Any]) -> str:
+    """A plain-text table of a loaded ``sweep.json``: one row per point with its values, status, verdict counts
+    and (up to three of) the plotted ``--metric`` values."""
+    keys = [a["key"] for a in data.get("axes", [])]
+    metrics = list(data.get("meta", {}).get("metrics") or [])[:3]
+    header = ["#", *keys, "status", "verdicts (c/i/r)", *metrics]
+    rows = []
+    for p in data.get("points", []):
+        counts = [sum(v == k for v in p.get("verdicts", {}).values()) for k in ("confirmed", "inconclusive", "refuted")]
+        plotted = p.get("plotted", {})
+        values = [f"{plotted[m]:.4g}" if isinstance(plotted.get(m), int | float) else "–" for m in metrics]
+        rows.append([str(p.get("point", "")), *(short_label(p["values"].get(k)) for k in keys), p.get("status", ""),
+                     "/".join(map(str, counts)) if p.get("verdicts") else "–", *values])
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *rows]]
+    return "\n".join(lines)
+
+
+__all__ = ["STATUSES", "VERDICT_SCORE", "PointOutcome", "cell_table", "flatten", "load_sweep", "resolve_metric",
+           "resolve_verdict", "slug", "sweep_table", "write_tables"]
