@@ -248,6 +248,11 @@ class GradNormEngine:
             self._root_outputs.append(output)
 
     @property
+    def has_records(self) -> bool:
+        """Whether a forward pass was recorded since the last :meth:`compute` or :meth:`clear`."""
+        return bool(self._records)
+
+    @property
     def root_output(self) -> Any:
         """The model's output in the recorded forward pass (raises unless the model was called exactly once)."""
         if len(self._root_outputs) != 1:

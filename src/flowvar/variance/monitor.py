@@ -214,7 +214,7 @@ class GradientVarianceMonitor:
     def _measure(self, step: int, losses: Tensor, t: Tensor | None, reduction: Reduction,
                  deterministic: bool | None) -> dict[str, Any]:
         start = time.perf_counter()
-        if not self.engine._records:
+        if not self.engine.has_records:
             raise DataError(f"step {step}: the monitor recorded no forward pass for this step. Call monitor.step() "
                             f"after the backward pass of every training step (it arms the hooks ahead of the steps "
                             f"it logs), with gradients enabled")
