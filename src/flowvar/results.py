@@ -331,7 +331,9 @@ class Result:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def summary_markdown(self) -> str:
-        """A human-readable summary: verdict table, metrics, the paper's numbers, open choices."""
+        """A plain summary (verdict table, metrics, the paper's numbers, open choices, config), no JSON. The
+        experiments' ``summary.md`` uses the report's richer renderer
+        (:func:`flowvar.report.markdown.result_markdown`)."""
         mode = "quick" if self.quick else "full"
         lines = [f"# {self.experiment}: {self.title}", "",
                  f"Mode: {mode} · runtime {self.runtime_s:.1f} s · device {self.device}", ""]
@@ -345,14 +347,16 @@ class Result:
             lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {format_value(v)} |" for k, v in self.metrics.items()]
         if self.paper:
-            lines += ["", "## The paper's numbers", "", "```", json.dumps(self.paper, indent=1), "```"]
+            lines += ["", "## The paper's numbers", ""]
+            lines += [f"- **{k}**: {format_value(v)}" for k, v in self.paper.items()]
         if self.choices:
             lines += ["", "## Choices the paper leaves open", ""] + [f"- **{k}**: {v}" for k, v in self.choices.items()]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         if self.figures:
             lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in self.figures]
-        lines += ["", "## Config", "", "```", json.dumps(self.config, indent=1), "```", ""]
+        lines += ["", "## Config", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {format_value(v)} |" for k, v in self.config.items()] + [""]
         return "\n".join(lines)
 
 

@@ -646,7 +646,9 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
         stage.keep = is_main_process()
         if stage.keep:
             atomic_write_text(stage.path / "result.json", json.dumps(result.to_dict(), indent=1))
-            atomic_write_text(stage.path / "summary.md", result.summary_markdown())
+            from flowvar.report.markdown import result_markdown  # the report's renderer: one way to tell a result
+
+            atomic_write_text(stage.path / "summary.md", result_markdown(result))
     return result
 
 

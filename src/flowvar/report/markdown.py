@@ -15,10 +15,10 @@ from flowvar.report.collection import (
     format_duration,
     md_cell,
 )
-from flowvar.report.document import Entry, entries, kind_counts, run_scale
+from flowvar.report.document import Entry, entries, kind_counts, result_entries, run_scale
 from flowvar.report.narrators import TABLE
 from flowvar.report.story import Table, flatten, judgement_rows, shorten
-from flowvar.results import KINDS, VERDICTS, headline
+from flowvar.results import KINDS, VERDICTS, Result, claim_counts, headline
 
 
 def table_markdown(table: Table) -> list[str]:
@@ -48,10 +48,48 @@ def findings_markdown(items: list[Entry]) -> list[str]:
     return lines
 
 
-def _figure_lines(e: Entry, name: str) -> list[str]:
+def _figure_lines(e: Entry, name: str, prefix: str) -> list[str]:
     fig = e.story.figures.get(name) if e.story else None
     caption = fig.caption if fig else name
-    return [f"![{md_cell(caption)}]({e.name}/{name})", "", f"*Figure ({e.name}/{name}).* {caption}", ""]
+    return [f"![{md_cell(caption)}]({prefix}{name})", "", f"*Figure ({prefix}{name}).* {caption}", ""]
+
+
+def experiment_markdown(e: Entry, prefix: str = "", heading: str = "##") -> list[str]:
+    """One experiment's section: its scale, paragraph, paper-beside-ours tables, claims in words with their
+    figures (paths prefixed by ``prefix``) and the full evidence folded, and its notes."""
+    r, story = e.result, e.story
+    assert r is not None and story is not None
+    lines: list[str] = []
+    lines += [f"*Scale: {story.scale}.*", "", story.paragraph(), ""]
+    lines += [f"*{p}*" for p in story.problems]
+    placed: set[str] = set()
+    for table in story.tables:
+        lines += table_markdown(table)
+    for name in r.figures:
+        fig = story.figures.get(name)
+        if story.tables and fig is not None and fig.claim == TABLE:
+            placed.add(name)
+            lines += _figure_lines(e, name, prefix)
+    lines += [f"{heading} Claims", ""]
+    for c in r.claims:
+        text = story.claims[c.id]
+        lines += [f"- **{c.verdict}** `{c.id}` ({c.kind}): {c.statement}", "",
+                  f"  Ours: {text.numbers}. {text.rule}", ""]
+        for name in r.figures:
+            fig = story.figures.get(name)
+            if name not in placed and fig is not None and fig.claim == c.id:
+                placed.add(name)
+                lines += ["  " + x if x else "" for x in _figure_lines(e, name, prefix)]
+        lines += ["  <details><summary>Full evidence</summary>", "",
+                  "  | evidence | value |", "  |---|---|"]
+        lines += [f"  | {md_cell(k)} | {md_cell(v)} |" for k, v in flatten(c.evidence, limit=60)]
+        lines += [""] + [f"  - {k}: {v}" for k, v in judgement_rows(c)] + ["", "  </details>", ""]
+    for name in r.figures:
+        if name not in placed:
+            lines += _figure_lines(e, name, prefix)
+    if r.notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in r.notes] + [""]
+    return lines
 
 
 def render_markdown(collection: dict[str, Any]) -> str:
@@ -84,40 +122,10 @@ def render_markdown(collection: dict[str, Any]) -> str:
             lines.append(f"| {e.name} | `{c.id}` | {c.kind} | **{c.verdict}** | "
                          f"{md_cell(shorten(e.story.claims[c.id].numbers, 200))} |")
     for e in items:
-        r, story = e.result, e.story
-        lines += ["", f"## {e.name}" + (f": {r.title}" if r else ""), "", f"Status: {e.status_text}", ""]
-        if r is None or story is None:
-            continue
-        lines += [f"*Scale: {story.scale}.*", "", story.paragraph(), ""]
-        lines += [f"*{p}*" for p in story.problems]
-        placed: set[str] = set()
-        for table in story.tables:
-            lines += table_markdown(table)
-        for name in r.figures:
-            fig = story.figures.get(name)
-            if story.tables and fig is not None and fig.claim == TABLE:
-                placed.add(name)
-                lines += _figure_lines(e, name)
-        lines += ["### Claims", ""]
-        for c in r.claims:
-            text = story.claims[c.id]
-            lines += [f"- **{c.verdict}** `{c.id}` ({c.kind}): {c.statement}", "",
-                      f"  Ours: {text.numbers}. {text.rule}", ""]
-            for name in r.figures:
-                fig = story.figures.get(name)
-                if name not in placed and fig is not None and fig.claim == c.id:
-                    placed.add(name)
-                    lines += ["  " + x if x else "" for x in _figure_lines(e, name)]
-            lines += ["  <details><summary>Full evidence</summary>", "",
-                      "  | evidence | value |", "  |---|---|"]
-            lines += [f"  | {md_cell(k)} | {md_cell(v)} |" for k, v in flatten(c.evidence, limit=60)]
-            lines += [""] + [f"  - {k}: {v}" for k, v in judgement_rows(c)] + ["", "  </details>", ""]
-        for name in r.figures:
-            if name not in placed:
-                lines += _figure_lines(e, name)
-        if r.notes:
-            lines += ["Notes:", ""] + [f"- {n}" for n in r.notes] + [""]
-        lines += [f"Details: [{e.name}/summary.md]({e.name}/summary.md)"]
+        lines += ["", f"## {e.name}" + (f": {e.result.title}" if e.result else ""), "", f"Status: {e.status_text}", ""]
+        if e.result is not None and e.story is not None:
+            lines += experiment_markdown(e, prefix=f"{e.name}/", heading="###")
+            lines += [f"Details: [{e.name}/summary.md]({e.name}/summary.md)"]
     lines += ["", "## Choices the paper leaves open", "", "| experiment | choice | ours |", "|---|---|---|"]
     for e in items:
         for k, v in (e.result.choices if e.result else {}).items():
@@ -131,6 +139,28 @@ def render_markdown(collection: dict[str, Any]) -> str:
         runtime = f"{r.runtime_s:.1f}" if r else "—"
         lines.append(f"| {e.name} | {mode} | {seed} | {runtime} | {STATUS_TEXT.get(e.status, e.status)} | "
                      f"`{e.entry.get('key') or '—'}` |")
+    return "\n".join(lines) + "\n"
+
+
+def result_markdown(result: Result) -> str:
+    """``summary.md`` of one experiment run: title and mode, the findings paragraph, the paper-beside-ours tables,
+    the claims in words with their figures and folded evidence, the choices the paper leaves open, and the
+    metrics and config folded (readable rows, no JSON)."""
+    (e,) = result_entries([result])
+    mode = "quick" if result.quick else "full"
+    lines = [f"# {result.experiment}: {result.title}", "",
+             f"Mode: {mode} · runtime {format_duration(result.runtime_s)} · device {result.device}", "",
+             f"**{headline(claim_counts(result.claims))}**", ""]
+    lines += experiment_markdown(e)
+    if result.choices:
+        lines += ["## Choices the paper leaves open", "", "| choice | ours |", "|---|---|"]
+        lines += [f"| {md_cell(k)} | {md_cell(v)} |" for k, v in result.choices.items()] + [""]
+    for title, values in (("The paper's statements and numbers", result.paper), ("Metrics", result.metrics),
+                          ("Config", result.config)):
+        if values:
+            lines += [f"<details><summary>{title}</summary>", "", "| key | value |", "|---|---|"]
+            lines += [f"| {md_cell(k)} | {md_cell(v)} |" for k, v in flatten(values, limit=400)]
+            lines += ["", "</details>", ""]
     return "\n".join(lines) + "\n"
 
 
