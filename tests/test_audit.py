@@ -401,7 +401,7 @@ def digits(n_train: int = 240, n_heldout: int = 100) -> tuple[torch.Tensor, torc
     return x[:n_train].contiguous(), x[n_train:n_train + n_heldout].contiguous()
 
 
-def fit(model: nn.Module, velocity_and_target: object, data: torch.Tensor, steps: int = 200, batch: int = 16
+def fit(model: nn.Module, velocity_and_target: object, data: torch.Tensor, steps: int = 200, batch: int = 8
         ) -> nn.Module:
     """A few hundred Adam steps of the library's own training objective (``velocity_and_target(model, x0, x1, t)``
     returns the prediction and its regression target)."""
@@ -470,6 +470,7 @@ def test_third_party_model_runs_end_to_end(library: str, nets: object, tmp_path:
     code, stdout, err = run_cli([*common, "--out", str(out)], capsys)
     assert code == 0, err
     result = json.loads((out / "result.json").read_text())
+    assert f"verdict: {result['metrics']['verdict']}" in stdout
     chosen = result["config"]["convention"]
     assert chosen["time"] == time and (chosen["call"] == call or (library == "flow_matching" and chosen["call"] in
                                                                    ("xt", "flow_matching")))
