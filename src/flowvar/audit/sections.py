@@ -351,10 +351,12 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     if table:
         plt = _plt()
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+        colours = {name: f"C{i}" for i, name in enumerate(couplings)}  # one colour per pair set, dashed for σ > 0
         for key, row in table.items():
             ls = "-" if row["sigma"] == 0 else "--"
             for ax, what in zip(axes, ("loss", "trace")):
-                ax.plot(row["t_centres"], np.maximum(row[what], 1e-30), ls, marker="o", ms=3, label=key)
+                ax.plot(row["t_centres"], np.maximum(row[what], 1e-30), ls, color=colours[row["coupling"]],
+                        marker="o", ms=3, label=key)
         for ax, what in zip(axes, ("CFM loss", "tr Cov of per-sample gradients")):
             ax.set_yscale("log")
             ax.set_xlabel("t")
