@@ -468,3 +468,6 @@ def _error_line(message: str) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = ["app", "main"]

@@ -104,3 +104,6 @@ class Empirical(Distribution):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         idx = torch.randint(0, self.data.shape[0], (check_positive_int("n", n),), generator=generator)
         return self.data[idx]
+
+
+__all__ = ["Distribution", "Empirical", "GaussianMixture", "StandardNormal"]

@@ -70,3 +70,7 @@ def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+__all__ = ["ConfigError", "DataError", "FlowvarError", "ShapeError", "SolverError", "TrainingError", "check_finite",
+           "check_positive_int", "check_sigma", "printable"]

@@ -339,3 +339,8 @@ def parametric_per_sample_grads(theta: Tensor, Theta: Tensor, xt: Tensor, t: Ten
     LU, pivots, w, r = _parametric_parts(theta, Theta, xt, t, target)
     g_theta = 2 * torch.linalg.lu_solve(LU, pivots, r.unsqueeze(-1), adjoint=True).squeeze(-1)
     return g_theta, g_theta.unsqueeze(-1) * w.unsqueeze(-2)
+
+
+__all__ = ["GaussianProblem", "counterexample_problem", "gaussian_ot_matrix", "meeting_point",
+           "parametric_per_sample_grads", "parametric_per_sample_loss", "parametric_residuals", "psd_powers",
+           "rotation_matrix", "singular_times", "sqrtm_psd"]

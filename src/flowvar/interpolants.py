@@ -174,3 +174,17 @@ class UniformTime(TimeSampler):
         if self.lo == 0.0 and self.hi == 1.0:
             return u  # = lo + (hi − lo)·u exactly, without two tensor operations
         return self.lo + (self.hi - self.lo) * u
+
+
+__all__ = [
+    "NOISE_SCHEDULES",
+    "BrownianBridgeNoise",
+    "ConstantNoise",
+    "Interpolant",
+    "NoiseSchedule",
+    "PathSample",
+    "TimeSampler",
+    "UniformTime",
+    "expand_time",
+    "make_noise",
+]

@@ -58,3 +58,6 @@ class CFMLoss:
         rounding; one kernel instead of three in the hot training step)."""
         v = _velocity(model, path)
         return F.mse_loss(v, path.target, reduction="sum") / v.shape[0]
+
+
+__all__ = ["CFMLoss", "per_sample_loss"]

@@ -392,3 +392,27 @@ def format_value(v: Any) -> str:
         return "{" + ", ".join(f"{k}: {format_value(x)}" for k, x in list(v.items())[:6]) + "}"
     text = str(v)
     return text if len(text) <= 60 else text[:57] + "…"
+
+
+__all__ = [
+    "KINDS",
+    "VERDICTS",
+    "Claim",
+    "Precondition",
+    "Result",
+    "Staging",
+    "all_preconditions",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "claim_counts",
+    "current_umask",
+    "format_value",
+    "headline",
+    "judge",
+    "judgement_text",
+    "remove_stale_staging",
+    "staged_folder",
+    "to_jsonable",
+    "verdict_from",
+    "versions",
+]

@@ -323,3 +323,7 @@ def noninferior_over_seeds(a: object, b: object, *, margin: float, scale: float,
         verdict, reason = "inconclusive", (f"{base.label} = {base.mean:.3g} with one-sided bounds [{base.lower:.3g}, "
                                            f"{base.upper:.3g}] straddles the margin {margin:.3g}")
     return NonInferiority(**{**base.to_dict(), "verdict": verdict, "reason": reason})
+
+
+__all__ = ["ALTERNATIVES", "Comparison", "ConfidenceInterval", "NonInferiority", "SeedComparison", "T", "compare",
+           "hedges_correction", "mean_ci", "noninferior_over_seeds", "paired_over_seeds"]

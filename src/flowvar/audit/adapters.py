@@ -337,3 +337,27 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
         raise DataError(f"no calling convention fits this model on the training data (best: {top.convention} with "
                         f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}); is the checkpoint trained on this data?")
     return ConventionCheck(best, None, best, scores)
+
+
+__all__ = [
+    "CALLS",
+    "CALL_DEFAULTS",
+    "MOVE_FIT",
+    "MOVE_N",
+    "MOVE_STEPS",
+    "PROBE_N",
+    "PROBE_T_LO",
+    "Q_FIT",
+    "Q_MARGIN",
+    "TIMES",
+    "AdaptedField",
+    "CandidateScore",
+    "Convention",
+    "ConventionCheck",
+    "call_network",
+    "candidate_conventions",
+    "check_conventions",
+    "model_device",
+    "model_dtype",
+    "score_convention",
+]

@@ -260,3 +260,6 @@ def thresholds() -> dict[str, float]:
     out.update({"convention_q_fit": adapters.Q_FIT, "convention_move_fit": adapters.MOVE_FIT,
                 "convention_q_margin": adapters.Q_MARGIN})
     return out
+
+
+__all__ = ["READING", "TEST_NAMES", "AuditReport", "audit", "thresholds", "time_now"]

@@ -207,3 +207,6 @@ def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None 
         native = {"digits": 8, "lfw": 25}.get(spec.dataset, 32)
         images = load_images(spec.dataset, resolution=resolution or native, data_dir=spec.data_dir, channels=channels)
     return images.images.to(torch.float32).contiguous(), images.source
+
+
+__all__ = ["STATE_KEYS", "LoadedModel", "import_factory", "load_model", "load_points", "pick_state_dict"]

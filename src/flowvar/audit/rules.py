@@ -121,3 +121,10 @@ def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], li
     if "generalising" in families:
         return "generalising", mem, gen
     return "cannot tell", mem, gen
+
+
+__all__ = ["COPY_GENERALISE", "COPY_K", "COPY_MEMORISE", "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO",
+           "FAMILIES", "GAP_GENERALISE", "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE",
+           "GRID_DISAGREE", "OVERALL", "PAIR_GENERALISE", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT",
+           "PAIR_MIN_OFF_OT_SHARE", "copying_verdict", "family_verdict", "gap_verdict", "gradient_verdict",
+           "overall_verdict", "pair_recovery_verdict"]

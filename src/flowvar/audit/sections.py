@@ -364,3 +364,7 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
         axes[1].legend(fontsize=7)
         figures["gradient_signal.png"] = png(fig)
     return Section("gradient", "Gradient signal at the trained weights", claim, {"gradient": evidence}, figures, text)
+
+
+__all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "Section", "copying", "endpoints", "generalisation_gap",
+           "gradient_signal", "image_grid_png", "knn_ratio", "pair_recovery", "png"]

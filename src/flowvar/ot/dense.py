@@ -122,3 +122,6 @@ def emd_permutation(cost: np.ndarray) -> np.ndarray | None:
                 "instead", n, problem)
     return None
 
+
+__all__ = ["ALIGN_MAX_DIM", "ALIGN_MIN_POINTS", "ALIGN_POINTS_PER_DIM", "EMD_MAX_ITER", "assignment_permutation",
+           "emd_permutation", "gaussian_aligned", "squared_distances"]

@@ -86,3 +86,6 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     if perm is None:
         perm = assignment_permutation(cost.numpy())
     return torch.as_tensor(perm, dtype=torch.long, device=device)
+
+
+__all__ = ["AUTO_EMD_MIN_POINTS", "AUTO_SPARSE_MIN_POINTS", "OT_SOLVERS", "check_solver", "exact_ot_permutation"]

@@ -195,3 +195,7 @@ def _scan_reduced_costs(cost: Tensor, u: Tensor, v: Tensor, k: int, tol: float,
         smallest = torch.topk(block, k, dim=1, largest=False, sorted=False).indices
         keys.append((index[:, None] * n + smallest).reshape(-1))
     return worst, keys
+
+
+__all__ = ["SPARSE_ADDED_CANDIDATES", "SPARSE_CERTIFICATE_RTOL", "SPARSE_FIRST_CANDIDATES", "SPARSE_MAX_ROUNDS",
+           "SPARSE_SUBSAMPLE_FRACTION", "SPARSE_SUBSAMPLE_MIN", "sparse_certified_permutation"]

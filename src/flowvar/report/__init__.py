@@ -34,7 +34,8 @@ from flowvar.report.collection import (
 )
 from flowvar.report.html import render_html
 from flowvar.report.markdown import render_markdown
-from flowvar.report.story import Story, build_story, narrator
+from flowvar.report.narrators import build_story
+from flowvar.report.story import Story, narrator
 from flowvar.results import atomic_write_text, to_jsonable
 
 

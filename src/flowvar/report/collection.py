@@ -43,7 +43,8 @@ def load_results(folder: Path | str) -> list[Result]:
 def verdict_table(results: list[Result], limit: int = 160) -> str:
     """A Markdown table: one row per claim with its kind, verdict and its decisive numbers in words
     (:class:`flowvar.report.story.ClaimText`, cut at ``limit`` characters)."""
-    from flowvar.report.story import build_story, shorten
+    from flowvar.report.narrators import build_story
+    from flowvar.report.story import shorten
 
     lines = ["| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
     for r in results:
@@ -227,3 +228,8 @@ def update_readme(readme: Path | str, section: str) -> bool:
         return False
     atomic_write_text(path, new)
     return True
+
+
+__all__ = ["KIND_TEXT", "PAPER_REF", "PAPER_TITLE", "README_BEGIN", "README_END", "STATUS_TEXT", "collection_counts",
+           "collection_results", "environment", "format_duration", "load_collection", "load_results", "md_cell",
+           "merge_spread", "readme_section", "status_line", "update_readme", "verdict_counts", "verdict_table"]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowvar.report.collection import collection_counts, status_line
-from flowvar.report.story import Story, build_story, num
+from flowvar.report.narrators import build_story
+from flowvar.report.story import Story, num
 from flowvar.results import Result
 
 
@@ -84,3 +85,6 @@ def run_scale(mode: str, items: list[Entry]) -> tuple[str, list[str]]:
 def kind_counts(collection: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Claims by kind and verdict (:func:`flowvar.results.claim_counts`)."""
     return collection_counts(collection)
+
+
+__all__ = ["Entry", "entries", "kind_counts", "result_entries", "run_scale"]

@@ -283,3 +283,6 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
                      f"</code></td></tr>")
     parts += ["</table></div></section>", "</body></html>"]
     return "\n".join(parts) + "\n"
+
+
+__all__ = ["claim_anchor", "exp_anchor", "render_html"]

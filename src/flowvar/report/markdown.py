@@ -182,3 +182,7 @@ def findings_text(items: list[Entry], width: int = 110) -> str:
         for _, table in tables:
             out += table_markdown(table)
     return "\n".join(out).rstrip() + "\n"
+
+
+__all__ = ["experiment_markdown", "findings_markdown", "findings_text", "render_markdown", "result_markdown",
+           "table_markdown"]

@@ -410,7 +410,7 @@ def scale_text(result: Result) -> str:
     return ", ".join(parts)
 
 
-def _first_paper_sentence(paper: dict[str, Any]) -> str:
+def first_paper_sentence(paper: dict[str, Any]) -> str:
     for key in ("claims", "claim", "abstract", "statement", "message"):
         if isinstance(paper.get(key), str):
             return paper[key]
@@ -451,38 +451,7 @@ def verdict_sentence(claims: list[Claim]) -> str:
     return "; ".join(parts) + "."
 
 
-def build_story(result: Result) -> Story:
-    """The generic story of a result (claims, paper dict and config only), then the experiment's narrator, if one
-    is registered, refines it."""
-    import flowvar.report.narrators  # noqa: F401  (registers flowvar's own narrators on first use)
-
-    claims = {c.id: claim_text(c) for c in result.claims}
-    story = Story(experiment=result.experiment, label=short_label(result), paper=_first_paper_sentence(result.paper),
-                  found="", verdict=verdict_sentence(result.claims), scale=scale_text(result), claims=claims,
-                  figures={f: FigureText(f"{result.experiment}: {f}") for f in result.figures})
-    fn = NARRATORS.get(result.experiment)
-    if fn is not None:
-        try:
-            fn(result, story)
-        except Exception as e:  # an unexpected result never breaks the report: the generic story stays
-            story.problems.append(f"the {result.experiment} narrator could not read this result "
-                                  f"({type(e).__name__}: {e}); the generic summary is shown")
-            story.claims = {c.id: claim_text(c) for c in result.claims}
-    if not story.found:  # from the (possibly refined) claim texts
-        judged = [c for c in result.claims if c.kind != "identity"]
-        if judged:
-            story.found = "; ".join(
-                f"{_short_statement(c.statement, 80)}: {c.verdict}"
-                + (" (precondition not met)" if c.verdict == "untestable" else
-                   f" ({shorten(story.claims[c.id].numbers, 110)})") for c in judged[:4])
-        else:  # identities only: their decisive numbers
-            story.found = "the decisive numbers of the checks: " + "; ".join(
-                shorten(story.claims[c.id].numbers, 70) for c in result.claims[:4]) if result.claims else \
-                "no claims recorded"
-    return story
-
-
-def _short_statement(text: str, limit: int = 110) -> str:
+def short_statement(text: str, limit: int = 110) -> str:
     return shorten(text.strip().rstrip("."), limit)
 
 
@@ -520,3 +489,36 @@ def claims_matching(result: Result, pattern: str) -> list[Claim]:
     """The claims whose id matches the regular expression ``pattern`` (whole id)."""
     rx = re.compile(pattern)
     return [c for c in result.claims if rx.fullmatch(c.id)]
+
+
+__all__ = [
+    "NARRATORS",
+    "VERDICT_WORD",
+    "ClaimText",
+    "FigureText",
+    "Story",
+    "Table",
+    "claim_by_id",
+    "claim_mark",
+    "claim_text",
+    "claims_matching",
+    "first_paper_sentence",
+    "flatten",
+    "generic_numbers",
+    "judgement_rows",
+    "label",
+    "mean_sd",
+    "narrator",
+    "num",
+    "paired_text",
+    "pct",
+    "pm",
+    "rule_clauses",
+    "rule_text",
+    "scale_text",
+    "short_label",
+    "short_statement",
+    "short_value",
+    "shorten",
+    "verdict_sentence",
+]
