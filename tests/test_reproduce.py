@@ -343,3 +343,56 @@ def test_a_full_disk_is_one_line_per_failure_and_a_rerun_completes(tmp_path: Pat
     collection = json.loads((out / "results.json").read_text())
     assert [e["status"] for e in collection["experiments"]] == ["computed", "computed"]
     assert (out / "report.html").is_file() and (out / "prop1" / "result.json").is_file()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A real 2 MiB tmpfs mounted at tmp_path/disk (skipped where this process may not mount)."""
+    import shutil
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = shutil.which("mount")
+    if mount is None or sys.platform != "linux":
+        pytest.skip("a real full-disk test needs Linux mount(8); the injected-ENOSPC test covers the code path")
+    proc = subprocess.run([mount, "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}); the injected-ENOSPC "
+                    f"test covers the code path")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_real_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(
+        small_tmpfs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Disk full for real (a 2 MiB tmpfs, nearly filled): no traceback, every failure one line naming what could
+    not be written, the output consistent (a report lists exactly what is installed), and once space is freed the
+    same command completes."""
+    out = small_tmpfs / "out"
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb") as fh:  # fill the disk, then free ~24 KiB: too little for the experiments' figures
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    with open(filler, "r+b") as fh:
+        fh.truncate(max(0, filler.stat().st_size - 24 * 1024))
+    args = ["reproduce", "--quick", "--quiet", "--out", str(out), "--cache", str(tmp_path / "cache"), *FAST]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "Traceback" not in err, err
+    assert "No space left on device" in err
+    if (out / "results.json").is_file():  # whatever the report says is installed, is
+        collection = json.loads((out / "results.json").read_text())
+        for e in collection["experiments"]:
+            assert (out / e["name"] / "result.json").is_file() == (e["status"] in ("computed", "cached")), e
+    filler.unlink()
+    assert main(args) == 0
+    collection = json.loads((out / "results.json").read_text())
+    assert all(e["status"] in ("computed", "cached") for e in collection["experiments"])
+    assert (out / "report.html").is_file()

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowvar.errors import ConfigError
+from flowvar.errors import ConfigError, DataError
 from flowvar.results import Result, atomic_write_text, staged_folder, to_jsonable
 
 CACHE_FORMAT = 1
@@ -344,15 +344,20 @@ def install(entry: Path, dest: Path) -> bool:
     """Make ``dest`` a copy of a cache entry's files (without the manifest); return False if it already was.
 
     An up-to-date ``dest`` is left untouched (its files keep their modification times). Otherwise the copy is
-    staged next to ``dest`` and renamed into place.
+    staged next to ``dest`` and renamed into place, so a failed copy leaves the previous ``dest`` (or none). A copy
+    that fails (disk full, read-only or forbidden folder) is a one-line :class:`DataError` naming ``dest``.
     """
     wanted = _tree_digests(entry, frozenset({MANIFEST}))
     if dest.is_dir() and _tree_digests(dest) == wanted:
         return False
-    with staged_folder(dest) as stage:
-        for rel in wanted:
-            (stage.path / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(entry / rel, stage.path / rel)
+    try:
+        with staged_folder(dest) as stage:
+            for rel in wanted:
+                (stage.path / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(entry / rel, stage.path / rel)
+    except OSError as e:
+        raise DataError(f"cannot write {dest}: {e.strerror or e}; free space or choose another output folder"
+                        ) from None
     return True
 
 

@@ -324,7 +324,15 @@ def _serve_hits(tasks: list[Task], options: Options, cache: Cache, out: Path, ou
             if corrupted:
                 outcomes[task.name] = Outcome(task.name, "pending", task.key, corrupted=corrupted[0])
             continue
-        install(entry, out / task.name)
+        try:
+            install(entry, out / task.name)
+        except FlowvarError as e:  # disk full, folder gone read-only: this experiment fails, the others go on
+            outcome = Outcome(task.name, "failed", task.key, time.perf_counter() - start,
+                              error=f"{type(e).__name__}: {e}")
+            outcomes[task.name] = outcome
+            log.error("failed: %s: %s", task.name, outcome.error)
+            progress.finish(outcome)
+            continue
         outcome = Outcome(task.name, "cached", task.key, time.perf_counter() - start,
                           result=Result.load(entry / "result.json"))
         outcomes[task.name] = outcome
@@ -342,7 +350,11 @@ def _record(task: Task, reply: dict[str, Any], cache: Cache, out: Path, outcomes
         reply = {**reply, "status": "failed",
                  "error": f"the computed result of {task.name} is missing from the cache {cache.root}; rerun"}
     if reply["status"] == "computed":
-        install(entry, out / task.name)
+        try:
+            install(entry, out / task.name)
+        except FlowvarError as e:  # disk full, folder gone read-only: this experiment fails, the others go on
+            reply = {**reply, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+    if reply["status"] == "computed":
         result = Result.load(out / task.name / "result.json")
         outcome = Outcome(task.name, "computed", reply["key"], reply["wall_s"], corrupted=corrupted, result=result)
         log.info("computed: %s key=%s in %.1f s (%s)", task.name, reply["key"], reply["wall_s"],

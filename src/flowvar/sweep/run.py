@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from flowvar.cache import Cache, code_version, install
-from flowvar.errors import ConfigError
+from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Result, versions
 from flowvar.runner import Backend, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
@@ -253,7 +253,11 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                 if entry is None:
                     misses.append(o.point)
                     continue
-                _install(out, o, entry, "cached", time.perf_counter() - t0)
+                try:
+                    _install(out, o, entry, "cached", time.perf_counter() - t0)
+                except FlowvarError as e:  # disk full, folder gone read-only: this point fails, the others go on
+                    o.status, o.wall_s, o.error = "failed", time.perf_counter() - t0, f"{type(e).__name__}: {e}"
+                    log.error("failed: %s: %s", o.point.label, o.error)
                 finish(o)
             if misses:
                 log.info("to compute: %d of %d points", len(misses), len(outcomes))
@@ -273,7 +277,11 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                                      "error": "the code changed during the sweep: the point's result has another "
                                               "cache key; rerun the sweep"}
                         else:
-                            _install(out, o, entry, "computed", reply["wall_s"])
+                            try:
+                                _install(out, o, entry, "computed", reply["wall_s"])
+                            except FlowvarError as e:  # disk full, folder gone read-only: this point fails
+                                reply = {"status": "failed", "wall_s": reply["wall_s"],
+                                         "error": f"{type(e).__name__}: {e}"}
                     if reply["status"] != "computed":
                         o.status, o.wall_s, o.error = "failed", reply["wall_s"], reply["error"]
                         log.error("failed: %s: %s\n%s", point.label, reply["error"], reply.get("traceback", ""))
