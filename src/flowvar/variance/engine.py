@@ -241,7 +241,9 @@ class GradNormEngine:
     def _param_hook(self, key: int, grad: Tensor) -> None:
         if self.armed and not self._busy:
             g = grad.detach()
-            self._param_grads[key] = self._param_grads[key] + g if key in self._param_grads else g
+            # a copy: autograd may make this very tensor the parameter's .grad, which DDP's reducer (or a trainer's
+            # all-reduce, or clipping) then overwrites in place before compute() reads it
+            self._param_grads[key] = self._param_grads[key] + g if key in self._param_grads else g.clone()
 
     def _root_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if self._recording():

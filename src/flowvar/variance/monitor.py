@@ -62,11 +62,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowvar import distributed
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
 from flowvar.interpolants import PathSample
 from flowvar.results import atomic_write_text, to_jsonable
 from flowvar.variance.engine import GradNormEngine, Reduction
 from flowvar.variance.moments import BatchGradStats
+from flowvar.variance.ranks import reduce_across_ranks
 from flowvar.variance.records import DEFAULT_CHUNK_BYTES
 from flowvar.variance.report import FastVarianceReport
 
@@ -100,14 +102,20 @@ class GradientVarianceMonitor:
     pass's gradient (an extra loss term, or a parameter used outside its module, raises
     :class:`~flowvar.errors.DataError`; the ``reduction`` passed to :meth:`step` cannot be checked and must
     match the backward pass). ``collapse_ratio``, ``collapse_atol``, ``patience``: the memorisation
-    criterion; ``warn=False`` records it in the logs without warning.
+    criterion; ``warn=False`` records it in the logs without warning. ``reduce_ranks``: under
+    ``torch.distributed`` with W > 1 ranks, log the statistics of the global batch (every rank's per-sample
+    statistics reduced, :mod:`flowvar.variance.ranks`; every rank must call the monitor on the same steps, and
+    only rank 0 writes ``log_path`` and warns); None (default): whenever a process group of W > 1 ranks is
+    initialised; False: each rank logs its own shard.
     """
 
     def __init__(self, model: nn.Module, *, every: int = 1, t_bins: int | None = 10, profile_every: int = 10,
                  log_path: str | os.PathLike[str] | None = None, sigma: float | None = None, elementwise: bool = False,
                  validate_first: bool = True, collapse_ratio: float = 1e-3, collapse_atol: float = 1e-12,
-                 patience: int = 3, warn: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+                 patience: int = 3, warn: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 reduce_ranks: bool | None = None) -> None:
         self.every = check_positive_int("every", every)
+        self.reduce_ranks = reduce_ranks
         self.t_bins = None if t_bins is None else check_positive_int("t_bins", t_bins)
         self.profile_every = check_positive_int("profile_every", profile_every)
         self.sigma = None if sigma is None else float(sigma)
@@ -183,13 +191,24 @@ class GradientVarianceMonitor:
             raise ShapeError("the model's recorded output does not match path.target; the trainer callback needs "
                              "model(xt, t) to return the velocity")
         losses = (output.detach() - path.target).pow(2).flatten(1).sum(1)
-        mean = float(losses.to(torch.float64).mean())
+        reduction: Reduction = "mean"
+        scale = 1.0
+        if distributed.is_distributed():
+            # the trainer's data-parallel step: this rank back-propagated (1/B) Σ_{i in its shard} ℓ_i and
+            # loss_value is the global mean, so the per-sample gradients are B × those of a "sum" reduction
+            totals = torch.stack([losses.detach().to(torch.float64).sum(),
+                                  torch.tensor(float(losses.shape[0]), dtype=torch.float64, device=losses.device)])
+            totals = totals.to(distributed.collective_device())
+            distributed.all_reduce_sum_([totals])
+            mean, reduction, scale = float(totals[0] / totals[1]), "sum", float(totals[1])
+        else:
+            mean = float(losses.to(torch.float64).mean())
         if not math.isclose(mean, loss_value, rel_tol=1e-4, abs_tol=1e-12):
             raise DataError(f"the trainer's loss ({loss_value:.6g}) is not the mean of ‖v − u‖² over the batch "
                             f"({mean:.6g}); the monitor's trainer hook only supports flowvar's CFMLoss. Call "
                             f"monitor.step(step, per_sample_losses) from your own loop instead")
         deterministic = (self.sigma == 0) if self.sigma is not None else bool((path.z == 0).all())
-        record = self._measure(int(step), losses, path.t, "mean", deterministic)
+        record = self._measure(int(step), losses, path.t, reduction, deterministic, scale)
         return {f"gv_{k}": record[k] for k in (*SCALARS, "memorisation")}
 
     def close(self) -> None:
@@ -211,8 +230,14 @@ class GradientVarianceMonitor:
         self.engine.clear()
         self.engine.armed = self.due(int(step) + 1)
 
+    def _reducing(self) -> bool:
+        """Whether this step's statistics are reduced over the ranks of a data-parallel run."""
+        return distributed.is_distributed() if self.reduce_ranks is None else \
+            bool(self.reduce_ranks) and distributed.is_distributed()
+
     def _measure(self, step: int, losses: Tensor, t: Tensor | None, reduction: Reduction,
-                 deterministic: bool | None) -> dict[str, Any]:
+                 deterministic: bool | None, scale: float = 1.0) -> dict[str, Any]:
+        """``scale``: the true per-sample gradients are ``scale`` × those of the declared ``reduction``."""
         start = time.perf_counter()
         if not self.engine.has_records:
             raise DataError(f"step {step}: the monitor recorded no forward pass for this step. Call monitor.step() "
@@ -223,6 +248,8 @@ class GradientVarianceMonitor:
         full_profile = len(self.history) % self.profile_every == 0
         stats = self.engine.compute(losses.shape[0], reduction=reduction, losses=losses, t=t, t_bins=bins,
                                     bin_traces=full_profile, validate=validate)
+        if scale != 1.0 or self._reducing():  # a data-parallel step: the global batch (or the rescaled shard)
+            stats = reduce_across_ranks(stats, scale=scale, across_ranks=self._reducing())
         self._validated = True
         self.last_stats = stats
         summary = stats.summary(with_bins=bins is not None)
@@ -266,7 +293,7 @@ class GradientVarianceMonitor:
         flagged = self._streak >= self.patience
         if flagged and self.memorisation_step is None:
             self.memorisation_step = step
-            if self.warn:
+            if self.warn and distributed.is_main_process():
                 warnings.warn(MemorisationWarning(self._message(step, loss, trace, deterministic)), stacklevel=4)
         return flagged
 
@@ -297,7 +324,7 @@ class GradientVarianceMonitor:
         return row
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self.log_path is None:
+        if self.log_path is None or not distributed.is_main_process():  # under DDP only rank 0 writes
             return
         path, suffix = self.log_path, self._suffix
         if suffix == ".json":
