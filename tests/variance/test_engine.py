@@ -34,7 +34,7 @@ def test_reduction_mean_and_sum_give_per_sample_gradients_of_each_loss(dtype, ge
         engine.compute(reduction="avg")  # type: ignore[arg-type]
 
 
-def test_misuse_is_detected(gen):
+def test_misuse_is_detected_or_measured_through_the_model(gen):
     x = torch.randn(B, 4, generator=gen)
     model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
     with GradNormEngine(model) as engine, pytest.raises(DataError, match="do not add up"):
@@ -50,10 +50,15 @@ def test_misuse_is_detected(gen):
         def forward(self, z: Tensor) -> Tensor:
             return F.linear(z, self.lin.weight)
 
-    out = Outside()
-    with GradNormEngine(out) as engine, pytest.raises(DataError, match="outside their module"):
-        out(x).pow(2).sum().backward()
-        engine.compute()
+    out = Outside().to(F64)  # measured exactly through the whole model (the fallback at the root), and reported
+    x64 = x.to(F64)
+    with GradNormEngine(out) as engine:
+        losses = out(x64).pow(2).sum(1)
+        losses.sum().backward()
+        stats = engine.compute(reduction="sum", losses=losses)
+    g = reference(out, x64, torch.zeros(B, 4, dtype=F64))["lin.weight"].reshape(B, -1)
+    assert rel(stats.param_sq_norms["lin.weight"], g.pow(2).sum(1)) < 1e-10
+    assert stats.rules["lin.weight"] == "model-fallback-vmap" and "outside" in stats.fallback["lin.weight"]
     with GradNormEngine(model) as engine, pytest.raises(DataError, match="nothing was recorded"):
         engine.compute()
     engine = GradNormEngine(model)

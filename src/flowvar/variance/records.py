@@ -5,7 +5,9 @@
 * :class:`RuleContext`: what one :meth:`~flowvar.variance.engine.GradNormEngine.compute` call wants (batch
   size, sums, segments, memory budget), shared by every rule;
 * :class:`Collector`: the float64 per-sample accumulators of one parameter for one batch, which a rule
-  fills (per-sample squared norms, and the sums the context asks for).
+  fills (per-sample squared norms, the sums the context asks for, and what the engine needs to check that the
+  per-sample gradients add up to the backward pass's gradient: Σ_i g_i where a rule materialises g_i, random
+  rank-one projections uᵀ(Σ_i g_i)v where it does not).
 
 Rules (:mod:`flowvar.variance.rules`) read the first and fill the last; the engine
 (:mod:`flowvar.variance.engine`) builds all three.
@@ -13,14 +15,14 @@ Rules (:mod:`flowvar.variance.rules`) read the first and fill the last; the engi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "F64", "CallRecord", "Collector", "RuleContext"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "CallRecord", "Collector", "RuleContext"]
 
 F64 = torch.float64
 
@@ -60,6 +62,8 @@ class RuleContext:
     chunk_bytes: int
     fallback_chunk: int
     device: torch.device | str = "cpu"  # of the measured parameters: every accumulator lives there
+    #: check Σ_i g_i against the backward pass's gradient (:attr:`Collector.check_sum`, :meth:`Collector.add_probe`)
+    check: bool = False
     _pad: tuple[Tensor, int] | None = None
 
     def padded(self, x: Tensor) -> Tensor:
@@ -86,10 +90,24 @@ class RuleContext:
             yield start, min(start + size, self.B)
 
 
-class Collector:
-    """Float64 accumulators of one parameter for one batch (raw δ; :meth:`finish` applies the scale s)."""
+#: Random rank-one probes per checked weight: enough that a real mismatch M (uᵀMv ≈ ‖M‖ z/√P, z roughly standard
+#: normal) is missed only when all of them are small at once.
+N_PROBES = 4
 
-    def __init__(self, name: str, shape: torch.Size, ctx: RuleContext, sq_norms: Tensor | None = None) -> None:
+
+class Collector:
+    """Float64 accumulators of one parameter for one batch (raw δ; :meth:`finish` applies the scale s).
+
+    The check of Σ_i g_i (``ctx.check``, when ``grad_sum`` is not wanted anyway): :meth:`add_per_sample` adds the
+    materialised g_i into ``check_sum``; rules that never materialise a weight's g_i = Σ_s D_s A_sᵀ call
+    :meth:`add_probe` instead, which accumulates p_j = Σ_{i,s} (D_is·u_j)(A_is·v_j) = ⟨Σ_i g_i, u_j v_jᵀ⟩ for
+    :data:`N_PROBES` random (u_j, v_j) (cost (b·S)(K + O) per probe, not b·K·O); the engine compares p_j with
+    ⟨G, u_j v_jᵀ⟩, G the backward pass's gradient. Rules that write a parameter's per-sample results directly
+    fill ``grad_sum`` or ``check_sum`` themselves, whichever is not None.
+    """
+
+    def __init__(self, name: str, shape: torch.Size, ctx: RuleContext, sq_norms: Tensor | None = None,
+                 probes: dict[str, Tensor] | None = None) -> None:
         self.name, self.shape, self.ctx = name, shape, ctx
         # ``sq_norms`` given: a row of the caller's (n_params, B) buffer, which the caller scales (finish() does not)
         self._scale_sq_norms = sq_norms is None
@@ -100,6 +118,56 @@ class Collector:
         self.wants_segments = ctx.segments is not None
         self.seg_sq = torch.zeros(ctx.n_segments, dtype=F64, device=dev) if self.wants_segments else None
         self._seg_sum: Tensor | None = None
+        self.checking = ctx.check and self.grad_sum is None
+        self.check_sum: Tensor | None = None  # created by the first sum_target() call
+        #: (N_PROBES,) accumulated ⟨Σ_i g_i, R_j⟩ and the probe tensors R_j (N_PROBES, *shape), once add_probe ran
+        self.probe_sum: Tensor | None = None
+        self.probe: Tensor | None = None
+        self._probe_cache = probes  # the engine's store of probe tensors (fixed per parameter across batches)
+
+    def sum_target(self) -> Tensor | None:
+        """The float64 tensor a rule adds its Σ_i g_i into: ``grad_sum`` when wanted, else ``check_sum`` when
+        checking (created here), else None (no sum needed: skip computing it)."""
+        if self.grad_sum is not None:
+            return self.grad_sum
+        if self.checking and self.check_sum is None:
+            self.check_sum = torch.zeros(self.shape, dtype=F64, device=self.ctx.device)
+        return self.check_sum
+
+    def add_probe(self, D: Tensor, A: Tensor, weight_view: Callable[[Tensor], Tensor]) -> None:
+        """Check contribution of g_i[g] = Σ_s D_igs A_igsᵀ (weight in ``weight_view`` layout) without forming g_i.
+
+        ``D`` (b, G, S, O), ``A`` (b, G, S, K); ``weight_view`` maps (n, G, O, K) to (n, *shape). Adds
+        Σ_{i,g,s} (D_igs·u_jg)(A_igs·v_jg) per probe j; no-op unless this collector checks by probes.
+        """
+        if not self.checking:
+            return
+        G, O, K = D.shape[1], D.shape[3], A.shape[3]
+        if self.probe is None:
+            self.probe_sum = torch.zeros(N_PROBES, dtype=F64, device=D.device)
+            self._uv = self._draw(G, O, K, D.dtype, D.device, weight_view)
+        u, v = self._uv
+        du = torch.einsum("bgso,jgo->jbgs", D, u)
+        av = torch.einsum("bgsk,jgk->jbgs", A, v)
+        assert self.probe_sum is not None
+        self.probe_sum += (du * av).sum((1, 2, 3)).to(F64)
+
+    def _draw(self, G: int, O: int, K: int, dtype: torch.dtype, device: torch.device,
+              weight_view: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+        """Gaussian u (N_PROBES, G, O), v (N_PROBES, G, K) and R_j = weight_view(u_j v_jᵀ), fixed per parameter
+        (drawn from a seeded generator once and kept by the engine, so a check is reproducible)."""
+        key = f"{self.name}:{G}x{O}x{K}"
+        cache = self._probe_cache if self._probe_cache is not None else {}
+        if key not in cache:
+            gen = torch.Generator(device="cpu").manual_seed(0x5EED + len(cache))
+            u = torch.randn(N_PROBES, G, O, generator=gen, dtype=F64)
+            v = torch.randn(N_PROBES, G, K, generator=gen, dtype=F64)
+            R = weight_view(u[..., :, None] * v[..., None, :]).reshape(N_PROBES, *self.shape)
+            cache[key] = torch.cat([u.reshape(-1), v.reshape(-1), R.reshape(-1)]).to(device)
+        flat = cache[key]
+        nu, nv = N_PROBES * G * O, N_PROBES * G * K
+        self.probe = flat[nu + nv:].view(N_PROBES, *self.shape)
+        return (flat[:nu].view(N_PROBES, G, O).to(dtype), flat[nu:nu + nv].view(N_PROBES, G, K).to(dtype))
 
     def seg_sum(self) -> Tensor:
         """(n_seg, *shape) float64 running per-segment sums (squared into ``seg_sq`` by :meth:`finish`)."""
@@ -112,8 +180,9 @@ class Collector:
         b = g.shape[0]
         flat = g.reshape(b, -1)
         self.sq_norms[start:start + b] = _row_sq_norms(flat)
-        if self.grad_sum is not None:
-            self.grad_sum += flat.sum(0).to(F64).view(self.shape)
+        target = self.sum_target()
+        if target is not None:
+            target += flat.sum(0).to(F64).view(self.shape)
         if self.sq_sum is not None:
             self.sq_sum += flat.pow(2).sum(0).to(F64).view(self.shape)
         if self.wants_segments:
@@ -122,6 +191,15 @@ class Collector:
             part.index_add_(0, self.ctx.segments[start:start + b], flat)
             seg_sum = self.seg_sum()
             seg_sum += part.to(F64).view_as(seg_sum)
+
+    def reset(self) -> None:
+        """Forget everything accumulated (before the engine recomputes this parameter another way)."""
+        self.sq_norms.zero_()
+        for t in (self.grad_sum, self.sq_sum, self.seg_sq):
+            if t is not None:
+                t.zero_()
+        self._seg_sum = None
+        self.probe_sum, self.probe, self.check_sum = None, None, None
 
     def finish(self, scale: float) -> None:
         """Apply the reduction's scale s to everything accumulated from raw δ (norms and squares by s²), and

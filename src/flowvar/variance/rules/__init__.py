@@ -47,7 +47,8 @@ if hasattr(nn, "RMSNorm"):
 
 
 def register_rule(module_type: type[nn.Module], rule: Rule) -> None:
-    """Use ``rule`` for modules of exactly this type (subclasses are not matched: they may override forward)."""
+    """Use ``rule`` for modules of this type, and of its subclasses that do not override its forward pass (a
+    subclass that overrides ``forward`` may compute anything: it goes to the fallback unless registered itself)."""
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
         raise ConfigError(f"module_type must be an nn.Module subclass, got {module_type!r}")
     if not isinstance(rule, Rule):
@@ -55,12 +56,26 @@ def register_rule(module_type: type[nn.Module], rule: Rule) -> None:
     RULES[module_type] = rule
 
 
+#: The methods through which a layer's forward pass runs: a subclass that overrides one of them is not the layer.
+_FORWARD_METHODS = ("forward", "_conv_forward")
+
+
 def rule_for(module: nn.Module) -> tuple[Rule | None, str | None]:
-    """(the rule for ``module``, None), or (None, why it goes to the fallback) when no rule handles it."""
-    rule = RULES.get(type(module))
-    if rule is None:
-        return None, f"no fast rule for {type(module).__name__}"
-    why = rule.unsupported(module)
-    if why is not None:
-        return None, f"{type(module).__name__} with {why}"
-    return rule, None
+    """(the rule for ``module``, None), or (None, why it goes to the fallback) when no rule handles it.
+
+    The rule of the module's type, else of its nearest base type with a rule, provided the subclass inherits the
+    base's forward pass unchanged (``NonDynamicallyQuantizableLinear`` is a Linear; torchcfm's ``GroupNorm32``,
+    which casts to float32 inside ``forward``, is not a GroupNorm for the rule and goes to the exact fallback).
+    """
+    cls = type(module)
+    for base in cls.__mro__:
+        rule = RULES.get(base)
+        if rule is None:
+            continue
+        if base is not cls and any(getattr(cls, m, None) is not getattr(base, m, None) for m in _FORWARD_METHODS):
+            return None, f"{cls.__name__} overrides {base.__name__}.forward (no fast rule for it)"
+        why = rule.unsupported(module)
+        if why is not None:
+            return None, f"{cls.__name__} with {why}"
+        return rule, None
+    return None, f"no fast rule for {cls.__name__}"

@@ -21,10 +21,20 @@ class Rule(ABC):
     """
 
     name: str = "rule"
+    #: whether :meth:`accumulate` feeds the engine's check of Σ_i g_i (``Collector.sum_target`` / ``add_probe``, or
+    #: ``add_per_sample``, which does it). Rules that do not (e.g. written before the check existed) get ``grad_sum``
+    #: filled instead whenever the engine checks, which they must fill when it is not None.
+    fills_check: bool = False
 
     def unsupported(self, module: nn.Module) -> str | None:
         """Why this rule cannot handle ``module`` (it then goes to the fallback), or None."""
         return None
+
+    def children(self, module: nn.Module) -> tuple[str, ...]:
+        """Names of child modules whose parameters this rule measures too, because ``module``'s forward uses them
+        directly instead of calling the child (``nn.MultiheadAttention`` and its ``out_proj``). Their collectors
+        are passed under local names ``"child.param"``."""
+        return ()
 
     @abstractmethod
     def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],

@@ -33,6 +33,7 @@ class Conv2dRule(Rule):
     """
 
     name = "conv2d"
+    fills_check = True
 
     def __init__(self) -> None:
         self._fastest: dict[tuple[Any, ...], int] = {}

@@ -21,6 +21,7 @@ class EmbeddingRule(Rule):
     """``nn.Embedding``: per sample, rows of g_i are δ summed over equal indices (scatter over unique keys)."""
 
     name = "embedding"
+    fills_check = True
 
     def unsupported(self, module: nn.Module) -> str | None:
         assert isinstance(module, nn.Embedding)
@@ -47,8 +48,9 @@ class EmbeddingRule(Rule):
         sample, row = uniq // V, uniq % V
         U2 = U.pow(2)
         w.sq_norms.index_add_(0, sample, U2.sum(1).to(F64))
-        if w.grad_sum is not None:
-            w.grad_sum.index_add_(0, row, U.to(F64))
+        target = w.sum_target()
+        if target is not None:
+            target.index_add_(0, row, U.to(F64))
         if w.sq_sum is not None:
             w.sq_sum.index_add_(0, row, U2.to(F64))
         if w.wants_segments:
@@ -62,6 +64,7 @@ class FourierTimeRule(Rule):
     """:class:`FourierTimeEmbedding`: g_i(ω) = 2π t_i (δ_i^sin ⊙ cos 2πt_iω − δ_i^cos ⊙ sin 2πt_iω)."""
 
     name = "fourier-time"
+    fills_check = True
 
     def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],
                    ctx: RuleContext) -> str:

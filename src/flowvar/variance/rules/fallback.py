@@ -1,12 +1,16 @@
 """The fallback for parameters no rule covers: exact per-sample vector-Jacobian products of their module alone.
 
-g_i = Σ_calls J_θ(module at x_i)ᵀ δ_i, computed with ``torch.func.vmap(vjp)`` over samples (a loop over single
-samples when the module has data-dependent control flow). The module's output is recomputed and checked
-against the captured one, so a module that is random (dropout) or couples samples is reported rather than
-mis-measured.
+g_i = Σ_calls J_θ(module at x_i)ᵀ δ_i, computed with ``torch.func.vmap(vjp)`` over samples, or, when vmap
+cannot run the module (data-dependent control flow, a custom ``torch.autograd.Function`` without functorch
+support, an op without a batching rule such as the fused recurrent kernels), by one plain autograd backward per
+sample. The module's output is recomputed and checked against the captured one, so a module that is random
+(dropout) or couples samples is reported rather than mis-measured. The engine also runs the whole model through
+this function for parameters used outside their own module's forward.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +18,6 @@ from torch.func import functional_call, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from flowvar.errors import ConfigError
-from flowvar.variance.autograd import is_vmap_control_flow_error
 from flowvar.variance.records import F64, CallRecord
 from flowvar.variance.rules.base import batched
 
@@ -55,26 +58,59 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
     how = "fallback-vmap"
     try:
         grads, outs = vmap(one, in_dims=(None, 0, 0), randomness="error")(params, xs, cots)
-    except RuntimeError as error:
-        msg = str(error)
-        if "random" in msg:
+    except (RuntimeError, NotImplementedError, TypeError) as error:
+        if "random" in str(error):
             raise ConfigError(f"module {module_name!r} ({type(module).__name__}) draws random numbers in its forward "
                               f"pass (e.g. dropout), so its per-sample gradients cannot be recomputed; put it in eval "
                               f"mode while measuring or register a rule for it (flowvar.variance.register_rule)"
                               ) from None
-        if not is_vmap_control_flow_error(error):
-            raise
+        # vmap cannot run this module: data-dependent control flow, a custom autograd.Function without functorch
+        # support, an op without a batching rule. One ordinary backward pass per sample runs anything autograd does.
         how = "fallback-loop"
-        rows = [one(params, [x[i] for x in xs], [c[i] for c in cots]) for i in range(stop - start)]
-        grads = {k: torch.stack([r[0][k] for r in rows]) for k in params}
-        outs = [torch.stack([r[1][j] for r in rows]) for j in range(len(out_idx))]
-    tol = 1e-3 if any(o.dtype != F64 for o in outs) else 1e-9
+        grads, outs = _autograd_loop(module, module_name, forward, params, xs, cots, stop - start, error)
+    # recomputation in the outputs' own precision: float64 agrees to rounding, float32 to ~1e-6, half types less
+    tol = 1e-9 if all(o.dtype == F64 for o in outs) else 1e-3 if all(o.dtype == torch.float32 for o in outs) else 3e-2
     for j, k in enumerate(out_idx):
         gap = _relative_gap(outs[j], call.outputs[k][start:stop])
         if gap > tol:
             raise ConfigError(
                 f"module {module_name!r} ({type(module).__name__}) gives a different output when recomputed one "
                 f"sample at a time (relative gap {gap:.2g}): its forward couples the samples of a batch (batch "
-                f"statistics) or is random, so per-sample gradients are not defined for it. Put it in eval mode or "
-                f"change it to act on each sample separately")
+                f"statistics), is random, or its recorded output was modified in place, so per-sample gradients "
+                f"cannot be recomputed for it. Put it in eval mode or change it to act on each sample separately")
     return {k: g.detach() for k, g in grads.items()}, how
+
+
+Forward = Callable[[dict[str, Tensor], list[Tensor]], list[Tensor]]
+
+
+def _autograd_loop(module: nn.Module, module_name: str, forward: Forward, params: dict[str, Tensor], xs: list[Tensor],
+                   cots: list[Tensor], n: int, why: BaseException) -> tuple[dict[str, Tensor], list[Tensor]]:
+    """Per-sample vector-Jacobian products by one ``torch.autograd.grad`` call per sample (fresh leaf copies of the
+    parameters): slower than vmap but runs anything the ordinary backward pass runs. Errors become one
+    :class:`ConfigError` line naming the module (``why``: the error that made vmap give up)."""
+    keys = list(params)
+    rows: list[list[Tensor]] = []
+    outs: list[list[Tensor]] = []
+    try:
+        with torch.enable_grad():
+            for i in range(n):
+                leaves = {k: params[k].detach().requires_grad_(True) for k in keys}
+                out = forward(leaves, [x[i] for x in xs])
+                pairs = [(o, c[i]) for o, c in zip(out, cots) if o.requires_grad]
+                got = torch.autograd.grad([o for o, _ in pairs], [leaves[k] for k in keys], [c for _, c in pairs],
+                                          allow_unused=True) if pairs else [None] * len(keys)
+                rows.append([torch.zeros_like(params[k]) if g is None else g.detach() for k, g in zip(keys, got)])
+                outs.append([o.detach() for o in out])
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as error:
+        raise ConfigError(f"module {module_name!r} ({type(module).__name__}) cannot be recomputed one sample at a "
+                          f"time for its per-sample gradients ({_first_line(error)}; vmap: {_first_line(why)}). "
+                          f"Register a rule for it (flowvar.variance.register_rule) or use "
+                          f"flowvar.variance.gradient_variance(method='autograd')") from error
+    grads = {k: torch.stack([r[j] for r in rows]) for j, k in enumerate(keys)}
+    return grads, [torch.stack([o[j] for o in outs]) for j in range(len(cots))]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:200]

@@ -41,6 +41,8 @@ def seq_linear(provider: Callable[[int, int], tuple[Tensor, Tensor]], G: int, S:
                 w.sq_norms[start:stop] = gram.sum((1, 2, 3)).to(F64)
                 if w.grad_sum is not None:
                     w.grad_sum += weight_view(torch.einsum("bgso,bgsk->gok", D, A)[None])[0].to(F64)
+                else:  # the check of Σ_i g_i by random projections, without the weight-gradient product
+                    w.add_probe(D, A, weight_view)
                 if w.wants_segments:
                     assert ctx.segments is not None
                     seg = ctx.segments[start:stop]
@@ -84,6 +86,7 @@ class LinearRule(Rule):
     :func:`seq_linear` (ghost norm or chunked materialisation, whichever costs fewer flops)."""
 
     name = "linear"
+    fills_check = True
 
     def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],
                    ctx: RuleContext) -> str:
@@ -119,6 +122,8 @@ class LinearRule(Rule):
             w.sq_norms.copy_((d_norm * a_norm).square())  # ‖δ_i‖²‖a_i‖², to float64
             if w.grad_sum is not None:
                 w.grad_sum += (d.T @ a).to(F64)
+            else:  # the check of Σ_i g_i = δᵀa by random projections: cost B(K + O) per probe, not B·K·O
+                w.add_probe(d[:, None, None, :], a[:, None, None, :], lambda g: g[:, 0])
             if w.sq_sum is not None:
                 w.sq_sum += (d.pow(2).T @ a.pow(2)).to(F64)
             if w.seg_sq is not None:
@@ -127,10 +132,16 @@ class LinearRule(Rule):
         if b is not None:
             if b.grad_sum is None and b.sq_sum is None and b.seg_sq is None:
                 b.sq_norms.copy_(d_norm.square())
+                check = b.sum_target()
+                if check is not None:
+                    check += d.sum(0).to(F64)
             elif b.grad_sum is None and b.sq_sum is None:  # + per-segment sums (what add_per_sample does, directly)
                 assert ctx.segments is not None and b.seg_sq is not None
                 b.sq_norms.copy_(d_norm.to(F64).square())
                 part = d.new_zeros(ctx.n_segments, d.shape[1]).index_add_(0, ctx.segments, d)
                 b.seg_sq += part.to(F64).pow(2).sum(1)
+                check = b.sum_target()
+                if check is not None:
+                    check += part.sum(0).to(F64)
             else:
                 b.add_per_sample(0, d)

@@ -16,6 +16,8 @@ __all__ = ["GroupNormRule", "LayerNormRule", "RMSNormRule"]
 class _NormRule(Rule):
     """Affine normalisation: g_i(weight) = Σ_positions δ_i ⊙ x̂_i, g_i(bias) = Σ_positions δ_i."""
 
+    fills_check = True
+
     def normalise(self, module: nn.Module, x: Tensor) -> Tensor:
         raise NotImplementedError
 
