@@ -22,13 +22,15 @@ $(STAMP): pyproject.toml constraints.txt
 	# the modules used here import only torch, numpy, POT, einops and unfoldNd.
 	$(BIN)/python -m pip install -q -c constraints.txt opacus einops unfoldNd
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps backpack-for-pytorch torchcfm
-	# `flowvar audit`'s adapter tests train a diffusers UNet2DModel and a Meta flow_matching model: both install
-	# with their own dependencies (huggingface_hub, safetensors, regex, ...; no torchvision, torch stays pinned).
-	$(BIN)/python -m pip install -q -c constraints.txt diffusers flow_matching
+	# `flowvar audit`'s adapter tests train a diffusers UNet2DModel and a Meta flow_matching model, and
+	# tests/test_integrations.py trains a LightningModule with flowvar.integrations.lightning: all three install
+	# with their own dependencies (huggingface_hub, safetensors, torchmetrics, aiohttp, ...; no torchvision, torch
+	# stays pinned).
+	$(BIN)/python -m pip install -q -c constraints.txt diffusers flow_matching lightning
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 test: setup lint browser
 	$(BIN)/pytest -q

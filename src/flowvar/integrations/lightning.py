@@ -1,0 +1,212 @@
+"""A Lightning callback that logs the exact gradient variance of a LightningModule's training batches.
+
+:class:`GradientVarianceCallback` runs :class:`~flowvar.variance.monitor.GradientVarianceMonitor` on the
+module's velocity field every ``every`` optimizer steps, from the step's own forward and backward pass, and
+logs through the module's logger (``self.log``): ``{prefix}/trace`` — the plug-in tr Cov(g) =
+(1/B) Σ_i ‖g_i‖² − ‖ḡ‖² of the per-sample gradients g_i = ∇_θ ℓ_i —, ``trace_unbiased``, ``normalised``,
+``loss``, ``mean_grad_sq_norm``, ``mean_sq_norm``, ``memorisation`` (0/1), and per t-bin k the conditional trace
+``{prefix}/t_bin{k}_trace`` (on the monitor's profile steps, where it is finite).
+
+The contract (checked at ``fit`` start; a missing piece is a one-line :class:`~flowvar.errors.ConfigError`)::
+
+    class Flow(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = MLP(...)                       # 1. the velocity field, as attribute ``model_attr``
+
+        def per_sample_losses(self, batch):             # 2. (B,) per-sample losses ℓ_i [and (B,) times t_i]
+            x0, x1 = batch
+            t = torch.rand(x0.shape[0], device=x0.device)
+            xt = (1 - t[:, None]) * x0 + t[:, None] * x1
+            return (self.model(xt, t) - (x1 - x0)).pow(2).sum(1), t
+
+        def training_step(self, batch, batch_idx):      # 3. back-propagate their mean (or sum: reduction="sum")
+            losses, t = self.per_sample_losses(batch)
+            return losses.mean()
+
+    trainer = L.Trainer(callbacks=[GradientVarianceCallback(every=50)], log_every_n_steps=50)
+
+The callback sees what ``per_sample_losses`` returns (it wraps the method for the duration of ``fit``), so the
+measured pass is the training step's own: nothing is recomputed. ``per_sample_losses`` must be called once per
+training step, its losses must depend on their own sample only (no BatchNorm in training mode), and the loss
+that is back-propagated must be exactly their mean (or sum) — the monitor checks the last on its first log.
+Not supported (refused with the fix): ``accumulate_grad_batches`` > 1 and a GradScaler (``precision="16-mixed"``;
+use ``"bf16-mixed"`` or 32-bit). Under DDP (``strategy="ddp"``) every rank measures its shard and the monitor
+reduces them (:mod:`flowvar.variance.ranks`): the logged numbers are those of the global batch on every rank.
+
+Steps: the monitor's step is ``trainer.global_step + 1`` (optimizer steps including this one, as in
+:func:`flowvar.train.train`), measured when it is a multiple of ``every``. Lightning hands ``self.log`` values to
+the logger on every ``log_every_n_steps``-th step; ``every`` should be a multiple of it (a warning says so
+otherwise), or some measurements only reach ``callback.monitor.history`` and ``log_path``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from flowvar.errors import ConfigError, ShapeError, check_positive_int
+from flowvar.variance.engine import REDUCTIONS, Reduction
+from flowvar.variance.monitor import SCALARS, GradientVarianceMonitor
+
+__all__ = ["GradientVarianceCallback"]
+
+
+class GradientVarianceCallback(pl.Callback):
+    """Logs the gradient variance of a LightningModule's training batches (module docstring: the contract).
+
+    ``every``: measure every this many optimizer steps. ``model_attr``: the module's attribute holding the
+    velocity field (None: the whole LightningModule). ``losses_method``: the module's method returning the
+    per-sample losses (B,) or (losses, t) of a batch. ``reduction``: "mean" or "sum", how ``training_step``
+    reduces them. ``prefix``: the logged names' prefix. ``t_bins``, ``profile_every``, ``sigma``, ``log_path``
+    and ``monitor_options`` (e.g. ``warn``, ``elementwise``) go to the
+    :class:`~flowvar.variance.monitor.GradientVarianceMonitor`; ``profile_every=1`` (default here) computes the
+    per-bin conditional traces on every measurement. ``monitor``: the monitor of the current ``fit`` (its
+    ``history`` holds every measurement), None before.
+    """
+
+    def __init__(self, every: int = 50, *, t_bins: int | None = 10, profile_every: int = 1,
+                 sigma: float | None = None, log_path: str | os.PathLike[str] | None = None,
+                 model_attr: str | None = "model", losses_method: str = "per_sample_losses",
+                 reduction: Reduction = "mean", prefix: str = "gradvar", **monitor_options: Any) -> None:
+        super().__init__()
+        self.every = check_positive_int("every", every)
+        if reduction not in REDUCTIONS:
+            raise ConfigError(f"reduction must be 'mean' or 'sum' (how training_step reduces the per-sample "
+                              f"losses), got {reduction!r}")
+        self.reduction: Reduction = reduction
+        self.model_attr, self.losses_method, self.prefix = model_attr, losses_method, prefix
+        self._monitor_args: dict[str, Any] = {"t_bins": t_bins, "profile_every": profile_every, "sigma": sigma,
+                                              "log_path": log_path, **monitor_options}
+        self.monitor: GradientVarianceMonitor | None = None
+        self._captured: list[Any] = []
+        self._wrapped: pl.LightningModule | None = None
+
+    # ----------------------------------------------------------------------------------------- set-up
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the contract, wrap ``losses_method`` and build the monitor (``fit`` only)."""
+        if stage != "fit":
+            return
+        model = self._model(pl_module)
+        method = getattr(pl_module, self.losses_method, None)
+        if not callable(method):
+            raise ConfigError(f"GradientVarianceCallback: {type(pl_module).__name__} has no method "
+                              f"{self.losses_method}(batch) returning the (B,) per-sample losses (or (losses, t)); "
+                              f"define it and compute training_step's loss as its {self.reduction}")
+        if pl_module.automatic_optimization and trainer.accumulate_grad_batches != 1:
+            raise ConfigError(f"GradientVarianceCallback measures one batch per optimizer step, but "
+                              f"accumulate_grad_batches={trainer.accumulate_grad_batches}; set it to 1 (use a larger "
+                              f"batch) or drop the callback")
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            raise ConfigError(f"GradientVarianceCallback: precision={trainer.precision!r} scales the loss by a "
+                              f"GradScaler, which the per-sample gradients would carry; use precision='bf16-mixed' "
+                              f"or 32-bit")
+        if trainer.log_every_n_steps and self.every % trainer.log_every_n_steps:
+            warnings.warn(f"GradientVarianceCallback(every={self.every}) is not a multiple of the Trainer's "
+                          f"log_every_n_steps={trainer.log_every_n_steps}: some measurements will not reach the "
+                          f"logger (all are in callback.monitor.history); set log_every_n_steps to a divisor of "
+                          f"{self.every}", stacklevel=2)
+        self.monitor = GradientVarianceMonitor(model, every=self.every, **self._monitor_args)
+        self._wrap(pl_module, method)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Remove the monitor's hooks and the method wrapper (the history stays in ``monitor``)."""
+        if stage != "fit":
+            return
+        if self.monitor is not None:
+            self.monitor.close()
+        if self._wrapped is not None:
+            self._wrapped.__dict__.pop(self.losses_method, None)  # the class's own method shows through again
+            self._wrapped = None
+
+    def _model(self, pl_module: pl.LightningModule) -> nn.Module:
+        if self.model_attr is None:
+            return pl_module
+        model = getattr(pl_module, self.model_attr, None)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"GradientVarianceCallback: {type(pl_module).__name__}.{self.model_attr} is not an "
+                              f"nn.Module; set self.{self.model_attr} = <your velocity field> in __init__, or pass "
+                              f"model_attr=<its attribute name> (None: the whole LightningModule)")
+        return model
+
+    def _wrap(self, pl_module: pl.LightningModule, method: Callable[..., Any]) -> None:
+        captured = self._captured
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            out = method(*args, **kwargs)
+            if pl_module.training and torch.is_grad_enabled():  # the training step's call, not validation's
+                captured.append(out)
+            return out
+
+        # an instance attribute shadows the class's method until teardown (object.__setattr__: nn.Module's own
+        # __setattr__ would do the same for a function, but says so less plainly)
+        object.__setattr__(pl_module, self.losses_method, recording)
+        self._wrapped = pl_module
+
+    # ----------------------------------------------------------------------------------------- per step
+
+    @staticmethod
+    def _step(trainer: pl.Trainer) -> int:
+        return int(trainer.global_step) + 1
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        """Arm the hooks for this step's forward pass only when it is measured (else they cost a flag check)."""
+        if self.monitor is None:
+            return
+        self._captured.clear()
+        self.monitor.engine.clear()  # anything recorded between steps (another callback's forward) is not ours
+        self.monitor.engine.armed = self.monitor.due(self._step(trainer))
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Measure the step's batch (before clipping and the optimizer step) and log the numbers."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        step = self._step(trainer)
+        if not monitor.due(step):
+            self._captured.clear()
+            return
+        if len(self._captured) != 1:
+            raise ConfigError(f"GradientVarianceCallback: training step {step} called {self.losses_method}() "
+                              f"{len(self._captured)} times with gradients enabled; call it exactly once per "
+                              f"training step and back-propagate the {self.reduction} of its losses")
+        losses, t = _losses_and_t(self._captured.pop(), self.losses_method)
+        record = monitor.step(step, losses, t, reduction=self.reduction)
+        if record is not None:
+            self._log(pl_module, record)
+
+    def _log(self, pl_module: pl.LightningModule, record: dict[str, Any]) -> None:
+        """``self.log`` every scalar and every finite per-bin trace (the same value on every DDP rank: no sync)."""
+        values = {f"{self.prefix}/{k}": float(record[k]) for k in SCALARS}
+        values[f"{self.prefix}/memorisation"] = float(bool(record["memorisation"]))
+        profile = record.get("t_profile")
+        if profile is not None:
+            for k, trace in enumerate(profile["trace"]):
+                if math.isfinite(trace):
+                    values[f"{self.prefix}/t_bin{k}_trace"] = float(trace)
+        for name, value in values.items():
+            pl_module.log(name, value, on_step=True, on_epoch=False, batch_size=int(record["batch_size"]))
+
+
+def _losses_and_t(out: Any, method: str) -> tuple[Tensor, Tensor | None]:
+    """(losses, t) from what the module's method returned: a (B,) tensor, or a (losses, t) pair."""
+    if isinstance(out, Tensor):
+        losses, t = out, None
+    elif isinstance(out, tuple | list) and len(out) == 2 and all(isinstance(x, Tensor) for x in out):
+        losses, t = out
+    else:
+        raise ConfigError(f"GradientVarianceCallback: {method}() must return the (B,) per-sample losses or a pair "
+                          f"(losses, t) of (B,) tensors, got {type(out).__name__}")
+    if losses.ndim != 1 or (t is not None and t.reshape(-1).shape != losses.shape):
+        raise ShapeError(f"{method}() must return (B,) per-sample losses and (B,) times t; got losses "
+                         f"{tuple(losses.shape)}" + ("" if t is None else f" and t {tuple(t.shape)}"))
+    return losses, None if t is None else t.reshape(-1)
