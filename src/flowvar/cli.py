@@ -300,7 +300,8 @@ def show_cmd(
     folder: Annotated[Path, typer.Argument(help="An --out folder of `flowvar run`, `reproduce` or `sweep`.")
                       ] = Path("runs"),
     update_readme: Annotated[Path | None, typer.Option(
-        "--update-readme", help="With a reproduce folder: rewrite the reference-run block of this README from it.")
+        "--update-readme", help="With a reproduce folder: rewrite this README's block for it (the quick reference "
+                                "run's, or the paper-scale run's for a --full folder).")
                              ] = None,
     write_report: Annotated[bool, typer.Option(
         "--write-report", help="With a reproduce folder: re-render its report.html and report.md from results.json "
@@ -330,7 +331,8 @@ def show_cmd(
 
             label = os.path.relpath(Path(folder).resolve(), Path(update_readme).resolve().parent)
             changed = rewrite(update_readme, readme_section(collection, Path(label).as_posix()))
-            typer.echo(f"{update_readme}: reference-run block {'updated' if changed else 'already up to date'}")
+            block = "paper-scale-run" if collection["meta"].get("mode") == "full" else "reference-run"
+            typer.echo(f"{update_readme}: {block} block {'updated' if changed else 'already up to date'}")
         return
 
     swept = load_sweep(folder)
