@@ -69,12 +69,14 @@ from flowvar.variance.report import (
 )
 from flowvar.variance.rules import (
     RULES,
+    Conv1dRule,
     Conv2dRule,
     EmbeddingRule,
     FourierTimeRule,
     GroupNormRule,
     LayerNormRule,
     LinearRule,
+    MultiheadAttentionRule,
     RMSNormRule,
     Rule,
     register_rule,
@@ -82,9 +84,10 @@ from flowvar.variance.rules import (
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES", "METHODS", "REDUCTIONS", "RULES", "STATISTICS", "STRATEGIES", "BatchGradStats", "BinStats",
-    "Conv2dRule", "EmbeddingRule", "FastVarianceReport", "FourierTimeRule", "GradNormEngine",
+    "Conv1dRule", "Conv2dRule", "EmbeddingRule", "FastVarianceReport", "FourierTimeRule", "GradNormEngine",
     "GradientVarianceMonitor", "GroupBy", "GroupNormRule", "LayerNormRule", "LinearRule", "MemorisationWarning",
-    "Method", "MomentAccumulator", "RMSNormRule", "Reduction", "Rule", "Statistic", "Strategy", "TProfile",
+    "Method", "MomentAccumulator", "MultiheadAttentionRule", "RMSNormRule", "Reduction", "Rule", "Statistic",
+    "Strategy", "TProfile",
     "VarianceAccumulator", "VarianceReport", "batch_grad_stats", "estimate_variance", "fast_gradient_variance",
     "gradient_variance", "group_name", "normalised_variance", "per_sample_gradients", "register_rule",
     "repeated_estimates", "slice_path", "variance_parameters", "variance_t_profile",

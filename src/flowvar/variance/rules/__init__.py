@@ -6,10 +6,12 @@ After the backward pass each module's parameters go through the rule registered 
 
 * ``nn.Linear`` (:mod:`.linear`): g_i = Σ_s δ_is a_isᵀ; outer-product norms for 2-D inputs, the ghost norm
   or chunked materialisation for inputs with extra dims or several calls per forward pass;
-* ``nn.Conv2d`` (:mod:`.conv`): the same on input patches, per group;
+* ``nn.Conv2d`` and ``nn.Conv1d`` (:mod:`.conv`): the same on input patches, per group;
 * ``nn.GroupNorm``, ``nn.LayerNorm``, ``nn.RMSNorm`` (:mod:`.norm`): g_i(weight) = Σ_positions δ_i ⊙ x̂_i,
   g_i(bias) = Σ_positions δ_i;
 * ``nn.Embedding`` and :class:`~flowvar.models.FourierTimeEmbedding` (:mod:`.embedding`);
+* ``nn.MultiheadAttention`` with its ``out_proj`` (:mod:`.attention`): in- and out-projections as linear maps
+  along the sequence, from one batched recomputation of the attention core;
 * anything else with parameters (a custom module, a parameter shared by several modules, a rule that
   declines a configuration via :meth:`Rule.unsupported`) goes to the **fallback** (:mod:`.fallback`):
   exact per-sample vector-Jacobian products of that module alone. The engine reports every parameter that
@@ -25,22 +27,25 @@ from torch import nn
 
 from flowvar.errors import ConfigError
 from flowvar.models.embeddings import FourierTimeEmbedding
+from flowvar.variance.rules.attention import MultiheadAttentionRule
 from flowvar.variance.rules.base import Rule, batched
-from flowvar.variance.rules.conv import Conv2dRule
+from flowvar.variance.rules.conv import Conv1dRule, Conv2dRule
 from flowvar.variance.rules.embedding import EmbeddingRule, FourierTimeRule
 from flowvar.variance.rules.fallback import fallback_call
 from flowvar.variance.rules.linear import LinearRule, seq_linear
 from flowvar.variance.rules.norm import GroupNormRule, LayerNormRule, RMSNormRule
 
 __all__ = [
-    "RULES", "Conv2dRule", "EmbeddingRule", "FourierTimeRule", "GroupNormRule", "LayerNormRule", "LinearRule",
-    "RMSNormRule", "Rule", "batched", "fallback_call", "register_rule", "rule_for", "seq_linear",
+    "RULES", "Conv1dRule", "Conv2dRule", "EmbeddingRule", "FourierTimeRule", "GroupNormRule", "LayerNormRule",
+    "LinearRule", "MultiheadAttentionRule", "RMSNormRule", "Rule", "batched", "fallback_call", "register_rule",
+    "rule_for", "seq_linear",
 ]
 
 #: The rule of each module type (exact type match).
 RULES: dict[type[nn.Module], Rule] = {
     nn.Linear: LinearRule(), nn.Conv2d: Conv2dRule(), nn.GroupNorm: GroupNormRule(), nn.LayerNorm: LayerNormRule(),
     nn.Embedding: EmbeddingRule(), FourierTimeEmbedding: FourierTimeRule(),
+    nn.MultiheadAttention: MultiheadAttentionRule(), nn.Conv1d: Conv1dRule(),
 }
 if hasattr(nn, "RMSNorm"):
     RULES[nn.RMSNorm] = RMSNormRule()

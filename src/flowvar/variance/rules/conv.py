@@ -1,6 +1,6 @@
-"""``nn.Conv2d`` (any stride, padding, dilation, groups, padding mode): g_i = Σ_l δ_il a_ilᵀ per group, a_il the
-input patch at output position l: ghost norms on ``F.unfold`` patches when the feature map is small, else
-per-sample weight gradients materialised chunk by chunk by one convolution backward with the batch folded
+"""``nn.Conv2d`` and ``nn.Conv1d`` (any stride, padding, dilation, groups, padding mode): g_i = Σ_l δ_il a_ilᵀ per
+group, a_il the input patch at output position l: ghost norms on ``F.unfold`` patches when the feature map is small,
+else per-sample weight gradients materialised chunk by chunk by one convolution backward with the batch folded
 into the groups, or one batched matmul per kernel offset (whichever is faster for the shape, timed once).
 """
 
@@ -19,7 +19,7 @@ from flowvar.variance.records import CallRecord, Collector, RuleContext
 from flowvar.variance.rules.base import Rule, batched
 from flowvar.variance.rules.linear import seq_linear
 
-__all__ = ["Conv2dRule"]
+__all__ = ["Conv1dRule", "Conv2dRule"]
 
 
 class Conv2dRule(Rule):
@@ -155,3 +155,39 @@ class Conv2dRule(Rule):
                         stride=module.stride)
         b, G = x.shape[0], module.groups
         return cols.reshape(b, G, cols.shape[1] // G, cols.shape[2]).transpose(-1, -2)
+
+
+class Conv1dRule(Conv2dRule):
+    """``nn.Conv1d`` as the Conv2d with a (1, k) kernel over (B, C, 1, L) inputs (the same per-sample gradients,
+    reshaped; guided-diffusion UNets — torchcfm's, Meta flow_matching's — use it for the attention projections)."""
+
+    name = "conv1d"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._as_2d: dict[int, tuple[nn.Conv1d, nn.Conv2d]] = {}
+
+    def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],
+                   ctx: RuleContext) -> str:
+        assert isinstance(module, nn.Conv1d)
+        for c in calls:
+            if c.args[0].ndim != 3:
+                raise ShapeError(f"Conv1d input of shape {tuple(c.args[0].shape)} has no batch dimension; pass "
+                                 f"(B, C, L)")
+        lifted = [CallRecord((c.args[0].unsqueeze(2),), {}, [c.outputs[0].unsqueeze(2)],
+                             [None if c.grads[0] is None else c.grads[0].unsqueeze(2)]) for c in calls]
+        label = super().accumulate(self._lift(module), lifted, collectors, ctx)
+        return label.replace("conv2d", self.name)
+
+    def _lift(self, module: nn.Conv1d) -> nn.Conv2d:
+        """A weightless (meta-device) Conv2d with the Conv1d's configuration on a (1, k) kernel: what the 2-D rule
+        reads (shapes, stride, padding, dilation, groups, padding mode), never its weights."""
+        cached = self._as_2d.get(id(module))
+        if cached is None or cached[0] is not module:
+            padding = module.padding if isinstance(module.padding, str) else (0, module.padding[0])
+            conv = nn.Conv2d(module.in_channels, module.out_channels, (1, module.kernel_size[0]),
+                             stride=(1, module.stride[0]), padding=padding, dilation=(1, module.dilation[0]),
+                             groups=module.groups, bias=module.bias is not None, padding_mode=module.padding_mode,
+                             device="meta")
+            cached = self._as_2d[id(module)] = (module, conv)
+        return cached[1]

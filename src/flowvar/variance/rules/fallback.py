@@ -36,20 +36,22 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
     fixed = {k: p.detach() for k, p in module.named_parameters() if k not in wanted}
     buffers = dict(module.named_buffers())
     leaves, spec = tree_flatten((call.args, call.kwargs))
-    batch_leaves = [k for k, x in enumerate(leaves) if isinstance(x, Tensor) and x.ndim > 0 and x.shape[0] == B]
+    in_dim, out_dim = _batch_dims(module)
+    batch_leaves = [k for k, x in enumerate(leaves)
+                    if isinstance(x, Tensor) and x.ndim > in_dim(k) and x.shape[in_dim(k)] == B]
     out_idx = [k for k, g in enumerate(call.grads) if g is not None]
     for k in out_idx:
-        batched(call.outputs[k], B, f"output {k} of {module_name!r}")
-    xs = [leaves[k][start:stop] for k in batch_leaves]
-    cots = [call.grads[k][start:stop] for k in out_idx]  # type: ignore[index]
+        batched(call.outputs[k].movedim(out_dim(k), 0), B, f"output {k} of {module_name!r}")
+    xs = [leaves[k].movedim(in_dim(k), 0)[start:stop] for k in batch_leaves]
+    cots = [call.grads[k].movedim(out_dim(k), 0)[start:stop] for k in out_idx]  # type: ignore[union-attr]
 
     def forward(p: dict[str, Tensor], sample: list[Tensor]) -> list[Tensor]:
         full = list(leaves)
         for k, x in zip(batch_leaves, sample):
-            full[k] = x.unsqueeze(0)
+            full[k] = x.unsqueeze(in_dim(k))
         args, kwargs = tree_unflatten(full, spec)
         outs, _ = tree_flatten(functional_call(module, (p, fixed, buffers), tuple(args), dict(kwargs)))
-        return [outs[k][0] for k in out_idx]
+        return [outs[k].select(out_dim(k), 0) for k in out_idx]
 
     def one(p: dict[str, Tensor], sample: list[Tensor], cot: list[Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
         out, pullback = vjp(lambda q: forward(q, sample), p)
@@ -71,7 +73,7 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
     # recomputation in the outputs' own precision: float64 agrees to rounding, float32 to ~1e-6, half types less
     tol = 1e-9 if all(o.dtype == F64 for o in outs) else 1e-3 if all(o.dtype == torch.float32 for o in outs) else 3e-2
     for j, k in enumerate(out_idx):
-        gap = _relative_gap(outs[j], call.outputs[k][start:stop])
+        gap = _relative_gap(outs[j], call.outputs[k].movedim(out_dim(k), 0)[start:stop])
         if gap > tol:
             raise ConfigError(
                 f"module {module_name!r} ({type(module).__name__}) gives a different output when recomputed one "
@@ -114,3 +116,13 @@ def _autograd_loop(module: nn.Module, module_name: str, forward: Forward, params
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
+
+
+def _batch_dims(module: nn.Module) -> tuple[Callable[[int], int], Callable[[int], int]]:
+    """Where the batch lies in the k-th input leaf and output leaf of a call: the first dimension, except for
+    recurrent layers (``nn.RNN``/``GRU``/``LSTM``): the input and output sequence have it first only when
+    ``batch_first``, the hidden states always second."""
+    if isinstance(module, nn.RNNBase):
+        seq = 0 if module.batch_first else 1
+        return (lambda k: seq if k == 0 else 1), (lambda k: seq if k == 0 else 1)
+    return (lambda k: 0), (lambda k: 0)

@@ -40,7 +40,7 @@ def seq_linear(provider: Callable[[int, int], tuple[Tensor, Tensor]], G: int, S:
                 gram = (A @ A.transpose(-1, -2)) * (D @ D.transpose(-1, -2))  # (b, G, S, S)
                 w.sq_norms[start:stop] = gram.sum((1, 2, 3)).to(F64)
                 if w.grad_sum is not None:
-                    w.grad_sum += weight_view(torch.einsum("bgso,bgsk->gok", D, A)[None])[0].to(F64)
+                    w.grad_sum += weight_view(torch.einsum("bgso,bgsk->gok", D, A)[None])[0].to(F64).view(w.shape)
                 else:  # the check of Σ_i g_i by random projections, without the weight-gradient product
                     w.add_probe(D, A, weight_view)
                 if w.wants_segments:
@@ -50,7 +50,7 @@ def seq_linear(provider: Callable[[int, int], tuple[Tensor, Tensor]], G: int, S:
                         m = seg == k
                         if bool(m.any()):
                             part = torch.einsum("bgso,bgsk->gok", D[m], A[m])[None]
-                            w.seg_sum()[k] += weight_view(part)[0].to(F64)
+                            w.seg_sum()[k] += weight_view(part)[0].to(F64).view(w.shape)
             else:
                 w.add_per_sample(start, weight_view(D.transpose(-1, -2) @ A))
         if bias and "bias" in collectors:

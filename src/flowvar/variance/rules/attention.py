@@ -1,0 +1,188 @@
+"""``nn.MultiheadAttention`` (and so ``nn.TransformerEncoderLayer`` / ``DecoderLayer``): its forward passes its own
+in-projection weights and ``out_proj``'s weight and bias to ``F.multi_head_attention_forward`` directly, so the
+hooks never see ``out_proj`` run. The rule measures all of them from the module's recorded call.
+
+With x_q, x_k, x_v the inputs (B, L, ·), q = x_q W_qᵀ + b_q (likewise k, v), c the concatenated heads of
+softmax(q kᵀ/√d + mask) v and y = c W_oᵀ + b_o, every weight is a linear map applied along a sequence, so
+
+    g_i(W_o) = Σ_l δy_il c_ilᵀ,   g_i(W_q) = Σ_l δq_il x_q,ilᵀ   (W_k, W_v over the source positions),
+
+and the biases are the sums of the same δ. δy is recorded by the hooks; c, δq, δk and δv come from one batched
+recomputation of the attention core and its backward pass (the samples do not mix: attention acts within a
+sample), checked against the recorded output. The sequence sums are then :func:`~.linear.seq_linear`'s (ghost
+norm or materialised, whichever is cheaper); the packed ``in_proj_weight`` is three groups of one such map.
+``bias_k`` / ``bias_v`` (``add_bias_kv``) are extra key/value positions whose per-sample gradients are δk, δv there.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowvar.errors import ConfigError, ShapeError
+from flowvar.variance.records import F64, CallRecord, Collector, RuleContext
+from flowvar.variance.rules.base import Rule, batched
+from flowvar.variance.rules.linear import seq_linear
+
+__all__ = ["MultiheadAttentionRule"]
+
+_SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
+
+
+def _additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A boolean mask (True = not allowed) as an additive float mask (−inf there), a float mask as it is."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, -math.inf)
+    return mask.to(dtype)
+
+
+def _cat(xs: list[Tensor]) -> Tensor:
+    """Several calls' (B, S_c, ·) tensors along the sequence (one call: itself)."""
+    return xs[0] if len(xs) == 1 else torch.cat(xs, 1)
+
+
+class MultiheadAttentionRule(Rule):
+    """``nn.MultiheadAttention``: in-projections, ``out_proj`` and ``bias_k``/``bias_v`` from one batched
+    recomputation of the attention core (module docstring). Dropout on the attention weights in training mode is
+    random: refused with the fix (eval mode or ``dropout=0``)."""
+
+    name = "mha"
+    fills_check = True
+
+    def children(self, module: nn.Module) -> tuple[str, ...]:
+        return ("out_proj",)
+
+    def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],
+                   ctx: RuleContext) -> str:
+        assert isinstance(module, nn.MultiheadAttention)
+        if module.training and module.dropout > 0:
+            raise ConfigError(f"MultiheadAttention with dropout={module.dropout} in training mode draws random "
+                              f"numbers in its forward pass, so its per-sample gradients cannot be recomputed; put it "
+                              f"in eval mode while measuring or build it with dropout=0")
+        parts = [self._recompute(module, c, ctx.B) for c in calls]
+        E = module.embed_dim
+        labels = []
+        # out_proj: A = the concatenated heads c, D = δy, over the target positions of every call
+        A_o, D_o = _cat([p["c"] for p in parts]), _cat([p["dy"] for p in parts])
+        out_c = {k.split(".", 1)[1]: c for k, c in collectors.items() if k.startswith("out_proj.")}
+        if out_c:
+            labels.append(seq_linear(lambda s, e: (A_o[s:e, None], D_o[s:e, None]), 1, A_o.shape[1], E, E, out_c,
+                                     ctx, lambda g: g[:, 0], module.out_proj.bias is not None, A_o.element_size()))
+        X = {k: _cat([p["x" + k] for p in parts]) for k in "qkv"}
+        D = {k: _cat([p["d" + k] for p in parts]) for k in "qkv"}
+        if module._qkv_same_embed_dim:
+            if "in_proj_weight" in collectors or "in_proj_bias" in collectors:
+                S = max(X[k].shape[1] for k in "qkv")
+                A3 = torch.stack([F.pad(X[k], (0, 0, 0, S - X[k].shape[1])) for k in "qkv"], 1)  # (B, 3, S, E)
+                D3 = torch.stack([F.pad(D[k], (0, 0, 0, S - D[k].shape[1])) for k in "qkv"], 1)  # zero rows add 0
+                packed = {n: collectors[f"in_proj_{n}"] for n in ("weight", "bias") if f"in_proj_{n}" in collectors}
+                weight_c = {"weight": packed["weight"]} if "weight" in packed else {}
+                if weight_c:
+                    labels.append(seq_linear(lambda s, e: (A3[s:e], D3[s:e]), 3, S, E, E, weight_c, ctx,
+                                             lambda g: g.reshape(g.shape[0], 3 * E, E), False, A3.element_size()))
+                if "bias" in packed:
+                    packed["bias"].add_per_sample(0, D3.sum(2).reshape(ctx.B, 3 * E))
+        else:
+            for k in "qkv":
+                c = collectors.get(f"{k}_proj_weight")
+                if c is not None:
+                    x, d = X[k], D[k]
+                    labels.append(seq_linear(lambda s, e, x=x, d=d: (x[s:e, None], d[s:e, None]), 1, x.shape[1],
+                                             x.shape[2], E, {"weight": c}, ctx, lambda g: g[:, 0], False,
+                                             x.element_size()))
+            if "in_proj_bias" in collectors:
+                collectors["in_proj_bias"].add_per_sample(0, torch.cat([D[k].sum(1) for k in "qkv"], 1))
+        for k in "kv":
+            c = collectors.get(f"bias_{k}")
+            if c is not None:
+                c.add_per_sample(0, sum(p["db" + k] for p in parts).reshape(ctx.B, 1, 1, E))
+        how = "ghost" if labels and all(x == "ghost" for x in labels) else "materialised"
+        return f"{self.name}-{how}"
+
+    @staticmethod
+    def _recompute(module: nn.MultiheadAttention, call: CallRecord, B: int) -> dict[str, Tensor]:
+        """One recorded call, batch first: inputs x_q, x_k, x_v, heads c, and δy, δq, δk, δv (δbias_k, δbias_v)."""
+        bound = _SIGNATURE.bind(module, *call.args, **call.kwargs)
+        bound.apply_defaults()
+        a: dict[str, Any] = bound.arguments
+        query, key, value = a["query"], a["key"], a["value"]
+        if query.ndim != 3:
+            raise ShapeError(f"MultiheadAttention input of shape {tuple(query.shape)} has no batch dimension; "
+                             f"per-sample gradients need batched (B, L, E) or (L, B, E) inputs")
+        if not module.batch_first:  # (L, B, E) → (B, L, E)
+            query, key, value = (x.transpose(0, 1) for x in (query, key, value))
+        xq, xk, xv = (batched(x.detach(), B, "the MultiheadAttention input") for x in (query, key, value))
+        E, H = module.embed_dim, module.num_heads
+        hd = E // H
+        if module._qkv_same_embed_dim:
+            Wq, Wk, Wv = module.in_proj_weight.detach().chunk(3)
+        else:
+            Wq, Wk, Wv = (w.detach() for w in (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight))
+        bq = bk = bv = None
+        if module.in_proj_bias is not None:
+            bq, bk, bv = module.in_proj_bias.detach().chunk(3)
+        y_rec = call.outputs[0]
+        y_rec = y_rec if module.batch_first else y_rec.transpose(0, 1)
+        dy = call.grad(0)
+        dy = dy if module.batch_first else dy.transpose(0, 1)
+        dtype = xq.dtype
+        with torch.enable_grad():
+            q = F.linear(xq, Wq, bq).requires_grad_()
+            k = F.linear(xk, Wk, bk).requires_grad_()
+            v = F.linear(xv, Wv, bv).requires_grad_()
+            kk, vv = k, v
+            am = _additive(a["attn_mask"], dtype)
+            kpm = _additive(a["key_padding_mask"], dtype)
+            extra: dict[str, Tensor] = {}
+            if module.bias_k is not None and module.bias_v is not None:
+                extra["bk"] = module.bias_k.detach().reshape(1, 1, E).expand(B, 1, E).clone().requires_grad_()
+                extra["bv"] = module.bias_v.detach().reshape(1, 1, E).expand(B, 1, E).clone().requires_grad_()
+                kk, vv = torch.cat([kk, extra["bk"]], 1), torch.cat([vv, extra["bv"]], 1)
+                am = None if am is None else F.pad(am, (0, 1))
+                kpm = None if kpm is None else F.pad(kpm, (0, 1))
+            L, S = q.shape[1], kk.shape[1]
+            qh = q.view(B, L, H, hd).transpose(1, 2)
+            kh = kk.view(B, S, H, hd).transpose(1, 2)
+            vh = vv.view(B, S, H, hd).transpose(1, 2)
+            if module.add_zero_attn:
+                kh = torch.cat([kh, kh.new_zeros(B, H, 1, hd)], 2)
+                vh = torch.cat([vh, vh.new_zeros(B, H, 1, hd)], 2)
+                am = None if am is None else F.pad(am, (0, 1))
+                kpm = None if kpm is None else F.pad(kpm, (0, 1))
+            scores = (qh / math.sqrt(hd)) @ kh.transpose(-1, -2)  # (B, H, L, S')
+            if am is not None:
+                scores = scores + (am.view(B, H, *am.shape[1:]) if am.ndim == 3 else am)
+            if kpm is not None:
+                scores = scores + kpm.view(B, 1, 1, -1)
+            attn = scores.softmax(-1)
+            c = (attn @ vh).transpose(1, 2).reshape(B, L, E)
+            y = F.linear(c, module.out_proj.weight.detach(),
+                         None if module.out_proj.bias is None else module.out_proj.bias.detach())
+            outs, cots = [y], [dy]
+            if len(call.outputs) > 1 and call.grads[1] is not None:  # the attention weights were used too
+                weights = attn.mean(1) if a["average_attn_weights"] else attn
+                outs.append(weights)
+                cots.append(call.grads[1])
+            tol = 1e-9 if dtype == F64 else 1e-3 if dtype == torch.float32 else 3e-2
+            y_rec = y_rec.detach()
+            gap = float((y.detach() - y_rec).norm() / (y_rec.norm() + y.detach().norm() + 1e-300)) * 2
+            if gap > tol:
+                raise ConfigError(f"recomputing MultiheadAttention from its recorded inputs gives a different output "
+                                  f"(relative gap {gap:.2g}): its forward was called in a way the rule does not "
+                                  f"reproduce, or its output was modified in place. Register another rule for it "
+                                  f"(flowvar.variance.register_rule)")
+            wrt = [q, k, v, *extra.values()]
+            grads = torch.autograd.grad(outs, wrt, cots, allow_unused=True)
+        zero = [torch.zeros_like(w) for w in wrt]
+        dq, dk, dv, *dextra = (z if g is None else g for g, z in zip(grads, zero))
+        out = {"xq": xq, "xk": xk, "xv": xv, "c": c.detach(), "dy": dy, "dq": dq, "dk": dk, "dv": dv}
+        for name, g in zip(extra, dextra):
+            out["d" + name] = g
+        return out
