@@ -11,7 +11,9 @@ and under ``torchrun --standalone --nproc_per_node=2`` (each rank its contiguous
   pooled within-rank estimate under W > 1 (flowvar.variance.ranks), against that estimate computed from the
   two shards in one process;
 * ``trainer``: flowvar's trainer (it all-reduces the gradients itself) with the monitor as a callback: the
-  2-rank history equals the 1-rank history.
+  2-rank history equals the 1-rank history;
+* ``lightning``: flowvar.integrations.lightning's callback under Lightning's DDP strategy (2 ranks × 8 samples)
+  against Lightning on one device (16 samples): the same records on both ranks and in the single process.
 
 Tolerance: float64 throughout, 1e-9 relative (the differences are the order of floating-point additions).
 """
@@ -116,7 +118,48 @@ result = train(model, CFMLoss(Interpolant(0.1)), pairs, config, callbacks=[monit
 monitor.close()
 trainer = {"history": result.history, "records": monitor.history}
 
-torch.save({"world": world.size, "plain": plain, "uneven": uneven, "trainer": trainer}, out / f"rank{world.rank}.pt")
+# lightning: the callback under Lightning's DDP strategy (it reuses torchrun's process group); the batches carry
+# their own (x0, x1, t), so a rank's shard of the global batch is the same samples as in one process
+import lightning as L
+
+from flowvar.integrations.lightning import GradientVarianceCallback
+
+
+class Flow(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.model = MLPField(2, width=16, depth=2)
+
+    def per_sample_losses(self, batch):
+        x0, x1, t = batch
+        xt = (1 - t[:, None]) * x0 + t[:, None] * x1
+        return (self.model(xt, t) - (x1 - x0)).pow(2).sum(1), t
+
+    def training_step(self, batch, batch_idx):
+        return self.per_sample_losses(batch)[0].mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.02)
+
+
+g = torch.Generator().manual_seed(13)
+data = torch.utils.data.TensorDataset(torch.randn(64, 2, generator=g, dtype=torch.float64),
+                                      3 + torch.randn(64, 2, generator=g, dtype=torch.float64),
+                                      torch.rand(64, generator=g, dtype=torch.float64))
+# an unshuffled DistributedSampler (Lightning's own would shuffle): rank r takes samples r, r + W, ..., so the
+# k-th global batch of 16 is samples 16k..16k + 15 in every run
+sampler = torch.utils.data.DistributedSampler(data, shuffle=False) if world.size > 1 else None
+loader = torch.utils.data.DataLoader(data, batch_size=16 // world.size, shuffle=False, sampler=sampler)
+callback = GradientVarianceCallback(every=2, t_bins=3)
+L.Trainer(max_steps=6, accelerator="cpu", devices=world.size, strategy="ddp" if world.size > 1 else "auto",
+          precision="64-true", logger=False, callbacks=[callback], enable_checkpointing=False,
+          enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+          use_distributed_sampler=False).fit(Flow(), loader)
+lightning = {"records": callback.monitor.history}
+
+torch.save({"world": world.size, "plain": plain, "uneven": uneven, "trainer": trainer, "lightning": lightning},
+           out / f"rank{world.rank}.pt")
 '''
 
 SCALAR_KEYS = ("loss", "trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_sq_norm")
@@ -146,7 +189,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def _close(a: float, b: float, rel: float = 1e-9) -> bool:
-    return (np.isnan(a) and np.isnan(b)) or abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
+    return a == b or (np.isnan(a) and np.isnan(b)) or abs(a - b) <= rel * max(abs(a), abs(b), 1e-300)
 
 
 def _same_record(got: dict, ref: dict, bin_traces: bool = True) -> None:
@@ -208,3 +251,12 @@ def test_trainer_callback_under_ddp_matches_one_process(runs: dict) -> None:
     for got, ref in zip(r0["records"], one["records"]):
         _same_record(got, ref, bin_traces=False)
         assert got["batch_size"] == 15
+
+
+def test_lightning_callback_under_ddp_matches_one_process(runs: dict) -> None:
+    one, r0, r1 = runs["single"]["lightning"], runs["rank0"]["lightning"], runs["rank1"]["lightning"]
+    assert [r["step"] for r in one["records"]] == [r["step"] for r in r0["records"]] == [2, 4, 6]
+    for got0, got1, ref in zip(r0["records"], r1["records"], one["records"]):
+        _same_record(got0, ref, bin_traces=False)
+        _same_record(got1, got0)
+        assert got0["batch_size"] == 16
