@@ -260,3 +260,26 @@ def test_lightning_callback_under_ddp_matches_one_process(runs: dict) -> None:
         _same_record(got0, ref, bin_traces=False)
         _same_record(got1, got0)
         assert got0["batch_size"] == 16
+
+
+def test_grad_overwritten_in_place_before_the_monitor_reads_it() -> None:
+    """DDP's reducer writes the averaged gradient into .grad in place during backward, and flowvar's trainer
+    all-reduces into it before its callbacks: the monitor's mean gradient is its own copy of this pass's gradient,
+    so the trace is unchanged by what happens to .grad afterwards (it was W× off under DDP before the copy)."""
+    from flowvar.models import MLPField
+    from flowvar.variance.monitor import GradientVarianceMonitor
+
+    g = torch.Generator().manual_seed(4)
+    x, t, u = (torch.randn(12, 3, generator=g, dtype=torch.float64), torch.rand(12, generator=g, dtype=torch.float64),
+               torch.randn(12, 3, generator=g, dtype=torch.float64))
+    traces = []
+    for scale in (1.0, 3.0):
+        torch.manual_seed(0)
+        model = MLPField(3, width=8, depth=2).double()
+        with GradientVarianceMonitor(model, t_bins=None) as monitor:
+            losses = (model(x, t) - u).pow(2).sum(1)
+            losses.mean().backward()
+            for p in model.parameters():
+                p.grad.mul_(scale)  # what an in-place all-reduce (or clipping) does to .grad
+            traces.append(monitor.step(0, losses)["trace"])
+    assert traces[1] == pytest.approx(traces[0], rel=1e-12)
