@@ -68,3 +68,48 @@ def assert_matches(stats, ref: dict[str, Tensor], tol: float) -> None:
         assert rel(stats.seg_sq_norms[name], seg.pow(2).sum(1)) < tol, name
     total = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in ref.values())
     assert rel(stats.sq_norms, total) < tol
+
+
+def first_tensor(out: object) -> Tensor:
+    """The velocity of a model output: the tensor itself, the first element of a tuple, or ``.sample`` (diffusers)."""
+    if isinstance(out, tuple):
+        out = out[0]
+    return out.sample if hasattr(out, "sample") else out  # type: ignore[return-value,union-attr]
+
+
+def reference_loop(model: nn.Module, inputs: tuple[Tensor, ...], y: Tensor) -> dict[str, Tensor]:
+    """Per-sample gradients of ℓ_i = ‖model(*inputs_i) − y_i‖² by one ordinary backward pass per sample, in the
+    model's own dtype (runs anything autograd runs: custom autograd.Functions, checkpointing, fused RNN kernels)."""
+    model = copy.deepcopy(model)  # its .grad fields are used (backward(): reentrant checkpointing refuses .grad())
+    rows = []
+    params = dict(model.named_parameters())
+    for i in range(y.shape[0]):
+        model.zero_grad(set_to_none=True)
+        out = first_tensor(model(*(x[i:i + 1] for x in inputs)))
+        (out - y[i:i + 1]).pow(2).sum().backward()
+        rows.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params.values()])
+    return {k: torch.stack([r[j] for r in rows]) for j, k in enumerate(params)}
+
+
+def measure(model: nn.Module, inputs: tuple[Tensor, ...], y: Tensor, reduction: str = "mean", **compute: object):
+    """One forward/backward pass of the reduced ℓ_i = ‖model(*inputs)_i − y_i‖² with the engine attached
+    (default compute options: the cheap check on, no full validation)."""
+    with GradNormEngine(model) as engine:
+        losses = (first_tensor(model(*inputs)) - y).pow(2).flatten(1).sum(1)
+        (losses.mean() if reduction == "mean" else losses.sum()).backward()
+        return engine.compute(reduction=reduction, losses=losses, **compute)
+
+
+def assert_exact(stats, ref: dict[str, Tensor], tol: float) -> None:
+    """Per-sample squared norms and the mean gradient of every parameter equal the reference, relative to the
+    parameter's own size or, for parameters whose true gradient cancels to 0 (a key bias under softmax), to a
+    floor of 1e-6 of the largest per-sample norm of the model."""
+    assert set(stats.param_sq_norms) == set(ref), set(stats.param_sq_norms) ^ set(ref)
+    flat = {k: g.reshape(g.shape[0], -1).to(F64) for k, g in ref.items()}
+    floor = max(float(f.pow(2).sum(1).max()) for f in flat.values()) * 1e-6
+    for name, f in flat.items():
+        want = f.pow(2).sum(1)
+        got = stats.param_sq_norms[name].to(F64)
+        assert float((got - want).abs().max()) <= tol * max(float(want.max()), floor), name
+        mean = stats.mean_grad[name].reshape(-1).to(F64)
+        assert float((mean - f.mean(0)).abs().max()) <= tol * max(float(f.mean(0).abs().max()), floor ** 0.5), name

@@ -11,10 +11,12 @@ this function for parameters used outside their own module's forward.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
+from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from flowvar.errors import ConfigError
@@ -36,6 +38,8 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
     fixed = {k: p.detach() for k, p in module.named_parameters() if k not in wanted}
     buffers = dict(module.named_buffers())
     leaves, spec = tree_flatten((call.args, call.kwargs))
+    # the recorded inputs as constants: a recomputation must not reach back into the (freed) graph of the pass
+    leaves = [x.detach() if isinstance(x, Tensor) else x for x in leaves]
     in_dim, out_dim = _batch_dims(module)
     batch_leaves = [k for k, x in enumerate(leaves)
                     if isinstance(x, Tensor) and x.ndim > in_dim(k) and x.shape[in_dim(k)] == B]
@@ -45,13 +49,16 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
     xs = [leaves[k].movedim(in_dim(k), 0)[start:stop] for k in batch_leaves]
     cots = [call.grads[k].movedim(out_dim(k), 0)[start:stop] for k in out_idx]  # type: ignore[union-attr]
 
-    def forward(p: dict[str, Tensor], sample: list[Tensor]) -> list[Tensor]:
+    def call_one(sample: list[Tensor], run: Callable[..., Any]) -> list[Tensor]:
         full = list(leaves)
         for k, x in zip(batch_leaves, sample):
             full[k] = x.unsqueeze(in_dim(k))
         args, kwargs = tree_unflatten(full, spec)
-        outs, _ = tree_flatten(functional_call(module, (p, fixed, buffers), tuple(args), dict(kwargs)))
+        outs, _ = tree_flatten(run(*args, **kwargs))
         return [outs[k].select(out_dim(k), 0) for k in out_idx]
+
+    def forward(p: dict[str, Tensor], sample: list[Tensor]) -> list[Tensor]:
+        return call_one(sample, lambda *a, **kw: functional_call(module, (p, fixed, buffers), a, kw))
 
     def one(p: dict[str, Tensor], sample: list[Tensor], cot: list[Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
         out, pullback = vjp(lambda q: forward(q, sample), p)
@@ -69,12 +76,13 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
         # vmap cannot run this module: data-dependent control flow, a custom autograd.Function without functorch
         # support, an op without a batching rule. One ordinary backward pass per sample runs anything autograd does.
         how = "fallback-loop"
-        grads, outs = _autograd_loop(module, module_name, forward, params, xs, cots, stop - start, error)
+        grads, outs = _autograd_loop(module, module_name, lambda sample: call_one(sample, module), {**fixed, **buffers},
+                                     params, xs, cots, stop - start, error)
     # recomputation in the outputs' own precision: float64 agrees to rounding, float32 to ~1e-6, half types less
     tol = 1e-9 if all(o.dtype == F64 for o in outs) else 1e-3 if all(o.dtype == torch.float32 for o in outs) else 3e-2
     for j, k in enumerate(out_idx):
         gap = _relative_gap(outs[j], call.outputs[k].movedim(out_dim(k), 0)[start:stop])
-        if gap > tol:
+        if not gap <= tol:  # NaN too
             raise ConfigError(
                 f"module {module_name!r} ({type(module).__name__}) gives a different output when recomputed one "
                 f"sample at a time (relative gap {gap:.2g}): its forward couples the samples of a batch (batch "
@@ -83,13 +91,12 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
     return {k: g.detach() for k, g in grads.items()}, how
 
 
-Forward = Callable[[dict[str, Tensor], list[Tensor]], list[Tensor]]
-
-
-def _autograd_loop(module: nn.Module, module_name: str, forward: Forward, params: dict[str, Tensor], xs: list[Tensor],
-                   cots: list[Tensor], n: int, why: BaseException) -> tuple[dict[str, Tensor], list[Tensor]]:
-    """Per-sample vector-Jacobian products by one ``torch.autograd.grad`` call per sample (fresh leaf copies of the
-    parameters): slower than vmap but runs anything the ordinary backward pass runs. Errors become one
+def _autograd_loop(module: nn.Module, module_name: str, forward: Callable[[list[Tensor]], list[Tensor]],
+                   others: dict[str, Tensor], params: dict[str, Tensor], xs: list[Tensor], cots: list[Tensor], n: int,
+                   why: BaseException) -> tuple[dict[str, Tensor], list[Tensor]]:
+    """Per-sample vector-Jacobian products by one ordinary backward pass per sample into fresh leaf copies of the
+    parameters (the only tensors of the recomputation that require gradients): slower than vmap but runs anything
+    the training step's own backward pass runs. Errors become one
     :class:`ConfigError` line naming the module (``why``: the error that made vmap give up)."""
     keys = list(params)
     rows: list[list[Tensor]] = []
@@ -98,11 +105,14 @@ def _autograd_loop(module: nn.Module, module_name: str, forward: Forward, params
         with torch.enable_grad():
             for i in range(n):
                 leaves = {k: params[k].detach().requires_grad_(True) for k in keys}
-                out = forward(leaves, [x[i] for x in xs])
-                pairs = [(o, c[i]) for o, c in zip(out, cots) if o.requires_grad]
-                got = torch.autograd.grad([o for o, _ in pairs], [leaves[k] for k in keys], [c for _, c in pairs],
-                                          allow_unused=True) if pairs else [None] * len(keys)
-                rows.append([torch.zeros_like(params[k]) if g is None else g.detach() for k, g in zip(keys, got)])
+                # the module's tensors swapped for the whole forward *and* backward pass (non-reentrant checkpointing
+                # recomputes the forward inside the backward, after torch.func.functional_call would have returned)
+                with _reparametrize_module(module, {**others, **leaves}):
+                    out = forward([x[i] for x in xs])
+                    pairs = [(o, c[i]) for o, c in zip(out, cots) if o.requires_grad]
+                    if pairs:  # backward() rather than autograd.grad: reentrant checkpointing refuses the latter
+                        torch.autograd.backward([o for o, _ in pairs], [c for _, c in pairs])
+                rows.append([torch.zeros_like(params[k]) if leaves[k].grad is None else leaves[k].grad for k in keys])
                 outs.append([o.detach() for o in out])
     except (RuntimeError, NotImplementedError, TypeError, ValueError) as error:
         raise ConfigError(f"module {module_name!r} ({type(module).__name__}) cannot be recomputed one sample at a "
