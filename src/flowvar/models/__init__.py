@@ -9,10 +9,11 @@ from flowvar.models.embeddings import FourierTimeEmbedding
 from flowvar.models.empirical import EmpiricalField, MemorizingField
 from flowvar.models.mlp import MLPField
 from flowvar.models.parametric import GaussianParametricField
+from flowvar.models.transformer import DiTField
 from flowvar.models.unet import SinusoidalTimeEmbedding, UNetField, sinusoidal_embedding
 
 __all__ = [
-    "CounterexampleField", "EmpiricalField", "FourierTimeEmbedding", "GaussianParametricField", "MLPField",
+    "CounterexampleField", "DiTField", "EmpiricalField", "FourierTimeEmbedding", "GaussianParametricField", "MLPField",
     "MemorizingField", "NoisyCounterexampleField", "SinusoidalTimeEmbedding", "UNetField", "VectorField",
     "sinusoidal_embedding", "time_column",
 ]
