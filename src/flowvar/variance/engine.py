@@ -38,7 +38,6 @@ trace is a difference of raw moments, so its relative rounding error is about ep
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, NoReturn
@@ -162,7 +161,7 @@ class GradNormEngine:
         #: parameters found used outside their own module's forward: measured through the whole model (the
         #: fallback at the root), {name: why}; kept for later batches
         self.outside: dict[str, str] = {}
-        self._probes: dict[str, Tensor] = {}
+        self._probes: dict[tuple[object, ...], tuple[Tensor, ...]] = {}
         self.units = self._plan()
         self._sequence_first = _sequence_first(model)
         self._coupling_candidates = [(n, m) for n, m in model.named_modules()
@@ -587,35 +586,43 @@ class GradNormEngine:
         2‖R_j‖/√P (‖R_j‖/√P: the size of ⟨N, R_j⟩ for noise N of unit norm). tol from the precision of the pass
         (float64 1e-8, float32 1e-3, half types 3e-2).
         """
-        names, gaps, bounds = [], [], []
-        tol = self._tolerance()
+        probe: dict[str, tuple[Tensor, Tensor, Tensor]] = {}  # name → (Σ_i ⟨g_i, R_j⟩, ⟨G, R_j⟩, ‖R_j‖/√P)
+        full: dict[str, Tensor] = {}  # name → ‖Σ_i g_i − G‖
+        refs: dict[str, tuple[Tensor, Tensor]] = {}  # name → (G, per-sample ‖g_i‖²)
         for name, c in collectors.items():
             ref = hooked.get(id(measured[name]))
             if ref is None:
                 continue
-            G = (ref.to_dense() if ref.is_sparse else ref).to(F64)
-            scale = torch.linalg.vector_norm(G) + (B * c.sq_norms.sum()).sqrt()
-            if c.grad_sum is None and c.probe_sum is not None and c.probe is not None:
+            G = ref.to_dense() if ref.is_sparse else ref
+            if c.grad_sum is None and c.probe_sum is not None and c.probe is not None and c.probe_scale is not None:
                 R = c.probe.reshape(c.probe.shape[0], -1)
-                got = c.probe_sum + (R @ c.check_sum.reshape(-1) if c.check_sum is not None else 0.0)
-                # ÷ 2: the largest of N_PROBES projections of a mismatch M is typically ~1.5‖M‖, so this flags about
-                # when the full check would (a param flagged by the probes alone is still measured exactly, but slowly)
-                gap = (got - R @ G.reshape(-1)).abs() / (2 * torch.linalg.vector_norm(R, dim=1) / math.sqrt(G.numel()))
-                names.append(name)
-                gaps.append(gap.max())
+                got = c.probe_sum if c.check_sum is None else c.probe_sum + R.to(F64) @ c.check_sum.reshape(-1)
+                probe[name] = (got, R @ G.reshape(-1), c.probe_scale)
             else:
                 total = c.grad_sum if c.grad_sum is not None else c.check_sum
-                names.append(name)
-                gaps.append(torch.linalg.vector_norm(G if total is None else total - G))
-            bounds.append(tol * scale + 1e-300)
-        if not names:
+                full[name] = (torch.linalg.vector_norm(G, dtype=F64) if total is None
+                              else torch.linalg.vector_norm(total - G.to(F64)))
+            refs[name] = (G, c.sq_norms)
+        if not refs:
             return []
-        bound = torch.stack(bounds)
+        names = [*probe, *full]
+        gaps = []
+        if probe:
+            got, want, scales = (torch.stack(x) for x in zip(*probe.values()))
+            # ÷ 2: the largest of N_PROBES projections of a mismatch M is typically ~1.5‖M‖, so this flags about when
+            # the full check would (a parameter flagged by the probes alone is still measured exactly, but slowly)
+            gaps.append(((got - want.to(F64)).abs() / (2 * scales)).amax(1))
+        if full:
+            gaps.append(torch.stack(list(full.values())))
+        # per parameter ‖G‖ + √(B Σ_i ‖g_i‖²), in the order of ``names``
+        norms = torch.stack(torch._foreach_norm([refs[n][0] for n in names])).to(F64)
+        spread = (B * torch.stack([refs[n][1] for n in names]).sum(1)).sqrt()
+        bound = self._tolerance() * (norms + spread) + 1e-300
         # a floor from the whole pass's scale: a parameter whose true gradient cancels to 0 (a key bias under softmax)
         # holds rounding noise of the size of its terms, not of its sum; below this floor a mismatch cannot move the
         # trace by more than a fraction ~tol of it either
         bound = bound + 1e-2 * torch.linalg.vector_norm(bound)
-        bad = (torch.stack(gaps) > bound).tolist()  # one transfer for all parameters
+        bad = (torch.cat(gaps) > bound).tolist()  # one transfer for all parameters
         return [n for n, b in zip(names, bad) if b]
 
     def _tolerance(self) -> float:
