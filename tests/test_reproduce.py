@@ -210,11 +210,12 @@ def test_unwritable_folder_and_bad_config_file(tmp_path: Path, capsys: pytest.Ca
 def test_failing_and_unimportable_experiments_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     import flowvar.experiments.base as base
+    import flowvar.experiments.registry as registry
 
     def boom(config: object, ctx: object) -> None:
         raise RuntimeError("numerical trouble")
 
-    monkeypatch.setitem(base._REGISTRY, "prop1", dataclasses.replace(base.get_experiment("prop1"), run=boom))
+    monkeypatch.setitem(registry._REGISTRY, "prop1", dataclasses.replace(base.get_experiment("prop1"), run=boom))
     real = base.get_experiment
 
     def get(name: str) -> base.ExperimentSpec:

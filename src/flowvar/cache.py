@@ -5,15 +5,15 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
 * the experiment name and its *full effective config* (``dataclasses.asdict`` of the built config, exactly the
   ``config`` of ``result.json``, so a key can be recomputed from a finished result);
 * the quick flag (a quick run and a full run with equal values are still different runs: ``Result.quick``);
-* the code version, :func:`code_version` of the experiment: ``flowvar.__version__`` plus a SHA-256 digest of
-  the ``*.py`` source files (relative path and bytes) of the installed flowvar package that the experiment can
-  depend on: every library module, the experiment machinery and shared kits (``experiments/base.py``,
-  ``__init__.py``, ``_*.py``) and the experiment's own module (no experiment imports another, so no import
-  parsing is needed). Editing any library module invalidates every entry (conservative: experiments compose many
-  library modules); adding or editing *another* experiment does not. The front end (:data:`FRONT_END`: the CLI,
+* the code version, :func:`code_version` of the experiment: ``flowvar.__version__`` plus a SHA-256 digest of the
+  ``*.py`` source files (relative path and bytes) of the installed flowvar package that the experiment can depend
+  on: every library module, the experiment machinery and shared kits (``experiments/base.py``, ``registry.py``,
+  ``config.py``, ``__init__.py``, ``_*.py``) and the experiment's own module (no experiment imports another, so no
+  import parsing is needed). Editing any library module invalidates every entry (conservative: experiments compose
+  many library modules); adding or editing *another* experiment does not. The front end (:data:`FRONT_END`: the CLI,
   the runner, reproduce, sweep, advise, the report, the audit, this cache) does not count: it launches experiments
-  and renders reports but computes nothing an experiment reports. Nor do the YAML files: the values
-  they hold are in the effective config. Sources are read once per process, so one run uses one code version;
+  and renders reports but computes nothing an experiment reports. Nor do the YAML files: the values they hold are in
+  the effective config. Sources are read once per process, so one run uses one code version;
 * the torch version and the torch thread count of the run (the last digits of a training run depend on the
   reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp).
 
@@ -88,7 +88,8 @@ def source_digest(experiment: str | None = None) -> str:
     if experiment is None:
         files = set(sources)
     else:
-        infra = {f for f in sources if f in ("experiments/base.py", "experiments/__init__.py")
+        infra = {f for f in sources if f in ("experiments/__init__.py", "experiments/base.py",
+                                             "experiments/registry.py", "experiments/config.py")
                  or f.startswith("experiments/_")}
         library = {f for f in sources if not f.startswith("experiments/")}
         own = {f"experiments/{experiment}.py"} & set(sources)
@@ -109,9 +110,9 @@ def _plugin_source(experiment: str) -> bytes | None:
     """The bytes of the module that registered ``experiment`` when it is a plugin (not a flowvar module)."""
     import sys
 
-    from flowvar.experiments.base import _REGISTRY
+    from flowvar.experiments.registry import registered
 
-    spec = _REGISTRY.get(experiment)
+    spec = registered(experiment)
     if spec is None:
         return None
     module = sys.modules.get(spec.run.__module__)

@@ -50,7 +50,7 @@ def canonical(value: Any) -> str:
 
 def parse_axis(spec: Any, item: str, *, source: str = "--grid") -> Axis:
     """``"key=v1,v2"`` → :class:`Axis` for experiment ``spec``; values are YAML (lists as ``[a,b]``)."""
-    from flowvar.experiments.base import _parse_scalar
+    from flowvar.experiments.base import parse_scalar
 
     key, sep, raw = item.partition("=")
     key = key.strip()
@@ -60,7 +60,7 @@ def parse_axis(spec: Any, item: str, *, source: str = "--grid") -> Axis:
     if not raw.strip() or any(not r for r in raws):
         raise ConfigError(f"{source} {item}: empty value list for {key} (give one or more values: "
                           f"{key}=v1,v2)")
-    return make_axis(spec, key, [_parse_scalar(text) for text in raws], f"{source} {item}")
+    return make_axis(spec, key, [parse_scalar(text) for text in raws], f"{source} {item}")
 
 
 def make_axis(spec: Any, key: str, values: Sequence[Any], where: str) -> Axis:

@@ -1,0 +1,464 @@
+"""Typed configs: the YAML values, ``--config``/``--seed``/``--set`` overrides, type coercion and validation.
+
+An experiment is a function ``run(config, ctx)`` registered with :func:`register` together with its
+config dataclass and the overrides that make ``--quick``. The function composes library pieces and reports
+through ``ctx``: metrics, claims, figures, the paper's numbers, and every choice the paper leaves open.
+
+Configs. The dataclass is the *schema* (field names and types); the values live in one YAML file per
+experiment next to its module, ``flowvar/experiments/<name>.yaml``: every field at its full-mode (paper-scale)
+value, a ``quick:`` section with the ``--quick`` overrides, and ``expected_runtime_s: {quick: .., full: ..}``
+(wall-clock estimates on 2 CPU cores, used for ETAs; not a parameter). :func:`build_config` layers
+
+    dataclass defaults → YAML values → YAML ``quick:`` (with --quick) → ``--config FILE`` (and its ``quick:``
+    section with --quick) → ``--seed`` → ``--set key=value``
+
+type-checking every value against the dataclass; an unknown key is a :class:`ConfigError` naming the file.
+An experiment without a YAML file falls back to its dataclass defaults and the ``quick=`` dict given to
+:func:`register`; ``flowvar config NAME --template`` prints the YAML file to add for it.
+"""
+
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowvar.errors import ConfigError, FlowvarError, printable
+from flowvar.experiments.registry import META_KEYS, ExperimentSpec, discover
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def parse_scalar(raw: str) -> Any:
+    """A ``--set`` value as YAML (``1``, ``0.5``, ``true``, ``[1, 2]``, ``null``); unparsable text stays a string."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None) -> Any:
+    """Convert ``raw`` to the field type ``tp``, or raise ConfigError.
+
+    ``raw`` is a string from ``--set`` (parsed as YAML first) or, when ``source`` names the file it came from,
+    a value already parsed from a YAML file. Error messages start with ``source`` or ``--set key=raw``.
+    """
+    where = source if source is not None else f"--set {key}={printable(str(raw))}"
+    value = parse_scalar(raw) if isinstance(raw, str) and source is None else raw
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(key, value, arg, source=where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: cannot parse {raw!r}")
+    if origin in (list, tuple):
+        if isinstance(value, str) and "," in value:
+            value = [parse_scalar(v) for v in value.split(",")]
+        if not isinstance(value, list | tuple):
+            value = [value]
+        inner = args[0] if args else Any
+        items = [coerce(key, v, inner, source=where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key} expects true or false")
+    if tp is int:
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
+            raise ConfigError(f"{where}: {key} expects an integer, got {raw!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; Python's float() does not
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: {key} expects a number, got {raw!r}")
+        return float(value)
+    if tp is str:
+        return str(value)
+    typing_literal = typing.Literal
+    if origin is typing_literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {key} must be one of {list(args)}")
+        return value
+    raise ConfigError(f"{where}: cannot parse a value of type {_type_name(tp)}")
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
+    """Turn ``["key=value", ...]`` into a dict, rejecting malformed entries."""
+    out: dict[str, str] = {}
+    for item in pairs:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(f"--set expects key=value, got {item!r} (for example --set steps=500)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class ConfigValues:
+    """The values one YAML mapping gives an experiment: top-level ``values`` and the ``quick`` section.
+
+    ``expected_runtime_s`` maps ``"quick"``/``"full"`` to wall-clock estimates (seconds on 2 CPU cores).
+    """
+
+    source: str
+    values: dict[str, Any]
+    quick: dict[str, Any]
+    expected_runtime_s: dict[str, float]
+
+
+def read_yaml(path: Path | str) -> Any:
+    """Parse a YAML file; a missing, unreadable or malformed file is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+
+
+def parse_config_mapping(spec: ExperimentSpec, mapping: Any, source: str) -> ConfigValues:
+    """Validate a YAML mapping against ``spec``'s dataclass and coerce every value to its field type.
+
+    Allowed keys: the dataclass fields, ``quick`` (a mapping of fields) and ``expected_runtime_s``. Anything
+    else is a :class:`ConfigError` naming ``source`` (the file) and the valid keys.
+    """
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys for {spec.name}, got "
+                          f"{type(mapping).__name__}")
+    hints = typing.get_type_hints(spec.config_cls)
+    names = spec.field_names()
+
+    def fields_of(section: dict, where: str) -> dict[str, Any]:
+        out = {}
+        for key, raw in section.items():
+            if key not in names:
+                raise ConfigError(f"{where}: unknown config key {key!r} for {spec.name}; valid keys: "
+                                  f"{', '.join(names)}")
+            out[key] = coerce(key, raw, hints[key], source=f"{where}: {key}: {raw!r}")
+        return out
+
+    top = {k: v for k, v in mapping.items() if k not in META_KEYS}
+    values = fields_of(top, source)
+    quick_section = mapping.get("quick") or {}
+    if not isinstance(quick_section, dict):
+        raise ConfigError(f"{source}: the quick section must be a mapping of config keys")
+    quick = fields_of(quick_section, f"{source} (quick section)")
+    runtime_raw = mapping.get("expected_runtime_s") or {}
+    if not isinstance(runtime_raw, dict) or set(runtime_raw) - {"quick", "full"}:
+        raise ConfigError(f"{source}: expected_runtime_s must be a mapping {{quick: seconds, full: seconds}}")
+    runtime = {mode: coerce("expected_runtime_s", v, float, source=f"{source}: expected_runtime_s")
+               for mode, v in runtime_raw.items()}
+    return ConfigValues(source, values, quick, runtime)
+
+
+def package_defaults(spec: ExperimentSpec) -> ConfigValues | None:
+    """The values of ``spec``'s YAML file, or None when the experiment has none (dataclass fallback)."""
+    path = spec.defaults_file
+    if path is None or not Path(path).is_file():
+        return None
+    return parse_config_mapping(spec, read_yaml(path), str(path))
+
+
+def is_multi_experiment(mapping: Any) -> bool:
+    """Whether a ``--config`` mapping is keyed by experiment name (``{fig4: {...}, prop1: {...}}``)."""
+    names = set(discover())
+    return (isinstance(mapping, dict) and bool(mapping)
+            and all(k in names and isinstance(v, dict | None) for k, v in mapping.items()))
+
+
+def user_config(spec: ExperimentSpec, path: Path | str) -> ConfigValues | None:
+    """The part of a ``--config FILE`` that applies to ``spec``.
+
+    The file is either flat (the format of the package YAML files: keys, ``quick:``) or keyed by experiment
+    name; in the second form an experiment the file does not mention gets None.
+    """
+    mapping = read_yaml(path)
+    if is_multi_experiment(mapping):
+        if spec.name not in mapping:
+            return None
+        return parse_config_mapping(spec, mapping[spec.name], f"{path} ({spec.name} section)")
+    return parse_config_mapping(spec, mapping, str(path))
+
+
+def expected_runtime(spec: ExperimentSpec, quick: bool) -> float | None:
+    """The YAML file's wall-clock estimate for this mode (seconds on 2 CPU cores), or None."""
+    defaults = package_defaults(spec)
+    if defaults is None:
+        return None
+    return defaults.expected_runtime_s.get("quick" if quick else "full")
+
+
+# The schema's generic value rules, by field name (an experiment's ``validate()`` adds the cross-field ones). Every
+# number must be finite; a list whose default is non-empty must stay non-empty; and:
+COUNT_FIELDS = re.compile(r"^(n|ns|dims|widths|n_.*|.*_samples|steps|.*_steps|train_steps|repeats|.*_repeats|rounds|"
+                          r"stages|batch_size|width|depth|resolution|.*_pairs|eval_.*|base_channels|channel_mult|"
+                          r"num_res_blocks|.*_sources|.*_points|grid_columns|max_.*|.*_max|min_heldout|"
+                          r"gap_check_n|ot_block_size)$")
+"""Counts: integers ≥ 1 each (``euler_steps=[0]`` or ``n_samples=0`` cannot run)."""
+NON_NEGATIVE_FIELDS = re.compile(r"^(seed|.*_seed|.*sigma.*|checkpoint_every|warmup_steps|threads|dropout|"
+                                 r"weight_decay|ot_refine_rounds|log_every|.*_tol_deg)$")
+"""Numbers ≥ 0 (σ, seeds, and the counts where 0 means "none" or "automatic")."""
+POSITIVE_FIELDS = re.compile(r"^(lr|.*_lr|rtol|atol|mu|cov_diag|.*_std|.*_scale|.*_factor|.*_ratio|.*margin|"
+                             r"min_.*effect.*|min_effect|.*_threshold|.*_accuracy|.*_fraction|.*_rel_error|zero_loss|"
+                             r"window_s_min|grad_clip|angle_deg)$")
+"""Numbers > 0 (rates, tolerances, scales, thresholds)."""
+MAX_COUNT = 10**8
+"""The largest value any count may take: beyond it a run cannot finish on any machine flowvar targets (a config
+asking for more is refused up front rather than failing hours later or exhausting memory)."""
+
+
+def _numbers(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return [x for v in value for x in _numbers(v)]
+    return [value] if isinstance(value, int | float) and not isinstance(value, bool) else []
+
+
+def check_schema(spec: ExperimentSpec, config: Any) -> None:
+    """The generic value rules of every experiment's schema (see :data:`COUNT_FIELDS` and its neighbours); a
+    violation is a one-line :class:`ConfigError` naming the key, the value and what it must be."""
+    for f in dataclasses.fields(config):
+        key, value = f.name, getattr(config, f.name)
+        numbers = _numbers(value)
+        where = f"{spec.name}: {key}"
+        if any(not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{where} must be finite, got {_yaml_inline(value)}")
+        default = field_default(f)
+        if isinstance(value, list | tuple) and not value and isinstance(default, list | tuple) and default:
+            raise ConfigError(f"{where} must not be empty (default {_yaml_inline(default)})")
+        if NON_NEGATIVE_FIELDS.match(key):  # before the counts: warmup_steps = 0 means no warmup
+            if any(v < 0 for v in numbers):
+                raise ConfigError(f"{where} must be >= 0, got {_yaml_inline(value)}")
+        elif COUNT_FIELDS.match(key):
+            bad = [v for v in numbers if v < 1 or v > MAX_COUNT]
+            if bad:
+                raise ConfigError(f"{where} must hold counts from 1 to {MAX_COUNT:.0e}, got {_yaml_inline(value)}")
+        elif POSITIVE_FIELDS.match(key) and any(v <= 0 for v in numbers):
+            raise ConfigError(f"{where} must be > 0, got {_yaml_inline(value)}")
+        if key == "alpha" and numbers and not 0 < numbers[0] < 0.5:
+            raise ConfigError(f"{where} must lie in (0, 0.5) (a significance level), got {value}")
+
+
+def build_config(spec: ExperimentSpec, *, quick: bool = False, seed: int | None = None,
+                 overrides: dict[str, Any] | None = None, config_file: Path | str | None = None) -> Any:
+    """Dataclass defaults → YAML values → quick section → ``config_file`` → ``seed`` → ``overrides``.
+
+    Every value is type-checked against the dataclass; see the module doc for the layering.
+    """
+    hints = typing.get_type_hints(spec.config_cls)
+    names = spec.field_names()
+    values: dict[str, Any] = {}
+    defaults = package_defaults(spec)
+    if defaults is not None:
+        values.update(defaults.values)
+        if quick:
+            values.update(defaults.quick)
+    elif quick:
+        values.update(spec.quick)
+    if config_file is not None:
+        user = user_config(spec, config_file)
+        if user is not None:
+            values.update(user.values)
+            if quick:
+                values.update(user.quick)
+    if seed is not None:
+        if "seed" not in names:
+            raise ConfigError(f"experiment {spec.name} takes no seed")
+        values["seed"] = seed
+    for key, raw in (overrides or {}).items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {key!r} for {spec.name}; valid keys: {', '.join(names)}")
+        values[key] = coerce(key, raw, hints[key])
+    try:
+        config = spec.config_cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid config for {spec.name}: {e}") from None
+    validate_config(spec, config)
+    return config
+
+
+MAX_DAYS_DEFAULT = 30.0
+"""Runs estimated (:func:`estimated_runtime`) to take longer than this many days on 2 CPU cores are refused up
+front; ``$FLOWVAR_MAX_DAYS`` raises or lowers the bound."""
+
+
+def _work_size(key: str, value: Any) -> float | None:
+    """How much work a config value asks for: the total of a count field (``n_samples=1e4``, ``ns=[64, 256]``),
+    the length of any other list (σ values, angles); None for the rest."""
+    numbers = _numbers(value)
+    if COUNT_FIELDS.match(key) and numbers:
+        return float(sum(numbers))
+    if isinstance(value, list | tuple) and value:
+        return float(len(value))
+    return None
+
+
+def estimated_runtime(spec: ExperimentSpec, config: Any) -> float | None:
+    """A rough wall-clock estimate (seconds, 2 CPU cores) of running ``config``: the YAML file's full-mode estimate
+    times ∏_k size_k(config) / size_k(full defaults) over the count fields and lists (:func:`_work_size`), i.e.
+    linear in every count. None without a YAML estimate. It is coarse by design (widths and depths cost more than
+    linearly): it exists to refuse sizes that cannot finish, not to schedule."""
+    defaults = package_defaults(spec)
+    if defaults is None or "full" not in defaults.expected_runtime_s:
+        return None
+    full = {f.name: field_default(f) for f in dataclasses.fields(config)} | dict(defaults.values)
+    ratio = 1.0
+    for f in dataclasses.fields(config):
+        now, ref = _work_size(f.name, getattr(config, f.name)), _work_size(f.name, full.get(f.name))
+        if now is not None and ref is not None and ref > 0:
+            ratio *= now / ref
+    return float(defaults.expected_runtime_s["full"]) * ratio
+
+
+def max_runtime_s() -> float:
+    """The bound of :func:`check_size` in seconds: ``$FLOWVAR_MAX_DAYS`` days, else :data:`MAX_DAYS_DEFAULT`."""
+    raw = os.environ.get("FLOWVAR_MAX_DAYS")
+    if raw is None:
+        return MAX_DAYS_DEFAULT * 86400.0
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1.0
+    if not (math.isfinite(days) and days > 0):
+        raise ConfigError(f"FLOWVAR_MAX_DAYS must be a positive number of days, got {raw!r}")
+    return days * 86400.0
+
+
+def check_size(spec: ExperimentSpec, config: Any) -> None:
+    """Refuse, with the estimate, a config that would run longer than :func:`max_runtime_s` on 2 CPU cores."""
+    estimate = estimated_runtime(spec, config)
+    bound = max_runtime_s()
+    if estimate is not None and estimate > bound:
+        raise ConfigError(f"{spec.name}: this config would take ~{estimate / 86400:.3g} days on 2 CPU cores (the "
+                          f"full-mode estimate scaled linearly by its sizes), over the {bound / 86400:.3g}-day bound; "
+                          f"shrink the sizes, or raise the bound with FLOWVAR_MAX_DAYS=...")
+
+
+def validate_config(spec: ExperimentSpec, config: Any) -> None:
+    """The schema's generic rules (:func:`check_schema`), then the experiment's own ``validate()`` (cross-field
+    checks), then the size bound (:func:`check_size`). Anything else escaping ``validate()`` (a bug, not bad input)
+    is reported as a :class:`ConfigError` naming the experiment, so a bad value never reaches the user as a
+    traceback."""
+    check_schema(spec, config)
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except FlowvarError:
+            raise
+        except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, OverflowError, RuntimeError) as e:
+            raise ConfigError(f"invalid config for {spec.name}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    check_size(spec, config)
+
+
+def _yaml_value(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_yaml_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _yaml_value(v) for k, v in value.items()}
+    return value
+
+
+def _yaml_inline(value: Any) -> str:
+    """One value in YAML flow style on one line (``[1.0, 2.0]``, ``constant``, ``1.0e-07``, ``null``)."""
+    text = yaml.safe_dump(_yaml_value(value), default_flow_style=True, width=10_000, allow_unicode=True,
+                          sort_keys=False)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default value (calling its ``default_factory``), or ``dataclasses.MISSING``."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def defaults_yaml(spec: ExperimentSpec, expected_runtime_s: dict[str, float] | None = None) -> str:
+    """The YAML file for ``spec`` generated from its dataclass defaults and the ``quick=`` dict of :func:`register`.
+
+    ``flowvar config NAME --template`` prints it; a field without a default is written as ``null`` and must be
+    filled in.
+    """
+    lines = [f"# {spec.name}: {spec.title}",
+             "# Every parameter at full (paper) scale; `quick:` overrides them for --quick. The dataclass",
+             f"# {spec.config_cls.__name__} in flowvar/experiments/{spec.name}.py is the schema (names and types); "
+             "this file holds the values.",
+             f"# `flowvar config {spec.name} [--quick]` prints the effective config after --config, --seed and --set."]
+    for f in dataclasses.fields(spec.config_cls):
+        value = field_default(f)
+        value = None if value is dataclasses.MISSING else value
+        lines.append(f"{f.name}: {_yaml_inline(value)}")
+    lines.append("quick:" if spec.quick else "quick: {}")
+    lines += [f"  {k}: {_yaml_inline(v)}" for k, v in spec.quick.items()]
+    if expected_runtime_s:
+        lines.append("# wall-clock estimates in seconds on 2 CPU cores (not a parameter): ETAs and docs/reproduce.md")
+        lines.append(f"expected_runtime_s: {_yaml_inline(dict(expected_runtime_s))}")
+    return "\n".join(lines) + "\n"
+
+
+def config_yaml(config: Any) -> str:
+    """An effective config as a flat YAML mapping (a valid ``--config FILE``)."""
+    return yaml.safe_dump(_yaml_value(dataclasses.asdict(config)), default_flow_style=None, sort_keys=False,
+                          width=1000, allow_unicode=True)
+
+
+__all__ = [
+    "COUNT_FIELDS",
+    "MAX_COUNT",
+    "MAX_DAYS_DEFAULT",
+    "NON_NEGATIVE_FIELDS",
+    "POSITIVE_FIELDS",
+    "ConfigValues",
+    "build_config",
+    "check_schema",
+    "check_size",
+    "coerce",
+    "config_yaml",
+    "defaults_yaml",
+    "estimated_runtime",
+    "expected_runtime",
+    "field_default",
+    "is_multi_experiment",
+    "max_runtime_s",
+    "package_defaults",
+    "parse_config_mapping",
+    "parse_overrides",
+    "parse_scalar",
+    "read_yaml",
+    "user_config",
+    "validate_config",
+]

@@ -1,0 +1,140 @@
+"""The experiment registry: which experiments exist (:func:`discover`: one module per experiment in this
+package), how a module registers one (:func:`register`), how a plugin adds its own (:func:`load_plugin`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flowvar.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flowvar.experiments.base import RunContext
+
+
+MACHINERY = frozenset({"base", "registry", "config"})
+"""Modules of this package that are the machinery, not experiments (as are the ``_kit`` modules)."""
+
+
+def discover() -> tuple[str, ...]:
+    """Every module of this package except the infrastructure: one module per experiment, named like it.
+
+    Names only; nothing is imported (a module that fails to import is still listed).
+    """
+    import pkgutil
+
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).resolve().parent)])
+                        if not m.name.startswith("_") and m.name not in MACHINERY))
+
+
+CONFIG_DIR = Path(__file__).resolve().parent
+"""Where the per-experiment YAML files live (next to the experiment modules)."""
+
+META_KEYS = ("quick", "expected_runtime_s", "sweeps")
+"""Top-level YAML keys that are not config fields: the quick section, the runtime estimates and the named sweeps
+(``flowvar sweep --preset``, read by :mod:`flowvar.sweep`)."""
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A registered experiment. ``defaults_file`` is its YAML file (it need not exist: see the module doc)."""
+
+    name: str
+    title: str
+    config_cls: type
+    run: Callable[[Any, RunContext], None]
+    quick: dict[str, Any]
+    paper: dict[str, Any]
+    defaults_file: Path | None = None
+
+    def field_names(self) -> list[str]:
+        """The config keys, in declaration order."""
+        return [f.name for f in dataclasses.fields(self.config_cls)]
+
+
+_REGISTRY: dict[str, ExperimentSpec] = {}
+
+
+def register(name: str, *, title: str, config: type, quick: dict[str, Any] | None = None,
+             paper: dict[str, Any] | None = None) -> Callable[[Callable[[Any, RunContext], None]], Callable]:
+    """Decorator registering ``run(config, ctx)`` as experiment ``name``."""
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"experiment {name}: config must be a dataclass")
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = set(quick or {}) - fields
+    if unknown:
+        raise TypeError(f"experiment {name}: quick overrides name unknown fields {sorted(unknown)}")
+
+    def wrap(fn: Callable[[Any, RunContext], None]) -> Callable[[Any, RunContext], None]:
+        # The YAML file sits next to the module that registers the experiment (flowvar's own, or a plugin's).
+        module_file = getattr(sys.modules.get(fn.__module__), "__file__", None)
+        folder = Path(module_file).resolve().parent if module_file else CONFIG_DIR
+        _REGISTRY[name] = ExperimentSpec(name, title, config, fn, dict(quick or {}), dict(paper or {}),
+                                         folder / f"{name}.yaml")
+        return fn
+
+    return wrap
+
+
+def _load_all() -> None:
+    for module in discover():
+        importlib.import_module(f"flowvar.experiments.{module}")
+
+
+def experiments() -> dict[str, ExperimentSpec]:
+    """All registered experiments by name (importing their modules on first use)."""
+    _load_all()
+    return dict(_REGISTRY)
+
+
+def get_experiment(name: str) -> ExperimentSpec:
+    """The experiment called ``name``: flowvar's own (importing only its module) or one a plugin registered."""
+    names = discover()
+    if name not in names:
+        if name in _REGISTRY:  # registered by a plugin module (see load_plugin)
+            return _REGISTRY[name]
+        raise ConfigError(f"unknown experiment {name!r}; run `flowvar list` to see the {len(names)} experiments "
+                          f"({', '.join(names)}), or load your own with --plugin")
+    importlib.import_module(f"flowvar.experiments.{name}")
+    return _REGISTRY[name]
+
+
+def load_plugin(target: str | Path) -> list[str]:
+    """Import a module that registers extra experiments with :func:`register`; return the names it added.
+
+    ``target`` is a ``.py`` file (imported under its stem, its folder put on ``sys.path`` so that worker
+    processes can import it again) or a dotted module name. Importing the same target twice is a no-op.
+    """
+    before = set(_REGISTRY)
+    text = str(target)
+    try:
+        if text.endswith(".py") or Path(text).is_file():
+            path = Path(text).resolve()
+            if not path.is_file():
+                raise ConfigError(f"plugin file {text} does not exist")
+            if str(path.parent) not in sys.path:
+                sys.path.insert(0, str(path.parent))
+            importlib.import_module(path.stem)
+        else:
+            importlib.import_module(text)
+    except ConfigError:
+        raise
+    except ImportError as e:
+        raise ConfigError(f"cannot import plugin {text}: {e}") from None
+    except Exception as e:
+        raise ConfigError(f"plugin {text} failed while importing: {type(e).__name__}: {e}".splitlines()[0]) from None
+    return sorted(set(_REGISTRY) - before)
+
+
+def registered(name: str) -> ExperimentSpec | None:
+    """The spec registered under ``name`` so far (flowvar's or a plugin's), without importing anything."""
+    return _REGISTRY.get(name)
+
+
+__all__ = ["CONFIG_DIR", "MACHINERY", "META_KEYS", "ExperimentSpec", "discover", "experiments", "get_experiment",
+           "load_plugin", "register", "registered"]
