@@ -98,10 +98,12 @@ class GradientVarianceMonitor:
     noise level when known (0: deterministic; None: unknown — the trainer callback then reads it off the
     path, where a deterministic interpolant has z = 0). ``elementwise``: also keep per-coordinate variances
     (``last_report.elementwise``; ``last_stats`` holds the raw :class:`~flowvar.variance.moments.BatchGradStats`).
-    ``validate_first``: on the first logged step, check that the per-sample gradients add up to the backward
-    pass's gradient (an extra loss term, or a parameter used outside its module, raises
-    :class:`~flowvar.errors.DataError`; the ``reduction`` passed to :meth:`step` cannot be checked and must
-    match the backward pass). ``collapse_ratio``, ``collapse_atol``, ``patience``: the memorisation
+    Every logged step checks cheaply that the per-sample gradients add up to the backward pass's gradient (the
+    engine's sum check): a parameter used outside its module is then measured exactly through the model and
+    named in the record's ``fallback``, and an extra loss term raises :class:`~flowvar.errors.DataError` at the
+    step where it appears, so no logged number is silently wrong. ``validate_first``: on the first logged step,
+    make that check with the full Σ_i g_i of every parameter (the ``reduction`` passed to :meth:`step` cannot be
+    checked and must match the backward pass). ``collapse_ratio``, ``collapse_atol``, ``patience``: the memorisation
     criterion; ``warn=False`` records it in the logs without warning. ``reduce_ranks``: under
     ``torch.distributed`` with W > 1 ranks, log the statistics of the global batch (every rank's per-sample
     statistics reduced, :mod:`flowvar.variance.ranks`; every rank must call the monitor on the same steps, and
