@@ -248,8 +248,11 @@ class GradientVarianceMonitor:
         bins = self.t_bins if t is not None else None
         validate = self.validate_first and not self._validated
         full_profile = len(self.history) % self.profile_every == 0
-        stats = self.engine.compute(losses.shape[0], reduction=reduction, losses=losses, t=t, t_bins=bins,
-                                    bin_traces=full_profile, validate=validate)
+        try:
+            stats = self.engine.compute(losses.shape[0], reduction=reduction, losses=losses, t=t, t_bins=bins,
+                                        bin_traces=full_profile, validate=validate)
+        except DataError as error:  # the sum check: say which step changed (the loss, or how a parameter is used)
+            raise DataError(f"step {step}: {error}") from None
         if scale != 1.0 or self._reducing():  # a data-parallel step: the global batch (or the rescaled shard)
             stats = reduce_across_ranks(stats, scale=scale, across_ranks=self._reducing())
         self._validated = True
