@@ -507,3 +507,16 @@ def test_memorisation_score_and_evaluation(gen: torch.Generator) -> None:
     assert fresh["memorisation"] < 0.2 and fresh["fresh_copy_fraction"] < 0.2
     assert abs(fresh["generalisation"]) < copy["generalisation"]
     assert fresh["generalisation"] == fresh["gen_mmd2.unbiased"]
+
+
+def test_median_nn_distance_against_brute_force(gen: torch.Generator) -> None:
+    """median_i min_{j ≠ i} ‖x_i − x_j‖, images flattened, queries limited to the first rows, duplicates at 0."""
+    x = torch.randn(41, 2, 3, generator=gen)
+    d = torch.cdist(x.flatten(1).double(), x.flatten(1).double())
+    d.fill_diagonal_(math.inf)
+    nearest = d.min(1).values
+    assert metrics.median_nn_distance(x) == pytest.approx(float(nearest.median()), rel=1e-12)
+    assert metrics.median_nn_distance(x, max_queries=10) == pytest.approx(float(nearest[:10].median()), rel=1e-12)
+    assert metrics.median_nn_distance(torch.cat([x, x])) == 0.0  # every point has a copy
+    with pytest.raises(DataError, match="at least 2"):
+        metrics.median_nn_distance(x[:1])

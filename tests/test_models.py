@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from flowvar.errors import ConfigError, ShapeError, SolverError
-from flowvar.models import CounterexampleField, GaussianParametricField, MLPField
+from flowvar.models import CounterexampleField, FlatMLPField, GaussianParametricField, MLPField, ZeroPerturbedField
 
 
 def test_mlp_shapes_and_time_broadcast() -> None:
@@ -50,3 +50,34 @@ def test_counterexample_field_is_the_line_velocity_off_the_singular_time() -> No
         xt = (1 - t) * x0 + t * x1
         assert torch.allclose(f(xt, t), x1 - x0, atol=1e-9)
     assert not bool(torch.isfinite(f(0.5 * mu.expand(1, 2) + 1e-3, 0.5)).all())
+
+
+def test_flat_mlp_field_is_an_mlp_on_flattened_items() -> None:
+    torch.manual_seed(0)
+    flat = FlatMLPField((1, 2, 3), width=8, depth=2, activation="silu")
+    torch.manual_seed(0)
+    mlp = MLPField(6, 8, 2, "silu")  # same initialisation: the wrapper draws nothing else
+    x, t = torch.randn(4, 1, 2, 3), torch.rand(4)
+    out = flat(x, t)
+    assert out.shape == x.shape
+    assert torch.equal(out, mlp(x.reshape(4, 6), t).reshape(x.shape))
+    assert list(flat.state_dict()) == [f"mlp.{k}" for k in mlp.state_dict()]
+    vectors = FlatMLPField((5,), width=8, depth=1)
+    assert vectors(torch.randn(3, 5), 0.5).shape == (3, 5)
+
+
+def test_zero_perturbed_field_equals_its_base_and_has_zero_gradient_where_it_fits() -> None:
+    base = CounterexampleField(mu=2.0, dim=2)
+    probe = ZeroPerturbedField(base, 2)
+    x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    t = torch.full((6,), 0.3, dtype=torch.float64)
+    assert torch.equal(probe(x, t), base(x, t))
+    assert sum(p.numel() for p in probe.parameters()) == 2 * 3 + 2
+    (probe(x, t) - base(x, t)).pow(2).sum().backward()  # targets the base fits exactly: no gradient
+    assert probe.linear.weight.grad is not None and float(probe.linear.weight.grad.abs().max()) == 0.0
+    probe.zero_grad()
+    r = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (base(x, t) + r - probe(x, t)).pow(2).sum().backward()  # ∇_W = −2 Σ_i r_i [x_i, t_i]ᵀ, ∇_c = −2 Σ_i r_i
+    xt = torch.cat([x, t[:, None]], 1)
+    torch.testing.assert_close(probe.linear.weight.grad, -2 * r.T @ xt)
+    torch.testing.assert_close(probe.linear.bias.grad, -2 * r.sum(0))

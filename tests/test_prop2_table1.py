@@ -15,7 +15,6 @@ from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.prop2 import (
     TrainingMonitor,
-    ZeroPerturbedField,
     floor_precondition,
     grid_hits,
     line_encounters,
@@ -42,7 +41,7 @@ from flowvar.experiments.table1 import mechanism_precondition as table1_mechanis
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.metrics import mmd2
-from flowvar.models import MemorizingField, MLPField
+from flowvar.models import MemorizingField, MLPField, ZeroPerturbedField
 from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Result, judge, to_jsonable
 from flowvar.sampling import time_grid

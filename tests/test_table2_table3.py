@@ -139,7 +139,7 @@ def test_bad_inputs_fail_before_training(tmp_path: Path, monkeypatch: pytest.Mon
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("training started before the input was validated")
 
-    monkeypatch.setattr(imaging, "train", no_training)
+    monkeypatch.setattr(imaging, "train_cfm", no_training)
     with pytest.raises(error, match=message):
         run_experiment(experiment, tmp_path, quick=True, overrides={**TINY, **overrides})
     assert not (tmp_path / experiment).exists()

@@ -359,3 +359,46 @@ def test_bad_setups(tmp_path: Path) -> None:
         train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=2, batch_size=4), tmp_path)
     with pytest.raises(ConfigError, match="does not fit this model"):
         train(mlp(width=8), CFMLoss(), coupling(), TrainConfig(steps=8, batch_size=4), tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- the experiments' recipe
+
+
+def test_train_cfm_is_train_on_cfm_sigma_without_logging(tmp_path: Path) -> None:
+    """train_cfm = train(model, CFMLoss(Interpolant(σ)), coupling, TrainConfig(..., log_every=0, **options))."""
+    torch.manual_seed(0)
+    a = MLPField(2, width=16, depth=2)
+    b = MLPField(2, width=16, depth=2)
+    b.load_state_dict(a.state_dict())
+    ra = train_mod.train_cfm(a, coupling(), 0.05, steps=12, batch_size=32, lr=1e-2, seed=3, warmup_steps=4,
+                             ema_decay=0.9, checkpoint_dir=tmp_path / "a")
+    rb = train(b, CFMLoss(Interpolant(0.05)), coupling(),
+               TrainConfig(steps=12, batch_size=32, lr=1e-2, seed=3, warmup_steps=4, ema_decay=0.9, log_every=0),
+               checkpoint_dir=tmp_path / "b")
+    assert ra.losses == rb.losses
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert ra.ema_state is not None and rb.ema_state is not None
+    assert all(torch.equal(ra.ema_state[k], rb.ema_state[k]) for k in rb.ema_state)
+    assert load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)["config"] == \
+        load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["config"]
+    with pytest.raises(ConfigError, match=r"unknown training option\(s\) \['warmup'\]"):
+        train_mod.train_cfm(a, coupling(), 0.0, steps=1, batch_size=4, lr=1e-3, seed=0, warmup=3)
+    with pytest.raises(ConfigError, match="sigma"):
+        train_mod.train_cfm(a, coupling(), -1.0, steps=1, batch_size=4, lr=1e-3, seed=0)
+
+
+def test_train_mlp_field_seeds_the_initialisation_and_the_batches() -> None:
+    """The recipe's model is the MLPField built right after torch.manual_seed(init_seed), trained by train_cfm."""
+    callback_steps: list[int] = []
+
+    class Count:
+        def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> None:
+            callback_steps.append(step)
+
+    model, res = train_mod.train_mlp_field(coupling(), 0.0, 2, width=16, depth=2, activation="silu", init_seed=7,
+                                           steps=10, batch_size=16, lr=1e-2, seed=5, callbacks=[Count()])
+    torch.manual_seed(7)
+    manual = MLPField(2, 16, 2, "silu")
+    manual_res = train_mod.train_cfm(manual, coupling(), 0.0, steps=10, batch_size=16, lr=1e-2, seed=5)
+    assert isinstance(model, MLPField) and res.losses == manual_res.losses and callback_steps == list(range(1, 11))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), manual.parameters(), strict=True))

@@ -6,7 +6,8 @@ D = prod(shape) coordinates (images (n, C, H, W) become (n, C·H·W)). All arith
 * :func:`mmd2`: kernel two-sample statistic MMD² with an RBF kernel, three estimators, computed in
   chunk × chunk blocks so memory stays bounded for large n.
 * :func:`partner_distances`, :func:`pairing_accuracy`, :func:`nn_distance_ratio`: per-pair L2 distances
-  and nearest-neighbour memorisation measures (Table 2, §5 item 6).
+  and nearest-neighbour memorisation measures (Table 2, §5 item 6); :func:`median_nn_distance`: the spacing of a
+  point set (median distance to the nearest other point).
 * :func:`path_straightness`: Liu et al.'s straightness of ODE trajectories.
 * :func:`fitted_linear_map`, :func:`polar_decomposition`, :func:`rotation_angle`: the rotation angle of a
   fitted affine coupling x̂1 ≈ A x0 + b (Lemma 2 stagnation check, §5 item 7).
@@ -375,6 +376,19 @@ def nearest_neighbours(query: Tensor, ref: Tensor, k: int = 1, chunk: int = 1024
         exact[i:i + rows] = (query[i:i + rows, None, :] - ref[idx_out[i:i + rows]]).pow(2).sum(-1).sqrt()
     exact, order = exact.sort(1)
     return exact, idx_out.gather(1, order)
+
+
+def median_nn_distance(x: Tensor, max_queries: int | None = None) -> float:
+    """The spacing of a point set: median_i min_{j ≠ i} ‖x_i − x_j‖ (float64).
+
+    ``x``: (n, *shape), n >= 2, flattened to (n, D). The queries are the first ``max_queries`` rows (None: all n),
+    each against all n rows; a row's own distance 0 is skipped by taking its second-nearest row
+    (:func:`nearest_neighbours` with k = 2), so a duplicated point has distance 0 to its copy. For an even number of
+    queries the median is the lower of the two middle values (``torch.median``).
+    """
+    xm = as_matrix("x", x, min_rows=2)
+    query = xm if max_queries is None else xm[:check_positive_int("max_queries", max_queries)]
+    return float(nearest_neighbours(query, xm, 2)[0][:, 1].median())
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,10 @@ group with W > 1 ranks is initialised, the same call trains data-parallel with t
   rank only (e.g. by a callback) leaves the others waiting in the next collective until the backend's timeout.
 * Normalisation layers that mix rows of a batch (BatchNorm) see only their rank's shard; flowvar's models
   (GroupNorm, MLPs) do not mix rows.
+
+**The experiments' recipe.** :func:`train_cfm` is :func:`train` on CFM(σ) (constant noise σ, target x1 − x0) with
+the experiments' conventions (no loss logging); :func:`train_mlp_field` builds a seeded
+:class:`~flowvar.models.MLPField` and trains it that way.
 """
 
 from __future__ import annotations
@@ -81,8 +85,9 @@ from tqdm.auto import tqdm
 from flowvar import distributed
 from flowvar.couplings import Coupling
 from flowvar.errors import ConfigError, DataError, TrainingError
-from flowvar.interpolants import PathSample
+from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
+from flowvar.models import MLPField
 
 log = logging.getLogger(__name__)
 
@@ -609,3 +614,43 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
                        resumed_from=resumed_from, runtime_s=time.perf_counter() - start_time, history=history,
                        ema_state={k: v.clone() for k, v in ema.items()} if ema is not None else None,
                        checkpoint_path=ckpt_path if directory is not None else None)
+
+
+# --------------------------------------------------------------------------------------------- the experiments' recipe
+
+
+def train_cfm(model: nn.Module, coupling: Coupling, sigma: float, *, steps: int, batch_size: int, lr: float,
+              seed: int, progress: bool = False, callbacks: Sequence[Callback] = (),
+              checkpoint_dir: str | os.PathLike[str] | None = None, **options: Any) -> TrainResult:
+    """Train ``model`` in place on CFM(σ) over batches from ``coupling``: the training call of every experiment.
+
+    CFM(σ) is the loss (1/B) Σ_i ‖(x1_i − x0_i) − v_θ(x_t,i, t_i)‖² on x_t = (1 − t) x0 + t x1 + σ z with constant
+    noise σ and t ~ U(0, 1) (:class:`~flowvar.interpolants.Interpolant`, :class:`~flowvar.loss.CFMLoss`); σ = 0 is
+    the deterministic loss of Prop 2. The run is :func:`train` with ``TrainConfig(steps, batch_size, lr, seed=seed,
+    progress=progress, log_every=0)``: Adam, no loss logging, every batch drawn from a generator seeded with
+    ``seed``. ``options``: any other :class:`TrainConfig` field (``warmup_steps``, ``grad_clip``, ``ema_decay``,
+    ``checkpoint_every``, ``weight_decay``, ``log_every``); an unknown one is a ConfigError. ``callbacks`` and
+    ``checkpoint_dir`` (resumed when it holds a checkpoint) as in :func:`train`.
+    """
+    config = TrainConfig.from_dict({"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                                    "progress": progress, "log_every": 0, **options})
+    return train(model, CFMLoss(Interpolant(sigma)), coupling, config, checkpoint_dir=checkpoint_dir,
+                 callbacks=callbacks)
+
+
+def train_mlp_field(coupling: Coupling, sigma: float, dim: int, *, width: int, depth: int, activation: str,
+                    init_seed: int, steps: int, batch_size: int, lr: float, seed: int, progress: bool = False,
+                    callbacks: Sequence[Callback] = ()) -> tuple[MLPField, TrainResult]:
+    """A fresh :class:`~flowvar.models.MLPField` trained on CFM(σ): returns (the trained model, the run's result).
+
+    The model, MLPField(``dim``, ``width``, ``depth``, ``activation``) on (B, dim) float32 points, is built right
+    after ``torch.manual_seed(init_seed)``, so equal ``init_seed`` gives equal initial weights — the experiments
+    compare σ = 0 with σ > 0 from the same initialisation and the same batch stream (equal ``seed``) to pair the
+    comparison. Then :func:`train_cfm` with ``steps``, ``batch_size``, ``lr``, ``seed``, ``progress`` and
+    ``callbacks``. ``torch.manual_seed`` re-seeds the global RNG for good (as the experiments always did).
+    """
+    torch.manual_seed(init_seed)
+    model = MLPField(dim, width, depth, activation)
+    result = train_cfm(model, coupling, sigma, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                       progress=progress, callbacks=callbacks)
+    return model, result

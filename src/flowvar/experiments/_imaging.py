@@ -34,12 +34,10 @@ from flowvar.couplings import Coupling
 from flowvar.data import ImageSet, load_images, to_uint8
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext
-from flowvar.interpolants import Interpolant
-from flowvar.loss import CFMLoss
 from flowvar.models.unet import UNetField
-from flowvar.sampling import integrate
+from flowvar.sampling import integrate_chunked
 from flowvar.stats import SeedComparison, paired_over_seeds
-from flowvar.train import TrainConfig, TrainResult, train
+from flowvar.train import TrainResult, train_cfm
 
 THREADS_ENV = "FLOWVAR_THREADS"
 """Environment variable overriding the CPU thread count of image experiments (``threads: 0``)."""
@@ -209,11 +207,10 @@ def train_field(model: nn.Module, sigma: float, coupling: Coupling, config: Imag
     Checkpoints go to ``config.checkpoint_dir/run_name`` when a checkpoint folder is configured (and are resumed).
     """
     directory = Path(config.checkpoint_dir) / run_name if config.checkpoint_dir else None
-    tc = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                     warmup_steps=config.warmup_steps, grad_clip=config.grad_clip, ema_decay=config.ema_decay,
-                     seed=seed, checkpoint_every=config.checkpoint_every if directory else 0, log_every=0,
-                     progress=progress)
-    return train(model, CFMLoss(Interpolant(sigma)), coupling, tc, checkpoint_dir=directory)
+    return train_cfm(model, coupling, sigma, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                     seed=seed, progress=progress, checkpoint_dir=directory, warmup_steps=config.warmup_steps,
+                     grad_clip=config.grad_clip, ema_decay=config.ema_decay,
+                     checkpoint_every=config.checkpoint_every if directory else 0)
 
 
 def ema_copy(model: nn.Module, result: TrainResult) -> nn.Module:
@@ -231,11 +228,7 @@ def integrate_images(model: nn.Module, x0: Tensor, config: ImageExperimentConfig
     of the rows and all ranks receive the full result.
     """
     def solve(x: Tensor) -> Tensor:
-        parts = []
-        for s in range(0, x.shape[0], config.eval_batch):
-            chunk = x[s:s + config.eval_batch].to(device)
-            parts.append(integrate(model, chunk, method="euler", steps=config.euler_steps).x1)
-        return torch.cat(parts)
+        return integrate_chunked(model, x, "euler", config.euler_steps, rows=config.eval_batch, device=device)
 
     return distributed.map_sharded(solve, x0).detach().cpu().float()
 

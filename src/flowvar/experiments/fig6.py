@@ -49,14 +49,12 @@ from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError, SolverError
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import counterexample_problem
-from flowvar.interpolants import Interpolant
-from flowvar.loss import CFMLoss
 from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers, status_verdict
-from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
+from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition
 from flowvar.sampling import integrate
-from flowvar.train import TrainConfig, train
+from flowvar.train import train_mlp_field
 
 DEPENDENCE_SPREAD = 0.5
 """fig6.sigma0_solver_dependence: confirmed when the fraction nearer R x0 + μ ranges over at least this much."""
@@ -201,12 +199,10 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
     models: dict[float, torch.nn.Module] = {}
     training: dict[str, dict[str, float]] = {}
     for sigma in config.sigmas:
-        torch.manual_seed(config.seed)
-        model = MLPField(2, width=config.width, depth=config.depth, activation=config.activation)
-        res = train(model, CFMLoss(Interpolant(sigma)), RotatedOTCoupling(problem, rotation=rotation,
-                                                                            dtype=torch.float32),
-                    TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                                progress=ctx.progress, log_every=0))
+        model, res = train_mlp_field(RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32), sigma, 2,
+                                     width=config.width, depth=config.depth, activation=config.activation,
+                                     init_seed=config.seed, steps=config.steps, batch_size=config.batch_size,
+                                     lr=config.lr, seed=config.seed, progress=ctx.progress)
         tail = res.losses[-max(1, len(res.losses) // 20):]
         training[f"sigma={sigma}"] = {"final_loss_mean_last_5pct": sum(tail) / len(tail),
                                       "minimum_loss": counterexample_min_loss(sigma), "runtime_s": res.runtime_s}

@@ -49,7 +49,7 @@ from flowvar.loss import CFMLoss
 from flowvar.models import GaussianParametricField, MLPField
 from flowvar.results import Precondition
 from flowvar.stats import SeedComparison, paired_over_seeds
-from flowvar.train import TrainConfig, train
+from flowvar.train import train_cfm
 
 PARAMETRIC_FAIL = 1e-6
 """parametric_rule: a relative held-out loss above this on every seed refutes "reaches zero" (plainly unfitted)."""
@@ -179,14 +179,14 @@ def _held_out(model: torch.nn.Module, path: PathSample) -> float:
     return float((v - path.target).pow(2).sum(1).mean())
 
 
-def _train_staged(model: torch.nn.Module, loss: CFMLoss, coupling: RotatedOTCoupling, stages: list[tuple[int, float]],
+def _train_staged(model: torch.nn.Module, sigma: float, coupling: RotatedOTCoupling, stages: list[tuple[int, float]],
                   config: Lemma1MLPConfig, seed: int, path: PathSample, scale: float, progress: bool
                   ) -> dict[str, Any]:
-    """Train through the stages; the relative held-out loss and cumulative steps at every stage end."""
+    """Train on CFM(σ) through the stages; the relative held-out loss and cumulative steps at every stage end."""
     steps, rel, runtime, total = [], [], 0.0, 0
     for k, (n, lr) in enumerate(stages):
-        res = train(model, loss, coupling, TrainConfig(steps=n, batch_size=config.batch_size, lr=lr,
-                                                      seed=1000 * seed + k, progress=progress, log_every=0))
+        res = train_cfm(model, coupling, sigma, steps=n, batch_size=config.batch_size, lr=lr, seed=1000 * seed + k,
+                        progress=progress)
         total += n
         runtime += res.runtime_s
         steps.append(total)
@@ -202,7 +202,8 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
     problem = GaussianProblem(torch.tensor(config.mean, dtype=torch.float64),
                               torch.diag(torch.tensor(config.cov_diag, dtype=torch.float64)))
     dim = problem.dim
-    loss = CFMLoss(Interpolant(0.0))
+    sigma = 0.0  # Lemma 1 is about the deterministic loss
+    loss = CFMLoss(Interpolant(sigma))
     coupling = RotatedOTCoupling(problem, 0.0, dtype=torch.float64)
     _, Theta_hat = problem.field_parameters()
     scale = float(Theta_hat.pow(2).sum())
@@ -233,7 +234,7 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
     mlps: dict[int, dict[int, dict[str, Any]]] = {w: {} for w in config.widths}
     for s in seeds:
         model = GaussianParametricField(dim).double()
-        parametric[s] = _train_staged(model, loss, coupling, par_stages, config, s, held, scale, ctx.progress)
+        parametric[s] = _train_staged(model, sigma, coupling, par_stages, config, s, held, scale, ctx.progress)
         theta_hat = problem.field_parameters()[0]
         parametric[s]["theta_error"] = float((model.theta.detach() - theta_hat).norm())
         parametric[s]["Theta_error"] = float((model.Theta.detach() - Theta_hat).norm())
@@ -241,7 +242,7 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
         for width in config.widths:
             torch.manual_seed(s)
             mlp = MLPField(dim, width=width, depth=config.depth, activation=config.activation).double()
-            mlps[width][s] = _train_staged(mlp, loss, coupling, mlp_stages, config, s, held, scale, ctx.progress)
+            mlps[width][s] = _train_staged(mlp, sigma, coupling, mlp_stages, config, s, held, scale, ctx.progress)
     ctx.metric("parametric", {f"seed={s}": v for s, v in parametric.items()})
     ctx.metric("mlp", {f"width={w}": {f"seed={s}": v for s, v in per.items()} for w, per in mlps.items()})
     ctx.metric("scale_L_const", scale)

@@ -49,14 +49,11 @@ from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import GaussianProblem
-from flowvar.interpolants import Interpolant
-from flowvar.loss import CFMLoss
 from flowvar.metrics import fitted_linear_map, path_straightness, rotation_angle
-from flowvar.models import MLPField
 from flowvar.results import Precondition
 from flowvar.sampling import integrate
 from flowvar.stats import SeedComparison, paired_over_seeds
-from flowvar.train import TrainConfig, train
+from flowvar.train import train_mlp_field
 
 STAGNATION_REFUTE = 3.0
 """stagnation_rule: a round more than this many tolerances from the coupling's angle, on every seed, refutes."""
@@ -227,15 +224,13 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
     for j, s in enumerate(seeds):
         stream = 1_000_003 * j  # each seed's evaluation and ReFlow sources
         for i, sigma in enumerate(config.sigmas):
-            loss = CFMLoss(Interpolant(sigma))
             coupling: Coupling = base
             per_round: list[dict[str, Any]] = []
             for k in rounds:
-                torch.manual_seed(s)
-                model = MLPField(2, width=config.width, depth=config.depth, activation=config.activation)
-                res = train(model, loss, coupling,
-                            TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                        seed=100_003 * s + 1000 * i + k, progress=ctx.progress, log_every=0))
+                model, res = train_mlp_field(coupling, sigma, 2, width=config.width, depth=config.depth,
+                                             activation=config.activation, init_seed=s, steps=config.steps,
+                                             batch_size=config.batch_size, lr=config.lr,
+                                             seed=100_003 * s + 1000 * i + k, progress=ctx.progress)
                 model.eval()
                 x0 = torch.randn(config.n_eval, 2, generator=ctx.generator(stream + 10_000 + 100 * i + k),
                                  dtype=torch.float32)

@@ -85,12 +85,12 @@ from flowvar.experiments.base import RunContext, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, median_heuristic, mmd2, nn_distance_ratio, pairing_accuracy, partner_distances
-from flowvar.models import EmpiricalField, MLPField
+from flowvar.models import EmpiricalField
 from flowvar.models.mlp import ACTIVATIONS
 from flowvar.results import Precondition, Verdict
-from flowvar.sampling import integrate
+from flowvar.sampling import integrate, integrate_chunked
 from flowvar.stats import paired_over_seeds
-from flowvar.train import TrainConfig, train
+from flowvar.train import train_mlp_field
 from flowvar.variance import gradient_variance, slice_path
 
 MIN_PER_LABEL = 3
@@ -463,12 +463,6 @@ def make_eval_set(gmm: GaussianMixture, n_eval: int, generator: torch.Generator)
                    mmd2(y_null, y, bandwidth=h, estimator="biased").mmd2)
 
 
-def _integrate_rows(field: nn.Module, x0: Tensor, steps: int, rows: int = 1024) -> Tensor:
-    """Euler endpoints from ``x0`` (n, d), ``rows`` sources at a time (each row's ODE is independent; this bounds
-    the (rows × N) posterior weights of an EmpiricalField on large training sets)."""
-    return torch.cat([integrate(field, x0[i:i + rows], steps=steps).x1 for i in range(0, x0.shape[0], rows)])
-
-
 def exact_reference(ts: TrainingSet, sigma: float, config: MemorizationPhaseConfig, generator: torch.Generator
                     ) -> dict[str, float]:
     """The exact CFM(σ) minimiser on the training pairs (EmpiricalField, float64): its loss L*(σ) on
@@ -487,7 +481,7 @@ def exact_reference(ts: TrainingSet, sigma: float, config: MemorizationPhaseConf
         n = x0.shape[0]
         idx = torch.randperm(n, generator=generator)[:config.exact_sources] if n > config.exact_sources else \
             torch.arange(n)
-        ends = _integrate_rows(field, x0[idx], config.euler_steps)
+        ends = integrate_chunked(field, x0[idx], steps=config.euler_steps)  # bounds the (rows × N) posterior weights
         out["exact_accuracy"] = pairing_accuracy(ends, x1, partner_index=idx).accuracy
     return out
 
@@ -549,12 +543,11 @@ def run(config: MemorizationPhaseConfig, ctx: RunContext) -> None:
                     for sigma in config.sigmas:
                         start = time.perf_counter()
                         # same initialisation and batch stream for every σ: the σ comparison is paired
-                        torch.manual_seed(s + _offset(_STREAM_INIT, d, width))
-                        model = MLPField(d, width, config.depth, config.activation)
-                        res = train(model, CFMLoss(Interpolant(sigma)), pairs,
-                                    TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                                seed=s + _offset(_STREAM_TRAIN, d, n), progress=ctx.progress,
-                                                log_every=0))
+                        model, res = train_mlp_field(pairs, sigma, d, width=width, depth=config.depth,
+                                                     activation=config.activation,
+                                                     init_seed=s + _offset(_STREAM_INIT, d, width),
+                                                     steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                                     seed=s + _offset(_STREAM_TRAIN, d, n), progress=ctx.progress)
                         metrics = evaluate_model(model, ts, ev, sigma, config,
                                                  ctx.generator(_offset(_STREAM_PROBE, d, n) + k))
                         tail = res.losses[-max(1, len(res.losses) // 20):]

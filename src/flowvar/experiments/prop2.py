@@ -67,13 +67,13 @@ from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import RunContext, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
-from flowvar.metrics import line_spacing, pairing_accuracy, partner_distances
-from flowvar.models import EmpiricalField, MemorizingField, MLPField, time_column
+from flowvar.metrics import line_spacing, median_nn_distance, pairing_accuracy, partner_distances
+from flowvar.models import EmpiricalField, MemorizingField, ZeroPerturbedField
 from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Verdict
 from flowvar.sampling import integrate, time_grid
 from flowvar.stats import SeedComparison, paired_over_seeds
-from flowvar.train import TrainConfig, train
+from flowvar.train import train_mlp_field
 from flowvar.variance import gradient_variance
 
 FAMILIES: tuple[str, ...] = ("random", "shuffled_ot", "ot", "rot180")
@@ -210,26 +210,6 @@ def grid_hits(grid: Tensor, times: tuple[float, ...] | list[float], tol: float =
     g = grid.double().reshape(-1, 1)
     tt = torch.tensor(list(times), dtype=torch.float64).reshape(1, -1)
     return int(((g - tt).abs() <= tol).any(1).sum())
-
-
-class ZeroPerturbedField(nn.Module):
-    """``base(x, t) + W [x, t] + c`` with W, c initialised to 0: a parametrised model equal to ``base``.
-
-    At W = 0, c = 0 its per-sample gradient is ∇_{W,c} ℓ = −2 r ⊗ [x, t, 1] with r = u − v the residual, so it
-    vanishes exactly wherever ``base`` fits the sample; used to measure the gradient variance "at" a
-    closed-form field with :func:`flowvar.variance.gradient_variance`.
-    """
-
-    def __init__(self, base: nn.Module, dim: int) -> None:
-        super().__init__()
-        self.base = base
-        self.linear = nn.Linear(dim + 1, dim, dtype=torch.float64)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
-        tt = time_column(t, x)
-        return self.base(x, tt) + self.linear(torch.cat([x, tt[:, None]], 1).to(self.linear.weight.dtype)).to(x.dtype)
 
 
 def make_pairs(family: str, n: int, gmm: GaussianMixture, generator: torch.Generator, mu: float = 5.0
@@ -645,18 +625,16 @@ def _neural(config: Prop2Config, ctx: RunContext) -> None:
             row: dict[str, Any] = {"seed": seed, "collisions": enc.collisions,
                                    "min_simultaneous_distance": enc.min_simultaneous_distance,
                                    "median_line_spacing": float(line_spacing(x0, x1).median()),
-                                   "median_nn_distance_sources": _median_nn(x0)}
+                                   "median_nn_distance_sources": median_nn_distance(x0)}
             histories[f"d={d}"][f"seed={seed}"] = {}
             for sigma in (0.0, config.sigma):
-                loss = CFMLoss(Interpolant(sigma))
-                torch.manual_seed(seed)
-                model = MLPField(d, config.width, config.depth, config.activation)
-                monitor = TrainingMonitor(loss, pairs, config.log_every, config.variance_samples, config.euler_steps,
+                monitor = TrainingMonitor(CFMLoss(Interpolant(sigma)), pairs, config.log_every,
+                                          config.variance_samples, config.euler_steps,
                                           ctx.generator(20_000 + 1000 * k + 10 * s_idx + int(sigma > 0)))
-                res = train(model, loss, pairs, TrainConfig(steps=config.steps, batch_size=config.batch_size,
-                                                            lr=config.lr, seed=seed + 17 * k, progress=ctx.progress,
-                                                            log_every=0),
-                            callbacks=[monitor])
+                model, res = train_mlp_field(pairs, sigma, d, width=config.width, depth=config.depth,
+                                             activation=config.activation, init_seed=seed, steps=config.steps,
+                                             batch_size=config.batch_size, lr=config.lr, seed=seed + 17 * k,
+                                             progress=ctx.progress, callbacks=[monitor])
                 history = [dict(h) for h in res.history]
                 history.append({"step": config.steps, "updates": config.steps, **monitor.measure(model)})
                 histories[f"d={d}"][f"seed={seed}"][f"sigma={sigma}"] = history
@@ -675,12 +653,6 @@ def _neural(config: Prop2Config, ctx: RunContext) -> None:
     ctx.metric("neural_histories", histories)
     _neural_claims(config, ctx, summary)
     _neural_figure(ctx, config, histories, summary)
-
-
-def _median_nn(x: Tensor) -> float:
-    d2 = torch.cdist(x.double(), x.double())
-    d2.fill_diagonal_(math.inf)
-    return float(d2.min(1).values.median())
 
 
 def _run_summary(history: list[dict[str, float]], losses: list[float], runtime_s: float) -> dict[str, Any]:

@@ -73,14 +73,13 @@ from flowvar.metrics import (
     GEN_KEY,
     MEM_KEY,
     Reference,
-    as_matrix,
     evaluate_outputs,
+    median_nn_distance,
     memorisation_score,
-    nearest_neighbours,
     nn_distance_ratio,
     null_generalisation,
 )
-from flowvar.models import MLPField
+from flowvar.models import FlatMLPField
 from flowvar.results import Precondition, Verdict
 from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
 
@@ -247,20 +246,7 @@ def _build_model(config: SigmaTradeoffConfig, data: _Data, unet: bool) -> torch.
         assert data.images is not None
         return build_unet(config, ImageSet(data.x1_train, data.images.name, data.images.source,
                                            torch.arange(data.x1_train.shape[0])))
-    return _FlatMLP(data.x1_train.shape[1:], config.width, config.depth, config.activation)
-
-
-class _FlatMLP(torch.nn.Module):
-    """:class:`~flowvar.models.MLPField` on flattened items: (B, *shape) → (B, *shape) (a no-op reshape for
-    vectors)."""
-
-    def __init__(self, shape: tuple[int, ...], width: int, depth: int, activation: str) -> None:
-        super().__init__()
-        self.shape = tuple(shape)
-        self.mlp = MLPField(int(np.prod(self.shape)), width, depth, activation)
-
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
-        return self.mlp(x.reshape(x.shape[0], -1), t).reshape(x.shape)
+    return FlatMLPField(data.x1_train.shape[1:], config.width, config.depth, config.activation)
 
 
 @register("sigma_tradeoff", title="σ advisor: memorisation and generalisation of CFM(σ) vs σ, and a recommended σ",
@@ -328,15 +314,10 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
         grid_figure(ctx, "sigma_tradeoff_samples", [("held-out", data.heldout[:k]), *grid.items()],
                     "outputs from the same fresh sources per σ (seed 0), and held-out real items")
     ctx.note(f"Scale check: σ√D against the training targets' nearest-neighbour distance (median "
-             f"{_nn_median(data.x1_train):.3g}): " + ", ".join(
+             f"{median_nn_distance(data.x1_train):.3g}): " + ", ".join(
                  f"σ={s:g} → {s * math.sqrt(data.x1_train[0].numel()):.3g}" for s in sigmas if s > 0)
              + ". Noise tubes of different pairs overlap (and memorisation can stop) once σ√D approaches that "
                "distance (PAPER.md §4 [D]).")
-
-
-def _nn_median(x: Tensor) -> float:
-    xm = as_matrix("x", x)
-    return float(nearest_neighbours(xm, xm, 2)[0][:, 1].median())
 
 
 def _real_copy_fraction(data: _Data, ref: Reference) -> float:

@@ -62,13 +62,11 @@ from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import counterexample_problem
-from flowvar.interpolants import Interpolant
-from flowvar.loss import CFMLoss
 from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers, status_verdict
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition
-from flowvar.train import TrainConfig, train
+from flowvar.train import train_cfm
 
 RK_METHODS: tuple[str, ...] = ("midpoint", "rk4")
 """Fixed-grid higher-order columns; both evaluate half-steps, so on the exact σ = 0 field every uniform grid meets ½."""
@@ -374,13 +372,10 @@ def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, pr
     problem, rotation = counterexample_problem(config.mu, 2)
     torch.manual_seed(config.seed)
     model = MLPField(2, width=config.width, depth=config.depth, activation=config.activation)
-    loss = CFMLoss(Interpolant(sigma))
     coupling = RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32)
     for steps in sorted(config.train_steps):
-        res = train(model, loss, coupling,
-                    TrainConfig(steps=steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                                progress=progress, log_every=0),
-                    checkpoint_dir=workdir / f"sigma={sigma}")
+        res = train_cfm(model, coupling, sigma, steps=steps, batch_size=config.batch_size, lr=config.lr,
+                        seed=config.seed, progress=progress, checkpoint_dir=workdir / f"sigma={sigma}")
         tail = res.losses[-max(1, len(res.losses) // 20):]
         yield steps, copy.deepcopy(model).double().eval(), {"loss_mean_last_5pct": sum(tail) / len(tail),
                                                              "train_segment_s": res.runtime_s}

@@ -65,8 +65,6 @@ from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
-from flowvar.interpolants import Interpolant
-from flowvar.loss import CFMLoss
 from flowvar.metrics import (
     MULTI_BANDWIDTH_FACTORS,
     line_spacing,
@@ -76,12 +74,12 @@ from flowvar.metrics import (
     pairing_accuracy,
     partner_distances,
 )
-from flowvar.models import EmpiricalField, MLPField
+from flowvar.models import EmpiricalField
 from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, all_preconditions
 from flowvar.sampling import integrate
 from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
-from flowvar.train import TrainConfig, train
+from flowvar.train import train_mlp_field
 
 PAPER_TABLE1: dict[str, dict[str, dict[str, float]]] = {
     "d=3": {"sigma=0.0": {"generalisation": 0.0034, "memorisation": 1.758e-6},
@@ -284,11 +282,10 @@ def run(config: Table1Config, ctx: RunContext) -> None:
             nulls[f"d={d}"].append(null)
             pairs = FixedPairs(x0_train, y_train)
             for sigma in config.sigmas:
-                torch.manual_seed(seed)
-                model = MLPField(d, config.width, config.depth, config.activation)
-                res = train(model, CFMLoss(Interpolant(sigma)), pairs,
-                            TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
-                                        progress=ctx.progress, log_every=0))
+                model, res = train_mlp_field(pairs, sigma, d, width=config.width, depth=config.depth,
+                                             activation=config.activation, init_seed=seed, steps=config.steps,
+                                             batch_size=config.batch_size, lr=config.lr, seed=seed,
+                                             progress=ctx.progress)
                 tail = res.losses[-max(1, len(res.losses) // 20):]
                 row = _evaluate(model, x0_train, y_train, x0_fresh, y_fresh, h, config)
                 row.update({"seed": seed, "train_loss_last_5pct": float(np.mean(tail)), "runtime_s": res.runtime_s})

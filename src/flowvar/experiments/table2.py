@@ -66,7 +66,7 @@ from flowvar.experiments._imaging import (
     train_field,
 )
 from flowvar.experiments.base import RunContext, register
-from flowvar.metrics import nearest_neighbours, pairing_accuracy
+from flowvar.metrics import median_nn_distance, pairing_accuracy
 from flowvar.ot import (
     Assignment,
     adversarial_pairs,
@@ -413,9 +413,8 @@ def image_scales(x1: Tensor, sigma: float, max_queries: int = 2000) -> dict[str,
     the nearest-neighbour distance between training images (median over up to ``max_queries`` images)."""
     flat = x1.flatten(1).double()
     q = flat[:max_queries]
-    dist, _ = nearest_neighbours(q, flat, k=2)
     return {"D": int(flat.shape[1]), "sigma_sqrt_D": sigma * math.sqrt(flat.shape[1]),
-            "median_nn_distance_between_images": float(dist[:, 1].median()),
+            "median_nn_distance_between_images": median_nn_distance(x1, max_queries),
             "mean_pairwise_distance_between_images": float(torch.cdist(q[:500], q[:500]).mean())}
 
 

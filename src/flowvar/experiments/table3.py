@@ -62,7 +62,7 @@ from flowvar.experiments._imaging import (
     train_field,
 )
 from flowvar.experiments.base import RunContext, register
-from flowvar.metrics import nearest_neighbours, nn_distance_ratio
+from flowvar.metrics import median_nn_distance, nn_distance_ratio
 from flowvar.ot import ot_assignment
 from flowvar.results import Precondition
 from flowvar.stats import SeedComparison
@@ -189,7 +189,7 @@ def _run_seed(ctx: RunContext, config: Table3Config, images: Any, x1: Tensor, se
         "seed": seed,
         "base_model": {**loss_fit(base_res, independent_zero_field), "generated_copy_fraction": copies.fraction_below,
                        "generated_median_nn_distance_to_training": float(copies.nn1_distance.median()),
-                       "training_median_nn_distance": _median_nn(x1)},
+                       "training_median_nn_distance": median_nn_distance(x1, max_queries=2000)},
         "ot": {"method": assignment.method, "mean_cost_real": assignment.cost,
                "mean_cost_generated": assignment_gen.cost, "reflow_pairs_mean_cost": zero_field}}
     dists: dict[str, Tensor] = {}
@@ -214,13 +214,6 @@ def _run_seed(ctx: RunContext, config: Table3Config, images: Any, x1: Tensor, se
 
 def _replace_steps(config: Table3Config, steps: int) -> Table3Config:
     return replace(config, steps=steps)
-
-
-def _median_nn(x1: Tensor, max_queries: int = 2000) -> float:
-    """Median distance from a training image to its nearest *other* training image (the copy-detection scale)."""
-    flat = x1.flatten(1).double()
-    dist, _ = nearest_neighbours(flat[:max_queries], flat, k=2)
-    return float(dist[:, 1].median())
 
 
 def _report(ctx: RunContext, config: Table3Config, per: dict[str, list[Tensor]], runs: list[dict[str, Any]],

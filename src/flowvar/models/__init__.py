@@ -7,13 +7,14 @@ from flowvar.models.base import VectorField, time_column
 from flowvar.models.closed_form import CounterexampleField, NoisyCounterexampleField
 from flowvar.models.embeddings import FourierTimeEmbedding
 from flowvar.models.empirical import EmpiricalField, MemorizingField
-from flowvar.models.mlp import MLPField
+from flowvar.models.mlp import FlatMLPField, MLPField
 from flowvar.models.parametric import GaussianParametricField
+from flowvar.models.perturbed import ZeroPerturbedField
 from flowvar.models.transformer import DiTField
 from flowvar.models.unet import SinusoidalTimeEmbedding, UNetField, sinusoidal_embedding
 
 __all__ = [
-    "CounterexampleField", "DiTField", "EmpiricalField", "FourierTimeEmbedding", "GaussianParametricField", "MLPField",
-    "MemorizingField", "NoisyCounterexampleField", "SinusoidalTimeEmbedding", "UNetField", "VectorField",
-    "sinusoidal_embedding", "time_column",
+    "CounterexampleField", "DiTField", "EmpiricalField", "FlatMLPField", "FourierTimeEmbedding",
+    "GaussianParametricField", "MLPField", "MemorizingField", "NoisyCounterexampleField", "SinusoidalTimeEmbedding",
+    "UNetField", "VectorField", "ZeroPerturbedField", "sinusoidal_embedding", "time_column",
 ]

@@ -1,6 +1,10 @@
-"""A time-conditioned MLP: v(x, t) = MLP([x, t]) (TorchCFM's 2-D MLP, configurable)."""
+"""A time-conditioned MLP: v(x, t) = MLP([x, t]) (TorchCFM's 2-D MLP, configurable), on vectors or on flattened
+items."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -35,3 +39,19 @@ class MLPField(VectorField):
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         self.check_input(x)
         return self.net(torch.cat([x, time_column(t, x)[:, None]], dim=1))
+
+
+class FlatMLPField(nn.Module):
+    """:class:`MLPField` on flattened items: v(x, t) = MLP([flatten(x), t]) reshaped back, (B, *shape) → (B, *shape).
+
+    ``shape``: one item's shape (an image's (C, H, W), or (d,) for vectors, where the reshape is a no-op); the MLP
+    sees D = prod(shape) coordinates. Used for images when a UNet is too slow (flowvar advise-sigma on a CPU).
+    """
+
+    def __init__(self, shape: Sequence[int], width: int = 256, depth: int = 3, activation: str = "selu") -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.mlp = MLPField(math.prod(self.shape), width, depth, activation)
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        return self.mlp(x.reshape(x.shape[0], -1), t).reshape(x.shape)
