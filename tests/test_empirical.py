@@ -11,7 +11,7 @@ from flowvar.couplings import Pairs
 from flowvar.errors import ConfigError, DataError, ShapeError
 from flowvar.interpolants import BrownianBridgeNoise, Interpolant
 from flowvar.loss import per_sample_loss
-from flowvar.models.empirical import EmpiricalField, MemorizingField
+from flowvar.models.empirical import EmpiricalField, MemorisingField
 
 F64 = torch.float64
 
@@ -94,10 +94,10 @@ def test_stays_finite_where_naive_underflows(gen: torch.Generator) -> None:
     assert bool(torch.isfinite(v).all())
     keep = line_margin(x0, x1, x, t) > 1e-2  # not near an equidistant point: the posterior is one-hot
     assert int(keep.sum()) > 30
-    assert torch.allclose(v[keep], MemorizingField(x0, x1)(x[keep], t[keep]), atol=1e-12)
+    assert torch.allclose(v[keep], MemorisingField(x0, x1)(x[keep], t[keep]), atol=1e-12)
 
 
-def test_small_sigma_approaches_memorizing_field(gen: torch.Generator) -> None:
+def test_small_sigma_approaches_memorising_field(gen: torch.Generator) -> None:
     x0, x1 = shuffled_pairs(gen, 50)
     B = 400
     idx = torch.randint(0, 50, (B,), generator=gen)
@@ -105,7 +105,7 @@ def test_small_sigma_approaches_memorizing_field(gen: torch.Generator) -> None:
     x = (1 - t)[:, None] * x0[idx] + t[:, None] * x1[idx] + 1e-3 * randn(gen, B, 2)
     keep = line_margin(x0, x1, x, t) > 0.05  # away from crossings
     assert int(keep.sum()) > 300
-    mem = MemorizingField(x0, x1)(x, t)
+    mem = MemorisingField(x0, x1)(x, t)
     errors = []
     for sigma in (0.3, 0.03, 3e-3):
         v = EmpiricalField(x0, x1, sigma)(x, t)
@@ -123,7 +123,7 @@ def test_zero_noise_and_bridge_endpoints_use_the_nearest_line(gen: torch.Generat
     assert torch.allclose(bridge(x1, torch.ones(20, dtype=F64)), u)
     t = torch.rand(20, generator=gen, dtype=F64)
     xt = (1 - t)[:, None] * x0 + t[:, None] * x1
-    assert torch.equal(EmpiricalField(x0, x1, 0.0)(xt, t), MemorizingField(x0, x1)(xt, t))
+    assert torch.equal(EmpiricalField(x0, x1, 0.0)(xt, t), MemorisingField(x0, x1)(xt, t))
 
 
 def test_minimiser_property_monte_carlo(gen: torch.Generator) -> None:
@@ -145,11 +145,11 @@ def test_minimiser_property_monte_carlo(gen: torch.Generator) -> None:
         delta = torch.tensor(shift, dtype=F64)
         assert float((path.target - v - delta).pow(2).sum(1).mean()) > base
     # the σ → 0 field is worse under noise, and a field with the right mean but no x-dependence is much worse
-    assert float(per_sample_loss(MemorizingField(x0, x1), path).mean()) > base
+    assert float(per_sample_loss(MemorisingField(x0, x1), path).mean()) > base
     assert float((path.target - path.target.mean(0)).pow(2).sum(1).mean()) > base
 
 
-# ---------------------------------------------------------------------------------------------- MemorizingField
+# ---------------------------------------------------------------------------------------------- MemorisingField
 
 
 def segments_cross(x0: torch.Tensor, x1: torch.Tensor) -> int:
@@ -166,17 +166,17 @@ def segments_cross(x0: torch.Tensor, x1: torch.Tensor) -> int:
     return count
 
 
-def test_memorizing_field_has_zero_loss_on_crossing_lines(gen: torch.Generator) -> None:
+def test_memorising_field_has_zero_loss_on_crossing_lines(gen: torch.Generator) -> None:
     x0, x1 = shuffled_pairs(gen, 60)
     assert segments_cross(x0, x1) > 100  # the training lines do cross
-    field = MemorizingField(x0, x1, chunk=16)
+    field = MemorisingField(x0, x1, chunk=16)
     idx = torch.randint(0, 60, (5000,), generator=gen)
     pairs = Pairs(x0[idx], x1[idx])
     t = torch.rand(5000, generator=gen, dtype=F64)
     det = Interpolant(0.0).sample(pairs, t)
     assert float(per_sample_loss(field, det).max()) < 1e-20
     # 180° rotation: every line passes through 0 at t = ½, yet the loss is 0 at (almost) every t
-    rot = MemorizingField(x0, -x0)
+    rot = MemorisingField(x0, -x0)
     det_rot = Interpolant(0.0).path(x0, -x0, t[:60], torch.zeros_like(x0))
     assert float(per_sample_loss(rot, det_rot).max()) < 1e-20
     # noise moves points off their own line: some land nearer another line and the loss is positive
@@ -192,7 +192,7 @@ def test_euler_from_training_sources_reproduces_partners(gen: torch.Generator, k
     x0, x1 = shuffled_pairs(gen, 50)
     if kind == "rotation180":
         x1 = -x0  # all lines meet at 0 at t = ½
-    field = MemorizingField(x0, x1, chunk=9)
+    field = MemorisingField(x0, x1, chunk=9)
     out = euler(field, x0.clone(), 101)  # odd grid: t = k/101 never equals ½
     assert float((out - x1).norm(dim=1).max()) < 1e-6
     if kind == "rotation180":
@@ -210,7 +210,7 @@ def test_float32_inputs_and_scalar_time(gen: torch.Generator) -> None:
     v32 = field(x.float(), 0.3)
     assert v32.dtype == torch.float32
     assert torch.allclose(v32.double(), field(x, torch.full((4,), 0.3, dtype=F64)), atol=1e-6)
-    assert MemorizingField(x0, x1)(x.float(), 0.3).dtype == torch.float32
+    assert MemorisingField(x0, x1)(x.float(), 0.3).dtype == torch.float32
 
 
 def test_bad_inputs(gen: torch.Generator) -> None:
@@ -218,9 +218,9 @@ def test_bad_inputs(gen: torch.Generator) -> None:
     with pytest.raises(ShapeError, match="same shape"):
         EmpiricalField(x0, x1[:5], 0.1)
     with pytest.raises(ShapeError, match="flatten"):
-        MemorizingField(x0.reshape(10, 1, 2, 1), x1.reshape(10, 1, 2, 1))
+        MemorisingField(x0.reshape(10, 1, 2, 1), x1.reshape(10, 1, 2, 1))
     with pytest.raises(ShapeError, match="at least one pair"):
-        MemorizingField(x0[:0], x1[:0])
+        MemorisingField(x0[:0], x1[:0])
     bad = x0.clone()
     bad[0, 0] = float("inf")
     with pytest.raises(DataError, match="non-finite"):

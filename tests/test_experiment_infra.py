@@ -196,3 +196,16 @@ def test_sizes_that_cannot_finish_are_refused_up_front(tmp_path: Path, capsys: p
     monkeypatch.setenv("FLOWVAR_MAX_DAYS", "soon")
     with pytest.raises(ConfigError, match="FLOWVAR_MAX_DAYS must be a positive number of days"):
         build_config(fig4)
+
+
+def test_a_former_experiment_name_still_selects_it() -> None:
+    """Identifiers use one spelling ("memorisation"); the former CLI name keeps working everywhere a name is read."""
+    from flowvar.experiments.base import get_experiment
+    from flowvar.experiments.registry import ALIASES, discover
+    from flowvar.reproduce import parse_only, parse_scoped_overrides
+
+    assert ALIASES == {"memorization_phase": "memorisation_phase"}
+    assert "memorization_phase" not in discover() and "memorisation_phase" in discover()
+    assert get_experiment("memorization_phase").name == "memorisation_phase"
+    assert parse_only(["prop1,memorization_phase"]) == ["prop1", "memorisation_phase"]
+    assert parse_scoped_overrides(["memorization_phase.seed=3"]) == {"memorisation_phase": {"seed": "3"}}

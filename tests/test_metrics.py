@@ -28,6 +28,7 @@ from flowvar.metrics import (
     polar_decomposition,
     rotation_angle,
 )
+from flowvar.metrics import mmd as metrics_mmd
 
 F64 = torch.float64
 
@@ -145,19 +146,19 @@ def test_memorisation_pitfall_identical_paired_samples(gen: torch.Generator) -> 
 
 def test_block_size_bounded_by_chunk(gen: torch.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[int, int]] = []
-    original = metrics._kernel_block
+    original = metrics_mmd._kernel_block
 
     def recording(a, b, a_sq, b_sq, gammas):  # type: ignore[no-untyped-def]
         seen.append((a.shape[0], b.shape[0]))
         return original(a, b, a_sq, b_sq, gammas)
 
-    monkeypatch.setattr(metrics, "_kernel_block", recording)
+    monkeypatch.setattr(metrics_mmd, "_kernel_block", recording)
     x, y = randn(gen, 300, 4), randn(gen, 250, 4)
     res = mmd2(x, y, bandwidth=[1.0, 2.0], chunk=64)
     assert seen and max(r for r, _ in seen) <= 64 and max(c for _, c in seen) <= 64
     # upper blocks for xx (5·6/2) and yy (4·5/2), all blocks for xy (5·4)
     assert len(seen) == 15 + 10 + 20
-    monkeypatch.setattr(metrics, "_kernel_block", original)
+    monkeypatch.setattr(metrics_mmd, "_kernel_block", original)
     assert res.mmd2 == pytest.approx(mmd2(x, y, bandwidth=[1.0, 2.0], chunk=10_000).mmd2, rel=1e-10)
 
 

@@ -41,7 +41,7 @@ from flowvar.experiments.table1 import mechanism_precondition as table1_mechanis
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.metrics import mmd2
-from flowvar.models import MemorizingField, MLPField, ZeroPerturbedField
+from flowvar.models import MemorisingField, MLPField, ZeroPerturbedField
 from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Result, judge, to_jsonable
 from flowvar.sampling import time_grid
@@ -163,7 +163,7 @@ def test_grid_hits_odd_and_even_grids() -> None:
 def test_zero_perturbed_field_equals_base_and_has_zero_gradients(gen: torch.Generator) -> None:
     x0 = torch.randn(12, 2, generator=gen, dtype=torch.float64)
     x1 = torch.randn(12, 2, generator=gen, dtype=torch.float64) * 3
-    base = MemorizingField(x0, x1)
+    base = MemorisingField(x0, x1)
     probe = ZeroPerturbedField(base, 2)
     x, t = torch.randn(5, 2, generator=gen, dtype=torch.float64), torch.rand(5, generator=gen, dtype=torch.float64)
     assert torch.equal(probe(x, t), base(x, t))

@@ -112,3 +112,30 @@ def test_the_readme_section_is_generated_from_the_reference_run() -> None:
     expected = readme_section(_collection(), "results")
     assert readme[start:end + len(README_END)] == expected, (
         "README.md's verdict section is stale: run `flowvar show results --update-readme README.md`")
+
+
+def test_the_paper_scale_run_parses_and_the_readme_block_is_generated_from_it() -> None:
+    """``results/full/``: the experiments whose full mode fits the 2-core machine, at paper scale. Every experiment
+    in it ran in full mode with every claim judged; the README's paper-scale block is generated from it."""
+    from flowvar.report import README_FULL_BEGIN, README_FULL_END
+
+    folder = RESULTS / "full"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = readme.find(README_FULL_BEGIN), readme.find(README_FULL_END)
+    assert 0 <= start < end, "README.md lacks the paper-scale block"
+    if not (folder / "results.json").is_file():
+        assert readme[start:end + len(README_FULL_END)] == f"{README_FULL_BEGIN}\n{README_FULL_END}", (
+            "README.md's paper-scale block has content but results/full/ has no run")
+        return
+    collection = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    assert collection["meta"]["mode"] == "full"
+    done = [e for e in collection["experiments"] if e["status"] in ("computed", "cached")]
+    assert done, "the paper-scale run holds no finished experiment"
+    for e in done:
+        assert e["result"]["quick"] is False, e["name"]
+        assert (folder / e["name"] / "result.json").is_file(), e["name"]
+        for c in e["result"]["claims"]:
+            assert c["kind"] in KINDS and c["verdict"] in VERDICTS and c["rule"], c["id"]
+    expected = readme_section(collection, "results/full")
+    assert readme[start:end + len(README_FULL_END)] == expected, (
+        "README.md's paper-scale block is stale: run `flowvar show results/full --update-readme README.md`")

@@ -9,7 +9,7 @@ The public API, by concept (each name also lives in its module; see docs/archite
 * interpolants and the loss — ``Interpolant``, ``PathSample``, ``ConstantNoise``, ``BrownianBridgeNoise``,
   ``UniformTime``, ``CFMLoss``;
 * models (every field is an ``nn.Module`` called as ``model(x, t)``) — ``MLPField``, ``UNetField``,
-  ``GaussianParametricField``, ``EmpiricalField``, ``MemorizingField``, ``CounterexampleField``;
+  ``GaussianParametricField``, ``EmpiricalField``, ``MemorisingField``, ``CounterexampleField``;
 * the Gaussian theory — ``GaussianProblem``, ``gaussian_ot_matrix``, ``singular_times``;
 * sampling — ``integrate``;
 * gradient variance — ``gradient_variance``, ``fast_gradient_variance``, ``estimate_variance``,
@@ -39,7 +39,7 @@ _PUBLIC: dict[str, str] = {
     **dict.fromkeys(["Interpolant", "PathSample", "ConstantNoise", "BrownianBridgeNoise", "UniformTime"],
                     "flowvar.interpolants"),
     "CFMLoss": "flowvar.loss",
-    **dict.fromkeys(["MLPField", "UNetField", "GaussianParametricField", "EmpiricalField", "MemorizingField",
+    **dict.fromkeys(["MLPField", "UNetField", "GaussianParametricField", "EmpiricalField", "MemorisingField",
                      "CounterexampleField"], "flowvar.models"),
     **dict.fromkeys(["GaussianProblem", "gaussian_ot_matrix", "singular_times"], "flowvar.gaussian"),
     "integrate": "flowvar.sampling",
@@ -69,7 +69,7 @@ def __dir__() -> list[str]:
 __all__ = ["AuditReport", "BrownianBridgeNoise", "CFMLoss", "ConfigError", "ConstantNoise", "CounterexampleField",
            "Coupling", "DataError", "EmpiricalField", "ExactOTCoupling", "FixedPairs", "FlowvarError",
            "GaussianParametricField", "GaussianProblem", "GradientVarianceMonitor", "IndependentCoupling",
-           "Interpolant", "MLPField", "MapCoupling", "MemorizingField", "Pairs", "PathSample", "ReflowCoupling",
+           "Interpolant", "MLPField", "MapCoupling", "MemorisingField", "Pairs", "PathSample", "ReflowCoupling",
            "RotatedOTCoupling", "ShapeError", "SolverError", "TrainConfig", "UNetField", "UniformTime",
            "VarianceReport", "__version__", "estimate_variance", "exact_ot_permutation", "fast_gradient_variance",
            "gaussian_ot_matrix", "gradient_variance", "integrate", "mmd2", "nearest_neighbours", "nn_distance_ratio",

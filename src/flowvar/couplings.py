@@ -202,3 +202,7 @@ class ReflowCoupling(Coupling):
         """Draw ``n`` ReFlow pairs once and return them as a fixed training set."""
         parts = [self.sample(min(chunk, n - s), generator) for s in range(0, check_positive_int("n", n), chunk)]
         return FixedPairs(torch.cat([p.x0 for p in parts]), torch.cat([p.x1 for p in parts]))
+
+
+__all__ = ["Coupling", "ExactOTCoupling", "FixedPairs", "IndependentCoupling", "MapCoupling", "Pairs",
+           "ReflowCoupling", "RotatedOTCoupling", "derangement"]

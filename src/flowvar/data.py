@@ -37,6 +37,10 @@ Conventions:
 
 Nothing here downloads anything: the bundled sets ship inside the scikit-learn / scikit-image wheels and the
 folder loaders only read local files.
+
+Why this module is long: every data source flowvar reads (the bundled digits, image folders, CelebA, LFW,
+arrays) shares one loading contract — validation, the corrupt-file summary, the named-data resolution — kept in
+one place so that every experiment and the audit read data the same way.
 """
 
 from __future__ import annotations
@@ -629,3 +633,34 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + 1))
     x = items.images
     return items, x[order[:n_train]].contiguous(), x[order[n_train:]].contiguous()
+
+
+__all__ = [
+    "CELEBA_CROP",
+    "IMAGE_EXTENSIONS",
+    "LFW_FACES",
+    "NAMED_DATA",
+    "SOURCES",
+    "DataSpec",
+    "ImageDistribution",
+    "ImageSet",
+    "celeba_folder",
+    "center_crop_box",
+    "check_resolution",
+    "choose_indices",
+    "count_items",
+    "list_image_files",
+    "load_array",
+    "load_celeba",
+    "load_digits",
+    "load_folder",
+    "load_images",
+    "load_lfw",
+    "load_split",
+    "npy_is_vectors",
+    "resize_tensor",
+    "resolve_data",
+    "save_grid",
+    "subset_order",
+    "to_uint8",
+]

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from flowvar.cache import Cache, cache_key, code_version, config_dict, install
 from flowvar.errors import ConfigError, FlowvarError
+from flowvar.experiments.registry import canonical_name
 from flowvar.results import Result, versions
 from flowvar.runner import (
     DEFAULT_EXPECTED_S,
@@ -56,9 +57,10 @@ def parse_only(items: Sequence[str] | None) -> list[str] | None:
     """``["a,b", "c"]`` → ``["a", "b", "c"]`` (order kept, duplicates dropped); None or empty → None."""
     names: list[str] = []
     for item in items or []:
-        for name in item.split(","):
-            if name.strip() and name.strip() not in names:
-                names.append(name.strip())
+        for raw in item.split(","):
+            name = canonical_name(raw.strip())
+            if name and name not in names:
+                names.append(name)
     return names or None
 
 
@@ -71,6 +73,7 @@ def parse_scoped_overrides(pairs: Sequence[str] | None) -> dict[str, dict[str, s
     for item in pairs or []:
         target, sep, value = item.partition("=")
         name, dot, key = target.strip().partition(".")
+        name = canonical_name(name)
         if not sep or not dot or not name or not key.strip():
             raise ConfigError(f"reproduce --set expects EXPERIMENT.key=value, got {item!r} (for example --set "
                               f"fig4.repeats=5)")

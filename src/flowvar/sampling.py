@@ -355,3 +355,6 @@ def _integrate_torchdiffeq(f: _CountingField, x0: Tensor, method: str, times: Te
     return ODESolution(x1=x1, times=times[idx] if return_trajectory else None,
                        trajectory=out if return_trajectory else None, nfe=f.nfe, method=method,
                        steps=steps if fixed else None)
+
+
+__all__ = ["FIXED_METHODS", "ODESolution", "integrate", "integrate_chunked", "time_grid", "valid_methods"]

@@ -61,6 +61,10 @@ group with W > 1 ranks is initialised, the same call trains data-parallel with t
 **The experiments' recipe.** :func:`train_cfm` is :func:`train` on CFM(σ) (constant noise σ, target x1 − x0) with
 the experiments' conventions (no loss logging); :func:`train_mlp_field` builds a seeded
 :class:`~flowvar.models.MLPField` and trains it that way.
+
+Why this module is long: the loop, its checkpoint format (checksum, finiteness, atomic write) and resume are one
+contract — bit-identical resume depends on all three agreeing — and the experiments' recipes are thin wrappers of
+it.
 """
 
 from __future__ import annotations
@@ -654,3 +658,21 @@ def train_mlp_field(coupling: Coupling, sigma: float, dim: int, *, width: int, d
     result = train_cfm(model, coupling, sigma, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                        progress=progress, callbacks=callbacks)
     return model, result
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_MAGIC",
+    "CHECKPOINT_NAME",
+    "RESUMABLE_FIELDS",
+    "Callback",
+    "TrainConfig",
+    "TrainResult",
+    "load_checkpoint",
+    "make_adam",
+    "remove_stale_temporaries",
+    "save_checkpoint",
+    "train",
+    "train_cfm",
+    "train_mlp_field",
+]

@@ -178,3 +178,8 @@ def tests_text(config: Any) -> str:
             f"independent seeds per arm; a point's ordering holds when one-sided Welch and Mann–Whitney tests both "
             f"give p < α = {config.alpha} and the means differ by ≥ {config.min_rel_effect:g} × the larger mean; it "
             f"is excluded when the one-sided (1 − α) Welch upper bound of the difference is below that")
+
+
+__all__ = ["compare_point", "mwu_floor", "one_sided_status", "parameters_text", "problem_of", "problem_text",
+           "resolution", "rotation_text", "rule_ot_lower_with_noise", "target_covariance", "tests_text",
+           "unresolved", "validate_common"]

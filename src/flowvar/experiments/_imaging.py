@@ -306,3 +306,25 @@ def grid_figure(ctx: RunContext, name: str, rows: Sequence[tuple[str, Tensor]], 
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return ctx.figure(name, fig)
+
+
+__all__ = [
+    "THREADS_ENV",
+    "ImageExperimentConfig",
+    "build_unet",
+    "closer_over_seeds",
+    "compute_settings",
+    "ema_copy",
+    "grid_figure",
+    "integrate_images",
+    "load_subset",
+    "loss_fit",
+    "memorised_in_every_seed",
+    "nested_subset",
+    "prepare",
+    "resolve_device",
+    "resolve_threads",
+    "seed_means",
+    "summary",
+    "train_field",
+]

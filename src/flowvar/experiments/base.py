@@ -119,6 +119,7 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
 
     matplotlib.use("Agg")
     spec = get_experiment(name)
+    name = spec.name  # a former name (ALIASES) runs under the current one
     if config is None:
         config = build_config(spec, quick=quick, seed=seed, overrides=overrides, config_file=config_file)
     elif not isinstance(config, spec.config_cls):

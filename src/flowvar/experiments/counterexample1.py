@@ -134,3 +134,6 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
     ax.legend(loc="upper left")
     ax.set_title("Counter Example 1: exact field, Euler 101 steps")
     ctx.figure("trajectories", fig)
+
+
+__all__ = ["Counterexample1Config", "failure", "rule_single_crossing", "run"]

@@ -346,3 +346,6 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
                  "σ = 0 (zero in reading (ii)) not drawn", fontsize=10)
     fig.subplots_adjust(hspace=0.45, wspace=0.25, top=1 - 0.5 / (4.2 * len(arms)))
     ctx.figure("variance_vs_sigma", fig)
+
+
+__all__ = ["ZERO_TOL", "Fig4Config", "crossover", "rule_crossover", "rule_zero_at_sigma0", "run"]

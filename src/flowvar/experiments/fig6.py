@@ -341,3 +341,15 @@ def _figures(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.M
     ax.legend(fontsize=7)
     ax.set_title("Fig. 6: pairing at inference vs solver grid")
     ctx.figure("fraction_vs_grid", fig)
+
+
+__all__ = [
+    "DEPENDENCE_SPREAD",
+    "NO_DEPENDENCE_SPREAD",
+    "STATUS_RULE",
+    "Fig6Config",
+    "fit_precondition",
+    "ideal_field",
+    "run",
+    "solver_dependence_rule",
+]

@@ -122,3 +122,6 @@ def run(config: Lemma1Config, ctx: RunContext) -> None:
     ax.legend(loc="upper left")
     ax.set_title("Lemma 1 OT field: trajectories and endpoints")
     ctx.figure("trajectories", fig)
+
+
+__all__ = ["Lemma1Config", "moment_errors", "run"]

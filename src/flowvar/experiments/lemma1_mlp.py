@@ -347,3 +347,16 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
     ax.legend(fontsize=7)
     ax.set_title(f"Lemma 1: parametric class vs MLPs, float64, {config.n_seeds} seed(s)", fontsize=9)
     ctx.figure("loss_vs_steps", fig)
+
+
+__all__ = [
+    "PARAMETRIC_FAIL",
+    "Lemma1MLPConfig",
+    "floor_rule",
+    "last_doubling",
+    "parametric_rule",
+    "run",
+    "schedule",
+    "width_floor_verdict",
+    "width_rule",
+]

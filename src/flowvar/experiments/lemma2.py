@@ -339,3 +339,14 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
     axes[1].legend(fontsize=7)
     axes[1].set_title("transport cost (OT: 0)")
     ctx.figure("angle_vs_round", fig)
+
+
+__all__ = [
+    "STAGNATION_REFUTE",
+    "Lemma2Config",
+    "evaluate_round",
+    "ideal_reflow_angle",
+    "moves_rule",
+    "run",
+    "stagnation_rule",
+]

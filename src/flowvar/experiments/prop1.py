@@ -144,3 +144,6 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
     ax.legend(fontsize=7)
     ax.set_title("Prop 1: gradient variance of pair-optimal vs mismatched fields")
     ctx.figure("variance_by_angle", fig)
+
+
+__all__ = ["MC", "Prop1Config", "rule_zero_loss_zero_variance", "run"]

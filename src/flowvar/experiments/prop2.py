@@ -9,7 +9,7 @@ GMM of Table 1). Pairing families: ``random`` (independent draws paired by index
 Example 1). For each family we count how the training lines meet (:func:`line_encounters`: segments that
 cross in space at any times, and *collisions*, two pairs at the same point at the same time) and check:
 
-1. the memorising field of Prop 2 (:class:`~flowvar.models.MemorizingField`, the nearest-line velocity) has
+1. the memorising field of Prop 2 (:class:`~flowvar.models.MemorisingField`, the nearest-line velocity) has
    per-sample deterministic CFM loss exactly 0 on every training-path draw. A closed-form field has no
    parameters, so "zero gradient variance" is shown as follows: every residual is 0, so every model that
    equals this field has zero per-sample gradients. We build one (the field plus a zero-initialised
@@ -47,6 +47,9 @@ measured precondition where the claim needs one:
 
 Whether a network memorises depends on N, d, the capacity and on σ√d against the spacing of the training lines
 (PAPER.md §4 [D]); the preconditions measure both, and every number is reported whatever the verdict.
+
+Why this module is long: one experiment, one file (the layout's rule): Proposition 2's closed-form part and Remark
+2's trained part share their pair families, precondition and claims; the rules are pure functions tested apart.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ from flowvar.experiments.base import RunContext, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, median_nn_distance, pairing_accuracy, partner_distances
-from flowvar.models import EmpiricalField, MemorizingField, ZeroPerturbedField
+from flowvar.models import EmpiricalField, MemorisingField, ZeroPerturbedField
 from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Verdict
 from flowvar.sampling import integrate, time_grid
@@ -416,7 +419,7 @@ class TrainingMonitor:
           paper={"prop2": "with the deterministic interpolant there is a field with zero empirical loss even when "
                           "training lines intersect; ODE integration from a training source returns its paired "
                           "target; optimising the straight-path objective converges to this field",
-                 "abstract": "low gradient variance drives memorization of arbitrary training pairings",
+                 "abstract": "low gradient variance drives memorisation of arbitrary training pairings",
                  "remark2": "noise breaks the one-to-one map (x0, t) -> x_t; small noise, σ = 0.05, already restores "
                             "generalisation",
                  "section5_item6": "σ = 0: loss → 0, variance → 0, accuracy → ≈100 %; σ = 0.05: loss and variance "
@@ -447,7 +450,7 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
     for k, family in enumerate(config.cf_families):
         x0, x1 = make_pairs(family, config.cf_pairs, gmm, ctx.generator(10 + k), config.rot180_mu)
         enc = line_encounters(x0, x1)
-        memo = MemorizingField(x0, x1)
+        memo = MemorisingField(x0, x1)
         det_losses = _loss_draws(memo, x0, x1, 0.0, config.cf_loss_samples, ctx.generator(20 + k))
         probe = ZeroPerturbedField(memo, d)
         path = CFMLoss(Interpolant(0.0)).draw(FixedPairs(x0, x1), config.cf_variance_samples, ctx.generator(30 + k))
@@ -455,10 +458,10 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
         row: dict[str, Any] = {
             "line_pairs": enc.n_line_pairs, "spatial_crossings": enc.spatial_crossings, "collisions": enc.collisions,
             "collision_times": list(enc.collision_times), "min_simultaneous_distance": enc.min_simultaneous_distance,
-            "memorizing.det_loss_max": float(det_losses.max()), "memorizing.det_loss_mean": float(det_losses.mean()),
-            "memorizing.det_loss_nonzero": int((det_losses > 0).sum()),
-            "memorizing.probe_trace": probe_rep.trace,
-            "memorizing.probe_mean_grad_sq_norm": probe_rep.mean_grad_sq_norm,
+            "memorising.det_loss_max": float(det_losses.max()), "memorising.det_loss_mean": float(det_losses.mean()),
+            "memorising.det_loss_nonzero": int((det_losses > 0).sum()),
+            "memorising.probe_trace": probe_rep.trace,
+            "memorising.probe_mean_grad_sq_norm": probe_rep.mean_grad_sq_norm,
             "grid_hits_odd": grid_hits(grid_odd, enc.collision_times),
             "grid_hits_even": grid_hits(grid_even, enc.collision_times),
             "mean_sq_velocity": float((x1 - x0).pow(2).sum(1).mean()),
@@ -466,7 +469,7 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
         }
         for label, steps in (("odd", odd), ("even", even)):
             ends = _endpoint_report(integrate(memo, x0, steps=steps).x1, x1)
-            row.update({f"memorizing.euler_{label}.{key}": v for key, v in ends.items()})
+            row.update({f"memorising.euler_{label}.{key}": v for key, v in ends.items()})
         for s_i, sigma in enumerate(config.cf_sigmas):
             field = EmpiricalField(x0, x1, sigma)
             gen = ctx.generator(40 + 10 * k + s_i)
@@ -474,14 +477,14 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
             memo_noisy = _loss_draws(memo, x0, x1, sigma, config.cf_loss_samples, ctx.generator(40 + 10 * k + s_i))
             row[f"sigma={sigma}.exact_minimiser_loss"] = float(draws.mean())
             row[f"sigma={sigma}.exact_minimiser_loss_se"] = float(draws.std() / math.sqrt(draws.numel()))
-            row[f"sigma={sigma}.memorizing_loss"] = float(memo_noisy.mean())
+            row[f"sigma={sigma}.memorising_loss"] = float(memo_noisy.mean())
             ends = _endpoint_report(integrate(field, x0, steps=odd).x1, x1)
             row.update({f"sigma={sigma}.{key}": v for key, v in ends.items()})
         rows[family] = row
     ctx.metric("closed_form", rows)
 
-    max_loss = max(r["memorizing.det_loss_max"] for r in rows.values())
-    max_probe = max(r["memorizing.probe_trace"] for r in rows.values())
+    max_loss = max(r["memorising.det_loss_max"] for r in rows.values())
+    max_probe = max(r["memorising.probe_trace"] for r in rows.values())
     crossing_ok = all((r["spatial_crossings"] or 0) > 0 for r in rows.values()) if d == 2 else False
     ctx.claim("prop2.closed_form.zero_loss_zero_variance",
               "Under the deterministic interpolant the memorising field has zero empirical loss on arbitrary "
@@ -499,8 +502,8 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
                    "family has crossing segments; refuted if any loss or probe trace exceeds 1e-12; inconclusive "
                    "otherwise (e.g. d ≠ 2)")
 
-    accs = {f: r["memorizing.euler_odd.accuracy"] for f, r in rows.items()}
-    errs = {f: r["memorizing.euler_odd.max_l2_own_partner"] for f, r in rows.items()}
+    accs = {f: r["memorising.euler_odd.accuracy"] for f, r in rows.items()}
+    errs = {f: r["memorising.euler_odd.max_l2_own_partner"] for f, r in rows.items()}
     hits = {f: r["grid_hits_odd"] for f, r in rows.items()}
     ctx.claim("prop2.closed_form.ode_returns_partner",
               "ODE integration of the memorising field from each training source returns its own paired target "
@@ -508,7 +511,7 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
               {"pairing_accuracy_odd_grid": accs, "max_l2_error_odd_grid": errs, "collision_times_hit_odd": hits,
                "collisions": {f: r["collisions"] for f, r in rows.items()},
                "even_grid_contrast": {f: {"grid_hits": r["grid_hits_even"],
-                                          "accuracy": r["memorizing.euler_even.accuracy"]} for f, r in rows.items()}},
+                                          "accuracy": r["memorising.euler_even.accuracy"]} for f, r in rows.items()}},
               verdict=ode_returns_partner_rule(accs, errs, hits), kind="identity",
               min_effect="pairing accuracy exactly 1 and endpoint error < 1e-9",
               replicates=f"none needed (an identity); all {config.cf_pairs} training sources per family",
@@ -525,7 +528,7 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
               f"minimiser (posterior mean) has a positive loss.",
               {"families_judged": arbitrary, f"loss_relative_to_E|u|^2_at_sigma{sig}": rel,
                "exact_minimiser_loss": floor,
-               "memorizing_field_loss": {f: {str(s): r[f"sigma={s}.memorizing_loss"] for s in config.cf_sigmas}
+               "memorising_field_loss": {f: {str(s): r[f"sigma={s}.memorising_loss"] for s in config.cf_sigmas}
                                          for f, r in rows.items()},
                "min_simultaneous_distance": {f: r["min_simultaneous_distance"] for f, r in rows.items()}},
               verdict=no_zero_loss_rule(rel), kind="identity",
@@ -549,7 +552,7 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
     ctx.claim("prop2.remark2.noise_breaks_pairing",
               f"Integrating the exact noisy minimiser from the training sources loses pairing accuracy (σ = {sig}), "
               f"more so as σ grows.",
-              {"sigmas": list(config.cf_sigmas), "accuracy_by_sigma": sweep, "accuracy_sigma0_memorizing": accs,
+              {"sigmas": list(config.cf_sigmas), "accuracy_by_sigma": sweep, "accuracy_sigma0_memorising": accs,
                "families_judged": arbitrary, "median_line_spacing": spacing, "sigma_sqrt_d": sig * math.sqrt(d),
                "mean_l2_nearest_target": {f: [rows[f][f"sigma={s}.mean_l2_nearest_target"] for s in config.cf_sigmas]
                                           for f in rows}},
@@ -574,7 +577,7 @@ def _closed_form_figure(ctx: RunContext, config: Prop2Config, rows: dict[str, di
     sig = list(config.cf_sigmas)
     for family, r in rows.items():
         (line,) = axes[0].semilogx(sig, [r[f"sigma={s}.accuracy"] for s in sig], marker="o", label=family)
-        axes[0].scatter([min(sig) / 3], [r["memorizing.euler_odd.accuracy"]], marker="*", s=80,
+        axes[0].scatter([min(sig) / 3], [r["memorising.euler_odd.accuracy"]], marker="*", s=80,
                         color=line.get_color(), alpha=0.6)
         axes[1].loglog(sig, [r[f"sigma={s}.exact_minimiser_loss"] for s in sig], marker="o", label=family)
     axes[0].set_xlabel("σ (stars at left: σ = 0, memorising field)")
@@ -769,3 +772,9 @@ def _neural_figure(ctx: RunContext, config: Prop2Config,
     fig.suptitle(f"Prop 2 / Remark 2: MLP on {config.n_pairs} fixed random pairs, σ = 0 (solid) vs σ = {config.sigma} "
                  f"(dashed), {config.n_seeds} seed(s)")
     ctx.figure("neural_training_curves", fig)
+
+
+__all__ = ["EXACT_ZERO_TOL", "FAMILIES", "LineEncounters", "Prop2Config", "TrainingMonitor", "floor_precondition",
+           "grid_hits", "line_encounters", "lower_accuracy_rule", "make_pairs", "mechanism_precondition",
+           "no_collision_precondition", "no_zero_loss_rule", "noise_breaks_pairing_rule", "ode_returns_partner_rule",
+           "plateau_rule", "run", "sigma0_memorises_rule", "two_proportion_se", "zero_loss_rule"]

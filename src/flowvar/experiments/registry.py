@@ -92,8 +92,19 @@ def experiments() -> dict[str, ExperimentSpec]:
     return dict(_REGISTRY)
 
 
+ALIASES = {"memorization_phase": "memorisation_phase"}
+"""Former names that still select an experiment (identifiers use one spelling, British: "memorisation")."""
+
+
+def canonical_name(name: str) -> str:
+    """``name``, or the experiment a former name (:data:`ALIASES`) stands for."""
+    return ALIASES.get(name, name)
+
+
 def get_experiment(name: str) -> ExperimentSpec:
-    """The experiment called ``name``: flowvar's own (importing only its module) or one a plugin registered."""
+    """The experiment called ``name`` (or a former name of it, :data:`ALIASES`): flowvar's own (importing only its
+    module) or one a plugin registered."""
+    name = canonical_name(name)
     names = discover()
     if name not in names:
         if name in _REGISTRY:  # registered by a plugin module (see load_plugin)
@@ -136,5 +147,5 @@ def registered(name: str) -> ExperimentSpec | None:
     return _REGISTRY.get(name)
 
 
-__all__ = ["CONFIG_DIR", "MACHINERY", "META_KEYS", "ExperimentSpec", "discover", "experiments", "get_experiment",
-           "load_plugin", "register", "registered"]
+__all__ = ["ALIASES", "CONFIG_DIR", "MACHINERY", "META_KEYS", "ExperimentSpec", "canonical_name", "discover",
+           "experiments", "get_experiment", "load_plugin", "register", "registered"]

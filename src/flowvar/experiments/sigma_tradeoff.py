@@ -614,3 +614,8 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     fig.suptitle(f"σ trade-off ({config.dataset}, N = {config.n_train}, {config.steps} steps, {config.n_seeds} "
                  f"seed(s))", fontsize=10)
     ctx.figure("sigma_tradeoff", fig)
+
+
+__all__ = ["DATASETS", "METRIC_KEYS", "QUICK", "SigmaTradeoffConfig", "both_margins_rule",
+           "keeps_generalisation_rule", "memorised_precondition", "reduces_memorisation_rule", "run",
+           "sigma0_memorises_rule"]

@@ -40,6 +40,9 @@ on the solver resolution (coarse odd Euler vs fine Euler and dopri5, :func:`reso
 predicts which grids jump (:func:`window_rule`). A training length enters the per-setting claims only where its
 network fitted the coupling (training loss within L_min(``contrast_sigma``) of the exact minimum, as in fig6,
 :func:`fit_precondition`); with no such length the claim is untestable.
+
+Why this module is long: one experiment, one file (the layout's rule): the solver grid, the per-grid status, the
+window finding and their rules are one protocol; the rules are pure functions tested apart.
 """
 
 from __future__ import annotations

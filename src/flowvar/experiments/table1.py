@@ -515,3 +515,7 @@ def _figure(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
     fig.suptitle(f"Table 1 ({config.pairing} pairing, N = {config.n_train}, {config.steps} steps, {config.n_seeds} "
                  f"seeds; dots = seeds, red × = paper, dotted = null MMD² range of two target samples)")
     ctx.figure("table1_metrics", fig)
+
+
+__all__ = ["PAPER_TABLE1", "Table1Config", "direct_memorisation_rule", "generalisation_mmd_rule",
+           "mechanism_precondition", "memorisation_mmd_rule", "memorised_precondition", "run", "unbiased_floor"]

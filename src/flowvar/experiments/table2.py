@@ -461,3 +461,7 @@ def _figures(ctx: RunContext, config: Table2Config, cells: dict[str, dict[str, A
     fig.suptitle(f"Table 2 ({config.dataset} {config.resolution}px, {config.n_seeds} seed(s), {config.steps} steps)")
     fig.tight_layout()
     ctx.figure("table2_l2", fig)
+
+
+__all__ = ["PAPER_TABLE2", "QUICK", "Table2Config", "image_scales", "margin_shrinks_rule", "memorised_precondition",
+           "paper_key", "run", "sigma0_memorises_rule", "sigma_generalises_rule"]

@@ -337,3 +337,7 @@ def _bar_figure(ctx: RunContext, config: Table3Config, table: dict[str, Any]) ->
                  fontsize=9)
     fig.tight_layout()
     ctx.figure("table3_l2", fig)
+
+
+__all__ = ["PAPER_TABLE3", "QUICK", "Table3Config", "copied_precondition", "copies_rule", "farther_from_ot_rule",
+           "run"]

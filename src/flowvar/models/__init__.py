@@ -6,7 +6,7 @@
 from flowvar.models.base import VectorField, time_column
 from flowvar.models.closed_form import CounterexampleField, NoisyCounterexampleField
 from flowvar.models.embeddings import FourierTimeEmbedding
-from flowvar.models.empirical import EmpiricalField, MemorizingField
+from flowvar.models.empirical import EmpiricalField, MemorisingField
 from flowvar.models.mlp import FlatMLPField, MLPField
 from flowvar.models.parametric import GaussianParametricField
 from flowvar.models.perturbed import ZeroPerturbedField
@@ -15,6 +15,6 @@ from flowvar.models.unet import SinusoidalTimeEmbedding, UNetField, sinusoidal_e
 
 __all__ = [
     "CounterexampleField", "DiTField", "EmpiricalField", "FlatMLPField", "FourierTimeEmbedding",
-    "GaussianParametricField", "MLPField", "MemorizingField", "NoisyCounterexampleField", "SinusoidalTimeEmbedding",
+    "GaussianParametricField", "MLPField", "MemorisingField", "NoisyCounterexampleField", "SinusoidalTimeEmbedding",
     "UNetField", "VectorField", "ZeroPerturbedField", "sinusoidal_embedding", "time_column",
 ]

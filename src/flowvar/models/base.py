@@ -28,3 +28,6 @@ class VectorField(nn.Module):
     def check_input(self, x: Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ShapeError(f"{type(self).__name__} expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
+
+
+__all__ = ["VectorField", "time_column"]

@@ -55,3 +55,6 @@ class NoisyCounterexampleField(VectorField):
         t = time_column(t, x)[:, None]
         s = 1 - 2 * t
         return self.mu - 2 * s * (x - t * self.mu) / (s * s + self.sigma**2)
+
+
+__all__ = ["CounterexampleField", "NoisyCounterexampleField"]

@@ -8,7 +8,7 @@ E_{I,t,z} ‖u_I − v(x_t, t)‖² is minimised, at every (x, t) with f(t) > 0,
 
 (:class:`EmpiricalField`; Remark 2: the noise makes pairs overlap and v* averages over them). As f → 0 the
 weights concentrate on the nearest line and v* tends to the memorising field of Prop 2
-(:class:`MemorizingField`), whose loss on the deterministic interpolant is exactly 0.
+(:class:`MemorisingField`), whose loss on the deterministic interpolant is exactly 0.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class _TrainingLines(VectorField):
         return arg
 
 
-class MemorizingField(_TrainingLines):
+class MemorisingField(_TrainingLines):
     """The zero-loss field of Prop 2: v(x, t) = u_j = x1_j − x0_j, j = argmin_i ‖x − μ_i(t)‖.
 
     It follows the training line nearest to x at time t, so on every training line (x = μ_i(t)) it returns
@@ -114,7 +114,7 @@ class EmpiricalField(_TrainingLines):
     training pairs with a running maximum (streaming log-sum-exp), so it stays finite for any σ > 0, where
     a naive exp(·)/Σ exp(·) underflows to 0/0. Where f(t, σ) = 0 (σ = 0, or the bridge at t ∈ {0, 1}), or
     f is so small that every logit overflows, the posterior is a point mass and the field is
-    :class:`MemorizingField`'s nearest-line velocity.
+    :class:`MemorisingField`'s nearest-line velocity.
     ``x0``, ``x1``: (N, d); forward: x (B, d), t scalar or (B,) → (B, d) in x's dtype.
     """
 
@@ -176,3 +176,6 @@ class EmpiricalField(_TrainingLines):
         if bool(hard_rows.any()):
             v[hard_rows] = self.u[self.nearest_line(x[hard_rows], tt[hard_rows])]
         return v.to(out_dtype)
+
+
+__all__ = ["EmpiricalField", "MemorisingField"]

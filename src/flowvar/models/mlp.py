@@ -55,3 +55,6 @@ class FlatMLPField(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         return self.mlp(x.reshape(x.shape[0], -1), t).reshape(x.shape)
+
+
+__all__ = ["ACTIVATIONS", "FlatMLPField", "MLPField"]

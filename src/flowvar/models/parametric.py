@@ -47,3 +47,6 @@ class GaussianParametricField(VectorField):
             raise SolverError(f"I + tΘ is singular at t = {bad[:3].tolist()}: the field is undefined at this "
                               f"time (see flowvar.gaussian.singular_times); choose a time grid that avoids it")
         return self.theta + (w.squeeze(-1) @ self.Theta.T)
+
+
+__all__ = ["GaussianParametricField"]

@@ -28,3 +28,6 @@ class ZeroPerturbedField(nn.Module):
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         tt = time_column(t, x)
         return self.base(x, tt) + self.linear(torch.cat([x, tt[:, None]], 1).to(self.linear.weight.dtype)).to(x.dtype)
+
+
+__all__ = ["ZeroPerturbedField"]

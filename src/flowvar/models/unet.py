@@ -312,3 +312,7 @@ class UNetField(nn.Module):
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), emb) if isinstance(block, _Stage) else block(h)
         return self.out_conv(F.silu(self.out_norm(h)))
+
+
+__all__ = ["AttentionBlock", "Downsample", "ResBlock", "SinusoidalTimeEmbedding", "UNetField", "Upsample",
+           "allowed_resolutions", "sinusoidal_embedding"]

@@ -529,7 +529,7 @@ def prop2(result: Result, story: Story) -> None:
     pairing = claim_by_id(result, "prop2.remark2.noise_breaks_pairing")
     sig = pairing.evidence["sigmas"]
     acc = pairing.evidence["accuracy_by_sigma"]
-    base = pairing.evidence["accuracy_sigma0_memorizing"]
+    base = pairing.evidence["accuracy_sigma0_memorising"]
     story.claims[pairing.id] = ClaimText(
         "pairing accuracy of the exact minimiser, σ = 0 → " + ", ".join(f"σ = {num(s)}" for s in sig) + ": "
         + "; ".join(f"{fam} {pct(base[fam])} → " + " → ".join(pct(a) for a in acc[fam])
@@ -574,15 +574,15 @@ def lemma2(result: Result, story: Story) -> None:
         "0° moves toward OT.", stag.id)
 
 
-@narrator("memorization_phase")
-def memorization_phase(result: Result, story: Story) -> None:
+@narrator("memorisation_phase")
+def memorisation_phase(result: Result, story: Story) -> None:
     story.paper = "the paper (Proposition 2, Remark 2): " + str(result.paper.get("remark2", ""))
-    memo = claim_by_id(result, "memorization_phase.sigma0_memorises")
+    memo = claim_by_id(result, "memorisation_phase.sigma0_memorises")
     cells = memo.evidence["per_cell"]
     story.claims[memo.id] = ClaimText(
         "σ = 0 pairing accuracy (seed mean) per cell: " + ", ".join(
             f"{k.replace(',', ', ')} {pct(v['accuracy'])}" for k, v in cells.items()), rule_text(memo))
-    for c in claims_matching(result, r"memorization_phase\.sigma[0-9.]+_reduces_memorisation"):
+    for c in claims_matching(result, r"memorisation_phase\.sigma[0-9.]+_reduces_memorisation"):
         if c.verdict == "untestable":
             continue
         reduced = c.evidence["reduced"]
@@ -602,7 +602,7 @@ def memorization_phase(result: Result, story: Story) -> None:
     story.figures["accuracy_vs_tube_ratio.png"] = FigureText(
         "Pairing accuracy (left) and its drop from σ = 0 (right) against the noise-tube ratio σ√d / line spacing "
         "(log scale), per cell; dashed: the reduction margin, dotted: the fitted threshold.",
-        "memorization_phase.tube_ratio_governs")
+        "memorisation_phase.tube_ratio_governs")
 
 
 @narrator("sigma_tradeoff")
@@ -650,5 +650,5 @@ def build_story(result: Result) -> Story:
 
 
 __all__ = ["TABLE", "build_story", "counterexample1", "fig4", "fig5", "fig6", "lemma1", "lemma1_mlp", "lemma2",
-           "memorization_phase", "paper_pm", "prop1", "prop2", "sigma_tradeoff", "solver_resolution", "table1",
+           "memorisation_phase", "paper_pm", "prop1", "prop2", "sigma_tradeoff", "solver_resolution", "table1",
            "table2", "table3"]

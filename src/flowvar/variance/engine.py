@@ -33,6 +33,10 @@ pass (δ/B from a mean looks like δ from a sum of smaller losses): it must be d
 
 Numerics: per-sample quantities are computed in the parameter dtype and accumulated in float64. The
 trace is a difference of raw moments, so its relative rounding error is about eps·‖ḡ‖²/trace.
+
+Why this module is long: the hook engine's forward/backward hooks, its dispatch to the layer rules and the per-
+sample sum check read and write the same per-call records; the rules themselves live in
+:mod:`flowvar.variance.rules`.
 """
 
 from __future__ import annotations

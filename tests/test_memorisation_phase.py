@@ -1,4 +1,4 @@
-"""Experiment memorization_phase: its helpers against brute force and known answers, its config checks, and a
+"""Experiment memorisation_phase: its helpers against brute force and known answers, its config checks, and a
 tiny end-to-end run (the plumbing, and that splitting the grid reproduces the full run's points)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 
 from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
-from flowvar.experiments.memorization_phase import (
+from flowvar.experiments.memorisation_phase import (
     MIN_PER_LABEL,
     balanced_accuracy_at,
     best_threshold_separation,
@@ -166,7 +166,7 @@ def test_region_verdict_rules(synthetic: list[dict[str, Any]]) -> None:
     assert none["verdict"] == "inconclusive" and math.isnan(none["reduces_fraction"])
     pre = region_precondition(none, 0.05, 0.1)
     assert not pre.holds and pre.remedy and pre.measured["noise_cannot_act_cells"] == ["d=2,N=64,width=64"]
-    claim = judge("memorization_phase.sigma0.05_reduces_memorisation", "s", {"x": 1}, rule="r", kind="reproduction",
+    claim = judge("memorisation_phase.sigma0.05_reduces_memorisation", "s", {"x": 1}, rule="r", kind="reproduction",
                   verdict=none["verdict"], precondition=pre)
     assert claim.verdict == "untestable" and claim.verdict_if_testable == "inconclusive"
     # a stricter margin moves the reduced cells out (and the exact minimisers no longer count as acting)
@@ -294,11 +294,11 @@ def test_best_threshold_separation_edge_cases() -> None:
 ])
 def test_config_rejects_bad_values(overrides: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
-        build_config(get_experiment("memorization_phase"), quick=True, overrides=overrides)
+        build_config(get_experiment("memorisation_phase"), quick=True, overrides=overrides)
 
 
 def test_yaml_defaults_are_valid_and_list_typed() -> None:
-    spec = get_experiment("memorization_phase")
+    spec = get_experiment("memorisation_phase")
     full, quick = build_config(spec), build_config(spec, quick=True)
     assert full.dims == (2, 3, 10, 50) and 0.05 in full.sigmas and 0.0 in full.sigmas and len(full.widths) >= 2
     assert quick.steps < full.steps and quick.n_seeds >= 3  # a σ comparison needs seeds as replicates
@@ -312,16 +312,16 @@ def test_yaml_defaults_are_valid_and_list_typed() -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
-    out = tmp_path_factory.mktemp("memorization_phase")
-    return run_experiment("memorization_phase", out, quick=True, overrides=TINY), out / "memorization_phase"
+    out = tmp_path_factory.mktemp("memorisation_phase")
+    return run_experiment("memorisation_phase", out, quick=True, overrides=TINY), out / "memorisation_phase"
 
 
 def test_tiny_run_writes_claims_points_and_figures(tiny: tuple[Result, Path]) -> None:
     folder = tiny[1]
     data = json.loads((folder / "result.json").read_text())
     ids = {c["id"] for c in data["claims"]}
-    assert {"memorization_phase.sigma0_memorises", "memorization_phase.sigma0.05_reduces_memorisation",
-            "memorization_phase.sigma0.5_reduces_memorisation", "memorization_phase.tube_ratio_governs"} == ids
+    assert {"memorisation_phase.sigma0_memorises", "memorisation_phase.sigma0.05_reduces_memorisation",
+            "memorisation_phase.sigma0.5_reduces_memorisation", "memorisation_phase.tube_ratio_governs"} == ids
     for claim in data["claims"]:
         assert claim["verdict"] in {"confirmed", "refuted", "inconclusive", "untestable"}
         assert claim["rule"] and claim["evidence"] and claim["min_effect"] and claim["replicates"]
@@ -358,7 +358,7 @@ def test_sigma_comparisons_are_paired(tiny: tuple[Result, Path]) -> None:
 
 def test_split_grid_reproduces_full_run_points(tiny: tuple[Result, Path], tmp_path: Path) -> None:
     """A sweep over dims=[5] must compute exactly the d = 5 points of the dims=[2, 5] run."""
-    part = run_experiment("memorization_phase", tmp_path, quick=True, overrides={**TINY, "dims": "[5]"})
+    part = run_experiment("memorisation_phase", tmp_path, quick=True, overrides={**TINY, "dims": "[5]"})
     full = [p for p in tiny[0].metrics["points"] if p["d"] == 5]
     keys = ("pairing_accuracy", "final_loss", "grad_var", "mmd2_gen_unbiased", "spacing", "loss_floor")
     assert [[p[k] for k in keys] for p in part.metrics["points"]] == [[p[k] for k in keys] for p in full]
@@ -368,9 +368,9 @@ def test_sweep_presets_split_the_grid() -> None:
     """The YAML's named sweeps expand to valid configs: by_dim one d per point, by_cell one cell per point."""
     from flowvar.sweep import Options, plan
 
-    by_dim = plan(Options(experiment="memorization_phase", preset="by_dim"))
+    by_dim = plan(Options(experiment="memorisation_phase", preset="by_dim"))
     assert [p.config.dims for p in by_dim.points] == [(2,), (3,), (10,), (50,)]
-    by_cell = plan(Options(experiment="memorization_phase", preset="by_cell"))
+    by_cell = plan(Options(experiment="memorisation_phase", preset="by_cell"))
     assert len(by_cell.points) == 4 * 5 * 2
     # every seed inside each point: the per-cell σ comparison stays paired over seeds
     assert {p.config.n_seeds for p in by_cell.points} == {3} and {p.config.seed for p in by_cell.points} == {0}

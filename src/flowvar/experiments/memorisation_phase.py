@@ -63,6 +63,10 @@ the paired drop acc(0) − acc(σ) is ≥ ``reduction_margin`` by that test.
    scored on the other (:func:`held_out_separation`). Precondition: ≥ ``MIN_PER_LABEL`` combinations of each label
    in each half. Confirmed if the held-out balanced accuracy reaches ``separation_threshold``, refuted if it stays
    below ``refute_separation``, inconclusive otherwise. σ alone and σ / spacing are scored the same way.
+
+Why this module is long: one experiment, one file (the layout's rule): the phase study's grid, its per-cell training
+and scoring, its three claims' rules and its maps belong to this one protocol (PAPER.md §5), and the rules are pure
+functions tested apart.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ from flowvar.variance import gradient_variance, slice_path
 MIN_PER_LABEL = 3
 """Combinations of each label (reduced / not reduced) needed in *each* half of the cells (the half that fits the
 threshold and the half that scores it) before the tube-ratio claim is testable."""
-NAME = "memorization_phase"
+NAME = "memorisation_phase"
 
 # random streams: each (kind, d, N or width) gets its own generator, seeded by the value of the key and not by its
 # position in the grid, so a sweep that splits the grid (dims=[2], [50] …) draws exactly the data of the full run
@@ -109,7 +113,7 @@ def _offset(kind: int, dim: int, key: int) -> int:
 
 
 @dataclass
-class MemorizationPhaseConfig:
+class MemorisationPhaseConfig:
     seed: int = 0
     n_seeds: int = 3
     # the grid (list-typed so a sweep can split it: --grid "dims=[2],[3],[10],[50]")
@@ -463,7 +467,7 @@ def make_eval_set(gmm: GaussianMixture, n_eval: int, generator: torch.Generator)
                    mmd2(y_null, y, bandwidth=h, estimator="biased").mmd2)
 
 
-def exact_reference(ts: TrainingSet, sigma: float, config: MemorizationPhaseConfig, generator: torch.Generator
+def exact_reference(ts: TrainingSet, sigma: float, config: MemorisationPhaseConfig, generator: torch.Generator
                     ) -> dict[str, float]:
     """The exact CFM(σ) minimiser on the training pairs (EmpiricalField, float64): its loss L*(σ) on
     ``floor_samples`` path draws (0 at σ = 0 up to rounding) and, with ``exact_reference``, the pairing accuracy of
@@ -486,7 +490,7 @@ def exact_reference(ts: TrainingSet, sigma: float, config: MemorizationPhaseConf
     return out
 
 
-def evaluate_model(model: nn.Module, ts: TrainingSet, ev: EvalSet, sigma: float, config: MemorizationPhaseConfig,
+def evaluate_model(model: nn.Module, ts: TrainingSet, ev: EvalSet, sigma: float, config: MemorisationPhaseConfig,
                    generator: torch.Generator) -> dict[str, float]:
     """Every per-point metric of a trained model (see the module docstring)."""
     x_tr = integrate(model, ts.x0, steps=config.euler_steps).x1
@@ -509,7 +513,7 @@ def evaluate_model(model: nn.Module, ts: TrainingSet, ev: EvalSet, sigma: float,
 
 
 @register(NAME, title="Memorisation phase diagram: pairing accuracy of CFM(σ) over d, N, σ and width on GMM pairs",
-          config=MemorizationPhaseConfig,
+          config=MemorisationPhaseConfig,
           quick={"n_seeds": 3, "dims": (2, 4, 10), "ns": (16,), "sigmas": (0.0, 0.05, 0.5), "widths": (128,),
                  "steps": 3000, "n_eval": 500, "variance_samples": 512, "floor_samples": 4000},
           paper={"prop2": "minimisers of the deterministic loss memorise arbitrary pairings (zero loss, zero gradient "
@@ -520,7 +524,7 @@ def evaluate_model(model: nn.Module, ts: TrainingSet, ev: EvalSet, sigma: float,
                                "on the noise tube radius σ√d against the spacing of the training pairs",
                  "table1": "d = 3 and d = 50 GMM: generalisation MMD 0.0034 → 0.0018 (d = 3), 0.0021 → 0.0020 "
                            "(d = 50) from σ = 0 to σ = 0.05"})
-def run(config: MemorizationPhaseConfig, ctx: RunContext) -> None:
+def run(config: MemorisationPhaseConfig, ctx: RunContext) -> None:
     _record_choices(config, ctx)
     points: list[dict[str, Any]] = []
     references: dict[str, dict[str, Any]] = {}
@@ -570,7 +574,7 @@ def run(config: MemorizationPhaseConfig, ctx: RunContext) -> None:
     _ratio_figure(ctx, config, points, regions)
 
 
-def _record_choices(config: MemorizationPhaseConfig, ctx: RunContext) -> None:
+def _record_choices(config: MemorisationPhaseConfig, ctx: RunContext) -> None:
     ctx.choice("grid", f"d ∈ {list(config.dims)}, N ∈ {list(config.ns)}, σ ∈ {list(config.sigmas)}, width ∈ "
                        f"{list(config.widths)}, seeds {config.seed}…{config.seed + config.n_seeds - 1}")
     ctx.choice("data", f"N fixed random pairs per (d, N, seed): x0 ~ N(0, I_d), x1 ~ GMM (K = {config.n_components}, "
@@ -628,7 +632,7 @@ def _fmt_cells(cells: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[s
     return out
 
 
-def _claims(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[str, Any]],
+def _claims(ctx: RunContext, config: MemorisationPhaseConfig, points: list[dict[str, Any]],
             regions: dict[float, dict[str, dict[str, Any]]]) -> None:
     replicates = (f"{config.n_seeds} training seed(s) per cell, each with its own pairs, initialisation and batches; "
                   f"every σ paired with σ = 0 within a seed")
@@ -742,7 +746,7 @@ def _cell_means(points: list[dict[str, Any]], d: int, width: int, key: str) -> t
     return ns, sigmas, table
 
 
-def _heatmaps(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[str, Any]],
+def _heatmaps(ctx: RunContext, config: MemorisationPhaseConfig, points: list[dict[str, Any]],
               regions: dict[float, dict[str, dict[str, Any]]]) -> None:
     panels = (("accuracy_above_chance", "pairing accuracy − chance (1/N)", "viridis", (0.0, 1.0)),
               ("l2_partner_rel", "L2 to partner / L2 to another target", "magma_r", (0.0, 1.2)))
@@ -776,7 +780,7 @@ def _heatmaps(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dic
         ctx.figure(f"heatmap_d{d}", fig)
 
 
-def _ratio_figure(ctx: RunContext, config: MemorizationPhaseConfig, points: list[dict[str, Any]],
+def _ratio_figure(ctx: RunContext, config: MemorisationPhaseConfig, points: list[dict[str, Any]],
                   regions: dict[float, dict[str, dict[str, Any]]]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
     positive = [p["tube_ratio"] for p in points if p["sigma"] > 0 and math.isfinite(p["tube_ratio"])]
@@ -811,3 +815,31 @@ def _ratio_figure(ctx: RunContext, config: MemorizationPhaseConfig, points: list
     axes[1].legend(fontsize=7)
     fig.suptitle("Pairing accuracy against the noise tube radius relative to the training-line spacing")
     ctx.figure("accuracy_vs_tube_ratio", fig)
+
+
+__all__ = [
+    "MIN_PER_LABEL",
+    "NAME",
+    "STATUSES",
+    "EvalSet",
+    "MemorisationPhaseConfig",
+    "TrainingSet",
+    "balanced_accuracy_at",
+    "best_threshold_separation",
+    "cell_key",
+    "evaluate_model",
+    "exact_reference",
+    "held_out_separation",
+    "make_eval_set",
+    "make_training_set",
+    "reduction_map",
+    "region_precondition",
+    "region_verdict",
+    "run",
+    "separation_precondition",
+    "separation_rule",
+    "sigma0_memorises_rule",
+    "sigma0_precondition",
+    "split_cells",
+    "tube_ratio",
+]

@@ -1,0 +1,117 @@
+"""Memorisation and generalisation scores of one trained model (the σ advisor's, :mod:`flowvar.advisor`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowvar.errors import DataError
+from flowvar.metrics.core import as_matrix
+from flowvar.metrics.distances import (
+    nearest_neighbours,
+    nn_distance_ratio,
+    pairing_accuracy,
+    partner_distances,
+)
+from flowvar.metrics.mmd import median_heuristic, mmd2
+
+# ----------------------------------------------------------------------------------------------------------
+# Memorisation and generalisation of one trained model (the σ advisor's scores, flowvar.advisor)
+# ----------------------------------------------------------------------------------------------------------
+
+#: The keys of :func:`evaluate_outputs` that the σ rule (:func:`flowvar.advisor.recommend_sigma`) reads: the
+#: generalisation score G (lower is better) and the memorisation score M (0 = chance, 1 = perfect pairing).
+GEN_KEY = "generalisation"
+MEM_KEY = "memorisation"
+
+
+def memorisation_score(accuracy: float, n: int) -> float:
+    """(a − 1/N) / (1 − 1/N): pairing accuracy ``accuracy`` on N pairs mapped to 0 = chance, 1 = perfect."""
+    if n < 2:
+        raise DataError(f"the memorisation score needs N >= 2 training pairs, got {n}")
+    chance = 1.0 / n
+    return (accuracy - chance) / (1.0 - chance)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What every σ is measured against (built once per data set and seed).
+
+    * ``x1_train``: (N, *shape) the training targets (row i the partner of training source i);
+    * ``heldout``: (H, *shape) real data never trained on;
+    * ``bandwidth``: the RBF bandwidth (median heuristic of ``heldout``) shared by every σ;
+    * ``nn_train``, ``nn_heldout``: (m, *shape) equally large subsets (m = min(N, H)) of the training targets and of
+      the held-out data, for the nearest-neighbour ratio (NN distances depend on the reference set's size);
+    * ``copy_threshold``: the nearest/second-nearest distance ratio below which an output counts as a copy.
+    """
+
+    x1_train: Tensor
+    heldout: Tensor
+    bandwidth: float
+    nn_train: Tensor
+    nn_heldout: Tensor
+    copy_threshold: float
+
+    @classmethod
+    def build(cls, x1_train: Tensor, heldout: Tensor, copy_threshold: float, generator: torch.Generator
+              ) -> Reference:
+        m = min(x1_train.shape[0], heldout.shape[0])
+        tr = torch.randperm(x1_train.shape[0], generator=generator)[:m]
+        ho = torch.randperm(heldout.shape[0], generator=generator)[:m]
+        return cls(x1_train, heldout, median_heuristic(heldout), x1_train[tr], heldout[ho], copy_threshold)
+
+
+def nn_train_over_heldout(x: Tensor, train: Tensor, heldout: Tensor) -> float:
+    """median_i d(x_i, train) / median_i d(x_i, heldout), d = distance to the nearest row; ``train`` and ``heldout``
+    (m, *shape) of equal size. ≈ 1 when the outputs are as close to unseen data as to the training data, → 0 when
+    they copy training points."""
+    xm = as_matrix("outputs", x)
+    d_tr = nearest_neighbours(xm, as_matrix("train", train), 1)[0][:, 0]
+    d_ho = nearest_neighbours(xm, as_matrix("heldout", heldout), 1)[0][:, 0]
+    den = float(d_ho.median())
+    return float(d_tr.median()) / den if den > 0 else math.nan
+
+
+def evaluate_outputs(x_train_out: Tensor, x_fresh_out: Tensor, ref: Reference) -> dict[str, float]:
+    """The per-σ metrics of one trained model (flat, sweep-friendly keys; the σ advisor's scores).
+
+    ``x_train_out``: (N, *shape) Euler outputs from the N training sources (row i from source i);
+    ``x_fresh_out``: (n, *shape) outputs from fresh sources. Memorisation: ``pairing_accuracy`` (nearest training
+    target is the own partner), ``memorisation`` (:func:`memorisation_score`), ``l2_partner.mean`` / ``.median``
+    (‖x̂_i − x1_i‖), ``fresh_copy_fraction`` (share of fresh outputs with NN1/NN2 distance ratio to the training
+    targets < ``copy_threshold``), ``fresh_nn_ratio.median``, ``nn_train_over_heldout`` (:func:`nn_train_over_heldout`
+    of the fresh outputs). Generalisation: ``gen_mmd2.unbiased`` (= ``generalisation``, the rule's score) and
+    ``gen_mmd2.biased`` between the fresh outputs and the held-out data at ``ref.bandwidth``. Raises DataError if an
+    output is non-finite (a diverged model).
+    """
+    n = ref.x1_train.shape[0]
+    acc = pairing_accuracy(x_train_out, ref.x1_train).accuracy
+    dist = partner_distances(x_train_out, {"partner": ref.x1_train})["partner"]
+    ratio = nn_distance_ratio(x_fresh_out, ref.x1_train, ref.copy_threshold)
+    out = {"pairing_accuracy": acc, MEM_KEY: memorisation_score(acc, n), "l2_partner.mean": dist.mean,
+           "l2_partner.median": dist.median, "fresh_copy_fraction": ratio.fraction_below,
+           "fresh_nn_ratio.median": float(ratio.ratio.median()),
+           "nn_train_over_heldout": nn_train_over_heldout(x_fresh_out, ref.nn_train, ref.nn_heldout)}
+    for est in ("unbiased", "biased"):
+        out[f"gen_mmd2.{est}"] = mmd2(x_fresh_out, ref.heldout, bandwidth=ref.bandwidth, estimator=est).mmd2
+    out[GEN_KEY] = out["gen_mmd2.unbiased"]
+    return out
+
+
+def null_generalisation(pairs: Sequence[tuple[Tensor, Tensor]], bandwidth: float) -> dict[str, Any]:
+    """The generalisation score of real data against real data: unbiased MMD² of each (a, b) pair of independent real
+    samples at ``bandwidth``; returns the values, their RMS (≈ the estimator's sd, since the mean is 0 under the null)
+    and ``floor`` = 2 × RMS, the rule's absolute noise floor."""
+    values = [mmd2(a, b, bandwidth=bandwidth, estimator="unbiased").mmd2 for a, b in pairs]
+    rms = float(np.sqrt(np.mean(np.square(values)))) if values else 0.0
+    return {"values": values, "rms": rms, "floor": 2.0 * rms}
+
+
+__all__ = ["GEN_KEY", "MEM_KEY", "Reference", "evaluate_outputs", "memorisation_score", "nn_train_over_heldout",
+           "null_generalisation"]
