@@ -23,6 +23,7 @@ from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import CounterexampleField, MLPField
+from flowvar.results import current_umask
 from flowvar.train import CHECKPOINT_NAME, TrainConfig, TrainResult, load_checkpoint, make_adam, train
 
 
@@ -149,7 +150,9 @@ def test_checkpoint_is_atomic_and_loadable(tmp_path: Path, monkeypatch: pytest.M
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(train_mod.os, "fsync", disk_full)
+    import flowvar.results as results_mod
+
+    monkeypatch.setattr(results_mod.os, "fsync", disk_full)
     with pytest.raises(DataError, match=r"cannot write the checkpoint .*checkpoint\.pt: No space left on device; "
                                         r"the previous checkpoint is kept"):
         train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=9, batch_size=16, checkpoint_every=3), tmp_path)
@@ -207,10 +210,14 @@ def test_unsigned_checkpoints_are_still_checked(tmp_path: Path) -> None:
 
 def test_stale_temporaries_of_killed_writes_are_removed(tmp_path: Path) -> None:
     path = _finished_checkpoint(tmp_path)
-    stale = tmp_path / ".checkpoint-abc123.tmp"
+    stale = tmp_path / ".checkpoint-abc123.tmp"  # an earlier version's temporary name
     stale.write_bytes(b"a write killed half-way")
+    stale_now = tmp_path / f".{CHECKPOINT_NAME}.xyz789.tmp"  # the one atomic writer's
+    stale_now.write_bytes(b"another killed write")
     result = train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=6, batch_size=16, checkpoint_every=2), tmp_path)
-    assert result.resumed_from == 4 and not stale.exists() and sorted(os.listdir(tmp_path)) == [path.name]
+    assert result.resumed_from == 4 and not stale.exists() and not stale_now.exists()
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # normal permissions, like every output
 
 
 class NaNAfter(nn.Module):

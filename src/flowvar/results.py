@@ -191,13 +191,25 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable (where the platform can open and fsync a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, what: str = "",
+                       remedy: str = "free space or choose another output folder") -> None:
     """The one way flowvar writes a file: a temporary file in the same folder, fsync, ``os.replace``.
 
-    A reader sees the old file or the new one, never a partial one. The file gets the permissions of any file the
-    user creates (0666 less the umask; ``mkstemp`` alone would leave it private, 0600). A write that fails (disk
-    full, read-only or forbidden folder) removes the temporary file and raises :class:`~flowvar.errors.DataError`
-    naming the path, with the old file left in place.
+    A reader sees the old file or the new one, never a partial one, and the rename is made durable (the folder is
+    fsynced). The file gets the permissions of any file the user creates (0666 less the umask; ``mkstemp`` alone
+    would leave it private, 0600). A write that fails (disk full, read-only or forbidden folder) removes the
+    temporary file (named ``.NAME.XXXX.tmp``) and raises :class:`~flowvar.errors.DataError` "cannot write {what}
+    {path}: {reason}; {remedy}", with the old file left in place.
     """
     from flowvar.errors import DataError
 
@@ -216,9 +228,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(err, OSError):
-            raise DataError(f"cannot write {path}: {err.strerror or err}; free space or choose another output "
-                            f"folder") from None
+            raise DataError(f"cannot write {what + ' ' if what else ''}{path}: {err.strerror or err}; {remedy}"
+                            ) from None
         raise
+    fsync_directory(path.parent)
 
 
 @dataclass
@@ -407,6 +420,7 @@ __all__ = [
     "claim_counts",
     "current_umask",
     "format_value",
+    "fsync_directory",
     "headline",
     "judge",
     "judgement_text",

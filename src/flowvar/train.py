@@ -75,7 +75,6 @@ import io
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -92,6 +91,7 @@ from flowvar.errors import ConfigError, DataError, TrainingError
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import MLPField
+from flowvar.results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +220,6 @@ def _signature(model: nn.Module, loss: CFMLoss, coupling: Coupling) -> dict[str,
             "interpolant": repr(loss.interpolant), "time_sampler": type(loss.time_sampler).__name__}
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open or fsync a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 CHECKPOINT_MAGIC = b"FLOWVAR-CHECKPOINT sha256\n"
 """The first bytes of a checkpoint file; the SHA-256 digest (32 bytes) of the payload follows, then the payload
 (``torch.save`` of the state). Files without it are the earlier unsigned format, still read (without the
@@ -248,37 +239,20 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        final = directory / CHECKPOINT_NAME
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
-    except OSError as err:
-        raise DataError(f"cannot write a checkpoint into {directory}: {err.strerror or err}; free space or choose "
-                        f"another checkpoint_dir") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(CHECKPOINT_MAGIC + hashlib.sha256(payload).digest() + payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, final)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if isinstance(err, OSError):
-            raise DataError(f"cannot write the checkpoint {final}: {err.strerror or err}; the previous checkpoint "
-                            f"is kept; free space or choose another checkpoint_dir") from None
-        raise
-    _fsync_dir(directory)
+    final = directory / CHECKPOINT_NAME
+    atomic_write_bytes(final, CHECKPOINT_MAGIC + hashlib.sha256(payload).digest() + payload, what="the checkpoint",
+                       remedy="the previous checkpoint is kept; free space or choose another checkpoint_dir")
     return final
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporary files that killed checkpoint writes left in ``directory`` (``.checkpoint-*.tmp``).
+    """Delete the temporary files that killed checkpoint writes left in ``directory`` (``.checkpoint.pt.*.tmp``
+    of :func:`flowvar.results.atomic_write_bytes`; ``.checkpoint-*.tmp`` of earlier versions).
 
     Only the process that writes checkpoints may call it (rank 0): a live write's temporary file would go too.
     """
     removed = []
-    for tmp in directory.glob(".checkpoint-*.tmp"):
+    for tmp in [*directory.glob(f".{CHECKPOINT_NAME}.*.tmp"), *directory.glob(".checkpoint-*.tmp")]:
         with contextlib.suppress(OSError):
             tmp.unlink()
             removed.append(tmp)
