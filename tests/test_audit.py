@@ -479,3 +479,29 @@ def test_third_party_model_runs_end_to_end(library: str, nets: object, tmp_path:
     assert (out / "closest_copies.png").is_file()  # the image grid of the closest copies
     code, _, err = run_cli([*common, *wrong, "--out", str(tmp_path / "wrong")], capsys)
     assert_error(code, err, tmp_path / "wrong", "does not fit", f"--time {time}")
+
+
+def test_out_never_replaces_a_folder_of_other_files_a_file_or_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out is checked before any work: a file, the current folder, or a folder holding anything but an earlier
+    audit is one line, exit 2, and nothing of the user's is touched (the audit replaces its folder as a whole)."""
+    from flowvar.audit.core import check_audit_folder
+
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "thesis.txt").write_text("years of work")
+    afile = tmp_path / "x.npy"
+    afile.write_bytes(b"data")
+    monkeypatch.chdir(tmp_path)
+    for out, message in [(precious, "already holds other files"), (afile, "is a file"),
+                         (Path("."), "is the current folder"), (tmp_path.parent, "is the current folder")]:
+        code = main(["audit", "--data", "digits", "--model", "no_such_module:factory", "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith("flowvar: error: --out") and message in err and "\n" not in err, err
+    assert (precious / "thesis.txt").read_text() == "years of work" and (precious / "sub").is_dir()
+    assert afile.read_bytes() == b"data"
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "result.json").write_text(json.dumps({"experiment": "audit"}))
+    check_audit_folder(earlier)  # an earlier audit's folder is replaced
+    check_audit_folder(tmp_path / "new" / "audit")  # a new folder is fine

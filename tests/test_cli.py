@@ -155,3 +155,33 @@ def test_documented_exit_2_with_nothing_written(args: list[str], tmp_path: Path,
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("flowvar: error:")
     assert not out.exists()
+
+
+def test_show_update_readme_of_a_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = Path(__file__).resolve().parents[1] / "results"
+    assert main(["show", str(results), "--update-readme", str(tmp_path / "nofile.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flowvar: error: cannot read") and "nofile.md" in err and "\n" not in err
+
+
+def test_sigterm_ends_flowvar_run_like_ctrl_c(tmp_path: Path) -> None:
+    """SIGTERM (timeout, CI cancellation, kill) takes Ctrl-C's path in every command: exit 130, a clean line, no
+    staging folder left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "flowvar.cli", "run", "fig4", "--quick", "--quiet", "--set",
+                             "n_samples=400000", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and list(out.glob(".fig4.*"))):  # the run has started staging
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not list(out.glob(".fig4.*")) and not (out / "fig4").exists()

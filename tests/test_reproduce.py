@@ -179,6 +179,8 @@ def test_jobs_gives_identical_results(serial: tuple[Path, str], tmp_path: Path) 
     (["--only", "prop1", "--set", "nope.n_samples=3"], "unknown experiment 'nope' in --set"),
     (["--only", "prop1", "--set", "prop1.n_samples=many"], "n_samples expects an integer"),
     (["--only", "prop1", "--jobs", "0"], "--jobs must be a positive integer"),
+    (["--only", ""], "--only names no experiment"),  # an unset shell variable must not run everything
+    (["--only", "prop1", "--cache", "/dev/null"], "--cache /dev/null is a file"),
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:

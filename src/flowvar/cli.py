@@ -419,8 +419,10 @@ def audit_cmd(
     import torch
 
     from flowvar.audit import audit, load_model
+    from flowvar.audit.core import check_audit_folder
     from flowvar.reproduce import default_threads
 
+    check_audit_folder(out)  # before any work: never a folder of the user's files, never a file
     torch.set_num_threads(threads or default_threads())
     loaded = load_model(model, checkpoint, state_key)
     report = audit(loaded.module, data, pairs=pairs, heldout=heldout, sigma=sigma, convention=convention, time=time,
@@ -441,8 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     0 success; 1 a failed experiment or sweep point; 2 a usage error (Typer) or a :class:`FlowvarError`, printed as
     one line ``flowvar: error: ...``; 130 interrupted.
     """
+    from flowvar.runner import sigterm_as_interrupt
+
     try:
-        code = app(args=argv, prog_name="flowvar", standalone_mode=False)
+        with sigterm_as_interrupt():  # SIGTERM (timeout, CI cancellation, kill) takes Ctrl-C's clean path
+            code = app(args=argv, prog_name="flowvar", standalone_mode=False)
     except FlowvarError as e:
         _error_line(str(e))
         return 2

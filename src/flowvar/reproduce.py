@@ -54,7 +54,13 @@ from flowvar.runner import (
 
 log = logging.getLogger("flowvar.reproduce")
 def parse_only(items: Sequence[str] | None) -> list[str] | None:
-    """``["a,b", "c"]`` → ``["a", "b", "c"]`` (order kept, duplicates dropped); None or empty → None."""
+    """``["a,b", "c"]`` → ``["a", "b", "c"]`` (order kept, duplicates dropped); None → None (every experiment).
+
+    ``--only ""`` (an unset shell variable) names no experiment: a :class:`ConfigError`, not a run of all of them.
+    """
+    if items and not any(raw.strip() for item in items for raw in item.split(",")):
+        raise ConfigError("--only names no experiment (an empty value); drop --only to run every experiment, or "
+                          "list some, e.g. --only fig4,prop1")
     names: list[str] = []
     for item in items or []:
         for raw in item.split(","):
@@ -239,6 +245,8 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     stream = stream or sys.stderr
     out = Path(options.out)
     selected = _select(options.only)  # unknown names fail before anything is written
+    if options.cache_dir is not None and Path(options.cache_dir).exists() and not Path(options.cache_dir).is_dir():
+        raise ConfigError(f"--cache {options.cache_dir} is a file; give a folder for the result cache")
     cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")
     threads = options.threads or default_threads()
     backend = make_backend(options.backend, options.jobs, threads, options.ray_address)
@@ -266,6 +274,7 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
         removed = cache.clean_stale()
         if removed:
             log.info("removed %d unfinished cache entries left by an interrupted run", removed)
+        commit = git_commit()  # the commit the run started from (its code was read then), not the one at its end
         outcomes: dict[str, Outcome] = {o.name: o for o in broken}
         progress = Progress(tasks + [Task(o.name, "", 0.0, {}) for o in broken], options.jobs, options.quiet, stream)
         for o in broken:
@@ -289,7 +298,7 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
                     o.status = "not run"
             wall = time.perf_counter() - started
             meta = {"command": _command_line(options), "mode": "quick" if options.quick else "full",
-                    "code_version": code_version(), "git_commit": git_commit(),
+                    "code_version": code_version(), "git_commit": commit,
                     "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                     "wall_s": wall, "jobs": options.jobs, "threads_per_experiment": threads,
                     "cpu_cores": cpu_cores(), "versions": versions(), "interrupted": interrupted,

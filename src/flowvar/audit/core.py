@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from flowvar.audit import rules
 from flowvar.audit.adapters import AdaptedField, Convention, ConventionCheck, check_conventions, model_dtype
 from flowvar.audit.loading import load_points
 from flowvar.audit.sections import Section, copying, endpoints, generalisation_gap, gradient_signal, pair_recovery
-from flowvar.errors import ConfigError, ShapeError, check_positive_int, check_sigma
+from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, check_sigma
 from flowvar.results import Result, atomic_write_bytes, atomic_write_text, judge, judgement_text, staged_folder
 from flowvar.sampling import valid_methods
 
@@ -110,8 +111,10 @@ class AuditReport:
 
     def write(self, out: str | Path) -> Path:
         """Write ``result.json``, ``summary.md``, ``audit.html`` and the PNGs to ``out`` (staged: a folder appears only
-        complete, replacing any earlier audit there). Returns the folder."""
+        complete, replacing any earlier audit there; any other folder is refused, :func:`check_audit_folder`).
+        Returns the folder."""
         out = Path(out)
+        check_audit_folder(out)
         with staged_folder(out) as stage:
             for name, data in self.figures.items():
                 atomic_write_bytes(stage.path / name, data)
@@ -119,6 +122,35 @@ class AuditReport:
             atomic_write_text(stage.path / "summary.md", self.markdown())
             atomic_write_text(stage.path / "audit.html", self.html())
         return out
+
+
+def check_audit_folder(out: str | Path) -> None:
+    """Refuse an ``--out`` the audit would damage, before any work: an existing file, the current folder or one of
+    its parents, or a folder holding anything but an earlier audit (the audit replaces its folder as a whole). A
+    one-line :class:`DataError` naming the folder and the fix."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder for the audit's report (a new or empty one)")
+    resolved = out.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise DataError(f"--out {out} is the current folder (or holds it): the audit replaces its folder as a "
+                        f"whole; give a new folder, e.g. --out audit")
+    if out.is_dir() and any(out.iterdir()):
+        earlier = out / "result.json"
+        try:
+            is_audit = json.loads(earlier.read_text(encoding="utf-8")).get("experiment") == "audit"
+        except (OSError, ValueError, AttributeError):
+            is_audit = False
+        if not is_audit:
+            names = sorted(p.name for p in out.iterdir())
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise DataError(f"--out {out} already holds other files ({shown}); the audit replaces its folder as a "
+                            f"whole, so give a new or empty folder (an earlier audit's folder is replaced)")
+    parent = resolved.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"cannot write the audit into {out}: {parent} is not writable; choose another --out")
 
 
 def _as_points(what: str, data: Tensor | str | Path | None, resolution: int | None, channels: int | None
@@ -262,4 +294,4 @@ def thresholds() -> dict[str, float]:
     return out
 
 
-__all__ = ["READING", "TEST_NAMES", "AuditReport", "audit", "thresholds", "time_now"]
+__all__ = ["READING", "TEST_NAMES", "AuditReport", "audit", "check_audit_folder", "thresholds", "time_now"]

@@ -110,7 +110,7 @@ def get_experiment(name: str) -> ExperimentSpec:
         if name in _REGISTRY:  # registered by a plugin module (see load_plugin)
             return _REGISTRY[name]
         raise ConfigError(f"unknown experiment {name!r}; run `flowvar list` to see the {len(names)} experiments "
-                          f"({', '.join(names)}), or load your own with --plugin")
+                          f"({', '.join(names)}), or load your own with `flowvar sweep --plugin FILE`")
     importlib.import_module(f"flowvar.experiments.{name}")
     return _REGISTRY[name]
 

@@ -231,7 +231,10 @@ def update_readme(readme: Path | str, section: str) -> bool:
     whether the file changed. The block is the one whose begin marker opens ``section`` (the quick reference run's
     or the paper-scale run's); a README without its markers is a :class:`DataError`."""
     path = Path(readme)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}; give the README to update") from None
     begin, end_marker = next((b, e) for b, e in (readme_markers("full"), readme_markers("quick"))
                              if section.startswith(b))
     start, end = text.find(begin), text.find(end_marker)
