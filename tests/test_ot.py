@@ -344,3 +344,13 @@ def test_squared_distances_chunking() -> None:
 def test_unknown_solver_is_refused() -> None:
     with pytest.raises(ConfigError, match="solver"):
         exact_ot_permutation(torch.zeros(2, 2), torch.zeros(2, 2), "hungarian")  # type: ignore[arg-type]
+
+
+def test_exact_pairing_of_empty_or_mismatched_point_sets_is_a_shape_error() -> None:
+    from flowvar.errors import ShapeError
+    from flowvar.ot import exact_ot_permutation
+
+    x = torch.randn(5, 3)
+    for a, b in [(x[:0], x[:0]), (x, torch.randn(5, 4)), (torch.tensor(1.0), torch.tensor(2.0))]:
+        with pytest.raises(ShapeError, match="exact OT pairing needs"):
+            exact_ot_permutation(a, b)

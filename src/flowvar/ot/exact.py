@@ -68,9 +68,15 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     ones, all with the same minimal total cost.
     """
     check_solver(solver)
+    if x0.ndim == 0 or x1.ndim == 0:
+        raise ShapeError(f"exact OT pairing needs two point sets (n, *shape), got shapes {tuple(x0.shape)} and "
+                         f"{tuple(x1.shape)}")
     if x0.shape[0] != x1.shape[0]:
         raise ShapeError(f"exact OT pairing needs equally many sources and targets, got {x0.shape[0]} "
                          f"and {x1.shape[0]}")
+    if x0.shape[0] == 0 or x0.shape[1:] != x1.shape[1:]:
+        raise ShapeError(f"exact OT pairing needs two non-empty point sets (n, *shape) of the same shape, got "
+                         f"{tuple(x0.shape)} and {tuple(x1.shape)}")
     check_finite("exact OT pairing's x0", x0)  # else scipy's "invalid numeric entries", after a misleading emd try
     check_finite("exact OT pairing's x1", x1)
     device = x0.device
