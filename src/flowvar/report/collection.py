@@ -172,9 +172,21 @@ def collection_counts(collection: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def _verdict_rows(collection: dict[str, Any], limit: int) -> list[str]:
-    """One Markdown row per claim: experiment, id, kind, verdict and the first evidence numbers (``limit`` chars)."""
-    return [f"| {name} | `{c['id']}` | {c.get('kind', 'reproduction')} | **{c['verdict']}** | "
-            f"{md_cell(_evidence_text(c['evidence'], 3, limit))} |" for name, c in _claims(collection)]
+    """One Markdown row per claim: experiment, id, kind, verdict and its decisive numbers in words (the report's
+    claim sentence, :func:`flowvar.report.narrators.build_story`, cut at ``limit`` characters)."""
+    from flowvar.report.narrators import build_story
+    from flowvar.report.story import shorten
+
+    rows = []
+    for e in _experiments(collection):
+        if not e.get("result"):
+            continue
+        story = build_story(Result.from_dict(e["result"]))
+        for c in e["result"]["claims"]:
+            text = story.claims[c["id"]].numbers if c["id"] in story.claims else _evidence_text(c["evidence"], 3, limit)
+            rows.append(f"| {e['name']} | `{c['id']}` | {c.get('kind', 'reproduction')} | **{c['verdict']}** | "
+                        f"{md_cell(shorten(text, limit))} |")
+    return rows
 
 
 def environment(collection: dict[str, Any]) -> dict[str, str]:
