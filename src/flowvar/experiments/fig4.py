@@ -344,7 +344,7 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
                 ax.text(0.5, 0.5, "no usable angle", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle("Fig. 4: OT field (solid) vs pair-optimal field (dashed); dotted: reading (i) crossover σ; "
                  "σ = 0 (zero in reading (ii)) not drawn", fontsize=10)
-    fig.subplots_adjust(hspace=0.45, wspace=0.25, top=1 - 0.5 / (4.2 * len(arms)))
+    fig.subplots_adjust(hspace=0.45, wspace=0.25, top=1 - 0.9 / (4.2 * len(arms)))  # room for two-line titles
     ctx.figure("variance_vs_sigma", fig)
 
 

@@ -301,24 +301,26 @@ def _figures(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.M
             try:
                 sol = _solve(models[sigma], xs, solver, config, trajectory=True)
                 traj = sol.trajectory.numpy()
-                ax.plot(traj[:, :, 0], traj[:, :, 1], color="tab:blue", alpha=0.45, lw=0.7)
-                ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=9, color="tab:blue", label="x̂1")
+                ax.plot(traj[:, :, 0], traj[:, :, 1], color="#0072B2", alpha=0.45, lw=0.7)
+                ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=9, color="#0072B2", label="x̂1")
             except SolverError:
                 ax.text(0.5, 0.5, "solver failed", transform=ax.transAxes, ha="center")
             rot, tr = -xs + mu, xs + mu
             ax.scatter(xs[:, 0], xs[:, 1], s=9, color="grey", label="x0")
-            ax.scatter(rot[:, 0], rot[:, 1], s=14, marker="x", color="tab:red", label="R x0 + μ")
-            ax.scatter(tr[:, 0], tr[:, 1], s=14, marker="+", color="tab:green", label="x0 + μ")
+            ax.scatter(rot[:, 0], rot[:, 1], s=14, marker="x", color="#D55E00", label="R x0 + μ")
+            ax.scatter(tr[:, 0], tr[:, 1], s=14, marker="+", color="#009E73", label="x0 + μ")
             out = outcomes[f"sigma={sigma}"][solver]
             frac = f"{out['fraction_nearer_rotation']:.2f}" if isinstance(out, dict) else "n/a"
             ax.set_title(f"σ = {sigma}, {solver}: nearer rotation {frac}", fontsize=9)
             ax.set_aspect("equal")
+            ax.set_xlabel("x₁")
+            ax.set_ylabel("x₂")
             if i == 0 and j == 0:
                 ax.legend(fontsize=7, loc="upper left")
     ctx.figure("trajectories", fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for sigma, color in zip(config.sigmas, ("tab:blue", "tab:orange", "tab:green", "tab:purple"), strict=False):
+    for sigma, color in zip(config.sigmas, ("#0072B2", "#E69F00", "#009E73", "#CC79A7"), strict=False):
         for parity, marker in ((1, "o"), (0, "s")):
             pts = sorted((int(s.split("_")[1]), outcomes[f"sigma={sigma}"][s]["fraction_nearer_rotation"])
                          for s in solvers if s.startswith("euler_") and int(s.split("_")[1]) % 2 == parity

@@ -318,7 +318,7 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
              "it tells how far the noisy rounds are expected to move, independent of the network.")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for sigma, color in zip(config.sigmas, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"),
+    for sigma, color in zip(config.sigmas, ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7"),
                             strict=False):
         for j, s in enumerate(seeds):
             rows = results[f"sigma={sigma}"][f"seed={s}"]
