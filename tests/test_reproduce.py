@@ -255,27 +255,22 @@ def test_every_yaml_file_matches_its_dataclass_and_loads() -> None:
             build_config(spec, quick=quick)
 
 
-def test_dataclass_defaults_and_register_quick_match_the_yaml_files() -> None:
-    """No drift between the two places values could live: a dataclass default or a register(quick=...) value
-    that differs from the YAML file would make `flowvar config --template` (and the no-YAML fallback) disagree
-    with what `flowvar run` uses."""
-    import typing
-
-    from flowvar.experiments.base import coerce, field_default
-
+def test_the_values_of_flowvars_experiments_live_in_their_yaml_files_only() -> None:
+    """Issue 17 item 6: the dataclass is the schema (names, types, validation) and carries no value; there is no
+    register(quick=...) either. Every value, full and quick, is in experiments/NAME.yaml, and a config built without
+    it is refused with the file to fix."""
     for name, spec in experiments().items():
-        defaults = package_defaults(spec)
-        if defaults is None:
-            continue
-        hints = typing.get_type_hints(spec.config_cls)
-        built = build_config(spec)
-        for f in dataclasses.fields(spec.config_cls):
-            value = field_default(f)
-            if value is dataclasses.MISSING:
-                continue
-            assert getattr(built, f.name) == value, f"{name}.{f.name}: dataclass default {value!r} != YAML value"
-        quick = {k: coerce(k, v, hints[k], source=name) for k, v in spec.quick.items()}
-        assert not quick or quick == defaults.quick, f"{name}: register(quick=...) differs from the YAML quick section"
+        assert package_defaults(spec) is not None, f"{name} has no YAML file"
+        with_values = [f.name for f in dataclasses.fields(spec.config_cls)
+                       if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+        assert not with_values, f"{name}: the dataclass holds values for {with_values}; they belong in its YAML file"
+        assert not spec.quick, f"{name}: register(quick=...) duplicates the YAML quick section"
+        build_config(spec)
+        build_config(spec, quick=True)
+    spec = experiments()["prop1"]
+    bare = dataclasses.replace(spec, defaults_file=Path("/nonexistent/prop1.yaml"))
+    with pytest.raises(ConfigError, match=r"has no value for seed, mean.*YAML file prop1\.yaml"):
+        build_config(bare)
 
 
 @dataclass

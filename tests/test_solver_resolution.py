@@ -64,7 +64,8 @@ def clipped_field(a: float) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 def test_exact_sigma0_field_rotation_on_odd_grids_undefined_on_even(x0: Tensor) -> None:
-    config = SolverResolutionConfig(euler_steps=(11, 101, 10, 100), rk_steps=(11,))
+    config = build_config(get_experiment("solver_resolution"),
+                          overrides={"euler_steps": "11,101,10,100", "rk_steps": "11"})
     out = evaluate(ideal_field(5.0, 0.0), x0, MU, config)
     assert list(out) == solver_names(config) == ["euler_10", "euler_11", "euler_100", "euler_101", "midpoint_11",
                                                  "rk4_11", "dopri5"]
@@ -85,7 +86,7 @@ def test_exact_sigma0_field_rotation_on_odd_grids_undefined_on_even(x0: Tensor) 
 def test_exact_noisy_minimiser_gives_translation(x0: Tensor) -> None:
     """σ = 0.2: every Euler step here (h ≤ 0.1) is narrower than the window σ, so every solver follows the flow
     x0 ↦ x0 + μ."""
-    config = SolverResolutionConfig(euler_steps=(10, 11, 101), rk_steps=(11,))
+    config = build_config(get_experiment("solver_resolution"), overrides={"euler_steps": "10,11,101", "rk_steps": "11"})
     out = evaluate(ideal_field(5.0, 0.2), x0, MU, config)
     for name, res in out.items():
         assert isinstance(res, dict), name
@@ -212,9 +213,9 @@ def test_config_errors_name_the_key(overrides: dict[str, str], key: str) -> None
         build_config(get_experiment("solver_resolution"), quick=True, overrides=overrides)
 
 
-def test_yaml_matches_dataclass_and_lists_are_sweepable() -> None:
+def test_yaml_holds_the_values_and_lists_are_sweepable() -> None:
     full = build_config(get_experiment("solver_resolution"))
-    assert full == SolverResolutionConfig()  # the YAML's full values are the dataclass defaults
+    assert isinstance(full, SolverResolutionConfig)  # the values come from the YAML file alone
     quick = build_config(get_experiment("solver_resolution"), quick=True, overrides={"train_steps": "[4000]"})
     assert quick.train_steps == (4000,) and 0.0 in quick.sigmas and quick.width == 128
 

@@ -59,33 +59,33 @@ class ImageExperimentConfig:
     small convolutions run fastest single-threaded on a loaded machine — else torch's default).
     """
 
-    seed: int = 0
-    n_seeds: int = 3
-    dataset: str = "digits"
-    data_dir: str | None = None
-    resolution: int = 16
-    channels: int | None = None
-    data_seed: int = 0
-    sigmas: tuple[float, ...] = (0.0, 0.05)
-    base_channels: int = 32
-    channel_mult: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = ()
-    dropout: float = 0.0
-    steps: int = 20_000
-    batch_size: int = 128
-    lr: float = 5e-4
-    warmup_steps: int = 1000
-    grad_clip: float | None = 1.0
-    ema_decay: float | None = 0.999
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 0
-    euler_steps: int = 100
-    eval_batch: int = 512
-    grid_columns: int = 8
-    alpha: float = 0.05
-    device: str = "auto"
-    threads: int = 0
+    seed: int
+    n_seeds: int
+    dataset: str
+    data_dir: str | None
+    resolution: int
+    channels: int | None
+    data_seed: int
+    sigmas: tuple[float, ...]
+    base_channels: int
+    channel_mult: tuple[int, ...]
+    num_res_blocks: int
+    attention_resolutions: tuple[int, ...]
+    dropout: float
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    grad_clip: float | None
+    ema_decay: float | None
+    checkpoint_dir: str | None
+    checkpoint_every: int
+    euler_steps: int
+    eval_batch: int
+    grid_columns: int
+    alpha: float
+    device: str
+    threads: int
 
     def validate(self) -> None:
         if self.n_seeds < 1:

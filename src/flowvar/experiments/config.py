@@ -249,13 +249,15 @@ def _numbers(value: Any) -> list[Any]:
 def check_schema(spec: ExperimentSpec, config: Any) -> None:
     """The generic value rules of every experiment's schema (see :data:`COUNT_FIELDS` and its neighbours); a
     violation is a one-line :class:`ConfigError` naming the key, the value and what it must be."""
+    defaults = package_defaults(spec)
+    reference = dict(defaults.values) if defaults is not None else {}  # the full-mode values: the YAML's
     for f in dataclasses.fields(config):
         key, value = f.name, getattr(config, f.name)
         numbers = _numbers(value)
         where = f"{spec.name}: {key}"
         if any(not math.isfinite(v) for v in numbers):
             raise ConfigError(f"{where} must be finite, got {_yaml_inline(value)}")
-        default = field_default(f)
+        default = reference.get(key, field_default(f))
         if isinstance(value, list | tuple) and not value and isinstance(default, list | tuple) and default:
             raise ConfigError(f"{where} must not be empty (default {_yaml_inline(default)})")
         if NON_NEGATIVE_FIELDS.match(key):  # before the counts: warmup_steps = 0 means no warmup
@@ -273,7 +275,8 @@ def check_schema(spec: ExperimentSpec, config: Any) -> None:
 
 def build_config(spec: ExperimentSpec, *, quick: bool = False, seed: int | None = None,
                  overrides: dict[str, Any] | None = None, config_file: Path | str | None = None) -> Any:
-    """Dataclass defaults → YAML values → quick section → ``config_file`` → ``seed`` → ``overrides``.
+    """YAML values (flowvar's experiments: the only place their values live; a plugin without a YAML file: its
+    dataclass defaults and ``register(quick=)``) → quick section → ``config_file`` → ``seed`` → ``overrides``.
 
     Every value is type-checked against the dataclass; see the module doc for the layering.
     """
@@ -301,6 +304,12 @@ def build_config(spec: ExperimentSpec, *, quick: bool = False, seed: int | None 
         if key not in names:
             raise ConfigError(f"unknown config key {key!r} for {spec.name}; valid keys: {', '.join(names)}")
         values[key] = coerce(key, raw, hints[key])
+    missing = [f.name for f in dataclasses.fields(spec.config_cls) if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        where = spec.defaults_file.name if spec.defaults_file is not None else f"{spec.name}.yaml"
+        raise ConfigError(f"experiment {spec.name} has no value for {', '.join(missing)}: the values live in its YAML "
+                          f"file {where} (next to its module); add them there or with --config/--set")
     try:
         config = spec.config_cls(**values)
     except (TypeError, ValueError) as e:
@@ -408,7 +417,8 @@ def field_default(f: dataclasses.Field) -> Any:
 
 
 def defaults_yaml(spec: ExperimentSpec, expected_runtime_s: dict[str, float] | None = None) -> str:
-    """The YAML file for ``spec`` generated from its dataclass defaults and the ``quick=`` dict of :func:`register`.
+    """The YAML file for ``spec``: its YAML file's values when it has one (flowvar's experiments), else (a plugin)
+    generated from its dataclass defaults and the ``quick=`` dict of :func:`register`.
 
     ``flowvar config NAME --template`` prints it; a field without a default is written as ``null`` and must be
     filled in.
@@ -418,12 +428,15 @@ def defaults_yaml(spec: ExperimentSpec, expected_runtime_s: dict[str, float] | N
              f"# {spec.config_cls.__name__} in flowvar/experiments/{spec.name}.py is the schema (names and types); "
              "this file holds the values.",
              f"# `flowvar config {spec.name} [--quick]` prints the effective config after --config, --seed and --set."]
+    defaults = package_defaults(spec)  # flowvar's experiments: the values of their YAML file
+    full = dict(defaults.values) if defaults is not None else {}
+    quick = dict(defaults.quick) if defaults is not None else dict(spec.quick)
     for f in dataclasses.fields(spec.config_cls):
-        value = field_default(f)
+        value = full.get(f.name, field_default(f))
         value = None if value is dataclasses.MISSING else value
         lines.append(f"{f.name}: {_yaml_inline(value)}")
-    lines.append("quick:" if spec.quick else "quick: {}")
-    lines += [f"  {k}: {_yaml_inline(v)}" for k, v in spec.quick.items()]
+    lines.append("quick:" if quick else "quick: {}")
+    lines += [f"  {k}: {_yaml_inline(v)}" for k, v in quick.items()]
     if expected_runtime_s:
         lines.append("# wall-clock estimates in seconds on 2 CPU cores (not a parameter): ETAs and docs/reproduce.md")
         lines.append(f"expected_runtime_s: {_yaml_inline(dict(expected_runtime_s))}")

@@ -27,13 +27,13 @@ from flowvar.sampling import integrate
 
 @dataclass
 class Counterexample1Config:
-    seed: int = 0
-    mu: float = 5.0
-    n_samples: int = 10_000
-    euler_steps: tuple[int, ...] = (11, 51, 101, 1001, 10, 100, 1000)
-    rk_steps: tuple[int, ...] = (11, 100)
-    rtol: float = 1e-7
-    atol: float = 1e-9
+    seed: int
+    mu: float
+    n_samples: int
+    euler_steps: tuple[int, ...]
+    rk_steps: tuple[int, ...]
+    rtol: float
+    atol: float
 
     def validate(self) -> None:
         if not any(n % 2 == 1 for n in self.euler_steps) or not any(n % 2 == 0 for n in self.euler_steps):
@@ -56,7 +56,7 @@ def failure(error: SolverError) -> str:
 
 
 @register("counterexample1", title="Counter Example 1: all lines meet at t = ½ (180° + μ coupling)",
-          config=Counterexample1Config, quick={"n_samples": 2000},
+          config=Counterexample1Config,
           paper={"statement": "T(x0) = R_180 x0 + 5: T is invertible but the interpolation map is not invertible "
                               "at t = 1/2, so the ideal rectified flow cannot recover (x0, x1)"})
 def run(config: Counterexample1Config, ctx: RunContext) -> None:

@@ -21,13 +21,13 @@ from flowvar.sampling import integrate
 
 @dataclass
 class Lemma1Config:
-    seed: int = 0
-    mean: tuple[float, ...] = (5.0, 5.0)
-    cov_diag: tuple[float, ...] = (4.0, 0.25)
-    n_samples: int = 200_000
-    rk4_steps: int = 100
-    rtol: float = 1e-9
-    atol: float = 1e-11
+    seed: int
+    mean: tuple[float, ...]
+    cov_diag: tuple[float, ...]
+    n_samples: int
+    rk4_steps: int
+    rtol: float
+    atol: float
 
     def validate(self) -> None:
         d = len(self.mean)
@@ -58,7 +58,6 @@ def moment_errors(x1: torch.Tensor, problem: GaussianProblem) -> dict[str, float
 
 
 @register("lemma1", title="Lemma 1: the closed-form Gaussian OT field", config=Lemma1Config,
-          quick={"n_samples": 20_000},
           paper={"lemma1": "v_OT(x,t) = θ + Θ[I + tΘ]^{-1}(x − tθ) is the OT field between N(0,I) and N(μ,M)"})
 def run(config: Lemma1Config, ctx: RunContext) -> None:
     problem = GaussianProblem(torch.tensor(config.mean), torch.diag(torch.tensor(config.cov_diag)))

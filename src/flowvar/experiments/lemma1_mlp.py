@@ -57,24 +57,24 @@ PARAMETRIC_FAIL = 1e-6
 
 @dataclass
 class Lemma1MLPConfig:
-    seed: int = 0
-    n_seeds: int = 3
-    mean: tuple[float, ...] = (5.0, 5.0)
-    cov_diag: tuple[float, ...] = (4.0, 0.25)
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    depth: int = 3
-    activation: str = "selu"
-    stages: int = 6
-    first_stage_steps: int = 160
-    batch_size: int = 256
-    lr: float = 3e-3
-    parametric_lr: float = 0.1
-    eval_samples: int = 50_000
-    alpha: float = 0.05
-    flat_factor: float = 1.25
-    positive_factor: float = 1000.0
-    width_factor: float = 2.0
-    zero_loss: float = 1e-12
+    seed: int
+    n_seeds: int
+    mean: tuple[float, ...]
+    cov_diag: tuple[float, ...]
+    widths: tuple[int, ...]
+    depth: int
+    activation: str
+    stages: int
+    first_stage_steps: int
+    batch_size: int
+    lr: float
+    parametric_lr: float
+    eval_samples: int
+    alpha: float
+    flat_factor: float
+    positive_factor: float
+    width_factor: float
+    zero_loss: float
 
     def validate(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -196,7 +196,6 @@ def _train_staged(model: torch.nn.Module, sigma: float, coupling: RotatedOTCoupl
 
 
 @register("lemma1_mlp", title="Lemma 1: MLPs cannot represent the Gaussian OT field exactly", config=Lemma1MLPConfig,
-          quick={"widths": (16, 64), "stages": 4, "first_stage_steps": 200, "eval_samples": 10_000},
           paper={"message": "standard neural architectures struggle to represent even simple transports"})
 def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
     problem = GaussianProblem(torch.tensor(config.mean, dtype=torch.float64),

@@ -61,25 +61,25 @@ STAGNATION_REFUTE = 3.0
 
 @dataclass
 class Lemma2Config:
-    seed: int = 0
-    n_seeds: int = 3
-    angle_deg: float = 120.0
-    sigmas: tuple[float, ...] = (0.0, 0.05, 0.5)
-    rounds: int = 3
-    width: int = 256
-    depth: int = 3
-    activation: str = "selu"
-    steps: int = 10_000
-    batch_size: int = 256
-    lr: float = 1e-3
-    n_pairs: int = 20_000
-    n_eval: int = 5_000
-    method: str = "dopri5"
-    ode_steps: int = 101
-    rtol: float = 1e-6
-    atol: float = 1e-6
-    angle_tol_deg: float = 5.0
-    alpha: float = 0.05
+    seed: int
+    n_seeds: int
+    angle_deg: float
+    sigmas: tuple[float, ...]
+    rounds: int
+    width: int
+    depth: int
+    activation: str
+    steps: int
+    batch_size: int
+    lr: float
+    n_pairs: int
+    n_eval: int
+    method: str
+    ode_steps: int
+    rtol: float
+    atol: float
+    angle_tol_deg: float
+    alpha: float
 
     def validate(self) -> None:
         if self.n_seeds < 1:
@@ -177,8 +177,6 @@ def moves_rule(drops: Sequence[float], drops_sigma0: Sequence[float], *, tol: fl
 
 @register("lemma2", title="Lemma 2: ReFlow stagnates at the 120° coupling at σ = 0; noise moves it toward OT",
           config=Lemma2Config,
-          quick={"n_seeds": 2, "sigmas": (0.0, 0.05, 0.5), "rounds": 2, "width": 128, "steps": 1500,
-                 "n_pairs": 5000, "n_eval": 1000, "method": "euler", "ode_steps": 51},
           paper={"lemma2": "ReFlow is idempotent on straight couplings: reflows with noiseless interpolants stagnate "
                            "when arriving at straight couplings (reviewer's wording; statement not seen)",
                  "remark2": "noise invalidates the assumptions of Lemma 2; repeated noisy rectification converges to "

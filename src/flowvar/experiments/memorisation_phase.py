@@ -114,41 +114,41 @@ def _offset(kind: int, dim: int, key: int) -> int:
 
 @dataclass
 class MemorisationPhaseConfig:
-    seed: int = 0
-    n_seeds: int = 3
+    seed: int
+    n_seeds: int
     # the grid (list-typed so a sweep can split it: --grid "dims=[2],[3],[10],[50]")
-    dims: tuple[int, ...] = (2, 3, 10, 50)
-    ns: tuple[int, ...] = (16, 64, 256, 1024, 4096)
-    sigmas: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.5)
-    widths: tuple[int, ...] = (64, 256)
+    dims: tuple[int, ...]
+    ns: tuple[int, ...]
+    sigmas: tuple[float, ...]
+    widths: tuple[int, ...]
     # target distribution (the GMM of Table 1, PAPER.md §4)
-    n_components: int = 8
-    mean_scale: float = 3.0
-    component_std: float = 0.5
-    gmm_seed: int = 0
+    n_components: int
+    mean_scale: float
+    component_std: float
+    gmm_seed: int
     # network and training
-    depth: int = 3
-    activation: str = "silu"
-    steps: int = 20_000
-    batch_size: int = 256
-    lr: float = 1e-3
+    depth: int
+    activation: str
+    steps: int
+    batch_size: int
+    lr: float
     # evaluation
-    euler_steps: int = 101
-    n_eval: int = 2000
-    variance_samples: int = 2048
-    floor_samples: int = 20_000
-    exact_reference: bool = True
-    exact_sources: int = 512
-    copy_threshold: float = 1.0 / 3.0
+    euler_steps: int
+    n_eval: int
+    variance_samples: int
+    floor_samples: int
+    exact_reference: bool
+    exact_sources: int
+    copy_threshold: float
     # a-priori thresholds of the verdict rules
-    focus_sigma: float = 0.05
-    memorise_accuracy: float = 0.9
-    fail_accuracy: float = 0.5
-    reduction_margin: float = 0.1
-    alpha: float = 0.05
-    zero_loss_ratio: float = 0.01
-    separation_threshold: float = 0.9
-    refute_separation: float = 0.7
+    focus_sigma: float
+    memorise_accuracy: float
+    fail_accuracy: float
+    reduction_margin: float
+    alpha: float
+    zero_loss_ratio: float
+    separation_threshold: float
+    refute_separation: float
 
     def validate(self) -> None:
         def positive_ints(key: str, values: Sequence[int], low: int) -> None:
@@ -514,8 +514,6 @@ def evaluate_model(model: nn.Module, ts: TrainingSet, ev: EvalSet, sigma: float,
 
 @register(NAME, title="Memorisation phase diagram: pairing accuracy of CFM(σ) over d, N, σ and width on GMM pairs",
           config=MemorisationPhaseConfig,
-          quick={"n_seeds": 3, "dims": (2, 4, 10), "ns": (16,), "sigmas": (0.0, 0.05, 0.5), "widths": (128,),
-                 "steps": 3000, "n_eval": 500, "variance_samples": 512, "floor_samples": 4000},
           paper={"prop2": "minimisers of the deterministic loss memorise arbitrary pairings (zero loss, zero gradient "
                           "variance, ODE returns the training partner)",
                  "remark2": "interpolant noise breaks the one-to-one map (x0, t) -> x_t; small noise, σ = 0.05, "

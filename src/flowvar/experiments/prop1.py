@@ -28,12 +28,12 @@ from flowvar.variance import estimate_variance
 
 @dataclass
 class Prop1Config:
-    seed: int = 0
-    mean: tuple[float, ...] = (5.0, 5.0)
-    cov_diag: tuple[float, ...] = (4.0, 0.25)
-    angles: tuple[float, ...] = (0.0, 30.0, 60.0, 90.0, 120.0, 180.0)
-    sigma: float = 0.05
-    n_samples: int = 50_000
+    seed: int
+    mean: tuple[float, ...]
+    cov_diag: tuple[float, ...]
+    angles: tuple[float, ...]
+    sigma: float
+    n_samples: int
 
     def validate(self) -> None:
         d = len(self.mean)
@@ -53,7 +53,7 @@ def rule_zero_loss_zero_variance(max_loss: float, max_trace_relative: float) -> 
 
 
 @register("prop1", title="Proposition 1: zero loss and zero gradient variance of pair-optimal fields",
-          config=Prop1Config, quick={"n_samples": 5_000},
+          config=Prop1Config,
           paper={"A": "for T_OT and T_rOT^R with the deterministic interpolant the pair-optimal field has zero loss "
                       "and zero gradient variance, even for non-zero angles",
                  "B": "with noise the pair-optimal field no longer has zero variance"})

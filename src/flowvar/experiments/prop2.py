@@ -84,42 +84,42 @@ FAMILIES: tuple[str, ...] = ("random", "shuffled_ot", "ot", "rot180")
 
 @dataclass
 class Prop2Config:
-    seed: int = 0
+    seed: int
     # target distribution (the GMM of Table 1, PAPER.md §4)
-    n_components: int = 8
-    mean_scale: float = 3.0
-    component_std: float = 0.5
-    gmm_seed: int = 0
+    n_components: int
+    mean_scale: float
+    component_std: float
+    gmm_seed: int
     # (a) closed form
-    cf_dim: int = 2
-    cf_pairs: int = 256
-    cf_families: tuple[str, ...] = ("random", "shuffled_ot", "ot", "rot180")
-    cf_sigmas: tuple[float, ...] = (0.01, 0.05, 0.2)
-    cf_loss_samples: int = 20_000
-    cf_variance_samples: int = 512
-    rot180_mu: float = 5.0
-    euler_steps: int = 101
+    cf_dim: int
+    cf_pairs: int
+    cf_families: tuple[str, ...]
+    cf_sigmas: tuple[float, ...]
+    cf_loss_samples: int
+    cf_variance_samples: int
+    rot180_mu: float
+    euler_steps: int
     # (b) neural
-    dims: tuple[int, ...] = (2, 8)
-    n_seeds: int = 3
-    n_pairs: int = 64
-    sigma: float = 0.05
-    width: int = 256
-    depth: int = 3
-    activation: str = "silu"
-    steps: int = 10_000
-    batch_size: int = 256
-    lr: float = 1e-3
-    log_every: int = 500
-    variance_samples: int = 1024
-    floor_samples: int = 20_000
+    dims: tuple[int, ...]
+    n_seeds: int
+    n_pairs: int
+    sigma: float
+    width: int
+    depth: int
+    activation: str
+    steps: int
+    batch_size: int
+    lr: float
+    log_every: int
+    variance_samples: int
+    floor_samples: int
     # a-priori thresholds of the rules
-    zero_ratio: float = 0.01
-    nonzero_ratio: float = 0.1
-    memorise_accuracy: float = 0.95
-    plateau_ratio: float = 0.8
-    min_accuracy_drop: float = 0.1
-    alpha: float = 0.05
+    zero_ratio: float
+    nonzero_ratio: float
+    memorise_accuracy: float
+    plateau_ratio: float
+    min_accuracy_drop: float
+    alpha: float
 
     def validate(self) -> None:
         if self.euler_steps % 2 == 0 or self.euler_steps < 3:
@@ -414,8 +414,6 @@ class TrainingMonitor:
 
 @register("prop2", title="Proposition 2 / Remark 2: deterministic minimisers memorise arbitrary pairs; noise breaks it",
           config=Prop2Config,
-          quick={"cf_pairs": 128, "cf_loss_samples": 5000, "cf_variance_samples": 256, "dims": (8,), "n_seeds": 3,
-                 "width": 128, "steps": 3000, "log_every": 300, "variance_samples": 256, "floor_samples": 5000},
           paper={"prop2": "with the deterministic interpolant there is a field with zero empirical loss even when "
                           "training lines intersect; ODE integration from a training source returns its paired "
                           "target; optimising the straight-path objective converges to this field",

@@ -109,37 +109,37 @@ class SigmaTradeoffConfig(ImageExperimentConfig):
       ``alpha`` (one-sided level of the comparisons over seeds).
     """
 
-    dataset: str = "gmm"
-    resolution: int = 8
-    sigmas: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
-    base_channels: int = 16
-    channel_mult: tuple[int, ...] = (1, 2)
-    steps: int = 10_000
-    batch_size: int = 256
-    lr: float = 1e-3
-    warmup_steps: int = 0
-    grad_clip: float | None = None
-    ema_decay: float | None = None
-    euler_steps: int = 101
-    n_train: int = 256
-    n_eval: int = 2000
-    dim: int = 8
-    n_components: int = 8
-    mean_scale: float = 3.0
-    component_std: float = 0.5
-    gmm_seed: int = 0
-    model: str = "mlp"
-    width: int = 256
-    depth: int = 4
-    activation: str = "silu"
-    copy_threshold: float = 1.0 / 3.0
-    null_repeats: int = 5
-    min_heldout: int = 16
-    gen_margin: float = 0.25
-    mem_margin: float = 0.05
-    compare_sigma: float = 0.05
-    memorise_accuracy: float = 0.5
-    reduce_margin: float = 0.1
+    dataset: str
+    resolution: int
+    sigmas: tuple[float, ...]
+    base_channels: int
+    channel_mult: tuple[int, ...]
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    grad_clip: float | None
+    ema_decay: float | None
+    euler_steps: int
+    n_train: int
+    n_eval: int
+    dim: int
+    n_components: int
+    mean_scale: float
+    component_std: float
+    gmm_seed: int
+    model: str
+    width: int
+    depth: int
+    activation: str
+    copy_threshold: float
+    null_repeats: int
+    min_heldout: int
+    gen_margin: float
+    mem_margin: float
+    compare_sigma: float
+    memorise_accuracy: float
+    reduce_margin: float
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -195,7 +195,6 @@ class SigmaTradeoffConfig(ImageExperimentConfig):
                               f"{self.alpha}")
 
 
-QUICK = {"n_seeds": 3, "n_train": 64, "n_eval": 1000, "width": 256, "depth": 3, "steps": 1000}
 
 
 @dataclass
@@ -250,7 +249,7 @@ def _build_model(config: SigmaTradeoffConfig, data: _Data, unet: bool) -> torch.
 
 
 @register("sigma_tradeoff", title="σ advisor: memorisation and generalisation of CFM(σ) vs σ, and a recommended σ",
-          config=SigmaTradeoffConfig, quick=QUICK,
+          config=SigmaTradeoffConfig,
           paper={"claims": "Prop 2: σ = 0 minimisers memorise arbitrary pairs; Remark 2: noise breaks memorisation and "
                            "σ = 0.05 already restores generalisation",
                  "setting": "not a table of the paper: a σ sweep of its Table 1 / Table 2 protocol (fixed random "
@@ -616,6 +615,6 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     ctx.figure("sigma_tradeoff", fig)
 
 
-__all__ = ["DATASETS", "METRIC_KEYS", "QUICK", "SigmaTradeoffConfig", "both_margins_rule",
+__all__ = ["DATASETS", "METRIC_KEYS", "SigmaTradeoffConfig", "both_margins_rule",
            "keeps_generalisation_rule", "memorised_precondition", "reduces_memorisation_rule", "run",
            "sigma0_memorises_rule"]

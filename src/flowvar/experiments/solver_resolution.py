@@ -86,31 +86,31 @@ class SolverResolutionConfig:
     ``window_sources`` sources, ``window_points`` log-spaced s = 1 − 2t in [``window_s_min``, 0.5] on each side of ½.
     """
 
-    seed: int = 0
-    mu: float = 5.0
-    sigmas: tuple[float, ...] = (0.0, 0.01, 0.05, 0.2)
-    train_steps: tuple[int, ...] = (1000, 2000, 5000, 10_000, 20_000)
-    width: int = 256
-    depth: int = 3
-    activation: str = "selu"
-    batch_size: int = 256
-    lr: float = 1e-3
-    n_eval: int = 2000
-    euler_steps: tuple[int, ...] = (11, 21, 51, 101, 201, 501, 1001, 10, 20, 50, 100, 200, 500, 1000)
-    rk_steps: tuple[int, ...] = (11, 101)
-    rtol: float = 1e-6
-    atol: float = 1e-6
-    max_dopri_steps: int = 20_000
-    reproduce_fraction: float = 0.9
-    reproduce_rel_error: float = 0.1
-    contrast_sigma: float = 0.05
-    coarse_max_steps: int = 21
-    fine_min_steps: int = 501
-    dependence_margin: float = 0.5
-    window_sources: int = 256
-    window_points: int = 200
-    window_s_min: float = 1e-4
-    window_agreement: float = 0.9
+    seed: int
+    mu: float
+    sigmas: tuple[float, ...]
+    train_steps: tuple[int, ...]
+    width: int
+    depth: int
+    activation: str
+    batch_size: int
+    lr: float
+    n_eval: int
+    euler_steps: tuple[int, ...]
+    rk_steps: tuple[int, ...]
+    rtol: float
+    atol: float
+    max_dopri_steps: int
+    reproduce_fraction: float
+    reproduce_rel_error: float
+    contrast_sigma: float
+    coarse_max_steps: int
+    fine_min_steps: int
+    dependence_margin: float
+    window_sources: int
+    window_points: int
+    window_s_min: float
+    window_agreement: float
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the key and the fix for any value the study cannot use."""
@@ -390,8 +390,6 @@ def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, pr
 @register("solver_resolution",
           title="Solver resolution: 180° + μ coupling across Euler step counts, dopri5, training length and σ",
           config=SolverResolutionConfig,
-          quick={"width": 128, "sigmas": (0.0, 0.01, 0.05), "train_steps": (1000, 4000, 10_000), "n_eval": 500,
-                 "rk_steps": (11,)},
           paper={"fig6": "deterministic training learns the rotation anyway, and inference reproduces the training "
                          "pairs; σ = 0.05 already restores generalisation (PAPER.md §2, §3.3)",
                  "design_D": "expect the outcome to depend on the solver resolution: Euler steps wider than the "

@@ -91,31 +91,31 @@ PAPER_TABLE1: dict[str, dict[str, dict[str, float]]] = {
 
 @dataclass
 class Table1Config:
-    seed: int = 0
-    n_seeds: int = 3
-    dims: tuple[int, ...] = (3, 50)
-    sigmas: tuple[float, ...] = (0.0, 0.05)
-    n_components: int = 8
-    mean_scale: float = 3.0
-    component_std: float = 0.5
-    gmm_seed: int = 0
-    n_train: int = 1000
-    pairing: str = "random"
-    width: int = 256
-    depth: int = 4
-    activation: str = "silu"
-    steps: int = 50_000
-    batch_size: int = 256
-    lr: float = 1e-3
-    euler_steps: int = 101
-    n_eval: int = 2000
-    copy_threshold: float = 1.0 / 3.0
-    alpha: float = 0.05
+    seed: int
+    n_seeds: int
+    dims: tuple[int, ...]
+    sigmas: tuple[float, ...]
+    n_components: int
+    mean_scale: float
+    component_std: float
+    gmm_seed: int
+    n_train: int
+    pairing: str
+    width: int
+    depth: int
+    activation: str
+    steps: int
+    batch_size: int
+    lr: float
+    euler_steps: int
+    n_eval: int
+    copy_threshold: float
+    alpha: float
     # a-priori thresholds of the rules and preconditions
-    memorise_accuracy: float = 0.9
-    min_effect_l2: float = 0.05
-    min_effect_mmd: float = 0.01
-    generalisation_margin: float = 0.5
+    memorise_accuracy: float
+    min_effect_l2: float
+    min_effect_mmd: float
+    generalisation_margin: float
 
     def validate(self) -> None:
         if self.pairing not in ("random", "ot"):
@@ -243,7 +243,6 @@ def _exact_minimiser(x0_train: Tensor, y_train: Tensor, sigma: float, h: float, 
 
 @register("table1", title="Table 1: memorisation vs generalisation MMD of CFM(σ=0) and CFM(σ=0.05) on a GMM",
           config=Table1Config,
-          quick={"n_seeds": 3, "n_train": 8, "width": 128, "depth": 4, "steps": 1500, "n_eval": 1000},
           paper={"table1": PAPER_TABLE1,
                  "claims": "memorisation MMD(σ=0) < memorisation MMD(σ=0.05); generalisation MMD(σ=0.05) ≤ "
                            "generalisation MMD(σ=0), for d = 3 and d = 50",

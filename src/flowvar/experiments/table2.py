@@ -94,14 +94,14 @@ class Table2Config(ImageExperimentConfig):
     when the blockwise pairing is used; 0 to skip), and ``min_effect`` (the verdicts' minimum effect, a fraction of
     the distance between the OT and the shuffled partner)."""
 
-    ns: tuple[int, ...] = (500, 1797)
-    eval_max: int = 2000
-    ot_method: str = "auto"
-    max_exact: int = 5000
-    ot_block_size: int = 4096
-    ot_refine_rounds: int = 2
-    gap_check_n: int = 4096
-    min_effect: float = 0.1
+    ns: tuple[int, ...]
+    eval_max: int
+    ot_method: str
+    max_exact: int
+    ot_block_size: int
+    ot_refine_rounds: int
+    gap_check_n: int
+    min_effect: float
 
     def validate(self) -> None:
         super().validate()
@@ -116,12 +116,10 @@ class Table2Config(ImageExperimentConfig):
             raise ConfigError(f"eval_max must be >= 2, got {self.eval_max}")
 
 
-QUICK = {"ns": (64, 256), "n_seeds": 2, "resolution": 8, "base_channels": 16, "channel_mult": (1, 2),
-         "steps": 500, "batch_size": 64, "lr": 2e-3, "warmup_steps": 50, "ema_decay": 0.99, "eval_max": 128}
 
 
 @register("table2", title="Table 2: adversarial (shuffled OT) coupling — memorisation of CFM(σ=0) vs CFM(σ=0.05)",
-          config=Table2Config, quick=QUICK,
+          config=Table2Config,
           paper={"table2": PAPER_TABLE2,
                  "setting": "CelebA 64x64 RGB, N = 5K and 50K; mean ± std (most likely over images)",
                  "claims": "σ=0: L2-to-shuffled < L2-to-OT; σ=0.05: L2-to-OT < L2-to-shuffled; the σ=0 memorisation "
@@ -463,5 +461,5 @@ def _figures(ctx: RunContext, config: Table2Config, cells: dict[str, dict[str, A
     ctx.figure("table2_l2", fig)
 
 
-__all__ = ["PAPER_TABLE2", "QUICK", "Table2Config", "image_scales", "margin_shrinks_rule", "memorised_precondition",
+__all__ = ["PAPER_TABLE2", "Table2Config", "image_scales", "margin_shrinks_rule", "memorised_precondition",
            "paper_key", "run", "sigma0_memorises_rule", "sigma_generalises_rule"]
