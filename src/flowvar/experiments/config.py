@@ -1,19 +1,20 @@
 """Typed configs: the YAML values, ``--config``/``--seed``/``--set`` overrides, type coercion and validation.
 
-An experiment is a function ``run(config, ctx)`` registered with :func:`register` together with its
-config dataclass and the overrides that make ``--quick``. The function composes library pieces and reports
-through ``ctx``: metrics, claims, figures, the paper's numbers, and every choice the paper leaves open.
+An experiment is a function ``run(config, ctx)`` registered with :func:`register` together with its config
+dataclass. The function composes library pieces and reports through ``ctx``: metrics, claims, figures, the paper's
+numbers, and every choice the paper leaves open.
 
-Configs. The dataclass is the *schema* (field names and types); the values live in one YAML file per
-experiment next to its module, ``flowvar/experiments/<name>.yaml``: every field at its full-mode (paper-scale)
-value, a ``quick:`` section with the ``--quick`` overrides, and ``expected_runtime_s: {quick: .., full: ..}``
-(wall-clock estimates on 2 CPU cores, used for ETAs; not a parameter). :func:`build_config` layers
+Configs. The dataclass is the *schema* (field names, types, validation; flowvar's own hold no value); the values
+live only in one YAML file per experiment next to its module, ``flowvar/experiments/<name>.yaml``: every field at
+its full-mode (paper-scale) value, a ``quick:`` section with the ``--quick`` overrides, and ``expected_runtime_s:
+{quick: .., full: ..}`` (wall-clock estimates on 2 CPU cores, used for ETAs; not a parameter). :func:`build_config`
+layers
 
-    dataclass defaults → YAML values → YAML ``quick:`` (with --quick) → ``--config FILE`` (and its ``quick:``
-    section with --quick) → ``--seed`` → ``--set key=value``
+    YAML values → YAML ``quick:`` (with --quick) → ``--config FILE`` (and its ``quick:`` section with --quick)
+    → ``--seed`` → ``--set key=value``
 
 type-checking every value against the dataclass; an unknown key is a :class:`ConfigError` naming the file.
-An experiment without a YAML file falls back to its dataclass defaults and the ``quick=`` dict given to
+A plugin experiment without a YAML file falls back to its dataclass defaults and the ``quick=`` dict given to
 :func:`register`; ``flowvar config NAME --template`` prints the YAML file to add for it.
 """
 
