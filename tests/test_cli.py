@@ -48,6 +48,11 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     # docs/reproduce.md: a bad option value, before anything runs (the runner's backend check)
     (["reproduce", "--quick", "--only", "prop1", "--ray-address", "h:1"], "--ray-address needs --backend ray"),
     (["reproduce", "--quick", "--only", "prop1", "--backend", "slurm"], "--backend must be one of local, ray"),
+    # an absurd σ is refused up front (it overflowed after the whole computation)
+    (["run", "fig4", "--quick", "--set", "sigmas=0,1e200"], "fig4: sigmas must be at most 1000"),
+    # docs/sweeps.md: an unreachable Ray address is checked before anything is written (not even --out)
+    (["reproduce", "--quick", "--only", "prop1", "--backend", "ray", "--ray-address", "nohost.invalid:1"],
+     "cannot reach the Ray cluster"),
     (["run", "prop1", "--seed", "abc"], "Invalid value for '--seed'"),
     (["run", "prop1", "--no-such-flag"], "No such option: --no-such-flag"),
     (["run", "prop1", "--set", "n_samples=1\r2"], "n_samples expects an integer, got '1\\r2'"),

@@ -255,9 +255,9 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     with held_log_records() as planning:
         log.info(*start_line)
         tasks, broken = plan(options, cache, threads)  # every selected config validated before anything is written
-    check_writable(out)
-    backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written
+    backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written (not even --out)
     try:
+        check_writable(out)
         return _reproduce(options, out, selected, cache, threads, backend, tasks, broken, planning, stream)
     finally:
         backend.close()

@@ -236,6 +236,9 @@ POSITIVE_FIELDS = re.compile(r"^(lr|.*_lr|rtol|atol|mu|cov_diag|.*_std|.*_scale|
                              r"min_.*effect.*|min_effect|.*_threshold|.*_accuracy|.*_fraction|.*_rel_error|zero_loss|"
                              r"window_s_min|grad_clip|angle_deg)$")
 """Numbers > 0 (rates, tolerances, scales, thresholds)."""
+MAX_SIGMA = 1e3
+"""The largest interpolant noise σ any experiment accepts: far beyond the paper's (≤ 1), short of float64 overflow in
+the noise and loss terms (σ² · d · counts)."""
 MAX_COUNT = 10**8
 """The largest value any count may take: beyond it a run cannot finish on any machine flowvar targets (a config
 asking for more is refused up front rather than failing hours later or exhausting memory)."""
@@ -270,6 +273,9 @@ def check_schema(spec: ExperimentSpec, config: Any) -> None:
                 raise ConfigError(f"{where} must hold counts from 1 to {MAX_COUNT:.0e}, got {_yaml_inline(value)}")
         elif POSITIVE_FIELDS.match(key) and any(v <= 0 for v in numbers):
             raise ConfigError(f"{where} must be > 0, got {_yaml_inline(value)}")
+        if "sigma" in key and any(v > MAX_SIGMA for v in numbers):
+            raise ConfigError(f"{where} must be at most {MAX_SIGMA:g} (the paper's σ is at most 1; larger values "
+                              f"overflow the interpolant's noise), got {_yaml_inline(value)}")
         if key == "alpha" and numbers and not 0 < numbers[0] < 0.5:
             raise ConfigError(f"{where} must lie in (0, 0.5) (a significance level), got {value}")
 
@@ -454,6 +460,7 @@ __all__ = [
     "COUNT_FIELDS",
     "MAX_COUNT",
     "MAX_DAYS_DEFAULT",
+    "MAX_SIGMA",
     "NON_NEGATIVE_FIELDS",
     "POSITIVE_FIELDS",
     "ConfigValues",
