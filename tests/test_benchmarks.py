@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["exact_ot", "cfm_step", "gradvar", "sweep_overhead"]
+SCRIPTS = ["exact_ot", "cfm_step", "gradvar", "sweep_overhead", "audit_cost"]
 
 
 def _digest(path: Path) -> str:
@@ -114,3 +114,10 @@ def test_cfm_step_verdict_names_parity_from_the_interval() -> None:
     nan = float("nan")
     assert verdict({"a": (0.8, nan, nan)}) == "**missed**: a 0.800"  # too few rounds for an interval: no parity
     assert verdict({"a": (1.1, nan, nan)}) == "met"
+
+
+def test_audit_cost_quick_times_the_whole_audit_against_a_training_step(quick_sections: dict[str, str]) -> None:
+    section = quick_sections["audit_cost"]
+    rows = _table_rows(section, "what")
+    assert rows[0]["in training steps"] == "1" and float(rows[1]["in training steps"]) > 1
+    assert "Verdict of the audit:" in section and "Peak resident memory" in section
