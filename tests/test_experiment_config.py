@@ -1,0 +1,93 @@
+"""Typed experiment configs: layering (YAML, quick, --config, --seed, --set), overrides, coercion, the size
+bound and former experiment names (flowvar.experiments.config / registry)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import ExperimentSpec, build_config, coerce, parse_overrides
+
+
+@dataclass
+class DemoConfig:
+    seed: int = 0
+    steps: int = 100
+    sigma: float = 0.05
+    angles: tuple[float, ...] = (30.0, 120.0)
+    noise: str = "constant"
+    fast: bool = False
+    width: int | None = None
+
+
+SPEC = ExperimentSpec("demo", "demo", DemoConfig, lambda c, ctx: None, {"steps": 10}, {})
+
+
+def test_build_config_layers_quick_seed_and_overrides() -> None:
+    cfg = build_config(SPEC, quick=True, seed=7, overrides={"sigma": "0.1", "angles": "0,90", "fast": "true"})
+    assert cfg == DemoConfig(seed=7, steps=10, sigma=0.1, angles=(0.0, 90.0), fast=True)
+    assert build_config(SPEC, overrides={"width": "32"}).width == 32
+    assert build_config(SPEC, overrides={"width": "null"}).width is None
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("steps", "abc", "expects an integer"),
+    ("steps", "1.5", "expects an integer"),
+    ("sigma", "x", "expects a number"),
+    ("fast", "maybe", "true or false"),
+    ("nope", "1", "unknown config key 'nope'"),
+])
+def test_bad_overrides(key: str, value: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build_config(SPEC, overrides={key: value})
+
+
+def test_parse_overrides() -> None:
+    assert parse_overrides(["a=1", "b = x=y"]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["novalue"])
+    assert coerce("k", "[1, 2]", list[int]) == [1, 2]
+
+
+def test_sizes_that_cannot_finish_are_refused_up_front(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config estimated at more than $FLOWVAR_MAX_DAYS (default 30) days on 2 cores is one line, exit 2, with the
+    estimate; raising the bound lets validation pass; the default configs are all inside it."""
+    from flowvar.cli import main
+    from flowvar.experiments.base import MAX_DAYS_DEFAULT, build_config, discover, estimated_runtime, get_experiment
+
+    fig4 = get_experiment("fig4")
+    full = build_config(fig4)
+    assert estimated_runtime(fig4, full) == pytest.approx(300.0)  # the YAML's full-mode estimate
+    doubled = build_config(fig4, overrides={"repeats": 60, "n_samples": 20000})
+    assert estimated_runtime(fig4, doubled) == pytest.approx(1200.0)  # linear in each count
+    for name in discover():
+        spec = get_experiment(name)
+        estimate = estimated_runtime(spec, build_config(spec))
+        assert estimate is None or estimate < MAX_DAYS_DEFAULT * 86400
+
+    out = tmp_path / "out"
+    assert main(["run", "fig4", "--quiet", "--out", str(out), "--set", "n_samples=90000000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flowvar: error: fig4: this config would take ~") and "FLOWVAR_MAX_DAYS" in err
+    assert "\n" not in err and not out.exists()
+
+    monkeypatch.setenv("FLOWVAR_MAX_DAYS", "1e6")
+    build_config(fig4, overrides={"n_samples": 90_000_000})  # accepted under the raised bound
+    monkeypatch.setenv("FLOWVAR_MAX_DAYS", "soon")
+    with pytest.raises(ConfigError, match="FLOWVAR_MAX_DAYS must be a positive number of days"):
+        build_config(fig4)
+
+
+def test_a_former_experiment_name_still_selects_it() -> None:
+    """Identifiers use one spelling ("memorisation"); the former CLI name keeps working everywhere a name is read."""
+    from flowvar.experiments.base import get_experiment
+    from flowvar.experiments.registry import ALIASES, discover
+    from flowvar.reproduce import parse_only, parse_scoped_overrides
+
+    assert ALIASES == {"memorization_phase": "memorisation_phase"}
+    assert "memorization_phase" not in discover() and "memorisation_phase" in discover()
+    assert get_experiment("memorization_phase").name == "memorisation_phase"
+    assert parse_only(["prop1,memorization_phase"]) == ["prop1", "memorisation_phase"]
+    assert parse_scoped_overrides(["memorization_phase.seed=3"]) == {"memorisation_phase": {"seed": "3"}}
