@@ -109,18 +109,6 @@ class SigmaTradeoffConfig(ImageExperimentConfig):
       ``alpha`` (one-sided level of the comparisons over seeds).
     """
 
-    dataset: str
-    resolution: int
-    sigmas: tuple[float, ...]
-    base_channels: int
-    channel_mult: tuple[int, ...]
-    steps: int
-    batch_size: int
-    lr: float
-    warmup_steps: int
-    grad_clip: float | None
-    ema_decay: float | None
-    euler_steps: int
     n_train: int
     n_eval: int
     dim: int
