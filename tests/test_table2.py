@@ -1,8 +1,8 @@
-"""Tables 2 and 3 end to end at toy size, their verdict helpers, bad inputs, and UNet checkpoint resume."""
+"""Table 2 end to end at toy size, its verdict helpers, bad inputs, and the image kit it shares with table3
+(threads, per-seed comparisons, UNet checkpoint resume)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +11,11 @@ import torch
 from PIL import Image
 
 import flowvar.experiments._imaging as imaging
+from experiment_checks import IMAGE_TINY as TINY
+from experiment_checks import check_image_result
 from flowvar.couplings import FixedPairs
 from flowvar.errors import ConfigError, DataError
-from flowvar.experiments import table2, table3
+from flowvar.experiments import table2
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
@@ -21,36 +23,12 @@ from flowvar.models.unet import UNetField
 from flowvar.results import judge
 from flowvar.train import TrainConfig, train
 
-TINY = {"resolution": "8", "base_channels": "8", "channel_mult": "1,2", "steps": "3", "batch_size": "4",
-        "warmup_steps": "1", "euler_steps": "3", "n_seeds": "2", "grid_columns": "4"}
-
-
-def _check_result(out: Path, name: str, n_claims: int, figures: list[str]) -> dict:
-    data = json.loads((out / name / "result.json").read_text())
-    assert len(data["claims"]) == n_claims
-    for claim in data["claims"]:
-        assert claim["verdict"] in ("confirmed", "refuted", "inconclusive", "untestable")
-        assert claim["rule"] and claim["evidence"] and claim["kind"] == "reproduction"
-        assert "seed" in claim["replicates"] and "α = 0.05" in claim["min_effect"]
-        assert claim["evidence"]["comparison"]["n_seeds"] == data["config"]["n_seeds"]
-        pre = claim["precondition"]
-        if pre is not None:
-            assert (claim["verdict"] == "untestable") == (not pre["holds"]) and pre["measured"]
-    assert sorted(data["figures"]) == sorted(figures)
-    for fig in figures:
-        with Image.open(out / name / fig) as img:
-            assert img.size[0] > 100 and img.size[1] > 100
-    assert data["metrics"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # device "auto"
-    assert data["metrics"]["comparison_with_paper"]
-    assert (out / name / "summary.md").read_text().startswith(f"# {name}")
-    return data
-
 
 def test_table2_smoke_with_blockwise_ot(tmp_path: Path) -> None:
     overrides = {**TINY, "ns": "6,12", "eval_max": "5", "ot_method": "blockwise", "ot_block_size": "4",
                  "gap_check_n": "8"}
     run_experiment("table2", tmp_path, quick=True, overrides=overrides)
-    data = _check_result(tmp_path, "table2", 5, ["table2_grid_N6.png", "table2_grid_N12.png", "table2_l2.png"])
+    data = check_image_result(tmp_path, "table2", 5, ["table2_grid_N6.png", "table2_grid_N12.png", "table2_l2.png"])
     metrics = data["metrics"]
     for key, n in (("N=6", 6), ("N=12", 12)):
         cell = metrics["table2"][key]
@@ -83,29 +61,6 @@ def test_table2_smoke_with_blockwise_ot(tmp_path: Path) -> None:
         assert got.differences == pytest.approx(ev["comparison"]["differences"])
 
 
-def test_table3_smoke(tmp_path: Path) -> None:
-    overrides = {**TINY, "n": "10", "base_steps": "3", "eval_max": "6"}
-    run_experiment("table3", tmp_path, quick=True, overrides=overrides)
-    data = _check_result(tmp_path, "table3", 2, ["table3_grid.png", "table3_l2.png"])
-    table = data["metrics"]["table3"]
-    assert table["sigma=0.0"]["l2_to_generated"]["n"] == 12
-    assert {c["id"] for c in data["claims"]} == {"table3.sigma0_copies_generated_pairs",
-                                                 "table3.sigma0_farther_from_ot"}
-    assert data["metrics"]["runs"][0]["base_model"]["loss_first_5pct"] > 0
-    copy, far = data["claims"]
-    ev = copy["evidence"]
-    got = table3.copies_rule(ev["l2_to_generated_sigma0.05_per_seed"], ev["l2_to_generated_sigma0.0_per_seed"],
-                             ev["reference_generated_vs_ot_partner"], sigma=0.05, min_effect=0.1, alpha=0.05)
-    assert got.verdict == (copy["verdict_if_testable"] or copy["verdict"])
-    assert ev["reference_generated_vs_ot_partner"] == pytest.approx(table["reference_generated_vs_ot_partner"]["mean"])
-    assert got.min_effect == pytest.approx(0.1 * ev["reference_generated_vs_ot_partner"])  # absolute scale, no ratio
-    ev = far["evidence"]
-    got = table3.farther_from_ot_rule(ev["l2_to_ot_sigma0.0_per_seed"], ev["l2_to_ot_sigma0.05_per_seed"],
-                                      ev["reference_generated_vs_ot_partner"], sigma=0.05, min_effect=0.1, alpha=0.05)
-    assert got.verdict == (far["verdict_if_testable"] or far["verdict"])
-    assert copy["precondition"] == far["precondition"] and copy["precondition"]["measured"]["required"] == 0.1
-
-
 def test_mixed_size_and_mode_folder_runs(tmp_path: Path) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -122,33 +77,33 @@ def test_mixed_size_and_mode_folder_runs(tmp_path: Path) -> None:
     assert {c.verdict_if_testable or c.verdict for c in result.claims} == {"inconclusive"}
 
 
-@pytest.mark.parametrize(("experiment", "overrides", "error", "message"), [
-    ("table2", {"dataset": "folder", "data_dir": "/no/such/folder"}, DataError, "does not exist"),
-    ("table2", {"dataset": "celeba", "data_dir": "/no/such/folder", "resolution": "64"}, DataError,
+@pytest.mark.parametrize(("overrides", "error", "message"), [
+    ({"dataset": "folder", "data_dir": "/no/such/folder"}, DataError, "does not exist"),
+    ({"dataset": "celeba", "data_dir": "/no/such/folder", "resolution": "64"}, DataError,
      "CelebA images not found"),
-    ("table2", {"dataset": "lfw", "ns": "50,101"}, DataError, "lower n to at most 100"),
-    ("table3", {"dataset": "lfw", "n": "101"}, DataError, "lower n to at most 100"),
-    ("table2", {"resolution": "10", "channel_mult": "1,2,2"}, ConfigError, "multiple of 4"),
-    ("table3", {"resolution": "6", "channel_mult": "1,2,2"}, ConfigError, "does not fit a UNet"),
-    ("table2", {"ns": "1"}, ConfigError, "derangement"),
-    ("table2", {"sigmas": "0.05,0"}, ConfigError, "sigmas"),
-    ("table3", {"device": "tpu"}, ConfigError, "device"),
+    ({"dataset": "lfw", "ns": "50,101"}, DataError, "lower n to at most 100"),
+    ({"resolution": "10", "channel_mult": "1,2,2"}, ConfigError, "multiple of 4"),
+    ({"ns": "1"}, ConfigError, "derangement"),
+    ({"sigmas": "0.05,0"}, ConfigError, "sigmas"),
 ])
-def test_bad_inputs_fail_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, experiment: str,
-                                         overrides: dict[str, str], error: type, message: str) -> None:
+def test_bad_inputs_fail_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str],
+                                         error: type, message: str) -> None:
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("training started before the input was validated")
 
     monkeypatch.setattr(imaging, "train_cfm", no_training)
     with pytest.raises(error, match=message):
-        run_experiment(experiment, tmp_path, quick=True, overrides={**TINY, **overrides})
-    assert not (tmp_path / experiment).exists()
+        run_experiment("table2", tmp_path, quick=True, overrides={**TINY, **overrides})
+    assert not (tmp_path / "table2").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
 def test_cuda_requested_without_gpu(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         run_experiment("table2", tmp_path, quick=True, overrides={**TINY, "device": "cuda", "ns": "4"})
+
+
+# ---------------------------------------------------------------- the image kit shared with table3 (_imaging.py)
 
 
 def test_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,6 +127,30 @@ def test_closer_over_seeds_and_per_seed_precondition() -> None:
     holds, rel = imaging.memorised_in_every_seed([6.0, 6.0], [0.1, 5.9], [6.0, 6.0], 0.1)
     assert not holds and rel == pytest.approx([5.9 / 6, 0.1 / 6])
     assert imaging.memorised_in_every_seed([6.0], [0.1], [6.0], 0.1)[0]
+
+
+def test_unet_run_resumes_bit_identically(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    pairs = FixedPairs(torch.randn(10, 1, 8, 8, generator=g), torch.rand(10, 1, 8, 8, generator=g) * 2 - 1,
+                       shuffle=True, generator=g)
+
+    def run(steps: int, directory: Path | None) -> tuple[UNetField, list[float], dict]:
+        torch.manual_seed(0)
+        model = UNetField(8, 1, base_channels=8, channel_mult=(1, 2))
+        res = train(model, CFMLoss(Interpolant(0.05)), pairs,
+                    TrainConfig(steps=steps, batch_size=4, lr=1e-3, grad_clip=1.0, warmup_steps=2, ema_decay=0.9,
+                                checkpoint_every=2, log_every=0), checkpoint_dir=directory)
+        return model, res.losses, res.ema_state  # type: ignore[return-value]
+
+    ref_model, ref_losses, ref_ema = run(6, None)
+    run(3, tmp_path)
+    model, losses, ema = run(6, tmp_path)
+    assert losses == ref_losses
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()))
+    assert all(torch.equal(ema[k], v) for k, v in ref_ema.items())
+
+
+# --------------------------------------------------------------------------------------------- rules
 
 
 def _untestable(pre: object) -> str:
@@ -202,50 +181,8 @@ def test_table2_rules_reach_every_outcome() -> None:
     assert not bad.holds and "steps" in bad.remedy and _untestable(bad) == "untestable"
 
 
-def test_table3_rules_reach_every_outcome() -> None:
-    kw = {"sigma": 0.05, "min_effect": 0.1, "alpha": 0.05}
-    # the paper's numbers (8.63 vs 25.08, against generated-vs-OT distances of about 40) confirm ...
-    assert table3.copies_rule([25.0, 25.2], [8.6, 8.7], 40.0, **kw).verdict == "confirmed"
-    # ... the former quick run's (0.19 vs 0.104 against 3.54: both copy) is refuted, whatever the ratio of 1.8
-    assert table3.copies_rule([0.19, 0.20], [0.104, 0.108], 3.54, **kw).verdict == "refuted"
-    assert table3.copies_rule([3.0, 0.2], [0.1, 0.1], 3.54, **kw).verdict == "inconclusive"
-    assert table3.copies_rule([25.0], [8.6], 40.0, **kw).verdict == "inconclusive"
-    far = table3.farther_from_ot_rule
-    assert far([43.3, 43.5], [31.3, 31.4], 40.0, **kw).verdict == "confirmed"
-    assert far([3.543, 3.540], [3.560, 3.557], 3.54, **kw).verdict == "refuted"  # the former "t = −7.3" case
-    assert far([4.0, 3.0], [3.0, 4.0], 3.54, **kw).verdict == "inconclusive"
-    pre = table3.copied_precondition([3.5, 3.6], [0.1, 0.12], [3.5, 3.6], 0.1)
-    assert pre.holds and pre.measured["required"] == 0.1
-    bad = table3.copied_precondition([3.5, 3.6], [0.1, 3.4], [3.5, 3.6], 0.1)
-    assert not bad.holds and _untestable(bad) == "untestable"
-
-
-def test_quick_modes_replicate_over_seeds() -> None:
-    for name in ("table2", "table3"):
-        config = build_config(get_experiment(name), quick=True)
-        assert config.n_seeds >= 2 and config.alpha == 0.05 and config.min_effect == 0.1
+def test_quick_mode_replicates_over_seeds() -> None:
+    config = build_config(get_experiment("table2"), quick=True)
+    assert config.n_seeds >= 2 and config.alpha == 0.05 and config.min_effect == 0.1
     with pytest.raises(ConfigError, match="alpha"):
         build_config(get_experiment("table2"), quick=True, overrides={"alpha": "0.7"})
-    with pytest.raises(ConfigError, match="min_effect"):
-        build_config(get_experiment("table3"), quick=True, overrides={"min_effect": "1.5"})
-
-
-def test_unet_run_resumes_bit_identically(tmp_path: Path) -> None:
-    g = torch.Generator().manual_seed(0)
-    pairs = FixedPairs(torch.randn(10, 1, 8, 8, generator=g), torch.rand(10, 1, 8, 8, generator=g) * 2 - 1,
-                       shuffle=True, generator=g)
-
-    def run(steps: int, directory: Path | None) -> tuple[UNetField, list[float], dict]:
-        torch.manual_seed(0)
-        model = UNetField(8, 1, base_channels=8, channel_mult=(1, 2))
-        res = train(model, CFMLoss(Interpolant(0.05)), pairs,
-                    TrainConfig(steps=steps, batch_size=4, lr=1e-3, grad_clip=1.0, warmup_steps=2, ema_decay=0.9,
-                                checkpoint_every=2, log_every=0), checkpoint_dir=directory)
-        return model, res.losses, res.ema_state  # type: ignore[return-value]
-
-    ref_model, ref_losses, ref_ema = run(6, None)
-    run(3, tmp_path)
-    model, losses, ema = run(6, tmp_path)
-    assert losses == ref_losses
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()))
-    assert all(torch.equal(ema[k], v) for k, v in ref_ema.items())

@@ -1,15 +1,14 @@
-"""Experiments prop2 and table1: tiny end-to-end runs (the plumbing) and unit tests of their helpers."""
+"""Experiment prop2: a tiny end-to-end run (the plumbing), unit tests of its helpers and every rule's outcomes."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from experiment_checks import assert_complete_gmm_result
 from flowvar.distributions import GaussianMixture
 from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
@@ -30,66 +29,33 @@ from flowvar.experiments.prop2 import (
     two_proportion_se,
     zero_loss_rule,
 )
-from flowvar.experiments.table1 import (
-    direct_memorisation_rule,
-    generalisation_mmd_rule,
-    memorisation_mmd_rule,
-    memorised_precondition,
-    unbiased_floor,
-)
-from flowvar.experiments.table1 import mechanism_precondition as table1_mechanism
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
-from flowvar.metrics import mmd2
 from flowvar.models import MemorisingField, MLPField, ZeroPerturbedField
 from flowvar.ot import exact_ot_permutation
-from flowvar.results import Precondition, Result, judge, to_jsonable
+from flowvar.results import Precondition, Result, judge
 from flowvar.sampling import time_grid
 from flowvar.variance import gradient_variance
 
-TINY = {
-    "prop2": {"cf_pairs": "16", "cf_families": "random,rot180", "cf_sigmas": "0.05,0.2", "cf_loss_samples": "200",
-              "cf_variance_samples": "16", "dims": "2", "n_seeds": "2", "n_pairs": "8", "steps": "6", "log_every": "3",
-              "variance_samples": "16", "floor_samples": "200", "width": "16", "depth": "2"},
-    "table1": {"n_seeds": "2", "dims": "2,5", "n_train": "32", "width": "16", "depth": "2", "steps": "5",
-               "n_eval": "64"},
-}
+TINY = {"cf_pairs": "16", "cf_families": "random,rot180", "cf_sigmas": "0.05,0.2", "cf_loss_samples": "200",
+        "cf_variance_samples": "16", "dims": "2", "n_seeds": "2", "n_pairs": "8", "steps": "6", "log_every": "3",
+        "variance_samples": "16", "floor_samples": "200", "width": "16", "depth": "2"}
+"""prop2 at its tiny size: the plumbing, not the science."""
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Result, Path]]:
-    """Each experiment run once at its tiny size: name → (Result, output folder)."""
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
+    """prop2 run once at its tiny size: (Result, output folder)."""
     out = tmp_path_factory.mktemp("experiments")
-    return {name: (run_experiment(name, out, quick=True, overrides=TINY[name]), out / name) for name in TINY}
+    return run_experiment("prop2", out, quick=True, overrides=TINY), out / "prop2"
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_experiment_writes_complete_result(name: str, runs: dict[str, tuple[Result, Path]]) -> None:
-    folder = runs[name][1]
-    result = json.loads((folder / "result.json").read_text())
-    assert result["experiment"] == name and result["quick"] is True
-    assert result["claims"]
-    for claim in result["claims"]:
-        assert claim["verdict"] in {"confirmed", "refuted", "inconclusive", "untestable"}
-        assert claim["evidence"] and claim["rule"] and claim["statement"] and claim["id"].startswith(name)
-        assert claim["kind"] in {"identity", "reproduction"} and claim["min_effect"] and claim["replicates"]
-        if claim["verdict"] == "untestable":  # the precondition was measured and says why, and how to fix it
-            pre = claim["precondition"]
-            assert not pre["holds"] and pre["measured"] and pre["remedy"] and claim["verdict_if_testable"]
-    # every trained-model reproduction states a measured precondition
-    trained = [c for c in result["claims"] if ".neural." in c["id"] or name == "table1"]
-    assert trained and all(c["precondition"] is not None for c in trained)
-    assert result["metrics"] and result["paper"] and result["choices"]
-    expected = build_config(get_experiment(name), quick=True, overrides=TINY[name])
-    assert result["config"] == to_jsonable(dataclasses.asdict(expected))
-    assert result["figures"]
-    for fig in result["figures"]:
-        assert (folder / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (folder / "summary.md").exists()
+def test_experiment_writes_complete_result(run: tuple[Result, Path]) -> None:
+    assert_complete_gmm_result("prop2", run[1], TINY)
 
 
-def test_prop2_claims_cover_both_parts(runs: dict[str, tuple[Result, Path]]) -> None:
-    result = runs["prop2"][0]
+def test_prop2_claims_cover_both_parts(run: tuple[Result, Path]) -> None:
+    result = run[0]
     ids = {c.id for c in result.claims}
     assert {"prop2.closed_form.zero_loss_zero_variance", "prop2.closed_form.ode_returns_partner",
             "prop2.remark2.no_zero_loss_with_noise", "prop2.remark2.noise_breaks_pairing",
@@ -107,21 +73,11 @@ def test_prop2_claims_cover_both_parts(runs: dict[str, tuple[Result, Path]]) -> 
     assert acc.evidence["comparison"]["n_seeds"] == 2 and len(acc.evidence["accuracy_sigma0"]) == 2
 
 
-def test_table1_reports_every_estimator(runs: dict[str, tuple[Result, Path]]) -> None:
-    result = runs["table1"][0]
-    seed_row = result.metrics["runs"]["d=2"]["sigma=0.05"]["seeds"][0]
-    for key in ("memorisation.biased", "memorisation.paired", "memorisation.unbiased", "memorisation.unbiased.floor",
-                "generalisation.unbiased", "generalisation.biased", "generalisation.unbiased.multi",
-                "l2_partner.mean", "pairing_accuracy", "fresh_copy_fraction"):
-        assert key in seed_row and math.isfinite(seed_row[key])
-    assert seed_row["memorisation.biased"] >= 0
-    assert len(result.claims) == 3 * 2
-    assert "d=3, CFM(σ=0.0)" not in result.metrics["comparison_with_paper"]  # only the dims that ran
-
-
-def test_table1_rejects_bad_sigmas() -> None:
-    with pytest.raises(ConfigError):
-        build_config(get_experiment("table1"), overrides={"sigmas": "0.05,0.1"})
+def test_prop2_validates_config() -> None:
+    spec = get_experiment("prop2")
+    for bad in ({"euler_steps": "100"}, {"cf_sigmas": "0.2,0.05"}, {"cf_families": "random,bogus"}, {"sigma": "0"}):
+        with pytest.raises(ConfigError):
+            build_config(spec, overrides=bad)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -210,96 +166,7 @@ def test_training_monitor_leaves_gradients_alone(gen: torch.Generator) -> None:
     assert all(torch.equal(p.grad, before[n]) for n, p in model.named_parameters())
 
 
-def test_unbiased_floor_matches_self_comparison(gen: torch.Generator) -> None:
-    x = torch.randn(50, 3, generator=gen, dtype=torch.float64)
-    res = mmd2(x, x, bandwidth=1.3, estimator="unbiased")
-    assert res.mmd2 == pytest.approx(unbiased_floor(res.mean_kxy, 50), rel=1e-10)
-    assert mmd2(x, x, bandwidth=1.3, estimator="biased").mmd2 == pytest.approx(0.0, abs=1e-12)
-
-
-def test_memorisation_mmd_is_blind_to_the_pairing(gen: torch.Generator) -> None:
-    """What table1's note relies on: a permuted copy of the targets scores 0 (biased) and below 0 (paired)."""
-    y = torch.randn(40, 3, generator=gen, dtype=torch.float64)
-    shuffled = y[torch.randperm(40, generator=gen)]
-    assert mmd2(shuffled, y, bandwidth=1.0, estimator="biased").mmd2 == pytest.approx(0.0, abs=1e-12)
-    assert mmd2(shuffled, y, bandwidth=1.0, estimator="paired").mmd2 < mmd2(y, y, bandwidth=1.0,
-                                                                           estimator="paired").mmd2 == 0.0
-
-
-def test_prop2_validates_config() -> None:
-    spec = get_experiment("prop2")
-    for bad in ({"euler_steps": "100"}, {"cf_sigmas": "0.2,0.05"}, {"cf_families": "random,bogus"}, {"sigma": "0"}):
-        with pytest.raises(ConfigError):
-            build_config(spec, overrides=bad)
-
-
-def test_table1_records_the_choices_to_compare_magnitudes(runs: dict[str, tuple[Result, Path]]) -> None:
-    choices = runs["table1"][0].choices
-    assert "h² = median" in choices["kernel"] and "/ 2" in choices["kernel"]
-    assert "α = 0.05" in choices["verdict rules"] and "2 training seeds" in choices["replicates"]
-    null = runs["table1"][0].metrics["null_reference"]["d=2"][0]
-    for key in ("memorisation.independent_sample.biased", "l2_random_pair", "line_spacing_median",
-                "exact.l2_partner.mean", "exact.pairing_accuracy", "exact.memorisation.biased"):
-        assert math.isfinite(null[key])
-
-
-# ------------------------------------------------------------------------------------------------ table1 rules
-
-
-KW = {"alpha": 0.05}
-
-
-def test_table1_memorisation_and_direct_rules_reach_every_outcome() -> None:
-    # σ = 0.05 clearly further from the targets than σ = 0, in every seed: confirmed
-    assert memorisation_mmd_rule([1e-6, 2e-6, 1e-6], [3e-3, 3.2e-3, 2.9e-3], min_effect=1e-3, scale=0.1,
-                                 **KW).verdict == "confirmed"
-    # both at the same tiny level: the data exclude an effect of the minimum size
-    assert memorisation_mmd_rule([1e-6, 2e-6, 1e-6], [2e-6, 1e-6, 2e-6], min_effect=1e-3, scale=0.1,
-                                 **KW).verdict == "refuted"
-    # seeds disagree wildly
-    assert memorisation_mmd_rule([0.0, 0.0, 0.0], [5e-3, -4e-3, 1e-2], min_effect=1e-3, scale=0.1,
-                                 **KW).verdict == "inconclusive"
-    one = direct_memorisation_rule([0.1], [3.0], min_effect=0.3, scale=6.0, **KW)
-    assert one.verdict == "inconclusive" and one.n_seeds == 1  # one seed never decides a trained-model comparison
-    assert direct_memorisation_rule([0.1, 0.2, 0.1], [3.0, 2.5, 2.8], min_effect=0.3, scale=6.0,
-                                    **KW).verdict == "confirmed"
-    refuted = direct_memorisation_rule([6.0, 6.1, 5.9], [6.0, 6.05, 5.95], min_effect=0.3, scale=6.0, **KW)
-    assert refuted.verdict == "refuted" and "0.05 × random-pair distance" in refuted.effect_text()
-    assert direct_memorisation_rule([0.1, 0.2, 0.1], [0.5, 0.1, 1.5], min_effect=0.3, scale=6.0,
-                                    **KW).verdict == "inconclusive"
-
-
-def test_table1_generalisation_rule_is_non_inferiority() -> None:
-    # σ = 0.05 lower in every seed: "≤" holds
-    assert generalisation_mmd_rule([0.0034, 0.0036, 0.0031], [0.0018, 0.0020, 0.0017], margin=5e-4, scale=1e-3,
-                                   **KW).verdict == "confirmed"
-    # σ = 0.05 clearly worse, beyond the margin: refuted
-    assert generalisation_mmd_rule([0.002, 0.002, 0.002], [0.01, 0.011, 0.012], margin=5e-4, scale=1e-3,
-                                   **KW).verdict == "refuted"
-    assert generalisation_mmd_rule([0.002, 0.002, 0.002], [0.0, 0.01, 0.002], margin=5e-4, scale=1e-3,
-                                   **KW).verdict == "inconclusive"
-    assert generalisation_mmd_rule([0.003], [0.001], margin=5e-4, scale=1e-3, **KW).verdict == "inconclusive"
-
-
-def test_table1_preconditions_and_untestable_verdict() -> None:
-    # the quick run of the issue: L2 to the partner ≈ the random-pair distance, accuracy ≈ 1 %
-    unmemorised = memorised_precondition([0.01, 0.02, 0.0], [6.1, 5.9, 6.0], [6.0, 6.0, 6.0], threshold=0.9)
-    assert not unmemorised.holds and unmemorised.remedy
-    assert unmemorised.measured["l2_partner_over_random_pair_sigma0"] == pytest.approx([6.1 / 6, 5.9 / 6, 1.0])
-    assert memorised_precondition([1.0, 0.875, 1.0], [0.01, 0.5, 0.02], [6.0, 6.0, 6.0], threshold=0.9).holds
-    assert not memorised_precondition([1.0, 0.75, 0.875], [0.0] * 3, [6.0] * 3, threshold=0.9).holds
-    # the exact CFM(0.05) minimiser reproduces every pair (d = 50): the noise cannot act
-    cannot = table1_mechanism([3e-14, 2e-14, 3e-14], 1.3, measure="L2", sigma=0.05, spacing=4.4, sigma_sqrt_d=0.35)
-    assert not cannot.holds and cannot.measured["median_line_spacing"] == 4.4 and cannot.remedy
-    assert table1_mechanism([2.4, 2.2, 2.5], 0.34, measure="L2", sigma=0.05).holds
-    claim = judge("table1.d=50.direct_memorisation", "s", {"x": 1},
-                  verdict=direct_memorisation_rule([0.02, 0.07, 0.03], [0.09, 0.06, 0.06], min_effect=1.3,
-                                                   scale=26.0, **KW).verdict,
-                  rule="r", kind="reproduction", precondition=cannot)
-    assert claim.verdict == "untestable" and claim.verdict_if_testable == "refuted"
-
-
-# ------------------------------------------------------------------------------------------------ prop2 rules
+# ------------------------------------------------------------------------------------------------ rules
 
 
 def test_prop2_closed_form_rules_reach_every_outcome() -> None:

@@ -1,0 +1,104 @@
+"""fig5: the pure judgement functions on synthetic evidence (every outcome each can return), config validation
+(any d ≥ 2, a full M), and tiny end-to-end runs for the preconditions and the d = 3 path."""
+
+from pathlib import Path
+
+import pytest
+
+from experiment_checks import BAD_GAUSSIAN_CONFIGS, FULL_M, claims_of
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import build_config, get_experiment, run_experiment
+from flowvar.experiments.fig5 import (
+    angle_order,
+    interpolated_flip,
+    rule_order_flips,
+    series_flip,
+)
+
+# --------------------------------------------------------------------------------------------- fig5 rules
+
+
+def test_angle_order_reaches_every_outcome() -> None:
+    assert angle_order("excluded", "holds") == "L"
+    assert angle_order("holds", "excluded") == "H"
+    assert angle_order("excluded", "excluded") == "within"
+    assert angle_order("undecided", "excluded") == "unresolved"
+    assert angle_order("excluded", "undecided") == "unresolved"
+
+
+def test_series_flip() -> None:
+    flips = series_flip([(0, "L"), (30, "L"), (60, "within"), (90, "H"), (120, "H")])
+    assert flips == {"outcome": "flips", "flip_between": [30, 90]}
+    # an unresolved angle between the two sides does not prevent the flip from being located
+    assert series_flip([(0, "L"), (60, "unresolved"), (90, "H")])["flip_between"] == [0, 90]
+    assert series_flip([(0, "L"), (60, "H"), (90, "L"), (120, "H")])["outcome"] == "no_flip"     # interleaved
+    assert series_flip([(0, "L"), (60, "L"), (90, "within")])["outcome"] == "no_flip"            # never above
+    assert series_flip([(0, "H"), (90, "H")])["outcome"] == "no_flip"                            # never below
+    assert series_flip([(0, "L"), (60, "L"), (90, "unresolved")])["outcome"] == "undecided"
+
+
+def test_interpolated_flip() -> None:
+    assert interpolated_flip([0, 60, 90], [0.0, 30.0, 60.0], 45.0) == pytest.approx(75.0)
+    assert interpolated_flip([90, 0, 60], [60.0, 0.0, 30.0], 45.0) == pytest.approx(75.0)  # sorted by angle
+    assert interpolated_flip([0, 60], [0.0, 30.0], 45.0) is None
+    assert interpolated_flip([0, 60], [50.0, 60.0], 45.0) is None
+
+
+def test_rule_order_flips() -> None:
+    def ev(*outcomes: str) -> dict:
+        return {"series": {f"s{i}": {"outcome": o} for i, o in enumerate(outcomes)}}
+
+    assert rule_order_flips(ev("flips", "flips")) == "confirmed"
+    assert rule_order_flips(ev("flips", "no_flip")) == "refuted"
+    assert rule_order_flips(ev("flips", "undecided")) == "inconclusive"
+    assert rule_order_flips(ev()) == "inconclusive"
+
+
+# --------------------------------------------------------------------------------------------- configs
+
+
+def test_config_takes_any_d_and_a_full_matrix() -> None:
+    spec = get_experiment("fig5")
+    config = build_config(spec, quick=True, overrides={"mean": "[5,5,5]", "cov": FULL_M, "plane": "1,2"})
+    assert config.cov[0] == (4.0, 0.5, 0.0) and config.plane == (1, 2)
+    assert build_config(spec, quick=True, overrides={"mean": "[1,2,3]", "cov_diag": "1,2,3"}).cov is None
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_GAUSSIAN_CONFIGS)
+def test_bad_config_is_one_line_config_error(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        build_config(get_experiment("fig5"), quick=True, overrides=overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_experiment_specific_validation() -> None:
+    with pytest.raises(ConfigError, match=r"distinct values in \[0, 180\]"):
+        build_config(get_experiment("fig5"), quick=True, overrides={"angles": "0,200"})
+
+
+# --------------------------------------------------------------------------------------------- tiny runs
+
+
+TINY5 = {"n_samples": "300", "repeats": "5", "angles": "30,120", "sigmas": "0.5", "noise_forms": "constant"}
+
+
+def test_fig5_runs_in_d3_and_without_120_the_paper_statement_is_untestable(tmp_path: Path) -> None:
+    run_experiment("fig5", tmp_path, quick=True,
+                   overrides={**TINY5, "angles": "0,150", "mean": "[5,5,5]", "cov_diag": "1,1,1"})
+    result, claims = claims_of(tmp_path / "fig5")
+    assert "d = 3" in result["choices"]["problem"] and "12 parameters" in result["choices"]["variance"]
+    repro = claims["fig5.random_coupling_lower_variance"]
+    assert repro["kind"] == "reproduction" and repro["verdict"] == "untestable"
+    assert "add 120 to angles" in repro["precondition"]["remedy"]
+    finding = claims["fig5.order_flips_with_angle"]
+    assert finding["kind"] == "finding" and finding["evidence"]["series"]["constant/σ=0.5"]["orders"]
+
+
+def test_fig5_tiny_run_judges_120_and_locates_the_flip(tmp_path: Path) -> None:
+    run_experiment("fig5", tmp_path, quick=True, overrides=TINY5)
+    result, claims = claims_of(tmp_path / "fig5")
+    repro = claims["fig5.random_coupling_lower_variance"]
+    assert repro["evidence"]["angle"] == 120.0 and list(repro["evidence"]["status"]) == ["constant/σ=0.5"]
+    assert "d = 2" in result["choices"]["problem"] and "6 parameters" in result["choices"]["variance"]
+    assert set(result["metrics"]["points"]) == {"constant/σ=0.5/30deg", "constant/σ=0.5/120deg"}
+    assert result["figures"] == ["variance_by_angle.png"]
