@@ -245,3 +245,142 @@ def test_show_write_report_rerenders_a_reproduce_folder(tmp_path: Path, capsys: 
     assert main(["show", str(tmp_path / "nothing"), "--write-report"]) == 2
     assert "is not a `flowvar reproduce` folder" in capsys.readouterr().err
     assert rewrite_reports(out)["html"] == out / "report.html"
+
+
+# --- findings at a glance: short paragraphs, a partial run said plainly ---------------------------------------------
+
+FULL = RESULTS / "full"
+_ABBREVIATION = re.compile(r"\b(Fig|Figs|Prop|Eq|Sec|e\.g|i\.e|vs)\.$")
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` split after ``.``/``!``/``?`` followed by a space (not after an abbreviation such as "Fig.")."""
+    out, start = [], 0
+    for m in re.finditer(r"[.!?](\s+|$)", text):
+        if not _ABBREVIATION.search(text[start:m.start() + 1]):
+            out.append(text[start:m.end()].strip())
+            start = m.end()
+    return [s for s in out if s] + ([text[start:].strip()] if text[start:].strip() else [])
+
+
+MAX_SENTENCES, MAX_CHARS = 3, 620  # what the paper says, what we found (2–3 numbers), the verdict
+
+
+@pytest.fixture(scope="module")
+def full_collection() -> dict[str, Any]:
+    return json.loads((FULL / "results.json").read_text(encoding="utf-8"))
+
+
+def test_sentences_counts_what_a_reader_counts() -> None:
+    assert sentences("Fig. 6: a 0.5 b. Second one; with e.g. this. Third") == [
+        "Fig. 6: a 0.5 b.", "Second one; with e.g. this.", "Third"]
+
+
+@pytest.mark.parametrize("run", ["quick", "full"])
+def test_every_findings_paragraph_is_short_and_narrated(run: str, collection: dict[str, Any],
+                                                        full_collection: dict[str, Any]) -> None:
+    """Each experiment of both published runs (the quick reference run and the paper-scale run) reads at a glance:
+    at most three sentences — the paper, what we found, the verdict — and its narrator read the result."""
+    data = collection if run == "quick" else full_collection
+    for e in data["experiments"]:
+        if not e.get("result"):
+            continue
+        story = build_story(Result.from_dict(e["result"]))
+        assert not story.problems, f"{run} {e['name']}: {story.problems}"
+        text = story.paragraph()
+        assert len(sentences(text)) <= MAX_SENTENCES, f"{run} {e['name']}: {sentences(text)}"
+        assert len(text) <= MAX_CHARS, f"{run} {e['name']}: {len(text)} characters: {text}"
+        assert story.found and story.verdict and "At this scale:" in text
+
+
+def _quick(results: dict[str, Result], name: str) -> Result:
+    return copy.deepcopy(results[name])
+
+
+def test_study_paragraphs_are_generated_from_the_numbers(results: dict[str, Result]) -> None:
+    """lemma1_mlp, lemma2, prop2 and memorisation_phase: change the result, and the paragraph changes with it
+    (nothing in it is typed in), staying short; the full per-width / per-round / per-cell detail is in the claims."""
+    r = _quick(results, "lemma2")
+    moves = next(c for c in r.claims if c.id == "lemma2.sigma0.5_moves_toward_ot")
+    moves.evidence["angles_deg_per_seed"] = {"seed=0": [80.0, 61.0, 47.0], "seed=1": [80.0, 60.0, 45.0]}
+    story = build_story(r)
+    assert "σ = 0.5 to 46°" in story.paragraph() and "moves only 2.5° in 2 rounds" in story.paragraph()
+    assert "seed 0: 120° → 120° → 120°" in story.claims["lemma2.sigma0_stagnation"].numbers
+
+    r = _quick(results, "lemma1_mlp")
+    floor = next(c for c in r.claims if c.id == "lemma1_mlp.mlp_positive_floor")
+    floor.verdict = "confirmed"
+    for v in floor.evidence["per_width"].values():
+        v["verdict"], v["last_doubling"]["mean"] = "confirmed", 0.1
+    text = build_story(r).paragraph()
+    assert "a positive MLP floor is confirmed" in text and "2 of 2 widths at a floor" in text
+    assert "lose a factor 1.3 over" in text and "width 16 to 64" in text
+
+    r = _quick(results, "prop2")  # a result written before the one-spelling rename still narrates
+    pairing = next(c for c in r.claims if c.id == "prop2.remark2.noise_breaks_pairing")
+    pairing.evidence["accuracy_sigma0_memorizing"] = pairing.evidence.pop("accuracy_sigma0_memorising")
+    pairing.evidence["accuracy_by_sigma"]["random"][1] = 0.25
+    story = build_story(r)
+    assert not story.problems and "the exact σ = 0.05 minimiser 15 % to 25 % (d = 2)" in story.paragraph()
+    assert "untestable at d = 8 (even the exact minimiser keeps 100 % of the pairs there)" in story.paragraph()
+
+    r = _quick(results, "memorisation_phase")
+    memo = next(c for c in r.claims if c.id == "memorisation_phase.sigma0_memorises")
+    memo.evidence["per_cell"]["d=2,N=16,width=128"]["accuracy"] = 0.95
+    story = build_story(r)
+    assert "≥ 90 % in 3 of 3 (d, N, width) cells (from 95 % to 100 %" in story.paragraph()
+    assert "96 % → 54 % at d = 4, N = 16, width 128" in story.paragraph()
+    assert "d = 2, N = 16, width 128: 95 %" in story.claims[memo.id].numbers
+    for story in (build_story(x) for x in results.values()):
+        assert len(sentences(story.paragraph())) <= MAX_SENTENCES
+
+
+def test_the_done_when_questions_are_answered_above_the_verdict_table(page: str) -> None:
+    """"Does Fig. 6 hold, and where?" and "how do our Table 2 numbers compare to the paper's?" — answered in the
+    findings, before any folded section or experiment section, with a link to the side-by-side table."""
+    text = " ".join(visible_text(page).split())
+    head = text[:text.index("Every claim: its kind, verdict")]
+    fig6 = head[head.index("Fig. 6 : The paper"):]
+    assert "only on coarse odd Euler grids (97 % at 11 steps; 13 % at 1001 steps" in fig6
+    assert "holds only on coarse grids (≤ 11 Euler steps)" in fig6
+    table2 = head[head.index("Table 2 : The paper"):]
+    assert "(L2 28.57 vs 50.4 to the OT partner)" in table2 and "(L2 34.25 vs 55.02 to the shuffled partner)" in table2
+    assert "σ = 0.05 nearer the shuffled partner (L2 0.126 vs 6.12 to the OT partner)" in table2
+    assert "σ = 0.05 generalising is refuted at N = 64 and 256" in table2
+    findings = page[page.index('id="findings"'):page.index('id="verdicts"')]
+    assert '<details' not in findings and 'href="#table-table2-0" title="Table 2 beside ours' in findings
+    assert 'id="table-table2-0"' in page and 'id="table-fig6-0"' in page
+
+
+def test_a_partial_run_says_which_experiments_it_lacks_and_why(full_collection: dict[str, Any],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The paper-scale run has 9 of the 15 experiments: the banner (above the contents), report.md and `flowvar
+    show` name the three the interruption stopped and the three --only left out, with what to do and the cost."""
+    page = render_html(full_collection, FULL)
+    text = " ".join(visible_text(page).split())
+    banner = text[:text.index("Contents")]
+    assert "Full run: the experiments' full (paper-scale) settings — partial: 9 of 15 experiments have a result" \
+        in banner
+    assert re.search(r"sigma_tradeoff ?, solver_resolution ?, table1 not run the run was interrupted before they "
+                     r"started; rerun the same command", banner)
+    assert re.search(r"memorisation_phase ?, table2 ?, table3 not selected the command's --only left them out "
+                     r"\(estimated wall time at this scale on 2 CPU cores: memorisation_phase ≈ \d+ h", banner)
+    assert "6 experiment(s) without a result" in text and "Interrupted" not in text
+    md = render_markdown(full_collection)
+    assert "> **Not in this run:**" in md and "> - memorisation_phase, table2, table3: not selected — " in md
+    assert main(["show", str(FULL)]) == 0
+    out = capsys.readouterr().out
+    assert "Not in this run:" in out and "  - sigma_tradeoff, solver_resolution, table1: not run — " in out
+    # the quick reference run has every experiment: nothing listed
+    assert "Not in this run" not in render_markdown(json.loads((RESULTS / "results.json").read_text("utf-8")))
+
+
+def test_a_failed_experiment_is_listed_with_its_error(collection: dict[str, Any], tmp_path: Path) -> None:
+    run = copy.deepcopy(collection)
+    run["experiments"][0] = {"name": run["experiments"][0]["name"], "status": "failed", "key": None,
+                             "wall_s": 1.0, "error": "RuntimeError: out of memory", "result": None}
+    page = render_html(run, tmp_path)
+    text = " ".join(visible_text(page).split())
+    banner = text[:text.index("Contents")]
+    assert "counterexample1 failed RuntimeError: out of memory; rerun it after the fix" in banner
+    assert "partial: 14 of 15 experiments" in banner

@@ -15,12 +15,14 @@ from flowvar.results import Result
 @dataclass
 class Entry:
     """One experiment of the report: its collection entry (status, cache key, error), result and story (None for
-    an experiment that failed or did not run)."""
+    an experiment that failed or did not run). ``in_collection``: from a ``flowvar reproduce`` collection (whose
+    experiments the run chose among all registered ones), not a bare ``flowvar run`` folder."""
 
     name: str
     entry: dict[str, Any]
     result: Result | None
     story: Story | None
+    in_collection: bool = True
 
     @property
     def status(self) -> str:
@@ -47,7 +49,71 @@ def entries(collection: dict[str, Any]) -> list[Entry]:
 def result_entries(results: list[Result]) -> list[Entry]:
     """Entries for bare results (a ``flowvar run`` folder: no collection, every experiment computed)."""
     return [Entry(r.experiment, {"name": r.experiment, "status": "computed", "wall_s": r.runtime_s}, r,
-                  build_story(r)) for r in results]
+                  build_story(r), in_collection=False) for r in results]
+
+
+@dataclass
+class Absent:
+    """Experiments a run has no result for, grouped by why: ``names`` and ``why`` (one sentence a reader can act
+    on). ``kind``: ``"failed"``, ``"not run"`` (the run stopped before them) or ``"not selected"`` (registered, but
+    the run's ``--only`` left them out)."""
+
+    kind: str
+    names: list[str]
+    why: str
+
+    def line(self) -> str:
+        """``"table1, table2: not run — the run was interrupted …"``."""
+        return f"{', '.join(self.names)}: {self.kind} — {self.why}"
+
+
+def _estimates(names: list[str], quick: bool) -> dict[str, float]:
+    """Each experiment's wall-clock estimate for this mode from its YAML file (seconds on 2 CPU cores); names
+    without one are left out. A report never fails over an estimate, so an unreadable file gives none."""
+    from flowvar.experiments.config import read_yaml
+    from flowvar.experiments.registry import CONFIG_DIR
+
+    out: dict[str, float] = {}
+    for name in names:
+        try:
+            value = (read_yaml(CONFIG_DIR / f"{name}.yaml") or {}).get("expected_runtime_s", {})[
+                "quick" if quick else "full"]
+            out[name] = float(value)
+        except Exception:  # a plugin's experiment, a missing or malformed file: no estimate shown
+            continue
+    return out
+
+
+def absent(items: list[Entry]) -> list[Absent]:
+    """What a run lacks, and why: each failed experiment (its error), those not run (the run was interrupted
+    before them) and, for a ``flowvar reproduce`` collection, the registered experiments it did not select (with
+    their estimated wall time at this run's scale, the usual reason to leave one out)."""
+    from flowvar.experiments.registry import discover
+
+    out = [Absent("failed", [e.name], f"{e.entry.get('error') or 'no error recorded'}; rerun it after the fix")
+           for e in items if e.status == "failed"]
+    quick = any(e.result.quick for e in items if e.result is not None)
+
+    def cost(names: list[str]) -> str:
+        times = _estimates(names, quick)
+        text = ", ".join(f"{n} ≈ {_rough(times[n])}" for n in names if n in times)
+        return f" (estimated wall time at this scale on 2 CPU cores: {text})" if text else ""
+
+    stopped = [e.name for e in items if e.status == "not run"]
+    if stopped:
+        out.append(Absent("not run", stopped, "the run was interrupted before they started; rerun the same command "
+                                               "to finish them, the finished ones come from the cache" + cost(stopped)))
+    if items and all(e.in_collection for e in items):
+        present = {e.name for e in items}
+        left = [n for n in discover() if n not in present]
+        if left:
+            out.append(Absent("not selected", left, "the command's --only left them out" + cost(left)))
+    return out
+
+
+def _rough(seconds: float) -> str:
+    """An estimate in words, no more precise than it is: ``45 min``, ``9 h``."""
+    return f"{max(1, round(seconds / 60))} min" if seconds < 5400 else f"{round(seconds / 3600)} h"
 
 
 def _range(values: list[float]) -> str:
@@ -56,8 +122,9 @@ def _range(values: list[float]) -> str:
 
 
 def run_scale(mode: str, items: list[Entry]) -> tuple[str, list[str]]:
-    """The banner: a title (``"Quick run: scaled down"``) and lines on the run's scale across experiments —
-    training seeds, training steps, image data and N, Monte-Carlo repeats — from the configs."""
+    """The banner: a title (``"Quick run: scaled down"``; a run without every experiment says how many it has)
+    and lines on the run's scale across experiments — training seeds, training steps, image data and N,
+    Monte-Carlo repeats — from the configs."""
     configs = [e.result.config for e in items if e.result is not None]
     seeds = [float(c.get("n_seeds", 1)) for c in configs]
     steps = [float(v) for c in configs for k in ("steps", "train_steps", "base_steps") if k in c
@@ -78,7 +145,11 @@ def run_scale(mode: str, items: list[Entry]) -> tuple[str, list[str]]:
     if repeats:
         lines.append(f"variance estimates: R = {_range(repeats)} Monte-Carlo repeats per point")
     title = ("Quick run: every experiment scaled down to run on a CPU; numbers are not at the paper's scale"
-             if mode == "quick" else "Full run: the experiments' full settings")
+             if mode == "quick" else "Full run: the experiments' full (paper-scale) settings")
+    missing = sum(len(a.names) for a in absent(items))
+    if missing:
+        done = sum(e.result is not None for e in items)
+        title += f" — partial: {done} of {done + missing} experiments have a result"
     return title, lines
 
 
@@ -87,4 +158,4 @@ def kind_counts(collection: dict[str, Any]) -> dict[str, dict[str, int]]:
     return collection_counts(collection)
 
 
-__all__ = ["Entry", "entries", "kind_counts", "result_entries", "run_scale"]
+__all__ = ["Absent", "Entry", "absent", "entries", "kind_counts", "result_entries", "run_scale"]

@@ -26,7 +26,7 @@ from flowvar.report.collection import (
     environment,
     format_duration,
 )
-from flowvar.report.document import Entry, entries, kind_counts, run_scale
+from flowvar.report.document import Absent, Entry, absent, entries, kind_counts, run_scale
 from flowvar.report.narrators import TABLE
 from flowvar.report.story import Mark, Story, Table, flatten, judgement_rows, shorten
 from flowvar.results import KINDS, VERDICTS, Claim, headline
@@ -51,7 +51,7 @@ nav.toc ol{margin:.3em 0;padding-left:1.4em}nav.toc li{margin:.1em 0}
 table{border-collapse:collapse;font-size:.92em}td,th{border:1px solid var(--line);padding:.3em .55em;
 vertical-align:top;text-align:left}th{background:var(--soft)}
 td{overflow-wrap:break-word}
-code{font-size:.88em;background:var(--soft);padding:0 .2em;overflow-wrap:anywhere}
+code{font-size:.88em;background:var(--soft);padding:0 .2em;overflow-wrap:anywhere}code.id{overflow-wrap:normal}
 .badge{display:inline-block;padding:0 .55em;border-radius:1em;font-weight:600;font-size:.84em;color:#fff;
 white-space:nowrap;margin:.05em .15em .05em 0}
 .confirmed{background:var(--ok)}.refuted{background:var(--no)}.inconclusive{background:var(--mid)}
@@ -103,7 +103,12 @@ def _mark_html(mark: Mark) -> str:
     return f'<a href="#{_h(claim_anchor(claim_id))}">{badge}</a>' if claim_id else badge
 
 
-def _table_html(table: Table) -> str:
+def table_anchor(name: str, index: int) -> str:
+    """The page anchor of an experiment's ``index``-th paper-beside-ours table."""
+    return f"table-{name}-{index}"
+
+
+def _table_html(table: Table, anchor: str) -> str:
     marks = any(table.verdicts)
     head = "".join(f"<th>{_h(c)}</th>" for c in table.columns) + (f"<th>{_h(table.verdict_header)}</th>"
                                                                    if marks else "")
@@ -112,8 +117,9 @@ def _table_html(table: Table) -> str:
         body += ("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in cells)
                  + (f"<td>{' '.join(_mark_html(m) for m in verdicts)}</td>" if marks else "") + "</tr>")
     notes = "".join(f"<li>{_h(n)}</li>" for n in table.notes)
-    return (f"<h3>{_h(table.title)}</h3><div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{body}"
-            f"</tbody></table></div>" + (f"<ul class=notes>{notes}</ul>" if notes else ""))
+    return (f'<h3 id="{_h(anchor)}">{_h(table.title)}</h3>'
+            f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+            + (f"<ul class=notes>{notes}</ul>" if notes else ""))
 
 
 def _figure_html(folder: Path, experiment: str, name: str, caption: str) -> str:
@@ -127,6 +133,19 @@ def _figure_html(folder: Path, experiment: str, name: str, caption: str) -> str:
     return (f'<figure><img alt="{_h(caption)}" src="data:image/png;base64,{data}">'
             f"<figcaption><strong>Figure ({_h(experiment)}/{_h(name)}).</strong> {_h(caption)}</figcaption>"
             f"</figure>")
+
+
+def _absent_html(a: Absent) -> str:
+    """One group of experiments without a result: the names (linked to their section where the report has one),
+    a badge saying why, and what to do."""
+    names = ", ".join(f"<strong>{_h(n)}</strong>" if a.kind == "not selected" else
+                      f'<a href="#{_h(exp_anchor(n))}"><strong>{_h(n)}</strong></a>' for n in a.names)
+    return f"{names} {_badge('notrun' if a.kind != 'failed' else 'failed', a.kind)} {_h(a.why)}"
+
+
+def _id_html(claim_id: str) -> str:
+    """A claim id that wraps only after its ``.`` and ``_`` (``fig6.sigma0_odd_euler…``), not inside words."""
+    return "".join(_h(ch) + ("<wbr>" if ch in "._" else "") for ch in claim_id)
 
 
 def _flat_table(value: Any) -> str:
@@ -171,8 +190,8 @@ def _experiment_html(item: Entry, folder: Path) -> list[str]:
                 out += _figure_html(folder, item.name, name, fig.caption if fig else name)
         return out
 
-    for table in story.tables:
-        parts.append(_table_html(table))
+    for i, table in enumerate(story.tables):
+        parts.append(_table_html(table, table_anchor(item.name, i)))
     parts.append(figs(TABLE) if story.tables else "")
     parts.append("<h3>Claims</h3>")
     for c in r.claims:
@@ -198,8 +217,8 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
     meta = collection["meta"]
     items = entries(collection)
     counts = kind_counts(collection)
-    failed = [e for e in items if e.failed]
     title, scale_lines = run_scale(str(meta.get("mode", "quick")), items)
+    missing = absent(items)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>flowvar reproduction report ({_h(meta['mode'])})</title><style>{_CSS}</style></head><body>",
@@ -207,8 +226,10 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
              f"<p class=meta><code>{_h(meta['command'])}</code> · {_h(meta['mode'])} mode · flowvar "
              f"{_h(meta['code_version'])} · {_h(meta['created'])} · wall time {format_duration(meta['wall_s'])}</p>",
              f'<div class="banner {"full" if meta.get("mode") == "full" else "quick"}" id="scale">'
-             f"<strong>{_h(title)}</strong><ul>" + "".join(f"<li>{_h(x)}</li>" for x in scale_lines) + "</ul></div>"]
-    if meta.get("interrupted"):
+             f"<strong>{_h(title)}</strong><ul>" + "".join(f"<li>{_h(x)}</li>" for x in scale_lines) + "</ul>"
+             + ("<p class=absent><strong>Not in this run:</strong></p><ul>" + "".join(
+                 f"<li>{_absent_html(a)}</li>" for a in missing) + "</ul>" if missing else "") + "</div>"]
+    if meta.get("interrupted") and not any(a.kind == "not run" for a in missing):
         parts.append("<p class=problem><strong>Interrupted</strong>: rerun the same command to finish (completed "
                      "experiments are cached).</p>")
     parts.append("</header>")
@@ -227,8 +248,9 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
     toc += ['<li><a href="#choices">Choices the paper leaves open</a></li>',
             '<li><a href="#environment">Environment</a></li>', "</ol></nav>"]
     parts += toc
+    without = sum(len(a.names) for a in missing)
     parts += ['<section id="findings"><h2>Findings</h2>', f"<p><strong>{_h(headline(counts))}</strong>"
-              + (f" · {len(failed)} experiment(s) without a result" if failed else "") + "</p>",
+              + (f' · <a href="#scale">{without} experiment(s) without a result</a>' if without else "") + "</p>",
               "<div class=scroll><table><tr><th>claims</th>" + "".join(f"<th>{_badge(v)}</th>" for v in VERDICTS)
               + "<th>total</th></tr>"
               + "".join(f"<tr><th>{_h(k)}</th>" + "".join(f"<td>{counts.get(k, {}).get(v, 0)}</td>" for v in VERDICTS)
@@ -241,9 +263,16 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
             continue
         verdicts = {c.verdict for c in e.result.claims if c.kind == "reproduction"} if e.result else set()
         cls = next((v for v in ("refuted", "inconclusive", "untestable", "confirmed") if v in verdicts), "")
+        # the table's title in a tooltip, not in the text: the findings stay short, the tables come below
+        tables = ", ".join(f'<a href="#{_h(table_anchor(e.name, i))}" title="{_h(t.title)}">'
+                           f'{"the table" if len(e.story.tables) == 1 else f"table {i + 1}"}</a>'
+                           for i, t in enumerate(e.story.tables))
         parts.append(f'<div class="finding c-{cls}" id="finding-{_h(e.name)}"><p><a href="#{_h(exp_anchor(e.name))}">'
                      f"<strong>{_h(e.story.label)}</strong></a>: {_h(e.story.body())}</p>"
-                     f"<p class=meta>Scale: {_h(e.story.scale)}.</p></div>")
+                     + (f"<p class=meta>The paper's numbers beside ours: {tables} below.</p>" if tables else "")
+                     + f"<p class=meta>Scale: {_h(e.story.scale)}.</p></div>")
+    selected_out = [a for a in missing if a.kind == "not selected"]
+    parts += [f'<div class="finding"><p>{_absent_html(a)}</p></div>' for a in selected_out]
     parts.append("</section>")
     parts += ['<section id="verdicts"><h2>Verdict table</h2>',
               "<p class=meta>Every claim: its kind, verdict and decisive numbers; the claim links to its card "
@@ -257,7 +286,7 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
             continue
         for c in e.result.claims:
             parts.append(f'<tr><td><a href="#{_h(exp_anchor(e.name))}">{_h(e.name)}</a></td>'
-                         f'<td><a href="#{_h(claim_anchor(c.id))}"><code>{_h(c.id)}</code></a></td>'
+                         f'<td><a href="#{_h(claim_anchor(c.id))}"><code class=id>{_id_html(c.id)}</code></a></td>'
                          f"<td>{_h(c.kind)}</td><td>{_badge(c.verdict)}</td>"
                          f"<td>{_h(shorten(e.story.claims[c.id].numbers, 220))}</td></tr>")
     parts.append("</tbody></table></div></section>")
@@ -285,4 +314,4 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["claim_anchor", "exp_anchor", "render_html"]
+__all__ = ["claim_anchor", "exp_anchor", "render_html", "table_anchor"]

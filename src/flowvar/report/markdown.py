@@ -15,7 +15,7 @@ from flowvar.report.collection import (
     format_duration,
     md_cell,
 )
-from flowvar.report.document import Entry, entries, kind_counts, result_entries, run_scale
+from flowvar.report.document import Entry, absent, entries, kind_counts, result_entries, run_scale
 from flowvar.report.narrators import TABLE
 from flowvar.report.story import Table, flatten, judgement_rows, shorten
 from flowvar.results import KINDS, VERDICTS, Result, claim_counts, headline
@@ -44,7 +44,9 @@ def findings_markdown(items: list[Entry]) -> list[str]:
         if e.story is None:
             lines += [f"- **{e.name}**: {e.status_text}", ""]
             continue
-        lines += [f"- **{e.story.label}** ({e.name}): {e.story.body()} *Scale: {e.story.scale}.*", ""]
+        tables = "; ".join(f"*{t.title}*" for t in e.story.tables)
+        lines += [f"- **{e.story.label}** ({e.name}): {e.story.body()} *Scale: {e.story.scale}.*"
+                  + (f" Paper beside ours: {tables}, in its section below." if tables else ""), ""]
     return lines
 
 
@@ -99,20 +101,26 @@ def render_markdown(collection: dict[str, Any]) -> str:
     meta = collection["meta"]
     items = entries(collection)
     counts = kind_counts(collection)
-    failed = [e for e in items if e.failed]
+    missing = absent(items)
+    without = sum(len(a.names) for a in missing)
     title, scale_lines = run_scale(str(meta.get("mode", "quick")), items)
     lines = [f"# Reproduction report: {PAPER_TITLE}", "", f"{PAPER_REF}", "",
              f"`{meta['command']}` · {meta['mode']} mode · flowvar {meta['code_version']} · {meta['created']} · "
              f"wall time {format_duration(meta['wall_s'])}", "",
-             f"> **{title}.**"] + [f"> - {x}" for x in scale_lines] + [""]
-    if meta.get("interrupted"):
+             f"> **{title}.**"] + [f"> - {x}" for x in scale_lines]
+    if missing:
+        lines += [">", "> **Not in this run:**"] + [f"> - {a.line()}" for a in missing]
+    lines += [""]
+    if meta.get("interrupted") and not any(a.kind == "not run" for a in missing):
         lines += ["**Interrupted**: rerun the same command to finish (completed experiments are cached).", ""]
-    lines += ["## Findings", "", f"**{headline(counts)}**" + (f"; {len(failed)} experiment(s) without a result"
-                                                              if failed else ""), "",
+    lines += ["## Findings", "", f"**{headline(counts)}**" + (f"; {without} experiment(s) without a result"
+                                                              if without else ""), "",
               "| claims | " + " | ".join(VERDICTS) + " | total |", "|---|" + "---|" * (len(VERDICTS) + 1)]
     lines += [f"| {k} | " + " | ".join(str(counts.get(k, {}).get(v, 0)) for v in VERDICTS)
               + f" | {sum(counts.get(k, {}).values())} |" for k in KINDS]
     lines += ["", KIND_TEXT, "", *findings_markdown(items)]
+    lines += [f"- **Not in this run**: {a.line()}" for a in missing if a.kind == "not selected"]
+    lines += [""] if any(a.kind == "not selected" for a in missing) else []
     lines += ["## Verdicts", "", "| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
     for e in items:
         if e.result is None or e.story is None:
@@ -172,10 +180,17 @@ def findings_text(items: list[Entry], width: int = 110) -> str:
         if e.story is None:
             out += [f"{e.name}: {e.status_text}", ""]
             continue
-        out += textwrap.wrap(e.story.paragraph(), width) + textwrap.wrap(f"(scale: {e.story.scale})", width,
-                                                                         initial_indent="  ",
-                                                                         subsequent_indent="  ")
+        paper, found, verdict = e.story.sentences()  # one block each: the verdict never hides mid-paragraph
+        out += textwrap.wrap(f"{e.story.label}: {paper}", width)
+        for text in (found, verdict, f"(scale: {e.story.scale})"):
+            out += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="  ")
         out += [f"  ! {p}" for p in e.story.problems] + [""]
+    missing = absent(items)
+    if missing:
+        out += ["Not in this run:"]
+        for a in missing:
+            out += textwrap.wrap(a.line(), width, initial_indent="  - ", subsequent_indent="    ")
+        out += [""]
     tables = [(e, t) for e in items if e.story for t in e.story.tables]
     if tables:
         out += ["Paper beside ours", "=================", ""]

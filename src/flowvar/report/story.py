@@ -97,10 +97,14 @@ class Story:
     figures: dict[str, FigureText] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
+    def sentences(self) -> tuple[str, str, str]:
+        """The finding's three sentences: what the paper says, what we found at this scale, the verdict."""
+        return _cap(_period(self.paper)), f"At this scale: {_period(self.found)}", _period(self.verdict)
+
     def body(self) -> str:
         """The finding paragraph without its label: what the paper says, what we found at this scale, the
         verdict."""
-        return f"{_cap(_period(self.paper))} At this scale: {_period(self.found)} {_period(self.verdict)}"
+        return " ".join(self.sentences())
 
     def paragraph(self) -> str:
         """The finding paragraph: ``label: body``."""
