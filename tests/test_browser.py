@@ -127,6 +127,29 @@ def test_report_renders_in_chromium(quick_report: Path, tmp_path: Path) -> None:
             f"{width}: the page loads from outside itself: {o['external'] or o['resources'] or 'a CSS url()'}")
 
 
+@pytest.mark.slow
+def test_the_partial_paper_scale_report_renders_in_chromium(tmp_path: Path) -> None:
+    """The published paper-scale run (results/full: interrupted, some experiments not selected) rendered by this
+    code: its banner's list of what the run lacks, its longer tables and its figures fit 1280 and 390 px too."""
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium on PATH (install the distribution's `chromium` package: `make browser`)")
+    from flowvar.report import load_collection, render_html
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "full"
+    collection = load_collection(folder)
+    assert collection is not None, f"{folder} holds no results.json"
+    report = tmp_path / "report.html"
+    report.write_text(render_html(collection, folder), encoding="utf-8")
+    figures = sum(len(e["result"]["figures"]) for e in collection["experiments"] if e.get("result"))
+    for width, o in measure(browser, report, tmp_path).items():
+        assert o["images"] == figures > 0 and not o["undecoded"], f"{width}: {o['undecoded']}"
+        assert o["scroll_width"] <= o["client_width"] and not o["overflowing"], f"{width}: {o['overflowing']}"
+        assert o["links"] > 20 and not o["broken"], f"{width}: in-page links that resolve nowhere: {o['broken']}"
+        assert not o["external"] and not o["resources"], f"{width}: {o['external'] or o['resources']}"
+    assert "Not in this run:" in report.read_text(encoding="utf-8")
+
+
 def test_the_probe_catches_overflow_broken_links_and_external_loads(tmp_path: Path) -> None:
     """The probe is not blind: a page with a too-wide block, a dangling anchor and an external image fails each
     check."""
