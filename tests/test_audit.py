@@ -20,7 +20,7 @@ from flowvar.audit.adapters import CandidateScore, candidate_conventions
 from flowvar.cli import main
 from flowvar.couplings import FixedPairs, IndependentCoupling
 from flowvar.distributions import StandardNormal
-from flowvar.errors import ConfigError, DataError
+from flowvar.errors import ConfigError, DataError, ShapeError
 from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
@@ -88,6 +88,46 @@ NETS = textwrap.dedent('''
                 return self.model(x, t)
 
         return Wrapped(PixelMLP())
+
+    # ---- class-conditional networks (10 digit classes)
+
+    class CondMLP(nn.Module):
+        """A plain conditional velocity network v(x, t, y) on 8x8 images: model(x, t, y)."""
+
+        def __init__(self, width=192):
+            super().__init__()
+            self.emb = nn.Embedding(10, 32)
+            self.net = nn.Sequential(nn.Linear(64 + 1 + 32, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                     nn.Linear(width, 64))
+
+        def forward(self, x, t, y):
+            t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t.reshape(-1)
+            return self.net(torch.cat([x.flatten(1), t[:, None], self.emb(y)], 1)).reshape(x.shape)
+
+    def cond_mlp():
+        return CondMLP()
+
+    def torchcfm_cond_unet():
+        from torchcfm.models.unet.unet import UNetModelWrapper
+
+        return UNetModelWrapper(dim=(1, 8, 8), num_channels=32, num_res_blocks=1, channel_mult=(1,),
+                                attention_resolutions="16", dropout=0.0, class_cond=True, num_classes=10)
+
+    def diffusers_cond_unet():
+        from diffusers import UNet2DModel
+
+        return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(16, 32),
+                           layers_per_block=1, norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"),
+                           up_block_types=("UpBlock2D", "UpBlock2D"), add_attention=False, num_class_embeds=10)
+
+    def flow_matching_cond_model():
+        from flow_matching.utils import ModelWrapper
+
+        class Wrapped(ModelWrapper):  # Meta's image example: model(x, t, extra={"label": y})
+            def forward(self, x, t, **extras):
+                return self.model(x, t, extras["extra"]["label"])
+
+        return Wrapped(CondMLP())
 ''')
 
 
@@ -401,18 +441,23 @@ def digits(n_train: int = 240, n_heldout: int = 100) -> tuple[torch.Tensor, torc
     return x[:n_train].contiguous(), x[n_train:n_train + n_heldout].contiguous()
 
 
-def fit(model: nn.Module, velocity_and_target: object, data: torch.Tensor, steps: int = 200, batch: int = 8
-        ) -> nn.Module:
+def fit(model: nn.Module, velocity_and_target: object, data: torch.Tensor, steps: int = 200, batch: int = 8,
+        labels: torch.Tensor | None = None) -> nn.Module:
     """A few hundred Adam steps of the library's own training objective (``velocity_and_target(model, x0, x1, t)``
-    returns the prediction and its regression target)."""
+    returns the prediction and its regression target; with ``labels``, ``velocity_and_target(model, x0, x1, t, y)``
+    conditions on each item's label)."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     for _ in range(steps):
-        x1 = data[torch.randint(0, data.shape[0], (batch,), generator=g)]
+        idx = torch.randint(0, data.shape[0], (batch,), generator=g)
+        x1 = data[idx]
         x0 = torch.randn(x1.shape, generator=g)
         t = torch.rand(batch, generator=g)
-        pred, target = velocity_and_target(model, x0, x1, t)
+        if labels is None:
+            pred, target = velocity_and_target(model, x0, x1, t)
+        else:
+            pred, target = velocity_and_target(model, x0, x1, t, labels[idx])
         loss = (pred - target).pow(2).mean()
         opt.zero_grad()
         loss.backward()
@@ -505,3 +550,309 @@ def test_out_never_replaces_a_folder_of_other_files_a_file_or_the_current_folder
     (earlier / "result.json").write_text(json.dumps({"experiment": "audit"}))
     check_audit_folder(earlier)  # an earlier audit's folder is replaced
     check_audit_folder(tmp_path / "new" / "audit")  # a new folder is fine
+
+
+# --------------------------------------------------------------------------------------------- class-conditional
+
+
+class LabelEcho(nn.Module):
+    """Returns x · w + label (broadcast), whichever way the label arrives: y=, class_labels=, extra={"label": ...} or
+    a third positional argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                class_labels: torch.Tensor | None = None, extra: dict | None = None) -> torch.Tensor:
+        label = y if y is not None else class_labels if class_labels is not None else (extra or {}).get("label")
+        assert label is not None and label.dtype == torch.long
+        return x * self.w + label.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+@pytest.mark.parametrize("spec", ["y", "class_labels", "extra.label", "positional"])
+def test_labels_reach_the_network_the_way_label_arg_says(spec: str) -> None:
+    from flowvar.audit.adapters import Conditioned, LabelArg
+
+    x, t, labels = torch.randn(4, 3), torch.full((4,), 0.5), torch.tensor([0, 3, 1, 7])
+    field = AdaptedField(LabelEcho(), Convention("xt"), LabelArg(spec))
+    assert torch.equal(field(x, t, labels), labels[:, None].float().expand(4, 3))
+    assert torch.equal(Conditioned(field, labels)(x, 0.5), field(x, t, labels))  # bound for an ODE solver
+    with pytest.raises(ConfigError, match="class-conditional"):
+        field(x, t)
+
+
+def test_label_arg_validation() -> None:
+    from flowvar.audit.adapters import LabelArg, call_network
+
+    for bad in ("", "1y", "a.b.c", "extra.", "y z"):
+        with pytest.raises(ConfigError, match="--label-arg"):
+            LabelArg(bad)
+    with pytest.raises(ConfigError, match="positional labels cannot follow a keyword call"):
+        call_network(LabelEcho(), "flow_matching", torch.randn(2, 3), torch.zeros(2), torch.zeros(2, dtype=torch.long),
+                     LabelArg("positional"))
+    with pytest.raises(ConfigError, match="without label_arg"):
+        AdaptedField(LabelEcho(), Convention("xt"))(torch.randn(2, 3), torch.zeros(2), torch.zeros(2).long())
+
+
+def test_packed_labels_give_the_conditional_models_exact_gradient_variance() -> None:
+    """The gradient test of a conditional model runs flowvar's variance engine on states that carry the label:
+    its loss and tr Cov must equal those of per-sample gradients of the conditional model computed one by one."""
+    from flowvar.audit.adapters import LabelArg, PackedLabels, pack_labels
+    from flowvar.interpolants import PathSample
+    from flowvar.variance import gradient_variance
+
+    torch.manual_seed(0)
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(4, 5)
+            self.lin = nn.Linear(2 * 3 + 1 + 5, 2 * 3)
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            h = torch.cat([x.flatten(1), t.reshape(-1, 1), self.emb(y)], 1)
+            return torch.tanh(self.lin(h)).reshape(x.shape)
+
+    net = Tiny().double()
+    field = AdaptedField(net, Convention("xt"), LabelArg("y"))
+    k = 12
+    xt, target = torch.randn(k, 2, 3, dtype=torch.float64), torch.randn(k, 2, 3, dtype=torch.float64)
+    t, labels = torch.rand(k, dtype=torch.float64), torch.randint(0, 4, (k,))
+    rows, losses = [], []
+    for i in range(k):
+        loss = (field(xt[i:i + 1], t[i:i + 1], labels[i:i + 1]) - target[i:i + 1]).pow(2).sum()
+        grads = torch.autograd.grad(loss, list(net.parameters()), allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                               for g, p in zip(grads, net.parameters())]))
+        losses.append(float(loss.detach()))
+    g = torch.stack(rows)
+    want_trace = float((g - g.mean(0)).pow(2).sum(1).mean())
+    packed = PathSample(x0=xt, x1=xt, t=t, z=xt, xt=pack_labels(xt, labels),
+                        target=pack_labels(target, torch.zeros_like(labels)))
+    report = gradient_variance(PackedLabels(field, (2, 3)), packed)
+    assert report.trace == pytest.approx(want_trace, rel=1e-10)
+    assert report.mean_loss == pytest.approx(sum(losses) / k, rel=1e-12)
+    with pytest.raises(ConfigError, match=r"not exact in torch\.bfloat16"):
+        pack_labels(torch.zeros(2, 3, dtype=torch.bfloat16), torch.tensor([1, 257]))
+
+
+def test_data_carry_their_labels(tmp_path: Path) -> None:
+    from PIL import Image
+    from sklearn.datasets import load_digits as sk_digits
+
+    from flowvar.audit.loading import load_labelled, load_labels
+    from flowvar.data import load_digits
+
+    assert torch.equal(load_digits(resolution=8).labels, torch.from_numpy(sk_digits().target).long())
+    subset = load_digits(n=20, resolution=8, seed=3)
+    assert torch.equal(subset.labels, torch.from_numpy(sk_digits().target)[subset.indices].long())
+    x, y, _ = load_labelled("--data", "digits")
+    assert x.shape == (1797, 1, 8, 8) and y is not None and y.shape == (1797,)
+    # an .npz with its labels; one without
+    np.savez(tmp_path / "train.npz", x=np.random.rand(6, 1, 4, 4).astype(np.float32), labels=np.array([0, 1] * 3))
+    x, y, desc = load_labelled("--data", str(tmp_path / "train.npz"))
+    assert x.shape == (6, 1, 4, 4) and y.tolist() == [0, 1] * 3 and "train.npz" in desc
+    np.savez(tmp_path / "plain.npz", images=np.zeros((3, 4)))
+    assert load_labelled("--data", str(tmp_path / "plain.npz"))[1] is None
+    # a folder of one subfolder per class: labels by sorted subfolder name
+    for cls, n in (("cat", 2), ("dog", 3)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((6, 6), 40 * i, dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    x, y, desc = load_labelled("--data", str(tmp_path / "imgs"))
+    assert x.shape == (5, 1, 6, 6) and y.tolist() == [0, 0, 1, 1, 1] and "2 classes by subfolder (0=cat, 1=dog)" in desc
+    # labels given on their own
+    np.save(tmp_path / "y.npy", np.array([2, 0, 1]))
+    assert load_labels("--labels", str(tmp_path / "y.npy"), 3).tolist() == [2, 0, 1]
+    for bad, message in ((np.array([1, 2]), "shape"), (np.array([0, -1, 2]), "negative"),
+                         (np.array([0.5, 1, 2]), "non-integer")):
+        np.save(tmp_path / "bad.npy", bad)
+        with pytest.raises((DataError, ShapeError), match=message):
+            load_labels("--labels", str(tmp_path / "bad.npy"), 3)
+
+
+def digits_labelled(n_train: int, n_heldout: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from flowvar.data import load_digits
+
+    d = load_digits(resolution=8, seed=0)
+    assert d.labels is not None
+    x, y = d.images, d.labels
+    return (x[:n_train].contiguous(), y[:n_train].clone(), x[n_train:n_train + n_heldout].contiguous(),
+            y[n_train:n_train + n_heldout].clone())
+
+
+N_COND = 60
+
+
+def train_cond_mlp(model: nn.Module, x1: torch.Tensor, y: torch.Tensor, x0: torch.Tensor | None, steps: int = 300
+                   ) -> nn.Module:
+    """σ = 0 CFM with each pair's label: on the fixed pairs (x0_i, x1_i, y_i) when ``x0`` is given (Prop 2's
+    memorising setting), else on fresh noise for every draw."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(steps):
+        idx = torch.randint(0, x1.shape[0], (N_COND,), generator=g)
+        a = x0[idx] if x0 is not None else torch.randn(x1[idx].shape, generator=g)
+        b = x1[idx]
+        t = torch.rand(N_COND, generator=g)
+        s = t[:, None, None, None]
+        loss = (model((1 - s) * a + s * b, t, y[idx]) - (b - a)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def conditional(nets: object) -> dict:
+    """Class-conditional MLPs on 60 digits: one trained at σ = 0 on fixed (noise, digit, label) pairs, one on fresh
+    noise."""
+    train_x, train_y, held_x, held_y = digits_labelled(N_COND, 100)
+    x0 = torch.randn(train_x.shape, generator=torch.Generator().manual_seed(7))
+    memorising = train_cond_mlp(nets.cond_mlp(), train_x, train_y, x0)  # type: ignore[attr-defined]
+    fresh = train_cond_mlp(nets.cond_mlp(), train_x, train_y, None)  # type: ignore[attr-defined]
+    return {"x1": train_x, "y": train_y, "heldout": held_x, "heldout_y": held_y, "x0": x0,
+            "memorising": memorising, "fresh": fresh}
+
+
+def test_conditional_model_on_fixed_pairs_reads_memorising(conditional: dict) -> None:
+    c = conditional
+    report = audit(c["memorising"], c["x1"], pairs=c["x0"], heldout=c["heldout"], labels=c["y"],
+                   heldout_labels=c["heldout_y"], label_arg="positional", samples=100, steps=40, grad_samples=16,
+                   t_bins=3)
+    assert report.verdict == "memorising", report.summary()
+    claims = {cl.id: cl for cl in report.result.claims}
+    pairs = claims["audit.pair_recovery"]
+    assert pairs.verdict == "confirmed" and pairs.evidence["class_conditional"] and pairs.evidence["n_classes"] == 10
+    assert pairs.evidence["fine"]["accuracy_own"] >= 0.9
+    assert 0.1 < pairs.evidence["chance"] < 0.3  # 1/N_c: about six digits per class, not 1/60
+    grad = claims["audit.gradient_signal"]
+    assert grad.verdict == "confirmed" and grad.evidence["loss_ratio"] < 0.1
+    assert set(grad.evidence["profiles"]) == {f"sigma=0/{p}" for p in ("training pairs", "fresh pairs",
+                                                                       "fresh pairs, held-out data")}
+    assert report.result.config["label_arg"] == "positional"
+
+
+def test_conditional_model_on_fresh_noise_reads_generalising(conditional: dict) -> None:
+    c = conditional
+    report = audit(c["fresh"], c["x1"], pairs=c["x0"], heldout=c["heldout"], labels=c["y"], label_arg="positional",
+                   samples=100, steps=40, grad_samples=16, t_bins=3)
+    assert report.verdict == "generalising", report.summary()
+    verdicts = {cl.id: cl.verdict for cl in report.result.claims}
+    assert verdicts["audit.pair_recovery"] == "refuted" and verdicts["audit.gradient_signal"] == "refuted"
+    assert report.drivers["memorising"] == []
+    grad = next(cl for cl in report.result.claims if cl.id == "audit.gradient_signal")
+    assert "Held-out pairs left out" in report.sections[-1].text  # no held-out labels given
+    assert "sigma=0/fresh pairs, held-out data" not in grad.evidence["profiles"]
+
+
+def test_cli_audits_a_conditional_model_and_names_the_label_flags(conditional: dict, nets: object, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    c = conditional
+    torch.save(c["memorising"].state_dict(), tmp_path / "ckpt.pt")
+    np.savez(tmp_path / "train.npz", x=c["x1"].numpy(), labels=c["y"].numpy())
+    np.savez(tmp_path / "held.npz", x=c["heldout"].numpy(), labels=c["heldout_y"].numpy())
+    pairs = save_npy(tmp_path / "x0.npy", c["x0"])
+    plain = save_npy(tmp_path / "train.npy", c["x1"])
+    labels = save_npy(tmp_path / "y.npy", c["y"])
+    model = ["--model", "audit_nets:cond_mlp", "--checkpoint", str(tmp_path / "ckpt.pt")]
+    small = ["--samples", "40", "--steps", "20", "--grad-samples", "8", "--t-bins", "2"]
+    out = tmp_path / "audit"
+    code, stdout, err = run_cli([*model, "--data", str(tmp_path / "train.npz"), "--pairs", pairs, "--heldout",
+                                 str(tmp_path / "held.npz"), "--label-arg", "positional", *small, "--out", str(out)],
+                                capsys)
+    assert code == 0, err
+    assert "verdict: memorising" in stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["config"]["label_arg"] == "positional" and "10 classes" in result["config"]["labels"]
+    # labels from --labels for data that carry none
+    code, stdout, err = run_cli([*model, "--data", plain, "--labels", labels, "--label-arg", "positional", *small,
+                                 "--out", str(tmp_path / "audit2")], capsys)
+    assert code == 0, err
+    bad = tmp_path / "bad"
+    # the model needs labels: the data carry them, --label-arg is missing
+    code, _, err = run_cli([*model, "--data", str(tmp_path / "train.npz"), *small, "--out", str(bad)], capsys)
+    assert_error(code, err, bad, "cannot be called without class labels", "pass --label-arg y")  # forward(x, t, y)
+    # ... and the data carry none
+    code, _, err = run_cli([*model, "--data", plain, *small, "--out", str(bad)], capsys)
+    assert_error(code, err, bad, "cannot be called without class labels", "--label-arg y", "--labels")
+    # --label-arg without labels anywhere
+    code, _, err = run_cli([*model, "--data", plain, "--label-arg", "positional", *small, "--out", str(bad)], capsys)
+    assert_error(code, err, bad, "--label-arg positional passes class labels", "--data carries none", "--labels")
+    # --labels without --label-arg; labels that do not fit the data
+    code, _, err = run_cli([*model, "--data", plain, "--labels", labels, *small, "--out", str(bad)], capsys)
+    assert_error(code, err, bad, "only with --label-arg")
+    code, _, err = run_cli([*model, "--data", plain, "--labels", str(tmp_path / "x0.npy"), "--label-arg",
+                            "positional", *small, "--out", str(bad)], capsys)
+    assert_error(code, err, bad, "--labels")
+
+
+def test_cli_drop_label_arg_for_an_unconditional_model(memorised_files: dict, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    f = memorised_files
+    np.save(tmp_path / "y.npy", np.zeros(N_PAIRS, dtype=np.int64))
+    out = tmp_path / "bad"
+    code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--data", f["data"], "--labels",
+                            str(tmp_path / "y.npy"), "--label-arg", "y", "--samples", "20", "--out", str(out)],
+                           capsys)
+    assert_error(code, err, out, "unexpected keyword argument 'y'", "drop --label-arg y")
+
+
+def torchcfm_cond_objective(model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
+                            y: torch.Tensor) -> tuple:
+    s = t[:, None, None, None]
+    return model(t, (1 - s) * x0 + s * x1, y=y), x1 - x0
+
+
+def diffusers_cond_objective(model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
+                             y: torch.Tensor) -> tuple:
+    s = t[:, None, None, None]
+    return model((1 - s) * x1 + s * x0, t * 1000, class_labels=y).sample, x0 - x1
+
+
+def flow_matching_cond_objective(model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
+                                 y: torch.Tensor) -> tuple:
+    from flow_matching.path import AffineProbPath
+    from flow_matching.path.scheduler import CondOTScheduler
+
+    sample = AffineProbPath(scheduler=CondOTScheduler()).sample(x_0=x0, x_1=x1, t=t)
+    return model(x=sample.x_t, t=sample.t, extra={"label": y}), sample.dx_t
+
+
+THIRD_PARTY_CONDITIONAL = {
+    # factory, objective, --label-arg, the calls the audit may detect and the time direction
+    "torchcfm": ("torchcfm_cond_unet", torchcfm_cond_objective, "y", ("tx", "flow_matching"), "data_at_1"),
+    "diffusers": ("diffusers_cond_unet", diffusers_cond_objective, "class_labels", ("diffusers",), "data_at_0"),
+    "flow_matching": ("flow_matching_cond_model", flow_matching_cond_objective, "extra.label",
+                      ("xt", "flow_matching"), "data_at_1"),
+}
+
+
+@pytest.mark.parametrize("library", list(THIRD_PARTY_CONDITIONAL))
+def test_third_party_conditional_model_runs_end_to_end(library: str, nets: object, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip({"torchcfm": "torchcfm.models.unet", "diffusers": "diffusers",
+                         "flow_matching": "flow_matching"}[library])
+    factory, objective, label_arg, calls, time = THIRD_PARTY_CONDITIONAL[library]
+    train_x, train_y, held_x, _ = digits_labelled(240, 100)
+    model = fit(getattr(nets, factory)(), objective, train_x, steps=150, labels=train_y)
+    torch.save(model.state_dict(), tmp_path / "ckpt.pt")
+    np.savez(tmp_path / "train.npz", x=train_x.numpy(), labels=train_y.numpy())
+    held = save_npy(tmp_path / "held.npy", held_x)
+    x0 = save_npy(tmp_path / "x0.npy", torch.randn(train_x.shape, generator=torch.Generator().manual_seed(2)))
+    out = tmp_path / "audit"
+    code, stdout, err = run_cli(["--model", f"audit_nets:{factory}", "--checkpoint", str(tmp_path / "ckpt.pt"),
+                                 "--data", str(tmp_path / "train.npz"), "--pairs", x0, "--heldout", held,
+                                 "--label-arg", label_arg, "--samples", "40", "--steps", "8", "--coarse-steps", "4",
+                                 "--grad-samples", "2", "--t-bins", "2", "--out", str(out)], capsys)
+    assert code == 0, err
+    result = json.loads((out / "result.json").read_text())
+    assert f"verdict: {result['metrics']['verdict']}" in stdout
+    chosen = result["config"]["convention"]
+    assert chosen["call"] in calls and chosen["time"] == time
+    assert result["config"]["label_arg"] == label_arg
+    claims = {c["id"]: c for c in result["claims"]}
+    assert claims["audit.pair_recovery"]["evidence"]["class_conditional"]
+    assert claims["audit.gradient_signal"]["evidence"]["profiles"]  # measured under the labels

@@ -367,8 +367,10 @@ def show_cmd(
 
 @app.command("audit")
 def audit_cmd(
-    data: Annotated[str, typer.Option("--data", help="The training data: a folder of images, an .npy array ((N, d) "
-                                                     "vectors or (N, [C,] H, W) images), or digits / lfw.")],
+    data: Annotated[str, typer.Option("--data", help="The training data: a folder of images (or of one subfolder "
+                                                     "per class), an .npy array ((N, d) vectors or (N, [C,] H, W) "
+                                                     "images), an .npz holding one and its 'labels', or digits / "
+                                                     "lfw.")],
     model: Annotated[str | None, typer.Option("--model", help="Factory building the network: package.module:callable "
                                                               "(its state_dict comes from --checkpoint).")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
@@ -388,6 +390,17 @@ def audit_cmd(
                                                             "default: the convention's usual one.")] = None,
     time_scale: Annotated[float | None, typer.Option("--time-scale", help="The network sees scale·t (1000 for "
                                                                           "diffusers' timesteps).")] = None,
+    label_arg: Annotated[str | None, typer.Option(
+        "--label-arg", help="A class-conditional model: how it takes each item's class label — a keyword (y for "
+                            "torchcfm's UNet, class_labels for diffusers), NAME.KEY for a dict keyword (extra.label "
+                            "for Meta flow_matching's model(x, t, extra={'label': y})), or positional (model(x, t, "
+                            "y)). The labels come from --data (digits; a folder of one subfolder per class; an .npz "
+                            "with a 'labels' array) or --labels.")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="The class labels of --data (.npy of N integers), "
+                                                                "when the data do not carry them.")] = None,
+    heldout_labels: Annotated[str | None, typer.Option(
+        "--heldout-labels", help="The class labels of --heldout (.npy), when it does not carry them (only the "
+                                 "gradient test's held-out pairs use them).")] = None,
     state_key: Annotated[str | None, typer.Option("--state-key", help="Checkpoint entry holding the state_dict "
                                                                       "(default: the first of ema_model, ema, "
                                                                       "state_dict, model, net_model ...).")] = None,
@@ -428,7 +441,8 @@ def audit_cmd(
     report = audit(loaded.module, data, pairs=pairs, heldout=heldout, sigma=sigma, convention=convention, time=time,
                    time_scale=time_scale, samples=samples, steps=steps, coarse_steps=coarse_steps, method=method,
                    grad_samples=grad_samples, t_bins=t_bins, seed=seed, device=device, resolution=resolution,
-                   channels=channels, model_source=loaded.source)
+                   channels=channels, model_source=loaded.source, label_arg=label_arg, labels=labels,
+                   heldout_labels=heldout_labels)
     report.write(out)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))

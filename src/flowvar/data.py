@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,9 @@ class ImageSet:
     * ``source``: a human-readable description (where the data came from, and how it was transformed);
     * ``indices``: (N,) long, sorted: the position of each row in the full source (the sorted file list
       for folders);
-    * ``files``: for folder sources, the path of each row relative to the folder; otherwise None.
+    * ``files``: for folder sources, the path of each row relative to the folder; otherwise None;
+    * ``labels``: (N,) long class labels where the source has them (digits' digit, an ``.npz`` file's ``labels`` /
+      ``y`` array); otherwise None.
     """
 
     images: Tensor
@@ -91,6 +94,7 @@ class ImageSet:
     source: str
     indices: Tensor
     files: tuple[str, ...] | None = None
+    labels: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim not in (2, 4) or self.images.shape[0] == 0:
@@ -101,6 +105,9 @@ class ImageSet:
                              f"{tuple(self.indices.shape)}")
         if self.files is not None and len(self.files) != self.images.shape[0]:
             raise ShapeError(f"ImageSet has {self.images.shape[0]} images but {len(self.files)} file names")
+        if self.labels is not None and self.labels.shape != (self.images.shape[0],):
+            raise ShapeError(f"ImageSet labels must have shape ({self.images.shape[0]},), got "
+                             f"{tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -298,25 +305,28 @@ def save_grid(images: Tensor, path: str | Path, nrow: int = 8, padding: int = 1)
 
 
 def _finish_array(images: Tensor, name: str, source: str, n: int | None, seed: int, channels: int,
-                  resolution: int) -> ImageSet:
-    """Subset, resize and channel-replicate (N, 1, h, w) grey images already in [−1, 1]."""
+                  resolution: int, labels: Tensor | None = None) -> ImageSet:
+    """Subset, resize and channel-replicate (N, 1, h, w) grey images already in [−1, 1] (and their (N,) labels)."""
     idx = choose_indices(images.shape[0], n, seed, source)
     out = resize_tensor(images[idx], resolution).clamp_(-1.0, 1.0)
     if channels == 3:
         out = out.expand(-1, 3, -1, -1)
-    return ImageSet(out.contiguous(), name, f"{source}, resized to {resolution}x{resolution}", idx)
+    return ImageSet(out.contiguous(), name, f"{source}, resized to {resolution}x{resolution}", idx,
+                    labels=labels[idx] if labels is not None else None)
 
 
 def load_digits(n: int | None = None, resolution: int = 16, seed: int = 0, channels: int | None = None) -> ImageSet:
-    """scikit-learn's bundled 8×8 digits (1797 images, 0..16) → (n, C, resolution, resolution) in [−1, 1]."""
+    """scikit-learn's bundled 8×8 digits (1797 images, 0..16) → (n, C, resolution, resolution) in [−1, 1]; the
+    digit each image shows (0..9) is its label."""
     from sklearn.datasets import load_digits as sk_load_digits
 
     resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
     channels = _check_channels(channels, 1)
-    raw = torch.from_numpy(np.asarray(sk_load_digits().images, dtype=np.float32))
+    bunch = sk_load_digits()
+    raw = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32))
     images = (raw / 8.0 - 1.0)[:, None]
     return _finish_array(images, "digits", "scikit-learn load_digits (1797 grey 8x8 digits)", n, seed, channels,
-                         resolution)
+                         resolution, labels=torch.from_numpy(np.asarray(bunch.target, dtype=np.int64)))
 
 
 def load_lfw(n: int | None = None, resolution: int = 16, seed: int = 0, channels: int | None = None) -> ImageSet:
@@ -428,7 +438,8 @@ def load_celeba(data_dir: str | Path, n: int | None = None, resolution: int = 64
 
 def load_array(path: str | Path, n: int | None = None, resolution: int | None = None, seed: int = 0,
                channels: int | None = None, value_range: tuple[float, float] | None = None) -> ImageSet:
-    """A user's ``.npy`` array: (N, H, W) grey images, (N, C, H, W) images, or (N, d) vectors.
+    """A user's ``.npy`` array: (N, H, W) grey images, (N, C, H, W) images, or (N, d) vectors; or an ``.npz`` file
+    holding such an array and, optionally, its (N,) integer class labels (:func:`npz_arrays` names the keys).
 
     Values: ``uint8`` arrays map [0, 255] to [−1, 1]; ``value_range=(lo, hi)`` maps [lo, hi] linearly to
     [−1, 1] (DataError if values fall outside); any other array is used as given (assumed already scaled).
@@ -444,6 +455,10 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         raw = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise DataError(f"{file} is not a readable .npy array ({error}); save it with numpy.save") from None
+    raw_labels = None
+    if isinstance(raw, np.lib.npyio.NpzFile):
+        with raw:
+            raw, raw_labels = npz_arrays(file, raw)
     if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "uifb":
         raise DataError(f"{file} must hold a numeric array, got {getattr(raw, 'dtype', type(raw))}")
     if raw.ndim not in (2, 3, 4) or raw.shape[0] == 0:
@@ -466,11 +481,12 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         data = data / 127.5 - 1.0
     idx = choose_indices(data.shape[0], n, seed, f"array {file}")
     data = data[idx]
+    labels = check_labels(f"{file} labels", raw_labels, raw.shape[0])[idx] if raw_labels is not None else None
     if data.ndim == 2:
         if resolution is not None or channels is not None:
             raise ConfigError(f"{file} holds vectors of shape (N, d) = {tuple(raw.shape)}; resolution and channels "
                               f"apply to images only — call load_array(path) without them")
-        return ImageSet(data.contiguous(), "npy", f"array {file} (vectors {tuple(raw.shape)})", idx)
+        return ImageSet(data.contiguous(), "npy", f"array {file} (vectors {tuple(raw.shape)})", idx, labels=labels)
     if data.ndim == 3:
         data = data[:, None]
     c = data.shape[1]
@@ -487,7 +503,45 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         resolution = check_resolution(resolution)
         data = resize_tensor(data, resolution)
         desc += f", resized to {resolution}x{resolution}"
-    return ImageSet(data.contiguous(), "npy", desc, idx)
+    return ImageSet(data.contiguous(), "npy", desc, idx, labels=labels)
+
+
+#: Keys of an ``.npz`` file's data array (the first present is used; a file holding one array besides its labels
+#: may name it anything) and of its class labels.
+NPZ_DATA_KEYS: tuple[str, ...] = ("x", "data", "images", "x1")
+NPZ_LABEL_KEYS: tuple[str, ...] = ("labels", "y")
+
+
+def npz_arrays(file: Path, npz: np.lib.npyio.NpzFile) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the data array, the labels array or None) of an ``.npz`` file: the data under the first of
+    :data:`NPZ_DATA_KEYS` (or its only array besides the labels), the labels under the first of
+    :data:`NPZ_LABEL_KEYS`. DataError naming the keys it holds otherwise."""
+    try:
+        keys = list(npz.files)
+        label_key = next((k for k in NPZ_LABEL_KEYS if k in keys), None)
+        others = [k for k in keys if k != label_key]
+        data_key = next((k for k in NPZ_DATA_KEYS if k in keys), others[0] if len(others) == 1 else None)
+        if data_key is None:
+            raise DataError(f"{file} holds the arrays {keys or 'none'}; name the data array one of "
+                            f"{', '.join(NPZ_DATA_KEYS)} (and its class labels {' or '.join(NPZ_LABEL_KEYS)})")
+        return npz[data_key], npz[label_key] if label_key is not None else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{file} is not a readable .npz file ({error}); save it with numpy.savez") from None
+
+
+def check_labels(what: str, labels: object, n: int) -> Tensor:
+    """Class labels as an (n,) long tensor: integers >= 0 (integral floats are accepted), one per data item.
+    DataError / ShapeError naming ``what`` otherwise."""
+    arr = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    if arr.dtype.kind not in "uifb":
+        raise DataError(f"{what} must be integer class labels, got {arr.dtype}")
+    if arr.shape != (n,):
+        raise ShapeError(f"{what} has shape {arr.shape}; give one class label per data item: shape ({n},)")
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+        raise DataError(f"{what} holds non-integer values; class labels are integers 0, 1, 2, ...")
+    if n and arr.min() < 0:
+        raise DataError(f"{what} holds negative values (min {arr.min()}); class labels are integers 0, 1, 2, ...")
+    return torch.from_numpy(arr.astype(np.int64))
 
 
 _BUNDLED: dict[str, Callable[..., ImageSet]] = {"digits": load_digits, "lfw": load_lfw}
@@ -640,12 +694,15 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LFW_FACES",
     "NAMED_DATA",
+    "NPZ_DATA_KEYS",
+    "NPZ_LABEL_KEYS",
     "SOURCES",
     "DataSpec",
     "ImageDistribution",
     "ImageSet",
     "celeba_folder",
     "center_crop_box",
+    "check_labels",
     "check_resolution",
     "choose_indices",
     "count_items",
@@ -658,6 +715,7 @@ __all__ = [
     "load_lfw",
     "load_split",
     "npy_is_vectors",
+    "npz_arrays",
     "resize_tensor",
     "resolve_data",
     "save_grid",

@@ -18,6 +18,11 @@ names one choice of each:
   of a data-at-0 model predicts dx/dτ = noise − data, so the adapted field is v(x, t) = −f(x, 1 − t);
 * **time_scale** — the network sees s = scale · τ (diffusers' timesteps run over 0..1000: scale 1000).
 
+A class-conditional network also takes each item's class label; :class:`LabelArg` says how (a keyword such as
+torchcfm's ``y=`` or diffusers' ``class_labels=``, a keyword holding a dict such as Meta flow_matching's
+``extra={"label": y}``, or one more positional argument). The label is named by the user, never guessed into an
+audit: a wrong one fails to run, or (for a model that ignores it) audits the unconditional field.
+
 A wrong choice rarely raises an error: a reversed time or a missing ×1000 still returns a tensor of the right shape.
 :func:`check_conventions` therefore measures, on the training data, how well each candidate's field explains the
 straight-path targets, and whether a short integration moves noise toward the data; see docs/audit.md
@@ -34,7 +39,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from flowvar.errors import ConfigError, DataError, printable
+from flowvar.errors import ConfigError, DataError, ShapeError, printable
 
 Call = Literal["xt", "tx", "cat", "diffusers", "flow_matching"]
 TimeDirection = Literal["data_at_1", "data_at_0"]
@@ -61,6 +66,45 @@ PROBE_N = 128
 PROBE_T_LO = 0.05
 MOVE_N = 64
 MOVE_STEPS = 8
+
+
+#: The label arguments tried when a model cannot be called without labels, to name the one that works in the error
+#: (torchcfm's UNet: y; diffusers: class_labels; Meta flow_matching's examples: extra.label; plain model(x, t, y)).
+COMMON_LABEL_ARGS: tuple[str, ...] = ("y", "class_labels", "label", "labels", "extra.label", "positional")
+
+
+@dataclass(frozen=True)
+class LabelArg:
+    """How a class-conditional network takes its labels (B,) long, from ``--label-arg SPEC``:
+
+    * ``"positional"``: one more positional argument after the call's own (``model(x, s, y)``, ``model(s, x, y)``);
+    * ``"NAME"``: the keyword argument NAME (``y`` for torchcfm's ``UNetModelWrapper``, ``class_labels`` for
+      diffusers' ``UNet2DModel``);
+    * ``"NAME.KEY"``: the keyword NAME holding the dict {KEY: labels} (``extra.label`` for Meta flow_matching's
+      ``model(x, t, extra={"label": y})``).
+    """
+
+    spec: str
+
+    def __post_init__(self) -> None:
+        parts = str(self.spec).split(".")
+        if self.spec != "positional" and not (1 <= len(parts) <= 2 and all(p.isidentifier() for p in parts)):
+            raise ConfigError(f"--label-arg must be a keyword name (y, class_labels), NAME.KEY for a dict keyword "
+                              f"(extra.label) or positional, got {self.spec!r}")
+
+    def apply(self, args: tuple[Any, ...], kwargs: dict[str, Any], labels: Tensor
+              ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call's positional and keyword arguments with ``labels`` added."""
+        if self.spec == "positional":
+            if kwargs:
+                raise ConfigError("positional labels cannot follow a keyword call (flow_matching); name the keyword, "
+                                  "e.g. --label-arg extra.label or --label-arg y")
+            return (*args, labels), kwargs
+        name, _, key = self.spec.partition(".")
+        return args, {**kwargs, name: {key: labels} if key else labels}
+
+    def __str__(self) -> str:
+        return self.spec
 
 
 @dataclass(frozen=True)
@@ -102,33 +146,92 @@ class Convention:
 
 
 class AdaptedField(nn.Module):
-    """A third-party network seen as a flowvar field ``v(x, t)`` (x: (B, *shape), t: (B,) or scalar → (B, *shape)).
+    """A third-party network seen as a flowvar field ``v(x, t)`` (x: (B, *shape), t: (B,) or scalar → (B, *shape)),
+    or ``v(x, t, labels)`` (labels: (B,) long) for a class-conditional network (``label_arg`` set).
 
     v(x, t) = f(x, scale · t) for data-at-1 models and v(x, t) = −f(x, scale · (1 − t)) for data-at-0 models, f the
     network called by ``convention.call``. The network is the submodule ``model``, so parameter names, ``.to()``,
     ``train()``/``eval()`` and the gradient-variance engine (``torch.func.functional_call``) see through the adapter.
+    :class:`Conditioned` binds a batch's labels, so that ODE solvers can call the conditional field as ``v(x, t)``.
     """
 
-    def __init__(self, model: nn.Module, convention: Convention) -> None:
+    def __init__(self, model: nn.Module, convention: Convention, label_arg: LabelArg | None = None) -> None:
         super().__init__()
         self.model = model
         self.convention = convention
+        self.label_arg = label_arg
 
     def extra_repr(self) -> str:
-        return f"convention={self.convention}"
+        return f"convention={self.convention}" + (f", label_arg={self.label_arg}" if self.label_arg else "")
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
         conv = self.convention
+        if labels is None and self.label_arg is not None:
+            raise ConfigError(f"this field is class-conditional (labels passed as {self.label_arg}): call it with "
+                              f"labels (B,), or bind them with Conditioned")
+        if labels is not None and self.label_arg is None:
+            raise ConfigError("labels given to a field without label_arg: say how the network takes them "
+                              "(AdaptedField(model, convention, LabelArg('y')))")
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])
         tau = t if conv.time == "data_at_1" else 1.0 - t
         s = tau * conv.time_scale
         device = model_device(self.model)
         if device is not None and device != x.device:  # data stay on the CPU; the network runs where it lives
-            out = call_network(self.model, conv.call, x.to(device), s.to(device)).to(x.device)
+            y = labels.to(device) if labels is not None else None
+            out = call_network(self.model, conv.call, x.to(device), s.to(device), y, self.label_arg).to(x.device)
         else:
-            out = call_network(self.model, conv.call, x, s)
+            out = call_network(self.model, conv.call, x, s, labels, self.label_arg)
         return out if conv.time == "data_at_1" else -out
+
+
+class Conditioned(nn.Module):
+    """A class-conditional :class:`AdaptedField` with one batch's labels (B,) bound: ``v(x, t)`` for x of B rows,
+    as ODE solvers call it. Without labels (None) it is the field itself."""
+
+    def __init__(self, field: AdaptedField, labels: Tensor | None) -> None:
+        super().__init__()
+        self.field = field
+        self.labels = labels
+
+    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        if self.labels is None:
+            return self.field(x, t)
+        if self.labels.shape != (x.shape[0],):
+            raise ShapeError(f"{x.shape[0]} states but {tuple(self.labels.shape)} bound labels")
+        return self.field(x, t, self.labels)
+
+
+class PackedLabels(nn.Module):
+    """A class-conditional field as flowvar's gradient-variance engine calls a field: ``v(x⁺, t)`` on packed states
+    x⁺ = [x.flatten(1), label] (B, D + 1) (:func:`pack_labels`), returning [v(x, t, label).flatten(1), 0].
+
+    Why: the engine differentiates ``model(x, t)`` one sample at a time (``torch.func.vmap``), so a label must travel
+    inside the sample. Its coordinate has target 0 and output 0, so each per-sample loss
+    ℓ = ‖v − u‖² (a sum over coordinates) and its parameter gradient are exactly those of the conditional model on
+    (x, t, label).
+    """
+
+    def __init__(self, field: AdaptedField, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.field = field
+        self.shape = tuple(shape)
+
+    def forward(self, packed: Tensor, t: Tensor | float) -> Tensor:
+        x = packed[:, :-1].reshape(packed.shape[0], *self.shape)
+        labels = packed[:, -1].round().long()
+        v = self.field(x, t, labels)
+        return torch.cat([v.reshape(packed.shape[0], -1), torch.zeros_like(packed[:, -1:])], 1)
+
+
+def pack_labels(x: Tensor, labels: Tensor) -> Tensor:
+    """[x.flatten(1), labels] (B, D + 1) in x's dtype, the state :class:`PackedLabels` takes. ConfigError when x's
+    dtype cannot hold the labels exactly (e.g. labels above 256 in bfloat16)."""
+    column = labels.to(x.dtype)
+    if not torch.equal(column.long(), labels.long()):
+        raise ConfigError(f"class labels up to {int(labels.max())} are not exact in {x.dtype}; audit the model in "
+                          f"float32 (or float64)")
+    return torch.cat([x.reshape(x.shape[0], -1), column[:, None]], 1)
 
 
 def model_device(model: nn.Module) -> torch.device | None:
@@ -146,24 +249,32 @@ def model_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def call_network(model: nn.Module, call: str, x: Tensor, s: Tensor) -> Tensor:
-    """Invoke ``model`` on states ``x`` (B, *shape) at network times ``s`` (B,) by ``call``; the raw output as a
-    tensor of x's shape (:class:`ShapeError`-free: a wrong output raises :class:`DataError` naming what came back)."""
+def call_network(model: nn.Module, call: str, x: Tensor, s: Tensor, labels: Tensor | None = None,
+                 label_arg: LabelArg | None = None) -> Tensor:
+    """Invoke ``model`` on states ``x`` (B, *shape) at network times ``s`` (B,) by ``call`` (with ``labels`` (B,)
+    passed as ``label_arg`` says, for a class-conditional network); the raw output as a tensor of x's shape
+    (:class:`ShapeError`-free: a wrong output raises :class:`DataError` naming what came back)."""
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = {}
     if call == "xt":
-        out = model(x, s)
+        args = (x, s)
     elif call == "tx":
-        out = model(s, x)
+        args = (s, x)
     elif call == "cat":
-        out = model(torch.cat([x.reshape(x.shape[0], -1), s[:, None]], 1))
-        if isinstance(out, Tensor) and out.shape != x.shape and out.numel() == x.numel():
-            out = out.reshape(x.shape)
+        args = (torch.cat([x.reshape(x.shape[0], -1), s[:, None]], 1),)
     elif call == "diffusers":
-        out = model(x, s)
+        args = (x, s)
+    else:
+        args, kwargs = (), {"x": x, "t": s}
+    if labels is not None and label_arg is not None:
+        args, kwargs = label_arg.apply(args, kwargs, labels)
+    out = model(*args, **kwargs)
+    if call == "cat" and isinstance(out, Tensor) and out.shape != x.shape and out.numel() == x.numel():
+        out = out.reshape(x.shape)
+    elif call == "diffusers":
         out = getattr(out, "sample", out)
         if isinstance(out, tuple | list) and out:
             out = out[0]
-    else:
-        out = model(x=x, t=s)
     if not isinstance(out, Tensor):
         raise DataError(f"the model returned {type(out).__name__}, not a tensor")
     if out.shape != x.shape:
@@ -240,10 +351,12 @@ def _median_nn(x: Tensor, ref: Tensor) -> float:
 
 
 def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: Tensor, t: Tensor,
-                     move_x0: Tensor, train: Tensor, seen: list[tuple[Tensor, CandidateScore]] | None = None
+                     move_x0: Tensor, train: Tensor, seen: list[tuple[Tensor, CandidateScore]] | None = None,
+                     labels: tuple[Tensor, Tensor] | None = None, label_arg: LabelArg | None = None
                      ) -> CandidateScore:
     """Score one convention (see :class:`CandidateScore`). ``x1``, ``x0``: (P, *shape) training items and noise,
-    ``t``: (P,); ``move_x0``: (M, *shape) noise to integrate; ``train``: the training items (for the movement).
+    ``t``: (P,); ``move_x0``: (M, *shape) noise to integrate; ``train``: the training items (for the movement);
+    ``labels``: for a class-conditional model (``label_arg``), the labels (P,) of ``x1`` and (M,) of ``move_x0``.
 
     The integration runs only for a candidate whose loss ratio passes (the others cannot fit), and not again for a
     candidate whose probe output equals that of one in ``seen`` (two calls that reach the same network the same way,
@@ -251,12 +364,13 @@ def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: T
     """
     from flowvar.sampling import integrate
 
-    field = AdaptedField(model, convention)
+    field = AdaptedField(model, convention, label_arg)
+    probe_labels, move_labels = labels if labels is not None else (None, None)
     tb = t.reshape(-1, *([1] * (x0.ndim - 1)))
     xt = (1 - tb) * x0 + tb * x1
     try:
         with torch.no_grad():
-            v = field(xt, t)
+            v = Conditioned(field, probe_labels)(xt, t)
     except Exception as error:  # any failure of a foreign network under a wrong call is "does not run"
         return CandidateScore(convention, False, error=_short(error))
     if not bool(torch.isfinite(v).all()):
@@ -272,7 +386,7 @@ def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: T
             seen.append((v, score))
         return score
     try:
-        end = integrate(field, move_x0, method="euler", steps=MOVE_STEPS).x1
+        end = integrate(Conditioned(field, move_labels), move_x0, method="euler", steps=MOVE_STEPS).x1
         before = _median_nn(move_x0, train)
         movement = _median_nn(end, train) / before if before > 0 else math.nan
     except Exception as error:  # a diverging integration under a wrong convention counts as not moving toward data
@@ -291,14 +405,16 @@ def _short(error: BaseException) -> str:
 
 
 def check_conventions(model: nn.Module, train: Tensor, requested: Convention | None, generator: torch.Generator,
-                      time_scales: Sequence[float] = (1.0, 1000.0)) -> ConventionCheck:
+                      time_scales: Sequence[float] = (1.0, 1000.0), labels: Tensor | None = None,
+                      label_arg: LabelArg | None = None) -> ConventionCheck:
     """Decide which calling convention to audit ``model`` under, from its behaviour on the training data.
 
     ``train``: (N, *shape) training items in the model's dtype and device; ``requested``: the user's convention, or
-    None to pick the best fitting one. Every candidate of :func:`candidate_conventions` is scored
-    (:func:`score_convention`). Raises :class:`DataError` (one line naming the convention that looks right, or what
-    went wrong) when the requested convention does not fit, when another one fits much better (loss ratio below
-    :data:`Q_MARGIN` × the requested one's), or when none fits.
+    None to pick the best fitting one; ``labels``: (N,) the items' class labels, passed as ``label_arg`` says to a
+    class-conditional model (the probe's noise is integrated under the labels of random training items). Every
+    candidate of :func:`candidate_conventions` is scored (:func:`score_convention`). Raises :class:`DataError` (one
+    line naming the convention that looks right, or what went wrong) when the requested convention does not fit, when
+    another one fits much better (loss ratio below :data:`Q_MARGIN` × the requested one's), or when none fits.
     """
     n = min(PROBE_N, train.shape[0])
     device, dtype = train.device, train.dtype
@@ -307,8 +423,12 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
     x0 = torch.randn(x1.shape, generator=generator, dtype=dtype).to(device)
     t = (PROBE_T_LO + (1 - 2 * PROBE_T_LO) * torch.rand(PROBE_N, generator=generator, dtype=dtype)).to(device)
     move_x0 = torch.randn((min(MOVE_N, max(n, 2)), *train.shape[1:]), generator=generator, dtype=dtype).to(device)
+    probe_labels = None
+    if labels is not None and label_arg is not None:  # drawn after everything else: unconditional draws unchanged
+        move_labels = labels[torch.randint(0, train.shape[0], (move_x0.shape[0],), generator=generator)]
+        probe_labels = (labels[idx].to(device), move_labels.to(device))
     seen: list[tuple[Tensor, CandidateScore]] = []
-    scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train, seen)
+    scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train, seen, probe_labels, label_arg)
                    for c in candidate_conventions(requested, time_scales))
     fitting = sorted((s for s in scores if s.fits), key=lambda s: s.loss_ratio)
     best = fitting[0].convention if fitting else None
@@ -342,6 +462,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
 __all__ = [
     "CALLS",
     "CALL_DEFAULTS",
+    "COMMON_LABEL_ARGS",
     "MOVE_FIT",
     "MOVE_N",
     "MOVE_STEPS",
@@ -352,12 +473,16 @@ __all__ = [
     "TIMES",
     "AdaptedField",
     "CandidateScore",
+    "Conditioned",
     "Convention",
     "ConventionCheck",
+    "LabelArg",
+    "PackedLabels",
     "call_network",
     "candidate_conventions",
     "check_conventions",
     "model_device",
     "model_dtype",
+    "pack_labels",
     "score_convention",
 ]

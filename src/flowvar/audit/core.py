@@ -28,8 +28,16 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.audit import rules
-from flowvar.audit.adapters import AdaptedField, Convention, ConventionCheck, check_conventions, model_dtype
-from flowvar.audit.loading import load_points
+from flowvar.audit.adapters import (
+    COMMON_LABEL_ARGS,
+    AdaptedField,
+    Convention,
+    ConventionCheck,
+    LabelArg,
+    check_conventions,
+    model_dtype,
+)
+from flowvar.audit.loading import load_labelled, load_labels
 from flowvar.audit.sections import Section, copying, endpoints, generalisation_gap, gradient_signal, pair_recovery
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, check_sigma
 from flowvar.results import Result, atomic_write_bytes, atomic_write_text, judge, judgement_text, staged_folder
@@ -154,10 +162,66 @@ def check_audit_folder(out: str | Path) -> None:
 
 
 def _as_points(what: str, data: Tensor | str | Path | None, resolution: int | None, channels: int | None
-               ) -> tuple[Tensor | None, str]:
+               ) -> tuple[Tensor | None, Tensor | None, str]:
     if data is None:
-        return None, "not given"
-    return load_points(what, data, resolution=resolution, channels=channels)
+        return None, None, "not given"
+    return load_labelled(what, data, resolution=resolution, channels=channels)
+
+
+#: Where class labels can come from, for the errors that ask for them.
+LABEL_SOURCES = ("--labels FILE.npy, or data that carry them: digits, a folder of one subfolder per class, an .npz "
+                 "file with a 'labels' array")
+
+
+def _labels_that_run(model: nn.Module, train: Tensor, labels: Tensor | None) -> str | None:
+    """The first of :data:`COMMON_LABEL_ARGS` under which ``model`` runs on a few training items with labels (the
+    data's, or class 0 when the data carry none), under any call and time direction; None if none does."""
+    from flowvar.audit.adapters import CALL_DEFAULTS, call_network, model_device
+
+    device = model_device(model) or train.device
+    x = train[:4].to(device)
+    y = (labels[:4] if labels is not None else torch.zeros(x.shape[0], dtype=torch.long)).to(device)
+    s = torch.full((x.shape[0],), 0.5, dtype=x.dtype, device=device)
+    for spec in COMMON_LABEL_ARGS:
+        for call in CALL_DEFAULTS:
+            try:
+                with torch.no_grad():
+                    out = call_network(model, call, x, s, y, LabelArg(spec))
+            except Exception:  # a foreign network under a wrong call: try the next
+                continue
+            if bool(torch.isfinite(out).all()):
+                return spec
+    return None
+
+
+def _check_conventions_with_labels(model: nn.Module, train: Tensor, requested: Convention | None,
+                                   gen: torch.Generator, labels: Tensor | None, label_arg: LabelArg | None,
+                                   labels_from: str) -> ConventionCheck:
+    """:func:`check_conventions`, and when the model cannot be called at all, whether class labels are what it
+    lacks (or what it refuses): the error then names the flag that fixes it."""
+    from flowvar.errors import FlowvarError
+
+    try:
+        return check_conventions(model, train, requested, gen, labels=labels, label_arg=label_arg)
+    except FlowvarError as error:
+        text = str(error)
+        if "cannot be called" not in text:
+            raise
+        if label_arg is None:
+            spec = _labels_that_run(model, train, labels)
+            if spec is None:
+                raise
+            if labels is None:
+                raise DataError(f"the model cannot be called without class labels (it runs with --label-arg {spec}), "
+                                f"but --data carries none: pass {LABEL_SOURCES}") from None
+            raise DataError(f"the model cannot be called without class labels; it runs with the labels "
+                            f"{labels_from}: pass --label-arg {spec}") from None
+        try:
+            check_conventions(model, train, requested, gen)
+        except FlowvarError:
+            raise error from None
+        raise DataError(f"{text.rstrip('.')}; the model runs without labels: drop --label-arg {label_arg} (is it "
+                        f"class-conditional?)") from None
 
 
 def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | Path | None = None,
@@ -165,7 +229,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
           time: str | None = None, time_scale: float | None = None, samples: int = 500, steps: int = 100,
           coarse_steps: int = 10, method: str = "euler", grad_samples: int = 64, t_bins: int = 5, seed: int = 0,
           device: str = "auto", resolution: int | None = None, channels: int | None = None,
-          model_source: str = "") -> AuditReport:
+          model_source: str = "", label_arg: str | None = None, labels: Tensor | str | Path | None = None,
+          heldout_labels: Tensor | str | Path | None = None) -> AuditReport:
     """Audit a trained flow model for memorisation.
 
     Args:
@@ -181,6 +246,11 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         seed: seeds every random draw of the audit; device: "auto" (CUDA when available), "cpu", "cuda", ...
         resolution, channels: for image folders (default: the first image's size and mode).
         model_source: how the model was built (recorded in the report).
+        label_arg: how a class-conditional model takes its labels (:class:`~flowvar.audit.adapters.LabelArg`:
+            ``"y"``, ``"class_labels"``, ``"extra.label"``, ``"positional"``); None for an unconditional model.
+        labels: the class labels (N,) of ``data`` (a tensor or a ``.npy`` file), when ``data`` does not carry them
+            (digits, a folder of class subfolders and an ``.npz`` file with ``labels`` do); used with ``label_arg``.
+        heldout_labels: the same for ``heldout`` (only the gradient test's held-out pairs use them).
 
     Raises a :class:`~flowvar.errors.FlowvarError` (one line) for bad inputs, a convention that does not fit, or a
     model returning NaN. Writes nothing (see :meth:`AuditReport.write`).
@@ -207,10 +277,25 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         raise ConfigError(f"cannot move the model to device {dev}: {error}") from None
     dtype = model_dtype(model)
 
-    train, data_desc = load_points("--data", data, resolution=resolution, channels=channels)
+    train, carried, data_desc = load_labelled("--data", data, resolution=resolution, channels=channels)
     shape = tuple(train.shape[1:])
-    x0_pairs, pairs_desc = _as_points("--pairs", pairs, resolution=None, channels=None)
-    held, held_desc = _as_points("--heldout", heldout, resolution=resolution or _side(shape), channels=channels)
+    x0_pairs, _, pairs_desc = _as_points("--pairs", pairs, resolution=None, channels=None)
+    held, held_carried, held_desc = _as_points("--heldout", heldout, resolution=resolution or _side(shape),
+                                               channels=channels)
+    la = LabelArg(label_arg) if label_arg is not None else None
+    if la is None and (labels is not None or heldout_labels is not None):
+        raise ConfigError("--labels are passed to the model only with --label-arg NAME (how it takes them: y, "
+                          "class_labels, extra.label, positional); give --label-arg, or drop --labels for an "
+                          "unconditional model")
+    y = load_labels("--labels", labels, train.shape[0]) if labels is not None else carried
+    labels_from = "given by --labels" if labels is not None else "carried by --data" if carried is not None else ""
+    if la is not None and y is None:
+        raise ConfigError(f"--label-arg {la} passes class labels to the model, but --data carries none: pass "
+                          f"{LABEL_SOURCES}")
+    held_y = None
+    if held is not None:
+        held_y = load_labels("--heldout-labels", heldout_labels, held.shape[0]) if heldout_labels is not None \
+            else held_carried
     if x0_pairs is not None and x0_pairs.shape != train.shape:
         raise ShapeError(f"--pairs has shape {tuple(x0_pairs.shape)} but --data has {tuple(train.shape)}; row i of "
                          f"--pairs is the source paired with data row i, so the shapes must match")
@@ -224,19 +309,24 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     held = held.to(dtype) if held is not None else None
 
     gen = torch.Generator().manual_seed(int(seed))
-    check = check_conventions(model, train, requested, gen)
-    field_ = AdaptedField(model, check.chosen)
+    cond = y if la is not None else None  # the labels the model is called with (None: unconditional)
+    check = _check_conventions_with_labels(model, train, requested, gen, y, la, labels_from)
+    field_ = AdaptedField(model, check.chosen, la)
 
     sections: list[Section] = []
     if x0_pairs is not None:
         sections.append(pair_recovery(field_, x0_pairs, train, method=method, steps=steps,
-                                      coarse_steps=coarse_steps))
+                                      coarse_steps=coarse_steps, labels=cond))
     noise = torch.randn((samples, *shape), generator=gen, dtype=dtype)
-    generated = endpoints(field_, noise, method, steps)
+    # fresh samples of a conditional model: each under the label of a random training item (the training classes'
+    # frequencies); drawn after the noise, so an unconditional audit's draws are unchanged
+    fresh_labels = cond[torch.randint(0, train.shape[0], (samples,), generator=gen)] if cond is not None else None
+    generated = endpoints(field_, noise, method, steps, fresh_labels)
     sections.append(copying(generated, train, held))
     sections.append(generalisation_gap(generated, train, held, gen))
     sections.append(gradient_signal(field_, train, x0_pairs, held, sigma=sigma, n_per_bin=grad_samples,
-                                    n_bins=t_bins, generator=gen))
+                                    n_bins=t_bins, generator=gen, labels=cond,
+                                    heldout_labels=held_y if cond is not None else None))
 
     verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
     overall, mem, genr = rules.overall_verdict(verdicts)
@@ -258,6 +348,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     config = {"model": model_source or type(model).__name__, "data": data_desc, "pairs": pairs_desc,
               "heldout": held_desc, "n_train": train.shape[0], "shape": list(shape), "sigma": sigma,
               "convention": check.chosen.to_dict(), "convention_requested": requested is not None,
+              "label_arg": str(la) if la is not None else None,
+              "labels": (f"{labels_from}, {int(torch.unique(y).numel())} classes" if y is not None else "none")
+              + ("" if la is not None or y is None else " (not used: no --label-arg)"),
               "samples": samples, "method": method, "steps": steps, "coarse_steps": coarse_steps,
               "grad_samples": grad_samples, "t_bins": t_bins, "seed": seed, "device": str(dev),
               "thresholds": thresholds()}

@@ -1,5 +1,6 @@
 """Bringing a user's model and data into the audit: a factory plus a state_dict, a pickled module, a TorchScript or
-``torch.export`` file; a folder of images, a ``.npy`` array or a bundled set.
+``torch.export`` file; a folder of images, a ``.npy`` / ``.npz`` array or a bundled set, with class labels where
+the data carry them (digits; a folder of one subfolder per class; an ``.npz`` file's ``labels`` / ``y`` array).
 
 Every failure is one :class:`~flowvar.errors.FlowvarError` line naming the input and the fix, raised before anything
 is written.
@@ -161,13 +162,13 @@ def _first(error: BaseException) -> str:
 # --------------------------------------------------------------------------------------------- data
 
 
-def _first_image_geometry(folder: Path) -> tuple[int, int]:
+def _first_image_geometry(folder: Path, recursive: bool = False) -> tuple[int, int]:
     """(side of the largest central square, channels) of the first image file of ``folder``."""
     from PIL import Image
 
     from flowvar.data import list_image_files
 
-    files = list_image_files(folder)
+    files = list_image_files(folder, recursive)
     if not files:
         raise DataError(f"folder {folder} holds no image files")
     with Image.open(files[0]) as img:
@@ -177,20 +178,60 @@ def _first_image_geometry(folder: Path) -> tuple[int, int]:
 
 def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
                 channels: int | None = None) -> tuple[Tensor, str]:
-    """An audit input as a float32 tensor (N, *shape) and a description.
-
-    ``data``: a tensor; a ``.npy`` file ((N, d) vectors or (N, [C,] H, W) images, :func:`flowvar.data.load_array`);
-    a folder of images (:func:`flowvar.data.load_images`, every file in sorted order, centre-cropped and resized to
-    ``resolution`` — default the first image's size); or a bundled name (``digits``, ``lfw``).
+    """An audit input as a float32 tensor (N, *shape) and a description (:func:`load_labelled` without the labels).
     """
-    from flowvar.data import load_array, load_images, resolve_data
+    x, _, desc = load_labelled(what, data, resolution=resolution, channels=channels)
+    return x, desc
+
+
+def class_folders(folder: Path) -> list[Path]:
+    """The class subfolders of an image folder laid out one subfolder per class (torchvision's ``ImageFolder``):
+    its sorted subfolders holding images (at any depth), when the folder itself holds no image file; else []."""
+    from flowvar.data import list_image_files
+
+    if not folder.is_dir() or list_image_files(folder):
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and list_image_files(p, recursive=True))
+
+
+def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
+                  channels: int | None = None) -> tuple[Tensor, Tensor | None, str]:
+    """An audit input as a float32 tensor (N, *shape), the class labels (N,) long it carries (None when it carries
+    none), and a description.
+
+    ``data``: a tensor (no labels); a ``.npy`` file ((N, d) vectors or (N, [C,] H, W) images,
+    :func:`flowvar.data.load_array`) or an ``.npz`` file holding such an array and its ``labels`` (or ``y``); a
+    folder of images (:func:`flowvar.data.load_images`, every file in sorted order, centre-cropped and resized to
+    ``resolution`` — default the first image's size), or a folder of one subfolder of images per class (label k =
+    the k-th subfolder in sorted order, as torchvision's ``ImageFolder`` numbers them); or a bundled name
+    (``digits``, labelled by digit; ``lfw``).
+    """
+    from flowvar.data import load_array, load_folder, load_images, resolve_data
 
     if isinstance(data, Tensor):
         x = data.detach().to("cpu", torch.float32)
         if x.ndim < 2 or x.shape[0] == 0:
             raise ShapeError(f"{what} must have shape (N, *shape) with N >= 1, got {tuple(x.shape)}")
         check_finite(what, x)
-        return x.contiguous(), f"tensor {tuple(x.shape)}"
+        return x.contiguous(), None, f"tensor {tuple(x.shape)}"
+    path = Path(str(data)).expanduser()
+    if path.suffix.lower() == ".npz" and path.is_file():  # only the audit reads labelled arrays: not resolve_data's
+        loaded = load_array(path, resolution=resolution, channels=channels)
+        return loaded.images.to(torch.float32).contiguous(), loaded.labels, loaded.source
+    classes = class_folders(path)
+    if classes:
+        if resolution is None or channels is None:
+            side, mode_channels = _first_image_geometry(path, recursive=True)
+            resolution = resolution or side
+            channels = channels or mode_channels
+        loaded = load_folder(path, resolution=resolution, channels=channels, recursive=True)
+        assert loaded.files is not None
+        index = {c.name: k for k, c in enumerate(classes)}
+        labels = torch.tensor([index[Path(f).parts[0]] for f in loaded.files], dtype=torch.long)
+        names = ", ".join(f"{k}={c.name}" for k, c in enumerate(classes[:12])) + (", ..." if len(classes) > 12 else "")
+        return (loaded.images.to(torch.float32).contiguous(), labels,
+                f"{loaded.source}; {len(classes)} classes by subfolder ({names})")
     spec = resolve_data(data)
     if spec.dataset == "gmm":
         raise ConfigError(f"{what}: 'gmm' is an experiment's synthetic set, not data a model was trained on; pass a "
@@ -206,7 +247,30 @@ def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None 
             channels = channels or mode_channels
         native = {"digits": 8, "lfw": 25}.get(spec.dataset, 32)
         images = load_images(spec.dataset, resolution=resolution or native, data_dir=spec.data_dir, channels=channels)
-    return images.images.to(torch.float32).contiguous(), images.source
+    return images.images.to(torch.float32).contiguous(), images.labels, images.source
 
 
-__all__ = ["STATE_KEYS", "LoadedModel", "import_factory", "load_model", "load_points", "pick_state_dict"]
+def load_labels(what: str, labels: str | Path | Tensor, n: int) -> Tensor:
+    """Class labels given on their own (``--labels``): a tensor or a ``.npy`` file of n integers >= 0, row i the
+    label of data item i; (n,) long (:func:`flowvar.data.check_labels`)."""
+    import numpy as np
+
+    from flowvar.data import check_labels
+
+    if isinstance(labels, Tensor):
+        return check_labels(what, labels, n)
+    file = Path(labels).expanduser()
+    if not file.is_file():
+        raise DataError(f"{what} file {file} does not exist; pass a .npy file of one integer class label per item")
+    try:
+        arr = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{what} {file} is not a readable .npy array ({printable(str(error))[:200]}); save the labels "
+                        f"with numpy.save") from None
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{what} {file} must be a .npy array of integer labels, not an archive")
+    return check_labels(f"{what} {file}", arr, n)
+
+
+__all__ = ["STATE_KEYS", "LoadedModel", "class_folders", "import_factory", "load_labelled", "load_labels",
+           "load_model", "load_points", "pick_state_dict"]

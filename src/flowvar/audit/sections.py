@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.audit import rules
+from flowvar.audit.adapters import AdaptedField, Conditioned, PackedLabels, pack_labels
 from flowvar.metrics import (
     as_matrix,
     median_heuristic,
@@ -72,41 +74,73 @@ def _plt() -> Any:
     return plt
 
 
-def endpoints(field_: nn.Module, x0: Tensor, method: str, steps: int) -> Tensor:
-    """ODE endpoints x̂1 of ``x0`` (n, *shape) under ``field_``, integrated INTEGRATE_CHUNK rows at a time; CPU."""
-    parts = [integrate(field_, x0[i:i + INTEGRATE_CHUNK], method=method, steps=steps).x1.detach().cpu()
-             for i in range(0, x0.shape[0], INTEGRATE_CHUNK)]
+def endpoints(field_: nn.Module, x0: Tensor, method: str, steps: int, labels: Tensor | None = None) -> Tensor:
+    """ODE endpoints x̂1 of ``x0`` (n, *shape) under ``field_``, integrated INTEGRATE_CHUNK rows at a time; CPU.
+    ``labels`` (n,): each row's class label, for a class-conditional :class:`AdaptedField`."""
+    if labels is None:
+        parts = [integrate(field_, x0[i:i + INTEGRATE_CHUNK], method=method, steps=steps).x1.detach().cpu()
+                 for i in range(0, x0.shape[0], INTEGRATE_CHUNK)]
+    else:
+        assert isinstance(field_, AdaptedField)
+        parts = [integrate(Conditioned(field_, labels[i:i + INTEGRATE_CHUNK]), x0[i:i + INTEGRATE_CHUNK],
+                           method=method, steps=steps).x1.detach().cpu()
+                 for i in range(0, x0.shape[0], INTEGRATE_CHUNK)]
     return torch.cat(parts)
+
+
+def class_groups(labels: Tensor) -> list[Tensor]:
+    """The row indices of each class present in ``labels`` (n,), in class order."""
+    return [torch.nonzero(labels == c).reshape(-1) for c in torch.unique(labels).tolist()]
 
 
 # --------------------------------------------------------------------------------------------- 1. pair recovery
 
 
-def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, steps: int, coarse_steps: int
-                  ) -> Section:
+def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, steps: int, coarse_steps: int,
+                  labels: Tensor | None = None) -> Section:
     """Integrate every training source x0_i (N, *shape) and ask whether its endpoint's nearest training target is its
     own partner x1_i, on a fine (``steps``) and a coarse (``coarse_steps``) grid.
 
     a_own = (1/N) Σ 1[argmin_j ‖x̂1_i − x1_j‖ = i]; a_ot likewise with the exact-OT partner σ(i) of x0_i
     (:func:`flowvar.ot.exact_ot_permutation`); the rule uses the pairs with σ(i) ≠ i and their memorisation score
     m = (a − 1/N)/(1 − 1/N) (:func:`flowvar.metrics.memorisation_score`).
+
+    With class ``labels`` (N,) (a class-conditional model, integrated under each source's label) everything is
+    within the class: the nearest target among the N_c items of class c, the class-wise exact-OT partner (what a
+    generalising conditional field reaches), and chance 1/N_c averaged over the pairs scored, so that
+    m = (a − chance)/(1 − chance).
     """
     n = x0.shape[0]
-    perm = exact_ot_permutation(x0.detach().cpu().double(), x1.detach().cpu().double()).cpu()
+    x1c = x1.detach().cpu()
+    groups = class_groups(labels.cpu()) if labels is not None else [torch.arange(n)]
+    perm = torch.arange(n)
+    for rows in groups:  # the (class-wise) exact-OT partner of every source
+        local = exact_ot_permutation(x0[rows].detach().cpu().double(), x1c[rows].double()).cpu()
+        perm[rows] = rows[local]
     off = perm != torch.arange(n)
     n_off = int(off.sum())
-    x1c = x1.detach().cpu()
+    class_size = torch.empty(n)
+    for rows in groups:
+        class_size[rows] = float(rows.numel())
+    chance = float((1.0 / class_size[off]).mean()) if n_off else 1.0 / n
     grids: dict[str, dict[str, float]] = {}
     for name, k in (("fine", steps), ("coarse", coarse_steps)):
-        end = endpoints(field_, x0, method, k)
-        own = pairing_accuracy(end, x1c)
-        ot = pairing_accuracy(end, x1c, perm)
-        acc_off = float(own.correct[off].double().mean()) if n_off else math.nan
+        end = endpoints(field_, x0, method, k, labels)
+        own_correct = torch.zeros(n, dtype=torch.bool)
+        ot_correct = torch.zeros(n, dtype=torch.bool)
+        for rows in groups:
+            local_perm = torch.searchsorted(rows, perm[rows])  # rows is sorted: the partner's place in the class
+            own_correct[rows] = pairing_accuracy(end[rows], x1c[rows]).correct.cpu()
+            ot_correct[rows] = pairing_accuracy(end[rows], x1c[rows], local_perm).correct.cpu()
+        acc_off = float(own_correct[off].double().mean()) if n_off else math.nan
         dist = partner_distances(end, {"own": x1c, "ot": x1c[perm]})
-        grids[name] = {"steps": k, "accuracy_own": own.accuracy, "accuracy_ot": ot.accuracy,
-                       "accuracy_own_off_ot": acc_off,
-                       "score": memorisation_score(acc_off, n) if n_off and n >= 2 else math.nan,
-                       "l2_own.median": dist["own"].median, "l2_ot.median": dist["ot"].median}
+        if labels is None:
+            score = memorisation_score(acc_off, n) if n_off and n >= 2 else math.nan
+        else:  # memorisation_score's (a − chance)/(1 − chance), with the class-wise chance
+            score = (acc_off - chance) / (1.0 - chance) if n_off and chance < 1 else math.nan
+        grids[name] = {"steps": k, "accuracy_own": float(own_correct.double().mean()),
+                       "accuracy_ot": float(ot_correct.double().mean()), "accuracy_own_off_ot": acc_off,
+                       "score": score, "l2_own.median": dist["own"].median, "l2_ot.median": dist["ot"].median}
     fine, coarse = grids["fine"], grids["coarse"]
     disagree = abs(fine["score"] - coarse["score"]) > rules.GRID_DISAGREE
     share = n_off / n
@@ -115,8 +149,9 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
                        f"field does too)", n_off >= rules.PAIR_MIN_OFF_OT and share >= rules.PAIR_MIN_OFF_OT_SHARE,
                        {"n_pairs": n, "n_off_ot": n_off, "share_off_ot": share},
                        "pass more training pairs, or pairs that are not an OT matching")
-    evidence = {"n_pairs": n, "chance": 1.0 / n, "method": method, "fine": fine, "coarse": coarse,
-                "grids_disagree": disagree, "n_off_ot": n_off}
+    evidence = {"n_pairs": n, "chance": 1.0 / n if labels is None else chance, "method": method, "fine": fine,
+                "coarse": coarse, "grids_disagree": disagree, "n_off_ot": n_off,
+                "class_conditional": labels is not None, "n_classes": len(groups) if labels is not None else None}
     claim = judge("audit.pair_recovery",
                   "Integrating each training source ends at its own training partner (pair memorisation, Prop 2)",
                   evidence, kind="finding", verdict=rules.pair_recovery_verdict(fine["score"], coarse["score"]),
@@ -126,15 +161,17 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
                        f"{rules.PAIR_GENERALISE} on both, else inconclusive",
                   min_effect=f"m ≥ {rules.PAIR_MEMORISE} (half the non-OT pairs recovered beyond chance)",
                   replicates="none: every training pair is integrated once per grid")
-    text = (f"{fine['accuracy_own']:.0%} of the {n} training sources end nearest their own partner on the fine grid "
-            f"({method}, {steps} steps; chance {1 / n:.1%}), {fine['accuracy_ot']:.0%} nearest their OT partner; "
+    within = f" among the items of their class ({len(groups)} classes)" if labels is not None else ""
+    text = (f"{fine['accuracy_own']:.0%} of the {n} training sources end nearest their own partner{within} on the "
+            f"fine grid ({method}, {steps} steps; chance {evidence['chance']:.1%}), {fine['accuracy_ot']:.0%} nearest "
+            f"their OT partner; "
             f"coarse grid ({coarse_steps} steps): {coarse['accuracy_own']:.0%} own, {coarse['accuracy_ot']:.0%} OT."
             + (" The two grids disagree: the outcome depends on the solver." if disagree else ""))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     labels = ["own partner", "OT partner", "chance"]
     for j, (name, g) in enumerate((("fine", fine), ("coarse", coarse))):
-        ax.bar(np.arange(3) + 0.38 * j, [g["accuracy_own"], g["accuracy_ot"], 1.0 / n], 0.38,
+        ax.bar(np.arange(3) + 0.38 * j, [g["accuracy_own"], g["accuracy_ot"], evidence["chance"]], 0.38,
                label=f"{name} ({g['steps']} steps)")
     ax.set_xticks(np.arange(3) + 0.19, labels)
     ax.set_ylabel("share of training sources")
@@ -286,14 +323,49 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
 # --------------------------------------------------------------------------------------------- 4. gradient signal
 
 
+Draw = Callable[[int, torch.Generator], tuple[Tensor, Tensor, Tensor]]
+
+
+def labelled_t_profile(field_: AdaptedField, draw: Draw, sigma: float, n_per_bin: int, n_bins: int,
+                       generator: torch.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`flowvar.variance.variance_t_profile` for a class-conditional field: per t-bin b (``n_bins`` equal bins
+    of [0, 1]), ``n_per_bin`` pairs with labels from ``draw(n, generator)`` → (x0, x1, labels), t ~ U(bin),
+    x_t = (1 − t) x0 + t x1 + σ z, and the plug-in tr Cov of the per-sample gradients of ℓ = ‖v(x_t, t, label) −
+    (x1 − x0)‖² (:func:`flowvar.variance.gradient_variance` on :class:`PackedLabels` states, which carry each
+    sample's label). Returns (bin centres, mean losses, traces), each (n_bins,)."""
+    from flowvar.interpolants import Interpolant, PathSample
+    from flowvar.variance import gradient_variance
+
+    interpolant = Interpolant(sigma)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    losses, traces = [], []
+    for b in range(n_bins):
+        x0, x1, labels = draw(n_per_bin, generator)
+        t = float(edges[b]) + float(edges[b + 1] - edges[b]) * torch.rand(n_per_bin, generator=generator,
+                                                                           dtype=x0.dtype)
+        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype) if sigma > 0 else torch.zeros_like(x0)
+        path = interpolant.path(x0, x1, t, z)
+        packed = PathSample(x0=x0, x1=x1, t=path.t, z=z, xt=pack_labels(path.xt, labels),
+                            target=pack_labels(path.target, torch.zeros_like(labels)))
+        report = gradient_variance(PackedLabels(field_, tuple(x0.shape[1:])), packed)
+        losses.append(report.mean_loss)
+        traces.append(report.trace)
+    return (edges[:-1] + edges[1:]) / 2, np.array(losses), np.array(traces)
+
+
 def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, heldout: Tensor | None, *,
-                    sigma: float, n_per_bin: int, n_bins: int, generator: torch.Generator) -> Section:
+                    sigma: float, n_per_bin: int, n_bins: int, generator: torch.Generator,
+                    labels: Tensor | None = None, heldout_labels: Tensor | None = None) -> Section:
     """CFM loss and tr Cov of the per-sample gradients (:func:`flowvar.variance.variance_t_profile`, per t-bin) at
     the trained weights, on the training pairs (x0_i, x1_i) and on fresh pairs (fresh noise, a training item drawn at
     random; and a held-out item when given), at σ = 0 and the user's σ.
 
     λ = mean loss on the training pairs / on fresh pairs, ν = the same for the gradient-variance trace, both at σ = 0
     averaged over the bins: Prop 2 predicts λ, ν → 0 at a memorising minimiser.
+
+    A class-conditional field (``labels`` (N,) of the training items given) is evaluated on each pair under the label
+    of its data item (:func:`labelled_t_profile`); the held-out set needs ``heldout_labels`` and is left out without
+    them.
     """
     from flowvar.couplings import FixedPairs, IndependentCoupling
     from flowvar.distributions import Empirical, StandardNormal
@@ -306,8 +378,26 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     couplings: dict[str, Any] = {"fresh pairs": IndependentCoupling(source, Empirical(train))}
     if pairs_x0 is not None:
         couplings = {"training pairs": FixedPairs(pairs_x0, train), **couplings}
-    if heldout is not None:
+    if heldout is not None and (labels is None or heldout_labels is not None):
         couplings["fresh pairs, held-out data"] = IndependentCoupling(source, Empirical(heldout))
+    draws: dict[str, Draw] = {}
+    if labels is not None:  # the same pair sets, each pair with its data item's label
+        def fresh(items: Tensor, item_labels: Tensor) -> Draw:
+            def draw(n: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+                idx = torch.randint(0, items.shape[0], (n,), generator=gen)
+                return torch.randn((n, *shape), generator=gen, dtype=train.dtype), items[idx], item_labels[idx]
+            return draw
+
+        def training_pairs(n: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+            assert pairs_x0 is not None
+            idx = torch.randint(0, train.shape[0], (n,), generator=gen)
+            return pairs_x0[idx], train[idx], labels[idx]
+
+        draws = {"fresh pairs": fresh(train, labels)}
+        if pairs_x0 is not None:
+            draws = {"training pairs": training_pairs, **draws}
+        if heldout is not None and heldout_labels is not None:
+            draws["fresh pairs, held-out data"] = fresh(heldout, heldout_labels)
     sigmas = sorted({0.0, float(sigma)})
     table: dict[str, dict[str, Any]] = {}
     error = ""
@@ -315,10 +405,15 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
         for s in sigmas:
             loss = CFMLoss(Interpolant(s))
             for name, coupling in couplings.items():
-                prof = variance_t_profile(field_, loss, coupling, n_per_bin, n_bins, generator)
-                table[f"sigma={s:g}/{name}"] = {"sigma": s, "coupling": name,
-                                                "t_centres": prof.centres.tolist(),
-                                                "loss": prof.mean_losses.tolist(), "trace": prof.traces.tolist()}
+                if labels is not None:
+                    assert isinstance(field_, AdaptedField)
+                    centres, mean_losses, traces = labelled_t_profile(field_, draws[name], s, n_per_bin, n_bins,
+                                                                      generator)
+                else:
+                    prof = variance_t_profile(field_, loss, coupling, n_per_bin, n_bins, generator)
+                    centres, mean_losses, traces = prof.centres, prof.mean_losses, prof.traces
+                table[f"sigma={s:g}/{name}"] = {"sigma": s, "coupling": name, "t_centres": centres.tolist(),
+                                                "loss": mean_losses.tolist(), "trace": traces.tolist()}
     except Exception as exc:  # a model the engine cannot differentiate (TorchScript, exotic layers): say so
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
     lam = nu = math.nan
@@ -349,6 +444,8 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     else:
         text = (f"At σ = 0 the training pairs have {lam:.3g}× the loss and {nu:.3g}× the gradient variance of fresh "
                 f"pairs.")
+    if heldout is not None and labels is not None and heldout_labels is None:
+        text += " Held-out pairs left out: the held-out data carry no class labels."
     figures: dict[str, bytes] = {}
     if table:
         plt = _plt()
