@@ -20,7 +20,7 @@ PACKAGE = SRC / "flowvar"
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation: errors, result and verdict types, statistics", [
-        "flowvar._version", "flowvar.errors", "flowvar.results", "flowvar.rules", "flowvar.stats"]),
+        "flowvar._version", "flowvar.errors", "flowvar.results", "flowvar.rules", "flowvar.stats", "flowvar.seeding"]),
     ("maths: distributions, couplings and exact OT, interpolants, losses, models, solvers, the Gaussian theory", [
         "flowvar.distributions", "flowvar.sampling", "flowvar.models", "flowvar.models.*", "flowvar.gaussian",
         "flowvar.ot", "flowvar.ot.*", "flowvar.couplings", "flowvar.interpolants", "flowvar.loss",
@@ -148,6 +148,15 @@ def test_no_experiment_imports_another() -> None:
                    and m.rpartition(".")[2] not in ("base", "registry", "config")}
     crossing = [f"{m} imports {d}" for m in sorted(experiments) for d in sorted(GRAPH[m] & experiments)]
     assert not crossing, crossing
+
+
+def test_no_experiment_seeds_torch_itself() -> None:
+    """One seed story (flowvar.seeding): experiments derive their generators from the run's seed by name
+    (ctx.generator, ctx.derive_seed, ctx.global_rng, ctx.replicate), never with a manual_seed of their own."""
+    calls = [f"{m}:{node.lineno}" for m, path in MODULES.items() if m.startswith("flowvar.experiments")
+             for node in ast.walk(ast.parse(path.read_text(), str(path))) if isinstance(node, ast.Call)
+             and (getattr(node.func, "attr", None) == "manual_seed" or getattr(node.func, "id", None) == "manual_seed")]
+    assert not calls, f"manual_seed called in experiments (use the RunContext's named streams): {calls}"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

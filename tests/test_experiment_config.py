@@ -91,3 +91,15 @@ def test_a_former_experiment_name_still_selects_it() -> None:
     assert get_experiment("memorization_phase").name == "memorisation_phase"
     assert parse_only(["prop1,memorization_phase"]) == ["prop1", "memorisation_phase"]
     assert parse_scoped_overrides(["memorization_phase.seed=3"]) == {"memorisation_phase": {"seed": "3"}}
+
+
+@pytest.mark.parametrize(("name", "key"), [("table1", "seed"), ("prop2", "gmm_seed"), ("table2", "data_seed")])
+def test_seeds_stay_below_2_to_the_62(name: str, key: str) -> None:
+    """Every replicate seed seed + k must stay a 63-bit seed (flowvar.seeding): refused up front, one line."""
+    from flowvar.experiments.base import get_experiment
+
+    spec = get_experiment(name)
+    assert getattr(build_config(spec, quick=True, overrides={key: str(2**62 - 1)}), key) == 2**62 - 1
+    with pytest.raises(ConfigError, match=rf"{name}: {key} must be below 2\*\*62") as err:
+        build_config(spec, quick=True, overrides={key: str(2**62)})
+    assert "\n" not in str(err.value)

@@ -92,6 +92,7 @@ from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import MLPField
 from flowvar.results import atomic_write_bytes
+from flowvar.seeding import seeded_global_rng
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ class TrainConfig:
     * ``batch_size``: pairs per step. ``lr``: Adam learning rate. ``weight_decay``: Adam's L2 penalty.
     * ``grad_clip``: max global gradient norm (None: no clipping).
     * ``warmup_steps``: linear learning-rate warmup length (0: none).
-    * ``seed``: seeds the data generator and the forked global RNG.
+    * ``seed``: seeds the data generator and the forked global RNG; an integer in [0, 2**63). Experiments pass a
+      seed derived from their run's seed by name (:func:`flowvar.seeding.derive_seed`, e.g. the "batches" stream).
     * ``checkpoint_every``: write a checkpoint every this many steps (0: only at the end of the run, and only
       when a ``checkpoint_dir`` is given).
     * ``log_every``: log the mean loss of the last ``log_every`` steps (logger ``flowvar.train`` and the
@@ -621,14 +623,15 @@ def train_mlp_field(coupling: Coupling, sigma: float, dim: int, *, width: int, d
                     callbacks: Sequence[Callback] = ()) -> tuple[MLPField, TrainResult]:
     """A fresh :class:`~flowvar.models.MLPField` trained on CFM(σ): returns (the trained model, the run's result).
 
-    The model, MLPField(``dim``, ``width``, ``depth``, ``activation``) on (B, dim) float32 points, is built right
-    after ``torch.manual_seed(init_seed)``, so equal ``init_seed`` gives equal initial weights — the experiments
-    compare σ = 0 with σ > 0 from the same initialisation and the same batch stream (equal ``seed``) to pair the
-    comparison. Then :func:`train_cfm` with ``steps``, ``batch_size``, ``lr``, ``seed``, ``progress`` and
-    ``callbacks``. ``torch.manual_seed`` re-seeds the global RNG for good (as the experiments always did).
+    The model, MLPField(``dim``, ``width``, ``depth``, ``activation``) on (B, dim) float32 points, is built with
+    torch's global generator seeded by ``init_seed`` (:func:`flowvar.seeding.seeded_global_rng`: seeded for the
+    build only, the caller's global state restored), so equal ``init_seed`` gives equal initial weights — the
+    experiments compare σ = 0 with σ > 0 from the same initialisation and the same batch stream (equal ``seed``) to
+    pair the comparison. Then :func:`train_cfm` with ``steps``, ``batch_size``, ``lr``, ``seed``, ``progress`` and
+    ``callbacks``. Experiments pass seeds derived from their run's seed (``ctx.derive_seed("init", ...)``).
     """
-    torch.manual_seed(init_seed)
-    model = MLPField(dim, width, depth, activation)
+    with seeded_global_rng(init_seed):
+        model = MLPField(dim, width, depth, activation)
     result = train_cfm(model, coupling, sigma, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                        progress=progress, callbacks=callbacks)
     return model, result

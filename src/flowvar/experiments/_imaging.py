@@ -36,6 +36,7 @@ from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext
 from flowvar.models.unet import UNetField
 from flowvar.sampling import integrate_chunked
+from flowvar.seeding import generator
 from flowvar.stats import SeedComparison, paired_over_seeds
 from flowvar.train import TrainResult, train_cfm
 
@@ -171,14 +172,15 @@ def prepare(config: ImageExperimentConfig, largest_n: int) -> ImageSet:
 
 
 def nested_subset(images: ImageSet, n: int, seed: int) -> ImageSet:
-    """``n`` rows of ``images`` chosen by a permutation seeded with ``seed`` (kept in their original order), so
-    the subset of size n is contained in that of any larger size; all rows when n equals the set's size."""
+    """``n`` rows of ``images`` chosen by a permutation from the "nested_subset" stream of ``seed`` (the data seed;
+    kept in their original order), so the subset of size n is contained in that of any larger size; all rows when n
+    equals the set's size."""
     total = len(images)
     if n > total:
         raise ConfigError(f"asked for a subset of {n} images from a set of {total}")
     if n == total:
         return images
-    rows = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    rows = torch.randperm(total, generator=generator(seed, "nested_subset"))[:n].sort().values
     files = tuple(images.files[i] for i in rows.tolist()) if images.files is not None else None
     return ImageSet(images.images[rows], images.name, f"{images.source}; nested subset of {n}", images.indices[rows],
                     files)

@@ -35,11 +35,22 @@ from flowvar.results import (
     judge,
     staged_folder,
 )
+from flowvar.seeding import StreamKey, Streams
 
 
 @dataclass
 class RunContext:
-    """What an experiment reports into. Figures are written as PNG into ``out_dir`` (a staging folder)."""
+    """What an experiment reports into, and where its randomness comes from. Figures are written as PNG into
+    ``out_dir`` (a staging folder).
+
+    **Randomness** (:mod:`flowvar.seeding`): every random stream of the run is derived from ``seed`` by name —
+    ``ctx.generator("eval")``, ``ctx.derive_seed("batches", d)`` for a library call taking a seed,
+    ``with ctx.global_rng("init"): model = ...`` for model initialisation, and ``ctx.replicate(k)`` for the streams
+    of training seed (replicate) k, labelled ``seed={seed + k}`` in results. An experiment never seeds torch itself.
+
+    ``seed`` is the config's ``seed`` (the run's one seed: its YAML value, ``--seed``), copied here read-only as
+    the root of the streams; set it through the config, never on the context.
+    """
 
     name: str
     out_dir: Path
@@ -54,9 +65,33 @@ class RunContext:
     figures: list[str] = field(default_factory=list)
     device: str = "cpu"
 
-    def generator(self, offset: int = 0) -> torch.Generator:
-        """A fresh CPU generator seeded with ``seed + offset``: one per independent stream."""
-        return torch.Generator().manual_seed(self.seed + offset)
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "seed" and "seed" in self.__dict__:
+            raise AttributeError("ctx.seed is read-only: it is the config's seed (set it with --seed or the config)")
+        super().__setattr__(key, value)
+
+    @property
+    def streams(self) -> Streams:
+        """The run's named random streams (seeded by ``seed``)."""
+        return Streams(self.seed)
+
+    def generator(self, *stream: StreamKey) -> torch.Generator:
+        """A fresh CPU generator of the named stream, e.g. ``ctx.generator("eval", d)``: seeded with
+        ``derive_seed(seed, *stream)``. ``ctx.generator()`` (no name) is seeded with ``seed`` itself."""
+        return self.streams.generator(*stream)
+
+    def derive_seed(self, *stream: StreamKey) -> int:
+        """The seed of the named stream, for a library call that takes a seed (``train_cfm(seed=)``, OT solvers)."""
+        return self.streams.derive_seed(*stream)
+
+    def global_rng(self, *stream: StreamKey) -> contextlib.AbstractContextManager[None]:
+        """torch's global CPU generator seeded from the named stream inside the ``with`` block and restored after:
+        for model initialisation (``with ctx.global_rng("init"): model = MLPField(...)``)."""
+        return self.streams.global_rng(*stream)
+
+    def replicate(self, k: int) -> Streams:
+        """The streams of replicate (training seed) ``k``: seed ``seed + k``, streams named under "replicate"."""
+        return self.streams.replicate(k)
 
     def metric(self, key: str, value: Any) -> None:
         self.metrics[key] = value
@@ -130,8 +165,9 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
         ctx = RunContext(name=name, out_dir=stage.path, quick=quick, seed=int(getattr(config, "seed", 0)),
                          progress=progress, paper=dict(spec.paper))
         start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]), figure_style():
-            torch.manual_seed(ctx.seed)
+        # the global generator seeded from its own stream, and restored afterwards: whatever still draws from it
+        # (a plugin, a library default) is reproducible, and a run leaves the caller's random state untouched
+        with ctx.global_rng("global"), figure_style():
             spec.run(config, ctx)
         result = Result(experiment=name, title=spec.title, config=dataclasses.asdict(config), quick=quick,
                         claims=ctx.claims, metrics=ctx.metrics, paper=ctx.paper, choices=ctx.choices,

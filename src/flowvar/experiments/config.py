@@ -232,6 +232,8 @@ COUNT_FIELDS = re.compile(r"^(n|ns|dims|widths|n_.*|.*_samples|steps|.*_steps|tr
 NON_NEGATIVE_FIELDS = re.compile(r"^(seed|.*_seed|.*sigma.*|checkpoint_every|warmup_steps|threads|dropout|"
                                  r"weight_decay|ot_refine_rounds|log_every|.*_tol_deg)$")
 """Numbers ≥ 0 (σ, seeds, and the counts where 0 means "none" or "automatic")."""
+SEED_FIELDS = re.compile(r"^(seed|.*_seed)$")
+"""Seeds: integers in [0, :data:`MAX_SEED`)."""
 POSITIVE_FIELDS = re.compile(r"^(lr|.*_lr|rtol|atol|mu|cov_diag|.*_std|.*_scale|.*_factor|.*_ratio|.*margin|"
                              r"min_.*effect.*|min_effect|.*_threshold|.*_accuracy|.*_fraction|.*_rel_error|zero_loss|"
                              r"window_s_min|grad_clip|angle_deg)$")
@@ -242,6 +244,9 @@ the noise and loss terms (σ² · d · counts)."""
 MAX_COUNT = 10**8
 """The largest value any count may take: beyond it a run cannot finish on any machine flowvar targets (a config
 asking for more is refused up front rather than failing hours later or exhausting memory)."""
+MAX_SEED = 2**62
+"""Seeds (``seed``, ``*_seed``) lie below 2**62, so every replicate seed ``seed + k`` (k < n_seeds ≤ MAX_COUNT) stays
+a 63-bit seed that :func:`flowvar.seeding.derive_seed` and ``manual_seed`` accept."""
 
 
 def _numbers(value: Any) -> list[Any]:
@@ -267,6 +272,9 @@ def check_schema(spec: ExperimentSpec, config: Any) -> None:
         if NON_NEGATIVE_FIELDS.match(key):  # before the counts: warmup_steps = 0 means no warmup
             if any(v < 0 for v in numbers):
                 raise ConfigError(f"{where} must be >= 0, got {_yaml_inline(value)}")
+            if SEED_FIELDS.match(key) and any(v >= MAX_SEED for v in numbers):
+                raise ConfigError(f"{where} must be below 2**62 (so that every replicate seed stays 63-bit), got "
+                                  f"{_yaml_inline(value)}")
         elif COUNT_FIELDS.match(key):
             bad = [v for v in numbers if v < 1 or v > MAX_COUNT]
             if bad:
@@ -460,9 +468,11 @@ __all__ = [
     "COUNT_FIELDS",
     "MAX_COUNT",
     "MAX_DAYS_DEFAULT",
+    "MAX_SEED",
     "MAX_SIGMA",
     "NON_NEGATIVE_FIELDS",
     "POSITIVE_FIELDS",
+    "SEED_FIELDS",
     "ConfigValues",
     "build_config",
     "check_schema",

@@ -64,7 +64,7 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
     _, Theta = problem.field_parameters(rotation)
     times = singular_times(Theta)
     meet = meeting_point(problem, rotation)
-    x0 = torch.randn(config.n_samples, 2, generator=ctx.generator(), dtype=torch.float64)
+    x0 = torch.randn(config.n_samples, 2, generator=ctx.generator("sources"), dtype=torch.float64)
     x1 = problem.ot_map(x0, rotation)
     mid = 0.5 * x0 + 0.5 * x1
     spread_at_half = float((mid - problem.mean / 2).norm(dim=1).max())

@@ -162,21 +162,23 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
     pair_fields = {a: problem.pair_optimal_field(rotations[a]) for a in angles}
     rotated = {a: RotatedOTCoupling(problem, rotation=rotations[a]) for a in angles}
 
-    stride = max(1000, config.repeats)
-    counter = iter(range(1, 10**9))
-
-    def estimates(field: Any, loss: CFMLoss, coupling: Any) -> np.ndarray:
+    def estimates(arm: str, key: str, field: Any, loss: CFMLoss, coupling: Any) -> np.ndarray:
+        # one stream per arm and point; repeat r of it uses seed + r (repeated_estimates), so the R seeds of two
+        # arms overlap only if two 63-bit derived seeds land within R of each other
         return repeated_estimates(field, loss, coupling, config.n_samples, config.repeats,
-                                  config.seed + stride * next(counter))
+                                  ctx.derive_seed("estimates", arm, key))
 
-    # Prop 1(A) on the own-coupling arms, and how far the OT field is from stationary on the rotated data (σ = 0).
+    # Prop 1(A) on the own-coupling arms, and how far the OT field is from stationary on the rotated data (σ = 0);
+    # every angle's σ = 0 estimate of one arm starts from the same stream (common random numbers across angles).
     loss0 = CFMLoss(Interpolant(0.0))
-    zero = {"ot_field/ot_pairs": estimate_variance(ot_field, loss0, ot_coupling, config.n_samples, ctx.generator(1))}
+    zero = {"ot_field/ot_pairs": estimate_variance(ot_field, loss0, ot_coupling, config.n_samples,
+                                                   ctx.generator("sigma0", "ot_field/ot_pairs"))}
     ot_drift = {}
     for a in angles:
         zero[f"pair_optimal/{a:g}deg_pairs"] = estimate_variance(pair_fields[a], loss0, rotated[a], config.n_samples,
-                                                                 ctx.generator(2))
-        r = estimate_variance(ot_field, loss0, rotated[a], config.n_samples, ctx.generator(3))
+                                                                 ctx.generator("sigma0", "pair_optimal/rotated"))
+        r = estimate_variance(ot_field, loss0, rotated[a], config.n_samples,
+                              ctx.generator("sigma0", "ot_field/rotated"))
         ot_drift[f"{a:g}deg"] = {"mean_grad_sq_norm": r.mean_grad_sq_norm, "trace": r.trace, "mean_loss": r.mean_loss}
     ctx.metric("sigma0_own_coupling", {k: {"trace": r.trace, "mean_loss": r.mean_loss} for k, r in zero.items()})
     ctx.metric("sigma0_ot_field_on_rotated_data", ot_drift)
@@ -187,18 +189,20 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
     for form in config.noise_forms:
         for sigma in config.sigmas:
             loss = CFMLoss(Interpolant(sigma, form))
-            ot_own = estimates(ot_field, loss, ot_coupling) if sigma > 0 else None
+            ot_own = estimates("ot_field/ot_pairs", f"{form}/σ={sigma:g}", ot_field, loss, ot_coupling) \
+                if sigma > 0 else None
             for a in angles:
                 key = f"{a:g}deg/{form}/σ={sigma:g}"
-                po_rot = estimates(pair_fields[a], loss, rotated[a])
-                ot_rot = estimates(ot_field, loss, rotated[a])
+                po_rot = estimates("pair_optimal/rotated", key, pair_fields[a], loss, rotated[a])
+                ot_rot = estimates("ot_field/rotated", key, ot_field, loss, rotated[a])
                 on_rot[key] = {"angle": a, "noise": form, "sigma": sigma, **compare_point(ot_rot, po_rot, alpha)}
                 if ot_own is not None:
                     own[key] = {"angle": a, "noise": form, "sigma": sigma, **compare_point(ot_own, po_rot, alpha)}
                 if config.independent_contrast:
                     on_ind[key] = {"angle": a, "noise": form, "sigma": sigma,
-                                   **compare_point(estimates(ot_field, loss, independent),
-                                                   estimates(pair_fields[a], loss, independent), alpha)}
+                                   **compare_point(estimates("ot_field/independent", key, ot_field, loss, independent),
+                                                   estimates("pair_optimal/independent", key, pair_fields[a], loss,
+                                                             independent), alpha)}
     for rows in (own, on_rot, on_ind):
         for p in rows.values():
             p["ot_lower"] = one_sided_status(p, lower="a", alpha=alpha, min_rel=min_rel)

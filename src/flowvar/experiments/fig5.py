@@ -165,23 +165,22 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
     ctx.choice("noise", f"noise forms {list(config.noise_forms)}: constant f = σ, bridge f = σ√(t(1 − t)); target "
                         f"x1 − x0")
 
-    stride = max(1000, config.repeats)
-    counter = iter(range(10**9))
-
-    def estimates(coupling: Any, loss: CFMLoss) -> np.ndarray:
+    def estimates(arm: str, key: str, coupling: Any, loss: CFMLoss) -> np.ndarray:
+        # one stream per coupling and point; repeat r of it uses seed + r (repeated_estimates)
         return repeated_estimates(ot_field, loss, coupling, config.n_samples, config.repeats,
-                                  config.seed + stride * next(counter))
+                                  ctx.derive_seed("estimates", arm, key))
 
     points: dict[str, dict] = {}     # a = independent coupling, b = structured coupling at the angle
     independent_mean: dict[str, float] = {}
     for form in config.noise_forms:
         for sigma in config.sigmas:
             loss = CFMLoss(Interpolant(sigma, form))
-            ind = estimates(independent, loss)
+            ind = estimates("independent", f"{form}/σ={sigma:g}", independent, loss)
             independent_mean[f"{form}/σ={sigma:g}"] = float(ind.mean())
             for a in angles:
                 p = {"noise": form, "sigma": sigma, "angle": a,
-                     **compare_point(ind, estimates(structured[a], loss), alpha)}
+                     **compare_point(ind, estimates("structured", f"{form}/σ={sigma:g}/{a:g}deg", structured[a], loss),
+                                     alpha)}
                 p["independent_lower"] = one_sided_status(p, lower="a", alpha=alpha, min_rel=min_rel)
                 p["structured_lower"] = one_sided_status(p, lower="b", alpha=alpha, min_rel=min_rel)
                 p["order"] = angle_order(p["independent_lower"], p["structured_lower"])

@@ -191,7 +191,8 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
                                    f"L_min({contrast:g}) = {counterexample_min_loss(contrast):.4g} (scale: 8, the "
                                    f"loss of the best constant field)")
 
-    x0 = torch.randn(config.n_eval, 2, generator=ctx.generator(1), dtype=torch.float64)
+    # the streams' names are solver_resolution's too: with the same config it trains and evaluates this network
+    x0 = torch.randn(config.n_eval, 2, generator=ctx.generator("eval"), dtype=torch.float64)
     solvers = [f"euler_{n}" for n in config.euler_steps] + ["dopri5"]
     outcomes: dict[str, dict[str, dict[str, Any] | str]] = {}
     ideal: dict[str, dict[str, dict[str, Any] | str]] = {}
@@ -200,8 +201,9 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
     for sigma in config.sigmas:
         model, res = train_mlp_field(RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32), sigma, 2,
                                      width=config.width, depth=config.depth, activation=config.activation,
-                                     init_seed=config.seed, steps=config.steps, batch_size=config.batch_size,
-                                     lr=config.lr, seed=config.seed, progress=ctx.progress)
+                                     init_seed=ctx.derive_seed("init"), steps=config.steps,
+                                     batch_size=config.batch_size, lr=config.lr, seed=ctx.derive_seed("batches"),
+                                     progress=ctx.progress)
         tail = res.losses[-max(1, len(res.losses) // 20):]
         training[f"sigma={sigma}"] = {"final_loss_mean_last_5pct": sum(tail) / len(tail),
                                       "minimum_loss": counterexample_min_loss(sigma), "runtime_s": res.runtime_s}

@@ -62,7 +62,7 @@ def moment_errors(x1: torch.Tensor, problem: GaussianProblem) -> dict[str, float
 def run(config: Lemma1Config, ctx: RunContext) -> None:
     problem = GaussianProblem(torch.tensor(config.mean), torch.diag(torch.tensor(config.cov_diag)))
     field = problem.ot_field()
-    g = ctx.generator()
+    g = ctx.generator("sources")
     x0 = torch.randn(config.n_samples, problem.dim, generator=g, dtype=torch.float64)
     partner = problem.ot_map(x0)
     ctx.choice("field parameters", "θ̂ = μ and Θ̂ = M^{1/2} − I (our derivation, PAPER.md §2 [D])")

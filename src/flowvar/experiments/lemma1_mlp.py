@@ -48,6 +48,7 @@ from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import GaussianParametricField, MLPField
 from flowvar.results import Precondition
+from flowvar.seeding import Streams
 from flowvar.stats import SeedComparison, paired_over_seeds
 from flowvar.train import train_cfm
 
@@ -180,13 +181,16 @@ def _held_out(model: torch.nn.Module, path: PathSample) -> float:
 
 
 def _train_staged(model: torch.nn.Module, sigma: float, coupling: RotatedOTCoupling, stages: list[tuple[int, float]],
-                  config: Lemma1MLPConfig, seed: int, path: PathSample, scale: float, progress: bool
+                  config: Lemma1MLPConfig, rep: Streams, path: PathSample, scale: float, progress: bool
                   ) -> dict[str, Any]:
-    """Train on CFM(σ) through the stages; the relative held-out loss and cumulative steps at every stage end."""
+    """Train on CFM(σ) through the stages; the relative held-out loss and cumulative steps at every stage end.
+
+    Stage k's batches come from replicate ``rep``'s ("batches", k) stream: every model of a seed sees the same data.
+    """
     steps, rel, runtime, total = [], [], 0.0, 0
     for k, (n, lr) in enumerate(stages):
-        res = train_cfm(model, coupling, sigma, steps=n, batch_size=config.batch_size, lr=lr, seed=1000 * seed + k,
-                        progress=progress)
+        res = train_cfm(model, coupling, sigma, steps=n, batch_size=config.batch_size, lr=lr,
+                        seed=rep.derive_seed("batches", k), progress=progress)
         total += n
         runtime += res.runtime_s
         steps.append(total)
@@ -206,7 +210,8 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
     coupling = RotatedOTCoupling(problem, 0.0, dtype=torch.float64)
     _, Theta_hat = problem.field_parameters()
     scale = float(Theta_hat.pow(2).sum())
-    seeds = [config.seed + i for i in range(config.n_seeds)]
+    reps = [ctx.replicate(i) for i in range(config.n_seeds)]  # training seed s = seed + i: its init and batches
+    seeds = [rep.seed for rep in reps]
     mlp_stages, par_stages = schedule(config, config.lr), schedule(config, config.parametric_lr)
     total = sum(n for n, _ in mlp_stages)
     ctx.choice("precision", "float64 throughout (models, data, held-out loss), so no model is stopped at float32's "
@@ -227,21 +232,23 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
                              f"training improves the loss by less than ×{config.flat_factor} and it stays ≥ "
                              f"{config.positive_factor:g}× the parametric class's; floor shrinks with width: ≥ "
                              f"×{config.width_factor} from the smallest to the largest width")
-    held = loss.draw(RotatedOTCoupling(problem, 0.0, dtype=torch.float64), config.eval_samples, ctx.generator(999))
+    held = loss.draw(RotatedOTCoupling(problem, 0.0, dtype=torch.float64), config.eval_samples,
+                     ctx.generator("held_out"))
 
     parametric: dict[int, dict[str, Any]] = {}
     mlps: dict[int, dict[int, dict[str, Any]]] = {w: {} for w in config.widths}
-    for s in seeds:
-        model = GaussianParametricField(dim).double()
-        parametric[s] = _train_staged(model, sigma, coupling, par_stages, config, s, held, scale, ctx.progress)
+    for rep in reps:
+        s = rep.seed
+        model = GaussianParametricField(dim).double()  # θ = 0, Θ = 0: no random initialisation
+        parametric[s] = _train_staged(model, sigma, coupling, par_stages, config, rep, held, scale, ctx.progress)
         theta_hat = problem.field_parameters()[0]
         parametric[s]["theta_error"] = float((model.theta.detach() - theta_hat).norm())
         parametric[s]["Theta_error"] = float((model.Theta.detach() - Theta_hat).norm())
         parametric[s]["best_relative_loss"] = min(parametric[s]["relative_loss"])
         for width in config.widths:
-            torch.manual_seed(s)
-            mlp = MLPField(dim, width=width, depth=config.depth, activation=config.activation).double()
-            mlps[width][s] = _train_staged(mlp, sigma, coupling, mlp_stages, config, s, held, scale, ctx.progress)
+            with rep.global_rng("init", width):
+                mlp = MLPField(dim, width=width, depth=config.depth, activation=config.activation).double()
+            mlps[width][s] = _train_staged(mlp, sigma, coupling, mlp_stages, config, rep, held, scale, ctx.progress)
     ctx.metric("parametric", {f"seed={s}": v for s, v in parametric.items()})
     ctx.metric("mlp", {f"width={w}": {f"seed={s}": v for s, v in per.items()} for w, per in mlps.items()})
     ctx.metric("scale_L_const", scale)

@@ -200,7 +200,7 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
                + " for both ReFlow pair generation and evaluation; the 120° lines never cross, so no grid issue")
     ctx.choice("evaluation", f"{config.n_eval} fresh sources per round; least-squares affine fit x̂1 ≈ A x0 + b; angle "
                              f"of A's orthogonal polar factor; straightness from the saved trajectory")
-    seeds = [config.seed + j for j in range(config.n_seeds)]
+    seeds = [ctx.replicate(j).seed for j in range(config.n_seeds)]
     tol = config.angle_tol_deg
     a0 = config.angle_deg
     ctx.choice("tolerance", f"angle tolerance {tol}° = {tol / abs(a0):.3g} × the {a0:g}° between the initial coupling "
@@ -220,17 +220,18 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
             theta = ideal_reflow_angle(theta, sigma)
             ideal[f"sigma={sigma}"].append(theta)
     for j, s in enumerate(seeds):
-        stream = 1_000_003 * j  # each seed's evaluation and ReFlow sources
-        for i, sigma in enumerate(config.sigmas):
+        rep = ctx.replicate(j)  # seed s: its initialisation (the same for every σ and round) and its streams
+        for sigma in config.sigmas:
             coupling: Coupling = base
             per_round: list[dict[str, Any]] = []
             for k in rounds:
                 model, res = train_mlp_field(coupling, sigma, 2, width=config.width, depth=config.depth,
-                                             activation=config.activation, init_seed=s, steps=config.steps,
-                                             batch_size=config.batch_size, lr=config.lr,
-                                             seed=100_003 * s + 1000 * i + k, progress=ctx.progress)
+                                             activation=config.activation, init_seed=rep.derive_seed("init"),
+                                             steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                             seed=rep.derive_seed("batches", f"sigma={sigma}", k),
+                                             progress=ctx.progress)
                 model.eval()
-                x0 = torch.randn(config.n_eval, 2, generator=ctx.generator(stream + 10_000 + 100 * i + k),
+                x0 = torch.randn(config.n_eval, 2, generator=rep.generator("eval", f"sigma={sigma}", k),
                                  dtype=torch.float32)
                 row: dict[str, Any] = {"round": k, **evaluate_round(model, x0, config)}
                 tail = res.losses[-max(1, len(res.losses) // 20):]
@@ -240,7 +241,7 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
                 if k < config.rounds:
                     reflow = ReflowCoupling(model, StandardNormal(2, torch.float32),
                                             solve=lambda x, m=model: _solve(m, x, config).x1)
-                    coupling = reflow.materialise(config.n_pairs, ctx.generator(stream + 20_000 + 100 * i + k))
+                    coupling = reflow.materialise(config.n_pairs, rep.generator("reflow", f"sigma={sigma}", k))
             results[f"sigma={sigma}"][f"seed={s}"] = per_round
     angles = {key: {sd: [r["angle_deg"] for r in rows] for sd, rows in per.items()} for key, per in results.items()}
     ctx.metric("rounds", results)

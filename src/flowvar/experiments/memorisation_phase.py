@@ -102,15 +102,6 @@ MIN_PER_LABEL = 3
 threshold and the half that scores it) before the tube-ratio claim is testable."""
 NAME = "memorisation_phase"
 
-# random streams: each (kind, d, N or width) gets its own generator, seeded by the value of the key and not by its
-# position in the grid, so a sweep that splits the grid (dims=[2], [50] …) draws exactly the data of the full run
-_STREAM_DATA, _STREAM_EVAL, _STREAM_INIT, _STREAM_TRAIN, _STREAM_PROBE, _STREAM_FLOOR = range(1, 7)
-_MAX_SEEDS = 1009  # seeds s = seed + k must stay below this so streams of different keys never coincide
-
-
-def _offset(kind: int, dim: int, key: int) -> int:
-    return ((kind * 10_007 + dim) * 1_000_003 + key) * _MAX_SEEDS
-
 
 @dataclass
 class MemorisationPhaseConfig:
@@ -171,9 +162,8 @@ class MemorisationPhaseConfig:
         if self.focus_sigma not in self.sigmas or self.focus_sigma <= 0:
             raise ConfigError(f"focus_sigma={self.focus_sigma} must be one of the σ > 0 in sigmas "
                               f"{list(self.sigmas)}; add it to sigmas or set focus_sigma to one of them")
-        if self.seed < 0 or self.n_seeds < 1 or self.seed + self.n_seeds > _MAX_SEEDS:
-            raise ConfigError(f"seed={self.seed} and n_seeds={self.n_seeds} must satisfy seed >= 0, n_seeds >= 1 and "
-                              f"seed + n_seeds <= {_MAX_SEEDS} (the random streams are spaced {_MAX_SEEDS} apart)")
+        if self.seed < 0 or self.n_seeds < 1:
+            raise ConfigError(f"seed={self.seed} and n_seeds={self.n_seeds} must satisfy seed >= 0 and n_seeds >= 1")
         for key in ("depth", "steps", "batch_size", "euler_steps", "floor_samples", "n_components", "exact_sources"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -529,11 +519,14 @@ def run(config: MemorisationPhaseConfig, ctx: RunContext) -> None:
     for d in config.dims:
         gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed)
         for k in range(config.n_seeds):
-            s = config.seed + k
-            ev = make_eval_set(gmm, config.n_eval, ctx.generator(_offset(_STREAM_EVAL, d, 0) + k))
+            # replicate k (seed s): its streams are named by the values of d, N and width, never by their position
+            # in the grid, so a sweep that splits the grid (dims=[2], [50] …) draws exactly the full run's data
+            rep = ctx.replicate(k)
+            s = rep.seed
+            ev = make_eval_set(gmm, config.n_eval, rep.generator("eval", d))
             for n in config.ns:
-                ts = make_training_set(gmm, n, ctx.generator(_offset(_STREAM_DATA, d, n) + k))
-                exact = {sigma: exact_reference(ts, sigma, config, ctx.generator(_offset(_STREAM_FLOOR, d, n) + k))
+                ts = make_training_set(gmm, n, rep.generator("pairs", d, n))
+                exact = {sigma: exact_reference(ts, sigma, config, rep.generator("floor", d, n))
                          for sigma in config.sigmas}
                 references[f"d={d},N={n},seed={s}"] = {"spacing": ts.spacing, "mean_sq_displacement": ts.u_sq_mean,
                                                        "null_mmd2_unbiased": ev.null_unbiased,
@@ -547,11 +540,10 @@ def run(config: MemorisationPhaseConfig, ctx: RunContext) -> None:
                         # same initialisation and batch stream for every σ: the σ comparison is paired
                         model, res = train_mlp_field(pairs, sigma, d, width=width, depth=config.depth,
                                                      activation=config.activation,
-                                                     init_seed=s + _offset(_STREAM_INIT, d, width),
+                                                     init_seed=rep.derive_seed("init", d, width),
                                                      steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                                     seed=s + _offset(_STREAM_TRAIN, d, n), progress=ctx.progress)
-                        metrics = evaluate_model(model, ts, ev, sigma, config,
-                                                 ctx.generator(_offset(_STREAM_PROBE, d, n) + k))
+                                                     seed=rep.derive_seed("batches", d, n), progress=ctx.progress)
+                        metrics = evaluate_model(model, ts, ev, sigma, config, rep.generator("probe", d, n))
                         tail = res.losses[-max(1, len(res.losses) // 20):]
                         points.append({
                             "d": d, "n": n, "sigma": sigma, "width": width, "seed": s, **metrics, **exact[sigma],

@@ -64,19 +64,20 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
     ctx.choice("variance statistic", "plug-in trace of the per-sample gradient covariance over (x0, t, z), "
                                      "closed-form gradients of (θ, Θ), PAPER.md §1.2")
     rows = {}
-    for i, angle in enumerate(config.angles):
+    for angle in config.angles:
         coupling = RotatedOTCoupling(problem, angle)
         pair_field = problem.pair_optimal_field(coupling.rotation)
         _, Theta = problem.field_parameters(coupling.rotation)
         row = {"singular_times": singular_times(Theta)}
+        # the four estimates of an angle start from the same stream (common random numbers across field and noise)
         for label, sigma, noise in (("deterministic", 0.0, "constant"), ("constant", config.sigma, "constant"),
                                     ("bridge", config.sigma, "bridge")):
             rep = estimate_variance(pair_field, CFMLoss(Interpolant(sigma, noise)), coupling, config.n_samples,
-                                    ctx.generator(100 * i))
+                                    ctx.generator("paths", f"{angle:g}"))
             row[f"pair_optimal.{label}.trace"] = rep.trace
             row[f"pair_optimal.{label}.loss"] = rep.mean_loss
         rep = estimate_variance(problem.ot_field(), CFMLoss(Interpolant(0.0)), coupling, config.n_samples,
-                                ctx.generator(100 * i))
+                                ctx.generator("paths", f"{angle:g}"))
         row["ot_field.deterministic.trace"] = rep.trace
         row["ot_field.deterministic.loss"] = rep.mean_loss
         rows[f"{angle:g}"] = row

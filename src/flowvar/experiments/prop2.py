@@ -445,13 +445,14 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
                                       f"rot180: x1 = μ − x0, μ = ({config.rot180_mu}, …); loss from "
                                       f"{config.cf_loss_samples} path draws (t ~ U(0, 1))")
     rows: dict[str, dict[str, Any]] = {}
-    for k, family in enumerate(config.cf_families):
-        x0, x1 = make_pairs(family, config.cf_pairs, gmm, ctx.generator(10 + k), config.rot180_mu)
+    for family in config.cf_families:
+        x0, x1 = make_pairs(family, config.cf_pairs, gmm, ctx.generator("cf_pairs", family), config.rot180_mu)
         enc = line_encounters(x0, x1)
         memo = MemorisingField(x0, x1)
-        det_losses = _loss_draws(memo, x0, x1, 0.0, config.cf_loss_samples, ctx.generator(20 + k))
+        det_losses = _loss_draws(memo, x0, x1, 0.0, config.cf_loss_samples, ctx.generator("cf_loss", family))
         probe = ZeroPerturbedField(memo, d)
-        path = CFMLoss(Interpolant(0.0)).draw(FixedPairs(x0, x1), config.cf_variance_samples, ctx.generator(30 + k))
+        path = CFMLoss(Interpolant(0.0)).draw(FixedPairs(x0, x1), config.cf_variance_samples,
+                                              ctx.generator("cf_variance", family))
         probe_rep = gradient_variance(probe, path, chunk_size=256)
         row: dict[str, Any] = {
             "line_pairs": enc.n_line_pairs, "spatial_crossings": enc.spatial_crossings, "collisions": enc.collisions,
@@ -468,11 +469,13 @@ def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
         for label, steps in (("odd", odd), ("even", even)):
             ends = _endpoint_report(integrate(memo, x0, steps=steps).x1, x1)
             row.update({f"memorising.euler_{label}.{key}": v for key, v in ends.items()})
-        for s_i, sigma in enumerate(config.cf_sigmas):
+        for sigma in config.cf_sigmas:
             field = EmpiricalField(x0, x1, sigma)
-            gen = ctx.generator(40 + 10 * k + s_i)
-            draws = _loss_draws(field, x0, x1, sigma, config.cf_loss_samples, gen)
-            memo_noisy = _loss_draws(memo, x0, x1, sigma, config.cf_loss_samples, ctx.generator(40 + 10 * k + s_i))
+            # both fields' losses on the same path draws (one stream twice): common random numbers
+            draws = _loss_draws(field, x0, x1, sigma, config.cf_loss_samples,
+                                ctx.generator("cf_noisy_loss", family, f"sigma={sigma}"))
+            memo_noisy = _loss_draws(memo, x0, x1, sigma, config.cf_loss_samples,
+                                     ctx.generator("cf_noisy_loss", family, f"sigma={sigma}"))
             row[f"sigma={sigma}.exact_minimiser_loss"] = float(draws.mean())
             row[f"sigma={sigma}.exact_minimiser_loss_se"] = float(draws.std() / math.sqrt(draws.numel()))
             row[f"sigma={sigma}.memorising_loss"] = float(memo_noisy.mean())
@@ -612,13 +615,14 @@ def _neural(config: Prop2Config, ctx: RunContext) -> None:
                          "run (the initial variance depends on the initialisation scale and is not a maximum)")
     histories: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = {}
     summary: dict[str, dict[str, Any]] = {}
-    for k, d in enumerate(config.dims):
+    for d in config.dims:
         gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed)
         histories[f"d={d}"] = {}
         seeds: list[dict[str, Any]] = []
         for s_idx in range(config.n_seeds):
-            seed = config.seed + s_idx
-            gen = ctx.generator(10_000 + 1000 * k + s_idx)
+            rep = ctx.replicate(s_idx)  # training seed `seed`: its own pairs, initialisation, batches and probes
+            seed = rep.seed
+            gen = rep.generator("pairs", d)
             x0 = StandardNormal(d).sample(config.n_pairs, gen)
             x1 = gmm.sample(config.n_pairs, gen)
             pairs = FixedPairs(x0, x1)
@@ -631,11 +635,13 @@ def _neural(config: Prop2Config, ctx: RunContext) -> None:
             for sigma in (0.0, config.sigma):
                 monitor = TrainingMonitor(CFMLoss(Interpolant(sigma)), pairs, config.log_every,
                                           config.variance_samples, config.euler_steps,
-                                          ctx.generator(20_000 + 1000 * k + 10 * s_idx + int(sigma > 0)))
+                                          rep.generator("monitor", d, f"sigma={sigma}"))
+                # the same initialisation and batch stream for both σ: the comparison is paired
                 model, res = train_mlp_field(pairs, sigma, d, width=config.width, depth=config.depth,
-                                             activation=config.activation, init_seed=seed, steps=config.steps,
-                                             batch_size=config.batch_size, lr=config.lr, seed=seed + 17 * k,
-                                             progress=ctx.progress, callbacks=[monitor])
+                                             activation=config.activation, init_seed=rep.derive_seed("init", d),
+                                             steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                             seed=rep.derive_seed("batches", d), progress=ctx.progress,
+                                             callbacks=[monitor])
                 history = [dict(h) for h in res.history]
                 history.append({"step": config.steps, "updates": config.steps, **monitor.measure(model)})
                 histories[f"d={d}"][f"seed={seed}"][f"sigma={sigma}"] = history
@@ -643,7 +649,7 @@ def _neural(config: Prop2Config, ctx: RunContext) -> None:
             # the exact minimiser at σ on the same pairs: the loss floor and the accuracy at the minimum
             exact = EmpiricalField(x0.double(), x1.double(), config.sigma)
             draws = _loss_draws(exact, x0.double(), x1.double(), config.sigma, config.floor_samples,
-                                ctx.generator(30_000 + 1000 * k + s_idx))
+                                rep.generator("floor", d))
             ends = _endpoint_report(integrate(exact, x0.double(), steps=config.euler_steps).x1, x1)
             floor = float(draws.mean())
             row["exact_minimiser"] = {"sigma": config.sigma, "loss_floor": floor, "accuracy": ends["accuracy"],

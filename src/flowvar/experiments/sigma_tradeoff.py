@@ -9,14 +9,16 @@ training pairs (PAPER.md §4 [D]), so for a given data set we measure both sides
 
 Protocol, for each seed s = ``seed`` + k, k < ``n_seeds``:
 
-1. Data (fixed across seeds, chosen with ``data_seed``): ``dataset`` gmm → a GMM in ``dim`` dimensions (``n_components``
-   components, means ~ N(0, ``mean_scale``² I) drawn with ``gmm_seed``, std ``component_std``): N = ``n_train``
-   training targets and ``n_eval`` held-out samples; digits | lfw | celeba | folder | npy → ``n_train`` items for
-   training and up to ``n_eval`` other items held out (:func:`flowvar.data.load_split`).
+1. Data (fixed across seeds and runs, drawn from the streams of ``data_seed``): ``dataset`` gmm → a GMM in ``dim``
+   dimensions (``n_components`` components, means ~ N(0, ``mean_scale``² I) drawn with ``gmm_seed``, std
+   ``component_std``): N = ``n_train`` training targets and ``n_eval`` held-out samples; digits | lfw | celeba |
+   folder | npy → ``n_train`` items for training and up to ``n_eval`` other items held out
+   (:func:`flowvar.data.load_split`).
 2. Pairs: N sources x0 ~ N(0, I) drawn per seed and paired with the N targets by index — a fixed random pairing, the
    memorisation-prone setting of Prop 2.
-3. For each σ in ``sigmas`` (same pairs, same initialisation ``torch.manual_seed(s)``, same batch stream): a model
-   trained on CFM(σ) (constant noise σ, target x1 − x0) — an MLP for vectors, a UNet for images (``model``).
+3. For each σ in ``sigmas`` (same pairs, same initialisation, same batch stream: seed s's "init" and "batches"
+   streams, :mod:`flowvar.seeding`): a model trained on CFM(σ) (constant noise σ, target x1 − x0) — an MLP for
+   vectors, a UNet for images (``model``).
 4. Euler (``euler_steps``) from the N training sources and from ``n_eval`` fresh sources;
    :func:`flowvar.metrics.evaluate_outputs` gives memorisation (pairing accuracy vs chance 1/N, normalised score M,
    per-pair L2 to the partner, fraction of fresh outputs that copy a training target, NN distance ratio to training vs
@@ -81,6 +83,7 @@ from flowvar.metrics import (
 )
 from flowvar.models import FlatMLPField
 from flowvar.results import Precondition, Verdict
+from flowvar.seeding import generator
 from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
 
 DATASETS: tuple[str, ...] = ("gmm", *SOURCES)
@@ -197,7 +200,7 @@ class _Data:
 
 
 def _load(config: SigmaTradeoffConfig) -> _Data:
-    gen = torch.Generator().manual_seed(config.data_seed)
+    gen = generator(config.data_seed, "data")  # the data's own root: the same data for every training seed
     if config.dataset == "gmm":
         gmm = GaussianMixture.random(config.dim, config.n_components, config.mean_scale, config.component_std,
                                      config.gmm_seed)
@@ -251,24 +254,26 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
     with compute_settings(config, ctx) as device:
         _choices(ctx, config, data, unet)
         ref = Reference.build(data.x1_train, data.heldout, config.copy_threshold,
-                              torch.Generator().manual_seed(config.data_seed + 7))
+                              generator(config.data_seed, "reference"))
         null = null_generalisation(data.null_pairs, ref.bandwidth)
         real_copy = _real_copy_fraction(data, ref)
         per_seed: dict[float, list[dict[str, Any]]] = {s: [] for s in sigmas}
         grid: dict[str, Tensor] = {}
         for k in range(config.n_seeds):
-            seed = config.seed + k
-            gen = ctx.generator(1000 + k)
+            rep = ctx.replicate(k)  # training seed `seed`: its sources, initialisation and batches
+            seed = rep.seed
+            gen = rep.generator("sources")
             x0_train = torch.randn(data.x1_train.shape, generator=gen)
             x0_fresh = torch.randn((config.n_eval, *data.x1_train.shape[1:]), generator=gen)
             pairs = FixedPairs(x0_train, data.x1_train)
             zero_field = float((data.x1_train - x0_train).flatten(1).double().pow(2).sum(1).mean())
             for sigma in sigmas:
-                torch.manual_seed(seed)
-                model = _build_model(config, data, unet).to(device)
+                with rep.global_rng("init"):  # the same initialisation and batch stream for every σ
+                    model = _build_model(config, data, unet)
+                model = model.to(device)
                 try:
-                    res = train_field(model, sigma, pairs, config, seed, f"sigma_tradeoff_seed{seed}_sigma{sigma}",
-                                      ctx.progress)
+                    res = train_field(model, sigma, pairs, config, rep.derive_seed("batches"),
+                                      f"sigma_tradeoff_seed{seed}_sigma{sigma}", ctx.progress)
                     field = ema_copy(model, res)
                     out_train = integrate_images(field, x0_train, config, device)
                     out_fresh = integrate_images(field, x0_fresh, config, device)

@@ -366,19 +366,21 @@ def point_rows(sigma: float, train_steps: int | None, field_kind: str, outcomes:
     return rows
 
 
-def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, progress: bool
+def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, ctx: RunContext
                  ) -> Iterator[tuple[int, nn.Module, dict[str, float]]]:
     """Train one fig6 MLP at noise σ and yield (steps, float64 eval copy, training stats) at each ``train_steps``.
 
     Segments resume from ``workdir``'s checkpoint, so each yielded model is the uninterrupted run's at that step.
+    The initialisation and batch streams are fig6's ("init", "batches"; the same for every σ).
     """
     problem, rotation = counterexample_problem(config.mu, 2)
-    torch.manual_seed(config.seed)
-    model = MLPField(2, width=config.width, depth=config.depth, activation=config.activation)
+    with ctx.global_rng("init"):
+        model = MLPField(2, width=config.width, depth=config.depth, activation=config.activation)
     coupling = RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32)
     for steps in sorted(config.train_steps):
         res = train_cfm(model, coupling, sigma, steps=steps, batch_size=config.batch_size, lr=config.lr,
-                        seed=config.seed, progress=progress, checkpoint_dir=workdir / f"sigma={sigma}")
+                        seed=ctx.derive_seed("batches"), progress=ctx.progress,
+                        checkpoint_dir=workdir / f"sigma={sigma}")
         tail = res.losses[-max(1, len(res.losses) // 20):]
         yield steps, copy.deepcopy(model).double().eval(), {"loss_mean_last_5pct": sum(tail) / len(tail),
                                                              "train_segment_s": res.runtime_s}
@@ -424,7 +426,7 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
                f"y = (1 − 2t) x0 of {config.window_sources} sources, median over sources, {config.window_points} "
                f"log-spaced s = 1 − 2t in [{config.window_s_min}, 0.5]; w = 1/max contraction rate")
 
-    x0 = torch.randn(config.n_eval, 2, generator=ctx.generator(1), dtype=torch.float64)
+    x0 = torch.randn(config.n_eval, 2, generator=ctx.generator("eval"), dtype=torch.float64)  # fig6's sources
     xw = x0[:config.window_sources]
     euler_ns = sorted(config.euler_steps)
     points: list[dict[str, Any]] = []
@@ -440,7 +442,7 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
         profiles[(sigma, None)] = win
     with tempfile.TemporaryDirectory(prefix="flowvar-solver-resolution-") as tmp:
         for sigma in config.sigmas:
-            for steps, net, stats in _checkpoints(config, sigma, Path(tmp), ctx.progress):
+            for steps, net, stats in _checkpoints(config, sigma, Path(tmp), ctx):
                 start = time.perf_counter()
                 predicted = {f"euler_{n}": predicted_fraction(net, x0, mu, n) for n in euler_ns}
                 points += point_rows(sigma, steps, "trained", evaluate(net, x0, mu, config), predicted)

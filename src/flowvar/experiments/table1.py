@@ -251,14 +251,15 @@ def run(config: Table1Config, ctx: RunContext) -> None:
     _record_choices(config, ctx)
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     nulls: dict[str, list[dict[str, float]]] = {}
-    for k, d in enumerate(config.dims):
+    for d in config.dims:
         gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed)
         source = StandardNormal(d)
         runs[f"d={d}"] = {f"sigma={s}": {"seeds": []} for s in config.sigmas}
         nulls[f"d={d}"] = []
         for s_idx in range(config.n_seeds):
-            seed = config.seed + s_idx
-            gen = ctx.generator(1000 * (k + 1) + s_idx)
+            rep = ctx.replicate(s_idx)  # training seed `seed`: its own data, initialisation and batches
+            seed = rep.seed
+            gen = rep.generator("data", d)
             x0_train, y_train = source.sample(config.n_train, gen), gmm.sample(config.n_train, gen)
             if config.pairing == "ot":
                 y_train = y_train[exact_ot_permutation(x0_train, y_train)]
@@ -282,9 +283,9 @@ def run(config: Table1Config, ctx: RunContext) -> None:
             pairs = FixedPairs(x0_train, y_train)
             for sigma in config.sigmas:
                 model, res = train_mlp_field(pairs, sigma, d, width=config.width, depth=config.depth,
-                                             activation=config.activation, init_seed=seed, steps=config.steps,
-                                             batch_size=config.batch_size, lr=config.lr, seed=seed,
-                                             progress=ctx.progress)
+                                             activation=config.activation, init_seed=rep.derive_seed("init", d),
+                                             steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                             seed=rep.derive_seed("batches", d), progress=ctx.progress)
                 tail = res.losses[-max(1, len(res.losses) // 20):]
                 row = _evaluate(model, x0_train, y_train, x0_fresh, y_fresh, h, config)
                 row.update({"seed": seed, "train_loss_last_5pct": float(np.mean(tail)), "runtime_s": res.runtime_s})

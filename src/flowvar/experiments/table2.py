@@ -76,6 +76,7 @@ from flowvar.ot import (
     random_pairing_cost,
 )
 from flowvar.results import Precondition
+from flowvar.seeding import Streams
 from flowvar.stats import SeedComparison, paired_over_seeds
 
 PAPER_TABLE2: dict[str, dict[str, dict[str, list[float]]]] = {
@@ -159,15 +160,19 @@ def _choices(ctx: RunContext, config: Table2Config) -> None:
                                          f"between the OT and the shuffled partner")
 
 
-def _ot(ctx: RunContext, config: Table2Config, x0: Tensor, x1: Tensor, seed: int) -> Assignment:
+def _ot(ctx: RunContext, config: Table2Config, x0: Tensor, x1: Tensor, rep: Streams) -> Assignment:
+    """The OT assignment of replicate ``rep``'s sources ``x0`` to ``x1`` (its "ot" stream seeds the blockwise
+    solver, here and in the gap check), and the blockwise solver's gap on a random sub-problem when configured."""
+    n = x0.shape[0]
+    ot_seed = rep.derive_seed("ot", n)
     assignment = ot_assignment(x0, x1, method=config.ot_method, max_exact=config.max_exact,  # type: ignore[arg-type]
-                               block_size=config.ot_block_size, refine_rounds=config.ot_refine_rounds, seed=seed)
+                               block_size=config.ot_block_size, refine_rounds=config.ot_refine_rounds, seed=ot_seed)
     if assignment.method == "blockwise" and config.gap_check_n >= 2:
-        m = min(config.gap_check_n, x0.shape[0], config.max_exact)
-        sub = torch.randperm(x0.shape[0], generator=torch.Generator().manual_seed(seed))[:m]
-        gap = approximation_gap(x0[sub], x1[sub], block_size=max(2, config.ot_block_size * m // x0.shape[0]),
-                                refine_rounds=config.ot_refine_rounds, seed=seed)
-        ctx.metric(f"ot_gap_check.N={x0.shape[0]}.seed={seed}", {
+        m = min(config.gap_check_n, n, config.max_exact)
+        sub = torch.randperm(n, generator=rep.generator("gap_check", n))[:m]
+        gap = approximation_gap(x0[sub], x1[sub], block_size=max(2, config.ot_block_size * m // n),
+                                refine_rounds=config.ot_refine_rounds, seed=ot_seed)
+        ctx.metric(f"ot_gap_check.N={n}.seed={rep.seed}", {
             **gap.as_dict(), "note": "gap measured on a random sub-problem of gap_check_n points with the leaf size "
                                      "scaled so that it has as many leaves as the full problem"})
     return assignment
@@ -181,10 +186,11 @@ def _run_size(ctx: RunContext, config: Table2Config, images: ImageSet, device: t
     reference: list[Tensor] = []
     grids: list[dict[str, Tensor]] = []
     for s_idx in range(config.n_seeds):
-        seed = config.seed + s_idx
-        gen = ctx.generator(10_000 * s_idx + n)
+        rep = ctx.replicate(s_idx)  # training seed `seed`: its sources, OT, shuffle, initialisation and batches
+        seed = rep.seed
+        gen = rep.generator("sources", n)
         x0 = torch.randn(x1.shape, generator=gen)
-        assignment = _ot(ctx, config, x0, x1, seed)
+        assignment = _ot(ctx, config, x0, x1, rep)
         pairs = adversarial_pairs(x0, x1, assignment, gen)
         ot_partner, shuffled = pairs.original_x1, pairs.x1
         cell["ot"].append({"method": assignment.method, "mean_cost": assignment.cost, "runtime_s": assignment.runtime_s,
@@ -198,9 +204,11 @@ def _run_size(ctx: RunContext, config: Table2Config, images: ImageSet, device: t
         outputs: dict[str, Tensor] = {}
         row: dict[str, Any] = {"seed": seed}
         for sigma in config.sigmas:
-            torch.manual_seed(seed)
-            model = build_unet(config, images).to(device)
-            res = train_field(model, sigma, pairs, config, seed, f"table2_N{n}_seed{seed}_sigma{sigma}", ctx.progress)
+            with rep.global_rng("init", n):  # the same initialisation and batch stream for both σ
+                model = build_unet(config, images)
+            model = model.to(device)
+            res = train_field(model, sigma, pairs, config, rep.derive_seed("batches", n),
+                              f"table2_N{n}_seed{seed}_sigma{sigma}", ctx.progress)
             out = integrate_images(ema_copy(model, res), x0[eval_idx], config, device)
             d_ot = (out - ot_partner[eval_idx]).flatten(1).double().norm(dim=1)
             d_sh = (out - shuffled[eval_idx]).flatten(1).double().norm(dim=1)

@@ -65,6 +65,7 @@ from flowvar.experiments.base import RunContext, register
 from flowvar.metrics import median_nn_distance, nn_distance_ratio
 from flowvar.ot import ot_assignment
 from flowvar.results import Precondition
+from flowvar.seeding import Streams
 from flowvar.stats import SeedComparison
 
 PAPER_TABLE3: dict[str, dict[str, dict[str, list[float]]]] = {
@@ -119,8 +120,7 @@ def run(config: Table3Config, ctx: RunContext) -> None:
         runs: list[dict[str, Any]] = []
         grid: dict[str, Tensor] = {}
         for s_idx in range(config.n_seeds):
-            seed = config.seed + s_idx
-            row, dists, outputs = _run_seed(ctx, config, images, x1, seed, s_idx, device)
+            row, dists, outputs = _run_seed(ctx, config, images, x1, ctx.replicate(s_idx), device)
             runs.append(row)
             for k, v in dists.items():
                 per.setdefault(k, []).append(v)
@@ -156,26 +156,30 @@ def _choices(ctx: RunContext, config: Table3Config) -> None:
                                          f"between the generated and the OT partner")
 
 
-def _run_seed(ctx: RunContext, config: Table3Config, images: Any, x1: Tensor, seed: int, s_idx: int,
+def _run_seed(ctx: RunContext, config: Table3Config, images: Any, x1: Tensor, rep: Streams,
               device: torch.device) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, Tensor]]:
+    """One training seed (replicate ``rep``): its base model, 1-ReFlow pairs, OT partners and retrained models."""
     n = x1.shape[0]
-    gen = ctx.generator(10_000 * s_idx + 7)
+    seed = rep.seed
+    gen = rep.generator("reflow")
     source = StandardNormal(tuple(x1.shape[1:]))
-    torch.manual_seed(seed)
-    base = build_unet(config, images).to(device)
+    with rep.global_rng("base_init"):
+        base = build_unet(config, images)
+    base = base.to(device)
     base_config = _replace_steps(config, config.base_steps)
-    base_res = train_field(base, 0.0, IndependentCoupling(source, images.distribution()), base_config, seed,
-                           f"table3_base_seed{seed}", ctx.progress)
+    base_res = train_field(base, 0.0, IndependentCoupling(source, images.distribution()), base_config,
+                           rep.derive_seed("base_batches"), f"table3_base_seed{seed}", ctx.progress)
     base_eval = ema_copy(base, base_res)
     reflow = ReflowCoupling(base_eval, source, solve=lambda z: integrate_images(base_eval, z, config, device))
     pairs: FixedPairs = reflow.materialise(n, gen, chunk=max(n, 1))
     z, generated = pairs.x0, pairs.x1
     assignment = ot_assignment(z, x1, method=config.ot_method, max_exact=config.max_exact,  # type: ignore[arg-type]
-                               block_size=config.ot_block_size, refine_rounds=config.ot_refine_rounds, seed=seed)
+                               block_size=config.ot_block_size, refine_rounds=config.ot_refine_rounds,
+                               seed=rep.derive_seed("ot", "real"))
     ot_real = x1[assignment.permutation]
     assignment_gen = ot_assignment(z, generated, method=config.ot_method,  # type: ignore[arg-type]
                                    max_exact=config.max_exact, block_size=config.ot_block_size,
-                                   refine_rounds=config.ot_refine_rounds, seed=seed)
+                                   refine_rounds=config.ot_refine_rounds, seed=rep.derive_seed("ot", "generated"))
     ot_gen = generated[assignment_gen.permutation]
     copies = nn_distance_ratio(generated, x1)
     m = min(n, config.eval_max)
@@ -193,9 +197,11 @@ def _run_seed(ctx: RunContext, config: Table3Config, images: Any, x1: Tensor, se
     dists: dict[str, Tensor] = {}
     outputs: dict[str, Tensor] = {"source z": z[eval_idx][:config.grid_columns]}
     for sigma in config.sigmas:
-        torch.manual_seed(seed + 1)
-        model = build_unet(config, images).to(device)
-        res = train_field(model, sigma, pairs, config, seed, f"table3_seed{seed}_sigma{sigma}", ctx.progress)
+        with rep.global_rng("init"):  # the same initialisation and batch stream for both σ
+            model = build_unet(config, images)
+        model = model.to(device)
+        res = train_field(model, sigma, pairs, config, rep.derive_seed("batches"), f"table3_seed{seed}_sigma{sigma}",
+                          ctx.progress)
         out = integrate_images(ema_copy(model, res), z[eval_idx], config, device)
         for name, partner in (("generated", generated), ("ot", ot_real), ("ot_generated", ot_gen)):
             dists[f"sigma={sigma}.{name}"] = (out - partner[eval_idx]).flatten(1).double().norm(dim=1)
