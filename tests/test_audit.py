@@ -431,6 +431,29 @@ def test_whole_model_files_load(memorised: dict, tmp_path: Path) -> None:
         load_model(None, tmp_path / "sd.pt")
 
 
+def test_compiled_models_gradient_test_is_measured(memorised: dict, tmp_path: Path) -> None:
+    """TorchScript (traced) and torch.export programs are differentiated like the module they came from: the gradient
+    test is measured, with the eager model's numbers (docs/audit.md "Inputs")."""
+    model = memorised["model"]
+    x, t = memorised["x1"][:4], torch.full((4,), 0.3)
+    torch.jit.trace(model, (x, t)).save(str(tmp_path / "m.jit.pt"))
+    batch = torch.export.Dim("batch", min=1, max=4096)  # the audit calls it on batches of other sizes
+    torch.export.save(torch.export.export(model, (x, t), dynamic_shapes=({0: batch}, {0: batch})),
+                      str(tmp_path / "m.pt2"))
+    settings = {"pairs": memorised["x0"], "samples": 30, "steps": 20, "grad_samples": 8, "t_bins": 2}
+
+    def gradient(module: nn.Module) -> dict:
+        report = audit(module, memorised["x1"], **settings)
+        return next(c for c in report.result.claims if c.id == "audit.gradient_signal").evidence
+
+    eager = gradient(model)
+    for name in ("m.jit.pt", "m.pt2"):
+        measured = gradient(load_model(None, tmp_path / name).module)
+        assert "error" not in measured, measured["error"]
+        assert measured["loss_ratio"] == pytest.approx(eager["loss_ratio"], rel=1e-5)
+        assert measured["variance_ratio"] == pytest.approx(eager["variance_ratio"], rel=1e-5)
+
+
 # --------------------------------------------------------------------------------------------- third-party models
 
 
@@ -685,11 +708,12 @@ def digits_labelled(n_train: int, n_heldout: int) -> tuple[torch.Tensor, torch.T
 N_COND = 60
 
 
-def train_cond_mlp(model: nn.Module, x1: torch.Tensor, y: torch.Tensor, x0: torch.Tensor | None, steps: int = 300
+def train_cond_mlp(nets: object, x1: torch.Tensor, y: torch.Tensor, x0: torch.Tensor | None, steps: int = 300
                    ) -> nn.Module:
-    """σ = 0 CFM with each pair's label: on the fixed pairs (x0_i, x1_i, y_i) when ``x0`` is given (Prop 2's
-    memorising setting), else on fresh noise for every draw."""
+    """A seeded ``audit_nets.cond_mlp()`` trained by σ = 0 CFM with each pair's label: on the fixed pairs
+    (x0_i, x1_i, y_i) when ``x0`` is given (Prop 2's memorising setting), else on fresh noise for every draw."""
     torch.manual_seed(0)
+    model = nets.cond_mlp()  # type: ignore[attr-defined]
     g = torch.Generator().manual_seed(1)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     for _ in range(steps):
@@ -711,8 +735,8 @@ def conditional(nets: object) -> dict:
     noise."""
     train_x, train_y, held_x, held_y = digits_labelled(N_COND, 100)
     x0 = torch.randn(train_x.shape, generator=torch.Generator().manual_seed(7))
-    memorising = train_cond_mlp(nets.cond_mlp(), train_x, train_y, x0)  # type: ignore[attr-defined]
-    fresh = train_cond_mlp(nets.cond_mlp(), train_x, train_y, None)  # type: ignore[attr-defined]
+    memorising = train_cond_mlp(nets, train_x, train_y, x0)
+    fresh = train_cond_mlp(nets, train_x, train_y, None)
     return {"x1": train_x, "y": train_y, "heldout": held_x, "heldout_y": held_y, "x0": x0,
             "memorising": memorising, "fresh": fresh}
 
@@ -746,6 +770,28 @@ def test_conditional_model_on_fresh_noise_reads_generalising(conditional: dict) 
     grad = next(cl for cl in report.result.claims if cl.id == "audit.gradient_signal")
     assert "Held-out pairs left out" in report.sections[-1].text  # no held-out labels given
     assert "sigma=0/fresh pairs, held-out data" not in grad.evidence["profiles"]
+
+
+def test_convention_check_falls_back_on_the_training_pairs(conditional: dict, nets: object) -> None:
+    """A model that memorised its pairs explains fresh (noise, item) draws poorly and moves fresh noise hardly at
+    all, so the fresh probe alone refuses every convention; its own training pairs identify the convention, and a
+    reversed time still fails on them."""
+    from flowvar.audit.adapters import LabelArg
+
+    c = conditional
+    strong = train_cond_mlp(nets, c["x1"], c["y"], c["x0"], steps=600)
+    args = {"labels": c["y"], "label_arg": LabelArg("positional")}
+    with pytest.raises(DataError, match=r"no calling convention fits.*pass --pairs"):
+        check_conventions(strong, c["x1"], None, torch.Generator().manual_seed(0), **args)
+    check = check_conventions(strong, c["x1"], None, torch.Generator().manual_seed(0), sources=c["x0"], **args)
+    chosen = check.score(check.chosen)
+    assert check.chosen.time == "data_at_1" and chosen is not None
+    assert not chosen.movement < 0.9 and chosen.pairs_loss_ratio < 0.1 and chosen.pairs_movement < 0.2
+    reversed_score = check.score(Convention("xt", "data_at_0", 1.0))
+    assert reversed_score is not None and not reversed_score.fits and reversed_score.pairs_loss_ratio > 2
+    report = audit(strong, c["x1"], pairs=c["x0"], labels=c["y"], label_arg="positional", samples=40, steps=20,
+                   grad_samples=8, t_bins=2)
+    assert report.verdict == "memorising", report.summary()
 
 
 def test_cli_audits_a_conditional_model_and_names_the_label_flags(conditional: dict, nets: object, tmp_path: Path,
@@ -837,6 +883,7 @@ def test_third_party_conditional_model_runs_end_to_end(library: str, nets: objec
                          "flow_matching": "flow_matching"}[library])
     factory, objective, label_arg, calls, time = THIRD_PARTY_CONDITIONAL[library]
     train_x, train_y, held_x, _ = digits_labelled(240, 100)
+    torch.manual_seed(0)  # the initial weights
     model = fit(getattr(nets, factory)(), objective, train_x, steps=150, labels=train_y)
     torch.save(model.state_dict(), tmp_path / "ckpt.pt")
     np.savez(tmp_path / "train.npz", x=train_x.numpy(), labels=train_y.numpy())

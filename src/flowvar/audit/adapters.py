@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -294,7 +294,11 @@ class CandidateScore:
     draws (q < 1: the field explains part of the straight-path target; the zero field has q = 1, the reversed field of
     a fitted model q > 1); ``movement``: median distance of MOVE_STEPS-step Euler endpoints of fresh noise to their
     nearest training item over that of the noise itself (< 1: the integration moves noise toward the data); ``fits``:
-    q < :data:`Q_FIT` and movement < :data:`MOVE_FIT`.
+    q < :data:`Q_FIT` and movement < :data:`MOVE_FIT` — on the fresh draws, or, when the training sources are known
+    and the fresh draws do not fit, on the training pairs (``pairs_loss_ratio``, ``pairs_movement``: the same two
+    numbers for (source_i, item_i) and the integrated sources; NaN when not measured). Why the second chance: a
+    model that memorised its pairs explains fresh draws poorly (its field off the training lines is arbitrary) but
+    its own pairs almost exactly, while a reversed field fails on both.
     """
 
     convention: Convention
@@ -303,10 +307,13 @@ class CandidateScore:
     movement: float = math.nan
     fits: bool = False
     error: str = ""
+    pairs_loss_ratio: float = math.nan
+    pairs_movement: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return {"convention": self.convention.to_dict(), "runs": self.runs, "loss_ratio": self.loss_ratio,
-                "movement": self.movement, "fits": self.fits, "error": self.error}
+                "movement": self.movement, "fits": self.fits, "error": self.error,
+                "pairs_loss_ratio": self.pairs_loss_ratio, "pairs_movement": self.pairs_movement}
 
 
 @dataclass(frozen=True)
@@ -352,50 +359,82 @@ def _median_nn(x: Tensor, ref: Tensor) -> float:
 
 def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: Tensor, t: Tensor,
                      move_x0: Tensor, train: Tensor, seen: list[tuple[Tensor, CandidateScore]] | None = None,
-                     labels: tuple[Tensor, Tensor] | None = None, label_arg: LabelArg | None = None
-                     ) -> CandidateScore:
+                     labels: tuple[Tensor, Tensor] | None = None, label_arg: LabelArg | None = None,
+                     pairs: PairProbe | None = None) -> CandidateScore:
     """Score one convention (see :class:`CandidateScore`). ``x1``, ``x0``: (P, *shape) training items and noise,
     ``t``: (P,); ``move_x0``: (M, *shape) noise to integrate; ``train``: the training items (for the movement);
-    ``labels``: for a class-conditional model (``label_arg``), the labels (P,) of ``x1`` and (M,) of ``move_x0``.
+    ``labels``: for a class-conditional model (``label_arg``), the labels (P,) of ``x1`` and (M,) of ``move_x0``;
+    ``pairs``: the training pairs' probe, tried when the fresh draws do not fit.
 
     The integration runs only for a candidate whose loss ratio passes (the others cannot fit), and not again for a
     candidate whose probe output equals that of one in ``seen`` (two calls that reach the same network the same way,
     e.g. ``model(t, x)`` and ``model(x=x, t=t)`` on a ``forward(t, x)``): its score is reused. Appends to ``seen``.
     """
-    from flowvar.sampling import integrate
-
     field = AdaptedField(model, convention, label_arg)
     probe_labels, move_labels = labels if labels is not None else (None, None)
-    tb = t.reshape(-1, *([1] * (x0.ndim - 1)))
-    xt = (1 - tb) * x0 + tb * x1
     try:
-        with torch.no_grad():
-            v = Conditioned(field, probe_labels)(xt, t)
+        v, q = _loss_ratio(field, x0, x1, t, probe_labels)
     except Exception as error:  # any failure of a foreign network under a wrong call is "does not run"
         return CandidateScore(convention, False, error=_short(error))
-    if not bool(torch.isfinite(v).all()):
+    if not math.isfinite(q):
         return CandidateScore(convention, False, error="the model returned NaN/Inf")
     for earlier_v, earlier in seen or []:
         if torch.equal(v, earlier_v):
-            return CandidateScore(convention, True, earlier.loss_ratio, earlier.movement, earlier.fits, earlier.error)
-    u = x1 - x0
-    q = float((v - u).pow(2).sum() / u.pow(2).sum())
-    if not q < Q_FIT:
-        score = CandidateScore(convention, True, q)
-        if seen is not None:
-            seen.append((v, score))
-        return score
-    try:
-        end = integrate(Conditioned(field, move_labels), move_x0, method="euler", steps=MOVE_STEPS).x1
-        before = _median_nn(move_x0, train)
-        movement = _median_nn(end, train) / before if before > 0 else math.nan
-    except Exception as error:  # a diverging integration under a wrong convention counts as not moving toward data
-        score = CandidateScore(convention, True, q, math.inf, False, f"integration failed: {_short(error)}")
-    else:
-        score = CandidateScore(convention, True, q, movement, q < Q_FIT and movement < MOVE_FIT)
+            return replace(earlier, convention=convention)
+    score = CandidateScore(convention, True, q)
+    if q < Q_FIT:
+        movement, error = _movement(field, move_x0, train, move_labels)
+        score = CandidateScore(convention, True, q, movement, q < Q_FIT and movement < MOVE_FIT, error)
+    if not score.fits and pairs is not None:
+        try:
+            q_pairs = _loss_ratio(field, pairs.x0, pairs.x1, t, pairs.labels)[1]
+        except Exception:  # ran on fresh draws, so this is not expected; then the pairs do not rescue the fit
+            q_pairs = math.nan
+        move_pairs = _movement(field, pairs.move_x0, train, pairs.move_labels)[0] if q_pairs < Q_FIT else math.nan
+        score = replace(score, pairs_loss_ratio=q_pairs, pairs_movement=move_pairs,
+                        fits=q_pairs < Q_FIT and move_pairs < MOVE_FIT)
     if seen is not None:
         seen.append((v, score))
     return score
+
+
+@dataclass(frozen=True)
+class PairProbe:
+    """The training pairs as a second probe of :func:`score_convention`: sources ``x0`` and items ``x1`` (P, *shape)
+    at the fresh probe's times, the first ``move_x0`` (M, *shape) sources to integrate, and the labels (P,), (M,)
+    of a class-conditional model (else None)."""
+
+    x0: Tensor
+    x1: Tensor
+    move_x0: Tensor
+    labels: Tensor | None = None
+    move_labels: Tensor | None = None
+
+
+def _loss_ratio(field: AdaptedField, x0: Tensor, x1: Tensor, t: Tensor, labels: Tensor | None
+                ) -> tuple[Tensor, float]:
+    """(v(x_t, t), q = Σ‖v − u‖² / Σ‖u‖²) on the straight path x_t = (1 − t) x0 + t x1, u = x1 − x0 (NaN q when v is
+    not finite)."""
+    tb = t.reshape(-1, *([1] * (x0.ndim - 1)))
+    with torch.no_grad():
+        v = Conditioned(field, labels)((1 - tb) * x0 + tb * x1, t)
+    if not bool(torch.isfinite(v).all()):
+        return v, math.nan
+    u = x1 - x0
+    return v, float((v - u).pow(2).sum() / u.pow(2).sum())
+
+
+def _movement(field: AdaptedField, move_x0: Tensor, train: Tensor, labels: Tensor | None) -> tuple[float, str]:
+    """(median nearest-training-item distance of the MOVE_STEPS-step Euler endpoints of ``move_x0`` over that of
+    ``move_x0`` itself, error text); a failed integration counts as not moving toward the data (inf)."""
+    from flowvar.sampling import integrate
+
+    try:
+        end = integrate(Conditioned(field, labels), move_x0, method="euler", steps=MOVE_STEPS).x1
+        before = _median_nn(move_x0, train)
+        return (_median_nn(end, train) / before if before > 0 else math.nan), ""
+    except Exception as error:  # a diverging integration under a wrong convention
+        return math.inf, f"integration failed: {_short(error)}"
 
 
 def _short(error: BaseException) -> str:
@@ -406,13 +445,15 @@ def _short(error: BaseException) -> str:
 
 def check_conventions(model: nn.Module, train: Tensor, requested: Convention | None, generator: torch.Generator,
                       time_scales: Sequence[float] = (1.0, 1000.0), labels: Tensor | None = None,
-                      label_arg: LabelArg | None = None) -> ConventionCheck:
+                      label_arg: LabelArg | None = None, sources: Tensor | None = None) -> ConventionCheck:
     """Decide which calling convention to audit ``model`` under, from its behaviour on the training data.
 
     ``train``: (N, *shape) training items in the model's dtype and device; ``requested``: the user's convention, or
     None to pick the best fitting one; ``labels``: (N,) the items' class labels, passed as ``label_arg`` says to a
-    class-conditional model (the probe's noise is integrated under the labels of random training items). Every
-    candidate of :func:`candidate_conventions` is scored (:func:`score_convention`). Raises :class:`DataError` (one
+    class-conditional model (the probe's noise is integrated under the labels of random training items);
+    ``sources``: (N, *shape) the training sources paired with ``train`` (``--pairs``), a second probe for a candidate
+    the fresh draws reject (:class:`CandidateScore`). Every candidate of :func:`candidate_conventions` is scored
+    (:func:`score_convention`). Raises :class:`DataError` (one
     line naming the convention that looks right, or what went wrong) when the requested convention does not fit, when
     another one fits much better (loss ratio below :data:`Q_MARGIN` × the requested one's), or when none fits.
     """
@@ -427,8 +468,14 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
     if labels is not None and label_arg is not None:  # drawn after everything else: unconditional draws unchanged
         move_labels = labels[torch.randint(0, train.shape[0], (move_x0.shape[0],), generator=generator)]
         probe_labels = (labels[idx].to(device), move_labels.to(device))
+    pairs = None
+    if sources is not None:  # no draws: the fresh probe's rows and times, the first sources to integrate
+        m = move_x0.shape[0]
+        pairs = PairProbe(sources[idx.to(device)], x1, sources[:m].to(device),
+                          probe_labels[0] if probe_labels is not None else None,
+                          labels[:m].to(device) if probe_labels is not None and labels is not None else None)
     seen: list[tuple[Tensor, CandidateScore]] = []
-    scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train, seen, probe_labels, label_arg)
+    scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train, seen, probe_labels, label_arg, pairs)
                    for c in candidate_conventions(requested, time_scales))
     fitting = sorted((s for s in scores if s.fits), key=lambda s: s.loss_ratio)
     best = fitting[0].convention if fitting else None
@@ -455,7 +502,11 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
                             f"the data's shape and channels against the model")
         top = min(ran, key=lambda s: s.loss_ratio)
         raise DataError(f"no calling convention fits this model on the training data (best: {top.convention} with "
-                        f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}); is the checkpoint trained on this data?")
+                        f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}"
+                        + (f"; noise movement toward the data {top.movement:.3g}, needs < {MOVE_FIT}"
+                           if not math.isnan(top.movement) else "") + "); is the checkpoint trained on this data?"
+                        + ("" if sources is not None else " A model trained on fixed pairs may fit on its own: pass "
+                                                          "--pairs"))
     return ConventionCheck(best, None, best, scores)
 
 
@@ -478,6 +529,7 @@ __all__ = [
     "ConventionCheck",
     "LabelArg",
     "PackedLabels",
+    "PairProbe",
     "call_network",
     "candidate_conventions",
     "check_conventions",

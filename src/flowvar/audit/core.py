@@ -16,6 +16,7 @@ Nothing is written until :meth:`AuditReport.write`, which fills a staged folder 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import os
@@ -196,13 +197,13 @@ def _labels_that_run(model: nn.Module, train: Tensor, labels: Tensor | None) -> 
 
 def _check_conventions_with_labels(model: nn.Module, train: Tensor, requested: Convention | None,
                                    gen: torch.Generator, labels: Tensor | None, label_arg: LabelArg | None,
-                                   labels_from: str) -> ConventionCheck:
+                                   labels_from: str, sources: Tensor | None = None) -> ConventionCheck:
     """:func:`check_conventions`, and when the model cannot be called at all, whether class labels are what it
     lacks (or what it refuses): the error then names the flag that fixes it."""
     from flowvar.errors import FlowvarError
 
     try:
-        return check_conventions(model, train, requested, gen, labels=labels, label_arg=label_arg)
+        return check_conventions(model, train, requested, gen, labels=labels, label_arg=label_arg, sources=sources)
     except FlowvarError as error:
         text = str(error)
         if "cannot be called" not in text:
@@ -272,9 +273,11 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
                           "the convention)")
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     try:
-        model = model.to(dev).eval()
+        model = model.to(dev)
     except Exception as error:
         raise ConfigError(f"cannot move the model to device {dev}: {error}") from None
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # a torch.export program refuses .eval(): its
+        model = model.eval()  # mode was fixed when it was exported
     dtype = model_dtype(model)
 
     train, carried, data_desc = load_labelled("--data", data, resolution=resolution, channels=channels)
@@ -310,7 +313,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
 
     gen = torch.Generator().manual_seed(int(seed))
     cond = y if la is not None else None  # the labels the model is called with (None: unconditional)
-    check = _check_conventions_with_labels(model, train, requested, gen, y, la, labels_from)
+    check = _check_conventions_with_labels(model, train, requested, gen, y, la, labels_from, x0_pairs)
     field_ = AdaptedField(model, check.chosen, la)
 
     sections: list[Section] = []

@@ -414,7 +414,7 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
                     centres, mean_losses, traces = prof.centres, prof.mean_losses, prof.traces
                 table[f"sigma={s:g}/{name}"] = {"sigma": s, "coupling": name, "t_centres": centres.tolist(),
                                                 "loss": mean_losses.tolist(), "trace": traces.tolist()}
-    except Exception as exc:  # a model the engine cannot differentiate (TorchScript, exotic layers): say so
+    except Exception as exc:  # a model the engine cannot differentiate (e.g. a layer torch.func refuses): say so
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
     lam = nu = math.nan
     if not error and pairs_x0 is not None:
@@ -428,7 +428,7 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     pre = Precondition("training pairs (--pairs) are given and the variance engine can differentiate the model",
                        pairs_x0 is not None and not error, {"pairs": pairs_x0 is not None, "error": error},
                        "pass --pairs with the training sources" if pairs_x0 is None else
-                       "audit a plain nn.Module (state_dict + factory) instead of a compiled program")
+                       "see the error: the gradient-variance engine could not differentiate this model")
     claim = judge("audit.gradient_signal",
                   "Loss and gradient variance vanish on the training pairs at σ = 0 (Prop 2's memorisation signature)",
                   evidence, kind="finding", verdict=rules.gradient_verdict(lam, nu), precondition=pre,
