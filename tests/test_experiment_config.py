@@ -103,3 +103,45 @@ def test_seeds_stay_below_2_to_the_62(name: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"{name}: {key} must be below 2\*\*62") as err:
         build_config(spec, quick=True, overrides={key: str(2**62)})
     assert "\n" not in str(err.value)
+
+
+GMM_EXPERIMENTS = ("prop2", "table1", "memorisation_phase", "sigma_tradeoff")
+
+
+@pytest.mark.parametrize("name", GMM_EXPERIMENTS)
+def test_the_gmm_target_is_declared_once(name: str) -> None:
+    """prop2, table1, memorisation_phase and sigma_tradeoff take the Table 1 GMM from one schema: the same fields,
+    the same checks (one-line errors naming the key), and config.gmm(d) is the mixture those fields define."""
+    import dataclasses
+
+    import torch
+
+    from flowvar.distributions import GaussianMixture
+    from flowvar.experiments.base import GMMTargetConfig, get_experiment
+
+    spec = get_experiment(name)
+    assert issubclass(spec.config_cls, GMMTargetConfig)
+    shared = {f.name: f.type for f in dataclasses.fields(GMMTargetConfig)}
+    assert {f.name: f.type for f in dataclasses.fields(spec.config_cls) if f.name in shared} == shared
+    config = build_config(spec, quick=True)
+    expected = GaussianMixture.random(3, config.n_components, config.mean_scale, config.component_std,
+                                      config.gmm_seed, dtype=torch.float64)
+    assert torch.equal(config.gmm(3, torch.float64).means, expected.means)
+    for key, bad, message in (("n_components", "0", "must hold counts from 1"), ("mean_scale", "0", "must be > 0"),
+                              ("component_std", "-1", "must be > 0"), ("gmm_seed", "-1", "must be >= 0")):
+        with pytest.raises(ConfigError, match=f"{name}: {key} {message}") as err:
+            build_config(spec, quick=True, overrides={key: bad})
+        assert "\n" not in str(err.value)
+
+
+def test_fig4_and_fig5_share_one_schema() -> None:
+    import dataclasses
+
+    from flowvar.experiments._gaussian_variance import GaussianVarianceConfig
+    from flowvar.experiments.base import get_experiment
+
+    shared = [f.name for f in dataclasses.fields(GaussianVarianceConfig)]
+    fig4, fig5 = (get_experiment(n).config_cls for n in ("fig4", "fig5"))
+    assert issubclass(fig4, GaussianVarianceConfig) and issubclass(fig5, GaussianVarianceConfig)
+    assert [f.name for f in dataclasses.fields(fig5)] == shared
+    assert [f.name for f in dataclasses.fields(fig4)] == [*shared, "independent_contrast"]

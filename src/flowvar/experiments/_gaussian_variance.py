@@ -1,13 +1,15 @@
-"""Shared by fig4 and fig5 (the Gaussian-variance experiments): the problem N(0, I_d) → N(μ, M) from a config, the
-checks both configs share, and the per-point judgement of "one field's gradient variance is below another's" from
-R repeated estimates each (one-sided Welch and Mann–Whitney at α plus a minimum effect, or excluded by the
-one-sided Welch bound). Plain functions of plain arguments; no experiment imports another.
+"""Shared by fig4 and fig5 (the Gaussian-variance experiments): the schema both configs share
+(:class:`GaussianVarianceConfig`: its fields and checks), the problem N(0, I_d) → N(μ, M) from a config, and the
+per-point judgement of "one field's gradient variance is below another's" from R repeated estimates each (one-sided
+Welch and Mann–Whitney at α plus a minimum effect, or excluded by the one-sided Welch bound). Plain functions of plain
+arguments; no experiment imports another.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -55,29 +57,50 @@ def target_covariance(mean: Sequence[float], cov: Sequence[Sequence[float]] | No
     return M
 
 
-def validate_common(config: Any) -> None:
-    """Checks shared by fig4 and fig5: the problem, the plane, σ, noise forms, sizes, α and the minimum effect."""
-    target_covariance(config.mean, config.cov, config.cov_diag)
-    d = len(config.mean)
-    plane = tuple(config.plane)
-    if len(plane) != 2 or plane[0] == plane[1] or not all(0 <= i < d for i in plane):
-        raise ConfigError(f"plane must be two distinct axes in 0..{d - 1} (the rotation's coordinate plane), got "
-                          f"{list(plane)}")
-    if not config.sigmas or any(not (math.isfinite(s) and s >= 0) for s in config.sigmas):
-        raise ConfigError(f"sigmas must be finite numbers >= 0, got {list(config.sigmas)}")
-    bad = [f for f in config.noise_forms if f not in NOISE_SCHEDULES]
-    if not config.noise_forms or bad:
-        raise ConfigError(f"noise_forms must be among {sorted(NOISE_SCHEDULES)}, got {list(config.noise_forms)}")
-    if not config.angles:
-        raise ConfigError("angles must not be empty")
-    if config.n_samples < 2 or config.repeats < 2:
-        raise ConfigError(f"n_samples and repeats must be >= 2 (a variance and a two-sample test), got "
-                          f"{config.n_samples} and {config.repeats}")
-    if not 0 < config.alpha < 0.5:
-        raise ConfigError(f"alpha must lie in (0, 0.5), got {config.alpha}")
-    if not 0 < config.min_rel_effect < 1:
-        raise ConfigError(f"min_rel_effect must lie in (0, 1) (a fraction of the larger mean), got "
-                          f"{config.min_rel_effect}")
+@dataclass
+class GaussianVarianceConfig:
+    """The schema fig4 and fig5 share (each adds its own fields and checks): the run's ``seed``; the problem
+    N(0, I_d) → N(``mean``, M) with M = ``cov`` (a full d × d matrix) or diag(``cov_diag``) when ``cov`` is None;
+    the rotation's coordinate ``plane`` and the ``angles`` swept; the noise levels ``sigmas`` and ``noise_forms``;
+    R = ``repeats`` estimates of K = ``n_samples`` draws per point; the tests' ``alpha`` and ``min_rel_effect``."""
+
+    seed: int
+    mean: tuple[float, ...]
+    cov_diag: tuple[float, ...]
+    cov: tuple[tuple[float, ...], ...] | None
+    plane: tuple[int, ...]
+    angles: tuple[float, ...]
+    sigmas: tuple[float, ...]
+    noise_forms: tuple[str, ...]
+    n_samples: int
+    repeats: int
+    alpha: float
+    min_rel_effect: float
+
+    def validate(self) -> None:
+        """The shared checks: the problem, the plane, σ, noise forms, sizes, α and the minimum effect (a subclass's
+        ``validate`` calls this first)."""
+        target_covariance(self.mean, self.cov, self.cov_diag)
+        d = len(self.mean)
+        plane = tuple(self.plane)
+        if len(plane) != 2 or plane[0] == plane[1] or not all(0 <= i < d for i in plane):
+            raise ConfigError(f"plane must be two distinct axes in 0..{d - 1} (the rotation's coordinate plane), got "
+                              f"{list(plane)}")
+        if not self.sigmas or any(not (math.isfinite(s) and s >= 0) for s in self.sigmas):
+            raise ConfigError(f"sigmas must be finite numbers >= 0, got {list(self.sigmas)}")
+        bad = [f for f in self.noise_forms if f not in NOISE_SCHEDULES]
+        if not self.noise_forms or bad:
+            raise ConfigError(f"noise_forms must be among {sorted(NOISE_SCHEDULES)}, got {list(self.noise_forms)}")
+        if not self.angles:
+            raise ConfigError("angles must not be empty")
+        if self.n_samples < 2 or self.repeats < 2:
+            raise ConfigError(f"n_samples and repeats must be >= 2 (a variance and a two-sample test), got "
+                              f"{self.n_samples} and {self.repeats}")
+        if not 0 < self.alpha < 0.5:
+            raise ConfigError(f"alpha must lie in (0, 0.5), got {self.alpha}")
+        if not 0 < self.min_rel_effect < 1:
+            raise ConfigError(f"min_rel_effect must lie in (0, 1) (a fraction of the larger mean), got "
+                              f"{self.min_rel_effect}")
 
 
 def compare_point(a: np.ndarray, b: np.ndarray, alpha: float) -> dict[str, float]:
@@ -180,6 +203,6 @@ def tests_text(config: Any) -> str:
             f"is excluded when the one-sided (1 − α) Welch upper bound of the difference is below that")
 
 
-__all__ = ["compare_point", "mwu_floor", "one_sided_status", "parameters_text", "problem_of", "problem_text",
-           "resolution", "rotation_text", "rule_ot_lower_with_noise", "target_covariance", "tests_text",
-           "unresolved", "validate_common"]
+__all__ = ["GaussianVarianceConfig", "compare_point", "mwu_floor", "one_sided_status", "parameters_text", "problem_of",
+           "problem_text", "resolution", "rotation_text", "rule_ot_lower_with_noise", "target_covariance", "tests_text",
+           "unresolved"]

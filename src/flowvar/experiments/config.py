@@ -38,6 +38,11 @@ import yaml
 from flowvar.errors import ConfigError, FlowvarError, printable
 from flowvar.experiments.registry import META_KEYS, ExperimentSpec, discover
 
+if typing.TYPE_CHECKING:  # the config layer stays importable without torch; gmm() imports it when called
+    import torch
+
+    from flowvar.distributions import GaussianMixture
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
@@ -247,6 +252,36 @@ asking for more is refused up front rather than failing hours later or exhaustin
 MAX_SEED = 2**62
 """Seeds (``seed``, ``*_seed``) lie below 2**62, so every replicate seed ``seed + k`` (k < n_seeds ≤ MAX_COUNT) stays
 a 63-bit seed that :func:`flowvar.seeding.derive_seed` and ``manual_seed`` accept."""
+
+
+# ------------------------------------------------------------------------------------------- shared schemas
+# Fields several experiments share are declared once, in a dataclass their configs inherit (the values stay in each
+# experiment's YAML file). Also: ImageExperimentConfig (experiments/_imaging.py: table2, table3, sigma_tradeoff) and
+# GaussianVarianceConfig (experiments/_gaussian_variance.py: fig4, fig5), next to the kits that read them.
+
+
+@dataclass
+class GMMTargetConfig:
+    """The target of Table 1 (PAPER.md §4), shared by prop2, table1, memorisation_phase and sigma_tradeoff: a
+    Gaussian mixture of ``n_components`` components with std ``component_std`` whose means are drawn from
+    N(0, ``mean_scale``² I) with ``gmm_seed``. ``gmm_seed`` says *which mixture*: it goes to
+    :meth:`flowvar.distributions.GaussianMixture.random` as it is, so equal values give the same mixture in every
+    experiment. Validated by :func:`check_schema`'s rules for these names: a count ≥ 1, two numbers > 0 and a seed.
+    """
+
+    n_components: int
+    mean_scale: float
+    component_std: float
+    gmm_seed: int
+
+    def gmm(self, dim: int, dtype: torch.dtype | None = None) -> GaussianMixture:
+        """The mixture in ``dim`` dimensions (means of shape (n_components, dim); float32 unless ``dtype``)."""
+        import torch
+
+        from flowvar.distributions import GaussianMixture
+
+        return GaussianMixture.random(dim, self.n_components, self.mean_scale, self.component_std, self.gmm_seed,
+                                      dtype=torch.float32 if dtype is None else dtype)
 
 
 def _numbers(value: Any) -> list[Any]:
@@ -474,6 +509,7 @@ __all__ = [
     "POSITIVE_FIELDS",
     "SEED_FIELDS",
     "ConfigValues",
+    "GMMTargetConfig",
     "build_config",
     "check_schema",
     "check_size",

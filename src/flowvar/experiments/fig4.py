@@ -38,6 +38,7 @@ from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
+    GaussianVarianceConfig,
     compare_point,
     mwu_floor,
     one_sided_status,
@@ -49,7 +50,6 @@ from flowvar.experiments._gaussian_variance import (
     rule_ot_lower_with_noise,
     tests_text,
     unresolved,
-    validate_common,
 )
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import rotation_matrix, singular_times
@@ -66,23 +66,14 @@ ZERO_TOL = 1e-20
 
 
 @dataclass
-class Fig4Config:
-    seed: int
-    mean: tuple[float, ...]
-    cov_diag: tuple[float, ...]
-    cov: tuple[tuple[float, ...], ...] | None
-    plane: tuple[int, ...]
-    angles: tuple[float, ...]
-    sigmas: tuple[float, ...]
-    noise_forms: tuple[str, ...]
+class Fig4Config(GaussianVarianceConfig):
+    """:class:`GaussianVarianceConfig` (the problem, rotation, noise and test fields fig5 shares) plus
+    ``independent_contrast`` (also compare both fields on independent pairs)."""
+
     independent_contrast: bool
-    n_samples: int
-    repeats: int
-    alpha: float
-    min_rel_effect: float
 
     def validate(self) -> None:
-        validate_common(self)
+        super().validate()
         if not any(s > 0 for s in self.sigmas):
             raise ConfigError(f"sigmas must include a σ > 0 (the claim is about noise), got {list(self.sigmas)}")
         if len(set(self.angles)) != len(self.angles):

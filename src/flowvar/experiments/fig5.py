@@ -28,6 +28,7 @@ from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
+    GaussianVarianceConfig,
     Status,
     compare_point,
     mwu_floor,
@@ -40,7 +41,6 @@ from flowvar.experiments._gaussian_variance import (
     rule_ot_lower_with_noise,
     tests_text,
     unresolved,
-    validate_common,
 )
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import rotation_matrix
@@ -54,22 +54,12 @@ PAPER_ANGLE = 120.0
 
 
 @dataclass
-class Fig5Config:
-    seed: int
-    mean: tuple[float, ...]
-    cov_diag: tuple[float, ...]
-    cov: tuple[tuple[float, ...], ...] | None
-    plane: tuple[int, ...]
-    angles: tuple[float, ...]
-    sigmas: tuple[float, ...]
-    noise_forms: tuple[str, ...]
-    n_samples: int
-    repeats: int
-    alpha: float
-    min_rel_effect: float
+class Fig5Config(GaussianVarianceConfig):
+    """:class:`GaussianVarianceConfig` (the problem, rotation, noise and test fields fig4 shares); fig5's angles are
+    distinct values in [0, 180]."""
 
     def validate(self) -> None:
-        validate_common(self)
+        super().validate()
         if any(not 0 <= a <= 180 for a in self.angles) or len(set(self.angles)) != len(self.angles):
             raise ConfigError(f"angles must be distinct values in [0, 180] degrees (the sweep is ordered by angle), "
                               f"got {list(self.angles)}")

@@ -85,7 +85,7 @@ from torch import Tensor, nn
 from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, ShapeError
-from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.base import GMMTargetConfig, RunContext, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, median_heuristic, mmd2, nn_distance_ratio, pairing_accuracy, partner_distances
@@ -104,7 +104,7 @@ NAME = "memorisation_phase"
 
 
 @dataclass
-class MemorisationPhaseConfig:
+class MemorisationPhaseConfig(GMMTargetConfig):
     seed: int
     n_seeds: int
     # the grid (list-typed so a sweep can split it: --grid "dims=[2],[3],[10],[50]")
@@ -112,11 +112,6 @@ class MemorisationPhaseConfig:
     ns: tuple[int, ...]
     sigmas: tuple[float, ...]
     widths: tuple[int, ...]
-    # target distribution (the GMM of Table 1, PAPER.md §4)
-    n_components: int
-    mean_scale: float
-    component_std: float
-    gmm_seed: int
     # network and training
     depth: int
     activation: str
@@ -164,7 +159,7 @@ class MemorisationPhaseConfig:
                               f"{list(self.sigmas)}; add it to sigmas or set focus_sigma to one of them")
         if self.seed < 0 or self.n_seeds < 1:
             raise ConfigError(f"seed={self.seed} and n_seeds={self.n_seeds} must satisfy seed >= 0 and n_seeds >= 1")
-        for key in ("depth", "steps", "batch_size", "euler_steps", "floor_samples", "n_components", "exact_sources"):
+        for key in ("depth", "steps", "batch_size", "euler_steps", "floor_samples", "exact_sources"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         for key in ("n_eval", "variance_samples"):
@@ -173,9 +168,8 @@ class MemorisationPhaseConfig:
                                   f"{getattr(self, key)}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation={self.activation!r} is unknown; choose one of {sorted(ACTIVATIONS)}")
-        if not self.lr > 0 or not self.component_std > 0 or not self.mean_scale >= 0:
-            raise ConfigError(f"lr and component_std must be > 0 and mean_scale >= 0, got lr={self.lr}, "
-                              f"component_std={self.component_std}, mean_scale={self.mean_scale}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got lr={self.lr}")
         if not 0 < self.copy_threshold <= 1:
             raise ConfigError(f"copy_threshold must be in (0, 1], got {self.copy_threshold}")
         if not 0 < self.memorise_accuracy <= 1:
@@ -517,7 +511,7 @@ def run(config: MemorisationPhaseConfig, ctx: RunContext) -> None:
     points: list[dict[str, Any]] = []
     references: dict[str, dict[str, Any]] = {}
     for d in config.dims:
-        gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed)
+        gmm = config.gmm(d)
         for k in range(config.n_seeds):
             # replicate k (seed s): its streams are named by the values of d, N and width, never by their position
             # in the grid, so a sweep that splits the grid (dims=[2], [50] …) draws exactly the full run's data

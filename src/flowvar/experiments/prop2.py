@@ -67,7 +67,7 @@ from torch import Tensor, nn
 from flowvar.couplings import FixedPairs
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, ShapeError
-from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.base import GMMTargetConfig, RunContext, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, median_nn_distance, pairing_accuracy, partner_distances
@@ -83,13 +83,10 @@ FAMILIES: tuple[str, ...] = ("random", "shuffled_ot", "ot", "rot180")
 
 
 @dataclass
-class Prop2Config:
+class Prop2Config(GMMTargetConfig):
+    """The GMM target (:class:`~flowvar.experiments.config.GMMTargetConfig`), then the run's fields."""
+
     seed: int
-    # target distribution (the GMM of Table 1, PAPER.md §4)
-    n_components: int
-    mean_scale: float
-    component_std: float
-    gmm_seed: int
     # (a) closed form
     cf_dim: int
     cf_pairs: int
@@ -437,8 +434,7 @@ def run(config: Prop2Config, ctx: RunContext) -> None:
 
 def _closed_form(config: Prop2Config, ctx: RunContext) -> None:
     d = config.cf_dim
-    gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed,
-                                 dtype=torch.float64)
+    gmm = config.gmm(d, torch.float64)
     odd, even = config.euler_steps, config.euler_steps - 1
     grid_odd, grid_even = time_grid(odd), time_grid(even)
     ctx.choice("closed-form setting", f"d = {d}, N = {config.cf_pairs} pairs per family {list(config.cf_families)}; "
@@ -616,7 +612,7 @@ def _neural(config: Prop2Config, ctx: RunContext) -> None:
     histories: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = {}
     summary: dict[str, dict[str, Any]] = {}
     for d in config.dims:
-        gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed)
+        gmm = config.gmm(d)
         histories[f"d={d}"] = {}
         seeds: list[dict[str, Any]] = []
         for s_idx in range(config.n_seeds):

@@ -58,7 +58,6 @@ from torch import Tensor
 from flowvar.advisor import fallback_sigma, gen_tolerance, recommend_sigma, rule_text
 from flowvar.couplings import FixedPairs
 from flowvar.data import SOURCES, ImageSet, load_split
-from flowvar.distributions import GaussianMixture
 from flowvar.errors import ConfigError, SolverError, TrainingError
 from flowvar.experiments._imaging import (
     ImageExperimentConfig,
@@ -70,7 +69,7 @@ from flowvar.experiments._imaging import (
     loss_fit,
     train_field,
 )
-from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.base import GMMTargetConfig, RunContext, register
 from flowvar.metrics import (
     GEN_KEY,
     MEM_KEY,
@@ -95,7 +94,7 @@ METRIC_KEYS: tuple[str, ...] = ("pairing_accuracy", "memorisation", "l2_partner.
 
 
 @dataclass
-class SigmaTradeoffConfig(ImageExperimentConfig):
+class SigmaTradeoffConfig(ImageExperimentConfig, GMMTargetConfig):
     """:class:`~flowvar.experiments._imaging.ImageExperimentConfig` (data, UNet, training, sampling and compute keys)
     plus:
 
@@ -115,10 +114,6 @@ class SigmaTradeoffConfig(ImageExperimentConfig):
     n_train: int
     n_eval: int
     dim: int
-    n_components: int
-    mean_scale: float
-    component_std: float
-    gmm_seed: int
     model: str
     width: int
     depth: int
@@ -159,7 +154,7 @@ class SigmaTradeoffConfig(ImageExperimentConfig):
                               f"samples), got n_eval={self.n_eval}, min_heldout={self.min_heldout}")
         if self.min_heldout > self.n_eval:
             raise ConfigError(f"min_heldout ({self.min_heldout}) must be <= n_eval ({self.n_eval})")
-        for name in ("dim", "n_components", "width", "depth", "n_seeds", "null_repeats", "euler_steps", "eval_batch",
+        for name in ("dim", "width", "depth", "n_seeds", "null_repeats", "euler_steps", "eval_batch",
                      "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -202,8 +197,7 @@ class _Data:
 def _load(config: SigmaTradeoffConfig) -> _Data:
     gen = generator(config.data_seed, "data")  # the data's own root: the same data for every training seed
     if config.dataset == "gmm":
-        gmm = GaussianMixture.random(config.dim, config.n_components, config.mean_scale, config.component_std,
-                                     config.gmm_seed)
+        gmm = config.gmm(config.dim)
         x1, held = gmm.sample(config.n_train, gen), gmm.sample(config.n_eval, gen)
         nulls = [(gmm.sample(config.n_eval, gen), gmm.sample(config.n_eval, gen)) for _ in range(config.null_repeats)]
         desc = (f"GMM in d = {config.dim}: {config.n_components} components, means ~ N(0, {config.mean_scale:g}² I) "

@@ -62,9 +62,9 @@ import torch
 from torch import Tensor
 
 from flowvar.couplings import FixedPairs, derangement
-from flowvar.distributions import GaussianMixture, StandardNormal
+from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
-from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.base import GMMTargetConfig, RunContext, register
 from flowvar.metrics import (
     MULTI_BANDWIDTH_FACTORS,
     line_spacing,
@@ -90,15 +90,11 @@ PAPER_TABLE1: dict[str, dict[str, dict[str, float]]] = {
 
 
 @dataclass
-class Table1Config:
+class Table1Config(GMMTargetConfig):
     seed: int
     n_seeds: int
     dims: tuple[int, ...]
     sigmas: tuple[float, ...]
-    n_components: int
-    mean_scale: float
-    component_std: float
-    gmm_seed: int
     n_train: int
     pairing: str
     width: int
@@ -252,7 +248,7 @@ def run(config: Table1Config, ctx: RunContext) -> None:
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     nulls: dict[str, list[dict[str, float]]] = {}
     for d in config.dims:
-        gmm = GaussianMixture.random(d, config.n_components, config.mean_scale, config.component_std, config.gmm_seed)
+        gmm = config.gmm(d)
         source = StandardNormal(d)
         runs[f"d={d}"] = {f"sigma={s}": {"seeds": []} for s in config.sigmas}
         nulls[f"d={d}"] = []
