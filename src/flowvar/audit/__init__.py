@@ -1,16 +1,16 @@
 """``flowvar audit``: does a trained flow model memorise its training data? (docs/audit.md)
 
 * :func:`audit` → :class:`AuditReport` — the notebook entry point;
-* :mod:`flowvar.audit.adapters` — calling conventions of torchcfm, diffusers and Meta flow_matching models, and the
-  check that the chosen one fits the model;
-* :mod:`flowvar.audit.loading` — a model from a factory and a checkpoint (or a whole-module file), data from a folder,
-  a ``.npy`` array or a bundled set;
+* :mod:`flowvar.audit.adapters` — calling conventions of torchcfm, diffusers and Meta flow_matching models (and how a
+  class-conditional one takes its labels), and the check that the chosen one fits the model;
+* :mod:`flowvar.audit.loading` — a model from a factory and a checkpoint (or a whole-module file), data (and the class
+  labels they carry) from a folder, a ``.npy`` / ``.npz`` array or a bundled set;
 * :mod:`flowvar.audit.sections` — the four tests; :mod:`flowvar.audit.rules` — their pure verdict rules.
 """
 
-from flowvar.audit.adapters import AdaptedField, Convention, ConventionCheck, check_conventions
+from flowvar.audit.adapters import AdaptedField, Convention, ConventionCheck, LabelArg, check_conventions
 from flowvar.audit.core import AuditReport, audit
-from flowvar.audit.loading import LoadedModel, load_model, load_points
+from flowvar.audit.loading import LoadedModel, load_labelled, load_model, load_points
 
-__all__ = ["AdaptedField", "AuditReport", "Convention", "ConventionCheck", "LoadedModel", "audit",
-           "check_conventions", "load_model", "load_points"]
+__all__ = ["AdaptedField", "AuditReport", "Convention", "ConventionCheck", "LabelArg", "LoadedModel", "audit",
+           "check_conventions", "load_labelled", "load_model", "load_points"]
