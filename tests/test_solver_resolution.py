@@ -291,3 +291,19 @@ def test_sweep_subset_without_contrast_sigma_or_odd_grids(tmp_path: Path) -> Non
     resolution = claims["solver_resolution.sigma0_depends_on_resolution"]
     assert resolution["verdict"] == "untestable" and resolution["verdict_if_testable"] == "inconclusive"
     assert any("contrast_sigma" in n for n in data["notes"])
+
+
+def test_its_network_and_sources_are_fig6s(tmp_path: Path) -> None:
+    """solver_resolution names fig6's random streams ("init", "batches", "eval"): with fig6's settings its σ = 0
+    network at N training steps, on the same sources, gives fig6's numbers on every solver they share."""
+    sr = _run(tmp_path / "sr", train_steps="[20]")
+    fig6 = {"steps": "20", "width": "16", "n_eval": "50", "euler_steps": "3,11,4,51", "primary_steps": "11",
+            "max_dopri_steps": "2000", "n_plot": "5"}
+    outcomes = run_experiment("fig6", tmp_path / "f6", quick=True, overrides=fig6).metrics["outcomes"]["sigma=0.0"]
+    trained = {p["solver"]: p for p in sr["metrics"]["points"]
+               if p["sigma"] == 0.0 and p["train_steps"] == 20 and p["field"] == "trained"}
+    shared = sorted(set(trained) & set(outcomes))
+    assert shared == ["dopri5", "euler_11", "euler_3", "euler_4", "euler_51"]
+    for solver in shared:
+        assert trained[solver]["fraction_rotation"] == outcomes[solver]["fraction_nearer_rotation"], solver
+        assert trained[solver]["mean_dist_rotation"] == outcomes[solver]["mean_dist_rotation"], solver
