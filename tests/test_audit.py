@@ -377,6 +377,28 @@ def test_cli_audit_writes_the_report(memorised_files: dict, tmp_path: Path, caps
     assert code == 0 and json.loads(stdout)["metrics"]["verdict"] in rules.OVERALL
 
 
+def test_show_prints_a_saved_audit(memorised_files: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`flowvar show AUDIT_DIR`: the verdict and each test's decisive numbers, read back from result.json."""
+    f = memorised_files
+    out = tmp_path / "audit"
+    code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--data", f["data"], "--pairs",
+                            f["pairs"], "--heldout", f["heldout"], "--samples", "60", "--grad-samples", "8",
+                            "--t-bins", "2", "--out", str(out)], capsys)
+    assert code == 0, err
+    result = json.loads((out / "result.json").read_text())
+    claims = {c["id"]: c["evidence"] for c in result["claims"]}
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"verdict: {result['metrics']['verdict']}\nconvention: xt (data_at_1, time scale 1)")
+    lines = {line.split(":")[0].strip(): line for line in shown.splitlines()}
+    assert f"m = {claims['audit.pair_recovery']['fine']['score']:.2f}" in lines["pair recovery"]
+    assert f"{claims['audit.copying']['copy_fraction']:.1%} of 60 fresh samples" in lines["copying"]
+    assert f"ρ = {claims['audit.generalisation_gap']['nn_ratio']:.2f}" in lines["generalisation gap"]
+    assert f"λ = {claims['audit.gradient_signal']['loss_ratio']:.3g}" in lines["gradient signal"]
+    assert lines["gradient signal"].startswith("  gradient signal: memorising — ")
+    assert f"report: {out / 'audit.html'}" in shown
+
+
 def assert_error(code: int, err: str, out: Path, *patterns: str) -> None:
     assert code == 2
     lines = err.strip().splitlines()

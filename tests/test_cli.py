@@ -98,6 +98,22 @@ def test_show_prints_the_verdict_table(tmp_path: Path, capsys: pytest.CaptureFix
     assert "1 experiments: 0 of 0 reproductions confirmed" in out and "4 of 4 identities hold" in out
 
 
+def test_show_of_one_experiment_folder_shows_that_experiment(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`flowvar show RUN/EXPERIMENT` (a folder holding result.json itself) shows that experiment, as `flowvar show
+    RUN` shows it among the others."""
+    assert main(["run", "prop1", "--quick", "--quiet", "--set", "n_samples=300", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "prop1")]) == 0
+    out = capsys.readouterr().out
+    assert "Findings" in out and "| prop1 | `prop1.A.zero_loss_zero_variance` | identity | **confirmed** |" in out
+    assert "prop1: 0 of 0 reproductions confirmed" in out and "4 of 4 identities hold" in out
+    (tmp_path / "prop1" / "result.json").write_text("{not json")
+    assert main(["show", str(tmp_path / "prop1")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a valid flowvar result" in err and "\n" not in err
+
+
 def test_show_rejects_missing_or_corrupt_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", str(tmp_path / "missing")]) == 2
     assert "no run folder" in capsys.readouterr().err

@@ -297,7 +297,8 @@ def config_cmd(
 
 @app.command("show")
 def show_cmd(
-    folder: Annotated[Path, typer.Argument(help="An --out folder of `flowvar run`, `reproduce` or `sweep`.")
+    folder: Annotated[Path, typer.Argument(help="An --out folder of `flowvar run`, `reproduce`, `sweep` or "
+                                                "`audit`, or one experiment's folder inside a run.")
                       ] = Path("runs"),
     update_readme: Annotated[Path | None, typer.Option(
         "--update-readme", help="With a reproduce folder: rewrite this README's block for it (the quick reference "
@@ -307,8 +308,8 @@ def show_cmd(
         "--write-report", help="With a reproduce folder: re-render its report.html and report.md from results.json "
                                "(nothing is recomputed).")] = False,
 ) -> None:
-    """Print the findings, the paper-beside-ours tables and the verdict table of finished runs (or of a reproduce
-    folder), or the points of a sweep folder."""
+    """Print the findings, the paper-beside-ours tables and the verdict table of finished runs (of a reproduce
+    folder, or of one experiment's folder), the points of a sweep folder, or the verdict of an audit."""
     from flowvar.report import collection_results, load_collection, load_results, verdict_counts, verdict_table
     from flowvar.report.document import entries, result_entries
     from flowvar.report.markdown import findings_text
@@ -333,6 +334,10 @@ def show_cmd(
             changed = rewrite(update_readme, readme_section(collection, Path(label).as_posix()))
             block = "paper-scale-run" if collection["meta"].get("mode") == "full" else "reference-run"
             typer.echo(f"{update_readme}: {block} block {'updated' if changed else 'already up to date'}")
+        return
+
+    if (Path(folder) / "result.json").is_file():  # one experiment's folder (inside a run) or an audit's --out
+        _show_one(Path(folder))
         return
 
     swept = load_sweep(folder)
@@ -363,6 +368,32 @@ def show_cmd(
         for e in collection["experiments"]:
             if e.get("status") in ("failed", "not run"):
                 typer.echo(f"  {e['name']}: {e['status']}" + (f": {e['error']}" if e.get("error") else ""))
+
+
+def _show_one(folder: Path) -> None:
+    """``flowvar show`` of a folder holding one ``result.json``: an audit's summary (its verdict and each test's
+    decisive numbers), or one experiment's findings and verdict table."""
+    from flowvar.report import verdict_counts, verdict_table
+    from flowvar.report.document import result_entries
+    from flowvar.report.markdown import findings_text
+    from flowvar.results import Result, headline
+
+    path = folder / "result.json"
+    try:
+        result = Result.load(path)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise DataError(f"{path} is not a valid flowvar result ({type(e).__name__}: {e}); rerun what wrote it"
+                        ) from None
+    if result.experiment == "audit":
+        from flowvar.audit.core import saved_summary
+
+        typer.echo(saved_summary(result))
+        typer.echo(f"report: {folder / 'audit.html'}")
+        return
+    typer.echo(findings_text(result_entries([result])))
+    typer.echo("Verdicts\n========\n")
+    typer.echo(verdict_table([result]))
+    typer.echo(f"\n{result.experiment}: " + headline(verdict_counts([result])))
 
 
 @app.command("audit")
