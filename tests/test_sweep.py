@@ -218,7 +218,7 @@ def test_numeric_positions_of_list_axes() -> None:
 
 def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path, capsys) -> None:
     out = tmp_path / "sw"
-    opts = options(out, ["x=0,1,2", "offsets=[0],[1,2]"], seeds=[0, 1], metrics=["stats.y", "by_x.x={x}", "nope"])
+    opts = options(out, ["x=0,1,2", "offsets=[0],[1,2]"], seeds=[0, 1], metrics=["stats.y", "by_x.x={x}"])
     first = sweep(opts)
     assert (first.count("computed"), first.count("cached"), first.count("failed")) == (12, 0, 0)
     data = load(out)
@@ -234,10 +234,10 @@ def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path
     assert float(rows[3]["stats.y"]) == pytest.approx(data["points"][3]["metrics"]["stats.y"])
     assert rows[3]["plot:by_x.x={x}"] == rows[3]["by_x.x=0.0"] == rows[3]["stats.y"]
     assert data["points"][3]["plotted"] == {"stats.y": data["points"][3]["metrics"]["stats.y"],
-                                            "by_x.x={x}": data["points"][3]["metrics"]["by_x.x=0.0"], "nope": None}
+                                            "by_x.x={x}": data["points"][3]["metrics"]["by_x.x=0.0"]}
     assert set(first.figures) == {"figures/stats.y.png", "figures/by_x.x__x.png", "figures/verdict-y_positive.png"}
     assert all((out / f).stat().st_size > 1000 for f in first.figures)
-    assert len(first.warnings) == 1 and "'nope' was reported by no point" in first.warnings[0]
+    assert first.warnings == []  # an unknown --metric is an error: test_unknown_metric_stops_the_sweep_...
     # the same command again: every point from the cache, identical numbers
     second = sweep(opts)
     assert (second.count("computed"), second.count("cached")) == (0, 12)
@@ -248,6 +248,38 @@ def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path
     row = next(line for line in shown if line.startswith("3 "))
     assert row.split()[:5] == ["3", "0", "[1,2]", "1", "cached"]
     assert f"{data['points'][3]['metrics']['stats.y']:.4g}" in row
+
+
+def test_unknown_metric_stops_the_sweep_with_close_matches(tmp_path: Path, capsys) -> None:
+    """A --metric that names nothing is an error listing close names (difflib, on the whole name and on its last
+    part), raised as soon as the first point reports its metrics: the rest is not computed, the finished point is
+    cached, and with cached points the sweep stops before computing anything."""
+    from flowvar.sweep import close_metric_names, unknown_metrics
+
+    names = ["stats.x", "stats.y", "stats.label", "by_x.x=0.0", "table2.N=64.sigma=0.1.l2_to_ot.mean"]
+    assert close_metric_names("stats.yy", names)[0] == "stats.y"
+    assert close_metric_names("y", names) == ["stats.y"]
+    assert close_metric_names("l2_to_OT", names) == ["table2.N=64.sigma=0.1.l2_to_ot.mean"]
+    point = PointOutcome(plan(options(tmp_path / "p", ["x=0"])).points[0], status="computed",
+                         metrics={n: 1.0 for n in names})
+    assert unknown_metrics(["stats.y", "by_x.x={x}", "stats.*", "table2.N={n}.sigma={s}.l2_to_ot.mean",
+                            "nope", "by_y.y={y}"], [point]) == ["nope", "by_y.y={y}"]
+    assert unknown_metrics(["nope"], [PointOutcome(point.point, status="failed")]) == []  # nothing to check yet
+    out = tmp_path / "sw"
+    code = main(["sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=0,1,2", "--metric", "stats.yy", "--metric",
+                 "stats.y", "--quiet", "--out", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("flowvar")]  # not progress lines
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("flowvar: error: --metric 'stats.yy' names no metric of toy_sweep (close: stats.y")
+    assert "1 point(s) finished so far are cached" in err[0]
+    statuses = [p["status"] for p in load(out)["points"]]
+    assert statuses == ["computed", "not run", "not run"] and not list((out / "figures").glob("*.png"))
+    # the cached point names the metrics: the same mistake stops before anything is computed
+    with pytest.raises(ConfigError, match=r"'stats\.yy' names no metric"):
+        sweep(options(out, ["x=0,1,2"], metrics=["stats.yy"]))
+    assert [p["status"] for p in load(out)["points"]] == ["cached", "not run", "not run"]
+    fixed = sweep(options(out, ["x=0,1,2"], metrics=["stats.y"]))
+    assert (fixed.count("cached"), fixed.count("computed")) == (1, 2) and fixed.figures
 
 
 def test_extending_a_grid_runs_only_the_new_points(tmp_path: Path) -> None:

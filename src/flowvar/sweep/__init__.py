@@ -51,15 +51,19 @@ from flowvar.sweep.tables import (
     STATUSES,
     PointOutcome,
     cell_table,
+    check_metrics,
+    close_metric_names,
     flatten,
     load_sweep,
     resolve_metric,
     resolve_verdict,
     sweep_table,
+    unknown_metrics,
     write_tables,
 )
 
 __all__ = ["STATUSES", "Axis", "Options", "Plan", "Point", "PointOutcome", "Preset", "Summary", "cell_table",
-           "command_line", "draw_figures", "dry_run", "expand", "flatten", "load_sweep", "make_axis",
-           "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric", "preset_axes", "presets",
-           "resolve_metric", "resolve_verdict", "split_values", "sweep", "sweep_table", "write_tables"]
+           "check_metrics", "close_metric_names", "command_line", "draw_figures", "dry_run", "expand", "flatten",
+           "load_sweep", "make_axis", "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric",
+           "preset_axes", "presets", "resolve_metric", "resolve_verdict", "split_values", "sweep", "sweep_table",
+           "unknown_metrics", "write_tables"]

@@ -15,7 +15,7 @@ from flowvar.results import Result, versions
 from flowvar.runner import Backend, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
 from flowvar.sweep.grid import Axis, Point, expand, parse_axis, preset_axes, presets
-from flowvar.sweep.tables import STATUSES, PointOutcome, write_tables
+from flowvar.sweep.tables import STATUSES, PointOutcome, check_metrics, write_tables
 
 log = logging.getLogger("flowvar.sweep")
 
@@ -242,7 +242,16 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                 write_tables(out, meta(), the_plan.axes, outcomes)
                 last_write[0] = time.perf_counter()
 
-        interrupted = False
+        checked = [False]
+
+        def check_once() -> None:
+            """:func:`check_metrics` against the first finished point (once: a metric's name differs between points
+            only in the config values a {placeholder} stands for, and a placeholder counts as a wildcard)."""
+            if not checked[0] and any(o.status in ("computed", "cached") for o in outcomes):
+                checked[0] = True
+                check_metrics(the_plan.metrics, outcomes, name)
+
+        interrupted = stopped = False
         figures: list[str] = []
         warnings: list[str] = []
         try:
@@ -259,6 +268,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                     o.status, o.wall_s, o.error = "failed", time.perf_counter() - t0, f"{type(e).__name__}: {e}"
                     log.error("failed: %s: %s", o.point.label, o.error)
                 finish(o)
+            check_once()  # the cached points name the metrics already
             if misses:
                 log.info("to compute: %d of %d points", len(misses), len(outcomes))
                 config_file = str(options.config_file) if options.config_file is not None else None
@@ -288,14 +298,19 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                     else:
                         log.info("computed: %s key=%s in %.1f s", point.label, point.key, o.wall_s)
                     finish(o)
+                    check_once()  # the first result names the metrics: a misspelt --metric stops the sweep here
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted; finished points are cached: rerun the same command to continue")
             raise
+        except ConfigError as error:  # an unknown --metric (check_metrics): no figures for an unfinished sweep
+            stopped = True
+            log.error("stopped: %s", error)
+            raise
         finally:
             progress.close()
-            write_tables(out, meta(interrupted), the_plan.axes, outcomes)
-            if not interrupted:
+            write_tables(out, meta(interrupted or stopped), the_plan.axes, outcomes)
+            if not (interrupted or stopped):
                 figures, warnings = draw_figures(out, the_plan, outcomes)
                 for w in warnings:
                     log.warning("%s", w)

@@ -8,6 +8,7 @@ import fnmatch
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,65 @@ def resolve_metric(pattern: str, outcome: PointOutcome) -> tuple[str | None, flo
     return name, (_number(value) if value is not None else None)
 
 
+def close_metric_names(pattern: str, names: Sequence[str], n: int = 5) -> list[str]:
+    """Up to ``n`` metric names like ``pattern`` (a misspelt ``--metric``): :func:`difflib.get_close_matches` on the
+    whole dotted name, then on its last part (``y`` finds ``stats.y``, ``l2_to_ot`` finds ``...l2_to_ot.mean``)."""
+    import difflib
+
+    close = difflib.get_close_matches(pattern, list(names), n=n, cutoff=0.6)
+    by_part: dict[str, list[str]] = {}
+    for name in names:
+        for part in name.split("."):
+            by_part.setdefault(part, []).append(name)
+    for part in pattern.split(".")[::-1]:
+        if not part or any(ch in part for ch in "*?[{"):
+            continue
+        for hit in difflib.get_close_matches(part, list(by_part), n=3, cutoff=0.75):
+            close += sorted(by_part[hit])
+    return list(dict.fromkeys(close))[:n]
+
+
+def unknown_metrics(patterns: Sequence[str], outcomes: Sequence[PointOutcome]) -> list[str]:
+    """The ``--metric`` patterns that name no metric of any finished point in ``outcomes``, whatever the
+    placeholders hold: each ``{config_key}`` counts as a ``*`` wildcard, so a pattern that names another point's
+    metric is not unknown. Empty when no point has finished (nothing to check against yet)."""
+    done = [o for o in outcomes if o.status in ("computed", "cached")]
+    names = sorted({m for o in done for m in o.metrics})
+    if not done:
+        return []
+    unknown = []
+    for pattern in patterns:
+        shape = "".join("*" if part.startswith("{") else part
+                        for part in _split_placeholders(pattern))
+        if not any(fnmatch.fnmatchcase(m, shape) for m in names):
+            unknown.append(pattern)
+    return unknown
+
+
+def _split_placeholders(pattern: str) -> list[str]:
+    """``"a.{x}.b"`` → ``["a.", "{x}", ".b"]``: the literal parts and the ``{config_key}`` placeholders."""
+    return [part for part in re.split(r"(\{[^{}]*\})", pattern) if part]
+
+
+def check_metrics(patterns: Sequence[str], outcomes: Sequence[PointOutcome], experiment: str) -> None:
+    """Raise :class:`ConfigError` (one line, with close matches) when a ``--metric`` pattern names no metric the
+    finished points report (:func:`unknown_metrics`): the sweep stops as soon as one point shows the names, instead
+    of computing every point for a figure that cannot be drawn."""
+    unknown = unknown_metrics(patterns, outcomes)
+    if not unknown:
+        return
+    names = sorted({m for o in outcomes if o.status in ("computed", "cached") for m in o.metrics})
+    parts = []
+    for pattern in unknown:
+        close = close_metric_names(pattern, names)
+        parts.append(f"--metric {pattern!r} names no metric of {experiment}"
+                     + (f" (close: {', '.join(close)})" if close else
+                        f" (it reports {len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"))
+    done = sum(o.status in ("computed", "cached") for o in outcomes)
+    raise ConfigError("; ".join(parts) + f"; the {done} point(s) finished so far are cached: rerun with the metric's "
+                      f"flattened name (sweep.csv lists them)")
+
+
 def resolve_verdict(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
     """The claim ``pattern`` names for this point (placeholders, wildcards as for metrics) and its verdict score
     (+1 confirmed, 0 inconclusive, −1 refuted). Claims named after swept values (``table2.N=256.sigma0.05_...``)
@@ -191,5 +251,6 @@ def sweep_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["STATUSES", "VERDICT_SCORE", "PointOutcome", "cell_table", "flatten", "load_sweep", "resolve_metric",
-           "resolve_verdict", "slug", "sweep_table", "write_tables"]
+__all__ = ["STATUSES", "VERDICT_SCORE", "PointOutcome", "cell_table", "check_metrics", "close_metric_names",
+           "flatten", "load_sweep", "resolve_metric", "resolve_verdict", "slug", "sweep_table", "unknown_metrics",
+           "write_tables"]
