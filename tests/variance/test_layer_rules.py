@@ -21,6 +21,7 @@ from flowvar.errors import ConfigError
 from flowvar.interpolants import Interpolant
 from flowvar.models import FourierTimeEmbedding
 from flowvar.variance import GradNormEngine, batch_grad_stats, per_sample_gradients
+from flowvar.variance.records import Blocked, sample_sq_norms, sample_sum, segment_sums
 
 
 class Emb(nn.Module):
@@ -320,7 +321,15 @@ def test_both_conv_weight_kernels_are_exact(conv, gen):
     expected = reference(conv, x, y)["weight"]
     padded = Conv2dRule._padded(conv, x)
     for kernel in (Conv2dRule._grouped, Conv2dRule._per_offset):
-        assert rel(kernel(conv, padded, d), expected) < 1e-10, kernel.__name__
+        got = kernel(conv, padded, d)
+        got = got.dense() if isinstance(got, Blocked) else got
+        assert rel(got, expected) < 1e-10, kernel.__name__
+        # the reductions read the kernel's own layout: the same numbers as on the dense per-sample gradients
+        assert rel(sample_sq_norms(kernel(conv, padded, d)), expected.flatten(1).pow(2).sum(1)) < 1e-10
+        assert rel(sample_sum(kernel(conv, padded, d), torch.square), expected.pow(2).sum(0)) < 1e-10
+        seg = torch.tensor([0, 2, 0, 1, 2, 2][:B] + [1] * max(0, B - 6))
+        want = torch.zeros(3, *expected.shape[1:], dtype=F64).index_add_(0, seg, expected)
+        assert rel(segment_sums(kernel(conv, padded, d), seg, 3), want) < 1e-10
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

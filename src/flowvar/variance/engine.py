@@ -53,6 +53,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
 from flowvar.variance.moments import BatchGradStats
+from flowvar.variance.owned import OwnedGradients
 from flowvar.variance.records import DEFAULT_CHUNK_BYTES, F64, CallRecord, Collector, RuleContext
 from flowvar.variance.rules import LinearRule, Rule, fallback_call, rule_for
 
@@ -143,7 +144,7 @@ class GradNormEngine:
     """
 
     def __init__(self, model: nn.Module, *, elementwise: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 fallback_chunk: int = 64) -> None:
+                 fallback_chunk: int = 64, own_grads: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
@@ -167,6 +168,10 @@ class GradNormEngine:
         self.outside: dict[str, str] = {}
         self._probes: dict[tuple[object, ...], tuple[Tensor, ...]] = {}
         self.units = self._plan()
+        #: layers whose parameter gradients this engine computes itself (:mod:`flowvar.variance.owned`); None when
+        #: ``own_grads=False`` (autograd computes every gradient; the engine measures after the backward pass)
+        self.owned = OwnedGradients(self._recording, self.outside, self._param_grads, self._accumulated,
+                                    self._records, self.elementwise, self.chunk_bytes) if own_grads else None
         self._sequence_first = _sequence_first(model)
         self._coupling_candidates = [(n, m) for n, m in model.named_modules()
                                      if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Embedding)]
@@ -238,6 +243,9 @@ class GradNormEngine:
                 hook = partial(self._forward_hook, clone=id(m) in fallback_modules,
                                row_norms=id(m) in linear_modules)
                 self._handles.append(m.register_forward_hook(hook, with_kwargs=True))
+                if self.owned is not None and unit.rule is not None and id(m) not in self._sequence_first and \
+                        type(unit.rule).ownable is not Rule.ownable:
+                    self._handles.extend(self.owned.attach(m, unit.rule, unit.local[0]))
             for p in unit.params.values():
                 if p.requires_grad:
                     self._handles.append(p.register_hook(partial(self._param_hook, id(p))))
@@ -266,6 +274,8 @@ class GradNormEngine:
         self._accumulated.clear()
         self._root_outputs.clear()
         self._root_calls.clear()
+        if self.owned is not None:
+            self.owned.clear()
 
     def _recording(self) -> bool:
         # calls inside torch.func transforms (a per-sample reference computed while the engine is armed) are not
@@ -509,6 +519,19 @@ class GradNormEngine:
         if unit.rule is not None:
             (mname, m), = unit.modules
             local = {k: collectors[g] for k, g in unit.local[0].items() if g in names}
+            stash = None if self.owned is None or ctx.segments is not None else self.owned.stash_for(m, calls[0])
+            # (the stash's rows are the first dimension of the input: the batch, unless the rule's own check says no)
+            if stash is not None and all(k in stash.sums for k in local) and calls[0][0].args[0].shape[0] == ctx.B:
+                for k, c in local.items():  # measured at the end of the backward pass, when it wrote .grad
+                    c.sq_norms.copy_(stash.sq_norms[k])
+                    target = c.sum_target()
+                    if target is not None:
+                        target += stash.sums[k]
+                    if c.sq_sum is not None:
+                        c.sq_sum += stash.sq_sums[k]
+                for n in names:
+                    rules[n] = f"{unit.rule.name}-owned"
+                return {}
             mcalls = [_batch_to_front(c) for c in calls[0]] if id(m) in self._sequence_first else calls[0]
             label = unit.rule.accumulate(m, mcalls, local, ctx)
             for n in names:

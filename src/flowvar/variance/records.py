@@ -4,6 +4,8 @@
   leaves and δ = ∂L/∂(output leaves) from the backward pass;
 * :class:`RuleContext`: what one :meth:`~flowvar.variance.engine.GradNormEngine.compute` call wants (batch
   size, sums, segments, memory budget), shared by every rule;
+* :class:`Blocked`: per-sample gradients in a kernel's own layout (reduced without copying them into the
+  parameter's);
 * :class:`Collector`: the float64 per-sample accumulators of one parameter for one batch, which a rule
   fills (per-sample squared norms, the sums the context asks for, and what the engine needs to check that the
   per-sample gradients add up to the backward pass's gradient: Σ_i g_i where a rule materialises g_i, random
@@ -22,13 +24,66 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "CallRecord", "Collector", "RuleContext"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "Blocked", "CallRecord", "Collector", "PerSample", "RuleContext",
+           "sample_sq_norms", "sample_sum", "segment_sums"]
 
 F64 = torch.float64
 
 #: Default memory budget (bytes) of one materialised chunk inside a rule (per-sample gradients of a layer,
 #: unfolded patches, Gram matrices) and of one fallback chunk. Peak extra memory is O(this), not O(B·P).
 DEFAULT_CHUNK_BYTES = 1 << 26
+
+
+@dataclass
+class Blocked:
+    """Per-sample gradients of b samples in a kernel's own layout: ``blocks`` (n_blocks, b, m), sample i's gradient
+    being the entries ``blocks[:, i, :]``; ``to_param`` maps (n_blocks, n, m) to (n, *param.shape) (a view).
+
+    Norms and sums over samples reduce the blocks as they lie (fast, contiguous); only what is per parameter entry
+    (a sum over samples, n of them) is moved into the parameter's layout. :meth:`dense` gives (b, *param.shape).
+    """
+
+    blocks: Tensor
+    to_param: Callable[[Tensor], Tensor]
+
+    @property
+    def n(self) -> int:
+        return self.blocks.shape[1]
+
+    def dense(self) -> Tensor:
+        return self.to_param(self.blocks)
+
+
+
+PerSample = Tensor | Blocked  # (b, *param.shape) per-sample gradients, or the same in a kernel's layout
+
+
+def sample_sq_norms(g: PerSample) -> Tensor:
+    """(b,) float64 ‖g_i‖² (a fused norm kernel: no squared copy, and no copy of a strided view)."""
+    if isinstance(g, Blocked):
+        return torch.linalg.vector_norm(g.blocks, dim=(0, 2)).to(F64).square()
+    if g.ndim == 1:
+        return g.to(F64).square()
+    return torch.linalg.vector_norm(g, dim=tuple(range(1, g.ndim))).to(F64).square()
+
+
+def sample_sum(g: PerSample, fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """Σ_i fn(g_i) in the parameter's shape, float64 (fn element-wise, e.g. squaring; summed in g's dtype, then
+    converted: summing in float64 would first copy the whole chunk)."""
+    if isinstance(g, Blocked):
+        x = g.blocks if fn is None else fn(g.blocks)
+        return g.to_param(x.sum(1, keepdim=True))[0].to(F64)
+    x = g if fn is None else fn(g)
+    return x.sum(0).to(F64)
+
+
+def segment_sums(g: PerSample, segments: Tensor, n_segments: int) -> Tensor:
+    """(n_segments, *param.shape) float64 Σ_{i ∈ k} g_i (``segments`` (b,) in [0, n_segments))."""
+    if isinstance(g, Blocked):
+        part = g.blocks.new_zeros(g.blocks.shape[0], n_segments, g.blocks.shape[2])
+        return g.to_param(part.index_add_(1, segments, g.blocks)).to(F64)
+    part = g.new_zeros(n_segments, *g.shape[1:])
+    return part.index_add_(0, segments, g).to(F64)
 
 
 @dataclass
@@ -180,22 +235,20 @@ class Collector:
             self._seg_sum = torch.zeros((self.ctx.n_segments, *self.shape), dtype=F64, device=self.ctx.device)
         return self._seg_sum
 
-    def add_per_sample(self, start: int, g: Tensor) -> None:
-        """Materialised per-sample gradients of samples [start, start + b): (b, *shape), each sample once."""
-        b = g.shape[0]
-        flat = g.reshape(b, -1)
-        self.sq_norms[start:start + b] = _row_sq_norms(flat)
+    def add_per_sample(self, start: int, g: PerSample) -> None:
+        """Materialised per-sample gradients of samples [start, start + b): (b, *shape) or :class:`Blocked`, each
+        sample once (read in the layout they come in, never copied into the parameter's)."""
+        b = g.n if isinstance(g, Blocked) else g.shape[0]
+        self.sq_norms[start:start + b] = sample_sq_norms(g)
         target = self.sum_target()
         if target is not None:
-            target += flat.sum(0).to(F64).view(self.shape)
+            target += sample_sum(g).view(self.shape)
         if self.sq_sum is not None:
-            self.sq_sum += flat.pow(2).sum(0).to(F64).view(self.shape)
+            self.sq_sum += sample_sum(g, torch.square).view(self.shape)
         if self.wants_segments:
             assert self.ctx.segments is not None
-            part = flat.new_zeros(self.ctx.n_segments, flat.shape[1])
-            part.index_add_(0, self.ctx.segments[start:start + b], flat)
             seg_sum = self.seg_sum()
-            seg_sum += part.to(F64).view_as(seg_sum)
+            seg_sum += segment_sums(g, self.ctx.segments[start:start + b], self.ctx.n_segments).view_as(seg_sum)
 
     def reset(self) -> None:
         """Forget everything accumulated (before the engine recomputes this parameter another way)."""
@@ -220,9 +273,3 @@ class Collector:
                 self.seg_sq += self._seg_sum.reshape(self.ctx.n_segments, -1).pow(2).sum(1)
                 self._seg_sum = None
             self.seg_sq *= scale ** 2
-
-
-
-def _row_sq_norms(x: Tensor) -> Tensor:
-    """‖x_i‖² of each row of a (b, n) tensor, float64 (a fused norm kernel: no squared copy of x)."""
-    return torch.linalg.vector_norm(x, dim=1).to(F64).square()

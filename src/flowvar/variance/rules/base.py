@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from torch import Tensor, nn
 
 from flowvar.errors import ShapeError
-from flowvar.variance.records import CallRecord, Collector, RuleContext
+from flowvar.variance.records import CallRecord, Collector, PerSample, RuleContext
 
 __all__ = ["Rule", "batched"]
 
@@ -35,6 +35,18 @@ class Rule(ABC):
         directly instead of calling the child (``nn.MultiheadAttention`` and its ``out_proj``). Their collectors
         are passed under local names ``"child.param"``."""
         return ()
+
+    def ownable(self, module: nn.Module, x: Tensor) -> bool:
+        """Whether the engine should compute this call's parameter gradients itself from the per-sample gradients
+        (:mod:`flowvar.variance.owned`): only where this rule materialises them anyway; ``x`` is the call's input.
+        Rules that say True implement :meth:`per_sample_grads`."""
+        return False
+
+    def per_sample_grads(self, module: nn.Module, x: Tensor, delta: Tensor, start: int, stop: int,
+                         names: set[str]) -> dict[str, PerSample]:
+        """Per-sample gradients (stop − start, *param.shape) of the parameters ``names`` for samples [start, stop)
+        of a call with input ``x`` and output gradient ``delta`` (raw δ), for :meth:`ownable` calls."""
+        raise NotImplementedError(f"{type(self).__name__} does not materialise per-sample gradients")
 
     @abstractmethod
     def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],

@@ -15,10 +15,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from flowvar.variance.records import F64, CallRecord, Collector, RuleContext
+from flowvar.variance.records import F64, CallRecord, Collector, PerSample, RuleContext
 from flowvar.variance.rules.base import Rule, batched
 
-__all__ = ["LinearRule", "seq_linear"]
+__all__ = ["OWN_MIN_POSITIONS", "LinearRule", "seq_linear"]
+
+#: Fewest positions per sample for which the engine computes a sequence Linear's gradient itself (below, the
+#: per-sample products are too small to run as fast as the backward pass's one batched product)
+OWN_MIN_POSITIONS = 16
 
 
 def seq_linear(provider: Callable[[int, int], tuple[Tensor, Tensor]], G: int, S: int, K: int, O: int,
@@ -108,6 +112,26 @@ class LinearRule(Rule):
         label = seq_linear(lambda s, e: (A[s:e, None], D[s:e, None]), 1, S, K, O, collectors, ctx,
                            lambda g: g[:, 0], module.bias is not None, A.element_size())
         return f"linear-{label}"
+
+    def ownable(self, module: nn.Module, x: Tensor) -> bool:
+        """A sequence input (B, S, …, in) with S ≥ OWN_MIN_POSITIONS positions: materialising g_i = D_iᵀA_i (one
+        batched matmul) then costs about one weight-gradient product, which owning the gradient saves, while the
+        ghost norm (S²(in + out) per sample) comes on top of it (2-D inputs: the outer-product norms are free)."""
+        return type(module) is nn.Linear and x.ndim >= 3 and x[0].numel() // x.shape[-1] >= OWN_MIN_POSITIONS
+
+    def per_sample_grads(self, module: nn.Module, x: Tensor, delta: Tensor, start: int, stop: int,
+                         names: set[str]) -> dict[str, PerSample]:
+        """g_i = D_iᵀ A_i (weight, one batched matmul) and Σ_s D_is (bias), samples [start, stop)."""
+        assert isinstance(module, nn.Linear)
+        b = stop - start
+        A = x[start:stop].reshape(b, -1, module.in_features)
+        D = delta[start:stop].reshape(b, -1, module.out_features)
+        out: dict[str, PerSample] = {}
+        if "weight" in names:
+            out["weight"] = D.transpose(1, 2) @ A
+        if "bias" in names:
+            out["bias"] = D.sum(1)
+        return out
 
     @staticmethod
     def _two_d(a: Tensor, d: Tensor, collectors: dict[str, Collector], ctx: RuleContext, a_norm: Tensor | None = None,
