@@ -114,6 +114,8 @@ class OwnedGradients:
                   names: dict[str, str]) -> list[nn.Parameter]:
         if kwargs or not args or not isinstance(args[0], Tensor) or not args[0].requires_grad:
             return []
+        if not rule.ownable(module, args[0]):  # the cheap shape test first: most calls stop here
+            return []
         if args[0].dtype not in _FULL_PRECISION or torch.is_autocast_enabled():
             return []
         if not self._recording() or torch._C._current_graph_task_id() != -1 or _distributed():
@@ -125,7 +127,7 @@ class OwnedGradients:
             return []
         if any(p.dtype not in _FULL_PRECISION for p in local.values()):
             return []
-        return list(local.values()) if rule.ownable(module, args[0]) else []
+        return list(local.values())
 
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], rule: Rule,
                   names: dict[str, str]) -> None:
