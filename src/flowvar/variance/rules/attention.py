@@ -156,17 +156,20 @@ class MultiheadAttentionRule(Rule):
                 vh = torch.cat([vh, vh.new_zeros(B, H, 1, hd)], 2)
                 am = None if am is None else F.pad(am, (0, 1))
                 kpm = None if kpm is None else F.pad(kpm, (0, 1))
-            scores = (qh / math.sqrt(hd)) @ kh.transpose(-1, -2)  # (B, H, L, S')
-            if am is not None:
-                scores = scores + (am.view(B, H, *am.shape[1:]) if am.ndim == 3 else am)
+            mask = None if am is None else (am.view(B, H, *am.shape[1:]) if am.ndim == 3 else am)
             if kpm is not None:
-                scores = scores + kpm.view(B, 1, 1, -1)
-            attn = scores.softmax(-1)
-            c = (attn @ vh).transpose(1, 2).reshape(B, L, E)
+                mask = kpm.view(B, 1, 1, -1) if mask is None else mask + kpm.view(B, 1, 1, -1)
+            weights_used = len(call.outputs) > 1 and call.grads[1] is not None
+            if weights_used:  # the attention weights are an output: form them
+                attn = ((qh / math.sqrt(hd)) @ kh.transpose(-1, -2) + (0 if mask is None else mask)).softmax(-1)
+                ch = attn @ vh
+            else:  # the fused kernel, forward and backward (what the module itself runs without need_weights)
+                ch = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
+            c = ch.transpose(1, 2).reshape(B, L, E)
             y = F.linear(c, module.out_proj.weight.detach(),
                          None if module.out_proj.bias is None else module.out_proj.bias.detach())
             outs, cots = [y], [dy]
-            if len(call.outputs) > 1 and call.grads[1] is not None:  # the attention weights were used too
+            if weights_used:  # the attention weights were used too
                 weights = attn.mean(1) if a["average_attn_weights"] else attn
                 outs.append(weights)
                 cots.append(call.grads[1])
