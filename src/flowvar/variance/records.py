@@ -206,9 +206,14 @@ class Collector:
             self._uv = self._draw(G, O, K, D.dtype, D.device, weight_view)
             self._uv_rows = (self._uv[0][0].T.contiguous(), self._uv[1][0].T.contiguous())  # (N, O), (N, K)
         u, v = self._uv  # (G, O, N_PROBES), (G, K, N_PROBES)
-        if G == 1:  # plain products (b·S, O) @ (O, N), as F.linear with the (N, O) factors contiguous: a product
-            # with a transposed N-column factor takes a path ~10× slower than the memory read it needs
+        if G == 1 and D.shape[2] == 1:  # one position (a Linear on (B, in)): (B, O) @ (O, N), as F.linear with the
+            # (N, O) factors contiguous (a product with a transposed N-column factor takes a path ~10× slower)
             part = (F.linear(D.reshape(-1, O), self._uv_rows[0]) * F.linear(A.reshape(-1, K), self._uv_rows[1])).sum(0)
+        elif G == 1:  # sequences, patches: (N, O) @ (b, 1, O, S) on the transposed views, which are usually how the
+            # data lie (δ as (b, O, S), unfolded patches as (b, K, S)): no copy of D or A
+            du = torch.matmul(self._uv_rows[0], D.transpose(-1, -2))
+            av = torch.matmul(self._uv_rows[1], A.transpose(-1, -2))
+            part = (du * av).sum((0, 1, 3))
         else:
             part = (torch.einsum("bgso,goj->bgsj", D, u) * torch.einsum("bgsk,gkj->bgsj", A, v)).sum((0, 1, 2))
         assert self.probe_sum is not None
