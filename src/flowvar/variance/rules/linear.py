@@ -138,8 +138,11 @@ class LinearRule(Rule):
                d_norm: Tensor | None = None) -> None:
         """``a_norm``, ``d_norm``: the row norms ‖a_i‖, ‖δ_i‖ when the hooks computed them already."""
         w = collectors.get("weight")
+        b = collectors.get("bias")
         if d_norm is None:
             d_norm = torch.linalg.vector_norm(d, dim=1)
+        # δ² once for the weight's and the bias's element-wise sums (x * x: pow(2) is a slower kernel)
+        d2 = d * d if (w is not None and w.sq_sum is not None) or (b is not None and b.sq_sum is not None) else None
         if w is not None:
             if a_norm is None:
                 a_norm = torch.linalg.vector_norm(a, dim=1)
@@ -149,12 +152,18 @@ class LinearRule(Rule):
             else:  # the check of Σ_i g_i = δᵀa by random projections: cost B(K + O) per probe, not B·K·O
                 w.add_probe(d[:, None, None, :], a[:, None, None, :], lambda g: g[:, 0])
             if w.sq_sum is not None:
-                w.sq_sum += (d.pow(2).T @ a.pow(2)).to(F64)
+                assert d2 is not None
+                w.sq_sum += (d2.T @ (a * a)).to(F64)
             if w.seg_sq is not None:
                 w.seg_sq += _segment_outer_sq_norms(a, d, ctx)
-        b = collectors.get("bias")
         if b is not None:
-            if b.grad_sum is None and b.sq_sum is None and b.seg_sq is None:
+            if b.grad_sum is None and b.seg_sq is None and b.sq_sum is not None and d2 is not None:
+                b.sq_norms.copy_(d_norm.square())  # + element-wise sums: what add_per_sample does, with δ² shared
+                b.sq_sum += d2.sum(0).to(F64)
+                check = b.sum_target()
+                if check is not None:
+                    check += d.sum(0).to(F64)
+            elif b.grad_sum is None and b.sq_sum is None and b.seg_sq is None:
                 b.sq_norms.copy_(d_norm.square())
                 check = b.sum_target()
                 if check is not None:
