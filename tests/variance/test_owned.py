@@ -326,3 +326,15 @@ def test_sequence_linear_layers_of_transformers(dtype):
     for n in ref.param_sq_norms:
         assert rel(got.param_sq_norms[n], ref.param_sq_norms[n]) < tol, n
         assert rel(got.sq_sum[n], ref.sq_sum[n]) < tol, n
+
+
+def test_calls_under_autocast_are_left_to_autograd():
+    model = ConvNet()
+    x, y = data(torch.float32)
+    engine = GradNormEngine(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = losses_of(model, x, y).float()
+    losses.mean().backward()
+    assert not engine.owned.calls  # nothing owned: autograd computed every gradient in its own precision
+    assert all(p.grad is not None for p in model.parameters())
+    engine.clear()

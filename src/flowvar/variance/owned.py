@@ -42,6 +42,11 @@ __all__ = ["OwnedGradients"]
 _FULL_PRECISION = (torch.float32, torch.float64)
 
 
+def _autocast(device_type: str) -> bool:
+    """Whether autocast may run this call in a lower precision (the input's device, and CPU autocast)."""
+    return torch.is_autocast_enabled(device_type) or torch.is_autocast_enabled("cpu")
+
+
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -116,7 +121,7 @@ class OwnedGradients:
             return []
         if not rule.ownable(module, args[0]):  # the cheap shape test first: most calls stop here
             return []
-        if args[0].dtype not in _FULL_PRECISION or torch.is_autocast_enabled():
+        if args[0].dtype not in _FULL_PRECISION or _autocast(args[0].device.type):
             return []
         if not self._recording() or torch._C._current_graph_task_id() != -1 or _distributed():
             return []
