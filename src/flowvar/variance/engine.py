@@ -170,8 +170,8 @@ class GradNormEngine:
         self.units = self._plan()
         #: layers whose parameter gradients this engine computes itself (:mod:`flowvar.variance.owned`); None when
         #: ``own_grads=False`` (autograd computes every gradient; the engine measures after the backward pass)
-        self.owned = OwnedGradients(self._recording, self.outside, self._param_grads, self._accumulated,
-                                    self._records, self.elementwise, self.chunk_bytes) if own_grads else None
+        self.owned = OwnedGradients(self._recording, self.outside, self._records, self.elementwise,
+                                    self.chunk_bytes) if own_grads else None
         self._sequence_first = _sequence_first(model)
         self._coupling_candidates = [(n, m) for n, m in model.named_modules()
                                      if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Embedding)]
@@ -251,6 +251,8 @@ class GradNormEngine:
                     self._handles.append(p.register_hook(partial(self._param_hook, id(p))))
                     self._handles.append(p.register_post_accumulate_grad_hook(partial(self._accumulated_hook, id(p))))
         self._handles.append(self.model.register_forward_hook(self._root_hook, with_kwargs=True))
+        if self.owned is not None:  # parameters an interrupted forward left frozen get requires_grad back
+            self._handles.append(self.model.register_forward_pre_hook(self.owned.thaw, prepend=True))
         return self
 
     def detach(self) -> None:

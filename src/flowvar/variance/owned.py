@@ -4,24 +4,46 @@ Why. For a layer whose rule materialises the per-sample weight gradients g_i (a 
 map, where the ghost norm would cost S²(K + O) > S·K·O per sample), the backward pass and the engine both form
 the same product: the backward its sum G = Σ_i g_i (one GEMM over B·S positions), the engine each g_i (B GEMMs
 over S positions). The batch gradient is the sum of the per-sample ones, so one of the two is redundant: the
-engine takes the layer's parameters out of the backward pass (``requires_grad`` off for the duration of the
-layer's forward call, so autograd computes only ∂L/∂input there) and, when the backward pass ends, materialises
-each g_i once and writes G = Σ_i g_i into ``.grad`` itself (accumulating, as autograd does). On a UNet this
-removes about half of every such convolution's backward cost.
+engine takes the layer's weight product out of the backward pass and forms G from the g_i it materialises anyway.
+On a UNet this removes about half of every such convolution's backward cost.
 
-What a user sees: after ``loss.backward()`` returns, every ``.grad`` holds what autograd would have put there (the
-sum is formed in float64 from the per-sample gradients, so it is if anything more accurate), whether or not the
-engine's ``compute`` is called; gradient clipping, optimisers and accumulation over micro-batches work as usual.
-What does not fire for these parameters: tensor hooks and post-accumulate-grad hooks registered by others on them
-(they see no autograd gradient).
+How. For the duration of the layer's forward call its parameters have ``requires_grad`` off, so the layer's own
+backward computes only ∂L/∂input. The parameters re-enter the graph through an identity node on the layer's input,
+x → x′ (:class:`_OwnedGrad`, whose inputs are x and a view of each parameter). The backward pass reaches it right
+after the layer's backward, when δ = ∂L/∂output is complete for this pass (a pre-hook of the node that produced the
+output takes it as the layer's backward receives it, after any hook on the output): it passes ∂L/∂x through,
+materialises g_i chunk by chunk from x and δ, stashes their norms (and element-wise squares) for the engine's
+statistics and returns G = Σ_i g_i (summed in float64) as the parameters' gradient. Autograd does the rest as for
+any gradient: it accumulates G into ``.grad`` (``backward``), returns it (``torch.autograd.grad``), differentiates
+it again (``create_graph=True``: the sums are then built from differentiable operations, and a Linear's ∂L/∂x is
+recomputed as δW from the weight itself, because ``F.linear`` saved a transpose of the frozen weight), and fires
+every hook on the parameters (the engine's own, users' tensor hooks, post-accumulate-grad hooks of optimisers).
+The node computes no parameter gradient when the pass does not want it (``torch.autograd.grad`` of the input or of
+other parameters, ``backward(inputs=...)`` without them): the views are non-leaf nodes, so autograd can say
+whether it will run them, and ``.grad`` is left alone as autograd leaves it.
+
+What a user sees: every gradient is what autograd would have computed (float64: to rounding; float32: the sum is
+formed in float64 from the per-sample gradients, so if anything more accurate), wherever it goes. The statistics
+are those of the δ the engine records (``own_grads=False``): the stash is dropped when a later hook on the output
+changed δ, or when several backward passes reached the call. The per-sample gradients are materialised during the
+backward pass (at most ``chunk_bytes`` at a time) rather than after it.
 
 When a call is left to autograd (the engine then measures it after the backward pass, as for every other layer):
 the engine is not armed; the input does not require grad (the layer's output would then not either); the layer
-runs in a half-precision dtype; a ``torch.distributed`` process group is initialised (DDP's reducer hooks the
-parameters' autograd gradients); saved-tensor hooks are active (activation checkpointing, offloading: a forward
-recomputed inside the backward pass would compute the gradient again); the forward runs inside a backward pass;
-the parameter was found used outside its module's forward (:attr:`GradNormEngine.outside`); or the rule prefers
-the ghost norm for the call's shape (:meth:`~flowvar.variance.rules.base.Rule.ownable`).
+runs in a half-precision dtype or under autocast; a ``torch.distributed`` process group is initialised;
+saved-tensor hooks are active (activation checkpointing, offloading: a forward recomputed inside the backward pass
+would not rebuild this node); the forward runs inside a backward pass or under ``torch.compile``; the call passes
+keyword arguments; the weight is frozen; a trainable parameter is not a leaf (``functional_call`` with computed
+weights: they cannot be frozen) or is not the layer's own ``weight``/``bias`` (``torch.nn.utils.weight_norm`` and
+``spectral_norm`` replace the weight by ``weight_g``/``weight_v`` or ``weight_orig``); the parameter was found
+used outside its module's forward (:attr:`GradNormEngine.outside`); or the rule prefers the ghost norm for the
+call's shape (:meth:`~flowvar.variance.rules.base.Rule.ownable`).
+
+Not supported: an exception that is not an ``Exception`` (``KeyboardInterrupt``) raised inside an owned layer's
+forward. PyTorch runs ``always_call`` forward hooks only for ``Exception``, so the layer's parameters stay frozen
+(``requires_grad`` False) until the model (or that layer) is called again or the engine is cleared
+(``engine.clear()``, which the monitor calls every step); build an optimiser over ``p.requires_grad`` parameters
+only after one of those.
 """
 
 from __future__ import annotations
@@ -40,6 +62,8 @@ from flowvar.variance.rules import Rule
 __all__ = ["OwnedGradients"]
 
 _FULL_PRECISION = (torch.float32, torch.float64)
+#: the parameters the owning rules (Conv2d, Linear) compute per-sample gradients of
+_OWNABLE = frozenset({"weight", "bias"})
 
 
 def _autocast(device_type: str) -> bool:
@@ -52,8 +76,8 @@ def _distributed() -> bool:
 
 
 class _Stash:
-    """What :meth:`OwnedGradients.finish` measured of one call, per local parameter name (raw δ, unscaled):
-    per-sample ‖g_i‖² (B,), Σ_i g_i and, when asked for, Σ_i g_i ⊙ g_i (float64)."""
+    """What the backward pass measured of one call, per local parameter name (raw δ, unscaled): per-sample
+    ‖g_i‖² (B,), Σ_i g_i and, when asked for, Σ_i g_i ⊙ g_i (float64)."""
 
     def __init__(self) -> None:
         self.sq_norms: dict[str, Tensor] = {}
@@ -61,49 +85,146 @@ class _Stash:
         self.sq_sums: dict[str, Tensor] = {}
 
 
-class _OwnedCall:
-    """One call of an owned layer: its record (inputs and δ, filled by the engine's hooks), the parameters taken
-    out of the backward pass, the δ already turned into ``.grad`` and the stash of that measurement."""
+class _State:
+    """What the autograd node of one owned call shares with the engine. It holds nothing that leads back to the
+    graph (the module weakly, δ only until the node used it): the graph holds it, and a cycle through the graph
+    would keep every step's activations alive until the garbage collector runs."""
 
-    def __init__(self, module: nn.Module, rule: Rule, record: CallRecord, params: dict[str, nn.Parameter]) -> None:
-        self.module, self.rule, self.record, self.params = module, rule, record, params
-        self.processed: Tensor | None = None
+    __slots__ = ("chunk_bytes", "delta", "elementwise", "hooked", "module", "names", "passes", "rule", "stash")
+
+    def __init__(self, module: nn.Module, rule: Rule, names: tuple[str, ...], elementwise: bool,
+                 chunk_bytes: int) -> None:
+        self.module = weakref.ref(module)
+        self.rule, self.names, self.elementwise, self.chunk_bytes = rule, names, elementwise, chunk_bytes
+        self.delta: Tensor | None = None  # δ of the backward pass under way, until the node used it
+        self.hooked: Tensor | None = None  # δ as the engine's record saw it (before later hooks on the output)
+        self.passes = 0  # backward passes that reached the output: a stash of one of several misses part of δ
         self.stash: _Stash | None = None
-        self.valid = True  # False once a second backward pass reached the call: the stash then misses part of δ
 
 
-def _schedule(owner: weakref.ref[OwnedGradients], grad: Tensor) -> None:
-    """Output-gradient hook of owned calls: queues the owner's :meth:`~OwnedGradients.finish` once per backward
-    pass. The owner is held weakly: no reference cycle output → hook → records → output keeps a step's graph
-    alive (and a deep copy of the model, hooks and all, never shares it: the hook lives on this pass's tensors)."""
-    owned = owner()
-    if owned is not None:
-        task = torch._C._current_graph_task_id()
-        if task != owned.queued_task:
-            owned.queued_task = task
-            torch.autograd.Variable._execution_engine.queue_callback(owned.finish)
+def _see_delta(state: _State, grad: Tensor) -> None:
+    """Tensor hook on an owned call's output, right after the engine's: δ as the engine records it."""
+    state.hooked = grad
+
+
+def _take_delta(state: _State, k: int, grads: tuple[Tensor | None, ...]) -> None:
+    """Pre-hook of the node that produced an owned call's output (``k``: the output's index among the node's): this
+    pass's δ as the layer's own backward receives it — complete (autograd sums every use of the output first) and
+    after every tensor hook on the output (a user's hook may scale or clip it)."""
+    state.delta = grads[k]
+    state.passes += 1
+
+
+def _will_run(node: Any) -> bool:
+    """Whether the current backward pass runs ``node`` (a non-leaf node: autograd answers for those under
+    ``torch.autograd.grad`` too)."""
+    return node is not None and bool(torch._C._will_engine_execute_node(node))
+
+
+class _OwnedGrad(torch.autograd.Function):
+    """x′ = x, with the owned parameters (as views) for inputs: backward passes ∂L/∂x′ through and returns
+    G = Σ_i g_i for the parameters (module docstring)."""
+
+    @staticmethod
+    def forward(ctx: Any, state: _State, x: Tensor, *views: Tensor) -> Tensor:
+        ctx.state = state
+        ctx.shapes = {n: (v.shape, v.dtype) for n, v in zip(state.names, views, strict=True)}
+        # x and the weight, as the layer's own backward would save them (an in-place change of either before the
+        # backward pass raises, as with autograd); the weight as the call used it (functional_call may swap it)
+        ctx.save_for_backward(x, views[state.names.index("weight")])
+        return x.view_as(x)
+
+    @staticmethod
+    def jvp(ctx: Any, state_tangent: Any, x_tangent: Tensor, *view_tangents: Tensor) -> Tensor:
+        return x_tangent.view_as(x_tangent)  # forward-mode AD: the identity (a view, as the output is)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        state: _State = ctx.state
+        delta, hooked, state.delta, state.hooked = state.delta, state.hooked, None, None
+        x, weight = ctx.saved_tensors
+        module = state.module()
+        if delta is None or module is None:
+            raise RuntimeError("flowvar's gradient-variance engine lost the output gradient (or the module) of a "
+                               "layer whose parameter gradients it computes; rerun with "
+                               "GradNormEngine(..., own_grads=False) and report this")
+        if torch.is_grad_enabled() and isinstance(module, nn.Linear):
+            # create_graph: F.linear saved weight.t() taken while the weight was frozen, so its ∂L/∂x would not
+            # depend on the weight when differentiated again; the same ∂L/∂x = δ W, from the weight itself, does
+            grad = delta.matmul(weight).reshape(grad.shape)
+        node = torch._C._current_autograd_node()
+        edges = node.next_functions[1:] if node is not None else ()  # x's edge first, then one per parameter view
+        names = {n for k, (n, (fn, _)) in enumerate(zip(state.names, edges, strict=True))
+                 if ctx.needs_input_grad[2 + k] and _will_run(fn)}
+        if not names:  # this pass does not want the parameters' gradients
+            return (None, grad, *(None,) * len(state.names))
+        # the statistics must be those of the δ the engine recorded: not when a later hook on the output changed it
+        sums = _measure(state, module, x, delta, {n: ctx.shapes[n] for n in names},
+                        stash=state.passes == 1 and delta is hooked)
+        return (None, grad, *(sums.get(n) for n in state.names))
+
+
+def _measure(state: _State, module: nn.Module, x: Tensor, delta: Tensor,
+             params: dict[str, tuple[torch.Size, torch.dtype]], stash: bool) -> dict[str, Tensor]:
+    """Σ_i g_i of ``params`` (local name → the parameter's shape and dtype, which the sum gets) from per-sample
+    gradients materialised chunk by chunk; with ``stash`` their norms (and element-wise squares) go to
+    ``state.stash`` for the engine's statistics. Under ``create_graph=True`` (grad mode on in the backward pass) the
+    sums stay differentiable."""
+    names = set(params)
+    B = x.shape[0]
+    kept = _Stash() if stash else None
+    sums: dict[str, Tensor] = {}
+    per_sample = sum(shape.numel() for shape, _ in params.values()) * delta.element_size() * 3
+    per_sample += (x[0].numel() + delta[0].numel()) * delta.element_size()
+    size = max(1, min(B, state.chunk_bytes // max(1, per_sample)))
+    for start in range(0, B, size):
+        stop = min(start + size, B)
+        grads = state.rule.per_sample_grads(module, x, delta, start, stop, names)
+        for name, g in grads.items():  # (b, *shape) or a kernel's own layout
+            part = sample_sum(g)
+            sums[name] = sums[name] + part if name in sums else part
+            if kept is not None:
+                with torch.no_grad():
+                    norms = sample_sq_norms(g)
+                    prev = kept.sq_norms.get(name)
+                    kept.sq_norms[name] = norms if prev is None else torch.cat([prev, norms])
+                    if state.elementwise:
+                        sq = sample_sum(g, torch.square)
+                        kept.sq_sums[name] = kept.sq_sums[name] + sq if name in kept.sq_sums else sq
+    out: dict[str, Tensor] = {}
+    for name, (shape, dtype) in params.items():
+        total = sums[name].reshape(shape)
+        if kept is not None:
+            kept.sums[name] = total.detach()
+            if name in kept.sq_sums:
+                kept.sq_sums[name] = kept.sq_sums[name].reshape(shape)
+        out[name] = total.to(dtype)
+    state.stash = kept
+    return out
+
+
+class _OwnedCall:
+    """One owned call: its record (inputs and δ, filled by the engine's hooks) and the state its node fills."""
+
+    def __init__(self, record: CallRecord, state: _State) -> None:
+        self.record, self.state = record, state
 
 
 class OwnedGradients:
     """The owned layers of one engine (module docstring): the forward pre/post hooks that take their parameters
-    out of the backward pass and the end-of-backward step that writes their gradients.
+    out of the layer's backward and put them behind an :class:`_OwnedGrad` node on its input.
 
     ``recording()``: whether the engine records this forward call; ``outside``: the engine's parameters found used
-    outside their module (never owned); ``param_grads``, ``accumulated``: the engine's per-parameter gradients of
-    this pass (the owned sums are added there, so the engine's check and mean gradient see them as autograd's);
-    ``records``: the engine's call records by module id; ``elementwise``: also stash Σ_i g_i²; ``chunk_bytes``:
-    the memory bound of one materialised chunk.
+    outside their module (never owned); ``records``: the engine's call records by module id; ``elementwise``:
+    also stash Σ_i g_i²; ``chunk_bytes``: the memory bound of one materialised chunk.
     """
 
-    def __init__(self, recording: Callable[[], bool], outside: dict[str, str], param_grads: dict[int, Tensor],
-                 accumulated: dict[int, Tensor], records: dict[int, list[CallRecord]], elementwise: bool,
-                 chunk_bytes: int) -> None:
-        self._recording, self._outside = recording, outside
-        self._param_grads, self._accumulated, self._records = param_grads, accumulated, records
+    def __init__(self, recording: Callable[[], bool], outside: dict[str, str], records: dict[int, list[CallRecord]],
+                 elementwise: bool, chunk_bytes: int) -> None:
+        self._recording, self._outside, self._records = recording, outside, records
         self.elementwise, self.chunk_bytes = elementwise, chunk_bytes
-        self._frozen: dict[int, list[nn.Parameter]] = {}
+        self._frozen: dict[int, tuple[list[nn.Parameter], _State]] = {}
         self.calls: list[_OwnedCall] = []
-        self.queued_task = -2  # the backward pass (graph task) for which finish() is queued
 
     def attach(self, module: nn.Module, rule: Rule, names: dict[str, str]) -> list[Any]:
         """Hooks making ``module`` owned where its rule allows (``names``: its parameters' local → engine names);
@@ -113,101 +234,71 @@ class OwnedGradients:
                                              always_call=True)]
 
     def clear(self) -> None:
+        self.thaw()
         self.calls.clear()
 
+    def thaw(self, *_: Any) -> None:
+        """Give back ``requires_grad`` to parameters whose layer's forward never returned (an interrupt, which
+        PyTorch's ``always_call`` hooks do not see). Also a forward pre-hook of the whole model (prepended: no
+        layer of the model is inside its forward when the model's forward starts)."""
+        for params, _ in self._frozen.values():
+            for p in params:
+                p.requires_grad_(True)
+        self._frozen.clear()
+
     def _eligible(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], rule: Rule,
-                  names: dict[str, str]) -> list[nn.Parameter]:
+                  names: dict[str, str]) -> dict[str, nn.Parameter]:
         if kwargs or not args or not isinstance(args[0], Tensor) or not args[0].requires_grad:
-            return []
+            return {}
         if not rule.ownable(module, args[0]):  # the cheap shape test first: most calls stop here
-            return []
+            return {}
         if args[0].dtype not in _FULL_PRECISION or _autocast(args[0].device.type):
-            return []
-        if not self._recording() or torch._C._current_graph_task_id() != -1 or _distributed():
-            return []
+            return {}
+        if not self._recording() or torch._C._current_graph_task_id() != -1 or _distributed() or \
+                torch.compiler.is_compiling():
+            return {}
         if torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
-            return []
+            return {}
         local = {k: p for k, p in module._parameters.items() if p is not None and p.requires_grad}
-        if not local or any(names.get(k) in self._outside for k in local):
-            return []
-        if any(p.dtype not in _FULL_PRECISION for p in local.values()):
-            return []
-        return list(local.values())
+        # a trainable weight: owning a bias alone saves nothing (its gradient is a sum of δ)
+        if "weight" not in local or not local.keys() <= _OWNABLE or any(names.get(k) in self._outside for k in local):
+            return {}
+        if any(not p.is_leaf or p.dtype not in _FULL_PRECISION for p in local.values()):
+            return {}
+        return local
 
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], rule: Rule,
-                  names: dict[str, str]) -> None:
+                  names: dict[str, str]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        stale = self._frozen.pop(id(module), None)  # this layer's previous forward was interrupted
+        if stale is not None:
+            for p in stale[0]:
+                p.requires_grad_(True)
         params = self._eligible(module, args, kwargs, rule, names)
-        if params:
-            for p in params:
-                p.requires_grad_(False)
-            self._frozen[id(module)] = params
+        if not params:
+            return None
+        state = _State(module, rule, tuple(params), self.elementwise, self.chunk_bytes)
+        views = [p.view_as(p) for p in params.values()]  # taken while the parameters still require grad
+        for p in params.values():
+            p.requires_grad_(False)
+        self._frozen[id(module)] = (list(params.values()), state)
+        x = _OwnedGrad.apply(state, args[0], *views)
+        return (x, *args[1:]), kwargs
 
     def _post_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
                    rule: Rule) -> None:
-        params = self._frozen.pop(id(module), None)
-        if params is None:
+        entry = self._frozen.pop(id(module), None)
+        if entry is None:
             return
+        params, state = entry
         for p in params:  # always_call: restored even when the forward raised
             p.requires_grad_(True)
-        records = self._records.get(id(module))
-        if not isinstance(output, Tensor) or not output.requires_grad or not records or records[-1].outputs[0] \
-                is not output:
-            # no δ will come for these parameters through this call: they got no gradient from it, as with autograd
+        if not isinstance(output, Tensor) or not output.requires_grad:
             return
-        local = {k: p for k, p in module._parameters.items() if p is not None and any(p is q for q in params)}
-        self.calls.append(_OwnedCall(module, rule, records[-1], local))
-        output.register_hook(partial(_schedule, weakref.ref(self)))
-
-    def finish(self) -> None:
-        """At the end of a backward pass: for every owned call that received δ, materialise its per-sample gradients
-        chunk by chunk, add their sum to ``.grad`` and stash their norms (and element-wise squares)."""
-        with torch.no_grad():
-            for call in self.calls:
-                delta = call.record.grads[0]
-                if delta is None or delta is call.processed:
-                    continue
-                fresh = delta if call.processed is None else delta - call.processed
-                if call.processed is not None:
-                    call.valid = False
-                call.processed = delta
-                self._measure(call, fresh)
-
-    def _measure(self, call: _OwnedCall, delta: Tensor) -> None:
-        x = call.record.args[0]
-        B = x.shape[0]
-        stash = _Stash() if call.valid else None
-        sums: dict[str, Tensor] = {}
-        per_sample = sum(p.numel() for p in call.params.values()) * delta.element_size() * 3
-        per_sample += (x[0].numel() + delta[0].numel()) * delta.element_size()
-        size = max(1, min(B, self.chunk_bytes // max(1, per_sample)))
-        for start in range(0, B, size):
-            stop = min(start + size, B)
-            grads = call.rule.per_sample_grads(call.module, x, delta, start, stop, set(call.params))
-            for name, g in grads.items():  # (b, *shape) or a kernel's own layout
-                part = sample_sum(g)
-                sums[name] = sums[name] + part if name in sums else part
-                if stash is not None:
-                    norms = sample_sq_norms(g)
-                    prev = stash.sq_norms.get(name)
-                    stash.sq_norms[name] = norms if prev is None else torch.cat([prev, norms])
-                    if self.elementwise:
-                        sq = sample_sum(g, torch.square)
-                        stash.sq_sums[name] = stash.sq_sums[name] + sq if name in stash.sq_sums else sq
-        for name, p in call.params.items():
-            total = sums[name].reshape(p.shape)
-            if stash is not None:
-                stash.sums[name] = total
-                if name in stash.sq_sums:
-                    stash.sq_sums[name] = stash.sq_sums[name].reshape(p.shape)
-            grad = total.to(p.dtype)
-            if p.grad is None:
-                p.grad = torch.empty_like(p, memory_format=torch.preserve_format).copy_(grad)
-            else:
-                p.grad.add_(grad)
-            key = id(p)
-            self._param_grads[key] = self._param_grads[key] + grad if key in self._param_grads else grad
-            self._accumulated[key] = self._accumulated[key] + grad if key in self._accumulated else grad
-        call.stash = stash
+        output.register_hook(partial(_see_delta, state))
+        output.grad_fn.register_prehook(partial(_take_delta, state, output.output_nr))
+        records = self._records.get(id(module))
+        if records and records[-1].outputs[0] is output:
+            self.calls.append(_OwnedCall(records[-1], state))
 
     def stash_for(self, module: nn.Module, records: list[CallRecord]) -> _Stash | None:
         """The stash of ``module``'s only recorded call, when it measured the call's whole δ; else None (the rule
@@ -216,5 +307,5 @@ class OwnedGradients:
             return None
         for call in self.calls:
             if call.record is records[0]:
-                return call.stash if call.valid and call.processed is records[0].grads[0] else None
+                return call.state.stash if call.state.passes == 1 else None
         return None
