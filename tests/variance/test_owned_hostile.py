@@ -307,6 +307,75 @@ def test_a_hook_that_changes_a_layers_output_gradient_changes_its_parameter_grad
         assert rel(stats.param_sq_norms[n], want.param_sq_norms[n]) < 1e-12, n
 
 
+def stats_equal_without_owning(make: Callable[[], nn.Module], prepare: Callable[[nn.Module], None]) -> None:
+    """``.grad`` equals autograd's and the statistics equal ``own_grads=False``'s for a model built by ``make``,
+    with ``prepare`` run on it before the engine is built (``after``: its hooks go on after the engine's)."""
+    torch.manual_seed(0)
+    model = make()
+    ref, off = copy.deepcopy(model), copy.deepcopy(model)
+    prepare(ref)
+    x, y = data()
+    losses_of(ref, x, y).mean().backward()
+    out = []
+    for m, own in ((model, True), (off, False)):
+        engine = GradNormEngine(m, own_grads=own)
+        prepare(m)
+        losses = losses_of(m, x, y)
+        losses.mean().backward()
+        if own:
+            assert_same_grads(m, ref)
+        out.append(engine.compute(reduction="mean", losses=losses))
+    for n in out[1].param_sq_norms:
+        assert rel(out[0].param_sq_norms[n], out[1].param_sq_norms[n]) < 1e-12, n
+
+
+def test_a_forward_hook_registered_before_the_engine_that_rescales_the_layers_output():
+    """Someone else's forward hook runs before the engine's and returns a new output: the layer's own δ is not
+    the δ of the output the engine records."""
+
+    def make() -> nn.Module:
+        model = Convs().to(F64)
+        gate = torch.linspace(0.5, 2.0, 4, dtype=F64)[:, None, None]
+        model.a.register_forward_hook(lambda module, args, output: output * gate)
+        return model
+
+    stats_equal_without_owning(make, lambda m: None)
+
+
+def test_a_forward_hook_that_uses_the_layers_weight_gets_its_gradient():
+    """A penalty on the weight formed in someone else's forward hook (registered before the engine's)."""
+    penalties: dict[int, Tensor] = {}
+    torch.manual_seed(0)
+    model = Convs().to(F64)
+    ref = copy.deepcopy(model)
+    for m in (model, ref):
+        m.a.register_forward_hook(lambda module, args, output, m=m: penalties.__setitem__(
+            id(m), module.weight.pow(2).sum()))
+    engine = GradNormEngine(model)
+    x, y = data()
+    for m in (ref, model):
+        (losses_of(m, x, y).mean() + penalties[id(m)]).backward()
+    assert_same_grads(model, ref)
+    engine.clear()
+
+
+def test_a_pre_hook_registered_after_the_engine_that_replaces_the_layers_input():
+    """The layer's gradients come from the input it received (here rescaled and padded), not from the one the
+    engine's pre-hook saw; a second differentiation of such a layer fails loudly rather than wrongly."""
+
+    def replace(model: nn.Module) -> None:
+        model.a.register_forward_pre_hook(lambda module, args: (F.pad(2.0 * args[0] + 1.0, (1, 1, 1, 1)),))
+
+    stats_equal_without_owning(lambda: Convs().to(F64), replace)
+    model = Convs().to(F64)
+    engine = GradNormEngine(model)
+    replace(model)
+    x, y = data()
+    with pytest.raises(RuntimeError, match="replaced the layer's input"):
+        losses_of(model, x, y).mean().backward(create_graph=True)
+    engine.clear()
+
+
 def test_an_interrupted_forward_leaves_no_parameter_frozen_once_the_model_runs_again():
     """KeyboardInterrupt inside an owned layer's forward (PyTorch's always-call hooks see only Exception)."""
     torch.manual_seed(0)

@@ -170,7 +170,7 @@ class GradNormEngine:
         self.units = self._plan()
         #: layers whose parameter gradients this engine computes itself (:mod:`flowvar.variance.owned`); None when
         #: ``own_grads=False`` (autograd computes every gradient; the engine measures after the backward pass)
-        self.owned = OwnedGradients(self._recording, self.outside, self._records, self.elementwise,
+        self.owned = OwnedGradients(self._recording, self.outside, self.elementwise,
                                     self.chunk_bytes) if own_grads else None
         self._sequence_first = _sequence_first(model)
         self._coupling_candidates = [(n, m) for n, m in model.named_modules()

@@ -22,6 +22,11 @@ The node computes no parameter gradient when the pass does not want it (``torch.
 other parameters, ``backward(inputs=...)`` without them): the views are non-leaf nodes, so autograd can say
 whether it will run them, and ``.grad`` is left alone as autograd leaves it.
 
+Other people's hooks on the layer: the engine's forward hook is prepended, so it sees the layer's own output and
+gives ``requires_grad`` back before a hook registered earlier replaces that output or uses the weight; a forward
+pre-hook registered after the engine's that replaces the input makes the node use the input the layer received
+(a second differentiation of such a call raises instead).
+
 What a user sees: every gradient is what autograd would have computed (float64: to rounding; float32: the sum is
 formed in float64 from the per-sample gradients, so if anything more accurate), wherever it goes. The statistics
 are those of the δ the engine records (``own_grads=False``): the stash is dropped when a later hook on the output
@@ -90,7 +95,8 @@ class _State:
     graph (the module weakly, δ only until the node used it): the graph holds it, and a cycle through the graph
     would keep every step's activations alive until the garbage collector runs."""
 
-    __slots__ = ("chunk_bytes", "delta", "elementwise", "hooked", "module", "names", "passes", "rule", "stash")
+    __slots__ = ("chunk_bytes", "delta", "elementwise", "hooked", "input", "module", "names", "passes", "rule",
+                 "stash", "version")
 
     def __init__(self, module: nn.Module, rule: Rule, names: tuple[str, ...], elementwise: bool,
                  chunk_bytes: int) -> None:
@@ -100,10 +106,15 @@ class _State:
         self.hooked: Tensor | None = None  # δ as the engine's record saw it (before later hooks on the output)
         self.passes = 0  # backward passes that reached the output: a stash of one of several misses part of δ
         self.stash: _Stash | None = None
+        # the input the layer received when a forward pre-hook registered after the engine's replaced x′ (detached:
+        # it may derive from x′, whose node holds this state), and its version then
+        self.input: Tensor | None = None
+        self.version = 0
 
 
 def _see_delta(state: _State, grad: Tensor) -> None:
-    """Tensor hook on an owned call's output, right after the engine's: δ as the engine records it."""
+    """Tensor hook on an owned call's output, the first one registered on it: δ before any later hook on the output
+    (the engine's records it unchanged) could change it."""
     state.hooked = grad
 
 
@@ -148,6 +159,14 @@ class _OwnedGrad(torch.autograd.Function):
             raise RuntimeError("flowvar's gradient-variance engine lost the output gradient (or the module) of a "
                                "layer whose parameter gradients it computes; rerun with "
                                "GradNormEngine(..., own_grads=False) and report this")
+        if state.input is not None:  # a later pre-hook gave the layer another input: its gradients come from that
+            if state.input._version != state.version or torch.is_grad_enabled():
+                raise RuntimeError(
+                    f"{type(module).__name__}: a forward pre-hook registered after flowvar's gradient-variance engine "
+                    f"replaced the layer's input, and the input was then modified in place or the backward pass "
+                    f"has create_graph=True; the engine cannot form this layer's parameter gradients. Register the "
+                    f"pre-hook before building the engine, or use GradNormEngine(..., own_grads=False)")
+            x = state.input
         if torch.is_grad_enabled() and isinstance(module, nn.Linear):
             # create_graph: F.linear saved weight.t() taken while the weight was frozen, so its ∂L/∂x would not
             # depend on the weight when differentiated again; the same ∂L/∂x = δ W, from the weight itself, does
@@ -204,10 +223,11 @@ def _measure(state: _State, module: nn.Module, x: Tensor, delta: Tensor,
 
 
 class _OwnedCall:
-    """One owned call: its record (inputs and δ, filled by the engine's hooks) and the state its node fills."""
+    """One owned call: the layer's own output (the engine's record holds the same tensor unless a forward hook
+    replaced it) and the state its node fills."""
 
-    def __init__(self, record: CallRecord, state: _State) -> None:
-        self.record, self.state = record, state
+    def __init__(self, output: Tensor, state: _State) -> None:
+        self.output, self.state = output, state
 
 
 class OwnedGradients:
@@ -215,23 +235,23 @@ class OwnedGradients:
     out of the layer's backward and put them behind an :class:`_OwnedGrad` node on its input.
 
     ``recording()``: whether the engine records this forward call; ``outside``: the engine's parameters found used
-    outside their module (never owned); ``records``: the engine's call records by module id; ``elementwise``:
-    also stash Σ_i g_i²; ``chunk_bytes``: the memory bound of one materialised chunk.
+    outside their module (never owned); ``elementwise``: also stash Σ_i g_i²; ``chunk_bytes``: the memory bound of
+    one materialised chunk.
     """
 
-    def __init__(self, recording: Callable[[], bool], outside: dict[str, str], records: dict[int, list[CallRecord]],
-                 elementwise: bool, chunk_bytes: int) -> None:
-        self._recording, self._outside, self._records = recording, outside, records
+    def __init__(self, recording: Callable[[], bool], outside: dict[str, str], elementwise: bool,
+                 chunk_bytes: int) -> None:
+        self._recording, self._outside = recording, outside
         self.elementwise, self.chunk_bytes = elementwise, chunk_bytes
-        self._frozen: dict[int, tuple[list[nn.Parameter], _State]] = {}
+        # per layer inside its forward: the parameters frozen, the call's state and the input x′ it was given
+        self._frozen: dict[int, tuple[list[nn.Parameter], _State, Tensor]] = {}
         self.calls: list[_OwnedCall] = []
 
     def attach(self, module: nn.Module, rule: Rule, names: dict[str, str]) -> list[Any]:
-        """Hooks making ``module`` owned where its rule allows (``names``: its parameters' local → engine names);
-        call after the engine registered its forward hook (the post hook reads the record that hook appends)."""
+        """Hooks making ``module`` owned where its rule allows (``names``: its parameters' local → engine names)."""
         return [module.register_forward_pre_hook(partial(self._pre_hook, rule=rule, names=names), with_kwargs=True),
                 module.register_forward_hook(partial(self._post_hook, rule=rule), with_kwargs=True,
-                                             always_call=True)]
+                                             always_call=True, prepend=True)]
 
     def clear(self) -> None:
         self.thaw()
@@ -241,7 +261,7 @@ class OwnedGradients:
         """Give back ``requires_grad`` to parameters whose layer's forward never returned (an interrupt, which
         PyTorch's ``always_call`` hooks do not see). Also a forward pre-hook of the whole model (prepended: no
         layer of the model is inside its forward when the model's forward starts)."""
-        for params, _ in self._frozen.values():
+        for params, _, _ in self._frozen.values():
             for p in params:
                 p.requires_grad_(True)
         self._frozen.clear()
@@ -280,25 +300,28 @@ class OwnedGradients:
         views = [p.view_as(p) for p in params.values()]  # taken while the parameters still require grad
         for p in params.values():
             p.requires_grad_(False)
-        self._frozen[id(module)] = (list(params.values()), state)
         x = _OwnedGrad.apply(state, args[0], *views)
+        self._frozen[id(module)] = (list(params.values()), state, x)
         return (x, *args[1:]), kwargs
 
     def _post_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
                    rule: Rule) -> None:
+        """Prepended to the layer's forward hooks: it sees the layer's own output, before a hook of someone else
+        replaces it, and gives the parameters ``requires_grad`` back before such hooks use them."""
         entry = self._frozen.pop(id(module), None)
         if entry is None:
             return
-        params, state = entry
+        params, state, x = entry
         for p in params:  # always_call: restored even when the forward raised
             p.requires_grad_(True)
         if not isinstance(output, Tensor) or not output.requires_grad:
             return
+        if args and args[0] is not x and isinstance(args[0], Tensor):
+            # a forward pre-hook registered after the engine's replaced the input (the rules read any shape)
+            state.input, state.version = args[0].detach(), args[0]._version
         output.register_hook(partial(_see_delta, state))
         output.grad_fn.register_prehook(partial(_take_delta, state, output.output_nr))
-        records = self._records.get(id(module))
-        if records and records[-1].outputs[0] is output:
-            self.calls.append(_OwnedCall(records[-1], state))
+        self.calls.append(_OwnedCall(output, state))
 
     def stash_for(self, module: nn.Module, records: list[CallRecord]) -> _Stash | None:
         """The stash of ``module``'s only recorded call, when it measured the call's whole δ; else None (the rule
@@ -306,6 +329,6 @@ class OwnedGradients:
         if len(records) != 1:
             return None
         for call in self.calls:
-            if call.record is records[0]:
+            if call.output is records[0].outputs[0]:
                 return call.state.stash if call.state.passes == 1 else None
         return None
