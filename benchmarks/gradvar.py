@@ -10,7 +10,9 @@ Methods: ``plain`` (forward + backward of the mean loss: the denominator of ever
 and ``Variance`` (element-wise), Opacus ``GradSampleModule`` (materialised per-sample gradients, then both
 reductions), ``torch.func`` vmap(grad) (materialised, then both reductions) and a per-sample loop (B
 single-sample forward+backward passes). Models: the time-conditioned MLP (d+1 → 256 → 256 → 256 → d, SELU)
-and the image UNet (``flowvar.models.unet.UNetField`` defaults, 3 channels) at B = 32.
+the image UNet (``flowvar.models.unet.UNetField`` defaults, 3 channels) at B = 32 and 128, and two transformers
+(``DiTField``; one built from ``nn.TransformerEncoderLayer``) on 16² images at B = 32 and 128 (B = 128: flowvar
+and plain only).
 
 Also: the monitor's overhead on a full training step (sampling, forward, backward, Adam), and the peak
 extra memory of each method over a plain step, measured as the peak RSS of a fresh child process.
@@ -30,6 +32,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -78,6 +81,55 @@ def mlp_problem(d: int, B: int) -> tuple[nn.Module, Batch]:
     return model, (x, torch.rand(B, generator=gen), torch.randn(B, d, generator=gen))
 
 
+def image_batch(channels: int, px: int, B: int, seed: int) -> Batch:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, channels, px, px, generator=gen)
+    return x, torch.rand(B, generator=gen), torch.randn(B, channels, px, px, generator=gen)
+
+
+class MHATransformerField(nn.Module):
+    """A transformer velocity field built from PyTorch's own ``nn.TransformerEncoderLayer`` (``nn.MultiheadAttention``
+    inside; batch first, pre-norm): patchify conv, sinusoidal time embedding added to every token, ``depth`` layers,
+    a linear head, unpatchify. The other transformer family the issue names beside the DiT."""
+
+    def __init__(self, size: int, channels: int = 3, patch: int = 2, width: int = 128, depth: int = 6,
+                 heads: int = 4) -> None:
+        super().__init__()
+        from flowvar.models.transformer import sincos_position_embedding
+
+        self.size, self.channels, self.patch, self.width, self.grid = size, channels, patch, width, size // patch
+        self.patchify = nn.Conv2d(channels, width, patch, stride=patch)
+        self.register_buffer("position", sincos_position_embedding(width, self.grid, self.grid)[None],
+                             persistent=False)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.layers = nn.ModuleList([nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True,
+                                                                norm_first=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, patch * patch * channels)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        from flowvar.models.unet import sinusoidal_embedding
+
+        B, p, g = x.shape[0], self.patch, self.grid
+        tokens = self.patchify(x).flatten(2).transpose(1, 2) + self.position
+        tokens = tokens + self.time(sinusoidal_embedding(t, self.width, scale=1000.0))[:, None]
+        for layer in self.layers:
+            tokens = layer(tokens)
+        out = self.head(self.norm(tokens)).reshape(B, g, g, p, p, self.channels)
+        return out.permute(0, 5, 1, 3, 2, 4).reshape(B, self.channels, self.size, self.size)
+
+
+def transformer_problem(kind: str, B: int) -> tuple[nn.Module, Batch]:
+    """16² RGB images as 64 tokens of width 128, 6 blocks, 4 heads: ``dit`` (flowvar's DiTField: qkv Linear +
+    scaled_dot_product_attention + MLP, adaLN time conditioning) or ``mha`` (:class:`MHATransformerField`)."""
+    from flowvar.models.transformer import DiTField
+
+    torch.manual_seed(0)
+    model: nn.Module = (DiTField(16, channels=3, patch=2, width=128, depth=6, heads=4, zero_init=False)
+                        if kind == "dit" else MHATransformerField(16))
+    return model, image_batch(3, 16, B, 31 * B)
+
+
 def unet_problem(px: int, B: int) -> tuple[nn.Module, Batch]:
     from flowvar.models.unet import UNetField
 
@@ -104,9 +156,10 @@ def make_plain(model: nn.Module, batch: Batch) -> Callable[[], tuple[float, str]
     return run
 
 
-def make_ours(model: nn.Module, batch: Batch, elementwise: bool) -> Callable[[], tuple[float, str]]:
+def make_ours(model: nn.Module, batch: Batch, elementwise: bool, own_grads: bool = True
+              ) -> Callable[[], tuple[float, str]]:
     model = copy.deepcopy(model)
-    engine = GradNormEngine(model, elementwise=elementwise)
+    engine = GradNormEngine(model, elementwise=elementwise, own_grads=own_grads)
 
     def run() -> tuple[float, str]:
         model.zero_grad(set_to_none=True)
@@ -225,12 +278,15 @@ def make_loop(model: nn.Module, batch: Batch) -> Callable[[], tuple[float, str]]
     return run
 
 
-def factories(model: nn.Module, batch: Batch) -> dict[str, Callable[[], Callable[[], tuple[float, str]]]]:
+def factories(model: nn.Module, batch: Batch, own_off: bool = False
+              ) -> dict[str, Callable[[], Callable[[], tuple[float, str]]]]:
     out: dict[str, Callable[[], Callable[[], tuple[float, str]]]] = {
         "plain": lambda: make_plain(model, batch),
         "flowvar trace": lambda: make_ours(model, batch, False),
         "flowvar elementwise": lambda: make_ours(model, batch, True),
     }
+    if own_off:  # the engine measuring after autograd computed every gradient (GradNormEngine(own_grads=False))
+        out[OWN_OFF] = lambda: make_ours(model, batch, False, own_grads=False)
     if has("backpack"):
         out["BackPACK BatchL2Grad"] = lambda: make_backpack(model, batch, "l2")
         out["BackPACK Variance"] = lambda: make_backpack(model, batch, "var")
@@ -242,6 +298,8 @@ def factories(model: nn.Module, batch: Batch) -> dict[str, Callable[[], Callable
 
 
 SLOW = ("Opacus per-sample", "torch.func vmap", "per-sample loop")  # timed in their own group with plain
+OWN_OFF = "flowvar trace, autograd's gradients"
+FAST_ONLY = ("plain", "flowvar trace", "flowvar elementwise", OWN_OFF)  # large batches: the others take minutes
 BLOCK = 10  # training steps per timed block in the monitor-overhead benchmark
 
 
@@ -249,13 +307,15 @@ BLOCK = 10  # training steps per timed block in the monitor-overhead benchmark
 
 
 def time_grid(label: str, model: nn.Module, batch: Batch, rounds: int, slow: tuple[str, ...], slow_rounds: int,
-              budget_s: float) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
-    """Median seconds, traces and notes per method; slow methods timed in a second interleaved group with plain."""
-    facts = factories(model, batch)
+              budget_s: float, own_off: bool = False, only: tuple[str, ...] | None = None
+              ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """Median seconds, traces and notes per method; slow methods timed in a second interleaved group with plain.
+    ``only``: run just these methods (the rest are noted "not run (time)")."""
+    facts = factories(model, batch, own_off)
     runners: dict[str, Callable[[], tuple[float, str]]] = {}
     notes: dict[str, str] = {}
     for name, make in facts.items():
-        if name in SLOW and name not in slow:
+        if (name in SLOW and name not in slow) or (only is not None and name not in only):
             notes[name] = "not run (time)"
             continue
         try:
@@ -411,25 +471,55 @@ def main() -> None:
               table(["model", "B", "method", "time", "ratio to plain", "notes"], rows), "",
               f"All methods that ran agree with flowvar's trace to {worst:.1e} relative (float32).", ""]
 
-    # UNet
+    # UNet and transformers: B = 32 beside every other method, B = 128 ours only
+    image_ratio: dict[tuple[str, str, int], dict[str, float]] = {}
+    image_names = [*method_names[:3], OWN_OFF, *method_names[3:]]
+
+    def image_rows(kind: str, label: str, problem: Callable[[int], tuple[nn.Module, Batch]], B: int,
+                   rounds: int, budget: float, full: bool) -> list[list[str]]:
+        model, batch = problem(B)
+        slow = (("Opacus per-sample",) if quick else SLOW) if full else ()
+        medians, traces, notes = time_grid(f"{kind} {label} B={B}", model, batch, rounds, slow, slow_rounds=2,
+                                           budget_s=budget, own_off=True, only=None if full else FAST_ONLY)
+        plain = medians["plain"]
+        image_ratio[(kind, label, B)] = {n: v / plain for n, v in medians.items()}
+        out = []
+        for name in image_names:
+            if name in medians:
+                out.append([label, str(B), name, fmt_time(medians[name]), fmt_ratio(medians[name] / plain),
+                            notes.get(name, "")])
+            elif full or name in FAST_ONLY:
+                out.append([label, str(B), name, "–", "–", notes.get(name, "not installed")])
+        a = agreement(traces)
+        out.append([label, str(B), "agreement", "", "", f"max relative trace difference {a:.1e}"])
+        return out
+
     rows = []
     for px in ((16,) if quick else (16, 32)):
-        model, batch = unet_problem(px, 32)
-        slow = ("Opacus per-sample",) if quick else SLOW
-        medians, traces, notes = time_grid(f"UNet {px}px B=32", model, batch, 2 if quick else 7, slow,
-                                           slow_rounds=2, budget_s=20 if quick else 150)
-        plain = medians["plain"]
-        for name in method_names:
-            if name in medians:
-                rows.append([f"{px}×{px}", "32", name, fmt_time(medians[name]), fmt_ratio(medians[name] / plain),
-                             notes.get(name, "")])
-            else:
-                rows.append([f"{px}×{px}", "32", name, "–", "–", notes.get(name, "not installed")])
-        a = agreement(traces)
-        rows.append([f"{px}×{px}", "32", "agreement", "", "", f"max relative trace difference {a:.1e}"])
+        for B in ((32,) if quick else (32, 128)):
+            rounds = 2 if quick else (7 if B == 32 else 5)
+            rows += image_rows("UNet", f"{px}×{px}", partial(unet_problem, px), B, rounds, 20 if quick else 150,
+                               full=B == 32)
     n_params = sum(p.numel() for p in unet_problem(16, 1)[0].parameters())
-    lines += [f"### UNet (`UNetField` defaults, 3 channels, {n_params / 1e6:.2f}M parameters), B = 32, float32", "",
+    lines += [f"### UNet (`UNetField` defaults, 3 channels, {n_params / 1e6:.2f}M parameters), float32", "",
+              f"`{OWN_OFF}`: the same engine with `own_grads=False` (autograd computes every gradient, the engine "
+              "measures afterwards), for comparison: by default the engine computes the gradients of the layers "
+              "whose per-sample gradients it materialises anyway (docs/gradient_variance.md).", "",
               table(["image", "B", "method", "time", "ratio to plain", "notes"], rows), ""]
+    rows = []
+    for kind, title in (("dit", "DiT (`DiTField`)"), ("mha", "`nn.TransformerEncoderLayer`")):
+        for B in ((32,) if quick else (32, 128)):
+            rounds = 2 if quick else (7 if B == 32 else 5)
+            rows += image_rows(kind, title, partial(transformer_problem, kind), B, rounds, 20 if quick else 150,
+                               full=B == 32)
+    n_dit = sum(p.numel() for p in transformer_problem("dit", 1)[0].parameters())
+    n_mha = sum(p.numel() for p in transformer_problem("mha", 1)[0].parameters())
+    lines += ["### Transformers (16² RGB as 64 tokens of width 128, 6 blocks, 4 heads), float32", "",
+              f"DiT: flowvar's `DiTField` (patchify, qkv Linear + `scaled_dot_product_attention` + MLP, adaLN "
+              f"time conditioning; {n_dit / 1e6:.2f}M parameters). `nn.TransformerEncoderLayer`: the same size built "
+              f"from PyTorch's layer (`nn.MultiheadAttention` inside, batch first, pre-norm; time embedding added to "
+              f"the tokens; {n_mha / 1e6:.2f}M parameters; `MHATransformerField` in this script).", "",
+              table(["model", "B", "method", "time", "ratio to plain", "notes"], rows), ""]
 
     # monitor overhead
     rows = []
@@ -474,47 +564,59 @@ def main() -> None:
               f"Peak RSS of a fresh process after two calls of the method minus its peak after two plain steps "
               f"(P = {P} parameters; the second column is what B per-sample float32 gradients occupy).", "",
               table(["B", "B·P·4 bytes", *mem_methods], rows), ""]
-    lines += targets(mlp_ratio, monitor_ratio, memory, P)
+    lines += targets(mlp_ratio, monitor_ratio, memory, P, image_ratio)
     lines.append(f"Total run time {time.perf_counter() - started:.0f} s.")
     write_section("gradvar", "\n".join(lines), args.no_write)
 
 
 def targets(mlp_ratio: dict[tuple[int, int], dict[str, float]], monitor_ratio: dict[tuple[int, int], float],
-            memory: dict[tuple[str, int], float], P: int) -> list[str]:
-    """The issue's targets, each with the measured figures it rests on and a verdict."""
-    def verdict(ok: bool | None) -> str:
-        return "n/a (not measured)" if ok is None else ("met" if ok else "**missed**")
+            memory: dict[tuple[str, int], float], P: int,
+            image_ratio: dict[tuple[str, str, int], dict[str, float]]) -> list[str]:
+    """The issues' targets (issue 20's ratios; issue 4's comparisons and memory), each with the measured figures it
+    rests on and a verdict."""
+    def verdict(values: list[float], bound: float) -> str:
+        if not values:
+            return "n/a (not measured)"
+        return "met" if max(values) <= bound else "**missed**"
 
-    def worst(method: str, min_B: int) -> tuple[float, str]:
+    def mlp(method: str, min_B: int) -> tuple[list[float], str]:
         vals = {k: r[method] for k, r in mlp_ratio.items() if k[1] >= min_B and method in r}
-        if not vals:
-            return math.nan, "not measured"
-        key = max(vals, key=lambda k: vals[k])
-        return vals[key], ", ".join(f"d={d} B={B}: {fmt_ratio(v)}" for (d, B), v in sorted(vals.items()))
+        return list(vals.values()), ", ".join(f"d={d} B={B}: {fmt_ratio(v)}" for (d, B), v in sorted(vals.items()))
+
+    def image(kind: str, method: str) -> tuple[list[float], str]:
+        vals = {(label, B): r[method] for (k, label, B), r in image_ratio.items() if k == kind and method in r}
+        return list(vals.values()), ", ".join(f"{label} B={B}: {fmt_ratio(v)}" for (label, B), v in vals.items())
 
     rows = []
-    for method, bound in (("flowvar trace", 1.3), ("flowvar elementwise", 2.0)):
-        value, detail = worst(method, 1024)
-        rows.append([f"{method} ≤ {bound}× plain forward+backward at B ≥ 1024 (MLP)", detail,
-                     verdict(None if math.isnan(value) else value <= bound)])
+    for what, (values, detail), bound in (
+            ("MLP, trace, B ≥ 1024", mlp("flowvar trace", 1024), 1.10),
+            ("MLP, element-wise, B ≥ 1024", mlp("flowvar elementwise", 1024), 1.40),
+            ("UNet (16² and 32², B = 32 and 128), trace", image("UNet", "flowvar trace"), 1.30),
+            ("UNet, element-wise", image("UNet", "flowvar elementwise"), 1.60),
+            ("DiT (`DiTField`), trace", image("dit", "flowvar trace"), 1.30),
+            ("`nn.TransformerEncoderLayer` transformer, trace", image("mha", "flowvar trace"), 1.30)):
+        rows.append([f"{what} ≤ {bound:.2f}× plain forward+backward", detail or "not measured",
+                     verdict(values, bound)])
+    detail = ", ".join(f"d={d} B={B}: {fmt_ratio(v)}" for (d, B), v in sorted(monitor_ratio.items()) if B == 256)
+    rows.append(["monitor at its defaults, every step, MLP B = 256 ≤ 1.15× a plain training step", detail or
+                 "not measured", verdict([v for (d, B), v in monitor_ratio.items() if B == 256], 1.15)])
     for ours, theirs in (("flowvar trace", "BackPACK BatchL2Grad"), ("flowvar elementwise", "BackPACK Variance")):
         pairs = {k: (r[ours], r[theirs]) for k, r in mlp_ratio.items() if ours in r and theirs in r}
         detail = ", ".join(f"d={d} B={B}: {a:.2f}× vs {b:.2f}×" for (d, B), (a, b) in sorted(pairs.items()))
         rows.append([f"{ours} faster than {theirs} (MLP)", detail or "BackPACK not installed",
-                     verdict(None if not pairs else all(a < b for a, b in pairs.values()))])
+                     "n/a (not measured)" if not pairs else ("met" if all(a < b for a, b in pairs.values())
+                                                            else "**missed**")])
     mem = {B: v for (m, B), v in memory.items() if m == "flowvar trace"}
     if mem:
         Bs = sorted(mem)
         detail = (", ".join(f"B={B}: {mem[B]:.0f} MiB (B·P·4 = {B * P * 4 / 2**20:.0f} MiB)" for B in Bs))
         ok = max(mem.values()) < 0.1 * Bs[-1] * P * 4 / 2**20
         rows.append(["flowvar peak extra memory independent of B·P (grows with B·activations only)", detail,
-                     verdict(ok)])
-    detail = ", ".join(f"d={d} B={B}: {fmt_ratio(v)}" for (d, B), v in sorted(monitor_ratio.items()))
-    rows.append(["monitor (defaults, every step) ≤ 1.3× a plain training step, MLP B ≥ 256", detail,
-                 verdict(None if not monitor_ratio else max(monitor_ratio.values()) <= 1.3)])
-    return ["### Targets of issue 4", "",
+                     "met" if ok else "**missed**"])
+    return ["### Targets (issue 20; the comparisons and memory of issue 4)", "",
             "Computed by this script from the figures above (ratios are of medians within one run; on a loaded "
-            "shared machine a ratio moves by ±0.1–0.2 between runs).", "",
+            "shared machine a ratio moves by ±0.1–0.2 between runs). Where a target is missed, "
+            "docs/gradient_variance.md says where the time goes.", "",
             table(["target", "measured", "verdict"], rows), ""]
 
 
