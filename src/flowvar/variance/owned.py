@@ -103,7 +103,9 @@ class _State:
         self.module = weakref.ref(module)
         self.rule, self.names, self.elementwise, self.chunk_bytes = rule, names, elementwise, chunk_bytes
         self.delta: Tensor | None = None  # δ of the backward pass under way, until the node used it
-        self.hooked: Tensor | None = None  # δ as the engine's record saw it (before later hooks on the output)
+        # δ as the engine's record saw it (before later hooks on the output), weakly: when the output's gradient
+        # is only captured (autograd.grad of the output) no node of this call runs to drop it
+        self.hooked: weakref.ref[Tensor] | None = None
         self.passes = 0  # backward passes that reached the output: a stash of one of several misses part of δ
         self.stash: _Stash | None = None
         # the input the layer received when a forward pre-hook registered after the engine's replaced x′ (detached:
@@ -115,7 +117,7 @@ class _State:
 def _see_delta(state: _State, grad: Tensor) -> None:
     """Tensor hook on an owned call's output, the first one registered on it: δ before any later hook on the output
     (the engine's records it unchanged) could change it."""
-    state.hooked = grad
+    state.hooked = weakref.ref(grad)
 
 
 def _take_delta(state: _State, k: int, grads: tuple[Tensor | None, ...]) -> None:
@@ -179,7 +181,7 @@ class _OwnedGrad(torch.autograd.Function):
             return (None, grad, *(None,) * len(state.names))
         # the statistics must be those of the δ the engine recorded: not when a later hook on the output changed it
         sums = _measure(state, module, x, delta, {n: ctx.shapes[n] for n in names},
-                        stash=state.passes == 1 and delta is hooked)
+                        stash=state.passes == 1 and hooked is not None and delta is hooked())
         return (None, grad, *(sums.get(n) for n in state.names))
 
 
