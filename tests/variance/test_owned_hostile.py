@@ -22,6 +22,8 @@ from torch.func import functional_call
 from flowvar.interpolants import Interpolant
 from flowvar.variance import GradNormEngine, fast_gradient_variance
 from flowvar.variance.monitor import GradientVarianceMonitor
+from flowvar.variance.rules import conv as conv_rules
+from flowvar.variance.rules import rule_for
 
 B = 8
 
@@ -186,9 +188,19 @@ def test_post_accumulate_grad_hooks_fire_for_owned_parameters():
         assert rel(p, q) < 1e-12, n
 
 
+@pytest.fixture(params=["grouped", "offsets"])
+def conv_kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each of the convolution rule's two per-sample kernels (it times them and keeps the faster per shape)."""
+    rule, _ = rule_for(nn.Conv2d(1, 1, 1))
+    monkeypatch.setattr(rule, "_fastest", {})
+    monkeypatch.setattr(conv_rules, "_fastest_of", lambda candidates, before=None: request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("kind", sorted(MODELS))
-def test_a_penalty_on_the_parameter_gradient_differentiates_it_again(kind):
-    """backward(create_graph=True), then a penalty on ‖.grad‖²: the owned gradients must be differentiable."""
+def test_a_penalty_on_the_parameter_gradient_differentiates_it_again(kind, conv_kernel):
+    """backward(create_graph=True), then a penalty on ‖.grad‖²: the owned gradients must be differentiable (a
+    per-sample kernel that writes into a buffer is not)."""
     torch.manual_seed(0)
     model = MODELS[kind]().to(F64)
     ref = copy.deepcopy(model)

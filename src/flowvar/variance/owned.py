@@ -15,8 +15,9 @@ output takes it as the layer's backward receives it, after any hook on the outpu
 materialises g_i chunk by chunk from x and δ, stashes their norms (and element-wise squares) for the engine's
 statistics and returns G = Σ_i g_i (summed in float64) as the parameters' gradient. Autograd does the rest as for
 any gradient: it accumulates G into ``.grad`` (``backward``), returns it (``torch.autograd.grad``), differentiates
-it again (``create_graph=True``: the sums are then built from differentiable operations, and a Linear's ∂L/∂x is
-recomputed as δW from the weight itself, because ``F.linear`` saved a transpose of the frozen weight), and fires
+it again (``create_graph=True``: G then comes from autograd through the layer's operation on a detached weight,
+differentiable in x and δ, and a Linear's ∂L/∂x is recomputed as δW from the weight itself, because ``F.linear``
+saved a transpose of the frozen weight), and fires
 every hook on the parameters (the engine's own, users' tensor hooks, post-accumulate-grad hooks of optimisers).
 The node computes no parameter gradient when the pass does not want it (``torch.autograd.grad`` of the input or of
 other parameters, ``backward(inputs=...)`` without them): the views are non-leaf nodes, so autograd can say
@@ -59,6 +60,7 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowvar.variance.records import CallRecord, sample_sq_norms, sample_sum
@@ -180,24 +182,45 @@ class _OwnedGrad(torch.autograd.Function):
         if not names:  # this pass does not want the parameters' gradients
             return (None, grad, *(None,) * len(state.names))
         # the statistics must be those of the δ the engine recorded: not when a later hook on the output changed it
-        sums = _measure(state, module, x, delta, {n: ctx.shapes[n] for n in names},
+        sums = _measure(state, module, x, delta, weight, {n: ctx.shapes[n] for n in names},
                         stash=state.passes == 1 and hooked is not None and delta is hooked())
         return (None, grad, *(sums.get(n) for n in state.names))
 
 
-def _measure(state: _State, module: nn.Module, x: Tensor, delta: Tensor,
+def _measure(state: _State, module: nn.Module, x: Tensor, delta: Tensor, weight: Tensor,
              params: dict[str, tuple[torch.Size, torch.dtype]], stash: bool) -> dict[str, Tensor]:
     """Σ_i g_i of ``params`` (local name → the parameter's shape and dtype, which the sum gets) from per-sample
     gradients materialised chunk by chunk; with ``stash`` their norms (and element-wise squares) go to
     ``state.stash`` for the engine's statistics. Under ``create_graph=True`` (grad mode on in the backward pass) the
-    sums stay differentiable."""
-    names = set(params)
-    B = x.shape[0]
+    sums come from :func:`_graph_sums` instead, differentiable (the rules' fast kernels write into buffers)."""
+    graph = torch.is_grad_enabled()
     kept = _Stash() if stash else None
     sums: dict[str, Tensor] = {}
-    per_sample = sum(shape.numel() for shape, _ in params.values()) * delta.element_size() * 3
+    if kept is not None or not graph:
+        with torch.no_grad():
+            sums = _sample_sums(state, module, x.detach(), delta.detach(), set(params), kept)
+    out = _graph_sums(module, x, delta, weight, params) if graph else {}
+    for name, (shape, dtype) in params.items():
+        if name in sums:
+            total = sums[name].reshape(shape)
+            if kept is not None:
+                kept.sums[name] = total
+                if name in kept.sq_sums:
+                    kept.sq_sums[name] = kept.sq_sums[name].reshape(shape)
+            out.setdefault(name, total.to(dtype))
+    state.stash = kept
+    return out
+
+
+def _sample_sums(state: _State, module: nn.Module, x: Tensor, delta: Tensor, names: set[str],
+                 kept: _Stash | None) -> dict[str, Tensor]:
+    """{name: Σ_i g_i} (float64, flat or in the parameter's shape) over chunks of samples bounded by
+    ``state.chunk_bytes``; ‖g_i‖² (and Σ_i g_i ⊙ g_i) into ``kept`` when given."""
+    B = x.shape[0]
+    per_sample = sum(getattr(module, n).numel() for n in names) * delta.element_size() * 3
     per_sample += (x[0].numel() + delta[0].numel()) * delta.element_size()
     size = max(1, min(B, state.chunk_bytes // max(1, per_sample)))
+    sums: dict[str, Tensor] = {}
     for start in range(0, B, size):
         stop = min(start + size, B)
         grads = state.rule.per_sample_grads(module, x, delta, start, stop, names)
@@ -205,22 +228,29 @@ def _measure(state: _State, module: nn.Module, x: Tensor, delta: Tensor,
             part = sample_sum(g)
             sums[name] = sums[name] + part if name in sums else part
             if kept is not None:
-                with torch.no_grad():
-                    norms = sample_sq_norms(g)
-                    prev = kept.sq_norms.get(name)
-                    kept.sq_norms[name] = norms if prev is None else torch.cat([prev, norms])
-                    if state.elementwise:
-                        sq = sample_sum(g, torch.square)
-                        kept.sq_sums[name] = kept.sq_sums[name] + sq if name in kept.sq_sums else sq
+                norms = sample_sq_norms(g)
+                prev = kept.sq_norms.get(name)
+                kept.sq_norms[name] = norms if prev is None else torch.cat([prev, norms])
+                if state.elementwise:
+                    sq = sample_sum(g, torch.square)
+                    kept.sq_sums[name] = kept.sq_sums[name] + sq if name in kept.sq_sums else sq
+    return sums
+
+
+def _graph_sums(module: nn.Module, x: Tensor, delta: Tensor, weight: Tensor,
+                params: dict[str, tuple[torch.Size, torch.dtype]]) -> dict[str, Tensor]:
+    """create_graph: G = Σ_i g_i as differentiable functions of x and δ (a weight gradient does not depend on the
+    weight): the weight's by autograd through the layer's own operation on a detached copy of the weight, the
+    bias's as the sum of δ over everything but its channels."""
     out: dict[str, Tensor] = {}
-    for name, (shape, dtype) in params.items():
-        total = sums[name].reshape(shape)
-        if kept is not None:
-            kept.sums[name] = total.detach()
-            if name in kept.sq_sums:
-                kept.sq_sums[name] = kept.sq_sums[name].reshape(shape)
-        out[name] = total.to(dtype)
-    state.stash = kept
+    if "weight" in params:
+        w = weight.detach().requires_grad_()
+        with torch.enable_grad():
+            y = module._conv_forward(x, w, None) if isinstance(module, nn.Conv2d) else F.linear(x, w)
+            (out["weight"],) = torch.autograd.grad(y, w, delta, create_graph=True)
+    if "bias" in params:
+        conv = isinstance(module, nn.Conv2d)
+        out["bias"] = delta.sum((0, 2, 3)) if conv else delta.reshape(-1, delta.shape[-1]).sum(0)
     return out
 
 
