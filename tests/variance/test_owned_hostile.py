@@ -1,7 +1,7 @@
 """Owned layers (flowvar.variance.owned) under the ways people actually compute and use gradients: every gradient
 must be autograd's wherever it goes (``.grad``, ``torch.autograd.grad``, a second differentiation, hooks on the
 parameters), ``.grad`` must be left alone by passes that do not accumulate, and the statistics must equal those
-of ``own_grads=False``. Each test but the last two (forward-mode AD, a monitored training loop: guards of what
+of ``own_grads=False``. Each test but two (forward-mode AD and the monitored training loop, guards of what
 already worked) is one way this failed while the engine wrote ``.grad`` itself at the end of the backward pass,
 before the owned gradients went through autograd (an identity node on the layer's input)."""
 
