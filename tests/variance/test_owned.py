@@ -338,3 +338,28 @@ def test_calls_under_autocast_are_left_to_autograd():
     assert not engine.owned.calls  # nothing owned: autograd computed every gradient in its own precision
     assert all(p.grad is not None for p in model.parameters())
     engine.clear()
+
+
+@pytest.mark.parametrize("own", [True, False])
+def test_a_deep_copy_between_backward_and_compute(own):
+    """An EMA copy or a checkpoint taken after backward() and before compute(): the copy carries no records of the
+    original's pass (they hold its non-leaf tensors), trains on its own, and the original still measures its pass."""
+    model = ConvNet().to(F64)
+    x, y = data(F64)
+    off = copy.deepcopy(model)
+    engine = GradNormEngine(model, own_grads=own)
+    want = autograd_grads(model, x, y)
+    losses = losses_of(model, x, y)
+    losses.mean().backward()
+    clone = copy.deepcopy(model)
+    clone.zero_grad()
+    losses_of(clone, x, y).mean().backward()
+    for n, p in clone.named_parameters():
+        assert rel(p.grad, want[n]) < 1e-12, n
+    stats = engine.compute(reduction="mean", losses=losses)
+    engine_off = GradNormEngine(off, own_grads=False)
+    losses_off = losses_of(off, x, y)
+    losses_off.mean().backward()
+    ref = engine_off.compute(reduction="mean", losses=losses_off)
+    for n in ref.param_sq_norms:
+        assert rel(stats.param_sq_norms[n], ref.param_sq_norms[n]) < 1e-12, n

@@ -41,6 +41,7 @@ sample sum check read and write the same per-call records; the rules themselves 
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -261,6 +262,22 @@ class GradNormEngine:
             h.remove()
         self._handles.clear()
         self.clear()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GradNormEngine:
+        """A copy for a copy of the model (the model's hooks carry the engine, so ``copy.deepcopy(model)`` copies it)
+        without this pass's records: they hold the pass's non-leaf tensors, which cannot be deep-copied, and they
+        belong to the original's pass (an EMA copy or a checkpoint taken between ``backward()`` and ``compute()``)."""
+        transient: list[Any] = [self._records, self._param_grads, self._last_grad, self._accumulated,
+                                self._root_outputs, self._root_calls]
+        if self.owned is not None:
+            transient += [self.owned.calls, self.owned._frozen]
+        for obj in transient:  # every reference to them in the copy (the owned layers' too) gets the same empty one
+            memo[id(obj)] = type(obj)()
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, copy.deepcopy(value, memo))
+        return new
 
     def __enter__(self) -> GradNormEngine:
         return self.attach()
