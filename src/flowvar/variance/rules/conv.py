@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowvar.errors import ShapeError
-from flowvar.variance.records import F64, Blocked, CallRecord, Collector, PerSample, RuleContext
+from flowvar.variance.records import Blocked, CallRecord, Collector, PerSample, RuleContext
 from flowvar.variance.rules.base import Rule, batched
-from flowvar.variance.rules.linear import seq_linear
+from flowvar.variance.rules.linear import ghost_sq_norms, seq_linear
 
 __all__ = ["Conv1dRule", "Conv2dRule"]
 
@@ -106,8 +106,7 @@ class Conv2dRule(Rule):
             b = stop - start
             A = self._patches(module, x[start:stop])  # (b, G, S, K)
             D = d[start:stop].reshape(b, G, O, S).transpose(-1, -2)  # (b, G, S, O)
-            gram = (A @ A.transpose(-1, -2)) * (D @ D.transpose(-1, -2))
-            w.sq_norms[start:stop] = gram.sum((1, 2, 3)).to(F64)
+            w.sq_norms[start:stop] = ghost_sq_norms(A, D)
             w.add_probe(D, A, view)
 
         def materialised(start: int, stop: int) -> None:

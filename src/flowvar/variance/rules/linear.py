@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from flowvar.variance.records import F64, CallRecord, Collector, PerSample, RuleContext
 from flowvar.variance.rules.base import Rule, batched
 
-__all__ = ["OWN_MIN_POSITIONS", "LinearRule", "seq_linear"]
+__all__ = ["OWN_MIN_POSITIONS", "LinearRule", "ghost_sq_norms", "seq_linear"]
 
 #: Fewest positions per sample for which the engine computes a sequence Linear's gradient itself (below, the
 #: per-sample products are too small to run as fast as the backward pass's one batched product)
@@ -41,8 +41,7 @@ def seq_linear(provider: Callable[[int, int], tuple[Tensor, Tensor]], G: int, S:
         b = stop - start
         if w is not None:
             if ghost:
-                gram = (A @ A.transpose(-1, -2)) * (D @ D.transpose(-1, -2))  # (b, G, S, S)
-                w.sq_norms[start:stop] = gram.sum((1, 2, 3)).to(F64)
+                w.sq_norms[start:stop] = ghost_sq_norms(A, D)
                 if w.grad_sum is not None:
                     w.grad_sum += weight_view(torch.einsum("bgso,bgsk->gok", D, A)[None])[0].to(F64).view(w.shape)
                 else:  # the check of Σ_i g_i by random projections, without the weight-gradient product
@@ -60,6 +59,13 @@ def seq_linear(provider: Callable[[int, int], tuple[Tensor, Tensor]], G: int, S:
         if bias and "bias" in collectors:
             collectors["bias"].add_per_sample(start, D.sum(2).reshape(b, G * O))
     return "ghost" if ghost else "materialised"
+
+
+def ghost_sq_norms(A: Tensor, D: Tensor) -> Tensor:
+    """(b,) float64 ‖g_i‖² of g_i[g] = Σ_s D_igs A_igsᵀ without forming g_i: Σ_g Σ_{s,s'} (A_igs·A_igs')(D_igs·D_igs')
+    (the ghost norm; ``A`` (b, G, S, K), ``D`` (b, G, S, O))."""
+    gram = (A @ A.transpose(-1, -2)) * (D @ D.transpose(-1, -2))  # (b, G, S, S)
+    return gram.sum((1, 2, 3)).to(F64)
 
 
 def _segment_outer_sq_norms(a: Tensor, d: Tensor, ctx: RuleContext) -> Tensor:
@@ -157,14 +163,11 @@ class LinearRule(Rule):
             if w.seg_sq is not None:
                 w.seg_sq += _segment_outer_sq_norms(a, d, ctx)
         if b is not None:
-            if b.grad_sum is None and b.seg_sq is None and b.sq_sum is not None and d2 is not None:
-                b.sq_norms.copy_(d_norm.square())  # + element-wise sums: what add_per_sample does, with δ² shared
-                b.sq_sum += d2.sum(0).to(F64)
-                check = b.sum_target()
-                if check is not None:
-                    check += d.sum(0).to(F64)
-            elif b.grad_sum is None and b.sq_sum is None and b.seg_sq is None:
+            if b.grad_sum is None and b.seg_sq is None:  # what add_per_sample does, with the norms and δ² shared
                 b.sq_norms.copy_(d_norm.square())
+                if b.sq_sum is not None:
+                    assert d2 is not None
+                    b.sq_sum += d2.sum(0).to(F64)
                 check = b.sum_target()
                 if check is not None:
                     check += d.sum(0).to(F64)
