@@ -22,7 +22,9 @@ The key reads ``<experiment>-<16 hex digits>``.
 Layout. One folder per entry, ``<root>/<key>/``: the experiment's output files (``result.json``, ``summary.md``,
 figures) and ``cache.json``, a manifest with the key's inputs, the creation time, the runtime and the SHA-256 of
 every file. An entry is written into ``<root>/.tmp-<pid>-*`` and renamed into place when complete, so an entry
-either exists whole or not at all. :meth:`Cache.lookup` re-hashes every file and reloads ``result.json``; an
+either exists whole or not at all. ``<root>/.work/<key>/`` holds the training checkpoints of a run of ``key`` that
+has not finished (:meth:`Cache.work_dir`): an interrupted run resumes from them, and they are removed when the entry is
+stored. :meth:`Cache.lookup` re-hashes every file and reloads ``result.json``; an
 entry that fails any check (edited, truncated, a file missing) is reported, deleted and treated as a miss: a
 corrupted result is recomputed, never trusted.
 """
@@ -293,6 +295,10 @@ class Cache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def work_dir(self, key: str) -> Path:
+        """``<root>/.work/<key>``: the checkpoints of an unfinished run of ``key`` (whether or not it exists)."""
+        return self.root / ".work" / self.path(key).name
+
     def discard(self, key: str) -> None:
         """Delete an entry (no error if absent)."""
         shutil.rmtree(self.path(key), ignore_errors=True)
@@ -382,6 +388,8 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
 
     On a hit the cached files are installed into ``out_dir/name`` (nothing is recomputed); on a miss, or with
     ``force``, the experiment runs via :func:`flowvar.experiments.base.run_experiment` and its output is stored.
+    The run's trainings checkpoint into :meth:`Cache.work_dir` and resume from it when an earlier run of the same
+    key was interrupted; it is removed once the result is stored (and before a ``force`` run).
     """
     from flowvar.experiments.base import build_config, get_experiment, run_experiment
 
@@ -403,8 +411,12 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
     if entry is not None:
         install(entry, output)
         return CachedRun(Result.load(entry / "result.json"), key, True, entry, output, corrupted)
-    result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress)
+    work = cache.work_dir(key)
+    if force:
+        shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included
+    result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress, work_dir=work)
     entry = cache.store(key, output, key_inputs(name, config, quick))
+    shutil.rmtree(work, ignore_errors=True)
     return CachedRun(result, key, False, entry, output, corrupted)
 
 

@@ -620,7 +620,8 @@ def train_cfm(model: nn.Module, coupling: Coupling, sigma: float, *, steps: int,
 
 def train_mlp_field(coupling: Coupling, sigma: float, dim: int, *, width: int, depth: int, activation: str,
                     init_seed: int, steps: int, batch_size: int, lr: float, seed: int, progress: bool = False,
-                    callbacks: Sequence[Callback] = ()) -> tuple[MLPField, TrainResult]:
+                    callbacks: Sequence[Callback] = (), checkpoint_dir: str | os.PathLike[str] | None = None,
+                    checkpoint_every: int = 0) -> tuple[MLPField, TrainResult]:
     """A fresh :class:`~flowvar.models.MLPField` trained on CFM(σ): returns (the trained model, the run's result).
 
     The model, MLPField(``dim``, ``width``, ``depth``, ``activation``) on (B, dim) float32 points, is built with
@@ -629,11 +630,15 @@ def train_mlp_field(coupling: Coupling, sigma: float, dim: int, *, width: int, d
     experiments compare σ = 0 with σ > 0 from the same initialisation and the same batch stream (equal ``seed``) to
     pair the comparison. Then :func:`train_cfm` with ``steps``, ``batch_size``, ``lr``, ``seed``, ``progress`` and
     ``callbacks``. Experiments pass seeds derived from their run's seed (``ctx.derive_seed("init", ...)``).
+    With ``checkpoint_dir`` the run writes checkpoints there (every ``checkpoint_every`` steps and at the end) and
+    resumes from one it finds, ending bit-identical to an uninterrupted run; a finished run is loaded, not retrained
+    (experiments pass ``ctx.checkpoint_dir(...)``, so an interrupted experiment keeps its finished trainings).
     """
     with seeded_global_rng(init_seed):
         model = MLPField(dim, width, depth, activation)
     result = train_cfm(model, coupling, sigma, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                       progress=progress, callbacks=callbacks)
+                       progress=progress, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
+                       checkpoint_every=checkpoint_every)
     return model, result
 
 

@@ -52,8 +52,9 @@ class ImageExperimentConfig:
     ``resolution`` (px), ``channels`` (None: the source's own), ``data_seed`` (which images are chosen).
     UNet: ``base_channels``, ``channel_mult``, ``num_res_blocks``, ``attention_resolutions``, ``dropout``.
     Training (Adam, per run): ``steps``, ``batch_size`` (global batch), ``lr``, ``warmup_steps``, ``grad_clip``,
-    ``ema_decay`` (None: evaluate the raw weights), ``checkpoint_dir`` (None: no checkpoints; else one sub-folder
-    per training run, resumed when present), ``checkpoint_every``.
+    ``ema_decay`` (None: evaluate the raw weights), ``checkpoint_dir`` (None: the run's cache work folder when it
+    runs through the cache, else no checkpoints; a folder: one sub-folder per training run there), resumed when
+    present; ``checkpoint_every`` (0: ten checkpoints per full-scale training, only the last in quick mode).
     Sampling: ``euler_steps``, ``eval_batch`` (sources integrated at once). Verdicts: ``alpha`` (one-sided level of
     the paired comparisons over seeds).
     Compute: ``device`` auto | cpu | cuda, ``threads`` (0: $FLOWVAR_THREADS, else 1 for images <= 16 px on CPU —
@@ -203,16 +204,22 @@ def build_unet(config: ImageExperimentConfig, images: ImageSet) -> UNetField:
 
 
 def train_field(model: nn.Module, sigma: float, coupling: Coupling, config: ImageExperimentConfig, seed: int,
-                run_name: str, progress: bool) -> TrainResult:
+                run_name: str, ctx: RunContext) -> TrainResult:
     """Train ``model`` (already on its device) with CFM(σ) (constant noise, target x1 − x0) on ``coupling``.
 
-    Checkpoints go to ``config.checkpoint_dir/run_name`` when a checkpoint folder is configured (and are resumed).
+    Checkpoints go to ``config.checkpoint_dir/run_name`` when a checkpoint folder is configured, else to the run's
+    :meth:`~flowvar.experiments.base.RunContext.checkpoint_dir` (its cache work folder, when it has one); either way
+    an interrupted run resumes from them. ``config.checkpoint_every`` (0: the run's default cadence) sets how often.
     """
-    directory = Path(config.checkpoint_dir) / run_name if config.checkpoint_dir else None
+    if config.checkpoint_dir:
+        directory: Path | None = Path(config.checkpoint_dir) / run_name
+    else:
+        directory = ctx.checkpoint_dir(run_name)
+    every = config.checkpoint_every or ctx.checkpoint_every(config.steps)
     return train_cfm(model, coupling, sigma, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                     seed=seed, progress=progress, checkpoint_dir=directory, warmup_steps=config.warmup_steps,
+                     seed=seed, progress=ctx.progress, checkpoint_dir=directory, warmup_steps=config.warmup_steps,
                      grad_clip=config.grad_clip, ema_decay=config.ema_decay,
-                     checkpoint_every=config.checkpoint_every if directory else 0)
+                     checkpoint_every=every if directory else 0)
 
 
 def ema_copy(model: nn.Module, result: TrainResult) -> nn.Module:

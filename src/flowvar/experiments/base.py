@@ -37,6 +37,9 @@ from flowvar.results import (
 )
 from flowvar.seeding import StreamKey, Streams
 
+CHECKPOINTS_PER_TRAINING = 10
+"""Checkpoints a full-scale training writes (:meth:`RunContext.checkpoint_every`)."""
+
 
 @dataclass
 class RunContext:
@@ -50,6 +53,12 @@ class RunContext:
 
     ``seed`` is the config's ``seed`` (the run's one seed: its YAML value, ``--seed``), copied here read-only as
     the root of the streams; set it through the config, never on the context.
+
+    **Resuming** (:meth:`checkpoint_dir`): ``work_dir`` is a folder that outlives an interrupted run — the cache's
+    ``.work/<key>`` (:func:`flowvar.cache.run_cached`), keyed like the result, so only a run of the same experiment,
+    config and code resumes from it, and removed once the result is stored. Every training of an experiment passes
+    ``checkpoint_dir=ctx.checkpoint_dir(<its name>)``: an interrupted experiment then keeps its finished trainings
+    and resumes the one it was in (bit-identical on CPU). Without a cache ``work_dir`` is None and nothing resumes.
     """
 
     name: str
@@ -64,6 +73,7 @@ class RunContext:
     notes: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     device: str = "cpu"
+    work_dir: Path | None = None
 
     def __setattr__(self, key: str, value: Any) -> None:
         if key == "seed" and "seed" in self.__dict__:
@@ -92,6 +102,24 @@ class RunContext:
     def replicate(self, k: int) -> Streams:
         """The streams of replicate (training seed) ``k``: seed ``seed + k``, streams named under "replicate"."""
         return self.streams.replicate(k)
+
+    def checkpoint_dir(self, *parts: StreamKey) -> Path | None:
+        """The checkpoint folder of one training of this run, ``work_dir/<part>/<part>/…`` (e.g.
+        ``ctx.checkpoint_dir("d=3", "seed=1", "sigma=0.0")``), or None when the run has no ``work_dir``. The parts
+        must name the training uniquely within the run: a folder holding another training's checkpoint would be
+        refused by :func:`flowvar.train.train` (its config differs), never silently resumed."""
+        if self.work_dir is None:
+            return None
+        names = [str(p) for p in parts]
+        if not names or any(not n or n in (".", "..") or "/" in n or "\\" in n for n in names):
+            raise ValueError(f"checkpoint_dir parts must be non-empty names without '/': {names!r}")
+        return self.work_dir.joinpath(*names)
+
+    def checkpoint_every(self, steps: int) -> int:
+        """How often a training of ``steps`` steps writes a checkpoint into :meth:`checkpoint_dir`: ten times per
+        training at full scale (a killed run loses at most a tenth of one training), only at the end in quick mode
+        (a quick training is shorter than a checkpoint is worth)."""
+        return 0 if self.quick else max(1, steps // CHECKPOINTS_PER_TRAINING)
 
     def metric(self, key: str, value: Any) -> None:
         self.metrics[key] = value
@@ -142,13 +170,16 @@ def figure_style() -> Iterator[None]:
 
 def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed: int | None = None,
                    overrides: dict[str, Any] | None = None, progress: bool = False,
-                   config_file: Path | str | None = None, config: Any | None = None) -> Result:
+                   config_file: Path | str | None = None, config: Any | None = None,
+                   work_dir: Path | str | None = None) -> Result:
     """Run one experiment and write ``out_dir/name/{result.json, summary.md, *.png}``.
 
     The config is built by :func:`build_config` from ``quick``, ``config_file``, ``seed`` and ``overrides``,
     unless a ready ``config`` (an instance of the experiment's dataclass) is given. Output is staged in a hidden
     sibling folder and moved into place only when complete, so an interrupted run never leaves a half-written
     result. Under ``torchrun`` only rank 0 writes; an experiment records its device in ``ctx.device``.
+    ``work_dir``: where the experiment's trainings keep checkpoints to resume from (:attr:`RunContext.work_dir`;
+    the caller keys it to this exact run and removes it afterwards: :func:`flowvar.cache.run_cached` does).
     """
     import matplotlib
 
@@ -163,7 +194,8 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
 
     with staged_folder(Path(out_dir) / name) as stage:
         ctx = RunContext(name=name, out_dir=stage.path, quick=quick, seed=int(getattr(config, "seed", 0)),
-                         progress=progress, paper=dict(spec.paper))
+                         progress=progress, paper=dict(spec.paper),
+                         work_dir=Path(work_dir) if work_dir is not None else None)
         start = time.perf_counter()
         # the global generator seeded from its own stream, and restored afterwards: whatever still draws from it
         # (a plugin, a library default) is reproducible, and a run leaves the caller's random state untouched
@@ -183,5 +215,5 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
     return result
 
 
-__all__ = [*_registry_names, *_config_names, "OKABE_ITO", "FlowvarError", "RunContext", "figure_style",
-           "run_experiment"]
+__all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "OKABE_ITO", "FlowvarError", "RunContext",
+           "figure_style", "run_experiment"]

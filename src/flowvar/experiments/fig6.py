@@ -203,7 +203,8 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
                                      width=config.width, depth=config.depth, activation=config.activation,
                                      init_seed=ctx.derive_seed("init"), steps=config.steps,
                                      batch_size=config.batch_size, lr=config.lr, seed=ctx.derive_seed("batches"),
-                                     progress=ctx.progress)
+                                     progress=ctx.progress, checkpoint_dir=ctx.checkpoint_dir(f"sigma={sigma}"),
+                                     checkpoint_every=ctx.checkpoint_every(config.steps))
         tail = res.losses[-max(1, len(res.losses) // 20):]
         training[f"sigma={sigma}"] = {"final_loss_mean_last_5pct": sum(tail) / len(tail),
                                       "minimum_loss": counterexample_min_loss(sigma), "runtime_s": res.runtime_s}

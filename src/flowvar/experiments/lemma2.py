@@ -229,7 +229,10 @@ def run(config: Lemma2Config, ctx: RunContext) -> None:
                                              activation=config.activation, init_seed=rep.derive_seed("init"),
                                              steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                                              seed=rep.derive_seed("batches", f"sigma={sigma}", k),
-                                             progress=ctx.progress)
+                                             progress=ctx.progress,
+                                             checkpoint_dir=ctx.checkpoint_dir(f"seed={s}", f"sigma={sigma}",
+                                                                               f"round={k}"),
+                                             checkpoint_every=ctx.checkpoint_every(config.steps))
                 model.eval()
                 x0 = torch.randn(config.n_eval, 2, generator=rep.generator("eval", f"sigma={sigma}", k),
                                  dtype=torch.float32)

@@ -536,7 +536,11 @@ def run(config: MemorisationPhaseConfig, ctx: RunContext) -> None:
                                                      activation=config.activation,
                                                      init_seed=rep.derive_seed("init", d, width),
                                                      steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                                     seed=rep.derive_seed("batches", d, n), progress=ctx.progress)
+                                                     seed=rep.derive_seed("batches", d, n), progress=ctx.progress,
+                                                     checkpoint_dir=ctx.checkpoint_dir(
+                                                         f"d={d}", f"N={n}", f"seed={s}", f"width={width}",
+                                                         f"sigma={sigma}"),
+                                                     checkpoint_every=ctx.checkpoint_every(config.steps))
                         metrics = evaluate_model(model, ts, ev, sigma, config, rep.generator("probe", d, n))
                         tail = res.losses[-max(1, len(res.losses) // 20):]
                         points.append({

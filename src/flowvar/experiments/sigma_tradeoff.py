@@ -267,7 +267,7 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
                 model = model.to(device)
                 try:
                     res = train_field(model, sigma, pairs, config, rep.derive_seed("batches"),
-                                      f"sigma_tradeoff_seed{seed}_sigma{sigma}", ctx.progress)
+                                      f"sigma_tradeoff_seed{seed}_sigma{sigma}", ctx)
                     field = ema_copy(model, res)
                     out_train = integrate_images(field, x0_train, config, device)
                     out_fresh = integrate_images(field, x0_fresh, config, device)

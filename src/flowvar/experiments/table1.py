@@ -281,7 +281,10 @@ def run(config: Table1Config, ctx: RunContext) -> None:
                 model, res = train_mlp_field(pairs, sigma, d, width=config.width, depth=config.depth,
                                              activation=config.activation, init_seed=rep.derive_seed("init", d),
                                              steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                             seed=rep.derive_seed("batches", d), progress=ctx.progress)
+                                             seed=rep.derive_seed("batches", d), progress=ctx.progress,
+                                             checkpoint_dir=ctx.checkpoint_dir(f"d={d}", f"seed={seed}",
+                                                                               f"sigma={sigma}"),
+                                             checkpoint_every=ctx.checkpoint_every(config.steps))
                 tail = res.losses[-max(1, len(res.losses) // 20):]
                 row = _evaluate(model, x0_train, y_train, x0_fresh, y_fresh, h, config)
                 row.update({"seed": seed, "train_loss_last_5pct": float(np.mean(tail)), "runtime_s": res.runtime_s})

@@ -208,7 +208,7 @@ def _run_size(ctx: RunContext, config: Table2Config, images: ImageSet, device: t
                 model = build_unet(config, images)
             model = model.to(device)
             res = train_field(model, sigma, pairs, config, rep.derive_seed("batches", n),
-                              f"table2_N{n}_seed{seed}_sigma{sigma}", ctx.progress)
+                              f"table2_N{n}_seed{seed}_sigma{sigma}", ctx)
             out = integrate_images(ema_copy(model, res), x0[eval_idx], config, device)
             d_ot = (out - ot_partner[eval_idx]).flatten(1).double().norm(dim=1)
             d_sh = (out - shuffled[eval_idx]).flatten(1).double().norm(dim=1)

@@ -168,7 +168,7 @@ def _run_seed(ctx: RunContext, config: Table3Config, images: Any, x1: Tensor, re
     base = base.to(device)
     base_config = _replace_steps(config, config.base_steps)
     base_res = train_field(base, 0.0, IndependentCoupling(source, images.distribution()), base_config,
-                           rep.derive_seed("base_batches"), f"table3_base_seed{seed}", ctx.progress)
+                           rep.derive_seed("base_batches"), f"table3_base_seed{seed}", ctx)
     base_eval = ema_copy(base, base_res)
     reflow = ReflowCoupling(base_eval, source, solve=lambda z: integrate_images(base_eval, z, config, device))
     pairs: FixedPairs = reflow.materialise(n, gen, chunk=max(n, 1))
@@ -201,7 +201,7 @@ def _run_seed(ctx: RunContext, config: Table3Config, images: Any, x1: Tensor, re
             model = build_unet(config, images)
         model = model.to(device)
         res = train_field(model, sigma, pairs, config, rep.derive_seed("batches"), f"table3_seed{seed}_sigma{sigma}",
-                          ctx.progress)
+                          ctx)
         out = integrate_images(ema_copy(model, res), z[eval_idx], config, device)
         for name, partner in (("generated", generated), ("ot", ot_real), ("ot_generated", ot_gen)):
             dists[f"sigma={sigma}.{name}"] = (out - partner[eval_idx]).flatten(1).double().norm(dim=1)

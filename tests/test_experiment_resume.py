@@ -1,0 +1,115 @@
+"""An interrupted experiment resumes: its finished trainings are loaded, the one it was in continues from its last
+checkpoint, and the result equals an uninterrupted run's (CPU: bit-identical trainings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flowvar.experiments.table1 as table1
+from flowvar.cache import Cache, cache_key, run_cached
+from flowvar.experiments.base import CHECKPOINTS_PER_TRAINING, RunContext, build_config, get_experiment, run_experiment
+from flowvar.train import train_mlp_field
+
+# a full-mode Table 1 small enough for a unit test: 2 seeds × 2 σ = 4 trainings of 40 steps (checkpoint every 4)
+TINY = {"dims": "[2]", "n_seeds": "2", "n_train": "8", "n_eval": "40", "width": "16", "depth": "2", "steps": "40",
+        "batch_size": "8"}
+
+
+def _context(tmp_path: Path, *, quick: bool, work: bool) -> RunContext:
+    return RunContext(name="x", out_dir=tmp_path, quick=quick, seed=0, work_dir=tmp_path / "work" if work else None)
+
+
+def test_checkpoint_dir_names_one_training_and_is_none_without_a_work_dir(tmp_path: Path) -> None:
+    assert _context(tmp_path, quick=False, work=False).checkpoint_dir("sigma=0.0") is None
+    ctx = _context(tmp_path, quick=False, work=True)
+    assert ctx.checkpoint_dir("d=3", "seed=1", "sigma=0.05") == tmp_path / "work" / "d=3" / "seed=1" / "sigma=0.05"
+    for bad in [(), ("",), ("..",), ("a/b",)]:
+        with pytest.raises(ValueError, match="checkpoint_dir parts"):
+            ctx.checkpoint_dir(*bad)
+
+
+def test_checkpoint_cadence_is_ten_per_full_training_and_only_the_last_in_quick_mode(tmp_path: Path) -> None:
+    assert CHECKPOINTS_PER_TRAINING == 10
+    assert _context(tmp_path, quick=False, work=True).checkpoint_every(50_000) == 5_000
+    assert _context(tmp_path, quick=False, work=True).checkpoint_every(7) == 1
+    assert _context(tmp_path, quick=True, work=True).checkpoint_every(50_000) == 0
+
+
+class _Interrupt(Exception):
+    """Stands for the SIGTERM / Ctrl-C that stops a long run (raised from inside a training)."""
+
+
+def _instrumented(monkeypatch: pytest.MonkeyPatch, *, stop_in_call: int | None, stop_at_step: int = 0
+                  ) -> list[int]:
+    """Wrap table1's training call: count the optimizer steps each call really runs, and raise _Interrupt at
+    ``stop_at_step`` of call number ``stop_in_call`` (1-based)."""
+    executed: list[int] = []
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        executed.append(0)
+        call = len(executed)
+
+        class Count:
+            def on_step(self, step: int, model: Any, path: Any, loss: float) -> None:
+                executed[-1] += 1
+                if call == stop_in_call and step == stop_at_step:
+                    raise _Interrupt
+
+        return train_mlp_field(*args, callbacks=[Count()], **kwargs)
+
+    monkeypatch.setattr(table1, "train_mlp_field", wrapped)
+    return executed
+
+
+def _runs(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Table 1's per-run metrics without the wall-clock times."""
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k != "runtime_s"}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+    return strip(metrics["runs"])
+
+
+def test_an_interrupted_experiment_keeps_its_finished_trainings_and_resumes_the_current_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = run_experiment("table1", tmp_path / "plain", overrides=TINY)  # uninterrupted, no checkpoints
+
+    cache = Cache(tmp_path / "cache")
+    key = cache_key("table1", build_config(get_experiment("table1"), overrides=TINY), False)
+    first = _instrumented(monkeypatch, stop_in_call=3, stop_at_step=22)
+    with pytest.raises(_Interrupt):
+        run_cached("table1", tmp_path / "out", cache, overrides=TINY)
+    assert first == [40, 40, 22]
+    work = cache.work_dir(key)
+    assert sorted(p.name for p in work.rglob("checkpoint.pt")) == ["checkpoint.pt"] * 3
+    assert not (tmp_path / "out" / "table1").exists()  # no half-written result
+
+    again = _instrumented(monkeypatch, stop_in_call=None)
+    run = run_cached("table1", tmp_path / "out", cache, overrides=TINY)
+    # trainings 1–2 are loaded (0 steps), training 3 continues from its step-20 checkpoint, training 4 runs whole
+    assert again == [0, 0, 20, 40]
+    assert not run.hit and not work.exists()  # the work folder goes once the result is stored
+    assert _runs(run.result.metrics) == _runs(reference.metrics)
+    assert [(c.id, c.verdict) for c in run.result.claims] == [(c.id, c.verdict) for c in reference.claims]
+
+
+def test_force_recomputes_from_scratch_and_an_uncached_run_writes_no_checkpoints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = Cache(tmp_path / "cache")
+    first = _instrumented(monkeypatch, stop_in_call=2, stop_at_step=30)
+    with pytest.raises(_Interrupt):
+        run_cached("table1", tmp_path / "out", cache, overrides=TINY)
+    assert first == [40, 30]
+    again = _instrumented(monkeypatch, stop_in_call=None)
+    run_cached("table1", tmp_path / "out", cache, overrides=TINY, force=True)
+    assert again == [40, 40, 40, 40]  # --force: the checkpoints of the interrupted run are not reused
+
+    plain = _instrumented(monkeypatch, stop_in_call=None)
+    run_experiment("table1", tmp_path / "plain", overrides=TINY)
+    assert plain == [40, 40, 40, 40]
+    assert not list((tmp_path / "plain").rglob("checkpoint.pt"))
