@@ -29,7 +29,10 @@ Assumptions (checked where possible): each ℓ_i depends on sample i only — no
 the backward pass is of L alone (no extra loss terms); parameters are used inside their own module's
 forward. ``validate=True`` compares the rules' Σ_i g_i with the backward pass's gradient, which catches
 extra loss terms and parameters used outside their module. The reduction cannot be read off the backward
-pass (δ/B from a mean looks like δ from a sum of smaller losses): it must be declared.
+pass (δ/B from a mean looks like δ from a sum of smaller losses): it must be declared. A batched-gradient pass
+(``torch.autograd.grad(..., is_grads_batched=True)``, a Jacobian) is not a pass of the losses: the hooks skip it
+(:func:`~flowvar.variance.records.is_batched_grad`), and ``compute()`` raises :class:`DataError` when it was the only
+backward pass through the recorded forward pass.
 
 Numerics: per-sample quantities are computed in the parameter dtype and accumulated in float64. The
 trace is a difference of raw moments, so its relative rounding error is about eps·‖ḡ‖²/trace.
@@ -55,7 +58,15 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
 from flowvar.variance.moments import BatchGradStats
 from flowvar.variance.owned import OwnedGradients
-from flowvar.variance.records import DEFAULT_CHUNK_BYTES, F64, CallRecord, Collector, RuleContext
+from flowvar.variance.records import (
+    DEFAULT_CHUNK_BYTES,
+    F64,
+    BatchedPasses,
+    CallRecord,
+    Collector,
+    RuleContext,
+    is_batched_grad,
+)
 from flowvar.variance.rules import LinearRule, Rule, fallback_call, rule_for
 
 __all__ = ["REDUCTIONS", "GradNormEngine", "Reduction"]
@@ -163,6 +174,9 @@ class GradNormEngine:
         self._accumulated: dict[int, Tensor] = {}
         self._root_outputs: list[Any] = []
         self._root_calls: list[CallRecord] = []
+        # batched-gradient passes (a vmapped backward: is_grads_batched=True) are not the training pass: the hooks
+        # skip them and note that they ran
+        self._batched = BatchedPasses()
         self._handles: list[Any] = []
         #: parameters found used outside their own module's forward: measured through the whole model (the
         #: fallback at the root), {name: why}; kept for later batches
@@ -293,6 +307,7 @@ class GradNormEngine:
         self._accumulated.clear()
         self._root_outputs.clear()
         self._root_calls.clear()
+        self._batched.seen = False
         if self.owned is not None:
             self.owned.clear()
 
@@ -313,7 +328,7 @@ class GradNormEngine:
             self._records.setdefault(id(module), []).append(
                 CallRecord(args, dict(kwargs), [output], grads_, torch.linalg.vector_norm(args[0].detach(), dim=1),
                            norms))
-            output.register_hook(partial(_store_grad_and_norm, grads_, norms))
+            output.register_hook(partial(_store_grad_and_norm, grads_, norms, self._batched))
             return
         leaves = [output] if isinstance(output, Tensor) else tree_flatten(output)[0]
         grads: list[Tensor | None] = [None] * len(leaves)
@@ -328,10 +343,13 @@ class GradNormEngine:
                 # the hook must reference only the grads list: a reference to ``call`` (which holds the output)
                 # would make a cycle output → hook → call → output that keeps every step's graph alive until
                 # the garbage collector runs (measured: +60% forward/backward time)
-                leaf.register_hook(partial(_store_grad, grads, k))
+                leaf.register_hook(partial(_store_grad, grads, k, self._batched))
         self._records.setdefault(id(module), []).append(call)
 
     def _param_hook(self, key: int, grad: Tensor) -> None:
+        if is_batched_grad(grad):  # one of a batch of vmapped gradients (a Jacobian), not this pass's gradient
+            self._batched.seen = True
+            return
         if self.armed and not self._busy:
             # a copy: autograd may make this very tensor the parameter's .grad, which DDP's reducer (or a trainer's
             # all-reduce, or clipping) then overwrites in place before compute() reads it
@@ -360,7 +378,7 @@ class GradNormEngine:
             self._root_calls.append(CallRecord(tuple(args), dict(kwargs), leaves, grads))
             for k, leaf in enumerate(leaves):
                 if isinstance(leaf, Tensor) and leaf.requires_grad:
-                    leaf.register_hook(partial(_store_grad, grads, k))
+                    leaf.register_hook(partial(_store_grad, grads, k, self._batched))
 
     @property
     def has_records(self) -> bool:
@@ -457,6 +475,12 @@ class GradNormEngine:
         if not self._records and not self._param_grads:
             raise DataError("nothing was recorded: run the forward and backward pass with the engine attached and "
                             "armed (engine.armed = True) before compute(), with gradients enabled")
+        if self._batched.seen and not self._param_grads and \
+                not any(g is not None for calls in self._records.values() for c in calls for g in c.grads):
+            raise DataError("the only backward pass through the recorded forward pass was a batched-gradient pass "
+                            "(torch.autograd.grad(..., is_grads_batched=True), or autograd.functional.jacobian with "
+                            "vectorize=True), which has no per-sample losses' gradient to measure: run the ordinary "
+                            "backward pass of the reduced per-sample losses before compute()")
         B = self._infer_batch(batch_size, losses)
         if losses is not None and losses.shape != (B,):
             raise ShapeError(f"losses must have shape ({B},), got {tuple(losses.shape)}")
@@ -716,15 +740,25 @@ def _snapshot(x: Any) -> Any:
     return x.detach().clone() if isinstance(x, Tensor) else x
 
 
-def _store_grad(grads: list[Tensor | None], k: int, grad: Tensor) -> None:
+def _store_grad(grads: list[Tensor | None], k: int, batched: BatchedPasses, grad: Tensor) -> None:
+    """Tensor hook on a recorded output leaf ``k``: this pass's δ, added to what earlier passes left (a batch of
+    vmapped cotangents, :func:`~flowvar.variance.records.is_batched_grad`, is not δ: noted in ``batched``, left
+    alone)."""
+    if is_batched_grad(grad):
+        batched.seen = True
+        return
     g = grad.detach()
     old = grads[k]
     grads[k] = g if old is None else old + g
 
 
-def _store_grad_and_norm(grads: list[Tensor | None], norms: list[Tensor | None], grad: Tensor) -> None:
+def _store_grad_and_norm(grads: list[Tensor | None], norms: list[Tensor | None], batched: BatchedPasses,
+                         grad: Tensor) -> None:
     """:func:`_store_grad` for a (B, out) Linear output, plus its row norms ‖δ_i‖ (None once several gradients
     were summed: the rule then computes them from the sum)."""
+    if is_batched_grad(grad):
+        batched.seen = True
+        return
     g = grad.detach()
     old = grads[0]
     if old is None:

@@ -32,7 +32,9 @@ What a user sees: every gradient is what autograd would have computed (float64: 
 formed in float64 from the per-sample gradients, so if anything more accurate), wherever it goes. The statistics
 are those of the δ the engine records (``own_grads=False``): the stash is dropped when a later hook on the output
 changed δ, or when several backward passes reached the call. The per-sample gradients are materialised during the
-backward pass (at most ``chunk_bytes`` at a time) rather than after it.
+backward pass (at most ``chunk_bytes`` at a time) rather than after it. A batched-gradient pass
+(``torch.autograd.grad(..., is_grads_batched=True)``: the backward vmapped over many cotangents, a Jacobian) gets
+the parameters' gradients by autograd through the layer's operation, one per cotangent, and measures nothing.
 
 When a call is left to autograd (the engine then measures it after the backward pass, as for every other layer):
 the engine is not armed; the input does not require grad (the layer's output would then not either); the layer
@@ -63,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowvar.variance.records import CallRecord, sample_sq_norms, sample_sum
+from flowvar.variance.records import CallRecord, is_batched_grad, sample_sq_norms, sample_sum
 from flowvar.variance.rules import Rule
 
 __all__ = ["OwnedGradients"]
@@ -118,16 +120,20 @@ class _State:
 
 def _see_delta(state: _State, grad: Tensor) -> None:
     """Tensor hook on an owned call's output, the first one registered on it: δ before any later hook on the output
-    (the engine's records it unchanged) could change it."""
-    state.hooked = weakref.ref(grad)
+    (the engine's records it unchanged) could change it. A batched-gradient pass's cotangents are not δ."""
+    if not is_batched_grad(grad):
+        state.hooked = weakref.ref(grad)
 
 
 def _take_delta(state: _State, k: int, grads: tuple[Tensor | None, ...]) -> None:
     """Pre-hook of the node that produced an owned call's output (``k``: the output's index among the node's): this
     pass's δ as the layer's own backward receives it — complete (autograd sums every use of the output first) and
-    after every tensor hook on the output (a user's hook may scale or clip it)."""
+    after every tensor hook on the output (a user's hook may scale or clip it). A batched-gradient pass (a vmapped
+    backward, :func:`~flowvar.variance.records.is_batched_grad`) hands the node its cotangents too, but does not
+    count as a pass of the statistics."""
     state.delta = grads[k]
-    state.passes += 1
+    if grads[k] is None or not is_batched_grad(grads[k]):
+        state.passes += 1
 
 
 def _will_run(node: Any) -> bool:
@@ -171,6 +177,10 @@ class _OwnedGrad(torch.autograd.Function):
                     f"has create_graph=True; the engine cannot form this layer's parameter gradients. Register the "
                     f"pre-hook before building the engine, or use GradNormEngine(..., own_grads=False)")
             x = state.input
+        # a batched-gradient pass (is_grads_batched=True: a Jacobian) vmaps this backward over many cotangents: the
+        # parameters' gradients come from autograd through the layer's operation, as without the engine, and nothing
+        # is measured (the statistics are those of an ordinary pass)
+        batched = is_batched_grad(delta) or is_batched_grad(grad)
         if torch.is_grad_enabled() and isinstance(module, nn.Linear):
             # create_graph: F.linear saved weight.t() taken while the weight was frozen, so its ∂L/∂x would not
             # depend on the weight when differentiated again; the same ∂L/∂x = δ W, from the weight itself, does
@@ -181,6 +191,9 @@ class _OwnedGrad(torch.autograd.Function):
                  if ctx.needs_input_grad[2 + k] and _will_run(fn)}
         if not names:  # this pass does not want the parameters' gradients
             return (None, grad, *(None,) * len(state.names))
+        if batched:
+            sums = _graph_sums(module, x, delta, weight, {n: ctx.shapes[n] for n in names}, torch.is_grad_enabled())
+            return (None, grad, *(sums.get(n) for n in state.names))
         # the statistics must be those of the δ the engine recorded: not when a later hook on the output changed it
         sums = _measure(state, module, x, delta, weight, {n: ctx.shapes[n] for n in names},
                         stash=state.passes == 1 and hooked is not None and delta is hooked())
@@ -199,7 +212,7 @@ def _measure(state: _State, module: nn.Module, x: Tensor, delta: Tensor, weight:
     if kept is not None or not graph:
         with torch.no_grad():
             sums = _sample_sums(state, module, x.detach(), delta.detach(), set(params), kept)
-    out = _graph_sums(module, x, delta, weight, params) if graph else {}
+    out = _graph_sums(module, x, delta, weight, params, create_graph=True) if graph else {}
     for name, (shape, dtype) in params.items():
         if name in sums:
             total = sums[name].reshape(shape)
@@ -238,16 +251,19 @@ def _sample_sums(state: _State, module: nn.Module, x: Tensor, delta: Tensor, nam
 
 
 def _graph_sums(module: nn.Module, x: Tensor, delta: Tensor, weight: Tensor,
-                params: dict[str, tuple[torch.Size, torch.dtype]]) -> dict[str, Tensor]:
-    """create_graph: G = Σ_i g_i as differentiable functions of x and δ (a weight gradient does not depend on the
-    weight): the weight's by autograd through the layer's own operation on a detached copy of the weight, the
-    bias's as the sum of δ over everything but its channels."""
+                params: dict[str, tuple[torch.Size, torch.dtype]], create_graph: bool) -> dict[str, Tensor]:
+    """G = Σ_i g_i by autograd, without per-sample gradients: the weight's through the layer's own operation on a
+    detached copy of the weight, the bias's as the sum of δ over everything but its channels. ``create_graph``:
+    differentiable functions of x and δ (a weight gradient does not depend on the weight). Also the path of a
+    batched-gradient pass, whose δ is a vmapped batch of cotangents the per-sample kernels cannot take (they write
+    into buffers, which vmap refuses)."""
     out: dict[str, Tensor] = {}
     if "weight" in params:
         w = weight.detach().requires_grad_()
         with torch.enable_grad():
-            y = module._conv_forward(x, w, None) if isinstance(module, nn.Conv2d) else F.linear(x, w)
-            (out["weight"],) = torch.autograd.grad(y, w, delta, create_graph=True)
+            xx = x if create_graph else x.detach()
+            y = module._conv_forward(xx, w, None) if isinstance(module, nn.Conv2d) else F.linear(xx, w)
+            (out["weight"],) = torch.autograd.grad(y, w, delta, create_graph=create_graph)
     if "bias" in params:
         conv = isinstance(module, nn.Conv2d)
         out["bias"] = delta.sum((0, 2, 3)) if conv else delta.reshape(-1, delta.shape[-1]).sum(0)

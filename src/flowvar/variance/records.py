@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "Blocked", "CallRecord", "Collector", "PerSample", "RuleContext",
-           "sample_sq_norms", "sample_sum", "segment_sums"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "BatchedPasses", "Blocked", "CallRecord", "Collector", "PerSample",
+           "RuleContext", "is_batched_grad", "sample_sq_norms", "sample_sum", "segment_sums"]
 
 F64 = torch.float64
 
@@ -85,6 +85,31 @@ def segment_sums(g: PerSample, segments: Tensor, n_segments: int) -> Tensor:
         return g.to_param(part.index_add_(1, segments, g.blocks)).to(F64)
     part = g.new_zeros(n_segments, *g.shape[1:])
     return part.index_add_(0, segments, g).to(F64)
+
+
+_functorch = torch._C._functorch
+
+
+def is_batched_grad(grad: Tensor) -> bool:
+    """Whether a gradient seen by a hook is a batch of cotangents vmapped over the backward pass rather than this
+    pass's δ: ``torch.autograd.grad(..., is_grads_batched=True)`` (also ``torch.autograd.functional.jacobian`` with
+    ``vectorize=True``) runs the backward under PyTorch's legacy vmap, a ``torch.func.vmap`` around
+    ``torch.autograd.grad`` under functorch's. Such a tensor carries one cotangent per vmapped row, and it cannot
+    even be detached (no batching rule): hooks must leave it alone."""
+    legacy = getattr(_functorch, "is_legacy_batchedtensor", None)
+    batched = getattr(_functorch, "is_batchedtensor", None)
+    return bool((legacy is not None and legacy(grad)) or (batched is not None and batched(grad)))
+
+
+class BatchedPasses:
+    """Whether a hook of the engine saw a batched-gradient pass (:func:`is_batched_grad`) since the last clear: the
+    hooks skip such passes, and ``compute()`` says so when nothing else reached the recorded forward pass. Hooks on
+    the pass's tensors hold this small object, never the engine (whose records hold the graph: a cycle)."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
 
 
 @dataclass

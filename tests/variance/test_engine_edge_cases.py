@@ -1,0 +1,228 @@
+"""The engine (both modes: owned layer gradients on and off) under things people do with a hooked model that it
+once got wrong, each against torch.func per-sample gradients in float64:
+
+* a batched-gradient pass (``torch.autograd.grad(..., is_grads_batched=True)``, ``autograd.functional.jacobian``
+  with ``vectorize=True``): the engine's hooks called ``detach`` on the vmapped cotangents, which has no batching
+  rule, so the user's Jacobian raised from inside a hook. Now the Jacobian is autograd's, ``.grad`` is untouched, the
+  statistics are those of the ordinary backward pass, and a forward pass that only ever got a batched pass raises a
+  ``DataError`` saying so.
+
+torch.func transforms on the hooked model (``jacrev``, ``vmap(grad)``) already worked (their calls are not recorded):
+a guard.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from per_sample_reference import F64, TOL, assert_exact, rel
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jacrev, vmap
+
+from flowvar.errors import DataError
+from flowvar.variance import GradNormEngine
+
+B = 6
+OUT = 2
+MODES = [True, False]  # own_grads
+
+
+class Scale(nn.Module):
+    """A module without a rule: the engine's fallback."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(1 + 0.1 * torch.randn(n))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.w
+
+
+class Net(nn.Module):
+    """Every path of the engine: a convolution on an 8×8 map and a Linear on 64 positions (both owned when
+    ``own_grads``), a custom module (the fallback) and a 2-D Linear head (outer-product norms)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.tok = nn.Linear(4, 6)
+        self.scale = Scale(6)
+        self.head = nn.Linear(6, OUT)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.silu(self.conv(x))  # (B, 4, 8, 8)
+        h = F.silu(self.tok(h.flatten(2).transpose(1, 2)))  # (B, 64, 6)
+        return self.head(self.scale(h).mean(1))
+
+
+def data(n: int = B, seed: int = 0) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, 8, 8, generator=g, dtype=F64), torch.randn(n, OUT, generator=g, dtype=F64)
+
+
+def per_sample(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """torch.func per-sample gradients {name: (B, *shape)} of ℓ_i = ‖model(x_i) − y_i‖² over the model's leaf
+    parameters, by functional_call on the model itself (old-style weight_norm modules cannot be deep-copied)."""
+    params = {k: p.detach() for k, p in model.named_parameters()}
+
+    def loss(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
+        return (functional_call(model, p, (xi[None],)) - yi[None]).pow(2).sum()
+
+    return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+
+
+def losses_of(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return (model(x) - y).pow(2).sum(1)
+
+
+def build(wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0) -> Net:
+    """The float64 test model; ``wrap`` reparametrises the weight of its convolution, sequence Linear and head."""
+    torch.manual_seed(seed)
+    model = Net().to(F64)
+    if wrap is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.nn.utils.weight_norm is deprecated
+            for name in ("conv", "tok", "head"):
+                setattr(model, name, wrap(getattr(model, name)))
+    return model
+
+
+def owned(stats: object) -> set[str]:
+    return {n for n, r in stats.rules.items() if r.endswith("-owned")}  # type: ignore[attr-defined]
+
+
+def cotangents(n: int = B) -> Tensor:
+    """(OUT, n, OUT): row k picks output k of every sample (the model's Jacobian, one output at a time)."""
+    return torch.eye(OUT, dtype=F64)[:, None, :].expand(OUT, n, OUT)
+
+
+# ------------------------------------------------------------------------------------------------ batched gradients
+
+
+def jacobian(model: nn.Module, x: Tensor, out: Tensor, create_graph: bool = False) -> tuple[Tensor, ...]:
+    """The Jacobian of ``out`` in the input and every parameter by one batched-gradient pass."""
+    return torch.autograd.grad(out, [x, *model.parameters()], cotangents(out.shape[0]), is_grads_batched=True,
+                               retain_graph=True, create_graph=create_graph)
+
+
+@pytest.mark.parametrize("order", ["after", "before"])
+@pytest.mark.parametrize("own", MODES)
+def test_a_batched_jacobian_on_the_training_graph(own: bool, order: str):
+    """A Jacobian of the training forward pass's output in its input and parameters (``is_grads_batched=True``),
+    after the backward pass or before it: the Jacobian is autograd's, ``.grad`` holds the training gradient only, and
+    the statistics are those of the backward pass (owned layers measured in it)."""
+    model, ref = build(), build()
+    x, y = data()
+    engine = GradNormEngine(model, own_grads=own)
+    results = []
+    for m in (model, ref):
+        xx = x.clone().requires_grad_()
+        out = m(xx)
+        losses = (out - y).pow(2).sum(1)
+        if order == "before":
+            J = jacobian(m, xx, out)
+            assert all(p.grad is None for p in m.parameters())
+            losses.mean().backward()
+        else:
+            losses.mean().backward(retain_graph=True)
+            before = [p.grad.clone() for p in m.parameters()]
+            J = jacobian(m, xx, out)
+            assert all(torch.equal(p.grad, g) for p, g in zip(m.parameters(), before, strict=True))
+        results.append((J, [p.grad for p in m.parameters()], losses))
+    (J, grads, losses), (J_ref, grads_ref, _) = results
+    assert J[0].shape == (OUT, B, 2, 8, 8)
+    for j, r in zip(J, J_ref, strict=True):
+        assert rel(j, r) < 1e-12
+    for g, r in zip(grads, grads_ref, strict=True):
+        assert rel(g, r) < 1e-12
+    stats = engine.compute(reduction="mean", losses=losses)
+    assert_exact(stats, per_sample(ref, x, y), TOL[F64])
+    assert owned(stats) == ({"conv.weight", "conv.bias", "tok.weight", "tok.bias"} if own else set())
+
+
+@pytest.mark.parametrize("own", MODES)
+def test_a_jacobian_of_another_forward_pass_between_backward_and_compute(own: bool):
+    """``torch.autograd.functional.jacobian(model, x, vectorize=True)`` (its own forward pass, on 3 samples: recorded,
+    then reached by a batched pass only) between the training step and compute(): the step's statistics."""
+    model, ref = build(), build()
+    x, y = data()
+    engine = GradNormEngine(model, own_grads=own)
+    losses = losses_of(model, x, y)
+    losses.mean().backward()
+    losses_of(ref, x, y).mean().backward()
+    J = torch.autograd.functional.jacobian(model, x[:3], vectorize=True)
+    assert rel(J, torch.autograd.functional.jacobian(ref, x[:3], vectorize=True)) < 1e-12
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert rel(p.grad, q.grad) < 1e-12
+    stats = engine.compute(reduction="mean", losses=losses)
+    assert_exact(stats, per_sample(ref, x, y), TOL[F64])
+
+
+@pytest.mark.parametrize("own", MODES)
+def test_a_differentiable_batched_jacobian_is_autograds(own: bool):
+    """``is_grads_batched=True, create_graph=True`` (a Jacobian penalty): the Jacobian and the gradient of a penalty
+    on it equal autograd's (the owned layers' parameter gradients then come from autograd through the layer)."""
+    model, ref = build(), build()
+    x, _ = data()
+    engine = GradNormEngine(model, own_grads=own)
+    results = []
+    for m in (model, ref):
+        xx = x.clone().requires_grad_()
+        J = jacobian(m, xx, m(xx), create_graph=True)
+        penalty = sum(j.pow(2).sum() for j in J)
+        results.append((J, torch.autograd.grad(penalty, list(m.parameters()), allow_unused=True)))
+    (J, G), (J_ref, G_ref) = results
+    for j, r in zip(J, J_ref, strict=True):
+        assert j.requires_grad == r.requires_grad
+        assert rel(j.detach(), r.detach()) < 1e-12
+    for g, r in zip(G, G_ref, strict=True):
+        assert (g is None) == (r is None)
+        if r is not None:
+            assert rel(g, r) < 1e-10
+    engine.clear()
+
+
+@pytest.mark.parametrize("own", MODES)
+def test_a_forward_pass_that_only_got_a_batched_pass_raises(own: bool):
+    model = build()
+    x, y = data()
+    engine = GradNormEngine(model, own_grads=own)
+    losses = losses_of(model, x, y)
+    xx = x.clone().requires_grad_()
+    jacobian(model, xx, model(xx))
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(DataError, match="batched-gradient pass"):
+        engine.compute(reduction="mean", losses=losses)
+    # the engine is usable afterwards
+    losses = losses_of(model, x, y)
+    losses.mean().backward()
+    assert_exact(engine.compute(reduction="mean", losses=losses), per_sample(build(), x, y), TOL[F64])
+
+
+@pytest.mark.parametrize("own", MODES)
+def test_torch_func_transforms_on_the_hooked_model(own: bool):
+    """jacrev of the hooked model in its input and vmap(grad) of its loss in its own parameters, between the training
+    step and compute(): their results are torch.func's on a model without the engine, and the step's statistics
+    are exact (a transform's calls are not recorded)."""
+    model, ref = build(), build()
+    x, y = data()
+    engine = GradNormEngine(model, own_grads=own)
+    losses = losses_of(model, x, y)
+    losses.mean().backward()
+    results = []
+    for m in (model, ref):
+        def loss(p: dict[str, Tensor], xi: Tensor, yi: Tensor, m: nn.Module = m) -> Tensor:
+            return (functional_call(m, p, (xi[None],)) - yi[None]).pow(2).sum()
+
+        per_sample_grads = vmap(grad(loss), in_dims=(None, 0, 0))(dict(m.named_parameters()), x, y)
+        results.append((jacrev(m)(x[:2]), per_sample_grads))
+    (Jx, G), (Jx_ref, G_ref) = results
+    assert rel(Jx, Jx_ref) < 1e-12
+    for k, g in G_ref.items():
+        assert rel(G[k], g) < 1e-12, k
+    stats = engine.compute(reduction="mean", losses=losses)
+    assert_exact(stats, G_ref, TOL[F64])
