@@ -1,11 +1,17 @@
-"""The engine (both modes: owned layer gradients on and off) under things people do with a hooked model that it
+"""The engine (both modes: owned layer gradients on and off) under two things people do with a hooked model that it
 once got wrong, each against torch.func per-sample gradients in float64:
 
 * a batched-gradient pass (``torch.autograd.grad(..., is_grads_batched=True)``, ``autograd.functional.jacobian``
   with ``vectorize=True``): the engine's hooks called ``detach`` on the vmapped cotangents, which has no batching
   rule, so the user's Jacobian raised from inside a hook. Now the Jacobian is autograd's, ``.grad`` is untouched, the
   statistics are those of the ordinary backward pass, and a forward pass that only ever got a batched pass raises a
-  ``DataError`` saying so.
+  ``DataError`` saying so;
+* reparametrised weights (``torch.nn.utils.parametrizations.weight_norm``, ``spectral_norm``, ``orthogonal``; old-style
+  ``torch.nn.utils.weight_norm`` / ``spectral_norm``): the new-style ones raised ``ShapeError`` (the parametrisation
+  module, called without the batch, was measured as a layer), the old-style ones failed the sum check and went
+  through the whole model every batch. Now the layer goes to its own exact fallback, whose vjp runs through the
+  parametrisation, and the leaf tensors (``original0``/``original1``, ``weight_g``/``weight_v``, ``weight_orig``)
+  get exact per-sample gradients.
 
 torch.func transforms on the hooked model (``jacrev``, ``vmap(grad)``) already worked (their calls are not recorded):
 a guard.
@@ -19,9 +25,10 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from per_sample_reference import F64, TOL, assert_exact, rel
+from per_sample_reference import F64, N_BINS, TOL, assert_exact, assert_matches, rel
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
+from torch.nn.utils import parametrizations
 
 from flowvar.errors import DataError
 from flowvar.variance import GradNormEngine
@@ -226,3 +233,117 @@ def test_torch_func_transforms_on_the_hooked_model(own: bool):
         assert rel(G[k], g) < 1e-12, k
     stats = engine.compute(reduction="mean", losses=losses)
     assert_exact(stats, G_ref, TOL[F64])
+
+
+# ------------------------------------------------------------------------------------------- reparametrised weights
+
+
+def _old_weight_norm(m: nn.Module) -> nn.Module:
+    return torch.nn.utils.weight_norm(m)
+
+
+def _old_spectral_norm(m: nn.Module) -> nn.Module:
+    return torch.nn.utils.spectral_norm(m)
+
+
+WRAPS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "weight_norm": parametrizations.weight_norm, "spectral_norm": parametrizations.spectral_norm,
+    "orthogonal": parametrizations.orthogonal, "old_weight_norm": _old_weight_norm,
+    "old_spectral_norm": _old_spectral_norm,
+}
+#: the leaf tensors each wrapper leaves in place of ``weight``
+LEAVES = {"weight_norm": ["parametrizations.weight.original0", "parametrizations.weight.original1"],
+          "spectral_norm": ["parametrizations.weight.original"], "orthogonal": ["parametrizations.weight.original"],
+          "old_weight_norm": ["weight_g", "weight_v"], "old_spectral_norm": ["weight_orig"]}
+
+
+@pytest.mark.parametrize("own", MODES)
+@pytest.mark.parametrize("wrap", sorted(WRAPS))
+def test_reparametrised_weights_are_measured_through_the_parametrisation(wrap: str, own: bool):
+    """Every statistic (per-sample norms, sums, element-wise sums of squares, per-segment norms; validated sums) of
+    the leaf parameters of reparametrised Conv2d, sequence Linear and 2-D Linear layers, in training mode: the
+    spectral norms' power iteration updates u, v in the forward pass, and the reference is the forward's function
+    (eval mode with the u, v it left). compute() leaves the model as it was: buffers, training flags, the weight
+    attributes the old-style pre-hooks set."""
+    model = build(WRAPS[wrap])
+    model.train()
+    x, y = data()
+    engine = GradNormEngine(model, elementwise=True, own_grads=own)
+    losses = losses_of(model, x, y)
+    losses.mean().backward()
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    attributes = {name: getattr(model, name).__dict__.get("weight") for name in ("conv", "tok", "head")}
+    stats = engine.compute(reduction="mean", losses=losses, segments=torch.arange(B) % N_BINS, n_segments=N_BINS,
+                           validate=True)
+    assert all(torch.equal(b, buffers[k]) for k, b in model.named_buffers())
+    assert all(m.training for m in model.modules())
+    for name, value in attributes.items():
+        assert getattr(model, name).__dict__.get("weight") is value, name
+    ref = build(WRAPS[wrap])
+    ref.load_state_dict(model.state_dict())
+    ref.eval()
+    want = per_sample(ref, x, y)
+    assert_matches(stats, want, TOL[F64])
+    for name in ("conv", "tok", "head"):
+        for leaf in LEAVES[wrap]:
+            assert f"{name}.{leaf}" in want
+            assert stats.rules[f"{name}.{leaf}"].startswith("fallback"), (name, leaf)
+            assert "computed by" in stats.fallback[f"{name}.{leaf}"]
+    assert not owned(stats)
+    assert not engine.outside  # each layer by its own fallback, not through the whole model
+    engine.detach()
+
+
+@pytest.mark.parametrize("own", MODES)
+def test_a_parametrisation_with_its_own_parameter(own: bool):
+    """register_parametrization with a parametrisation module that has a trainable parameter of its own (a learned
+    gain on the weight): measured with the layer, exactly, as every leaf parameter."""
+
+    class Gain(nn.Module):
+        def __init__(self, shape: torch.Size) -> None:
+            super().__init__()  # one gain per output channel
+            self.gain = nn.Parameter(1 + 0.1 * torch.randn(shape[0], *(1,) * (len(shape) - 1), dtype=F64))
+
+        def forward(self, w: Tensor) -> Tensor:
+            return torch.tanh(w) * self.gain
+
+    def wrap(m: nn.Module) -> nn.Module:
+        torch.manual_seed(1)
+        return torch.nn.utils.parametrize.register_parametrization(m, "weight", Gain(m.weight.shape))
+
+    model, ref = build(wrap), build(wrap)
+    x, y = data()
+    with GradNormEngine(model, own_grads=own) as engine:
+        losses = losses_of(model, x, y)
+        losses.mean().backward()
+        stats = engine.compute(reduction="mean", losses=losses, validate=True)
+    want = per_sample(ref, x, y)
+    assert {"tok.parametrizations.weight.0.gain", "tok.parametrizations.weight.original"} <= set(want)
+    assert_exact(stats, want, TOL[F64])
+
+
+@pytest.mark.parametrize("own", MODES)
+@pytest.mark.parametrize("wrap", ["weight_norm", "old_weight_norm"])
+def test_a_reparametrised_linear_in_a_sequence_first_encoder_layer(wrap: str, own: bool):
+    """``nn.TransformerEncoderLayer`` (``batch_first=False``: (L, B, E) calls) with a reparametrised ``linear1``: its
+    fallback recomputes the recorded calls batch-first (it raised ShapeError on the (L, B, ·) output)."""
+    L, E = 5, 8
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(E, 2, 16, dropout=0.0).to(F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer.linear1 = WRAPS[wrap](layer.linear1)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(L, B, E, generator=g, dtype=F64), torch.randn(L, B, E, generator=g, dtype=F64)
+    with GradNormEngine(layer, own_grads=own) as engine:
+        losses = (layer(x) - y).pow(2).sum((0, 2))
+        losses.mean().backward()
+        stats = engine.compute(reduction="mean", losses=losses, validate=True)
+    params = {k: p.detach() for k, p in layer.named_parameters()}
+
+    def loss(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
+        return (functional_call(layer, p, (xi[:, None],)) - yi[:, None]).pow(2).sum()
+
+    want = vmap(grad(loss), in_dims=(None, 1, 1))(params, x, y)
+    assert {f"linear1.{leaf}" for leaf in LEAVES[wrap]} <= set(want)
+    assert_exact(stats, want, TOL[F64])

@@ -67,7 +67,7 @@ from flowvar.variance.records import (
     RuleContext,
     is_batched_grad,
 )
-from flowvar.variance.rules import LinearRule, Rule, fallback_call, rule_for
+from flowvar.variance.rules import LinearRule, Rule, fallback_call, parametrization_children, rule_for
 
 __all__ = ["REDUCTIONS", "GradNormEngine", "Reduction"]
 
@@ -103,12 +103,15 @@ def _batch_to_front(call: CallRecord) -> CallRecord:
 
 
 def _claimed_children(model: nn.Module) -> dict[int, list[str]]:
-    """{id(module): child names} for the modules whose rule also measures some children's parameters."""
+    """{id(module): child names} for the modules whose rule also measures some children's parameters, and for
+    parametrised modules (``torch.nn.utils.parametrize``): the submodules that hold the tensors their weight is
+    computed from, which the module's fallback measures through the parametrisation."""
     out: dict[int, list[str]] = {}
     for _, m in model.named_modules():
         rule, _ = rule_for(m)
-        if rule is not None and rule.children(m):
-            out[id(m)] = list(rule.children(m))
+        claimed = [*(rule.children(m) if rule is not None else ()), *parametrization_children(m)]
+        if claimed:
+            out[id(m)] = claimed
     return out
 
 
@@ -585,6 +588,9 @@ class GradNormEngine:
         for start, stop in self._fallback_chunks(ctx, [unit.params[n] for n in names]):
             total: dict[str, Tensor] = {}
             for (mname, m), wanted, mcalls in zip(unit.modules, wanted_by_module, calls):
+                if id(m) in self._sequence_first:  # a reparametrised Linear of a sequence-first encoder layer: it acts
+                    # on the last dimension, so batch-first calls recompute it (the fallback checks the output)
+                    mcalls = [_batch_to_front(c) for c in mcalls]
                 for call in mcalls:
                     grads, h = fallback_call(m, mname, wanted, call, start, stop, ctx.B)
                     how = h if h == "fallback-loop" else how

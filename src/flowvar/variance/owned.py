@@ -42,8 +42,8 @@ runs in a half-precision dtype or under autocast; a ``torch.distributed`` proces
 saved-tensor hooks are active (activation checkpointing, offloading: a forward recomputed inside the backward pass
 would not rebuild this node); the forward runs inside a backward pass or under ``torch.compile``; the call passes
 keyword arguments; the weight is frozen; a trainable parameter is not a leaf (``functional_call`` with computed
-weights: they cannot be frozen) or is not the layer's own ``weight``/``bias`` (``torch.nn.utils.weight_norm`` and
-``spectral_norm`` replace the weight by ``weight_g``/``weight_v`` or ``weight_orig``); the parameter was found
+weights: they cannot be frozen) or is not the layer's own ``weight``/``bias`` (a reparametrised weight: such layers
+go to the fallback, :func:`~flowvar.variance.rules.fallback.reparametrized`); the parameter was found
 used outside its module's forward (:attr:`GradNormEngine.outside`); or the rule prefers the ghost norm for the
 call's shape (:meth:`~flowvar.variance.rules.base.Rule.ownable`).
 

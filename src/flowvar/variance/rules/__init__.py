@@ -13,7 +13,8 @@ After the backward pass each module's parameters go through the rule registered 
 * ``nn.MultiheadAttention`` with its ``out_proj`` (:mod:`.attention`): in- and out-projections as linear maps
   along the sequence, from one batched recomputation of the attention core;
 * anything else with parameters (a custom module, a parameter shared by several modules, a rule that
-  declines a configuration via :meth:`Rule.unsupported`) goes to the **fallback** (:mod:`.fallback`):
+  declines a configuration via :meth:`Rule.unsupported`, a layer whose weight a parametrisation computes from
+  other parameters, e.g. ``weight_norm``) goes to the **fallback** (:mod:`.fallback`):
   exact per-sample vector-Jacobian products of that module alone. The engine reports every parameter that
   went through it and why; no parameter is ever skipped.
 
@@ -31,14 +32,14 @@ from flowvar.variance.rules.attention import MultiheadAttentionRule
 from flowvar.variance.rules.base import Rule, batched
 from flowvar.variance.rules.conv import Conv1dRule, Conv2dRule
 from flowvar.variance.rules.embedding import EmbeddingRule, FourierTimeRule
-from flowvar.variance.rules.fallback import fallback_call
+from flowvar.variance.rules.fallback import fallback_call, parametrization_children, reparametrized
 from flowvar.variance.rules.linear import LinearRule, seq_linear
 from flowvar.variance.rules.norm import GroupNormRule, LayerNormRule, RMSNormRule
 
 __all__ = [
     "RULES", "Conv1dRule", "Conv2dRule", "EmbeddingRule", "FourierTimeRule", "GroupNormRule", "LayerNormRule",
-    "LinearRule", "MultiheadAttentionRule", "RMSNormRule", "Rule", "batched", "fallback_call", "register_rule",
-    "rule_for", "seq_linear",
+    "LinearRule", "MultiheadAttentionRule", "RMSNormRule", "Rule", "batched", "fallback_call",
+    "parametrization_children", "register_rule", "reparametrized", "rule_for", "seq_linear",
 ]
 
 #: The rule of each module type (exact type match).
@@ -70,9 +71,15 @@ def rule_for(module: nn.Module) -> tuple[Rule | None, str | None]:
 
     The rule of the module's type, else of its nearest base type with a rule, provided the subclass inherits the
     base's forward pass unchanged (``NonDynamicallyQuantizableLinear`` is a Linear; torchcfm's ``GroupNorm32``,
-    which casts to float32 inside ``forward``, is not a GroupNorm for the rule and goes to the exact fallback).
+    which casts to float32 inside ``forward``, is not a GroupNorm for the rule and goes to the exact fallback). A
+    reparametrised layer (:func:`~.fallback.reparametrized`: ``weight_norm``, ``spectral_norm``, ``orthogonal``, old
+    style or new) goes to the fallback, whose per-sample vjp runs through the parametrisation.
     """
     cls = type(module)
+    computed = reparametrized(module)
+    if computed is not None:  # the rule would differentiate the computed weight, not the parameters: the fallback's
+        # vjp runs through the parametrisation
+        return None, f"{cls.__name__} with {computed}"
     for base in cls.__mro__:
         rule = RULES.get(base)
         if rule is None:

@@ -6,24 +6,93 @@ support, an op without a batching rule such as the fused recurrent kernels), by 
 sample. The module's output is recomputed and checked against the captured one, so a module that is random
 (dropout) or couples samples is reported rather than mis-measured. The engine also runs the whole model through
 this function for parameters used outside their own module's forward.
+
+Reparametrised weights go here too (:func:`reparametrized`): a layer whose weight ``torch.nn.utils.parametrize``
+computes from other parameters (``parametrizations.weight_norm``, ``spectral_norm``, ``orthogonal``, a user's
+parametrisation), or whose weight an old-style ``torch.nn.utils.weight_norm`` / ``spectral_norm`` forward pre-hook
+computes. Their trainable tensors (``parametrizations.weight.original0``/``original1``, ``weight_g``/``weight_v``,
+``weight_orig``) are not the weight the layer's rule differentiates: the vjp of the layer's recomputation runs
+through the parametrisation, g_i(θ) = (∂W/∂θ)ᵀ g_i(W), for every sample at once under vmap (W(θ) itself is formed
+once: the parameters are not batched). Spectral norms are recomputed as the recorded forward ran them
+(:func:`_recomputation`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
+from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.stateless import _reparametrize_module
+from torch.nn.utils.weight_norm import WeightNorm
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from flowvar.errors import ConfigError
 from flowvar.variance.records import F64, CallRecord
 from flowvar.variance.rules.base import batched
 
-__all__ = ["fallback_call"]
+__all__ = ["fallback_call", "parametrization_children", "reparametrized"]
+
+#: the old-style reparametrisations: forward pre-hooks that compute the weight from other parameters
+_OLD_STYLE = (WeightNorm, SpectralNorm)
+
+
+def reparametrized(module: nn.Module) -> str | None:
+    """Why ``module``'s forward does not use its trainable tensors directly (its weight is computed from them), or
+    None: a ``torch.nn.utils.parametrize`` parametrisation, or an old-style weight_norm / spectral_norm pre-hook."""
+    if parametrize.is_parametrized(module):
+        names = ", ".join(module.parametrizations)  # type: ignore[union-attr, arg-type]
+        return f"{names} computed by a torch.nn.utils.parametrize parametrisation (weight_norm, spectral_norm, ...)"
+    hooks = [h for h in module._forward_pre_hooks.values() if isinstance(h, _OLD_STYLE)]
+    if hooks:
+        return ", ".join(f"{h.name} computed by torch.nn.utils.{type(h).__name__.lower().replace('norm', '_norm')}"
+                         for h in hooks)
+    return None
+
+
+def parametrization_children(module: nn.Module) -> list[str]:
+    """The submodules holding a parametrised module's tensors (``parametrizations``, its ``ParametrizationList`` per
+    tensor, their parametrisation modules): measured with the module, whose forward computes the weight from them
+    (they are called without the batch); [] for a module without parametrisations."""
+    if not parametrize.is_parametrized(module):
+        return []
+    tree = module.parametrizations  # type: ignore[union-attr]
+    assert isinstance(tree, nn.Module)
+    return ["parametrizations", *(f"parametrizations.{n}" for n, _ in tree.named_modules() if n)]
+
+
+@contextmanager
+def _recomputation(module: nn.Module) -> Iterator[None]:
+    """Recompute ``module`` as its recorded forward ran, without side effects. Spectral norms (new and old style) in
+    eval mode: in training mode each forward runs a power iteration that updates their vectors u, v in place, and
+    the recorded forward normalised by the u, v it left, which eval mode reuses without iterating. The weights the
+    old-style pre-hooks store as plain attributes are put back afterwards (the recomputation sets them to tensors
+    of the vmapped transform)."""
+    training: list[nn.Module] = []
+    saved: list[tuple[nn.Module, str, Any]] = []
+    for m in module.modules():
+        if isinstance(m, _SpectralNorm) and m.training:
+            training.append(m)
+        for h in m._forward_pre_hooks.values():
+            if isinstance(h, _OLD_STYLE):
+                saved.append((m, h.name, m.__dict__.get(h.name)))
+                if isinstance(h, SpectralNorm) and m.training:
+                    training.append(m)
+    for m in training:
+        m.training = False  # this module alone (``eval()`` would recurse into its children)
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+        for m, name, value in saved:
+            m.__dict__[name] = value
 
 
 def _relative_gap(a: Tensor, b: Tensor) -> float:
@@ -65,19 +134,21 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
         return pullback(cot)[0], out
 
     how = "fallback-vmap"
-    try:
-        grads, outs = vmap(one, in_dims=(None, 0, 0), randomness="error")(params, xs, cots)
-    except (RuntimeError, NotImplementedError, TypeError) as error:
-        if "random" in str(error):
-            raise ConfigError(f"module {module_name!r} ({type(module).__name__}) draws random numbers in its forward "
-                              f"pass (e.g. dropout), so its per-sample gradients cannot be recomputed; put it in eval "
-                              f"mode while measuring or register a rule for it (flowvar.variance.register_rule)"
-                              ) from None
-        # vmap cannot run this module: data-dependent control flow, a custom autograd.Function without functorch
-        # support, an op without a batching rule. One ordinary backward pass per sample runs anything autograd does.
-        how = "fallback-loop"
-        grads, outs = _autograd_loop(module, module_name, lambda sample: call_one(sample, module), {**fixed, **buffers},
-                                     params, xs, cots, stop - start, error)
+    with _recomputation(module):
+        try:
+            grads, outs = vmap(one, in_dims=(None, 0, 0), randomness="error")(params, xs, cots)
+        except (RuntimeError, NotImplementedError, TypeError) as error:
+            if "random" in str(error):
+                raise ConfigError(f"module {module_name!r} ({type(module).__name__}) draws random numbers in its "
+                                  f"forward pass (e.g. dropout), so its per-sample gradients cannot be recomputed; put "
+                                  f"it in eval mode while measuring or register a rule for it "
+                                  f"(flowvar.variance.register_rule)") from None
+            # vmap cannot run this module: data-dependent control flow, a custom autograd.Function without functorch
+            # support, an op without a batching rule. One ordinary backward pass per sample runs anything autograd
+            # does.
+            how = "fallback-loop"
+            grads, outs = _autograd_loop(module, module_name, lambda sample: call_one(sample, module),
+                                         {**fixed, **buffers}, params, xs, cots, stop - start, error)
     # recomputation in the outputs' own precision: float64 agrees to rounding, float32 to ~1e-6, half types less
     tol = 1e-9 if all(o.dtype == F64 for o in outs) else 1e-3 if all(o.dtype == torch.float32 for o in outs) else 3e-2
     for j, k in enumerate(out_idx):
