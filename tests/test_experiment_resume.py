@@ -38,13 +38,13 @@ def test_checkpoint_cadence_is_ten_per_full_training_and_only_the_last_in_quick_
     assert _context(tmp_path, quick=True, work=True).checkpoint_every(50_000) == 0
 
 
-class _Interrupt(Exception):
+class _InterruptError(Exception):
     """Stands for the SIGTERM / Ctrl-C that stops a long run (raised from inside a training)."""
 
 
 def _instrumented(monkeypatch: pytest.MonkeyPatch, *, stop_in_call: int | None, stop_at_step: int = 0
                   ) -> list[int]:
-    """Wrap table1's training call: count the optimizer steps each call really runs, and raise _Interrupt at
+    """Wrap table1's training call: count the optimizer steps each call really runs, and raise _InterruptError at
     ``stop_at_step`` of call number ``stop_in_call`` (1-based)."""
     executed: list[int] = []
 
@@ -56,7 +56,7 @@ def _instrumented(monkeypatch: pytest.MonkeyPatch, *, stop_in_call: int | None, 
             def on_step(self, step: int, model: Any, path: Any, loss: float) -> None:
                 executed[-1] += 1
                 if call == stop_in_call and step == stop_at_step:
-                    raise _Interrupt
+                    raise _InterruptError
 
         return train_mlp_field(*args, callbacks=[Count()], **kwargs)
 
@@ -82,7 +82,7 @@ def test_an_interrupted_experiment_keeps_its_finished_trainings_and_resumes_the_
     cache = Cache(tmp_path / "cache")
     key = cache_key("table1", build_config(get_experiment("table1"), overrides=TINY), False)
     first = _instrumented(monkeypatch, stop_in_call=3, stop_at_step=22)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(_InterruptError):
         run_cached("table1", tmp_path / "out", cache, overrides=TINY)
     assert first == [40, 40, 22]
     work = cache.work_dir(key)
@@ -102,7 +102,7 @@ def test_force_recomputes_from_scratch_and_an_uncached_run_writes_no_checkpoints
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = Cache(tmp_path / "cache")
     first = _instrumented(monkeypatch, stop_in_call=2, stop_at_step=30)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(_InterruptError):
         run_cached("table1", tmp_path / "out", cache, overrides=TINY)
     assert first == [40, 30]
     again = _instrumented(monkeypatch, stop_in_call=None)
@@ -113,3 +113,14 @@ def test_force_recomputes_from_scratch_and_an_uncached_run_writes_no_checkpoints
     run_experiment("table1", tmp_path / "plain", overrides=TINY)
     assert plain == [40, 40, 40, 40]
     assert not list((tmp_path / "plain").rglob("checkpoint.pt"))
+
+
+def test_clean_stale_removes_the_work_folders_of_finished_keys_only(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    finished, unfinished = "table1-0000000000000001", "table1-0000000000000002"
+    for key in (finished, unfinished):
+        (cache.work_dir(key) / "d=2").mkdir(parents=True)
+    (cache.path(finished)).mkdir()
+    (cache.path(finished) / "cache.json").write_text("{}")
+    assert cache.clean_stale() == 1
+    assert not cache.work_dir(finished).exists() and cache.work_dir(unfinished).is_dir()

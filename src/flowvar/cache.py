@@ -324,7 +324,9 @@ class Cache:
         return times[-1] if times else None
 
     def clean_stale(self) -> int:
-        """Remove ``.tmp-<pid>-*`` folders whose writing process is gone (left by a killed run); return how many."""
+        """Remove ``.tmp-<pid>-*`` folders whose writing process is gone (left by a killed run), and the work
+        folders (:meth:`work_dir`) of keys whose entry exists (a run killed between storing its result and removing
+        its checkpoints); return how many. Work folders of unfinished keys are kept: they are what a rerun resumes."""
         removed = 0
         if not self.root.is_dir():
             return removed
@@ -332,6 +334,11 @@ class Cache:
             parts = tmp.name.split("-")
             if len(parts) >= 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
                 shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        work = self.root / ".work"
+        for folder in work.iterdir() if work.is_dir() else ():
+            if (self.root / folder.name / MANIFEST).is_file():
+                shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
 
