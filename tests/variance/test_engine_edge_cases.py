@@ -50,19 +50,21 @@ class Scale(nn.Module):
 
 
 class Net(nn.Module):
-    """Every path of the engine: a convolution on an 8×8 map and a Linear on 64 positions (both owned when
-    ``own_grads``), a custom module (the fallback) and a 2-D Linear head (outer-product norms)."""
+    """Every path of the engine: a plain convolution on an 8×8 map, a strided, dilated, grouped, circular-padded one
+    and a Linear on 16 positions (all three owned when ``own_grads``), a custom module (the fallback) and a 2-D
+    Linear head (outer-product norms)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=2, padding_mode="circular")
         self.tok = nn.Linear(4, 6)
         self.scale = Scale(6)
         self.head = nn.Linear(6, OUT)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.silu(self.conv(x))  # (B, 4, 8, 8)
-        h = F.silu(self.tok(h.flatten(2).transpose(1, 2)))  # (B, 64, 6)
+        h = F.silu(self.conv2(F.silu(self.conv(x))))  # (B, 4, 4, 4)
+        h = F.silu(self.tok(h.flatten(2).transpose(1, 2)))  # (B, 16, 6)
         return self.head(self.scale(h).mean(1))
 
 
@@ -110,15 +112,24 @@ def cotangents(n: int = B) -> Tensor:
 # ------------------------------------------------------------------------------------------------ batched gradients
 
 
-def jacobian(model: nn.Module, x: Tensor, out: Tensor, create_graph: bool = False) -> tuple[Tensor, ...]:
-    """The Jacobian of ``out`` in the input and every parameter by one batched-gradient pass."""
-    return torch.autograd.grad(out, [x, *model.parameters()], cotangents(out.shape[0]), is_grads_batched=True,
-                               retain_graph=True, create_graph=create_graph)
+JACOBIANS = ["is_grads_batched", "func.vmap"]
 
 
+def jacobian(model: nn.Module, x: Tensor, out: Tensor, create_graph: bool = False, how: str = "is_grads_batched"
+             ) -> tuple[Tensor, ...]:
+    """The Jacobian of ``out`` in the input and every parameter by one batched-gradient pass: autograd's
+    ``is_grads_batched`` (PyTorch's legacy vmap) or ``torch.func.vmap`` around ``torch.autograd.grad``."""
+    wrt = [x, *model.parameters()]
+    if how == "func.vmap":
+        return vmap(lambda v: torch.autograd.grad(out, wrt, v, retain_graph=True))(cotangents(out.shape[0]))
+    return torch.autograd.grad(out, wrt, cotangents(out.shape[0]), is_grads_batched=True, retain_graph=True,
+                               create_graph=create_graph)
+
+
+@pytest.mark.parametrize("how", JACOBIANS)
 @pytest.mark.parametrize("order", ["after", "before"])
 @pytest.mark.parametrize("own", MODES)
-def test_a_batched_jacobian_on_the_training_graph(own: bool, order: str):
+def test_a_batched_jacobian_on_the_training_graph(own: bool, order: str, how: str):
     """A Jacobian of the training forward pass's output in its input and parameters (``is_grads_batched=True``),
     after the backward pass or before it: the Jacobian is autograd's, ``.grad`` holds the training gradient only, and
     the statistics are those of the backward pass (owned layers measured in it)."""
@@ -131,13 +142,13 @@ def test_a_batched_jacobian_on_the_training_graph(own: bool, order: str):
         out = m(xx)
         losses = (out - y).pow(2).sum(1)
         if order == "before":
-            J = jacobian(m, xx, out)
+            J = jacobian(m, xx, out, how=how)
             assert all(p.grad is None for p in m.parameters())
             losses.mean().backward()
         else:
             losses.mean().backward(retain_graph=True)
             before = [p.grad.clone() for p in m.parameters()]
-            J = jacobian(m, xx, out)
+            J = jacobian(m, xx, out, how=how)
             assert all(torch.equal(p.grad, g) for p, g in zip(m.parameters(), before, strict=True))
         results.append((J, [p.grad for p in m.parameters()], losses))
     (J, grads, losses), (J_ref, grads_ref, _) = results
@@ -148,7 +159,8 @@ def test_a_batched_jacobian_on_the_training_graph(own: bool, order: str):
         assert rel(g, r) < 1e-12
     stats = engine.compute(reduction="mean", losses=losses)
     assert_exact(stats, per_sample(ref, x, y), TOL[F64])
-    assert owned(stats) == ({"conv.weight", "conv.bias", "tok.weight", "tok.bias"} if own else set())
+    assert owned(stats) == ({f"{m}.{p}" for m in ("conv", "conv2", "tok") for p in ("weight", "bias")} if own
+                            else set())
 
 
 @pytest.mark.parametrize("own", MODES)
@@ -193,14 +205,16 @@ def test_a_differentiable_batched_jacobian_is_autograds(own: bool):
     engine.clear()
 
 
+@pytest.mark.parametrize("how", JACOBIANS)
 @pytest.mark.parametrize("own", MODES)
-def test_a_forward_pass_that_only_got_a_batched_pass_raises(own: bool):
+def test_a_forward_pass_that_only_got_a_batched_pass_raises(own: bool, how: str):
     model = build()
     x, y = data()
     engine = GradNormEngine(model, own_grads=own)
-    losses = losses_of(model, x, y)
     xx = x.clone().requires_grad_()
-    jacobian(model, xx, model(xx))
+    out = model(xx)
+    losses = (out - y).pow(2).sum(1)
+    jacobian(model, xx, out, how=how)
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(DataError, match="batched-gradient pass"):
         engine.compute(reduction="mean", losses=losses)

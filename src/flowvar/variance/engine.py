@@ -481,9 +481,10 @@ class GradNormEngine:
         if self._batched.seen and not self._param_grads and \
                 not any(g is not None for calls in self._records.values() for c in calls for g in c.grads):
             raise DataError("the only backward pass through the recorded forward pass was a batched-gradient pass "
-                            "(torch.autograd.grad(..., is_grads_batched=True), or autograd.functional.jacobian with "
-                            "vectorize=True), which has no per-sample losses' gradient to measure: run the ordinary "
-                            "backward pass of the reduced per-sample losses before compute()")
+                            "(torch.autograd.grad(..., is_grads_batched=True), autograd.functional.jacobian with "
+                            "vectorize=True, torch.func.vmap around autograd.grad), which has no per-sample losses' "
+                            "gradient to measure: run the ordinary backward pass of the reduced per-sample losses "
+                            "before compute()")
         B = self._infer_batch(batch_size, losses)
         if losses is not None and losses.shape != (B,):
             raise ShapeError(f"losses must have shape ({B},), got {tuple(losses.shape)}")

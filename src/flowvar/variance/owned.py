@@ -34,7 +34,7 @@ are those of the δ the engine records (``own_grads=False``): the stash is dropp
 changed δ, or when several backward passes reached the call. The per-sample gradients are materialised during the
 backward pass (at most ``chunk_bytes`` at a time) rather than after it. A batched-gradient pass
 (``torch.autograd.grad(..., is_grads_batched=True)``: the backward vmapped over many cotangents, a Jacobian) gets
-the parameters' gradients by autograd through the layer's operation, one per cotangent, and measures nothing.
+the parameters' gradients from the layer's own weight-gradient operation, one per cotangent, and measures nothing.
 
 When a call is left to autograd (the engine then measures it after the backward pass, as for every other layer):
 the engine is not armed; the input does not require grad (the layer's output would then not either); the layer
@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowvar.variance.records import CallRecord, is_batched_grad, sample_sq_norms, sample_sum
-from flowvar.variance.rules import Rule
+from flowvar.variance.rules import Conv2dRule, Rule
 
 __all__ = ["OwnedGradients"]
 
@@ -178,8 +178,8 @@ class _OwnedGrad(torch.autograd.Function):
                     f"pre-hook before building the engine, or use GradNormEngine(..., own_grads=False)")
             x = state.input
         # a batched-gradient pass (is_grads_batched=True: a Jacobian) vmaps this backward over many cotangents: the
-        # parameters' gradients come from autograd through the layer's operation, as without the engine, and nothing
-        # is measured (the statistics are those of an ordinary pass)
+        # parameters' gradients come from the layer's own weight-gradient operation, as without the engine, and
+        # nothing is measured (the statistics are those of an ordinary pass)
         batched = is_batched_grad(delta) or is_batched_grad(grad)
         if torch.is_grad_enabled() and isinstance(module, nn.Linear):
             # create_graph: F.linear saved weight.t() taken while the weight was frozen, so its ∂L/∂x would not
@@ -192,7 +192,7 @@ class _OwnedGrad(torch.autograd.Function):
         if not names:  # this pass does not want the parameters' gradients
             return (None, grad, *(None,) * len(state.names))
         if batched:
-            sums = _graph_sums(module, x, delta, weight, {n: ctx.shapes[n] for n in names}, torch.is_grad_enabled())
+            sums = _batched_sums(module, x, delta, weight, names)
             return (None, grad, *(sums.get(n) for n in state.names))
         # the statistics must be those of the δ the engine recorded: not when a later hook on the output changed it
         sums = _measure(state, module, x, delta, weight, {n: ctx.shapes[n] for n in names},
@@ -212,7 +212,7 @@ def _measure(state: _State, module: nn.Module, x: Tensor, delta: Tensor, weight:
     if kept is not None or not graph:
         with torch.no_grad():
             sums = _sample_sums(state, module, x.detach(), delta.detach(), set(params), kept)
-    out = _graph_sums(module, x, delta, weight, params, create_graph=True) if graph else {}
+    out = _graph_sums(module, x, delta, weight, params) if graph else {}
     for name, (shape, dtype) in params.items():
         if name in sums:
             total = sums[name].reshape(shape)
@@ -251,22 +251,41 @@ def _sample_sums(state: _State, module: nn.Module, x: Tensor, delta: Tensor, nam
 
 
 def _graph_sums(module: nn.Module, x: Tensor, delta: Tensor, weight: Tensor,
-                params: dict[str, tuple[torch.Size, torch.dtype]], create_graph: bool) -> dict[str, Tensor]:
-    """G = Σ_i g_i by autograd, without per-sample gradients: the weight's through the layer's own operation on a
-    detached copy of the weight, the bias's as the sum of δ over everything but its channels. ``create_graph``:
-    differentiable functions of x and δ (a weight gradient does not depend on the weight). Also the path of a
-    batched-gradient pass, whose δ is a vmapped batch of cotangents the per-sample kernels cannot take (they write
-    into buffers, which vmap refuses)."""
+                params: dict[str, tuple[torch.Size, torch.dtype]]) -> dict[str, Tensor]:
+    """create_graph: G = Σ_i g_i as differentiable functions of x and δ (a weight gradient does not depend on the
+    weight): the weight's by autograd through the layer's own operation on a detached copy of the weight, the
+    bias's as the sum of δ over everything but its channels."""
     out: dict[str, Tensor] = {}
     if "weight" in params:
         w = weight.detach().requires_grad_()
         with torch.enable_grad():
-            xx = x if create_graph else x.detach()
-            y = module._conv_forward(xx, w, None) if isinstance(module, nn.Conv2d) else F.linear(xx, w)
-            (out["weight"],) = torch.autograd.grad(y, w, delta, create_graph=create_graph)
+            y = module._conv_forward(x, w, None) if isinstance(module, nn.Conv2d) else F.linear(x, w)
+            (out["weight"],) = torch.autograd.grad(y, w, delta, create_graph=True)
     if "bias" in params:
         conv = isinstance(module, nn.Conv2d)
         out["bias"] = delta.sum((0, 2, 3)) if conv else delta.reshape(-1, delta.shape[-1]).sum(0)
+    return out
+
+
+def _batched_sums(module: nn.Module, x: Tensor, delta: Tensor, weight: Tensor, names: set[str]) -> dict[str, Tensor]:
+    """G = Σ_i g_i for a batched-gradient pass, whose δ is a vmapped batch of cotangents that neither the per-sample
+    kernels (they write into buffers) nor a nested autograd call (refused under ``torch.func.vmap``) can take: the
+    layer's own weight-gradient operation, Conv2d: the convolution backward of (padded x, δ); Linear: Dᵀ A over all
+    positions; bias: δ summed over everything but its channels. Differentiable in x and δ (``create_graph=True``)."""
+    out: dict[str, Tensor] = {}
+    if isinstance(module, nn.Conv2d):
+        if "weight" in names:
+            out["weight"] = torch.ops.aten.convolution_backward(
+                delta, Conv2dRule._padded(module, x), weight, None, module.stride, Conv2dRule._numeric_padding(module),
+                module.dilation, False, (0, 0), module.groups, (False, True, False))[1]
+        if "bias" in names:
+            out["bias"] = delta.sum((0, 2, 3))
+        return out
+    d = delta.reshape(-1, delta.shape[-1])
+    if "weight" in names:
+        out["weight"] = d.mT @ x.reshape(-1, x.shape[-1])
+    if "bias" in names:
+        out["bias"] = d.sum(0)
     return out
 
 

@@ -87,7 +87,9 @@ def segment_sums(g: PerSample, segments: Tensor, n_segments: int) -> Tensor:
     return part.index_add_(0, segments, g).to(F64)
 
 
-_functorch = torch._C._functorch
+# looked up once: the check runs in every gradient hook of the engine (absent from older torch builds: never batched)
+_IS_LEGACY_BATCHED = getattr(torch._C._functorch, "is_legacy_batchedtensor", lambda t: False)
+_IS_BATCHED = getattr(torch._C._functorch, "is_batchedtensor", lambda t: False)
 
 
 def is_batched_grad(grad: Tensor) -> bool:
@@ -96,9 +98,7 @@ def is_batched_grad(grad: Tensor) -> bool:
     ``vectorize=True``) runs the backward under PyTorch's legacy vmap, a ``torch.func.vmap`` around
     ``torch.autograd.grad`` under functorch's. Such a tensor carries one cotangent per vmapped row, and it cannot
     even be detached (no batching rule): hooks must leave it alone."""
-    legacy = getattr(_functorch, "is_legacy_batchedtensor", None)
-    batched = getattr(_functorch, "is_batchedtensor", None)
-    return bool((legacy is not None and legacy(grad)) or (batched is not None and batched(grad)))
+    return bool(_IS_LEGACY_BATCHED(grad) or _IS_BATCHED(grad))
 
 
 class BatchedPasses:
