@@ -18,10 +18,12 @@ names one choice of each:
   of a data-at-0 model predicts dx/dτ = noise − data, so the adapted field is v(x, t) = −f(x, 1 − t);
 * **time_scale** — the network sees s = scale · τ (diffusers' timesteps run over 0..1000: scale 1000).
 
-A class-conditional network also takes each item's class label; :class:`LabelArg` says how (a keyword such as
-torchcfm's ``y=`` or diffusers' ``class_labels=``, a keyword holding a dict such as Meta flow_matching's
-``extra={"label": y}``, or one more positional argument). The label is named by the user, never guessed into an
-audit: a wrong one fails to run, or (for a model that ignores it) audits the unconditional field.
+A conditional network also takes each item's condition — a class label (B,) long, or a continuous condition
+(B, *cond_shape) float such as a pooled text embedding (B, 512), token embeddings (B, L, D) or a low-resolution image;
+:class:`LabelArg` says how (a keyword such as torchcfm's ``y=``, diffusers' ``class_labels=`` or
+``encoder_hidden_states=``, a keyword holding a dict such as Meta flow_matching's ``extra={"label": y}``, or one more
+positional argument). The argument is named by the user, never guessed into an audit: a wrong one fails to run, or
+(for a model that ignores it) audits the unconditional field.
 
 A wrong choice rarely raises an error: a reversed time or a missing ×1000 still returns a tensor of the right shape.
 :func:`check_conventions` therefore measures, on the training data, how well each candidate's field explains the
@@ -71,15 +73,20 @@ MOVE_STEPS = 8
 #: The label arguments tried when a model cannot be called without labels, to name the one that works in the error
 #: (torchcfm's UNet: y; diffusers: class_labels; Meta flow_matching's examples: extra.label; plain model(x, t, y)).
 COMMON_LABEL_ARGS: tuple[str, ...] = ("y", "class_labels", "label", "labels", "extra.label", "positional")
+#: The same for a model conditioned on continuous vectors (diffusers' UNet2DConditionModel: encoder_hidden_states;
+#: hand-written networks: cond, condition, context, c), tried before :data:`COMMON_LABEL_ARGS`.
+COMMON_CONDITION_ARGS: tuple[str, ...] = ("encoder_hidden_states", "cond", "condition", "context", "c",
+                                          *COMMON_LABEL_ARGS)
 
 
 @dataclass(frozen=True)
 class LabelArg:
-    """How a class-conditional network takes its labels (B,) long, from ``--label-arg SPEC``:
+    """How a conditional network takes its labels (B,) long or continuous conditions (B, *cond_shape) float, from
+    ``--label-arg SPEC`` (alias ``--cond-arg``):
 
     * ``"positional"``: one more positional argument after the call's own (``model(x, s, y)``, ``model(s, x, y)``);
     * ``"NAME"``: the keyword argument NAME (``y`` for torchcfm's ``UNetModelWrapper``, ``class_labels`` for
-      diffusers' ``UNet2DModel``);
+      diffusers' ``UNet2DModel``, ``encoder_hidden_states`` for diffusers' ``UNet2DConditionModel``);
     * ``"NAME.KEY"``: the keyword NAME holding the dict {KEY: labels} (``extra.label`` for Meta flow_matching's
       ``model(x, t, extra={"label": y})``).
     """
@@ -147,12 +154,13 @@ class Convention:
 
 class AdaptedField(nn.Module):
     """A third-party network seen as a flowvar field ``v(x, t)`` (x: (B, *shape), t: (B,) or scalar → (B, *shape)),
-    or ``v(x, t, labels)`` (labels: (B,) long) for a class-conditional network (``label_arg`` set).
+    or ``v(x, t, labels)`` for a conditional network (``label_arg`` set; labels: (B,) long class labels or
+    (B, *cond_shape) float conditions, passed to the network as they are).
 
     v(x, t) = f(x, scale · t) for data-at-1 models and v(x, t) = −f(x, scale · (1 − t)) for data-at-0 models, f the
     network called by ``convention.call``. The network is the submodule ``model``, so parameter names, ``.to()``,
     ``train()``/``eval()`` and the gradient-variance engine (``torch.func.functional_call``) see through the adapter.
-    :class:`Conditioned` binds a batch's labels, so that ODE solvers can call the conditional field as ``v(x, t)``.
+    :class:`Conditioned` binds a batch's labels / conditions, so that ODE solvers can call the field as ``v(x, t)``.
     """
 
     def __init__(self, model: nn.Module, convention: Convention, label_arg: LabelArg | None = None) -> None:
@@ -167,8 +175,8 @@ class AdaptedField(nn.Module):
     def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
         conv = self.convention
         if labels is None and self.label_arg is not None:
-            raise ConfigError(f"this field is class-conditional (labels passed as {self.label_arg}): call it with "
-                              f"labels (B,), or bind them with Conditioned")
+            raise ConfigError(f"this field is class-conditional or conditional (labels passed as {self.label_arg}): "
+                              f"call it with labels (B,) or conditions (B, ...), or bind them with Conditioned")
         if labels is not None and self.label_arg is None:
             raise ConfigError("labels given to a field without label_arg: say how the network takes them "
                               "(AdaptedField(model, convention, LabelArg('y')))")
@@ -186,8 +194,8 @@ class AdaptedField(nn.Module):
 
 
 class Conditioned(nn.Module):
-    """A class-conditional :class:`AdaptedField` with one batch's labels (B,) bound: ``v(x, t)`` for x of B rows,
-    as ODE solvers call it. Without labels (None) it is the field itself."""
+    """A conditional :class:`AdaptedField` with one batch's labels (B,) or conditions (B, *cond_shape) bound:
+    ``v(x, t)`` for x of B rows, as ODE solvers call it. Without labels (None) it is the field itself."""
 
     def __init__(self, field: AdaptedField, labels: Tensor | None) -> None:
         super().__init__()
@@ -197,41 +205,62 @@ class Conditioned(nn.Module):
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         if self.labels is None:
             return self.field(x, t)
-        if self.labels.shape != (x.shape[0],):
+        if self.labels.ndim == 0 or self.labels.shape[0] != x.shape[0]:
             raise ShapeError(f"{x.shape[0]} states but {tuple(self.labels.shape)} bound labels")
         return self.field(x, t, self.labels)
 
 
 class PackedLabels(nn.Module):
-    """A class-conditional field as flowvar's gradient-variance engine calls a field: ``v(x⁺, t)`` on packed states
-    x⁺ = [x.flatten(1), label] (B, D + 1) (:func:`pack_labels`), returning [v(x, t, label).flatten(1), 0].
+    """A conditional field as flowvar's gradient-variance engine calls a field: ``v(x⁺, t)`` on packed states
+    x⁺ = [x.flatten(1), c] (:func:`pack_labels`), returning [v(x, t, c).flatten(1), 0].
 
-    Why: the engine differentiates ``model(x, t)`` one sample at a time (``torch.func.vmap``), so a label must travel
-    inside the sample. Its coordinate has target 0 and output 0, so each per-sample loss
+    * class labels (``condition_shape`` None): c is one coordinate holding the label, x⁺: (B, D + 1), unpacked as
+      ``round().long()``;
+    * continuous conditions of shape ``condition_shape`` (C = its number of entries): c is the flattened condition,
+      x⁺: (B, D + C), unpacked by a reshape to (B, *condition_shape) in the state's dtype.
+
+    Why: the engine differentiates ``model(x, t)`` one sample at a time (``torch.func.vmap``), so the condition must
+    travel inside the sample. Its coordinates have target 0 and output 0, so each per-sample loss
     ℓ = ‖v − u‖² (a sum over coordinates) and its parameter gradient are exactly those of the conditional model on
-    (x, t, label).
+    (x, t, c).
     """
 
-    def __init__(self, field: AdaptedField, shape: tuple[int, ...]) -> None:
+    def __init__(self, field: AdaptedField, shape: tuple[int, ...],
+                 condition_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.field = field
         self.shape = tuple(shape)
+        self.condition_shape = tuple(condition_shape) if condition_shape is not None else None
 
     def forward(self, packed: Tensor, t: Tensor | float) -> Tensor:
-        x = packed[:, :-1].reshape(packed.shape[0], *self.shape)
-        labels = packed[:, -1].round().long()
-        v = self.field(x, t, labels)
-        return torch.cat([v.reshape(packed.shape[0], -1), torch.zeros_like(packed[:, -1:])], 1)
+        b = packed.shape[0]
+        d = math.prod(self.shape)
+        x = packed[:, :d].reshape(b, *self.shape)
+        if self.condition_shape is None:
+            cond = packed[:, d].round().long()
+        else:
+            cond = packed[:, d:].reshape(b, *self.condition_shape)
+        v = self.field(x, t, cond)
+        return torch.cat([v.reshape(b, -1), torch.zeros_like(packed[:, d:])], 1)
 
 
 def pack_labels(x: Tensor, labels: Tensor) -> Tensor:
-    """[x.flatten(1), labels] (B, D + 1) in x's dtype, the state :class:`PackedLabels` takes. ConfigError when x's
-    dtype cannot hold the labels exactly (e.g. labels above 256 in bfloat16)."""
-    column = labels.to(x.dtype)
-    if not torch.equal(column.long(), labels.long()):
-        raise ConfigError(f"class labels up to {int(labels.max())} are not exact in {x.dtype}; audit the model in "
-                          f"float32 (or float64)")
-    return torch.cat([x.reshape(x.shape[0], -1), column[:, None]], 1)
+    """The state :class:`PackedLabels` takes, in x's dtype: [x.flatten(1), labels] (B, D + 1) for class labels
+    (B,) long, or [x.flatten(1), conditions.flatten(1)] (B, D + C) for continuous conditions (B, *cond_shape).
+    ConfigError when x's dtype cannot hold the values exactly (e.g. labels above 256 in bfloat16, float64
+    conditions in a float32 state): the packed model would then see other conditions than the audit's."""
+    if not labels.is_floating_point():
+        column = labels.to(x.dtype)
+        if not torch.equal(column.long(), labels.long()):
+            raise ConfigError(f"class labels up to {int(labels.max())} are not exact in {x.dtype}; audit the model "
+                              f"in float32 (or float64)")
+        return torch.cat([x.reshape(x.shape[0], -1), column[:, None]], 1)
+    cond = labels.reshape(labels.shape[0], -1)
+    packed_cond = cond.to(x.dtype)
+    if not torch.equal(packed_cond.to(cond.dtype), cond):
+        raise ConfigError(f"conditions in {cond.dtype} are not exact in the states' {x.dtype}; cast them to the "
+                          f"model's dtype first")
+    return torch.cat([x.reshape(x.shape[0], -1), packed_cond], 1)
 
 
 def model_device(model: nn.Module) -> torch.device | None:
@@ -513,6 +542,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
 __all__ = [
     "CALLS",
     "CALL_DEFAULTS",
+    "COMMON_CONDITION_ARGS",
     "COMMON_LABEL_ARGS",
     "MOVE_FIT",
     "MOVE_N",

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from flowvar.audit import rules
 from flowvar.audit.adapters import (
+    COMMON_CONDITION_ARGS,
     COMMON_LABEL_ARGS,
     AdaptedField,
     Convention,
@@ -38,7 +39,7 @@ from flowvar.audit.adapters import (
     check_conventions,
     model_dtype,
 )
-from flowvar.audit.loading import load_labelled, load_labels
+from flowvar.audit.loading import carried_conditions, load_conditions, load_labelled, load_labels
 from flowvar.audit.sections import Section, copying, endpoints, generalisation_gap, gradient_signal, pair_recovery
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, check_sigma
 from flowvar.results import Result, atomic_write_bytes, atomic_write_text, judge, judgement_text, staged_folder
@@ -174,16 +175,21 @@ LABEL_SOURCES = ("--labels FILE.npy, or data that carry them: digits, a folder o
                  "file with a 'labels' array")
 
 
+#: Where continuous conditions can come from, for the errors that ask for them.
+CONDITION_SOURCES = "--conditions FILE.npy (or an .npz --data file with a 'conditions' array)"
+
+
 def _labels_that_run(model: nn.Module, train: Tensor, labels: Tensor | None) -> str | None:
-    """The first of :data:`COMMON_LABEL_ARGS` under which ``model`` runs on a few training items with labels (the
-    data's, or class 0 when the data carry none), under any call and time direction; None if none does."""
+    """The first of :data:`COMMON_LABEL_ARGS` (:data:`COMMON_CONDITION_ARGS` for continuous conditions) under which
+    ``model`` runs on a few training items with labels (the data's, or class 0 when the data carry none), under any
+    call and time direction; None if none does."""
     from flowvar.audit.adapters import CALL_DEFAULTS, call_network, model_device
 
     device = model_device(model) or train.device
     x = train[:4].to(device)
     y = (labels[:4] if labels is not None else torch.zeros(x.shape[0], dtype=torch.long)).to(device)
     s = torch.full((x.shape[0],), 0.5, dtype=x.dtype, device=device)
-    for spec in COMMON_LABEL_ARGS:
+    for spec in COMMON_CONDITION_ARGS if y.is_floating_point() else COMMON_LABEL_ARGS:
         for call in CALL_DEFAULTS:
             try:
                 with torch.no_grad():
@@ -198,10 +204,12 @@ def _labels_that_run(model: nn.Module, train: Tensor, labels: Tensor | None) -> 
 def _check_conventions_with_labels(model: nn.Module, train: Tensor, requested: Convention | None,
                                    gen: torch.Generator, labels: Tensor | None, label_arg: LabelArg | None,
                                    labels_from: str, sources: Tensor | None = None) -> ConventionCheck:
-    """:func:`check_conventions`, and when the model cannot be called at all, whether class labels are what it
-    lacks (or what it refuses): the error then names the flag that fixes it."""
+    """:func:`check_conventions`, and when the model cannot be called at all, whether class labels (or continuous
+    conditions: ``labels`` float) are what it lacks (or what it refuses): the error then names the flag that fixes
+    it."""
     from flowvar.errors import FlowvarError
 
+    what = "conditions" if labels is not None and labels.is_floating_point() else "class labels"
     try:
         return check_conventions(model, train, requested, gen, labels=labels, label_arg=label_arg, sources=sources)
     except FlowvarError as error:
@@ -215,14 +223,106 @@ def _check_conventions_with_labels(model: nn.Module, train: Tensor, requested: C
             if labels is None:
                 raise DataError(f"the model cannot be called without class labels (it runs with --label-arg {spec}), "
                                 f"but --data carries none: pass {LABEL_SOURCES}") from None
-            raise DataError(f"the model cannot be called without class labels; it runs with the labels "
+            raise DataError(f"the model cannot be called without {what}; it runs with the {what} "
                             f"{labels_from}: pass --label-arg {spec}") from None
         try:
             check_conventions(model, train, requested, gen)
         except FlowvarError:
             raise error from None
-        raise DataError(f"{text.rstrip('.')}; the model runs without labels: drop --label-arg {label_arg} (is it "
-                        f"class-conditional?)") from None
+        raise DataError(f"{text.rstrip('.')}; the model runs without {what}: drop --label-arg {label_arg} (is it "
+                        f"{'conditional' if what == 'conditions' else 'class-conditional'}?)") from None
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a conditional model is called with (:func:`_conditioning`): ``values`` — class labels (N,) long or
+    continuous conditions (N, *cond_shape) float of the training items (None: none found); ``continuous`` — which of
+    the two; ``source`` — where they came from ("given by --labels", "carried by --data", ...); ``heldout`` — the
+    held-out items' labels / conditions (None when not given); ``carried_labels`` — class labels the data carry
+    (reported when conditions are used instead)."""
+
+    values: Tensor | None
+    continuous: bool
+    source: str
+    heldout: Tensor | None
+    carried_labels: Tensor | None = None
+
+    def labels_text(self, used: bool) -> str:
+        """The report's ``config.labels``: where the class labels came from and how many classes (or "none")."""
+        labels = self.carried_labels if self.continuous else self.values
+        if labels is None:
+            return "none"
+        source = "carried by --data" if self.continuous else self.source
+        note = " (not used: the model takes the conditions)" if self.continuous and used else \
+            "" if used else " (not used: no --label-arg)"
+        return f"{source}, {int(torch.unique(labels).numel())} classes{note}"
+
+    def conditions_text(self, used: bool) -> str:
+        """The report's ``config.conditions``: where the continuous conditions came from and their shape."""
+        if not self.continuous or self.values is None:
+            return "none"
+        held = f"; held-out {tuple(self.heldout.shape)}" if self.heldout is not None else ""
+        return f"{self.source}, shape {tuple(self.values.shape)}{held}" + ("" if used else " (not used: no "
+                                                                                        "--label-arg)")
+
+
+def _conditioning(la: LabelArg | None, data: Tensor | str | Path, n: int, carried: Tensor | None,
+                  labels: Tensor | str | Path | None, heldout_labels: Tensor | str | Path | None,
+                  conditions: Tensor | str | Path | None, heldout_conditions: Tensor | str | Path | None,
+                  heldout: Tensor | str | Path | None, held: Tensor | None, held_carried: Tensor | None
+                  ) -> Conditioning:
+    """Resolve the class labels or continuous conditions of the training and held-out items (docs/audit.md
+    "Conditional models"): ``--conditions`` or ``--labels`` when given (not both), else what ``--data`` carries
+    (an ``.npz`` file's ``conditions``, or its class labels); the held-out ones likewise. One-line ConfigError /
+    DataError / ShapeError for every mismatch."""
+    given_labels = labels is not None or heldout_labels is not None
+    given_conditions = conditions is not None or heldout_conditions is not None
+    if given_labels and given_conditions:
+        raise ConfigError("give class ids with --labels or continuous conditions with --conditions, not both: the "
+                          "model takes one of them through --label-arg")
+    if la is None and given_labels:
+        raise ConfigError("--labels are passed to the model only with --label-arg NAME (how it takes them: y, "
+                          "class_labels, extra.label, positional); give --label-arg, or drop --labels for an "
+                          "unconditional model")
+    if la is None and given_conditions:
+        raise ConfigError("--conditions are passed to the model only with --label-arg NAME (alias --cond-arg: how it "
+                          "takes them, e.g. encoder_hidden_states, cond, extra.cond, positional); give --label-arg, or "
+                          "drop --conditions for an unconditional model")
+    if heldout_conditions is not None and held is None:
+        raise ConfigError("--heldout-conditions are the conditions of --heldout items; pass --heldout too")
+    data_conditions = carried_conditions("--data", data, n)
+    if conditions is not None:
+        values, continuous, source = load_conditions("--conditions", conditions, n), True, "given by --conditions"
+    elif labels is not None:
+        values, continuous, source = load_labels("--labels", labels, n), False, "given by --labels"
+    elif data_conditions is not None:
+        if carried is not None and la is not None:
+            raise ConfigError("--data carries both class labels and continuous conditions; say which the model takes: "
+                              "save them separately and pass --labels FILE.npy or --conditions FILE.npy")
+        values, continuous, source = data_conditions, True, "carried by --data"
+    else:
+        values, continuous, source = carried, False, "carried by --data" if carried is not None else ""
+    if la is not None and values is None:
+        raise ConfigError(f"--label-arg {la} passes class labels to the model, but --data carries none: pass "
+                          f"{LABEL_SOURCES} (or continuous conditions: {CONDITION_SOURCES})")
+    if continuous and heldout_labels is not None:
+        raise ConfigError("--heldout-labels are class ids, but the model is conditioned on continuous conditions: "
+                          "pass --heldout-conditions")
+    if not continuous and heldout_conditions is not None:
+        raise ConfigError("--heldout-conditions given, but the training items are conditioned on class labels: pass "
+                          "--conditions for the training items too (or --heldout-labels)")
+    held_values = None
+    if held is not None and not continuous:
+        held_values = load_labels("--heldout-labels", heldout_labels, held.shape[0]) if heldout_labels is not None \
+            else held_carried
+    elif held is not None:
+        assert heldout is not None and values is not None
+        held_values = (load_conditions("--heldout-conditions", heldout_conditions, held.shape[0])
+                       if heldout_conditions is not None else carried_conditions("--heldout", heldout, held.shape[0]))
+        if held_values is not None and held_values.shape[1:] != values.shape[1:]:
+            raise ShapeError(f"held-out conditions have shape {tuple(held_values.shape[1:])} per item but the "
+                             f"training conditions {tuple(values.shape[1:])}; give conditions of the same kind")
+    return Conditioning(values, continuous, source, held_values, carried if continuous else None)
 
 
 def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | Path | None = None,
@@ -231,7 +331,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
           coarse_steps: int = 10, method: str = "euler", grad_samples: int = 64, t_bins: int = 5, seed: int = 0,
           device: str = "auto", resolution: int | None = None, channels: int | None = None,
           model_source: str = "", label_arg: str | None = None, labels: Tensor | str | Path | None = None,
-          heldout_labels: Tensor | str | Path | None = None) -> AuditReport:
+          heldout_labels: Tensor | str | Path | None = None, conditions: Tensor | str | Path | None = None,
+          heldout_conditions: Tensor | str | Path | None = None) -> AuditReport:
     """Audit a trained flow model for memorisation.
 
     Args:
@@ -247,11 +348,17 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         seed: seeds every random draw of the audit; device: "auto" (CUDA when available), "cpu", "cuda", ...
         resolution, channels: for image folders (default: the first image's size and mode).
         model_source: how the model was built (recorded in the report).
-        label_arg: how a class-conditional model takes its labels (:class:`~flowvar.audit.adapters.LabelArg`:
-            ``"y"``, ``"class_labels"``, ``"extra.label"``, ``"positional"``); None for an unconditional model.
+        label_arg: how a conditional model takes its labels or conditions (:class:`~flowvar.audit.adapters.LabelArg`:
+            ``"y"``, ``"class_labels"``, ``"encoder_hidden_states"``, ``"extra.label"``, ``"positional"``); None for
+            an unconditional model.
         labels: the class labels (N,) of ``data`` (a tensor or a ``.npy`` file), when ``data`` does not carry them
             (digits, a folder of class subfolders and an ``.npz`` file with ``labels`` do); used with ``label_arg``.
         heldout_labels: the same for ``heldout`` (only the gradient test's held-out pairs use them).
+        conditions: continuous conditions (N, *cond_shape) float of ``data`` (a tensor, a ``.npy`` file, or an
+            ``.npz`` file's ``conditions``; an ``.npz`` ``data`` file may carry them), e.g. text embeddings; used
+            with ``label_arg``, instead of ``labels``.
+        heldout_conditions: the same for ``heldout``: the fresh samples of the copy and gap tests are then generated
+            under held-out conditions, and the gradient test adds held-out pairs (docs/audit.md).
 
     Raises a :class:`~flowvar.errors.FlowvarError` (one line) for bad inputs, a convention that does not fit, or a
     model returning NaN. Writes nothing (see :meth:`AuditReport.write`).
@@ -286,19 +393,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     held, held_carried, held_desc = _as_points("--heldout", heldout, resolution=resolution or _side(shape),
                                                channels=channels)
     la = LabelArg(label_arg) if label_arg is not None else None
-    if la is None and (labels is not None or heldout_labels is not None):
-        raise ConfigError("--labels are passed to the model only with --label-arg NAME (how it takes them: y, "
-                          "class_labels, extra.label, positional); give --label-arg, or drop --labels for an "
-                          "unconditional model")
-    y = load_labels("--labels", labels, train.shape[0]) if labels is not None else carried
-    labels_from = "given by --labels" if labels is not None else "carried by --data" if carried is not None else ""
-    if la is not None and y is None:
-        raise ConfigError(f"--label-arg {la} passes class labels to the model, but --data carries none: pass "
-                          f"{LABEL_SOURCES}")
-    held_y = None
-    if held is not None:
-        held_y = load_labels("--heldout-labels", heldout_labels, held.shape[0]) if heldout_labels is not None \
-            else held_carried
+    cc = _conditioning(la, data, train.shape[0], carried, labels, heldout_labels, conditions, heldout_conditions,
+                       heldout, held, held_carried)
+    y, labels_from, held_y = cc.values, cc.source, cc.heldout
     if x0_pairs is not None and x0_pairs.shape != train.shape:
         raise ShapeError(f"--pairs has shape {tuple(x0_pairs.shape)} but --data has {tuple(train.shape)}; row i of "
                          f"--pairs is the source paired with data row i, so the shapes must match")
@@ -310,6 +407,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     train = train.to(dtype)
     x0_pairs = x0_pairs.to(dtype) if x0_pairs is not None else None
     held = held.to(dtype) if held is not None else None
+    if cc.continuous:  # conditions in the model's dtype: what it is called with, and exact in packed states
+        y = y.to(dtype) if y is not None else None
+        held_y = held_y.to(dtype) if held_y is not None else None
 
     gen = torch.Generator().manual_seed(int(seed))
     cond = y if la is not None else None  # the labels the model is called with (None: unconditional)
@@ -319,14 +419,23 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     sections: list[Section] = []
     if x0_pairs is not None:
         sections.append(pair_recovery(field_, x0_pairs, train, method=method, steps=steps,
-                                      coarse_steps=coarse_steps, labels=cond))
+                                      coarse_steps=coarse_steps, labels=cond, generator=gen))
     noise = torch.randn((samples, *shape), generator=gen, dtype=dtype)
     # fresh samples of a conditional model: each under the label of a random training item (the training classes'
-    # frequencies); drawn after the noise, so an unconditional audit's draws are unchanged
-    fresh_labels = cond[torch.randint(0, train.shape[0], (samples,), generator=gen)] if cond is not None else None
+    # frequencies); drawn after the noise, so an unconditional audit's draws are unchanged. Continuous conditions
+    # with held-out ones given: under the condition of a random held-out item instead (docs/audit.md: a condition
+    # may determine its item, so reproducing training items under their own conditions is no evidence of copying)
+    under = ""
+    fresh_labels = None
+    if cond is not None and cc.continuous and held_y is not None:
+        fresh_labels = held_y[torch.randint(0, held_y.shape[0], (samples,), generator=gen)]
+        under = "held-out conditions"
+    elif cond is not None:
+        fresh_labels = cond[torch.randint(0, train.shape[0], (samples,), generator=gen)]
+        under = "training conditions" if cc.continuous else ""
     generated = endpoints(field_, noise, method, steps, fresh_labels)
-    sections.append(copying(generated, train, held))
-    sections.append(generalisation_gap(generated, train, held, gen))
+    sections.append(copying(generated, train, held, conditioned_on=under))
+    sections.append(generalisation_gap(generated, train, held, gen, conditioned_on=under))
     sections.append(gradient_signal(field_, train, x0_pairs, held, sigma=sigma, n_per_bin=grad_samples,
                                     n_bins=t_bins, generator=gen, labels=cond,
                                     heldout_labels=held_y if cond is not None else None))
@@ -352,8 +461,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
               "heldout": held_desc, "n_train": train.shape[0], "shape": list(shape), "sigma": sigma,
               "convention": check.chosen.to_dict(), "convention_requested": requested is not None,
               "label_arg": str(la) if la is not None else None,
-              "labels": (f"{labels_from}, {int(torch.unique(y).numel())} classes" if y is not None else "none")
-              + ("" if la is not None or y is None else " (not used: no --label-arg)"),
+              "labels": cc.labels_text(la is not None), "conditions": cc.conditions_text(la is not None),
               "samples": samples, "method": method, "steps": steps, "coarse_steps": coarse_steps,
               "grad_samples": grad_samples, "t_bins": t_bins, "seed": seed, "device": str(dev),
               "thresholds": thresholds()}
@@ -382,7 +490,8 @@ def claim_numbers(claim_id: str, evidence: dict[str, Any]) -> str:
     e = evidence
     if claim_id == "audit.pair_recovery":
         fine, coarse = e.get("fine", {}), e.get("coarse", {})
-        within = f" within the class ({e.get('n_classes')} classes)" if e.get("class_conditional") else ""
+        within = f" within the class ({e.get('n_classes')} classes)" if e.get("class_conditional") else \
+            " under their own conditions" if e.get("continuous_conditions") else ""
         return (f"own partner reached by {_num(fine.get('accuracy_own'), '.0%')} of {e.get('n_pairs', '–')} training "
                 f"sources{within} on the fine grid ({_num(fine.get('steps'), 'd')} steps), "
                 f"{_num(coarse.get('accuracy_own'), '.0%')} on the coarse ({_num(coarse.get('steps'), 'd')}); "
@@ -413,7 +522,8 @@ def saved_summary(result: Result) -> str:
     and each test's reading and decisive numbers (:func:`claim_numbers`); ``flowvar show AUDIT_DIR``."""
     config, metrics = result.config, result.metrics
     conv = config.get("convention") or {}
-    label = f", labels passed as {config['label_arg']}" if config.get("label_arg") else ""
+    kind = "conditions" if config.get("conditions", "none") not in ("none", None) else "labels"
+    label = f", {kind} passed as {config['label_arg']}" if config.get("label_arg") else ""
     lines = [f"verdict: {metrics.get('verdict', '?')}",
              f"convention: {conv.get('call', '?')} ({conv.get('time', '?')}, time scale "
              f"{_num(conv.get('time_scale'), 'g')}){label}",
@@ -437,7 +547,8 @@ def thresholds() -> dict[str, float]:
     """Every threshold of the audit's rules and convention check, by name (recorded in result.json)."""
     from flowvar.audit import adapters
 
-    names = ["PAIR_MEMORISE", "PAIR_GENERALISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "COPY_RATIO", "COPY_K",
+    names = ["PAIR_MEMORISE", "PAIR_GENERALISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE",
+             "PAIR_MAX_CONDITION_BASELINE", "COPY_RATIO", "COPY_K",
              "COPY_MEMORISE", "COPY_GENERALISE", "GAP_MEMORISE", "GAP_GENERALISE", "GAP_MIN_HELDOUT",
              "GRAD_MEMORISE", "GRAD_GENERALISE", "GRID_DISAGREE"]
     out = {n.lower(): float(getattr(rules, n)) for n in names}

@@ -1,6 +1,7 @@
 """Bringing a user's model and data into the audit: a factory plus a state_dict, a pickled module, a TorchScript or
 ``torch.export`` file; a folder of images, a ``.npy`` / ``.npz`` array or a bundled set, with class labels where
-the data carry them (digits; a folder of one subfolder per class; an ``.npz`` file's ``labels`` / ``y`` array).
+the data carry them (digits; a folder of one subfolder per class; an ``.npz`` file's ``labels`` / ``y`` array), and
+continuous conditions (an ``.npz`` file's ``conditions`` array, or ``--conditions``).
 
 Every failure is one :class:`~flowvar.errors.FlowvarError` line naming the input and the fix, raised before anything
 is written.
@@ -272,5 +273,81 @@ def load_labels(what: str, labels: str | Path | Tensor, n: int) -> Tensor:
     return check_labels(f"{what} {file}", arr, n)
 
 
-__all__ = ["STATE_KEYS", "LoadedModel", "class_folders", "import_factory", "load_labelled", "load_labels",
-           "load_model", "load_points", "pick_state_dict"]
+#: The key of an ``.npz`` data file's continuous conditions (one row per data item), and of a ``--conditions`` .npz.
+NPZ_CONDITION_KEY = "conditions"
+
+
+def check_conditions(what: str, conditions: object, n: int) -> Tensor:
+    """Continuous conditions as a float32 tensor (n, *cond_shape): a floating-point array with one row per data
+    item (any trailing shape: a pooled embedding (n, 512), token embeddings (n, L, D), a low-resolution image
+    (n, C, h, w), one number per item (n,)), every value finite. One-line DataError / ShapeError naming ``what``
+    otherwise; an integer array is refused (class ids go to ``--labels``)."""
+    import numpy as np
+
+    arr = conditions.detach().cpu().numpy() if isinstance(conditions, Tensor) else np.asarray(conditions)
+    if arr.dtype.kind in "iub":
+        raise DataError(f"{what} holds integers ({arr.dtype}): class ids go to --labels; continuous conditions "
+                        f"(embeddings, attribute vectors) must be floating point (save them as float32)")
+    if arr.dtype.kind != "f":
+        raise DataError(f"{what} must be a floating-point array of conditions, got {arr.dtype}")
+    if arr.ndim == 0 or arr.shape[0] != n:
+        raise ShapeError(f"{what} has shape {arr.shape}; give one condition per data item: first dimension {n}")
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf: refused just below
+        out = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    if not bool(torch.isfinite(out).all()):
+        bad = int((~torch.isfinite(out)).reshape(n, -1).any(1).sum()) if n else 0
+        raise DataError(f"{what} holds NaN or infinite values (in {bad} of its {n} rows, as float32); give finite "
+                        f"conditions")
+    return out
+
+
+def load_conditions(what: str, conditions: str | Path | Tensor, n: int) -> Tensor:
+    """Continuous conditions given on their own (``--conditions``): a tensor, a ``.npy`` file, or an ``.npz`` file
+    holding them under ``conditions`` (or as its only array); row i the condition of data item i. (n, *cond_shape)
+    float32 (:func:`check_conditions`)."""
+    import numpy as np
+
+    if isinstance(conditions, Tensor):
+        return check_conditions(what, conditions, n)
+    file = Path(conditions).expanduser()
+    if not file.is_file():
+        raise DataError(f"{what} file {file} does not exist; pass a .npy file of one condition row per item")
+    try:
+        arr = np.load(file, allow_pickle=False)
+        if isinstance(arr, np.lib.npyio.NpzFile):
+            with arr:
+                keys = list(arr.files)
+                key = NPZ_CONDITION_KEY if NPZ_CONDITION_KEY in keys else keys[0] if len(keys) == 1 else None
+                if key is None:
+                    raise DataError(f"{what} {file} holds the arrays {keys or 'none'}; name the conditions "
+                                    f"'{NPZ_CONDITION_KEY}' (or save them alone with numpy.save)")
+                arr = arr[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{what} {file} is not a readable .npy/.npz array ({printable(str(error))[:200]}); save the "
+                        f"conditions with numpy.save") from None
+    return check_conditions(f"{what} {file}", arr, n)
+
+
+def carried_conditions(what: str, data: str | Path | Tensor, n: int) -> Tensor | None:
+    """The continuous conditions an ``.npz`` data file carries under ``conditions`` ((n, *cond_shape) float32,
+    :func:`check_conditions`), or None (any other input, or an ``.npz`` without them)."""
+    import numpy as np
+
+    if isinstance(data, Tensor):
+        return None
+    path = Path(str(data)).expanduser()
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if NPZ_CONDITION_KEY not in npz.files:
+                return None
+            arr = npz[NPZ_CONDITION_KEY]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{what} {path} is not a readable .npz file ({printable(str(error))[:200]})") from None
+    return check_conditions(f"{what} {path} '{NPZ_CONDITION_KEY}'", arr, n)
+
+
+__all__ = ["NPZ_CONDITION_KEY", "STATE_KEYS", "LoadedModel", "carried_conditions", "check_conditions",
+           "class_folders", "import_factory", "load_conditions", "load_labelled", "load_labels", "load_model",
+           "load_points", "pick_state_dict"]

@@ -26,6 +26,10 @@ PAIR_GENERALISE = 0.1
 #: of all pairs (recovering OT pairs is what a generalising OT-like field does too).
 PAIR_MIN_OFF_OT = 10
 PAIR_MIN_OFF_OT_SHARE = 0.2
+#: With continuous conditions the chance level is measured: the share of fresh noise, integrated under a training
+#: item's own condition, that ends nearest that item (what the condition alone does). Above this share the condition
+#: determines its item (super-resolution, a unique caption per image) and pair recovery cannot tell: untestable.
+PAIR_MAX_CONDITION_BASELINE = 0.5
 
 # ---- 2. copying: a generated sample is a copy when d1 / mean(d1..dk) < COPY_RATIO (k nearest training items,
 # k = min(COPY_K, N)); the excess share of copies over that of held-out real data (0 without held-out data) decides.

@@ -97,7 +97,7 @@ def class_groups(labels: Tensor) -> list[Tensor]:
 
 
 def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, steps: int, coarse_steps: int,
-                  labels: Tensor | None = None) -> Section:
+                  labels: Tensor | None = None, generator: torch.Generator | None = None) -> Section:
     """Integrate every training source x0_i (N, *shape) and ask whether its endpoint's nearest training target is its
     own partner x1_i, on a fine (``steps``) and a coarse (``coarse_steps``) grid.
 
@@ -109,10 +109,18 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     within the class: the nearest target among the N_c items of class c, the class-wise exact-OT partner (what a
     generalising conditional field reaches), and chance 1/N_c averaged over the pairs scored, so that
     m = (a − chance)/(1 − chance).
+
+    With continuous conditions ``labels`` (N, *cond_shape) float there are no classes: the nearest target is searched
+    among all N training targets, the OT partner is the global one, and chance is measured per grid: b = the share
+    of fresh noise (one draw per training item, from ``generator``), integrated under item i's condition, that ends
+    nearest x1_i (over the same pairs as a); chance = max(1/N, b), m = (a − chance)/(1 − chance). b is what the
+    condition alone achieves: a condition that determines its item (b > PAIR_MAX_CONDITION_BASELINE) makes the test
+    untestable.
     """
     n = x0.shape[0]
     x1c = x1.detach().cpu()
-    groups = class_groups(labels.cpu()) if labels is not None else [torch.arange(n)]
+    continuous = labels is not None and labels.is_floating_point()
+    groups = class_groups(labels.cpu()) if labels is not None and not continuous else [torch.arange(n)]
     perm = torch.arange(n)
     for rows in groups:  # the (class-wise) exact-OT partner of every source
         local = exact_ot_permutation(x0[rows].detach().cpu().double(), x1c[rows].double()).cpu()
@@ -123,6 +131,10 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     for rows in groups:
         class_size[rows] = float(rows.numel())
     chance = float((1.0 / class_size[off]).mean()) if n_off else 1.0 / n
+    fresh = None
+    if continuous:  # fresh noise, one per training item, under that item's condition: the condition's own pull
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        fresh = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
     grids: dict[str, dict[str, float]] = {}
     for name, k in (("fine", steps), ("coarse", coarse_steps)):
         end = endpoints(field_, x0, method, k, labels)
@@ -134,44 +146,80 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
             ot_correct[rows] = pairing_accuracy(end[rows], x1c[rows], local_perm).correct.cpu()
         acc_off = float(own_correct[off].double().mean()) if n_off else math.nan
         dist = partner_distances(end, {"own": x1c, "ot": x1c[perm]})
-        if labels is None:
+        extra: dict[str, float] = {}
+        if fresh is not None:  # continuous conditions: the measured chance of this grid
+            fresh_end = endpoints(field_, fresh, method, k, labels)
+            fresh_correct = pairing_accuracy(fresh_end, x1c).correct.cpu()
+            baseline = float(fresh_correct[off].double().mean()) if n_off else math.nan
+            grid_chance = max(1.0 / n, baseline) if n_off else 1.0 / n
+            score = (acc_off - grid_chance) / (1.0 - grid_chance) if n_off and grid_chance < 1 else math.nan
+            extra = {"condition_baseline": baseline, "chance": grid_chance}
+        elif labels is None:
             score = memorisation_score(acc_off, n) if n_off and n >= 2 else math.nan
         else:  # memorisation_score's (a − chance)/(1 − chance), with the class-wise chance
             score = (acc_off - chance) / (1.0 - chance) if n_off and chance < 1 else math.nan
         grids[name] = {"steps": k, "accuracy_own": float(own_correct.double().mean()),
                        "accuracy_ot": float(ot_correct.double().mean()), "accuracy_own_off_ot": acc_off,
-                       "score": score, "l2_own.median": dist["own"].median, "l2_ot.median": dist["ot"].median}
+                       "score": score, "l2_own.median": dist["own"].median, "l2_ot.median": dist["ot"].median,
+                       **extra}
     fine, coarse = grids["fine"], grids["coarse"]
+    if continuous:
+        chance = fine["chance"]
     disagree = abs(fine["score"] - coarse["score"]) > rules.GRID_DISAGREE
     share = n_off / n
-    pre = Precondition(f"at least {rules.PAIR_MIN_OFF_OT} training pairs, and {rules.PAIR_MIN_OFF_OT_SHARE:.0%} of "
-                       f"them, are not the exact-OT pairing (recovering OT pairs is what a generalising OT-like "
-                       f"field does too)", n_off >= rules.PAIR_MIN_OFF_OT and share >= rules.PAIR_MIN_OFF_OT_SHARE,
-                       {"n_pairs": n, "n_off_ot": n_off, "share_off_ot": share},
-                       "pass more training pairs, or pairs that are not an OT matching")
+    pre_text = (f"at least {rules.PAIR_MIN_OFF_OT} training pairs, and {rules.PAIR_MIN_OFF_OT_SHARE:.0%} of them, "
+                f"are not the exact-OT pairing (recovering OT pairs is what a generalising OT-like field does too)")
+    pre_ok = n_off >= rules.PAIR_MIN_OFF_OT and share >= rules.PAIR_MIN_OFF_OT_SHARE
+    pre_values: dict[str, Any] = {"n_pairs": n, "n_off_ot": n_off, "share_off_ot": share}
+    pre_fix = "pass more training pairs, or pairs that are not an OT matching"
+    baseline = math.nan
+    if continuous:
+        baseline = max(fine["condition_baseline"], coarse["condition_baseline"])
+        pre_text += (f"; fresh noise under a training item's own condition ends nearest that item in at most "
+                     f"{rules.PAIR_MAX_CONDITION_BASELINE:.0%} of cases (else the condition alone determines the "
+                     f"item and reaching it says nothing about the pairs)")
+        pre_ok = pre_ok and baseline <= rules.PAIR_MAX_CONDITION_BASELINE
+        pre_values["condition_baseline"] = baseline
+        if baseline > rules.PAIR_MAX_CONDITION_BASELINE:
+            pre_fix = ("none for these conditions: they determine their items; read the copy and gap tests under "
+                       "held-out conditions (--heldout with --heldout-conditions) and the gradient test")
+    pre = Precondition(pre_text, pre_ok, pre_values, pre_fix)
+    score_rule = ("(a − c)/(1 − c), c = max(1/N, share of fresh noise under the item's own condition ending "
+                  "nearest the item)," if continuous else "(a − 1/N)/(1 − 1/N)")
     evidence = {"n_pairs": n, "chance": 1.0 / n if labels is None else chance, "method": method, "fine": fine,
                 "coarse": coarse, "grids_disagree": disagree, "n_off_ot": n_off,
-                "class_conditional": labels is not None, "n_classes": len(groups) if labels is not None else None}
+                "class_conditional": labels is not None and not continuous,
+                "n_classes": len(groups) if labels is not None and not continuous else None,
+                "continuous_conditions": continuous,
+                "condition_baseline": baseline if continuous else None}
     claim = judge("audit.pair_recovery",
                   "Integrating each training source ends at its own training partner (pair memorisation, Prop 2)",
                   evidence, kind="finding", verdict=rules.pair_recovery_verdict(fine["score"], coarse["score"]),
                   precondition=pre,
-                  rule=f"memorisation score m = (a − 1/N)/(1 − 1/N) of the pairs whose partner is not their OT "
+                  rule=f"memorisation score m = {score_rule} of the pairs whose partner is not their OT "
                        f"partner: memorising if m ≥ {rules.PAIR_MEMORISE} on both grids, generalising if m ≤ "
                        f"{rules.PAIR_GENERALISE} on both, else inconclusive",
                   min_effect=f"m ≥ {rules.PAIR_MEMORISE} (half the non-OT pairs recovered beyond chance)",
                   replicates="none: every training pair is integrated once per grid")
-    within = f" among the items of their class ({len(groups)} classes)" if labels is not None else ""
-    text = (f"{fine['accuracy_own']:.0%} of the {n} training sources end nearest their own partner{within} on the "
-            f"fine grid ({method}, {steps} steps; chance {evidence['chance']:.1%}), {fine['accuracy_ot']:.0%} nearest "
+    within = f" among the items of their class ({len(groups)} classes)" if labels is not None and not continuous \
+        else ""
+    who = ", each integrated under its own condition," if continuous else ""
+    chance_text = (f"chance {evidence['chance']:.1%}: fresh noise under the same condition reaches the item in "
+                   f"{fine['condition_baseline']:.1%}" if continuous else f"chance {evidence['chance']:.1%}")
+    text = (f"{fine['accuracy_own']:.0%} of the {n} training sources{who} end nearest their own partner{within} on "
+            f"the fine grid ({method}, {steps} steps; {chance_text}), {fine['accuracy_ot']:.0%} nearest "
             f"their OT partner; "
             f"coarse grid ({coarse_steps} steps): {coarse['accuracy_own']:.0%} own, {coarse['accuracy_ot']:.0%} OT."
-            + (" The two grids disagree: the outcome depends on the solver." if disagree else ""))
+            + (" The two grids disagree: the outcome depends on the solver." if disagree else "")
+            + (f" The conditions alone lead to their items ({baseline:.0%} of fresh noise): pair recovery cannot "
+               f"tell memorised pairs from a faithful conditional model." if continuous
+               and baseline > rules.PAIR_MAX_CONDITION_BASELINE else ""))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     labels = ["own partner", "OT partner", "chance"]
     for j, (name, g) in enumerate((("fine", fine), ("coarse", coarse))):
-        ax.bar(np.arange(3) + 0.38 * j, [g["accuracy_own"], g["accuracy_ot"], evidence["chance"]], 0.38,
+        bars = [g["accuracy_own"], g["accuracy_ot"], g.get("chance", evidence["chance"])]  # per grid: continuous
+        ax.bar(np.arange(3) + 0.38 * j, bars, 0.38,
                label=f"{name} ({g['steps']} steps)")
     ax.set_xticks(np.arange(3) + 0.19, labels)
     ax.set_ylabel("share of training sources")
@@ -193,10 +241,12 @@ def knn_ratio(x: Tensor, train: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]
     return r, d[:, 0], idx[:, 0]
 
 
-def copying(generated: Tensor, train: Tensor, heldout: Tensor | None) -> Section:
+def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditioned_on: str = "") -> Section:
     """Share of fresh samples that copy a training item: r_i < COPY_RATIO (:func:`knn_ratio`), against the same
     share for held-out real data (the data set's own near-duplicates); the NN1/NN2 ratio test
-    (:func:`flowvar.metrics.nn_distance_ratio`) is reported beside it."""
+    (:func:`flowvar.metrics.nn_distance_ratio`) is reported beside it. ``conditioned_on``: for a model with
+    continuous conditions, under which the samples were generated ("training conditions" / "held-out
+    conditions"; recorded and said in the text)."""
     n, m = train.shape[0], generated.shape[0]
     k = min(rules.COPY_K, n)
     r, _, nn_idx = knn_ratio(generated, train, k)
@@ -211,6 +261,8 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None) -> Section
                 "heldout_copy_fraction": base, "baseline": 0.0 if math.isnan(base) else base,
                 "ratio.median": float(r.median()),
                 "nn1_nn2_copy_fraction": nn12.fraction_below if nn12 is not None else math.nan}
+    if conditioned_on:
+        evidence["conditioned_on"] = conditioned_on
     pre = Precondition(f"at least {rules.COPY_MIN_TRAIN} training items and {rules.COPY_MIN_SAMPLES} generated samples",
                        n >= rules.COPY_MIN_TRAIN and m >= rules.COPY_MIN_SAMPLES, {"n_train": n, "n_samples": m},
                        "pass more training data or raise --samples")
@@ -224,7 +276,8 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None) -> Section
                   replicates=f"none: {m} fresh samples from one seed")
     text = (f"{copy_fraction:.1%} of {m} fresh samples are copies (nearest training item closer than "
             f"{rules.COPY_RATIO:.2f} × the mean of its {k} nearest)"
-            + (f"; held-out real data: {base:.1%}." if r_h is not None else "; no held-out data to compare with."))
+            + (f"; held-out real data: {base:.1%}." if r_h is not None else "; no held-out data to compare with.")
+            + _under(conditioned_on))
     plt = _plt()
     figures: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
@@ -244,6 +297,16 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None) -> Section
         figures["closest_copies.png"] = image_grid_png(pairs_grid.flatten(0, 1), nrow=2)
         text += " The grid shows the closest copies (left: generated, right: its nearest training item)."
     return Section("copies", "Copying of training data", claim, {"copies": evidence}, figures, text)
+
+
+def _under(conditioned_on: str) -> str:
+    """The sentence saying under which continuous conditions the fresh samples were generated ("" for none)."""
+    if conditioned_on == "held-out conditions":
+        return " Samples generated under held-out items' conditions."
+    if conditioned_on:
+        return (f" Samples generated under {conditioned_on} (a condition that determines its item makes a faithful "
+                f"model reproduce training items: pass --heldout-conditions to generate under held-out ones).")
+    return ""
 
 
 def image_grid_png(images: Tensor, nrow: int) -> bytes:
@@ -271,13 +334,13 @@ def image_grid_png(images: Tensor, nrow: int) -> bytes:
 # --------------------------------------------------------------------------------------------- 3. generalisation gap
 
 
-def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None, generator: torch.Generator
-                       ) -> Section:
+def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None, generator: torch.Generator,
+                       conditioned_on: str = "") -> Section:
     """Are fresh samples nearer the training data than unseen data? ρ = median NN distance to m training items over
     that to m held-out items (m = min(N, H), equal sizes since NN distances shrink with the reference size;
     :func:`flowvar.metrics.nn_train_over_heldout`), and the unbiased MMD² (:func:`flowvar.metrics.mmd2`, chunked,
     RBF at the held-out data's median-heuristic bandwidth) of the samples to each reference and of the two
-    references to each other."""
+    references to each other. ``conditioned_on``: as for :func:`copying`."""
     if heldout is None:
         pre = Precondition("held-out data (--heldout) is given", False, {}, "pass --heldout with data never trained on")
         claim = judge("audit.generalisation_gap", "Fresh samples sit nearer the training data than unseen data",
@@ -295,6 +358,8 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
     evidence = {"nn_ratio": rho, "m": m, "n_samples": generated.shape[0], "bandwidth": h,
                 "mmd2_to_train": mmd_train, "mmd2_to_heldout": mmd_held, "mmd2_gap": mmd_held - mmd_train,
                 "mmd2_train_vs_heldout": mmd_data}
+    if conditioned_on:
+        evidence["conditioned_on"] = conditioned_on
     pre = Precondition(f"at least {rules.GAP_MIN_HELDOUT} held-out items", m >= rules.GAP_MIN_HELDOUT,
                        {"m": m}, f"pass at least {rules.GAP_MIN_HELDOUT} held-out items")
     claim = judge("audit.generalisation_gap", "Fresh samples sit nearer the training data than unseen data",
@@ -305,7 +370,7 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
                   replicates=f"none: {generated.shape[0]} fresh samples, one random subset of each reference")
     text = (f"Fresh samples are {rho:.2f}× as far from the training data as from held-out data (nearest-neighbour "
             f"medians, {m} items each); MMD² to training {mmd_train:.3g}, to held-out {mmd_held:.3g} "
-            f"(training vs held-out data: {mmd_data:.3g}).")
+            f"(training vs held-out data: {mmd_data:.3g})." + _under(conditioned_on))
     plt = _plt()
     d_tr = nearest_neighbours(as_matrix("x", generated), as_matrix("t", tr), 1)[0][:, 0].numpy()
     d_ho = nearest_neighbours(as_matrix("x", generated), as_matrix("h", ho), 1)[0][:, 0].numpy()
@@ -328,11 +393,12 @@ Draw = Callable[[int, torch.Generator], tuple[Tensor, Tensor, Tensor]]
 
 def labelled_t_profile(field_: AdaptedField, draw: Draw, sigma: float, n_per_bin: int, n_bins: int,
                        generator: torch.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`flowvar.variance.variance_t_profile` for a class-conditional field: per t-bin b (``n_bins`` equal bins
+    """:func:`flowvar.variance.variance_t_profile` for a conditional field: per t-bin b (``n_bins`` equal bins
     of [0, 1]), ``n_per_bin`` pairs with labels from ``draw(n, generator)`` → (x0, x1, labels), t ~ U(bin),
     x_t = (1 − t) x0 + t x1 + σ z, and the plug-in tr Cov of the per-sample gradients of ℓ = ‖v(x_t, t, label) −
     (x1 − x0)‖² (:func:`flowvar.variance.gradient_variance` on :class:`PackedLabels` states, which carry each
-    sample's label). Returns (bin centres, mean losses, traces), each (n_bins,)."""
+    sample's label or flattened continuous condition). Returns (bin centres, mean losses, traces), each (n_bins,).
+    """
     from flowvar.interpolants import Interpolant, PathSample
     from flowvar.variance import gradient_variance
 
@@ -347,7 +413,8 @@ def labelled_t_profile(field_: AdaptedField, draw: Draw, sigma: float, n_per_bin
         path = interpolant.path(x0, x1, t, z)
         packed = PathSample(x0=x0, x1=x1, t=path.t, z=z, xt=pack_labels(path.xt, labels),
                             target=pack_labels(path.target, torch.zeros_like(labels)))
-        report = gradient_variance(PackedLabels(field_, tuple(x0.shape[1:])), packed)
+        cond_shape = tuple(labels.shape[1:]) if labels.is_floating_point() else None  # continuous conditions
+        report = gradient_variance(PackedLabels(field_, tuple(x0.shape[1:]), cond_shape), packed)
         losses.append(report.mean_loss)
         traces.append(report.trace)
     return (edges[:-1] + edges[1:]) / 2, np.array(losses), np.array(traces)
@@ -363,9 +430,9 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     λ = mean loss on the training pairs / on fresh pairs, ν = the same for the gradient-variance trace, both at σ = 0
     averaged over the bins: Prop 2 predicts λ, ν → 0 at a memorising minimiser.
 
-    A class-conditional field (``labels`` (N,) of the training items given) is evaluated on each pair under the label
-    of its data item (:func:`labelled_t_profile`); the held-out set needs ``heldout_labels`` and is left out without
-    them.
+    A conditional field (``labels`` of the training items given: (N,) class labels or (N, *cond_shape) continuous
+    conditions) is evaluated on each pair under the label / condition of its data item (:func:`labelled_t_profile`);
+    the held-out set needs ``heldout_labels`` and is left out without them.
     """
     from flowvar.couplings import FixedPairs, IndependentCoupling
     from flowvar.distributions import Empirical, StandardNormal
@@ -445,7 +512,8 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
         text = (f"At σ = 0 the training pairs have {lam:.3g}× the loss and {nu:.3g}× the gradient variance of fresh "
                 f"pairs.")
     if heldout is not None and labels is not None and heldout_labels is None:
-        text += " Held-out pairs left out: the held-out data carry no class labels."
+        missing = "conditions (--heldout-conditions)" if labels.is_floating_point() else "class labels"
+        text += f" Held-out pairs left out: the held-out data carry no {missing}."
     figures: dict[str, bytes] = {}
     if table:
         plt = _plt()
