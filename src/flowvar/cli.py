@@ -400,8 +400,8 @@ def _show_one(folder: Path) -> None:
 def audit_cmd(
     data: Annotated[str, typer.Option("--data", help="The training data: a folder of images (or of one subfolder "
                                                      "per class), an .npy array ((N, d) vectors or (N, [C,] H, W) "
-                                                     "images), an .npz holding one and its 'labels', or digits / "
-                                                     "lfw.")],
+                                                     "images), an .npz holding one (and its 'labels' or "
+                                                     "'conditions'), or digits / lfw.")],
     model: Annotated[str | None, typer.Option("--model", help="Factory building the network: package.module:callable "
                                                               "(its state_dict comes from --checkpoint).")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
@@ -422,16 +422,25 @@ def audit_cmd(
     time_scale: Annotated[float | None, typer.Option("--time-scale", help="The network sees scale·t (1000 for "
                                                                           "diffusers' timesteps).")] = None,
     label_arg: Annotated[str | None, typer.Option(
-        "--label-arg", help="A class-conditional model: how it takes each item's class label — a keyword (y for "
-                            "torchcfm's UNet, class_labels for diffusers), NAME.KEY for a dict keyword (extra.label "
-                            "for Meta flow_matching's model(x, t, extra={'label': y})), or positional (model(x, t, "
-                            "y)). The labels come from --data (digits; a folder of one subfolder per class; an .npz "
-                            "with a 'labels' array) or --labels.")] = None,
+        "--label-arg", "--cond-arg",
+        help="A conditional model: how it takes each item's class label or condition — a keyword (y for torchcfm's "
+             "UNet, class_labels for diffusers, encoder_hidden_states for diffusers' UNet2DConditionModel), NAME.KEY "
+             "for a dict keyword (extra.label for Meta flow_matching's model(x, t, extra={'label': y})), or "
+             "positional (model(x, t, y)). The labels come from --data (digits; a folder of one subfolder per class; "
+             "an .npz with a 'labels' array) or --labels; continuous conditions from --conditions or an .npz "
+             "'conditions' array.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", help="The class labels of --data (.npy of N integers), "
                                                                 "when the data do not carry them.")] = None,
     heldout_labels: Annotated[str | None, typer.Option(
         "--heldout-labels", help="The class labels of --heldout (.npy), when it does not carry them (only the "
                                  "gradient test's held-out pairs use them).")] = None,
+    conditions: Annotated[str | None, typer.Option(
+        "--conditions", help="Continuous conditions of --data (.npy/.npz of N float rows of any shape: text "
+                             "embeddings (N, 77, 768), pooled (N, 512), attribute vectors, low-resolution images), "
+                             "passed as --label-arg says; class ids go to --labels.")] = None,
+    heldout_conditions: Annotated[str | None, typer.Option(
+        "--heldout-conditions", help="The continuous conditions of --heldout: the copy and gap tests then generate "
+                                     "under them, the gradient test adds held-out pairs.")] = None,
     state_key: Annotated[str | None, typer.Option("--state-key", help="Checkpoint entry holding the state_dict "
                                                                       "(default: the first of ema_model, ema, "
                                                                       "state_dict, model, net_model ...).")] = None,
@@ -473,7 +482,7 @@ def audit_cmd(
                    time_scale=time_scale, samples=samples, steps=steps, coarse_steps=coarse_steps, method=method,
                    grad_samples=grad_samples, t_bins=t_bins, seed=seed, device=device, resolution=resolution,
                    channels=channels, model_source=loaded.source, label_arg=label_arg, labels=labels,
-                   heldout_labels=heldout_labels)
+                   heldout_labels=heldout_labels, conditions=conditions, heldout_conditions=heldout_conditions)
     report.write(out)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))
