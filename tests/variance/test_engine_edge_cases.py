@@ -163,18 +163,20 @@ def test_a_batched_jacobian_on_the_training_graph(own: bool, order: str, how: st
                             else set())
 
 
+@pytest.mark.parametrize("strategy", ["reverse-mode", "forward-mode"])
 @pytest.mark.parametrize("own", MODES)
-def test_a_jacobian_of_another_forward_pass_between_backward_and_compute(own: bool):
+def test_a_jacobian_of_another_forward_pass_between_backward_and_compute(own: bool, strategy: str):
     """``torch.autograd.functional.jacobian(model, x, vectorize=True)`` (its own forward pass, on 3 samples: recorded,
-    then reached by a batched pass only) between the training step and compute(): the step's statistics."""
+    then reached by a batched pass only; forward-mode: the forward pass itself vmapped over tangents, which the owned
+    layers' identity node could not pass on) between the training step and compute(): the step's statistics."""
     model, ref = build(), build()
     x, y = data()
     engine = GradNormEngine(model, own_grads=own)
     losses = losses_of(model, x, y)
     losses.mean().backward()
     losses_of(ref, x, y).mean().backward()
-    J = torch.autograd.functional.jacobian(model, x[:3], vectorize=True)
-    assert rel(J, torch.autograd.functional.jacobian(ref, x[:3], vectorize=True)) < 1e-12
+    J = torch.autograd.functional.jacobian(model, x[:3], vectorize=True, strategy=strategy)
+    assert rel(J, torch.autograd.functional.jacobian(ref, x[:3], vectorize=True, strategy=strategy)) < 1e-12
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert rel(p.grad, q.grad) < 1e-12
     stats = engine.compute(reduction="mean", losses=losses)

@@ -37,7 +37,8 @@ backward pass (at most ``chunk_bytes`` at a time) rather than after it. A batche
 the parameters' gradients from the layer's own weight-gradient operation, one per cotangent, and measures nothing.
 
 When a call is left to autograd (the engine then measures it after the backward pass, as for every other layer):
-the engine is not armed; the input does not require grad (the layer's output would then not either); the layer
+the engine is not armed; the input does not require grad (the layer's output would then not either) or carries a
+vmapped forward-mode tangent (a forward-mode ``autograd.functional.jacobian`` with ``vectorize=True``); the layer
 runs in a half-precision dtype or under autocast; a ``torch.distributed`` process group is initialised;
 saved-tensor hooks are active (activation checkpointing, offloading: a forward recomputed inside the backward pass
 would not rebuild this node); the forward runs inside a backward pass or under ``torch.compile``; the call passes
@@ -62,6 +63,7 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -82,6 +84,16 @@ def _autocast(device_type: str) -> bool:
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _batched_tangent(x: Tensor) -> bool:
+    """Whether ``x`` carries a forward-mode tangent that is a vmapped batch (``autograd.functional.jacobian`` with
+    ``strategy="forward-mode", vectorize=True``): the node's jvp cannot hand such a tangent on as a view of itself,
+    which autograd requires of a Function whose output is a view of its input."""
+    if fwAD._current_level < 0:  # no forward-mode AD under way: the common case, one comparison
+        return False
+    tangent = fwAD.unpack_dual(x).tangent
+    return tangent is not None and is_batched_grad(tangent)
 
 
 class _Stash:
@@ -344,7 +356,7 @@ class OwnedGradients:
         if not self._recording() or torch._C._current_graph_task_id() != -1 or _distributed() or \
                 torch.compiler.is_compiling():
             return {}
-        if torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
+        if torch._C._autograd._top_saved_tensors_default_hooks(False) is not None or _batched_tangent(args[0]):
             return {}
         local = {k: p for k, p in module._parameters.items() if p is not None and p.requires_grad}
         # a trainable weight: owning a bias alone saves nothing (its gradient is a sum of δ)
