@@ -2,9 +2,9 @@
 
 * :func:`audit` → :class:`AuditReport` — the notebook entry point;
 * :mod:`flowvar.audit.adapters` — calling conventions of torchcfm, diffusers and Meta flow_matching models (and how a
-  class-conditional one takes its labels), and the check that the chosen one fits the model;
+  conditional one takes its class labels or continuous conditions), and the check that the chosen one fits the model;
 * :mod:`flowvar.audit.loading` — a model from a factory and a checkpoint (or a whole-module file), data (and the class
-  labels they carry) from a folder, a ``.npy`` / ``.npz`` array or a bundled set;
+  labels or continuous conditions they carry) from a folder, a ``.npy`` / ``.npz`` array or a bundled set;
 * :mod:`flowvar.audit.sections` — the four tests; :mod:`flowvar.audit.rules` — their pure verdict rules.
 """
 

@@ -41,7 +41,7 @@ from flowvar.audit.adapters import (
 )
 from flowvar.audit.loading import carried_conditions, load_conditions, load_labelled, load_labels
 from flowvar.audit.sections import Section, copying, endpoints, generalisation_gap, gradient_signal, pair_recovery
-from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, check_sigma
+from flowvar.errors import ConfigError, DataError, FlowvarError, ShapeError, check_positive_int, check_sigma
 from flowvar.results import Result, atomic_write_bytes, atomic_write_text, judge, judgement_text, staged_folder
 from flowvar.sampling import valid_methods
 
@@ -207,8 +207,6 @@ def _check_conventions_with_labels(model: nn.Module, train: Tensor, requested: C
     """:func:`check_conventions`, and when the model cannot be called at all, whether class labels (or continuous
     conditions: ``labels`` float) are what it lacks (or what it refuses): the error then names the flag that fixes
     it."""
-    from flowvar.errors import FlowvarError
-
     what = "conditions" if labels is not None and labels.is_floating_point() else "class labels"
     try:
         return check_conventions(model, train, requested, gen, labels=labels, label_arg=label_arg, sources=sources)
@@ -290,7 +288,12 @@ def _conditioning(la: LabelArg | None, data: Tensor | str | Path, n: int, carrie
                           "drop --conditions for an unconditional model")
     if heldout_conditions is not None and held is None:
         raise ConfigError("--heldout-conditions are the conditions of --heldout items; pass --heldout too")
-    data_conditions = carried_conditions("--data", data, n)
+    try:
+        data_conditions = carried_conditions("--data", data, n)
+    except FlowvarError:
+        if la is not None:
+            raise
+        data_conditions = None  # an unconditional audit does not need them: unusable ones do not stop it
     if conditions is not None:
         values, continuous, source = load_conditions("--conditions", conditions, n), True, "given by --conditions"
     elif labels is not None:
