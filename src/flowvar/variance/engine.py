@@ -68,6 +68,7 @@ from flowvar.variance.records import (
     is_batched_grad,
 )
 from flowvar.variance.rules import LinearRule, Rule, fallback_call, parametrization_children, rule_for
+from flowvar.variance.rules.attention import capture_projections, end_capture
 
 __all__ = ["REDUCTIONS", "GradNormEngine", "Reduction"]
 
@@ -180,6 +181,8 @@ class GradNormEngine:
         # batched-gradient passes (a vmapped backward: is_grads_batched=True) are not the training pass: the hooks
         # skip them and note that they ran
         self._batched = BatchedPasses()
+        #: open projection captures of capturing rules' modules (id → the list the forward fills)
+        self._captures: dict[int, list[Any]] = {}
         self._handles: list[Any] = []
         #: parameters found used outside their own module's forward: measured through the whole model (the
         #: fallback at the root), {name: why}; kept for later batches
@@ -258,9 +261,14 @@ class GradNormEngine:
         linear_modules = {id(m) for u in self.units if isinstance(u.rule, LinearRule) for _, m in u.modules}
         for unit in self.units:
             for _, m in unit.modules:
+                capturing = unit.rule is not None and unit.rule.captures and id(m) not in self._sequence_first
+                if capturing:
+                    self._handles.append(m.register_forward_pre_hook(self._capture_begin))
                 hook = partial(self._forward_hook, clone=id(m) in fallback_modules,
                                row_norms=id(m) in linear_modules)
                 self._handles.append(m.register_forward_hook(hook, with_kwargs=True))
+                if capturing:  # always: a forward that raises must still close its capture
+                    self._handles.append(m.register_forward_hook(self._capture_end, always_call=True))
                 if self.owned is not None and unit.rule is not None and id(m) not in self._sequence_first and \
                         type(unit.rule).ownable is not Rule.ownable:
                     self._handles.extend(self.owned.attach(m, unit.rule, unit.local[0]))
@@ -348,6 +356,28 @@ class GradNormEngine:
                 # the garbage collector runs (measured: +60% forward/backward time)
                 leaf.register_hook(partial(_store_grad, grads, k, self._batched))
         self._records.setdefault(id(module), []).append(call)
+
+    def _capture_begin(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Forward pre-hook of a capturing rule's module (MultiheadAttention): observe its projections."""
+        if self._recording():
+            self._captures[id(module)] = capture_projections(module, self._capture_output)
+        else:
+            self._captures.pop(id(module), None)
+
+    def _capture_output(self, output: Tensor) -> list[Tensor | None]:
+        grads: list[Tensor | None] = [None]
+        output.register_hook(partial(_store_grad, grads, 0, self._batched))
+        return grads
+
+    def _capture_end(self, module: nn.Module, args: tuple[Any, ...], output: Any = None) -> None:
+        """Forward hook (always called): close the capture and give it to the call just recorded."""
+        found = self._captures.pop(id(module), None)
+        if found is None:
+            return
+        end_capture(module)
+        calls = self._records.get(id(module))
+        if calls and calls[-1].captured is None and output is not None:
+            calls[-1].captured = found
 
     def _param_hook(self, key: int, grad: Tensor) -> None:
         if is_batched_grad(grad):  # one of a batch of vmapped gradients (a Jacobian), not this pass's gradient

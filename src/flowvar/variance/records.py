@@ -124,6 +124,8 @@ class CallRecord:
     #: cache) and ‖δ_i‖ of each output gradient (in the gradient hook; None when several gradients were summed)
     in_norm: Tensor | None = None
     grad_norms: list[Tensor | None] | None = None
+    #: what a capturing rule observed inside the call (``Rule.captures``: the MultiheadAttention rule's projections)
+    captured: list[Any] | None = None
 
     def grad(self, k: int = 0) -> Tensor:
         """δ of output leaf ``k`` (zeros when the backward pass did not reach it)."""

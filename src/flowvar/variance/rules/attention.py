@@ -12,12 +12,24 @@ recomputation of the attention core and its backward pass (the samples do not mi
 sample), checked against the recorded output. The sequence sums are then :func:`~.linear.seq_linear`'s (ghost
 norm or materialised, whichever is cheaper); the packed ``in_proj_weight`` is three groups of one such map.
 ``bias_k`` / ``bias_v`` (``add_bias_kv``) are extra key/value positions whose per-sample gradients are δk, δv there.
+
+**Captured projections** (no recomputation). While the engine records, each armed forward of the module runs with
+its projections observed (:func:`capture_projections`): ``torch.nn.functional.linear`` — what
+``F.multi_head_attention_forward`` calls for the in-projections and ``out_proj`` — is wrapped for the duration of
+the forward, and every call on one of *this* module's projection weights keeps its input and a hook on its output
+for δ. The wrapper changes no number (it calls the original and returns its result; calls on other weights, and
+calls on other threads, pass straight through). Then x_q, x_k, x_v, c and δy, δq, δk, δv are the pass's own tensors:
+no attention is recomputed. A call whose projections were not all seen (``add_bias_kv``, whose δbias needs the
+attention core; a forward under a transform or ``torch.compile``) takes the recomputation above.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,9 +41,90 @@ from flowvar.variance.records import F64, CallRecord, Collector, RuleContext
 from flowvar.variance.rules.base import Rule, batched
 from flowvar.variance.rules.linear import seq_linear
 
-__all__ = ["MultiheadAttentionRule"]
+__all__ = ["MultiheadAttentionRule", "Projection", "capture_projections", "end_capture"]
 
 _SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
+
+
+@dataclass
+class Projection:
+    """One ``F.linear`` call of a recorded MultiheadAttention forward on the module's own projection weights:
+    ``weight`` (``in_proj_weight``, ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight`` or ``out_proj.weight``),
+    the rows ``[start, stop)`` of it that the call used, the call's input (detached, (…, in)) and output, and
+    ``grads[0]`` = δ of that output once the backward pass has reached it."""
+
+    weight: str
+    rows: tuple[int, int]
+    input: Tensor
+    output: Tensor
+    grads: list[Tensor | None]
+
+
+_ORIGINAL_LINEAR = F.linear
+_LOCAL = threading.local()  # .active: the captures open on this thread, innermost last
+_INSTALLED = threading.Lock()  # guards the wrapper's installation
+_OPEN = [0]  # captures open on any thread (the wrapper is installed while > 0)
+
+
+def _which(module: nn.MultiheadAttention, weight: Tensor) -> tuple[str, tuple[int, int]] | None:
+    """Which projection weight of ``module`` (and which rows of it) ``weight`` is, or None."""
+    if weight is module.out_proj.weight:
+        return "out_proj.weight", (0, weight.shape[0])
+    packed = module.in_proj_weight
+    if packed is not None:
+        if weight is packed:
+            return "in_proj_weight", (0, weight.shape[0])
+        if weight._base is packed and weight.ndim == 2 and weight.stride() == packed.stride():
+            start = (weight.storage_offset() - packed.storage_offset()) // packed.stride(0)
+            return "in_proj_weight", (start, start + weight.shape[0])
+        return None
+    for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        if weight is getattr(module, name):
+            return name, (0, weight.shape[0])
+    return None
+
+
+def _observing_linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear`` that also records the calls on the projection weights of the innermost open capture."""
+    out = _ORIGINAL_LINEAR(input, weight, bias)
+    active = getattr(_LOCAL, "active", None)
+    if active:
+        module, found, on_output = active[-1]
+        which = _which(module, weight)
+        if which is not None and isinstance(out, Tensor) and out.requires_grad:
+            found.append(Projection(which[0], which[1], input.detach(), out, on_output(out)))
+    return out
+
+
+def capture_projections(module: nn.MultiheadAttention, on_output: Callable[[Tensor], list[Tensor | None]]
+                        ) -> list[Projection]:
+    """Start observing ``module``'s projections on this thread (until :func:`end_capture`); returns the list the
+    forward's :class:`Projection` s are appended to. ``on_output(y)`` registers the engine's δ hook on a projection's
+    output y and returns the list its δ lands in. Captures left open by a forward that raised are closed first."""
+    active = _LOCAL.__dict__.setdefault("active", [])
+    while active and active[-1][0] is module:  # an earlier forward of this module that never reached its end
+        end_capture(module)
+    found: list[Projection] = []
+    with _INSTALLED:
+        _OPEN[0] += 1
+        torch.nn.functional.linear = _observing_linear  # F.multi_head_attention_forward looks `linear` up per call
+    active.append((module, found, on_output))
+    return found
+
+
+def end_capture(module: nn.MultiheadAttention) -> list[Projection] | None:
+    """Stop observing ``module`` on this thread: the projections its forward used, or None if none was open."""
+    active = getattr(_LOCAL, "active", None)
+    if not active or active[-1][0] is not module:
+        return None
+    _, found, _ = active.pop()
+    with _INSTALLED:
+        _OPEN[0] -= 1
+        if _OPEN[0] <= 0:
+            _OPEN[0] = 0
+            if torch.nn.functional.linear is _observing_linear:
+                torch.nn.functional.linear = _ORIGINAL_LINEAR
+    return found
 
 
 def _additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -55,6 +148,7 @@ class MultiheadAttentionRule(Rule):
 
     name = "mha"
     fills_check = True
+    captures = True  # the engine opens capture_projections around each recorded forward
 
     def children(self, module: nn.Module) -> tuple[str, ...]:
         return ("out_proj",)
@@ -66,7 +160,7 @@ class MultiheadAttentionRule(Rule):
             raise ConfigError(f"MultiheadAttention with dropout={module.dropout} in training mode draws random "
                               f"numbers in its forward pass, so its per-sample gradients cannot be recomputed; put it "
                               f"in eval mode while measuring or build it with dropout=0")
-        parts = [self._recompute(module, c, ctx.B) for c in calls]
+        parts = [self._from_projections(module, c, ctx.B) or self._recompute(module, c, ctx.B) for c in calls]
         E = module.embed_dim
         labels = []
         # out_proj: A = the concatenated heads c, D = δy, over the target positions of every call
@@ -77,7 +171,15 @@ class MultiheadAttentionRule(Rule):
                                      ctx, lambda g: g[:, 0], module.out_proj.bias is not None, A_o.element_size()))
         X = {k: _cat([p["x" + k] for p in parts]) for k in "qkv"}
         D = {k: _cat([p["d" + k] for p in parts]) for k in "qkv"}
-        if module._qkv_same_embed_dim:
+        if module._qkv_same_embed_dim and all("dqkv" in p for p in parts):
+            # self-attention through one packed projection: the in-projection is one Linear (E → 3E) along the
+            # sequence, measured as such (one Gram of x, not three)
+            if "in_proj_weight" in collectors or "in_proj_bias" in collectors:
+                A1, D1 = _cat([p["xqkv"] for p in parts]), _cat([p["dqkv"] for p in parts])
+                packed = {n: collectors[f"in_proj_{n}"] for n in ("weight", "bias") if f"in_proj_{n}" in collectors}
+                labels.append(seq_linear(lambda s, e: (A1[s:e, None], D1[s:e, None]), 1, A1.shape[1], E, 3 * E,
+                                         packed, ctx, lambda g: g[:, 0], "bias" in packed, A1.element_size()))
+        elif module._qkv_same_embed_dim:
             if "in_proj_weight" in collectors or "in_proj_bias" in collectors:
                 S = max(X[k].shape[1] for k in "qkv")
                 A3 = torch.stack([F.pad(X[k], (0, 0, 0, S - X[k].shape[1])) for k in "qkv"], 1)  # (B, 3, S, E)
@@ -105,6 +207,56 @@ class MultiheadAttentionRule(Rule):
                 c.add_per_sample(0, sum(p["db" + k] for p in parts).reshape(ctx.B, 1, 1, E))
         how = "ghost" if labels and all(x == "ghost" for x in labels) else "materialised"
         return f"{self.name}-{how}"
+
+    @staticmethod
+    def _from_projections(module: nn.MultiheadAttention, call: CallRecord, B: int) -> dict[str, Tensor] | None:
+        """The recompute's tensors from the call's captured projections (sequence-first inside
+        ``F.multi_head_attention_forward``; returned batch first), or None when they do not cover the call: q, k and v
+        each from exactly one projection call, one ``out_proj`` call, no ``bias_k``/``bias_v``."""
+        found = call.captured
+        if not found or module.bias_k is not None or module.bias_v is not None:
+            return None
+        E = module.embed_dim
+        outs = [p for p in found if p.weight == "out_proj.weight"]
+        if len(outs) != 1:
+            return None
+        blocks: dict[str, tuple[Tensor, Tensor]] = {}  # q/k/v → (input, δ), (L, B, ·) sequence first
+        for p in found:
+            if p.weight == "out_proj.weight":
+                continue
+            delta = p.grads[0] if p.grads[0] is not None else torch.zeros_like(p.output)
+            if p.input.ndim != 3 or p.input.shape[1] != B:
+                return None
+            if p.weight == "in_proj_weight":
+                start, stop = p.rows
+                if start % E or stop % E:
+                    return None
+                for j in range(start // E, stop // E):
+                    k = "qkv"[j]
+                    if k in blocks:
+                        return None
+                    blocks[k] = (p.input, delta[..., (j - start // E) * E:(j - start // E + 1) * E])
+            else:
+                k = p.weight[0]
+                if k in blocks:
+                    return None
+                blocks[k] = (p.input, delta)
+        if sorted(blocks) != ["k", "q", "v"]:
+            return None
+        o = outs[0]
+        L = blocks["q"][0].shape[0]
+        if o.input.shape[0] != L * B:
+            return None
+        dy = o.grads[0] if o.grads[0] is not None else torch.zeros_like(o.output)
+        first = {"x" + k: x.transpose(0, 1) for k, (x, _) in blocks.items()}
+        first.update({"d" + k: d.transpose(0, 1) for k, (_, d) in blocks.items()})
+        packed = [p for p in found if p.weight == "in_proj_weight" and p.rows == (0, 3 * E)]
+        if packed:  # self-attention: x and δ of the one packed projection, (B, L, E) and (B, L, 3E)
+            delta = packed[0].grads[0] if packed[0].grads[0] is not None else torch.zeros_like(packed[0].output)
+            first["xqkv"], first["dqkv"] = packed[0].input.transpose(0, 1), delta.transpose(0, 1)
+        first["c"] = o.input.reshape(L, B, E).transpose(0, 1)
+        first["dy"] = dy.reshape(L, B, -1).transpose(0, 1)
+        return first
 
     @staticmethod
     def _recompute(module: nn.MultiheadAttention, call: CallRecord, B: int) -> dict[str, Tensor]:

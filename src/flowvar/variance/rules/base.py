@@ -25,6 +25,9 @@ class Rule(ABC):
     #: ``add_per_sample``, which does it). Rules that do not (e.g. written before the check existed) get ``grad_sum``
     #: filled instead whenever the engine checks, which they must fill when it is not None.
     fills_check: bool = False
+    #: whether the engine opens the rule's capture around each recorded forward of the module
+    #: (:func:`~flowvar.variance.rules.attention.capture_projections`; :attr:`CallRecord.captured` then holds it)
+    captures: bool = False
 
     def unsupported(self, module: nn.Module) -> str | None:
         """Why this rule cannot handle ``module`` (it then goes to the fallback), or None."""
