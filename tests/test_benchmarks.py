@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["exact_ot", "cfm_step", "gradvar", "sweep_overhead", "audit_cost"]
+SCRIPTS = ["exact_ot", "cfm_step", "gradvar", "sweep_overhead", "audit_cost", "audit_calibration"]
 
 
 def _digest(path: Path) -> str:
@@ -121,3 +121,18 @@ def test_audit_cost_quick_times_the_whole_audit_against_a_training_step(quick_se
     rows = _table_rows(section, "what")
     assert rows[0]["in training steps"] == "1" and float(rows[1]["in training steps"]) > 1
     assert "Verdict of the audit:" in section and "Peak resident memory" in section
+
+
+def test_audit_calibration_quick_audits_each_regime_and_counts_the_expected_verdicts(
+        quick_sections: dict[str, str]) -> None:
+    section = quick_sections["audit_calibration"]
+    rows = {r["regime"]: r for r in _table_rows(section, "regime")}
+    assert set(rows) == {"σ = 0, 16 fixed pairs", "fresh noise → population (N = 64 audited)",
+                         "exact OT field (closed form)"}
+    # the regimes with a known answer get it even at the smoke scale (one seed, 300 steps)
+    assert rows["σ = 0, 16 fixed pairs"]["verdicts"] == "1 memorising"
+    assert float(rows["σ = 0, 16 fixed pairs"]["pair recovery m"]) >= 0.5
+    for name in ("fresh noise → population (N = 64 audited)", "exact OT field (closed form)"):
+        assert rows[name]["verdicts"] == "1 generalising"
+        assert float(rows[name]["λ (loss ratio)"]) >= 0.5
+    assert "got it in 3 of 3 audits" in section
