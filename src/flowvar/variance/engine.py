@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, NoReturn
@@ -68,7 +69,7 @@ from flowvar.variance.records import (
     is_batched_grad,
 )
 from flowvar.variance.rules import LinearRule, Rule, fallback_call, parametrization_children, rule_for
-from flowvar.variance.rules.attention import capture_projections, end_capture
+from flowvar.variance.rules.attention import Capture, capture_projections, end_capture
 
 __all__ = ["REDUCTIONS", "GradNormEngine", "Reduction"]
 
@@ -181,8 +182,8 @@ class GradNormEngine:
         # batched-gradient passes (a vmapped backward: is_grads_batched=True) are not the training pass: the hooks
         # skip them and note that they ran
         self._batched = BatchedPasses()
-        #: open projection captures of capturing rules' modules (id → the list the forward fills)
-        self._captures: dict[int, list[Any]] = {}
+        #: open projection captures of capturing rules' modules, by (thread, id(module)): one forward each
+        self._captures: dict[tuple[int, int], Capture] = {}
         self._handles: list[Any] = []
         #: parameters found used outside their own module's forward: measured through the whole model (the
         #: fallback at the root), {name: why}; kept for later batches
@@ -259,13 +260,15 @@ class GradNormEngine:
             return self
         fallback_modules = {id(m) for u in self.units if u.rule is None for _, m in u.modules}
         linear_modules = {id(m) for u in self.units if isinstance(u.rule, LinearRule) for _, m in u.modules}
+        any_capturing = False
         for unit in self.units:
             for _, m in unit.modules:
                 capturing = unit.rule is not None and unit.rule.captures and id(m) not in self._sequence_first
+                any_capturing |= capturing
                 if capturing:
                     self._handles.append(m.register_forward_pre_hook(self._capture_begin))
                 hook = partial(self._forward_hook, clone=id(m) in fallback_modules,
-                               row_norms=id(m) in linear_modules)
+                               row_norms=id(m) in linear_modules, capture=capturing)
                 self._handles.append(m.register_forward_hook(hook, with_kwargs=True))
                 if capturing:  # always: a forward that raises must still close its capture
                     self._handles.append(m.register_forward_hook(self._capture_end, always_call=True))
@@ -279,6 +282,8 @@ class GradNormEngine:
         self._handles.append(self.model.register_forward_hook(self._root_hook, with_kwargs=True))
         if self.owned is not None:  # parameters an interrupted forward left frozen get requires_grad back
             self._handles.append(self.model.register_forward_pre_hook(self.owned.thaw, prepend=True))
+        if any_capturing:  # and captures it left open are closed (no layer is inside its forward at this point)
+            self._handles.append(self.model.register_forward_pre_hook(self._close_stale_captures, prepend=True))
         return self
 
     def detach(self) -> None:
@@ -293,7 +298,7 @@ class GradNormEngine:
         without this pass's records: they hold the pass's non-leaf tensors, which cannot be deep-copied, and they
         belong to the original's pass (an EMA copy or a checkpoint taken between ``backward()`` and ``compute()``)."""
         transient: list[Any] = [self._records, self._param_grads, self._last_grad, self._accumulated,
-                                self._root_outputs, self._root_calls]
+                                self._root_outputs, self._root_calls, self._captures]
         if self.owned is not None:
             transient += [self.owned.calls, self.owned._frozen]
         for obj in transient:  # every reference to them in the copy (the owned layers' too) gets the same empty one
@@ -311,7 +316,9 @@ class GradNormEngine:
         self.detach()
 
     def clear(self) -> None:
-        """Forget the recorded forward/backward pass."""
+        """Forget the recorded forward/backward pass (and close projection captures an interrupted forward left
+        open)."""
+        self._close_captures()
         self._records.clear()
         self._param_grads.clear()
         self._last_grad.clear()
@@ -328,7 +335,7 @@ class GradNormEngine:
         return self.armed and not self._busy and torch.is_grad_enabled() and _outside_transforms()
 
     def _forward_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
-                      clone: bool = False, row_norms: bool = False) -> None:
+                      clone: bool = False, row_norms: bool = False, capture: bool = False) -> None:
         if not self._recording():
             return
         if row_norms and isinstance(output, Tensor) and output.requires_grad and len(args) == 1 and \
@@ -349,6 +356,10 @@ class GradNormEngine:
             args, kwargs = tree_unflatten([_snapshot(x) for x in inputs], spec)
             stored = [_snapshot(x) for x in leaves]
         call = CallRecord(tuple(args), dict(kwargs), stored, grads)
+        if capture:  # the projections this very call used (this thread's capture of the module, still open)
+            opened = self._captures.get((threading.get_ident(), id(module)))
+            if opened is not None:
+                call.captured = opened.found
         for k, leaf in enumerate(leaves):
             if isinstance(leaf, Tensor) and leaf.requires_grad:
                 # the hook must reference only the grads list: a reference to ``call`` (which holds the output)
@@ -358,11 +369,15 @@ class GradNormEngine:
         self._records.setdefault(id(module), []).append(call)
 
     def _capture_begin(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        """Forward pre-hook of a capturing rule's module (MultiheadAttention): observe its projections."""
+        """Forward pre-hook of a capturing rule's module (MultiheadAttention): observe its projections while
+        recording. Keyed by thread: one model may run on several threads at once."""
+        key = (threading.get_ident(), id(module))
+        stale = self._captures.pop(key, None)
+        if stale is not None:  # the module's previous forward on this thread never returned (KeyboardInterrupt)
+            end_capture(stale)
         if self._recording():
-            self._captures[id(module)] = capture_projections(module, self._capture_output)
-        else:
-            self._captures.pop(id(module), None)
+            assert isinstance(module, nn.MultiheadAttention)
+            self._captures[key] = capture_projections(module, self._capture_output, self)
 
     def _capture_output(self, output: Tensor) -> list[Tensor | None]:
         grads: list[Tensor | None] = [None]
@@ -370,14 +385,25 @@ class GradNormEngine:
         return grads
 
     def _capture_end(self, module: nn.Module, args: tuple[Any, ...], output: Any = None) -> None:
-        """Forward hook (always called): close the capture and give it to the call just recorded."""
-        found = self._captures.pop(id(module), None)
-        if found is None:
-            return
-        end_capture(module)
-        calls = self._records.get(id(module))
-        if calls and calls[-1].captured is None and output is not None:
-            calls[-1].captured = found
+        """Forward hook (always called, after :meth:`_forward_hook` gave the capture to the call it recorded): close
+        the capture."""
+        opened = self._captures.pop((threading.get_ident(), id(module)), None)
+        if opened is not None:
+            end_capture(opened)
+
+    def _close_captures(self, thread: int | None = None) -> None:
+        """Close this engine's open captures (of one thread, or of all): those a forward interrupted by an exception
+        that is not an ``Exception`` left open (PyTorch runs no ``always_call`` hook then), or all on detach."""
+        for key in [k for k in list(self._captures) if thread is None or k[0] == thread]:
+            opened = self._captures.pop(key, None)
+            if opened is not None:
+                end_capture(opened)
+
+    def _close_stale_captures(self, *_: Any) -> None:
+        """Forward pre-hook of the whole model (prepended): no attention of the model is inside its forward on this
+        thread when the model's forward starts, so a capture of this thread still open is stale."""
+        if self._captures:
+            self._close_captures(threading.get_ident())
 
     def _param_hook(self, key: int, grad: Tensor) -> None:
         if is_batched_grad(grad):  # one of a batch of vmapped gradients (a Jacobian), not this pass's gradient

@@ -41,7 +41,7 @@ from flowvar.variance.records import F64, CallRecord, Collector, RuleContext
 from flowvar.variance.rules.base import Rule, batched
 from flowvar.variance.rules.linear import seq_linear
 
-__all__ = ["MultiheadAttentionRule", "Projection", "capture_projections", "end_capture"]
+__all__ = ["Capture", "MultiheadAttentionRule", "Projection", "capture_projections", "end_capture"]
 
 _SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
 
@@ -60,10 +60,27 @@ class Projection:
     grads: list[Tensor | None]
 
 
+#: ``F.linear`` as it was when flowvar was imported (torch's own unless something had patched it before)
 _ORIGINAL_LINEAR = F.linear
-_LOCAL = threading.local()  # .active: the captures open on this thread, innermost last
-_INSTALLED = threading.Lock()  # guards the wrapper's installation
-_OPEN = [0]  # captures open on any thread (the wrapper is installed while > 0)
+_LOCAL = threading.local()  # .active: this thread's open captures, innermost last; .inside: in the wrapped F.linear
+_LOCK = threading.Lock()  # guards _OPEN, _WRAPPED and the installation of the wrapper
+
+
+@dataclass(eq=False)  # compared by identity: a capture is one forward call
+class Capture:
+    """One open capture: a forward of ``module`` observed on one thread. ``found``: the :class:`Projection` s
+    observed so far; ``on_output``: registers the δ hook on a projection's output; ``owner``: who opened it (an
+    engine); ``stack``: the open captures of the thread it was opened on."""
+
+    module: nn.MultiheadAttention
+    found: list[Projection]
+    on_output: Callable[[Tensor], list[Tensor | None]]
+    owner: object
+    stack: list[Capture]
+
+
+_OPEN: set[Capture] = set()  # the captures open on any thread: the wrapper is installed while there are any
+_WRAPPED: list[Callable[..., Tensor]] = [_ORIGINAL_LINEAR]  # what the wrapper computes with: the F.linear it replaced
 
 
 def _which(module: nn.MultiheadAttention, weight: Tensor) -> tuple[str, tuple[int, int]] | None:
@@ -84,47 +101,79 @@ def _which(module: nn.MultiheadAttention, weight: Tensor) -> tuple[str, tuple[in
     return None
 
 
+def _restore() -> None:
+    """Put back the F.linear the wrapper replaced, if the wrapper is what is installed and no capture is open (a patch
+    installed over the wrapper since is left in place: it may call the wrapper, which then passes calls through)."""
+    with _LOCK:
+        if not _OPEN and torch.nn.functional.linear is _observing_linear:
+            torch.nn.functional.linear = _WRAPPED[0]
+
+
 def _observing_linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear`` that also records the calls on the projection weights of the innermost open capture."""
-    out = _ORIGINAL_LINEAR(input, weight, bias)
-    active = getattr(_LOCAL, "active", None)
-    if active:
-        module, found, on_output = active[-1]
-        which = _which(module, weight)
-        if which is not None and isinstance(out, Tensor) and out.requires_grad:
-            found.append(Projection(which[0], which[1], input.detach(), out, on_output(out)))
+    """``F.linear`` that also records the calls on the projection weights of this thread's innermost open capture
+    (and of the captures of the same module under it: several engines on one model).
+
+    It computes with the F.linear it replaced (:data:`_WRAPPED`), so it changes no number. Reached again from inside
+    that one — a patch installed over the wrapper while it was in place keeps the wrapper as its "original" — it
+    computes with :data:`_ORIGINAL_LINEAR`, which predates the wrapper and so cannot lead back to it. Called while no
+    capture is open (someone put the wrapper back after it was removed), it first restores what it replaced."""
+    local = _LOCAL.__dict__
+    if local.get("inside"):
+        return _ORIGINAL_LINEAR(input, weight, bias)
+    if not _OPEN and torch.nn.functional.linear is _observing_linear:
+        _restore()
+    local["inside"] = True
+    try:
+        out = _WRAPPED[0](input, weight, bias)
+    finally:
+        local["inside"] = False
+    active = local.get("active")
+    if active and isinstance(out, Tensor) and out.requires_grad:
+        innermost = None
+        for capture in reversed(list(active)):  # (a copy: another thread's detach() may close one meanwhile)
+            if innermost is None:
+                innermost = capture.module
+                which = _which(innermost, weight)
+                if which is None:
+                    break
+            elif capture.module is not innermost:
+                break
+            capture.found.append(Projection(which[0], which[1], input.detach(), out, capture.on_output(out)))
     return out
 
 
-def capture_projections(module: nn.MultiheadAttention, on_output: Callable[[Tensor], list[Tensor | None]]
-                        ) -> list[Projection]:
-    """Start observing ``module``'s projections on this thread (until :func:`end_capture`); returns the list the
-    forward's :class:`Projection` s are appended to. ``on_output(y)`` registers the engine's δ hook on a projection's
-    output y and returns the list its δ lands in. Captures left open by a forward that raised are closed first."""
-    active = _LOCAL.__dict__.setdefault("active", [])
-    while active and active[-1][0] is module:  # an earlier forward of this module that never reached its end
-        end_capture(module)
-    found: list[Projection] = []
-    with _INSTALLED:
-        _OPEN[0] += 1
-        torch.nn.functional.linear = _observing_linear  # F.multi_head_attention_forward looks `linear` up per call
-    active.append((module, found, on_output))
-    return found
+def capture_projections(module: nn.MultiheadAttention, on_output: Callable[[Tensor], list[Tensor | None]],
+                        owner: object = None) -> Capture:
+    """Start observing ``module``'s projections on this thread, until :func:`end_capture` of the returned capture,
+    whose ``found`` the forward's :class:`Projection` s are appended to. ``on_output(y)`` registers the caller's δ
+    hook on a projection's output y and returns the list its δ lands in. The wrapper goes in when the first capture
+    opens (on any thread) and out when the last one closes. A capture left open (a forward interrupted by a
+    ``KeyboardInterrupt``, which runs no ``always_call`` hook) is the caller's to close."""
+    stack = _LOCAL.__dict__.setdefault("active", [])
+    capture = Capture(module, [], on_output, owner, stack)
+    with _LOCK:
+        if not _OPEN:
+            current = torch.nn.functional.linear
+            if current is not _observing_linear:  # (the wrapper left in place keeps what it replaced)
+                _WRAPPED[0] = current
+                # F.multi_head_attention_forward looks `linear` up in its module at every call
+                torch.nn.functional.linear = _observing_linear
+        _OPEN.add(capture)
+        stack.append(capture)
+    return capture
 
 
-def end_capture(module: nn.MultiheadAttention) -> list[Projection] | None:
-    """Stop observing ``module`` on this thread: the projections its forward used, or None if none was open."""
-    active = getattr(_LOCAL, "active", None)
-    if not active or active[-1][0] is not module:
-        return None
-    _, found, _ = active.pop()
-    with _INSTALLED:
-        _OPEN[0] -= 1
-        if _OPEN[0] <= 0:
-            _OPEN[0] = 0
-            if torch.nn.functional.linear is _observing_linear:
-                torch.nn.functional.linear = _ORIGINAL_LINEAR
-    return found
+def end_capture(capture: Capture) -> list[Projection] | None:
+    """Stop observing: the projections the capture's forward used, or None if it was closed already. Any thread may
+    close any capture (``engine.detach()`` while another thread is inside the forward)."""
+    with _LOCK:
+        if capture not in _OPEN:
+            return None
+        _OPEN.discard(capture)
+        if capture in capture.stack:  # (identity: eq=False)
+            capture.stack.remove(capture)
+    _restore()
+    return capture.found
 
 
 def _additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
