@@ -584,3 +584,25 @@ def test_a_compiled_model(gen):
         assert_exact(one_step(engine, compiled, (x,), y, validate=True), want, 1e-10)
         assert_unwrapped()
     engine.detach()
+
+
+@pytest.mark.parametrize("style", ["parametrize", "weight_norm"])
+def test_a_reparametrised_out_proj_is_measured(style, gen):
+    """out_proj's weight computed by a parametrisation (a user's, or new-style weight_norm: its tensors are then
+    ``out_proj.parametrizations.weight.original{0,1}``; the attention's forward reads ``out_proj.weight``, so the
+    parametrisation runs inside it): every parameter is measured — none skipped, as the rule's measuring the computed
+    weight did — exactly, by the fallback, which says so."""
+    torch.manual_seed(0)
+    model = SelfAttend().to(F64)
+    if style == "parametrize":
+        class Scale(nn.Module):
+            def forward(self, w: Tensor) -> Tensor:
+                return 1.5 * w
+
+        torch.nn.utils.parametrize.register_parametrization(model.attn.out_proj, "weight", Scale())
+    else:
+        torch.nn.utils.parametrizations.weight_norm(model.attn.out_proj)
+    x, y = data(gen)
+    stats = measure(model, (x,), y, validate=True)
+    assert_exact(stats, reference_vmap(model, (x,), y), 1e-10)
+    assert {n for n in stats.param_sq_norms if n.startswith("attn.")} <= set(stats.fallback)

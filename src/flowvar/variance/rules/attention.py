@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from flowvar.errors import ConfigError, ShapeError
 from flowvar.variance.records import F64, CallRecord, Collector, RuleContext
 from flowvar.variance.rules.base import Rule, batched
+from flowvar.variance.rules.fallback import reparametrized
 from flowvar.variance.rules.linear import seq_linear
 
 __all__ = ["Capture", "MultiheadAttentionRule", "Projection", "capture_projections", "end_capture"]
@@ -198,6 +199,12 @@ class MultiheadAttentionRule(Rule):
     name = "mha"
     fills_check = True
     captures = True  # the engine opens capture_projections around each recorded forward
+
+    def unsupported(self, module: nn.Module) -> str | None:
+        # a parametrised out_proj (weight_norm, spectral_norm, ...): the rule would measure the computed weight, and
+        # the tensors it is computed from would be measured by nobody; the fallback differentiates through it
+        computed = reparametrized(module.out_proj) if isinstance(module, nn.MultiheadAttention) else None
+        return None if computed is None else f"out_proj.{computed}"
 
     def children(self, module: nn.Module) -> tuple[str, ...]:
         return ("out_proj",)
