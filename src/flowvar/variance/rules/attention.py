@@ -17,10 +17,19 @@ norm or materialised, whichever is cheaper); the packed ``in_proj_weight`` is th
 its projections observed (:func:`capture_projections`): ``torch.nn.functional.linear`` — what
 ``F.multi_head_attention_forward`` calls for the in-projections and ``out_proj`` — is wrapped for the duration of
 the forward, and every call on one of *this* module's projection weights keeps its input and a hook on its output
-for δ. The wrapper changes no number (it calls the original and returns its result; calls on other weights, and
-calls on other threads, pass straight through). Then x_q, x_k, x_v, c and δy, δq, δk, δv are the pass's own tensors:
-no attention is recomputed. A call whose projections were not all seen (``add_bias_kv``, whose δbias needs the
-attention core; a forward under a transform or ``torch.compile``) takes the recomputation above.
+for δ. The wrapper changes no number (it calls the ``F.linear`` it replaced — torch's, or a library's own patch —
+and returns its result; calls on other weights, and calls on other threads, pass straight through). Then x_q, x_k,
+x_v, c and δy, δq, δk, δv are the pass's own tensors: no attention is recomputed. A call whose projections were not
+all seen (``add_bias_kv``, whose δbias needs the attention core; a forward under a transform or ``torch.compile``; a
+capture closed early) takes the recomputation above.
+
+The wrapper is installed while any capture is open (on any thread) and removed when the last one closes. A capture
+is one forward on one thread, opened and closed by its owner (the engine's forward pre-hook and ``always_call``
+forward hook); PyTorch runs no ``always_call`` hook for a ``KeyboardInterrupt``, so the engine also closes its
+captures left open at the model's or the module's next call, ``clear()`` and ``detach()``. The wrapper guards
+itself against others' patches of ``F.linear``: one installed over it is left in place (the wrapper, reached again
+from inside it, computes with the ``F.linear`` of flowvar's import), and the wrapper put back after its removal
+removes itself at its next call.
 """
 
 from __future__ import annotations
