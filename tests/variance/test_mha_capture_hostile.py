@@ -478,7 +478,24 @@ class Seq2Seq(nn.Module):
         return self.net(memory, x)
 
 
+class EncoderTwice(nn.Module):
+    """One sequence-first nn.TransformerEncoderLayer applied twice (padding mask, causal mask on the second pass)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+
+    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
+        L = x.shape[1]
+        pad = torch.zeros(x.shape[0], L, dtype=torch.bool)
+        pad[:, -1] = True
+        h = self.layer(x.transpose(0, 1), src_key_padding_mask=pad)
+        causal = torch.triu(torch.ones(L, L, dtype=torch.bool), 1)
+        return self.layer(h, src_mask=causal, is_causal=True).transpose(0, 1)
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
+    "encoder-twice": EncoderTwice,
     "shared-three-times": SharedTwice,
     "chained": Chained,
     "decoder-batch-first": lambda: Decoder(True).eval(),  # eval: dropout=0.1 is off
@@ -504,6 +521,30 @@ def test_transformer_models_are_exact_from_their_projections(name, dtype, gen, n
         assert_exact(stats, reference_vmap(model64, (x.to(F64), memory.to(F64)), y.to(F64)), 1e-4)
     assert stats.fallback == {}
     assert all(r.startswith(("mha-", "linear-", "layernorm")) for r in stats.rules.values()), stats.rules
+
+
+def test_attention_inside_modules_measured_by_the_fallback(gen, no_recompute):
+    """Blocks with a direct parameter (a learned position table: the block goes to the fallback, which runs the
+    block again, attention included, inside torch.func while measuring) around attentions read from their
+    projections."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pos = nn.Parameter(torch.randn(5, 8))
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x: Tensor) -> Tensor:
+            h = x + self.pos
+            return 2 * self.attn(h, h, h)[0]
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Block(), Block()).to(F64)
+    x, y = data(gen)
+    stats = measure(model, (x,), y, validate=True)
+    assert_exact(stats, reference_vmap(model, (x,), y), 1e-10)
+    assert set(stats.fallback) == {"0.pos", "1.pos"}
+    assert_unwrapped()
 
 
 def test_a_sample_whose_every_key_is_masked(gen, no_recompute):
