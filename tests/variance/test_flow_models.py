@@ -490,3 +490,34 @@ def test_a_multihead_attention_forward_that_raises_leaves_f_linear_alone(gen):
     y = target(wrapped, (x,), gen)
     assert_exact(measure(wrapped, (x,), y), reference_vmap(wrapped, (x,), y), 1e-10)
     assert torch.nn.functional.linear is attention._ORIGINAL_LINEAR
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_transformer_layer_with_attention_dropout_in_training_mode_is_exact(batch_first, gen):
+    """PyTorch's default layers train with dropout (0.1): the captured path reads the δ of the pass that drew the masks,
+    so the per-sample gradients are exact for those masks. Reference: the same forward (same generator state) and one
+    autograd.grad per sample on its graph."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.3, batch_first=batch_first).to(F64).train()
+    x = torch.randn(B, 6, 8, generator=gen, dtype=F64)
+    y = torch.randn(B, 6, 8, generator=gen, dtype=F64)
+
+    def losses_of(model: nn.Module) -> Tensor:
+        out = model(x if batch_first else x.transpose(0, 1))
+        out = out if batch_first else out.transpose(0, 1)
+        return (out - y).pow(2).flatten(1).sum(1)
+
+    params = dict(layer.named_parameters())
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        ref_losses = losses_of(layer)
+        per_sample = [torch.autograd.grad(ref_losses[i], list(params.values()), retain_graph=True) for i in range(B)]
+    ref = {name: torch.stack([g[k] for g in per_sample]) for k, name in enumerate(params)}
+    with torch.random.fork_rng(), GradNormEngine(layer) as engine:
+        torch.manual_seed(7)  # the same dropout masks
+        losses = losses_of(layer)
+        assert torch.equal(losses.detach(), ref_losses.detach())
+        losses.mean().backward()
+        stats = engine.compute(reduction="mean", losses=losses, validate=True)
+    assert_exact(stats, ref, 1e-10)
+    assert stats.fallback == {}

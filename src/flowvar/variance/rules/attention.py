@@ -201,9 +201,10 @@ def _cat(xs: list[Tensor]) -> Tensor:
 
 
 class MultiheadAttentionRule(Rule):
-    """``nn.MultiheadAttention``: in-projections, ``out_proj`` and ``bias_k``/``bias_v`` from one batched
-    recomputation of the attention core (module docstring). Dropout on the attention weights in training mode is
-    random: refused with the fix (eval mode or ``dropout=0``)."""
+    """``nn.MultiheadAttention``: in-projections, ``out_proj`` and ``bias_k``/``bias_v`` from the pass's own captured
+    projections, or from one batched recomputation of the attention core (module docstring). Dropout on the attention
+    weights in training mode is fine on the captured path (its δ come from the pass that drew the masks); a call that
+    needs the recomputation would redraw them, so it is refused with the fix (eval mode or ``dropout=0``)."""
 
     name = "mha"
     fills_check = True
@@ -221,10 +222,6 @@ class MultiheadAttentionRule(Rule):
     def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],
                    ctx: RuleContext) -> str:
         assert isinstance(module, nn.MultiheadAttention)
-        if module.training and module.dropout > 0:
-            raise ConfigError(f"MultiheadAttention with dropout={module.dropout} in training mode draws random "
-                              f"numbers in its forward pass, so its per-sample gradients cannot be recomputed; put it "
-                              f"in eval mode while measuring or build it with dropout=0")
         parts = [self._from_projections(module, c, ctx.B) or self._recompute(module, c, ctx.B) for c in calls]
         E = module.embed_dim
         labels = []
@@ -326,6 +323,11 @@ class MultiheadAttentionRule(Rule):
     @staticmethod
     def _recompute(module: nn.MultiheadAttention, call: CallRecord, B: int) -> dict[str, Tensor]:
         """One recorded call, batch first: inputs x_q, x_k, x_v, heads c, and δy, δq, δk, δv (δbias_k, δbias_v)."""
+        if module.training and module.dropout > 0:
+            raise ConfigError(f"MultiheadAttention with dropout={module.dropout} in training mode draws random "
+                              f"numbers in its forward pass, and this call's per-sample gradients need the attention "
+                              f"recomputed (add_bias_kv, or a forward the engine could not observe): put it in eval "
+                              f"mode while measuring or build it with dropout=0")
         bound = _SIGNATURE.bind(module, *call.args, **call.kwargs)
         bound.apply_defaults()
         a: dict[str, Any] = bound.arguments
