@@ -363,3 +363,44 @@ def test_a_reparametrised_linear_in_a_sequence_first_encoder_layer(wrap: str, ow
     want = vmap(grad(loss), in_dims=(None, 1, 1))(params, x, y)
     assert {f"linear1.{leaf}" for leaf in LEAVES[wrap]} <= set(want)
     assert_exact(stats, want, TOL[F64])
+
+
+def _autocast_models() -> dict[str, tuple[nn.Module, tuple[Tensor, ...]]]:
+    from flowvar.models import DiTField, MLPField, UNetField
+
+    g = torch.Generator().manual_seed(3)
+    img = torch.randn(8, 1, 8, 8, generator=g)
+    t = torch.rand(8, generator=g)
+    torch.manual_seed(0)
+    return {
+        "mlp": (MLPField(4, 32, 2), (torch.randn(16, 4, generator=g), torch.rand(16, generator=g))),
+        "unet": (UNetField(8, 1, base_channels=16, channel_mult=(1, 2)), (img, t)),
+        "dit": (DiTField(8, channels=1, patch=2, width=16, depth=2, heads=2, zero_init=False), (img, t)),
+        "encoder-layer": (nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True),
+                          (torch.randn(8, 6, 16, generator=g),)),
+    }
+
+
+@pytest.mark.parametrize("name", ["mlp", "unet", "dit", "encoder-layer"])
+@pytest.mark.parametrize("own_grads", [True, False])
+def test_a_pass_under_autocast_is_measured_to_its_precision(name, own_grads):
+    """CPU bfloat16 autocast (float32 inputs reach the layers, their δ come back in bfloat16): the rules get one
+    dtype (raised a raw dtype error before), the sum check passes at the half-precision tolerance, and the trace
+    equals the float32 pass's to bfloat16 precision."""
+    model, inputs = _autocast_models()[name]
+
+    def losses_of() -> Tensor:
+        out = model(*inputs)
+        return (out.float() - inputs[0]).pow(2).flatten(1).sum(1)
+
+    with GradNormEngine(model, own_grads=own_grads) as engine:
+        losses = losses_of()
+        losses.mean().backward()
+        want = engine.compute(losses=losses).report().trace
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = losses_of()
+        losses.mean().backward()
+        stats = engine.compute(losses=losses)
+    assert stats.fallback == {}
+    assert abs(stats.report().trace - want) <= 3e-2 * want

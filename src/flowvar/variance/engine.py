@@ -636,6 +636,8 @@ class GradNormEngine:
                     rules[n] = f"{unit.rule.name}-owned"
                 return {}
             mcalls = [_batch_to_front(c) for c in calls[0]] if id(m) in self._sequence_first else calls[0]
+            dtype = next(iter(unit.params.values())).dtype
+            mcalls = [_in_dtype(c, dtype) for c in mcalls]
             label = unit.rule.accumulate(m, mcalls, local, ctx)
             for n in names:
                 rules[n] = label
@@ -801,6 +803,22 @@ def _outside_transforms() -> bool:
 
 def _snapshot(x: Any) -> Any:
     return x.detach().clone() if isinstance(x, Tensor) else x
+
+
+def _in_dtype(call: CallRecord, dtype: torch.dtype) -> CallRecord:
+    """``call`` with its floating-point inputs and δ in ``dtype`` (the parameters'), when some are not: under autocast
+    a layer receives float32 inputs and hands back half-precision δ, and the rules' products need one dtype. The
+    statistics are then formed in the parameters' precision from δ of the autocast precision (the sum check's
+    tolerance follows the lowest precision among the gradients). The captured tensors of a capturing rule are left
+    as they are (the attention rule reads its projections in the dtype they ran in)."""
+    def off(x: Any) -> bool:
+        return isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype
+
+    if not any(off(g) for g in call.grads) and not any(off(a) for a in call.args):
+        return call
+    cast = [g.to(dtype) if off(g) else g for g in call.grads]
+    args = tuple(a.to(dtype) if off(a) else a for a in call.args)
+    return CallRecord(args, call.kwargs, call.outputs, cast, captured=call.captured)
 
 
 def _store_grad(grads: list[Tensor | None], k: int, batched: BatchedPasses, grad: Tensor) -> None:

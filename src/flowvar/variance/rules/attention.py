@@ -318,7 +318,8 @@ class MultiheadAttentionRule(Rule):
             first["xqkv"], first["dqkv"] = packed[0].input.transpose(0, 1), delta.transpose(0, 1)
         first["c"] = o.input.reshape(L, B, E).transpose(0, 1)
         first["dy"] = dy.reshape(L, B, -1).transpose(0, 1)
-        return first
+        dtype = module.out_proj.weight.dtype  # under autocast: float32 inputs, half-precision δ → one dtype
+        return {k: v.to(dtype) if v.dtype != dtype else v for k, v in first.items()}
 
     @staticmethod
     def _recompute(module: nn.MultiheadAttention, call: CallRecord, B: int) -> dict[str, Tensor]:
