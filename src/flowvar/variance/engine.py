@@ -779,8 +779,10 @@ class GradNormEngine:
         raise DataError(
             f"the per-sample gradients of {shown} do not add up to the gradient of the backward pass {where}: the "
             f"backward pass was of more than the per-sample losses (an extra loss term, a regulariser), or of a "
-            f"forward pass other than the one recorded. Backpropagate only the reduced per-sample losses (add "
-            f"regularisers after measuring), or use flowvar.variance.gradient_variance(method='autograd')")
+            f"forward pass other than the one recorded, or several passes ran since the last compute() (a second "
+            f"grad-enabled forward, a Hessian, a non-vectorised Jacobian: measure before them, or call engine.clear() "
+            f"after measuring). Backpropagate only the reduced per-sample losses (add regularisers after measuring), "
+            f"or use flowvar.variance.gradient_variance(method='autograd')")
 
 
 _EDGES: dict[int, np.ndarray] = {}
