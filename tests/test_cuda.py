@@ -1,6 +1,6 @@
 """CUDA paths, against the same computation on the CPU or torch.func: the variance engine (MLP and UNet, float32
-and float64), the monitor in a user's loop, the trainer with the fused Adam kernel, exact OT on CUDA tensors, and `flowvar audit`
-on the GPU.
+and float64), the monitor in a user's loop, the trainer with the fused Adam kernel, exact OT on CUDA tensors, and
+`flowvar audit` on the GPU.
 
 Skipped without a GPU (CI has none); run on a GPU machine with ``pytest tests/test_cuda.py``.
 """
