@@ -130,6 +130,17 @@ def test_table2_sits_beside_the_papers_numbers(results: dict[str, Result]) -> No
     assert len(table.rows) == 4 and story.tables[1].rows[0][1] == "21.83"
 
 
+def test_table2_at_one_n_has_no_margin_trend_and_still_its_own_story(results: dict[str, Result]) -> None:
+    """A run at one N (digits at full N: `--set ns=[1797]`) makes no margin claim: the story keeps the paper table
+    and says the trend is not judged, instead of falling back to the generic summary."""
+    r = copy.deepcopy(results["table2"])
+    r.claims = [c for c in r.claims if c.id != "table2.margin_shrinks_with_n"]
+    story = build_story(r)
+    assert not story.problems, story.problems
+    assert len(story.tables) == 1 and story.tables[0].columns[0] == "setting"
+    assert "the margin's trend with N is not judged" in story.verdict
+
+
 def test_table1_and_table3_tables(results: dict[str, Result]) -> None:
     t1 = build_story(results["table1"]).tables[0]
     assert [row[:2] for row in t1.rows[:2]] == [["d = 3", "generalisation MMD² ↓"], ["d = 3", "memorisation MMD² ↓"]]
