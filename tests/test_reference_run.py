@@ -141,3 +141,29 @@ def test_the_paper_scale_run_parses_and_the_readme_block_is_generated_from_it() 
     expected = readme_section(collection, "results/full")
     assert readme[start:end + len(README_FULL_END)] == expected, (
         "README.md's paper-scale block is stale: run `flowvar show results/full --update-readme README.md`")
+
+
+def test_the_digits_full_n_runs_parse_are_judged_and_say_their_scale() -> None:
+    """``results/digits_full_n/``: single-experiment runs of Tables 2 and 3 on the full digits set. Each loads as a
+    Result of its experiment at N = 1797 with every claim judged (kind, verdict, rule, minimum effect, replicates), its
+    summary.md is what the current report code renders, and the folder's README names each run."""
+    from flowvar.experiments.registry import get_experiment
+    from flowvar.report.markdown import result_markdown
+    from flowvar.results import Result
+
+    folder = RESULTS / "digits_full_n"
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    runs = sorted(p.parent for p in folder.glob("*/result.json"))
+    assert runs, "results/digits_full_n holds no run"
+    for run in runs:
+        result = Result.load(run / "result.json")
+        assert get_experiment(result.experiment).name == run.name
+        n = result.config["ns"] if run.name == "table2" else [result.config["n"]]
+        assert n == [1797] and result.config["dataset"] == "digits"
+        assert f"`{run.name}/`" in readme
+        for c in result.claims:
+            assert c.kind in KINDS and c.verdict in VERDICTS and c.rule and c.min_effect and c.replicates, c.id
+        assert (run / "summary.md").read_text(encoding="utf-8") == result_markdown(result), (
+            f"{run}/summary.md is stale: rewrite it with flowvar.report.markdown.result_markdown")
+        for fig in result.figures:
+            assert (run / fig).is_file(), fig
