@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import flowvar.experiments.table1 as table1
 from flowvar.cache import Cache, cache_key, run_cached
@@ -124,3 +125,74 @@ def test_clean_stale_removes_the_work_folders_of_finished_keys_only(tmp_path: Pa
     (cache.path(finished) / "cache.json").write_text("{}")
     assert cache.clean_stale() == 1
     assert not cache.work_dir(finished).exists() and cache.work_dir(unfinished).is_dir()
+
+
+PROP2_TINY = {"dims": "[2]", "n_seeds": "1", "n_pairs": "8", "width": "16", "depth": "2", "steps": "40",
+              "batch_size": "8", "log_every": "10", "variance_samples": "16", "cf_pairs": "16",
+              "cf_loss_samples": "200", "cf_variance_samples": "16", "floor_samples": "200", "euler_steps": "11"}
+
+
+def test_prop2_resumes_its_monitored_trainings_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prop2's trainings carry a monitor with its own generator: its state is saved with each checkpoint
+    (state_dict/load_state_dict), so an interrupted prop2 resumes to the uninterrupted run's histories."""
+    import flowvar.experiments.prop2 as prop2
+
+    reference = run_experiment("prop2", tmp_path / "plain", overrides=PROP2_TINY)
+    executed: list[int] = []
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        executed.append(0)
+        call = len(executed)
+
+        class Count:
+            def on_step(self, step: int, model: Any, path: Any, loss: float) -> None:
+                executed[-1] += 1
+                if interrupt and call == 2 and step == 27:
+                    raise _InterruptError
+
+        kwargs["callbacks"] = [*kwargs.get("callbacks", ()), Count()]
+        return train_mlp_field(*args, **kwargs)
+
+    monkeypatch.setattr(prop2, "train_mlp_field", wrapped)
+    cache = Cache(tmp_path / "cache")
+    interrupt = True
+    with pytest.raises(_InterruptError):
+        run_cached("prop2", tmp_path / "out", cache, overrides=PROP2_TINY)
+    assert executed == [40, 27]
+    interrupt, executed[:] = False, []
+    run = run_cached("prop2", tmp_path / "out", cache, overrides=PROP2_TINY)
+    assert executed == [0, 16]  # the σ = 0 training is loaded, the σ > 0 one continues from its step-24 checkpoint
+    assert run.result.metrics["neural_histories"] == reference.metrics["neural_histories"]
+    assert [(c.id, c.verdict) for c in run.result.claims] == [(c.id, c.verdict) for c in reference.claims]
+
+
+def test_a_checkpoint_saved_with_other_callbacks_is_refused(tmp_path: Path) -> None:
+    from flowvar.couplings import FixedPairs
+    from flowvar.errors import ConfigError
+
+    class Stateful:
+        def __init__(self) -> None:
+            self.generator = torch.Generator().manual_seed(1)
+
+        def on_step(self, step: int, model: Any, path: Any, loss: float) -> None:
+            torch.rand(1, generator=self.generator)
+
+        def state_dict(self) -> dict[str, Any]:
+            return {"generator": self.generator.get_state()}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self.generator.set_state(state["generator"])
+
+    pairs = FixedPairs(torch.randn(8, 2), torch.randn(8, 2))
+    kw = {"width": 8, "depth": 1, "activation": "silu", "init_seed": 1, "batch_size": 4, "lr": 1e-3, "seed": 2,
+          "checkpoint_dir": tmp_path}
+    first = Stateful()
+    train_mlp_field(pairs, 0.0, 2, steps=5, callbacks=[first], **kw)
+    resumed = Stateful()
+    train_mlp_field(pairs, 0.0, 2, steps=9, callbacks=[resumed], **kw)  # the generator continues where it stopped
+    again = Stateful()
+    for _ in range(9):
+        torch.rand(1, generator=again.generator)
+    assert torch.equal(resumed.generator.get_state(), again.generator.get_state())
+    with pytest.raises(ConfigError, match="saved with 1 callback"):
+        train_mlp_field(pairs, 0.0, 2, steps=12, callbacks=[Stateful(), Stateful()], **kw)

@@ -12,7 +12,9 @@ One step (numbered 1, 2, …, ``config.steps``):
    (unclipped) gradient of this batch's loss at the parameters that produced it — what a gradient-variance
    monitor needs. A callback must leave parameters and ``.grad`` as it found them, and must draw its own
    randomness from its own generator (drawing from the global RNG is fine too: the trainer forks and
-   checkpoints it), otherwise a resumed run is no longer identical. A returned dict is logged as
+   checkpoints it), otherwise a resumed run is no longer identical; a callback with state of its own (its
+   generator) defines ``state_dict()`` / ``load_state_dict(state)``, which checkpoints save and resumes
+   restore. A returned dict is logged as
    ``{"step": step, **dict}`` in :attr:`TrainResult.history`; an exception raised by a callback stops
    training and leaves the last checkpoint on disk (this is how tests simulate an interruption);
 5. if ``grad_clip``: ``clip_grad_norm_(params, grad_clip)``;
@@ -220,6 +222,22 @@ def _signature(model: nn.Module, loss: CFMLoss, coupling: Coupling) -> dict[str,
     """What must match for a checkpoint to belong to this run (besides the config and the state shapes)."""
     return {"model": type(model).__name__, "coupling": type(coupling).__name__,
             "interpolant": repr(loss.interpolant), "time_sampler": type(loss.time_sampler).__name__}
+
+
+def _restore_callbacks(callbacks: Sequence[Callback], saved: Any, path: Path) -> None:
+    """Give each callback that keeps state (``state_dict``/``load_state_dict``, e.g. its own random generator) the
+    state it had at the checkpoint, so that a resumed run calls it exactly as the uninterrupted one did. A checkpoint
+    without callback states (written before they were saved) restores none; one saved with other callbacks is a
+    ConfigError naming the file."""
+    stateful = [cb for cb in callbacks if hasattr(cb, "load_state_dict")]
+    if saved is None or not stateful:
+        return
+    if not isinstance(saved, list) or len(saved) != len(callbacks):
+        raise ConfigError(f"{path} was saved with {len(saved) if isinstance(saved, list) else '?'} callback(s), this "
+                          f"run has {len(callbacks)}: resume with the same callbacks, or start a fresh checkpoint_dir")
+    for cb, state in zip(callbacks, saved):
+        if hasattr(cb, "load_state_dict") and state is not None:
+            cb.load_state_dict(state)
 
 
 CHECKPOINT_MAGIC = b"FLOWVAR-CHECKPOINT sha256\n"
@@ -503,7 +521,8 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
             state = {"format": CHECKPOINT_FORMAT, "step": step, "config": asdict(config), "signature": signature,
                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "generator": generator.get_state(), "global_rng": torch.get_rng_state(),
-                     "ema": ema, "losses": list(losses), "history": list(history)}
+                     "ema": ema, "losses": list(losses), "history": list(history),
+                     "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks]}
             if world.size > 1:
                 state["global_rng_ranks"] = rng_states
             save_checkpoint(state, directory)
@@ -524,6 +543,7 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
                 _seed_global_rng(config.seed + world.rank + int(saved["step"]), device)
             step = resumed_from = last_saved = int(saved["step"])
             losses, history = list(saved["losses"]), list(saved["history"])
+            _restore_callbacks(callbacks, saved.get("callbacks"), ckpt_path)
             if world.is_main:
                 log.info("resumed from %s at step %d", ckpt_path, step)
         if world.size > 1:

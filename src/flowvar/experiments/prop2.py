@@ -399,6 +399,14 @@ class TrainingMonitor:
         return {"loss": rep.mean_loss, "trace": rep.trace, "mean_grad_sq_norm": rep.mean_grad_sq_norm,
                 "accuracy": ends["accuracy"], "mean_l2_own_partner": ends["mean_l2_own_partner"]}
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The generator's state, saved in the trainer's checkpoints (a resumed run draws what the uninterrupted
+        one drew)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
     def on_step(self, step: int, model: nn.Module, path: Any, loss_value: float) -> dict[str, float] | None:
         """At step 1 and every ``every`` steps: :meth:`measure` at the parameters after ``step − 1`` updates."""
         if step == 1 or step % self.every == 0:
@@ -637,7 +645,10 @@ def _neural(config: Prop2Config, ctx: RunContext) -> None:
                                              activation=config.activation, init_seed=rep.derive_seed("init", d),
                                              steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                                              seed=rep.derive_seed("batches", d), progress=ctx.progress,
-                                             callbacks=[monitor])
+                                             callbacks=[monitor],
+                                             checkpoint_dir=ctx.checkpoint_dir(f"d={d}", f"seed={seed}",
+                                                                               f"sigma={sigma}"),
+                                             checkpoint_every=ctx.checkpoint_every(config.steps))
                 history = [dict(h) for h in res.history]
                 history.append({"step": config.steps, "updates": config.steps, **monitor.measure(model)})
                 histories[f"d={d}"][f"seed={seed}"][f"sigma={sigma}"] = history
