@@ -226,18 +226,20 @@ def _signature(model: nn.Module, loss: CFMLoss, coupling: Coupling) -> dict[str,
 
 def _restore_callbacks(callbacks: Sequence[Callback], saved: Any, path: Path) -> None:
     """Give each callback that keeps state (``state_dict``/``load_state_dict``, e.g. its own random generator) the
-    state it had at the checkpoint, so that a resumed run calls it exactly as the uninterrupted one did. A checkpoint
-    without callback states (written before they were saved) restores none; one saved with other callbacks is a
-    ConfigError naming the file."""
+    state it had at the checkpoint, so that a resumed run calls it exactly as the uninterrupted one did. Stateful
+    callbacks are matched in order (stateless ones — a progress printer, a stopper — may come and go); a checkpoint
+    without callback states (written before they were saved) restores none; stateful callbacks that differ from the
+    saved ones in number or type are a ConfigError naming the file."""
     stateful = [cb for cb in callbacks if hasattr(cb, "load_state_dict")]
-    if saved is None or not stateful:
+    if saved is None:
         return
-    if not isinstance(saved, list) or len(saved) != len(callbacks):
-        raise ConfigError(f"{path} was saved with {len(saved) if isinstance(saved, list) else '?'} callback(s), this "
-                          f"run has {len(callbacks)}: resume with the same callbacks, or start a fresh checkpoint_dir")
-    for cb, state in zip(callbacks, saved):
-        if hasattr(cb, "load_state_dict") and state is not None:
-            cb.load_state_dict(state)
+    kinds = [type(cb).__qualname__ for cb in stateful]
+    if not isinstance(saved, list) or [e.get("type") for e in saved] != kinds:
+        had = [e.get("type") for e in saved] if isinstance(saved, list) else "?"
+        raise ConfigError(f"{path} was saved with the stateful callbacks {had}, this run has {kinds}: resume with the "
+                          f"same callbacks, or start a fresh checkpoint_dir")
+    for cb, entry in zip(stateful, saved):
+        cb.load_state_dict(entry["state"])
 
 
 CHECKPOINT_MAGIC = b"FLOWVAR-CHECKPOINT sha256\n"
@@ -522,7 +524,8 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "generator": generator.get_state(), "global_rng": torch.get_rng_state(),
                      "ema": ema, "losses": list(losses), "history": list(history),
-                     "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks]}
+                     "callbacks": [{"type": type(cb).__qualname__, "state": cb.state_dict()} for cb in callbacks
+                                   if hasattr(cb, "state_dict")]}
             if world.size > 1:
                 state["global_rng_ranks"] = rng_states
             save_checkpoint(state, directory)

@@ -309,3 +309,33 @@ def test_a_resumed_run_continues_the_log_instead_of_truncating_it(tmp_path, suff
     assert [float(r["trace"]) for r in rows()] == [float(r["trace"]) for r in final]
     if suffix == ".csv":
         assert "t_bin0_trace" in final[0]
+
+
+def test_a_resumed_run_keeps_the_detector_and_the_profile_cadence(tmp_path):
+    """As a trainer callback the monitor's state (peaks, streak, flagged step, records logged) is checkpointed: a
+    run killed at step 11 and resumed from its step-8 checkpoint logs steps 10 and 12 with the per-bin traces on the
+    same steps as the uninterrupted run (every 5th record: steps 2 and 12), and ends in the same state."""
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    config = TrainConfig(steps=12, batch_size=32, lr=1e-2, checkpoint_every=4, log_every=0)
+
+    def run(ckpt, callbacks_extra=()):
+        torch.manual_seed(0)
+        model = MLPField(2, width=8, depth=1).to(F64)
+        monitor = GradientVarianceMonitor(model, every=2, t_bins=4, profile_every=5, warn=False)
+        try:
+            train(model, CFMLoss(Interpolant(sigma=0.1)), coupling, config, ckpt, callbacks=[monitor, *callbacks_extra])
+        finally:
+            monitor.close()
+        return monitor
+
+    def profiled(monitor):
+        return {r["step"]: not math.isnan(r["t_profile"]["trace"][0]) for r in monitor.history}
+
+    straight = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", [_StopAt(11)])
+    resumed = run(tmp_path / "b")
+    assert profiled(straight) == {2: True, 4: False, 6: False, 8: False, 10: False, 12: True}
+    assert profiled(resumed) == {10: False, 12: True}
+    assert resumed.state_dict() == straight.state_dict()
+    assert [r["trace"] for r in resumed.history] == [r["trace"] for r in straight.history[-2:]]

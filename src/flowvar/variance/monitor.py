@@ -21,7 +21,9 @@ Logs go to ``monitor.history`` and, with ``log_path``, to a CSV (``.csv``, a row
 lines (``.jsonl``) or one JSON document (``.json``, rewritten atomically at every log); :meth:`plot` writes a
 PNG. An existing log is continued, not truncated, when the run resumes: the rows before this monitor's first
 logged step are kept (a run resumed from a checkpoint keeps its history up to the checkpoint), later ones are
-dropped (the interrupted run logged them after its checkpoint).
+dropped (the interrupted run logged them after its checkpoint). As a :func:`flowvar.train.train` callback its own
+state (the memorisation detector's peaks and streak, the records logged: :meth:`state_dict`) is saved in the
+checkpoints, so a resumed run flags and profiles on the same steps as an uninterrupted one.
 
 Memorisation signature (arXiv 2510.18118, Prop. 1–2): under a deterministic interpolant (σ = 0) a field
 that fits every training pair's straight line has per-sample losses and gradients all ≈ 0, so loss and
@@ -150,6 +152,7 @@ class GradientVarianceMonitor:
         self._edges_list: list[float] | None = None
         self._validated = False
         self._carried: list[dict[str, Any]] | None = None  # a .json log's earlier records kept on resume
+        self._logged_before = 0  # records logged before a resume (load_state_dict): the profile cadence counts them
 
     # ----------------------------------------------------------------------------------------- entry points
 
@@ -213,6 +216,19 @@ class GradientVarianceMonitor:
         record = self._measure(int(step), losses, path.t, reduction, deterministic, scale)
         return {f"gv_{k}": record[k] for k in (*SCALARS, "memorisation")}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to log as the uninterrupted one would: the memorisation detector's peaks and
+        streak, the step it flagged, and how many records were logged (the cadence of the per-bin traces).
+        :func:`flowvar.train.train` saves it in its checkpoints (the monitor as a callback); ``history`` holds this
+        process's records only — the log file holds them all."""
+        return {"peak_loss": self._peak_loss, "peak_trace": self._peak_trace, "streak": self._streak,
+                "memorisation_step": self.memorisation_step, "logged": self._logged_before + len(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._peak_loss, self._peak_trace = float(state["peak_loss"]), float(state["peak_trace"])
+        self._streak, self.memorisation_step = int(state["streak"]), state["memorisation_step"]
+        self._logged_before = int(state["logged"]) - len(self.history)
+
     def close(self) -> None:
         """Remove the hooks and close the log file (records are flushed as they are logged)."""
         self.engine.detach()
@@ -247,7 +263,7 @@ class GradientVarianceMonitor:
                             f"it logs), with gradients enabled")
         bins = self.t_bins if t is not None else None
         validate = self.validate_first and not self._validated
-        full_profile = len(self.history) % self.profile_every == 0
+        full_profile = (self._logged_before + len(self.history)) % self.profile_every == 0
         try:
             stats = self.engine.compute(losses.shape[0], reduction=reduction, losses=losses, t=t, t_bins=bins,
                                         bin_traces=full_profile, validate=validate)
