@@ -195,3 +195,25 @@ def test_examples_run_and_print_finite_traces() -> None:
         assert [int(s) for s, _, _ in found] == [10, 20, 30, 40], f"{name}: {out[-3000:]}"
         assert all(math.isfinite(float(loss)) and math.isfinite(float(tr)) and float(tr) > 0 for _, loss, tr in found)
         assert "tr Cov(g | t-bin) at step 40" in out
+
+
+def test_lightning_resume_from_a_checkpoint_restores_the_monitor_state(tmp_path: Path) -> None:
+    """fit 20 steps with a checkpoint, then fit(ckpt_path=...) to 40: the callback's monitor state (detector peaks,
+    records logged) comes back from Lightning's checkpoint, so the resumed monitor ends where a 40-step run ends."""
+    straight = GradientVarianceCallback(every=EVERY, t_bins=T_BINS, profile_every=3, warn=False)
+    _trainer(tmp_path / "a", [straight]).fit(Flow(), _loader())
+
+    first = GradientVarianceCallback(every=EVERY, t_bins=T_BINS, profile_every=3, warn=False)
+    saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=20)
+    trainer = L.Trainer(max_steps=20, callbacks=[first, saver], log_every_n_steps=EVERY, accelerator="cpu",
+                        devices=1, precision="64-true", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(Flow(), _loader())
+    assert first.monitor is not None and first.monitor.state_dict()["logged"] == 2
+    resumed = GradientVarianceCallback(every=EVERY, t_bins=T_BINS, profile_every=3, warn=False)
+    _trainer(tmp_path / "b", [resumed]).fit(Flow(), _loader(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert resumed.monitor is not None and [r["step"] for r in resumed.monitor.history] == [30, 40]
+    state = resumed.monitor.state_dict()
+    assert state["logged"] == straight.monitor.state_dict()["logged"] == 4
+    profiled = [not math.isnan(r["t_profile"]["trace"][0]) for r in resumed.monitor.history]
+    assert profiled == [False, True]  # records 3 and 4 of the run (every 3rd profiled: 1 and 4), not 1 and 2

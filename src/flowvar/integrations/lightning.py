@@ -88,6 +88,7 @@ class GradientVarianceCallback(pl.Callback):
         self.monitor: GradientVarianceMonitor | None = None
         self._captured: list[Any] = []
         self._wrapped: pl.LightningModule | None = None
+        self._restored: dict[str, Any] | None = None  # the monitor state of a checkpoint, until the monitor exists
 
     # ----------------------------------------------------------------------------------------- set-up
 
@@ -115,7 +116,24 @@ class GradientVarianceCallback(pl.Callback):
                           f"logger (all are in callback.monitor.history); set log_every_n_steps to a divisor of "
                           f"{self.every}", stacklevel=2)
         self.monitor = GradientVarianceMonitor(model, every=self.every, **self._monitor_args)
+        if self._restored is not None:
+            self.monitor.load_state_dict(self._restored)
+            self._restored = None
         self._wrap(pl_module, method)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in Lightning's checkpoints: the monitor's state (memorisation detector, records logged), so that
+        ``fit(ckpt_path=...)`` flags and profiles on the same steps as an uninterrupted run."""
+        return {"monitor": self.monitor.state_dict()} if self.monitor is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = state_dict.get("monitor")
+        if state is None:
+            return
+        if self.monitor is not None:
+            self.monitor.load_state_dict(state)
+        else:  # Lightning may restore callbacks before setup builds the monitor
+            self._restored = dict(state)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Remove the monitor's hooks and the method wrapper (the history stays in ``monitor``)."""
