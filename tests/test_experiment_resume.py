@@ -43,10 +43,11 @@ class _InterruptError(Exception):
     """Stands for the SIGTERM / Ctrl-C that stops a long run (raised from inside a training)."""
 
 
-def _instrumented(monkeypatch: pytest.MonkeyPatch, *, stop_in_call: int | None, stop_at_step: int = 0
-                  ) -> list[int]:
-    """Wrap table1's training call: count the optimizer steps each call really runs, and raise _InterruptError at
-    ``stop_at_step`` of call number ``stop_in_call`` (1-based)."""
+def _instrumented(monkeypatch: pytest.MonkeyPatch, *, stop_in_call: int | None, stop_at_step: int = 0,
+                  module: Any = table1) -> list[int]:
+    """Wrap an experiment module's training call (``train_mlp_field``): count the optimizer steps each call really
+    runs, and raise _InterruptError at ``stop_at_step`` of call number ``stop_in_call`` (1-based). The counting
+    callback is stateless, so the experiment's own callbacks (a monitor) keep their place in its checkpoints."""
     executed: list[int] = []
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -59,9 +60,10 @@ def _instrumented(monkeypatch: pytest.MonkeyPatch, *, stop_in_call: int | None, 
                 if call == stop_in_call and step == stop_at_step:
                     raise _InterruptError
 
-        return train_mlp_field(*args, callbacks=[Count()], **kwargs)
+        kwargs["callbacks"] = [*kwargs.get("callbacks", ()), Count()]
+        return train_mlp_field(*args, **kwargs)
 
-    monkeypatch.setattr(table1, "train_mlp_field", wrapped)
+    monkeypatch.setattr(module, "train_mlp_field", wrapped)
     return executed
 
 
@@ -138,28 +140,12 @@ def test_prop2_resumes_its_monitored_trainings_exactly(tmp_path: Path, monkeypat
     import flowvar.experiments.prop2 as prop2
 
     reference = run_experiment("prop2", tmp_path / "plain", overrides=PROP2_TINY)
-    executed: list[int] = []
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        executed.append(0)
-        call = len(executed)
-
-        class Count:
-            def on_step(self, step: int, model: Any, path: Any, loss: float) -> None:
-                executed[-1] += 1
-                if interrupt and call == 2 and step == 27:
-                    raise _InterruptError
-
-        kwargs["callbacks"] = [*kwargs.get("callbacks", ()), Count()]
-        return train_mlp_field(*args, **kwargs)
-
-    monkeypatch.setattr(prop2, "train_mlp_field", wrapped)
     cache = Cache(tmp_path / "cache")
-    interrupt = True
+    first = _instrumented(monkeypatch, stop_in_call=2, stop_at_step=27, module=prop2)
     with pytest.raises(_InterruptError):
         run_cached("prop2", tmp_path / "out", cache, overrides=PROP2_TINY)
-    assert executed == [40, 27]
-    interrupt, executed[:] = False, []
+    assert first == [40, 27]
+    executed = _instrumented(monkeypatch, stop_in_call=None, module=prop2)
     run = run_cached("prop2", tmp_path / "out", cache, overrides=PROP2_TINY)
     assert executed == [0, 16]  # the σ = 0 training is loaded, the σ > 0 one continues from its step-24 checkpoint
     assert run.result.metrics["neural_histories"] == reference.metrics["neural_histories"]
