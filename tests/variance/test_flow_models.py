@@ -87,8 +87,17 @@ MHA_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(MHA_CASES))
-def test_multihead_attention_is_exact_by_its_rule(case, gen):
-    """Every MultiheadAttention parameter, out_proj included, by the attention rule (no fallback)."""
+def test_multihead_attention_is_exact_by_its_rule(case, gen, monkeypatch):
+    """Every MultiheadAttention parameter, out_proj included, by the attention rule (no fallback). Without
+    bias_k/bias_v the rule reads x, c and δ of the pass's own projections (captured while recording): the attention
+    is never recomputed (a recomputation here fails the test), and F.linear is the original again afterwards."""
+    from flowvar.variance.rules import attention
+
+    def no_recompute(*args: object) -> None:
+        raise AssertionError("the attention was recomputed")
+
+    if "add_bias_kv" not in MHA_CASES[case]:
+        monkeypatch.setattr(attention.MultiheadAttentionRule, "_recompute", staticmethod(no_recompute))
     torch.manual_seed(0)
     model = Attend(**MHA_CASES[case]).to(F64)
     inputs = (torch.randn(B, 5, 8, generator=gen, dtype=F64), torch.randn(B, 3, 8, generator=gen, dtype=F64))
@@ -97,6 +106,7 @@ def test_multihead_attention_is_exact_by_its_rule(case, gen):
     assert_exact(stats, reference_vmap(model, inputs, y), 1e-10)
     assert stats.fallback == {}
     assert all(stats.rules[n].startswith("mha-") for n in stats.rules if n.startswith("attn.")), stats.rules
+    assert F.linear is attention._ORIGINAL_LINEAR and torch.nn.functional.linear is attention._ORIGINAL_LINEAR
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
@@ -442,25 +452,6 @@ def test_monitor_never_returns_a_silently_wrong_number(gen):
     assert first["fallback"] == [] and math.isclose(first["trace"], trace0, rel_tol=1e-10)
     assert "mlp.net.0.weight" in second["fallback"] and math.isclose(second["trace"], trace1, rel_tol=1e-10)
     assert abs(trace1 - first["trace"]) > 0 and rel(torch.tensor(second["trace"]), torch.tensor(trace1)) < 1e-10
-
-
-@pytest.mark.parametrize("case", sorted(c for c in MHA_CASES if "add_bias_kv" not in MHA_CASES[c]))
-def test_multihead_attention_is_measured_from_its_own_projections(case, gen, monkeypatch):
-    """Without bias_k/bias_v the rule reads x, c and δ of the pass's own projections (captured while recording):
-    the attention is never recomputed (a recomputation here fails the test), and F.linear is the original again."""
-    from flowvar.variance.rules import attention
-
-    def no_recompute(*args: object) -> None:
-        raise AssertionError("the attention was recomputed")
-
-    monkeypatch.setattr(attention.MultiheadAttentionRule, "_recompute", staticmethod(no_recompute))
-    torch.manual_seed(0)
-    model = Attend(**MHA_CASES[case]).to(F64)
-    inputs = (torch.randn(B, 5, 8, generator=gen, dtype=F64), torch.randn(B, 3, 8, generator=gen, dtype=F64))
-    y = target(model, inputs, gen)
-    stats = measure(model, inputs, y, validate=True)
-    assert_exact(stats, reference_vmap(model, inputs, y), 1e-10)
-    assert F.linear is attention._ORIGINAL_LINEAR and torch.nn.functional.linear is attention._ORIGINAL_LINEAR
 
 
 def test_a_multihead_attention_forward_that_raises_leaves_f_linear_alone(gen):

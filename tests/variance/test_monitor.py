@@ -264,24 +264,30 @@ class _StopAt:
             raise KeyboardInterrupt
 
 
+def _train_monitored(ckpt, callbacks_extra=(), *, profile_every=1, log_path=None, model_seed=0, warn=True):
+    """12 steps of CFM(σ = 0.1) on a 2-D MLP (float64) with a monitor logging every 2 steps, checkpoints every 4."""
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    config = TrainConfig(steps=12, batch_size=32, lr=1e-2, checkpoint_every=4, log_every=0)
+    torch.manual_seed(model_seed)
+    model = MLPField(2, width=8, depth=1).to(F64)
+    monitor = GradientVarianceMonitor(model, every=2, t_bins=4, profile_every=profile_every, log_path=log_path,
+                                      warn=warn)
+    try:
+        train(model, CFMLoss(Interpolant(sigma=0.1)), coupling, config, ckpt, callbacks=[monitor, *callbacks_extra])
+    finally:
+        monitor.close()
+    return monitor
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
 def test_a_resumed_run_continues_the_log_instead_of_truncating_it(tmp_path, suffix):
     """Train 12 steps logging every 2, checkpoint every 4, killed at step 11 (after logging 10); resume to 12. The
     log holds every logged step once, the rows up to the checkpoint (step 8) kept and the killed run's step 10
     replaced by the resumed run's; a fresh run into the same file starts it afresh."""
-    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
     log_path, ckpt = tmp_path / f"gv{suffix}", tmp_path / "ckpt"
-    config = TrainConfig(steps=12, batch_size=32, lr=1e-2, checkpoint_every=4, log_every=0)
 
     def run(callbacks_extra, model_seed=0):
-        torch.manual_seed(model_seed)
-        model = MLPField(2, width=8, depth=1).to(F64)
-        monitor = GradientVarianceMonitor(model, every=2, t_bins=4, profile_every=1, log_path=log_path)
-        try:
-            train(model, CFMLoss(Interpolant(sigma=0.1)), coupling, config, ckpt, callbacks=[monitor, *callbacks_extra])
-        finally:
-            monitor.close()
-        return monitor
+        return _train_monitored(ckpt, callbacks_extra, log_path=log_path, model_seed=model_seed)
 
     def rows():
         text = log_path.read_text()
@@ -315,18 +321,8 @@ def test_a_resumed_run_keeps_the_detector_and_the_profile_cadence(tmp_path):
     """As a trainer callback the monitor's state (peaks, streak, flagged step, records logged) is checkpointed: a
     run killed at step 11 and resumed from its step-8 checkpoint logs steps 10 and 12 with the per-bin traces on the
     same steps as the uninterrupted run (every 5th record: steps 2 and 12), and ends in the same state."""
-    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
-    config = TrainConfig(steps=12, batch_size=32, lr=1e-2, checkpoint_every=4, log_every=0)
-
     def run(ckpt, callbacks_extra=()):
-        torch.manual_seed(0)
-        model = MLPField(2, width=8, depth=1).to(F64)
-        monitor = GradientVarianceMonitor(model, every=2, t_bins=4, profile_every=5, warn=False)
-        try:
-            train(model, CFMLoss(Interpolant(sigma=0.1)), coupling, config, ckpt, callbacks=[monitor, *callbacks_extra])
-        finally:
-            monitor.close()
-        return monitor
+        return _train_monitored(ckpt, callbacks_extra, profile_every=5, warn=False)
 
     def profiled(monitor):
         return {r["step"]: not math.isnan(r["t_profile"]["trace"][0]) for r in monitor.history}
