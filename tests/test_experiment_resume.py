@@ -67,15 +67,20 @@ def _instrumented(monkeypatch: pytest.MonkeyPatch, *, stop_in_call: int | None, 
     return executed
 
 
+def _untimed(x: Any) -> Any:
+    """``x`` without wall-clock entries (keys with "runtime", ending in "_s", or "compute"): what a resumed run must
+    reproduce exactly."""
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items()
+                if not (isinstance(k, str) and ("runtime" in k or k.endswith("_s") or k == "compute"))}
+    if isinstance(x, list):
+        return [_untimed(v) for v in x]
+    return x
+
+
 def _runs(metrics: dict[str, Any]) -> dict[str, Any]:
     """Table 1's per-run metrics without the wall-clock times."""
-    def strip(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k != "runtime_s"}
-        if isinstance(x, list):
-            return [strip(v) for v in x]
-        return x
-    return strip(metrics["runs"])
+    return _untimed(metrics["runs"])
 
 
 def test_an_interrupted_experiment_keeps_its_finished_trainings_and_resumes_the_current_one(
@@ -188,3 +193,47 @@ def test_a_checkpoint_saved_with_other_callbacks_is_refused(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="saved with the stateful callbacks"):
         train_mlp_field(pairs, 0.0, 2, steps=12, callbacks=[Stateful(), Stateful()], **kw)
     train_mlp_field(pairs, 0.0, 2, steps=12, callbacks=[Stateful(), _Stateless()], **kw)  # stateless ones may change
+
+
+SOLVER_TINY = {"sigmas": "[0.0, 0.05]", "train_steps": "[20, 40]", "width": "16", "depth": "2", "batch_size": "16",
+               "n_eval": "32", "euler_steps": "[11, 10]", "rk_steps": "[11]", "window_sources": "16",
+               "window_points": "20", "max_dopri_steps": "2000"}
+
+
+def test_solver_resolution_resumes_its_training_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """solver_resolution trains one network per σ in segments (20, then 40 steps): each length keeps its own
+    checkpoint in the work folder, so a rerun after an interruption in σ = 0.05's second segment loads the three
+    finished lengths and continues the fourth from its last checkpoint (step 36), ending at the uninterrupted result."""
+    import flowvar.experiments.solver_resolution as solver
+    from flowvar.train import train_cfm
+
+    reference = run_experiment("solver_resolution", tmp_path / "plain", overrides=SOLVER_TINY)
+
+    def instrument(stop_in_call: int | None) -> list[int]:
+        executed: list[int] = []
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            executed.append(0)
+            call = len(executed)
+
+            class Count:
+                def on_step(self, step: int, model: Any, path: Any, loss: float) -> None:
+                    executed[-1] += 1
+                    if call == stop_in_call and step == 38:
+                        raise _InterruptError
+
+            return train_cfm(*args, callbacks=[Count()], **kwargs)
+
+        monkeypatch.setattr(solver, "train_cfm", wrapped)
+        return executed
+
+    cache = Cache(tmp_path / "cache")
+    first = instrument(stop_in_call=4)
+    with pytest.raises(_InterruptError):
+        run_cached("solver_resolution", tmp_path / "out", cache, overrides=SOLVER_TINY)
+    assert first == [20, 20, 20, 18]  # σ = 0: 20 + 20 steps; σ = 0.05: 20, then killed at step 38
+    again = instrument(stop_in_call=None)
+    run = run_cached("solver_resolution", tmp_path / "out", cache, overrides=SOLVER_TINY)
+    assert again == [0, 0, 0, 4]  # the step-36 checkpoint of the 40-step segment (ten per full-scale training)
+    assert _untimed(run.result.metrics) == _untimed(reference.metrics)
+    assert [(c.id, c.verdict) for c in run.result.claims] == [(c.id, c.verdict) for c in reference.claims]

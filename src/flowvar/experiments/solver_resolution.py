@@ -47,8 +47,10 @@ window finding and their rules are one protocol; the rules are pure functions te
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -69,7 +71,7 @@ from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition
-from flowvar.train import train_cfm
+from flowvar.train import CHECKPOINT_NAME, train_cfm
 
 RK_METHODS: tuple[str, ...] = ("midpoint", "rk4")
 """Fixed-grid higher-order columns; both evaluate half-steps, so on the exact σ = 0 field every uniform grid meets ½."""
@@ -370,17 +372,26 @@ def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, ct
                  ) -> Iterator[tuple[int, nn.Module, dict[str, float]]]:
     """Train one fig6 MLP at noise σ and yield (steps, float64 eval copy, training stats) at each ``train_steps``.
 
-    Segments resume from ``workdir``'s checkpoint, so each yielded model is the uninterrupted run's at that step.
-    The initialisation and batch streams are fig6's ("init", "batches"; the same for every σ).
+    Segments resume from the previous segment's checkpoint, so each yielded model is the uninterrupted run's at that
+    step. Each length has its own folder ``workdir/sigma=σ/steps=N`` (its checkpoint copied from the previous length's
+    before it trains on): when ``workdir`` outlives an interrupted run (the cache's work folder), a rerun loads the
+    lengths it had finished instead of retraining them. The initialisation and batch streams are fig6's ("init",
+    "batches"; the same for every σ).
     """
     problem, rotation = counterexample_problem(config.mu, 2)
     with ctx.global_rng("init"):
         model = MLPField(2, width=config.width, depth=config.depth, activation=config.activation)
     coupling = RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32)
+    previous: Path | None = None
     for steps in sorted(config.train_steps):
+        folder = workdir / f"sigma={sigma}" / f"steps={steps}"
+        if previous is not None and not (folder / CHECKPOINT_NAME).is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(previous / CHECKPOINT_NAME, folder / CHECKPOINT_NAME)  # continue the previous length
         res = train_cfm(model, coupling, sigma, steps=steps, batch_size=config.batch_size, lr=config.lr,
-                        seed=ctx.derive_seed("batches"), progress=ctx.progress,
-                        checkpoint_dir=workdir / f"sigma={sigma}")
+                        seed=ctx.derive_seed("batches"), progress=ctx.progress, checkpoint_dir=folder,
+                        checkpoint_every=ctx.checkpoint_every(steps))
+        previous = folder
         tail = res.losses[-max(1, len(res.losses) // 20):]
         yield steps, copy.deepcopy(model).double().eval(), {"loss_mean_last_5pct": sum(tail) / len(tail),
                                                              "train_segment_s": res.runtime_s}
@@ -440,7 +451,9 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
         win = turning_window(exact, xw, mu, config.window_s_min, config.window_points)
         windows.append({"sigma": sigma, "train_steps": None, "field": "exact", **win.summary()})
         profiles[(sigma, None)] = win
-    with tempfile.TemporaryDirectory(prefix="flowvar-solver-resolution-") as tmp:
+    with contextlib.ExitStack() as stack:
+        # the run's work folder when it has one (resumable), else a temporary folder for the segments
+        tmp = ctx.work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="flowvar-solver-resolution-"))
         for sigma in config.sigmas:
             for steps, net, stats in _checkpoints(config, sigma, Path(tmp), ctx):
                 start = time.perf_counter()
