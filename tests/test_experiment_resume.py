@@ -237,3 +237,44 @@ def test_solver_resolution_resumes_its_training_segments(tmp_path: Path, monkeyp
     assert again == [0, 0, 0, 4]  # the step-36 checkpoint of the 40-step segment (ten per full-scale training)
     assert _untimed(run.result.metrics) == _untimed(reference.metrics)
     assert [(c.id, c.verdict) for c in run.result.claims] == [(c.id, c.verdict) for c in reference.claims]
+
+
+LEMMA1_MLP_TINY = {"n_seeds": "2", "widths": "[8]", "depth": "2", "stages": "2", "first_stage_steps": "20",
+                   "batch_size": "16", "eval_samples": "200"}
+
+
+def test_lemma1_mlp_resumes_its_staged_trainings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lemma1_mlp trains each model through stages (fresh Adam, own learning rate): every stage has its checkpoint,
+    so a rerun loads the finished stages (restoring the weights the next one starts from) and resumes the current."""
+    import flowvar.experiments.lemma1_mlp as lemma1_mlp
+    from flowvar.train import train_cfm
+
+    reference = run_experiment("lemma1_mlp", tmp_path / "plain", overrides=LEMMA1_MLP_TINY)
+    executed: list[int] = []
+    stop = [7]  # the call to interrupt (1-based): the second seed's MLP, its first stage (20 steps)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        executed.append(0)
+        call = len(executed)
+
+        class Count:
+            def on_step(self, step: int, model: Any, path: Any, loss: float) -> None:
+                executed[-1] += 1
+                if call == stop[0] and step == 15:
+                    raise _InterruptError
+
+        return train_cfm(*args, callbacks=[Count()], **kwargs)
+
+    monkeypatch.setattr(lemma1_mlp, "train_cfm", wrapped)
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(_InterruptError):
+        run_cached("lemma1_mlp", tmp_path / "out", cache, overrides=LEMMA1_MLP_TINY)
+    done = list(executed)
+    assert done[-1] == 15 and all(n > 0 for n in done)
+    executed.clear()
+    stop[0] = 0
+    run = run_cached("lemma1_mlp", tmp_path / "out", cache, overrides=LEMMA1_MLP_TINY)
+    assert executed[:len(done) - 1] == [0] * (len(done) - 1)  # every finished stage is loaded
+    assert executed[len(done) - 1] == 20 - 14  # the interrupted stage goes on from its step-14 checkpoint
+    assert _untimed(run.result.metrics) == _untimed(reference.metrics)
+    assert [(c.id, c.verdict) for c in run.result.claims] == [(c.id, c.verdict) for c in reference.claims]

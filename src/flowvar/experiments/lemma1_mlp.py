@@ -181,16 +181,20 @@ def _held_out(model: torch.nn.Module, path: PathSample) -> float:
 
 
 def _train_staged(model: torch.nn.Module, sigma: float, coupling: RotatedOTCoupling, stages: list[tuple[int, float]],
-                  config: Lemma1MLPConfig, rep: Streams, path: PathSample, scale: float, progress: bool
+                  config: Lemma1MLPConfig, rep: Streams, path: PathSample, scale: float, ctx: RunContext, name: str
                   ) -> dict[str, Any]:
     """Train on CFM(σ) through the stages; the relative held-out loss and cumulative steps at every stage end.
 
     Stage k's batches come from replicate ``rep``'s ("batches", k) stream: every model of a seed sees the same data.
+    Each stage checkpoints into ``ctx.checkpoint_dir(name, seed, stage)``: a rerun after an interruption loads the
+    finished stages (a stage's checkpoint restores the weights the next one starts from) and resumes the current one.
     """
     steps, rel, runtime, total = [], [], 0.0, 0
     for k, (n, lr) in enumerate(stages):
         res = train_cfm(model, coupling, sigma, steps=n, batch_size=config.batch_size, lr=lr,
-                        seed=rep.derive_seed("batches", k), progress=progress)
+                        seed=rep.derive_seed("batches", k), progress=ctx.progress,
+                        checkpoint_dir=ctx.checkpoint_dir(name, f"seed={rep.seed}", f"stage={k}"),
+                        checkpoint_every=ctx.checkpoint_every(n))
         total += n
         runtime += res.runtime_s
         steps.append(total)
@@ -240,7 +244,7 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
     for rep in reps:
         s = rep.seed
         model = GaussianParametricField(dim).double()  # θ = 0, Θ = 0: no random initialisation
-        parametric[s] = _train_staged(model, sigma, coupling, par_stages, config, rep, held, scale, ctx.progress)
+        parametric[s] = _train_staged(model, sigma, coupling, par_stages, config, rep, held, scale, ctx, "parametric")
         theta_hat = problem.field_parameters()[0]
         parametric[s]["theta_error"] = float((model.theta.detach() - theta_hat).norm())
         parametric[s]["Theta_error"] = float((model.Theta.detach() - Theta_hat).norm())
@@ -248,7 +252,8 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
         for width in config.widths:
             with rep.global_rng("init", width):
                 mlp = MLPField(dim, width=width, depth=config.depth, activation=config.activation).double()
-            mlps[width][s] = _train_staged(mlp, sigma, coupling, mlp_stages, config, rep, held, scale, ctx.progress)
+            mlps[width][s] = _train_staged(mlp, sigma, coupling, mlp_stages, config, rep, held, scale, ctx,
+                                           f"width={width}")
     ctx.metric("parametric", {f"seed={s}": v for s, v in parametric.items()})
     ctx.metric("mlp", {f"width={w}": {f"seed={s}": v for s, v in per.items()} for w, per in mlps.items()})
     ctx.metric("scale_L_const", scale)
