@@ -167,3 +167,17 @@ def test_the_digits_full_n_runs_parse_are_judged_and_say_their_scale() -> None:
             f"{run}/summary.md is stale: rewrite it with flowvar.report.markdown.result_markdown")
         for fig in result.figures:
             assert (run / fig).is_file(), fig
+
+
+@pytest.mark.parametrize("folder", ["results", "results/full"])
+def test_each_experiment_summary_of_the_published_runs_is_the_current_rendering(folder: str) -> None:
+    """summary.md of every experiment in the published runs is what the current report code renders from its
+    result.json (`flowvar show FOLDER --write-report` rewrites them with report.html and report.md)."""
+    from flowvar.report.markdown import result_markdown
+    from flowvar.results import Result
+
+    runs = sorted(p.parent for p in (ROOT / folder).glob("*/result.json"))
+    assert runs
+    for run in runs:
+        assert (run / "summary.md").read_text(encoding="utf-8") == result_markdown(Result.load(run / "result.json")), (
+            f"{run}/summary.md is stale: run `flowvar show {folder} --write-report`")

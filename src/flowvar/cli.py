@@ -305,8 +305,8 @@ def show_cmd(
                                 "run's, or the paper-scale run's for a --full folder).")
                              ] = None,
     write_report: Annotated[bool, typer.Option(
-        "--write-report", help="With a reproduce folder: re-render its report.html and report.md from results.json "
-                               "(nothing is recomputed).")] = False,
+        "--write-report", help="With a reproduce folder: re-render its report.html, report.md and each "
+                               "experiment's summary.md from the saved results (nothing is recomputed).")] = False,
 ) -> None:
     """Print the findings, the paper-beside-ours tables and the verdict table of finished runs (of a reproduce
     folder, or of one experiment's folder), the points of a sweep folder, or the verdict of an audit."""

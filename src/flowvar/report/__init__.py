@@ -36,10 +36,10 @@ from flowvar.report.collection import (
     verdict_table,
 )
 from flowvar.report.html import render_html
-from flowvar.report.markdown import render_markdown
+from flowvar.report.markdown import render_markdown, result_markdown
 from flowvar.report.narrators import build_story
 from flowvar.report.story import Story, narrator
-from flowvar.results import atomic_write_text, to_jsonable
+from flowvar.results import Result, atomic_write_text, to_jsonable
 
 
 def write_reports(folder: Path | str, meta: dict[str, Any], experiments: list[dict[str, Any]]) -> dict[str, Path]:
@@ -50,13 +50,17 @@ def write_reports(folder: Path | str, meta: dict[str, Any], experiments: list[di
     atomic_write_text(paths["json"], json.dumps(collection, indent=1))
     atomic_write_text(paths["md"], render_markdown(collection))
     atomic_write_text(paths["html"], render_html(collection, folder))
+    for entry in collection["experiments"]:
+        result_json = folder / entry["name"] / "result.json"
+        if result_json.is_file():
+            atomic_write_text(result_json.parent / "summary.md", result_markdown(Result.load(result_json)))
     return paths
 
 
 def rewrite_reports(folder: Path | str) -> dict[str, Path]:
-    """Re-render ``report.md`` and ``report.html`` of a ``flowvar reproduce`` folder from its ``results.json`` (after
-    an upgrade of the report; nothing is recomputed). A folder without ``results.json`` is a
-    :class:`~flowvar.errors.DataError`."""
+    """Re-render ``report.md`` and ``report.html`` of a ``flowvar reproduce`` folder from its ``results.json``, and
+    each experiment's ``summary.md`` from its ``result.json`` (after an upgrade of the report; nothing is
+    recomputed). A folder without ``results.json`` is a :class:`~flowvar.errors.DataError`."""
     from flowvar.errors import DataError
 
     folder = Path(folder)
@@ -67,6 +71,10 @@ def rewrite_reports(folder: Path | str) -> dict[str, Path]:
     paths = {"md": folder / "report.md", "html": folder / "report.html"}
     atomic_write_text(paths["md"], render_markdown(collection))
     atomic_write_text(paths["html"], render_html(collection, folder))
+    for entry in collection["experiments"]:
+        result_json = folder / entry["name"] / "result.json"
+        if result_json.is_file():
+            atomic_write_text(result_json.parent / "summary.md", result_markdown(Result.load(result_json)))
     return paths
 
 
