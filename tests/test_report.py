@@ -414,3 +414,17 @@ def test_a_failed_experiment_is_listed_with_its_error(collection: dict[str, Any]
     banner = text[:text.index("Contents")]
     assert "counterexample1 failed RuntimeError: out of memory; rerun it after the fix" in banner
     assert "partial: 14 of 15 experiments" in banner
+
+
+def test_rewrite_reports_re_renders_each_summary(tmp_path: Path) -> None:
+    """`flowvar show DIR --write-report` (rewrite_reports) renders each experiment's summary.md from its result.json
+    with the current code (a reproduce run leaves them as the experiments wrote them: tests/test_reproduce.py)."""
+    from flowvar.report import rewrite_reports
+    from flowvar.report.markdown import result_markdown
+
+    folder = tmp_path / "run"
+    shutil.copytree(ROOT / "results", folder, ignore=shutil.ignore_patterns("full", "digits_full_n", "*.png"))
+    (folder / "prop1" / "summary.md").write_text("stale")
+    rewrite_reports(folder)
+    expected = result_markdown(Result.load(folder / "prop1" / "result.json"))
+    assert (folder / "prop1" / "summary.md").read_text() == expected

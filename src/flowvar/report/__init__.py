@@ -50,10 +50,6 @@ def write_reports(folder: Path | str, meta: dict[str, Any], experiments: list[di
     atomic_write_text(paths["json"], json.dumps(collection, indent=1))
     atomic_write_text(paths["md"], render_markdown(collection))
     atomic_write_text(paths["html"], render_html(collection, folder))
-    for entry in collection["experiments"]:
-        result_json = folder / entry["name"] / "result.json"
-        if result_json.is_file():
-            atomic_write_text(result_json.parent / "summary.md", result_markdown(Result.load(result_json)))
     return paths
 
 
