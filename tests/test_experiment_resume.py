@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import flowvar.experiments.table1 as table1
+import flowvar.train as train_module
 from flowvar.cache import Cache, cache_key, run_cached
 from flowvar.experiments.base import CHECKPOINTS_PER_TRAINING, RunContext, build_config, get_experiment, run_experiment
 from flowvar.train import train_mlp_field
@@ -44,11 +45,13 @@ class _InterruptError(Exception):
 
 
 def _instrumented(monkeypatch: pytest.MonkeyPatch, *, stop_in_call: int | None, stop_at_step: int = 0,
-                  module: Any = table1) -> list[int]:
-    """Wrap an experiment module's training call (``train_mlp_field``): count the optimizer steps each call really
-    runs, and raise _InterruptError at ``stop_at_step`` of call number ``stop_in_call`` (1-based). The counting
-    callback is stateless, so the experiment's own callbacks (a monitor) keep their place in its checkpoints."""
+                  module: Any = table1, function: str = "train_mlp_field") -> list[int]:
+    """Wrap an experiment module's training call (``function``: ``train_mlp_field`` or ``train_cfm``, as the module
+    imported it): count the optimizer steps each call really runs, and raise _InterruptError at ``stop_at_step`` of
+    call number ``stop_in_call`` (1-based). The counting callback is stateless, so the experiment's own callbacks (a
+    monitor) keep their place in its checkpoints. Patching again wraps the original, not the previous wrapper."""
     executed: list[int] = []
+    original = getattr(train_module, function)
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         executed.append(0)
@@ -61,9 +64,9 @@ def _instrumented(monkeypatch: pytest.MonkeyPatch, *, stop_in_call: int | None, 
                     raise _InterruptError
 
         kwargs["callbacks"] = [*kwargs.get("callbacks", ()), Count()]
-        return train_mlp_field(*args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(module, "train_mlp_field", wrapped)
+    monkeypatch.setattr(module, function, wrapped)
     return executed
 
 
@@ -205,34 +208,14 @@ def test_solver_resolution_resumes_its_training_segments(tmp_path: Path, monkeyp
     checkpoint in the work folder, so a rerun after an interruption in σ = 0.05's second segment loads the three
     finished lengths and continues the fourth from its last checkpoint (step 36), ending at the uninterrupted result."""
     import flowvar.experiments.solver_resolution as solver
-    from flowvar.train import train_cfm
 
     reference = run_experiment("solver_resolution", tmp_path / "plain", overrides=SOLVER_TINY)
-
-    def instrument(stop_in_call: int | None) -> list[int]:
-        executed: list[int] = []
-
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            executed.append(0)
-            call = len(executed)
-
-            class Count:
-                def on_step(self, step: int, model: Any, path: Any, loss: float) -> None:
-                    executed[-1] += 1
-                    if call == stop_in_call and step == 38:
-                        raise _InterruptError
-
-            return train_cfm(*args, callbacks=[Count()], **kwargs)
-
-        monkeypatch.setattr(solver, "train_cfm", wrapped)
-        return executed
-
     cache = Cache(tmp_path / "cache")
-    first = instrument(stop_in_call=4)
+    first = _instrumented(monkeypatch, stop_in_call=4, stop_at_step=38, module=solver, function="train_cfm")
     with pytest.raises(_InterruptError):
         run_cached("solver_resolution", tmp_path / "out", cache, overrides=SOLVER_TINY)
     assert first == [20, 20, 20, 18]  # σ = 0: 20 + 20 steps; σ = 0.05: 20, then killed at step 38
-    again = instrument(stop_in_call=None)
+    again = _instrumented(monkeypatch, stop_in_call=None, module=solver, function="train_cfm")
     run = run_cached("solver_resolution", tmp_path / "out", cache, overrides=SOLVER_TINY)
     assert again == [0, 0, 0, 4]  # the step-36 checkpoint of the 40-step segment (ten per full-scale training)
     assert _untimed(run.result.metrics) == _untimed(reference.metrics)
@@ -247,32 +230,15 @@ def test_lemma1_mlp_resumes_its_staged_trainings(tmp_path: Path, monkeypatch: py
     """lemma1_mlp trains each model through stages (fresh Adam, own learning rate): every stage has its checkpoint,
     so a rerun loads the finished stages (restoring the weights the next one starts from) and resumes the current."""
     import flowvar.experiments.lemma1_mlp as lemma1_mlp
-    from flowvar.train import train_cfm
 
     reference = run_experiment("lemma1_mlp", tmp_path / "plain", overrides=LEMMA1_MLP_TINY)
-    executed: list[int] = []
-    stop = [7]  # the call to interrupt (1-based): the second seed's MLP, its first stage (20 steps)
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        executed.append(0)
-        call = len(executed)
-
-        class Count:
-            def on_step(self, step: int, model: Any, path: Any, loss: float) -> None:
-                executed[-1] += 1
-                if call == stop[0] and step == 15:
-                    raise _InterruptError
-
-        return train_cfm(*args, callbacks=[Count()], **kwargs)
-
-    monkeypatch.setattr(lemma1_mlp, "train_cfm", wrapped)
     cache = Cache(tmp_path / "cache")
+    # call 7: the second seed's MLP, its first stage (20 steps)
+    done = _instrumented(monkeypatch, stop_in_call=7, stop_at_step=15, module=lemma1_mlp, function="train_cfm")
     with pytest.raises(_InterruptError):
         run_cached("lemma1_mlp", tmp_path / "out", cache, overrides=LEMMA1_MLP_TINY)
-    done = list(executed)
     assert done[-1] == 15 and all(n > 0 for n in done)
-    executed.clear()
-    stop[0] = 0
+    executed = _instrumented(monkeypatch, stop_in_call=None, module=lemma1_mlp, function="train_cfm")
     run = run_cached("lemma1_mlp", tmp_path / "out", cache, overrides=LEMMA1_MLP_TINY)
     assert executed[:len(done) - 1] == [0] * (len(done) - 1)  # every finished stage is loaded
     assert executed[len(done) - 1] == 20 - 14  # the interrupted stage goes on from its step-14 checkpoint
