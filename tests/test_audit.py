@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from audit_checks import importable_module, run_cli
 from flowvar.audit import AdaptedField, Convention, audit, check_conventions, load_model, rules
 from flowvar.audit.adapters import CandidateScore, candidate_conventions
 from flowvar.cli import main
@@ -132,23 +134,9 @@ NETS = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def nets(tmp_path_factory: pytest.TempPathFactory) -> object:
+def nets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """The module ``audit_nets`` importable for the session (its folder on sys.path)."""
-    folder = tmp_path_factory.mktemp("nets")
-    (folder / "audit_nets.py").write_text(NETS)
-    sys.path.insert(0, str(folder))
-    import importlib
-
-    module = importlib.import_module("audit_nets")
-    yield module
-    sys.path.remove(str(folder))
-    sys.modules.pop("audit_nets", None)
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(["audit", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    yield from importable_module(tmp_path_factory, "audit_nets", NETS)
 
 
 def save_npy(path: Path, x: torch.Tensor) -> str:

@@ -7,15 +7,17 @@ through the Python API and the command line (docs/audit.md "Conditional models")
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from audit_checks import importable_module, run_cli
 from flowvar.audit import AdaptedField, Convention, audit
 from flowvar.audit.adapters import Conditioned, LabelArg, PackedLabels, pack_labels
 from flowvar.audit.loading import carried_conditions, load_conditions
@@ -81,23 +83,9 @@ NETS = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def nets(tmp_path_factory: pytest.TempPathFactory) -> object:
+def nets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """The module ``cond_nets`` importable for this file's tests (its folder on sys.path)."""
-    folder = tmp_path_factory.mktemp("cond_nets")
-    (folder / "cond_nets.py").write_text(NETS)
-    sys.path.insert(0, str(folder))
-    import importlib
-
-    module = importlib.import_module("cond_nets")
-    yield module
-    sys.path.remove(str(folder))
-    sys.modules.pop("cond_nets", None)
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(["audit", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    yield from importable_module(tmp_path_factory, "cond_nets", NETS)
 
 
 def assert_error(code: int, err: str, out: Path, *patterns: str) -> None:
