@@ -811,8 +811,9 @@ def _in_dtype(call: CallRecord, dtype: torch.dtype) -> CallRecord:
     """``call`` with its floating-point inputs and δ in ``dtype`` (the parameters'), when some are not: under autocast
     a layer receives float32 inputs and hands back half-precision δ, and the rules' products need one dtype. The
     statistics are then formed in the parameters' precision from δ of the autocast precision (the sum check's
-    tolerance follows the lowest precision among the gradients). The captured tensors of a capturing rule are left
-    as they are (the attention rule reads its projections in the dtype they ran in)."""
+    tolerance follows the lowest precision among the gradients). The captured projections of a capturing rule are
+    not touched here: the attention rule casts them itself. The row norms the hooks took are dropped (the rule
+    recomputes them from the cast tensors)."""
     def off(x: Any) -> bool:
         return isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype
 

@@ -69,6 +69,10 @@ class Projection:
     output: Tensor
     grads: list[Tensor | None]
 
+    def delta(self) -> Tensor:
+        """δ of the output (zeros when the backward pass did not reach it), as :meth:`CallRecord.grad`."""
+        return torch.zeros_like(self.output) if self.grads[0] is None else self.grads[0]
+
 
 #: ``F.linear`` as it was when flowvar was imported (torch's own unless something had patched it before)
 _ORIGINAL_LINEAR = F.linear
@@ -286,7 +290,7 @@ class MultiheadAttentionRule(Rule):
         for p in found:
             if p.weight == "out_proj.weight":
                 continue
-            delta = p.grads[0] if p.grads[0] is not None else torch.zeros_like(p.output)
+            delta = p.delta()
             if p.input.ndim != 3 or p.input.shape[1] != B:
                 return None
             if p.weight == "in_proj_weight":
@@ -309,13 +313,12 @@ class MultiheadAttentionRule(Rule):
         L = blocks["q"][0].shape[0]
         if o.input.shape[0] != L * B:
             return None
-        dy = o.grads[0] if o.grads[0] is not None else torch.zeros_like(o.output)
+        dy = o.delta()
         first = {"x" + k: x.transpose(0, 1) for k, (x, _) in blocks.items()}
         first.update({"d" + k: d.transpose(0, 1) for k, (_, d) in blocks.items()})
         packed = [p for p in found if p.weight == "in_proj_weight" and p.rows == (0, 3 * E)]
         if packed:  # self-attention: x and δ of the one packed projection, (B, L, E) and (B, L, 3E)
-            delta = packed[0].grads[0] if packed[0].grads[0] is not None else torch.zeros_like(packed[0].output)
-            first["xqkv"], first["dqkv"] = packed[0].input.transpose(0, 1), delta.transpose(0, 1)
+            first["xqkv"], first["dqkv"] = packed[0].input.transpose(0, 1), packed[0].delta().transpose(0, 1)
         first["c"] = o.input.reshape(L, B, E).transpose(0, 1)
         first["dy"] = dy.reshape(L, B, -1).transpose(0, 1)
         dtype = module.out_proj.weight.dtype  # under autocast: float32 inputs, half-precision δ → one dtype
