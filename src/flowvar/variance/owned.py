@@ -274,9 +274,14 @@ def _graph_sums(module: nn.Module, x: Tensor, delta: Tensor, weight: Tensor,
             y = module._conv_forward(x, w, None) if isinstance(module, nn.Conv2d) else F.linear(x, w)
             (out["weight"],) = torch.autograd.grad(y, w, delta, create_graph=True)
     if "bias" in params:
-        conv = isinstance(module, nn.Conv2d)
-        out["bias"] = delta.sum((0, 2, 3)) if conv else delta.reshape(-1, delta.shape[-1]).sum(0)
+        out["bias"] = _bias_sum(module, delta)
     return out
+
+
+def _bias_sum(module: nn.Module, delta: Tensor) -> Tensor:
+    """Σ_i g_i of the bias: δ summed over everything but its channels (Conv2d: (B, O, H, W) → (O,); Linear: the
+    last dimension kept). Differentiable in δ."""
+    return delta.sum((0, 2, 3)) if isinstance(module, nn.Conv2d) else delta.reshape(-1, delta.shape[-1]).sum(0)
 
 
 def _batched_sums(module: nn.Module, x: Tensor, delta: Tensor, weight: Tensor, names: set[str]) -> dict[str, Tensor]:
@@ -290,14 +295,10 @@ def _batched_sums(module: nn.Module, x: Tensor, delta: Tensor, weight: Tensor, n
             out["weight"] = torch.ops.aten.convolution_backward(
                 delta, Conv2dRule._padded(module, x), weight, None, module.stride, Conv2dRule._numeric_padding(module),
                 module.dilation, False, (0, 0), module.groups, (False, True, False))[1]
-        if "bias" in names:
-            out["bias"] = delta.sum((0, 2, 3))
-        return out
-    d = delta.reshape(-1, delta.shape[-1])
-    if "weight" in names:
-        out["weight"] = d.mT @ x.reshape(-1, x.shape[-1])
+    elif "weight" in names:
+        out["weight"] = delta.reshape(-1, delta.shape[-1]).mT @ x.reshape(-1, x.shape[-1])
     if "bias" in names:
-        out["bias"] = d.sum(0)
+        out["bias"] = _bias_sum(module, delta)
     return out
 
 
