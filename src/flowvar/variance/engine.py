@@ -730,6 +730,12 @@ class GradNormEngine:
                 continue
             G = ref.to_dense() if ref.is_sparse else ref
             if c.grad_sum is None and c.probe_sum is not None and c.probe is not None and c.probe_scale is not None:
+                if c.check_sum is None and c.probe_factors is not None:  # ⟨G, u_j v_jᵀ⟩ = u_jᵀ G v_j
+                    u, v = c.probe_factors
+                    probe[name] = (c.probe_sum, torch.linalg.vecdot(u @ G.reshape(u.shape[1], v.shape[1]), v),
+                                   c.probe_scale)
+                    refs[name] = (G, c.sq_norms)
+                    continue
                 R = c.probe.reshape(c.probe.shape[0], -1)
                 got = c.probe_sum if c.check_sum is None else c.probe_sum + R.to(F64) @ c.check_sum.reshape(-1)
                 probe[name] = (got, R @ G.reshape(-1), c.probe_scale)

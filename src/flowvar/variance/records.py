@@ -208,6 +208,8 @@ class Collector:
         self.probe_sum: Tensor | None = None
         self.probe: Tensor | None = None
         self.probe_scale: Tensor | None = None
+        #: (u, v) rows (N_PROBES, O), (N_PROBES, K) when R_j = u_j v_jᵀ is the weight's own (O, K) layout, else None
+        self.probe_factors: tuple[Tensor, Tensor] | None = None
         self._probe_cache = probes  # the engine's store of probe tensors (fixed per parameter across batches)
 
     def sum_target(self) -> Tensor | None:
@@ -228,41 +230,58 @@ class Collector:
         if not self.checking:
             return
         G, O, K = D.shape[1], D.shape[3], A.shape[3]
-        if self.probe is None:
-            self.probe_sum = torch.zeros(N_PROBES, dtype=F64, device=D.device)
-            self._uv = self._draw(G, O, K, D.dtype, D.device, weight_view)
-            self._uv_rows = (self._uv[0][0].T.contiguous(), self._uv[1][0].T.contiguous())  # (N, O), (N, K)
-        u, v = self._uv  # (G, O, N_PROBES), (G, K, N_PROBES)
-        if G == 1 and D.shape[2] == 1:  # one position (a Linear on (B, in)): (B, O) @ (O, N), as F.linear with the
-            # (N, O) factors contiguous (a product with a transposed N-column factor takes a path ~10× slower)
-            part = (F.linear(D.reshape(-1, O), self._uv_rows[0]) * F.linear(A.reshape(-1, K), self._uv_rows[1])).sum(0)
-        elif G == 1:  # sequences, patches: (N, O) @ (b, 1, O, S) on the transposed views, which are usually how the
+        if G == 1 and D.shape[2] == 1:
+            self.add_probe_rows(D.reshape(-1, O), A.reshape(-1, K), weight_view)
+            return
+        u, v, u_rows, v_rows = self._factors(G, O, K, D.dtype, D.device, weight_view)
+        if G == 1:  # sequences, patches: (N, O) @ (b, 1, O, S) on the transposed views, which are usually how the
             # data lie (δ as (b, O, S), unfolded patches as (b, K, S)): no copy of D or A
-            du = torch.matmul(self._uv_rows[0], D.transpose(-1, -2))
-            av = torch.matmul(self._uv_rows[1], A.transpose(-1, -2))
+            du, av = torch.matmul(u_rows, D.transpose(-1, -2)), torch.matmul(v_rows, A.transpose(-1, -2))
             part = (du * av).sum((0, 1, 3))
         else:
             part = (torch.einsum("bgso,goj->bgsj", D, u) * torch.einsum("bgsk,gkj->bgsj", A, v)).sum((0, 1, 2))
-        assert self.probe_sum is not None
-        self.probe_sum += part.to(F64)
+        self._add_to_probe_sum(part)
 
-    def _draw(self, G: int, O: int, K: int, dtype: torch.dtype, device: torch.device,
-              weight_view: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-        """Gaussian u (G, O, N_PROBES), v (G, K, N_PROBES) and R_j = weight_view(u_j v_jᵀ) (kept as ``probe``,
-        (N_PROBES, *shape), with ``probe_scale`` ‖R_j‖/√P), fixed per parameter: drawn from a seeded generator
-        once and kept by the engine (a check is reproducible, and costs no drawing after the first batch)."""
-        key = (self.name, G, O, K, dtype, str(device))
+    def add_probe_rows(self, d: Tensor, a: Tensor, weight_view: Callable[[Tensor], Tensor]) -> None:
+        """:meth:`add_probe` for one position per sample (a Linear on (B, in)): ``d`` (b, O), ``a`` (b, K). Three
+        kernels: (b, O) @ (O, N) and (b, K) @ (K, N) as F.linear with the (N, ·) factors contiguous (a product with
+        a transposed N-column factor takes a path ~10× slower), then the column-wise dot products."""
+        if not self.checking:
+            return
+        _, _, u_rows, v_rows = self._factors(1, d.shape[1], a.shape[1], d.dtype, d.device, weight_view)
+        self._add_to_probe_sum(torch.linalg.vecdot(F.linear(d, u_rows), F.linear(a, v_rows), dim=0))
+
+    def _add_to_probe_sum(self, part: Tensor) -> None:
+        if self.probe_sum is None:  # the first contribution: its float64 copy starts the sum
+            self.probe_sum = part.to(F64)
+        else:
+            self.probe_sum += part
+
+    def _factors(self, G: int, O: int, K: int, dtype: torch.dtype, device: torch.device,
+                 weight_view: Callable[[Tensor], Tensor]) -> tuple[Tensor, ...]:
+        """Gaussian u (G, O, N_PROBES), v (G, K, N_PROBES), their first group's rows (N_PROBES, O) and
+        (N_PROBES, K) contiguous, and R_j = weight_view(u_j v_jᵀ) (kept as ``probe``, (N_PROBES, *shape), with
+        ``probe_scale`` ‖R_j‖/√P), fixed per parameter: drawn from a seeded generator once and kept by the engine
+        (a check is reproducible, and costs neither drawing nor copies after the first batch)."""
+        key = (self.name, G, O, K, dtype, device)
         cache = self._probe_cache if self._probe_cache is not None else {}
-        if key not in cache:
+        entry = cache.get(key)
+        if entry is None:
             gen = torch.Generator(device="cpu").manual_seed(0x5EED + len(cache))
             u = torch.randn(N_PROBES, G, O, generator=gen, dtype=F64)
             v = torch.randn(N_PROBES, G, K, generator=gen, dtype=F64)
             R = weight_view(u[..., :, None] * v[..., None, :]).reshape(N_PROBES, *self.shape)
             scale = torch.linalg.vector_norm(R.reshape(N_PROBES, -1), dim=1) / R[0].numel() ** 0.5
-            cache[key] = (u.permute(1, 2, 0).to(device, dtype).contiguous(),
-                          v.permute(1, 2, 0).to(device, dtype).contiguous(), R.to(device, dtype), scale.to(device))
-        u, v, self.probe, self.probe_scale = cache[key]
-        return u, v
+            # R_j = u_j v_jᵀ in the parameter's own (O, K) row-major layout (Linear, ungrouped Conv2d): the engine
+            # then forms ⟨G, R_j⟩ as u_jᵀ G v_j, reading G once and not R
+            plain = G == 1 and R[0].numel() == O * K and torch.equal(
+                R.reshape(N_PROBES, O, K), u[:, 0, :, None] * v[:, 0, None, :])
+            u_rows, v_rows = u[:, 0].to(device, dtype).contiguous(), v[:, 0].to(device, dtype).contiguous()
+            entry = cache[key] = (u.permute(1, 2, 0).to(device, dtype).contiguous(),
+                                  v.permute(1, 2, 0).to(device, dtype).contiguous(), u_rows, v_rows,
+                                  R.to(device, dtype), scale.to(device), (u_rows, v_rows) if plain else None)
+        self.probe, self.probe_scale, self.probe_factors = entry[4], entry[5], entry[6]
+        return entry[:4]
 
     def seg_sum(self) -> Tensor:
         """(n_seg, *shape) float64 running per-segment sums (squared into ``seg_sq`` by :meth:`finish`)."""

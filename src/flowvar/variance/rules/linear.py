@@ -91,6 +91,11 @@ def _segment_outer_sq_norms(a: Tensor, d: Tensor, ctx: RuleContext) -> Tensor:
     return torch.linalg.vector_norm(dp.transpose(1, 2) @ ap, dim=(1, 2), dtype=F64).square()
 
 
+def _first_group(g: Tensor) -> Tensor:
+    """(n, 1, O, K) → (n, O, K): a Linear weight's layout of one group."""
+    return g[:, 0]
+
+
 class LinearRule(Rule):
     """``nn.Linear``: 2-D inputs by outer-product norms; inputs with extra dims or several calls by
     :func:`seq_linear` (ghost norm or chunked materialisation, whichever costs fewer flops)."""
@@ -156,7 +161,7 @@ class LinearRule(Rule):
             if w.grad_sum is not None:
                 w.grad_sum += (d.T @ a).to(F64)
             else:  # the check of Σ_i g_i = δᵀa by random projections: cost B(K + O) per probe, not B·K·O
-                w.add_probe(d[:, None, None, :], a[:, None, None, :], lambda g: g[:, 0])
+                w.add_probe_rows(d, a, _first_group)
             if w.sq_sum is not None:
                 assert d2 is not None
                 w.sq_sum += (d2.T @ (a * a)).to(F64)
