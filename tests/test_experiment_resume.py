@@ -244,3 +244,29 @@ def test_lemma1_mlp_resumes_its_staged_trainings(tmp_path: Path, monkeypatch: py
     assert executed[len(done) - 1] == 20 - 14  # the interrupted stage goes on from its step-14 checkpoint
     assert _untimed(run.result.metrics) == _untimed(reference.metrics)
     assert [(c.id, c.verdict) for c in run.result.claims] == [(c.id, c.verdict) for c in reference.claims]
+
+
+def test_reproduce_resumes_an_interrupted_experiment_and_force_starts_afresh(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`flowvar reproduce` (runner.compute, the step sweep shares) resumes from the work folder an interrupted run
+    left in its cache, like run_cached does; only --force starts the trainings from scratch. (compute used to run
+    every miss with force=True, which deleted the work folder first: a rerun retrained everything.)"""
+    from flowvar.reproduce import Options, reproduce
+
+    def options(force: bool = False) -> Options:
+        return Options(out=tmp_path / "out", only=["table1"], overrides={"table1": TINY}, quiet=True, force=force)
+
+    first = _instrumented(monkeypatch, stop_in_call=3, stop_at_step=22)
+    summary = reproduce(options())
+    assert [o.status for o in summary.outcomes] == ["failed"] and first == [40, 40, 22]
+    again = _instrumented(monkeypatch, stop_in_call=None)
+    summary = reproduce(options())
+    assert [o.status for o in summary.outcomes] == ["computed"]
+    assert again == [0, 0, 20, 40]  # finished trainings loaded, the third continues from its step-20 checkpoint
+    assert not any((tmp_path / "out" / ".cache" / ".work").iterdir())
+
+    first = _instrumented(monkeypatch, stop_in_call=2, stop_at_step=30)
+    assert [o.status for o in reproduce(options(force=True)).outcomes] == ["failed"]
+    forced = _instrumented(monkeypatch, stop_in_call=None)
+    assert [o.status for o in reproduce(options(force=True)).outcomes] == ["computed"]
+    assert forced == [40, 40, 40, 40]  # --force: the interrupted run's checkpoints are not reused

@@ -391,7 +391,7 @@ def _run(misses: list[Task], options: Options, cache: Cache, out: Path, outcomes
 
     def args(task: Task) -> tuple:
         return (task.name, options.overrides.get(task.name, {}), options.quick, task.seed, config_file,
-                str(cache.root.resolve()), backend.threads)
+                str(cache.root.resolve()), backend.threads, (), options.force)
 
     def start(task: Task) -> None:
         log.info("computing: %s key=%s (expected ~%.0f s)", task.name, task.key, task.expected_s)

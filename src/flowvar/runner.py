@@ -142,13 +142,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None, config_file: str | None,
-            cache_root: str, threads: int, plugins: Sequence[str] = ()) -> dict[str, Any]:
+            cache_root: str, threads: int, plugins: Sequence[str] = (), force: bool = False) -> dict[str, Any]:
     """Run one experiment configuration (a cache miss) and store it in the cache; nothing else is written.
 
     The one compute step of ``flowvar reproduce`` and ``flowvar sweep``, run in this process, in a worker of
     :func:`worker_pool` or as a Ray task. The experiment runs in a work folder inside the cache root (named like
     the cache's staging folders, so :meth:`flowvar.cache.Cache.clean_stale` removes it if this process is
-    killed); the caller, which holds the output folder's lock, installs the stored entry. Returns a plain
+    killed); the caller, which holds the output folder's lock, installs the stored entry. The trainings resume from
+    the checkpoints an interrupted run of the same key left in the cache (:meth:`flowvar.cache.Cache.work_dir`)
+    unless ``force`` (``--force``: recompute from scratch). Returns a plain
     (picklable) dict: ``status`` computed/failed, the cache ``key``, ``wall_s``, and for a failure the error line
     and the traceback.
     """
@@ -167,7 +169,7 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
             cache.root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=f".tmp-{os.getpid()}-work-", dir=cache.root) as work:
                 run = run_cached(name, work, cache, quick=quick, seed=seed, overrides=overrides,
-                                 config_file=config_file, force=True)
+                                 config_file=config_file, force=force)
         return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start}
     except Exception as e:
         error = f"{type(e).__name__}: {e}".strip()

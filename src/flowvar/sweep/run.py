@@ -276,7 +276,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
 
                 def args(p: Point) -> tuple:
                     return (name, p.overrides, options.quick, None, config_file, str(cache.root.resolve()),
-                            the_plan.threads, plugins)
+                            the_plan.threads, plugins, options.force)
 
                 for point, reply in dispatch(backend, misses, args, lambda p: progress.start(p.label)):
                     o = by_key[point.key]
