@@ -14,7 +14,10 @@ from flowvar.couplings import IndependentCoupling
 from flowvar.data import (
     ImageDistribution,
     ImageSet,
+    check_labels,
     check_resolution,
+    count_items,
+    first_image_geometry,
     load_array,
     load_celeba,
     load_folder,
@@ -464,3 +467,146 @@ def test_npy_vectors_and_image_folder_split(tmp_path: Path) -> None:
     assert float(train.min()) >= -1 and float(train.max()) <= 1
     with pytest.raises(DataError, match="lower n_train"):
         load_split("folder", str(folder), 8, 100, resolution=8, channels=1, seed=0, min_heldout=8)
+
+
+# --------------------------------------------------------------------------------------------- messy real-world data
+
+
+def test_folder_leaves_out_hidden_files_and_folders(tmp_path: Path) -> None:
+    """macOS AppleDouble ``._x.png`` files, a hidden image and Jupyter's checkpoint folder are not data: before,
+    the first was counted (and warned about) as a corrupt image, the others were loaded as training images."""
+    solid("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "a.png")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    solid("RGB", (8, 8), (255, 0, 0)).save(tmp_path / ".hidden.png")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    solid("RGB", (8, 8), (0, 255, 0)).save(tmp_path / ".ipynb_checkpoints" / "a-checkpoint.png")
+    (tmp_path / "sub").mkdir()
+    solid("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "sub" / "b.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = load_folder(tmp_path, resolution=8, recursive=True)
+    assert s.files == ("a.png", str(Path("sub") / "b.png"))
+    assert count_items("folder", str(tmp_path)) == 1
+
+
+def test_class_subfolders_ignore_a_hidden_checkpoint_folder(tmp_path: Path) -> None:
+    """The audit's class-per-subfolder layout: a stray ``.ipynb_checkpoints`` used to raise a bare KeyError."""
+    from flowvar.audit.loading import load_labelled
+
+    for name, colour in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
+        (tmp_path / name).mkdir()
+        solid("RGB", (8, 8), colour).save(tmp_path / name / "x.png")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    solid("RGB", (8, 8), (0, 255, 0)).save(tmp_path / ".ipynb_checkpoints" / "x.png")
+    x, labels, _ = load_labelled("--data", tmp_path)
+    assert x.shape == (2, 3, 8, 8) and labels is not None and labels.tolist() == [0, 1]
+
+
+def test_sixteen_bit_images_keep_their_scale_however_dark(tmp_path: Path) -> None:
+    """16-bit pixels v map to v / 257 on the 8-bit scale for every format. A dark 16-bit PGM (PIL mode "I", max
+    200 of 65535) used to be read as 8-bit: 257× too bright. A 32-bit integer image has no known scale: refused."""
+    header = b"P5\n4 4\n65535\n"
+    (tmp_path / "dark.pgm").write_bytes(header + np.full(16, 200, dtype=">u2").tobytes())
+    (tmp_path / "mid.pgm").write_bytes(header + np.full(16, 32896, dtype=">u2").tobytes())  # 128 · 257
+    Image.fromarray(np.full((4, 4), 200, dtype=np.uint16)).save(tmp_path / "dark.png")
+    s = load_folder(tmp_path, resolution=4, channels=1)
+    got = dict(zip(s.files or (), s.images[:, 0, 0, 0].tolist(), strict=True))
+    assert got == pytest.approx({"dark.pgm": level(1), "mid.pgm": level(128), "dark.png": level(1)}, abs=1e-6)
+    Image.fromarray(np.full((4, 4), 100, dtype=np.int32)).save(tmp_path / "deep.tif")
+    with pytest.raises(DataError, match=r"deep\.tif is a 32-bit integer image .*save it as an 8-bit or 16-bit"):
+        load_folder(tmp_path, resolution=4)
+
+
+def test_upsampling_is_reported_with_the_smallest_image(tmp_path: Path) -> None:
+    solid("RGB", (6, 10), (1, 2, 3)).save(tmp_path / "small.png")
+    solid("RGB", (16, 16), (1, 2, 3)).save(tmp_path / "big.png")
+    with pytest.warns(UserWarning, match=r"1 of the 2 images .* smaller than 8x8 .*small\.png, a 6x6 square.*"
+                                         r"resolution=6"):
+        load_folder(tmp_path, resolution=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_folder(tmp_path, resolution=6)
+    np.save(tmp_path / "a.npy", np.zeros((2, 1, 5, 5), dtype=np.uint8))
+    with pytest.warns(UserWarning, match=r"5x5 images, smaller than 8x8.*resolution=5"):
+        load_array(tmp_path / "a.npy", resolution=8)
+
+
+def test_celeba_layouts_of_torchvision_the_png_release_and_macos_copies(tmp_path: Path) -> None:
+    pattern = celeba_pattern()
+    tv = tmp_path / "tv" / "celeba" / "img_align_celeba"  # torchvision.datasets.CelebA(root) keeps it here
+    tv.mkdir(parents=True)
+    pattern.save(tv / "000001.jpg", format="PNG")
+    (tv / "._000001.jpg").write_bytes(b"\x00\x05\x16\x07")  # a macOS AppleDouble file: not an image
+    png = tmp_path / "png" / "img_align_celeba_png"  # the official PNG release
+    png.mkdir(parents=True)
+    pattern.save(png / "000001.png")
+    pattern.save(png / "000002.PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = load_celeba(tmp_path / "tv", resolution=14)
+        b = load_celeba(tmp_path / "png", resolution=14)
+    assert a.files == ("000001.jpg",) and b.files == ("000001.png", "000002.PNG")
+    assert torch.equal(a.images[0], b.images[0]) and torch.equal(b.images[0], b.images[1])
+    assert count_items("celeba", str(tmp_path / "png")) == 2
+
+
+def test_celeba_refuses_other_images_and_names_an_unextracted_archive(tmp_path: Path) -> None:
+    """Before: a 1024×1024 face folder was silently cut to its central 140×140 patch (CelebA's crop)."""
+    d = tmp_path / "img_align_celeba"
+    d.mkdir()
+    solid("RGB", (1024, 1024), (0, 0, 0)).save(d / "000001.jpg")
+    with pytest.raises(DataError, match=r"000001\.jpg is 1024x1024, not the 178x218 .*name='folder'"):
+        load_celeba(tmp_path, resolution=16)
+    archive = tmp_path / "download"
+    archive.mkdir()
+    (archive / "img_align_celeba.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(DataError, match=r"img_align_celeba\.zip: extract them first"):
+        load_celeba(archive, resolution=16)
+
+
+def test_npy_integer_and_float_pixel_scales(tmp_path: Path) -> None:
+    """Only uint8 has one pixel scale. uint16 / int64 images used to pass through unscaled (values up to 65535);
+    now they are refused with the value_range that maps them, and float 0..255 images get a warning."""
+    a16 = np.array([0, 65535, 32768, 257], dtype=np.uint16).reshape(1, 1, 2, 2)
+    np.save(tmp_path / "u16.npy", a16)
+    with pytest.raises(DataError, match=r"uint16 images \(values 0\.\.65535\).*value_range=\(0, 65535\)"):
+        load_array(tmp_path / "u16.npy")
+    s = load_array(tmp_path / "u16.npy", value_range=(0, 65535))
+    torch.testing.assert_close(s.images.flatten(), torch.from_numpy(a16.flatten() / 32767.5 - 1).float())
+    np.save(tmp_path / "i64.npy", np.full((2, 4, 4), 255, dtype=np.int64))
+    with pytest.raises(DataError, match=r"int64 images .*value_range=\(0, 255\)"):
+        load_array(tmp_path / "i64.npy")
+    np.save(tmp_path / "ints.npy", np.arange(12).reshape(4, 3))  # integer vectors are data, used as given
+    assert load_array(tmp_path / "ints.npy").images.max() == 11
+    np.save(tmp_path / "f255.npy", np.full((2, 1, 4, 4), 255.0, dtype=np.float32))
+    with pytest.warns(UserWarning, match=r"values in \[255, 255\], used as given.*uint8"):
+        assert load_array(tmp_path / "f255.npy").images.max() == 255
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_array(tmp_path / "f255.npy", value_range=(0, 255))
+
+
+def test_npy_channels_last_rgba_truncated_npz_and_wrapping_labels(tmp_path: Path) -> None:
+    np.save(tmp_path / "rgba.npy", np.zeros((3, 8, 8, 4), dtype=np.float32))  # used to load as 8 channels of 8x4
+    with pytest.raises(ShapeError, match="channels-last"):
+        load_array(tmp_path / "rgba.npy")
+    np.savez(tmp_path / "full.npz", x=np.zeros((5, 3)))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "full.npz").read_bytes()[:100])  # a partial download
+    with pytest.raises(DataError, match=r"cut\.npz is not a readable \.npz array .*numpy\.savez"):
+        load_array(tmp_path / "cut.npz")
+    with pytest.raises(DataError, match="beyond int64"):
+        check_labels("labels", np.array([0, 2**63 + 5], dtype=np.uint64), 2)
+
+
+def test_first_image_geometry_passes_over_unreadable_files(tmp_path: Path) -> None:
+    """The audit's default geometry (first image's size and mode): a corrupt first file used to raise PIL's
+    UnidentifiedImageError, and a 2×2 first image an unrelated 'resolution must be >= 4' ConfigError."""
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    solid("L", (2, 3), 7).save(tmp_path / "b.png")
+    solid("RGB", (9, 9), 7).save(tmp_path / "c.png")
+    assert first_image_geometry(tmp_path) == (4, 1)
+    (tmp_path / "b.png").unlink()
+    assert first_image_geometry(tmp_path) == (9, 3)
+    (tmp_path / "c.png").unlink()
+    with pytest.raises(DataError, match=r"none of the 1 image files .* could be read"):
+        first_image_geometry(tmp_path)

@@ -67,6 +67,8 @@ SOURCES: tuple[str, ...] = ("digits", "lfw", "celeba", "folder", "npy")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                                      ".pgm")
 CELEBA_CROP = 140
+CELEBA_SIZE = (178, 218)  # (width, height) of every aligned-and-cropped CelebA image: the 140 crop assumes it
+CELEBA_EXTENSIONS: tuple[str, ...] = (".jpg", ".png")  # the JPEG release, and the official PNG one
 LFW_FACES = 100
 
 Source = Literal["digits", "lfw", "celeba", "folder", "npy"]
@@ -222,12 +224,25 @@ def resize_tensor(images: Tensor, resolution: int) -> Tensor:
                          antialias=True)
 
 
-def _to_mode(img: Image.Image, channels: int) -> Image.Image:
-    """Convert any PIL mode to "L" (channels=1) or "RGB" (channels=3), compositing transparency onto black."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+#: Formats whose integer ("I") images are at most 16 bits deep: PIL reads a 16-bit PGM/PPM as mode "I" with values
+#: on the 0..65535 scale (whatever its maxval), and older Pillow versions read a 16-bit grey PNG the same way.
+SIXTEEN_BIT_FORMATS: tuple[str, ...] = ("PNG", "PPM")
+
+
+def _to_mode(img: Image.Image, channels: int, path: Path | None = None, file_format: str | None = None
+             ) -> Image.Image:
+    """Convert any PIL mode to "L" (channels=1) or "RGB" (channels=3), compositing transparency onto black.
+
+    16-bit grey (mode "I;16*", or "I" read from a PNG/PPM) maps v ∈ [0, 65535] to v / 257 ∈ [0, 255] whatever the
+    image's own maximum, so a dark 16-bit image stays dark. A 32-bit integer image ("I" from e.g. a TIFF) carries no
+    pixel scale: DataError naming ``path``.
+    """
+    if img.mode.startswith("I;16") or (img.mode == "I" and file_format in SIXTEEN_BIT_FORMATS):
         a = np.asarray(img, dtype=np.float64)
-        scale = 257.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
-        img = Image.fromarray(np.clip(np.round(a / scale), 0, 255).astype(np.uint8))
+        img = Image.fromarray(np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8))
+    elif img.mode == "I":
+        raise DataError(f"{path} is a 32-bit integer image ({file_format or 'unknown format'}, mode I), whose pixel "
+                        f"scale flowvar cannot know; save it as an 8-bit or 16-bit PNG or TIFF")
     elif img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
         a = a * 255.0 if a.max(initial=0) <= 1.0 else a
@@ -255,25 +270,30 @@ def center_crop_box(width: int, height: int, side: int) -> tuple[int, int, int, 
     return left, top, left + side, top + side
 
 
-def _read_image(path: Path, channels: int, resolution: int, crop: int | None) -> Tensor:
-    """Decode one file → (C, resolution, resolution) in [−1, 1].
+def _read_image(path: Path, channels: int, resolution: int, crop: int | None) -> tuple[Tensor, int]:
+    """Decode one file → ((C, resolution, resolution) in [−1, 1], the side of the square it was cut from).
 
-    ``crop``: a fixed central square (CelebA's 140) or None for the largest central square.
-    Raises OSError/ValueError for unreadable files (the caller skips them) and DataError for an image
-    smaller than ``crop``.
+    ``crop``: CelebA's fixed central 140×140 square (the image must then be CelebA's 178×218) or None for the
+    largest central square. Raises OSError/ValueError for unreadable files (the caller skips them) and DataError for
+    an image that is not 178×218 under ``crop`` or a 32-bit integer image.
     """
     with Image.open(path) as opened:
         opened.load()
-        img = _to_mode(ImageOps.exif_transpose(opened), channels)
+        img = _to_mode(ImageOps.exif_transpose(opened), channels, path, opened.format)
     w, h = img.size
     side = min(w, h) if crop is None else crop
     if side > min(w, h):
         raise DataError(f"{path} is {w}x{h}, smaller than the {crop}x{crop} centre crop; CelebA's aligned images "
                         f"are 178x218 — point data_dir at img_align_celeba, not at another image folder")
+    if crop is not None and (w, h) != CELEBA_SIZE:
+        # the fixed crop is CelebA's face box: on an image of another size it cuts out an arbitrary patch
+        raise DataError(f"{path} is {w}x{h}, not the 178x218 of CelebA's aligned-and-cropped images, so the fixed "
+                        f"{crop}x{crop} face crop would not fit it; point data_dir at img_align_celeba, or load "
+                        f"other images with name='folder'")
     img = img.crop(center_crop_box(w, h, side))
     if side != resolution:
         img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
-    return _pil_to_tensor(img)
+    return _pil_to_tensor(img), side
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -342,10 +362,21 @@ def load_lfw(n: int | None = None, resolution: int = 16, seed: int = 0, channels
                          channels, resolution)
 
 
+def _hidden(path: Path, folder: Path) -> bool:
+    """Whether ``path`` or a folder between it and ``folder`` is hidden (its name starts with a dot)."""
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
 def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files (by extension, case-insensitive) under ``folder``, sorted by relative path."""
+    """Image files (by extension, case-insensitive) under ``folder``, sorted by relative path.
+
+    Hidden files and everything inside hidden folders are left out: they are tools' bookkeeping, not data — macOS'
+    AppleDouble ``._photo.jpg`` files (metadata under an image's name), Jupyter's ``.ipynb_checkpoints/``, a
+    ``.thumbnails/`` cache — and would otherwise count as (unreadable or duplicated) images.
+    """
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.glob(pattern)
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(p, folder) and p.is_file())
 
 
 def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, channels: int, resolution: int,
@@ -360,12 +391,13 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
     order = torch.arange(total) if n is None else subset_order(total, seed)
     want = total if n is None else n
     loaded: dict[int, Tensor] = {}
+    sides: dict[int, int] = {}
     skipped: list[str] = []
     for i in order.tolist():
         if len(loaded) == want:
             break
         try:
-            loaded[i] = _read_image(files[i], channels, resolution, crop)
+            loaded[i], sides[i] = _read_image(files[i], channels, resolution, crop)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             skipped.append(f"{files[i]} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
     named = "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "")
@@ -377,10 +409,47 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
                         f"read ({len(skipped)} unreadable: {named}); lower n to at most {len(loaded)}")
     if skipped:  # one summary line, not one warning per file
         warnings.warn(f"skipped {len(skipped)} unreadable image file(s) in {what}: {named}", stacklevel=3)
+    _warn_upsampled([(files[i], side) for i, side in sides.items()], resolution, what)
     idx = sorted(loaded)
     images = torch.stack([loaded[i] for i in idx])
     names = tuple(str(files[i].relative_to(folder)) for i in idx)
     return images, torch.tensor(idx, dtype=torch.long), names
+
+
+#: PIL modes whose images are grey (one channel once converted); any other mode is read as colour.
+GREY_MODES: tuple[str, ...] = ("1", "L", "LA", "La", "I", "F")
+
+
+def first_image_geometry(folder: Path, recursive: bool = False) -> tuple[int, int]:
+    """(side of the largest central square, channels) of the first readable image file of ``folder`` (in
+    :func:`list_image_files` order): the default geometry when a user gives a folder without a resolution.
+
+    Only headers are read. Unreadable files are passed over (the loader skips and reports them); a side below 4 is
+    raised to 4, the smallest resolution flowvar takes. DataError when the folder holds no readable image.
+    """
+    files = list_image_files(folder, recursive)
+    if not files:
+        raise DataError(f"folder {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                grey = img.mode in GREY_MODES or img.mode.startswith("I;16")
+                return max(4, min(img.size)), 1 if grey else 3
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+    raise DataError(f"none of the {len(files)} image files in {folder} could be read (the first: {files[0]}); check "
+                    f"that they are valid images")
+
+
+def _warn_upsampled(sides: list[tuple[Path, int]], resolution: int, what: str) -> None:
+    """One warning when images were enlarged: their squares (side < ``resolution``) hold less detail than the
+    output, so the model would learn bilinear blur. ``sides``: (file, side of the square it was cut from)."""
+    small = sorted(((side, str(path)) for path, side in sides if side < resolution))
+    if small:
+        side, name = small[0]
+        warnings.warn(f"{len(small)} of the {len(sides)} images in {what} are smaller than {resolution}x{resolution} "
+                      f"and were upsampled (smallest: {name}, a {side}x{side} square); pass resolution={side} or "
+                      f"less to keep every image's own pixels", stacklevel=4)
 
 
 def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32, seed: int = 0,
@@ -406,19 +475,35 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     return ImageSet(images, "folder", source, idx, names)
 
 
+def _is_celeba_file(path: Path) -> bool:
+    # hidden files are left out: a macOS copy leaves an AppleDouble ._000001.jpg beside every image
+    return path.suffix.lower() in CELEBA_EXTENSIONS and not path.name.startswith(".") and path.is_file()
+
+
+def celeba_files(folder: Path) -> list[Path]:
+    """CelebA's image files in ``folder`` (``.jpg``, or ``.png`` of the official PNG release; any case), sorted."""
+    return sorted(p for p in folder.iterdir() if _is_celeba_file(p))
+
+
 def celeba_folder(data_dir: str | Path) -> Path:
-    """Locate CelebA's aligned JPEGs under ``data_dir``; DataError naming the expected layout if absent.
+    """Locate CelebA's aligned images under ``data_dir``; DataError naming the expected layout if absent.
 
     Accepted: ``data_dir/img_align_celeba/*.jpg`` (the official release), the Kaggle archive's nested
-    ``data_dir/img_align_celeba/img_align_celeba/*.jpg``, or ``data_dir`` being that folder itself.
+    ``data_dir/img_align_celeba/img_align_celeba/*.jpg``, torchvision's ``data_dir/celeba/img_align_celeba/*.jpg``,
+    the official PNG release ``data_dir/img_align_celeba_png/*.png``, or ``data_dir`` being such a folder itself.
+    An archive left unextracted (``img_align_celeba.zip``) is named in the error.
     """
     root = Path(data_dir).expanduser()
-    for candidate in (root / "img_align_celeba" / "img_align_celeba", root / "img_align_celeba", root):
-        if candidate.is_dir() and any(candidate.glob("*.jpg")):
+    for candidate in (root / "img_align_celeba" / "img_align_celeba", root / "img_align_celeba",
+                      root / "celeba" / "img_align_celeba", root / "img_align_celeba_png", root):
+        if candidate.is_dir() and any(_is_celeba_file(p) for p in candidate.iterdir()):
             return candidate
+    archives = sorted(str(p) for folder in (root, root / "celeba") if folder.is_dir() for p in folder.iterdir()
+                      if p.name.lower().endswith((".zip", ".7z", ".tar", ".tar.gz", ".tgz")))
+    unpack = f" Found the archive(s) {', '.join(archives)}: extract them first." if archives else ""
     raise DataError(f"CelebA images not found under {root}: expected the aligned-and-cropped release laid out as "
                     f"{root / 'img_align_celeba' / '000001.jpg'}, {root / 'img_align_celeba' / '000002.jpg'}, … "
-                    f"(202,599 JPEGs of 178x218), or data_dir pointing at the img_align_celeba folder itself. "
+                    f"(202,599 JPEGs of 178x218), or data_dir pointing at the img_align_celeba folder itself.{unpack} "
                     f"flowvar never downloads CelebA; without it use name='lfw' or 'digits'")
 
 
@@ -428,7 +513,7 @@ def load_celeba(data_dir: str | Path, n: int | None = None, resolution: int = 64
     resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
     channels = _check_channels(channels, 3)
     folder = celeba_folder(data_dir)
-    files = sorted(p for p in folder.glob("*.jpg") if p.is_file())
+    files = celeba_files(folder)
     images, idx, names = _load_files(folder, files, n, seed, channels, resolution, CELEBA_CROP,
                                      f"CelebA folder {folder}")
     source = (f"CelebA {folder} ({len(files)} files), centre crop {CELEBA_CROP} resized to "
@@ -453,8 +538,10 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
                         f"(N, C, H, W) or (N, d) data")
     try:
         raw = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{file} is not a readable .npy array ({error}); save it with numpy.save") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # BadZipFile: a truncated .npz download
+        saver = "numpy.savez" if file.suffix.lower() == ".npz" else "numpy.save"
+        raise DataError(f"{file} is not a readable {file.suffix or '.npy'} array ({error}); save it with "
+                        f"{saver}") from None
     raw_labels = None
     if isinstance(raw, np.lib.npyio.NpzFile):
         with raw:
@@ -464,10 +551,18 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     if raw.ndim not in (2, 3, 4) or raw.shape[0] == 0:
         raise ShapeError(f"{file} holds an array of shape {raw.shape}; expected (N, H, W), (N, C, H, W) or (N, d) "
                          f"with N >= 1")
-    if raw.ndim == 4 and raw.shape[1] not in (1, 3, 4) and raw.shape[3] in (1, 3):
+    if raw.ndim == 4 and raw.shape[1] not in (1, 3, 4) and raw.shape[3] in (1, 3, 4):
         raise ShapeError(f"{file} holds shape {raw.shape}, which looks channels-last (N, H, W, C); save it as "
                          f"(N, C, H, W), e.g. numpy.transpose(a, (0, 3, 1, 2))")
-    data = torch.from_numpy(raw.astype(np.float32))
+    if raw.ndim in (3, 4) and value_range is None and raw.dtype != np.uint8 and raw.dtype.kind in "uib":
+        # only uint8 has one pixel scale; 16-bit, 12-bit-in-uint16 or 0..255-in-int64 pixels used as given would
+        # put images in [0, 65535] while flowvar's are in [−1, 1]
+        lo, hi = raw.min(), raw.max()
+        raise DataError(f"{file} holds {raw.dtype} images (values {lo}..{hi}), whose pixel scale flowvar cannot "
+                        f"know; save them as uint8 (8-bit pixels, mapped to [−1, 1]) or as float32 already scaled "
+                        f"(used as given), or pass value_range=(0, {_integer_top(raw.dtype, int(hi))}) to load_array")
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: refused by check_finite below
+        data = torch.from_numpy(raw.astype(np.float32))
     check_finite(f"array {file}", data)
     if value_range is not None:
         lo, hi = (float(v) for v in value_range)
@@ -479,6 +574,12 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         data = (data - lo) / (hi - lo) * 2.0 - 1.0
     elif raw.dtype == np.uint8:
         data = data / 127.5 - 1.0
+    elif raw.ndim in (3, 4) and float(data.min()) >= 0.0 and float(data.max()) > 2.0:
+        # used as given (a model may be trained on any scale), but non-negative values this large are most often
+        # 0..255 pixels saved as floats, which flowvar's [−1, 1] experiments would train on unscaled
+        warnings.warn(f"{file} holds float images with values in [{float(data.min()):g}, {float(data.max()):g}], "
+                      f"used as given; flowvar's images are in [−1, 1]: if these are 0..255 pixels save them as "
+                      f"uint8 or pass value_range=(0, 255)", stacklevel=2)
     idx = choose_indices(data.shape[0], n, seed, f"array {file}")
     data = data[idx]
     labels = check_labels(f"{file} labels", raw_labels, raw.shape[0])[idx] if raw_labels is not None else None
@@ -501,9 +602,25 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     desc = f"array {file} {tuple(raw.shape)}"
     if resolution is not None:
         resolution = check_resolution(resolution)
+        side = min(data.shape[-2:])
+        if side < resolution:  # as for image files: enlarged images carry bilinear blur, not detail
+            warnings.warn(f"{file} holds {data.shape[-2]}x{data.shape[-1]} images, smaller than {resolution}x"
+                          f"{resolution}: they were upsampled; pass resolution={side} or less (or None) to keep their "
+                          f"own pixels", stacklevel=2)
         data = resize_tensor(data, resolution)
         desc += f", resized to {resolution}x{resolution}"
     return ImageSet(data.contiguous(), "npy", desc, idx, labels=labels)
+
+
+def _integer_top(dtype: np.dtype, high: int) -> int:
+    """The full-scale value of integer pixels: 1 for bool, 255 / 65535 for values that fit 8 / 16 bits, else the
+    dtype's maximum (a suggestion for ``value_range`` in an error message)."""
+    if dtype.kind == "b":
+        return 1
+    for top in (255, 65535):
+        if high <= top:
+            return top
+    return int(np.iinfo(dtype).max)
 
 
 #: Keys of an ``.npz`` file's data array (the first present is used; a file holding one array besides its labels
@@ -541,6 +658,8 @@ def check_labels(what: str, labels: object, n: int) -> Tensor:
         raise DataError(f"{what} holds non-integer values; class labels are integers 0, 1, 2, ...")
     if n and arr.min() < 0:
         raise DataError(f"{what} holds negative values (min {arr.min()}); class labels are integers 0, 1, 2, ...")
+    if n and arr.max() > np.iinfo(np.int64).max:  # uint64 or huge floats would wrap to negative int64
+        raise DataError(f"{what} holds values beyond int64 (max {arr.max()}); class labels are integers 0, 1, 2, ...")
     return torch.from_numpy(arr.astype(np.int64))
 
 
@@ -644,7 +763,7 @@ def count_items(dataset: str, data_dir: str | None) -> int:
                             f"of images")
         return len(list_image_files(folder))
     if dataset == "celeba":
-        return len(list(celeba_folder(data_dir).glob("*.jpg")))
+        return len(celeba_files(celeba_folder(data_dir)))
     file = Path(data_dir).expanduser()
     if not file.is_file():
         raise DataError(f"array file {file} does not exist; set data_dir to a .npy file (numpy.save)")
@@ -691,6 +810,9 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
 
 __all__ = [
     "CELEBA_CROP",
+    "CELEBA_EXTENSIONS",
+    "CELEBA_SIZE",
+    "GREY_MODES",
     "IMAGE_EXTENSIONS",
     "LFW_FACES",
     "NAMED_DATA",
@@ -700,12 +822,14 @@ __all__ = [
     "DataSpec",
     "ImageDistribution",
     "ImageSet",
+    "celeba_files",
     "celeba_folder",
     "center_crop_box",
     "check_labels",
     "check_resolution",
     "choose_indices",
     "count_items",
+    "first_image_geometry",
     "list_image_files",
     "load_array",
     "load_celeba",

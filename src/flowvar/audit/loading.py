@@ -164,17 +164,10 @@ def _first(error: BaseException) -> str:
 
 
 def _first_image_geometry(folder: Path, recursive: bool = False) -> tuple[int, int]:
-    """(side of the largest central square, channels) of the first image file of ``folder``."""
-    from PIL import Image
+    """(side of the largest central square, channels) of the first readable image file of ``folder``."""
+    from flowvar.data import first_image_geometry
 
-    from flowvar.data import list_image_files
-
-    files = list_image_files(folder, recursive)
-    if not files:
-        raise DataError(f"folder {folder} holds no image files")
-    with Image.open(files[0]) as img:
-        channels = 1 if img.mode in ("1", "L", "I", "I;16", "F", "LA") else 3
-        return min(img.size), channels
+    return first_image_geometry(folder, recursive)
 
 
 def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
