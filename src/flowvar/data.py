@@ -8,11 +8,16 @@ which items were chosen). Sources:
 * ``"lfw"``: scikit-image's bundled ``lfw_subset()``: its first 100 images are grey 25×25 faces (the other
   100 are non-face background patches and are not used), resized to ``resolution``.
 * ``"celeba"``: CelebA's aligned images read from a folder the user already has
-  (``<data_dir>/img_align_celeba/*.jpg``, or ``data_dir`` pointing at that folder): centre crop 140×140,
-  then resize to ``resolution``.
-* ``"folder"``: any folder of images (``IMAGE_EXTENSIONS``; ``recursive=True`` to descend): each image is
-  centre-cropped to its largest central square, then resized to ``resolution`` — so a folder with mixed
-  sizes and aspect ratios gives one consistent geometry.
+  (``<data_dir>/img_align_celeba/*.jpg``, or the other layouts :func:`celeba_folder` lists, or ``data_dir``
+  pointing at that folder): centre crop 140×140, then resize to ``resolution``. Every image must be CelebA's
+  178×218 (the crop is its face box); another size is refused naming the file. The attribute, landmark and
+  partition files are not read.
+* ``"folder"``: any folder of images (``IMAGE_EXTENSIONS``, any case; ``recursive=True`` to descend): each image
+  is centre-cropped to its largest central square, then resized to ``resolution`` — so a folder with mixed
+  sizes and aspect ratios gives one consistent geometry. Hidden files and hidden folders (``.DS_Store``,
+  AppleDouble ``._x.jpg``, ``.ipynb_checkpoints/``) are not data and are left out; other files are picked by
+  extension, so ``Thumbs.db`` or ``notes.txt`` are never opened. Symlinked files are read; a multi-frame file
+  (animated GIF, multi-page TIFF) gives its first frame.
 * ``"npy"``: a user's own array (see :func:`load_array`); ``data_dir`` is the ``.npy`` file.
 
 Conventions:
@@ -20,12 +25,17 @@ Conventions:
 * Resizing is antialiased: PIL ``BILINEAR`` (a triangle filter widened by the downscale factor) for files,
   and the matching ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` for arrays.
 * Modes: ``channels=1`` converts to PIL ``"L"`` (ITU-R 601-2 luma), ``channels=3`` to ``"RGB"`` (grey
-  images are replicated). Images with transparency (RGBA, LA, PA, palette images with a transparent
-  colour) are first composited onto black. 16-bit grey images are scaled by 1/257 to 8 bits; float ("F")
-  images are read as [0, 1] when their maximum is <= 1, else as [0, 255]. An EXIF orientation tag is
-  applied first, so photos come out the way viewers show them.
+  images are replicated; CMYK is converted by PIL). Images with transparency (RGBA, LA, PA, palette images
+  with a transparent colour, in any format) are first composited onto black: a pixel of alpha a keeps
+  a/255 of its colour. 16-bit images are scaled to 8 bits by their full range, never by their own maximum, so
+  a dark 16-bit image stays dark: grey PNG/TIFF/PGM by v / 257 (rounded), colour (RGB PNG) by PIL's own decoder
+  (the high byte, v // 256). A 32-bit integer image (e.g. an int32 TIFF) has no known pixel scale and is
+  refused. Float ("F") images are read as [0, 1] when their maximum is <= 1, else as [0, 255] (decided per
+  image). An EXIF orientation tag is applied first, so photos come out the way viewers show them.
 * Values: 8-bit pixels v map to v / 127.5 − 1; digits v ∈ [0, 16] to v / 8 − 1; LFW's floats f ∈ [0, 1]
   to 2f − 1.
+* Sizes: any ``resolution`` >= 4 is produced; images smaller than it are upsampled, with one warning naming
+  how many and the smallest (bilinear enlargement adds blur, not detail).
 * Subsets: ``n`` items are drawn without replacement by a permutation seeded with ``seed``; the chosen
   items keep their original order (``indices`` is sorted). For a fixed seed the subset of size n is
   contained in the subset of any larger size. An unreadable file is skipped with a warning naming it and
@@ -527,7 +537,12 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     holding such an array and, optionally, its (N,) integer class labels (:func:`npz_arrays` names the keys).
 
     Values: ``uint8`` arrays map [0, 255] to [−1, 1]; ``value_range=(lo, hi)`` maps [lo, hi] linearly to
-    [−1, 1] (DataError if values fall outside); any other array is used as given (assumed already scaled).
+    [−1, 1] (DataError if values fall outside); float arrays are used as given (assumed already scaled; float
+    images with values in [0, > 2] get a warning, as they are most often unscaled 0..255 pixels). Images of any
+    other integer or bool dtype (uint16, int64, ...) have no known pixel scale: DataError asking for
+    ``value_range`` or a uint8 / float32 file. Integer (N, d) vectors are used as given. Channels-last arrays
+    (N, H, W, 1|3|4) are refused with the transpose that fixes them; NaN/Inf, object (pickled) arrays and
+    truncated files are refused.
     ``resolution``: resize images (largest central square, antialiased bilinear); None keeps their size.
     ``channels``: 1 or 3 to convert grey↔RGB (RGB → grey by ITU-R 601-2 luma); None keeps C.
     """
