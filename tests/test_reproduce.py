@@ -148,8 +148,13 @@ def test_resume_after_kill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     # the kill may land before this process installed prop1 from the cache: what must survive is the cache entry
     cached = next((out / ".cache").glob("prop1-*/result.json"))
     first = cached.stat().st_mtime_ns
+    # what a kill inside the report's atomic writes leaves: their temporary files (the rerun removes them)
+    stale = [out / ".results.json.k1ll3d.tmp", out / ".report.html.k1ll3d.tmp"]
+    for tmp in stale:
+        tmp.write_text('{"half": ')
 
     assert main([*args]) == 0
+    assert not any(tmp.exists() for tmp in stale)
     assert "1 computed, 1 from the cache" in capsys.readouterr().out
     log = (out / "reproduce.log").read_text().split("start: ")[-1]
     assert "cache hit: prop1" in log and "computing: counterexample1" in log and "computing: prop1" not in log

@@ -327,10 +327,14 @@ def test_a_killed_sweep_resumes_with_only_the_missing_points(tmp_path: Path) -> 
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     gate.write_text("open")
+    stale = [out / ".sweep.json.k1ll3d.tmp", out / ".sweep.csv.k1ll3d.tmp"]  # a kill inside a table's atomic write
+    for tmp in stale:
+        tmp.write_text("x,y\n1,")
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert "(2 computed, 1 from the cache, 0 failed)" in resumed.stdout
     assert not list((out / ".cache").glob(".tmp-*"))  # the killed run's work folder was cleaned up
+    assert not any(tmp.exists() for tmp in stale)
 
 
 def test_local_processes_and_ray_give_identical_results(tmp_path: Path) -> None:

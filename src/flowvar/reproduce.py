@@ -47,12 +47,18 @@ from flowvar.runner import (
     held_log_records,
     log_to,
     make_backend,
+    remove_stale_writes,
     sigterm_as_interrupt,
     ticker,
     verdict_line,
 )
 
 log = logging.getLogger("flowvar.reproduce")
+REPORT_FILES = ("results.json", "report.md", "report.html")
+"""The files :func:`flowvar.report.write_reports` writes into OUT (atomically: a killed write leaves a temporary
+``.NAME.*.tmp`` beside them, removed by the next run)."""
+
+
 def parse_only(items: Sequence[str] | None) -> list[str] | None:
     """``["a,b", "c"]`` → ``["a", "b", "c"]`` (order kept, duplicates dropped); None → None (every experiment).
 
@@ -271,6 +277,8 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
     started = time.perf_counter()
     with sigterm_as_interrupt(), exclusive(out), log_to(out / "reproduce.log", earlier=planning):
         _clean_stale_staging(out, [t.name for t in tasks])
+        for tmp in remove_stale_writes(out, REPORT_FILES):
+            log.info("removed %s, left by a run killed while writing it", tmp.name)
         removed = cache.clean_stale()
         if removed:
             log.info("removed %d unfinished cache entries left by an interrupted run", removed)

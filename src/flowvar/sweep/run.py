@@ -12,7 +12,7 @@ from typing import IO, Any
 from flowvar.cache import Cache, code_version, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Result, versions
-from flowvar.runner import Backend, dispatch, make_backend, sigterm_as_interrupt
+from flowvar.runner import Backend, dispatch, make_backend, remove_stale_writes, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
 from flowvar.sweep.grid import Axis, Point, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_metrics, write_tables
@@ -213,6 +213,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
         log.info("start: %s (%d points, code %s, %d thread(s) per point)", command_line(options),
                  len(outcomes), code_version(name), the_plan.threads)
         cache.clean_stale()
+        for tmp in remove_stale_writes(out, ("sweep.json", "sweep.csv")):
+            log.info("removed %s, left by a sweep killed while writing it", tmp.name)
         expected = cache.last_runtime(name, options.quick) or expected_runtime(the_plan.spec, options.quick)
         tasks = [Task(o.point.label, o.point.key, float(expected or DEFAULT_EXPECTED_S), {}) for o in outcomes]
         progress = Progress(tasks, options.jobs, options.quiet, stream)
