@@ -610,3 +610,15 @@ def test_first_image_geometry_passes_over_unreadable_files(tmp_path: Path) -> No
     (tmp_path / "c.png").unlink()
     with pytest.raises(DataError, match=r"none of the 1 image files .* could be read"):
         first_image_geometry(tmp_path)
+
+
+def test_npy_float64_beyond_float32_and_a_folder_given_as_the_array(tmp_path: Path) -> None:
+    """Finite float64 values past float32's range used to be reported as NaN/Inf the file does not hold."""
+    np.save(tmp_path / "big.npy", np.array([[1e300, 0.0], [1.0, 2.0]]))
+    with pytest.raises(DataError, match=r"values up to 1e\+300, beyond float32 .*rescale"):
+        load_array(tmp_path / "big.npy")
+    np.save(tmp_path / "inf.npy", np.array([[np.inf, 0.0]]))
+    with pytest.raises(DataError, match="non-finite"):
+        load_array(tmp_path / "inf.npy")
+    with pytest.raises(DataError, match=r"is a folder; .*load_folder"):
+        load_array(tmp_path)

@@ -548,6 +548,9 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     """
     n, seed = _check_n(n), _check_seed(seed)
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise DataError(f"array file {file} is a folder; pass the path of a .npy file, or load a folder of images "
+                        f"with load_folder / name='folder'")
     if not file.is_file():
         raise DataError(f"array file {file} does not exist; pass the path of a .npy file holding (N, H, W), "
                         f"(N, C, H, W) or (N, d) data")
@@ -576,6 +579,12 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         raise DataError(f"{file} holds {raw.dtype} images (values {lo}..{hi}), whose pixel scale flowvar cannot "
                         f"know; save them as uint8 (8-bit pixels, mapped to [−1, 1]) or as float32 already scaled "
                         f"(used as given), or pass value_range=(0, {_integer_top(raw.dtype, int(hi))}) to load_array")
+    if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
+        # finite float64 values beyond float32's range would turn into inf and be reported as if the file held them
+        top = float(np.abs(raw[np.isfinite(raw)]).max(initial=0.0))
+        if top > float(np.finfo(np.float32).max):
+            raise DataError(f"{file} holds values up to {top:g}, beyond float32 (about 3.4e38), which flowvar computes "
+                            f"in; rescale the data")
     with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: refused by check_finite below
         data = torch.from_numpy(raw.astype(np.float32))
     check_finite(f"array {file}", data)
