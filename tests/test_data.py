@@ -541,12 +541,17 @@ def test_celeba_layouts_of_torchvision_the_png_release_and_macos_copies(tmp_path
     png.mkdir(parents=True)
     pattern.save(png / "000001.png")
     pattern.save(png / "000002.PNG")
+    drive = tmp_path / "CelebA" / "Img" / "img_align_celeba"  # the official download, extracted in place
+    drive.mkdir(parents=True)
+    pattern.save(drive / "000001.jpg", format="PNG")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         a = load_celeba(tmp_path / "tv", resolution=14)
         b = load_celeba(tmp_path / "png", resolution=14)
-    assert a.files == ("000001.jpg",) and b.files == ("000001.png", "000002.PNG")
+        c = load_celeba(tmp_path / "CelebA", resolution=14)
+    assert a.files == ("000001.jpg",) and b.files == ("000001.png", "000002.PNG") and c.files == ("000001.jpg",)
     assert torch.equal(a.images[0], b.images[0]) and torch.equal(b.images[0], b.images[1])
+    assert torch.equal(a.images[0], c.images[0])
     assert count_items("celeba", str(tmp_path / "png")) == 2
 
 
@@ -559,8 +564,9 @@ def test_celeba_refuses_other_images_and_names_an_unextracted_archive(tmp_path: 
         load_celeba(tmp_path, resolution=16)
     archive = tmp_path / "download"
     archive.mkdir()
-    (archive / "img_align_celeba.zip").write_bytes(b"PK\x03\x04")
-    with pytest.raises(DataError, match=r"img_align_celeba\.zip: extract them first"):
+    (archive / "Img").mkdir()
+    (archive / "Img" / "img_align_celeba.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(DataError, match=r"Img.img_align_celeba\.zip: extract them first"):
         load_celeba(archive, resolution=16)
 
 

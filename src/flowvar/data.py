@@ -500,15 +500,18 @@ def celeba_folder(data_dir: str | Path) -> Path:
 
     Accepted: ``data_dir/img_align_celeba/*.jpg`` (the official release), the Kaggle archive's nested
     ``data_dir/img_align_celeba/img_align_celeba/*.jpg``, torchvision's ``data_dir/celeba/img_align_celeba/*.jpg``,
-    the official PNG release ``data_dir/img_align_celeba_png/*.png``, or ``data_dir`` being such a folder itself.
-    An archive left unextracted (``img_align_celeba.zip``) is named in the error.
+    the official PNG release ``data_dir/img_align_celeba_png/*.png``, either release inside the official download's
+    ``Img/`` folder (``data_dir/Img/img_align_celeba/``), or ``data_dir`` being such a folder itself. An archive left
+    unextracted (``img_align_celeba.zip``, ``img_align_celeba_png.7z``) is named in the error.
     """
     root = Path(data_dir).expanduser()
-    for candidate in (root / "img_align_celeba" / "img_align_celeba", root / "img_align_celeba",
-                      root / "celeba" / "img_align_celeba", root / "img_align_celeba_png", root):
+    parents = (root, root / "celeba", root / "Img")
+    candidates = [root / "img_align_celeba" / "img_align_celeba"]
+    candidates += [parent / name for parent in parents for name in ("img_align_celeba", "img_align_celeba_png")]
+    for candidate in (*candidates, root):
         if candidate.is_dir() and any(_is_celeba_file(p) for p in candidate.iterdir()):
             return candidate
-    archives = sorted(str(p) for folder in (root, root / "celeba") if folder.is_dir() for p in folder.iterdir()
+    archives = sorted(str(p) for folder in parents if folder.is_dir() for p in folder.iterdir()
                       if p.name.lower().endswith((".zip", ".7z", ".tar", ".tar.gz", ".tgz")))
     unpack = f" Found the archive(s) {', '.join(archives)}: extract them first." if archives else ""
     raise DataError(f"CelebA images not found under {root}: expected the aligned-and-cropped release laid out as "
