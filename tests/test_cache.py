@@ -139,3 +139,23 @@ def test_run_cache_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main([*args]) == 0
     assert "cache hit" in capsys.readouterr().out
     assert (tmp_path / "out" / "prop1" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_an_unwritable_cache_is_one_line_naming_it_before_anything_runs(tmp_path: Path) -> None:
+    """A cache that cannot take entries (read-only, or under a file as here: what a test running as root can build)
+    stops run_cached before the experiment runs, and reproduce reports it as the experiment's one-line failure
+    (it was a raw PermissionError of the work folder, with no fix)."""
+    from flowvar.reproduce import Options, reproduce
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cache = Cache(blocker / "cache")
+    with pytest.raises(ConfigError, match=r"cannot write to the cache folder .*file/cache: .*choose another --cache"):
+        run_cached("prop1", tmp_path / "out", cache, quick=True, overrides=TINY)
+    assert not (tmp_path / "out").exists()
+
+    summary = reproduce(Options(out=tmp_path / "rep", quick=True, only=["prop1"], cache_dir=blocker / "cache",
+                                quiet=True, overrides={"prop1": TINY}))
+    [outcome] = summary.outcomes
+    assert outcome.status == "failed" and outcome.error is not None
+    assert outcome.error.startswith("ConfigError: cannot write to the cache folder") and "--cache" in outcome.error

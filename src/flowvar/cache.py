@@ -184,6 +184,11 @@ def default_root() -> Path:
     return Path(base) / "flowvar"
 
 
+def _unwritable(root: Path, error: OSError) -> str:
+    return (f"cannot write to the cache folder {root}: {error.strerror or error}; make it writable or choose another "
+            f"--cache")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -272,7 +277,7 @@ class Cache:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=self.root))
         except OSError as e:
-            raise ConfigError(f"cannot write to cache folder {self.root}: {e.strerror}") from None
+            raise ConfigError(_unwritable(self.root, e)) from None
         try:
             for path in sorted(source.rglob("*")):
                 rel = path.relative_to(source)
@@ -294,6 +299,17 @@ class Cache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    def check_writable(self) -> None:
+        """Fail with one line (:class:`ConfigError` naming the folder and the fix) unless new entries and work
+        folders can be written here: checked before a computation starts, not after it has run."""
+        try:
+            for folder in (self.root, self.root / ".work"):
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+        except OSError as e:
+            raise ConfigError(_unwritable(self.root, e)) from None
 
     def work_dir(self, key: str) -> Path:
         """``<root>/.work/<key>``: the checkpoints of an unfinished run of ``key`` (whether or not it exists)."""
@@ -418,6 +434,7 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
     if entry is not None:
         install(entry, output)
         return CachedRun(Result.load(entry / "result.json"), key, True, entry, output, corrupted)
+    cache.check_writable()
     work = cache.work_dir(key)
     if force:
         shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included

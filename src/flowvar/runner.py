@@ -166,7 +166,7 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
             for plugin in plugins:
                 load_plugin(plugin)
             cache = Cache(Path(cache_root))
-            cache.root.mkdir(parents=True, exist_ok=True)
+            cache.check_writable()
             with tempfile.TemporaryDirectory(prefix=f".tmp-{os.getpid()}-work-", dir=cache.root) as work:
                 run = run_cached(name, work, cache, quick=quick, seed=seed, overrides=overrides,
                                  config_file=config_file, force=force)
