@@ -159,3 +159,39 @@ def test_an_unwritable_cache_is_one_line_naming_it_before_anything_runs(tmp_path
     [outcome] = summary.outcomes
     assert outcome.status == "failed" and outcome.error is not None
     assert outcome.error.startswith("ConfigError: cannot write to the cache folder") and "--cache" in outcome.error
+
+
+def test_a_second_process_computing_the_same_key_waits_and_uses_the_first_ones_result(
+        prop1_run: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs sharing a cache compute the same key: the second waits for the first (a line says so) and then takes
+    its stored result instead of training into the same work folder (which the first deletes when it stores).
+    flock conflicts between two opens in one process too, so a thread stands for the first process."""
+    import threading
+
+    import flowvar.experiments.base as base
+
+    root, key = prop1_run
+    cache = Cache(tmp_path / "shared")
+    holding, go = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with cache.computing(key):
+            holding.set()
+            go.wait(30)
+            cache.store(key, root / key)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert holding.wait(30)
+
+    def not_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the second run computed the key the first one was computing")
+
+    monkeypatch.setattr(base, "run_experiment", not_again)
+    waits: list[str] = []
+    run = run_cached("prop1", tmp_path / "out", cache, quick=True, overrides=TINY,
+                     on_wait=lambda message: (waits.append(message), go.set()))
+    thread.join(30)
+    assert run.hit and run.key == key and (tmp_path / "out" / "prop1" / "result.json").is_file()
+    assert len(waits) == 1 and key in waits[0] and "waiting" in waits[0] and f"pid {os.getpid()}" in waits[0]
+    assert not list((cache.root / ".work").glob("*.lock"))  # the holder removes its lock file

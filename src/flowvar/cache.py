@@ -24,13 +24,15 @@ figures) and ``cache.json``, a manifest with the key's inputs, the creation time
 every file. An entry is written into ``<root>/.tmp-<pid>-*`` and renamed into place when complete, so an entry
 either exists whole or not at all. ``<root>/.work/<key>/`` holds the training checkpoints of a run of ``key`` that
 has not finished (:meth:`Cache.work_dir`): an interrupted run resumes from them, and they are removed when the entry is
-stored. :meth:`Cache.lookup` re-hashes every file and reloads ``result.json``; an
-entry that fails any check (edited, truncated, a file missing) is reported, deleted and treated as a miss: a
-corrupted result is recomputed, never trusted.
+stored; ``<root>/.work/<key>.lock`` is held while a process computes ``key``, so a second process computing it in the
+same cache waits and then uses the stored entry (:meth:`Cache.computing`). :meth:`Cache.lookup` re-hashes every
+file and reloads ``result.json``; an entry that fails any check (edited, truncated, a file missing) is reported,
+deleted and treated as a miss: a corrupted result is recomputed, never trusted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -38,9 +40,10 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,6 +192,12 @@ def _unwritable(root: Path, error: OSError) -> str:
             f"--cache")
 
 
+def _announce_wait(message: str) -> None:
+    """A wait the user must see (stderr; the progress of reproduce and sweep only logs) and the log."""
+    log.warning("%s", message)
+    print(f"flowvar: {message}", file=sys.stderr, flush=True)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -311,6 +320,43 @@ class Cache:
         except OSError as e:
             raise ConfigError(_unwritable(self.root, e)) from None
 
+    @contextlib.contextmanager
+    def computing(self, key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold ``<root>/.work/<key>.lock`` while computing ``key``: a second process computing the same key (a
+        shared cache) waits here, announced by ``on_wait(message)``, instead of training into the same work folder
+        and deleting it under the first one. The lock is an ``flock``, released if the holder dies; the holder
+        removes the file, and a waiter that wakes to a removed or replaced file locks the new one (no two holders)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock
+            yield
+            return
+        path = self.root / ".work" / f"{self.path(key).name}.lock"
+        while True:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                (on_wait or _announce_wait)(f"{key} is being computed by {holder} sharing the cache {self.root}; "
+                                            f"waiting for it to finish")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the holder removed (or a later one replaced) the file while we waited: lock the current
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            os.close(fd)
+
     def work_dir(self, key: str) -> Path:
         """``<root>/.work/<key>``: the checkpoints of an unfinished run of ``key`` (whether or not it exists)."""
         return self.root / ".work" / self.path(key).name
@@ -406,13 +452,16 @@ class CachedRun:
 def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = False, seed: int | None = None,
                overrides: dict[str, Any] | None = None, config_file: Path | str | None = None,
                force: bool = False, progress: bool = False,
-               on_corrupt: Callable[[str, str], None] | None = None) -> CachedRun:
+               on_corrupt: Callable[[str, str], None] | None = None,
+               on_wait: Callable[[str], None] | None = None) -> CachedRun:
     """Run experiment ``name`` into ``out_dir/name`` unless ``cache`` holds its result; then make sure it does.
 
     On a hit the cached files are installed into ``out_dir/name`` (nothing is recomputed); on a miss, or with
     ``force``, the experiment runs via :func:`flowvar.experiments.base.run_experiment` and its output is stored.
     The run's trainings checkpoint into :meth:`Cache.work_dir` and resume from it when an earlier run of the same
-    key was interrupted; it is removed once the result is stored (and before a ``force`` run).
+    key was interrupted; it is removed once the result is stored (and before a ``force`` run). Another process
+    computing the same key in the same cache is waited for (:meth:`Cache.computing`; ``on_wait`` announces it,
+    default: a line on stderr), and its stored result is then used unless ``force``.
     """
     from flowvar.experiments.base import build_config, get_experiment, run_experiment
 
@@ -430,18 +479,21 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
             log.warning("corrupted cache entry %s (%s): recomputing", k, reason)
 
     entry = None if force else cache.lookup(key, on_corrupt=corrupt)
-    corrupted = problems[0] if problems else None
-    if entry is not None:
-        install(entry, output)
-        return CachedRun(Result.load(entry / "result.json"), key, True, entry, output, corrupted)
-    cache.check_writable()
-    work = cache.work_dir(key)
-    if force:
-        shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included
-    result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress, work_dir=work)
-    entry = cache.store(key, output, key_inputs(name, config, quick))
-    shutil.rmtree(work, ignore_errors=True)
-    return CachedRun(result, key, False, entry, output, corrupted)
+    if entry is None:
+        cache.check_writable()
+        with cache.computing(key, on_wait):
+            # a process sharing the cache may have stored the key while this one waited for it
+            entry = None if force else cache.lookup(key, on_corrupt=corrupt)
+            if entry is None:
+                work = cache.work_dir(key)
+                if force:
+                    shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included
+                result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress, work_dir=work)
+                entry = cache.store(key, output, key_inputs(name, config, quick))
+                shutil.rmtree(work, ignore_errors=True)
+                return CachedRun(result, key, False, entry, output, problems[0] if problems else None)
+    install(entry, output)
+    return CachedRun(Result.load(entry / "result.json"), key, True, entry, output, problems[0] if problems else None)
 
 
 __all__ = ["Cache", "CachedRun", "cache_key", "code_version", "config_dict", "default_root", "install", "key_inputs",
