@@ -195,3 +195,18 @@ def test_a_second_process_computing_the_same_key_waits_and_uses_the_first_ones_r
     assert run.hit and run.key == key and (tmp_path / "out" / "prop1" / "result.json").is_file()
     assert len(waits) == 1 and key in waits[0] and "waiting" in waits[0] and f"pid {os.getpid()}" in waits[0]
     assert not list((cache.root / ".work").glob("*.lock"))  # the holder removes its lock file
+
+
+def test_compute_reports_a_key_another_process_stored_meanwhile_as_a_hit(prop1_run: tuple[Path, str],
+                                                                         tmp_path: Path) -> None:
+    """runner.compute runs a planned miss; when a process sharing the cache stored the key first (it waited for
+    it), the reply says hit, so reproduce and sweep list it as cached rather than computed."""
+    from flowvar.runner import compute
+
+    root, key = prop1_run
+    cache = Cache(tmp_path / "shared")
+    cache.store(key, root / key)
+    reply = compute("prop1", TINY, True, None, None, str(cache.root), 1)
+    assert reply["status"] == "computed" and reply["key"] == key and reply["hit"] is True
+    fresh = compute("prop1", {**TINY, "n_samples": "200"}, True, None, None, str(cache.root), 1)
+    assert fresh["status"] == "computed" and fresh["hit"] is False

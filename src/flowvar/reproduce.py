@@ -376,8 +376,9 @@ def _record(task: Task, reply: dict[str, Any], cache: Cache, out: Path, outcomes
             reply = {**reply, "status": "failed", "error": f"{type(e).__name__}: {e}"}
     if reply["status"] == "computed":
         result = Result.load(out / task.name / "result.json")
-        outcome = Outcome(task.name, "computed", reply["key"], reply["wall_s"], corrupted=corrupted, result=result)
-        log.info("computed: %s key=%s in %.1f s (%s)", task.name, reply["key"], reply["wall_s"],
+        status = "cached" if reply.get("hit") else "computed"  # "cached": another process computed it meanwhile
+        outcome = Outcome(task.name, status, reply["key"], reply["wall_s"], corrupted=corrupted, result=result)
+        log.info("%s: %s key=%s in %.1f s (%s)", status, task.name, reply["key"], reply["wall_s"],
                  verdict_line(result))
         if reply["key"] != task.key:
             log.warning("%s: the code changed while reproducing (key %s, planned %s)", task.name, reply["key"],

@@ -151,7 +151,8 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
     killed); the caller, which holds the output folder's lock, installs the stored entry. The trainings resume from
     the checkpoints an interrupted run of the same key left in the cache (:meth:`flowvar.cache.Cache.work_dir`)
     unless ``force`` (``--force``: recompute from scratch). Returns a plain
-    (picklable) dict: ``status`` computed/failed, the cache ``key``, ``wall_s``, and for a failure the error line
+    (picklable) dict: ``status`` computed/failed, the cache ``key``, ``wall_s``, ``hit`` (True when a process
+    sharing the cache stored the key first, while this one waited for it), and for a failure the error line
     and the traceback.
     """
     import tempfile
@@ -170,7 +171,7 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
             with tempfile.TemporaryDirectory(prefix=f".tmp-{os.getpid()}-work-", dir=cache.root) as work:
                 run = run_cached(name, work, cache, quick=quick, seed=seed, overrides=overrides,
                                  config_file=config_file, force=force)
-        return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start}
+        return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start, "hit": run.hit}
     except Exception as e:
         error = f"{type(e).__name__}: {e}".strip()
         return {"status": "failed", "error": error.splitlines()[0] if error else type(e).__name__,

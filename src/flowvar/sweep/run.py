@@ -290,7 +290,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                                               "cache key; rerun the sweep"}
                         else:
                             try:
-                                _install(out, o, entry, "computed", reply["wall_s"])
+                                _install(out, o, entry, "cached" if reply.get("hit") else "computed",
+                                         reply["wall_s"])
                             except FlowvarError as e:  # disk full, folder gone read-only: this point fails
                                 reply = {"status": "failed", "wall_s": reply["wall_s"],
                                          "error": f"{type(e).__name__}: {e}"}
@@ -298,7 +299,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                         o.status, o.wall_s, o.error = "failed", reply["wall_s"], reply["error"]
                         log.error("failed: %s: %s\n%s", point.label, reply["error"], reply.get("traceback", ""))
                     else:
-                        log.info("computed: %s key=%s in %.1f s", point.label, point.key, o.wall_s)
+                        log.info("%s: %s key=%s in %.1f s", o.status, point.label, point.key, o.wall_s)
                     finish(o)
                     check_once()  # the first result names the metrics: a misspelt --metric stops the sweep here
         except KeyboardInterrupt:
