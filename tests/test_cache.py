@@ -210,3 +210,36 @@ def test_compute_reports_a_key_another_process_stored_meanwhile_as_a_hit(prop1_r
     assert reply["status"] == "computed" and reply["key"] == key and reply["hit"] is True
     fresh = compute("prop1", {**TINY, "n_samples": "200"}, True, None, None, str(cache.root), 1)
     assert fresh["status"] == "computed" and fresh["hit"] is False
+
+
+def test_clean_stale_spares_a_key_being_computed_and_removes_lock_files_of_killed_runs(tmp_path: Path) -> None:
+    """A `--force` run recomputing a key whose entry exists holds the key's lock: another run's clean_stale must not
+    delete its work folder (it deleted every work folder of a stored key). A lock file left by a killed run goes."""
+    import threading
+
+    cache = Cache(tmp_path / "cache")
+    busy, killed = "prop1-00000000000000aa", "prop1-00000000000000bb"
+    for key in (busy, killed):
+        (cache.work_dir(key) / "sigma=0.0").mkdir(parents=True)
+        cache.path(key).mkdir()
+        (cache.path(key) / MANIFEST).write_text("{}")
+    left = cache.root / ".work" / "prop1-00000000000000cc.lock"  # its holder was killed: no process holds it
+    left.write_text("pid 999999")
+    holding, done = threading.Event(), threading.Event()
+
+    def forced_run() -> None:
+        with cache.computing(busy):
+            holding.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=forced_run)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        assert cache.clean_stale() == 2
+        assert cache.work_dir(busy).is_dir() and not cache.work_dir(killed).exists() and not left.exists()
+    finally:
+        done.set()
+        thread.join(30)
+    assert cache.clean_stale() == 1 and not cache.work_dir(busy).exists()
+    assert not list((cache.root / ".work").iterdir())

@@ -192,6 +192,45 @@ def _unwritable(root: Path, error: OSError) -> str:
             f"--cache")
 
 
+@contextlib.contextmanager
+def _key_lock(path: Path, key: str, root: Path, on_wait: Callable[[str], None] | None) -> Iterator[bool]:
+    """Lock ``path`` (``flock``, created if absent), yielding True once held, removing it on release. With
+    ``on_wait`` None it does not wait: it yields False when another process holds the lock. Where there is no
+    ``fcntl`` (Windows) it yields True without locking."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield True
+        return
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if on_wait is None:
+                os.close(fd)
+                yield False
+                return
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            on_wait(f"{key} is being computed by {holder} sharing the cache {root}; waiting for it to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed (or a later one replaced) the file while we waited: lock the current one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
 def _announce_wait(message: str) -> None:
     """A wait the user must see (stderr; the progress of reproduce and sweep only logs) and the log."""
     log.warning("%s", message)
@@ -320,42 +359,18 @@ class Cache:
         except OSError as e:
             raise ConfigError(_unwritable(self.root, e)) from None
 
+    def _lock_path(self, key: str) -> Path:
+        return self.root / ".work" / f"{self.path(key).name}.lock"
+
     @contextlib.contextmanager
     def computing(self, key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
         """Hold ``<root>/.work/<key>.lock`` while computing ``key``: a second process computing the same key (a
         shared cache) waits here, announced by ``on_wait(message)``, instead of training into the same work folder
         and deleting it under the first one. The lock is an ``flock``, released if the holder dies; the holder
         removes the file, and a waiter that wakes to a removed or replaced file locks the new one (no two holders)."""
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no lock
+        with _key_lock(self._lock_path(key), key, self.root, on_wait or _announce_wait) as held:
+            assert held
             yield
-            return
-        path = self.root / ".work" / f"{self.path(key).name}.lock"
-        while True:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-                (on_wait or _announce_wait)(f"{key} is being computed by {holder} sharing the cache {self.root}; "
-                                            f"waiting for it to finish")
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)  # the holder removed (or a later one replaced) the file while we waited: lock the current
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            os.close(fd)
 
     def work_dir(self, key: str) -> Path:
         """``<root>/.work/<key>``: the checkpoints of an unfinished run of ``key`` (whether or not it exists)."""
@@ -388,7 +403,9 @@ class Cache:
     def clean_stale(self) -> int:
         """Remove ``.tmp-<pid>-*`` folders whose writing process is gone (left by a killed run), and the work
         folders (:meth:`work_dir`) of keys whose entry exists (a run killed between storing its result and removing
-        its checkpoints); return how many. Work folders of unfinished keys are kept: they are what a rerun resumes."""
+        its checkpoints) and the lock files killed runs left (:meth:`computing`); return how many. Work folders of
+        unfinished keys are kept: they are what a rerun resumes. Nothing a live process is computing is touched
+        (a ``--force`` run of a key whose entry exists holds its lock)."""
         removed = 0
         if not self.root.is_dir():
             return removed
@@ -398,10 +415,16 @@ class Cache:
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         work = self.root / ".work"
-        for folder in work.iterdir() if work.is_dir() else ():
-            if (self.root / folder.name / MANIFEST).is_file():
-                shutil.rmtree(folder, ignore_errors=True)
-                removed += 1
+        for folder in sorted(work.iterdir()) if work.is_dir() else ():
+            lock = folder.name.endswith(".lock")
+            key = folder.name.removesuffix(".lock")
+            finished = folder.is_dir() and (self.root / key / MANIFEST).is_file()
+            if not (finished or (lock and folder.is_file())) or not key or key.startswith("."):
+                continue  # an unfinished key's checkpoints, or a lock file removed since the listing
+            with _key_lock(self._lock_path(key), key, self.root, None) as idle:
+                if idle and folder.is_dir():
+                    shutil.rmtree(folder, ignore_errors=True)
+                removed += idle  # a lock file: released (and removed) on leaving the block
         return removed
 
 
