@@ -7,7 +7,7 @@ STAMP := $(VENV)/.flowvar-installed
 OUT ?= runs
 JOBS ?= 2
 
-.PHONY: setup test lint browser reproduce clean
+.PHONY: setup test lint browser reproduce clean gpu-wheels
 
 setup: $(STAMP)
 
@@ -51,6 +51,13 @@ browser:
 
 reproduce: setup
 	$(BIN)/flowvar reproduce --quick --out $(OUT) --jobs $(JOBS)
+
+# The lent GPU machines have PyTorch (Python 3.12) but no network and no POT or torchcfm: their wheels, fetched here
+# into the git-ignored .whl/, travel with the device tool's `carry` (benchmarks/gpu_session.sh installs them there).
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl -c constraints.txt POT torchcfm
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

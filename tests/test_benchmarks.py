@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["exact_ot", "cfm_step", "gradvar", "sweep_overhead", "audit_cost", "audit_calibration"]
+SCRIPTS = ["exact_ot", "cfm_step", "gradvar", "gradvar_gpu", "sweep_overhead", "audit_cost", "audit_calibration"]
 
 
 def _digest(path: Path) -> str:
@@ -60,6 +60,34 @@ def test_quick_run_prints_its_section_with_the_command(quick_sections: dict[str,
     assert "\n## " in section
     assert f"Command: `python benchmarks/{name}.py --quick" in section
     assert "Machine:" in section and "torch 2." in section
+
+
+def test_gradvar_gpu_quick_measures_every_family_in_both_precisions_exactly(quick_sections: dict[str, str]) -> None:
+    """The GPU benchmark's smoke run (on the CPU here): every model family × precision × method has a row, the
+    engine's trace agrees with the per-sample loop, and the OT share is a percentage."""
+    import re
+
+    section = quick_sections["gradvar_gpu"]
+    rows = _table_rows(section, "model")
+    cells = {(r["model"], r["precision"], r["method"]) for r in rows}
+    for model in ("UNet", "DiT", "`nn.TransformerEncoderLayer`", "MLP d=2"):
+        for precision in ("float32", "bf16 autocast"):
+            assert {(model, precision, m) for m in ("plain", "flowvar trace", "flowvar elementwise")} <= cells
+    agreement = re.search(r"Agreement of the engine's trace with a per-sample loop.*?: (.*)\.\n", section)
+    assert agreement is not None
+    values = [float(part.rsplit(": ", 1)[1]) for part in agreement.group(1).split(", ")]
+    assert len(values) == 4 and max(values) < 1e-5, agreement.group(1)
+    ot = _table_rows(section, "batch")
+    assert len(ot) == 2 and all(r["share"].endswith("%") for r in ot)
+
+
+def test_gradvar_gpu_without_a_gpu_refuses_the_full_run_in_one_line() -> None:
+    if __import__("torch").cuda.is_available():
+        pytest.skip("a GPU is visible: the full run would run")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gradvar_gpu.py"), "--no-write"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "no" in proc.stderr and "--quick" in proc.stderr
 
 
 def test_exact_ot_quick_every_exact_method_reaches_the_optimum(quick_sections: dict[str, str]) -> None:
