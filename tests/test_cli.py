@@ -206,3 +206,23 @@ def test_sigterm_ends_flowvar_run_like_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert not list(out.glob(".fig4.*")) and not (out / "fig4").exists()
+
+
+def test_flowvar_warnings_print_as_one_line_and_others_keep_their_location(capsys, monkeypatch):
+    """Under the CLI a warning raised from flowvar's own code reads ``flowvar: warning: ...`` (one line, no source
+    line from inside the package); a third-party warning goes to the previous handler unchanged (Python's
+    ``path:line: Category`` format)."""
+    import warnings
+
+    import flowvar.data
+    from flowvar.cli import _flowvar_warnings_on_one_line
+
+    passed_on = []
+    monkeypatch.setattr(warnings, "showwarning", lambda *args: passed_on.append(args))
+    previous = warnings.showwarning
+    with _flowvar_warnings_on_one_line():
+        warnings.showwarning("3 of the 4 images are smaller\nthan 16x16", UserWarning, flowvar.data.__file__, 1)
+        warnings.showwarning("elsewhere", DeprecationWarning, "/somewhere/else/lib.py", 7)
+    assert capsys.readouterr().err == "flowvar: warning: 3 of the 4 images are smaller\\nthan 16x16\n"
+    assert passed_on == [("elsewhere", DeprecationWarning, "/somewhere/else/lib.py", 7, None, None)]
+    assert warnings.showwarning is previous  # restored on exit

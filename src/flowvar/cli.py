@@ -6,10 +6,13 @@ Errors the user can fix print one line ``flowvar: error: ...`` and exit with sta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -500,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     from flowvar.runner import sigterm_as_interrupt
 
     try:
-        with sigterm_as_interrupt():  # SIGTERM (timeout, CI cancellation, kill) takes Ctrl-C's clean path
+        with sigterm_as_interrupt(), _flowvar_warnings_on_one_line():  # SIGTERM takes Ctrl-C's clean path
             code = app(args=argv, prog_name="flowvar", standalone_mode=False)
     except FlowvarError as e:
         _error_line(str(e))
@@ -519,6 +522,28 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # Typer ends some commands with SystemExit(code)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return code if isinstance(code, int) else 0
+
+
+@contextlib.contextmanager
+def _flowvar_warnings_on_one_line() -> Iterator[None]:
+    """flowvar's own warnings (a loader upsampling small images, unscaled-looking pixels) as ``flowvar: warning:
+    MESSAGE`` lines, as its errors are, instead of Python's two-line ``path:line: UserWarning`` format with a source
+    line from inside flowvar; other libraries' warnings keep Python's format (their location helps their users)."""
+    package = str(Path(__file__).resolve().parent)
+    previous = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
+             line: str | None = None) -> None:
+        if str(Path(filename).resolve()).startswith(package):
+            print(f"flowvar: warning: {printable(str(message))}", file=file or sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def _error_line(message: str) -> None:
