@@ -153,6 +153,10 @@ def test_an_unwritable_cache_is_one_line_naming_it_before_anything_runs(tmp_path
     with pytest.raises(ConfigError, match=r"cannot write to the cache folder .*file/cache: .*choose another --cache"):
         run_cached("prop1", tmp_path / "out", cache, quick=True, overrides=TINY)
     assert not (tmp_path / "out").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / ".work").write_text("a file where the work folders go")
+    with pytest.raises(ConfigError, match=r"cannot write to the cache folder .*other \(\.work: .*\); make it writable"):
+        run_cached("prop1", tmp_path / "out", Cache(tmp_path / "other"), quick=True, overrides=TINY)
 
     summary = reproduce(Options(out=tmp_path / "rep", quick=True, only=["prop1"], cache_dir=blocker / "cache",
                                 quiet=True, overrides={"prop1": TINY}))

@@ -187,9 +187,10 @@ def default_root() -> Path:
     return Path(base) / "flowvar"
 
 
-def _unwritable(root: Path, error: OSError) -> str:
-    return (f"cannot write to the cache folder {root}: {error.strerror or error}; make it writable or choose another "
-            f"--cache")
+def _unwritable(root: Path, error: OSError, folder: Path | None = None) -> str:
+    where = f" ({folder.name}: {error.strerror or error})" if folder is not None and folder != root else \
+        f": {error.strerror or error}"
+    return f"cannot write to the cache folder {root}{where}; make it writable or choose another --cache"
 
 
 @contextlib.contextmanager
@@ -351,13 +352,13 @@ class Cache:
     def check_writable(self) -> None:
         """Fail with one line (:class:`ConfigError` naming the folder and the fix) unless new entries and work
         folders can be written here: checked before a computation starts, not after it has run."""
-        try:
-            for folder in (self.root, self.root / ".work"):
+        for folder in (self.root, self.root / ".work"):
+            try:
                 folder.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryFile(dir=folder):
                     pass
-        except OSError as e:
-            raise ConfigError(_unwritable(self.root, e)) from None
+            except OSError as e:
+                raise ConfigError(_unwritable(self.root, e, folder)) from None
 
     def _lock_path(self, key: str) -> Path:
         return self.root / ".work" / f"{self.path(key).name}.lock"

@@ -263,7 +263,8 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     payload = buffer.getvalue()
     final = directory / CHECKPOINT_NAME
     atomic_write_bytes(final, CHECKPOINT_MAGIC + hashlib.sha256(payload).digest() + payload, what="the checkpoint",
-                       remedy="the previous checkpoint is kept; free space or choose another checkpoint_dir")
+                       remedy="the previous checkpoint is kept; free space, make the folder writable or choose "
+                              "another checkpoint_dir")
     return final
 
 
