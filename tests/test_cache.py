@@ -247,3 +247,14 @@ def test_clean_stale_spares_a_key_being_computed_and_removes_lock_files_of_kille
         thread.join(30)
     assert cache.clean_stale() == 1 and not cache.work_dir(busy).exists()
     assert not list((cache.root / ".work").iterdir())
+
+
+def test_an_entry_is_a_normal_folder_others_sharing_the_cache_can_read(prop1_run: tuple[Path, str],
+                                                                       tmp_path: Path) -> None:
+    """Entries are staged in mkdtemp folders, which are private (0700): once stored, an entry has the permissions of
+    any folder the user makes, so a cache shared between users (a group folder) serves everyone."""
+    from flowvar.results import current_umask
+
+    root, key = prop1_run
+    entry = Cache(tmp_path / "shared").store(key, root / key)
+    assert entry.stat().st_mode & 0o777 == 0o777 & ~current_umask()

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from flowvar.errors import ConfigError, DataError
-from flowvar.results import Result, atomic_write_text, staged_folder, to_jsonable
+from flowvar.results import Result, atomic_write_text, current_umask, staged_folder, to_jsonable
 
 CACHE_FORMAT = 1
 MANIFEST = "cache.json"
@@ -325,6 +325,7 @@ class Cache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=self.root))
+            os.chmod(tmp, 0o777 & ~current_umask())  # an entry is a normal folder (mkdtemp makes it private, 0700)
         except OSError as e:
             raise ConfigError(_unwritable(self.root, e)) from None
         try:
