@@ -258,3 +258,22 @@ def test_an_entry_is_a_normal_folder_others_sharing_the_cache_can_read(prop1_run
     root, key = prop1_run
     entry = Cache(tmp_path / "shared").store(key, root / key)
     assert entry.stat().st_mode & 0o777 == 0o777 & ~current_umask()
+
+
+def test_a_file_in_place_of_an_entry_is_reported_removed_and_recomputed(prop1_run: tuple[Path, str],
+                                                                        tmp_path: Path) -> None:
+    """Garbage where an entry's folder goes (a file, a dangling link) is a corrupted entry like any other: reported,
+    removed, recomputed (it was a miss, then a raw NotADirectoryError when the new entry was stored, every run)."""
+    _, key = prop1_run
+    cache = Cache(tmp_path / "cache")
+    cache.root.mkdir()
+    cache.path(key).write_text("garbage")
+    reasons: list[str] = []
+    run = run_cached("prop1", tmp_path / "out", cache, quick=True, overrides=TINY,
+                     on_corrupt=lambda k, reason: reasons.append(reason))
+    assert reasons == ["not a folder"] and not run.hit and run.corrupted == "not a folder"
+    assert cache.check(key) == (cache.path(key), None)
+    cache.discard(key)
+    cache.path(key).symlink_to(tmp_path / "nowhere")
+    assert cache.lookup(key, on_corrupt=lambda k, reason: reasons.append(reason)) is None
+    assert reasons[-1] == "not a folder" and not cache.path(key).is_symlink()

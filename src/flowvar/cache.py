@@ -232,6 +232,15 @@ def _key_lock(path: Path, key: str, root: Path, on_wait: Callable[[str], None] |
         os.close(fd)
 
 
+def _remove(path: Path) -> None:
+    """Delete a folder tree, or the file or link in its place; nothing if absent."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def _announce_wait(message: str) -> None:
     """A wait the user must see (stderr; the progress of reproduce and sweep only logs) and the log."""
     log.warning("%s", message)
@@ -268,7 +277,7 @@ class Cache:
         """``(entry, None)`` for a valid entry, ``(None, None)`` for none, ``(None, reason)`` for a corrupted one."""
         entry = self.path(key)
         if not entry.is_dir():
-            return None, None
+            return None, ("not a folder" if entry.exists() or entry.is_symlink() else None)
         try:
             manifest = json.loads((entry / MANIFEST).read_text())
         except (OSError, ValueError) as e:
@@ -339,8 +348,7 @@ class Cache:
                         "inputs": inputs or {}, "files": _tree_digests(tmp)}
             atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
             final = self.path(key)
-            if final.exists():
-                shutil.rmtree(final)
+            _remove(final)
             try:
                 tmp.rename(final)
             except OSError:  # another process stored the same key in between: keep its entry
@@ -379,8 +387,8 @@ class Cache:
         return self.root / ".work" / self.path(key).name
 
     def discard(self, key: str) -> None:
-        """Delete an entry (no error if absent)."""
-        shutil.rmtree(self.path(key), ignore_errors=True)
+        """Delete an entry (no error if absent), or whatever else is in its place (a file, a link)."""
+        _remove(self.path(key))
 
     def entries(self) -> list[dict[str, Any]]:
         """The manifests of every entry (unreadable ones skipped), oldest first."""
