@@ -126,6 +126,17 @@ def test_force_recomputes_from_scratch_and_an_uncached_run_writes_no_checkpoints
     assert not list((tmp_path / "plain").rglob("checkpoint.pt"))
 
 
+def test_a_file_in_place_of_the_work_folder_is_removed_not_trained_into(tmp_path: Path) -> None:
+    """Garbage where a key's work folder goes held up every rerun: the first checkpoint write failed ("Not a
+    directory") after a whole training. It holds nothing to resume, so it is removed and the run goes on."""
+    cache = Cache(tmp_path / "cache")
+    key = cache_key("table1", build_config(get_experiment("table1"), overrides=TINY), False)
+    cache.work_dir(key).parent.mkdir(parents=True)
+    cache.work_dir(key).write_text("garbage")
+    run = run_cached("table1", tmp_path / "out", cache, overrides=TINY)
+    assert not run.hit and run.key == key and not cache.work_dir(key).exists()
+
+
 def test_clean_stale_removes_the_work_folders_of_finished_keys_only(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     finished, unfinished = "table1-0000000000000001", "table1-0000000000000002"

@@ -519,6 +519,9 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
             entry = None if force else cache.lookup(key, on_corrupt=corrupt)
             if entry is None:
                 work = cache.work_dir(key)
+                if work.exists() and not work.is_dir():  # garbage where the checkpoints go: nothing to resume
+                    log.warning("%s is not a folder of checkpoints: removed", work)
+                    _remove(work)
                 if force:
                     shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included
                 result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress, work_dir=work)
