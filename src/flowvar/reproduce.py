@@ -281,7 +281,8 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
             log.info("removed %s, left by a run killed while writing it", tmp.name)
         removed = cache.clean_stale()
         if removed:
-            log.info("removed %d unfinished cache entries left by an interrupted run", removed)
+            log.info("removed %d leftovers of interrupted runs from the cache (staging folders, work folders of "
+                     "stored results, lock files)", removed)
         commit = git_commit()  # the commit the run started from (its code was read then), not the one at its end
         outcomes: dict[str, Outcome] = {o.name: o for o in broken}
         progress = Progress(tasks + [Task(o.name, "", 0.0, {}) for o in broken], options.jobs, options.quiet, stream)
