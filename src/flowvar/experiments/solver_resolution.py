@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -70,7 +69,7 @@ from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers, status_verdict
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
-from flowvar.results import Precondition
+from flowvar.results import Precondition, atomic_write_bytes
 from flowvar.train import CHECKPOINT_NAME, train_cfm
 
 RK_METHODS: tuple[str, ...] = ("midpoint", "rk4")
@@ -387,7 +386,8 @@ def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, ct
         folder = workdir / f"sigma={sigma}" / f"steps={steps}"
         if previous is not None and not (folder / CHECKPOINT_NAME).is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(previous / CHECKPOINT_NAME, folder / CHECKPOINT_NAME)  # continue the previous length
+            # continue the previous length; atomically: a copy cut off by a kill would be a corrupt checkpoint
+            atomic_write_bytes(folder / CHECKPOINT_NAME, (previous / CHECKPOINT_NAME).read_bytes(), what="checkpoint")
         res = train_cfm(model, coupling, sigma, steps=steps, batch_size=config.batch_size, lr=config.lr,
                         seed=ctx.derive_seed("batches"), progress=ctx.progress, checkpoint_dir=folder,
                         checkpoint_every=ctx.checkpoint_every(steps))
