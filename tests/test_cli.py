@@ -226,3 +226,20 @@ def test_flowvar_warnings_print_as_one_line_and_others_keep_their_location(capsy
     assert capsys.readouterr().err == "flowvar: warning: 3 of the 4 images are smaller\\nthan 16x16\n"
     assert passed_on == [("elsewhere", DeprecationWarning, "/somewhere/else/lib.py", 7, None, None)]
     assert warnings.showwarning is previous  # restored on exit
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_run_interrupted_says_what_is_kept_and_exits_130(tmp_path, capsys, monkeypatch, cached):
+    import flowvar.cache
+    import flowvar.experiments.base
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowvar.cache if cached else flowvar.experiments.base,
+                        "run_cached" if cached else "run_experiment", interrupted)
+    argv = ["run", "prop1", "--quick", "--out", str(tmp_path / "out")]
+    code = main(argv + (["--cache", str(tmp_path / "cache")] if cached else []))
+    err = capsys.readouterr().err
+    assert code == 130 and err.count("\n") == 1 and err.startswith("flowvar: interrupted")
+    assert ("rerun the same command" in err) if cached else ("--cache DIR" in err)

@@ -90,13 +90,24 @@ def run_cmd(
         def warn(key: str, reason: str) -> None:
             typer.echo(f"flowvar: warning: cached result {key} is corrupted ({reason}); recomputing it", err=True)
 
-        run = run_cached(experiment, out, Cache(cache), quick=quick, seed=seed,
-                         overrides=parse_overrides(overrides or []), config_file=config_file, progress=progress,
-                         on_corrupt=warn)
+        try:
+            run = run_cached(experiment, out, Cache(cache), quick=quick, seed=seed,
+                             overrides=parse_overrides(overrides or []), config_file=config_file, progress=progress,
+                             on_corrupt=warn)
+        except KeyboardInterrupt:
+            typer.echo("flowvar: interrupted; its trainings checkpoint into the cache: rerun the same command to "
+                       "continue", err=True)
+            raise typer.Exit(130) from None
         result, hit = run.result, run.hit
     else:
-        result = run_experiment(experiment, out, quick=quick, seed=seed, overrides=parse_overrides(overrides or []),
-                                progress=progress, config_file=config_file)
+        try:
+            result = run_experiment(experiment, out, quick=quick, seed=seed,
+                                    overrides=parse_overrides(overrides or []), progress=progress,
+                                    config_file=config_file)
+        except KeyboardInterrupt:
+            typer.echo("flowvar: interrupted; without --cache nothing of this run is kept (run with --cache DIR to "
+                       "make an interrupted run resumable)", err=True)
+            raise typer.Exit(130) from None
     how = f"cache hit (computed earlier in {result.runtime_s:.1f} s)" if hit else f"in {result.runtime_s:.1f} s"
     typer.echo(f"{experiment}: {len(result.claims)} claims {how} -> {out / experiment}")
     for c in result.claims:
