@@ -33,7 +33,8 @@ LAYERS: list[tuple[str, list[str]]] = [
         "flowvar.experiments.config", "flowvar.experiments._*", "flowvar.cache",
         "flowvar.report", "flowvar.report.*"]),
     ("applications: the experiments, the runner, reproduce, sweep, advise, audit", [
-        "flowvar.experiments.*", "flowvar.runner", "flowvar.reproduce", "flowvar.sweep", "flowvar.sweep.*",
+        "flowvar.experiments.*", "flowvar.runner", "flowvar.reproduce", "flowvar.cache_admin", "flowvar.sweep",
+        "flowvar.sweep.*",
         "flowvar.advise", "flowvar.audit", "flowvar.audit.*", "flowvar.integrations", "flowvar.integrations.*"]),
     ("front: the command line and the package root", ["flowvar.cli", "flowvar"]),
 ]

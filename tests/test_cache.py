@@ -20,6 +20,7 @@ from flowvar.cache import (
     source_digest,
     store,
 )
+from flowvar.cache_admin import prune, survey
 from flowvar.cli import main
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import build_config, get_experiment
@@ -277,3 +278,206 @@ def test_a_file_in_place_of_an_entry_is_reported_removed_and_recomputed(prop1_ru
     cache.path(key).symlink_to(tmp_path / "nowhere")
     assert cache.lookup(key, on_corrupt=lambda k, reason: reasons.append(reason)) is None
     assert reasons[-1] == "not a folder" and not cache.path(key).is_symlink()
+
+
+# ------------------------------------------------------------------------------------ flowvar cache list / prune
+
+def _files(root: Path) -> dict[str, int]:
+    """Every file under root (relative path → size): the whole state of a cache folder."""
+    return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _change_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edit a library module, as far as code versions can tell: every experiment's code version moves."""
+    import flowvar.cache as cache_module
+
+    sources = dict(cache_module._sources())
+    sources["gaussian.py"] = sources.get("gaussian.py", b"") + b"\n# edited"
+    monkeypatch.setattr(cache_module, "_sources", lambda: dict(sources))
+
+
+def _unfinished(cache: Cache, n_samples: int, checkpoint_bytes: int) -> str:
+    """A work folder of prop1 made the way run_cached makes one (with its inputs.json), holding a checkpoint."""
+    config = build_config(get_experiment("prop1"), quick=True, overrides={"n_samples": str(n_samples)})
+    key = cache_key("prop1", config, True)
+    work = cache.start_work(key, key_inputs("prop1", config, True))
+    (work / "seed=0").mkdir()
+    (work / "seed=0" / "checkpoint.pt").write_bytes(b"x" * checkpoint_bytes)
+    return key
+
+
+@pytest.fixture()
+def mixed_cache(prop1_run: tuple[Path, str], tmp_path: Path) -> tuple[Cache, str, str, str]:
+    """A cache with one entry (current code), the work folder of an interrupted run of current code, and a work
+    folder without inputs.json (as older flowvar made them): (cache, entry key, resumable key, unknown key)."""
+    root, key = prop1_run
+    cache = Cache(tmp_path / "cache")
+    cache.store(key, root / key, Cache(root).manifest(key)["inputs"])
+    resumable = _unfinished(cache, 200, 3000)
+    unknown = "fig4-00000000000000ff"
+    (cache.work_dir(unknown) / "d=2").mkdir(parents=True)
+    (cache.work_dir(unknown) / "d=2" / "checkpoint.pt").write_bytes(b"y" * 5000)
+    return cache, key, resumable, unknown
+
+
+def test_survey_tells_current_from_outdated_and_sizes_add_up(mixed_cache: tuple[Cache, str, str, str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    cache, key, resumable, unknown = mixed_cache
+    seen = survey(cache)
+    status = {i.name: i.status for i in seen.items}
+    assert status == {key: "current", resumable: "resumable", unknown: "unknown origin"}
+    [entry] = seen.entries
+    assert entry.experiment == "prop1" and entry.quick is True and not entry.locked
+    assert entry.age_s is not None and 0 <= entry.age_s < 600
+    for item in seen.items:  # each size is its files' bytes, and the total their sum
+        assert item.size == sum(_files(item.path).values())
+    assert seen.size == sum(i.size for i in seen.items) == sum(
+        size for rel, size in _files(cache.root).items() if not rel.endswith(".lock"))
+    assert [i for i in seen.items if i.prunable()] == []  # nothing is outdated yet
+
+    _change_the_code(monkeypatch)
+    status = {i.name: i.status for i in survey(cache).items}
+    assert status == {key: "outdated", resumable: "outdated", unknown: "unknown origin"}
+
+
+def test_prune_removes_what_current_code_never_uses_and_dry_run_nothing(
+        mixed_cache: tuple[Cache, str, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    cache, key, resumable, unknown = mixed_cache
+    fresh = _unfinished(cache, 250, 1000)
+    _change_the_code(monkeypatch)
+    current = _unfinished(cache, 260, 700)  # made by the changed code: resumable
+    before = _files(cache.root)
+
+    dry = prune(cache, dry_run=True)
+    assert _files(cache.root) == before  # a dry run removes nothing
+    assert {i.name for i in dry.removed} == {key, resumable, fresh}
+    assert dry.freed == sum(i.size for i in dry.removed) > 0
+
+    report = prune(cache)
+    assert {i.name for i in report.removed} == {key, resumable, fresh} and report.freed == dry.freed
+    assert not report.kept and not report.failed
+    assert not cache.path(key).exists() and not cache.work_dir(resumable).exists()
+    assert cache.work_dir(unknown).is_dir() and cache.work_dir(current).is_dir()  # kept without --all-work
+    after = _files(cache.root)
+    assert sum(before.values()) - sum(after.values()) == report.freed  # the space freed is what went
+    assert not [p for p in cache.root.iterdir() if p.name.startswith(".tmp-")]  # nothing left half-deleted
+
+    everything = prune(cache, all_work=True)
+    assert {i.name for i in everything.removed} == {unknown, current}
+    assert not any((cache.root / ".work").iterdir())
+    assert prune(cache).removed == []
+
+
+def test_a_locked_key_is_never_pruned(mixed_cache: tuple[Cache, str, str, str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key another process computes (its lock held: a thread stands for the process, flock conflicts within one
+    process too) is listed as locked and kept, its entry and its work folder, even with --all-work."""
+    import threading
+
+    cache, key, resumable, unknown = mixed_cache
+    _change_the_code(monkeypatch)
+    (cache.work_dir(key) / "seed=0").mkdir(parents=True)  # a --force run of the outdated key's work folder
+    holding, done = threading.Event(), threading.Event()
+
+    def computing(k: str) -> None:
+        with cache.computing(k):
+            holding.set()
+            done.wait(30)
+
+    threads = [threading.Thread(target=computing, args=(k,)) for k in (key, resumable)]
+    try:
+        for t in threads:
+            holding.clear()
+            t.start()
+            assert holding.wait(30)
+        seen = survey(cache)
+        assert {(i.kind, i.name): i.locked for i in seen.items} == {
+            ("entry", key): True, ("work", key): True, ("work", resumable): True, ("work", unknown): False}
+        report = prune(cache, all_work=True)
+        assert {i.name for i in report.removed} == {unknown}
+        assert {(i.kind, i.name) for i, why in report.kept if why == "being computed"} == {
+            ("entry", key), ("work", key), ("work", resumable)}
+        assert cache.path(key).is_dir() and cache.work_dir(key).is_dir() and cache.work_dir(resumable).is_dir()
+    finally:
+        done.set()
+        for t in threads:
+            t.join(30)
+    assert {i.name for i in prune(cache).removed} == {key, resumable}  # once released, they go
+
+
+def test_staging_folders_of_killed_runs_go_those_being_written_stay(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    dead, alive = tmp_path / ".tmp-999999999-abc", tmp_path / f".tmp-{os.getpid()}-abc"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "result.json").write_text("{}")
+    assert {i.name: i.status for i in survey(cache).staging} == {dead.name: "left by a killed run",
+                                                                  alive.name: "being written"}
+    report = prune(cache)
+    assert [i.name for i in report.removed] == [dead.name] and report.freed == 2
+    assert alive.is_dir() and not dead.exists()
+
+
+def test_run_cached_records_the_key_inputs_in_the_work_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The work folder of an interrupted run says which code made it (inputs.json: the key's inputs), so `flowvar
+    cache` reports it resumable; a run stopped before its first checkpoint leaves no folder behind."""
+    import flowvar.experiments.base as base
+
+    cache = Cache(tmp_path / "cache")
+    config = build_config(get_experiment("prop1"), quick=True, overrides=TINY)
+    key = cache_key("prop1", config, True)
+
+    def interrupted(name: str, out_dir: Path, **kwargs: object) -> None:
+        work = kwargs["work_dir"]
+        assert isinstance(work, Path) and json.loads((work / "inputs.json").read_text()) == json.loads(
+            json.dumps(key_inputs("prop1", config, True)))
+        (work / "seed=0").mkdir()  # one training checkpointed, then Ctrl-C
+        (work / "seed=0" / "checkpoint.pt").write_bytes(b"z")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "run_experiment", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_cached("prop1", tmp_path / "out", cache, quick=True, overrides=TINY)
+    [work] = survey(cache).work
+    assert work.name == key and work.status == "resumable" and work.quick is True
+
+    def early(name: str, out_dir: Path, **kwargs: object) -> None:
+        raise RuntimeError("stopped before any checkpoint")
+
+    monkeypatch.setattr(base, "run_experiment", early)
+    with pytest.raises(RuntimeError):
+        run_cached("prop1", tmp_path / "out", cache, quick=True, overrides={**TINY, "n_samples": "200"})
+    assert [i.name for i in survey(cache).work] == [key]  # the second run's empty folder is gone
+
+
+def test_cache_cli_list_prune_and_errors(mixed_cache: tuple[Cache, str, str, str], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    cache, key, resumable, unknown = mixed_cache
+    broken = cache.root / "prop1-00000000000000ee"
+    broken.mkdir()
+    (broken / MANIFEST).write_text("{")
+    (cache.root / "not-an-entry").mkdir()
+    assert main(["cache", "list", "--cache", str(cache.root)]) == 0
+    out = capsys.readouterr().out
+    line = {name: next(x for x in out.splitlines() if x.strip().startswith(name)) for name in
+            (key, resumable, unknown, broken.name)}
+    assert "prop1" in line[key] and "quick" in line[key] and "current" in line[key]
+    assert "resumable" in line[resumable] and "unknown origin" in line[unknown]
+    assert "unreadable" in line[broken.name]
+    assert "total " in out and "would free" in out and "1 folder here without cache.json" in out
+
+    assert main(["cache", "prune", "--cache", str(cache.root), "--dry-run", "--all-work"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run" in out and "--all-work: removing every work folder" in out
+    assert f"would remove work folder {resumable}" in out and f"would remove work folder {unknown}" in out
+    assert cache.work_dir(resumable).is_dir()
+    assert main(["cache", "prune", "--cache", str(cache.root)]) == 0
+    assert "freed 0 B (0 folders): nothing to prune" in capsys.readouterr().out
+    assert broken.is_dir() and (cache.root / "not-an-entry").is_dir()  # unreadable entries and foreign folders stay
+
+    assert main(["cache", "list", "--cache", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flowvar: error: no cache folder") and "--cache" in err and len(err.splitlines()) == 1
+    (tmp_path / "file").write_text("x")
+    assert main(["cache", "prune", "--cache", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -11,8 +11,9 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
   ``config.py``, ``__init__.py``, ``_*.py``) and the experiment's own module (no experiment imports another, so no
   import parsing is needed). Editing any library module invalidates every entry (conservative: experiments compose
   many library modules); adding or editing *another* experiment does not. The front end (:data:`FRONT_END`: the CLI,
-  the runner, reproduce, sweep, advise, the report, the audit, this cache) does not count: it launches experiments
-  and renders reports but computes nothing an experiment reports. Nor do the YAML files: the values they hold are in
+  the runner, reproduce, sweep, advise, the report, the audit, this cache and its housekeeping,
+  :mod:`flowvar.cache_admin`) does not count: it launches experiments and renders reports but computes nothing an
+  experiment reports. Nor do the YAML files: the values they hold are in
   the effective config. Sources are read once per process, so one run uses one code version;
 * the torch version and the torch thread count of the run (the last digits of a training run depend on the
   reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp).
@@ -23,9 +24,10 @@ Layout. One folder per entry, ``<root>/<key>/``: the experiment's output files (
 figures) and ``cache.json``, a manifest with the key's inputs, the creation time, the runtime and the SHA-256 of
 every file. An entry is written into ``<root>/.tmp-<pid>-*`` and renamed into place when complete, so an entry
 either exists whole or not at all. ``<root>/.work/<key>/`` holds the training checkpoints of a run of ``key`` that
-has not finished (:meth:`Cache.work_dir`): an interrupted run resumes from them, and they are removed when the entry is
-stored; ``<root>/.work/<key>.lock`` is held while a process computes ``key``, so a second process computing it in the
-same cache waits and then uses the stored entry (:meth:`Cache.computing`). :meth:`Cache.lookup` re-hashes every
+has not finished (:meth:`Cache.work_dir`) and ``inputs.json``, the key's inputs (:meth:`Cache.start_work`): an
+interrupted run resumes from them, and they are removed when the entry is stored; ``<root>/.work/<key>.lock`` is
+held while a process computes ``key``, so a second process computing it in the same cache waits and then uses the
+stored entry (:meth:`Cache.computing`). :meth:`Cache.lookup` re-hashes every
 file and reloads ``result.json``; an entry that fails any check (edited, truncated, a file missing) is reported,
 deleted and treated as a miss: a corrupted result is recomputed, never trusted.
 """
@@ -49,15 +51,18 @@ from pathlib import Path
 from typing import Any
 
 from flowvar.errors import ConfigError, DataError
-from flowvar.results import Result, atomic_write_text, current_umask, staged_folder, to_jsonable
+from flowvar.results import Result, atomic_write_bytes, atomic_write_text, current_umask, staged_folder, to_jsonable
 
 CACHE_FORMAT = 1
 MANIFEST = "cache.json"
+WORK_INPUTS = "inputs.json"
+"""The key's inputs (:func:`key_inputs`, code version included) in its work folder, written when the folder is made:
+``flowvar cache`` reads it to tell whether the current code can still resume the folder."""
 log = logging.getLogger("flowvar.cache")
 
 
-FRONT_END = ("cli.py", "__main__.py", "cache.py", "runner.py", "reproduce.py", "sweep/", "advise.py", "report/",
-             "audit/")
+FRONT_END = ("cli.py", "__main__.py", "cache.py", "cache_admin.py", "runner.py", "reproduce.py", "sweep/", "advise.py",
+             "report/", "audit/")
 """Files (``report/``: folders) that only launch experiments, render reports or audit users' models: not part of any
 experiment's code version."""
 
@@ -160,7 +165,12 @@ def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) 
 def cache_key(name: str, config: Any, quick: bool, threads: int | None = None) -> str:
     """The cache key of running experiment ``name`` with ``config`` (dataclass or dict) in quick or full mode,
     with ``threads`` torch threads (default: the current count; see :func:`key_inputs`)."""
-    canonical = json.dumps(key_inputs(name, config, quick, threads), sort_keys=True, separators=(",", ":"))
+    return _key_of(name, key_inputs(name, config, quick, threads))
+
+
+def _key_of(name: str, inputs: Mapping[str, Any]) -> str:
+    """``<name>-<first 16 hex digits of the SHA-256 of the canonical JSON of inputs>``: the key of those inputs."""
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     return f"{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 
@@ -369,7 +379,9 @@ class Cache:
             except OSError as e:
                 raise ConfigError(_unwritable(self.root, e, folder)) from None
 
-    def _lock_path(self, key: str) -> Path:
+    def lock_path(self, key: str) -> Path:
+        """``<root>/.work/<key>.lock``: the file whose ``flock`` a process computing ``key`` holds
+        (:meth:`computing`)."""
         return self.root / ".work" / f"{self.path(key).name}.lock"
 
     @contextlib.contextmanager
@@ -378,13 +390,37 @@ class Cache:
         shared cache) waits here, announced by ``on_wait(message)``, instead of training into the same work folder
         and deleting it under the first one. The lock is an ``flock``, released if the holder dies; the holder
         removes the file, and a waiter that wakes to a removed or replaced file locks the new one (no two holders)."""
-        with _key_lock(self._lock_path(key), key, self.root, on_wait or _announce_wait) as held:
+        with _key_lock(self.lock_path(key), key, self.root, on_wait or _announce_wait) as held:
             assert held
             yield
 
     def work_dir(self, key: str) -> Path:
         """``<root>/.work/<key>``: the checkpoints of an unfinished run of ``key`` (whether or not it exists)."""
         return self.root / ".work" / self.path(key).name
+
+    def start_work(self, key: str, inputs: Mapping[str, Any]) -> Path:
+        """Make the work folder of ``key`` (:meth:`work_dir`) and record ``inputs`` (:func:`key_inputs`) in it as
+        :data:`WORK_INPUTS`, written atomically; return the folder. The record says which code made the folder, so
+        ``flowvar cache`` can tell the checkpoints current code resumes from those no run will use again."""
+        work = self.work_dir(key)
+        data = json.dumps(to_jsonable(dict(inputs)), indent=1, sort_keys=True).encode()
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            if (work / WORK_INPUTS).is_file() and (work / WORK_INPUTS).read_bytes() == data:
+                return work  # a resumed run: the record is already there
+        except OSError as e:
+            raise ConfigError(_unwritable(self.root, e, work.parent)) from None
+        atomic_write_bytes(work / WORK_INPUTS, data, what="the work folder record",
+                           remedy="free space or choose another --cache")
+        return work
+
+    def _drop_unused_work(self, key: str) -> None:
+        """Remove the work folder of ``key`` if it holds nothing but its record (a run that stopped before its first
+        checkpoint): there is nothing in it to resume."""
+        work = self.work_dir(key)
+        with contextlib.suppress(OSError):
+            if work.is_dir() and {p.name for p in work.iterdir()} <= {WORK_INPUTS}:
+                shutil.rmtree(work, ignore_errors=True)
 
     def discard(self, key: str) -> None:
         """Delete an entry (no error if absent), or whatever else is in its place (a file, a link)."""
@@ -431,7 +467,7 @@ class Cache:
             finished = folder.is_dir() and (self.root / key / MANIFEST).is_file()
             if not (finished or (lock and folder.is_file())) or not key or key.startswith("."):
                 continue  # an unfinished key's checkpoints, or a lock file removed since the listing
-            with _key_lock(self._lock_path(key), key, self.root, None) as idle:
+            with _key_lock(self.lock_path(key), key, self.root, None) as idle:
                 if idle and folder.is_dir():
                     shutil.rmtree(folder, ignore_errors=True)
                 removed += idle  # a lock file: released (and removed) on leaving the block
@@ -524,8 +560,15 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
                     _remove(work)
                 if force:
                     shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included
-                result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress, work_dir=work)
-                entry = cache.store(key, output, key_inputs(name, config, quick))
+                inputs = key_inputs(name, config, quick)
+                cache.start_work(key, inputs)
+                try:
+                    result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress,
+                                            work_dir=work)
+                except BaseException:
+                    cache._drop_unused_work(key)  # an interrupted run keeps its checkpoints, not an empty folder
+                    raise
+                entry = cache.store(key, output, inputs)
                 shutil.rmtree(work, ignore_errors=True)
                 return CachedRun(result, key, False, entry, output, problems[0] if problems else None)
     install(entry, output)

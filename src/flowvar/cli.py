@@ -1,5 +1,5 @@
 """The ``flowvar`` command line: ``reproduce``, ``run``, ``sweep``, ``advise-sigma``, ``audit``, ``list``, ``show``,
-``config``, and ``--version``.
+``config``, ``cache list``/``cache prune``, and ``--version``.
 
 Errors the user can fix print one line ``flowvar: error: ...`` and exit with status 2.
 """
@@ -235,6 +235,70 @@ def sweep_cmd(
     for o in summary.failed:
         typer.echo(f"  FAILED {o.point.label}: {o.error} (see {summary.out / 'sweep.log'})")
     if summary.failed:
+        raise typer.Exit(1)
+
+
+cache_app = typer.Typer(no_args_is_help=True, help=(
+    "See and prune the result cache: what it holds and the space no run of this code will use again.\n\n"
+    "Entries are current (their code version is this installation's for their experiment) or outdated (no run of "
+    "this code looks them up again). Work folders (CACHE/.work/KEY, the checkpoints of interrupted runs) are "
+    "resumable by this code, outdated, stored (their result exists: nothing to resume) or of unknown origin (made by "
+    "an older flowvar). `prune` removes outdated entries, outdated and stored work folders and the staging folders "
+    "of killed runs; --all-work every work folder. A key being computed (locked) is never touched."))
+app.add_typer(cache_app, name="cache")
+
+CacheDirOption = Annotated[Path, typer.Option(
+    "--cache", help="The cache folder (default runs/.cache: flowvar reproduce's with its default --out; a sweep's is "
+                    "OUT/.cache).")]
+CachePluginOption = Annotated[list[str] | None, typer.Option(
+    "--plugin", help="A Python file or module registering experiments (as for `flowvar sweep`): their entries are "
+                     "then judged, not 'unknown experiment' (kept).")]
+
+
+def _load_plugins(plugins: list[str] | None) -> None:
+    from flowvar.experiments.registry import load_plugin
+
+    for plugin in plugins or []:
+        load_plugin(plugin)
+
+
+@cache_app.command("list", help=(
+    "List entries and work folders: code version current or not, size, age, locked; totals.\n\n"
+    "One line per entry (key, experiment, quick/full, current/outdated code, size, age, locked) and per work folder "
+    "(key, size, age, locked, resumable by this code or not), then the totals and what `prune` would free. Reads "
+    "only."))
+def cache_list_cmd(cache: CacheDirOption = Path("runs/.cache"), plugin: CachePluginOption = None) -> None:
+    """``flowvar cache list``: print :func:`flowvar.cache_admin.format_survey` of the cache (help text above)."""
+    from flowvar.cache import Cache
+    from flowvar.cache_admin import format_survey, survey
+
+    _load_plugins(plugin)
+    typer.echo(format_survey(survey(Cache(cache))))
+
+
+@cache_app.command("prune", help=(
+    "Remove outdated entries and work folders no run of this code resumes; print each and the space freed.\n\n"
+    "Removes entries whose code version is not the current one for their experiment, work folders that are outdated "
+    "or whose result is stored, and the staging folders of killed runs. Never a key being computed (its lock is "
+    "held) or an entry being written. Unknown-origin work folders (made by an older flowvar) and those this code "
+    "resumes go only with --all-work. Exit status 1 if a folder could not be removed."))
+def cache_prune_cmd(
+    cache: CacheDirOption = Path("runs/.cache"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed and freed; remove nothing.")
+                       ] = False,
+    all_work: Annotated[bool, typer.Option(
+        "--all-work", help="Also remove the work folders this code would resume and those of unknown origin: "
+                           "those interrupted runs start over.")] = False,
+    plugin: CachePluginOption = None,
+) -> None:
+    """``flowvar cache prune``: :func:`flowvar.cache_admin.prune` and its report (help text above)."""
+    from flowvar.cache import Cache
+    from flowvar.cache_admin import format_prune, prune
+
+    _load_plugins(plugin)
+    report = prune(Cache(cache), dry_run=dry_run, all_work=all_work)
+    typer.echo(format_prune(report))
+    if report.failed:
         raise typer.Exit(1)
 
 

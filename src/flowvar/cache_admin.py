@@ -1,0 +1,519 @@
+"""Housekeeping of a result cache (:mod:`flowvar.cache`): ``flowvar cache list`` and ``flowvar cache prune``.
+
+A cache only grows: entries of older code versions are never looked up again, and the work folders of interrupted
+runs of older code or configs stay. :func:`survey` says what a cache folder holds — each entry with its experiment,
+mode, size, age and whether its code version is the current one for its experiment; each work folder
+(``.work/<key>``) with its size, age, whether another process computes its key now (its lock is held) and whether
+current code can resume it (from its ``inputs.json``, :meth:`flowvar.cache.Cache.start_work`); the staging folders
+(``.tmp-<pid>-*``) — and :func:`prune` removes what no run of this code uses again. "Current" is relative to this
+installation: a cache shared with an older flowvar loses that one's entries.
+
+Reading is all :func:`survey` does. :func:`prune` takes each key's lock (:meth:`flowvar.cache.Cache.computing`)
+while it removes the key's folders, so it never deletes under a process computing the key, and checks under the lock
+that the folder is still what the survey saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowvar.cache import (
+    CACHE_FORMAT,
+    MANIFEST,
+    WORK_INPUTS,
+    Cache,
+    _key_lock,
+    _key_of,
+    _pid_alive,
+    _remove,
+    code_version,
+)
+from flowvar.errors import ConfigError, DataError
+
+ENTRY_STATES = ("current", "outdated", "unknown experiment", "unknown version", "unreadable")
+WORK_STATES = ("resumable", "outdated", "stored", "unknown origin", "unknown experiment")
+STAGING_STATES = ("being written", "left by a killed run")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing in a cache folder: an entry, a work folder (``.work/<key>``) or a staging folder (``.tmp-*``)."""
+
+    kind: str
+    """``entry``, ``work`` or ``staging``."""
+    name: str
+    """The folder's name: the key for entries and work folders."""
+    path: Path
+    size: int
+    """Bytes of its files (links not followed)."""
+    age_s: float | None
+    """Seconds since the entry was stored (its manifest's ``created``), or since a work or staging folder was last
+    written (its newest file); None when unknown."""
+    status: str
+    """One of :data:`ENTRY_STATES`, :data:`WORK_STATES`, :data:`STAGING_STATES`."""
+    experiment: str | None = None
+    quick: bool | None = None
+    locked: bool = False
+    """Another process holds the key's lock (:meth:`Cache.computing`): it is being computed now."""
+    version: str | None = None
+    """The code version recorded with it, if any."""
+    detail: str = ""
+    """Why the status, when it needs saying (an unreadable manifest's error)."""
+
+    def prunable(self, all_work: bool = False) -> bool:
+        """Whether ``prune`` (``all_work``: ``prune --all-work``) removes it, a lock held by another process
+        aside."""
+        if self.kind == "entry":
+            return self.status == "outdated"
+        if self.kind == "work":
+            return all_work or self.status in ("outdated", "stored")
+        return self.status == "left by a killed run"
+
+
+@dataclass
+class Survey:
+    """:func:`survey`: the entries, the work folders and the staging folders of a cache, oldest first within
+    each, and the count of folders in the cache root that are not entries (no ``cache.json``: left alone)."""
+
+    root: Path
+    entries: list[Item]
+    work: list[Item]
+    staging: list[Item]
+    foreign: int = 0
+
+    @property
+    def items(self) -> list[Item]:
+        return [*self.entries, *self.work, *self.staging]
+
+    @property
+    def size(self) -> int:
+        """Total bytes: the sum of every item's size."""
+        return sum(i.size for i in self.items)
+
+
+@dataclass
+class PruneReport:
+    """:func:`prune`: what was removed (or, ``dry_run``, would be), what was kept although prunable and why
+    (being computed, being written), what could not be removed and why, and the bytes freed (the removed items'
+    sizes added up)."""
+
+    root: Path
+    dry_run: bool
+    all_work: bool
+    removed: list[Item]
+    kept: list[tuple[Item, str]]
+    failed: list[tuple[Item, str]]
+
+    @property
+    def freed(self) -> int:
+        return sum(i.size for i in self.removed)
+
+
+def _tree_size(path: Path) -> int:
+    """Bytes of the files under ``path`` (or of ``path``, a file); links are counted as links, never followed."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
+    except OSError:
+        return 0
+    total = 0
+    for folder, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, f)).st_size
+    return total
+
+
+def _newest_mtime(path: Path) -> float | None:
+    """The latest modification time of ``path`` and everything under it (the last checkpoint written)."""
+    try:
+        newest = path.lstat().st_mtime
+    except OSError:
+        return None
+    if path.is_dir() and not path.is_symlink():
+        for folder, dirs, files in os.walk(path):
+            for f in (*dirs, *files):
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(folder, f)).st_mtime)
+    return newest
+
+
+def _created(manifest: Mapping[str, Any]) -> float | None:
+    """The manifest's ``created`` time (``%Y-%m-%dT%H:%M:%S%z``) as a Unix time, or None."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(str(manifest.get("created")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None
+
+
+def _held_elsewhere(lock: Path) -> bool:
+    """Whether a process (this one included, through another open) holds the ``flock`` of ``lock``; creates
+    nothing: no lock file, no holder. Where there is no ``fcntl`` nothing is ever held."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+class _Versions:
+    """The current code version of each experiment registered in this process (flowvar's, and plugins' loaded
+    before the survey), computed once each."""
+
+    def __init__(self) -> None:
+        from flowvar.experiments.registry import experiments
+
+        self.names = set(experiments())
+        self._cache: dict[str, str] = {}
+
+    def current(self, experiment: str) -> str | None:
+        if experiment not in self.names:
+            return None
+        if experiment not in self._cache:
+            self._cache[experiment] = code_version(experiment)
+        return self._cache[experiment]
+
+
+def _judge(inputs: Any, versions: _Versions, current: str, other: str) -> tuple[str, str | None, str]:
+    """``(status, recorded code version, detail)`` of a record of key inputs: ``current`` when its code version is
+    this code's for its experiment, ``other`` when not."""
+    if not isinstance(inputs, Mapping) or not inputs.get("code_version") or not inputs.get("experiment"):
+        return "", None, "no code version recorded"
+    version, experiment = str(inputs["code_version"]), str(inputs["experiment"])
+    now = versions.current(experiment)
+    if now is None:
+        return "unknown experiment", version, f"{experiment} is not registered here (a plugin's? pass --plugin)"
+    if inputs.get("format") != CACHE_FORMAT:
+        return other, version, f"cache format {inputs.get('format')}, this code writes {CACHE_FORMAT}"
+    return (current, version, "") if version == now else (other, version, f"code {version}; now {now}")
+
+
+def _survey_entry(cache: Cache, folder: Path, versions: _Versions, now: float) -> Item:
+    key = folder.name
+    locked = _held_elsewhere(cache.lock_path(key))
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        return Item("entry", key, folder, _tree_size(folder), None, "unreadable", key.rpartition("-")[0] or None,
+                    locked=locked, detail=f"unreadable {MANIFEST} ({reason})")
+    created = _created(manifest)
+    age = now - created if created is not None else None
+    experiment = str(manifest.get("experiment")) if manifest.get("experiment") else None
+    quick = manifest.get("quick") if isinstance(manifest.get("quick"), bool) else None
+    if manifest.get("key") != key:
+        status, version, detail = "unreadable", None, f"its {MANIFEST} names another key"
+    else:
+        inputs = manifest.get("inputs")
+        status, version, detail = _judge({**(inputs if isinstance(inputs, Mapping) else {}),
+                                          "format": manifest.get("format")}, versions, "current", "outdated")
+        status = status or "unknown version"
+    return Item("entry", key, folder, _tree_size(folder), age, status, experiment, quick, locked, version, detail)
+
+
+def _survey_work(cache: Cache, folder: Path, versions: _Versions, now: float) -> Item:
+    key = folder.name
+    locked = _held_elsewhere(cache.lock_path(key))
+    mtime = _newest_mtime(folder)
+    age = now - mtime if mtime is not None else None
+    size = _tree_size(folder)
+    experiment = key.rpartition("-")[0] or None
+    if not folder.is_dir() or folder.is_symlink():
+        return Item("work", key, folder, size, age, "unknown origin", experiment, None, locked, None, "not a folder")
+    if (cache.root / key / MANIFEST).is_file():
+        return Item("work", key, folder, size, age, "stored", experiment, None, locked, None,
+                    "its result is stored: nothing left to resume")
+    try:
+        inputs = json.loads((folder / WORK_INPUTS).read_text())
+    except FileNotFoundError:
+        return Item("work", key, folder, size, age, "unknown origin", experiment, None, locked, None,
+                    f"no {WORK_INPUTS}: made by an older flowvar")
+    except (OSError, ValueError) as e:
+        return Item("work", key, folder, size, age, "unknown origin", experiment, None, locked, None,
+                    f"unreadable {WORK_INPUTS} ({type(e).__name__})")
+    if not isinstance(inputs, dict) or _key_of(str(inputs.get("experiment")), inputs) != key:
+        return Item("work", key, folder, size, age, "unknown origin", experiment, None, locked, None,
+                    f"its {WORK_INPUTS} is not the record of this key")
+    status, version, detail = _judge(inputs, versions, "resumable", "outdated")
+    quick = inputs.get("quick") if isinstance(inputs.get("quick"), bool) else None
+    return Item("work", key, folder, size, age, status or "unknown origin", str(inputs["experiment"]), quick, locked,
+                version, detail)
+
+
+def _staging_pid(name: str) -> int | None:
+    """The writer's pid in a staging folder's name ``.tmp-<pid>-...``, or None."""
+    parts = name.split("-")
+    return int(parts[1]) if len(parts) >= 3 and parts[0] == ".tmp" and parts[1].isdigit() else None
+
+
+def _survey(cache: Cache) -> Survey:
+    root = cache.root
+    if not root.exists():
+        raise ConfigError(f"no cache folder {root}; name the cache with --cache DIR (flowvar reproduce's is "
+                          f"OUT/.cache, runs/.cache by default)")
+    if not root.is_dir():
+        raise ConfigError(f"the cache {root} is a file; name the cache folder with --cache DIR")
+    try:
+        children = sorted(root.iterdir())
+        work_root = root / ".work"
+        # lock files are no folders of their own (they mark keys as locked); dot names are nobody's key
+        work_children = sorted(p for p in work_root.iterdir() if not p.name.startswith(".")
+                               and not (p.name.endswith(".lock") and p.is_file())) if work_root.is_dir() else []
+    except OSError as e:
+        raise DataError(f"cannot read the cache folder {root}: {e.strerror or e}; make it readable") from None
+    versions, now = _Versions(), time.time()
+    entries, staging, foreign = [], [], 0
+    for child in children:
+        if child.name.startswith(".tmp-") and _staging_pid(child.name) is not None:
+            pid = _staging_pid(child.name)
+            mtime = _newest_mtime(child)
+            state = "being written" if pid is not None and _pid_alive(pid) else "left by a killed run"
+            staging.append(Item("staging", child.name, child, _tree_size(child),
+                                now - mtime if mtime is not None else None, state))
+        elif child.name.startswith(".") or not child.is_dir() or child.is_symlink():
+            continue  # .work, lock files, anything of the user's: not entries
+        elif not (child / MANIFEST).exists():
+            foreign += 1  # a folder that is not an entry (no manifest at all): never touched
+        else:
+            entries.append(_survey_entry(cache, child, versions, now))
+    work = [_survey_work(cache, child, versions, now) for child in work_children]
+
+    def oldest_first(items: list[Item]) -> list[Item]:
+        return sorted(items, key=lambda i: (-(i.age_s if i.age_s is not None else float("inf")), i.name))
+
+    return Survey(root, oldest_first(entries), oldest_first(work), oldest_first(staging), foreign)
+
+
+def _recorded_version(item: Item) -> str | None:
+    """The code version an entry's manifest or a work folder's record names now (None if none or unreadable)."""
+    try:
+        if item.kind == "entry":
+            return json.loads((item.path / MANIFEST).read_text()).get("inputs", {}).get("code_version")
+        return json.loads((item.path / WORK_INPUTS).read_text()).get("code_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _delete(cache: Cache, path: Path) -> None:
+    """Rename ``path`` to a staging name of this process, then delete it: a reader sees the folder whole or not at
+    all, and a prune killed midway leaves a ``.tmp-<pid>-*`` folder that the next run's clean-up removes."""
+    trash = cache.root / f".tmp-{os.getpid()}-prune-{path.name}"
+    _remove(trash)
+    path.rename(trash)
+    _remove(trash)
+    if trash.exists() or trash.is_symlink():
+        raise OSError(f"could not delete {trash}")
+
+
+def _prune_one(cache: Cache, item: Item) -> str | None:
+    """Remove one prunable item; return None, or why it was kept."""
+    if item.kind == "staging":
+        pid = _staging_pid(item.name)
+        if pid is not None and _pid_alive(pid):
+            return "being written"  # a pid reused since the survey
+        _remove(item.path)
+        return None
+    with _key_lock(cache.lock_path(item.name), item.name, cache.root, None) as idle:
+        if not idle:
+            return "being computed"
+        # under the lock, check that it is still what the survey saw: a --force run may have replaced it
+        if item.status == "outdated" and _recorded_version(item) != item.version:
+            return "changed since it was listed"
+        if item.path.exists() or item.path.is_symlink():  # else gone since the survey: nothing to do
+            _delete(cache, item.path)
+    return None
+
+
+def _prune(cache: Cache, *, dry_run: bool, all_work: bool) -> PruneReport:
+    survey = _survey(cache)
+    report = PruneReport(cache.root, dry_run, all_work, [], [], [])
+    for item in survey.items:
+        if not item.prunable(all_work):
+            continue
+        if item.locked:
+            report.kept.append((item, "being computed"))
+            continue
+        if dry_run:
+            report.removed.append(item)
+            continue
+        try:
+            why = _prune_one(cache, item)
+        except OSError as e:
+            report.failed.append((item, str(e.strerror or e)))
+            continue
+        if why is None:
+            report.removed.append(item)
+        else:
+            report.kept.append((item, why))
+    return report
+
+
+def format_size(n: int) -> str:
+    """Bytes as ``512 B``, ``1.5 KiB``, ``3.2 MiB``, ``1.1 GiB`` (powers of 1024)."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def format_age(seconds: float | None) -> str:
+    """An age as ``40 s``, ``12 min``, ``5 h``, ``3 d`` (``?`` when unknown)."""
+    if seconds is None:
+        return "?"
+    s = max(0.0, seconds)
+    for limit, unit, div in ((120, "s", 1), (120 * 60, "min", 60), (48 * 3600, "h", 3600)):
+        if s < limit:
+            return f"{int(s // div)} {unit}"
+    return f"{int(s // 86400)} d"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as left-aligned columns, two spaces apart, indented by two."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _mode(item: Item) -> str:
+    return "?" if item.quick is None else ("quick" if item.quick else "full")
+
+
+def _state(item: Item) -> str:
+    return f"{item.status} ({item.detail})" if item.detail and item.status not in ("current", "resumable") \
+        else item.status
+
+
+def _by_status(items: list[Item]) -> str:
+    counts: dict[str, list[int]] = {}
+    for i in items:
+        counts.setdefault(i.status, [0, 0])
+        counts[i.status][0] += 1
+        counts[i.status][1] += i.size
+    return ", ".join(f"{n} {status} {format_size(b)}" for status, (n, b) in counts.items())
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 entry``, ``2 entries``, ``1 work folder``, ``3 work folders``."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
+
+
+def format_survey(survey: Survey) -> str:
+    """The text of ``flowvar cache list``: one line per entry (key, experiment, quick/full, current/outdated, size,
+    age), per work folder (key, size, age, locked, resumable or not) and per staging folder, then the totals and
+    what ``prune`` would free."""
+    lines = [f"cache {survey.root}"]
+    if survey.entries:
+        lines.append(f"entries ({len(survey.entries)}, {format_size(sum(i.size for i in survey.entries))}):")
+        lines += _table([["KEY", "EXPERIMENT", "MODE", "CODE", "SIZE", "AGE", "LOCK"]] +
+                        [[i.name, i.experiment or "?", _mode(i), _state(i), format_size(i.size), format_age(i.age_s),
+                          "locked" if i.locked else "-"] for i in survey.entries])
+    else:
+        lines.append("entries: none")
+    if survey.work:
+        lines.append(f"work folders, the checkpoints of unfinished runs ({len(survey.work)}, "
+                     f"{format_size(sum(i.size for i in survey.work))}):")
+        lines += _table([["KEY", "SIZE", "AGE", "LOCK", "STATE"]] +
+                        [[i.name, format_size(i.size), format_age(i.age_s),
+                          "locked (being computed)" if i.locked else "-", _state(i)] for i in survey.work])
+    else:
+        lines.append("work folders: none")
+    if survey.staging:
+        lines.append(f"staging folders ({len(survey.staging)}, {format_size(sum(i.size for i in survey.staging))}):")
+        lines += _table([[i.name, format_size(i.size), format_age(i.age_s), i.status] for i in survey.staging])
+    lines.append(f"total {format_size(survey.size)}: {_n(len(survey.entries), 'entry')}"
+                 + (f" ({_by_status(survey.entries)})" if survey.entries else "")
+                 + f", {_n(len(survey.work), 'work folder')}"
+                 + (f" ({_by_status(survey.work)})" if survey.work else "")
+                 + (f", {_n(len(survey.staging), 'staging folder')}" if survey.staging else ""))
+    prunable = [i for i in survey.items if i.prunable() and not i.locked]
+    more = [i for i in survey.items if i.prunable(True) and not i.prunable() and not i.locked]
+    lines.append(f"`flowvar cache prune` would free {format_size(sum(i.size for i in prunable))} "
+                 f"({_n(len(prunable), 'folder')}); with --all-work {format_size(sum(i.size for i in more))} more "
+                 f"({_n(len(more), 'work folder')} this code resumes or of unknown origin)")
+    if survey.foreign:
+        lines.append(f"note: {_n(survey.foreign, 'folder')} here without {MANIFEST} (not cache entries): left alone")
+    return "\n".join(lines)
+
+
+def _describe(item: Item) -> str:
+    what = {"entry": "entry", "work": "work folder", "staging": "staging folder"}[item.kind]
+    about = ", ".join(x for x in (item.experiment, _mode(item) if item.kind == "entry" else None, _state(item))
+                      if x)
+    return f"{what} {item.name} ({about}, {format_size(item.size)})"
+
+
+def format_prune(report: PruneReport) -> str:
+    """The text of ``flowvar cache prune``: a line per folder removed (``would remove`` with ``--dry-run``), kept
+    though prunable, or failed, then the space freed."""
+    verb = "would remove" if report.dry_run else "removed"
+    lines = [f"cache {report.root}" + (" (dry run: nothing is removed)" if report.dry_run else "")]
+    if report.all_work:
+        lines.append("--all-work: removing every work folder, those current code would resume included: those "
+                     "interrupted runs will start over")
+    lines += [f"{verb} {_describe(i)}" for i in report.removed]
+    lines += [f"kept {_describe(i)}: {why}" for i, why in report.kept]
+    lines += [f"failed to remove {_describe(i)}: {why}" for i, why in report.failed]
+    lines.append(f"{'would free' if report.dry_run else 'freed'} {format_size(report.freed)} "
+                 f"({_n(len(report.removed), 'folder')})" + ("" if report.removed else ": nothing to prune"))
+    return "\n".join(lines)
+
+
+def survey(cache: Cache) -> Survey:
+    """What ``cache`` holds, with sizes, ages and states (``flowvar cache list``); reads only.
+
+    Entries are *current* when the code version in their manifest is this installation's
+    :func:`~flowvar.cache.code_version` of their experiment, *outdated* otherwise (or of another cache format): no
+    run of this code looks them up again; *unknown version* when their manifest records none, *unreadable* when it
+    cannot be read. Work folders are *resumable* (their ``inputs.json`` names the current code version),
+    *outdated* (another one), *stored* (their key's entry exists: nothing left to resume) or of *unknown origin*
+    (no readable ``inputs.json``: made by an older flowvar). Entries and work folders of experiments not registered
+    in this process (a plugin's, unless loaded) are *unknown experiment*. Staging folders (``.tmp-<pid>-*``) are
+    *being written* while their process lives, else *left by a killed run*. A missing cache folder is a one-line
+    :class:`ConfigError`, an unreadable one a :class:`DataError`.
+    """
+    return _survey(cache)
+
+
+def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False) -> PruneReport:
+    """Remove what no run of this code uses again (``flowvar cache prune``) and say what and how many bytes.
+
+    Removed: outdated entries, outdated work folders, work folders of stored keys, staging folders of killed runs;
+    with ``all_work`` every work folder (resumable and unknown-origin ones too: those runs start over). Never a key
+    another process holds (checked again under the key's lock, which prune takes while it removes), nor a staging
+    folder whose process lives, nor a folder without ``cache.json`` (not an entry). A folder is renamed out of
+    place before it is deleted, so a reader sees it whole or not at all. ``dry_run``: remove nothing, report the
+    same. ``freed`` = the sum of the removed items' sizes.
+    """
+    return _prune(cache, dry_run=dry_run, all_work=all_work)
+
+
+__all__ = ["ENTRY_STATES", "STAGING_STATES", "WORK_STATES", "Item", "PruneReport", "Survey", "format_age",
+           "format_prune", "format_size", "format_survey", "prune", "survey"]
