@@ -114,3 +114,21 @@ def test_workers_die_when_the_main_process_is_killed(tmp_path: Path) -> None:
     block.write_text("go")
     time.sleep(2.0)
     assert _entries(out) == before
+
+
+def test_a_workers_log_records_reach_the_parents_handlers(tmp_path: Path) -> None:
+    """With --jobs > 1 the experiments run in spawned workers: their ``flowvar`` log lines (a training's "resumed
+    from ...") reach the parent's handlers — OUT/reproduce.log — as a serial run's do, and only once."""
+    import functools
+    import logging
+
+    from flowvar.runner import log_to, worker_pool
+
+    path = tmp_path / "run.log"
+    with log_to(path), worker_pool(2, 1) as pool:
+        say = functools.partial(logging.getLogger("flowvar.train").info, "resumed from %s at step %d")
+        for future in [pool.submit(say, f"ckpt{k}", 100 * k) for k in range(3)]:
+            future.result()
+    lines = path.read_text().splitlines()
+    for k in range(3):
+        assert sum(f"INFO flowvar.train: resumed from ckpt{k} at step {100 * k}" in line for line in lines) == 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import multiprocessing
 import os
 import signal
@@ -66,13 +67,49 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="flowvar-parent-watch", daemon=True).start()
 
 
-def init_worker(threads: int, parent: int) -> None:
-    """Spawned worker set-up: torch threads, SIGINT ignored (the parent ends its workers), parent watch."""
+def init_worker(threads: int, parent: int, log_queue: Any = None) -> None:
+    """Spawned worker set-up: torch threads, SIGINT ignored (the parent ends its workers), parent watch, and the
+    ``flowvar`` loggers' records (INFO and up) sent to the parent through ``log_queue``, where they reach the same
+    handlers as the parent's own (``OUT/reproduce.log`` gets a worker's "resumed from ..." as a serial run's)."""
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _die_with_parent(parent)
+    if log_queue is not None:
+        logger = logging.getLogger("flowvar")
+        logger.addHandler(logging.handlers.QueueHandler(log_queue))
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def _forwarded_worker_logs(queue: Any) -> Iterator[None]:
+    """While the block runs, a thread hands each record the workers put on ``queue`` to the logger of its name in
+    this process. Stopped with a time limit: a worker killed in the middle of a put can leave a message that never
+    completes, and an interrupted run must not hang on its log."""
+    def forward() -> None:
+        while True:
+            try:
+                record = queue.get()
+            except Exception:  # a broken message from a killed worker: stop forwarding
+                return
+            if record is None:
+                return
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+
+    thread = threading.Thread(target=forward, name="flowvar-worker-logs", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            queue.put_nowait(None)
+        thread.join(timeout=2.0)
+        queue.cancel_join_thread()
+        queue.close()
 
 
 def terminate_workers(pool: ProcessPoolExecutor, grace_s: float = 3.0) -> None:
@@ -94,14 +131,17 @@ def terminate_workers(pool: ProcessPoolExecutor, grace_s: float = 3.0) -> None:
 @contextlib.contextmanager
 def worker_pool(jobs: int, threads: int) -> Iterator[ProcessPoolExecutor]:
     """``jobs`` spawned workers (see the module doc); on an exception every worker is ended before it propagates."""
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=init_worker, initargs=(threads, os.getpid()))
-    try:
-        yield pool
-    except BaseException:
-        terminate_workers(pool)
-        raise
-    pool.shutdown(wait=True)
+    context = multiprocessing.get_context("spawn")
+    log_queue = context.Queue()
+    with _forwarded_worker_logs(log_queue):  # stopped after the workers: their last records are in the queue
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=init_worker,
+                                   initargs=(threads, os.getpid(), log_queue))
+        try:
+            yield pool
+        except BaseException:
+            terminate_workers(pool)
+            raise
+        pool.shutdown(wait=True)
 
 
 def completed(futures: dict[Future, T], on_tick: Callable[[], None] | None = None
