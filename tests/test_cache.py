@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from flowvar.cache import (
     source_digest,
     store,
 )
-from flowvar.cache_admin import prune, survey
+from flowvar.cache_admin import Survey, format_survey, prune, survey
 from flowvar.cli import main
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import build_config, get_experiment
@@ -407,6 +408,7 @@ def test_a_locked_key_is_never_pruned(mixed_cache: tuple[Cache, str, str, str],
 
 def test_staging_folders_of_killed_runs_go_those_being_written_stay(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
+    cache.check_writable()  # a cache, as every run leaves one (with its .work folder); prune refuses other folders
     dead, alive = tmp_path / ".tmp-999999999-abc", tmp_path / f".tmp-{os.getpid()}-abc"
     for folder in (dead, alive):
         folder.mkdir()
@@ -481,3 +483,112 @@ def test_cache_cli_list_prune_and_errors(mixed_cache: tuple[Cache, str, str, str
     (tmp_path / "file").write_text("x")
     assert main(["cache", "prune", "--cache", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every path under root, links not followed: (mode, mtime in ns, bytes' SHA-256 or link target)."""
+    import hashlib
+
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            p = Path(folder) / name
+            st = p.lstat()
+            what = os.readlink(p) if p.is_symlink() else (
+                hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder")
+            out[p.relative_to(root).as_posix()] = (st.st_mode, st.st_mtime_ns, what)
+    return out
+
+
+def test_prune_removes_nothing_from_a_folder_that_is_not_a_cache_nor_through_links(tmp_path: Path,
+                                                                                   capsys: pytest.CaptureFixture[str]
+                                                                                   ) -> None:
+    """A mistyped --cache (a home folder) is refused; a folder in .work not named like a key is nobody's work
+    folder, even with --all-work; a .work that is a link leads out of the cache: nothing there is removed."""
+    home = tmp_path / "home"
+    (home / ".tmp-999999999-build").mkdir(parents=True)  # named like a killed run's staging folder, but not ours
+    (home / ".tmp-999999999-build" / "a.o").write_text("object")
+    (home / "project").mkdir()
+    (home / "project" / MANIFEST).write_text('{"tool": "someone else\'s cache.json"}')
+    before = _tree(home)
+    with pytest.raises(ConfigError, match="not a flowvar cache"):
+        prune(Cache(home), all_work=True)
+    assert main(["cache", "prune", "--cache", str(home), "--all-work"]) == 2
+    assert "not a flowvar cache" in capsys.readouterr().err
+    assert main(["cache", "list", "--cache", str(home)]) == 0
+    assert "prune removes nothing here" in capsys.readouterr().out
+    assert _tree(home) == before
+
+    (home / ".work" / "thesis").mkdir(parents=True)  # a .work folder of the user's own
+    (home / ".work" / "thesis" / "chapter1.tex").write_text("weeks of work")
+    report = prune(Cache(home), all_work=True)
+    assert (home / ".work" / "thesis" / "chapter1.tex").read_text() == "weeks of work"
+    assert "thesis" not in {i.name for i in report.removed} and survey(Cache(home)).foreign_work == 1
+
+    outside, cache = tmp_path / "outside", Cache(tmp_path / "cache")
+    (outside / "fig4-00000000000000aa").mkdir(parents=True)  # key-shaped, and outside the cache folder
+    (outside / "fig4-00000000000000aa" / "checkpoint.pt").write_bytes(b"c")
+    cache.root.mkdir()
+    (cache.root / ".work").symlink_to(outside)
+    before = _tree(outside)
+    seen = survey(cache)
+    assert seen.work == [] and seen.work_link and "is a link out of the cache folder" in format_survey(seen)
+    assert prune(cache, all_work=True).removed == []
+    assert _tree(outside) == before
+
+
+def test_prune_rechecks_under_the_lock_what_changed_since_its_survey(
+        mixed_cache: tuple[Cache, str, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between prune's survey and its removal of a key (under the key's lock), a process may change it: a lookup
+    deletes the corrupted entry of a key whose work folder was 'stored' and a run checkpoints there (resumable
+    now: kept), or another prune removes a folder first (not counted as removed, nor as freed, by this one)."""
+    import flowvar.cache_admin as admin
+
+    cache, key, resumable, unknown = mixed_cache
+    (cache.work_dir(key) / "seed=0").mkdir(parents=True)  # a run killed between storing and clearing its checkpoints
+    (cache.work_dir(key) / "seed=0" / "checkpoint.pt").write_bytes(b"old")
+    real = admin._survey
+
+    def then_a_run_resumes(c: Cache) -> Survey:
+        seen = real(c)
+        assert {i.name: i.status for i in seen.work}[key] == "stored"
+        cache.discard(key)  # found corrupted by a lookup, deleted
+        (cache.work_dir(key) / "seed=0" / "checkpoint.pt").write_bytes(b"new")  # then recomputed, interrupted
+        return seen
+
+    monkeypatch.setattr(admin, "_survey", then_a_run_resumes)
+    report = prune(cache)
+    assert report.removed == [] and [(i.name, why.split(" (")[0]) for i, why in report.kept] == [
+        (key, "changed since it was listed")]
+    assert (cache.work_dir(key) / "seed=0" / "checkpoint.pt").read_bytes() == b"new"
+
+    def then_another_prune(c: Cache) -> Survey:
+        seen = real(c)
+        shutil.rmtree(cache.work_dir(unknown))
+        return seen
+
+    monkeypatch.setattr(admin, "_survey", then_another_prune)
+    report = prune(cache, all_work=True)
+    assert unknown not in {i.name for i in report.removed} and report.freed == sum(i.size for i in report.removed)
+    assert {i.name for i in report.removed} == {key, resumable} and not report.kept
+
+
+def test_a_former_name_is_cached_under_the_current_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`flowvar run memorization_phase --cache` keys (and records) the run as memorisation_phase: the code version
+    of a former name would leave out the experiment's own module, and prune would never judge it."""
+    import flowvar.experiments.base as base
+
+    seen: list[Path] = []
+
+    def interrupted(name: str, out_dir: Path, **kwargs: object) -> None:
+        seen.append(Path(str(kwargs["work_dir"])))
+        (seen[-1] / "checkpoint.pt").write_bytes(b"c")  # one checkpoint, then Ctrl-C: the folder stays
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "run_experiment", interrupted)
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        run_cached("memorization_phase", tmp_path / "out", cache, quick=True)
+    config = build_config(get_experiment("memorisation_phase"), quick=True)
+    assert seen == [cache.work_dir(cache_key("memorisation_phase", config, True))]
+    assert json.loads((seen[0] / "inputs.json").read_text())["code_version"] == code_version("memorisation_phase")

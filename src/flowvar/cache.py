@@ -535,6 +535,9 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
     from flowvar.experiments.base import build_config, get_experiment, run_experiment
 
     spec = get_experiment(name)
+    # a former name (ALIASES) runs, and is keyed, under the current one: its code version then covers the
+    # experiment's module, and its output is where run_experiment writes it
+    name = spec.name
     config = build_config(spec, quick=quick, seed=seed, overrides=overrides, config_file=config_file)
     key = cache_key(name, config, quick)
     output = Path(out_dir) / name

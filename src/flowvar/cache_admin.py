@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ from flowvar.errors import ConfigError, DataError
 ENTRY_STATES = ("current", "outdated", "unknown experiment", "unknown version", "unreadable")
 WORK_STATES = ("resumable", "outdated", "stored", "unknown origin", "unknown experiment")
 STAGING_STATES = ("being written", "left by a killed run")
+_KEY_SHAPE = re.compile(r"[^./][^/]*-[0-9a-f]{16}")
+"""What a key looks like (:func:`flowvar.cache.cache_key`: ``<experiment>-<16 hex digits>``): a folder in
+``.work`` named otherwise is no work folder of flowvar's, whatever it holds, and is never touched."""
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,24 @@ class Item:
 @dataclass
 class Survey:
     """:func:`survey`: the entries, the work folders and the staging folders of a cache, oldest first within
-    each, and the count of folders in the cache root that are not entries (no ``cache.json``: left alone)."""
+    each, and the count of folders in the cache root that are not entries (no ``cache.json``: left alone) and in
+    ``.work`` that are not named like a key (left alone). ``work_link``: ``.work`` is a link, whose folders are
+    neither listed nor pruned (they are outside the cache folder)."""
 
     root: Path
     entries: list[Item]
     work: list[Item]
     staging: list[Item]
     foreign: int = 0
+    foreign_work: int = 0
+    work_link: bool = False
+
+    @property
+    def is_cache(self) -> bool:
+        """Whether the folder is a flowvar cache: it holds a ``.work`` folder (every run makes one,
+        :meth:`Cache.check_writable`) or an entry whose ``cache.json`` names it. :func:`prune` removes nothing from
+        any other folder (a mistyped ``--cache``: a home folder, an output folder)."""
+        return (self.root / ".work").is_dir() or any(i.status != "unreadable" for i in self.entries)
 
     @property
     def items(self) -> list[Item]:
@@ -279,9 +294,12 @@ def _survey(cache: Cache) -> Survey:
     try:
         children = sorted(root.iterdir())
         work_root = root / ".work"
+        # a linked .work leads out of the cache folder: nothing there is listed, so nothing there is pruned
+        work_link = work_root.is_symlink()
         # lock files are no folders of their own (they mark keys as locked); dot names are nobody's key
         work_children = sorted(p for p in work_root.iterdir() if not p.name.startswith(".")
-                               and not (p.name.endswith(".lock") and p.is_file())) if work_root.is_dir() else []
+                               and not (p.name.endswith(".lock") and p.is_file())) \
+            if work_root.is_dir() and not work_link else []
     except OSError as e:
         raise DataError(f"cannot read the cache folder {root}: {e.strerror or e}; make it readable") from None
     versions, now = _Versions(), time.time()
@@ -299,12 +317,14 @@ def _survey(cache: Cache) -> Survey:
             foreign += 1  # a folder that is not an entry (no manifest at all): never touched
         else:
             entries.append(_survey_entry(cache, child, versions, now))
-    work = [_survey_work(cache, child, versions, now) for child in work_children]
+    work = [_survey_work(cache, child, versions, now) for child in work_children if _KEY_SHAPE.fullmatch(child.name)]
+    foreign_work = len(work_children) - len(work)
 
     def oldest_first(items: list[Item]) -> list[Item]:
         return sorted(items, key=lambda i: (-(i.age_s if i.age_s is not None else float("inf")), i.name))
 
-    return Survey(root, oldest_first(entries), oldest_first(work), oldest_first(staging), foreign)
+    return Survey(root, oldest_first(entries), oldest_first(work), oldest_first(staging), foreign, foreign_work,
+                  work_link)
 
 
 def _recorded_version(item: Item) -> str | None:
@@ -328,27 +348,47 @@ def _delete(cache: Cache, path: Path) -> None:
         raise OSError(f"could not delete {trash}")
 
 
+_GONE = "gone since it was listed"
+"""What :func:`_prune_one` says of a folder that another process (a run, another prune) removed first: not
+reported as removed by this prune, whose ``freed`` counts only what it removed."""
+
+
+def _changed(cache: Cache, item: Item) -> str | None:
+    """Why ``item`` is no longer what the survey saw, checked under its key's lock; None if it still is."""
+    if not (item.path.exists() or item.path.is_symlink()):
+        return _GONE
+    if item.status == "outdated" and _recorded_version(item) != item.version:
+        return "changed since it was listed"  # a --force run may have replaced it
+    if item.status == "stored" and not (cache.path(item.name) / MANIFEST).is_file():
+        # its entry went (a lookup deletes a corrupted one) and a run may have checkpointed here since: resumable
+        return "changed since it was listed (its entry is gone: a run may resume it)"
+    return None
+
+
 def _prune_one(cache: Cache, item: Item) -> str | None:
-    """Remove one prunable item; return None, or why it was kept."""
+    """Remove one prunable item; return None, or why it was kept (:data:`_GONE`: removed by another process)."""
     if item.kind == "staging":
         pid = _staging_pid(item.name)
         if pid is not None and _pid_alive(pid):
             return "being written"  # a pid reused since the survey
+        if not (item.path.exists() or item.path.is_symlink()):
+            return _GONE
         _remove(item.path)
         return None
     with _key_lock(cache.lock_path(item.name), item.name, cache.root, None) as idle:
         if not idle:
             return "being computed"
-        # under the lock, check that it is still what the survey saw: a --force run may have replaced it
-        if item.status == "outdated" and _recorded_version(item) != item.version:
-            return "changed since it was listed"
-        if item.path.exists() or item.path.is_symlink():  # else gone since the survey: nothing to do
+        why = _changed(cache, item)
+        if why is None:
             _delete(cache, item.path)
-    return None
+    return why
 
 
 def _prune(cache: Cache, *, dry_run: bool, all_work: bool) -> PruneReport:
     survey = _survey(cache)
+    if not survey.is_cache:
+        raise ConfigError(f"{cache.root} is not a flowvar cache (no .work folder, no entry with its {MANIFEST}): "
+                          f"nothing pruned; name the cache folder with --cache DIR")
     report = PruneReport(cache.root, dry_run, all_work, [], [], [])
     for item in survey.items:
         if not item.prunable(all_work):
@@ -366,7 +406,7 @@ def _prune(cache: Cache, *, dry_run: bool, all_work: bool) -> PruneReport:
             continue
         if why is None:
             report.removed.append(item)
-        else:
+        elif why != _GONE:
             report.kept.append((item, why))
     return report
 
@@ -460,6 +500,15 @@ def format_survey(survey: Survey) -> str:
                  f"({_n(len(more), 'work folder')} this code resumes or of unknown origin)")
     if survey.foreign:
         lines.append(f"note: {_n(survey.foreign, 'folder')} here without {MANIFEST} (not cache entries): left alone")
+    if survey.foreign_work:
+        lines.append(f"note: {_n(survey.foreign_work, 'folder')} in .work not named like a cache key (not work "
+                     f"folders): left alone")
+    if survey.work_link:
+        lines.append(f"note: {survey.root / '.work'} is a link out of the cache folder: the work folders there are "
+                     f"not listed, and prune never removes them")
+    if not survey.is_cache:
+        lines.append("note: this folder is not a flowvar cache (no .work folder, no entry): prune removes nothing "
+                     "here")
     return "\n".join(lines)
 
 
@@ -496,8 +545,9 @@ def survey(cache: Cache) -> Survey:
     *outdated* (another one), *stored* (their key's entry exists: nothing left to resume) or of *unknown origin*
     (no readable ``inputs.json``: made by an older flowvar). Entries and work folders of experiments not registered
     in this process (a plugin's, unless loaded) are *unknown experiment*. Staging folders (``.tmp-<pid>-*``) are
-    *being written* while their process lives, else *left by a killed run*. A missing cache folder is a one-line
-    :class:`ConfigError`, an unreadable one a :class:`DataError`.
+    *being written* while their process lives, else *left by a killed run*. Folders in ``.work`` not named like a
+    key are counted (``foreign_work``), not listed; a ``.work`` that is a link is not looked into (``work_link``).
+    A missing cache folder is a one-line :class:`ConfigError`, an unreadable one a :class:`DataError`.
     """
     return _survey(cache)
 
@@ -508,9 +558,13 @@ def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False) -> Pru
     Removed: outdated entries, outdated work folders, work folders of stored keys, staging folders of killed runs;
     with ``all_work`` every work folder (resumable and unknown-origin ones too: those runs start over). Never a key
     another process holds (checked again under the key's lock, which prune takes while it removes), nor a staging
-    folder whose process lives, nor a folder without ``cache.json`` (not an entry). A folder is renamed out of
-    place before it is deleted, so a reader sees it whole or not at all. ``dry_run``: remove nothing, report the
-    same. ``freed`` = the sum of the removed items' sizes.
+    folder whose process lives, nor a folder without ``cache.json`` (not an entry), nor a folder in ``.work`` not
+    named like a key, nor anything through a ``.work`` that is a link. Under each key's lock it checks that the
+    folder is still what the survey saw (else it is kept, or skipped when another process removed it first). A
+    folder that is not a flowvar cache (:attr:`Survey.is_cache`: no ``.work``, no entry) is a one-line
+    :class:`ConfigError`, nothing removed. A folder is renamed out of place before it is deleted, so a reader sees
+    it whole or not at all. ``dry_run``: remove nothing, report the same. ``freed`` = the sum of the removed
+    items' sizes.
     """
     return _prune(cache, dry_run=dry_run, all_work=all_work)
 
