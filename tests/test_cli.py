@@ -243,3 +243,15 @@ def test_run_interrupted_says_what_is_kept_and_exits_130(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert code == 130 and err.count("\n") == 1 and err.startswith("flowvar: interrupted")
     assert ("rerun the same command" in err) if cached else ("--cache DIR" in err)
+
+
+def test_python_dash_m_flowvar_is_the_same_command_line():
+    import subprocess
+    import sys
+
+    from flowvar import __version__
+
+    ok = subprocess.run([sys.executable, "-m", "flowvar", "--version"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and __version__ in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "flowvar", "run", "nope"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("flowvar: error: unknown experiment 'nope'")
