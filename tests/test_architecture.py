@@ -20,7 +20,8 @@ PACKAGE = SRC / "flowvar"
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation: errors, result and verdict types, statistics", [
-        "flowvar._version", "flowvar.errors", "flowvar.results", "flowvar.rules", "flowvar.stats", "flowvar.seeding"]),
+        "flowvar._version", "flowvar.errors", "flowvar.results", "flowvar.rules", "flowvar.stats", "flowvar.seeding",
+        "flowvar.logs"]),
     ("maths: distributions, couplings and exact OT, interpolants, losses, models, solvers, the Gaussian theory", [
         "flowvar.distributions", "flowvar.sampling", "flowvar.models", "flowvar.models.*", "flowvar.gaussian",
         "flowvar.ot", "flowvar.ot.*", "flowvar.couplings", "flowvar.interpolants", "flowvar.loss",
@@ -36,7 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "flowvar.experiments.*", "flowvar.runner", "flowvar.reproduce", "flowvar.cache_admin", "flowvar.sweep",
         "flowvar.sweep.*",
         "flowvar.advise", "flowvar.audit", "flowvar.audit.*", "flowvar.integrations", "flowvar.integrations.*"]),
-    ("front: the command line and the package root", ["flowvar.cli", "flowvar"]),
+    ("front: the command line and the package root", ["flowvar.cli", "flowvar.__main__", "flowvar"]),
 ]
 MAX_LINES = 650  # "about 600"
 LONG_REASON = "Why this module is long:"

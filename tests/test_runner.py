@@ -122,7 +122,8 @@ def test_a_workers_log_records_reach_the_parents_handlers(tmp_path: Path) -> Non
     import functools
     import logging
 
-    from flowvar.runner import log_to, worker_pool
+    from flowvar.logs import log_to
+    from flowvar.runner import worker_pool
 
     path = tmp_path / "run.log"
     with log_to(path), worker_pool(2, 1) as pool:

@@ -61,8 +61,8 @@ WORK_INPUTS = "inputs.json"
 log = logging.getLogger("flowvar.cache")
 
 
-FRONT_END = ("cli.py", "__main__.py", "cache.py", "cache_admin.py", "runner.py", "reproduce.py", "sweep/", "advise.py",
-             "report/", "audit/")
+FRONT_END = ("cli.py", "__main__.py", "cache.py", "cache_admin.py", "runner.py", "logs.py", "reproduce.py", "sweep/",
+             "advise.py", "report/", "audit/")
 """Files (``report/``: folders) that only launch experiments, render reports or audit users' models: not part of any
 experiment's code version."""
 

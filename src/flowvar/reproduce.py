@@ -32,6 +32,7 @@ from typing import IO, Any
 from flowvar.cache import Cache, cache_key, code_version, config_dict, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.experiments.registry import canonical_name
+from flowvar.logs import held_log_records, log_to
 from flowvar.results import Result, versions
 from flowvar.runner import (
     DEFAULT_EXPECTED_S,
@@ -44,8 +45,6 @@ from flowvar.runner import (
     default_threads,
     dispatch,
     exclusive,
-    held_log_records,
-    log_to,
     make_backend,
     remove_stale_writes,
     sigterm_as_interrupt,

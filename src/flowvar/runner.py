@@ -17,7 +17,7 @@
 * :func:`sigterm_as_interrupt` — SIGTERM (what ``timeout``, CI cancellation and ``kill`` send) raises
   KeyboardInterrupt in the main thread, so it takes the same clean path as Ctrl-C.
 * the rest of a run that both commands share: :class:`Task` and :class:`Outcome` (what runs, how it ended), the
-  :class:`Progress` bar or lines, the output folder's lock (:func:`exclusive`), the log file (:func:`log_to`), the
+  :class:`Progress` bar or lines, the output folder's lock (:func:`exclusive`), the
   torch thread count (:func:`torch_threads`, :func:`default_threads`) and the writability probe
   (:func:`check_writable`).
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import logging.handlers
 import multiprocessing
 import os
 import signal
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from flowvar.errors import ConfigError
+from flowvar.logs import forwarded_from_workers, send_to_parent
 from flowvar.report import format_duration
 from flowvar.results import Result
 
@@ -68,48 +68,15 @@ def _die_with_parent(parent: int) -> None:
 
 
 def init_worker(threads: int, parent: int, log_queue: Any = None) -> None:
-    """Spawned worker set-up: torch threads, SIGINT ignored (the parent ends its workers), parent watch, and the
-    ``flowvar`` loggers' records (INFO and up) sent to the parent through ``log_queue``, where they reach the same
-    handlers as the parent's own (``OUT/reproduce.log`` gets a worker's "resumed from ..." as a serial run's)."""
+    """Spawned worker set-up: torch threads, SIGINT ignored (the parent ends its workers), parent watch, and its
+    ``flowvar`` log records sent to the parent (:func:`flowvar.logs.send_to_parent`)."""
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _die_with_parent(parent)
     if log_queue is not None:
-        logger = logging.getLogger("flowvar")
-        logger.addHandler(logging.handlers.QueueHandler(log_queue))
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)
-
-
-@contextlib.contextmanager
-def _forwarded_worker_logs(queue: Any) -> Iterator[None]:
-    """While the block runs, a thread hands each record the workers put on ``queue`` to the logger of its name in
-    this process. Stopped with a time limit: a worker killed in the middle of a put can leave a message that never
-    completes, and an interrupted run must not hang on its log."""
-    def forward() -> None:
-        while True:
-            try:
-                record = queue.get()
-            except Exception:  # a broken message from a killed worker: stop forwarding
-                return
-            if record is None:
-                return
-            logger = logging.getLogger(record.name)
-            if logger.isEnabledFor(record.levelno):
-                logger.handle(record)
-
-    thread = threading.Thread(target=forward, name="flowvar-worker-logs", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            queue.put_nowait(None)
-        thread.join(timeout=2.0)
-        queue.cancel_join_thread()
-        queue.close()
+        send_to_parent(log_queue)
 
 
 def terminate_workers(pool: ProcessPoolExecutor, grace_s: float = 3.0) -> None:
@@ -133,7 +100,7 @@ def worker_pool(jobs: int, threads: int) -> Iterator[ProcessPoolExecutor]:
     """``jobs`` spawned workers (see the module doc); on an exception every worker is ended before it propagates."""
     context = multiprocessing.get_context("spawn")
     log_queue = context.Queue()
-    with _forwarded_worker_logs(log_queue):  # stopped after the workers: their last records are in the queue
+    with forwarded_from_workers(log_queue):  # stopped after the workers: their last records are in the queue
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=init_worker,
                                    initargs=(threads, os.getpid(), log_queue))
         try:
@@ -574,54 +541,6 @@ def exclusive(out: Path, command: str = "reproduce") -> Iterator[None]:
         fh.close()
 
 
-class _Records(logging.Handler):
-    def __init__(self, records: list[logging.LogRecord]) -> None:
-        super().__init__()
-        self.records = records
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextlib.contextmanager
-def _flowvar_logger(handler: logging.Handler) -> Iterator[None]:
-    """``handler`` on the ``flowvar`` loggers, at INFO at least, for the block."""
-    logger = logging.getLogger("flowvar")
-    old_level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-
-
-@contextlib.contextmanager
-def held_log_records() -> Iterator[list[logging.LogRecord]]:
-    """Keep the ``flowvar`` log records (INFO and up) of work done before the log file may be created (validating
-    every config first), for :func:`log_to` to write once it is open."""
-    records: list[logging.LogRecord] = []
-    with _flowvar_logger(_Records(records)):
-        yield records
-
-
-@contextlib.contextmanager
-def log_to(path: Path, earlier: Sequence[logging.LogRecord] = ()) -> Iterator[None]:
-    """Attach a timestamped file handler for the ``flowvar`` loggers while the block runs; ``earlier`` records (from
-    :func:`held_log_records`) are written first."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for record in earlier:
-        handler.handle(record)
-    try:
-        with _flowvar_logger(handler):
-            yield
-    finally:
-        handler.close()
-
-
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     import torch
@@ -660,6 +579,6 @@ def check_writable(out: Path) -> None:
 
 __all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "Backend", "Outcome", "ProcessBackend", "Progress", "RayBackend",
            "SerialBackend", "Task", "check_ray_address", "check_writable", "completed", "compute", "cpu_cores",
-           "default_threads", "dispatch", "exclusive", "held_log_records", "init_worker", "log_to", "make_backend",
+           "default_threads", "dispatch", "exclusive", "init_worker", "make_backend",
            "remove_stale_writes", "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
            "verdict_line", "worker_pool"]

@@ -200,7 +200,8 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
 
 def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) -> Summary:
     from flowvar.experiments.base import expected_runtime
-    from flowvar.runner import DEFAULT_EXPECTED_S, Outcome, Progress, Task, check_writable, exclusive, log_to
+    from flowvar.logs import log_to
+    from flowvar.runner import DEFAULT_EXPECTED_S, Outcome, Progress, Task, check_writable, exclusive
 
     out = options.out_dir
     check_writable(out)
