@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 from _common import fmt_ratio, fmt_time, interleaved, machine_line, parse_args, setup, table, write_section
-from gradvar import Batch, MHATransformerField, make_loop, mlp_problem, sq_err
+from gradvar import Batch, MHATransformerField, has, make_loop, mlp_problem, sq_err
 from torch import nn
 
 from flowvar.couplings import IndependentCoupling
@@ -249,7 +249,7 @@ def _ot_case(label: str, shape: tuple[int, ...], B: int, device: torch.device, q
         sync(device)
 
     methods: dict[str, Callable[[], None]] = {"step": step, "ot": ours}
-    if _has("torchcfm"):
+    if has("torchcfm"):
         from torchcfm.optimal_transport import OTPlanSampler
 
         sampler = OTPlanSampler(method="exact")
@@ -288,14 +288,6 @@ def progress(rows: list[list[str]]) -> None:
     """Rows as they are measured (a device call cut off by its time limit still returns them in its log)."""
     for row in rows:
         print("| " + " | ".join(row) + " |", flush=True)
-
-
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------- main
