@@ -65,6 +65,7 @@ from flowvar.variance.records import (
     BatchedPasses,
     CallRecord,
     Collector,
+    ProbeSet,
     RuleContext,
     is_batched_grad,
 )
@@ -188,7 +189,7 @@ class GradNormEngine:
         #: parameters found used outside their own module's forward: measured through the whole model (the
         #: fallback at the root), {name: why}; kept for later batches
         self.outside: dict[str, str] = {}
-        self._probes: dict[tuple[object, ...], tuple[Tensor, ...]] = {}
+        self._probes: dict[tuple[object, ...], ProbeSet] = {}
         self.units = self._plan()
         #: layers whose parameter gradients this engine computes itself (:mod:`flowvar.variance.owned`); None when
         #: ``own_grads=False`` (autograd computes every gradient; the engine measures after the backward pass)
@@ -734,11 +735,10 @@ class GradNormEngine:
                     u, v = c.probe_factors
                     probe[name] = (c.probe_sum, torch.linalg.vecdot(u @ G.reshape(u.shape[1], v.shape[1]), v),
                                    c.probe_scale)
-                    refs[name] = (G, c.sq_norms)
-                    continue
-                R = c.probe.reshape(c.probe.shape[0], -1)
-                got = c.probe_sum if c.check_sum is None else c.probe_sum + R.to(F64) @ c.check_sum.reshape(-1)
-                probe[name] = (got, R @ G.reshape(-1), c.probe_scale)
+                else:
+                    R = c.probe.reshape(c.probe.shape[0], -1)
+                    got = c.probe_sum if c.check_sum is None else c.probe_sum + R.to(F64) @ c.check_sum.reshape(-1)
+                    probe[name] = (got, R @ G.reshape(-1), c.probe_scale)
             else:
                 total = c.grad_sum if c.grad_sum is not None else c.check_sum
                 full[name] = (torch.linalg.vector_norm(G, dtype=F64) if total is None

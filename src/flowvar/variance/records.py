@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "BatchedPasses", "Blocked", "CallRecord", "Collector", "PerSample",
-           "RuleContext", "is_batched_grad", "sample_sq_norms", "sample_sum", "segment_sums"]
+           "ProbeSet", "RuleContext", "is_batched_grad", "sample_sq_norms", "sample_sum", "segment_sums"]
 
 F64 = torch.float64
 
@@ -179,6 +179,26 @@ class RuleContext:
 N_PROBES = 2
 
 
+class ProbeSet(NamedTuple):
+    """The random rank-one probes R_j = u_j v_jᵀ of one parameter (:meth:`Collector.add_probe`)."""
+
+    u: Tensor
+    """(G, O, N_PROBES)"""
+    v: Tensor
+    """(G, K, N_PROBES)"""
+    u_rows: Tensor
+    """(N_PROBES, O): the first group's u_j, contiguous (the layout F.linear takes fast)"""
+    v_rows: Tensor
+    """(N_PROBES, K)"""
+    R: Tensor
+    """(N_PROBES, *shape): R_j in the parameter's layout (``weight_view`` of u_j v_jᵀ)"""
+    scale: Tensor
+    """(N_PROBES,): ‖R_j‖/√P"""
+    plain: bool
+    """R_j is u_j v_jᵀ in the parameter's own (O, K) row-major layout (Linear, ungrouped Conv2d): the engine then
+    forms ⟨G, R_j⟩ as u_jᵀ G v_j, reading G once and not R"""
+
+
 class Collector:
     """Float64 accumulators of one parameter for one batch (raw δ; :meth:`finish` applies the scale s).
 
@@ -191,7 +211,7 @@ class Collector:
     """
 
     def __init__(self, name: str, shape: torch.Size, ctx: RuleContext, sq_norms: Tensor | None = None,
-                 probes: dict[tuple[object, ...], tuple[Tensor, ...]] | None = None) -> None:
+                 probes: dict[tuple[object, ...], ProbeSet] | None = None) -> None:
         self.name, self.shape, self.ctx = name, shape, ctx
         # ``sq_norms`` given: a row of the caller's (n_params, B) buffer, which the caller scales (finish() does not)
         self._scale_sq_norms = sq_norms is None
@@ -233,13 +253,15 @@ class Collector:
         if G == 1 and D.shape[2] == 1:
             self.add_probe_rows(D.reshape(-1, O), A.reshape(-1, K), weight_view)
             return
-        u, v, u_rows, v_rows = self._factors(G, O, K, D.dtype, D.device, weight_view)
+        probes = self._factors(G, O, K, D.dtype, D.device, weight_view)
         if G == 1:  # sequences, patches: (N, O) @ (b, 1, O, S) on the transposed views, which are usually how the
             # data lie (δ as (b, O, S), unfolded patches as (b, K, S)): no copy of D or A
-            du, av = torch.matmul(u_rows, D.transpose(-1, -2)), torch.matmul(v_rows, A.transpose(-1, -2))
+            du = torch.matmul(probes.u_rows, D.transpose(-1, -2))
+            av = torch.matmul(probes.v_rows, A.transpose(-1, -2))
             part = (du * av).sum((0, 1, 3))
         else:
-            part = (torch.einsum("bgso,goj->bgsj", D, u) * torch.einsum("bgsk,gkj->bgsj", A, v)).sum((0, 1, 2))
+            du = torch.einsum("bgso,goj->bgsj", D, probes.u)
+            part = (du * torch.einsum("bgsk,gkj->bgsj", A, probes.v)).sum((0, 1, 2))
         self._add_to_probe_sum(part)
 
     def add_probe_rows(self, d: Tensor, a: Tensor, weight_view: Callable[[Tensor], Tensor]) -> None:
@@ -248,8 +270,8 @@ class Collector:
         a transposed N-column factor takes a path ~10× slower), then the column-wise dot products."""
         if not self.checking:
             return
-        _, _, u_rows, v_rows = self._factors(1, d.shape[1], a.shape[1], d.dtype, d.device, weight_view)
-        self._add_to_probe_sum(torch.linalg.vecdot(F.linear(d, u_rows), F.linear(a, v_rows), dim=0))
+        probes = self._factors(1, d.shape[1], a.shape[1], d.dtype, d.device, weight_view)
+        self._add_to_probe_sum(torch.linalg.vecdot(F.linear(d, probes.u_rows), F.linear(a, probes.v_rows), dim=0))
 
     def _add_to_probe_sum(self, part: Tensor) -> None:
         if self.probe_sum is None:  # the first contribution: its float64 copy starts the sum
@@ -258,30 +280,28 @@ class Collector:
             self.probe_sum += part
 
     def _factors(self, G: int, O: int, K: int, dtype: torch.dtype, device: torch.device,
-                 weight_view: Callable[[Tensor], Tensor]) -> tuple[Tensor, ...]:
-        """Gaussian u (G, O, N_PROBES), v (G, K, N_PROBES), their first group's rows (N_PROBES, O) and
-        (N_PROBES, K) contiguous, and R_j = weight_view(u_j v_jᵀ) (kept as ``probe``, (N_PROBES, *shape), with
-        ``probe_scale`` ‖R_j‖/√P), fixed per parameter: drawn from a seeded generator once and kept by the engine
-        (a check is reproducible, and costs neither drawing nor copies after the first batch)."""
+                 weight_view: Callable[[Tensor], Tensor]) -> ProbeSet:
+        """This parameter's :class:`ProbeSet` (``probe``, ``probe_scale`` and ``probe_factors`` set from it), fixed
+        per parameter: drawn from a seeded generator once and kept by the engine (a check is reproducible, and costs
+        neither drawing nor copies after the first batch)."""
         key = (self.name, G, O, K, dtype, device)
         cache = self._probe_cache if self._probe_cache is not None else {}
-        entry = cache.get(key)
-        if entry is None:
+        probes = cache.get(key)
+        if probes is None:
             gen = torch.Generator(device="cpu").manual_seed(0x5EED + len(cache))
             u = torch.randn(N_PROBES, G, O, generator=gen, dtype=F64)
             v = torch.randn(N_PROBES, G, K, generator=gen, dtype=F64)
             R = weight_view(u[..., :, None] * v[..., None, :]).reshape(N_PROBES, *self.shape)
             scale = torch.linalg.vector_norm(R.reshape(N_PROBES, -1), dim=1) / R[0].numel() ** 0.5
-            # R_j = u_j v_jᵀ in the parameter's own (O, K) row-major layout (Linear, ungrouped Conv2d): the engine
-            # then forms ⟨G, R_j⟩ as u_jᵀ G v_j, reading G once and not R
-            plain = G == 1 and R[0].numel() == O * K and torch.equal(
-                R.reshape(N_PROBES, O, K), u[:, 0, :, None] * v[:, 0, None, :])
-            u_rows, v_rows = u[:, 0].to(device, dtype).contiguous(), v[:, 0].to(device, dtype).contiguous()
-            entry = cache[key] = (u.permute(1, 2, 0).to(device, dtype).contiguous(),
-                                  v.permute(1, 2, 0).to(device, dtype).contiguous(), u_rows, v_rows,
-                                  R.to(device, dtype), scale.to(device), (u_rows, v_rows) if plain else None)
-        self.probe, self.probe_scale, self.probe_factors = entry[4], entry[5], entry[6]
-        return entry[:4]
+            probes = cache[key] = ProbeSet(
+                u.permute(1, 2, 0).to(device, dtype).contiguous(), v.permute(1, 2, 0).to(device, dtype).contiguous(),
+                u[:, 0].to(device, dtype).contiguous(), v[:, 0].to(device, dtype).contiguous(),
+                R.to(device, dtype), scale.to(device),
+                plain=G == 1 and R[0].numel() == O * K and torch.equal(
+                    R.reshape(N_PROBES, O, K), u[:, 0, :, None] * v[:, 0, None, :]))
+        self.probe, self.probe_scale = probes.R, probes.scale
+        self.probe_factors = (probes.u_rows, probes.v_rows) if probes.plain else None
+        return probes
 
     def seg_sum(self) -> Tensor:
         """(n_seg, *shape) float64 running per-segment sums (squared into ``seg_sq`` by :meth:`finish`)."""
