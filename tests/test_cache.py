@@ -547,7 +547,7 @@ def test_prune_rechecks_under_the_lock_what_changed_since_its_survey(
     cache, key, resumable, unknown = mixed_cache
     (cache.work_dir(key) / "seed=0").mkdir(parents=True)  # a run killed between storing and clearing its checkpoints
     (cache.work_dir(key) / "seed=0" / "checkpoint.pt").write_bytes(b"old")
-    real = admin._survey
+    real = admin.survey
 
     def then_a_run_resumes(c: Cache) -> Survey:
         seen = real(c)
@@ -556,7 +556,7 @@ def test_prune_rechecks_under_the_lock_what_changed_since_its_survey(
         (cache.work_dir(key) / "seed=0" / "checkpoint.pt").write_bytes(b"new")  # then recomputed, interrupted
         return seen
 
-    monkeypatch.setattr(admin, "_survey", then_a_run_resumes)
+    monkeypatch.setattr(admin, "survey", then_a_run_resumes)
     report = prune(cache)
     assert report.removed == [] and [(i.name, why.split(" (")[0]) for i, why in report.kept] == [
         (key, "changed since it was listed")]
@@ -567,7 +567,7 @@ def test_prune_rechecks_under_the_lock_what_changed_since_its_survey(
         shutil.rmtree(cache.work_dir(unknown))
         return seen
 
-    monkeypatch.setattr(admin, "_survey", then_another_prune)
+    monkeypatch.setattr(admin, "survey", then_another_prune)
     report = prune(cache, all_work=True)
     assert unknown not in {i.name for i in report.removed} and report.freed == sum(i.size for i in report.removed)
     assert {i.name for i in report.removed} == {key, resumable} and not report.kept

@@ -257,6 +257,13 @@ def _announce_wait(message: str) -> None:
     print(f"flowvar: {message}", file=sys.stderr, flush=True)
 
 
+def staging_pid(name: str) -> int | None:
+    """The writing process's pid in a staging folder's name ``.tmp-<pid>-...`` (:meth:`Cache.store`, the runner's
+    work folders), or None for any other name."""
+    parts = name.split("-")
+    return int(parts[1]) if len(parts) >= 3 and parts[0] == ".tmp" and parts[1].isdigit() else None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -456,8 +463,8 @@ class Cache:
         if not self.root.is_dir():
             return removed
         for tmp in self.root.glob(".tmp-*"):
-            parts = tmp.name.split("-")
-            if len(parts) >= 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            pid = staging_pid(tmp.name)
+            if pid is not None and not _pid_alive(pid):
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         work = self.root / ".work"
@@ -579,4 +586,4 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
 
 
 __all__ = ["Cache", "CachedRun", "cache_key", "code_version", "config_dict", "default_root", "install", "key_inputs",
-           "lookup", "run_cached", "source_digest", "store"]
+           "lookup", "run_cached", "source_digest", "staging_pid", "store"]

@@ -35,6 +35,7 @@ from flowvar.cache import (
     _pid_alive,
     _remove,
     code_version,
+    staging_pid,
 )
 from flowvar.errors import ConfigError, DataError
 
@@ -278,13 +279,20 @@ def _survey_work(cache: Cache, folder: Path, versions: _Versions, now: float) ->
                 version, detail)
 
 
-def _staging_pid(name: str) -> int | None:
-    """The writer's pid in a staging folder's name ``.tmp-<pid>-...``, or None."""
-    parts = name.split("-")
-    return int(parts[1]) if len(parts) >= 3 and parts[0] == ".tmp" and parts[1].isdigit() else None
+def survey(cache: Cache) -> Survey:
+    """What ``cache`` holds, with sizes, ages and states (``flowvar cache list``); reads only.
 
-
-def _survey(cache: Cache) -> Survey:
+    Entries are *current* when the code version in their manifest is this installation's
+    :func:`~flowvar.cache.code_version` of their experiment, *outdated* otherwise (or of another cache format): no
+    run of this code looks them up again; *unknown version* when their manifest records none, *unreadable* when it
+    cannot be read. Work folders are *resumable* (their ``inputs.json`` names the current code version),
+    *outdated* (another one), *stored* (their key's entry exists: nothing left to resume) or of *unknown origin*
+    (no readable ``inputs.json``: made by an older flowvar). Entries and work folders of experiments not registered
+    in this process (a plugin's, unless loaded) are *unknown experiment*. Staging folders (``.tmp-<pid>-*``) are
+    *being written* while their process lives, else *left by a killed run*. Folders in ``.work`` not named like a
+    key are counted (``foreign_work``), not listed; a ``.work`` that is a link is not looked into (``work_link``).
+    A missing cache folder is a one-line :class:`ConfigError`, an unreadable one a :class:`DataError`.
+    """
     root = cache.root
     if not root.exists():
         raise ConfigError(f"no cache folder {root}; name the cache with --cache DIR (flowvar reproduce's is "
@@ -305,10 +313,10 @@ def _survey(cache: Cache) -> Survey:
     versions, now = _Versions(), time.time()
     entries, staging, foreign = [], [], 0
     for child in children:
-        if child.name.startswith(".tmp-") and _staging_pid(child.name) is not None:
-            pid = _staging_pid(child.name)
+        pid = staging_pid(child.name)
+        if pid is not None:
             mtime = _newest_mtime(child)
-            state = "being written" if pid is not None and _pid_alive(pid) else "left by a killed run"
+            state = "being written" if _pid_alive(pid) else "left by a killed run"
             staging.append(Item("staging", child.name, child, _tree_size(child),
                                 now - mtime if mtime is not None else None, state))
         elif child.name.startswith(".") or not child.is_dir() or child.is_symlink():
@@ -368,7 +376,7 @@ def _changed(cache: Cache, item: Item) -> str | None:
 def _prune_one(cache: Cache, item: Item) -> str | None:
     """Remove one prunable item; return None, or why it was kept (:data:`_GONE`: removed by another process)."""
     if item.kind == "staging":
-        pid = _staging_pid(item.name)
+        pid = staging_pid(item.name)
         if pid is not None and _pid_alive(pid):
             return "being written"  # a pid reused since the survey
         if not (item.path.exists() or item.path.is_symlink()):
@@ -384,13 +392,26 @@ def _prune_one(cache: Cache, item: Item) -> str | None:
     return why
 
 
-def _prune(cache: Cache, *, dry_run: bool, all_work: bool) -> PruneReport:
-    survey = _survey(cache)
-    if not survey.is_cache:
+def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False) -> PruneReport:
+    """Remove what no run of this code uses again (``flowvar cache prune``) and say what and how many bytes.
+
+    Removed: outdated entries, outdated work folders, work folders of stored keys, staging folders of killed runs;
+    with ``all_work`` every work folder (resumable and unknown-origin ones too: those runs start over). Never a key
+    another process holds (checked again under the key's lock, which prune takes while it removes), nor a staging
+    folder whose process lives, nor a folder without ``cache.json`` (not an entry), nor a folder in ``.work`` not
+    named like a key, nor anything through a ``.work`` that is a link. Under each key's lock it checks that the
+    folder is still what the survey saw (else it is kept, or skipped when another process removed it first). A
+    folder that is not a flowvar cache (:attr:`Survey.is_cache`: no ``.work``, no entry) is a one-line
+    :class:`ConfigError`, nothing removed. A folder is renamed out of place before it is deleted, so a reader sees
+    it whole or not at all. ``dry_run``: remove nothing, report the same. ``freed`` = the sum of the removed
+    items' sizes.
+    """
+    found = survey(cache)
+    if not found.is_cache:
         raise ConfigError(f"{cache.root} is not a flowvar cache (no .work folder, no entry with its {MANIFEST}): "
                           f"nothing pruned; name the cache folder with --cache DIR")
     report = PruneReport(cache.root, dry_run, all_work, [], [], [])
-    for item in survey.items:
+    for item in found.items:
         if not item.prunable(all_work):
             continue
         if item.locked:
@@ -534,39 +555,6 @@ def format_prune(report: PruneReport) -> str:
                  f"({_n(len(report.removed), 'folder')})" + ("" if report.removed else ": nothing to prune"))
     return "\n".join(lines)
 
-
-def survey(cache: Cache) -> Survey:
-    """What ``cache`` holds, with sizes, ages and states (``flowvar cache list``); reads only.
-
-    Entries are *current* when the code version in their manifest is this installation's
-    :func:`~flowvar.cache.code_version` of their experiment, *outdated* otherwise (or of another cache format): no
-    run of this code looks them up again; *unknown version* when their manifest records none, *unreadable* when it
-    cannot be read. Work folders are *resumable* (their ``inputs.json`` names the current code version),
-    *outdated* (another one), *stored* (their key's entry exists: nothing left to resume) or of *unknown origin*
-    (no readable ``inputs.json``: made by an older flowvar). Entries and work folders of experiments not registered
-    in this process (a plugin's, unless loaded) are *unknown experiment*. Staging folders (``.tmp-<pid>-*``) are
-    *being written* while their process lives, else *left by a killed run*. Folders in ``.work`` not named like a
-    key are counted (``foreign_work``), not listed; a ``.work`` that is a link is not looked into (``work_link``).
-    A missing cache folder is a one-line :class:`ConfigError`, an unreadable one a :class:`DataError`.
-    """
-    return _survey(cache)
-
-
-def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False) -> PruneReport:
-    """Remove what no run of this code uses again (``flowvar cache prune``) and say what and how many bytes.
-
-    Removed: outdated entries, outdated work folders, work folders of stored keys, staging folders of killed runs;
-    with ``all_work`` every work folder (resumable and unknown-origin ones too: those runs start over). Never a key
-    another process holds (checked again under the key's lock, which prune takes while it removes), nor a staging
-    folder whose process lives, nor a folder without ``cache.json`` (not an entry), nor a folder in ``.work`` not
-    named like a key, nor anything through a ``.work`` that is a link. Under each key's lock it checks that the
-    folder is still what the survey saw (else it is kept, or skipped when another process removed it first). A
-    folder that is not a flowvar cache (:attr:`Survey.is_cache`: no ``.work``, no entry) is a one-line
-    :class:`ConfigError`, nothing removed. A folder is renamed out of place before it is deleted, so a reader sees
-    it whole or not at all. ``dry_run``: remove nothing, report the same. ``freed`` = the sum of the removed
-    items' sizes.
-    """
-    return _prune(cache, dry_run=dry_run, all_work=all_work)
 
 
 __all__ = ["ENTRY_STATES", "STAGING_STATES", "WORK_STATES", "Item", "PruneReport", "Survey", "format_age",
