@@ -51,7 +51,15 @@ from pathlib import Path
 from typing import Any
 
 from flowvar.errors import ConfigError, DataError
-from flowvar.results import Result, atomic_write_bytes, atomic_write_text, current_umask, staged_folder, to_jsonable
+from flowvar.results import (
+    Result,
+    atomic_write_bytes,
+    atomic_write_text,
+    current_umask,
+    pid_alive,
+    staged_folder,
+    to_jsonable,
+)
 
 CACHE_FORMAT = 1
 MANIFEST = "cache.json"
@@ -264,16 +272,6 @@ def staging_pid(name: str) -> int | None:
     return int(parts[1]) if len(parts) >= 3 and parts[0] == ".tmp" and parts[1].isdigit() else None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass
 class Cache:
     """A folder of cache entries (see the module doc). Safe for concurrent writers of different keys; two writers
@@ -464,7 +462,7 @@ class Cache:
             return removed
         for tmp in self.root.glob(".tmp-*"):
             pid = staging_pid(tmp.name)
-            if pid is not None and not _pid_alive(pid):
+            if pid is not None and not pid_alive(pid):
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         work = self.root / ".work"

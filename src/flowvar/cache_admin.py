@@ -32,12 +32,12 @@ from flowvar.cache import (
     Cache,
     _key_lock,
     _key_of,
-    _pid_alive,
     _remove,
     code_version,
     staging_pid,
 )
 from flowvar.errors import ConfigError, DataError
+from flowvar.results import pid_alive
 
 ENTRY_STATES = ("current", "outdated", "unknown experiment", "unknown version", "unreadable")
 WORK_STATES = ("resumable", "outdated", "stored", "unknown origin", "unknown experiment")
@@ -316,7 +316,7 @@ def survey(cache: Cache) -> Survey:
         pid = staging_pid(child.name)
         if pid is not None:
             mtime = _newest_mtime(child)
-            state = "being written" if _pid_alive(pid) else "left by a killed run"
+            state = "being written" if pid_alive(pid) else "left by a killed run"
             staging.append(Item("staging", child.name, child, _tree_size(child),
                                 now - mtime if mtime is not None else None, state))
         elif child.name.startswith(".") or not child.is_dir() or child.is_symlink():
@@ -377,7 +377,7 @@ def _prune_one(cache: Cache, item: Item) -> str | None:
     """Remove one prunable item; return None, or why it was kept (:data:`_GONE`: removed by another process)."""
     if item.kind == "staging":
         pid = staging_pid(item.name)
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and pid_alive(pid):
             return "being written"  # a pid reused since the survey
         if not (item.path.exists() or item.path.is_symlink()):
             return _GONE

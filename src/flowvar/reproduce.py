@@ -33,7 +33,7 @@ from flowvar.cache import Cache, cache_key, code_version, config_dict, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.experiments.registry import canonical_name
 from flowvar.logs import held_log_records, log_to
-from flowvar.results import Result, versions
+from flowvar.results import Result, remove_stale_writes, versions
 from flowvar.runner import (
     DEFAULT_EXPECTED_S,
     Backend,
@@ -46,7 +46,6 @@ from flowvar.runner import (
     dispatch,
     exclusive,
     make_backend,
-    remove_stale_writes,
     sigterm_as_interrupt,
     ticker,
     verdict_line,

@@ -23,7 +23,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -234,6 +234,20 @@ def atomic_write_bytes(path: Path, data: bytes, *, what: str = "",
     fsync_directory(path.parent)
 
 
+def remove_stale_writes(folder: Path, names: Sequence[str]) -> list[Path]:
+    """Delete ``folder/.<name>.*.tmp`` for each file name in ``names``: the temporary files of
+    :func:`atomic_write_bytes` that a killed process left (its ``os.replace`` never ran, so the file itself is
+    intact); return them. Only a process that holds the folder for itself (the runner's ``exclusive`` lock) may call
+    it: a live write's temporary file would go too."""
+    removed = []
+    for name in names:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 @dataclass
 class Staging:
     """A folder being filled by :func:`staged_folder`; set ``keep = False`` to drop it instead of installing it."""
@@ -242,7 +256,9 @@ class Staging:
     keep: bool = True
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one that belongs to another user counts; when unsure, alive:
+    a leftover is only ever removed when its writer is certainly gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -259,7 +275,7 @@ def remove_stale_staging(dest: Path | str) -> list[Path]:
     removed = []
     for stale in dest.parent.glob(f".{dest.name}.*.*"):
         pid = stale.name[len(dest.name) + 2:].split(".", 1)[0]
-        if stale.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+        if stale.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
             removed.append(stale)
     return removed
@@ -424,7 +440,9 @@ __all__ = [
     "headline",
     "judge",
     "judgement_text",
+    "pid_alive",
     "remove_stale_staging",
+    "remove_stale_writes",
     "staged_folder",
     "to_jsonable",
     "verdict_from",

@@ -553,20 +553,6 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def remove_stale_writes(out: Path, names: Sequence[str]) -> list[Path]:
-    """Delete ``out/.<name>.*.tmp`` for each file name in ``names``: the temporary files of
-    :func:`flowvar.results.atomic_write_bytes` that a killed process left (its ``os.replace`` never ran, so the
-    file itself is intact). Only the holder of the folder's lock (:func:`exclusive`) may call it: a live write's
-    temporary file would go too."""
-    removed = []
-    for name in names:
-        for tmp in out.glob(f".{name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                removed.append(tmp)
-    return removed
-
-
 def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -580,5 +566,5 @@ def check_writable(out: Path) -> None:
 __all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "Backend", "Outcome", "ProcessBackend", "Progress", "RayBackend",
            "SerialBackend", "Task", "check_ray_address", "check_writable", "completed", "compute", "cpu_cores",
            "default_threads", "dispatch", "exclusive", "init_worker", "make_backend",
-           "remove_stale_writes", "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
+           "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
            "verdict_line", "worker_pool"]

@@ -11,8 +11,8 @@ from typing import IO, Any
 
 from flowvar.cache import Cache, code_version, install
 from flowvar.errors import ConfigError, FlowvarError
-from flowvar.results import Result, versions
-from flowvar.runner import Backend, dispatch, make_backend, remove_stale_writes, sigterm_as_interrupt
+from flowvar.results import Result, remove_stale_writes, versions
+from flowvar.runner import Backend, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
 from flowvar.sweep.grid import Axis, Point, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_metrics, write_tables
