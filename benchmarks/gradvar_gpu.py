@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 from _common import fmt_ratio, fmt_time, interleaved, machine_line, parse_args, setup, table, write_section
-from gradvar import Batch, MHATransformerField, has, make_loop, mlp_problem, sq_err
+from gradvar import Batch, MHATransformerField, has, image_batch, make_loop, mlp_problem, sq_err
 from torch import nn
 
 from flowvar.couplings import IndependentCoupling
@@ -90,12 +90,6 @@ def image_models(quick: bool) -> dict[str, Callable[[], nn.Module]]:
                                       num_res_blocks=2, attention_resolutions=(16,), head_channels=64),
             "DiT-S/2": lambda: DiTField(32, channels=3, patch=2, width=384, depth=12, heads=6, zero_init=False),
             "`nn.TransformerEncoderLayer`": lambda: MHATransformerField(32, width=384, depth=12, heads=6)}
-
-
-def image_batch(px: int, B: int, device: torch.device, seed: int = 0) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, 3, px, px, generator=gen)
-    return x.to(device), torch.rand(B, generator=gen).to(device), torch.randn(B, 3, px, px, generator=gen).to(device)
 
 
 def to(batch: Batch, device: torch.device) -> Batch:
@@ -174,16 +168,12 @@ def _mib(x: float) -> str:
 def monitor_step(device: torch.device, quick: bool, rounds: int, budget_s: float) -> list[list[str]]:
     """A full UNet training step (draw, bf16-autocast forward, backward, Adam) without and with the monitor at its
     defaults logging every step to CSV, in blocks of 5 steps."""
-    from flowvar.models.unet import UNetField
-
     px, B = (8, 8) if quick else (32, 256)
     shape = (3, px, px)
     coupling = IndependentCoupling(StandardNormal(shape), StandardNormal(shape))
     loss = CFMLoss(Interpolant(sigma=0.0))
     torch.manual_seed(0)
-    base = (UNetField(px, in_channels=3, base_channels=16, channel_mult=(1, 2)) if quick else
-            UNetField(px, in_channels=3, base_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
-                      attention_resolutions=(16,), head_channels=64)).to(device)
+    base = image_models(quick)["UNet"]().to(device)
     tmp = Path(tempfile.mkdtemp())
 
     def trainer(kind: str) -> Callable[[], None]:
@@ -226,11 +216,8 @@ def _ot_case(label: str, shape: tuple[int, ...], B: int, device: torch.device, q
     gen = torch.Generator().manual_seed(B)
     x0 = torch.randn(B, *shape, generator=gen).to(device)
     x1 = (torch.randn(B, *shape, generator=gen) * 0.5 + 1.0).to(device)
-    if len(shape) == 3:
-        from flowvar.models.unet import UNetField
-
-        model = (UNetField(shape[1], in_channels=3, base_channels=16, channel_mult=(1, 2)) if quick else
-                 image_models(False)["UNet"]()).to(device)
+    if len(shape) == 3:  # the UNet of the engine table, at its image size
+        model = image_models(quick)["UNet"]().to(device)
         batch: Batch = (x0, torch.rand(B, device=device), x1 - x0)
         precision = "bf16 autocast"
     else:
@@ -320,7 +307,7 @@ def main() -> None:
     for label, build in image_models(quick).items():
         torch.manual_seed(0)
         model = build().to(device)
-        batch = image_batch(px, B, device)
+        batch = to(image_batch(3, px, B, 0), device)
         r, ratios = grid_rows(label, model, batch, device, rounds, budget)
         progress(r)
         rows += r
