@@ -16,9 +16,9 @@ GPU memory of each call above what the model and batch hold, and the engine's ex
 trace is checked against a per-sample loop on 8 samples in float32 with TF32 off (exactness on this device).
 
 Also: the monitor at its defaults logging every step of a full training step (draw, forward, backward, Adam; UNet,
-bf16 autocast), and exact minibatch OT (``exact_ot_permutation``: the solve runs on the CPU) inside a GPU OT-CFM
-step — its time against the step's for 32² images at B = 256 and for the 2-D toy at B = 4096, beside torchcfm's
-``OTPlanSampler('exact')`` where installed.
+bf16 autocast), and exact minibatch OT (``exact_ot_permutation``: the float64 cost on the device, the solve on the
+CPU) inside a GPU OT-CFM step — its time against the step's for 32² images at B = 256 and for the 2-D toy at
+B = 4096, beside torchcfm's ``OTPlanSampler('exact')`` where installed.
 
     python benchmarks/gradvar_gpu.py            # on a CUDA machine: writes its BENCHMARKS.md section (~3-5 min, H100)
     python benchmarks/gradvar_gpu.py --quick    # reduced grid; without a GPU a smoke run on the CPU, nothing written
@@ -205,7 +205,7 @@ def monitor_step(device: torch.device, quick: bool, rounds: int, budget_s: float
 
 
 def ot_in_step(device: torch.device, quick: bool, rounds: int) -> list[list[str]]:
-    """Exact OT on the step's batch (solve on the CPU, permutation back on the device) against the GPU step."""
+    """Exact OT on the step's batch (cost on the device, solve on the CPU, permutation back) against the GPU step."""
     px = 8 if quick else 32
     return [_ot_case(f"{px}² images (d = {3 * px * px})", (3, px, px), 32 if quick else 256, device, quick, rounds),
             _ot_case("2-D toy", (2,), 256 if quick else 4096, device, quick, rounds)]
@@ -335,8 +335,9 @@ def main() -> None:
               table(["model", "B", "plain step", "with the monitor", "ratio"], monitor_rows), ""]
     lines += ["### Exact minibatch OT inside a GPU OT-CFM step", "",
               "`step`: one training step on the device (forward, backward, Adam; the UNet above under bf16 autocast, "
-              "the MLP in float32); `exact OT`: `exact_ot_permutation` on the step's batch (the points go to the CPU, "
-              "the solver runs there, the permutation comes back); `share` = OT / (OT + step).", "",
+              "the MLP in float32); `exact OT`: `exact_ot_permutation` on the step's batch (the float64 cost matrix is "
+              "formed on the device, the solver runs on the CPU, the permutation comes back); "
+              "`share` = OT / (OT + step).", "",
               table(["batch", "B", "step", "exact OT (flowvar)", "share", "torchcfm OTPlanSampler('exact') (share)"],
                     ot_in_step(device, quick, 3 if quick else 5)), ""]
     lines.append(f"Total run time {time.perf_counter() - started:.0f} s.")

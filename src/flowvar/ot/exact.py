@@ -42,7 +42,8 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     """The permutation σ minimising Σ_i ‖x0_i − x1_σ(i)‖² (exact assignment; uniform weights).
 
     ``x0``, ``x1``: (n, *shape), on any device → (n,) long on x0's device, so that ``x1[perm]`` is the OT partner of
-    each x0 row (the solve itself runs on the CPU). Always an exact optimum and a bijection, whichever solver:
+    each x0 row. The float64 cost matrix (and the alignment below) is computed on x0's device (on the CPU for MPS,
+    which has no float64); the solve itself runs on the CPU. Always an exact optimum and a bijection, whichever solver:
 
     * ``"lsa"``: scipy's Jonker–Volgenant ``linear_sum_assignment`` (fast for small or unclustered problems,
       but its time grows steeply on clustered points: ~11 s for 4096 points against a Gaussian mixture in d = 2,
@@ -80,10 +81,14 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     check_finite("exact OT pairing's x0", x0)  # else scipy's "invalid numeric entries", after a misleading emd try
     check_finite("exact OT pairing's x1", x1)
     device = x0.device
-    x0, x1 = x0.detach().cpu(), x1.detach().cpu()  # the solvers are CPU code; the permutation goes back to x0's device
+    x0, x1 = x0.detach(), x1.to(device).detach()
+    if device.type == "mps":  # no float64 there; the cost must be float64 (docs/exact_ot.md)
+        x0, x1 = x0.cpu(), x1.cpu()
     n = x0.shape[0]
     aligned = gaussian_aligned(x0, x1) if align else None
-    cost = squared_distances(x0, x1) if aligned is None else squared_distances(*aligned)
+    # The (n, n) float64 cost is formed where the points are and only it goes to the CPU solvers: on a GPU the
+    # cost of a batch of 256 images of 3×32×32 takes well under a millisecond instead of ~26 ms of CPU matmul.
+    cost = (squared_distances(x0, x1) if aligned is None else squared_distances(*aligned)).cpu()
     if solver == "auto":
         solver = "lsa" if n < AUTO_EMD_MIN_POINTS else "emd" if n < AUTO_SPARSE_MIN_POINTS else "sparse"
     perm = sparse_certified_permutation(cost) if solver == "sparse" else None
