@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ from flowvar.experiments.config import *  # noqa: F403  (re-exported: see the mo
 from flowvar.experiments.config import __all__ as _config_names
 from flowvar.experiments.config import build_config
 from flowvar.experiments.registry import *  # noqa: F403
+from flowvar.experiments.registry import ExperimentSpec, get_experiment
 from flowvar.experiments.registry import __all__ as _registry_names
-from flowvar.experiments.registry import get_experiment
 from flowvar.results import (
     Claim,
     ClaimKind,
@@ -190,20 +190,50 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
         config = build_config(spec, quick=quick, seed=seed, overrides=overrides, config_file=config_file)
     elif not isinstance(config, spec.config_cls):
         raise TypeError(f"experiment {name}: config must be a {spec.config_cls.__name__}, got {type(config).__name__}")
+    return _staged_result(spec, config, Path(out_dir), quick, lambda ctx: spec.run(config, ctx), progress=progress,
+                          work_dir=Path(work_dir) if work_dir is not None else None)
+
+
+def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequence[Mapping[str, Any]], *,
+                        quick: bool, runtime_s: float, provenance: Mapping[str, Any]) -> Result:
+    """Write ``out_dir/name/{result.json, summary.md, *.png}`` for ``config`` from ``parts``, the ``metrics`` of
+    results that each computed part of its grid (a sweep's points), through the experiment's ``assemble``
+    (:func:`assembles`); nothing is trained. ``runtime_s``: the parts' compute time (the result's runtime);
+    ``provenance`` (where the parts come from, which code computed them) is kept as the metric ``assembled_from``.
+    An experiment without ``assemble`` is a ConfigError (it must run whole)."""
+    from flowvar.errors import ConfigError
+
+    spec = get_experiment(name)
+    if spec.assemble is None:
+        raise ConfigError(f"experiment {spec.name} cannot be assembled from parts; run it whole with "
+                          f"`flowvar run {spec.name}` (or reproduce)")
+    assemble = spec.assemble
+
+    def body(ctx: RunContext) -> None:
+        assemble(config, parts, ctx)
+        ctx.metric("assembled_from", dict(provenance))
+
+    return _staged_result(spec, config, Path(out_dir), quick, body, runtime_s=runtime_s)
+
+
+def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool, body: Callable[[RunContext], None],
+                   *, progress: bool = False, work_dir: Path | None = None, runtime_s: float | None = None) -> Result:
+    """``body(ctx)`` in a staged ``out_dir/<name>`` folder, then its result.json and summary.md (see
+    :func:`run_experiment`); ``runtime_s``: the result's runtime, else ``body``'s own."""
     from flowvar.distributed import is_main_process
 
-    with staged_folder(Path(out_dir) / name) as stage:
-        ctx = RunContext(name=name, out_dir=stage.path, quick=quick, seed=int(getattr(config, "seed", 0)),
-                         progress=progress, paper=dict(spec.paper),
-                         work_dir=Path(work_dir) if work_dir is not None else None)
+    with staged_folder(out_dir / spec.name) as stage:
+        ctx = RunContext(name=spec.name, out_dir=stage.path, quick=quick, seed=int(getattr(config, "seed", 0)),
+                         progress=progress, paper=dict(spec.paper), work_dir=work_dir)
         start = time.perf_counter()
         # the global generator seeded from its own stream, and restored afterwards: whatever still draws from it
         # (a plugin, a library default) is reproducible, and a run leaves the caller's random state untouched
         with ctx.global_rng("global"), figure_style():
-            spec.run(config, ctx)
-        result = Result(experiment=name, title=spec.title, config=dataclasses.asdict(config), quick=quick,
+            body(ctx)
+        result = Result(experiment=spec.name, title=spec.title, config=dataclasses.asdict(config), quick=quick,
                         claims=ctx.claims, metrics=ctx.metrics, paper=ctx.paper, choices=ctx.choices,
-                        notes=ctx.notes, figures=ctx.figures, runtime_s=time.perf_counter() - start,
+                        notes=ctx.notes, figures=ctx.figures,
+                        runtime_s=time.perf_counter() - start if runtime_s is None else runtime_s,
                         device=ctx.device)
         # under torchrun every rank computes the same result; rank 0 writes it
         stage.keep = is_main_process()
@@ -216,4 +246,4 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
 
 
 __all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "OKABE_ITO", "FlowvarError", "RunContext",
-           "figure_style", "run_experiment"]
+           "assemble_experiment", "figure_style", "run_experiment"]

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +85,7 @@ from torch import Tensor, nn
 from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, ShapeError
-from flowvar.experiments.base import GMMTargetConfig, RunContext, register
+from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, median_heuristic, mmd2, nn_distance_ratio, pairing_accuracy, partner_distances
@@ -508,6 +508,59 @@ def evaluate_model(model: nn.Module, ts: TrainingSet, ev: EvalSet, sigma: float,
                            "(d = 50) from σ = 0 to σ = 0.05"})
 def run(config: MemorisationPhaseConfig, ctx: RunContext) -> None:
     _record_choices(config, ctx)
+    points, references = _train_grid(config, ctx)
+    _judge(config, ctx, points, references)
+
+
+@assembles(NAME)
+def assemble(config: MemorisationPhaseConfig, parts: Sequence[Mapping[str, Any]], ctx: RunContext) -> None:
+    """The full run's result from the metrics of runs that each computed part of its grid (a sweep's points,
+    ``flowvar assemble``): their ``points`` and ``references`` together, judged as :func:`run` judges its own.
+
+    Valid because a grid point's data, initialisation and batches are drawn from streams named by the values of d,
+    N, width and seed, never by their place in the grid: a part computes exactly the full run's points. Refused (a
+    ConfigError naming them) when a grid point of ``config`` is missing from the parts, when the parts hold a point
+    outside it, or when two parts disagree on a point they both hold.
+    """
+    expected = {(d, n, width, sigma, config.seed + k) for d in config.dims for n in config.ns
+                for width in config.widths for sigma in config.sigmas for k in range(config.n_seeds)}
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    references: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for point in part["points"]:
+            key = (point["d"], point["n"], point["width"], point["sigma"], point["seed"])
+            other = found.setdefault(key, point)
+            if _without_runtime(other) != _without_runtime(point):
+                raise ConfigError(f"two parts hold different results for d={key[0]}, N={key[1]}, width={key[2]}, "
+                                  f"σ={key[3]}, seed={key[4]}: they were not computed by the same code and config")
+        references.update(part["references"])
+    extra, missing = sorted(set(found) - expected), sorted(expected - set(found))
+    if extra or missing:
+        raise ConfigError("the parts do not make up the grid: "
+                          + "; ".join([f"missing {_cells_listing(missing)}"] * bool(missing)
+                                      + [f"outside it {_cells_listing(extra)}"] * bool(extra)))
+    _record_choices(config, ctx)
+    order = {key: i for i, key in enumerate(sorted(expected, key=lambda k: (
+        config.dims.index(k[0]), k[4], config.ns.index(k[1]), config.widths.index(k[2]), config.sigmas.index(k[3]))))}
+    _judge(config, ctx, sorted(found.values(), key=lambda p: order[(p["d"], p["n"], p["width"], p["sigma"],
+                                                                      p["seed"])]), references)
+
+
+def _cells_listing(keys: list[tuple[Any, ...]]) -> str:
+    """"5 point(s) in 2 cell(s): d=2,N=16,width=64, …" for grid points (d, N, width, σ, seed)."""
+    cells = sorted({f"d={d},N={n},width={w}" for d, n, w, *_ in keys})
+    return f"{len(keys)} point(s) in {len(cells)} cell(s): {', '.join(cells[:6])}{' …' * (len(cells) > 6)}"
+
+
+def _without_runtime(point: Mapping[str, Any]) -> dict[str, Any]:
+    """A point's results without its wall-clock time (the one field two identical computations differ in)."""
+    return {k: v for k, v in point.items() if k != "runtime_s"}
+
+
+def _train_grid(config: MemorisationPhaseConfig, ctx: RunContext
+                ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every grid point's training and evaluation (the points, in the order d, seed, N, width, σ) and the exact
+    references per (d, N, seed)."""
     points: list[dict[str, Any]] = []
     references: dict[str, dict[str, Any]] = {}
     for d in config.dims:
@@ -551,6 +604,12 @@ def run(config: MemorisationPhaseConfig, ctx: RunContext) -> None:
                             "sigma_ratio": sigma / ts.spacing if ts.spacing > 0 else math.inf,
                             "mmd2_null_unbiased": ev.null_unbiased, "mmd2_null_biased": ev.null_biased,
                             "real_copy_fraction": real_copy, "runtime_s": time.perf_counter() - start})
+    return points, references
+
+
+def _judge(config: MemorisationPhaseConfig, ctx: RunContext, points: list[dict[str, Any]],
+           references: dict[str, dict[str, Any]]) -> None:
+    """The metrics, regions, claims and figures of the grid's points (the same for a run and an assembly)."""
     ctx.metric("points", points)
     ctx.metric("grid", _grid_means(points))
     ctx.metric("references", references)

@@ -51,6 +51,9 @@ class ExperimentSpec:
     quick: dict[str, Any]
     paper: dict[str, Any]
     defaults_file: Path | None = None
+    assemble: Callable[[Any, Any, RunContext], None] | None = None
+    """``assemble(config, parts, ctx)``: the full run's result from the metrics of runs that each computed part of
+    its grid (:func:`assembles`; ``flowvar assemble``), or None where the experiment must run whole."""
 
     def field_names(self) -> list[str]:
         """The config keys, in declaration order."""
@@ -78,6 +81,19 @@ def register(name: str, *, title: str, config: type, quick: dict[str, Any] | Non
                                          folder / f"{name}.yaml")
         return fn
 
+    return wrap
+
+
+def assembles(name: str) -> Callable[[Callable[[Any, Any, RunContext], None]], Callable]:
+    """Decorator registering ``assemble(config, parts, ctx)`` for the already registered experiment ``name``: it
+    writes into ``ctx`` what ``run(config, ctx)`` would, from ``parts``, the ``metrics`` of results whose configs
+    split the grid of ``config`` (a sweep's points; :mod:`flowvar.sweep.assemble` checks that every other field
+    agrees)."""
+    def wrap(fn: Callable[[Any, Any, RunContext], None]) -> Callable[[Any, Any, RunContext], None]:
+        if name not in _REGISTRY:
+            raise TypeError(f"assembles({name!r}): register the experiment first")
+        _REGISTRY[name] = dataclasses.replace(_REGISTRY[name], assemble=fn)
+        return fn
     return wrap
 
 
@@ -147,5 +163,5 @@ def registered(name: str) -> ExperimentSpec | None:
     return _REGISTRY.get(name)
 
 
-__all__ = ["ALIASES", "CONFIG_DIR", "MACHINERY", "META_KEYS", "ExperimentSpec", "canonical_name", "discover",
-           "experiments", "get_experiment", "load_plugin", "register", "registered"]
+__all__ = ["ALIASES", "CONFIG_DIR", "MACHINERY", "META_KEYS", "ExperimentSpec", "assembles", "canonical_name",
+           "discover", "experiments", "get_experiment", "load_plugin", "register", "registered"]
