@@ -1,7 +1,10 @@
-"""The ``flowvar`` command line: ``reproduce``, ``run``, ``sweep``, ``advise-sigma``, ``audit``, ``list``, ``show``,
-``config``, ``cache list``/``cache prune``, and ``--version``.
+"""The ``flowvar`` command line: ``reproduce``, ``run``, ``sweep``, ``assemble``, ``advise-sigma``, ``audit``,
+``list``, ``show``, ``config``, ``cache list``/``cache prune``, and ``--version``.
 
 Errors the user can fix print one line ``flowvar: error: ...`` and exit with status 2.
+
+Why this module is long: it is the one place that declares the command line — each command is a thin function
+whose length is its typer options and their help texts, and the work lives in the modules it calls.
 """
 
 from __future__ import annotations
@@ -236,6 +239,30 @@ def sweep_cmd(
         typer.echo(f"  FAILED {o.point.label}: {o.error} (see {summary.out / 'sweep.log'})")
     if summary.failed:
         raise typer.Exit(1)
+
+
+@app.command("assemble")
+def assemble_cmd(
+    sweep_dir: Annotated[Path, typer.Argument(help="The --out folder of a finished `flowvar sweep` whose points split "
+                                                   "the experiment's grid (e.g. --preset by_cell).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where to write EXPERIMENT/ (default SWEEP_DIR/assembled). A `flowvar reproduce` folder gets the "
+                      "result in its results.json and its report rewritten.")] = None,
+    plugin: Annotated[list[str] | None, typer.Option(
+        "--plugin", help="The plugin the sweep's experiment comes from, if it is not flowvar's own.")] = None,
+) -> None:
+    """One experiment's full result from the points of a finished sweep that split its grid: the claims that
+    compare cells (memorisation_phase's regions and tube-ratio finding) judged on all of them; nothing is trained."""
+    from flowvar.experiments.base import load_plugin
+    from flowvar.results import claim_counts, headline
+    from flowvar.sweep.assemble import assemble_sweep
+
+    for item in plugin or []:
+        load_plugin(item)
+    result, folder = assemble_sweep(sweep_dir, out)
+    source = result.metrics["assembled_from"]
+    typer.echo(f"{result.experiment}: assembled from {source['points']} points of {sweep_dir} -> {folder}")
+    typer.echo(f"  {headline(claim_counts(result.claims))}")
 
 
 cache_app = typer.Typer(no_args_is_help=True, help=(

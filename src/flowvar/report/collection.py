@@ -66,7 +66,8 @@ def verdict_counts(results: list[Result]) -> dict[str, dict[str, int]]:
 
 PAPER_TITLE = "Gradient Variance Reveals Failure Modes in Flow-Based Generative Models"
 PAPER_REF = "Reu, Dromigny, Bronstein, Vargas; NeurIPS 2025, arXiv 2510.18118"
-STATUS_TEXT = {"computed": "computed", "cached": "cache hit", "failed": "FAILED", "not run": "not run"}
+STATUS_TEXT = {"computed": "computed", "cached": "cache hit", "assembled": "assembled from a sweep", "failed": "FAILED",
+               "not run": "not run"}
 _SPREAD = ("std", "sem", "se", "stderr")
 KIND_TEXT = ("Kinds: an identity holds by construction when the code is right (an implementation check); a "
              "reproduction is an empirical statement of the paper that could come out either way; a finding is a "
@@ -162,6 +163,10 @@ def status_line(entry: dict[str, Any]) -> str:
         return f"cache hit (computed earlier in {format_duration(result.get('runtime_s', 0))})"
     if entry["status"] == "computed":
         return f"computed in {format_duration(entry.get('wall_s', 0))}"
+    if entry["status"] == "assembled":
+        source = entry.get("assembled_from") or {}
+        return (f"assembled from the {source.get('points', '?')} points of a sweep (computed in "
+                f"{format_duration(result.get('runtime_s', 0))} in all)")
     if entry["status"] == "failed":
         return f"FAILED: {entry.get('error')}"
     return "not run (interrupted)"

@@ -1,0 +1,158 @@
+"""``flowvar assemble``: one experiment's full result from a finished sweep that split its grid.
+
+A long study (memorisation_phase: 40 cells of up to ~40 min each) is run as a sweep whose points each compute part
+of the grid (``flowvar sweep memorisation_phase --preset by_cell``), on several machines, over several sessions. The
+claims that compare cells (which region σ acts in, whether the tube ratio separates them) need every cell in one
+result. :func:`assemble_sweep` builds it from the points' results, with nothing trained again:
+
+1. the sweep must be finished (every point computed or cached) and every axis must split a list-valued config
+   field (``dims=[2],[3]``): the full config is the sweep's with each axis's lists joined (``dims=[2, 3]``);
+2. every point's config must equal the full config outside the axes;
+3. the experiment's own ``assemble`` (:func:`flowvar.experiments.base.assembles`) checks that the points make up
+   the grid exactly, and judges them as its ``run`` judges its own points.
+
+The result records where its parts come from (``assembled_from``: the sweep, its command, the code version that
+computed the points and the one that judged them). With ``--out`` naming a ``flowvar reproduce`` folder, the result
+joins that collection (status "assembled") and its report is rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from flowvar.cache import code_version
+from flowvar.errors import ConfigError, DataError
+from flowvar.results import Result, atomic_write_text, to_jsonable
+
+log = logging.getLogger("flowvar.sweep")
+
+FINISHED = ("computed", "cached")
+"""The point statuses of a finished sweep (``sweep.json``)."""
+
+
+def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tuple[Result, Path]:
+    """Assemble the experiment of the finished sweep in ``sweep_dir`` into ``out/<experiment>/`` (default
+    ``sweep_dir/assembled``); returns the result and its folder. See the module doc for the checks; each failure
+    is a one-line :class:`ConfigError` or :class:`DataError` naming the problem and the fix."""
+    from flowvar.experiments.base import assemble_experiment, build_config, get_experiment
+
+    sweep_dir = Path(sweep_dir)
+    meta, axes, points = _read_sweep(sweep_dir)
+    spec = get_experiment(meta["experiment"])
+    if spec.assemble is None:
+        raise ConfigError(f"experiment {spec.name} cannot be assembled from a sweep's points (its claims are "
+                          f"judged within each run); run it whole with `flowvar run {spec.name}`")
+    unfinished = [p for p in points if p.get("status") not in FINISHED]
+    if unfinished:
+        statuses = ", ".join(sorted({str(p.get("status")) for p in unfinished}))
+        raise ConfigError(f"{len(unfinished)} of {len(points)} points of the sweep in {sweep_dir} are not finished "
+                          f"({statuses}); rerun `{meta.get('command', 'flowvar sweep ...')}` (it continues where it "
+                          f"stopped), then assemble")
+    parts = [_load_point(sweep_dir, p) for p in points]
+    modes = {r.quick for r in parts}
+    if len(modes) != 1:
+        raise ConfigError("the sweep mixes --quick and full points; assemble a sweep run in one mode")
+    quick = modes.pop()
+    full = _joined_config(axes, parts)
+    config = build_config(spec, quick=quick, overrides=full)
+    built = _json(dataclasses.asdict(config))
+    changed = sorted(k for k in full if built.get(k) != _json(full[k]))
+    if changed:
+        raise ConfigError(f"the assembled config does not keep the points' values of {', '.join(changed)}; this "
+                          f"flowvar cannot assemble them (were they computed by another version?)")
+    computed_by = str(meta.get("code_version", "unknown"))
+    provenance = {"sweep": str(sweep_dir.resolve()), "command": meta.get("command"), "points": len(points),
+                  "keys": [p.get("key") for p in points], "computed_by": computed_by,
+                  "assembled_by": code_version(), "compute_s": sum(r.runtime_s for r in parts)}
+    out_root = Path(out) if out is not None else sweep_dir / "assembled"
+    result = assemble_experiment(spec.name, out_root, config, [r.metrics for r in parts], quick=quick,
+                                 runtime_s=float(provenance["compute_s"]), provenance=provenance)
+    _join_collection(out_root, result, provenance)
+    return result, out_root / spec.name
+
+
+def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """``sweep.json``'s meta, axes and points; a DataError when the folder is not a readable sweep."""
+    index = sweep_dir / "sweep.json"
+    if not index.is_file():
+        raise DataError(f"{sweep_dir} is not a `flowvar sweep` folder (no sweep.json); give the --out folder of a "
+                        f"finished sweep")
+    try:
+        data = json.loads(index.read_text())
+        meta, axes, points = data["meta"], data["axes"], data["points"]
+        if not isinstance(meta["experiment"], str) or not isinstance(points, list):
+            raise TypeError("experiment or points")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{index} is not a valid sweep index ({type(e).__name__}); rerun the sweep command to "
+                        f"rewrite it") from None
+    if not points:
+        raise DataError(f"{index} lists no points; rerun the sweep command")
+    return meta, axes, points
+
+
+def _load_point(sweep_dir: Path, point: dict[str, Any]) -> Result:
+    path = sweep_dir / str(point.get("output")) / "result.json"
+    try:
+        return Result.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"point {point.get('point')} ({point.get('values')}) has no readable result at {path} "
+                        f"({type(e).__name__}); rerun the sweep command with --force for it, or restore the "
+                        f"folder") from None
+
+
+def _joined_config(axes: list[dict[str, Any]], parts: list[Result]) -> dict[str, Any]:
+    """The full config: the parts' common config with each axis's list values joined in the axis's order
+    (``dims=[2],[3]`` → ``dims=[2, 3]``). ConfigError when an axis splits a scalar field, repeats a value, or a
+    part differs from the others outside the axes."""
+    keys = [a["key"] for a in axes]
+    full = dict(parts[0].config)
+    for axis in axes:
+        values = axis["values"]
+        if not all(isinstance(v, list) for v in values):
+            raise ConfigError(f"the sweep's axis {axis['key']} takes single values ({values}); only a sweep that "
+                              f"splits list-valued fields (e.g. --grid \"dims=[2],[3]\") can be assembled")
+        joined = [x for v in values for x in v]
+        if len({_json(x) for x in joined}) != len(joined):
+            raise ConfigError(f"the sweep's axis {axis['key']} repeats a value ({values}); its points overlap")
+        full[axis["key"]] = joined
+    for part in parts:
+        differ = sorted(k for k in set(full) | set(part.config)
+                        if k not in keys and _json(part.config.get(k)) != _json(full.get(k)))
+        if differ:
+            raise ConfigError(f"the sweep's points differ outside its axes ({', '.join(differ)}): they are not one "
+                              f"run's grid and cannot be assembled")
+    return full
+
+
+def _join_collection(out_root: Path, result: Result, provenance: dict[str, Any]) -> None:
+    """Where ``out_root`` is a ``flowvar reproduce`` folder: put the result into its results.json (replacing the
+    experiment's entry, status "assembled") and rewrite its report."""
+    from flowvar.report import load_collection, rewrite_reports
+
+    collection = load_collection(out_root)
+    if collection is None:
+        return
+    entry = {"name": result.experiment, "status": "assembled", "key": None,
+             "wall_s": float(provenance["compute_s"]), "error": None, "corrupted_cache_entry": None,
+             "assembled_from": {k: v for k, v in provenance.items() if k != "keys"}, "result": result.to_dict()}
+    experiments = collection["experiments"]
+    names = [e.get("name") for e in experiments]
+    if result.experiment in names:
+        experiments[names.index(result.experiment)] = entry
+    else:
+        experiments.append(entry)
+    atomic_write_text(out_root / "results.json", json.dumps(collection, indent=1))
+    rewrite_reports(out_root)
+    log.info("added %s to the collection in %s and rewrote its report", result.experiment, out_root)
+
+
+def _json(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists), for comparing configs."""
+    return json.loads(json.dumps(to_jsonable(value)))
+
+
+__all__ = ["FINISHED", "assemble_sweep"]

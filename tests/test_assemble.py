@@ -1,0 +1,168 @@
+"""`flowvar assemble`: an experiment's full result from a sweep that split its grid (memorisation_phase by cell) is
+the whole run's result — same points, claims, notes and figures — and every way the parts can fail to make up the
+grid is refused with a one-line error naming the fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowvar.cli import main
+from flowvar.errors import ConfigError, DataError
+from flowvar.experiments.base import build_config, get_experiment, run_experiment
+from flowvar.experiments.memorisation_phase import assemble
+from flowvar.results import Result
+from flowvar.sweep import Options, sweep
+from flowvar.sweep.assemble import assemble_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"n_seeds": "2", "sigmas": "0,0.05,0.5", "widths": "16", "steps": "8", "n_eval": "32",
+        "variance_samples": "16", "floor_samples": "64", "exact_sources": "8"}
+GRID = ["dims=[2],[5]", "ns=[8],[16]"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The whole run over dims [2, 5] × ns [8, 16], and a sweep computing it as four cells."""
+    root = tmp_path_factory.mktemp("assemble")
+    whole = run_experiment("memorisation_phase", root / "whole", quick=True,
+                           overrides={**TINY, "dims": "2,5", "ns": "8,16"})
+    summary = sweep(Options("memorisation_phase", grid=GRID, quick=True, overrides=TINY, out=root / "sweep",
+                            quiet=True))
+    assert not summary.failed
+    return {"whole": whole, "sweep": root / "sweep", "root": root}
+
+
+def _without_runtimes(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in p.items() if k != "runtime_s"} for p in points]
+
+
+def test_the_assembled_sweep_is_the_whole_run(runs: dict[str, Any], tmp_path: Path) -> None:
+    result, folder = assemble_sweep(runs["sweep"], tmp_path)
+    whole: Result = runs["whole"]
+    assert folder == tmp_path / "memorisation_phase" and (folder / "result.json").is_file()
+    assert result.config == whole.config  # dims [2, 5], ns [8, 16]: the axes' lists joined
+    # the same points in the same order (the cells' streams are named by d, N, width and seed, not by position)
+    assert _without_runtimes(result.metrics["points"]) == _without_runtimes(whole.metrics["points"])
+    assert result.metrics["references"] == whole.metrics["references"]
+    assert result.metrics["regions"] == whole.metrics["regions"]
+    assert result.to_dict()["claims"] == whole.to_dict()["claims"]
+    assert result.notes == whole.notes and result.choices == whole.choices and result.figures == whole.figures
+    for fig in result.figures:
+        assert (folder / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    source = result.metrics["assembled_from"]
+    parts = [json.loads((runs["sweep"] / p["output"] / "result.json").read_text())
+             for p in json.loads((runs["sweep"] / "sweep.json").read_text())["points"]]
+    assert source["points"] == 4 and len(source["keys"]) == 4 and source["command"].startswith("flowvar sweep")
+    assert result.runtime_s == pytest.approx(sum(p["runtime_s"] for p in parts))
+    assert "memorisation_phase" in (folder / "summary.md").read_text()
+
+
+def test_assembling_into_a_reproduce_folder_adds_it_to_the_report(runs: dict[str, Any], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    collection = tmp_path / "full"
+    shutil.copytree(REPO / "results" / "full", collection)
+    before = json.loads((collection / "results.json").read_text())["experiments"]
+    for _ in range(2):  # a second assembly replaces the entry, never adds another
+        assert main(["assemble", str(runs["sweep"]), "--out", str(collection)]) == 0
+    out = capsys.readouterr().out
+    assert "memorisation_phase: assembled from 4 points" in out and "reproductions" in out
+    entries = json.loads((collection / "results.json").read_text())["experiments"]
+    assert [e["name"] for e in entries] == [e["name"] for e in before] + ["memorisation_phase"]
+    entry = entries[-1]
+    assert entry["status"] == "assembled" and entry["assembled_from"]["points"] == 4
+    assert entry["result"]["claims"] and (collection / "memorisation_phase" / "result.json").is_file()
+    report = (collection / "report.md").read_text()
+    assert "assembled from a sweep" in report and "memorisation_phase.sigma0.05_reduces_memorisation" in report
+    assert "memorisation_phase" in (collection / "report.html").read_text()
+
+
+def _edited_copy(runs: dict[str, Any], tmp_path: Path, edit_index: Any = None, edit_part: Any = None) -> Path:
+    folder = tmp_path / "sweep"
+    shutil.copytree(runs["sweep"], folder)
+    index = json.loads((folder / "sweep.json").read_text())
+    if edit_index is not None:
+        edit_index(index)
+        (folder / "sweep.json").write_text(json.dumps(index))
+    if edit_part is not None:
+        path = folder / index["points"][1]["output"] / "result.json"
+        part = json.loads(path.read_text())
+        edit_part(part, path)
+    return folder
+
+
+def _set_status(index: dict[str, Any]) -> None:
+    index["points"][2]["status"] = "failed"
+
+
+def _scalar_axis(index: dict[str, Any]) -> None:
+    index["axes"] = [{"key": "steps", "values": [8, 16]}]
+
+
+def _repeated_axis(index: dict[str, Any]) -> None:
+    index["axes"][0]["values"] = [[2], [2]]
+
+
+def _other_experiment(index: dict[str, Any]) -> None:
+    index["meta"]["experiment"] = "lemma2"
+
+
+def _other_steps(part: dict[str, Any], path: Path) -> None:
+    part["config"]["steps"] = 9
+    path.write_text(json.dumps(part))
+
+
+def _no_result(part: dict[str, Any], path: Path) -> None:
+    path.unlink()
+
+
+@pytest.mark.parametrize(("edit_index", "edit_part", "error", "message"), [
+    (_set_status, None, ConfigError, r"1 of 4 points .* not finished \(failed\); rerun `flowvar sweep"),
+    (_scalar_axis, None, ConfigError, "axis steps takes single values"),
+    (_repeated_axis, None, ConfigError, "repeats a value"),
+    (_other_experiment, None, ConfigError, "lemma2 cannot be assembled"),
+    (None, _other_steps, ConfigError, r"differ outside its axes \(steps\)"),
+    (None, _no_result, DataError, "has no readable result"),
+])
+def test_a_sweep_that_does_not_make_up_the_run_is_refused(runs: dict[str, Any], tmp_path: Path, edit_index: Any,
+                                                           edit_part: Any, error: type, message: str) -> None:
+    folder = _edited_copy(runs, tmp_path, edit_index, edit_part)
+    with pytest.raises(error, match=message):
+        assemble_sweep(folder, tmp_path / "out")
+    assert not (tmp_path / "out" / "memorisation_phase").exists()
+
+
+def test_a_folder_that_is_not_a_sweep_is_a_one_line_error(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["assemble", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "is not a `flowvar sweep` folder (no sweep.json)" in err and "Traceback" not in err
+    (tmp_path / "sweep.json").write_text("{not json")
+    with pytest.raises(DataError, match="not a valid sweep index"):
+        assemble_sweep(tmp_path)
+
+
+def test_the_experiment_checks_that_its_parts_make_up_the_grid(runs: dict[str, Any]) -> None:
+    """memorisation_phase's own check: every (d, N, width, σ, seed) of the config exactly once (or identically)."""
+    spec = get_experiment("memorisation_phase")
+    config = build_config(spec, quick=True, overrides={**TINY, "dims": "2,5", "ns": "8,16"})
+    parts = [json.loads((runs["sweep"] / p["output"] / "result.json").read_text())["metrics"]
+             for p in json.loads((runs["sweep"] / "sweep.json").read_text())["points"]]
+
+    class Sink:  # assemble stops before writing anything
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"assemble wrote {name} before its check")
+
+    with pytest.raises(ConfigError, match=r"missing 6 point\(s\) in 1 cell\(s\): d=5,N=16,width=16"):
+        assemble(config, parts[:3], Sink())  # type: ignore[arg-type]
+    narrow = build_config(spec, quick=True, overrides={**TINY, "dims": "2", "ns": "8,16"})
+    with pytest.raises(ConfigError, match=r"outside it 12 point\(s\) in 2 cell\(s\): d=5,N=16,width=16, d=5,N=8"):
+        assemble(narrow, parts, Sink())  # type: ignore[arg-type]
+    changed = json.loads(json.dumps(parts[0]))
+    changed["points"][0]["pairing_accuracy"] += 0.5
+    with pytest.raises(ConfigError, match="two parts hold different results for d=2, N=8"):
+        assemble(config, [*parts, changed], Sink())  # type: ignore[arg-type]
