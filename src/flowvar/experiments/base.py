@@ -212,6 +212,9 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
     def body(ctx: RunContext) -> None:
         assemble(config, parts, ctx)
         ctx.metric("assembled_from", dict(provenance))
+        ctx.note(f"Assembled from the {len(parts)} parts of a split run (`{provenance.get('command', '?')}`), "
+                 f"computed by flowvar {provenance.get('computed_by', '?')} and judged by "
+                 f"{provenance.get('assembled_by', '?')}; the runtime is the parts' total compute time.")
 
     return _staged_result(spec, config, Path(out_dir), quick, body, runtime_s=runtime_s)
 
