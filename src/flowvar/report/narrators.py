@@ -759,15 +759,18 @@ def memorisation_phase(result: Result, story: Story) -> None:
     cells: dict[str, dict[str, Any]] = memo.evidence["per_cell"]
     accs = {k: float(v["accuracy"]) for k, v in cells.items()}
     high = float(cfg.get("memorise_accuracy", 0.9))
-    chance = min(float(v.get("chance", 0)) for v in cells.values())
+    chances = sorted({float(v.get("chance", 0)) for v in cells.values()})
+    # chance is 1/N per cell: one figure where every cell has the same N, else its range (0.1 % would read as 0 %)
+    chance = (f"chance {pct(chances[0])}" if len(chances) == 1
+              else f"chance 1/N, {num(100 * chances[0])}–{num(100 * chances[-1])} %")
     reduce = sorted(((_sigma_of(c.id, r"memorisation_phase\.sigma([0-9.]+)_reduces_memorisation"), c)
                      for c in claims_matching(result, r"memorisation_phase\.sigma[0-9.]+_reduces_memorisation")),
                     key=lambda sc: sc[0])
     story.paper = (f"the paper (Proposition 2, Remark 2): σ = 0 memorises the training pairs; small noise, σ = "
                    f"{num(cfg.get('focus_sigma', 0.05))}, already restores generalisation")
     found = [f"CFM(σ = 0) reaches a pairing accuracy ≥ {pct(high)} in {sum(a >= high for a in accs.values())} of "
-             f"{len(accs)} (d, N, width) cells (from {pct(min(accs.values()))} to {pct(max(accs.values()))}; chance "
-             f"{pct(chance)})"]
+             f"{len(accs)} (d, N, width) cells (from {pct(min(accs.values()))} to {pct(max(accs.values()))}; "
+             f"{chance})"]
     for s, c in reduce:
         reduced: dict[str, dict[str, Any]] = c.evidence.get("reduced") or {}
         measured = (c.precondition or {}).get("measured") or {}
