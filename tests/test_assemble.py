@@ -67,7 +67,12 @@ def test_assembling_into_a_reproduce_folder_adds_it_to_the_report(runs: dict[str
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     collection = tmp_path / "full"
     shutil.copytree(REPO / "results" / "full", collection)
-    before = json.loads((collection / "results.json").read_text())["experiments"]
+    # the sweep ran quick: the collection, one without memorisation_phase, is made a quick one (a full one refuses
+    # it, see the test below)
+    index = json.loads((collection / "results.json").read_text())
+    index["meta"]["mode"] = "quick"
+    (collection / "results.json").write_text(json.dumps(index))
+    before = index["experiments"]
     for _ in range(2):  # a second assembly replaces the entry, never adds another
         assert main(["assemble", str(runs["sweep"]), "--out", str(collection)]) == 0
     out = capsys.readouterr().out
@@ -80,6 +85,25 @@ def test_assembling_into_a_reproduce_folder_adds_it_to_the_report(runs: dict[str
     report = (collection / "report.md").read_text()
     assert "assembled from a sweep" in report and "memorisation_phase.sigma0.05_reduces_memorisation" in report
     assert "memorisation_phase" in (collection / "report.html").read_text()
+
+
+def test_a_quick_sweep_is_refused_by_a_full_reproduction_which_stays_untouched(runs: dict[str, Any],
+                                                                                tmp_path: Path) -> None:
+    """Its report says paper-scale: a quick result in it would be told as one. Refused before anything is written."""
+    collection = tmp_path / "full"
+    shutil.copytree(REPO / "results" / "full", collection)
+    before = (collection / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match="holds a full reproduction but the sweep ran in quick mode"):
+        assemble_sweep(runs["sweep"], collection)
+    assert (collection / "results.json").read_bytes() == before
+    assert not (collection / "memorisation_phase").exists()
+
+
+def test_a_corrupt_collection_is_refused_before_the_result_is_written(runs: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text("{broken")
+    with pytest.raises(DataError, match="not a valid flowvar reproduce collection"):
+        assemble_sweep(runs["sweep"], tmp_path)
+    assert not (tmp_path / "memorisation_phase").exists()
 
 
 def _edited_copy(runs: dict[str, Any], tmp_path: Path, edit_index: Any = None, edit_part: Any = None) -> Path:
@@ -112,6 +136,26 @@ def _other_experiment(index: dict[str, Any]) -> None:
     index["meta"]["experiment"] = "lemma2"
 
 
+def _axis_without_key(index: dict[str, Any]) -> None:
+    del index["axes"][0]["key"]
+
+
+def _axes_null(index: dict[str, Any]) -> None:
+    index["axes"] = None
+
+
+def _point_not_a_record(index: dict[str, Any]) -> None:
+    index["points"][0] = "x"
+
+
+def _point_dropped(index: dict[str, Any]) -> None:
+    index["points"].pop(3)
+
+
+def _point_listed_twice(index: dict[str, Any]) -> None:
+    index["points"][3] = {**index["points"][0], "point": 3}
+
+
 def _other_steps(part: dict[str, Any], path: Path) -> None:
     part["config"]["steps"] = 9
     path.write_text(json.dumps(part))
@@ -128,6 +172,12 @@ def _no_result(part: dict[str, Any], path: Path) -> None:
     (_other_experiment, None, ConfigError, "lemma2 cannot be assembled"),
     (None, _other_steps, ConfigError, r"differ outside its axes \(steps\)"),
     (None, _no_result, DataError, "has no readable result"),
+    # a hand-edited or damaged index: one line, never a traceback
+    (_axis_without_key, None, DataError, r"not a valid sweep index \(TypeError\)"),
+    (_axes_null, None, DataError, r"not a valid sweep index \(TypeError\)"),
+    (_point_not_a_record, None, DataError, r"not a valid sweep index \(TypeError\)"),
+    (_point_dropped, None, DataError, r"does not list its axes' grid \(missing .*\[5\].*\[16\].*rerun `flowvar sweep"),
+    (_point_listed_twice, None, DataError, "does not list its axes' grid .*a grid point listed twice"),
 ])
 def test_a_sweep_that_does_not_make_up_the_run_is_refused(runs: dict[str, Any], tmp_path: Path, edit_index: Any,
                                                            edit_part: Any, error: type, message: str) -> None:
@@ -135,6 +185,29 @@ def test_a_sweep_that_does_not_make_up_the_run_is_refused(runs: dict[str, Any], 
     with pytest.raises(error, match=message):
         assemble_sweep(folder, tmp_path / "out")
     assert not (tmp_path / "out" / "memorisation_phase").exists()
+
+
+def test_a_lost_point_is_restored_by_rerunning_the_sweep_not_by_force(runs: dict[str, Any], tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """--force would recompute every point (hours for by_cell); the plain command restores it from the cache. The
+    folder may have been moved: the fix names it as --out."""
+    folder = _edited_copy(runs, tmp_path, edit_part=_no_result)
+    assert main(["assemble", str(folder), "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err
+    assert "has no readable result" in err and "--force" not in err and f"--out {folder}" in err
+    assert "restores the point from its cache" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_plugin_sweep_names_the_plugin_to_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    plugin = REPO / "tests" / "plugins" / "toy_sweep.py"
+    index = {"meta": {"experiment": "toy_sweep_not_loaded", "command": f"flowvar sweep toy --plugin {plugin}"},
+             "axes": [], "points": [{"point": 0, "values": {}, "status": "computed", "output": "points/p"}]}
+    (folder / "sweep.json").write_text(json.dumps(index))
+    assert main(["assemble", str(folder)]) != 0
+    err = capsys.readouterr().err
+    assert f"`flowvar assemble {folder} --plugin {plugin}`" in err and "flowvar sweep --plugin" not in err
 
 
 def test_a_folder_that_is_not_a_sweep_is_a_one_line_error(tmp_path: Path,

@@ -19,6 +19,7 @@ joins that collection (status "assembled") and its report is rewritten.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -38,11 +39,11 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
     """Assemble the experiment of the finished sweep in ``sweep_dir`` into ``out/<experiment>/`` (default
     ``sweep_dir/assembled``); returns the result and its folder. See the module doc for the checks; each failure
     is a one-line :class:`ConfigError` or :class:`DataError` naming the problem and the fix."""
-    from flowvar.experiments.base import assemble_experiment, build_config, get_experiment
+    from flowvar.experiments.base import assemble_experiment, build_config
 
     sweep_dir = Path(sweep_dir)
     meta, axes, points = _read_sweep(sweep_dir)
-    spec = get_experiment(meta["experiment"])
+    spec = _experiment(sweep_dir, meta)
     if spec.assemble is None:
         raise ConfigError(f"experiment {spec.name} cannot be assembled from a sweep's points (its claims are "
                           f"judged within each run); run it whole with `flowvar run {spec.name}`")
@@ -52,12 +53,13 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
         raise ConfigError(f"{len(unfinished)} of {len(points)} points of the sweep in {sweep_dir} are not finished "
                           f"({statuses}); rerun `{meta.get('command', 'flowvar sweep ...')}` (it continues where it "
                           f"stopped), then assemble")
-    parts = [_load_point(sweep_dir, p) for p in points]
+    parts = [_load_point(sweep_dir, meta, p) for p in points]
     modes = {r.quick for r in parts}
     if len(modes) != 1:
         raise ConfigError("the sweep mixes --quick and full points; assemble a sweep run in one mode")
     quick = modes.pop()
     full = _joined_config(axes, parts)
+    _check_grid(sweep_dir, meta, axes, points)
     config = build_config(spec, quick=quick, overrides=full)
     built = _json(dataclasses.asdict(config))
     changed = sorted(k for k in full if built.get(k) != _json(full[k]))
@@ -69,10 +71,54 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
                   "keys": [p.get("key") for p in points], "computed_by": computed_by,
                   "assembled_by": code_version(), "compute_s": sum(r.runtime_s for r in parts)}
     out_root = Path(out) if out is not None else sweep_dir / "assembled"
+    # a reproduce folder is read (and its mode checked) before anything is written: a refusal leaves it untouched
+    collection = _collection(out_root, quick)
     result = assemble_experiment(spec.name, out_root, config, [r.metrics for r in parts], quick=quick,
                                  runtime_s=float(provenance["compute_s"]), provenance=provenance)
-    _join_collection(out_root, result, provenance)
+    if collection is not None:
+        _join_collection(out_root, collection, result, provenance)
     return result, out_root / spec.name
+
+
+def _experiment(sweep_dir: Path, meta: dict[str, Any]) -> Any:
+    """The sweep's experiment spec; an unknown one names the ``--plugin`` the sweep was run with."""
+    from flowvar.experiments.base import get_experiment
+    from flowvar.experiments.registry import discover
+
+    name = meta["experiment"]
+    try:
+        return get_experiment(name)
+    except ConfigError:
+        if name in discover():
+            raise
+        words = str(meta.get("command", "")).split()
+        plugins = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--plugin"]
+        given = " ".join(f"--plugin {p}" for p in plugins) or "--plugin FILE"
+        raise ConfigError(f"the sweep's experiment {name!r} is not registered here; load it as the sweep did: "
+                          f"`flowvar assemble {sweep_dir} {given}`") from None
+
+
+def _check_grid(sweep_dir: Path, meta: dict[str, Any], axes: list[dict[str, Any]],
+                points: list[dict[str, Any]]) -> None:
+    """The index's points must be its axes' cartesian product, each once (a hand-edited or partly written
+    sweep.json is not); a DataError naming the missing or unexpected grid points otherwise."""
+    combos = [[(a["key"], _json(v)) for v in a["values"]] for a in axes]
+    expected = {json.dumps(dict(c), sort_keys=True) for c in itertools.product(*combos)}
+    listed = [json.dumps(_json(p.get("values")), sort_keys=True) for p in points]
+    missing, extra = sorted(expected - set(listed)), sorted(set(listed) - expected)
+    repeated = len(set(listed)) != len(listed)
+    if missing or extra or repeated:
+        what = "; ".join([f"missing {', '.join(missing)}"] * bool(missing)
+                         + [f"not on its axes {', '.join(extra)}"] * bool(extra)
+                         + ["a grid point listed twice"] * repeated)
+        raise DataError(f"{sweep_dir / 'sweep.json'} does not list its axes' grid ({what}); rerun "
+                        f"{_rerun(sweep_dir, meta)} to rewrite it")
+
+
+def _rerun(sweep_dir: Path, meta: dict[str, Any]) -> str:
+    """How to complete or repair the sweep: its command, into this folder (which may have been moved)."""
+    command = str(meta.get("command") or "flowvar sweep ...")
+    return f"`{command}` with --out {sweep_dir}" if f"--out {sweep_dir}" not in command else f"`{command}`"
 
 
 def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -86,6 +132,13 @@ def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], 
         meta, axes, points = data["meta"], data["axes"], data["points"]
         if not isinstance(meta["experiment"], str) or not isinstance(points, list):
             raise TypeError("experiment or points")
+        # a hand-edited index: every axis a key and its values, every point a record with its values
+        if not isinstance(axes, list) or not all(
+                isinstance(a, dict) and isinstance(a.get("key"), str) and isinstance(a.get("values"), list)
+                for a in axes):
+            raise TypeError("axes")
+        if not all(isinstance(p, dict) and isinstance(p.get("values"), dict) for p in points):
+            raise TypeError("points")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{index} is not a valid sweep index ({type(e).__name__}); rerun the sweep command to "
                         f"rewrite it") from None
@@ -94,14 +147,16 @@ def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], 
     return meta, axes, points
 
 
-def _load_point(sweep_dir: Path, point: dict[str, Any]) -> Result:
+def _load_point(sweep_dir: Path, meta: dict[str, Any], point: dict[str, Any]) -> Result:
+    """A finished point's result; a lost or damaged one is restored by rerunning the sweep (from its cache, or
+    computed again if the cache lost it too), never by --force, which would recompute every point."""
     path = sweep_dir / str(point.get("output")) / "result.json"
     try:
         return Result.load(path)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"point {point.get('point')} ({point.get('values')}) has no readable result at {path} "
-                        f"({type(e).__name__}); rerun the sweep command with --force for it, or restore the "
-                        f"folder") from None
+                        f"({type(e).__name__}); rerun {_rerun(sweep_dir, meta)}: it restores the point from its "
+                        f"cache") from None
 
 
 def _joined_config(axes: list[dict[str, Any]], parts: list[Result]) -> dict[str, Any]:
@@ -128,14 +183,28 @@ def _joined_config(axes: list[dict[str, Any]], parts: list[Result]) -> dict[str,
     return full
 
 
-def _join_collection(out_root: Path, result: Result, provenance: dict[str, Any]) -> None:
-    """Where ``out_root`` is a ``flowvar reproduce`` folder: put the result into its results.json (replacing the
-    experiment's entry, status "assembled") and rewrite its report."""
-    from flowvar.report import load_collection, rewrite_reports
+def _collection(out_root: Path, quick: bool) -> dict[str, Any] | None:
+    """The results.json of ``out_root`` when it is a ``flowvar reproduce`` folder, else None. A ConfigError when
+    its mode is not the sweep's: a quick result in a full (paper-scale) report would be told as paper-scale."""
+    from flowvar.report import load_collection
 
     collection = load_collection(out_root)
     if collection is None:
-        return
+        return None
+    meta = collection.get("meta") if isinstance(collection.get("meta"), dict) else {}
+    mode, ours = meta.get("mode"), "quick" if quick else "full"
+    if mode in ("quick", "full") and mode != ours:
+        raise ConfigError(f"{out_root} holds a {mode} reproduction but the sweep ran in {ours} mode; assemble a "
+                          f"{mode} sweep into it, or give another --out")
+    return collection
+
+
+def _join_collection(out_root: Path, collection: dict[str, Any], result: Result,
+                     provenance: dict[str, Any]) -> None:
+    """Put the result into the reproduce folder's ``collection`` (its results.json; replacing the experiment's
+    entry, status "assembled") and rewrite its report."""
+    from flowvar.report import rewrite_reports
+
     entry = {"name": result.experiment, "status": "assembled", "key": None,
              "wall_s": float(provenance["compute_s"]), "error": None, "corrupted_cache_entry": None,
              "assembled_from": {k: v for k, v in provenance.items() if k != "keys"}, "result": result.to_dict()}
