@@ -240,3 +240,16 @@ def test_the_experiment_checks_that_its_parts_make_up_the_grid(runs: dict[str, A
     changed["points"][0]["pairing_accuracy"] += 0.5
     with pytest.raises(ConfigError, match="two parts hold different results for d=2, N=8"):
         assemble(config, [*parts, changed], Sink())  # type: ignore[arg-type]
+
+
+def test_an_interrupted_assembly_says_how_to_finish_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C between installing the result and rewriting a reproduce folder's results.json and report leaves them
+    behind the folder: the user is told that rerunning the command finishes (and replaces) it."""
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("flowvar.sweep.assemble.assemble_sweep", interrupted)
+    assert main(["assemble", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "rerun the same command" in err and "Traceback" not in err

@@ -259,7 +259,14 @@ def assemble_cmd(
 
     for item in plugin or []:
         load_plugin(item)
-    result, folder = assemble_sweep(sweep_dir, out)
+    try:
+        result, folder = assemble_sweep(sweep_dir, out)
+    except KeyboardInterrupt:
+        # the result folder is installed whole or not at all, but a reproduce folder's results.json and report
+        # follow it: an interruption between them leaves them behind until the next assembly
+        typer.echo("flowvar: interrupted; the sweep's points are untouched: rerun the same command to assemble "
+                   "(it replaces whatever this one wrote)", err=True)
+        raise typer.Exit(130) from None
     source = result.metrics["assembled_from"]
     typer.echo(f"{result.experiment}: assembled from {source['points']} points of {sweep_dir} -> {folder}")
     typer.echo(f"  {headline(claim_counts(result.claims))}")
