@@ -198,6 +198,30 @@ def test_a_lost_point_is_restored_by_rerunning_the_sweep_not_by_force(runs: dict
     assert "restores the point from its cache" in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
+def test_the_fix_of_an_unfinished_moved_sweep_names_its_new_folder(runs: dict[str, Any], tmp_path: Path) -> None:
+    """The recorded command's --out is where the sweep was run; rerun as it is, it would continue the sweep there."""
+    folder = _edited_copy(runs, tmp_path, _set_status)
+    with pytest.raises(ConfigError, match="not finished") as error:
+        assemble_sweep(folder, tmp_path / "out")
+    assert f"` with --out {folder} (it continues" in str(error.value)
+    with pytest.raises(ConfigError, match="not finished") as error:  # in place: the command as recorded
+        assemble_sweep(_in_place(runs, _set_status))
+    assert "` with --out" not in str(error.value)
+
+
+def _in_place(runs: dict[str, Any], edit: Any) -> Path:
+    """A copy of the sweep at the --out of its recorded command (a sibling of the fixture's), edited by ``edit``."""
+    index = json.loads((runs["sweep"] / "sweep.json").read_text())
+    folder = runs["root"] / "sweep_unfinished"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(runs["sweep"], folder)
+    index["meta"]["command"] = index["meta"]["command"].replace(f"--out {runs['sweep']}", f"--out {folder}")
+    assert f"--out {folder}" in index["meta"]["command"]
+    edit(index)
+    (folder / "sweep.json").write_text(json.dumps(index))
+    return folder
+
+
 def test_a_plugin_sweep_names_the_plugin_to_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "toy"
     folder.mkdir()

@@ -51,8 +51,8 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
     if unfinished:
         statuses = ", ".join(sorted({str(p.get("status")) for p in unfinished}))
         raise ConfigError(f"{len(unfinished)} of {len(points)} points of the sweep in {sweep_dir} are not finished "
-                          f"({statuses}); rerun `{meta.get('command', 'flowvar sweep ...')}` (it continues where it "
-                          f"stopped), then assemble")
+                          f"({statuses}); rerun {_rerun(sweep_dir, meta)} (it continues where it stopped), then "
+                          f"assemble")
     parts = [_load_point(sweep_dir, meta, p) for p in points]
     modes = {r.quick for r in parts}
     if len(modes) != 1:
@@ -118,7 +118,10 @@ def _check_grid(sweep_dir: Path, meta: dict[str, Any], axes: list[dict[str, Any]
 def _rerun(sweep_dir: Path, meta: dict[str, Any]) -> str:
     """How to complete or repair the sweep: its command, into this folder (which may have been moved)."""
     command = str(meta.get("command") or "flowvar sweep ...")
-    return f"`{command}` with --out {sweep_dir}" if f"--out {sweep_dir}" not in command else f"`{command}`"
+    words = command.split()
+    outs = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--out"]
+    here = bool(outs) and Path(outs[-1]).resolve() == sweep_dir.resolve()
+    return f"`{command}`" if here else f"`{command}` with --out {sweep_dir}"
 
 
 def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
