@@ -99,11 +99,23 @@ def test_a_quick_sweep_is_refused_by_a_full_reproduction_which_stays_untouched(r
     assert not (collection / "memorisation_phase").exists()
 
 
-def test_a_corrupt_collection_is_refused_before_the_result_is_written(runs: dict[str, Any], tmp_path: Path) -> None:
-    (tmp_path / "results.json").write_text("{broken")
+@pytest.mark.parametrize("text", ["{broken", '{"experiments": []}', '{"meta": {}, "experiments": []}',
+                                  '{"meta": {"command": "c", "mode": "quick", "code_version": "v", "created": "t", '
+                                  '"wall_s": 1}, "experiments": ["x"]}'])
+def test_a_corrupt_collection_is_refused_before_the_result_is_written(runs: dict[str, Any], tmp_path: Path,
+                                                                       text: str) -> None:
+    """Refused as one line before the result is written (before: a traceback from the report, after it)."""
+    (tmp_path / "results.json").write_text(text)
     with pytest.raises(DataError, match="not a valid flowvar reproduce collection"):
         assemble_sweep(runs["sweep"], tmp_path)
     assert not (tmp_path / "memorisation_phase").exists()
+
+
+def test_a_file_where_the_result_folder_goes_is_a_one_line_error(runs: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "memorisation_phase").write_text("mine")
+    with pytest.raises(ConfigError, match="is a file, not a result folder; move it away or give another --out"):
+        assemble_sweep(runs["sweep"], tmp_path)
+    assert (tmp_path / "memorisation_phase").read_text() == "mine"
 
 
 def _edited_copy(runs: dict[str, Any], tmp_path: Path, edit_index: Any = None, edit_part: Any = None) -> Path:

@@ -34,6 +34,9 @@ log = logging.getLogger("flowvar.sweep")
 FINISHED = ("computed", "cached")
 """The point statuses of a finished sweep (``sweep.json``)."""
 
+REPORT_META = ("command", "mode", "code_version", "created", "wall_s")
+"""The fields of a reproduce collection's ``meta`` its report shows (results.json)."""
+
 
 def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tuple[Result, Path]:
     """Assemble the experiment of the finished sweep in ``sweep_dir`` into ``out/<experiment>/`` (default
@@ -71,6 +74,9 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
                   "keys": [p.get("key") for p in points], "computed_by": computed_by,
                   "assembled_by": code_version(), "compute_s": sum(r.runtime_s for r in parts)}
     out_root = Path(out) if out is not None else sweep_dir / "assembled"
+    if (out_root / spec.name).exists() and not (out_root / spec.name).is_dir():
+        raise ConfigError(f"{out_root / spec.name} is a file, not a result folder; move it away or give another "
+                          f"--out")
     # a reproduce folder is read (and its mode checked) before anything is written: a refusal leaves it untouched
     collection = _collection(out_root, quick)
     result = assemble_experiment(spec.name, out_root, config, [r.metrics for r in parts], quick=quick,
@@ -194,7 +200,13 @@ def _collection(out_root: Path, quick: bool) -> dict[str, Any] | None:
     collection = load_collection(out_root)
     if collection is None:
         return None
-    meta = collection.get("meta") if isinstance(collection.get("meta"), dict) else {}
+    # what rewriting its report reads: checked here, before the result is written, not found missing after
+    meta = collection.get("meta")
+    if not isinstance(meta, dict) or not set(REPORT_META) <= set(meta) or not all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) for e in collection["experiments"]):
+        raise DataError(f"{out_root / 'results.json'} is not a valid flowvar reproduce collection (its meta needs "
+                        f"{', '.join(REPORT_META)}; every experiment a record with its name); rerun `flowvar "
+                        f"reproduce` there, or give another --out")
     mode, ours = meta.get("mode"), "quick" if quick else "full"
     if mode in ("quick", "full") and mode != ours:
         raise ConfigError(f"{out_root} holds a {mode} reproduction but the sweep ran in {ours} mode; assemble a "
