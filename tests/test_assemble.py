@@ -168,6 +168,16 @@ def _point_listed_twice(index: dict[str, Any]) -> None:
     index["points"][3] = {**index["points"][0], "point": 3}
 
 
+def _no_points(part: dict[str, Any], path: Path) -> None:
+    del part["metrics"]["points"]
+    path.write_text(json.dumps(part))
+
+
+def _point_without_sigma(part: dict[str, Any], path: Path) -> None:
+    del part["metrics"]["points"][0]["sigma"]
+    path.write_text(json.dumps(part))
+
+
 def _other_steps(part: dict[str, Any], path: Path) -> None:
     part["config"]["steps"] = 9
     path.write_text(json.dumps(part))
@@ -184,6 +194,8 @@ def _no_result(part: dict[str, Any], path: Path) -> None:
     (_other_experiment, None, ConfigError, "lemma2 cannot be assembled"),
     (None, _other_steps, ConfigError, r"differ outside its axes \(steps\)"),
     (None, _no_result, DataError, "has no readable result"),
+    (None, _no_points, DataError, "part 2 of 4 is not a memorisation_phase result"),
+    (None, _point_without_sigma, DataError, "part 2 of 4 is not a memorisation_phase result"),
     # a hand-edited or damaged index: one line, never a traceback
     (_axis_without_key, None, DataError, r"not a valid sweep index \(TypeError\)"),
     (_axes_null, None, DataError, r"not a valid sweep index \(TypeError\)"),

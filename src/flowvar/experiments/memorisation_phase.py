@@ -84,7 +84,7 @@ from torch import Tensor, nn
 
 from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import GaussianMixture, StandardNormal
-from flowvar.errors import ConfigError, ShapeError
+from flowvar.errors import ConfigError, DataError, ShapeError
 from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
@@ -526,7 +526,14 @@ def assemble(config: MemorisationPhaseConfig, parts: Sequence[Mapping[str, Any]]
                 for width in config.widths for sigma in config.sigmas for k in range(config.n_seeds)}
     found: dict[tuple[Any, ...], dict[str, Any]] = {}
     references: dict[str, dict[str, Any]] = {}
-    for part in parts:
+    for i, part in enumerate(parts):
+        # a readable but damaged (hand-edited, foreign) result: one line naming it, not a KeyError from the judging
+        points = part.get("points") if isinstance(part, Mapping) else None
+        if not isinstance(points, list) or not isinstance(part.get("references"), Mapping) or not all(
+                isinstance(p, Mapping) and set(p) >= _POINT_KEYS for p in points):
+            raise DataError(f"part {i + 1} of {len(parts)} is not a memorisation_phase result (its metrics lack "
+                            f"the grid points {', '.join(sorted(_POINT_KEYS))} or the references); restore or "
+                            f"recompute it")
         for point in part["points"]:
             key = (point["d"], point["n"], point["width"], point["sigma"], point["seed"])
             other = found.setdefault(key, point)
@@ -544,6 +551,10 @@ def assemble(config: MemorisationPhaseConfig, parts: Sequence[Mapping[str, Any]]
         config.dims.index(k[0]), k[4], config.ns.index(k[1]), config.widths.index(k[2]), config.sigmas.index(k[3]))))}
     _judge(config, ctx, sorted(found.values(), key=lambda p: order[(p["d"], p["n"], p["width"], p["sigma"],
                                                                       p["seed"])]), references)
+
+
+_POINT_KEYS = frozenset({"d", "n", "width", "sigma", "seed"})
+"""What names a grid point in a result's ``points`` (and what :func:`assemble` matches parts by)."""
 
 
 def _cells_listing(keys: list[tuple[Any, ...]]) -> str:
