@@ -178,6 +178,12 @@ def _point_without_sigma(part: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(part))
 
 
+def _foreign_result(part: dict[str, Any], path: Path) -> None:
+    part["experiment"] = "lemma2"
+    part["config"] = {f"field_{i}": i for i in range(9)}
+    path.write_text(json.dumps(part))
+
+
 def _other_steps(part: dict[str, Any], path: Path) -> None:
     part["config"]["steps"] = 9
     path.write_text(json.dumps(part))
@@ -194,6 +200,7 @@ def _no_result(part: dict[str, Any], path: Path) -> None:
     (_other_experiment, None, ConfigError, "lemma2 cannot be assembled"),
     (None, _other_steps, ConfigError, r"differ outside its axes \(steps\)"),
     (None, _no_result, DataError, "has no readable result"),
+    (None, _foreign_result, DataError, r"point 1 \(.*\) holds a result of lemma2, not memorisation_phase; delete"),
     (None, _no_points, DataError, "part 2 of 4 is not a memorisation_phase result"),
     (None, _point_without_sigma, DataError, "part 2 of 4 is not a memorisation_phase result"),
     # a hand-edited or damaged index: one line, never a traceback
@@ -218,7 +225,7 @@ def test_a_lost_point_is_restored_by_rerunning_the_sweep_not_by_force(runs: dict
     folder = _edited_copy(runs, tmp_path, edit_part=_no_result)
     assert main(["assemble", str(folder), "--out", str(tmp_path / "out")]) != 0
     err = capsys.readouterr().err
-    assert "has no readable result" in err and "--force" not in err and f"--out {folder}" in err
+    assert "has no readable result" in err and "--force" not in err and f"--out {folder}`" in err
     assert "restores the point from its cache" in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
@@ -227,10 +234,11 @@ def test_the_fix_of_an_unfinished_moved_sweep_names_its_new_folder(runs: dict[st
     folder = _edited_copy(runs, tmp_path, _set_status)
     with pytest.raises(ConfigError, match="not finished") as error:
         assemble_sweep(folder, tmp_path / "out")
-    assert f"` with --out {folder} (it continues" in str(error.value)
+    assert f"--out {folder}` (it continues" in str(error.value) and str(runs["sweep"]) not in str(error.value)
     with pytest.raises(ConfigError, match="not finished") as error:  # in place: the command as recorded
         assemble_sweep(_in_place(runs, _set_status))
-    assert "` with --out" not in str(error.value)
+    command = json.loads((runs["root"] / "sweep_unfinished" / "sweep.json").read_text())["meta"]["command"]
+    assert f"rerun `{command}` (it continues" in str(error.value)
 
 
 def _in_place(runs: dict[str, Any], edit: Any) -> Path:

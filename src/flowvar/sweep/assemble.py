@@ -57,6 +57,11 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
                           f"({statuses}); rerun {_rerun(sweep_dir, meta)} (it continues where it stopped), then "
                           f"assemble")
     parts = [_load_point(sweep_dir, meta, p) for p in points]
+    for point, part in zip(points, parts, strict=True):
+        if part.experiment != spec.name:
+            raise DataError(f"point {point.get('point')} ({point.get('values')}) holds a result of {part.experiment}, "
+                            f"not {spec.name}; delete {sweep_dir / str(point.get('output'))} and rerun "
+                            f"{_rerun(sweep_dir, meta)}: it restores the point from its cache (or computes it again)")
     modes = {r.quick for r in parts}
     if len(modes) != 1:
         raise ConfigError("the sweep mixes --quick and full points; assemble a sweep run in one mode")
@@ -122,12 +127,15 @@ def _check_grid(sweep_dir: Path, meta: dict[str, Any], axes: list[dict[str, Any]
 
 
 def _rerun(sweep_dir: Path, meta: dict[str, Any]) -> str:
-    """How to complete or repair the sweep: its command, into this folder (which may have been moved)."""
-    command = str(meta.get("command") or "flowvar sweep ...")
-    words = command.split()
-    outs = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--out"]
-    here = bool(outs) and Path(outs[-1]).resolve() == sweep_dir.resolve()
-    return f"`{command}`" if here else f"`{command}` with --out {sweep_dir}"
+    """How to complete or repair the sweep: its command, its --out set to this folder (which may have been moved:
+    the recorded --out would continue the sweep where it was run)."""
+    words = str(meta.get("command") or "flowvar sweep ...").split()
+    at = [i + 1 for i, w in enumerate(words[:-1]) if w == "--out"]
+    if not at:
+        words += ["--out", str(sweep_dir)]
+    elif Path(words[at[-1]]).resolve() != sweep_dir.resolve():
+        words[at[-1]] = str(sweep_dir)
+    return f"`{' '.join(words)}`"
 
 
 def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -165,7 +173,7 @@ def _load_point(sweep_dir: Path, meta: dict[str, Any], point: dict[str, Any]) ->
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"point {point.get('point')} ({point.get('values')}) has no readable result at {path} "
                         f"({type(e).__name__}); rerun {_rerun(sweep_dir, meta)}: it restores the point from its "
-                        f"cache") from None
+                        f"cache (or computes it again)") from None
 
 
 def _joined_config(axes: list[dict[str, Any]], parts: list[Result]) -> dict[str, Any]:
@@ -187,8 +195,9 @@ def _joined_config(axes: list[dict[str, Any]], parts: list[Result]) -> dict[str,
         differ = sorted(k for k in set(full) | set(part.config)
                         if k not in keys and _json(part.config.get(k)) != _json(full.get(k)))
         if differ:
-            raise ConfigError(f"the sweep's points differ outside its axes ({', '.join(differ)}): they are not one "
-                              f"run's grid and cannot be assembled")
+            named = ", ".join(differ[:6]) + (f", … ({len(differ)} in all)" if len(differ) > 6 else "")
+            raise ConfigError(f"the sweep's points differ outside its axes ({named}): they are not one run's grid "
+                              f"and cannot be assembled")
     return full
 
 
