@@ -197,6 +197,8 @@ def _no_result(part: dict[str, Any], path: Path) -> None:
     (_set_status, None, ConfigError, r"1 of 4 points .* not finished \(failed\); rerun `flowvar sweep"),
     (_scalar_axis, None, ConfigError, "axis steps takes single values"),
     (_repeated_axis, None, ConfigError, "repeats a value"),
+    (_repeated_axis, None, ConfigError, r"its points overlap: split the grid so that every value is in exactly one "
+                                         r"point \(--grid \"dims=\[a\],\[b\]\", not"),
     (_other_experiment, None, ConfigError, "lemma2 cannot be assembled"),
     (None, _other_steps, ConfigError, r"differ outside its axes \(steps\)"),
     (None, _no_result, DataError, "has no readable result"),

@@ -189,7 +189,9 @@ def _joined_config(axes: list[dict[str, Any]], parts: list[Result]) -> dict[str,
                               f"splits list-valued fields (e.g. --grid \"dims=[2],[3]\") can be assembled")
         joined = [x for v in values for x in v]
         if len({_json(x) for x in joined}) != len(joined):
-            raise ConfigError(f"the sweep's axis {axis['key']} repeats a value ({values}); its points overlap")
+            raise ConfigError(f"the sweep's axis {axis['key']} repeats a value ({values}); its points overlap: "
+                              f"split the grid so that every value is in exactly one point (--grid "
+                              f"\"{axis['key']}=[a],[b]\", not \"{axis['key']}=[a,b],[b]\")")
         full[axis["key"]] = joined
     for part in parts:
         differ = sorted(k for k in set(full) | set(part.config)
