@@ -11,9 +11,14 @@ result. :func:`assemble_sweep` builds it from the points' results, with nothing 
 3. the experiment's own ``assemble`` (:func:`flowvar.experiments.base.assembles`) checks that the points make up
    the grid exactly, and judges them as its ``run`` judges its own points.
 
+A damaged sweep (a hand-edited sweep.json, points not its axes' grid, a lost or foreign point result) is refused
+as one line whose fix is the sweep's own command with ``--out`` this folder (it restores points from its cache; a
+moved folder's recorded --out would continue the sweep where it was run), never ``--force``.
+
 The result records where its parts come from (``assembled_from``: the sweep, its command, the code version that
 computed the points and the one that judged them). With ``--out`` naming a ``flowvar reproduce`` folder, the result
-joins that collection (status "assembled") and its report is rewritten.
+joins that collection (status "assembled") and its report is rewritten; that folder is read, and refused when
+it is invalid or of the other mode (a quick result in a paper-scale report), before anything is written.
 """
 
 from __future__ import annotations
