@@ -311,3 +311,13 @@ def test_an_interrupted_assembly_says_how_to_finish_it(monkeypatch: pytest.Monke
     assert main(["assemble", str(tmp_path)]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "rerun the same command" in err and "Traceback" not in err
+
+
+def test_a_finished_sweep_of_an_assemblable_experiment_says_how_to_assemble_it(
+        runs: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["sweep", "memorisation_phase", "--quick", "--quiet", "--out", str(runs["sweep"])]
+    args += [a for g in GRID for a in ("--grid", g)] + [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 from the cache" in out  # the fixture's points: nothing computed again
+    assert f"flowvar assemble {runs['sweep']}" in out

@@ -239,6 +239,11 @@ def sweep_cmd(
         typer.echo(f"  FAILED {o.point.label}: {o.error} (see {summary.out / 'sweep.log'})")
     if summary.failed:
         raise typer.Exit(1)
+    from flowvar.experiments.base import get_experiment
+
+    finished = summary.count("computed") + summary.count("cached") == len(summary.outcomes)
+    if finished and get_experiment(experiment).assemble is not None:
+        typer.echo(f"  the claims that compare points: flowvar assemble {summary.out} (judges them as one run)")
 
 
 @app.command("assemble")
