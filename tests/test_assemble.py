@@ -15,6 +15,7 @@ from flowvar.cli import main
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.memorisation_phase import assemble
+from flowvar.report import readme_section
 from flowvar.results import Result
 from flowvar.sweep import Options, sweep
 from flowvar.sweep.assemble import assemble_sweep
@@ -84,7 +85,13 @@ def test_assembling_into_a_reproduce_folder_adds_it_to_the_report(runs: dict[str
     assert entry["result"]["claims"] and (collection / "memorisation_phase" / "result.json").is_file()
     report = (collection / "report.md").read_text()
     assert "assembled from a sweep" in report and "memorisation_phase.sigma0.05_reduces_memorisation" in report
-    assert "memorisation_phase" in (collection / "report.html").read_text()
+    # the header, the HTML and the README block say where this experiment comes from (not the reproduce command)
+    source = "memorisation_phase: assembled from the 4 points of `flowvar sweep memorisation_phase"
+    assert source in report.split("> **")[0]
+    assert "memorisation_phase: assembled from the 4 points of <code>flowvar sweep" in (
+        collection / "report.html").read_text()
+    section = readme_section(json.loads((collection / "results.json").read_text()), "full")
+    assert "; memorisation_phase assembled from the 4 points of `flowvar sweep memorisation_phase" in section
 
 
 def test_a_quick_sweep_is_refused_by_a_full_reproduction_which_stays_untouched(runs: dict[str, Any],

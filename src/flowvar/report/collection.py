@@ -157,6 +157,14 @@ def _claims(collection: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(e["name"], c) for e in _experiments(collection) if e.get("result") for c in e["result"]["claims"]]
 
 
+def assembled(collection: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(experiment, number of points, sweep command) of each experiment that ``flowvar assemble`` added to the
+    collection: its results come from that sweep, not from the collection's own command."""
+    return [(e["name"], e["assembled_from"].get("points", "?"), str(e["assembled_from"].get("command")))
+            for e in _experiments(collection)
+            if e.get("status") == "assembled" and isinstance(e.get("assembled_from"), dict)]
+
+
 def status_line(entry: dict[str, Any]) -> str:
     result = entry.get("result") or {}
     if entry["status"] == "cached":
@@ -235,7 +243,10 @@ def readme_section(collection: dict[str, Any], folder_label: str) -> str:
              f"{format_duration(meta['wall_s'])} on {meta.get('cpu_cores', '?')} CPU cores"
              + (f"; without a result: {', '.join(failed)}" if failed else "")
              + ("; interrupted: the experiments it had not finished are not in it" if meta.get("interrupted")
-                else "") + ".", "",
+                else "")
+             + "".join(f"; {name} assembled from the {points} points of `{command}` (`flowvar assemble`)"
+                       for name, points, command in assembled(collection))
+             + ".", "",
              f"**{headline(counts)}**", "", KIND_TEXT, "",
              "| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
     lines += _verdict_rows(collection, 160)
@@ -266,6 +277,6 @@ def update_readme(readme: Path | str, section: str) -> bool:
 
 
 __all__ = ["KIND_TEXT", "PAPER_REF", "PAPER_TITLE", "README_BEGIN", "README_END", "README_FULL_BEGIN",
-           "README_FULL_END", "STATUS_TEXT", "collection_counts", "collection_results", "environment",
+           "README_FULL_END", "STATUS_TEXT", "assembled", "collection_counts", "collection_results", "environment",
            "format_duration", "load_collection", "load_results", "md_cell", "merge_spread", "readme_markers",
            "readme_section", "status_line", "update_readme", "verdict_counts", "verdict_table"]

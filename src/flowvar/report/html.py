@@ -23,6 +23,7 @@ from flowvar.report.collection import (
     PAPER_REF,
     PAPER_TITLE,
     STATUS_TEXT,
+    assembled,
     environment,
     format_duration,
 )
@@ -225,6 +226,8 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
              "<header>", f"<h1>Reproduction report: {_h(PAPER_TITLE)}</h1>", f"<p class=meta>{_h(PAPER_REF)}</p>",
              f"<p class=meta><code>{_h(meta['command'])}</code> · {_h(meta['mode'])} mode · flowvar "
              f"{_h(meta['code_version'])} · {_h(meta['created'])} · wall time {format_duration(meta['wall_s'])}</p>",
+             *[f"<p class=meta>{_h(name)}: assembled from the {_h(points)} points of <code>{_h(command)}</code> "
+               f"(<code>flowvar assemble</code>)</p>" for name, points, command in assembled(collection)],
              f'<div class="banner {"full" if meta.get("mode") == "full" else "quick"}" id="scale">'
              f"<strong>{_h(title)}</strong><ul>" + "".join(f"<li>{_h(x)}</li>" for x in scale_lines) + "</ul>"
              + ("<p class=absent><strong>Not in this run:</strong></p><ul>" + "".join(

@@ -11,6 +11,7 @@ from flowvar.report.collection import (
     PAPER_REF,
     PAPER_TITLE,
     STATUS_TEXT,
+    assembled,
     environment,
     format_duration,
     md_cell,
@@ -107,6 +108,8 @@ def render_markdown(collection: dict[str, Any]) -> str:
     lines = [f"# Reproduction report: {PAPER_TITLE}", "", f"{PAPER_REF}", "",
              f"`{meta['command']}` · {meta['mode']} mode · flowvar {meta['code_version']} · {meta['created']} · "
              f"wall time {format_duration(meta['wall_s'])}", "",
+             *[f"{name}: assembled from the {points} points of `{command}` (`flowvar assemble`)\n"
+               for name, points, command in assembled(collection)],
              f"> **{title}.**"] + [f"> - {x}" for x in scale_lines]
     if missing:
         lines += [">", "> **Not in this run:**"] + [f"> - {a.line()}" for a in missing]
