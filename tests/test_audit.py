@@ -705,6 +705,52 @@ def test_data_carry_their_labels(tmp_path: Path) -> None:
             load_labels("--labels", str(tmp_path / "bad.npy"), 3)
 
 
+def test_array_images_take_their_pixel_scale_from_value_range(tmp_path: Path) -> None:
+    """16-bit images in a .npy/.npz are refused without a pixel scale, the refusal names the audit's flag, and with
+    --value-range they map to [−1, 1] (labels kept); image files, bundled sets and tensors have a known scale."""
+    from PIL import Image
+
+    from flowvar.audit.loading import load_labelled
+
+    pixels = np.random.default_rng(0).integers(0, 65536, size=(6, 1, 4, 4)).astype(np.uint16)
+    pixels[0, 0, 0, :2] = (0, 65535)
+    np.save(tmp_path / "u16.npy", pixels)
+    np.savez(tmp_path / "u16.npz", x=pixels, labels=np.arange(6) % 2)
+    for name in ("u16.npy", "u16.npz"):
+        with pytest.raises(DataError, match=r"`flowvar audit --value-range 0,65535`"):
+            load_labelled("--data", str(tmp_path / name))
+        x, y, _ = load_labelled("--data", str(tmp_path / name), value_range=(0.0, 65535.0))
+        assert float(x.min()) == -1.0 and float(x.max()) == 1.0
+        assert torch.allclose(x, torch.from_numpy(pixels.astype(np.float32)) / 65535 * 2 - 1)
+        assert (y is None) == (name == "u16.npy")
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((6, 6), dtype=np.uint8)).save(tmp_path / "imgs" / "a.png")
+    for data in (str(tmp_path / "imgs"), "digits", torch.zeros(3, 2)):
+        with pytest.raises(ConfigError, match="known pixel scale"):
+            load_labelled("--data", data, value_range=(0.0, 255.0))
+
+
+def test_cli_value_range_reaches_the_loader_and_bad_ones_are_one_line(
+        memorised_files: dict, nets: object, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    f = memorised_files
+    out = tmp_path / "audit"
+    base = ["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--data", f["data"], "--out", str(out)]
+    for bad in ("5", "3,1", "0,inf", "a,b"):
+        code, _, err = run_cli([*base, "--value-range", bad], capsys)
+        assert_error(code, err, out, "--value-range expects")
+    seen = []
+
+    def spy(what: str, data: object, **kw: object) -> object:
+        seen.append(kw["value_range"])
+        raise DataError("stop here")
+
+    monkeypatch.setattr("flowvar.audit.core.load_labelled", spy)
+    code, _, err = run_cli([*base, "--value-range", "0, 65535"], capsys)
+    assert_error(code, err, out, "stop here")
+    assert seen == [(0.0, 65535.0)]
+
+
 def digits_labelled(n_train: int, n_heldout: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     from flowvar.data import load_digits
 

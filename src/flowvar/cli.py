@@ -10,6 +10,7 @@ whose length is its typer options and their help texts, and the work lives in th
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import warnings
@@ -573,6 +574,9 @@ def audit_cmd(
                                                                                "(default: the first image's).")
                           ] = None,
     channels: Annotated[int | None, typer.Option("--channels", help="Image folders: 1 (grey) or 3 (RGB).")] = None,
+    value_range: Annotated[str | None, typer.Option(
+        "--value-range", help="LO,HI: the pixel scale of .npy/.npz images, mapped to [-1, 1] (e.g. 0,65535 for "
+                              "16-bit images, which are refused without it).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw of the audit.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
                       ] = "auto",
@@ -593,12 +597,13 @@ def audit_cmd(
     from flowvar.reproduce import default_threads
 
     check_audit_folder(out)  # before any work: never a folder of the user's files, never a file
+    scale = _value_range(value_range)
     torch.set_num_threads(threads or default_threads())
     loaded = load_model(model, checkpoint, state_key)
     report = audit(loaded.module, data, pairs=pairs, heldout=heldout, sigma=sigma, convention=convention, time=time,
                    time_scale=time_scale, samples=samples, steps=steps, coarse_steps=coarse_steps, method=method,
                    grad_samples=grad_samples, t_bins=t_bins, seed=seed, device=device, resolution=resolution,
-                   channels=channels, model_source=loaded.source, label_arg=label_arg, labels=labels,
+                   channels=channels, value_range=scale, model_source=loaded.source, label_arg=label_arg, labels=labels,
                    heldout_labels=heldout_labels, conditions=conditions, heldout_conditions=heldout_conditions)
     report.write(out)
     if as_json:
@@ -606,6 +611,20 @@ def audit_cmd(
     else:
         typer.echo(report.summary())
         typer.echo(f"report: {out / 'audit.html'}")
+
+
+def _value_range(text: str | None) -> tuple[float, float] | None:
+    """``--value-range LO,HI`` as (lo, hi); a ConfigError naming the expected form otherwise."""
+    if text is None:
+        return None
+    parts = text.replace(" ", "").split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--value-range expects LO,HI (two numbers, e.g. 0,65535), got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ConfigError(f"--value-range expects finite LO < HI, got {text!r}")
+    return lo, hi
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,11 +163,11 @@ def check_audit_folder(out: str | Path) -> None:
         raise DataError(f"cannot write the audit into {out}: {parent} is not writable; choose another --out")
 
 
-def _as_points(what: str, data: Tensor | str | Path | None, resolution: int | None, channels: int | None
-               ) -> tuple[Tensor | None, Tensor | None, str]:
+def _as_points(what: str, data: Tensor | str | Path | None, resolution: int | None, channels: int | None,
+               value_range: tuple[float, float] | None = None) -> tuple[Tensor | None, Tensor | None, str]:
     if data is None:
         return None, None, "not given"
-    return load_labelled(what, data, resolution=resolution, channels=channels)
+    return load_labelled(what, data, resolution=resolution, channels=channels, value_range=value_range)
 
 
 #: Where class labels can come from, for the errors that ask for them.
@@ -333,7 +333,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
           time: str | None = None, time_scale: float | None = None, samples: int = 500, steps: int = 100,
           coarse_steps: int = 10, method: str = "euler", grad_samples: int = 64, t_bins: int = 5, seed: int = 0,
           device: str = "auto", resolution: int | None = None, channels: int | None = None,
-          model_source: str = "", label_arg: str | None = None, labels: Tensor | str | Path | None = None,
+          value_range: tuple[float, float] | None = None, model_source: str = "", label_arg: str | None = None,
+          labels: Tensor | str | Path | None = None,
           heldout_labels: Tensor | str | Path | None = None, conditions: Tensor | str | Path | None = None,
           heldout_conditions: Tensor | str | Path | None = None) -> AuditReport:
     """Audit a trained flow model for memorisation.
@@ -350,6 +351,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         grad_samples, t_bins: draws per t-bin and number of bins of the gradient section.
         seed: seeds every random draw of the audit; device: "auto" (CUDA when available), "cpu", "cuda", ...
         resolution, channels: for image folders (default: the first image's size and mode).
+        value_range: (lo, hi), the pixel scale of ``data``'s and ``heldout``'s array-file images, mapped to [−1, 1]
+            (16-bit or other integer images need it; :func:`flowvar.data.load_array`).
         model_source: how the model was built (recorded in the report).
         label_arg: how a conditional model takes its labels or conditions (:class:`~flowvar.audit.adapters.LabelArg`:
             ``"y"``, ``"class_labels"``, ``"encoder_hidden_states"``, ``"extra.label"``, ``"positional"``); None for
@@ -390,11 +393,12 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         model = model.eval()  # mode was fixed when it was exported
     dtype = model_dtype(model)
 
-    train, carried, data_desc = load_labelled("--data", data, resolution=resolution, channels=channels)
+    train, carried, data_desc = load_labelled("--data", data, resolution=resolution, channels=channels,
+                                              value_range=value_range)
     shape = tuple(train.shape[1:])
     x0_pairs, _, pairs_desc = _as_points("--pairs", pairs, resolution=None, channels=None)
     held, held_carried, held_desc = _as_points("--heldout", heldout, resolution=resolution or _side(shape),
-                                               channels=channels)
+                                               channels=channels, value_range=value_range)
     la = LabelArg(label_arg) if label_arg is not None else None
     cc = _conditioning(la, data, train.shape[0], carried, labels, heldout_labels, conditions, heldout_conditions,
                        heldout, held, held_carried)

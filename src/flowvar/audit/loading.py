@@ -171,10 +171,10 @@ def _first_image_geometry(folder: Path, recursive: bool = False) -> tuple[int, i
 
 
 def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
-                channels: int | None = None) -> tuple[Tensor, str]:
+                channels: int | None = None, value_range: tuple[float, float] | None = None) -> tuple[Tensor, str]:
     """An audit input as a float32 tensor (N, *shape) and a description (:func:`load_labelled` without the labels).
     """
-    x, _, desc = load_labelled(what, data, resolution=resolution, channels=channels)
+    x, _, desc = load_labelled(what, data, resolution=resolution, channels=channels, value_range=value_range)
     return x, desc
 
 
@@ -190,7 +190,8 @@ def class_folders(folder: Path) -> list[Path]:
 
 
 def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
-                  channels: int | None = None) -> tuple[Tensor, Tensor | None, str]:
+                  channels: int | None = None, value_range: tuple[float, float] | None = None
+                  ) -> tuple[Tensor, Tensor | None, str]:
     """An audit input as a float32 tensor (N, *shape), the class labels (N,) long it carries (None when it carries
     none), and a description.
 
@@ -199,11 +200,19 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     folder of images (:func:`flowvar.data.load_images`, every file in sorted order, centre-cropped and resized to
     ``resolution`` — default the first image's size), or a folder of one subfolder of images per class (label k =
     the k-th subfolder in sorted order, as torchvision's ``ImageFolder`` numbers them); or a bundled name
-    (``digits``, labelled by digit; ``lfw``).
+    (``digits``, labelled by digit; ``lfw``). ``value_range=(lo, hi)``: the pixel scale of an array file's images,
+    mapped to [−1, 1] (16-bit or other integer images, which are refused without it); image files and bundled sets
+    have a known scale, so it is refused with them.
     """
     from flowvar.data import load_array, load_folder, load_images, resolve_data
 
+    def no_value_range(kind: str) -> None:
+        if value_range is not None:
+            raise ConfigError(f"{what}: --value-range scales the images of a .npy/.npz array; {kind} have a known "
+                              f"pixel scale (drop --value-range)")
+
     if isinstance(data, Tensor):
+        no_value_range("tensors (used as given)")
         x = data.detach().to("cpu", torch.float32)
         if x.ndim < 2 or x.shape[0] == 0:
             raise ShapeError(f"{what} must have shape (N, *shape) with N >= 1, got {tuple(x.shape)}")
@@ -211,10 +220,11 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
         return x.contiguous(), None, f"tensor {tuple(x.shape)}"
     path = Path(str(data)).expanduser()
     if path.suffix.lower() == ".npz" and path.is_file():  # only the audit reads labelled arrays: not resolve_data's
-        loaded = load_array(path, resolution=resolution, channels=channels)
+        loaded = load_array(path, resolution=resolution, channels=channels, value_range=value_range)
         return loaded.images.to(torch.float32).contiguous(), loaded.labels, loaded.source
     classes = class_folders(path)
     if classes:
+        no_value_range("image files")
         if resolution is None or channels is None:
             side, mode_channels = _first_image_geometry(path, recursive=True)
             resolution = resolution or side
@@ -232,8 +242,9 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
                           f"folder, a .npy file, digits or lfw")
     if spec.dataset == "npy":
         assert spec.data_dir is not None
-        images = load_array(spec.data_dir, resolution=resolution, channels=channels)
+        images = load_array(spec.data_dir, resolution=resolution, channels=channels, value_range=value_range)
     else:
+        no_value_range("image files" if spec.dataset == "folder" else f"the bundled {spec.dataset} images")
         if spec.dataset == "folder" and (resolution is None or channels is None):
             assert spec.data_dir is not None
             side, mode_channels = _first_image_geometry(Path(spec.data_dir).expanduser())
