@@ -582,7 +582,7 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         raise DataError(f"{file} holds {raw.dtype} images (values {lo}..{hi}), whose pixel scale flowvar cannot "
                         f"know; save them as uint8 (8-bit pixels, mapped to [−1, 1]) or as float32 already scaled "
                         f"(used as given), or pass value_range=(0, {_integer_top(raw.dtype, int(hi))}) to load_array "
-                        f"(`flowvar audit --value-range 0,{_integer_top(raw.dtype, int(hi))}`)")
+                        f"(in `flowvar audit`: --value-range 0,{_integer_top(raw.dtype, int(hi))})")
     if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
         # finite float64 values beyond float32's range would turn into inf and be reported as if the file held them
         top = float(np.abs(raw[np.isfinite(raw)]).max(initial=0.0))
@@ -607,7 +607,7 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         # 0..255 pixels saved as floats, which flowvar's [−1, 1] experiments would train on unscaled
         warnings.warn(f"{file} holds float images with values in [{float(data.min()):g}, {float(data.max()):g}], "
                       f"used as given; flowvar's images are in [−1, 1]: if these are 0..255 pixels save them as "
-                      f"uint8 or pass value_range=(0, 255) (`flowvar audit --value-range 0,255`)", stacklevel=2)
+                      f"uint8 or pass value_range=(0, 255) (in `flowvar audit`: --value-range 0,255)", stacklevel=2)
     idx = choose_indices(data.shape[0], n, seed, f"array {file}")
     data = data[idx]
     labels = check_labels(f"{file} labels", raw_labels, raw.shape[0])[idx] if raw_labels is not None else None
