@@ -4,21 +4,27 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from flowvar.cache import (
     MANIFEST,
     Cache,
+    StagingWriter,
     cache_key,
     code_version,
+    host_tag,
     install,
     key_inputs,
     lookup,
     run_cached,
     source_digest,
+    staging_prefix,
+    staging_writer,
     store,
 )
 from flowvar.cache_admin import Survey, format_survey, prune, survey
@@ -125,11 +131,45 @@ def test_corrupted_entry_is_reported_removed_and_missed(prop1_run: tuple[Path, s
 
 def test_clean_stale_removes_only_dead_writers(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
-    dead = tmp_path / ".tmp-999999999-abc"
+    dead = tmp_path / ".tmp-999999999-abc"  # an older flowvar's name (no host): this machine's
     alive = tmp_path / f".tmp-{os.getpid()}-abc"
     dead.mkdir()
     alive.mkdir()
     assert cache.clean_stale() == 1 and not dead.exists() and alive.exists()
+
+
+def test_staging_folders_name_their_machine_and_another_machines_are_kept(prop1_run: tuple[Path, str],
+                                                                          tmp_path: Path) -> None:
+    """On a cache shared by a cluster's nodes a pid means something only on its own machine: a staging folder
+    written on another machine is never removed from here (its pid is dead here, its writer may not be)."""
+    other = "0123abcd" if host_tag() != "0123abcd" else "abcd0123"
+    cache = Cache(tmp_path)
+    cache.check_writable()
+    dead, alive = tmp_path / f".tmp-999999999@{host_tag()}-abc", tmp_path / f"{staging_prefix()}abc"
+    remote = tmp_path / f".tmp-999999999@{other}-work-xyz"
+    for folder in (dead, alive, remote):
+        folder.mkdir()
+        (folder / "result.json").write_text("{}")
+    assert staging_writer(alive.name) == StagingWriter(os.getpid(), host_tag())
+    assert staging_writer(remote.name) == StagingWriter(999999999, other)
+    assert staging_writer(".tmp-12@not-a-tag-x") is None and staging_writer(".tmp-x-y") is None
+    assert {i.name: i.status for i in survey(cache).staging} == {
+        dead.name: "left by a killed run", alive.name: "being written",
+        remote.name: "another machine's (being written, or left there: only that machine can tell; kept)"}
+    assert [i.name for i in prune(cache).removed] == [dead.name]
+    assert cache.clean_stale() == 0 and alive.is_dir() and remote.is_dir()
+    # what this process writes carries its machine
+    root, key = prop1_run
+    seen: list[str] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def spy(*args: object, **kw: object) -> str:
+        seen.append(str(kw.get("prefix")))
+        return real_mkdtemp(*args, **kw)  # type: ignore[arg-type]
+
+    with mock.patch("flowvar.cache.tempfile.mkdtemp", spy):
+        cache.store(key, Cache(root).path(key))
+    assert seen == [staging_prefix()] and staging_writer(seen[0] + "x") == StagingWriter(os.getpid(), host_tag())
 
 
 def test_run_cache_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,7 @@ The key reads ``<experiment>-<16 hex digits>``.
 
 Layout. One folder per entry, ``<root>/<key>/``: the experiment's output files (``result.json``, ``summary.md``,
 figures) and ``cache.json``, a manifest with the key's inputs, the creation time, the runtime and the SHA-256 of
-every file. An entry is written into ``<root>/.tmp-<pid>-*`` and renamed into place when complete, so an entry
+every file. An entry is written into ``<root>/.tmp-<pid>@<host>-*`` and renamed into place when complete, so an entry
 either exists whole or not at all. ``<root>/.work/<key>/`` holds the training checkpoints of a run of ``key`` that
 has not finished (:meth:`Cache.work_dir`) and ``inputs.json``, the key's inputs (:meth:`Cache.start_work`): an
 interrupted run resumes from them, and they are removed when the entry is stored; ``<root>/.work/<key>.lock`` is
@@ -265,11 +265,51 @@ def _announce_wait(message: str) -> None:
     print(f"flowvar: {message}", file=sys.stderr, flush=True)
 
 
-def staging_pid(name: str) -> int | None:
-    """The writing process's pid in a staging folder's name ``.tmp-<pid>-...`` (:meth:`Cache.store`, the runner's
-    work folders), or None for any other name."""
+@functools.cache
+def host_tag() -> str:
+    """This machine in staging folder names: 8 hex digits of a hash of its host name (a name may hold ``-``, ``.``
+    or ``@``, which the names' parser splits on)."""
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def staging_prefix(purpose: str = "") -> str:
+    """The name prefix of a staging folder this process writes into a cache folder: ``.tmp-<pid>@<host>-<purpose>``
+    (:meth:`Cache.store`, the runner's work folders, a prune's trash). The host matters on a cache shared by several
+    machines (a Ray cluster's nodes): a pid says whether its writer lives only on its own machine."""
+    return f".tmp-{os.getpid()}@{host_tag()}-{purpose}"
+
+
+@dataclass(frozen=True)
+class StagingWriter:
+    """Who writes a staging folder, from its name: ``pid`` on ``host`` (:func:`host_tag`; None in the names of an
+    older flowvar, which were all local)."""
+
+    pid: int
+    host: str | None
+
+    @property
+    def local(self) -> bool:
+        return self.host is None or self.host == host_tag()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer may still be writing: its pid lives on this machine; another machine's writer is
+        assumed alive (this machine cannot tell), so its folder is never removed from here."""
+        return pid_alive(self.pid) if self.local else True
+
+
+def staging_writer(name: str) -> StagingWriter | None:
+    """The writer of a staging folder named ``.tmp-<pid>@<host>-...`` (or an older flowvar's ``.tmp-<pid>-...``),
+    or None for any other name."""
     parts = name.split("-")
-    return int(parts[1]) if len(parts) >= 3 and parts[0] == ".tmp" and parts[1].isdigit() else None
+    if len(parts) < 3 or parts[0] != ".tmp":
+        return None
+    pid, _, host = parts[1].partition("@")
+    if not pid.isdigit() or (host and not (len(host) == 8 and all(c in "0123456789abcdef" for c in host))):
+        return None
+    return StagingWriter(int(pid), host or None)
 
 
 @dataclass
@@ -348,7 +388,7 @@ class Cache:
             raise ConfigError(f"cannot cache {source}: no valid result.json ({type(e).__name__})") from None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=self.root))
+            tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=self.root))
             os.chmod(tmp, 0o777 & ~current_umask())  # an entry is a normal folder (mkdtemp makes it private, 0700)
         except OSError as e:
             raise ConfigError(_unwritable(self.root, e)) from None
@@ -452,7 +492,8 @@ class Cache:
         return times[-1] if times else None
 
     def clean_stale(self) -> int:
-        """Remove ``.tmp-<pid>-*`` folders whose writing process is gone (left by a killed run), and the work
+        """Remove ``.tmp-<pid>@<host>-*`` folders whose writing process on this machine is gone (left by a killed
+        run; another machine's are kept: see :class:`StagingWriter`), and the work
         folders (:meth:`work_dir`) of keys whose entry exists (a run killed between storing its result and removing
         its checkpoints) and the lock files killed runs left (:meth:`computing`); return how many. Work folders of
         unfinished keys are kept: they are what a rerun resumes. Nothing a live process is computing is touched
@@ -461,8 +502,8 @@ class Cache:
         if not self.root.is_dir():
             return removed
         for tmp in self.root.glob(".tmp-*"):
-            pid = staging_pid(tmp.name)
-            if pid is not None and not pid_alive(pid):
+            writer = staging_writer(tmp.name)
+            if writer is not None and not writer.alive:
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         work = self.root / ".work"
@@ -583,5 +624,6 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
     return CachedRun(Result.load(entry / "result.json"), key, True, entry, output, problems[0] if problems else None)
 
 
-__all__ = ["Cache", "CachedRun", "cache_key", "code_version", "config_dict", "default_root", "install", "key_inputs",
-           "lookup", "run_cached", "source_digest", "staging_pid", "store"]
+__all__ = ["Cache", "CachedRun", "StagingWriter", "cache_key", "code_version", "config_dict", "default_root",
+           "host_tag", "install", "key_inputs", "lookup", "run_cached", "source_digest", "staging_prefix",
+           "staging_writer", "store"]

@@ -5,7 +5,7 @@ runs of older code or configs stay. :func:`survey` says what a cache folder hold
 mode, size, age and whether its code version is the current one for its experiment; each work folder
 (``.work/<key>``) with its size, age, whether another process computes its key now (its lock is held) and whether
 current code can resume it (from its ``inputs.json``, :meth:`flowvar.cache.Cache.start_work`); the staging folders
-(``.tmp-<pid>-*``) — and :func:`prune` removes what no run of this code uses again. "Current" is relative to this
+(``.tmp-<pid>@<host>-*``) — and :func:`prune` removes what no run of this code uses again. "Current" is relative to this
 installation: a cache shared with an older flowvar loses that one's entries.
 
 Reading is all :func:`survey` does. :func:`prune` takes each key's lock (:meth:`flowvar.cache.Cache.computing`)
@@ -34,10 +34,10 @@ from flowvar.cache import (
     _key_of,
     _remove,
     code_version,
-    staging_pid,
+    staging_prefix,
+    staging_writer,
 )
 from flowvar.errors import ConfigError, DataError
-from flowvar.results import pid_alive
 
 ENTRY_STATES = ("current", "outdated", "unknown experiment", "unknown version", "unreadable")
 WORK_STATES = ("resumable", "outdated", "stored", "unknown origin", "unknown experiment")
@@ -288,8 +288,9 @@ def survey(cache: Cache) -> Survey:
     cannot be read. Work folders are *resumable* (their ``inputs.json`` names the current code version),
     *outdated* (another one), *stored* (their key's entry exists: nothing left to resume) or of *unknown origin*
     (no readable ``inputs.json``: made by an older flowvar). Entries and work folders of experiments not registered
-    in this process (a plugin's, unless loaded) are *unknown experiment*. Staging folders (``.tmp-<pid>-*``) are
-    *being written* while their process lives, else *left by a killed run*. Folders in ``.work`` not named like a
+    in this process (a plugin's, unless loaded) are *unknown experiment*. Staging folders (``.tmp-<pid>@<host>-*``)
+    are *being written* while their process lives, else *left by a killed run*; another machine's (a cache shared by
+    a cluster) are kept, since only that machine can tell. Folders in ``.work`` not named like a
     key are counted (``foreign_work``), not listed; a ``.work`` that is a link is not looked into (``work_link``).
     A missing cache folder is a one-line :class:`ConfigError`, an unreadable one a :class:`DataError`.
     """
@@ -313,10 +314,11 @@ def survey(cache: Cache) -> Survey:
     versions, now = _Versions(), time.time()
     entries, staging, foreign = [], [], 0
     for child in children:
-        pid = staging_pid(child.name)
-        if pid is not None:
+        writer = staging_writer(child.name)
+        if writer is not None:
             mtime = _newest_mtime(child)
-            state = "being written" if pid_alive(pid) else "left by a killed run"
+            state = ("being written" if writer.alive else "left by a killed run") if writer.local else \
+                "another machine's (being written, or left there: only that machine can tell; kept)"
             staging.append(Item("staging", child.name, child, _tree_size(child),
                                 now - mtime if mtime is not None else None, state))
         elif child.name.startswith(".") or not child.is_dir() or child.is_symlink():
@@ -347,8 +349,8 @@ def _recorded_version(item: Item) -> str | None:
 
 def _delete(cache: Cache, path: Path) -> None:
     """Rename ``path`` to a staging name of this process, then delete it: a reader sees the folder whole or not at
-    all, and a prune killed midway leaves a ``.tmp-<pid>-*`` folder that the next run's clean-up removes."""
-    trash = cache.root / f".tmp-{os.getpid()}-prune-{path.name}"
+    all, and a prune killed midway leaves a ``.tmp-<pid>@<host>-*`` folder that the next run's clean-up removes."""
+    trash = cache.root / f"{staging_prefix('prune-')}{path.name}"
     _remove(trash)
     path.rename(trash)
     _remove(trash)
@@ -376,9 +378,9 @@ def _changed(cache: Cache, item: Item) -> str | None:
 def _prune_one(cache: Cache, item: Item) -> str | None:
     """Remove one prunable item; return None, or why it was kept (:data:`_GONE`: removed by another process)."""
     if item.kind == "staging":
-        pid = staging_pid(item.name)
-        if pid is not None and pid_alive(pid):
-            return "being written"  # a pid reused since the survey
+        writer = staging_writer(item.name)
+        if writer is not None and writer.alive:
+            return "being written" if writer.local else "another machine's"  # a pid reused since the survey
         if not (item.path.exists() or item.path.is_symlink()):
             return _GONE
         _remove(item.path)

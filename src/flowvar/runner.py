@@ -165,7 +165,7 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
     import tempfile
     import traceback
 
-    from flowvar.cache import Cache, run_cached
+    from flowvar.cache import Cache, run_cached, staging_prefix
     from flowvar.experiments.base import load_plugin
 
     start = time.perf_counter()
@@ -175,7 +175,7 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
                 load_plugin(plugin)
             cache = Cache(Path(cache_root))
             cache.check_writable()
-            with tempfile.TemporaryDirectory(prefix=f".tmp-{os.getpid()}-work-", dir=cache.root) as work:
+            with tempfile.TemporaryDirectory(prefix=staging_prefix("work-"), dir=cache.root) as work:
                 run = run_cached(name, work, cache, quick=quick, seed=seed, overrides=overrides,
                                  config_file=config_file, force=force)
         return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start, "hit": run.hit}
