@@ -21,8 +21,10 @@ import pytest
 from flowvar.cli import main
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import (
+    CONFIG_DIR,
     ExperimentSpec,
     build_config,
+    discover,
     experiments,
     package_defaults,
     read_yaml,
@@ -247,7 +249,7 @@ def test_failing_and_unimportable_experiments_are_reported(tmp_path: Path, monke
 
 def test_every_yaml_file_matches_its_dataclass_and_loads() -> None:
     specs = experiments()
-    yaml_files = sorted(p.stem for p in Path(next(iter(specs.values())).defaults_file).parent.glob("*.yaml"))
+    yaml_files = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))  # flowvar's own (not a loaded plugin's folder)
     assert {"lemma1", "prop1", "fig4", "fig5", "counterexample1", "lemma1_mlp"} <= set(yaml_files)
     for name in yaml_files:
         assert name in specs, f"{name}.yaml has no experiment"
@@ -264,7 +266,10 @@ def test_the_values_of_flowvars_experiments_live_in_their_yaml_files_only() -> N
     """Issue 17 item 6: the dataclass is the schema (names, types, validation) and carries no value; there is no
     register(quick=...) either. Every value, full and quick, is in experiments/NAME.yaml, and a config built without
     it is refused with the file to fix."""
+    own = set(discover())  # flowvar's own: a plugin an earlier test loaded may keep its values where it likes
     for name, spec in experiments().items():
+        if name not in own:
+            continue
         assert package_defaults(spec) is not None, f"{name} has no YAML file"
         with_values = [f.name for f in dataclasses.fields(spec.config_cls)
                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
