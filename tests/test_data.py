@@ -517,6 +517,23 @@ def test_sixteen_bit_images_keep_their_scale_however_dark(tmp_path: Path) -> Non
         load_folder(tmp_path, resolution=4)
 
 
+def test_float_images_of_a_folder_share_one_scale(tmp_path: Path) -> None:
+    """Float TIFFs ("F") are on [0, 1] when their maximum is <= 1, else on [0, 255] — decided once per folder: a
+    dark image (maximum 0.8) of a 0..255 set used to be read on [0, 1], 255× too bright."""
+    (tmp_path / "byte").mkdir()
+    for name, value in (("bright.tif", 200.0), ("dark.tif", 0.8)):
+        Image.fromarray(np.full((4, 4), value, dtype=np.float32)).save(tmp_path / "byte" / name)
+    s = load_folder(tmp_path / "byte", resolution=4, channels=1)
+    got = dict(zip(s.files or (), s.images[:, 0, 0, 0].tolist(), strict=True))
+    assert got == pytest.approx({"bright.tif": level(200), "dark.tif": level(1)}, abs=1e-6)  # 0.8 rounds to 1
+    (tmp_path / "unit").mkdir()
+    for name, value in (("a.tif", 0.5), ("b.tif", 0.8)):  # a [0, 1] set stays on [0, 1]
+        Image.fromarray(np.full((4, 4), value, dtype=np.float32)).save(tmp_path / "unit" / name)
+    s = load_folder(tmp_path / "unit", resolution=4, channels=1)
+    got = dict(zip(s.files or (), s.images[:, 0, 0, 0].tolist(), strict=True))
+    assert got == pytest.approx({"a.tif": level(128), "b.tif": level(204)}, abs=1e-6)  # round(255 · v)
+
+
 def test_upsampling_is_reported_with_the_smallest_image(tmp_path: Path) -> None:
     solid("RGB", (6, 10), (1, 2, 3)).save(tmp_path / "small.png")
     solid("RGB", (16, 16), (1, 2, 3)).save(tmp_path / "big.png")

@@ -30,8 +30,9 @@ Conventions:
   a/255 of its colour. 16-bit images are scaled to 8 bits by their full range, never by their own maximum, so
   a dark 16-bit image stays dark: grey PNG/TIFF/PGM by v / 257 (rounded), colour (RGB PNG) by PIL's own decoder
   (the high byte, v // 256). A 32-bit integer image (e.g. an int32 TIFF) has no known pixel scale and is
-  refused. Float ("F") images are read as [0, 1] when their maximum is <= 1, else as [0, 255] (decided per
-  image). An EXIF orientation tag is applied first, so photos come out the way viewers show them.
+  refused. Float ("F") images are read as [0, 1] when their maximum is <= 1, else as [0, 255], decided once for
+  a folder: when any of its float images exceeds 1, all are on [0, 255] (a dark image of a 0..255 set stays
+  dark). An EXIF orientation tag is applied first, so photos come out the way viewers show them.
 * Values: 8-bit pixels v map to v / 127.5 − 1; digits v ∈ [0, 16] to v / 8 − 1; LFW's floats f ∈ [0, 1]
   to 2f − 1.
 * Sizes: any ``resolution`` >= 4 is produced; images smaller than it are upsampled, with one warning naming
@@ -239,13 +240,15 @@ def resize_tensor(images: Tensor, resolution: int) -> Tensor:
 SIXTEEN_BIT_FORMATS: tuple[str, ...] = ("PNG", "PPM")
 
 
-def _to_mode(img: Image.Image, channels: int, path: Path | None = None, file_format: str | None = None
-             ) -> Image.Image:
+def _to_mode(img: Image.Image, channels: int, path: Path | None = None, file_format: str | None = None,
+             float_unit: bool | None = None) -> Image.Image:
     """Convert any PIL mode to "L" (channels=1) or "RGB" (channels=3), compositing transparency onto black.
 
     16-bit grey (mode "I;16*", or "I" read from a PNG/PPM) maps v ∈ [0, 65535] to v / 257 ∈ [0, 255] whatever the
     image's own maximum, so a dark 16-bit image stays dark. A 32-bit integer image ("I" from e.g. a TIFF) carries no
-    pixel scale: DataError naming ``path``.
+    pixel scale: DataError naming ``path``. A float image ("F") is on [0, 1] when ``float_unit`` (scaled by 255),
+    on [0, 255] when not; None: [0, 1] when its own maximum is <= 1 (a folder decides once for all its images:
+    :func:`_load_files`).
     """
     if img.mode.startswith("I;16") or (img.mode == "I" and file_format in SIXTEEN_BIT_FORMATS):
         a = np.asarray(img, dtype=np.float64)
@@ -255,7 +258,8 @@ def _to_mode(img: Image.Image, channels: int, path: Path | None = None, file_for
                         f"scale flowvar cannot know; save it as an 8-bit or 16-bit PNG or TIFF")
     elif img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
-        a = a * 255.0 if a.max(initial=0) <= 1.0 else a
+        unit = a.max(initial=0) <= 1.0 if float_unit is None else float_unit
+        a = a * 255.0 if unit else a
         img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -280,8 +284,10 @@ def center_crop_box(width: int, height: int, side: int) -> tuple[int, int, int, 
     return left, top, left + side, top + side
 
 
-def _read_image(path: Path, channels: int, resolution: int, crop: int | None) -> tuple[Tensor, int]:
-    """Decode one file → ((C, resolution, resolution) in [−1, 1], the side of the square it was cut from).
+def _read_image(path: Path, channels: int, resolution: int, crop: int | None, float_unit: bool | None = None
+                ) -> tuple[Tensor, int, bool | None]:
+    """Decode one file → ((C, resolution, resolution) in [−1, 1], the side of the square it was cut from, and for a
+    float image whether it was read on [0, 1] (None for other images); ``float_unit``: see :func:`_to_mode`.
 
     ``crop``: CelebA's fixed central 140×140 square (the image must then be CelebA's 178×218) or None for the
     largest central square. Raises OSError/ValueError for unreadable files (the caller skips them) and DataError for
@@ -289,7 +295,10 @@ def _read_image(path: Path, channels: int, resolution: int, crop: int | None) ->
     """
     with Image.open(path) as opened:
         opened.load()
-        img = _to_mode(ImageOps.exif_transpose(opened), channels, path, opened.format)
+        unit = None
+        if opened.mode == "F":
+            unit = float_unit if float_unit is not None else bool(np.asarray(opened).max(initial=0) <= 1.0)
+        img = _to_mode(ImageOps.exif_transpose(opened), channels, path, opened.format, unit)
     w, h = img.size
     side = min(w, h) if crop is None else crop
     if side > min(w, h):
@@ -303,7 +312,7 @@ def _read_image(path: Path, channels: int, resolution: int, crop: int | None) ->
     img = img.crop(center_crop_box(w, h, side))
     if side != resolution:
         img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
-    return _pil_to_tensor(img), side
+    return _pil_to_tensor(img), side, unit
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -402,14 +411,23 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
     want = total if n is None else n
     loaded: dict[int, Tensor] = {}
     sides: dict[int, int] = {}
+    float_unit: dict[int, bool] = {}
     skipped: list[str] = []
     for i in order.tolist():
         if len(loaded) == want:
             break
         try:
-            loaded[i], sides[i] = _read_image(files[i], channels, resolution, crop)
+            loaded[i], sides[i], unit = _read_image(files[i], channels, resolution, crop)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             skipped.append(f"{files[i]} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            continue
+        if unit is not None:
+            float_unit[i] = unit
+    if len(set(float_unit.values())) > 1:
+        # one scale for the folder's float images: a dark image of a 0..255 set (its maximum <= 1) read on [0, 1]
+        # would come out up to 255 times too bright, so when any exceeds 1 they are all on [0, 255]
+        for i in (i for i, unit in float_unit.items() if unit):
+            loaded[i], _, _ = _read_image(files[i], channels, resolution, crop, float_unit=False)
     named = "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "")
     if not loaded:
         raise DataError(f"none of the {total} image files in {what} could be read (skipped: {named}); check that "
