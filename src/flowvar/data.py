@@ -241,14 +241,13 @@ SIXTEEN_BIT_FORMATS: tuple[str, ...] = ("PNG", "PPM")
 
 
 def _to_mode(img: Image.Image, channels: int, path: Path | None = None, file_format: str | None = None,
-             float_unit: bool | None = None) -> Image.Image:
+             float_unit: bool = False) -> Image.Image:
     """Convert any PIL mode to "L" (channels=1) or "RGB" (channels=3), compositing transparency onto black.
 
     16-bit grey (mode "I;16*", or "I" read from a PNG/PPM) maps v ∈ [0, 65535] to v / 257 ∈ [0, 255] whatever the
     image's own maximum, so a dark 16-bit image stays dark. A 32-bit integer image ("I" from e.g. a TIFF) carries no
     pixel scale: DataError naming ``path``. A float image ("F") is on [0, 1] when ``float_unit`` (scaled by 255),
-    on [0, 255] when not; None: [0, 1] when its own maximum is <= 1 (a folder decides once for all its images:
-    :func:`_load_files`).
+    on [0, 255] when not (the reader decides: :func:`_read_image`, once per folder in :func:`_load_files`).
     """
     if img.mode.startswith("I;16") or (img.mode == "I" and file_format in SIXTEEN_BIT_FORMATS):
         a = np.asarray(img, dtype=np.float64)
@@ -258,8 +257,7 @@ def _to_mode(img: Image.Image, channels: int, path: Path | None = None, file_for
                         f"scale flowvar cannot know; save it as an 8-bit or 16-bit PNG or TIFF")
     elif img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
-        unit = a.max(initial=0) <= 1.0 if float_unit is None else float_unit
-        a = a * 255.0 if unit else a
+        a = a * 255.0 if float_unit else a
         img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -287,7 +285,8 @@ def center_crop_box(width: int, height: int, side: int) -> tuple[int, int, int, 
 def _read_image(path: Path, channels: int, resolution: int, crop: int | None, float_unit: bool | None = None
                 ) -> tuple[Tensor, int, bool | None]:
     """Decode one file → ((C, resolution, resolution) in [−1, 1], the side of the square it was cut from, and for a
-    float image whether it was read on [0, 1] (None for other images); ``float_unit``: see :func:`_to_mode`.
+    float image whether it was read on [0, 1] (None for other images). ``float_unit``: a float image's scale
+    (:func:`_to_mode`); None: [0, 1] when its own maximum is <= 1, else [0, 255].
 
     ``crop``: CelebA's fixed central 140×140 square (the image must then be CelebA's 178×218) or None for the
     largest central square. Raises OSError/ValueError for unreadable files (the caller skips them) and DataError for
@@ -298,7 +297,7 @@ def _read_image(path: Path, channels: int, resolution: int, crop: int | None, fl
         unit = None
         if opened.mode == "F":
             unit = float_unit if float_unit is not None else bool(np.asarray(opened).max(initial=0) <= 1.0)
-        img = _to_mode(ImageOps.exif_transpose(opened), channels, path, opened.format, unit)
+        img = _to_mode(ImageOps.exif_transpose(opened), channels, path, opened.format, bool(unit))
     w, h = img.size
     side = min(w, h) if crop is None else crop
     if side > min(w, h):

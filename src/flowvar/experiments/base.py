@@ -201,13 +201,8 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
     (:func:`assembles`); nothing is trained. ``runtime_s``: the parts' compute time (the result's runtime);
     ``provenance`` (where the parts come from, which code computed them) is kept as the metric ``assembled_from``.
     An experiment without ``assemble`` is a ConfigError (it must run whole)."""
-    from flowvar.errors import ConfigError
-
     spec = get_experiment(name)
-    if spec.assemble is None:
-        raise ConfigError(f"experiment {spec.name} cannot be assembled from parts; run it whole with "
-                          f"`flowvar run {spec.name}` (or reproduce)")
-    assemble = spec.assemble
+    assemble = assembler(spec)
 
     def body(ctx: RunContext) -> None:
         assemble(config, parts, ctx)
@@ -217,6 +212,16 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
                  f"{provenance.get('assembled_by', '?')}; the runtime is the parts' total compute time.")
 
     return _staged_result(spec, config, Path(out_dir), quick, body, runtime_s=runtime_s)
+
+
+def assembler(spec: ExperimentSpec) -> Callable[[Any, Any, RunContext], None]:
+    """The experiment's ``assemble`` (:func:`assembles`); a ConfigError for one that must run whole."""
+    if spec.assemble is None:
+        from flowvar.errors import ConfigError
+
+        raise ConfigError(f"experiment {spec.name} cannot be assembled from parts (its claims are judged within "
+                          f"each run); run it whole with `flowvar run {spec.name}`")
+    return spec.assemble
 
 
 def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool, body: Callable[[RunContext], None],
@@ -249,4 +254,4 @@ def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool
 
 
 __all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "OKABE_ITO", "FlowvarError", "RunContext",
-           "assemble_experiment", "figure_style", "run_experiment"]
+           "assemble_experiment", "assembler", "figure_style", "run_experiment"]

@@ -547,10 +547,10 @@ def assemble(config: MemorisationPhaseConfig, parts: Sequence[Mapping[str, Any]]
                           + "; ".join([f"missing {_cells_listing(missing)}"] * bool(missing)
                                       + [f"outside it {_cells_listing(extra)}"] * bool(extra)))
     _record_choices(config, ctx)
-    order = {key: i for i, key in enumerate(sorted(expected, key=lambda k: (
-        config.dims.index(k[0]), k[4], config.ns.index(k[1]), config.widths.index(k[2]), config.sigmas.index(k[3]))))}
-    _judge(config, ctx, sorted(found.values(), key=lambda p: order[(p["d"], p["n"], p["width"], p["sigma"],
-                                                                      p["seed"])]), references)
+    # the whole run's order: d, seed, N, width, σ (_train_grid's loops)
+    _judge(config, ctx, sorted(found.values(), key=lambda p: (
+        config.dims.index(p["d"]), p["seed"], config.ns.index(p["n"]), config.widths.index(p["width"]),
+        config.sigmas.index(p["sigma"]))), references)
 
 
 _POINT_KEYS = frozenset({"d", "n", "width", "sigma", "seed"})

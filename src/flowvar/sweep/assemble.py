@@ -32,7 +32,9 @@ from typing import Any
 
 from flowvar.cache import code_version
 from flowvar.errors import ConfigError, DataError
-from flowvar.results import Result, atomic_write_text, to_jsonable
+from flowvar.results import Result, atomic_write_text
+from flowvar.sweep.grid import canonical
+from flowvar.sweep.tables import load_sweep
 
 log = logging.getLogger("flowvar.sweep")
 
@@ -47,14 +49,12 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
     """Assemble the experiment of the finished sweep in ``sweep_dir`` into ``out/<experiment>/`` (default
     ``sweep_dir/assembled``); returns the result and its folder. See the module doc for the checks; each failure
     is a one-line :class:`ConfigError` or :class:`DataError` naming the problem and the fix."""
-    from flowvar.experiments.base import assemble_experiment, build_config
+    from flowvar.experiments.base import assemble_experiment, assembler, build_config
 
     sweep_dir = Path(sweep_dir)
     meta, axes, points = _read_sweep(sweep_dir)
     spec = _experiment(sweep_dir, meta)
-    if spec.assemble is None:
-        raise ConfigError(f"experiment {spec.name} cannot be assembled from a sweep's points (its claims are "
-                          f"judged within each run); run it whole with `flowvar run {spec.name}`")
+    assembler(spec)  # before any point is read: an experiment without one must run whole
     unfinished = [p for p in points if p.get("status") not in FINISHED]
     if unfinished:
         statuses = ", ".join(sorted({str(p.get("status")) for p in unfinished}))
@@ -74,8 +74,8 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
     full = _joined_config(axes, parts)
     _check_grid(sweep_dir, meta, axes, points)
     config = build_config(spec, quick=quick, overrides=full)
-    built = _json(dataclasses.asdict(config))
-    changed = sorted(k for k in full if built.get(k) != _json(full[k]))
+    built = dataclasses.asdict(config)
+    changed = sorted(k for k in full if canonical(built.get(k)) != canonical(full[k]))
     if changed:
         raise ConfigError(f"the assembled config does not keep the points' values of {', '.join(changed)}; this "
                           f"flowvar cannot assemble them (were they computed by another version?)")
@@ -108,8 +108,7 @@ def _experiment(sweep_dir: Path, meta: dict[str, Any]) -> Any:
         if name in discover():
             raise
         words = str(meta.get("command", "")).split()
-        plugins = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--plugin"]
-        given = " ".join(f"--plugin {p}" for p in plugins) or "--plugin FILE"
+        given = " ".join(f"--plugin {words[i]}" for i in _flag_values(words, "--plugin")) or "--plugin FILE"
         raise ConfigError(f"the sweep's experiment {name!r} is not registered here; load it as the sweep did: "
                           f"`flowvar assemble {sweep_dir} {given}`") from None
 
@@ -118,9 +117,9 @@ def _check_grid(sweep_dir: Path, meta: dict[str, Any], axes: list[dict[str, Any]
                 points: list[dict[str, Any]]) -> None:
     """The index's points must be its axes' cartesian product, each once (a hand-edited or partly written
     sweep.json is not); a DataError naming the missing or unexpected grid points otherwise."""
-    combos = [[(a["key"], _json(v)) for v in a["values"]] for a in axes]
-    expected = {json.dumps(dict(c), sort_keys=True) for c in itertools.product(*combos)}
-    listed = [json.dumps(_json(p.get("values")), sort_keys=True) for p in points]
+    combos = [[(a["key"], v) for v in a["values"]] for a in axes]
+    expected = {canonical(dict(c)) for c in itertools.product(*combos)}
+    listed = [canonical(p.get("values")) for p in points]
     missing, extra = sorted(expected - set(listed)), sorted(set(listed) - expected)
     repeated = len(set(listed)) != len(listed)
     if missing or extra or repeated:
@@ -135,7 +134,7 @@ def _rerun(sweep_dir: Path, meta: dict[str, Any]) -> str:
     """How to complete or repair the sweep: its command, its --out set to this folder (which may have been moved:
     the recorded --out would continue the sweep where it was run)."""
     words = str(meta.get("command") or "flowvar sweep ...").split()
-    at = [i + 1 for i, w in enumerate(words[:-1]) if w == "--out"]
+    at = _flag_values(words, "--out")
     if not at:
         words += ["--out", str(sweep_dir)]
     elif Path(words[at[-1]]).resolve() != sweep_dir.resolve():
@@ -143,14 +142,19 @@ def _rerun(sweep_dir: Path, meta: dict[str, Any]) -> str:
     return f"`{' '.join(words)}`"
 
 
+def _flag_values(words: list[str], flag: str) -> list[int]:
+    """The positions of ``flag``'s values in a recorded command's words (``--out DIR`` → the index of DIR)."""
+    return [i + 1 for i, w in enumerate(words[:-1]) if w == flag]
+
+
 def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """``sweep.json``'s meta, axes and points; a DataError when the folder is not a readable sweep."""
     index = sweep_dir / "sweep.json"
-    if not index.is_file():
+    data = load_sweep(sweep_dir)
+    if data is None:
         raise DataError(f"{sweep_dir} is not a `flowvar sweep` folder (no sweep.json); give the --out folder of a "
                         f"finished sweep")
     try:
-        data = json.loads(index.read_text())
         meta, axes, points = data["meta"], data["axes"], data["points"]
         if not isinstance(meta["experiment"], str) or not isinstance(points, list):
             raise TypeError("experiment or points")
@@ -161,7 +165,7 @@ def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], 
             raise TypeError("axes")
         if not all(isinstance(p, dict) and isinstance(p.get("values"), dict) for p in points):
             raise TypeError("points")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise DataError(f"{index} is not a valid sweep index ({type(e).__name__}); rerun the sweep command to "
                         f"rewrite it") from None
     if not points:
@@ -193,14 +197,14 @@ def _joined_config(axes: list[dict[str, Any]], parts: list[Result]) -> dict[str,
             raise ConfigError(f"the sweep's axis {axis['key']} takes single values ({values}); only a sweep that "
                               f"splits list-valued fields (e.g. --grid \"dims=[2],[3]\") can be assembled")
         joined = [x for v in values for x in v]
-        if len({_json(x) for x in joined}) != len(joined):
+        if len({canonical(x) for x in joined}) != len(joined):
             raise ConfigError(f"the sweep's axis {axis['key']} repeats a value ({values}); its points overlap: "
                               f"split the grid so that every value is in exactly one point (--grid "
                               f"\"{axis['key']}=[a],[b]\", not \"{axis['key']}=[a,b],[b]\")")
         full[axis["key"]] = joined
     for part in parts:
         differ = sorted(k for k in set(full) | set(part.config)
-                        if k not in keys and _json(part.config.get(k)) != _json(full.get(k)))
+                        if k not in keys and canonical(part.config.get(k)) != canonical(full.get(k)))
         if differ:
             named = ", ".join(differ[:6]) + (f", … ({len(differ)} in all)" if len(differ) > 6 else "")
             raise ConfigError(f"the sweep's points differ outside its axes ({named}): they are not one run's grid "
@@ -249,10 +253,6 @@ def _join_collection(out_root: Path, collection: dict[str, Any], result: Result,
     rewrite_reports(out_root)
     log.info("added %s to the collection in %s and rewrote its report", result.experiment, out_root)
 
-
-def _json(value: Any) -> Any:
-    """``value`` as JSON reads it back (tuples become lists), for comparing configs."""
-    return json.loads(json.dumps(to_jsonable(value)))
 
 
 __all__ = ["FINISHED", "assemble_sweep"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flowvar.cache import config_dict
-from flowvar.errors import ConfigError
+from flowvar.errors import ConfigError, DataError
 from flowvar.results import Result, atomic_write_text, to_jsonable
 from flowvar.sweep.grid import Axis, Point, short_label
 
@@ -230,7 +230,8 @@ def load_sweep(folder: Path | str) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise ConfigError(f"{path} does not load ({type(e).__name__}); rerun the sweep to rewrite it") from None
+        raise DataError(f"{path} is not a valid sweep index ({type(e).__name__}); rerun the sweep command to "
+                        f"rewrite it") from None
 
 
 def sweep_table(data: dict[str, Any]) -> str:
