@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import os
@@ -397,12 +398,59 @@ def test_a_corrupted_point_is_recomputed(tmp_path: Path) -> None:
     assert sorted(o.status for o in again.outcomes) == ["cached", "computed"]
 
 
-def test_editing_a_plugin_changes_its_cache_keys(tmp_path: Path) -> None:
+def test_editing_a_plugin_changes_its_cache_keys(toy) -> None:
     """A plugin experiment's code is part of its cache key, like flowvar's own experiments."""
     from flowvar.cache import _plugin_source
 
     assert _plugin_source("toy_sweep") == Path(PLUGIN).read_bytes()
     assert _plugin_source("fig6") is None
+
+
+def _plugin_file(folder: Path, module: str, name: str) -> Path:
+    path = folder / f"{module}.py"
+    path.write_text(
+        "from dataclasses import dataclass\n"
+        "from flowvar.experiments.base import register\n\n"
+        "@dataclass\nclass C:\n    seed: int = 0\n\n"
+        f"@register({name!r}, title='clash', config=C)\n"
+        "def run(config, ctx):\n    ctx.metric('x', 1.0)\n")
+    return path
+
+
+@pytest.mark.parametrize("name", ["table1", "memorization_phase"])
+def test_a_plugin_cannot_take_the_name_of_flowvars_own_experiment(tmp_path: Path, name: str) -> None:
+    """Registering would replace flowvar's experiment in this process (or be replaced by it, depending on import
+    order), and file the plugin's results and cache entries under a name that means something else."""
+    from flowvar.experiments import registry
+
+    before = registry.registered(canonical := registry.canonical_name(name))
+    plugin = _plugin_file(tmp_path, f"clash_{name}", name)
+    with pytest.raises(ConfigError, match=rf"registers an experiment named '{name}', which is flowvar's own "
+                                          rf"{canonical}; give yours another name"):
+        load_plugin(plugin)
+    assert registry.registered(canonical) is before
+    assert get_experiment(canonical).run.__module__ == f"flowvar.experiments.{canonical}"
+
+
+def test_two_plugins_cannot_register_one_name_but_one_plugin_may_be_imported_twice(tmp_path: Path) -> None:
+    from flowvar.experiments import registry
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _plugin_file(tmp_path / "a", "clash_first", "clash_toy")
+    second = _plugin_file(tmp_path / "b", "clash_second", "clash_toy")
+    try:
+        assert load_plugin(first) == ["clash_toy"]
+        kept = registry.registered("clash_toy")
+        with pytest.raises(ConfigError, match=r"two modules register an experiment named 'clash_toy': .*clash_first"
+                                              r"\.py and .*clash_second\.py; rename one"):
+            load_plugin(second)
+        assert registry.registered("clash_toy") is kept
+        # the same file again, as a worker process or importlib.reload does: allowed, the spec is its own
+        importlib.reload(sys.modules["clash_first"])
+        assert registry.registered("clash_toy").run.__module__ == "clash_first"
+    finally:
+        registry._REGISTRY.pop("clash_toy", None)
 
 
 def test_dry_run_lists_cached_and_missing_points_and_writes_nothing(tmp_path: Path) -> None:

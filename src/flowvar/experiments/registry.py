@@ -74,6 +74,7 @@ def register(name: str, *, title: str, config: type, quick: dict[str, Any] | Non
         raise TypeError(f"experiment {name}: quick overrides name unknown fields {sorted(unknown)}")
 
     def wrap(fn: Callable[[Any, RunContext], None]) -> Callable[[Any, RunContext], None]:
+        _check_name_free(name, fn)
         # The YAML file sits next to the module that registers the experiment (flowvar's own, or a plugin's).
         module_file = getattr(sys.modules.get(fn.__module__), "__file__", None)
         folder = Path(module_file).resolve().parent if module_file else CONFIG_DIR
@@ -82,6 +83,28 @@ def register(name: str, *, title: str, config: type, quick: dict[str, Any] | Non
         return fn
 
     return wrap
+
+
+def _module_source(module: str) -> str:
+    """The resolved file of an imported module (its name when it has none): one file imported under two names (a
+    plugin loaded by path and by dotted name, a worker re-importing it) is one source."""
+    file = getattr(sys.modules.get(module), "__file__", None)
+    return str(Path(file).resolve()) if file else module
+
+
+def _check_name_free(name: str, fn: Callable[..., Any]) -> None:
+    """ConfigError when ``name`` is flowvar's own experiment (or a former name of one) and ``fn`` is not in its
+    module, or when another module already registered ``name``: registering would silently replace the other
+    experiment, and its results and cache entries would be filed under a name that means something else.
+    Registering again from the same file (a re-import, a reload) is allowed."""
+    if fn.__module__ != f"flowvar.experiments.{canonical_name(name)}" and (name in discover() or name in ALIASES):
+        raise ConfigError(f"{fn.__module__} registers an experiment named {name!r}, which is flowvar's own "
+                          f"{canonical_name(name)}; give yours another name (e.g. {name}_mine)")
+    existing = _REGISTRY.get(name)
+    if existing is not None and _module_source(existing.run.__module__) != _module_source(fn.__module__):
+        raise ConfigError(f"two modules register an experiment named {name!r}: "
+                          f"{_module_source(existing.run.__module__)} and {_module_source(fn.__module__)}; rename "
+                          f"one (a sweep or cache would file both under the one name)")
 
 
 def assembles(name: str) -> Callable[[Callable[[Any, Any, RunContext], None]], Callable]:
