@@ -22,7 +22,7 @@ from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import GaussianParametricField, MLPField
 from flowvar.train import TrainConfig, train
 from flowvar.variance import per_sample_gradients
-from flowvar.variance.monitor import GradientVarianceMonitor, MemorisationWarning
+from flowvar.variance.monitor import GradientVarianceMonitor, LossScaleWarning, MemorisationWarning
 
 F64 = torch.float64
 T_BINS = 4
@@ -250,6 +250,107 @@ def test_skipped_calls_are_reported(gen):
         else:
             with pytest.raises(DataError, match="every training step"):
                 monitor.step(step, losses, path.t)
+    monitor.close()
+
+
+def test_step_before_backward_is_refused_not_logged_as_zero(gen):
+    """step() after the forward but before backward: every rule would read "unused" and log a trace of 0."""
+    model = MLPField(2, width=8, depth=1)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    path = CFMLoss().draw(IndependentCoupling(StandardNormal(2), StandardNormal(2)), 16, gen)
+    losses = per_sample_loss(model, path)
+    with pytest.raises(DataError, match=r"after loss\.backward"):
+        monitor.step(0, losses, path.t)
+    assert monitor.history == []
+    monitor.close()
+
+
+def _scaled_step(gen, backward_scale: float, backward_reduction: str = "mean", **step_kwargs):
+    """One logged step whose backward pass is of ``backward_scale`` × the ``backward_reduction`` of the losses;
+    returns (record, independent reference, LossScaleWarnings issued)."""
+    torch.manual_seed(0)
+    model = MLPField(2, width=8, depth=1).to(F64)
+    path = CFMLoss().draw(IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64)), 32, gen)
+    monitor = GradientVarianceMonitor(model, t_bins=T_BINS, profile_every=1)
+    losses = per_sample_loss(model, path)
+    (backward_scale * (losses.sum() if backward_reduction == "sum" else losses.mean())).backward()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = monitor.step(0, losses, path.t, **step_kwargs)
+    monitor.close()
+    return record, independent(model, path), [w for w in caught if issubclass(w.category, LossScaleWarning)]
+
+
+def test_loss_scale_undoes_a_grad_scaler_or_accumulation_factor(gen):
+    """scaler.scale(loss).backward() multiplies every δ by the scale: loss_scale= divides it out exactly."""
+    for scale in (1024.0, 0.25):  # a GradScaler's scale; gradient accumulation over 4 micro-batches
+        record, ref, caught = _scaled_step(gen, scale, loss_scale=scale)
+        assert_record(record, ref)
+        assert not caught
+    record, ref, caught = _scaled_step(gen, 1.0, "sum", reduction="sum")
+    assert_record(record, ref)
+    assert not caught
+    with pytest.raises(ConfigError, match="loss_scale"):
+        _scaled_step(gen, 1.0, loss_scale=0.0)
+
+
+@pytest.mark.parametrize(("backward_scale", "reduction", "declared"), [(65536.0, "mean", "mean"),
+                                                                       (1.0, "sum", "mean"), (1.0, "mean", "sum")])
+def test_an_undeclared_factor_on_the_backward_pass_is_warned_about(gen, backward_scale, reduction, declared):
+    """A GradScaler not declared, or the other reduction: every statistic is off by the factor's square. For
+    squared-error losses the output gradient gives it away: one LossScaleWarning naming loss_scale."""
+    record, ref, caught = _scaled_step(gen, backward_scale, reduction, reduction=declared)
+    assert not math.isclose(record["trace"], ref["trace"], rel_tol=0.5)  # the wrong number the warning is about
+    assert len(caught) == 1 and "loss_scale" in str(caught[0].message)
+
+
+def test_the_scale_check_accepts_usual_squared_errors_and_ignores_weighted_losses(gen):
+    """ℓ = mean over coordinates, ½‖·‖² are right as declared (no warning); per-sample weights vary a_i: no
+    judgement either way."""
+    torch.manual_seed(0)
+    model = MLPField(2, width=8, depth=1).to(F64)
+    path = CFMLoss().draw(IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64)), 32, gen)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    for step, make in enumerate((lambda r: r.pow(2).mean(1), lambda r: 0.5 * r.pow(2).sum(1),
+                                 lambda r: r.pow(2).sum(1) * (1 + path.t))):
+        model.zero_grad()
+        losses = make(model(path.xt, path.t) - path.target)
+        losses.mean().backward()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", LossScaleWarning)
+            monitor.step(step, losses, path.t)
+    monitor.close()
+
+
+def test_a_layer_replaced_after_the_monitor_was_built_is_refused(gen):
+    """The new layer's parameters carry no hooks: leaving them out of the trace would be a silently wrong number."""
+    model = MLPField(2, width=8, depth=1)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    model.net[2] = torch.nn.Linear(8, 2)
+    path = CFMLoss().draw(IndependentCoupling(StandardNormal(2), StandardNormal(2)), 16, gen)
+    losses = per_sample_loss(model, path)
+    losses.mean().backward()
+    with pytest.raises(ConfigError, match=r"'net\.2'.*Build the GradientVarianceMonitor after"):
+        monitor.step(0, losses, path.t)
+    monitor.close()
+
+
+def test_an_ema_deepcopy_with_an_open_log_keeps_working(gen, tmp_path):
+    """copy.deepcopy(model) copies the monitor's hooks: they must not drag the monitor (and its open log) along."""
+    import copy
+
+    model = MLPField(2, width=8, depth=1).to(F64)
+    monitor = GradientVarianceMonitor(model, t_bins=None, log_path=tmp_path / "gv.csv")
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    for step in range(2):
+        path = CFMLoss().draw(coupling, 16, gen)
+        model.zero_grad()
+        losses = per_sample_loss(model, path)
+        losses.mean().backward()
+        record = monitor.step(step, losses, path.t)
+        assert math.isclose(record["trace"], independent(model, path)["trace"], rel_tol=1e-10)
+        ema = copy.deepcopy(model)  # the log file is open from step 0 on
+        assert torch.equal(ema(path.xt, path.t), model(path.xt, path.t))
     monitor.close()
 
 

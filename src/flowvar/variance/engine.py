@@ -542,6 +542,11 @@ class GradNormEngine:
                             "vectorize=True, torch.func.vmap around autograd.grad), which has no per-sample losses' "
                             "gradient to measure: run the ordinary backward pass of the reduced per-sample losses "
                             "before compute()")
+        if not self._param_grads and \
+                not any(g is not None for calls in self._records.values() for c in calls for g in c.grads):
+            # a forward pass without its backward: every rule would read "unused" and report a trace of 0
+            raise DataError("a forward pass was recorded but no backward pass reached it: call compute() (the "
+                            "monitor's step()) after loss.backward(), not before")
         B = self._infer_batch(batch_size, losses)
         if losses is not None and losses.shape != (B,):
             raise ShapeError(f"losses must have shape ({B},), got {tuple(losses.shape)}")

@@ -57,6 +57,7 @@ import math
 import os
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -71,10 +72,10 @@ from flowvar.results import atomic_write_text, to_jsonable
 from flowvar.variance.engine import GradNormEngine, Reduction
 from flowvar.variance.moments import BatchGradStats
 from flowvar.variance.ranks import reduce_across_ranks
-from flowvar.variance.records import DEFAULT_CHUNK_BYTES
+from flowvar.variance.records import DEFAULT_CHUNK_BYTES, is_batched_grad
 from flowvar.variance.report import FastVarianceReport
 
-__all__ = ["SCALARS", "GradientVarianceMonitor", "MemorisationWarning"]
+__all__ = ["SCALARS", "GradientVarianceMonitor", "LossScaleWarning", "MemorisationWarning"]
 
 SCALARS: tuple[str, ...] = ("loss", "trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_sq_norm")
 
@@ -83,6 +84,42 @@ log = logging.getLogger(__name__)
 
 class MemorisationWarning(UserWarning):
     """Loss and gradient variance collapsed together under a deterministic interpolant (see module docstring)."""
+
+
+class LossScaleWarning(UserWarning):
+    """The backward pass looks like a multiple of the declared reduction of the per-sample losses (a GradScaler's
+    scale, ``reduction="sum"`` declared as "mean"): every logged gradient statistic is off by that multiple's square
+    (:meth:`GradientVarianceMonitor.step`, ``loss_scale``)."""
+
+
+#: The squared-error check of :meth:`GradientVarianceMonitor.step`: for ℓ_i = a‖v_i − u_i‖² the output gradient
+#: satisfies ‖∂ℓ_i/∂v_i‖² = 4a ℓ_i. A constant a outside [1/(SCALE_BAND · D), SCALE_BAND] (D coordinates per
+#: sample; a = 1 for a sum over coordinates, 1/D for a mean, 1/2 for ½‖·‖²) means a mis-declared scale.
+SCALE_BAND = 16.0
+#: a_i counts as constant over the batch when its relative spread is below this (float32 rounding is ~1e-6).
+SCALE_SPREAD = 1e-2
+
+
+def _keep_grad(slot: list[Tensor | None], grad: Tensor) -> None:
+    """Tensor hook on the model's output: this pass's gradient there (not a batched-gradient pass's)."""
+    if not is_batched_grad(grad):
+        slot[0] = grad.detach()
+
+
+class _OutputGradient:
+    """Forward hook of the model keeping the gradient that reaches its tensor output in the armed pass's backward
+    (``slot[0]``; a fresh slot per forward, so a stale gradient is never read). A small object of its own, not a
+    method of the monitor: ``copy.deepcopy(model)`` (an EMA copy) copies the model's hooks, and must not copy the
+    monitor with its open log file."""
+
+    def __init__(self, engine: GradNormEngine) -> None:
+        self.engine = engine
+        self.slot: list[Tensor | None] = [None]
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self.slot = [None]
+        if self.engine.armed and torch.is_grad_enabled() and isinstance(output, Tensor) and output.requires_grad:
+            output.register_hook(partial(_keep_grad, self.slot))  # references the slot only: no graph cycle
 
 
 def _finite_or_nan(x: float | None) -> float:
@@ -139,6 +176,12 @@ class GradientVarianceMonitor:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
+        # the modules whose parameters the engine hooked: one added later (a replaced layer) would go unmeasured
+        self._planned = {id(m) for u in self.engine.units for _, m in u.modules}
+        # the gradient reaching the model's output, for the loss-scale check of step()
+        self._out_grad = _OutputGradient(self.engine)
+        self._out_handle: Any = model.register_forward_hook(self._out_grad)
+        self._scale_warned = False
         self.history: list[dict[str, Any]] = []
         self.last_stats: BatchGradStats | None = None
         self.memorisation_step: int | None = None
@@ -166,22 +209,36 @@ class GradientVarianceMonitor:
         return int(step) % self.every == 0
 
     def step(self, step: int, losses: Tensor, t: Tensor | None = None, *, reduction: Reduction = "mean",
-             deterministic: bool | None = None) -> dict[str, Any] | None:
-        """Call after ``backward`` of ``losses.mean()`` (or ``.sum()``: pass ``reduction="sum"``), every step.
+             deterministic: bool | None = None, loss_scale: float = 1.0) -> dict[str, Any] | None:
+        """Call after ``backward`` of ``loss_scale * losses.mean()`` (or ``.sum()``: pass ``reduction="sum"``),
+        every step.
 
         ``losses``: (B,) per-sample losses ℓ_i of this step's batch; ``t``: (B,) their times in [0, 1]
         (enables the t-profile). ``deterministic``: whether the interpolant is noise-free (default: from
-        ``sigma``). Returns the logged record on logged steps, else None.
+        ``sigma``). ``loss_scale``: c when the backward pass was of c × the reduced losses — a GradScaler's
+        ``scaler.get_scale()`` (``scaler.scale(loss).backward()``), 1/k under gradient accumulation over k
+        micro-batches (``(loss / k).backward()``, then call ``step`` after each micro-batch's backward); the
+        per-sample gradients are divided by it (g_i = ∇ℓ_i whatever c). The scale cannot be read off the backward
+        pass in general; when the losses are squared errors of the model's output (ℓ_i = a‖v_i − u_i‖²) the step
+        checks it and issues one :class:`LossScaleWarning` when the backward pass looks like a multiple of the
+        declared one. Returns the logged record on logged steps, else None.
         """
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             raise ShapeError(f"losses must be the (B,) per-sample losses, got "
                              f"{tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__}")
+        if isinstance(loss_scale, bool) or not isinstance(loss_scale, int | float) or \
+                not (math.isfinite(loss_scale) and loss_scale > 0):
+            raise ConfigError(f"loss_scale must be a finite number > 0 (the factor the reduced loss was multiplied "
+                              f"by before backward, e.g. scaler.get_scale()), got {loss_scale!r}")
         if not self.due(step):
             self._skip(step)
             return None
         if deterministic is None and self.sigma is not None:
             deterministic = self.sigma == 0
-        return self._measure(int(step), losses.detach(), t, reduction, deterministic)
+        out_grad = self._out_grad.slot[0]
+        record = self._measure(int(step), losses.detach(), t, reduction, deterministic, 1.0 / float(loss_scale))
+        self._check_scale(int(step), losses.detach(), out_grad, reduction, float(loss_scale))
+        return record
 
     def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> dict[str, Any] | None:
         """The :class:`flowvar.train.Callback` hook: per-sample losses from the recorded model output and
@@ -232,6 +289,8 @@ class GradientVarianceMonitor:
     def close(self) -> None:
         """Remove the hooks and close the log file (records are flushed as they are logged)."""
         self.engine.detach()
+        self._out_handle.remove()
+        self._out_grad.slot = [None]
         if self._log_file is not None:
             self._log_file.close()
             self._log_file, self._csv = None, None
@@ -246,7 +305,45 @@ class GradientVarianceMonitor:
 
     def _skip(self, step: int) -> None:
         self.engine.clear()
+        self._out_grad.slot = [None]
         self.engine.armed = self.due(int(step) + 1)
+
+    def _check_scale(self, step: int, losses: Tensor, out_grad: Tensor | None, reduction: Reduction,
+                     loss_scale: float) -> None:
+        """Warn once when the backward pass looks like a multiple of ``loss_scale`` × the declared reduction.
+
+        With L = c · (1/s) Σ_i ℓ_i (s = B for "mean", 1 for "sum") the output gradient is δ_i = (c/s) ∂ℓ_i/∂v_i, so
+        a_i = ‖δ_i · s / c‖² / (4 ℓ_i). For a squared error ℓ_i = a‖v_i − u_i‖² every a_i equals a: 1 (sum over
+        coordinates), 1/D (mean), 1/2 (½‖·‖²). A constant a_i far outside that range (:data:`SCALE_BAND`) is the
+        mark of an undeclared factor on the backward pass (a GradScaler, a sum declared as a mean); varying a_i
+        (another loss, per-sample weights) say nothing, and are not judged."""
+        if self._scale_warned or out_grad is None or out_grad.ndim < 1 or out_grad.shape[0] != losses.shape[0]:
+            return
+        s = float(losses.shape[0]) if reduction == "mean" else 1.0
+        ell = losses.to(torch.float64).reshape(-1)
+        sq = out_grad.to(torch.float64).reshape(out_grad.shape[0], -1).pow(2).sum(1) * (s / loss_scale) ** 2
+        keep = ell > 1e-12 * float(ell.abs().max())
+        if int(keep.sum()) < 2 or not bool(torch.isfinite(sq).all()):
+            return
+        a = sq[keep] / (4 * ell[keep])
+        lo, hi = float(a.min()), float(a.max())
+        if not (lo > 0 and hi - lo <= SCALE_SPREAD * hi):
+            return
+        d = out_grad[0].numel()
+        if 1 / (SCALE_BAND * d) <= hi <= SCALE_BAND:
+            return
+        factor = math.sqrt(hi) if hi > SCALE_BAND else math.sqrt(hi * d)  # against a = 1, resp. a = 1/D
+        self._scale_warned = True
+        if distributed.is_main_process():
+            warnings.warn(LossScaleWarning(
+                f"step {step}: the backward pass looks like {factor:.3g} × the declared {reduction} of these losses "
+                f"(times loss_scale={loss_scale:g}), so every logged gradient statistic is about {factor ** 2:.3g} × "
+                f"too {'large' if factor > 1 else 'small'}: pass loss_scale= the factor the reduced loss was "
+                f"multiplied by before backward (scaler.get_scale() under a GradScaler, 1/k under gradient "
+                f"accumulation) and the reduction you back-propagated (reduction='sum' for losses.sum()). "
+                f"Judged from the output gradient as for a squared error a‖v − u‖²; a loss with such an unusual "
+                f"constant a is measured right: silence this with warnings.simplefilter('ignore', LossScaleWarning)"),
+                stacklevel=3)
 
     def _reducing(self) -> bool:
         """Whether this step's statistics are reduced over the ranks of a data-parallel run."""
@@ -257,6 +354,7 @@ class GradientVarianceMonitor:
                  deterministic: bool | None, scale: float = 1.0) -> dict[str, Any]:
         """``scale``: the true per-sample gradients are ``scale`` × those of the declared ``reduction``."""
         start = time.perf_counter()
+        self._check_modules(step)
         if not self.engine.has_records:
             raise DataError(f"step {step}: the monitor recorded no forward pass for this step. Call monitor.step() "
                             f"after the backward pass of every training step (it arms the hooks ahead of the steps "
@@ -294,6 +392,17 @@ class GradientVarianceMonitor:
         self._write(record)
         self.engine.armed = self.due(step + 1)
         return record
+
+    def _check_modules(self, step: int) -> None:
+        """Refuse a model that gained parametrised modules since the monitor was built (a layer replaced, a head
+        added): their parameters carry no hooks, so the logged statistics would silently leave them out."""
+        new = [name or "the model" for name, m in self.engine.model.named_modules()
+               if id(m) not in self._planned and any(p is not None and p.requires_grad for p in m._parameters.values())]
+        if new:
+            shown = ", ".join(repr(n) for n in new[:4]) + (f" and {len(new) - 4} more" if len(new) > 4 else "")
+            raise ConfigError(f"step {step}: the model has modules the monitor was not built with ({shown}): their "
+                              f"parameters would go unmeasured. Build the GradientVarianceMonitor after the model is "
+                              f"final (after replacing layers), or close this one and build a new one")
 
     def _edges(self, edges: np.ndarray | None) -> list[float] | None:
         """``edges.tolist()``, kept between logs (the bin edges depend on ``t_bins`` only)."""
