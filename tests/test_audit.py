@@ -441,6 +441,53 @@ def test_whole_model_files_load(memorised: dict, tmp_path: Path) -> None:
         load_model(None, tmp_path / "sd.pt")
 
 
+def test_audit_hands_the_model_back_in_its_own_modes(memorised: dict) -> None:
+    """audit() runs the model in eval mode: a model audited mid-training must not come back with dropout off."""
+    import copy
+
+    model = copy.deepcopy(memorised["model"]).train()
+    model.net[0].eval()  # a mixed state, e.g. a frozen encoder kept in eval mode
+    audit(model, memorised["x1"], samples=20, steps=10, coarse_steps=2, grad_samples=4, t_bins=1)
+    assert model.training and not model.net[0].training and model.net[1].training
+    with pytest.raises(DataError):  # and on the error path
+        audit(model, torch.randn(30, D + 1), samples=20)
+    assert model.training and not model.net[0].training
+
+
+def test_checkpoints_of_ema_wrappers_and_lightning_load(memorised: dict, tmp_path: Path, nets: object) -> None:
+    """torch's AveragedModel (EMA) state_dict (module. + n_averaged), and a Lightning checkpoint whose state_dict
+    names the network by its attribute (model., ema_model.; the EMA is preferred), load into the factory's model;
+    a checkpoint pickling other objects, and a file that is no checkpoint, are one line naming the fix."""
+    import argparse
+    import copy
+
+    model = memorised["model"]
+    ema = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.add_(0.01)
+    averaged = torch.optim.swa_utils.AveragedModel(ema)
+    torch.save(averaged.state_dict(), tmp_path / "avg.pt")
+    torch.save({"model": model.state_dict(), "ema": averaged.state_dict()}, tmp_path / "both.pt")
+    lightning = {"state_dict": {**{f"model.{k}": v for k, v in model.state_dict().items()},
+                                **{f"ema_model.{k}": v for k, v in ema.state_dict().items()}},
+                 "epoch": 3, "global_step": 12, "pytorch-lightning_version": "2.4.0"}
+    torch.save(lightning, tmp_path / "lit.ckpt")
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "lit1.ckpt")
+    for name, want, key in (("avg.pt", ema, None), ("both.pt", ema, "ema"), ("lit.ckpt", ema, "state_dict/ema_model"),
+                            ("lit1.ckpt", model, "state_dict/model")):
+        loaded = load_model("audit_nets:mlp", tmp_path / name)
+        assert loaded.state_key == key
+        for a, b in zip(loaded.module.state_dict().values(), want.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    torch.save({"state_dict": model.state_dict(), "hparams": argparse.Namespace(lr=1e-3)}, tmp_path / "ns.ckpt")
+    with pytest.raises(DataError, match=r"pickles argparse\.Namespace.*Save the weights alone"):
+        load_model("audit_nets:mlp", tmp_path / "ns.ckpt")
+    (tmp_path / "notes.pt").write_text("hello")
+    with pytest.raises(DataError, match=r"cannot be read by torch\.load \(\w+.*written by torch\.save"):
+        load_model("audit_nets:mlp", tmp_path / "notes.pt")
+
+
 def test_compiled_models_gradient_test_is_measured(memorised: dict, tmp_path: Path) -> None:
     """TorchScript (traced) and torch.export programs are differentiated like the module they came from: the gradient
     test is measured, with the eager model's numbers (docs/audit.md "Inputs")."""

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import html
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -328,6 +329,32 @@ def _conditioning(la: LabelArg | None, data: Tensor | str | Path, n: int, carrie
     return Conditioning(values, continuous, source, held_values, carried if continuous else None)
 
 
+_F = TypeVar("_F")
+
+
+def _leaves_model_as_found(fn: _F) -> _F:
+    """Decorate :func:`audit`: the caller's model comes back in the train/eval mode of each of its modules and on
+    the device it had. The audit runs it in eval mode on ``device`` (both set in place by ``nn.Module``), and a
+    model audited in the middle of training must not leave with its dropout off or on another device."""
+    @functools.wraps(fn)  # type: ignore[arg-type]
+    def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(model, nn.Module):
+            return fn(model, *args, **kwargs)  # type: ignore[operator]
+        modes = [(m, m.training) for m in model.modules()]
+        devices = {t.device for t in (*model.parameters(), *model.buffers())}
+        try:
+            return fn(model, *args, **kwargs)  # type: ignore[operator]
+        finally:
+            for m, training in modes:  # the flag itself: a torch.export program refuses train()
+                m.training = training
+            if len(devices) == 1:
+                (home,) = devices
+                if any(t.device != home for t in (*model.parameters(), *model.buffers())):
+                    model.to(home)
+    return wrapper  # type: ignore[return-value]
+
+
+@_leaves_model_as_found
 def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | Path | None = None,
           heldout: Tensor | str | Path | None = None, sigma: float = 0.0, convention: str | None = None,
           time: str | None = None, time_scale: float | None = None, samples: int = 500, steps: int = 100,
@@ -340,7 +367,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     """Audit a trained flow model for memorisation.
 
     Args:
-        model: the network (any calling convention of :mod:`flowvar.audit.adapters`); put in eval mode.
+        model: the network (any calling convention of :mod:`flowvar.audit.adapters`); audited in eval mode on
+            ``device``, and handed back in the modes and on the device it came in.
         data: the training targets, (N, *shape) tensor or a path/name for :func:`flowvar.audit.loading.load_points`.
         pairs: the training sources, row i paired with ``data`` row i (same shape); enables pair recovery and the
             gradient signature.

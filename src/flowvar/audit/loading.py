@@ -10,6 +10,7 @@ is written.
 from __future__ import annotations
 
 import importlib
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,10 +79,38 @@ def pick_state_dict(obj: Any, path: Path, key: str | None = None) -> tuple[Mappi
         state = obj[used]
     if not _is_state_dict(state):
         raise DataError(f"checkpoint {path} entry {used!r} is not a state_dict (a mapping of names to tensors)")
+    return _unwrapped(state), used
+
+
+def _unwrapped(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` without the marks of the wrappers it was saved through: ``torch.optim.swa_utils.AveragedModel``
+    (an EMA copy: its ``n_averaged`` counter beside ``module.``-prefixed weights), DataParallel/DDP (``module.``)
+    and ``torch.compile`` (``_orig_mod.``)."""
+    out = dict(state)
+    if "n_averaged" in out and len(out) > 1 and all(k.startswith("module.") for k in out if k != "n_averaged"):
+        del out["n_averaged"]
     for prefix in ("module.", "_orig_mod."):
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state, used
+        if out and all(k.startswith(prefix) for k in out):
+            out = {k[len(prefix):]: v for k, v in out.items()}
+    return out
+
+
+def submodule_state(state: Mapping[str, Tensor], expected: set[str]) -> tuple[dict[str, Tensor], str] | None:
+    """The part of ``state`` under one attribute prefix whose keys are exactly ``expected`` (the built model's),
+    and that prefix; None when ``state`` already matches or no prefix does.
+
+    Why: a training wrapper's state_dict names the network by its attribute — a Lightning checkpoint's
+    ``state_dict`` holds ``model.net.0.weight`` for ``self.model``, often beside ``ema_model.…`` or ``ema.module.…``
+    for an EMA copy. EMA prefixes are tried first (:data:`STATE_KEYS` order, as for checkpoint entries), then the
+    others in sorted order."""
+    if set(state) == expected:
+        return None
+    heads = sorted({k.split(".", 1)[0] for k in state if "." in k})
+    for head in sorted(heads, key=lambda h: (STATE_KEYS.index(h) if h in STATE_KEYS else len(STATE_KEYS), h)):
+        sub = _unwrapped({k[len(head) + 1:]: v for k, v in state.items() if k.startswith(head + ".")})
+        if set(sub) == expected:
+            return sub, head
+    return None
 
 
 def _read_checkpoint(path: Path, weights_only: bool) -> Any:
@@ -90,8 +119,19 @@ def _read_checkpoint(path: Path, weights_only: bool) -> Any:
     except FileNotFoundError:
         raise DataError(f"checkpoint {path} does not exist") from None
     except Exception as error:  # torch raises many types for a damaged or foreign file
-        first = printable(str(error).strip().splitlines()[0]) if str(error).strip() else type(error).__name__
-        raise DataError(f"checkpoint {path} cannot be read by torch.load ({first[:200]})") from None
+        text = str(error).strip()
+        if weights_only and "weights only load failed" in text.lower() and zipfile.is_zipfile(path):
+            # a torch.save archive holding more than tensors and containers (a pickled module, an argparse
+            # Namespace among the hyper-parameters): weights_only refuses it rather than run code from the file
+            blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+            why = f" (it pickles {blocked.group(1)})" if blocked else ""
+            raise DataError(f"checkpoint {path} holds Python objects besides the weights{why}, which flowvar does not "
+                            f"unpickle next to --model (that would run code from the file). "
+                            f"Save the weights alone (torch.save(model.state_dict(), 'weights.pt')), or, for a file "
+                            f"you trust holding the whole model, pass it as --checkpoint without --model") from None
+        first = printable(text.splitlines()[0])[:200] if text else ""
+        raise DataError(f"checkpoint {path} cannot be read by torch.load ({type(error).__name__}"
+                        f"{': ' + first if first else ''}); is it a file written by torch.save?") from None
 
 
 def load_model(factory: str | None, checkpoint: str | Path | None, state_key: str | None = None) -> LoadedModel:
@@ -124,12 +164,20 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
         if path is None:
             return LoadedModel(built.eval(), f"{factory}()")
         state, used = pick_state_dict(_read_checkpoint(path, weights_only=True), path, state_key)
+        inner = submodule_state(state, set(built.state_dict()))
+        if inner is not None:  # the network under its attribute in a wrapper's state_dict (Lightning: model.)
+            state, head = inner
+            used = f"{used}/{head}" if used else head
         try:
             built.load_state_dict(state, strict=True)
         except RuntimeError as error:
             lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()][1:]
             detail = "; ".join(lines)[:300] or printable(str(error))[:300]
-            raise DataError(f"checkpoint {path} does not match the model built by {factory}: {detail}") from None
+            heads = sorted({k.split(".", 1)[0] for k in state if "." in k})
+            hint = (f" (its weights sit under {', '.join(h + '.' for h in heads[:6])}: is the model one of those "
+                    f"attributes, built by another factory?)" if 1 < len(heads) <= 6 or
+                    (len(heads) == 1 and not any(k.startswith(heads[0] + ".") for k in built.state_dict())) else "")
+            raise DataError(f"checkpoint {path} does not match the model built by {factory}: {detail}{hint}") from None
         src = f"{factory}() with weights from {path}" + (f" [{used}]" if used else "")
         return LoadedModel(built.eval(), src, used)
     assert path is not None
@@ -354,4 +402,4 @@ def carried_conditions(what: str, data: str | Path | Tensor, n: int) -> Tensor |
 
 __all__ = ["NPZ_CONDITION_KEY", "STATE_KEYS", "LoadedModel", "carried_conditions", "check_conditions",
            "class_folders", "import_factory", "load_conditions", "load_labelled", "load_labels", "load_model",
-           "load_points", "pick_state_dict"]
+           "load_points", "pick_state_dict", "submodule_state"]
