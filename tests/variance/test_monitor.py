@@ -322,6 +322,27 @@ def test_the_scale_check_accepts_usual_squared_errors_and_ignores_weighted_losse
     monitor.close()
 
 
+def test_the_scale_check_runs_on_the_first_logged_steps_only(gen):
+    """A mis-declared scale is a property of the loop's code and shows from the first logs; later logs pay nothing
+    for the check (SCALE_CHECKS), so a factor that first appears after them is not judged."""
+    from flowvar.variance.monitor import SCALE_CHECKS
+
+    torch.manual_seed(0)
+    model = MLPField(2, width=8, depth=1).to(F64)
+    path = CFMLoss().draw(IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64)), 32, gen)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(SCALE_CHECKS + 1):
+            model.zero_grad()
+            losses = per_sample_loss(model, path)
+            # declared right on the checked logs, an undeclared GradScaler-like factor on the one after
+            (losses.mean() * (65536.0 if step == SCALE_CHECKS else 1.0)).backward()
+            monitor.step(step, losses, path.t)
+    monitor.close()
+    assert not [w for w in caught if issubclass(w.category, LossScaleWarning)]
+
+
 def test_a_layer_replaced_after_the_monitor_was_built_is_refused(gen):
     """The new layer's parameters carry no hooks: leaving them out of the trace would be a silently wrong number."""
     model = MLPField(2, width=8, depth=1)

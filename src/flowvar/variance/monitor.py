@@ -98,6 +98,9 @@ class LossScaleWarning(UserWarning):
 SCALE_BAND = 16.0
 #: a_i counts as constant over the batch when its relative spread is below this (float32 rounding is ~1e-6).
 SCALE_SPREAD = 1e-2
+#: How many logged steps the check runs on. A mis-declared scale is a property of the training loop's code, so it
+#: shows from the first logs; checking every log would add a few small reductions (and device syncs) forever.
+SCALE_CHECKS = 5
 
 
 def _keep_grad(slot: list[Tensor | None], grad: Tensor) -> None:
@@ -181,7 +184,7 @@ class GradientVarianceMonitor:
         # the gradient reaching the model's output, for the loss-scale check of step()
         self._out_grad = _OutputGradient(self.engine)
         self._out_handle: Any = model.register_forward_hook(self._out_grad)
-        self._scale_warned = False
+        self._scale_checks_left = SCALE_CHECKS
         self.history: list[dict[str, Any]] = []
         self.last_stats: BatchGradStats | None = None
         self.memorisation_step: int | None = None
@@ -219,9 +222,9 @@ class GradientVarianceMonitor:
         ``scaler.get_scale()`` (``scaler.scale(loss).backward()``), 1/k under gradient accumulation over k
         micro-batches (``(loss / k).backward()``, then call ``step`` after each micro-batch's backward); the
         per-sample gradients are divided by it (g_i = ∇ℓ_i whatever c). The scale cannot be read off the backward
-        pass in general; when the losses are squared errors of the model's output (ℓ_i = a‖v_i − u_i‖²) the step
-        checks it and issues one :class:`LossScaleWarning` when the backward pass looks like a multiple of the
-        declared one. Returns the logged record on logged steps, else None.
+        pass in general; when the losses are squared errors of the model's output (ℓ_i = a‖v_i − u_i‖²) the first
+        :data:`SCALE_CHECKS` logged steps check it and issue one :class:`LossScaleWarning` when the backward pass
+        looks like a multiple of the declared one. Returns the logged record on logged steps, else None.
         """
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             raise ShapeError(f"losses must be the (B,) per-sample losses, got "
@@ -310,15 +313,18 @@ class GradientVarianceMonitor:
 
     def _check_scale(self, step: int, losses: Tensor, out_grad: Tensor | None, reduction: Reduction,
                      loss_scale: float) -> None:
-        """Warn once when the backward pass looks like a multiple of ``loss_scale`` × the declared reduction.
+        """Warn once when the backward pass looks like a multiple of ``loss_scale`` × the declared reduction
+        (judged on the first :data:`SCALE_CHECKS` logged steps).
 
         With L = c · (1/s) Σ_i ℓ_i (s = B for "mean", 1 for "sum") the output gradient is δ_i = (c/s) ∂ℓ_i/∂v_i, so
         a_i = ‖δ_i · s / c‖² / (4 ℓ_i). For a squared error ℓ_i = a‖v_i − u_i‖² every a_i equals a: 1 (sum over
         coordinates), 1/D (mean), 1/2 (½‖·‖²). A constant a_i far outside that range (:data:`SCALE_BAND`) is the
         mark of an undeclared factor on the backward pass (a GradScaler, a sum declared as a mean); varying a_i
         (another loss, per-sample weights) say nothing, and are not judged."""
-        if self._scale_warned or out_grad is None or out_grad.ndim < 1 or out_grad.shape[0] != losses.shape[0]:
+        if self._scale_checks_left <= 0 or out_grad is None or out_grad.ndim < 1 or \
+                out_grad.shape[0] != losses.shape[0]:
             return
+        self._scale_checks_left -= 1
         s = float(losses.shape[0]) if reduction == "mean" else 1.0
         ell = losses.to(torch.float64).reshape(-1)
         sq = out_grad.to(torch.float64).reshape(out_grad.shape[0], -1).pow(2).sum(1) * (s / loss_scale) ** 2
@@ -333,7 +339,7 @@ class GradientVarianceMonitor:
         if 1 / (SCALE_BAND * d) <= hi <= SCALE_BAND:
             return
         factor = math.sqrt(hi) if hi > SCALE_BAND else math.sqrt(hi * d)  # against a = 1, resp. a = 1/D
-        self._scale_warned = True
+        self._scale_checks_left = 0  # one warning
         if distributed.is_main_process():
             warnings.warn(LossScaleWarning(
                 f"step {step}: the backward pass looks like {factor:.3g} × the declared {reduction} of these losses "
