@@ -1,6 +1,7 @@
 """Typed experiment configs: layering (YAML, quick, --config, --seed, --set), overrides, coercion, the size
 bound and former experiment names (flowvar.experiments.config / registry)."""
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,28 +57,53 @@ def test_sizes_that_cannot_finish_are_refused_up_front(tmp_path: Path, capsys: p
     estimate; raising the bound lets validation pass; the default configs are all inside it."""
     from flowvar.cli import main
     from flowvar.experiments.base import MAX_DAYS_DEFAULT, build_config, discover, estimated_runtime, get_experiment
+    from flowvar.experiments.config import package_defaults
 
     fig4 = get_experiment("fig4")
     full = build_config(fig4)
-    assert estimated_runtime(fig4, full) == pytest.approx(300.0)  # the YAML's full-mode estimate
+    yaml_full = package_defaults(fig4).expected_runtime_s["full"]
+    assert estimated_runtime(fig4, full) == pytest.approx(yaml_full)  # the YAML's full-mode estimate
     doubled = build_config(fig4, overrides={"repeats": 60, "n_samples": 20000})
-    assert estimated_runtime(fig4, doubled) == pytest.approx(1200.0)  # linear in each count
+    assert estimated_runtime(fig4, doubled) == pytest.approx(4 * yaml_full)  # linear in each count (2 × 2)
     for name in discover():
         spec = get_experiment(name)
         estimate = estimated_runtime(spec, build_config(spec))
         assert estimate is None or estimate < MAX_DAYS_DEFAULT * 86400
 
     out = tmp_path / "out"
-    assert main(["run", "fig4", "--quiet", "--out", str(out), "--set", "n_samples=90000000"]) == 2
+    # ten times the bound, whatever the YAML's estimate: 10⁸ samples (the schema's cap on a count) and repeats to match
+    huge = {"n_samples": 10**8, "repeats": math.ceil(10 * MAX_DAYS_DEFAULT * 86400 / yaml_full
+                                                     * full.n_samples / 10**8 * full.repeats)}
+    assert main(["run", "fig4", "--quiet", "--out", str(out), "--set", f"n_samples={huge['n_samples']}",
+                 "--set", f"repeats={huge['repeats']}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("flowvar: error: fig4: this config would take ~") and "FLOWVAR_MAX_DAYS" in err
     assert "\n" not in err and not out.exists()
 
-    monkeypatch.setenv("FLOWVAR_MAX_DAYS", "1e6")
-    build_config(fig4, overrides={"n_samples": 90_000_000})  # accepted under the raised bound
+    monkeypatch.setenv("FLOWVAR_MAX_DAYS", str(20 * MAX_DAYS_DEFAULT))
+    build_config(fig4, overrides=huge)  # accepted under the raised bound
     monkeypatch.setenv("FLOWVAR_MAX_DAYS", "soon")
     with pytest.raises(ConfigError, match="FLOWVAR_MAX_DAYS must be a positive number of days"):
         build_config(fig4)
+
+
+def test_the_cpu_size_guard_does_not_refuse_a_run_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard's estimate is of 2 CPU cores: the paper's CelebA setting of table2 is ~10⁴ such days but a day or two
+    of GPUs. device=auto or cuda with CUDA available is not refused; on the CPU (device=cpu, or no GPU) it is."""
+    import torch
+
+    from flowvar.experiments.base import build_config, get_experiment
+
+    table2 = get_experiment("table2")
+    paper = {"ns": [5000, 50000], "resolution": 64, "steps": 100000, "base_channels": 128}
+    for device in ("auto", "cuda", "cpu"):
+        with pytest.raises(ConfigError, match="days on 2 CPU cores"):  # no GPU here: every device is the CPU
+            build_config(table2, overrides={**paper, "device": device})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for device in ("auto", "cuda"):
+        assert build_config(table2, overrides={**paper, "device": device}).steps == 100000
+    with pytest.raises(ConfigError, match="days on 2 CPU cores"):
+        build_config(table2, overrides={**paper, "device": "cpu"})
 
 
 def test_a_former_experiment_name_still_selects_it() -> None:

@@ -416,7 +416,16 @@ def max_runtime_s() -> float:
 
 
 def check_size(spec: ExperimentSpec, config: Any) -> None:
-    """Refuse, with the estimate, a config that would run longer than :func:`max_runtime_s` on 2 CPU cores."""
+    """Refuse, with the estimate, a config that would run longer than :func:`max_runtime_s` on 2 CPU cores.
+
+    Not applied to a run that will use a GPU (a ``device`` field of ``"cuda"``, or ``"auto"`` where CUDA is
+    available): the estimate is of 2 CPU cores, and a paper-scale image run that is 10⁴ such days is a day or
+    two of GPUs."""
+    if getattr(config, "device", "cpu") in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return
     estimate = estimated_runtime(spec, config)
     bound = max_runtime_s()
     if estimate is not None and estimate > bound:
