@@ -428,3 +428,13 @@ def test_rewrite_reports_re_renders_each_summary(tmp_path: Path) -> None:
     rewrite_reports(folder)
     expected = result_markdown(Result.load(folder / "prop1" / "result.json"))
     assert (folder / "prop1" / "summary.md").read_text() == expected
+
+
+def test_durations_are_rounded_to_the_last_unit_shown() -> None:
+    """Truncation showed 2073.9 s as 34 min 33 s beside docs that round; 59.7 s read "60 s", 60 s "1 min 00 s"."""
+    from flowvar.report.collection import format_duration
+
+    cases = {0.0: "0.0 s", 4.24: "4.2 s", 9.96: "10 s", 41.4: "41 s", 59.7: "1 min 00 s", 119.6: "2 min 00 s",
+             2073.88: "34 min 34 s", 3599.4: "59 min 59 s", 3599.8: "1 h 00 min", 5957.08: "1 h 39 min",
+             5969.0: "1 h 39 min", 5971.0: "1 h 40 min", -3.0: "0.0 s"}
+    assert {s: format_duration(s) for s in cases} == cases

@@ -76,13 +76,18 @@ KIND_TEXT = ("Kinds: an identity holds by construction when the code is right (a
 
 
 def format_duration(seconds: float) -> str:
-    """``4.2 s``, ``41 s``, ``3 min 05 s``, ``1 h 02 min``."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    """``4.2 s``, ``41 s``, ``3 min 05 s``, ``1 h 02 min``: rounded to the last unit shown (2073.9 s is
+    ``34 min 34 s``; 59.7 s is ``1 min 00 s``, 3599.8 s ``1 h 00 min``)."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 9.95:
+        return f"{seconds:.1f} s"
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def load_collection(folder: Path | str) -> dict[str, Any] | None:
