@@ -260,6 +260,87 @@ def test_convention_check_catches_reversed_time_on_the_exact_ot_field() -> None:
         check_conventions(field, data, Convention("xt", "data_at_0", 1.0), torch.Generator().manual_seed(0))
 
 
+class OTInterface(nn.Module):
+    """The exact OT field of a Gaussian problem behind another interface (``kind``): time as a (B, 1) column
+    concatenated to x, one scalar time for the batch, a dict or a tuple output."""
+
+    def __init__(self, field: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.field, self.kind = field, kind
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> object:
+        if self.kind == "column":  # forward(x, t): torch.cat([x, t], 1), as a hand-written MLP does
+            z = torch.cat([x, t], 1)
+            return self.field(z[:, :-1], z[:, -1])
+        if self.kind == "scalar":  # one time for the batch
+            return self.field(x, torch.full((x.shape[0],), float(t), dtype=x.dtype))
+        v = self.field(x, t)
+        if self.kind == "dict":
+            return {"velocity": v, "features": x[:, :2], "step": 3}
+        if self.kind == "dict2":
+            return {"velocity": v, "x0_pred": x - v}
+        return v, x  # "tuple": (velocity, aux)
+
+
+@pytest.fixture(scope="module")
+def ot_problem() -> tuple[nn.Module, torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    a = 0.6 * torch.randn(4, 4, generator=g, dtype=torch.float64)
+    problem = GaussianProblem(torch.ones(4, dtype=torch.float64), a @ a.T + 0.2 * torch.eye(4, dtype=torch.float64))
+    return problem.ot_field(dtype=torch.float32), problem.sample(200, g).float()
+
+
+def test_a_model_taking_time_as_a_column_is_called_so(ot_problem: tuple) -> None:
+    """forward(x, t) with torch.cat([x, t], 1) needs t (B, 1): after the (B,) call raised, the same call with a
+    column runs, the fit check picks it (model(s, x) also runs with a column, as garbage, and does not fit), and the
+    convention says so; a requested --convention xt is the column call. A model taking one scalar time for the
+    batch is refused naming the per-item wrapper, not the data's shape."""
+    field, data = ot_problem
+    model = OTInterface(field, "column")
+    check = check_conventions(model, data, None, torch.Generator().manual_seed(0))
+    assert check.chosen == Convention("xt", "data_at_1", 1.0, time_shape="(B, 1)")
+    assert "t of shape (B, 1)" in str(check.chosen)
+    score = check.score(Convention("xt"))
+    assert score is not None and score.fits
+    swapped = check.score(Convention("tx"))
+    assert swapped is not None and swapped.runs and not swapped.fits
+    requested = check_conventions(model, data, Convention("xt"), torch.Generator().manual_seed(0))
+    assert requested.chosen.time_shape == "(B, 1)" and requested.chosen.choice == ("xt", "data_at_1", 1.0)
+    v = AdaptedField(model, check.chosen)(data[:5], 0.3)
+    assert torch.allclose(v, field(data[:5], torch.full((5,), 0.3)))
+    report = audit(model, data[:40], samples=20, steps=4, coarse_steps=2, grad_samples=4, t_bins=1)
+    assert "t of shape (B, 1)" in report.summary() and report.result.config["convention"]["time_shape"] == "(B, 1)"
+    with pytest.raises(DataError, match=r"runs only with one time for the whole batch.*one item at a time.*"
+                                        r"self\.net\(x\[i:i \+ 1\], t\[i\]\)") as caught:
+        check_conventions(OTInterface(field, "scalar"), data, None, torch.Generator().manual_seed(0))
+    assert "shape and channels" not in str(caught.value)
+
+
+def test_dict_and_tuple_outputs_are_read_and_labelled(ot_problem: tuple, tmp_path: Path) -> None:
+    """A dict holding one tensor of the input's shape is read at that key; one holding several is refused naming
+    its entries and the wrapper; a tuple's first element is read, labelled as what it is (not as diffusers)."""
+    from flowvar.audit.core import saved_summary
+    from flowvar.results import Result
+
+    field, data = ot_problem
+    check = check_conventions(OTInterface(field, "dict"), data, None, torch.Generator().manual_seed(0))
+    assert check.chosen == Convention("xt", output="dict['velocity']")
+    assert "dict output: its 'velocity' entry" in str(check.chosen)
+    with pytest.raises(DataError, match=r"returned a dict with 2 tensors of the input's shape.*'velocity' \(128, 4\), "
+                                        r"'x0_pred' \(128, 4\).*forward returns the velocity tensor"):
+        check_conventions(OTInterface(field, "dict2"), data, None, torch.Generator().manual_seed(0))
+    report = audit(OTInterface(field, "tuple"), data[:40], samples=20, steps=4, coarse_steps=2, grad_samples=4,
+                   t_bins=1)
+    chosen = report.convention.chosen
+    assert chosen.call == "xt" and chosen.output == "tuple[0]", chosen
+    for text in (report.summary(), report.markdown(), report.html()):
+        assert "xt (data_at_1, time scale 1, tuple output: its first element)" in text
+    report.write(tmp_path / "audit")
+    saved = saved_summary(Result.load(tmp_path / "audit" / "result.json"))
+    assert "convention: xt (data_at_1, time scale 1, tuple output: its first element)" in saved
+    assert "diffusers" not in report.summary()
+
+
 # --------------------------------------------------------------------------------------------- known models
 
 

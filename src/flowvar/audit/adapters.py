@@ -18,6 +18,19 @@ names one choice of each:
   of a data-at-0 model predicts dx/dτ = noise − data, so the adapted field is v(x, t) = −f(x, 1 − t);
 * **time_scale** — the network sees s = scale · τ (diffusers' timesteps run over 0..1000: scale 1000).
 
+Two more properties are read off the network rather than chosen, and recorded in the convention for the report:
+
+* **time_shape** — s is passed as (B,); a network that cannot be called so (``torch.cat([x, t], 1)`` needs a
+  column) is called with s as (B, 1) under the same call, and the convention says ``t of shape (B, 1)``. Only
+  after the (B,) call raised, so a network that takes both is never called two ways; a wrong call that happens to
+  run with a column (``model(s, x)`` on a ``cat([x, t])`` network) is rejected by the fit check like any wrong
+  call. A network that takes only one time for the whole batch (``float(t)``) is refused, naming the per-item
+  wrapper it needs: the audit's probes give each item its own time;
+* **output** — what the network returns: a tensor; diffusers' output object (its ``.sample``, under the
+  ``diffusers`` call); a tuple or list (its first element: ``return_dict=False``, ``(velocity, aux)``); a dict
+  holding exactly one tensor of the data's shape (that tensor). A dict with several such tensors is refused,
+  naming its keys and the wrapper to write (:func:`read_output`).
+
 A conditional network also takes each item's condition — a class label (B,) long, or a continuous condition
 (B, *cond_shape) float such as a pooled text embedding (B, 512), token embeddings (B, L, D) or a low-resolution image;
 :class:`LabelArg` says how (a keyword such as torchcfm's ``y=``, diffusers' ``class_labels=`` or
@@ -34,7 +47,7 @@ straight-path targets, and whether a short integration moves noise toward the da
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -47,6 +60,8 @@ Call = Literal["xt", "tx", "cat", "diffusers", "flow_matching"]
 TimeDirection = Literal["data_at_1", "data_at_0"]
 CALLS: tuple[str, ...] = ("xt", "tx", "cat", "diffusers", "flow_matching")
 TIMES: tuple[str, ...] = ("data_at_1", "data_at_0")
+#: How the time reaches the network: one entry per item (B,) — the default — or a column (B, 1).
+TIME_SHAPES: tuple[str, ...] = ("(B,)", "(B, 1)")
 #: Each call's usual time direction and scale (what a plain ``--convention NAME`` means).
 CALL_DEFAULTS: dict[str, tuple[str, float]] = {
     "xt": ("data_at_1", 1.0), "tx": ("data_at_1", 1.0), "cat": ("data_at_1", 1.0),
@@ -114,13 +129,25 @@ class LabelArg:
         return self.spec
 
 
+class OutputError(DataError):
+    """The network ran, but what it returned is not one velocity tensor flowvar can take unambiguously (a dict of
+    several tensors of the data's shape, a diffusers output object under another call): the message names what
+    came back and the wrapper that fixes it."""
+
+
 @dataclass(frozen=True)
 class Convention:
-    """One calling convention: ``call`` (see the module doc), ``time`` direction and ``time_scale`` (> 0)."""
+    """One calling convention: ``call`` (see the module doc), ``time`` direction and ``time_scale`` (> 0) — the
+    user's choices (:attr:`choice`) — and two properties detected on the network by :func:`check_conventions`:
+    ``time_shape`` (:data:`TIME_SHAPES`: the time as (B,) or as a (B, 1) column) and ``output`` (what the velocity
+    was read from: ``"tensor"``, ``".sample"`` of diffusers' output object, ``"tuple[0]"`` or ``"dict[KEY]"``;
+    :func:`read_output`)."""
 
     call: str = "xt"
     time: str = "data_at_1"
     time_scale: float = 1.0
+    time_shape: str = "(B,)"
+    output: str = "tensor"
 
     def __post_init__(self) -> None:
         if self.call not in CALLS:
@@ -132,6 +159,17 @@ class Convention:
         if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
             raise ConfigError(f"time scale must be a finite number > 0 (1 for t in [0, 1], 1000 for diffusers' "
                               f"timesteps), got {scale!r}")
+        if self.time_shape not in TIME_SHAPES:
+            raise ConfigError(f"unknown time shape {self.time_shape!r}; choose one of {', '.join(TIME_SHAPES)}")
+        if not isinstance(self.output, str) or not self.output:
+            raise ConfigError(f"output must name what the velocity is read from (tensor, .sample, tuple[0], "
+                              f"dict[KEY]), got {self.output!r}")
+
+    @property
+    def choice(self) -> tuple[str, str, float]:
+        """(call, time, time_scale): what ``--convention``, ``--time`` and ``--time-scale`` choose (the time shape
+        and the output are read off the network)."""
+        return self.call, self.time, float(self.time_scale)
 
     @classmethod
     def of(cls, call: str, time: str | None = None, time_scale: float | None = None) -> Convention:
@@ -146,7 +184,12 @@ class Convention:
         return f"--convention {self.call} --time {self.time} --time-scale {self.time_scale:g}"
 
     def __str__(self) -> str:
-        return f"{self.call} ({self.time}, time scale {self.time_scale:g})"
+        column = ", t of shape (B, 1)" if self.time_shape != "(B,)" else ""
+        read = "" if self.output in ("tensor", ".sample") else \
+            ", tuple output: its first element" if self.output == "tuple[0]" else \
+            f", dict output: its {self.output[5:-1]} entry" if self.output.startswith("dict[") else \
+            f", output {self.output}"
+        return f"{self.call} ({self.time}, time scale {self.time_scale:g}{column}{read})"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,6 +211,9 @@ class AdaptedField(nn.Module):
         self.model = model
         self.convention = convention
         self.label_arg = label_arg
+        #: where the last call found the velocity in the network's output (:func:`read_output`), which
+        #: :func:`score_convention` records in the convention
+        self.output_read = convention.output
 
     def extra_repr(self) -> str:
         return f"convention={self.convention}" + (f", label_arg={self.label_arg}" if self.label_arg else "")
@@ -184,12 +230,15 @@ class AdaptedField(nn.Module):
         t = t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])
         tau = t if conv.time == "data_at_1" else 1.0 - t
         s = tau * conv.time_scale
+        if conv.time_shape == "(B, 1)":
+            s = s[:, None]
         device = model_device(self.model)
         if device is not None and device != x.device:  # data stay on the CPU; the network runs where it lives
             y = labels.to(device) if labels is not None else None
-            out = call_network(self.model, conv.call, x.to(device), s.to(device), y, self.label_arg).to(x.device)
+            out, self.output_read = _call(self.model, conv.call, x.to(device), s.to(device), y, self.label_arg)
+            out = out.to(x.device)
         else:
-            out = call_network(self.model, conv.call, x, s, labels, self.label_arg)
+            out, self.output_read = _call(self.model, conv.call, x, s, labels, self.label_arg)
         return out if conv.time == "data_at_1" else -out
 
 
@@ -280,9 +329,16 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 def call_network(model: nn.Module, call: str, x: Tensor, s: Tensor, labels: Tensor | None = None,
                  label_arg: LabelArg | None = None) -> Tensor:
-    """Invoke ``model`` on states ``x`` (B, *shape) at network times ``s`` (B,) by ``call`` (with ``labels`` (B,)
-    passed as ``label_arg`` says, for a class-conditional network); the raw output as a tensor of x's shape
+    """Invoke ``model`` on states ``x`` (B, *shape) at network times ``s`` ((B,), or the column (B, 1) of a
+    ``time_shape="(B, 1)"`` convention) by ``call`` (with ``labels`` (B,) passed as ``label_arg`` says, for a
+    class-conditional network); the velocity as a tensor of x's shape, read from the output by :func:`read_output`
     (:class:`ShapeError`-free: a wrong output raises :class:`DataError` naming what came back)."""
+    return _call(model, call, x, s, labels, label_arg)[0]
+
+
+def _call(model: nn.Module, call: str, x: Tensor, s: Tensor, labels: Tensor | None,
+          label_arg: LabelArg | None) -> tuple[Tensor, str]:
+    """:func:`call_network`, and where the velocity was found in the output (:attr:`Convention.output`)."""
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = {}
     if call == "xt":
@@ -290,25 +346,61 @@ def call_network(model: nn.Module, call: str, x: Tensor, s: Tensor, labels: Tens
     elif call == "tx":
         args = (s, x)
     elif call == "cat":
-        args = (torch.cat([x.reshape(x.shape[0], -1), s[:, None]], 1),)
+        args = (torch.cat([x.reshape(x.shape[0], -1), s.reshape(-1, 1)], 1),)
     elif call == "diffusers":
         args = (x, s)
     else:
         args, kwargs = (), {"x": x, "t": s}
     if labels is not None and label_arg is not None:
         args, kwargs = label_arg.apply(args, kwargs, labels)
-    out = model(*args, **kwargs)
-    if call == "cat" and isinstance(out, Tensor) and out.shape != x.shape and out.numel() == x.numel():
+    out, form = read_output(model(*args, **kwargs), call, x)
+    if call == "cat" and out.shape != x.shape and out.numel() == x.numel():
         out = out.reshape(x.shape)
-    elif call == "diffusers":
-        out = getattr(out, "sample", out)
-        if isinstance(out, tuple | list) and out:
-            out = out[0]
-    if not isinstance(out, Tensor):
-        raise DataError(f"the model returned {type(out).__name__}, not a tensor")
     if out.shape != x.shape:
-        raise DataError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
-    return out
+        where = {"tensor": "", ".sample": "'s .sample", "tuple[0]": "'s first element"}.get(form, f" entry {form[4:]}")
+        raise DataError(f"the model's output{where} has shape {tuple(out.shape)} for input {tuple(x.shape)}")
+    return out, form
+
+
+def read_output(out: Any, call: str, x: Tensor) -> tuple[Tensor, str]:
+    """The velocity in what a network returned for states ``x`` (B, *shape), and where it was found
+    (:attr:`Convention.output`):
+
+    * a tensor: itself (``"tensor"``);
+    * diffusers' output object (a ``.sample`` tensor attribute): ``.sample`` (``".sample"``), under the
+      ``diffusers`` call only — another call refuses it, so that a diffusers UNet is labelled as one;
+    * a tuple or list starting with a tensor: its first element (``"tuple[0]"``: diffusers' ``return_dict=False``,
+      a ``(velocity, aux)`` pair);
+    * a dict (any mapping) holding exactly one tensor of x's shape (of x's number of entries for the ``cat``
+      call): that tensor (``"dict['KEY']"``; other entries — a scalar loss, features of other shapes — cannot be
+      the velocity).
+
+    Raises :class:`OutputError` for a dict with none or several such tensors (naming its keys and the wrapper that
+    returns the velocity) or a diffusers object under another call, :class:`DataError` for anything else."""
+    if isinstance(out, Tensor):
+        return out, "tensor"
+    if isinstance(getattr(out, "sample", None), Tensor):
+        if call != "diffusers":
+            raise OutputError(f"the model returned {type(out).__name__} (diffusers' output: its .sample is read under "
+                              f"--convention diffusers)")
+        return out.sample, ".sample"
+    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
+        return out[0], "tuple[0]"
+    if isinstance(out, Mapping):
+        tensors = {k: v for k, v in out.items() if isinstance(v, Tensor)}
+        fits = [k for k, v in tensors.items()
+                if (v.numel() == x.numel() and v.shape[:1] == x.shape[:1] if call == "cat" else v.shape == x.shape)]
+        if len(fits) == 1:
+            return tensors[fits[0]], f"dict[{fits[0]!r}]"
+        entries = ", ".join(f"{k!r} {tuple(v.shape)}" if isinstance(v, Tensor) else f"{k!r} ({type(v).__name__})"
+                            for k, v in list(out.items())[:8]) + (", ..." if len(out) > 8 else "")
+        which = (f"{len(fits)} tensors of the input's shape {tuple(x.shape)}, so which is the velocity is not clear"
+                 if fits else f"no tensor of the input's shape {tuple(x.shape)}")
+        key = repr(fits[0]) if fits else "'KEY'"
+        raise OutputError(f"the model returned a {type(out).__name__} with {which} (entries: {entries or 'none'}): "
+                          f"audit a module whose forward returns the velocity tensor, e.g. "
+                          f"forward(self, x, t): return self.net(x, t)[{key}]")
+    raise DataError(f"the model returned {type(out).__name__}, not a tensor")
 
 
 # --------------------------------------------------------------------------------------------- the check
@@ -357,7 +449,9 @@ class ConventionCheck:
     candidates: tuple[CandidateScore, ...]
 
     def score(self, convention: Convention) -> CandidateScore | None:
-        return next((c for c in self.candidates if c.convention == convention), None)
+        """The score of the candidate making ``convention``'s choice of call, time and time scale (whatever time
+        shape and output were detected)."""
+        return next((c for c in self.candidates if c.convention.choice == convention.choice), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen.to_dict(), "requested": self.requested.to_dict() if self.requested else None,
@@ -375,7 +469,7 @@ def candidate_conventions(requested: Convention | None, time_scales: Sequence[fl
         for time in TIMES:
             for scale in scales:
                 c = Convention(call, time, scale)
-                if c not in out:
+                if all(c.choice != o.choice for o in out):
                     out.append(c)
     return out
 
@@ -398,13 +492,24 @@ def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: T
     The integration runs only for a candidate whose loss ratio passes (the others cannot fit), and not again for a
     candidate whose probe output equals that of one in ``seen`` (two calls that reach the same network the same way,
     e.g. ``model(t, x)`` and ``model(x=x, t=t)`` on a ``forward(t, x)``): its score is reused. Appends to ``seen``.
+
+    A call that raises with the time as (B,) is tried once more with the time as a (B, 1) column (not for ``cat``,
+    which builds its own column); the score's convention records the time shape that ran and where the velocity
+    was read from the output (:attr:`Convention.time_shape`, :attr:`Convention.output`).
     """
     field = AdaptedField(model, convention, label_arg)
     probe_labels, move_labels = labels if labels is not None else (None, None)
     try:
         v, q = _loss_ratio(field, x0, x1, t, probe_labels)
     except Exception as error:  # any failure of a foreign network under a wrong call is "does not run"
-        return CandidateScore(convention, False, error=_short(error))
+        if convention.time_shape != "(B,)" or convention.call == "cat":
+            return CandidateScore(convention, False, error=_short(error))
+        field = AdaptedField(model, replace(convention, time_shape="(B, 1)"), label_arg)
+        try:
+            v, q = _loss_ratio(field, x0, x1, t, probe_labels)
+        except Exception:  # the column fails too: the (B,) call's error is the one to report
+            return CandidateScore(convention, False, error=_short(error))
+    convention = replace(field.convention, output=field.output_read)
     if not math.isfinite(q):
         return CandidateScore(convention, False, error="the model returned NaN/Inf")
     for earlier_v, earlier in seen or []:
@@ -466,6 +571,44 @@ def _movement(field: AdaptedField, move_x0: Tensor, train: Tensor, labels: Tenso
         return math.inf, f"integration failed: {_short(error)}"
 
 
+def _uncallable_cause(model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None,
+                      label_arg: LabelArg | None) -> str | None:
+    """Why no candidate ran, when the reason is the network's interface rather than the data: its output cannot be
+    read (:class:`OutputError` under some call, with the time as (B,) or (B, 1)), or a call that raises with the
+    time as (B,) and as (B, 1) runs with one time for the whole batch (a scalar t; the probe ``x`` (P, *shape) at
+    ``t``[0]). None when neither: the data's shape or channels are the likely cause. Runs only on the way to an
+    error."""
+    scalar = None
+    for call in CALLS:
+        raised = True
+        for s in (t,) if call == "cat" else (t, t[:, None]):
+            try:
+                with torch.no_grad():
+                    _call(model, call, x, s, labels, label_arg)
+            except OutputError as error:
+                return str(error)
+            except Exception:  # this call does not reach the network so: try the next
+                continue
+            raised = False  # it runs (its output was rejected for another reason, e.g. NaN)
+            break
+        if raised and scalar is None and call != "cat":
+            try:
+                with torch.no_grad():
+                    out = _call(model, call, x, t[0], labels, label_arg)[0]
+            except Exception:
+                continue
+            if bool(torch.isfinite(out).all()):
+                scalar = call
+    if scalar is None:
+        return None
+    one = {"tx": "self.net(t[i], x[i:i + 1])", "flow_matching": "self.net(x=x[i:i + 1], t=t[i])"}.get(
+        scalar, "self.net(x[i:i + 1], t[i])")
+    return (f"the model cannot be called with one time per item (t of shape (B,) or (B, 1)); it runs only with "
+            f"one time for the whole batch (a scalar t, called as {scalar}), but the audit gives each item its own "
+            f"time: audit a module that calls it one item at a time, e.g. forward(self, x, t): return "
+            f"torch.cat([{one} for i in range(x.shape[0])])")
+
+
 def _short(error: BaseException) -> str:
     text = printable(str(error).strip().splitlines()[0] if str(error).strip() else "")
     text = text if len(text) <= 160 else text[:157] + "..."
@@ -519,13 +662,17 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
             raise DataError(f"convention {requested} does not fit this model on the training data (loss ratio "
                             f"{own.loss_ratio:.3g}, needs < {Q_FIT}; noise movement toward the data "
                             f"{own.movement:.3g}, needs < {MOVE_FIT}){hint}")
-        if best is not None and best != requested and fitting[0].loss_ratio < Q_MARGIN * own.loss_ratio:
-            raise DataError(f"convention {requested} fits this model poorly (loss ratio {own.loss_ratio:.3g}) while "
-                            f"{best} fits much better ({fitting[0].loss_ratio:.3g}); pass {best.flags()}")
-        return ConventionCheck(requested, requested, best, scores)
+        if best is not None and best.choice != requested.choice and \
+                fitting[0].loss_ratio < Q_MARGIN * own.loss_ratio:
+            raise DataError(f"convention {own.convention} fits this model poorly (loss ratio {own.loss_ratio:.3g}) "
+                            f"while {best} fits much better ({fitting[0].loss_ratio:.3g}); pass {best.flags()}")
+        return ConventionCheck(own.convention, requested, best, scores)
     if best is None:
         ran = [s for s in scores if s.runs]
         if not ran:
+            cause = _uncallable_cause(model, x1, t, probe_labels[0] if probe_labels is not None else None, label_arg)
+            if cause is not None:
+                raise DataError(cause)
             errors = "; ".join(dict.fromkeys(s.error for s in scores))
             raise DataError(f"the model cannot be called on the training data under any convention ({errors}); check "
                             f"the data's shape and channels against the model")
@@ -552,12 +699,14 @@ __all__ = [
     "Q_FIT",
     "Q_MARGIN",
     "TIMES",
+    "TIME_SHAPES",
     "AdaptedField",
     "CandidateScore",
     "Conditioned",
     "Convention",
     "ConventionCheck",
     "LabelArg",
+    "OutputError",
     "PackedLabels",
     "PairProbe",
     "call_network",
@@ -566,5 +715,6 @@ __all__ = [
     "model_device",
     "model_dtype",
     "pack_labels",
+    "read_output",
     "score_convention",
 ]

@@ -559,9 +559,11 @@ def saved_summary(result: Result) -> str:
     conv = config.get("convention") or {}
     kind = "conditions" if config.get("conditions", "none") not in ("none", None) else "labels"
     label = f", {kind} passed as {config['label_arg']}" if config.get("label_arg") else ""
-    lines = [f"verdict: {metrics.get('verdict', '?')}",
-             f"convention: {conv.get('call', '?')} ({conv.get('time', '?')}, time scale "
-             f"{_num(conv.get('time_scale'), 'g')}){label}",
+    try:  # the label of the live report (time shape and output included; an older result.json lacks them)
+        conv_text = str(Convention(**conv))
+    except (TypeError, FlowvarError):
+        conv_text = f"{conv.get('call', '?')} ({conv.get('time', '?')}, time scale {_num(conv.get('time_scale'), 'g')})"
+    lines = [f"verdict: {metrics.get('verdict', '?')}", f"convention: {conv_text}{label}",
              f"model: {config.get('model', '?')}", f"data: {config.get('data', '?')}"]
     for claim in result.claims:
         if claim.id in TEST_NAMES:
