@@ -15,7 +15,7 @@ import torch
 
 from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
-from flowvar.errors import ConfigError, DataError
+from flowvar.errors import ConfigError, DataError, ShapeError
 from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss, per_sample_loss
@@ -262,6 +262,80 @@ def test_step_before_backward_is_refused_not_logged_as_zero(gen):
     with pytest.raises(DataError, match=r"after loss\.backward"):
         monitor.step(0, losses, path.t)
     assert monitor.history == []
+    monitor.close()
+
+
+def test_step_twice_and_unarmed_micro_batches_name_their_cause(gen):
+    """A second step() for a measured step, and a second micro-batch after a logged step with every > 1 (the hooks
+    are off after the step's one measured pass), each name their cause instead of "recorded no forward pass";
+    numbering the calls by micro-batch, as that error says, logs each logged micro-batch exactly."""
+    torch.manual_seed(0)
+    coupling = IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64))
+    model = MLPField(2, width=8, depth=1).to(F64)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    path = CFMLoss().draw(coupling, 16, gen)
+    losses = per_sample_loss(model, path)
+    losses.mean().backward()
+    monitor.step(0, losses, path.t)
+    with pytest.raises(DataError, match=r"step 0: step\(\) was already called for this step, and the model has not "
+                                        r"run since"):
+        monitor.step(0, losses, path.t)
+    monitor.close()
+
+    k = 2
+    monitor = GradientVarianceMonitor(model, every=2, t_bins=None)
+    model.zero_grad()
+    for j in range(k):
+        path = CFMLoss().draw(coupling, 16, gen)
+        losses = per_sample_loss(model, path)
+        (losses.mean() / k).backward()
+        if j == 0:
+            monitor.step(0, losses, path.t, loss_scale=1 / k)
+        else:
+            with pytest.raises(DataError, match=r"model ran again after step\(\) measured this step \(a second "
+                                                r"micro-batch.*every=2.*loss_scale=1/k.*step \* k \+ j"):
+                monitor.step(0, losses, path.t, loss_scale=1 / k)
+    monitor.close()
+
+    monitor = GradientVarianceMonitor(model, every=2, t_bins=T_BINS, profile_every=1)
+    for step in range(3):
+        model.zero_grad()
+        for j in range(k):  # the advice: step() after each micro-batch's backward, numbered by micro-batch
+            path = CFMLoss().draw(coupling, 16, gen)
+            losses = per_sample_loss(model, path)
+            (losses.mean() / k).backward()
+            record = monitor.step(step * k + j, losses, path.t, loss_scale=1 / k)
+            assert (record is not None) == (j == 0)
+            if record is not None:
+                assert_record(record, independent(model, path))
+    assert [r["step"] for r in monitor.history] == [0, 2, 4]
+    monitor.close()
+
+
+def test_losses_not_of_the_measured_batch_name_both_sizes(gen):
+    """8 per-sample losses for a batch of 16 (was a ShapeError about a Linear layer's input); the concatenated
+    losses of two accumulated micro-batches given to one step() say what the docs say to do."""
+    model = MLPField(2, width=8, depth=1)
+    coupling = IndependentCoupling(StandardNormal(2), StandardNormal(2))
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    path = CFMLoss().draw(coupling, 16, gen)
+    losses = per_sample_loss(model, path)
+    losses.mean().backward()
+    with pytest.raises(ShapeError, match=r"^step 0: 8 per-sample losses for a batch of 16: pass step\(\) the "
+                                         r"unreduced \(B,\) losses"):
+        monitor.step(0, losses[:8], path.t[:8])
+    model.zero_grad()
+    parts, times = [], []
+    for n in (16, 12):  # gradient accumulation over two micro-batches, one step() over all their losses
+        path = CFMLoss().draw(coupling, n, gen)
+        losses = per_sample_loss(model, path)
+        (losses.mean() / 2).backward()
+        parts.append(losses)
+        times.append(path.t)
+    with pytest.raises(ShapeError, match=r"^step 1: 28 per-sample losses of 2 forward passes of the model \(16 \+ 12 "
+                                         r"samples\) given to one step\(\).*after each micro-batch's backward with "
+                                         r"that micro-batch's losses and loss_scale=1/k \(here 1/2\)"):
+        monitor.step(1, torch.cat(parts), torch.cat(times), loss_scale=0.5)
     monitor.close()
 
 

@@ -72,12 +72,21 @@ from flowvar.variance.records import (
 from flowvar.variance.rules import LinearRule, Rule, fallback_call, parametrization_children, rule_for
 from flowvar.variance.rules.attention import Capture, capture_projections, end_capture
 
-__all__ = ["REDUCTIONS", "GradNormEngine", "Reduction"]
+__all__ = ["REDUCTIONS", "BatchMismatchError", "GradNormEngine", "Reduction"]
 
 log = logging.getLogger(__name__)
 
 Reduction = Literal["mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
+
+
+class BatchMismatchError(ShapeError):
+    """:meth:`GradNormEngine.compute` was given ``n`` samples (per-sample losses, ``batch_size``) other than the
+    recorded forward passes of the model held: ``batches``, one entry per recorded call (its batch size)."""
+
+    def __init__(self, message: str, n: int, batches: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.n, self.batches = n, batches
 
 
 def _unique_params(module: nn.Module) -> dict[str, nn.Parameter]:
@@ -493,6 +502,26 @@ class GradNormEngine:
         finally:
             self.clear()
 
+    def _batch_mismatch(self, n: int, given: str) -> BatchMismatchError | None:
+        """A :class:`BatchMismatchError` when the batch of ``n`` samples given to :meth:`compute` (``given``: as
+        losses or batch_size) differs from the recorded calls of the model (their batch sizes: the leading dimension
+        of each output's first tensor), else None. Called only on the way to an error."""
+        batches: list[int] = []
+        for out in self._root_outputs:
+            leaves = [x for x in tree_flatten(out)[0] if isinstance(x, Tensor) and x.ndim > 0]
+            if leaves:
+                batches.append(int(leaves[0].shape[0]))
+        if not batches or batches == [n]:
+            return None
+        if len(batches) == 1:
+            text = (f"{given} for a batch of {batches[0]} (the recorded forward pass of the model): give one loss "
+                    f"per sample of that pass")
+        else:
+            text = (f"{given} for {len(batches)} recorded forward passes of the model "
+                    f"({' + '.join(map(str, batches))} samples): compute() measures one forward/backward pass; call "
+                    f"it after each pass's backward, with that pass's losses")
+        return BatchMismatchError(text, n, tuple(batches))
+
     def _infer_batch(self, batch_size: int | None, losses: Tensor | None) -> int:
         if batch_size is not None:
             return check_positive_int("batch_size", batch_size)
@@ -588,6 +617,12 @@ class GradNormEngine:
                                                    f"gradients of {name!r} did not add up to the backward pass's")
                 if via_model:
                     self._run_whole_model(via_model, measured, collectors, ctx, rules, fallback, hooked, B)
+        except ShapeError as error:  # a module's input does not carry B samples: is B that of the recorded passes?
+            mismatch = self._batch_mismatch(B, f"batch_size={B}" if batch_size is not None or losses is None
+                                            else f"{B} per-sample losses")
+            if mismatch is None:
+                raise
+            raise mismatch from error
         finally:
             self._busy = False
         mean_grad: dict[str, Tensor] = {}

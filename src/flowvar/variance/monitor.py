@@ -69,7 +69,7 @@ from flowvar import distributed
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
 from flowvar.interpolants import PathSample
 from flowvar.results import atomic_write_text, to_jsonable
-from flowvar.variance.engine import GradNormEngine, Reduction
+from flowvar.variance.engine import BatchMismatchError, GradNormEngine, Reduction
 from flowvar.variance.moments import BatchGradStats
 from flowvar.variance.ranks import reduce_across_ranks
 from flowvar.variance.records import DEFAULT_CHUNK_BYTES, is_batched_grad
@@ -179,8 +179,9 @@ class GradientVarianceMonitor:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
-        # the modules whose parameters the engine hooked: one added later (a replaced layer) would go unmeasured
-        self._planned = {id(m) for u in self.engine.units for _, m in u.modules}
+        # the parameters the engine measures (by identity): one added later (a replaced layer) would go unmeasured.
+        # Parameters, not modules: a rule may measure a child's (nn.MultiheadAttention's out_proj) with its parent
+        self._planned = {id(p) for u in self.engine.units for p in u.params.values()}
         # the gradient reaching the model's output, for the loss-scale check of step()
         self._out_grad = _OutputGradient(self.engine)
         self._out_handle: Any = model.register_forward_hook(self._out_grad)
@@ -198,6 +199,9 @@ class GradientVarianceMonitor:
         self._edges_list: list[float] | None = None
         self._validated = False
         self._carried: list[dict[str, Any]] | None = None  # a .json log's earlier records kept on resume
+        # the last measured step and the output-hook slot of its forward pass: a later forward replaces the slot, so
+        # a step() finding nothing recorded can tell "called twice" from "the model ran unarmed" (micro-batches)
+        self._measured: tuple[int, list[Tensor | None]] | None = None
         self._logged_before = 0  # records logged before a resume (load_state_dict): the profile cadence counts them
 
     # ----------------------------------------------------------------------------------------- entry points
@@ -220,9 +224,11 @@ class GradientVarianceMonitor:
         (enables the t-profile). ``deterministic``: whether the interpolant is noise-free (default: from
         ``sigma``). ``loss_scale``: c when the backward pass was of c × the reduced losses — a GradScaler's
         ``scaler.get_scale()`` (``scaler.scale(loss).backward()``), 1/k under gradient accumulation over k
-        micro-batches (``(loss / k).backward()``, then call ``step`` after each micro-batch's backward); the
-        per-sample gradients are divided by it (g_i = ∇ℓ_i whatever c). The scale cannot be read off the backward
-        pass in general; when the losses are squared errors of the model's output (ℓ_i = a‖v_i − u_i‖²) the first
+        micro-batches (``(loss / k).backward()``, then call ``step`` after each micro-batch's backward with its own
+        losses; with ``every`` > 1 number the calls by micro-batch, ``step * k + j``, as the hooks are armed for
+        one pass per logged step); the per-sample gradients are divided by it (g_i = ∇ℓ_i whatever c). The scale
+        cannot be read off the backward pass in general; when the losses are squared errors of the model's output
+        (ℓ_i = a‖v_i − u_i‖²) the first
         :data:`SCALE_CHECKS` logged steps check it and issue one :class:`LossScaleWarning` when the backward pass
         looks like a multiple of the declared one. Returns the logged record on logged steps, else None.
         """
@@ -362,15 +368,15 @@ class GradientVarianceMonitor:
         start = time.perf_counter()
         self._check_modules(step)
         if not self.engine.has_records:
-            raise DataError(f"step {step}: the monitor recorded no forward pass for this step. Call monitor.step() "
-                            f"after the backward pass of every training step (it arms the hooks ahead of the steps "
-                            f"it logs), with gradients enabled")
+            raise DataError(self._nothing_recorded(step))
         bins = self.t_bins if t is not None else None
         validate = self.validate_first and not self._validated
         full_profile = (self._logged_before + len(self.history)) % self.profile_every == 0
         try:
             stats = self.engine.compute(losses.shape[0], reduction=reduction, losses=losses, t=t, t_bins=bins,
                                         bin_traces=full_profile, validate=validate)
+        except BatchMismatchError as error:
+            raise ShapeError(self._mismatch(step, error)) from None
         except DataError as error:  # the sum check: say which step changed (the loss, or how a parameter is used)
             raise DataError(f"step {step}: {error}") from None
         if scale != 1.0 or self._reducing():  # a data-parallel step: the global batch (or the rescaled shard)
@@ -397,13 +403,56 @@ class GradientVarianceMonitor:
         self.history.append(record)
         self._write(record)
         self.engine.armed = self.due(step + 1)
+        slot = self._out_grad.slot
+        slot[0] = None  # step() took its gradient already; the slot is kept as a mark of this forward pass only
+        self._measured = (step, slot)
         return record
+
+    def _nothing_recorded(self, step: int) -> str:
+        """The error of a due step() with no recorded forward pass, naming the cause: step() called twice for one
+        step, a second micro-batch run after the step was measured (the hooks are armed for one pass per logged
+        step: with every > 1 they are off after it), or no armed forward pass at all."""
+        if self._measured is not None and self._measured[0] == step:
+            if self._out_grad.slot is self._measured[1]:  # no forward pass of the model since the measurement
+                return (f"step {step}: step() was already called for this step, and the model has not run since: "
+                        f"the first call measured the step's forward/backward pass. Call monitor.step() once per "
+                        f"training step, after its backward pass")
+            return (f"step {step}: the model ran again after step() measured this step (a second micro-batch of "
+                    f"gradient accumulation?), and with every={self.every} the hooks are armed for one forward/"
+                    f"backward pass per logged step. Under gradient accumulation over k micro-batches call step() "
+                    f"after each micro-batch's backward with its losses and loss_scale=1/k, numbering the calls by "
+                    f"micro-batch: monitor.step(step * k + j, ...), with every counted in micro-batches "
+                    f"(docs/gradient_variance.md)")
+        return (f"step {step}: the monitor recorded no forward pass for this step. Call monitor.step() after the "
+                f"backward pass of every training step (it arms the hooks ahead of the steps it logs), with "
+                f"gradients enabled")
+
+    def _mismatch(self, step: int, error: BatchMismatchError) -> str:
+        """The error of per-sample losses that do not match the step's recorded forward passes (their count and
+        batch sizes in ``error``)."""
+        n, batches = error.n, error.batches
+        if len(batches) == 1:
+            return (f"step {step}: {n} per-sample losses for a batch of {batches[0]}: pass step() the unreduced (B,) "
+                    f"losses of the batch the model ran on this step, one per sample (e.g. "
+                    f"((v - u) ** 2).flatten(1).sum(1)), not a part of it or another batch's")
+        k = len(batches)
+        if n == sum(batches):
+            fix = (f"call step() after each micro-batch's backward with that micro-batch's losses and loss_scale=1/k "
+                   f"(here 1/{k})" + (f", numbering the calls by micro-batch (monitor.step(step * {k} + j, ...), "
+                                      f"every={self.every} then counts micro-batches)" if self.every > 1 else ""))
+            return (f"step {step}: {n} per-sample losses of {k} forward passes of the model "
+                    f"({' + '.join(map(str, batches))} samples) given to one step(): the monitor measures one "
+                    f"forward/backward pass at a time. Under gradient accumulation {fix}; see "
+                    f"docs/gradient_variance.md")
+        return (f"step {step}: {n} per-sample losses, but the model ran {k} times since the last step() "
+                f"({' + '.join(map(str, batches))} samples): call step() after each forward/backward pass, with "
+                f"that pass's (B,) per-sample losses")
 
     def _check_modules(self, step: int) -> None:
         """Refuse a model that gained parametrised modules since the monitor was built (a layer replaced, a head
         added): their parameters carry no hooks, so the logged statistics would silently leave them out."""
         new = [name or "the model" for name, m in self.engine.model.named_modules()
-               if id(m) not in self._planned and any(p is not None and p.requires_grad for p in m._parameters.values())]
+               if any(p is not None and p.requires_grad and id(p) not in self._planned for p in m._parameters.values())]
         if new:
             shown = ", ".join(repr(n) for n in new[:4]) + (f" and {len(new) - 4} more" if len(new) > 4 else "")
             raise ConfigError(f"step {step}: the model has modules the monitor was not built with ({shown}): their "
