@@ -654,6 +654,10 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
     if requested is not None:
         own = scores[0]
         if not own.runs:
+            cause = None if best else \
+                _uncallable_cause(model, x1, t, probe_labels[0] if probe_labels is not None else None, label_arg)
+            if cause is not None:  # the network's interface, not the convention: name it and its wrapper
+                raise DataError(cause)
             hint = f"; {best} fits: pass {best.flags()}" if best else ""
             raise DataError(f"the model cannot be called as {requested}: {own.error}{hint}")
         if not own.fits:

@@ -181,7 +181,10 @@ class GradientVarianceMonitor:
         self.engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
         # the parameters the engine measures (by identity): one added later (a replaced layer) would go unmeasured.
         # Parameters, not modules: a rule may measure a child's (nn.MultiheadAttention's out_proj) with its parent
-        self._planned = {id(p) for u in self.engine.units for p in u.params.values()}
+        self._planned_params = {id(p) for u in self.engine.units for p in u.params.values()}
+        # ... and the modules all of whose parameters it measures, which the check of each logged step passes over
+        self._planned = {id(m) for m in model.modules()
+                         if all(id(p) in self._planned_params for p in m._parameters.values() if p is not None)}
         # the gradient reaching the model's output, for the loss-scale check of step()
         self._out_grad = _OutputGradient(self.engine)
         self._out_handle: Any = model.register_forward_hook(self._out_grad)
@@ -452,7 +455,8 @@ class GradientVarianceMonitor:
         """Refuse a model that gained parametrised modules since the monitor was built (a layer replaced, a head
         added): their parameters carry no hooks, so the logged statistics would silently leave them out."""
         new = [name or "the model" for name, m in self.engine.model.named_modules()
-               if any(p is not None and p.requires_grad and id(p) not in self._planned for p in m._parameters.values())]
+               if id(m) not in self._planned and any(p is not None and p.requires_grad and
+                                                     id(p) not in self._planned_params for p in m._parameters.values())]
         if new:
             shown = ", ".join(repr(n) for n in new[:4]) + (f" and {len(new) - 4} more" if len(new) > 4 else "")
             raise ConfigError(f"step {step}: the model has modules the monitor was not built with ({shown}): their "
