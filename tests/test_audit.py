@@ -18,7 +18,7 @@ from torch import nn
 
 from audit_checks import importable_module, run_cli
 from flowvar.audit import AdaptedField, Convention, audit, check_conventions, load_model, rules
-from flowvar.audit.adapters import CandidateScore, candidate_conventions
+from flowvar.audit.fit import CandidateScore, candidate_conventions
 from flowvar.cli import main
 from flowvar.couplings import FixedPairs, IndependentCoupling
 from flowvar.distributions import StandardNormal

@@ -2,14 +2,16 @@
 
 * :func:`audit` → :class:`AuditReport` — the notebook entry point;
 * :mod:`flowvar.audit.adapters` — calling conventions of torchcfm, diffusers and Meta flow_matching models (and how a
-  conditional one takes its class labels or continuous conditions), and the check that the chosen one fits the model;
+  conditional one takes its class labels or continuous conditions); :mod:`flowvar.audit.fit` — the check, on the
+  training data, that the chosen one fits the model;
 * :mod:`flowvar.audit.loading` — a model from a factory and a checkpoint (or a whole-module file), data (and the class
   labels or continuous conditions they carry) from a folder, a ``.npy`` / ``.npz`` array or a bundled set;
 * :mod:`flowvar.audit.sections` — the four tests; :mod:`flowvar.audit.rules` — their pure verdict rules.
 """
 
-from flowvar.audit.adapters import AdaptedField, Convention, ConventionCheck, LabelArg, check_conventions
+from flowvar.audit.adapters import AdaptedField, Convention, LabelArg
 from flowvar.audit.core import AuditReport, audit
+from flowvar.audit.fit import ConventionCheck, check_conventions
 from flowvar.audit.loading import LoadedModel, load_labelled, load_model, load_points
 
 __all__ = ["AdaptedField", "AuditReport", "Convention", "ConventionCheck", "LabelArg", "LoadedModel", "audit",

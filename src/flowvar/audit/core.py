@@ -2,7 +2,7 @@
 
 The audit (docs/audit.md):
 
-0. checks the calling convention on the training data (:func:`flowvar.audit.adapters.check_conventions`);
+0. checks the calling convention on the training data (:func:`flowvar.audit.fit.check_conventions`);
 1. pair recovery — when the training sources are given (``pairs``);
 2. copying of training data by fresh samples;
 3. the generalisation gap — when held-out data are given;
@@ -35,11 +35,10 @@ from flowvar.audit.adapters import (
     COMMON_LABEL_ARGS,
     AdaptedField,
     Convention,
-    ConventionCheck,
     LabelArg,
-    check_conventions,
     model_dtype,
 )
+from flowvar.audit.fit import ConventionCheck, check_conventions
 from flowvar.audit.loading import carried_conditions, load_conditions, load_labelled, load_labels
 from flowvar.audit.sections import Section, copying, endpoints, generalisation_gap, gradient_signal, pair_recovery
 from flowvar.errors import ConfigError, DataError, FlowvarError, ShapeError, check_positive_int, check_sigma
@@ -582,15 +581,15 @@ def _side(shape: tuple[int, ...]) -> int | None:
 
 def thresholds() -> dict[str, float]:
     """Every threshold of the audit's rules and convention check, by name (recorded in result.json)."""
-    from flowvar.audit import adapters
+    from flowvar.audit import fit
 
     names = ["PAIR_MEMORISE", "PAIR_GENERALISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE",
              "PAIR_MAX_CONDITION_BASELINE", "COPY_RATIO", "COPY_K",
              "COPY_MEMORISE", "COPY_GENERALISE", "GAP_MEMORISE", "GAP_GENERALISE", "GAP_MIN_HELDOUT",
              "GRAD_MEMORISE", "GRAD_GENERALISE", "GRID_DISAGREE"]
     out = {n.lower(): float(getattr(rules, n)) for n in names}
-    out.update({"convention_q_fit": adapters.Q_FIT, "convention_move_fit": adapters.MOVE_FIT,
-                "convention_q_margin": adapters.Q_MARGIN})
+    out.update({"convention_q_fit": fit.Q_FIT, "convention_move_fit": fit.MOVE_FIT,
+                "convention_q_margin": fit.Q_MARGIN})
     return out
 
 

@@ -1,0 +1,347 @@
+"""Whether a calling convention fits a model: each candidate :class:`~flowvar.audit.adapters.Convention` scored on
+the training data, and the choice among them (:func:`check_conventions`).
+
+A wrong convention rarely raises an error: a reversed time or a missing ×1000 still returns a tensor of the right
+shape. So each candidate's field is measured on the training data — how well it explains the straight-path targets
+(the loss ratio q against the zero field) and whether a short Euler integration moves fresh noise toward the data —
+and the convention that fits is chosen, or the one requested is checked (docs/audit.md "Calling conventions").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowvar.audit.adapters import (
+    CALLS,
+    TIMES,
+    AdaptedField,
+    Conditioned,
+    Convention,
+    LabelArg,
+    OutputError,
+    call_network_with_form,
+)
+from flowvar.errors import DataError, printable
+
+#: A convention fits when its field explains the straight-path target better than the zero field by this factor:
+#: loss ratio q = E‖v(x_t, t) − (x1 − x0)‖² / E‖x1 − x0‖² below Q_FIT (docs/audit.md).
+Q_FIT = 0.9
+#: ... and a short Euler integration of fresh noise ends closer to the training data than it started:
+#: median nearest-training-item distance after / before below MOVE_FIT.
+MOVE_FIT = 0.9
+#: Another fitting convention "looks right" instead of the requested one when its loss ratio is below this fraction
+#: of the requested one's.
+Q_MARGIN = 0.5
+#: Probe sizes: the loss ratio uses PROBE_N (x0, x1, t) draws with t ~ U(PROBE_T_LO, 1 − PROBE_T_LO); the movement
+#: check integrates MOVE_N noise samples with MOVE_STEPS Euler steps.
+PROBE_N = 128
+PROBE_T_LO = 0.05
+MOVE_N = 64
+MOVE_STEPS = 8
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """How one convention did on the training data.
+
+    ``runs``: the call succeeded with a finite output of the right shape (else ``error`` says what happened);
+    ``loss_ratio``: q = E‖v(x_t, t) − (x1 − x0)‖² / E‖x1 − x0‖² on :data:`PROBE_N` fresh (noise, training item, t)
+    draws (q < 1: the field explains part of the straight-path target; the zero field has q = 1, the reversed field of
+    a fitted model q > 1); ``movement``: median distance of MOVE_STEPS-step Euler endpoints of fresh noise to their
+    nearest training item over that of the noise itself (< 1: the integration moves noise toward the data); ``fits``:
+    q < :data:`Q_FIT` and movement < :data:`MOVE_FIT` — on the fresh draws, or, when the training sources are known
+    and the fresh draws do not fit, on the training pairs (``pairs_loss_ratio``, ``pairs_movement``: the same two
+    numbers for (source_i, item_i) and the integrated sources; NaN when not measured). Why the second chance: a
+    model that memorised its pairs explains fresh draws poorly (its field off the training lines is arbitrary) but
+    its own pairs almost exactly, while a reversed field fails on both.
+    """
+
+    convention: Convention
+    runs: bool
+    loss_ratio: float = math.nan
+    movement: float = math.nan
+    fits: bool = False
+    error: str = ""
+    pairs_loss_ratio: float = math.nan
+    pairs_movement: float = math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"convention": self.convention.to_dict(), "runs": self.runs, "loss_ratio": self.loss_ratio,
+                "movement": self.movement, "fits": self.fits, "error": self.error,
+                "pairs_loss_ratio": self.pairs_loss_ratio, "pairs_movement": self.pairs_movement}
+
+
+@dataclass(frozen=True)
+class ConventionCheck:
+    """The outcome of :func:`check_conventions`: the ``chosen`` convention (the requested one when it fits, else the
+    best fitting one when nothing was requested), the ``requested`` one (None: auto), every candidate's score, and
+    ``best`` (the fitting candidate of lowest loss ratio, or None)."""
+
+    chosen: Convention
+    requested: Convention | None
+    best: Convention | None
+    candidates: tuple[CandidateScore, ...]
+
+    def score(self, convention: Convention) -> CandidateScore | None:
+        """The score of the candidate making ``convention``'s choice of call, time and time scale (whatever time
+        shape and output were detected)."""
+        return next((c for c in self.candidates if c.convention.choice == convention.choice), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen.to_dict(), "requested": self.requested.to_dict() if self.requested else None,
+                "best": self.best.to_dict() if self.best else None,
+                "candidates": [c.to_dict() for c in self.candidates],
+                "thresholds": {"q_fit": Q_FIT, "move_fit": MOVE_FIT, "q_margin": Q_MARGIN}}
+
+
+def candidate_conventions(requested: Convention | None, time_scales: Sequence[float] = (1.0, 1000.0)
+                          ) -> list[Convention]:
+    """Every call × time direction × scale to try, the requested convention first (then in :data:`CALLS` order)."""
+    scales = list(dict.fromkeys([*([requested.time_scale] if requested else []), *map(float, time_scales)]))
+    out = [requested] if requested is not None else []
+    for call in CALLS:
+        for time in TIMES:
+            for scale in scales:
+                c = Convention(call, time, scale)
+                if all(c.choice != o.choice for o in out):
+                    out.append(c)
+    return out
+
+
+def _median_nn(x: Tensor, ref: Tensor) -> float:
+    from flowvar.metrics import as_matrix, nearest_neighbours
+
+    return float(nearest_neighbours(as_matrix("points", x), as_matrix("training data", ref), 1)[0][:, 0].median())
+
+
+def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: Tensor, t: Tensor,
+                     move_x0: Tensor, train: Tensor, seen: list[tuple[Tensor, CandidateScore]] | None = None,
+                     labels: tuple[Tensor, Tensor] | None = None, label_arg: LabelArg | None = None,
+                     pairs: PairProbe | None = None) -> CandidateScore:
+    """Score one convention (see :class:`CandidateScore`). ``x1``, ``x0``: (P, *shape) training items and noise,
+    ``t``: (P,); ``move_x0``: (M, *shape) noise to integrate; ``train``: the training items (for the movement);
+    ``labels``: for a class-conditional model (``label_arg``), the labels (P,) of ``x1`` and (M,) of ``move_x0``;
+    ``pairs``: the training pairs' probe, tried when the fresh draws do not fit.
+
+    The integration runs only for a candidate whose loss ratio passes (the others cannot fit), and not again for a
+    candidate whose probe output equals that of one in ``seen`` (two calls that reach the same network the same way,
+    e.g. ``model(t, x)`` and ``model(x=x, t=t)`` on a ``forward(t, x)``): its score is reused. Appends to ``seen``.
+
+    A call that raises with the time as (B,) is tried once more with the time as a (B, 1) column (not for ``cat``,
+    which builds its own column); the score's convention records the time shape that ran and where the velocity
+    was read from the output (:attr:`Convention.time_shape`, :attr:`Convention.output`).
+    """
+    field = AdaptedField(model, convention, label_arg)
+    probe_labels, move_labels = labels if labels is not None else (None, None)
+    try:
+        v, q = _loss_ratio(field, x0, x1, t, probe_labels)
+    except Exception as error:  # any failure of a foreign network under a wrong call is "does not run"
+        if convention.time_shape != "(B,)" or convention.call == "cat":
+            return CandidateScore(convention, False, error=_short(error))
+        field = AdaptedField(model, replace(convention, time_shape="(B, 1)"), label_arg)
+        try:
+            v, q = _loss_ratio(field, x0, x1, t, probe_labels)
+        except Exception:  # the column fails too: the (B,) call's error is the one to report
+            return CandidateScore(convention, False, error=_short(error))
+    convention = replace(field.convention, output=field.output_read)
+    if not math.isfinite(q):
+        return CandidateScore(convention, False, error="the model returned NaN/Inf")
+    for earlier_v, earlier in seen or []:
+        if torch.equal(v, earlier_v):
+            return replace(earlier, convention=convention)
+    score = CandidateScore(convention, True, q)
+    if q < Q_FIT:
+        movement, error = _movement(field, move_x0, train, move_labels)
+        score = CandidateScore(convention, True, q, movement, q < Q_FIT and movement < MOVE_FIT, error)
+    if not score.fits and pairs is not None:
+        try:
+            q_pairs = _loss_ratio(field, pairs.x0, pairs.x1, t, pairs.labels)[1]
+        except Exception:  # ran on fresh draws, so this is not expected; then the pairs do not rescue the fit
+            q_pairs = math.nan
+        move_pairs = _movement(field, pairs.move_x0, train, pairs.move_labels)[0] if q_pairs < Q_FIT else math.nan
+        score = replace(score, pairs_loss_ratio=q_pairs, pairs_movement=move_pairs,
+                        fits=q_pairs < Q_FIT and move_pairs < MOVE_FIT)
+    if seen is not None:
+        seen.append((v, score))
+    return score
+
+
+@dataclass(frozen=True)
+class PairProbe:
+    """The training pairs as a second probe of :func:`score_convention`: sources ``x0`` and items ``x1`` (P, *shape)
+    at the fresh probe's times, the first ``move_x0`` (M, *shape) sources to integrate, and the labels (P,), (M,)
+    of a class-conditional model (else None)."""
+
+    x0: Tensor
+    x1: Tensor
+    move_x0: Tensor
+    labels: Tensor | None = None
+    move_labels: Tensor | None = None
+
+
+def _loss_ratio(field: AdaptedField, x0: Tensor, x1: Tensor, t: Tensor, labels: Tensor | None
+                ) -> tuple[Tensor, float]:
+    """(v(x_t, t), q = Σ‖v − u‖² / Σ‖u‖²) on the straight path x_t = (1 − t) x0 + t x1, u = x1 − x0 (NaN q when v is
+    not finite)."""
+    tb = t.reshape(-1, *([1] * (x0.ndim - 1)))
+    with torch.no_grad():
+        v = Conditioned(field, labels)((1 - tb) * x0 + tb * x1, t)
+    if not bool(torch.isfinite(v).all()):
+        return v, math.nan
+    u = x1 - x0
+    return v, float((v - u).pow(2).sum() / u.pow(2).sum())
+
+
+def _movement(field: AdaptedField, move_x0: Tensor, train: Tensor, labels: Tensor | None) -> tuple[float, str]:
+    """(median nearest-training-item distance of the MOVE_STEPS-step Euler endpoints of ``move_x0`` over that of
+    ``move_x0`` itself, error text); a failed integration counts as not moving toward the data (inf)."""
+    from flowvar.sampling import integrate
+
+    try:
+        end = integrate(Conditioned(field, labels), move_x0, method="euler", steps=MOVE_STEPS).x1
+        before = _median_nn(move_x0, train)
+        return (_median_nn(end, train) / before if before > 0 else math.nan), ""
+    except Exception as error:  # a diverging integration under a wrong convention
+        return math.inf, f"integration failed: {_short(error)}"
+
+
+def _uncallable_cause(model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None,
+                      label_arg: LabelArg | None) -> str | None:
+    """Why no candidate ran, when the reason is the network's interface rather than the data: its output cannot be
+    read (:class:`OutputError` under some call, with the time as (B,) or (B, 1)), or a call that raises with the
+    time as (B,) and as (B, 1) runs with one time for the whole batch (a scalar t; the probe ``x`` (P, *shape) at
+    ``t``[0]). None when neither: the data's shape or channels are the likely cause. Runs only on the way to an
+    error."""
+    scalar = None
+    for call in CALLS:
+        raised = True
+        for s in (t,) if call == "cat" else (t, t[:, None]):
+            try:
+                with torch.no_grad():
+                    call_network_with_form(model, call, x, s, labels, label_arg)
+            except OutputError as error:
+                return str(error)
+            except Exception:  # this call does not reach the network so: try the next
+                continue
+            raised = False  # it runs (its output was rejected for another reason, e.g. NaN)
+            break
+        if raised and scalar is None and call != "cat":
+            try:
+                with torch.no_grad():
+                    out = call_network_with_form(model, call, x, t[0], labels, label_arg)[0]
+            except Exception:
+                continue
+            if bool(torch.isfinite(out).all()):
+                scalar = call
+    if scalar is None:
+        return None
+    one = {"tx": "self.net(t[i], x[i:i + 1])", "flow_matching": "self.net(x=x[i:i + 1], t=t[i])"}.get(
+        scalar, "self.net(x[i:i + 1], t[i])")
+    return (f"the model cannot be called with one time per item (t of shape (B,) or (B, 1)); it runs only with "
+            f"one time for the whole batch (a scalar t, called as {scalar}), but the audit gives each item its own "
+            f"time: audit a module that calls it one item at a time, e.g. forward(self, x, t): return "
+            f"torch.cat([{one} for i in range(x.shape[0])])")
+
+
+def _short(error: BaseException) -> str:
+    text = printable(str(error).strip().splitlines()[0] if str(error).strip() else "")
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def check_conventions(model: nn.Module, train: Tensor, requested: Convention | None, generator: torch.Generator,
+                      time_scales: Sequence[float] = (1.0, 1000.0), labels: Tensor | None = None,
+                      label_arg: LabelArg | None = None, sources: Tensor | None = None) -> ConventionCheck:
+    """Decide which calling convention to audit ``model`` under, from its behaviour on the training data.
+
+    ``train``: (N, *shape) training items in the model's dtype and device; ``requested``: the user's convention, or
+    None to pick the best fitting one; ``labels``: (N,) the items' class labels, passed as ``label_arg`` says to a
+    class-conditional model (the probe's noise is integrated under the labels of random training items);
+    ``sources``: (N, *shape) the training sources paired with ``train`` (``--pairs``), a second probe for a candidate
+    the fresh draws reject (:class:`CandidateScore`). Every candidate of :func:`candidate_conventions` is scored
+    (:func:`score_convention`). Raises :class:`DataError` (one
+    line naming the convention that looks right, or what went wrong) when the requested convention does not fit, when
+    another one fits much better (loss ratio below :data:`Q_MARGIN` × the requested one's), or when none fits.
+    """
+    n = min(PROBE_N, train.shape[0])
+    device, dtype = train.device, train.dtype
+    idx = torch.randint(0, train.shape[0], (PROBE_N,), generator=generator)
+    x1 = train[idx.to(device)]
+    x0 = torch.randn(x1.shape, generator=generator, dtype=dtype).to(device)
+    t = (PROBE_T_LO + (1 - 2 * PROBE_T_LO) * torch.rand(PROBE_N, generator=generator, dtype=dtype)).to(device)
+    move_x0 = torch.randn((min(MOVE_N, max(n, 2)), *train.shape[1:]), generator=generator, dtype=dtype).to(device)
+    probe_labels = None
+    if labels is not None and label_arg is not None:  # drawn after everything else: unconditional draws unchanged
+        move_labels = labels[torch.randint(0, train.shape[0], (move_x0.shape[0],), generator=generator)]
+        probe_labels = (labels[idx].to(device), move_labels.to(device))
+    pairs = None
+    if sources is not None:  # no draws: the fresh probe's rows and times, the first sources to integrate
+        m = move_x0.shape[0]
+        pairs = PairProbe(sources[idx.to(device)], x1, sources[:m].to(device),
+                          probe_labels[0] if probe_labels is not None else None,
+                          labels[:m].to(device) if probe_labels is not None and labels is not None else None)
+    seen: list[tuple[Tensor, CandidateScore]] = []
+    scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train, seen, probe_labels, label_arg, pairs)
+                   for c in candidate_conventions(requested, time_scales))
+    fitting = sorted((s for s in scores if s.fits), key=lambda s: s.loss_ratio)
+    best = fitting[0].convention if fitting else None
+    if requested is not None:
+        own = scores[0]
+        if not own.runs:
+            cause = None if best else \
+                _uncallable_cause(model, x1, t, probe_labels[0] if probe_labels is not None else None, label_arg)
+            if cause is not None:  # the network's interface, not the convention: name it and its wrapper
+                raise DataError(cause)
+            hint = f"; {best} fits: pass {best.flags()}" if best else ""
+            raise DataError(f"the model cannot be called as {requested}: {own.error}{hint}")
+        if not own.fits:
+            hint = (f"; {best} fits (loss ratio {fitting[0].loss_ratio:.3g}, movement {fitting[0].movement:.3g}): pass "
+                    f"{best.flags()}" if best else "; no other convention fits either (is the checkpoint trained?)")
+            raise DataError(f"convention {requested} does not fit this model on the training data (loss ratio "
+                            f"{own.loss_ratio:.3g}, needs < {Q_FIT}; noise movement toward the data "
+                            f"{own.movement:.3g}, needs < {MOVE_FIT}){hint}")
+        if best is not None and best.choice != requested.choice and \
+                fitting[0].loss_ratio < Q_MARGIN * own.loss_ratio:
+            raise DataError(f"convention {own.convention} fits this model poorly (loss ratio {own.loss_ratio:.3g}) "
+                            f"while {best} fits much better ({fitting[0].loss_ratio:.3g}); pass {best.flags()}")
+        return ConventionCheck(own.convention, requested, best, scores)
+    if best is None:
+        ran = [s for s in scores if s.runs]
+        if not ran:
+            cause = _uncallable_cause(model, x1, t, probe_labels[0] if probe_labels is not None else None, label_arg)
+            if cause is not None:
+                raise DataError(cause)
+            errors = "; ".join(dict.fromkeys(s.error for s in scores))
+            raise DataError(f"the model cannot be called on the training data under any convention ({errors}); check "
+                            f"the data's shape and channels against the model")
+        top = min(ran, key=lambda s: s.loss_ratio)
+        raise DataError(f"no calling convention fits this model on the training data (best: {top.convention} with "
+                        f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}"
+                        + (f"; noise movement toward the data {top.movement:.3g}, needs < {MOVE_FIT}"
+                           if not math.isnan(top.movement) else "") + "); is the checkpoint trained on this data?"
+                        + ("" if sources is not None else " A model trained on fixed pairs may fit on its own: pass "
+                                                          "--pairs"))
+    return ConventionCheck(best, None, best, scores)
+
+
+__all__ = [
+    "MOVE_FIT",
+    "MOVE_N",
+    "MOVE_STEPS",
+    "PROBE_N",
+    "PROBE_T_LO",
+    "Q_FIT",
+    "Q_MARGIN",
+    "CandidateScore",
+    "ConventionCheck",
+    "PairProbe",
+    "candidate_conventions",
+    "check_conventions",
+    "score_convention",
+]
