@@ -430,6 +430,21 @@ def test_a_layer_replaced_after_the_monitor_was_built_is_refused(gen):
     monitor.close()
 
 
+def test_the_monitor_adds_no_hook_of_its_own_to_the_model():
+    """Nothing of the monitor may run on an unlogged step: the loss-scale check reads the output gradient the
+    engine records anyway (engine.root_grad), so the model carries the engine's hooks and no others."""
+    from flowvar.variance.engine import GradNormEngine
+
+    model = MLPField(2, width=8, depth=1)
+    engine = GradNormEngine(model)
+    counts = [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()]
+    engine.detach()
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    assert [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()] == counts
+    monitor.close()
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
 def test_an_ema_deepcopy_with_an_open_log_keeps_working(gen, tmp_path):
     """copy.deepcopy(model) copies the monitor's hooks: they must not drag the monitor (and its open log) along."""
     import copy

@@ -463,6 +463,15 @@ class GradNormEngine:
         return self._root_outputs[0]
 
     @property
+    def root_grad(self) -> Tensor | None:
+        """∂L/∂v: the gradient that reached the model's output in the recorded pass's backward, shaped as the output
+        (B, ...); None unless the model was called once, returned one tensor, and a backward pass reached it. Read
+        it before :meth:`compute`, which clears the records (the root hook records it anyway, for the fallback)."""
+        if len(self._root_calls) != 1 or not isinstance(self._root_outputs[0], Tensor):
+            return None
+        return self._root_calls[0].grads[0]
+
+    @property
     def fallback_parameters(self) -> dict[str, str]:
         """{parameter name: reason} for parameters the engine measures with the exact per-sample fallback: those
         of modules without a rule, and those found used outside their own module (measured through the model)."""

@@ -54,10 +54,10 @@ import csv
 import json
 import logging
 import math
+import numbers
 import os
 import time
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -72,7 +72,7 @@ from flowvar.results import atomic_write_text, to_jsonable
 from flowvar.variance.engine import BatchMismatchError, GradNormEngine, Reduction
 from flowvar.variance.moments import BatchGradStats
 from flowvar.variance.ranks import reduce_across_ranks
-from flowvar.variance.records import DEFAULT_CHUNK_BYTES, is_batched_grad
+from flowvar.variance.records import DEFAULT_CHUNK_BYTES
 from flowvar.variance.report import FastVarianceReport
 
 __all__ = ["SCALARS", "GradientVarianceMonitor", "LossScaleWarning", "MemorisationWarning"]
@@ -101,28 +101,6 @@ SCALE_SPREAD = 1e-2
 #: How many logged steps the check runs on. A mis-declared scale is a property of the training loop's code, so it
 #: shows from the first logs; checking every log would add a few small reductions (and device syncs) forever.
 SCALE_CHECKS = 5
-
-
-def _keep_grad(slot: list[Tensor | None], grad: Tensor) -> None:
-    """Tensor hook on the model's output: this pass's gradient there (not a batched-gradient pass's)."""
-    if not is_batched_grad(grad):
-        slot[0] = grad.detach()
-
-
-class _OutputGradient:
-    """Forward hook of the model keeping the gradient that reaches its tensor output in the armed pass's backward
-    (``slot[0]``; a fresh slot per forward, so a stale gradient is never read). A small object of its own, not a
-    method of the monitor: ``copy.deepcopy(model)`` (an EMA copy) copies the model's hooks, and must not copy the
-    monitor with its open log file."""
-
-    def __init__(self, engine: GradNormEngine) -> None:
-        self.engine = engine
-        self.slot: list[Tensor | None] = [None]
-
-    def __call__(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        self.slot = [None]
-        if self.engine.armed and torch.is_grad_enabled() and isinstance(output, Tensor) and output.requires_grad:
-            output.register_hook(partial(_keep_grad, self.slot))  # references the slot only: no graph cycle
 
 
 def _finite_or_nan(x: float | None) -> float:
@@ -185,9 +163,8 @@ class GradientVarianceMonitor:
         # ... and the modules all of whose parameters it measures, which the check of each logged step passes over
         self._planned = {id(m) for m in model.modules()
                          if all(id(p) in self._planned_params for p in m._parameters.values() if p is not None)}
-        # the gradient reaching the model's output, for the loss-scale check of step()
-        self._out_grad = _OutputGradient(self.engine)
-        self._out_handle: Any = model.register_forward_hook(self._out_grad)
+        # the loss-scale check of step() reads the gradient reaching the model's output from the engine's record of
+        # the pass (engine.root_grad): no hook of its own, so nothing runs for it on unlogged steps
         self._scale_checks_left = SCALE_CHECKS
         self.history: list[dict[str, Any]] = []
         self.last_stats: BatchGradStats | None = None
@@ -202,9 +179,9 @@ class GradientVarianceMonitor:
         self._edges_list: list[float] | None = None
         self._validated = False
         self._carried: list[dict[str, Any]] | None = None  # a .json log's earlier records kept on resume
-        # the last measured step and the output-hook slot of its forward pass: a later forward replaces the slot, so
-        # a step() finding nothing recorded can tell "called twice" from "the model ran unarmed" (micro-batches)
-        self._measured: tuple[int, list[Tensor | None]] | None = None
+        # the last measured step: a due step() finding nothing recorded for it was called twice, or (every > 1: the
+        # hooks are off after the step's one measured pass) followed a second micro-batch
+        self._measured: int | None = None
         self._logged_before = 0  # records logged before a resume (load_state_dict): the profile cadence counts them
 
     # ----------------------------------------------------------------------------------------- entry points
@@ -238,16 +215,16 @@ class GradientVarianceMonitor:
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             raise ShapeError(f"losses must be the (B,) per-sample losses, got "
                              f"{tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__}")
-        if isinstance(loss_scale, bool) or not isinstance(loss_scale, int | float) or \
+        if not self.due(step):  # nothing else runs on an unlogged step
+            self._skip(step)
+            return None
+        if isinstance(loss_scale, bool) or not isinstance(loss_scale, numbers.Real) or \
                 not (math.isfinite(loss_scale) and loss_scale > 0):
             raise ConfigError(f"loss_scale must be a finite number > 0 (the factor the reduced loss was multiplied "
                               f"by before backward, e.g. scaler.get_scale()), got {loss_scale!r}")
-        if not self.due(step):
-            self._skip(step)
-            return None
         if deterministic is None and self.sigma is not None:
             deterministic = self.sigma == 0
-        out_grad = self._out_grad.slot[0]
+        out_grad = self.engine.root_grad if self._scale_checks_left > 0 else None  # before compute() clears it
         record = self._measure(int(step), losses.detach(), t, reduction, deterministic, 1.0 / float(loss_scale))
         self._check_scale(int(step), losses.detach(), out_grad, reduction, float(loss_scale))
         return record
@@ -301,8 +278,6 @@ class GradientVarianceMonitor:
     def close(self) -> None:
         """Remove the hooks and close the log file (records are flushed as they are logged)."""
         self.engine.detach()
-        self._out_handle.remove()
-        self._out_grad.slot = [None]
         if self._log_file is not None:
             self._log_file.close()
             self._log_file, self._csv = None, None
@@ -317,7 +292,6 @@ class GradientVarianceMonitor:
 
     def _skip(self, step: int) -> None:
         self.engine.clear()
-        self._out_grad.slot = [None]
         self.engine.armed = self.due(int(step) + 1)
 
     def _check_scale(self, step: int, losses: Tensor, out_grad: Tensor | None, reduction: Reduction,
@@ -406,26 +380,27 @@ class GradientVarianceMonitor:
         self.history.append(record)
         self._write(record)
         self.engine.armed = self.due(step + 1)
-        slot = self._out_grad.slot
-        slot[0] = None  # step() took its gradient already; the slot is kept as a mark of this forward pass only
-        self._measured = (step, slot)
+        self._measured = step
         return record
 
     def _nothing_recorded(self, step: int) -> str:
         """The error of a due step() with no recorded forward pass, naming the cause: step() called twice for one
         step, a second micro-batch run after the step was measured (the hooks are armed for one pass per logged
-        step: with every > 1 they are off after it), or no armed forward pass at all."""
-        if self._measured is not None and self._measured[0] == step:
-            if self._out_grad.slot is self._measured[1]:  # no forward pass of the model since the measurement
-                return (f"step {step}: step() was already called for this step, and the model has not run since: "
-                        f"the first call measured the step's forward/backward pass. Call monitor.step() once per "
-                        f"training step, after its backward pass")
-            return (f"step {step}: the model ran again after step() measured this step (a second micro-batch of "
-                    f"gradient accumulation?), and with every={self.every} the hooks are armed for one forward/"
-                    f"backward pass per logged step. Under gradient accumulation over k micro-batches call step() "
-                    f"after each micro-batch's backward with its losses and loss_scale=1/k, numbering the calls by "
-                    f"micro-batch: monitor.step(step * k + j, ...), with every counted in micro-batches "
-                    f"(docs/gradient_variance.md)")
+        step: with every > 1 they are off after it), or no armed forward pass at all. The first two are told apart
+        only while the hooks are armed (a forward pass would have been recorded): the monitor keeps no hook of its
+        own to count the model's calls, which would run on every step."""
+        if self._measured == step:
+            if self.engine.armed:  # armed since the measurement (every = 1), yet nothing recorded: no forward pass
+                return (f"step {step}: step() was already called for this step, and the model has not run since "
+                        f"with gradients enabled: the first call measured the step's forward/backward pass. Call "
+                        f"monitor.step() once per training step, after its backward pass")
+            return (f"step {step}: step() was called again after it measured this step: twice for one step, or the "
+                    f"model ran again after step() measured this step (a second micro-batch of gradient "
+                    f"accumulation?), and with every={self.every} the hooks are armed for one forward/backward pass "
+                    f"per logged step. Call monitor.step() once per forward/backward pass; under gradient "
+                    f"accumulation over k micro-batches call it after each micro-batch's backward with its losses "
+                    f"and loss_scale=1/k, numbering the calls by micro-batch: monitor.step(step * k + j, ...), with "
+                    f"every counted in micro-batches (docs/gradient_variance.md)")
         return (f"step {step}: the monitor recorded no forward pass for this step. Call monitor.step() after the "
                 f"backward pass of every training step (it arms the hooks ahead of the steps it logs), with "
                 f"gradients enabled")
