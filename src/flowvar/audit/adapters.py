@@ -322,7 +322,7 @@ def call_network(model: nn.Module, call: str, x: Tensor, s: Tensor, labels: Tens
 
 
 def call_network_with_form(model: nn.Module, call: str, x: Tensor, s: Tensor, labels: Tensor | None,
-          label_arg: LabelArg | None) -> tuple[Tensor, str]:
+                           label_arg: LabelArg | None) -> tuple[Tensor, str]:
     """:func:`call_network`, and where the velocity was found in the output (:attr:`Convention.output`)."""
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = {}
