@@ -161,8 +161,10 @@ class GradientVarianceMonitor:
         # Parameters, not modules: a rule may measure a child's (nn.MultiheadAttention's out_proj) with its parent
         self._planned_params = {id(p) for u in self.engine.units for p in u.params.values()}
         # ... and the modules all of whose parameters it measures, which the check of each logged step passes over
-        self._planned = {id(m) for m in model.modules()
-                         if all(id(p) in self._planned_params for p in m._parameters.values() if p is not None)}
+        # (held, so that no later layer can take a freed one's id)
+        self._planned_modules = [m for m in model.modules() if all(
+            id(p) in self._planned_params for p in m._parameters.values() if p is not None)]
+        self._planned = {id(m) for m in self._planned_modules}
         # the loss-scale check of step() reads the gradient reaching the model's output from the engine's record of
         # the pass (engine.root_grad): no hook of its own, so nothing runs for it on unlogged steps
         self._scale_checks_left = SCALE_CHECKS
