@@ -430,6 +430,36 @@ def test_a_layer_replaced_after_the_monitor_was_built_is_refused(gen):
     monitor.close()
 
 
+@pytest.mark.parametrize("how", ["weight_norm", "same_parameter"])
+def test_a_parametrization_added_after_the_monitor_was_built_is_named(gen, how):
+    """weight_norm brings new parameters (the replaced-layer check names the module); a parametrization whose
+    original is the weight itself keeps its identity, so only the sum check fails, and its error names the layer and
+    the fix rather than an extra loss term."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.parametrizations import weight_norm
+
+    class Doubled(torch.nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return 2 * w
+
+    model = MLPField(2, width=8, depth=1)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    if how == "weight_norm":
+        weight_norm(model.net[0])
+    else:
+        weight = model.net[0].weight
+        parametrize.register_parametrization(model.net[0], "weight", Doubled())
+        assert model.net[0].parametrizations.weight.original is weight
+    path = CFMLoss().draw(IndependentCoupling(StandardNormal(2), StandardNormal(2)), 16, gen)
+    losses = per_sample_loss(model, path)
+    losses.mean().backward()
+    expected = (r"'net\.0\.parametrizations\.weight'.*Build the GradientVarianceMonitor after" if how == "weight_norm"
+                else r"'net\.0' gained a parametrization .* Build it after the model is final")
+    with pytest.raises((DataError, ConfigError), match=expected):
+        monitor.step(0, losses, path.t)
+    monitor.close()
+
+
 def test_the_monitor_adds_no_hook_of_its_own_to_the_model():
     """Nothing of the monitor may run on an unlogged step: the loss-scale check reads the output gradient the
     engine records anyway (engine.root_grad), so the model carries the engine's hooks and no others."""

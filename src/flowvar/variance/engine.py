@@ -54,6 +54,7 @@ from typing import Any, Literal, NoReturn
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
@@ -200,6 +201,8 @@ class GradNormEngine:
         self.outside: dict[str, str] = {}
         self._probes: dict[tuple[object, ...], ProbeSet] = {}
         self.units = self._plan()
+        # for the sum check's error: a parametrization added later keeps the weight's identity, so nothing else tells
+        self._parametrized = {id(m) for m in model.modules() if parametrize.is_parametrized(m)}
         #: layers whose parameter gradients this engine computes itself (:mod:`flowvar.variance.owned`); None when
         #: ``own_grads=False`` (autograd computes every gradient; the engine measures after the backward pass)
         self.owned = OwnedGradients(self._recording, self.outside, self.elementwise,
@@ -828,9 +831,16 @@ class GradNormEngine:
         tf32 = torch.backends.cudnn.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
         return 1e-2 if on_gpu and tf32 else 1e-3
 
-    @staticmethod
-    def _mismatch_error(names: list[str], where: str) -> NoReturn:
+    def _mismatch_error(self, names: list[str], where: str) -> NoReturn:
         shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        changed = [name or "the model" for name, m in self.model.named_modules()
+                   if parametrize.is_parametrized(m) and id(m) not in self._parametrized]
+        if changed:  # the likelier cause, named first
+            raise DataError(
+                f"the per-sample gradients of {shown} do not add up to the gradient of the backward pass {where}: "
+                f"{', '.join(repr(n) for n in changed[:5])} gained a parametrization (weight_norm, spectral_norm, "
+                f"register_parametrization) after this engine or monitor was built, so it measures the layers as they "
+                f"were. Build it after the model is final")
         raise DataError(
             f"the per-sample gradients of {shown} do not add up to the gradient of the backward pass {where}: the "
             f"backward pass was of more than the per-sample losses (an extra loss term, a regulariser), or of a "
