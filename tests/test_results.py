@@ -63,6 +63,11 @@ def test_counts_by_kind_and_the_headline() -> None:
     assert "2 of 2 identities hold" in text and "findings: 0 confirmed, 0 refuted, 1 inconclusive" in text
     broken = claim_counts([*claims, judge("i3", "s", {}, verdict="refuted", rule="r", kind="identity")])
     assert "2 of 3 identities hold (1 do not: an implementation defect)" in headline(broken)
+    # kinds without claims are not listed ("0 of 0 identities hold"), except the reproductions, the headline proper
+    only_reproductions = headline(claim_counts(claims[2:5]))
+    assert "identities" not in only_reproductions and "findings" not in only_reproductions
+    assert headline(claim_counts(claims[:2])) == ("0 of 0 reproductions confirmed, 0 refuted, 0 inconclusive, "
+                                                  "0 untestable here · 2 of 2 identities hold")
 
 
     assert to_jsonable({"t": (1, float("nan"))}) == {"t": [1, "nan"]}

@@ -131,7 +131,8 @@ def headline(counts: dict[str, dict[str, int]]) -> str:
     """The report's headline from :func:`claim_counts`: the reproductions, then identities and findings.
 
     E.g. "9 of 20 reproductions confirmed, 4 refuted, 5 inconclusive, 2 untestable here · 14 of 14 identities
-    hold · findings: 3 confirmed, 1 refuted, 0 inconclusive, 0 untestable".
+    hold · findings: 3 confirmed, 1 refuted, 0 inconclusive, 0 untestable". The reproductions are always stated (the
+    headline of issue 15, "0 of 0" included); identities and findings only where there are some.
     """
     rep = counts.get("reproduction", {})
     n_rep = sum(rep.values())
@@ -141,10 +142,12 @@ def headline(counts: dict[str, dict[str, int]]) -> str:
     parts = [f"{rep.get('confirmed', 0)} of {n_rep} reproductions confirmed, {rep.get('refuted', 0)} refuted, "
              f"{rep.get('inconclusive', 0)} inconclusive, {rep.get('untestable', 0)} untestable here"]
     broken = n_id - ident.get("confirmed", 0)
-    parts.append(f"{ident.get('confirmed', 0)} of {n_id} identities hold"
-                 + (f" ({broken} do not: an implementation defect)" if broken else ""))
-    parts.append(f"findings: {fin.get('confirmed', 0)} confirmed, {fin.get('refuted', 0)} refuted, "
-                 f"{fin.get('inconclusive', 0)} inconclusive, {fin.get('untestable', 0)} untestable")
+    if n_id:
+        parts.append(f"{ident.get('confirmed', 0)} of {n_id} identities hold"
+                     + (f" ({broken} do not: an implementation defect)" if broken else ""))
+    if sum(fin.values()):
+        parts.append(f"findings: {fin.get('confirmed', 0)} confirmed, {fin.get('refuted', 0)} refuted, "
+                     f"{fin.get('inconclusive', 0)} inconclusive, {fin.get('untestable', 0)} untestable")
     return " · ".join(parts)
 
 
