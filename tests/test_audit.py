@@ -246,6 +246,30 @@ def test_convention_validation_and_defaults() -> None:
     assert len(cands) == len(set(cands)) == 5 * 2 * 3
 
 
+def test_equal_fits_are_decided_by_the_calls_usual_time_and_scale_not_by_rounding() -> None:
+    """A network that ignores its time's scale explains the data equally at scale 1 and 1000, up to rounding that
+    varies with the thread count (a torchcfm UNet read as scale 1000 on one thread). Within TIE_RATIO the call's
+    usual time and scale win, then the candidates' order; a real difference still decides."""
+    from flowvar.audit.fit import TIE_RATIO, ranked_fits
+
+    def score(call: str, time: str, scale: float, q: float) -> CandidateScore:
+        return CandidateScore(Convention(call, time, scale), runs=True, loss_ratio=q, movement=0.4, fits=q < 0.9)
+
+    q = 0.3749811
+    near = q * (1 + TIE_RATIO / 10)
+    tied = [score("tx", "data_at_1", 1000.0, q), score("tx", "data_at_1", 1.0, near),
+            score("tx", "data_at_0", 1.0, 3.0)]
+    assert [s.convention for s in ranked_fits(tied)] == [Convention("tx", "data_at_1", 1.0),
+                                                         Convention("tx", "data_at_1", 1000.0)]
+    # two calls both at their usual time and scale: the candidates' order, not the last digits
+    both = [score("xt", "data_at_1", 1.0, near), score("flow_matching", "data_at_1", 1.0, q)]
+    assert ranked_fits(both)[0].convention.call == "xt"
+    # beyond the tie, the better fit wins whatever the defaults
+    clear = [score("tx", "data_at_1", 1.0, 0.37), score("tx", "data_at_1", 1000.0, 0.20)]
+    assert ranked_fits(clear)[0].convention.time_scale == 1000.0
+    assert ranked_fits([score("tx", "data_at_1", 1.0, 2.0)]) == []
+
+
 def test_convention_check_catches_reversed_time_on_the_exact_ot_field() -> None:
     problem = GaussianProblem.isotropic(4, mean=2.0)
     data = problem.sample(200, torch.Generator().manual_seed(3))

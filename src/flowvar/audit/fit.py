@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.audit.adapters import (
+    CALL_DEFAULTS,
     CALLS,
     TIMES,
     AdaptedField,
@@ -255,6 +256,29 @@ def _short(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+#: Fitting candidates whose loss ratios are within this relative distance of the best are not told apart by the
+#: probe (far below its Monte-Carlo error): a network that ignores its time's scale gives every scale the same ratio,
+#: up to float rounding that varies with the thread count.
+TIE_RATIO = 1e-4
+
+
+def ranked_fits(scores: Sequence[CandidateScore]) -> list[CandidateScore]:
+    """The fitting candidates, best first: by loss ratio, except that among those tied with the best
+    (:data:`TIE_RATIO`) the call's usual time and scale (:data:`~flowvar.audit.adapters.CALL_DEFAULTS`) come first,
+    then the candidates' own order — never the rounding. Without the tie rule, float rounding chose between equal
+    fits (a torchcfm UNet early in training read as time scale 1000 on one thread, 1 on two)."""
+    fitting = sorted((s for s in scores if s.fits), key=lambda s: s.loss_ratio)
+    if not fitting:
+        return []
+    bound = fitting[0].loss_ratio * (1 + TIE_RATIO)
+    tied = [s for s in fitting if s.loss_ratio <= bound]
+    rest = fitting[len(tied):]
+    order = {id(s): i for i, s in enumerate(scores)}
+    tied.sort(key=lambda s: ((s.convention.time, s.convention.time_scale) != CALL_DEFAULTS.get(s.convention.call),
+                             order[id(s)]))
+    return tied + rest
+
+
 def check_conventions(model: nn.Module, train: Tensor, requested: Convention | None, generator: torch.Generator,
                       time_scales: Sequence[float] = (1.0, 1000.0), labels: Tensor | None = None,
                       label_arg: LabelArg | None = None, sources: Tensor | None = None) -> ConventionCheck:
@@ -289,7 +313,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
     seen: list[tuple[Tensor, CandidateScore]] = []
     scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train, seen, probe_labels, label_arg, pairs)
                    for c in candidate_conventions(requested, time_scales))
-    fitting = sorted((s for s in scores if s.fits), key=lambda s: s.loss_ratio)
+    fitting = ranked_fits(scores)
     best = fitting[0].convention if fitting else None
     if requested is not None:
         own = scores[0]
@@ -338,10 +362,12 @@ __all__ = [
     "PROBE_T_LO",
     "Q_FIT",
     "Q_MARGIN",
+    "TIE_RATIO",
     "CandidateScore",
     "ConventionCheck",
     "PairProbe",
     "candidate_conventions",
     "check_conventions",
+    "ranked_fits",
     "score_convention",
 ]
