@@ -207,3 +207,20 @@ def test_audit_on_cuda_reads_what_the_cpu_reads() -> None:
     own = {dev: next(c for c in r.result.claims if c.id == "audit.pair_recovery").evidence["fine"]["accuracy_own"]
            for dev, r in reports.items()}
     assert abs(own["cuda"] - own["cpu"]) <= 1 / 16
+
+
+def test_audit_hands_a_model_spread_over_devices_back_the_way_it_came() -> None:
+    """The audit runs the model on one device; a model whose layers live on different devices (a pipeline) gets
+    each parameter and buffer back on its own device, as the same Parameter objects (an optimiser keeps them)."""
+    from flowvar.audit import audit
+
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(16, 8, generator=g), 0.5 * torch.randn(16, 8, generator=g) + 2.0
+    model = MLPField(8, width=32, depth=2)
+    model.net[0].to(CUDA)  # the first layer on the GPU, the rest on the CPU
+    before = {name: (p, p.device) for name, p in model.named_parameters()}
+    assert {d.type for _, d in before.values()} == {"cuda", "cpu"}
+    audit(model, x1, pairs=x0, samples=32, grad_samples=8, steps=10, coarse_steps=4, device="cuda")
+    after = dict(model.named_parameters())
+    for name, (param, device) in before.items():
+        assert after[name] is param and param.device.type == device.type, name

@@ -340,16 +340,27 @@ def _leaves_model_as_found(fn: _F) -> _F:
         if not isinstance(model, nn.Module):
             return fn(model, *args, **kwargs)  # type: ignore[operator]
         modes = [(m, m.training) for m in model.modules()]
-        devices = {t.device for t in (*model.parameters(), *model.buffers())}
+        # each tensor's device: a model spread over several devices (a pipeline) goes back the way it came
+        homes = [(m, kind, name, t.device) for m in model.modules()
+                 for kind, tensors in (("param", m._parameters), ("buffer", m._buffers))
+                 for name, t in tensors.items() if t is not None]
         try:
             return fn(model, *args, **kwargs)  # type: ignore[operator]
         finally:
             for m, training in modes:  # the flag itself: a torch.export program refuses train()
                 m.training = training
-            if len(devices) == 1:
-                (home,) = devices
-                if any(t.device != home for t in (*model.parameters(), *model.buffers())):
-                    model.to(home)
+            if len({home for *_, home in homes}) == 1:  # the usual case: one call, as the caller's own .to() would be
+                if any(t.device != homes[0][3] for t in (*model.parameters(), *model.buffers())):
+                    model.to(homes[0][3])
+            else:
+                with torch.no_grad():
+                    for m, kind, name, home in homes:
+                        t = (m._parameters if kind == "param" else m._buffers).get(name)
+                        if t is not None and t.device != home:
+                            if kind == "param":
+                                t.data = t.data.to(home)  # the Parameter object stays: optimisers keep it
+                            else:
+                                m._buffers[name] = t.to(home)
     return wrapper  # type: ignore[return-value]
 
 
