@@ -105,12 +105,18 @@ def submodule_state(state: Mapping[str, Tensor], expected: set[str]) -> tuple[di
     others in sorted order."""
     if set(state) == expected:
         return None
-    heads = sorted({k.split(".", 1)[0] for k in state if "." in k})
-    for head in sorted(heads, key=lambda h: (STATE_KEYS.index(h) if h in STATE_KEYS else len(STATE_KEYS), h)):
+    rank = {key: i for i, key in enumerate(STATE_KEYS)}
+    for head in sorted(_prefixes(state), key=lambda h: (rank.get(h, len(STATE_KEYS)), h)):
         sub = _unwrapped({k[len(head) + 1:]: v for k, v in state.items() if k.startswith(head + ".")})
         if set(sub) == expected:
             return sub, head
     return None
+
+
+def _prefixes(state: Mapping[str, Tensor]) -> list[str]:
+    """The first components of ``state``'s dotted keys, sorted (``model.net.0.weight`` → ``model``): the
+    attributes a wrapper's state_dict may hold the network under."""
+    return sorted({k.split(".", 1)[0] for k in state if "." in k})
 
 
 def _read_checkpoint(path: Path, weights_only: bool) -> Any:
@@ -173,7 +179,7 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
         except RuntimeError as error:
             lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()][1:]
             detail = "; ".join(lines)[:300] or printable(str(error))[:300]
-            heads = sorted({k.split(".", 1)[0] for k in state if "." in k})
+            heads = _prefixes(state)
             hint = (f" (its weights sit under {', '.join(h + '.' for h in heads[:6])}: is the model one of those "
                     f"attributes, built by another factory?)" if 1 < len(heads) <= 6 or
                     (len(heads) == 1 and not any(k.startswith(heads[0] + ".") for k in built.state_dict())) else "")

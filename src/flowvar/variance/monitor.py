@@ -161,10 +161,9 @@ class GradientVarianceMonitor:
         # Parameters, not modules: a rule may measure a child's (nn.MultiheadAttention's out_proj) with its parent
         self._planned_params = {id(p) for u in self.engine.units for p in u.params.values()}
         # ... and the modules all of whose parameters it measures, which the check of each logged step passes over
-        # (held, so that no later layer can take a freed one's id)
-        self._planned_modules = [m for m in model.modules() if all(
-            id(p) in self._planned_params for p in m._parameters.values() if p is not None)]
-        self._planned = {id(m) for m in self._planned_modules}
+        # (by id; the values hold them, so that no later layer can take a freed one's id)
+        self._planned = {id(m): m for m in model.modules() if all(
+            id(p) in self._planned_params for p in m._parameters.values() if p is not None)}
         # the loss-scale check of step() reads the gradient reaching the model's output from the engine's record of
         # the pass (engine.root_grad): no hook of its own, so nothing runs for it on unlogged steps
         self._scale_checks_left = SCALE_CHECKS
@@ -227,8 +226,9 @@ class GradientVarianceMonitor:
         if deterministic is None and self.sigma is not None:
             deterministic = self.sigma == 0
         out_grad = self.engine.root_grad if self._scale_checks_left > 0 else None  # before compute() clears it
-        record = self._measure(int(step), losses.detach(), t, reduction, deterministic, 1.0 / float(loss_scale))
-        self._check_scale(int(step), losses.detach(), out_grad, reduction, float(loss_scale))
+        losses = losses.detach()
+        record = self._measure(int(step), losses, t, reduction, deterministic, 1.0 / float(loss_scale))
+        self._check_scale(int(step), losses, out_grad, reduction, float(loss_scale))
         return record
 
     def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> dict[str, Any] | None:
