@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import math
 import os
@@ -473,3 +474,51 @@ def test_figures_for_one_categorical_axis_and_three_axes(tmp_path: Path) -> None
     three = sweep(options(tmp_path / "three", ["x=0,1", "offsets=[0],[1]", "label=a,b"], metrics=["by_x.x={x}"]))
     assert three.count("computed") == 8 and "figures/by_x.x__x.png" in three.figures
     assert (tmp_path / "three" / "figures" / "by_x.x__x.png").stat().st_size > 1000
+
+
+def test_runtime_model_fits_costs_that_multiply_along_the_axes() -> None:
+    """Three corners of a 2×2 grid whose cost is f(width)·g(d) give the fourth exactly; a value no timed point has
+    gets its axis's typical (geometric-mean) level; nothing timed gives no model."""
+    from flowvar.sweep.run import runtime_model
+
+    assert runtime_model([]) is None and runtime_model([({"d": [2]}, None)]) is None
+    f, g = {64: 1.0, 256: 4.0}, {2: 100.0, 50: 900.0}
+    known = [({"widths": [w], "dims": [d]}, f[w] * g[d]) for w, d in [(64, 2), (256, 2), (64, 50)]]
+    model = runtime_model(known)
+    assert model is not None
+    assert model({"widths": [256], "dims": [50]}) == pytest.approx(3600.0, rel=1e-4)
+    for values, seconds in known:
+        assert model(values) == pytest.approx(seconds, rel=1e-4)
+    # d = 10 was never timed: the width effect stays, d takes the typical level of d = 2 and 50 (geometric mean)
+    assert model({"widths": [256], "dims": [10]}) == pytest.approx(4.0 * (100.0 * 900.0) ** 0.5, rel=1e-3)
+
+
+def test_dry_run_estimates_each_missing_point_from_the_cached_points_like_it(tmp_path: Path) -> None:
+    """The cached points' recorded runtimes (10 s at x = 0, 40 s at x = 1, 20 s at x = 0 with scale 2) predict the
+    missing point x = 1, scale 2 as 80 s, not the 23 s mean of what is cached."""
+    from flowvar.sweep import dry_run
+
+    cache = tmp_path / "cache"
+    runtimes = {(0.0, 1.0): 10.0, (1.0, 1.0): 40.0, (0.0, 2.0): 20.0}
+    for (x, scale), _ in runtimes.items():
+        sweep(options(tmp_path / f"a{x}{scale}", [f"x={x}", f"scale={scale}"], cache_dir=cache))
+    for manifest in cache.glob("toy_sweep-*/cache.json"):  # the manifest is not among the hashed files
+        data = json.loads(manifest.read_text())
+        data["runtime_s"] = runtimes[(data["inputs"]["config"]["x"], data["inputs"]["config"]["scale"])]
+        manifest.write_text(json.dumps(data))
+    text = dry_run(options(tmp_path / "b", ["x=0,1", "scale=1,2"], cache_dir=cache))
+    assert text.splitlines()[-1].startswith("4 points: 3 cached, 1 to compute (~1 min 20 s with --jobs 1)"), text
+    # the running sweep's ETA, once the three cached points are installed, is the same prediction
+    stream = io.StringIO()
+    sweep(Options("toy_sweep", grid=["x=0,1", "scale=1,2"], out=tmp_path / "c", cache_dir=cache, plugins=[PLUGIN]),
+          stream=stream)
+    lines = [line for line in stream.getvalue().splitlines() if line.startswith("[")]
+    assert "cache hit" in lines[2] and lines[2].endswith("ETA ~1 min 20 s"), lines
+
+
+@pytest.mark.parametrize("grid", [["x=0"], ["x=0,-1"]])
+def test_an_axis_with_no_positive_value_still_draws_its_figures(tmp_path: Path, grid: list[str]) -> None:
+    """The log-scale test of a numeric axis looked for its smallest positive value and raised on an axis without
+    one (a one-point sweep at x = 0), after every point had been computed."""
+    summary = sweep(options(tmp_path / "out", grid))
+    assert summary.figures and all((tmp_path / "out" / f).is_file() for f in summary.figures)

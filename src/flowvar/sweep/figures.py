@@ -62,8 +62,8 @@ def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[
         ax.errorbar(positions, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3)
         if numbers is None:
             ax.set_xticks(positions, xs, rotation=30 if max(len(x) for x in xs) > 6 else 0)
-        elif min(numbers) >= 0 and max(numbers) > 20 * max(min(v for v in numbers if v > 0), 1e-12):
-            ax.set_xscale("symlog", linthresh=min(v for v in numbers if v > 0))
+        elif (positive := [v for v in numbers if v > 0]) and min(numbers) >= 0 and max(numbers) > 20 * min(positive):
+            ax.set_xscale("symlog", linthresh=min(positive))  # values spanning decades, zero included
         ax.set_xlabel(xlabel)
         if verdict:
             ax.set_ylim(-1.2, 1.2)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from flowvar.cache import Cache, code_version, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Result, remove_stale_writes, versions
 from flowvar.runner import Backend, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
-from flowvar.sweep.grid import Axis, Point, expand, parse_axis, preset_axes, presets
+from flowvar.sweep.grid import Axis, Point, canonical, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_metrics, write_tables
 
 log = logging.getLogger("flowvar.sweep")
@@ -147,6 +150,38 @@ class Summary:
         return sum(o.status == status for o in self.outcomes)
 
 
+def runtime_model(known: Sequence[tuple[dict[str, Any], float]]) -> Callable[[dict[str, Any]], float] | None:
+    """A predictor of a point's runtime (seconds) from its swept values, fitted to the points already timed
+    (``(values, seconds)``); None when none is.
+
+    The points of one grid can differ in cost by orders of magnitude (memorisation_phase's cells: 4 min at d = 2,
+    width 64; an hour at d = 50, width 256), so the mean of the points timed so far misleads an ETA. The model is
+    the main effects of log-runtime, ``log t = b + Σ_axes e_axis(value)``, least squares with a small ridge on the
+    effects: a cost that multiplies along the axes (steps × width² × N) is fitted exactly from the points that
+    vary one axis at a time, and a value no timed point has gets effect 0, the typical level of that axis."""
+    timed = [(values, float(s)) for values, s in known if s is not None and s > 0]
+    if not timed:
+        return None
+    levels = sorted({(k, canonical(v)) for values, _ in timed for k, v in values.items()})
+    column = {level: j + 1 for j, level in enumerate(levels)}
+
+    def features(values: dict[str, Any]) -> np.ndarray:
+        row = np.zeros(len(levels) + 1)
+        row[0] = 1.0
+        for k, v in values.items():
+            j = column.get((k, canonical(v)))
+            if j is not None:
+                row[j] = 1.0
+        return row
+
+    design = np.stack([features(values) for values, _ in timed])
+    target = np.log([s for _, s in timed])
+    ridge = np.sqrt(1e-6) * np.eye(len(levels) + 1)[1:]  # the intercept is free; the one-hot effects need a tie-break
+    coef, *_ = np.linalg.lstsq(np.vstack([design, ridge]), np.concatenate([target, np.zeros(len(levels))]),
+                               rcond=None)
+    return lambda values: float(np.exp(features(values) @ coef))
+
+
 def dry_run(options: Options) -> str:
     """What :func:`sweep` would do, without doing it or writing anything: every point, whether the cache holds it,
     and an estimate of the time the missing ones take (from the cache's last runtime of the experiment, else
@@ -156,14 +191,20 @@ def dry_run(options: Options) -> str:
 
     the_plan = plan(options)
     cache = Cache(options.cache_root)
-    lines, missing = [], 0
+    lines, todo, known = [], [], []
     for point in the_plan.points:
         entry, problem = cache.check(point.key)
         state = "cached" if entry is not None else ("corrupted: recompute" if problem else "to compute")
-        missing += entry is None
+        if entry is None:
+            todo.append(point)
+        else:
+            known.append((point.values, cache.manifest(point.key).get("runtime_s")))
         lines.append(f"{point.index:>4}  {point.label}  [{point.key}]  {state}")
+    missing = len(todo)
+    model = runtime_model(known)
     each = cache.last_runtime(the_plan.spec.name, options.quick) or expected_runtime(the_plan.spec, options.quick)
-    eta = (f"~{format_duration(missing * each / options.jobs)} with --jobs {options.jobs}" if each else
+    total = sum(model(p.values) for p in todo) if model is not None else missing * (each or 0.0)
+    eta = (f"~{format_duration(total / options.jobs)} with --jobs {options.jobs}" if total or not missing else
            "no runtime estimate")
     lines.append(f"{len(the_plan.points)} points: {len(the_plan.points) - missing} cached, {missing} to compute "
                  f"({eta}); cache {cache.root}")
@@ -230,15 +271,19 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                     "versions": versions(), "interrupted": interrupted,
                     "counts": {s: sum(o.status == s for o in outcomes) for s in STATUSES}}
 
-        computed_times: list[float] = []
+        timed: list[tuple[dict[str, Any], float]] = []
 
         def finish(o: PointOutcome) -> None:
-            if o.status == "computed":  # re-estimate the ETA of what is left from the points computed so far
-                computed_times.append(o.wall_s)
-                estimate = sum(computed_times) / len(computed_times)
-                for label in progress.expected:
-                    if label not in progress.finished and label not in progress.running:
-                        progress.expected[label] = estimate
+            # re-estimate what is left from every point timed so far (a cached one by the runtime its entry
+            # records, as --dry-run reads it)
+            seconds = (o.wall_s if o.status == "computed" else
+                       cache.manifest(o.point.key).get("runtime_s") if o.status == "cached" else None)
+            if seconds:
+                timed.append((o.point.values, seconds))
+                model = runtime_model(timed)
+                for p in the_plan.points:
+                    if p.label not in progress.finished and p.label != o.point.label and model is not None:
+                        progress.expected[p.label] = model(p.values)
             progress.finish(Outcome(o.point.label, o.status, o.point.key, o.wall_s, error=o.error,
                                     result=o.result))
             if time.perf_counter() - last_write[0] > 2.0:  # keep the tables current without rewriting per point
