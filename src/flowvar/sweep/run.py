@@ -200,8 +200,11 @@ def dry_run(options: Options) -> str:
         lines.append(f"{point.index:>4}  {point.label}  [{point.key}]  {state}")
     missing = len(todo)
     model = runtime_model(known)
-    each = cache.last_runtime(the_plan.spec.name, options.quick) or expected_runtime(the_plan.spec, options.quick)
-    total = sum(model(p.values) for p in todo) if model is not None else missing * (each or 0.0)
+    if model is not None:
+        total = sum(model(p.values) for p in todo)
+    else:  # nothing of this plan timed: the cache's newest runtime of the experiment (a scan of every manifest)
+        each = cache.last_runtime(the_plan.spec.name, options.quick) or expected_runtime(the_plan.spec, options.quick)
+        total = missing * (each or 0.0)
     eta = (f"~{format_duration(total / options.jobs)} with --jobs {options.jobs}" if total or not missing else
            "no runtime estimate")
     lines.append(f"{len(the_plan.points)} points: {len(the_plan.points) - missing} cached, {missing} to compute "
@@ -280,11 +283,12 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                        cache.manifest(o.point.key).get("runtime_s") if o.status == "cached" else None)
             if seconds:
                 timed.append((o.point.values, seconds))
-            if seconds and (len(timed) <= 100 or len(timed) >= 1.1 * fitted_on[0]):
+            model = (runtime_model(timed) if seconds and (len(timed) <= 100 or len(timed) >= 1.1 * fitted_on[0])
+                     else None)
+            if model is not None:
                 fitted_on[0] = len(timed)
-                model = runtime_model(timed)
                 for p in the_plan.points:
-                    if p.label not in progress.finished and p.label != o.point.label and model is not None:
+                    if p.label not in progress.finished and p.label != o.point.label:
                         progress.expected[p.label] = model(p.values)
             progress.finish(Outcome(o.point.label, o.status, o.point.key, o.wall_s, error=o.error,
                                     result=o.result))
