@@ -845,31 +845,39 @@ def _ratio_figure(ctx: RunContext, config: MemorisationPhaseConfig, points: list
     left = min(positive) / 4 if positive else 1e-3
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     keys = sorted({(p["d"], p["n"], p["width"]) for p in points})
-    for c, (d, n, w) in enumerate(keys):
+    # one colour per d and one line style per width, labelled once per (d, width): a full grid has 40 cells, more
+    # than a colour cycle or a legend can tell apart (N orders the lines along the ratio axis; the heatmaps name it)
+    dims, widths = sorted({k[0] for k in keys}), sorted({k[2] for k in keys})
+    styles = ["-", "--", "-.", ":"]
+    labelled: set[tuple[int, int]] = set()
+    for d, n, w in keys:
         rows = [p for p in points if (p["d"], p["n"], p["width"]) == (d, n, w)]
         sigmas = sorted({p["sigma"] for p in rows if p["sigma"] > 0})
         xs = [float(np.mean([p["tube_ratio"] for p in rows if p["sigma"] == sg])) for sg in sigmas]
         ys = [float(np.mean([p["pairing_accuracy"] for p in rows if p["sigma"] == sg])) for sg in sigmas]
         y0 = float(np.mean([p["pairing_accuracy"] for p in rows if p["sigma"] == 0.0]))
-        color = colors[c % len(colors)]
-        axes[0].semilogx(xs, ys, marker="o", color=color, label=f"d={d}, N={n}, w={w}")
+        color, style = colors[dims.index(d) % len(colors)], styles[widths.index(w) % len(styles)]
+        label = None if (d, w) in labelled else f"d={d}, width {w}"
+        labelled.add((d, w))
+        axes[0].semilogx(xs, ys, marker="o", ms=3, ls=style, color=color, label=label)
         axes[0].scatter([left], [y0], marker="*", s=70, color=color)
         if xs:
             axes[0].plot([left, xs[0]], [y0, ys[0]], ls=":", color=color, lw=1)
         drops = [regions[sg][cell_key(d, n, w)]["mean_drop"] for sg in sigmas if cell_key(d, n, w) in regions[sg]]
         memo = y0 >= config.memorise_accuracy
-        axes[1].semilogx(xs[:len(drops)], drops, marker="o" if memo else "x", ls="-" if memo else ":", color=color)
+        axes[1].semilogx(xs[:len(drops)], drops, marker="o" if memo else "x", ls="-" if memo else ":", color=color,
+                         alpha=1.0 if memo else 0.5)
     axes[0].set_xlabel("tube ratio σ√d / line spacing (stars at left: σ = 0)")
     axes[0].set_ylabel(f"pairing accuracy (Euler {config.euler_steps}, training sources)")
     axes[0].set_ylim(-0.05, 1.05)
-    axes[0].legend(fontsize=6, ncol=2, loc="lower left")
+    axes[0].legend(fontsize=7, loc="lower left", title="one line per N", title_fontsize=7)
     axes[1].axhline(config.reduction_margin, color="grey", ls="--", lw=1, label=f"margin {config.reduction_margin}")
     thr = ctx.metrics.get("tube_ratio_threshold")
     if isinstance(thr, float) and math.isfinite(thr):
         axes[1].axvline(thr, color="red", ls=":", lw=1, label=f"best threshold r* = {thr:.3g}")
     axes[1].set_xlabel("tube ratio σ√d / line spacing")
     axes[1].set_ylabel("accuracy drop acc(0) − acc(σ), seed mean")
-    axes[1].set_title("o/solid: cells where σ = 0 memorises; x/dotted: it does not", fontsize=8)
+    axes[1].set_title("o/solid: cells where σ = 0 memorises; x/dotted, faint: it does not (colours: d)", fontsize=8)
     axes[1].legend(fontsize=7)
     fig.suptitle("Pairing accuracy against the noise tube radius relative to the training-line spacing")
     ctx.figure("accuracy_vs_tube_ratio", fig)
