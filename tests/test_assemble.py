@@ -71,6 +71,9 @@ def test_assembling_into_a_reproduce_folder_adds_it_to_the_report(runs: dict[str
     # the sweep ran quick: the collection, one without memorisation_phase, is made a quick one (a full one refuses
     # it, see the test below)
     index = json.loads((collection / "results.json").read_text())
+    # the published run has memorisation_phase assembled in; this test adds it, so it starts from the run without
+    index["experiments"] = [e for e in index["experiments"] if e["name"] != "memorisation_phase"]
+    shutil.rmtree(collection / "memorisation_phase", ignore_errors=True)
     index["meta"]["mode"] = "quick"
     (collection / "results.json").write_text(json.dumps(index))
     before = index["experiments"]
@@ -100,10 +103,11 @@ def test_a_quick_sweep_is_refused_by_a_full_reproduction_which_stays_untouched(r
     collection = tmp_path / "full"
     shutil.copytree(REPO / "results" / "full", collection)
     before = (collection / "results.json").read_bytes()
+    published = (collection / "memorisation_phase" / "result.json").read_bytes()  # the paper-scale assembly
     with pytest.raises(ConfigError, match="holds a full reproduction but the sweep ran in quick mode"):
         assemble_sweep(runs["sweep"], collection)
     assert (collection / "results.json").read_bytes() == before
-    assert not (collection / "memorisation_phase").exists()
+    assert (collection / "memorisation_phase" / "result.json").read_bytes() == published
 
 
 @pytest.mark.parametrize("text", ["{broken", '{"experiments": []}', '{"meta": {}, "experiments": []}',

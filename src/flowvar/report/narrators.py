@@ -542,15 +542,16 @@ def _cell(key: str) -> str:
 
 def _verdicts_by(pairs: list[tuple[str, Claim]]) -> str:
     """``confirmed at σ = 0.5, untestable at σ = 0.05``: each claim's verdict after its setting, equal verdicts
-    grouped (``refuted at d = 2 and d = 8``)."""
+    grouped (``refuted at d = 2, 4 and 8``)."""
     groups: dict[str, list[str]] = {}
     for where, c in pairs:
         groups.setdefault(c.verdict, []).append(where)
 
-    def places(ws: list[str]) -> str:  # "N = 64 and N = 256" → "N = 64 and 256"
+    def places(ws: list[str]) -> str:  # "N = 16 and N = 64 and N = 256" → "N = 16, 64 and 256"
         heads = {w.split(" = ", 1)[0] for w in ws}
         if len(ws) > 1 and len(heads) == 1 and all(" = " in w for w in ws):
-            return f"{heads.pop()} = " + " and ".join(w.split(" = ", 1)[1] for w in ws)
+            ws = [w.split(" = ", 1)[1] for w in ws]
+            return f"{heads.pop()} = " + (", ".join(ws[:-1]) + " and " + ws[-1])
         return " and ".join(ws)
 
     return ", ".join(f"{v} at {places(ws)}" for v, ws in groups.items())
@@ -761,29 +762,48 @@ def memorisation_phase(result: Result, story: Story) -> None:
     high = float(cfg.get("memorise_accuracy", 0.9))
     chances = sorted({float(v.get("chance", 0)) for v in cells.values()})
     # chance is 1/N per cell: one figure where every cell has the same N, else its range (0.1 % would read as 0 %)
-    chance = (f"chance {pct(chances[0])}" if len(chances) == 1
-              else f"chance 1/N, {num(100 * chances[0])}–{num(100 * chances[-1])} %")
+    chance = f"; chance {pct(chances[0])}" if len(chances) == 1 else ""  # chance 1/N: a grid over N has many
     reduce = sorted(((_sigma_of(c.id, r"memorisation_phase\.sigma([0-9.]+)_reduces_memorisation"), c)
                      for c in claims_matching(result, r"memorisation_phase\.sigma[0-9.]+_reduces_memorisation")),
                     key=lambda sc: sc[0])
     story.paper = (f"the paper (Proposition 2, Remark 2): σ = 0 memorises the training pairs; small noise, σ = "
                    f"{num(cfg.get('focus_sigma', 0.05))}, already restores generalisation")
     found = [f"CFM(σ = 0) reaches a pairing accuracy ≥ {pct(high)} in {sum(a >= high for a in accs.values())} of "
-             f"{len(accs)} (d, N, width) cells (from {pct(min(accs.values()))} to {pct(max(accs.values()))}; "
+             f"{len(accs)} (d, N, width) cells (from {pct(min(accs.values()))} to {pct(max(accs.values()))}"
              f"{chance})"]
+    # σ values whose noise cannot act in the same number of memorising cells share one clause (a full grid has
+    # several such σ; one clause each would bury the finding); it sits where its first σ would
+    out_of_reach: dict[tuple[int, Any], list[float]] = {}
+    pieces: list[str | tuple[int, Any]] = []
     for s, c in reduce:
         reduced: dict[str, dict[str, Any]] = c.evidence.get("reduced") or {}
         measured = (c.precondition or {}).get("measured") or {}
         if reduced:
             key = max(reduced, key=lambda k: reduced[k]["accuracy_sigma0"] - reduced[k]["accuracy_sigma"])
-            found.append(f"σ = {num(s)} lowers it in {len(reduced)} of {c.evidence.get('testable_cells', '?')} "
-                         f"testable cells ({pct(reduced[key]['accuracy_sigma0'])} → "
-                         f"{pct(reduced[key]['accuracy_sigma'])} at {_cell(key)})")
+            pieces.append(f"σ = {num(s)} lowers it in {len(reduced)} of {c.evidence.get('testable_cells', '?')} "
+                          f"testable cells ({pct(reduced[key]['accuracy_sigma0'])} → "
+                          f"{pct(reduced[key]['accuracy_sigma'])} at {_cell(key)})")
         elif c.verdict == "untestable" and measured.get("testable_cells") == 0 and measured.get(
                 "noise_cannot_act_cells"):
-            found.append(f"at σ = {num(s)} even the exact minimiser keeps the pairs in "
-                         f"{len(measured['noise_cannot_act_cells'])} of {measured.get('memorising_cells', '?')} "
-                         f"memorising cells")
+            counts = (len(measured["noise_cannot_act_cells"]), measured.get("memorising_cells", "?"))
+            if counts not in out_of_reach:
+                out_of_reach[counts] = []
+                pieces.append(counts)
+            out_of_reach[counts].append(s)
+    for item in pieces:
+        if isinstance(item, str):
+            found.append(item)
+            continue
+        group = out_of_reach[item]
+        sigmas = [num(s) for s in group]
+        if len(group) > 2 and group == [s for s, _ in reduce][:len(group)]:  # the smallest σ values: "σ ≤ 0.1"
+            listed = f"≤ {sigmas[-1]}"
+        else:
+            listed = "= " + (sigmas[0] if len(sigmas) == 1 else ", ".join(sigmas[:-1]) + " and " + sigmas[-1])
+        share = (f"{item[0]} of {item[1]}" if item[0] != item[1] else "both" if item[0] == 2
+                 else "the one" if item[0] == 1 else f"all {item[0]}")
+        found.append(f"at σ {listed} the exact minimiser keeps the pairs in {share} memorising cell"
+                     + ("" if item[0] == 1 == item[1] else "s"))
     story.found = "; ".join(found)
     verdict = f"Memorisation at σ = 0 is {memo.verdict}"
     if reduce:
