@@ -68,10 +68,9 @@ def test_assembling_into_a_reproduce_folder_adds_it_to_the_report(runs: dict[str
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     collection = tmp_path / "full"
     shutil.copytree(REPO / "results" / "full", collection)
-    # the sweep ran quick: the collection, one without memorisation_phase, is made a quick one (a full one refuses
-    # it, see the test below)
+    # the sweep ran quick: the collection, taken without the memorisation_phase it publishes (this test adds it), is
+    # made a quick one (a full one refuses it, see the test below)
     index = json.loads((collection / "results.json").read_text())
-    # the published run has memorisation_phase assembled in; this test adds it, so it starts from the run without
     index["experiments"] = [e for e in index["experiments"] if e["name"] != "memorisation_phase"]
     shutil.rmtree(collection / "memorisation_phase", ignore_errors=True)
     index["meta"]["mode"] = "quick"

@@ -540,6 +540,11 @@ def _cell(key: str) -> str:
     return ", ".join(part.replace("width=", "width ").replace("=", " = ") for part in key.split(","))
 
 
+def _listing(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def _verdicts_by(pairs: list[tuple[str, Claim]]) -> str:
     """``confirmed at σ = 0.5, untestable at σ = 0.05``: each claim's verdict after its setting, equal verdicts
     grouped (``refuted at d = 2, 4 and 8``)."""
@@ -550,8 +555,7 @@ def _verdicts_by(pairs: list[tuple[str, Claim]]) -> str:
     def places(ws: list[str]) -> str:  # "N = 16 and N = 64 and N = 256" → "N = 16, 64 and 256"
         heads = {w.split(" = ", 1)[0] for w in ws}
         if len(ws) > 1 and len(heads) == 1 and all(" = " in w for w in ws):
-            ws = [w.split(" = ", 1)[1] for w in ws]
-            return f"{heads.pop()} = " + (", ".join(ws[:-1]) + " and " + ws[-1])
+            return f"{heads.pop()} = " + _listing([w.split(" = ", 1)[1] for w in ws])
         return " and ".join(ws)
 
     return ", ".join(f"{v} at {places(ws)}" for v, ws in groups.items())
@@ -761,8 +765,9 @@ def memorisation_phase(result: Result, story: Story) -> None:
     accs = {k: float(v["accuracy"]) for k, v in cells.items()}
     high = float(cfg.get("memorise_accuracy", 0.9))
     chances = sorted({float(v.get("chance", 0)) for v in cells.values()})
-    # chance is 1/N per cell: one figure where every cell has the same N, else its range (0.1 % would read as 0 %)
-    chance = f"; chance {pct(chances[0])}" if len(chances) == 1 else ""  # chance 1/N: a grid over N has many
+    # chance is 1/N per cell: one figure where every cell has the same N; a grid over N has many, and the paragraph
+    # leaves them to the claims' evidence (each cell's chance is there)
+    chance = f"; chance {pct(chances[0])}" if len(chances) == 1 else ""
     reduce = sorted(((_sigma_of(c.id, r"memorisation_phase\.sigma([0-9.]+)_reduces_memorisation"), c)
                      for c in claims_matching(result, r"memorisation_phase\.sigma[0-9.]+_reduces_memorisation")),
                     key=lambda sc: sc[0])
@@ -799,7 +804,7 @@ def memorisation_phase(result: Result, story: Story) -> None:
         if len(group) > 2 and group == [s for s, _ in reduce][:len(group)]:  # the smallest σ values: "σ ≤ 0.1"
             listed = f"≤ {sigmas[-1]}"
         else:
-            listed = "= " + (sigmas[0] if len(sigmas) == 1 else ", ".join(sigmas[:-1]) + " and " + sigmas[-1])
+            listed = "= " + _listing(sigmas)
         share = (f"{item[0]} of {item[1]}" if item[0] != item[1] else "both" if item[0] == 2
                  else "the one" if item[0] == 1 else f"all {item[0]}")
         found.append(f"at σ {listed} the exact minimiser keeps the pairs in {share} memorising cell"
