@@ -165,7 +165,18 @@ def test_region_verdict_rules(synthetic: list[dict[str, Any]]) -> None:
     none = only("d=50,N=16,width=64", "d=2,N=64,width=64")
     assert none["verdict"] == "inconclusive" and math.isnan(none["reduces_fraction"])
     pre = region_precondition(none, 0.05, 0.1)
-    assert not pre.holds and pre.remedy and pre.measured["noise_cannot_act_cells"] == ["d=2,N=64,width=64"]
+    assert not pre.holds and pre.measured["noise_cannot_act_cells"] == ["d=2,N=64,width=64"]
+    # the remedy is read off the grid: here the noise acts in a cell σ = 0 under-fits, so that cell needs training
+    assert pre.measured["noise_acts_not_memorised_cells"] == ["d=50,N=16,width=64"]
+    assert "d=50, N=16, width=64 (σ = 0 accuracy 0.25)" in pre.remedy and "more steps or width" in pre.remedy
+    # several such cells: the one nearest to memorising at σ = 0 comes first
+    closer = _points(50, 64, 64, 0.05, [0.6, 0.7, 0.8], [0.0, 0.0, 0.0])
+    two = region_verdict(reduction_map(synthetic + closer, 0.05, 0.9, 0.1))
+    assert two["noise_acts_not_memorised_cells"] == ["d=50,N=64,width=64", "d=50,N=16,width=64"]
+    # no cell within the noise's reach: the remedy says the grid itself must move, and names no cell
+    out_of_reach = region_precondition(only("d=2,N=64,width=64"), 0.05, 0.1)
+    assert not out_of_reach.holds and out_of_reach.measured["noise_acts_not_memorised_cells"] == []
+    assert "in no cell of this grid" in out_of_reach.remedy and "d=2" not in out_of_reach.remedy
     claim = judge("memorisation_phase.sigma0.05_reduces_memorisation", "s", {"x": 1}, rule="r", kind="reproduction",
                   verdict=none["verdict"], precondition=pre)
     assert claim.verdict == "untestable" and claim.verdict_if_testable == "inconclusive"

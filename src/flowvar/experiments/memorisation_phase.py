@@ -268,7 +268,10 @@ def region_verdict(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     "confirmed" if every one is reduced (its paired comparison confirmed), "refuted" if every one is not reduced
     (its comparison refuted: the data exclude a drop of the margin's size), "inconclusive" otherwise (a partial
     map, inconclusive cells, or no testable cell — then :func:`region_precondition` does not hold). Also returns
-    the cell lists per status, ``testable_cells`` and ``reduces_fraction`` (reduced / testable; NaN without any).
+    the cell lists per status, ``testable_cells``, ``reduces_fraction`` (reduced / testable; NaN without any),
+    ``accuracy_sigma0`` per cell and ``noise_acts_not_memorised_cells``: the cells where the exact minimiser shows
+    the noise acting but the network did not memorise at σ = 0 (where more training would make the claim testable),
+    highest σ = 0 accuracy first.
     """
     groups: dict[str, list[str]] = {s: [] for s in STATUSES}
     for key, cell in cells.items():
@@ -279,22 +282,39 @@ def region_verdict(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"verdict": verdict, "testable_cells": testable,
             "memorising_cells": testable + len(groups["noise_cannot_act"]),
             "reduces_fraction": len(groups["reduced"]) / testable if testable else math.nan,
-            **{f"{s}_cells": groups[s] for s in STATUSES}}
+            **{f"{s}_cells": groups[s] for s in STATUSES},
+            # nearest to memorising first: where more training is likeliest to make the claim testable
+            "noise_acts_not_memorised_cells": sorted((k for k in groups["not_memorised"] if cells[k]["noise_can_act"]),
+                                                     key=lambda k: -cells[k]["accuracy_sigma0"]),
+            "accuracy_sigma0": {k: cells[k]["accuracy_sigma0"] for k in cells}}
 
 
 def region_precondition(verdict: dict[str, Any], sigma: float, margin: float) -> Precondition:
     """"σ reduces memorisation" is testable only in cells where σ = 0 memorises and the exact CFM(σ) minimiser loses
     ≥ ``margin`` accuracy; it needs at least one such cell."""
     holds = verdict["testable_cells"] > 0
+    reachable = verdict.get("noise_acts_not_memorised_cells", [])
+    if holds:
+        remedy = ""
+    elif reachable:  # the grid has cells where the noise acts: σ = 0 has to be trained to memorise there
+        accuracy = verdict.get("accuracy_sigma0", {})
+        shown = ", ".join(f"{c.replace(',', ', ')}" + (f" (σ = 0 accuracy {accuracy[c]:.2f})" if c in accuracy else "")
+                          for c in reachable[:3])
+        more = f" and {len(reachable) - 3} more" if len(reachable) > 3 else ""
+        remedy = (f"CFM(σ = 0) trained to memorisation (more steps or width) in a cell where the exact "
+                  f"CFM(σ = {sigma}) minimiser shows the noise acting but σ = 0 did not memorise, nearest first: "
+                  f"{shown}{more}")
+    else:  # measured: no cell of this grid is within the noise's reach at this σ
+        remedy = (f"cells whose training lines come within about σ√d of each other (larger N or lower d than this "
+                  f"grid's cells where σ = 0 memorises), trained long enough for σ = 0 to memorise there: in no "
+                  f"cell of this grid does the exact CFM(σ = {sigma}) minimiser lose ≥ {margin} pairing accuracy")
     return Precondition(
         f"at least one cell where CFM(σ = 0) memorises (seed mean) and the exact CFM(σ = {sigma}) minimiser itself "
         f"loses ≥ {margin} pairing accuracy (the noise can act at that σ√d against the line spacing)", holds,
         {"testable_cells": verdict["testable_cells"], "memorising_cells": verdict["memorising_cells"],
          "noise_cannot_act_cells": verdict["noise_cannot_act_cells"],
-         "not_memorised_cells": verdict["not_memorised_cells"]},
-        "" if holds else "cells where σ = 0 memorises (more steps or width, or smaller N) and whose training "
-                         "lines come within about σ of each other (larger N or lower d); the two pull in opposite "
-                         "directions, so the full grid is what can reach them")
+         "not_memorised_cells": verdict["not_memorised_cells"], "noise_acts_not_memorised_cells": reachable},
+        remedy)
 
 
 def sigma0_memorises_rule(cells: dict[str, dict[str, Any]], memorise_accuracy: float, fail_accuracy: float,
@@ -368,7 +388,9 @@ def separation_precondition(sep: dict[str, Any], min_per_label: int) -> Precondi
     holds = min(counts.values()) >= min_per_label
     return Precondition(f"≥ {min_per_label} reduced and ≥ {min_per_label} not-reduced (memorising cell, σ) "
                         f"combinations in each half of the cells (one half fits the threshold, the other scores it)",
-                        holds, counts, "" if holds else "a larger grid (more d, N, width and σ values: the full grid) "
+                        holds, counts, "" if holds else "more cells where σ = 0 memorises and the exact minimiser "
+                                                        "shows the noise acting, on both sides of the threshold (more "
+                                                        "d, N, width and σ values; more steps where σ = 0 under-fits), "
                                                         "and enough seeds for the per-cell comparisons to be decisive")
 
 
