@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from audit_checks import importable_module, run_cli
-from flowvar.audit import AdaptedField, Convention, audit, check_conventions, load_model, rules
+from flowvar.audit import AdaptedField, Convention, HeldOutOverlapWarning, audit, check_conventions, load_model, rules
 from flowvar.audit.fit import CandidateScore, candidate_conventions
+from flowvar.audit.sections import half_sample_standard_error
 from flowvar.cli import main
 from flowvar.couplings import FixedPairs, IndependentCoupling
 from flowvar.distributions import StandardNormal
@@ -26,6 +27,8 @@ from flowvar.errors import ConfigError, DataError, ShapeError
 from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
+from flowvar.metrics import nn_train_over_heldout
+from flowvar.models.empirical import EmpiricalField, MemorisingField
 from flowvar.models.mlp import MLPField
 from flowvar.train import TrainConfig, train
 
@@ -155,23 +158,41 @@ def test_pair_recovery_rule(fine: float, coarse: float, want: str) -> None:
     assert rules.pair_recovery_verdict(fine, coarse) == want
 
 
-@pytest.mark.parametrize(("copies", "base", "want"), [
-    (0.5, 0.0, "confirmed"), (0.2, 0.15, "refuted"), (0.08, 0.0, "inconclusive"), (0.0, 0.0, "refuted"),
-    (math.nan, 0.0, "inconclusive"), (0.10, 0.0, "confirmed"),
+@pytest.mark.parametrize(("copies", "m", "base", "m_base", "want"), [
+    (0.5, 1000, 0.0, 1000, "confirmed"), (0.2, 1000, 0.15, 1000, "refuted"), (0.08, 1000, 0.0, 1000, "inconclusive"),
+    (0.0, 1000, 0.0, 1000, "refuted"), (math.nan, 1000, 0.0, 1000, "inconclusive"),
+    (0.10, 10_000, 0.0, 10_000, "confirmed"),
+    # above the threshold on its point estimate, but a 64-item baseline leaves the excess within reach of 0.05
+    (0.34, 500, 0.22, 64, "inconclusive"),
+    # no copies among 20 samples against 10 real items: too few to exclude an excess of 0.10
+    (0.0, 20, 0.0, 10, "inconclusive"), (0.0, 1000, 0.0, 0, "inconclusive"),
 ])
-def test_copying_rule(copies: float, base: float, want: str) -> None:
-    assert rules.copying_verdict(copies, base) == want
+def test_copying_rule(copies: float, m: int, base: float, m_base: int, want: str) -> None:
+    assert rules.copying_verdict(copies, m, base, m_base) == want
 
 
-@pytest.mark.parametrize(("rho", "want"), [(0.2, "confirmed"), (1.0, "refuted"), (0.9, "refuted"),
-                                           (0.8, "inconclusive"), (math.nan, "inconclusive")])
-def test_gap_rule(rho: float, want: str) -> None:
-    assert rules.gap_verdict(rho) == want
+def test_share_standard_error_keeps_an_allowance_at_the_ends() -> None:
+    assert rules.share_standard_error(0.5, 100) == pytest.approx(0.05, rel=0.01)
+    assert rules.share_standard_error(0.0, 100) > 0 and rules.share_standard_error(1.0, 100) > 0
+    assert rules.share_standard_error(0.0, 400) < rules.share_standard_error(0.0, 100)
+    assert math.isnan(rules.share_standard_error(0.3, 0))
+
+
+@pytest.mark.parametrize(("rho", "se", "want"), [
+    (0.2, 0.05, "confirmed"), (1.0, 0.02, "refuted"), (0.9, 0.0, "refuted"), (0.8, 0.0, "inconclusive"),
+    (math.nan, 0.0, "inconclusive"), (0.9, math.nan, "inconclusive"),
+    (0.68, 0.15, "inconclusive"),  # memorising on the point estimate, within sampling error of 0.9
+    (0.95, 0.15, "inconclusive"),  # generalising on the point estimate, within sampling error of 0.75
+])
+def test_gap_rule(rho: float, se: float, want: str) -> None:
+    assert rules.gap_verdict(rho, se) == want
 
 
 @pytest.mark.parametrize(("lam", "nu", "want"), [(0.01, 0.01, "confirmed"), (0.01, 0.5, "inconclusive"),
                                                  (1.0, 1.2, "refuted"), (0.3, 0.3, "inconclusive"),
-                                                 (math.nan, 1.0, "inconclusive")])
+                                                 (math.nan, 1.0, "inconclusive"),
+                                                 # ν unmeasured (no parameters): λ alone can still read generalising
+                                                 (1.0, math.nan, "refuted"), (0.01, math.nan, "inconclusive")])
 def test_gradient_rule(lam: float, nu: float, want: str) -> None:
     assert rules.gradient_verdict(lam, nu) == want
 
@@ -433,6 +454,67 @@ def test_model_trained_on_fresh_independent_pairs_reads_generalising() -> None:
     report = audit(model.eval(), x1, pairs=x0, heldout=heldout, samples=200, grad_samples=16, t_bins=3, seed=1)
     assert report.verdict == "generalising", report.summary()
     assert report.drivers["memorising"] == []
+
+
+def test_copy_baseline_without_heldout_is_the_training_data_left_one_out() -> None:
+    """A field that never saw the data, on low-dimensional data where real items often sit close to each other:
+    without --heldout the copy share is compared with the training items' own (leave one out), not with 0."""
+    g = torch.Generator().manual_seed(3)
+    d = 2
+    problem = GaussianProblem(torch.full((d,), 2.0, dtype=torch.float64), 0.25 * torch.eye(d, dtype=torch.float64))
+    x1 = problem.sample(32, g)
+    report = audit(problem.ot_field(), x1, samples=400, grad_samples=8, t_bins=2, seed=0)
+    copies = next(c for c in report.result.claims if c.id == "audit.copying")
+    e = copies.evidence
+    assert e["copy_fraction"] > 0.1  # the raw share alone would have read memorising
+    assert "leave one out" in e["baseline_source"] and e["n_baseline"] == 32
+    # the baseline is the leave-one-out share, recomputed here from distances
+    dist = torch.cdist(x1, x1).fill_diagonal_(math.inf).sort(1).values[:, :31]
+    want = float((dist[:, 0] / dist.mean(1) < rules.COPY_RATIO).double().mean())
+    assert e["baseline"] == pytest.approx(want)
+    assert copies.verdict != "confirmed" and report.verdict != "memorising", report.summary()
+
+
+def test_half_sample_standard_error_matches_the_spread_of_rho_over_fresh_draws() -> None:
+    """ρ's half-sample standard error against the sd of ρ over 300 independent draws of samples and references
+    from one distribution (what the allowance stands for)."""
+    g = torch.Generator().manual_seed(6)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (torch.randn(200, 4, generator=g, dtype=torch.float64), torch.randn(40, 4, generator=g,
+                dtype=torch.float64), torch.randn(40, 4, generator=g, dtype=torch.float64))
+
+    rhos = [nn_train_over_heldout(*draw()) for _ in range(300)]
+    true_sd = float(np.std(rhos, ddof=1))
+    estimates = [half_sample_standard_error(*draw(), g, rules.GAP_HALF_SAMPLES) for _ in range(20)]
+    assert 0.7 * true_sd < float(np.mean(estimates)) < 1.4 * true_sd, (true_sd, np.mean(estimates))
+
+
+def test_heldout_items_that_are_training_items_are_left_out() -> None:
+    g = torch.Generator().manual_seed(4)
+    x0, x1 = torch.randn(40, 4, generator=g, dtype=torch.float64), torch.randn(40, 4, generator=g,
+                                                                             dtype=torch.float64)
+    held = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    model = EmpiricalField(x0, x1, sigma=0.3)
+    leaked = torch.cat([held[:20], x1[:20]])
+    with pytest.warns(HeldOutOverlapWarning, match="20 of the 40 --heldout items are also --data items"):
+        report = audit(model, x1, pairs=x0, heldout=leaked, samples=100, grad_samples=8, t_bins=2)
+    assert report.result.config["heldout_overlap_removed"] == 20
+    gap = next(c for c in report.result.claims if c.id == "audit.generalisation_gap")
+    assert gap.evidence["m"] == 20  # only the 20 real held-out items are left
+    with pytest.raises(DataError, match="every one of the 40 --heldout items is also a --data item"):
+        audit(model, x1, pairs=x0, heldout=x1.clone(), samples=100)
+
+
+def test_repeated_training_targets_count_as_one_target() -> None:
+    g = torch.Generator().manual_seed(5)
+    unique = torch.randn(20, 4, generator=g, dtype=torch.float64)
+    x1 = unique.repeat(2, 1)  # every target twice
+    x0 = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    report = audit(MemorisingField(x0, x1), x1, pairs=x0, samples=50, grad_samples=8, t_bins=2)
+    pairs = next(c for c in report.result.claims if c.id == "audit.pair_recovery")
+    assert pairs.evidence["fine"]["accuracy_own"] == 1.0 and pairs.verdict == "confirmed"
+    assert pairs.evidence["chance"] == pytest.approx(2 / 40)  # two copies of each partner among 40 targets
 
 
 # --------------------------------------------------------------------------------------------- the command line

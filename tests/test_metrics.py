@@ -260,6 +260,12 @@ def test_pairing_accuracy_matches_loop(gen: torch.Generator) -> None:
     assert perfect.accuracy == 1.0 and bool(perfect.correct.all())
     with pytest.raises(ShapeError, match="partner_index"):
         pairing_accuracy(randn(gen, 60, 3), targets)
+    # repeated targets are one target: an output on its partner's value is correct whichever copy is met first
+    twice = torch.cat([targets[:10], targets[:10]])
+    on_second_copy = pairing_accuracy(twice[10:] + 1e-9, twice, torch.arange(10, 20))
+    assert on_second_copy.accuracy == 1.0
+    # and a different value is still a miss
+    assert pairing_accuracy(twice[:10], twice, (torch.arange(10) + 1) % 10).accuracy == 0.0
     with pytest.raises(DataError, match="outside"):
         pairing_accuracy(xh, targets, torch.full((n,), M))
     with pytest.raises(ShapeError, match="coordinates"):

@@ -528,9 +528,9 @@ def audit_cmd(
     pairs: Annotated[str | None, typer.Option("--pairs", help="The training sources (.npy), row i paired with data "
                                                               "item i: enables pair recovery and the gradient test.")
                      ] = None,
-    heldout: Annotated[str | None, typer.Option("--heldout", help="Data of the same kind never trained on: enables "
-                                                                  "the generalisation gap and the copy baseline.")
-                       ] = None,
+    heldout: Annotated[str | None, typer.Option(
+        "--heldout", help="Data of the same kind never trained on: enables the generalisation gap and gives the copy "
+                          "test its held-out baseline (without it: each training item against the others).")] = None,
     sigma: Annotated[float, typer.Option("--sigma", help="The interpolant noise σ the model was trained with.")] = 0.0,
     convention: Annotated[str | None, typer.Option(
         "--convention", help="How to call the network: xt | tx | cat | diffusers | flow_matching (default: detect).")
@@ -559,9 +559,9 @@ def audit_cmd(
     heldout_conditions: Annotated[str | None, typer.Option(
         "--heldout-conditions", help="The continuous conditions of --heldout: the copy and gap tests then generate "
                                      "under them, the gradient test adds held-out pairs.")] = None,
-    state_key: Annotated[str | None, typer.Option("--state-key", help="Checkpoint entry holding the state_dict "
-                                                                      "(default: the first of ema_model, ema, "
-                                                                      "state_dict, model, net_model ...).")] = None,
+    state_key: Annotated[str | None, typer.Option(
+        "--state-key", help="Checkpoint entry holding the state_dict (default: the first of ema_model, ema, "
+                            "state_dict, model_state_dict, model, net_model, net).")] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Fresh samples to generate.")] = 500,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Fine ODE grid (steps of --method).")] = 100,
     coarse_steps: Annotated[int, typer.Option("--coarse-steps", min=1, help="Coarse ODE grid.")] = 10,

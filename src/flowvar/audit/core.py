@@ -22,6 +22,7 @@ import html
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from flowvar.audit.fit import ConventionCheck, check_conventions
 from flowvar.audit.loading import carried_conditions, load_conditions, load_labelled, load_labels
 from flowvar.audit.sections import Section, copying, endpoints, generalisation_gap, gradient_signal, pair_recovery
 from flowvar.errors import ConfigError, DataError, FlowvarError, ShapeError, check_positive_int, check_sigma
+from flowvar.metrics import as_matrix, nearest_neighbours
 from flowvar.results import Result, atomic_write_bytes, atomic_write_text, judge, judgement_text, staged_folder
 from flowvar.sampling import valid_methods
 
@@ -449,6 +451,19 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
                          f"data of the same kind")
     if train.shape[0] < 2:
         raise ShapeError(f"--data holds {train.shape[0]} item; the audit needs at least 2")
+    overlap = 0
+    if held is not None:
+        keep = ~_in_training_data(held, train)
+        overlap = int((~keep).sum())
+        if overlap == held.shape[0]:
+            raise DataError(f"every one of the {overlap} --heldout items is also a --data item: held-out data must be "
+                            f"items the model never trained on (was the training set passed twice?)")
+        if overlap:  # a held-out item the model trained on would read as a real near-duplicate: leave it out
+            warnings.warn(f"{overlap} of the {held.shape[0]} --heldout items are also --data items; they are left "
+                          f"out of the held-out set (held-out data must be items the model never trained on)",
+                          HeldOutOverlapWarning, stacklevel=2)
+            held = held[keep]
+            held_y = held_y[keep] if held_y is not None else None
     train = train.to(dtype)
     x0_pairs = x0_pairs.to(dtype) if x0_pairs is not None else None
     held = held.to(dtype) if held is not None else None
@@ -503,7 +518,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     for s in sections:
         metrics.update(s.metrics)
     config = {"model": model_source or type(model).__name__, "data": data_desc, "pairs": pairs_desc,
-              "heldout": held_desc, "n_train": train.shape[0], "shape": list(shape), "sigma": sigma,
+              "heldout": held_desc, "heldout_overlap_removed": overlap, "n_train": train.shape[0],
+              "shape": list(shape), "sigma": sigma,
               "convention": check.chosen.to_dict(), "convention_requested": requested is not None,
               "label_arg": str(la) if la is not None else None,
               "labels": cc.labels_text(la is not None), "conditions": cc.conditions_text(la is not None),
@@ -513,7 +529,10 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     notes = ["Readings: confirmed = memorising, refuted = generalising (each claim says 'the model memorises').",
              "Thresholds and their reasoning: docs/audit.md."]
     if held is None:
-        notes.append("No held-out data: the copy baseline is 0 and the generalisation gap is not measured.")
+        notes.append("No held-out data: the copy baseline is each training item against the others (leave one out) "
+                     "and the generalisation gap is not measured.")
+    if overlap:
+        notes.append(f"{overlap} --heldout items were also --data items and were left out of the held-out set.")
     result = Result(experiment="audit", title="Memorisation audit of a trained flow model", config=config,
                     quick=False, claims=claims, metrics=metrics, notes=notes, runtime_s=time_now() - start,
                     device=str(dev))
@@ -545,13 +564,22 @@ def claim_numbers(claim_id: str, evidence: dict[str, Any]) -> str:
                 + ("; the grids disagree" if e.get("grids_disagree") else ""))
     if claim_id == "audit.copying":
         held = e.get("heldout_copy_fraction")
+        if _num(held) != "–":
+            real = f"held-out real data {_num(held, '.1%')}"
+        elif _num(e.get("baseline")) != "–" and "leave one out" in str(e.get("baseline_source", "")):
+            real = f"real data (training items against the others) {_num(e.get('baseline'), '.1%')}"
+        else:
+            real = "held-out real data not given"
+        se = e.get("excess_standard_error")
         return (f"{_num(e.get('copy_fraction'), '.1%')} of {e.get('n_samples', '–')} fresh samples copy a training "
-                f"item (d1/mean(d1..d{e.get('k', '–')}) < {_num(rules.COPY_RATIO, '.2f')}); held-out real data "
-                + ("not given" if _num(held) == "–" else _num(held, ".1%")))
+                f"item (d1/mean(d1..d{e.get('k', '–')}) < {_num(rules.COPY_RATIO, '.2f')}); {real}"
+                + (f"; excess ± se {_num(e.get('excess'), '+.1%')} ± {_num(se, '.1%')}" if _num(se) != "–" else ""))
     if claim_id == "audit.generalisation_gap":
         if "nn_ratio" not in e:
             return "not measured: no held-out data"
-        return (f"ρ = {_num(e.get('nn_ratio'), '.2f')} (nearest-neighbour medians to {e.get('m', '–')} training vs "
+        se = e.get("nn_ratio_standard_error")
+        return (f"ρ = {_num(e.get('nn_ratio'), '.2f')}" + (f" ± {_num(se, '.2f')}" if _num(se) != "–" else "")
+                + f" (nearest-neighbour medians to {e.get('m', '–')} training vs "
                 f"held-out items); MMD² to training {_num(e.get('mmd2_to_train'))}, to held-out "
                 f"{_num(e.get('mmd2_to_heldout'))}")
     if claim_id == "audit.gradient_signal":
@@ -586,6 +614,18 @@ def time_now() -> float:
     return time.perf_counter()
 
 
+class HeldOutOverlapWarning(UserWarning):
+    """Some --heldout items are also training items; the audit leaves them out of the held-out set."""
+
+
+def _in_training_data(held: Tensor, train: Tensor) -> Tensor:
+    """(H,) bool: held-out items equal to a training item up to float rounding (nearest distance ≤ 1e-6 × the
+    training data's RMS norm), found in blocks."""
+    d, _ = nearest_neighbours(as_matrix("--heldout", held), as_matrix("--data", train), 1)
+    scale = float(as_matrix("--data", train).pow(2).sum(1).mean().sqrt())
+    return d[:, 0] <= 1e-6 * max(scale, 1e-12)
+
+
 def _side(shape: tuple[int, ...]) -> int | None:
     return shape[-1] if len(shape) == 3 else None
 
@@ -604,5 +644,5 @@ def thresholds() -> dict[str, float]:
     return out
 
 
-__all__ = ["READING", "TEST_NAMES", "AuditReport", "audit", "check_audit_folder", "claim_numbers", "saved_summary",
-           "thresholds", "time_now"]
+__all__ = ["READING", "TEST_NAMES", "AuditReport", "HeldOutOverlapWarning", "audit", "check_audit_folder",
+           "claim_numbers", "saved_summary", "thresholds", "time_now"]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from flowvar.results import Verdict
-from flowvar.rules import above, below
+from flowvar.rules import above
 
 Overall = Literal["memorising", "generalising", "mixed", "cannot tell"]
 OVERALL: tuple[str, ...] = ("memorising", "generalising", "mixed", "cannot tell")
@@ -31,8 +31,14 @@ PAIR_MIN_OFF_OT_SHARE = 0.2
 #: determines its item (super-resolution, a unique caption per image) and pair recovery cannot tell: untestable.
 PAIR_MAX_CONDITION_BASELINE = 0.5
 
+#: The one-sided normal quantile of the sampling allowances below (95 %): a memorising (generalising) reading needs
+#: its statistic to clear the generalising (memorising) threshold by this many standard errors, so that a borderline
+#: reading from one draw of samples and references is inconclusive rather than a coin flip between seeds.
+ALLOWANCE_Z = 1.645
+
 # ---- 2. copying: a generated sample is a copy when d1 / mean(d1..dk) < COPY_RATIO (k nearest training items,
-# k = min(COPY_K, N)); the excess share of copies over that of held-out real data (0 without held-out data) decides.
+# k = min(COPY_K, N)); the excess share of copies over that of real data decides — held-out items against the
+# training set, or without held-out data each training item against the others (leave one out).
 COPY_RATIO = 1.0 / 3.0
 COPY_K = 50
 COPY_MEMORISE = 0.10
@@ -41,7 +47,8 @@ COPY_MIN_TRAIN = 5
 COPY_MIN_SAMPLES = 20
 
 # ---- 3. generalisation gap: ρ = median NN distance of generated samples to (a subset of) the training data over
-# that to equally many held-out items.
+# that to equally many held-out items; its standard error from half-samples (GAP_HALF_SAMPLES of them).
+GAP_HALF_SAMPLES = 50
 GAP_MEMORISE = 0.75
 GAP_GENERALISE = 0.9
 GAP_MIN_HELDOUT = 20
@@ -63,30 +70,53 @@ def pair_recovery_verdict(score_fine: float, score_coarse: float) -> Verdict:
     return fine if fine == coarse else "inconclusive"
 
 
-def copying_verdict(copy_fraction: float, baseline_fraction: float) -> Verdict:
-    """Memorising if the share of generated copies exceeds the held-out baseline by ≥ COPY_MEMORISE, generalising if
-    by ≤ COPY_GENERALISE, inconclusive in between (NaN: inconclusive, nothing measured)."""
+def share_standard_error(share: float, n: int) -> float:
+    """Standard error of a share measured on ``n`` items, from the share shrunk towards ½ by one success and one
+    failure ((k + 1)/(n + 2)), so that a share of 0 or 1 keeps a non-zero allowance."""
+    if n <= 0 or math.isnan(share):
+        return math.nan
+    shrunk = (share * n + 1.0) / (n + 2.0)
+    return math.sqrt(shrunk * (1.0 - shrunk) / n)
+
+
+def copying_verdict(copy_fraction: float, n_samples: int, baseline_fraction: float, n_baseline: int) -> Verdict:
+    """excess = copy share − baseline share, se = √(se_copy² + se_baseline²) (:func:`share_standard_error`, each
+    share over its own count). Memorising if excess ≥ COPY_MEMORISE and excess − z·se > COPY_GENERALISE;
+    generalising if excess ≤ COPY_GENERALISE and excess + z·se < COPY_MEMORISE (z = ALLOWANCE_Z); inconclusive
+    otherwise, or when a share is NaN."""
     excess = copy_fraction - baseline_fraction
-    if math.isnan(excess):
+    se = math.hypot(share_standard_error(copy_fraction, n_samples), share_standard_error(baseline_fraction,
+                                                                                        n_baseline))
+    if math.isnan(excess) or math.isnan(se):
         return "inconclusive"
-    return above(excess, confirm_above=COPY_MEMORISE - 1e-12, refute_below=COPY_GENERALISE + 1e-12)
+    if excess >= COPY_MEMORISE - 1e-12 and excess - ALLOWANCE_Z * se > COPY_GENERALISE:
+        return "confirmed"
+    if excess <= COPY_GENERALISE + 1e-12 and excess + ALLOWANCE_Z * se < COPY_MEMORISE:
+        return "refuted"
+    return "inconclusive"
 
 
-def gap_verdict(nn_ratio: float) -> Verdict:
-    """Memorising if ρ < GAP_MEMORISE (generated samples sit much nearer the training data than unseen data),
-    generalising if ρ ≥ GAP_GENERALISE, inconclusive in between or NaN."""
-    if math.isnan(nn_ratio):
+def gap_verdict(nn_ratio: float, standard_error: float = 0.0) -> Verdict:
+    """Memorising if ρ < GAP_MEMORISE and ρ + z·se < GAP_GENERALISE (generated samples sit much nearer the training
+    data than unseen data, beyond sampling error); generalising if ρ ≥ GAP_GENERALISE and ρ − z·se ≥ GAP_MEMORISE
+    (z = ALLOWANCE_Z; ``standard_error`` of ρ from half-samples); inconclusive in between or NaN."""
+    if math.isnan(nn_ratio) or math.isnan(standard_error):
         return "inconclusive"
-    return below(nn_ratio, confirm_below=GAP_MEMORISE, refute_above=GAP_GENERALISE - 1e-12)
+    if nn_ratio < GAP_MEMORISE and nn_ratio + ALLOWANCE_Z * standard_error < GAP_GENERALISE:
+        return "confirmed"
+    if nn_ratio >= GAP_GENERALISE - 1e-12 and nn_ratio - ALLOWANCE_Z * standard_error >= GAP_MEMORISE:
+        return "refuted"
+    return "inconclusive"
 
 
 def gradient_verdict(loss_ratio: float, variance_ratio: float) -> Verdict:
     """Prop 2's signature: memorising if both λ and ν are below GRAD_MEMORISE (near-zero loss and gradient variance on
     the training pairs at σ = 0, relative to fresh pairs), generalising if λ ≥ GRAD_GENERALISE (training pairs are
-    fitted no better than fresh ones, up to a factor 2), inconclusive otherwise or NaN."""
-    if math.isnan(loss_ratio) or math.isnan(variance_ratio):
+    fitted no better than fresh ones, up to a factor 2), inconclusive otherwise. A NaN λ is inconclusive; a NaN ν
+    (e.g. a model without trainable parameters) only blocks the memorising reading, which needs it."""
+    if math.isnan(loss_ratio):
         return "inconclusive"
-    if loss_ratio < GRAD_MEMORISE and variance_ratio < GRAD_MEMORISE:
+    if loss_ratio < GRAD_MEMORISE and not math.isnan(variance_ratio) and variance_ratio < GRAD_MEMORISE:
         return "confirmed"
     return "refuted" if loss_ratio >= GRAD_GENERALISE else "inconclusive"
 
@@ -127,8 +157,8 @@ def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], li
     return "cannot tell", mem, gen
 
 
-__all__ = ["COPY_GENERALISE", "COPY_K", "COPY_MEMORISE", "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO",
-           "FAMILIES", "GAP_GENERALISE", "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE",
-           "GRID_DISAGREE", "OVERALL", "PAIR_GENERALISE", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT",
-           "PAIR_MIN_OFF_OT_SHARE", "copying_verdict", "family_verdict", "gap_verdict", "gradient_verdict",
-           "overall_verdict", "pair_recovery_verdict"]
+__all__ = ["ALLOWANCE_Z", "COPY_GENERALISE", "COPY_K", "COPY_MEMORISE", "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN",
+           "COPY_RATIO", "FAMILIES", "GAP_GENERALISE", "GAP_HALF_SAMPLES", "GAP_MEMORISE", "GAP_MIN_HELDOUT",
+           "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE", "OVERALL", "PAIR_GENERALISE", "PAIR_MEMORISE",
+           "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "copying_verdict", "family_verdict", "gap_verdict",
+           "gradient_verdict", "overall_verdict", "pair_recovery_verdict", "share_standard_error"]

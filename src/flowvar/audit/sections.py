@@ -24,7 +24,6 @@ from flowvar.audit.adapters import AdaptedField, Conditioned, PackedLabels, pack
 from flowvar.metrics import (
     as_matrix,
     median_heuristic,
-    memorisation_score,
     mmd2,
     nearest_neighbours,
     nn_distance_ratio,
@@ -103,7 +102,8 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
 
     a_own = (1/N) Σ 1[argmin_j ‖x̂1_i − x1_j‖ = i]; a_ot likewise with the exact-OT partner σ(i) of x0_i
     (:func:`flowvar.ot.exact_ot_permutation`); the rule uses the pairs with σ(i) ≠ i and their memorisation score
-    m = (a − 1/N)/(1 − 1/N) (:func:`flowvar.metrics.memorisation_score`).
+    m = (a − c)/(1 − c) with chance c = 1/N (:func:`flowvar.metrics.memorisation_score`; with repeated targets,
+    which count as one target, c = the mean over the scored pairs of the share of targets equal to the partner).
 
     With class ``labels`` (N,) (a class-conditional model, integrated under each source's label) everything is
     within the class: the nearest target among the N_c items of class c, the class-wise exact-OT partner (what a
@@ -125,12 +125,17 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     for rows in groups:  # the (class-wise) exact-OT partner of every source
         local = exact_ot_permutation(x0[rows].detach().cpu().double(), x1c[rows].double()).cpu()
         perm[rows] = rows[local]
-    off = perm != torch.arange(n)
+    # value-wise: with repeated targets, OT may pick another copy of a source's own partner, which is still its own
+    off = ~(x1c[perm] == x1c).flatten(1).all(1)
     n_off = int(off.sum())
-    class_size = torch.empty(n)
+    class_size, copies = torch.empty(n), torch.empty(n)
     for rows in groups:
         class_size[rows] = float(rows.numel())
-    chance = float((1.0 / class_size[off]).mean()) if n_off else 1.0 / n
+        _, which, counts = torch.unique(x1c[rows].flatten(1), dim=0, return_inverse=True, return_counts=True)
+        copies[rows] = counts[which].to(copies.dtype)  # how many targets of the class share this one's value
+    # chance that the nearest target is the own partner's value: its copies over the class size (1/N_c without
+    # repeats)
+    chance = float((copies[off] / class_size[off]).mean()) if n_off else 1.0 / n
     fresh = None
     if continuous:  # fresh noise, one per training item, under that item's condition: the condition's own pull
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -154,9 +159,7 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
             grid_chance = max(1.0 / n, baseline) if n_off else 1.0 / n
             score = (acc_off - grid_chance) / (1.0 - grid_chance) if n_off and grid_chance < 1 else math.nan
             extra = {"condition_baseline": baseline, "chance": grid_chance}
-        elif labels is None:
-            score = memorisation_score(acc_off, n) if n_off and n >= 2 else math.nan
-        else:  # memorisation_score's (a − chance)/(1 − chance), with the class-wise chance
+        else:  # memorisation_score's (a − chance)/(1 − chance), with the class-wise chance (and repeated targets)
             score = (acc_off - chance) / (1.0 - chance) if n_off and chance < 1 else math.nan
         grids[name] = {"steps": k, "accuracy_own": float(own_correct.double().mean()),
                        "accuracy_ot": float(ot_correct.double().mean()), "accuracy_own_off_ot": acc_off,
@@ -186,7 +189,7 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     pre = Precondition(pre_text, pre_ok, pre_values, pre_fix)
     score_rule = ("(a − c)/(1 − c), c = max(1/N, share of fresh noise under the item's own condition ending "
                   "nearest the item)," if continuous else "(a − 1/N)/(1 − 1/N)")
-    evidence = {"n_pairs": n, "chance": 1.0 / n if labels is None else chance, "method": method, "fine": fine,
+    evidence = {"n_pairs": n, "chance": chance, "method": method, "fine": fine,
                 "coarse": coarse, "grids_disagree": disagree, "n_off_ot": n_off,
                 "class_conditional": labels is not None and not continuous,
                 "n_classes": len(groups) if labels is not None and not continuous else None,
@@ -241,9 +244,20 @@ def knn_ratio(x: Tensor, train: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]
     return r, d[:, 0], idx[:, 0]
 
 
+def leave_one_out_ratio(train: Tensor, k: int) -> Tensor:
+    """:func:`knn_ratio` of each training item against the other N − 1 (its own zero distance left out): how often
+    real data has a near-duplicate among the rest of the training set, the copy baseline without held-out data.
+    ``k`` ≤ N − 1. (N,)."""
+    d, _ = nearest_neighbours(as_matrix("training data", train), as_matrix("training data", train), k + 1)
+    rest = d[:, 1:]  # the first is the item itself (or an exact duplicate: one zero is left out either way)
+    mean = rest.mean(1)
+    return torch.where(mean > 0, rest[:, 0] / mean.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(mean))
+
+
 def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditioned_on: str = "") -> Section:
     """Share of fresh samples that copy a training item: r_i < COPY_RATIO (:func:`knn_ratio`), against the same
-    share for held-out real data (the data set's own near-duplicates); the NN1/NN2 ratio test
+    share for real data (the data set's own near-duplicates): held-out items against the training set, or without
+    held-out data each training item against the others (:func:`leave_one_out_ratio`); the NN1/NN2 ratio test
     (:func:`flowvar.metrics.nn_distance_ratio`) is reported beside it. ``conditioned_on``: for a model with
     continuous conditions, under which the samples were generated ("training conditions" / "held-out
     conditions"; recorded and said in the text)."""
@@ -251,14 +265,20 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditione
     k = min(rules.COPY_K, n)
     r, _, nn_idx = knn_ratio(generated, train, k)
     copy_fraction = float((r < rules.COPY_RATIO).double().mean())
-    base = math.nan
-    r_h = None
     if heldout is not None:
         r_h = knn_ratio(heldout, train, k)[0]
-        base = float((r_h < rules.COPY_RATIO).double().mean())
+        source = "held-out items"
+    else:
+        r_h = leave_one_out_ratio(train, min(rules.COPY_K, n - 1)) if n >= 2 else torch.empty(0)
+        source = "training items, each against the others (leave one out; no --heldout)"
+    base = float((r_h < rules.COPY_RATIO).double().mean()) if r_h.numel() else math.nan
     nn12 = nn_distance_ratio(generated, train, rules.COPY_RATIO) if n >= 2 else None
     evidence = {"n_samples": m, "n_train": n, "k": k, "copy_fraction": copy_fraction,
-                "heldout_copy_fraction": base, "baseline": 0.0 if math.isnan(base) else base,
+                "heldout_copy_fraction": base if heldout is not None else math.nan, "baseline": base,
+                "baseline_source": source, "n_baseline": int(r_h.numel()),
+                "excess": copy_fraction - base,
+                "excess_standard_error": math.hypot(rules.share_standard_error(copy_fraction, m),
+                                                    rules.share_standard_error(base, int(r_h.numel()))),
                 "ratio.median": float(r.median()),
                 "nn1_nn2_copy_fraction": nn12.fraction_below if nn12 is not None else math.nan}
     if conditioned_on:
@@ -266,25 +286,31 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditione
     pre = Precondition(f"at least {rules.COPY_MIN_TRAIN} training items and {rules.COPY_MIN_SAMPLES} generated samples",
                        n >= rules.COPY_MIN_TRAIN and m >= rules.COPY_MIN_SAMPLES, {"n_train": n, "n_samples": m},
                        "pass more training data or raise --samples")
+    z = rules.ALLOWANCE_Z
     claim = judge("audit.copying", "Fresh samples copy training items (nearest-neighbour distance ratio test)",
                   evidence, kind="finding",
-                  verdict=rules.copying_verdict(copy_fraction, evidence["baseline"]), precondition=pre,
+                  verdict=rules.copying_verdict(copy_fraction, m, base, int(r_h.numel())), precondition=pre,
                   rule=f"copy: d1/mean(d1..d{k}) < {rules.COPY_RATIO:.3g}; excess = share of copies − share among "
-                       f"held-out items (0 without --heldout): memorising if ≥ {rules.COPY_MEMORISE}, generalising if "
-                       f"≤ {rules.COPY_GENERALISE}, else inconclusive",
-                  min_effect=f"{rules.COPY_MEMORISE:.0%} more copies than held-out real data shows",
-                  replicates=f"none: {m} fresh samples from one seed")
+                       f"real items (held-out items, or without --heldout each training item against the others), "
+                       f"se from both shares: memorising if excess ≥ {rules.COPY_MEMORISE} and excess − {z}·se > "
+                       f"{rules.COPY_GENERALISE}, generalising if excess ≤ {rules.COPY_GENERALISE} and excess + "
+                       f"{z}·se < {rules.COPY_MEMORISE}, else inconclusive",
+                  min_effect=f"{rules.COPY_MEMORISE:.0%} more copies than real data shows",
+                  replicates=f"none: {m} fresh samples from one seed (the sampling error of both shares is allowed "
+                             f"for)")
+    held_text = (f"; held-out real data: {base:.1%}" if heldout is not None else
+                 f"; real data (each training item against the others, no held-out data given): {base:.1%}")
     text = (f"{copy_fraction:.1%} of {m} fresh samples are copies (nearest training item closer than "
-            f"{rules.COPY_RATIO:.2f} × the mean of its {k} nearest)"
-            + (f"; held-out real data: {base:.1%}." if r_h is not None else "; no held-out data to compare with.")
-            + _under(conditioned_on))
+            f"{rules.COPY_RATIO:.2f} × the mean of its {k} nearest){held_text} (excess "
+            f"{copy_fraction - base:+.1%} ± {evidence['excess_standard_error']:.1%})." + _under(conditioned_on))
     plt = _plt()
     figures: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     bins = np.linspace(0, 1.05, 43)
     ax.hist(r.numpy(), bins=bins, alpha=0.6, density=True, label="generated")
-    if r_h is not None:
-        ax.hist(r_h.numpy(), bins=bins, alpha=0.6, density=True, label="held-out")
+    if r_h.numel():
+        ax.hist(r_h.numpy(), bins=bins, alpha=0.6, density=True,
+                label="held-out" if heldout is not None else "training, leave one out")
     ax.axvline(rules.COPY_RATIO, color="k", ls="--", lw=1, label="copy threshold")
     ax.set_xlabel(f"d1 / mean(d1..d{k}) to the training data")
     ax.set_ylabel("density (histogram)")
@@ -334,6 +360,33 @@ def image_grid_png(images: Tensor, nrow: int) -> bytes:
 # --------------------------------------------------------------------------------------------- 3. generalisation gap
 
 
+def half_sample_standard_error(generated: Tensor, train: Tensor, heldout: Tensor, generator: torch.Generator,
+                               reps: int) -> float:
+    """Standard error of ρ = :func:`flowvar.metrics.nn_train_over_heldout` (samples (S, *shape), ``train`` and
+    ``heldout`` (m, *shape)) by half-sampling: the sd of ρ over ``reps`` draws of half the samples, half the training
+    items and half the held-out items, without replacement. For a mean, Var(half − full) = σ²(2/n − 1/n) = Var(full),
+    so the spread of half-sample estimates stands for that of the full one (no duplicates, unlike a bootstrap,
+    which would shrink nearest-neighbour distances). NaN with fewer than 2 items per half."""
+    s, m = generated.shape[0], train.shape[0]
+    if s < 4 or m < 4:
+        return math.nan
+    x, tr, ho = as_matrix("samples", generated), as_matrix("train", train), as_matrix("heldout", heldout)
+    d_tr = torch.cdist(x, tr) if s * m <= 4_000_000 else None  # distances once when they fit, else per draw
+    d_ho = torch.cdist(x, ho) if d_tr is not None else None
+    values = []
+    for _ in range(reps):
+        rows = torch.randperm(s, generator=generator)[: s // 2]
+        cols_tr = torch.randperm(m, generator=generator)[: m // 2]
+        cols_ho = torch.randperm(m, generator=generator)[: m // 2]
+        if d_tr is not None and d_ho is not None:
+            num = d_tr[rows][:, cols_tr].min(1).values.median()
+            den = d_ho[rows][:, cols_ho].min(1).values.median()
+            values.append(float(num / den) if den > 0 else math.nan)
+        else:
+            values.append(nn_train_over_heldout(x[rows], tr[cols_tr], ho[cols_ho]))
+    return float(np.std(values, ddof=1))
+
+
 def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None, generator: torch.Generator,
                        conditioned_on: str = "") -> Section:
     """Are fresh samples nearer the training data than unseen data? ρ = median NN distance to m training items over
@@ -351,11 +404,15 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
     tr = train[torch.randperm(train.shape[0], generator=generator)[:m]]
     ho = heldout[torch.randperm(heldout.shape[0], generator=generator)[:m]]
     rho = nn_train_over_heldout(generated, tr, ho)
+    # its own stream, derived from the audit's seed: the draws of the tests after this one stay as they were
+    halves = torch.Generator().manual_seed(generator.initial_seed() ^ 0x4A1F)
+    rho_se = half_sample_standard_error(generated, tr, ho, halves, rules.GAP_HALF_SAMPLES)
     h = median_heuristic(heldout)
     mmd_train = mmd2(generated, tr, bandwidth=h).mmd2
     mmd_held = mmd2(generated, ho, bandwidth=h).mmd2
     mmd_data = mmd2(tr, ho, bandwidth=h).mmd2 if m >= 2 else math.nan
-    evidence = {"nn_ratio": rho, "m": m, "n_samples": generated.shape[0], "bandwidth": h,
+    evidence = {"nn_ratio": rho, "nn_ratio_standard_error": rho_se, "m": m, "n_samples": generated.shape[0],
+                "bandwidth": h,
                 "mmd2_to_train": mmd_train, "mmd2_to_heldout": mmd_held, "mmd2_gap": mmd_held - mmd_train,
                 "mmd2_train_vs_heldout": mmd_data}
     if conditioned_on:
@@ -363,13 +420,18 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
     pre = Precondition(f"at least {rules.GAP_MIN_HELDOUT} held-out items", m >= rules.GAP_MIN_HELDOUT,
                        {"m": m}, f"pass at least {rules.GAP_MIN_HELDOUT} held-out items")
     claim = judge("audit.generalisation_gap", "Fresh samples sit nearer the training data than unseen data",
-                  evidence, kind="finding", verdict=rules.gap_verdict(rho), precondition=pre,
-                  rule=f"ρ = median NN distance to {m} training items / to {m} held-out items: memorising if ρ < "
-                       f"{rules.GAP_MEMORISE}, generalising if ρ ≥ {rules.GAP_GENERALISE}, else inconclusive",
+                  evidence, kind="finding", verdict=rules.gap_verdict(rho, rho_se), precondition=pre,
+                  rule=f"ρ = median NN distance to {m} training items / to {m} held-out items, se from "
+                       f"{rules.GAP_HALF_SAMPLES} half-samples of the samples and both references: memorising if ρ < "
+                       f"{rules.GAP_MEMORISE} and ρ + {rules.ALLOWANCE_Z}·se < {rules.GAP_GENERALISE}, generalising "
+                       f"if ρ ≥ {rules.GAP_GENERALISE} and ρ − {rules.ALLOWANCE_Z}·se ≥ {rules.GAP_MEMORISE}, else "
+                       f"inconclusive",
                   min_effect=f"ρ < {rules.GAP_MEMORISE}: samples a quarter nearer the training data",
-                  replicates=f"none: {generated.shape[0]} fresh samples, one random subset of each reference")
-    text = (f"Fresh samples are {rho:.2f}× as far from the training data as from held-out data (nearest-neighbour "
-            f"medians, {m} items each); MMD² to training {mmd_train:.3g}, to held-out {mmd_held:.3g} "
+                  replicates=f"none: {generated.shape[0]} fresh samples, one random subset of each reference (their "
+                             f"sampling error is allowed for)")
+    text = (f"Fresh samples are {rho:.2f}× (± {rho_se:.2f}) as far from the training data as from held-out data "
+            f"(nearest-neighbour medians, {m} items each); MMD² to training {mmd_train:.3g}, to held-out "
+            f"{mmd_held:.3g} "
             f"(training vs held-out data: {mmd_data:.3g})." + _under(conditioned_on))
     plt = _plt()
     d_tr = nearest_neighbours(as_matrix("x", generated), as_matrix("t", tr), 1)[0][:, 0].numpy()

@@ -130,8 +130,9 @@ def pairing_accuracy(x_hat: Tensor, targets: Tensor, partner_index: Tensor | Non
     """Fraction of outputs whose nearest candidate target is their own partner (PAPER.md §5 item 6).
 
     ``x_hat``: (n, *shape); ``targets``: (M, *shape) candidates; ``partner_index``: (n,) long in [0, M),
-    default row i (then M >= n). accuracy = (1/n) Σ_i 1[argmin_j ‖x̂_i − targets_j‖ = partner_index_i].
-    Searched in chunk × chunk blocks (:func:`nearest_neighbours`).
+    default row i (then M >= n). accuracy = (1/n) Σ_i 1[targets_{argmin_j ‖x̂_i − targets_j‖} = targets_{partner_i}]:
+    the nearest target is the partner, or an exact duplicate of it (a data set with repeated items has one target
+    per value, whichever copy the search meets first). Searched in chunk × chunk blocks (:func:`nearest_neighbours`).
     """
     xh = as_matrix("x_hat", x_hat)
     tg = as_matrix("targets", targets)
@@ -152,6 +153,9 @@ def pairing_accuracy(x_hat: Tensor, targets: Tensor, partner_index: Tensor | Non
     _, idx = nearest_neighbours(xh, tg, 1, chunk)
     nearest = idx[:, 0]
     correct = nearest == partner
+    miss = ~correct
+    if bool(miss.any()):  # a duplicate of the partner met first is the same target
+        correct[miss] = (tg[nearest[miss]] == tg[partner[miss]]).all(1)
     return PairingAccuracy(accuracy=float(correct.double().mean()), nearest=nearest, correct=correct)
 
 
