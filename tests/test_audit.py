@@ -613,6 +613,14 @@ def test_cli_bad_inputs_are_one_line_and_write_nothing(memorised_files: dict, ne
     code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--convention", "yx", *base],
                            capsys)
     assert_error(code, err, out, "unknown calling convention 'yx'")
+    for device, says in (("bogus", "unknown device 'bogus'"), ("meta", "the meta device holds no data")):
+        code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", f["ckpt"], "--device", device, *base],
+                               capsys)
+        assert_error(code, err, out, says)
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(3, 3)), str(scripted))
+    code, _, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", str(scripted), *base], capsys)
+    assert_error(code, err, out, "is a TorchScript file", "without --model")
 
 
 def test_whole_model_files_load(memorised: dict, tmp_path: Path) -> None:

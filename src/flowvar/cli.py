@@ -575,8 +575,9 @@ def audit_cmd(
                           ] = None,
     channels: Annotated[int | None, typer.Option("--channels", help="Image folders: 1 (grey) or 3 (RGB).")] = None,
     value_range: Annotated[str | None, typer.Option(
-        "--value-range", help="LO,HI: the pixel scale of .npy/.npz images, mapped to [-1, 1] (e.g. 0,65535 for "
-                              "16-bit images, which are refused without it).")] = None,
+        "--value-range", help="LO,HI: the value scale of .npy/.npz data (images, or vectors), mapped to [-1, 1] "
+                              "(e.g. 0,65535 for 16-bit images, which are refused without it; uint8 data map "
+                              "0..255 without it).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw of the audit.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
                       ] = "auto",

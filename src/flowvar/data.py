@@ -556,13 +556,14 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     """A user's ``.npy`` array: (N, H, W) grey images, (N, C, H, W) images, or (N, d) vectors; or an ``.npz`` file
     holding such an array and, optionally, its (N,) integer class labels (:func:`npz_arrays` names the keys).
 
-    Values: ``uint8`` arrays map [0, 255] to [−1, 1]; ``value_range=(lo, hi)`` maps [lo, hi] linearly to
-    [−1, 1] (DataError if values fall outside); float arrays are used as given (assumed already scaled; float
+    Values: ``uint8`` arrays, images or vectors (flattened 8-bit pixels), map [0, 255] to [−1, 1];
+    ``value_range=(lo, hi)`` maps [lo, hi] linearly to [−1, 1], images or vectors (DataError if values fall
+    outside); float arrays are used as given (assumed already scaled; float
     images with values in [0, > 2] get a warning, as they are most often unscaled 0..255 pixels). Images of any
     other integer or bool dtype (uint16, int64, ...) have no known pixel scale: DataError asking for
-    ``value_range`` or a uint8 / float32 file. Integer (N, d) vectors are used as given. Channels-last arrays
-    (N, H, W, 1|3|4) are refused with the transpose that fixes them; NaN/Inf, object (pickled) arrays and
-    truncated files are refused.
+    ``value_range`` or a uint8 / float32 file. Integer (N, d) vectors other than uint8 are used as given.
+    Channels-last arrays (N, H, W, 1|3|4) are refused with the transpose that fixes them; NaN/Inf, object
+    (pickled) arrays and truncated files are refused.
     ``resolution``: resize images (largest central square, antialiased bilinear); None keeps their size.
     ``channels``: 1 or 3 to convert grey↔RGB (RGB → grey by ITU-R 601-2 luma); None keeps C.
     """

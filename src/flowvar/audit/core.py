@@ -424,7 +424,12 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     if requested is None and (time is not None or time_scale is not None):
         raise ConfigError("--time and --time-scale refine a --convention; pass --convention too (or neither to detect "
                           "the convention)")
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    try:
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"unknown device {device!r} ({error}); pass auto, cpu, cuda or cuda:N") from None
+    if dev.type == "meta":
+        raise ConfigError("the meta device holds no data, so nothing can be measured on it; pass auto, cpu or cuda")
     try:
         model = model.to(dev)
     except Exception as error:
@@ -464,6 +469,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
                           HeldOutOverlapWarning, stacklevel=2)
             held = held[keep]
             held_y = held_y[keep] if held_y is not None else None
+    # the data-only measurements (nearest neighbours, copy shares, ρ, MMD) keep the data's own precision; the model
+    # is called in its dtype (a bf16 model would otherwise round the real data its samples are compared with)
+    train_exact, held_exact = train, held
     train = train.to(dtype)
     x0_pairs = x0_pairs.to(dtype) if x0_pairs is not None else None
     held = held.to(dtype) if held is not None else None
@@ -478,7 +486,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
 
     sections: list[Section] = []
     if x0_pairs is not None:
-        sections.append(pair_recovery(field_, x0_pairs, train, method=method, steps=steps,
+        sections.append(pair_recovery(field_, x0_pairs, train_exact, method=method, steps=steps,
                                       coarse_steps=coarse_steps, labels=cond, generator=gen))
     noise = torch.randn((samples, *shape), generator=gen, dtype=dtype)
     # fresh samples of a conditional model: each under the label of a random training item (the training classes'
@@ -494,8 +502,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         fresh_labels = cond[torch.randint(0, train.shape[0], (samples,), generator=gen)]
         under = "training conditions" if cc.continuous else ""
     generated = endpoints(field_, noise, method, steps, fresh_labels)
-    sections.append(copying(generated, train, held, conditioned_on=under))
-    sections.append(generalisation_gap(generated, train, held, gen, conditioned_on=under))
+    sections.append(copying(generated, train_exact, held_exact, conditioned_on=under))
+    sections.append(generalisation_gap(generated, train_exact, held_exact, gen, conditioned_on=under))
     sections.append(gradient_signal(field_, train, x0_pairs, held, sigma=sigma, n_per_bin=grad_samples,
                                     n_bins=t_bins, generator=gen, labels=cond,
                                     heldout_labels=held_y if cond is not None else None))

@@ -327,9 +327,10 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
         if not own.fits:
             hint = (f"; {best} fits (loss ratio {fitting[0].loss_ratio:.3g}, movement {fitting[0].movement:.3g}): pass "
                     f"{best.flags()}" if best else "; no other convention fits either (is the checkpoint trained?)")
+            movement = (f"noise movement toward the data {own.movement:.3g}, needs < {MOVE_FIT}"
+                        if not math.isnan(own.movement) else "noise movement not measured: the loss ratio decides")
             raise DataError(f"convention {requested} does not fit this model on the training data (loss ratio "
-                            f"{own.loss_ratio:.3g}, needs < {Q_FIT}; noise movement toward the data "
-                            f"{own.movement:.3g}, needs < {MOVE_FIT}){hint}")
+                            f"{own.loss_ratio:.3g}, needs < {Q_FIT}; {movement}){hint}")
         if best is not None and best.choice != requested.choice and \
                 fitting[0].loss_ratio < Q_MARGIN * own.loss_ratio:
             raise DataError(f"convention {own.convention} fits this model poorly (loss ratio {own.loss_ratio:.3g}) "
@@ -343,7 +344,10 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
                 raise DataError(cause)
             errors = "; ".join(dict.fromkeys(s.error for s in scores))
             raise DataError(f"the model cannot be called on the training data under any convention ({errors}); check "
-                            f"the data's shape and channels against the model")
+                            f"the data's shape and channels against the model. flowvar calls it with x (B, *item "
+                            f"shape) and a float time t (B,) in [0, 1] (× --time-scale): a model that takes integer "
+                            f"timesteps (an nn.Embedding lookup of t) needs a wrapper, e.g. forward(x, t): return "
+                            f"net(x, (t * 999).round().long())")
         top = min(ran, key=lambda s: s.loss_ratio)
         raise DataError(f"no calling convention fits this model on the training data (best: {top.convention} with "
                         f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}"

@@ -119,7 +119,19 @@ def _prefixes(state: Mapping[str, Tensor]) -> list[str]:
     return sorted({k.split(".", 1)[0] for k in state if "." in k})
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A torch.jit.save archive: a zip whose members include the scripted code (``<name>/code/…``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _read_checkpoint(path: Path, weights_only: bool) -> Any:
+    if weights_only and path.is_file() and _is_torchscript(path):  # before torch.load, which warns and dispatches
+        raise DataError(f"checkpoint {path} is a TorchScript file, a whole model: pass it as --checkpoint without "
+                        f"--model")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except FileNotFoundError:

@@ -545,6 +545,7 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
                                                 "loss": mean_losses.tolist(), "trace": traces.tolist()}
     except Exception as exc:  # a model the engine cannot differentiate (e.g. a layer torch.func refuses): say so
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        error = error.replace("AdaptedField", "the model")  # the audit's calling adapter is not the user's class
     lam = nu = math.nan
     if not error and pairs_x0 is not None:
         tr, fr = table["sigma=0/training pairs"], table["sigma=0/fresh pairs"]
@@ -570,6 +571,10 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     elif pairs_x0 is None:
         text = ("Loss and gradient variance on fresh pairs only (no --pairs): the memorisation signature needs the "
                 "training pairs.")
+    elif math.isnan(nu):
+        text = (f"At σ = 0 the training pairs have {lam:.3g}× the loss of fresh pairs; the gradient-variance ratio is "
+                f"not measured (the fresh pairs' per-sample gradients have zero variance: no trainable parameter "
+                f"acts on the output).")
     else:
         text = (f"At σ = 0 the training pairs have {lam:.3g}× the loss and {nu:.3g}× the gradient variance of fresh "
                 f"pairs.")
@@ -597,4 +602,5 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
 
 
 __all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "Section", "copying", "endpoints", "generalisation_gap",
-           "gradient_signal", "image_grid_png", "knn_ratio", "pair_recovery", "png"]
+           "gradient_signal", "half_sample_standard_error", "image_grid_png", "knn_ratio", "leave_one_out_ratio",
+           "pair_recovery", "png"]
