@@ -19,7 +19,7 @@ from torch import nn
 from audit_checks import importable_module, run_cli
 from flowvar.audit import AdaptedField, Convention, HeldOutOverlapWarning, audit, check_conventions, load_model, rules
 from flowvar.audit.fit import CandidateScore, candidate_conventions
-from flowvar.audit.sections import half_sample_standard_error
+from flowvar.audit.sections import half_sample_standard_error, pair_recovery
 from flowvar.cli import main
 from flowvar.couplings import FixedPairs, IndependentCoupling
 from flowvar.distributions import StandardNormal
@@ -504,6 +504,23 @@ def test_heldout_items_that_are_training_items_are_left_out() -> None:
     assert gap.evidence["m"] == 20  # only the 20 real held-out items are left
     with pytest.raises(DataError, match="every one of the 40 --heldout items is also a --data item"):
         audit(model, x1, pairs=x0, heldout=x1.clone(), samples=100)
+
+
+def test_pair_recovery_asks_whether_misaligned_pairs_are_row_aligned() -> None:
+    g = torch.Generator().manual_seed(7)
+    x0, x1 = torch.randn(40, 4, generator=g, dtype=torch.float64), torch.randn(40, 4, generator=g,
+                                                                             dtype=torch.float64)
+    model = MemorisingField(x0, x1)
+    aligned = pair_recovery(model, x0, x1, method="euler", steps=100, coarse_steps=10)
+    assert aligned.claim.verdict == "confirmed" and "row-aligned" not in aligned.text
+    # the user's sources shifted by one row: every endpoint is a training item, the neighbour's
+    shuffled = pair_recovery(model, x0[torch.roll(torch.arange(40), 1)], x1, method="euler", steps=100,
+                             coarse_steps=10)
+    assert shuffled.claim.evidence["fine"]["landed_on_other_target"] >= 0.9
+    assert "is --pairs row-aligned with --data" in shuffled.text
+    # the whole audit stops earlier there, at the convention check, and asks the same
+    with pytest.raises(DataError, match="row-aligned"):
+        audit(model, x1, pairs=x0[torch.roll(torch.arange(40), 1)], samples=50, grad_samples=8, t_bins=2)
 
 
 def test_repeated_training_targets_count_as_one_target() -> None:

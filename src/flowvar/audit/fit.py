@@ -353,8 +353,9 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
                         f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}"
                         + (f"; noise movement toward the data {top.movement:.3g}, needs < {MOVE_FIT}"
                            if not math.isnan(top.movement) else "") + "); is the checkpoint trained on this data?"
-                        + ("" if sources is not None else " A model trained on fixed pairs may fit on its own: pass "
-                                                          "--pairs"))
+                        + (" If it is, is --pairs row-aligned with --data (row i the source of item i; a folder is "
+                           "read in sorted file-name order)?" if sources is not None else
+                           " A model trained on fixed pairs may fit on its own: pass --pairs"))
     return ConventionCheck(best, None, best, scores)
 
 

@@ -95,6 +95,11 @@ def class_groups(labels: Tensor) -> list[Tensor]:
 # --------------------------------------------------------------------------------------------- 1. pair recovery
 
 
+#: Share of training sources whose endpoint lands on another training item (neither its own nor its OT partner)
+#: from which the pair-recovery text asks whether --pairs is row-aligned with --data.
+PAIRS_MISALIGNED = 0.5
+
+
 def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, steps: int, coarse_steps: int,
                   labels: Tensor | None = None, generator: torch.Generator | None = None) -> Section:
     """Integrate every training source x0_i (N, *shape) and ask whether its endpoint's nearest training target is its
@@ -151,6 +156,10 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
             ot_correct[rows] = pairing_accuracy(end[rows], x1c[rows], local_perm).correct.cpu()
         acc_off = float(own_correct[off].double().mean()) if n_off else math.nan
         dist = partner_distances(end, {"own": x1c, "ot": x1c[perm]})
+        # endpoints that land on a training target (a copy by the copy test's ratio) other than their own partner:
+        # memorised lines whose sources are not row-aligned with the targets look like this
+        landed = knn_ratio(end, x1c, min(rules.COPY_K, n))[0].cpu() < rules.COPY_RATIO
+        landed_other = float((landed & ~own_correct & ~ot_correct).double().mean())
         extra: dict[str, float] = {}
         if fresh is not None:  # continuous conditions: the measured chance of this grid
             fresh_end = endpoints(field_, fresh, method, k, labels)
@@ -164,7 +173,7 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
         grids[name] = {"steps": k, "accuracy_own": float(own_correct.double().mean()),
                        "accuracy_ot": float(ot_correct.double().mean()), "accuracy_own_off_ot": acc_off,
                        "score": score, "l2_own.median": dist["own"].median, "l2_ot.median": dist["ot"].median,
-                       **extra}
+                       "landed_on_other_target": landed_other, **extra}
     fine, coarse = grids["fine"], grids["coarse"]
     if continuous:
         chance = fine["chance"]
@@ -214,6 +223,9 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
             f"their OT partner; "
             f"coarse grid ({coarse_steps} steps): {coarse['accuracy_own']:.0%} own, {coarse['accuracy_ot']:.0%} OT."
             + (" The two grids disagree: the outcome depends on the solver." if disagree else "")
+            + (f" {fine['landed_on_other_target']:.0%} of the endpoints land on a training item that is neither their "
+               f"own nor their OT partner: is --pairs row-aligned with --data (row i the source of item i; a folder "
+               f"is read in sorted file-name order)?" if fine["landed_on_other_target"] >= PAIRS_MISALIGNED else "")
             + (f" The conditions alone lead to their items ({baseline:.0%} of fresh noise): pair recovery cannot "
                f"tell memorised pairs from a faithful conditional model." if continuous
                and baseline > rules.PAIR_MAX_CONDITION_BASELINE else ""))
@@ -601,6 +613,6 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     return Section("gradient", "Gradient signal at the trained weights", claim, {"gradient": evidence}, figures, text)
 
 
-__all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "Section", "copying", "endpoints", "generalisation_gap",
-           "gradient_signal", "half_sample_standard_error", "image_grid_png", "knn_ratio", "leave_one_out_ratio",
-           "pair_recovery", "png"]
+__all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "PAIRS_MISALIGNED", "Section", "copying", "endpoints",
+           "generalisation_gap", "gradient_signal", "half_sample_standard_error", "image_grid_png", "knn_ratio",
+           "leave_one_out_ratio", "pair_recovery", "png"]
