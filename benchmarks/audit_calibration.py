@@ -170,7 +170,8 @@ def main() -> None:
     seeds = "" if args.quick else f" --seeds {n_seeds}"
     thresholds = (f"pair recovery m ≥ {rules.PAIR_MEMORISE} memorising, ≤ {rules.PAIR_GENERALISE} generalising (both "
                   f"grids); copy excess ≥ {rules.COPY_MEMORISE} / ≤ {rules.COPY_GENERALISE}; ρ < {rules.GAP_MEMORISE}"
-                  f" / ≥ {rules.GAP_GENERALISE}; λ and ν < {rules.GRAD_MEMORISE} memorising, λ ≥ "
+                  f" / ≥ {rules.GAP_GENERALISE} (these two each also {rules.ALLOWANCE_Z} standard errors clear of the "
+                  f"other threshold); λ and ν < {rules.GRAD_MEMORISE} memorising, λ ≥ "
                   f"{rules.GRAD_GENERALISE} generalising")
     body = "\n\n".join([
         "## `flowvar audit`: threshold calibration",
