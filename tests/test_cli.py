@@ -140,7 +140,11 @@ def test_advise_sigma_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert result["config"]["dataset"] == "npy"
     assert result["metrics"]["recommended_sigma"] == advice["recommended_sigma"]
     for bad, message in [(["--data", str(tmp_path / "missing.npy")], "does not exist"),
-                         (["--data", "gmm", "--sigmas", "0,x"], "--sigmas expects numbers")]:
+                         (["--data", "gmm", "--sigmas", "0,x"], "--sigmas expects numbers"),
+                         # the command's own options through --set (they were passed twice: a TypeError)
+                         (["--data", "gmm", "--set", "seed=3"], "pass seed with --seed, not --set"),
+                         (["--data", "gmm", "--set", "sigmas=0,0.1"], "pass sigmas with --sigmas, not --set"),
+                         (["--data", "gmm", "--set", "out=x"], "pass out with --out, not --set")]:
         assert main(["advise-sigma", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("flowvar: error:") and message in err and "\n" not in err
@@ -176,6 +180,15 @@ def test_documented_exit_2_with_nothing_written(args: list[str], tmp_path: Path,
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("flowvar: error:")
     assert not out.exists()
+
+
+def test_a_config_file_that_is_not_text_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    for args in (["config", "fig5"], ["run", "fig5", "--quick", "--out", str(tmp_path / "o")]):
+        assert main([*args, "--config", str(binary)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("flowvar: error:") and "not UTF-8 text" in err and "\n" not in err
 
 
 def test_show_update_readme_of_a_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

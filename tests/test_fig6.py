@@ -116,6 +116,9 @@ def test_fig6_smoke(tmp_path: Path) -> None:
     assert zero["verdict"] == "untestable" and zero["precondition"]["measured"]["training_loss"] > 1
     assert zero["verdict_if_testable"] in {"confirmed", "refuted", "inconclusive"}
     assert zero["kind"] == "reproduction" and claims["fig6.sigma0_solver_dependence"]["kind"] == "finding"
+    # the solver-dependence finding is about the same unfitted σ = 0 network: untestable too, never judged
+    dependence = claims["fig6.sigma0_solver_dependence"]
+    assert dependence["verdict"] == "untestable" and dependence["precondition"] == zero["precondition"]
     assert set(zero["evidence"]["statuses"]) == {"euler_3", "euler_11"}
     assert data["config"]["euler_steps"] == [3, 11, 4]
     outcomes = data["metrics"]["outcomes"]
@@ -127,3 +130,5 @@ def test_fig6_smoke(tmp_path: Path) -> None:
 def test_fig6_rejects_even_primary_grid(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         run_experiment("fig6", tmp_path, quick=True, overrides={"euler_steps": (10, 11), "primary_steps": 10})
+    with pytest.raises(ConfigError, match="n_eval must be at least 20"):  # one source would decide the spread
+        run_experiment("fig6", tmp_path, quick=True, overrides={"n_eval": 1})

@@ -381,9 +381,13 @@ def advise_sigma_cmd(
             grid = [float(v) for v in sigmas.split(",") if v.strip()]
         except ValueError:
             raise ConfigError(f"--sigmas expects numbers like 0,0.05,0.1, got {sigmas!r}") from None
+    knobs = parse_overrides(overrides or [])
+    for key in ("data", "dataset", "data_dir", "seed", "sigmas", "quick", "out", "progress"):
+        if key in knobs:  # these are the command's own options: --set would pass them twice
+            flag = {"data": "--data", "data_dir": "--data"}.get(key, f"--{key}")
+            raise ConfigError(f"pass {key} with {flag}, not --set")
     advice = advise_sigma(data, sigmas=grid, quick=quick, out=out, seed=seed, dataset=dataset,
-                          progress=sys.stderr.isatty() if progress is None else progress,
-                          **parse_overrides(overrides or []))
+                          progress=sys.stderr.isatty() if progress is None else progress, **knobs)
     typer.echo(json.dumps(advice.to_dict(), indent=1) if as_json else advice.summary())
 
 

@@ -145,6 +145,9 @@ def read_yaml(path: Path | str) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read config file {path}: it is not UTF-8 text; pass a YAML file (e.g. one written "
+                          f"by `flowvar config NAME > my.yaml`)") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -60,6 +60,8 @@ DEPENDENCE_SPREAD = 0.5
 """fig6.sigma0_solver_dependence: confirmed when the fraction nearer R x0 + μ ranges over at least this much."""
 NO_DEPENDENCE_SPREAD = 0.1
 """… and refuted when it ranges over less than this (with no solver stopped)."""
+MIN_N_EVAL = 20
+"""Fewest fresh sources: 1/n_eval ≤ NO_DEPENDENCE_SPREAD / 2."""
 
 
 @dataclass
@@ -91,6 +93,9 @@ class Fig6Config:
             raise ConfigError(f"sigmas must contain 0 and at least one σ > 0, got {list(self.sigmas)}")
         if not 0.5 < self.reproduce_fraction <= 1 or not 0 < self.reproduce_rel_error < 1:
             raise ConfigError("reproduce_fraction must be in (0.5, 1] and reproduce_rel_error in (0, 1)")
+        if self.n_eval < MIN_N_EVAL:  # a fraction of n sources moves in steps of 1/n: it must resolve the spreads
+            raise ConfigError(f"n_eval must be at least {MIN_N_EVAL} (the fractions judged move in steps of "
+                              f"1/n_eval, which must resolve the spread {NO_DEPENDENCE_SPREAD}), got {self.n_eval}")
 
 
 def ideal_field(mu: float, sigma: float) -> VectorField:
@@ -272,7 +277,8 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
               {"status_per_solver": statuses, "fraction_nearer_rotation_per_solver": fractions,
                "fraction_spread": spread, "failed_solvers": failed},
               verdict=solver_dependence_rule(fractions, len(failed)),
-              kind="finding", replicates=replicates,
+              # a network that has not fitted the coupling says nothing about what the solver does to its pairing
+              precondition=fit(0.0), kind="finding", replicates=replicates,
               min_effect=f"a spread of ≥ {DEPENDENCE_SPREAD} in the fraction nearer R x0 + μ (scale: the fraction, "
                          f"0 to 1; {DEPENDENCE_SPREAD} flips the majority pairing)",
               rule=f"the fraction of endpoints nearer R x0 + μ than x0 + μ, per solver (Euler grids and dopri5): "
