@@ -185,8 +185,9 @@ def test_run_cache_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_an_unwritable_cache_is_one_line_naming_it_before_anything_runs(tmp_path: Path) -> None:
     """A cache that cannot take entries (read-only, or under a file as here: what a test running as root can build)
-    stops run_cached before the experiment runs, and reproduce reports it as the experiment's one-line failure
-    (it was a raw PermissionError of the work folder, with no fix)."""
+    stops run_cached before the experiment runs, and reproduce refuses it in one line before anything is written
+    (it was a raw PermissionError of the work folder, with no fix; then a per-experiment failure beside a written
+    report)."""
     from flowvar.reproduce import Options, reproduce
 
     blocker = tmp_path / "file"
@@ -200,11 +201,10 @@ def test_an_unwritable_cache_is_one_line_naming_it_before_anything_runs(tmp_path
     with pytest.raises(ConfigError, match=r"cannot write to the cache folder .*other \(\.work: .*\); make it writable"):
         run_cached("prop1", tmp_path / "out", Cache(tmp_path / "other"), quick=True, overrides=TINY)
 
-    summary = reproduce(Options(out=tmp_path / "rep", quick=True, only=["prop1"], cache_dir=blocker / "cache",
-                                quiet=True, overrides={"prop1": TINY}))
-    [outcome] = summary.outcomes
-    assert outcome.status == "failed" and outcome.error is not None
-    assert outcome.error.startswith("ConfigError: cannot write to the cache folder") and "--cache" in outcome.error
+    with pytest.raises(ConfigError, match=r"cannot write to the cache folder .*file/cache: .*choose another --cache"):
+        reproduce(Options(out=tmp_path / "rep", quick=True, only=["prop1"], cache_dir=blocker / "cache",
+                          quiet=True, overrides={"prop1": TINY}))
+    assert not (tmp_path / "rep").exists()
 
 
 def test_a_second_process_computing_the_same_key_waits_and_uses_the_first_ones_result(

@@ -56,6 +56,8 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     (["run", "prop1", "--seed", "abc"], "Invalid value for '--seed'"),
     (["run", "prop1", "--no-such-flag"], "No such option: --no-such-flag"),
     (["run", "prop1", "--set", "n_samples=1\r2"], "n_samples expects an integer, got '1\\r2'"),
+    (["run", "prop1", "--threads", "100000"], "--threads must be between 1 and"),
+    (["reproduce", "--quick", "--full", "--only", "prop1"], "pass --quick or --full, not both"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,6 +182,42 @@ def test_documented_exit_2_with_nothing_written(args: list[str], tmp_path: Path,
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("flowvar: error:")
     assert not out.exists()
+
+
+def test_output_slots_flowvar_must_not_replace_are_refused_before_computing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file, a link or someone else's folder where a result goes, and a cache that cannot be written: one line,
+    exit 2, before anything is computed, and the user's files are untouched."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine")
+
+    def refused(args: list[str], message: str) -> None:
+        assert main([*args, "--quiet"]) == 2, args
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("flowvar: error:") and message in lines[0], lines
+
+    foreign = tmp_path / "o1" / "prop1"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    refused(["run", "prop1", "--quick", "--out", str(tmp_path / "o1")], "holds files but no result.json")
+    assert (foreign / "notes.txt").read_text() == "mine" and list(foreign.iterdir()) == [foreign / "notes.txt"]
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "o2" / "prop1").write_text("a file")
+    refused(["reproduce", "--quick", "--only", "prop1", "--out", str(tmp_path / "o2")], "is a file")
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["prop1"]  # no report, no cache, no log
+    (tmp_path / "o3").mkdir()
+    (tmp_path / "o3" / "prop1").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    refused(["reproduce", "--quick", "--only", "prop1", "--out", str(tmp_path / "o3")], "is a symbolic link")
+    refused(["reproduce", "--quick", "--only", "prop1", "--out", str(tmp_path / "o4"), "--cache",
+             str(blocker / "cache")], "cannot write to the cache folder")
+    assert not (tmp_path / "o4").exists()
+    refused(["sweep", "prop1", "--quick", "--grid", "n_samples=100,200", "--out", str(tmp_path / "o5"), "--cache",
+             str(blocker / "cache")], "cannot write to the cache folder")
+    (tmp_path / "o6").mkdir()
+    (tmp_path / "o6" / "figures").write_text("a file")
+    refused(["sweep", "prop1", "--quick", "--grid", "n_samples=100,200", "--out", str(tmp_path / "o6")],
+            "is in the way of the sweep's figures")
+    assert blocker.read_text() == "mine"
 
 
 def test_a_config_file_that_is_not_text_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

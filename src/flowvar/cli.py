@@ -75,8 +75,9 @@ def run_cmd(
     import torch
 
     from flowvar.reproduce import default_threads
+    from flowvar.runner import check_threads
 
-    torch.set_num_threads(threads or default_threads())
+    torch.set_num_threads(check_threads(threads) or default_threads())
     from flowvar.experiments.base import get_experiment, is_multi_experiment, parse_overrides, read_yaml, run_experiment
 
     if progress is None:
@@ -92,7 +93,8 @@ def run_cmd(
         from flowvar.cache import Cache, run_cached
 
         def warn(key: str, reason: str) -> None:
-            typer.echo(f"flowvar: warning: cached result {key} is corrupted ({reason}); recomputing it", err=True)
+            typer.echo(f"flowvar: warning: the cached result of {experiment} ({key}) is corrupted ({reason}); "
+                       f"recomputing it", err=True)
 
         try:
             run = run_cached(experiment, out, Cache(cache), quick=quick, seed=seed,
@@ -373,8 +375,9 @@ def advise_sigma_cmd(
     from flowvar.advise import advise_sigma
     from flowvar.experiments.base import parse_overrides
     from flowvar.reproduce import default_threads
+    from flowvar.runner import check_threads
 
-    torch.set_num_threads(threads or default_threads())
+    torch.set_num_threads(check_threads(threads) or default_threads())
     grid = None
     if sigmas is not None:
         try:
@@ -600,10 +603,11 @@ def audit_cmd(
     from flowvar.audit import audit, load_model
     from flowvar.audit.core import check_audit_folder
     from flowvar.reproduce import default_threads
+    from flowvar.runner import check_threads
 
     check_audit_folder(out)  # before any work: never a folder of the user's files, never a file
     scale = _value_range(value_range)
-    torch.set_num_threads(threads or default_threads())
+    torch.set_num_threads(check_threads(threads) or default_threads())
     loaded = load_model(model, checkpoint, state_key)
     report = audit(loaded.module, data, pairs=pairs, heldout=heldout, sigma=sigma, convention=convention, time=time,
                    time_scale=time_scale, samples=samples, steps=steps, coarse_steps=coarse_steps, method=method,
@@ -640,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     from flowvar.runner import sigterm_as_interrupt
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["reproduce"] and "--quick" in args and "--full" in args:  # one flag pair: the last would win
+        _error_line("pass --quick or --full, not both")
+        return 2
     try:
         with sigterm_as_interrupt(), _flowvar_warnings_on_one_line():  # SIGTERM takes Ctrl-C's clean path
             code = app(args=argv, prog_name="flowvar", standalone_mode=False)

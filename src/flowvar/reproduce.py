@@ -33,13 +33,14 @@ from flowvar.cache import Cache, cache_key, code_version, config_dict, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.experiments.registry import canonical_name
 from flowvar.logs import held_log_records, log_to
-from flowvar.results import Result, remove_stale_writes, versions
+from flowvar.results import Result, check_replaceable, remove_stale_writes, versions
 from flowvar.runner import (
     DEFAULT_EXPECTED_S,
     Backend,
     Outcome,
     Progress,
     Task,
+    check_threads,
     check_writable,
     cpu_cores,
     default_threads,
@@ -242,8 +243,7 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every selected experiment and write the report; see the module doc."""
     if options.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {options.jobs}")
-    if options.threads is not None and options.threads < 1:
-        raise ConfigError(f"--threads must be a positive integer, got {options.threads}")
+    check_threads(options.threads)
     if options.config_file is not None:
         _check_config_file(Path(options.config_file))
     stream = stream or sys.stderr
@@ -261,7 +261,15 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
         tasks, broken = plan(options, cache, threads)  # every selected config validated before anything is written
     backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written (not even --out)
     try:
+        # before anything is computed or written: a cache that cannot take results, an output slot flowvar must
+        # not replace (a file, a link, someone else's folder)
+        if options.cache_dir is not None:
+            cache.check_writable()
+        for task in tasks:
+            check_replaceable(out / task.name)
         check_writable(out)
+        if options.cache_dir is None:
+            cache.check_writable()
         return _reproduce(options, out, selected, cache, threads, backend, tasks, broken, planning, stream)
     finally:
         backend.close()

@@ -284,18 +284,44 @@ def remove_stale_staging(dest: Path | str) -> list[Path]:
     return removed
 
 
+RESULT_MARKER = "result.json"
+"""The file every folder flowvar writes holds: an existing folder without it is not flowvar's to replace."""
+
+
+def check_replaceable(dest: Path | str) -> None:
+    """Refuse, in one line (:class:`~flowvar.errors.ConfigError`), an output slot flowvar must not replace: a file,
+    a symbolic link (replacing it would delete or write through its target), or a folder holding files but no
+    :data:`RESULT_MARKER` (someone else's files). A missing or empty folder, or one of flowvar's, is fine. Called
+    before anything is computed and again when the result is installed."""
+    from flowvar.errors import ConfigError
+
+    dest = Path(dest)
+    if dest.is_symlink():
+        raise ConfigError(f"output {dest} is a symbolic link; flowvar writes its results to a real folder: remove "
+                          f"the link or choose another --out")
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"output {dest} is a file, where the results folder {dest.name} goes: move it or choose "
+                          f"another --out")
+    if dest.is_dir() and not (dest / RESULT_MARKER).is_file() and any(dest.iterdir()):
+        raise ConfigError(f"output folder {dest} holds files but no {RESULT_MARKER}: it is not a flowvar result, so "
+                          f"it is not replaced; move its files or choose another --out")
+
+
 @contextlib.contextmanager
 def staged_folder(dest: Path | str) -> Iterator[Staging]:
-    """Fill a hidden sibling ``.<name>.<pid>.XXXX`` of ``dest``; on success it replaces ``dest`` by a rename.
+    """Fill a hidden sibling ``.<name>.<pid>.XXXX`` of ``dest``; on success it replaces ``dest`` by renames.
 
     So ``dest`` is always either its old self or the complete new folder, never half-written: on an exception
     (or ``keep = False``) the staging folder is removed and ``dest`` is left as it was; one left by a killed process
-    is removed by the next call (:func:`remove_stale_staging`). A folder that cannot be created is a one-line
+    is removed by the next call (:func:`remove_stale_staging`). An old ``dest`` is renamed aside, the new folder
+    renamed in, then the old one deleted (deleting first would lose both to a kill in between). Only
+    :func:`check_replaceable` slots are replaced; a folder that cannot be created is a one-line
     :class:`~flowvar.errors.ConfigError` naming it.
     """
     from flowvar.errors import ConfigError
 
     dest = Path(dest)
+    check_replaceable(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(dest)
@@ -308,9 +334,17 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
     try:
         yield stage
         if stage.keep:
+            check_replaceable(dest)  # again: the slot may have changed while the run computed
             if dest.exists():
-                shutil.rmtree(dest)
-            path.rename(dest)
+                # aside under a staging name of this process, then swap: dest is absent only between the two
+                # renames, and a kill before the rmtree leaves the old copy to remove_stale_staging
+                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", dir=dest.parent))
+                old.rmdir()
+                dest.rename(old)
+                path.rename(dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                path.rename(dest)
         else:
             shutil.rmtree(path, ignore_errors=True)
     except BaseException:
@@ -428,6 +462,7 @@ def format_value(v: Any) -> str:
 
 __all__ = [
     "KINDS",
+    "RESULT_MARKER",
     "VERDICTS",
     "Claim",
     "Precondition",
@@ -436,6 +471,7 @@ __all__ = [
     "all_preconditions",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_replaceable",
     "claim_counts",
     "current_umask",
     "format_value",

@@ -365,6 +365,19 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` unchanged if it is None or a thread count torch can start here: 1 to 4 × the cores (at least
+    64); else a one-line :class:`ConfigError` (torch's thread pool fails to start hundreds of thousands, with a
+    segmentation fault)."""
+    if threads is None:
+        return None
+    limit = max(64, 4 * cpu_cores())
+    if not 1 <= threads <= limit:
+        raise ConfigError(f"--threads must be between 1 and {limit} on this machine ({cpu_cores()} cores), got "
+                          f"{threads}")
+    return threads
+
+
 def default_threads() -> int:
     """torch threads per experiment: ``$FLOWVAR_THREADS`` if set, else 1.
 
@@ -564,7 +577,7 @@ def check_writable(out: Path) -> None:
 
 
 __all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "Backend", "Outcome", "ProcessBackend", "Progress", "RayBackend",
-           "SerialBackend", "Task", "check_ray_address", "check_writable", "completed", "compute", "cpu_cores",
-           "default_threads", "dispatch", "exclusive", "init_worker", "make_backend",
+           "SerialBackend", "Task", "check_ray_address", "check_threads", "check_writable", "completed", "compute",
+           "cpu_cores", "default_threads", "dispatch", "exclusive", "init_worker", "make_backend",
            "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
            "verdict_line", "worker_pool"]

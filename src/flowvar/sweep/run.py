@@ -15,7 +15,7 @@ import numpy as np
 from flowvar.cache import Cache, code_version, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Result, remove_stale_writes, versions
-from flowvar.runner import Backend, dispatch, make_backend, sigterm_as_interrupt
+from flowvar.runner import Backend, check_threads, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
 from flowvar.sweep.grid import Axis, Point, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_metrics, write_tables
@@ -78,8 +78,7 @@ def plan(options: Options) -> Plan:
 
     if options.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {options.jobs}")
-    if options.threads is not None and options.threads < 1:
-        raise ConfigError(f"--threads must be a positive integer, got {options.threads}")
+    check_threads(options.threads)
     make_backend(options.backend, options.jobs, 1, options.ray_address)  # checks --backend and --ray-address
     if options.config_file is not None and not Path(options.config_file).is_file():
         raise ConfigError(f"config file {options.config_file} does not exist")
@@ -246,8 +245,15 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
     from flowvar.runner import DEFAULT_EXPECTED_S, Outcome, Progress, Task, check_writable, exclusive
 
     out = options.out_dir
-    check_writable(out)
     cache = Cache(options.cache_root)
+    # before any point is computed: a cache that cannot take results, outputs that a file or a folder blocks
+    for name, folder in (("figures", True), ("sweep.json", False), ("sweep.csv", False)):
+        path = out / name
+        if path.is_symlink() or (path.exists() and path.is_dir() != folder):
+            raise ConfigError(f"{path} is in the way of the sweep's {name} ({'a folder' if folder else 'a file'} "
+                              f"goes there): move it or choose another --out")
+    check_writable(out)
+    cache.check_writable()
     name = the_plan.spec.name
     started = time.perf_counter()
     outcomes = [PointOutcome(p) for p in the_plan.points]
