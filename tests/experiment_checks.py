@@ -103,7 +103,7 @@ BAD_GAUSSIAN_CONFIGS: list[tuple[dict[str, str], str]] = [
     ({"plane": "0,2"}, "plane must be two distinct axes"),
     ({"repeats": "1"}, "repeats must be >= 2"),
     ({"sigmas": "-0.1,0.5"}, "sigmas must be >= 0, got"),
-    ({"noise_forms": "constant,nope"}, "noise_forms must be among"),
+    ({"noise_forms": "constant,nope"}, "noise_forms must be distinct members of"),
 ]
 """Overrides that fig4's and fig5's shared Gaussian-problem schema refuses, with (part of) the one-line message."""
 

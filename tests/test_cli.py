@@ -57,6 +57,9 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     (["run", "prop1", "--no-such-flag"], "No such option: --no-such-flag"),
     (["run", "prop1", "--set", "n_samples=1\r2"], "n_samples expects an integer, got '1\\r2'"),
     (["run", "prop1", "--threads", "100000"], "--threads must be between 1 and"),
+    (["run", "table1", "--quick", "--set", "copy_threshold=2"], "copy_threshold must be in (0, 1]"),
+    (["run", "table1", "--quick", "--set", "dims=[3,3]"], "dims must be distinct dimensions"),
+    (["run", "fig5", "--quick", "--set", "noise_forms=[constant,constant]"], "noise_forms must be distinct"),
     (["reproduce", "--quick", "--full", "--only", "prop1"], "pass --quick or --full, not both"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path,
@@ -218,6 +221,22 @@ def test_output_slots_flowvar_must_not_replace_are_refused_before_computing(
     refused(["sweep", "prop1", "--quick", "--grid", "n_samples=100,200", "--out", str(tmp_path / "o6")],
             "is in the way of the sweep's figures")
     assert blocker.read_text() == "mine"
+
+
+def test_config_files_keyed_by_experiment_must_configure_the_one_asked_for(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("fig4: {repeats: 3}\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("fig5: {repeats: 3}\nfgi4: {repeats: 3}\n")
+    for args, message in [(["config", "fig5", "--config", str(other)], "has no section for fig5"),
+                          (["run", "fig5", "--quick", "--config", str(other), "--out", str(tmp_path / "o")],
+                           "has no section for fig5"),
+                          (["config", "fig5", "--config", str(typo)], "'fgi4' is not an experiment"),
+                          (["config", "fig5", "--template", "--set", "repeats=3"], "--template prints the package")]:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("flowvar: error:") and message in err and "\n" not in err, err
 
 
 def test_a_config_file_that_is_not_text_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -78,16 +78,12 @@ def run_cmd(
     from flowvar.runner import check_threads
 
     torch.set_num_threads(check_threads(threads) or default_threads())
-    from flowvar.experiments.base import get_experiment, is_multi_experiment, parse_overrides, read_yaml, run_experiment
+    from flowvar.experiments.base import parse_overrides, run_experiment
 
     if progress is None:
         progress = sys.stderr.isatty()
     if config_file is not None:
-        get_experiment(experiment)
-        mapping = read_yaml(config_file)
-        if is_multi_experiment(mapping) and experiment not in mapping:
-            raise ConfigError(f"config file {config_file} has no section for {experiment} (it configures "
-                              f"{', '.join(mapping)})")
+        _check_config_section(experiment, config_file)
     hit = False
     if cache is not None:
         from flowvar.cache import Cache, run_cached
@@ -410,14 +406,31 @@ def config_cmd(
 
     spec = get_experiment(experiment)
     if template:
+        if overrides or config_file is not None or seed is not None or quick:
+            raise ConfigError("--template prints the package defaults; it takes no --set, --config, --seed or "
+                              "--quick (drop --template for the effective config)")
         typer.echo(defaults_yaml(spec), nl=False)
         return
+    if config_file is not None:
+        _check_config_section(experiment, config_file)
     config = build_config(spec, quick=quick, seed=seed, overrides=parse_overrides(overrides or []),
                           config_file=config_file)
     source = spec.defaults_file if spec.defaults_file is not None and spec.defaults_file.is_file() else None
     typer.echo(f"# {experiment} ({'quick' if quick else 'full'}); defaults from "
                f"{source or 'the config dataclass (no YAML file)'}")
     typer.echo(config_yaml(config), nl=False)
+
+
+def _check_config_section(experiment: str, config_file: Path) -> None:
+    """A --config file keyed by experiment must have a section for the one experiment run or printed (reproduce
+    takes files that configure some of its experiments; one experiment's command would silently use defaults)."""
+    from flowvar.experiments.base import get_experiment, is_multi_experiment, read_yaml
+
+    get_experiment(experiment)
+    mapping = read_yaml(config_file)
+    if is_multi_experiment(mapping) and experiment not in mapping:
+        raise ConfigError(f"config file {config_file} has no section for {experiment} (it configures "
+                          f"{', '.join(mapping)})")
 
 
 @app.command("show")

@@ -89,8 +89,9 @@ class GaussianVarianceConfig:
         if not self.sigmas or any(not (math.isfinite(s) and s >= 0) for s in self.sigmas):
             raise ConfigError(f"sigmas must be finite numbers >= 0, got {list(self.sigmas)}")
         bad = [f for f in self.noise_forms if f not in NOISE_SCHEDULES]
-        if not self.noise_forms or bad:
-            raise ConfigError(f"noise_forms must be among {sorted(NOISE_SCHEDULES)}, got {list(self.noise_forms)}")
+        if not self.noise_forms or bad or len(set(self.noise_forms)) != len(self.noise_forms):
+            raise ConfigError(f"noise_forms must be distinct members of {sorted(NOISE_SCHEDULES)}, got "
+                              f"{list(self.noise_forms)}")
         if not self.angles:
             raise ConfigError("angles must not be empty")
         if self.n_samples < 2 or self.repeats < 2:

@@ -219,6 +219,14 @@ def user_config(spec: ExperimentSpec, path: Path | str) -> ConfigValues | None:
         if spec.name not in mapping:
             return None
         return parse_config_mapping(spec, mapping[spec.name], f"{path} ({spec.name} section)")
+    if isinstance(mapping, dict):
+        names = set(discover())
+        sections = [k for k, v in mapping.items() if k in names and isinstance(v, dict | None)]
+        if sections:  # keyed by experiment, but some keys are not one (a misspelt name)
+            others = [str(k) for k in mapping if k not in names]
+            raise ConfigError(f"config file {path} is keyed by experiment ({', '.join(sections)}) but "
+                              f"{', '.join(repr(k) for k in others)} is not an experiment; the experiments are "
+                              f"{', '.join(sorted(names))}")
     return parse_config_mapping(spec, mapping, str(path))
 
 

@@ -120,6 +120,11 @@ class Table1Config(GMMTargetConfig):
             raise ConfigError(f"sigmas must be (0, σ) with σ > 0, as in the paper's two rows; got {list(self.sigmas)}")
         if self.n_seeds < 1 or self.n_train < 2 or self.n_eval < 2 or not self.dims:
             raise ConfigError("n_seeds >= 1, n_train >= 2, n_eval >= 2 and at least one dimension are required")
+        if any(d < 1 for d in self.dims) or len(set(self.dims)) != len(self.dims):
+            raise ConfigError(f"dims must be distinct dimensions >= 1 (one row of claims each), got {list(self.dims)}")
+        if not 0 < self.copy_threshold <= 1:
+            raise ConfigError(f"copy_threshold must be in (0, 1] (a nearest/second-nearest distance ratio), got "
+                              f"{self.copy_threshold}")
         if not 0 < self.alpha < 0.5:
             raise ConfigError(f"alpha must be in (0, 0.5), got {self.alpha}")
         if not 0 < self.memorise_accuracy <= 1:
