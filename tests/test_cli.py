@@ -57,6 +57,8 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     (["run", "prop1", "--no-such-flag"], "No such option: --no-such-flag"),
     (["run", "prop1", "--set", "n_samples=1\r2"], "n_samples expects an integer, got '1\\r2'"),
     (["run", "prop1", "--threads", "100000"], "--threads must be between 1 and"),
+    (["sweep", "prop1", "--quick", "--seeds", "3-1"], "--seeds range 3-1 runs backwards"),
+    (["sweep", "prop1", "--quick", "--seeds", "0-100000000"], "has 100000001 seeds; a sweep takes at most"),
     (["run", "table1", "--quick", "--set", "copy_threshold=2"], "copy_threshold must be in (0, 1]"),
     (["run", "table1", "--quick", "--set", "dims=[3,3]"], "dims must be distinct dimensions"),
     (["run", "fig5", "--quick", "--set", "noise_forms=[constant,constant]"], "noise_forms must be distinct"),

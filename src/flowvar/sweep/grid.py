@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,10 @@ def make_axis(spec: Any, key: str, values: Sequence[Any], where: str) -> Axis:
     return Axis(key, tuple(coerced))
 
 
+MAX_POINTS = 10_000
+"""The most points a sweep plans (each is configured and keyed up front, ~5 ms each): beyond, a typo, not a grid."""
+
+
 def parse_seeds(text: str | None) -> list[int] | None:
     """``"0,1,2"`` or ``"0-4"`` (inclusive) → a list of seeds; None → None."""
     if text is None:
@@ -94,8 +99,13 @@ def parse_seeds(text: str | None) -> list[int] | None:
     try:
         for part in split_values(text):
             if "-" in part.strip("-"):
-                lo, hi = part.split("-", 1)
-                seeds += list(range(int(lo), int(hi) + 1))
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if hi < lo:
+                    raise ConfigError(f"--seeds range {part.strip()} runs backwards; write it low-high, e.g. {hi}-{lo}")
+                if hi - lo + 1 > MAX_POINTS:
+                    raise ConfigError(f"--seeds range {part.strip()} has {hi - lo + 1} seeds; a sweep takes at most "
+                                      f"{MAX_POINTS} points")
+                seeds += list(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
     except ValueError:
@@ -184,6 +194,10 @@ def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str,
     """
     from flowvar.experiments.base import build_config
 
+    size = math.prod(len(a.values) for a in axes)
+    if size > MAX_POINTS:
+        raise ConfigError(f"the grid has {size} points ({' × '.join(f'{len(a.values)} {a.key}' for a in axes)}); a "
+                          f"sweep takes at most {MAX_POINTS}: split it into several sweeps")
     points: list[Point] = []
     keys: dict[str, str] = {}
     for index, combo in enumerate(itertools.product(*(a.values for a in axes))):
@@ -202,5 +216,5 @@ def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str,
     return points
 
 
-__all__ = ["Axis", "Point", "Preset", "canonical", "expand", "make_axis", "parse_axis", "parse_seeds", "preset_axes",
-           "presets", "short_label", "split_values"]
+__all__ = ["MAX_POINTS", "Axis", "Point", "Preset", "canonical", "expand", "make_axis", "parse_axis", "parse_seeds",
+           "preset_axes", "presets", "short_label", "split_values"]
