@@ -121,6 +121,14 @@ def test_show_of_one_experiment_folder_shows_that_experiment(tmp_path: Path,
     assert "is not a valid flowvar result" in err and "\n" not in err
 
 
+def test_show_takes_the_result_file_for_its_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).resolve().parent.parent / "results" / "prop1"
+    assert main(["show", str(root / "result.json")]) == 0
+    by_file = capsys.readouterr().out
+    assert main(["show", str(root)]) == 0
+    assert capsys.readouterr().out == by_file and "Proposition 1" in by_file
+
+
 def test_show_rejects_missing_or_corrupt_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", str(tmp_path / "missing")]) == 2
     assert "no run folder" in capsys.readouterr().err

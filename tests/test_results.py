@@ -133,3 +133,20 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run_but_a_live_one_
     assert (tmp_path / "exp" / "result.json").is_file()
 
 
+
+
+def test_a_result_file_flowvar_did_not_write_is_refused_by_name() -> None:
+    """result.json with a verdict or kind flowvar never writes, or with fields missing or unknown: a ValueError
+    saying which (load_results turns it into one DataError line), never a constructor's internals."""
+    good = {"experiment": "x", "title": "t", "config": {}, "quick": True,
+            "claims": [{"id": "x.a", "statement": "s", "verdict": "confirmed", "evidence": {}, "rule": "r"}]}
+    assert Result.from_dict(good).claims[0].verdict == "confirmed"
+    maybe = {**good, "claims": [{**good["claims"][0], "verdict": "maybe"}]}
+    with pytest.raises(ValueError, match=r"claim x\.a has verdict 'maybe'"):
+        Result.from_dict(maybe)
+    with pytest.raises(ValueError, match=r"result: missing config"):
+        Result.from_dict({"experiment": "x", "title": "t", "quick": True})
+    with pytest.raises(ValueError, match="unknown colour"):
+        Result.from_dict({**good, "colour": "red"})
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        Result.from_dict([])  # type: ignore[arg-type]

@@ -454,6 +454,8 @@ def show_cmd(
     from flowvar.results import headline
     from flowvar.sweep import load_sweep, sweep_table
 
+    if folder.is_file() and folder.name in ("result.json", "results.json", "sweep.json"):
+        folder = folder.parent  # the file that makes the folder what it is: show the folder
     if update_readme is not None or write_report:
         collection = load_collection(folder)
         if collection is None:

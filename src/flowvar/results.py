@@ -17,6 +17,7 @@ claim (a tolerance, a p-value, a sign), and records the rule. Every claim also s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -365,6 +366,12 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _field_problem(what: str, missing: set[str], unknown: set[str]) -> str:
+    parts = ([f"missing {', '.join(sorted(missing))}"] if missing else []) + \
+        ([f"unknown {', '.join(sorted(unknown))}"] if unknown else [])
+    return f"{what}: {'; '.join(parts) or 'not a JSON object'}"
+
+
 @dataclass
 class Result:
     """Everything one experiment run reports; serialised to ``result.json``."""
@@ -388,8 +395,29 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
+        """The result a ``result.json`` holds. ValueError (naming what is wrong, not a constructor's internals) for a
+        mapping that is not one: missing or unknown fields, a verdict or kind flowvar does not use."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        if required - set(data) or set(data) - fields:
+            raise ValueError(_field_problem("result", required - set(data), set(data) - fields))
         data = dict(data)
-        data["claims"] = [Claim(**c) for c in data.get("claims", [])]
+        claims = []
+        claim_fields = {f.name for f in dataclasses.fields(Claim)}
+        claim_required = {f.name for f in dataclasses.fields(Claim) if f.default is dataclasses.MISSING}
+        for c in data.get("claims", []):
+            if not isinstance(c, dict) or claim_required - set(c) or set(c) - claim_fields:
+                raise ValueError(_field_problem(f"claim {c.get('id', '?') if isinstance(c, dict) else c!r}",
+                                                claim_required - set(c) if isinstance(c, dict) else claim_required,
+                                                set(c) - claim_fields if isinstance(c, dict) else set()))
+            if c["verdict"] not in VERDICTS or c.get("kind", "reproduction") not in KINDS:
+                raise ValueError(f"claim {c['id']} has verdict {c['verdict']!r} and kind {c.get('kind')!r}; "
+                                 f"verdicts are {', '.join(VERDICTS)} and kinds {', '.join(KINDS)}")
+            claims.append(Claim(**c))
+        data["claims"] = claims
         return cls(**data)
 
     @classmethod
