@@ -60,6 +60,7 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     (["sweep", "prop1", "--quick", "--seeds", "3-1"], "--seeds range 3-1 runs backwards"),
     (["sweep", "prop1", "--quick", "--seeds", "0-100000000"], "has 100000001 seeds; a sweep takes at most"),
     (["run", "table1", "--quick", "--set", "copy_threshold=2"], "copy_threshold must be in (0, 1]"),
+    (["run", "fig4", "--quick", "--set", "sigmas=0.1", "--set", "sigmas=0.2"], "--set gives sigmas twice"),
     (["run", "table1", "--quick", "--set", "dims=[3,3]"], "dims must be distinct dimensions"),
     (["run", "fig5", "--quick", "--set", "noise_forms=[constant,constant]"], "noise_forms must be distinct"),
     (["reproduce", "--quick", "--full", "--only", "prop1"], "pass --quick or --full, not both"),

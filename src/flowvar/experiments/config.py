@@ -121,6 +121,8 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
         if "=" not in item or not item.split("=", 1)[0].strip():
             raise ConfigError(f"--set expects key=value, got {item!r} (for example --set steps=500)")
         k, v = item.split("=", 1)
+        if k.strip() in out and out[k.strip()] != v.strip():  # one would silently win
+            raise ConfigError(f"--set gives {k.strip()} twice ({out[k.strip()]} and {v.strip()}); pass it once")
         out[k.strip()] = v.strip()
     return out
 
