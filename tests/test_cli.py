@@ -160,7 +160,10 @@ def test_advise_sigma_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                          # the command's own options through --set (they were passed twice: a TypeError)
                          (["--data", "gmm", "--set", "seed=3"], "pass seed with --seed, not --set"),
                          (["--data", "gmm", "--set", "sigmas=0,0.1"], "pass sigmas with --sigmas, not --set"),
-                         (["--data", "gmm", "--set", "out=x"], "pass out with --out, not --set")]:
+                         (["--data", "gmm", "--set", "out=x"], "pass out with --out, not --set"),
+                         # a forced kind the data are not (it trained on gmm)
+                         (["--data", "gmm", "--dataset", "celeba"], "dataset 'celeba' does not match the data"),
+                         (["--data", str(data), "--dataset", "folder"], "which are 'npy'")]:
         assert main(["advise-sigma", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("flowvar: error:") and message in err and "\n" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -645,3 +646,33 @@ def test_npy_float64_beyond_float32_and_a_folder_given_as_the_array(tmp_path: Pa
         load_array(tmp_path / "inf.npy")
     with pytest.raises(DataError, match=r"is a folder; .*load_folder"):
         load_array(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- argument checks
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.0, True])
+def test_loaders_refuse_seeds_outside_the_seed_range(folder: Path, tmp_path: Path, seed: object) -> None:
+    # seed=-1 used to be accepted (torch.Generator wraps it to 2**64 - 1) while flowvar's seeds are in [0, 2**63)
+    np.save(tmp_path / "v.npy", np.zeros((4, 2), dtype=np.float32))
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 2\*\*63\)"):
+        load_folder(folder, n=3, resolution=4, seed=seed)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 2\*\*63\)"):
+        load_array(tmp_path / "v.npy", n=3, seed=seed)  # type: ignore[arg-type]
+    assert len(load_array(tmp_path / "v.npy", n=3, seed=np.int64(5))) == 3
+
+
+@pytest.mark.parametrize("value_range", ["0,1", (0, math.inf), (-math.inf, 1), (math.nan, 1), (1, 0), (2, 2),
+                                         (0,), (0, 1, 2), ("0", "1"), (False, True), 5])
+def test_load_array_refuses_a_bad_value_range(tmp_path: Path, value_range: object) -> None:
+    # "0,1" used to raise a raw ValueError from float(), and (0, inf) mapped every value to −1
+    np.save(tmp_path / "v.npy", np.full((4, 2), 0.5, dtype=np.float32))
+    with pytest.raises(ConfigError, match=r"value_range must be (a pair of numbers|two finite numbers with lo < hi)"):
+        load_array(tmp_path / "v.npy", value_range=value_range)  # type: ignore[arg-type]
+
+
+def test_load_array_accepts_numeric_value_ranges(tmp_path: Path) -> None:
+    np.save(tmp_path / "v.npy", np.full((4, 2), 0.5, dtype=np.float32))
+    for value_range in [(0, 1), [0.0, 1.0], (np.float32(0), np.int64(1)), np.array([0.0, 1.0])]:
+        loaded = load_array(tmp_path / "v.npy", value_range=value_range)  # type: ignore[arg-type]
+        torch.testing.assert_close(loaded.images, torch.zeros(4, 2))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from flowvar.couplings import RotatedOTCoupling
-from flowvar.errors import ConfigError, ShapeError, SolverError
+from flowvar.errors import ConfigError, DataError, ShapeError, SolverError
 from flowvar.gaussian import (
     GaussianProblem,
     counterexample_problem,
@@ -25,6 +25,7 @@ from flowvar.gaussian import (
     psd_powers,
     rotation_matrix,
     singular_times,
+    sqrtm_psd,
 )
 from flowvar.interpolants import Interpolant
 from flowvar.loss import per_sample_loss
@@ -427,3 +428,108 @@ def test_rotation_matrix_bad_plane() -> None:
     with pytest.raises(ConfigError, match="not a pair of distinct axes"):
         rotation_matrix(30.0, dim=2, plane=(0, 0))
     assert math.isclose(float(torch.linalg.det(rotation_matrix(73.0, dim=4, plane=(1, 3)))), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- invalid matrices
+
+DIAG_INDEFINITE = torch.diag(torch.tensor([4.0, -1.0], dtype=F64))
+NOT_SYMMETRIC = torch.tensor([[4.0, 1.0], [0.0, 9.0]], dtype=F64)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: sqrtm_psd(DIAG_INDEFINITE), r"M must be positive semidefinite.*smallest eigenvalue is -1"),
+    (lambda: sqrtm_psd(NOT_SYMMETRIC), r"M must be symmetric.*max\|M − Mᵀ\| = 1"),
+    (lambda: sqrtm_psd(NOT_SYMMETRIC.float()), r"M must be symmetric"),
+    (lambda: psd_powers(DIAG_INDEFINITE, (0.5, -0.5)), r"M must be positive semidefinite"),
+    (lambda: psd_powers(NOT_SYMMETRIC, (0.5,)), r"M must be symmetric"),
+    (lambda: psd_powers(torch.diag(torch.tensor([4.0, 0.0], dtype=F64)), (0.5, -0.5)),
+     r"power -0.5 of M is infinite.*floor > 0"),
+    (lambda: psd_powers(torch.eye(2, dtype=F64), (0.5,), floor=math.nan), r"floor must be a number in \[0, 1\]"),
+    (lambda: gaussian_ot_matrix(torch.eye(2), DIAG_INDEFINITE), r"cov1 must be positive semidefinite"),
+    (lambda: gaussian_ot_matrix(torch.diag(torch.tensor([1.0, -1.0])), torch.eye(2)),
+     r"cov0 must be positive semidefinite"),
+    (lambda: gaussian_ot_matrix(NOT_SYMMETRIC, torch.eye(2)), r"cov0 must be symmetric"),
+    (lambda: gaussian_ot_matrix(torch.eye(2), NOT_SYMMETRIC), r"cov1 must be symmetric"),
+])
+def test_matrix_helpers_refuse_invalid_matrices(call, match: str) -> None:
+    # each used to return a silently wrong number: diag(2, 0), diag(2, 3), NaN/Inf, diag(2, 0), a 1e6 entry
+    with pytest.raises(ConfigError, match=match):
+        call()
+
+
+def test_matrix_helpers_refuse_bad_shapes() -> None:
+    with pytest.raises(ShapeError, match=r"M must be a square \(d, d\) matrix"):
+        sqrtm_psd(torch.zeros(2, 3, dtype=F64))
+    with pytest.raises(ShapeError, match=r"cov0 and cov1 must have the same shape"):
+        gaussian_ot_matrix(torch.eye(2), torch.eye(3))
+    with pytest.raises(ShapeError, match=r"d >= 1"):
+        psd_powers(torch.zeros(0, 0), (0.5,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matrix_helpers_clamp_rounding_level_negative_eigenvalues(dtype: torch.dtype) -> None:
+    """A covariance of rank-deficient data is semidefinite only up to rounding: still accepted, and clamped."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(200, 2, generator=g, dtype=F64) @ torch.randn(2, 5, generator=g, dtype=F64)  # rank 2 of 5
+    cov = torch.cov(x.T)
+    cov = ((cov + cov.T) / 2).to(dtype)
+    evals = torch.linalg.eigvalsh(cov)
+    assert float(evals.min()) < 0  # negative by rounding only (~1e-17 or ~1e-8 relative)
+    root = sqrtm_psd(cov)
+    torch.testing.assert_close(root @ root, cov, rtol=0, atol=1e-5 * float(cov.abs().max()))
+    (half,) = psd_powers(cov, (0.5,))
+    torch.testing.assert_close(half, root, rtol=0, atol=1e-3 * float(root.abs().max()))
+    a = gaussian_ot_matrix(torch.eye(5, dtype=dtype), cov)
+    assert bool(torch.isfinite(a).all())
+    # an exactly negative eigenvalue far beyond rounding is not "rounding"
+    bad = cov - 1e-3 * float(cov.abs().max()) * torch.eye(5, dtype=dtype)
+    with pytest.raises(ConfigError, match="positive semidefinite"):
+        sqrtm_psd(bad)
+
+
+def test_matrix_check_tolerates_float32_rounding_of_a_float64_call() -> None:
+    """A float32 covariance is symmetric only to float32 precision: gaussian_ot_matrix (which works in float64)
+    judges it by float32's tolerance."""
+    cov = random_spd(4, seed=12)
+    cov32 = cov.float()
+    cov32[0, 1] = cov32[0, 1] * (1 + 2e-7)  # an asymmetry of float32's rounding level
+    assert float((cov32 - cov32.T).abs().max()) > 0
+    A = gaussian_ot_matrix(torch.eye(4), cov32)
+    torch.testing.assert_close(A, sqrtm_psd(cov), rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_problem_refuses_zero_dimensions() -> None:
+    with pytest.raises(ShapeError, match=r"at least one coordinate \(d >= 1\)"):
+        GaussianProblem(torch.zeros(0), torch.zeros(0, 0))
+
+
+@pytest.mark.parametrize("angle", [math.nan, math.inf, -math.inf, "30", None, True])
+def test_rotation_matrix_refuses_non_finite_or_non_numeric_angles(angle: object) -> None:
+    with pytest.raises(ConfigError, match="angle_deg must be a finite number of degrees"):
+        rotation_matrix(angle, 2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("plane", [(0, 1, 2), (0,), 1, "01", (0.0, 1.0), (True, False), None])
+def test_rotation_matrix_refuses_a_malformed_plane(plane: object) -> None:
+    # (0, 1, 2) used to fail with "too many values to unpack", 1 with "cannot unpack non-iterable int"
+    with pytest.raises(ConfigError, match=r"plane must be a pair of integer axis indices"):
+        rotation_matrix(30, 3, plane)  # type: ignore[arg-type]
+
+
+def test_rotation_matrix_accepts_numpy_and_tensor_arguments() -> None:
+    expected = rotation_matrix(30.0, 3, (0, 2))
+    torch.testing.assert_close(rotation_matrix(np.float64(30.0), 3, (np.int64(0), np.int64(2))), expected)
+    torch.testing.assert_close(rotation_matrix(torch.tensor(30.0), 3, [0, 2]), expected)
+    torch.testing.assert_close(rotation_matrix(30.0, 3, np.array([0, 2])), expected)
+
+
+def test_check_symmetric_psd_names_the_matrix_and_returns_it() -> None:
+    from flowvar.gaussian import check_symmetric_psd
+
+    M = random_spd(3, seed=13)
+    assert check_symmetric_psd("cov", M) is M
+    assert check_symmetric_psd("cov", torch.eye(2, dtype=torch.int64)).dtype == F64  # integers: computed in float64
+    with pytest.raises(ConfigError, match=r"^cov must be positive semidefinite"):
+        check_symmetric_psd("cov", DIAG_INDEFINITE)
+    with pytest.raises(DataError, match="cov holds 1 non-finite"):
+        check_symmetric_psd("cov", torch.tensor([[1.0, 0.0], [0.0, math.inf]]))

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,52 @@ def test_model_returning_wrong_shape_is_reported() -> None:
     path = CFMLoss().sample_path(pairs, torch.Generator().manual_seed(0))
     with pytest.raises(ShapeError, match="one velocity per input point"):
         per_sample_loss(lambda x, t: x[:, :1], path)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------- hostile inputs
+
+
+@pytest.mark.parametrize("which, shape", [("z", (3,)), ("z", (1, 3)), ("x1", (1, 3)), ("x1", (4, 1)),
+                                          ("z", (4, 3, 1))])
+def test_path_refuses_shapes_that_would_broadcast(which: str, shape: tuple[int, ...]) -> None:
+    # broadcasting would give every row the same noise (z) or the same target (x1), without an error
+    x0, x1, z = torch.zeros(4, 3), torch.ones(4, 3), torch.randn(4, 3)
+    args = {"x0": x0, "x1": x1, "z": z, which: torch.zeros(shape)}
+    with pytest.raises(ShapeError, match=r"same shape.*broadcasting"):
+        Interpolant(0.5).path(args["x0"], args["x1"], torch.full((4,), 0.5), args["z"])
+
+
+@pytest.mark.parametrize("t", [0.25, torch.tensor(0.25), torch.tensor(0.25, dtype=torch.float64)])
+@pytest.mark.parametrize("noise", ["constant", "bridge"])
+def test_path_accepts_a_scalar_time(t: float | torch.Tensor, noise: str) -> None:
+    pairs = _pairs()
+    z = torch.randn(8, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    interp = Interpolant(0.3, noise, target="conditional")
+    path = interp.path(pairs.x0, pairs.x1, t, z)
+    ref = interp.path(pairs.x0, pairs.x1, torch.full((8,), 0.25, dtype=torch.float64), z)
+    assert path.t.shape == (8,) and path.t.dtype == torch.float64
+    assert torch.equal(path.t, ref.t)
+    assert torch.equal(path.xt, ref.xt) and torch.equal(path.target, ref.target)
+
+
+def test_path_keeps_a_matching_time_tensor_and_refuses_a_wrong_one() -> None:
+    pairs = _pairs()
+    t = torch.rand(8, dtype=torch.float64)
+    assert Interpolant(0.0).path(pairs.x0, pairs.x1, t, torch.zeros_like(pairs.x0)).t is t
+    with pytest.raises(ShapeError, match=r"t must be a scalar or have shape \(8,\)"):
+        Interpolant(0.0).path(pairs.x0, pairs.x1, torch.rand(8, 1, dtype=torch.float64), torch.zeros_like(pairs.x0))
+    with pytest.raises(ConfigError, match="t must be a number"):
+        Interpolant(0.0).path(pairs.x0, pairs.x1, "0.5", torch.zeros_like(pairs.x0))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sigma", [True, False, np.True_, torch.tensor(True)])
+def test_sigma_refuses_bools(sigma: object) -> None:
+    # float(True) == 1.0: a bool would silently become σ = 1
+    with pytest.raises(ConfigError, match="sigma must be a number >= 0, got the bool"):
+        Interpolant(sigma)  # type: ignore[arg-type]
+
+
+def test_sigma_error_does_not_print_a_tensor() -> None:
+    with pytest.raises(ConfigError, match=r"got a Tensor of shape \(1000,\)") as info:
+        Interpolant(torch.zeros(1000))  # type: ignore[arg-type]
+    assert "0., 0." not in str(info.value)

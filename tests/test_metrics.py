@@ -527,3 +527,46 @@ def test_median_nn_distance_against_brute_force(gen: torch.Generator) -> None:
     assert metrics.median_nn_distance(torch.cat([x, x])) == 0.0  # every point has a copy
     with pytest.raises(DataError, match="at least 2"):
         metrics.median_nn_distance(x[:1])
+
+
+# ---------------------------------------------------------------------------------------------- hostile arguments
+
+
+@pytest.mark.parametrize("bandwidth", [np.float32(1.0), np.float64(1.0), torch.tensor(1.0), np.array(1.0),
+                                       torch.tensor([1.0]), [np.float32(1.0)], [torch.tensor(1.0)], 1])
+def test_mmd_accepts_numpy_and_torch_scalar_bandwidths(gen: torch.Generator, bandwidth: object) -> None:
+    # a numpy/torch scalar used to raise "TypeError: ... object is not iterable" (it was taken for a list)
+    x, y = randn(gen, 30, 2), randn(gen, 25, 2) + 0.5
+    expected = mmd2(x, y, bandwidth=1.0)
+    result = mmd2(x, y, bandwidth=bandwidth)  # type: ignore[arg-type]
+    assert result.bandwidths == (1.0,)
+    assert result.mmd2 == expected.mmd2
+
+
+@pytest.mark.parametrize("bandwidth", [np.float32("nan"), torch.tensor(-1.0), np.True_, torch.zeros(2, 2), object()])
+def test_mmd_refuses_bad_array_bandwidths_in_one_line(gen: torch.Generator, bandwidth: object) -> None:
+    with pytest.raises(ConfigError, match="bandwidth") as info:
+        mmd2(randn(gen, 10, 2), randn(gen, 10, 2), bandwidth=bandwidth)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("partner", [[0.0, 1.5, 2.0], [0.0, math.nan, 2.0], np.array([0.0, 1.0, 2.5])])
+def test_pairing_accuracy_refuses_non_integer_partner_indices(gen: torch.Generator, partner: object) -> None:
+    # 1.5 used to be truncated to 1 by .long(), scoring against another row without an error
+    targets = randn(gen, 3, 2)
+    with pytest.raises(DataError, match=r"partner_index must hold whole numbers.*partner_index\[[12]\]"):
+        pairing_accuracy(targets, targets, partner)  # type: ignore[arg-type]
+
+
+def test_pairing_accuracy_accepts_whole_float_partner_indices(gen: torch.Generator) -> None:
+    targets = randn(gen, 3, 2)
+    assert pairing_accuracy(targets, targets, [0.0, 1.0, 2.0]).accuracy == 1.0  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="integer row indices"):
+        pairing_accuracy(targets, targets, torch.tensor([True, False, True]))
+
+
+def test_rotation_angle_with_a_tensor_as_second_argument_does_not_print_it(gen: torch.Generator) -> None:
+    x0, x1 = randn(gen, 500, 2), randn(gen, 500, 2)
+    with pytest.raises(ConfigError, match=r"got a Tensor of shape \(500, 2\).*fitted_linear_map") as info:
+        rotation_angle(x0, x1)  # type: ignore[arg-type]
+    assert "tensor(" not in str(info.value) and len(str(info.value)) < 300

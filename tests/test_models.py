@@ -81,3 +81,20 @@ def test_zero_perturbed_field_equals_its_base_and_has_zero_gradient_where_it_fit
     xt = torch.cat([x, t[:, None]], 1)
     torch.testing.assert_close(probe.linear.weight.grad, -2 * r.T @ xt)
     torch.testing.assert_close(probe.linear.bias.grad, -2 * r.sum(0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int64])
+def test_mlp_dtype_mismatch_is_one_clear_error(dtype: torch.dtype) -> None:
+    # used to be torch's raw "mat1 and mat2 must have the same dtype" RuntimeError
+    with pytest.raises(ConfigError, match=rf"MLPField got x of dtype {dtype} but its parameters are torch.float32.*"
+                                          rf"model.to\({dtype}\)"):
+        MLPField(2, 8, 1)(torch.zeros(3, 2, dtype=dtype), 0.5)
+    with pytest.raises(ConfigError, match="MLPField got x of dtype"):
+        FlatMLPField((2, 2), 8, 1)(torch.zeros(3, 2, 2, dtype=dtype), 0.5)
+
+
+def test_mlp_runs_in_the_dtype_it_is_converted_to() -> None:
+    model = MLPField(2, 8, 1).double()
+    assert model(torch.zeros(3, 2, dtype=torch.float64), 0.5).dtype == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes legitimately: not refused
+        assert MLPField(2, 8, 1)(torch.zeros(3, 2), 0.5).dtype == torch.bfloat16

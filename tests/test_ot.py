@@ -19,8 +19,11 @@ from flowvar.ot import (
     ALIGN_MIN_POINTS,
     AUTO_EMD_MIN_POINTS,
     AUTO_SPARSE_MIN_POINTS,
+    cost_matrix,
+    exact_assignment,
     exact_ot_permutation,
     gaussian_aligned,
+    random_pairing_cost,
     sparse_certified_permutation,
     squared_distances,
 )
@@ -354,3 +357,62 @@ def test_exact_pairing_of_empty_or_mismatched_point_sets_is_a_shape_error() -> N
     for a, b in [(x[:0], x[:0]), (x, torch.randn(5, 4)), (torch.tensor(1.0), torch.tensor(2.0))]:
         with pytest.raises(ShapeError, match="exact OT pairing needs"):
             exact_ot_permutation(a, b)
+
+
+# ---------------------------------------------------------------------------------------------- far from the origin
+
+
+def _centred_optimum(x0: torch.Tensor, x1: torch.Tensor) -> tuple[float, np.ndarray]:
+    """(optimal total cost, cost matrix) from scipy's LSA on exact differences of the centred points."""
+    from scipy.optimize import linear_sum_assignment
+
+    centre = torch.cat([x0, x1]).mean(0)
+    a, b = (x0 - centre).numpy(), (x1 - centre).numpy()
+    cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].sum()), cost
+
+
+def _tight_cloud(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (1e-3 * torch.randn(n, 3, generator=g, dtype=torch.float64),
+            1e-3 * torch.randn(n, 3, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("n", [100, 300, 600])
+@pytest.mark.parametrize("offset", [1e5, 1e6])
+def test_exact_ot_is_translation_invariant(n: int, offset: float) -> None:
+    """Spread 1e-3 at an offset of 1e5–1e6: the expanded cost ‖a‖² + ‖b‖² − 2a·b lost every digit, and below the
+    aligned size (512 points) every solver paired at 2.5–16× the optimal cost. Each solver, aligned or not, and the
+    image pairing must now find the optimum of the centred problem."""
+    x0, x1 = _tight_cloud(n, n)
+    best, cost = _centred_optimum(x0, x1)
+    rows = np.arange(n)
+    for solver in ("lsa", "emd", "sparse"):
+        for align in (True, False):
+            perm = exact_ot_permutation(x0 + offset, x1 + offset, solver, align=align).numpy()  # type: ignore[arg-type]
+            assert sorted(perm.tolist()) == list(range(n))
+            assert float(cost[rows, perm].sum()) == pytest.approx(best, rel=1e-9), (solver, align)
+    perm = exact_assignment(x0 + offset, x1 + offset).permutation.numpy()
+    assert float(cost[rows, perm].sum()) == pytest.approx(best, rel=1e-9), "images.exact_assignment"
+
+
+def test_exact_ot_of_sets_far_apart_is_exact() -> None:
+    """Sources near 0 and targets at 1e6: each set centred on its own mean keeps the pairing exact."""
+    x0, x1 = _tight_cloud(200, 3)
+    best, cost = _centred_optimum(x0, x1)  # a common translation of x1 alone shifts each total by a constant
+    shifted = x1 + torch.tensor([1e6, -2e6, 5e5], dtype=torch.float64)
+    for solver in ("lsa", "emd"):
+        perm = exact_ot_permutation(x0, shifted, solver, align=False).numpy()  # type: ignore[arg-type]
+        assert float(cost[np.arange(200), perm].sum()) == pytest.approx(best, rel=1e-9), solver
+
+
+def test_cost_matrices_keep_their_digits_far_from_the_origin() -> None:
+    x0, x1 = _tight_cloud(40, 5)
+    for offset in (1e5, 1e6):
+        a, b = x0 + offset, x1 + offset
+        exact = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)  # differences of nearby floats are exact
+        torch.testing.assert_close(squared_distances(a, b, chunk_rows=7), exact, rtol=1e-6, atol=0)
+        torch.testing.assert_close(torch.as_tensor(cost_matrix(a, b, block=7)), exact, rtol=1e-6, atol=0)
+        direct = float(exact.mean())
+        assert random_pairing_cost(a, b) == pytest.approx(direct, rel=1e-6)

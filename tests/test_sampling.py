@@ -213,3 +213,28 @@ def test_integrate_chunked_equals_one_call() -> None:
         integrate_chunked(linear_field, torch.zeros(0, 2))
     with pytest.raises(ConfigError, match="positive integer"):
         integrate_chunked(linear_field, x0, rows=0)
+
+
+@pytest.mark.parametrize("method", list(FIXED_METHODS))
+def test_options_for_flowvar_fixed_grid_methods_are_refused(x0: Tensor, method: str) -> None:
+    # used to be ignored silently: the caller believed e.g. step_size took effect
+    with pytest.raises(ConfigError, match=rf"apply to torchdiffeq solvers only; method='{method}'.*'euler'.*'rk4'"):
+        integrate(linear_field, x0, method=method, options={"step_size": 0.01})
+    integrate(linear_field, x0, method=method, steps=4, options={})  # nothing to ignore: accepted
+    with pytest.raises(ConfigError, match="options must be a dict"):
+        integrate(linear_field, x0, method="dopri5", options=[("step_size", 0.1)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "adaptive_heun"])
+def test_half_precision_is_refused_for_adaptive_solvers(method: str, dtype: torch.dtype) -> None:
+    # used to fail as SolverError "... at t = nan ... singular", blaming the field
+    with pytest.raises(ConfigError, match=rf"adaptive solvers \(method='{method}'\) need x0 in float32 or float64.*"
+                                          rf"x0.float\(\)"):
+        integrate(lambda x, t: -x, torch.ones(4, 2, dtype=dtype), method=method)
+
+
+def test_half_precision_still_runs_on_fixed_grids() -> None:
+    for method in ("euler", "heun3"):
+        out = integrate(lambda x, t: -x, torch.ones(4, 2, dtype=torch.float16), method=method, steps=8).x1
+        assert out.dtype == torch.float16 and bool(torch.isfinite(out).all())

@@ -184,9 +184,25 @@ def _check_n(n: object) -> int | None:
 
 
 def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    # the range of flowvar.seeding.check_seed (TrainConfig, the experiments): a seed of -1 was accepted here only
+    # because torch.Generator.manual_seed wraps negative values, so -1 silently meant 2**64 - 1
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     return int(seed)
+
+
+def _check_value_range(value_range: object) -> tuple[float, float]:
+    """``value_range`` as two finite floats lo < hi, else a one-line ConfigError (a string "0,1" would otherwise
+    fail in float() and an infinite hi would map every value to −1)."""
+    if isinstance(value_range, str | bytes) or not hasattr(value_range, "__len__") or len(value_range) != 2:
+        raise ConfigError(f"value_range must be a pair of numbers (lo, hi), e.g. (0, 255), got {value_range!r}")
+    lo, hi = value_range  # type: ignore[misc]
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in (lo, hi)):
+        raise ConfigError(f"value_range must be a pair of numbers (lo, hi), e.g. (0, 255), got {value_range!r}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not hi > lo:
+        raise ConfigError(f"value_range must be two finite numbers with lo < hi, got {value_range!r}")
+    return lo, hi
 
 
 def _check_channels(channels: object, default: int) -> int:
@@ -568,6 +584,7 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     ``channels``: 1 or 3 to convert grey↔RGB (RGB → grey by ITU-R 601-2 luma); None keeps C.
     """
     n, seed = _check_n(n), _check_seed(seed)
+    value_range = _check_value_range(value_range) if value_range is not None else None
     file = Path(path).expanduser()
     if file.is_dir():
         raise DataError(f"array file {file} is a folder; pass the path of a .npy file, or load a folder of images "
@@ -611,9 +628,7 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         data = torch.from_numpy(raw.astype(np.float32))
     check_finite(f"array {file}", data)
     if value_range is not None:
-        lo, hi = (float(v) for v in value_range)
-        if not hi > lo:
-            raise ConfigError(f"value_range must be (lo, hi) with hi > lo, got {value_range!r}")
+        lo, hi = value_range
         if float(data.min()) < lo or float(data.max()) > hi:
             raise DataError(f"{file} has values in [{float(data.min())}, {float(data.max())}], outside "
                             f"value_range {value_range}; widen value_range or drop it to use values as given")
@@ -769,6 +784,17 @@ def resolve_data(data: str | Path, dataset: str | None = None) -> DataSpec:
     Raises DataError (one line naming the path and the fix) for a missing path, an unsupported file type or an empty
     folder, ConfigError for an unknown ``dataset``.
     """
+    spec = _resolve_data(data, dataset)
+    # a forced kind the data are not is refused, never silently replaced by the inferred one
+    if dataset is not None and dataset != spec.dataset:
+        raise ConfigError(f"dataset {dataset!r} does not match the data {str(data).strip()!r}, which are "
+                          f"{spec.dataset!r}; drop dataset (it is inferred) or pass data of that kind"
+                          + ("" if spec.dataset != "folder" or dataset == "celeba" else
+                             " (dataset='celeba' is the one kind a folder can be forced to)"))
+    return spec
+
+
+def _resolve_data(data: str | Path, dataset: str | None) -> DataSpec:
     text = str(data).strip()
     if dataset is not None and dataset not in ("gmm", "digits", "lfw", "celeba", "folder", "npy"):
         raise ConfigError(f"dataset must be one of gmm, digits, lfw, celeba, folder, npy, got {dataset!r}")

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int
+from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int, describe
 
 
 class Distribution(ABC):
@@ -58,21 +58,57 @@ class GaussianMixture(Distribution):
     """
 
     def __init__(self, means: Tensor, stds: float | Tensor = 0.5, weights: Tensor | None = None) -> None:
+        if not isinstance(means, Tensor) or not means.is_floating_point():
+            raise ConfigError(f"GaussianMixture means must be a floating-point tensor (K, d), got {describe(means)}")
         if means.ndim != 2 or means.shape[0] < 1:
             raise ShapeError(f"GaussianMixture means must have shape (K, d) with K >= 1, got {tuple(means.shape)}")
         check_finite("GaussianMixture means", means)
         k, d = means.shape
-        stds_t = torch.as_tensor(stds, dtype=means.dtype).expand(k).clone()
-        if bool((stds_t <= 0).any()):
-            raise ConfigError(f"GaussianMixture stds must be > 0, got {stds_t.tolist()}")
-        if weights is None:
-            weights = torch.full((k,), 1.0 / k, dtype=means.dtype)
-        weights = torch.as_tensor(weights, dtype=means.dtype)
-        if weights.shape != (k,) or bool((weights < 0).any()) or abs(float(weights.sum()) - 1) > 1e-6:
-            raise ConfigError(f"GaussianMixture weights must be {k} non-negative numbers summing to 1")
-        self.means, self.stds, self.weights = means, stds_t, weights
+        self.means, self.stds, self.weights = means, self._check_stds(stds, k, means.dtype), \
+            self._check_weights(weights, k, means.dtype)
         self.event_shape = (d,)
         self.dtype = means.dtype
+
+    @staticmethod
+    def _check_stds(stds: float | Tensor, k: int, dtype: torch.dtype) -> Tensor:
+        """(K,) stds: a scalar or K values, all finite and > 0 (NaN or Inf would make every sample NaN or ±Inf)."""
+        if isinstance(stds, bool):
+            raise ConfigError(f"GaussianMixture stds must be numbers > 0, got the bool {stds!r}")
+        try:
+            stds_t = torch.as_tensor(stds, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"GaussianMixture stds must be a number or {k} numbers > 0, got {describe(stds)}"
+                              ) from None
+        if stds_t.shape not in ((), (1,), (k,)):
+            raise ShapeError(f"GaussianMixture stds must be a scalar or have shape ({k},) (one per component), got "
+                             f"shape {tuple(stds_t.shape)}")
+        stds_t = stds_t.expand(k).clone()
+        if not bool(torch.isfinite(stds_t).all()) or bool((stds_t <= 0).any()):
+            raise ConfigError(f"GaussianMixture stds must be finite and > 0, got {stds_t.tolist()[:8]}"
+                              f"{' …' if k > 8 else ''}")
+        return stds_t
+
+    @staticmethod
+    def _check_weights(weights: Tensor | None, k: int, dtype: torch.dtype) -> Tensor:
+        """(K,) weights: finite, >= 0, summing to 1 (within 1e-6); uniform if None."""
+        if weights is None:
+            return torch.full((k,), 1.0 / k, dtype=dtype)
+        try:
+            w = torch.as_tensor(weights, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"GaussianMixture weights must be {k} numbers, got {describe(weights)}") from None
+        if w.shape != (k,):
+            raise ShapeError(f"GaussianMixture weights must have shape ({k},) (one per component), got "
+                             f"{tuple(w.shape)}")
+        # NaN compares False with everything, so a NaN weight passed the old sign and sum checks and only failed in
+        # torch.multinomial at sampling time
+        shown = f"{w.tolist()[:8]}{' …' if k > 8 else ''}"
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ConfigError(f"GaussianMixture weights must be finite and >= 0, got {shown}")
+        if not abs(float(w.sum()) - 1) <= 1e-6:
+            raise ConfigError(f"GaussianMixture weights must sum to 1, got {shown} (sum {float(w.sum()):.6g}); "
+                              f"divide them by their sum")
+        return w
 
     @classmethod
     def random(cls, dim: int, n_components: int = 8, mean_scale: float = 3.0, std: float = 0.5,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -53,12 +54,30 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         )
 
 
+def describe(value: object, limit: int = 80) -> str:
+    """A short one-line description of ``value`` for an error message: a tensor or array by its type, shape and dtype
+    (never its entries: a message quoting a 10⁶-entry tensor is unreadable), anything else by its ``repr`` cut to
+    ``limit`` characters."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        kind = type(value).__name__
+        if tuple(shape) == () and hasattr(value, "item"):  # a 0-d tensor or a numpy scalar: its one value is short
+            return f"{value.item()!r} (0-d {kind}, dtype {value.dtype})"  # type: ignore[attr-defined]
+        return f"a {kind} of shape {tuple(shape)} and dtype {value.dtype}"  # type: ignore[attr-defined]
+    text = printable(repr(value))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def check_sigma(sigma: float) -> float:
     """Validate an interpolant noise level: a finite float >= 0."""
+    # float(True) == 1.0: a bool passed by mistake (e.g. a flag in the wrong position) would silently mean σ = 1
+    if isinstance(sigma, bool | np.bool_) or (isinstance(sigma, torch.Tensor) and sigma.dtype == torch.bool):
+        raise ConfigError(f"sigma must be a number >= 0, got the bool {describe(sigma)}; pass a number, e.g. "
+                          f"sigma=0.1 (or sigma=0 for the deterministic interpolant)")
     try:
         value = float(sigma)
     except (TypeError, ValueError):
-        raise ConfigError(f"sigma must be a number >= 0, got {sigma!r}") from None
+        raise ConfigError(f"sigma must be a number >= 0, got {describe(sigma)}") from None
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"sigma must be a finite number >= 0, got {sigma}; use sigma=0 for the "
                           f"deterministic interpolant")
@@ -73,4 +92,4 @@ def check_positive_int(name: str, value: object) -> int:
 
 
 __all__ = ["ConfigError", "DataError", "FlowvarError", "ShapeError", "SolverError", "TrainingError", "check_finite",
-           "check_positive_int", "check_sigma", "printable"]
+           "check_positive_int", "check_sigma", "describe", "printable"]

@@ -16,50 +16,176 @@ Setting: X0 ~ N(0, I_d), X1 ~ N(μ, M) with M symmetric positive definite.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 
 import torch
 from torch import Tensor
 
 from flowvar.distributions import Distribution
-from flowvar.errors import ConfigError, ShapeError, SolverError, check_finite, check_positive_int
+from flowvar.errors import ConfigError, ShapeError, SolverError, check_finite, check_positive_int, describe
 from flowvar.models.parametric import GaussianParametricField
+
+#: Relative tolerances of the matrix checks (:func:`check_symmetric_psd`), by dtype: asymmetry up to
+#: ``SYMMETRY_RTOL``·max|M| and eigenvalues down to −``EIGENVALUE_RTOL``·max|λ| count as rounding. A covariance
+#: computed in float32 is symmetric and semidefinite only to ~1e-7 relative, so float32 gets looser tolerances;
+#: either way a genuinely indefinite matrix (an eigenvalue −0.25·λ_max, say) is far outside them.
+SYMMETRY_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-10, torch.float32: 1e-5}
+EIGENVALUE_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-12, torch.float32: 1e-6}
+
+
+def _tolerance(table: dict[torch.dtype, float], dtype: torch.dtype, d: int) -> float:
+    # eigh's own backward error grows with d (about d·ε·‖M‖), so large matrices get d·ε on top of the floor
+    eps = torch.finfo(dtype).eps
+    return max(table.get(dtype, table[torch.float32]), 16 * d * eps)
+
+
+def _square_matrix(name: str, M: Tensor) -> Tensor:
+    """``M`` as a floating-point square (d, d) tensor with d >= 1 and finite entries, else a one-line error."""
+    if not isinstance(M, Tensor):
+        try:
+            M = torch.as_tensor(M, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"{name} must be a (d, d) matrix, got {describe(M)}") from None
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] == 0:
+        raise ShapeError(f"{name} must be a square (d, d) matrix with d >= 1, got shape {tuple(M.shape)}")
+    if M.is_complex() or M.dtype == torch.bool:
+        raise ConfigError(f"{name} must hold real numbers, got dtype {M.dtype}")
+    if not M.is_floating_point():
+        M = M.double()  # an integer matrix: eigh needs floats
+    elif M.dtype not in (torch.float32, torch.float64):
+        M = M.float()  # float16/bfloat16: LAPACK has no half-precision eigh
+    check_finite(name, M)
+    return M
+
+
+def _check_symmetric(name: str, M: Tensor) -> None:
+    scale = float(M.abs().max())
+    asym = float((M - M.T).abs().max())
+    if asym > _tolerance(SYMMETRY_RTOL, M.dtype, M.shape[0]) * scale:
+        raise ConfigError(f"{name} must be symmetric, but max|M − Mᵀ| = {asym:.3g} (max|M| = {scale:.3g}); "
+                          f"pass (M + M.T) / 2 if it is symmetric up to rounding, or fix the matrix")
+
+
+def _check_eigenvalues(name: str, evals: Tensor, dtype: torch.dtype) -> None:
+    """Raise :class:`ConfigError` if the smallest eigenvalue is below −tol·max|λ| (more than rounding)."""
+    lo, top = float(evals.min()), float(evals.abs().max())
+    if lo < -_tolerance(EIGENVALUE_RTOL, dtype, evals.shape[0]) * top:
+        raise ConfigError(f"{name} must be positive semidefinite, but its smallest eigenvalue is {lo:.3g} (largest "
+                          f"|eigenvalue| {top:.3g}); fix the matrix (e.g. a covariance estimate, or clamp its "
+                          f"eigenvalues at 0)")
+
+
+def check_symmetric_psd(name: str, M: Tensor) -> Tensor:
+    """``M`` if it is a finite, symmetric, positive semidefinite (d, d) matrix (up to rounding), else a one-line
+    :class:`ConfigError` naming which (:class:`ShapeError` for a non-square shape, :class:`DataError` for NaN/Inf).
+
+    Symmetric: max|M − Mᵀ| <= tol_s·max|M|; semidefinite: λ_min >= −tol_λ·max|λ|, with tol_s = 1e-10 and
+    tol_λ = 1e-12 in float64 (1e-5 and 1e-6 in float32), raised to 16·d·ε for large d (:data:`SYMMETRY_RTOL`,
+    :data:`EIGENVALUE_RTOL`). Integer matrices are returned as float64, float16/bfloat16 ones as float32.
+    Costs one ``eigvalsh``: call it where a matrix enters, not in a loop.
+    """
+    M = _square_matrix(name, M)
+    _check_symmetric(name, M)
+    _check_eigenvalues(name, torch.linalg.eigvalsh(M), M.dtype)
+    return M
 
 
 def sqrtm_psd(M: Tensor) -> Tensor:
-    """Symmetric square root of a symmetric positive (semi)definite matrix via eigh."""
+    """Symmetric square root of a symmetric positive (semi)definite matrix via eigh.
+
+    Eigenvalues that are negative only by rounding are clamped at 0; a non-symmetric or indefinite ``M`` (see
+    :func:`check_symmetric_psd` for the tolerances) raises a :class:`ConfigError`, since eigh would read one
+    triangle only and the clamp would hide a negative eigenvalue: both give a wrong root without a warning.
+    """
+    M = _square_matrix("M", M)
+    _check_symmetric("M", M)
     evals, evecs = torch.linalg.eigh(M)
+    _check_eigenvalues("M", evals, M.dtype)  # on the eigh done anyway: the check costs O(d)
     return (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
 
 
-def psd_powers(M: Tensor, powers: tuple[float, ...], floor: float = 0.0) -> tuple[Tensor, ...]:
+def psd_powers(M: Tensor, powers: tuple[float, ...], floor: float = 0.0, *,
+               check: bool = True) -> tuple[Tensor, ...]:
     """(M^p for p in ``powers``) of a symmetric positive semidefinite (d, d) matrix from one eigh: V diag(λ^p) Vᵀ.
 
     Eigenvalues are clamped at ``floor``·λ_max first (and at 0), the same for every power, so M^{1/2} M^{-1/2} = I
     up to rounding; a positive ``floor`` makes negative powers of a singular M finite. M with λ_max ≤ 0 raises a
-    :class:`ConfigError`.
+    :class:`ConfigError`, and so (with ``check``, the default) do a non-symmetric or indefinite M (see
+    :func:`check_symmetric_psd`; eigenvalues negative only by rounding are clamped as before) and a negative power
+    of a singular M with ``floor=0`` (it would be Inf). ``check=False`` skips these checks, for callers whose M
+    is semidefinite by construction (e.g. a Gram matrix).
     """
+    if check:
+        M = _square_matrix("M", M)
+        _check_symmetric("M", M)
+    return _psd_powers("M", M, powers, floor, check)
+
+
+def _psd_powers(name: str, M: Tensor, powers: tuple[float, ...], floor: float, check: bool,
+                input_dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
+    """:func:`psd_powers` of an M already checked for shape and symmetry (with ``check``: its eigenvalues and the
+    powers' finiteness are checked here, on the one eigh), called ``name`` in errors; ``input_dtype``: the dtype M
+    came in, whose rounding the check tolerates (a float32 covariance cast to float64 is still only float32-exact)."""
+    rounding = input_dtype or M.dtype
+    if check and (isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor <= 1):
+        raise ConfigError(f"floor must be a number in [0, 1] (a fraction of the largest eigenvalue), got "
+                          f"{describe(floor)}")
     evals, evecs = torch.linalg.eigh(M)
     top = float(evals.max())
     if not top > 0:
-        raise ConfigError(f"psd_powers needs a nonzero positive semidefinite matrix, got largest eigenvalue "
+        raise ConfigError(f"{name} must be a nonzero positive semidefinite matrix, got largest eigenvalue "
                           f"{top:.3g}")
+    if check:
+        _check_eigenvalues(name, evals, rounding)  # on the eigh done anyway: O(d)
     evals = evals.clamp_min(max(floor, 0.0) * top)
-    return tuple((evecs * evals.pow(p)) @ evecs.T for p in powers)
+    scaled = [evals.pow(p) for p in powers]
+    if check:
+        infinite = [p for p, s in zip(powers, scaled, strict=True) if not bool(torch.isfinite(s).all())]
+        if infinite:
+            raise ConfigError(f"the power {infinite[0]} of {name} is infinite because {name} is singular (smallest "
+                              f"eigenvalue {float(evals.min()):.3g} after the floor); negative powers need a positive "
+                              f"definite matrix: pass floor > 0 (eigenvalues are then clamped at floor·λ_max) or "
+                              f"regularise {name}")
+    return tuple((evecs * s) @ evecs.T for s in scaled)
 
 
-def gaussian_ot_matrix(cov0: Tensor, cov1: Tensor, floor: float = 1e-12) -> Tensor:
+def gaussian_ot_matrix(cov0: Tensor, cov1: Tensor, floor: float = 1e-12, *, check: bool = True) -> Tensor:
     """The linear part A of the Brenier map between N(m0, Σ0) and N(m1, Σ1), T(x) = m1 + A(x − m0):
 
     A = Σ0^{-1/2} (Σ0^{1/2} Σ1 Σ0^{1/2})^{1/2} Σ0^{-1/2}, the symmetric positive definite solution of A Σ0 A = Σ1
     (Σ0 positive definite). ``cov0``, ``cov1``: (d, d) → (d, d) float64. Σ0's eigenvalues are clamped at
     ``floor``·λ_max, so a singular Σ0 gives a finite (large) A along its null space rather than an error.
+
+    With ``check`` (the default) both matrices must be finite, symmetric and positive semidefinite up to rounding
+    (:func:`check_symmetric_psd`), else a :class:`ConfigError` (:class:`ShapeError` for shapes) names which:
+    an indefinite covariance has no Gaussian, and the clamps below would turn it into a wrong A without a
+    warning. ``check=False`` skips the checks (one ``eigvalsh`` of Σ1), for covariances computed as Gram matrices.
     """
+    if check:
+        cov0, cov1 = _square_matrix("cov0", cov0), _square_matrix("cov1", cov1)
+        if cov0.shape != cov1.shape:
+            raise ShapeError(f"cov0 and cov1 must have the same shape (d, d), got {tuple(cov0.shape)} and "
+                             f"{tuple(cov1.shape)}")
+        _check_symmetric("cov0", cov0)  # in its own dtype; its eigenvalues are checked on _psd_powers' eigh below
+        check_symmetric_psd("cov1", cov1)
+    dtype0 = cov0.dtype
     cov0, cov1 = cov0.double(), cov1.double()
-    root, inv_root = psd_powers(cov0, (0.5, -0.5), floor)
+    root, inv_root = _psd_powers("cov0", cov0, (0.5, -0.5), floor, check, dtype0)
     middle = root @ cov1 @ root
-    (middle_root,) = psd_powers((middle + middle.T) / 2, (0.5,))
+    (middle_root,) = _psd_powers("Σ0^½ Σ1 Σ0^½", (middle + middle.T) / 2, (0.5,), 0.0, False)  # PSD by construction
     A = inv_root @ middle_root @ inv_root
     return (A + A.T) / 2
+
+
+def _check_angle(angle_deg: object) -> float:
+    """An angle in degrees as a float; NaN/Inf or a non-number is a :class:`ConfigError` (a NaN angle would give a
+    NaN rotation matrix, and every coupling, field and sample built on it would be NaN)."""
+    if isinstance(angle_deg, Tensor) and angle_deg.numel() == 1 and angle_deg.is_floating_point():
+        angle_deg = angle_deg.item()  # a one-element tensor holds a number too
+    if isinstance(angle_deg, bool) or not isinstance(angle_deg, numbers.Real) or not math.isfinite(angle_deg):
+        raise ConfigError(f"angle_deg must be a finite number of degrees, got {describe(angle_deg)}")
+    return float(angle_deg)
 
 
 def rotation_matrix(angle_deg: float, dim: int = 2, plane: tuple[int, int] = (0, 1),
@@ -69,11 +195,19 @@ def rotation_matrix(angle_deg: float, dim: int = 2, plane: tuple[int, int] = (0,
     In the plane (i, j): [[cos a, −sin a], [sin a, cos a]].
     """
     dim = check_positive_int("dim", dim)
-    i, j = plane
+    # a plane is two axis indices; anything else would fail in tuple unpacking or indexing with a raw error
+    try:
+        axes = [operator.index(k) for k in plane if not isinstance(k, bool)] if not isinstance(plane, str) else []
+    except TypeError:
+        axes = []
+    if len(axes) != 2 or len(axes) != len(plane):
+        raise ConfigError(f"plane must be a pair of integer axis indices (i, j), e.g. (0, 1), got {describe(plane)}")
+    i, j = axes
     if dim < 2 or not (0 <= i < dim and 0 <= j < dim) or i == j:
-        raise ConfigError(f"rotation plane {plane} is not a pair of distinct axes of a {dim}-D space "
+        raise ConfigError(f"rotation plane {(i, j)} is not a pair of distinct axes of a {dim}-D space "
                           f"(needs dim >= 2 and 0 <= i != j < dim)")
-    a = math.radians(float(angle_deg))
+    angle_deg = _check_angle(angle_deg)
+    a = math.radians(angle_deg)
     R = torch.eye(dim, dtype=dtype)
     c, s = math.cos(a), math.sin(a)
     # Exact values at multiples of 90° keep the 180° counterexample's singular time exactly at 1/2.
@@ -95,6 +229,8 @@ class GaussianProblem(Distribution):
         if mean.ndim != 1:
             raise ShapeError(f"mean must be a vector (d,), got shape {tuple(mean.shape)}")
         d = mean.shape[0]
+        if d == 0:  # a 0-D Gaussian has nothing to sample, and max() of its empty cov fails with a raw error
+            raise ShapeError("mean must have at least one coordinate (d >= 1), got an empty vector of shape (0,)")
         if cov.shape != (d, d):
             raise ShapeError(f"cov must have shape ({d}, {d}) to match mean, got {tuple(cov.shape)}")
         check_finite("mean", mean)
@@ -341,6 +477,6 @@ def parametric_per_sample_grads(theta: Tensor, Theta: Tensor, xt: Tensor, t: Ten
     return g_theta, g_theta.unsqueeze(-1) * w.unsqueeze(-2)
 
 
-__all__ = ["GaussianProblem", "counterexample_problem", "gaussian_ot_matrix", "meeting_point",
-           "parametric_per_sample_grads", "parametric_per_sample_loss", "parametric_residuals", "psd_powers",
-           "rotation_matrix", "singular_times", "sqrtm_psd"]
+__all__ = ["EIGENVALUE_RTOL", "SYMMETRY_RTOL", "GaussianProblem", "check_symmetric_psd", "counterexample_problem",
+           "gaussian_ot_matrix", "meeting_point", "parametric_per_sample_grads", "parametric_per_sample_loss",
+           "parametric_residuals", "psd_powers", "rotation_matrix", "singular_times", "sqrtm_psd"]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from flowvar.couplings import Pairs
-from flowvar.errors import ConfigError, ShapeError, check_positive_int, check_sigma
+from flowvar.errors import ConfigError, ShapeError, check_positive_int, check_sigma, describe
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,13 @@ class PathSample:
 
 def expand_time(t: Tensor, like: Tensor) -> Tensor:
     """Reshape ``t`` of shape (B,) (or a scalar) to broadcast against ``like`` of shape (B, *shape)."""
-    if isinstance(t, Tensor) and t.ndim == 1 and t.dtype == like.dtype and t.shape[0] == like.shape[0]:
+    if (isinstance(t, Tensor) and t.ndim == 1 and t.dtype == like.dtype and t.shape[0] == like.shape[0]
+            and t.device == like.device):
         return t.reshape(-1, *([1] * (like.ndim - 1)))  # the common case, without the conversions below
-    t = torch.as_tensor(t, dtype=like.dtype)
+    try:
+        t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"t must be a number or a tensor of times, got {describe(t)}") from None
     if t.ndim == 0:
         t = t.expand(like.shape[0])
     if t.shape != (like.shape[0],):
@@ -125,21 +129,35 @@ class Interpolant:
         """μ_t = (1 − t) x0 + t x1, as ``torch.lerp``: one kernel, and exact at both ends (μ_0 = x0, μ_1 = x1)."""
         return torch.lerp(x0, x1, expand_time(t, x0))
 
-    def path(self, x0: Tensor, x1: Tensor, t: Tensor, z: Tensor) -> PathSample:
-        """The interpolant at given (x0, x1, t, z); all randomness explicit."""
-        xt = self.mean(x0, x1, t)
+    def path(self, x0: Tensor, x1: Tensor, t: Tensor | float, z: Tensor) -> PathSample:
+        """The interpolant at given (x0, x1, t, z); all randomness explicit.
+
+        ``x0``, ``x1``, ``z``: (B, *shape), all of one shape; ``t``: (B,), or a scalar (a Python number or a 0-d
+        tensor) shared by every row. Raises :class:`ShapeError` for any other shapes.
+        """
+        # Broadcasting would hide a mistake here: a z of shape (d,) or (1, d) gives every row the same noise, and an
+        # x1 of (1, d) pairs every source with one target; both train without an error. Three shape compares.
+        if not (isinstance(x0, Tensor) and isinstance(x1, Tensor) and isinstance(z, Tensor)):
+            raise ShapeError(f"x0, x1 and z must be tensors of shape (B, *shape), got {describe(x0)}, "
+                             f"{describe(x1)} and {describe(z)}")
+        if x1.shape != x0.shape or z.shape != x0.shape:
+            raise ShapeError(f"x0, x1 and z must all have the same shape (B, *shape), got x0 {tuple(x0.shape)}, "
+                             f"x1 {tuple(x1.shape)}, z {tuple(z.shape)}; pass one target and one noise draw per "
+                             f"source row (e.g. z = torch.randn_like(x0)) instead of relying on broadcasting")
+        if x0.ndim == 0:
+            raise ShapeError("x0, x1 and z must have a batch dimension (B, *shape), got 0-d tensors")
+        tt = expand_time(t, x0)  # (B, 1, ..., 1); also takes a scalar t and refuses any shape but (B,)
+        xt = torch.lerp(x0, x1, tt)  # = self.mean(x0, x1, t), without converting t twice
         target = x1 - x0
         if self.sigma > 0:
             if type(self.noise) is ConstantNoise:  # x_t + σ z in one kernel, without a (B, 1) tensor of σ
                 xt = torch.add(xt, z, alpha=self.sigma)
             else:
-                xt = xt + self.noise.scale(expand_time(t, x0), self.sigma) * z
+                xt = xt + self.noise.scale(tt, self.sigma) * z
             if self.target_kind == "conditional":
-                tt = expand_time(t, x0)
                 target = target + self.noise.dscale(tt, self.sigma) * z
-        B = x0.shape[0]
-        if not (t.ndim == 1 and t.shape[0] == B and t.dtype == x0.dtype):
-            t = t.reshape(-1).to(x0.dtype).expand(B)
+        if not (isinstance(t, Tensor) and t.ndim == 1 and t.dtype == x0.dtype and t.device == x0.device):
+            t = tt.reshape(-1)  # (B,) in x0's dtype: a scalar t is broadcast to every row
         return PathSample(x0=x0, x1=x1, t=t, z=z, xt=xt, target=target)
 
     def sample(self, pairs: Pairs, t: Tensor, generator: torch.Generator | None = None) -> PathSample:

@@ -42,12 +42,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, ShapeError, SolverError, check_finite, check_positive_int
+from flowvar.errors import ConfigError, ShapeError, SolverError, check_finite, check_positive_int, describe
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
 #: Fixed-grid methods implemented here, with their number of field evaluations per step.
 FIXED_METHODS: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+#: Dtypes the adaptive torchdiffeq solvers refuse (their error control does not work at this precision).
+HALF_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
 
 
 def _torchdiffeq_solvers() -> dict[str, bool]:
@@ -235,10 +237,12 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
         return_trajectory: also return the states at every ``save_every``-th grid node (and the last).
         save_every: the stride of saved grid nodes.
         grad: keep the autograd graph (default: integrate under ``torch.no_grad()``).
-        options: extra keyword options for a torchdiffeq solver (e.g. ``{"max_num_steps": 10_000}``).
+        options: extra keyword options for a torchdiffeq solver (e.g. ``{"max_num_steps": 10_000}``); refused for
+            the fixed-grid methods implemented here (``FIXED_METHODS``), which take none.
 
     Raises:
-        ConfigError: an unknown method or invalid steps/grid/tolerances/save_every.
+        ConfigError: an unknown method or invalid steps/grid/tolerances/save_every/options; a float16/bfloat16 x0
+            with an adaptive torchdiffeq method.
         DataError: non-finite entries in ``x0``.
         ShapeError: a field output whose shape differs from ``x``'s.
         SolverError: the field produced NaN/Inf; the message names the time and a grid avoiding it.
@@ -249,6 +253,19 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
         desc = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
         raise ShapeError(f"x0 must be a floating-point tensor (B, *shape) with B >= 1, got {desc}")
     check_finite("x0", x0)
+    if options is not None and not isinstance(options, dict):
+        raise ConfigError(f"options must be a dict of torchdiffeq solver options or None, got {describe(options)}")
+    if options and method in FIXED_METHODS:
+        # these methods are implemented here and take no options: accepting them would ignore them silently
+        raise ConfigError(f"options={list(options)} apply to torchdiffeq solvers only; method={method!r} is one of "
+                          f"flowvar's own fixed-grid methods {list(FIXED_METHODS)}, which take none (set the grid "
+                          f"with steps or grid); use a torchdiffeq method such as 'dopri5' to pass options")
+    if x0.dtype in HALF_DTYPES and method not in FIXED_METHODS and not _torchdiffeq_solvers()[method]:
+        # torchdiffeq's error control in half precision: step sizes underflow and the solve fails with a misleading
+        # "singular at t = nan"
+        raise ConfigError(f"adaptive solvers (method={method!r}) need x0 in float32 or float64, got {x0.dtype}: "
+                          f"their step-size control does not work in half precision; pass x0.float() (and a float32 "
+                          f"model), or use a fixed-grid method such as 'euler' or 'rk4'")
     save_every = check_positive_int("save_every", save_every)
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
     if grid is None:
@@ -357,4 +374,5 @@ def _integrate_torchdiffeq(f: _CountingField, x0: Tensor, method: str, times: Te
                        steps=steps if fixed else None)
 
 
-__all__ = ["FIXED_METHODS", "ODESolution", "integrate", "integrate_chunked", "time_grid", "valid_methods"]
+__all__ = ["FIXED_METHODS", "HALF_DTYPES", "ODESolution", "integrate", "integrate_chunked", "time_grid",
+           "valid_methods"]

@@ -10,9 +10,9 @@
 """
 
 from flowvar.audit.adapters import AdaptedField, Convention, LabelArg
-from flowvar.audit.core import AuditReport, HeldOutOverlapWarning, audit
+from flowvar.audit.core import AuditReport, audit
 from flowvar.audit.fit import ConventionCheck, check_conventions
-from flowvar.audit.loading import LoadedModel, load_labelled, load_model, load_points
+from flowvar.audit.loading import HeldOutOverlapWarning, LoadedModel, load_labelled, load_model, load_points
 
 __all__ = ["AdaptedField", "AuditReport", "Convention", "ConventionCheck", "HeldOutOverlapWarning", "LabelArg",
            "LoadedModel", "audit", "check_conventions", "load_labelled", "load_model", "load_points"]

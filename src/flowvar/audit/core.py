@@ -40,10 +40,16 @@ from flowvar.audit.adapters import (
     model_dtype,
 )
 from flowvar.audit.fit import ConventionCheck, check_conventions
-from flowvar.audit.loading import carried_conditions, load_conditions, load_labelled, load_labels
+from flowvar.audit.loading import (
+    HeldOutOverlapWarning,
+    carried_conditions,
+    in_training_data,
+    load_conditions,
+    load_labelled,
+    load_labels,
+)
 from flowvar.audit.sections import Section, copying, endpoints, generalisation_gap, gradient_signal, pair_recovery
 from flowvar.errors import ConfigError, DataError, FlowvarError, ShapeError, check_positive_int, check_sigma
-from flowvar.metrics import as_matrix, nearest_neighbours
 from flowvar.results import Result, atomic_write_bytes, atomic_write_text, judge, judgement_text, staged_folder
 from flowvar.sampling import valid_methods
 
@@ -458,7 +464,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         raise ShapeError(f"--data holds {train.shape[0]} item; the audit needs at least 2")
     overlap = 0
     if held is not None:
-        keep = ~_in_training_data(held, train)
+        keep = ~in_training_data(held, train)
         overlap = int((~keep).sum())
         if overlap == held.shape[0]:
             raise DataError(f"every one of the {overlap} --heldout items is also a --data item: held-out data must be "
@@ -622,18 +628,6 @@ def time_now() -> float:
     return time.perf_counter()
 
 
-class HeldOutOverlapWarning(UserWarning):
-    """Some --heldout items are also training items; the audit leaves them out of the held-out set."""
-
-
-def _in_training_data(held: Tensor, train: Tensor) -> Tensor:
-    """(H,) bool: held-out items equal to a training item up to float rounding (nearest distance ≤ 1e-6 × the
-    training data's RMS norm), found in blocks."""
-    d, _ = nearest_neighbours(as_matrix("--heldout", held), as_matrix("--data", train), 1)
-    scale = float(as_matrix("--data", train).pow(2).sum(1).mean().sqrt())
-    return d[:, 0] <= 1e-6 * max(scale, 1e-12)
-
-
 def _side(shape: tuple[int, ...]) -> int | None:
     return shape[-1] if len(shape) == 3 else None
 
@@ -652,5 +646,5 @@ def thresholds() -> dict[str, float]:
     return out
 
 
-__all__ = ["READING", "TEST_NAMES", "AuditReport", "HeldOutOverlapWarning", "audit", "check_audit_folder",
-           "claim_numbers", "saved_summary", "thresholds", "time_now"]
+__all__ = ["READING", "TEST_NAMES", "AuditReport", "audit", "check_audit_folder", "claim_numbers", "saved_summary",
+           "thresholds", "time_now"]

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, printable
+from flowvar.metrics import as_matrix, nearest_neighbours
 
 #: Keys under which checkpoints commonly keep the weights, tried in this order when the file is not a plain
 #: state_dict (EMA weights first: they are what samples are usually drawn with).
@@ -418,6 +419,18 @@ def carried_conditions(what: str, data: str | Path | Tensor, n: int) -> Tensor |
     return check_conditions(f"{what} {path} '{NPZ_CONDITION_KEY}'", arr, n)
 
 
-__all__ = ["NPZ_CONDITION_KEY", "STATE_KEYS", "LoadedModel", "carried_conditions", "check_conditions",
-           "class_folders", "import_factory", "load_conditions", "load_labelled", "load_labels", "load_model",
-           "load_points", "pick_state_dict", "submodule_state"]
+class HeldOutOverlapWarning(UserWarning):
+    """Some --heldout items are also training items; the audit leaves them out of the held-out set."""
+
+
+def in_training_data(held: Tensor, train: Tensor) -> Tensor:
+    """(H,) bool: held-out items equal to a training item up to float rounding (nearest distance ≤ 1e-6 × the
+    training data's RMS norm), found in blocks."""
+    d, _ = nearest_neighbours(as_matrix("--heldout", held), as_matrix("--data", train), 1)
+    scale = float(as_matrix("--data", train).pow(2).sum(1).mean().sqrt())
+    return d[:, 0] <= 1e-6 * max(scale, 1e-12)
+
+
+__all__ = ["NPZ_CONDITION_KEY", "STATE_KEYS", "HeldOutOverlapWarning", "LoadedModel", "carried_conditions",
+           "check_conditions", "class_folders", "import_factory", "in_training_data", "load_conditions",
+           "load_labelled", "load_labels", "load_model", "load_points", "pick_state_dict", "submodule_state"]

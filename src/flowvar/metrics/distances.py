@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
+from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, describe
 from flowvar.metrics.core import as_matrix, block_sq_distances, row_sq_norms, same_dim
 
 # ----------------------------------------------------------------------------------------------------------
@@ -125,6 +125,25 @@ class PairingAccuracy:
         return self.accuracy
 
 
+def _integer_indices(name: str, index: object) -> Tensor:
+    """``index`` as a flat long tensor; floats are accepted only when every value is a whole number (``.long()``
+    would silently truncate 1.5 to 1 and score against the wrong partner)."""
+    try:
+        t = torch.as_tensor(index)
+    except (TypeError, ValueError, RuntimeError):
+        raise DataError(f"{name} must be integer row indices, got {describe(index)}") from None
+    t = t.detach().reshape(-1).cpu()
+    if t.dtype == torch.bool or t.is_complex():
+        raise DataError(f"{name} must be integer row indices, got dtype {t.dtype}")
+    if t.is_floating_point():
+        bad = ~torch.isfinite(t) | (t != t.round())
+        if bool(bad.any()):
+            k = int(torch.nonzero(bad)[0])
+            raise DataError(f"{name} must hold whole numbers (row indices), but {name}[{k}] = {float(t[k])!r}; "
+                            f"pass integer indices (e.g. a long tensor)")
+    return t.long()
+
+
 def pairing_accuracy(x_hat: Tensor, targets: Tensor, partner_index: Tensor | None = None,
                      chunk: int = 1024) -> PairingAccuracy:
     """Fraction of outputs whose nearest candidate target is their own partner (PAPER.md §5 item 6).
@@ -144,7 +163,7 @@ def pairing_accuracy(x_hat: Tensor, targets: Tensor, partner_index: Tensor | Non
                              f"needs at least n={n} rows, got {M}; pass partner_index")
         partner = torch.arange(n)
     else:
-        partner = torch.as_tensor(partner_index).reshape(-1).long()
+        partner = _integer_indices("partner_index", partner_index)
         if partner.shape != (n,):
             raise ShapeError(f"partner_index must have shape ({n},), got {tuple(partner.shape)}")
         if bool(((partner < 0) | (partner >= M)).any()):

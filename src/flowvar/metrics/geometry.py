@@ -9,7 +9,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, DataError, ShapeError, check_finite
+from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, describe
 from flowvar.metrics.core import as_matrix
 
 # ----------------------------------------------------------------------------------------------------------
@@ -102,8 +102,11 @@ def rotation_angle(A: Tensor, on_reflection: Literal["raise", "nan"] = "raise") 
     If det U < 0 (a reflection), no rotation angle exists: ``on_reflection="raise"`` raises
     :class:`DataError`, ``"nan"`` returns NaN (inspect :func:`polar_decomposition` for the details).
     """
-    if on_reflection not in ("raise", "nan"):
-        raise ConfigError(f"on_reflection must be 'raise' or 'nan', got {on_reflection!r}")
+    if not isinstance(on_reflection, str) or on_reflection not in ("raise", "nan"):
+        # describe(): a tensor passed here by mistake (rotation_angle(x0, x1)) must not be printed entry by entry
+        hint = ("; rotation_angle takes one matrix A: for paired point sets call "
+                "rotation_angle(fitted_linear_map(x0, x1).A)") if hasattr(on_reflection, "shape") else ""
+        raise ConfigError(f"on_reflection must be 'raise' or 'nan', got {describe(on_reflection)}{hint}")
     pd = polar_decomposition(A)
     if pd.reflection:
         if on_reflection == "nan":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
+from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, describe
 from flowvar.metrics.core import as_matrix, block_sq_distances, row_sq_norms, same_dim
 
 Estimator = Literal["unbiased", "biased", "paired"]
@@ -90,13 +91,27 @@ def _resolve_bandwidths(bandwidth: str | float | Sequence[float], x: Tensor, y: 
             return tuple(f * h for f in MULTI_BANDWIDTH_FACTORS)
         raise ConfigError(f"unknown bandwidth {bandwidth!r}; use 'median', 'multi', a number > 0 or a list of "
                           f"numbers > 0")
-    values = [bandwidth] if isinstance(bandwidth, int | float) else list(bandwidth)
+    # numpy and torch scalars (np.float32(1.0), torch.tensor(1.0), a 0-d array) are single bandwidths, not lists
+    if isinstance(bandwidth, Tensor | np.ndarray):
+        values = bandwidth.reshape(-1).tolist() if bandwidth.ndim <= 1 else None
+        if values is None:
+            raise ConfigError(f"bandwidth must be a number > 0 or a 1-D list of them, got {describe(bandwidth)}")
+    elif isinstance(bandwidth, numbers.Real):
+        values = [bandwidth]
+    else:
+        try:
+            values = list(bandwidth)
+        except TypeError:
+            raise ConfigError(f"bandwidth must be 'median', 'multi', a number > 0 or a list of numbers > 0, got "
+                              f"{describe(bandwidth)}") from None
     if not values:
         raise ConfigError("bandwidth list is empty; pass at least one bandwidth h > 0")
     out = []
     for h in values:
-        if isinstance(h, bool) or not isinstance(h, int | float) or not math.isfinite(h) or h <= 0:
-            raise ConfigError(f"every RBF bandwidth must be a finite number > 0, got {h!r}")
+        if isinstance(h, Tensor | np.ndarray) and h.ndim == 0:
+            h = h.item()
+        if isinstance(h, bool | np.bool_) or not isinstance(h, numbers.Real) or not math.isfinite(h) or h <= 0:
+            raise ConfigError(f"every RBF bandwidth must be a finite number > 0, got {describe(h)}")
         out.append(float(h))
     return tuple(out)
 

@@ -37,8 +37,22 @@ class MLPField(VectorField):
         self.config = {"dim": dim, "width": width, "depth": depth, "activation": activation}
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """x (B, dim) in the parameters' dtype (``model.double()`` for float64 input), t (B,) or a scalar → (B, dim).
+
+        Like the other learned fields (UNet, DiT), the MLP does not cast its input: a dtype mismatch is a
+        :class:`ConfigError` naming the fix, rather than torch's "mat1 and mat2 must have the same dtype".
+        """
         self.check_input(x)
-        return self.net(torch.cat([x, time_column(t, x)[:, None]], dim=1))
+        try:
+            return self.net(torch.cat([x, time_column(t, x)[:, None]], dim=1))
+        except RuntimeError:
+            # checked only after a failure: no cost per call, and torch.autocast (which mixes dtypes legally) works
+            weight = self.net[0].weight
+            if x.dtype != weight.dtype:
+                raise ConfigError(f"MLPField got x of dtype {x.dtype} but its parameters are {weight.dtype}; convert "
+                                  f"the model (model.to({x.dtype}), e.g. model.double() for float64) or the input "
+                                  f"(x.to({weight.dtype}))") from None
+            raise
 
 
 class FlatMLPField(nn.Module):

@@ -163,9 +163,11 @@ def _check_block(name: str, value: object) -> int:
 def cost_matrix(x0: Tensor, x1: Tensor, block: int = DEFAULT_BLOCK) -> np.ndarray:
     """C[i, j] = ‖x0_i − x1_j‖² as an (N, M) float64 numpy array, built in ``block`` × ``block`` tiles.
 
-    ``x0``: (N, *shape), ``x1``: (M, *shape) (N may differ from M here). Each tile converts its rows to float64
-    and uses ‖a‖² + ‖b‖² − 2 a·b (clamped at 0), so memory is 8·N·M bytes for the result plus two float64 tiles
-    of ``block`` × D; nothing of size N × M × D is formed.
+    ``x0``: (N, *shape), ``x1``: (M, *shape) (N may differ from M here). Each tile converts its rows to float64,
+    shifts them by the common mean of both sets (distances are unchanged; without it the expansion below cancels
+    catastrophically far from the origin and the assignment on it is wrong) and uses ‖a‖² + ‖b‖² − 2 a·b (clamped
+    at 0), so memory is 8·N·M bytes for the result plus two float64 tiles of ``block`` × D; nothing of size
+    N × M × D is formed.
     """
     if x0.ndim < 2 or x1.ndim < 2:
         raise ShapeError(f"cost_matrix expects (N, *shape) and (M, *shape), got {tuple(x0.shape)} and "
@@ -176,13 +178,24 @@ def cost_matrix(x0: Tensor, x1: Tensor, block: int = DEFAULT_BLOCK) -> np.ndarra
         raise ShapeError(f"cannot compare points of {a.shape[1]} and {b.shape[1]} coordinates")
     block = check_positive_int("block", block)
     out = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
+    centre = _common_mean(a, b, block)
     for r in range(0, a.shape[0], block):
-        at = a[r:r + block].double()
+        at = a[r:r + block].double() - centre
         an = (at * at).sum(1)
         for s in range(0, b.shape[0], block):
-            bt = b[s:s + block].double()
+            bt = b[s:s + block].double() - centre
             out[r:r + at.shape[0], s:s + bt.shape[0]] = _tile(at, an, bt, (bt * bt).sum(1))
     return out
+
+
+def _common_mean(a: Tensor, b: Tensor, block: int) -> Tensor:
+    """The float64 mean (D,) of the rows of ``a`` and ``b`` together, summed ``block`` rows at a time (no float64
+    copy of a whole set)."""
+    total = torch.zeros(a.shape[1], dtype=torch.float64)
+    for x in (a, b):
+        for r in range(0, x.shape[0], block):
+            total += x[r:r + block].double().sum(0)
+    return total / max(a.shape[0] + b.shape[0], 1)
 
 
 def _tile(at: Tensor, an: Tensor, bt: Tensor, bn: Tensor) -> np.ndarray:
@@ -212,7 +225,10 @@ def random_pairing_cost(x0: Tensor, x1: Tensor) -> float:
     = mean ‖x0_i‖² + mean ‖x1_j‖² − 2⟨mean x0, mean x1⟩ (float64)."""
     a, b = _flat_pair(x0, x1)
     a, b = a.double(), b.double()
-    return float((a * a).sum(1).mean() + (b * b).sum(1).mean() - 2.0 * (a.mean(0) @ b.mean(0)))
+    # = mean ‖a_i − m_a‖² + mean ‖b_j − m_b‖² + ‖m_a − m_b‖², the same number in a form without the cancellation of
+    # ‖a‖² + ‖b‖² − 2⟨a, b⟩ far from the origin
+    ma, mb = a.mean(0), b.mean(0)
+    return float((a - ma).pow(2).sum(1).mean() + (b - mb).pow(2).sum(1).mean() + (ma - mb).pow(2).sum())
 
 
 # --------------------------------------------------------------------------------------------- exact
