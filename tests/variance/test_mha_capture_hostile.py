@@ -148,7 +148,8 @@ def test_the_wrapper_is_installed_only_while_the_engine_records(how, gen, monkey
 
 
 def test_the_monitor_installs_the_wrapper_only_on_its_steps(gen, monkeypatch):
-    """every=3: the wrapper is in place during the forward of steps 0, 3, 6 and never during the others."""
+    """every=3: the wrapper is in place during the forward of steps 0, 3, 6 and of the step after each (recorded
+    lightly: a next micro-batch may repeat a logged step's number), never during the others."""
     spy = Spy(monkeypatch)
     torch.manual_seed(0)
     model = SelfAttend().to(F64)
@@ -159,7 +160,7 @@ def test_the_monitor_installs_the_wrapper_only_on_its_steps(gen, monkeypatch):
             losses.mean().backward()
             monitor.step(step, losses)
             assert_unwrapped()
-    assert spy.seen == [step % 3 == 0 for step in range(7)]
+    assert spy.seen == [step % 3 in (0, 1) for step in range(7)]
 
 
 # --------------------------------------------------------------------------------------------- left wrapped

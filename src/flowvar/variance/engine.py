@@ -25,8 +25,11 @@ through the rule for its type, or through the exact torch.func fallback (:mod:`f
 parameter is ever skipped.
 
 Assumptions (checked where possible): each ℓ_i depends on sample i only — no batch statistics
-(``BatchNorm`` in training mode and ``Embedding(scale_grad_by_freq=True)`` raise :class:`ConfigError`);
-the backward pass is of L alone (no extra loss terms); parameters are used inside their own module's
+(``BatchNorm`` in training mode and ``Embedding(scale_grad_by_freq=True)`` raise :class:`ConfigError`; coupling
+written with functions in a forward, ``F.batch_norm(..., training=True)`` or ``h - h.mean(0)``, cannot be seen
+and gives numbers for per-sample gradients that do not exist); one forward/backward pass per
+:meth:`~GradNormEngine.compute` (several calls of the model in one backward pass are refused); the backward pass
+is of L alone (no extra loss terms); parameters are used inside their own module's
 forward. ``validate=True`` compares the rules' Σ_i g_i with the backward pass's gradient, which catches
 extra loss terms and parameters used outside their module. The reduction cannot be read off the backward
 pass (δ/B from a mean looks like δ from a sum of smaller losses): it must be declared. A batched-gradient pass
@@ -47,6 +50,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, NoReturn
@@ -73,12 +77,27 @@ from flowvar.variance.records import (
 from flowvar.variance.rules import LinearRule, Rule, fallback_call, parametrization_children, rule_for
 from flowvar.variance.rules.attention import Capture, capture_projections, end_capture
 
-__all__ = ["REDUCTIONS", "BatchMismatchError", "GradNormEngine", "Reduction"]
+__all__ = ["REDUCTIONS", "UNRECORDED", "BatchMismatchError", "GradNormEngine", "Reduction"]
 
 log = logging.getLogger(__name__)
 
 Reduction = Literal["mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
+
+#: Recorded calls of the model without a backward pass after which the next call starts afresh (a grad-enabled
+#: evaluation loop must not keep every batch's graph alive through the records).
+_PENDING_CALLS = 8
+#: How many dropped passes' batch sizes the engine remembers for its errors.
+_RETIRED_KEPT = 16
+
+#: Why compute() cannot measure a backward pass whose forward the hooks did not see.
+UNRECORDED = (
+    "the parameters received gradients in a backward pass that reached no recorded forward call of the model or its "
+    "modules: the forward ran where the module hooks do not reach (a torch.compile'd model: compiled code runs no "
+    "Python module hooks; a TorchScript trace or script of the model), or the backward pass was of the parameters "
+    "alone. Call the uncompiled model itself on the steps you measure (compiled = torch.compile(model); out = "
+    "(model if monitor.due(step) else compiled)(x)), or measure with "
+    "flowvar.variance.gradient_variance(method='autograd')")
 
 
 class BatchMismatchError(ShapeError):
@@ -130,6 +149,20 @@ def _claimed_children(model: nn.Module) -> dict[int, list[str]]:
 
 
 @dataclass
+class _Pass:
+    """What the hooks recorded of one forward/backward pass (the engine's containers of the same names)."""
+
+    records: dict[int, list[CallRecord]]
+    param_grads: dict[int, Tensor]
+    last_grad: dict[int, Tensor]
+    accumulated: dict[int, Tensor]
+    root_outputs: list[Any]
+    root_calls: list[CallRecord]
+    batched: BatchedPasses
+    owned_calls: list[Any]
+
+
+@dataclass
 class _Unit:
     """Parameters measured together: one module with a rule, or the (possibly tied) parameters of a fallback."""
 
@@ -166,9 +199,20 @@ class GradNormEngine:
         engine.detach()
 
     ``armed``: whether hooks record the next forward pass (set it False on steps that are not measured; the
-    hooks then cost a flag check). ``compute`` clears the records. ``elementwise``: also Σ_i g_i² (element-wise
-    variance). ``chunk_bytes`` bounds the memory of materialised chunks; ``fallback_chunk`` the samples per
-    vmap call of the fallback. Parameters with ``requires_grad=False`` are not measured.
+    hooks then cost a flag check); setting it arms fully. ``light`` (set after ``armed``): record the calls but leave
+    every gradient to autograd and take no row norms — for a pass that may not be measured; the rules then do that
+    work in ``compute``, which stays exact. ``compute`` clears the records.
+
+    One pass at a time: a grad-enabled call of the model after a backward pass reached the recorded one starts a
+    new pass. The finished pass (never measured) is kept until the new pass's backward reaches the parameters —
+    a forward in between (a Jacobian, a validation loss) leaves it measurable when ``compute`` is given its losses
+    — and then dropped (at once when lightly armed). So records never pile up, and ``compute`` measures the latest
+    forward/backward pass only. A backward pass that reached several recorded calls of the model (two batches in one
+    loss) is refused rather than measured as one batch.
+
+    ``elementwise``: also Σ_i g_i² (element-wise variance). ``chunk_bytes`` bounds the memory of materialised
+    chunks; ``fallback_chunk`` the samples per vmap call of the fallback. Parameters with ``requires_grad=False``
+    are not measured.
     """
 
     def __init__(self, model: nn.Module, *, elementwise: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -179,8 +223,21 @@ class GradNormEngine:
         self.elementwise = bool(elementwise)
         self.chunk_bytes = check_positive_int("chunk_bytes", chunk_bytes)
         self.fallback_chunk = check_positive_int("fallback_chunk", fallback_chunk)
-        self.armed = True
+        self._armed = True
+        self.light = False
         self._busy = False
+        # a backward pass reached the parameters since the pass's forward began: the next call of the model starts a
+        # new pass (``_begin_pass``)
+        self._backward_seen = False
+        #: whether a backward pass reached the parameters while the engine was not armed, since the last clear(): a
+        #: pass that ran unrecorded (the monitor armed for another step than the one that ran)
+        self.unarmed_backward = False
+        # the finished pass kept while the next one's forward runs without a backward yet (_begin_pass)
+        self._previous: _Pass | None = None
+        # the batch sizes of the passes dropped since the last clear() (the latest few), and whether one had a
+        # backward pass: what the errors of compute() tell from
+        self._retired: deque[int] = deque(maxlen=_RETIRED_KEPT)
+        self._retired_backward = False
         self._records: dict[int, list[CallRecord]] = {}
         # every gradient the parameter hooks saw in this pass, and the part of it that reached .grad: they differ when
         # a custom autograd.Function's backward calls autograd.grad on the parameters and then returns those
@@ -205,7 +262,7 @@ class GradNormEngine:
         self._parametrized = {id(m) for m in model.modules() if parametrize.is_parametrized(m)}
         #: layers whose parameter gradients this engine computes itself (:mod:`flowvar.variance.owned`); None when
         #: ``own_grads=False`` (autograd computes every gradient; the engine measures after the backward pass)
-        self.owned = OwnedGradients(self._recording, self.outside, self.elementwise,
+        self.owned = OwnedGradients(self._owning, self.outside, self.elementwise,
                                     self.chunk_bytes) if own_grads else None
         self._sequence_first = _sequence_first(model)
         self._coupling_candidates = [(n, m) for n, m in model.named_modules()
@@ -293,6 +350,7 @@ class GradNormEngine:
                     self._handles.append(p.register_hook(partial(self._param_hook, id(p))))
                     self._handles.append(p.register_post_accumulate_grad_hook(partial(self._accumulated_hook, id(p))))
         self._handles.append(self.model.register_forward_hook(self._root_hook, with_kwargs=True))
+        self._handles.append(self.model.register_forward_pre_hook(self._begin_pass, prepend=True))
         if self.owned is not None:  # parameters an interrupted forward left frozen get requires_grad back
             self._handles.append(self.model.register_forward_pre_hook(self.owned.thaw, prepend=True))
         if any_capturing:  # and captures it left open are closed (no layer is inside its forward at this point)
@@ -316,6 +374,8 @@ class GradNormEngine:
             transient += [self.owned.calls, self.owned._frozen]
         for obj in transient:  # every reference to them in the copy (the owned layers' too) gets the same empty one
             memo[id(obj)] = type(obj)()
+        if self._previous is not None:
+            memo[id(self._previous)] = None
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         for key, value in self.__dict__.items():
@@ -332,26 +392,76 @@ class GradNormEngine:
         """Forget the recorded forward/backward pass (and close projection captures an interrupted forward left
         open)."""
         self._close_captures()
-        self._records.clear()
-        self._param_grads.clear()
-        self._last_grad.clear()
-        self._accumulated.clear()
-        self._root_outputs.clear()
-        self._root_calls.clear()
-        self._batched.seen = False
+        self._drop_pass()
+        self._retired.clear()
+        self._retired_backward = False
+        self.unarmed_backward = False
         if self.owned is not None:
             self.owned.clear()
+
+    def _drop_pass(self) -> None:
+        """Forget the records of the current pass and of a finished one kept (not the engine's state between
+        passes)."""
+        self._take_pass()
+        self._previous = None
+
+    def _take_pass(self) -> _Pass:
+        """The current pass's records, handed over; the engine records into fresh containers from now on (the hooks
+        already registered on the pass's tensors keep filling the ones handed over)."""
+        taken = _Pass(self._records, self._param_grads, self._last_grad, self._accumulated, self._root_outputs,
+                      self._root_calls, self._batched, self.owned.calls if self.owned is not None else [])
+        self._records, self._param_grads, self._last_grad, self._accumulated = {}, {}, {}, {}
+        self._root_outputs, self._root_calls, self._batched = [], [], BatchedPasses()
+        if self.owned is not None:
+            self.owned.calls = []
+        self._backward_seen = False
+        return taken
+
+    def _restore(self, kept: _Pass) -> None:
+        """Make ``kept`` the current pass again (the current one's records are dropped)."""
+        self._records, self._param_grads, self._last_grad, self._accumulated = (
+            kept.records, kept.param_grads, kept.last_grad, kept.accumulated)
+        self._root_outputs, self._root_calls, self._batched = kept.root_outputs, kept.root_calls, kept.batched
+        if self.owned is not None:
+            self.owned.calls = kept.owned_calls
+        self._previous = None
+
+    def _begin_pass(self, *_: Any) -> None:
+        """Forward pre-hook of the model (prepended): a recorded call of the model after a backward pass reached the
+        parameters starts a new pass. The finished one, never measured (compute() not called: a step the monitor does
+        not log, step() left out), is kept only until the new pass's backward reaches the parameters, so that a
+        forward between a backward pass and compute() (a Jacobian, a validation loss) leaves it measurable; a
+        lightly armed one (a pass the monitor does not expect to measure) is dropped at once, so that unlogged steps
+        do not hold two passes' tensors. Either way records never pile up, and passes are never measured together as
+        one batch. Calls that got no backward pass are dropped once :data:`_PENDING_CALLS` pile up (a grad-enabled
+        evaluation loop). Not inside a backward pass: a forward recomputed there (activation checkpointing) belongs
+        to the pass under way."""
+        if not (self._backward_seen or len(self._root_calls) >= _PENDING_CALLS):
+            return
+        if not self._recording() or torch._C._current_graph_task_id() != -1:
+            return
+        if not self._backward_seen:
+            self._take_pass()
+            return
+        self._retired.extend(self._root_batches())
+        self._retired_backward = True
+        finished = self._take_pass()
+        self._previous = None if self.light else finished
 
     def _recording(self) -> bool:
         # calls inside torch.func transforms (a per-sample reference computed while the engine is armed) are not
         # the training pass: their tensors carry one sample, or none of the batch
-        return self.armed and not self._busy and torch.is_grad_enabled() and _outside_transforms()
+        return self._armed and not self._busy and torch.is_grad_enabled() and _outside_transforms()
+
+    def _owning(self) -> bool:
+        """Whether an owned layer computes this call's parameter gradients itself (not on a lightly armed pass)."""
+        return not self.light and self._recording()
 
     def _forward_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
                       clone: bool = False, row_norms: bool = False, capture: bool = False) -> None:
         if not self._recording():
             return
-        if row_norms and isinstance(output, Tensor) and output.requires_grad and len(args) == 1 and \
+        if row_norms and not self.light and isinstance(output, Tensor) and output.requires_grad and len(args) == 1 and \
                 isinstance(args[0], Tensor) and args[0].ndim == 2:
             # a Linear on (B, in): the row norms its rule needs, computed now while input and δ are in cache
             norms: list[Tensor | None] = [None]
@@ -422,16 +532,22 @@ class GradNormEngine:
         if is_batched_grad(grad):  # one of a batch of vmapped gradients (a Jacobian), not this pass's gradient
             self._batched.seen = True
             return
-        if self.armed and not self._busy:
-            # a copy: autograd may make this very tensor the parameter's .grad, which DDP's reducer (or a trainer's
-            # all-reduce, or clipping) then overwrites in place before compute() reads it
-            g = grad.detach().clone()
-            self._param_grads[key] = self._param_grads[key] + g if key in self._param_grads else g
-            self._last_grad[key] = g
+        if self._busy:
+            return
+        if not self._armed:
+            self.unarmed_backward = True
+            return
+        self._backward_seen = True
+        self._previous = None  # this pass's backward has begun: the finished one kept until now is obsolete
+        # a copy: autograd may make this very tensor the parameter's .grad, which DDP's reducer (or a trainer's
+        # all-reduce, or clipping) then overwrites in place before compute() reads it
+        g = grad.detach().clone()
+        self._param_grads[key] = self._param_grads[key] + g if key in self._param_grads else g
+        self._last_grad[key] = g
 
     def _accumulated_hook(self, key: int, param: Tensor) -> None:
         """After a gradient was accumulated into ``.grad``: the one the tensor hook just saw."""
-        if self.armed and not self._busy:
+        if self._armed and not self._busy:
             g = self._last_grad.pop(key, None)
             if g is not None:
                 self._accumulated[key] = self._accumulated[key] + g if key in self._accumulated else g
@@ -447,15 +563,51 @@ class GradNormEngine:
             # the whole model's call, for the fallback of parameters used outside their own module
             leaves = [output] if isinstance(output, Tensor) else tree_flatten(output)[0]
             grads: list[Tensor | None] = [None] * len(leaves)
-            self._root_calls.append(CallRecord(tuple(args), dict(kwargs), leaves, grads))
+            self._root_calls.append(CallRecord(tuple(args), dict(kwargs), leaves, grads,
+                                               in_backward=torch._C._current_graph_task_id() != -1))
             for k, leaf in enumerate(leaves):
                 if isinstance(leaf, Tensor) and leaf.requires_grad:
                     leaf.register_hook(partial(_store_grad, grads, k, self._batched))
 
     @property
+    def armed(self) -> bool:
+        """Whether the hooks record the next forward pass (class docstring)."""
+        return self._armed
+
+    @armed.setter
+    def armed(self, value: bool) -> None:
+        # fully: code that arms the engine for a pass it will measure (the Lightning callback) need not know of
+        # ``light``, which whoever wants it sets after this
+        self._armed, self.light = bool(value), False
+
+    @property
     def has_records(self) -> bool:
         """Whether a forward pass was recorded since the last :meth:`compute` or :meth:`clear`."""
-        return bool(self._records)
+        return bool(self._records or self._root_calls)
+
+    @property
+    def unrecorded_gradients(self) -> bool:
+        """Whether, while armed, a backward pass gave the parameters gradients but reached no recorded call of the
+        model or its modules: the forward ran where the hooks do not reach (``torch.compile``, ...)."""
+        return bool(self._param_grads) and not self._calls_reached()
+
+    def _reached(self) -> bool:
+        """Whether a backward pass reached the current pass's parameters or recorded calls."""
+        return bool(self._param_grads) or self._calls_reached()
+
+    def _calls_reached(self) -> bool:
+        """Whether a backward pass reached a recorded call (of a module, or of the model)."""
+        return any(g is not None for calls in (*self._records.values(), self._root_calls) for c in calls
+                   for g in c.grads)
+
+    def _root_batches(self) -> list[int]:
+        """The batch size of each recorded call of the model: the leading dimension of its output's first tensor."""
+        batches: list[int] = []
+        for out in self._root_outputs:
+            leaves = [x for x in tree_flatten(out)[0] if isinstance(x, Tensor) and x.ndim > 0]
+            if leaves:
+                batches.append(int(leaves[0].shape[0]))
+        return batches
 
     @property
     def root_output(self) -> Any:
@@ -508,6 +660,10 @@ class GradNormEngine:
         if reduction not in REDUCTIONS:
             raise ConfigError(f"unknown reduction {reduction!r}; use 'mean' (L = mean of the per-sample losses) or "
                               f"'sum'")
+        if self.has_records and self._previous is None and not self._batched.seen and not self._reached():
+            # a forward pass whose backward has not run yet (compute() before loss.backward()): its records are kept,
+            # so that a compute() after the backward pass measures it
+            raise DataError(_LATER_FORWARD if self._retired_backward else _NO_BACKWARD)
         try:
             return self._compute(batch_size, reduction, losses, t, t_bins, segments, n_segments, bin_traces, validate,
                                  check)
@@ -517,14 +673,17 @@ class GradNormEngine:
     def _batch_mismatch(self, n: int, given: str) -> BatchMismatchError | None:
         """A :class:`BatchMismatchError` when the batch of ``n`` samples given to :meth:`compute` (``given``: as
         losses or batch_size) differs from the recorded calls of the model (their batch sizes: the leading dimension
-        of each output's first tensor), else None. Called only on the way to an error."""
-        batches: list[int] = []
-        for out in self._root_outputs:
-            leaves = [x for x in tree_flatten(out)[0] if isinstance(x, Tensor) and x.ndim > 0]
-            if leaves:
-                batches.append(int(leaves[0].shape[0]))
+        of each output's first tensor), else None. Called only on the way to an error. ``batches`` of the error: the
+        calls the ``n`` samples look like they came from: this pass's, after those of the passes dropped before it
+        when the ``n`` samples are theirs together (the losses of several accumulated micro-batches)."""
+        batches = self._root_batches()
         if not batches or batches == [n]:
             return None
+        earlier = list(self._retired)
+        for k in range(len(earlier)):
+            if sum(earlier[k:]) + sum(batches) == n:
+                batches = earlier[k:] + batches
+                break
         if len(batches) == 1:
             text = (f"{given} for a batch of {batches[0]} (the recorded forward pass of the model): give one loss "
                     f"per sample of that pass")
@@ -539,10 +698,9 @@ class GradNormEngine:
             return check_positive_int("batch_size", batch_size)
         if losses is not None:
             return int(losses.shape[0])
-        for out in self._root_outputs:
-            leaves = [x for x in tree_flatten(out)[0] if isinstance(x, Tensor) and x.ndim > 0]
-            if leaves:
-                return int(leaves[0].shape[0])
+        batches = self._root_batches()
+        if batches:
+            return batches[0]
         raise ConfigError("cannot tell the batch size; pass batch_size or losses to compute()")
 
     def _segments(self, B: int, t: Tensor | None, t_bins: int | None, segments: Tensor | None,
@@ -573,21 +731,52 @@ class GradNormEngine:
         problem = _coupling_problem(self._coupling_candidates)
         if problem is not None:
             raise ConfigError(problem)
-        if not self._records and not self._param_grads:
+        if self._previous is not None and not self._reached():
+            # a forward ran after the finished pass's backward and has had no backward of its own: the finished pass
+            # is measured when the losses are its own (a Jacobian or a validation loss computed in between), else
+            # the losses may be the new forward's, given before its backward
+            if not _derives_from(losses, self._previous.root_calls):
+                raise DataError(_LATER_FORWARD)
+            self._restore(self._previous)
+        if not self.has_records and not self._param_grads:
             raise DataError("nothing was recorded: run the forward and backward pass with the engine attached and "
-                            "armed (engine.armed = True) before compute(), with gradients enabled")
-        if self._batched.seen and not self._param_grads and \
-                not any(g is not None for calls in self._records.values() for c in calls for g in c.grads):
+                            "armed (engine.armed = True) before compute(), with gradients enabled" +
+                            (" (a backward pass did reach the parameters while the engine was not armed)"
+                             if self.unarmed_backward else ""))
+        if self._param_grads and not self._calls_reached():
+            raise DataError(UNRECORDED)
+        if self._batched.seen and not self._reached():
             raise DataError("the only backward pass through the recorded forward pass was a batched-gradient pass "
                             "(torch.autograd.grad(..., is_grads_batched=True), autograd.functional.jacobian with "
                             "vectorize=True, torch.func.vmap around autograd.grad), which has no per-sample losses' "
                             "gradient to measure: run the ordinary backward pass of the reduced per-sample losses "
                             "before compute()")
-        if not self._param_grads and \
-                not any(g is not None for calls in self._records.values() for c in calls for g in c.grads):
+        if not self._reached():
             # a forward pass without its backward: every rule would read "unused" and report a trace of 0
-            raise DataError("a forward pass was recorded but no backward pass reached it: call compute() (the "
-                            "monitor's step()) after loss.backward(), not before")
+            raise DataError(_LATER_FORWARD if self._retired_backward else _NO_BACKWARD)
+        reached = [c for c in self._root_calls if any(g is not None for g in c.grads)]
+        if self._retired_backward and _derives_from(losses, reached) is False:
+            # passes were dropped unmeasured since the last compute(): the latest is measured, so the losses must be
+            # its own (not of a pass before it, followed by another forward/backward pass before compute())
+            raise DataError(_OTHER_PASS)
+        if len(reached) > 1 and any(c.in_backward for c in reached):
+            # a whole model recomputed in the backward pass (reentrant checkpointing: its forward ran without
+            # gradients, so it did not start a new pass) joins the pass before it when that one was not measured
+            raise DataError(
+                "the backward pass recomputed the model (reentrant activation checkpointing around the whole model) "
+                "after an earlier pass that was never measured, and the two cannot be told apart: call compute() "
+                "(the monitor's step()) after every backward pass, or checkpoint the model's blocks rather than the "
+                "whole model (or use_reentrant=False)")
+        if len(reached) > 1:
+            raise DataError(
+                f"the backward pass reached {len(reached)} recorded calls of the model (forward passes with "
+                f"gradients enabled since the last compute(), none of them back-propagated on its own): per-sample "
+                f"gradients are measured for one forward/backward pass, and several calls' samples cannot be told "
+                f"apart from one call of a larger batch (two batches back-propagated together would be paired by "
+                f"index). Back-propagate each batch's loss separately and measure after each backward, run extra "
+                f"forward passes under torch.no_grad(); for a loss that calls the model more than once per sample "
+                f"(self-conditioning with gradients through both calls, a consistency loss), build the engine or "
+                f"monitor on a module whose forward makes all of the calls")
         B = self._infer_batch(batch_size, losses)
         if losses is not None and losses.shape != (B,):
             raise ShapeError(f"losses must have shape ({B},), got {tuple(losses.shape)}")
@@ -670,8 +859,11 @@ class GradNormEngine:
                    if id(unit.params[n]) in hooked and bool(hooked[id(unit.params[n])].abs().sum() > 0)]
             for n in names:
                 rules[n] = "unused"
+            # no module hook ran at all, only the model's own: inside torch.compile'd code (graph breaks around the
+            # model's call leave its hook in Python) the modules run without their hooks
+            why = " (no module hook ran inside the model's call: a torch.compile'd model?)" if not self._records else ""
             return {n: f"used outside its module's forward: module {unit.modules[0][0]!r} took no part in the "
-                       f"backward pass" for n in got}
+                       f"backward pass{why}" for n in got}
         if unit.rule is not None:
             (mname, m), = unit.modules
             local = {k: collectors[g] for k, g in unit.local[0].items() if g in names}
@@ -848,6 +1040,52 @@ class GradNormEngine:
             f"grad-enabled forward, a Hessian, a non-vectorised Jacobian: measure before them, or call engine.clear() "
             f"after measuring). Backpropagate only the reduced per-sample losses (add regularisers after measuring), "
             f"or use flowvar.variance.gradient_variance(method='autograd')")
+
+
+#: compute() finds a forward without a backward (every rule would read "unused" and report a trace of 0).
+_NO_BACKWARD = ("a forward pass was recorded but no backward pass reached it: call compute() (the monitor's step()) "
+                "after loss.backward(), not before")
+#: compute() finds the latest forward without a backward, after a pass that had one.
+_LATER_FORWARD = (
+    "the latest grad-enabled forward pass of the model has had no backward pass, and it ran after the backward pass "
+    "of an earlier one: compute() (the monitor's step()) was called before this pass's loss.backward(), or the model "
+    "ran again with gradients enabled after the backward pass (a validation or diagnostic forward) and the losses "
+    "given are not the earlier pass's own (or were detached, so this cannot be told). Call it after "
+    "loss.backward(), with the losses of the pass back-propagated (not detached), and run extra forward passes "
+    "under torch.no_grad() or after it")
+#: compute() finds the losses given of another pass than the latest, after unmeasured passes.
+_OTHER_PASS = (
+    "the losses given are not of the latest forward/backward pass of the model: another forward and backward pass "
+    "ran after theirs and before compute() (the monitor's step()), and per-sample gradients are measured for the "
+    "latest pass only (earlier ones, never measured, are dropped as the next begins). Call it right after the "
+    "backward pass of the losses you give it, or run the other pass after it")
+#: Graph nodes :func:`_derives_from` visits at most (the losses' graph back to the model's output is a few nodes).
+_LINEAGE_NODES = 10_000
+
+
+def _derives_from(losses: Tensor | None, calls: list[CallRecord]) -> bool | None:
+    """Whether the autograd graph of ``losses`` reaches an output of one of the model's recorded ``calls`` (the
+    graph's nodes outlive its backward pass, which frees only what they saved); None when that cannot be told:
+    losses without a graph (detached), no call with a graph of its own outside a backward pass, or a graph larger
+    than :data:`_LINEAGE_NODES`."""
+    # by id, holding every node compared: a node's Python object lives only while referenced, and a new one (another
+    # id) would stand for it later
+    targets = {id(n): n for c in calls for x in c.outputs if isinstance(x, Tensor) and (n := x.grad_fn) is not None}
+    if losses is None or losses.grad_fn is None or not targets or any(c.in_backward for c in calls):
+        return None
+    seen: dict[int, Any] = {}
+    stack = [losses.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        if id(node) in targets:
+            return True
+        if len(seen) >= _LINEAGE_NODES:
+            return None
+        seen[id(node)] = node
+        stack.extend(fn for fn, _ in node.next_functions)
+    return False
 
 
 _EDGES: dict[int, np.ndarray] = {}

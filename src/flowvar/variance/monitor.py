@@ -69,13 +69,14 @@ from flowvar import distributed
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
 from flowvar.interpolants import PathSample
 from flowvar.results import atomic_write_text, to_jsonable
-from flowvar.variance.engine import BatchMismatchError, GradNormEngine, Reduction
+from flowvar.variance.arming import Arming, SkippedLogWarning
+from flowvar.variance.engine import UNRECORDED, BatchMismatchError, GradNormEngine, Reduction
 from flowvar.variance.moments import BatchGradStats
 from flowvar.variance.ranks import reduce_across_ranks
 from flowvar.variance.records import DEFAULT_CHUNK_BYTES
 from flowvar.variance.report import FastVarianceReport
 
-__all__ = ["SCALARS", "GradientVarianceMonitor", "LossScaleWarning", "MemorisationWarning"]
+__all__ = ["SCALARS", "GradientVarianceMonitor", "LossScaleWarning", "MemorisationWarning", "SkippedLogWarning"]
 
 SCALARS: tuple[str, ...] = ("loss", "trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_sq_norm")
 
@@ -137,6 +138,7 @@ class GradientVarianceMonitor:
                  patience: int = 3, warn: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                  reduce_ranks: bool | None = None) -> None:
         self.every = check_positive_int("every", every)
+        self._arming = Arming(self.every)
         self.reduce_ranks = reduce_ranks
         self.t_bins = None if t_bins is None else check_positive_int("t_bins", t_bins)
         self.profile_every = check_positive_int("profile_every", profile_every)
@@ -180,9 +182,9 @@ class GradientVarianceMonitor:
         self._edges_list: list[float] | None = None
         self._validated = False
         self._carried: list[dict[str, Any]] | None = None  # a .json log's earlier records kept on resume
-        # the last measured step: a due step() finding nothing recorded for it was called twice, or (every > 1: the
-        # hooks are off after the step's one measured pass) followed a second micro-batch
+        # the last measured step: a due step() finding nothing recorded for it was called twice
         self._measured: int | None = None
+        self._warned: set[str] = set()  # the causes of SkippedLogWarning issued
         self._logged_before = 0  # records logged before a resume (load_state_dict): the profile cadence counts them
 
     # ----------------------------------------------------------------------------------------- entry points
@@ -201,13 +203,17 @@ class GradientVarianceMonitor:
         """Call after ``backward`` of ``loss_scale * losses.mean()`` (or ``.sum()``: pass ``reduction="sum"``),
         every step.
 
+        Step numbers may restart, jump or repeat (:mod:`flowvar.variance.arming`); a record is the exact statistics
+        of the latest forward/backward pass. A due step whose pass ran with the hooks off, and a batch of one sample,
+        are not logged (one :class:`SkippedLogWarning` each).
+
         ``losses``: (B,) per-sample losses ℓ_i of this step's batch; ``t``: (B,) their times in [0, 1]
         (enables the t-profile). ``deterministic``: whether the interpolant is noise-free (default: from
         ``sigma``). ``loss_scale``: c when the backward pass was of c × the reduced losses — a GradScaler's
         ``scaler.get_scale()`` (``scaler.scale(loss).backward()``), 1/k under gradient accumulation over k
         micro-batches (``(loss / k).backward()``, then call ``step`` after each micro-batch's backward with its own
-        losses; with ``every`` > 1 number the calls by micro-batch, ``step * k + j``, as the hooks are armed for
-        one pass per logged step); the per-sample gradients are divided by it (g_i = ∇ℓ_i whatever c). The scale
+        losses, numbered by optimizer step or by micro-batch); the per-sample gradients are divided by it
+        (g_i = ∇ℓ_i whatever c). The scale
         cannot be read off the backward pass in general; when the losses are squared errors of the model's output
         (ℓ_i = a‖v_i − u_i‖²) the first
         :data:`SCALE_CHECKS` logged steps check it and issue one :class:`LossScaleWarning` when the backward pass
@@ -216,6 +222,8 @@ class GradientVarianceMonitor:
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             raise ShapeError(f"losses must be the (B,) per-sample losses, got "
                              f"{tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__}")
+        step = int(step)
+        self._arming.track(step)
         if not self.due(step):  # nothing else runs on an unlogged step
             self._skip(step)
             return None
@@ -225,10 +233,12 @@ class GradientVarianceMonitor:
                               f"by before backward, e.g. scaler.get_scale()), got {loss_scale!r}")
         if deterministic is None and self.sigma is not None:
             deterministic = self.sigma == 0
+        if not self._recorded(step) or self._too_small(step, losses.shape[0]):
+            return None
         out_grad = self.engine.root_grad if self._scale_checks_left > 0 else None  # before compute() clears it
-        losses = losses.detach()
-        record = self._measure(int(step), losses, t, reduction, deterministic, 1.0 / float(loss_scale))
-        self._check_scale(int(step), losses, out_grad, reduction, float(loss_scale))
+        # not detached: when the model ran again after the backward pass, their graph tells compute() which pass
+        record = self._measure(step, losses, t, reduction, deterministic, 1.0 / float(loss_scale))
+        self._check_scale(step, losses.detach(), out_grad, reduction, float(loss_scale))
         return record
 
     def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> dict[str, Any] | None:
@@ -236,8 +246,12 @@ class GradientVarianceMonitor:
         ``path.target`` (the trainer's loss is their mean). Returns a few scalars for the trainer's history."""
         if model is not self.engine.model:
             raise ConfigError("this monitor was built for another model; build it with the model you train")
+        step = int(step)
+        self._arming.track(step)
         if not self.due(step):
             self._skip(step)
+            return None
+        if not self._recorded(step):
             return None
         output = self.engine.root_output
         if not isinstance(output, Tensor) or output.shape != path.target.shape:
@@ -261,7 +275,9 @@ class GradientVarianceMonitor:
                             f"({mean:.6g}); the monitor's trainer hook only supports flowvar's CFMLoss. Call "
                             f"monitor.step(step, per_sample_losses) from your own loop instead")
         deterministic = (self.sigma == 0) if self.sigma is not None else bool((path.z == 0).all())
-        record = self._measure(int(step), losses, path.t, reduction, deterministic, scale)
+        if self._too_small(step, losses.shape[0]):
+            return None
+        record = self._measure(step, losses, path.t, reduction, deterministic, scale)
         return {f"gv_{k}": record[k] for k in (*SCALARS, "memorisation")}
 
     def state_dict(self) -> dict[str, Any]:
@@ -292,9 +308,45 @@ class GradientVarianceMonitor:
 
     # ----------------------------------------------------------------------------------------- measuring
 
-    def _skip(self, step: int) -> None:
+    def _skip(self, step: int, logged: bool = False) -> None:
+        """Drop what the hooks recorded for ``step`` and arm them for the next pass (``logged``: ``step`` was due)."""
         self.engine.clear()
-        self.engine.armed = self.due(int(step) + 1)
+        self._arm(step, logged)
+
+    def _arm(self, step: int, logged: bool) -> None:
+        self.engine.armed, self.engine.light = self._arming.after(step, logged)  # armed first: it resets light
+
+    def _recorded(self, step: int) -> bool:
+        """Whether the hooks recorded a pass for the due ``step``; False (the step skipped) when its pass ran while
+        they were off; raises when nothing can be measured."""
+        if self.engine.has_records:
+            return True
+        if self.engine.unrecorded_gradients or not self.engine.unarmed_backward:
+            raise DataError(self._nothing_recorded(step))
+        self._warn_skip("unarmed", self._arming.missed(step))
+        self._skip(step, logged=True)
+        return False
+
+    def _too_small(self, step: int, batch: int) -> bool:
+        """Whether the due ``step``'s batch is too small to log (one sample: no variance), then skipped. Not under a
+        reduction over ranks: the global batch counts, and every rank must take part."""
+        if batch >= 2 or self._reducing():
+            return False
+        self._warn_skip("small", (
+            f"step {step} is not logged: a batch of {batch} sample(s) has no gradient variance (it needs at least 2 "
+            f"per-sample gradients). Training goes on; such steps are skipped (e.g. the last batch of a DataLoader "
+            f"with drop_last=False: pass drop_last=True to avoid it)"))
+        self._measured = step
+        self._skip(step, logged=True)
+        return True
+
+    def _warn_skip(self, cause: str, message: str) -> None:
+        """One :class:`SkippedLogWarning` per cause (on rank 0)."""
+        if cause in self._warned:
+            return
+        self._warned.add(cause)
+        if distributed.is_main_process():
+            warnings.warn(SkippedLogWarning(message + " (warned once)"), stacklevel=4)
 
     def _check_scale(self, step: int, losses: Tensor, out_grad: Tensor | None, reduction: Reduction,
                      loss_scale: float) -> None:
@@ -346,8 +398,6 @@ class GradientVarianceMonitor:
         """``scale``: the true per-sample gradients are ``scale`` × those of the declared ``reduction``."""
         start = time.perf_counter()
         self._check_modules(step)
-        if not self.engine.has_records:
-            raise DataError(self._nothing_recorded(step))
         bins = self.t_bins if t is not None else None
         validate = self.validate_first and not self._validated
         full_profile = (self._logged_before + len(self.history)) % self.profile_every == 0
@@ -381,31 +431,22 @@ class GradientVarianceMonitor:
         record["seconds"] = time.perf_counter() - start
         self.history.append(record)
         self._write(record)
-        self.engine.armed = self.due(step + 1)
+        self._arm(step, logged=True)
         self._measured = step
         return record
 
     def _nothing_recorded(self, step: int) -> str:
-        """The error of a due step() with no recorded forward pass, naming the cause: step() called twice for one
-        step, a second micro-batch run after the step was measured (the hooks are armed for one pass per logged
-        step: with every > 1 they are off after it), or no armed forward pass at all. The first two are told apart
-        only while the hooks are armed (a forward pass would have been recorded): the monitor keeps no hook of its
-        own to count the model's calls, which would run on every step."""
+        """The error of a due step() with nothing to measure, naming the cause."""
+        if self.engine.unrecorded_gradients:
+            return f"step {step}: {UNRECORDED}"
         if self._measured == step:
-            if self.engine.armed:  # armed since the measurement (every = 1), yet nothing recorded: no forward pass
-                return (f"step {step}: step() was already called for this step, and the model has not run since "
-                        f"with gradients enabled: the first call measured the step's forward/backward pass. Call "
-                        f"monitor.step() once per training step, after its backward pass")
-            return (f"step {step}: step() was called again after it measured this step: twice for one step, or the "
-                    f"model ran again after step() measured this step (a second micro-batch of gradient "
-                    f"accumulation?), and with every={self.every} the hooks are armed for one forward/backward pass "
-                    f"per logged step. Call monitor.step() once per forward/backward pass; under gradient "
-                    f"accumulation over k micro-batches call it after each micro-batch's backward with its losses "
-                    f"and loss_scale=1/k, numbering the calls by micro-batch: monitor.step(step * k + j, ...), with "
-                    f"every counted in micro-batches (docs/gradient_variance.md)")
-        return (f"step {step}: the monitor recorded no forward pass for this step. Call monitor.step() after the "
-                f"backward pass of every training step (it arms the hooks ahead of the steps it logs), with "
-                f"gradients enabled")
+            return (f"step {step}: step() was already called for this step, and the model has not run since with "
+                    f"gradients enabled: the first call measured the step's forward/backward pass. Call "
+                    f"monitor.step() once per forward/backward pass, after its backward pass")
+        return (f"step {step}: no forward/backward pass of the model was recorded since the last step(), and no "
+                f"backward pass reached its parameters. Call monitor.step() after loss.backward(), with the model "
+                f"the monitor was built on run with gradients enabled: not under torch.no_grad(), and not a copy of "
+                f"it (copy.deepcopy, an EMA model: build the monitor on the model you train)")
 
     def _mismatch(self, step: int, error: BatchMismatchError) -> str:
         """The error of per-sample losses that do not match the step's recorded forward passes (their count and
@@ -418,8 +459,7 @@ class GradientVarianceMonitor:
         k = len(batches)
         if n == sum(batches):
             fix = (f"call step() after each micro-batch's backward with that micro-batch's losses and loss_scale=1/k "
-                   f"(here 1/{k})" + (f", numbering the calls by micro-batch (monitor.step(step * {k} + j, ...), "
-                                      f"every={self.every} then counts micro-batches)" if self.every > 1 else ""))
+                   f"(here 1/{k})")
             return (f"step {step}: {n} per-sample losses of {k} forward passes of the model "
                     f"({' + '.join(map(str, batches))} samples) given to one step(): the monitor measures one "
                     f"forward/backward pass at a time. Under gradient accumulation {fix}; see "

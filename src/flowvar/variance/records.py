@@ -126,6 +126,9 @@ class CallRecord:
     grad_norms: list[Tensor | None] | None = None
     #: what a capturing rule observed inside the call (``Rule.captures``: the MultiheadAttention rule's projections)
     captured: list[Any] | None = None
+    #: recorded inside a backward pass (a forward recomputed by activation checkpointing): the losses' graph runs
+    #: through the checkpoint's node, not through this call's outputs
+    in_backward: bool = False
 
     def grad(self, k: int = 0) -> Tensor:
         """δ of output leaf ``k`` (zeros when the backward pass did not reach it)."""

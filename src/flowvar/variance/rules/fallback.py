@@ -19,6 +19,7 @@ once: the parameters are not batched). Spectral norms are recomputed as the reco
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +39,9 @@ from flowvar.variance.records import F64, CallRecord
 from flowvar.variance.rules.base import batched
 
 __all__ = ["fallback_call", "parametrization_children", "reparametrized"]
+
+#: The start of torch's warning that vmap runs an op without a batching rule in a loop.
+_SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
 
 #: the old-style reparametrisations: forward pre-hooks that compute the weight from other parameters
 _OLD_STYLE = (WeightNorm, SpectralNorm)
@@ -134,7 +138,10 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
         return pullback(cot)[0], out
 
     how = "fallback-vmap"
-    with _recomputation(module):
+    with _recomputation(module), warnings.catch_warnings():
+        # an op without a batching rule (nn.Bilinear's _trilinear) runs in a loop inside vmap, exact but slower:
+        # torch says so on every call, which would be every logged step; the fallback is reported in stats.fallback
+        warnings.filterwarnings("ignore", message=_SLOW_VMAP, category=UserWarning)
         try:
             grads, outs = vmap(one, in_dims=(None, 0, 0), randomness="error")(params, xs, cots)
         except (RuntimeError, NotImplementedError, TypeError) as error:

@@ -1,0 +1,71 @@
+"""Which passes the gradient-variance monitor's hooks record, judged from the step numbers it is called with.
+
+A forward pass cannot say which step it belongs to: the monitor learns the number only when ``step()`` is called
+after the backward pass. Recording costs time (and, for layers whose gradients the engine computes itself, the
+per-sample work), so the hooks are armed ahead of the passes the monitor expects to log:
+
+* fully for the next step number when that one is due;
+* lightly (calls recorded, every gradient left to autograd: exact when measured, slower to measure) for the pass
+  after a logged step — a next micro-batch may carry the same number — and for every pass while the numbers have
+  not gone up one at a time: at the start, and for good once they restarted (per epoch) or jumped (``step()`` called
+  on logged steps only, a call left out), since any number may come next;
+* off otherwise: an unlogged step then costs a flag check.
+
+The one pass that cannot be measured is a due step's that ran while the hooks were off: the first restart after
+numbers that went up one at a time, or a due step right after a left-out call. The monitor skips its log with one
+warning, and from then on arms every pass.
+"""
+
+from __future__ import annotations
+
+from flowvar.errors import check_positive_int
+
+__all__ = ["Arming", "SkippedLogWarning"]
+
+
+class SkippedLogWarning(UserWarning):
+    """A step the monitor was due to log was not logged, and training goes on: a batch of one sample (no variance),
+    or a pass that ran while the hooks were off (step numbers that restart or jump). Issued once per cause."""
+
+
+class Arming:
+    """The arming policy for logging every ``every`` steps (module docstring)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = check_positive_int("every", every)
+        self.last: int | None = None  # the number step() was last called with
+        self.consecutive = False  # the numbers have been seen going up one at a time, and never otherwise
+        self.jumped = False  # they restarted or jumped at least once
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is a logged step."""
+        return step % self.every == 0
+
+    def track(self, step: int) -> None:
+        """Note the number of a step() call: one after the last, or otherwise (a repeat says nothing: micro-batches
+        numbered by their optimizer step)."""
+        if self.last is not None and step != self.last:
+            if step == self.last + 1:
+                self.consecutive = not self.jumped
+            else:
+                self.irregular()
+        self.last = step
+
+    def irregular(self) -> None:
+        """The numbers did not tell which pass was due (a restart, a jump, a pass run while the hooks were off):
+        arm every pass from now on."""
+        self.consecutive, self.jumped = False, True
+
+    def missed(self, step: int) -> str:
+        """Why the due ``step`` is not logged: its pass ran while the hooks were off. Arms every pass from now on."""
+        self.irregular()
+        return (f"step {step} is not logged: its forward/backward pass ran while the monitor's hooks were off. The "
+                f"monitor arms them ahead of the steps it expects to log, and step() was last called with a number "
+                f"after which {step} was not expected (step numbers that restart, e.g. per epoch, or jump, or a step() "
+                f"call left out). From now on the hooks record every pass lightly, so later due steps are logged; "
+                f"number the steps consecutively (a global step counter) to keep unlogged steps free of that cost")
+
+    def after(self, step: int, logged: bool) -> tuple[bool, bool]:
+        """(armed, light) for the pass after step() of ``step`` (``logged``: ``step`` was due)."""
+        upcoming = self.due(step + 1)
+        return upcoming or logged or not self.consecutive, not upcoming
