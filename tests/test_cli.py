@@ -58,6 +58,7 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     (["run", "prop1", "--set", "n_samples=1\r2"], "n_samples expects an integer, got '1\\r2'"),
     (["run", "prop1", "--threads", "100000"], "--threads must be between 1 and"),
     (["sweep", "prop1", "--quick", "--seeds", "3-1"], "--seeds range 3-1 runs backwards"),
+    (["sweep", "prop1", "--quick", "--seeds", "0,1", "--set", "seed=5"], "seed is both swept (--seeds)"),
     (["sweep", "prop1", "--quick", "--seeds", "0-100000000"], "has 100000001 seeds; a sweep takes at most"),
     (["run", "table1", "--quick", "--set", "copy_threshold=2"], "copy_threshold must be in (0, 1]"),
     (["run", "fig4", "--quick", "--set", "sigmas=0.1", "--set", "sigmas=0.2"], "--set gives sigmas twice"),
@@ -137,6 +138,10 @@ def test_show_rejects_missing_or_corrupt_results(tmp_path: Path, capsys: pytest.
     (tmp_path / "x" / "result.json").write_text("{not json")
     assert main(["show", str(tmp_path)]) == 2
     assert "is not a valid flowvar result" in capsys.readouterr().err
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "sweep.json").write_text("{}")
+    assert main(["show", str(tmp_path / "sw")]) == 2  # an empty table would read as a sweep of no points
+    assert "is not a sweep index (no axes or points list)" in capsys.readouterr().err
 
 
 def test_advise_sigma_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,7 +122,8 @@ def plan(options: Options) -> Plan:
     overrides.update(options.overrides)
     for key in list(overrides):
         if key in axes:
-            raise ConfigError(f"{key} is both swept (--grid) and fixed (--set); drop one")
+            swept = "--seeds" if key == "seed" and seeds else "--grid"
+            raise ConfigError(f"{key} is both swept ({swept}) and fixed (--set); drop one")
     points = expand(spec, list(axes.values()), quick=options.quick, overrides=overrides,
                     config_file=options.config_file, threads=threads)
     return Plan(spec, list(axes.values()), points, metrics, threads, verdicts)

@@ -228,10 +228,15 @@ def load_sweep(folder: Path | str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"{path} is not a valid sweep index ({type(e).__name__}); rerun the sweep command to "
                         f"rewrite it") from None
+    missing = [k for k in ("axes", "points") if not isinstance(data, dict) or not isinstance(data.get(k), list)]
+    if missing:  # an empty table would read as a sweep of no points
+        raise DataError(f"{path} is not a sweep index (no {' or '.join(missing)} list); rerun the sweep command to "
+                        f"rewrite it")
+    return data
 
 
 def sweep_table(data: dict[str, Any]) -> str:
