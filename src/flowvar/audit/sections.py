@@ -59,6 +59,7 @@ def png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
+    fig.tight_layout()  # side-by-side panels: keep one panel's axis label out of its neighbour
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
@@ -568,7 +569,8 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     if error:
         evidence["error"] = error
     pre = Precondition("training pairs (--pairs) are given and the variance engine can differentiate the model",
-                       pairs_x0 is not None and not error, {"pairs": pairs_x0 is not None, "error": error},
+                       pairs_x0 is not None and not error,
+                       {"pairs": pairs_x0 is not None, **({"error": error} if error else {})},
                        "pass --pairs with the training sources" if pairs_x0 is None else
                        "see the error: the gradient-variance engine could not differentiate this model")
     claim = judge("audit.gradient_signal",
@@ -606,7 +608,7 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
         for ax, what in zip(axes, ("CFM loss", "tr Cov of per-sample gradients")):
             ax.set_yscale("log")
             ax.set_xlabel("t (per t-bin)")
-            ax.set_ylabel(f"{what} (mean over the bin, log scale)")
+            ax.set_ylabel("mean over the t-bin (log scale)")  # the title names the quantity
             ax.set_title(what)
         axes[1].legend(fontsize=7)
         figures["gradient_signal.png"] = png(fig)
