@@ -517,6 +517,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
     overall, mem, genr = rules.overall_verdict(verdicts)
     reasons = [f"{TEST_NAMES[s.claim.id]}: {READING[s.claim.verdict]} — {s.text}" for s in sections]
+    reasons += [rules.NO_PAIRS_CAVEAT] if x0_pairs is None else []
     claims = [s.claim for s in sections]
     claims.append(judge("audit.memorises", "The model memorises its training data (all tests combined)",
                         {"verdict": overall, "tests": verdicts, "memorising": mem, "generalising": genr},
@@ -636,13 +637,10 @@ def thresholds() -> dict[str, float]:
     """Every threshold of the audit's rules and convention check, by name (recorded in result.json)."""
     from flowvar.audit import fit
 
-    names = ["PAIR_MEMORISE", "PAIR_GENERALISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE",
-             "PAIR_MAX_CONDITION_BASELINE", "COPY_RATIO", "COPY_K",
-             "COPY_MEMORISE", "COPY_GENERALISE", "GAP_MEMORISE", "GAP_GENERALISE", "GAP_MIN_HELDOUT",
-             "GRAD_MEMORISE", "GRAD_GENERALISE", "GRID_DISAGREE"]
-    out = {n.lower(): float(getattr(rules, n)) for n in names}
+    out = {n.lower(): float(getattr(rules, n)) for n in rules.__all__
+           if n.isupper() and isinstance(getattr(rules, n), int | float)}
     out.update({"convention_q_fit": fit.Q_FIT, "convention_move_fit": fit.MOVE_FIT,
-                "convention_q_margin": fit.Q_MARGIN})
+                "convention_q_margin": fit.Q_MARGIN, "convention_close_ratio": fit.CLOSE_RATIO})
     return out
 
 

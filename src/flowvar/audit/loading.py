@@ -423,14 +423,39 @@ class HeldOutOverlapWarning(UserWarning):
     """Some --heldout items are also training items; the audit leaves them out of the held-out set."""
 
 
+#: A held-out item this close to a training item, relative to the median distance between training items and their
+#: nearest other one, is taken for that item (a copy, a re-saved or re-quantised one): 1 % of the typical spacing is
+#: far below where independent real items fall, and far above float16 rounding.
+OVERLAP_SPACING = 0.01
+
+
 def in_training_data(held: Tensor, train: Tensor) -> Tensor:
-    """(H,) bool: held-out items equal to a training item up to float rounding (nearest distance ≤ 1e-6 × the
-    training data's RMS norm), found in blocks."""
-    d, _ = nearest_neighbours(as_matrix("--heldout", held), as_matrix("--data", train), 1)
-    scale = float(as_matrix("--data", train).pow(2).sum(1).mean().sqrt())
-    return d[:, 0] <= 1e-6 * max(scale, 1e-12)
+    """(H,) bool: held-out items at most :data:`OVERLAP_SPACING` × the training data's median nearest-neighbour
+    spacing from a training item (exact copies, and copies rounded or re-saved), found in blocks."""
+    tr = as_matrix("--data", train)
+    d, _ = nearest_neighbours(as_matrix("--heldout", held), tr, 1)
+    spacing = nearest_neighbours(tr, tr, 2)[0][:, 1]  # the first neighbour is the item itself
+    spacing = spacing[spacing > 0]  # repeated training items are not the spacing of the data
+    scale = float(spacing.median()) if spacing.numel() else float(tr.pow(2).sum(1).mean().sqrt())
+    return d[:, 0] <= OVERLAP_SPACING * max(scale, 1e-12)
 
 
-__all__ = ["NPZ_CONDITION_KEY", "STATE_KEYS", "HeldOutOverlapWarning", "LoadedModel", "carried_conditions",
-           "check_conditions", "class_folders", "import_factory", "in_training_data", "load_conditions",
-           "load_labelled", "load_labels", "load_model", "load_points", "pick_state_dict", "submodule_state"]
+__all__ = [
+    "NPZ_CONDITION_KEY",
+    "OVERLAP_SPACING",
+    "STATE_KEYS",
+    "HeldOutOverlapWarning",
+    "LoadedModel",
+    "carried_conditions",
+    "check_conditions",
+    "class_folders",
+    "import_factory",
+    "in_training_data",
+    "load_conditions",
+    "load_labelled",
+    "load_labels",
+    "load_model",
+    "load_points",
+    "pick_state_dict",
+    "submodule_state",
+]

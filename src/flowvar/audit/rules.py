@@ -45,6 +45,13 @@ COPY_MEMORISE = 0.10
 COPY_GENERALISE = 0.05
 COPY_MIN_TRAIN = 5
 COPY_MIN_SAMPLES = 20
+#: Without held-out data the baseline is the training items left one out: it needs this many distinct items, and
+#: counts them as half as many independent ones (nearest-neighbour relations are mutual: two close items are each
+#: other's copy, so the leave-one-out copies come in pairs).
+COPY_MIN_LOO = 50
+#: The baseline share may be at most this for the test to be able to read memorising (an excess of COPY_MEMORISE
+#: must fit below 1): in low dimension nearly every real item has a near-duplicate and the test cannot tell.
+COPY_MAX_BASELINE = 1.0 - COPY_MEMORISE
 
 # ---- 3. generalisation gap: ρ = median NN distance of generated samples to (a subset of) the training data over
 # that to equally many held-out items; its standard error from half-samples (GAP_HALF_SAMPLES of them).
@@ -121,6 +128,11 @@ def gradient_verdict(loss_ratio: float, variance_ratio: float) -> Verdict:
     return "refuted" if loss_ratio >= GRAD_GENERALISE else "inconclusive"
 
 
+#: Said beside the verdict when --pairs is not given: the pairs family did not run, so a "generalising" reading
+#: speaks for the fresh samples only.
+NO_PAIRS_CAVEAT = ("pair tests: not run (no --pairs) — a model can reproduce its training pairs (Prop 2's "
+                   "memorisation) while its fresh samples are novel; pass the training sources to test that")
+
 #: The tests by what they look at: whether the model reproduces its training *pairs* (Prop 2: pair recovery and the
 #: gradient signature), and whether its fresh *samples* reproduce training items (copying, generalisation gap).
 FAMILIES: dict[str, tuple[str, ...]] = {"pairs": ("pair recovery", "gradient signal"),
@@ -157,8 +169,9 @@ def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], li
     return "cannot tell", mem, gen
 
 
-__all__ = ["ALLOWANCE_Z", "COPY_GENERALISE", "COPY_K", "COPY_MEMORISE", "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN",
-           "COPY_RATIO", "FAMILIES", "GAP_GENERALISE", "GAP_HALF_SAMPLES", "GAP_MEMORISE", "GAP_MIN_HELDOUT",
-           "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE", "OVERALL", "PAIR_GENERALISE", "PAIR_MEMORISE",
-           "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "copying_verdict", "family_verdict", "gap_verdict",
-           "gradient_verdict", "overall_verdict", "pair_recovery_verdict", "share_standard_error"]
+__all__ = ["ALLOWANCE_Z", "COPY_GENERALISE", "COPY_K", "COPY_MAX_BASELINE", "COPY_MEMORISE", "COPY_MIN_LOO",
+           "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO", "FAMILIES", "GAP_GENERALISE", "GAP_HALF_SAMPLES",
+           "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE", "NO_PAIRS_CAVEAT",
+           "OVERALL", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT",
+           "PAIR_MIN_OFF_OT_SHARE", "copying_verdict", "family_verdict", "gap_verdict", "gradient_verdict",
+           "overall_verdict", "pair_recovery_verdict", "share_standard_error"]

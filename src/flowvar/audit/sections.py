@@ -207,11 +207,17 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
                 "condition_baseline": baseline if continuous else None}
     claim = judge("audit.pair_recovery",
                   "Integrating each training source ends at its own training partner (pair memorisation, Prop 2)",
-                  evidence, kind="finding", verdict=rules.pair_recovery_verdict(fine["score"], coarse["score"]),
+                  evidence, kind="finding",
+                  # endpoints on other training items: the pairs given are not the model's (misaligned --pairs), or
+                  # it copies; either way reaching no own partner is no sign of generalising
+                  verdict="inconclusive" if fine["landed_on_other_target"] >= PAIRS_MISALIGNED
+                  else rules.pair_recovery_verdict(fine["score"], coarse["score"]),
                   precondition=pre,
                   rule=f"memorisation score m = {score_rule} of the pairs whose partner is not their OT "
                        f"partner: memorising if m ≥ {rules.PAIR_MEMORISE} on both grids, generalising if m ≤ "
-                       f"{rules.PAIR_GENERALISE} on both, else inconclusive",
+                       f"{rules.PAIR_GENERALISE} on both, else inconclusive; inconclusive also when ≥ "
+                       f"{PAIRS_MISALIGNED:.0%} of the endpoints land on other training items (misaligned pairs or "
+                       f"copying)",
                   min_effect=f"m ≥ {rules.PAIR_MEMORISE} (half the non-OT pairs recovered beyond chance)",
                   replicates="none: every training pair is integrated once per grid")
     within = f" among the items of their class ({len(groups)} classes)" if labels is not None and not continuous \
@@ -281,28 +287,42 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditione
     if heldout is not None:
         r_h = knn_ratio(heldout, train, k)[0]
         source = "held-out items"
+        n_base = int(r_h.numel())
     else:
-        r_h = leave_one_out_ratio(train, min(rules.COPY_K, n - 1)) if n >= 2 else torch.empty(0)
+        # each distinct training item against the other distinct ones: a repeated item is no near-duplicate of real
+        # data (the duplicate is the same item), and counting it so would hide copying behind the baseline
+        distinct = torch.unique(train.flatten(1), dim=0).reshape(-1, *train.shape[1:])
+        r_h = leave_one_out_ratio(distinct, min(rules.COPY_K, distinct.shape[0] - 1)) if distinct.shape[0] >= 2 \
+            else torch.empty(0)
         source = "training items, each against the others (leave one out; no --heldout)"
+        n_base = int(r_h.numel()) // 2  # mutual nearest neighbours: leave-one-out copies come in pairs
     base = float((r_h < rules.COPY_RATIO).double().mean()) if r_h.numel() else math.nan
     nn12 = nn_distance_ratio(generated, train, rules.COPY_RATIO) if n >= 2 else None
+    se = math.hypot(rules.share_standard_error(copy_fraction, m), rules.share_standard_error(base, n_base))
     evidence = {"n_samples": m, "n_train": n, "k": k, "copy_fraction": copy_fraction,
                 "heldout_copy_fraction": base if heldout is not None else math.nan, "baseline": base,
-                "baseline_source": source, "n_baseline": int(r_h.numel()),
-                "excess": copy_fraction - base,
-                "excess_standard_error": math.hypot(rules.share_standard_error(copy_fraction, m),
-                                                    rules.share_standard_error(base, int(r_h.numel()))),
-                "ratio.median": float(r.median()),
+                "baseline_source": source, "n_baseline": int(r_h.numel()), "n_baseline_effective": n_base,
+                "excess": copy_fraction - base, "excess_standard_error": se, "ratio.median": float(r.median()),
                 "nn1_nn2_copy_fraction": nn12.fraction_below if nn12 is not None else math.nan}
     if conditioned_on:
         evidence["conditioned_on"] = conditioned_on
-    pre = Precondition(f"at least {rules.COPY_MIN_TRAIN} training items and {rules.COPY_MIN_SAMPLES} generated samples",
-                       n >= rules.COPY_MIN_TRAIN and m >= rules.COPY_MIN_SAMPLES, {"n_train": n, "n_samples": m},
-                       "pass more training data or raise --samples")
+    enough_base = heldout is not None or int(r_h.numel()) >= rules.COPY_MIN_LOO
+    room = not base > rules.COPY_MAX_BASELINE  # NaN: judged by the rule (inconclusive)
+    pre = Precondition(f"at least {rules.COPY_MIN_TRAIN} training items and {rules.COPY_MIN_SAMPLES} generated "
+                       f"samples; without --heldout at least {rules.COPY_MIN_LOO} distinct training items for the "
+                       f"leave-one-out baseline; a baseline share ≤ {rules.COPY_MAX_BASELINE:.2f} (room for an "
+                       f"excess of {rules.COPY_MEMORISE})",
+                       n >= rules.COPY_MIN_TRAIN and m >= rules.COPY_MIN_SAMPLES and enough_base and room,
+                       {"n_train": n, "n_samples": m, "n_baseline": int(r_h.numel()), "baseline": base},
+                       "pass more training data or raise --samples" if n < rules.COPY_MIN_TRAIN
+                       or m < rules.COPY_MIN_SAMPLES else
+                       "pass --heldout (real data never trained on) or more training items" if not enough_base else
+                       "none at this dimension: nearly every real item has a near-duplicate in the training data, so "
+                       "copying cannot be told from the data's own density; read pair recovery and the gap test")
     z = rules.ALLOWANCE_Z
     claim = judge("audit.copying", "Fresh samples copy training items (nearest-neighbour distance ratio test)",
                   evidence, kind="finding",
-                  verdict=rules.copying_verdict(copy_fraction, m, base, int(r_h.numel())), precondition=pre,
+                  verdict=rules.copying_verdict(copy_fraction, m, base, n_base), precondition=pre,
                   rule=f"copy: d1/mean(d1..d{k}) < {rules.COPY_RATIO:.3g}; excess = share of copies − share among "
                        f"real items (held-out items, or without --heldout each training item against the others), "
                        f"se from both shares: memorising if excess ≥ {rules.COPY_MEMORISE} and excess − {z}·se > "
