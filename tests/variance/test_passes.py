@@ -2,10 +2,11 @@
 
 The engine measures the latest forward/backward pass: passes that were never measured (step() left out, a step the
 monitor does not log) are dropped as the next one begins, so their records neither pile up nor mix with it; a
-backward pass through several recorded calls of the model, and a step() whose losses come after the last backward
-pass, are refused. The monitor logs steps whose numbers restart, jump or repeat; it skips (with one
-SkippedLogWarning) a batch of one sample and a due step whose pass ran with its hooks off; a forward the hooks do not
-reach (torch.compile, a TorchScript trace) or on a copy of the model is refused naming the cause. Every logged number
+backward pass through several recorded calls of the model, two backward passes through one (retain_graph), and a
+step() whose losses come after the last backward pass, are refused. The monitor logs steps whose numbers restart,
+jump or repeat; it skips (with one SkippedLogWarning) a batch of one sample and a due step whose pass ran with its
+hooks off; a forward the hooks do not reach (torch.compile, a TorchScript trace) or on a copy of the model is refused
+naming the cause. Every logged number
 is compared with per-sample gradients computed independently (torch.func, or one backward pass per sample).
 """
 
@@ -143,13 +144,48 @@ def test_a_grad_enabled_forward_after_the_backward_pass(gen):
         monitor.step(0, losses, path.t)
     assert monitor.history == []
 
-    engine = GradNormEngine(model)  # a lightly armed pass is not kept for a later forward: refused, not measured
+    engine = GradNormEngine(model)  # a lightly armed pass is kept for a later forward as a fully armed one is
     engine.light = True
+    ref = brute(model, path)
     losses = train_step(model, path)
     per_sample_loss(model, val)
-    with pytest.raises(DataError, match="no backward pass"):
-        engine.compute(losses=losses)
+    assert_logged(engine.compute(losses=losses).report().to_dict(), {"trace": ref["trace"]})
     engine.detach()
+
+
+@pytest.mark.parametrize("numbers", ["logged-only", "per-epoch"])
+def test_a_grad_enabled_forward_after_a_lightly_armed_due_pass(numbers, gen):
+    """every=5, step() called on logged steps only (or step numbers restarting every epoch), a validation loss with
+    gradients between backward() and step(): the monitor arms those passes lightly (it cannot foresee their
+    numbers), and the finished pass must outlive the validation forward as a fully armed one does — step 5 raised
+    "the losses given are not the earlier pass's own" although they were. Every due step is logged exactly
+    (torch.func), and no pass is held past the next pass's backward."""
+    model = field()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    monitor = GradientVarianceMonitor(model, every=5, t_bins=None)
+    engine = monitor.engine
+    logged, val_outputs = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedLogWarning)  # per-epoch: the first restart's pass ran unarmed
+        for k in range(20):
+            step = k if numbers == "logged-only" else k % 7
+            path, val = draw(gen), draw(gen, 12)
+            ref = brute(model, path)
+            losses = train_step(model, path)
+            out = model(val.xt, val.t)  # a validation loss with gradients enabled
+            (out - val.target).pow(2).sum(1).mean().item()
+            val_outputs.append(weakref.ref(out))
+            del out
+            if numbers == "per-epoch" or step % 5 == 0:
+                record = monitor.step(step, losses, path.t)
+                if record is not None:
+                    assert_logged(record, ref)
+                    logged.append(k)
+            assert engine._previous is None or len(engine._previous.root_calls) <= 2
+            opt.step()
+    assert logged == ([0, 5, 10, 15] if numbers == "logged-only" else [0, 5, 12, 14, 19])
+    assert all(r() is None for r in val_outputs[:-2])  # records stay bounded: older passes' graphs are gone
+    monitor.close()
 
 
 def test_losses_of_a_pass_before_the_latest_are_refused(gen):
@@ -453,3 +489,50 @@ def test_the_bilinear_fallback_lets_no_vmap_warning_escape(gen):
     assert stats.rules["weight"] == "fallback-vmap"
     assert_exact(stats, reference_loop(model, (x1, x2), y), 1e-10)
     engine.detach()
+
+
+# --------------------------------------------------------------------------------------------- two backward passes
+
+
+class Critic(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)).to(F64)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).squeeze(1)
+
+
+@pytest.mark.parametrize("light", [False, True])
+@pytest.mark.parametrize("other", ["aux", "gan"])
+def test_two_backward_passes_through_one_forward_are_refused(other, light, gen):
+    """Another loss back-propagated through the same forward with retain_graph=True (an auxiliary loss; a GAN's
+    discriminator loss on the generator's output without detach()), zero_grad(), then the measured losses'
+    backward: the hooks added both passes' δ, and the record was logged silently wrong (trace 127.7 for a true
+    108.3, ‖ḡ‖² twice .grad's). Refused, naming the cause; with the output detached for the other loss the same
+    step is logged exactly, and the monitor goes on after a refusal."""
+    model, critic = field(), Critic()
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    for step, detach in ((0, False), (1, True), (2, False)):
+        monitor.engine.light = light
+        path = draw(gen)
+        ref = brute(model, path)
+        out = model(path.xt, path.t)
+        shared = out.detach() if detach else out
+        if other == "aux":  # (detached, it is a constant: nothing to back-propagate)
+            if not detach:
+                shared.pow(2).sum(1).mean().backward(retain_graph=True)
+        else:
+            torch.nn.functional.softplus(critic(shared)).mean().backward(retain_graph=not detach)
+        model.zero_grad()
+        losses = (out - path.target).pow(2).sum(1)
+        losses.mean().backward()
+        if detach:
+            assert_logged(monitor.step(step, losses, path.t), ref)
+        else:
+            with pytest.raises(DataError, match=rf"step {step}: two backward passes went through the same recorded "
+                                                r"forward pass.*retain_graph=True.*detach\(\)"):
+                monitor.step(step, losses, path.t)
+    assert [r["step"] for r in monitor.history] == [1]
+    monitor.close()

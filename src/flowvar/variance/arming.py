@@ -9,7 +9,10 @@ per-sample work), so the hooks are armed ahead of the passes the monitor expects
   after a logged step — a next micro-batch may carry the same number — and for every pass while the numbers have
   not gone up one at a time: at the start, and for good once they restarted (per epoch) or jumped (``step()`` called
   on logged steps only, a call left out), since any number may come next;
-* off otherwise: an unlogged step then costs a flag check.
+* off otherwise. The hooks stay installed: an unlogged step still runs every hook's Python call, which returns
+  at a flag check — a cost that grows with the number of hooked modules and weighs most on small models and batches
+  (docs/gradient_variance.md, "Step numbers", has a measurement). Log less often, or close the monitor (removes the
+  hooks) when no more logs are wanted.
 
 The one pass that cannot be measured is a due step's that ran while the hooks were off: the first restart after
 numbers that went up one at a time, or a due step right after a left-out call. The monitor skips its log with one
@@ -63,7 +66,7 @@ class Arming:
                 f"monitor arms them ahead of the steps it expects to log, and step() was last called with a number "
                 f"after which {step} was not expected (step numbers that restart, e.g. per epoch, or jump, or a step() "
                 f"call left out). From now on the hooks record every pass lightly, so later due steps are logged; "
-                f"number the steps consecutively (a global step counter) to keep unlogged steps free of that cost")
+                f"number the steps consecutively (a global step counter) to keep unlogged steps off that cost")
 
     def after(self, step: int, logged: bool) -> tuple[bool, bool]:
         """(armed, light) for the pass after step() of ``step`` (``logged``: ``step`` was due)."""

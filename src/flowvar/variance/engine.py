@@ -28,7 +28,8 @@ Assumptions (checked where possible): each ℓ_i depends on sample i only — no
 (``BatchNorm`` in training mode and ``Embedding(scale_grad_by_freq=True)`` raise :class:`ConfigError`; coupling
 written with functions in a forward, ``F.batch_norm(..., training=True)`` or ``h - h.mean(0)``, cannot be seen
 and gives numbers for per-sample gradients that do not exist); one forward/backward pass per
-:meth:`~GradNormEngine.compute` (several calls of the model in one backward pass are refused); the backward pass
+:meth:`~GradNormEngine.compute` (several calls of the model in one backward pass are refused, and so are two backward
+passes through one forward: ``retain_graph=True``); the backward pass
 is of L alone (no extra loss terms); parameters are used inside their own module's
 forward. ``validate=True`` compares the rules' Σ_i g_i with the backward pass's gradient, which catches
 extra loss terms and parameters used outside their module. The reduction cannot be read off the backward
@@ -77,7 +78,7 @@ from flowvar.variance.records import (
 from flowvar.variance.rules import LinearRule, Rule, fallback_call, parametrization_children, rule_for
 from flowvar.variance.rules.attention import Capture, capture_projections, end_capture
 
-__all__ = ["REDUCTIONS", "UNRECORDED", "BatchMismatchError", "GradNormEngine", "Reduction"]
+__all__ = ["REDUCTIONS", "REPEATED_BACKWARD", "UNRECORDED", "BatchMismatchError", "GradNormEngine", "Reduction"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,18 @@ REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 _PENDING_CALLS = 8
 #: How many dropped passes' batch sizes the engine remembers for its errors.
 _RETIRED_KEPT = 16
+
+#: Why compute() refuses a pass that two backward passes went through (the hooks add up what both handed each call,
+#: so the per-sample gradients measured would be of the two losses together, while ``.grad``, zeroed in between,
+#: holds the last one only: +18% on the trace with no error, before this was refused).
+REPEATED_BACKWARD = (
+    "two backward passes went through the same recorded forward pass of the model (a loss back-propagated with "
+    "retain_graph=True, then another loss through the same forward: a discriminator or auxiliary loss on the model's "
+    "output without detach(), a gradient penalty, backward() called twice): the per-sample gradients recorded are of "
+    "both losses together, while .grad (zeroed in between or not) need not be, so no measurement of the losses given "
+    "can be told from them. Detach the model's output for the other loss (e.g. D(fake.detach())), or call compute() "
+    "(the monitor's step()) right after the backward pass of the losses it measures, before the other loss's backward, "
+    "or back-propagate the other loss through a forward of its own")
 
 #: Why compute() cannot measure a backward pass whose forward the hooks did not see.
 UNRECORDED = (
@@ -199,16 +212,18 @@ class GradNormEngine:
         engine.detach()
 
     ``armed``: whether hooks record the next forward pass (set it False on steps that are not measured; the
-    hooks then cost a flag check); setting it arms fully. ``light`` (set after ``armed``): record the calls but leave
-    every gradient to autograd and take no row norms — for a pass that may not be measured; the rules then do that
-    work in ``compute``, which stays exact. ``compute`` clears the records.
+    hooks stay installed and still run, returning at a flag check: their Python dispatch is the cost of an
+    unmeasured step, which :meth:`detach` removes); setting it arms fully. ``light`` (set after ``armed``): record
+    the calls but leave every gradient to autograd and take no row norms — for a pass that may not be measured; the
+    rules then do that work in ``compute``, which stays exact. ``compute`` clears the records.
 
     One pass at a time: a grad-enabled call of the model after a backward pass reached the recorded one starts a
     new pass. The finished pass (never measured) is kept until the new pass's backward reaches the parameters —
     a forward in between (a Jacobian, a validation loss) leaves it measurable when ``compute`` is given its losses
-    — and then dropped (at once when lightly armed). So records never pile up, and ``compute`` measures the latest
-    forward/backward pass only. A backward pass that reached several recorded calls of the model (two batches in one
-    loss) is refused rather than measured as one batch.
+    — and then dropped, whether it was armed fully or lightly. So records never pile up, and ``compute`` measures
+    the latest forward/backward pass only. A backward pass that reached several recorded calls of the model (two
+    batches in one loss) is refused rather than measured as one batch, and so are two backward passes through one
+    recorded call (``retain_graph=True``: :data:`REPEATED_BACKWARD`).
 
     ``elementwise``: also Σ_i g_i² (element-wise variance). ``chunk_bytes`` bounds the memory of materialised
     chunks; ``fallback_chunk`` the samples per vmap call of the fallback. Parameters with ``requires_grad=False``
@@ -430,12 +445,12 @@ class GradNormEngine:
         """Forward pre-hook of the model (prepended): a recorded call of the model after a backward pass reached the
         parameters starts a new pass. The finished one, never measured (compute() not called: a step the monitor does
         not log, step() left out), is kept only until the new pass's backward reaches the parameters, so that a
-        forward between a backward pass and compute() (a Jacobian, a validation loss) leaves it measurable; a
-        lightly armed one (a pass the monitor does not expect to measure) is dropped at once, so that unlogged steps
-        do not hold two passes' tensors. Either way records never pile up, and passes are never measured together as
-        one batch. Calls that got no backward pass are dropped once :data:`_PENDING_CALLS` pile up (a grad-enabled
-        evaluation loop). Not inside a backward pass: a forward recomputed there (activation checkpointing) belongs
-        to the pass under way."""
+        forward between a backward pass and compute() (a Jacobian, a validation loss) leaves it measurable, whether it
+        was armed fully or lightly (a lightly armed pass may be a due step's whose number the monitor could not
+        foresee). So at most one finished pass is held besides the current one, records never pile up, and passes
+        are never measured together as one batch. Calls that got no backward pass are dropped once
+        :data:`_PENDING_CALLS` pile up (a grad-enabled evaluation loop). Not inside a backward pass: a forward
+        recomputed there (activation checkpointing) belongs to the pass under way."""
         if not (self._backward_seen or len(self._root_calls) >= _PENDING_CALLS):
             return
         if not self._recording() or torch._C._current_graph_task_id() != -1:
@@ -445,8 +460,10 @@ class GradNormEngine:
             return
         self._retired.extend(self._root_batches())
         self._retired_backward = True
-        finished = self._take_pass()
-        self._previous = None if self.light else finished
+        # kept whether the pass was armed fully or lightly: the monitor arms lightly the passes whose step number it
+        # cannot foresee (step() on logged steps only, numbers restarting per epoch), and a due one among them must
+        # stay measurable past a validation forward just as a fully armed one does
+        self._previous = self._take_pass()
 
     def _recording(self) -> bool:
         # calls inside torch.func transforms (a per-sample reference computed while the engine is armed) are not
@@ -745,6 +762,8 @@ class GradNormEngine:
                              if self.unarmed_backward else ""))
         if self._param_grads and not self._calls_reached():
             raise DataError(UNRECORDED)
+        if self._batched.repeated:
+            raise DataError(REPEATED_BACKWARD)
         if self._batched.seen and not self._reached():
             raise DataError("the only backward pass through the recorded forward pass was a batched-gradient pass "
                             "(torch.autograd.grad(..., is_grads_batched=True), autograd.functional.jacobian with "
@@ -1136,6 +1155,8 @@ def _store_grad(grads: list[Tensor | None], k: int, batched: BatchedPasses, grad
         return
     g = grad.detach()
     old = grads[k]
+    if old is not None:  # a tensor hook fires once per backward pass: this is a second one through the same call
+        batched.repeated = True
     grads[k] = g if old is None else old + g
 
 
@@ -1151,6 +1172,7 @@ def _store_grad_and_norm(grads: list[Tensor | None], norms: list[Tensor | None],
     if old is None:
         grads[0] = g
         norms[0] = torch.linalg.vector_norm(g, dim=1) if g.ndim == 2 else None
-    else:
+    else:  # a second backward pass through the same call (:func:`_store_grad`)
+        batched.repeated = True
         grads[0] = old + g
         norms[0] = None

@@ -104,12 +104,15 @@ def is_batched_grad(grad: Tensor) -> bool:
 class BatchedPasses:
     """Whether a hook of the engine saw a batched-gradient pass (:func:`is_batched_grad`) since the last clear: the
     hooks skip such passes, and ``compute()`` says so when nothing else reached the recorded forward pass. Hooks on
-    the pass's tensors hold this small object, never the engine (whose records hold the graph: a cycle)."""
+    the pass's tensors hold this small object, never the engine (whose records hold the graph: a cycle). ``repeated``:
+    whether a hook on a recorded call's output fired twice (it fires once per backward pass, so two backward passes
+    went through that call: ``retain_graph=True``), which ``compute()`` refuses."""
 
-    __slots__ = ("seen",)
+    __slots__ = ("repeated", "seen")
 
     def __init__(self) -> None:
         self.seen = False
+        self.repeated = False
 
 
 @dataclass
