@@ -157,6 +157,9 @@ def save_npy(path: Path, x: torch.Tensor) -> str:
 ])
 def test_pair_recovery_rule(fine: float, coarse: float, want: str) -> None:
     assert rules.pair_recovery_verdict(fine, coarse) == want
+    # endpoints mostly on other training items (misaligned pairs, or copying): never a reading either way
+    assert rules.pair_recovery_verdict(fine, coarse, rules.PAIR_MAX_LANDED_OTHER) == "inconclusive"
+    assert rules.pair_recovery_verdict(fine, coarse, rules.PAIR_MAX_LANDED_OTHER - 0.01) == want
 
 
 @pytest.mark.parametrize(("copies", "m", "base", "m_base", "want"), [

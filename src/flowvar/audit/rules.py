@@ -30,6 +30,9 @@ PAIR_MIN_OFF_OT_SHARE = 0.2
 #: item's own condition, that ends nearest that item (what the condition alone does). Above this share the condition
 #: determines its item (super-resolution, a unique caption per image) and pair recovery cannot tell: untestable.
 PAIR_MAX_CONDITION_BASELINE = 0.5
+#: From this share of training sources whose endpoint lands on another training item (a copy by COPY_RATIO; neither
+#: its own nor its OT partner) pair recovery reads inconclusive and asks whether --pairs is row-aligned with --data.
+PAIR_MAX_LANDED_OTHER = 0.5
 
 #: The one-sided normal quantile of the sampling allowances below (95 %): a memorising (generalising) reading needs
 #: its statistic to clear the generalising (memorising) threshold by this many standard errors, so that a borderline
@@ -69,9 +72,14 @@ GRAD_GENERALISE = 0.5
 GRID_DISAGREE = 0.2
 
 
-def pair_recovery_verdict(score_fine: float, score_coarse: float) -> Verdict:
+def pair_recovery_verdict(score_fine: float, score_coarse: float, landed_other: float = 0.0) -> Verdict:
     """Memorising if the memorisation score m ≥ PAIR_MEMORISE on both grids, generalising if m ≤ PAIR_GENERALISE on
-    both, inconclusive otherwise (between the thresholds, or the grids disagree about the outcome)."""
+    both, inconclusive otherwise (between the thresholds, or the grids disagree about the outcome), and inconclusive
+    when a share ``landed_other`` ≥ PAIR_MAX_LANDED_OTHER of the endpoints (fine grid) land on training items that
+    are neither their own nor their OT partner: the pairs given are not the model's (misaligned --pairs), or it
+    copies, and either way reaching no own partner is no sign of generalising."""
+    if landed_other >= PAIR_MAX_LANDED_OTHER:
+        return "inconclusive"
     fine = above(score_fine, confirm_above=PAIR_MEMORISE - 1e-12, refute_below=PAIR_GENERALISE + 1e-12)
     coarse = above(score_coarse, confirm_above=PAIR_MEMORISE - 1e-12, refute_below=PAIR_GENERALISE + 1e-12)
     return fine if fine == coarse else "inconclusive"
@@ -86,14 +94,19 @@ def share_standard_error(share: float, n: int) -> float:
     return math.sqrt(shrunk * (1.0 - shrunk) / n)
 
 
+def excess_standard_error(copy_fraction: float, n_samples: int, baseline_fraction: float, n_baseline: int) -> float:
+    """se of copy share − baseline share: √(se_copy² + se_baseline²) (:func:`share_standard_error`, each share over
+    its own count)."""
+    return math.hypot(share_standard_error(copy_fraction, n_samples),
+                      share_standard_error(baseline_fraction, n_baseline))
+
+
 def copying_verdict(copy_fraction: float, n_samples: int, baseline_fraction: float, n_baseline: int) -> Verdict:
-    """excess = copy share − baseline share, se = √(se_copy² + se_baseline²) (:func:`share_standard_error`, each
-    share over its own count). Memorising if excess ≥ COPY_MEMORISE and excess − z·se > COPY_GENERALISE;
-    generalising if excess ≤ COPY_GENERALISE and excess + z·se < COPY_MEMORISE (z = ALLOWANCE_Z); inconclusive
-    otherwise, or when a share is NaN."""
+    """excess = copy share − baseline share, se = :func:`excess_standard_error`. Memorising if excess ≥ COPY_MEMORISE
+    and excess − z·se > COPY_GENERALISE; generalising if excess ≤ COPY_GENERALISE and excess + z·se < COPY_MEMORISE
+    (z = ALLOWANCE_Z); inconclusive otherwise, or when a share is NaN."""
     excess = copy_fraction - baseline_fraction
-    se = math.hypot(share_standard_error(copy_fraction, n_samples), share_standard_error(baseline_fraction,
-                                                                                        n_baseline))
+    se = excess_standard_error(copy_fraction, n_samples, baseline_fraction, n_baseline)
     if math.isnan(excess) or math.isnan(se):
         return "inconclusive"
     if excess >= COPY_MEMORISE - 1e-12 and excess - ALLOWANCE_Z * se > COPY_GENERALISE:
@@ -172,6 +185,6 @@ def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], li
 __all__ = ["ALLOWANCE_Z", "COPY_GENERALISE", "COPY_K", "COPY_MAX_BASELINE", "COPY_MEMORISE", "COPY_MIN_LOO",
            "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO", "FAMILIES", "GAP_GENERALISE", "GAP_HALF_SAMPLES",
            "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE", "NO_PAIRS_CAVEAT",
-           "OVERALL", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT",
-           "PAIR_MIN_OFF_OT_SHARE", "copying_verdict", "family_verdict", "gap_verdict", "gradient_verdict",
-           "overall_verdict", "pair_recovery_verdict", "share_standard_error"]
+           "OVERALL", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE", "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE",
+           "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "copying_verdict", "excess_standard_error", "family_verdict",
+           "gap_verdict", "gradient_verdict", "overall_verdict", "pair_recovery_verdict", "share_standard_error"]

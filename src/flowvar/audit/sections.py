@@ -96,11 +96,6 @@ def class_groups(labels: Tensor) -> list[Tensor]:
 # --------------------------------------------------------------------------------------------- 1. pair recovery
 
 
-#: Share of training sources whose endpoint lands on another training item (neither its own nor its OT partner)
-#: from which the pair-recovery text asks whether --pairs is row-aligned with --data.
-PAIRS_MISALIGNED = 0.5
-
-
 def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, steps: int, coarse_steps: int,
                   labels: Tensor | None = None, generator: torch.Generator | None = None) -> Section:
     """Integrate every training source x0_i (N, *shape) and ask whether its endpoint's nearest training target is its
@@ -198,7 +193,8 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
                        "held-out conditions (--heldout with --heldout-conditions) and the gradient test")
     pre = Precondition(pre_text, pre_ok, pre_values, pre_fix)
     score_rule = ("(a − c)/(1 − c), c = max(1/N, share of fresh noise under the item's own condition ending "
-                  "nearest the item)," if continuous else "(a − 1/N)/(1 − 1/N)")
+                  "nearest the item)," if continuous else
+                  "(a − c)/(1 − c), c = 1/N (with repeated targets: the mean share of targets equal to the partner)")
     evidence = {"n_pairs": n, "chance": chance, "method": method, "fine": fine,
                 "coarse": coarse, "grids_disagree": disagree, "n_off_ot": n_off,
                 "class_conditional": labels is not None and not continuous,
@@ -208,16 +204,13 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     claim = judge("audit.pair_recovery",
                   "Integrating each training source ends at its own training partner (pair memorisation, Prop 2)",
                   evidence, kind="finding",
-                  # endpoints on other training items: the pairs given are not the model's (misaligned --pairs), or
-                  # it copies; either way reaching no own partner is no sign of generalising
-                  verdict="inconclusive" if fine["landed_on_other_target"] >= PAIRS_MISALIGNED
-                  else rules.pair_recovery_verdict(fine["score"], coarse["score"]),
+                  verdict=rules.pair_recovery_verdict(fine["score"], coarse["score"], fine["landed_on_other_target"]),
                   precondition=pre,
                   rule=f"memorisation score m = {score_rule} of the pairs whose partner is not their OT "
                        f"partner: memorising if m ≥ {rules.PAIR_MEMORISE} on both grids, generalising if m ≤ "
                        f"{rules.PAIR_GENERALISE} on both, else inconclusive; inconclusive also when ≥ "
-                       f"{PAIRS_MISALIGNED:.0%} of the endpoints land on other training items (misaligned pairs or "
-                       f"copying)",
+                       f"{rules.PAIR_MAX_LANDED_OTHER:.0%} of the endpoints land on other training items (misaligned "
+                       f"pairs or copying)",
                   min_effect=f"m ≥ {rules.PAIR_MEMORISE} (half the non-OT pairs recovered beyond chance)",
                   replicates="none: every training pair is integrated once per grid")
     within = f" among the items of their class ({len(groups)} classes)" if labels is not None and not continuous \
@@ -232,7 +225,8 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
             + (" The two grids disagree: the outcome depends on the solver." if disagree else "")
             + (f" {fine['landed_on_other_target']:.0%} of the endpoints land on a training item that is neither their "
                f"own nor their OT partner: is --pairs row-aligned with --data (row i the source of item i; a folder "
-               f"is read in sorted file-name order)?" if fine["landed_on_other_target"] >= PAIRS_MISALIGNED else "")
+               f"is read in sorted file-name order)?"
+               if fine["landed_on_other_target"] >= rules.PAIR_MAX_LANDED_OTHER else "")
             + (f" The conditions alone lead to their items ({baseline:.0%} of fresh noise): pair recovery cannot "
                f"tell memorised pairs from a faithful conditional model." if continuous
                and baseline > rules.PAIR_MAX_CONDITION_BASELINE else ""))
@@ -258,9 +252,13 @@ def knn_ratio(x: Tensor, train: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]
     """r_i = d_1 / mean(d_1, …, d_k) over the k nearest training items of each x_i (after Carlini et al. 2023):
     (ratios (n,), nearest distances (n,), nearest indices (n,)). r = 0 when all k distances are 0."""
     d, idx = nearest_neighbours(as_matrix("samples", x), as_matrix("training data", train), k)
+    return _ratio_to_mean(d), d[:, 0], idx[:, 0]
+
+
+def _ratio_to_mean(d: Tensor) -> Tensor:
+    """d[:, 0] / mean(d, 1) for sorted neighbour distances d (n, k); 0 where all k are 0."""
     mean = d.mean(1)
-    r = torch.where(mean > 0, d[:, 0] / mean.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(mean))
-    return r, d[:, 0], idx[:, 0]
+    return torch.where(mean > 0, d[:, 0] / mean.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(mean))
 
 
 def leave_one_out_ratio(train: Tensor, k: int) -> Tensor:
@@ -268,9 +266,7 @@ def leave_one_out_ratio(train: Tensor, k: int) -> Tensor:
     real data has a near-duplicate among the rest of the training set, the copy baseline without held-out data.
     ``k`` ≤ N − 1. (N,)."""
     d, _ = nearest_neighbours(as_matrix("training data", train), as_matrix("training data", train), k + 1)
-    rest = d[:, 1:]  # the first is the item itself (or an exact duplicate: one zero is left out either way)
-    mean = rest.mean(1)
-    return torch.where(mean > 0, rest[:, 0] / mean.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(mean))
+    return _ratio_to_mean(d[:, 1:])  # the first is the item itself (or an exact duplicate: one zero either way)
 
 
 def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditioned_on: str = "") -> Section:
@@ -298,7 +294,7 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditione
         n_base = int(r_h.numel()) // 2  # mutual nearest neighbours: leave-one-out copies come in pairs
     base = float((r_h < rules.COPY_RATIO).double().mean()) if r_h.numel() else math.nan
     nn12 = nn_distance_ratio(generated, train, rules.COPY_RATIO) if n >= 2 else None
-    se = math.hypot(rules.share_standard_error(copy_fraction, m), rules.share_standard_error(base, n_base))
+    se = rules.excess_standard_error(copy_fraction, m, base, n_base)
     evidence = {"n_samples": m, "n_train": n, "k": k, "copy_fraction": copy_fraction,
                 "heldout_copy_fraction": base if heldout is not None else math.nan, "baseline": base,
                 "baseline_source": source, "n_baseline": int(r_h.numel()), "n_baseline_effective": n_base,
@@ -635,6 +631,6 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     return Section("gradient", "Gradient signal at the trained weights", claim, {"gradient": evidence}, figures, text)
 
 
-__all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "PAIRS_MISALIGNED", "Section", "copying", "endpoints",
-           "generalisation_gap", "gradient_signal", "half_sample_standard_error", "image_grid_png", "knn_ratio",
-           "leave_one_out_ratio", "pair_recovery", "png"]
+__all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "Section", "copying", "endpoints", "generalisation_gap",
+           "gradient_signal", "half_sample_standard_error", "image_grid_png", "knn_ratio", "leave_one_out_ratio",
+           "pair_recovery", "png"]
