@@ -72,12 +72,7 @@ def run_cmd(
                                                 min=1)] = None,
 ) -> None:
     """Run one experiment and write result.json, summary.md and figures."""
-    import torch
-
-    from flowvar.reproduce import default_threads
-    from flowvar.runner import check_threads
-
-    torch.set_num_threads(check_threads(threads) or default_threads())
+    _set_threads(threads)
     from flowvar.experiments.base import parse_overrides, run_experiment
 
     if progress is None:
@@ -366,14 +361,10 @@ def advise_sigma_cmd(
     """How much interpolant noise σ for my data? Trains CFM(σ) over a σ grid and applies a stated rule."""
     import json
 
-    import torch
-
     from flowvar.advise import advise_sigma
     from flowvar.experiments.base import parse_overrides
-    from flowvar.reproduce import default_threads
-    from flowvar.runner import check_threads
 
-    torch.set_num_threads(check_threads(threads) or default_threads())
+    _set_threads(threads)
     grid = None
     if sigmas is not None:
         try:
@@ -419,6 +410,17 @@ def config_cmd(
     typer.echo(f"# {experiment} ({'quick' if quick else 'full'}); defaults from "
                f"{source or 'the config dataclass (no YAML file)'}")
     typer.echo(config_yaml(config), nl=False)
+
+
+def _set_threads(threads: int | None) -> None:
+    """torch threads for this process: ``--threads`` (checked: :func:`flowvar.runner.check_threads`), else
+    :func:`flowvar.reproduce.default_threads`."""
+    import torch
+
+    from flowvar.reproduce import default_threads
+    from flowvar.runner import check_threads
+
+    torch.set_num_threads(check_threads(threads) or default_threads())
 
 
 def _check_config_section(experiment: str, config_file: Path) -> None:
@@ -613,16 +615,12 @@ def audit_cmd(
     """Does my trained flow model memorise its training data? Four tests and a verdict (docs/audit.md)."""
     import json
 
-    import torch
-
     from flowvar.audit import audit, load_model
     from flowvar.audit.core import check_audit_folder
-    from flowvar.reproduce import default_threads
-    from flowvar.runner import check_threads
 
     check_audit_folder(out)  # before any work: never a folder of the user's files, never a file
     scale = _value_range(value_range)
-    torch.set_num_threads(check_threads(threads) or default_threads())
+    _set_threads(threads)
     loaded = load_model(model, checkpoint, state_key)
     report = audit(loaded.module, data, pairs=pairs, heldout=heldout, sigma=sigma, convention=convention, time=time,
                    time_scale=time_scale, samples=samples, steps=steps, coarse_steps=coarse_steps, method=method,

@@ -369,7 +369,7 @@ def versions() -> dict[str, str]:
 def _field_problem(what: str, missing: set[str], unknown: set[str]) -> str:
     parts = ([f"missing {', '.join(sorted(missing))}"] if missing else []) + \
         ([f"unknown {', '.join(sorted(unknown))}"] if unknown else [])
-    return f"{what}: {'; '.join(parts) or 'not a JSON object'}"
+    return f"{what}: {'; '.join(parts)}"
 
 
 @dataclass
@@ -409,10 +409,11 @@ class Result:
         claim_fields = {f.name for f in dataclasses.fields(Claim)}
         claim_required = {f.name for f in dataclasses.fields(Claim) if f.default is dataclasses.MISSING}
         for c in data.get("claims", []):
-            if not isinstance(c, dict) or claim_required - set(c) or set(c) - claim_fields:
-                raise ValueError(_field_problem(f"claim {c.get('id', '?') if isinstance(c, dict) else c!r}",
-                                                claim_required - set(c) if isinstance(c, dict) else claim_required,
-                                                set(c) - claim_fields if isinstance(c, dict) else set()))
+            if not isinstance(c, dict):
+                raise ValueError(f"claim {c!r}: not a JSON object")
+            if claim_required - set(c) or set(c) - claim_fields:
+                raise ValueError(_field_problem(f"claim {c.get('id', '?')}", claim_required - set(c),
+                                                set(c) - claim_fields))
             if c["verdict"] not in VERDICTS or c.get("kind", "reproduction") not in KINDS:
                 raise ValueError(f"claim {c['id']} has verdict {c['verdict']!r} and kind {c.get('kind')!r}; "
                                  f"verdicts are {', '.join(VERDICTS)} and kinds {', '.join(KINDS)}")
