@@ -93,6 +93,26 @@ def test_mlp_dtype_mismatch_is_one_clear_error(dtype: torch.dtype) -> None:
         FlatMLPField((2, 2), 8, 1)(torch.zeros(3, 2, 2, dtype=dtype), 0.5)
 
 
+@pytest.mark.parametrize("name", ["UNetField", "DiTField", "MLPField"])
+def test_learned_fields_name_a_dtype_or_device_mismatch(name: str) -> None:
+    # UNet and DiT gave torch's conv/matmul message ("Input type (double) and bias type (float) should be the same")
+    from flowvar.models import DiTField, UNetField
+
+    model, x = {"UNetField": (lambda: UNetField(8, in_channels=1, base_channels=8, channel_mult=(1,), groups=4),
+                              torch.zeros(2, 1, 8, 8)),
+                "DiTField": (lambda: DiTField(8, width=16, depth=1, heads=2), torch.zeros(2, 1, 8, 8)),
+                "MLPField": (lambda: MLPField(2, 8, 1), torch.zeros(2, 2))}[name]
+    field = model()
+    with pytest.raises(ConfigError, match=rf"{name} got x of dtype torch.float64 but its parameters are "
+                                          r"torch.float32.*model.to\(torch.float64\)"):
+        field(x.double(), 0.5)
+    with pytest.raises(ConfigError, match=rf"{name} got x on meta but its parameters are on cpu"):
+        field(x.to("meta"), 0.5)
+    assert field.double()(x.double(), 0.5).dtype == torch.float64  # converted: runs
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes legitimately: not refused
+        assert field.float()(x, 0.5).dtype == torch.bfloat16
+
+
 def test_mlp_runs_in_the_dtype_it_is_converted_to() -> None:
     model = MLPField(2, 8, 1).double()
     assert model(torch.zeros(3, 2, dtype=torch.float64), 0.5).dtype == torch.float64

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowvar.errors import ShapeError
+from flowvar.errors import ConfigError, ShapeError
 
 
 def time_column(t: Tensor | float, x: Tensor) -> Tensor:
@@ -20,6 +20,26 @@ def time_column(t: Tensor | float, x: Tensor) -> Tensor:
     return t
 
 
+def input_mismatch(model: nn.Module, x: Tensor) -> ConfigError | None:
+    """The :class:`ConfigError` naming how ``x`` differs from ``model``'s parameters in dtype or device, or None.
+
+    Called only after a forward pass failed with a RuntimeError, so that a correct call pays nothing and
+    torch.autocast (which mixes dtypes legally) still works: the learned fields do not cast their input.
+    """
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if weight is None:
+        return None
+    name = type(model).__name__
+    if x.device != weight.device:
+        return ConfigError(f"{name} got x on {x.device} but its parameters are on {weight.device}; move one to the "
+                           f"other (model.to({str(x.device)!r}) or x.to({str(weight.device)!r}))")
+    if x.dtype != weight.dtype:
+        return ConfigError(f"{name} got x of dtype {x.dtype} but its parameters are {weight.dtype}; convert the model "
+                           f"(model.to({x.dtype}), e.g. model.double() for float64) or the input "
+                           f"(x.to({weight.dtype}))")
+    return None
+
+
 class VectorField(nn.Module):
     """Base class for vector fields on vectors of dimension ``dim``: checks the input shape once."""
 
@@ -30,4 +50,4 @@ class VectorField(nn.Module):
             raise ShapeError(f"{type(self).__name__} expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
 
 
-__all__ = ["VectorField", "time_column"]
+__all__ = ["VectorField", "input_mismatch", "time_column"]

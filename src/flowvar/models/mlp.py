@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.errors import ConfigError, check_positive_int
-from flowvar.models.base import VectorField, time_column
+from flowvar.models.base import VectorField, input_mismatch, time_column
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "selu": nn.SELU, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "elu": nn.ELU,
@@ -39,19 +39,17 @@ class MLPField(VectorField):
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         """x (B, dim) in the parameters' dtype (``model.double()`` for float64 input), t (B,) or a scalar → (B, dim).
 
-        Like the other learned fields (UNet, DiT), the MLP does not cast its input: a dtype mismatch is a
-        :class:`ConfigError` naming the fix, rather than torch's "mat1 and mat2 must have the same dtype".
+        Like the other learned fields (UNet, DiT), the MLP does not cast its input: a dtype or device mismatch is a
+        :class:`ConfigError` naming the fix (:func:`~flowvar.models.base.input_mismatch`), rather than torch's
+        "mat1 and mat2 must have the same dtype".
         """
         self.check_input(x)
         try:
             return self.net(torch.cat([x, time_column(t, x)[:, None]], dim=1))
         except RuntimeError:
-            # checked only after a failure: no cost per call, and torch.autocast (which mixes dtypes legally) works
-            weight = self.net[0].weight
-            if x.dtype != weight.dtype:
-                raise ConfigError(f"MLPField got x of dtype {x.dtype} but its parameters are {weight.dtype}; convert "
-                                  f"the model (model.to({x.dtype}), e.g. model.double() for float64) or the input "
-                                  f"(x.to({weight.dtype}))") from None
+            problem = input_mismatch(self, x)
+            if problem is not None:
+                raise problem from None
             raise
 
 

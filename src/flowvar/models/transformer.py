@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowvar.errors import ConfigError, ShapeError
-from flowvar.models.base import time_column
+from flowvar.models.base import input_mismatch, time_column
 from flowvar.models.unet import sinusoidal_embedding
 
 __all__ = ["DiTBlock", "DiTField", "sincos_position_embedding"]
@@ -119,15 +119,21 @@ class DiTField(nn.Module):
         if x.ndim != 4 or x.shape[1:] != (self.channels, self.size, self.size):
             raise ShapeError(f"DiTField expects x of shape (B, {self.channels}, {self.size}, {self.size}), got "
                              f"{tuple(x.shape)}")
-        B, p, g = x.shape[0], self.patch, self.grid
-        tokens = self.patchify(x).flatten(2).transpose(1, 2) + self.position.to(x.dtype)  # (B, N, D)
-        c = self.time_mlp(sinusoidal_embedding(time_column(t, x), self.width, scale=self.time_scale))
-        for block in self.blocks:
-            tokens = block(tokens, c)
-        shift, scale = self.final_modulation(F.silu(c)).chunk(2, dim=1)
-        out = self.head(_modulate(self.final_norm(tokens), shift, scale))  # (B, N, p·p·C)
-        out = out.view(B, g, g, p, p, self.channels).permute(0, 5, 1, 3, 2, 4)  # (B, C, g, p, g, p)
-        return out.reshape(B, self.channels, g * p, g * p)
+        try:
+            B, p, g = x.shape[0], self.patch, self.grid
+            tokens = self.patchify(x).flatten(2).transpose(1, 2) + self.position.to(x.dtype)  # (B, N, D)
+            c = self.time_mlp(sinusoidal_embedding(time_column(t, x), self.width, scale=self.time_scale))
+            for block in self.blocks:
+                tokens = block(tokens, c)
+            shift, scale = self.final_modulation(F.silu(c)).chunk(2, dim=1)
+            out = self.head(_modulate(self.final_norm(tokens), shift, scale))  # (B, N, p·p·C)
+            out = out.view(B, g, g, p, p, self.channels).permute(0, 5, 1, 3, 2, 4)  # (B, C, g, p, g, p)
+            return out.reshape(B, self.channels, g * p, g * p)
+        except RuntimeError:
+            problem = input_mismatch(self, x)  # a dtype/device mismatch named, instead of torch's matmul message
+            if problem is not None:
+                raise problem from None
+            raise
 
     def extra_repr(self) -> str:
         heads = self.blocks[0].heads if len(self.blocks) else 0

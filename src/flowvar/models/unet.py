@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowvar.errors import ConfigError, ShapeError, check_positive_int
-from flowvar.models.base import time_column
+from flowvar.models.base import input_mismatch, time_column
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
@@ -302,16 +302,22 @@ class UNetField(nn.Module):
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         """x: (B, C, S, S); t: (B,), (B, 1) or a scalar → velocity (B, out_channels, S, S)."""
         self.check_input(x)
-        emb = self.time_embed(time_column(t, x))
-        h = self.input_conv(x)
-        skips = [h]
-        for block in self.down:
-            h = block(h, emb) if isinstance(block, _Stage) else block(h)
-            skips.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
-        for block in self.up:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb) if isinstance(block, _Stage) else block(h)
-        return self.out_conv(F.silu(self.out_norm(h)))
+        try:
+            emb = self.time_embed(time_column(t, x))
+            h = self.input_conv(x)
+            skips = [h]
+            for block in self.down:
+                h = block(h, emb) if isinstance(block, _Stage) else block(h)
+                skips.append(h)
+            h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+            for block in self.up:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb) if isinstance(block, _Stage) else block(h)
+            return self.out_conv(F.silu(self.out_norm(h)))
+        except RuntimeError:
+            problem = input_mismatch(self, x)  # a dtype/device mismatch named, instead of torch's conv message
+            if problem is not None:
+                raise problem from None
+            raise
 
 
 __all__ = ["AttentionBlock", "Downsample", "ResBlock", "SinusoidalTimeEmbedding", "UNetField", "Upsample",
