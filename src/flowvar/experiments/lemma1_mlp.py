@@ -18,12 +18,15 @@ Scale: every loss is reported relative to L_const = ‖Θ̂‖_F² = E‖u − E
 Claims (each a pure rule function below, unit-tested on synthetic evidence):
 
 * ``parametric_reaches_zero`` (:func:`parametric_rule`): the parametric class reaches numerical zero.
-* ``mlp_positive_floor`` (:func:`width_floor_verdict`, :func:`floor_rule`): the MLPs' held-out loss stops
-  improving while the parametric class is at zero. Judged on the last doubling of the training: a floor when the
-  improvement L(T/2)/L(T) is shown below ``flat_factor`` (paired over seeds) and the loss stays ≥
-  ``positive_factor`` × the parametric class's; refuted when the loss is shown to keep falling by at least
-  ``flat_factor`` per doubling, or reaches numerical zero itself. Precondition: the parametric class reached zero
-  under the same kind of schedule, so the schedule is not what stops training.
+* ``mlp_positive_floor`` (:func:`width_floor_status`, :func:`floor_rule`, :func:`converged_precondition`): the
+  MLPs' held-out loss stops improving while the parametric class is at zero. Judged on the last doubling of the
+  training, per width: at a floor when the change L(T/2)/L(T) is shown within ×``flat_factor`` both ways (paired
+  over seeds) and the loss stays ≥ ``positive_factor`` × the parametric class's; refuted when a width reaches
+  numerical zero (it represents v̂_OT). A loss still falling by ≥ ``flat_factor`` per doubling has not reached its
+  floor in the budget: that is neither evidence for a floor nor against one (any floor below the current loss fits
+  it), so it fails the claim's precondition (untestable, remedy: more stages) instead of refuting it. A second
+  precondition: the parametric class reached zero under the same kind of schedule, so the schedule is not what
+  stops training.
 * ``floor_shrinks_with_width`` (:func:`width_rule`): the floor of the smallest width exceeds the largest width's by
   at least ``width_factor`` (paired over seeds). Precondition: every width is at its floor; comparing losses that
   are still falling would compare training budgets, not floors.
@@ -47,7 +50,7 @@ from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import GaussianParametricField, MLPField
-from flowvar.results import Precondition
+from flowvar.results import Precondition, all_preconditions
 from flowvar.seeding import Streams
 from flowvar.stats import SeedComparison, paired_over_seeds
 from flowvar.train import train_cfm
@@ -130,35 +133,58 @@ def last_doubling(before: Sequence[float], after: Sequence[float], *, flat_facto
                              alpha=alpha, labels=("log10 L(T/2)", "log10 L(T)"))
 
 
-def width_floor_verdict(before: Sequence[float], after: Sequence[float], parametric: Sequence[float], *,
-                        flat_factor: float, positive_factor: float, zero_loss: float, alpha: float) -> str:
-    """Is one MLP width at a positive floor? Per training seed s: ``before``[s] = relative held-out loss after the
-    second-to-last stage (T/2 steps), ``after``[s] after the last (T steps), ``parametric``[s] the parametric
-    class's (relative, lowest stage end).
+def width_floor_status(before: Sequence[float], after: Sequence[float], parametric: Sequence[float], *,
+                       flat_factor: float, positive_factor: float, zero_loss: float, alpha: float) -> str:
+    """Where one MLP width stands at the end of training. Per training seed s: ``before``[s] = relative held-out loss
+    after the second-to-last stage (T/2 steps), ``after``[s] after the last (T steps), ``parametric``[s] the
+    parametric class's (relative, lowest stage end). With d_s = log10 L_s(T/2) − log10 L_s(T) paired over seeds
+    (:func:`last_doubling`, one-sided bounds at ``alpha``):
 
-    * refuted if the loss is shown to keep falling (:func:`last_doubling` confirmed: L(T/2)/L(T) ≥ ``flat_factor``
-      at one-sided ``alpha``), or it reaches numerical zero (every ``after`` ≤ ``zero_loss``);
-    * confirmed if the improvement is shown below ``flat_factor`` (:func:`last_doubling` refuted) and every seed's
-      ``after`` ≥ ``positive_factor`` × its ``parametric``;
-    * inconclusive otherwise (always with one seed).
+    * "zero": every seed's L(T) ≤ ``zero_loss``: this width represents v̂_OT (no positive floor);
+    * "still_falling": d ≥ log10 ``flat_factor`` is shown (lower bound > 0, mean ≥ it): the floor, if any, lies below
+      the current loss and was not reached in the budget;
+    * "floor": d is shown inside ±log10 ``flat_factor`` (upper bound below it, lower bound above its negative: two
+      one-sided tests, so a loss that rises does not pass for a floor) and every seed's L(T) ≥ ``positive_factor`` ×
+      its ``parametric``;
+    * "undecided": otherwise (always with one seed, or a NaN).
     """
+    if after and all(a <= zero_loss for a in after):
+        return "zero"
     trend = last_doubling(before, after, flat_factor=flat_factor, alpha=alpha)
-    if trend.verdict == "confirmed" or all(a <= zero_loss for a in after):
+    if trend.verdict == "confirmed":
+        return "still_falling"
+    flat = math.log10(flat_factor)
+    if (trend.verdict == "refuted" and trend.lower > -flat
+            and all(a >= positive_factor * p for a, p in zip(after, parametric, strict=True))):
+        return "floor"
+    return "undecided"
+
+
+def floor_rule(statuses: Mapping[str, str]) -> str:
+    """lemma1_mlp.mlp_positive_floor over the widths (:func:`width_floor_status` of each): refuted if a width reaches
+    numerical zero ("zero": it represents the OT field, a counter-example to an irreducible error), confirmed if
+    every width is at a floor, inconclusive otherwise. Widths still falling make the claim untestable through
+    :func:`converged_precondition`, not through this rule."""
+    values = list(statuses.values())
+    if any(v == "zero" for v in values):
         return "refuted"
-    if trend.verdict == "refuted" and all(a >= positive_factor * p for a, p in zip(after, parametric, strict=True)):
+    if values and all(v == "floor" for v in values):
         return "confirmed"
     return "inconclusive"
 
 
-def floor_rule(width_verdicts: Mapping[str, str]) -> str:
-    """lemma1_mlp.mlp_positive_floor over the widths: confirmed if every width is at a floor, refuted if no width
-    is (every width refuted), inconclusive otherwise (a mixed picture, reported per width)."""
-    values = list(width_verdicts.values())
-    if values and all(v == "confirmed" for v in values):
-        return "confirmed"
-    if values and all(v == "refuted" for v in values):
-        return "refuted"
-    return "inconclusive"
+def converged_precondition(statuses: Mapping[str, str], flat_factor: float) -> Precondition:
+    """The MLP trainings ended where a floor can be judged: no width is still falling by ≥ ×``flat_factor`` over the
+    last doubling, unless a width already reached numerical zero (a refutation that more training cannot undo)."""
+    falling = [w for w, v in statuses.items() if v == "still_falling"]
+    holds = not falling or any(v == "zero" for v in statuses.values())
+    return Precondition(
+        f"the MLP trainings have stopped improving: no width's held-out loss is still shown to fall by ≥ "
+        f"×{flat_factor:g} over the last doubling of the training (a loss still falling has not reached its floor, "
+        f"so it can neither show one nor rule one out)",
+        holds=holds, measured={"status_per_width": dict(statuses), "still_falling": falling},
+        remedy="" if holds else f"more stages ({', '.join(falling)} still improving: each further stage doubles the "
+                                f"training at half the learning rate)")
 
 
 def width_rule(small: Sequence[float], large: Sequence[float], *, width_factor: float, alpha: float
@@ -284,15 +310,15 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
         measured={"parametric_best_relative_loss": par_best},
         remedy="more stages or a larger parametric_lr")
     per_width: dict[str, Any] = {}
-    verdicts: dict[str, str] = {}
+    statuses: dict[str, str] = {}
     for w in config.widths:
         before = [mlps[w][s]["relative_loss"][-2] for s in seeds]
         after = [mlps[w][s]["relative_loss"][-1] for s in seeds]
         trend = last_doubling(before, after, flat_factor=config.flat_factor, alpha=config.alpha)
-        verdicts[f"width={w}"] = width_floor_verdict(before, after, par_best, flat_factor=config.flat_factor,
-                                                     positive_factor=config.positive_factor,
-                                                     zero_loss=config.zero_loss, alpha=config.alpha)
-        per_width[f"width={w}"] = {"verdict": verdicts[f"width={w}"], "relative_loss_at_T/2": before,
+        statuses[f"width={w}"] = width_floor_status(before, after, par_best, flat_factor=config.flat_factor,
+                                                    positive_factor=config.positive_factor,
+                                                    zero_loss=config.zero_loss, alpha=config.alpha)
+        per_width[f"width={w}"] = {"status": statuses[f"width={w}"], "relative_loss_at_T/2": before,
                                    "relative_loss_at_T": after,
                                    "improvement_factor_last_doubling": [b / a for b, a in zip(before, after,
                                                                                              strict=True)],
@@ -305,25 +331,28 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
               "zero.",
               {"per_width": per_width, "stage_end_steps": parametric[seeds[0]]["steps"],
                "parametric_best_relative_loss": par_best},
-              verdict=floor_rule(verdicts), precondition=precondition, kind="reproduction",
+              verdict=floor_rule(statuses),
+              precondition=all_preconditions(precondition, converged_precondition(statuses, config.flat_factor)),
+              kind="reproduction",
               min_effect=f"over the last doubling of the training ({total - mlp_stages[-1][0]} → {total} steps, lr "
-                         f"halved) the held-out loss improves by less than ×{config.flat_factor} "
+                         f"halved) the held-out loss changes by less than ×{config.flat_factor} either way "
                          f"({math.log10(config.flat_factor):.3g} decades; scale: one decade of held-out loss) "
                          f"and stays ≥ {config.positive_factor:g}× the parametric class's",
               replicates=replicates + f", paired over seeds at one-sided α = {config.alpha}",
-              rule=f"per width (lemma1_mlp.width_floor_verdict): paired over seeds, d_s = log10 L_s(T/2) − log10 "
-                   f"L_s(T) (relative held-out loss after the second-to-last and the last stage); refuted if d ≥ "
-                   f"log10 {config.flat_factor} is shown (lower bound > 0 and mean ≥ it: still falling), or every seed "
-                   f"reaches ≤ {config.zero_loss}; confirmed if d < log10 {config.flat_factor} is shown (upper bound "
-                   f"below it) and every seed's L(T) ≥ {config.positive_factor:g}× its parametric loss; else "
-                   f"inconclusive. Over widths (lemma1_mlp.floor_rule): confirmed if every width is at a floor, "
-                   f"refuted if every width is refuted, inconclusive otherwise")
+              rule=f"per width (lemma1_mlp.width_floor_status): paired over seeds, d_s = log10 L_s(T/2) − log10 "
+                   f"L_s(T) (relative held-out loss after the second-to-last and the last stage); at zero if every "
+                   f"seed reaches ≤ {config.zero_loss}; still falling if d ≥ log10 {config.flat_factor} is shown "
+                   f"(lower bound > 0 and mean ≥ it); at a floor if |d| < log10 {config.flat_factor} is shown (both "
+                   f"one-sided bounds inside) and every seed's L(T) ≥ {config.positive_factor:g}× its parametric "
+                   f"loss; undecided otherwise. Over widths (lemma1_mlp.floor_rule): refuted if a width is at zero, "
+                   f"confirmed if every width is at a floor, inconclusive otherwise; a width still falling fails the "
+                   f"precondition (untestable: no floor reached in the budget, which neither shows nor rules out one)")
 
     if len(config.widths) >= 2:
         small, large = min(config.widths), max(config.widths)
         final = {w: [mlps[w][s]["relative_loss"][-1] for s in seeds] for w in config.widths}
         cmp = width_rule(final[small], final[large], width_factor=config.width_factor, alpha=config.alpha)
-        at_floor = {k: v == "confirmed" for k, v in verdicts.items()}
+        at_floor = {k: v == "floor" for k, v in statuses.items()}
         ctx.claim("lemma1_mlp.floor_shrinks_with_width",
                   "The MLP loss floor shrinks as the width grows.",
                   {"widths": list(config.widths),
@@ -332,7 +361,7 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
                    "comparison": cmp.to_dict()},
                   verdict=cmp.verdict,  # type: ignore[arg-type]
                   precondition=Precondition(
-                      "every width is at its floor (lemma1_mlp.mlp_positive_floor's per-width verdict confirmed), so "
+                      "every width is at its floor (lemma1_mlp.width_floor_status \"floor\"), so "
                       "the final losses are floors and not the state of a training that is still improving",
                       holds=all(at_floor.values()), measured={"at_floor": at_floor},
                       remedy="more stages (the losses must stop improving before floors can be compared)"),
@@ -363,11 +392,12 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
 __all__ = [
     "PARAMETRIC_FAIL",
     "Lemma1MLPConfig",
+    "converged_precondition",
     "floor_rule",
     "last_doubling",
     "parametric_rule",
     "run",
     "schedule",
-    "width_floor_verdict",
+    "width_floor_status",
     "width_rule",
 ]

@@ -682,10 +682,16 @@ def lemma1_mlp(result: Result, story: Story) -> None:
                    f"{' to '.join(dict.fromkeys([widths[0], widths[-1]]))} end at {_span(finals)} and still lose a "
                    f"factor {_span(falls, 2)} over the last doubling of training")
 
-    def state(v: dict[str, Any]) -> str:  # a width's verdict in words (refuted: still falling, or reached zero)
+    def status(v: dict[str, Any]) -> str:  # lemma1_mlp.width_floor_status; results before it kept a verdict
+        if "status" in v:
+            return str(v["status"])
         if v["verdict"] == "refuted":
-            return "at zero" if all(x <= zero for x in v["relative_loss_at_T"]) else "still improving"
-        return {"confirmed": "at a floor"}.get(v["verdict"], "undecided")
+            return "zero" if all(x <= zero for x in v["relative_loss_at_T"]) else "still_falling"
+        return {"confirmed": "floor"}.get(v["verdict"], "undecided")
+
+    def state(v: dict[str, Any]) -> str:  # a width's status in words
+        return {"zero": "at zero", "still_falling": "still improving", "floor": "at a floor"}.get(status(v),
+                                                                                               "undecided")
 
     states = [state(v) for v in per.values()]
     kinds = list(dict.fromkeys(states))
@@ -696,7 +702,7 @@ def lemma1_mlp(result: Result, story: Story) -> None:
     widths_text = []
     for w, v in per.items():
         last = v["last_doubling"]
-        widths_text.append(f"{w.replace('=', ' ')}: {v['verdict']}, the loss fell by 10^{num(last['mean'], 2)} over "
+        widths_text.append(f"{w.replace('=', ' ')}: {state(v)}, the loss fell by 10^{num(last['mean'], 2)} over "
                            f"the last doubling of training (one-sided bounds 10^{num(last['lower'], 2)} to "
                            f"10^{num(last['upper'], 2)})")
     story.claims[floor.id] = ClaimText("; ".join(widths_text), rule_text(floor))
