@@ -21,7 +21,7 @@ from flowvar.experiments._gaussian_variance import (
     unresolved,
 )
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
-from flowvar.experiments.fig4 import crossover, rule_crossover, rule_zero_at_sigma0
+from flowvar.experiments.fig4 import crossover, rule_crossover, rule_zero_at_sigma0, zero_evidence
 from flowvar.experiments.fig5 import (
     rule_random_lower_at_paper_angle,
 )
@@ -90,10 +90,28 @@ def test_crossover() -> None:
 # --------------------------------------------------------------------------------------------- fig4 rules
 
 
+def arms(*values: tuple[float, float]) -> dict:
+    """σ = 0 records of own-coupling arms, (trace, mean_loss) each."""
+    return {f"arm{i}": {"trace": t, "mean_loss": loss} for i, (t, loss) in enumerate(values)}
+
+
 def test_rule_zero_at_sigma0() -> None:
-    assert rule_zero_at_sigma0({"max_trace": 7e-28, "max_loss": 4e-30}) == "confirmed"
-    assert rule_zero_at_sigma0({"max_trace": 1e-3, "max_loss": 0.0}) == "refuted"
-    assert rule_zero_at_sigma0({"max_trace": 0.0, "max_loss": math.nan}) == "refuted"
+    assert rule_zero_at_sigma0(zero_evidence(arms((7e-28, 4e-30), (0.0, 0.0)))) == "confirmed"
+    assert rule_zero_at_sigma0(zero_evidence(arms((0.0, 0.0), (1e-3, 0.0)))) == "refuted"
+    assert rule_zero_at_sigma0(zero_evidence(arms((0.0, math.nan)))) == "refuted"
+    assert rule_zero_at_sigma0({"per_arm": {}}) == "refuted"
+
+
+@pytest.mark.parametrize("values", [((0.0, 0.0), (math.nan, 0.0)), ((0.0, 0.0), (0.0, math.nan)),
+                                    ((0.0, 0.0), (0.0, 0.0), (math.inf, 0.0))])
+def test_zero_at_sigma0_a_nan_after_the_first_arm_refutes_and_shows_in_the_maximum(values) -> None:
+    # Python's max() drops a NaN that is not its first argument: the rule must see every arm, and the reported
+    # maximum must not look finite.
+    ev = zero_evidence(arms(*values))
+    assert rule_zero_at_sigma0(ev) == "refuted"
+    assert not (math.isfinite(ev["max_trace"]) and math.isfinite(ev["max_loss"]))
+    # the rule reads the arms, not a maximum someone aggregated before
+    assert rule_zero_at_sigma0({**ev, "max_trace": 0.0, "max_loss": 0.0}) == "refuted"
 
 
 @pytest.mark.parametrize("rule", [rule_ot_lower_with_noise, rule_random_lower_at_paper_angle])

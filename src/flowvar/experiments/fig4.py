@@ -94,11 +94,21 @@ def crossover(sigmas: Sequence[float], ot_lower: Sequence[bool]) -> float | None
     return None
 
 
+def zero_evidence(per_arm: Mapping[str, Mapping[str, float]], tol: float = ZERO_TOL) -> dict[str, Any]:
+    """The evidence of :func:`rule_zero_at_sigma0`: ``per_arm`` ({arm: {"trace", "mean_loss"}} at σ = 0) and the
+    largest trace and loss over the arms, NaN when any arm's value is NaN (numpy's max; Python's max() would drop a
+    NaN that is not the first value and report a finite "largest")."""
+    return {"max_trace": float(np.max([a["trace"] for a in per_arm.values()])),
+            "max_loss": float(np.max([a["mean_loss"] for a in per_arm.values()])),
+            "tol": tol, "per_arm": {k: {"trace": a["trace"], "mean_loss": a["mean_loss"]} for k, a in per_arm.items()}}
+
+
 def rule_zero_at_sigma0(evidence: Mapping[str, Any], tol: float = ZERO_TOL) -> Verdict:
-    """Identity (Prop 1(A)): confirmed if the largest σ = 0 loss and trace of both own-coupling arms are ≤ ``tol``,
-    refuted otherwise (a non-finite value included)."""
-    worst = [float(evidence["max_trace"]), float(evidence["max_loss"])]
-    return "confirmed" if all(math.isfinite(v) and v <= tol for v in worst) else "refuted"
+    """Identity (Prop 1(A)): ``evidence["per_arm"]`` maps each own-coupling arm to its σ = 0 ``trace`` and
+    ``mean_loss``. Confirmed if every arm's trace and loss are finite and ≤ ``tol``; refuted otherwise: a non-finite
+    value in any arm refutes (the rule reads every arm, not a pre-computed maximum), and so does an empty record."""
+    values = [float(v) for arm in evidence["per_arm"].values() for v in (arm["trace"], arm["mean_loss"])]
+    return "confirmed" if values and all(math.isfinite(v) and v <= tol for v in values) else "refuted"
 
 
 def rule_crossover(evidence: Mapping[str, Any]) -> Verdict:
@@ -210,14 +220,13 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
                   f"draws each; independent seeds per arm)")
     d_params = d + d * d
 
-    zero_ev = {"max_trace": max(r.trace for r in zero.values()), "max_loss": max(r.mean_loss for r in zero.values()),
-               "tol": ZERO_TOL, "per_arm": {k: {"trace": r.trace, "mean_loss": r.mean_loss} for k, r in zero.items()}}
+    zero_ev = zero_evidence({k: {"trace": r.trace, "mean_loss": r.mean_loss} for k, r in zero.items()})
     ctx.claim("fig4.own_coupling.zero_at_sigma0",
               "Prop 1(A): at σ = 0 the OT field on OT pairs and every pair-optimal field on its rotated pairs have "
               "zero loss and zero gradient variance, so reading (ii) compares only what noise adds.",
               zero_ev, kind="identity", verdict=rule_zero_at_sigma0(zero_ev),
-              rule=f"confirmed if the largest loss and tr Cov(g) over both arms (K = {config.n_samples}, float64) are "
-                   f"≤ {ZERO_TOL:g}; refuted otherwise")
+              rule=f"confirmed if the loss and tr Cov(g) of every own-coupling arm (K = {config.n_samples}, float64) "
+                   f"are finite and ≤ {ZERO_TOL:g}; refuted otherwise (a NaN in any arm refutes)")
 
     def res_precondition(points: Mapping[str, tuple[Mapping[str, Any], str]], extra: str, extra_ok: bool,
                          extra_measured: Mapping[str, Any], extra_remedy: str) -> Precondition:
@@ -341,4 +350,4 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
     ctx.figure("variance_vs_sigma", fig)
 
 
-__all__ = ["ZERO_TOL", "Fig4Config", "crossover", "rule_crossover", "rule_zero_at_sigma0", "run"]
+__all__ = ["ZERO_TOL", "Fig4Config", "crossover", "rule_crossover", "rule_zero_at_sigma0", "run", "zero_evidence"]
