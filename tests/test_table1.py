@@ -10,6 +10,7 @@ import torch
 
 from experiment_checks import assert_complete_gmm_result
 from flowvar.errors import ConfigError
+from flowvar.experiments._exact_minimiser import mechanism_precondition
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.table1 import (
     direct_memorisation_rule,
@@ -18,7 +19,6 @@ from flowvar.experiments.table1 import (
     memorised_precondition,
     unbiased_floor,
 )
-from flowvar.experiments.table1 import mechanism_precondition as table1_mechanism
 from flowvar.metrics import mmd2
 from flowvar.results import Result, judge
 
@@ -130,9 +130,10 @@ def test_table1_preconditions_and_untestable_verdict() -> None:
     assert memorised_precondition([1.0, 0.875, 1.0], [0.01, 0.5, 0.02], [6.0, 6.0, 6.0], threshold=0.9).holds
     assert not memorised_precondition([1.0, 0.75, 0.875], [0.0] * 3, [6.0] * 3, threshold=0.9).holds
     # the exact CFM(0.05) minimiser reproduces every pair (d = 50): the noise cannot act
-    cannot = table1_mechanism([3e-14, 2e-14, 3e-14], 1.3, measure="L2", sigma=0.05, spacing=4.4, sigma_sqrt_d=0.35)
+    cannot = mechanism_precondition([3e-14, 2e-14, 3e-14], 1.3, measure="L2", sigma=0.05, spacing=4.4,
+                                    sigma_sqrt_d=0.35)
     assert not cannot.holds and cannot.measured["median_line_spacing"] == 4.4 and cannot.remedy
-    assert table1_mechanism([2.4, 2.2, 2.5], 0.34, measure="L2", sigma=0.05).holds
+    assert mechanism_precondition([2.4, 2.2, 2.5], 0.34, measure="L2", sigma=0.05).holds
     claim = judge("table1.d=50.direct_memorisation", "s", {"x": 1},
                   verdict=direct_memorisation_rule([0.02, 0.07, 0.03], [0.09, 0.06, 0.06], min_effect=1.3,
                                                    scale=26.0, **KW).verdict,

@@ -1,0 +1,75 @@
+"""The exact CFM(σ) minimiser as the test of whether the noise can act (Remark 2), shared by the experiments that
+compare CFM(σ) with CFM(0) on fixed training pairs (table1, table2, table3, sigma_tradeoff).
+
+Remark 2 says the noise σ makes the training pairs overlap, so the minimiser of the CFM(σ) loss averages over them
+and stops reproducing each pair. Whether that can happen at all depends on σ√D against the spacing of the training
+lines (PAPER.md §4 [D]); where it cannot, even the exact minimiser keeps every pair, a trained network that keeps
+them too is optimising correctly, and the claim is untestable here (results/README.md), never refuted.
+
+* :func:`exact_minimiser_endpoints` — the exact minimiser (:class:`~flowvar.models.EmpiricalField`, float64, on
+  all N training pairs) integrated by Euler from given training sources: what the noise does at the optimum,
+  without any under- or over-fitting of a network. Its σ = 0 counterpart is Prop 2's memorising field, which
+  returns every training partner exactly (``prop2.closed_form.ode_returns_partner``), so a claim's effect at
+  σ = 0 is read off the partners themselves;
+* :func:`mechanism_precondition` — the precondition: the claim's own effect, computed on the exact minimiser
+  instead of the trained networks, reaches the claim's minimum effect (seed mean).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowvar.models import EmpiricalField
+from flowvar.results import Precondition
+from flowvar.sampling import integrate_chunked
+
+
+def exact_minimiser_endpoints(x0: Tensor, x1: Tensor, sigma: float, *, steps: int, sources: Tensor | None = None,
+                              rows: int = 512, device: torch.device | str | None = None) -> Tensor:
+    """Euler (``steps``) endpoints of the exact CFM(σ) minimiser on the N training pairs (``x0``, ``x1``) (N, *shape),
+    constant noise σ, target x1 − x0, from ``sources`` (B, *shape; default all of ``x0``): (B, D) float64 on the CPU,
+    flattened.
+
+    float64 and chunked (``rows`` sources per call, the posterior over the N pairs streamed in chunks by
+    :class:`EmpiricalField`), so memory is rows × N, never N × N × D; the cost is B × N × D per step. ``device``:
+    where the field runs (the experiment's device)."""
+    flat0, flat1 = x0.flatten(1).double(), x1.flatten(1).double()
+    start = flat0 if sources is None else sources.flatten(1).double()
+    field = EmpiricalField(flat0, flat1, sigma)
+    if device is not None:
+        field = field.to(device)
+    with torch.no_grad():
+        return integrate_chunked(field, start, "euler", steps, rows=rows, device=device).cpu()
+
+
+def mechanism_precondition(exact_effect: Sequence[float], min_effect: float, *, measure: str, sigma: float,
+                           spacing: float | None = None, sigma_sqrt_d: float | None = None) -> Precondition:
+    """The noise can act: the claim's effect computed on the exact CFM(σ) minimiser (``exact_effect``, one value per
+    seed, in the claim's own measure ``measure``, with the exact σ = 0 minimiser, which returns every training
+    partner, standing in for the σ = 0 model) reaches the claim's ``min_effect`` in the seed mean.
+
+    When it does not, a network that shows the effect can only show under-fitting, and one that does not cannot
+    refute Remark 2: the claim is untestable at this σ√d against the pair spacing. A NaN effect fails it."""
+    eff = [float(e) for e in exact_effect]
+    mean = float(np.mean(eff)) if eff else math.nan
+    holds = bool(eff) and mean >= min_effect
+    measured: dict[str, Any] = {f"exact_minimiser_{measure}": eff, "seed_mean": mean, "min_effect": min_effect}
+    if spacing is not None:
+        measured["median_line_spacing"] = spacing
+    if sigma_sqrt_d is not None:
+        measured["sigma_sqrt_d"] = sigma_sqrt_d
+    return Precondition(
+        f"the exact CFM(σ = {sigma}) minimiser moves its outputs off the training partners by at least the minimum "
+        f"effect ({measure}), i.e. the noise can break memorisation at this σ√d against the pair spacing",
+        holds, measured,
+        "" if holds else "closer training lines: more pairs N (smaller line spacing) or a lower d, with the training "
+                         "budget for σ = 0 to memorise there")
+
+
+__all__ = ["exact_minimiser_endpoints", "mechanism_precondition"]
