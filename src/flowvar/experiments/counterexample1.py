@@ -10,9 +10,12 @@ odd and even Euler grids, midpoint/RK4 grids, and dopri5, and record where each 
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from flowvar.errors import ConfigError, SolverError
@@ -49,10 +52,40 @@ def rule_single_crossing(evidence: dict) -> Verdict:
     return "confirmed" if evidence["meeting_time"] is not None and dist < 1e-12 else "inconclusive"
 
 
+def failure_time(error: SolverError) -> float | None:
+    """The time at which the field returned a non-finite value, as the solver's message names it ("… non-finite
+    values (NaN or Inf) at t = 0.5 …"); None for a failure that names no such time (e.g. a state that overflowed
+    while every field value was finite)."""
+    found = re.search(r"non-finite values \(NaN or Inf\) at t = ([-+0-9.eE]+)", str(error))
+    return float(found.group(1)) if found else None
+
+
 def failure(error: SolverError) -> str:
     """A short record of a failed integration: where the field stopped being finite."""
-    found = re.search(r"at t = ([-+0-9.eE]+)", str(error))
-    return f"failed: non-finite field at t = {found.group(1)}" if found else f"failed: {error}"
+    t = failure_time(error)
+    return f"failed: non-finite field at t = {t:g}" if t is not None else f"failed: {error}"
+
+
+HALF_TOLERANCE = 1e-6
+"""A recorded failure time counts as t = ½ within this: the solver's message prints the time to 6 digits."""
+
+
+def rule_odd_euler_reproduces_pairs(max_dist_by_grid: Mapping[str, float]) -> Verdict:
+    """Odd Euler grid → max ‖x̂1 − (R x0 + μ)‖ over the sources (inf for a grid whose integration failed):
+    "confirmed" if the largest is < 1e-8, "refuted" if > 1e-3 or if any grid's value is NaN (np.max propagates it),
+    "inconclusive" in between or without an odd grid."""
+    if not max_dist_by_grid:
+        return "inconclusive"
+    return below(float(np.max(list(max_dist_by_grid.values()))), confirm_below=1e-8, refute_above=1e-3)
+
+
+def rule_even_euler_hits_singularity(non_finite_field_at: Mapping[str, float | None]) -> Verdict:
+    """Even Euler grid → the time at which the field returned a non-finite value (:func:`failure_time`; None when
+    the grid finished, or failed without naming such a time). A grid *stops at t = ½* when that time is within
+    :data:`HALF_TOLERANCE` of ½. "confirmed" if every grid does, "refuted" if none does, "inconclusive" if some do
+    or without an even grid (:func:`flowvar.rules.at_every_setting`)."""
+    return at_every_setting({k: t is not None and abs(t - 0.5) <= HALF_TOLERANCE
+                             for k, t in non_finite_field_at.items()})
 
 
 @register("counterexample1", title="Counter Example 1: all lines meet at t = ½ (180° + μ coupling)",
@@ -82,13 +115,16 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
 
     field = CounterexampleField(config.mu, 2)
     outcomes: dict[str, dict[str, float] | str] = {}
+    non_finite_at: dict[str, float | None] = {}  # the recorded failure time of each run (None: it finished)
     runs = [("euler", n) for n in config.euler_steps] + [(m, n) for m in ("midpoint", "rk4") for n in config.rk_steps]
     for method, steps in runs:
         key = f"{method}_{steps}"
         try:
             outcomes[key] = rotation_pairing(integrate(field, x0, method=method, steps=steps).x1, x0, problem.mean)
         except SolverError as e:
-            outcomes[key] = failure(e)
+            outcomes[key], non_finite_at[key] = failure(e), failure_time(e)
+        else:
+            non_finite_at[key] = None
     try:
         sol = integrate(field, x0, method="dopri5", rtol=config.rtol, atol=config.atol)
         outcomes["dopri5"] = {**rotation_pairing(sol.x1, x0, problem.mean), "nfe": sol.nfe}
@@ -98,24 +134,27 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
 
     odd = {k: v for k, v in outcomes.items() if k.startswith("euler_") and int(k.split("_")[1]) % 2 == 1}
     even = {k: v for k, v in outcomes.items() if k.startswith("euler_") and int(k.split("_")[1]) % 2 == 0}
-    odd_err = max(((v["max_dist_rotation"] if isinstance(v, dict) else float("inf")) for v in odd.values()),
-                  default=float("nan"))
+    odd_dist = {k: v["max_dist_rotation"] if isinstance(v, dict) else math.inf for k, v in odd.items()}
     ctx.claim("ce1.odd_euler_reproduces_pairs",
               "Euler on a grid that jumps over t = ½ (odd step count) maps each x0 exactly to its training "
               "partner R x0 + μ under the exact field.",
-              {"max_dist_to_rotation_partner": odd_err, "grids": sorted(odd)},
-              verdict=below(odd_err, confirm_below=1e-8, refute_above=1e-3) if odd else "inconclusive",
+              {"max_dist_to_rotation_partner": float(np.max(list(odd_dist.values()))) if odd else math.nan,
+               "grids": sorted(odd), "max_dist_by_grid": odd_dist},
+              verdict=rule_odd_euler_reproduces_pairs(odd_dist),
               kind="identity", replicates="analytic (float64)", min_effect="exact: error < 1e-8 (refuted above 1e-3)",
-              rule="confirmed if max ‖x̂1 − (R x0 + μ)‖ < 1e-8 on every odd Euler grid; refuted if > 1e-3 (or "
-                   "non-finite); inconclusive without an odd grid")
-    even_failed = {k: isinstance(v, str) for k, v in even.items()}
+              rule="confirmed if max ‖x̂1 − (R x0 + μ)‖ < 1e-8 on every odd Euler grid; refuted if > 1e-3 (a failed "
+                   "integration counts as infinite) or NaN on any grid; inconclusive in between or without an odd "
+                   "grid")
     ctx.claim("ce1.even_euler_hits_singularity",
               "An even Euler grid evaluates the field exactly at t = ½, where it is undefined (0/0).",
-              {"outcomes": {k: v if isinstance(v, str) else "finite" for k, v in even.items()}},
-              verdict=at_every_setting(even_failed), kind="identity", replicates="analytic (float64)",
+              {"outcomes": {k: v if isinstance(v, str) else "finite" for k, v in even.items()},
+               "non_finite_field_at_t": {k: non_finite_at[k] for k in even}},
+              verdict=rule_even_euler_hits_singularity({k: non_finite_at[k] for k in even}),
+              kind="identity", replicates="analytic (float64)",
               min_effect="exact: every even grid stops at t = ½",
-              rule="confirmed if every even Euler grid stops with a non-finite field value at t = ½; refuted if "
-                   "none does; inconclusive if some do, or without an even grid")
+              rule=f"confirmed if every even Euler grid stops with a non-finite field value at t = ½ (the failure "
+                   f"time the solver records, within {HALF_TOLERANCE:g}); refuted if none does (it finishes, or "
+                   f"fails elsewhere or for another reason); inconclusive if some do, or without an even grid")
     ctx.note("The ODE of the exact field has non-unique solutions after t = ½ (all y = c(1 − 2t) pass through 0); "
              "which pairing the solver returns is a property of the solver. See exact_field_endpoints for "
              "midpoint/RK4 (which evaluate half-steps) and dopri5.")
@@ -138,4 +177,5 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
     ctx.figure("trajectories", fig)
 
 
-__all__ = ["Counterexample1Config", "failure", "rule_single_crossing", "run"]
+__all__ = ["HALF_TOLERANCE", "Counterexample1Config", "failure", "failure_time", "rule_even_euler_hits_singularity",
+           "rule_odd_euler_reproduces_pairs", "rule_single_crossing", "run"]

@@ -10,9 +10,12 @@ and, as the contrast, the OT field evaluated under T_R at σ = 0 (a mismatched f
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from flowvar.couplings import RotatedOTCoupling
@@ -52,6 +55,59 @@ def rule_zero_loss_zero_variance(max_loss: float, max_trace_relative: float) -> 
                   below(max_trace_relative, confirm_below=1e-12, refute_above=1e-6))
 
 
+def _largest(values: Mapping[str, float]) -> float:
+    """The largest value, NaN if any value is NaN (np.max; the builtin max() drops a NaN that is not first) or if
+    there is none."""
+    return float(np.max(list(values.values()))) if values else math.nan
+
+
+def _smallest(values: Mapping[str, float]) -> float:
+    """The smallest value, NaN if any value is NaN (np.min, as :func:`_largest`) or if there is none."""
+    return float(np.min(list(values.values()))) if values else math.nan
+
+
+def mismatch_scale(mismatched_traces: Mapping[str, float]) -> float:
+    """The yardstick of "floating-point zero": the largest tr Cov(g) of the OT field under the rotated couplings
+    (``mismatched_traces``: angle → trace, non-zero angles only); NaN if one of them is NaN, 1.0 (an absolute scale)
+    without a non-zero angle."""
+    return _largest(mismatched_traces) if mismatched_traces else 1.0
+
+
+def relative_traces(traces: Mapping[str, float], scale: float) -> dict[str, float]:
+    """Each trace over ``scale``; NaN throughout when the scale is not positive (or NaN): the yardstick failed."""
+    return {a: t / scale if scale > 0 else math.nan for a, t in traces.items()}
+
+
+def rule_pair_optimal_zero(losses: Mapping[str, float], relative_traces: Mapping[str, float]) -> Verdict:
+    """Prop 1(A) over a set of angles (angle → loss, angle → trace relative to the mismatch scale):
+    :func:`rule_zero_loss_zero_variance` on the largest of each, so a NaN at any angle refutes; "inconclusive"
+    without an angle."""
+    if not losses:
+        return "inconclusive"
+    return rule_zero_loss_zero_variance(_largest(losses), _largest(relative_traces))
+
+
+def rule_noise_breaks_zero_variance(traces_with_noise: Mapping[str, Mapping[str, float]]) -> Verdict:
+    """Prop 1(B), angle → noise form → tr Cov(g) of the pair-optimal field at σ > 0: "confirmed" if every trace is
+    > 1e-8, "refuted" if one is < 1e-20 (rounding level) or NaN, "inconclusive" otherwise or without a trace."""
+    traces = {f"{a}.{form}": t for a, forms in traces_with_noise.items() for form, t in forms.items()}
+    if not traces:
+        return "inconclusive"
+    return above(_smallest(traces), confirm_above=1e-8, refute_below=1e-20)
+
+
+def rule_variance_from_mismatch(mismatched_traces: Mapping[str, float], pair_optimal_relative: Mapping[str, float]
+                                ) -> Verdict:
+    """Variance comes from the mismatch: the OT field under each rotated coupling (non-zero angle → tr Cov(g)) must
+    have trace > 1e-6 while every pair-optimal field's relative trace is < 1e-12. "confirmed" if both hold,
+    "refuted" if a mismatched trace is < 1e-20 or a relative pair-optimal trace > 1e-6 (NaN in either refutes),
+    "inconclusive" otherwise, and without a non-zero angle (nothing is mismatched)."""
+    if not mismatched_traces:
+        return "inconclusive"
+    return all_of(above(_smallest(mismatched_traces), confirm_above=1e-6, refute_below=1e-20),
+                  below(_largest(pair_optimal_relative), confirm_below=1e-12, refute_above=1e-6))
+
+
 @register("prop1", title="Proposition 1: zero loss and zero gradient variance of pair-optimal fields",
           config=Prop1Config,
           paper={"A": "for T_OT and T_rOT^R with the deterministic interpolant the pair-optimal field has zero loss "
@@ -85,50 +141,54 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
 
     # Floating-point zero is judged relative to the problem's scale: near a singular time A_t^{-T} amplifies the
     # rounding-level residual (~1e-16), so an absolute 1e-20 cut would test rounding, not the claim.
-    mismatch = [r["ot_field.deterministic.trace"] for a, r in rows.items() if float(a) % 360 != 0]
-    scale = max(mismatch, default=1.0)
-    det_loss = max(r["pair_optimal.deterministic.loss"] for r in rows.values())
-    det_rel = max(r["pair_optimal.deterministic.trace"] for r in rows.values()) / scale
+    mismatch = {a: r["ot_field.deterministic.trace"] for a, r in rows.items() if float(a) % 360 != 0}
+    scale = mismatch_scale(mismatch)
+    losses = {a: r["pair_optimal.deterministic.loss"] for a, r in rows.items()}
+    relative = relative_traces({a: r["pair_optimal.deterministic.trace"] for a, r in rows.items()}, scale)
     ctx.claim("prop1.A.zero_loss_zero_variance",
               "Under the deterministic interpolant the pair-optimal field of T_OT and of every rotated coupling has "
               "zero loss and zero gradient variance.",
-              {"max_loss": det_loss, "max_trace_relative_to_mismatch": det_rel, "mismatch_scale": scale,
-               "angles": list(config.angles)},
-              verdict=rule_zero_loss_zero_variance(det_loss, det_rel), kind="identity", replicates=MC,
+              {"max_loss": _largest(losses), "max_trace_relative_to_mismatch": _largest(relative),
+               "mismatch_scale": scale, "angles": list(config.angles), "loss_by_angle": losses,
+               "trace_relative_by_angle": relative},
+              verdict=rule_pair_optimal_zero(losses, relative), kind="identity", replicates=MC,
               min_effect="exact: loss < 1e-20 and trace < 1e-12 × the largest mismatched-field trace",
               rule="confirmed if max loss < 1e-20 and max tr Cov(g) < 1e-12 × the largest mismatched-field trace "
-                   "(float64 rounding level); refuted if loss > 1e-12 or the relative trace > 1e-6")
+                   "(float64 rounding level); refuted if loss > 1e-12 or the relative trace > 1e-6, or if any "
+                   "angle's value is NaN; inconclusive in between")
     crossing = [a for a, r in rows.items() if r["singular_times"]]
-    cross_rel = max((rows[a]["pair_optimal.deterministic.trace"] / scale for a in crossing), default=float("nan"))
-    cross_loss = max((rows[a]["pair_optimal.deterministic.loss"] for a in crossing), default=float("nan"))
+    cross_losses = {a: losses[a] for a in crossing}
+    cross_relative = {a: relative[a] for a in crossing}
     ctx.claim("prop1.A.even_when_lines_cross",
               "Zero variance holds also for couplings whose lines cross (I + tΘ̂ singular at some t ∈ [0, 1]).",
               {"crossing_angles": crossing, "singular_times": {a: rows[a]["singular_times"] for a in crossing},
-               "max_loss": cross_loss, "max_trace_relative_to_mismatch": cross_rel,
-               "max_trace_absolute": max((rows[a]["pair_optimal.deterministic.trace"] for a in crossing),
-                                         default=float("nan"))},
-              verdict=rule_zero_loss_zero_variance(cross_loss, cross_rel) if crossing else "inconclusive",
+               "max_loss": _largest(cross_losses), "max_trace_relative_to_mismatch": _largest(cross_relative),
+               "max_trace_absolute": _largest({a: rows[a]["pair_optimal.deterministic.trace"] for a in crossing}),
+               "loss_by_angle": cross_losses, "trace_relative_by_angle": cross_relative},
+              verdict=rule_pair_optimal_zero(cross_losses, cross_relative),
               kind="identity", replicates=MC, min_effect="exact, as above",
               rule="the same rule restricted to angles with singular times in [0, 1]; inconclusive if none cross")
-    noisy_min = min(min(r["pair_optimal.constant.trace"], r["pair_optimal.bridge.trace"]) for r in rows.values())
+    noisy = {a: {form: r[f"pair_optimal.{form}.trace"] for form in ("constant", "bridge")} for a, r in rows.items()}
     ctx.claim("prop1.B.noise_breaks_zero_variance",
               f"With interpolant noise (σ = {config.sigma}) the pair-optimal field no longer has zero variance.",
-              {"min_trace_with_noise": noisy_min, "sigma": config.sigma},
-              verdict=above(noisy_min, confirm_above=1e-8, refute_below=1e-20), kind="identity", replicates=MC,
+              {"min_trace_with_noise": _smallest({f"{a}.{f}": t for a, v in noisy.items() for f, t in v.items()}),
+               "sigma": config.sigma, "trace_with_noise_by_angle": noisy},
+              verdict=rule_noise_breaks_zero_variance(noisy), kind="identity", replicates=MC,
               min_effect="tr Cov(g) > 1e-8 (refuted below 1e-20, rounding level)",
-              rule="confirmed if tr Cov(g) > 1e-8 for every angle and both noise forms; refuted if any < 1e-20")
-    mismatch_min = min(mismatch, default=float("nan"))
+              rule="confirmed if tr Cov(g) > 1e-8 for every angle and both noise forms; refuted if any < 1e-20 or "
+                   "NaN; inconclusive otherwise (or without an angle)")
     ctx.claim("prop1.variance_from_mismatch",
               "Variance comes from a mismatch between field and coupling: the OT field evaluated under a rotated "
               "coupling has positive variance at σ = 0, while the matching field has none even with crossings.",
-              {"min_ot_field_trace_under_rotation": mismatch_min, "max_pair_optimal_trace_relative": det_rel},
-              verdict=all_of(above(mismatch_min, confirm_above=1e-6, refute_below=1e-20),
-                             below(det_rel, confirm_below=1e-12, refute_above=1e-6)) if mismatch else "inconclusive",
-              kind="identity", replicates=MC,
+              {"min_ot_field_trace_under_rotation": _smallest(mismatch),
+               "max_pair_optimal_trace_relative": _largest(relative), "ot_field_trace_by_angle": mismatch,
+               "pair_optimal_trace_relative_by_angle": relative},
+              verdict=rule_variance_from_mismatch(mismatch, relative), kind="identity", replicates=MC,
               min_effect="mismatched trace > 1e-6 while the pair-optimal one is < 1e-12 of it",
               rule="confirmed if the mismatched (OT) field has tr Cov(g) > 1e-6 at every non-zero angle while every "
                    "pair-optimal field is at rounding level (relative trace < 1e-12); refuted if a mismatched trace "
-                   "is < 1e-20 or a pair-optimal one > 1e-6 relative; inconclusive without a non-zero angle")
+                   "is < 1e-20 or a pair-optimal one > 1e-6 relative, or either is NaN; inconclusive in between or "
+                   "without a non-zero angle")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = [float(a) for a in rows]
@@ -147,4 +207,5 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
     ctx.figure("variance_by_angle", fig)
 
 
-__all__ = ["MC", "Prop1Config", "rule_zero_loss_zero_variance", "run"]
+__all__ = ["MC", "Prop1Config", "mismatch_scale", "relative_traces", "rule_noise_breaks_zero_variance",
+           "rule_pair_optimal_zero", "rule_variance_from_mismatch", "rule_zero_loss_zero_variance", "run"]
