@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from flowvar.advise import Advice, advise_sigma
 from flowvar.advisor import fallback_sigma, gen_tolerance, recommend_sigma, rule_text
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments import sigma_tradeoff as st
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
-from flowvar.results import judge
+from flowvar.results import all_preconditions, judge
 
 SIGMAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
@@ -211,8 +212,15 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
     assert len(ev["pairing_accuracy_per_seed"]) == 2
     assert mem["verdict"] == st.sigma0_memorises_rule(ev["pairing_accuracy_per_seed"], 12, memorise_accuracy=0.5,
                                                       mem_margin=0.05)
-    assert red["precondition"]["measured"]["pairing_accuracy_sigma0_per_seed"] == ev["pairing_accuracy_per_seed"]
+    memorised, can_act = red["precondition"]["measured"]["[1]"], red["precondition"]["measured"]["[2]"]
+    assert memorised["pairing_accuracy_sigma0_per_seed"] == ev["pairing_accuracy_per_seed"]
     ev = red["evidence"]
+    exact = result["metrics"]["exact_minimiser"]
+    assert exact["sigma"] == 0.02 and len(exact["per_seed"]) == 2
+    assert ev["exact_minimiser_memorisation_sigma0.02_per_seed"] == [e["memorisation"] for e in exact["per_seed"]]
+    pre = st.noise_can_act_precondition(ev["exact_minimiser_memorisation_sigma0.02_per_seed"], 0.1, sigma=0.02,
+                                        spacing=can_act["median_line_spacing"], sigma_sqrt_d=0.02 * math.sqrt(2))
+    assert pre.holds == can_act["holds"] and pre.measured["seed_mean"] == can_act["seed_mean"]
     got = st.reduces_memorisation_rule(ev["memorisation_score_sigma0_per_seed"],
                                        ev["memorisation_score_sigma0.02_per_seed"], sigma=0.02, reduce_margin=0.1,
                                        alpha=0.05)
@@ -220,9 +228,11 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
     keep = ids["sigma_tradeoff.sigma0.02_keeps_generalisation"]
     ev = keep["evidence"]
     got = st.keeps_generalisation_rule(ev["gen_mmd2_unbiased_sigma0.02_per_seed"],
-                                       ev["gen_mmd2_unbiased_sigma0_per_seed"], ev["tolerance"], sigma=0.02,
-                                       scale=ev["comparison"]["scale"], scale_name="s", alpha=0.05)
+                                       ev["gen_mmd2_unbiased_sigma0_per_seed"], ev["noise_floor"], sigma=0.02,
+                                       alpha=0.05)
     assert got.verdict == keep["verdict"] and keep["precondition"] is None
+    # τ is the null's noise floor, measured on real data only
+    assert ev["tolerance"] == ev["noise_floor"] == result["metrics"]["null_generalisation"]["floor"]
     per_sigma = result["metrics"]["per_sigma"]
     assert [r["sigma"] for r in per_sigma] == [0.0, 0.02, 0.2]
     for row in per_sigma:
@@ -289,7 +299,7 @@ def test_reduces_memorisation_rule_and_precondition() -> None:
 
 
 def test_keeps_generalisation_rule_has_an_inconclusive_band() -> None:
-    kw = {"sigma": 0.05, "scale": 0.004, "scale_name": "the noise floor", "alpha": 0.05}
+    kw = {"sigma": 0.05, "alpha": 0.05}
     tau = 0.004
     assert st.keeps_generalisation_rule([0.010, 0.011, 0.012], [0.020, 0.021, 0.019], tau, **kw).verdict == "confirmed"
     refuted = st.keeps_generalisation_rule([0.030, 0.031, 0.032], [0.020, 0.021, 0.019], tau, **kw)
@@ -299,7 +309,56 @@ def test_keeps_generalisation_rule_has_an_inconclusive_band() -> None:
     assert band.verdict == "inconclusive" and band.lower < tau < band.upper
     assert st.keeps_generalisation_rule([0.01], [0.02], tau, **kw).verdict == "inconclusive"  # one seed
     assert st.keeps_generalisation_rule([math.nan, math.nan], [0.02, 0.02], tau, **kw).verdict == "inconclusive"
-    assert "margin" in refuted.effect_text()
+    assert "margin" in refuted.effect_text() and "noise floor" in refuted.effect_text()
+    assert refuted.min_effect == refuted.scale == tau
+
+
+def test_keeps_generalisation_margin_does_not_widen_with_worse_scores() -> None:
+    # the same per-seed differences G(σ) − G(0) = 0.009 … 0.011 on scores near 0.02 and near 0.2: τ is the noise
+    # floor in both, so both are refuted (a margin of 0.25 × min(mean G) would be 0.005 and 0.05: the worse scores
+    # would have been confirmed)
+    zero_small, zero_large = [0.020, 0.021, 0.019], [0.200, 0.210, 0.190]
+    diffs = [0.009, 0.010, 0.011]
+    small = st.keeps_generalisation_rule([z + d for z, d in zip(zero_small, diffs, strict=True)], zero_small, 0.004,
+                                         sigma=0.05, alpha=0.05)
+    large = st.keeps_generalisation_rule([z + d for z, d in zip(zero_large, diffs, strict=True)], zero_large, 0.004,
+                                         sigma=0.05, alpha=0.05)
+    assert small.verdict == large.verdict == "refuted" and small.min_effect == large.min_effect == 0.004
+
+
+def test_noise_can_act_precondition_reaches_every_outcome() -> None:
+    kw = {"sigma": 0.05, "spacing": 1.05, "sigma_sqrt_d": 0.141}
+    # the quick GMM run (d = 8, N = 64, σ√d = 0.14 against a line spacing of 1.05): the exact minimiser keeps every pair
+    cannot = st.noise_can_act_precondition([1.0, 1.0, 1.0], 0.1, **kw)
+    assert not cannot.holds and cannot.measured["seed_mean"] == 0.0 and "more pairs N" in cannot.remedy
+    assert cannot.measured["median_line_spacing"] == 1.05 and cannot.measured["sigma_sqrt_d"] == 0.141
+    acts = st.noise_can_act_precondition([0.5, 0.7, 0.6], 0.1, **kw)  # M drops by 0.4 on average
+    assert acts.holds and acts.measured["seed_mean"] == pytest.approx(0.4) and not acts.remedy
+    assert not st.noise_can_act_precondition([0.95, 0.92], 0.1, **kw).holds  # drop 0.065 < 0.1
+    assert not st.noise_can_act_precondition([math.nan, 0.0], 0.1, **kw).holds
+    assert not st.noise_can_act_precondition([], 0.1, **kw).holds
+    # a refutation by the network where the noise cannot act is untestable, the rule's outcome kept
+    refuted = st.reduces_memorisation_rule([1.0, 1.0, 0.98], [1.0, 1.0, 0.98], sigma=0.05, reduce_margin=0.1,
+                                           alpha=0.05)
+    pre = all_preconditions(st.memorised_precondition([1.0, 1.0, 0.98], 0.5), cannot)
+    claim = judge("c", "s", {}, rule="r", kind="reproduction", verdict=refuted.verdict, precondition=pre)
+    assert claim.verdict == "untestable" and claim.verdict_if_testable == "refuted"
+    pre = all_preconditions(st.memorised_precondition([1.0, 1.0, 0.98], 0.5), acts)
+    assert judge("c", "s", {}, rule="r", kind="reproduction", verdict=refuted.verdict,
+                 precondition=pre).verdict == "refuted"
+
+
+def test_exact_minimiser_of_one_seed() -> None:
+    config = build_config(get_experiment("sigma_tradeoff"), quick=True, overrides={"exact_max": "16",
+                                                                                   "euler_steps": "20"})
+    x1 = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    x0 = torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
+    cpu = torch.device("cpu")
+    zero = st._exact_minimiser(config, x0, x1, 0.0, torch.Generator().manual_seed(2), cpu)
+    assert zero["n_sources"] == 16 and zero["dim"] == 3 and zero["memorisation"] == 1.0  # Prop 2: every partner
+    wide = st._exact_minimiser(config, x0, x1, 5.0, torch.Generator().manual_seed(2), cpu)
+    assert wide["memorisation"] < 0.5 and wide["line_spacing_median"] > 0  # σ far above the spacing: pairs mixed
+    assert st.compared_sigma(0.05, [0.0, 0.05, 0.1]) == 0.05 and st.compared_sigma(0.05, [0.0, 0.2, 0.1]) == 0.1
 
 
 def test_both_margins_rule() -> None:
