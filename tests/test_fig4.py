@@ -11,6 +11,7 @@ from scipy import stats as sps
 
 from experiment_checks import BAD_GAUSSIAN_CONFIGS, FULL_M, claims_of
 from flowvar.errors import ConfigError
+from flowvar.experiments import fig4, fig5
 from flowvar.experiments._gaussian_variance import (
     compare_point,
     mwu_floor,
@@ -25,6 +26,7 @@ from flowvar.experiments.fig4 import crossover, rule_crossover, rule_zero_at_sig
 from flowvar.experiments.fig5 import (
     rule_random_lower_at_paper_angle,
 )
+from flowvar.results import Precondition, judge
 
 
 def point(a: float, b: float, *, half: float = 0.0, p_lower: float = 1.0, p_higher: float = 1.0) -> dict:
@@ -133,6 +135,88 @@ def test_rule_crossover() -> None:
     assert rule_crossover(ev(("excluded", "holds"))) == "refuted"
     assert rule_crossover(ev(("holds", "holds"), ("undecided", "holds"))) == "inconclusive"
     assert rule_crossover({"series": {}}) == "inconclusive"
+
+
+# --------------------------------------------------------------------------------------------- precondition
+
+
+HOLDS = point(50, 100, half=5, p_lower=1e-4)        # a lower by 50 ≥ 10, significant
+EXCLUDED = point(100, 50, half=5, p_higher=1e-4)    # a higher: "a lower" excluded by its bound (−50 + 5 < 10)
+UNRESOLVED = point(50, 100, half=20, p_lower=0.5)   # not significant, half-width 20 ≥ the minimum effect 10
+NEAR = point(95, 100, half=6, p_lower=1e-6)         # undecided near the threshold: half-width 6 < 10
+NAN = point(math.nan, 100, half=5, p_lower=1e-4)    # a failed estimate
+
+
+def judged(points: dict, rule, builder, *, repeats: int = 10, structural: bool = True):
+    """The claim verdict (and the rule's own outcome) of "a lower at every point" on synthetic points, as fig4/fig5
+    judge it: statuses by one_sided_status, the rule, then the precision precondition."""
+    pts = {k: {**p, "s": one_sided_status(p, lower="a", **OPTS)} for k, p in points.items()}
+    verdict = rule({"status": {k: p["s"] for k, p in pts.items()}})
+    pre = builder(verdict, {k: (p, "s") for k, p in pts.items()},
+                  Precondition("structure", structural, {"usable": structural}, "fix the sweep"),
+                  repeats=repeats, alpha=OPTS["alpha"], min_rel=OPTS["min_rel"])
+    claim = judge("c", "s", {}, rule="r", kind="reproduction", verdict=verdict, precondition=pre)
+    return claim.verdict, claim.verdict_if_testable, pre
+
+
+BUILDERS = [pytest.param(fig4.precision_precondition, id="fig4"), pytest.param(fig5.precision_precondition, id="fig5")]
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+@pytest.mark.parametrize("rule", [rule_ot_lower_with_noise, rule_random_lower_at_paper_angle])
+def test_an_excluded_point_refutes_whatever_the_precision_elsewhere(rule, builder) -> None:
+    # excluded at one point + under-resolved at another: refuted (was untestable, the refutation kept aside)
+    verdict, aside, pre = judged({"x": EXCLUDED, "y": UNRESOLVED, "z": HOLDS}, rule, builder)
+    assert (verdict, aside) == ("refuted", None)
+    assert pre.holds and not pre.measured["precision_holds"] and pre.measured["undecided_for_precision"] == ["y"]
+    assert "unless the rule refutes" in pre.statement
+    # too few repeats for any Mann–Whitney p < α (1/C(6, 3) = 0.05): an exclusion needs no Mann–Whitney test
+    assert judged({"x": EXCLUDED, "z": HOLDS}, rule, builder, repeats=3)[:2] == ("refuted", None)
+    # the structure of the sweep is asked of every outcome, a refutation included
+    verdict, aside, pre = judged({"x": EXCLUDED, "y": UNRESOLVED}, rule, builder, structural=False)
+    assert (verdict, aside) == ("untestable", "refuted") and pre.remedy.startswith("fix the sweep; raise repeats")
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+@pytest.mark.parametrize("rule", [rule_ot_lower_with_noise, rule_random_lower_at_paper_angle])
+def test_precision_stands_between_the_rule_and_every_other_outcome(rule, builder) -> None:
+    # every point holds but one is under-resolved: untestable, with the rule's inconclusive kept aside
+    verdict, aside, pre = judged({"x": HOLDS, "y": UNRESOLVED}, rule, builder)
+    assert (verdict, aside) == ("untestable", "inconclusive") and pre.remedy.startswith("raise repeats")
+    # every point holds and is resolved: confirmed; but not with too few repeats (no p < α possible)
+    assert judged({"x": HOLDS, "y": HOLDS}, rule, builder)[:2] == ("confirmed", None)
+    assert judged({"x": HOLDS, "y": HOLDS}, rule, builder, repeats=3)[:2] == ("untestable", "confirmed")
+    # undecided near the minimum effect with a fine enough resolution: inconclusive, not untestable
+    assert judged({"x": HOLDS, "y": NEAR}, rule, builder)[:2] == ("inconclusive", None)
+    # no points (e.g. no usable angle): the structural part fails
+    assert judged({}, rule, builder, structural=False)[:2] == ("untestable", "inconclusive")
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_a_nan_point_never_confirms(builder) -> None:
+    # a failed (NaN) estimate is undecided at infinite resolution: untestable among holds, refuted beside an exclusion
+    assert judged({"x": HOLDS, "y": NAN}, rule_ot_lower_with_noise, builder)[:2] == ("untestable", "inconclusive")
+    assert judged({"x": NAN, "y": EXCLUDED}, rule_ot_lower_with_noise, builder)[:2] == ("refuted", None)
+
+
+def test_crossover_refutation_stands_beside_an_under_resolved_series() -> None:
+    def claim(pair_lower: dict, ot_lower: dict) -> tuple:
+        # pair_lower / ot_lower: {series: synthetic point of "a lower"}, read as in fig4.run
+        status = {k: one_sided_status(p, lower="a", **OPTS) for k, p in {**pair_lower, **ot_lower}.items()}
+        ev = {"series": {s: {"pair_lower_at_smallest_sigma": status[f"{s} pair"],
+                             "ot_lower_at_largest_sigma": status[f"{s} ot"]} for s in ("s0", "s1")}}
+        read = {k: ({**p, "s": status[k]}, "s") for k, p in {**pair_lower, **ot_lower}.items()}
+        verdict = rule_crossover(ev)
+        pre = fig4.precision_precondition(verdict, read, Precondition("two σ > 0", True), repeats=10,
+                                          alpha=OPTS["alpha"], min_rel=OPTS["min_rel"])
+        c = judge("c", "s", {}, rule="r", kind="finding", verdict=verdict, precondition=pre)
+        return c.verdict, c.verdict_if_testable
+
+    both = {"s0 pair": HOLDS, "s1 pair": HOLDS}
+    assert claim(both, {"s0 ot": EXCLUDED, "s1 ot": UNRESOLVED}) == ("refuted", None)
+    assert claim(both, {"s0 ot": HOLDS, "s1 ot": UNRESOLVED}) == ("untestable", "inconclusive")
+    assert claim(both, {"s0 ot": HOLDS, "s1 ot": HOLDS}) == ("confirmed", None)
+    assert claim(both, {"s0 ot": HOLDS, "s1 ot": NEAR}) == ("inconclusive", None)
 
 
 # --------------------------------------------------------------------------------------------- configs

@@ -11,8 +11,10 @@ from flowvar.experiments.base import build_config, get_experiment, run_experimen
 from flowvar.experiments.fig5 import (
     angle_order,
     interpolated_flip,
+    noise_series,
     rule_order_flips,
     series_flip,
+    series_label,
 )
 
 # --------------------------------------------------------------------------------------------- fig5 rules
@@ -54,6 +56,14 @@ def test_rule_order_flips() -> None:
     assert rule_order_flips(ev()) == "inconclusive"
 
 
+def test_sigma0_is_one_series_whatever_the_noise_forms() -> None:
+    # at σ = 0 constant and bridge noise are the same interpolant: judged once, not once per form
+    assert noise_series(("constant", "bridge"), (0.0, 0.5)) == [
+        ("σ=0", "constant", 0.0), ("constant/σ=0.5", "constant", 0.5), ("bridge/σ=0.5", "bridge", 0.5)]
+    assert noise_series(("bridge",), (0.05, 0.0)) == [("bridge/σ=0.05", "bridge", 0.05), ("σ=0", "bridge", 0.0)]
+    assert series_label("bridge", 0.0) == series_label("constant", 0.0) == "σ=0"
+
+
 # --------------------------------------------------------------------------------------------- configs
 
 
@@ -92,6 +102,17 @@ def test_fig5_runs_in_d3_and_without_120_the_paper_statement_is_untestable(tmp_p
     assert "add 120 to angles" in repro["precondition"]["remedy"]
     finding = claims["fig5.order_flips_with_angle"]
     assert finding["kind"] == "finding" and finding["evidence"]["series"]["constant/σ=0.5"]["orders"]
+
+
+def test_fig5_judges_sigma0_once_with_two_noise_forms(tmp_path: Path) -> None:
+    run_experiment("fig5", tmp_path, quick=True,
+                   overrides={**TINY5, "sigmas": "0,0.5", "noise_forms": "constant,bridge"})
+    result, claims = claims_of(tmp_path / "fig5")
+    expected = {"σ=0", "constant/σ=0.5", "bridge/σ=0.5"}
+    repro = claims["fig5.random_coupling_lower_variance"]
+    assert set(repro["evidence"]["status"]) == expected and repro["evidence"]["points"] == 3
+    assert set(claims["fig5.order_flips_with_angle"]["evidence"]["series"]) == expected
+    assert len(result["metrics"]["points"]) == 3 * 2 and result["metrics"]["points"]["σ=0/30deg"]["noise"] == "none"
 
 
 def test_fig5_tiny_run_judges_120_and_locates_the_flip(tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ figure only, no claim.
 
 Each point is judged by :func:`one_sided_status` (both one-sided tests at α and a minimum effect of
 ``min_rel_effect`` × the larger of the two means); the claim-level rules are the pure functions ``rule_*``. A claim's
-precondition (:func:`resolution`) asks that the Monte-Carlo estimates can decide each point either way.
+precondition (:func:`precision_precondition`) asks that the Monte-Carlo estimates can decide each point either way
+(:func:`resolution`), unless the rule refutes: a point excluded by its own bound refutes whatever the precision
+elsewhere.
 """
 
 from __future__ import annotations
@@ -123,6 +125,35 @@ def rule_crossover(evidence: Mapping[str, Any]) -> Verdict:
     if pairs and all(p == ("holds", "holds") for p in pairs):
         return "confirmed"
     return "inconclusive"
+
+
+PRECISION_REMEDY = "raise repeats (R) or n_samples (K): the half-width shrinks like 1/√(R·K)"
+
+
+def precision_precondition(verdict: Verdict, points: Mapping[str, tuple[Mapping[str, Any], str]],
+                           structural: Precondition, *, repeats: int, alpha: float, min_rel: float) -> Precondition:
+    """The precondition of a claim whose rule gave ``verdict`` on ``points`` ({label: (point, status key)}).
+
+    ``structural`` (what the sweep must contain) must always hold. Precision — R large enough for a one-sided
+    Mann–Whitney p < α (:func:`mwu_floor`) and no point undecided for lack of precision (:func:`unresolved`) — is
+    asked only of an outcome other than "refuted": a refutation rests on decided points alone (a point excluded by its
+    one-sided (1 − α) Welch bound, which needs no Mann–Whitney test), so under-resolved points elsewhere cannot undo
+    it, whereas a confirmation or an inconclusive outcome could change once they are decided.
+    """
+    floor = mwu_floor(repeats)
+    left = unresolved(points, min_rel)
+    precise = floor < alpha and not left
+    return Precondition(
+        f"{structural.statement}; and, unless the rule refutes (a refutation rests on decided points only), R is "
+        f"large enough for a one-sided Mann–Whitney p < α (1/C(2R, R) < {alpha}) and no point the rule reads is "
+        f"undecided for lack of precision (undecided with a one-sided (1 − α) half-width of the difference ≥ "
+        f"{min_rel:g} × the larger mean)",
+        structural.holds and (precise or verdict == "refuted"),
+        {**structural.measured, "repeats": repeats, "mwu_min_p": floor, "points_read": len(points),
+         "undecided_for_precision": left, "precision_holds": precise,
+         "max_half_width_over_min_effect": max((resolution(p, min_rel) for p, _ in points.values()),
+                                               default=math.nan)},
+        remedy=PRECISION_REMEDY if structural.holds else f"{structural.remedy}; {PRECISION_REMEDY}")
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -228,22 +259,6 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
               rule=f"confirmed if the loss and tr Cov(g) of every own-coupling arm (K = {config.n_samples}, float64) "
                    f"are finite and ≤ {ZERO_TOL:g}; refuted otherwise (a NaN in any arm refutes)")
 
-    def res_precondition(points: Mapping[str, tuple[Mapping[str, Any], str]], extra: str, extra_ok: bool,
-                         extra_measured: Mapping[str, Any], extra_remedy: str) -> Precondition:
-        floor = mwu_floor(config.repeats)
-        left = unresolved(points, min_rel)
-        ok = extra_ok and floor < alpha and not left
-        remedy = "raise repeats (R) or n_samples (K): the half-width shrinks like 1/√(R·K)"
-        return Precondition(
-            f"{extra}; R is large enough for a one-sided Mann–Whitney p < α (1/C(2R, R) < {alpha}); and no point the "
-            f"rule reads is undecided for lack of precision (undecided with a one-sided (1 − α) half-width of the "
-            f"difference ≥ {min_rel:g} × the larger mean)", ok,
-            {**dict(extra_measured), "repeats": config.repeats, "mwu_min_p": floor, "points_read": len(points),
-             "undecided_for_precision": left,
-             "max_half_width_over_min_effect": max((resolution(p, min_rel) for p, _ in points.values()),
-                                                   default=math.nan)},
-            remedy=remedy if extra_ok else f"{extra_remedy}; {remedy}")
-
     status = {k: p["ot_lower"] for k, p in own.items()}
     ratio = {k: p["a_mean"] / p["b_mean"] if p["b_mean"] > 0 else math.inf for k, p in own.items()}
     ev = {"points": len(status), "holds": sum(s == "holds" for s in status.values()),
@@ -251,15 +266,18 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
           "undecided": [k for k, s in status.items() if s == "undecided"],
           "ot_over_pair_ratio_range": [min(ratio.values()), max(ratio.values())] if ratio else None,
           "skipped_angles": skipped, "status": status, "ot_over_pair_ratio": ratio}
+    verdict = rule_ot_lower_with_noise(ev)
     ctx.claim("fig4.own_coupling.ot_lower_with_noise",
               f"Reading (ii): with interpolant noise (every σ > 0 of the sweep, every angle whose pair-optimal field "
               f"is defined on [0, 1], every noise form), the OT field on OT pairs has significantly lower gradient "
               f"variance than the pair-optimal field on its rotated pairs (p < {alpha}).",
-              ev, kind="reproduction", verdict=rule_ot_lower_with_noise(ev),
-              precondition=res_precondition({k: (p, "ot_lower") for k, p in own.items()},
-                                            "at least one angle has a pair-optimal field defined on [0, 1]",
-                                            bool(angles), {"usable_angles": angles, "skipped_angles": skipped},
-                                            "choose angles whose I + tΘ̂_R is invertible on [0, 1]"),
+              ev, kind="reproduction", verdict=verdict,
+              precondition=precision_precondition(
+                  verdict, {k: (p, "ot_lower") for k, p in own.items()},
+                  Precondition("at least one angle has a pair-optimal field defined on [0, 1]", bool(angles),
+                               {"usable_angles": angles, "skipped_angles": skipped},
+                               "choose angles whose I + tΘ̂_R is invertible on [0, 1]"),
+                  repeats=config.repeats, alpha=alpha, min_rel=min_rel),
               rule=f"per point: 'holds' if one-sided Welch and Mann–Whitney both give p < {alpha} for OT < "
                    f"pair-optimal and the pair-optimal mean exceeds the OT mean by ≥ {min_rel:g} × the larger mean; "
                    f"'excluded' if the one-sided (1 − α) upper bound of (pair-optimal − OT) is below that. Confirmed "
@@ -287,16 +305,18 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
           "smallest_sigma": noisy[0] if noisy else None, "largest_sigma": noisy[-1] if noisy else None,
           "ot_mean_grad_sq_norm_at_sigma0": {k: v["mean_grad_sq_norm"] for k, v in ot_drift.items()},
           "series": series}
+    verdict = rule_crossover(ev)
     ctx.claim("fig4.rotated_data.crossover",
               "Reading (i): scored on the rotated coupling's data, the order of the two fields flips with σ in every "
               "(angle, noise form): the pair-optimal field has the lower variance at the smallest σ > 0 of the sweep "
               "and the OT field at the largest; the crossover σ is reported.",
-              ev, kind="finding", verdict=rule_crossover(ev),
-              precondition=res_precondition(read, "the sweep has at least two σ > 0 and a usable angle",
-                                            len(noisy) >= 2 and bool(angles), {"noisy_sigmas": noisy,
-                                                                              "usable_angles": angles},
-                                            "give at least two σ > 0 in sigmas and an angle with an invertible "
-                                            "I + tΘ̂_R on [0, 1]"),
+              ev, kind="finding", verdict=verdict,
+              precondition=precision_precondition(
+                  verdict, read,
+                  Precondition("the sweep has at least two σ > 0 and a usable angle", len(noisy) >= 2 and bool(angles),
+                               {"noisy_sigmas": noisy, "usable_angles": angles},
+                               "give at least two σ > 0 in sigmas and an angle with an invertible I + tΘ̂_R on [0, 1]"),
+                  repeats=config.repeats, alpha=alpha, min_rel=min_rel),
               rule=f"per series: the status of 'pair-optimal < OT' at the smallest σ > 0 and of 'OT < pair-optimal' at "
                    f"the largest σ (as for the reproduction: both tests p < {alpha}, difference ≥ {min_rel:g} × the "
                    f"larger mean; excluded by the one-sided upper bound). Confirmed if both hold in every series; "
@@ -350,4 +370,5 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
     ctx.figure("variance_vs_sigma", fig)
 
 
-__all__ = ["ZERO_TOL", "Fig4Config", "crossover", "rule_crossover", "rule_zero_at_sigma0", "run", "zero_evidence"]
+__all__ = ["PRECISION_REMEDY", "ZERO_TOL", "Fig4Config", "crossover", "precision_precondition", "rule_crossover",
+           "rule_zero_at_sigma0", "run", "zero_evidence"]

@@ -16,6 +16,7 @@ coupling's variance grows with its angle, so the order flips somewhere, and the 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,20 @@ class Fig5Config(GaussianVarianceConfig):
 
 
 # --------------------------------------------------------------------------------------------- pure judgement
+
+
+def series_label(form: str, sigma: float) -> str:
+    """The label of the (noise form, σ) interpolant: "σ=0" at σ = 0, where every noise form is the same interpolant
+    x_t = (1 − t) x0 + t x1, else "form/σ=…"."""
+    return "σ=0" if sigma == 0 else f"{form}/σ={sigma:g}"
+
+
+def noise_series(noise_forms: Sequence[str], sigmas: Sequence[float]) -> list[tuple[str, str, float]]:
+    """The distinct interpolants of the sweep as (:func:`series_label`, noise form, σ), in the order form × σ, with
+    σ = 0 once (estimated with the first form). Once per form, σ = 0 would be one hypothesis judged on several
+    independent replicates: each copy a further chance to refute it or leave it undecided, its points counted twice."""
+    return [(series_label(form, sigma), form, sigma) for i, form in enumerate(noise_forms) for sigma in sigmas
+            if sigma != 0 or i == 0]
 
 
 def angle_order(independent_lower: Status, structured_lower: Status) -> str:
@@ -128,6 +143,38 @@ def rule_order_flips(evidence: Mapping[str, Any]) -> Verdict:
     return "inconclusive"
 
 
+PRECISION_REMEDY = "raise repeats (R) or n_samples (K): the half-width shrinks like 1/√(R·K)"
+
+
+def precision_precondition(verdict: Verdict, points: Mapping[str, tuple[Mapping[str, Any], str]],
+                           structural: Precondition, *, repeats: int, alpha: float, min_rel: float) -> Precondition:
+    """The precondition of a claim whose rule gave ``verdict`` on ``points`` ({label: (point, status key)}).
+
+    ``structural`` (what the sweep must contain) must always hold. Precision — R large enough for a one-sided
+    Mann–Whitney p < α (:func:`mwu_floor`) and no point undecided for lack of precision (:func:`unresolved`) — is
+    asked only of an outcome other than "refuted": a refutation rests on decided points alone (a point excluded by its
+    one-sided (1 − α) Welch bound, which needs no Mann–Whitney test), so under-resolved points elsewhere cannot undo
+    it, whereas a confirmation or an inconclusive outcome could change once they are decided.
+
+    A copy of :func:`flowvar.experiments.fig4.precision_precondition` (an experiment may not import another; its
+    home is the shared kit ``_gaussian_variance``); tests/test_fig4.py runs the same cases on both.
+    """
+    floor = mwu_floor(repeats)
+    left = unresolved(points, min_rel)
+    precise = floor < alpha and not left
+    return Precondition(
+        f"{structural.statement}; and, unless the rule refutes (a refutation rests on decided points only), R is "
+        f"large enough for a one-sided Mann–Whitney p < α (1/C(2R, R) < {alpha}) and no point the rule reads is "
+        f"undecided for lack of precision (undecided with a one-sided (1 − α) half-width of the difference ≥ "
+        f"{min_rel:g} × the larger mean)",
+        structural.holds and (precise or verdict == "refuted"),
+        {**structural.measured, "repeats": repeats, "mwu_min_p": floor, "points_read": len(points),
+         "undecided_for_precision": left, "precision_holds": precise,
+         "max_half_width_over_min_effect": max((resolution(p, min_rel) for p, _ in points.values()),
+                                               default=math.nan)},
+        remedy=PRECISION_REMEDY if structural.holds else f"{structural.remedy}; {PRECISION_REMEDY}")
+
+
 # --------------------------------------------------------------------------------------------- the run
 
 
@@ -162,20 +209,18 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
 
     points: dict[str, dict] = {}     # a = independent coupling, b = structured coupling at the angle
     independent_mean: dict[str, float] = {}
-    for form in config.noise_forms:
-        for sigma in config.sigmas:
-            loss = CFMLoss(Interpolant(sigma, form))
-            ind = estimates("independent", f"{form}/σ={sigma:g}", independent, loss)
-            independent_mean[f"{form}/σ={sigma:g}"] = float(ind.mean())
-            for a in angles:
-                p = {"noise": form, "sigma": sigma, "angle": a,
-                     **compare_point(ind, estimates("structured", f"{form}/σ={sigma:g}/{a:g}deg", structured[a], loss),
-                                     alpha)}
-                p["independent_lower"] = one_sided_status(p, lower="a", alpha=alpha, min_rel=min_rel)
-                p["structured_lower"] = one_sided_status(p, lower="b", alpha=alpha, min_rel=min_rel)
-                p["order"] = angle_order(p["independent_lower"], p["structured_lower"])
-                p["resolution"] = resolution(p, min_rel)
-                points[f"{form}/σ={sigma:g}/{a:g}deg"] = p
+    for label, form, sigma in noise_series(config.noise_forms, config.sigmas):
+        loss = CFMLoss(Interpolant(sigma, form))
+        ind = estimates("independent", label, independent, loss)
+        independent_mean[label] = float(ind.mean())
+        for a in angles:
+            p = {"noise": form if sigma > 0 else "none", "sigma": sigma, "angle": a,
+                 **compare_point(ind, estimates("structured", f"{label}/{a:g}deg", structured[a], loss), alpha)}
+            p["independent_lower"] = one_sided_status(p, lower="a", alpha=alpha, min_rel=min_rel)
+            p["structured_lower"] = one_sided_status(p, lower="b", alpha=alpha, min_rel=min_rel)
+            p["order"] = angle_order(p["independent_lower"], p["structured_lower"])
+            p["resolution"] = resolution(p, min_rel)
+            points[f"{label}/{a:g}deg"] = p
     ctx.metric("points", points)
 
     effect = (f"the lower coupling's mean tr Cov(g) is below the other's by ≥ {min_rel:g} × the larger of the two "
@@ -183,16 +228,10 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
               f"{d + d * d} parameters (θ, Θ) at the OT field")
     replicates = (f"R = {config.repeats} independent repeated Monte-Carlo estimates per point (K = {config.n_samples} "
                   f"draws each; independent seeds per coupling)")
-    floor = mwu_floor(config.repeats)
-    remedy = "raise repeats (R) or n_samples (K): the half-width shrinks like 1/√(R·K)"
-    precision = (f"R is large enough for a one-sided Mann–Whitney p < α (1/C(2R, R) < {alpha}); and no point the rule "
-                 f"reads is undecided for lack of precision (undecided with a one-sided (1 − α) half-width of the "
-                 f"difference ≥ {min_rel:g} × the larger mean)")
 
     # The paper's statement, as stated: 120° only.
     at_paper = {k: p for k, p in points.items() if p["angle"] == PAPER_ANGLE}
     status = {k.rsplit("/", 1)[0]: p["independent_lower"] for k, p in at_paper.items()}
-    left = unresolved({k: (p, "independent_lower") for k, p in at_paper.items()}, min_rel)
     has_angle = PAPER_ANGLE in angles
     ev = {"angle": PAPER_ANGLE, "points": len(status), "holds": sum(s == "holds" for s in status.values()),
           "excluded": [k for k, s in status.items() if s == "excluded"],
@@ -200,16 +239,16 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
           "structured_over_independent_ratio": {k.rsplit("/", 1)[0]: p["b_mean"] / p["a_mean"]
                                                 for k, p in at_paper.items()},
           "status": status}
+    verdict = rule_random_lower_at_paper_angle(ev)
     ctx.claim("fig5.random_coupling_lower_variance",
               f"At the OT field, the gradient variance under the independent coupling is lower than under the "
-              f"structured {PAPER_ANGLE:g}° rotated coupling (at every σ and noise form of the sweep).",
-              ev, kind="reproduction", verdict=rule_random_lower_at_paper_angle(ev),
-              precondition=Precondition(
-                  f"the angle sweep contains the paper's {PAPER_ANGLE:g}°; {precision}",
-                  has_angle and floor < alpha and not left,
-                  {"angles": angles, "repeats": config.repeats, "mwu_min_p": floor, "points_read": len(at_paper),
-                   "undecided_for_precision": left},
-                  remedy=remedy if has_angle else f"add {PAPER_ANGLE:g} to angles; {remedy}"),
+              f"structured {PAPER_ANGLE:g}° rotated coupling (at every σ and noise form of the sweep; σ = 0 once).",
+              ev, kind="reproduction", verdict=verdict,
+              precondition=precision_precondition(
+                  verdict, {k: (p, "independent_lower") for k, p in at_paper.items()},
+                  Precondition(f"the angle sweep contains the paper's {PAPER_ANGLE:g}°", has_angle,
+                               {"angles": angles}, f"add {PAPER_ANGLE:g} to angles"),
+                  repeats=config.repeats, alpha=alpha, min_rel=min_rel),
               rule=f"per (σ, noise form) at {PAPER_ANGLE:g}°: 'holds' if one-sided Welch and Mann–Whitney both give "
                    f"p < {alpha} for independent < structured and the structured mean exceeds the independent mean by "
                    f"≥ {min_rel:g} × the larger mean; 'excluded' if the one-sided (1 − α) upper bound of (structured − "
@@ -219,15 +258,12 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
 
     # Where does the order flip? Per (σ, noise form), over the angle sweep.
     series: dict[str, dict] = {}
-    for form in config.noise_forms:
-        for sigma in config.sigmas:
-            key = f"{form}/σ={sigma:g}"
-            rows = [points[f"{key}/{a:g}deg"] for a in angles]
-            flip = series_flip([(r["angle"], r["order"]) for r in rows])
-            series[key] = {**flip, "orders": {f"{r['angle']:g}": r["order"] for r in rows},
-                           "flip_angle_interpolated": interpolated_flip(angles, [r["b_mean"] for r in rows],
-                                                                        independent_mean[key])}
-    left = unresolved({k: (p, "order") for k, p in points.items()}, min_rel)
+    for key, _, _ in noise_series(config.noise_forms, config.sigmas):
+        rows = [points[f"{key}/{a:g}deg"] for a in angles]
+        flip = series_flip([(r["angle"], r["order"]) for r in rows])
+        series[key] = {**flip, "orders": {f"{r['angle']:g}": r["order"] for r in rows},
+                       "flip_angle_interpolated": interpolated_flip(angles, [r["b_mean"] for r in rows],
+                                                                    independent_mean[key])}
     lows = [s["flip_between"][0] for s in series.values() if s["flip_between"]]
     highs = [s["flip_between"][1] for s in series.values() if s["flip_between"]]
     interp = [s["flip_angle_interpolated"] for s in series.values() if s["flip_angle_interpolated"] is not None]
@@ -236,17 +272,17 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
           "flips_within": [min(lows), max(highs)] if lows else None,
           "interpolated_range": [min(interp), max(interp)] if interp else None,
           "series": series}
+    verdict = rule_order_flips(ev)
     ctx.claim("fig5.order_flips_with_angle",
               "At the OT field the order of the two couplings depends on the rotation angle: the structured coupling "
               "has the lower variance at small angles and the higher at large ones, with one flip inside the angle "
-              "sweep, in every (σ, noise form); the flip interval is reported.",
-              ev, kind="finding", verdict=rule_order_flips(ev),
-              precondition=Precondition(
-                  f"the sweep has at least two angles; {precision}",
-                  len(angles) >= 2 and floor < alpha and not left,
-                  {"angles": angles, "repeats": config.repeats, "mwu_min_p": floor, "points_read": len(points),
-                   "undecided_for_precision": left},
-                  remedy=remedy if len(angles) >= 2 else f"give at least two angles; {remedy}"),
+              "sweep, in every (σ, noise form; σ = 0 once); the flip interval is reported.",
+              ev, kind="finding", verdict=verdict,
+              precondition=precision_precondition(
+                  verdict, {k: (p, "order") for k, p in points.items()},
+                  Precondition("the sweep has at least two angles", len(angles) >= 2, {"angles": angles},
+                               "give at least two angles"),
+                  repeats=config.repeats, alpha=alpha, min_rel=min_rel),
               rule=f"per angle: 'L' if structured < independent holds (both one-sided tests p < {alpha}, difference ≥ "
                    f"{min_rel:g} × the larger mean), 'H' if independent < structured holds, 'within' if both are "
                    f"excluded by the one-sided (1 − α) upper bounds, else unresolved. A series flips if every L angle "
@@ -267,7 +303,7 @@ def _figure(ctx: RunContext, config: Fig5Config, angles: list[float], points: di
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, form in zip(axes[0], forms, strict=True):
         for c, sigma in enumerate(config.sigmas):
-            key = f"{form}/σ={sigma:g}"
+            key = series_label(form, sigma)  # σ = 0 is one series, drawn in every form's panel
             colour = colours[c % len(colours)]
             rows = [points[f"{key}/{a:g}deg"] for a in angles]
             ax.errorbar(angles, [r["b_mean"] for r in rows], yerr=[r["b_std"] for r in rows], marker="o", ms=3,
@@ -286,5 +322,6 @@ def _figure(ctx: RunContext, config: Fig5Config, angles: list[float], points: di
     ctx.figure("variance_by_angle", fig)
 
 
-__all__ = ["PAPER_ANGLE", "Fig5Config", "angle_order", "interpolated_flip", "rule_order_flips",
-           "rule_random_lower_at_paper_angle", "series_flip"]
+__all__ = ["PAPER_ANGLE", "PRECISION_REMEDY", "Fig5Config", "angle_order", "interpolated_flip", "noise_series",
+           "precision_precondition", "rule_order_flips", "rule_random_lower_at_paper_angle", "series_flip",
+           "series_label"]
