@@ -16,11 +16,12 @@ from experiment_checks import check_image_result
 from flowvar.couplings import FixedPairs
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments import table2
+from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.models.unet import UNetField
-from flowvar.results import judge
+from flowvar.results import all_preconditions, judge
 from flowvar.train import TrainConfig, train
 
 
@@ -51,9 +52,17 @@ def test_table2_smoke_with_blockwise_ot(tmp_path: Path) -> None:
             pooled = metrics["table2"][key]["sigma=0.0"]["l2_to_ot"]
             assert ev["l2_to_ot_per_seed"] == pytest.approx(pooled["seed_means"])
             assert claim["precondition"] is None
+            assert ev["paper_margin_against_min_effect"]["meets_min_effect"] in ("yes", "no")
+            assert "stronger than the paper's sign statement" in claim["statement"]
         elif claim["id"].endswith("generalises"):
             got = table2.sigma_generalises_rule(ev["l2_to_shuffled_per_seed"], ev["l2_to_ot_per_seed"],
                                                 ev["reference_distance"], sigma=0.05, min_effect=0.1, alpha=0.05)
+            can_act = table2.noise_can_act_precondition(
+                ev["exact_minimiser_l2_to_shuffled_per_seed"], ev["exact_minimiser_l2_to_ot_per_seed"],
+                ev["reference_distance"], min_effect=0.1, sigma=0.05, sigma_sqrt_d=ev["noise_tube_radius_sigma_sqrt_D"])
+            recorded = claim["precondition"]["measured"]["[2]"]
+            assert len(ev["exact_minimiser_l2_to_ot_per_seed"]) == 2
+            assert can_act.holds == recorded["holds"] and can_act.measured["seed_mean"] == recorded["seed_mean"]
         else:
             got = table2.margin_shrinks_rule(ev["relative_margin_smallest_n_per_seed"],
                                              ev["relative_margin_largest_n_per_seed"], min_effect=0.1, alpha=0.05)
@@ -179,6 +188,59 @@ def test_table2_rules_reach_every_outcome() -> None:
     assert pre.holds and pre.measured["relative_margin_sigma0_per_seed"][0] == pytest.approx(5.8 / 6)
     bad = table2.memorised_precondition([6.0, 6.1], [0.2, 5.9], [6.0, 6.1], 0.1, "N=64")
     assert not bad.holds and "steps" in bad.remedy and _untestable(bad) == "untestable"
+
+
+def test_noise_can_act_precondition_reaches_every_outcome() -> None:
+    kw = {"min_effect": 0.1, "sigma": 0.05, "sigma_sqrt_d": 0.4}
+    # the quick run (digits 8 px, N = 64): the exact CFM(0.05) minimiser lands on the shuffled partner (0.000) and
+    # 6.09 from the OT partner (referee's /tmp/t2_exact.py): the noise cannot act
+    cannot = table2.noise_can_act_precondition([0.0, 0.0], [6.09, 6.1], 6.1, **kw)
+    assert not cannot.holds and cannot.measured["seed_mean"] == pytest.approx(-6.095) and cannot.remedy
+    assert cannot.measured["min_effect"] == pytest.approx(0.61) and cannot.measured["sigma_sqrt_d"] == 0.4
+    acts = table2.noise_can_act_precondition([5.0, 4.8], [1.0, 1.2], 6.0, **kw)  # nearer the OT partner by 3.8
+    assert acts.holds and not acts.remedy
+    assert not table2.noise_can_act_precondition([3.3, 3.2], [3.0, 3.0], 6.0, **kw).holds  # 0.25 < 0.6
+    assert not table2.noise_can_act_precondition([float("nan"), 5.0], [1.0, 1.0], 6.0, **kw).holds
+    # a network that memorises where even the optimum does: untestable, the refutation kept
+    gen = table2.sigma_generalises_rule([0.4, 0.41], [6.2, 6.25], 6.0, sigma=0.05, min_effect=0.1, alpha=0.05)
+    memorised = table2.memorised_precondition([6.0, 6.1], [0.2, 0.3], [6.0, 6.1], 0.1, "N=64")
+    claim = judge("x", "s", {}, rule="r", kind="reproduction", verdict=gen.verdict,
+                  precondition=all_preconditions(memorised, cannot))
+    assert claim.verdict == "untestable" and claim.verdict_if_testable == "refuted"
+    assert judge("x", "s", {}, rule="r", kind="reproduction", verdict=gen.verdict,
+                 precondition=all_preconditions(memorised, acts)).verdict == "refuted"
+
+
+def test_paper_relative_margin_against_the_minimum_effect() -> None:
+    rows = table2.PAPER_TABLE2
+    # 50K: margin 0.80 against a partner distance in [26.43, 86.53] (triangle inequality on its rows)
+    big = table2.paper_relative_margin(rows["N=50000"]["sigma=0.0"], list(rows["N=50000"].values()), 0.1)
+    assert big["margin"] == pytest.approx(0.80) and big["reference_bounds"] == pytest.approx([26.43, 86.53])
+    assert big["relative_upper"] == pytest.approx(0.80 / 26.43) and big["meets_min_effect"] == "no"
+    small = table2.paper_relative_margin(rows["N=5000"]["sigma=0.0"], list(rows["N=5000"].values()), 0.1)
+    assert small["relative_lower"] == pytest.approx(21.83 / 78.97) and small["meets_min_effect"] == "yes"
+    assert table2.paper_relative_margin(rows["N=5000"]["sigma=0.0"], list(rows["N=5000"].values()),
+                                        0.5)["meets_min_effect"] == "cannot tell"  # 0.28 … 1.0 straddles 0.5
+    # a negative margin (σ = 0 nearer the OT partner): its bounds keep their order
+    neg = table2.paper_relative_margin({"l2_to_ot": [10.0], "l2_to_shuffled": [20.0]},
+                                       [{"l2_to_ot": [10.0], "l2_to_shuffled": [20.0]}], 0.1)
+    assert neg["relative_lower"] == pytest.approx(-1.0) and neg["relative_upper"] == pytest.approx(-1.0 / 3)
+    assert neg["meets_min_effect"] == "no"
+    nan = table2.paper_relative_margin({"l2_to_ot": [float("nan")], "l2_to_shuffled": [1.0]},
+                                       [{"l2_to_ot": [float("nan")], "l2_to_shuffled": [1.0]}], 0.1)
+    assert nan["meets_min_effect"] == "cannot tell"
+
+
+def test_exact_minimiser_endpoints() -> None:
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(12, 1, 4, 4, generator=g), torch.randn(12, 1, 4, 4, generator=g)
+    # σ = 0: Prop 2's memorising field returns every partner exactly (flattened, float64)
+    ends = exact_minimiser_endpoints(x0, x1, 0.0, steps=10, sources=x0[3:7])
+    assert ends.shape == (4, 16) and ends.dtype == torch.float64
+    assert torch.allclose(ends, x1[3:7].flatten(1).double(), atol=1e-10)
+    # a wide σ averages the pairs: the endpoints leave their partners
+    wide = exact_minimiser_endpoints(x0, x1, 10.0, steps=10, rows=2)
+    assert (wide - x1.flatten(1).double()).norm(dim=1).mean() > 1.0
 
 
 def test_quick_mode_replicates_over_seeds() -> None:
