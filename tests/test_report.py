@@ -407,6 +407,26 @@ def test_a_partial_run_says_which_experiments_it_lacks_and_why(full_collection: 
     assert "Not in this run" not in render_markdown(json.loads((RESULTS / "results.json").read_text("utf-8")))
 
 
+def test_an_interrupted_quick_run_without_results_uses_quick_estimates_and_names_the_running_ones(
+        collection: dict[str, Any], tmp_path: Path) -> None:
+    """A first `make reproduce` stopped after 90 s: no experiment has a result yet. The estimates are the quick
+    ones (the run's mode, not inferred from the results: it read as ~60 h of paper-scale work), and the two
+    experiments that were computing are named as continuing from their checkpoints, not as never started."""
+    run = copy.deepcopy(collection)
+    run["meta"]["interrupted"] = True
+    for e in run["experiments"]:
+        e.update(status="not run", wall_s=0.0, error=None, result=None, in_flight=e["name"] in ("table2", "fig6"))
+    text = " ".join(visible_text(render_html(run, tmp_path)).split())
+    banner = text[:text.index("Contents")]
+    assert re.search(r"fig6 ?, table2 interrupted the run was interrupted while they were computing; rerun the same "
+                     r"command to continue them from their last checkpoints", banner)
+    estimate = re.search(r"table3 ≈ (\d+) (min|h)", banner)
+    assert estimate and estimate.group(2) == "min", banner  # quick table3 takes minutes, the full one a day
+    assert "interrupted before they started" in banner and "table2 ≈" not in banner
+    md = render_markdown(run)
+    assert "fig6, table2: interrupted — " in md and re.search(r"table3 ≈ \d+ min", md)
+
+
 def test_a_failed_experiment_is_listed_with_its_error(collection: dict[str, Any], tmp_path: Path) -> None:
     run = copy.deepcopy(collection)
     run["experiments"][0] = {"name": run["experiments"][0]["name"], "status": "failed", "key": None,

@@ -407,3 +407,47 @@ def test_a_real_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(
     collection = json.loads((out / "results.json").read_text())
     assert all(e["status"] in ("computed", "cached") for e in collection["experiments"])
     assert (out / "report.html").is_file()
+
+
+def test_run_on_a_full_disk_is_one_line(small_tmpfs: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`flowvar run` whose figure does not fit on the disk: one line naming the figure file (it was a 20-line PIL
+    traceback from savefig), nothing half-written left in the output folder."""
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    with open(filler, "r+b") as fh:
+        fh.truncate(max(0, filler.stat().st_size - 8 * 1024))
+    out = small_tmpfs / "out"
+    code = main(["run", "counterexample1", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err, err
+    assert re.search(r"cannot write figure .*trajectories\.png: No space left on device", err), err
+    assert not (out / "counterexample1").exists() or not any((out / "counterexample1").glob("*.png"))
+
+
+def test_a_cache_store_on_a_full_disk_is_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copying a finished result into a full cache: a DataError naming the experiment, the cache and the fix (it was
+    a bare OSError), and no staging folder left behind."""
+    import errno
+
+    from flowvar.cache import Cache
+    from flowvar.errors import DataError
+
+    assert main(["run", "counterexample1", "--quick", "--out", str(tmp_path / "runs"), "--cache",
+                 str(tmp_path / "first")]) == 0
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copy2", full)
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(DataError, match=r"cannot store the result of counterexample1 in the cache .*: No space left "
+                                        r"on device; free space or choose another --cache"):
+        cache.store("k", tmp_path / "runs" / "counterexample1")
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".work")] == []

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowvar.errors import ConfigError, DataError
+from flowvar.errors import ConfigError, DataError, FlowvarError
 from flowvar.results import (
     Result,
     atomic_write_bytes,
@@ -409,8 +409,11 @@ class Cache:
             except OSError:  # another process stored the same key in between: keep its entry
                 shutil.rmtree(tmp, ignore_errors=True)
             return final
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and not isinstance(e, FlowvarError):  # disk full while copying the result in
+                raise DataError(f"cannot store the result of {result.experiment} in the cache {self.root}: "
+                                f"{e.strerror or e}; free space or choose another --cache") from None
             raise
 
     def check_writable(self) -> None:

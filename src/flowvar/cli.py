@@ -498,7 +498,7 @@ def show_cmd(
         results = collection_results(collection)
         typer.echo(f"{meta.get('command', 'flowvar reproduce')} ({meta.get('mode', '?')} mode, "
                    f"{meta.get('created', '')}); report: {Path(folder) / 'report.html'}\n")
-        typer.echo(findings_text(entries(collection)))
+        typer.echo(findings_text(entries(collection), mode=str(meta.get("mode", "")) or None))
     else:
         results = load_results(folder)
         typer.echo(findings_text(result_entries(results)))

@@ -305,6 +305,7 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
             log.warning("interrupted; finished experiments are cached, rerun the same command to continue")
             raise
         finally:
+            in_flight = set(progress.running)  # started and not finished: continued from their checkpoints
             progress.close()
             keys = {t.name: t.key for t in tasks}
             final = [outcomes.get(n, Outcome(n, "not run", keys.get(n))) for n in selected]
@@ -318,7 +319,8 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
                     "wall_s": wall, "jobs": options.jobs, "threads_per_experiment": threads,
                     "cpu_cores": cpu_cores(), "versions": versions(), "interrupted": interrupted,
                     "cache": str(cache.root)}
-            paths = write_reports(out, meta, [o.to_dict() for o in final])
+            exps = [{**o.to_dict(), "in_flight": o.status == "not run" and o.name in in_flight} for o in final]
+            paths = write_reports(out, meta, exps)
             log.info("finished in %.1f s: %s; report %s", wall,
                      ", ".join(f"{o.name}={o.status}" for o in final), paths["html"])
     return Summary(out, final, wall, paths["html"], paths["md"], paths["json"])

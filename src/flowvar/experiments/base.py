@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ from flowvar.results import (
     Precondition,
     Result,
     Verdict,
+    atomic_write_bytes,
     atomic_write_text,
     judge,
     staged_folder,
@@ -142,12 +144,17 @@ class RunContext:
         self.notes.append(text)
 
     def figure(self, name: str, fig: Any) -> Path:
-        """Save a matplotlib figure as ``name.png`` and close it."""
+        """Save a matplotlib figure as ``name.png`` (rendered in memory, then written atomically: a full disk is one
+        :class:`~flowvar.errors.DataError` naming the file) and close it."""
         import matplotlib.pyplot as plt
 
         path = self.out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        buffer = io.BytesIO()
+        try:
+            fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        finally:
+            plt.close(fig)
+        atomic_write_bytes(path, buffer.getvalue(), what="figure")
         self.figures.append(path.name)
         return path
 

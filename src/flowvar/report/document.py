@@ -55,8 +55,8 @@ def result_entries(results: list[Result]) -> list[Entry]:
 @dataclass
 class Absent:
     """Experiments a run has no result for, grouped by why: ``names`` and ``why`` (one sentence a reader can act
-    on). ``kind``: ``"failed"``, ``"not run"`` (the run stopped before them) or ``"not selected"`` (registered, but
-    the run's ``--only`` left them out)."""
+    on). ``kind``: ``"failed"``, ``"interrupted"`` (the run stopped while they computed), ``"not run"`` (the run
+    stopped before them) or ``"not selected"`` (registered, but the run's ``--only`` left them out)."""
 
     kind: str
     names: list[str]
@@ -84,22 +84,29 @@ def _estimates(names: list[str], quick: bool) -> dict[str, float]:
     return out
 
 
-def absent(items: list[Entry]) -> list[Absent]:
-    """What a run lacks, and why: each failed experiment (its error), those not run (the run was interrupted
-    before them) and, for a ``flowvar reproduce`` collection, the registered experiments it did not select (with
-    their estimated wall time at this run's scale, the usual reason to leave one out)."""
+def absent(items: list[Entry], mode: str | None = None) -> list[Absent]:
+    """What a run lacks, and why: each failed experiment (its error), those the run was interrupted in (continued
+    from their checkpoints by the same command) and before (not started), and, for a ``flowvar reproduce``
+    collection, the registered experiments it did not select (with their estimated wall time at this run's scale,
+    the usual reason to leave one out). ``mode``: the run's "quick" or "full" (its meta); without it, read off the
+    results present (full when there are none)."""
     from flowvar.experiments.registry import discover
 
     out = [Absent("failed", [e.name], f"{e.entry.get('error') or 'no error recorded'}; rerun it after the fix")
            for e in items if e.status == "failed"]
-    quick = any(e.result.quick for e in items if e.result is not None)
+    quick = mode == "quick" if mode in ("quick", "full") else any(e.result.quick for e in items
+                                                                   if e.result is not None)
 
     def cost(names: list[str]) -> str:
         times = _estimates(names, quick)
         text = ", ".join(f"{n} ≈ {_rough(times[n])}" for n in names if n in times)
         return f" (estimated wall time at this scale on 2 CPU cores: {text})" if text else ""
 
-    stopped = [e.name for e in items if e.status == "not run"]
+    running = [e.name for e in items if e.status == "not run" and e.entry.get("in_flight")]
+    if running:
+        out.append(Absent("interrupted", running, "the run was interrupted while they were computing; rerun the "
+                                                  "same command to continue them from their last checkpoints"))
+    stopped = [e.name for e in items if e.status == "not run" and not e.entry.get("in_flight")]
     if stopped:
         out.append(Absent("not run", stopped, "the run was interrupted before they started; rerun the same command "
                                                "to finish them, the finished ones come from the cache" + cost(stopped)))
@@ -146,7 +153,7 @@ def run_scale(mode: str, items: list[Entry]) -> tuple[str, list[str]]:
         lines.append(f"variance estimates: R = {_range(repeats)} Monte-Carlo repeats per point")
     title = ("Quick run: every experiment scaled down to run on a CPU; numbers are not at the paper's scale"
              if mode == "quick" else "Full run: the experiments' full (paper-scale) settings")
-    missing = sum(len(a.names) for a in absent(items))
+    missing = sum(len(a.names) for a in absent(items, mode))
     if missing:
         done = sum(e.result is not None for e in items)
         title += f" — partial: {done} of {done + missing} experiments have a result"

@@ -219,7 +219,7 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
     items = entries(collection)
     counts = kind_counts(collection)
     title, scale_lines = run_scale(str(meta.get("mode", "quick")), items)
-    missing = absent(items)
+    missing = absent(items, str(meta.get("mode", "")) or None)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>flowvar reproduction report ({_h(meta['mode'])})</title><style>{_CSS}</style></head><body>",
@@ -232,7 +232,7 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
              f"<strong>{_h(title)}</strong><ul>" + "".join(f"<li>{_h(x)}</li>" for x in scale_lines) + "</ul>"
              + ("<p class=absent><strong>Not in this run:</strong></p><ul>" + "".join(
                  f"<li>{_absent_html(a)}</li>" for a in missing) + "</ul>" if missing else "") + "</div>"]
-    if meta.get("interrupted") and not any(a.kind == "not run" for a in missing):
+    if meta.get("interrupted") and not any(a.kind in ("not run", "interrupted") for a in missing):
         parts.append("<p class=problem><strong>Interrupted</strong>: rerun the same command to finish (completed "
                      "experiments are cached).</p>")
     parts.append("</header>")

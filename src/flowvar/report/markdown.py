@@ -102,7 +102,7 @@ def render_markdown(collection: dict[str, Any]) -> str:
     meta = collection["meta"]
     items = entries(collection)
     counts = kind_counts(collection)
-    missing = absent(items)
+    missing = absent(items, str(meta.get("mode", "")) or None)
     without = sum(len(a.names) for a in missing)
     title, scale_lines = run_scale(str(meta.get("mode", "quick")), items)
     lines = [f"# Reproduction report: {PAPER_TITLE}", "", f"{PAPER_REF}", "",
@@ -175,9 +175,9 @@ def result_markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def findings_text(items: list[Entry], width: int = 110) -> str:
+def findings_text(items: list[Entry], width: int = 110, mode: str | None = None) -> str:
     """The findings and the paper-beside-ours tables as terminal text (``flowvar show``): one wrapped paragraph per
-    experiment, then each table as a Markdown table."""
+    experiment, then each table as a Markdown table. ``mode``: the run's "quick" or "full" (for what is missing)."""
     out = ["Findings", "========", ""]
     for e in items:
         if e.story is None:
@@ -188,7 +188,7 @@ def findings_text(items: list[Entry], width: int = 110) -> str:
         for text in (found, verdict, f"(scale: {e.story.scale})"):
             out += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="  ")
         out += [f"  ! {p}" for p in e.story.problems] + [""]
-    missing = absent(items)
+    missing = absent(items, mode)
     if missing:
         out += ["Not in this run:"]
         for a in missing:
