@@ -11,11 +11,11 @@ from scipy import stats as sps
 
 from experiment_checks import BAD_GAUSSIAN_CONFIGS, FULL_M, claims_of
 from flowvar.errors import ConfigError
-from flowvar.experiments import fig4, fig5
 from flowvar.experiments._gaussian_variance import (
     compare_point,
     mwu_floor,
     one_sided_status,
+    precision_precondition,
     resolution,
     rule_ot_lower_with_noise,
     target_covariance,
@@ -159,7 +159,7 @@ def judged(points: dict, rule, builder, *, repeats: int = 10, structural: bool =
     return claim.verdict, claim.verdict_if_testable, pre
 
 
-BUILDERS = [pytest.param(fig4.precision_precondition, id="fig4"), pytest.param(fig5.precision_precondition, id="fig5")]
+BUILDERS = [pytest.param(precision_precondition, id="shared")]  # fig4 and fig5 use the one in _gaussian_variance
 
 
 @pytest.mark.parametrize("builder", BUILDERS)
@@ -207,7 +207,7 @@ def test_crossover_refutation_stands_beside_an_under_resolved_series() -> None:
                              "ot_lower_at_largest_sigma": status[f"{s} ot"]} for s in ("s0", "s1")}}
         read = {k: ({**p, "s": status[k]}, "s") for k, p in {**pair_lower, **ot_lower}.items()}
         verdict = rule_crossover(ev)
-        pre = fig4.precision_precondition(verdict, read, Precondition("two σ > 0", True), repeats=10,
+        pre = precision_precondition(verdict, read, Precondition("two σ > 0", True), repeats=10,
                                           alpha=OPTS["alpha"], min_rel=OPTS["min_rel"])
         c = judge("c", "s", {}, rule="r", kind="finding", verdict=verdict, precondition=pre)
         return c.verdict, c.verdict_if_testable
@@ -297,3 +297,13 @@ def test_fig4_singular_angle_is_skipped_and_leaves_the_claims_untestable(tmp_pat
     assert c["verdict"] == "untestable" and c["precondition"]["measured"]["usable_angles"] == []
     assert "180deg" in c["precondition"]["measured"]["skipped_angles"] and "invertible" in c["precondition"]["remedy"]
     assert any("skipped" in n for n in result["notes"])
+
+
+def test_one_sided_status_a_nan_p_value_holds_nothing() -> None:
+    """Welch p = 1e-4 beside a NaN Mann–Whitney p: Python's max((1e-4, nan)) is 1e-4, which made the point "holds"
+    on one test alone. Every p-value must be below α."""
+    point = {"a_mean": 1.0, "b_mean": 2.0, "half_width": 0.1, "p_welch_a_lower": 1e-4, "p_mwu_a_lower": math.nan,
+             "p_welch_a_higher": 1.0, "p_mwu_a_higher": 1.0}
+    assert one_sided_status(point, lower="a", alpha=0.01, min_rel=0.1) == "undecided"
+    assert one_sided_status({**point, "p_mwu_a_lower": 1e-4}, lower="a", alpha=0.01, min_rel=0.1) == "holds"
+

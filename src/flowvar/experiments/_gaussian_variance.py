@@ -19,7 +19,7 @@ from scipy import stats as sps
 from flowvar.errors import ConfigError
 from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import NOISE_SCHEDULES
-from flowvar.results import Verdict
+from flowvar.results import Precondition, Verdict
 from flowvar.stats import compare
 
 Status = Literal["holds", "excluded", "undecided"]
@@ -132,7 +132,7 @@ def one_sided_status(point: Mapping[str, float], *, lower: Literal["a", "b"], al
         diff, ps = b - a, (point["p_welch_a_lower"], point["p_mwu_a_lower"])
     else:
         diff, ps = a - b, (point["p_welch_a_higher"], point["p_mwu_a_higher"])
-    if max(ps) < alpha and diff >= m:
+    if all(p < alpha for p in ps) and diff >= m:  # every p below α: a NaN p-value (Python's max drops it) holds nothing
         return "holds"
     if diff + float(point["half_width"]) < m:
         return "excluded"
@@ -204,6 +204,35 @@ def tests_text(config: Any) -> str:
             f"is excluded when the one-sided (1 − α) Welch upper bound of the difference is below that")
 
 
-__all__ = ["GaussianVarianceConfig", "compare_point", "mwu_floor", "one_sided_status", "parameters_text", "problem_of",
-           "problem_text", "resolution", "rotation_text", "rule_ot_lower_with_noise", "target_covariance", "tests_text",
-           "unresolved"]
+PRECISION_REMEDY = "raise repeats (R) or n_samples (K): the half-width shrinks like 1/√(R·K)"
+
+
+def precision_precondition(verdict: Verdict, points: Mapping[str, tuple[Mapping[str, Any], str]],
+                           structural: Precondition, *, repeats: int, alpha: float, min_rel: float) -> Precondition:
+    """The precondition of a claim whose rule gave ``verdict`` on ``points`` ({label: (point, status key)}).
+
+    ``structural`` (what the sweep must contain) must always hold. Precision — R large enough for a one-sided
+    Mann–Whitney p < α (:func:`mwu_floor`) and no point undecided for lack of precision (:func:`unresolved`) — is
+    asked only of an outcome other than "refuted": a refutation rests on decided points alone (a point excluded by its
+    one-sided (1 − α) Welch bound, which needs no Mann–Whitney test), so under-resolved points elsewhere cannot undo
+    it, whereas a confirmation or an inconclusive outcome could change once they are decided.
+    """
+    floor = mwu_floor(repeats)
+    left = unresolved(points, min_rel)
+    precise = floor < alpha and not left
+    return Precondition(
+        f"{structural.statement}; and, unless the rule refutes (a refutation rests on decided points only), R is "
+        f"large enough for a one-sided Mann–Whitney p < α (1/C(2R, R) < {alpha}) and no point the rule reads is "
+        f"undecided for lack of precision (undecided with a one-sided (1 − α) half-width of the difference ≥ "
+        f"{min_rel:g} × the larger mean)",
+        structural.holds and (precise or verdict == "refuted"),
+        {**structural.measured, "repeats": repeats, "mwu_min_p": floor, "points_read": len(points),
+         "undecided_for_precision": left, "precision_holds": precise,
+         "max_half_width_over_min_effect": max((resolution(p, min_rel) for p, _ in points.values()),
+                                               default=math.nan)},
+        remedy=PRECISION_REMEDY if structural.holds else f"{structural.remedy}; {PRECISION_REMEDY}")
+
+
+__all__ = ["PRECISION_REMEDY", "GaussianVarianceConfig", "compare_point", "mwu_floor", "one_sided_status",
+           "parameters_text", "precision_precondition", "problem_of", "problem_text", "resolution", "rotation_text",
+           "rule_ot_lower_with_noise", "target_covariance", "tests_text", "unresolved"]

@@ -42,16 +42,15 @@ from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
     GaussianVarianceConfig,
     compare_point,
-    mwu_floor,
     one_sided_status,
     parameters_text,
+    precision_precondition,
     problem_of,
     problem_text,
     resolution,
     rotation_text,
     rule_ot_lower_with_noise,
     tests_text,
-    unresolved,
 )
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import rotation_matrix, singular_times
@@ -125,35 +124,6 @@ def rule_crossover(evidence: Mapping[str, Any]) -> Verdict:
     if pairs and all(p == ("holds", "holds") for p in pairs):
         return "confirmed"
     return "inconclusive"
-
-
-PRECISION_REMEDY = "raise repeats (R) or n_samples (K): the half-width shrinks like 1/√(R·K)"
-
-
-def precision_precondition(verdict: Verdict, points: Mapping[str, tuple[Mapping[str, Any], str]],
-                           structural: Precondition, *, repeats: int, alpha: float, min_rel: float) -> Precondition:
-    """The precondition of a claim whose rule gave ``verdict`` on ``points`` ({label: (point, status key)}).
-
-    ``structural`` (what the sweep must contain) must always hold. Precision — R large enough for a one-sided
-    Mann–Whitney p < α (:func:`mwu_floor`) and no point undecided for lack of precision (:func:`unresolved`) — is
-    asked only of an outcome other than "refuted": a refutation rests on decided points alone (a point excluded by its
-    one-sided (1 − α) Welch bound, which needs no Mann–Whitney test), so under-resolved points elsewhere cannot undo
-    it, whereas a confirmation or an inconclusive outcome could change once they are decided.
-    """
-    floor = mwu_floor(repeats)
-    left = unresolved(points, min_rel)
-    precise = floor < alpha and not left
-    return Precondition(
-        f"{structural.statement}; and, unless the rule refutes (a refutation rests on decided points only), R is "
-        f"large enough for a one-sided Mann–Whitney p < α (1/C(2R, R) < {alpha}) and no point the rule reads is "
-        f"undecided for lack of precision (undecided with a one-sided (1 − α) half-width of the difference ≥ "
-        f"{min_rel:g} × the larger mean)",
-        structural.holds and (precise or verdict == "refuted"),
-        {**structural.measured, "repeats": repeats, "mwu_min_p": floor, "points_read": len(points),
-         "undecided_for_precision": left, "precision_holds": precise,
-         "max_half_width_over_min_effect": max((resolution(p, min_rel) for p, _ in points.values()),
-                                               default=math.nan)},
-        remedy=PRECISION_REMEDY if structural.holds else f"{structural.remedy}; {PRECISION_REMEDY}")
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -370,5 +340,5 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
     ctx.figure("variance_vs_sigma", fig)
 
 
-__all__ = ["PRECISION_REMEDY", "ZERO_TOL", "Fig4Config", "crossover", "precision_precondition", "rule_crossover",
+__all__ = ["ZERO_TOL", "Fig4Config", "crossover", "rule_crossover",
            "rule_zero_at_sigma0", "run", "zero_evidence"]

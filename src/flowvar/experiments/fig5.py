@@ -16,7 +16,6 @@ coupling's variance grows with its angle, so the order flips somewhere, and the 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,16 +31,15 @@ from flowvar.experiments._gaussian_variance import (
     GaussianVarianceConfig,
     Status,
     compare_point,
-    mwu_floor,
     one_sided_status,
     parameters_text,
+    precision_precondition,
     problem_of,
     problem_text,
     resolution,
     rotation_text,
     rule_ot_lower_with_noise,
     tests_text,
-    unresolved,
 )
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import rotation_matrix
@@ -141,38 +139,6 @@ def rule_order_flips(evidence: Mapping[str, Any]) -> Verdict:
     if outcomes and all(o == "flips" for o in outcomes):
         return "confirmed"
     return "inconclusive"
-
-
-PRECISION_REMEDY = "raise repeats (R) or n_samples (K): the half-width shrinks like 1/√(R·K)"
-
-
-def precision_precondition(verdict: Verdict, points: Mapping[str, tuple[Mapping[str, Any], str]],
-                           structural: Precondition, *, repeats: int, alpha: float, min_rel: float) -> Precondition:
-    """The precondition of a claim whose rule gave ``verdict`` on ``points`` ({label: (point, status key)}).
-
-    ``structural`` (what the sweep must contain) must always hold. Precision — R large enough for a one-sided
-    Mann–Whitney p < α (:func:`mwu_floor`) and no point undecided for lack of precision (:func:`unresolved`) — is
-    asked only of an outcome other than "refuted": a refutation rests on decided points alone (a point excluded by its
-    one-sided (1 − α) Welch bound, which needs no Mann–Whitney test), so under-resolved points elsewhere cannot undo
-    it, whereas a confirmation or an inconclusive outcome could change once they are decided.
-
-    A copy of :func:`flowvar.experiments.fig4.precision_precondition` (an experiment may not import another; its
-    home is the shared kit ``_gaussian_variance``); tests/test_fig4.py runs the same cases on both.
-    """
-    floor = mwu_floor(repeats)
-    left = unresolved(points, min_rel)
-    precise = floor < alpha and not left
-    return Precondition(
-        f"{structural.statement}; and, unless the rule refutes (a refutation rests on decided points only), R is "
-        f"large enough for a one-sided Mann–Whitney p < α (1/C(2R, R) < {alpha}) and no point the rule reads is "
-        f"undecided for lack of precision (undecided with a one-sided (1 − α) half-width of the difference ≥ "
-        f"{min_rel:g} × the larger mean)",
-        structural.holds and (precise or verdict == "refuted"),
-        {**structural.measured, "repeats": repeats, "mwu_min_p": floor, "points_read": len(points),
-         "undecided_for_precision": left, "precision_holds": precise,
-         "max_half_width_over_min_effect": max((resolution(p, min_rel) for p, _ in points.values()),
-                                               default=math.nan)},
-        remedy=PRECISION_REMEDY if structural.holds else f"{structural.remedy}; {PRECISION_REMEDY}")
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -322,6 +288,6 @@ def _figure(ctx: RunContext, config: Fig5Config, angles: list[float], points: di
     ctx.figure("variance_by_angle", fig)
 
 
-__all__ = ["PAPER_ANGLE", "PRECISION_REMEDY", "Fig5Config", "angle_order", "interpolated_flip", "noise_series",
-           "precision_precondition", "rule_order_flips", "rule_random_lower_at_paper_angle", "series_flip",
+__all__ = ["PAPER_ANGLE", "Fig5Config", "angle_order", "interpolated_flip", "noise_series",
+           "rule_order_flips", "rule_random_lower_at_paper_angle", "series_flip",
            "series_label"]
