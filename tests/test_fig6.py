@@ -12,7 +12,16 @@ import torch
 from experiment_checks import check_claims_result
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import run_experiment
-from flowvar.experiments.fig6 import fit_precondition, ideal_field, solver_dependence_rule
+from flowvar.experiments.fig6 import (
+    combine_seeds,
+    fit_precondition,
+    ideal_field,
+    in_every_seed,
+    per_seed_evidence,
+    solver_dependence_over_seeds,
+    solver_dependence_rule,
+    status_over_seeds,
+)
 from flowvar.metrics import rotation_pairing as pairing_outcome
 from flowvar.metrics import rotation_pairing_status
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
@@ -70,6 +79,72 @@ def test_solver_dependence_rule_every_outcome() -> None:
     assert solver_dependence_rule({"dopri5": 0.2}, 0) == "inconclusive"
 
 
+def test_solver_dependence_rule_nan_is_inconclusive() -> None:
+    """A NaN fraction anywhere (not only first, where max/min would see it) makes the spread unknown."""
+    assert solver_dependence_rule({"euler_11": 0.97, "euler_101": math.nan, "dopri5": 0.13}, 0) == "inconclusive"
+    assert solver_dependence_rule({"euler_11": math.nan, "euler_101": 0.12, "dopri5": 0.13}, 0) == "inconclusive"
+
+
+# ---------------------------------------------------------------------------------------------- over seeds
+
+
+def test_combine_seeds_every_outcome() -> None:
+    assert combine_seeds({"seed=0": "confirmed", "seed=1": "confirmed"}) == "confirmed"
+    assert combine_seeds({"seed=0": "refuted", "seed=1": "refuted", "seed=2": "refuted"}) == "refuted"
+    assert combine_seeds({"seed=0": "confirmed", "seed=1": "refuted"}) == "inconclusive"  # seeds disagree
+    assert combine_seeds({"seed=0": "confirmed", "seed=1": "inconclusive"}) == "inconclusive"
+    assert combine_seeds({"seed=0": "confirmed"}) == "inconclusive"  # one seed is one network
+    assert combine_seeds({"seed=0": "refuted"}) == "inconclusive"
+    assert combine_seeds({}) == "inconclusive"
+    with pytest.raises(ConfigError, match="untestable"):
+        combine_seeds({"seed=0": "untestable", "seed=1": "confirmed"})
+
+
+def test_status_over_seeds_every_outcome() -> None:
+    reproduces, fails = ["reproduces"] * 4, ["fails"] * 4
+    both = status_over_seeds({"seed=0": reproduces, "seed=1": reproduces}, "reproduces")
+    assert both.verdict == "confirmed" and both.per_seed == {"seed=0": "confirmed", "seed=1": "confirmed"}
+    assert status_over_seeds({"seed=0": fails, "seed=1": fails}, "reproduces").verdict == "refuted"
+    mixed = status_over_seeds({"seed=0": reproduces, "seed=1": fails}, "reproduces")
+    assert mixed.verdict == "inconclusive" and mixed.per_seed == {"seed=0": "confirmed", "seed=1": "refuted"}
+    one = status_over_seeds({"seed=0": reproduces}, "reproduces")
+    assert one.verdict == "inconclusive" and one.per_seed == {"seed=0": "confirmed"}
+    assert status_over_seeds({"seed=0": fails, "seed=1": fails}, "fails").verdict == "confirmed"
+    # NaN numbers give 'partial' (evidence neither way), so the seed and the claim are inconclusive
+    nan_status = rotation_pairing_status(math.nan, math.nan, math.nan, math.nan)
+    assert nan_status == "partial"
+    assert status_over_seeds({"seed=0": reproduces, "seed=1": [*reproduces[:3], nan_status]},
+                             "reproduces").verdict == "inconclusive"
+
+
+def test_solver_dependence_over_seeds_every_outcome() -> None:
+    flips = ({"euler_11": 0.97, "euler_101": 0.18, "dopri5": 0.13}, 0)
+    flat = ({"euler_11": 0.13, "euler_101": 0.12, "dopri5": 0.13}, 0)
+    nan = ({"euler_11": 0.97, "euler_101": math.nan, "dopri5": 0.13}, 0)
+    assert solver_dependence_over_seeds({"seed=0": flips, "seed=1": flips}).verdict == "confirmed"
+    assert solver_dependence_over_seeds({"seed=0": flat, "seed=1": flat}).verdict == "refuted"
+    mixed = solver_dependence_over_seeds({"seed=0": flips, "seed=1": flat})
+    assert mixed.verdict == "inconclusive" and mixed.per_seed == {"seed=0": "confirmed", "seed=1": "refuted"}
+    assert solver_dependence_over_seeds({"seed=0": flips}).verdict == "inconclusive"
+    assert solver_dependence_over_seeds({"seed=0": flips, "seed=1": nan}).verdict == "inconclusive"
+
+
+def test_in_every_seed_and_per_seed_evidence() -> None:
+    fitted, unfitted = fit_precondition(0.39, 0.0, 0.05), fit_precondition(1.6, 0.0, 0.05)
+    both = in_every_seed({"seed=0": fitted, "seed=1": fitted})
+    assert both.holds and both.statement == f"in every training seed: {fitted.statement}" and not both.remedy
+    assert both.measured["seed=1"]["training_loss"] == pytest.approx(0.39) and both.measured["seed=1"]["holds"]
+    one_unfitted = in_every_seed({"seed=0": fitted, "seed=1": unfitted})
+    assert not one_unfitted.holds and one_unfitted.remedy == unfitted.remedy
+    assert not one_unfitted.measured["seed=1"]["holds"] and one_unfitted.measured["seed=0"]["holds"]
+    assert not in_every_seed({}).holds
+    verdicts = status_over_seeds({"seed=3": ["fails"], "seed=4": ["reproduces"]}, "fails")
+    evidence = per_seed_evidence({"seed=3": {"x": 1}, "seed=4": {"x": 2}}, verdicts)
+    assert evidence["x"] == 1 and evidence["shown_seed"] == "seed=3"
+    assert evidence["per_seed"] == {"seed=3": {"x": 1}, "seed=4": {"x": 2}}
+    assert evidence["verdict_per_seed"] == {"seed=3": "confirmed", "seed=4": "refuted"}
+
+
 def test_grid_status_thresholds() -> None:
     base = {"mean_dist_rotation": 0.2, "mean_dist_translation": 2.0, "mean_gap": 2.5}
     assert grid_status({**base, "fraction_nearer_rotation": 0.95, "rel_error_rotation": 0.08}, 0.9, 0.1) == "reproduces"
@@ -111,20 +186,40 @@ def test_fig6_smoke(tmp_path: Path) -> None:
     data = check_claims_result(tmp_path, "fig6", {"fig6.sigma0_odd_euler_reproduces_rotation",
                                             "fig6.sigma0.05_leaves_rotation", "fig6.sigma0_solver_dependence"})
     claims = {c["id"]: c for c in data["claims"]}
-    # 20 steps fit nothing: the σ = 0 claim is untestable, with the measured loss and the rule's own outcome
+    seeds = ["seed=0", "seed=1"]  # quick: 2 training seeds, the replicates
+    # 20 steps fit nothing: the σ = 0 claim is untestable, with each seed's measured loss and the rule's own outcome
     zero = claims["fig6.sigma0_odd_euler_reproduces_rotation"]
-    assert zero["verdict"] == "untestable" and zero["precondition"]["measured"]["training_loss"] > 1
+    assert zero["verdict"] == "untestable"
+    assert all(zero["precondition"]["measured"][s]["training_loss"] > 1 for s in seeds)
     assert zero["verdict_if_testable"] in {"confirmed", "refuted", "inconclusive"}
+    for claim in claims.values():  # every claim is judged per seed, with each seed's evidence
+        assert list(claim["evidence"]["verdict_per_seed"]) == seeds and list(claim["evidence"]["per_seed"]) == seeds
+        assert claim["evidence"]["shown_seed"] == "seed=0"
     assert zero["kind"] == "reproduction" and claims["fig6.sigma0_solver_dependence"]["kind"] == "finding"
     # the solver-dependence finding is about the same unfitted σ = 0 network: untestable too, never judged
     dependence = claims["fig6.sigma0_solver_dependence"]
     assert dependence["verdict"] == "untestable" and dependence["precondition"] == zero["precondition"]
     assert set(zero["evidence"]["statuses"]) == {"euler_3", "euler_11"}
-    assert data["config"]["euler_steps"] == [3, 11, 4]
+    assert set(zero["evidence"]["per_seed"]["seed=1"]["statuses"]) == {"euler_3", "euler_11"}
+    assert data["config"]["euler_steps"] == [3, 11, 4] and data["config"]["n_seeds"] == 2
     outcomes = data["metrics"]["outcomes"]
     assert set(outcomes) == {"sigma=0.0", "sigma=0.05"}
     assert set(outcomes["sigma=0.0"]) == {"euler_3", "euler_11", "euler_4", "dopri5"}
+    per_seed = data["metrics"]["outcomes_per_seed"]
+    assert list(per_seed) == seeds and per_seed["seed=0"] == outcomes  # the shown seed's, as the figures
+    assert per_seed["seed=1"] != per_seed["seed=0"]  # a seed has its own initialisation and batches
+    assert list(data["metrics"]["training"]) == seeds
     assert {"trajectories.png", "fraction_vs_grid.png"} <= set(data["figures"])
+
+
+def test_fig6_one_seed_is_inconclusive(tmp_path: Path) -> None:
+    """With one training seed (a user's --set n_seeds=1) no trained-model claim can be confirmed or refuted."""
+    overrides = {"n_seeds": 1, "steps": 20, "width": 16, "n_eval": 40, "euler_steps": (3, 11, 4), "primary_steps": 11,
+                 "n_plot": 3, "max_dopri_steps": 2000}
+    result = run_experiment("fig6", tmp_path, quick=True, overrides=overrides)
+    for claim in result.claims:
+        assert (claim.verdict_if_testable or claim.verdict) == "inconclusive", claim.id
+        assert list(claim.evidence["verdict_per_seed"]) == ["seed=0"]
 
 
 def test_fig6_rejects_even_primary_grid(tmp_path: Path) -> None:
@@ -132,3 +227,5 @@ def test_fig6_rejects_even_primary_grid(tmp_path: Path) -> None:
         run_experiment("fig6", tmp_path, quick=True, overrides={"euler_steps": (10, 11), "primary_steps": 10})
     with pytest.raises(ConfigError, match="n_eval must be at least 20"):  # one source would decide the spread
         run_experiment("fig6", tmp_path, quick=True, overrides={"n_eval": 1})
+    with pytest.raises(ConfigError, match="n_seeds"):  # the schema's count check
+        run_experiment("fig6", tmp_path, quick=True, overrides={"n_seeds": 0})

@@ -25,9 +25,11 @@ from flowvar.experiments.solver_resolution import (
     point_rows,
     predicted_fraction,
     radial_rate,
+    resolution_over_seeds,
     resolution_rule,
     solver_names,
     turning_window,
+    window_over_seeds,
     window_rule,
 )
 from flowvar.metrics import rotation_pairing, status_verdict
@@ -182,6 +184,31 @@ def test_window_rule_every_outcome() -> None:
     assert window_rule(0.6, 0.9) == "refuted"
     assert window_rule(0.8, 0.9) == "inconclusive"
     assert window_rule(None, 0.9) == "inconclusive"
+    assert window_rule(math.nan, 0.9) == "inconclusive"
+
+
+def test_resolution_over_seeds_every_outcome() -> None:
+    wide, none, half = [0.66, 0.79], [0.05, -0.02], [0.66, 0.3]
+    assert resolution_over_seeds({"seed=0": wide, "seed=1": wide}, 0.5).verdict == "confirmed"
+    assert resolution_over_seeds({"seed=0": none, "seed=1": none}, 0.5).verdict == "refuted"
+    mixed = resolution_over_seeds({"seed=0": wide, "seed=1": none}, 0.5)
+    assert mixed.verdict == "inconclusive" and mixed.per_seed == {"seed=0": "confirmed", "seed=1": "refuted"}
+    assert resolution_over_seeds({"seed=0": wide, "seed=1": half}, 0.5).verdict == "inconclusive"
+    assert resolution_over_seeds({"seed=0": wide}, 0.5).verdict == "inconclusive"  # one seed
+    assert resolution_over_seeds({"seed=0": wide, "seed=1": [0.66, math.nan]}, 0.5).verdict == "inconclusive"
+    assert resolution_over_seeds({"seed=0": none, "seed=1": [math.nan]}, 0.5).verdict == "inconclusive"
+
+
+def test_window_over_seeds_every_outcome() -> None:
+    assert window_over_seeds({"seed=0": 0.98, "seed=1": 0.95}, 0.9).verdict == "confirmed"
+    assert window_over_seeds({"seed=0": 0.6, "seed=1": 0.5}, 0.9).verdict == "refuted"
+    # judged per seed, never pooled: 40 cases agreeing fully and 10 at 0.8 pool to 0.96, but seed 1 is below 0.9
+    mixed = window_over_seeds({"seed=0": 1.0, "seed=1": 0.8}, 0.9)
+    assert mixed.verdict == "inconclusive" and mixed.per_seed == {"seed=0": "confirmed", "seed=1": "inconclusive"}
+    assert window_over_seeds({"seed=0": 0.98, "seed=1": 0.6}, 0.9).verdict == "inconclusive"
+    assert window_over_seeds({"seed=0": 0.98}, 0.9).verdict == "inconclusive"  # one seed
+    assert window_over_seeds({"seed=0": 0.98, "seed=1": math.nan}, 0.9).verdict == "inconclusive"
+    assert window_over_seeds({"seed=0": 0.98, "seed=1": None}, 0.9).verdict == "inconclusive"  # no case
 
 
 def test_fit_precondition_per_training_length() -> None:
@@ -238,17 +265,23 @@ def test_solver_resolution_smoke(tmp_path: Path) -> None:
         assert c["verdict"] in {"confirmed", "refuted", "inconclusive", "untestable"} and c["rule"] and c["evidence"]
         assert c["kind"] in {"reproduction", "finding"} and c["min_effect"] and c["replicates"]
     claims = {c["id"]: c for c in data["claims"]}
-    # 20 and 40 training steps fit nothing: the per-setting claims are untestable, with the measured losses
+    seeds = ["seed=0", "seed=1"]  # quick: 2 training seeds, the replicates
+    # 20 and 40 training steps fit nothing: the per-setting claims are untestable, with each seed's measured losses
     for cid in ("solver_resolution.sigma0_reproduces_rotation", "solver_resolution.fig6_conclusion",
                 "solver_resolution.sigma0_depends_on_resolution"):
         assert claims[cid]["verdict"] == "untestable", cid
-        assert claims[cid]["precondition"]["measured"]["fitted_train_steps"] == []
+        assert all(claims[cid]["precondition"]["measured"][s]["fitted_train_steps"] == [] for s in seeds), cid
     assert claims["solver_resolution.window_explains_jumps"]["precondition"] is None
+    for claim in claims.values():  # every claim is judged per seed, with each seed's evidence
+        assert list(claim["evidence"]["verdict_per_seed"]) == seeds and list(claim["evidence"]["per_seed"]) == seeds
+    window = claims["solver_resolution.window_explains_jumps"]["evidence"]
+    assert all(window["per_seed"][s]["n_cases"] == 2 * 2 * 4 for s in seeds)  # σ × lengths × Euler grids, per seed
     points = data["metrics"]["points"]
     solvers = ["euler_3", "euler_4", "euler_11", "euler_51", "midpoint_3", "rk4_3", "dopri5"]
-    # 2 σ × (2 training lengths + the exact minimiser) × 7 solvers
-    assert len(points) == 2 * 3 * len(solvers)
-    assert {(p["sigma"], p["train_steps"]) for p in points} == {(s, n) for s in (0.0, 0.05) for n in (20, 40, None)}
+    # 2 σ × (2 seeds × 2 training lengths + the exact minimiser) × 7 solvers
+    assert len(points) == 2 * (2 * 2 + 1) * len(solvers)
+    assert {(p["seed"], p["sigma"], p["train_steps"]) for p in points} == (
+        {(sd, s, n) for sd in (0, 1) for s in (0.0, 0.05) for n in (20, 40)} | {(None, s, None) for s in (0.0, 0.05)})
     for p in points:
         assert p["solver"] in solvers and p["status"] in {"reproduces", "partial", "fails", "failed"}
         if p["status"] != "failed":
@@ -262,15 +295,26 @@ def test_solver_resolution_smoke(tmp_path: Path) -> None:
                 "fraction_rotation_dopri5_sigma0", "fraction_rotation_dopri5_sigma0.05", "window_halfwidth_sigma0",
                 "fig6_conclusion_settings"):
         assert key in metrics
-    assert len(metrics["windows"]) == 2 * 3 and len(metrics["training"]) == 4
+    assert len(metrics["windows"]) == 2 * (2 * 2 + 1) and len(metrics["training"]) == 2 * 2 * 2
+    assert set(metrics["sigma0_finest_rotation_majority_euler_steps"]) == set(seeds)
     setting = next(c for c in data["claims"] if c["id"] == "solver_resolution.sigma0_reproduces_rotation")
-    assert setting["evidence"]["n_judged"] == 0 and setting["evidence"]["unfitted_train_steps"] == [20, 40]
-    assert sum(len(v) for v in setting["evidence"]["status_map"].values()) == 2 * len(solvers)
+    for evidence in setting["evidence"]["per_seed"].values():
+        assert evidence["n_judged"] == 0 and evidence["unfitted_train_steps"] == [20, 40]
+        assert sum(len(v) for v in evidence["status_map"].values()) == 2 * len(solvers)
     assert {r["train_steps"] for r in metrics["training"]} == {20, 40}
+    assert {r["seed"] for r in metrics["training"]} == {0, 1}
     assert all(r["fitted"] is False and r["excess_loss"] > 0 for r in metrics["training"])
     assert set(data["figures"]) == {"fraction_heatmap.png", "fraction_vs_steps.png", "turning_window.png"}
     for fig in data["figures"]:
         assert (tmp_path / "solver_resolution" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_seed_is_inconclusive(tmp_path: Path) -> None:
+    """With one training seed (a user's --set n_seeds=1) no trained-model claim can be confirmed or refuted."""
+    data = _run(tmp_path, n_seeds="1", train_steps="[20]")
+    for claim in data["claims"]:
+        assert (claim["verdict_if_testable"] or claim["verdict"]) == "inconclusive", claim["id"]
+        assert list(claim["evidence"]["verdict_per_seed"]) == ["seed=0"]
 
 
 def test_split_training_lengths_match_one_run(tmp_path: Path) -> None:
@@ -294,16 +338,20 @@ def test_sweep_subset_without_contrast_sigma_or_odd_grids(tmp_path: Path) -> Non
 
 
 def test_its_network_and_sources_are_fig6s(tmp_path: Path) -> None:
-    """solver_resolution names fig6's random streams ("init", "batches", "eval"): with fig6's settings its σ = 0
-    network at N training steps, on the same sources, gives fig6's numbers on every solver they share."""
+    """solver_resolution names fig6's random streams (each seed's "init" and "batches", the run's "eval"): with
+    fig6's settings each seed's σ = 0 network at N training steps, on the same sources, gives fig6's numbers on every
+    solver they share."""
     sr = _run(tmp_path / "sr", train_steps="[20]")
     fig6 = {"steps": "20", "width": "16", "n_eval": "50", "euler_steps": "3,11,4,51", "primary_steps": "11",
             "max_dopri_steps": "2000", "n_plot": "5"}
-    outcomes = run_experiment("fig6", tmp_path / "f6", quick=True, overrides=fig6).metrics["outcomes"]["sigma=0.0"]
-    trained = {p["solver"]: p for p in sr["metrics"]["points"]
-               if p["sigma"] == 0.0 and p["train_steps"] == 20 and p["field"] == "trained"}
-    shared = sorted(set(trained) & set(outcomes))
-    assert shared == ["dopri5", "euler_11", "euler_3", "euler_4", "euler_51"]
-    for solver in shared:
-        assert trained[solver]["fraction_rotation"] == outcomes[solver]["fraction_nearer_rotation"], solver
-        assert trained[solver]["mean_dist_rotation"] == outcomes[solver]["mean_dist_rotation"], solver
+    per_seed = run_experiment("fig6", tmp_path / "f6", quick=True, overrides=fig6).metrics["outcomes_per_seed"]
+    assert list(per_seed) == ["seed=0", "seed=1"]
+    for seed in (0, 1):
+        outcomes = per_seed[f"seed={seed}"]["sigma=0.0"]
+        trained = {p["solver"]: p for p in sr["metrics"]["points"]
+                   if p["seed"] == seed and p["sigma"] == 0.0 and p["train_steps"] == 20 and p["field"] == "trained"}
+        shared = sorted(set(trained) & set(outcomes))
+        assert shared == ["dopri5", "euler_11", "euler_3", "euler_4", "euler_51"]
+        for solver in shared:
+            assert trained[solver]["fraction_rotation"] == outcomes[solver]["fraction_nearer_rotation"], solver
+            assert trained[solver]["mean_dist_rotation"] == outcomes[solver]["mean_dist_rotation"], solver

@@ -7,12 +7,14 @@ pairs; with interpolant noise σ = 0.05 it does not.
 
 Protocol:
 
-1. For each σ in ``sigmas`` train a time-conditioned MLP (same initialisation and data seed for every σ)
-   with Adam on the CFM loss, drawing fresh pairs from the 180° coupling at every step
-   (``RotatedOTCoupling(problem, rotation=R)``, constant interpolant noise f = σ, target x1 − x0).
-2. Draw ``n_eval`` fresh sources x0 ~ N(0, I) (the training source distribution) and integrate the trained
-   field with Euler on every grid in ``euler_steps`` (odd counts jump over t = ½, even counts evaluate the
-   field there) and with dopri5.
+1. For each of ``n_seeds`` training seeds (seed s = ``seed`` + k, the replicates: a seed has its own
+   initialisation and batch stream, ``ctx.replicate(k)``'s "init" and "batches" streams, and the same ones for
+   every σ within the seed) and each σ in ``sigmas``, train a time-conditioned MLP with Adam on the CFM loss,
+   drawing fresh pairs from the 180° coupling at every step (``RotatedOTCoupling(problem, rotation=R)``, constant
+   interpolant noise f = σ, target x1 − x0).
+2. Draw ``n_eval`` fresh sources x0 ~ N(0, I) (the training source distribution; the run's "eval" stream, the same
+   for every seed and σ) and integrate each trained field with Euler on every grid in ``euler_steps`` (odd counts
+   jump over t = ½, even counts evaluate the field there) and with dopri5.
 3. For each solver: per-sample distances to the rotation partner R x0 + μ (the training pair) and to the
    translation target x0 + μ (the OT partner), whose gap is ‖R x0 − x0‖ = 2‖x0‖; the fraction of endpoints
    nearer the rotation partner; and the three-way status reproduces / partial / fails
@@ -29,17 +31,20 @@ grids and adaptive solvers follow it (towards translation). The outcome is there
 
 Claims (rules as pure functions: :func:`flowvar.metrics.status_verdict`, :func:`solver_dependence_rule`): the σ = 0
 network reproduces the rotation pairs on odd Euler grids; each σ > 0 network does not, on any solver; the σ = 0
-outcome depends on the solver. A network's claims are judged only when it has fitted the coupling
-(:func:`fit_precondition`); otherwise they are untestable, with the measured loss.
+outcome depends on the solver. Training seeds are the replicates: each claim's rule judges each seed's network on
+its own, and the seeds' verdicts are combined by :func:`combine_seeds` (confirmed only if every one of at least
+:data:`MIN_SEEDS` seeds confirms, refuted only if every one refutes, inconclusive otherwise: one seed is one
+network). A claim is judged only when its network fitted the coupling in every seed (:func:`fit_precondition`,
+:func:`in_every_seed`); otherwise it is untestable, with the measured losses.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import matplotlib.pyplot as plt
 import torch
@@ -62,11 +67,17 @@ NO_DEPENDENCE_SPREAD = 0.1
 """… and refuted when it ranges over less than this (with no solver stopped)."""
 MIN_N_EVAL = 20
 """Fewest fresh sources: 1/n_eval ≤ NO_DEPENDENCE_SPREAD / 2."""
+MIN_SEEDS = 2
+"""Fewest training seeds for a trained-model claim to be confirmed or refuted: one network is one replicate (as in
+:func:`flowvar.stats.paired_over_seeds`, where one seed is always inconclusive)."""
+SEED_VERDICTS = ("confirmed", "refuted", "inconclusive")
+"""What a claim's rule can give one seed's network (a failed precondition is judged over all seeds, not per seed)."""
 
 
 @dataclass
 class Fig6Config:
     seed: int
+    n_seeds: int
     mu: float
     sigmas: tuple[float, ...]
     width: int
@@ -132,9 +143,9 @@ def solver_dependence_rule(fractions: Mapping[str, float], n_failed: int) -> str
 
     Confirmed if they range over ≥ :data:`DEPENDENCE_SPREAD` (the majority pairing flips between solvers);
     refuted if they range over < :data:`NO_DEPENDENCE_SPREAD` and no solver stopped; inconclusive otherwise (and
-    with fewer than two finished solvers).
+    with fewer than two finished solvers, or a non-finite fraction, which max/min would silently skip).
     """
-    if len(fractions) < 2:
+    if len(fractions) < 2 or not all(math.isfinite(f) for f in fractions.values()):
         return "inconclusive"
     spread = max(fractions.values()) - min(fractions.values())
     if spread >= DEPENDENCE_SPREAD:
@@ -142,6 +153,88 @@ def solver_dependence_rule(fractions: Mapping[str, float], n_failed: int) -> str
     if spread < NO_DEPENDENCE_SPREAD and n_failed == 0:
         return "refuted"
     return "inconclusive"
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SeedVerdicts:
+    """A trained-model claim judged per training seed: ``per_seed`` (seed label → that seed's verdict by the claim's
+    rule) and ``verdict``, their combination by :func:`combine_seeds`."""
+
+    verdict: str
+    per_seed: dict[str, str]
+
+
+def combine_seeds(per_seed: Mapping[str, str]) -> str:
+    """The verdict of a trained-model claim from its verdict in each training seed (seeds are the replicates).
+
+    Confirmed if there are at least :data:`MIN_SEEDS` seeds and every seed's verdict is "confirmed"; refuted if at
+    least :data:`MIN_SEEDS` and every one is "refuted"; inconclusive otherwise: seeds that disagree, any
+    inconclusive seed, or a single seed (one trained network cannot tell a property of the training from one of
+    that network, as :func:`flowvar.stats.paired_over_seeds` treats one seed).
+    """
+    unknown = sorted(set(per_seed.values()) - set(SEED_VERDICTS))
+    if unknown:
+        raise ConfigError(f"a seed's verdict must be one of {list(SEED_VERDICTS)}, got {unknown}")
+    verdicts = list(per_seed.values())
+    if len(verdicts) < MIN_SEEDS:
+        return "inconclusive"
+    if all(v == "confirmed" for v in verdicts):
+        return "confirmed"
+    if all(v == "refuted" for v in verdicts):
+        return "refuted"
+    return "inconclusive"
+
+
+def over_seeds(evidence: Mapping[str, T], rule: Callable[[T], str]) -> SeedVerdicts:
+    """Apply ``rule`` to each seed's ``evidence`` (seed label → that seed's numbers) and combine the verdicts
+    (:func:`combine_seeds`)."""
+    per_seed = {label: rule(ev) for label, ev in evidence.items()}
+    return SeedVerdicts(combine_seeds(per_seed), per_seed)
+
+
+def status_over_seeds(statuses: Mapping[str, Sequence[str]], holds: Literal["reproduces", "fails"]) -> SeedVerdicts:
+    """A per-setting status claim over seeds: :func:`flowvar.metrics.status_verdict` on each seed's statuses
+    (``statuses``: seed label → that seed's network's status per setting), combined by :func:`combine_seeds`."""
+    return over_seeds(statuses, lambda seed_statuses: status_verdict(seed_statuses, holds))
+
+
+def solver_dependence_over_seeds(evidence: Mapping[str, tuple[Mapping[str, float], int]]) -> SeedVerdicts:
+    """fig6.sigma0_solver_dependence over seeds: :func:`solver_dependence_rule` on each seed's (fractions per finished
+    solver, number of stopped solvers), combined by :func:`combine_seeds`."""
+    return over_seeds(evidence, lambda ev: solver_dependence_rule(*ev))
+
+
+def in_every_seed(per_seed: Mapping[str, Precondition]) -> Precondition:
+    """A precondition measured per training seed that must hold in every seed: the claim is judged over the seeds'
+    networks together, so one unfitted seed makes it untestable. ``measured`` holds each seed's numbers under its
+    label; the remedy is that of the seeds where it fails."""
+    statement = "; ".join(dict.fromkeys(p.statement for p in per_seed.values()))
+    remedies = dict.fromkeys(p.remedy for p in per_seed.values() if not p.holds and p.remedy)
+    return Precondition(f"in every training seed: {statement}",
+                        holds=bool(per_seed) and all(p.holds for p in per_seed.values()),
+                        measured={label: {"holds": p.holds, **p.measured} for label, p in per_seed.items()},
+                        remedy="; ".join(remedies))
+
+
+def per_seed_evidence(per_seed: Mapping[str, dict[str, Any]], verdicts: SeedVerdicts) -> dict[str, Any]:
+    """A claim's evidence over seeds: every seed's evidence and verdict (``per_seed``, ``verdict_per_seed``), and the
+    first seed's evidence also at the top level (``shown_seed`` names it: what the figures and the report's one-seed
+    sentences show)."""
+    first = next(iter(per_seed))
+    return {**per_seed[first], "shown_seed": first, "verdict_per_seed": verdicts.per_seed,
+            "per_seed": dict(per_seed)}
+
+
+def seeds_rule_text(n_seeds: int) -> str:
+    """The over-seeds part of every trained-model claim's rule text (:func:`combine_seeds`)."""
+    return (f" Judged per training seed ({n_seeds} here; each its own initialisation and batches): the rule above "
+            f"gives each seed's network its own verdict, and the claim is confirmed only if every one of at least "
+            f"{MIN_SEEDS} seeds confirms, refuted only if every one of at least {MIN_SEEDS} refutes, inconclusive "
+            f"otherwise (seeds that disagree, an inconclusive seed, or a single seed: one network is one replicate; "
+            f"fig6.combine_seeds)")
 
 
 def _solve(model: torch.nn.Module, x0: Tensor, solver: str, config: Fig6Config, trajectory: bool = False
@@ -175,136 +268,170 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
     mu = problem.mean
     contrast = min(s for s in config.sigmas if s > 0)
     status_rule = STATUS_RULE.format(f=config.reproduce_fraction, e=config.reproduce_rel_error)
+    replicas = [ctx.replicate(k) for k in range(config.n_seeds)]
+    seeds = [f"seed={rep.seed}" for rep in replicas]
+    shown = seeds[0]  # the figures and the report's one-seed sentences show the first training seed
     ctx.choice("μ", f"'+5' read as μ = ({config.mu}, {config.mu}) (PAPER.md §2 [I])")
     ctx.choice("network", f"MLPField width {config.width}, depth {config.depth}, {config.activation}, t concatenated "
-                          f"(TorchCFM-style, PAPER.md §4 [I]); float32; the same initialisation for every σ")
+                          f"(TorchCFM-style, PAPER.md §4 [I]); float32; within a training seed the same "
+                          f"initialisation for every σ")
     ctx.choice("training", f"Adam lr {config.lr} (constant), batch {config.batch_size}, {config.steps} steps, fresh "
                            f"pairs from the 180° coupling at every step, t ~ U(0, 1), constant noise f = σ, target "
-                           f"x1 − x0 (TorchCFM ConditionalFlowMatcher); same data seed for every σ")
-    ctx.choice("replicates", f"one training seed ({config.seed}) per σ: every claim is about that network, judged on "
-                             f"{config.n_eval} fresh sources per solver; no claim compares trained networks")
-    ctx.choice("inference", f"{config.n_eval} fresh sources x0 ~ N(0, I); the trained float32 network evaluated in "
-                            f"float64; Euler on {list(config.euler_steps)} uniform steps and dopri5 (rtol "
-                            f"{config.rtol}, atol {config.atol}, at most {config.max_dopri_steps} steps)")
+                           f"x1 − x0 (TorchCFM ConditionalFlowMatcher); within a training seed the same batch stream "
+                           f"for every σ")
+    ctx.choice("replicates", f"{config.n_seeds} training seed(s) ({config.seed}…{config.seed + config.n_seeds - 1}), "
+                             f"each with its own initialisation and batch stream (the seed's 'init' and 'batches' "
+                             f"streams); every claim's rule judges each seed's network on its own, on the same "
+                             f"{config.n_eval} fresh sources per solver, and the claim is confirmed (refuted) only if "
+                             f"every one of at least {MIN_SEEDS} seeds confirms (refutes) it, else inconclusive")
+    ctx.choice("inference", f"{config.n_eval} fresh sources x0 ~ N(0, I), the same for every seed and σ; the trained "
+                            f"float32 network evaluated in float64; Euler on {list(config.euler_steps)} uniform steps "
+                            f"and dopri5 (rtol {config.rtol}, atol {config.atol}, at most {config.max_dopri_steps} "
+                            f"steps)")
     ctx.choice("status thresholds", f"'reproduces' when ≥ {config.reproduce_fraction} of endpoints are nearer "
                                     f"R x0 + μ than x0 + μ and mean ‖x̂1 − (R x0 + μ)‖ ≤ {config.reproduce_rel_error} "
                                     f"× mean 2‖x0‖ (PAPER.md §5.5 'much smaller than 2‖x0‖'); 'fails' when < 0.5 are "
                                     f"nearer or the mean distance to R x0 + μ ≥ that to x0 + μ; else 'partial' "
                                     f"(flowvar.metrics.rotation_pairing_status, shared with solver_resolution)")
-    ctx.choice("fit precondition", f"a network's claims are testable when its training loss (mean of the last 5 % "
-                                   f"of steps) exceeds the exact minimum L_min(σ) = 8σ·arctan(1/σ) by at most "
-                                   f"L_min({contrast:g}) = {counterexample_min_loss(contrast):.4g} (scale: 8, the "
-                                   f"loss of the best constant field)")
+    ctx.choice("fit precondition", f"a network's claims are testable when, in every training seed, its training loss "
+                                   f"(mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = "
+                                   f"8σ·arctan(1/σ) by at most L_min({contrast:g}) = "
+                                   f"{counterexample_min_loss(contrast):.4g} (scale: 8, the loss of the best constant "
+                                   f"field)")
 
-    # the streams' names are solver_resolution's too: with the same config it trains and evaluates this network
+    # the streams' names are solver_resolution's too: with the same config it trains and evaluates these networks
     x0 = torch.randn(config.n_eval, 2, generator=ctx.generator("eval"), dtype=torch.float64)
     solvers = [f"euler_{n}" for n in config.euler_steps] + ["dopri5"]
-    outcomes: dict[str, dict[str, dict[str, Any] | str]] = {}
-    ideal: dict[str, dict[str, dict[str, Any] | str]] = {}
-    models: dict[float, torch.nn.Module] = {}
-    training: dict[str, dict[str, float]] = {}
-    for sigma in config.sigmas:
-        model, res = train_mlp_field(RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32), sigma, 2,
-                                     width=config.width, depth=config.depth, activation=config.activation,
-                                     init_seed=ctx.derive_seed("init"), steps=config.steps,
-                                     batch_size=config.batch_size, lr=config.lr, seed=ctx.derive_seed("batches"),
-                                     progress=ctx.progress, checkpoint_dir=ctx.checkpoint_dir(f"sigma={sigma}"),
-                                     checkpoint_every=ctx.checkpoint_every(config.steps))
-        tail = res.losses[-max(1, len(res.losses) // 20):]
-        training[f"sigma={sigma}"] = {"final_loss_mean_last_5pct": sum(tail) / len(tail),
-                                      "minimum_loss": counterexample_min_loss(sigma), "runtime_s": res.runtime_s}
-        evaluator = copy.deepcopy(model).double().eval()
-        models[sigma] = evaluator
-        outcomes[f"sigma={sigma}"] = _evaluate(evaluator, x0, mu, solvers, config)
-        ideal[f"sigma={sigma}"] = _evaluate(ideal_field(config.mu, sigma), x0, mu, solvers, config)
+    outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]] = {}  # seed → σ → solver → outcome
+    ideal = {f"sigma={sigma}": _evaluate(ideal_field(config.mu, sigma), x0, mu, solvers, config)
+             for sigma in config.sigmas}
+    models: dict[float, torch.nn.Module] = {}  # the shown seed's, for the figures
+    training: dict[str, dict[str, dict[str, float]]] = {}
+    for rep, seed in zip(replicas, seeds, strict=True):
+        outcomes[seed], training[seed] = {}, {}
+        for sigma in config.sigmas:
+            model, res = train_mlp_field(RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32), sigma,
+                                         2, width=config.width, depth=config.depth, activation=config.activation,
+                                         init_seed=rep.derive_seed("init"), steps=config.steps,
+                                         batch_size=config.batch_size, lr=config.lr, seed=rep.derive_seed("batches"),
+                                         progress=ctx.progress,
+                                         checkpoint_dir=ctx.checkpoint_dir(seed, f"sigma={sigma}"),
+                                         checkpoint_every=ctx.checkpoint_every(config.steps))
+            tail = res.losses[-max(1, len(res.losses) // 20):]
+            training[seed][f"sigma={sigma}"] = {"final_loss_mean_last_5pct": sum(tail) / len(tail),
+                                                "minimum_loss": counterexample_min_loss(sigma),
+                                                "runtime_s": res.runtime_s}
+            evaluator = copy.deepcopy(model).double().eval()
+            if seed == shown:
+                models[sigma] = evaluator
+            outcomes[seed][f"sigma={sigma}"] = _evaluate(evaluator, x0, mu, solvers, config)
     ctx.metric("training", training)
-    ctx.metric("outcomes", outcomes)
+    ctx.metric("outcomes_per_seed", outcomes)
+    ctx.metric("outcomes", outcomes[shown])
     ctx.metric("ideal_minimiser_outcomes", ideal)
+    ctx.note(f"outcomes: the first training seed's ({shown}), what the figures show; outcomes_per_seed and training: "
+             f"every seed's. Claim evidence: per_seed (every seed's numbers), verdict_per_seed, and the shown seed's "
+             f"numbers at the top level.")
 
-    def status(sigma: float, solver: str) -> str:
-        out = outcomes[f"sigma={sigma}"][solver]
+    def status(seed: str, sigma: float, solver: str) -> str:
+        out = outcomes[seed][f"sigma={sigma}"][solver]
         return out["status"] if isinstance(out, dict) else "failed"
 
-    def summary(sigma: float, solver: str) -> dict[str, Any] | str:
-        out = outcomes[f"sigma={sigma}"][solver]
+    def summary(seed: str, sigma: float, solver: str) -> dict[str, Any] | str:
+        out = outcomes[seed][f"sigma={sigma}"][solver]
         if not isinstance(out, dict):
             return out
         return {k: out[k] for k in ("status", "fraction_nearer_rotation", "rel_error_rotation", "mean_dist_rotation",
                                     "median_dist_rotation", "mean_dist_translation", "mean_gap")}
 
     def fit(sigma: float) -> Precondition:
-        return fit_precondition(training[f"sigma={sigma}"]["final_loss_mean_last_5pct"], sigma, contrast)
+        return in_every_seed({seed: fit_precondition(training[seed][f"sigma={sigma}"]["final_loss_mean_last_5pct"],
+                                                     sigma, contrast) for seed in seeds})
 
+    over_seeds_text = seeds_rule_text(config.n_seeds)
     min_effect = (f"≥ {config.reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
                   f"{config.reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two "
-                  f"candidate partners)")
-    replicates = f"1 training seed per σ; {config.n_eval} fresh sources per solver"
+                  f"candidate partners), in every training seed")
+    replicates = (f"{config.n_seeds} training seed(s) per σ (each its own initialisation and batches), judged per "
+                  f"seed and combined (every seed must agree); {config.n_eval} fresh sources per solver, the same "
+                  f"for every seed")
     odd = [s for s in solvers if s.startswith("euler_") and int(s.split("_")[1]) % 2 == 1]
-    zero_odd = [status(0.0, s) for s in odd]
+    per_seed = {seed: {"statuses": {s: status(seed, 0.0, s) for s in odd},
+                       "per_odd_grid": {s: summary(seed, 0.0, s) for s in odd}} for seed in seeds}
+    verdicts = status_over_seeds({seed: list(ev["statuses"].values()) for seed, ev in per_seed.items()}, "reproduces")
     ctx.claim("fig6.sigma0_odd_euler_reproduces_rotation",
               "With σ = 0 and an odd Euler grid the trained model reproduces the rotation pairs x0 ↦ R x0 + μ.",
-              {"primary_grid": f"euler_{config.primary_steps}", "statuses": dict(zip(odd, zero_odd, strict=True)),
-               "per_odd_grid": {s: summary(0.0, s) for s in odd}},
-              verdict=status_verdict(zero_odd, "reproduces"),
+              {"primary_grid": f"euler_{config.primary_steps}", **per_seed_evidence(per_seed, verdicts)},
+              verdict=verdicts.verdict,
               precondition=fit(0.0), kind="reproduction", min_effect=min_effect, replicates=replicates,
-              rule=status_rule + "confirmed if every odd Euler grid 'reproduces'; refuted if every odd Euler grid "
-                                 "'fails'; inconclusive otherwise ('partial' and a stopped solver count neither way)")
+              rule=status_rule + "a seed's network confirms if every odd Euler grid 'reproduces', refutes if every "
+                                 "odd Euler grid 'fails', and is inconclusive otherwise ('partial' and a stopped "
+                                 "solver count neither way)." + over_seeds_text)
 
     noisy = [s for s in config.sigmas if s > 0]
     for sigma in noisy:
-        st = [status(sigma, s) for s in solvers]
+        per_seed = {seed: {"statuses": {s: status(seed, sigma, s) for s in solvers},
+                           "per_solver": {s: summary(seed, sigma, s) for s in solvers},
+                           "sigma0_statuses": {s: status(seed, 0.0, s) for s in solvers}} for seed in seeds}
+        verdicts = status_over_seeds({seed: list(ev["statuses"].values()) for seed, ev in per_seed.items()}, "fails")
         ctx.claim(f"fig6.sigma{sigma}_leaves_rotation",
                   f"With σ = {sigma} the outputs move away from the rotation pairs (no solver reproduces them).",
-                  {"statuses": dict(zip(solvers, st, strict=True)),
-                   "per_solver": {s: summary(sigma, s) for s in solvers},
-                   "sigma0_statuses": {s: status(0.0, s) for s in solvers},
+                  {**per_seed_evidence(per_seed, verdicts),
                    "ideal_minimiser_status": {s: (o["status"] if isinstance(o, dict) else o)
                                               for s, o in ideal[f"sigma={sigma}"].items()}},
-                  verdict=status_verdict(st, "fails"),
+                  verdict=verdicts.verdict,
                   precondition=fit(sigma), kind="reproduction", min_effect=min_effect, replicates=replicates,
-                  rule=status_rule + "confirmed if every solver (all Euler grids and dopri5) 'fails' to reproduce the "
-                                     "rotation pairs; refuted if every solver 'reproduces' them; inconclusive "
-                                     "otherwise")
+                  rule=status_rule + "a seed's network confirms if every solver (all Euler grids and dopri5) 'fails' "
+                                     "to reproduce the rotation pairs, refutes if every solver 'reproduces' them, and "
+                                     "is inconclusive otherwise." + over_seeds_text)
 
-    fractions = {s: outcomes["sigma=0.0"][s]["fraction_nearer_rotation"] for s in solvers
-                 if isinstance(outcomes["sigma=0.0"][s], dict)}
-    statuses = {s: status(0.0, s) for s in solvers}
-    spread = max(fractions.values()) - min(fractions.values()) if fractions else 0.0
-    failed = [s for s, v in statuses.items() if v == "failed"]
+    per_seed = {}
+    for seed in seeds:
+        fractions = {s: o["fraction_nearer_rotation"] for s, o in outcomes[seed]["sigma=0.0"].items()
+                     if isinstance(o, dict)}
+        statuses = {s: status(seed, 0.0, s) for s in solvers}
+        per_seed[seed] = {"status_per_solver": statuses, "fraction_nearer_rotation_per_solver": fractions,
+                          "fraction_spread": max(fractions.values()) - min(fractions.values()) if fractions else 0.0,
+                          "failed_solvers": [s for s, v in statuses.items() if v == "failed"]}
+    verdicts = solver_dependence_over_seeds({seed: (ev["fraction_nearer_rotation_per_solver"],
+                                                    len(ev["failed_solvers"])) for seed, ev in per_seed.items()})
     ctx.claim("fig6.sigma0_solver_dependence",
               "For the σ = 0 model the pairing returned at inference depends on the ODE solver/grid "
               "(PAPER.md §4 [D] prediction; the paper reports only the rotation outcome).",
-              {"status_per_solver": statuses, "fraction_nearer_rotation_per_solver": fractions,
-               "fraction_spread": spread, "failed_solvers": failed},
-              verdict=solver_dependence_rule(fractions, len(failed)),
+              per_seed_evidence(per_seed, verdicts),
+              verdict=verdicts.verdict,
               # a network that has not fitted the coupling says nothing about what the solver does to its pairing
               precondition=fit(0.0), kind="finding", replicates=replicates,
               min_effect=f"a spread of ≥ {DEPENDENCE_SPREAD} in the fraction nearer R x0 + μ (scale: the fraction, "
-                         f"0 to 1; {DEPENDENCE_SPREAD} flips the majority pairing)",
-              rule=f"the fraction of endpoints nearer R x0 + μ than x0 + μ, per solver (Euler grids and dopri5): "
-                   f"confirmed if it ranges over ≥ {DEPENDENCE_SPREAD} across solvers (the majority pairing flips); "
-                   f"refuted if it ranges over < {NO_DEPENDENCE_SPREAD} and no solver stopped; inconclusive otherwise")
+                         f"0 to 1; {DEPENDENCE_SPREAD} flips the majority pairing), in every training seed",
+              rule=f"the fraction of endpoints nearer R x0 + μ than x0 + μ, per solver (Euler grids and dopri5): a "
+                   f"seed's network confirms if it ranges over ≥ {DEPENDENCE_SPREAD} across solvers (the majority "
+                   f"pairing flips), refutes if it ranges over < {NO_DEPENDENCE_SPREAD} and no solver stopped, and is "
+                   f"inconclusive otherwise (or with a non-finite fraction; fig6.solver_dependence_rule)."
+                   + over_seeds_text)
     ctx.note("ideal_minimiser_outcomes: the exact CFM minimiser at each σ on the same sources and solvers "
              "(σ = 0: CounterexampleField, rotation on odd Euler grids, undefined at t = ½; σ > 0: "
              "NoisyCounterexampleField, whose exact flow is the translation x0 ↦ x0 + μ, but a coarse Euler grid can "
              "still step across the sign change of (1 − 2t) and land near the rotation partner). Compare the trained "
              "networks with it to separate what the network learned from what the solver does.")
 
-    _figures(ctx, config, models, x0, mu, outcomes, ideal, solvers)
+    _figures(ctx, config, models, x0, mu, outcomes, ideal, solvers, shown)
 
 
 def _figures(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.Module], x0: Tensor, mu: Tensor,
-             outcomes: dict[str, dict[str, dict[str, Any] | str]], ideal: dict[str, dict[str, dict[str, Any] | str]],
-             solvers: list[str]) -> None:
+             outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]],
+             ideal: dict[str, dict[str, dict[str, Any] | str]], solvers: list[str], shown: str) -> None:
+    """Trajectories of the ``shown`` seed's networks; the fraction against the grid for every seed (the shown seed
+    bold with markers, the others thin)."""
     even = [s for s in solvers if s.startswith("euler_") and int(s.split("_")[1]) % 2 == 0]
     coarsest_odd = f"euler_{min(n for n in config.euler_steps if n % 2 == 1)}"
-    shown = list(dict.fromkeys([coarsest_odd, f"euler_{config.primary_steps}", *even[-1:], "dopri5"]))
+    panels = list(dict.fromkeys([coarsest_odd, f"euler_{config.primary_steps}", *even[-1:], "dopri5"]))
     k = min(config.n_plot, x0.shape[0])
     xs = x0[:k]
-    fig, axes = plt.subplots(len(config.sigmas), len(shown), figsize=(4.2 * len(shown), 4.2 * len(config.sigmas)),
+    fig, axes = plt.subplots(len(config.sigmas), len(panels), figsize=(4.2 * len(panels), 4.2 * len(config.sigmas)),
                              squeeze=False)
     for i, sigma in enumerate(config.sigmas):
-        for j, solver in enumerate(shown):
+        for j, solver in enumerate(panels):
             ax = axes[i][j]
             try:
                 sol = _solve(models[sigma], xs, solver, config, trajectory=True)
@@ -317,49 +444,64 @@ def _figures(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.M
             ax.scatter(xs[:, 0], xs[:, 1], s=9, color="grey", label="x0")
             ax.scatter(rot[:, 0], rot[:, 1], s=14, marker="x", color="#D55E00", label="R x0 + μ")
             ax.scatter(tr[:, 0], tr[:, 1], s=14, marker="+", color="#009E73", label="x0 + μ")
-            out = outcomes[f"sigma={sigma}"][solver]
+            out = outcomes[shown][f"sigma={sigma}"][solver]
             frac = f"{out['fraction_nearer_rotation']:.2f}" if isinstance(out, dict) else "n/a"
-            ax.set_title(f"σ = {sigma}, {solver}: nearer rotation {frac}", fontsize=9)
+            ax.set_title(f"σ = {sigma}, {solver} ({shown}): nearer rotation {frac}", fontsize=9)
             ax.set_aspect("equal")
             ax.set_xlabel("x₁")
             ax.set_ylabel("x₂")
             if i == 0 and j == 0:
                 ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"trajectories of the first training seed's networks ({shown} of {len(outcomes)})", fontsize=10)
     ctx.figure("trajectories", fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for sigma, color in zip(config.sigmas, ("#0072B2", "#E69F00", "#009E73", "#CC79A7"), strict=False):
-        for parity, marker in ((1, "o"), (0, "s")):
-            pts = sorted((int(s.split("_")[1]), outcomes[f"sigma={sigma}"][s]["fraction_nearer_rotation"])
-                         for s in solvers if s.startswith("euler_") and int(s.split("_")[1]) % 2 == parity
-                         and isinstance(outcomes[f"sigma={sigma}"][s], dict))
-            if pts:
-                ax.semilogx(*zip(*pts, strict=True), marker=marker, color=color,
-                            ls="-" if parity else "--", label=f"σ = {sigma}, {'odd' if parity else 'even'} Euler")
+        for seed, per_sigma in outcomes.items():
+            first = seed == shown
+            for parity, marker in ((1, "o"), (0, "s")):
+                pts = sorted((int(s.split("_")[1]), per_sigma[f"sigma={sigma}"][s]["fraction_nearer_rotation"])
+                             for s in solvers if s.startswith("euler_") and int(s.split("_")[1]) % 2 == parity
+                             and isinstance(per_sigma[f"sigma={sigma}"][s], dict))
+                if pts:
+                    ax.semilogx(*zip(*pts, strict=True), marker=marker if first else None, color=color,
+                                ls="-" if parity else "--", lw=1.5 if first else 0.7, alpha=1.0 if first else 0.5,
+                                label=f"σ = {sigma}, {'odd' if parity else 'even'} Euler" if first else None)
+            dop = per_sigma[f"sigma={sigma}"]["dopri5"]
+            if isinstance(dop, dict):
+                ax.axhline(dop["fraction_nearer_rotation"], color=color, ls=":", lw=1.5 if first else 0.7,
+                           alpha=1.0 if first else 0.5, label=f"σ = {sigma}, dopri5" if first else None)
         pts = sorted((int(s.split("_")[1]), ideal[f"sigma={sigma}"][s]["fraction_nearer_rotation"])
                      for s in solvers if s.startswith("euler_") and int(s.split("_")[1]) % 2 == 1
                      and isinstance(ideal[f"sigma={sigma}"][s], dict))
         if pts:
             ax.semilogx(*zip(*pts, strict=True), marker="x", color=color, ls="-.", lw=0.8, alpha=0.6,
                         label=f"σ = {sigma}, exact minimiser, odd Euler")
-        dop = outcomes[f"sigma={sigma}"]["dopri5"]
-        if isinstance(dop, dict):
-            ax.axhline(dop["fraction_nearer_rotation"], color=color, ls=":", label=f"σ = {sigma}, dopri5")
     ax.set_xlabel("Euler steps")
     ax.set_ylabel("fraction nearer R x0 + μ than x0 + μ")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=7)
-    ax.set_title("Fig. 6: pairing at inference vs solver grid")
+    ax.set_title(f"Fig. 6: pairing at inference vs solver grid ({len(outcomes)} training seeds: {shown} bold, "
+                 f"others thin)", fontsize=9)
     ctx.figure("fraction_vs_grid", fig)
 
 
 __all__ = [
     "DEPENDENCE_SPREAD",
+    "MIN_SEEDS",
     "NO_DEPENDENCE_SPREAD",
     "STATUS_RULE",
     "Fig6Config",
+    "SeedVerdicts",
+    "combine_seeds",
     "fit_precondition",
     "ideal_field",
+    "in_every_seed",
+    "over_seeds",
+    "per_seed_evidence",
     "run",
+    "seeds_rule_text",
+    "solver_dependence_over_seeds",
     "solver_dependence_rule",
+    "status_over_seeds",
 ]

@@ -7,13 +7,14 @@ the width of the network's *turning window* around t = ½.
 
 Protocol (fig6's protocol; the grid evaluation and the status rule are the library's, shared with fig6):
 
-1. For each σ in ``sigmas`` train one time-conditioned MLP exactly as ``fig6`` does (same initialisation and data
-   seed for every σ, fresh pairs of ``RotatedOTCoupling(problem, rotation=R_180)`` at every step, constant noise
-   f = σ) and stop at every length in ``train_steps``: the run is trained in segments through
-   :func:`flowvar.train.train`'s checkpoint/resume, which ends bit-identical to an uninterrupted run, so the
-   model at 4000 steps is the one an uninterrupted 4000-step run (``fig6``, or a sweep job with
-   ``train_steps=[4000]``) would give.
-2. At each checkpoint, integrate ``n_eval`` fresh sources x0 ~ N(0, I) (the same for every σ and checkpoint) with
+1. For each of ``n_seeds`` training seeds (seed s = ``seed`` + k, the replicates: fig6's, a seed's own
+   "init" and "batches" streams of ``ctx.replicate(k)``, the same for every σ within the seed) and each σ in
+   ``sigmas``, train one time-conditioned MLP exactly as ``fig6`` does (fresh pairs of
+   ``RotatedOTCoupling(problem, rotation=R_180)`` at every step, constant noise f = σ) and stop at every length in
+   ``train_steps``: the run is trained in segments through :func:`flowvar.train.train`'s checkpoint/resume, which
+   ends bit-identical to an uninterrupted run, so a seed's model at 4000 steps is the one an uninterrupted
+   4000-step run (``fig6``, or a sweep job with ``train_steps=[4000]``) would give.
+2. At each checkpoint, integrate ``n_eval`` fresh sources x0 ~ N(0, I) (the same for every seed, σ and checkpoint) with
    Euler on every grid in ``euler_steps``, midpoint and RK4 on ``rk_steps`` and dopri5, and record per solver
    (:func:`flowvar.metrics.rotation_pairing_on_solvers`): the fraction of endpoints nearer the rotation partner
    R x0 + μ = −x0 + μ than the translation target x0 + μ, the mean distance to the rotation partner relative to the
@@ -37,9 +38,12 @@ Verdicts (pure rule functions, unit-tested): σ = 0 reproduces the rotation pair
 setting; σ = ``contrast_sigma`` does not; the paper's Fig. 6 conclusion (both at once) per setting
 (:func:`joint_status`); all three through :func:`flowvar.metrics.status_verdict`, fig6's rule. The outcome depends
 on the solver resolution (coarse odd Euler vs fine Euler and dopri5, :func:`resolution_rule`); the turning window
-predicts which grids jump (:func:`window_rule`). A training length enters the per-setting claims only where its
+predicts which grids jump (:func:`window_rule`). Training seeds are the replicates: every rule judges each seed's
+networks on their own, and the seeds' verdicts combine as in fig6 (:func:`flowvar.experiments.fig6.combine_seeds`:
+confirmed only if every one of at least two seeds confirms, refuted only if every one refutes, else inconclusive;
+one seed is always inconclusive). Within a seed, a training length enters the per-setting claims only where its
 network fitted the coupling (training loss within L_min(``contrast_sigma``) of the exact minimum, as in fig6,
-:func:`fit_precondition`); with no such length the claim is untestable.
+:func:`fit_precondition`); a seed with no such length makes the claim untestable.
 
 Why this module is long: one experiment, one file (the layout's rule): the solver grid, the per-grid status, the
 window finding and their rules are one protocol; the rules are pure functions tested apart.
@@ -65,11 +69,20 @@ from torch import Tensor, nn
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.fig6 import (
+    SeedVerdicts,
+    in_every_seed,
+    over_seeds,
+    per_seed_evidence,
+    seeds_rule_text,
+    status_over_seeds,
+)
 from flowvar.gaussian import counterexample_problem
-from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers, status_verdict
+from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition, atomic_write_bytes
+from flowvar.seeding import Streams
 from flowvar.train import CHECKPOINT_NAME, train_cfm
 
 RK_METHODS: tuple[str, ...] = ("midpoint", "rk4")
@@ -80,14 +93,16 @@ RK_METHODS: tuple[str, ...] = ("midpoint", "rk4")
 class SolverResolutionConfig:
     """Axes (list-typed, sweepable): ``sigmas``, ``train_steps``, ``euler_steps``, ``rk_steps``.
 
-    Training as ``fig6`` (``width``, ``depth``, ``activation``, ``batch_size``, ``lr``); ``n_eval`` evaluation sources;
-    dopri5 with ``rtol``/``atol`` and at most ``max_dopri_steps`` steps. Verdict thresholds: ``reproduce_fraction``,
+    Training as ``fig6`` (``n_seeds`` training seeds, the replicates; ``width``, ``depth``, ``activation``,
+    ``batch_size``, ``lr``); ``n_eval`` evaluation sources; dopri5 with ``rtol``/``atol`` and at most
+    ``max_dopri_steps`` steps. Verdict thresholds: ``reproduce_fraction``,
     ``reproduce_rel_error`` (fig6's status), ``contrast_sigma`` (the paper's σ = 0.05), ``coarse_max_steps`` /
     ``fine_min_steps`` / ``dependence_margin`` (claim 3), ``window_agreement`` (claim 4). Turning-window profile:
     ``window_sources`` sources, ``window_points`` log-spaced s = 1 − 2t in [``window_s_min``, 0.5] on each side of ½.
     """
 
     seed: int
+    n_seeds: int
     mu: float
     sigmas: tuple[float, ...]
     train_steps: tuple[int, ...]
@@ -313,16 +328,30 @@ def resolution_rule(gaps: list[float | None], margin: float) -> str:
 
 
 def window_rule(agreement: float | None, threshold: float) -> str:
-    """solver_resolution.window_explains_jumps from the share of (network, Euler grid) cases whose predicted
-    majority side agrees with the observed one: confirmed if ≥ ``threshold``, refuted if < :data:`WINDOW_REFUTE`,
-    inconclusive in between or with no cases (None)."""
-    if agreement is None:
+    """solver_resolution.window_explains_jumps from the share of one seed's (network, Euler grid) cases whose
+    predicted majority side agrees with the observed one: confirmed if ≥ ``threshold``, refuted if
+    < :data:`WINDOW_REFUTE`, inconclusive in between, with no cases (None) or a non-finite share."""
+    if agreement is None or not math.isfinite(agreement):
         return "inconclusive"
     if agreement >= threshold:
         return "confirmed"
     if agreement < WINDOW_REFUTE:
         return "refuted"
     return "inconclusive"
+
+
+def resolution_over_seeds(gaps: dict[str, list[float | None]], margin: float) -> SeedVerdicts:
+    """solver_resolution.sigma0_depends_on_resolution over training seeds: :func:`resolution_rule` on each seed's
+    gaps (seed label → its fitted training lengths' gaps), combined by :func:`flowvar.experiments.fig6.combine_seeds`
+    (every one of ≥ 2 seeds must confirm, resp. refute)."""
+    return over_seeds(gaps, lambda seed_gaps: resolution_rule(seed_gaps, margin))
+
+
+def window_over_seeds(agreement: dict[str, float | None], threshold: float) -> SeedVerdicts:
+    """solver_resolution.window_explains_jumps over training seeds: :func:`window_rule` on each seed's agreement (the
+    share of that seed's own (network, Euler grid) cases; never pooled across seeds), combined by
+    :func:`flowvar.experiments.fig6.combine_seeds`."""
+    return over_seeds(agreement, lambda seed_agreement: window_rule(seed_agreement, threshold))
 
 
 def fit_precondition(sigma: float, excess: dict[int, float], allowed: float, dim: int = 2) -> Precondition:
@@ -342,16 +371,17 @@ def fit_precondition(sigma: float, excess: dict[int, float], allowed: float, dim
 
 
 def point_rows(sigma: float, train_steps: int | None, field_kind: str, outcomes: dict[str, dict[str, Any] | str],
-               predicted: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
-    """Flat, sweep-friendly rows, one per solver: σ, training length (None for the exact minimiser), field kind,
-    solver, method, n_steps, parity, step size, fraction_rotation, rel_error_rotation, distances, status, nfe, error
-    and (Euler on trained nets) ``predicted_fraction_rotation`` from :func:`jump_factor`."""
+               predicted: dict[str, float | None] | None = None, *, seed: int | None = None) -> list[dict[str, Any]]:
+    """Flat, sweep-friendly rows, one per solver: training seed (None for the exact minimiser), σ, training length
+    (None for the exact minimiser), field kind, solver, method, n_steps, parity, step size, fraction_rotation,
+    rel_error_rotation, distances, status, nfe, error and (Euler on trained nets) ``predicted_fraction_rotation``
+    from :func:`jump_factor`."""
     rows = []
     for solver, out in outcomes.items():
         method, _, steps = solver.partition("_")
         n = int(steps) if steps else None
         ok = isinstance(out, dict)
-        rows.append({"sigma": sigma, "train_steps": train_steps, "field": field_kind, "solver": solver,
+        rows.append({"seed": seed, "sigma": sigma, "train_steps": train_steps, "field": field_kind, "solver": solver,
                      "method": method, "n_steps": n,
                      "parity": "adaptive" if n is None else ("odd" if n % 2 else "even"),
                      "step_size": None if n is None else 1.0 / n,
@@ -367,29 +397,30 @@ def point_rows(sigma: float, train_steps: int | None, field_kind: str, outcomes:
     return rows
 
 
-def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, ctx: RunContext
+def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, ctx: RunContext, replica: Streams
                  ) -> Iterator[tuple[int, nn.Module, dict[str, float]]]:
-    """Train one fig6 MLP at noise σ and yield (steps, float64 eval copy, training stats) at each ``train_steps``.
+    """Train one fig6 MLP of training seed ``replica`` at noise σ and yield (steps, float64 eval copy, training
+    stats) at each ``train_steps``.
 
     Segments resume from the previous segment's checkpoint, so each yielded model is the uninterrupted run's at that
-    step. Each length has its own folder ``workdir/sigma=σ/steps=N`` (its checkpoint copied from the previous length's
-    before it trains on): when ``workdir`` outlives an interrupted run (the cache's work folder), a rerun loads the
-    lengths it had finished instead of retraining them. The initialisation and batch streams are fig6's ("init",
-    "batches"; the same for every σ).
+    step. Each length has its own folder ``workdir/seed=s/sigma=σ/steps=N`` (its checkpoint copied from the previous
+    length's before it trains on): when ``workdir`` outlives an interrupted run (the cache's work folder), a rerun
+    loads the lengths it had finished instead of retraining them. The initialisation and batch streams are fig6's
+    (the seed's "init" and "batches"; the same for every σ).
     """
     problem, rotation = counterexample_problem(config.mu, 2)
-    with ctx.global_rng("init"):
+    with replica.global_rng("init"):
         model = MLPField(2, width=config.width, depth=config.depth, activation=config.activation)
     coupling = RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32)
     previous: Path | None = None
     for steps in sorted(config.train_steps):
-        folder = workdir / f"sigma={sigma}" / f"steps={steps}"
+        folder = workdir / f"seed={replica.seed}" / f"sigma={sigma}" / f"steps={steps}"
         if previous is not None and not (folder / CHECKPOINT_NAME).is_file():
             folder.mkdir(parents=True, exist_ok=True)
             # continue the previous length; atomically: a copy cut off by a kill would be a corrupt checkpoint
             atomic_write_bytes(folder / CHECKPOINT_NAME, (previous / CHECKPOINT_NAME).read_bytes(), what="checkpoint")
         res = train_cfm(model, coupling, sigma, steps=steps, batch_size=config.batch_size, lr=config.lr,
-                        seed=ctx.derive_seed("batches"), progress=ctx.progress, checkpoint_dir=folder,
+                        seed=replica.derive_seed("batches"), progress=ctx.progress, checkpoint_dir=folder,
                         checkpoint_every=ctx.checkpoint_every(steps))
         previous = folder
         tail = res.losses[-max(1, len(res.losses) // 20):]
@@ -412,27 +443,33 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
     problem, _ = counterexample_problem(config.mu, 2)
     mu = problem.mean
     names = solver_names(config)
+    replicas = [ctx.replicate(k) for k in range(config.n_seeds)]
+    seeds = [rep.seed for rep in replicas]
     ctx.choice("μ", f"'+5' read as μ = ({config.mu}, {config.mu}) (PAPER.md §2 [I])")
     ctx.choice("network and training", f"fig6's: MLPField width {config.width}, depth {config.depth}, "
                f"{config.activation}, Adam lr {config.lr}, batch {config.batch_size}, fresh 180° pairs per step, "
-               f"same init and data seed for every σ; one run per σ stopped at {sorted(config.train_steps)} steps "
-               f"(segments resumed from checkpoints = the uninterrupted run)")
-    ctx.choice("solvers", f"{config.n_eval} fresh sources (same for every σ and length), float64; Euler "
+               f"within a training seed the same init and batch stream for every σ; one run per (seed, σ) stopped at "
+               f"{sorted(config.train_steps)} steps (segments resumed from checkpoints = the uninterrupted run)")
+    ctx.choice("solvers", f"{config.n_eval} fresh sources (same for every seed, σ and length), float64; Euler "
                f"{sorted(config.euler_steps)}, midpoint/RK4 {sorted(config.rk_steps)}, dopri5 rtol {config.rtol} "
                f"atol {config.atol} (≤ {config.max_dopri_steps} steps)")
     ctx.choice("status", f"flowvar.metrics.rotation_pairing_status (fig6's): 'reproduces' if ≥ "
                f"{config.reproduce_fraction} of endpoints are nearer R x0 + μ than x0 + μ and mean distance to "
                f"R x0 + μ ≤ {config.reproduce_rel_error} × mean 2‖x0‖; 'fails' if < 0.5 are nearer or the mean "
-               f"distance to R x0 + μ ≥ that to x0 + μ; else 'partial'. Over settings "
+               f"distance to R x0 + μ ≥ that to x0 + μ; else 'partial'. Over one seed's settings "
                f"(flowvar.metrics.status_verdict): confirmed if every setting has the claimed status, refuted if "
                f"every setting has the opposite one, else inconclusive ('partial' and stopped solvers count neither "
-               f"way)")
-    ctx.choice("fit precondition", f"a (σ, training length) network enters the per-setting claims when its training "
-               f"loss (mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = 8σ·arctan(1/σ) by at most "
-               f"L_min({config.contrast_sigma:g}) = {counterexample_min_loss(config.contrast_sigma):.4g} (scale 8, the "
-               f"loss of the best constant field; fig6's precondition)")
-    ctx.choice("replicates", f"one training seed ({config.seed}) per σ, its checkpoints at every training length; "
-               f"{config.n_eval} fresh sources per solver; no claim compares networks across seeds")
+               f"way); over seeds (fig6.combine_seeds): every seed must agree")
+    ctx.choice("fit precondition", f"a (seed, σ, training length) network enters the per-setting claims when its "
+               f"training loss (mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = 8σ·arctan(1/σ) by "
+               f"at most L_min({config.contrast_sigma:g}) = {counterexample_min_loss(config.contrast_sigma):.4g} "
+               f"(scale 8, the loss of the best constant field; fig6's precondition); every seed needs one such "
+               f"length")
+    ctx.choice("replicates", f"{config.n_seeds} training seed(s) ({seeds[0]}…{seeds[-1]}), each with its own "
+               f"initialisation and batch stream (the seed's 'init' and 'batches' streams), one run per (seed, σ) "
+               f"with its checkpoints at every training length; every claim's rule judges each seed's networks on "
+               f"their own ({config.n_eval} fresh sources per solver, the same for every seed) and the claim is "
+               f"confirmed (refuted) only if every one of at least 2 seeds confirms (refutes) it, else inconclusive")
     ctx.choice("turning window", f"radial rate k = ⟨v(tμ + y) − v(tμ − y), y⟩/(2‖y‖²) on the training lines "
                f"y = (1 − 2t) x0 of {config.window_sources} sources, median over sources, {config.window_points} "
                f"log-spaced s = 1 − 2t in [{config.window_s_min}, 0.5]; w = 1/max contraction rate")
@@ -442,62 +479,71 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
     euler_ns = sorted(config.euler_steps)
     points: list[dict[str, Any]] = []
     windows: list[dict[str, Any]] = []
-    profiles: dict[tuple[float, int | None], TurningWindow] = {}
+    profiles: dict[tuple[int | None, float, int | None], TurningWindow] = {}  # (seed, σ, length); exact: seed None
     training: list[dict[str, Any]] = []
     for sigma in config.sigmas:
         exact = exact_minimiser(config.mu, sigma)
         predicted = {f"euler_{n}": predicted_fraction(exact, x0, mu, n) for n in euler_ns}
         points += point_rows(sigma, None, "exact", evaluate(exact, x0, mu, config), predicted)
         win = turning_window(exact, xw, mu, config.window_s_min, config.window_points)
-        windows.append({"sigma": sigma, "train_steps": None, "field": "exact", **win.summary()})
-        profiles[(sigma, None)] = win
+        windows.append({"seed": None, "sigma": sigma, "train_steps": None, "field": "exact", **win.summary()})
+        profiles[(None, sigma, None)] = win
     with contextlib.ExitStack() as stack:
         # the run's work folder when it has one (resumable), else a temporary folder for the segments
         tmp = ctx.work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="flowvar-solver-resolution-"))
-        for sigma in config.sigmas:
-            for steps, net, stats in _checkpoints(config, sigma, Path(tmp), ctx):
-                start = time.perf_counter()
-                predicted = {f"euler_{n}": predicted_fraction(net, x0, mu, n) for n in euler_ns}
-                points += point_rows(sigma, steps, "trained", evaluate(net, x0, mu, config), predicted)
-                win = turning_window(net, xw, mu, config.window_s_min, config.window_points)
-                windows.append({"sigma": sigma, "train_steps": steps, "field": "trained", **win.summary()})
-                profiles[(sigma, steps)] = win
-                floor = counterexample_min_loss(sigma)
-                excess = stats["loss_mean_last_5pct"] - floor
-                training.append({"sigma": sigma, "train_steps": steps, **stats, "minimum_loss": floor,
-                                 "excess_loss": excess,
-                                 "fitted": bool(excess <= counterexample_min_loss(config.contrast_sigma)),
-                                 "eval_s": time.perf_counter() - start})
+        for replica in replicas:
+            seed = replica.seed
+            for sigma in config.sigmas:
+                for steps, net, stats in _checkpoints(config, sigma, Path(tmp), ctx, replica):
+                    start = time.perf_counter()
+                    predicted = {f"euler_{n}": predicted_fraction(net, x0, mu, n) for n in euler_ns}
+                    points += point_rows(sigma, steps, "trained", evaluate(net, x0, mu, config), predicted, seed=seed)
+                    win = turning_window(net, xw, mu, config.window_s_min, config.window_points)
+                    windows.append({"seed": seed, "sigma": sigma, "train_steps": steps, "field": "trained",
+                                    **win.summary()})
+                    profiles[(seed, sigma, steps)] = win
+                    floor = counterexample_min_loss(sigma)
+                    excess = stats["loss_mean_last_5pct"] - floor
+                    training.append({"seed": seed, "sigma": sigma, "train_steps": steps, **stats,
+                                     "minimum_loss": floor, "excess_loss": excess,
+                                     "fitted": bool(excess <= counterexample_min_loss(config.contrast_sigma)),
+                                     "eval_s": time.perf_counter() - start})
     ctx.metric("points", points)
     ctx.metric("windows", windows)
     ctx.metric("training", training)
     ctx.metric("fraction_rotation", _nested(points, "fraction_rotation"))
     ctx.metric("status", _nested(points, "status"))
-    ctx.metric("window_halfwidth", {f"sigma={s}": {_row_key(w["train_steps"]): w["halfwidth"] for w in windows
-                                                   if w["sigma"] == s} for s in config.sigmas})
-    _claims(ctx, config, points, windows, training)
-    _figures(ctx, config, points, profiles, names)
+    ctx.metric("window_halfwidth", {f"sigma={s}": {_row_key(w["seed"], w["train_steps"]): w["halfwidth"]
+                                                   for w in windows if w["sigma"] == s} for s in config.sigmas})
+    _claims(ctx, config, points, windows, training, seeds)
+    _figures(ctx, config, points, profiles, names, seeds)
 
 
-def _row_key(train_steps: int | None) -> str:
-    return "exact" if train_steps is None else f"train_steps={train_steps}"
+def _seed_label(seed: int) -> str:
+    return f"seed={seed}"
+
+
+def _row_key(seed: int | None, train_steps: int | None) -> str:
+    return "exact" if train_steps is None else f"{_seed_label(seed or 0)}.train_steps={train_steps}"
 
 
 def _nested(points: list[dict[str, Any]], value: str) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{"sigma=<σ>": {"train_steps=<n>" | "exact": {solver: row[value]}}}``: the points as nested dicts, which
-    ``flowvar sweep`` flattens to ``fraction_rotation.sigma=0.0.train_steps=4000.euler_11`` (lists it skips)."""
+    """``{"sigma=<σ>": {"seed=<s>.train_steps=<n>" | "exact": {solver: row[value]}}}``: the points as nested dicts,
+    which ``flowvar sweep`` flattens to ``fraction_rotation.sigma=0.0.seed=0.train_steps=4000.euler_11`` (lists it
+    skips)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for p in points:
-        out.setdefault(f"sigma={p['sigma']}", {}).setdefault(_row_key(p["train_steps"]), {})[p["solver"]] = p[value]
+        out.setdefault(f"sigma={p['sigma']}", {}).setdefault(_row_key(p["seed"], p["train_steps"]),
+                                                            {})[p["solver"]] = p[value]
     return out
 
 
-def _table(points: list[dict[str, Any]], sigma: float, field_kind: str = "trained"
+def _table(points: list[dict[str, Any]], sigma: float, field_kind: str = "trained", seed: int | None = None
            ) -> dict[int | None, dict[str, dict[str, Any]]]:
-    """train_steps → solver → row, for one σ and field kind."""
+    """train_steps → solver → row, for one σ, field kind and (trained networks) training seed."""
     out: dict[int | None, dict[str, dict[str, Any]]] = {}
     for p in points:
-        if p["sigma"] == sigma and p["field"] == field_kind:
+        if p["sigma"] == sigma and p["field"] == field_kind and (field_kind == "exact" or p["seed"] == seed):
             out.setdefault(p["train_steps"], {})[p["solver"]] = p
     return out
 
@@ -510,188 +556,240 @@ OPPOSITE = {"reproduces": "fails", "fails": "reproduces"}
 
 
 def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id: str, statement: str,
-                       statuses: dict[str, str], holds: str, extra: dict[str, Any], condition: str,
-                       precondition: Precondition, unfitted: list[int]) -> None:
-    """Judge a statement evaluated at every (fitted training length, solver) setting with fig6's rule,
-    :func:`flowvar.metrics.status_verdict` (``statuses``: setting label → status)."""
+                       statuses: dict[str, dict[str, str]], holds: str, per_seed_extra: dict[str, dict[str, Any]],
+                       shared: dict[str, Any], condition: str, precondition: Precondition,
+                       unfitted: dict[str, list[int]]) -> None:
+    """Judge a statement evaluated at every (fitted training length, solver) setting of each training seed with
+    fig6's rule, :func:`flowvar.metrics.status_verdict`, per seed, combined over seeds
+    (:func:`flowvar.experiments.fig6.status_over_seeds`). ``statuses``: seed label → setting label → status."""
     opposite = OPPOSITE[holds]
-    yes = [k for k, v in statuses.items() if v == holds]  # in (training length, solver column) order
-    no = [k for k, v in statuses.items() if v == opposite]
-    neither = [k for k, v in statuses.items() if v not in (holds, opposite)]
-    ctx.claim(claim_id, statement, {"n_judged": len(statuses), "n_holding": len(yes), "n_contradicting": len(no),
-                                    "holds_at": yes, "contradicted_at": no, "neither_at": neither,
-                                    "unfitted_train_steps": unfitted, **extra},
-              verdict=status_verdict(list(statuses.values()), holds),  # type: ignore[arg-type]
-              precondition=precondition, kind="reproduction",
+    per_seed: dict[str, dict[str, Any]] = {}
+    for seed, seed_statuses in statuses.items():
+        yes = [k for k, v in seed_statuses.items() if v == holds]  # in (training length, solver column) order
+        no = [k for k, v in seed_statuses.items() if v == opposite]
+        neither = [k for k, v in seed_statuses.items() if v not in (holds, opposite)]
+        per_seed[seed] = {"n_judged": len(seed_statuses), "n_holding": len(yes), "n_contradicting": len(no),
+                          "holds_at": yes, "contradicted_at": no, "neither_at": neither,
+                          "unfitted_train_steps": unfitted[seed], **per_seed_extra.get(seed, {})}
+    verdicts = status_over_seeds({seed: list(v.values()) for seed, v in statuses.items()},
+                                 holds)  # type: ignore[arg-type]
+    ctx.claim(claim_id, statement, {**per_seed_evidence(per_seed, verdicts), **shared},
+              verdict=verdicts.verdict, precondition=precondition, kind="reproduction",
               min_effect=f"≥ {config.reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
                          f"{config.reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two "
-                         f"candidate partners)",
-              replicates=f"1 training seed per σ (one network per σ and training length); {config.n_eval} fresh "
-                         f"sources per solver",
-              rule=f"a setting is one (training length, solver) pair over the fitted training lengths × (every Euler, "
-                   f"midpoint and RK4 grid, dopri5); its status is {condition} (flowvar.metrics."
-                   f"rotation_pairing_status: 'reproduces' if ≥ {config.reproduce_fraction} nearer R x0 + μ and mean "
-                   f"distance ≤ {config.reproduce_rel_error} × mean 2‖x0‖, 'fails' if < 0.5 nearer or not nearer on "
-                   f"average, else 'partial'). Confirmed if every setting is '{holds}' (dopri5 included); refuted if "
-                   f"every setting is '{opposite}'; inconclusive otherwise ('partial' and stopped solvers count "
-                   f"neither way), with the map of settings as evidence")
+                         f"candidate partners), at every setting of every training seed",
+              replicates=f"{config.n_seeds} training seed(s) per σ (one network per seed, σ and training length), "
+                         f"judged per seed and combined (every seed must agree); {config.n_eval} fresh sources per "
+                         f"solver, the same for every seed",
+              rule=f"a setting is one (training length, solver) pair of one training seed, over that seed's fitted "
+                   f"training lengths × (every Euler, midpoint and RK4 grid, dopri5); its status is {condition} "
+                   f"(flowvar.metrics.rotation_pairing_status: 'reproduces' if ≥ {config.reproduce_fraction} nearer "
+                   f"R x0 + μ and mean distance ≤ {config.reproduce_rel_error} × mean 2‖x0‖, 'fails' if < 0.5 nearer "
+                   f"or not nearer on average, else 'partial'). A seed confirms if every one of its settings is "
+                   f"'{holds}' (dopri5 included), refutes if every one is '{opposite}', and is inconclusive otherwise "
+                   f"('partial' and stopped solvers count neither way), with the map of settings as evidence."
+                   + seeds_rule_text(config.n_seeds))
 
 
 def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[str, Any]],
-            windows: list[dict[str, Any]], training: list[dict[str, Any]]) -> None:
-    zero = _table(points, 0.0)
-    contrast = _table(points, config.contrast_sigma)
-    longest = max(config.train_steps)
+            windows: list[dict[str, Any]], training: list[dict[str, Any]], seeds: list[int]) -> None:
+    labels = [_seed_label(s) for s in seeds]
     allowed = counterexample_min_loss(config.contrast_sigma)
-    excess = {(r["sigma"], r["train_steps"]): r["excess_loss"] for r in training}
+    excess = {(r["seed"], r["sigma"], r["train_steps"]): r["excess_loss"] for r in training}
+    has_contrast = config.contrast_sigma in config.sigmas
 
-    def excess_of(sigma: float) -> dict[int, float]:
-        return {k: v for (s, k), v in excess.items() if s == sigma}
+    def excess_of(seed: int, sigma: float) -> dict[int, float]:
+        return {k: v for (sd, sg, k), v in excess.items() if sd == seed and sg == sigma}
 
-    def fitted(sigma: float) -> set[int]:
-        return {k for k, v in excess_of(sigma).items() if v <= allowed}
+    def fitted(seed: int, sigma: float) -> set[int]:
+        return {k for k, v in excess_of(seed, sigma).items() if v <= allowed}
+
+    def fit_in_every_seed(sigma: float) -> Precondition:
+        return in_every_seed({_seed_label(s): fit_precondition(sigma, excess_of(s, sigma), allowed) for s in seeds})
 
     def key(steps: int | None, solver: str) -> str:
         return f"{steps}/{solver}"
 
-    fit0 = fitted(0.0)
-    statuses0 = {key(k, s): r["status"] for k, v in zero.items() if k in fit0 for s, r in v.items()}
+    def setting_statuses(sigma: float) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, Any]],
+                                                 dict[str, list[int]]]:
+        """Per seed: the fitted settings' statuses, the full status map, the unfitted lengths."""
+        statuses, maps, unfit = {}, {}, {}
+        for s in seeds:
+            table, fit = _table(points, sigma, seed=s), fitted(s, sigma)
+            statuses[_seed_label(s)] = {key(k, sv): r["status"] for k, v in table.items() if k in fit
+                                        for sv, r in v.items()}
+            maps[_seed_label(s)] = {"status_map": _status_map(table)}
+            unfit[_seed_label(s)] = sorted(set(table) - fit)
+        return statuses, maps, unfit
+
+    statuses0, maps0, unfit0 = setting_statuses(0.0)
     _per_setting_claim(ctx, config, "solver_resolution.sigma0_reproduces_rotation",
                        "σ = 0 training reproduces the rotation pairs x0 ↦ R x0 + μ at inference (paper's Fig. 6), "
-                       "judged per solver setting.", statuses0, "reproduces",
-                       {"status_map": _status_map(zero), "exact_minimiser": _status_map(_table(points, 0.0, "exact"))},
-                       "the σ = 0 network's (labels: '<train_steps>/<solver>')",
-                       fit_precondition(0.0, excess_of(0.0), allowed), sorted(set(zero) - fit0))
+                       "judged per solver setting.", statuses0, "reproduces", maps0,
+                       {"exact_minimiser": _status_map(_table(points, 0.0, "exact"))},
+                       "the σ = 0 network's (labels: '<train_steps>/<solver>')", fit_in_every_seed(0.0), unfit0)
 
     for sigma in [s for s in config.sigmas if s > 0]:
-        table = _table(points, sigma)
-        fit = fitted(sigma)
-        statuses = {key(k, s): r["status"] for k, v in table.items() if k in fit for s, r in v.items()}
+        statuses, maps, unfit = setting_statuses(sigma)
         _per_setting_claim(ctx, config, f"solver_resolution.sigma{sigma:g}_no_rotation",
                            f"σ = {sigma:g} training does not reproduce the rotation pairs (the outputs move to the "
-                           f"translation side), judged per solver setting.", statuses, "fails",
-                           {"status_map": _status_map(table),
-                            "exact_minimiser": _status_map(_table(points, sigma, "exact"))},
-                           f"the σ = {sigma:g} network's", fit_precondition(sigma, excess_of(sigma), allowed),
-                           sorted(set(table) - fit))
+                           f"translation side), judged per solver setting.", statuses, "fails", maps,
+                           {"exact_minimiser": _status_map(_table(points, sigma, "exact"))},
+                           f"the σ = {sigma:g} network's", fit_in_every_seed(sigma), unfit)
 
-    both_fit = fit0 & fitted(config.contrast_sigma) if contrast else set()
-    joint = {key(k, s): joint_status(r["status"], contrast[k][s]["status"])
-             for k, v in zero.items() if k in both_fit for s, r in v.items()}
-    if contrast:
-        measured = {f"excess_loss_sigma{sg:g}": {f"train_steps={k}": v for k, v in sorted(excess_of(sg).items())}
-                    for sg in (0.0, config.contrast_sigma)}
+    if has_contrast:
+        joint: dict[str, dict[str, str]] = {}
+        both: dict[str, Precondition] = {}
+        unfit_joint: dict[str, list[int]] = {}
+        for s in seeds:
+            zero, contrast = _table(points, 0.0, seed=s), _table(points, config.contrast_sigma, seed=s)
+            both_fit = fitted(s, 0.0) & fitted(s, config.contrast_sigma)
+            joint[_seed_label(s)] = {key(k, sv): joint_status(r["status"], contrast[k][sv]["status"])
+                                     for k, v in zero.items() if k in both_fit for sv, r in v.items()}
+            unfit_joint[_seed_label(s)] = sorted(set(zero) - both_fit)
+            measured = {f"excess_loss_sigma{sg:g}": {f"train_steps={k}": v for k, v in sorted(excess_of(s, sg).items())}
+                        for sg in (0.0, config.contrast_sigma)}
+            both[_seed_label(s)] = Precondition(
+                f"some training length at which both the σ = 0 and the σ = {config.contrast_sigma:g} networks fitted "
+                f"the coupling (training loss − L_min(σ) ≤ {allowed:.4g})", holds=bool(both_fit),
+                measured={**measured, "allowed_excess": allowed, "fitted_train_steps": sorted(both_fit)},
+                remedy="add a longer training length (train_steps) or widen the network")
         _per_setting_claim(ctx, config, "solver_resolution.fig6_conclusion",
                            f"The paper's Fig. 6 conclusion, σ = 0 reproduces the rotation pairs while σ = "
                            f"{config.contrast_sigma:g} does not, holds under the solver settings listed in holds_at.",
-                           joint, "reproduces", {},
+                           joint, "reproduces", {}, {},
                            f"the joint status (solver_resolution.joint_status): 'reproduces' when the σ = 0 network "
-                           f"reproduces and the σ = {config.contrast_sigma:g} network fails, 'fails' when σ = 0 fails "
-                           f"or σ = {config.contrast_sigma:g} reproduces, 'partial' otherwise",
-                           Precondition(f"some training length at which both the σ = 0 and the σ = "
-                                        f"{config.contrast_sigma:g} networks fitted the coupling (training loss − "
-                                        f"L_min(σ) ≤ {allowed:.4g})", holds=bool(both_fit),
-                                        measured={**measured, "allowed_excess": allowed,
-                                                  "fitted_train_steps": sorted(both_fit)},
-                                        remedy="add a longer training length (train_steps) or widen the network"),
-                           sorted(set(zero) - both_fit))
+                           f"reproduces and the σ = {config.contrast_sigma:g} network of the same seed fails, 'fails' "
+                           f"when σ = 0 fails or σ = {config.contrast_sigma:g} reproduces, 'partial' otherwise",
+                           in_every_seed(both), unfit_joint)
     else:
         ctx.note(f"contrast_sigma={config.contrast_sigma:g} is not in sigmas {list(config.sigmas)}: no "
                  f"fig6_conclusion claim in this run (a sweep job over a subset of σ); aggregate the points instead.")
 
-    gaps: dict[str, Any] = {}
-    for steps, row in sorted(zero.items()):
-        coarse = [r["fraction_rotation"] for s, r in row.items() if r["method"] == "euler" and r["parity"] == "odd"
-                  and r["n_steps"] <= config.coarse_max_steps and r["fraction_rotation"] is not None]
-        fine = [r["fraction_rotation"] for s, r in row.items() if r["fraction_rotation"] is not None and
-                (s == "dopri5" or (r["method"] == "euler" and r["n_steps"] >= config.fine_min_steps))]
-        gap = (sum(coarse) / len(coarse) - sum(fine) / len(fine)) if coarse and fine else None
-        gaps[f"train_steps={steps}"] = {"coarse_odd_mean_fraction": sum(coarse) / len(coarse) if coarse else None,
-                                        "fine_mean_fraction": sum(fine) / len(fine) if fine else None, "gap": gap,
-                                        "fitted": steps in fit0}
-    judged = [g["gap"] for g in gaps.values() if g["fitted"]]
+    gaps_per_seed: dict[str, dict[str, Any]] = {}
+    for s in seeds:
+        gaps: dict[str, Any] = {}
+        fit0 = fitted(s, 0.0)
+        for steps, row in sorted(_table(points, 0.0, seed=s).items()):
+            coarse = [r["fraction_rotation"] for r in row.values() if r["method"] == "euler" and r["parity"] == "odd"
+                      and r["n_steps"] <= config.coarse_max_steps and r["fraction_rotation"] is not None]
+            fine = [r["fraction_rotation"] for sv, r in row.items() if r["fraction_rotation"] is not None and
+                    (sv == "dopri5" or (r["method"] == "euler" and r["n_steps"] >= config.fine_min_steps))]
+            gap = (sum(coarse) / len(coarse) - sum(fine) / len(fine)) if coarse and fine else None
+            gaps[f"train_steps={steps}"] = {"coarse_odd_mean_fraction": sum(coarse) / len(coarse) if coarse else None,
+                                            "fine_mean_fraction": sum(fine) / len(fine) if fine else None, "gap": gap,
+                                            "fitted": steps in fit0}
+        gaps_per_seed[_seed_label(s)] = {"per_train_steps": gaps,
+                                         "judged_gaps": [g["gap"] for g in gaps.values() if g["fitted"]]}
+    verdicts = resolution_over_seeds({seed: ev["judged_gaps"] for seed, ev in gaps_per_seed.items()},
+                                     config.dependence_margin)
     ctx.claim("solver_resolution.sigma0_depends_on_resolution",
               "For the σ = 0 network the pairing returned at inference depends on the solver resolution: coarse odd "
               "Euler grids land on the rotation side, fine Euler grids and dopri5 do not (PAPER.md §4 [D]).",
-              {"per_train_steps": gaps, "judged_gaps": judged, "margin": config.dependence_margin,
+              {**per_seed_evidence(gaps_per_seed, verdicts), "margin": config.dependence_margin,
                "coarse": f"odd Euler n <= {config.coarse_max_steps}",
                "fine": f"Euler n >= {config.fine_min_steps} and dopri5"},
-              verdict=resolution_rule(judged, config.dependence_margin),
-              precondition=fit_precondition(0.0, excess_of(0.0), allowed), kind="finding",
+              verdict=verdicts.verdict,
+              precondition=fit_in_every_seed(0.0), kind="finding",
               min_effect=f"a gap ≥ {config.dependence_margin} in the fraction nearer R x0 + μ (scale: the fraction, "
-                         f"0 to 1)",
-              replicates=f"1 training seed (one σ = 0 network per training length); {config.n_eval} fresh sources",
+                         f"0 to 1), at every fitted training length of every training seed",
+              replicates=f"{config.n_seeds} training seed(s) (one σ = 0 network per seed and training length), "
+                         f"judged per seed and combined (every seed must agree); {config.n_eval} fresh sources",
               rule=f"gap = mean fraction nearer R x0 + μ over coarse odd Euler grids (n <= {config.coarse_max_steps}) "
                    f"− mean over fine solvers (Euler n >= {config.fine_min_steps}, dopri5), per fitted training "
-                   f"length (solver_resolution.resolution_rule). Confirmed if gap >= {config.dependence_margin} at "
-                   f"every fitted training length; refuted if |gap| < {NO_GAP} at every one; inconclusive otherwise "
-                   f"(also when a gap cannot be computed)")
+                   f"length of a seed (solver_resolution.resolution_rule). A seed confirms if gap >= "
+                   f"{config.dependence_margin} at every one of its fitted training lengths, refutes if |gap| < "
+                   f"{NO_GAP} at every one, and is inconclusive otherwise (also when a gap cannot be computed)."
+                   + seeds_rule_text(config.n_seeds))
 
-    cases: list[dict[str, Any]] = []
-    for p in points:
-        if (p["field"] == "trained" and p["method"] == "euler" and p["fraction_rotation"] is not None
-                and p["predicted_fraction_rotation"] is not None):
-            w = next(x["halfwidth"] for x in windows if x["field"] == "trained" and x["sigma"] == p["sigma"]
-                     and x["train_steps"] == p["train_steps"])
-            cases.append({"sigma": p["sigma"], "train_steps": p["train_steps"], "n_steps": p["n_steps"],
-                          "observed": p["fraction_rotation"], "predicted": p["predicted_fraction_rotation"],
-                          "agree": (p["fraction_rotation"] > 0.5) == (p["predicted_fraction_rotation"] > 0.5),
-                          "step_wider_than_window": p["step_size"] > w})
-    agree = sum(c["agree"] for c in cases) / len(cases) if cases else None
-    odd = [c for c in cases if c["n_steps"] % 2 == 1]
-    simple = (sum((c["observed"] > 0.5) == c["step_wider_than_window"] for c in odd) / len(odd)) if odd else None
-    per_sigma = {f"sigma={s:g}": sum(c["agree"] for c in cases if c["sigma"] == s)
-                 / max(1, sum(c["sigma"] == s for c in cases)) for s in config.sigmas}
+    window_per_seed: dict[str, dict[str, Any]] = {}
+    for s in seeds:
+        cases: list[dict[str, Any]] = []
+        for p in points:
+            if (p["seed"] == s and p["field"] == "trained" and p["method"] == "euler"
+                    and p["fraction_rotation"] is not None and p["predicted_fraction_rotation"] is not None):
+                w = next(x["halfwidth"] for x in windows if x["field"] == "trained" and x["seed"] == s
+                         and x["sigma"] == p["sigma"] and x["train_steps"] == p["train_steps"])
+                cases.append({"sigma": p["sigma"], "train_steps": p["train_steps"], "n_steps": p["n_steps"],
+                              "observed": p["fraction_rotation"], "predicted": p["predicted_fraction_rotation"],
+                              "agree": (p["fraction_rotation"] > 0.5) == (p["predicted_fraction_rotation"] > 0.5),
+                              "step_wider_than_window": p["step_size"] > w})
+        odd = [c for c in cases if c["n_steps"] % 2 == 1]
+        window_per_seed[_seed_label(s)] = {
+            "agreement": sum(c["agree"] for c in cases) / len(cases) if cases else None, "n_cases": len(cases),
+            "agreement_per_sigma": {f"sigma={sg:g}": sum(c["agree"] for c in cases if c["sigma"] == sg)
+                                    / max(1, sum(c["sigma"] == sg for c in cases)) for sg in config.sigmas},
+            "mean_abs_fraction_error": (sum(abs(c["observed"] - c["predicted"]) for c in cases) / len(cases)
+                                        if cases else None),
+            "odd_grid_agreement_of_h_gt_w": ((sum((c["observed"] > 0.5) == c["step_wider_than_window"] for c in odd)
+                                              / len(odd)) if odd else None),
+            "disagreements": [c for c in cases if not c["agree"]][:20]}
+    verdicts = window_over_seeds({seed: ev["agreement"] for seed, ev in window_per_seed.items()},
+                                 config.window_agreement)
     ctx.claim("solver_resolution.window_explains_jumps",
               "The network's turning window around t = ½ explains which Euler grids return the rotation: the side an "
               "endpoint lands on is the sign of the last pre-½ step's factor 1 − h·K(s*), K the measured "
               "contraction rate on the training line (a step wider than the window over-shoots).",
-              {"agreement": agree, "n_cases": len(cases), "agreement_per_sigma": per_sigma,
-               "mean_abs_fraction_error": (sum(abs(c["observed"] - c["predicted"]) for c in cases) / len(cases)
-                                           if cases else None),
-               "odd_grid_agreement_of_h_gt_w": simple,
-               "windows": [w for w in windows if w["field"] == "trained"],
-               "disagreements": [c for c in cases if not c["agree"]][:20]},
-              verdict=window_rule(agree, config.window_agreement),
+              {**per_seed_evidence(window_per_seed, verdicts),
+               "windows": [w for w in windows if w["field"] == "trained"]},
+              verdict=verdicts.verdict,
               kind="finding",
-              min_effect=f"agreement ≥ {config.window_agreement} of the cases (scale: the share of cases, 0 to 1; a "
-                         f"coin flip agrees in about half)",
-              replicates=f"every trained network (1 training seed per σ, all training lengths) × every Euler grid; "
-                         f"{config.n_eval} sources per case",
-              rule=f"per trained network (every σ and training length) and Euler grid: predicted majority side = "
-                   f"whether > 0.5 of the sources have 1 − h·K_i(s*) < 0 (s* = h for odd n, 2h for even n; "
+              min_effect=f"agreement ≥ {config.window_agreement} of a seed's cases, in every training seed (scale: "
+                         f"the share of cases, 0 to 1; a coin flip agrees in about half)",
+              replicates=f"{config.n_seeds} training seed(s), judged per seed (a seed's cases: its trained networks, "
+                         f"every σ and training length, × every Euler grid; never pooled across seeds) and combined "
+                         f"(every seed must agree); {config.n_eval} sources per case",
+              rule=f"per trained network of a seed (every σ and training length) and Euler grid: predicted majority "
+                   f"side = whether > 0.5 of the sources have 1 − h·K_i(s*) < 0 (s* = h for odd n, 2h for even n; "
                    f"flowvar.experiments.solver_resolution.jump_factor), observed = whether > 0.5 of the Euler "
-                   f"endpoints are nearer R x0 + μ. Confirmed if they agree in >= {config.window_agreement} of the "
-                   f"cases; refuted if in < {WINDOW_REFUTE}; inconclusive otherwise or with no case "
-                   f"(solver_resolution.window_rule). odd_grid_agreement_of_h_gt_w reports the cruder rule 'odd grid "
-                   f"lands on rotation iff 1/n > w = 1/K_max' (not judged)")
+                   f"endpoints are nearer R x0 + μ. A seed confirms if they agree in >= {config.window_agreement} of "
+                   f"its cases, refutes if in < {WINDOW_REFUTE}, and is inconclusive otherwise or with no case "
+                   f"(solver_resolution.window_rule)." + seeds_rule_text(config.n_seeds)
+                   + " odd_grid_agreement_of_h_gt_w reports the cruder rule 'odd grid lands on rotation iff 1/n > w = "
+                     "1/K_max' (not judged)")
 
-    # Top-level scalars for sweeps.
-    z = zero.get(longest, {})
-    euler = [r for r in z.values() if r["method"] == "euler" and r["fraction_rotation"] is not None]
-    repro = [r["n_steps"] for r in euler if r["status"] == "reproduces"]
-    major = [r["n_steps"] for r in euler if r["fraction_rotation"] > 0.5]
-    ctx.metric("sigma0_finest_reproducing_euler_steps", max(repro) if repro else None)
-    ctx.metric("sigma0_finest_rotation_majority_euler_steps", max(major) if major else None)
-    for sigma in config.sigmas:
-        d = _table(points, sigma).get(longest, {}).get("dopri5")
-        ctx.metric(f"fraction_rotation_dopri5_sigma{sigma:g}", d["fraction_rotation"] if d else None)
-        w = next(x for x in windows if x["field"] == "trained" and x["sigma"] == sigma and x["train_steps"] == longest)
-        ctx.metric(f"window_halfwidth_sigma{sigma:g}", w["halfwidth"])
-    ctx.metric("fig6_conclusion_settings", [key(k, s) for k, v in zero.items() for s, r in v.items()
-                                            if contrast and joint_status(r["status"], contrast[k][s]["status"])
-                                            == "reproduces"])
-    ctx.note("points: one flat row per (σ, train_steps, solver) for the trained network (field 'trained') and per "
-             "(σ, solver) for the exact CFM minimiser (field 'exact', train_steps null). Scalars "
-             f"(sigma0_*, fraction_rotation_dopri5_*, window_halfwidth_*) are at the longest training, {longest} "
-             f"steps.")
+    # Top-level scalars for sweeps, per seed (dicts: flowvar sweep flattens them to <name>.seed=<s>).
+    longest = max(config.train_steps)
+    finest_repro, finest_major, dopri, halfwidth, conclusion = {}, {}, {}, {}, {}
+    for s, label in zip(seeds, labels, strict=True):
+        z = _table(points, 0.0, seed=s).get(longest, {})
+        euler = [r for r in z.values() if r["method"] == "euler" and r["fraction_rotation"] is not None]
+        repro = [r["n_steps"] for r in euler if r["status"] == "reproduces"]
+        major = [r["n_steps"] for r in euler if r["fraction_rotation"] > 0.5]
+        finest_repro[label] = max(repro) if repro else None
+        finest_major[label] = max(major) if major else None
+        contrast = _table(points, config.contrast_sigma, seed=s) if has_contrast else {}
+        conclusion[label] = [key(k, sv) for k, v in _table(points, 0.0, seed=s).items() for sv, r in v.items()
+                             if contrast and joint_status(r["status"], contrast[k][sv]["status"]) == "reproduces"]
+        for sigma in config.sigmas:
+            d = _table(points, sigma, seed=s).get(longest, {}).get("dopri5")
+            dopri.setdefault(f"fraction_rotation_dopri5_sigma{sigma:g}", {})[label] = (d["fraction_rotation"] if d
+                                                                                      else None)
+            w = next(x for x in windows if x["field"] == "trained" and x["seed"] == s and x["sigma"] == sigma
+                     and x["train_steps"] == longest)
+            halfwidth.setdefault(f"window_halfwidth_sigma{sigma:g}", {})[label] = w["halfwidth"]
+    ctx.metric("sigma0_finest_reproducing_euler_steps", finest_repro)
+    ctx.metric("sigma0_finest_rotation_majority_euler_steps", finest_major)
+    for name, per_seed in {**dopri, **halfwidth}.items():
+        ctx.metric(name, per_seed)
+    ctx.metric("fig6_conclusion_settings", conclusion)
+    ctx.note("points: one flat row per (seed, σ, train_steps, solver) for the trained networks (field 'trained') and "
+             "per (σ, solver) for the exact CFM minimiser (field 'exact', seed and train_steps null). Scalars "
+             f"(sigma0_*, fraction_rotation_dopri5_*, window_halfwidth_*, fig6_conclusion_settings) are per training "
+             f"seed at the longest training, {longest} steps. Claim evidence: per_seed (every seed's numbers), "
+             f"verdict_per_seed, and the first seed's ({labels[0]}) numbers at the top level (shown_seed).")
 
 
 # ---------------------------------------------------------------------------------------------- figures
 
 
 def _figures(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[str, Any]],
-             profiles: dict[tuple[float, int | None], TurningWindow], names: list[str]) -> None:
+             profiles: dict[tuple[int | None, float, int | None], TurningWindow], names: list[str],
+             seeds: list[int]) -> None:
+    """The first training seed's networks (every figure says so) beside the exact minimiser: every seed's numbers are
+    in the points and the claims' per-seed evidence."""
+    shown = seeds[0]
+    which = f"training seed {shown} (first of {len(seeds)})"
     steps_rows: list[int | None] = [*sorted(config.train_steps), None]
     fig, axes = plt.subplots(len(config.sigmas), 1, figsize=(0.62 * len(names) + 2.5,
                                                              (0.42 * len(steps_rows) + 1.3) * len(config.sigmas)),
@@ -700,7 +798,7 @@ def _figures(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[
     for ax, sigma in zip(axes[:, 0], config.sigmas, strict=True):
         grid = np.full((len(steps_rows), len(names)), np.nan)
         for i, steps in enumerate(steps_rows):
-            table = _table(points, sigma, "exact" if steps is None else "trained").get(steps, {})
+            table = _table(points, sigma, "exact" if steps is None else "trained", seed=shown).get(steps, {})
             for j, solver in enumerate(names):
                 f = table.get(solver, {}).get("fraction_rotation")
                 if f is not None:
@@ -710,7 +808,8 @@ def _figures(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[
         ax.set_xticks(range(len(names)), [n.replace("euler_", "E").replace("midpoint_", "mid")
                                           .replace("rk4_", "rk4·") for n in names], rotation=60, fontsize=7)
         ax.set_yticks(range(len(steps_rows)), [f"{s} steps" if s else "exact" for s in steps_rows], fontsize=7)
-        ax.set_title(f"σ = {sigma:g}: fraction of endpoints nearer R x0 + μ (× = solver stopped)", fontsize=9)
+        ax.set_title(f"σ = {sigma:g}, {which}: fraction of endpoints nearer R x0 + μ (× = solver stopped)",
+                     fontsize=9)
     fig.tight_layout()
     ctx.figure("fraction_heatmap", fig)
 
@@ -718,7 +817,7 @@ def _figures(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for sigma, color in zip(config.sigmas, colors * 3, strict=False):
-        rows = _table(points, sigma).get(longest, {})
+        rows = _table(points, sigma, seed=shown).get(longest, {})
         for parity, marker, ls in (("odd", "o", "-"), ("even", "s", "--")):
             pts = sorted((r["n_steps"], r["fraction_rotation"]) for r in rows.values()
                          if r["method"] == "euler" and r["parity"] == parity and r["fraction_rotation"] is not None)
@@ -736,26 +835,27 @@ def _figures(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[
     ax.set_xlabel("Euler steps n")
     ax.set_ylabel("fraction nearer R x0 + μ than x0 + μ")
     ax.set_ylim(-0.05, 1.05)
-    ax.set_title(f"trained {longest} steps; × = predicted from the turning window", fontsize=9)
+    ax.set_title(f"{which}, trained {longest} steps; × = predicted from the turning window", fontsize=9)
     ax.legend(fontsize=7)
     ctx.figure("fraction_vs_steps", fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.8))
     for sigma, color in zip(config.sigmas, colors * 3, strict=False):
         for steps, ls, lw in ((None, "--", 0.9), (longest, "-", 1.8)):
-            win = profiles[(sigma, steps)]
+            win = profiles[(None, sigma, None) if steps is None else (shown, sigma, steps)]
             label = f"exact σ = {sigma:g}" if steps is None else f"trained σ = {sigma:g}, {steps} steps"
             ax.loglog(win.s, np.clip(win.contraction, 1e-3, None), ls=ls, lw=lw, color=color,
                       label=f"{label}: w = {win.halfwidth:.3g}")
-    s_line = np.array(profiles[(config.sigmas[0], None)].s)
+    s_line = np.array(profiles[(None, config.sigmas[0], None)].s)
     ax.loglog(s_line, 1 / s_line, color="k", ls=":", lw=1, label="K = 1/s: odd grid with h = s jumps above it")
     ax.set_xlabel("s = 1 − 2t (t = ½ − s/2)")
     ax.set_ylabel("contraction rate K = −k (median over sources; ≤ 0 drawn at 1e-3)")
-    ax.set_title("turning window: an Euler step h from s* jumps it where h·K(s*) > 1 (s* = h odd, 2h even)",
-                 fontsize=8.5)
+    ax.set_title(f"turning window ({which}): an Euler step h from s* jumps it where h·K(s*) > 1 (s* = h odd, 2h "
+                 f"even)", fontsize=8)
     ax.legend(fontsize=6.5)
     ctx.figure("turning_window", fig)
 
 
 __all__ = ["RK_METHODS", "SolverResolutionConfig", "TurningWindow", "evaluate", "jump_factor", "point_rows",
-           "predicted_fraction", "radial_rate", "solver_names", "turning_window"]
+           "predicted_fraction", "radial_rate", "resolution_over_seeds", "solver_names", "turning_window",
+           "window_over_seeds"]
