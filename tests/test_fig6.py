@@ -13,14 +13,10 @@ from experiment_checks import check_claims_result
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import run_experiment
 from flowvar.experiments.fig6 import (
-    combine_seeds,
     fit_precondition,
     ideal_field,
-    in_every_seed,
-    per_seed_evidence,
     solver_dependence_over_seeds,
     solver_dependence_rule,
-    status_over_seeds,
 )
 from flowvar.metrics import rotation_pairing as pairing_outcome
 from flowvar.metrics import rotation_pairing_status
@@ -86,35 +82,7 @@ def test_solver_dependence_rule_nan_is_inconclusive() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- over seeds
-
-
-def test_combine_seeds_every_outcome() -> None:
-    assert combine_seeds({"seed=0": "confirmed", "seed=1": "confirmed"}) == "confirmed"
-    assert combine_seeds({"seed=0": "refuted", "seed=1": "refuted", "seed=2": "refuted"}) == "refuted"
-    assert combine_seeds({"seed=0": "confirmed", "seed=1": "refuted"}) == "inconclusive"  # seeds disagree
-    assert combine_seeds({"seed=0": "confirmed", "seed=1": "inconclusive"}) == "inconclusive"
-    assert combine_seeds({"seed=0": "confirmed"}) == "inconclusive"  # one seed is one network
-    assert combine_seeds({"seed=0": "refuted"}) == "inconclusive"
-    assert combine_seeds({}) == "inconclusive"
-    with pytest.raises(ConfigError, match="untestable"):
-        combine_seeds({"seed=0": "untestable", "seed=1": "confirmed"})
-
-
-def test_status_over_seeds_every_outcome() -> None:
-    reproduces, fails = ["reproduces"] * 4, ["fails"] * 4
-    both = status_over_seeds({"seed=0": reproduces, "seed=1": reproduces}, "reproduces")
-    assert both.verdict == "confirmed" and both.per_seed == {"seed=0": "confirmed", "seed=1": "confirmed"}
-    assert status_over_seeds({"seed=0": fails, "seed=1": fails}, "reproduces").verdict == "refuted"
-    mixed = status_over_seeds({"seed=0": reproduces, "seed=1": fails}, "reproduces")
-    assert mixed.verdict == "inconclusive" and mixed.per_seed == {"seed=0": "confirmed", "seed=1": "refuted"}
-    one = status_over_seeds({"seed=0": reproduces}, "reproduces")
-    assert one.verdict == "inconclusive" and one.per_seed == {"seed=0": "confirmed"}
-    assert status_over_seeds({"seed=0": fails, "seed=1": fails}, "fails").verdict == "confirmed"
-    # NaN numbers give 'partial' (evidence neither way), so the seed and the claim are inconclusive
-    nan_status = rotation_pairing_status(math.nan, math.nan, math.nan, math.nan)
-    assert nan_status == "partial"
-    assert status_over_seeds({"seed=0": reproduces, "seed=1": [*reproduces[:3], nan_status]},
-                             "reproduces").verdict == "inconclusive"
+# (the shared combination, flowvar.experiments._seed_replicates, is tested in tests/test_seed_replicates.py)
 
 
 def test_solver_dependence_over_seeds_every_outcome() -> None:
@@ -127,22 +95,6 @@ def test_solver_dependence_over_seeds_every_outcome() -> None:
     assert mixed.verdict == "inconclusive" and mixed.per_seed == {"seed=0": "confirmed", "seed=1": "refuted"}
     assert solver_dependence_over_seeds({"seed=0": flips}).verdict == "inconclusive"
     assert solver_dependence_over_seeds({"seed=0": flips, "seed=1": nan}).verdict == "inconclusive"
-
-
-def test_in_every_seed_and_per_seed_evidence() -> None:
-    fitted, unfitted = fit_precondition(0.39, 0.0, 0.05), fit_precondition(1.6, 0.0, 0.05)
-    both = in_every_seed({"seed=0": fitted, "seed=1": fitted})
-    assert both.holds and both.statement == f"in every training seed: {fitted.statement}" and not both.remedy
-    assert both.measured["seed=1"]["training_loss"] == pytest.approx(0.39) and both.measured["seed=1"]["holds"]
-    one_unfitted = in_every_seed({"seed=0": fitted, "seed=1": unfitted})
-    assert not one_unfitted.holds and one_unfitted.remedy == unfitted.remedy
-    assert not one_unfitted.measured["seed=1"]["holds"] and one_unfitted.measured["seed=0"]["holds"]
-    assert not in_every_seed({}).holds
-    verdicts = status_over_seeds({"seed=3": ["fails"], "seed=4": ["reproduces"]}, "fails")
-    evidence = per_seed_evidence({"seed=3": {"x": 1}, "seed=4": {"x": 2}}, verdicts)
-    assert evidence["x"] == 1 and evidence["shown_seed"] == "seed=3"
-    assert evidence["per_seed"] == {"seed=3": {"x": 1}, "seed=4": {"x": 2}}
-    assert evidence["verdict_per_seed"] == {"seed=3": "confirmed", "seed=4": "refuted"}
 
 
 def test_grid_status_thresholds() -> None:

@@ -32,19 +32,20 @@ grids and adaptive solvers follow it (towards translation). The outcome is there
 Claims (rules as pure functions: :func:`flowvar.metrics.status_verdict`, :func:`solver_dependence_rule`): the σ = 0
 network reproduces the rotation pairs on odd Euler grids; each σ > 0 network does not, on any solver; the σ = 0
 outcome depends on the solver. Training seeds are the replicates: each claim's rule judges each seed's network on
-its own, and the seeds' verdicts are combined by :func:`combine_seeds` (confirmed only if every one of at least
-:data:`MIN_SEEDS` seeds confirms, refuted only if every one refutes, inconclusive otherwise: one seed is one
-network). A claim is judged only when its network fitted the coupling in every seed (:func:`fit_precondition`,
-:func:`in_every_seed`); otherwise it is untestable, with the measured losses.
+its own, and the seeds' verdicts are combined by :func:`flowvar.experiments._seed_replicates.combine_seeds`
+(confirmed only if every one of at least two seeds confirms, refuted only if every one refutes, inconclusive
+otherwise: one seed is one network). A claim is judged only when its network fitted the coupling in every seed
+(:func:`fit_precondition`, :func:`flowvar.experiments._seed_replicates.in_every_seed`); otherwise it is
+untestable, with the measured losses.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
@@ -52,9 +53,18 @@ from torch import Tensor
 
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError, SolverError
+from flowvar.experiments._seed_replicates import (
+    MIN_SEEDS,
+    SeedVerdicts,
+    in_every_seed,
+    over_seeds,
+    per_seed_evidence,
+    seeds_rule_text,
+    status_over_seeds,
+)
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import counterexample_problem
-from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers, status_verdict
+from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition
@@ -67,11 +77,6 @@ NO_DEPENDENCE_SPREAD = 0.1
 """… and refuted when it ranges over less than this (with no solver stopped)."""
 MIN_N_EVAL = 20
 """Fewest fresh sources: 1/n_eval ≤ NO_DEPENDENCE_SPREAD / 2."""
-MIN_SEEDS = 2
-"""Fewest training seeds for a trained-model claim to be confirmed or refuted: one network is one replicate (as in
-:func:`flowvar.stats.paired_over_seeds`, where one seed is always inconclusive)."""
-SEED_VERDICTS = ("confirmed", "refuted", "inconclusive")
-"""What a claim's rule can give one seed's network (a failed precondition is judged over all seeds, not per seed)."""
 
 
 @dataclass
@@ -155,86 +160,10 @@ def solver_dependence_rule(fractions: Mapping[str, float], n_failed: int) -> str
     return "inconclusive"
 
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SeedVerdicts:
-    """A trained-model claim judged per training seed: ``per_seed`` (seed label → that seed's verdict by the claim's
-    rule) and ``verdict``, their combination by :func:`combine_seeds`."""
-
-    verdict: str
-    per_seed: dict[str, str]
-
-
-def combine_seeds(per_seed: Mapping[str, str]) -> str:
-    """The verdict of a trained-model claim from its verdict in each training seed (seeds are the replicates).
-
-    Confirmed if there are at least :data:`MIN_SEEDS` seeds and every seed's verdict is "confirmed"; refuted if at
-    least :data:`MIN_SEEDS` and every one is "refuted"; inconclusive otherwise: seeds that disagree, any
-    inconclusive seed, or a single seed (one trained network cannot tell a property of the training from one of
-    that network, as :func:`flowvar.stats.paired_over_seeds` treats one seed).
-    """
-    unknown = sorted(set(per_seed.values()) - set(SEED_VERDICTS))
-    if unknown:
-        raise ConfigError(f"a seed's verdict must be one of {list(SEED_VERDICTS)}, got {unknown}")
-    verdicts = list(per_seed.values())
-    if len(verdicts) < MIN_SEEDS:
-        return "inconclusive"
-    if all(v == "confirmed" for v in verdicts):
-        return "confirmed"
-    if all(v == "refuted" for v in verdicts):
-        return "refuted"
-    return "inconclusive"
-
-
-def over_seeds(evidence: Mapping[str, T], rule: Callable[[T], str]) -> SeedVerdicts:
-    """Apply ``rule`` to each seed's ``evidence`` (seed label → that seed's numbers) and combine the verdicts
-    (:func:`combine_seeds`)."""
-    per_seed = {label: rule(ev) for label, ev in evidence.items()}
-    return SeedVerdicts(combine_seeds(per_seed), per_seed)
-
-
-def status_over_seeds(statuses: Mapping[str, Sequence[str]], holds: Literal["reproduces", "fails"]) -> SeedVerdicts:
-    """A per-setting status claim over seeds: :func:`flowvar.metrics.status_verdict` on each seed's statuses
-    (``statuses``: seed label → that seed's network's status per setting), combined by :func:`combine_seeds`."""
-    return over_seeds(statuses, lambda seed_statuses: status_verdict(seed_statuses, holds))
-
-
 def solver_dependence_over_seeds(evidence: Mapping[str, tuple[Mapping[str, float], int]]) -> SeedVerdicts:
     """fig6.sigma0_solver_dependence over seeds: :func:`solver_dependence_rule` on each seed's (fractions per finished
-    solver, number of stopped solvers), combined by :func:`combine_seeds`."""
+    solver, number of stopped solvers), combined by :func:`flowvar.experiments._seed_replicates.combine_seeds`."""
     return over_seeds(evidence, lambda ev: solver_dependence_rule(*ev))
-
-
-def in_every_seed(per_seed: Mapping[str, Precondition]) -> Precondition:
-    """A precondition measured per training seed that must hold in every seed: the claim is judged over the seeds'
-    networks together, so one unfitted seed makes it untestable. ``measured`` holds each seed's numbers under its
-    label; the remedy is that of the seeds where it fails."""
-    statement = "; ".join(dict.fromkeys(p.statement for p in per_seed.values()))
-    remedies = dict.fromkeys(p.remedy for p in per_seed.values() if not p.holds and p.remedy)
-    return Precondition(f"in every training seed: {statement}",
-                        holds=bool(per_seed) and all(p.holds for p in per_seed.values()),
-                        measured={label: {"holds": p.holds, **p.measured} for label, p in per_seed.items()},
-                        remedy="; ".join(remedies))
-
-
-def per_seed_evidence(per_seed: Mapping[str, dict[str, Any]], verdicts: SeedVerdicts) -> dict[str, Any]:
-    """A claim's evidence over seeds: every seed's evidence and verdict (``per_seed``, ``verdict_per_seed``), and the
-    first seed's evidence also at the top level (``shown_seed`` names it: what the figures and the report's one-seed
-    sentences show)."""
-    first = next(iter(per_seed))
-    return {**per_seed[first], "shown_seed": first, "verdict_per_seed": verdicts.per_seed,
-            "per_seed": dict(per_seed)}
-
-
-def seeds_rule_text(n_seeds: int) -> str:
-    """The over-seeds part of every trained-model claim's rule text (:func:`combine_seeds`)."""
-    return (f" Judged per training seed ({n_seeds} here; each its own initialisation and batches): the rule above "
-            f"gives each seed's network its own verdict, and the claim is confirmed only if every one of at least "
-            f"{MIN_SEEDS} seeds confirms, refuted only if every one of at least {MIN_SEEDS} refutes, inconclusive "
-            f"otherwise (seeds that disagree, an inconclusive seed, or a single seed: one network is one replicate; "
-            f"fig6.combine_seeds)")
 
 
 def _solve(model: torch.nn.Module, x0: Tensor, solver: str, config: Fig6Config, trajectory: bool = False
@@ -488,20 +417,12 @@ def _figures(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.M
 
 __all__ = [
     "DEPENDENCE_SPREAD",
-    "MIN_SEEDS",
     "NO_DEPENDENCE_SPREAD",
     "STATUS_RULE",
     "Fig6Config",
-    "SeedVerdicts",
-    "combine_seeds",
     "fit_precondition",
     "ideal_field",
-    "in_every_seed",
-    "over_seeds",
-    "per_seed_evidence",
     "run",
-    "seeds_rule_text",
     "solver_dependence_over_seeds",
     "solver_dependence_rule",
-    "status_over_seeds",
 ]

@@ -39,7 +39,8 @@ setting; σ = ``contrast_sigma`` does not; the paper's Fig. 6 conclusion (both a
 (:func:`joint_status`); all three through :func:`flowvar.metrics.status_verdict`, fig6's rule. The outcome depends
 on the solver resolution (coarse odd Euler vs fine Euler and dopri5, :func:`resolution_rule`); the turning window
 predicts which grids jump (:func:`window_rule`). Training seeds are the replicates: every rule judges each seed's
-networks on their own, and the seeds' verdicts combine as in fig6 (:func:`flowvar.experiments.fig6.combine_seeds`:
+networks on their own, and the seeds' verdicts combine as in fig6
+(:func:`flowvar.experiments._seed_replicates.combine_seeds`:
 confirmed only if every one of at least two seeds confirms, refuted only if every one refutes, else inconclusive;
 one seed is always inconclusive). Within a seed, a training length enters the per-setting claims only where its
 network fitted the coupling (training loss within L_min(``contrast_sigma``) of the exact minimum, as in fig6,
@@ -68,8 +69,7 @@ from torch import Tensor, nn
 
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError
-from flowvar.experiments.base import RunContext, register
-from flowvar.experiments.fig6 import (
+from flowvar.experiments._seed_replicates import (
     SeedVerdicts,
     in_every_seed,
     over_seeds,
@@ -77,6 +77,7 @@ from flowvar.experiments.fig6 import (
     seeds_rule_text,
     status_over_seeds,
 )
+from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
@@ -342,15 +343,15 @@ def window_rule(agreement: float | None, threshold: float) -> str:
 
 def resolution_over_seeds(gaps: dict[str, list[float | None]], margin: float) -> SeedVerdicts:
     """solver_resolution.sigma0_depends_on_resolution over training seeds: :func:`resolution_rule` on each seed's
-    gaps (seed label → its fitted training lengths' gaps), combined by :func:`flowvar.experiments.fig6.combine_seeds`
-    (every one of ≥ 2 seeds must confirm, resp. refute)."""
+    gaps (seed label → its fitted training lengths' gaps), combined by
+    :func:`flowvar.experiments._seed_replicates.combine_seeds` (every one of ≥ 2 seeds must confirm, resp. refute)."""
     return over_seeds(gaps, lambda seed_gaps: resolution_rule(seed_gaps, margin))
 
 
 def window_over_seeds(agreement: dict[str, float | None], threshold: float) -> SeedVerdicts:
     """solver_resolution.window_explains_jumps over training seeds: :func:`window_rule` on each seed's agreement (the
     share of that seed's own (network, Euler grid) cases; never pooled across seeds), combined by
-    :func:`flowvar.experiments.fig6.combine_seeds`."""
+    :func:`flowvar.experiments._seed_replicates.combine_seeds`."""
     return over_seeds(agreement, lambda seed_agreement: window_rule(seed_agreement, threshold))
 
 
@@ -459,7 +460,7 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
                f"distance to R x0 + μ ≥ that to x0 + μ; else 'partial'. Over one seed's settings "
                f"(flowvar.metrics.status_verdict): confirmed if every setting has the claimed status, refuted if "
                f"every setting has the opposite one, else inconclusive ('partial' and stopped solvers count neither "
-               f"way); over seeds (fig6.combine_seeds): every seed must agree")
+               f"way); over seeds (_seed_replicates.combine_seeds): every seed must agree")
     ctx.choice("fit precondition", f"a (seed, σ, training length) network enters the per-setting claims when its "
                f"training loss (mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = 8σ·arctan(1/σ) by "
                f"at most L_min({config.contrast_sigma:g}) = {counterexample_min_loss(config.contrast_sigma):.4g} "
@@ -561,7 +562,8 @@ def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id
                        unfitted: dict[str, list[int]]) -> None:
     """Judge a statement evaluated at every (fitted training length, solver) setting of each training seed with
     fig6's rule, :func:`flowvar.metrics.status_verdict`, per seed, combined over seeds
-    (:func:`flowvar.experiments.fig6.status_over_seeds`). ``statuses``: seed label → setting label → status."""
+    (:func:`flowvar.experiments._seed_replicates.status_over_seeds`). ``statuses``: seed label → setting label →
+    status."""
     opposite = OPPOSITE[holds]
     per_seed: dict[str, dict[str, Any]] = {}
     for seed, seed_statuses in statuses.items():
