@@ -11,13 +11,13 @@ import torch
 from experiment_checks import assert_complete_gmm_result
 from flowvar.distributions import GaussianMixture
 from flowvar.errors import ConfigError, ShapeError
+from flowvar.experiments._zero_loss import loss_over_spacing_sq
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.prop2 import (
     TrainingMonitor,
     floor_precondition,
     grid_hits,
     line_encounters,
-    loss_over_spacing_sq,
     lower_accuracy_rule,
     make_pairs,
     mechanism_precondition,

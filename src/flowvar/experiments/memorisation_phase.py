@@ -87,6 +87,7 @@ from torch import Tensor, nn
 from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, DataError, ShapeError
+from flowvar.experiments._zero_loss import loss_over_spacing_sq, sigma0_precondition
 from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
@@ -333,15 +334,6 @@ def sigma0_memorises_rule(cells: dict[str, dict[str, Any]], memorise_accuracy: f
     if at_zero and all(c["accuracy"] < fail_accuracy for c in at_zero):
         return "refuted"
     return "inconclusive"
-
-
-def sigma0_precondition(cells: dict[str, dict[str, Any]], zero_loss_ratio: float) -> Precondition:
-    """Some σ = 0 cell was trained to Prop 2's minimiser: seed-mean loss ≤ ``zero_loss_ratio`` × spacing²."""
-    ratios = {k: c["loss_over_spacing_sq"] for k, c in cells.items()}
-    at_zero = [k for k, r in ratios.items() if r <= zero_loss_ratio]
-    return Precondition(f"at least one cell trained σ = 0 to the zero-loss level (loss ≤ {zero_loss_ratio} × line "
-                        f"spacing²)", bool(at_zero), {"loss_over_spacing_sq": ratios, "cells_at_zero_loss": at_zero},
-                        "" if at_zero else "more training steps or width, or fewer pairs N (wider line spacing)")
 
 
 def split_cells(keys: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -740,8 +732,8 @@ def _claims(ctx: RunContext, config: MemorisationPhaseConfig, points: list[dict[
                       "accuracy": float(np.mean([r["pairing_accuracy"] for r in rows])),
                       "chance": 1.0 / rows[0]["n"],
                       "loss_ratio": float(np.mean([r["loss_ratio"] for r in rows])),
-                      "loss_over_spacing_sq": float(np.mean([r["final_loss"] / r["spacing"] ** 2 if r["spacing"] > 0
-                                                             else math.inf for r in rows])),
+                      "loss_over_spacing_sq": float(np.mean(loss_over_spacing_sq([r["final_loss"] for r in rows],
+                                                                                 [r["spacing"] for r in rows]))),
                       "grad_var": float(np.mean([r["grad_var"] for r in rows]))} for key, rows in cells0.items()}
     memorising = [k for k, v in summary0.items() if v["accuracy"] >= config.memorise_accuracy]
     ctx.metric("sigma0_memorising_cells", len(memorising))

@@ -71,8 +71,8 @@ from torch import Tensor, nn
 from flowvar.couplings import FixedPairs
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, ShapeError
+from flowvar.experiments._zero_loss import loss_over_spacing_sq, sigma0_precondition
 from flowvar.experiments.base import GMMTargetConfig, RunContext, register
-from flowvar.experiments.memorisation_phase import sigma0_precondition
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, median_nn_distance, pairing_accuracy, partner_distances
@@ -361,20 +361,14 @@ def no_collision_precondition(collisions: list[int], min_distance: list[float]) 
                         "" if holds else "pairs in general position (a random pairing collides with probability 0)")
 
 
-def loss_over_spacing_sq(final_loss: list[float], spacing: list[float]) -> list[float]:
-    """Per seed: final σ = 0 loss / (median line spacing)², memorisation_phase's zero-loss measure (≤
-    ``zero_loss_ratio`` means an RMS velocity residual of at most √``zero_loss_ratio`` of the line spacing, the
-    minimiser Prop 2 speaks of). A seed whose spacing is 0 counts as infinite (no residual is small against it)."""
-    return [loss / sp ** 2 if sp > 0 else math.inf for loss, sp in zip(final_loss, spacing, strict=True)]
-
-
 def sigma0_memorises_precondition(key: str, collisions: list[int], min_distance: list[float], final_loss: list[float],
                                   spacing: list[float], zero_loss_ratio: float) -> Precondition:
     """Prop 2 is a statement about the minimiser, so a network is judged only once it is there: no two training
     lines collide (:func:`no_collision_precondition`: a zero-loss field exists) and σ = 0 was trained to the
-    zero-loss level, the seed mean of :func:`loss_over_spacing_sq` ≤ ``zero_loss_ratio`` (memorisation_phase's
-    ``sigma0_precondition`` for the same paper statement, with this setting ``key`` as its one cell; its remedy: more
-    steps or width, or fewer pairs). A NaN loss never reaches the level."""
+    zero-loss level, the seed mean of :func:`~flowvar.experiments._zero_loss.loss_over_spacing_sq` ≤
+    ``zero_loss_ratio`` (:func:`~flowvar.experiments._zero_loss.sigma0_precondition`, memorisation_phase's for the
+    same paper statement, with this setting ``key`` as its one cell; its remedy: more steps or width, or fewer
+    pairs). A NaN loss never reaches the level."""
     ratios = loss_over_spacing_sq(final_loss, spacing)
     trained = sigma0_precondition({key: {"loss_over_spacing_sq": float(np.mean(ratios)) if ratios else math.nan}},
                                   zero_loss_ratio)
@@ -827,7 +821,7 @@ def _neural_figure(ctx: RunContext, config: Prop2Config,
 
 
 __all__ = ["EXACT_ZERO_TOL", "FAMILIES", "LineEncounters", "Prop2Config", "TrainingMonitor", "floor_precondition",
-           "grid_hits", "line_encounters", "loss_over_spacing_sq", "lower_accuracy_rule", "make_pairs",
+           "grid_hits", "line_encounters", "lower_accuracy_rule", "make_pairs",
            "mechanism_precondition", "no_collision_precondition", "no_zero_loss_rule", "noise_breaks_pairing_rule",
            "ode_returns_partner_rule", "plateau_rule", "run", "sigma0_memorises_precondition", "sigma0_memorises_rule",
            "two_proportion_se", "zero_loss_rule"]
