@@ -317,6 +317,21 @@ def test_one_seed_is_inconclusive(tmp_path: Path) -> None:
         assert list(claim["evidence"]["verdict_per_seed"]) == ["seed=0"]
 
 
+def test_split_preset_metrics_resolve_against_a_run(tmp_path: Path) -> None:
+    """The split preset's metric names (with the seed level the seeds added) are names the run writes."""
+    from flowvar.sweep import Options, PointOutcome, flatten, plan, resolve_metric
+
+    the_plan = plan(Options("solver_resolution", preset="split", quick=True))
+    data = _run(tmp_path, sigmas="[0.0, 0.05]", train_steps="[20]", euler_steps="[11, 101]")
+    outcome = PointOutcome(the_plan.points[0], status="computed")
+    outcome.metrics = flatten(data["metrics"])
+    point_steps = the_plan.points[0].config.train_steps[0]
+    outcome.metrics = {k.replace("train_steps=20", f"train_steps={point_steps}"): v for k, v in outcome.metrics.items()}
+    resolved = [resolve_metric(m, outcome) for m in the_plan.metrics]
+    assert all(name is not None and value is not None for name, value in resolved), resolved
+    assert all(".seed=0." in name for name, _ in resolved)
+
+
 def test_split_training_lengths_match_one_run(tmp_path: Path) -> None:
     """A sweep job with train_steps=[40] gets the same numbers as the 40-step checkpoint of a [20, 40] run."""
     both = _run(tmp_path / "both")

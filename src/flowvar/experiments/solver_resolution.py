@@ -525,7 +525,8 @@ def _seed_label(seed: int) -> str:
 
 
 def _row_key(seed: int | None, train_steps: int | None) -> str:
-    return "exact" if train_steps is None else f"{_seed_label(seed or 0)}.train_steps={train_steps}"
+    """``exact`` for the exact minimiser's rows (no seed, no training length), else ``seed=<s>.train_steps=<n>``."""
+    return "exact" if train_steps is None else f"seed={seed}.train_steps={train_steps}"
 
 
 def _nested(points: list[dict[str, Any]], value: str) -> dict[str, dict[str, dict[str, Any]]]:
