@@ -1305,3 +1305,34 @@ def test_third_party_conditional_model_runs_end_to_end(library: str, nets: objec
     claims = {c["id"]: c for c in result["claims"]}
     assert claims["audit.pair_recovery"]["evidence"]["class_conditional"]
     assert claims["audit.gradient_signal"]["evidence"]["profiles"]  # measured under the labels
+
+
+def test_in_memory_inputs_numpy_arrays_and_wrong_types() -> None:
+    """audit(model, numpy_array) died in pathlib ("File name too long": the array was str()'d into a path). A float
+    array is taken as a tensor; an integer one (pixels of unknown scale), a list or another type is one ConfigError."""
+    from flowvar.audit.loading import load_conditions, load_labelled, load_labels
+
+    x = np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)
+    got, labels, desc = load_labelled("data", x)
+    assert torch.equal(got, torch.from_numpy(x)) and labels is None and desc == "tensor (12, 3)"
+    with pytest.raises(ConfigError, match=r"data is an integer array \(uint8\): its pixel scale is unknown"):
+        load_labelled("data", np.zeros((4, 1, 8, 8), dtype=np.uint8))
+    with pytest.raises(ConfigError, match=r"data must be a tensor, a numpy array or a path .* got list"):
+        load_labelled("data", x.tolist())
+    assert load_labels("labels", np.arange(12) % 3, 12).tolist() == (np.arange(12) % 3).tolist()
+    assert load_conditions("conditions", x, 12).shape == (12, 3)
+    field = MLPField(3, 8, 1)
+    with pytest.raises(ConfigError, match="must be a tensor, a numpy array or a path"):
+        audit(field, x.tolist())
+
+
+def test_a_checkpoint_folder_names_the_weights_inside(tmp_path: Path) -> None:
+    """A diffusers save_pretrained folder as --checkpoint read "does not exist"; it names the folder and the weights
+    file to pass instead."""
+    folder = tmp_path / "unet_dir"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    with pytest.raises(DataError, match=r"checkpoint .*unet_dir is a folder; pass the weights file inside it \(it "
+                                        r"holds diffusion_pytorch_model\.safetensors\)"):
+        load_model("torch.nn:Identity", folder)

@@ -166,6 +166,12 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
         raise ConfigError("give --model package.module:factory (with --checkpoint weights), or --checkpoint holding a "
                           "whole model (TorchScript, torch.export or a pickled module)")
     path = Path(checkpoint).expanduser() if checkpoint is not None else None
+    if path is not None and path.is_dir():  # e.g. a diffusers save_pretrained folder
+        weights = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"))
+        hint = (f"pass the weights file inside it (it holds {', '.join(weights[:4])})" if weights else
+                "pass the weights file itself")
+        raise DataError(f"checkpoint {path} is a folder; {hint}, or a --model factory that loads the folder itself "
+                        f"(e.g. calling UNet2DModel.from_pretrained)")
     if path is not None and not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
     if factory is not None:
@@ -237,6 +243,27 @@ def _first_image_geometry(folder: Path, recursive: bool = False) -> tuple[int, i
     return first_image_geometry(folder, recursive)
 
 
+def in_memory(what: str, value: object, *, integers: bool) -> object:
+    """An audit input given in memory, as the loaders take it: a numpy array becomes a tensor (as given, like a
+    tensor); a str or Path stays a path or name; anything else (a list, a DataFrame) is one ConfigError naming the
+    accepted forms. ``integers``: whether an integer array is a valid value here (labels); elsewhere an integer
+    array holds pixels whose scale a tensor cannot carry, so it is refused with the two ways to give it."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "iub" and not integers:
+            raise ConfigError(f"{what} is an integer array ({value.dtype}): its pixel scale is unknown in memory; "
+                              f"convert it to floats on the model's scale (e.g. x / 127.5 − 1), or save it with "
+                              f"numpy.save and pass the path (with --value-range / value_range for non-8-bit images)")
+        if value.dtype.kind not in "iubf":
+            raise ConfigError(f"{what} must be a numeric array, got dtype {value.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, Tensor | str | Path):
+        return value
+    raise ConfigError(f"{what} must be a tensor, a numpy array or a path (file, folder or bundled name), got "
+                      f"{type(value).__name__}")
+
+
 def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
                 channels: int | None = None, value_range: tuple[float, float] | None = None) -> tuple[Tensor, str]:
     """An audit input as a float32 tensor (N, *shape) and a description (:func:`load_labelled` without the labels).
@@ -278,6 +305,7 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
             raise ConfigError(f"{what}: --value-range scales the images of a .npy/.npz array; {kind} have a known "
                               f"pixel scale (drop --value-range)")
 
+    data = in_memory(what, data, integers=False)  # type: ignore[assignment]
     if isinstance(data, Tensor):
         no_value_range("tensors (used as given)")
         x = data.detach().to("cpu", torch.float32)
@@ -329,6 +357,7 @@ def load_labels(what: str, labels: str | Path | Tensor, n: int) -> Tensor:
 
     from flowvar.data import check_labels
 
+    labels = in_memory(what, labels, integers=True)  # type: ignore[assignment]
     if isinstance(labels, Tensor):
         return check_labels(what, labels, n)
     file = Path(labels).expanduser()
@@ -378,6 +407,7 @@ def load_conditions(what: str, conditions: str | Path | Tensor, n: int) -> Tenso
     float32 (:func:`check_conditions`)."""
     import numpy as np
 
+    conditions = in_memory(what, conditions, integers=True)  # type: ignore[assignment]
     if isinstance(conditions, Tensor):
         return check_conditions(what, conditions, n)
     file = Path(conditions).expanduser()
@@ -450,6 +480,7 @@ __all__ = [
     "check_conditions",
     "class_folders",
     "import_factory",
+    "in_memory",
     "in_training_data",
     "load_conditions",
     "load_labelled",
