@@ -13,6 +13,11 @@ once got wrong, each against torch.func per-sample gradients in float64:
   parametrisation, and the leaf tensors (``original0``/``original1``, ``weight_g``/``weight_v``, ``weight_orig``)
   get exact per-sample gradients.
 
+* a module without a rule (``nn.ConvTranspose2d``, a hand-written ``h @ self.W``) under ``torch.autocast``: its
+  fallback recomputed it outside autocast, with the recorded bfloat16 input and the float32 weight, and raised a
+  ConfigError blaming the module. Now it is recomputed under the autocast state of its recorded call and matches a
+  naive per-sample loop under the same autocast.
+
 torch.func transforms on the hooked model (``jacrev``, ``vmap(grad)``) already worked (their calls are not recorded):
 a guard.
 """
@@ -30,7 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 from torch.nn.utils import parametrizations
 
-from flowvar.errors import DataError
+from flowvar.errors import ConfigError, DataError
 from flowvar.variance import GradNormEngine
 
 B = 6
@@ -404,3 +409,147 @@ def test_a_pass_under_autocast_is_measured_to_its_precision(name, own_grads):
         stats = engine.compute(losses=losses)
     assert stats.fallback == {}
     assert abs(stats.report().trace - want) <= 3e-2 * want
+
+
+class MatMul(nn.Module):
+    """A hand-written layer (no rule: the fallback) doing ``h @ self.W``, as DiT/SiT codebases do."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(n_in, n_out) / n_in ** 0.5)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h @ self.W
+
+
+class Upsampler(nn.Module):
+    """A strided convolution (its rule) and the ``nn.ConvTranspose2d`` a hand-written UNet upsamples with (no rule)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(F.silu(self.down(x)))
+
+
+class MatMulMLP(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.l1, self.mm, self.l2 = nn.Linear(d, 32), MatMul(32, 32), nn.Linear(32, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.l2(F.silu(self.mm(self.l1(x))))
+
+
+class RootMatMul(nn.Module):
+    """The model's own parameter in a matmul of its forward: the fallback recomputes the whole model."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.l1 = nn.Linear(d, 32)
+        self.W = nn.Parameter(torch.randn(32, d) / 32 ** 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(self.l1(x)) @ self.W
+
+
+#: bfloat16 keeps 8 significant bits (unit roundoff 2^-8 ≈ 3.9e-3); the batch pass and the one-sample loop may round
+#: differently (other kernels, other summation order), and a squared norm doubles a relative error: 3e-2 allows
+#: about four roundings, and is far below the error of a wrong answer (a factor 2 on a squared norm is 100%)
+BF16_TOL = 3e-2
+
+
+def _autocast_fallback_models() -> dict[str, tuple[nn.Module, Tensor, set[str]]]:
+    """name → (model, input, the parameters its fallback measures)."""
+    g = torch.Generator().manual_seed(5)
+    torch.manual_seed(0)
+    return {
+        "conv-transpose": (Upsampler(), torch.randn(B, 1, 8, 8, generator=g), {"up.weight", "up.bias"}),
+        "matmul-layer": (MatMulMLP(6), torch.randn(B, 6, generator=g), {"mm.W"}),
+        "model-matmul": (RootMatMul(6), torch.randn(B, 6, generator=g), {"W"}),
+    }
+
+
+def _naive_per_sample(model: nn.Module, x: Tensor, y: Tensor, autocast: bool) -> dict[str, Tensor]:
+    """Per-sample gradients of ℓ_i = ‖model(x_i) − y_i‖² by one forward (under bfloat16 autocast, or not) and one
+    autograd.grad per sample."""
+    params = dict(model.named_parameters())
+    rows = []
+    for i in range(x.shape[0]):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(x[i:i + 1])
+        rows.append(torch.autograd.grad((out.float() - y[i:i + 1]).pow(2).sum(), list(params.values())))
+    return {k: torch.stack([r[j] for r in rows]).to(F64) for j, k in enumerate(params)}
+
+
+def _trace(per_sample: dict[str, Tensor]) -> float:
+    g = torch.cat([v.reshape(v.shape[0], -1) for v in per_sample.values()], 1)
+    return float((g - g.mean(0)).pow(2).sum(1).mean())
+
+
+@pytest.mark.parametrize("name", ["conv-transpose", "matmul-layer", "model-matmul"])
+@pytest.mark.parametrize("own_grads", MODES)
+def test_the_fallback_under_autocast_matches_a_per_sample_loop_under_the_same_autocast(name: str, own_grads: bool):
+    """CPU bfloat16 autocast with modules that have no rule: the fallback recomputes them under the recorded call's
+    autocast (it raised ConfigError: bfloat16 input, float32 weight). Per-sample squared norms of every parameter
+    and the trace equal a naive per-sample loop under the same autocast to bfloat16 precision (:data:`BF16_TOL`)."""
+    model, x, fallback = _autocast_fallback_models()[name]
+    y = torch.randn_like(x)
+    with GradNormEngine(model, own_grads=own_grads) as engine:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        losses = (out.float() - y).pow(2).flatten(1).sum(1)
+        losses.mean().backward()
+        stats = engine.compute(losses=losses, validate=True)
+    assert set(stats.fallback) == fallback
+    model.zero_grad()
+    want = _naive_per_sample(model, x, y, autocast=True)
+
+    def agree(got: Tensor, expected: Tensor) -> bool:
+        return float(((got - expected).abs() / expected).max()) <= BF16_TOL
+
+    for k, g in want.items():
+        norms = g.reshape(B, -1).pow(2).sum(1)
+        assert agree(stats.param_sq_norms[k], norms), k
+        assert not agree(2 * stats.param_sq_norms[k], norms), k  # the tolerance catches a factor 2
+    trace, expected = torch.tensor(stats.report().trace), torch.tensor(_trace(want))
+    assert agree(trace, expected) and not agree(2 * trace, expected)
+
+
+def test_a_pass_recorded_outside_autocast_is_recomputed_outside_it():
+    """``compute()`` called inside an autocast block for a float32 pass: the fallback recomputes the pass as recorded
+    (without autocast), so the result is float32-exact (it recomputed in bfloat16 and failed its output check)."""
+    model, x, _ = _autocast_fallback_models()["matmul-layer"]
+    y = torch.randn_like(x)
+    with GradNormEngine(model) as engine:
+        losses = (model(x) - y).pow(2).sum(1)
+        losses.mean().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            stats = engine.compute(losses=losses, validate=True)
+    model.zero_grad()
+    want = _naive_per_sample(model, x, y, autocast=False)
+    for k, g in want.items():
+        assert rel(stats.param_sq_norms[k], g.reshape(B, -1).pow(2).sum(1)) < TOL[torch.float32], k
+
+
+class OneSampleFails(MatMul):
+    """Runs a batch but not one sample under autocast (stands for a module the recomputation cannot run)."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        if h.shape[0] == 1 and torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("this layer cannot run one sample")
+        return h @ self.W
+
+
+def test_a_fallback_that_fails_under_autocast_names_autocast():
+    model = MatMulMLP(6)
+    model.mm = OneSampleFails(32, 32)
+    x = torch.randn(B, 6)
+    with GradNormEngine(model) as engine:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = model(x).float().pow(2).sum(1)
+        losses.mean().backward()
+        with pytest.raises(ConfigError, match=r"under torch\.autocast\(cpu, bfloat16\) and was recomputed under it"):
+            engine.compute(losses=losses)

@@ -73,6 +73,7 @@ from flowvar.variance.records import (
     Collector,
     ProbeSet,
     RuleContext,
+    autocast_state,
     is_batched_grad,
 )
 from flowvar.variance.rules import LinearRule, Rule, fallback_call, parametrization_children, rule_for
@@ -144,7 +145,7 @@ def _batch_to_front(call: CallRecord) -> CallRecord:
         return x.movedim(1, 0) if isinstance(x, Tensor) and x.ndim >= 2 else x
 
     return CallRecord(tuple(move(a) for a in call.args), call.kwargs, [move(o) for o in call.outputs],
-                      [move(g) for g in call.grads])
+                      [move(g) for g in call.grads], autocast=call.autocast)
 
 
 def _claimed_children(model: nn.Module) -> dict[int, list[str]]:
@@ -495,7 +496,7 @@ class GradNormEngine:
             inputs, spec = tree_flatten((args, kwargs))
             args, kwargs = tree_unflatten([_snapshot(x) for x in inputs], spec)
             stored = [_snapshot(x) for x in leaves]
-        call = CallRecord(tuple(args), dict(kwargs), stored, grads)
+        call = CallRecord(tuple(args), dict(kwargs), stored, grads, autocast=autocast_state(leaves))
         if capture:  # the projections this very call used (this thread's capture of the module, still open)
             opened = self._captures.get((threading.get_ident(), id(module)))
             if opened is not None:
@@ -581,7 +582,8 @@ class GradNormEngine:
             leaves = [output] if isinstance(output, Tensor) else tree_flatten(output)[0]
             grads: list[Tensor | None] = [None] * len(leaves)
             self._root_calls.append(CallRecord(tuple(args), dict(kwargs), leaves, grads,
-                                               in_backward=torch._C._current_graph_task_id() != -1))
+                                               in_backward=torch._C._current_graph_task_id() != -1,
+                                               autocast=autocast_state(leaves)))
             for k, leaf in enumerate(leaves):
                 if isinstance(leaf, Tensor) and leaf.requires_grad:
                     leaf.register_hook(partial(_store_grad, grads, k, self._batched))
@@ -1143,7 +1145,7 @@ def _in_dtype(call: CallRecord, dtype: torch.dtype) -> CallRecord:
         return call
     cast = [g.to(dtype) if off(g) else g for g in call.grads]
     args = tuple(a.to(dtype) if off(a) else a for a in call.args)
-    return CallRecord(args, call.kwargs, call.outputs, cast, captured=call.captured)
+    return CallRecord(args, call.kwargs, call.outputs, cast, captured=call.captured, autocast=call.autocast)
 
 
 def _store_grad(grads: list[Tensor | None], k: int, batched: BatchedPasses, grad: Tensor) -> None:

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "BatchedPasses", "Blocked", "CallRecord", "Collector", "PerSample",
-           "ProbeSet", "RuleContext", "is_batched_grad", "sample_sq_norms", "sample_sum", "segment_sums"]
+           "ProbeSet", "RuleContext", "autocast_state", "is_batched_grad", "sample_sq_norms", "sample_sum",
+           "segment_sums"]
 
 F64 = torch.float64
 
@@ -115,6 +116,23 @@ class BatchedPasses:
         self.repeated = False
 
 
+#: ((device type, autocast dtype, or None where autocast is off), ...)
+AutocastState = tuple[tuple[str, torch.dtype | None], ...]
+
+
+def autocast_state(leaves: list[Any]) -> AutocastState:
+    """Whether ``torch.autocast`` is on, and in which dtype, for each device type of the tensors ``leaves`` (a call's
+    outputs: where its ops ran). Device types autocast does not know (``meta``) are left out."""
+    state = []
+    for device_type in sorted({x.device.type for x in leaves if isinstance(x, Tensor)}):
+        try:
+            on = torch.is_autocast_enabled(device_type)
+            state.append((device_type, torch.get_autocast_dtype(device_type) if on else None))
+        except RuntimeError:
+            continue
+    return tuple(state)
+
+
 @dataclass
 class CallRecord:
     """One recorded forward call of a module: its inputs, its output leaves and ∂L/∂(output leaves)."""
@@ -132,6 +150,9 @@ class CallRecord:
     #: recorded inside a backward pass (a forward recomputed by activation checkpointing): the losses' graph runs
     #: through the checkpoint's node, not through this call's outputs
     in_backward: bool = False
+    #: the autocast state the call ran under, per device type of its outputs (:func:`autocast_state`): the fallback
+    #: recomputes the call under the same state, so that it runs the ops in the precision the recorded call did
+    autocast: AutocastState = ()
 
     def grad(self, k: int = 0) -> Tensor:
         """δ of output leaf ``k`` (zeros when the backward pass did not reach it)."""

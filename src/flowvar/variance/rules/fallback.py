@@ -5,7 +5,9 @@ cannot run the module (data-dependent control flow, a custom ``torch.autograd.Fu
 support, an op without a batching rule such as the fused recurrent kernels), by one plain autograd backward per
 sample. The module's output is recomputed and checked against the captured one, so a module that is random
 (dropout) or couples samples is reported rather than mis-measured. The engine also runs the whole model through
-this function for parameters used outside their own module's forward.
+this function for parameters used outside their own module's forward. The recomputation runs under the autocast
+state of the recorded call (:attr:`~flowvar.variance.records.CallRecord.autocast`): a call under ``torch.autocast``
+is recomputed in the autocast precision, as the training step ran it, and one outside autocast outside it.
 
 Reparametrised weights go here too (:func:`reparametrized`): a layer whose weight ``torch.nn.utils.parametrize``
 computes from other parameters (``parametrizations.weight_norm``, ``spectral_norm``, ``orthogonal``, a user's
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -35,7 +37,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from flowvar.errors import ConfigError
-from flowvar.variance.records import F64, CallRecord
+from flowvar.variance.records import F64, AutocastState, CallRecord
 from flowvar.variance.rules.base import batched
 
 __all__ = ["fallback_call", "parametrization_children", "reparametrized"]
@@ -99,6 +101,26 @@ def _recomputation(module: nn.Module) -> Iterator[None]:
             m.__dict__[name] = value
 
 
+@contextmanager
+def _autocast_as(state: AutocastState) -> Iterator[None]:
+    """Autocast on or off, per device type, as it was for the recorded call (:attr:`CallRecord.autocast`): a module
+    called under ``torch.autocast`` received half-precision inputs from the layers before it and ran its ops in the
+    autocast dtype with float32 weights, which only the same autocast state reproduces (outside it, ``h @ W`` or a
+    ConvTranspose meets a bfloat16 input and a float32 weight and raises); and a pass recorded outside autocast is
+    recomputed outside it even when ``compute()`` is called inside."""
+    with ExitStack() as stack:
+        for device_type, dtype in state:
+            stack.enter_context(torch.autocast(device_type, dtype=dtype) if dtype is not None
+                                else torch.autocast(device_type, enabled=False))
+        yield
+
+
+def _autocast_text(state: AutocastState) -> str:
+    """'torch.autocast(cpu, bfloat16)' for the device types autocast was on for, '' when it was off."""
+    return ", ".join(f"torch.autocast({device}, {str(dtype).removeprefix('torch.')})"
+                     for device, dtype in state if dtype is not None)
+
+
 def _relative_gap(a: Tensor, b: Tensor) -> float:
     return float((a - b).norm() / (b.norm() + a.norm() + 1e-300)) * 2
 
@@ -138,7 +160,8 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
         return pullback(cot)[0], out
 
     how = "fallback-vmap"
-    with _recomputation(module), warnings.catch_warnings():
+    under = _autocast_text(call.autocast)
+    with _recomputation(module), _autocast_as(call.autocast), warnings.catch_warnings():
         # an op without a batching rule (nn.Bilinear's _trilinear) runs in a loop inside vmap, exact but slower:
         # torch says so on every call, which would be every logged step; the fallback is reported in stats.fallback
         warnings.filterwarnings("ignore", message=_SLOW_VMAP, category=UserWarning)
@@ -155,9 +178,11 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
             # does.
             how = "fallback-loop"
             grads, outs = _autograd_loop(module, module_name, lambda sample: call_one(sample, module),
-                                         {**fixed, **buffers}, params, xs, cots, stop - start, error)
-    # recomputation in the outputs' own precision: float64 agrees to rounding, float32 to ~1e-6, half types less
-    tol = 1e-9 if all(o.dtype == F64 for o in outs) else 1e-3 if all(o.dtype == torch.float32 for o in outs) else 3e-2
+                                         {**fixed, **buffers}, params, xs, cots, stop - start, error, under)
+    # recomputation in the outputs' own precision: float64 agrees to rounding, float32 to ~1e-6, half types less —
+    # and so does a float32 output computed under autocast from half-precision products
+    tol = 1e-9 if all(o.dtype == F64 for o in outs) else \
+        1e-3 if all(o.dtype == torch.float32 for o in outs) and not under else 3e-2
     for j, k in enumerate(out_idx):
         gap = _relative_gap(outs[j], call.outputs[k].movedim(out_dim(k), 0)[start:stop])
         if not gap <= tol:  # NaN too
@@ -171,11 +196,12 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
 
 def _autograd_loop(module: nn.Module, module_name: str, forward: Callable[[list[Tensor]], list[Tensor]],
                    others: dict[str, Tensor], params: dict[str, Tensor], xs: list[Tensor], cots: list[Tensor], n: int,
-                   why: BaseException) -> tuple[dict[str, Tensor], list[Tensor]]:
+                   why: BaseException, under: str = "") -> tuple[dict[str, Tensor], list[Tensor]]:
     """Per-sample vector-Jacobian products by one ordinary backward pass per sample into fresh leaf copies of the
     parameters (the only tensors of the recomputation that require gradients): slower than vmap but runs anything
     the training step's own backward pass runs. Errors become one
-    :class:`ConfigError` line naming the module (``why``: the error that made vmap give up)."""
+    :class:`ConfigError` line naming the module (``why``: the error that made vmap give up; ``under``: the autocast
+    the call was recorded and recomputed under, named as a possible cause)."""
     keys = list(params)
     rows: list[list[Tensor]] = []
     outs: list[list[Tensor]] = []
@@ -195,10 +221,17 @@ def _autograd_loop(module: nn.Module, module_name: str, forward: Callable[[list[
     except (RuntimeError, NotImplementedError, TypeError, ValueError) as error:
         raise ConfigError(f"module {module_name!r} ({type(module).__name__}) cannot be recomputed one sample at a "
                           f"time for its per-sample gradients ({_first_line(error)}; vmap: {_first_line(why)}). "
-                          f"Register a rule for it (flowvar.variance.register_rule) or use "
+                          f"{_autocast_cause(under)}Register a rule for it (flowvar.variance.register_rule) or use "
                           f"flowvar.variance.gradient_variance(method='autograd')") from error
     grads = {k: torch.stack([r[j] for r in rows]) for j, k in enumerate(keys)}
     return grads, [torch.stack([o[j] for o in outs]) for j in range(len(cots))]
+
+
+def _autocast_cause(under: str) -> str:
+    if not under:
+        return ""
+    return (f"The call ran under {under} and was recomputed under it: if the module cannot run one sample under "
+            f"autocast, measure on steps whose forward runs outside autocast. ")
 
 
 def _first_line(error: BaseException) -> str:
