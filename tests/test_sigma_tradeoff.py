@@ -288,7 +288,7 @@ def test_reduces_memorisation_rule_and_precondition() -> None:
     assert st.reduces_memorisation_rule([1.0], [0.0], **kw).verdict == "inconclusive"  # one seed
     none = st.reduces_memorisation_rule([math.nan], [0.0], **kw)
     assert none.verdict == "inconclusive" and "diverged" in none.reason
-    assert "0.1 × the memorisation scale" in refuted.effect_text()
+    assert "0.1 × 1, the memorisation scale" in refuted.effect_text()
     pre = st.memorised_precondition([1.0, 0.9], 0.5)
     assert pre.holds and pre.measured["pairing_accuracy_sigma0_per_seed"] == [1.0, 0.9]
     for acc in ([1.0, 0.2], [math.nan, 1.0]):

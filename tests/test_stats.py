@@ -147,7 +147,7 @@ def test_paired_over_seeds_bounds_are_the_t_interval() -> None:
     assert res.lower == pytest.approx(d.mean() - half) and res.upper == pytest.approx(d.mean() + half)
     zero_sd = paired_over_seeds([2.0, 2.0], [1.0, 1.0], min_effect=0.5, scale=1.0, scale_name="u")
     assert zero_sd.verdict == "confirmed" and zero_sd.lower == zero_sd.upper == 1.0
-    assert "0.5 × u" in zero_sd.effect_text()
+    assert "≥ 0.5 (0.5 × 1, u)" in zero_sd.effect_text()  # a true product: min effect = 0.5 × the scale 1
 
 
 def test_paired_over_seeds_rejects_bad_input() -> None:
@@ -197,6 +197,6 @@ def test_noninferior_over_seeds_reaches_every_outcome() -> None:
     assert one.verdict == "inconclusive" and "one seed" in one.reason
     # worse than b but within the margin: still non-inferior (that is what the margin allows)
     assert noninferior_over_seeds([1.2, 1.25, 1.3], [1.0, 1.0, 1.0], **kw).verdict == "confirmed"
-    assert "< margin 0.5 (0.1 × null level = 5)" in equal.effect_text()
+    assert "< margin 0.5 (0.1 × 5, null level)" in equal.effect_text()  # was "0.1 × null level = 5": false
     with pytest.raises(ConfigError, match="min_effect"):
         noninferior_over_seeds([1.0, 2.0], [1.0, 2.0], margin=-0.1, scale=1.0, scale_name="u")

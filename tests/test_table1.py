@@ -105,7 +105,7 @@ def test_table1_memorisation_and_direct_rules_reach_every_outcome() -> None:
     assert direct_memorisation_rule([0.1, 0.2, 0.1], [3.0, 2.5, 2.8], min_effect=0.3, scale=6.0,
                                     **KW).verdict == "confirmed"
     refuted = direct_memorisation_rule([6.0, 6.1, 5.9], [6.0, 6.05, 5.95], min_effect=0.3, scale=6.0, **KW)
-    assert refuted.verdict == "refuted" and "0.05 × random-pair distance" in refuted.effect_text()
+    assert refuted.verdict == "refuted" and "0.3 (0.05 × 6, random-pair distance)" in refuted.effect_text()
     assert direct_memorisation_rule([0.1, 0.2, 0.1], [0.5, 0.1, 1.5], min_effect=0.3, scale=6.0,
                                     **KW).verdict == "inconclusive"
 

@@ -239,7 +239,7 @@ class SeedComparison:
     def effect_text(self) -> str:
         """The minimum effect in words, for :attr:`flowvar.results.Claim.min_effect`."""
         rel = self.min_effect / self.scale if self.scale else math.nan
-        return (f"{self.label} ≥ {self.min_effect:.3g} ({rel:.3g} × {self.scale_name} = {self.scale:.3g}), at "
+        return (f"{self.label} ≥ {self.min_effect:.3g} ({rel:.3g} × {self.scale:.3g}, {self.scale_name}), at "
                 f"one-sided α = {self.alpha} over {self.n_seeds} seed(s)")
 
 
@@ -296,7 +296,7 @@ class NonInferiority(SeedComparison):
 
     def effect_text(self) -> str:
         rel = self.min_effect / self.scale if self.scale else math.nan
-        return (f"{self.label} < margin {self.min_effect:.3g} ({rel:.3g} × {self.scale_name} = {self.scale:.3g}), at "
+        return (f"{self.label} < margin {self.min_effect:.3g} ({rel:.3g} × {self.scale:.3g}, {self.scale_name}), at "
                 f"one-sided α = {self.alpha} over {self.n_seeds} seed(s)")
 
 
