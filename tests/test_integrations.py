@@ -3,7 +3,11 @@
 * Lightning: a tiny float64 LightningModule trains 40 steps on the CPU with ``GradientVarianceCallback(every=10)``;
   the trace and per-bin traces its logger received at a logged step equal the monitor's own numbers, and those
   equal a torch.func per-sample-gradient reference computed from a snapshot of that step's model and batch
-  (1e-9 relative in float64). A module that breaks the contract fails at ``fit`` start with one line.
+  (1e-9 relative in float64). A module that breaks the contract fails at ``fit`` start with one line. With
+  ``every`` not a multiple of ``log_every_n_steps``, or a larger multiple, ``metrics.csv`` holds each measurement
+  once, at its own step (``self.log`` made Lightning write stale copies at later logging steps). Manual
+  optimisation with two optimizers (``global_step`` advances by 2 per batch) measures every ``every``-th batch
+  (it measured nothing for an even ``every``).
 * examples/: both scripts run with tiny settings as subprocesses, exit 0 and print finite traces.
 
 Everything is built locally from small configs; nothing is downloaded.
@@ -68,14 +72,17 @@ class Flow(L.LightningModule):
 
 
 class Snapshot(L.Callback):
-    """Keeps a copy of the model and the batch of one step, taken after backward (before the optimizer step)."""
+    """Keeps a copy of the model and the batch of one training batch (counted from 1 by its own counter), taken after
+    backward (before the optimizer step)."""
 
     def __init__(self, step: int) -> None:
         self.step = step
+        self.batches = 0
         self.taken: dict[str, Any] | None = None
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step + 1 == self.step:
+        self.batches += 1
+        if self.batches == self.step:
             self.taken = {"model": copy.deepcopy(pl_module.model), "batch": pl_module.last}
 
 
@@ -139,6 +146,67 @@ def test_lightning_callback_logs_the_monitor_trace(tmp_path: Path) -> None:
     assert "per_sample_losses" not in vars(module)
     module.model(torch.zeros(4, 2, dtype=F64), torch.zeros(4, dtype=F64)).sum().backward()
     assert not callback.monitor.engine.has_records
+
+
+def _logged_rows(trainer: L.Trainer) -> list[dict[str, str]]:
+    with open(Path(trainer.logger.log_dir) / "metrics.csv", newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("gradvar/trace")]
+
+
+@pytest.mark.parametrize(("every", "log_every"), [(3, 2), (4, 2), (5, 4)])
+def test_lightning_logger_gets_each_measurement_once_at_its_own_step(tmp_path: Path, every: int,
+                                                                     log_every: int) -> None:
+    """Whatever ``log_every_n_steps`` is, metrics.csv has one gradvar row per measurement, under the measured
+    batch's step and with its numbers; ``callback_metrics`` holds the latest measurement."""
+    callback = GradientVarianceCallback(every=every, t_bins=T_BINS, warn=False)
+    trainer = _trainer(tmp_path, [callback], steps=20, log_every=log_every)
+    trainer.fit(Flow(), _loader())
+    history = callback.monitor.history
+    assert [r["step"] for r in history] == list(range(every, 21, every))
+    rows = _logged_rows(trainer)
+    assert [int(r["step"]) + 1 for r in rows] == [r["step"] for r in history]
+    for row, record in zip(rows, history):
+        assert float(row["gradvar/trace"]) == pytest.approx(record["trace"], rel=1e-12)
+        assert float(row["gradvar/t_bin0_trace"]) == pytest.approx(record["t_profile"]["trace"][0], rel=1e-12)
+    # (self.log keeps a Python float as a float32 tensor)
+    assert float(trainer.callback_metrics["gradvar/trace"]) == pytest.approx(history[-1]["trace"], rel=1e-6)
+
+
+class TwoOptimizers(Flow):
+    """Manual optimisation stepping two optimizers per batch: ``trainer.global_step`` advances by 2 per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: list[Tensor], batch_idx: int) -> None:
+        first, second = self.optimizers()
+        losses, _ = self.per_sample_losses(batch)
+        first.zero_grad()
+        second.zero_grad()
+        self.manual_backward(losses.mean())
+        first.step()
+        second.step()
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:  # type: ignore[override]
+        params = list(self.model.parameters())
+        half = len(params) // 2
+        return [torch.optim.Adam(params[:half], lr=1e-2), torch.optim.SGD(params[half:], lr=1e-2)]
+
+
+def test_lightning_manual_optimisation_with_two_optimizers_measures_every_every_th_batch(tmp_path: Path) -> None:
+    """16 batches, two optimizer steps each (global_step ends at 32), every=2: batches 2, 4, ..., 16 are measured,
+    logged under their own batch's step, and batch 4's trace equals the torch.func reference of that batch."""
+    callback, snapshot = GradientVarianceCallback(every=2, t_bins=T_BINS, warn=False), Snapshot(4)
+    trainer = _trainer(tmp_path, [callback, snapshot], steps=32, log_every=2)
+    trainer.fit(TwoOptimizers(), _loader())
+    assert trainer.global_step == 32
+    history = callback.monitor.history
+    assert [r["step"] for r in history] == list(range(2, 17, 2))
+    assert [int(r["step"]) + 1 for r in _logged_rows(trainer)] == [r["step"] for r in history]
+    assert snapshot.taken is not None
+    ref = _reference(snapshot.taken["model"], *snapshot.taken["batch"])
+    assert history[1]["step"] == 4 and history[1]["trace"] == pytest.approx(ref["trace"], rel=1e-9)
 
 
 class NoModel(Flow):

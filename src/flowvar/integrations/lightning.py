@@ -1,8 +1,8 @@
 """A Lightning callback that logs the exact gradient variance of a LightningModule's training batches.
 
 :class:`GradientVarianceCallback` runs :class:`~flowvar.variance.monitor.GradientVarianceMonitor` on the
-module's velocity field every ``every`` optimizer steps, from the step's own forward and backward pass, and
-logs through the module's logger (``self.log``): ``{prefix}/trace`` — the plug-in tr Cov(g) =
+module's velocity field every ``every`` training batches, from the step's own forward and backward pass, and
+writes to the Trainer's loggers: ``{prefix}/trace`` — the plug-in tr Cov(g) =
 (1/B) Σ_i ‖g_i‖² − ‖ḡ‖² of the per-sample gradients g_i = ∇_θ ℓ_i —, ``trace_unbiased``, ``normalised``,
 ``loss``, ``mean_grad_sq_norm``, ``mean_sq_norm``, ``memorisation`` (0/1), and per t-bin k the conditional trace
 ``{prefix}/t_bin{k}_trace`` (on the monitor's profile steps, where it is finite).
@@ -34,17 +34,26 @@ Not supported (refused with the fix): ``accumulate_grad_batches`` > 1 and a Grad
 use ``"bf16-mixed"`` or 32-bit). Under DDP (``strategy="ddp"``) every rank measures its shard and the monitor
 reduces them (:mod:`flowvar.variance.ranks`): the logged numbers are those of the global batch on every rank.
 
-Steps: the monitor's step is ``trainer.global_step + 1`` (optimizer steps including this one, as in
-:func:`flowvar.train.train`), measured when it is a multiple of ``every``. Lightning hands ``self.log`` values to
-the logger on every ``log_every_n_steps``-th step; ``every`` should be a multiple of it (a warning says so
-otherwise), or some measurements only reach ``callback.monitor.history`` and ``log_path``.
+Steps: the monitor's step counts training batches, including this one (steps count from 1, as in
+:func:`flowvar.train.train`), measured when it is a multiple of ``every``. It is Lightning's own logging step + 1
+(``fit_loop.epoch_loop._batches_that_stepped``, the step of the loggers' rows and of ``log_every_n_steps``), which
+advances once per batch in automatic and in manual optimisation alike: ``trainer.global_step`` counts optimizer
+steps, two per batch with two optimisers stepped by hand. With one optimizer step per batch (automatic
+optimisation; ``accumulate_grad_batches=1`` is required) the step is ``global_step + 1``.
+
+Logging: each measurement is written to every logger of the Trainer (``logger.log_metrics``, rank 0 only) once, at
+its own step — the logger's row step is the monitor's step − 1, Lightning's number for the same batch —, whatever
+``log_every_n_steps`` is. (Through ``self.log``, Lightning would write only on its ``log_every_n_steps``-th steps
+and write the last logged value again at every later such step until the next measurement, so a measurement
+would appear under steps where nothing was measured.) The values are also ``self.log``-ed with ``logger=False``,
+so that ``trainer.callback_metrics`` holds the latest measurement (``ModelCheckpoint``/``EarlyStopping`` can
+monitor ``{prefix}/trace``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -58,11 +67,14 @@ from flowvar.variance.monitor import SCALARS, GradientVarianceMonitor
 
 __all__ = ["GradientVarianceCallback"]
 
+#: Lightning's count of training batches (its logging step): once per batch, however many optimizers stepped
+BATCHES = "_batches_that_stepped"
+
 
 class GradientVarianceCallback(pl.Callback):
     """Logs the gradient variance of a LightningModule's training batches (module docstring: the contract).
 
-    ``every``: measure every this many optimizer steps. ``model_attr``: the module's attribute holding the
+    ``every``: measure every this many training batches. ``model_attr``: the module's attribute holding the
     velocity field (None: the whole LightningModule). ``losses_method``: the module's method returning the
     per-sample losses (B,) or (losses, t) of a batch. ``reduction``: "mean" or "sum", how ``training_step``
     reduces them. ``prefix``: the logged names' prefix. ``t_bins``, ``profile_every``, ``sigma``, ``log_path``
@@ -110,11 +122,10 @@ class GradientVarianceCallback(pl.Callback):
             raise ConfigError(f"GradientVarianceCallback: precision={trainer.precision!r} scales the loss by a "
                               f"GradScaler, which the per-sample gradients would carry; use precision='bf16-mixed' "
                               f"or 32-bit")
-        if trainer.log_every_n_steps and self.every % trainer.log_every_n_steps:
-            warnings.warn(f"GradientVarianceCallback(every={self.every}) is not a multiple of the Trainer's "
-                          f"log_every_n_steps={trainer.log_every_n_steps}: some measurements will not reach the "
-                          f"logger (all are in callback.monitor.history); set log_every_n_steps to a divisor of "
-                          f"{self.every}", stacklevel=2)
+        if not hasattr(trainer.fit_loop.epoch_loop, BATCHES):
+            raise ConfigError(f"GradientVarianceCallback counts training batches by Lightning's "
+                              f"fit_loop.epoch_loop.{BATCHES}, which this Lightning version "
+                              f"({pl.__version__}) lacks (tested with Lightning 2.6)")
         self.monitor = GradientVarianceMonitor(model, every=self.every, **self._monitor_args)
         if self._restored is not None:
             self.monitor.load_state_dict(self._restored)
@@ -173,7 +184,8 @@ class GradientVarianceCallback(pl.Callback):
 
     @staticmethod
     def _step(trainer: pl.Trainer) -> int:
-        return int(trainer.global_step) + 1
+        """Training batches so far, including this one (module docstring, "Steps")."""
+        return int(getattr(trainer.fit_loop.epoch_loop, BATCHES)) + 1
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -200,10 +212,11 @@ class GradientVarianceCallback(pl.Callback):
         losses, t = _losses_and_t(self._captured.pop(), self.losses_method)
         record = monitor.step(step, losses, t, reduction=self.reduction)
         if record is not None:
-            self._log(pl_module, record)
+            self._log(trainer, pl_module, step, record)
 
-    def _log(self, pl_module: pl.LightningModule, record: dict[str, Any]) -> None:
-        """``self.log`` every scalar and every finite per-bin trace (the same value on every DDP rank: no sync)."""
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, record: dict[str, Any]) -> None:
+        """Every scalar and every finite per-bin trace to the loggers at this step's row, and to ``self.log`` for
+        ``callback_metrics`` only (module docstring, "Logging"; the same values on every DDP rank: no sync)."""
         values = {f"{self.prefix}/{k}": float(record[k]) for k in SCALARS}
         values[f"{self.prefix}/memorisation"] = float(bool(record["memorisation"]))
         profile = record.get("t_profile")
@@ -212,7 +225,11 @@ class GradientVarianceCallback(pl.Callback):
                 if math.isfinite(trace):
                     values[f"{self.prefix}/t_bin{k}_trace"] = float(trace)
         for name, value in values.items():
-            pl_module.log(name, value, on_step=True, on_epoch=False, batch_size=int(record["batch_size"]))
+            pl_module.log(name, value, on_step=True, on_epoch=False, logger=False,
+                          batch_size=int(record["batch_size"]))
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=step - 1)
 
 
 def _losses_and_t(out: Any, method: str) -> tuple[Tensor, Tensor | None]:
