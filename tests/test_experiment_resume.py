@@ -215,7 +215,7 @@ SOLVER_TINY = {"sigmas": "[0.0, 0.05]", "train_steps": "[20, 40]", "width": "16"
 
 
 def test_solver_resolution_resumes_its_training_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """solver_resolution trains one network per σ in segments (20, then 40 steps): each length keeps its own
+    """solver_resolution trains one network per σ and seed in segments (20, then 40 steps): each length keeps its own
     checkpoint in the work folder, so a rerun after an interruption in σ = 0.05's second segment loads the three
     finished lengths and continues the fourth from its last checkpoint (step 36), ending at the uninterrupted result."""
     import flowvar.experiments.solver_resolution as solver
@@ -228,7 +228,9 @@ def test_solver_resolution_resumes_its_training_segments(tmp_path: Path, monkeyp
     assert first == [20, 20, 20, 18]  # σ = 0: 20 + 20 steps; σ = 0.05: 20, then killed at step 38
     again = _instrumented(monkeypatch, stop_in_call=None, module=solver, function="train_cfm")
     run = run_cached("solver_resolution", tmp_path / "out", cache, overrides=SOLVER_TINY)
-    assert again == [0, 0, 0, 4]  # the step-36 checkpoint of the 40-step segment (ten per full-scale training)
+    # the step-36 checkpoint of seed 0's 40-step segment (ten per full-scale training), then seeds 1 and 2 (the full
+    # config trains 3 seeds per σ) from scratch: 2 σ × 2 segments of 20 steps each
+    assert again == [0, 0, 0, 4] + [20] * 8
     assert _untimed(run.result.metrics) == _untimed(reference.metrics)
     assert [(c.id, c.verdict) for c in run.result.claims] == [(c.id, c.verdict) for c in reference.claims]
 
