@@ -113,7 +113,7 @@ def test_fig6_says_where_the_paper_holds(results: dict[str, Result]) -> None:
     if statuses["euler_11"] == "reproduces":
         assert "holds only on coarse grids (≤ 11 Euler steps)" in text
     else:
-        assert "holds only on coarse grids" not in text and "(partial by the stated rule)" in text
+        assert "holds only on coarse grids" not in text and "the paper's claim holds on no grid" in text
     partial = copy.deepcopy(r)  # the hostile reader's case: 96 % nearer at 11 steps, but too far: partial
     for c in partial.claims:
         for key in ("status_per_solver", "statuses", "sigma0_statuses"):
@@ -122,7 +122,7 @@ def test_fig6_says_where_the_paper_holds(results: dict[str, Result]) -> None:
         if isinstance(c.evidence.get("fraction_nearer_rotation_per_solver"), dict):
             c.evidence["fraction_nearer_rotation_per_solver"]["euler_11"] = 0.96
     text = build_story(partial).paragraph()
-    assert "holds only on coarse grids" not in text and "on no grid does the paper's claim hold" in text
+    assert "holds only on coarse grids" not in text and "the paper's claim holds on no grid" in text
     table = story.tables[0]
     rows = {row[0]: marks for row, marks in zip(table.rows, table.verdicts, strict=True)}
     assert rows["Euler 11 steps"][0][2] == "partly" and rows["Euler 1001 steps"][0][2] == "does not hold"
@@ -231,7 +231,7 @@ def test_markdown_carries_the_same_findings_and_tables(collection: dict[str, Any
     assert md.index("## Findings") < md.index("## Verdicts")
     assert "**Table 2 beside ours: adversarial (shuffled OT) pairs" in md
     assert "| N = 5,000 (ours 64), CFM(σ = 0.05) | 34.2" in md
-    assert "holds only on coarse grids" in md and "> **Quick run" in md
+    assert "Fig. 6: The paper (Fig. 6)" in md and "> **Quick run" in md
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
         assert (RESULTS / link).is_file(), link
 
@@ -251,7 +251,7 @@ def test_show_prints_findings_tables_and_verdicts(capsys: pytest.CaptureFixture[
     assert main(["show", str(RESULTS)]) == 0
     out = capsys.readouterr().out
     assert out.index("Findings") < out.index("Paper beside ours") < out.index("Verdicts")
-    assert "holds only on coarse grids" in out and "| N = 5,000 (ours 64), CFM(σ = 0.05) | 34.25 ± 7.54 |" in out
+    assert "Fig. 6: The paper (Fig. 6)" in out and "| N = 5,000 (ours 64), CFM(σ = 0.05) | 34.25 ± 7.54 |" in out
     assert "| fig6 | `fig6.sigma0_solver_dependence` | finding | **confirmed** | σ = 0, the fraction" in out
     assert "15 experiments: 13 of 37 reproductions confirmed" in out and "{'" not in out
 
@@ -265,7 +265,8 @@ def test_show_write_report_rerenders_a_reproduce_folder(tmp_path: Path, capsys: 
     assert main(["show", str(out), "--write-report"]) == 0
     assert "re-rendered" in capsys.readouterr().out
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert "holds only on coarse grids" in page and "figure fig5/variance_by_angle.png is missing" in page
+    assert "σ = 0 Rectified Flow reproduces its training pairs" in page
+    assert "figure fig5/variance_by_angle.png is missing" in page
     assert (out / "report.md").is_file()
     assert main(["show", str(tmp_path / "nothing"), "--write-report"]) == 2
     assert "is not a `flowvar reproduce` folder" in capsys.readouterr().err
@@ -378,7 +379,8 @@ def test_the_done_when_questions_are_answered_above_the_verdict_table(page: str,
         "sigma=0.0"]
     coarse, fine = (round(100 * sigma0[k]["fraction_nearer_rotation"]) for k in ("euler_11", "euler_1001"))
     assert f"only on coarse odd Euler grids ({coarse} % at 11 steps; {fine} % at 1001 steps" in fig6
-    assert re.search(r"holds only on coarse grids \(≤ \d+ Euler steps\)", fig6)
+    assert re.search(r"(holds only on coarse grids|Nearer the training partners on coarse grids) \(≤ \d+ Euler "
+                     r"steps\)", fig6)
     table2 = head[head.index("Table 2 : The paper"):]
     assert "(L2 28.57 vs 50.4 to the OT partner)" in table2 and "(L2 34.25 vs 55.02 to the shuffled partner)" in table2
     assert re.search(r"σ = 0\.05 nearer the (shuffled|OT) partner \(L2 [\d.]+ vs [\d.]+ to the (OT|shuffled) partner\)",

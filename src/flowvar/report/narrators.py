@@ -127,9 +127,8 @@ def fig6(result: Result, story: Story) -> None:
                          f"dependence (ours) {dep.verdict}")
     elif coarse and finest_odd not in coarse:
         limit = max(_steps(s) or 0 for s in coarse)
-        story.verdict = (f"On coarse grids (≤ {limit} Euler steps) most endpoints land nearer the training partners, "
-                         f"but not close enough to count as reproducing them (partial by the stated rule), and on no "
-                         f"grid does the paper's claim hold; {repro}, the solver dependence (ours) {dep.verdict}")
+        story.verdict = (f"Nearer the training partners on coarse grids (≤ {limit} Euler steps) but not on them: "
+                         f"the paper's claim holds on no grid; {repro}, the solver dependence (ours) {dep.verdict}")
     else:
         story.verdict = f"{repro[:1].upper()}{repro[1:]}; the solver dependence (ours) is {dep.verdict}"
 
