@@ -253,9 +253,10 @@ def test_sweep_writes_tables_and_figures_and_a_rerun_does_no_work(tmp_path: Path
 
 
 def test_unknown_metric_stops_the_sweep_with_close_matches(tmp_path: Path, capsys) -> None:
-    """A --metric that names nothing is an error listing close names (difflib, on the whole name and on its last
-    part), raised as soon as the first point reports its metrics: the rest is not computed, the finished point is
-    cached, and with cached points the sweep stops before computing anything."""
+    """A --metric that names nothing is a one-line error listing close names (difflib, on the whole name and on its
+    last part) and where every valid name is. With no point cached it is raised as soon as the first point reports
+    its metrics, before that point is installed or any table written: the rest is not computed, the finished point
+    is cached; with cached points the sweep stops before computing or writing anything."""
     from flowvar.sweep import close_metric_names, unknown_metrics
 
     names = ["stats.x", "stats.y", "stats.label", "by_x.x=0.0", "table2.N=64.sigma=0.1.l2_to_ot.mean"]
@@ -273,15 +274,44 @@ def test_unknown_metric_stops_the_sweep_with_close_matches(tmp_path: Path, capsy
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("flowvar")]  # not progress lines
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("flowvar: error: --metric 'stats.yy' names no metric of toy_sweep (close: stats.y")
-    assert "1 point(s) finished so far are cached" in err[0]
-    statuses = [p["status"] for p in load(out)["points"]]
-    assert statuses == ["computed", "not run", "not run"] and not list((out / "figures").glob("*.png"))
-    # the cached point names the metrics: the same mistake stops before anything is computed
-    with pytest.raises(ConfigError, match=r"'stats\.yy' names no metric"):
+    assert "/result.json (its claim ids, and its metrics' keys joined by dots)" in err[0]
+    assert "the point computed to learn them is cached" in err[0]
+    # nothing of the refused sweep in OUT but its log: no tables, no point folders, no figures
+    assert sorted(f.name for f in out.iterdir() if not f.name.startswith(".")) == ["sweep.log"]
+    # the cached point names the metrics: the same mistake stops before anything is computed or written
+    log_before = (out / "sweep.log").read_bytes()
+    with pytest.raises(ConfigError, match=r"'stats\.yy' names no metric.*nothing was computed or written"):
         sweep(options(out, ["x=0,1,2"], metrics=["stats.yy"]))
-    assert [p["status"] for p in load(out)["points"]] == ["cached", "not run", "not run"]
+    assert (out / "sweep.log").read_bytes() == log_before
+    assert len(list((out / ".cache").glob("toy_sweep-*"))) == 1
     fixed = sweep(options(out, ["x=0,1,2"], metrics=["stats.y"]))
     assert (fixed.count("cached"), fixed.count("computed")) == (1, 2) and fixed.figures
+
+
+def test_a_refused_metric_or_verdict_leaves_the_previous_sweep_untouched(tmp_path: Path, capsys) -> None:
+    """The hostile review's case: a complete sweep, then the same sweep extended by a point with a misspelt
+    --metric (or --verdict). The refusal comes before anything is computed or written: sweep.csv, sweep.json and
+    the figures stay byte-identical, the new point is not computed, and --dry-run refuses the same way."""
+    from flowvar.sweep import dry_run
+
+    out = tmp_path / "sw"
+    sweep(options(out, ["x=0,1"], metrics=["stats.y"]))
+    capsys.readouterr()
+    before = {f: f.read_bytes() for f in [*out.glob("sweep.*"), *out.glob("figures/*"), *out.glob("points/*/*")]}
+    assert {f.name for f in before} >= {"sweep.csv", "sweep.json", "sweep.log", "stats.y.png"}
+    for flag, bad, message in (("--metric", "stats.yy", "names no metric of toy_sweep (close: stats.y"),
+                               ("--verdict", "y_positiv", "names no claim of toy_sweep (close: y_positive")):
+        code = main(["sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=0,1,2", flag, bad, "--quiet",
+                     "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err and err.startswith(f"flowvar: error: {flag} {bad!r} {message}"), err
+        assert err.endswith("nothing was computed or written")
+        assert {f: f.read_bytes() for f in before} == before
+        assert {p.name for p in (out / "points").iterdir()} == {f.parent.name for f in before
+                                                                 if f.parent.parent.name == "points"}
+        with pytest.raises(ConfigError, match=f"{flag} '{bad}' names no"):
+            dry_run(options(out, ["x=0,1,2"], **{"metrics" if flag == "--metric" else "verdicts": [bad]}))
+    assert len(list((out / ".cache").glob("toy_sweep-*"))) == 2  # x = 2 was never computed
 
 
 def test_extending_a_grid_runs_only_the_new_points(tmp_path: Path) -> None:
@@ -474,6 +504,106 @@ def test_figures_for_one_categorical_axis_and_three_axes(tmp_path: Path) -> None
     three = sweep(options(tmp_path / "three", ["x=0,1", "offsets=[0],[1]", "label=a,b"], metrics=["by_x.x={x}"]))
     assert three.count("computed") == 8 and "figures/by_x.x__x.png" in three.figures
     assert (tmp_path / "three" / "figures" / "by_x.x__x.png").stat().st_size > 1000
+
+
+def _drawn_figures(monkeypatch, tmp_path: Path, the_plan, outcomes: list[PointOutcome]) -> dict:
+    """draw_figures with plot_metric replaced by a recorder of the matplotlib figures it would save, by file name."""
+    from flowvar.sweep import figures
+
+    drawn: dict = {}
+
+    def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None) -> None:
+        drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict)
+
+    monkeypatch.setattr(figures, "plot_metric", record)
+    figures.draw_figures(tmp_path / "figs", the_plan, outcomes)
+    return drawn
+
+
+def _gap_marks(ax) -> dict[str, tuple[list[float], list[float]]]:
+    """The gap markers of a line plot: legend label → (x, y) of the points drawn."""
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines
+            if line.get_label().startswith(("no verdict: ", "no value: "))}
+
+
+def test_line_plots_show_every_point_with_a_mark_saying_why_it_has_no_verdict_or_value(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    """The hostile review's F8: a verdict map over one swept key dropped the points with no verdict (the quick
+    memorisation_phase sweep's σ = 0.5 map was one dot on an x axis 3.8–4.2). Every point is drawn now: judged ones
+    on the verdict scale, the others on a "no verdict" row with one marker per reason (untestable, failed, claim
+    absent) named in the legend; a metric's missing points lie on the x axis, marked the same way."""
+    from flowvar.sweep.figures import NO_VERDICT_Y
+
+    the_plan = plan(options(tmp_path / "p", ["x=2,4,10,20"], metrics=["v"]))
+    outcomes = [PointOutcome(p, status="computed") for p in the_plan.points]
+    outcomes[0].verdicts, outcomes[0].metrics = {"c": "untestable", "d": "refuted"}, {"v": 0.5}
+    outcomes[1].verdicts, outcomes[1].metrics = {"c": "confirmed", "d": "inconclusive"}, {"v": math.nan}
+    outcomes[2].status, outcomes[2].error = "failed", "boom"
+    outcomes[3].verdicts, outcomes[3].metrics = {"d": "refuted"}, {}  # claim c absent at x = 20, metric v too
+    drawn = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)
+    assert set(drawn) == {"v.png", "verdict-c.png", "verdict-d.png"}
+    ax = drawn["verdict-c.png"].axes[0]
+    judged = ax.containers[0].lines[0]  # the errorbar's data line: NaN where a point has no verdict
+    assert list(judged.get_xdata()) == [2.0, 4.0, 10.0, 20.0]
+    heights = np.asarray(judged.get_ydata(), dtype=float)
+    assert heights[1] == 1.0 and np.isnan(heights[[0, 2, 3]]).all()
+    assert _gap_marks(ax) == {"no verdict: untestable": ([2.0], [NO_VERDICT_Y]),
+                              "no verdict: failed": ([10.0], [NO_VERDICT_Y]),
+                              "no verdict: claim absent": ([20.0], [NO_VERDICT_Y])}
+    assert len({line.get_marker() for line in ax.lines if line.get_label().startswith("no verdict")}) == 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "verdict, mean over seeds", "no verdict: untestable", "no verdict: failed", "no verdict: claim absent"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["no verdict", "refuted", "inconclusive", "confirmed"]
+    assert ax.get_ylim()[0] < NO_VERDICT_Y and ax.get_xlim()[0] < 2.0 and ax.get_xlim()[1] > 20.0
+    # a claim every point but the failed one judges: the failed point is still there
+    assert _gap_marks(drawn["verdict-d.png"].axes[0]) == {"no verdict: failed": ([10.0], [NO_VERDICT_Y])}
+    metric = drawn["v.png"].axes[0]
+    assert list(metric.containers[0].lines[0].get_xdata()) == [2.0, 4.0, 10.0, 20.0]
+    assert {label: xs for label, (xs, _) in _gap_marks(metric).items()} == {
+        "no value: not finite": [4.0], "no value: failed": [10.0], "no value: not reported": [20.0]}
+
+
+def test_heatmaps_mark_every_cell_with_no_verdict_in_a_colour_that_reads(tmp_path: Path, monkeypatch) -> None:
+    """Two swept keys: a cell with no verdict (or no value) is a grey cell reading "—" and why — seeds that differ
+    in why are joined — and a legend names the mark. Every annotation's colour reads on its cell: the "—" of a
+    failed point was white on a white NaN cell."""
+    from flowvar.sweep.figures import GAP_COLOUR, text_colour
+
+    the_plan = plan(options(tmp_path / "p", ["x=1,2", "scale=1,2"], seeds=[0, 1], metrics=["v"]))
+    outcomes = [PointOutcome(p, status="computed") for p in the_plan.points]
+    for o in outcomes:
+        x, scale, seed = (o.point.values[k] for k in ("x", "scale", "seed"))
+        o.verdicts = {"c": "confirmed" if scale == 1 else "refuted"}
+        o.metrics = {"v": x * scale}
+        if x == 2 and scale == 2:  # seed 0 untestable, seed 1 failed
+            o.verdicts = {"c": "untestable"}
+            if seed == 1:
+                o.status, o.verdicts, o.metrics = "failed", {}, {}
+        if x == 2 and scale == 1:  # no point finished
+            o.status, o.verdicts, o.metrics = "failed", {}, {}
+    drawn = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)
+    for name, gap_texts in (("verdict-c.png", {(1, 1): "—\nfailed / untestable", (1, 0): "—\nfailed"}),
+                            ("v.png", {(1, 1): "4", (1, 0): "—\nfailed"})):  # seed 0 reported v = 2 · 2
+        fig = drawn[name]
+        ax = fig.axes[0]
+        image = ax.get_images()[0]
+        texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+        assert set(texts) == {(0, 0), (0, 1), (1, 0), (1, 1)}  # every cell of the grid is annotated
+        assert {cell: texts[cell].get_text() for cell in gap_texts} == gap_texts
+        data = image.get_array()
+        for (r, c), text in texts.items():
+            face = image.cmap.get_bad() if np.ma.is_masked(data[r, c]) else image.cmap(image.norm(data[r, c]))
+            assert text.get_color() == text_colour(face)
+        assert np.ma.is_masked(data[1, 0]) and tuple(image.cmap.get_bad()) == pytest.approx(
+            (float(GAP_COLOUR),) * 3 + (1.0,))
+        assert any("here (the cell says why" in t.get_text() for legend in fig.legends for t in legend.get_texts())
+    # the extremes of both colour maps take white text, light cells (the gap's grey, viridis' yellow) black
+    import matplotlib
+
+    assert text_colour(matplotlib.colormaps["RdYlGn"](0.0)) == text_colour(matplotlib.colormaps["RdYlGn"](1.0)) == \
+        text_colour(matplotlib.colormaps["viridis"](0.0)) == "white"
+    assert text_colour(matplotlib.colors.to_rgba(GAP_COLOUR)) == text_colour(matplotlib.colormaps["viridis"](1.0)) \
+        == "black"
 
 
 def test_runtime_model_fits_costs_that_multiply_along_the_axes() -> None:

@@ -22,7 +22,12 @@ others finish. Output, in ``OUT``:
   placeholders filled from each point's config, e.g. ``table2.N={ns[0]}.sigma={sigmas[1]}.l2_to_ot.mean``) a
   line plot (one swept key) or heatmap (two; more: one panel per value of the rest) of its mean over seeds, with
   the standard deviation over seeds as error bars or annotations; and for every claim a verdict map
-  (confirmed +1, inconclusive 0, refuted −1, averaged over seeds): where the paper's claim holds.
+  (confirmed +1, inconclusive 0, refuted −1, averaged over seeds): where the paper's claim holds. Every point
+  of the grid appears in each figure; one with no verdict or value (untestable, failed, claim absent, ...) as a
+  mark saying why.
+
+A ``--metric`` or ``--verdict`` naming nothing the experiment reports is refused before anything is computed or
+written (checked against the cached points of the grid, else the first computed point, before it is installed).
 
 Presets. An experiment's YAML file may define named sweeps (``sweeps: {NAME: {description, grid, set, metrics,
 quick: {grid, set}}}``), run with ``--preset NAME``; ``--grid``/``--set`` given on the command line override
@@ -33,7 +38,7 @@ running), :mod:`~flowvar.sweep.tables` (aggregation, ``sweep.json``/``sweep.csv`
 :mod:`~flowvar.sweep.figures` (plots and verdict maps).
 """
 
-from flowvar.sweep.figures import draw_figures, numeric_positions, plot_metric
+from flowvar.sweep.figures import draw_figures, metric_figure, numeric_positions, plot_metric
 from flowvar.sweep.grid import (
     Axis,
     Point,
@@ -50,20 +55,23 @@ from flowvar.sweep.run import Options, Plan, Summary, command_line, dry_run, pla
 from flowvar.sweep.tables import (
     STATUSES,
     PointOutcome,
+    cell_gaps,
     cell_table,
-    check_metrics,
+    check_outputs,
     close_metric_names,
     flatten,
     load_sweep,
+    metric_gap,
     resolve_metric,
     resolve_verdict,
     sweep_table,
     unknown_metrics,
+    verdict_gap,
     write_tables,
 )
 
-__all__ = ["STATUSES", "Axis", "Options", "Plan", "Point", "PointOutcome", "Preset", "Summary", "cell_table",
-           "check_metrics", "close_metric_names", "command_line", "draw_figures", "dry_run", "expand", "flatten",
-           "load_sweep", "make_axis", "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric",
-           "preset_axes", "presets", "resolve_metric", "resolve_verdict", "split_values", "sweep", "sweep_table",
-           "unknown_metrics", "write_tables"]
+__all__ = ["STATUSES", "Axis", "Options", "Plan", "Point", "PointOutcome", "Preset", "Summary", "cell_gaps",
+           "cell_table", "check_outputs", "close_metric_names", "command_line", "draw_figures", "dry_run", "expand",
+           "flatten", "load_sweep", "make_axis", "metric_figure", "metric_gap", "numeric_positions", "parse_axis",
+           "parse_seeds", "plan", "plot_metric", "preset_axes", "presets", "resolve_metric", "resolve_verdict",
+           "split_values", "sweep", "sweep_table", "unknown_metrics", "verdict_gap", "write_tables"]

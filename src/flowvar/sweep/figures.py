@@ -1,4 +1,5 @@
-"""A sweep's figures: a line plot or heatmap per ``--metric`` (mean ± sd over seeds) and a verdict map per claim."""
+"""A sweep's figures: a line plot or heatmap per ``--metric`` (mean ± sd over seeds) and a verdict map per claim;
+every point of the grid appears in each, a point with no value or verdict as a mark saying why."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowvar.sweep.grid import Axis, canonical, short_label
-from flowvar.sweep.tables import VERDICT_SCORE, PointOutcome, cell_table, resolve_metric, resolve_verdict, slug
+from flowvar.sweep.tables import (
+    VERDICT_SCORE,
+    PointOutcome,
+    cell_gaps,
+    cell_table,
+    metric_gap,
+    resolve_metric,
+    resolve_verdict,
+    slug,
+    verdict_gap,
+)
 
 log = logging.getLogger("flowvar.sweep")
 
@@ -35,42 +46,89 @@ def numeric_positions(axis: Axis) -> tuple[list[float] | None, str]:
     return None, axis.key
 
 
-def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
-                *, verdict: bool = False) -> Path | None:
-    """Line plot (one varying axis), heatmap (two) or heatmap panels (more) of a :func:`cell_table`."""
+GAP_COLOUR = "0.82"
+"""The face of a heatmap cell with no value: a light grey that no colour map here draws (viridis, RdYlGn)."""
+
+NO_VERDICT_Y = -2.0
+"""Where a line-plot verdict map draws its points with no verdict: a row of its own below "refuted"."""
+
+GAP_MARKERS = ("X", "s", "D", "^", "v", "P", "*")
+"""One marker per reason a point has no value (untestable, failed, claim absent, ...), in order of appearance."""
+
+
+def text_colour(rgba: Sequence[float]) -> str:
+    """Black or white, whichever reads on a cell of colour ``rgba`` (its relative luminance, ITU-R BT.601)."""
+    return "black" if 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.5 else "white"
+
+
+def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
+                  gaps: dict[tuple[str, ...], str] | None = None, *, verdict: bool = False) -> Any:
+    """The figure of a :func:`cell_table`: a line plot (one varying axis), heatmap (two) or heatmap panels (more).
+
+    Every cell of the grid is drawn. A cell with no value (``gaps``, from :func:`cell_gaps`: no point of it
+    finished, reported the metric, or gave a scored verdict) is a marked gap saying why, never left out: in a
+    line plot a grey marker per reason (on a "no verdict" row of its own below "refuted" in a verdict map; on the
+    x axis in a metric plot), in a heatmap a grey cell reading "—" and the reason; a legend names the marks.
+    None when ``table`` is empty."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Patch
 
     swept = [a for a in axes if a.key != "seed"]
     varying = [i for i, a in enumerate(swept) if len(a.values) > 1]
     labels = [[short_label(v) for v in a.values] for a in swept]
     if not table:
         return None
+    gaps = gaps or {}
+    nothing = "no verdict" if verdict else "no value"
+
+    def key(assignment: dict[int, str]) -> tuple[str, ...]:
+        return tuple(assignment.get(i, labels[i][0]) for i in range(len(swept)))
 
     def cell(assignment: dict[int, str]) -> tuple[float, float, int]:
-        return table.get(tuple(assignment.get(i, labels[i][0]) for i in range(len(swept))), (math.nan, math.nan, 0))
+        return table.get(key(assignment), (math.nan, math.nan, 0))
 
     if len(varying) <= 1:
         i = varying[0] if varying else 0
         xs = labels[i] if swept else ["all"]
         numbers, xlabel = numeric_positions(swept[i]) if swept else (None, "")
-        stats = [cell({i: x}) for x in xs] if swept else [next(iter(table.values()))]
+        keys = [key({i: x}) for x in xs] if swept else [next(iter(table))]
+        stats = [table.get(k, (math.nan, math.nan, 0)) for k in keys]
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         positions = numbers if numbers is not None else list(range(len(xs)))
-        ax.errorbar(positions, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3)
+        # a cell with no value is NaN here: the line breaks there rather than joining its neighbours across it
+        bar = ax.errorbar(positions, [s[0] if s[2] else math.nan for s in stats],
+                    yerr=[s[1] if s[2] else math.nan for s in stats], marker="o", capsize=3,
+                    label="verdict, mean over seeds" if verdict else "mean ± sd over seeds")
+        handles = [bar]
+        by_reason: dict[str, list[float]] = {}
+        for position, k, s in zip(positions, keys, stats):
+            if s[2] == 0:
+                by_reason.setdefault(gaps.get(k, "no point"), []).append(position)
+        for marker, (reason, where) in zip(itertools.cycle(GAP_MARKERS), by_reason.items()):
+            # a verdict map's gaps on their own row; a metric's on the x axis, whatever its scale (y in axes units)
+            where_y = ({"ys": [NO_VERDICT_Y] * len(where)} if verdict else
+                       {"ys": [0.0] * len(where), "transform": ax.get_xaxis_transform(), "clip_on": False})
+            handles += ax.plot(where, where_y.pop("ys"), linestyle="none", marker=marker, markersize=8, color="0.45",
+                               label=f"{nothing}: {reason}", **where_y)
         if numbers is None:
             ax.set_xticks(positions, xs, rotation=30 if max(len(x) for x in xs) > 6 else 0)
         elif (positive := [v for v in numbers if v > 0]) and min(numbers) >= 0 and max(numbers) > 20 * min(positive):
             ax.set_xscale("symlog", linthresh=min(positive))  # values spanning decades, zero included
+        if numbers is not None and 1 < len(set(positions)) <= 12:  # a tick at every swept value, when they fit
+            ax.set_xticks(positions, xs, rotation=30 if max(len(x) for x in xs) > 6 else 0)
         ax.set_xlabel(xlabel)
         if verdict:
-            ax.set_ylim(-1.2, 1.2)
-            ax.set_yticks([-1, 0, 1], ["refuted", "inconclusive", "confirmed"])
+            ax.set_ylim(NO_VERDICT_Y - 0.5, 1.3)
+            ax.axhline((NO_VERDICT_Y - 1) / 2, color="0.6", linewidth=0.8, linestyle="--")
+            ax.set_yticks([NO_VERDICT_Y, -1, 0, 1], [nothing, "refuted", "inconclusive", "confirmed"])
         ax.set_ylabel("verdict (mean over seeds)" if verdict else "mean ± sd over seeds")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     else:
         row, col = varying[0], varying[1]
         rest = varying[2:]
@@ -81,26 +139,49 @@ def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[
         n = len(combos)
         fig, axs = plt.subplots(1, n, figsize=(1.2 + 0.9 * len(labels[col]) * n, 1.2 + 0.6 * len(labels[row])),
                                 squeeze=False)
+        cmap = matplotlib.colormaps["RdYlGn" if verdict else "viridis"].with_extremes(bad=GAP_COLOUR)
+        any_gap = False
         for ax, combo in zip(axs[0], combos):
             fixed = {i: v for i, v in zip(rest, combo)}
-            grid = [[cell({**fixed, row: r, col: c}) for c in labels[col]] for r in labels[row]]
-            means = [[g[0] for g in line] for line in grid]
-            kwargs = {"cmap": "RdYlGn", "vmin": -1, "vmax": 1} if verdict else {"cmap": "viridis"}
-            image = ax.imshow(means, aspect="auto", **kwargs)
+            cells = [[{**fixed, row: r, col: c} for c in labels[col]] for r in labels[row]]
+            grid = [[cell(a) for a in line] for line in cells]
+            means = np.array([[g[0] if g[2] else math.nan for g in line] for line in grid])
+            kwargs = {"vmin": -1, "vmax": 1} if verdict else {}
+            image = ax.imshow(np.ma.masked_invalid(means), aspect="auto", cmap=cmap, **kwargs)
             for r, line in enumerate(grid):
                 for c, (m, s, k) in enumerate(line):
-                    text = "—" if k == 0 else (f"{m:.3g}" + (f"\n±{s:.2g}" if k > 1 else ""))
-                    shade = image.norm(m) if math.isfinite(m) else 0.0
-                    dark = not verdict and shade < 0.6  # white on the dark end of viridis, black elsewhere
-                    ax.text(c, r, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+                    if k == 0:
+                        any_gap = True
+                        text, face = "—\n" + gaps.get(key(cells[r][c]), "no point"), cmap.get_bad()
+                    else:
+                        text, face = f"{m:.3g}" + (f"\n±{s:.2g}" if k > 1 else ""), cmap(image.norm(m))
+                    ax.text(c, r, text, ha="center", va="center", fontsize=7, color=text_colour(face))
             ax.set_xticks(range(len(labels[col])), labels[col], rotation=30 if max(map(len, labels[col])) > 6 else 0)
             ax.set_yticks(range(len(labels[row])), labels[row])
             ax.set_xlabel(swept[col].key)
             ax.set_ylabel(swept[row].key)
             if combo:
                 ax.set_title(", ".join(f"{swept[i].key}={v}" for i, v in fixed.items()), fontsize=8)
-            fig.colorbar(image, ax=ax, fraction=0.046)
+            bar = fig.colorbar(image, ax=ax, fraction=0.046)
+            if verdict:
+                bar.set_ticks([-1, 0, 1], labels=["refuted", "inconclusive", "confirmed"])
         fig.suptitle(title, fontsize=9)
+        if verdict or any_gap:
+            what = "untestable, failed, claim absent, ..." if verdict else "failed, not run, not reported, ..."
+            fig.legend(handles=[Patch(facecolor=GAP_COLOUR, edgecolor="0.5",
+                                      label=f"— {nothing} here (the cell says why: {what})")],
+                       loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=7, frameon=False)
+    return fig
+
+
+def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
+                *, verdict: bool = False, gaps: dict[tuple[str, ...], str] | None = None) -> Path | None:
+    """:func:`metric_figure` saved as ``path``; None (nothing written) when ``table`` is empty."""
+    import matplotlib.pyplot as plt
+
+    fig = metric_figure(title, axes, table, gaps, verdict=verdict)
+    if fig is None:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -129,7 +210,8 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
             continue
         lookup = {id(o): v for o, (_, v) in zip(done, resolved)}
         table = cell_table(plan_.axes, outcomes, lambda o, lookup=lookup: lookup.get(id(o)))
-        path = plot_metric(folder / f"{slug(pattern)}.png", pattern, plan_.axes, table)
+        gaps = cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: metric_gap(pattern, o))
+        path = plot_metric(folder / f"{slug(pattern)}.png", pattern, plan_.axes, table, gaps=gaps)
         if path is not None:
             figures.append(path.relative_to(out).as_posix())
     for pattern in plan_.verdicts:
@@ -138,8 +220,9 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
             warnings.append(f"verdict pattern {pattern!r} names no claim of any point")
             continue
         table = cell_table(plan_.axes, outcomes, lambda o, scores=scores: scores.get(id(o)))
+        gaps = cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: verdict_gap(pattern, o))
         path = plot_metric(folder / f"verdict-{slug(pattern)}.png", f"verdict: {pattern}", plan_.axes, table,
-                           verdict=True)
+                           verdict=True, gaps=gaps)
         if path is not None:
             figures.append(path.relative_to(out).as_posix())
     # a map per claim id that several points judge (an id only one point has would be a single cell: see the
@@ -151,11 +234,12 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
     for claim in sorted(c for c, n in counts.items() if n > 1 or len(done) == 1):
         table = cell_table(plan_.axes, outcomes,
                            lambda o, claim=claim: VERDICT_SCORE.get(o.verdicts.get(claim, "")))
+        gaps = cell_gaps(plan_.axes, outcomes, lambda o, claim=claim: verdict_gap(claim, o))
         path = plot_metric(folder / f"verdict-{slug(claim)}.png", f"verdict: {claim}", plan_.axes, table,
-                           verdict=True)
+                           verdict=True, gaps=gaps)
         if path is not None:
             figures.append(path.relative_to(out).as_posix())
     return figures, warnings
 
 
-__all__ = ["draw_figures", "numeric_positions", "plot_metric"]
+__all__ = ["draw_figures", "metric_figure", "numeric_positions", "plot_metric", "text_colour"]

@@ -18,7 +18,7 @@ from flowvar.results import Result, remove_stale_writes, versions
 from flowvar.runner import Backend, check_threads, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
 from flowvar.sweep.grid import Axis, Point, expand, parse_axis, preset_axes, presets
-from flowvar.sweep.tables import STATUSES, PointOutcome, check_metrics, write_tables
+from flowvar.sweep.tables import STATUSES, PointOutcome, check_outputs, write_tables
 
 log = logging.getLogger("flowvar.sweep")
 
@@ -129,6 +129,32 @@ def plan(options: Options) -> Plan:
     return Plan(spec, list(axes.values()), points, metrics, threads, verdicts)
 
 
+def names_source(entry: Path) -> str:
+    """Where a refused ``--metric``/``--verdict`` finds every valid name: a point's result in the cache."""
+    return f"every valid name is in {entry / 'result.json'} (its claim ids, and its metrics' keys joined by dots)"
+
+
+def check_outputs_in_cache(the_plan: Plan, cache: Cache) -> bool:
+    """Check ``--metric`` and ``--verdict`` (:func:`check_outputs`) against the plan's points the cache already holds,
+    before anything is computed or written; True when some point was there to check against (else the sweep checks
+    its first computed point, before it installs or tables anything)."""
+    if not (the_plan.metrics or the_plan.verdicts):
+        return True
+    known, first = [], None
+    for point in the_plan.points:
+        entry, _ = cache.check(point.key)  # read-only: a corrupted entry is reported and recomputed by the sweep
+        if entry is None:
+            continue
+        outcome = PointOutcome(point, status="cached")
+        outcome.absorb(Result.load(entry / "result.json"))
+        known.append(outcome)
+        first = first or entry
+    if first is not None:
+        check_outputs(the_plan.metrics, the_plan.verdicts, known, the_plan.spec.name, names_in=names_source(first),
+                      consequence="nothing was computed or written")
+    return first is not None
+
+
 # --------------------------------------------------------------------------------------------------- sweep
 
 
@@ -189,6 +215,7 @@ def dry_run(options: Options) -> str:
 
     the_plan = plan(options)
     cache = Cache(options.cache_root)
+    check_outputs_in_cache(the_plan, cache)
     lines, todo, known = [], [], []
     for point in the_plan.points:
         entry, problem = cache.check(point.key)
@@ -232,15 +259,16 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every grid point, then write the tables and figures; see the module doc."""
     stream = stream or sys.stderr
     the_plan = plan(options)
+    names_checked = check_outputs_in_cache(the_plan, Cache(options.cache_root))  # a misspelt --metric: nothing done
     backend = make_backend(options.backend, options.jobs, the_plan.threads, options.ray_address)
     backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written
     try:
-        return _sweep(options, the_plan, backend, stream)
+        return _sweep(options, the_plan, backend, stream, names_checked)
     finally:
         backend.close()
 
 
-def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) -> Summary:
+def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], names_checked: bool) -> Summary:
     from flowvar.experiments.base import expected_runtime
     from flowvar.logs import log_to
     from flowvar.runner import DEFAULT_EXPECTED_S, Outcome, Progress, Task, check_writable, exclusive
@@ -299,18 +327,25 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                         progress.expected[p.label] = model(p.values)
             progress.finish(Outcome(o.point.label, o.status, o.point.key, o.wall_s, error=o.error,
                                     result=o.result))
-            if time.perf_counter() - last_write[0] > 2.0:  # keep the tables current without rewriting per point
+            # keep the tables current without rewriting per point; not before --metric/--verdict are checked, so a
+            # sweep refused for a misspelt name leaves the previous sweep.csv as it was
+            if checked[0] and time.perf_counter() - last_write[0] > 2.0:
                 write_tables(out, meta(), the_plan.axes, outcomes)
                 last_write[0] = time.perf_counter()
 
-        checked = [False]
+        # --metric/--verdict were checked against the cached points (check_outputs_in_cache); with none cached, against
+        # the first computed point, once (a name differs between points only in the config values a {placeholder}
+        # stands for, and a placeholder counts as a wildcard)
+        checked = [names_checked]
 
-        def check_once() -> None:
-            """:func:`check_metrics` against the first finished point (once: a metric's name differs between points
-            only in the config values a {placeholder} stands for, and a placeholder counts as a wildcard)."""
-            if not checked[0] and any(o.status in ("computed", "cached") for o in outcomes):
+        def check_first(point: Point, entry: Path) -> None:
+            if not checked[0]:
+                probe = PointOutcome(point, status="computed")
+                probe.absorb(Result.load(entry / "result.json"))
+                check_outputs(the_plan.metrics, the_plan.verdicts, [probe], name, names_in=names_source(entry),
+                              consequence=f"the point computed to learn them is cached; {out}'s sweep.csv, "
+                                          f"sweep.json and figures are as they were")
                 checked[0] = True
-                check_metrics(the_plan.metrics, outcomes, name)
 
         interrupted = stopped = False
         figures: list[str] = []
@@ -329,7 +364,6 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                     o.status, o.wall_s, o.error = "failed", time.perf_counter() - t0, f"{type(e).__name__}: {e}"
                     log.error("failed: %s: %s", o.point.label, o.error)
                 finish(o)
-            check_once()  # the cached points name the metrics already
             if misses:
                 log.info("to compute: %d of %d points", len(misses), len(outcomes))
                 config_file = str(options.config_file) if options.config_file is not None else None
@@ -348,6 +382,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                                      "error": "the code changed during the sweep: the point's result has another "
                                               "cache key; rerun the sweep"}
                         else:
+                            check_first(point, entry)  # a misspelt --metric stops the sweep here, nothing written
                             try:
                                 _install(out, o, entry, "cached" if reply.get("hit") else "computed",
                                          reply["wall_s"])
@@ -360,18 +395,18 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str]) 
                     else:
                         log.info("%s: %s key=%s in %.1f s", o.status, point.label, point.key, o.wall_s)
                     finish(o)
-                    check_once()  # the first result names the metrics: a misspelt --metric stops the sweep here
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted; finished points are cached: rerun the same command to continue")
             raise
-        except ConfigError as error:  # an unknown --metric (check_metrics): no figures for an unfinished sweep
+        except ConfigError as error:  # a misspelt --metric/--verdict (check_first): no tables, no figures
             stopped = True
             log.error("stopped: %s", error)
             raise
         finally:
             progress.close()
-            write_tables(out, meta(interrupted or stopped), the_plan.axes, outcomes)
+            if not stopped:
+                write_tables(out, meta(interrupted), the_plan.axes, outcomes)
             if not (interrupted or stopped):
                 figures, warnings = draw_figures(out, the_plan, outcomes)
                 for w in warnings:

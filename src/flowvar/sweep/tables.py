@@ -9,7 +9,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,17 @@ def _number(value: Any) -> float | None:
 
 VERDICT_SCORE = {"confirmed": 1.0, "inconclusive": 0.0, "refuted": -1.0}
 """Verdicts as numbers for the verdict maps. "untestable" has none: a point whose precondition failed is left out
-of its cell's mean (a cell where every point is untestable shows "—"), never counted as inconclusive."""
+of its cell's mean (a cell where every point is untestable is drawn as a "no verdict" mark saying so), never counted
+as inconclusive."""
+
+NOT_JUDGED = "claim absent"
+"""Why a finished point gives a verdict map no verdict when it has no claim of that id (or pattern)."""
+
+NOT_REPORTED = "not reported"
+"""Why a finished point gives a metric figure no value when it reports no metric of that name."""
+
+AMBIGUOUS = "ambiguous pattern"
+"""Why a finished point gives no value when the pattern matches several of its names."""
 
 
 @dataclass
@@ -125,9 +135,13 @@ def unknown_metrics(patterns: Sequence[str], outcomes: Sequence[PointOutcome]) -
     placeholders hold: each ``{config_key}`` counts as a ``*`` wildcard, so a pattern that names another point's
     metric is not unknown. Empty when no point has finished (nothing to check against yet)."""
     done = [o for o in outcomes if o.status in ("computed", "cached")]
-    names = sorted({m for o in done for m in o.metrics})
     if not done:
         return []
+    return unknown_patterns(patterns, {m for o in done for m in o.metrics})
+
+
+def unknown_patterns(patterns: Sequence[str], names: Collection[str]) -> list[str]:
+    """The patterns that match none of ``names``, each ``{config_key}`` placeholder counting as a ``*``."""
     unknown = []
     for pattern in patterns:
         shape = "".join("*" if part.startswith("{") else part
@@ -142,23 +156,59 @@ def _split_placeholders(pattern: str) -> list[str]:
     return [part for part in re.split(r"(\{[^{}]*\})", pattern) if part]
 
 
-def check_metrics(patterns: Sequence[str], outcomes: Sequence[PointOutcome], experiment: str) -> None:
-    """Raise :class:`ConfigError` (one line, with close matches) when a ``--metric`` pattern names no metric the
-    finished points report (:func:`unknown_metrics`): the sweep stops as soon as one point shows the names, instead
-    of computing every point for a figure that cannot be drawn."""
-    unknown = unknown_metrics(patterns, outcomes)
-    if not unknown:
+def check_outputs(metrics: Sequence[str], verdicts: Sequence[str], outcomes: Sequence[PointOutcome], experiment: str,
+                  *, names_in: str = "", consequence: str = "") -> None:
+    """Raise :class:`ConfigError` (one line) when a ``--metric`` pattern names no metric, or a ``--verdict`` pattern
+    no claim, of the finished points in ``outcomes`` (:func:`unknown_patterns`; placeholders count as wildcards),
+    naming the close matches, else a few of the valid names and how many there are. ``names_in`` is a clause
+    saying where the full list can be read, ``consequence`` what the refusal left behind. Nothing to check against
+    (no finished point) passes: the caller checks again when a point finishes."""
+    done = [o for o in outcomes if o.status in ("computed", "cached")]
+    if not done:
         return
-    names = sorted({m for o in outcomes if o.status in ("computed", "cached") for m in o.metrics})
     parts = []
-    for pattern in unknown:
-        close = close_metric_names(pattern, names)
-        parts.append(f"--metric {pattern!r} names no metric of {experiment}"
-                     + (f" (close: {', '.join(close)})" if close else
-                        f" (it reports {len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"))
-    done = sum(o.status in ("computed", "cached") for o in outcomes)
-    raise ConfigError("; ".join(parts) + f"; the {done} point(s) finished so far are cached: rerun with the metric's "
-                      f"flattened name (sweep.csv lists them)")
+    for flag, patterns, noun, names in (
+            ("--metric", metrics, "metric", sorted({m for o in done for m in o.metrics})),
+            ("--verdict", verdicts, "claim", sorted({c for o in done for c in o.verdicts}))):
+        for pattern in unknown_patterns(patterns, names):
+            close = close_metric_names(pattern, names)
+            listing = (f"close: {', '.join(close)}" if close else
+                       f"it reports {len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}")
+            parts.append(f"{flag} {pattern!r} names no {noun} of {experiment} ({listing})")
+    if parts:
+        raise ConfigError("; ".join(parts) + (f"; {names_in}" if names_in else "")
+                          + (f"; {consequence}" if consequence else ""))
+
+
+def _gap(outcome: PointOutcome, pattern: str, names: dict[str, Any], missing: str) -> tuple[bool, Any]:
+    """``(True, reason)`` when ``outcome`` cannot give ``pattern`` a value for a reason that is not the value itself:
+    its status when it did not finish, ``missing`` when no name matches, :data:`AMBIGUOUS` when several do; else
+    ``(False, the matched value)``."""
+    if outcome.status not in ("computed", "cached"):
+        return True, outcome.status
+    name, value = _resolve(pattern, outcome, names)
+    if name is None:
+        return True, missing
+    if value is None:
+        return True, AMBIGUOUS
+    return False, value
+
+
+def metric_gap(pattern: str, outcome: PointOutcome) -> str | None:
+    """Why ``outcome`` gives the metric figure of ``pattern`` no value ("failed", "not run", :data:`NOT_REPORTED`,
+    :data:`AMBIGUOUS`, "not a number", "not finite": the cases :func:`cell_table` leaves out), or None."""
+    gap, value = _gap(outcome, pattern, outcome.metrics, NOT_REPORTED)
+    if gap:
+        return value
+    number = _number(value)
+    return "not a number" if number is None else (None if math.isfinite(number) else "not finite")
+
+
+def verdict_gap(pattern: str, outcome: PointOutcome) -> str | None:
+    """Why ``outcome`` gives the verdict map of ``pattern`` (a claim id, or a pattern as for metrics) no verdict
+    ("failed", "not run", :data:`NOT_JUDGED`, :data:`AMBIGUOUS`, or the unscored verdict: "untestable"), or None."""
+    gap, value = _gap(outcome, pattern, outcome.verdicts, NOT_JUDGED)
+    return value if gap else (None if value in VERDICT_SCORE else str(value))
 
 
 def resolve_verdict(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
@@ -222,6 +272,19 @@ def cell_table(axes: Sequence[Axis], outcomes: Sequence[PointOutcome], value: Ca
     return {cell: _mean_std(vs) for cell, vs in groups.items()}
 
 
+def cell_gaps(axes: Sequence[Axis], outcomes: Sequence[PointOutcome], reason: Callable[[PointOutcome], str | None]
+              ) -> dict[tuple[str, ...], str]:
+    """For every cell of :func:`cell_table` none of whose points gives a value, why: the distinct
+    ``reason(outcome)`` of its points (:func:`metric_gap`, :func:`verdict_gap`) joined by " / " (seeds may
+    differ). A figure draws these cells as marked gaps, so every point of the grid appears in it."""
+    keys = [a.key for a in axes if a.key != "seed"]
+    reasons: dict[tuple[str, ...], list[str | None]] = {}
+    for o in outcomes:
+        reasons.setdefault(tuple(short_label(o.point.values[k]) for k in keys), []).append(reason(o))
+    return {cell: " / ".join(sorted(set(why))) for cell, why in reasons.items()  # type: ignore[arg-type]
+            if all(r is not None for r in why)}
+
+
 def load_sweep(folder: Path | str) -> dict[str, Any] | None:
     """The ``sweep.json`` of a sweep folder, or None when ``folder`` has none."""
     path = Path(folder) / "sweep.json"
@@ -257,6 +320,7 @@ def sweep_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["STATUSES", "VERDICT_SCORE", "PointOutcome", "cell_table", "check_metrics", "close_metric_names",
-           "flatten", "load_sweep", "resolve_metric", "resolve_verdict", "slug", "sweep_table", "unknown_metrics",
-           "write_tables"]
+__all__ = ["AMBIGUOUS", "NOT_JUDGED", "NOT_REPORTED", "STATUSES", "VERDICT_SCORE", "PointOutcome", "cell_gaps",
+           "cell_table", "check_outputs", "close_metric_names", "flatten", "load_sweep", "metric_gap",
+           "resolve_metric", "resolve_verdict", "slug", "sweep_table", "unknown_metrics", "unknown_patterns",
+           "verdict_gap", "write_tables"]
