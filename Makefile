@@ -49,8 +49,10 @@ browser:
 	  --no-install-recommends chromium >/dev/null \
 	  || echo "make browser: could not install chromium; tests/test_browser.py will skip"
 
+# OUT is quoted (a folder with a space is one argument); an empty OUT= would mean the current folder: refused.
 reproduce: setup
-	$(BIN)/flowvar reproduce --quick --out $(OUT) --jobs $(JOBS)
+	@test -n "$(OUT)" || { echo "make reproduce: OUT is empty; give the output folder, e.g. OUT=runs" >&2; exit 2; }
+	$(BIN)/flowvar reproduce --quick --out "$(OUT)" --jobs $(JOBS)
 
 # The lent GPU machines have PyTorch (Python 3.12) but no network and no POT or torchcfm: their wheels, fetched here
 # into the git-ignored .whl/, travel with the device tool's `carry` (benchmarks/gpu_session.sh installs them there).
@@ -60,4 +62,4 @@ gpu-wheels:
 	  -d .whl -c constraints.txt POT torchcfm
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) "$(OUT)" .pytest_cache .ruff_cache

@@ -344,3 +344,64 @@ def test_python_dash_m_flowvar_is_the_same_command_line():
     assert ok.returncode == 0 and __version__ in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "flowvar", "run", "nope"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("flowvar: error: unknown experiment 'nope'")
+
+
+def test_run_refuses_a_folder_a_reproduce_holds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`flowvar run` into a folder whose `flowvar reproduce` is running (it holds OUT/.reproduce.lock): one line,
+    nothing written; once the lock is free the same command runs. The check creates nothing in a new folder."""
+    from flowvar.runner import exclusive, refuse_if_locked
+
+    out = tmp_path / "runs"
+    refuse_if_locked(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    out.mkdir()
+    argv = ["run", "counterexample1", "--quick", "--quiet", "--out", str(out)]
+    with exclusive(out):
+        assert main(argv) == 2
+        assert main([*argv, "--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(ln.startswith("flowvar: error: a `flowvar reproduce` (pid ") for ln in err), err
+    assert f"is writing to {out}; `flowvar run` would write beside it" in err[0]
+    assert not (out / "counterexample1").exists()
+    assert main(argv) == 0 and (out / "counterexample1" / "result.json").is_file()
+
+
+def test_show_and_write_report_take_the_same_collections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A results.json `flowvar show DIR` accepts, `show DIR --write-report` renders (missing meta fields are shown as
+    not recorded), and one it refuses, both refuse with the same line. A recorded mode that the results contradict
+    is a warning, and the report is told at the results' scale."""
+    assert main(["run", "counterexample1", "--quick", "--quiet", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "counterexample1" / "result.json").read_text())
+    collection = tmp_path / "results.json"
+
+    def both(data: object) -> tuple[list[int], list[str]]:
+        collection.write_text(json.dumps(data))
+        capsys.readouterr()
+        codes = [main(["show", str(tmp_path)]), main(["show", str(tmp_path), "--write-report"])]
+        return codes, capsys.readouterr().err.splitlines()
+
+    codes, err = both({"meta": {"mode": "full"}, "experiments": [{"name": "counterexample1", "status": "computed",
+                                                                  "result": result}]})
+    assert codes == [0, 0]
+    assert err == ["flowvar: warning: results.json records 'full' mode but its results ran in quick mode: reported "
+                   "as a quick run"] * 2
+    md = (tmp_path / "report.md").read_text()
+    assert "`flowvar reproduce (command not recorded)` · quick mode" in md and "> **Quick run:" in md
+    assert "<title>flowvar reproduction report (quick)</title>" in (tmp_path / "report.html").read_text()
+
+    for data, problem in [
+        ({"meta": {}, "experiments": [{"name": "fig5", "status": "computed"}]},
+         "experiment fig5: status 'computed' without a result"),
+        ({"meta": {}, "experiments": [{"name": "fig5", "status": "done", "result": result}]},
+         "experiment fig5: status 'done' is none of"),
+        ({"meta": {}, "experiments": [{"name": "fig5", "status": "computed", "result": {"claims": []}}]},
+         "experiment fig5: its result is not a flowvar result"),
+        ({"meta": {}, "experiments": [{"status": "not run"}]}, "experiment #1: not a record with a name"),
+        ({"meta": {}, "experiments": [{"name": "fig5", "status": "not run"}]}, "meta.mode None is neither quick nor"),
+        ({"meta": [], "experiments": []}, "its meta is not a JSON object"),
+        ({"meta": {"mode": "quick", "wall_s": "long"}, "experiments": []}, "meta.wall_s 'long' is not a number"),
+    ]:
+        codes, err = both(data)
+        assert codes == [2, 2] and len(err) == 2 and err[0] == err[1], (data, err)
+        assert err[0].startswith("flowvar: error: ") and "is not a valid flowvar reproduce collection" in err[0]
+        assert problem in err[0], err[0]

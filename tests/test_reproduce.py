@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,7 @@ from flowvar.experiments.base import (
     read_yaml,
 )
 from flowvar.report import load_collection
-from flowvar.reproduce import Options, parse_only, parse_scoped_overrides, reproduce
+from flowvar.reproduce import Options, command_line, parse_only, parse_scoped_overrides, reproduce
 
 FAST = ["--only", "prop1,counterexample1", "--set", "prop1.n_samples=300", "--set", "prop1.angles=0,120,180"]
 CLAIMS = ["prop1.A.zero_loss_zero_variance", "prop1.B.noise_breaks_zero_variance", "ce1.single_crossing_point",
@@ -166,6 +167,86 @@ def test_resume_after_kill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert [e["status"] for e in load_collection(out)["experiments"]] == ["cached", "computed"]
 
 
+def test_only_into_a_folder_reports_what_the_folder_holds(serial: tuple[Path, str], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`reproduce --only prop1` into a folder that already holds counterexample1 (an earlier reproduce): the report and
+    results.json keep counterexample1 (status "kept", with the command and date that made it), instead of shrinking to
+    prop1 and calling counterexample1 "not selected" while its result sits in the folder."""
+    out = tmp_path / "my out"  # a space: the recorded commands must still read back as one --out
+    shutil.copytree(serial[0], out)
+    earlier = load_collection(out)["meta"]
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), "--only", "prop1", *FAST[2:]]) == 0
+    printed = capsys.readouterr().out
+    assert "1 experiments (0 computed, 1 from the cache" in printed
+    assert "also holds the results already in" in printed and "of counterexample1: kept" in printed
+    collection = load_collection(out)
+    entries = {e["name"]: e for e in collection["experiments"]}
+    assert [e["name"] for e in collection["experiments"]] == ["counterexample1", "prop1"]  # the registry's order
+    assert entries["prop1"]["status"] == "cached" and collection["meta"]["kept"] == ["counterexample1"]
+    kept = entries["counterexample1"]
+    assert kept["status"] == "kept" and kept["key"].startswith("counterexample1-")
+    assert kept["kept_from"] == {"status": "computed", "command": earlier["command"], "created": earlier["created"]}
+    assert kept["result"] == json.loads((out / "counterexample1" / "result.json").read_text())
+    assert shlex.split(collection["meta"]["command"])[3:5] == ["--out", str(out)]
+    md = (out / "report.md").read_text()
+    not_selected = next(ln for ln in md.splitlines() if ": not selected —" in ln)
+    assert "counterexample1" not in not_selected and "partial: 2 of 15 experiments have a result" in md
+    assert "Status: kept: its result was already in this folder, from the run `" + earlier["command"] in md
+    assert "| counterexample1 | quick | 0 |" in md and "| kept from an earlier run |" in md
+    assert "ce1.single_crossing_point" in (out / "report.html").read_text()
+
+    # a second --only run keeps the first provenance, not "kept from the run that kept it"
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), "--only", "prop1", *FAST[2:]]) == 0
+    again = {e["name"]: e for e in load_collection(out)["experiments"]}
+    assert again["counterexample1"]["kept_from"]["command"] == earlier["command"]
+
+    # a result of the other mode is not told at this scale: left out, with a warning; one installed by another
+    # command (no record in results.json) is kept without a provenance
+    ce1 = json.loads((out / "counterexample1" / "result.json").read_text())
+    (out / "counterexample1" / "result.json").write_text(json.dumps({**ce1, "quick": False}))
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), "--only", "prop1", *FAST[2:]]) == 0
+    err = capsys.readouterr().err
+    assert "flowvar: warning:" in err and "full-mode results of counterexample1: left out of this quick report" in err
+    assert [e["name"] for e in load_collection(out)["experiments"]] == ["prop1"]
+    (out / "counterexample1" / "result.json").write_text(json.dumps({**ce1, "runtime_s": 1.5}))
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), "--only", "prop1", *FAST[2:]]) == 0
+    other = {e["name"]: e for e in load_collection(out)["experiments"]}["counterexample1"]
+    assert other["status"] == "kept" and other["key"] is None and other["kept_from"]["command"] is None
+    assert "from an earlier command (not a recorded `flowvar reproduce` run)" in (out / "report.md").read_text()
+
+    # without --only every experiment is this command's: nothing is kept
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out), *FAST]) == 0
+    assert [e["status"] for e in load_collection(out)["experiments"]] == ["cached", "cached"]
+    assert json.loads((out / "counterexample1" / "result.json").read_text()) == ce1  # the cache's, reinstalled
+
+
+def test_the_recorded_command_is_shell_quoted(tmp_path: Path) -> None:
+    """The "rerun the same command" line must copy-paste into a shell: every argument shlex-quoted."""
+    options = Options(out=Path("sp ace/x"), quick=True, only=["prop1", "fig4"], jobs=2, config_file=Path("my cfg.yaml"),
+                      cache_dir=Path("a cache"), seed=3, overrides={"prop1": {"angles": "0, 120", "note": "it's"}})
+    line = command_line(options)
+    assert shlex.split(line) == ["flowvar", "reproduce", "--quick", "--out", "sp ace/x", "--only", "prop1,fig4",
+                                 "--jobs", "2", "--config", "my cfg.yaml", "--cache", "a cache", "--seed", "3",
+                                 "--set", "prop1.angles=0, 120", "--set", "prop1.note=it's"]
+
+
+def test_make_reproduce_passes_out_as_one_argument(tmp_path: Path) -> None:
+    """`make reproduce OUT="my runs"`: one --out argument, not two; an empty OUT= (the current folder) is refused."""
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    stamp = ".venv/.flowvar-installed"  # -o: the setup prerequisite counts as done, so only the recipe is printed
+    dry = subprocess.run(["make", "-n", "-o", stamp, "reproduce", "OUT=my runs"], cwd=root, capture_output=True,
+                         text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    line = next(ln for ln in dry.stdout.splitlines() if "flowvar reproduce" in ln)
+    argv = shlex.split(line)
+    assert argv[argv.index("--out") + 1] == "my runs"
+    empty = subprocess.run(["make", "-o", stamp, "reproduce", "OUT="], cwd=root, capture_output=True, text=True,
+                           timeout=60)
+    assert empty.returncode != 0 and "OUT is empty" in empty.stderr
+
+
 def test_jobs_gives_identical_results(serial: tuple[Path, str], tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["reproduce", "--quick", "--quiet", "--jobs", "2", "--out", str(out), *FAST]) == 0
@@ -188,6 +269,9 @@ def test_jobs_gives_identical_results(serial: tuple[Path, str], tmp_path: Path) 
     (["--only", "prop1", "--jobs", "0"], "--jobs must be a positive integer"),
     (["--only", ""], "--only names no experiment"),  # an unset shell variable must not run everything
     (["--only", "prop1", "--cache", "/dev/null"], "--cache /dev/null is a file"),
+    # a setting for an experiment --only leaves out would be silently ignored
+    (["--only", "prop1", "--set", "counterexample1.n_samples=3"],
+     "--set counterexample1.n_samples=3 sets counterexample1, which --only prop1 leaves out"),
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -74,6 +74,9 @@ def run_cmd(
     """Run one experiment and write result.json, summary.md and figures."""
     _set_threads(threads)
     from flowvar.experiments.base import parse_overrides, run_experiment
+    from flowvar.runner import refuse_if_locked
+
+    refuse_if_locked(out)  # a `flowvar reproduce` writing this folder's report: not beside it
 
     if progress is None:
         progress = sys.stderr.isatty()
@@ -157,6 +160,9 @@ def reproduce_cmd(
                f"{format_duration(summary.wall_s)}: " + headline(counts))
     for o in summary.failed:
         typer.echo(f"  FAILED {o.name}: {o.error} (see {summary.out / 'reproduce.log'})")
+    if summary.kept:
+        typer.echo(f"  the report also holds the results already in {summary.out} of {', '.join(summary.kept)}: kept "
+                   f"from earlier runs, not rerun (--only left them out)")
     typer.echo(f"report: {summary.report_html} (also {summary.report_md.name}, {summary.results_json.name})")
     if summary.failed:
         raise typer.Exit(1)
@@ -463,6 +469,7 @@ def show_cmd(
         if collection is None:
             flag = "--update-readme" if update_readme is not None else "--write-report"
             raise DataError(f"{folder} is not a `flowvar reproduce` folder (no results.json); {flag} needs one")
+        _warn_mode_note(collection)
         if write_report:
             from flowvar.report import rewrite_reports
 
@@ -494,6 +501,7 @@ def show_cmd(
 
     collection = load_collection(folder)
     if collection is not None:
+        _warn_mode_note(collection)
         meta = collection.get("meta", {})
         results = collection_results(collection)
         typer.echo(f"{meta.get('command', 'flowvar reproduce')} ({meta.get('mode', '?')} mode, "
@@ -510,6 +518,14 @@ def show_cmd(
         for e in collection["experiments"]:
             if e.get("status") in ("failed", "not run"):
                 typer.echo(f"  {e['name']}: {e['status']}" + (f": {e['error']}" if e.get("error") else ""))
+
+
+def _warn_mode_note(collection: dict) -> None:
+    """A collection whose recorded mode disagrees with its results' (:func:`flowvar.report.load_collection`): one
+    warning line, since the report's Quick/Full banner follows the results, not the record."""
+    note = collection["meta"].get("mode_note")
+    if note:
+        typer.echo(f"flowvar: warning: {note}", err=True)
 
 
 def _show_one(folder: Path) -> None:

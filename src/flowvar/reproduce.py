@@ -7,11 +7,14 @@ looks up the result cache (:mod:`flowvar.cache`, by default ``OUT/.cache``): a h
 (in this process with ``jobs=1``, in ``jobs`` spawned worker processes, or as Ray tasks with ``backend="ray"``),
 which stores the result in the cache, and this process installs it. Each run uses ``threads`` torch threads (default:
 :func:`default_threads`). Afterwards ``OUT/results.json`` (every result.json plus how it was
-obtained), ``OUT/report.md`` and the self-contained ``OUT/report.html`` are written (:mod:`flowvar.report`).
+obtained), ``OUT/report.md`` and the self-contained ``OUT/report.html`` are written (:mod:`flowvar.report`). They
+report what the folder holds: with ``only``, the results of the other experiments already installed in OUT are kept
+in them (status ``kept``, :func:`_kept_entries`), not dropped.
 
 Interruption. An experiment's output only appears when complete, and is cached at once, so a rerun of the same
 command continues where the interrupted one stopped: finished experiments are cache hits, the one in flight
-reruns. A lock file (``OUT/.reproduce.lock``) keeps two reproduce runs out of one folder.
+reruns. A lock file (``OUT/.reproduce.lock``) keeps two reproduce runs out of one folder, and ``flowvar run`` out
+of it while a reproduce runs (:func:`flowvar.runner.refuse_if_locked`).
 
 Progress goes to stderr: a tqdm bar with the running experiments and an ETA on a terminal, else (or with
 ``quiet``) one plain line per experiment. ``OUT/reproduce.log`` receives timestamped log lines of every run.
@@ -19,7 +22,9 @@ Progress goes to stderr: a tqdm bar with the running experiments and an ETA on a
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 import shutil
 import sys
 import time
@@ -123,6 +128,8 @@ class Summary:
     report_html: Path
     report_md: Path
     results_json: Path
+    kept: list[str] = field(default_factory=list)
+    """Experiments this invocation did not select (``--only``) whose results, already in ``out``, the report keeps."""
 
     @property
     def failed(self) -> list[Outcome]:
@@ -156,6 +163,15 @@ def _select(only: list[str] | None) -> list[str]:
     return list(only)
 
 
+def _check_overrides_selected(options: Options) -> None:
+    """A ``--set`` for an experiment that ``--only`` leaves out would be ignored silently: a :class:`ConfigError`."""
+    for name, values in options.overrides.items():
+        if options.only is not None and name not in options.only:
+            key, value = next(iter(values.items()))
+            raise ConfigError(f"--set {name}.{key}={value} sets {name}, which --only {','.join(options.only)} leaves "
+                              f"out; add {name} to --only or drop its --set")
+
+
 def plan(options: Options, cache: Cache, threads: int = 1) -> tuple[list[Task], list[Outcome]]:
     """Import and configure every selected experiment: the tasks (keyed for runs with ``threads`` torch threads),
     plus failures of modules that do not import.
@@ -164,9 +180,7 @@ def plan(options: Options, cache: Cache, threads: int = 1) -> tuple[list[Task], 
     """
     from flowvar.experiments.base import build_config, expected_runtime, get_experiment
 
-    for name in options.overrides:
-        if options.only is not None and name not in options.only:
-            log.info("--set for %s ignored: not selected by --only", name)
+    _check_overrides_selected(options)
     tasks, broken = [], []
     for name in _select(options.only):
         try:
@@ -200,27 +214,32 @@ def _clean_stale_staging(out: Path, names: Sequence[str]) -> None:
                 log.info("removed staging folder %s left by an interrupted run", stale.name)
 
 
-def _command_line(options: Options) -> str:
-    parts = ["flowvar reproduce", "--quick" if options.quick else "--full", f"--out {options.out}"]
+def command_line(options: Options) -> str:
+    """The command that reruns this invocation, each argument shell-quoted (:func:`shlex.join`): a ``--out`` with a
+    space or a ``--set`` value with a quote copy-pastes into a shell as it ran."""
+    argv = ["flowvar", "reproduce", "--quick" if options.quick else "--full", "--out", str(options.out)]
     if options.only:
-        parts.append(f"--only {','.join(options.only)}")
+        argv += ["--only", ",".join(options.only)]
     if options.jobs != 1:
-        parts.append(f"--jobs {options.jobs}")
+        argv += ["--jobs", str(options.jobs)]
     if options.threads is not None:
-        parts.append(f"--threads {options.threads}")
+        argv += ["--threads", str(options.threads)]
     if options.backend != "local":
-        parts.append(f"--backend {options.backend}")
+        argv += ["--backend", options.backend]
     if options.ray_address:
-        parts.append(f"--ray-address {options.ray_address}")
+        argv += ["--ray-address", options.ray_address]
     if options.config_file is not None:
-        parts.append(f"--config {options.config_file}")
+        argv += ["--config", str(options.config_file)]
+    if options.cache_dir is not None:
+        argv += ["--cache", str(options.cache_dir)]
     if options.seed is not None:
-        parts.append(f"--seed {options.seed}")
+        argv += ["--seed", str(options.seed)]
     for name, kv in options.overrides.items():
-        parts += [f"--set {name}.{k}={v}" for k, v in kv.items()]
+        for k, v in kv.items():
+            argv += ["--set", f"{name}.{k}={v}"]
     if options.force:
-        parts.append("--force")
-    return " ".join(parts)
+        argv.append("--force")
+    return shlex.join(argv)
 
 
 def git_commit() -> str | None:
@@ -254,7 +273,7 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")
     threads = options.threads or default_threads()
     backend = make_backend(options.backend, options.jobs, threads, options.ray_address)
-    start_line = ("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", _command_line(options), code_version(),
+    start_line = ("start: %s (code %s, %d cores, %d job(s) x %d thread(s))", command_line(options), code_version(),
                   cpu_cores(), options.jobs, threads)
     with held_log_records() as planning:
         log.info(*start_line)
@@ -313,17 +332,86 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
                 if o.status == "pending":
                     o.status = "not run"
             wall = time.perf_counter() - started
-            meta = {"command": _command_line(options), "mode": "quick" if options.quick else "full",
+            meta = {"command": command_line(options), "mode": "quick" if options.quick else "full",
                     "code_version": code_version(), "git_commit": commit,
                     "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                     "wall_s": wall, "jobs": options.jobs, "threads_per_experiment": threads,
                     "cpu_cores": cpu_cores(), "versions": versions(), "interrupted": interrupted,
                     "cache": str(cache.root)}
             exps = [{**o.to_dict(), "in_flight": o.status == "not run" and o.name in in_flight} for o in final]
+            kept = _kept_entries(out, selected, options.quick, stream)
+            if kept:
+                meta["kept"] = [e["name"] for e in kept]
+                exps = _registry_order(exps + kept)
             paths = write_reports(out, meta, exps)
             log.info("finished in %.1f s: %s; report %s", wall,
                      ", ".join(f"{o.name}={o.status}" for o in final), paths["html"])
-    return Summary(out, final, wall, paths["html"], paths["md"], paths["json"])
+    return Summary(out, final, wall, paths["html"], paths["md"], paths["json"], [e["name"] for e in kept])
+
+
+def _kept_entries(out: Path, selected: list[str], quick: bool, stream: IO[str]) -> list[dict[str, Any]]:
+    """The report of a folder is the report of what it holds: the collection entries (status ``kept``) of the
+    registered experiments this invocation did not select whose results of the same mode are installed in ``out``
+    (``out/NAME/result.json``, from an earlier run). An entry keeps the earlier results.json's record of the same
+    result — its cache key, and in ``kept_from`` the status, command and date of the run that produced it —, or has
+    none when that result was installed otherwise (``flowvar run``). Results of the other mode stay out of the report,
+    with a warning on ``stream``: a quick result told at paper scale, or the reverse, would mislead."""
+    from flowvar.experiments.base import discover
+    from flowvar.report import load_collection
+
+    try:
+        earlier = load_collection(out) or {"meta": {}, "experiments": []}
+    except FlowvarError as e:  # a damaged results.json: the results themselves are still read from their folders
+        log.warning("the earlier results.json of %s is not readable (%s): kept results lose their provenance", out, e)
+        earlier = {"meta": {}, "experiments": []}
+    meta = earlier["meta"]
+    records = {e.get("name"): e for e in earlier["experiments"] if isinstance(e, dict)}
+    kept, other_mode = [], []
+    for name in discover():
+        path = out / name / "result.json"
+        if name in selected or not path.is_file():
+            continue
+        try:
+            raw = json.loads(path.read_text())
+            result = Result.from_dict(raw)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            log.warning("%s is not a valid result (%s): left out of the report", path, e)
+            continue
+        if result.quick != quick:
+            other_mode.append(name)
+            continue
+        record = records.get(name)
+        same = record is not None and _same_json(record.get("result"), raw)
+        if same and record.get("status") in ("kept", "assembled"):
+            kept.append(record)  # already kept (or assembled from a sweep) by an earlier command: its provenance stays
+        elif same:
+            kept.append({**record, "status": "kept", "in_flight": False,
+                         "kept_from": {"status": record.get("status"), "command": meta.get("command"),
+                                       "created": meta.get("created")}})
+        else:
+            kept.append({"name": name, "status": "kept", "key": None, "wall_s": 0.0, "error": None,
+                         "corrupted_cache_entry": None, "in_flight": False,
+                         "kept_from": {"status": None, "command": None, "created": None}, "result": raw})
+    if other_mode:
+        mode, other = ("quick", "full") if quick else ("full", "quick")
+        message = (f"{out} also holds {other}-mode results of {', '.join(other_mode)}: left out of this {mode} report "
+                   f"(rerun them in {mode} mode, or use another --out)")
+        log.warning(message)
+        stream.write(f"flowvar: warning: {message}\n")
+    return kept
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON values are the same document (NaN equal to NaN, unlike ``==`` on floats)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _registry_order(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Collection entries in the order of the registered experiments (a folder's report, not one command's)."""
+    from flowvar.experiments.base import discover
+
+    order = {name: i for i, name in enumerate(discover())}
+    return sorted(experiments, key=lambda e: order.get(e["name"], len(order)))
 
 
 def _corruption_warner(name: str, sink: list[str], progress: Progress) -> Callable[[str, str], None]:

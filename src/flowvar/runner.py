@@ -541,9 +541,7 @@ def exclusive(out: Path, command: str = "reproduce") -> Iterator[None]:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another process"
-                raise ConfigError(f"another `flowvar {command}` ({holder}) is writing to {out}; wait for it or "
+                raise ConfigError(f"another `flowvar {command}` ({_holder(fh)}) is writing to {out}; wait for it or "
                                   f"choose another --out") from None
         fh.seek(0)
         fh.truncate()
@@ -552,6 +550,34 @@ def exclusive(out: Path, command: str = "reproduce") -> Iterator[None]:
         yield
     finally:
         fh.close()
+
+
+def _holder(fh: IO[str]) -> str:
+    """Who holds a lock file: what its holder wrote into it (``pid N``)."""
+    fh.seek(0)
+    return fh.read().strip() or "another process"
+
+
+def refuse_if_locked(out: Path, command: str = "reproduce", writer: str = "flowvar run") -> None:
+    """A :class:`ConfigError` when a ``flowvar {command}`` holds ``out/.<command>.lock`` (:func:`exclusive`): ``writer``
+    must not put results into a folder whose report that command is about to write. Checked once, up front, and not
+    held: several ``flowvar run`` of different experiments may still share one folder. Creates nothing (no folder, no
+    lock file: a folder without one has no holder)."""
+    try:
+        fh = open(out / f".{command}.lock")  # noqa: SIM115 - closed below, after the probe
+    except OSError:
+        return
+    with fh:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock
+            return
+        try:  # a shared probe: it fails only while the command holds its exclusive lock
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"a `flowvar {command}` ({_holder(fh)}) is writing to {out}; `{writer}` would write "
+                              f"beside it: wait for it to finish, or give another --out") from None
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -579,5 +605,5 @@ def check_writable(out: Path) -> None:
 __all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "Backend", "Outcome", "ProcessBackend", "Progress", "RayBackend",
            "SerialBackend", "Task", "check_ray_address", "check_threads", "check_writable", "completed", "compute",
            "cpu_cores", "default_threads", "dispatch", "exclusive", "init_worker", "make_backend",
-           "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
+           "refuse_if_locked", "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
            "verdict_line", "worker_pool"]

@@ -67,7 +67,13 @@ def verdict_counts(results: list[Result]) -> dict[str, dict[str, int]]:
 PAPER_TITLE = "Gradient Variance Reveals Failure Modes in Flow-Based Generative Models"
 PAPER_REF = "Reu, Dromigny, Bronstein, Vargas; NeurIPS 2025, arXiv 2510.18118"
 STATUS_TEXT = {"computed": "computed", "cached": "cache hit", "assembled": "assembled from a sweep", "failed": "FAILED",
-               "not run": "not run"}
+               "not run": "not run", "kept": "kept from an earlier run"}
+WITH_RESULT = ("computed", "cached", "assembled", "kept")
+"""The statuses of a collection entry that hold a result (``kept``: a result already in the folder that the command
+did not select, see :mod:`flowvar.reproduce`)."""
+UNRECORDED_META = {"command": "flowvar reproduce (command not recorded)", "code_version": "(not recorded)",
+                   "created": "(date not recorded)", "wall_s": 0.0}
+"""What the report shows for a meta field the ``results.json`` lacks (an older or hand-made file)."""
 _SPREAD = ("std", "sem", "se", "stderr")
 KIND_TEXT = ("Kinds: an identity holds by construction when the code is right (an implementation check); a "
              "reproduction is an empirical statement of the paper that could come out either way; a finding is a "
@@ -91,18 +97,83 @@ def format_duration(seconds: float) -> str:
 
 
 def load_collection(folder: Path | str) -> dict[str, Any] | None:
-    """The ``results.json`` of a ``flowvar reproduce`` folder, or None if ``folder`` has none."""
+    """The ``results.json`` of a ``flowvar reproduce`` folder, or None if ``folder`` has none.
+
+    Checked here, once, for everything the report reads, so ``flowvar show`` and ``show --write-report`` take the same
+    files: a file that is not a JSON object with an ``experiments`` list, an experiment without a name or with an
+    unknown status, a status that needs a result without one, or a result flowvar cannot read is one
+    :class:`DataError`. Missing meta fields get :data:`UNRECORDED_META`; the mode is the results' own when they agree
+    (:func:`_settle_mode`).
+    """
     path = Path(folder) / "results.json"
     if not path.is_file():
         return None
+    invalid = f"{path} is not a valid flowvar reproduce collection"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise DataError(f"{path} is not a valid flowvar reproduce collection ({type(e).__name__}); rerun "
-                        f"`flowvar reproduce`") from None
+        raise DataError(f"{invalid} ({type(e).__name__}); rerun `flowvar reproduce`") from None
     if not isinstance(data, dict) or not isinstance(data.get("experiments"), list):
-        raise DataError(f"{path} is not a valid flowvar reproduce collection; rerun `flowvar reproduce`")
+        raise DataError(f"{invalid}; rerun `flowvar reproduce`")
+    meta = data.setdefault("meta", {})
+    if not isinstance(meta, dict):
+        raise DataError(f"{invalid} (its meta is not a JSON object); rerun `flowvar reproduce`")
+    quick_flags = []
+    for i, e in enumerate(data["experiments"]):
+        problem = _entry_problem(e)
+        if problem is None and e.get("result"):
+            try:
+                quick_flags.append(Result.from_dict(e["result"]).quick)
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                problem = f"its result is not a flowvar result: {error}"
+        if problem:
+            name = e.get("name") if isinstance(e, dict) and isinstance(e.get("name"), str) else f"#{i + 1}"
+            raise DataError(f"{invalid} (experiment {name}: {problem}); rerun `flowvar reproduce`")
+    for key, default in UNRECORDED_META.items():
+        meta.setdefault(key, default)
+    if not isinstance(meta["wall_s"], int | float) or isinstance(meta["wall_s"], bool):
+        raise DataError(f"{invalid} (meta.wall_s {meta['wall_s']!r} is not a number of seconds); rerun `flowvar "
+                        f"reproduce`")
+    if not isinstance(meta.get("versions", {}), dict):
+        meta["versions"] = {}
+    _settle_mode(meta, quick_flags, invalid)
     return data
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What keeps one ``experiments`` record of a results.json from being reported, or None."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+        return "not a record with a name"
+    status = entry.setdefault("status", "computed" if entry.get("result") else "not run")
+    if status not in STATUS_TEXT:
+        return f"status {status!r} is none of {', '.join(STATUS_TEXT)}"
+    if status in WITH_RESULT and not isinstance(entry.get("result"), dict):
+        return f"status {status!r} without a result"
+    return None
+
+
+def _settle_mode(meta: dict[str, Any], quick_flags: list[bool], invalid: str) -> None:
+    """The collection's mode (the report's Quick/Full banner). Rule: when every result has the same ``quick`` flag,
+    that flag's mode is the mode, whatever the meta records — a disagreeing record is kept as ``meta.recorded_mode``
+    and explained in ``meta.mode_note``; with mixed results the recorded mode stays, with a note; with no result the
+    recorded mode stands, and a file that records none is a :class:`DataError` (nothing tells the scale)."""
+    recorded = meta.get("mode")
+    modes = {"quick" if q else "full" for q in quick_flags}
+    if len(modes) == 1:
+        (ours,) = modes
+        if recorded != ours:
+            meta["mode"] = ours
+            if recorded is not None:
+                meta["recorded_mode"] = recorded
+                meta["mode_note"] = (f"results.json records {recorded!r} mode but its results ran in {ours} mode: "
+                                     f"reported as a {ours} run")
+    elif recorded not in ("quick", "full"):
+        raise DataError(f"{invalid} (meta.mode {recorded!r} is neither quick nor full"
+                        + (", and its results mix both" if modes else ", and it has no result to tell")
+                        + "); rerun `flowvar reproduce`")
+    elif modes:
+        meta["mode_note"] = (f"results.json mixes quick and full results; reported as its recorded {recorded} mode "
+                             f"(each experiment's own mode is in the experiments table)")
 
 
 def collection_results(collection: dict[str, Any]) -> list[Result]:
@@ -180,6 +251,12 @@ def status_line(entry: dict[str, Any]) -> str:
         source = entry.get("assembled_from") or {}
         return (f"assembled from the {source.get('points', '?')} points of a sweep (computed in "
                 f"{format_duration(result.get('runtime_s', 0))} in all)")
+    if entry["status"] == "kept":
+        source = entry.get("kept_from") or {}
+        earlier = (f"the run `{source['command']}` ({source.get('created') or 'date not recorded'})"
+                   if source.get("command") else "an earlier command (not a recorded `flowvar reproduce` run)")
+        return (f"kept: its result was already in this folder, from {earlier}; this command did not select it "
+                f"(--only) and did not rerun it (computed in {format_duration(result.get('runtime_s', 0))})")
     if entry["status"] == "failed":
         return f"FAILED: {entry.get('error')}"
     return "not run (interrupted)"
@@ -241,12 +318,15 @@ def readme_section(collection: dict[str, Any], folder_label: str) -> str:
     exps = _experiments(collection)
     commit = meta.get("git_commit") or "unknown commit"
     failed = [e["name"] for e in exps if e["status"] in ("failed", "not run")]
+    kept = [e["name"] for e in exps if e["status"] == "kept"]
     which = "paper-scale run" if meta.get("mode") == "full" else "reference run"
     lines = [begin, "",
              f"From the {which} in [`{folder_label}/`]({folder_label}/report.md): `{meta['command']}` "
              f"({meta['mode']} mode) at commit `{commit[:12]}`, {meta['created']}, {len(exps)} experiments, wall time "
              f"{format_duration(meta['wall_s'])} on {meta.get('cpu_cores', '?')} CPU cores"
              + (f"; without a result: {', '.join(failed)}" if failed else "")
+             + (f"; kept from earlier runs into the folder (not rerun by this command): {', '.join(kept)}" if kept
+                else "")
              + ("; interrupted: the experiments it had not finished are not in it" if meta.get("interrupted")
                 else "")
              + "".join(f"; {name} assembled from the {points} points of `{command}` (`flowvar assemble`)"
@@ -282,6 +362,7 @@ def update_readme(readme: Path | str, section: str) -> bool:
 
 
 __all__ = ["KIND_TEXT", "PAPER_REF", "PAPER_TITLE", "README_BEGIN", "README_END", "README_FULL_BEGIN",
-           "README_FULL_END", "STATUS_TEXT", "assembled", "collection_counts", "collection_results", "environment",
-           "format_duration", "load_collection", "load_results", "md_cell", "merge_spread", "readme_markers",
-           "readme_section", "status_line", "update_readme", "verdict_counts", "verdict_table"]
+           "README_FULL_END", "STATUS_TEXT", "UNRECORDED_META", "WITH_RESULT", "assembled", "collection_counts",
+           "collection_results", "environment", "format_duration", "load_collection", "load_results", "md_cell",
+           "merge_spread", "readme_markers", "readme_section", "status_line", "update_readme", "verdict_counts",
+           "verdict_table"]
