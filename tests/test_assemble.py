@@ -74,6 +74,9 @@ def test_assembling_into_a_reproduce_folder_adds_it_to_the_report(runs: dict[str
     index["experiments"] = [e for e in index["experiments"] if e["name"] != "memorisation_phase"]
     shutil.rmtree(collection / "memorisation_phase", ignore_errors=True)
     index["meta"]["mode"] = "quick"
+    for e in index["experiments"]:  # the results' own quick flags decide a collection's mode, not meta alone
+        if e.get("result"):
+            e["result"]["quick"] = True
     (collection / "results.json").write_text(json.dumps(index))
     before = index["experiments"]
     for _ in range(2):  # a second assembly replaces the entry, never adds another
