@@ -59,7 +59,15 @@ def test_counts_by_kind_and_the_headline() -> None:
     assert counts["identity"]["confirmed"] == 2 and counts["finding"]["inconclusive"] == 1
     assert claim_counts([asdict(c) for c in claims]) == counts
     text = headline(counts)
-    assert text.startswith("1 of 3 reproductions confirmed, 1 refuted, 0 inconclusive, 1 untestable here")
+    assert text.startswith("1 of 3 reproductions confirmed, 1 refuted, 0 inconclusive, 1 untestable here ·")
+    # an untestable claim whose rule alone refutes it is said so: a failed precondition must not hide a refutation
+    aside = judge("r4", "s", {}, verdict="refuted", rule="r", kind="reproduction",
+                  precondition=Precondition("p", holds=False))
+    counts4 = claim_counts([*claims, aside])
+    assert counts4["reproduction"]["untestable"] == 2 and counts4["untestable_refuted"]["reproduction"] == 1
+    assert headline(counts4).startswith("1 of 4 reproductions confirmed, 1 refuted, 0 inconclusive, 2 untestable "
+                                        "here (1 of them refuted by their rule alone) ·")
+    assert claim_counts([asdict(c) for c in [*claims, aside]]) == counts4
     assert "2 of 2 identities hold" in text and "findings: 0 confirmed, 0 refuted, 1 inconclusive" in text
     broken = claim_counts([*claims, judge("i3", "s", {}, verdict="refuted", rule="r", kind="identity")])
     assert "2 of 3 identities hold (1 do not: an implementation defect)" in headline(broken)

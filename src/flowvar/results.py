@@ -117,38 +117,58 @@ def judge(claim_id: str, statement: str, evidence: dict[str, Any], *, rule: str,
                  precondition.to_dict() if precondition is not None else None, min_effect, replicates, if_testable)
 
 
+#: The key of :func:`claim_counts` that holds, per kind, how many untestable claims their rule alone would refute.
+UNTESTABLE_REFUTED = "untestable_refuted"
+
+
 def claim_counts(claims: list[Claim] | list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """How many claims of each kind have each verdict: ``{kind: {verdict: n}}`` (every kind and verdict listed)."""
+    """How many claims of each kind have each verdict: ``{kind: {verdict: n}}`` (every kind and verdict listed),
+    and under :data:`UNTESTABLE_REFUTED` ``{kind: n}`` the untestable claims whose rule alone refutes them (their
+    ``verdict_if_testable``): a headline must not let a failed precondition hide what the evidence points to."""
     counts = {k: {v: 0 for v in VERDICTS} for k in KINDS}
+    set_aside = {k: 0 for k in KINDS}
     for c in claims:
         kind = c.get("kind", "reproduction") if isinstance(c, dict) else c.kind
         verdict = c["verdict"] if isinstance(c, dict) else c.verdict
+        if_testable = c.get("verdict_if_testable") if isinstance(c, dict) else c.verdict_if_testable
         counts.setdefault(kind, {v: 0 for v in VERDICTS})
         counts[kind][verdict] = counts[kind].get(verdict, 0) + 1
+        if verdict == "untestable" and if_testable == "refuted":
+            set_aside[kind] = set_aside.get(kind, 0) + 1
+    counts[UNTESTABLE_REFUTED] = set_aside
     return counts
 
 
 def headline(counts: dict[str, dict[str, int]]) -> str:
     """The report's headline from :func:`claim_counts`: the reproductions, then identities and findings.
 
-    E.g. "9 of 20 reproductions confirmed, 4 refuted, 5 inconclusive, 2 untestable here · 14 of 14 identities
-    hold · findings: 3 confirmed, 1 refuted, 0 inconclusive, 0 untestable". The reproductions are always stated (the
-    headline of issue 15, "0 of 0" included); identities and findings only where there are some.
+    E.g. "9 of 20 reproductions confirmed, 4 refuted, 5 inconclusive, 2 untestable here (1 of them refuted by their
+    rule alone) · 14 of 14 identities hold · findings: 3 confirmed, 1 refuted, 0 inconclusive, 0 untestable". The
+    reproductions are always stated (the headline of issue 15, "0 of 0" included); identities and findings only
+    where there are some.
     """
     rep = counts.get("reproduction", {})
     n_rep = sum(rep.values())
     ident = counts.get("identity", {})
     n_id = sum(ident.values())
     fin = counts.get("finding", {})
+    set_aside = counts.get(UNTESTABLE_REFUTED, {})
+
+    def aside(kind: str) -> str:  # what the failed preconditions set aside
+        n = set_aside.get(kind, 0)
+        return f" ({n} of them refuted by their rule alone)" if n else ""
+
     parts = [f"{rep.get('confirmed', 0)} of {n_rep} reproductions confirmed, {rep.get('refuted', 0)} refuted, "
-             f"{rep.get('inconclusive', 0)} inconclusive, {rep.get('untestable', 0)} untestable here"]
+             f"{rep.get('inconclusive', 0)} inconclusive, {rep.get('untestable', 0)} untestable here"
+             + aside("reproduction")]
     broken = n_id - ident.get("confirmed", 0)
     if n_id:
         parts.append(f"{ident.get('confirmed', 0)} of {n_id} identities hold"
                      + (f" ({broken} do not: an implementation defect)" if broken else ""))
     if sum(fin.values()):
         parts.append(f"findings: {fin.get('confirmed', 0)} confirmed, {fin.get('refuted', 0)} refuted, "
-                     f"{fin.get('inconclusive', 0)} inconclusive, {fin.get('untestable', 0)} untestable")
+                     f"{fin.get('inconclusive', 0)} inconclusive, {fin.get('untestable', 0)} untestable"
+                     + aside("finding"))
     return " · ".join(parts)
 
 
