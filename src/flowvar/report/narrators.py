@@ -116,7 +116,7 @@ def fig6(result: Result, story: Story) -> None:
     shown, n_seeds = dep.evidence.get("shown_seed"), int(result.config.get("n_seeds", 1) or 1)
     shown = str(shown).removeprefix("seed=") if shown is not None else None
     if shown is not None and n_seeds > 1:  # the numbers are one seed's; the verdicts need every seed to agree
-        story.found += f" (seed {shown} of {n_seeds} shown; a verdict needs every seed to agree)"
+        story.found += f" (seed {shown} of {n_seeds})"
     repro = (f"both reproductions are {odd.verdict}" if odd.verdict == noisy.verdict else
              f"the σ = 0 reproduction is {odd.verdict}, σ = 0.05 leaving it {noisy.verdict}")
     # "holds" only where the rule's own status says the pairs come back; a majority nearer them is "partial"
