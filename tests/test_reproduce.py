@@ -461,14 +461,11 @@ def small_tmpfs(tmp_path: Path):
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-def test_a_real_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(
-        small_tmpfs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Disk full for real (a 2 MiB tmpfs, nearly filled): no traceback, every failure one line naming what could
-    not be written, the output consistent (a report lists exactly what is installed), and once space is freed the
-    same command completes."""
-    out = small_tmpfs / "out"
-    filler = small_tmpfs / "filler"
-    with open(filler, "wb") as fh:  # fill the disk, then free ~24 KiB: too little for the experiments' figures
+def fill_disk(disk: Path, free_kib: int) -> Path:
+    """Fill the filesystem of ``disk`` with one file, then free ``free_kib`` KiB of it; the file (delete it to free
+    the space)."""
+    filler = disk / "filler"
+    with open(filler, "wb") as fh:
         try:
             while True:
                 fh.write(b"\0" * 65536)
@@ -476,7 +473,17 @@ def test_a_real_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(
         except OSError:
             pass
     with open(filler, "r+b") as fh:
-        fh.truncate(max(0, filler.stat().st_size - 24 * 1024))
+        fh.truncate(max(0, filler.stat().st_size - free_kib * 1024))
+    return filler
+
+
+def test_a_real_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(
+        small_tmpfs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Disk full for real (a 2 MiB tmpfs, nearly filled): no traceback, every failure one line naming what could
+    not be written, the output consistent (a report lists exactly what is installed), and once space is freed the
+    same command completes."""
+    out = small_tmpfs / "out"
+    filler = fill_disk(small_tmpfs, free_kib=24)  # too little for the experiments' figures
     args = ["reproduce", "--quick", "--quiet", "--out", str(out), "--cache", str(tmp_path / "cache"), *FAST]
     code = main(args)
     err = capsys.readouterr().err
@@ -497,16 +504,7 @@ def test_run_on_a_full_disk_is_one_line(small_tmpfs: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """`flowvar run` whose figure does not fit on the disk: one line naming the figure file (it was a 20-line PIL
     traceback from savefig), nothing half-written left in the output folder."""
-    filler = small_tmpfs / "filler"
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
-    with open(filler, "r+b") as fh:
-        fh.truncate(max(0, filler.stat().st_size - 8 * 1024))
+    fill_disk(small_tmpfs, free_kib=8)
     out = small_tmpfs / "out"
     code = main(["run", "counterexample1", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err
