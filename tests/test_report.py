@@ -477,3 +477,24 @@ def test_durations_are_rounded_to_the_last_unit_shown() -> None:
              2073.88: "34 min 34 s", 3599.4: "59 min 59 s", 3599.8: "1 h 00 min", 5957.08: "1 h 39 min",
              5969.0: "1 h 39 min", 5971.0: "1 h 40 min", -3.0: "0.0 s"}
     assert {s: format_duration(s) for s in cases} == cases
+
+
+def test_an_untestable_card_names_the_part_of_the_precondition_that_failed() -> None:
+    """A precondition of several parts (all_preconditions) is named by its failing part and that part's numbers; the
+    card listed every part, the ones that held first, and their numbers."""
+    from flowvar.report.story import failed_part, rule_text
+    from flowvar.results import Precondition, all_preconditions, judge
+
+    held = Precondition("σ = 0 memorised", True, {"pairing_accuracy": [1.0, 0.98]})
+    failed = Precondition("the noise can act", False, {"exact_drop": [0.0, 0.0]}, "closer training lines")
+    pre = all_preconditions(held, failed)
+    statement, numbers = failed_part(pre.to_dict())
+    assert statement == "the noise can act" and numbers == {"exact_drop": [0.0, 0.0]}
+    claim = judge("c", "s", {}, verdict="refuted", rule="r", kind="reproduction", precondition=pre)
+    text = rule_text(claim)
+    assert "does not hold — the noise can act (measured: exact drop 0, 0)" in text and "memorised" not in text
+    assert "the rule alone would say refuted. To test it: closer training lines" in text
+    # a single precondition, or one whose parts cannot be told apart, is given whole
+    assert failed_part(failed.to_dict()) == ("the noise can act", {"exact_drop": [0.0, 0.0]})
+    odd = {**pre.to_dict(), "statement": "one statement that does not split"}
+    assert failed_part(odd)[0] == "one statement that does not split"

@@ -262,6 +262,23 @@ def rule_clauses(rule: str) -> dict[str, str]:
     return out
 
 
+def failed_part(precondition: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The statement and measured numbers of the part of a precondition that failed. A precondition of several parts
+    (:func:`flowvar.results.all_preconditions`: statements joined by "; and ", each part's numbers under "[i]" with
+    its ``holds``) names only the failing parts; any other precondition is given whole."""
+    statement = str(precondition.get("statement", "unstated"))
+    measured = precondition.get("measured") or {}
+    parts = [v for k, v in measured.items() if re.fullmatch(r"\[\d+\]", str(k)) and isinstance(v, dict)]
+    statements = statement.split("; and ")
+    if not parts or len(parts) != len(measured) or len(statements) != len(parts):
+        return statement, measured
+    failing = [(text, part) for text, part in zip(statements, parts, strict=True) if not part.get("holds", True)]
+    if not failing:
+        return statement, measured
+    numbers = {k: v for _, part in failing for k, v in part.items() if k != "holds"}
+    return "; and ".join(text for text, _ in failing), numbers
+
+
 def rule_text(claim: Claim) -> str:
     """The part of the claim's rule that gave its verdict, in one sentence.
 
@@ -271,9 +288,10 @@ def rule_text(claim: Claim) -> str:
     clauses = rule_clauses(claim.rule)
     if claim.verdict == "untestable":
         pre = claim.precondition or {}
-        measured = "; ".join(f"{label(k)} {t}" for k, v in list((pre.get("measured") or {}).items())[:3]
+        statement, numbers = failed_part(pre)
+        measured = "; ".join(f"{label(k)} {t}" for k, v in list(numbers.items())[:3]
                              if (t := short_value(v)) is not None)
-        text = f"Not judged: the precondition does not hold — {pre.get('statement', 'unstated')}"
+        text = f"Not judged: the precondition does not hold — {statement}"
         if measured:
             text += f" (measured: {measured})"
         if claim.verdict_if_testable:
