@@ -498,3 +498,19 @@ def test_an_untestable_card_names_the_part_of_the_precondition_that_failed() -> 
     assert failed_part(failed.to_dict()) == ("the noise can act", {"exact_drop": [0.0, 0.0]})
     odd = {**pre.to_dict(), "statement": "one statement that does not split"}
     assert failed_part(odd)[0] == "one statement that does not split"
+
+
+def test_the_header_names_the_runs_kept_results_come_from(full_collection: dict[str, Any], tmp_path: Path) -> None:
+    """A folder rerun with `reproduce --only` keeps the other results; the header says which came from which run,
+    so the collection's own command does not pass for the source of every result."""
+    run = copy.deepcopy(full_collection)
+    for e in run["experiments"]:
+        if e["name"] in ("fig4", "fig5"):
+            e.update(status="kept", kept_from={"status": "computed", "command": "flowvar reproduce --full --out a b",
+                                                "created": "2026-12-05"})
+    page = render_html(run, tmp_path)
+    text = " ".join(visible_text(page).split())
+    assert "fig4, fig5: kept from flowvar reproduce --full --out a b (2026-12-05), not rerun by this command" in text
+    assert "<code>flowvar reproduce --full --out a b</code>" in page
+    md = render_markdown(run)
+    assert "fig4, fig5: kept from `flowvar reproduce --full --out a b` (2026-12-05), not rerun by this command" in md

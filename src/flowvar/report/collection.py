@@ -241,6 +241,21 @@ def assembled(collection: dict[str, Any]) -> list[tuple[str, Any, str]]:
             if e.get("status") == "assembled" and isinstance(e.get("assembled_from"), dict)]
 
 
+def kept(collection: dict[str, Any]) -> list[tuple[list[str], str]]:
+    """The results a ``reproduce --only`` kept from earlier runs into the folder, grouped by where they came from:
+    (experiments, "`command` (date)" or "an earlier command") in order of appearance — the header must not let the
+    collection's own command pass for the source of every result."""
+    groups: dict[str, list[str]] = {}
+    for e in _experiments(collection):
+        if e.get("status") != "kept":
+            continue
+        source = e.get("kept_from") or {}
+        where = (f"`{source['command']}` ({source.get('created') or 'date not recorded'})" if source.get("command")
+                 else "an earlier command (not a recorded `flowvar reproduce` run)")
+        groups.setdefault(where, []).append(e["name"])
+    return [(names, where) for where, names in groups.items()]
+
+
 def status_line(entry: dict[str, Any]) -> str:
     result = entry.get("result") or {}
     if entry["status"] == "cached":

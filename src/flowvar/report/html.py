@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from flowvar.report.collection import (
     assembled,
     environment,
     format_duration,
+    kept,
 )
 from flowvar.report.document import Absent, Entry, absent, entries, kind_counts, run_scale
 from flowvar.report.narrators import TABLE
@@ -136,6 +138,11 @@ def _figure_html(folder: Path, experiment: str, name: str, caption: str) -> str:
             f"</figure>")
 
 
+def _code_spans(text: str) -> str:
+    """``text`` escaped, its `backtick` spans as <code>."""
+    return re.sub(r"`([^`]*)`", lambda m: f"<code>{m.group(1)}</code>", _h(text))
+
+
 def _absent_html(a: Absent) -> str:
     """One group of experiments without a result: the names (linked to their section where the report has one),
     a badge saying why, and what to do."""
@@ -228,6 +235,8 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
              f"{_h(meta['code_version'])} · {_h(meta['created'])} · wall time {format_duration(meta['wall_s'])}</p>",
              *[f"<p class=meta>{_h(name)}: assembled from the {_h(points)} points of <code>{_h(command)}</code> "
                f"(<code>flowvar assemble</code>)</p>" for name, points, command in assembled(collection)],
+             *[f"<p class=meta>{_h(', '.join(names))}: kept from {_code_spans(where)}, not rerun by this command</p>"
+               for names, where in kept(collection)],
              f'<div class="banner {"full" if meta.get("mode") == "full" else "quick"}" id="scale">'
              f"<strong>{_h(title)}</strong><ul>" + "".join(f"<li>{_h(x)}</li>" for x in scale_lines) + "</ul>"
              + ("<p class=absent><strong>Not in this run:</strong></p><ul>" + "".join(

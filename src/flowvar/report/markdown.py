@@ -14,6 +14,7 @@ from flowvar.report.collection import (
     assembled,
     environment,
     format_duration,
+    kept,
     md_cell,
 )
 from flowvar.report.document import Entry, absent, entries, kind_counts, result_entries, run_scale
@@ -110,6 +111,8 @@ def render_markdown(collection: dict[str, Any]) -> str:
              f"wall time {format_duration(meta['wall_s'])}", "",
              *[f"{name}: assembled from the {points} points of `{command}` (`flowvar assemble`)\n"
                for name, points, command in assembled(collection)],
+             *[f"{', '.join(names)}: kept from {where}, not rerun by this command\n"
+               for names, where in kept(collection)],
              f"> **{title}.**"] + [f"> - {x}" for x in scale_lines]
     if missing:
         lines += [">", "> **Not in this run:**"] + [f"> - {a.line()}" for a in missing]
