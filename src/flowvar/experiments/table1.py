@@ -64,7 +64,7 @@ from torch import Tensor
 from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
-from flowvar.experiments._exact_minimiser import mechanism_precondition
+from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, mechanism_precondition
 from flowvar.experiments.base import GMMTargetConfig, RunContext, register
 from flowvar.metrics import (
     MULTI_BANDWIDTH_FACTORS,
@@ -75,7 +75,6 @@ from flowvar.metrics import (
     pairing_accuracy,
     partner_distances,
 )
-from flowvar.models import EmpiricalField
 from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, all_preconditions
 from flowvar.sampling import integrate
@@ -212,9 +211,10 @@ def _evaluate(model: torch.nn.Module, x0_train: Tensor, y_train: Tensor, x0_fres
 
 
 def _exact_minimiser(x0_train: Tensor, y_train: Tensor, sigma: float, h: float, steps: int) -> dict[str, float]:
-    """The exact CFM(σ) minimiser (EmpiricalField, float64) integrated from the training sources: what the noise
-    does at the optimum, without any under- or over-fitting of a network."""
-    ends = integrate(EmpiricalField(x0_train.double(), y_train.double(), sigma), x0_train.double(), steps=steps).x1
+    """The exact CFM(σ) minimiser (:func:`~flowvar.experiments._exact_minimiser.exact_minimiser_endpoints`, float64)
+    integrated from the training sources: what the noise does at the optimum, without any under- or over-fitting of
+    a network."""
+    ends = exact_minimiser_endpoints(x0_train, y_train, sigma, steps=steps)
     return {"exact.l2_partner.mean": partner_distances(ends, {"p": y_train})["p"].mean,
             "exact.pairing_accuracy": pairing_accuracy(ends, y_train).accuracy,
             "exact.memorisation.biased": mmd2(ends, y_train, bandwidth=h, estimator="biased").mmd2}
