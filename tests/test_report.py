@@ -442,6 +442,10 @@ def test_an_interrupted_quick_run_without_results_uses_quick_estimates_and_names
     assert "interrupted before they started" in banner and "table2 ≈" not in banner
     md = render_markdown(run)
     assert "fig6, table2: interrupted — " in md and re.search(r"table3 ≈ \d+ min", md)
+    # the experiments it stopped are listed: no second "rerun to finish" line, in either report
+    assert "**Interrupted**" not in md and "<strong>Interrupted</strong>" not in render_html(run, tmp_path)
+    run["experiments"] = [e for e in run["experiments"] if e["in_flight"]]  # only the two in flight stopped
+    assert "**Interrupted**" not in render_markdown(run)  # markdown wrote it beside the 'interrupted' list
 
 
 def test_a_failed_experiment_is_listed_with_its_error(collection: dict[str, Any], tmp_path: Path) -> None:

@@ -118,6 +118,12 @@ def absent(items: list[Entry], mode: str | None = None) -> list[Absent]:
     return out
 
 
+def interrupted_unlisted(meta: dict[str, Any], missing: list[Absent]) -> bool:
+    """Whether an interrupted run needs its own "rerun to finish" line: none of :func:`absent`'s lines names an
+    experiment it stopped (in flight or not started) — e.g. it stopped while writing the report."""
+    return bool(meta.get("interrupted")) and not any(a.kind in ("not run", "interrupted") for a in missing)
+
+
 def _rough(seconds: float) -> str:
     """An estimate in words, no more precise than it is: ``45 min``, ``9 h``."""
     return f"{max(1, round(seconds / 60))} min" if seconds < 5400 else f"{round(seconds / 3600)} h"
@@ -165,4 +171,5 @@ def kind_counts(collection: dict[str, Any]) -> dict[str, dict[str, int]]:
     return collection_counts(collection)
 
 
-__all__ = ["Absent", "Entry", "absent", "entries", "kind_counts", "result_entries", "run_scale"]
+__all__ = ["Absent", "Entry", "absent", "entries", "interrupted_unlisted", "kind_counts", "result_entries",
+           "run_scale"]

@@ -29,7 +29,7 @@ from flowvar.report.collection import (
     format_duration,
     kept,
 )
-from flowvar.report.document import Absent, Entry, absent, entries, kind_counts, run_scale
+from flowvar.report.document import Absent, Entry, absent, entries, interrupted_unlisted, kind_counts, run_scale
 from flowvar.report.narrators import TABLE
 from flowvar.report.story import Mark, Story, Table, flatten, judgement_rows, shorten
 from flowvar.results import KINDS, VERDICTS, Claim, headline
@@ -241,7 +241,7 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
              f"<strong>{_h(title)}</strong><ul>" + "".join(f"<li>{_h(x)}</li>" for x in scale_lines) + "</ul>"
              + ("<p class=absent><strong>Not in this run:</strong></p><ul>" + "".join(
                  f"<li>{_absent_html(a)}</li>" for a in missing) + "</ul>" if missing else "") + "</div>"]
-    if meta.get("interrupted") and not any(a.kind in ("not run", "interrupted") for a in missing):
+    if interrupted_unlisted(meta, missing):
         parts.append("<p class=problem><strong>Interrupted</strong>: rerun the same command to finish (completed "
                      "experiments are cached).</p>")
     parts.append("</header>")

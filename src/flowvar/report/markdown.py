@@ -17,7 +17,15 @@ from flowvar.report.collection import (
     kept,
     md_cell,
 )
-from flowvar.report.document import Entry, absent, entries, kind_counts, result_entries, run_scale
+from flowvar.report.document import (
+    Entry,
+    absent,
+    entries,
+    interrupted_unlisted,
+    kind_counts,
+    result_entries,
+    run_scale,
+)
 from flowvar.report.narrators import TABLE
 from flowvar.report.story import Table, flatten, judgement_rows, shorten
 from flowvar.results import KINDS, VERDICTS, Result, claim_counts, headline
@@ -117,7 +125,7 @@ def render_markdown(collection: dict[str, Any]) -> str:
     if missing:
         lines += [">", "> **Not in this run:**"] + [f"> - {a.line()}" for a in missing]
     lines += [""]
-    if meta.get("interrupted") and not any(a.kind == "not run" for a in missing):
+    if interrupted_unlisted(meta, missing):
         lines += ["**Interrupted**: rerun the same command to finish (completed experiments are cached).", ""]
     lines += ["## Findings", "", f"**{headline(counts)}**" + (f"; {without} experiment(s) without a result"
                                                               if without else ""), "",
