@@ -583,7 +583,8 @@ def test_heatmaps_mark_every_cell_with_no_verdict_in_a_colour_that_reads(tmp_pat
             o.status, o.verdicts, o.metrics = "failed", {}, {}
     drawn = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)
     for name, gap_texts in (("verdict-c.png", {(1, 1): "—\nfailed / untestable", (1, 0): "—\nfailed"}),
-                            ("v.png", {(1, 1): "4", (1, 0): "—\nfailed"})):  # seed 0 reported v = 2 · 2
+                            # seed 0 reported v = 2 · 2, seed 1 failed: the cell says it holds one seed of two
+                            ("v.png", {(1, 1): "4\n1 of 2 seeds", (0, 0): "1\n±0", (1, 0): "—\nfailed"})):
         fig = drawn[name]
         ax = fig.axes[0]
         image = ax.get_images()[0]
@@ -652,3 +653,16 @@ def test_an_axis_with_no_positive_value_still_draws_its_figures(tmp_path: Path, 
     one (a one-point sweep at x = 0), after every point had been computed."""
     summary = sweep(options(tmp_path / "out", grid))
     assert summary.figures and all((tmp_path / "out" / f).is_file() for f in summary.figures)
+
+
+def test_a_cell_holding_fewer_seeds_than_the_sweep_ran_says_so(tmp_path: Path, monkeypatch) -> None:
+    """A mean over one seed of two reads like any other point unless it says how many seeds it holds: the line
+    plot annotates such a point "1 of 2 seeds" (the heatmap's cell text says the same, tested above)."""
+    the_plan = plan(options(tmp_path / "p", ["x=1,2,3"], seeds=[0, 1], metrics=["v"]))
+    outcomes = [PointOutcome(p, status="computed", metrics={"v": float(p.values["x"])}) for p in the_plan.points]
+    for o in outcomes:
+        if o.point.values["x"] == 2 and o.point.values["seed"] == 1:
+            o.status, o.metrics = "failed", {}
+    ax = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)["v.png"].axes[0]
+    notes = [(t.get_text(), t.xy) for t in ax.texts]
+    assert notes == [("1 of 2 seeds", (2.0, 2.0))]

@@ -78,6 +78,8 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
     from matplotlib.patches import Patch
 
     swept = [a for a in axes if a.key != "seed"]
+    # the seeds a cell should have: a cell with fewer values (a seed failed, was not run or did not report) says so
+    n_seeds = next((len(a.values) for a in axes if a.key == "seed"), 1)
     varying = [i for i, a in enumerate(swept) if len(a.values) > 1]
     labels = [[short_label(v) for v in a.values] for a in swept]
     if not table:
@@ -106,6 +108,9 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
         handles = [bar]
         by_reason: dict[str, list[float]] = {}
         for position, k, s in zip(positions, keys, stats):
+            if 0 < s[2] < n_seeds:
+                ax.annotate(f"{s[2]} of {n_seeds} seeds", (position, s[0]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=6, color="0.3")
             if s[2] == 0:
                 by_reason.setdefault(gaps.get(k, "no point"), []).append(position)
         for marker, (reason, where) in zip(itertools.cycle(GAP_MARKERS), by_reason.items()):
@@ -155,6 +160,8 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
                         text, face = "—\n" + gaps.get(key(cells[r][c]), "no point"), cmap.get_bad()
                     else:
                         text, face = f"{m:.3g}" + (f"\n±{s:.2g}" if k > 1 else ""), cmap(image.norm(m))
+                        if k < n_seeds:
+                            text += f"\n{k} of {n_seeds} seeds"
                     ax.text(c, r, text, ha="center", va="center", fontsize=7, color=text_colour(face))
             ax.set_xticks(range(len(labels[col])), labels[col], rotation=30 if max(map(len, labels[col])) > 6 else 0)
             ax.set_yticks(range(len(labels[row])), labels[row])
