@@ -246,10 +246,15 @@ def test_prop2_preconditions_and_untestable_verdicts() -> None:
     assert not floor_precondition([0.2, math.nan], 0.01, 0.05).holds  # min() dropped the NaN: held
     kw = {"min_drop": 0.1, "memorise_accuracy": 0.95, "sigma": 0.05, "sigma_sqrt_d": 0.14, "spacing": 1.5}
     cannot = mechanism_precondition([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], **kw)
-    assert not cannot.holds and "1.5" in cannot.remedy and cannot.measured["exact_minimiser_drop"] == 0.0
+    assert not cannot.holds and "1.5" in cannot.remedy and cannot.measured["[2]"]["seed_mean"] == 0.0
     unmemorised = mechanism_precondition([0.3, 0.2], [0.1, 0.05], **kw)
     assert not unmemorised.holds and "memorises" in unmemorised.remedy
     assert mechanism_precondition([0.3, 0.2], [1.0, 0.97], **kw).holds
+    # each part fails on its own, and a NaN fails it (the kit's rule: one source for "the noise can act")
+    assert not mechanism_precondition([0.3, math.nan], [1.0, 0.97], **kw).holds
+    assert not mechanism_precondition([0.3, 0.2], [1.0, math.nan], **kw).holds
+    assert unmemorised.measured["[2]"]["holds"] and not unmemorised.measured["[1]"]["holds"]
+    assert "σ√d = 0.14" in cannot.remedy and not cannot.measured["[2]"]["holds"] and cannot.measured["[1]"]["holds"]
     claim = judge("prop2.neural.d=8.sigma0.05_lower_accuracy", "s", {"x": 1}, rule="r", kind="reproduction",
                   verdict=lower_accuracy_rule([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], min_drop=0.1, alpha=0.05).verdict,
                   precondition=cannot)

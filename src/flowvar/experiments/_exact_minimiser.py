@@ -69,7 +69,14 @@ def mechanism_precondition(exact_effect: Sequence[float], min_effect: float, *, 
         f"effect ({measure}), i.e. the noise can break memorisation at this σ√d against the pair spacing",
         holds, measured,
         "" if holds else "closer training lines: more pairs N (smaller line spacing) or a lower d, with the training "
-                         "budget for σ = 0 to memorise there")
+                         "budget for σ = 0 to memorise there" + _against(spacing, sigma_sqrt_d))
+
+
+def _against(spacing: float | None, sigma_sqrt_d: float | None) -> str:
+    """The remedy's numbers: the median line spacing against σ√d, the scale of the noise's reach."""
+    if spacing is None or sigma_sqrt_d is None:
+        return ""
+    return f" (the median line spacing is {spacing:.3g} against σ√d = {sigma_sqrt_d:.3g})"
 
 
 __all__ = ["exact_minimiser_endpoints", "mechanism_precondition"]

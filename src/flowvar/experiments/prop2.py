@@ -71,6 +71,7 @@ from torch import Tensor, nn
 from flowvar.couplings import FixedPairs
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, ShapeError
+from flowvar.experiments._exact_minimiser import mechanism_precondition as kit_mechanism_precondition
 from flowvar.experiments._zero_loss import loss_over_spacing_sq, sigma0_precondition
 from flowvar.experiments.base import GMMTargetConfig, RunContext, register
 from flowvar.interpolants import Interpolant
@@ -390,23 +391,18 @@ def mechanism_precondition(exact_accuracy: list[float], accuracy_sigma0: list[fl
                            memorise_accuracy: float, sigma: float, sigma_sqrt_d: float, spacing: float
                            ) -> Precondition:
     """For "σ lowers the pairing accuracy": σ = 0 memorised (seed-mean accuracy ≥ ``memorise_accuracy``) and the
-    exact CFM(σ) minimiser itself loses ≥ ``min_drop`` (seed mean of 1 − its accuracy; the σ = 0 minimiser pairs
-    every source). Otherwise the noise cannot act at this σ√d against the pair spacing (or there is no memorisation
-    to break), and a network's drop would be under-fitting, not Remark 2."""
-    memorised = bool(accuracy_sigma0) and float(np.mean(accuracy_sigma0)) >= memorise_accuracy
-    exact_drop = float(np.mean([1.0 - a for a in exact_accuracy])) if exact_accuracy else math.nan
-    acts = exact_drop >= min_drop
-    remedy = []
-    if not memorised:
-        remedy.append("train σ = 0 until it memorises (more steps or width, fewer pairs)")
-    if not acts:
-        remedy.append(f"training lines within about σ = {sigma} of each other: more pairs N or a lower d (the median "
-                      f"line spacing is {spacing:.3g} against σ√d = {sigma_sqrt_d:.3g})")
-    return Precondition(f"CFM(σ = 0) memorised (seed-mean accuracy ≥ {memorise_accuracy}) and the exact "
-                        f"CFM(σ = {sigma}) minimiser loses ≥ {min_drop} pairing accuracy", memorised and acts,
-                        {"accuracy_sigma0": list(accuracy_sigma0), "exact_minimiser_accuracy": list(exact_accuracy),
-                         "exact_minimiser_drop": exact_drop, "sigma_sqrt_d": sigma_sqrt_d,
-                         "median_line_spacing": spacing}, "; ".join(remedy))
+    noise can act — the kit's :func:`~flowvar.experiments._exact_minimiser.mechanism_precondition` on the exact
+    CFM(σ) minimiser's accuracy drop 1 − accuracy (seed mean ≥ ``min_drop``; the σ = 0 minimiser pairs every
+    source). Otherwise there is no memorisation to break, or the noise cannot act at this σ√d against the pair
+    spacing, and a network's drop would be under-fitting, not Remark 2. A NaN fails either part."""
+    seed_mean = float(np.mean(accuracy_sigma0)) if accuracy_sigma0 else math.nan
+    memorised = bool(seed_mean >= memorise_accuracy)
+    sigma0 = Precondition(f"CFM(σ = 0) memorised (seed-mean pairing accuracy ≥ {memorise_accuracy})", memorised,
+                          {"accuracy_sigma0": list(accuracy_sigma0), "seed_mean": seed_mean},
+                          "" if memorised else "train σ = 0 until it memorises (more steps or width, fewer pairs)")
+    acts = kit_mechanism_precondition([1.0 - a for a in exact_accuracy], min_drop, measure="pairing-accuracy drop",
+                                      sigma=sigma, spacing=spacing, sigma_sqrt_d=sigma_sqrt_d)
+    return all_preconditions(sigma0, acts)
 
 
 class TrainingMonitor:
