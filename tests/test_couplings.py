@@ -1,5 +1,6 @@
 """flowvar.couplings: the coupling classes (exact OT pairing itself: tests/test_ot.py)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from flowvar.couplings import (
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, DataError, ShapeError
 from flowvar.gaussian import GaussianProblem, rotation_matrix
+from flowvar.loss import CFMLoss
 
 
 def test_exact_ot_coupling_is_a_bijection_of_the_drawn_targets() -> None:
@@ -88,3 +90,66 @@ def test_bad_pairs_are_rejected_with_clear_messages() -> None:
         ExactOTCoupling(StandardNormal(2), StandardNormal(2), solver="sinkhorn")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="positive integer"):
         StandardNormal(2).sample(0)
+
+
+def test_pairs_refuse_integer_and_mixed_dtypes_naming_the_fix() -> None:
+    # the docstring asked for one dtype; mixed pairs failed inside torch.lerp, integer ones inside torch.rand
+    x0 = torch.randn(5, 2)
+    with pytest.raises(DataError, match=r"x0 and x1 must have the same dtype, got x0 torch.float32 and x1 "
+                                        r"torch.float64; convert one, e.g. x1.to\(x0.dtype\)"):
+        Pairs(x0, x0.double())
+    with pytest.raises(DataError, match=r"x1 must be a floating-point tensor, got dtype torch.int64; pass x1.float"):
+        Pairs(x0, torch.zeros(5, 2, dtype=torch.long))
+    ints = torch.randint(0, 5, (10, 2))
+    with pytest.raises(DataError, match=r"x0 must be a floating-point tensor, got dtype torch.int64; pass x0.float"):
+        FixedPairs(ints, ints)
+    with pytest.raises(DataError, match=r"x0 and x1 must have the same dtype.*x1.to\(x0.dtype\)"):
+        FixedPairs(ints.float(), ints.double())
+    with pytest.raises(ShapeError, match=r"\(N, \*shape\), got x0 of shape \(10,\)"):
+        FixedPairs(ints[:, 0].float(), ints[:, 0].float())
+
+
+def test_numpy_pairs_are_converted() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((6, 2)), rng.standard_normal((6, 2))
+    fp = FixedPairs(a, b)  # type: ignore[arg-type]
+    assert fp.x0.dtype == torch.float64 and torch.equal(fp.x0, torch.from_numpy(a))
+    assert torch.equal(fp.x1, torch.from_numpy(b))
+    pairs = Pairs(a, b)  # type: ignore[arg-type]
+    assert torch.equal(pairs.x1, torch.from_numpy(b))
+    with pytest.raises(ConfigError, match=r"x0 must be a torch\.Tensor"):
+        FixedPairs("x0", "x1")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="x0 must be a tensor of numbers"):
+        FixedPairs(np.array([object(), object()]), b)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: IndependentCoupling(StandardNormal(2), StandardNormal(2)),
+    lambda: ExactOTCoupling(StandardNormal(2), GaussianMixture.random(2, 3)),
+    lambda: RotatedOTCoupling(GaussianProblem.isotropic(2, 1.0), 90.0),
+    lambda: FixedPairs(torch.randn(10, 2), torch.randn(10, 2)),
+])
+def test_an_int_seed_in_place_of_a_generator_is_one_clear_error(make) -> None:  # type: ignore[no-untyped-def]
+    # used to be torch's 20-line "randn() received an invalid combination of arguments - got (..., generator=int)"
+    coupling = make()
+    with pytest.raises(ConfigError, match=r"generator must be a torch.Generator or None, got int 0; pass "
+                                          r"torch.Generator\(\).manual_seed\(0\)"):
+        coupling.sample(8, 0)
+    with pytest.raises(ConfigError, match="got int 3"):
+        CFMLoss().draw(coupling, 8, np.int64(3))  # type: ignore[arg-type]
+    assert len(coupling.sample(8, torch.Generator().manual_seed(0))) == 8
+
+
+def test_derangement_and_shuffle_refuse_an_int_seed() -> None:
+    with pytest.raises(ConfigError, match="got int 1"):
+        derangement(5, 1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="got int 1"):
+        FixedPairs(torch.randn(5, 2), torch.randn(5, 2), shuffle=True, generator=1)  # type: ignore[arg-type]
+
+
+def test_pairs_repr_shows_shapes_not_entries() -> None:
+    pairs = FixedPairs(torch.randn(1000, 3, 4, 4), torch.randn(1000, 3, 4, 4)).all()
+    text = repr(pairs)
+    assert text == "Pairs(B=1000, shape=(3, 4, 4), dtype=torch.float32, device=cpu, index=(1000,))"
+    assert repr(Pairs(torch.zeros(2, 5, dtype=torch.float64), torch.zeros(2, 5, dtype=torch.float64))) == \
+        "Pairs(B=2, shape=(5,), dtype=torch.float64, device=cpu, index=None)"

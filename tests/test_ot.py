@@ -416,3 +416,14 @@ def test_cost_matrices_keep_their_digits_far_from_the_origin() -> None:
         torch.testing.assert_close(torch.as_tensor(cost_matrix(a, b, block=7)), exact, rtol=1e-6, atol=0)
         direct = float(exact.mean())
         assert random_pairing_cost(a, b) == pytest.approx(direct, rel=1e-6)
+
+
+def test_numpy_point_sets_are_converted() -> None:
+    # used to be "is_floating_point(): argument 'input' must be Tensor, not numpy.ndarray" from the validator itself
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((40, 3)), rng.standard_normal((40, 3))
+    perm = exact_ot_permutation(a, b)  # type: ignore[arg-type]
+    assert perm.dtype == torch.long
+    assert torch.equal(perm, exact_ot_permutation(torch.from_numpy(a), torch.from_numpy(b)))
+    with pytest.raises(ConfigError, match=r"x1 must be a torch\.Tensor .*got 'points'"):
+        exact_ot_permutation(torch.from_numpy(a), "points")  # type: ignore[arg-type]

@@ -23,7 +23,17 @@ import torch
 from torch import Tensor
 
 from flowvar.distributions import Distribution, StandardNormal
-from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int
+from flowvar.errors import (
+    ConfigError,
+    DataError,
+    ShapeError,
+    check_finite,
+    check_floating,
+    check_generator,
+    check_positive_int,
+    check_same_dtype,
+    tensor_input,
+)
 from flowvar.gaussian import GaussianProblem, rotation_matrix
 from flowvar.ot.exact import OTSolver, check_solver, exact_ot_permutation
 
@@ -32,8 +42,10 @@ from flowvar.ot.exact import OTSolver, check_solver, exact_ot_permutation
 class Pairs:
     """A batch of coupled points.
 
-    ``x0``, ``x1``: (B, *shape) on the same dtype; ``index``: (B,) long, the training-pair index of
-    each row when the pairs come from a finite set, else None.
+    ``x0``, ``x1``: (B, *shape), floating point, of one dtype (numpy arrays are converted; anything else is a
+    :class:`DataError` naming the fix: integer data would fail deep inside the interpolant or the time sampler, and
+    mixed float32/float64 pairs inside ``torch.lerp``); ``index``: (B,) long, the training-pair index of each row
+    when the pairs come from a finite set, else None.
     """
 
     x0: Tensor
@@ -41,6 +53,9 @@ class Pairs:
     index: Tensor | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.x0, Tensor) or not isinstance(self.x1, Tensor):  # frozen: set through object
+            object.__setattr__(self, "x0", tensor_input("x0", self.x0))
+            object.__setattr__(self, "x1", tensor_input("x1", self.x1))
         if self.x0.shape != self.x1.shape:
             raise ShapeError(f"paired x0 and x1 must have the same shape, got {tuple(self.x0.shape)} and "
                              f"{tuple(self.x1.shape)}")
@@ -49,9 +64,18 @@ class Pairs:
                              f"{tuple(self.x0.shape)}; reshape a single point to (1, d)")
         if self.index is not None and self.index.shape != (self.x0.shape[0],):
             raise ShapeError(f"index must have shape ({self.x0.shape[0]},), got {tuple(self.index.shape)}")
+        check_floating("x0", self.x0)
+        check_floating("x1", self.x1)
+        check_same_dtype("x0", self.x0, "x1", self.x1)
 
     def __len__(self) -> int:
         return self.x0.shape[0]
+
+    def __repr__(self) -> str:
+        # the dataclass repr printed every entry of both tensors (and of a 10⁵-row index)
+        index = "None" if self.index is None else f"({len(self.index)},)"
+        return (f"Pairs(B={len(self)}, shape={tuple(self.x0.shape[1:])}, dtype={self.x0.dtype}, "
+                f"device={self.x0.device}, index={index})")
 
 
 class Coupling(ABC):
@@ -73,6 +97,7 @@ class IndependentCoupling(Coupling):
 
     def draw(self, batch_size: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         batch_size = check_positive_int("batch_size", batch_size)
+        check_generator(generator)
         x0 = self.source.sample(batch_size, generator)
         x1 = self.target.sample(batch_size, generator)
         if x1.dtype != x0.dtype:
@@ -106,7 +131,7 @@ class MapCoupling(Coupling):
         self.source, self.map_fn = source, map_fn
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
-        x0 = self.source.sample(check_positive_int("batch_size", batch_size), generator)
+        x0 = self.source.sample(check_positive_int("batch_size", batch_size), check_generator(generator))
         return Pairs(x0, self.map_fn(x0))
 
 
@@ -134,6 +159,7 @@ def derangement(n: int, generator: torch.Generator | None = None) -> Tensor:
     n = check_positive_int("n", n)
     if n < 2:
         raise ConfigError("a derangement needs n >= 2 (one element cannot be moved)")
+    check_generator(generator)
     ar = torch.arange(n)
     while True:
         perm = torch.randperm(n, generator=generator)
@@ -150,11 +176,18 @@ class FixedPairs(Coupling):
 
     def __init__(self, x0: Tensor, x1: Tensor, shuffle: bool = False,
                  generator: torch.Generator | None = None) -> None:
+        x0, x1 = tensor_input("x0", x0), tensor_input("x1", x1)
+        if x0.ndim < 2:
+            raise ShapeError(f"FixedPairs needs x0 and x1 of shape (N, *shape), got x0 of shape {tuple(x0.shape)}; "
+                             f"reshape N scalars to (N, 1)")
         if x0.shape[0] == 0:
             raise DataError("FixedPairs got an empty pair set; pass at least one pair")
         if x0.shape != x1.shape:
             raise ShapeError(f"FixedPairs needs x0 and x1 of the same shape, got {tuple(x0.shape)} and "
                              f"{tuple(x1.shape)} (one target per source)")
+        check_floating("x0", x0)
+        check_floating("x1", x1)
+        check_same_dtype("x0", x0, "x1", x1)
         check_finite("x0", x0)
         check_finite("x1", x1)
         self.original_x1 = x1
@@ -169,7 +202,8 @@ class FixedPairs(Coupling):
         return Pairs(self.x0, self.x1, torch.arange(len(self)))
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
-        idx = torch.randint(0, len(self), (check_positive_int("batch_size", batch_size),), generator=generator)
+        idx = torch.randint(0, len(self), (check_positive_int("batch_size", batch_size),),
+                            generator=check_generator(generator))
         return Pairs(self.x0[idx], self.x1[idx], idx)
 
 
@@ -193,7 +227,7 @@ class ReflowCoupling(Coupling):
 
     @torch.no_grad()
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
-        x0 = self.source.sample(check_positive_int("batch_size", batch_size), generator)
+        x0 = self.source.sample(check_positive_int("batch_size", batch_size), check_generator(generator))
         x1 = self.solve(x0).detach()
         check_finite("ReFlow endpoints", x1)
         return Pairs(x0, x1)

@@ -7,11 +7,22 @@ image datasets live in :mod:`flowvar.data`. Both implement :class:`Distribution`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int, describe
+from flowvar.errors import (
+    ConfigError,
+    DataError,
+    ShapeError,
+    check_finite,
+    check_generator,
+    check_positive_int,
+    describe,
+    tensor_input,
+)
 
 
 class Distribution(ABC):
@@ -45,7 +56,7 @@ class StandardNormal(Distribution):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         n = check_positive_int("n", n)
-        return torch.randn((n, *self.event_shape), generator=generator, dtype=self.dtype)
+        return torch.randn((n, *self.event_shape), generator=check_generator(generator), dtype=self.dtype)
 
     def __repr__(self) -> str:
         return f"StandardNormal(event_shape={self.event_shape})"
@@ -54,10 +65,21 @@ class StandardNormal(Distribution):
 class GaussianMixture(Distribution):
     """Isotropic Gaussian mixture: ``sum_k w_k N(means[k], std_k^2 I)``.
 
-    ``means``: (K, d); ``stds``: scalar or (K,); ``weights``: (K,) summing to one (uniform if None).
+    ``means``: (K, d), a floating-point tensor (its dtype is the samples'), or a numpy array or nested list of numbers
+    (as :class:`~flowvar.gaussian.GaussianProblem` takes them): a list becomes torch's default dtype (float32), a
+    numpy array keeps its float dtype; ``stds``: scalar or (K,); ``weights``: (K,) summing to one (uniform if None).
     """
 
-    def __init__(self, means: Tensor, stds: float | Tensor = 0.5, weights: Tensor | None = None) -> None:
+    def __init__(self, means: Tensor | Sequence[Sequence[float]] | np.ndarray, stds: float | Tensor = 0.5,
+                 weights: Tensor | None = None) -> None:
+        if isinstance(means, list | tuple):
+            try:  # a list of integer means ([[0, 0], [3, 3]]) is meant as numbers, not as integer data
+                means = torch.as_tensor(means, dtype=torch.get_default_dtype())
+            except (TypeError, ValueError, RuntimeError):
+                raise ConfigError(f"GaussianMixture means must be K rows of d numbers, got {describe(means)}"
+                                  ) from None
+        elif isinstance(means, np.ndarray) and means.dtype.kind == "f":
+            means = torch.from_numpy(means)
         if not isinstance(means, Tensor) or not means.is_floating_point():
             raise ConfigError(f"GaussianMixture means must be a floating-point tensor (K, d), got {describe(means)}")
         if means.ndim != 2 or means.shape[0] < 1:
@@ -121,7 +143,7 @@ class GaussianMixture(Distribution):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         n = check_positive_int("n", n)
-        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=check_generator(generator))
         noise = torch.randn((n, self.means.shape[1]), generator=generator, dtype=self.dtype)
         return self.means[comp] + self.stds[comp, None] * noise
 
@@ -130,6 +152,7 @@ class Empirical(Distribution):
     """Uniform draws (with replacement) from a finite set of points ``data`` of shape (N, *shape)."""
 
     def __init__(self, data: Tensor) -> None:
+        data = tensor_input("Empirical data", data)
         if data.ndim < 2 or data.shape[0] == 0:
             raise DataError(f"Empirical data must have shape (N, *shape) with N >= 1, got {tuple(data.shape)}")
         check_finite("Empirical data", data)
@@ -138,7 +161,7 @@ class Empirical(Distribution):
         self.dtype = data.dtype
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        idx = torch.randint(0, self.data.shape[0], (check_positive_int("n", n),), generator=generator)
+        idx = torch.randint(0, self.data.shape[0], (check_positive_int("n", n),), generator=check_generator(generator))
         return self.data[idx]
 
 

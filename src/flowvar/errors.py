@@ -91,5 +91,59 @@ def check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def check_generator(generator: object) -> torch.Generator | None:
+    """``generator`` if it is a ``torch.Generator`` or None, else a one-line :class:`ConfigError`.
+
+    flowvar takes no integer seeds where a generator is expected: a seed turned into a fresh generator on every call
+    would draw the same numbers at every call (the same minibatch at every training step), silently. Called at the
+    entry points that draw (couplings, distributions, interpolants, time samplers), before torch's own 20-line
+    ``TypeError`` about ``generator=int``.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, int | np.integer) and not isinstance(generator, bool | np.bool_):
+        raise ConfigError(f"generator must be a torch.Generator or None, got int {int(generator)}; pass "
+                          f"torch.Generator().manual_seed({int(generator)}) (create it once and reuse it across calls)")
+    raise ConfigError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                      f"{describe(generator)}; pass torch.Generator().manual_seed(seed), or None for torch's global "
+                      f"generator")
+
+
+def tensor_input(name: str, value: object) -> torch.Tensor:
+    """``value`` as a tensor: a tensor unchanged (no copy), a numpy array or a nested list of numbers converted
+    with ``torch.as_tensor`` (numpy's dtype kept: float64 stays float64), anything else a one-line
+    :class:`ConfigError` naming ``name``.
+
+    The entry points that take point sets (``FixedPairs``, ``exact_ot_permutation``, the metrics, ``GaussianProblem``)
+    accept numpy as well as torch, so that a user need not guess which do.
+    """
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray | list | tuple):
+        try:
+            return torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):  # object arrays, ragged lists, strings
+            raise ConfigError(f"{name} must be a tensor of numbers, got {describe(value)}, which does not convert "
+                              f"to one; pass a torch.Tensor") from None
+    raise ConfigError(f"{name} must be a torch.Tensor (or a numpy array of numbers), got {describe(value)}")
+
+
+def check_floating(name: str, x: torch.Tensor) -> None:
+    """Raise :class:`DataError` if ``x`` is not floating point (integer, bool or complex data), naming the fix
+    (``x.float()``): flowvar's interpolants, fields and losses are defined on real vectors, and torch's own errors for
+    integer input come from deep inside (``"lerp_kernel_tensor" not implemented for 'Long'``)."""
+    if not torch.is_floating_point(x):
+        raise DataError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; pass {name}.float() (or "
+                        f"{name}.double() for float64)")
+
+
+def check_same_dtype(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    """Raise :class:`DataError` if ``a`` and ``b`` (each already floating point) differ in dtype, naming the fix."""
+    if a.dtype != b.dtype:
+        raise DataError(f"{name_a} and {name_b} must have the same dtype, got {name_a} {a.dtype} and {name_b} "
+                        f"{b.dtype}; convert one, e.g. {name_b}.to({name_a}.dtype)")
+
+
 __all__ = ["ConfigError", "DataError", "FlowvarError", "ShapeError", "SolverError", "TrainingError", "check_finite",
-           "check_positive_int", "check_sigma", "describe", "printable"]
+           "check_floating", "check_generator", "check_positive_int", "check_same_dtype", "check_sigma", "describe",
+           "printable", "tensor_input"]

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, ShapeError, check_finite
+from flowvar.errors import ConfigError, ShapeError, check_finite, tensor_input
 from flowvar.ot.dense import assignment_permutation, emd_permutation, gaussian_aligned, squared_distances
 from flowvar.ot.sparse import sparse_certified_permutation
 
@@ -41,9 +41,10 @@ def check_solver(solver: object) -> OTSolver:
 def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", align: bool = True) -> Tensor:
     """The permutation σ minimising Σ_i ‖x0_i − x1_σ(i)‖² (exact assignment; uniform weights).
 
-    ``x0``, ``x1``: (n, *shape), on any device → (n,) long on x0's device, so that ``x1[perm]`` is the OT partner of
-    each x0 row. The float64 cost matrix (and the alignment below) is computed on x0's device (on the CPU for MPS,
-    which has no float64); the solve itself runs on the CPU. Always an exact optimum and a bijection, whichever solver:
+    ``x0``, ``x1``: (n, *shape), on any device (numpy arrays are converted with ``torch.as_tensor``) → (n,) long on
+    x0's device, so that ``x1[perm]`` is the OT partner of each x0 row. The float64 cost matrix (and the alignment
+    below) is computed on x0's device (on the CPU for MPS, which has no float64); the solve itself runs on the CPU.
+    Always an exact optimum and a bijection, whichever solver:
 
     * ``"lsa"``: scipy's Jonker–Volgenant ``linear_sum_assignment`` (fast for small or unclustered problems,
       but its time grows steeply on clustered points: ~11 s for 4096 points against a Gaussian mixture in d = 2,
@@ -71,6 +72,7 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     ones, all with the same minimal total cost.
     """
     check_solver(solver)
+    x0, x1 = tensor_input("x0", x0), tensor_input("x1", x1)
     if x0.ndim == 0 or x1.ndim == 0:
         raise ShapeError(f"exact OT pairing needs two point sets (n, *shape), got shapes {tuple(x0.shape)} and "
                          f"{tuple(x1.shape)}")
