@@ -5,8 +5,16 @@ import pytest
 import torch
 
 from flowvar.couplings import Pairs
-from flowvar.errors import ConfigError, ShapeError
-from flowvar.interpolants import BrownianBridgeNoise, ConstantNoise, Interpolant, UniformTime, expand_time
+from flowvar.errors import ConfigError, DataError, ShapeError
+from flowvar.interpolants import (
+    BrownianBridgeNoise,
+    ConstantNoise,
+    Interpolant,
+    TimeSampler,
+    UniformTime,
+    expand_time,
+    standard_normal_like,
+)
 from flowvar.loss import CFMLoss, per_sample_loss
 
 
@@ -136,8 +144,8 @@ def test_path_keeps_a_matching_time_tensor_and_refuses_a_wrong_one() -> None:
     pairs = _pairs()
     t = torch.rand(8, dtype=torch.float64)
     assert Interpolant(0.0).path(pairs.x0, pairs.x1, t, torch.zeros_like(pairs.x0)).t is t
-    with pytest.raises(ShapeError, match=r"t must be a scalar or have shape \(8,\)"):
-        Interpolant(0.0).path(pairs.x0, pairs.x1, torch.rand(8, 1, dtype=torch.float64), torch.zeros_like(pairs.x0))
+    with pytest.raises(ShapeError, match=r"t must be a scalar or have shape \(8,\) or \(8, 1\), got \(8, 2\)"):
+        Interpolant(0.0).path(pairs.x0, pairs.x1, torch.rand(8, 2, dtype=torch.float64), torch.zeros_like(pairs.x0))
     with pytest.raises(ConfigError, match="t must be a number"):
         Interpolant(0.0).path(pairs.x0, pairs.x1, "0.5", torch.zeros_like(pairs.x0))  # type: ignore[arg-type]
 
@@ -153,3 +161,98 @@ def test_sigma_error_does_not_print_a_tensor() -> None:
     with pytest.raises(ConfigError, match=r"got a Tensor of shape \(1000,\)") as info:
         Interpolant(torch.zeros(1000))  # type: ignore[arg-type]
     assert "0., 0." not in str(info.value)
+
+
+@pytest.mark.parametrize(("noise", "t", "got"), [
+    ("constant", 1.5, "got 1.5"),  # extrapolated past x1
+    ("bridge", -0.2, "got -0.2"),  # σ√(t(1 − t)) clamped to no noise at all
+    ("constant", float("nan"), "got NaN"),  # an all-NaN x_t
+    ("constant", torch.tensor([0.1, 0.2, 1.3, 0.5, 0.0, 1.0, 0.4, 0.6], dtype=torch.float64), "from 0 to 1.3"),
+    ("constant", torch.tensor([0.1, 0.2, math.nan, 0.5, 0.0, 1.0, 0.4, 0.6], dtype=torch.float64), "got NaN"),
+    ("constant", torch.tensor(250.0), "got 250"),  # a diffusion-style step index
+])
+def test_path_refuses_times_outside_the_unit_interval(noise: str, t: object, got: str) -> None:
+    pairs = _pairs()
+    with pytest.raises(DataError, match=rf"t must lie in \[0, 1\].*{got}"):
+        Interpolant(0.1, noise).path(pairs.x0, pairs.x1, t, torch.zeros_like(pairs.x0))  # type: ignore[arg-type]
+
+
+def test_path_accepts_both_ends_of_the_unit_interval() -> None:
+    pairs = _pairs()
+    z = torch.zeros_like(pairs.x0)
+    assert torch.equal(Interpolant(0.0).path(pairs.x0, pairs.x1, 0, z).xt, pairs.x0)
+    assert torch.equal(Interpolant(0.0).path(pairs.x0, pairs.x1, 1.0, z).xt, pairs.x1)
+    ends = torch.tensor([0.0, 1.0] * 4, dtype=torch.float64)
+    assert torch.equal(Interpolant(0.1, "bridge").path(pairs.x0, pairs.x1, ends, z).xt[1], pairs.x1[1])
+
+
+def test_custom_time_sampler_outside_the_unit_interval_is_refused_in_the_loss() -> None:
+    class Percent(TimeSampler):  # a notebook bug: times in percent
+        def sample(self, n: int, generator: torch.Generator | None = None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return 100 * torch.rand(n, generator=generator, dtype=dtype)
+
+    with pytest.raises(DataError, match=r"t must lie in \[0, 1\].*custom TimeSampler"):
+        CFMLoss(Interpolant(0.1), Percent()).sample_path(_pairs(), torch.Generator().manual_seed(0))
+
+
+def test_path_takes_a_column_of_times_as_the_models_do() -> None:
+    pairs = _pairs()
+    g = torch.Generator().manual_seed(2)
+    t = torch.rand(8, generator=g, dtype=torch.float64)
+    z = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    interp = Interpolant(0.2, "bridge", target="conditional")
+    column, flat = interp.path(pairs.x0, pairs.x1, t[:, None], z), interp.path(pairs.x0, pairs.x1, t, z)
+    assert column.t.shape == (8,) and torch.equal(column.t, t)
+    assert torch.equal(column.xt, flat.xt) and torch.equal(column.target, flat.target)
+
+
+def test_path_refuses_integer_and_mixed_dtypes_naming_the_fix() -> None:
+    x0, x1 = torch.randn(5, 2), torch.randn(5, 2)
+    with pytest.raises(DataError, match=r"x0 and x1 must have the same dtype.*x1.to\(x0.dtype\)"):
+        Interpolant(0.0).path(x0, x1.double(), 0.5, torch.zeros_like(x0))
+    with pytest.raises(DataError, match=r"x0 and z must have the same dtype.*z.to\(x0.dtype\)"):
+        Interpolant(0.1).path(x0, x1, 0.5, torch.zeros(5, 2, dtype=torch.float64))  # silently float64 x_t before
+    with pytest.raises(DataError, match=r"x0 must be a floating-point tensor, got dtype torch.int64; pass x0\.float"):
+        Interpolant(0.0).path(torch.zeros(3, 2, dtype=torch.long), torch.ones(3, 2, dtype=torch.long), 0.5,
+                              torch.zeros(3, 2, dtype=torch.long))
+
+
+def test_generator_must_be_a_torch_generator() -> None:
+    pairs = _pairs()
+    message = r"generator must be a torch.Generator or None, got int 0; pass torch.Generator\(\).manual_seed\(0\)"
+    with pytest.raises(ConfigError, match=message):
+        Interpolant(0.1).sample(pairs, 0.5, 0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        Interpolant(0.0).sample(pairs, 0.5, 0)  # type: ignore[arg-type]  # refused even where nothing is drawn
+    with pytest.raises(ConfigError, match=message):
+        UniformTime().sample(4, 0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="got str 'seed'"):
+        UniformTime().sample(4, "seed")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("noise", ["constant", "bridge"])
+def test_noise_is_drawn_as_before_on_the_cpu(noise: str) -> None:
+    # recorded experiment numbers depend on these draws: same call, same numbers, for a seeded and the global generator
+    pairs = _pairs((6, 1, 3, 3))
+    t = torch.rand(6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    path = Interpolant(0.3, noise).sample(pairs, t, torch.Generator().manual_seed(7))
+    assert torch.equal(path.z, torch.randn(pairs.x0.shape, generator=torch.Generator().manual_seed(7),
+                                           dtype=torch.float64))
+    torch.manual_seed(11)
+    z_global = Interpolant(0.3, noise).sample(pairs, t).z
+    torch.manual_seed(11)
+    assert torch.equal(z_global, torch.randn(pairs.x0.shape, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("generator", [None, torch.Generator().manual_seed(0)])
+def test_noise_is_drawn_onto_the_pairs_device(generator: torch.Generator | None) -> None:
+    # σ > 0 drew z on the CPU whatever the pairs' device: "Tensor on device cpu is not on the expected device meta!"
+    # (the same path as CUDA pairs). The meta device holds shapes only; a CPU generator draws on the CPU and moves.
+    pairs = Pairs(torch.empty(4, 2, device="meta"), torch.empty(4, 2, device="meta"))
+    for interp in (Interpolant(0.1), Interpolant(0.1, "bridge", target="conditional")):
+        path = interp.sample(pairs, torch.empty(4, device="meta"), generator)
+        assert path.z.device.type == path.xt.device.type == path.target.device.type == "meta"
+        assert path.xt.shape == (4, 2) and path.z.dtype == torch.float32
+    z = standard_normal_like(pairs.x0, generator)
+    assert z.device.type == "meta" and z.shape == (4, 2)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
@@ -19,7 +20,17 @@ import torch
 from torch import Tensor
 
 from flowvar.couplings import Pairs
-from flowvar.errors import ConfigError, ShapeError, check_positive_int, check_sigma, describe
+from flowvar.errors import (
+    ConfigError,
+    DataError,
+    ShapeError,
+    check_floating,
+    check_generator,
+    check_positive_int,
+    check_same_dtype,
+    check_sigma,
+    describe,
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,8 @@ class PathSample:
 
 
 def expand_time(t: Tensor, like: Tensor) -> Tensor:
-    """Reshape ``t`` of shape (B,) (or a scalar) to broadcast against ``like`` of shape (B, *shape)."""
+    """Reshape ``t`` of shape (B,) or (B, 1) (as the models take it), or a scalar, to broadcast against ``like`` of
+    shape (B, *shape)."""
     if (isinstance(t, Tensor) and t.ndim == 1 and t.dtype == like.dtype and t.shape[0] == like.shape[0]
             and t.device == like.device):
         return t.reshape(-1, *([1] * (like.ndim - 1)))  # the common case, without the conversions below
@@ -48,8 +60,11 @@ def expand_time(t: Tensor, like: Tensor) -> Tensor:
         raise ConfigError(f"t must be a number or a tensor of times, got {describe(t)}") from None
     if t.ndim == 0:
         t = t.expand(like.shape[0])
+    elif t.ndim == 2 and t.shape[1] == 1:  # a column of times, as flowvar.models.time_column accepts it
+        t = t.reshape(-1)
     if t.shape != (like.shape[0],):
-        raise ShapeError(f"t must be a scalar or have shape ({like.shape[0]},), got {tuple(t.shape)}")
+        raise ShapeError(f"t must be a scalar or have shape ({like.shape[0]},) or ({like.shape[0]}, 1), got "
+                         f"{tuple(t.shape)}")
     return t.reshape(-1, *([1] * (like.ndim - 1)))
 
 
@@ -132,8 +147,10 @@ class Interpolant:
     def path(self, x0: Tensor, x1: Tensor, t: Tensor | float, z: Tensor) -> PathSample:
         """The interpolant at given (x0, x1, t, z); all randomness explicit.
 
-        ``x0``, ``x1``, ``z``: (B, *shape), all of one shape; ``t``: (B,), or a scalar (a Python number or a 0-d
-        tensor) shared by every row. Raises :class:`ShapeError` for any other shapes.
+        ``x0``, ``x1``, ``z``: (B, *shape), all of one shape and one floating dtype; ``t``: (B,) or (B, 1), or a scalar
+        (a Python number or a 0-d tensor) shared by every row, with every value in [0, 1]. Raises
+        :class:`ShapeError` for any other shapes, :class:`DataError` for integer or mixed dtypes and for a t outside
+        [0, 1] or NaN (which would extrapolate past x1, clamp the bridge noise to 0 or give NaN, all silently).
         """
         # Broadcasting would hide a mistake here: a z of shape (d,) or (1, d) gives every row the same noise, and an
         # x1 of (1, d) pairs every source with one target; both train without an error. Three shape compares.
@@ -146,7 +163,11 @@ class Interpolant:
                              f"source row (e.g. z = torch.randn_like(x0)) instead of relying on broadcasting")
         if x0.ndim == 0:
             raise ShapeError("x0, x1 and z must have a batch dimension (B, *shape), got 0-d tensors")
-        tt = expand_time(t, x0)  # (B, 1, ..., 1); also takes a scalar t and refuses any shape but (B,)
+        check_floating("x0", x0)  # three dtype compares; torch's errors come from inside lerp or the time sampler
+        check_same_dtype("x0", x0, "x1", x1)
+        check_same_dtype("x0", x0, "z", z)
+        tt = expand_time(t, x0)  # (B, 1, ..., 1); also takes a scalar t or (B, 1) and refuses any other shape
+        check_unit_times(t, tt)
         xt = torch.lerp(x0, x1, tt)  # = self.mean(x0, x1, t), without converting t twice
         target = x1 - x0
         if self.sigma > 0:
@@ -161,12 +182,45 @@ class Interpolant:
         return PathSample(x0=x0, x1=x1, t=t, z=z, xt=xt, target=target)
 
     def sample(self, pairs: Pairs, t: Tensor, generator: torch.Generator | None = None) -> PathSample:
-        """Draw z ~ N(0, I) (all zeros when σ = 0, drawing nothing) and return the path sample."""
-        if self.sigma > 0:
-            z = torch.randn(pairs.x0.shape, generator=generator, dtype=pairs.x0.dtype)
-        else:
-            z = torch.zeros_like(pairs.x0)
+        """Draw z ~ N(0, I) (all zeros when σ = 0, drawing nothing) and return the path sample.
+
+        z has ``pairs.x0``'s shape, dtype and device (see :func:`standard_normal_like` for where it is drawn).
+        """
+        check_generator(generator)
+        z = standard_normal_like(pairs.x0, generator) if self.sigma > 0 else torch.zeros_like(pairs.x0)
         return self.path(pairs.x0, pairs.x1, t, z)
+
+
+def check_unit_times(t: Tensor | float, tt: Tensor) -> None:
+    """Raise :class:`DataError` unless every time lies in [0, 1]: ``t`` as given, ``tt`` the same times as a tensor.
+
+    A Python number is checked as is; a tensor by one min/max reduction (skipped on the data-less meta device).
+    """
+    if isinstance(t, int | float):
+        lo = hi = float(t)
+    elif tt.device.type == "meta" or tt.numel() == 0:
+        return
+    else:
+        lo, hi = torch.stack(torch.aminmax(tt.detach())).tolist()  # NaN propagates to both: one sync
+    if not (lo >= 0.0 and hi <= 1.0):  # False for NaN
+        got = ("NaN" if math.isnan(lo) or math.isnan(hi) else f"{lo:.6g}" if lo == hi else
+               f"times from {lo:.6g} to {hi:.6g}")
+        raise DataError(f"t must lie in [0, 1] (x_t runs from x0 at t = 0 to x1 at t = 1), got {got}; rescale times "
+                        f"given in another convention (e.g. t / 1000 for diffusion-style steps), and make a custom "
+                        f"TimeSampler return times in [0, 1]")
+
+
+def standard_normal_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """z ~ N(0, I) with ``x``'s shape and dtype, on ``x``'s device.
+
+    Drawn on the generator's device and moved to ``x``'s if they differ: a CPU generator gives the same numbers for
+    CPU and GPU pairs (as ``train`` does, drawing on the CPU and moving the path), a generator on ``x``'s device draws
+    there, and None draws from torch's global generator of ``x``'s device. For CPU pairs this is the draw
+    ``torch.randn(x.shape, generator=generator, dtype=x.dtype)``, number for number.
+    """
+    device = x.device if generator is None else generator.device
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device)
+    return z if z.device == x.device else z.to(x.device)
 
 
 class TimeSampler(ABC):
@@ -188,7 +242,7 @@ class UniformTime(TimeSampler):
 
     def sample(self, n: int, generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float32) -> Tensor:
-        u = torch.rand(check_positive_int("n", n), generator=generator, dtype=dtype)
+        u = torch.rand(check_positive_int("n", n), generator=check_generator(generator), dtype=dtype)
         if self.lo == 0.0 and self.hi == 1.0:
             return u  # = lo + (hi − lo)·u exactly, without two tensor operations
         return self.lo + (self.hi - self.lo) * u
@@ -203,6 +257,8 @@ __all__ = [
     "PathSample",
     "TimeSampler",
     "UniformTime",
+    "check_unit_times",
     "expand_time",
     "make_noise",
+    "standard_normal_like",
 ]
