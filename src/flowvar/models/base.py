@@ -9,7 +9,13 @@ from flowvar.errors import ConfigError, ShapeError
 
 
 def time_column(t: Tensor | float, x: Tensor) -> Tensor:
-    """Return t as a (B,) tensor on x's dtype, broadcasting a scalar; reject any other shape."""
+    """Return t as a (B,) tensor on x's dtype, broadcasting a scalar and flattening (B, 1); reject any other shape.
+
+    ``x`` must be floating point: t is cast to x's dtype, and an integer x would turn t = 0.5 into 0 silently.
+    """
+    if not torch.is_floating_point(x):
+        raise ConfigError(f"x must be a floating-point tensor, got dtype {x.dtype}; pass x.float() (or x.double() "
+                          f"for a float64 model)")
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     if t.ndim == 0:
         return t.expand(x.shape[0])
@@ -30,6 +36,9 @@ def input_mismatch(model: nn.Module, x: Tensor) -> ConfigError | None:
     if weight is None:
         return None
     name = type(model).__name__
+    if not torch.is_floating_point(x):  # converting the model to an integer dtype is no fix: torch refuses it
+        return ConfigError(f"{name} got x of dtype {x.dtype}, but x must be floating point; pass "
+                           f"x.to({weight.dtype}) (x.float() for float32)")
     if x.device != weight.device:
         return ConfigError(f"{name} got x on {x.device} but its parameters are on {weight.device}; move one to the "
                            f"other (model.to({str(x.device)!r}) or x.to({str(weight.device)!r}))")
