@@ -21,6 +21,7 @@ from flowvar.metrics import (
     memorisation_score,
     mmd2,
     mmd_memory_bytes,
+    nearest_neighbours,
     nn_distance_ratio,
     pairing_accuracy,
     partner_distances,
@@ -570,3 +571,28 @@ def test_rotation_angle_with_a_tensor_as_second_argument_does_not_print_it(gen: 
     with pytest.raises(ConfigError, match=r"got a Tensor of shape \(500, 2\).*fitted_linear_map") as info:
         rotation_angle(x0, x1)  # type: ignore[arg-type]
     assert "tensor(" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_partner_distances_refuses_a_tensor_in_place_of_the_dict() -> None:
+    # used to be torch's "Boolean value of Tensor with more than one value is ambiguous"
+    x = torch.randn(20, 3, dtype=torch.float64)
+    with pytest.raises(ConfigError, match=r"partners must be a dict of named partner sets.*\{'target': x1\}"):
+        partner_distances(x, x)  # type: ignore[arg-type]
+
+
+def test_nearest_neighbours_validates_like_the_other_metrics() -> None:
+    g = torch.Generator().manual_seed(4)
+    query, ref = torch.randn(30, 1, 2, 2, generator=g), torch.randn(50, 1, 2, 2, generator=g)
+    flat_q, flat_r = query.reshape(30, -1).double(), ref.reshape(50, -1).double()
+    d, idx = nearest_neighbours(query, ref, 3)  # image-shaped float32: flattened and made float64, as as_matrix does
+    d_ref, idx_ref = nearest_neighbours(flat_q, flat_r, 3)
+    assert d.dtype == torch.float64 and torch.equal(d, d_ref) and torch.equal(idx, idx_ref)
+    brute = torch.cdist(flat_q, flat_r).topk(3, largest=False)
+    torch.testing.assert_close(d, brute.values, rtol=0, atol=1e-12)
+    x = torch.randn(20, 3, dtype=torch.float64, generator=g)
+    with pytest.raises(ShapeError, match=r"query has points of 3 coordinates but ref has 2"):
+        nearest_neighbours(x, x[:, :2])
+    with pytest.raises(ShapeError, match=r"query must have shape \(n, \*point_shape\)"):
+        nearest_neighbours(x[0], x)
+    with pytest.raises(DataError, match="ref holds 3 non-finite"):
+        nearest_neighbours(x, torch.cat([x[:-1], torch.full((1, 3), math.nan, dtype=torch.float64)]))

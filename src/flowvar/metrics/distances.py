@@ -4,6 +4,7 @@ median nearest-neighbour spacing of a point set (Table 2, PAPER.md §5 item 6)."
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,9 @@ def partner_distances(x_hat: Tensor, partners: dict[str, Tensor]) -> dict[str, D
     "shuffled": ...}``). Returns name → :class:`DistanceStats` of d_i = ‖x̂_i − p_i‖₂ over the flattened
     points (computed from exact differences, not the expanded form).
     """
+    if not isinstance(partners, Mapping):  # a tensor here failed with "Boolean value of Tensor ... is ambiguous"
+        raise ConfigError(f"partners must be a dict of named partner sets, e.g. {{'target': x1}}, got "
+                          f"{describe(partners)}; pass partner_distances(x_hat, {{'target': x1}})")
     if not partners:
         raise ConfigError("partners is empty; pass at least one named partner set, e.g. {'target': x1}")
     xh = as_matrix("x_hat", x_hat)
@@ -70,9 +74,12 @@ def nearest_neighbours(query: Tensor, ref: Tensor, k: int = 1, chunk: int = 1024
 
     Candidates are screened with the expanded ‖q‖² + ‖r‖² − 2 q·r in chunk × chunk blocks (a running
     top-k over column blocks, after centring on ref's mean), then the k distances are recomputed from exact
-    differences and sorted ascending. Exact ties are broken arbitrarily. Inputs must already be float64
-    (n, D) matrices (see :func:`as_matrix`).
+    differences and sorted ascending. Exact ties are broken arbitrarily. Inputs are (n, *shape) and (M, *shape) point
+    sets, run through :func:`as_matrix` like every metric's (flattened to float64 (n, D) matrices on the CPU; a float64
+    CPU matrix passes unchanged, numbers included).
     """
+    query, ref = as_matrix("query", query), as_matrix("ref", ref)
+    same_dim("query", query, "ref", ref)
     k = check_positive_int("k", k)
     chunk = check_positive_int("chunk", chunk)
     if ref.shape[0] < k:
