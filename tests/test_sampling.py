@@ -238,3 +238,21 @@ def test_half_precision_still_runs_on_fixed_grids() -> None:
     for method in ("euler", "heun3"):
         out = integrate(lambda x, t: -x, torch.ones(4, 2, dtype=torch.float16), method=method, steps=8).x1
         assert out.dtype == torch.float16 and bool(torch.isfinite(out).all())
+
+
+def test_one_dimensional_x0_is_refused_as_x0_not_blamed_on_the_field() -> None:
+    # a (2,) x0 was read as 2 scalar points and the error said "the vector field returned (2, 2) for x of shape (2,)"
+    with pytest.raises(ShapeError, match=r"x0 must be \(B, d\).*shape \(2,\); reshape one point to \(1, 2\) with "
+                                         r"x0\[None\] or 2 scalar points to \(2, 1\)"):
+        integrate(lambda x, t: torch.zeros(2, 2), torch.zeros(2))
+    with pytest.raises(ShapeError, match=r"x0 must be \(B, d\)"):
+        integrate_chunked(linear_field, torch.zeros(3, dtype=torch.float64))
+    assert integrate(lambda x, t: -x, torch.ones(3, 1), steps=2).x1.shape == (3, 1)  # B scalar points as (B, 1)
+
+
+def test_a_user_set_step_limit_is_named_not_blamed_on_the_field(x0: Tensor) -> None:
+    with pytest.raises(SolverError, match=r"reached the step limit options\['max_num_steps'\]=3 that was passed") \
+            as caught:
+        integrate(linear_field, x0, method="dopri5", options={"max_num_steps": 3})
+    assert "singular" not in str(caught.value)
+    assert integrate(linear_field, x0, method="dopri5", options={"max_num_steps": 10_000}).x1.shape == x0.shape

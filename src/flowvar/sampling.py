@@ -252,6 +252,10 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
     if not isinstance(x0, Tensor) or not torch.is_floating_point(x0) or x0.ndim < 1 or x0.shape[0] == 0:
         desc = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
         raise ShapeError(f"x0 must be a floating-point tensor (B, *shape) with B >= 1, got {desc}")
+    if x0.ndim == 1:  # B scalar points or one point of B coordinates? The field's shape error would blame the field
+        raise ShapeError(f"x0 must be (B, d) (or (B, *shape)), got a 1-D tensor of shape {tuple(x0.shape)}; reshape "
+                         f"one point to (1, {x0.shape[0]}) with x0[None] or {x0.shape[0]} scalar points to "
+                         f"({x0.shape[0]}, 1) with x0[:, None]")
     check_finite("x0", x0)
     if options is not None and not isinstance(options, dict):
         raise ConfigError(f"options must be a dict of torchdiffeq solver options or None, got {describe(options)}")
@@ -356,6 +360,11 @@ def _integrate_torchdiffeq(f: _CountingField, x0: Tensor, method: str, times: Te
     except UserWarning as err:  # torchdiffeq only warns about misspelt options; we refuse them
         raise ConfigError(f"torchdiffeq rejected options={options!r} for method {method!r}: {err}") from None
     except AssertionError as err:  # torchdiffeq signals step-size underflow with bare asserts
+        if options and "max_num_steps" in options and "max_num_steps" in str(err):
+            # the user's own step limit was reached: not evidence of a singular field
+            raise SolverError(f"{method} reached the step limit options['max_num_steps']={options['max_num_steps']} "
+                              f"that was passed before reaching t = {t1:.6g} ({err}); raise max_num_steps, loosen "
+                              f"rtol/atol, or use a fixed-grid method") from None
         raise SolverError(f"{method} could not proceed ({err}); the field is probably singular or very stiff "
                           f"on [{t0:.6g}, {t1:.6g}]; try a fixed-grid method on a grid that avoids the singular "
                           f"time, or looser rtol/atol") from None
