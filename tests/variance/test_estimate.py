@@ -131,6 +131,8 @@ def test_t_profile_decomposes_total(problem, random_field):
     assert prof.traces.shape == (n_bins,) and prof.n_per_bin == n
     for rep, tr in zip(prof.reports, prof.traces):
         assert rel(sum(rep.per_group.values()), tr) < 1e-12
+        # plug-in per bin (as documented, unlike the engine's unbiased bins); the unbiased one is in the report
+        assert tr == rep.trace and rel(rep.trace_unbiased, tr * n / (n - 1)) < 1e-14
     # Redraw the same paths bin by bin (same generator, same order), pool them, compare.
     gen = torch.Generator().manual_seed(3)
     paths = [CFMLoss(loss.interpolant, UniformTime(prof.edges[b], prof.edges[b + 1])).draw(coupling, n, gen)
@@ -275,3 +277,77 @@ def test_parametric_field_fallback_matches_closed_form(gen):
     zero = fast_gradient_variance(frozen, CFMLoss().draw(RotatedOTCoupling(problem, 0.0), 32, gen))
     assert zero.trace < 1e-20 and zero.mean_loss < 1e-20
     assert not any(p.requires_grad for p in frozen.parameters())
+
+
+class _ReachedModelError(Exception):
+    """Raised by a forward pre-hook once it has seen the model's input."""
+
+
+def test_estimators_move_each_drawn_path_to_the_models_device():
+    """Paths are drawn on the CPU; a model on another device (the 'meta' device stands in for a GPU here) got them
+    there and refused them. Every estimator now hands the model its input on the model's device."""
+    model = MLPField(2, width=8, depth=2).to("meta")
+    seen: list[torch.device] = []
+
+    def record_device(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        seen.append(args[0].device)
+        raise _ReachedModelError  # a meta model computes no numbers: stop at its first call
+
+    model.register_forward_pre_hook(record_device)
+    loss, coupling = CFMLoss(Interpolant(0.1)), IndependentCoupling(StandardNormal(2), StandardNormal(2))
+    cpu_path = loss.draw(coupling, 16, torch.Generator().manual_seed(0))
+    runs = {
+        "gradient_variance": lambda: gradient_variance(model, cpu_path),
+        "gradient_variance fast": lambda: gradient_variance(model, cpu_path, method="fast"),
+        "per_sample_gradients": lambda: per_sample_gradients(model, cpu_path),
+        "estimate_variance": lambda: estimate_variance(model, loss, coupling, 16, torch.Generator().manual_seed(0)),
+        "estimate_variance fast": lambda: estimate_variance(model, loss, coupling, 16, None, method="fast"),
+        "variance_t_profile": lambda: variance_t_profile(model, loss, coupling, 16, 2),
+        "repeated_estimates": lambda: repeated_estimates(model, loss, coupling, 16, 2, method="fast"),
+    }
+    for name, run in runs.items():
+        seen.clear()
+        with pytest.raises(_ReachedModelError):
+            run()
+        assert [d.type for d in seen] == ["meta"], name
+
+
+def test_path_to_device_moves_nothing_already_there(gen):
+    """On the model's own device, or with no single device, the path is handed on as it is (no copy)."""
+    from flowvar.variance.autograd import model_device, path_to_device
+
+    torch.manual_seed(0)
+    model = MLPField(2, width=16, depth=2).double()
+    path = CFMLoss(Interpolant(0.1)).draw(IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64)), 50, gen)
+    assert model_device(model) == torch.device("cpu") and path_to_device(path, model_device(model)) is path
+    assert path_to_device(path, None) is path
+
+
+def test_frozen_parameters_estimators_count_them_monitor_does_not(gen):
+    """The documented difference (L1): by default the estimators measure frozen parameters too; the monitor
+    measures the trainable ones, which trainable_only=True reproduces."""
+    from flowvar.variance import GradientVarianceMonitor
+
+    torch.manual_seed(0)
+    model = MLPField(2, width=16, depth=2).double()
+    model.net[0].requires_grad_(False)
+    path = CFMLoss(Interpolant(0.1)).draw(IndependentCoupling(StandardNormal(2, F64), StandardNormal(2, F64)), 64, gen)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    losses = per_sample_loss(model, path)
+    losses.mean().backward()
+    record = monitor.step(0, losses, path.t)
+    monitor.close()
+    assert record is not None
+    everything = gradient_variance(model, path)
+    trainable = gradient_variance(model, path, trainable_only=True)
+    assert rel(record["trace"], trainable.trace) < 1e-10
+    assert everything.trace > trainable.trace * (1 + 1e-3)
+
+
+def test_repeated_estimates_takes_an_integer_seed(problem, random_field):
+    loss, coupling = CFMLoss(Interpolant(0.3)), RotatedOTCoupling(problem, 30.0)
+    for bad in (torch.Generator().manual_seed(3), True, 1.5, "3"):
+        with pytest.raises(ConfigError, match="integer seed"):
+            repeated_estimates(random_field, loss, coupling, 50, repeats=2, seed=bad)  # type: ignore[arg-type]
+    a = repeated_estimates(random_field, loss, coupling, 50, repeats=2, seed=np.int64(4))  # type: ignore[arg-type]
+    assert np.array_equal(a, repeated_estimates(random_field, loss, coupling, 50, repeats=2, seed=4))

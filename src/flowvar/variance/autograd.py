@@ -13,13 +13,21 @@ Numerics. Gradients are accumulated in float64 chunk by chunk with the pairwise 
 the mean and of the sum of squared deviations, so memory is bounded by one chunk whatever K is, and the
 result does not suffer the cancellation of E‖g‖² − ‖ḡ‖² when ‖ḡ‖² ≫ trace.
 
+Per-sample gradients exist only when each ℓ_k depends on sample k alone. Autograd evaluates the model on one
+sample at a time, so a forward that couples the samples of a batch would silently differentiate another function
+than the batched one (and disagree with the engine, which follows the batch). :class:`GradientStream` therefore
+refuses batch-statistics modules (the engine's own check) and compares the per-sample outputs of its first chunk's
+gradient pass with one batched no-grad forward of that chunk (cost: :meth:`GradientStream.__call__`).
+
 The helpers :func:`variance_parameters` (what g differentiates), :func:`path_chunks` and
 :func:`is_vmap_control_flow_error` are shared with the one-pass engine (:mod:`flowvar.variance.engine`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from dataclasses import fields, replace
 from typing import Literal
 
 import torch
@@ -31,11 +39,13 @@ from flowvar.gaussian import parametric_per_sample_grads
 from flowvar.interpolants import PathSample
 from flowvar.loss import per_sample_loss
 from flowvar.models.parametric import GaussianParametricField
+from flowvar.variance.engine import _coupling_problem
 from flowvar.variance.report import GroupBy, VarianceReport, group_name, normalised_variance
 
 __all__ = [
     "METHODS", "STRATEGIES", "GradientStream", "Method", "Strategy", "VarianceAccumulator",
-    "is_vmap_control_flow_error", "path_chunks", "per_sample_gradients", "slice_path", "variance_parameters",
+    "is_vmap_control_flow_error", "model_device", "path_chunks", "path_to_device", "per_sample_gradients",
+    "slice_path", "variance_parameters",
 ]
 
 Method = Literal["auto", "autograd", "closed_form", "fast"]
@@ -53,7 +63,9 @@ def variance_parameters(model: nn.Module, trainable_only: bool = False) -> dict[
 
     The default takes every parameter, frozen or not: the gradient variance is a property of the field's
     parameterisation at a point, and fields built for evaluation (e.g.
-    :meth:`flowvar.gaussian.GaussianProblem.pair_optimal_field`) are frozen by default.
+    :meth:`flowvar.gaussian.GaussianProblem.pair_optimal_field`, the fields of the fig4/fig5/prop1 experiments)
+    are frozen by default. :class:`~flowvar.variance.GradientVarianceMonitor` measures what the training step's
+    backward pass reaches, i.e. the trainable parameters: compare it with ``trainable_only=True``.
     """
     params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad or not trainable_only}
     if not params:
@@ -67,6 +79,24 @@ def slice_path(path: PathSample, start: int, stop: int) -> PathSample:
     """Rows [start, stop) of every field of a path sample."""
     return PathSample(x0=path.x0[start:stop], x1=path.x1[start:stop], t=path.t[start:stop],
                       z=path.z[start:stop], xt=path.xt[start:stop], target=path.target[start:stop])
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """The device of the model's parameters, or None when they span several devices (model parallel: the caller
+    places the data) or there are none."""
+    devices = {p.device for p in model.parameters()}
+    return devices.pop() if len(devices) == 1 else None
+
+
+def path_to_device(path: PathSample, device: torch.device | None) -> PathSample:
+    """``path`` with every field on ``device`` (the same object when it is there already, or ``device`` is None).
+
+    The estimators draw paths on the generator's device (the CPU) and move each chunk to the model's device, as
+    :func:`flowvar.train.train` does, so the random stream and the numbers do not depend on where the model is.
+    """
+    if device is None or all(getattr(path, f.name).device == device for f in fields(path)):
+        return path
+    return replace(path, **{f.name: getattr(path, f.name).to(device) for f in fields(path)})
 
 
 def path_chunks(path: PathSample, chunk_size: int) -> Iterator[PathSample]:
@@ -94,29 +124,95 @@ def is_vmap_control_flow_error(error: RuntimeError) -> bool:
 
 
 def _autograd_chunk(model: nn.Module, path: PathSample, strategy: Literal["vmap", "loop"], trainable_only: bool
-                    ) -> tuple[dict[str, Tensor], Tensor]:
-    """Per-sample gradients {name: (B, *param.shape)} and losses (B,) of one chunk via ``torch.func``."""
+                    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Per-sample gradients {name: (B, *param.shape)}, losses (B,) and the model's outputs v (B, *shape), each
+    sample evaluated alone (a batch of one), of one chunk via ``torch.func``."""
     params = variance_parameters(model, trainable_only)
     frozen = {name: p.detach() for name, p in model.named_parameters() if name not in params}
     buffers = dict(model.named_buffers())
 
     def sample_loss(p: dict[str, Tensor], x0: Tensor, x1: Tensor, t: Tensor, z: Tensor, xt: Tensor,
-                    target: Tensor) -> tuple[Tensor, Tensor]:
+                    target: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        outputs: list[Tensor] = []  # this call's v, kept to compare with the batched forward
+
         def field_fn(x: Tensor, tt: Tensor) -> Tensor:
-            return functional_call(model, (p, frozen, buffers), (x, tt))
+            outputs.append(functional_call(model, (p, frozen, buffers), (x, tt)))
+            return outputs[-1]
 
         one = PathSample(x0=x0[None], x1=x1[None], t=t[None], z=z[None], xt=xt[None], target=target[None])
         loss = per_sample_loss(field_fn, one)[0]  # type: ignore[arg-type]  # any callable (x, t) -> v works
-        return loss, loss.detach()
+        return loss, (loss.detach(), outputs[-1][0].detach())
 
     grad_fn = grad(sample_loss, has_aux=True)
     args = (path.x0, path.x1, path.t, path.z, path.xt, path.target)
     if strategy == "vmap":
-        grads, losses = vmap(grad_fn, in_dims=(None, 0, 0, 0, 0, 0, 0), randomness="different")(params, *args)
-        return {k: v.detach() for k, v in grads.items()}, losses.detach()
+        grads, (losses, outputs) = vmap(grad_fn, in_dims=(None, 0, 0, 0, 0, 0, 0), randomness="different")(
+            params, *args)
+        return {k: v.detach() for k, v in grads.items()}, losses.detach(), outputs.detach()
     rows = [grad_fn(params, *(a[i] for a in args)) for i in range(path.xt.shape[0])]
     grads = {k: torch.stack([r[0][k] for r in rows]).detach() for k in params}
-    return grads, torch.stack([r[1] for r in rows]).detach()
+    return grads, torch.stack([r[1][0] for r in rows]).detach(), torch.stack([r[1][1] for r in rows]).detach()
+
+
+def _forked_rng(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """Fork the global RNGs a model on ``device`` draws from (dropout), so that an extra forward leaves the random
+    stream of the gradient pass, hence its numbers, as they were."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=cuda)
+
+
+def _rounding_tolerance(dtype: torch.dtype, device: torch.device) -> float:
+    """Relative tolerance between a batched and a one-sample evaluation of the same function: the engine's sum-check
+    tolerances (float64 1e-8, float32 1e-3 — 1e-2 on a GPU allowed to use TF32 —, half types 3e-2)."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return 3e-2
+    if dtype == torch.float64:
+        return 1e-8
+    tf32 = torch.backends.cudnn.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    return 1e-2 if device.type == "cuda" and tf32 else 1e-3
+
+
+_COUPLED_FORWARD = ("per-sample gradients are not defined for a forward that couples the samples of a batch "
+                    "(batch statistics such as F.batch_norm(..., training=True), centring over the batch as in "
+                    "h - h.mean(0), attention or pooling across the batch): method='autograd' evaluates one sample "
+                    "at a time and method='fast' the whole batch, so they would give two different numbers, neither "
+                    "of them a per-sample gradient variance. Put batch-statistics layers in eval mode "
+                    "(model.eval()), or make the forward act on each sample alone (GroupNorm/LayerNorm instead of "
+                    "BatchNorm)")
+
+
+def _batched_outputs(model: nn.Module, path: PathSample) -> Tensor:
+    """v for the whole chunk in one no-grad forward, with the global RNG forked (see :func:`_forked_rng`)."""
+    with torch.no_grad(), _forked_rng(path.xt.device):
+        return model(path.xt, path.t)
+
+
+def _check_per_sample(model: nn.Module, path: PathSample, batched: Tensor, per_sample: Tensor) -> None:
+    """Raise :class:`ConfigError` when the one-sample outputs of the gradient pass differ from the batched forward's
+    beyond rounding and the forward is deterministic: it then couples the samples of the batch. A random forward
+    whose draws the two evaluations lay out differently (dropout under the loop strategy) passes unchecked."""
+    name = type(model).__name__
+    if not isinstance(batched, Tensor) or batched.shape != per_sample.shape:
+        shape = tuple(batched.shape) if isinstance(batched, Tensor) else type(batched).__name__
+        raise ShapeError(f"{name} returned {shape} for a batch of {path.xt.shape[0]} but {tuple(per_sample.shape[1:])} "
+                         f"for each sample alone; a vector field must return one velocity per input point")
+    if not (bool(torch.isfinite(batched).all()) and bool(torch.isfinite(per_sample).all())):
+        return  # inf/NaN outputs are the field's own problem (the report shows them), not evidence of coupling
+    scale = float(torch.maximum(batched.abs().max(), per_sample.abs().max()))
+    gap = float((batched - per_sample).abs().max())
+    tol = _rounding_tolerance(per_sample.dtype, per_sample.device)
+    if gap <= tol * scale:  # also 0 <= 0 for an all-zero output
+        return
+    # dropout: per-sample and batched draws may differ (the loop strategy draws sample by sample); a forward that
+    # gives two different outputs for the same batch is random, and a mismatch then says nothing about coupling
+    with torch.no_grad(), _forked_rng(path.xt.device):
+        first, second = model(path.xt, path.t), model(path.xt, path.t)
+    if float((first - second).abs().max()) > tol * scale:
+        return
+    raise ConfigError(f"{name}'s output for a sample depends on the other samples of its batch: evaluated one sample "
+                      f"at a time it differs from one forward of the {path.xt.shape[0]}-sample batch by up to "
+                      f"{gap:.3g} (largest |v| {scale:.3g}, rounding tolerance {tol:g} of it); {_COUPLED_FORWARD}")
 
 
 def _closed_form_chunk(model: GaussianParametricField, path: PathSample, trainable_only: bool
@@ -150,9 +246,17 @@ class GradientStream:
     """Per-sample gradients and losses of one path chunk at a time; resolves ``strategy="auto"`` once
     (vmap, else the loop when the model branches on tensor values).
 
-    ``stream(chunk)`` → ({name: (b, *param.shape)}, losses (b,)) for a chunk of b samples; ``method`` is
-    resolved on construction (``"auto"``: the closed form for :class:`GaussianParametricField`, else
-    autograd; ``"fast"`` is refused: it never materialises per-sample gradients).
+    ``stream(chunk)`` → ({name: (b, *param.shape)}, losses (b,)) for a chunk of b samples, computed on the device
+    of the model's parameters (the chunk is moved there: :func:`path_to_device`); ``method`` is resolved on
+    construction (``"auto"``: the closed form for :class:`GaussianParametricField`, else autograd; ``"fast"`` is
+    refused: it never materialises per-sample gradients).
+
+    Autograd differentiates each sample alone, which is the per-sample gradient only when the model treats the
+    samples of a batch independently. Construction refuses batch-statistics modules (``BatchNorm`` in training
+    mode or without running statistics, ``Embedding(scale_grad_by_freq=True)``: the engine's check), and the first
+    chunk's per-sample outputs are compared with one batched forward (:class:`ConfigError` beyond rounding). A
+    forward that draws random numbers in a layout the two evaluations do not share (dropout under
+    ``strategy="loop"``) cannot be compared this way and is not checked.
     """
 
     def __init__(self, model: nn.Module, method: Method = "auto", strategy: Strategy = "auto",
@@ -164,6 +268,13 @@ class GradientStream:
         self.strategy: Strategy = strategy
         self.trainable_only = trainable_only
         variance_parameters(model, trainable_only)  # fail early with the clear message
+        self.device = model_device(model)
+        if self.method == "autograd":
+            problem = _coupling_problem(list(model.named_modules()))
+            if problem is not None:
+                raise ConfigError(problem)
+        #: compare the next chunk's per-sample outputs with a batched forward (the first chunk of >= 2 samples)
+        self.check_coupling = self.method == "autograd"
 
     @property
     def label(self) -> str:
@@ -174,19 +285,43 @@ class GradientStream:
         return "autograd-loop" if self.strategy == "loop" else "autograd-vmap"
 
     def __call__(self, path: PathSample) -> tuple[dict[str, Tensor], Tensor]:
-        """Per-sample gradients {name: (b, *param.shape)} and losses (b,) of the b samples of ``path``."""
+        """Per-sample gradients {name: (b, *param.shape)} and losses (b,) of the b samples of ``path``.
+
+        Cost of the coupling check: one no-grad forward of the stream's first chunk (of >= 2 samples), against a
+        forward and a backward pass per sample for the gradients of every chunk. On one CPU thread, b = 1024: a
+        width-256, depth-3 MLPField 4.7 ms against 280 ms for the vmapped gradients (1.7 %) and 1.6 s for the loop
+        (0.3 %); a width-64 one 0.7 ms against 6 ms (11 % of a one-chunk call, ~0 over many chunks).
+        """
+        path = path_to_device(path, self.device)
         if self.method == "closed_form":
             assert isinstance(self.model, GaussianParametricField)
             return _closed_form_chunk(self.model, path, self.trainable_only)
-        if self.strategy == "loop":
-            return _autograd_chunk(self.model, path, "loop", self.trainable_only)
+        check = self.check_coupling and path.xt.shape[0] >= 2
+        # before the gradient pass, in a fork of the global RNG: the gradient pass then draws what this forward
+        # drew (vmap lays out dropout masks as a batched call does), and its numbers are those of no check at all
+        batched = _batched_outputs(self.model, path) if check else None
+        grads, losses, outputs = self._gradients(path)
+        if batched is not None:
+            _check_per_sample(self.model, path, batched, outputs)
+            self.check_coupling = False  # coupling is a property of the forward: one chunk shows it
+        return grads, losses
+
+    def _gradients(self, path: PathSample) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         try:
-            out = _autograd_chunk(self.model, path, "vmap", self.trainable_only)
-        except RuntimeError as error:
-            if self.strategy == "vmap" or not is_vmap_control_flow_error(error):
-                raise
-            self.strategy = "loop"  # e.g. GaussianParametricField's singularity check
-            return _autograd_chunk(self.model, path, "loop", self.trainable_only)
+            if self.strategy == "loop":
+                return _autograd_chunk(self.model, path, "loop", self.trainable_only)
+            try:
+                out = _autograd_chunk(self.model, path, "vmap", self.trainable_only)
+            except RuntimeError as error:
+                if self.strategy == "vmap" or not is_vmap_control_flow_error(error):
+                    raise
+                self.strategy = "loop"  # e.g. GaussianParametricField's singularity check
+                return _autograd_chunk(self.model, path, "loop", self.trainable_only)
+        except ValueError as error:  # F.batch_norm(..., training=True) on a batch of one sample
+            if "Expected more than 1 value per channel" in str(error):
+                raise ConfigError(f"{type(self.model).__name__} normalises with batch statistics ({error}): "
+                                  f"{_COUPLED_FORWARD}") from error
+            raise
         self.strategy = "vmap"
         return out
 
@@ -196,13 +331,17 @@ def per_sample_gradients(model: nn.Module, path: PathSample, chunk_size: int = 1
     """Exact per-sample gradients g_k = ∇_θ ℓ_k(θ; x0_k, x1_k, t_k, z_k), ℓ_k = ‖u_k − v_θ(x_t,k, t_k)‖².
 
     ``path``: K samples (``xt``, ``target``: (K, *shape), ``t``: (K,)). Returns {name: (K, *param.shape)}
-    for every parameter (``trainable_only=True``: only those with ``requires_grad``), in the parameter dtype
-    (float64 for ``method="closed_form"``). Chunks of ``chunk_size`` samples bound the memory of the
-    vectorised backward pass. ``strategy``: ``"vmap"`` (``torch.func.vmap(grad(ℓ))`` with
+    for every parameter, frozen ones included (``trainable_only=True``: only those with ``requires_grad``; see
+    :func:`variance_parameters`), in the parameter dtype (float64 for ``method="closed_form"``), on the device of
+    the model's parameters (``path`` is moved there chunk by chunk). Chunks of ``chunk_size`` samples bound the
+    memory of the vectorised backward pass. ``strategy``: ``"vmap"`` (``torch.func.vmap(grad(ℓ))`` with
     ``randomness="different"``: each sample its own dropout mask), ``"loop"`` (one ``torch.func.grad`` call
     per sample) or ``"auto"`` (vmap, falling back to the loop when the model uses data-dependent control
-    flow, as GaussianParametricField's singularity check does). Put batch-norm models in eval mode first:
-    per-sample gradients through batch statistics are not defined.
+    flow, as GaussianParametricField's singularity check does).
+
+    Raises :class:`ConfigError` for a model whose forward couples the samples of a batch (BatchNorm in training
+    mode, centring or attention over the batch: see :class:`GradientStream`): per-sample gradients through batch
+    statistics are not defined. Put batch-norm models in eval mode first.
     """
     stream = GradientStream(model, method, strategy, trainable_only)
     parts: dict[str, list[Tensor]] = {}

@@ -8,6 +8,19 @@ chunk, without materialising per-sample gradients; a :class:`~flowvar.variance.r
 that adds per-layer traces, optional element-wise variances and the parameters that needed the exact
 ``torch.func`` fallback). The fast engine sums raw moments (E‖g‖², ḡ) in float64 rather than Chan's update,
 so its relative rounding error is about eps · ‖ḡ‖² / trace.
+
+Conventions shared by every estimator here:
+
+* **Parameters.** ``trainable_only=False`` (the default) measures every parameter, frozen ones included: the
+  experiments measure fields built for evaluation, which are frozen (:func:`variance_parameters`).
+  :class:`~flowvar.variance.GradientVarianceMonitor` measures what the training step's backward pass reaches,
+  the trainable parameters only; pass ``trainable_only=True`` to compare an estimate with its log.
+* **Device.** Paths are drawn on the generator's device (the CPU) and each chunk is moved to the device of the
+  model's parameters (as :func:`flowvar.train.train` does), so a model on a GPU needs nothing more, and the random
+  stream, hence the estimate up to the device's rounding, does not depend on where the model is.
+* **Batch coupling.** Per-sample gradients exist only for a forward that treats the samples of a batch
+  independently; ``"autograd"`` refuses one that does not (:class:`~flowvar.variance.autograd.GradientStream`),
+  ``"fast"`` refuses batch-statistics modules but cannot see coupling written with functions in a forward.
 """
 
 from __future__ import annotations
@@ -25,7 +38,9 @@ from flowvar.variance.autograd import (
     Method,
     Strategy,
     VarianceAccumulator,
+    model_device,
     path_chunks,
+    path_to_device,
     variance_parameters,
 )
 from flowvar.variance.engine import GradNormEngine
@@ -46,12 +61,17 @@ def gradient_variance(model: nn.Module, path: PathSample, method: Method = "auto
                       trainable_only: bool = False) -> VarianceReport:
     """tr Cov(g) of the per-sample CFM gradients over the K samples of ``path``, at the model's parameters.
 
-    ``path``: K >= 2 draws (``xt``, ``target``: (K, *shape), ``t``: (K,)), e.g. ``loss.draw(coupling, K, gen)``.
-    ``method``: ``"closed_form"`` (GaussianParametricField only, float64), ``"autograd"`` (any model; see
-    :func:`per_sample_gradients` for ``strategy`` and ``trainable_only``) or ``"auto"`` (closed form where
+    ``path``: K >= 2 draws (``xt``, ``target``: (K, *shape), ``t``: (K,)), e.g. ``loss.draw(coupling, K, gen)``,
+    on any device: each chunk is moved to the model's. ``method``: ``"closed_form"`` (GaussianParametricField
+    only, float64), ``"autograd"`` (any model whose forward treats the samples of a batch independently, else
+    :class:`ConfigError`; see :func:`per_sample_gradients` for ``strategy``) or ``"auto"`` (closed form where
     available). ``chunk_size`` bounds memory; the result does not depend on it beyond rounding.
     ``group_by`` sets the keys of ``per_group`` (see :func:`group_name`). ``method="fast"``: the engine of
     :mod:`flowvar.variance.engine` (one forward and one backward pass per chunk; ``strategy`` does not apply).
+
+    ``trainable_only=False`` (default): every parameter, frozen ones included, so a model with a frozen layer gives a
+    larger trace than :class:`~flowvar.variance.GradientVarianceMonitor`, which measures the trainable parameters
+    that the training step's backward pass reaches; ``trainable_only=True`` gives the monitor's number.
     """
     if method == "fast":
         return fast_gradient_variance(model, path, chunk_size, group_by=group_by, trainable_only=trainable_only)
@@ -71,7 +91,14 @@ def estimate_variance(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sam
     Paths are drawn ``draw_chunk`` at a time and folded into the float64 moments as they come, so memory is
     bounded for any ``n_samples``. The random stream depends on ``draw_chunk``; for couplings that pair
     within a batch (:class:`~flowvar.couplings.ExactOTCoupling`) ``draw_chunk`` is also the OT batch size.
-    Other options as in :func:`gradient_variance`.
+    ``generator``: a ``torch.Generator`` (a CPU one for CPU couplings) or None (torch's global one), not an int:
+    for a seed s pass ``torch.Generator().manual_seed(s)`` (what :func:`repeated_estimates` does). Paths are
+    drawn where the coupling draws (the CPU for flowvar's distributions) and moved, chunk by chunk, to the device
+    of the model's parameters, so a model on a GPU works as it is and the draws do not depend on its device.
+
+    ``trainable_only=False`` (default) counts frozen parameters too, unlike
+    :class:`~flowvar.variance.GradientVarianceMonitor` (trainable parameters only); other options as in
+    :func:`gradient_variance`.
     """
     n_samples = check_positive_int("n_samples", n_samples)
     draw_chunk = check_positive_int("draw_chunk", draw_chunk)
@@ -100,6 +127,13 @@ def variance_t_profile(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sa
     are drawn in order from ``generator``. ``options`` go to :func:`estimate_variance` (``method``,
     ``chunk_size``, ``draw_chunk``, ``group_by``, ``strategy``, ``trainable_only``). See :class:`TProfile` for
     how the bins add up to the total.
+
+    ``traces[b]`` is bin b's **plug-in** trace, (1/n) Σ_k ‖g_k − ḡ_b‖² over its n = ``n_samples`` draws, like
+    :attr:`VarianceReport.trace`; ``within``, ``between`` and ``total`` are built from plug-in values too. Its
+    unbiased version is ``reports[b].trace_unbiased`` = n/(n − 1) · ``traces[b]`` (every bin has the same n, so
+    the factor does not change a comparison of bins). The engine's and the monitor's per-bin traces
+    (:meth:`BatchGradStats.bins`, the monitor's ``t_profile``) are the unbiased ones, n_k/(n_k − 1) · plug-in,
+    because their bins hold unequal random counts n_k.
     """
     n_bins = check_positive_int("n_bins", n_bins)
     lo, hi = float(t_range[0]), float(t_range[1])
@@ -127,10 +161,18 @@ def repeated_estimates(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sa
     """R = ``repeats`` independent estimates of ``statistic`` (default the plug-in trace), shape (R,).
 
     Repeat r draws its ``n_samples`` paths from ``torch.Generator().manual_seed(seed + r)``, so the
-    estimates are independent and reproducible; feed two such arrays to :func:`flowvar.stats.compare`.
-    ``normalised`` = None (0/0) becomes NaN. ``options`` go to :func:`estimate_variance`.
+    estimates are independent and reproducible (repeat r equals :func:`estimate_variance` with that generator);
+    feed two such arrays to :func:`flowvar.stats.compare`. ``seed``: an integer (a ``torch.Generator`` is refused:
+    R independent streams need R seeds). ``normalised`` = None (0/0) becomes NaN. ``options`` go to
+    :func:`estimate_variance`.
     """
     repeats = check_positive_int("repeats", repeats)
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
+        hint = (" (the generator's own seed is generator.initial_seed())" if isinstance(seed, torch.Generator)
+                else "")
+        raise ConfigError(f"repeated_estimates takes an integer seed (repeat r draws from "
+                          f"torch.Generator().manual_seed(seed + r)), got {type(seed).__name__}{hint}; pass an "
+                          f"int, e.g. seed=0")
     if statistic not in STATISTICS:
         raise ConfigError(f"unknown statistic {statistic!r}; choose one of {list(STATISTICS)}")
     out = np.empty(repeats)
@@ -169,9 +211,11 @@ def batch_grad_stats(model: nn.Module, path: PathSample, *, elementwise: bool = 
     """:class:`BatchGradStats` of the CFM per-sample losses ℓ_i = ‖u_i − v(x_t,i, t_i)‖² over one path batch.
 
     One forward and one backward pass of Σ_i ℓ_i (``torch.autograd.grad``: ``.grad`` fields are left
-    untouched). ``trainable_only=False`` measures frozen parameters too (requires_grad is switched on for the
-    pass and restored). ``t_bins``: per-t-bin sums for :meth:`BatchGradStats.bins`.
+    untouched), on the device of the model's parameters (``path`` is moved there). ``trainable_only=False``
+    measures frozen parameters too (requires_grad is switched on for the pass and restored).
+    ``t_bins``: per-t-bin sums for :meth:`BatchGradStats.bins`.
     """
+    path = path_to_device(path, model_device(model))
     with _Requires(model, trainable_only) as params:
         engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
         try:
