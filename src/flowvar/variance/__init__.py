@@ -23,11 +23,12 @@ Modules (each imports only those above it; :mod:`.report` imports nothing else o
 
 * :mod:`.report`: the report types and parameter grouping (:class:`VarianceReport`, :class:`TProfile`,
   :class:`FastVarianceReport`, :class:`BinStats`, :func:`group_name`, :func:`normalised_variance`);
-* :mod:`.autograd`: exact per-sample gradients by ``torch.func`` or in closed form, and their streaming
-  float64 moments (:func:`per_sample_gradients`, :class:`VarianceAccumulator`);
 * :mod:`.records`, :mod:`.rules`, :mod:`.moments`, :mod:`.engine`: the one-pass engine
   (:class:`GradNormEngine`): hook records and per-parameter accumulators, the per-layer rules with the exact
   fallback, the per-batch statistics and their moments over batches;
+* :mod:`.autograd`: exact per-sample gradients by ``torch.func`` or in closed form, and their streaming
+  float64 moments (:func:`per_sample_gradients`, :class:`VarianceAccumulator`); it refuses the batch-coupling
+  modules the engine refuses, with the engine's check;
 * :mod:`.estimate`: the public estimators (:func:`gradient_variance`, :func:`estimate_variance`,
   :func:`variance_t_profile`, :func:`repeated_estimates`, :func:`batch_grad_stats`,
   :func:`fast_gradient_variance`);
