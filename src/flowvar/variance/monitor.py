@@ -111,6 +111,10 @@ def _finite_or_nan(x: float | None) -> float:
 class GradientVarianceMonitor:
     """Logs the exact gradient variance of a model's training batches (module docstring).
 
+    The measured parameters are those the backward pass reaches, i.e. the trainable ones: a frozen parameter
+    (``requires_grad=False``) has no gradient and is not counted, so the monitor's trace is
+    :func:`~flowvar.variance.gradient_variance`'s with ``trainable_only=True`` (its default counts frozen ones too).
+
     ``every``: log every this many steps (steps with ``step % every == 0``). ``t_bins``: bins of the t-profile
     (None: no profile). ``profile_every``: compute the per-bin conditional traces on every this many logged
     steps, starting with the first (1: always; the default 10 keeps the monitor within 1.3× of a training

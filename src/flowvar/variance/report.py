@@ -155,7 +155,9 @@ class TProfile:
     """Gradient variance conditional on t, one equal-width bin of [lo, hi] at a time.
 
     ``edges``: (n_bins + 1,); ``centres``, ``traces``, ``mean_grad_sq_norms``, ``mean_losses``: (n_bins,).
-    ``traces[b]`` estimates tr Cov(g | t ∈ bin b) from ``n_per_bin`` draws with t ~ U(bin b).
+    ``traces[b]`` estimates tr Cov(g | t ∈ bin b) from ``n_per_bin`` draws with t ~ U(bin b): the plug-in
+    (1/n) Σ_i ‖g_i − ḡ‖², biased low by the factor (n − 1)/n; the unbiased value of bin b is
+    ``reports[b].trace_unbiased`` (the engine's and the monitor's per-bin traces are the unbiased ones).
 
     Law of total variance over the equally likely bins: tr Cov(g) = E_b[tr Cov(g | b)] + tr Cov_b(E[g | b]).
     ``within`` = mean of ``traces``; ``between`` = (1/n_bins) Σ_b ‖ḡ_b − ḡ‖² with ḡ the mean of the bin means;
