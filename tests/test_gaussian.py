@@ -533,3 +533,12 @@ def test_check_symmetric_psd_names_the_matrix_and_returns_it() -> None:
         check_symmetric_psd("cov", DIAG_INDEFINITE)
     with pytest.raises(DataError, match="cov holds 1 non-finite"):
         check_symmetric_psd("cov", torch.tensor([[1.0, 0.0], [0.0, math.inf]]))
+
+
+def test_gaussian_problem_sample_refuses_an_int_seed_as_generator() -> None:
+    # like every other entry point that draws: a seed re-made into a generator per call would repeat its draws
+    problem = GaussianProblem(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    with pytest.raises(ConfigError, match=r"generator must be a torch.Generator or None, got int 0"):
+        problem.sample(4, 0)  # type: ignore[arg-type]
+    x = problem.sample(4, torch.Generator().manual_seed(0))
+    assert x.shape == (4, 2)

@@ -23,7 +23,15 @@ import torch
 from torch import Tensor
 
 from flowvar.distributions import Distribution
-from flowvar.errors import ConfigError, ShapeError, SolverError, check_finite, check_positive_int, describe
+from flowvar.errors import (
+    ConfigError,
+    ShapeError,
+    SolverError,
+    check_finite,
+    check_generator,
+    check_positive_int,
+    describe,
+)
 from flowvar.models.parametric import GaussianParametricField
 
 #: Relative tolerances of the matrix checks (:func:`check_symmetric_psd`), by dtype: asymmetry up to
@@ -255,7 +263,7 @@ class GaussianProblem(Distribution):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         n = check_positive_int("n", n)
-        x0 = torch.randn((n, self.dim), generator=generator, dtype=torch.float64)
+        x0 = torch.randn((n, self.dim), generator=check_generator(generator), dtype=torch.float64)
         return self.ot_map(x0).to(self.dtype)
 
     def check_points(self, name: str, x: Tensor) -> None:
