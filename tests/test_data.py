@@ -313,6 +313,23 @@ def test_npy_grey_uint8_images(tmp_path: Path) -> None:
     assert torch.equal(via_name.images, sub.images)
 
 
+def test_load_images_npy_keeps_the_arrays_own_size_unless_a_resolution_is_given(tmp_path: Path) -> None:
+    # resolution=32 used to be forwarded always: vectors failed on an argument the user never passed, and 8x8
+    # images were silently upsampled to 32x32
+    vectors = np.random.default_rng(0).random((10, 5)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vectors)
+    v = load_images("npy", data_dir=tmp_path / "v.npy")
+    assert v.images.shape == (10, 5) and torch.equal(v.images, torch.from_numpy(vectors))
+    images = np.random.default_rng(1).random((6, 1, 8, 8)).astype(np.float32) * 2 - 1
+    np.save(tmp_path / "i.npy", images)
+    own = load_images("npy", data_dir=tmp_path / "i.npy")
+    assert torch.equal(own.images, load_array(tmp_path / "i.npy").images) and own.images.shape == (6, 1, 8, 8)
+    with pytest.warns(UserWarning, match=r"pass resolution=8 \(their own size\) or less"):
+        assert load_images("npy", data_dir=tmp_path / "i.npy", resolution=16).images.shape == (6, 1, 16, 16)
+    # the other sources keep their default side of 32
+    assert load_images("digits", n=3).resolution == 32 == load_images("digits", n=3, resolution=None).resolution
+
+
 def test_npy_value_range_and_colour(tmp_path: Path) -> None:
     a = np.zeros((3, 3, 4, 4), dtype=np.float32)
     a[:, 0] = 10.0  # R = 10 on a [0, 10] scale → 1
@@ -361,7 +378,7 @@ def test_npy_error_paths(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- configuration
 
 
-@pytest.mark.parametrize("bad", [3, 0, -8, 16.0, "16", True, None])
+@pytest.mark.parametrize("bad", [3, 0, -8, 16.0, "16", True])
 def test_bad_resolution(bad: object) -> None:
     with pytest.raises(ConfigError, match="resolution must be an integer >= 4"):
         load_images("digits", n=5, resolution=bad)  # type: ignore[arg-type]

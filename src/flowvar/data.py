@@ -666,8 +666,8 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         side = min(data.shape[-2:])
         if side < resolution:  # as for image files: enlarged images carry bilinear blur, not detail
             warnings.warn(f"{file} holds {data.shape[-2]}x{data.shape[-1]} images, smaller than {resolution}x"
-                          f"{resolution}: they were upsampled; pass resolution={side} or less (or None) to keep their "
-                          f"own pixels", stacklevel=2)
+                          f"{resolution}: they were upsampled; pass resolution={side} (their own size) or less to keep "
+                          f"their own pixels", stacklevel=2)
         data = resize_tensor(data, resolution)
         desc += f", resized to {resolution}x{resolution}"
     return ImageSet(data.contiguous(), "npy", desc, idx, labels=labels)
@@ -727,14 +727,22 @@ def check_labels(what: str, labels: object, n: int) -> Tensor:
 _BUNDLED: dict[str, Callable[..., ImageSet]] = {"digits": load_digits, "lfw": load_lfw}
 
 
-def load_images(name: Source | str, n: int | None = None, resolution: int = 32, seed: int = 0,
+#: The side :func:`load_images` resizes to when ``resolution`` is None, for every source but ``"npy"`` (which keeps the
+#: array's own size).
+DEFAULT_RESOLUTION = 32
+
+
+def load_images(name: Source | str, n: int | None = None, resolution: int | None = None, seed: int = 0,
                 data_dir: str | Path | None = None, channels: int | None = None, recursive: bool = False
                 ) -> ImageSet:
-    """Load ``n`` items (None: all) of a source as an :class:`ImageSet` of (n, C, R, R) tensors in [−1, 1].
+    """Load ``n`` items (None: all) of a source as an :class:`ImageSet` of (n, C, R, R) tensors in [−1, 1] (or
+    (n, d) vectors for an (N, d) ``.npy`` array).
 
     ``name``: one of :data:`SOURCES` (see the module docstring). ``data_dir``: the folder for ``"celeba"`` /
-    ``"folder"``, the ``.npy`` file for ``"npy"``; must be None for the bundled sets. ``channels``: 1 or 3
-    (None: 1 for digits/lfw, 3 for celeba/folder, the array's own for npy). ``recursive``: folders only.
+    ``"folder"``, the ``.npy`` file for ``"npy"``; must be None for the bundled sets. ``resolution``: the output
+    side R; None keeps an ``"npy"`` array's own size (and its vectors as vectors) and gives
+    :data:`DEFAULT_RESOLUTION` (32) for the other sources. ``channels``: 1 or 3 (None: 1 for digits/lfw, 3 for
+    celeba/folder, the array's own for npy). ``recursive``: folders only.
 
     Raises:
         ConfigError: unknown ``name``, a bad ``n``/``resolution``/``seed``/``channels``, a missing or
@@ -749,16 +757,18 @@ def load_images(name: Source | str, n: int | None = None, resolution: int = 32, 
         if data_dir is not None:
             raise ConfigError(f"{name!r} ships inside its Python package and reads no files; drop data_dir "
                               f"(got {str(data_dir)!r}), or use name='folder' / 'celeba' for your own images")
-        return _BUNDLED[name](n=n, resolution=resolution, seed=seed, channels=channels)
+        return _BUNDLED[name](n=n, resolution=DEFAULT_RESOLUTION if resolution is None else resolution, seed=seed,
+                              channels=channels)
     if data_dir is None:
         what = {"celeba": "the folder holding img_align_celeba/", "folder": "the image folder",
                 "npy": "the .npy file"}[name]
         raise ConfigError(f"name={name!r} needs data_dir: {what}")
+    if name == "npy":  # an array keeps its own size unless a resolution is asked for (vectors have none)
+        return load_array(data_dir, n=n, resolution=resolution, seed=seed, channels=channels)
+    side = DEFAULT_RESOLUTION if resolution is None else resolution
     if name == "celeba":
-        return load_celeba(data_dir, n=n, resolution=resolution, seed=seed, channels=channels)
-    if name == "folder":
-        return load_folder(data_dir, n=n, resolution=resolution, seed=seed, channels=channels, recursive=recursive)
-    return load_array(data_dir, n=n, resolution=resolution, seed=seed, channels=channels)
+        return load_celeba(data_dir, n=n, resolution=side, seed=seed, channels=channels)
+    return load_folder(data_dir, n=n, resolution=side, seed=seed, channels=channels, recursive=recursive)
 
 
 # --------------------------------------------------------------------------------------------- a user's data argument
@@ -884,6 +894,7 @@ __all__ = [
     "CELEBA_CROP",
     "CELEBA_EXTENSIONS",
     "CELEBA_SIZE",
+    "DEFAULT_RESOLUTION",
     "GREY_MODES",
     "IMAGE_EXTENSIONS",
     "LFW_FACES",
