@@ -26,6 +26,7 @@ from flowvar.data import (
     load_split,
     resolve_data,
     save_grid,
+    subset_order,
     to_uint8,
 )
 from flowvar.distributions import Distribution, StandardNormal
@@ -550,6 +551,28 @@ def test_float_images_of_a_folder_share_one_scale(tmp_path: Path) -> None:
     s = load_folder(tmp_path / "unit", resolution=4, channels=1)
     got = dict(zip(s.files or (), s.images[:, 0, 0, 0].tolist(), strict=True))
     assert got == pytest.approx({"a.tif": level(128), "b.tif": level(204)}, abs=1e-6)  # round(255 · v)
+
+
+def test_float_scale_is_decided_from_the_whole_folder_not_the_subset(tmp_path: Path) -> None:
+    """The dark image's values must not depend on which subset was drawn: every subset reads it on the folder's
+    [0, 255] scale (it was read on [0, 1], 200x brighter, whenever the subset held no bright float image)."""
+    Image.fromarray(np.full((4, 4), 0.8, dtype=np.float32)).save(tmp_path / "a_dark.tif")
+    for k in range(3):
+        Image.fromarray(np.full((4, 4), 200.0, dtype=np.float32)).save(tmp_path / f"b{k}.tif")
+    solid("L", (4, 4), 9).save(tmp_path / "c.png")  # a non-float file and a corrupt one are passed over
+    (tmp_path / "d.tif").write_bytes(b"not an image")
+    full = load_folder(tmp_path, resolution=4, channels=1)
+    assert full.files is not None and full.files[0] == "a_dark.tif"
+    dark = full.images[0]
+    assert float(dark.mean()) == pytest.approx(level(1), abs=1e-6)
+    for n in (1, 2, 3):
+        for seed in range(6):
+            sub = load_folder(tmp_path, n=n, seed=seed, resolution=4, channels=1)
+            for row, i in enumerate(sub.indices.tolist()):
+                assert torch.equal(sub.images[row], full.images[full.indices.tolist().index(i)])
+    seed = next(s for s in range(100) if int(subset_order(6, s)[0]) == 0)  # the report's case: n=1 draws a_dark
+    only_dark = load_folder(tmp_path, n=1, seed=seed, resolution=4, channels=1)
+    assert only_dark.files == ("a_dark.tif",) and torch.equal(only_dark.images[0], dark)
 
 
 def test_upsampling_is_reported_with_the_smallest_image(tmp_path: Path) -> None:

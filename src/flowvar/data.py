@@ -438,9 +438,9 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
             continue
         if unit is not None:
             float_unit[i] = unit
-    if len(set(float_unit.values())) > 1:
+    if float_unit and not _folder_float_unit(files, float_unit):
         # one scale for the folder's float images: a dark image of a 0..255 set (its maximum <= 1) read on [0, 1]
-        # would come out up to 255 times too bright, so when any exceeds 1 they are all on [0, 255]
+        # would come out up to 255 times too bright, so when any of the folder exceeds 1 they are all on [0, 255]
         for i in (i for i, unit in float_unit.items() if unit):
             loaded[i], _, _ = _read_image(files[i], channels, resolution, crop, float_unit=False)
     named = "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "")
@@ -457,6 +457,29 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
     images = torch.stack([loaded[i] for i in idx])
     names = tuple(str(files[i].relative_to(folder)) for i in idx)
     return images, torch.tensor(idx, dtype=torch.long), names
+
+
+def _folder_float_unit(files: list[Path], known: dict[int, bool]) -> bool:
+    """Whether every float ("F") image among ``files`` has its maximum <= 1 (all are then read on [0, 1]; else all on
+    [0, 255]). ``known``: the answer per file already decoded (index into ``files`` → its maximum <= 1).
+
+    Decided from the whole folder, not from the subset loaded, so that an image's values do not depend on ``n`` or
+    ``seed`` (a subset stays contained in a larger one). Only headers are read, and pixels of the float files
+    only — they are rare, and the scan runs only when a loaded image is one; unreadable files are passed over (the
+    loader skips and reports them).
+    """
+    if not all(known.values()):
+        return False
+    for i, path in enumerate(files):
+        if i in known:
+            continue
+        try:
+            with Image.open(path) as img:
+                if img.mode == "F" and not np.asarray(img).max(initial=0) <= 1.0:
+                    return False
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+    return True
 
 
 #: PIL modes whose images are grey (one channel once converted); any other mode is read as colour.
