@@ -409,3 +409,10 @@ def test_train_mlp_field_seeds_the_initialisation_and_the_batches() -> None:
     manual_res = train_mod.train_cfm(manual, coupling(), 0.0, steps=10, batch_size=16, lr=1e-2, seed=5)
     assert isinstance(model, MLPField) and res.losses == manual_res.losses and callback_steps == list(range(1, 11))
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), manual.parameters(), strict=True))
+
+
+def test_training_error_is_a_root_name_like_the_other_errors() -> None:
+    import flowvar
+
+    assert flowvar.TrainingError is TrainingError and "TrainingError" in flowvar.__all__
+    assert all(getattr(flowvar, name) is not None for name in ("ConfigError", "DataError", "SolverError"))

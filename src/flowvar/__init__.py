@@ -20,7 +20,7 @@ The public API, by concept (each name also lives in its module; see docs/archite
 
 ``train`` and ``audit`` are not root names: they are also the names of the submodules ``flowvar.train`` and
 ``flowvar.audit``, which Python binds on the package once imported.
-* errors — ``FlowvarError``, ``ConfigError``, ``DataError``, ``ShapeError``, ``SolverError``.
+* errors — ``FlowvarError``, ``ConfigError``, ``DataError``, ``ShapeError``, ``SolverError``, ``TrainingError``.
 
 Names are imported on first use (PEP 562), so ``import flowvar`` stays cheap and the command line starts fast.
 """
@@ -49,7 +49,8 @@ _PUBLIC: dict[str, str] = {
                     "flowvar.metrics"),
     **dict.fromkeys(["TrainConfig", "train_cfm"], "flowvar.train"),
     "AuditReport": "flowvar.audit",
-    **dict.fromkeys(["FlowvarError", "ConfigError", "DataError", "ShapeError", "SolverError"], "flowvar.errors"),
+    **dict.fromkeys(["FlowvarError", "ConfigError", "DataError", "ShapeError", "SolverError", "TrainingError"],
+                    "flowvar.errors"),
 }
 
 
@@ -70,7 +71,8 @@ __all__ = ["AuditReport", "BrownianBridgeNoise", "CFMLoss", "ConfigError", "Cons
            "Coupling", "DataError", "EmpiricalField", "ExactOTCoupling", "FixedPairs", "FlowvarError",
            "GaussianParametricField", "GaussianProblem", "GradientVarianceMonitor", "IndependentCoupling",
            "Interpolant", "MLPField", "MapCoupling", "MemorisingField", "Pairs", "PathSample", "ReflowCoupling",
-           "RotatedOTCoupling", "ShapeError", "SolverError", "TrainConfig", "UNetField", "UniformTime",
-           "VarianceReport", "__version__", "estimate_variance", "exact_ot_permutation", "fast_gradient_variance",
-           "gaussian_ot_matrix", "gradient_variance", "integrate", "mmd2", "nearest_neighbours", "nn_distance_ratio",
-           "pairing_accuracy", "partner_distances", "singular_times", "train_cfm", "variance_t_profile"]
+           "RotatedOTCoupling", "ShapeError", "SolverError", "TrainConfig", "TrainingError", "UNetField",
+           "UniformTime", "VarianceReport", "__version__", "estimate_variance", "exact_ot_permutation",
+           "fast_gradient_variance", "gaussian_ot_matrix", "gradient_variance", "integrate", "mmd2",
+           "nearest_neighbours", "nn_distance_ratio", "pairing_accuracy", "partner_distances", "singular_times",
+           "train_cfm", "variance_t_profile"]
