@@ -125,7 +125,8 @@ def test_advise_sigma_error_messages(tmp_path: Path) -> None:
         advise_sigma(tmp_path / "missing.npy")
     small = tmp_path / "small.npy"
     np.save(small, np.zeros((10, 3), dtype=np.float32))
-    with pytest.raises(DataError, match=r"holds 10 item\(s\).*provide at least 20 items"):
+    with pytest.raises(DataError, match=r"holds 10 item\(s\).*provide at least 80 items for n_train=64 \(at least "
+                                        r"20 with --set n_train=4"):
         advise_sigma(small, quick=True)
     mid = tmp_path / "mid.npy"
     np.save(mid, np.zeros((20, 3), dtype=np.float32))

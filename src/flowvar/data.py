@@ -42,7 +42,7 @@ Conventions:
   contained in the subset of any larger size. An unreadable file is skipped with a warning naming it and
   the next file of the permutation takes its place.
 
-:func:`resolve_data` turns a user's ``--data`` argument (a bundled name, a folder, a ``.npy`` file) into a
+:func:`resolve_data` turns a user's ``--data`` argument (a bundled name, a folder, a ``.npy`` / ``.npz`` file) into a
 :class:`DataSpec`, and :func:`load_split` loads a file-backed source and splits it into training and held-out items
 (``flowvar advise-sigma``, :mod:`flowvar.experiments.sigma_tradeoff`).
 
@@ -211,6 +211,15 @@ def _check_channels(channels: object, default: int) -> int:
     if isinstance(channels, bool) or channels not in (1, 3):
         raise ConfigError(f"channels must be 1 (grey), 3 (RGB) or None (the source's own), got {channels!r}")
     return int(channels)  # type: ignore[call-overload]
+
+
+class _TooFewReadableError(DataError):
+    """:func:`_load_files` read fewer than ``n`` files (the rest unreadable); ``readable``: how many it read,
+    ``skipped``: the unreadable files named (for :func:`load_split`'s own message)."""
+
+    def __init__(self, message: str, readable: int, skipped: str) -> None:
+        super().__init__(message)
+        self.readable, self.skipped = readable, skipped
 
 
 def _too_many(n: int, available: int, what: str) -> DataError:
@@ -448,8 +457,9 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
         raise DataError(f"none of the {total} image files in {what} could be read (skipped: {named}); check that "
                         f"they are valid images")
     if n is not None and len(loaded) < n:
-        raise DataError(f"asked for n={n} images but only {len(loaded)} of the {total} files in {what} could be "
-                        f"read ({len(skipped)} unreadable: {named}); lower n to at most {len(loaded)}")
+        raise _TooFewReadableError(f"asked for n={n} images but only {len(loaded)} of the {total} files in {what} "
+                                   f"could be read ({len(skipped)} unreadable: {named}); lower n to at most "
+                                   f"{len(loaded)}", len(loaded), named)
     if skipped:  # one summary line, not one warning per file
         warnings.warn(f"skipped {len(skipped)} unreadable image file(s) in {what}: {named}", stacklevel=3)
     _warn_upsampled([(files[i], side) for i, side in sides.items()], resolution, what)
@@ -812,10 +822,12 @@ class DataSpec:
 
 def resolve_data(data: str | Path, dataset: str | None = None) -> DataSpec:
     """Infer the dataset kind from ``data``: the names ``"gmm"``, ``"digits"``, ``"lfw"``; an existing folder →
-    ``"folder"`` (``"celeba"`` when ``dataset="celeba"``); an existing ``.npy`` file → ``"npy"``.
+    ``"folder"`` (``"celeba"`` when ``dataset="celeba"``); an existing ``.npy`` or ``.npz`` file → ``"npy"`` (read by
+    :func:`load_array`).
 
-    Raises DataError (one line naming the path and the fix) for a missing path, an unsupported file type or an empty
-    folder, ConfigError for an unknown ``dataset``.
+    Raises DataError (one line naming the path and the fix) for a missing path, an unsupported file type or a folder
+    without image files of its own (naming the sub-folders when they hold the images), ConfigError for an unknown
+    ``dataset``.
     """
     spec = _resolve_data(data, dataset)
     # a forced kind the data are not is refused, never silently replaced by the inferred one
@@ -844,13 +856,25 @@ def _resolve_data(data: str | Path, dataset: str | None) -> DataSpec:
             celeba_folder(path)
             return DataSpec("celeba", str(path))
         if not list_image_files(path):
-            raise DataError(f"folder {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); pass a folder of "
-                            f"images or a .npy array")
+            raise DataError(f"folder {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}){_nested_hint(path)}")
         return DataSpec("folder", str(path))
-    if path.suffix.lower() != ".npy":
+    if path.suffix.lower() not in (".npy", ".npz"):
         raise DataError(f"unsupported data file {path} ({path.suffix or 'no extension'}); save arrays with "
-                        f"numpy.save as .npy ((N, d) vectors or (N, [C,] H, W) images) or pass a folder of images")
+                        f"numpy.save as .npy ((N, d) vectors or (N, [C,] H, W) images; numpy.savez as .npz with "
+                        f"labels) or pass a folder of images")
     return DataSpec("npy", str(path))
+
+
+def _nested_hint(folder: Path) -> str:
+    """The end of the no-images error for ``folder``: where its images are when they sit in sub-folders (the data
+    argument takes one folder of images, not a tree), else what to pass instead."""
+    nested = list_image_files(folder, recursive=True)
+    if not nested:
+        return "; pass a folder of images or a .npy array"
+    parents = sorted({str(p.parent.relative_to(folder)) for p in nested})
+    shown = ", ".join(parents[:3]) + (", …" if len(parents) > 3 else "")
+    return (f", but its sub-folders hold {len(nested)} (in {shown}); only the folder's own files are read: pass the "
+            f"sub-folder that holds the images (e.g. {folder / parents[0]}), or gather the images into one folder")
 
 
 def count_items(dataset: str, data_dir: str | None) -> int:
@@ -872,19 +896,31 @@ def count_items(dataset: str, data_dir: str | None) -> int:
     file = Path(data_dir).expanduser()
     if not file.is_file():
         raise DataError(f"array file {file} does not exist; set data_dir to a .npy file (numpy.save)")
-    try:
-        arr = np.load(file, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{file} is not a readable .npy array ({error}); save it with numpy.save") from None
+    arr = _array_header(file)
     if arr.ndim not in (2, 3, 4):
         raise DataError(f"{file} holds an array of shape {arr.shape}; expected (N, d) vectors or (N, H, W) / "
                         f"(N, C, H, W) images")
     return int(arr.shape[0])
 
 
+def _array_header(file: Path) -> np.ndarray:
+    """The data array of a ``.npy`` file (memory-mapped: only its header is read) or of an ``.npz`` file
+    (:func:`npz_arrays`); DataError for an unreadable file."""
+    try:
+        arr = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        saver = "numpy.savez" if file.suffix.lower() == ".npz" else "numpy.save"
+        raise DataError(f"{file} is not a readable {file.suffix or '.npy'} array ({error}); save it with "
+                        f"{saver}") from None
+    if isinstance(arr, np.lib.npyio.NpzFile):
+        with arr:
+            return npz_arrays(file, arr)[0]
+    return arr
+
+
 def npy_is_vectors(data_dir: str) -> bool:
-    """Whether a ``.npy`` file holds (N, d) vectors (read from its header)."""
-    return np.load(Path(data_dir).expanduser(), mmap_mode="r", allow_pickle=False).ndim == 2
+    """Whether a ``.npy`` (or ``.npz``) file holds (N, d) vectors (read from its header)."""
+    return _array_header(Path(data_dir).expanduser()).ndim == 2
 
 
 def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int, *, resolution: int,
@@ -896,21 +932,61 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
     (N, d) ``.npy`` arrays stay vectors; images are (N, C, R, R) in [−1, 1]. Raises DataError naming the count and
     the fix when the source holds fewer than ``n_train + min_heldout`` items.
     """
+    where = data_dir or dataset
     available = count_items(dataset, data_dir)
     if available < n_train + min_heldout:
-        fit = available - min_heldout
-        fix = (f"lower n_train to at most {fit} (--set n_train={fit}) or provide more data" if fit >= 4 else
-               f"provide at least {4 + min_heldout} items (or lower min_heldout, at least 8)")
-        raise DataError(f"{data_dir or dataset} holds {available} item(s), but the advisor needs n_train={n_train} "
-                        f"training items plus at least {min_heldout} held out; {fix}")
+        raise _too_few_items(where, f"holds {available} item(s)", available, n_train, min_heldout)
     want = min(available, n_train + n_heldout)
     if dataset == "npy" and data_dir is not None and npy_is_vectors(data_dir):
         items = load_array(data_dir, n=want, seed=seed)
     else:
-        items = load_images(dataset, n=want, resolution=resolution, seed=seed, data_dir=data_dir, channels=channels)
+        try:
+            items = load_images(dataset, n=want, resolution=resolution, seed=seed, data_dir=data_dir,
+                                channels=channels)
+        except _TooFewReadableError as short:  # files were counted, but some cannot be decoded
+            if short.readable < n_train + min_heldout:
+                raise _too_few_items(where, f"holds {available} image files of which only {short.readable} can be "
+                                            f"read (unreadable: {short.skipped})", short.readable, n_train,
+                                     min_heldout, " (or repair or remove the unreadable files)") from None
+            # every readable file: the set the seeded permutation reaches when it runs out of files
+            items = load_images(dataset, resolution=resolution, data_dir=data_dir, channels=channels)
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + 1))
     x = items.images
-    return items, x[order[:n_train]].contiguous(), x[order[n_train:]].contiguous()
+    train, heldout = x[order[:n_train]].contiguous(), x[order[n_train:]].contiguous()
+    _check_spread(where, heldout)
+    return items, train, heldout
+
+
+def _too_few_items(where: str, holds: str, available: int, n_train: int, min_heldout: int, repair: str = ""
+                   ) -> DataError:
+    """The error of :func:`load_split` when ``available`` items cannot give ``n_train`` training items plus
+    ``min_heldout`` held out, with fixes that can all be applied (``--set`` keys of ``flowvar run sigma_tradeoff``
+    and ``flowvar advise-sigma``; n_train >= 4, min_heldout >= 8 as the experiment validates)."""
+    fit = available - min_heldout
+    if fit >= 4:
+        fix = f"lower n_train to at most {fit} (--set n_train={fit}) or provide more data"
+    else:
+        lower = " or lower min_heldout (--set min_heldout=8, the smallest)" if min_heldout > 8 else ""
+        smallest = f" (at least {4 + min_heldout} with --set n_train=4, the smallest)" if n_train > 4 else ""
+        fix = f"provide at least {n_train + min_heldout} items for n_train={n_train}{smallest}{lower}"
+    return DataError(f"{where} {holds}, but the study needs n_train={n_train} training items plus at least "
+                     f"{min_heldout} held out; {fix}{repair}")
+
+
+def _check_spread(where: str, heldout: Tensor) -> None:
+    """DataError when the held-out items are mostly copies of a few points: the study's MMD bandwidth (the median
+    pairwise distance of the held-out items, :func:`flowvar.metrics.median_heuristic`) is then 0, and no config key
+    can set another one — the data themselves must change."""
+    from flowvar.metrics import median_heuristic  # flowvar.metrics sits above flowvar.data
+
+    try:
+        median_heuristic(heldout)
+    except DataError:
+        distinct = torch.unique(heldout.flatten(1), dim=0).shape[0]
+        raise DataError(f"{where}: most of the {heldout.shape[0]} held-out items coincide ({distinct} distinct), so "
+                        f"their median pairwise distance — the bandwidth of the study's MMD scores — is 0; the data "
+                        f"are (mostly) copies of a few items or constant: remove the duplicates (e.g. "
+                        f"numpy.unique(x, axis=0)) or pass data with spread") from None
 
 
 __all__ = [
