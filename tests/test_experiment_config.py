@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flowvar.errors import ConfigError
-from flowvar.experiments.base import ExperimentSpec, build_config, coerce, parse_overrides
+from flowvar.experiments.base import ExperimentSpec, build_config, coerce, get_experiment, parse_overrides
 
 
 @dataclass
@@ -171,3 +171,26 @@ def test_fig4_and_fig5_share_one_schema() -> None:
     assert issubclass(fig4, GaussianVarianceConfig) and issubclass(fig5, GaussianVarianceConfig)
     assert [f.name for f in dataclasses.fields(fig5)] == shared
     assert [f.name for f in dataclasses.fields(fig4)] == [*shared, "independent_contrast"]
+
+
+def test_the_advisor_margins_may_be_0_and_other_margins_stay_positive() -> None:
+    # gen_margin=0 / mem_margin=0 were refused by the generic '.*margin' rule though the rule allows them
+    spec = get_experiment("sigma_tradeoff")
+    config = build_config(spec, quick=True, overrides={"gen_margin": "0", "mem_margin": "0"})
+    assert (config.gen_margin, config.mem_margin) == (0.0, 0.0)
+    for key in ("gen_margin", "mem_margin"):
+        with pytest.raises(ConfigError, match=rf"sigma_tradeoff: {key} must be >= 0, got -0.1"):
+            build_config(spec, quick=True, overrides={key: "-0.1"})
+    for name, key in (("sigma_tradeoff", "reduce_margin"), ("table1", "generalisation_margin")):
+        with pytest.raises(ConfigError, match=rf"{name}: {key} must be > 0, got 0"):
+            build_config(get_experiment(name), quick=True, overrides={key: "0"})
+
+
+@pytest.mark.parametrize("raw", ["[0, 0.1", "[[1, 0], [0, 1]", "{0, 0.1"])
+def test_a_list_with_unbalanced_brackets_is_named_as_such(raw: str) -> None:
+    # it was split on commas first: "sigmas expects a number, got '[0'"
+    with pytest.raises(ConfigError, match=r"angles is not a valid list \(check its brackets\); write it as "
+                                          r"\[0, 0.1\] or 0,0.1$"):
+        build_config(SPEC, overrides={"angles": raw})
+    assert build_config(SPEC, overrides={"angles": "[0, 0.1]"}).angles == (0.0, 0.1)
+

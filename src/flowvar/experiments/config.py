@@ -79,6 +79,10 @@ def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: cannot parse {raw!r}")
     if origin in (list, tuple):
+        if isinstance(value, str) and value.lstrip().startswith(("[", "{")):
+            # YAML could not read it (an unclosed bracket): splitting it on commas would blame an item like '[0'
+            raise ConfigError(f"{where}: {key} is not a valid list (check its brackets); write it as [0, 0.1] "
+                              f"or 0,0.1")
         if isinstance(value, str) and "," in value:
             value = [parse_scalar(v) for v in value.split(",")]
         if not isinstance(value, list | tuple):
@@ -248,8 +252,10 @@ COUNT_FIELDS = re.compile(r"^(n|ns|dims|widths|n_.*|.*_samples|steps|.*_steps|tr
                           r"gap_check_n|ot_block_size)$")
 """Counts: integers ≥ 1 each (``euler_steps=[0]`` or ``n_samples=0`` cannot run)."""
 NON_NEGATIVE_FIELDS = re.compile(r"^(seed|.*_seed|.*sigma.*|checkpoint_every|warmup_steps|threads|dropout|"
-                                 r"weight_decay|ot_refine_rounds|log_every|.*_tol_deg)$")
-"""Numbers ≥ 0 (σ, seeds, and the counts where 0 means "none" or "automatic")."""
+                                 r"weight_decay|ot_refine_rounds|log_every|.*_tol_deg|gen_margin|mem_margin)$")
+"""Numbers ≥ 0 (σ, seeds, the counts where 0 means "none" or "automatic", and the σ advisor's margins, where 0 asks
+for the best generalisation / chance memorisation exactly); checked before :data:`POSITIVE_FIELDS`, whose
+``.*margin`` keeps every other margin > 0."""
 SEED_FIELDS = re.compile(r"^(seed|.*_seed)$")
 """Seeds: integers in [0, :data:`MAX_SEED`)."""
 POSITIVE_FIELDS = re.compile(r"^(lr|.*_lr|rtol|atol|mu|cov_diag|.*_std|.*_scale|.*_factor|.*_ratio|.*margin|"
