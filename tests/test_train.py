@@ -16,15 +16,24 @@ import torch
 from torch import Tensor, nn
 
 import flowvar.train as train_mod
-from flowvar.couplings import IndependentCoupling
-from flowvar.distributions import StandardNormal
+from flowvar.couplings import FixedPairs, IndependentCoupling
+from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, DataError, TrainingError
 from flowvar.gaussian import GaussianProblem
-from flowvar.interpolants import Interpolant, PathSample
+from flowvar.interpolants import Interpolant, PathSample, UniformTime
 from flowvar.loss import CFMLoss
 from flowvar.models import CounterexampleField, MLPField
 from flowvar.results import current_umask
-from flowvar.train import CHECKPOINT_NAME, TrainConfig, TrainResult, load_checkpoint, make_adam, train
+from flowvar.train import (
+    CHECKPOINT_NAME,
+    ResumeWarning,
+    TrainConfig,
+    TrainResult,
+    load_checkpoint,
+    make_adam,
+    save_checkpoint,
+    train,
+)
 
 
 def coupling(dtype: torch.dtype = torch.float32) -> IndependentCoupling:
@@ -186,7 +195,8 @@ def test_unsigned_checkpoints_are_still_checked(tmp_path: Path) -> None:
     state = load_checkpoint(path)
     legacy = tmp_path / "legacy.pt"
     torch.save(state, legacy)
-    assert load_checkpoint(legacy)["step"] == 4
+    with pytest.warns(UserWarning, match=rf"{re.escape(str(legacy))} has no checksum .*cannot be told from a good one"):
+        assert load_checkpoint(legacy)["step"] == 4
     name = next(iter(state["model"]))
     state["model"][name] = state["model"][name].clone()
     state["model"][name].view(-1)[0] = math.nan
@@ -364,8 +374,21 @@ def test_bad_setups(tmp_path: Path) -> None:
         train(mlp(), CFMLoss(Interpolant(0.1)), coupling(), TrainConfig(steps=8, batch_size=4), tmp_path)
     with pytest.raises(ConfigError, match="beyond steps=2"):
         train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=2, batch_size=4), tmp_path)
-    with pytest.raises(ConfigError, match="does not fit this model"):
+    with pytest.raises(ConfigError, match=r"model: checkpoint \"MLPField\(dim=2, width=32, depth=2, activation='selu'\)"
+                                          r"\" vs now \"MLPField\(dim=2, width=8, "):
         train(mlp(width=8), CFMLoss(), coupling(), TrainConfig(steps=8, batch_size=4), tmp_path)
+
+    class Bias(nn.Module):  # its repr, "Bias()", does not show its parameter's size
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.b = nn.Parameter(torch.zeros(n))
+
+        def forward(self, x: Tensor, t: Tensor) -> Tensor:
+            return x + self.b[:2]
+
+    train(Bias(2), CFMLoss(), coupling(), TrainConfig(steps=2, batch_size=4), tmp_path / "bias")
+    with pytest.raises(ConfigError, match="does not fit this model"):
+        train(Bias(3), CFMLoss(), coupling(), TrainConfig(steps=4, batch_size=4), tmp_path / "bias")
 
 
 # --------------------------------------------------------------------------------------------- the experiments' recipe
@@ -416,3 +439,127 @@ def test_training_error_is_a_root_name_like_the_other_errors() -> None:
 
     assert flowvar.TrainingError is TrainingError and "TrainingError" in flowvar.__all__
     assert all(getattr(flowvar, name) is not None for name in ("ConfigError", "DataError", "SolverError"))
+
+
+# ----------------------------------------------------------------------- a checkpoint belongs to one run: its signature
+
+
+def pairs(shift: float = 5.0, n: int = 64) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g) + shift
+
+
+def test_a_checkpoint_of_other_data_another_architecture_or_time_range_is_refused(tmp_path: Path) -> None:
+    """The notebook re-run of hostile_api H1: same config and checkpoint_dir, but other training data, another
+    activation (same parameter shapes) or another time range. Each is a ConfigError naming what differs (it was a
+    silent return of the old model, resumed_from = 50)."""
+    cfg = TrainConfig(steps=20, batch_size=32, lr=1e-2, log_every=0)
+    x0, x1 = pairs()
+    first = train(mlp(), CFMLoss(), FixedPairs(x0, x1), cfg, tmp_path)
+    assert first.resumed_from is None
+    changed_row = x1.clone()
+    changed_row[17] += 1.0
+    for name, kwargs, message in [
+        ("other data", {"coupling": FixedPairs(x0, -x1)},
+         r"data: FixedPairs: 64 pairs of \(2,\) torch\.float32 in both, but the training data differ"),
+        ("one row changed", {"coupling": FixedPairs(x0, changed_row)}, "the training data differ"),
+        ("rows re-paired", {"coupling": FixedPairs(x0, x1.roll(1, 0))}, "the training data differ"),
+        ("more pairs", {"coupling": FixedPairs(*pairs(n=65))},
+         r"checkpoint 'FixedPairs: 64 pairs.*now 'FixedPairs: 65 "),
+        ("activation", {"model": MLPField(2, 32, 2, "relu")}, r"activation='selu'\)\" vs now .*activation='relu'"),
+        ("time range", {"loss": CFMLoss(time_sampler=UniformTime(0.2, 0.8))},
+         r"time_sampler: checkpoint 'UniformTime\(lo=0\.0, hi=1\.0\)' vs now 'UniformTime\(lo=0\.2, hi=0\.8\)'"),
+    ]:
+        args = {"model": mlp(), "loss": CFMLoss(), "coupling": FixedPairs(x0, x1), **kwargs}
+        with pytest.raises(ConfigError, match=message) as caught:
+            train(args["model"], args["loss"], args["coupling"], cfg, tmp_path)
+        assert "another checkpoint_dir (or delete that folder) to train afresh" in str(caught.value), name
+    # the same data rebuilt (another FixedPairs object, another model initialisation) resumes the finished run
+    with pytest.warns(ResumeWarning, match="the finished run: returned without training"):
+        again = train(mlp(seed=4), CFMLoss(), FixedPairs(x0.clone(), x1.clone()), cfg, tmp_path)
+    assert again.resumed_from == 20 and again.losses == first.losses
+
+
+def test_couplings_that_draw_are_fingerprinted_by_a_batch_of_their_own(tmp_path: Path) -> None:
+    """Any coupling other than FixedPairs: one batch drawn from a fixed generator of its own; other distribution
+    parameters are refused, the same ones (rebuilt) resume, and rounding-level differences (data recomputed on
+    another machine) are tolerated, not taken for other data."""
+    cfg = TrainConfig(steps=6, batch_size=16, log_every=0)
+    train(mlp(), CFMLoss(), coupling(), cfg, tmp_path / "a")
+    other = IndependentCoupling(StandardNormal(2), GaussianProblem.isotropic(2, 3.1))
+    with pytest.raises(ConfigError, match=r"data: IndependentCoupling: pairs of \(2,\) torch\.float32 in both, "
+                                          r"but the training data differ"):
+        train(mlp(), CFMLoss(), other, cfg, tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"data: checkpoint 'IndependentCoupling: pairs of \(2,\) torch\.float32' "
+                                          r"vs now 'IndependentCoupling: pairs of \(2,\) torch\.float64'"):
+        train(mlp().double(), CFMLoss(), coupling(torch.float64), cfg, tmp_path / "a")
+    with pytest.warns(ResumeWarning):
+        assert train(mlp(), CFMLoss(), coupling(), cfg, tmp_path / "a").resumed_from == 6
+
+    x0, x1 = pairs()
+    train(mlp(), CFMLoss(), FixedPairs(x0, x1), cfg, tmp_path / "b")
+    g = torch.Generator().manual_seed(1)
+    noisy = [x * (1 + 1e-6 * torch.randn(x.shape, generator=g)) for x in (x0, x1)]  # last-bits differences
+    assert not torch.equal(noisy[1], x1)
+    with pytest.warns(ResumeWarning):
+        assert train(mlp(), CFMLoss(), FixedPairs(*noisy), cfg, tmp_path / "b").resumed_from == 6
+    fp = train_mod._fingerprint([GaussianMixture.random(3, 4).sample(256, g)])
+    assert len(fp["s"]) == len(fp["q"]) == 8
+
+
+def test_the_signature_changes_no_trained_number_nor_the_callers_streams(tmp_path: Path) -> None:
+    """With a checkpoint_dir the signature draws a fingerprint batch and time draws; they come from generators of
+    their own inside a fork of the global RNG, so the run is bit-identical to one without a checkpoint_dir (dropout
+    and z draws included) and the caller's global stream is untouched."""
+    loss = CFMLoss(Interpolant(0.1))
+    torch.manual_seed(0)
+    plain_model = DropoutField()
+    plain = train(plain_model, loss, coupling(), resume_config(12))
+    torch.manual_seed(0)
+    checkpointed_model = DropoutField()
+    before = torch.get_rng_state()
+    checkpointed = train(checkpointed_model, loss, coupling(), resume_config(12), tmp_path)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert checkpointed.losses == plain.losses and params_equal(checkpointed_model, plain_model)
+    assert all(torch.equal(checkpointed.ema_state[k], plain.ema_state[k]) for k in plain.ema_state)
+
+
+def test_a_resume_is_announced_by_a_resume_warning(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        train(mlp(), CFMLoss(), coupling(), resume_config(20), tmp_path, callbacks=[Interrupt(at=13)])
+    with pytest.warns(ResumeWarning, match=rf"{re.escape(str(tmp_path / CHECKPOINT_NAME))} holds this run up to step "
+                                           rf"10: resuming at step 10 of 20\. Pass another checkpoint_dir \(or "
+                                           rf"delete {re.escape(str(tmp_path))}\) to train afresh"):
+        train(mlp(), CFMLoss(), coupling(), resume_config(20), tmp_path)
+    assert issubclass(ResumeWarning, UserWarning)
+
+
+def test_checkpoints_of_the_earlier_signature_resume_with_a_warning_when_their_type_names_match(
+        tmp_path: Path) -> None:
+    """Checkpoints written before the data and the model's construction were recorded hold type names only: they
+    resume when those match (they could not be told apart before either), saying what could not be checked, and
+    are refused as before when they do not."""
+    cfg = TrainConfig(steps=4, batch_size=16, checkpoint_every=2)
+    train(mlp(), CFMLoss(), coupling(), cfg, tmp_path)
+    state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    state["signature"] = {"model": "MLPField", "coupling": "IndependentCoupling", "interpolant": repr(Interpolant()),
+                          "time_sampler": "UniformTime"}
+    save_checkpoint(state, tmp_path)
+    with pytest.warns(UserWarning, match="written by an earlier flowvar that recorded neither the training data"):
+        resumed = train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=6, batch_size=16, checkpoint_every=2),
+                        tmp_path)
+    assert resumed.resumed_from == 4 and resumed.steps_done == 6
+    assert "data" in load_checkpoint(tmp_path / CHECKPOINT_NAME)["signature"]  # rewritten with the full signature
+    save_checkpoint(state, tmp_path)
+    with pytest.raises(ConfigError, match="model: checkpoint 'MLPField' vs now 'DropoutField'"):
+        train(DropoutField(), CFMLoss(), coupling(), cfg, tmp_path)
+
+
+def test_checkpoint_errors_carry_the_file_and_the_problem(tmp_path: Path) -> None:
+    """So that a caller owning the folder (the result cache) can name its own remedy."""
+    path = _finished_checkpoint(tmp_path)
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(DataError) as caught:
+        load_checkpoint(path)
+    assert caught.value.checkpoint_path == path  # type: ignore[attr-defined]
+    assert caught.value.problem.startswith("is corrupt: its SHA-256 checksum")  # type: ignore[attr-defined]

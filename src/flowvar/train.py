@@ -31,10 +31,18 @@ history so far, and the config. They are written atomically (temporary file in t
 and once at the end of a run whenever ``checkpoint_dir`` is given. Each carries the SHA-256 of its contents,
 checked on load together with the finiteness of every tensor: a damaged or altered checkpoint is a one-line
 :class:`DataError` naming the file, never a silently different model; temporary files of killed writes are
-removed on the next start. If the folder already holds a
-checkpoint, :func:`train` resumes from it: a resumed run ends bit-identical to an uninterrupted one
-(on CPU). Only ``steps``, ``checkpoint_every``, ``log_every`` and ``progress`` may differ between the
-saved and the new config, so a finished run can be extended by raising ``steps``.
+removed on the next start (a checkpoint without the checksum, written by an earlier flowvar, still loads, with a
+warning that it cannot be verified). If the folder already holds a
+checkpoint, :func:`train` resumes from it, with a :class:`ResumeWarning` (a finished run is returned without
+training): a resumed run ends bit-identical to an uninterrupted one (on CPU). Only ``steps``,
+``checkpoint_every``, ``log_every`` and ``progress`` may differ between the saved and the new config, so a finished
+run can be extended by raising ``steps``. Each checkpoint also carries the run's *signature*, checked on resume:
+the model's construction (its ``config``, e.g. MLPField's width and activation, else a digest of its ``repr``), the
+interpolant, the time sampler (its parameters and a fingerprint of its draws) and a fingerprint of the training
+data (every pair of a :class:`~flowvar.couplings.FixedPairs`, else one batch drawn from a fixed generator of its
+own; tolerant to last-bit differences of data recomputed elsewhere). Anything that differs is a
+:class:`ConfigError` naming it — never the old model returned for other data. Computing the signature draws from
+its own generators inside a fork of the global RNG: trained numbers are those of a run without a checkpoint_dir.
 
 **Data-parallel training** (``torchrun``; see :mod:`flowvar.distributed`). When a ``torch.distributed`` process
 group with W > 1 ranks is initialised, the same call trains data-parallel with the same config:
@@ -78,6 +86,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -88,8 +97,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowvar import distributed
-from flowvar.couplings import Coupling
-from flowvar.errors import ConfigError, DataError, TrainingError
+from flowvar.couplings import Coupling, FixedPairs
+from flowvar.errors import ConfigError, DataError, FlowvarError, TrainingError
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import MLPField
@@ -218,10 +227,131 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _signature(model: nn.Module, loss: CFMLoss, coupling: Coupling) -> dict[str, str]:
-    """What must match for a checkpoint to belong to this run (besides the config and the state shapes)."""
-    return {"model": type(model).__name__, "coupling": type(coupling).__name__,
-            "interpolant": repr(loss.interpolant), "time_sampler": type(loss.time_sampler).__name__}
+_FINGERPRINT_SEED = 20251018
+"""Seeds the generator (and the forked global RNG) of the batch a coupling draws for its fingerprint: a fixed
+stream of its own, so the fingerprint is the same in every run and the training's streams are never touched."""
+_FINGERPRINT_DIRECTIONS = 8
+_FINGERPRINT_TOLERANCE = 1e-3
+"""Fingerprints of the same data computed on two machines agree to rounding; see :func:`_fingerprint`."""
+_TIME_DRAWS = 1024
+
+
+def _fingerprint(tensors: Sequence[Tensor]) -> dict[str, list[float]]:
+    """A rounding-tolerant fingerprint of some (N, ...) tensors: for each, K = 8 weighted projections
+    s_k = Σ_i v_i ⟨x_i, w_k⟩ with fixed directions w_k ~ N(0, I) (seeded by the item size) and row weights
+    v_i = 1 + cos(2.4 i)/2 (so the row order counts), and their noise scales q_k = (Σ_i Σ_j (v_i x_ij w_kj)²)^½.
+
+    Two fingerprints match when every |s_k − s'_k| <= 1e-3 · max(q_k, q'_k) (:func:`_same_fingerprint`). Why not
+    a SHA-256 of the bytes: data recomputed on another machine or GPU (a matmul, an ODE solve, a resume in a cluster
+    sharing a cache) can differ in their last bits, and an exact hash would then refuse a legitimate resume. Data
+    independent per-value rounding of relative size ε moves s_k by about ε·q_k, far below the tolerance; changing
+    one of N rows by its own size moves it by about q_k/√N, far above it (N < 10⁶), as does any rescaling, shift,
+    other data set or reordering. Computed in float64 on the CPU, 4096 rows at a time.
+    """
+    out: dict[str, list[float]] = {"s": [], "q": []}
+    for x in tensors:
+        rows = x.detach().reshape(x.shape[0], -1)
+        directions = torch.randn(rows.shape[1], _FINGERPRINT_DIRECTIONS, dtype=torch.float64,
+                                 generator=torch.Generator().manual_seed(rows.shape[1]))
+        s = torch.zeros(_FINGERPRINT_DIRECTIONS, dtype=torch.float64)
+        q2 = torch.zeros_like(s)
+        for start in range(0, rows.shape[0], 4096):
+            part = torch.nan_to_num(rows[start:start + 4096].to("cpu", torch.float64))
+            weights = 1 + 0.5 * torch.cos(2.4 * torch.arange(start, start + part.shape[0], dtype=torch.float64))
+            s += weights @ (part @ directions)
+            q2 += weights.square() @ (part.square() @ directions.square())
+        out["s"] += s.tolist()
+        out["q"] += q2.sqrt().tolist()
+    return out
+
+
+def _same_fingerprint(a: Any, b: Any) -> bool:
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return False
+    sa, qa, sb, qb = a.get("s"), a.get("q"), b.get("s"), b.get("q")
+    if not all(isinstance(v, list) for v in (sa, qa, sb, qb)) or not len(sa) == len(qa) == len(sb) == len(qb):
+        return False
+    return all(abs(x - y) <= _FINGERPRINT_TOLERANCE * max(p, r) for x, p, y, r in zip(sa, qa, sb, qb, strict=True))
+
+
+def _describe_model(model: nn.Module) -> str:
+    """The model's construction: ``Type(key=value, ...)`` from its ``config`` dict when it has one (MLPField,
+    UNetField), else its type and a digest of its ``repr`` (every submodule and layer size of any nn.Module)."""
+    config = getattr(model, "config", None)
+    if isinstance(config, dict) and config and all(isinstance(k, str) for k in config):
+        return f"{type(model).__name__}({', '.join(f'{k}={v!r}' for k, v in config.items())})"
+    return f"{type(model).__name__} (architecture {hashlib.sha256(repr(model).encode()).hexdigest()[:12]})"
+
+
+def _describe_time_sampler(sampler: Any) -> str:
+    """``Type(lo=0.0, hi=1.0)``: the sampler's plain attributes (numbers, strings); the draws in the signature
+    cover any others."""
+    plain = {k: v for k, v in vars(sampler).items() if not k.startswith("_")
+             and isinstance(v, int | float | str | bool | None)}
+    return f"{type(sampler).__name__}({', '.join(f'{k}={v!r}' for k, v in plain.items())})"
+
+
+def _data_signature(coupling: Coupling, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """What the coupling trains on: every pair of a :class:`FixedPairs`; for any other coupling, one batch of
+    ``batch_size`` pairs drawn from a generator of its own (:data:`_FINGERPRINT_SEED`) inside a fork of the global
+    RNG seeded the same way. The training's generator and the caller's global streams are untouched, so trained
+    numbers are what they were without it (a coupling whose ``sample`` keeps state of its own, e.g. an iterator
+    over a loader, is advanced by one batch)."""
+    if isinstance(coupling, FixedPairs):
+        x0, x1 = coupling.x0, coupling.x1
+        summary = f"{type(coupling).__name__}: {len(coupling)} pairs of {tuple(x0.shape[1:])} {x0.dtype}"
+    else:
+        with _forked_global_rng(device):
+            _seed_global_rng(_FINGERPRINT_SEED, device)
+            pairs = coupling.sample(batch_size, torch.Generator().manual_seed(_FINGERPRINT_SEED))
+        x0, x1 = pairs.x0, pairs.x1
+        summary = f"{type(coupling).__name__}: pairs of {tuple(x0.shape[1:])} {x0.dtype}"
+    return {"summary": summary, "fingerprint": _fingerprint([x0, x1])}
+
+
+def _signature(model: nn.Module, loss: CFMLoss, coupling: Coupling, batch_size: int,
+               device: torch.device) -> dict[str, Any]:
+    """What must match for a checkpoint to belong to this run, besides the config: the model's construction
+    (:func:`_describe_model`), the interpolant, the time sampler (its parameters and the fingerprint of 1024 draws
+    from a fixed generator) and the training data (:func:`_data_signature`). Computed only when the run has a
+    checkpoint_dir."""
+    with _forked_global_rng(device):
+        _seed_global_rng(_FINGERPRINT_SEED, device)
+        times = loss.time_sampler.sample(_TIME_DRAWS, torch.Generator().manual_seed(_FINGERPRINT_SEED),
+                                         dtype=torch.float64)
+    return {"model": _describe_model(model), "interpolant": repr(loss.interpolant),
+            "time_sampler": {"summary": _describe_time_sampler(loss.time_sampler),
+                             "fingerprint": _fingerprint([times.reshape(-1, 1)])},
+            "data": _data_signature(coupling, batch_size, device)}
+
+
+_LEGACY_SIGNATURE = ("model", "coupling", "interpolant", "time_sampler")
+"""The signature of checkpoints written before the data and the model's construction were recorded: type names."""
+
+
+def _signature_differences(saved: dict[str, Any], signature: dict[str, Any], model: nn.Module, loss: CFMLoss,
+                           coupling: Coupling) -> tuple[list[str], bool]:
+    """``(differences, legacy)``: what differs between a checkpoint's signature and this run's, each as one
+    phrase; ``legacy`` when the checkpoint has the earlier signature (type names only), compared as such."""
+    if "data" not in saved:
+        now = {"model": type(model).__name__, "coupling": type(coupling).__name__,
+               "interpolant": repr(loss.interpolant), "time_sampler": type(loss.time_sampler).__name__}
+        return [f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in _LEGACY_SIGNATURE
+                if saved.get(k) != now[k]], True
+    diffs = []
+    for key, value in signature.items():
+        old = saved.get(key)
+        if not isinstance(value, dict):
+            if old != value:
+                diffs.append(f"{key}: checkpoint {old!r} vs now {value!r}")
+            continue
+        old_summary = old.get("summary") if isinstance(old, dict) else None
+        if old_summary != value["summary"]:
+            diffs.append(f"{key}: checkpoint {old_summary!r} vs now {value['summary']!r}")
+        elif not _same_fingerprint(old.get("fingerprint"), value["fingerprint"]):  # type: ignore[union-attr]
+            what = "the training data" if key == "data" else "its draws"
+            diffs.append(f"{key}: {value['summary']} in both, but {what} differ")
+    return diffs, False
 
 
 def _restore_callbacks(callbacks: Sequence[Callback], saved: Any, path: Path) -> None:
@@ -284,9 +414,18 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     return removed
 
 
-def _corrupt(path: Path, what: str) -> DataError:
-    return DataError(f"the checkpoint {path} is corrupt: {what}; delete it to start afresh (or restore a copy), or "
-                     f"point checkpoint_dir at another folder")
+def _checkpoint_error(kind: type[FlowvarError], path: Path, problem: str, remedy: str) -> FlowvarError:
+    """``kind("the checkpoint PATH PROBLEM; REMEDY")`` carrying ``checkpoint_path`` and ``problem``, so that a
+    caller that owns the folder (:func:`flowvar.cache.run_cached`, whose users have no checkpoint_dir to change)
+    can name its own remedy."""
+    error = kind(f"the checkpoint {path} {problem}; {remedy}")
+    error.checkpoint_path, error.problem = path, problem  # type: ignore[attr-defined]
+    return error
+
+
+def _corrupt(path: Path, what: str) -> FlowvarError:
+    return _checkpoint_error(DataError, path, f"is corrupt: {what}", "delete it to start afresh (or restore a copy), "
+                             "or point checkpoint_dir at another folder")
 
 
 def _non_finite(value: Any, where: str) -> str | None:
@@ -326,16 +465,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         if len(digest) < 32 or hashlib.sha256(payload).digest() != digest:
             raise _corrupt(path, "its SHA-256 checksum does not match its contents (the file was truncated or "
                                  "changed after it was written)")
-    else:
-        payload = data  # the earlier unsigned format
+    else:  # the earlier unsigned format: nothing in flowvar writes it any more
+        payload = data
+        warnings.warn(f"the checkpoint {path} has no checksum (written by an earlier flowvar): a damaged file "
+                      f"cannot be told from a good one beyond its structure and finiteness; delete it to retrain if "
+                      f"in doubt", stacklevel=2)
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling failure of a damaged file
         raise _corrupt(path, f"it cannot be unpickled ({type(err).__name__}: "
                              f"{(str(err).splitlines() or [''])[0][:160]})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path} is not a flowvar training checkpoint (format {CHECKPOINT_FORMAT}); delete it or "
-                        f"use another checkpoint_dir")
+        raise _checkpoint_error(DataError, path, f"is not a flowvar training checkpoint (format {CHECKPOINT_FORMAT})",
+                                "delete it or use another checkpoint_dir")
     missing = [k for k in _REQUIRED_KEYS if k not in state]
     if missing:
         raise _corrupt(path, f"it lacks {', '.join(missing)}")
@@ -347,18 +489,32 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def _check_compatible(saved: dict[str, Any], config: TrainConfig, signature: dict[str, str], path: Path) -> None:
+class ResumeWarning(UserWarning):
+    """:func:`train` resumed a run from its checkpoint_dir (or returned a finished one without training).
+
+    Shown by default, so that a notebook re-running a cell sees that its model came from disk; the experiments,
+    whose resumes are intended (:func:`flowvar.cache.run_cached`), filter it out and say so once per run."""
+
+
+def _check_compatible(saved: dict[str, Any], config: TrainConfig, signature: dict[str, Any], path: Path,
+                      model: nn.Module, loss: CFMLoss, coupling: Coupling) -> None:
     old = saved["config"]
     diffs = [f"{k}: checkpoint {old.get(k)!r} vs now {v!r}" for k, v in asdict(config).items()
              if k not in RESUMABLE_FIELDS and old.get(k) != v]
-    diffs += [f"{k}: checkpoint {saved['signature'].get(k)!r} vs now {v!r}" for k, v in signature.items()
-              if saved["signature"].get(k) != v]
+    signature_diffs, legacy = _signature_differences(saved["signature"], signature, model, loss, coupling)
+    diffs += signature_diffs
     if diffs:
-        raise ConfigError(f"the checkpoint {path} was written by a different run ({'; '.join(diffs)}); "
-                          f"use the same settings to resume, or another checkpoint_dir to start afresh")
+        raise _checkpoint_error(ConfigError, path, f"was written by a different run ({'; '.join(diffs)})",
+                                "use the same settings and data to resume, or another checkpoint_dir (or delete "
+                                "that folder) to train afresh")
     if saved["step"] > config.steps:
-        raise ConfigError(f"the checkpoint {path} is at step {saved['step']}, beyond steps={config.steps}; "
-                          f"raise steps to at least {saved['step']} or use another checkpoint_dir")
+        raise _checkpoint_error(ConfigError, path, f"is at step {saved['step']}, beyond steps={config.steps}",
+                                f"raise steps to at least {saved['step']} or use another checkpoint_dir")
+    if legacy:
+        warnings.warn(f"the checkpoint {path} was written by an earlier flowvar that recorded neither the training "
+                      f"data nor the model's construction and time range: it is resumed with only its config and "
+                      f"type names checked. If the data, the architecture or the time sampler changed since, "
+                      f"delete {path.parent} (or use another checkpoint_dir) to train afresh", stacklevel=3)
 
 
 def _restore(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -367,8 +523,8 @@ def _restore(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
     except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as err:
-        raise ConfigError(f"the checkpoint {path} does not fit this model ({str(err).splitlines()[0]}); "
-                          f"build the same architecture to resume, or use another checkpoint_dir") from None
+        raise _checkpoint_error(ConfigError, path, f"does not fit this model ({str(err).splitlines()[0]})",
+                                "build the same architecture to resume, or use another checkpoint_dir") from None
     if int(saved["step"]) > 0:  # after a step every parameter has the same complete optimizer state, shaped like it
         params = [p for group in optimizer.param_groups for p in group["params"]]
         keys = set().union(*(optimizer.state.get(p, {}).keys() for p in params))
@@ -468,11 +624,13 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
     """Train ``model`` with Adam on ``loss`` over batches from ``coupling`` (see the module docstring).
 
     The model is updated in place and left in training mode. Resumes from ``checkpoint_dir/checkpoint.pt``
-    when that file exists.
+    when that file exists and belongs to this run (same config but for ``steps``/``checkpoint_every``/``log_every``/
+    ``progress``, same model construction, interpolant, time sampler and data), warning with a
+    :class:`ResumeWarning` (``warnings.simplefilter("ignore", ResumeWarning)`` silences it).
 
     Raises:
         ConfigError: an invalid config, a model without trainable parameters, a data/model dtype mismatch,
-            or a checkpoint from an incompatible run.
+            or a checkpoint from another run (other settings, architecture, time sampler or data: each named).
         TrainingError: a non-finite loss (the step is named; the last good checkpoint is kept), or
             non-finite parameters at checkpoint time (the checkpoint is not overwritten).
     """
@@ -500,8 +658,8 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
     ema: dict[str, Tensor] | None = None
     if config.ema_decay is not None:
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    signature = _signature(model, loss, coupling)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    signature = _signature(model, loss, coupling, config.batch_size, device) if directory is not None else {}
     ckpt_path = directory / CHECKPOINT_NAME if directory is not None else None
 
     losses: list[float] = []
@@ -538,7 +696,7 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
             remove_stale_temporaries(directory)
         if ckpt_path is not None and ckpt_path.exists():
             saved = load_checkpoint(ckpt_path)
-            _check_compatible(saved, config, signature, ckpt_path)
+            _check_compatible(saved, config, signature, ckpt_path, model, loss, coupling)
             _restore(saved, model, optimizer, generator, ema, ckpt_path)
             ranks_rng = saved.get("global_rng_ranks")
             if world.size > 1 and isinstance(ranks_rng, list) and len(ranks_rng) == world.size:
@@ -550,6 +708,10 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
             _restore_callbacks(callbacks, saved.get("callbacks"), ckpt_path)
             if world.is_main:
                 log.info("resumed from %s at step %d", ckpt_path, step)
+                done = "the finished run: returned without training" if step >= config.steps else \
+                    f"resuming at step {step} of {config.steps}"
+                warnings.warn(f"{ckpt_path} holds this run up to step {step}: {done}. Pass another checkpoint_dir "
+                              f"(or delete {directory}) to train afresh", ResumeWarning, stacklevel=2)
         if world.size > 1:
             lowest, highest = distributed.agree(step)
             if lowest != highest:
@@ -655,8 +817,9 @@ def train_mlp_field(coupling: Coupling, sigma: float, dim: int, *, width: int, d
     pair the comparison. Then :func:`train_cfm` with ``steps``, ``batch_size``, ``lr``, ``seed``, ``progress`` and
     ``callbacks``. Experiments pass seeds derived from their run's seed (``ctx.derive_seed("init", ...)``).
     With ``checkpoint_dir`` the run writes checkpoints there (every ``checkpoint_every`` steps and at the end) and
-    resumes from one it finds, ending bit-identical to an uninterrupted run; a finished run is loaded, not retrained
-    (experiments pass ``ctx.checkpoint_dir(...)``, so an interrupted experiment keeps its finished trainings).
+    resumes from one it finds, ending bit-identical to an uninterrupted run; a finished run of the same settings and
+    data is loaded, not retrained, and one of other settings or data is a ConfigError (experiments pass
+    ``ctx.checkpoint_dir(...)``, so an interrupted experiment keeps its finished trainings).
     """
     with seeded_global_rng(init_seed):
         model = MLPField(dim, width, depth, activation)
@@ -672,6 +835,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "RESUMABLE_FIELDS",
     "Callback",
+    "ResumeWarning",
     "TrainConfig",
     "TrainResult",
     "load_checkpoint",
