@@ -8,6 +8,7 @@ import io
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -563,3 +564,19 @@ def test_checkpoint_errors_carry_the_file_and_the_problem(tmp_path: Path) -> Non
         load_checkpoint(path)
     assert caught.value.checkpoint_path == path  # type: ignore[attr-defined]
     assert caught.value.problem.startswith("is corrupt: its SHA-256 checksum")  # type: ignore[attr-defined]
+
+
+def test_flowvars_own_callers_resume_without_a_resume_warning(tmp_path: Path) -> None:
+    """Experiments resume on purpose (an interrupted run's trainings, solver_resolution's segments): a call from a
+    ``flowvar.*`` module is logged, not warned; the same call from user code warns, pointing at the user's line."""
+    kw = {"steps": 4, "batch_size": 8, "lr": 1e-3, "seed": 0, "checkpoint_dir": tmp_path}
+    train_mod.train_cfm(mlp(), coupling(), 0.0, **kw)
+    namespace = {"__name__": "flowvar.experiments.some_experiment", "train_cfm": train_mod.train_cfm, "mlp": mlp,
+                 "coupling": coupling, "kw": kw}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResumeWarning)
+        exec("result = train_cfm(mlp(), coupling(), 0.0, **kw)", namespace)
+    assert namespace["result"].resumed_from == 4
+    with pytest.warns(ResumeWarning) as caught:
+        train_mod.train_cfm(mlp(), coupling(), 0.0, **kw)
+    assert caught[0].filename == __file__

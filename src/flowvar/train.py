@@ -85,6 +85,7 @@ import io
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -492,8 +493,22 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 class ResumeWarning(UserWarning):
     """:func:`train` resumed a run from its checkpoint_dir (or returned a finished one without training).
 
-    Shown by default, so that a notebook re-running a cell sees that its model came from disk; the experiments,
-    whose resumes are intended (:func:`flowvar.cache.run_cached`), filter it out and say so once per run."""
+    Shown by default, so that a notebook re-running a cell sees that its model came from disk. flowvar's own
+    callers — the experiments, whose resumes are intended (an interrupted run's trainings, solver_resolution's
+    training segments) — do not raise it (:func:`_user_caller`): a cached run says once that it resumes
+    (:func:`flowvar.cache.run_cached`), and every resume is logged at INFO by the ``flowvar.train`` logger."""
+
+
+def _user_caller() -> int | None:
+    """For a ``warnings.warn`` in :func:`train` (which calls this): the ``stacklevel`` of the first frame outside
+    this module when that frame is user code; None when it is flowvar's own (a module named ``flowvar.*``), whose
+    resumes are intended."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    if frame is None or str(frame.f_globals.get("__name__", "")).startswith("flowvar."):
+        return None
+    return level
 
 
 def _check_compatible(saved: dict[str, Any], config: TrainConfig, signature: dict[str, Any], path: Path,
@@ -626,7 +641,8 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
     The model is updated in place and left in training mode. Resumes from ``checkpoint_dir/checkpoint.pt``
     when that file exists and belongs to this run (same config but for ``steps``/``checkpoint_every``/``log_every``/
     ``progress``, same model construction, interpolant, time sampler and data), warning with a
-    :class:`ResumeWarning` (``warnings.simplefilter("ignore", ResumeWarning)`` silences it).
+    :class:`ResumeWarning` when called from user code (``warnings.simplefilter("ignore", ResumeWarning)`` silences
+    it; flowvar's experiments, which resume on purpose, do not raise it).
 
     Raises:
         ConfigError: an invalid config, a model without trainable parameters, a data/model dtype mismatch,
@@ -706,12 +722,14 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
             step = resumed_from = last_saved = int(saved["step"])
             losses, history = list(saved["losses"]), list(saved["history"])
             _restore_callbacks(callbacks, saved.get("callbacks"), ckpt_path)
+            user_level = _user_caller()
             if world.is_main:
                 log.info("resumed from %s at step %d", ckpt_path, step)
+            if world.is_main and user_level is not None:
                 done = "the finished run: returned without training" if step >= config.steps else \
                     f"resuming at step {step} of {config.steps}"
                 warnings.warn(f"{ckpt_path} holds this run up to step {step}: {done}. Pass another checkpoint_dir "
-                              f"(or delete {directory}) to train afresh", ResumeWarning, stacklevel=2)
+                              f"(or delete {directory}) to train afresh", ResumeWarning, stacklevel=user_level)
         if world.size > 1:
             lowest, highest = distributed.agree(step)
             if lowest != highest:
