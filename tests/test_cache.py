@@ -17,6 +17,8 @@ from flowvar.cache import (
     StagingWriter,
     cache_key,
     code_version,
+    data_digest,
+    data_digests,
     host_tag,
     install,
     key_inputs,
@@ -632,3 +634,63 @@ def test_a_former_name_is_cached_under_the_current_one(tmp_path: Path, monkeypat
     config = build_config(get_experiment("memorisation_phase"), quick=True)
     assert seen == [cache.work_dir(cache_key("memorisation_phase", config, True))]
     assert json.loads((seen[0] / "inputs.json").read_text())["code_version"] == code_version("memorisation_phase")
+
+
+# --------------------------------------------------------------------------- the data a config names by path
+
+
+def test_data_digest_covers_a_files_bytes_and_a_folders_listing(tmp_path: Path) -> None:
+    data = tmp_path / "x.npy"
+    data.write_bytes(b"first contents")
+    first = data_digest(data)
+    assert first.startswith("sha256:")
+    data.write_bytes(b"other contents")
+    assert data_digest(data) != first
+    data.write_bytes(b"first contents")  # the same bytes again (a new modification time): the same digest
+    os.utime(data, ns=(1, 123_456_789))
+    assert data_digest(data) == first
+    assert data_digest(tmp_path / "absent.npy") == "missing"
+
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"a")
+    (folder / "sub" / "b.png").write_bytes(b"b")
+    listing = data_digest(folder)
+    assert listing.startswith("listing-sha256:") and data_digest(folder) == listing
+    (folder / ".DS_Store").write_bytes(b"finder")  # hidden: the loaders skip it, so does the key
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_bytes(b"ref")
+    assert data_digest(folder) == listing
+    (folder / "sub" / "b.png").write_bytes(b"bb")  # a file rewritten with another size
+    assert data_digest(folder) != listing
+    changed = data_digest(folder)
+    (folder / "c.png").write_bytes(b"c")  # an image added
+    assert data_digest(folder) not in (listing, changed)
+
+    config = {"dataset": "npy", "data_dir": str(data), "checkpoint_dir": str(folder),
+              "inner": {"train_data_path": str(folder)}, "data_file": None}
+    assert data_digests(config) == {"data_dir": first, "inner.train_data_path": data_digest(folder)}
+
+
+def test_a_changed_data_file_is_a_cache_miss_and_the_same_contents_a_hit(tmp_path: Path) -> None:
+    """hostile_cli H1: a rescaled .npy at the same path gave a cache hit with the old numbers (and its work folder
+    would have mixed the two data sets); only the path was in the key."""
+    import numpy as np
+
+    data = tmp_path / "data.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(60, 3)).astype("float32"))
+    overrides = {"dataset": "npy", "data_dir": str(data), "n_seeds": "1", "steps": "10", "sigmas": "[0,0.5]",
+                 "n_eval": "16", "n_train": "8", "width": "8", "depth": "1"}
+    cache = Cache(tmp_path / "cache")
+    first = run_cached("sigma_tradeoff", tmp_path / "out1", cache, quick=True, overrides=overrides)
+    config = build_config(get_experiment("sigma_tradeoff"), quick=True, overrides=overrides)
+    assert key_inputs("sigma_tradeoff", config, True)["data"] == {"data_dir": data_digest(data)}
+    np.save(data, 100 + 50 * np.random.default_rng(1).normal(size=(60, 3)).astype("float32"))
+    second = run_cached("sigma_tradeoff", tmp_path / "out2", cache, quick=True, overrides=overrides)
+    assert not second.hit and second.key != first.key
+    assert second.result.metrics != first.result.metrics
+    np.save(data, np.random.default_rng(0).normal(size=(60, 3)).astype("float32"))  # the first contents again
+    third = run_cached("sigma_tradeoff", tmp_path / "out3", cache, quick=True, overrides=overrides)
+    assert third.hit and third.key == first.key
+    # built-in data name no path: their keys hold no digest, so they are what they were
+    assert "data" not in key_inputs("prop1", build_config(get_experiment("prop1"), quick=True), True)

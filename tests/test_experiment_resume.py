@@ -3,6 +3,8 @@ checkpoint, and the result equals an uninterrupted run's (CPU: bit-identical tra
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +89,7 @@ def _runs(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_an_interrupted_experiment_keeps_its_finished_trainings_and_resumes_the_current_one(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     reference = run_experiment("table1", tmp_path / "plain", overrides=TINY)  # uninterrupted, no checkpoints
 
     cache = Cache(tmp_path / "cache")
@@ -101,7 +103,13 @@ def test_an_interrupted_experiment_keeps_its_finished_trainings_and_resumes_the_
     assert not (tmp_path / "out" / "table1").exists()  # no half-written result
 
     again = _instrumented(monkeypatch, stop_in_call=None)
-    run = run_cached("table1", tmp_path / "out", cache, overrides=TINY)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="flowvar.cache"):
+        warnings.simplefilter("always")
+        run = run_cached("table1", tmp_path / "out", cache, overrides=TINY)
+    # the resume is said once for the run, not once per resumed training (train's ResumeWarning is for notebooks)
+    assert not [w for w in caught if issubclass(w.category, train_module.ResumeWarning)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"resuming the interrupted run {key} from its checkpoints in {work}"]
     # trainings 1–2 are loaded (0 steps), training 3 continues from its step-20 checkpoint, training 4 runs whole
     assert again == [0, 0, 20, 40]
     assert not run.hit and not work.exists()  # the work folder goes once the result is stored
@@ -124,6 +132,34 @@ def test_force_recomputes_from_scratch_and_an_uncached_run_writes_no_checkpoints
     run_experiment("table1", tmp_path / "plain", overrides=TINY)
     assert plain == [40, 40, 40, 40]
     assert not list((tmp_path / "plain").rglob("checkpoint.pt"))
+
+
+def test_a_corrupt_work_checkpoint_names_the_fix_a_command_line_user_can_apply(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train's remedy, "point checkpoint_dir at another folder", is no option of `flowvar run --cache`: a damaged
+    checkpoint of a cache work folder names the file, the training's folder, the run's work folder and the prune
+    command instead."""
+    from flowvar.errors import DataError
+
+    cache = Cache(tmp_path / "cache")
+    key = cache_key("table1", build_config(get_experiment("table1"), overrides=TINY), False)
+    _instrumented(monkeypatch, stop_in_call=2, stop_at_step=30)
+    with pytest.raises(_InterruptError):
+        run_cached("table1", tmp_path / "out", cache, overrides=TINY)
+    work = cache.work_dir(key)
+    damaged = sorted(work.rglob("checkpoint.pt"))[0]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    damaged.write_bytes(bytes(data))
+    _instrumented(monkeypatch, stop_in_call=None)
+    with pytest.raises(DataError) as caught:
+        run_cached("table1", tmp_path / "out", cache, overrides=TINY)
+    message = str(caught.value)
+    assert message.startswith(f"the checkpoint {damaged} is corrupt: its SHA-256 checksum does not match")
+    assert f"delete {damaged.parent} to retrain that training only, or the run's work folder {work}" in message
+    assert f"`flowvar cache prune --all-work --cache {cache.root}`" in message
+    assert "checkpoint_dir" not in message
+    assert work.is_dir()  # the other checkpoints are kept for the rerun
 
 
 def test_a_file_in_place_of_the_work_folder_is_removed_not_trained_into(tmp_path: Path) -> None:

@@ -16,7 +16,17 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
   experiment reports. Nor do the YAML files: the values they hold are in
   the effective config. Sources are read once per process, so one run uses one code version;
 * the torch version and the torch thread count of the run (the last digits of a training run depend on the
-  reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp).
+  reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp);
+* the *contents* of the user data a config names by path (:func:`data_digests`: any config field named
+  ``data_dir``, ``data_path`` or ``data_file``, or ending in ``_data_dir``/``_data_path``/``_data_file``; today
+  ``data_dir`` of ``dataset=npy|folder|celeba``): a file's SHA-256, a folder's listing (relative name, size and
+  modification time of every non-hidden file below it, hashed). A replaced, rescaled or extended data set is then
+  another key — a recomputation, never the old numbers, and never a resumed work folder mixing the two data sets.
+  Folders are judged by their listing, not their bytes: hashing the 202,599 CelebA JPEGs (1.4 GB) would cost
+  seconds to minutes at every lookup, while a listing costs one ``stat`` per file; the price is that a file
+  rewritten in place with the same size *and* the same nanosecond modification time (a tool restoring times) goes
+  unseen, and a copied or touched folder is recomputed. Built-in data (gmm, digits, lfw) name no path and add
+  nothing, so their keys are unchanged.
 
 The key reads ``<experiment>-<16 hex digits>``.
 
@@ -45,6 +55,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,18 +167,85 @@ def config_dict(config: Any) -> dict[str, Any]:
     raise TypeError(f"config must be a dataclass instance or a mapping, got {type(config).__name__}")
 
 
+def is_data_path_field(name: str) -> bool:
+    """Whether a config field holds the path of user data whose contents the cache key covers (:func:`data_digests`):
+    ``data_dir``, ``data_path``, ``data_file``, or a name ending in ``_data_dir``, ``_data_path``, ``_data_file``.
+    Output folders (``checkpoint_dir``) are not data."""
+    return name in ("data_dir", "data_path", "data_file") or name.endswith(("_data_dir", "_data_path", "_data_file"))
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+"""SHA-256 of data files already read by this process, by (path, device, inode, size, mtime_ns): a sweep keys many
+points on one file."""
+
+
+def data_digest(path: str | os.PathLike[str]) -> str:
+    """What the cache key knows of the data at ``path`` (``~`` expanded, relative to the working directory):
+
+    * a file: ``sha256:<hex>`` of its bytes (read in 1 MiB blocks; remembered for this process while its size,
+      inode and modification time are unchanged);
+    * a folder: ``listing-sha256:<hex>`` of the sorted (relative name, size, mtime_ns) of every file below it,
+      hidden files and folders (``.DS_Store``, ``.git``) left out as the loaders leave them out; see the module
+      docstring for why a listing and not the bytes;
+    * ``missing`` (the run then fails with the loader's error, so nothing is stored under it).
+    """
+    target = Path(path).expanduser()
+    try:
+        info = target.stat()
+    except OSError:
+        return "missing"
+    if target.is_dir():
+        listing = []
+        for folder, subfolders, files in os.walk(target):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                file = Path(folder, name)
+                with contextlib.suppress(OSError):
+                    stat = file.stat()
+                    listing.append([file.relative_to(target).as_posix(), stat.st_size, stat.st_mtime_ns])
+        listing.sort()
+        return "listing-sha256:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    memo = (str(target.resolve()), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    if memo not in _FILE_DIGESTS:
+        try:
+            _FILE_DIGESTS[memo] = "sha256:" + file_digest(target)
+        except OSError:
+            return "missing"
+    return _FILE_DIGESTS[memo]
+
+
+def data_digests(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{field: data_digest(value)}`` for every data-path field of a config dict (:func:`is_data_path_field`;
+    nested sections as ``section.field``) whose value is set."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(data_digests(value, f"{prefix}{key}."))
+        elif is_data_path_field(str(key)) and isinstance(value, str | os.PathLike) and str(value):
+            out[f"{prefix}{key}"] = data_digest(value)
+    return out
+
+
 def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) -> dict[str, Any]:
     """Everything :func:`cache_key` hashes, as a JSON-ready dict (stored in each entry's manifest).
 
     ``threads`` is the torch intra-op thread count the run uses (default: this process's current one): the last
     digits of a training run depend on it (reduction order), so results computed with different counts are kept
-    apart.
+    apart. ``data`` (only when the config names user data by path): :func:`data_digests`, the contents of that
+    data, so a changed file or folder is another key.
     """
     import torch
 
-    return {"format": CACHE_FORMAT, "experiment": name, "quick": bool(quick), "config": config_dict(config),
-            "code_version": code_version(name), "torch": torch.__version__,
-            "torch_threads": int(threads if threads is not None else torch.get_num_threads())}
+    plain = config_dict(config)
+    inputs = {"format": CACHE_FORMAT, "experiment": name, "quick": bool(quick), "config": plain,
+              "code_version": code_version(name), "torch": torch.__version__,
+              "torch_threads": int(threads if threads is not None else torch.get_num_threads())}
+    data = data_digests(plain)
+    if data:
+        inputs["data"] = data
+    return inputs
 
 
 def cache_key(name: str, config: Any, quick: bool, threads: int | None = None) -> str:
@@ -567,6 +645,19 @@ class CachedRun:
     corrupted: str | None = None
 
 
+def _work_checkpoint_error(err: FlowvarError, work: Path, key: str, root: Path) -> FlowvarError:
+    """``err`` itself, or, for a checkpoint of the work folder that cannot be resumed (corrupt, foreign, of another
+    run: :mod:`flowvar.train` marks them with ``checkpoint_path`` and ``problem``), the same error with the remedy a
+    command-line user can apply: train's own ("point checkpoint_dir at another folder") names no CLI option."""
+    path = getattr(err, "checkpoint_path", None)
+    problem = getattr(err, "problem", None)
+    if not isinstance(path, Path) or not problem or work not in path.parents:
+        return err
+    return type(err)(f"the checkpoint {path} {problem}; it belongs to the interrupted run {key} of the cache {root}: "
+                     f"delete {path.parent} to retrain that training only, or the run's work folder {work} (`flowvar "
+                     f"cache prune --all-work --cache {root}` deletes every work folder) to start the run afresh")
+
+
 def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = False, seed: int | None = None,
                overrides: dict[str, Any] | None = None, config_file: Path | str | None = None,
                force: bool = False, progress: bool = False,
@@ -582,6 +673,7 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
     default: a line on stderr), and its stored result is then used unless ``force``.
     """
     from flowvar.experiments.base import build_config, get_experiment, run_experiment
+    from flowvar.train import CHECKPOINT_NAME, ResumeWarning
 
     spec = get_experiment(name)
     # a former name (ALIASES) runs, and is keyed, under the current one: its code version then covers the
@@ -613,10 +705,18 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
                 if force:
                     shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included
                 inputs = key_inputs(name, config, quick)
+                if work.is_dir() and any(work.rglob(CHECKPOINT_NAME)):
+                    log.warning("resuming the interrupted run %s from its checkpoints in %s", key, work)
                 cache.start_work(key, inputs)
                 try:
-                    result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress,
-                                            work_dir=work)
+                    with warnings.catch_warnings():
+                        # its trainings resume on purpose, announced once above, not once per training
+                        warnings.simplefilter("ignore", ResumeWarning)
+                        result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress,
+                                                work_dir=work)
+                except FlowvarError as err:
+                    cache._drop_unused_work(key)
+                    raise _work_checkpoint_error(err, work, key, cache.root) from None
                 except BaseException:
                     cache._drop_unused_work(key)  # an interrupted run keeps its checkpoints, not an empty folder
                     raise
@@ -627,6 +727,6 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
     return CachedRun(Result.load(entry / "result.json"), key, True, entry, output, problems[0] if problems else None)
 
 
-__all__ = ["Cache", "CachedRun", "StagingWriter", "cache_key", "code_version", "config_dict", "default_root",
-           "host_tag", "install", "key_inputs", "lookup", "run_cached", "source_digest", "staging_prefix",
-           "staging_writer", "store"]
+__all__ = ["Cache", "CachedRun", "StagingWriter", "cache_key", "code_version", "config_dict", "data_digest",
+           "data_digests", "default_root", "host_tag", "install", "is_data_path_field", "key_inputs", "lookup",
+           "run_cached", "source_digest", "staging_prefix", "staging_writer", "store"]
