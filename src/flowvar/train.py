@@ -287,7 +287,7 @@ def _describe_model(model: nn.Module) -> str:
 def _describe_time_sampler(sampler: Any) -> str:
     """``Type(lo=0.0, hi=1.0)``: the sampler's plain attributes (numbers, strings); the draws in the signature
     cover any others."""
-    plain = {k: v for k, v in vars(sampler).items() if not k.startswith("_")
+    plain = {k: v for k, v in getattr(sampler, "__dict__", {}).items() if not k.startswith("_")
              and isinstance(v, int | float | str | bool | None)}
     return f"{type(sampler).__name__}({', '.join(f'{k}={v!r}' for k, v in plain.items())})"
 
