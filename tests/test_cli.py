@@ -65,6 +65,11 @@ def test_run_writes_result_and_summary(tmp_path: Path) -> None:
     (["run", "table1", "--quick", "--set", "dims=[3,3]"], "dims must be distinct dimensions"),
     (["run", "fig5", "--quick", "--set", "noise_forms=[constant,constant]"], "noise_forms must be distinct"),
     (["reproduce", "--quick", "--full", "--only", "prop1"], "pass --quick or --full, not both"),
+    # a σ grid without 0 names the option of the command that was run (advise-sigma refuses --set sigmas)
+    (["run", "sigma_tradeoff", "--quick", "--set", "sigmas=[0.05,0.1]"], "--set sigmas=[0,0.05,0.1] (flowvar run"),
+    (["advise-sigma", "--data", "gmm", "--quick", "--sigmas", "0.05,0.1"], "--sigmas 0,0.05,0.1 (flowvar advise"),
+    (["advise-sigma", "--data", "gmm", "--quick", "--sigmas", "0,0"], "--sigmas 0,0.05,0.1 (flowvar advise"),
+    (["advise-sigma", "--data", "gmm", "--quick", "--set", "gen_margin=-1"], "gen_margin must be >= 0"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -405,3 +410,50 @@ def test_show_and_write_report_take_the_same_collections(tmp_path: Path, capsys:
         assert codes == [2, 2] and len(err) == 2 and err[0] == err[1], (data, err)
         assert err[0].startswith("flowvar: error: ") and "is not a valid flowvar reproduce collection" in err[0]
         assert problem in err[0], err[0]
+
+
+def _advice(table: list[dict]) -> object:
+    from flowvar.advise import Advice
+
+    margins = dict.fromkeys(("gen_margin", "mem_margin", "gen_floor", "gen_best", "gen_tolerance", "chance"), 0.1)
+    return Advice(None, False, False, "no σ has finite scores", "rule", table, margins, "data",
+                  diverged=["σ = 0, seed 0 diverged (the loss became non-finite (inf) at step 1)"])
+
+
+def test_advise_sigma_json_is_strict_and_every_sigma_diverged_exits_1(monkeypatch, capsys):
+    import math
+
+    import flowvar.advise
+
+    nan_row = {"sigma": 0.0, "pairing_accuracy": math.nan, "memorisation": math.nan, "generalisation": math.nan,
+               "gen_mmd2.unbiased": math.nan, "fresh_copy_fraction": math.nan}
+    monkeypatch.setattr(flowvar.advise, "advise_sigma", lambda *args, **kwargs: _advice([nan_row]))
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"bare {constant} is not JSON")
+
+    assert main(["advise-sigma", "--data", "gmm", "--json"]) == 1  # no σ has finite scores: no advice
+    advice = json.loads(capsys.readouterr().out, parse_constant=refuse)  # bare NaN used to be printed
+    assert advice["table"][0]["memorisation"] == "nan"  # as result.json stores it
+    assert main(["advise-sigma", "--data", "gmm"]) == 1
+    out = capsys.readouterr().out
+    assert "σ = 0, seed 0 diverged (the loss became non-finite" in out and "every σ diverged" in out
+
+
+def test_advise_sigma_interrupted_says_so_and_exits_130(monkeypatch, capsys):
+    import flowvar.advise
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowvar.advise, "advise_sigma", interrupted)
+    assert main(["advise-sigma", "--data", "gmm"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("flowvar: interrupted; nothing of this run is kept")
+
+
+def test_advise_sigma_help_states_the_default_resolution(capsys):
+    assert main(["advise-sigma", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "8x8 by default" in text and ".npz" in text
+

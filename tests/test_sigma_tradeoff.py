@@ -14,6 +14,7 @@ import torch
 
 from flowvar.advise import Advice, advise_sigma
 from flowvar.advisor import fallback_sigma, gen_tolerance, recommend_sigma, rule_text
+from flowvar.data import load_split
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments import sigma_tradeoff as st
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
@@ -264,8 +265,51 @@ def test_diverged_runs_give_nan_rows_and_no_recommendation(tmp_path: Path) -> No
     assert verdicts.pop("sigma_tradeoff.sigma0.05_reduces_memorisation") == "untestable"
     assert set(verdicts.values()) == {"inconclusive"}
     assert sum("diverged" in n for n in result.notes) == 2 * result.config["n_seeds"]  # one per σ and seed
-    advice = Advice.from_metrics(json.loads((tmp_path / "sigma_tradeoff" / "result.json").read_text())["metrics"])
-    assert advice.summary().startswith("no σ can be recommended")
+    stored = json.loads((tmp_path / "sigma_tradeoff" / "result.json").read_text())
+    advice = Advice.from_metrics(stored["metrics"], notes=stored["notes"])
+    assert advice.summary().startswith("no σ can be recommended") and advice.all_diverged
+    # the terminal shows why (without --out, result.json and its notes are gone) and what to do
+    assert len(advice.diverged) == 2 * result.config["n_seeds"]
+    assert all(n.startswith("σ = ") and "Lower the learning rate" in n for n in advice.diverged)
+    summary = advice.summary()
+    assert f"diverged ({len(advice.diverged)} training(s)):" in summary and advice.diverged[0] in summary
+    assert "every σ diverged, so there is no advice" in summary and "standardise them first" in summary
+    assert not Advice.from_metrics(stored["metrics"]).diverged  # notes are what it reads
+
+
+def test_advice_of_a_run_with_finite_scores_is_not_all_diverged() -> None:
+    row = {"sigma": 0.0, "pairing_accuracy": 1.0, "memorisation": 1.0, "generalisation": 0.1,
+           "gen_mmd2.unbiased": 0.1, "fresh_copy_fraction": 0.0}
+    nan_row = {**row, "sigma": 0.5, "memorisation": "nan", "generalisation": "nan"}
+    advice = Advice(None, False, False, "r", "rule", [row, nan_row], dict.fromkeys(
+        ("gen_margin", "mem_margin", "gen_floor", "gen_best", "gen_tolerance", "chance"), 0.1), "data")
+    assert not advice.all_diverged and "every σ diverged" not in advice.summary()
+    assert Advice(None, False, False, "r", "rule", [nan_row], advice.margins, "data").all_diverged
+
+
+def test_data_far_from_the_source_scale_is_refused_or_warned_before_training(tmp_path: Path) -> None:
+    # N(0, 1e20²) data diverged at every σ, and the training error blamed the learning rate
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "huge.npy", (rng.normal(size=(100, 4)) * 1e20).astype(np.float32))
+    with pytest.raises(DataError, match=r"huge\.npy holds values up to 2\.\d+e\+20, far beyond the scale of the "
+                                        r"N\(0, I\) source .*standardise your data first"):
+        advise_sigma(tmp_path / "huge.npy", quick=True, n_train=8, n_eval=16, min_heldout=8, steps=1)
+    np.save(tmp_path / "wide.npy", (rng.normal(size=(40, 3)) * 1e3).astype(np.float32))
+    with pytest.warns(UserWarning, match=r"wide\.npy has values spread with std \d+.*standardise your data"):
+        load_split("npy", str(tmp_path / "wide.npy"), 8, 16, resolution=8, channels=None, seed=0, min_heldout=8)
+
+
+def test_sigma_grid_errors_name_the_option_of_each_command() -> None:
+    # advise-sigma refuses --set sigmas, so "--set sigmas=[0,...]" alone was a fix it could not apply
+    spec = get_experiment("sigma_tradeoff")
+    with pytest.raises(ConfigError, match=r"must include 0 .*got \[0\.05, 0\.1\]; e\.g\. --set sigmas=\[0,0\.05,"
+                                          r"0\.1\] \(flowvar run / sweep\) or --sigmas 0,0\.05,0\.1 \(flowvar "
+                                          r"advise-sigma\)$"):
+        build_config(spec, quick=True, overrides={"sigmas": "[0.05,0.1]"})
+    with pytest.raises(ConfigError, match=r"distinct finite values >= 0, got \[0\.0, 0\.0\]; e\.g\. --set "
+                                          r"sigmas=\[0,0\.05,0\.1\] \(flowvar run / sweep\) or --sigmas "
+                                          r"0,0\.05,0\.1 \(flowvar advise-sigma\)$"):
+        build_config(spec, quick=True, overrides={"sigmas": "[0,0]"})
 
 
 # --------------------------------------------------------------------------------------------- the claims' rules

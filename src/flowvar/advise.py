@@ -36,7 +36,9 @@ class Advice:
     * ``margins``: ``gen_margin`` (relative), ``mem_margin``, ``gen_floor`` (noise floor), ``gen_best`` (G*),
       ``gen_tolerance`` (τ), ``chance`` (1/N);
     * ``data``: a description of the data; ``result_dir``: the folder holding result.json and the figures (None when
-      ``out`` was None: the run went to a temporary folder that is gone).
+      ``out`` was None: the run went to a temporary folder that is gone);
+    * ``diverged``: the run's notes on trainings that diverged (σ, seed and the training error), which
+      :meth:`summary` prints, since without ``out`` the result.json holding them is gone.
     """
 
     recommended_sigma: float | None
@@ -49,16 +51,25 @@ class Advice:
     data: str
     result_dir: Path | None = None
     claims: dict[str, str] = field(default_factory=dict)
+    diverged: list[str] = field(default_factory=list)
 
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, Any], result_dir: Path | None = None,
-                     claims: Mapping[str, str] | None = None) -> Advice:
-        """Rebuild from a ``sigma_tradeoff`` result's ``metrics`` (``result.json``)."""
+                     claims: Mapping[str, str] | None = None, notes: Sequence[str] = ()) -> Advice:
+        """Rebuild from a ``sigma_tradeoff`` result's ``metrics`` (``result.json``) and ``notes`` (those on diverged
+        trainings are kept)."""
         adv = metrics["advice"]
         return cls(recommended_sigma=metrics["recommended_sigma"], rule_satisfied=bool(adv["rule_satisfied"]),
                    fallback=bool(adv["fallback"]), reason=adv["reason"], rule=adv["rule"],
                    table=list(metrics["per_sigma"]), margins=dict(adv["margins"]), data=adv["data"],
-                   result_dir=result_dir, claims=dict(claims or {}))
+                   result_dir=result_dir, claims=dict(claims or {}),
+                   diverged=[n for n in notes if n.startswith("σ = ") and " diverged (" in n])
+
+    @property
+    def all_diverged(self) -> bool:
+        """Whether no σ has finite scores (every training diverged, or its outputs were non-finite): there is no
+        answer, and ``flowvar advise-sigma`` exits with status 1."""
+        return not any(finite_number(row.get(GEN_KEY)) and finite_number(row.get(MEM_KEY)) for row in self.table)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -84,6 +95,13 @@ class Advice:
                       f"{_fmt(m['gen_best'], '.3g')} (relative {_fmt(m['gen_margin'], 'g')}, noise floor "
                       f"{_fmt(m['gen_floor'], '.3g')}); memorisation ≤ {_fmt(m['mem_margin'], 'g')} (chance = "
                       f"{_fmt(m['chance'], '.3g')} pairing accuracy)", f"rule: {self.rule}"]
+        if self.diverged:
+            lines += ["", f"diverged ({len(self.diverged)} training(s)):"] + [f"  {n}" for n in self.diverged]
+        if self.all_diverged:
+            lines += ["", "every σ diverged, so there is no advice: when your data are far from the scale of the "
+                          "N(0, I) source (values far beyond ±10, or a spread far from 1), standardise them first "
+                          "(x - x.mean(0)) / x.std(0) and rerun (σ is then in units of the data's std); otherwise "
+                          "lower the learning rate (--set lr=...)"]
         if self.result_dir is not None:
             lines.append(f"result: {self.result_dir / 'result.json'} (figures beside it)")
         return "\n".join(lines)
@@ -146,15 +164,16 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
         overrides["sigmas"] = list(sigmas)
     config = build_config(spec, quick=quick, seed=seed, overrides=overrides)
 
-    def claims_of(result: Any) -> dict[str, str]:
-        return {c.id: c.verdict for c in result.claims}
+    def advice_of(result: Any, result_dir: Path | None) -> Advice:
+        return Advice.from_metrics(result.metrics, result_dir, {c.id: c.verdict for c in result.claims},
+                                   result.notes)
 
     if out is None:
         with tempfile.TemporaryDirectory(prefix="flowvar-advise-") as tmp:
-            result = run_experiment("sigma_tradeoff", tmp, quick=quick, config=config, progress=progress)
-            return Advice.from_metrics(result.metrics, None, claims_of(result))
-    result = run_experiment("sigma_tradeoff", out, quick=quick, config=config, progress=progress)
-    return Advice.from_metrics(result.metrics, Path(out) / "sigma_tradeoff", claims_of(result))
+            return advice_of(run_experiment("sigma_tradeoff", tmp, quick=quick, config=config, progress=progress),
+                             None)
+    return advice_of(run_experiment("sigma_tradeoff", out, quick=quick, config=config, progress=progress),
+                     Path(out) / "sigma_tradeoff")
 
 
 __all__ = ["Advice", "advise_sigma"]

@@ -343,8 +343,10 @@ def cache_prune_cmd(
 
 @app.command("advise-sigma")
 def advise_sigma_cmd(
-    data: Annotated[str, typer.Option("--data", help="Your data: a folder of images, an .npy array ((N, d) vectors "
-                                                     "or (N, [C,] H, W) images), or digits / lfw / gmm.")],
+    data: Annotated[str, typer.Option("--data", help="Your data: a folder of images, an .npy / .npz array ((N, d) "
+                                                     "vectors or (N, [C,] H, W) images), or digits / lfw / gmm. "
+                                                     "Images are resized to the config's resolution, 8x8 by default "
+                                                     "(--set resolution=32 for more detail, slower).")],
     sigmas: Annotated[str | None, typer.Option("--sigmas", help="σ values to compare, with 0: e.g. "
                                                                 "0,0.01,0.05,0.1,0.2 (default: the experiment's).")
                       ] = None,
@@ -364,11 +366,15 @@ def advise_sigma_cmd(
     progress: Annotated[bool | None, typer.Option("--progress/--quiet",
                                                   help="Progress bars (default: when stderr is a terminal).")] = None,
 ) -> None:
-    """How much interpolant noise σ for my data? Trains CFM(σ) over a σ grid and applies a stated rule."""
+    """How much interpolant noise σ for my data? Trains CFM(σ) over a σ grid and applies a stated rule.
+
+    Exit status 1 when every σ diverged (no advice; the summary names the trainings and the fix).
+    """
     import json
 
     from flowvar.advise import advise_sigma
     from flowvar.experiments.base import parse_overrides
+    from flowvar.results import to_jsonable
 
     _set_threads(threads)
     grid = None
@@ -382,9 +388,18 @@ def advise_sigma_cmd(
         if key in knobs:  # these are the command's own options: --set would pass them twice
             flag = {"data": "--data", "data_dir": "--data"}.get(key, f"--{key}")
             raise ConfigError(f"pass {key} with {flag}, not --set")
-    advice = advise_sigma(data, sigmas=grid, quick=quick, out=out, seed=seed, dataset=dataset,
-                          progress=sys.stderr.isatty() if progress is None else progress, **knobs)
-    typer.echo(json.dumps(advice.to_dict(), indent=1) if as_json else advice.summary())
+    try:
+        advice = advise_sigma(data, sigmas=grid, quick=quick, out=out, seed=seed, dataset=dataset,
+                              progress=sys.stderr.isatty() if progress is None else progress, **knobs)
+    except KeyboardInterrupt:
+        typer.echo("flowvar: interrupted; nothing of this run is kept (a run is written whole or not at all)",
+                   err=True)
+        raise typer.Exit(130) from None
+    # strict JSON, as result.json: NaN scores (one seed's sd, a diverged σ) are the string "nan", not a bare NaN
+    typer.echo(json.dumps(to_jsonable(advice.to_dict()), indent=1, allow_nan=False) if as_json
+               else advice.summary())
+    if advice.all_diverged:
+        raise typer.Exit(1)
 
 
 @app.command("config")

@@ -953,8 +953,34 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + 1))
     x = items.images
     train, heldout = x[order[:n_train]].contiguous(), x[order[n_train:]].contiguous()
+    _check_scale(where, x)
     _check_spread(where, heldout)
     return items, train, heldout
+
+
+#: Beyond this magnitude data are refused by :func:`load_split`: a flow from N(0, I) sources to targets this large
+#: diverges at the first steps (or learns nothing) at any σ the study compares.
+MAX_DATA_MAGNITUDE = 1e6
+#: A spread (std over all values) outside [1 / f, f] for this f gets a warning from :func:`load_split`.
+SCALE_WARN_FACTOR = 100.0
+
+_STANDARDISE = ("standardise your data first, (x - x.mean(0)) / x.std(0) (σ is in the units of the data, and the "
+                "study's sources are N(0, I))")
+
+
+def _check_scale(where: str, x: Tensor) -> None:
+    """The data against the N(0, I) source of the σ study: DataError beyond :data:`MAX_DATA_MAGNITUDE` (every σ
+    would diverge — the training error then blames the learning rate), a warning when the spread is off by more than
+    :data:`SCALE_WARN_FACTOR` either way. Nothing is rescaled: the numbers stay the user's."""
+    top = float(x.abs().max())
+    if top > MAX_DATA_MAGNITUDE:
+        raise DataError(f"{where} holds values up to {top:.3g}, far beyond the scale of the N(0, I) source the flow "
+                        f"starts from, so training would diverge at every σ; {_STANDARDISE}")
+    spread = float(x.double().std()) if x.numel() > 1 else 0.0
+    if spread > 0 and not 1.0 / SCALE_WARN_FACTOR <= spread <= SCALE_WARN_FACTOR:
+        warnings.warn(f"{where} has values spread with std {spread:.3g} (max |x| {top:.3g}), far from the N(0, I) "
+                      f"source's 1: the σ grid and the learning rate are on that scale; {_STANDARDISE}",
+                      stacklevel=3)
 
 
 def _too_few_items(where: str, holds: str, available: int, n_train: int, min_heldout: int, repair: str = ""
@@ -997,9 +1023,11 @@ __all__ = [
     "GREY_MODES",
     "IMAGE_EXTENSIONS",
     "LFW_FACES",
+    "MAX_DATA_MAGNITUDE",
     "NAMED_DATA",
     "NPZ_DATA_KEYS",
     "NPZ_LABEL_KEYS",
+    "SCALE_WARN_FACTOR",
     "SOURCES",
     "DataSpec",
     "ImageDistribution",

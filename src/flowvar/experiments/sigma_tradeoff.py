@@ -151,11 +151,11 @@ class SigmaTradeoffConfig(ImageExperimentConfig, GMMTargetConfig):
                               f"{'.npy file' if self.dataset == 'npy' else 'folder'})")
         sig = list(self.sigmas)
         if len(sig) < 2 or any(not math.isfinite(s) or s < 0 for s in sig) or len(set(sig)) != len(sig):
-            raise ConfigError(f"sigmas must list at least two distinct finite values >= 0, got {sig}; e.g. --set "
-                              f"sigmas=[0,0.05,0.1]")
+            raise ConfigError(f"sigmas must list at least two distinct finite values >= 0, got {sig}; e.g. "
+                              f"{_sigmas_options([0.0, 0.05, 0.1])}")
         if 0.0 not in sig:
-            raise ConfigError(f"sigmas must include 0 (the deterministic baseline of Prop 2), got {sig}; e.g. --set "
-                              f"sigmas=[0,{','.join(f'{s:g}' for s in sig)}]")
+            raise ConfigError(f"sigmas must include 0 (the deterministic baseline of Prop 2), got {sig}; e.g. "
+                              f"{_sigmas_options([0.0, *sig])}")
         if self.model not in ("auto", "mlp", "unet"):
             raise ConfigError(f"model must be auto, mlp or unet, got {self.model!r}")
         if self.model == "unet" and self.dataset == "gmm":
@@ -194,6 +194,13 @@ class SigmaTradeoffConfig(ImageExperimentConfig, GMMTargetConfig):
                               f"{self.alpha}")
 
 
+
+
+def _sigmas_options(grid: Sequence[float]) -> str:
+    """How to pass the σ grid ``grid`` in each command that runs this experiment (``flowvar advise-sigma`` refuses
+    ``--set sigmas``)."""
+    values = ",".join(f"{s:g}" for s in grid)
+    return f"--set sigmas=[{values}] (flowvar run / sweep) or --sigmas {values} (flowvar advise-sigma)"
 
 
 @dataclass
