@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "flowvar.train", "flowvar.advisor"]),
     ("experiment machinery: registry, configs, contexts, cache, report", [
         "flowvar.experiments", "flowvar.experiments.base", "flowvar.experiments.registry",
-        "flowvar.experiments.config", "flowvar.experiments._*", "flowvar.cache",
+        "flowvar.experiments.config", "flowvar.experiments._*", "flowvar.cache_key", "flowvar.cache",
         "flowvar.report", "flowvar.report.*"]),
     ("applications: the experiments, the runner, reproduce, sweep, advise, audit", [
         "flowvar.experiments.*", "flowvar.runner", "flowvar.reproduce", "flowvar.cache_admin", "flowvar.sweep",

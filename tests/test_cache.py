@@ -66,7 +66,7 @@ def test_key_is_stable_and_covers_config_mode_name_and_code() -> None:
 
 
 def test_code_version_covers_the_library_the_kits_and_the_own_module_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    import flowvar.cache as cache_module
+    import flowvar.cache_key as cache_module
 
     sources = {"gaussian.py": b"x = 1", "experiments/base.py": b"", "experiments/_kit.py": b"k = 1",
                "experiments/a.py": b"a = 1", "experiments/b.py": b"b = 1"}
@@ -332,7 +332,7 @@ def _files(root: Path) -> dict[str, int]:
 
 def _change_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     """Edit a library module, as far as code versions can tell: every experiment's code version moves."""
-    import flowvar.cache as cache_module
+    import flowvar.cache_key as cache_module
 
     sources = dict(cache_module._sources())
     sources["gaussian.py"] = sources.get("gaussian.py", b"") + b"\n# edited"

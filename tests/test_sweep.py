@@ -431,7 +431,7 @@ def test_a_corrupted_point_is_recomputed(tmp_path: Path) -> None:
 
 def test_editing_a_plugin_changes_its_cache_keys(toy) -> None:
     """A plugin experiment's code is part of its cache key, like flowvar's own experiments."""
-    from flowvar.cache import _plugin_source
+    from flowvar.cache_key import _plugin_source
 
     assert _plugin_source("toy_sweep") == Path(PLUGIN).read_bytes()
     assert _plugin_source("fig6") is None

@@ -1,34 +1,7 @@
 """A result cache for experiment runs, shared by ``flowvar reproduce``, ``flowvar run --cache`` and future sweeps.
 
-Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depends on:
-
-* the experiment name and its *full effective config* (``dataclasses.asdict`` of the built config, exactly the
-  ``config`` of ``result.json``, so a key can be recomputed from a finished result);
-* the quick flag (a quick run and a full run with equal values are still different runs: ``Result.quick``);
-* the code version, :func:`code_version` of the experiment: ``flowvar.__version__`` plus a SHA-256 digest of the
-  ``*.py`` source files (relative path and bytes) of the installed flowvar package that the experiment can depend
-  on: every library module, the experiment machinery and shared kits (``experiments/base.py``, ``registry.py``,
-  ``config.py``, ``__init__.py``, ``_*.py``) and the experiment's own module (no experiment imports another, so no
-  import parsing is needed). Editing any library module invalidates every entry (conservative: experiments compose
-  many library modules); adding or editing *another* experiment does not. The front end (:data:`FRONT_END`: the CLI,
-  the runner, reproduce, sweep, advise, the report, the audit, this cache and its housekeeping,
-  :mod:`flowvar.cache_admin`) does not count: it launches experiments and renders reports but computes nothing an
-  experiment reports. Nor do the YAML files: the values they hold are in
-  the effective config. Sources are read once per process, so one run uses one code version;
-* the torch version and the torch thread count of the run (the last digits of a training run depend on the
-  reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp);
-* the *contents* of the user data a config names by path (:func:`data_digests`: any config field named
-  ``data_dir``, ``data_path`` or ``data_file``, or ending in ``_data_dir``/``_data_path``/``_data_file``; today
-  ``data_dir`` of ``dataset=npy|folder|celeba``): a file's SHA-256, a folder's listing (relative name, size and
-  modification time of every non-hidden file below it, hashed). A replaced, rescaled or extended data set is then
-  another key — a recomputation, never the old numbers, and never a resumed work folder mixing the two data sets.
-  Folders are judged by their listing, not their bytes: hashing the 202,599 CelebA JPEGs (1.4 GB) would cost
-  seconds to minutes at every lookup, while a listing costs one ``stat`` per file; the price is that a file
-  rewritten in place with the same size *and* the same nanosecond modification time (a tool restoring times) goes
-  unseen, and a copied or touched folder is recomputed. Built-in data (gmm, digits, lfw) name no path and add
-  nothing, so their keys are unchanged.
-
-The key reads ``<experiment>-<16 hex digits>``.
+Key. :mod:`flowvar.cache_key` (what identifies a run: the config, the code version, the torch version and
+threads, the contents of user data named by path); this module re-exports its names.
 
 Layout. One folder per entry, ``<root>/<key>/``: the experiment's output files (``result.json``, ``summary.md``,
 figures) and ``cache.json``, a manifest with the key's inputs, the creation time, the runtime and the SHA-256 of
@@ -45,7 +18,6 @@ deleted and treated as a miss: a corrupted result is recomputed, never trusted.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import json
@@ -61,6 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowvar.cache_key import (
+    CACHE_FORMAT,
+    FRONT_END,
+    cache_key,
+    code_version,
+    config_dict,
+    data_digest,
+    data_digests,
+    file_digest,
+    is_data_path_field,
+    key_inputs,
+    source_digest,
+)
 from flowvar.errors import ConfigError, DataError, FlowvarError
 from flowvar.results import (
     Result,
@@ -72,201 +57,11 @@ from flowvar.results import (
     to_jsonable,
 )
 
-CACHE_FORMAT = 1
 MANIFEST = "cache.json"
 WORK_INPUTS = "inputs.json"
 """The key's inputs (:func:`key_inputs`, code version included) in its work folder, written when the folder is made:
 ``flowvar cache`` reads it to tell whether the current code can still resume the folder."""
 log = logging.getLogger("flowvar.cache")
-
-
-FRONT_END = ("cli.py", "__main__.py", "cache.py", "cache_admin.py", "runner.py", "logs.py", "reproduce.py", "sweep/",
-             "advise.py", "report/", "audit/")
-"""Files (``report/``: folders) that only launch experiments, render reports or audit users' models: not part of any
-experiment's code version."""
-
-
-def _is_front_end(rel: str) -> bool:
-    return any(rel == f or (f.endswith("/") and rel.startswith(f)) for f in FRONT_END)
-
-
-def _package_dir() -> Path:
-    return Path(__file__).resolve().parent
-
-
-@functools.lru_cache(maxsize=1)
-def _sources() -> dict[str, bytes]:
-    """Relative path → bytes of every ``*.py`` file of the flowvar package except :data:`FRONT_END`, read once
-    per process."""
-    package = _package_dir()
-    return {p.relative_to(package).as_posix(): p.read_bytes() for p in sorted(package.rglob("*.py"))
-            if "__pycache__" not in p.parts and not _is_front_end(p.relative_to(package).as_posix())}
-
-
-def source_digest(experiment: str | None = None) -> str:
-    """SHA-256 over the relative path and bytes of flowvar's ``*.py`` files, in sorted order.
-
-    The front-end modules (:data:`FRONT_END`: the CLI, the runner, reproduce, sweep, the report, the audit, this
-    cache) never count. With ``experiment``, the files are the library (everything outside ``experiments/``), the
-    experiment infrastructure and shared kits (``experiments/base.py``, ``experiments/__init__.py``,
-    ``experiments/_*.py``) and the experiment's own module: no experiment imports another
-    (tests/test_architecture.py), so editing or adding *another* experiment leaves its key unchanged with no
-    import parsing. Without, every file.
-    """
-    sources = _sources()
-    if experiment is None:
-        files = set(sources)
-    else:
-        infra = {f for f in sources if f in ("experiments/__init__.py", "experiments/base.py",
-                                             "experiments/registry.py", "experiments/config.py")
-                 or f.startswith("experiments/_")}
-        library = {f for f in sources if not f.startswith("experiments/")}
-        own = {f"experiments/{experiment}.py"} & set(sources)
-        files = library | infra | own
-    digest = hashlib.sha256()
-    for rel in sorted(files):
-        digest.update(rel.encode())
-        digest.update(b"\0")
-        digest.update(sources[rel])
-        digest.update(b"\0")
-    plugin = _plugin_source(experiment) if experiment is not None else None
-    if plugin is not None:  # an experiment registered by a plugin module outside the package: its file counts
-        digest.update(b"plugin\0" + plugin)
-    return digest.hexdigest()
-
-
-def _plugin_source(experiment: str) -> bytes | None:
-    """The bytes of the module that registered ``experiment`` when it is a plugin (not a flowvar module)."""
-    import sys
-
-    from flowvar.experiments.registry import registered
-
-    spec = registered(experiment)
-    if spec is None:
-        return None
-    module = sys.modules.get(spec.run.__module__)
-    path = getattr(module, "__file__", None)
-    if path is None or Path(path).resolve().is_relative_to(_package_dir()):
-        return None
-    return Path(path).read_bytes()
-
-
-def code_version(experiment: str | None = None) -> str:
-    """``<flowvar version>+<first 12 hex digits of source_digest(experiment)>``, e.g. ``0.1.0+3fa2c91b07de``."""
-    from flowvar._version import __version__
-
-    return f"{__version__}+{source_digest(experiment)[:12]}"
-
-
-def config_dict(config: Any) -> dict[str, Any]:
-    """A config (dataclass instance or mapping) as the plain JSON dict that ``result.json`` stores."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return to_jsonable(dataclasses.asdict(config))
-    if isinstance(config, Mapping):
-        return to_jsonable(dict(config))
-    raise TypeError(f"config must be a dataclass instance or a mapping, got {type(config).__name__}")
-
-
-def is_data_path_field(name: str) -> bool:
-    """Whether a config field holds the path of user data whose contents the cache key covers (:func:`data_digests`):
-    ``data_dir``, ``data_path``, ``data_file``, or a name ending in ``_data_dir``, ``_data_path``, ``_data_file``.
-    Output folders (``checkpoint_dir``) are not data."""
-    return name in ("data_dir", "data_path", "data_file") or name.endswith(("_data_dir", "_data_path", "_data_file"))
-
-
-_FILE_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
-"""SHA-256 of data files already read by this process, by (path, device, inode, size, mtime_ns): a sweep keys many
-points on one file."""
-
-
-def data_digest(path: str | os.PathLike[str]) -> str:
-    """What the cache key knows of the data at ``path`` (``~`` expanded, relative to the working directory):
-
-    * a file: ``sha256:<hex>`` of its bytes (read in 1 MiB blocks; remembered for this process while its size,
-      inode and modification time are unchanged);
-    * a folder: ``listing-sha256:<hex>`` of the sorted (relative name, size, mtime_ns) of every file below it,
-      hidden files and folders (``.DS_Store``, ``.git``) left out as the loaders leave them out; see the module
-      docstring for why a listing and not the bytes;
-    * ``missing`` (the run then fails with the loader's error, so nothing is stored under it).
-    """
-    target = Path(path).expanduser()
-    try:
-        info = target.stat()
-    except OSError:
-        return "missing"
-    if target.is_dir():
-        listing = []
-        for folder, subfolders, files in os.walk(target):
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            for name in sorted(files):
-                if name.startswith("."):
-                    continue
-                file = Path(folder, name)
-                with contextlib.suppress(OSError):
-                    stat = file.stat()
-                    listing.append([file.relative_to(target).as_posix(), stat.st_size, stat.st_mtime_ns])
-        listing.sort()
-        return "listing-sha256:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    memo = (str(target.resolve()), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-    if memo not in _FILE_DIGESTS:
-        try:
-            _FILE_DIGESTS[memo] = "sha256:" + file_digest(target)
-        except OSError:
-            return "missing"
-    return _FILE_DIGESTS[memo]
-
-
-def data_digests(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{field: data_digest(value)}`` for every data-path field of a config dict (:func:`is_data_path_field`;
-    nested sections as ``section.field``) whose value is set."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            out.update(data_digests(value, f"{prefix}{key}."))
-        elif is_data_path_field(str(key)) and isinstance(value, str | os.PathLike) and str(value):
-            out[f"{prefix}{key}"] = data_digest(value)
-    return out
-
-
-def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) -> dict[str, Any]:
-    """Everything :func:`cache_key` hashes, as a JSON-ready dict (stored in each entry's manifest).
-
-    ``threads`` is the torch intra-op thread count the run uses (default: this process's current one): the last
-    digits of a training run depend on it (reduction order), so results computed with different counts are kept
-    apart. ``data`` (only when the config names user data by path): :func:`data_digests`, the contents of that
-    data, so a changed file or folder is another key.
-    """
-    import torch
-
-    plain = config_dict(config)
-    inputs = {"format": CACHE_FORMAT, "experiment": name, "quick": bool(quick), "config": plain,
-              "code_version": code_version(name), "torch": torch.__version__,
-              "torch_threads": int(threads if threads is not None else torch.get_num_threads())}
-    data = data_digests(plain)
-    if data:
-        inputs["data"] = data
-    return inputs
-
-
-def cache_key(name: str, config: Any, quick: bool, threads: int | None = None) -> str:
-    """The cache key of running experiment ``name`` with ``config`` (dataclass or dict) in quick or full mode,
-    with ``threads`` torch threads (default: the current count; see :func:`key_inputs`)."""
-    return _key_of(name, key_inputs(name, config, quick, threads))
-
-
-def _key_of(name: str, inputs: Mapping[str, Any]) -> str:
-    """``<name>-<first 16 hex digits of the SHA-256 of the canonical JSON of inputs>``: the key of those inputs."""
-    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
-    return f"{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tree_digests(folder: Path, skip: frozenset[str] = frozenset()) -> dict[str, str]:
@@ -727,6 +522,6 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
     return CachedRun(Result.load(entry / "result.json"), key, True, entry, output, problems[0] if problems else None)
 
 
-__all__ = ["Cache", "CachedRun", "StagingWriter", "cache_key", "code_version", "config_dict", "data_digest",
-           "data_digests", "default_root", "host_tag", "install", "is_data_path_field", "key_inputs", "lookup",
-           "run_cached", "source_digest", "staging_prefix", "staging_writer", "store"]
+__all__ = ["CACHE_FORMAT", "FRONT_END", "Cache", "CachedRun", "StagingWriter", "cache_key", "code_version",
+           "config_dict", "data_digest", "data_digests", "default_root", "host_tag", "install", "is_data_path_field",
+           "key_inputs", "lookup", "run_cached", "source_digest", "staging_prefix", "staging_writer", "store"]

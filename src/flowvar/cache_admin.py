@@ -31,12 +31,12 @@ from flowvar.cache import (
     WORK_INPUTS,
     Cache,
     _key_lock,
-    _key_of,
     _remove,
     code_version,
     staging_prefix,
     staging_writer,
 )
+from flowvar.cache_key import _key_of
 from flowvar.errors import ConfigError, DataError
 
 ENTRY_STATES = ("current", "outdated", "unknown experiment", "unknown version", "unreadable")
