@@ -111,10 +111,6 @@ def _finite_or_nan(x: float | None) -> float:
 class GradientVarianceMonitor:
     """Logs the exact gradient variance of a model's training batches (module docstring).
 
-    The measured parameters are those the backward pass reaches, i.e. the trainable ones: a frozen parameter
-    (``requires_grad=False``) has no gradient and is not counted, so the monitor's trace is
-    :func:`~flowvar.variance.gradient_variance`'s with ``trainable_only=True`` (its default counts frozen ones too).
-
     ``every``: log every this many steps (steps with ``step % every == 0``). ``t_bins``: bins of the t-profile
     (None: no profile). ``profile_every``: compute the per-bin conditional traces on every this many logged
     steps, starting with the first (1: always; the default 10 keeps the monitor within 1.3× of a training
@@ -133,7 +129,7 @@ class GradientVarianceMonitor:
     ``torch.distributed`` with W > 1 ranks, log the statistics of the global batch (every rank's per-sample
     statistics reduced, :mod:`flowvar.variance.ranks`; every rank must call the monitor on the same steps, and
     only rank 0 writes ``log_path`` and warns); None (default): whenever a process group of W > 1 ranks is
-    initialised; False: each rank logs its own shard.
+    initialised; False: each rank logs its own shard. Frozen parameters (no gradient) are not measured.
     """
 
     def __init__(self, model: nn.Module, *, every: int = 1, t_bins: int | None = 10, profile_every: int = 10,
