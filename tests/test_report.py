@@ -22,6 +22,7 @@ from flowvar.report.story import (
     num,
     rule_clauses,
     rule_text,
+    scale_text,
     short_value,
 )
 from flowvar.results import Claim, Result
@@ -518,3 +519,25 @@ def test_the_header_names_the_runs_kept_results_come_from(full_collection: dict[
     assert "<code>flowvar reproduce --full --out a b</code>" in page
     md = render_markdown(run)
     assert "fig4, fig5: kept from `flowvar reproduce --full --out a b` (2026-12-05), not rerun by this command" in md
+
+
+@pytest.mark.parametrize(("dataset", "item", "expected"), [
+    # a user's (N, 4) vectors read as "npy 8×8 px, N = 4, d = 8" (the config's resolution and GMM-only dim)
+    ("npy", "item shape (4,)", "quick mode, npy d = 4, N = 4, 20 training steps, 1 seed(s)"),
+    # digits at resolution 16 read "d = 8"
+    ("digits", "item shape (1, 16, 16)", "quick mode, digits 16×16 px, N = 4, 20 training steps, 1 seed(s)"),
+    ("folder", "item shape (3, 8, 8)", "quick mode, folder 8×8 px, N = 4, 20 training steps, 1 seed(s)"),
+    ("gmm", "GMM in d = 8: 4 components", "quick mode, gmm, N = 4, d = 8, 20 training steps, 1 seed(s)"),
+])
+def test_scale_line_takes_the_item_size_from_the_recorded_data(dataset: str, item: str, expected: str) -> None:
+    config = {"dataset": dataset, "resolution": 8 if dataset != "digits" else 16, "n_train": 4, "dim": 8,
+              "steps": 20, "n_seeds": 1}
+    result = Result("sigma_tradeoff", "σ advisor", config, quick=True,
+                    choices={"data": f"some source: 4 training items, 16 held out, {item} (subset seed 0)"})
+    assert scale_text(result) == expected
+
+
+def test_scale_line_without_a_recorded_shape_gives_the_resolution_never_the_gmm_dim() -> None:
+    config = {"dataset": "digits", "resolution": 16, "n_train": 4, "dim": 8, "steps": 20, "n_seeds": 1}
+    assert scale_text(Result("table2", "Table 2", config, quick=True)) == \
+        "quick mode, digits 16×16 px, N = 4, 20 training steps, 1 seed(s)"

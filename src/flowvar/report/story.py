@@ -401,20 +401,40 @@ def short_label(result: Result) -> str:
     return head if head and len(head) <= 40 else result.experiment
 
 
+_ITEM_SHAPE = re.compile(r"item shape \((\d+(?:, \d+)*),?\)")
+
+
+def _data_size(result: Result) -> str:
+    """The data's item size for the scale line: from the item shape the run recorded in its ``data`` choice (a
+    user's vectors or images: ``d = 4``, ``16×16 px``), else the config's ``resolution`` for an image data set; ""
+    for GMM data (whose ``dim`` the line gives)."""
+    c = result.config
+    if c["dataset"] == "gmm":
+        return ""
+    found = _ITEM_SHAPE.search(str(result.choices.get("data", "")))
+    if found:
+        shape = [int(v) for v in found.group(1).split(", ")]
+        return f" d = {shape[0]}" if len(shape) == 1 else f" {shape[-2]}×{shape[-1]} px"
+    res = c.get("resolution")
+    return f" {res}×{res} px" if res else ""
+
+
 def scale_text(result: Result) -> str:
     """The run's size from its config: mode, data, N, dimension, training steps, repeats and seeds (whichever the
-    experiment has)."""
+    experiment has). A run on a ``dataset`` other than gmm reads its item size from the data it recorded
+    (:func:`_data_size`); its config's ``dim`` (a GMM key) is not its dimension and is left out."""
     c = result.config
     parts = ["quick mode" if result.quick else "full mode"]
     if c.get("dataset"):
-        res = c.get("resolution")
-        parts.append(f"{c['dataset']}" + (f" {res}×{res} px" if res and c["dataset"] not in ("gmm",) else ""))
+        parts.append(f"{c['dataset']}{_data_size(result)}")
     for key, name in (("ns", "N"), ("n_train", "N"), ("n", "N"), ("n_pairs", "N")):
         if key in c and c[key] is not None:
             v = c[key]
             parts.append(f"{name} = {', '.join(num(x) for x in v) if isinstance(v, list) else num(v)}")
             break
     for key in ("dims", "dim"):
+        if c.get("dataset") not in (None, "gmm"):
+            break
         if key in c and c[key] is not None:
             v = c[key]
             parts.append(f"d = {', '.join(num(x) for x in v) if isinstance(v, list) else num(v)}")
