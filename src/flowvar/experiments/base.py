@@ -58,7 +58,8 @@ class RunContext:
 
     **Resuming** (:meth:`checkpoint_dir`): ``work_dir`` is a folder that outlives an interrupted run — the cache's
     ``.work/<key>`` (:func:`flowvar.cache.run_cached`), keyed like the result, so only a run of the same experiment,
-    config and code resumes from it, and removed once the result is stored. Every training of an experiment passes
+    config, code and data resumes from it (and :func:`flowvar.train.train` refuses a checkpoint of other data), and
+    removed once the result is stored. Every training of an experiment passes
     ``checkpoint_dir=ctx.checkpoint_dir(<its name>)``: an interrupted experiment then keeps its finished trainings
     and resumes the one it was in (bit-identical on CPU). Without a cache ``work_dir`` is None and nothing resumes.
     """
