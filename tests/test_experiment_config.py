@@ -194,3 +194,20 @@ def test_a_list_with_unbalanced_brackets_is_named_as_such(raw: str) -> None:
         build_config(SPEC, overrides={"angles": raw})
     assert build_config(SPEC, overrides={"angles": "[0, 0.1]"}).angles == (0.0, 0.1)
 
+
+
+def test_a_config_file_naming_a_key_twice_is_refused_with_both_lines(tmp_path) -> None:
+    """PyYAML keeps the last of two equal keys silently (``steps: 10`` … ``steps: 20`` ran 20 steps with no word);
+    a config file names each key once, at every level, or is refused naming the key and its two lines."""
+    from flowvar.errors import ConfigError
+    from flowvar.experiments.config import read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 10\nlr: 0.1\nsteps: 20\n")
+    with pytest.raises(ConfigError, match=r"key 'steps' appears twice \(lines 1 and 3\)"):
+        read_yaml(path)
+    path.write_text("fig6:\n  steps: 10\n  quick:\n    steps: 5\n    steps: 6\n")
+    with pytest.raises(ConfigError, match=r"key 'steps' appears twice \(lines 4 and 5\)"):
+        read_yaml(path)
+    path.write_text("steps: 10\nquick:\n  steps: 5\n")  # one key per mapping: the quick section is its own
+    assert read_yaml(path) == {"steps": 10, "quick": {"steps": 5}}

@@ -144,6 +144,22 @@ class ConfigValues:
     expected_runtime_s: dict[str, float]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a mapping naming one key twice (PyYAML keeps the last one silently: a config
+    file with ``steps: 10`` and, further down, ``steps: 20`` would run 20 steps with no word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path | str) -> Any:
     """Parse a YAML file; a missing, unreadable or malformed file is a one-line :class:`ConfigError`."""
     path = Path(path)
@@ -155,7 +171,7 @@ def read_yaml(path: Path | str) -> Any:
         raise ConfigError(f"cannot read config file {path}: it is not UTF-8 text; pass a YAML file (e.g. one written "
                           f"by `flowvar config NAME > my.yaml`)") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no Python objects
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
