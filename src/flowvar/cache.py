@@ -133,8 +133,9 @@ def _remove(path: Path) -> None:
 
 
 def _announce_wait(message: str) -> None:
-    """A wait the user must see (stderr; the progress of reproduce and sweep only logs) and the log."""
-    log.warning("%s", message)
+    """A wait the user must see: one line on stderr (the progress of reproduce and sweep only logs), and the log at
+    INFO (at WARNING, the command line's stderr handler printed it a second time)."""
+    log.info("%s", message)
     print(f"flowvar: {message}", file=sys.stderr, flush=True)
 
 
