@@ -52,10 +52,31 @@ def test_rule_generalisation_margin_excludes_large_sigma() -> None:
     assert sigma is None and "extend sigmas" in reason and fallback_sigma(t, 0.25)[0] == 0.5
 
 
-def test_rule_all_memorising() -> None:
+def test_rule_all_memorising_has_no_fallback() -> None:
+    # every σ memorises: the least memorising σ is a tie at M = 1, which used to hand back σ = 0 as the "fallback"
     t = table([1.0] * 7, [0.01] * 7)
     assert recommend_sigma(t, 0.25, 0.05)[0] is None
-    assert fallback_sigma(t, 0.25)[0] == 0.0  # a tie in memorisation goes to the smaller σ
+    sigma, reason = fallback_sigma(t, 0.25)
+    assert sigma is None and "no fallback either" in reason and "extend sigmas" in reason
+
+
+def test_fallback_must_cut_memorisation_and_names_the_trade_off() -> None:
+    # the full-scale reference run's means (results/full/sigma_tradeoff): only σ = 0.2 is within τ of the best G,
+    # and its M = 0.967 is not materially below M(0) = 0.986 — it was printed as "recommended σ = 0.2 (FALLBACK)"
+    mem = [0.9856, 0.9869, 0.9948, 0.9974, 1.0, 0.9673, 0.3556]
+    gen = [0.006715, 0.005383, 0.005043, 0.004202, 0.003712, 0.002596, 0.003965]
+    t = table(mem, gen)
+    assert recommend_sigma(t, 0.25, 0.05, gen_floor=0.000499)[0] is None
+    sigma, reason = fallback_sigma(t, 0.25, gen_floor=0.000499, reduce_margin=0.1)
+    assert sigma is None and "no fallback either" in reason
+    # the σ that does cut memorisation is offered with its generalisation cost G(0.5) − G* = +0.00137
+    assert "smallest σ that does cut memorisation is σ = 0.5" in reason and "+0.00137" in reason
+    assert "not a recommendation" in reason
+    # a fallback that does cut memorisation by ≥ reduce_margin is still returned, flagged
+    sigma, reason = fallback_sigma(t, 0.25, gen_floor=0.000499, reduce_margin=0.01)
+    assert sigma == 0.2 and reason.startswith("FALLBACK, not a σ meeting both margins")
+    with pytest.raises(ConfigError, match="reduce_margin"):
+        fallback_sigma(t, 0.25, reduce_margin=0.0)
 
 
 def test_rule_ties_choose_the_smallest_sigma() -> None:
@@ -171,9 +192,10 @@ def test_advise_sigma_on_npy_and_folder(tmp_path: Path) -> None:
     assert isinstance(advice, Advice)
     assert [r["sigma"] for r in advice.table] == [0.0, 0.05, 0.2]
     assert advice.recommended_sigma in (0.0, 0.05, 0.2)
-    assert advice.rule_satisfied != advice.fallback
+    assert not (advice.rule_satisfied and advice.fallback)
     assert (tmp_path / "out" / "sigma_tradeoff" / "result.json").is_file() and advice.result_dir is not None
-    assert "recommended σ" in advice.summary() and "rule:" in advice.summary()
+    assert "rule:" in advice.summary() and advice.summary().startswith(
+        "recommended σ" if advice.rule_satisfied else "no σ")
     json.dumps(advice.to_dict())
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -285,6 +307,15 @@ def test_advice_of_a_run_with_finite_scores_is_not_all_diverged() -> None:
         ("gen_margin", "mem_margin", "gen_floor", "gen_best", "gen_tolerance", "chance"), 0.1), "data")
     assert not advice.all_diverged and "every σ diverged" not in advice.summary()
     assert Advice(None, False, False, "r", "rule", [nan_row], advice.margins, "data").all_diverged
+
+
+def test_a_fallback_is_never_printed_as_recommended() -> None:
+    row = {"sigma": 0.2, "pairing_accuracy": 0.5, "memorisation": 0.5, "generalisation": 0.01,
+           "gen_mmd2.unbiased": 0.01, "fresh_copy_fraction": 0.0}
+    margins = dict.fromkeys(("gen_margin", "mem_margin", "gen_floor", "gen_best", "gen_tolerance", "chance"), 0.1)
+    head = Advice(0.2, False, True, "FALLBACK, …", "rule", [row], margins, "data").summary().splitlines()[0]
+    assert "recommended" not in head.replace("not a recommendation", "") and "fallback σ = 0.2" in head
+    assert Advice(0.2, True, False, "r", "rule", [row], margins, "data").summary().startswith("recommended σ = 0.2")
 
 
 def test_data_far_from_the_source_scale_is_refused_or_warned_before_training(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ from flowvar.metrics import GEN_KEY, MEM_KEY
 class Advice:
     """What :func:`advise_sigma` returns (and ``flowvar advise-sigma`` prints).
 
-    * ``recommended_sigma``: the σ to use — by the rule, or by the flagged fallback when ``fallback`` is True; None
-      only when no σ had finite scores;
+    * ``recommended_sigma``: the σ to use — by the rule, or by the flagged fallback when ``fallback`` is True (a σ
+      that lowers memorisation by ≥ ``reduce_margin`` within the generalisation margin; printed as a fallback, never
+      as "recommended"); None when no σ had finite scores or no σ qualifies for either;
     * ``rule_satisfied``: a σ met both margins; ``fallback``: the σ comes from
       :func:`flowvar.advisor.fallback_sigma`;
     * ``reason``: why this σ (numbers included); ``rule``: the rule in words
@@ -80,9 +81,11 @@ class Advice:
         """A few lines for a terminal: the answer, the reason, the table, the rule."""
         if self.recommended_sigma is None:
             head = "no σ can be recommended"
+        elif self.fallback:  # not a recommendation: no σ met both margins; this one only cuts memorisation most
+            head = (f"no σ met both margins; fallback σ = {self.recommended_sigma:g} (lowers memorisation within the "
+                    f"generalisation margin, see the reason; not a recommendation by the rule)")
         else:
-            head = f"recommended σ = {self.recommended_sigma:g}" + (" (FALLBACK: no σ met both margins)"
-                                                                    if self.fallback else "")
+            head = f"recommended σ = {self.recommended_sigma:g}"
         lines = [head, f"data: {self.data}", f"reason: {self.reason}", "",
                  f"{'sigma':>7}  {'pairing acc':>11}  {'memorisation':>12}  {'gen MMD² (unb.)':>15}  "
                  f"{'copy frac.':>10}"]

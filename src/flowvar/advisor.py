@@ -58,8 +58,10 @@ def rule_text(gen_margin: float, mem_margin: float, gen_floor: float = 0.0, *, g
             f"floor {gen_floor:.3g}). Among the σ with {gen_name}(σ) ≤ G* + τ, recommend the smallest σ whose "
             f"memorisation score {mem_name}(σ) = (pairing accuracy − 1/N)/(1 − 1/N) is ≤ {mem_margin:g} (within "
             f"{mem_margin:g} of chance on the 0 = chance … 1 = perfect-pairing scale). Rows with a non-finite score "
-            f"are left out. If no σ qualifies there is no recommendation by the rule; the flagged fallback is the σ "
-            f"with the smallest {mem_name} among those with {gen_name}(σ) ≤ G* + τ (ties: the smaller σ).")
+            f"are left out. If no σ qualifies there is no recommendation by the rule; the flagged fallback (not a "
+            f"recommendation) is the σ with the smallest {mem_name} among those with {gen_name}(σ) ≤ G* + τ (ties: "
+            f"the smaller σ), given only if its {mem_name} is at least reduce_margin below {mem_name}(0); otherwise "
+            f"there is no fallback, and the smallest σ that does cut {mem_name} is named with its {gen_name} cost.")
 
 
 def _clean(table: Sequence[Mapping[str, Any]], gen_key: str, mem_key: str) -> tuple[list[Mapping[str, Any]], list[Any]]:
@@ -137,21 +139,47 @@ def recommend_sigma(table: Sequence[Mapping[str, Any]], gen_margin: float, mem_m
 
 
 def fallback_sigma(table: Sequence[Mapping[str, Any]], gen_margin: float, *, gen_floor: float = 0.0,
-                   gen_key: str = GEN_KEY, mem_key: str = MEM_KEY) -> tuple[float | None, str]:
+                   reduce_margin: float = 0.1, gen_key: str = GEN_KEY, mem_key: str = MEM_KEY
+                   ) -> tuple[float | None, str]:
     """The flagged fallback when :func:`recommend_sigma` finds nothing: among the σ whose generalisation is within
-    τ of the best (as in the rule), the one with the smallest memorisation score (ties: the smaller σ).
+    τ of the best (as in the rule), the one with the smallest memorisation score (ties: the smaller σ) — but only if
+    it lowers memorisation by at least ``reduce_margin`` below the table's smallest σ (σ = 0, the baseline):
+    M(σ_0) − M(σ) ≥ ``reduce_margin``. A σ that does not cut memorisation is no answer to "which σ stops
+    memorising" (an argmin of M among values that all sit near 1 only ranks noise, or picks the smaller σ on a tie).
 
-    Returns (σ or None when no row has finite scores, the reason)."""
+    Returns (σ or None, the reason). None when no row has finite scores, or when no σ within τ cuts memorisation;
+    the reason then names the smallest σ of the grid that does cut it (by ``reduce_margin``) with its generalisation
+    cost G(σ) − G*, as a trade-off for the user to weigh, not a recommendation."""
     _check_margins(gen_margin, 0.0, gen_floor)
+    if not finite_number(reduce_margin) or not 0 < reduce_margin <= 1:
+        raise ConfigError(f"reduce_margin must be in (0, 1] (a drop on the 0 … 1 memorisation scale, e.g. 0.1), got "
+                          f"{reduce_margin!r}")
     rows, _ = _clean(table, gen_key, mem_key)
     if not rows:
         return None, "no σ has finite scores; no fallback either"
     good, best, tol = _qualified(rows, gen_key, gen_margin, gen_floor)
+    base = rows[0]
+    m_base, s_base = float(base[mem_key]), float(base["sigma"])
     low = min(good, key=lambda r: (float(r[mem_key]), float(r["sigma"])))
     sigma = float(low["sigma"])
-    return sigma, (f"FALLBACK (the rule found no σ): σ = {sigma:g} has the lowest memorisation "
-                   f"{float(low[mem_key]):.3g} among the σ whose generalisation is within τ = {tol:.3g} of the best "
-                   f"{best:.3g}")
+    if m_base - float(low[mem_key]) >= reduce_margin:
+        return sigma, (f"FALLBACK, not a σ meeting both margins: σ = {sigma:g} lowers memorisation from "
+                       f"{m_base:.3g} (σ = {s_base:g}) to {float(low[mem_key]):.3g} (by ≥ reduce_margin = "
+                       f"{reduce_margin:g}), the lowest among the σ whose generalisation is within τ = {tol:.3g} of "
+                       f"the best {best:.3g}")
+    cutters = [r for r in rows if m_base - float(r[mem_key]) >= reduce_margin]
+    text = (f"no fallback either: no σ whose generalisation is within τ = {tol:.3g} of the best {best:.3g} lowers "
+            f"memorisation by ≥ reduce_margin = {reduce_margin:g} below M = {m_base:.3g} at σ = {s_base:g} (the "
+            f"lowest there is {float(low[mem_key]):.3g} at σ = {sigma:g})")
+    if cutters:
+        cut = cutters[0]
+        g_cut = float(cut[gen_key])
+        text += (f"; the smallest σ that does cut memorisation is σ = {float(cut['sigma']):g} (memorisation "
+                 f"{float(cut[mem_key]):.3g}) at a generalisation cost: G = {g_cut:.3g}, {g_cut - best:+.3g} "
+                 f"against the best (τ = {tol:.3g}) — a trade-off to weigh, not a recommendation")
+    else:
+        text += "; no σ of the grid cuts memorisation by that much (extend sigmas)"
+    return None, text
 
 
 __all__ = ["DEFAULT_SIGMAS", "fallback_sigma", "finite_number", "gen_tolerance", "recommend_sigma", "rule_text"]

@@ -411,7 +411,8 @@ def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     sigma, reason = recommend_sigma(table, config.gen_margin, config.mem_margin, gen_floor=gen_floor)
     fallback = False
     if sigma is None:
-        sigma, fb_reason = fallback_sigma(table, config.gen_margin, gen_floor=gen_floor)
+        sigma, fb_reason = fallback_sigma(table, config.gen_margin, gen_floor=gen_floor,
+                                         reduce_margin=config.reduce_margin)
         fallback = sigma is not None
         reason = f"{reason}. {fb_reason}"
     finite = [r[GEN_KEY] for r in table if math.isfinite(r[GEN_KEY])]

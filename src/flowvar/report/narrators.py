@@ -889,10 +889,10 @@ def sigma_tradeoff(result: Result, story: Story) -> None:
     first, last = rows[0], rows[-1]
     story.found = (f"memorisation score {num(first['memorisation'])} at σ = {num(first['sigma'])}, "
                    f"{num(last['memorisation'])} at σ = {num(last['sigma'])}; generalisation MMD² "
-                   f"{num(first['generalisation'])} → {num(last['generalisation'])}; recommended σ = "
-                   f"{num(result.metrics['recommended_sigma'])}"
-                   + (" (fallback: no σ met both margins)" if result.metrics.get("recommendation_is_fallback")
-                      else ""))
+                   f"{num(first['generalisation'])} → {num(last['generalisation'])}; "
+                   + (f"no σ met both margins, fallback σ = {num(result.metrics['recommended_sigma'])} (not a "
+                      f"recommendation)" if result.metrics.get("recommendation_is_fallback")
+                      else f"recommended σ = {num(result.metrics['recommended_sigma'])}"))
     story.figures["sigma_tradeoff.png"] = FigureText(
         "Memorisation (pairing accuracy; dotted: chance 1/N) and generalisation (MMD² to held-out data) against σ, "
         "means over seeds: the recommended σ is the smallest that meets both margins.",
