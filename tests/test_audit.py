@@ -163,16 +163,62 @@ def test_pair_recovery_rule(fine: float, coarse: float, want: str) -> None:
 
 
 @pytest.mark.parametrize(("copies", "m", "base", "m_base", "want"), [
-    (0.5, 1000, 0.0, 1000, "confirmed"), (0.2, 1000, 0.15, 1000, "refuted"), (0.08, 1000, 0.0, 1000, "inconclusive"),
+    (0.5, 1000, 0.0, 1000, "confirmed"), (0.19, 1000, 0.15, 1000, "refuted"), (0.08, 1000, 0.0, 1000, "inconclusive"),
+    # a high baseline leaves little room: an excess of 0.05 over b = 0.6 is p = 0.125 of samples copying
+    (0.65, 10_000, 0.6, 10_000, "confirmed"), (0.62, 10_000, 0.6, 10_000, "refuted"),
+    # the referee's 2-D case (b = 0.91, 30 % verbatim copies: c = 0.937, excess 0.027): never generalising
+    (0.937, 500, 0.91, 200, "inconclusive"),
     (0.0, 1000, 0.0, 1000, "refuted"), (math.nan, 1000, 0.0, 1000, "inconclusive"),
     (0.10, 10_000, 0.0, 10_000, "confirmed"),
-    # above the threshold on its point estimate, but a 64-item baseline leaves the excess within reach of 0.05
-    (0.34, 500, 0.22, 64, "inconclusive"),
+    # above the threshold on its point estimate, but a 64-item baseline leaves p̂ within reach of 0.05
+    (0.32, 500, 0.22, 64, "inconclusive"),
     # no copies among 20 samples against 10 real items: too few to exclude an excess of 0.10
     (0.0, 20, 0.0, 10, "inconclusive"), (0.0, 1000, 0.0, 0, "inconclusive"),
 ])
 def test_copying_rule(copies: float, m: int, base: float, m_base: int, want: str) -> None:
     assert rules.copying_verdict(copies, m, base, m_base) == want
+
+
+def test_copy_share_is_the_excess_normalised_by_the_room_the_baseline_leaves() -> None:
+    """A share p of verbatim copies among samples otherwise like real data (copy share b) gives c = p + (1 − p)·b:
+    p̂ = (c − b)/(1 − b) recovers p whatever b, while the raw excess p·(1 − b) would read generalising for large p
+    at high b. The delta-method se agrees with the sd of p̂ over binomial draws of both shares."""
+    for p in (0.15, 0.3, 0.45):
+        for b in (0.1, 0.55, 0.88):
+            assert rules.copy_share_estimate(p + (1 - p) * b, b) == pytest.approx(p)
+    assert rules.copying_verdict(0.3 + 0.7 * 0.55, 10_000, 0.55, 10_000) == "confirmed"  # excess 0.135, p 0.3
+    assert rules.copying_verdict(0.2 + 0.8 * 0.55, 10_000, 0.55, 10_000) == "confirmed"  # excess 0.09, p 0.2
+    assert rules.copying_verdict(0.45 + 0.55 * 0.88, 10_000, 0.88, 10_000) == "confirmed"  # excess 0.054, p 0.45
+    assert math.isnan(rules.copy_share_estimate(0.9, 1.0)) and math.isnan(rules.copy_share_standard_error(
+        0.9, 100, 1.0, 100))
+    assert rules.copying_verdict(1.0, 100, 1.0, 100) == "inconclusive"
+    rng = np.random.default_rng(3)
+    c, b, n_c, n_b = 0.4, 0.3, 500, 300
+    draws = (rng.binomial(n_c, c, 20_000) / n_c - (bb := rng.binomial(n_b, b, 20_000) / n_b)) / (1 - bb)
+    assert rules.copy_share_standard_error(c, n_c, b, n_b) == pytest.approx(float(np.std(draws)), rel=0.05)
+
+
+def test_a_copier_at_high_baseline_never_reads_generalising() -> None:
+    """The referee's low-dimensional copiers (N = H = 200 Gaussian, 500 samples, a share p of them a training item +
+    0.01·z): d = 2 (baseline ≈ 0.9) and d = 3 (baseline ≈ 0.55). Judged on the raw excess c − b they read
+    generalising in some draws; judged on p̂ never (10 draws each)."""
+    from flowvar.audit.sections import copying
+    for d, p in ((2, 0.3), (2, 0.45), (3, 0.2)):
+        verdicts, estimates = [], []
+        for r in range(10):
+            g = torch.Generator().manual_seed(7000 + 100 * r + d)
+            train, held = torch.randn(200, d, generator=g), torch.randn(200, d, generator=g)
+            k = int(p * 500)
+            idx = torch.randint(0, 200, (k,), generator=g)
+            x = torch.cat([train[idx] + 0.01 * torch.randn(k, d, generator=g), torch.randn(500 - k, d, generator=g)])
+            claim = copying(x, train, held).claim
+            verdicts.append(claim.verdict)
+            estimates.append(claim.evidence["copy_share_beyond_baseline"])
+        assert "refuted" not in verdicts, (d, p, verdicts)
+        if d == 3:  # in d = 2 the baseline's own error (÷ (1 − b)²) leaves p̂ loose: the allowance's job
+            assert float(np.mean(estimates)) == pytest.approx(p, abs=0.05)
+        if d == 3:
+            assert verdicts.count("confirmed") >= 5, verdicts
 
 
 def test_share_standard_error_keeps_an_allowance_at_the_ends() -> None:

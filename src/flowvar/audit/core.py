@@ -586,9 +586,12 @@ def claim_numbers(claim_id: str, evidence: dict[str, Any]) -> str:
         else:
             real = "held-out real data not given"
         se = e.get("excess_standard_error")
+        share, share_se = e.get("copy_share_beyond_baseline"), e.get("copy_share_beyond_baseline_standard_error")
+        beyond = (f"; copying beyond real data p = (c − b)/(1 − b) = {_num(share, '+.1%')} ± {_num(share_se, '.1%')}"
+                  if _num(share_se) != "–" else  # an audit saved before p was recorded: its excess
+                  f"; excess ± se {_num(e.get('excess'), '+.1%')} ± {_num(se, '.1%')}" if _num(se) != "–" else "")
         return (f"{_num(e.get('copy_fraction'), '.1%')} of {e.get('n_samples', '–')} fresh samples copy a training "
-                f"item (d1/mean(d1..d{e.get('k', '–')}) < {_num(rules.COPY_RATIO, '.2f')}); {real}"
-                + (f"; excess ± se {_num(e.get('excess'), '+.1%')} ± {_num(se, '.1%')}" if _num(se) != "–" else ""))
+                f"item (d1/mean(d1..d{e.get('k', '–')}) < {_num(rules.COPY_RATIO, '.2f')}); {real}" + beyond)
     if claim_id == "audit.generalisation_gap":
         if "nn_ratio" not in e:
             return "not measured: no held-out data"

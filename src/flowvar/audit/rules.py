@@ -40,8 +40,9 @@ PAIR_MAX_LANDED_OTHER = 0.5
 ALLOWANCE_Z = 1.645
 
 # ---- 2. copying: a generated sample is a copy when d1 / mean(d1..dk) < COPY_RATIO (k nearest training items,
-# k = min(COPY_K, N)); the excess share of copies over that of real data decides — held-out items against the
-# training set, or without held-out data each training item against the others (leave one out).
+# k = min(COPY_K, N)); the share of samples copying beyond real data, p̂ = (c − b)/(1 − b) with c the samples' copy
+# share and b that of real data, decides — held-out items against the training set, or without held-out data each
+# training item against the others (leave one out).
 COPY_RATIO = 1.0 / 3.0
 COPY_K = 50
 COPY_MEMORISE = 0.10
@@ -52,8 +53,9 @@ COPY_MIN_SAMPLES = 20
 #: counts them as half as many independent ones (nearest-neighbour relations are mutual: two close items are each
 #: other's copy, so the leave-one-out copies come in pairs).
 COPY_MIN_LOO = 50
-#: The baseline share may be at most this for the test to be able to read memorising (an excess of COPY_MEMORISE
-#: must fit below 1): in low dimension nearly every real item has a near-duplicate and the test cannot tell.
+#: The baseline share may be at most this for the test to run: in low dimension nearly every real item has a
+#: near-duplicate, the room 1 − b left for copies is too small to resolve p̂ (its se grows as 1/(1 − b)²), and the
+#: test cannot tell copying from the data's own density.
 COPY_MAX_BASELINE = 1.0 - COPY_MEMORISE
 
 # ---- 3. generalisation gap: ρ = median NN distance of generated samples to (a subset of) the training data over
@@ -101,17 +103,41 @@ def excess_standard_error(copy_fraction: float, n_samples: int, baseline_fractio
                       share_standard_error(baseline_fraction, n_baseline))
 
 
+def copy_share_estimate(copy_fraction: float, baseline_fraction: float) -> float:
+    """p̂ = (c − b) / (1 − b): the share of fresh samples that copy beyond what real data does. A model whose samples
+    are a share p of copies and otherwise behave like real data (copy share b) has c = p + (1 − p)·b, so the raw
+    excess c − b = p·(1 − b) shrinks with the baseline while p̂ estimates p itself (the same chance correction as
+    pair recovery's m = (a − 1/N)/(1 − 1/N)). NaN when b is NaN or b ≥ 1 (no room left to copy in)."""
+    if math.isnan(copy_fraction) or math.isnan(baseline_fraction) or baseline_fraction >= 1.0:
+        return math.nan
+    return (copy_fraction - baseline_fraction) / (1.0 - baseline_fraction)
+
+
+def copy_share_standard_error(copy_fraction: float, n_samples: int, baseline_fraction: float,
+                              n_baseline: int) -> float:
+    """se of p̂ = (c − b)/(1 − b) by the delta method, c and b independent: ∂p̂/∂c = 1/(1 − b),
+    ∂p̂/∂b = −(1 − c)/(1 − b)², so se = √(se_c²/(1 − b)² + se_b²·(1 − c)²/(1 − b)⁴) with se_c, se_b from
+    :func:`share_standard_error` (each share over its own count). The room 1 − b divides the error too: with a
+    baseline near 1 the estimate is too loose to decide, and the rule reads inconclusive rather than generalising."""
+    if math.isnan(copy_fraction) or math.isnan(baseline_fraction) or baseline_fraction >= 1.0:
+        return math.nan
+    room = 1.0 - baseline_fraction
+    return math.hypot(share_standard_error(copy_fraction, n_samples) / room,
+                      share_standard_error(baseline_fraction, n_baseline) * (1.0 - copy_fraction) / room ** 2)
+
+
 def copying_verdict(copy_fraction: float, n_samples: int, baseline_fraction: float, n_baseline: int) -> Verdict:
-    """excess = copy share − baseline share, se = :func:`excess_standard_error`. Memorising if excess ≥ COPY_MEMORISE
-    and excess − z·se > COPY_GENERALISE; generalising if excess ≤ COPY_GENERALISE and excess + z·se < COPY_MEMORISE
-    (z = ALLOWANCE_Z); inconclusive otherwise, or when a share is NaN."""
-    excess = copy_fraction - baseline_fraction
-    se = excess_standard_error(copy_fraction, n_samples, baseline_fraction, n_baseline)
-    if math.isnan(excess) or math.isnan(se):
+    """p̂ = :func:`copy_share_estimate` (the share of samples copying beyond real data), se =
+    :func:`copy_share_standard_error`. Memorising if p̂ ≥ COPY_MEMORISE and p̂ − z·se > COPY_GENERALISE;
+    generalising if p̂ ≤ COPY_GENERALISE and p̂ + z·se < COPY_MEMORISE (z = ALLOWANCE_Z); inconclusive otherwise,
+    or when a share is NaN."""
+    share = copy_share_estimate(copy_fraction, baseline_fraction)
+    se = copy_share_standard_error(copy_fraction, n_samples, baseline_fraction, n_baseline)
+    if math.isnan(share) or math.isnan(se):
         return "inconclusive"
-    if excess >= COPY_MEMORISE - 1e-12 and excess - ALLOWANCE_Z * se > COPY_GENERALISE:
+    if share >= COPY_MEMORISE - 1e-12 and share - ALLOWANCE_Z * se > COPY_GENERALISE:
         return "confirmed"
-    if excess <= COPY_GENERALISE + 1e-12 and excess + ALLOWANCE_Z * se < COPY_MEMORISE:
+    if share <= COPY_GENERALISE + 1e-12 and share + ALLOWANCE_Z * se < COPY_MEMORISE:
         return "refuted"
     return "inconclusive"
 
@@ -186,5 +212,6 @@ __all__ = ["ALLOWANCE_Z", "COPY_GENERALISE", "COPY_K", "COPY_MAX_BASELINE", "COP
            "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO", "FAMILIES", "GAP_GENERALISE", "GAP_HALF_SAMPLES",
            "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE", "NO_PAIRS_CAVEAT",
            "OVERALL", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE", "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE",
-           "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "copying_verdict", "excess_standard_error", "family_verdict",
+           "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "copy_share_estimate", "copy_share_standard_error",
+           "copying_verdict", "excess_standard_error", "family_verdict",
            "gap_verdict", "gradient_verdict", "overall_verdict", "pair_recovery_verdict", "share_standard_error"]

@@ -295,10 +295,14 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditione
     base = float((r_h < rules.COPY_RATIO).double().mean()) if r_h.numel() else math.nan
     nn12 = nn_distance_ratio(generated, train, rules.COPY_RATIO) if n >= 2 else None
     se = rules.excess_standard_error(copy_fraction, m, base, n_base)
+    share = rules.copy_share_estimate(copy_fraction, base)
+    share_se = rules.copy_share_standard_error(copy_fraction, m, base, n_base)
     evidence = {"n_samples": m, "n_train": n, "k": k, "copy_fraction": copy_fraction,
                 "heldout_copy_fraction": base if heldout is not None else math.nan, "baseline": base,
                 "baseline_source": source, "n_baseline": int(r_h.numel()), "n_baseline_effective": n_base,
-                "excess": copy_fraction - base, "excess_standard_error": se, "ratio.median": float(r.median()),
+                "excess": copy_fraction - base, "excess_standard_error": se,
+                "copy_share_beyond_baseline": share, "copy_share_beyond_baseline_standard_error": share_se,
+                "ratio.median": float(r.median()),
                 "nn1_nn2_copy_fraction": nn12.fraction_below if nn12 is not None else math.nan}
     if conditioned_on:
         evidence["conditioned_on"] = conditioned_on
@@ -319,19 +323,20 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditione
     claim = judge("audit.copying", "Fresh samples copy training items (nearest-neighbour distance ratio test)",
                   evidence, kind="finding",
                   verdict=rules.copying_verdict(copy_fraction, m, base, n_base), precondition=pre,
-                  rule=f"copy: d1/mean(d1..d{k}) < {rules.COPY_RATIO:.3g}; excess = share of copies − share among "
-                       f"real items (held-out items, or without --heldout each training item against the others), "
-                       f"se from both shares: memorising if excess ≥ {rules.COPY_MEMORISE} and excess − {z}·se > "
-                       f"{rules.COPY_GENERALISE}, generalising if excess ≤ {rules.COPY_GENERALISE} and excess + "
-                       f"{z}·se < {rules.COPY_MEMORISE}, else inconclusive",
-                  min_effect=f"{rules.COPY_MEMORISE:.0%} more copies than real data shows",
+                  rule=f"copy: d1/mean(d1..d{k}) < {rules.COPY_RATIO:.3g}; p = (c − b)/(1 − b), the share of "
+                       f"samples copying beyond real data (c: share of copies among samples, b: among real items — "
+                       f"held-out items, or without --heldout each training item against the others), se by the "
+                       f"delta method from both shares: memorising if p ≥ {rules.COPY_MEMORISE} and p − {z}·se > "
+                       f"{rules.COPY_GENERALISE}, generalising if p ≤ {rules.COPY_GENERALISE} and p + {z}·se < "
+                       f"{rules.COPY_MEMORISE}, else inconclusive",
+                  min_effect=f"{rules.COPY_MEMORISE:.0%} of samples copying beyond what real data shows",
                   replicates=f"none: {m} fresh samples from one seed (the sampling error of both shares is allowed "
                              f"for)")
     held_text = (f"; held-out real data: {base:.1%}" if heldout is not None else
                  f"; real data (each training item against the others, no held-out data given): {base:.1%}")
     text = (f"{copy_fraction:.1%} of {m} fresh samples are copies (nearest training item closer than "
-            f"{rules.COPY_RATIO:.2f} × the mean of its {k} nearest){held_text} (excess "
-            f"{copy_fraction - base:+.1%} ± {evidence['excess_standard_error']:.1%})." + _under(conditioned_on))
+            f"{rules.COPY_RATIO:.2f} × the mean of its {k} nearest){held_text}: a share p = (c − b)/(1 − b) = "
+            f"{share:+.1%} ± {share_se:.1%} of samples copies beyond real data." + _under(conditioned_on))
     plt = _plt()
     figures: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
