@@ -247,11 +247,69 @@ def test_gradient_rule(lam: float, nu: float, want: str) -> None:
     assert rules.gradient_verdict(lam, nu) == want
 
 
+# a family's reading from (direct test, averaging test); None: the test did not run. Every combination of the two
+# tests' decisive states: a direct memorising reading decides; the averaging test's memorising reading against a
+# direct generalising one is a genuine conflict (mixed)
+FAMILY_CASES = [
+    ("confirmed", "confirmed", "memorising"), ("confirmed", "refuted", "memorising"),
+    ("confirmed", "inconclusive", "memorising"), ("confirmed", None, "memorising"),
+    ("refuted", "confirmed", "mixed"), ("refuted", "refuted", "generalising"),
+    ("refuted", "untestable", "generalising"), ("refuted", None, "generalising"),
+    ("inconclusive", "confirmed", "memorising"), ("untestable", "refuted", "generalising"),
+    ("inconclusive", "inconclusive", "undecided"), (None, "untestable", "undecided"), (None, None, "undecided"),
+]
+
+
+@pytest.mark.parametrize(("family", "tests"), list(rules.FAMILIES.items()))
+@pytest.mark.parametrize(("direct", "other", "want"), FAMILY_CASES)
+def test_family_verdict(family: str, tests: tuple[str, str], direct: str | None, other: str | None,
+                        want: str) -> None:
+    verdicts = {t: v for t, v in zip(tests, (direct, other), strict=True) if v is not None}
+    assert rules.family_verdict(verdicts, tests) == want
+
+
+# one representative per family reading, for the combination of the two families
+READS = {"memorising": ("confirmed", "refuted"), "mixed": ("refuted", "confirmed"),
+         "generalising": ("refuted", "inconclusive"), "undecided": ("inconclusive", "untestable")}
+RANK = ["memorising", "mixed", "generalising"]  # the first reading present in either family decides
+
+
+@pytest.mark.parametrize("pairs", list(READS))
+@pytest.mark.parametrize("samples", list(READS))
+def test_overall_verdict_for_every_combination_of_family_readings(pairs: str, samples: str) -> None:
+    verdicts = dict(zip(rules.FAMILIES["pairs"], READS[pairs], strict=True)) | dict(
+        zip(rules.FAMILIES["samples"], READS[samples], strict=True))
+    want = next((r for r in RANK if r in (pairs, samples)), "cannot tell")
+    assert rules.overall_verdict(verdicts)[0] == want
+
+
+def test_a_confirmed_copy_outvotes_the_blind_gap_test_and_the_verdict_names_it() -> None:
+    """The referee's partial copiers (15–30 % verbatim copies: the copy test confirms, the median gap test reads
+    generalising) are memorising, not mixed, and the notes name the test that could not see it and why."""
+    verdicts = {"copying": "confirmed", "generalisation gap": "refuted"}
+    assert rules.overall_verdict(verdicts)[0] == "memorising"
+    (note,) = rules.verdict_notes(verdicts)
+    assert "copying reads memorising" in note and "generalisation gap" in note and "median" in note
+    verdicts = {"pair recovery": "confirmed", "gradient signal": "refuted", "copying": "refuted"}
+    assert rules.overall_verdict(verdicts)[0] == "memorising"
+    assert "pair recovery reads memorising" in rules.verdict_notes(verdicts)[0]
+    # a conflict the scopes do not explain stays mixed, and is said
+    verdicts = {"pair recovery": "refuted", "gradient signal": "confirmed"}
+    assert rules.overall_verdict(verdicts)[0] == "mixed"
+    assert "mixed" in rules.verdict_notes(verdicts)[0] and "gradient signal reads memorising" in \
+        rules.verdict_notes(verdicts)[0]
+    # a mixed family does not hide the other family's memorisation
+    assert rules.overall_verdict(verdicts | {"copying": "confirmed"})[0] == "memorising"
+    assert rules.verdict_notes({"copying": "refuted", "generalisation gap": "refuted"}) == []
+
+
 @pytest.mark.parametrize(("verdicts", "want"), [
     ({"pair recovery": "confirmed", "gradient signal": "confirmed", "copying": "refuted"}, "memorising"),
     ({"pair recovery": "refuted", "copying": "refuted", "generalisation gap": "inconclusive"}, "generalising"),
-    ({"copying": "confirmed", "generalisation gap": "refuted"}, "mixed"),
-    ({"pair recovery": "confirmed", "gradient signal": "refuted"}, "mixed"),
+    ({"copying": "confirmed", "generalisation gap": "refuted"}, "memorising"),
+    ({"pair recovery": "confirmed", "gradient signal": "refuted"}, "memorising"),
+    ({"copying": "refuted", "generalisation gap": "confirmed"}, "mixed"),
+    ({"pair recovery": "refuted", "gradient signal": "confirmed"}, "mixed"),
     ({"copying": "inconclusive", "gradient signal": "untestable"}, "cannot tell"),
     ({}, "cannot tell"),
 ])

@@ -517,16 +517,20 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
     overall, mem, genr = rules.overall_verdict(verdicts)
     reasons = [f"{TEST_NAMES[s.claim.id]}: {READING[s.claim.verdict]} — {s.text}" for s in sections]
+    reasons += rules.verdict_notes(verdicts)
     reasons += [rules.NO_PAIRS_CAVEAT] if x0_pairs is None else []
     claims = [s.claim for s in sections]
     claims.append(judge("audit.memorises", "The model memorises its training data (all tests combined)",
-                        {"verdict": overall, "tests": verdicts, "memorising": mem, "generalising": genr},
+                        {"verdict": overall, "tests": verdicts, "memorising": mem, "generalising": genr,
+                         "notes": rules.verdict_notes(verdicts)},
                         kind="finding",
                         verdict="confirmed" if overall == "memorising" else "refuted" if overall == "generalising"
                         else "inconclusive",
                         rule="families: pairs (pair recovery, gradient signal), samples (copying, generalisation "
-                             "gap); mixed if a family's tests conflict, else memorising if a family reads memorising, "
-                             "else generalising if one reads generalising, else cannot tell (confirmed = memorising, "
+                             "gap), the first of each direct (counts memorised items) and deciding its family when it "
+                             "reads memorising; memorising if a family reads memorising, else mixed if a family's "
+                             "averaging test reads memorising against its direct test's generalising, else "
+                             "generalising if one reads generalising, else cannot tell (confirmed = memorising, "
                              "refuted = generalising; mixed and cannot tell are inconclusive)"))
     metrics: dict[str, Any] = {"verdict": overall, "verdict_memorising_tests": mem,
                                "verdict_generalising_tests": genr, "convention": check.to_dict()}
@@ -625,6 +629,9 @@ def saved_summary(result: Result) -> str:
         if claim.id in TEST_NAMES:
             lines.append(f"  {TEST_NAMES[claim.id]}: {READING.get(claim.verdict, claim.verdict)} — "
                          f"{claim_numbers(claim.id, claim.evidence)}")
+    for claim in result.claims:  # how the families were read (a conflict, a caveat), as the live report said
+        if claim.id == "audit.memorises":
+            lines += [f"  {note}" for note in claim.evidence.get("notes", [])]
     return "\n".join(lines)
 
 

@@ -173,45 +173,83 @@ NO_PAIRS_CAVEAT = ("pair tests: not run (no --pairs) — a model can reproduce i
                    "memorisation) while its fresh samples are novel; pass the training sources to test that")
 
 #: The tests by what they look at: whether the model reproduces its training *pairs* (Prop 2: pair recovery and the
-#: gradient signature), and whether its fresh *samples* reproduce training items (copying, generalisation gap).
+#: gradient signature), and whether its fresh *samples* reproduce training items (copying, generalisation gap). The
+#: first test of each family is its *direct* one: it counts individual memorised items (training sources that reach
+#: their own partner; samples that copy a training item), so its memorising reading stands even when the family's
+#: other test, an average over pairs or samples, reads generalising (:data:`BLIND_SPOT` says why that test misses it).
 FAMILIES: dict[str, tuple[str, ...]] = {"pairs": ("pair recovery", "gradient signal"),
                                         "samples": ("copying", "generalisation gap")}
 
+#: Why a family's averaging test can read generalising while its direct test finds memorised items (said beside
+#: the verdict when that happens).
+BLIND_SPOT: dict[str, str] = {
+    "gradient signal": "λ averages the loss over t and over all training pairs, so pairs whose ODE endpoints return "
+                       "their partners can still be fitted no better on average than fresh pairs",
+    "generalisation gap": "ρ compares median nearest-neighbour distances, which a copying minority (under half the "
+                          "samples) barely moves",
+}
+
 
 def family_verdict(verdicts: Mapping[str, str], tests: tuple[str, ...]) -> str:
-    """One family's reading: memorising / generalising when its decisive tests agree, mixed when they conflict,
-    undecided when none is decisive (confirmed = memorising, refuted = generalising)."""
-    got = {verdicts[t] for t in tests if t in verdicts} & {"confirmed", "refuted"}
-    if got == {"confirmed", "refuted"}:
-        return "mixed"
-    return "memorising" if got == {"confirmed"} else "generalising" if got == {"refuted"} else "undecided"
+    """One family's reading (confirmed = memorising, refuted = generalising) from its direct test ``tests[0]`` and
+    its averaging test ``tests[1]``: **memorising** when the direct test reads memorising (whatever the other says:
+    it counts memorised items the average cannot see), or when the averaging test does and the direct one is not
+    decisive; **mixed** when the averaging test reads memorising against the direct test's generalising (a genuine
+    conflict: the direct test saw no memorised items, yet the average moved); **generalising** when the decisive
+    tests all read generalising; **undecided** when none is decisive."""
+    direct, *others = tests
+    got = {verdicts[t] for t in others if t in verdicts} & {"confirmed", "refuted"}
+    first = verdicts.get(direct)
+    if first == "confirmed":
+        return "memorising"
+    if "confirmed" in got:
+        return "mixed" if first == "refuted" else "memorising"
+    return "generalising" if first == "refuted" or "refuted" in got else "undecided"
+
+
+def verdict_notes(verdicts: Mapping[str, str]) -> list[str]:
+    """The lines said beside the overall verdict about how its families were read: a direct test's memorising
+    reading that outvoted its family's averaging test (named, with :data:`BLIND_SPOT`), and a conflict that made
+    a family mixed."""
+    notes = []
+    for family, (direct, *others) in FAMILIES.items():
+        for other in others:
+            if verdicts.get(direct) == "confirmed" and verdicts.get(other) == "refuted":
+                notes.append(f"{family} family: {direct} reads memorising and decides; {other} reads generalising "
+                             f"but cannot see it ({BLIND_SPOT[other]})")
+            if verdicts.get(direct) == "refuted" and verdicts.get(other) == "confirmed":
+                notes.append(f"{family} family: mixed — {other} reads memorising while {direct}, which counts "
+                             f"memorised items directly, reads generalising")
+    return notes
 
 
 def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], list[str]]:
     """Combine the tests' verdicts (test name → confirmed / refuted / inconclusive / untestable).
 
-    Each family of :data:`FAMILIES` is read by :func:`family_verdict`. Then: **mixed** if a family's own tests
-    conflict; else **memorising** if either family reads memorising (a model that reproduces its training pairs
+    Each family of :data:`FAMILIES` is read by :func:`family_verdict` (a direct test's memorising reading decides
+    its family). Then: **memorising** if either family reads memorising (a model that reproduces its training pairs
     memorises even when its fresh samples are novel — Prop 2's failure — and one whose fresh samples copy training
-    items memorises whatever it does with pairs); else **generalising** if a family reads generalising; else
-    **cannot tell**. Returns (verdict, the tests that read memorising, those that read generalising).
+    items memorises whatever it does with pairs); else **mixed** if a family's tests conflict (its averaging test
+    reads memorising, its direct test generalising); else **generalising** if a family reads generalising; else
+    **cannot tell**. Returns (verdict, the tests that read memorising, those that read generalising);
+    :func:`verdict_notes` gives the lines that explain a conflict.
     """
     mem = [k for k, v in verdicts.items() if v == "confirmed"]
     gen = [k for k, v in verdicts.items() if v == "refuted"]
     families = [family_verdict(verdicts, tests) for tests in FAMILIES.values()]
-    if "mixed" in families:
-        return "mixed", mem, gen
     if "memorising" in families:
         return "memorising", mem, gen
+    if "mixed" in families:
+        return "mixed", mem, gen
     if "generalising" in families:
         return "generalising", mem, gen
     return "cannot tell", mem, gen
 
 
-__all__ = ["ALLOWANCE_Z", "COPY_GENERALISE", "COPY_K", "COPY_MAX_BASELINE", "COPY_MEMORISE", "COPY_MIN_LOO",
-           "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO", "FAMILIES", "GAP_GENERALISE", "GAP_HALF_SAMPLES",
-           "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE", "NO_PAIRS_CAVEAT",
-           "OVERALL", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE", "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE",
-           "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "copy_share_estimate", "copy_share_standard_error",
-           "copying_verdict", "excess_standard_error", "family_verdict",
-           "gap_verdict", "gradient_verdict", "overall_verdict", "pair_recovery_verdict", "share_standard_error"]
+__all__ = ["ALLOWANCE_Z", "BLIND_SPOT", "COPY_GENERALISE", "COPY_K", "COPY_MAX_BASELINE", "COPY_MEMORISE",
+           "COPY_MIN_LOO", "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO", "FAMILIES", "GAP_GENERALISE",
+           "GAP_HALF_SAMPLES", "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE",
+           "NO_PAIRS_CAVEAT", "OVERALL", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE", "PAIR_MAX_LANDED_OTHER",
+           "PAIR_MEMORISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "copy_share_estimate",
+           "copy_share_standard_error", "copying_verdict", "excess_standard_error", "family_verdict", "gap_verdict",
+           "gradient_verdict", "overall_verdict", "pair_recovery_verdict", "share_standard_error", "verdict_notes"]
