@@ -784,3 +784,19 @@ def test_load_array_accepts_numeric_value_ranges(tmp_path: Path) -> None:
     for value_range in [(0, 1), [0.0, 1.0], (np.float32(0), np.int64(1)), np.array([0.0, 1.0])]:
         loaded = load_array(tmp_path / "v.npy", value_range=value_range)  # type: ignore[arg-type]
         torch.testing.assert_close(loaded.images, torch.zeros(4, 2))
+
+
+def test_load_split_warns_about_data_centred_far_from_the_source(tmp_path: Path) -> None:
+    """A spread near 1 far from the origin (1e3 + N(0, 1), 300 ± 10 K) passed the magnitude and spread checks, yet
+    CFM(σ = 0) then pairs at chance instead of memorising and the σ advice answers another question (re-test N1):
+    warned, naming the distance and the standardisation; centred data are not."""
+    rng = np.random.default_rng(0)
+    for name, data in (("offset", 1e3 + rng.normal(size=(40, 3))), ("kelvin", 300 + 10 * rng.normal(size=(40, 3)))):
+        np.save(tmp_path / f"{name}.npy", data.astype(np.float32))
+        with pytest.warns(UserWarning, match=r"is centred .* source standard deviations from the origin.*standardise"):
+            load_split("npy", str(tmp_path / f"{name}.npy"), 8, 100, resolution=8, channels=None, seed=0,
+                       min_heldout=16)
+    np.save(tmp_path / "near.npy", (5 + rng.normal(size=(40, 3))).astype(np.float32))  # the paper's μ = 5 scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_split("npy", str(tmp_path / "near.npy"), 8, 100, resolution=8, channels=None, seed=0, min_heldout=16)

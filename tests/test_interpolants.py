@@ -256,3 +256,14 @@ def test_noise_is_drawn_onto_the_pairs_device(generator: torch.Generator | None)
         assert path.xt.shape == (4, 2) and path.z.dtype == torch.float32
     z = standard_normal_like(pairs.x0, generator)
     assert z.device.type == "meta" and z.shape == (4, 2)
+
+
+def test_times_a_rounding_error_outside_the_unit_interval_are_accepted() -> None:
+    """1/9 added nine times is 1 + 2.2e-16 as a Python float: rounding, not a convention error (re-test N6)."""
+    pairs = _pairs()
+    z = torch.zeros_like(pairs.x0)
+    t = sum([1 / 9] * 9)
+    assert t > 1.0
+    assert torch.allclose(Interpolant(0.0).path(pairs.x0, pairs.x1, t, z).xt, pairs.x1)
+    with pytest.raises(DataError, match=r"t must lie in \[0, 1\]"):
+        Interpolant(0.0).path(pairs.x0, pairs.x1, 1.0 + 1e-9, z)

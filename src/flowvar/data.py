@@ -963,6 +963,9 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
 MAX_DATA_MAGNITUDE = 1e6
 #: A spread (std over all values) outside [1 / f, f] for this f gets a warning from :func:`load_split`.
 SCALE_WARN_FACTOR = 100.0
+#: A centre (root mean square over dimensions of the per-dimension means) beyond this many source standard
+#: deviations gets a warning from :func:`load_split`: 300 ± 10 K or [0, 255] pixels as vectors.
+LOCATION_WARN = 10.0
 
 _STANDARDISE = ("standardise your data first, (x - x.mean(0)) / x.std(0) (σ is in the units of the data, and the "
                 "study's sources are N(0, I))")
@@ -981,6 +984,13 @@ def _check_scale(where: str, x: Tensor) -> None:
         warnings.warn(f"{where} has values spread with std {spread:.3g} (max |x| {top:.3g}), far from the N(0, I) "
                       f"source's 1: the σ grid and the learning rate are on that scale; {_STANDARDISE}",
                       stacklevel=3)
+    # a spread near 1 far from the origin (1e3 + N(0, 1)) passes the checks above, yet every training line then runs
+    # from the source blob to a far one and σ = 0 pairs at chance instead of memorising: the study's premise fails
+    centre = float(x.double().flatten(1).mean(0).pow(2).mean().sqrt()) if x.shape[0] > 0 else 0.0
+    if centre > LOCATION_WARN:
+        warnings.warn(f"{where} is centred {centre:.3g} source standard deviations from the origin (root mean square "
+                      f"of the per-dimension means), far from the N(0, I) source: CFM(σ = 0) may not memorise such "
+                      f"pairs, and the σ advice then answers another question; {_STANDARDISE}", stacklevel=3)
 
 
 def _too_few_items(where: str, holds: str, available: int, n_train: int, min_heldout: int, repair: str = ""
