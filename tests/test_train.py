@@ -580,3 +580,35 @@ def test_flowvars_own_callers_resume_without_a_resume_warning(tmp_path: Path) ->
     with pytest.warns(ResumeWarning) as caught:
         train_mod.train_cfm(mlp(), coupling(), 0.0, **kw)
     assert caught[0].filename == __file__
+
+
+def test_resume_signature_names_a_coupling_that_draws_elsewhere_and_ignores_memory_addresses(tmp_path: Path) -> None:
+    """Re-test N3: a coupling drawing from numpy's RNG draws other pairs at every call, so its run cannot resume;
+    the error says why instead of only 'the training data differ'. N2: a model config holding a function resumes
+    in a process where the function sits at another address (the repr of a function holds 'at 0x…')."""
+    import numpy as np
+
+    from flowvar.couplings import Coupling, Pairs
+
+    class NumpyShuffled(Coupling):
+        def sample(self, n: int, generator: torch.Generator | None = None) -> Pairs:
+            x = torch.as_tensor(np.random.default_rng().normal(size=(n, 2)), dtype=torch.float32)
+            return Pairs(x, x + 1)
+
+    cfg = TrainConfig(steps=4, batch_size=8, log_every=0)
+    train(mlp(), CFMLoss(), NumpyShuffled(), cfg, tmp_path / "np")
+    with pytest.raises(ConfigError, match=r"draws other pairs at every call and cannot resume: draw from the given "
+                                          r"torch\.Generator"):
+        train(mlp(), CFMLoss(), NumpyShuffled(), cfg, tmp_path / "np")
+    x0, x1 = pairs()
+    with pytest.raises(ConfigError) as caught:  # FixedPairs data really differ: no hint about random sources
+        train(mlp(), CFMLoss(), FixedPairs(x0, x1), cfg, tmp_path / "np")
+    assert "numpy" not in str(caught.value)
+
+    def activation_a(x: Tensor) -> Tensor:
+        return x
+
+    model = mlp()
+    model.config = {**model.config, "hook": activation_a}  # type: ignore[operator]
+    described = train_mod._describe_model(model)
+    assert " at 0x" not in described and "activation_a" in described

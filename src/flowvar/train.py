@@ -280,8 +280,16 @@ def _describe_model(model: nn.Module) -> str:
     UNetField), else its type and a digest of its ``repr`` (every submodule and layer size of any nn.Module)."""
     config = getattr(model, "config", None)
     if isinstance(config, dict) and config and all(isinstance(k, str) for k in config):
-        return f"{type(model).__name__}({', '.join(f'{k}={v!r}' for k, v in config.items())})"
+        return f"{type(model).__name__}({', '.join(f'{k}={_plain_repr(v)}' for k, v in config.items())})"
     return f"{type(model).__name__} (architecture {hashlib.sha256(repr(model).encode()).hexdigest()[:12]})"
+
+
+def _plain_repr(value: Any) -> str:
+    """``repr`` without a memory address: a function or class by its qualified name (its default repr holds
+    ``at 0x…``, another value in every process, so a rebuilt model would never resume)."""
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return repr(value)
 
 
 def _describe_time_sampler(sampler: Any) -> str:
@@ -351,7 +359,10 @@ def _signature_differences(saved: dict[str, Any], signature: dict[str, Any], mod
             diffs.append(f"{key}: checkpoint {old_summary!r} vs now {value['summary']!r}")
         elif not _same_fingerprint(old.get("fingerprint"), value["fingerprint"]):  # type: ignore[union-attr]
             what = "the training data" if key == "data" else "its draws"
-            diffs.append(f"{key}: {value['summary']} in both, but {what} differ")
+            hint = ("" if key != "data" or value["summary"].startswith("FixedPairs") else
+                    " (a coupling drawing from a random source other than the generator it is given, e.g. numpy's, "
+                    "draws other pairs at every call and cannot resume: draw from the given torch.Generator)")
+            diffs.append(f"{key}: {value['summary']} in both, but {what} differ{hint}")
     return diffs, False
 
 
