@@ -227,7 +227,9 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
     """Integrate dx/dt = field(x, t) from x(t0) = x0 to t1 (see the module docstring for the methods).
 
     Args:
-        field: ``field(x, t)`` with x: (B, *shape), t: (B,) → (B, *shape); an ``nn.Module`` or callable.
+        field: ``field(x, t)`` with x: (B, *shape), t: (B,) → (B, *shape); an ``nn.Module`` or callable, used
+            in the mode it is in (call ``model.eval()`` first for a model with dropout: :func:`flowvar.train.train`
+            leaves it in training mode, and a sampler that switched modes would hide it).
         x0: (B, *shape) floating-point start states; the integration runs in its dtype and device.
         method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` or a torchdiffeq method (``"dopri5"``…).
         steps: number of intervals of the uniform grid on [t0, t1]; ignored when ``grid`` is given. For
