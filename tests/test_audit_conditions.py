@@ -332,7 +332,9 @@ def test_vector_conditioned_model_reads_memorising_and_a_determining_condition_n
                    label_arg="positional", **SMALL)
     verdicts = {cl.id: cl.verdict for cl in report.result.claims}
     assert report.verdict == "generalising", report.summary()
-    assert verdicts["audit.copying"] == "refuted" and verdicts["audit.generalisation_gap"] == "refuted"
+    gap = next(cl for cl in report.result.claims if cl.id == "audit.generalisation_gap")
+    assert verdicts["audit.copying"] == "refuted" and gap.verdict == "inconclusive"  # the gap test is one-sided
+    assert gap.evidence["majority_novel"] is True
 
 
 # --------------------------------------------------------------------------------------------- command line

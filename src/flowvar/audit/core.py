@@ -603,7 +603,9 @@ def claim_numbers(claim_id: str, evidence: dict[str, Any]) -> str:
         return (f"ρ = {_num(e.get('nn_ratio'), '.2f')}" + (f" ± {_num(se, '.2f')}" if _num(se) != "–" else "")
                 + f" (nearest-neighbour medians to {e.get('m', '–')} training vs "
                 f"held-out items); MMD² to training {_num(e.get('mmd2_to_train'))}, to held-out "
-                f"{_num(e.get('mmd2_to_heldout'))}")
+                f"{_num(e.get('mmd2_to_heldout'))}"
+                + ("; the majority of samples is novel (a median cannot exclude a copying minority)"
+                   if e.get("majority_novel") else ""))
     if claim_id == "audit.gradient_signal":
         if e.get("error"):
             return f"not measured: {e['error']}"

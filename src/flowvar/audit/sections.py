@@ -432,7 +432,8 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
         pre = Precondition("held-out data (--heldout) is given", False, {}, "pass --heldout with data never trained on")
         claim = judge("audit.generalisation_gap", "Fresh samples sit nearer the training data than unseen data",
                       {}, kind="finding", verdict="inconclusive", precondition=pre,
-                      rule=f"ρ < {rules.GAP_MEMORISE}: memorising; ρ ≥ {rules.GAP_GENERALISE}: generalising")
+                      rule=f"ρ < {rules.GAP_MEMORISE}: memorising; never generalising (a median cannot exclude a "
+                           f"copying minority)")
         return Section("gap", "Generalisation gap", claim, {}, {}, "Not measured: no held-out data (--heldout).")
     m = min(train.shape[0], heldout.shape[0])
     tr = train[torch.randperm(train.shape[0], generator=generator)[:m]]
@@ -448,7 +449,7 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
     evidence = {"nn_ratio": rho, "nn_ratio_standard_error": rho_se, "m": m, "n_samples": generated.shape[0],
                 "bandwidth": h,
                 "mmd2_to_train": mmd_train, "mmd2_to_heldout": mmd_held, "mmd2_gap": mmd_held - mmd_train,
-                "mmd2_train_vs_heldout": mmd_data}
+                "mmd2_train_vs_heldout": mmd_data, "majority_novel": rules.gap_reads_majority_novel(rho, rho_se)}
     if conditioned_on:
         evidence["conditioned_on"] = conditioned_on
     pre = Precondition(f"at least {rules.GAP_MIN_HELDOUT} held-out items", m >= rules.GAP_MIN_HELDOUT,
@@ -457,16 +458,20 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
                   evidence, kind="finding", verdict=rules.gap_verdict(rho, rho_se), precondition=pre,
                   rule=f"ρ = median NN distance to {m} training items / to {m} held-out items, se from "
                        f"{rules.GAP_HALF_SAMPLES} half-samples of the samples and both references: memorising if ρ < "
-                       f"{rules.GAP_MEMORISE} and ρ + {rules.ALLOWANCE_Z}·se < {rules.GAP_GENERALISE}, generalising "
-                       f"if ρ ≥ {rules.GAP_GENERALISE} and ρ − {rules.ALLOWANCE_Z}·se ≥ {rules.GAP_MEMORISE}, else "
-                       f"inconclusive",
+                       f"{rules.GAP_MEMORISE} and ρ + {rules.ALLOWANCE_Z}·se < {rules.GAP_GENERALISE}, else "
+                       f"inconclusive — never generalising: ρ ≥ {rules.GAP_GENERALISE} (and ρ − "
+                       f"{rules.ALLOWANCE_Z}·se ≥ {rules.GAP_MEMORISE}) says the majority of samples is novel, and a "
+                       f"median cannot exclude a copying minority (the copy test counts copies)",
                   min_effect=f"ρ < {rules.GAP_MEMORISE}: samples a quarter nearer the training data",
                   replicates=f"none: {generated.shape[0]} fresh samples, one random subset of each reference (their "
                              f"sampling error is allowed for)")
     text = (f"Fresh samples are {rho:.2f}× (± {rho_se:.2f}) as far from the training data as from held-out data "
             f"(nearest-neighbour medians, {m} items each); MMD² to training {mmd_train:.3g}, to held-out "
             f"{mmd_held:.3g} "
-            f"(training vs held-out data: {mmd_data:.3g})." + _under(conditioned_on))
+            f"(training vs held-out data: {mmd_data:.3g})."
+            + (" The majority of samples is as near unseen data as training data; a median cannot exclude a copying "
+               "minority, so this test never reads generalising (the copy test counts copies)."
+               if rules.gap_reads_majority_novel(rho, rho_se) else "") + _under(conditioned_on))
     plt = _plt()
     d_tr = nearest_neighbours(as_matrix("x", generated), as_matrix("t", tr), 1)[0][:, 0].numpy()
     d_ho = nearest_neighbours(as_matrix("x", generated), as_matrix("h", ho), 1)[0][:, 0].numpy()
