@@ -440,6 +440,30 @@ def test_advise_sigma_json_is_strict_and_every_sigma_diverged_exits_1(monkeypatc
     assert "σ = 0, seed 0 diverged (the loss became non-finite" in out and "every σ diverged" in out
 
 
+def test_advise_sigma_exit_status_of_each_outcome(monkeypatch, capsys):
+    # 0 whenever there is advice to read (a recommendation, "undecided: add seeds", none with or without a flagged
+    # fallback); 1 only when every σ diverged (test above); the first line names the outcome
+    import flowvar.advise
+    from flowvar.advise import Advice
+
+    row = {"sigma": 0.0, "pairing_accuracy": 1.0, "memorisation": 1.0, "generalisation": 0.01,
+           "gen_mmd2.unbiased": 0.01, "fresh_copy_fraction": 0.0}
+    margins = dict.fromkeys(("gen_margin", "mem_margin", "gen_floor", "gen_reference", "gen_tolerance", "chance"), 0.1)
+    cases = [(Advice(0.1, True, False, "r", "rule", [row], margins, "d", outcome="recommended"), "recommended σ = 0.1"),
+             (Advice(None, False, False, "r", "rule", [row], margins, "d", outcome="undecided", candidates=[0.2]),
+              "undecided: no σ passes both margins with confidence"),
+             (Advice(0.5, False, True, "r", "rule", [row], margins, "d", outcome="none"),
+              "no σ met both margins; fallback σ = 0.5"),
+             (Advice(None, False, False, "r", "rule", [row], margins, "d", outcome="none"),
+              "no σ satisfies both margins")]
+    for advice, head in cases:
+        monkeypatch.setattr(flowvar.advise, "advise_sigma", lambda *args, advice=advice, **kwargs: advice)
+        assert main(["advise-sigma", "--data", "gmm"]) == 0
+        assert capsys.readouterr().out.startswith(head)
+        assert main(["advise-sigma", "--data", "gmm", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["outcome"] == advice.outcome
+
+
 def test_advise_sigma_interrupted_says_so_and_exits_130(monkeypatch, capsys):
     import flowvar.advise
 

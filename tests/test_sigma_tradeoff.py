@@ -13,7 +13,16 @@ import pytest
 import torch
 
 from flowvar.advise import Advice, advise_sigma
-from flowvar.advisor import fallback_sigma, gen_tolerance, recommend_sigma, rule_text
+from flowvar.advisor import (
+    advise_over_seeds,
+    fallback_sigma,
+    gen_tolerance,
+    memorisation_bounds,
+    recommend_sigma,
+    rule_text,
+    seed_rule_text,
+    seeds_needed,
+)
 from flowvar.data import load_split
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments import sigma_tradeoff as st
@@ -139,6 +148,169 @@ def test_tolerance_and_rule_text() -> None:
     assert "0.25" in text and "0.05" in text and "0.001" in text and "fallback" in text
 
 
+# --------------------------------------------------------------------------------------------- the seed-level rule
+
+# the full-scale reference run's per-seed (pairing accuracy, G) (results/full/sigma_tradeoff, N = 256, 3 seeds, floor
+# 0.000499): the point rule on the means answered "fallback 0.2", and 0.5 in 4 of the 27 seed resamples (referee A1)
+FULL_SCALE = {0.0: [(0.98438, 0.005953), (0.98047, 0.006442), (0.99219, 0.007749)],
+              0.01: [(0.97656, 0.005619), (0.98828, 0.0053), (0.99609, 0.00523)],
+              0.02: [(0.99609, 0.004864), (0.99219, 0.004771), (0.99609, 0.005495)],
+              0.05: [(0.99609, 0.005015), (1.0, 0.004081), (0.99609, 0.003509)],
+              0.1: [(1.0, 0.003839), (1.0, 0.004316), (1.0, 0.00298)],
+              0.2: [(0.96484, 0.003041), (0.96094, 0.002624), (0.97656, 0.002123)],
+              0.5: [(0.37109, 0.003372), (0.32422, 0.003837), (0.37891, 0.004685)]}
+
+
+def seeds(cells: dict[float, list[tuple[float, float]]]) -> dict[float, list[dict[str, float]]]:
+    """σ → per-seed rows from (pairing accuracy, G) pairs."""
+    return {s: [{"pairing_accuracy": a, "generalisation": g} for a, g in rows] for s, rows in cells.items()}
+
+
+def test_seed_rule_recommends_the_smallest_sigma_passing_with_confidence() -> None:
+    # N = 256: σ = 0 memorises; σ = 0.1 and 0.2 sit at chance in every seed with G equal to σ = 0's up to small noise
+    chance = 1 / 256
+    cells = {0.0: [(1.0, 0.010), (1.0, 0.012), (1.0, 0.011)],
+             0.05: [(0.6, 0.0101), (0.55, 0.0121), (0.62, 0.0109)],
+             0.1: [(chance, 0.0102), (chance, 0.0119), (2 * chance, 0.0111)],
+             0.2: [(chance, 0.0100), (chance, 0.0120), (chance, 0.0110)]}
+    adv = advise_over_seeds(seeds(cells), 256, 0.25, 0.05, gen_floor=0.001)
+    assert adv.outcome == "recommended" and adv.sigma == 0.1 and adv.fallback_sigma is None
+    verdicts = {j.sigma: j.verdict for j in adv.judgements}
+    assert verdicts == {0.0: "fails", 0.05: "fails", 0.1: "passes", 0.2: "passes"}
+    assert adv.tolerance == pytest.approx(0.25 * 0.011) and adv.gen_reference == pytest.approx(0.011)
+    assert "σ = 0.1 is the smallest σ within both margins with confidence" in adv.reason
+    # σ = 0 that does not memorise is itself the answer (no noise needed)
+    adv = advise_over_seeds(seeds({0.0: [(chance, 0.01)] * 3, 0.1: [(chance, 0.01)] * 3}), 256, 0.25, 0.05)
+    assert adv.outcome == "recommended" and adv.sigma == 0.0
+
+
+def test_seed_rule_undecided_names_the_sigma_and_the_seeds_needed() -> None:
+    # σ = 0.2 passes both margins on the means (M ≈ 0, mean G(0.2) − G(0) = 0.001 < τ = 0.0025) but the seeds
+    # scatter across τ: no recommendation, "add seeds", with an estimate
+    chance = 1 / 256
+    cells = {0.0: [(1.0, 0.010), (1.0, 0.010), (1.0, 0.010)],
+             0.2: [(chance, 0.0085), (chance, 0.0120), (chance, 0.0125)]}
+    adv = advise_over_seeds(seeds(cells), 256, 0.25, 0.05)
+    assert adv.outcome == "undecided" and adv.sigma is None and adv.fallback_sigma is None
+    assert adv.candidates == [0.2] and adv.seeds_needed is not None and adv.seeds_needed > 3
+    judged = adv.judgements[1]
+    assert judged.passes_on_means and judged.mem_side == "within" and judged.gen_side == "undecided"
+    assert judged.gen_lower < adv.tolerance < judged.gen_upper
+    assert "σ = 0.2 passes both margins on the means but not with confidence: add seeds" in adv.reason
+    assert f"about {adv.seeds_needed} seeds" in adv.reason
+    # the estimate: the t-bound clears τ at seeds_needed seeds, not one seed fewer
+    d = [0.0085 - 0.010, 0.0120 - 0.010, 0.0125 - 0.010]
+    mean, sd = float(np.mean(d)), float(np.std(d, ddof=1))
+    n = seeds_needed(mean, sd, 0.0025, 0.05, 3)
+    assert n == adv.seeds_needed
+    from scipy import stats as sps
+    assert mean + sps.t.ppf(0.95, n - 1) * sd / math.sqrt(n) < 0.0025
+    assert mean + sps.t.ppf(0.95, n - 2) * sd / math.sqrt(n - 1) >= 0.0025
+    assert seeds_needed(0.003, sd, 0.0025, 0.05, 3) is None  # the mean itself is beyond the margin
+    # one seed decides nothing
+    one = advise_over_seeds(seeds({s: rows[:1] for s, rows in cells.items()}), 256, 0.25, 0.05)
+    assert one.outcome == "undecided" and one.candidates == [0.2, 0.0]  # those passing on the means first
+
+
+def test_seed_rule_small_n_memorisation_counts_the_binomial_error() -> None:
+    # N = 8 (referee A4): M = 0 in every seed has no seed spread, but one pair in eight moves M by 1/7; the pooled
+    # Clopper–Pearson bound keeps the margin 0.05 out of reach: undecided, not recommended
+    cells = {0.0: [(1.0, 0.01)] * 3, 0.5: [(1 / 8, 0.01)] * 3}
+    mean, low, up = memorisation_bounds([1 / 8] * 3, 8, 0.05)
+    assert mean == pytest.approx(0.0) and up == pytest.approx(0.191, abs=1e-3) and low < 0
+    adv = advise_over_seeds(seeds(cells), 8, 0.25, 0.05)
+    assert adv.outcome == "undecided" and adv.judgements[1].mem_side == "undecided"
+    # the same chance-level pairing on N = 1024 pairs is resolved
+    cells = {0.0: [(1.0, 0.01)] * 3, 0.5: [(1 / 1024, 0.01)] * 3}
+    assert advise_over_seeds(seeds(cells), 1024, 0.25, 0.05).outcome == "recommended"
+    # the seed t-bound is used when it is the wider: seeds scattering around the margin
+    from scipy import stats as sps
+    mean, low, up = memorisation_bounds([0.0, 0.05, 0.10], 1024, 0.05)
+    scores = [(a - 1 / 1024) / (1 - 1 / 1024) for a in (0.0, 0.05, 0.10)]
+    half = sps.t.ppf(0.95, 2) * np.std(scores, ddof=1) / math.sqrt(3)
+    assert up == pytest.approx(mean + half) and low == pytest.approx(max(mean - half, -1 / 1023))
+
+
+def test_seed_rule_none_with_a_flagged_fallback_full_scale_numbers() -> None:
+    # the full-scale reference run: every σ memorises above the margin (lower bounds > 0.05), so none passes; the
+    # point rule's fallback σ = 0.2 (M 0.967 vs 0.986) does not cut memorisation; σ = 0.5 does (confirmed drop
+    # ≥ 0.1) and generalises within τ of σ = 0 with confidence: it is the flagged fallback, in every seed resample
+    adv = advise_over_seeds(seeds(FULL_SCALE), 256, 0.25, 0.05, gen_floor=0.000499, reduce_margin=0.1)
+    assert adv.outcome == "none" and adv.sigma is None and adv.fallback_sigma == 0.5
+    assert all(j.verdict == "fails" and j.mem_side == "above" for j in adv.judgements)
+    assert adv.reason.startswith("no σ satisfies both margins")
+    assert "FALLBACK, not a recommendation: σ = 0.5" in adv.reason
+    assert adv.trade_off is not None and adv.trade_off["sigma"] == 0.5
+    assert adv.trade_off["gen_cost_upper"] < adv.tolerance
+    assert st.both_margins_rule([j.verdict for j in adv.judgements]) == "refuted"
+    import itertools
+    answers = set()
+    for idx in itertools.product(range(3), repeat=3):
+        if len(set(idx)) == 1:
+            continue  # one seed repeated has no spread: not a resample of replicates
+        sub = {s: [rows[i] for i in idx] for s, rows in FULL_SCALE.items()}
+        a = advise_over_seeds(seeds(sub), 256, 0.25, 0.05, gen_floor=0.000499)
+        answers.add((a.outcome, a.fallback_sigma))
+    assert answers == {("none", 0.5)}
+
+
+def test_seed_rule_none_without_fallback_names_the_trade_off() -> None:
+    # σ = 0.5 cuts memorisation, but its generalisation is worse than σ = 0's by more than τ with confidence: no
+    # fallback, and the trade-off (σ = 0.5, its G cost) is named; σ = 0.1 neither cuts M nor harms G
+    cells = {0.0: [(1.0, 0.010), (1.0, 0.011), (1.0, 0.012)],
+             0.1: [(1.0, 0.010), (1.0, 0.011), (1.0, 0.012)],
+             0.5: [(0.3, 0.030), (0.35, 0.032), (0.32, 0.031)]}
+    adv = advise_over_seeds(seeds(cells), 256, 0.25, 0.05)
+    assert adv.outcome == "none" and adv.fallback_sigma is None
+    assert adv.trade_off is not None and adv.trade_off["sigma"] == 0.5
+    assert adv.trade_off["gen_cost"] == pytest.approx(0.02) and adv.trade_off["gen_cost_lower"] > adv.tolerance
+    assert "the smallest σ that cuts memorisation" in adv.reason and "not a recommendation" in adv.reason
+    # every σ memorises: no fallback, no trade-off, "extend sigmas" (the point rule handed back σ = 0 on a tie)
+    cells = {s: [(1.0, 0.010), (1.0, 0.011), (1.0, 0.012)] for s in (0.0, 0.1, 0.5)}
+    adv = advise_over_seeds(seeds(cells), 256, 0.25, 0.05)
+    assert adv.outcome == "none" and adv.fallback_sigma is None and adv.trade_off is None
+    assert "extend sigmas" in adv.reason
+
+
+def test_seed_rule_no_data_and_validation() -> None:
+    nan = math.nan
+    adv = advise_over_seeds(seeds({0.0: [(nan, nan)] * 2, 0.1: [(nan, nan)] * 2}), 64, 0.25, 0.05)
+    assert adv.outcome == "no_data" and adv.sigma is None and adv.judgements == []
+    # a σ whose every seed diverged is left out; one diverged seed is left out of its σ's comparison
+    cells = {0.0: [(1.0, 0.01), (1.0, 0.011), (1.0, 0.012)], 0.05: [(nan, nan)] * 3,
+             0.1: [(1 / 1024, 0.01), (nan, nan), (1 / 1024, 0.012)]}
+    adv = advise_over_seeds(seeds(cells), 1024, 0.25, 0.05)
+    assert [j.sigma for j in adv.judgements] == [0.0, 0.1] and adv.judgements[1].n_seeds == 2
+    with pytest.raises(ConfigError, match="must hold σ = 0"):
+        advise_over_seeds(seeds({0.1: [(1.0, 0.01)]}), 64, 0.25, 0.05)
+    with pytest.raises(ConfigError, match="same seeds"):
+        advise_over_seeds(seeds({0.0: [(1.0, 0.01)] * 2, 0.1: [(1.0, 0.01)]}), 64, 0.25, 0.05)
+    with pytest.raises(ConfigError, match="n_train"):
+        advise_over_seeds(seeds({0.0: [(1.0, 0.01)]}), 1, 0.25, 0.05)
+    with pytest.raises(ConfigError, match="alpha"):
+        advise_over_seeds(seeds({0.0: [(1.0, 0.01)]}), 64, 0.25, 0.05, alpha=0.5)
+    text = seed_rule_text(0.25, 0.05, 1e-3, 0.05, 0.1)
+    assert "σ = 0" in text and "Clopper–Pearson" in text and "add seeds" in text and "0.001" in text
+
+
+def test_seed_rule_on_the_referees_flat_truth_never_answers_sigma_zero() -> None:
+    # referee A1's synthetic truth (advisor_noise.py): M = [1, 1, 1, .9, .3, .02, 0], G flat, 3 seeds, N = 256,
+    # σ-specific G noise 2·τ0: the point rule answered σ = 0 (fallback) in 3–9 % of draws and the right σ = 0.2 in
+    # 30 %; the seed rule never answers σ = 0 and says "undecided" rather than guess
+    rng = np.random.default_rng(0)
+    m_true = np.array([1, 1, 1, .9, .3, .02, 0.0])
+    tau0, n, answers = 0.25 * 0.005, 256, []
+    for _ in range(60):
+        g = 0.005 + rng.normal(0, 0.002, (3, 1)) + rng.normal(0, 2 * tau0, (3, 7))
+        acc = rng.binomial(n, 1 / n + m_true * (1 - 1 / n), (3, 7)) / n
+        cells = {s: [(float(acc[i, j]), float(g[i, j])) for i in range(3)] for j, s in enumerate(SIGMAS)}
+        adv = advise_over_seeds(seeds(cells), n, 0.25, 0.05, gen_floor=0.0005)
+        answers.append((adv.outcome, adv.sigma if adv.outcome == "recommended" else adv.fallback_sigma))
+    assert all(a[1] != 0.0 for a in answers)
+    assert sum(a[0] == "undecided" for a in answers) > 30
+    assert all(a[1] in (0.2, 0.5) for a in answers if a[0] == "recommended")  # both truly pass
+
+
 # --------------------------------------------------------------------------------------------- data inputs
 
 
@@ -191,11 +363,12 @@ def test_advise_sigma_on_npy_and_folder(tmp_path: Path) -> None:
     advice = advise_sigma(tmp_path / "v.npy", sigmas=TINY["sigmas"], quick=True, out=tmp_path / "out", **knobs)
     assert isinstance(advice, Advice)
     assert [r["sigma"] for r in advice.table] == [0.0, 0.05, 0.2]
-    assert advice.recommended_sigma in (0.0, 0.05, 0.2)
+    assert advice.outcome in ("recommended", "undecided", "none")
+    assert advice.recommended_sigma in ((0.0, 0.05, 0.2) if advice.rule_satisfied or advice.fallback else (None,))
     assert not (advice.rule_satisfied and advice.fallback)
     assert (tmp_path / "out" / "sigma_tradeoff" / "result.json").is_file() and advice.result_dir is not None
     assert "rule:" in advice.summary() and advice.summary().startswith(
-        "recommended σ" if advice.rule_satisfied else "no σ")
+        {"recommended": "recommended σ", "undecided": "undecided: ", "none": "no σ"}[advice.outcome])
     json.dumps(advice.to_dict())
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -266,14 +439,21 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
                     "fresh_copy_fraction", "nn_train_over_heldout", "l2_partner.mean"):
             assert key in row
     rec = result["metrics"]["recommended_sigma"]
-    assert rec in (0.0, 0.02, 0.2)
-    assert "rule" in result["choices"] and "G* + τ" in result["choices"]["rule"]
+    assert rec in (0.0, 0.02, 0.2, None)
+    assert "rule" in result["choices"] and "against σ = 0 over the training seeds" in result["choices"]["rule"]
     assert "sigma_tradeoff.png" in result["figures"]
     assert (tmp_path / "sigma_tradeoff" / "sigma_tradeoff.png").is_file()
     advice = Advice.from_metrics(result["metrics"])
     assert advice.recommended_sigma == rec
-    ok = ids["sigma_tradeoff.sigma_satisfying_both_margins_exists"]["verdict"] == "confirmed"
-    assert ok == advice.rule_satisfied
+    both = ids["sigma_tradeoff.sigma_satisfying_both_margins_exists"]
+    assert (both["verdict"] == "confirmed") == advice.rule_satisfied == (advice.outcome == "recommended")
+    # claim 4 and the answer are the seed-level rule applied to the per-seed scores recorded beside them
+    per_seed = {float(k.split("=")[1]): rows for k, rows in result["metrics"]["per_seed"].items()}
+    again = advise_over_seeds(per_seed, 12, 0.25, 0.05, gen_floor=result["metrics"]["null_generalisation"]["floor"],
+                              alpha=0.05, reduce_margin=0.1)
+    assert again.outcome == advice.outcome == both["evidence"]["outcome"]
+    assert both["verdict"] == st.both_margins_rule([j.verdict for j in again.judgements])
+    assert rec == (again.sigma if again.outcome == "recommended" else again.fallback_sigma)
 
 
 def test_diverged_runs_give_nan_rows_and_no_recommendation(tmp_path: Path) -> None:
@@ -316,6 +496,19 @@ def test_a_fallback_is_never_printed_as_recommended() -> None:
     head = Advice(0.2, False, True, "FALLBACK, …", "rule", [row], margins, "data").summary().splitlines()[0]
     assert "recommended" not in head.replace("not a recommendation", "") and "fallback σ = 0.2" in head
     assert Advice(0.2, True, False, "r", "rule", [row], margins, "data").summary().startswith("recommended σ = 0.2")
+    # the seed rule's other outcomes: undecided names the σ and the seeds; none without a fallback says so
+    undecided = Advice(None, False, False, "r", "rule", [row], margins, "data", outcome="undecided",
+                       candidates=[0.2], seeds_needed=7)
+    assert undecided.summary().startswith("undecided: no σ passes both margins with confidence, but σ = 0.2 are not "
+                                          "excluded either; add seeds (--set n_seeds=...) (about 7 seeds in all)")
+    judged = {"sigma": 0.2, "mem_mean": 0.01, "mem_lower": 0.0, "mem_upper": 0.04, "mem_side": "within",
+              "gen_difference": 0.001, "gen_lower": -0.001, "gen_upper": 0.003, "gen_side": "undecided",
+              "verdict": "undecided"}
+    undecided.judgements = [judged]
+    assert "σ = 0.2: M = 0.01 [0, 0.04] within; G − G(0) = +0.001 [-0.001, +0.003] undecided → undecided" in \
+        undecided.summary()
+    none = Advice(None, False, False, "r", "rule", [row], margins, "data", outcome="none")
+    assert none.summary().startswith("no σ satisfies both margins") and "recommended σ" not in none.summary()
 
 
 def test_data_far_from_the_source_scale_is_refused_or_warned_before_training(tmp_path: Path) -> None:
@@ -437,10 +630,22 @@ def test_exact_minimiser_of_one_seed() -> None:
     assert st.compared_sigma(0.05, [0.0, 0.05, 0.1]) == 0.05 and st.compared_sigma(0.05, [0.0, 0.2, 0.1]) == 0.1
 
 
-def test_both_margins_rule() -> None:
-    assert st.both_margins_rule(True, False) == "confirmed"
-    assert st.both_margins_rule(False, True) == "refuted"
-    assert st.both_margins_rule(False, False) == "inconclusive"
+def test_both_margins_rule_reads_the_seed_level_verdicts() -> None:
+    assert st.both_margins_rule(["fails", "undecided", "passes"]) == "confirmed"
+    assert st.both_margins_rule(["fails", "fails", "fails"]) == "refuted"
+    # the band: a σ neither passing nor failing with confidence, and none passing
+    assert st.both_margins_rule(["fails", "undecided"]) == "inconclusive"
+    assert st.both_margins_rule([]) == "inconclusive"  # no σ had finite scores
+    with pytest.raises(ConfigError, match="passes, fails or undecided"):
+        st.both_margins_rule(["confirmed"])
+    # the quick reference run's per-seed evidence (results/sigma_tradeoff, N = 64): refuted, as published (every σ
+    # memorises above the margin with confidence); no fallback now: σ = 0.5's G straddles τ against σ = 0
+    quick = {0.0: [(0.96875, 0.009842), (0.98438, 0.023358), (1.0, 0.032442)],
+             0.05: [(0.98438, 0.011934), (0.98438, 0.02151), (1.0, 0.025608)],
+             0.5: [(0.53125, 0.01216), (0.45312, 0.011577), (0.51562, 0.018232)]}
+    adv = advise_over_seeds(seeds(quick), 64, 0.25, 0.05, gen_floor=0.0011051893460290146)
+    assert st.both_margins_rule([j.verdict for j in adv.judgements]) == "refuted"
+    assert adv.outcome == "none" and adv.fallback_sigma is None and adv.trade_off["sigma"] == 0.5
 
 
 def test_quick_mode_replicates_over_seeds() -> None:

@@ -25,17 +25,22 @@ from flowvar.metrics import GEN_KEY, MEM_KEY
 class Advice:
     """What :func:`advise_sigma` returns (and ``flowvar advise-sigma`` prints).
 
-    * ``recommended_sigma``: the σ to use — by the rule, or by the flagged fallback when ``fallback`` is True (a σ
-      that lowers memorisation by ≥ ``reduce_margin`` within the generalisation margin; printed as a fallback, never
-      as "recommended"); None when no σ had finite scores or no σ qualifies for either;
-    * ``rule_satisfied``: a σ met both margins; ``fallback``: the σ comes from
-      :func:`flowvar.advisor.fallback_sigma`;
-    * ``reason``: why this σ (numbers included); ``rule``: the rule in words
-      (:func:`flowvar.advisor.rule_text`);
+    * ``recommended_sigma``: the σ to use — the σ recommended by the rule (``outcome`` "recommended"), or the
+      flagged fallback when ``fallback`` is True (outcome "none": a σ whose memorisation drop below σ = 0 is
+      confirmed over seeds and whose generalisation is within τ of σ = 0's; printed as a fallback, never as
+      "recommended"); None otherwise;
+    * ``outcome``: "recommended" | "undecided" (no σ passes both margins with confidence but some σ is not excluded:
+      add seeds; ``candidates`` names them, ``seeds_needed`` estimates the seeds) | "none" (every σ fails a margin
+      with confidence; ``trade_off`` names the smallest σ that cuts memorisation and its generalisation cost) |
+      "no_data" (no σ has finite scores) — :func:`flowvar.advisor.advise_over_seeds`;
+    * ``rule_satisfied``: outcome is "recommended"; ``fallback``: ``recommended_sigma`` is the flagged fallback;
+    * ``reason``: why (numbers included); ``rule``: the rule in words (:func:`flowvar.advisor.seed_rule_text`);
     * ``table``: one flat dict per σ (``sigma``, ``memorisation``, ``generalisation``, ``pairing_accuracy``,
       ``gen_mmd2.unbiased``, ``gen_mmd2.biased``, ``fresh_copy_fraction``, ``l2_partner.mean``, …: means over seeds);
-    * ``margins``: ``gen_margin`` (relative), ``mem_margin``, ``gen_floor`` (noise floor), ``gen_best`` (G*),
-      ``gen_tolerance`` (τ), ``chance`` (1/N);
+    * ``margins``: ``gen_margin`` (relative), ``mem_margin``, ``gen_floor`` (noise floor), ``gen_reference`` (mean
+      G(0)), ``gen_tolerance`` (τ), ``chance`` (1/N), ``alpha``, ``reduce_margin``;
+    * ``judgements``: per σ, M with its bounds, G(σ) − G(0) with its bounds, and the verdict (passes / fails /
+      undecided);
     * ``data``: a description of the data; ``result_dir``: the folder holding result.json and the figures (None when
       ``out`` was None: the run went to a temporary folder that is gone);
     * ``diverged``: the run's notes on trainings that diverged (σ, seed and the training error), which
@@ -53,6 +58,16 @@ class Advice:
     result_dir: Path | None = None
     claims: dict[str, str] = field(default_factory=dict)
     diverged: list[str] = field(default_factory=list)
+    outcome: str = ""
+    candidates: list[float] = field(default_factory=list)
+    seeds_needed: int | None = None
+    trade_off: dict[str, Any] | None = None
+    judgements: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.outcome:  # built by hand or from a result.json of the former point rule
+            self.outcome = ("recommended" if self.rule_satisfied else "none" if self.recommended_sigma is not None
+                            or any(finite_number(r.get(GEN_KEY)) for r in self.table) else "no_data")
 
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, Any], result_dir: Path | None = None,
@@ -64,7 +79,10 @@ class Advice:
                    fallback=bool(adv["fallback"]), reason=adv["reason"], rule=adv["rule"],
                    table=list(metrics["per_sigma"]), margins=dict(adv["margins"]), data=adv["data"],
                    result_dir=result_dir, claims=dict(claims or {}),
-                   diverged=[n for n in notes if n.startswith("σ = ") and " diverged (" in n])
+                   diverged=[n for n in notes if n.startswith("σ = ") and " diverged (" in n],
+                   outcome=adv.get("outcome", ""), candidates=list(adv.get("candidates", [])),
+                   seeds_needed=adv.get("seeds_needed"), trade_off=adv.get("trade_off"),
+                   judgements=list(adv.get("judgements", [])))
 
     @property
     def all_diverged(self) -> bool:
@@ -79,13 +97,22 @@ class Advice:
 
     def summary(self) -> str:
         """A few lines for a terminal: the answer, the reason, the table, the rule."""
-        if self.recommended_sigma is None:
-            head = "no σ can be recommended"
-        elif self.fallback:  # not a recommendation: no σ met both margins; this one only cuts memorisation most
-            head = (f"no σ met both margins; fallback σ = {self.recommended_sigma:g} (lowers memorisation within the "
-                    f"generalisation margin, see the reason; not a recommendation by the rule)")
-        else:
+        if self.outcome == "recommended" and self.recommended_sigma is not None:
             head = f"recommended σ = {self.recommended_sigma:g}"
+        elif self.outcome == "undecided":
+            need = f" (about {self.seeds_needed} seeds in all)" if self.seeds_needed else ""
+            head = (f"undecided: no σ passes both margins with confidence, but σ = "
+                    f"{', '.join(f'{s:g}' for s in self.candidates)} are not excluded either; add seeds "
+                    f"(--set n_seeds=...){need}")
+        elif self.fallback and self.recommended_sigma is not None:
+            # not a recommendation: no σ met both margins; this one cuts memorisation within the generalisation margin
+            head = (f"no σ met both margins; fallback σ = {self.recommended_sigma:g} (cuts memorisation within the "
+                    f"generalisation margin, see the reason; not a recommendation by the rule)")
+        elif self.outcome == "none":
+            head = ("no σ satisfies both margins (every σ fails one with confidence) and no σ cuts memorisation "
+                    "within the generalisation margin; the reason names the trade-off")
+        else:
+            head = "no σ can be recommended"
         lines = [head, f"data: {self.data}", f"reason: {self.reason}", "",
                  f"{'sigma':>7}  {'pairing acc':>11}  {'memorisation':>12}  {'gen MMD² (unb.)':>15}  "
                  f"{'copy frac.':>10}"]
@@ -94,10 +121,21 @@ class Advice:
                          f"{_fmt(row[MEM_KEY], '.3f'):>12}  {_fmt(row[GEN_KEY], '.3g'):>15}  "
                          f"{_fmt(row['fresh_copy_fraction'], '.3f'):>10}")
         m = self.margins
-        lines += ["", f"margins: generalisation within τ = {_fmt(m['gen_tolerance'], '.3g')} of the best "
-                      f"{_fmt(m['gen_best'], '.3g')} (relative {_fmt(m['gen_margin'], 'g')}, noise floor "
+        reference = m.get("gen_reference", m.get("gen_best"))  # gen_best: a result.json of the former point rule
+        lines += ["", f"margins: generalisation G(σ) − G(0) < τ = {_fmt(m['gen_tolerance'], '.3g')} (mean G(0) = "
+                      f"{_fmt(reference, '.3g')}, relative {_fmt(m['gen_margin'], 'g')}, noise floor "
                       f"{_fmt(m['gen_floor'], '.3g')}); memorisation ≤ {_fmt(m['mem_margin'], 'g')} (chance = "
-                      f"{_fmt(m['chance'], '.3g')} pairing accuracy)", f"rule: {self.rule}"]
+                      f"{_fmt(m['chance'], '.3g')} pairing accuracy)"]
+        if self.judgements:
+            lines += ["per σ against σ = 0 over seeds (one-sided bounds):"]
+            for j in self.judgements:
+                gen = ("reference" if j["sigma"] == 0 else
+                       f"G − G(0) = {_fmt(j['gen_difference'], '+.3g')} [{_fmt(j['gen_lower'], '+.3g')}, "
+                       f"{_fmt(j['gen_upper'], '+.3g')}] {j['gen_side']}")
+                lines.append(f"  σ = {_fmt(j['sigma'], 'g')}: M = {_fmt(j['mem_mean'], '.3g')} "
+                             f"[{_fmt(j['mem_lower'], '.3g')}, {_fmt(j['mem_upper'], '.3g')}] {j['mem_side']}; {gen} "
+                             f"→ {j['verdict']}")
+        lines.append(f"rule: {self.rule}")
         if self.diverged:
             lines += ["", f"diverged ({len(self.diverged)} training(s)):"] + [f"  {n}" for n in self.diverged]
         if self.all_diverged:
@@ -122,7 +160,7 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
 
     Runs the ``sigma_tradeoff`` experiment (one CFM(σ) model per σ on N fixed random (Gaussian source, data target)
     pairs, same initialisation and batch stream across σ; see :mod:`flowvar.experiments.sigma_tradeoff`) and
-    applies :func:`flowvar.advisor.recommend_sigma`.
+    applies :func:`flowvar.advisor.advise_over_seeds` (each σ against σ = 0 over the training seeds).
 
     Args:
         data: ``"gmm"``, ``"digits"``, ``"lfw"``, a folder of images, or a ``.npy`` file ((N, d) vectors → MLP;

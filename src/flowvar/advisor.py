@@ -6,9 +6,13 @@ from a training source returns its own partner, whatever the pairing. Remark 2: 
 removes that solution; how much σ it takes depends on σ√D against the spacing of the training pairs, and too much σ
 blurs the learnt distribution. The advisor weighs both sides as functions of σ by a stated rule:
 
-* :func:`recommend_sigma` — the pure rule on a per-σ table (unit-tested on synthetic tables);
-  :func:`fallback_sigma` — the flagged fallback when no σ satisfies it; :func:`rule_text` — the rule in words;
-  :func:`gen_tolerance` — the generalisation slack τ.
+* :func:`advise_over_seeds` — **the advisor's rule**, seed-level: each σ judged against σ = 0 over training seeds
+  (paired non-inferiority of G, an upper confidence bound on M), with the outcomes recommended / undecided (add
+  seeds) / none (with a flagged fallback or the trade-off) / no data; :func:`seed_rule_text` — that rule in words;
+  :func:`judge_sigma` — one σ's judgement; :func:`seeds_needed` — a planning estimate for "add seeds".
+* :func:`recommend_sigma` / :func:`fallback_sigma` — the former point rule on a per-σ table of means (kept for
+  tables without per-seed scores; it ranks σ by seed noise when the means differ by less than their spread, referee
+  A1); :func:`rule_text` — that rule in words; :func:`gen_tolerance` — the generalisation slack τ.
 
 The scores come from :func:`flowvar.metrics.evaluate_outputs` (per σ, means over seeds):
 
@@ -25,10 +29,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from scipy import stats as sps
 
 from flowvar.errors import ConfigError
 from flowvar.metrics import GEN_KEY, MEM_KEY
+from flowvar.stats import noninferior_over_seeds, paired_over_seeds
 
 DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 """The σ grid of the study (0 is the deterministic baseline; 0.05 is the paper's noisy setting)."""
@@ -182,4 +190,296 @@ def fallback_sigma(table: Sequence[Mapping[str, Any]], gen_margin: float, *, gen
     return None, text
 
 
-__all__ = ["DEFAULT_SIGMAS", "fallback_sigma", "finite_number", "gen_tolerance", "recommend_sigma", "rule_text"]
+# --------------------------------------------------------------------------------------------- the seed-level rule
+
+Outcome = str
+"""advise_over_seeds' outcome: "recommended" | "undecided" | "none" | "no_data"."""
+MAX_SEEDS_ESTIMATE = 200
+"""seeds_needed answers None (more than this many) beyond it: the margin is then out of reach by seeds alone."""
+
+
+def memorisation_bounds(accuracy: Sequence[float], n_train: int, alpha: float) -> tuple[float, float, float]:
+    """(mean, lower, upper) of the memorisation score M = (a − 1/N)/(1 − 1/N) over seeds, one-sided level 1 − α each.
+
+    Two sources of error are allowed for, and the wider bound of the two is kept on each side:
+
+    * seeds: the t-bound of the mean of the per-seed M_s (n ≥ 2 seeds), M̄ ± t_{1−α, n−1} s/√n;
+    * counting (binomial in N per seed; dominant at small N, where one pair moves M by ≈ 1/N): the one-sided
+      Clopper–Pearson bounds of the pooled pairing accuracy K/(n·N), K = Σ_s round(a_s N) hits, mapped to M.
+
+    ``accuracy``: finite per-seed pairing accuracies (diverged seeds removed first). With one seed the bounds are NaN
+    (one training run cannot be replicated: the caller treats it as undecided)."""
+    n = len(accuracy)
+    chance = 1.0 / n_train
+    scores = [(a - chance) / (1.0 - chance) for a in accuracy]
+    mean = sum(scores) / n if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((m - mean) ** 2 for m in scores) / (n - 1))
+    half = float(sps.t.ppf(1 - alpha, n - 1)) * sd / math.sqrt(n)
+    trials = n * n_train
+    hits = sum(round(a * n_train) for a in accuracy)
+    a_low = float(sps.beta.ppf(alpha, hits, trials - hits + 1)) if hits > 0 else 0.0
+    a_up = float(sps.beta.ppf(1 - alpha, hits + 1, trials - hits)) if hits < trials else 1.0
+    to_m = lambda a: (a - chance) / (1.0 - chance)  # noqa: E731 - the score map, used twice
+    # M lies in [−1/(N − 1), 1]: a t-bound can overshoot it when every seed is at the edge
+    return mean, max(min(mean - half, to_m(a_low)), to_m(0.0)), min(max(mean + half, to_m(a_up)), 1.0)
+
+
+def seeds_needed(mean: float, sd: float, margin: float, alpha: float, have: int) -> int | None:
+    """Seeds at which the one-sided (1 − α) t-bound of a mean ``mean`` with per-seed spread ``sd`` would clear
+    ``margin`` (mean + t_{1−α, n−1} sd/√n < margin), if mean and spread stay as measured: the smallest such
+    n > ``have``. A planning figure, not a promise (3 seeds estimate sd poorly). None when the mean is not below
+    the margin, the spread is unknown, or more than :data:`MAX_SEEDS_ESTIMATE` seeds would be needed."""
+    if not (math.isfinite(mean) and math.isfinite(sd)) or mean >= margin or sd <= 0:
+        return None
+    for n in range(max(have + 1, 2), MAX_SEEDS_ESTIMATE + 1):
+        if mean + float(sps.t.ppf(1 - alpha, n - 1)) * sd / math.sqrt(n) < margin:
+            return n
+    return None
+
+
+@dataclass
+class SigmaJudgement:
+    """One σ judged against σ = 0 over training seeds by :func:`judge_sigma`.
+
+    * memorisation: ``mem_mean`` and one-sided (1 − α) bounds ``mem_lower``/``mem_upper`` of M
+      (:func:`memorisation_bounds`); ``mem_side`` "within" (upper ≤ mem_margin), "above" (lower > mem_margin) or
+      "undecided";
+    * generalisation: ``gen_comparison`` (:func:`flowvar.stats.noninferior_over_seeds` of d_s = G_s(σ) − G_s(0)
+      against τ; empty for σ = 0, the reference); ``gen_side`` "within" (upper < τ), "worse" (lower > τ) or
+      "undecided" (σ = 0 is "within" by definition);
+    * ``passes_on_means``: mean M ≤ mem_margin and mean d < τ (what the point rule would accept);
+    * ``verdict``: "passes" (both within), "fails" (above or worse), "undecided" otherwise;
+    * ``seeds_needed``: for an undecided σ that passes on the means, about how many seeds would decide it
+      (:func:`seeds_needed`, the larger over the undecided sides), else None.
+    """
+
+    sigma: float
+    n_seeds: int
+    mem_mean: float
+    mem_lower: float
+    mem_upper: float
+    mem_side: str
+    gen_difference: float
+    gen_upper: float
+    gen_lower: float
+    gen_side: str
+    passes_on_means: bool
+    verdict: str
+    seeds_needed: int | None = None
+    gen_comparison: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        """One line: M with its bounds, d = G(σ) − G(0) with its bounds, the verdict."""
+        gen = ("reference" if self.sigma == 0 else
+               f"G − G(0) = {self.gen_difference:+.3g} [{self.gen_lower:+.3g}, {self.gen_upper:+.3g}] {self.gen_side}")
+        return (f"σ = {self.sigma:g}: M = {self.mem_mean:.3g} [{self.mem_lower:.3g}, {self.mem_upper:.3g}] "
+                f"{self.mem_side}; {gen} → {self.verdict}")
+
+
+def _seed_values(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) if finite_number(r.get(key)) else math.nan for r in rows]
+
+
+def judge_sigma(sigma: float, rows: Sequence[Mapping[str, Any]], zero_rows: Sequence[Mapping[str, Any]],
+                n_train: int, tolerance: float, mem_margin: float, alpha: float, *, gen_key: str = GEN_KEY
+                ) -> SigmaJudgement:
+    """Judge one σ from its per-seed rows and σ = 0's (same seeds, same order; each row holds ``pairing_accuracy``
+    and ``gen_key``; non-finite seeds are left out). Memorisation: :func:`memorisation_bounds` against
+    ``mem_margin``; generalisation: non-inferiority of G(σ) − G(0) against ``tolerance`` = τ over the seeds where
+    both are finite. See :class:`SigmaJudgement`."""
+    if len(rows) != len(zero_rows):
+        raise ConfigError(f"σ = {sigma:g} has {len(rows)} seed row(s) but σ = 0 has {len(zero_rows)}; the per-seed "
+                          f"tables must list the same seeds")
+    acc = [a for a in _seed_values(rows, "pairing_accuracy") if math.isfinite(a)]
+    mem_mean, mem_low, mem_up = memorisation_bounds(acc, n_train, alpha) if acc else (math.nan,) * 3
+    mem_side = ("within" if mem_up <= mem_margin else "above" if mem_low > mem_margin else "undecided") \
+        if math.isfinite(mem_up) else "undecided"
+    g, g0 = _seed_values(rows, gen_key), _seed_values(zero_rows, gen_key)
+    keep = [(x, y) for x, y in zip(g, g0, strict=True) if math.isfinite(x) and math.isfinite(y)]
+    comparison: dict[str, Any] = {}
+    if sigma == 0:
+        diff, low, up, gen_side, gen_sd = 0.0, 0.0, 0.0, "within", 0.0
+    elif not keep:
+        diff, low, up, gen_side, gen_sd = math.nan, math.nan, math.nan, "undecided", math.nan
+    else:
+        ni = noninferior_over_seeds([x for x, _ in keep], [y for _, y in keep], margin=tolerance,
+                                    scale=tolerance if tolerance > 0 else 1.0, scale_name="τ", alpha=alpha,
+                                    labels=(f"G(σ={sigma:g})", "G(σ=0)"))
+        comparison = ni.to_dict()
+        diff, low, up, gen_sd = ni.mean, ni.lower, ni.upper, ni.sd
+        gen_side = {"confirmed": "within", "refuted": "worse"}.get(ni.verdict, "undecided")
+    on_means = math.isfinite(mem_mean) and mem_mean <= mem_margin and (sigma == 0 or (math.isfinite(diff)
+                                                                                      and diff < tolerance))
+    verdict = ("passes" if mem_side == gen_side == "within" else
+               "fails" if mem_side == "above" or gen_side == "worse" else "undecided")
+    need = None
+    if verdict == "undecided" and on_means:
+        needs = []
+        if mem_side == "undecided":
+            # per-seed spread of M, at least the binomial counting spread of one seed's M
+            scores = [(a - 1 / n_train) / (1 - 1 / n_train) for a in acc]
+            sd = math.sqrt(sum((m - mem_mean) ** 2 for m in scores) / (len(scores) - 1)) if len(scores) > 1 else 0.0
+            a_bar = mem_mean * (1 - 1 / n_train) + 1 / n_train
+            binom = math.sqrt(max(a_bar * (1 - a_bar), 1 / n_train) / n_train) / (1 - 1 / n_train)
+            needs.append(seeds_needed(mem_mean, max(sd, binom), mem_margin, alpha, len(acc)))
+        if gen_side == "undecided":
+            needs.append(seeds_needed(diff, gen_sd, tolerance, alpha, len(keep)))
+        need = None if any(n is None for n in needs) else max(needs)
+    return SigmaJudgement(float(sigma), len(acc), mem_mean, mem_low, mem_up, mem_side, diff, up, low, gen_side,
+                          bool(on_means), verdict, need, comparison)
+
+
+@dataclass
+class SeedAdvice:
+    """What :func:`advise_over_seeds` returns.
+
+    * ``outcome``: "recommended" (``sigma`` is the smallest σ passing both margins with confidence), "undecided"
+      (no σ passes with confidence but some σ is not excluded either: ``candidates``, those passing on the means
+      first, and ``seeds_needed`` for the first of them when it can be estimated: add seeds), "none" (every σ fails
+      one margin with confidence; ``fallback_sigma`` may name a σ that cuts memorisation within τ, flagged, and
+      ``trade_off`` the smallest σ that cuts memorisation with its generalisation cost), "no_data" (no σ finite);
+    * ``tolerance`` τ = max(gen_margin · max(mean G(0), 0), gen_floor), ``gen_reference`` = mean G(0);
+    * ``judgements``: one :class:`SigmaJudgement` per σ (ascending); ``reason``: the answer in words.
+    """
+
+    outcome: Outcome
+    sigma: float | None
+    fallback_sigma: float | None
+    candidates: list[float]
+    seeds_needed: int | None
+    trade_off: dict[str, Any] | None
+    tolerance: float
+    gen_reference: float
+    judgements: list[SigmaJudgement]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["judgements"] = [j.to_dict() for j in self.judgements]
+        return out
+
+
+def seed_rule_text(gen_margin: float, mem_margin: float, gen_floor: float, alpha: float, reduce_margin: float) -> str:
+    """The rule of :func:`advise_over_seeds` in one paragraph, with the margins filled in."""
+    return (f"Each σ is judged against σ = 0 over the training seeds (the replicates), at one-sided α = {alpha:g}. "
+            f"Generalisation: paired non-inferiority of d_s = G_s(σ) − G_s(0) with margin τ = max({gen_margin:g} · "
+            f"max(mean G(0), 0), {gen_floor:.3g}) (relative margin, absolute noise-floor margin): within if the "
+            f"upper t-bound of mean d is < τ, worse if its lower bound is > τ. Memorisation: M = (pairing accuracy − "
+            f"1/N)/(1 − 1/N); within if its upper bound (the wider of the seed t-bound and the pooled-binomial "
+            f"Clopper–Pearson bound) is ≤ {mem_margin:g}, above if its lower bound is > {mem_margin:g}. "
+            f"A σ passes if within on both, fails if above or worse on either, else is undecided (always with one "
+            f"seed). Recommended: the smallest σ that passes. Otherwise, if some σ is undecided: no recommendation, "
+            f"add seeds (the undecided σ are named, those passing on the means first, with an estimate of the seeds "
+            f"needed). If every σ fails: none; the flagged fallback (not a recommendation) is the σ with "
+            f"generalisation within τ whose memorisation drop M(0) − M(σ) is confirmed ≥ reduce_margin = "
+            f"{reduce_margin:g} over seeds (the lowest mean M among them), and the smallest σ with a confirmed drop "
+            f"is named with its generalisation cost. σ with non-finite scores in every seed are left out.")
+
+
+def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_train: int, gen_margin: float,
+                      mem_margin: float, *, gen_floor: float = 0.0, alpha: float = 0.05, reduce_margin: float = 0.1,
+                      gen_key: str = GEN_KEY) -> SeedAdvice:
+    """The advisor's seed-level rule (:func:`seed_rule_text`).
+
+    ``per_seed``: σ → one row per training seed (same seeds in the same order for every σ; must hold σ = 0), each
+    with ``pairing_accuracy`` (a ∈ [0, 1] on ``n_train`` pairs) and ``gen_key`` (G, lower is better); non-finite
+    values mark diverged seeds. Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table or margin."""
+    _check_margins(gen_margin, mem_margin, gen_floor)
+    if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 2:
+        raise ConfigError(f"n_train must be an int >= 2 (the number of training pairs), got {n_train!r}")
+    if not finite_number(alpha) or not 0 < alpha < 0.5:
+        raise ConfigError(f"alpha must lie in (0, 0.5) (one-sided level), got {alpha!r}")
+    if 0.0 not in per_seed:
+        raise ConfigError(f"the per-seed table must hold σ = 0 (the reference every σ is judged against), got σ = "
+                          f"{sorted(per_seed)}")
+    zero = per_seed[0.0]
+    g0 = [g for g in _seed_values(zero, gen_key) if math.isfinite(g)]
+    reference = sum(g0) / len(g0) if g0 else math.nan
+    tol = gen_tolerance(reference, gen_margin, gen_floor) if g0 else math.nan
+    judged = []
+    for sigma in sorted(per_seed):
+        rows = per_seed[sigma]
+        if not any(math.isfinite(a) for a in _seed_values(rows, "pairing_accuracy")) or \
+                not any(math.isfinite(g) for g in _seed_values(rows, gen_key)):
+            continue  # every seed of this σ diverged: left out, as in the point rule
+        judged.append(judge_sigma(sigma, rows, zero, n_train, tol if g0 else 0.0, mem_margin, alpha, gen_key=gen_key))
+    lines = "; ".join(j.text() for j in judged)
+
+    def advice(outcome: Outcome, reason: str, sigma: float | None = None, fallback: float | None = None,
+               candidates: Sequence[float] = (), need: int | None = None,
+               trade: dict[str, Any] | None = None) -> SeedAdvice:
+        return SeedAdvice(outcome, sigma, fallback, list(candidates), need, trade, tol, reference, judged, reason)
+
+    if not g0 or not judged:
+        return advice("no_data", "no σ has finite scores (σ = 0, the reference, included); nothing to recommend")
+    passing = [j for j in judged if j.verdict == "passes"]
+    undecided = [j for j in judged if j.verdict == "undecided"]
+    if passing:
+        best = passing[0]
+        smaller = [j.sigma for j in undecided if j.sigma < best.sigma]
+        note = (f"; smaller σ still undecided (more seeds might admit them): {', '.join(f'{s:g}' for s in smaller)}"
+                if smaller else "")
+        return advice("recommended", f"σ = {best.sigma:g} is the smallest σ within both margins with confidence: "
+                                     f"memorisation upper bound {best.mem_upper:.3g} ≤ {mem_margin:g} and "
+                                     f"generalisation non-inferior to σ = 0 within τ = {tol:.3g}{note} [{lines}]",
+                      sigma=best.sigma)
+    if undecided:
+        ordered = sorted(undecided, key=lambda j: (not j.passes_on_means, j.sigma))
+        first = ordered[0]
+        if first.passes_on_means:
+            est = (f"about {first.seeds_needed} seeds in all might decide it, if the means and spreads stay as "
+                   f"measured" if first.seeds_needed else "the seeds needed cannot be estimated from these seeds")
+            head = (f"σ = {first.sigma:g} passes both margins on the means but not with confidence: add seeds ({est})")
+        else:
+            head = "no σ passes on the means, but these σ are not excluded with confidence either: add seeds"
+        return advice("undecided", f"undecided, no recommendation: {head}; undecided σ: "
+                                   f"{', '.join(f'{j.sigma:g}' for j in ordered)} [{lines}]",
+                      candidates=[j.sigma for j in ordered], need=first.seeds_needed if first.passes_on_means else None)
+    # every σ fails a margin with confidence: a flagged fallback only if it cuts memorisation (confirmed over seeds)
+    m0 = _seed_values(zero, "memorisation") if all("memorisation" in r for r in zero) else \
+        [(a - 1 / n_train) / (1 - 1 / n_train) for a in _seed_values(zero, "pairing_accuracy")]
+    cutting = []
+    for j in judged:
+        if j.sigma == 0:
+            continue
+        rows = per_seed[j.sigma]
+        m = [(a - 1 / n_train) / (1 - 1 / n_train) for a in _seed_values(rows, "pairing_accuracy")]
+        keep = [(x, y) for x, y in zip(m0, m, strict=True) if math.isfinite(x) and math.isfinite(y)]
+        if len(keep) < 2:
+            continue
+        drop = paired_over_seeds([x for x, _ in keep], [y for _, y in keep], min_effect=reduce_margin, scale=1.0,
+                                 scale_name="the memorisation scale", alpha=alpha, labels=("M(0)", f"M({j.sigma:g})"))
+        if drop.verdict == "confirmed":
+            cutting.append((j, drop))
+    fallback = [j for j, _ in cutting if j.gen_side == "within"]
+    pick = min(fallback, key=lambda j: (j.mem_mean, j.sigma)) if fallback else None
+    trade = None
+    if cutting:
+        j, drop = cutting[0]
+        trade = {"sigma": j.sigma, "memorisation": j.mem_mean, "memorisation_drop": drop.mean,
+                 "memorisation_drop_lower": drop.lower, "gen_cost": j.gen_difference, "gen_cost_lower": j.gen_lower,
+                 "gen_cost_upper": j.gen_upper, "tolerance": tol}
+        trade_text = (f"the smallest σ that cuts memorisation (M(0) − M(σ) ≥ {reduce_margin:g}, confirmed over seeds) "
+                      f"is σ = {j.sigma:g}: M = {j.mem_mean:.3g}, generalisation cost G(σ) − G(0) = "
+                      f"{j.gen_difference:+.3g} (one-sided bounds {j.gen_lower:+.3g} … {j.gen_upper:+.3g}; τ = "
+                      f"{tol:.3g}) — a trade-off to weigh, not a recommendation")
+    else:
+        trade_text = (f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence (extend sigmas, or "
+                      f"add seeds)")
+    if pick is not None:
+        head = (f"FALLBACK, not a recommendation: σ = {pick.sigma:g} cuts memorisation (M = {pick.mem_mean:.3g}, "
+                f"above {mem_margin:g}) while its generalisation is within τ of σ = 0")
+    else:
+        head = "no σ keeps generalisation within τ of σ = 0 while cutting memorisation"
+    return advice("none", f"no σ satisfies both margins (every σ fails one with confidence). {head}; {trade_text} "
+                          f"[{lines}]", fallback=pick.sigma if pick else None, trade=trade)
+
+
+__all__ = ["DEFAULT_SIGMAS", "MAX_SEEDS_ESTIMATE", "SeedAdvice", "SigmaJudgement", "advise_over_seeds",
+           "fallback_sigma", "finite_number", "gen_tolerance", "judge_sigma", "memorisation_bounds",
+           "recommend_sigma", "rule_text", "seed_rule_text", "seeds_needed"]

@@ -28,8 +28,9 @@ Protocol, for each seed s = ``seed`` + k, k < ``n_seeds``:
    files: two disjoint random halves of the held-out data), ``null_repeats`` times; 2 × its RMS is the rule's
    absolute noise floor.
 
-Per σ the metrics are averaged over seeds (``per_sigma``), and :func:`flowvar.advisor.recommend_sigma` applies the
-rule (stated in ``choices.rule``). Verdicts (each a pure, unit-tested function of its evidence, stated with the
+Per σ the metrics are averaged over seeds (``per_sigma``, for display), and
+:func:`flowvar.advisor.advise_over_seeds` applies the rule (stated in ``choices.rule``) to the per-seed scores: each σ
+against σ = 0 over seeds. Verdicts (each a pure, unit-tested function of its evidence, stated with the
 claim; the training seed is the unit of replication):
 
 1. σ = 0 memorises — pairing accuracy ≥ ``memorise_accuracy`` in every seed (refuted: M ≤ ``mem_margin`` in every
@@ -44,7 +45,9 @@ claim; the training seed is the unit of replication):
    (2 × RMS of the null MMD², measured on real data only, so τ does not move with the scores it judges)
    (:func:`flowvar.stats.noninferior_over_seeds`): confirmed below τ, refuted above it, inconclusive while the
    interval straddles τ;
-4. a σ satisfying both margins exists (the advisor's rule on the per-σ means).
+4. a σ satisfying both margins exists — the advisor's seed-level rule (:func:`flowvar.advisor.advise_over_seeds`):
+   confirmed when some σ passes both margins with confidence, refuted when every σ fails one with confidence,
+   inconclusive in between.
 
 Why this module is long: one experiment with six data sources, the σ × seed training loop, the exact-minimiser
 check, the advisor's call, four claims with their rules and preconditions, and the figure; the rules sit beside the
@@ -63,7 +66,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.advisor import fallback_sigma, gen_tolerance, recommend_sigma, rule_text
+from flowvar.advisor import advise_over_seeds, recommend_sigma, seed_rule_text
 from flowvar.couplings import FixedPairs
 from flowvar.data import SOURCES, ImageSet, load_split
 from flowvar.errors import ConfigError, SolverError, TrainingError
@@ -317,7 +320,7 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
     ctx.metric("chance_pairing_accuracy", 1.0 / config.n_train)
     ctx.metric("bandwidth", ref.bandwidth)
     ctx.metric("exact_minimiser", {"sigma": cmp_sigma, "per_seed": exact})
-    advice = _advise(ctx, config, table, null["floor"], data.description)
+    advice = _advise(ctx, config, table, per_seed, null["floor"], data.description)
     _claims(ctx, config, table, per_seed, advice, exact, cmp_sigma)
     _figure(ctx, config, table, advice, null)
     if grid:
@@ -405,29 +408,33 @@ def _table(sigmas: list[float], per_seed: dict[float, list[dict[str, Any]]]) -> 
     return table
 
 
-def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, Any]], gen_floor: float,
-            description: str) -> dict[str, Any]:
-    rule = rule_text(config.gen_margin, config.mem_margin, gen_floor, gen_name="G", mem_name="M")
-    sigma, reason = recommend_sigma(table, config.gen_margin, config.mem_margin, gen_floor=gen_floor)
-    fallback = False
-    if sigma is None:
-        sigma, fb_reason = fallback_sigma(table, config.gen_margin, gen_floor=gen_floor,
-                                         reduce_margin=config.reduce_margin)
-        fallback = sigma is not None
-        reason = f"{reason}. {fb_reason}"
-    finite = [r[GEN_KEY] for r in table if math.isfinite(r[GEN_KEY])]
-    best = min(finite) if finite else math.nan
+def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, Any]],
+            per_seed: dict[float, list[dict[str, Any]]], gen_floor: float, description: str) -> dict[str, Any]:
+    """The advisor's seed-level rule (:func:`flowvar.advisor.advise_over_seeds`) on the per-seed scores; records
+    ``recommended_sigma`` (the recommended σ, or the flagged fallback, or None), ``recommendation_is_fallback`` and
+    ``advice`` (outcome, reason, rule, margins, per-σ judgements, candidates, seeds needed, trade-off)."""
+    rule = seed_rule_text(config.gen_margin, config.mem_margin, gen_floor, config.alpha, config.reduce_margin)
+    seed_advice = advise_over_seeds(per_seed, config.n_train, config.gen_margin, config.mem_margin,
+                                    gen_floor=gen_floor, alpha=config.alpha, reduce_margin=config.reduce_margin)
+    fallback = seed_advice.outcome == "none" and seed_advice.fallback_sigma is not None
+    sigma = seed_advice.sigma if seed_advice.outcome == "recommended" else seed_advice.fallback_sigma
+    means_sigma, means_reason = recommend_sigma(table, config.gen_margin, config.mem_margin, gen_floor=gen_floor)
     margins = {"gen_margin": config.gen_margin, "mem_margin": config.mem_margin, "gen_floor": gen_floor,
-               "gen_best": best, "gen_tolerance": gen_tolerance(best, config.gen_margin, gen_floor) if finite
-               else math.nan, "chance": 1.0 / config.n_train}
-    advice = {"rule_satisfied": not fallback and sigma is not None, "fallback": fallback, "reason": reason,
-              "rule": rule, "margins": margins, "data": description}
+               "gen_reference": seed_advice.gen_reference, "gen_tolerance": seed_advice.tolerance,
+               "chance": 1.0 / config.n_train, "alpha": config.alpha, "reduce_margin": config.reduce_margin}
+    advice = {"outcome": seed_advice.outcome, "rule_satisfied": seed_advice.outcome == "recommended",
+              "fallback": fallback, "reason": seed_advice.reason, "rule": rule, "margins": margins,
+              "data": description, "candidates": seed_advice.candidates, "seeds_needed": seed_advice.seeds_needed,
+              "trade_off": seed_advice.trade_off, "judgements": [j.to_dict() for j in seed_advice.judgements],
+              "verdicts": {f"{j.sigma:g}": j.verdict for j in seed_advice.judgements},
+              # the former point rule on the per-σ means, for comparison only (it ranks σ by seed noise)
+              "means_rule": {"sigma": means_sigma, "reason": means_reason}}
     ctx.choice("rule", rule + " G = unbiased generalisation MMD², M = normalised pairing accuracy; the noise floor "
                               "is 2 × the RMS of the null MMD² (real vs real).")
     ctx.metric("recommended_sigma", sigma)
     ctx.metric("recommendation_is_fallback", fallback)
     ctx.metric("advice", advice)
-    ctx.note(f"Recommendation: {reason}")
+    ctx.note(f"Recommendation ({seed_advice.outcome}): {seed_advice.reason}")
     return advice
 
 
@@ -513,10 +520,19 @@ def keeps_generalisation_rule(g_noisy: Sequence[float], g_zero: Sequence[float],
                                   labels=labels)
 
 
-def both_margins_rule(rule_satisfied: bool, fallback: bool) -> Verdict:
-    """``sigma_tradeoff.sigma_satisfying_both_margins_exists``: confirmed when the advisor's rule returns a σ; refuted
-    when only its fallback answers; inconclusive when neither does (no σ with finite scores)."""
-    return "confirmed" if rule_satisfied else "refuted" if fallback else "inconclusive"
+def both_margins_rule(verdicts: Sequence[str]) -> Verdict:
+    """``sigma_tradeoff.sigma_satisfying_both_margins_exists`` from the per-σ verdicts of the advisor's seed-level
+    rule (:func:`flowvar.advisor.judge_sigma`: "passes" / "fails" / "undecided", one per σ with finite scores):
+    confirmed when some σ passes both margins with confidence; refuted when every σ fails one of them with
+    confidence; inconclusive otherwise (some σ undecided and none passing: the band) and when no σ was judged."""
+    unknown = sorted(set(verdicts) - {"passes", "fails", "undecided"})
+    if unknown:
+        raise ConfigError(f"per-σ verdicts must be passes, fails or undecided, got {unknown}")
+    if "passes" in verdicts:
+        return "confirmed"
+    if verdicts and all(v == "fails" for v in verdicts):
+        return "refuted"
+    return "inconclusive"
 
 
 def compared_sigma(compare_sigma: float, sigmas: Sequence[float]) -> float:
@@ -595,21 +611,25 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                    f"the null MMD² between independent real samples (fixed by the null, not by the judged G): "
                    f"confirmed if the one-sided (α = {config.alpha}) t-upper bound of mean d over seeds is < τ; "
                    f"refuted if the lower bound is > τ; inconclusive in between and with one seed")
-    ok = bool(advice["rule_satisfied"])
+    verdicts = list(advice["verdicts"].values())
+    margins = advice["margins"]
     ctx.claim("sigma_tradeoff.sigma_satisfying_both_margins_exists",
               "Some σ in the grid keeps memorisation within the stated margin of chance while its generalisation stays "
-              "within the stated margin of the best σ.",
-              {"rule_satisfied": ok, "fallback": bool(advice["fallback"]),
-               "recommended_sigma": ctx.metrics["recommended_sigma"], "reason": advice["reason"],
-               "margins": advice["margins"],
+              "within the stated margin of σ = 0's.",
+              {"outcome": advice["outcome"], "per_sigma_verdict": advice["verdicts"],
+               "judgements": advice["judgements"], "rule_satisfied": bool(advice["rule_satisfied"]),
+               "fallback": bool(advice["fallback"]), "recommended_sigma": ctx.metrics["recommended_sigma"],
+               "reason": advice["reason"], "margins": margins,
                "table": [{"sigma": r["sigma"], "memorisation": r[MEM_KEY], "generalisation": r[GEN_KEY]}
                          for r in table]},
-              verdict=both_margins_rule(ok, bool(advice["fallback"])), kind="finding",
-              min_effect=f"memorisation score ≤ mem_margin = {config.mem_margin:g} and G ≤ G* + τ (gen_margin = "
-                         f"{config.gen_margin:g}, noise floor {floor:.3g})",
-              replicates=f"{replicates}; the rule reads the per-σ means over seeds",
-              rule=advice["rule"] + " Confirmed when the rule returns a σ; refuted when only the fallback answers; "
-                                    "inconclusive when no σ has finite scores (every run diverged).")
+              verdict=both_margins_rule(verdicts), kind="finding",
+              min_effect=f"memorisation score ≤ mem_margin = {config.mem_margin:g} (upper bound) and G(σ) − G(0) < τ "
+                         f"= {margins['gen_tolerance']:.3g} (upper bound; gen_margin = {config.gen_margin:g}, noise "
+                         f"floor {floor:.3g}), at one-sided α = {config.alpha} each",
+              replicates=f"{replicates}; each σ judged against σ = 0 over seeds",
+              rule=advice["rule"] + " Confirmed when some σ passes; refuted when every σ fails (memorisation lower "
+                                    "bound above mem_margin, or G(σ) − G(0) lower bound above τ); inconclusive "
+                                    "otherwise (an undecided σ and none passing) and when no σ has finite scores.")
 
 
 def _symlog_x(ax: Any, sigmas: list[float]) -> None:
@@ -640,8 +660,8 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     ax.plot(sigmas, gens, "o-", label="MMD² unbiased (G)")
     ax.plot(sigmas, [r["gen_mmd2.biased"] for r in table], "s--", label="MMD² biased")
     m = advice["margins"]
-    if math.isfinite(m["gen_best"]):
-        ax.axhline(m["gen_best"] + m["gen_tolerance"], color="C1", ls="-.", lw=1, label="best + τ")
+    if math.isfinite(m["gen_reference"]):
+        ax.axhline(m["gen_reference"] + m["gen_tolerance"], color="C1", ls="-.", lw=1, label="mean G(0) + τ")
     ax.axhspan(-null["floor"], null["floor"], color="grey", alpha=0.2, label="null: ±2·RMS real vs real")
     ax.set_title("generalisation (fresh outputs vs held-out data)", fontsize=9)
     ax = axes[2]

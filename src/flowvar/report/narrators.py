@@ -889,14 +889,27 @@ def sigma_tradeoff(result: Result, story: Story) -> None:
     first, last = rows[0], rows[-1]
     story.found = (f"memorisation score {num(first['memorisation'])} at σ = {num(first['sigma'])}, "
                    f"{num(last['memorisation'])} at σ = {num(last['sigma'])}; generalisation MMD² "
-                   f"{num(first['generalisation'])} → {num(last['generalisation'])}; "
-                   + (f"no σ met both margins, fallback σ = {num(result.metrics['recommended_sigma'])} (not a "
-                      f"recommendation)" if result.metrics.get("recommendation_is_fallback")
-                      else f"recommended σ = {num(result.metrics['recommended_sigma'])}"))
+                   f"{num(first['generalisation'])} → {num(last['generalisation'])}; " + _sigma_answer(result))
     story.figures["sigma_tradeoff.png"] = FigureText(
         "Memorisation (pairing accuracy; dotted: chance 1/N) and generalisation (MMD² to held-out data) against σ, "
-        "means over seeds: the recommended σ is the smallest that meets both margins.",
+        "means over seeds; the rule judges each σ against σ = 0 over the seeds, and the recommended σ (if any) is "
+        "the smallest that meets both margins with confidence.",
         "sigma_tradeoff.sigma_satisfying_both_margins_exists")
+
+
+def _sigma_answer(result: Result) -> str:
+    """The advisor's answer in words: recommended σ, undecided (add seeds), a flagged fallback, or none."""
+    advice = result.metrics.get("advice", {})
+    sigma = result.metrics.get("recommended_sigma")
+    outcome = advice.get("outcome") or ("recommended" if advice.get("rule_satisfied") else "none")
+    if outcome == "recommended":
+        return f"recommended σ = {num(sigma)}"
+    if outcome == "undecided":
+        return (f"undecided (add seeds): σ = {', '.join(num(s) for s in advice.get('candidates', []))} neither "
+                f"passes nor fails both margins with confidence")
+    if result.metrics.get("recommendation_is_fallback"):
+        return f"no σ met both margins, fallback σ = {num(sigma)} (not a recommendation)"
+    return "no σ met both margins, and none cuts memorisation within the generalisation margin"
 def build_story(result: Result) -> Story:
     """The generic story of a result (claims, paper dict and config only), then the experiment's narrator, if one
     is registered, refines it."""
