@@ -612,3 +612,23 @@ def test_resume_signature_names_a_coupling_that_draws_elsewhere_and_ignores_memo
     model.config = {**model.config, "hook": activation_a}  # type: ignore[operator]
     described = train_mod._describe_model(model)
     assert " at 0x" not in described and "activation_a" in described
+
+
+def test_a_model_taking_t_then_x_fails_on_its_first_step_with_the_calling_convention(tmp_path: Path) -> None:
+    """Hostile review L6: a torchcfm-style forward(t, x) fails deep inside with a bare IndexError; the first step
+    names flowvar's model(x, t) convention and the wrapper that fixes it. flowvar's own errors pass unchanged."""
+
+    class TimeFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Linear(3, 2)
+
+        def forward(self, t: Tensor, x: Tensor) -> Tensor:
+            return self.net(torch.cat([x, t[:, None]], dim=1))
+
+    x0, x1 = pairs()
+    with pytest.raises(ConfigError, match=r"failed on its first call model\(x, t\) with x of shape \(16, 2\) and t of "
+                                          r"shape \(16,\) \(IndexError: .*a model taking \(t, x\) needs a wrapper"):
+        train(TimeFirst(), CFMLoss(), FixedPairs(x0, x1), TrainConfig(steps=2, batch_size=16, log_every=0))
+    with pytest.raises(ConfigError, match=r"parameters are torch\.float32"):  # flowvar's own error, as it was
+        train(mlp(), CFMLoss(), FixedPairs(x0.double(), x1.double()), TrainConfig(steps=2, batch_size=16, log_every=0))

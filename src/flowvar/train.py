@@ -573,6 +573,22 @@ def _restore(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
                        ) from None
 
 
+def _first_call(loss: CFMLoss, model: nn.Module, path: PathSample) -> Tensor:
+    """``loss(model, path)`` on the run's first step, where an error raised inside the user's model (not one of
+    flowvar's own) is re-raised as a :class:`ConfigError` naming the calling convention: flowvar calls
+    ``model(x, t)`` with x: (B, *shape) and t: (B,), and a model written for ``(t, x)`` (torchcfm's order) fails
+    with a bare IndexError or shape error deep in its forward."""
+    try:
+        return loss(model, path)
+    except (FlowvarError, torch.OutOfMemoryError):  # flowvar's own errors say what to do; memory is no convention
+        raise
+    except (IndexError, RuntimeError, TypeError, ValueError) as err:
+        raise ConfigError(f"the model failed on its first call model(x, t) with x of shape {tuple(path.xt.shape)} and "
+                          f"t of shape {tuple(path.t.shape)} ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                          f"flowvar calls model(x, t) with one time per sample: a model taking (t, x) needs a "
+                          f"wrapper, e.g. an nn.Module whose forward(x, t) returns net(t, x)") from err
+
+
 def _check_dtype(model: nn.Module, path: PathSample) -> None:
     p = next(model.parameters())
     if path.xt.dtype != p.dtype:
@@ -757,12 +773,14 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
                 if step == (resumed_from or 0) + 1:
                     _check_dtype(model, path)
                 optimizer.zero_grad(set_to_none=True)
+                first = step == (resumed_from or 0) + 1
                 if world.size == 1:
-                    value_t = loss(model, path)
+                    value_t = _first_call(loss, model, path) if first else loss(model, path)
                     value = float(value_t.detach())
                 else:
                     path = _shard(path, shard_lo, shard_hi)
-                    scaled = loss(model, path) * ((shard_hi - shard_lo) / config.batch_size)
+                    value_t = _first_call(loss, model, path) if first else loss(model, path)
+                    scaled = value_t * ((shard_hi - shard_lo) / config.batch_size)
                     if math.isfinite(float(scaled.detach())):
                         scaled.backward()
                     value = _reduce_step(params, scaled)
