@@ -593,8 +593,9 @@ def _check_dtype(model: nn.Module, path: PathSample) -> None:
     p = next(model.parameters())
     if path.xt.dtype != p.dtype:
         raise ConfigError(f"the coupling produces {path.xt.dtype} data but the model's parameters are {p.dtype}; "
-                          f"build the distributions with dtype={p.dtype} or convert the model with "
-                          f"model.to({path.xt.dtype})")
+                          f"build the data in {p.dtype} (e.g. GaussianProblem(..., dtype={p.dtype}) or "
+                          f"RotatedOTCoupling(..., dtype={p.dtype}); train_mlp_field builds its model in "
+                          f"torch.float32) or convert the model with model.to({path.xt.dtype})")
 
 
 def _shard(path: PathSample, start: int, stop: int) -> PathSample:
