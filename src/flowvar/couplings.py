@@ -111,8 +111,9 @@ class IndependentCoupling(Coupling):
 class ExactOTCoupling(IndependentCoupling):
     """Minibatch exact OT: draw B sources and B targets, pair them by the optimal assignment (a bijection).
 
-    ``solver``: see :func:`flowvar.ot.exact_ot_permutation` (default ``"auto"``: scipy's assignment below 256 points,
-    POT's network simplex below 1024, the certified sparse solve from there on; always an exact optimum).
+    ``solver``: ``"auto"`` (default), ``"lsa"`` (scipy's linear_sum_assignment), ``"emd"`` (POT's network simplex)
+    or ``"sparse"`` (the certified sparse solve); ``"auto"`` takes lsa below 256 points, emd below 1024 and sparse
+    from there on; always an exact optimum (:func:`flowvar.ot.exact_ot_permutation`).
     """
 
     def __init__(self, source: Distribution, target: Distribution, solver: OTSolver = "auto"):
