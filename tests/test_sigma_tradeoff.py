@@ -452,6 +452,7 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
     again = advise_over_seeds(per_seed, 12, 0.25, 0.05, gen_floor=result["metrics"]["null_generalisation"]["floor"],
                               alpha=0.05, reduce_margin=0.1)
     assert again.outcome == advice.outcome == both["evidence"]["outcome"]
+    assert both["evidence"]["margins"]["gen_floor_relative_sd"] == pytest.approx(0.5)  # 1/√(2 · 2 null replicates)
     assert both["verdict"] == st.both_margins_rule([j.verdict for j in again.judgements])
     assert rec == (again.sigma if again.outcome == "recommended" else again.fallback_sigma)
 
@@ -651,5 +652,7 @@ def test_both_margins_rule_reads_the_seed_level_verdicts() -> None:
 def test_quick_mode_replicates_over_seeds() -> None:
     config = build_config(get_experiment("sigma_tradeoff"), quick=True)
     assert config.n_seeds >= 2 and config.alpha == 0.05
+    # the noise floor's RMS rests on 20 null replicates (5 gave it a relative sd of about 32 %; referee A5)
+    assert config.null_repeats == 20 and build_config(get_experiment("sigma_tradeoff")).null_repeats == 20
     with pytest.raises(ConfigError, match="alpha"):
         build_config(get_experiment("sigma_tradeoff"), quick=True, overrides={"alpha": "0"})

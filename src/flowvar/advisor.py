@@ -52,8 +52,10 @@ def finite_number(value: Any) -> bool:
 def gen_tolerance(best: float, gen_margin: float, gen_floor: float = 0.0) -> float:
     """The generalisation slack τ = max(gen_margin · max(G*, 0), gen_floor) above the best score G*.
 
-    The relative part is the stated margin; the absolute floor is the estimator's noise level (a relative margin of
-    a best value near 0 would otherwise shrink to nothing and rank σ by estimator noise).
+    The relative part is the stated margin; the absolute floor is a margin too: 2 × the RMS of the null MMD² between
+    independent real samples, "what two real samples differ by" (a relative margin of a value near 0 would otherwise
+    shrink to nothing). It is not the noise of G (the null sd is that at MMD = 0 and misses training noise); the
+    seed-level rule (:func:`advise_over_seeds`) takes G's noise from the spread over seeds.
     """
     return max(gen_margin * max(best, 0.0), gen_floor)
 

@@ -26,7 +26,10 @@ Protocol, for each seed s = ``seed`` + k, k < ``n_seeds``:
    median-heuristic bandwidth shared by every σ).
 5. A null reference: the same unbiased MMD² between independent real samples (GMM: two fresh draws of ``n_eval``;
    files: two disjoint random halves of the held-out data), ``null_repeats`` times; 2 × its RMS is the rule's
-   absolute noise floor.
+   absolute noise floor — a *margin* ("what two independent real samples differ by"), not the noise of G itself
+   (the null sd is that of the unbiased MMD² at MMD = 0; at G > 0 the estimator varies more, and on file data the
+   null compares two halves of the held-out set, a smaller sample basis than G's n_eval vs all held-out items, so
+   its floor is the wider). Training and estimator noise of G enter the rule through the spread over seeds.
 
 Per σ the metrics are averaged over seeds (``per_sigma``, for display), and
 :func:`flowvar.advisor.advise_over_seeds` applies the rule (stated in ``choices.rule``) to the per-seed scores: each σ
@@ -421,7 +424,9 @@ def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     means_sigma, means_reason = recommend_sigma(table, config.gen_margin, config.mem_margin, gen_floor=gen_floor)
     margins = {"gen_margin": config.gen_margin, "mem_margin": config.mem_margin, "gen_floor": gen_floor,
                "gen_reference": seed_advice.gen_reference, "gen_tolerance": seed_advice.tolerance,
-               "chance": 1.0 / config.n_train, "alpha": config.alpha, "reduce_margin": config.reduce_margin}
+               "chance": 1.0 / config.n_train, "alpha": config.alpha, "reduce_margin": config.reduce_margin,
+               # the floor is 2 × the RMS of null_repeats values: its own relative sd is about 1/√(2R) (referee A5)
+               "gen_floor_relative_sd": 1.0 / math.sqrt(2 * config.null_repeats)}
     advice = {"outcome": seed_advice.outcome, "rule_satisfied": seed_advice.outcome == "recommended",
               "fallback": fallback, "reason": seed_advice.reason, "rule": rule, "margins": margins,
               "data": description, "candidates": seed_advice.candidates, "seeds_needed": seed_advice.seeds_needed,
