@@ -437,6 +437,9 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
             est = (f"about {first.seeds_needed} seeds in all might decide it, if the means and spreads stay as "
                    f"measured" if first.seeds_needed else "the seeds needed cannot be estimated from these seeds")
             head = (f"σ = {first.sigma:g} passes both margins on the means but not with confidence: add seeds ({est})")
+            if first.mem_side == "undecided":  # the counting error in N bounds M too (referee A4)
+                head += (f"; its memorisation bound also reflects counting on N = {n_train} pairs (one pair moves M "
+                         f"by {1 / (n_train - 1):.2g}): more training pairs narrow it as well")
         else:
             head = "no σ passes on the means, but these σ are not excluded with confidence either: add seeds"
         return advice("undecided", f"undecided, no recommendation: {head}; undecided σ: "
