@@ -25,7 +25,7 @@ from flowvar.metrics.mmd import median_heuristic, mmd2
 # Memorisation and generalisation of one trained model (the σ advisor's scores, flowvar.advisor)
 # ----------------------------------------------------------------------------------------------------------
 
-#: The keys of :func:`evaluate_outputs` that the σ rule (:func:`flowvar.advisor.recommend_sigma`) reads: the
+#: The keys of :func:`evaluate_outputs` that the σ rule (:func:`flowvar.advisor.advise_over_seeds`) reads: the
 #: generalisation score G (lower is better) and the memorisation score M (0 = chance, 1 = perfect pairing).
 GEN_KEY = "generalisation"
 MEM_KEY = "memorisation"
@@ -106,8 +106,9 @@ def evaluate_outputs(x_train_out: Tensor, x_fresh_out: Tensor, ref: Reference) -
 
 def null_generalisation(pairs: Sequence[tuple[Tensor, Tensor]], bandwidth: float) -> dict[str, Any]:
     """The generalisation score of real data against real data: unbiased MMD² of each (a, b) pair of independent real
-    samples at ``bandwidth``; returns the values, their RMS (≈ the estimator's sd, since the mean is 0 under the null)
-    and ``floor`` = 2 × RMS, the rule's absolute noise floor."""
+    samples at ``bandwidth``; returns the values, their RMS (the estimator's sd at MMD² = 0, where its mean is 0) and
+    ``floor`` = 2 × RMS, the σ rule's smallest generalisation margin. It is a margin, not G's noise level: it holds
+    no training noise (the rule's seed-level test carries that), and the estimator's sd grows with MMD² away from 0."""
     values = [mmd2(a, b, bandwidth=bandwidth, estimator="unbiased").mmd2 for a, b in pairs]
     rms = float(np.sqrt(np.mean(np.square(values)))) if values else 0.0
     return {"values": values, "rms": rms, "floor": 2.0 * rms}
