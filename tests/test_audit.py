@@ -324,7 +324,25 @@ def test_a_confirmed_copy_outvotes_the_blind_gap_test_and_the_verdict_names_it()
         rules.verdict_notes(verdicts)[0]
     # a mixed family does not hide the other family's memorisation
     assert rules.overall_verdict(verdicts | {"copying": "confirmed"})[0] == "memorising"
-    assert rules.verdict_notes({"copying": "refuted", "generalisation gap": "refuted"}) == []
+    assert rules.verdict_notes({"pair recovery": "refuted", "copying": "refuted"}) == []
+
+
+@pytest.mark.parametrize(("verdicts", "pairs_given", "want"), [
+    # the referee's 2-D runs: generalising from copying alone while pair recovery sat between its thresholds, and
+    # from the gradient test alone while copying was untestable — said, with what the verdict does not cover
+    ({"pair recovery": "inconclusive", "gradient signal": "inconclusive", "copying": "refuted",
+      "generalisation gap": "inconclusive"}, True, [rules.PAIRS_UNDECIDED_CAVEAT]),
+    ({"pair recovery": "inconclusive", "gradient signal": "refuted", "copying": "untestable",
+      "generalisation gap": "inconclusive"}, True, [rules.SAMPLES_UNDECIDED_CAVEAT]),
+    ({"pair recovery": "refuted", "gradient signal": "refuted", "copying": "refuted"}, True, []),
+    ({"gradient signal": "untestable", "copying": "refuted"}, False, [rules.NO_PAIRS_CAVEAT]),
+    ({"gradient signal": "untestable", "copying": "confirmed"}, False, [rules.NO_PAIRS_CAVEAT]),
+    ({"pair recovery": "confirmed", "copying": "inconclusive"}, True, []),  # memorising needs no caveat
+    ({"copying": "inconclusive"}, True, []),  # cannot tell says so itself
+])
+def test_generalising_from_one_family_carries_a_caveat(verdicts: dict[str, str], pairs_given: bool,
+                                                      want: list[str]) -> None:
+    assert rules.verdict_notes(verdicts, pairs_given=pairs_given) == want
 
 
 @pytest.mark.parametrize(("verdicts", "want"), [

@@ -517,12 +517,12 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
     overall, mem, genr = rules.overall_verdict(verdicts)
     reasons = [f"{TEST_NAMES[s.claim.id]}: {READING[s.claim.verdict]} — {s.text}" for s in sections]
-    reasons += rules.verdict_notes(verdicts)
-    reasons += [rules.NO_PAIRS_CAVEAT] if x0_pairs is None else []
+    verdict_lines = rules.verdict_notes(verdicts, pairs_given=x0_pairs is not None)  # conflicts and caveats
+    reasons += verdict_lines
     claims = [s.claim for s in sections]
     claims.append(judge("audit.memorises", "The model memorises its training data (all tests combined)",
                         {"verdict": overall, "tests": verdicts, "memorising": mem, "generalising": genr,
-                         "notes": rules.verdict_notes(verdicts)},
+                         "notes": verdict_lines},
                         kind="finding",
                         verdict="confirmed" if overall == "memorising" else "refuted" if overall == "generalising"
                         else "inconclusive",

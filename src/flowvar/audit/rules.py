@@ -182,6 +182,15 @@ def gradient_verdict(loss_ratio: float, variance_ratio: float) -> Verdict:
 NO_PAIRS_CAVEAT = ("pair tests: not run (no --pairs) — a model can reproduce its training pairs (Prop 2's "
                    "memorisation) while its fresh samples are novel; pass the training sources to test that")
 
+#: Said beside a "generalising" verdict reached from the samples family while the pairs family ran and was undecided.
+PAIRS_UNDECIDED_CAVEAT = ("pair tests: undecided (neither pair recovery nor the gradient signal was decisive) — the "
+                          "verdict speaks for the fresh samples only: partial memorisation of the training pairs "
+                          "(Prop 2's) is not excluded")
+#: Said beside a "generalising" verdict reached from the pairs family while the samples family was undecided.
+SAMPLES_UNDECIDED_CAVEAT = ("sample tests: undecided (the copy test was not decisive, and the generalisation gap "
+                            "never reads generalising) — the verdict speaks for the training pairs only: the fresh "
+                            "samples were not shown to be novel")
+
 #: The tests by what they look at: whether the model reproduces its training *pairs* (Prop 2: pair recovery and the
 #: gradient signature), and whether its fresh *samples* reproduce training items (copying, generalisation gap). The
 #: first test of each family is its *direct* one: it counts individual memorised items (training sources that reach
@@ -217,10 +226,12 @@ def family_verdict(verdicts: Mapping[str, str], tests: tuple[str, ...]) -> str:
     return "generalising" if first == "refuted" or "refuted" in got else "undecided"
 
 
-def verdict_notes(verdicts: Mapping[str, str]) -> list[str]:
+def verdict_notes(verdicts: Mapping[str, str], pairs_given: bool = True) -> list[str]:
     """The lines said beside the overall verdict about how its families were read: a direct test's memorising
-    reading that outvoted its family's averaging test (named, with :data:`BLIND_SPOT`), and a conflict that made
-    a family mixed."""
+    reading that outvoted its family's averaging test (named, with :data:`BLIND_SPOT`), a conflict that made a
+    family mixed, and — for a "generalising" verdict that one family reached while the other was undecided — what
+    it does not cover (:data:`PAIRS_UNDECIDED_CAVEAT`, :data:`SAMPLES_UNDECIDED_CAVEAT`; without --pairs,
+    ``pairs_given`` False, :data:`NO_PAIRS_CAVEAT`, said whatever the verdict)."""
     notes = []
     for family, (direct, *others) in FAMILIES.items():
         for other in others:
@@ -230,7 +241,12 @@ def verdict_notes(verdicts: Mapping[str, str]) -> list[str]:
             if verdicts.get(direct) == "refuted" and verdicts.get(other) == "confirmed":
                 notes.append(f"{family} family: mixed — {other} reads memorising while {direct}, which counts "
                              f"memorised items directly, reads generalising")
-    return notes
+    readings = {family: family_verdict(verdicts, tests) for family, tests in FAMILIES.items()}
+    if overall_verdict(verdicts)[0] == "generalising":
+        # without --pairs the pairs family is undecided by construction: NO_PAIRS_CAVEAT says why, below
+        notes += [PAIRS_UNDECIDED_CAVEAT] if pairs_given and readings["pairs"] == "undecided" else []
+        notes += [SAMPLES_UNDECIDED_CAVEAT] if readings["samples"] == "undecided" else []
+    return notes + ([] if pairs_given else [NO_PAIRS_CAVEAT])
 
 
 def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], list[str]]:
@@ -242,7 +258,8 @@ def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], li
     items memorises whatever it does with pairs); else **mixed** if a family's tests conflict (its averaging test
     reads memorising, its direct test generalising); else **generalising** if a family reads generalising; else
     **cannot tell**. Returns (verdict, the tests that read memorising, those that read generalising);
-    :func:`verdict_notes` gives the lines that explain a conflict.
+    :func:`verdict_notes` gives the lines that explain a conflict, and the caveat of a "generalising" reached from
+    one family while the other was undecided.
     """
     mem = [k for k, v in verdicts.items() if v == "confirmed"]
     gen = [k for k, v in verdicts.items() if v == "refuted"]
@@ -259,8 +276,8 @@ def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], li
 __all__ = ["ALLOWANCE_Z", "BLIND_SPOT", "COPY_GENERALISE", "COPY_K", "COPY_MAX_BASELINE", "COPY_MEMORISE",
            "COPY_MIN_LOO", "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO", "FAMILIES", "GAP_GENERALISE",
            "GAP_HALF_SAMPLES", "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE",
-           "NO_PAIRS_CAVEAT", "OVERALL", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE", "PAIR_MAX_LANDED_OTHER",
-           "PAIR_MEMORISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "copy_share_estimate",
-           "copy_share_standard_error", "copying_verdict", "excess_standard_error", "family_verdict",
-           "gap_reads_majority_novel", "gap_verdict", "gradient_verdict", "overall_verdict", "pair_recovery_verdict",
-           "share_standard_error", "verdict_notes"]
+           "NO_PAIRS_CAVEAT", "OVERALL", "PAIRS_UNDECIDED_CAVEAT", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE",
+           "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE",
+           "SAMPLES_UNDECIDED_CAVEAT", "copy_share_estimate", "copy_share_standard_error", "copying_verdict",
+           "excess_standard_error", "family_verdict", "gap_reads_majority_novel", "gap_verdict", "gradient_verdict",
+           "overall_verdict", "pair_recovery_verdict", "share_standard_error", "verdict_notes"]
