@@ -368,7 +368,9 @@ def advise_sigma_cmd(
 ) -> None:
     """How much interpolant noise σ for my data? Trains CFM(σ) over a σ grid and applies a stated rule.
 
-    Exit status 1 when every σ diverged (no advice; the summary names the trainings and the fix).
+    Each σ is judged against σ = 0 over the seeds: recommended, undecided (add seeds or pairs) or none.
+
+    Exit status 0 for these; 1 when every σ diverged (the summary names the trainings and the fix).
     """
     import json
 
