@@ -698,19 +698,28 @@ def test_the_copy_test_cannot_read_memorising_where_real_data_are_all_near_dupli
     assert section.claim.verdict == "untestable" and "near-duplicate" in section.claim.precondition["remedy"]
 
 
-def test_half_sample_standard_error_matches_the_spread_of_rho_over_fresh_draws() -> None:
-    """ρ's half-sample standard error against the sd of ρ over 300 independent draws of samples and references
-    from one distribution (what the allowance stands for)."""
+def test_half_sample_standard_error_is_conservative_for_rho_over_fresh_draws() -> None:
+    """ρ's half-sample standard error against the sd of ρ over 300 draws of samples and held-out items with the
+    training set fixed (the audit's frame: the training set is the model's), d = 4, m = 40: the se may be
+    conservative (the referee measured 1.3–1.6× in this frame; here 1.35×) but never too small, and ρ ± 1.645·se
+    covers the mean of ρ at least at the nominal 90 % (here 97 of 100 draws)."""
     g = torch.Generator().manual_seed(6)
+    train = torch.randn(40, 4, generator=g, dtype=torch.float64)
 
     def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (torch.randn(200, 4, generator=g, dtype=torch.float64), torch.randn(40, 4, generator=g,
-                dtype=torch.float64), torch.randn(40, 4, generator=g, dtype=torch.float64))
+        return (torch.randn(200, 4, generator=g, dtype=torch.float64), train,
+                torch.randn(40, 4, generator=g, dtype=torch.float64))
 
     rhos = [nn_train_over_heldout(*draw()) for _ in range(300)]
-    true_sd = float(np.std(rhos, ddof=1))
-    estimates = [half_sample_standard_error(*draw(), g, rules.GAP_HALF_SAMPLES) for _ in range(20)]
-    assert 0.7 * true_sd < float(np.mean(estimates)) < 1.4 * true_sd, (true_sd, np.mean(estimates))
+    true_sd, centre = float(np.std(rhos, ddof=1)), float(np.mean(rhos))
+    covered, estimates = 0, []
+    for _ in range(100):
+        sample = draw()
+        se = half_sample_standard_error(*sample, g, rules.GAP_HALF_SAMPLES)
+        estimates.append(se)
+        covered += abs(nn_train_over_heldout(*sample) - centre) <= rules.ALLOWANCE_Z * se
+    assert 0.9 * true_sd < float(np.mean(estimates)) < 2.0 * true_sd, (true_sd, np.mean(estimates))
+    assert covered >= 90, covered
 
 
 def test_heldout_items_that_are_training_items_are_left_out() -> None:
