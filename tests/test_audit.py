@@ -271,6 +271,15 @@ def test_gradient_rule(lam: float, nu: float, want: str) -> None:
     assert rules.gradient_verdict(lam, nu) == want
 
 
+def test_docs_say_the_gradient_test_has_no_sampling_allowance() -> None:
+    """The gradient test applies its thresholds to Monte-Carlo point values (λ's sd ≈ 0.006 at the defaults): the
+    docs must not claim it uses every training pair, and must say a reading near 0.1 can flip with --seed."""
+    from pathlib import Path
+    docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text().split())
+    assert "pair recovery and the gradient signal use every training pair" not in docs
+    assert "The gradient signal does **not** allow for its sampling error" in docs
+
+
 # a family's reading from (direct test, averaging test); None: the test did not run. Every combination of the two
 # tests' decisive states: a direct memorising reading decides; the averaging test's memorising reading against a
 # direct generalising one is a genuine conflict (mixed)

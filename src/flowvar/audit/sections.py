@@ -608,7 +608,9 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
                   rule=f"λ = loss(training pairs)/loss(fresh pairs), ν = tr Cov ratio, at σ = 0: memorising if both < "
                        f"{rules.GRAD_MEMORISE}, generalising if λ ≥ {rules.GRAD_GENERALISE}, else inconclusive",
                   min_effect=f"a {1 / rules.GRAD_MEMORISE:.0f}-fold drop of loss and variance on the training pairs",
-                  replicates=f"none: {n_per_bin} draws per t-bin, {n_bins} bins")
+                  replicates=f"none: {n_per_bin} draws per t-bin, {n_bins} bins; no sampling allowance (a λ or ν "
+                             f"within about 0.02 of {rules.GRAD_MEMORISE} can read differently for another --seed: "
+                             f"docs/audit.md)")
     if error:
         text = f"Not measured: the gradient-variance engine failed on this model ({error})."
     elif pairs_x0 is None:
