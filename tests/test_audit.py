@@ -555,7 +555,7 @@ def test_a_model_taking_time_as_a_column_is_called_so(ot_problem: tuple) -> None
 def test_dict_and_tuple_outputs_are_read_and_labelled(ot_problem: tuple, tmp_path: Path) -> None:
     """A dict holding one tensor of the input's shape is read at that key; one holding several is refused naming
     its entries and the wrapper; a tuple's first element is read, labelled as what it is (not as diffusers)."""
-    from flowvar.audit.core import saved_summary
+    from flowvar.audit.saved import saved_summary
     from flowvar.results import Result
 
     field, data = ot_problem

@@ -560,7 +560,7 @@ def _show_one(folder: Path) -> None:
         raise DataError(f"{path} is not a valid flowvar result ({type(e).__name__}: {e}); rerun what wrote it"
                         ) from None
     if result.experiment == "audit":
-        from flowvar.audit.core import saved_summary
+        from flowvar.audit.saved import saved_summary
 
         typer.echo(saved_summary(result))
         typer.echo(f"report: {folder / 'audit.html'}")

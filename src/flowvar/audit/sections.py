@@ -450,9 +450,9 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
     mmd_held = mmd2(generated, ho, bandwidth=h).mmd2
     mmd_data = mmd2(tr, ho, bandwidth=h).mmd2 if m >= 2 else math.nan
     evidence = {"nn_ratio": rho, "nn_ratio_standard_error": rho_se, "m": m, "n_samples": generated.shape[0],
-                "bandwidth": h,
-                "mmd2_to_train": mmd_train, "mmd2_to_heldout": mmd_held, "mmd2_gap": mmd_held - mmd_train,
-                "mmd2_train_vs_heldout": mmd_data, "majority_novel": rules.gap_reads_majority_novel(rho, rho_se)}
+                "bandwidth": h, "mmd2_to_train": mmd_train, "mmd2_to_heldout": mmd_held,
+                "mmd2_gap": mmd_held - mmd_train, "mmd2_train_vs_heldout": mmd_data,
+                "majority_novel": rules.gap_reads_majority_novel(rho, rho_se)}
     if conditioned_on:
         evidence["conditioned_on"] = conditioned_on
     pre = Precondition(f"at least {rules.GAP_MIN_HELDOUT} held-out items", m >= rules.GAP_MIN_HELDOUT,
@@ -470,8 +470,7 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
                              f"sampling error is allowed for)")
     text = (f"Fresh samples are {rho:.2f}× (± {rho_se:.2f}) as far from the training data as from held-out data "
             f"(nearest-neighbour medians, {m} items each); MMD² to training {mmd_train:.3g}, to held-out "
-            f"{mmd_held:.3g} "
-            f"(training vs held-out data: {mmd_data:.3g})."
+            f"{mmd_held:.3g} (training vs held-out data: {mmd_data:.3g})."
             + (" The majority of samples is as near unseen data as training data; a median cannot exclude a copying "
                "minority, so this test never reads generalising (the copy test counts copies)."
                if rules.gap_reads_majority_novel(rho, rho_se) else "") + _under(conditioned_on))
