@@ -80,7 +80,12 @@ def test_the_reference_run_parses_and_every_experiment_has_a_result() -> None:
     modules = {p.stem for p in EXPERIMENTS.glob("*.py") if not p.stem.startswith("_") and p.stem not in MACHINERY}
     assert names == modules
     for e in collection["experiments"]:
-        assert e["status"] in ("computed", "cached"), f"{e['name']}: {e['status']} {e.get('error')}"
+        # computed by this folder's last command, or kept from an earlier run of it ('reproduce --only' reruns one
+        # experiment into the folder) with that run's provenance: never a result of unknown origin
+        origin = (e.get("kept_from") or {}) if e["status"] == "kept" else e
+        assert origin.get("status") in ("computed", "cached"), f"{e['name']}: {e['status']} {e.get('error')}"
+        if e["status"] == "kept":
+            assert origin.get("command") and origin.get("created"), f"{e['name']}: kept without provenance"
         assert (RESULTS / e["name"] / "result.json").is_file()
 
 
