@@ -541,3 +541,22 @@ def test_scale_line_without_a_recorded_shape_gives_the_resolution_never_the_gmm_
     config = {"dataset": "digits", "resolution": 16, "n_train": 4, "dim": 8, "steps": 20, "n_seeds": 1}
     assert scale_text(Result("table2", "Table 2", config, quick=True)) == \
         "quick mode, digits 16×16 px, N = 4, 20 training steps, 1 seed(s)"
+
+
+def test_the_sigma_advisors_answer_in_words_for_each_outcome() -> None:
+    """The report's one-line answer of the σ advisor: recommended, undecided, a flagged fallback, a trade-off that is
+    not shown within the margin (never called a recommendation), or nothing that cuts memorisation."""
+    from types import SimpleNamespace
+
+    from flowvar.report.narrators import _sigma_answer
+
+    def answer(advice: dict, **metrics: object) -> str:
+        return _sigma_answer(SimpleNamespace(metrics={"advice": advice, **metrics}))  # type: ignore[arg-type]
+
+    assert answer({"outcome": "recommended"}, recommended_sigma=0.1) == "recommended σ = 0.1"
+    assert answer({"outcome": "undecided", "candidates": [0.2, 0.5]}).startswith("undecided (add seeds): σ = 0.2, 0.5")
+    assert answer({"outcome": "none"}, recommended_sigma=0.5, recommendation_is_fallback=True) == (
+        "no σ met both margins, fallback σ = 0.5 (not a recommendation)")
+    trade = answer({"outcome": "none", "trade_off": {"sigma": 0.5}}, recommended_sigma=None)
+    assert "σ = 0.5 cuts memorisation" in trade and "not a recommendation" in trade
+    assert "no σ cuts memorisation" in answer({"outcome": "none", "trade_off": None})

@@ -909,7 +909,13 @@ def _sigma_answer(result: Result) -> str:
                 f"passes nor fails both margins with confidence")
     if result.metrics.get("recommendation_is_fallback"):
         return f"no σ met both margins, fallback σ = {num(sigma)} (not a recommendation)"
-    return "no σ met both margins, and none cuts memorisation within the generalisation margin"
+    trade = advice.get("trade_off") or {}
+    if isinstance(trade, dict) and trade.get("sigma") is not None:
+        return (f"no σ met both margins with confidence; σ = {num(trade['sigma'])} cuts memorisation at a "
+                f"generalisation cost not shown to be within the margin (a trade-off, not a recommendation)")
+    return "no σ met both margins, and no σ cuts memorisation with a generalisation cost shown to be within the margin"
+
+
 def build_story(result: Result) -> Story:
     """The generic story of a result (claims, paper dict and config only), then the experiment's narrator, if one
     is registered, refines it."""
