@@ -267,3 +267,13 @@ def test_times_a_rounding_error_outside_the_unit_interval_are_accepted() -> None
     assert torch.allclose(Interpolant(0.0).path(pairs.x0, pairs.x1, t, z).xt, pairs.x1)
     with pytest.raises(DataError, match=r"t must lie in \[0, 1\]"):
         Interpolant(0.0).path(pairs.x0, pairs.x1, 1.0 + 1e-9, z)
+
+
+def test_path_sample_to_moves_every_field_and_keeps_a_sample_already_there() -> None:
+    """PathSample.to, the one move train() and the variance estimators share: the same object when every field is
+    on the device already, else every field moved (the meta device stands in for a GPU)."""
+    pairs = _pairs()
+    path = Interpolant(0.1).path(pairs.x0, pairs.x1, 0.5, torch.zeros_like(pairs.x0))
+    assert path.to("cpu") is path
+    moved = path.to("meta")
+    assert all(getattr(moved, f).device.type == "meta" for f in ("x0", "x1", "t", "z", "xt", "target"))

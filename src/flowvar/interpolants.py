@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import torch
@@ -46,6 +46,15 @@ class PathSample:
     z: Tensor
     xt: Tensor
     target: Tensor
+
+    def to(self, device: torch.device | str) -> PathSample:
+        """This sample with every field on ``device``: the same object when all are there already. Draws stay on
+        the generator's device (the CPU) and are moved to the model's, so the random stream and the numbers do not
+        depend on where the model is (:func:`flowvar.train.train`, the variance estimators)."""
+        device = torch.device(device)
+        if all(getattr(self, f.name).device == device for f in fields(self)):
+            return self
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def expand_time(t: Tensor, like: Tensor) -> Tensor:

@@ -111,6 +111,15 @@ def seeded_global_rng(seed: int) -> Iterator[None]:
         yield
 
 
+def forked_global_rng(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """Fork the global RNGs a model on ``device`` draws from (dropout-like randomness): the CPU one, and the CUDA
+    device's when the model is there. Their states are restored on exit, so draws inside (a training run, an extra
+    forward, a fingerprint) leave the caller's random streams as they were."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=cuda)
+
+
 @dataclass(frozen=True)
 class Streams:
     """The named random streams of one seed: a run's (``Streams(seed)``, what a RunContext delegates to) or a
@@ -148,5 +157,5 @@ class Streams:
         return Streams(seed, (REPLICATE,))
 
 
-__all__ = ["REPLICATE", "SEED_LIMIT", "StreamKey", "Streams", "check_seed", "derive_seed", "generator",
-           "seeded_global_rng"]
+__all__ = ["REPLICATE", "SEED_LIMIT", "StreamKey", "Streams", "check_seed", "derive_seed", "forked_global_rng",
+           "generator", "seeded_global_rng"]

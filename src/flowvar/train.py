@@ -104,7 +104,7 @@ from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import MLPField
 from flowvar.results import atomic_write_bytes
-from flowvar.seeding import seeded_global_rng
+from flowvar.seeding import forked_global_rng, seeded_global_rng
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def _data_signature(coupling: Coupling, batch_size: int, device: torch.device) -
         x0, x1 = coupling.x0, coupling.x1
         summary = f"{type(coupling).__name__}: {len(coupling)} pairs of {tuple(x0.shape[1:])} {x0.dtype}"
     else:
-        with _forked_global_rng(device):
+        with forked_global_rng(device):
             _seed_global_rng(_FINGERPRINT_SEED, device)
             pairs = coupling.sample(batch_size, torch.Generator().manual_seed(_FINGERPRINT_SEED))
         x0, x1 = pairs.x0, pairs.x1
@@ -324,7 +324,7 @@ def _signature(model: nn.Module, loss: CFMLoss, coupling: Coupling, batch_size: 
     (:func:`_describe_model`), the interpolant, the time sampler (its parameters and the fingerprint of 1024 draws
     from a fixed generator) and the training data (:func:`_data_signature`). Computed only when the run has a
     checkpoint_dir."""
-    with _forked_global_rng(device):
+    with forked_global_rng(device):
         _seed_global_rng(_FINGERPRINT_SEED, device)
         times = loss.time_sampler.sample(_TIME_DRAWS, torch.Generator().manual_seed(_FINGERPRINT_SEED),
                                          dtype=torch.float64)
@@ -637,23 +637,8 @@ def make_adam(params: Sequence[nn.Parameter], lr: float, weight_decay: float = 0
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def _to_device(path: PathSample, device: torch.device) -> PathSample:
-    if path.xt.device == device:
-        return path
-    return replace(path, **{f.name: getattr(path, f.name).to(device) for f in fields(path)})
-
-
-def _forked_global_rng(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """Fork the global RNGs a model on ``device`` draws from (dropout-like randomness): the CPU one, and the
-    CUDA device's when the model is there. Their states are restored on exit, so a run leaves the caller's
-    random streams as it found them."""
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=cuda)
-
-
 def _seed_global_rng(seed: int, device: torch.device) -> None:
-    """Seed the RNGs :func:`_forked_global_rng` forked. Not ``torch.manual_seed``: that also seeds every
+    """Seed the RNGs :func:`~flowvar.seeding.forked_global_rng` forked. Not ``torch.manual_seed``: that also seeds every
     accelerator backend torch knows (CUDA, XPU, MTIA) lazily, formatting a Python stack trace for each (≈ 0.4 ms
     a call, paid by every short run), and would change the state of devices outside the fork for good."""
     torch.default_generator.manual_seed(seed)
@@ -734,7 +719,7 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
             save_checkpoint(state, directory)
         last_saved = step
 
-    with _forked_global_rng(device):
+    with forked_global_rng(device):
         _seed_global_rng(config.seed + world.rank, device)
         if directory is not None and world.is_main and directory.is_dir():
             remove_stale_temporaries(directory)
@@ -770,11 +755,11 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
         try:
             while step < config.steps:
                 step += 1
-                path = _to_device(loss.draw(coupling, config.batch_size, generator), device)
-                if step == (resumed_from or 0) + 1:
+                path = loss.draw(coupling, config.batch_size, generator).to(device)
+                first = step == (resumed_from or 0) + 1  # this call's first step: the checks of the first call
+                if first:
                     _check_dtype(model, path)
                 optimizer.zero_grad(set_to_none=True)
-                first = step == (resumed_from or 0) + 1
                 if world.size == 1:
                     value_t = _first_call(loss, model, path) if first else loss(model, path)
                     value = float(value_t.detach())

@@ -25,9 +25,7 @@ The helpers :func:`variance_parameters` (what g differentiates), :func:`path_chu
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
-from dataclasses import fields, replace
 from typing import Literal
 
 import torch
@@ -39,6 +37,7 @@ from flowvar.gaussian import parametric_per_sample_grads
 from flowvar.interpolants import PathSample
 from flowvar.loss import per_sample_loss
 from flowvar.models.parametric import GaussianParametricField
+from flowvar.seeding import forked_global_rng
 from flowvar.variance.engine import _coupling_problem
 from flowvar.variance.report import GroupBy, VarianceReport, group_name, normalised_variance
 
@@ -89,14 +88,9 @@ def model_device(model: nn.Module) -> torch.device | None:
 
 
 def path_to_device(path: PathSample, device: torch.device | None) -> PathSample:
-    """``path`` with every field on ``device`` (the same object when it is there already, or ``device`` is None).
-
-    The estimators draw paths on the generator's device (the CPU) and move each chunk to the model's device, as
-    :func:`flowvar.train.train` does, so the random stream and the numbers do not depend on where the model is.
-    """
-    if device is None or all(getattr(path, f.name).device == device for f in fields(path)):
-        return path
-    return replace(path, **{f.name: getattr(path, f.name).to(device) for f in fields(path)})
+    """``path`` on ``device`` (:meth:`PathSample.to`), unchanged when ``device`` is None (parameters on several
+    devices: the caller places the data)."""
+    return path if device is None else path.to(device)
 
 
 def path_chunks(path: PathSample, chunk_size: int) -> Iterator[PathSample]:
@@ -154,14 +148,6 @@ def _autograd_chunk(model: nn.Module, path: PathSample, strategy: Literal["vmap"
     return grads, torch.stack([r[1][0] for r in rows]).detach(), torch.stack([r[1][1] for r in rows]).detach()
 
 
-def _forked_rng(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """Fork the global RNGs a model on ``device`` draws from (dropout), so that an extra forward leaves the random
-    stream of the gradient pass, hence its numbers, as they were."""
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=cuda)
-
-
 def _rounding_tolerance(dtype: torch.dtype, device: torch.device) -> float:
     """Relative tolerance between a batched and a one-sample evaluation of the same function: the engine's sum-check
     tolerances (float64 1e-8, float32 1e-3 — 1e-2 on a GPU allowed to use TF32 —, half types 3e-2)."""
@@ -183,8 +169,9 @@ _COUPLED_FORWARD = ("per-sample gradients are not defined for a forward that cou
 
 
 def _batched_outputs(model: nn.Module, path: PathSample) -> Tensor:
-    """v for the whole chunk in one no-grad forward, with the global RNG forked (see :func:`_forked_rng`)."""
-    with torch.no_grad(), _forked_rng(path.xt.device):
+    """v for the whole chunk in one no-grad forward, with the global RNG forked
+    (:func:`~flowvar.seeding.forked_global_rng`)."""
+    with torch.no_grad(), forked_global_rng(path.xt.device):
         return model(path.xt, path.t)
 
 
@@ -206,7 +193,7 @@ def _check_per_sample(model: nn.Module, path: PathSample, batched: Tensor, per_s
         return
     # dropout: per-sample and batched draws may differ (the loop strategy draws sample by sample); a forward that
     # gives two different outputs for the same batch is random, and a mismatch then says nothing about coupling
-    with torch.no_grad(), _forked_rng(path.xt.device):
+    with torch.no_grad(), forked_global_rng(path.xt.device):
         first, second = model(path.xt, path.t), model(path.xt, path.t)
     if float((first - second).abs().max()) > tol * scale:
         return
