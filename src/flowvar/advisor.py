@@ -35,7 +35,7 @@ from typing import Any
 from scipy import stats as sps
 
 from flowvar.errors import ConfigError
-from flowvar.metrics import GEN_KEY, MEM_KEY
+from flowvar.metrics import GEN_KEY, MEM_KEY, memorisation_score
 from flowvar.stats import noninferior_over_seeds, paired_over_seeds
 
 DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
@@ -212,8 +212,7 @@ def memorisation_bounds(accuracy: Sequence[float], n_train: int, alpha: float) -
     ``accuracy``: finite per-seed pairing accuracies (diverged seeds removed first). With one seed the bounds are NaN
     (one training run cannot be replicated: the caller treats it as undecided)."""
     n = len(accuracy)
-    chance = 1.0 / n_train
-    scores = [(a - chance) / (1.0 - chance) for a in accuracy]
+    scores = [memorisation_score(a, n_train) for a in accuracy]
     mean = sum(scores) / n if n else math.nan
     if n < 2:
         return mean, math.nan, math.nan
@@ -223,9 +222,9 @@ def memorisation_bounds(accuracy: Sequence[float], n_train: int, alpha: float) -
     hits = sum(round(a * n_train) for a in accuracy)
     a_low = float(sps.beta.ppf(alpha, hits, trials - hits + 1)) if hits > 0 else 0.0
     a_up = float(sps.beta.ppf(1 - alpha, hits + 1, trials - hits)) if hits < trials else 1.0
-    to_m = lambda a: (a - chance) / (1.0 - chance)  # noqa: E731 - the score map, used twice
     # M lies in [−1/(N − 1), 1]: a t-bound can overshoot it when every seed is at the edge
-    return mean, max(min(mean - half, to_m(a_low)), to_m(0.0)), min(max(mean + half, to_m(a_up)), 1.0)
+    return (mean, max(min(mean - half, memorisation_score(a_low, n_train)), memorisation_score(0.0, n_train)),
+            min(max(mean + half, memorisation_score(a_up, n_train)), 1.0))
 
 
 def seeds_needed(mean: float, sd: float, margin: float, alpha: float, have: int) -> int | None:
