@@ -694,3 +694,26 @@ def test_a_changed_data_file_is_a_cache_miss_and_the_same_contents_a_hit(tmp_pat
     assert third.hit and third.key == first.key
     # built-in data name no path: their keys hold no digest, so they are what they were
     assert "data" not in key_inputs("prop1", build_config(get_experiment("prop1"), quick=True), True)
+
+
+def test_one_data_file_named_relatively_or_absolutely_is_one_key(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """re-test N7: ``data.npy`` and ``/abs/data.npy`` (or ``./data.npy``) were two keys, so the same run recomputed;
+    another file at another path stays another key."""
+    import numpy as np
+
+    (tmp_path / "sub").mkdir()
+    np.save(tmp_path / "data.npy", np.zeros((4, 2), dtype="float32"))
+    np.save(tmp_path / "sub" / "data.npy", np.ones((4, 2), dtype="float32"))
+    monkeypatch.chdir(tmp_path)
+    spec = get_experiment("sigma_tradeoff")
+
+    def key(path: str) -> str:
+        config = build_config(spec, quick=True, overrides={"dataset": "npy", "data_dir": path})
+        return cache_key("sigma_tradeoff", config, True, threads=1)
+
+    same = {key("data.npy"), key("./data.npy"), key(str(tmp_path / "data.npy")), key("sub/../data.npy")}
+    assert len(same) == 1
+    assert key("sub/data.npy") not in same
+    config = build_config(spec, quick=True, overrides={"dataset": "npy", "data_dir": "data.npy"})
+    assert config.data_dir == "data.npy"  # the config itself (result.json) keeps the path as written

@@ -202,18 +202,33 @@ def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) 
     ``threads`` is the torch intra-op thread count the run uses (default: this process's current one): the last
     digits of a training run depend on it (reduction order), so results computed with different counts are kept
     apart. ``data`` (only when the config names user data by path): :func:`data_digests`, the contents of that
-    data, so a changed file or folder is another key.
+    data, so a changed file or folder is another key; the path itself enters the key made absolute, so one file
+    named relatively or absolutely is one key (the config stored in ``result.json`` keeps the path as written).
     """
     import torch
 
     plain = config_dict(config)
-    inputs = {"format": CACHE_FORMAT, "experiment": name, "quick": bool(quick), "config": plain,
+    inputs = {"format": CACHE_FORMAT, "experiment": name, "quick": bool(quick), "config": _absolute_data_paths(plain),
               "code_version": code_version(name), "torch": torch.__version__,
               "torch_threads": int(threads if threads is not None else torch.get_num_threads())}
     data = data_digests(plain)
     if data:
         inputs["data"] = data
     return inputs
+
+
+def _absolute_data_paths(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with each data-path field (:func:`is_data_path_field`) made absolute (``~`` expanded, resolved
+    against the working directory), so ``data.npy``, ``./data.npy`` and ``/home/me/data.npy`` name one key."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out[key] = _absolute_data_paths(value)
+        elif is_data_path_field(str(key)) and isinstance(value, str | os.PathLike) and str(value):
+            out[key] = str(Path(value).expanduser().resolve())
+        else:
+            out[key] = value
+    return out
 
 
 def cache_key(name: str, config: Any, quick: bool, threads: int | None = None) -> str:
