@@ -42,8 +42,11 @@ measured precondition where the claim needs one:
   A loss ratio ≤ ``zero_ratio`` against the initial loss does not say this: in d = 2 the lines are ~0.02 apart, so
   a loss 50× below its start can still be ~1000 × spacing².
 * ``sigma{σ}_plateaus_above_zero``: the σ run's loss and variance stay above the ≈0 level and level off, in every
-  seed. Precondition: the exact minimiser's own loss floor L*(σ) is above the ≈0 level (> ``zero_ratio`` × the
-  initial loss); where it is not, the noise leaves nothing to plateau on and the claim is untestable.
+  seed. Preconditions: the exact minimiser's own loss floor L*(σ) is above the ≈0 level (> ``zero_ratio`` × the
+  initial loss), else the noise leaves nothing to plateau on; and, in every seed, the σ = 0 run on the same pairs
+  reached zero (loss ≤ ``zero_loss_ratio`` × spacing², the level of ``sigma0_memorises``, and both ratios ≤
+  ``zero_ratio``), else the σ = 0 network levels off too and the plateau is the training budget's, not the
+  noise's. The σ run's final loss over L*(σ) is reported beside it.
 * ``sigma{σ}_lower_accuracy``: accuracy(0) − accuracy(σ) ≥ ``min_accuracy_drop``, paired over seeds
   (:func:`flowvar.stats.paired_over_seeds`). Preconditions: σ = 0 memorised (seed mean), and the exact CFM(σ)
   minimiser itself loses at least ``min_accuracy_drop`` (the noise can act at this σ√d against the pair spacing).
@@ -342,9 +345,15 @@ def plateau_rule(loss_ratio: list[float], trace_ratio: list[float], late_over_pr
     seeds = list(zip(loss_ratio, trace_ratio, late_over_previous, strict=True))
     if seeds and all(lr > zero_ratio and tr > zero_ratio and p >= plateau_ratio for lr, tr, p in seeds):
         return "confirmed"
-    if seeds and all(lr <= zero_ratio and tr <= zero_ratio for lr, tr, _ in seeds):
+    if seeds and all(reaches_zero(lr, tr, zero_ratio) for lr, tr, _ in seeds):
         return "refuted"
     return "inconclusive"
+
+
+def reaches_zero(loss_ratio: float, trace_ratio: float, zero_ratio: float) -> bool:
+    """One seed's run reached the "≈0" level of :func:`plateau_rule`: final/initial loss ≤ ``zero_ratio`` and
+    final/peak tr Cov(g) ≤ ``zero_ratio`` (a NaN compares False: never ≈0)."""
+    return bool(loss_ratio <= zero_ratio and trace_ratio <= zero_ratio)
 
 
 def lower_accuracy_rule(accuracy_sigma0: list[float], accuracy_sigma: list[float], *, min_drop: float,
@@ -385,6 +394,35 @@ def floor_precondition(floor_over_initial: list[float], zero_ratio: float, sigma
                         {"floor_over_initial_loss": list(floor_over_initial)},
                         "" if holds else "training lines within about σ of each other at equal times: more pairs N, "
                                          "a lower d, or a larger σ")
+
+
+def sigma0_reference_precondition(sigma0_final_loss: list[float], spacing: list[float], sigma0_loss_ratio: list[float],
+                                  sigma0_trace_ratio: list[float], *, zero_loss_ratio: float, zero_ratio: float
+                                  ) -> Precondition:
+    """For "σ > 0 keeps loss and variance above 0": Prop 2 / Remark 2 contrast σ > 0 with σ = 0 *where σ = 0 reaches
+    zero*, so in every seed (the replicates; the two runs of a seed share pairs, initialisation and batches) the
+    σ = 0 run must have got there:
+
+    (i) Prop 2's zero-loss level, final loss / (median line spacing)² ≤ ``zero_loss_ratio``
+        (:func:`~flowvar.experiments._zero_loss.loss_over_spacing_sq`, the level ``sigma0_memorises`` asks of its
+        seed mean), and
+    (ii) the ≈0 level of :func:`plateau_rule` on both of the claim's quantities (:func:`reaches_zero`: final/initial
+         loss and final/peak tr Cov(g) ≤ ``zero_ratio``).
+
+    Otherwise the σ = 0 network on the same pairs levels off too, and a plateau of the σ run measures the training
+    budget, not the noise. Per seed, not the seed mean: each seed's σ run is contrasted with its own σ = 0 run. A
+    NaN fails."""
+    over_spacing = loss_over_spacing_sq(sigma0_final_loss, spacing)
+    per_seed = [bool(r <= zero_loss_ratio) and reaches_zero(lr, tr, zero_ratio)
+                for r, lr, tr in zip(over_spacing, sigma0_loss_ratio, sigma0_trace_ratio, strict=True)]
+    holds = bool(per_seed) and all(per_seed)
+    return Precondition(f"in every seed the σ = 0 run on the same pairs reached zero: final loss ≤ {zero_loss_ratio} × "
+                        f"median line spacing² (the zero-loss level of sigma0_memorises) and final/initial loss and "
+                        f"final/peak tr Cov(g) ≤ {zero_ratio} (this rule's ≈0 level)", holds,
+                        {"sigma0_loss_over_spacing_sq": over_spacing, "sigma0_loss_ratio": list(sigma0_loss_ratio),
+                         "sigma0_trace_ratio": list(sigma0_trace_ratio), "sigma0_at_zero": per_seed},
+                        "" if holds else "train σ = 0 to the zero-loss level first (more training steps or width, or "
+                                         "fewer pairs N): only then is a σ > 0 plateau the noise's")
 
 
 def mechanism_precondition(exact_accuracy: list[float], accuracy_sigma0: list[float], *, min_drop: float,
@@ -745,6 +783,10 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
                        f"seed memorises, refuted if every seed fails, inconclusive otherwise")
 
         floors = [r["exact_minimiser"]["floor_over_initial_loss"] for r in rows]
+        exact_floor = [r["exact_minimiser"]["loss_floor"] for r in rows]
+        # reported, not judged: how far the σ run is from the loss it would plateau at if trained to the minimum
+        over_floor = [loss / floor if floor > 0 else math.inf
+                      for loss, floor in zip(col(f"sigma={sig}", "final_loss"), exact_floor, strict=True)]
         noisy_keys = ("initial_loss", "final_loss", "loss_ratio", "final_trace", "trace_ratio",
                       "late_over_previous_quarter_loss")
         ctx.claim(f"prop2.neural.{key}.sigma{sig}_plateaus_above_zero",
@@ -752,20 +794,27 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
                   {**{name: col(f"sigma={sig}", name) for name in noisy_keys},
                    "sigma0_final_loss": col("sigma=0.0", "final_loss"),
                    "sigma0_final_trace": col("sigma=0.0", "final_trace"),
-                   "exact_loss_floor": [r["exact_minimiser"]["loss_floor"] for r in rows],
+                   "exact_loss_floor": exact_floor, "final_over_exact_floor": over_floor,
                    "exact_floor_over_initial_loss": floors, "sigma_sqrt_d": s["sigma_sqrt_d"],
-                   "median_line_spacing": [r["median_line_spacing"] for r in rows]},
+                   "median_line_spacing": spacing},
                   verdict=plateau_rule(col(f"sigma={sig}", "loss_ratio"), col(f"sigma={sig}", "trace_ratio"),
                                        col(f"sigma={sig}", "late_over_previous_quarter_loss"), zero_ratio=zr,
                                        plateau_ratio=config.plateau_ratio),
-                  kind="reproduction", precondition=floor_precondition(floors, zr, sig),
+                  kind="reproduction",
+                  precondition=all_preconditions(
+                      floor_precondition(floors, zr, sig),
+                      sigma0_reference_precondition(col("sigma=0.0", "final_loss"), spacing,
+                                                    col("sigma=0.0", "loss_ratio"), col("sigma=0.0", "trace_ratio"),
+                                                    zero_loss_ratio=config.zero_loss_ratio, zero_ratio=zr)),
                   min_effect=f"final/initial loss and final/peak tr Cov(g) > {zr} (the ≈0 level of the σ = 0 rule), "
                              f"late loss ≥ {config.plateau_ratio} × the quarter before",
                   replicates=replicates,
                   rule=f"per seed: plateaus if final/initial loss > {zr} and final/peak tr Cov(g) > {zr} and the loss "
                        f"has levelled off (mean of the last quarter of logs ≥ {config.plateau_ratio} × the quarter "
                        f"before); reaches ≈0 if both ratios are ≤ {zr}; confirmed if every seed plateaus, refuted if "
-                       f"every seed reaches ≈0, inconclusive otherwise")
+                       f"every seed reaches ≈0, inconclusive otherwise; judged only where, in every seed, the σ = 0 "
+                       f"run on the same pairs reached zero (loss ≤ {config.zero_loss_ratio} × spacing² and both "
+                       f"ratios ≤ {zr}), so that the plateau is the noise's, not the training budget's")
 
         a0, a1 = col("sigma=0.0", "final_accuracy"), col(f"sigma={sig}", "final_accuracy")
         cmp = lower_accuracy_rule(a0, a1, min_drop=config.min_accuracy_drop, alpha=config.alpha)
@@ -817,7 +866,7 @@ def _neural_figure(ctx: RunContext, config: Prop2Config,
 
 
 __all__ = ["EXACT_ZERO_TOL", "FAMILIES", "LineEncounters", "Prop2Config", "TrainingMonitor", "floor_precondition",
-           "grid_hits", "line_encounters", "lower_accuracy_rule", "make_pairs",
-           "mechanism_precondition", "no_collision_precondition", "no_zero_loss_rule", "noise_breaks_pairing_rule",
-           "ode_returns_partner_rule", "plateau_rule", "run", "sigma0_memorises_precondition", "sigma0_memorises_rule",
-           "two_proportion_se", "zero_loss_rule"]
+           "grid_hits", "line_encounters", "lower_accuracy_rule", "make_pairs", "mechanism_precondition",
+           "no_collision_precondition", "no_zero_loss_rule", "noise_breaks_pairing_rule", "ode_returns_partner_rule",
+           "plateau_rule", "reaches_zero", "run", "sigma0_memorises_precondition", "sigma0_memorises_rule",
+           "sigma0_reference_precondition", "two_proportion_se", "zero_loss_rule"]
