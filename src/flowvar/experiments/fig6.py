@@ -29,23 +29,33 @@ flow is the translation x0 ↦ x0 + μ. A smooth network at σ = 0 sits in betwe
 round inside a thin window around t = ½, so coarse Euler steps can jump the window (rotation) while fine
 grids and adaptive solvers follow it (towards translation). The outcome is therefore reported per solver.
 
-Claims (rules as pure functions: :func:`flowvar.metrics.status_verdict`, :func:`solver_dependence_rule`): the σ = 0
+Claims (rules as pure functions: :func:`judge_on_discriminating_settings`, :func:`solver_dependence_rule`): the σ = 0
 network reproduces the rotation pairs on odd Euler grids; each σ > 0 network does not, on any solver; the σ = 0
-outcome depends on the solver. Training seeds are the replicates: each claim's rule judges each seed's network on
-its own, and the seeds' verdicts are combined by :func:`flowvar.experiments._seed_replicates.combine_seeds`
+outcome depends on the solver. The two reproduction claims are judged only on their *discriminating* settings
+(:func:`discriminating_settings`): the solvers on which the exact σ = 0 field reproduces the pairs and the exact
+σ = c minimiser fails to (c: the smallest σ > 0 for the σ = 0 claim, the claim's own σ for a σ > 0 claim). Elsewhere
+the exact references do not give opposite statuses (on an odd Euler grid with h = 1/n > c both jump to the rotation
+side; the σ = 0 field stops at t = ½ on even grids), so a network's status there cannot tell "behaves like σ = 0"
+from "behaves like σ = c"; those settings are listed in the evidence as not judged, and a claim with no
+discriminating setting is untestable. Training seeds are the replicates: each claim's rule judges each seed's
+network on its own, and the seeds' verdicts are combined by :func:`flowvar.experiments._seed_replicates.combine_seeds`
 (confirmed only if every one of at least two seeds confirms, refuted only if every one refutes, inconclusive
 otherwise: one seed is one network). A claim is judged only when its network fitted the coupling in every seed
 (:func:`fit_precondition`, :func:`flowvar.experiments._seed_replicates.in_every_seed`); otherwise it is
 untestable, with the measured losses.
+
+``primary_steps`` is the paper's example odd grid (PAPER.md §4: "an odd step count (e.g. 101)"): the trajectory
+figure's main panel and the σ = 0 claim's ``primary_grid`` evidence (judged or not, each seed's status). No verdict
+rests on it alone: the outcome depends on the grid (§4 [D]), so a verdict at one chosen grid would be that choice's.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import torch
@@ -67,7 +77,7 @@ from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
-from flowvar.results import Precondition
+from flowvar.results import Precondition, all_preconditions
 from flowvar.sampling import integrate
 from flowvar.train import train_mlp_field
 
@@ -164,6 +174,91 @@ def solver_dependence_over_seeds(evidence: Mapping[str, tuple[Mapping[str, float
     """fig6.sigma0_solver_dependence over seeds: :func:`solver_dependence_rule` on each seed's (fractions per finished
     solver, number of stopped solvers), combined by :func:`flowvar.experiments._seed_replicates.combine_seeds`."""
     return over_seeds(evidence, lambda ev: solver_dependence_rule(*ev))
+
+
+def pairing_status(outcome: Mapping[str, Any] | str) -> str:
+    """The status of one solver's outcome from :func:`flowvar.metrics.rotation_pairing_on_solvers`: its ``status``,
+    or "failed" for a solver that stopped (the outcome is then the string ``"failed: <reason>"``)."""
+    return str(outcome["status"]) if isinstance(outcome, Mapping) else "failed"
+
+
+def discriminating_settings(exact_sigma0: Mapping[str, str], exact_contrast: Mapping[str, str],
+                            settings: Sequence[str]) -> list[str]:
+    """The settings (solvers) on which "σ = 0 reproduces the rotation pairs" and "σ = c leaves them" can be told
+    apart: the exact σ = 0 field's status there is "reproduces" and the exact σ = c minimiser's is "fails".
+
+    ``exact_sigma0``, ``exact_contrast``: solver → status of the exact references (:func:`pairing_status`);
+    ``settings``: the claim's solvers, in order. Elsewhere the references do not give opposite statuses (both jump to
+    the rotation side on a coarse odd Euler grid, h = 1/n > σ; the σ = 0 field stops at t = ½ on even grids, midpoint
+    and RK4), so a network's status there cannot say which σ it behaves like. Raises ConfigError for a setting a
+    reference was not evaluated on.
+    """
+    missing = [s for s in settings if s not in exact_sigma0 or s not in exact_contrast]
+    if missing:
+        raise ConfigError(f"the exact references were not evaluated on {missing}")
+    return [s for s in settings if exact_sigma0[s] == "reproduces" and exact_contrast[s] == "fails"]
+
+
+def _why_not_judged(status_zero: str, status_contrast: str, contrast_sigma: float) -> str:
+    both = f"exact σ = 0: {status_zero}; exact σ = {contrast_sigma:g}: {status_contrast}"
+    if status_zero == "failed":
+        return f"not judged: the exact σ = 0 field stops there (undefined at t = ½; {both})"
+    if status_zero != "reproduces":
+        return f"not judged: the exact σ = 0 field does not reproduce the rotation pairs there ({both})"
+    return f"not judged: the exact references agree there ({both}; both land on the rotation side)"
+
+
+@dataclass(frozen=True)
+class DiscriminatingJudgement:
+    """A reproduction claim judged on its discriminating settings (:func:`judge_on_discriminating_settings`).
+
+    ``verdict``: confirmed / refuted / inconclusive (``seeds.verdict``), or "untestable" when no setting
+    discriminates; ``seeds``: the per-seed verdicts and their combination (over ``judged`` only); ``judged``: the
+    discriminating settings; ``not_judged``: every other setting → why; ``precondition``: "some setting
+    discriminates", with the references' statuses as its numbers.
+    """
+
+    verdict: str
+    seeds: SeedVerdicts
+    judged: list[str]
+    not_judged: dict[str, str]
+    precondition: Precondition
+
+
+def judge_on_discriminating_settings(statuses: Mapping[str, Mapping[str, str]], settings: Sequence[str],
+                                     exact_sigma0: Mapping[str, str], exact_contrast: Mapping[str, str], *,
+                                     holds: Literal["reproduces", "fails"], contrast_sigma: float
+                                     ) -> DiscriminatingJudgement:
+    """fig6's reproduction claims: judged only where the exact references give opposite statuses.
+
+    ``statuses``: seed label → (solver → that seed's network's status) over at least ``settings`` (the claim's
+    solvers); ``exact_sigma0`` / ``exact_contrast``: the exact σ = 0 field's and the exact σ = ``contrast_sigma``
+    minimiser's status per solver; ``holds``: the status the claim asserts ("reproduces" for σ = 0, "fails" for
+    σ > 0). Each seed's verdict is :func:`flowvar.metrics.status_verdict` on its statuses at the
+    :func:`discriminating_settings`, and the seeds combine by :func:`flowvar.experiments._seed_replicates.
+    combine_seeds`. With no discriminating setting the verdict is "untestable" (``seeds`` then holds the rule's
+    outcome on no settings, inconclusive). Raises ConfigError when a seed lacks one of ``settings``.
+    """
+    lacking = {seed: [s for s in settings if s not in per] for seed, per in statuses.items()}
+    lacking = {seed: missing for seed, missing in lacking.items() if missing}
+    if lacking:
+        raise ConfigError(f"every seed needs a status on every setting; missing: {lacking}")
+    judged = discriminating_settings(exact_sigma0, exact_contrast, settings)
+    not_judged = {s: _why_not_judged(exact_sigma0[s], exact_contrast[s], contrast_sigma)
+                  for s in settings if s not in judged}
+    verdicts = status_over_seeds({seed: [per[s] for s in judged] for seed, per in statuses.items()}, holds)
+    precondition = Precondition(
+        f"some solver discriminates: the exact σ = 0 field reproduces the rotation pairs there and the exact "
+        f"σ = {contrast_sigma:g} minimiser fails to (elsewhere a network's status cannot tell the two σ apart)",
+        holds=bool(judged),
+        measured={"discriminating_settings": judged,
+                  "exact_sigma0_status": {s: exact_sigma0[s] for s in settings},
+                  f"exact_sigma{contrast_sigma:g}_status": {s: exact_contrast[s] for s in settings}},
+        remedy=f"add a solver on which the exact references disagree, e.g. an odd Euler grid with n > 1/σ = "
+               f"{1 / contrast_sigma:g} steps (the exact σ = {contrast_sigma:g} minimiser jumps to the rotation side "
+               f"when h = 1/n > σ)")
+    return DiscriminatingJudgement(verdicts.verdict if judged else "untestable", verdicts, judged, not_judged,
+                                   precondition)
 
 
 def _solve(model: torch.nn.Module, x0: Tensor, solver: str, config: Fig6Config, trajectory: bool = False
@@ -263,8 +358,7 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
              f"numbers at the top level.")
 
     def status(seed: str, sigma: float, solver: str) -> str:
-        out = outcomes[seed][f"sigma={sigma}"][solver]
-        return out["status"] if isinstance(out, dict) else "failed"
+        return pairing_status(outcomes[seed][f"sigma={sigma}"][solver])
 
     def summary(seed: str, sigma: float, solver: str) -> dict[str, Any] | str:
         out = outcomes[seed][f"sigma={sigma}"][solver]
@@ -285,34 +379,57 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
                   f"seed and combined (every seed must agree); {config.n_eval} fresh sources per solver, the same "
                   f"for every seed")
     odd = [s for s in solvers if s.startswith("euler_") and int(s.split("_")[1]) % 2 == 1]
-    per_seed = {seed: {"statuses": {s: status(seed, 0.0, s) for s in odd},
+    exact = {f"sigma={sigma}": {s: pairing_status(o) for s, o in ideal[f"sigma={sigma}"].items()}
+             for sigma in config.sigmas}
+
+    def discriminating_rule(sigma: float, settings: str, holds: str, opposite: str) -> str:
+        return (status_rule + f"judged only on the {settings} where the exact references give opposite statuses "
+                f"(the exact σ = 0 field 'reproduces' and the exact σ = {sigma:g} minimiser 'fails'; "
+                f"fig6.discriminating_settings): elsewhere a network's status cannot say which σ it behaves like, "
+                f"and the evidence lists those settings as not judged. A seed's network confirms if every "
+                f"discriminating setting '{holds}', refutes if every one '{opposite}', and is inconclusive "
+                f"otherwise ('partial' and a stopped solver count neither way); no discriminating setting: "
+                f"untestable (fig6.judge_on_discriminating_settings)." + over_seeds_text)
+
+    primary = f"euler_{config.primary_steps}"
+    judgement = judge_on_discriminating_settings({seed: {s: status(seed, 0.0, s) for s in odd} for seed in seeds},
+                                                 odd, exact["sigma=0.0"], exact[f"sigma={contrast}"],
+                                                 holds="reproduces", contrast_sigma=contrast)
+    per_seed = {seed: {"statuses": {s: status(seed, 0.0, s) for s in judgement.judged},
                        "per_odd_grid": {s: summary(seed, 0.0, s) for s in odd}} for seed in seeds}
-    verdicts = status_over_seeds({seed: list(ev["statuses"].values()) for seed, ev in per_seed.items()}, "reproduces")
     ctx.claim("fig6.sigma0_odd_euler_reproduces_rotation",
-              "With σ = 0 and an odd Euler grid the trained model reproduces the rotation pairs x0 ↦ R x0 + μ.",
-              {"primary_grid": f"euler_{config.primary_steps}", **per_seed_evidence(per_seed, verdicts)},
-              verdict=verdicts.verdict,
-              precondition=fit(0.0), kind="reproduction", min_effect=min_effect, replicates=replicates,
-              rule=status_rule + "a seed's network confirms if every odd Euler grid 'reproduces', refutes if every "
-                                 "odd Euler grid 'fails', and is inconclusive otherwise ('partial' and a stopped "
-                                 "solver count neither way)." + over_seeds_text)
+              f"With σ = 0 and an odd Euler grid the trained model reproduces the rotation pairs x0 ↦ R x0 + μ "
+              f"(judged on the odd grids where the exact σ = 0 field reproduces them and the exact σ = {contrast:g} "
+              f"minimiser does not).",
+              {"judged_settings": judgement.judged, "not_judged": judgement.not_judged,
+               "primary_grid": {"solver": primary, "judged": primary in judgement.judged,
+                                "status_per_seed": {seed: status(seed, 0.0, primary) for seed in seeds}},
+               **per_seed_evidence(per_seed, judgement.seeds)},
+              verdict=judgement.seeds.verdict,
+              precondition=all_preconditions(fit(0.0), judgement.precondition), kind="reproduction",
+              min_effect=min_effect, replicates=replicates,
+              rule=discriminating_rule(contrast, "odd Euler grids", "reproduces", "fails"))
 
     noisy = [s for s in config.sigmas if s > 0]
     for sigma in noisy:
-        per_seed = {seed: {"statuses": {s: status(seed, sigma, s) for s in solvers},
+        # each σ claim's own alternative: where the exact σ minimiser leaves the rotation and the σ = 0 field not
+        judgement = judge_on_discriminating_settings(
+            {seed: {s: status(seed, sigma, s) for s in solvers} for seed in seeds}, solvers, exact["sigma=0.0"],
+            exact[f"sigma={sigma}"], holds="fails", contrast_sigma=sigma)
+        per_seed = {seed: {"statuses": {s: status(seed, sigma, s) for s in judgement.judged},
                            "per_solver": {s: summary(seed, sigma, s) for s in solvers},
                            "sigma0_statuses": {s: status(seed, 0.0, s) for s in solvers}} for seed in seeds}
-        verdicts = status_over_seeds({seed: list(ev["statuses"].values()) for seed, ev in per_seed.items()}, "fails")
         ctx.claim(f"fig6.sigma{sigma}_leaves_rotation",
-                  f"With σ = {sigma} the outputs move away from the rotation pairs (no solver reproduces them).",
-                  {**per_seed_evidence(per_seed, verdicts),
-                   "ideal_minimiser_status": {s: (o["status"] if isinstance(o, dict) else o)
-                                              for s, o in ideal[f"sigma={sigma}"].items()}},
-                  verdict=verdicts.verdict,
-                  precondition=fit(sigma), kind="reproduction", min_effect=min_effect, replicates=replicates,
-                  rule=status_rule + "a seed's network confirms if every solver (all Euler grids and dopri5) 'fails' "
-                                     "to reproduce the rotation pairs, refutes if every solver 'reproduces' them, and "
-                                     "is inconclusive otherwise." + over_seeds_text)
+                  f"With σ = {sigma} the outputs move away from the rotation pairs (no solver reproduces them; judged "
+                  f"on the solvers where the exact σ = 0 field reproduces them and the exact σ = {sigma:g} minimiser "
+                  f"does not).",
+                  {"judged_settings": judgement.judged, "not_judged": judgement.not_judged,
+                   **per_seed_evidence(per_seed, judgement.seeds),
+                   "ideal_minimiser_status": exact[f"sigma={sigma}"]},
+                  verdict=judgement.seeds.verdict,
+                  precondition=all_preconditions(fit(sigma), judgement.precondition), kind="reproduction",
+                  min_effect=min_effect, replicates=replicates,
+                  rule=discriminating_rule(sigma, "solvers (Euler grids and dopri5)", "fails", "reproduces"))
 
     per_seed = {}
     for seed in seeds:
@@ -419,9 +536,13 @@ __all__ = [
     "DEPENDENCE_SPREAD",
     "NO_DEPENDENCE_SPREAD",
     "STATUS_RULE",
+    "DiscriminatingJudgement",
     "Fig6Config",
+    "discriminating_settings",
     "fit_precondition",
     "ideal_field",
+    "judge_on_discriminating_settings",
+    "pairing_status",
     "run",
     "solver_dependence_over_seeds",
     "solver_dependence_rule",
