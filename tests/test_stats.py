@@ -148,6 +148,9 @@ def test_paired_over_seeds_bounds_are_the_t_interval() -> None:
     zero_sd = paired_over_seeds([2.0, 2.0], [1.0, 1.0], min_effect=0.5, scale=1.0, scale_name="u")
     assert zero_sd.verdict == "confirmed" and zero_sd.lower == zero_sd.upper == 1.0
     assert "≥ 0.5 (0.5 × 1, u)" in zero_sd.effect_text()  # a true product: min effect = 0.5 × the scale 1
+    # the text says what the rule tests: the mean reaches the minimum effect and the difference is > 0 at α (not
+    # "Δ ≥ m at α", which would need the lower bound above m: science referee S9)
+    assert zero_sd.effect_text().startswith("mean ") and "> 0 at one-sided α" in zero_sd.effect_text()
 
 
 def test_paired_over_seeds_rejects_bad_input() -> None:

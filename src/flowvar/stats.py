@@ -239,8 +239,9 @@ class SeedComparison:
     def effect_text(self) -> str:
         """The minimum effect in words, for :attr:`flowvar.results.Claim.min_effect`."""
         rel = self.min_effect / self.scale if self.scale else math.nan
-        return (f"{self.label} ≥ {self.min_effect:.3g} ({rel:.3g} × {self.scale:.3g}, {self.scale_name}), at "
-                f"one-sided α = {self.alpha} over {self.n_seeds} seed(s)")
+        return (f"mean {self.label} ≥ {self.min_effect:.3g} ({rel:.3g} × {self.scale:.3g}, {self.scale_name}), "
+                f"with {self.label} > 0 at one-sided α = {self.alpha} over {self.n_seeds} seed(s) (refuted when the "
+                f"upper bound is below {self.min_effect:.3g})")
 
 
 def paired_over_seeds(a: object, b: object, *, min_effect: float, scale: float, scale_name: str,
