@@ -473,9 +473,18 @@ def show_cmd(
 ) -> None:
     """Print the findings, the paper-beside-ours tables and the verdict table of finished runs (of a reproduce
     folder, or of one experiment's folder), the points of a sweep folder, or the verdict of an audit."""
-    from flowvar.report import collection_results, load_collection, load_results, verdict_counts, verdict_table
+    import textwrap
+
+    from flowvar.report import (
+        KIND_TEXT,
+        collection_results,
+        load_collection,
+        load_results,
+        verdict_counts,
+        verdict_table,
+    )
     from flowvar.report.document import entries, result_entries
-    from flowvar.report.markdown import findings_text
+    from flowvar.report.markdown import findings_text, provenance_lines
     from flowvar.results import headline
     from flowvar.sweep import load_sweep, sweep_table
 
@@ -523,6 +532,9 @@ def show_cmd(
         results = collection_results(collection)
         typer.echo(f"{meta.get('command', 'flowvar reproduce')} ({meta.get('mode', '?')} mode, "
                    f"{meta.get('created', '')}); report: {Path(folder) / 'report.html'}\n")
+        provenance = provenance_lines(collection)  # the results that command did not compute, as report.md says
+        if provenance:
+            typer.echo("\n".join(provenance) + "\n")
         typer.echo(findings_text(entries(collection), mode=str(meta.get("mode", "")) or None))
     else:
         results = load_results(folder)
@@ -531,6 +543,7 @@ def show_cmd(
     typer.echo(verdict_table(results))
     counts = verdict_counts(results)
     typer.echo(f"\n{len(results)} experiments: " + headline(counts))
+    typer.echo(textwrap.fill(KIND_TEXT, 110))  # the headline's words, as under the report's
     if collection is not None:
         for e in collection["experiments"]:
             if e.get("status") in ("failed", "not run"):
@@ -548,7 +561,9 @@ def _warn_mode_note(collection: dict) -> None:
 def _show_one(folder: Path) -> None:
     """``flowvar show`` of a folder holding one ``result.json``: an audit's summary (its verdict and each test's
     decisive numbers), or one experiment's findings and verdict table."""
-    from flowvar.report import verdict_counts, verdict_table
+    import textwrap
+
+    from flowvar.report import KIND_TEXT, verdict_counts, verdict_table
     from flowvar.report.document import result_entries
     from flowvar.report.markdown import findings_text
     from flowvar.results import Result, headline
@@ -569,6 +584,7 @@ def _show_one(folder: Path) -> None:
     typer.echo("Verdicts\n========\n")
     typer.echo(verdict_table([result]))
     typer.echo(f"\n{result.experiment}: " + headline(verdict_counts([result])))
+    typer.echo(textwrap.fill(KIND_TEXT, 110))
 
 
 @app.command("audit")

@@ -78,7 +78,12 @@ _SPREAD = ("std", "sem", "se", "stderr")
 KIND_TEXT = ("Kinds: an identity holds by construction when the code is right (an implementation check); a "
              "reproduction is an empirical statement of the paper that could come out either way; a finding is a "
              "statement of ours beyond the paper. Untestable: the claim's precondition, measured in this run, does not "
-             "hold, so the run cannot judge it.")
+             "hold, so the run cannot judge it. In the headline, “n of them refuted by their rule alone” counts the "
+             "untestable claims whose rule, applied to this run's numbers with the unmet precondition ignored, would "
+             "read refuted.")
+"""The kinds and the headline's words, under every headline (report, README block, ``flowvar show``). "Refuted by
+their rule alone" counts :data:`flowvar.results.UNTESTABLE_REFUTED`: untestable claims whose ``verdict_if_testable``
+(the rule's verdict on the evidence, kept when the precondition turned it untestable) is refuted."""
 
 
 def format_duration(seconds: float) -> str:

@@ -3,6 +3,7 @@ and its :class:`~flowvar.report.story.Story`, the run's scale for the banner, an
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +114,10 @@ def absent(items: list[Entry], mode: str | None = None) -> list[Absent]:
     if items and all(e.in_collection for e in items):
         present = {e.name for e in items}
         left = [n for n in discover() if n not in present]
-        if left:
-            out.append(Absent("not selected", left, "the command's --only left them out" + cost(left)))
+        if left:  # with results kept from earlier runs, more than the last command's --only chose what is here
+            chose = ("neither this command's --only nor those of the earlier runs kept in this folder selected them"
+                     if any(e.status == "kept" for e in items) else "the command's --only left them out")
+            out.append(Absent("not selected", left, chose + cost(left)))
     return out
 
 
@@ -134,10 +137,20 @@ def _range(values: list[float]) -> str:
     return num(lo) if lo == hi else f"{num(lo)} to {num(hi)}"
 
 
+def paper_setting(result: Result) -> str:
+    """The paper's data setting for this experiment as its result records it (``paper["setting"]`` up to the first
+    ";", ``x`` between numbers as ``×``): ``"CelebA 64×64 RGB, N = 5K"`` for Table 3, ``"… N = 5K and 50K"`` for
+    Table 2; "" when it records none."""
+    setting = result.paper.get("setting")
+    if not isinstance(setting, str):
+        return ""
+    return re.sub(r"(\d)x(\d)", "\\1×\\2", setting.split(";", 1)[0].strip())  # 64x64 as the report writes it
+
+
 def run_scale(mode: str, items: list[Entry]) -> tuple[str, list[str]]:
     """The banner: a title (``"Quick run: scaled down"``; a run without every experiment says how many it has)
-    and lines on the run's scale across experiments — training seeds, training steps, image data and N,
-    Monte-Carlo repeats — from the configs."""
+    and lines on the run's scale across experiments — training seeds, training steps, image data and N (beside the
+    paper's setting of that experiment, :func:`paper_setting`), Monte-Carlo repeats — from the configs."""
     configs = [e.result.config for e in items if e.result is not None]
     seeds = [float(c.get("n_seeds", 1)) for c in configs]
     steps = [float(v) for c in configs for k in ("steps", "train_steps", "base_steps") if k in c
@@ -148,12 +161,12 @@ def run_scale(mode: str, items: list[Entry]) -> tuple[str, list[str]]:
                      f"is always inconclusive for a seed comparison)")
     if steps:
         lines.append(f"training steps: {_range(steps)} per network")
-    images = [(e.name, e.result.config) for e in items if e.result is not None and e.result.config.get("resolution")
-              and e.result.config.get("dataset") not in (None, "gmm")]
-    for name, c in images:
+    images = [(e.name, e.result.config, paper_setting(e.result)) for e in items if e.result is not None
+              and e.result.config.get("resolution") and e.result.config.get("dataset") not in (None, "gmm")]
+    for name, c, paper in images:
         ns = c.get("ns") or [c.get("n") or c.get("n_train")]
         lines.append(f"{name}: {c['dataset']} {c['resolution']}×{c['resolution']} px, N = "
-                     f"{', '.join(num(n) for n in ns if n is not None)} (the paper: CelebA 64×64 RGB, N = 5K/50K)")
+                     f"{', '.join(num(n) for n in ns if n is not None)}" + (f" (the paper: {paper})" if paper else ""))
     repeats = [float(c["repeats"]) for c in configs if "repeats" in c]
     if repeats:
         lines.append(f"variance estimates: R = {_range(repeats)} Monte-Carlo repeats per point")
@@ -171,5 +184,5 @@ def kind_counts(collection: dict[str, Any]) -> dict[str, dict[str, int]]:
     return collection_counts(collection)
 
 
-__all__ = ["Absent", "Entry", "absent", "entries", "interrupted_unlisted", "kind_counts", "result_entries",
-           "run_scale"]
+__all__ = ["Absent", "Entry", "absent", "entries", "interrupted_unlisted", "kind_counts", "paper_setting",
+           "result_entries", "run_scale"]

@@ -104,6 +104,17 @@ def experiment_markdown(e: Entry, prefix: str = "", heading: str = "##") -> list
     return lines
 
 
+def provenance_lines(collection: dict[str, Any]) -> list[str]:
+    """Where the results that the collection's own command did not compute come from, one line per source (the
+    header of ``report.md`` and of ``flowvar show``): ``"table1: assembled from the 40 points of `flowvar sweep …`
+    (`flowvar assemble`)"`` and ``"fig4, fig5: kept from `flowvar reproduce …` (date), not rerun by this command"``.
+    Without them the header's command would pass for the source of every result."""
+    return ([f"{name}: assembled from the {points} points of `{command}` (`flowvar assemble`)"
+             for name, points, command in assembled(collection)]
+            + [f"{', '.join(names)}: kept from {where}, not rerun by this command"
+               for names, where in kept(collection)])
+
+
 def render_markdown(collection: dict[str, Any]) -> str:
     """``report.md``: the scale banner, the findings, the counts, the verdict table, per experiment its paragraph,
     paper-beside-ours tables, claims in words with their figures (linked by relative path) and the full evidence
@@ -117,10 +128,7 @@ def render_markdown(collection: dict[str, Any]) -> str:
     lines = [f"# Reproduction report: {PAPER_TITLE}", "", f"{PAPER_REF}", "",
              f"`{meta['command']}` · {meta['mode']} mode · flowvar {meta['code_version']} · {meta['created']} · "
              f"wall time {format_duration(meta['wall_s'])}", "",
-             *[f"{name}: assembled from the {points} points of `{command}` (`flowvar assemble`)\n"
-               for name, points, command in assembled(collection)],
-             *[f"{', '.join(names)}: kept from {where}, not rerun by this command\n"
-               for names, where in kept(collection)],
+             *[f"{line}\n" for line in provenance_lines(collection)],
              f"> **{title}.**"] + [f"> - {x}" for x in scale_lines]
     if missing:
         lines += [">", "> **Not in this run:**"] + [f"> - {a.line()}" for a in missing]
@@ -213,5 +221,5 @@ def findings_text(items: list[Entry], width: int = 110, mode: str | None = None)
     return "\n".join(out).rstrip() + "\n"
 
 
-__all__ = ["experiment_markdown", "findings_markdown", "findings_text", "render_markdown", "result_markdown",
-           "table_markdown"]
+__all__ = ["experiment_markdown", "findings_markdown", "findings_text", "provenance_lines", "render_markdown",
+           "result_markdown", "table_markdown"]

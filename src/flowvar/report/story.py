@@ -116,9 +116,12 @@ class Story:
 # ---------------------------------------------------------------------------------------------------------------
 
 def num(value: Any, digits: int = 3) -> str:
-    """A number for a sentence: ``0.966``, ``6.11``, ``1.2e-12``, ``4000``; NaN as ``n/a``; other values as text."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
+    """A number for a sentence: ``0.966``, ``6.11``, ``1.2e-12``, ``4000``; NaN as ``n/a``; a bool as ``yes``/``no``
+    and None as ``none`` (a reader never sees Python's True/False/None); other values as text."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "none"
     if isinstance(value, str):
         return {"nan": "n/a", "inf": "∞", "-inf": "−∞"}.get(value, value)
     if isinstance(value, int):
@@ -173,9 +176,10 @@ def _scalar(v: Any) -> bool:
 def short_value(v: Any, limit: int = 60) -> str | None:
     """A compact reading of an evidence value, or None when it is too complex for a sentence: numbers; short
     strings; up to four scalars (``a, b, c``); a long list of numbers as its range; a dict of up to four scalars
-    (``k v, k v``); an empty list or dict as ``none``."""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
+    (``k v, k v``), or of repeated values grouped by value (``no (width=16, width=64)``, each value once with its
+    keys in brackets); an empty list or dict as ``none``; bools as ``yes``/``no`` (:func:`num`)."""
+    if isinstance(v, bool) or v is None:
+        return num(v)
     if isinstance(v, int | float):
         return num(v)
     if isinstance(v, str):
@@ -196,10 +200,10 @@ def short_value(v: Any, limit: int = 60) -> str | None:
             return "none"
         if all(_scalar(x) for x in v.values()):
             groups: dict[str, list[str]] = {}
-            for k, x in v.items():  # equal values once: "euler_10, euler_100: failed: …"
+            for k, x in v.items():  # equal values once: "failed: … (euler_10, euler_100)"
                 groups.setdefault(num(x), []).append(str(k))
-            if len(groups) < len(v):
-                text = "; ".join(f"{', '.join(ks)}: {x}" for x, ks in groups.items())
+            if len(groups) < len(v):  # the value first, its keys in brackets: a value may itself hold ": "
+                text = ", ".join(f"{x} ({', '.join(ks)})" for x, ks in groups.items())
                 return text if len(text) <= 2 * limit else None
             if len(v) <= 4:
                 text = ", ".join(f"{k} {num(x)}" for k, x in v.items())
@@ -289,7 +293,8 @@ def rule_text(claim: Claim) -> str:
     if claim.verdict == "untestable":
         pre = claim.precondition or {}
         statement, numbers = failed_part(pre)
-        measured = "; ".join(f"{label(k)} {t}" for k, v in list(numbers.items())[:3]
+        # "label: value": a measured key may be a phrase ending in a number ("…, the latter 0")
+        measured = "; ".join(f"{label(k)}: {t}" for k, v in list(numbers.items())[:3]
                              if (t := short_value(v)) is not None)
         text = f"Not judged: the precondition does not hold — {statement}"
         if measured:
@@ -315,7 +320,8 @@ def judgement_rows(claim: Claim) -> list[tuple[str, str]]:
     pre = claim.precondition
     if pre:
         rows.append((f"precondition ({'holds' if pre.get('holds') else 'does NOT hold'})", str(pre.get("statement"))))
-        measured = "; ".join(f"{k} = {v}" for k, v in flatten(pre.get("measured") or {}, limit=40))
+        # "key: value", not "key = value": a measured key may itself be a phrase holding "=" ("…, M(0) = 1")
+        measured = "; ".join(f"{k}: {v}" for k, v in flatten(pre.get("measured") or {}, limit=40))
         if measured:
             rows.append(("measured for the precondition", measured))
         if not pre.get("holds") and pre.get("remedy"):
@@ -367,8 +373,8 @@ def _readable(evidence: dict[str, Any], items: int) -> list[str]:
         if k in _SKIP_EVIDENCE:
             continue
         text = short_value(v)
-        if text is not None:
-            parts.append(f"{label(k)} {text}")
+        if text is not None:  # a keyed reading ("failed: … (euler_10, …)") after a colon, a number after a space
+            parts.append(f"{label(k)}: {text}" if isinstance(v, dict) else f"{label(k)} {text}")
         if len(parts) == items:
             break
     return parts
@@ -544,6 +550,7 @@ __all__ = [
     "claim_mark",
     "claim_text",
     "claims_matching",
+    "failed_part",
     "first_paper_sentence",
     "flatten",
     "generic_numbers",
