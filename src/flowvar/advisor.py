@@ -368,8 +368,9 @@ class SeedAdvice:
 def seed_rule_text(gen_margin: float, mem_margin: float, gen_floor: float, alpha: float, reduce_margin: float) -> str:
     """The rule of :func:`advise_over_seeds` in one paragraph, with the margins filled in."""
     return (f"Each σ is judged against σ = 0 over the training seeds (the replicates), at one-sided α = {alpha:g}. "
-            f"Generalisation: paired non-inferiority of d_s = G_s(σ) − G_s(0) with margin τ = max({gen_margin:g} · "
-            f"max(mean G(0), 0), {gen_floor:.3g}) (relative margin, absolute noise-floor margin): within if the "
+            f"Generalisation: paired non-inferiority of d_s = G_s(σ) − G_s(0) with the advisor's margin τ = "
+            f"max({gen_margin:g} · max(mean G(0), 0), {gen_floor:.3g}) (relative margin, absolute noise-floor margin): "
+            f"within if the "
             f"upper t-bound of mean d is < τ, worse if its lower bound is > τ. Memorisation: M = (pairing accuracy − "
             f"1/N)/(1 − 1/N); within if its upper bound (the wider of the seed t-bound and the pooled-binomial "
             f"Clopper–Pearson bound) is ≤ {mem_margin:g}, above if its lower bound is > {mem_margin:g}. "
@@ -379,7 +380,8 @@ def seed_rule_text(gen_margin: float, mem_margin: float, gen_floor: float, alpha
             f"needed). If every σ fails: none; the flagged fallback (not a recommendation) is the σ with "
             f"generalisation within τ whose memorisation drop M(0) − M(σ) is confirmed ≥ reduce_margin = "
             f"{reduce_margin:g} over seeds (the lowest mean M among them), and the smallest σ with a confirmed drop "
-            f"is named with its generalisation cost. σ with non-finite scores in every seed are left out.")
+            f"is named with its generalisation change G(σ) − G(0). σ with non-finite scores in every seed are left "
+            f"out.")
 
 
 def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_train: int, gen_margin: float,
@@ -469,21 +471,70 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
                  "memorisation_drop_lower": drop.lower, "gen_cost": j.gen_difference, "gen_cost_lower": j.gen_lower,
                  "gen_cost_upper": j.gen_upper, "tolerance": tol}
         trade_text = (f"the smallest σ that cuts memorisation (M(0) − M(σ) ≥ {reduce_margin:g}, confirmed over seeds) "
-                      f"is σ = {j.sigma:g}: M = {j.mem_mean:.3g}, generalisation cost G(σ) − G(0) = "
-                      f"{j.gen_difference:+.3g} (one-sided bounds {j.gen_lower:+.3g} … {j.gen_upper:+.3g}; τ = "
-                      f"{tol:.3g}) — a trade-off to weigh, not a recommendation")
+                      f"is σ = {j.sigma:g}: M = {j.mem_mean:.3g}, "
+                      f"{gen_change_text(j.gen_difference, j.gen_lower, j.gen_upper, tol, j.gen_side)} — a trade-off "
+                      f"to weigh, not a recommendation: {why_it_fails(j, mem_margin)}")
     else:
         trade_text = (f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence (extend sigmas, or "
                       f"add seeds)")
     if pick is not None:
         head = (f"FALLBACK, not a recommendation: σ = {pick.sigma:g} cuts memorisation (M = {pick.mem_mean:.3g}, "
-                f"above {mem_margin:g}) while its generalisation is within τ of σ = 0")
+                f"above {mem_margin:g}) while its generalisation is within the advisor's margin τ of σ = 0")
     else:
-        head = "no σ keeps generalisation within τ of σ = 0 while cutting memorisation"
+        head = "No σ cuts memorisation while its generalisation is shown within the advisor's margin τ of σ = 0"
     return advice("none", f"no σ satisfies both margins (every σ fails one with confidence). {head}; {trade_text} "
                           f"[{lines}]", fallback=pick.sigma if pick else None, trade=trade)
 
 
+def gen_change_text(difference: float, lower: float, upper: float, tolerance: float, side: str) -> str:
+    """The generalisation change d = G(σ) − G(0) of one σ in words, for a reader of the advisor's answer: an
+    improvement when its upper one-sided bound is below 0 (lower G is better), a cost when its lower bound is above
+    0, otherwise a change not shown either way (better or worse on the mean); then where it stands against the
+    advisor's margin τ, as :func:`judge_sigma` found (``side``: "within", "worse" or "undecided"), e.g.
+    "generalisation improved: G(σ) − G(0) = −0.00275 (one-sided bounds −0.00321 … −0.00229, both below 0), within
+    the advisor's margin τ = 0.00168"."""
+    bounds = f"one-sided bounds {lower:+.3g} … {upper:+.3g}"
+    kind = gen_change_kind(difference, lower, upper)
+    if kind == "improvement":
+        change = f"generalisation improved: G(σ) − G(0) = {difference:+.3g} ({bounds}, both below 0)"
+    elif kind == "cost":
+        change = f"generalisation cost G(σ) − G(0) = {difference:+.3g} ({bounds}, both above 0)"
+    else:
+        change = (f"generalisation change G(σ) − G(0) = {difference:+.3g}, {kind} on the mean but not shown either "
+                  f"way ({bounds})")
+    where = {"within": f"within the advisor's margin τ = {tolerance:.3g}",
+             "worse": f"worse than σ = 0 by more than the advisor's margin τ = {tolerance:.3g}"}.get(
+        side, f"not shown within the advisor's margin τ = {tolerance:.3g} (the upper bound is not below it)")
+    return f"{change}, {where}"
+
+
+def gen_change_kind(difference: float, lower: float, upper: float) -> str:
+    """What a generalisation change d = G(σ) − G(0) (lower G is better) is, from its one-sided bounds: "improvement"
+    (upper < 0), "cost" (lower > 0), else only its mean's side, "better", "worse" or "unchanged"."""
+    if upper < 0:
+        return "improvement"
+    if lower > 0:
+        return "cost"
+    return "better" if difference < 0 else "worse" if difference > 0 else "unchanged"
+
+
+def why_it_fails(judgement: SigmaJudgement, mem_margin: float) -> str:
+    """Why a σ that fails the advisor's rule is no recommendation, in words: its memorisation stays above
+    ``mem_margin`` with confidence (``mem_side`` "above") and/or its generalisation is worse than σ = 0 by more than
+    τ with confidence (``gen_side`` "worse"); for a σ that does not fail, what is still undecided."""
+    reasons = []
+    if judgement.mem_side == "above":
+        reasons.append(f"its memorisation stays above the memorisation margin {mem_margin:g} with confidence (lower "
+                       f"bound {judgement.mem_lower:.3g})")
+    elif judgement.mem_side == "undecided":
+        reasons.append(f"its memorisation is not shown within the memorisation margin {mem_margin:g}")
+    if judgement.gen_side == "worse":
+        reasons.append("its generalisation is worse than σ = 0's by more than the advisor's margin τ with confidence")
+    elif judgement.gen_side == "undecided":
+        reasons.append("its generalisation is not shown within the advisor's margin τ")
+    return " and ".join(reasons) if reasons else "it passes both margins"
+
+
 __all__ = ["DEFAULT_SIGMAS", "MAX_SEEDS_ESTIMATE", "SeedAdvice", "SigmaJudgement", "advise_over_seeds",
-           "fallback_sigma", "finite_number", "gen_tolerance", "judge_sigma", "memorisation_bounds",
-           "recommend_sigma", "rule_text", "seed_rule_text", "seeds_needed"]
+           "fallback_sigma", "finite_number", "gen_change_kind", "gen_change_text", "gen_tolerance", "judge_sigma",
+           "memorisation_bounds", "recommend_sigma", "rule_text", "seed_rule_text", "seeds_needed", "why_it_fails"]

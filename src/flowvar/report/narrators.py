@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from flowvar.advisor import gen_change_kind
 from flowvar.report.story import (
     NARRATORS,
     ClaimText,
@@ -24,6 +25,7 @@ from flowvar.report.story import (
     claim_mark,
     claim_text,
     claims_matching,
+    failed_part,
     first_paper_sentence,
     mean_sd,
     narrator,
@@ -119,6 +121,15 @@ def fig6(result: Result, story: Story) -> None:
         story.found += f" (seed {shown} of {n_seeds})"
     repro = (f"both reproductions are {odd.verdict}" if odd.verdict == noisy.verdict else
              f"the σ = 0 reproduction is {odd.verdict}, σ = 0.05 leaving it {noisy.verdict}")
+    undecided = [(name, why) for name, c in (("σ = 0", odd), ("σ = 0.05", noisy))
+                 if c.verdict == "inconclusive" and (why := _grids_undecided(c))]
+    if undecided:  # why neither all-reproduce nor all-fail: the grids in between, from the claims' own statuses
+        same: dict[str, list[str]] = {}
+        for name, why in undecided:
+            same.setdefault(why, []).append(name)
+        by_seed = all(why.startswith(("one training seed", "seeds")) for why in same)
+        repro += (" (" + ("" if by_seed else "every grid must agree; ")
+                  + "; ".join(f"{why} for {' and '.join(names)}" for why, names in same.items()) + ")")
     # "holds" only where the rule's own status says the pairs come back; a majority nearer them is "partial"
     reproducing = [s for s in coarse if status0.get(s) == "reproduces"]
     if reproducing and finest_odd not in reproducing:
@@ -181,6 +192,57 @@ def fig6(result: Result, story: Story) -> None:
         "means the training pairing is lost at that resolution.", dep.id)
 
 
+def _grids_undecided(claim: Claim) -> str:
+    """Why a Fig. 6 claim over grids is inconclusive (its rule confirms or refutes only when every grid it reads has
+    one status), as a noun phrase: its seeds disagree (``"seeds that disagree"``), or the grids of the shown seed
+    whose status is neither 'reproduces' nor 'fails' (``"'partial' at 11, 51 Euler steps"``), or some grids
+    reproduce and others fail; "" when none of these shows."""
+    per_seed = claim.evidence.get("verdict_per_seed") or {}
+    if len(per_seed) == 1:  # combine_seeds: one trained network is one replicate
+        return "one training seed (a verdict needs two)"
+    if len(set(per_seed.values())) > 1:
+        return "seeds that disagree"
+    statuses: dict[str, str] = claim.evidence.get("statuses") or {}
+    groups: dict[str, list[str]] = {}
+    for grid in sorted(statuses, key=_solver_key):
+        if statuses[grid] not in ("reproduces", "fails"):
+            groups.setdefault(statuses[grid], []).append(grid)
+    if groups:
+        return ", ".join(f"'{status}' at {_grid_list(grids)}" for status, grids in groups.items())
+    if {"reproduces", "fails"} <= set(statuses.values()):
+        return "grids that reproduce and grids that fail"
+    return ""
+
+
+def _settings_undecided(claim: Claim) -> str:
+    """Why solver_resolution's verdict over (training length, solver) settings is inconclusive, as a bracketed clause
+    read off its evidence (its rule confirms or refutes only when every setting agrees): seeds that disagree, settings
+    that neither hold nor contradict Fig. 6's conclusion (shown seed), or some that hold and some that contradict;
+    "" for a decided claim or evidence without the counts."""
+    ev = claim.evidence
+    if claim.verdict != "inconclusive" or not {"n_judged", "n_holding", "n_contradicting"} <= set(ev):
+        return ""
+    per_seed = ev.get("verdict_per_seed") or {}
+    if len(per_seed) == 1:  # combine_seeds: one trained network is one replicate
+        return " (one training seed: a verdict needs at least two)"
+    if len(set(per_seed.values())) > 1:
+        return " (a verdict needs every seed to agree, and they do not)"
+    neither = int(ev["n_judged"]) - int(ev["n_holding"]) - int(ev["n_contradicting"])
+    if neither > 0:
+        return (f" (a verdict needs every setting to agree, and {neither} of the {ev['n_judged']} neither hold nor "
+                f"contradict it)")
+    if ev["n_holding"] and ev["n_contradicting"]:
+        return " (a verdict needs every setting to agree: some hold it, others contradict it)"
+    return ""
+
+
+def _grid_list(grids: list[str]) -> str:
+    """``11, 51 Euler steps`` for Euler grids, the solvers' names for the rest (``dopri5``)."""
+    euler = [str(_steps(g)) for g in grids if _steps(g) is not None]
+    rest = [_solver_name(g) for g in grids if _steps(g) is None]
+    return ", ".join(([f"{', '.join(euler)} Euler steps"] if euler else []) + rest)
+
+
 @narrator("solver_resolution")
 def solver_resolution(result: Result, story: Story) -> None:
     dep = claim_by_id(result, "solver_resolution.sigma0_depends_on_resolution")
@@ -202,7 +264,7 @@ def solver_resolution(result: Result, story: Story) -> None:
                    f"{concl.evidence['n_judged']} (training length, solver) settings and is contradicted in "
                    f"{concl.evidence['n_contradicting']}")
     story.verdict = (f"What σ = 0 returns depends on the solver's resolution (finding {dep.verdict}); Fig. 6's "
-                     f"conclusion is {concl.verdict} over the settings as a whole")
+                     f"conclusion is {concl.verdict} over the settings as a whole" + _settings_undecided(concl))
     for c in claims_matching(result, r"solver_resolution\.(sigma.*|fig6_conclusion)"):
         if {"n_judged", "n_holding", "n_contradicting"} <= set(c.evidence):
             story.claims[c.id] = ClaimText(
@@ -595,6 +657,11 @@ def counterexample1(result: Result, story: Story) -> None:
                    f"({'exactly' if gap == 0 else f'to {num(gap)}'}); Euler grids that jump over it return every "
                    f"partner R x0 + μ to {num(odd.evidence['max_dist_to_rotation_partner'])}, and {failed} of "
                    f"{len(outcomes)} grids that step on it meet the undefined field")
+    by_outcome: dict[str, list[str]] = {}
+    for grid in sorted(outcomes, key=_solver_key):
+        by_outcome.setdefault(str(outcomes[grid]), []).append(grid)
+    story.claims[even.id] = ClaimText(  # each outcome once, after the grids it is theirs: "Euler 10, 100 steps: …"
+        "; ".join(f"{_grid_list(grids)}: {outcome}" for outcome, grids in by_outcome.items()), rule_text(even))
     story.figures["trajectories.png"] = FigureText(
         "The exact Counter Example 1 field: straight lines from sources x0 (grey) to their partners R x0 + μ (red) "
         "all pass through μ/2 (star) at t = ½, where the field is undefined.", "ce1.single_crossing_point")
@@ -662,6 +729,9 @@ def prop2(result: Result, story: Story) -> None:
     verdict = f"Noise breaking the exact pairing is {pairing.verdict}"
     if memorises:
         verdict += "; σ = 0 training memorising is " + _verdicts_by([(f"d = {d}", c) for d, c in memorises])
+        verdict += _untrained_reason([(d, c) for d, c in memorises if c.verdict == "untestable"],
+                                     cfg.get("zero_loss_ratio"),
+                                     name_d=any(c.verdict != "untestable" for _, c in memorises))
     for d, _ in memorises:  # where the paper's σ cannot act at all, say so: why its claims are untestable there
         noisy = [c for c in claims_matching(result, rf"prop2\.neural\.d={d}\.sigma[0-9.]+_.*")
                  if not c.id.endswith("sigma0_memorises")]
@@ -682,8 +752,44 @@ def prop2(result: Result, story: Story) -> None:
     neural = claims_matching(result, r"prop2\.neural\..*sigma0_memorises")
     story.figures["neural_training_curves.png"] = FigureText(
         "The trained networks over training steps: loss (log scale), gradient variance tr Cov(g) (log scale) and "
-        "pairing accuracy, per σ and seed; dotted lines mark the exact minimiser's loss floor.",
+        f"pairing accuracy, per σ and seed; {_floor_lines(result.metrics.get('neural') or {}, focus)}.",
         neural[0].id if neural else None)
+
+
+def _untrained_reason(untestable: list[tuple[int, Claim]], level: Any, name_d: bool) -> str:
+    """Why Prop 2's σ = 0 memorisation is untestable at these d, from each claim's failed precondition: the loss the
+    network stayed at in units of the line spacing² against the zero-loss level (``zero_loss_ratio``), e.g. " (its
+    loss stayed 0.0503 × the line spacing², above the zero-loss level 0.01 ×)", naming the d when ``name_d``; ""
+    when the precondition measured no such ratio (a collision: the claim's own card says so)."""
+    ratios = []
+    for d, c in untestable:
+        _, numbers = failed_part(c.precondition or {})
+        ratio = (numbers.get("loss_over_spacing_sq") or {}).get(f"d={d}")
+        if not isinstance(ratio, int | float) or not isinstance(level, int | float):
+            return ""
+        ratios.append(num(ratio))
+    if not ratios:
+        return ""
+    where = f" at d = {_listing([str(d) for d, _ in untestable])}" if name_d else ""
+    return f" (its loss stayed {_listing(ratios)} × the line spacing²{where}, above the zero-loss level {num(level)} ×)"
+
+
+def _floor_lines(neural: dict[str, Any], sigma: float) -> str:
+    """What the dotted lines of prop2's training-curve figure are: the exact CFM(σ) minimiser's loss floor L*, seed
+    mean, drawn for each d whose floor is above 0 (prop2's figure draws no line for a floor of 0, where the noise
+    cannot act on these pairs)."""
+    floors = {}
+    for key, entry in neural.items():
+        values = [float(s["exact_minimiser"]["loss_floor"]) for s in entry.get("seeds", [])]
+        if values:
+            floors[key] = (max(values) > 0, sum(values) / len(values))
+    drawn = [f"{key.replace('=', ' = ')}: {num(mean)}" for key, (shown, mean) in floors.items() if shown]
+    if not drawn:
+        return (f"no loss-floor line is drawn: the exact CFM(σ = {num(sigma)}) minimiser's floor L* is 0 here (the "
+                f"noise cannot act on these pairs)")
+    flat = [key.replace("=", " = ") for key, (shown, _) in floors.items() if not shown]
+    return (f"dotted lines mark the exact CFM(σ = {num(sigma)}) minimiser's loss floor L*, seed mean ("
+            + "; ".join(drawn) + ")" + (f"; none at {_listing(flat)}, where it is 0" if flat else ""))
 
 
 @narrator("lemma1_mlp")
@@ -697,8 +803,13 @@ def lemma1_mlp(result: Result, story: Story) -> None:
     falls = [10 ** v["last_doubling"]["mean"] for v in per.values()]
     widths = [w.split("=")[-1] for w in per]
     story.paper = "the paper: " + str(result.paper.get("message", "")) + " (here: the Gaussian OT field of Lemma 1)"
+    best, final = fit.evidence["best_relative_loss_per_seed"], fit.evidence.get("final_relative_loss_per_seed") or []
+    # the claim reads the lowest stage end; the last one can sit higher (an Adam restart kicks it off the optimum)
+    kicked = [x for x in final if isinstance(x, int | float) and x > max(best)]
+    ends = (f" (its lowest stage end; it ends at {_span(final)}, kicked off the noiseless optimum by Adam's restart "
+            f"at each stage)") if kicked else ""
     story.found = (f"the exact parametric class fits it to a relative held-out loss ≤ "
-                   f"{num(max(fit.evidence['best_relative_loss_per_seed']))} on every seed; MLPs of width "
+                   f"{num(max(best))} on every seed{ends}; MLPs of width "
                    f"{' to '.join(dict.fromkeys([widths[0], widths[-1]]))} end at {_span(finals)} and still lose a "
                    f"factor {_span(falls, 2)} over the last doubling of training")
 
@@ -734,8 +845,11 @@ def lemma1_mlp(result: Result, story: Story) -> None:
                 f"10^{num(v, 3)} at {k.replace('=', ' ')}" for k, v in logs.items()), rule_text(shrink[0]))
     story.figures["loss_vs_steps.png"] = FigureText(
         "Relative held-out loss (log scale) against training steps (log scale), per MLP width and for the exact "
-        "parametric class; the dotted line is numerical zero. An MLP curve still falling at the end means no floor "
-        "has been reached yet.", floor.id)
+        f"parametric class; the dotted line is numerical zero ({zero:g})."
+        + (f" The parametric curves reach {_span(best)} at a stage end (what the claim reads) and end at "
+           f"{_span(final)}, above that line: each stage restarts Adam, whose first steps at a noiseless optimum "
+           f"have size lr whatever the gradient." if kicked else "")
+        + " An MLP curve still falling at the end means no floor has been reached yet.", floor.id)
 
 
 @narrator("lemma2")
@@ -869,13 +983,16 @@ def memorisation_phase(result: Result, story: Story) -> None:
         story.claims[c.id] = ClaimText(
             f"reduced in {len(reduced)} of {c.evidence['testable_cells']} testable cell(s)"
             + (f" (pairing accuracy {cells_text})" if cells_text else ""), rule_text(c))
+    ns = sorted({int(n) for n in (cfg.get("ns") or [cfg.get("n_train")]) if isinstance(n, int | float)})
+    ceiling = ", ".join(f"{num(1 - 1 / n, 4)} at N = {n}" for n in ns)  # a − 1/N when every output is on its partner
     for fig in result.figures:
         m = re.fullmatch(r"heatmap_d(\d+)\.png", fig)
         if m:
             story.figures[fig] = FigureText(
-                f"d = {m.group(1)}: per (N, σ) cell, pairing accuracy above chance (top; 1 = every output lands on its "
-                f"own training partner) and the L2 to the partner relative to the distance to another target "
-                f"(bottom), means over seeds.", memo.id)
+                f"d = {m.group(1)}: per (N, σ) cell, pairing accuracy above chance, a − 1/N (top; 0 = chance, at most "
+                f"1 − 1/N when every output lands on its own training partner"
+                + (f": {ceiling}" if ceiling else "") + "; ↓ marks a cell where that σ reduces memorisation), and the "
+                "L2 to the partner relative to the distance to another target (bottom), means over seeds.", memo.id)
     story.figures["accuracy_vs_tube_ratio.png"] = FigureText(
         "Pairing accuracy (left) and its drop from σ = 0 (right) against the noise-tube ratio σ√d / line spacing "
         "(log scale), per cell; dashed: the reduction margin, dotted: the fitted threshold.",
@@ -891,10 +1008,20 @@ def sigma_tradeoff(result: Result, story: Story) -> None:
                    f"{num(last['memorisation'])} at σ = {num(last['sigma'])}; generalisation MMD² "
                    f"{num(first['generalisation'])} → {num(last['generalisation'])}; " + _sigma_answer(result))
     story.figures["sigma_tradeoff.png"] = FigureText(
-        "Memorisation (pairing accuracy; dotted: chance 1/N) and generalisation (MMD² to held-out data) against σ, "
-        "means over seeds; the rule judges each σ against σ = 0 over the seeds, and the recommended σ (if any) is "
-        "the smallest that meets both margins with confidence.",
-        "sigma_tradeoff.sigma_satisfying_both_margins_exists")
+        "Memorisation (pairing accuracy; dotted: chance 1/N; dash-dotted: the memorisation margin) and "
+        "generalisation (MMD² to held-out data; dash-dotted: mean G(0) + the advisor's margin τ; grey band: ± the "
+        "noise floor, 2 × RMS of the null MMD², the margin τ of the σ = 0.05 generalisation claim) against σ, means "
+        "over seeds; the rule judges each σ against σ = 0 over the seeds, and the recommended σ (if any) is the "
+        "smallest that meets both margins with confidence (a red line; marked fallback when it is only the flagged "
+        "fallback).", "sigma_tradeoff.sigma_satisfying_both_margins_exists")
+    keep = claims_matching(result, r"sigma_tradeoff\.sigma[0-9.]+_keeps_generalisation")
+    margins = (result.metrics.get("advice") or {}).get("margins") or {}
+    if keep and isinstance(margins.get("gen_tolerance"), int | float):  # two margins called τ: say which is which
+        text = story.claims[keep[0].id]
+        floor = keep[0].evidence.get("tolerance", keep[0].evidence.get("noise_floor"))
+        story.claims[keep[0].id] = ClaimText(
+            f"{text.numbers}; this claim's margin τ is the noise floor {num(floor)}, not the advisor's margin τ = "
+            f"{num(margins['gen_tolerance'])}", text.rule)
 
 
 def _sigma_answer(result: Result) -> str:
@@ -908,12 +1035,35 @@ def _sigma_answer(result: Result) -> str:
         return (f"undecided (add seeds): σ = {', '.join(num(s) for s in advice.get('candidates', []))} neither "
                 f"passes nor fails both margins with confidence")
     if result.metrics.get("recommendation_is_fallback"):
-        return f"no σ met both margins, fallback σ = {num(sigma)} (not a recommendation)"
+        state = _sigma_state(advice, sigma)
+        return f"no σ met both margins, fallback σ = {num(sigma)} ({state + '; ' if state else ''}not a recommendation)"
     trade = advice.get("trade_off") or {}
     if isinstance(trade, dict) and trade.get("sigma") is not None:
-        return (f"no σ met both margins with confidence; σ = {num(trade['sigma'])} cuts memorisation at a "
-                f"generalisation cost not shown to be within the margin (a trade-off, not a recommendation)")
-    return "no σ met both margins, and no σ cuts memorisation with a generalisation cost shown to be within the margin"
+        state = _sigma_state(advice, trade["sigma"])
+        return (f"no σ met both margins with confidence; σ = {num(trade['sigma'])} cuts memorisation"
+                + (f" ({state})" if state else "") + ": a trade-off, not a recommendation")
+    return "no σ met both margins, and no σ cuts memorisation by the reduce margin with confidence"
+
+
+def _sigma_state(advice: dict[str, Any], sigma: Any) -> str:
+    """Where one σ stands in the advisor's judgement, in words, from its record in ``advice["judgements"]``: its
+    memorisation M against the memorisation margin, and its generalisation change G(σ) − G(0) — an improvement, a
+    cost, or better/worse on the mean only — against the advisor's margin τ (the margin of the σ = 0.05 claim is
+    another one, the noise floor); "" when the record lacks these fields (an older result)."""
+    j = next((j for j in advice.get("judgements") or [] if isinstance(j, dict) and j.get("sigma") == sigma), None)
+    margins = advice.get("margins") or {}
+    margin, tau = margins.get("mem_margin"), margins.get("gen_tolerance")
+    keys = ("mem_mean", "mem_side", "gen_difference", "gen_lower", "gen_upper", "gen_side")
+    if j is None or not all(isinstance(j.get(k), int | float | str) for k in keys) or margin is None or tau is None:
+        return ""
+    memo = f"M = {num(j['mem_mean'])}" + {"above": f", still above the memorisation margin {num(margin)}",
+                                          "undecided": f", not shown within the memorisation margin {num(margin)}"
+                                          }.get(j["mem_side"], f", within the memorisation margin {num(margin)}")
+    kind = gen_change_kind(j["gen_difference"], j["gen_lower"], j["gen_upper"])
+    change = {"improvement": "an improvement", "cost": "a cost"}.get(kind, f"{kind} on the mean only")
+    where = {"within": "within", "worse": "beyond"}.get(j["gen_side"], "not shown within")
+    return (f"{memo}; generalisation G(σ) − G(0) = {num(j['gen_difference'])}, {change}, {where} the advisor's "
+            f"margin τ = {num(tau)}")
 
 
 def build_story(result: Result) -> Story:

@@ -1,0 +1,254 @@
+"""What the report's words say, checked against the numbers they describe (a reviewer's reading of report.html,
+report.md and ``flowvar show`` for both published runs): figure captions that name what is plotted, the headline's
+terms defined, a verdict the numbers seem to contradict given its reason, measured values read as words (no Python
+True/False/None), the paper's setting per experiment in the banner, and ``flowvar show`` naming where kept results
+come from."""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowvar.cli import main
+from flowvar.report import KIND_TEXT, build_story, readme_section, render_html, render_markdown
+from flowvar.report.document import entries, run_scale
+from flowvar.report.story import failed_part, judgement_rows, num, rule_text, short_value
+from flowvar.results import Claim, Precondition, Result, claim_counts, headline, judge
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+FULL = RESULTS / "full"
+
+
+def _collection(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "results.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def quick() -> dict[str, Any]:
+    return _collection(RESULTS)
+
+
+@pytest.fixture(scope="module")
+def full() -> dict[str, Any]:
+    return _collection(FULL)
+
+
+def _result(collection: dict[str, Any], name: str) -> Result:
+    """A fresh copy of one experiment's result (tests edit it)."""
+    return Result.from_dict(copy.deepcopy(next(e for e in collection["experiments"] if e["name"] == name)["result"]))
+
+
+def _claim(result: Result, claim_id: str) -> Claim:
+    return next(c for c in result.claims if c.id == claim_id)
+
+
+# --- 1. the memorisation heatmap's caption says what its cells hold -----------------------------------------------
+
+def test_the_memorisation_heatmap_caption_says_accuracy_minus_chance(quick: dict[str, Any],
+                                                                     full: dict[str, Any]) -> None:
+    """The cells are pairing accuracy − 1/N (memorisation_phase._heatmaps), at most 1 − 1/N: a cell of 0.94 at
+    N = 16 is every output on its partner; the caption said "1 = every output lands on its own training partner"."""
+    for collection in (quick, full):
+        result = _result(collection, "memorisation_phase")
+        caption = build_story(result).figures["heatmap_d2.png"].caption
+        assert "a − 1/N" in caption and "at most 1 − 1/N" in caption and "1 = every output" not in caption
+        for n in result.config["ns"]:
+            assert f"{num(1 - 1 / n, 4)} at N = {n}" in caption
+    assert "0.9375 at N = 16" in build_story(_result(quick, "memorisation_phase")).figures["heatmap_d4.png"].caption
+
+
+# --- 2. "refuted by their rule alone" is defined under every headline ----------------------------------------------
+
+def test_refuted_by_their_rule_alone_is_defined_where_the_headline_uses_it(quick: dict[str, Any], tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The headline counts, per kind, the untestable claims whose verdict_if_testable is refuted: what the rule gives
+    on the numbers with the unmet precondition ignored. The definition sits under the headline of report.md,
+    report.html, the README block and `flowvar show`."""
+    unmet = Precondition("σ = 0 memorised", False, {"accuracy": [0.1]}, "train longer")
+    claims = [judge("a", "s", {}, verdict="refuted", rule="r", kind="reproduction", precondition=unmet),
+              judge("b", "s", {}, verdict="confirmed", rule="r", kind="reproduction", precondition=unmet),
+              judge("c", "s", {}, verdict="refuted", rule="r", kind="reproduction")]
+    assert [c.verdict for c in claims] == ["untestable", "untestable", "refuted"]
+    assert "(1 of them refuted by their rule alone)" in headline(claim_counts(claims))  # a, not b (rule: confirmed)
+    definition = ("“n of them refuted by their rule alone” counts the untestable claims whose rule, applied to this "
+                  "run's numbers with the unmet precondition ignored, would read refuted")
+    assert definition in KIND_TEXT
+    assert definition in render_markdown(quick)
+    assert definition in readme_section(quick, "results")
+    assert definition in html.unescape(render_html(quick, RESULTS))
+    assert main(["show", str(RESULTS)]) == 0
+    assert definition in " ".join(capsys.readouterr().out.split())
+    assert main(["show", str(RESULTS / "prop1")]) == 0  # one experiment's folder
+    assert "refuted by their rule alone” counts" in " ".join(capsys.readouterr().out.split())
+
+
+# --- 4. `flowvar show` names where kept results come from ----------------------------------------------------------
+
+def test_show_names_the_runs_its_kept_results_come_from(full: dict[str, Any], capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """The paper-scale folder's last command ran --only sigma_tradeoff; the other results were kept from earlier runs
+    or assembled from a sweep. `flowvar show` printed that command alone, under which "Not in this run: table2,
+    table3 … the command's --only left them out" read as a contradiction."""
+    assert main(["show", str(FULL)]) == 0
+    out = capsys.readouterr().out
+    head = out[:out.index("Findings")]
+    kept = [e for e in full["experiments"] if e["status"] == "kept"]
+    assert kept
+    for e in kept:
+        assert re.search(rf"(^|, ){e['name']}(, [^\n]*)?: kept from `{re.escape(e['kept_from']['command'])}`", head,
+                         re.M), e["name"]
+    assert "memorisation_phase: assembled from the 40 points of `flowvar sweep memorisation_phase" in head
+    md_head = render_markdown(full).split("> **")[0]
+    lines = [x for x in md_head.split("\n") if ": kept from " in x or ": assembled from " in x]
+    assert len(lines) == 5 and all(x in head for x in lines)  # the same lines as report.md's header
+    assert "table2, table3: not selected — neither this command's --only nor those of the earlier runs kept in this " \
+           "folder selected them" in " ".join(out.split())  # wrapped for the terminal
+
+
+def test_without_kept_results_the_commands_only_left_them_out(full: dict[str, Any], tmp_path: Path) -> None:
+    run = copy.deepcopy(full)
+    for e in run["experiments"]:
+        if e["status"] == "kept":
+            e["status"] = "computed"
+    md = render_markdown(run)
+    assert "table2, table3: not selected — the command's --only left them out" in md
+    assert ": kept from " not in md
+
+
+# --- 5. a verdict the numbers seem to contradict comes with its reason --------------------------------------------
+
+def test_prop2_says_why_memorising_is_untestable_beside_a_high_accuracy(quick: dict[str, Any],
+                                                                        full: dict[str, Any]) -> None:
+    """96 % pairing accuracy beside "memorising is untestable": the precondition (loss ≤ 0.01 × spacing²) failed,
+    and the paragraph now says so with the claim's own measured ratio and the config's level."""
+    result = _result(quick, "prop2")
+    claim = _claim(result, "prop2.neural.d=8.sigma0_memorises")
+    ratio = failed_part(claim.precondition or {})[1]["loss_over_spacing_sq"]["d=8"]
+    level = result.config["zero_loss_ratio"]
+    clause = f"untestable at d = 8 (its loss stayed {num(ratio)} × the line spacing², above the zero-loss level " \
+             f"{num(level)} ×)"
+    assert clause in build_story(result).paragraph()
+    claim.precondition["measured"]["[2]"]["loss_over_spacing_sq"]["d=8"] = 0.25  # type: ignore[index]
+    assert "its loss stayed 0.25 × the line spacing²" in build_story(result).paragraph()
+    text = build_story(_result(full, "prop2")).paragraph()
+    assert "untestable at d = 2 and 8 (its loss stayed 514 and 0.0145 × the line spacing², above the zero-loss " \
+           "level 0.01 ×)" in text
+
+
+def test_fig6_says_which_grids_keep_its_reproductions_inconclusive(quick: dict[str, Any],
+                                                                   full: dict[str, Any]) -> None:
+    """"The paper's claim holds on no grid; both reproductions are inconclusive": not refuted because the rules need
+    every grid to agree, and the coarse grids are 'partial' (read from the claims' statuses)."""
+    assert "both reproductions are inconclusive (every grid must agree; 'partial' at 11 Euler steps for σ = 0 and " \
+           "σ = 0.05)" in build_story(_result(quick, "fig6")).paragraph()
+    assert "(every grid must agree; 'partial' at 11, 51 Euler steps for σ = 0; 'partial' at 11 Euler steps for σ = " \
+           "0.05)" in build_story(_result(full, "fig6")).paragraph()
+    result = _result(quick, "fig6")  # σ = 0.05 partial nowhere: its reason is dropped, σ = 0's stays
+    noisy = _claim(result, "fig6.sigma0.05_leaves_rotation")
+    noisy.evidence["statuses"] = {k: "fails" for k in noisy.evidence["statuses"]}
+    assert "'partial' at 11 Euler steps for σ = 0)" in build_story(result).paragraph()
+    noisy.evidence["verdict_per_seed"] = {"seed=0": "confirmed", "seed=1": "inconclusive"}
+    assert "; seeds that disagree for σ = 0.05)" in build_story(result).paragraph()
+
+
+def test_solver_resolution_says_why_its_conclusion_is_inconclusive(quick: dict[str, Any]) -> None:
+    """"Contradicted in 27 of 34 … inconclusive": refuting needs every setting to contradict, and 7 neither hold nor
+    contradict (the evidence's counts)."""
+    result = _result(quick, "solver_resolution")
+    ev = _claim(result, "solver_resolution.fig6_conclusion").evidence
+    neither = ev["n_judged"] - ev["n_holding"] - ev["n_contradicting"]
+    assert neither == 7
+    assert (f"inconclusive over the settings as a whole (a verdict needs every setting to agree, and {neither} of the "
+            f"{ev['n_judged']} neither hold nor contradict it)") in build_story(result).paragraph()
+    ev["verdict_per_seed"] = {"seed=0": "inconclusive"}
+    assert "(one training seed: a verdict needs at least two)" in build_story(result).paragraph()
+
+
+# --- 6. Lemma 1 MLP: the lowest stage end and the final value -----------------------------------------------------
+
+def test_lemma1_mlp_says_its_minimum_and_its_final_value(quick: dict[str, Any]) -> None:
+    """The paragraph gave the parametric loss as ≤ 2.57e-30 while the figure's curves end at 3.6e-11 … 6.1e-8:
+    the claim reads the lowest stage end, an Adam restart kicks the fit off the optimum; both now say so."""
+    result = _result(quick, "lemma1_mlp")
+    fit = _claim(result, "lemma1_mlp.parametric_reaches_zero")
+    final = fit.evidence["final_relative_loss_per_seed"]
+    span = f"{num(min(final))} to {num(max(final))}"
+    story = build_story(result)
+    assert f"≤ {num(max(fit.evidence['best_relative_loss_per_seed']))} on every seed (its lowest stage end; it ends " \
+           f"at {span}, kicked off the noiseless optimum by Adam's restart at each stage)" in story.paragraph()
+    caption = story.figures["loss_vs_steps.png"].caption
+    assert f"end at {span}, above that line" in caption and "numerical zero (1e-12)" in caption
+    fit.evidence["final_relative_loss_per_seed"] = list(fit.evidence["best_relative_loss_per_seed"])  # no kick
+    story = build_story(result)
+    assert "Adam" not in story.paragraph() and "Adam" not in story.figures["loss_vs_steps.png"].caption
+
+
+# --- 7. Prop 2: the caption names the floor lines that are drawn --------------------------------------------------
+
+def test_prop2_caption_names_only_the_floor_lines_drawn(quick: dict[str, Any], full: dict[str, Any]) -> None:
+    """prop2's figure draws the exact minimiser's floor only where it is above 0; at quick scale it is 0 and no line
+    is drawn, while the caption said "dotted lines mark the exact minimiser's loss floor"."""
+    caption = build_story(_result(quick, "prop2")).figures["neural_training_curves.png"].caption
+    assert "no loss-floor line is drawn" in caption and "dotted lines mark" not in caption
+    result = _result(full, "prop2")
+    seeds = result.metrics["neural"]["d=2"]["seeds"]
+    mean = sum(s["exact_minimiser"]["loss_floor"] for s in seeds) / len(seeds)
+    caption = build_story(result).figures["neural_training_curves.png"].caption
+    assert f"dotted lines mark the exact CFM(σ = 0.05) minimiser's loss floor L*, seed mean (d = 2: {num(mean)};" \
+        in caption
+    for s in result.metrics["neural"]["d=8"]["seeds"]:
+        s["exact_minimiser"]["loss_floor"] = 0.0
+    caption = build_story(result).figures["neural_training_curves.png"].caption
+    assert "(d = 2: " in caption and "; none at d = 8, where it is 0" in caption
+
+
+# --- 8. measured values read as words -----------------------------------------------------------------------------
+
+def test_measured_values_read_as_words_not_python() -> None:
+    assert num(True) == "yes" and num(False) == "no" and num(None) == "none"
+    assert short_value({"width=16": False, "width=64": False}) == "no (width=16, width=64)"
+    claim = Claim("t.c", "s", "untestable", {}, "r", precondition={
+        "statement": "the noise can act", "holds": False,
+        "measured": {"exact_minimiser_L2 gap, the latter 0": [2.25e-14, 2.26e-14], "seed_mean": 2.25e-14}})
+    assert "(measured: exact minimiser L2 gap, the latter 0: 2.25e-14, 2.26e-14; seed mean: 2.25e-14)" \
+        in rule_text(claim)
+    rows = dict(judgement_rows(Claim("t.d", "s", "untestable", {}, "r", precondition={
+        "statement": "x", "holds": False, "measured": {"[1]": {"holds": True, "M(0) = 1": [0.0]}}})))
+    assert rows["measured for the precondition"] == "[1].holds: yes; [1].M(0) = 1: 0"
+
+
+def test_the_garbled_card_texts_of_the_reference_runs_read_cleanly(quick: dict[str, Any],
+                                                                  full: dict[str, Any]) -> None:
+    story = build_story(_result(quick, "counterexample1"))
+    assert story.claims["ce1.even_euler_hits_singularity"].numbers == \
+        "10, 100, 1000 Euler steps: failed: non-finite field at t = 0.5"
+    floor = build_story(_result(quick, "lemma1_mlp")).claims["lemma1_mlp.floor_shrinks_with_width"].rule
+    assert "(measured: at floor: no (width=16, width=64))" in floor
+    for collection in (quick, full):
+        md = render_markdown(collection)
+        for python in (": False)", ": True)", "| True |", "| False |", "| None |", "= True", "= False", "= None"):
+            assert python not in md, python
+
+
+# --- 9. the banner gives each experiment's own paper setting ------------------------------------------------------
+
+def test_the_banner_gives_each_image_experiment_the_papers_own_setting(quick: dict[str, Any]) -> None:
+    """PAPER.md §3.5–3.6: Table 2 at N = 5K and 50K, Table 3 at N = 5K only; the banner said 5K/50K for both."""
+    _, lines = run_scale("quick", entries(quick))
+    table2 = next(x for x in lines if x.startswith("table2:"))
+    table3 = next(x for x in lines if x.startswith("table3:"))
+    assert table2.endswith("(the paper: CelebA 64×64 RGB, N = 5K and 50K)")
+    assert table3.endswith("(the paper: CelebA 64×64 RGB, N = 5K)")
+    run = copy.deepcopy(quick)
+    for e in run["experiments"]:
+        if e["name"] == "table3":
+            e["result"]["paper"].pop("setting")
+    _, lines = run_scale("quick", entries(run))
+    assert "(the paper" not in next(x for x in lines if x.startswith("table3:"))
