@@ -109,7 +109,7 @@ def test_show_prints_the_verdict_table(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["show", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| prop1 | `prop1.A.zero_loss_zero_variance` | identity | **confirmed** |" in out
-    assert "1 experiments: 0 of 0 reproductions confirmed" in out and "4 of 4 identities hold" in out
+    assert "1 experiments: no reproduction claims in this run · 4 of 4" in out and "4 of 4 identities hold" in out
 
 
 def test_show_of_one_experiment_folder_shows_that_experiment(tmp_path: Path,
@@ -121,7 +121,7 @@ def test_show_of_one_experiment_folder_shows_that_experiment(tmp_path: Path,
     assert main(["show", str(tmp_path / "prop1")]) == 0
     out = capsys.readouterr().out
     assert "Findings" in out and "| prop1 | `prop1.A.zero_loss_zero_variance` | identity | **confirmed** |" in out
-    assert "prop1: 0 of 0 reproductions confirmed" in out and "4 of 4 identities hold" in out
+    assert "prop1: no reproduction claims in this run · 4 of 4" in out and "4 of 4 identities hold" in out
     (tmp_path / "prop1" / "result.json").write_text("{not json")
     assert main(["show", str(tmp_path / "prop1")]) == 2
     err = capsys.readouterr().err.strip()

@@ -76,8 +76,8 @@ def test_report_files(serial: tuple[Path, str], capsys: pytest.CaptureFixture[st
     md = (out / "report.md").read_text()
     assert "| experiment | claim | kind | verdict | evidence |" in md
     assert "| prop1 | `prop1.A.zero_loss_zero_variance` | identity | **confirmed** |" in md
-    assert "**0 of 0 reproductions confirmed, 0 refuted, 0 inconclusive, 0 untestable here · 7 of 7 identities" in md
-    assert "0 of 0 reproductions confirmed" in page and "7 of 7 identities hold" in page
+    assert "**no reproduction claims in this run · 7 of 7 identities hold**" in md
+    assert "no reproduction claims in this run · 7 of 7" in page and "7 of 7 identities hold" in page
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert links and all((out / link).is_file() for link in links)
 
@@ -92,7 +92,7 @@ def test_report_files(serial: tuple[Path, str], capsys: pytest.CaptureFixture[st
     # `flowvar show` reads a reproduce folder (and ignores .cache/)
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert "2 experiments: 0 of 0 reproductions confirmed" in shown
+    assert "2 experiments: no reproduction claims in this run · 7 of 7" in shown
     assert "7 of 7 identities hold" in shown and "flowvar reproduce --quick" in shown
 
 

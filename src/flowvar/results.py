@@ -144,8 +144,9 @@ def headline(counts: dict[str, dict[str, int]]) -> str:
 
     E.g. "9 of 20 reproductions confirmed, 4 refuted, 5 inconclusive, 2 untestable here (1 of them refuted by their
     rule alone) · 14 of 14 identities hold · findings: 3 confirmed, 1 refuted, 0 inconclusive, 0 untestable". The
-    reproductions are always stated (the headline of issue 15, "0 of 0" included); identities and findings only
-    where there are some.
+    reproductions are always stated first (the headline of issue 15); a run without any reads "no reproduction
+    claims in this run" rather than "0 of 0 reproductions confirmed, 0 refuted, ...", a row of zeros a reader takes
+    for a result. Identities and findings are listed only where there are some.
     """
     rep = counts.get("reproduction", {})
     n_rep = sum(rep.values())
@@ -160,7 +161,7 @@ def headline(counts: dict[str, dict[str, int]]) -> str:
 
     parts = [f"{rep.get('confirmed', 0)} of {n_rep} reproductions confirmed, {rep.get('refuted', 0)} refuted, "
              f"{rep.get('inconclusive', 0)} inconclusive, {rep.get('untestable', 0)} untestable here"
-             + aside("reproduction")]
+             + aside("reproduction") if n_rep else "no reproduction claims in this run"]
     broken = n_id - ident.get("confirmed", 0)
     if n_id:
         parts.append(f"{ident.get('confirmed', 0)} of {n_id} identities hold"
