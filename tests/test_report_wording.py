@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from flowvar.cli import main
+from flowvar.experiments._seed_replicates import status_over_seeds
+from flowvar.experiments.fig6 import judge_on_discriminating_settings, pairing_status
 from flowvar.report import KIND_TEXT, build_story, readme_section, render_html, render_markdown
 from flowvar.report.document import entries, run_scale
-from flowvar.report.story import failed_part, judgement_rows, num, rule_text, short_value
-from flowvar.results import Claim, Precondition, Result, claim_counts, headline, judge
+from flowvar.report.story import failed_part, judgement_rows, num, pct, rule_text, short_value
+from flowvar.results import Claim, Precondition, Result, all_preconditions, claim_counts, headline, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -142,20 +144,137 @@ def test_prop2_says_why_memorising_is_untestable_beside_a_high_accuracy(quick: d
            "level 0.01 ×)" in text
 
 
+def _first_part(precondition: dict[str, Any]) -> Precondition:
+    """The first part of a precondition of several (:func:`all_preconditions`), or the whole of a single one."""
+    measured = precondition.get("measured") or {}
+    if "[1]" not in measured:
+        return Precondition(precondition["statement"], precondition["holds"], dict(measured), precondition["remedy"])
+    first = {k: v for k, v in measured["[1]"].items() if k != "holds"}
+    return Precondition(precondition["statement"].split("; and ")[0], measured["[1]"]["holds"], first,
+                        precondition["remedy"])
+
+
+def _fig6_under(result: Result, rule: str) -> Result:
+    """A stored fig6 result with its two reproduction claims re-judged from their stored per-seed statuses, under
+    the discriminating-settings rule (``rule="new"``, 2f18d96: judged only where the exact σ = 0 field reproduces
+    and the exact σ = c minimiser fails) or the every-grid rule before it (``"old"``), with fig6's own functions —
+    whichever rule the stored files were written under, so the wording is tested on both."""
+    exact = {key: {s: pairing_status(o) for s, o in per.items()}
+             for key, per in result.metrics["ideal_minimiser_outcomes"].items()}
+    smallest = min(float(s) for s in result.config["sigmas"] if float(s) > 0)
+    claims = []
+    for c in result.claims:
+        m = re.fullmatch(r"fig6\.sigma([0-9.]+)_(odd_euler_reproduces|leaves)_rotation", c.id)
+        if m is None:
+            claims.append(c)
+            continue
+        sigma = float(m.group(1))
+        holds = "reproduces" if sigma == 0 else "fails"
+        grids = "per_odd_grid" if sigma == 0 else "per_solver"
+        statuses = {seed: {s: pairing_status(o) for s, o in ev[grids].items()}
+                    for seed, ev in c.evidence["per_seed"].items()}
+        settings = list(next(iter(statuses.values())))
+        fit = _first_part(c.precondition or {})
+        evidence = {k: v for k, v in c.evidence.items() if k not in ("judged_settings", "not_judged")}
+        if rule == "new":
+            contrast = smallest if sigma == 0 else sigma
+            judgement = judge_on_discriminating_settings(statuses, settings, exact["sigma=0.0"],
+                                                         exact[f"sigma={contrast}"], holds=holds,  # type: ignore[arg-type]
+                                                         contrast_sigma=contrast)
+            judged, seeds = judgement.judged, judgement.seeds
+            precondition = all_preconditions(fit, judgement.precondition)
+            evidence = {"judged_settings": judged, "not_judged": judgement.not_judged, **evidence}
+        else:
+            judged, precondition = settings, fit
+            seeds = status_over_seeds({seed: list(per.values()) for seed, per in statuses.items()}, holds)
+        evidence["per_seed"] = {seed: {**ev, "statuses": {s: statuses[seed][s] for s in judged}}
+                                for seed, ev in evidence["per_seed"].items()}
+        evidence["statuses"] = evidence["per_seed"][evidence["shown_seed"]]["statuses"]
+        evidence["verdict_per_seed"] = seeds.per_seed
+        claims.append(judge(c.id, c.statement, evidence, rule=c.rule, kind=c.kind, verdict=seeds.verdict,
+                            precondition=precondition))
+    result.claims = claims
+    return result
+
+
 def test_fig6_says_which_grids_keep_its_reproductions_inconclusive(quick: dict[str, Any],
                                                                    full: dict[str, Any]) -> None:
-    """"The paper's claim holds on no grid; both reproductions are inconclusive": not refuted because the rules need
-    every grid to agree, and the coarse grids are 'partial' (read from the claims' statuses)."""
+    """Results judged under the every-grid rule (before 2f18d96): "the paper's claim holds on no grid; both
+    reproductions are inconclusive": not refuted because the rules need every grid to agree, and the coarse grids are
+    'partial' (read from the claims' statuses)."""
     assert "both reproductions are inconclusive (every grid must agree; 'partial' at 11 Euler steps for σ = 0 and " \
-           "σ = 0.05)" in build_story(_result(quick, "fig6")).paragraph()
+           "σ = 0.05)" in build_story(_fig6_under(_result(quick, "fig6"), "old")).paragraph()
     assert "(every grid must agree; 'partial' at 11, 51 Euler steps for σ = 0; 'partial' at 11 Euler steps for σ = " \
-           "0.05)" in build_story(_result(full, "fig6")).paragraph()
-    result = _result(quick, "fig6")  # σ = 0.05 partial nowhere: its reason is dropped, σ = 0's stays
+           "0.05)" in build_story(_fig6_under(_result(full, "fig6"), "old")).paragraph()
+    result = _fig6_under(_result(quick, "fig6"), "old")  # σ = 0.05 partial nowhere: its reason is dropped
     noisy = _claim(result, "fig6.sigma0.05_leaves_rotation")
     noisy.evidence["statuses"] = {k: "fails" for k in noisy.evidence["statuses"]}
     assert "'partial' at 11 Euler steps for σ = 0)" in build_story(result).paragraph()
     noisy.evidence["verdict_per_seed"] = {"seed=0": "confirmed", "seed=1": "inconclusive"}
     assert "; seeds that disagree for σ = 0.05)" in build_story(result).paragraph()
+
+
+def test_fig6_gives_its_verdicts_from_the_judged_settings_only(quick: dict[str, Any]) -> None:
+    """Under the discriminating-settings rule (2f18d96) Euler 11 is not judged: the exact σ = 0.05 minimiser is on
+    the rotation side there too. The paragraph said "every grid must agree; 'partial' at 11 Euler steps" and "holds
+    on no grid" from the coarse grids; it now names the judged settings, the verdicts' reasons from those alone, and
+    why the others are not judged (quick run: the σ = 0 network fails on 51, 101, 1001 Euler steps in both seeds)."""
+    result = _fig6_under(_result(quick, "fig6"), "new")
+    odd = _claim(result, "fig6.sigma0_odd_euler_reproduces_rotation")
+    noisy = _claim(result, "fig6.sigma0.05_leaves_rotation")
+    assert (odd.verdict, noisy.verdict) == ("refuted", "confirmed")  # the quick run of 2f18d96
+    assert odd.evidence["judged_settings"] == ["euler_51", "euler_101", "euler_1001"]
+    story = build_story(result)
+    text = story.paragraph()
+    assert ("The paper's claim holds on none of the grids that can test it, those where the exact σ = 0 field returns "
+            "the training pairs and the exact σ = 0.05 minimiser does not (51, 101, 1001 Euler steps; for σ = 0.05 "
+            "also dopri5). Judged there, the σ = 0 reproduction is refuted ('fails' on each, in every seed), σ = 0.05 "
+            "leaving it confirmed ('fails' on each, in every seed).") in text
+    assert ("Not judged: 11 Euler steps, where even the exact σ = 0.05 minimiser jumps to the rotation side, so a "
+            "grid cannot tell the two apart; 10, 100 Euler steps, where the exact σ = 0 field stops at t = ½") in text
+    assert "every grid must agree" not in text and "'partial' at 11" not in text and "≤ 11 Euler steps" not in text
+    assert text.rstrip(".").endswith("The solver dependence (ours) is confirmed")
+    grids, solvers = odd.evidence["per_odd_grid"], noisy.evidence["per_solver"]
+    assert (f"{pct(grids['euler_11']['fraction_nearer_rotation'])} at 11 steps (partial; not judged), "
+            f"{pct(grids['euler_51']['fraction_nearer_rotation'])} at 51 steps (fails)") in story.claims[odd.id].numbers
+    assert f"{pct(solvers['euler_11']['fraction_nearer_rotation'])} Euler 11 steps (partial; not judged)" in \
+        story.claims[noisy.id].numbers
+    rows = {row[0]: marks[0][2] for row, marks in zip(story.tables[0].rows, story.tables[0].verdicts, strict=True)}
+    assert rows["Euler 11 steps"] == rows["Euler 10 steps"] == "not judged" and rows["dopri5"] == "does not hold"
+    # an inconclusive claim's reason reads the judged grids only: 'partial' at a judged grid is named, Euler 11 not
+    for ev in (odd.evidence, *odd.evidence["per_seed"].values()):
+        ev["statuses"]["euler_51"] = "partial"
+    odd.verdict = "inconclusive"
+    odd.evidence["verdict_per_seed"] = {"seed=0": "inconclusive", "seed=1": "inconclusive"}
+    verdict = build_story(result).verdict
+    assert "the σ = 0 reproduction is inconclusive ('partial' at 51 Euler steps; every judged grid must agree)" in \
+        verdict
+    assert "11" not in verdict.split("Not judged")[0]
+    # the claim holds where σ = 0 reproduces and σ = 0.05 fails in every seed
+    for ev in (odd.evidence, *odd.evidence["per_seed"].values()):
+        ev["statuses"]["euler_51"] = "reproduces"
+    assert "The paper's claim holds on 51 Euler steps only, of the grids that can test it, those where" in \
+        build_story(result).verdict
+    # no discriminating grid: untestable, said so
+    odd.verdict, odd.evidence["judged_settings"] = "untestable", []
+    verdict = build_story(result).verdict
+    assert ("No grid here can test the paper's claim, which needs the exact σ = 0 field to return the training pairs "
+            "and the exact σ = 0.05 minimiser not to (judged: none for σ = 0; 51, 101, 1001 Euler steps, dopri5 for "
+            "σ = 0.05). The σ = 0 reproduction is untestable (no grid where the exact references disagree)") in verdict
+
+
+def test_fig6_new_rule_reads_the_judged_settings_of_any_run(full: dict[str, Any]) -> None:
+    """The paper-scale points re-judged under the discriminating-settings rule: every setting a claim did not judge
+    is named in the 'Not judged' sentence, and the reasons before it name no unjudged grid."""
+    result = _fig6_under(_result(full, "fig6"), "new")
+    text = build_story(result).paragraph()
+    judged_part, not_judged_part = build_story(result).verdict.split("Not judged: ")
+    for c in result.claims:
+        for setting in c.evidence.get("not_judged", {}):
+            steps = setting.removeprefix("euler_")
+            assert re.search(rf"\b{steps}\b", not_judged_part), setting
+            assert f"at {steps} Euler" not in judged_part and f"'partial' at {steps}," not in judged_part
+    assert "every grid must agree" not in text
 
 
 def test_solver_resolution_says_why_its_conclusion_is_inconclusive(quick: dict[str, Any]) -> None:

@@ -119,6 +119,7 @@ def fig6(result: Result, story: Story) -> None:
     shown = str(shown).removeprefix("seed=") if shown is not None else None
     if shown is not None and n_seeds > 1:  # the numbers are one seed's; the verdicts need every seed to agree
         story.found += f" (seed {shown} of {n_seeds})"
+    not_judged = _fig6_not_judged(odd, noisy)  # None: judged on every grid (results before the 2f18d96 rule)
     repro = (f"both reproductions are {odd.verdict}" if odd.verdict == noisy.verdict else
              f"the σ = 0 reproduction is {odd.verdict}, σ = 0.05 leaving it {noisy.verdict}")
     undecided = [(name, why) for name, c in (("σ = 0", odd), ("σ = 0.05", noisy))
@@ -132,7 +133,9 @@ def fig6(result: Result, story: Story) -> None:
                   + "; ".join(f"{why} for {' and '.join(names)}" for why, names in same.items()) + ")")
     # "holds" only where the rule's own status says the pairs come back; a majority nearer them is "partial"
     reproducing = [s for s in coarse if status0.get(s) == "reproduces"]
-    if reproducing and finest_odd not in reproducing:
+    if not_judged is not None:  # judged on the discriminating settings only: the verdict reads those alone
+        story.verdict = _fig6_judged_verdict(odd, noisy, not_judged) + f" The solver dependence (ours) is {dep.verdict}"
+    elif reproducing and finest_odd not in reproducing:
         limit = max(_steps(s) or 0 for s in reproducing)
         story.verdict = (f"The paper's claim holds only on coarse grids (≤ {limit} Euler steps); {repro}, the solver "
                          f"dependence (ours) {dep.verdict}")
@@ -144,14 +147,17 @@ def fig6(result: Result, story: Story) -> None:
         story.verdict = f"{repro[:1].upper()}{repro[1:]}; the solver dependence (ours) is {dep.verdict}"
 
     # per-claim sentences
+    def unjudged(claim: Claim, s: str) -> str:  # a setting the claim's rule did not read
+        return "; not judged" if s in (claim.evidence.get("not_judged") or {}) else ""
+
     story.claims[odd.id] = ClaimText(
         "fraction of endpoints nearer R x0 + μ on the odd Euler grids: "
-        + ", ".join(f"{pct(frac0[s])} at {_steps(s)} steps ({status0.get(s, '?')})" for s in odd_grids),
-        rule_text(odd))
+        + ", ".join(f"{pct(frac0[s])} at {_steps(s)} steps ({status0.get(s, '?')}{unjudged(odd, s)})"
+                    for s in odd_grids), rule_text(odd))
     story.claims[noisy.id] = ClaimText(
         "σ = 0.05, fraction nearer R x0 + μ per solver: "
-        + ", ".join(f"{pct(per05[s]['fraction_nearer_rotation'])} {_solver_name(s)} ({per05[s]['status']})"
-                    for s in sorted(per05, key=_solver_key)), rule_text(noisy))
+        + ", ".join(f"{pct(per05[s]['fraction_nearer_rotation'])} {_solver_name(s)} ({per05[s]['status']}"
+                    f"{unjudged(noisy, s)})" for s in sorted(per05, key=_solver_key)), rule_text(noisy))
     story.claims[dep.id] = ClaimText(
         f"σ = 0, the fraction nearer R x0 + μ spans {num(dep.evidence['fraction_spread'])} across solvers "
         f"(from {pct(max(frac0.values()))} to {pct(min(frac0.values()))})", rule_text(dep))
@@ -160,6 +166,8 @@ def fig6(result: Result, story: Story) -> None:
     table = Table("Fig. 6 per solver: where the training pairing comes back",
                   ["solver", "ours σ = 0: nearer R x0 + μ (status)", "ours σ = 0.05: nearer R x0 + μ (status)"],
                   verdict_header="the paper's claim here (σ = 0 reproduces the pairs, σ = 0.05 does not)")
+    judged_anywhere = None if not_judged is None else \
+        {*odd.evidence["judged_settings"], *noisy.evidence["judged_settings"]}
     for s in solvers:
         f05 = per05.get(s, {})
         s0, s05 = status0.get(s, "?"), f05.get("status", "?")
@@ -167,6 +175,8 @@ def fig6(result: Result, story: Story) -> None:
         partly = s0 in ("reproduces", "partial") and s05 != "reproduces"
         mark = (None, "confirmed", "holds") if holds else (None, "inconclusive", "partly") if partly else \
             (None, "refuted", "does not hold")
+        if judged_anywhere is not None and s not in judged_anywhere:
+            mark = (None, "untestable", "not judged")
         table.add([_solver_name(s), f"{pct(frac0[s])} ({s0})",
                    f"{pct(f05['fraction_nearer_rotation'])} ({s05})" if f05 else "—"], [mark])
     table.notes = [
@@ -174,7 +184,10 @@ def fig6(result: Result, story: Story) -> None:
         f"rotation partner R x0 + μ (the training pairing) than the translation x0 + μ (0 to 100 %).",
         "Status: 'reproduces' needs ≥ 90 % nearer and a mean distance to R x0 + μ ≤ 0.1 × the gap 2‖x0‖; 'fails' "
         "below 50 % (or nearer x0 + μ on average); 'partial' in between. The paper's claim holds at a solver when σ "
-        "= 0 reproduces and σ = 0.05 fails.",
+        "= 0 reproduces and σ = 0.05 fails."
+        + (" Not judged: a solver where the exact references do not disagree (the exact σ = 0 field does not "
+           "reproduce the pairs there, or the exact σ = 0.05 minimiser lands on the rotation side too), so the "
+           "networks' statuses there cannot say which σ they behave like." if judged_anywhere is not None else ""),
         f"Setting: the paper's architecture, sample count and solver are not stated; ours: MLP width "
         f"{result.config.get('width', '?')}, {result.config.get('steps', '?')} training steps, "
         + (f"{n_seeds} training seeds per σ (the fractions are seed {shown}'s; a verdict needs every seed)."
@@ -190,6 +203,124 @@ def fig6(result: Result, story: Story) -> None:
         "Share of endpoints nearer the rotation partner (0 to 1) against the number of Euler steps (log scale), per "
         "σ: solid odd grids, dashed even grids, dotted dopri5, × the exact minimiser. A curve falling below 0.5 "
         "means the training pairing is lost at that resolution.", dep.id)
+
+
+def _fig6_not_judged(odd: Claim, noisy: Claim) -> dict[str, list[str]] | None:
+    """The settings Fig. 6's reproduction claims did not judge, grouped by why, in words: ``{reason: settings}``
+    (settings in :func:`_solver_key` order, groups by their first setting), over both claims (the discriminating-
+    settings rule of :func:`flowvar.experiments.fig6.judge_on_discriminating_settings`). The reason is read off each
+    claim's exact-reference statuses (its precondition's ``exact_sigma0_status`` and ``exact_sigma<c>_status``).
+    None for results judged on every grid (written before that rule: no ``judged_settings`` in the evidence)."""
+    if "judged_settings" not in odd.evidence or "judged_settings" not in noisy.evidence:
+        return None
+    groups: dict[str, list[str]] = {}
+    for claim in (odd, noisy):
+        exact_zero, exact_contrast, contrast = _exact_references(claim)
+        for setting in claim.evidence.get("not_judged") or {}:
+            why = _why_not_judged(exact_zero.get(setting), exact_contrast.get(setting), contrast)
+            if setting not in groups.setdefault(why, []):
+                groups[why].append(setting)
+    ordered = {why: sorted(settings, key=_solver_key) for why, settings in groups.items()}
+    return dict(sorted(ordered.items(), key=lambda item: _solver_key(item[1][0])))
+
+
+def _exact_references(claim: Claim) -> tuple[dict[str, str], dict[str, str], str]:
+    """A Fig. 6 reproduction claim's exact references, read from its "some setting discriminates" precondition: the
+    exact σ = 0 field's status per setting, the exact σ = c minimiser's, and c as text ("0.05"); empty when the
+    precondition does not hold them."""
+    def find(measured: Any) -> dict[str, Any]:
+        if isinstance(measured, dict):
+            if "exact_sigma0_status" in measured:
+                return measured
+            for value in measured.values():
+                if found := find(value):
+                    return found
+        return {}
+
+    measured = find((claim.precondition or {}).get("measured"))
+    contrast = next((m.group(1) for key in measured if key != "exact_sigma0_status"
+                     and (m := re.fullmatch(r"exact_sigma(.+)_status", key))), "c")
+    return (dict(measured.get("exact_sigma0_status") or {}), dict(measured.get(f"exact_sigma{contrast}_status") or {}),
+            contrast)
+
+
+def _why_not_judged(exact_zero: str | None, exact_contrast: str | None, contrast: str) -> str:
+    """Why a setting cannot tell "behaves like σ = 0" from "behaves like σ = c", from the exact references' statuses
+    there (fig6.discriminating_settings judges a setting only when the first 'reproduces' and the second 'fails')."""
+    if exact_zero is None or exact_contrast is None:
+        return "where the exact references do not disagree"
+    if exact_zero == "failed":
+        return "where the exact σ = 0 field stops at t = ½ (it is undefined there)"
+    if exact_zero != "reproduces":
+        return "where even the exact σ = 0 field does not return the training pairs"
+    if exact_contrast == "failed":
+        return f"where the exact σ = {contrast} minimiser stops"
+    return (f"where even the exact σ = {contrast} minimiser jumps to the rotation side, so a grid cannot tell the two "
+            f"apart")
+
+
+def _fig6_judged_verdict(odd: Claim, noisy: Claim, not_judged: dict[str, list[str]]) -> str:
+    """Fig. 6's verdict under the discriminating-settings rule, from the judged settings alone: where the paper's
+    claim holds (σ = 0 reproduces and σ = 0.05 fails there, in every seed) among the grids that can test it, each
+    reproduction's verdict with its reason, and the settings not judged with why (e.g. "Not judged: 11 Euler steps,
+    where even the exact σ = 0.05 minimiser jumps to the rotation side, so a grid cannot tell the two apart")."""
+    judged_zero, judged_noisy = list(odd.evidence["judged_settings"]), list(noisy.evidence["judged_settings"])
+    testable = [s for s in judged_zero if s in judged_noisy]
+    seeds_zero, seeds_noisy = _seed_statuses(odd), _seed_statuses(noisy)
+    hold = [s for s in testable if seeds_zero and seeds_noisy
+            and all(per.get(s) == "reproduces" for per in seeds_zero.values())
+            and all(per.get(s) == "fails" for per in seeds_noisy.values())]
+    contrast = _exact_references(odd)[2]
+    if judged_zero and set(judged_zero) <= set(judged_noisy):
+        extra = [s for s in judged_noisy if s not in judged_zero]
+        where = _grid_list(judged_zero) + (f"; for σ = 0.05 also {_grid_list(extra)}" if extra else "")
+    else:
+        where = f"{_grid_list(judged_zero) or 'none'} for σ = 0; {_grid_list(judged_noisy) or 'none'} for σ = 0.05"
+    those = (f"those where the exact σ = 0 field returns the training pairs and the exact σ = {contrast} minimiser "
+             f"does not ({where})")
+    if not testable:
+        lead = (f"No grid here can test the paper's claim, which needs the exact σ = 0 field to return the training "
+                f"pairs and the exact σ = {contrast} minimiser not to (judged: {where})")
+    elif hold == testable:
+        lead = f"The paper's claim holds on every grid that can test it, {those}"
+    elif hold:
+        lead = f"The paper's claim holds on {_grid_list(hold)} only, of the grids that can test it, {those}"
+    else:
+        lead = f"The paper's claim holds on none of the grids that can test it, {those}"
+    reasons = [_judged_reason(odd, "grid"), _judged_reason(noisy, "solver")]
+    if odd.verdict == noisy.verdict and reasons[0] == reasons[1]:
+        repro = f"both reproductions are {odd.verdict}" + (f" ({reasons[0]})" if reasons[0] else "")
+    else:
+        repro = (f"the σ = 0 reproduction is {odd.verdict}" + (f" ({reasons[0]})" if reasons[0] else "")
+                 + f", σ = 0.05 leaving it {noisy.verdict}" + (f" ({reasons[1]})" if reasons[1] else ""))
+    text = f"{lead}. Judged there, {repro}." if testable else f"{lead}. {repro[:1].upper()}{repro[1:]}."
+    if not_judged:
+        text += " Not judged: " + "; ".join(f"{_grid_list(settings)}, {why}" for why, settings in not_judged.items())
+        text += "."
+    return text
+
+
+def _seed_statuses(claim: Claim) -> dict[str, dict[str, str]]:
+    """Each seed's statuses on the settings the claim judged (its evidence's ``per_seed``, else the shown seed's)."""
+    per_seed = claim.evidence.get("per_seed") or {"shown": claim.evidence}
+    return {seed: dict(ev.get("statuses") or {}) for seed, ev in per_seed.items() if isinstance(ev, dict)}
+
+
+def _judged_reason(claim: Claim, setting_word: str) -> str:
+    """Why a Fig. 6 reproduction has its verdict, from the settings it judged only: one status on all of them in
+    every seed ("'fails' on each, in every seed"), what keeps it inconclusive (:func:`_grids_undecided`), or why it
+    is untestable; "" when none of these shows."""
+    if claim.verdict == "untestable":
+        if not claim.evidence.get("judged_settings"):
+            return f"no {setting_word} where the exact references disagree"
+        return "the network did not fit the coupling in every seed"
+    if claim.verdict in ("confirmed", "refuted"):
+        seen = {status for per in _seed_statuses(claim).values() for status in per.values()}
+        return f"'{seen.pop()}' on each, in every seed" if len(seen) == 1 else ""
+    why = _grids_undecided(claim)
+    if why and not why.startswith(("one training seed", "seeds")):
+        why += f"; every judged {setting_word} must agree"
+    return why
 
 
 def _grids_undecided(claim: Claim) -> str:
