@@ -18,6 +18,7 @@ import pytest
 from flowvar.cli import main
 from flowvar.experiments._seed_replicates import status_over_seeds
 from flowvar.experiments.fig6 import judge_on_discriminating_settings, pairing_status
+from flowvar.experiments.prop2 import floor_precondition, mechanism_precondition, sigma0_reference_precondition
 from flowvar.report import KIND_TEXT, build_story, readme_section, render_html, render_markdown
 from flowvar.report.document import entries, run_scale
 from flowvar.report.story import failed_part, judgement_rows, num, pct, rule_text, short_value
@@ -275,6 +276,89 @@ def test_fig6_new_rule_reads_the_judged_settings_of_any_run(full: dict[str, Any]
             assert re.search(rf"\b{steps}\b", not_judged_part), setting
             assert f"at {steps} Euler" not in judged_part and f"'partial' at {steps}," not in judged_part
     assert "every grid must agree" not in text
+
+
+def _prop2_under_new_rule(result: Result) -> Result:
+    """A stored prop2 result with its σ plateau claims re-judged, with prop2's own functions, under the precondition
+    of 4f3608f (the exact floor above ≈0, and the σ = 0 run on the same pairs at zero in every seed), from the stored
+    per-seed metrics; the rule's own verdict is kept. A result written under that rule is unchanged."""
+    cfg = result.config
+    claims = []
+    for c in result.claims:
+        m = re.fullmatch(r"prop2\.neural\.(d=\d+)\.sigma([0-9.]+)_plateaus_above_zero", c.id)
+        if m is None:
+            claims.append(c)
+            continue
+        rows = result.metrics["neural"][m.group(1)]["seeds"]
+        sigma0, spacing = [row["sigma=0.0"] for row in rows], [row["median_line_spacing"] for row in rows]
+        precondition = all_preconditions(
+            floor_precondition([row["exact_minimiser"]["floor_over_initial_loss"] for row in rows], cfg["zero_ratio"],
+                               float(m.group(2))),
+            sigma0_reference_precondition([r["final_loss"] for r in sigma0], spacing, [r["loss_ratio"] for r in sigma0],
+                                          [r["trace_ratio"] for r in sigma0], zero_loss_ratio=cfg["zero_loss_ratio"],
+                                          zero_ratio=cfg["zero_ratio"]))
+        claims.append(judge(c.id, c.statement, c.evidence, rule=c.rule, kind=c.kind,
+                            verdict=c.verdict_if_testable or c.verdict, precondition=precondition))
+    result.claims = claims
+    return result
+
+
+def test_prop2_says_why_its_sigma_claims_are_untestable_from_their_own_preconditions(quick: dict[str, Any]) -> None:
+    """"The σ = 0.05 network claims are untestable at d (even the exact minimiser keeps X % of the pairs there)" was
+    said whatever precondition failed. Since 4f3608f the plateau claim also needs the σ = 0 run on the same pairs at
+    zero (at paper scale d = 2: σ = 0 loss 297–879 × spacing², while the exact minimiser keeps only ~21 % of the
+    pairs, so noise can act there): the paragraph gives each claim's own unmet precondition(s), with their numbers."""
+    result = _prop2_under_new_rule(_result(quick, "prop2"))
+    level, zero = result.config["zero_loss_ratio"], result.config["zero_ratio"]
+    plateau = _claim(result, "prop2.neural.d=8.sigma0.05_plateaus_above_zero")
+    reference = plateau.precondition["measured"]["[2]"]  # type: ignore[index]
+    assert plateau.verdict == "untestable" and not reference["holds"]
+    over, trace = reference["sigma0_loss_over_spacing_sq"], reference["sigma0_trace_ratio"]
+    text = build_story(result).paragraph()
+    assert (f"the σ = 0.05 network claims are untestable at d = 8 (even the exact minimiser keeps 100 % of the pairs "
+            f"there; the loss plateau also because the σ = 0 run on the same pairs did not reach zero: its loss stayed "
+            f"{num(min(over))} to {num(max(over))} × the line spacing², above the zero-loss level {num(level)} ×, and "
+            f"its tr Cov(g) {pct(min(trace))} to {pct(max(trace))} of its peak, above {pct(zero)})") in text
+
+    # like paper scale d = 2: only the σ = 0 reference fails for the plateau (the floor is above ≈0), and the
+    # accuracy drop is untestable because σ = 0 did not memorise, while the exact minimiser keeps 21 % of the pairs
+    plateau.precondition["measured"]["[1]"].update(holds=True, floor_over_initial_loss=[0.034, 0.040, 0.042])
+    reference.update(sigma0_loss_over_spacing_sq=[297.0, 879.0, 365.0], sigma0_trace_ratio=[0.58, 0.81, 0.7],
+                     sigma0_loss_ratio=[0.004, 0.006, 0.005])
+    drop = _claim(result, "prop2.neural.d=8.sigma0.05_lower_accuracy")
+    drop.evidence["exact_minimiser_accuracy"] = [0.30, 0.13, 0.20]
+    drop.precondition = mechanism_precondition([0.30, 0.13, 0.20], [0.094, 0.047, 0.094], min_drop=0.1,
+                                               memorise_accuracy=0.95, sigma=0.05, sigma_sqrt_d=0.0707,
+                                               spacing=0.031).to_dict()
+    assert drop.precondition["measured"]["[2]"]["holds"] and not drop.precondition["measured"]["[1]"]["holds"]
+    text = build_story(result).paragraph()
+    assert ("untestable at d = 8 (the loss plateau because the σ = 0 run on the same pairs did not reach zero: its "
+            "loss stayed 297 to 879 × the line spacing², above the zero-loss level 0.01 ×, and its tr Cov(g) 58 % to "
+            "81 % of its peak, above 1 %; the accuracy drop because σ = 0 did not memorise: seed-mean pairing "
+            "accuracy 8 %, below 95 %)") in text
+    assert "keeps 21 %" not in text and "even the exact minimiser" not in text
+    reference.update(sigma0_loss_over_spacing_sq=[0.005, 879.0, 365.0])  # one seed at zero: the others are named
+    assert "its loss stayed 365 to 879 × the line spacing² in 2 of 3 seeds, above the zero-loss level 0.01 ×" in \
+        build_story(result).paragraph()
+
+    # the plateau claim as judged before 4f3608f (the floor alone) and the accuracy drop failing on the exact
+    # minimiser, its precondition in either form (one part, as written before the two-part precondition, or two):
+    # one shared reason, as before
+    result = _result(quick, "prop2")
+    old = _claim(result, "prop2.neural.d=8.sigma0.05_plateaus_above_zero")
+    old.precondition = floor_precondition([0.0, 0.0, 0.0], 0.01, 0.05).to_dict()
+    drop = _claim(result, "prop2.neural.d=8.sigma0.05_lower_accuracy")
+    drop.evidence["exact_minimiser_accuracy"] = [1.0, 1.0, 1.0]
+    one_part = {"statement": "CFM(σ = 0) memorised (seed-mean accuracy ≥ 0.95) and the exact CFM(σ = 0.05) minimiser "
+                             "loses ≥ 0.1 pairing accuracy", "holds": False, "remedy": "",
+                "measured": {"accuracy_sigma0": [0.97, 0.97, 0.95], "exact_minimiser_accuracy": [1.0, 1.0, 1.0],
+                             "exact_minimiser_drop": 0.0}}
+    two_parts = mechanism_precondition([1.0, 1.0, 1.0], [0.97, 0.97, 0.95], min_drop=0.1, memorise_accuracy=0.95,
+                                       sigma=0.05, sigma_sqrt_d=0.141, spacing=1.05).to_dict()
+    for precondition in (one_part, two_parts):
+        drop.precondition = precondition
+        assert "untestable at d = 8 (even the exact minimiser keeps 100 % of the pairs there)." in \
+            build_story(result).paragraph()
 
 
 def test_solver_resolution_says_why_its_conclusion_is_inconclusive(quick: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ read each experiment's own metrics); splitting them by experiment would scatter 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -863,14 +864,11 @@ def prop2(result: Result, story: Story) -> None:
         verdict += _untrained_reason([(d, c) for d, c in memorises if c.verdict == "untestable"],
                                      cfg.get("zero_loss_ratio"),
                                      name_d=any(c.verdict != "untestable" for _, c in memorises))
-    for d, _ in memorises:  # where the paper's σ cannot act at all, say so: why its claims are untestable there
+    for d, _ in memorises:  # where every σ claim is untestable, say why, from each claim's own unmet precondition
         noisy = [c for c in claims_matching(result, rf"prop2\.neural\.d={d}\.sigma[0-9.]+_.*")
                  if not c.id.endswith("sigma0_memorises")]
-        exact_acc = next((c.evidence["exact_minimiser_accuracy"] for c in noisy
-                          if "exact_minimiser_accuracy" in c.evidence), None)
-        if noisy and all(c.verdict == "untestable" for c in noisy) and exact_acc:
-            verdict += (f"; the σ = {num(focus)} network claims are untestable at d = {d} (even the exact minimiser "
-                        f"keeps {pct(mean_sd(exact_acc)[0])} of the pairs there)")
+        if noisy and all(c.verdict == "untestable" for c in noisy) and (why := _sigma_claims_untestable(noisy, cfg)):
+            verdict += f"; the σ = {num(focus)} network claims are untestable at d = {d} ({why})"
     story.verdict = verdict
     story.figures["closed_form_sigma_sweep.png"] = FigureText(
         "The exact CFM(σ) minimiser in closed form, per pairing family: pairing accuracy (how many outputs land on "
@@ -903,6 +901,106 @@ def _untrained_reason(untestable: list[tuple[int, Claim]], level: Any, name_d: b
         return ""
     where = f" at d = {_listing([str(d) for d, _ in untestable])}" if name_d else ""
     return f" (its loss stayed {_listing(ratios)} × the line spacing²{where}, above the zero-loss level {num(level)} ×)"
+
+
+def _sigma_claims_untestable(noisy: list[Claim], cfg: dict[str, Any]) -> str:
+    """Why prop2's σ network claims at one d are all untestable, from each claim's own unmet precondition parts: a
+    reason every claim shares first ("even the exact minimiser keeps 100 % of the pairs there"), then each claim's
+    own ("the loss plateau also because the σ = 0 run on the same pairs did not reach zero: its loss stayed 297 to
+    879 × the line spacing², ..."); "" when no unmet part is one this reads."""
+    exact_acc = next((c.evidence["exact_minimiser_accuracy"] for c in noisy
+                      if "exact_minimiser_accuracy" in c.evidence), None)
+    cannot_act = (f"even the exact minimiser keeps {pct(mean_sd(exact_acc)[0])} of the pairs there" if exact_acc
+                  else "even the exact minimiser's loss floor is ≈0 there")
+    per_claim: list[tuple[str, list[str]]] = []
+    for c in noisy:
+        reasons: list[str] = []
+        for part in _unmet_parts(c.precondition or {}):
+            reasons += [r for r in _prop2_unmet_reasons(part, cfg, cannot_act) if r not in reasons]
+        m = re.fullmatch(r".*\.sigma[0-9.]+_(.+)", c.id)  # "prop2.neural.d=8.sigma0.05_lower_accuracy"
+        suffix = m.group(1) if m else c.id
+        per_claim.append((_PROP2_SIGMA_CLAIMS.get(suffix, f"the {suffix.replace('_', ' ')} claim"), reasons))
+    if not any(reasons for _, reasons in per_claim):
+        return ""
+    shared = [r for r in per_claim[0][1] if all(r in reasons for _, reasons in per_claim)]
+    own = [(name, [r for r in reasons if r not in shared]) for name, reasons in per_claim]
+    return "; ".join(shared + [f"{name} {'also ' if shared else ''}because " + " and because ".join(reasons)
+                               for name, reasons in own if reasons])
+
+
+_PROP2_SIGMA_CLAIMS = {"plateaus_above_zero": "the loss plateau", "lower_accuracy": "the accuracy drop"}
+"""prop2's σ network claims (``prop2.neural.d=D.sigma<σ>_<suffix>``) by name in a sentence."""
+
+
+def _unmet_parts(precondition: dict[str, Any]) -> list[dict[str, Any]]:
+    """The measured numbers of each part of a precondition that does not hold: the failing parts of one of several
+    (:func:`flowvar.results.all_preconditions`, "[i]" entries with their ``holds``), or a single failing one whole."""
+    measured = precondition.get("measured") or {}
+    parts = [v for k, v in measured.items() if re.fullmatch(r"\[\d+\]", str(k)) and isinstance(v, dict)]
+    if parts and len(parts) == len(measured):
+        return [part for part in parts if not part.get("holds", True)]
+    return [measured] if not precondition.get("holds", True) else []
+
+
+def _prop2_unmet_reasons(part: dict[str, Any], cfg: dict[str, Any], cannot_act: str) -> list[str]:
+    """What one unmet precondition part of a prop2 σ claim says, in words, read from its measured numbers: the noise
+    cannot act (the exact minimiser's loss floor ≈0, or its accuracy drop below the minimum effect: ``cannot_act``),
+    the σ = 0 reference did not reach zero (:func:`_sigma0_not_at_zero`), or σ = 0 did not memorise (its seed-mean
+    pairing accuracy below ``memorise_accuracy``). A one-part precondition of the accuracy drop written before the
+    two-part one holds both its memorisation and its drop; each is read against the config's level."""
+    reasons = []
+    if "floor_over_initial_loss" in part:
+        reasons.append(cannot_act)
+    if "sigma0_at_zero" in part:
+        reasons.append(_sigma0_not_at_zero(part, cfg))
+    need, min_drop = cfg.get("memorise_accuracy"), cfg.get("min_accuracy_drop")
+    if "accuracy_sigma0" in part:
+        one_part = "exact_minimiser_drop" in part
+        mean = part.get("seed_mean", mean_sd(part["accuracy_sigma0"])[0])
+        if not one_part or (_is_number(need) and _is_number(mean) and not mean >= need):
+            reasons.append(f"σ = 0 did not memorise: seed-mean pairing accuracy {pct(mean)}"
+                           + (f", below {pct(need)}" if _is_number(need) else ""))
+        drop = part.get("exact_minimiser_drop")
+        if one_part and _is_number(min_drop) and not (_is_number(drop) and drop >= min_drop):
+            reasons.append(cannot_act)
+    elif any(key.startswith("exact_minimiser_") and "drop" in key for key in part):
+        reasons.append(cannot_act)
+    return reasons
+
+
+def _sigma0_not_at_zero(part: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """prop2's σ = 0 reference (``sigma0_reference_precondition``) not at zero, with the seeds' measures above their
+    level: loss over line spacing² against ``zero_loss_ratio``, final/peak tr Cov(g) against ``zero_ratio``, and
+    final/initial loss against ``zero_ratio`` where the spacing measure does not already show the loss above zero;
+    "in k of n seeds" where not every seed is above."""
+    level, zero = cfg.get("zero_loss_ratio"), cfg.get("zero_ratio")
+
+    def above(key: str, limit: Any) -> tuple[list[float], str]:  # the seeds above limit, and "in k of n seeds"
+        values = [v for v in part.get(key) or [] if _is_number(v)]
+        high = [v for v in values if _is_number(limit) and v > limit]
+        return high, ("" if len(high) == len(values) else f" in {len(high)} of {len(values)} seeds")
+
+    def pct_span(values: list[float]) -> str:
+        lo, hi = pct(min(values)), pct(max(values))
+        return lo if lo == hi else f"{lo} to {hi}"
+
+    pieces = []
+    over, where = above("sigma0_loss_over_spacing_sq", level)
+    if over:
+        pieces.append(f"its loss stayed {_span(over)} × the line spacing²{where}, above the zero-loss level "
+                      f"{num(level)} ×")
+    trace, where = above("sigma0_trace_ratio", zero)
+    if trace:
+        pieces.append(f"its tr Cov(g) {pct_span(trace)} of its peak{where}, above {pct(zero)}")
+    loss, where = above("sigma0_loss_ratio", zero)
+    if loss and not over:
+        pieces.append(f"its loss {pct_span(loss)} of its initial loss{where}, above {pct(zero)}")
+    return "the σ = 0 run on the same pairs did not reach zero" + (": " + ", and ".join(pieces) if pieces else "")
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not the "nan" string of a stored NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _floor_lines(neural: dict[str, Any], sigma: float) -> str:
