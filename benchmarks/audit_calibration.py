@@ -112,6 +112,11 @@ REGIMES = [
 QUICK = ("σ = 0, 16 fixed pairs", "fresh noise → population (N = 64 audited)", "exact OT field (closed form)")
 
 
+#: The gradient test's claim verdict as a reading (its claim is "the model memorises").
+GRADIENT_READING = {"confirmed": "memorising", "refuted": "generalising", "inconclusive": "inconclusive",
+                    "untestable": "untestable"}
+
+
 def audit_once(regime: Regime, seed: int, steps: int) -> dict[str, float | str]:
     """Train (or build) the regime's field for ``seed`` and audit it: the statistics and the verdicts."""
     gen = torch.Generator().manual_seed(derive_seed(seed, "data", regime.n))
@@ -129,7 +134,8 @@ def audit_once(regime: Regime, seed: int, steps: int) -> dict[str, float | str]:
     return {"m": pairs["fine"]["score"], "m_coarse": pairs["coarse"]["score"],
             "copy_share": copies.get("copy_share_beyond_baseline", math.nan),
             "rho": claims["audit.generalisation_gap"].evidence.get("nn_ratio", math.nan),
-            "lambda": grad["loss_ratio"], "nu": grad["variance_ratio"], "verdict": report.verdict}
+            "lambda": grad["loss_ratio"], "nu": grad["variance_ratio"], "verdict": report.verdict,
+            "gradient": GRADIENT_READING[claims["audit.gradient_signal"].verdict]}
 
 
 def spread(values: list[float], digits: int = 2) -> str:
@@ -164,7 +170,9 @@ def main() -> None:
             expected_total += len(runs)
         col = {k: spread([float(r[k]) for r in runs]) for k in ("m", "copy_share", "rho", "lambda", "nu")}
         rows.append([regime.name, regime.expected or "(finding)", col["m"], col["copy_share"], col["rho"],
-                     col["lambda"], col["nu"], ", ".join(f"{v} {k}" for k, v in counts.most_common())])
+                     col["lambda"], col["nu"],
+                     ", ".join(f"{v} {k}" for k, v in Counter(str(r["gradient"]) for r in runs).most_common()),
+                     ", ".join(f"{v} {k}" for k, v in counts.most_common())])
         print(rows[-1], flush=True)
     wall = time.perf_counter() - started
     quick = " --quick" if args.quick else ""
@@ -173,8 +181,9 @@ def main() -> None:
                   f"grids); copy share p ≥ {rules.COPY_MEMORISE} / ≤ {rules.COPY_GENERALISE}; ρ < {rules.GAP_MEMORISE}"
                   f" memorising, never generalising (a ratio of medians cannot see a copying minority; these two each "
                   f"also {rules.ALLOWANCE_Z} standard errors clear of the other threshold); λ and ν < "
-                  f"{rules.GRAD_MEMORISE} memorising, λ ≥ "
-                  f"{rules.GRAD_GENERALISE} generalising")
+                  f"{rules.GRAD_MEMORISE} memorising, λ ≥ {rules.GRAD_GENERALISE} generalising, each with its "
+                  f"Monte-Carlo error on the log scale, s: λ·e^(zs) and ν·e^(zs) below, λ·e^(−zs) at or above "
+                  f"(z = {rules.ALLOWANCE_Z})")
     body = "\n\n".join([
         "## `flowvar audit`: threshold calibration",
         f"Command: `python benchmarks/audit_calibration.py{quick}{seeds} --threads {args.threads}` "
@@ -186,7 +195,7 @@ def main() -> None:
         f"held-out draws; 200 fresh samples; Euler 100 and 10 steps; 32 gradient draws per t-bin, 3 bins. Cells: mean "
         f"[min, max] over seeds. Thresholds (fixed, docs/audit.md): {thresholds}.",
         table(["regime", "should read", "pair recovery m", "copy share p", "ρ (gap)", "λ (loss ratio)",
-               "ν (variance ratio)", "verdicts"], rows),
+               "ν (variance ratio)", "gradient test", "verdicts"], rows),
         f"Regimes with a known answer got it in {hits} of {expected_total} audits.",
     ])
     write_section("audit_calibration", body, args.no_write)

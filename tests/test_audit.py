@@ -20,7 +20,7 @@ from audit_checks import importable_module, run_cli
 from flowvar.audit import AdaptedField, Convention, HeldOutOverlapWarning, audit, check_conventions, load_model, rules
 from flowvar.audit.fit import CandidateScore, candidate_conventions
 from flowvar.audit.loading import in_training_data
-from flowvar.audit.sections import half_sample_standard_error, pair_recovery
+from flowvar.audit.sections import gradient_signal, half_sample_standard_error, pair_recovery
 from flowvar.cli import main
 from flowvar.couplings import FixedPairs, IndependentCoupling
 from flowvar.distributions import StandardNormal
@@ -271,13 +271,77 @@ def test_gradient_rule(lam: float, nu: float, want: str) -> None:
     assert rules.gradient_verdict(lam, nu) == want
 
 
-def test_docs_say_the_gradient_test_has_no_sampling_allowance() -> None:
-    """The gradient test applies its thresholds to Monte-Carlo point values (λ's sd ≈ 0.006 at the defaults): the
-    docs must not claim it uses every training pair, and must say a reading near 0.1 can flip with --seed."""
+@pytest.mark.parametrize(("lam", "nu", "lam_se", "nu_se", "want"), [
+    (0.08, 0.05, 0.05, 0.05, "confirmed"),  # 0.08·e^(1.645·0.05) = 0.087 < 0.1
+    (0.08, 0.05, 0.2, 0.05, "inconclusive"),  # λ's bound 0.111 crosses 0.1: a coin flip between seeds before
+    (0.05, 0.09, 0.02, 0.1, "inconclusive"),  # ν's bound 0.106
+    (0.05, 0.05, 0.0, math.nan, "inconclusive"),  # ν's error unknown: the memorising reading cannot rely on it
+    (0.55, 0.6, 0.02, 0.02, "refuted"),  # 0.55·e^(−0.033) = 0.532 ≥ 0.5
+    (0.55, 0.6, 0.1, 0.1, "inconclusive"),  # 0.466 < 0.5
+    (0.55, 0.6, math.nan, 0.1, "inconclusive"),
+    (0.0, 0.0, 0.0, 0.0, "confirmed"),  # an exactly zero loss with zero spread
+    (0.0, 0.0, math.inf, 0.0, "inconclusive"),
+])
+def test_gradient_rule_allows_for_the_sampling_error(lam: float, nu: float, lam_se: float, nu_se: float,
+                                                     want: str) -> None:
+    assert rules.gradient_verdict(lam, nu, lam_se, nu_se) == want
+
+
+def test_ratio_log_standard_error_is_the_delta_method_over_bins() -> None:
+    a, sa, b, sb = [1.0, 3.0], [0.1, 0.2], [4.0, 6.0], [0.3, 0.4]
+    want = math.sqrt((0.1**2 + 0.2**2) / 4.0**2 + (0.3**2 + 0.4**2) / 10.0**2)
+    assert rules.ratio_log_standard_error(a, sa, b, sb) == pytest.approx(want, rel=1e-12)
+    assert rules.ratio_log_standard_error([0.0, 0.0], [0.0, 0.0], b, sb) == pytest.approx(0.05, rel=1e-12)
+    assert rules.ratio_log_standard_error([0.0], [0.1], b[:1], sb[:1]) == math.inf
+    # against simulation: log of a ratio of two means of independent exponential draws over 3 bins
+    rng = np.random.default_rng(0)
+    logs, ses = [], []
+    for _ in range(400):
+        num = [rng.exponential(0.2 * (j + 1), 200) for j in range(3)]
+        den = [rng.exponential(1.0 + j, 200) for j in range(3)]
+        logs.append(math.log(np.mean([x.mean() for x in num]) / np.mean([x.mean() for x in den])))
+        ses.append(rules.ratio_log_standard_error([x.mean() for x in num], [x.std(ddof=1) / math.sqrt(200)
+                                                                            for x in num],
+                                                  [x.mean() for x in den], [x.std(ddof=1) / math.sqrt(200)
+                                                                            for x in den]))
+    assert np.mean(ses) == pytest.approx(np.std(logs, ddof=1), rel=0.15)
+
+
+def test_gradient_signal_records_the_ratios_standard_errors_and_they_match_the_spread_over_seeds() -> None:
+    """The audit's λ and ν come with a delta-method error on the log scale (referee B6: no sampling allowance); over
+    independent draws of the probe (another --seed) the spread of log λ and log ν is no wider than that error
+    predicts, within the ~15 % by which a delta-method error from 48 draws per bin can fall short in this small
+    regime (measured over 30 seeds: 0.089 vs 0.078 for log λ, 0.111 vs 0.094 for log ν; at 5 × 64 draws in d = 8
+    1.0–1.4× conservative), and the sd of 24 repeats' spread (~15 %)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(16, 4, generator=g)
+    x1 = 0.5 * torch.randn(16, 4, generator=g) + 2.0
+    model = MLPField(4, width=32, depth=2)
+    train(model, CFMLoss(Interpolant(0.0)), FixedPairs(x0, x1), TrainConfig(steps=150, batch_size=64, lr=2e-3,
+                                                                             log_every=0))
+    model.eval()
+    lams, nus, lam_se, nu_se = [], [], [], []
+    for r in range(24):
+        section = gradient_signal(model, x1, x0, None, sigma=0.05, n_per_bin=48, n_bins=3,
+                                  generator=torch.Generator().manual_seed(100 + r))
+        e = section.claim.evidence
+        lams.append(e["loss_ratio"]), nus.append(e["variance_ratio"])
+        lam_se.append(e["loss_ratio_log_se"]), nu_se.append(e["variance_ratio_log_se"])
+        assert len(e["profiles"]["sigma=0/training pairs"]["loss_se"]) == 3
+    for values, ses in ((lams, lam_se), (nus, nu_se)):
+        spread, predicted = float(np.std(np.log(values), ddof=1)), float(np.mean(ses))
+        assert 0.6 * predicted < spread < 1.5 * predicted, (spread, predicted)
+    assert "×/÷" in section.text and "allowed for" in section.claim.replicates
+
+
+def test_docs_say_the_gradient_test_allows_for_its_sampling_error() -> None:
+    """The gradient test's thresholds apply to bounds, not Monte-Carlo point values (referee B6): the docs say so and
+    must not claim it uses every training pair."""
     from pathlib import Path
     docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text().split())
     assert "pair recovery and the gradient signal use every training pair" not in docs
-    assert "The gradient signal does **not** allow for its sampling error" in docs
+    assert "The gradient signal allows for its sampling error" in docs
 
 
 # a family's reading from (direct test, averaging test); None: the test did not run. Every combination of the two
@@ -1310,8 +1374,8 @@ def conditional(nets: object) -> dict:
 def test_conditional_model_on_fixed_pairs_reads_memorising(conditional: dict) -> None:
     c = conditional
     report = audit(c["memorising"], c["x1"], pairs=c["x0"], heldout=c["heldout"], labels=c["y"],
-                   heldout_labels=c["heldout_y"], label_arg="positional", samples=100, steps=40, grad_samples=16,
-                   t_bins=3)
+                   heldout_labels=c["heldout_y"], label_arg="positional", samples=100, steps=40, grad_samples=128,
+                   t_bins=3)  # 16 draws per bin: ν = 0.070 with a log-scale error 0.24, its bound 0.103 inconclusive
     assert report.verdict == "memorising", report.summary()
     claims = {cl.id: cl for cl in report.result.claims}
     pairs = claims["audit.pair_recovery"]
@@ -1319,7 +1383,8 @@ def test_conditional_model_on_fixed_pairs_reads_memorising(conditional: dict) ->
     assert pairs.evidence["fine"]["accuracy_own"] >= 0.9
     assert 0.1 < pairs.evidence["chance"] < 0.3  # 1/N_c: about six digits per class, not 1/60
     grad = claims["audit.gradient_signal"]
-    assert grad.verdict == "confirmed" and grad.evidence["loss_ratio"] < 0.1
+    assert grad.verdict == "confirmed" and grad.evidence["loss_ratio"] < 0.1, {
+        k: grad.evidence[k] for k in ("loss_ratio", "variance_ratio", "loss_ratio_log_se", "variance_ratio_log_se")}
     assert set(grad.evidence["profiles"]) == {f"sigma=0/{p}" for p in ("training pairs", "fresh pairs",
                                                                        "fresh pairs, held-out data")}
     assert report.result.config["label_arg"] == "positional"

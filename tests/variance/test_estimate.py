@@ -351,3 +351,37 @@ def test_repeated_estimates_takes_an_integer_seed(problem, random_field):
             repeated_estimates(random_field, loss, coupling, 50, repeats=2, seed=bad)  # type: ignore[arg-type]
     a = repeated_estimates(random_field, loss, coupling, 50, repeats=2, seed=np.int64(4))  # type: ignore[arg-type]
     assert np.array_equal(a, repeated_estimates(random_field, loss, coupling, 50, repeats=2, seed=4))
+
+
+def test_standard_errors_of_the_mean_loss_and_the_trace(problem, random_field, gen):
+    """loss_sd is the sample sd of the per-sample losses and trace_sd that of d_k = ‖g_k − ḡ‖² (the plug-in trace's
+    influence function) when every draw fits one chunk; chunked, loss_sd is unchanged and trace_sd is centred at the
+    first chunk's mean, within a few percent; the fast engine records loss_sd and leaves trace_sd NaN."""
+    path = CFMLoss(Interpolant(sigma=0.3)).draw(RotatedOTCoupling(problem, 30.0), 2000, gen)
+    G = flat(per_sample_gradients(random_field, path, method="closed_form"))
+    d = ((G - G.mean(0)) ** 2).sum(1)
+    with torch.no_grad():
+        losses = per_sample_loss(random_field, path).double().numpy()
+    whole = gradient_variance(random_field, path, chunk_size=4096)
+    assert rel(whole.loss_sd, float(losses.std(ddof=1))) < 1e-10
+    assert rel(whole.trace_sd, float(d.std(ddof=1))) < 1e-10
+    assert rel(whole.mean_loss_se, float(losses.std(ddof=1)) / math.sqrt(2000)) < 1e-10
+    assert rel(whole.trace_se, float(d.std(ddof=1)) / math.sqrt(2000)) < 1e-10
+    chunked = gradient_variance(random_field, path, chunk_size=250)
+    assert rel(chunked.loss_sd, whole.loss_sd) < 1e-10
+    assert rel(chunked.trace_sd, whole.trace_sd) < 0.05
+    fast = fast_gradient_variance(MLPField(2, width=8, depth=1).double(), path)
+    assert math.isfinite(fast.loss_sd) and math.isnan(fast.trace_sd)
+    assert {"loss_sd", "trace_sd"} <= set(whole.to_dict())
+
+
+def test_the_trace_standard_error_matches_the_spread_over_independent_draws(problem, random_field):
+    """trace_se and mean_loss_se predict the sd of trace and mean_loss over independent repeats (within the
+    sampling error of an sd from 40 repeats)."""
+    loss = CFMLoss(Interpolant(sigma=0.3))
+    reps = [estimate_variance(random_field, loss, RotatedOTCoupling(problem, 30.0), 400,
+                              torch.Generator().manual_seed(100 + r)) for r in range(40)]
+    for value, se in (("trace", "trace_se"), ("mean_loss", "mean_loss_se")):
+        spread = float(np.std([getattr(r, value) for r in reps], ddof=1))
+        predicted = float(np.mean([getattr(r, se) for r in reps]))
+        assert 0.7 < predicted / spread < 1.4, (value, predicted, spread)

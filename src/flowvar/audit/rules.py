@@ -9,7 +9,7 @@ behind each threshold and what was measured on known memorising and generalising
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from flowvar.results import Verdict
@@ -165,16 +165,46 @@ def gap_reads_majority_novel(nn_ratio: float, standard_error: float = 0.0) -> bo
             and nn_ratio - ALLOWANCE_Z * standard_error >= GAP_MEMORISE)
 
 
-def gradient_verdict(loss_ratio: float, variance_ratio: float) -> Verdict:
+def ratio_log_standard_error(numerator: Sequence[float], numerator_se: Sequence[float], denominator: Sequence[float],
+                             denominator_se: Sequence[float]) -> float:
+    """Standard error of log(mean(a)/mean(b)) for per-bin Monte-Carlo means a_j, b_j with standard errors, every bin
+    an independent draw (delta method): √(Σ_j se(a_j)²/(Σ_j a_j)² + Σ_j se(b_j)²/(Σ_j b_j)²). A side whose means
+    and errors are all 0 (an exactly zero loss) adds nothing; one with zero means but a nonzero error gives inf."""
+    def term(means: Sequence[float], ses: Sequence[float]) -> float:
+        total, var = math.fsum(means), math.fsum(float(e) ** 2 for e in ses)
+        if total == 0.0:
+            return 0.0 if var == 0.0 else math.inf
+        return var / total ** 2
+    return math.sqrt(term(numerator, numerator_se) + term(denominator, denominator_se))
+
+
+def _scaled(ratio: float, log_se: float, z: float) -> float:
+    """ratio · e^(z·se) (a bound on the log scale); NaN when the error is unknown, so no reading relies on it."""
+    if math.isnan(log_se) or math.isnan(ratio):
+        return math.nan
+    if ratio == 0.0:
+        return 0.0 if math.isfinite(log_se) else math.nan
+    return ratio * math.exp(z * log_se) if math.isfinite(log_se) else (math.inf if z > 0 else 0.0)
+
+
+def gradient_verdict(loss_ratio: float, variance_ratio: float, loss_log_se: float = 0.0,
+                     variance_log_se: float = 0.0) -> Verdict:
     """Prop 2's signature: memorising if both λ and ν are below GRAD_MEMORISE (near-zero loss and gradient variance on
     the training pairs at σ = 0, relative to fresh pairs), generalising if λ ≥ GRAD_GENERALISE (training pairs are
-    fitted no better than fresh ones, up to a factor 2), inconclusive otherwise. A NaN λ is inconclusive; a NaN ν
-    (e.g. a model without trainable parameters) only blocks the memorising reading, which needs it."""
+    fitted no better than fresh ones, up to a factor 2), inconclusive otherwise.
+
+    Sampling allowance: each ratio is a Monte-Carlo estimate with a standard error on the log scale
+    (``loss_log_se``, ``variance_log_se``: :func:`ratio_log_standard_error`), and a reading needs its bound
+    ratio · e^(±z·se) (z = ALLOWANCE_Z) past the threshold: λ·e^(z·se) and ν·e^(z·se) < GRAD_MEMORISE to read
+    memorising, λ·e^(−z·se) ≥ GRAD_GENERALISE to read generalising. A NaN λ is inconclusive; a NaN ν or error (e.g. a
+    model without trainable parameters) only blocks the reading that needs it."""
     if math.isnan(loss_ratio):
         return "inconclusive"
-    if loss_ratio < GRAD_MEMORISE and not math.isnan(variance_ratio) and variance_ratio < GRAD_MEMORISE:
+    z = ALLOWANCE_Z
+    if (_scaled(loss_ratio, loss_log_se, z) < GRAD_MEMORISE
+            and _scaled(variance_ratio, variance_log_se, z) < GRAD_MEMORISE):
         return "confirmed"
-    return "refuted" if loss_ratio >= GRAD_GENERALISE else "inconclusive"
+    return "refuted" if _scaled(loss_ratio, loss_log_se, -z) >= GRAD_GENERALISE else "inconclusive"
 
 
 #: Said beside the verdict when --pairs is not given: the pairs family did not run, so a "generalising" reading
@@ -280,4 +310,5 @@ __all__ = ["ALLOWANCE_Z", "BLIND_SPOT", "COPY_GENERALISE", "COPY_K", "COPY_MAX_B
            "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE",
            "SAMPLES_UNDECIDED_CAVEAT", "copy_share_estimate", "copy_share_standard_error", "copying_verdict",
            "excess_standard_error", "family_verdict", "gap_reads_majority_novel", "gap_verdict", "gradient_verdict",
-           "overall_verdict", "pair_recovery_verdict", "share_standard_error", "verdict_notes"]
+           "overall_verdict", "pair_recovery_verdict", "ratio_log_standard_error", "share_standard_error",
+           "verdict_notes"]

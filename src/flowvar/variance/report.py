@@ -92,6 +92,14 @@ class VarianceReport:
     * ``n``: K, the number of per-sample gradients.
     * ``method``: how the gradients were computed: ``"closed_form"``, ``"autograd-vmap"``, ``"autograd-loop"``.
     * ``mean_grad``: ḡ per parameter name (float64 tensors of the parameter's shape).
+    * ``loss_sd``: the sample standard deviation of the K per-sample losses, so ``mean_loss_se`` = loss_sd/√K is
+      the Monte-Carlo standard error of ``mean_loss`` (NaN where the losses were not recorded).
+    * ``trace_sd``: the sample standard deviation of d_k = ‖g_k − c‖², so ``trace_se`` = trace_sd/√K is the
+      delta-method standard error of ``trace`` (the plug-in trace's influence function is ‖g − E g‖² − tr Cov(g)).
+      c is the mean gradient of the first chunk of draws: ḡ itself when every draw fits one chunk, otherwise a
+      centre within O(√(tr Cov/chunk)) of it, which can only add a term 4 (c − ḡ)ᵀ Cov (c − ḡ) of that order to
+      the variance. NaN for the one-pass engine (:class:`FastVarianceReport`), whose ghost norms give ‖g_k‖²
+      uncentred.
     """
 
     trace: float
@@ -105,6 +113,18 @@ class VarianceReport:
     n: int
     method: str
     mean_grad: dict[str, Tensor] = field(repr=False)
+    loss_sd: float = field(default=math.nan, kw_only=True)
+    trace_sd: float = field(default=math.nan, kw_only=True)
+
+    @property
+    def mean_loss_se(self) -> float:
+        """Monte-Carlo standard error of ``mean_loss``: ``loss_sd`` / √K."""
+        return self.loss_sd / math.sqrt(self.n)
+
+    @property
+    def trace_se(self) -> float:
+        """Delta-method standard error of the plug-in ``trace``: ``trace_sd`` / √K."""
+        return self.trace_sd / math.sqrt(self.n)
 
     def minibatch_trace(self, batch_size: int) -> float:
         """tr Cov(∇ L_MC) = tr Cov(g) / B for a minibatch of B i.i.d. samples (plug-in ``trace``)."""
@@ -124,7 +144,8 @@ class VarianceReport:
             "per_group_mean_grad_sq_norm": dict(self.per_group_mean_grad_sq_norm),
             "mean_grad_sq_norm": self.mean_grad_sq_norm,
             "mean_grad_sq_norm_unbiased": self.mean_grad_sq_norm_unbiased, "normalised": self.normalised,
-            "mean_loss": self.mean_loss, "n": self.n, "method": self.method,
+            "mean_loss": self.mean_loss, "n": self.n, "method": self.method, "loss_sd": self.loss_sd,
+            "trace_sd": self.trace_sd,
         }
 
 
