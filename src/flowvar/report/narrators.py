@@ -103,9 +103,11 @@ def fig6(result: Result, story: Story) -> None:
     def share(s: str) -> str:
         return f"{pct(frac0[s])} " + (f"at {_steps(s)} steps" if _steps(s) is not None else f"with {s}")
 
-    fine = [s for s in ([finest_odd] if finest_odd else []) + (["dopri5"] if "dopri5" in frac0 else [])]
+    terse = "judged_settings" in odd.evidence  # the verdict names the judged grids: one share each side here
+    fine = [s for s in ([finest_odd] if finest_odd else []) + (["dopri5"] if "dopri5" in frac0 and not terse else [])]
     if coarse and finest_odd is not None and finest_odd not in coarse:
-        where = (f"only on coarse odd Euler grids ({', '.join(share(s) for s in coarse[:2])}; "
+        shown_coarse = coarse[:1] if terse else coarse[:2]
+        where = (f"only on coarse odd Euler grids ({', '.join(share(s) for s in shown_coarse)}; "
                  f"{', '.join(share(s) for s in fine)})")
     elif coarse:
         where = f"on every odd Euler grid ({', '.join(share(s) for s in coarse[:3])})"
@@ -135,7 +137,8 @@ def fig6(result: Result, story: Story) -> None:
     # "holds" only where the rule's own status says the pairs come back; a majority nearer them is "partial"
     reproducing = [s for s in coarse if status0.get(s) == "reproduces"]
     if not_judged is not None:  # judged on the discriminating settings only: the verdict reads those alone
-        story.verdict = _fig6_judged_verdict(odd, noisy, not_judged) + f" The solver dependence (ours) is {dep.verdict}"
+        story.verdict = (_fig6_judged_verdict(odd, noisy, not_judged)
+                         + f"; solver dependence (ours) {dep.verdict}")
     elif reproducing and finest_odd not in reproducing:
         limit = max(_steps(s) or 0 for s in reproducing)
         story.verdict = (f"The paper's claim holds only on coarse grids (≤ {limit} Euler steps); {repro}, the solver "
@@ -246,59 +249,60 @@ def _exact_references(claim: Claim) -> tuple[dict[str, str], dict[str, str], str
 
 
 def _why_not_judged(exact_zero: str | None, exact_contrast: str | None, contrast: str) -> str:
-    """Why a setting cannot tell "behaves like σ = 0" from "behaves like σ = c", from the exact references' statuses
-    there (fig6.discriminating_settings judges a setting only when the first 'reproduces' and the second 'fails')."""
+    """Why a setting cannot tell "behaves like σ = 0" from "behaves like σ = c", in short, from the exact references'
+    statuses there (fig6.discriminating_settings judges a setting only when the first 'reproduces' and the second
+    'fails'); the table notes say it at length."""
     if exact_zero is None or exact_contrast is None:
         return "where the exact references do not disagree"
     if exact_zero == "failed":
-        return "where the exact σ = 0 field stops at t = ½ (it is undefined there)"
+        return "where exact σ = 0 stops"
     if exact_zero != "reproduces":
-        return "where even the exact σ = 0 field does not return the training pairs"
+        return "where even the exact σ = 0 field does not return the pairs"
     if exact_contrast == "failed":
         return f"where the exact σ = {contrast} minimiser stops"
-    return (f"where even the exact σ = {contrast} minimiser jumps to the rotation side, so a grid cannot tell the two "
-            f"apart")
+    return "where both exact fields jump"
 
 
 def _fig6_judged_verdict(odd: Claim, noisy: Claim, not_judged: dict[str, list[str]]) -> str:
-    """Fig. 6's verdict under the discriminating-settings rule, from the judged settings alone: where the paper's
-    claim holds (σ = 0 reproduces and σ = 0.05 fails there, in every seed) among the grids that can test it, each
-    reproduction's verdict with its reason, and the settings not judged with why (e.g. "Not judged: 11 Euler steps,
-    where even the exact σ = 0.05 minimiser jumps to the rotation side, so a grid cannot tell the two apart")."""
+    """Fig. 6's verdict under the discriminating-settings rule, in one sentence (the paragraph is paper, finding,
+    verdict), from the judged settings alone: which grids can test the paper's claim and which cannot (with why, in
+    short), where the claim holds among them (σ = 0 reproduces and σ = 0.05 fails there, in every seed), and each
+    reproduction's verdict with its reason when it is not decisive, e.g. "On the grids that tell the two apart (51, 101,
+    1001 Euler steps, σ = 0.05 also dopri5; not 11 Euler steps, where both exact fields jump; nor the even grids,
+    where exact σ = 0 stops), the paper's claim holds on none: the σ = 0
+    reproduction is refuted, σ = 0.05 leaving it confirmed"."""
     judged_zero, judged_noisy = list(odd.evidence["judged_settings"]), list(noisy.evidence["judged_settings"])
     testable = [s for s in judged_zero if s in judged_noisy]
     seeds_zero, seeds_noisy = _seed_statuses(odd), _seed_statuses(noisy)
     hold = [s for s in testable if seeds_zero and seeds_noisy
             and all(per.get(s) == "reproduces" for per in seeds_zero.values())
             and all(per.get(s) == "fails" for per in seeds_noisy.values())]
-    contrast = _exact_references(odd)[2]
     if judged_zero and set(judged_zero) <= set(judged_noisy):
         extra = [s for s in judged_noisy if s not in judged_zero]
-        where = _grid_list(judged_zero) + (f"; for σ = 0.05 also {_grid_list(extra)}" if extra else "")
+        where = _grid_list(judged_zero) + (f", σ = 0.05 also {_grid_list(extra)}" if extra else "")
     else:
         where = f"{_grid_list(judged_zero) or 'none'} for σ = 0; {_grid_list(judged_noisy) or 'none'} for σ = 0.05"
-    those = (f"those where the exact σ = 0 field returns the training pairs and the exact σ = {contrast} minimiser "
-             f"does not ({where})")
+    if not_judged:
+        where += "; " + "; ".join(f"{'not' if i == 0 else 'nor'} {_grid_group(settings)}, {why}"
+                                  for i, (why, settings) in enumerate(not_judged.items()))
+    scope = f"the grids that tell the two apart ({where})"
     if not testable:
-        lead = (f"No grid here can test the paper's claim, which needs the exact σ = 0 field to return the training "
-                f"pairs and the exact σ = {contrast} minimiser not to (judged: {where})")
+        lead = f"None of {scope} can test the paper's claim"
     elif hold == testable:
-        lead = f"The paper's claim holds on every grid that can test it, {those}"
+        lead = f"On {scope}, the paper's claim holds on every one"
     elif hold:
-        lead = f"The paper's claim holds on {_grid_list(hold)} only, of the grids that can test it, {those}"
+        lead = f"On {scope}, the paper's claim holds on {_grid_list(hold)} only"
     else:
-        lead = f"The paper's claim holds on none of the grids that can test it, {those}"
-    reasons = [_judged_reason(odd, "grid"), _judged_reason(noisy, "solver")]
+        lead = f"On {scope}, the paper's claim holds on none"
+    # a decisive verdict needs no reason beside "holds on none / every one"; an undecided one says what blocks it
+    reasons = [_judged_reason(c, word) if c.verdict not in ("confirmed", "refuted") else ""
+               for c, word in ((odd, "grid"), (noisy, "solver"))]
     if odd.verdict == noisy.verdict and reasons[0] == reasons[1]:
         repro = f"both reproductions are {odd.verdict}" + (f" ({reasons[0]})" if reasons[0] else "")
     else:
         repro = (f"the σ = 0 reproduction is {odd.verdict}" + (f" ({reasons[0]})" if reasons[0] else "")
                  + f", σ = 0.05 leaving it {noisy.verdict}" + (f" ({reasons[1]})" if reasons[1] else ""))
-    text = f"{lead}. Judged there, {repro}." if testable else f"{lead}. {repro[:1].upper()}{repro[1:]}."
-    if not_judged:
-        text += " Not judged: " + "; ".join(f"{_grid_list(settings)}, {why}" for why, settings in not_judged.items())
-        text += "."
-    return text
+    return f"{lead}: {repro}"
 
 
 def _seed_statuses(claim: Claim) -> dict[str, dict[str, str]]:
@@ -318,10 +322,7 @@ def _judged_reason(claim: Claim, setting_word: str) -> str:
     if claim.verdict in ("confirmed", "refuted"):
         seen = {status for per in _seed_statuses(claim).values() for status in per.values()}
         return f"'{seen.pop()}' on each, in every seed" if len(seen) == 1 else ""
-    why = _grids_undecided(claim)
-    if why and not why.startswith(("one training seed", "seeds")):
-        why += f"; every judged {setting_word} must agree"
-    return why
+    return _grids_undecided(claim)  # the rule (every judged setting must agree) is in the claim's card
 
 
 def _grids_undecided(claim: Claim) -> str:
@@ -366,6 +367,14 @@ def _settings_undecided(claim: Claim) -> str:
     if ev["n_holding"] and ev["n_contradicting"]:
         return " (a verdict needs every setting to agree: some hold it, others contradict it)"
     return ""
+
+
+def _grid_group(grids: list[str]) -> str:
+    """:func:`_grid_list`, or "the even grids" when ``grids`` are all even Euler grids (the σ = 0 field's stops)."""
+    steps = [_steps(g) for g in grids]
+    if len(grids) > 1 and all(n is not None and n % 2 == 0 for n in steps):
+        return "the even grids"
+    return _grid_list(grids)
 
 
 def _grid_list(grids: list[str]) -> str:
@@ -860,15 +869,18 @@ def prop2(result: Result, story: Story) -> None:
     story.found = exact + (f"; trained σ = 0 networks reach a pairing accuracy of {trained}" if trained else "")
     verdict = f"Noise breaking the exact pairing is {pairing.verdict}"
     if memorises:
-        verdict += "; σ = 0 training memorising is " + _verdicts_by([(f"d = {d}", c) for d, c in memorises])
+        verdict += "; σ = 0 memorising is " + _verdicts_by([(f"d = {d}", c) for d, c in memorises])
         verdict += _untrained_reason([(d, c) for d, c in memorises if c.verdict == "untestable"],
                                      cfg.get("zero_loss_ratio"),
                                      name_d=any(c.verdict != "untestable" for _, c in memorises))
-    for d, _ in memorises:  # where every σ claim is untestable, say why, from each claim's own unmet precondition
+    untestable_at = []  # where every σ claim is untestable, say why, from each claim's own unmet precondition
+    for d, _ in memorises:
         noisy = [c for c in claims_matching(result, rf"prop2\.neural\.d={d}\.sigma[0-9.]+_.*")
                  if not c.id.endswith("sigma0_memorises")]
         if noisy and all(c.verdict == "untestable" for c in noisy) and (why := _sigma_claims_untestable(noisy, cfg)):
-            verdict += f"; the σ = {num(focus)} network claims are untestable at d = {d} ({why})"
+            untestable_at.append(f"d = {d} ({why})")
+    if untestable_at:
+        verdict += f"; the σ = {num(focus)} claims are untestable at {' and '.join(untestable_at)}"
     story.verdict = verdict
     story.figures["closed_form_sigma_sweep.png"] = FigureText(
         "The exact CFM(σ) minimiser in closed form, per pairing family: pairing accuracy (how many outputs land on "
@@ -900,7 +912,7 @@ def _untrained_reason(untestable: list[tuple[int, Claim]], level: Any, name_d: b
     if not ratios:
         return ""
     where = f" at d = {_listing([str(d) for d, _ in untestable])}" if name_d else ""
-    return f" (its loss stayed {_listing(ratios)} × the line spacing²{where}, above the zero-loss level {num(level)} ×)"
+    return f" (loss {_listing(ratios)} × the line spacing²{where}; zero-loss level {num(level)} ×)"
 
 
 def _sigma_claims_untestable(noisy: list[Claim], cfg: dict[str, Any]) -> str:
@@ -910,8 +922,8 @@ def _sigma_claims_untestable(noisy: list[Claim], cfg: dict[str, Any]) -> str:
     879 × the line spacing², ..."); "" when no unmet part is one this reads."""
     exact_acc = next((c.evidence["exact_minimiser_accuracy"] for c in noisy
                       if "exact_minimiser_accuracy" in c.evidence), None)
-    cannot_act = (f"even the exact minimiser keeps {pct(mean_sd(exact_acc)[0])} of the pairs there" if exact_acc
-                  else "even the exact minimiser's loss floor is ≈0 there")
+    cannot_act = (f"the exact minimiser keeps {pct(mean_sd(exact_acc)[0])} of the pairs" if exact_acc
+                  else "the exact minimiser's loss floor is ≈0")
     per_claim: list[tuple[str, list[str]]] = []
     for c in noisy:
         reasons: list[str] = []
@@ -924,8 +936,7 @@ def _sigma_claims_untestable(noisy: list[Claim], cfg: dict[str, Any]) -> str:
         return ""
     shared = [r for r in per_claim[0][1] if all(r in reasons for _, reasons in per_claim)]
     own = [(name, [r for r in reasons if r not in shared]) for name, reasons in per_claim]
-    return "; ".join(shared + [f"{name} {'also ' if shared else ''}because " + " and because ".join(reasons)
-                               for name, reasons in own if reasons])
+    return "; ".join(shared + [f"{name}: " + ", ".join(reasons) for name, reasons in own if reasons])
 
 
 _PROP2_SIGMA_CLAIMS = {"plateaus_above_zero": "the loss plateau", "lower_accuracy": "the accuracy drop"}
@@ -958,8 +969,7 @@ def _prop2_unmet_reasons(part: dict[str, Any], cfg: dict[str, Any], cannot_act: 
         one_part = "exact_minimiser_drop" in part
         mean = part.get("seed_mean", mean_sd(part["accuracy_sigma0"])[0])
         if not one_part or (_is_number(need) and _is_number(mean) and not mean >= need):
-            reasons.append(f"σ = 0 did not memorise: seed-mean pairing accuracy {pct(mean)}"
-                           + (f", below {pct(need)}" if _is_number(need) else ""))
+            reasons.append("σ = 0 did not memorise")  # its accuracy is in the finding
         drop = part.get("exact_minimiser_drop")
         if one_part and _is_number(min_drop) and not (_is_number(drop) and drop >= min_drop):
             reasons.append(cannot_act)
@@ -969,10 +979,10 @@ def _prop2_unmet_reasons(part: dict[str, Any], cfg: dict[str, Any], cannot_act: 
 
 
 def _sigma0_not_at_zero(part: dict[str, Any], cfg: dict[str, Any]) -> str:
-    """prop2's σ = 0 reference (``sigma0_reference_precondition``) not at zero, with the seeds' measures above their
-    level: loss over line spacing² against ``zero_loss_ratio``, final/peak tr Cov(g) against ``zero_ratio``, and
-    final/initial loss against ``zero_ratio`` where the spacing measure does not already show the loss above zero;
-    "in k of n seeds" where not every seed is above."""
+    """prop2's σ = 0 reference (``sigma0_reference_precondition``) not at zero, in short, from the seeds above their
+    level: "σ = 0 not at zero loss (297 to 879 × the line spacing²)" when its loss over line spacing² is above
+    ``zero_loss_ratio``, else which ratio (final/peak tr Cov(g), final/initial loss) stayed above ``zero_ratio``;
+    "in k of n seeds" where not every seed is above (the claim's card has every number)."""
     level, zero = cfg.get("zero_loss_ratio"), cfg.get("zero_ratio")
 
     def above(key: str, limit: Any) -> tuple[list[float], str]:  # the seeds above limit, and "in k of n seeds"
@@ -980,22 +990,16 @@ def _sigma0_not_at_zero(part: dict[str, Any], cfg: dict[str, Any]) -> str:
         high = [v for v in values if _is_number(limit) and v > limit]
         return high, ("" if len(high) == len(values) else f" in {len(high)} of {len(values)} seeds")
 
-    def pct_span(values: list[float]) -> str:
-        lo, hi = pct(min(values)), pct(max(values))
-        return lo if lo == hi else f"{lo} to {hi}"
-
-    pieces = []
     over, where = above("sigma0_loss_over_spacing_sq", level)
     if over:
-        pieces.append(f"its loss stayed {_span(over)} × the line spacing²{where}, above the zero-loss level "
-                      f"{num(level)} ×")
+        return "σ = 0 not at zero loss" + where  # its loss is given beside σ = 0's own claim and in the card
     trace, where = above("sigma0_trace_ratio", zero)
     if trace:
-        pieces.append(f"its tr Cov(g) {pct_span(trace)} of its peak{where}, above {pct(zero)}")
+        return f"σ = 0 not at zero gradient variance, tr Cov(g) {pct(max(trace))} of its peak{where}"
     loss, where = above("sigma0_loss_ratio", zero)
-    if loss and not over:
-        pieces.append(f"its loss {pct_span(loss)} of its initial loss{where}, above {pct(zero)}")
-    return "the σ = 0 run on the same pairs did not reach zero" + (": " + ", and ".join(pieces) if pieces else "")
+    if loss:
+        return f"σ = 0 not at zero loss, {pct(max(loss))} of its initial loss{where}"
+    return "σ = 0 not at zero loss"
 
 
 def _is_number(value: Any) -> bool:
