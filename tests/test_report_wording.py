@@ -110,7 +110,9 @@ def test_show_names_the_runs_its_kept_results_come_from(full: dict[str, Any], ca
     assert "memorisation_phase: assembled from the 40 points of `flowvar sweep memorisation_phase" in head
     md_head = render_markdown(full).split("> **")[0]
     lines = [x for x in md_head.split("\n") if ": kept from " in x or ": assembled from " in x]
-    assert len(lines) == 5 and all(x in head for x in lines)  # the same lines as report.md's header
+    groups = len({e["kept_from"]["command"] for e in kept}) + sum(e["status"] == "assembled"
+                                                                   for e in full["experiments"])
+    assert len(lines) == groups and all(x in head for x in lines)  # the same lines as report.md's header
     assert "table2, table3: not selected — neither this command's --only nor those of the earlier runs kept in this " \
            "folder selected them" in " ".join(out.split())  # wrapped for the terminal
 
