@@ -25,7 +25,6 @@ The helpers :func:`variance_parameters` (what g differentiates), :func:`path_chu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Literal
 
@@ -40,7 +39,7 @@ from flowvar.loss import per_sample_loss
 from flowvar.models.parametric import GaussianParametricField
 from flowvar.seeding import forked_global_rng
 from flowvar.variance.engine import _coupling_problem
-from flowvar.variance.report import GroupBy, VarianceReport, group_name, normalised_variance
+from flowvar.variance.report import GroupBy, RunningMoments, VarianceReport, group_name, normalised_variance
 
 __all__ = [
     "METHODS", "STRATEGIES", "GradientStream", "Method", "Strategy", "VarianceAccumulator",
@@ -349,8 +348,8 @@ class VarianceAccumulator:
     ``update(grads, losses)`` merges a chunk with the pairwise update (Chan, Golub & LeVeque 1979):
     M2 ← M2_a + M2_b + ‖m_b − m_a‖² n_a n_b / (n_a + n_b), m ← m_a + (m_b − m_a) n_b / (n_a + n_b).
     The per-sample losses ℓ_k and squared deviations d_k = ‖g_k − c‖² (c: the first chunk's mean gradient) are
-    merged the same way (mean and sum of squared deviations), for the standard errors of the mean loss and of the
-    trace (:attr:`VarianceReport.loss_sd`, :attr:`VarianceReport.trace_sd`).
+    merged the same way (:class:`RunningMoments`), for the standard errors of the mean loss and of the trace
+    (:attr:`VarianceReport.loss_sd`, :attr:`VarianceReport.trace_sd`).
     ``report(group_by, method)`` turns the moments into a :class:`VarianceReport`.
     """
 
@@ -361,7 +360,7 @@ class VarianceAccumulator:
         self.shapes: dict[str, torch.Size] = {}
         self.loss_sum = 0.0
         self.centre: dict[str, Tensor] = {}
-        self.scalars = {"loss": [0.0, 0.0], "deviation": [0.0, 0.0]}  # name → [mean, sum of squared deviations]
+        self.losses, self.deviations = RunningMoments(), RunningMoments()
 
     def update(self, grads: dict[str, Tensor], losses: Tensor) -> None:
         """Merge one chunk: ``grads`` {name: (b, *shape)}, ``losses`` (b,)."""
@@ -371,14 +370,14 @@ class VarianceAccumulator:
         if self.n and set(grads) != set(self.mean):
             raise ConfigError(f"gradient chunks disagree on the parameters: {sorted(grads)} vs {sorted(self.mean)}")
         n_new = self.n + b
-        deviation = torch.zeros(b, dtype=torch.float64)
+        deviation: Tensor | float = 0.0  # Σ over parameters of ‖g_k − c‖², on the gradients' device (one transfer)
         for name, g in grads.items():
             if g.shape[0] != b:
                 raise ShapeError(f"gradient of {name!r} has {g.shape[0]} rows for {b} losses")
             flat = g.detach().to(torch.float64).reshape(b, -1)
             m_b = flat.mean(0)
             centre = self.centre.setdefault(name, m_b)
-            deviation += (flat - centre).pow(2).sum(1).cpu()
+            deviation = deviation + (flat - centre).pow(2).sum(1)
             m2_b = float((flat - m_b).pow(2).sum())
             if self.n == 0:
                 self.mean[name], self.m2[name], self.shapes[name] = m_b, m2_b, g.shape[1:]
@@ -386,13 +385,9 @@ class VarianceAccumulator:
                 delta = m_b - self.mean[name]
                 self.mean[name] = self.mean[name] + delta * (b / n_new)
                 self.m2[name] += m2_b + float(delta.dot(delta)) * (self.n * b / n_new)
-        values = losses.detach().to(torch.float64).cpu()
-        self.loss_sum += float(values.sum())
-        for key, x in (("loss", values), ("deviation", deviation)):
-            moments, m_b = self.scalars[key], float(x.mean())
-            delta = m_b - moments[0]
-            moments[1] += float((x - m_b).pow(2).sum()) + delta * delta * (self.n * b / n_new)
-            moments[0] += delta * (b / n_new)
+        self.loss_sum += float(losses.detach().to(torch.float64).sum())
+        self.losses.update(losses)
+        self.deviations.update(deviation if isinstance(deviation, Tensor) else torch.zeros(b))  # no parameters: 0
         self.n = n_new
 
     def report(self, group_by: GroupBy = "parameter", method: str = "") -> VarianceReport:
@@ -415,6 +410,5 @@ class VarianceAccumulator:
             mean_grad_sq_norm_unbiased=sq - trace_unbiased / K, normalised=normalised_variance(trace, sq, K),
             mean_loss=self.loss_sum / K, n=K, method=method,
             mean_grad={name: m.reshape(self.shapes[name]).clone() for name, m in self.mean.items()},
-            loss_sd=math.sqrt(self.scalars["loss"][1] / (K - 1)),
-            trace_sd=math.sqrt(self.scalars["deviation"][1] / (K - 1)),
+            loss_sd=self.losses.sd, trace_sd=self.deviations.sd,
         )

@@ -20,7 +20,14 @@ from torch import Tensor
 
 from flowvar.errors import ConfigError, DataError
 from flowvar.variance.records import F64
-from flowvar.variance.report import BinStats, FastVarianceReport, GroupBy, group_name, normalised_variance
+from flowvar.variance.report import (
+    BinStats,
+    FastVarianceReport,
+    GroupBy,
+    RunningMoments,
+    group_name,
+    normalised_variance,
+)
 
 __all__ = ["BatchGradStats", "MomentAccumulator"]
 
@@ -157,7 +164,7 @@ class MomentAccumulator:
     def __init__(self) -> None:
         self.n = 0
         self.loss_sum = 0.0
-        self.loss_m2 = 0.0  # sum of squared deviations of the per-sample losses (pairwise update)
+        self.losses = RunningMoments()  # the per-sample losses' spread, for loss_sd
         self.has_losses = True
         self.sq_norm_sum: dict[str, float] = {}
         self.grad_sum: dict[str, Tensor] = {}
@@ -180,12 +187,9 @@ class MomentAccumulator:
                 self.sq_sum[name] = self.sq_sum[name] + s if name in self.sq_sum else s.clone()
         if stats.losses is None:
             self.has_losses = False
-        elif stats.n:
-            values = stats.losses.to(F64)
-            m_b, total = float(values.mean()), self.n + stats.n
-            delta = m_b - (self.loss_sum / self.n if self.n else 0.0)
-            self.loss_m2 += float((values - m_b).pow(2).sum()) + delta * delta * (self.n * stats.n / total)
-            self.loss_sum += float(values.sum())
+        else:
+            self.loss_sum += float(stats.losses.to(F64).sum())
+            self.losses.update(stats.losses)
         self.rules.update(stats.rules)
         self.fallback.update(stats.fallback)
         self.n += stats.n
@@ -219,7 +223,7 @@ class MomentAccumulator:
             mean_grad_sq_norm=sq, mean_grad_sq_norm_unbiased=sq - trace_unbiased / K, normalised=normalised,
             mean_loss=self.loss_sum / K if self.has_losses else math.nan, n=K, method=method, mean_grad=mean,
             per_layer=per_layer, elementwise=elementwise, fallback=dict(self.fallback), rules=dict(self.rules),
-            loss_sd=math.sqrt(self.loss_m2 / (K - 1)) if self.has_losses else math.nan)
+            loss_sd=self.losses.sd if self.has_losses else math.nan)
 
 
 _MODULE_OF: dict[str, str] = {}

@@ -9,6 +9,7 @@ Every estimator of the package returns one of these types, and every one groups 
 * :class:`TProfile`: tr Cov(g | t ∈ bin) over equal-width t-bins (one estimate per bin);
 * :class:`BinStats`: per-t-bin statistics of one batch (the engine's segments);
 * :func:`normalised_variance`: tr Cov(g) / ‖E g‖² with both parts unbiased.
+* :class:`RunningMoments`: a streamed scalar's mean and spread (the per-sample losses behind a report's errors).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from flowvar.errors import ConfigError, DataError, check_positive_int
 
 __all__ = [
-    "STATISTICS", "BinStats", "FastVarianceReport", "GroupBy", "Statistic", "TProfile", "VarianceReport",
-    "group_name", "normalised_variance",
+    "STATISTICS", "BinStats", "FastVarianceReport", "GroupBy", "RunningMoments", "Statistic", "TProfile",
+    "VarianceReport", "group_name", "normalised_variance",
 ]
 
 GroupBy = Literal["parameter", "module"] | Callable[[str], str]
@@ -66,6 +68,37 @@ def normalised_variance(trace: float, mean_grad_sq_norm: float, n: int) -> float
     trace_u = trace * n / (n - 1)
     signal = mean_grad_sq_norm - trace_u / n
     return trace_u / signal if signal > 0 else math.inf
+
+
+# --------------------------------------------------------------------------------------------- streaming moments
+
+
+@dataclass
+class RunningMoments:
+    """Float64 mean and sum of squared deviations of a stream of scalars, merged batch by batch with the pairwise
+    update (Chan, Golub & LeVeque 1979): M2 ← M2_a + M2_b + (m_b − m_a)² n_a n_b / (n_a + n_b),
+    m ← m_a + (m_b − m_a) n_b / (n_a + n_b). The estimators' per-sample losses and squared deviations, for the
+    standard errors of :class:`VarianceReport` (``sd`` is the sample standard deviation, NaN below 2 values)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def update(self, values: Tensor) -> None:
+        """Merge one batch of values (any shape; flattened, in float64)."""
+        x = values.detach().to(dtype=torch.float64).reshape(-1)
+        b = int(x.numel())
+        if b == 0:
+            return
+        total, m_b = self.n + b, float(x.mean())
+        delta = m_b - self.mean
+        self.m2 += float((x - m_b).pow(2).sum()) + delta * delta * (self.n * b / total)
+        self.mean += delta * (b / total)
+        self.n = total
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else math.nan
 
 
 # --------------------------------------------------------------------------------------------- reports
