@@ -33,6 +33,7 @@ from flowvar.report.story import (
     num,
     pct,
     pm,
+    precondition_parts,
     rule_text,
     scale_text,
     short_label,
@@ -946,11 +947,10 @@ _PROP2_SIGMA_CLAIMS = {"plateaus_above_zero": "the loss plateau", "lower_accurac
 def _unmet_parts(precondition: dict[str, Any]) -> list[dict[str, Any]]:
     """The measured numbers of each part of a precondition that does not hold: the failing parts of one of several
     (:func:`flowvar.results.all_preconditions`, "[i]" entries with their ``holds``), or a single failing one whole."""
-    measured = precondition.get("measured") or {}
-    parts = [v for k, v in measured.items() if re.fullmatch(r"\[\d+\]", str(k)) and isinstance(v, dict)]
-    if parts and len(parts) == len(measured):
+    parts = precondition_parts(precondition)
+    if parts is not None:
         return [part for part in parts if not part.get("holds", True)]
-    return [measured] if not precondition.get("holds", True) else []
+    return [precondition.get("measured") or {}] if not precondition.get("holds", True) else []
 
 
 def _prop2_unmet_reasons(part: dict[str, Any], cfg: dict[str, Any], cannot_act: str) -> list[str]:

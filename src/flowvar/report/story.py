@@ -266,15 +266,23 @@ def rule_clauses(rule: str) -> dict[str, str]:
     return out
 
 
+def precondition_parts(precondition: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The measured numbers of each part of a precondition of several (:func:`flowvar.results.all_preconditions`:
+    every entry of ``measured`` is "[i]" → that part's numbers with its ``holds``), or None for a single one."""
+    measured = precondition.get("measured") or {}
+    parts = [v for k, v in measured.items() if re.fullmatch(r"\[\d+\]", str(k)) and isinstance(v, dict)]
+    return parts if parts and len(parts) == len(measured) else None
+
+
 def failed_part(precondition: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The statement and measured numbers of the part of a precondition that failed. A precondition of several parts
     (:func:`flowvar.results.all_preconditions`: statements joined by "; and ", each part's numbers under "[i]" with
     its ``holds``) names only the failing parts; any other precondition is given whole."""
     statement = str(precondition.get("statement", "unstated"))
     measured = precondition.get("measured") or {}
-    parts = [v for k, v in measured.items() if re.fullmatch(r"\[\d+\]", str(k)) and isinstance(v, dict)]
+    parts = precondition_parts(precondition)
     statements = statement.split("; and ")
-    if not parts or len(parts) != len(measured) or len(statements) != len(parts):
+    if parts is None or len(statements) != len(parts):
         return statement, measured
     failing = [(text, part) for text, part in zip(statements, parts, strict=True) if not part.get("holds", True)]
     if not failing:
@@ -562,6 +570,7 @@ __all__ = [
     "paired_text",
     "pct",
     "pm",
+    "precondition_parts",
     "rule_clauses",
     "rule_text",
     "scale_text",
