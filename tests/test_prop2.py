@@ -14,10 +14,12 @@ from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments._zero_loss import loss_over_spacing_sq
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.prop2 import (
+    EXACT_ZERO_TOL,
     TrainingMonitor,
     floor_precondition,
     grid_hits,
     line_encounters,
+    loss_floor_is_zero,
     lower_accuracy_rule,
     make_pairs,
     mechanism_precondition,
@@ -301,8 +303,15 @@ def test_prop2_plateau_claim_carries_the_sigma0_reference(run: tuple[Result, Pat
     assert len(reference["sigma0_loss_over_spacing_sq"]) == 2 and reference["sigma0_at_zero"] == [False, False]
     assert claim.verdict == "untestable" and "train σ = 0 to the zero-loss level" in claim.precondition["remedy"]
     floors, finals = claim.evidence["exact_loss_floor"], claim.evidence["final_loss"]
-    assert claim.evidence["final_over_exact_floor"] == pytest.approx(
-        [f / fl if fl > 0 else math.inf for f, fl in zip(finals, floors, strict=True)])
+    assert claim.evidence["final_over_exact_floor"] == [
+        None if fl <= EXACT_ZERO_TOL else pytest.approx(f / fl) for f, fl in zip(finals, floors, strict=True)]
+
+
+def test_loss_floor_is_zero_to_rounding_only() -> None:
+    """results/full d = 8 stored floors of 0, 8e-35 and 1e-34 (float64 rounding of a zero floor): final/floor read
+    5e32 there. A floor is zero up to EXACT_ZERO_TOL; any real plateau level (d = 2: 0.54–0.71) is not."""
+    assert all(loss_floor_is_zero(v) for v in (0.0, 8.06e-35, 1.04e-34, EXACT_ZERO_TOL))
+    assert not any(loss_floor_is_zero(v) for v in (2 * EXACT_ZERO_TOL, 1e-6, 0.538))
 
 
 def test_prop2_sigma0_reference_precondition_every_outcome() -> None:

@@ -405,12 +405,12 @@ def test_prop2_caption_names_only_the_floor_lines_drawn(quick: dict[str, Any], f
     seeds = result.metrics["neural"]["d=2"]["seeds"]
     mean = sum(s["exact_minimiser"]["loss_floor"] for s in seeds) / len(seeds)
     caption = build_story(result).figures["neural_training_curves.png"].caption
-    assert f"dotted lines mark the exact CFM(σ = 0.05) minimiser's loss floor L*, seed mean (d = 2: {num(mean)};" \
+    assert f"dotted lines mark the exact CFM(σ = 0.05) minimiser's loss floor L*, seed mean (d = 2: {num(mean)})" \
         in caption
-    for s in result.metrics["neural"]["d=8"]["seeds"]:
-        s["exact_minimiser"]["loss_floor"] = 0.0
-    caption = build_story(result).figures["neural_training_curves.png"].caption
-    assert "(d = 2: " in caption and "; none at d = 8, where it is 0" in caption
+    # d = 8's stored floors are 0, 8e-35 and 1e-34: zero to rounding, so no line (the figure drew one at 6e-35,
+    # squashing the loss axis over 35 decades) and the caption says so
+    assert 0 < max(s["exact_minimiser"]["loss_floor"] for s in result.metrics["neural"]["d=8"]["seeds"]) < 1e-30
+    assert "; none at d = 8, where it is 0" in caption
 
 
 # --- 8. measured values read as words -----------------------------------------------------------------------------
