@@ -106,7 +106,7 @@ def test_a_quick_sweep_is_refused_by_a_full_reproduction_which_stays_untouched(r
     shutil.copytree(REPO / "results" / "full", collection)
     before = (collection / "results.json").read_bytes()
     published = (collection / "memorisation_phase" / "result.json").read_bytes()  # the paper-scale assembly
-    with pytest.raises(ConfigError, match="holds a full reproduction but the sweep ran in quick mode"):
+    with pytest.raises(ConfigError, match="holds a full reproduction but the parts are quick-mode results"):
         assemble_sweep(runs["sweep"], collection)
     assert (collection / "results.json").read_bytes() == before
     assert (collection / "memorisation_phase" / "result.json").read_bytes() == published
@@ -285,7 +285,7 @@ def test_a_folder_that_is_not_a_sweep_is_a_one_line_error(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["assemble", str(tmp_path)]) != 0
     err = capsys.readouterr().err
-    assert "is not a `flowvar sweep` folder (no sweep.json)" in err and "Traceback" not in err
+    assert "is not a `flowvar sweep` folder (no sweep.json) nor a result folder" in err and "Traceback" not in err
     (tmp_path / "sweep.json").write_text("{not json")
     with pytest.raises(DataError, match="not a valid sweep index"):
         assemble_sweep(tmp_path)
@@ -334,3 +334,92 @@ def test_a_finished_sweep_of_an_assemblable_experiment_says_how_to_assemble_it(
     out = capsys.readouterr().out
     assert "4 from the cache" in out  # the fixture's points: nothing computed again
     assert f"flowvar assemble {runs['sweep']}" in out
+
+
+# --- judging a stored result again (`flowvar assemble RESULT_DIR`) --------------------------------------------------
+
+def test_a_stored_result_judged_again_by_the_same_code_is_unchanged(runs: dict[str, Any], tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Identity: the whole run's stored points judged again give its claims, regions and figures; nothing is trained
+    (the result keeps the points' runtime, and the note says what judged it)."""
+    whole: Result = runs["whole"]
+    folder = tmp_path / "memorisation_phase"
+    shutil.copytree(runs["root"] / "whole" / "memorisation_phase", folder)
+    assert main(["assemble", str(folder)]) == 0  # in place by default
+    out = capsys.readouterr().out
+    assert "re-judged from the points stored in" in out and "verdicts changed: none" in out
+    again = Result.load(folder / "result.json")
+    assert again.to_dict()["claims"] == whole.to_dict()["claims"]
+    assert again.metrics["points"] == whole.metrics["points"] and again.metrics["regions"] == whole.metrics["regions"]
+    assert again.figures == whole.figures and again.runtime_s == pytest.approx(whole.runtime_s)
+    source = again.metrics["assembled_from"]
+    assert source["command"] is None and source["rejudged"]["result"] == str((folder / "result.json").resolve())
+    assert source["rejudged"]["verdicts_before"] == {c.id: c.verdict for c in whole.claims}
+    assert again.notes[:-1] == whole.notes
+    assert "nothing was trained again. Verdicts it changed: none." in again.notes[-1]
+
+
+def test_judging_again_replaces_outdated_verdicts_and_says_which(runs: dict[str, Any], tmp_path: Path) -> None:
+    """A result judged by older rules (here: every stored verdict set to refuted) gets this code's verdicts from its
+    own points; the changes are recorded beside the original provenance (the sweep that computed the points)."""
+    from flowvar.sweep.assemble import rejudge_result
+
+    assembled, _ = assemble_sweep(runs["sweep"], tmp_path / "first")
+    stored = tmp_path / "first" / "memorisation_phase"
+    data = json.loads((stored / "result.json").read_text())
+    for claim in data["claims"]:
+        claim["verdict"] = "refuted"
+    (stored / "result.json").write_text(json.dumps(data))
+    result, folder = rejudge_result(stored, tmp_path / "second")
+    assert folder == tmp_path / "second" / "memorisation_phase"
+    assert [c.verdict for c in result.claims] == [c.verdict for c in assembled.claims]
+    changed = [c.id for c in assembled.claims if c.verdict != "refuted"]
+    assert changed and all(f"{cid}: refuted → " in result.notes[-1] for cid in changed)
+    source = result.metrics["assembled_from"]
+    assert source["command"].startswith("flowvar sweep memorisation_phase") and source["points"] == 4
+    assert source["keys"] == assembled.metrics["assembled_from"]["keys"]  # where the points come from, kept
+    assert source["rejudged"]["judged_by"] == assembled.metrics["assembled_from"]["assembled_by"]
+
+
+def test_judging_again_in_a_reproduce_folder_rewrites_its_report(runs: dict[str, Any], tmp_path: Path) -> None:
+    collection = tmp_path / "full"
+    shutil.copytree(REPO / "results" / "full", collection)
+    published = Result.load(collection / "memorisation_phase" / "result.json")
+    from flowvar.sweep.assemble import rejudge_result
+
+    result, _ = rejudge_result(collection / "memorisation_phase")
+    assert result.metrics["points"] == published.metrics["points"]  # the stored paper-scale points, not retrained
+    entry = next(e for e in json.loads((collection / "results.json").read_text())["experiments"]
+                 if e["name"] == "memorisation_phase")
+    assert entry["status"] == "assembled" and entry["result"]["claims"] == result.to_dict()["claims"]
+    report = (collection / "report.md").read_text()
+    assert "re-judged by flowvar" in report.split("> **")[0] and "from its stored points" in report
+
+
+@pytest.mark.parametrize("case", ["no result", "unreadable", "whole-run experiment", "foreign config"])
+def test_a_result_that_cannot_be_judged_again_is_a_one_line_error(runs: dict[str, Any], tmp_path: Path,
+                                                                  case: str) -> None:
+    from flowvar.sweep.assemble import rejudge_result
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    if case == "no result":
+        with pytest.raises(DataError, match=r"holds no result\.json"):
+            rejudge_result(folder)
+        return
+    if case == "unreadable":
+        (folder / "result.json").write_text("{broken")
+        with pytest.raises(DataError, match="is not a readable flowvar result"):
+            rejudge_result(folder)
+        return
+    if case == "whole-run experiment":  # prop1 judges within each run: it has no assemble
+        shutil.copytree(REPO / "results" / "prop1", folder, dirs_exist_ok=True)
+        with pytest.raises(ConfigError, match=r"cannot be assembled from parts .* `flowvar run prop1`"):
+            rejudge_result(folder)
+        return
+    shutil.copytree(runs["root"] / "whole" / "memorisation_phase", folder, dirs_exist_ok=True)
+    data = json.loads((folder / "result.json").read_text())
+    data["config"]["no_such_field"] = 1  # written by another flowvar
+    (folder / "result.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"cannot be rebuilt by this flowvar .* recompute the result"):
+        rejudge_result(folder)

@@ -156,6 +156,25 @@ def test_reduction_map_classifies_cells(synthetic: list[dict[str, Any]]) -> None
     assert reduction_map(synthetic, 0.2, 0.9, 0.1) == {}
 
 
+def test_reduction_map_needs_sigma0_to_memorise_in_every_seed() -> None:
+    """results/full d=3,N=16,width=256 (science referee S5): σ = 0 accuracies 1.0, 0.875, 0.9375 — seed mean 0.94
+    passes a 0.9 gate, the middle seed does not. Each seed's drop is a replicate of the comparison, and a drop from
+    a seed that never memorised measures its under-training as much as the noise: the cell is not testable (as in
+    prop2, which gates every seed). Its σ = 0.5 drops 0.875, 0.625, 0.75 stay in the evidence."""
+    points = _points(3, 16, 256, 0.5, [1.0, 0.875, 0.9375], [0.125, 0.25, 0.1875], exact=(1.0, 0.2))
+    cell = reduction_map(points, 0.5, memorise_accuracy=0.9, margin=0.1)["d=3,N=16,width=256"]
+    assert cell["accuracy_sigma0"] == pytest.approx(0.9375) and cell["accuracy_sigma0_lowest"] == 0.875
+    assert not cell["memorises"] and not cell["testable"] and cell["status"] == "not_memorised"
+    assert cell["comparison"]["verdict"] == "confirmed"  # what the rule alone would have said
+    verdict = region_verdict({"d=3,N=16,width=256": cell})
+    assert verdict["testable_cells"] == 0 and verdict["noise_acts_not_memorised_cells"] == ["d=3,N=16,width=256"]
+    pre = region_precondition(verdict, 0.5, 0.1)
+    assert not pre.holds and "(σ = 0 accuracy 0.94, lowest seed 0.88)" in pre.remedy
+    # every seed at the level: testable, and reduced
+    points = _points(3, 16, 256, 0.5, [1.0, 0.9, 0.9375], [0.125, 0.25, 0.1875], exact=(1.0, 0.2))
+    assert reduction_map(points, 0.5, 0.9, 0.1)["d=3,N=16,width=256"]["status"] == "reduced"
+
+
 def test_reduction_map_one_seed_is_inconclusive() -> None:
     cells = reduction_map(_points(3, 16, 64, 0.5, [1.0], [0.1]), 0.5, 0.9, 0.1)
     assert cells["d=3,N=16,width=64"]["status"] == "inconclusive"  # one seed never decides a comparison
@@ -185,7 +204,8 @@ def test_region_verdict_rules(synthetic: list[dict[str, Any]]) -> None:
     assert not pre.holds and pre.measured["noise_cannot_act_cells"] == ["d=2,N=64,width=64"]
     # the remedy is read off the grid: here the noise acts in a cell σ = 0 under-fits, so that cell needs training
     assert pre.measured["noise_acts_not_memorised_cells"] == ["d=50,N=16,width=64"]
-    assert "d=50, N=16, width=64 (σ = 0 accuracy 0.25)" in pre.remedy and "more steps or width" in pre.remedy
+    assert "d=50, N=16, width=64 (σ = 0 accuracy 0.25, lowest seed 0.20)" in pre.remedy
+    assert "more steps or width" in pre.remedy
     # several such cells: the one nearest to memorising at σ = 0 comes first
     closer = _points(50, 64, 64, 0.05, [0.6, 0.7, 0.8], [0.0, 0.0, 0.0])
     two = region_verdict(reduction_map(synthetic + closer, 0.05, 0.9, 0.1))

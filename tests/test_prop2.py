@@ -19,7 +19,6 @@ from flowvar.experiments.prop2 import (
     floor_precondition,
     grid_hits,
     line_encounters,
-    loss_floor_is_zero,
     lower_accuracy_rule,
     make_pairs,
     mechanism_precondition,
@@ -40,6 +39,7 @@ from flowvar.loss import CFMLoss
 from flowvar.models import MemorisingField, MLPField, ZeroPerturbedField
 from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Result, all_preconditions, judge
+from flowvar.rules import exact_zero
 from flowvar.sampling import time_grid
 from flowvar.variance import gradient_variance
 
@@ -307,11 +307,11 @@ def test_prop2_plateau_claim_carries_the_sigma0_reference(run: tuple[Result, Pat
         None if fl <= EXACT_ZERO_TOL else pytest.approx(f / fl) for f, fl in zip(finals, floors, strict=True)]
 
 
-def test_loss_floor_is_zero_to_rounding_only() -> None:
+def test_a_loss_floor_is_zero_to_rounding_only() -> None:
     """results/full d = 8 stored floors of 0, 8e-35 and 1e-34 (float64 rounding of a zero floor): final/floor read
     5e32 there. A floor is zero up to EXACT_ZERO_TOL; any real plateau level (d = 2: 0.54–0.71) is not."""
-    assert all(loss_floor_is_zero(v) for v in (0.0, 8.06e-35, 1.04e-34, EXACT_ZERO_TOL))
-    assert not any(loss_floor_is_zero(v) for v in (2 * EXACT_ZERO_TOL, 1e-6, 0.538))
+    assert all(exact_zero(v) for v in (0.0, 8.06e-35, 1.04e-34, EXACT_ZERO_TOL))
+    assert not any(exact_zero(v) for v in (2 * EXACT_ZERO_TOL, 1e-6, 0.538))
 
 
 def test_prop2_sigma0_reference_precondition_every_outcome() -> None:

@@ -249,23 +249,28 @@ def sweep_cmd(
 @app.command("assemble")
 def assemble_cmd(
     sweep_dir: Annotated[Path, typer.Argument(help="The --out folder of a finished `flowvar sweep` whose points split "
-                                                   "the experiment's grid (e.g. --preset by_cell).")],
+                                                   "the experiment's grid (e.g. --preset by_cell), or a stored result "
+                                                   "folder (e.g. runs/memorisation_phase) to judge again from its "
+                                                   "points.")],
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Where to write EXPERIMENT/ (default SWEEP_DIR/assembled). A `flowvar reproduce` folder gets the "
-                      "result in its results.json and its report rewritten.")] = None,
+        "--out", help="Where to write EXPERIMENT/ (default SWEEP_DIR/assembled; for a result folder, its parent: in "
+                      "place). A `flowvar reproduce` folder gets the result in its results.json and its report "
+                      "rewritten.")] = None,
     plugin: Annotated[list[str] | None, typer.Option(
         "--plugin", help="The plugin the sweep's experiment comes from, if it is not flowvar's own.")] = None,
 ) -> None:
     """One experiment's full result from the points of a finished sweep that split its grid: the claims that
-    compare cells (memorisation_phase's regions and tube-ratio finding) judged on all of them; nothing is trained."""
+    compare cells (memorisation_phase's regions and tube-ratio finding) judged on all of them; nothing is trained.
+    Given a stored result folder instead, its claims are judged again by this flowvar from the points it stored."""
     from flowvar.experiments.base import load_plugin
-    from flowvar.results import claim_counts, headline
-    from flowvar.sweep.assemble import assemble_sweep
+    from flowvar.results import claim_counts, headline, verdict_changes
+    from flowvar.sweep.assemble import assemble_sweep, rejudge_result
 
     for item in plugin or []:
         load_plugin(item)
+    rejudge = (sweep_dir / "result.json").is_file() and not (sweep_dir / "sweep.json").is_file()
     try:
-        result, folder = assemble_sweep(sweep_dir, out)
+        result, folder = rejudge_result(sweep_dir, out) if rejudge else assemble_sweep(sweep_dir, out)
     except KeyboardInterrupt:
         # the result folder is installed whole or not at all, but a reproduce folder's results.json and report
         # follow it: an interruption between them leaves them behind until the next assembly
@@ -273,7 +278,12 @@ def assemble_cmd(
                    "(it replaces whatever this one wrote)", err=True)
         raise typer.Exit(130) from None
     source = result.metrics["assembled_from"]
-    typer.echo(f"{result.experiment}: assembled from {source['points']} points of {sweep_dir} -> {folder}")
+    if rejudge:
+        changed = verdict_changes(source["rejudged"]["verdicts_before"], {c.id: c.verdict for c in result.claims})
+        typer.echo(f"{result.experiment}: re-judged from the points stored in {sweep_dir} -> {folder}")
+        typer.echo(f"  verdicts changed: {'; '.join(changed) or 'none'}")
+    else:
+        typer.echo(f"{result.experiment}: assembled from {source['points']} points of {sweep_dir} -> {folder}")
     typer.echo(f"  {headline(claim_counts(result.claims))}")
 
 

@@ -24,7 +24,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -137,6 +137,14 @@ def claim_counts(claims: list[Claim] | list[dict[str, Any]]) -> dict[str, dict[s
             set_aside[kind] = set_aside.get(kind, 0) + 1
     counts[UNTESTABLE_REFUTED] = set_aside
     return counts
+
+
+def verdict_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """The claims whose verdict differs between two judgings of one result (claim id → verdict), in ``before``'s
+    order then the new ones: ``["prop2.x: confirmed → untestable", "new.claim: not a claim → refuted"]``."""
+    ids = [*before, *(k for k in after if k not in before)]
+    return [f"{k}: {before.get(k, 'not a claim')} → {after.get(k, 'no longer a claim')}"
+            for k in ids if before.get(k) != after.get(k)]
 
 
 def headline(counts: dict[str, dict[str, int]]) -> str:
@@ -534,6 +542,7 @@ __all__ = [
     "remove_stale_writes",
     "staged_folder",
     "to_jsonable",
+    "verdict_changes",
     "verdict_from",
     "versions",
 ]

@@ -12,6 +12,16 @@ from collections.abc import Mapping
 
 from flowvar.results import Verdict
 
+EXACT_ZERO_TOL = 1e-12
+"""A computed zero of an identity (a float64 loss, a loss floor) counts as broken above this; the zero-loss field's
+float64 rounding stays far below it (prop2's identities; its exact minimisers' floors of 1e-35)."""
+
+
+def exact_zero(value: float) -> bool:
+    """Whether a computed non-negative quantity is 0 to float64 rounding (≤ :data:`EXACT_ZERO_TOL`). An exact
+    minimiser's loss floor L*(σ) of 1e-35 is such a zero: no scale to divide by and no level to draw."""
+    return value <= EXACT_ZERO_TOL
+
 
 def below(value: float, *, confirm_below: float, refute_above: float) -> Verdict:
     """An error that should vanish: "confirmed" if ``value`` < ``confirm_below``, "refuted" if ``value`` >
@@ -56,4 +66,4 @@ def all_of(*verdicts: Verdict) -> Verdict:
     return "confirmed" if verdicts and all(v == "confirmed" for v in verdicts) else "inconclusive"
 
 
-__all__ = ["above", "all_of", "at_every_setting", "below"]
+__all__ = ["EXACT_ZERO_TOL", "above", "all_of", "at_every_setting", "below", "exact_zero"]

@@ -36,6 +36,7 @@ from flowvar.results import (
     atomic_write_text,
     judge,
     staged_folder,
+    verdict_changes,
 )
 from flowvar.seeding import StreamKey, Streams
 
@@ -215,9 +216,19 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
     def body(ctx: RunContext) -> None:
         assemble(config, parts, ctx)
         ctx.metric("assembled_from", dict(provenance))
-        ctx.note(f"Assembled from the {len(parts)} parts of a split run (`{provenance.get('command', '?')}`), "
-                 f"computed by flowvar {provenance.get('computed_by', '?')} and judged by "
-                 f"{provenance.get('assembled_by', '?')}; the runtime is the parts' total compute time.")
+        rejudged = provenance.get("rejudged")
+        if isinstance(rejudged, Mapping):
+            changed = verdict_changes(rejudged.get("verdicts_before") or {}, {c.id: c.verdict for c in ctx.claims})
+            command = provenance.get("command")
+            computed = f"`{command}`" if command else "its own run"
+            ctx.note(f"Re-judged by flowvar {provenance.get('assembled_by', '?')} from the points stored in "
+                     f"{rejudged.get('result')} (computed by {computed}, flowvar {provenance.get('computed_by', '?')}; "
+                     f"judged before by {rejudged.get('judged_by')}); nothing was trained again. Verdicts it "
+                     f"changed: {'; '.join(changed) or 'none'}.")
+        else:
+            ctx.note(f"Assembled from the {len(parts)} parts of a split run (`{provenance.get('command', '?')}`), "
+                     f"computed by flowvar {provenance.get('computed_by', '?')} and judged by "
+                     f"{provenance.get('assembled_by', '?')}; the runtime is the parts' total compute time.")
 
     return _staged_result(spec, config, Path(out_dir), quick, body, runtime_s=runtime_s)
 

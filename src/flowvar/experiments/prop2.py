@@ -83,6 +83,7 @@ from flowvar.metrics import line_spacing, median_nn_distance, pairing_accuracy, 
 from flowvar.models import EmpiricalField, MemorisingField, ZeroPerturbedField
 from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Verdict, all_preconditions
+from flowvar.rules import EXACT_ZERO_TOL, exact_zero
 from flowvar.sampling import integrate, time_grid
 from flowvar.stats import SeedComparison, paired_over_seeds
 from flowvar.train import train_mlp_field
@@ -267,19 +268,6 @@ def two_proportion_se(p1: float, p2: float, n: int) -> float:
 # ------------------------------------------------------------------------------------------------ rules
 # Each verdict is a pure function of the evidence recorded beside the claim; tests feed each one synthetic
 # evidence for every outcome. Preconditions are pure functions of measured numbers too.
-
-EXACT_ZERO_TOL = 1e-12
-"""An identity's computed zero counts as broken above this (float64 rounding of the zero-loss field is exact 0)."""
-
-
-def loss_floor_is_zero(floor: float) -> bool:
-    """Whether an exact minimiser's loss floor L*(σ) is 0 to float64 rounding (≤ :data:`EXACT_ZERO_TOL`).
-
-    Where it is (the noise cannot act on the pairs: every σ-tube stays inside its own line's basin), L* is no scale:
-    ``final / L*`` is reported as None and the figure draws no floor line (values like 1e-35 are rounding, not a
-    level a run could plateau at)."""
-    return floor <= EXACT_ZERO_TOL
-
 
 def zero_loss_rule(max_loss: Mapping[str, float], probe_trace: Mapping[str, float], lines_cross: bool) -> Verdict:
     """Prop 2 at the memorising field, per pairing family: the largest per-sample loss and the probe's tr Cov(g).
@@ -794,7 +782,7 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
         floors = [r["exact_minimiser"]["floor_over_initial_loss"] for r in rows]
         exact_floor = [r["exact_minimiser"]["loss_floor"] for r in rows]
         # reported, not judged: how far the σ run is from the loss it would plateau at if trained to the minimum
-        over_floor = [None if loss_floor_is_zero(floor) else loss / floor
+        over_floor = [None if exact_zero(floor) else loss / floor
                       for loss, floor in zip(col(f"sigma={sig}", "final_loss"), exact_floor, strict=True)]
         noisy_keys = ("initial_loss", "final_loss", "loss_ratio", "final_trace", "trace_ratio",
                       "late_over_previous_quarter_loss")
@@ -860,7 +848,7 @@ def _neural_figure(ctx: RunContext, config: Prop2Config,
                 axes[1].semilogy(steps, [max(h["trace"], 1e-30) for h in hist], ls=ls, color=color, lw=1, label=name)
                 axes[2].plot(steps, [h["accuracy"] for h in hist], ls=ls, color=color, lw=1, label=name)
         floors = [r["exact_minimiser"]["loss_floor"] for r in summary[key]["seeds"]]
-        if not all(loss_floor_is_zero(f) for f in floors):
+        if not all(exact_zero(f) for f in floors):
             axes[0].axhline(float(np.mean(floors)), color=color, ls=":", lw=1,
                             label=f"{key}: exact floor L*(σ={config.sigma}), seed mean")
     for ax, ylabel in zip(axes, ("CFM(σ) loss (own σ)", "tr Cov(g) at current parameters", "pairing accuracy"),
@@ -875,7 +863,7 @@ def _neural_figure(ctx: RunContext, config: Prop2Config,
 
 
 __all__ = ["EXACT_ZERO_TOL", "FAMILIES", "LineEncounters", "Prop2Config", "TrainingMonitor", "floor_precondition",
-           "grid_hits", "line_encounters", "loss_floor_is_zero", "lower_accuracy_rule", "make_pairs",
+           "grid_hits", "line_encounters", "lower_accuracy_rule", "make_pairs",
            "mechanism_precondition", "no_collision_precondition", "no_zero_loss_rule", "noise_breaks_pairing_rule",
            "ode_returns_partner_rule", "plateau_rule", "reaches_zero", "run", "sigma0_memorises_precondition",
            "sigma0_memorises_rule", "sigma0_reference_precondition", "two_proportion_se", "zero_loss_rule"]

@@ -238,12 +238,25 @@ def _claims(collection: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(e["name"], c) for e in _experiments(collection) if e.get("result") for c in e["result"]["claims"]]
 
 
-def assembled(collection: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    """(experiment, number of points, sweep command) of each experiment that ``flowvar assemble`` added to the
-    collection: its results come from that sweep, not from the collection's own command."""
-    return [(e["name"], e["assembled_from"].get("points", "?"), str(e["assembled_from"].get("command")))
-            for e in _experiments(collection)
+def assembled(collection: dict[str, Any]) -> list[tuple[str, str]]:
+    """(experiment, where its result comes from) of each experiment that ``flowvar assemble`` added to the
+    collection: ``"assembled from the 40 points of `flowvar sweep …` (`flowvar assemble`)"``, then ``", re-judged by
+    flowvar X from its stored points"`` where a stored result was judged again — its results come from that sweep
+    or run, not from the collection's own command. Commands in backticks."""
+    return [(e["name"], assembly_text(e["assembled_from"])) for e in _experiments(collection)
             if e.get("status") == "assembled" and isinstance(e.get("assembled_from"), dict)]
+
+
+def assembly_text(source: dict[str, Any]) -> str:
+    """How an assembled result came about, from its ``assembled_from`` (see :func:`assembled`)."""
+    rejudged = source.get("rejudged")
+    if source.get("sweep") is None and isinstance(rejudged, dict):  # a whole run's stored result, judged again
+        return (f"re-judged by flowvar {source.get('assembled_by', '?')} from the points its own run stored "
+                f"(`flowvar assemble`)")
+    text = f"assembled from the {source.get('points', '?')} points of `{source.get('command')}` (`flowvar assemble`)"
+    if isinstance(rejudged, dict):
+        text += f", re-judged by flowvar {source.get('assembled_by', '?')} from its stored points"
+    return text
 
 
 def kept(collection: dict[str, Any]) -> list[tuple[list[str], str]]:
@@ -269,8 +282,11 @@ def status_line(entry: dict[str, Any]) -> str:
         return f"computed in {format_duration(entry.get('wall_s', 0))}"
     if entry["status"] == "assembled":
         source = entry.get("assembled_from") or {}
-        return (f"assembled from the {source.get('points', '?')} points of a sweep (computed in "
-                f"{format_duration(result.get('runtime_s', 0))} in all)")
+        rejudged = "; its claims re-judged from the stored points" if isinstance(source.get("rejudged"), dict) else ""
+        took = format_duration(result.get("runtime_s", 0))
+        if source.get("sweep") is None and rejudged:
+            return f"re-judged from the points its run stored (computed in {took})"
+        return f"assembled from the {source.get('points', '?')} points of a sweep (computed in {took} in all){rejudged}"
     if entry["status"] == "kept":
         source = entry.get("kept_from") or {}
         earlier = (f"the run `{source['command']}` ({source.get('created') or 'date not recorded'})"
@@ -349,8 +365,7 @@ def readme_section(collection: dict[str, Any], folder_label: str) -> str:
                 else "")
              + ("; interrupted: the experiments it had not finished are not in it" if meta.get("interrupted")
                 else "")
-             + "".join(f"; {name} assembled from the {points} points of `{command}` (`flowvar assemble`)"
-                       for name, points, command in assembled(collection))
+             + "".join(f"; {name} {text}" for name, text in assembled(collection))
              + ".", "",
              f"**{headline(counts)}**", "", KIND_TEXT, "",
              "| experiment | claim | kind | verdict | evidence |", "|---|---|---|---|---|"]
@@ -382,7 +397,7 @@ def update_readme(readme: Path | str, section: str) -> bool:
 
 
 __all__ = ["KIND_TEXT", "PAPER_REF", "PAPER_TITLE", "README_BEGIN", "README_END", "README_FULL_BEGIN",
-           "README_FULL_END", "STATUS_TEXT", "UNRECORDED_META", "WITH_RESULT", "assembled", "collection_counts",
-           "collection_results", "environment", "format_duration", "load_collection", "load_results", "md_cell",
-           "merge_spread", "readme_markers", "readme_section", "status_line", "update_readme", "verdict_counts",
-           "verdict_table"]
+           "README_FULL_END", "STATUS_TEXT", "UNRECORDED_META", "WITH_RESULT", "assembled", "assembly_text",
+           "collection_counts", "collection_results", "environment", "format_duration", "load_collection",
+           "load_results", "md_cell", "merge_spread", "readme_markers", "readme_section", "status_line",
+           "update_readme", "verdict_counts", "verdict_table"]

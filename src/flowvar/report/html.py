@@ -233,8 +233,7 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
              "<header>", f"<h1>Reproduction report: {_h(PAPER_TITLE)}</h1>", f"<p class=meta>{_h(PAPER_REF)}</p>",
              f"<p class=meta><code>{_h(meta['command'])}</code> · {_h(meta['mode'])} mode · flowvar "
              f"{_h(meta['code_version'])} · {_h(meta['created'])} · wall time {format_duration(meta['wall_s'])}</p>",
-             *[f"<p class=meta>{_h(name)}: assembled from the {_h(points)} points of <code>{_h(command)}</code> "
-               f"(<code>flowvar assemble</code>)</p>" for name, points, command in assembled(collection)],
+             *[f"<p class=meta>{_h(name)}: {_code_spans(text)}</p>" for name, text in assembled(collection)],
              *[f"<p class=meta>{_h(', '.join(names))}: kept from {_code_spans(where)}, not rerun by this command</p>"
                for names, where in kept(collection)],
              f'<div class="banner {"full" if meta.get("mode") == "full" else "quick"}" id="scale">'

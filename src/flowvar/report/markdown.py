@@ -109,8 +109,7 @@ def provenance_lines(collection: dict[str, Any]) -> list[str]:
     header of ``report.md`` and of ``flowvar show``): ``"table1: assembled from the 40 points of `flowvar sweep …`
     (`flowvar assemble`)"`` and ``"fig4, fig5: kept from `flowvar reproduce …` (date), not rerun by this command"``.
     Without them the header's command would pass for the source of every result."""
-    return ([f"{name}: assembled from the {points} points of `{command}` (`flowvar assemble`)"
-             for name, points, command in assembled(collection)]
+    return ([f"{name}: {text}" for name, text in assembled(collection)]
             + [f"{', '.join(names)}: kept from {where}, not rerun by this command"
                for names, where in kept(collection)])
 

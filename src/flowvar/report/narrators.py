@@ -42,6 +42,7 @@ from flowvar.report.story import (
     verdict_sentence,
 )
 from flowvar.results import Claim, Result
+from flowvar.rules import exact_zero
 
 TABLE = "#table"
 """``FigureText.claim`` value that places a figure right after the experiment's paper-beside-ours tables."""
@@ -1011,13 +1012,11 @@ def _floor_lines(neural: dict[str, Any], sigma: float) -> str:
     """What the dotted lines of prop2's training-curve figure are: the exact CFM(σ) minimiser's loss floor L*, seed
     mean, drawn for each d whose floor is above 0 to rounding (prop2's figure draws no line for a floor of 0, where the
     noise cannot act on these pairs)."""
-    from flowvar.experiments.prop2 import loss_floor_is_zero  # the figure's own test, one source
-
     floors = {}
     for key, entry in neural.items():
         values = [float(s["exact_minimiser"]["loss_floor"]) for s in entry.get("seeds", [])]
         if values:
-            floors[key] = (not all(loss_floor_is_zero(v) for v in values), sum(values) / len(values))
+            floors[key] = (not all(exact_zero(v) for v in values), sum(values) / len(values))
     drawn = [f"{key.replace('=', ' = ')}: {num(mean)}" for key, (shown, mean) in floors.items() if shown]
     if not drawn:
         return (f"no loss-floor line is drawn: the exact CFM(σ = {num(sigma)}) minimiser's floor L* is 0 here (the "

@@ -15,6 +15,11 @@ A damaged sweep (a hand-edited sweep.json, points not its axes' grid, a lost or 
 as one line whose fix is the sweep's own command with ``--out`` this folder (it restores points from its cache; a
 moved folder's recorded --out would continue the sweep where it was run), never ``--force``.
 
+The same judging serves a stored result (:func:`rejudge_result`, ``flowvar assemble EXPERIMENT_DIR``): an experiment
+that assembles from parts can take its own result as the one part, so its claims are judged again by this code
+from the points it stored, with nothing trained. That is how a changed rule reaches a study that took hours to
+compute; the result records the verdicts it replaced (``assembled_from.rejudged``).
+
 The result records where its parts come from (``assembled_from``: the sweep, its command, the code version that
 computed the points and the one that judged them). With ``--out`` naming a ``flowvar reproduce`` folder, the result
 joins that collection (status "assembled") and its report is rewritten; that folder is read, and refused when
@@ -96,6 +101,58 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
     return result, out_root / spec.name
 
 
+def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tuple[Result, Path]:
+    """Judge the stored result in ``result_dir`` (an ``EXPERIMENT/`` folder holding ``result.json``) again from its
+    own metrics, through the experiment's ``assemble`` with the result as its one part; write it to
+    ``out/<experiment>/`` (default: ``result_dir``'s parent, i.e. in place; a ``flowvar reproduce`` folder gets its
+    results.json entry and report rewritten). Nothing is trained: the points are the stored ones, the claims,
+    regions, notes and figures this code's. ``assembled_from`` keeps the original provenance (the sweep or run that
+    computed the points) and adds ``rejudged``: the stored result's path, the code that judged it before and its
+    verdicts then. A ConfigError or DataError (one line naming the fix) for a folder without a readable result, an
+    experiment that cannot assemble, or a config this flowvar cannot rebuild."""
+    from flowvar.experiments.base import assemble_experiment, assembler, build_config, get_experiment
+
+    result_dir = Path(result_dir)
+    path = result_dir / "result.json"
+    if not path.is_file():
+        raise DataError(f"{result_dir} holds no result.json; give a sweep's --out folder or an experiment's result "
+                        f"folder (e.g. runs/memorisation_phase)")
+    try:
+        stored = Result.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path} is not a readable flowvar result ({type(e).__name__}); recompute it with `flowvar "
+                        f"run` or `flowvar reproduce --only`") from None
+    spec = get_experiment(stored.experiment)
+    assembler(spec)
+    try:
+        config = build_config(spec, quick=stored.quick, overrides=dict(stored.config))
+    except ConfigError as e:
+        raise ConfigError(f"{path}'s config cannot be rebuilt by this flowvar ({e}); recompute the result") from None
+    built = dataclasses.asdict(config)
+    changed = sorted(k for k in stored.config if canonical(built.get(k)) != canonical(stored.config[k]))
+    if changed:
+        raise ConfigError(f"this flowvar does not keep {path}'s values of {', '.join(changed)}; recompute the result")
+    before = stored.metrics.get("assembled_from")
+    original = dict(before) if isinstance(before, dict) else {}
+    points = stored.metrics.get("points")
+    provenance = {**{k: v for k, v in original.items() if k != "rejudged"},
+                  # a sweep's point count and command; a whole run's result has none (its collection records it)
+                  "points": original.get("points", len(points) if isinstance(points, list) else None),
+                  "command": original.get("command"),
+                  "computed_by": original.get("computed_by", "unknown"),
+                  "assembled_by": code_version(),
+                  "compute_s": float(original.get("compute_s", stored.runtime_s)),
+                  "rejudged": {"result": str(path.resolve()), "judged_by": original.get("assembled_by", "unknown"),
+                               "verdicts_before": {c.id: c.verdict for c in stored.claims}}}
+    out_root = Path(out) if out is not None else result_dir.resolve().parent
+    collection = _collection(out_root, stored.quick)
+    result = assemble_experiment(spec.name, out_root, config, [stored.metrics], quick=stored.quick,
+                                 runtime_s=float(provenance["compute_s"]), provenance=provenance)
+    if collection is not None:
+        _join_collection(out_root, collection, result, provenance)
+    return result, out_root / spec.name
+
+
 def _experiment(sweep_dir: Path, meta: dict[str, Any]) -> Any:
     """The sweep's experiment spec; an unknown one names the ``--plugin`` the sweep was run with."""
     from flowvar.experiments.base import get_experiment
@@ -152,8 +209,9 @@ def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], 
     index = sweep_dir / "sweep.json"
     data = load_sweep(sweep_dir)
     if data is None:
-        raise DataError(f"{sweep_dir} is not a `flowvar sweep` folder (no sweep.json); give the --out folder of a "
-                        f"finished sweep")
+        raise DataError(f"{sweep_dir} is not a `flowvar sweep` folder (no sweep.json) nor a result folder (no "
+                        f"result.json); give the --out folder of a finished sweep, or an experiment's result folder "
+                        f"to judge again")
     try:
         meta, axes, points = data["meta"], data["axes"], data["points"]
         if not isinstance(meta["experiment"], str) or not isinstance(points, list):
@@ -229,8 +287,8 @@ def _collection(out_root: Path, quick: bool) -> dict[str, Any] | None:
                         f"reproduce` there, or give another --out")
     mode, ours = meta.get("mode"), "quick" if quick else "full"
     if mode in ("quick", "full") and mode != ours:
-        raise ConfigError(f"{out_root} holds a {mode} reproduction but the sweep ran in {ours} mode; assemble a "
-                          f"{mode} sweep into it, or give another --out")
+        raise ConfigError(f"{out_root} holds a {mode} reproduction but the parts are {ours}-mode results; "
+                          f"assemble {mode}-mode parts into it, or give another --out")
     return collection
 
 
@@ -255,4 +313,4 @@ def _join_collection(out_root: Path, collection: dict[str, Any], result: Result,
 
 
 
-__all__ = ["FINISHED", "assemble_sweep"]
+__all__ = ["FINISHED", "assemble_sweep", "rejudge_result"]
