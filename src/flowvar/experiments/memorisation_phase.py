@@ -721,8 +721,9 @@ def _grid_means(points: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _fmt_cells(cells: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    keys = ("accuracy_sigma0", "accuracy_sigma", "mean_drop", "drops", "chance", "tube_ratio", "sigma_ratio",
-            "exact_accuracy", "exact_mean_drop", "mmd2_gen_unbiased_sigma0", "mmd2_gen_unbiased")
+    keys = ("accuracy_sigma0", "accuracy_sigma0_lowest", "accuracy_sigma", "mean_drop", "drops", "chance",
+            "tube_ratio", "sigma_ratio", "exact_accuracy", "exact_mean_drop", "mmd2_gen_unbiased_sigma0",
+            "mmd2_gen_unbiased")
     out = {name: {k: cells[name][k] for k in keys if k in cells[name]} for name in names}
     for name in names:
         cmp = cells[name]["comparison"]

@@ -1183,6 +1183,9 @@ def memorisation_phase(result: Result, story: Story) -> None:
                  else "the one" if item[0] == 1 else f"all {item[0]}")
         found.append(f"at σ {listed} the exact minimiser keeps the pairs in {share} memorising cell"
                      + ("" if item[0] == 1 == item[1] else "s"))
+    marginal = _marginal_cell(reduce, high)
+    if marginal:
+        found.append(marginal)
     story.found = "; ".join(found)
     verdict = f"Memorisation at σ = 0 is {memo.verdict}"
     if reduce:
@@ -1231,6 +1234,22 @@ def memorisation_phase(result: Result, story: Story) -> None:
         "Pairing accuracy (left) and its drop from σ = 0 (right) against the noise-tube ratio σ√d / line spacing "
         "(log scale), per cell; dashed: the reduction margin, dotted: the fitted threshold.",
         "memorisation_phase.tube_ratio_governs")
+
+
+def _marginal_cell(reduce: list[tuple[float, Claim]], level: float) -> str:
+    """The clause for a cell the per-seed gate keeps out although its seed mean reaches the memorisation level and
+    the noise acts there (the largest such σ): without it a reader sees "untestable" beside a large drop in the
+    evidence. Empty where there is none."""
+    for s, c in reversed(reduce):
+        measured = (c.precondition or {}).get("measured") or {}
+        cells: dict[str, dict[str, Any]] = c.evidence.get("not_memorised") or {}
+        for key in measured.get("noise_acts_not_memorised_cells") or []:
+            cell = cells.get(key) or {}
+            if "accuracy_sigma0_lowest" in cell and cell.get("accuracy_sigma0", 0) >= level:
+                return (f"where the noise acts, at {_cell(key)}, σ = 0 reaches {pct(cell['accuracy_sigma0'])} on "
+                        f"average but {pct(cell['accuracy_sigma0_lowest'])} in its lowest seed, so σ = {num(s)}'s "
+                        f"drop there ({pct(cell['accuracy_sigma0'])} → {pct(cell['accuracy_sigma'])}) is not judged")
+    return ""
 
 
 @narrator("sigma_tradeoff")
