@@ -150,7 +150,9 @@ def test_fig6_smoke(tmp_path: Path) -> None:
     assert not discriminates["holds"] and discriminates["discriminating_settings"] == []
     assert discriminates["exact_sigma0.05_status"] == {"euler_3": "reproduces", "euler_11": "partial"}
     assert zero["evidence"]["judged_settings"] == [] and set(zero["evidence"]["not_judged"]) == {"euler_3", "euler_11"}
-    assert zero["evidence"]["not_judged"]["euler_11"].startswith("not judged: the exact references agree there")
+    # exact σ = 0.05 is partial on euler_11: not clearly off the pairs (it read "both land on the rotation side")
+    assert zero["evidence"]["not_judged"]["euler_11"].startswith(
+        "not judged: the exact σ = 0.05 minimiser does not clearly leave the rotation pairs there either")
     assert zero["evidence"]["primary_grid"]["solver"] == "euler_11" and not zero["evidence"]["primary_grid"]["judged"]
     # σ = 0.05 is judged on dopri5 alone: the even grid stops the exact σ = 0 field, the odd ones are too coarse
     noisy = claims["fig6.sigma0.05_leaves_rotation"]

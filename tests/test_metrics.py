@@ -596,3 +596,18 @@ def test_nearest_neighbours_validates_like_the_other_metrics() -> None:
         nearest_neighbours(x[0], x)
     with pytest.raises(DataError, match="ref holds 3 non-finite"):
         nearest_neighbours(x, torch.cat([x[:-1], torch.full((1, 3), math.nan, dtype=torch.float64)]))
+
+
+def test_why_not_discriminating_every_outcome() -> None:
+    """fig6 judges a solver setting only where the exact σ = 0 field reproduces the rotation pairs and the exact
+    σ = c minimiser fails to; every other combination has its own reason (one classification for the evidence's
+    long words and the report's short ones)."""
+    from flowvar.metrics import why_not_discriminating as why
+
+    assert why("reproduces", "fails") is None
+    assert why(None, "fails") == why("reproduces", None) == "unknown"
+    assert why("failed", "fails") == why("failed: undefined at t = 1/2", "reproduces") == "sigma0_stops"
+    assert why("partial", "fails") == why("fails", "fails") == "sigma0_misses"
+    assert why("reproduces", "failed") == why("reproduces", "failed: step budget") == "contrast_stops"
+    assert why("reproduces", "reproduces") == "contrast_reproduces"
+    assert why("reproduces", "partial") == "contrast_partial"

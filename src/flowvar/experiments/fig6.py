@@ -74,7 +74,7 @@ from flowvar.experiments._seed_replicates import (
 )
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import counterexample_problem
-from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
+from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers, why_not_discriminating
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition, all_preconditions
@@ -196,16 +196,22 @@ def discriminating_settings(exact_sigma0: Mapping[str, str], exact_contrast: Map
     missing = [s for s in settings if s not in exact_sigma0 or s not in exact_contrast]
     if missing:
         raise ConfigError(f"the exact references were not evaluated on {missing}")
-    return [s for s in settings if exact_sigma0[s] == "reproduces" and exact_contrast[s] == "fails"]
+    return [s for s in settings if why_not_discriminating(exact_sigma0[s], exact_contrast[s]) is None]
 
 
 def _why_not_judged(status_zero: str, status_contrast: str, contrast_sigma: float) -> str:
+    """A setting's reason for not being judged, at length (the evidence's ``not_judged``), from
+    :func:`flowvar.metrics.why_not_discriminating`."""
     both = f"exact σ = 0: {status_zero}; exact σ = {contrast_sigma:g}: {status_contrast}"
-    if status_zero == "failed":
-        return f"not judged: the exact σ = 0 field stops there (undefined at t = ½; {both})"
-    if status_zero != "reproduces":
-        return f"not judged: the exact σ = 0 field does not reproduce the rotation pairs there ({both})"
-    return f"not judged: the exact references agree there ({both}; both land on the rotation side)"
+    reason = why_not_discriminating(status_zero, status_contrast)
+    return "not judged: " + {
+        "unknown": f"an exact reference was not evaluated there ({both})",
+        "sigma0_stops": f"the exact σ = 0 field stops there (undefined at t = ½; {both})",
+        "sigma0_misses": f"the exact σ = 0 field does not reproduce the rotation pairs there ({both})",
+        "contrast_stops": f"the exact σ = {contrast_sigma:g} minimiser stops there ({both})",
+        "contrast_reproduces": f"the exact references agree there ({both}; both land on the rotation side)",
+    }.get(str(reason), f"the exact σ = {contrast_sigma:g} minimiser does not clearly leave the rotation pairs there "
+                       f"either ({both}: neither on them nor off them)")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ from flowvar.metrics.rotation import (
     rotation_pairing_on_solvers,
     rotation_pairing_status,
     status_verdict,
+    why_not_discriminating,
 )
 
 __all__ = [
@@ -121,4 +122,5 @@ __all__ = [
     "row_sq_norms",
     "same_dim",
     "status_verdict",
+    "why_not_discriminating",
 ]

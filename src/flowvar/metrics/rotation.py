@@ -94,6 +94,35 @@ def status_verdict(statuses: Sequence[str], holds: Literal["reproduces", "fails"
     return "inconclusive"
 
 
+def why_not_discriminating(exact_sigma0: str | None, exact_contrast: str | None) -> str | None:
+    """Why a solver setting cannot tell a network that behaves like σ = 0 from one that behaves like σ = c, from
+    the exact references' statuses there (the exact σ = 0 field's and the exact CFM(σ = c) minimiser's; a
+    "failed: …" string counts as "failed"). None where it can: the first "reproduces" the rotation pairs and the
+    second "fails" to. Otherwise the first that applies of:
+
+    * ``"unknown"``: a reference was not evaluated there;
+    * ``"sigma0_stops"``: the exact σ = 0 field stops (undefined at t = ½ on a grid that evaluates it);
+    * ``"sigma0_misses"``: it runs but does not reproduce the pairs ("partial" or "fails");
+    * ``"contrast_stops"``: the exact σ = c minimiser stops;
+    * ``"contrast_reproduces"``: it lands on the rotation side too (h > σ on odd Euler grids);
+    * ``"contrast_partial"``: it is between the two.
+
+    fig6's evidence words these at length and the report in short; this is the one classification."""
+    def base(status: str | None) -> str | None:
+        return "failed" if isinstance(status, str) and status.startswith("failed") else status
+
+    zero, contrast = base(exact_sigma0), base(exact_contrast)
+    if zero is None or contrast is None:
+        return "unknown"
+    if zero == "failed":
+        return "sigma0_stops"
+    if zero != "reproduces":
+        return "sigma0_misses"
+    if contrast == "fails":
+        return None
+    return {"failed": "contrast_stops", "reproduces": "contrast_reproduces"}.get(contrast, "contrast_partial")
+
+
 def rotation_pairing_on_solvers(field: object, x0: Tensor, mu: Tensor, solvers: Sequence[str], *,
                                 reproduce_fraction: float = 0.9, reproduce_rel_error: float = 0.1,
                                 rtol: float = 1e-6, atol: float = 1e-6, max_dopri_steps: int = 20_000
@@ -180,4 +209,4 @@ def line_spacing(x0: Tensor, x1: Tensor, chunk: int = 512) -> Tensor:
 
 
 __all__ = ["PairingStatus", "counterexample_min_loss", "line_spacing", "rotation_pairing",
-           "rotation_pairing_on_solvers", "rotation_pairing_status", "status_verdict"]
+           "rotation_pairing_on_solvers", "rotation_pairing_status", "status_verdict", "why_not_discriminating"]

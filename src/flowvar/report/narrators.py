@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from flowvar.advisor import gen_change_kind
+from flowvar.metrics.rotation import why_not_discriminating
 from flowvar.report.story import (
     NARRATORS,
     ClaimText,
@@ -251,18 +252,16 @@ def _exact_references(claim: Claim) -> tuple[dict[str, str], dict[str, str], str
 
 
 def _why_not_judged(exact_zero: str | None, exact_contrast: str | None, contrast: str) -> str:
-    """Why a setting cannot tell "behaves like σ = 0" from "behaves like σ = c", in short, from the exact references'
-    statuses there (fig6.discriminating_settings judges a setting only when the first 'reproduces' and the second
-    'fails'); the table notes say it at length."""
-    if exact_zero is None or exact_contrast is None:
-        return "where the exact references do not disagree"
-    if exact_zero == "failed":
-        return "where exact σ = 0 stops"
-    if exact_zero != "reproduces":
-        return "where even the exact σ = 0 field does not return the pairs"
-    if exact_contrast == "failed":
-        return f"where the exact σ = {contrast} minimiser stops"
-    return "where both exact fields jump"
+    """Why a setting cannot tell "behaves like σ = 0" from "behaves like σ = c", in short
+    (:func:`flowvar.metrics.why_not_discriminating`; the evidence's ``not_judged`` says it at length)."""
+    return {
+        "unknown": "where the exact references do not disagree",
+        "sigma0_stops": "where exact σ = 0 stops",
+        "sigma0_misses": "where even the exact σ = 0 field does not return the pairs",
+        "contrast_stops": f"where the exact σ = {contrast} minimiser stops",
+        "contrast_reproduces": "where both exact fields jump",
+        "contrast_partial": f"where exact σ = {contrast} is partial",
+    }.get(str(why_not_discriminating(exact_zero, exact_contrast)), "where the exact references do not disagree")
 
 
 def _fig6_judged_verdict(odd: Claim, noisy: Claim, not_judged: dict[str, list[str]]) -> str:
