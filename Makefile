@@ -6,6 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.flowvar-installed
 OUT ?= runs
 JOBS ?= 2
+# Where pip finds the CPU build of torch 2.13.0. Empty: pip's own configuration (the project's machines offer the
+# CPU wheel locally); elsewhere PyPI's Linux wheel is the CUDA build, so give e.g.
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+# 0: `make test` leaves chromium alone (tests/test_browser.py then skips)
+BROWSER ?= 1
 
 .PHONY: setup test lint browser reproduce clean gpu-wheels
 
@@ -14,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	# The engine's cross-checks against BackPACK and Opacus, and the benchmarks' smoke tests (torchcfm), run here
 	# too, not only where someone installed them. BackPACK and torchcfm without their declared dependencies:
@@ -39,7 +45,9 @@ test: setup lint browser
 # where that needs no password (root, or password-less sudo) and apt-get exists. Never fails: elsewhere the test
 # skips and says why.
 browser:
-	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
+	@if [ "$(BROWSER)" = 0 ]; then echo "make browser: BROWSER=0: chromium not installed; tests/test_browser.py will skip"; \
+	  exit 0; fi; \
+	if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
 	  sudo="sudo -n"; else sudo=none; fi; \
 	if [ "$$sudo" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
