@@ -382,6 +382,10 @@ def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
             ax.loglog(r["steps"], np.clip(r["relative_loss"], 1e-32, None), marker="o", ms=3, color=color,
                       alpha=0.8, lw=1, label=name if i == 0 else None)
     ax.axhline(config.zero_loss, color="k", ls=":", lw=0.8, label=f"numerical zero ({config.zero_loss:g})")
+    # the stage ends as the ticks, in plain numbers: a log axis alone labels only 10^3 and 10^4
+    ends = parametric[seeds[0]]["steps"]
+    ax.set_xticks(ends, [f"{s:,}" for s in ends], fontsize=7, rotation=45 if len(ends) > 6 else 0)
+    ax.minorticks_off()
     ax.set_xlabel("training steps (stage ends; lr halves as the stage length doubles)")
     ax.set_ylabel("held-out loss / L_const")
     ax.legend(fontsize=7)

@@ -676,14 +676,17 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     twin = ax.twinx()
     twin.plot(sigmas, [r["l2_partner.mean"] for r in table], "o-", color="C0", label="mean L2 to training partner")
     twin.set_ylabel("mean L2 to training partner (blue)", fontsize=8)
-    twin.legend(fontsize=7, loc="center right")
     ax.set_title("distances", fontsize=9)
     for ax in axes:
         _symlog_x(ax, sigmas)
         if rec is not None:
             ax.axvline(rec, color="red", lw=1.5, alpha=0.6,
                        label=f"recommended σ = {rec:g}" + (" (fallback)" if advice["fallback"] else ""))
+    for ax in axes[:2]:
         ax.legend(fontsize=7)
+    # the distances panel's two axes share one legend (two legends overlapped each other and the curves)
+    handles = [h for a in (axes[2], twin) for h in a.get_legend_handles_labels()[0]]
+    axes[2].legend(handles=handles, fontsize=7, loc="best")
     fig.suptitle(f"σ trade-off ({config.dataset}, N = {config.n_train}, {config.steps} steps, {config.n_seeds} "
                  f"seed(s))", fontsize=10)
     ctx.figure("sigma_tradeoff", fig)

@@ -528,9 +528,11 @@ def _figures(ctx: RunContext, config: Table2Config, cells: dict[str, dict[str, A
         ax.set_xticks(xs, [f"CFM(σ={s})" for s in config.sigmas])
         ax.set_title(key, fontsize=9)
         ax.set_ylabel("per-image pixel L2 (mean ± std over images)")
-    axes[0][0].legend(fontsize=7)
+    # one legend below the panels: inside, it covered the short bars it names
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(f"Table 2 ({config.dataset} {config.resolution}px, {config.n_seeds} seed(s), {config.steps} steps)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     ctx.figure("table2_l2", fig)
 
 
