@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -229,8 +230,25 @@ def coupling_only(B: int, d: int, rounds: int) -> list[str]:
     return rows
 
 
+def require_torchcfm() -> None:
+    """Exit with one line naming the install command when torchcfm, the library this script compares against, is
+    not installed (a traceback from deep in ``main`` otherwise). A torchcfm whose own import fails is left to raise:
+    its message names the dependency that is missing."""
+    try:
+        import torchcfm  # noqa: F401
+    except ModuleNotFoundError as missing:
+        if missing.name != "torchcfm":
+            raise
+        # --no-deps, as `make setup`: torchcfm declares ~80 dependencies; the modules used here import only torch,
+        # numpy and POT, which flowvar already requires
+        sys.exit("benchmarks/cfm_step.py compares against torchcfm, which is not installed: "
+                 "pip install -c constraints.txt --no-deps torchcfm (as `make setup` does), "
+                 "or with a full torch pip install -e '.[bench]'")
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
+    require_torchcfm()
     setup(args.threads, args.clock)
     pinned = pin_malloc()
     from torchcfm.conditional_flow_matching import (

@@ -19,13 +19,20 @@ import sys
 import time
 
 import torch
-from flow_matching.path import AffineProbPath
-from flow_matching.path.scheduler import CondOTScheduler
-from flow_matching.utils import ModelWrapper
 from sklearn.datasets import make_moons
 from torch import Tensor, nn
 
 from flowvar.variance.monitor import GradientVarianceMonitor
+
+try:
+    from flow_matching.path import AffineProbPath
+    from flow_matching.path.scheduler import CondOTScheduler
+    from flow_matching.utils import ModelWrapper
+except ModuleNotFoundError as missing:
+    if (missing.name or "").partition(".")[0] != "flow_matching":
+        raise  # flow_matching is there but one of its own dependencies is not: its message names which
+    sys.exit("examples/monitor_flow_matching.py needs Meta's flow_matching library, which is not installed: "
+             "pip install -c constraints.txt flow_matching (as `make setup` does), or pip install -e '.[audit]'")
 
 
 class MLP(nn.Module):

@@ -23,10 +23,20 @@ import time
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
-from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
-from torchcfm.models.models import MLP
 
 from flowvar.variance.monitor import GradientVarianceMonitor
+
+try:
+    from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
+    from torchcfm.models.models import MLP
+except ModuleNotFoundError as missing:
+    if (missing.name or "").partition(".")[0] != "torchcfm":
+        raise  # torchcfm is there but one of its own dependencies is not: its message names which
+    # --no-deps: torchcfm's declared dependencies pull ~80 packages (the Makefile); the two modules used here import
+    # only torch, numpy and POT, which flowvar already requires
+    sys.exit("examples/monitor_torchcfm.py needs torchcfm, which is not installed: "
+             "pip install -c constraints.txt --no-deps torchcfm (as `make setup` does), "
+             "or with a full torch pip install -e '.[audit]'")
 
 
 def digits(n: int, seed: int) -> torch.Tensor:
