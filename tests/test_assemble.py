@@ -60,6 +60,8 @@ def test_the_assembled_sweep_is_the_whole_run(runs: dict[str, Any], tmp_path: Pa
     parts = [json.loads((runs["sweep"] / p["output"] / "result.json").read_text())
              for p in json.loads((runs["sweep"] / "sweep.json").read_text())["points"]]
     assert source["points"] == 4 and len(source["keys"]) == 4 and source["command"].startswith("flowvar sweep")
+    # one code version, the experiment's, on both sides: the same code reads as the same (it named the package's)
+    assert source["computed_by"] == source["assembled_by"]
     assert result.runtime_s == pytest.approx(sum(p["runtime_s"] for p in parts))
     assert "memorisation_phase" in (folder / "summary.md").read_text()
 

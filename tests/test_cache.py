@@ -717,3 +717,56 @@ def test_one_data_file_named_relatively_or_absolutely_is_one_key(tmp_path: Path,
     assert key("sub/data.npy") not in same
     config = build_config(spec, quick=True, overrides={"dataset": "npy", "data_dir": "data.npy"})
     assert config.data_dir == "data.npy"  # the config itself (result.json) keeps the path as written
+
+
+def _helper_plugin(folder: Path, name: str, factor: str) -> Path:
+    """A plugin experiment whose number comes from a helper module beside it (``import <name>_helper``)."""
+    (folder / f"{name}_helper.py").write_text(f"FACTOR = {factor}\n")
+    path = folder / f"{name}.py"
+    path.write_text(
+        "from dataclasses import dataclass\n"
+        "from flowvar.experiments.base import register\n"
+        f"import {name}_helper\n\n"
+        "@dataclass\nclass C:\n    seed: int = 0\n\n"
+        f"@register({name!r}, title='helper', config=C)\n"
+        f"def run(config, ctx):\n    ctx.metric('y', {name}_helper.FACTOR)\n")
+    return path
+
+
+def test_a_plugins_helper_module_is_part_of_its_code_version(tmp_path: Path) -> None:
+    """Review finding (sweeprev 2): a plugin importing a helper from its folder kept its cache key when the helper
+    changed (FACTOR 1 → 10), and the old numbers came back as cache hits. Its helpers count now; installed packages
+    (flowvar, torch) never do."""
+    import importlib
+    import sys
+
+    from flowvar.cache_key import _plugin_source, code_version
+    from flowvar.experiments.registry import load_plugin
+
+    plugin = _helper_plugin(tmp_path, "helper_probe", "1.0")
+    load_plugin(plugin)
+    source = _plugin_source("helper_probe")
+    assert source is not None and b"helper_probe_helper.py\0FACTOR = 1.0" in source
+    assert b"helper_probe.py\0" in source
+    before = code_version("helper_probe")
+    (tmp_path / "helper_probe_helper.py").write_text("FACTOR = 10.0\n")
+    importlib.reload(sys.modules["helper_probe_helper"])
+    assert code_version("helper_probe") != before
+    assert all(not name.startswith(("torch", "flowvar")) for name in
+               (chunk.decode(errors="replace") for chunk in source.split(b"\0")[0::2] if chunk))
+
+
+def test_the_key_of_a_device_auto_config_names_the_device_it_resolves_to() -> None:
+    """An image experiment with device auto runs on CUDA where one is visible: its key says which, so a cache moved
+    from a GPU machine is not read as a CPU result. Configs without a device field keep their keys."""
+    import torch
+
+    from flowvar.cache_key import key_inputs
+
+    spec = get_experiment("table2")
+    config = build_config(spec, quick=True)
+    assert config.device == "auto"
+    assert key_inputs("table2", config, True)["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    cpu = dataclasses.replace(config, device="cpu")
+    assert "device" not in key_inputs("table2", cpu, True)
+    assert "device" not in key_inputs("prop1", build_config(get_experiment("prop1"), quick=True), True)

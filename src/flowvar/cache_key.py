@@ -16,7 +16,9 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
   experiment reports. Nor do the YAML files: the values they hold are in
   the effective config. Sources are read once per process, so one run uses one code version;
 * the torch version and the torch thread count of the run (the last digits of a training run depend on the
-  reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp);
+  reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp), and for a config
+  whose ``device`` is ``auto`` or ``cuda`` the device it resolves to (CUDA or CPU);
+* for a plugin experiment, its module and the helpers it imported from its folder (:func:`_plugin_source`);
 * the *contents* of the user data a config names by path (:func:`data_digests`: any config field named
   ``data_dir``, ``data_path`` or ``data_file``, or ending in ``_data_dir``/``_data_path``/``_data_file``; today
   ``data_dir`` of ``dataset=npy|folder|celeba``): a file's SHA-256, a folder's listing (relative name, size and
@@ -104,7 +106,13 @@ def source_digest(experiment: str | None = None) -> str:
 
 
 def _plugin_source(experiment: str) -> bytes | None:
-    """The bytes of the module that registered ``experiment`` when it is a plugin (not a flowvar module)."""
+    """The source of a plugin experiment (one not registered by a flowvar module): the bytes of the module that
+    registered it and of every module already imported from its folder or below (its helpers: ``import helper``
+    beside ``myexp.py``), each with its path relative to that folder, in sorted order; None for flowvar's own.
+
+    Installed packages and the standard library never count, even where a virtual environment sits inside the
+    plugin's folder (paths under ``sys.prefix`` / ``sys.base_prefix`` are left out): they are versioned, and hashing
+    them at every lookup would cost seconds. A helper imported only later, inside ``run``, is not seen."""
     import sys
 
     from flowvar.experiments.registry import registered
@@ -116,7 +124,25 @@ def _plugin_source(experiment: str) -> bytes | None:
     path = getattr(module, "__file__", None)
     if path is None or Path(path).resolve().is_relative_to(_package_dir()):
         return None
-    return Path(path).read_bytes()
+    main = Path(path).resolve()
+    root = main.parent
+    # modules imported from the plugin's folder share its sys.path entry, hence its spelling: a string test first
+    # keeps this cheap over the ~1000 modules of a torch process
+    prefixes = tuple({str(root), os.path.dirname(os.path.abspath(path))})
+    installed = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}]
+    files = {main}
+    for other in list(sys.modules.values()):
+        where = getattr(other, "__file__", None)
+        if not where or not where.endswith(".py") or not os.path.abspath(where).startswith(prefixes):
+            continue
+        file = Path(where).resolve()
+        if file.is_relative_to(root) and not any(file.is_relative_to(p) for p in installed):
+            files.add(file)
+    out = bytearray()
+    for file in sorted(files):
+        with contextlib.suppress(OSError):  # a module whose file has gone since it was imported
+            out += file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0"
+    return bytes(out)
 
 
 def code_version(experiment: str | None = None) -> str:
@@ -211,6 +237,10 @@ def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) 
     inputs = {"format": CACHE_FORMAT, "experiment": name, "quick": bool(quick), "config": _absolute_data_paths(plain),
               "code_version": code_version(name), "torch": torch.__version__,
               "torch_threads": int(threads if threads is not None else torch.get_num_threads())}
+    if plain.get("device") in ("auto", "cuda"):
+        # the device such a config resolves to (experiments/_imaging.resolve_device): a GPU run and a CPU run of one
+        # torch build differ in their last digits, and a cache may move between machines
+        inputs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     data = data_digests(plain)
     if data:
         inputs["data"] = data

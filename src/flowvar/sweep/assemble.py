@@ -87,7 +87,7 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
     computed_by = str(meta.get("code_version", "unknown"))
     provenance = {"sweep": str(sweep_dir.resolve()), "command": meta.get("command"), "points": len(points),
                   "keys": [p.get("key") for p in points], "computed_by": computed_by,
-                  "assembled_by": code_version(), "compute_s": sum(r.runtime_s for r in parts)}
+                  "assembled_by": code_version(spec.name), "compute_s": sum(r.runtime_s for r in parts)}
     out_root = Path(out) if out is not None else sweep_dir / "assembled"
     if (out_root / spec.name).exists() and not (out_root / spec.name).is_dir():
         raise ConfigError(f"{out_root / spec.name} is a file, not a result folder; move it away or give another "
@@ -140,7 +140,7 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
                   "points": original.get("points", len(points) if isinstance(points, list) else None),
                   "command": original.get("command"),
                   "computed_by": original.get("computed_by", "unknown"),
-                  "assembled_by": code_version(),
+                  "assembled_by": code_version(spec.name),
                   "compute_s": float(original.get("compute_s", stored.runtime_s)),
                   "rejudged": {"result": str(path.resolve()), "judged_by": original.get("assembled_by", "unknown"),
                                "verdicts_before": {c.id: c.verdict for c in stored.claims}}}
