@@ -9,10 +9,14 @@ is written.
 
 from __future__ import annotations
 
+import codecs
 import importlib
+import os
 import re
+import sys
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +42,37 @@ class LoadedModel:
     state_key: str | None = None
 
 
+@contextmanager
+def working_folder_importable() -> Iterator[None]:
+    """The current working directory first on ``sys.path`` for the duration, unless it is there already (as ``''``
+    or by name); ``sys.path`` as it was afterwards.
+
+    Why: ``python -m flowvar.cli`` puts the working directory first on ``sys.path``, but the ``flowvar`` console
+    script does not, so ``flowvar audit --model my_nets:build`` run beside ``my_nets.py`` could not import it. Only
+    the user's model is imported under it — the factory's module (and what it or the factory imports) and a pickled
+    module's classes — so the caller's import path is left as it was (the Python API runs in the user's process).
+    First, as under ``python -m``: a module of the user's beside the command wins over an installed one of that name.
+    """
+    cwd = os.getcwd()
+    present = any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path)
+    if not present:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if not present and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def import_factory(spec: str) -> Any:
-    """``"package.module:attribute"`` → the attribute (a callable building the model, or a module instance)."""
+    """``"package.module:attribute"`` → the attribute (a callable building the model, or a module instance). The
+    module is looked for on ``sys.path`` and in the current working directory (:func:`working_folder_importable`)."""
     module_name, sep, attr = str(spec).partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"--model must be 'package.module:factory' (e.g. my_pkg.nets:build_model), got {spec!r}")
     try:
-        module = importlib.import_module(module_name)
+        with working_folder_importable():
+            module = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError(f"cannot import {module_name!r} for --model {spec}: {printable(str(error))}; is it on "
                           f"PYTHONPATH (run from the folder that holds it)?") from None
@@ -129,16 +157,58 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
+#: The first bytes of a pickle of protocol 2 or later (the PROTO opcode): how torch.save's pre-1.6 format begins.
+PICKLE_PROTO = b"\x80"
+
+
+def _not_torch_save(path: Path) -> str | None:
+    """What ``path`` is when it cannot be a torch.save file — neither a zip archive (torch.save since 1.6) nor a
+    pickle of protocol ≥ 2 (the older format) — in a few words ("empty", "a NumPy .npy array", "text"); None when it
+    may be one (or cannot be read: torch's error says why)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(512)
+    except OSError:
+        return None
+    if not head:
+        return "the file is empty"
+    if zipfile.is_zipfile(path) or head.startswith(PICKLE_PROTO):
+        return None
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a NumPy .npy array; arrays go to --data, --pairs or --heldout"
+    try:  # incremental: a character cut at the end of the 512 bytes is not a decoding error
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)
+    except UnicodeDecodeError:
+        return f"it begins with the bytes {head[:8]!r}"
+    return f"it is text, beginning {printable(text[:40])!r}"
+
+
 def _read_checkpoint(path: Path, weights_only: bool) -> Any:
     if weights_only and path.is_file() and _is_torchscript(path):  # before torch.load, which warns and dispatches
         raise DataError(f"checkpoint {path} is a TorchScript file, a whole model: pass it as --checkpoint without "
                         f"--model")
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        if weights_only:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        with working_folder_importable():  # unpickling imports the module that defines the model's classes
+            return torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise DataError(f"checkpoint {path} does not exist") from None
+    except ModuleNotFoundError as error:  # only unpickling imports modules (weights_only refuses to)
+        raise DataError(f"checkpoint {path} pickles a model whose classes are defined in {error.name!r}, which cannot "
+                        f"be imported ({printable(str(error))[:200]}): the module defining the model class must be "
+                        f"importable when the file is read — run from the folder that holds it, or put that folder "
+                        f"on PYTHONPATH (or install the package it belongs to)") from None
     except Exception as error:  # torch raises many types for a damaged or foreign file
         text = str(error).strip()
+        foreign = _not_torch_save(path)
+        if foreign is not None:  # torch's own words (e.g. about weights_only) would point elsewhere: say it first
+            first = printable(text.splitlines()[0])[:200] if text else ""
+            wanted = ("the weights saved with torch.save(model.state_dict(), PATH)" if weights_only else
+                      "a whole model saved with torch.save(model, PATH), torch.jit.save or torch.export.save")
+            raise DataError(f"checkpoint {path} is not a file written by torch.save (neither a zip archive nor a "
+                            f"pickle: {foreign}); pass {wanted} (torch.load says: {type(error).__name__}"
+                            f"{': ' + first if first else ''})") from None
         if weights_only and "weights only load failed" in text.lower() and zipfile.is_zipfile(path):
             # a torch.save archive holding more than tensors and containers (a pickled module, an argparse
             # Namespace among the hyper-parameters): weights_only refuses it rather than run code from the file
@@ -180,7 +250,8 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
             if not callable(built):
                 raise ConfigError(f"--model {factory} is neither a callable nor an nn.Module")
             try:
-                built = built()
+                with working_folder_importable():  # a factory may import its network's module when called
+                    built = built()
             except Exception as error:  # the user's factory: report its failure in one line
                 raise ConfigError(f"--model {factory}() failed: {type(error).__name__}: "
                                   f"{printable(str(error))[:200]}") from None
