@@ -354,6 +354,11 @@ def class_folders(folder: Path) -> list[Path]:
                   if p.is_dir() and not p.name.startswith(".") and list_image_files(p, recursive=True))
 
 
+#: The bundled data sets the audit reads by name (flowvar.data.NAMED_DATA less the synthetic gmm, which no model
+#: was trained on).
+AUDIT_DATA_NAMES: tuple[str, ...] = ("digits", "lfw")
+
+
 def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
                   channels: int | None = None, value_range: tuple[float, float] | None = None
                   ) -> tuple[Tensor, Tensor | None, str]:
@@ -369,7 +374,7 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     mapped to [−1, 1] (16-bit or other integer images, which are refused without it); image files and bundled sets
     have a known scale, so it is refused with them.
     """
-    from flowvar.data import load_array, load_folder, load_images, resolve_data
+    from flowvar.data import NAMED_DATA, load_array, load_folder, load_images, resolve_data
 
     def no_value_range(kind: str) -> None:
         if value_range is not None:
@@ -384,7 +389,15 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
             raise ShapeError(f"{what} must have shape (N, *shape) with N >= 1, got {tuple(x.shape)}")
         check_finite(what, x)
         return x.contiguous(), None, f"tensor {tuple(x.shape)}"
-    path = Path(str(data)).expanduser()
+    text = str(data).strip()
+    path = Path(text).expanduser()
+    accepted = (f"pass a folder of images (or of one subfolder per class), a .npy or .npz file (numpy.save / "
+                f"numpy.savez), or one of the bundled names {', '.join(AUDIT_DATA_NAMES)}")
+    # before resolve_data, whose message offers every bundled name, gmm included, which the audit refuses
+    if not text:
+        raise DataError(f"{what}: no data given; {accepted}")
+    if text.lower() not in NAMED_DATA and not path.exists():
+        raise DataError(f"{what} path {path} does not exist; {accepted}")
     if path.suffix.lower() == ".npz" and path.is_file():  # only the audit reads labelled arrays: not resolve_data's
         loaded = load_array(path, resolution=resolution, channels=channels, value_range=value_range)
         return loaded.images.to(torch.float32).contiguous(), loaded.labels, loaded.source
@@ -405,7 +418,7 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     spec = resolve_data(data)
     if spec.dataset == "gmm":
         raise ConfigError(f"{what}: 'gmm' is an experiment's synthetic set, not data a model was trained on; pass a "
-                          f"folder, a .npy file, digits or lfw")
+                          f"folder, a .npy file, or {' or '.join(AUDIT_DATA_NAMES)}")
     if spec.dataset == "npy":
         assert spec.data_dir is not None
         images = load_array(spec.data_dir, resolution=resolution, channels=channels, value_range=value_range)
@@ -542,6 +555,7 @@ def in_training_data(held: Tensor, train: Tensor) -> Tensor:
 
 
 __all__ = [
+    "AUDIT_DATA_NAMES",
     "NPZ_CONDITION_KEY",
     "OVERLAP_SPACING",
     "STATE_KEYS",
