@@ -47,6 +47,10 @@ MOVE_N = 64
 MOVE_STEPS = 8
 
 
+#: A candidate's ``error`` when the call ran but the output held NaN or Inf.
+NON_FINITE = "the model returned NaN/Inf"
+
+
 @dataclass(frozen=True)
 class CandidateScore:
     """How one convention did on the training data.
@@ -152,7 +156,7 @@ def score_convention(model: nn.Module, convention: Convention, x1: Tensor, x0: T
             return CandidateScore(convention, False, error=_short(error))
     convention = replace(field.convention, output=field.output_read)
     if not math.isfinite(q):
-        return CandidateScore(convention, False, error="the model returned NaN/Inf")
+        return CandidateScore(convention, False, error=NON_FINITE)
     for earlier_v, earlier in seen or []:
         if torch.equal(v, earlier_v):
             return replace(earlier, convention=convention)
@@ -250,6 +254,31 @@ def _uncallable_cause(model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | N
             f"one time for the whole batch (a scalar t, called as {scalar}), but the audit gives each item its own "
             f"time: audit a module that calls it one item at a time, e.g. forward(self, x, t): return "
             f"torch.cat([{one} for i in range(x.shape[0])])")
+
+
+def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore]) -> str:
+    """The error when no candidate ran: each cause after the calls that gave it (``xt: TypeError: …; tx, cat: …``).
+    When some call reached the network and got NaN/Inf, that leads (with how many of the weights are not finite):
+    the call works and the shape or timestep advice for calls that raise does not fit it."""
+    causes: dict[str, list[str]] = {}
+    for s in scores:
+        calls = causes.setdefault(s.error, [])
+        if s.convention.call not in calls:
+            calls.append(s.convention.call)
+    listed = "; ".join(f"{', '.join(calls)}: {error}" for error, calls in causes.items() if error != NON_FINITE)
+    if NON_FINITE in causes:
+        weights = [p for p in model.parameters() if p.is_floating_point()]
+        bad = sum(int((~torch.isfinite(p)).sum()) for p in weights)
+        total = sum(p.numel() for p in weights)
+        checked = (f"{bad} of its {total} weights are NaN/Inf: the checkpoint is damaged or its training diverged"
+                   if bad else "its weights are finite: are the data on the scale it was trained on (e.g. images "
+                   "in [−1, 1]), in its dtype?")
+        return (f"the model returns NaN/Inf on the training data under {', '.join(causes[NON_FINITE])}; {checked}"
+                + (f" (the other calls fail — {listed})" if listed else ""))
+    return (f"the model cannot be called on the training data under any convention ({listed}); check the data's "
+            f"shape and channels against the model. flowvar calls it with x (B, *item shape) and a float time t "
+            f"(B,) in [0, 1] (× --time-scale): a model that takes integer timesteps (an nn.Embedding lookup of t) "
+            f"needs a wrapper, e.g. forward(x, t): return net(x, (t * 999).round().long())")
 
 
 def _short(error: BaseException) -> str:
@@ -358,12 +387,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
             cause = _uncallable_cause(model, x1, t, probe_labels[0] if probe_labels is not None else None, label_arg)
             if cause is not None:
                 raise DataError(cause)
-            errors = "; ".join(dict.fromkeys(s.error for s in scores))
-            raise DataError(f"the model cannot be called on the training data under any convention ({errors}); check "
-                            f"the data's shape and channels against the model. flowvar calls it with x (B, *item "
-                            f"shape) and a float time t (B,) in [0, 1] (× --time-scale): a model that takes integer "
-                            f"timesteps (an nn.Embedding lookup of t) needs a wrapper, e.g. forward(x, t): return "
-                            f"net(x, (t * 999).round().long())")
+            raise DataError(_no_call_runs(model, scores))
         top = min(ran, key=lambda s: s.loss_ratio)
         raise DataError(f"no calling convention fits this model on the training data (best: {top.convention} with "
                         f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}"
