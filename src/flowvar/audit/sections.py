@@ -91,6 +91,24 @@ def endpoints(field_: nn.Module, x0: Tensor, method: str, steps: int, labels: Te
     return torch.cat(parts)
 
 
+def adaptive_method(method: str) -> bool:
+    """Whether ``method`` chooses its own steps (an adaptive torchdiffeq solver such as dopri5: the
+    :class:`~flowvar.sampling.ODESolution` of :func:`~flowvar.sampling.integrate` reports ``steps`` None), so that
+    ``steps`` only sets the times it saves and two step counts give one and the same solve."""
+    return integrate(lambda x, t: torch.zeros_like(x), torch.zeros(1, 1), method=method, steps=1).steps is None
+
+
+#: The coarse reading of pair recovery under an adaptive method, which has no coarse grid of its own: Euler on
+#: ``coarse_steps``, the grid Prop 2's solver dependence shows on (coarse Euler grids jump over the turning of a
+#: memorised field that an adaptive solve follows; docs/experiments/solver_resolution.md).
+ADAPTIVE_COARSE_METHOD = "euler"
+
+
+def grid_text(grid: dict[str, Any]) -> str:
+    """How one pair-recovery reading integrated: "dopri5, adaptive steps" or "euler, 10 steps"."""
+    return f"{grid['method']}, adaptive steps" if grid["adaptive"] else f"{grid['method']}, {grid['steps']} steps"
+
+
 def class_groups(labels: Tensor) -> list[Tensor]:
     """The row indices of each class present in ``labels`` (n,), in class order."""
     return [torch.nonzero(labels == c).reshape(-1) for c in torch.unique(labels).tolist()]
@@ -102,7 +120,9 @@ def class_groups(labels: Tensor) -> list[Tensor]:
 def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, steps: int, coarse_steps: int,
                   labels: Tensor | None = None, generator: torch.Generator | None = None) -> Section:
     """Integrate every training source x0_i (N, *shape) and ask whether its endpoint's nearest training target is its
-    own partner x1_i, on a fine (``steps``) and a coarse (``coarse_steps``) grid.
+    own partner x1_i, on a fine (``steps``) and a coarse (``coarse_steps``) grid of ``method``. An adaptive
+    ``method`` (:func:`adaptive_method`) is one solve whatever the steps, so the fine reading is that solve and the
+    coarse one is :data:`ADAPTIVE_COARSE_METHOD` on ``coarse_steps``: the rule's two readings stay two solvers.
 
     a_own = (1/N) Σ 1[argmin_j ‖x̂1_i − x1_j‖ = i]; a_ot likewise with the exact-OT partner σ(i) of x0_i
     (:func:`flowvar.ot.exact_ot_permutation`); the rule uses the pairs with σ(i) ≠ i and their memorisation score
@@ -144,9 +164,11 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     if continuous:  # fresh noise, one per training item, under that item's condition: the condition's own pull
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         fresh = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
-    grids: dict[str, dict[str, float]] = {}
-    for name, k in (("fine", steps), ("coarse", coarse_steps)):
-        end = endpoints(field_, x0, method, k, labels)
+    adaptive = adaptive_method(method)
+    coarse_method = ADAPTIVE_COARSE_METHOD if adaptive else method
+    grids: dict[str, dict[str, Any]] = {}
+    for name, solver, k in (("fine", method, steps), ("coarse", coarse_method, coarse_steps)):
+        end = endpoints(field_, x0, solver, k, labels)
         own_correct = torch.zeros(n, dtype=torch.bool)
         ot_correct = torch.zeros(n, dtype=torch.bool)
         for rows in groups:
@@ -161,7 +183,7 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
         landed_other = float((landed & ~own_correct & ~ot_correct).double().mean())
         extra: dict[str, float] = {}
         if fresh is not None:  # continuous conditions: the measured chance of this grid
-            fresh_end = endpoints(field_, fresh, method, k, labels)
+            fresh_end = endpoints(field_, fresh, solver, k, labels)
             fresh_correct = pairing_accuracy(fresh_end, x1c).correct.cpu()
             baseline = float(fresh_correct[off].double().mean()) if n_off else math.nan
             grid_chance = max(1.0 / n, baseline) if n_off else 1.0 / n
@@ -169,7 +191,9 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
             extra = {"condition_baseline": baseline, "chance": grid_chance}
         else:  # memorisation_score's (a − chance)/(1 − chance), with the class-wise chance (and repeated targets)
             score = (acc_off - chance) / (1.0 - chance) if n_off and chance < 1 else math.nan
-        grids[name] = {"steps": k, "accuracy_own": float(own_correct.double().mean()),
+        adaptive_solve = adaptive and solver == method  # its steps only set the times it saves
+        grids[name] = {"method": solver, "adaptive": adaptive_solve, "steps": None if adaptive_solve else k,
+                       "accuracy_own": float(own_correct.double().mean()),
                        "accuracy_ot": float(ot_correct.double().mean()), "accuracy_own_off_ot": acc_off,
                        "score": score, "l2_own.median": dist["own"].median, "l2_ot.median": dist["ot"].median,
                        "landed_on_other_target": landed_other, **extra}
@@ -204,13 +228,15 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
                 "n_classes": len(groups) if labels is not None and not continuous else None,
                 "continuous_conditions": continuous,
                 "condition_baseline": baseline if continuous else None}
+    both = (f" (the adaptive {method} solve and {coarse_method} on {coarse_steps} steps: {method}'s steps only set "
+            f"its save times)" if adaptive else "")
     claim = judge("audit.pair_recovery",
                   "Integrating each training source ends at its own training partner (pair memorisation, Prop 2)",
                   evidence, kind="finding",
                   verdict=rules.pair_recovery_verdict(fine["score"], coarse["score"], fine["landed_on_other_target"]),
                   precondition=pre,
                   rule=f"memorisation score m = {score_rule} of the pairs whose partner is not their OT "
-                       f"partner: memorising if m ≥ {rules.PAIR_MEMORISE} on both grids, generalising if m ≤ "
+                       f"partner: memorising if m ≥ {rules.PAIR_MEMORISE} on both grids{both}, generalising if m ≤ "
                        f"{rules.PAIR_GENERALISE} on both, else inconclusive; inconclusive also when ≥ "
                        f"{rules.PAIR_MAX_LANDED_OTHER:.0%} of the endpoints land on other training items (misaligned "
                        f"pairs or copying)",
@@ -222,9 +248,10 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     chance_text = (f"chance {evidence['chance']:.1%}: fresh noise under the same condition reaches the item in "
                    f"{fine['condition_baseline']:.1%}" if continuous else f"chance {evidence['chance']:.1%}")
     text = (f"{fine['accuracy_own']:.0%} of the {n} training sources{who} end nearest their own partner{within} on "
-            f"the fine grid ({method}, {steps} steps; {chance_text}), {fine['accuracy_ot']:.0%} nearest "
+            f"the fine grid ({grid_text(fine)}; {chance_text}), {fine['accuracy_ot']:.0%} nearest "
             f"their OT partner; "
-            f"coarse grid ({coarse_steps} steps): {coarse['accuracy_own']:.0%} own, {coarse['accuracy_ot']:.0%} OT."
+            f"coarse grid ({grid_text(coarse) if adaptive else f'{coarse_steps} steps'}): "
+            f"{coarse['accuracy_own']:.0%} own, {coarse['accuracy_ot']:.0%} OT."
             + (" The two grids disagree: the outcome depends on the solver." if disagree else "")
             + (f" {fine['landed_on_other_target']:.0%} of the endpoints land on a training item that is neither their "
                f"own nor their OT partner: is --pairs row-aligned with --data (row i the source of item i; a folder "
@@ -239,7 +266,7 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     for j, (name, g) in enumerate((("fine", fine), ("coarse", coarse))):
         bars = [g["accuracy_own"], g["accuracy_ot"], g.get("chance", evidence["chance"])]  # per grid: continuous
         ax.bar(np.arange(3) + 0.38 * j, bars, 0.38,
-               label=f"{name} ({g['steps']} steps)")
+               label=f"{name} ({grid_text(g)})")
     ax.set_xticks(np.arange(3) + 0.19, labels)
     ax.set_ylabel("share of training sources")
     ax.set_ylim(0, 1.05)
