@@ -1011,8 +1011,14 @@ def test_checkpoints_of_ema_wrappers_and_lightning_load(memorised: dict, tmp_pat
     with pytest.raises(DataError, match=r"pickles argparse\.Namespace.*Save the weights alone"):
         load_model("audit_nets:mlp", tmp_path / "ns.ckpt")
     (tmp_path / "notes.pt").write_text("hello")
-    with pytest.raises(DataError, match=r"cannot be read by torch\.load \(\w+.*written by torch\.save"):
+    with pytest.raises(DataError, match=r"notes\.pt is not a file written by torch\.save \(neither a zip archive nor a "
+                                        r"pickle: it is text, beginning 'hello'\).*torch\.load says"):
         load_model("audit_nets:mlp", tmp_path / "notes.pt")
+    # a torch.save archive cut short is one, damaged: torch's reading, not "not a torch.save file"
+    whole = (tmp_path / "lit1.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(DataError, match=r"cannot be read by torch\.load \(\w+.*written by torch\.save"):
+        load_model("audit_nets:mlp", tmp_path / "cut.ckpt")
 
 
 def test_compiled_models_gradient_test_is_measured(memorised: dict, tmp_path: Path) -> None:

@@ -159,6 +159,9 @@ def _is_torchscript(path: Path) -> bool:
 
 #: The first bytes of a pickle of protocol 2 or later (the PROTO opcode): how torch.save's pre-1.6 format begins.
 PICKLE_PROTO = b"\x80"
+#: The first bytes of a zip archive (a local file header): how torch.save's format begins, also when the file was cut
+#: short (a truncated archive, whose central directory at the end is missing, is no zip to zipfile.is_zipfile).
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 def _not_torch_save(path: Path) -> str | None:
@@ -172,7 +175,7 @@ def _not_torch_save(path: Path) -> str | None:
         return None
     if not head:
         return "the file is empty"
-    if zipfile.is_zipfile(path) or head.startswith(PICKLE_PROTO):
+    if zipfile.is_zipfile(path) or head.startswith((PICKLE_PROTO, ZIP_MAGIC)):  # a cut zip still begins with PK
         return None
     if head.startswith(b"\x93NUMPY"):
         return "it is a NumPy .npy array; arrays go to --data, --pairs or --heldout"
