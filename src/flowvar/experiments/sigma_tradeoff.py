@@ -684,9 +684,10 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                        label=f"recommended σ = {rec:g}" + (" (fallback)" if advice["fallback"] else ""))
     for ax in axes[:2]:
         ax.legend(fontsize=7)
-    # the distances panel's two axes share one legend (two legends overlapped each other and the curves)
+    # the distances panel's two axes share one legend, below the panel: inside, it overlapped one axis's curve
+    # ("best" sees only its own axis's lines)
     handles = [h for a in (axes[2], twin) for h in a.get_legend_handles_labels()[0]]
-    axes[2].legend(handles=handles, fontsize=7, loc="best")
+    axes[2].legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle(f"σ trade-off ({config.dataset}, N = {config.n_train}, {config.steps} steps, {config.n_seeds} "
                  f"seed(s))", fontsize=10)
     ctx.figure("sigma_tradeoff", fig)
