@@ -200,10 +200,10 @@ def test_cell_table_is_the_mean_and_sd_over_seeds(toy) -> None:
     outcomes = [PointOutcome(p, status="computed", metrics={"v": float(v)}) for p, v in zip(points, values)]
     outcomes[5].status, outcomes[5].error = "failed", "boom"  # left out of its cell
     table = cell_table(axes, outcomes, lambda o: o.metrics.get("v"))
-    assert set(table) == {("0",), ("1",)}
-    m0, s0, k0 = table[("0",)]
+    assert set(table) == {("0.0",), ("1.0",)}  # keyed by each value's exact JSON text, never a rounded label
+    m0, s0, k0 = table[("0.0",)]
     assert k0 == 3 and m0 == pytest.approx(values[:3].mean()) and s0 == pytest.approx(values[:3].std(ddof=1))
-    m1, s1, k1 = table[("1",)]
+    m1, s1, k1 = table[("1.0",)]
     assert k1 == 2 and m1 == pytest.approx(values[3:5].mean()) and s1 == pytest.approx(values[3:5].std(ddof=1))
 
 

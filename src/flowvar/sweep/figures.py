@@ -3,6 +3,7 @@ every point of the grid appears in each, a point with no value or verdict as a m
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import math
@@ -10,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowvar.sweep.grid import Axis, canonical, short_label
+from flowvar.errors import FlowvarError
+from flowvar.results import atomic_write_bytes
+from flowvar.sweep.grid import Axis, axis_labels, canonical
 from flowvar.sweep.tables import (
     VERDICT_SCORE,
     PointOutcome,
@@ -81,23 +84,24 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
     # the seeds a cell should have: a cell with fewer values (a seed failed, was not run or did not report) says so
     n_seeds = next((len(a.values) for a in axes if a.key == "seed"), 1)
     varying = [i for i, a in enumerate(swept) if len(a.values) > 1]
-    labels = [[short_label(v) for v in a.values] for a in swept]
+    labels = [axis_labels(a) for a in swept]  # tick labels: distinct where six digits would write two values alike
     if not table:
         return None
     gaps = gaps or {}
     nothing = "no verdict" if verdict else "no value"
 
-    def key(assignment: dict[int, str]) -> tuple[str, ...]:
-        return tuple(assignment.get(i, labels[i][0]) for i in range(len(swept)))
+    def key(assignment: dict[int, int]) -> tuple[str, ...]:
+        """The cell (:func:`~flowvar.sweep.tables.cell_of`) of the values at these indices (axis → value)."""
+        return tuple(canonical(a.values[assignment.get(i, 0)]) for i, a in enumerate(swept))
 
-    def cell(assignment: dict[int, str]) -> tuple[float, float, int]:
+    def cell(assignment: dict[int, int]) -> tuple[float, float, int]:
         return table.get(key(assignment), (math.nan, math.nan, 0))
 
     if len(varying) <= 1:
         i = varying[0] if varying else 0
         xs = labels[i] if swept else ["all"]
         numbers, xlabel = numeric_positions(swept[i]) if swept else (None, "")
-        keys = [key({i: x}) for x in xs] if swept else [next(iter(table))]
+        keys = [key({i: j}) for j in range(len(xs))] if swept else [next(iter(table))]
         stats = [table.get(k, (math.nan, math.nan, 0)) for k in keys]
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         positions = numbers if numbers is not None else list(range(len(xs)))
@@ -137,7 +141,7 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
     else:
         row, col = varying[0], varying[1]
         rest = varying[2:]
-        combos = list(itertools.product(*(labels[i] for i in rest))) or [()]
+        combos = list(itertools.product(*(range(len(labels[i])) for i in rest))) or [()]
         if len(combos) > 12:
             log.warning("%s: %d panels; plotting the first 12", title, len(combos))
             combos = combos[:12]
@@ -148,7 +152,7 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
         any_gap = False
         for ax, combo in zip(axs[0], combos):
             fixed = {i: v for i, v in zip(rest, combo)}
-            cells = [[{**fixed, row: r, col: c} for c in labels[col]] for r in labels[row]]
+            cells = [[{**fixed, row: r, col: c} for c in range(len(labels[col]))] for r in range(len(labels[row]))]
             grid = [[cell(a) for a in line] for line in cells]
             means = np.array([[g[0] if g[2] else math.nan for g in line] for line in grid])
             kwargs = {"vmin": -1, "vmax": 1} if verdict else {}
@@ -168,7 +172,7 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
             ax.set_xlabel(swept[col].key)
             ax.set_ylabel(swept[row].key)
             if combo:
-                ax.set_title(", ".join(f"{swept[i].key}={v}" for i, v in fixed.items()), fontsize=8)
+                ax.set_title(", ".join(f"{swept[i].key}={labels[i][j]}" for i, j in fixed.items()), fontsize=8)
             bar = fig.colorbar(image, ax=ax, fraction=0.046)
             if verdict:
                 bar.set_ticks([-1, 0, 1], labels=["refuted", "inconclusive", "confirmed"])
@@ -183,25 +187,52 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
 
 def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
                 *, verdict: bool = False, gaps: dict[tuple[str, ...], str] | None = None) -> Path | None:
-    """:func:`metric_figure` saved as ``path``; None (nothing written) when ``table`` is empty."""
+    """:func:`metric_figure` saved as ``path``; None (nothing written) when ``table`` is empty.
+
+    Rendered in memory, then written atomically (:func:`flowvar.results.atomic_write_bytes`, as
+    :meth:`RunContext.figure <flowvar.experiments.base.RunContext.figure>` does): a full disk leaves the previous file
+    or none, never a partial PNG, and raises :class:`~flowvar.errors.DataError` in one line."""
     import matplotlib.pyplot as plt
 
     fig = metric_figure(title, axes, table, gaps, verdict=verdict)
     if fig is None:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue(), what="figure")
     return path
 
 
 def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tuple[list[str], list[str]]:
     """One figure per chosen metric and one verdict map per claim into ``out/figures``; returns the figure
-    paths (relative to ``out``) and warnings for metrics no point reported."""
-    figures, warnings = [], []
+    paths (relative to ``out``) and warnings: metrics no point reported, and figures that could not be written
+    (a full disk: the sweep's tables and log still get their final lines)."""
+    figures: list[str] = []
+    warnings: list[str] = []
     folder = out / "figures"
     for stale in folder.glob("*.png"):  # the figures of an earlier run of this sweep (other metrics, other grid)
-        stale.unlink()
+        try:
+            stale.unlink()
+        except OSError as e:
+            warnings.append(f"cannot remove the old figure {stale}: {e.strerror or e}")
+
+    def draw(name: str, title: str, table: dict[tuple[str, ...], tuple[float, float, int]],
+             gaps: dict[tuple[str, ...], str], verdict: bool = False) -> None:
+        # one file per figure: a name drawn already (two patterns whose slugs agree) gets a numbered suffix
+        path, n = folder / f"{name}.png", 2
+        while path.relative_to(out).as_posix() in figures:
+            path, n = folder / f"{name}-{n}.png", n + 1
+        try:
+            drawn = plot_metric(path, title, plan_.axes, table, verdict=verdict, gaps=gaps)
+        except (FlowvarError, OSError) as e:  # a full disk: this figure is lost, the sweep's record is not
+            warnings.append(f"figure {title!r} not written: {e}")
+            return
+        if drawn is not None:
+            figures.append(drawn.relative_to(out).as_posix())
+
     done = [o for o in outcomes if o.status in ("computed", "cached")]
     for pattern in plan_.metrics:
         resolved = [resolve_metric(pattern, o) for o in done]
@@ -216,36 +247,26 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
                             + (f" (close: {', '.join(close)})" if close else ""))
             continue
         lookup = {id(o): v for o, (_, v) in zip(done, resolved)}
-        table = cell_table(plan_.axes, outcomes, lambda o, lookup=lookup: lookup.get(id(o)))
-        gaps = cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: metric_gap(pattern, o))
-        path = plot_metric(folder / f"{slug(pattern)}.png", pattern, plan_.axes, table, gaps=gaps)
-        if path is not None:
-            figures.append(path.relative_to(out).as_posix())
+        draw(slug(pattern), pattern, cell_table(plan_.axes, outcomes, lambda o, lookup=lookup: lookup.get(id(o))),
+             cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: metric_gap(pattern, o)))
     for pattern in plan_.verdicts:
         scores = {id(o): resolve_verdict(pattern, o)[1] for o in done}
         if all(v is None for v in scores.values()):
             warnings.append(f"verdict pattern {pattern!r} names no claim of any point")
             continue
-        table = cell_table(plan_.axes, outcomes, lambda o, scores=scores: scores.get(id(o)))
-        gaps = cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: verdict_gap(pattern, o))
-        path = plot_metric(folder / f"verdict-{slug(pattern)}.png", f"verdict: {pattern}", plan_.axes, table,
-                           verdict=True, gaps=gaps)
-        if path is not None:
-            figures.append(path.relative_to(out).as_posix())
+        draw(f"verdict-{slug(pattern)}", f"verdict: {pattern}",
+             cell_table(plan_.axes, outcomes, lambda o, scores=scores: scores.get(id(o))),
+             cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: verdict_gap(pattern, o)), verdict=True)
     # a map per claim id that several points judge (an id only one point has would be a single cell: see the
-    # tables, or name it with a --verdict pattern)
+    # tables, or name it with a --verdict pattern); a claim a --verdict pattern names exactly is mapped already
     counts: dict[str, int] = {}
     for o in done:
         for c in o.verdicts:
             counts[c] = counts.get(c, 0) + 1
-    for claim in sorted(c for c, n in counts.items() if n > 1 or len(done) == 1):
-        table = cell_table(plan_.axes, outcomes,
-                           lambda o, claim=claim: VERDICT_SCORE.get(o.verdicts.get(claim, "")))
-        gaps = cell_gaps(plan_.axes, outcomes, lambda o, claim=claim: verdict_gap(claim, o))
-        path = plot_metric(folder / f"verdict-{slug(claim)}.png", f"verdict: {claim}", plan_.axes, table,
-                           verdict=True, gaps=gaps)
-        if path is not None:
-            figures.append(path.relative_to(out).as_posix())
+    for claim in sorted(c for c, n in counts.items() if (n > 1 or len(done) == 1) and c not in plan_.verdicts):
+        draw(f"verdict-{slug(claim)}", f"verdict: {claim}",
+             cell_table(plan_.axes, outcomes, lambda o, claim=claim: VERDICT_SCORE.get(o.verdicts.get(claim, ""))),
+             cell_gaps(plan_.axes, outcomes, lambda o, claim=claim: verdict_gap(claim, o)), verdict=True)
     return figures, warnings
 
 

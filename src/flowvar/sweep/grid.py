@@ -173,16 +173,32 @@ class Point:
     overrides: dict[str, Any]
     config: Any
     key: str
+    names: dict[str, str] = field(default_factory=dict)
+    """Each swept value as its axis writes it (:func:`axis_labels`); a key left out is written :func:`short_label`."""
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={short_label(v)}" for k, v in self.values.items()) or "(defaults)"
+        """``key=value`` for every swept key, distinct between the points of one grid."""
+        return " ".join(f"{k}={self.names.get(k) or short_label(v)}" for k, v in self.values.items()) or "(defaults)"
 
 
-def short_label(value: Any) -> str:
+def short_label(value: Any, digits: int = 6) -> str:
+    """A value as a sweep writes it: floats to ``digits`` significant digits (``%g``), lists as ``[a,b]``."""
     if isinstance(value, list | tuple):
-        return "[" + ",".join(short_label(v) for v in value) + "]"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+        return "[" + ",".join(short_label(v, digits) for v in value) + "]"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def axis_labels(axis: Axis) -> list[str]:
+    """One label per value of ``axis`` (tick labels, point labels, ``flowvar show``): :func:`short_label`, with as
+    many more significant digits as it takes to tell the values apart (``1`` and ``1.0000001``; ``1234567`` and
+    ``1234568``, which six digits both write ``1.23457e+06``), else the values' JSON text (:func:`canonical`).
+    An axis's values are distinct (:func:`make_axis`), so its labels are."""
+    for digits in range(6, 18):
+        labels = [short_label(v, digits) for v in axis.values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [canonical(v) for v in axis.values]
 
 
 def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str, Any] | None = None,
@@ -200,10 +216,12 @@ def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str,
                           f"sweep takes at most {MAX_POINTS}: split it into several sweeps")
     points: list[Point] = []
     keys: dict[str, str] = {}
-    for index, combo in enumerate(itertools.product(*(a.values for a in axes))):
-        values = {a.key: v for a, v in zip(axes, combo)}
+    written = [axis_labels(a) for a in axes]
+    for index, positions in enumerate(itertools.product(*(range(len(a.values)) for a in axes))):
+        values = {a.key: a.values[j] for a, j in zip(axes, positions)}
+        names = {a.key: labels[j] for a, labels, j in zip(axes, written, positions)}
         merged = {**(overrides or {}), **values}
-        label = " ".join(f"{k}={short_label(v)}" for k, v in values.items())
+        label = " ".join(f"{k}={names[k]}" for k in values)
         try:
             config = build_config(spec, quick=quick, overrides=merged, config_file=config_file)
         except ConfigError as e:
@@ -212,9 +230,9 @@ def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str,
         if key in keys:
             raise ConfigError(f"grid points {keys[key]} and {label} have the same config; drop one of the values")
         keys[key] = label
-        points.append(Point(index, to_jsonable(values), merged, config, key))
+        points.append(Point(index, to_jsonable(values), merged, config, key, names))
     return points
 
 
-__all__ = ["MAX_POINTS", "Axis", "Point", "Preset", "canonical", "expand", "make_axis", "parse_axis", "parse_seeds",
-           "preset_axes", "presets", "short_label", "split_values"]
+__all__ = ["MAX_POINTS", "Axis", "Point", "Preset", "axis_labels", "canonical", "expand", "make_axis", "parse_axis",
+           "parse_seeds", "preset_axes", "presets", "short_label", "split_values"]

@@ -17,7 +17,7 @@ from typing import Any
 from flowvar.cache import config_dict
 from flowvar.errors import ConfigError, DataError
 from flowvar.results import Result, atomic_write_text, to_jsonable
-from flowvar.sweep.grid import Axis, Point, short_label
+from flowvar.sweep.grid import Axis, Point, axis_labels, canonical, short_label
 
 STATUSES = ("computed", "cached", "failed", "not run")
 
@@ -92,18 +92,32 @@ def _resolve(pattern: str, outcome: PointOutcome, values: dict[str, Any]) -> tup
     """The entry of ``values`` that ``pattern`` names for this point: ``{key}`` placeholders are filled from the
     point's config, then ``*``/``?`` match by :mod:`fnmatch`. ``(name, value)``; ``(None, None)`` when nothing
     matches; ``(pattern, None)`` when several names match (ambiguous)."""
-    try:
-        name = pattern.format(**config_dict(outcome.point.config)) if "{" in pattern else pattern
-    except (KeyError, IndexError, AttributeError, ValueError):
-        return None, None
-    if name in values:
-        return name, values[name]
-    if not any(ch in name for ch in "*?["):
-        return None, None
-    matches = [m for m in values if fnmatch.fnmatchcase(m, name)]
+    name = _fill(pattern, outcome)
+    matches = matching_names(pattern, outcome, values)
     if len(matches) == 1:
         return matches[0], values[matches[0]]
     return (name if matches else None), None
+
+
+def _fill(pattern: str, outcome: PointOutcome) -> str | None:
+    """``pattern`` with its ``{key}`` placeholders filled from the point's config; None when one names no key."""
+    try:
+        return pattern.format(**config_dict(outcome.point.config)) if "{" in pattern else pattern
+    except (KeyError, IndexError, AttributeError, ValueError):
+        return None
+
+
+def matching_names(pattern: str, outcome: PointOutcome, values: Collection[str]) -> list[str]:
+    """The names among ``values`` that ``pattern`` names for this point, sorted: the filled pattern itself when it
+    is one of them, else every name its ``*``/``?``/``[`` wildcards match (several: the pattern is ambiguous)."""
+    name = _fill(pattern, outcome)
+    if name is None:
+        return []
+    if name in values:
+        return [name]
+    if not any(ch in name for ch in "*?["):
+        return []
+    return sorted(m for m in values if fnmatch.fnmatchcase(m, name))
 
 
 def resolve_metric(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
@@ -160,7 +174,8 @@ def check_outputs(metrics: Sequence[str], verdicts: Sequence[str], outcomes: Seq
                   *, names_in: str = "", consequence: str = "") -> None:
     """Raise :class:`ConfigError` (one line) when a ``--metric`` pattern names no metric, or a ``--verdict`` pattern
     no claim, of the finished points in ``outcomes`` (:func:`unknown_patterns`; placeholders count as wildcards),
-    naming the close matches, else a few of the valid names and how many there are. ``names_in`` is a clause
+    naming the close matches, else a few of the valid names and how many there are; or when a pattern matches
+    several names of one point (:func:`matching_names`), listing them. ``names_in`` is a clause
     saying where the full list can be read, ``consequence`` what the refusal left behind. Nothing to check against
     (no finished point) passes: the caller checks again when a point finishes."""
     done = [o for o in outcomes if o.status in ("computed", "cached")]
@@ -175,6 +190,14 @@ def check_outputs(metrics: Sequence[str], verdicts: Sequence[str], outcomes: Seq
             listing = (f"close: {', '.join(close)}" if close else
                        f"it reports {len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}")
             parts.append(f"{flag} {pattern!r} names no {noun} of {experiment} ({listing})")
+    # a pattern matching several names of one point gives that point no value (its figure would be empty)
+    for flag, patterns, noun, names_of in (("--metric", metrics, "metrics", lambda o: o.metrics),
+                                           ("--verdict", verdicts, "claims", lambda o: o.verdicts)):
+        for pattern in patterns:
+            several = next(((o, m) for o in done if len(m := matching_names(pattern, o, names_of(o))) > 1), None)
+            if several is not None:
+                parts.append(f"{flag} {pattern!r} matches several {noun} of {experiment} at point "
+                             f"{several[0].point.label} ({', '.join(several[1])}): make it name one")
     if parts:
         raise ConfigError("; ".join(parts) + (f"; {names_in}" if names_in else "")
                           + (f"; {consequence}" if consequence else ""))
@@ -257,14 +280,19 @@ def _mean_std(values: list[float]) -> tuple[float, float, int]:
     return mean, std, len(finite)
 
 
+def cell_of(axes: Sequence[Axis], values: dict[str, Any]) -> tuple[str, ...]:
+    """The cell of a point with these swept ``values``: the :func:`~flowvar.sweep.grid.canonical` text of each of
+    its non-seed values, in axis order (never a rounded label: ``x=1`` and ``x=1.0000001`` are two cells)."""
+    return tuple(canonical(values[a.key]) for a in axes if a.key != "seed")
+
+
 def cell_table(axes: Sequence[Axis], outcomes: Sequence[PointOutcome], value: Callable[[PointOutcome], float | None]
                ) -> dict[tuple[str, ...], tuple[float, float, int]]:
     """Mean, standard deviation and count over seeds of ``value`` for every combination of the non-seed axes
-    (keyed by the values' labels); failed points and missing values are left out."""
-    keys = [a.key for a in axes if a.key != "seed"]
+    (keyed by :func:`cell_of`); failed points and missing values are left out."""
     groups: dict[tuple[str, ...], list[float]] = {}
     for o in outcomes:
-        cell = tuple(short_label(o.point.values[k]) for k in keys)
+        cell = cell_of(axes, o.point.values)
         v = value(o) if o.status in ("computed", "cached") else None
         groups.setdefault(cell, [])
         if v is not None:
@@ -277,10 +305,9 @@ def cell_gaps(axes: Sequence[Axis], outcomes: Sequence[PointOutcome], reason: Ca
     """For every cell of :func:`cell_table` none of whose points gives a value, why: the distinct
     ``reason(outcome)`` of its points (:func:`metric_gap`, :func:`verdict_gap`) joined by " / " (seeds may
     differ). A figure draws these cells as marked gaps, so every point of the grid appears in it."""
-    keys = [a.key for a in axes if a.key != "seed"]
     reasons: dict[tuple[str, ...], list[str | None]] = {}
     for o in outcomes:
-        reasons.setdefault(tuple(short_label(o.point.values[k]) for k in keys), []).append(reason(o))
+        reasons.setdefault(cell_of(axes, o.point.values), []).append(reason(o))
     return {cell: " / ".join(sorted(set(why))) for cell, why in reasons.items()  # type: ignore[arg-type]
             if all(r is not None for r in why)}
 
@@ -304,16 +331,23 @@ def load_sweep(folder: Path | str) -> dict[str, Any] | None:
 
 def sweep_table(data: dict[str, Any]) -> str:
     """A plain-text table of a loaded ``sweep.json``: one row per point with its values, status, verdict counts
-    and (up to three of) the plotted ``--metric`` values."""
+    (confirmed/inconclusive/refuted/untestable) and (up to three of) the plotted ``--metric`` values."""
     keys = [a["key"] for a in data.get("axes", [])]
+    # each value as its axis writes it: distinct where six digits would write two values alike
+    written = {a["key"]: dict(zip(map(canonical, a.get("values") or []),
+                                  axis_labels(Axis(a["key"], tuple(a.get("values") or [])))))
+               for a in data.get("axes", [])}
     metrics = list(data.get("meta", {}).get("metrics") or [])[:3]
-    header = ["#", *keys, "status", "verdicts (c/i/r)", *metrics]
+    header = ["#", *keys, "status", "verdicts (c/i/r/u)", *metrics]
     rows = []
     for p in data.get("points", []):
-        counts = [sum(v == k for v in p.get("verdicts", {}).values()) for k in ("confirmed", "inconclusive", "refuted")]
+        counts = [sum(v == k for v in p.get("verdicts", {}).values())
+                  for k in ("confirmed", "inconclusive", "refuted", "untestable")]
         plotted = p.get("plotted", {})
         values = [f"{plotted[m]:.4g}" if isinstance(plotted.get(m), int | float) else "–" for m in metrics]
-        rows.append([str(p.get("point", "")), *(short_label(p["values"].get(k)) for k in keys), p.get("status", ""),
+        labels = [written.get(k, {}).get(canonical(p["values"].get(k))) or short_label(p["values"].get(k))
+                  for k in keys]
+        rows.append([str(p.get("point", "")), *labels, p.get("status", ""),
                      "/".join(map(str, counts)) if p.get("verdicts") else "–", *values])
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *rows]]
@@ -321,6 +355,6 @@ def sweep_table(data: dict[str, Any]) -> str:
 
 
 __all__ = ["AMBIGUOUS", "NOT_JUDGED", "NOT_REPORTED", "STATUSES", "VERDICT_SCORE", "PointOutcome", "cell_gaps",
-           "cell_table", "check_outputs", "close_metric_names", "flatten", "load_sweep", "metric_gap",
-           "resolve_metric", "resolve_verdict", "slug", "sweep_table", "unknown_metrics", "unknown_patterns",
-           "verdict_gap", "write_tables"]
+           "cell_of", "cell_table", "check_outputs", "close_metric_names", "flatten", "load_sweep", "matching_names",
+           "metric_gap", "resolve_metric", "resolve_verdict", "slug", "sweep_table", "unknown_metrics",
+           "unknown_patterns", "verdict_gap", "write_tables"]
