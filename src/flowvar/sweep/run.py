@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
@@ -17,7 +18,7 @@ from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Result, remove_stale_writes, versions
 from flowvar.runner import Backend, check_threads, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
-from flowvar.sweep.grid import Axis, Point, expand, parse_axis, preset_axes, presets
+from flowvar.sweep.grid import Axis, Point, canonical, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_outputs, write_tables
 
 log = logging.getLogger("flowvar.sweep")
@@ -86,47 +87,93 @@ def plan(options: Options) -> Plan:
         load_plugin(plugin)
     spec = get_experiment(options.experiment)
     threads = options.threads or default_threads()
-    axes: dict[str, Axis] = {}
     metrics = list(options.metrics)
     verdicts = list(options.verdicts)
+    # the command line's axes and values first; a preset's fill in the keys the command line leaves alone
+    given: dict[str, Axis] = {}
+    for item in options.grid:
+        axis = parse_axis(spec, item)
+        if axis.key in given:
+            raise ConfigError(f"--grid names {axis.key} twice; list all its values in one --grid {axis.key}=...")
+        given[axis.key] = axis
+    seeds, seeds_from = options.seeds, "--seeds"
+    if seeds is not None and "seed" in given:
+        raise ConfigError("give the seeds either with --seeds or with --grid seed=..., not both")
+    for key, raw in options.overrides.items():
+        if key not in spec.field_names():
+            raise ConfigError(f"--set {key}={raw}: unknown config key {key!r} for {spec.name}; valid keys: "
+                              f"{', '.join(spec.field_names())}")
+        if key in given or (key == "seed" and seeds is not None):
+            swept = "--seeds" if key == "seed" and seeds is not None else "--grid"
+            raise ConfigError(f"{key} is both swept ({swept}) and fixed (--set); drop one")
+    axes: dict[str, Axis] = {}
     overrides: dict[str, Any] = {}
-    seeds = options.seeds
     if options.preset is not None:
         known = presets(spec, options.quick)
         if options.preset not in known:
             listing = "; ".join(f"{p.name}: {p.description}" for p in known.values()) or "none"
             raise ConfigError(f"{spec.name} has no sweep preset {options.preset!r} (presets: {listing})")
         preset = known[options.preset]
-        axes.update({a.key: a for a in preset_axes(spec, preset)})
-        overrides.update(preset.set)
+        where = f"{spec.name} sweep preset {preset.name}"
+        own = [a.key for a in preset_axes(spec, preset) if a.key in preset.set]
+        if own or (preset.seeds and ("seed" in preset.grid or "seed" in preset.set)):
+            raise ConfigError(f"{where}: {(own or ['seed'])[0]} is both swept and fixed in its YAML; drop one")
+        # a key the command line sweeps or fixes is the command line's: the preset's axis or value is dropped
+        # (an axis the command line sweeps too is replaced below, in its place in the grid's order)
+        fixed = set(options.overrides) | ({"seed"} if seeds is not None else set())
+        mine = set(given) | fixed
+        axes.update({a.key: a for a in preset_axes(spec, preset) if a.key not in fixed})
+        overrides.update({k: v for k, v in preset.set.items() if k not in mine})
         metrics = metrics or preset.metrics
         verdicts = verdicts or preset.verdicts
-        seeds = seeds if seeds is not None else preset.seeds
-    for item in options.grid:
-        axis = parse_axis(spec, item)
-        if axis.key in axes and options.preset is None:
-            raise ConfigError(f"--grid names {axis.key} twice; list all its values in one --grid {axis.key}=...")
-        axes[axis.key] = axis
+        if seeds is None and preset.seeds and not {"seed"} & mine:
+            seeds, seeds_from = preset.seeds, f"{where}'s seeds"
+    axes.update(given)  # a key the preset sweeps too: the command line's values, in the preset's place
     if seeds is not None:
         if "seed" not in spec.field_names():
             raise ConfigError(f"--seeds: experiment {spec.name} takes no seed")
-        if "seed" in axes:
-            raise ConfigError("give the seeds either with --seeds or with --grid seed=..., not both")
         axes["seed"] = Axis("seed", tuple(seeds))
+    elif "seed" in axes:
+        seeds_from = "--grid seed=" if "seed" in given else f"{spec.name} sweep preset {options.preset}'s seeds"
     if not axes:
         raise ConfigError("empty grid: give at least one --grid key=v1,v2 (or --seeds, or --preset)")
-    for key, raw in options.overrides.items():
-        if key not in spec.field_names():
-            raise ConfigError(f"--set {key}={raw}: unknown config key {key!r} for {spec.name}; valid keys: "
-                              f"{', '.join(spec.field_names())}")
     overrides.update(options.overrides)
-    for key in list(overrides):
-        if key in axes:
-            swept = "--seeds" if key == "seed" and seeds else "--grid"
-            raise ConfigError(f"{key} is both swept ({swept}) and fixed (--set); drop one")
     points = expand(spec, list(axes.values()), quick=options.quick, overrides=overrides,
                     config_file=options.config_file, threads=threads)
+    check_disjoint_replicates(spec.name, points, seeds_from)
     return Plan(spec, list(axes.values()), points, metrics, threads, verdicts)
+
+
+def check_disjoint_replicates(experiment: str, points: Sequence[Point], seeds_from: str) -> None:
+    """Refuse seed values that make two points of one cell train the same seed.
+
+    An experiment with ``n_seeds`` replicates trains seeds ``seed, …, seed + n_seeds − 1`` at each point
+    (:meth:`RunContext.replicate <flowvar.experiments.base.RunContext.replicate>`), so with n_seeds = 2 the points
+    seed=0 and seed=1 of one cell (the same values of every other axis) share the training of seed 1, and the
+    cell's mean ± sd and "k of n seeds" would count one model twice as independent replicates. The seeds of one
+    cell must lie at least its effective ``n_seeds`` (after ``--quick``, ``--config``, ``--set`` and the preset)
+    apart; a :class:`ConfigError` names the first overlap and the fix: seeds ``n_seeds`` apart, or one replicate
+    per point. ``seeds_from`` is the flag that gave the seeds (``--seeds``, ``--grid seed=``, a preset)."""
+    cells: dict[str, list[tuple[int, int]]] = {}
+    for p in points:
+        n = getattr(p.config, "n_seeds", None)
+        if "seed" in p.values and isinstance(n, int) and not isinstance(n, bool) and n > 1:
+            cell = canonical({k: v for k, v in p.values.items() if k != "seed"})
+            cells.setdefault(cell, []).append((int(p.values["seed"]), n))
+    for members in cells.values():
+        members.sort()
+        for (low, n), (high, _) in itertools.pairwise(members):
+            if high < low + n:
+                def written(seeds: Sequence[int], flag: str) -> str:
+                    return f"{flag}{'' if flag.endswith('=') else ' '}{','.join(map(str, seeds))}"
+
+                spaced = [members[0][0] + n * j for j in range(len(members))]
+                fix = written(spaced, seeds_from if seeds_from in ("--seeds", "--grid seed=") else "--seeds")
+                raise ConfigError(f"{written([s for s, _ in members], seeds_from)}: every point of {experiment} "
+                                  f"trains n_seeds = {n} seeds (seed … "
+                                  f"seed + {n - 1}), so the points seed={low} and seed={high} would share the training "
+                                  f"of seed {high} and count it twice in their cell's mean ± sd; give seeds {n} "
+                                  f"apart: {fix} (steps of n_seeds = {n}), or --set n_seeds=1")
 
 
 def names_source(entry: Path) -> str:
@@ -134,15 +181,23 @@ def names_source(entry: Path) -> str:
     return f"every valid name is in {entry / 'result.json'} (its claim ids, and its metrics' keys joined by dots)"
 
 
-def check_outputs_in_cache(the_plan: Plan, cache: Cache) -> bool:
-    """Check ``--metric`` and ``--verdict`` (:func:`check_outputs`) against the plan's points the cache already holds,
-    before anything is computed or written; True when some point was there to check against (else the sweep checks
-    its first computed point, before it installs or tables anything)."""
+def cached_entries(the_plan: Plan, cache: Cache) -> dict[str, Path | None]:
+    """Each point's valid cache entry (None: missing or corrupted), read-only: nothing is deleted or written (a
+    corrupted entry is reported and recomputed by the sweep)."""
+    return {point.key: cache.check(point.key)[0] for point in the_plan.points}
+
+
+def check_outputs_in_cache(the_plan: Plan, cache: Cache, found: dict[str, Path | None] | None = None) -> bool:
+    """Check ``--metric`` and ``--verdict`` (:func:`check_outputs`) against the plan's points the cache already holds
+    (``found``, from :func:`cached_entries`; else looked up here), before anything is computed or written; True when
+    some point was there to check against (else the sweep checks its first computed point, before it installs or
+    tables anything)."""
     if not (the_plan.metrics or the_plan.verdicts):
         return True
+    found = found if found is not None else cached_entries(the_plan, cache)
     known, first = [], None
     for point in the_plan.points:
-        entry, _ = cache.check(point.key)  # read-only: a corrupted entry is reported and recomputed by the sweep
+        entry = found[point.key]
         if entry is None:
             continue
         outcome = PointOutcome(point, status="cached")
@@ -259,16 +314,21 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every grid point, then write the tables and figures; see the module doc."""
     stream = stream or sys.stderr
     the_plan = plan(options)
-    names_checked = check_outputs_in_cache(the_plan, Cache(options.cache_root))  # a misspelt --metric: nothing done
+    found = cached_entries(the_plan, Cache(options.cache_root))
+    names_checked = check_outputs_in_cache(the_plan, Cache(options.cache_root), found)  # a misspelt --metric: nothing
+    # a cache that cannot take results matters only when there is something to compute: a finished sweep reads a
+    # read-only cache (a shared or archived one) as `flowvar run` does
+    to_compute = options.force or any(entry is None for entry in found.values())
     backend = make_backend(options.backend, options.jobs, the_plan.threads, options.ray_address)
     backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written
     try:
-        return _sweep(options, the_plan, backend, stream, names_checked)
+        return _sweep(options, the_plan, backend, stream, names_checked, to_compute)
     finally:
         backend.close()
 
 
-def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], names_checked: bool) -> Summary:
+def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], names_checked: bool,
+           to_compute: bool = True) -> Summary:
     from flowvar.experiments.base import expected_runtime
     from flowvar.logs import log_to
     from flowvar.runner import DEFAULT_EXPECTED_S, Outcome, Progress, Task, check_writable, exclusive
@@ -282,7 +342,15 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             raise ConfigError(f"{path} is in the way of the sweep's {name} ({'a folder' if folder else 'a file'} "
                               f"goes there): move it or choose another --out")
     check_writable(out)
-    cache.check_writable()
+    if to_compute:
+        cache.check_writable()
+        cache_writable = True
+    else:
+        try:
+            cache.check_writable()
+            cache_writable = True
+        except ConfigError:
+            cache_writable = False
     name = the_plan.spec.name
     started = time.perf_counter()
     outcomes = [PointOutcome(p) for p in the_plan.points]
@@ -290,12 +358,24 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
     with sigterm_as_interrupt(), exclusive(out, "sweep"), log_to(out / "sweep.log"):
         log.info("start: %s (%d points, code %s, %d thread(s) per point)", command_line(options),
                  len(outcomes), code_version(name), the_plan.threads)
-        cache.clean_stale()
+        if cache_writable:
+            cache.clean_stale()
+        else:
+            log.info("the cache %s is read-only: every point is there, nothing to write into it", cache.root)
         for tmp in remove_stale_writes(out, ("sweep.json", "sweep.csv")):
             log.info("removed %s, left by a sweep killed while writing it", tmp.name)
         expected = cache.last_runtime(name, options.quick) or expected_runtime(the_plan.spec, options.quick)
         tasks = [Task(o.point.label, o.point.key, float(expected or DEFAULT_EXPECTED_S), {}) for o in outcomes]
         progress = Progress(tasks, options.jobs, options.quiet, stream)
+
+        def corrupted(point: Point) -> Callable[[str, str], None]:
+            # the lookup's on_corrupt: on the terminal as `flowvar reproduce` says it (docs/reproduce.md), and logged
+            def warn(key: str, reason: str) -> None:
+                log.warning("corrupted cache entry %s of %s (%s): not trusted, recomputing", key, point.label, reason)
+                progress.emit(f"flowvar: warning: the cached result of {name} {point.label} is corrupted ({reason}); "
+                              f"recomputing it")
+
+            return warn
         last_write = [0.0]
 
         def meta(interrupted: bool = False) -> dict[str, Any]:
@@ -354,7 +434,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             misses = []
             for o in outcomes:
                 t0 = time.perf_counter()
-                entry = None if options.force else cache.lookup(o.point.key)
+                entry = None if options.force else cache.lookup(o.point.key, on_corrupt=corrupted(o.point))
                 if entry is None:
                     misses.append(o.point)
                     continue
