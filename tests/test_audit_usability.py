@@ -101,14 +101,12 @@ SMALL = ["--data", "x1.npy", "--pairs", "x0.npy", "--samples", "20", "--steps", 
 
 def test_console_script_imports_the_model_module_from_the_working_folder(user_folder: Path) -> None:
     """`flowvar audit --model user_nets:build` run from the folder holding user_nets.py (docs/audit.md's worked
-    example) audits the model, as `python -m flowvar.cli` would; so does the whole pickled module as --checkpoint."""
+    example) audits the model, as `python -m flowvar.cli` would (a whole pickled module read from the working folder:
+    the next test, in process, where the working folder is off sys.path as under the console script)."""
     done = run_in(user_folder, ["--model", "user_nets:build", "--checkpoint", "sd.pt", *SMALL, "--out", "a"])
     assert done.returncode == 0, done.stderr
     result = json.loads((user_folder / "a" / "result.json").read_text())
     assert "user_nets:build() with weights from sd.pt" in json.dumps(result)
-    done = run_in(user_folder, ["--checkpoint", "whole.pt", *SMALL, "--out", "b"])
-    assert done.returncode == 0, done.stderr
-    assert "pickled module whole.pt" in (user_folder / "b" / "result.json").read_text()
 
 
 def test_working_folder_is_on_sys_path_only_while_importing(user_folder: Path, monkeypatch: pytest.MonkeyPatch
