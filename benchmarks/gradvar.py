@@ -533,7 +533,8 @@ def main() -> None:
             print(f"monitor d={d} B={B}: {med}", flush=True)
     lines += ["### Monitor overhead on a full training step (MLP, every step logged, CSV)", "",
               "A training step here = draw the batch (independent Gaussian coupling, σ = 0), forward, backward, "
-              f"Adam — a user's own loop as in the README: `torch.optim.Adam` at its defaults, `zero_grad` between "
+              f"Adam — a user's own loop as in the README: `torch.optim.Adam(lr=1e-4)`, its other settings at their "
+              f"defaults, `zero_grad` between "
               f"the forward and the backward pass; timed in blocks of {BLOCK} consecutive steps per variant, blocks "
               f"interleaved. Every step is "
               "logged (trace, normalised variance, loss, per-layer traces, CSV row). Columns: "

@@ -149,6 +149,34 @@ def test_audit_cost_quick_times_the_whole_audit_against_a_training_step(quick_se
     rows = _table_rows(section, "what")
     assert rows[0]["in training steps"] == "1" and float(rows[1]["in training steps"]) > 1
     assert "Verdict of the audit:" in section and "Peak resident memory" in section
+    # the step time is train()'s wall time / steps, set-up included: the section must not call it a median
+    assert rows[0]["what"].endswith("mean over the 60-step `train()` call)"), rows[0]["what"]
+    assert "(no interleaved rounds, no median)" in section
+
+
+def _section_of(text: str, name: str) -> str:
+    return text[text.index(f"<!-- BEGIN {name} -->"):text.index(f"<!-- END {name} -->")]
+
+
+def test_optimizer_settings_are_named_as_run(quick_sections: dict[str, str]) -> None:
+    """The monitor-overhead and CFM-step loops run torch.optim.Adam at lr = 1e-4, not at its defaults (lr = 1e-3):
+    the scripts' sections and BENCHMARKS.md say so."""
+    assert _benchmark_module("cfm_step").LR == 1e-4
+    stored = (ROOT / "BENCHMARKS.md").read_text()
+    for name in ("gradvar", "cfm_step"):
+        for section in (quick_sections[name], _section_of(stored, name)):
+            assert "`torch.optim.Adam(lr=1e-4)`" in section
+            assert "`torch.optim.Adam` at its defaults" not in section
+
+
+def test_benchmarks_md_audit_cost_says_its_step_time_is_a_mean_over_the_train_call() -> None:
+    """BENCHMARKS.md's stored audit_cost section and its header: the training step there is one train() call's
+    wall time / steps (set-up included), not a median over interleaved rounds."""
+    stored = (ROOT / "BENCHMARKS.md").read_text()
+    section = _section_of(stored, "audit_cost")
+    assert "mean over the 400-step `train()` call" in section and "(no interleaved rounds, no median)" in section
+    header = stored[:stored.index("<!-- BEGIN")]
+    assert "as a median over interleaved rounds" not in header and "time one run each" in header
 
 
 def test_audit_calibration_quick_audits_each_regime_and_counts_the_expected_verdicts(
