@@ -265,3 +265,19 @@ def test_missing_data_path_lists_only_the_names_the_audit_accepts(tmp_path: Path
     assert set(AUDIT_DATA_NAMES) == set(NAMED_DATA) - {"gmm"}  # the names offered are the bundled ones it reads
     with pytest.raises(ConfigError, match=r"'gmm' is an experiment's synthetic set.*digits or lfw"):
         load_labelled("--data", "gmm")
+
+
+def test_a_saved_audit_names_each_pair_recovery_readings_solver() -> None:
+    """`flowvar show` of an adaptive audit printed "fine grid (– steps)": the adaptive solve has no step count. It
+    names each reading's solver as the report does; audits saved before readings recorded their method keep their
+    step counts."""
+    from flowvar.audit.saved import claim_numbers
+
+    evidence = {"n_pairs": 16, "chance": 1 / 16,
+                "fine": {"accuracy_own": 1.0, "score": 1.0, "accuracy_ot": 0.1, "method": "dopri5", "adaptive": True,
+                         "steps": None},
+                "coarse": {"accuracy_own": 0.9, "score": 0.89, "method": "euler", "adaptive": False, "steps": 10}}
+    text = claim_numbers("audit.pair_recovery", evidence)
+    assert "on the fine grid (dopri5, adaptive steps), 90% on the coarse (euler, 10 steps)" in text
+    old = {**evidence, "fine": {"accuracy_own": 1.0, "steps": 100}, "coarse": {"accuracy_own": 0.9, "steps": 10}}
+    assert "on the fine grid (100 steps), 90% on the coarse (10 steps)" in claim_numbers("audit.pair_recovery", old)

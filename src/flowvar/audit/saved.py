@@ -27,9 +27,11 @@ def claim_numbers(claim_id: str, evidence: dict[str, Any]) -> str:
         fine, coarse = e.get("fine", {}), e.get("coarse", {})
         within = f" within the class ({e.get('n_classes')} classes)" if e.get("class_conditional") else \
             " under their own conditions" if e.get("continuous_conditions") else ""
+        from flowvar.audit.sections import grid_text  # the report's wording of a reading's solver
+
         return (f"own partner reached by {_num(fine.get('accuracy_own'), '.0%')} of {e.get('n_pairs', '–')} training "
-                f"sources{within} on the fine grid ({_num(fine.get('steps'), 'd')} steps), "
-                f"{_num(coarse.get('accuracy_own'), '.0%')} on the coarse ({_num(coarse.get('steps'), 'd')}); "
+                f"sources{within} on the fine grid ({grid_text(fine)}), "
+                f"{_num(coarse.get('accuracy_own'), '.0%')} on the coarse ({grid_text(coarse)}); "
                 f"memorisation score m = {_num(fine.get('score'), '.2f')} / {_num(coarse.get('score'), '.2f')} "
                 f"(chance {_num(e.get('chance'), '.1%')}); OT partner {_num(fine.get('accuracy_ot'), '.0%')}"
                 + ("; the grids disagree" if e.get("grids_disagree") else ""))

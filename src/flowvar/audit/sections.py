@@ -105,8 +105,11 @@ ADAPTIVE_COARSE_METHOD = "euler"
 
 
 def grid_text(grid: dict[str, Any]) -> str:
-    """How one pair-recovery reading integrated: "dopri5, adaptive steps" or "euler, 10 steps"."""
-    return f"{grid['method']}, adaptive steps" if grid["adaptive"] else f"{grid['method']}, {grid['steps']} steps"
+    """How one pair-recovery reading integrated: "dopri5, adaptive steps" or "euler, 10 steps" ("10 steps" for a
+    reading saved before it recorded its method)."""
+    if "method" not in grid:
+        return f"{grid.get('steps', '–')} steps"
+    return f"{grid['method']}, adaptive steps" if grid.get("adaptive") else f"{grid['method']}, {grid['steps']} steps"
 
 
 def class_groups(labels: Tensor) -> list[Tensor]:
