@@ -203,7 +203,9 @@ class TrainResult:
     * ``final_loss``: ``losses[-1]`` (NaN when no step was ever run).
     * ``steps_done``: optimizer updates applied to the model in total.
     * ``resumed_from``: the step of the checkpoint this run resumed from, or None.
-    * ``runtime_s``: wall-clock seconds of this call.
+    * ``runtime_s``: wall-clock seconds of the training: this call's, plus, after a resume, what the calls before it
+      spent up to the checkpoint it resumed from (work lost after that checkpoint is not counted). A resumed run's
+      runtime is then its compute, not the minutes after its last interruption.
     * ``history``: the dicts returned by callbacks, each with its ``"step"``.
     * ``ema_state``: the EMA ``state_dict`` (load it with ``model.load_state_dict``) or None.
     * ``checkpoint_path``: the checkpoint file, or None when no ``checkpoint_dir`` was given.
@@ -696,6 +698,7 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
     step = 0
     resumed_from: int | None = None
     last_saved: int | None = None
+    before_s = 0.0  # the training time of the calls before a resume, up to their checkpoint
     model.train()
 
     def checkpoint() -> None:
@@ -712,6 +715,7 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "generator": generator.get_state(), "global_rng": torch.get_rng_state(),
                      "ema": ema, "losses": list(losses), "history": list(history),
+                     "elapsed_s": before_s + time.perf_counter() - start_time,
                      "callbacks": [{"type": type(cb).__qualname__, "state": cb.state_dict()} for cb in callbacks
                                    if hasattr(cb, "state_dict")]}
             if world.size > 1:
@@ -733,6 +737,7 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
             elif world.rank > 0:
                 _seed_global_rng(config.seed + world.rank + int(saved["step"]), device)
             step = resumed_from = last_saved = int(saved["step"])
+            before_s = float(saved.get("elapsed_s", 0.0))  # checkpoints written before it was recorded: 0
             losses, history = list(saved["losses"]), list(saved["history"])
             _restore_callbacks(callbacks, saved.get("callbacks"), ckpt_path)
             user_level = _user_caller()
@@ -810,7 +815,8 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
             bar.close()
 
     return TrainResult(losses=losses, final_loss=losses[-1] if losses else math.nan, steps_done=step,
-                       resumed_from=resumed_from, runtime_s=time.perf_counter() - start_time, history=history,
+                       resumed_from=resumed_from, runtime_s=before_s + time.perf_counter() - start_time,
+                       history=history,
                        ema_state={k: v.clone() for k, v in ema.items()} if ema is not None else None,
                        checkpoint_path=ckpt_path if directory is not None else None)
 
