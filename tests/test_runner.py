@@ -133,3 +133,51 @@ def test_a_workers_log_records_reach_the_parents_handlers(tmp_path: Path) -> Non
     lines = path.read_text().splitlines()
     for k in range(3):
         assert sum(f"INFO flowvar.train: resumed from ckpt{k} at step {100 * k}" in line for line in lines) == 1
+
+
+REPLICATES = str(Path(__file__).parent / "plugins" / "toy_replicates.py")
+
+
+def test_a_killed_worker_fails_only_its_own_point(tmp_path: Path) -> None:
+    """x=2 kills its worker (SIGKILL, as the out-of-memory killer would) while x=1 runs beside it, which breaks the
+    whole process pool. x=1 and the points that had not started (x=3, 4, 5) run in a fresh pool and are cached;
+    x=2 is retried once, alone, kills that pool too and is reported failed, not retried forever."""
+    from flowvar.cache import Cache
+    from flowvar.sweep import Options, sweep
+
+    out = tmp_path / "sw"
+    summary = sweep(Options("toy_replicates", grid=["x=1,2,3,4,5"], jobs=2, out=out, plugins=[REPLICATES],
+                            overrides={"kill_at": "2", "n_seeds": "1", "gate": str(tmp_path)}, quiet=True))
+    status = {o.point.values["x"]: o.status for o in summary.outcomes}
+    assert status == {1.0: "computed", 2.0: "failed", 3.0: "computed", 4.0: "computed", 5.0: "computed"}
+    assert summary.outcomes[1].error == ("its worker process died twice while computing it (killed by SIGKILL: out "
+                                         "of memory, or kill -9), the second time alone in its pool; not retried")
+    cache = Cache(out / ".cache")
+    assert [cache.lookup(o.point.key) is not None for o in summary.outcomes] == [True, False, True, True, True]
+    for o in summary.outcomes:  # y = x + N(0, 1) noise of seed 0: each point its own numbers
+        if o.status == "computed":
+            assert abs(o.metrics["ys.seed0"] - o.point.values["x"]) < 5
+    assert len({o.metrics.get("ys.seed0") for o in summary.outcomes if o.status == "computed"}) == 4
+    deaths = [line.split("WARNING flowvar.runner: ")[1] for line in (out / "sweep.log").read_text().splitlines()
+              if "WARNING flowvar.runner" in line]
+    assert deaths == [  # x=1, running beside it, is not blamed: resubmitted with the 3 that had not started
+        "a worker process died while computing x=2 (killed by SIGKILL: out of memory, or kill -9); starting a fresh "
+        "worker pool, 2 unfinished point(s) submitted again",
+        "a worker process died while computing x=2 (killed by SIGKILL: out of memory, or kill -9); starting a fresh "
+        "worker pool"]
+    assert "finished in" in (out / "sweep.log").read_text()
+
+
+def test_a_worker_killed_by_sigterm_fails_only_its_own_point(tmp_path: Path) -> None:
+    """A worker ended by SIGTERM is hard to tell from the ones the broken pool then terminates with SIGTERM: unless
+    it was seen dead first, every point in flight is counted and runs alone next; either way x=1, running beside
+    the killer, still finishes."""
+    from flowvar.sweep import Options, sweep
+
+    out = tmp_path / "sw"
+    summary = sweep(Options("toy_replicates", grid=["x=1,2,3"], jobs=2, out=out, plugins=[REPLICATES], quiet=True,
+                            overrides={"kill_at": "2", "kill_signal": "SIGTERM", "n_seeds": "1",
+                                       "gate": str(tmp_path)}))
+    assert [o.status for o in summary.outcomes] == ["computed", "failed", "computed"]
+    assert summary.outcomes[1].error == ("its worker process died twice while computing it (killed by SIGTERM), the "
+                                         "second time alone in its pool; not retried")

@@ -12,14 +12,19 @@
   parent disappearing (a ``kill -9`` of the parent, or of its whole process group). When the ``with`` block ends by
   an exception (an interrupt included) every worker is terminated before the exception goes on, so no worker can
   write into the output folder after the parent has released its lock.
-* :func:`completed` — the one wait loop over the pool's futures: yields each task with its reply as it finishes, a
-  worker that died (killed, out of memory) becoming a failed reply.
+* :class:`ProcessBackend` survives a worker that dies (killed, out of memory): the pool it broke is replaced and
+  every unfinished item resubmitted; the item whose worker died is retried once, alone, then reported failed.
 * :func:`sigterm_as_interrupt` — SIGTERM (what ``timeout``, CI cancellation and ``kill`` send) raises
   KeyboardInterrupt in the main thread, so it takes the same clean path as Ctrl-C.
 * the rest of a run that both commands share: :class:`Task` and :class:`Outcome` (what runs, how it ended), the
   :class:`Progress` bar or lines, the output folder's lock (:func:`exclusive`), the
   torch thread count (:func:`torch_threads`, :func:`default_threads`) and the writability probe
   (:func:`check_writable`).
+
+Why this module is long: it is the one runner of both commands, so that ``flowvar reproduce`` and ``flowvar sweep``
+fail, recover, report progress and lock their output folder the same way; splitting the backends from the
+progress and locks would put one run's life cycle in two places. The longest part is :class:`ProcessBackend`'s
+recovery from a dead worker, which must attribute the break to one item to stay bounded.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -45,6 +51,7 @@ from flowvar.results import Result
 
 T = TypeVar("T")
 WATCH_INTERVAL_S = 0.5
+log = logging.getLogger("flowvar.runner")
 
 
 def _die_with_parent(parent: int) -> None:
@@ -67,9 +74,15 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="flowvar-parent-watch", daemon=True).start()
 
 
-def init_worker(threads: int, parent: int, log_queue: Any = None) -> None:
-    """Spawned worker set-up: torch threads, SIGINT ignored (the parent ends its workers), parent watch, and its
-    ``flowvar`` log records sent to the parent (:func:`flowvar.logs.send_to_parent`)."""
+_STARTS: Any = None
+"""In a worker of :class:`ProcessBackend`: where it says which task it starts, and in which process."""
+
+
+def init_worker(threads: int, parent: int, log_queue: Any = None, starts: Any = None) -> None:
+    """Spawned worker set-up: torch threads, SIGINT ignored (the parent ends its workers), parent watch, its
+    ``flowvar`` log records sent to the parent (:func:`flowvar.logs.send_to_parent`), and ``starts`` (a
+    ``SimpleQueue``) kept for :func:`_compute_reporting`."""
+    global _STARTS
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -77,6 +90,15 @@ def init_worker(threads: int, parent: int, log_queue: Any = None) -> None:
     _die_with_parent(parent)
     if log_queue is not None:
         send_to_parent(log_queue)
+    _STARTS = starts
+
+
+def _compute_reporting(token: int, *args: Any) -> dict[str, Any]:
+    """:func:`compute` in a worker, after telling the parent that task ``token`` runs in this process (a
+    ``SimpleQueue`` writes at once, with no feeder thread, so the word is out before the task can kill its worker)."""
+    if _STARTS is not None:
+        _STARTS.put((token, os.getpid()))
+    return compute(*args)
 
 
 def terminate_workers(pool: ProcessPoolExecutor, grace_s: float = 3.0) -> None:
@@ -96,36 +118,20 @@ def terminate_workers(pool: ProcessPoolExecutor, grace_s: float = 3.0) -> None:
 
 
 @contextlib.contextmanager
-def worker_pool(jobs: int, threads: int) -> Iterator[ProcessPoolExecutor]:
-    """``jobs`` spawned workers (see the module doc); on an exception every worker is ended before it propagates."""
+def worker_pool(jobs: int, threads: int, starts: Any = None) -> Iterator[ProcessPoolExecutor]:
+    """``jobs`` spawned workers (see the module doc); on an exception every worker is ended before it propagates.
+    ``starts``: a spawn-context ``SimpleQueue`` the workers' :func:`_compute_reporting` writes to."""
     context = multiprocessing.get_context("spawn")
     log_queue = context.Queue()
     with forwarded_from_workers(log_queue):  # stopped after the workers: their last records are in the queue
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=init_worker,
-                                   initargs=(threads, os.getpid(), log_queue))
+                                   initargs=(threads, os.getpid(), log_queue, starts))
         try:
             yield pool
         except BaseException:
             terminate_workers(pool)
             raise
         pool.shutdown(wait=True)
-
-
-def completed(futures: dict[Future, T], on_tick: Callable[[], None] | None = None
-              ) -> Iterator[tuple[T, dict[str, Any]]]:
-    """Yield ``(task, reply)`` for each future as it finishes; a dead worker's reply is a failed one."""
-    pending = set(futures)
-    while pending:
-        done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-        for future in done:
-            try:
-                reply = future.result()
-            except Exception as e:  # the worker died (killed, out of memory)
-                reply = {"status": "failed", "error": f"worker process failed: {type(e).__name__}: {e}",
-                         "wall_s": 0.0}
-            yield futures[future], reply
-        if on_tick is not None:
-            on_tick()
 
 
 @contextlib.contextmanager
@@ -208,7 +214,10 @@ class Backend:
     def close(self) -> None:
         return None
 
-    def run(self, items: Sequence[T], args: Callable[[T], tuple]) -> Iterator[tuple[T, dict[str, Any]]]:
+    def run(self, items: Sequence[T], args: Callable[[T], tuple], on_start: Callable[[T], None] = lambda item: None
+            ) -> Iterator[tuple[T, dict[str, Any]]]:
+        """Compute every item (``compute(*args(item))``), calling ``on_start(item)`` as it takes a slot; yield
+        ``(item, reply)`` as each finishes, in any order."""
         raise NotImplementedError
 
 
@@ -219,22 +228,165 @@ class SerialBackend(Backend):
     def slots(self) -> int:
         return 1
 
-    def run(self, items, args):
+    def run(self, items, args, on_start=lambda item: None):
         for item in items:
+            on_start(item)
             yield item, compute(*args(item))
+
+
+POOL_BREAKS = 2
+"""A point whose worker process dies this many times (the last time alone in its pool) is reported failed."""
+
+
+def _name(item: Any) -> str:
+    """How the log names an item of a backend: a sweep point's label, a task's name."""
+    return str(getattr(item, "label", None) or getattr(item, "name", None) or item)
+
+
+def _death(code: int | None) -> str:
+    """How a worker process ended, from its exit code: ``killed by SIGKILL: out of memory, or kill -9``."""
+    if code is None:
+        return "it vanished"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + (": out of memory, or kill -9" if -code == signal.SIGKILL else "")
+    return f"exit status {code}"
 
 
 class ProcessBackend(Backend):
     """``jobs`` spawned worker processes (spawn: nothing inherited from the parent, as with Ray); they die with
-    this process and are ended before an interrupt leaves the lock (:func:`worker_pool`). Queued items start in
-    the order given."""
+    this process and are ended before an interrupt leaves the lock (:func:`worker_pool`). Items start in the
+    order given, at most ``jobs`` submitted at a time (so a submitted item is a running one).
 
-    def run(self, items, args):
-        if not items:
-            return
-        with worker_pool(min(self.jobs, len(items)), self.threads) as pool:
-            futures: dict[Future, Any] = {pool.submit(compute, *args(item)): item for item in items}
-            yield from completed(futures)
+    A worker that dies (the out-of-memory killer, a ``kill -9``) breaks the whole pool: every item in it fails
+    with ``BrokenProcessPool``, the ones that never started too. So a fresh pool is started and every item that
+    had not finished is submitted again. The item whose worker died (each worker says which item it runs, and
+    its exit code tells the killed one from those the pool then terminates with SIGTERM) runs first and alone,
+    with the whole machine's memory, and is reported failed when its worker dies again (:data:`POOL_BREAKS`): a
+    point that kills its worker every time costs two pools, never a loop, and the points beside it lose only
+    their unfinished run. When the dead worker cannot be told (it too died by SIGTERM), every item in flight is
+    counted and runs alone next, so a bystander is never failed for another's death. Each break counts against
+    some item in flight, or (a worker that died idle) follows an item that finished in that pool, so the pools
+    started are bounded by twice :data:`POOL_BREAKS` × the items."""
+
+    def run(self, items, args, on_start=lambda item: None):
+        waiting = list(range(len(items)))  # indices not yet finished, in the order given
+        alone: list[int] = []  # the items a broken pool counted against: each runs by itself, first
+        breaks = [0] * len(items)
+        while waiting or alone:
+            yield from self._pool(items, args, on_start, waiting, alone, breaks)
+
+    def _pool(self, items: Sequence[Any], args: Callable[[Any], tuple], on_start: Callable[[Any], None],
+              waiting: list[int], alone: list[int], breaks: list[int]) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """Run ``alone`` then ``waiting`` in one pool until they are done or the pool breaks; on a break, put the
+        unfinished items back (updating ``breaks``) and yield the ones that failed for good."""
+        starts = multiprocessing.get_context("spawn").SimpleQueue()
+        with worker_pool(min(self.jobs, len(waiting) + len(alone)), self.threads, starts) as pool:
+            running: dict[Future, int] = {}
+            processes: dict[int, Any] = {}  # pid → Process of every worker, for their exit codes
+            pids: dict[int, int] = {}  # item → the worker process it started in
+
+            def submit(queue: list[int]) -> bool:
+                """Submit ``queue``'s first item; False (the item left in the queue) when the pool is broken."""
+                try:
+                    future = pool.submit(_compute_reporting, queue[0], *args(items[queue[0]]))
+                except BrokenProcessPool:
+                    return False
+                i = queue.pop(0)
+                running[future] = i
+                processes.update(getattr(pool, "_processes", None) or {})
+                on_start(items[i])
+                return True
+
+            solo = broken = False
+            lost: list[int] = []  # the items in flight when the pool broke
+            died_first: set[int] = set()  # workers seen dead before the pool noticed (and ended the others)
+            while (waiting or alone or running) and not broken:
+                if not running:
+                    solo = bool(alone)
+                    broken = solo and not submit(alone)
+                while not (broken or solo) and waiting and len(running) < self.jobs:
+                    broken = not submit(waiting)
+                done = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)[0] if not broken else set()
+                while not starts.empty():  # read as they come: a full pipe would block the workers' next start
+                    token, pid = starts.get()
+                    pids[token] = pid
+                for future in done:
+                    i = running.pop(future)
+                    try:
+                        yield items[i], future.result()
+                    except BrokenProcessPool:
+                        lost.append(i)
+                        broken = True
+                    except Exception as e:  # a reply that could not come back (unpicklable)
+                        yield items[i], {"status": "failed", "wall_s": 0.0,
+                                         "error": f"worker process failed: {type(e).__name__}: {e}"}
+                if not done and not broken and not died_first:
+                    # CPython's pool watches the workers it knew when it last woke: one spawned by the submit that
+                    # woke it, dying later, goes unnoticed until another result arrives (an hour, for a training
+                    # beside it). Shutting it down wakes it to look again, and it fails the futures as broken.
+                    died_first = {pid for pid, process in processes.items() if process.exitcode is not None}
+                    if died_first:
+                        pool.shutdown(wait=False)
+            if broken or died_first:
+                # the pool fails every future at once: collect the rest, keeping any result that made it
+                for future in wait(running, timeout=60.0)[0]:
+                    i = running.pop(future)
+                    try:
+                        yield items[i], future.result()
+                    except Exception:
+                        lost.append(i)
+                lost += running.values()
+                if running:  # a pool that never failed them: end its workers, so that leaving it cannot hang
+                    terminate_workers(pool)
+                while not starts.empty():
+                    token, pid = starts.get()
+                    pids[token] = pid
+                yield from self._after_break(items, sorted(lost), pids, processes, died_first, waiting, alone,
+                                             breaks)
+
+    def _after_break(self, items: Sequence[Any], lost: list[int], pids: dict[int, int], processes: dict[int, Any],
+                     died_first: set[int], waiting: list[int], alone: list[int], breaks: list[int]
+                     ) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """Count a broken pool against the items ``lost`` in it (the one whose worker died, else all of them),
+        yield those that fail for good (as failed replies) and queue the others again: the counted ones into
+        ``alone``, the rest at the front of ``waiting``."""
+        codes = {i: self._exit_code(processes.get(pids[i])) for i in lost if i in pids}
+        # the worker seen dead before the pool ended the others; else, as the pool SIGTERMs its other workers once
+        # one has died, a different end is the one that broke it
+        culprits = ([i for i in lost if pids.get(i) in died_first] if died_first else
+                    [i for i, code in codes.items() if code is not None and code != -signal.SIGTERM])
+        blamed = culprits or lost
+        for i in blamed:
+            breaks[i] += 1
+        again = [i for i in lost if breaks[i] < POOL_BREAKS]
+        alone.extend(i for i in again if i in blamed)
+        waiting[:0] = [i for i in again if i not in blamed]
+        log.warning("a worker process died %s%s%s",
+                    "; ".join(f"while computing {_name(items[i])} ({_death(codes.get(i))})" if i in pids else
+                              f"before {_name(items[i])} started" for i in blamed) or "while idle",
+                    "; starting a fresh worker pool" if waiting or alone else "",
+                    f", {len(again)} unfinished point(s) submitted again" if again else "")
+        for i in lost:
+            if breaks[i] >= POOL_BREAKS:  # counted before, it ran alone this time: the break was its own
+                how = (f"its worker process died twice while computing it ({_death(codes.get(i))}), the second time "
+                       f"alone in its pool" if i in pids else
+                       "its worker pool broke twice before it started (worker processes that die at start-up: see "
+                       "the log)")
+                yield items[i], {"status": "failed", "wall_s": 0.0, "error": f"{how}; not retried"}
+
+    @staticmethod
+    def _exit_code(process: Any, timeout: float = 10.0) -> int | None:
+        """The exit code of a pool's worker process once it has ended (None: unknown, or still running)."""
+        if process is None:
+            return None
+        deadline = time.monotonic() + timeout
+        while process.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return process.exitcode
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
@@ -298,12 +450,17 @@ class RayBackend(Backend):
             ray.shutdown()
             self._started = False
 
-    def run(self, items, args):
+    def run(self, items, args, on_start=lambda item: None):
         ray = self.import_ray()
         if not ray.is_initialized():
             self.start()
         remote = ray.remote(num_cpus=self.threads, max_retries=0)(compute)
         refs = {remote.remote(*args(item)): item for item in items}
+        # Ray queues in submission order: the first `slots` start at once, the next as each one finishes
+        queued = list(items)
+        for item in queued[: self.slots]:
+            on_start(item)
+        queued = queued[self.slots:]
         try:
             while refs:
                 done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
@@ -315,6 +472,8 @@ class RayBackend(Backend):
                         reply = {"status": "failed", "error": f"Ray task failed: {type(e).__name__}: {e}"
                                  .splitlines()[0], "wall_s": 0.0}
                     yield item, reply
+                    if queued:
+                        on_start(queued.pop(0))
         except BaseException:
             for ref in refs:
                 with contextlib.suppress(Exception):
@@ -337,17 +496,11 @@ def dispatch(backend: Backend, items: Sequence[T], args: Callable[[T], tuple], o
              ) -> Iterator[tuple[T, dict[str, Any]]]:
     """Run ``items`` on ``backend``, calling ``on_start`` as each one takes a slot; yield ``(item, reply)``.
 
-    The first ``backend.slots`` items start at once and the next one each time one finishes, the order in which
-    the backends take them up (worker pools and Ray queue in submission order).
+    The backend calls ``on_start``: as it submits an item (worker pools submit one per free slot, and again after
+    a dead worker broke their pool), as it runs one (serial), or the first ``slots`` at once and the next as each
+    finishes (Ray, which queues in submission order).
     """
-    queue = list(items)
-    for item in queue[: backend.slots]:
-        on_start(item)
-    waiting = queue[backend.slots:]
-    for item, reply in backend.run(queue, args):
-        yield item, reply
-        if waiting:
-            on_start(waiting.pop(0))
+    yield from backend.run(list(items), args, on_start)
 
 
 # ---------------------------------------------------------------------------------------------------------- runs
@@ -602,8 +755,8 @@ def check_writable(out: Path) -> None:
         raise ConfigError(f"cannot write to output folder {out}: {e.strerror or e}; choose another --out") from None
 
 
-__all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "Backend", "Outcome", "ProcessBackend", "Progress", "RayBackend",
-           "SerialBackend", "Task", "check_ray_address", "check_threads", "check_writable", "completed", "compute",
+__all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "POOL_BREAKS", "Backend", "Outcome", "ProcessBackend", "Progress",
+           "RayBackend", "SerialBackend", "Task", "check_ray_address", "check_threads", "check_writable", "compute",
            "cpu_cores", "default_threads", "dispatch", "exclusive", "init_worker", "make_backend",
            "refuse_if_locked", "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
            "verdict_line", "worker_pool"]
