@@ -331,7 +331,8 @@ class ProcessBackend(Backend):
                     died_first = {pid for pid, process in processes.items() if process.exitcode is not None}
                     if died_first:
                         pool.shutdown(wait=False)
-            if broken or died_first:
+                        broken = True
+            if broken:
                 # the pool fails every future at once: collect the rest, keeping any result that made it
                 for future in wait(running, timeout=60.0)[0]:
                     i = running.pop(future)
