@@ -735,25 +735,39 @@ def _helper_plugin(folder: Path, name: str, factor: str) -> Path:
 
 def test_a_plugins_helper_module_is_part_of_its_code_version(tmp_path: Path) -> None:
     """Review finding (sweeprev 2): a plugin importing a helper from its folder kept its cache key when the helper
-    changed (FACTOR 1 → 10), and the old numbers came back as cache hits. Its helpers count now; installed packages
-    (flowvar, torch) never do."""
-    import importlib
+    changed (FACTOR 1 → 10), and the old numbers came back as cache hits. The helpers it imports count now, found in
+    its source (not in sys.modules, which differs between a sweep's parent and its workers: the first fix keyed
+    them apart); installed packages (flowvar, torch) and other modules of the folder never do."""
+    import subprocess
     import sys
 
     from flowvar.cache_key import _plugin_source, code_version
     from flowvar.experiments.registry import load_plugin
 
     plugin = _helper_plugin(tmp_path, "helper_probe", "1.0")
+    (tmp_path / "unrelated.py").write_text("X = 1\n")  # beside it, not imported
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "deep.py").write_text("from . import leaf\n")
+    (tmp_path / "pkg" / "leaf.py").write_text("LEAF = 1\n")
+    with plugin.open("a") as fh:
+        fh.write("\ndef later():\n    from pkg import deep\n    return deep\n")  # an import inside a function
     load_plugin(plugin)
     source = _plugin_source("helper_probe")
     assert source is not None and b"helper_probe_helper.py\0FACTOR = 1.0" in source
-    assert b"helper_probe.py\0" in source
+    names = [chunk.decode() for chunk in source.split(b"\0")[0::2] if chunk]
+    assert names == ["helper_probe.py", "helper_probe_helper.py", "pkg/__init__.py", "pkg/deep.py", "pkg/leaf.py"]
     before = code_version("helper_probe")
+    (tmp_path / "unrelated.py").write_text("X = 2\n")
+    assert code_version("helper_probe") == before  # a module it does not import
     (tmp_path / "helper_probe_helper.py").write_text("FACTOR = 10.0\n")
-    importlib.reload(sys.modules["helper_probe_helper"])
-    assert code_version("helper_probe") != before
-    assert all(not name.startswith(("torch", "flowvar")) for name in
-               (chunk.decode(errors="replace") for chunk in source.split(b"\0")[0::2] if chunk))
+    after = code_version("helper_probe")
+    assert after != before
+    # another process (a sweep's worker, which imported nothing else from the folder) computes the same version
+    probe = ("import sys; from flowvar.experiments.registry import load_plugin; from flowvar.cache_key import "
+             "code_version; load_plugin(sys.argv[1]); print(code_version('helper_probe'))")
+    other = subprocess.run([sys.executable, "-c", probe, str(plugin)], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == after
 
 
 def test_the_key_of_a_device_auto_config_names_the_device_it_resolves_to() -> None:

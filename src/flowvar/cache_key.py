@@ -18,7 +18,7 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
 * the torch version and the torch thread count of the run (the last digits of a training run depend on the
   reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp), and for a config
   whose ``device`` is ``auto`` or ``cuda`` the device it resolves to (CUDA or CPU);
-* for a plugin experiment, its module and the helpers it imported from its folder (:func:`_plugin_source`);
+* for a plugin experiment, its module and the helpers it imports from its folder (:func:`_plugin_source`);
 * the *contents* of the user data a config names by path (:func:`data_digests`: any config field named
   ``data_dir``, ``data_path`` or ``data_file``, or ending in ``_data_dir``/``_data_path``/``_data_file``; today
   ``data_dir`` of ``dataset=npy|folder|celeba``): a file's SHA-256, a folder's listing (relative name, size and
@@ -107,12 +107,13 @@ def source_digest(experiment: str | None = None) -> str:
 
 def _plugin_source(experiment: str) -> bytes | None:
     """The source of a plugin experiment (one not registered by a flowvar module): the bytes of the module that
-    registered it and of every module already imported from its folder or below (its helpers: ``import helper``
-    beside ``myexp.py``), each with its path relative to that folder, in sorted order; None for flowvar's own.
+    registered it and of the helpers it imports from its own folder (:func:`_local_imports`: ``import helper`` or
+    ``from helpers.sub import f`` beside ``myexp.py``, and theirs in turn), each with its path relative to that
+    folder, in sorted order; None for flowvar's own.
 
-    Installed packages and the standard library never count, even where a virtual environment sits inside the
-    plugin's folder (paths under ``sys.prefix`` / ``sys.base_prefix`` are left out): they are versioned, and hashing
-    them at every lookup would cost seconds. A helper imported only later, inside ``run``, is not seen."""
+    Read from the source, not from ``sys.modules``: every process (a sweep's workers, a later session) then finds
+    the same files whatever else it has imported. A plugin installed as a package (under ``sys.prefix``) counts its
+    own module only: installed code is versioned."""
     import sys
 
     from flowvar.experiments.registry import registered
@@ -125,24 +126,53 @@ def _plugin_source(experiment: str) -> bytes | None:
     if path is None or Path(path).resolve().is_relative_to(_package_dir()):
         return None
     main = Path(path).resolve()
-    root = main.parent
-    # modules imported from the plugin's folder share its sys.path entry, hence its spelling: a string test first
-    # keeps this cheap over the ~1000 modules of a torch process
-    prefixes = tuple({str(root), os.path.dirname(os.path.abspath(path))})
-    installed = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}]
-    files = {main}
-    for other in list(sys.modules.values()):
-        where = getattr(other, "__file__", None)
-        if not where or not where.endswith(".py") or not os.path.abspath(where).startswith(prefixes):
-            continue
-        file = Path(where).resolve()
-        if file.is_relative_to(root) and not any(file.is_relative_to(p) for p in installed):
-            files.add(file)
+    installed = any(main.is_relative_to(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})
+    files = {main} if installed else _local_imports(main, main.parent)
     out = bytearray()
     for file in sorted(files):
-        with contextlib.suppress(OSError):  # a module whose file has gone since it was imported
-            out += file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0"
+        with contextlib.suppress(OSError):  # a helper deleted since: the key changes, as it should
+            out += file.relative_to(main.parent).as_posix().encode() + b"\0" + file.read_bytes() + b"\0"
     return bytes(out)
+
+
+def _local_imports(main: Path, root: Path) -> set[Path]:
+    """``main`` and the ``.py`` files below ``root`` it imports, directly or through one another: every ``import``
+    statement anywhere in a file (inside functions too), absolute names looked up as ``root/a/b.py`` or
+    ``root/a/b/__init__.py``, relative ones from the importing file's folder. Names that are not files there
+    (torch, flowvar, the standard library) are left alone."""
+    import ast
+
+    found: set[Path] = set()
+    todo = [main]
+    while todo:
+        file = todo.pop()
+        if file in found:
+            continue
+        found.add(file)
+        try:
+            tree = ast.parse(file.read_bytes(), filename=str(file))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                bases, names = [root], [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = root if node.level == 0 else file.parent
+                for _ in range(max(0, node.level - 1)):  # from ..x import y: one folder up per extra dot
+                    base = base.parent
+                module = node.module or ""
+                bases = [base]
+                names = [module] * bool(module) + [f"{module}.{a.name}".lstrip(".") for a in node.names]
+            else:
+                continue
+            for base in bases:
+                for name in names:
+                    parts = name.split(".")
+                    for candidate in (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")):
+                        resolved = candidate.resolve() if candidate.is_file() else None
+                        if resolved is not None and resolved.is_relative_to(root) and resolved not in found:
+                            todo.append(resolved)
+    return found
 
 
 def code_version(experiment: str | None = None) -> str:

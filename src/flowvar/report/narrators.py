@@ -269,7 +269,7 @@ def _fig6_judged_verdict(odd: Claim, noisy: Claim, not_judged: dict[str, list[st
     verdict), from the judged settings alone: which grids can test the paper's claim and which cannot (with why, in
     short), where the claim holds among them (σ = 0 reproduces and σ = 0.05 fails there, in every seed), and each
     reproduction's verdict with its reason when it is not decisive, e.g. "On the grids that tell the two apart (51, 101,
-    1001 Euler steps, σ = 0.05 also dopri5; not 11 Euler steps, where both exact fields jump; nor the even grids,
+    1001 Euler steps, σ = 0.05 also dopri5; not 11 Euler steps, where exact σ = 0.05 is partial; nor the even grids,
     where exact σ = 0 stops), the paper's claim holds on none: the σ = 0
     reproduction is refuted, σ = 0.05 leaving it confirmed"."""
     judged_zero, judged_noisy = list(odd.evidence["judged_settings"]), list(noisy.evidence["judged_settings"])
