@@ -784,3 +784,21 @@ def test_the_key_of_a_device_auto_config_names_the_device_it_resolves_to() -> No
     cpu = dataclasses.replace(config, device="cpu")
     assert "device" not in key_inputs("table2", cpu, True)
     assert "device" not in key_inputs("prop1", build_config(get_experiment("prop1"), quick=True), True)
+
+
+def test_a_store_that_fails_leaves_no_empty_work_folder_listed_as_resumable(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding (sweeprev 14): a store refused by a full disk left CACHE/.work/KEY holding only its record,
+    which `flowvar cache list` showed as resumable. prop1 writes no checkpoint, so nothing is left to resume."""
+    from flowvar.errors import DataError
+
+    cache = Cache(tmp_path / "cache")
+
+    def full_disk(self: Cache, key: str, result_dir: Path, inputs: dict | None = None) -> Path:
+        raise DataError("cannot store the result of prop1 in the cache: No space left on device")
+
+    monkeypatch.setattr(Cache, "store", full_disk)
+    with pytest.raises(DataError, match="No space left"):
+        run_cached("prop1", tmp_path / "out", cache, quick=True, overrides=TINY)
+    work = cache.root / ".work"
+    assert not work.exists() or not any(work.iterdir())

@@ -516,7 +516,13 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
                 except BaseException:
                     cache._drop_unused_work(key)  # an interrupted run keeps its checkpoints, not an empty folder
                     raise
-                entry = cache.store(key, output, inputs)
+                try:
+                    entry = cache.store(key, output, inputs)
+                except BaseException:
+                    # a store that failed (a full disk) keeps the run's checkpoints, not a folder listed as resumable
+                    # that holds only its record
+                    cache._drop_unused_work(key)
+                    raise
                 shutil.rmtree(work, ignore_errors=True)
                 return CachedRun(result, key, False, entry, output, problems[0] if problems else None)
     install(entry, output)
