@@ -381,6 +381,13 @@ def test_judging_again_replaces_outdated_verdicts_and_says_which(runs: dict[str,
     assert source["command"].startswith("flowvar sweep memorisation_phase") and source["points"] == 4
     assert source["keys"] == assembled.metrics["assembled_from"]["keys"]  # where the points come from, kept
     assert source["rejudged"]["judged_by"] == assembled.metrics["assembled_from"]["assembled_by"]
+    assert source["rejudged"]["earlier"] == []
+    # judged once more: the first re-judging's record (its verdicts before: every one refuted) is kept, not replaced
+    again, _ = rejudge_result(folder, tmp_path / "third")
+    record = again.metrics["assembled_from"]["rejudged"]
+    assert record["verdicts_before"] == {c.id: c.verdict for c in assembled.claims}
+    assert [r["verdicts_before"] for r in record["earlier"]] == [{c.id: "refuted" for c in assembled.claims}]
+    assert "earlier" not in record["earlier"][0] and again.notes[-1].endswith("Verdicts it changed: none.")
 
 
 def test_judging_again_in_a_reproduce_folder_rewrites_its_report(runs: dict[str, Any], tmp_path: Path) -> None:

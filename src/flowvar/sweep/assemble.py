@@ -108,7 +108,8 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
     results.json entry and report rewritten). Nothing is trained: the points are the stored ones, the claims,
     regions, notes and figures this code's. ``assembled_from`` keeps the original provenance (the sweep or run that
     computed the points) and adds ``rejudged``: the stored result's path, the code that judged it before and its
-    verdicts then. A ConfigError or DataError (one line naming the fix) for a folder without a readable result, an
+    verdicts then, and (``earlier``) the records of the re-judgings before that, oldest first. A ConfigError or
+    DataError (one line naming the fix) for a folder without a readable result, an
     experiment that cannot assemble, or a config this flowvar cannot rebuild."""
     from flowvar.experiments.base import assemble_experiment, assembler, build_config, get_experiment
 
@@ -143,7 +144,9 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
                   "assembled_by": code_version(spec.name),
                   "compute_s": float(original.get("compute_s", stored.runtime_s)),
                   "rejudged": {"result": str(path.resolve()), "judged_by": original.get("assembled_by", "unknown"),
-                               "verdicts_before": {c.id: c.verdict for c in stored.claims}}}
+                               "verdicts_before": {c.id: c.verdict for c in stored.claims},
+                               # the judgings before, oldest first: a second re-judging keeps the first's record
+                               "earlier": _earlier_judgings(original.get("rejudged"))}}
     out_root = Path(out) if out is not None else result_dir.resolve().parent
     collection = _collection(out_root, stored.quick)
     result = assemble_experiment(spec.name, out_root, config, [stored.metrics], quick=stored.quick,
@@ -151,6 +154,15 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
     if collection is not None:
         _join_collection(out_root, collection, result, provenance)
     return result, out_root / spec.name
+
+
+def _earlier_judgings(record: Any) -> list[dict[str, Any]]:
+    """A stored result's re-judging records, oldest first: its own ``rejudged`` record (without its ``earlier``)
+    after the ones that record kept. Empty for a result never re-judged."""
+    if not isinstance(record, dict):
+        return []
+    earlier = record.get("earlier")
+    return [*(earlier if isinstance(earlier, list) else []), {k: v for k, v in record.items() if k != "earlier"}]
 
 
 def _experiment(sweep_dir: Path, meta: dict[str, Any]) -> Any:
