@@ -432,3 +432,23 @@ def test_a_result_that_cannot_be_judged_again_is_a_one_line_error(runs: dict[str
     (folder / "result.json").write_text(json.dumps(data))
     with pytest.raises(ConfigError, match=r"cannot be rebuilt by this flowvar .* recompute the result"):
         rejudge_result(folder)
+
+
+def test_a_whole_runs_result_judged_again_in_its_reproduce_folder_says_so(tmp_path: Path) -> None:
+    """The quick reference run's memorisation_phase was computed whole (no sweep): re-judged in its folder, the report
+    says it was re-judged from the points its own run stored, not "assembled from the None points of `None`"."""
+    from flowvar.sweep.assemble import rejudge_result
+
+    collection = tmp_path / "quick"
+    shutil.copytree(REPO / "results", collection, ignore=shutil.ignore_patterns("full", "digits_full_n"))
+    published = Result.load(collection / "memorisation_phase" / "result.json")
+    result, _ = rejudge_result(collection / "memorisation_phase")
+    assert [c.verdict for c in result.claims] == [c.verdict for c in published.claims]
+    entry = next(e for e in json.loads((collection / "results.json").read_text())["experiments"]
+                 if e["name"] == "memorisation_phase")
+    assert entry["status"] == "assembled" and entry["assembled_from"]["command"] is None
+    report = (collection / "report.md").read_text()
+    head = report.split("> **")[0]
+    assert "memorisation_phase: re-judged by flowvar" in head and "from the points its own run stored" in head
+    assert "None points" not in report and "`None`" not in report
+    assert "Status: re-judged from the points its run stored" in report
