@@ -155,23 +155,21 @@ def _local_imports(main: Path, root: Path) -> set[Path]:
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                bases, names = [root], [a.name for a in node.names]
+                base, names = root, [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = root if node.level == 0 else file.parent
                 for _ in range(max(0, node.level - 1)):  # from ..x import y: one folder up per extra dot
                     base = base.parent
                 module = node.module or ""
-                bases = [base]
                 names = [module] * bool(module) + [f"{module}.{a.name}".lstrip(".") for a in node.names]
             else:
                 continue
-            for base in bases:
-                for name in names:
-                    parts = name.split(".")
-                    for candidate in (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")):
-                        resolved = candidate.resolve() if candidate.is_file() else None
-                        if resolved is not None and resolved.is_relative_to(root) and resolved not in found:
-                            todo.append(resolved)
+            for name in names:
+                parts = name.split(".")
+                for candidate in (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")):
+                    resolved = candidate.resolve() if candidate.is_file() else None
+                    if resolved is not None and resolved.is_relative_to(root) and resolved not in found:
+                        todo.append(resolved)
     return found
 
 

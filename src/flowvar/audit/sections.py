@@ -36,7 +36,7 @@ from flowvar.metrics import (
 )
 from flowvar.ot import exact_ot_permutation
 from flowvar.results import Claim, Precondition, judge
-from flowvar.sampling import integrate
+from flowvar.sampling import FIXED_METHODS, integrate
 
 #: Integration batch: bounds memory for any number of training sources or fresh samples.
 INTEGRATE_CHUNK = 512
@@ -92,10 +92,10 @@ def endpoints(field_: nn.Module, x0: Tensor, method: str, steps: int, labels: Te
 
 
 def adaptive_method(method: str) -> bool:
-    """Whether ``method`` chooses its own steps (an adaptive torchdiffeq solver such as dopri5: the
-    :class:`~flowvar.sampling.ODESolution` of :func:`~flowvar.sampling.integrate` reports ``steps`` None), so that
-    ``steps`` only sets the times it saves and two step counts give one and the same solve."""
-    return integrate(lambda x, t: torch.zeros_like(x), torch.zeros(1, 1), method=method, steps=1).steps is None
+    """Whether ``method`` chooses its own steps (every torchdiffeq solver that is not one of
+    :data:`flowvar.sampling.FIXED_METHODS`, e.g. dopri5), so that ``steps`` only sets the times it saves and two step
+    counts give one and the same solve."""
+    return method not in FIXED_METHODS
 
 
 #: The coarse reading of pair recovery under an adaptive method, which has no coarse grid of its own: Euler on

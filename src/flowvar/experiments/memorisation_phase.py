@@ -291,14 +291,9 @@ def region_verdict(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
             **{f"{s}_cells": groups[s] for s in STATUSES},
             # nearest to memorising first: where more training is likeliest to make the claim testable
             "noise_acts_not_memorised_cells": sorted((k for k in groups["not_memorised"] if cells[k]["noise_can_act"]),
-                                                     key=lambda k: -_lowest_sigma0_accuracy(cells[k])),
+                                                     key=lambda k: -cells[k]["accuracy_sigma0_lowest"]),
             "accuracy_sigma0": {k: cells[k]["accuracy_sigma0"] for k in cells},
-            "accuracy_sigma0_lowest": {k: _lowest_sigma0_accuracy(cells[k]) for k in cells}}
-
-
-def _lowest_sigma0_accuracy(cell: Mapping[str, Any]) -> float:
-    """A cell's lowest per-seed σ = 0 accuracy (its seed mean in a map stored before the per-seed gate)."""
-    return float(cell.get("accuracy_sigma0_lowest", cell["accuracy_sigma0"]))
+            "accuracy_sigma0_lowest": {k: cells[k]["accuracy_sigma0_lowest"] for k in cells}}
 
 
 def region_precondition(verdict: dict[str, Any], sigma: float, margin: float) -> Precondition:

@@ -275,7 +275,7 @@ def zero_loss_rule(max_loss: Mapping[str, float], probe_trace: Mapping[str, floa
     interesting); "refuted" if some value exceeds :data:`EXACT_ZERO_TOL`; "inconclusive" otherwise (tiny non-zero
     values, no crossings, no family, or a NaN, which is neither 0 nor above the tolerance)."""
     values = [*max_loss.values(), *probe_trace.values()]
-    if any(v > EXACT_ZERO_TOL for v in values):
+    if any(v > EXACT_ZERO_TOL for v in values):  # a NaN is not above it: inconclusive, not refuted
         return "refuted"
     return "confirmed" if values and all(v == 0.0 for v in values) and lines_cross else "inconclusive"
 
@@ -298,7 +298,7 @@ def no_zero_loss_rule(relative_loss: dict[str, float]) -> Verdict:
     exceeds 1e-6, "refuted" if some value is ≤ 1e-12 (numerically a zero-loss field), "inconclusive" otherwise,
     including a NaN value (neither above 1e-6 nor ≤ 1e-12) when no other value refutes."""
     values = list(relative_loss.values())
-    if any(v <= EXACT_ZERO_TOL for v in values):
+    if any(exact_zero(v) for v in values):
         return "refuted"
     return "confirmed" if values and all(v > 1e-6 for v in values) else "inconclusive"
 
@@ -863,7 +863,7 @@ def _neural_figure(ctx: RunContext, config: Prop2Config,
 
 
 __all__ = ["EXACT_ZERO_TOL", "FAMILIES", "LineEncounters", "Prop2Config", "TrainingMonitor", "floor_precondition",
-           "grid_hits", "line_encounters", "lower_accuracy_rule", "make_pairs",
-           "mechanism_precondition", "no_collision_precondition", "no_zero_loss_rule", "noise_breaks_pairing_rule",
-           "ode_returns_partner_rule", "plateau_rule", "reaches_zero", "run", "sigma0_memorises_precondition",
-           "sigma0_memorises_rule", "sigma0_reference_precondition", "two_proportion_se", "zero_loss_rule"]
+           "grid_hits", "line_encounters", "lower_accuracy_rule", "make_pairs", "mechanism_precondition",
+           "no_collision_precondition", "no_zero_loss_rule", "noise_breaks_pairing_rule", "ode_returns_partner_rule",
+           "plateau_rule", "reaches_zero", "run", "sigma0_memorises_precondition", "sigma0_memorises_rule",
+           "sigma0_reference_precondition", "two_proportion_se", "zero_loss_rule"]

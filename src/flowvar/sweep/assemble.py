@@ -79,8 +79,7 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
     full = _joined_config(axes, parts)
     _check_grid(sweep_dir, meta, axes, points)
     config = build_config(spec, quick=quick, overrides=full)
-    built = dataclasses.asdict(config)
-    changed = sorted(k for k in full if canonical(built.get(k)) != canonical(full[k]))
+    changed = _unkept(config, full)
     if changed:
         raise ConfigError(f"the assembled config does not keep the points' values of {', '.join(changed)}; this "
                           f"flowvar cannot assemble them (were they computed by another version?)")
@@ -129,8 +128,7 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
         config = build_config(spec, quick=stored.quick, overrides=dict(stored.config))
     except ConfigError as e:
         raise ConfigError(f"{path}'s config cannot be rebuilt by this flowvar ({e}); recompute the result") from None
-    built = dataclasses.asdict(config)
-    changed = sorted(k for k in stored.config if canonical(built.get(k)) != canonical(stored.config[k]))
+    changed = _unkept(config, stored.config)
     if changed:
         raise ConfigError(f"this flowvar does not keep {path}'s values of {', '.join(changed)}; recompute the result")
     before = stored.metrics.get("assembled_from")
@@ -154,6 +152,12 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
     if collection is not None:
         _join_collection(out_root, collection, result, provenance)
     return result, out_root / spec.name
+
+
+def _unkept(config: Any, values: dict[str, Any]) -> list[str]:
+    """The keys of ``values`` whose value the built ``config`` does not keep (a field this flowvar changes or lacks)."""
+    built = dataclasses.asdict(config)
+    return sorted(k for k in values if canonical(built.get(k)) != canonical(values[k]))
 
 
 def _earlier_judgings(record: Any) -> list[dict[str, Any]]:
