@@ -289,6 +289,13 @@ class ProcessBackend(Backend):
             processes: dict[int, Any] = {}  # pid → Process of every worker, for their exit codes
             pids: dict[int, int] = {}  # item → the worker process it started in
 
+            def drain_starts() -> None:
+                """Record which worker each started item runs in, as the workers report it (read as the reports come:
+                a full pipe would block the workers' next start)."""
+                while not starts.empty():
+                    token, pid = starts.get()
+                    pids[token] = pid
+
             def submit(queue: list[int]) -> bool:
                 """Submit ``queue``'s first item; False (the item left in the queue) when the pool is broken."""
                 try:
@@ -311,9 +318,7 @@ class ProcessBackend(Backend):
                 while not (broken or solo) and waiting and len(running) < self.jobs:
                     broken = not submit(waiting)
                 done = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)[0] if not broken else set()
-                while not starts.empty():  # read as they come: a full pipe would block the workers' next start
-                    token, pid = starts.get()
-                    pids[token] = pid
+                drain_starts()
                 for future in done:
                     i = running.pop(future)
                     try:
@@ -343,9 +348,7 @@ class ProcessBackend(Backend):
                 lost += running.values()
                 if running:  # a pool that never failed them: end its workers, so that leaving it cannot hang
                     terminate_workers(pool)
-                while not starts.empty():
-                    token, pid = starts.get()
-                    pids[token] = pid
+                drain_starts()
                 yield from self._after_break(items, sorted(lost), pids, processes, died_first, waiting, alone,
                                              breaks)
 
