@@ -24,6 +24,7 @@ from flowvar.advisor import (
     seeds_needed,
 )
 from flowvar.data import load_split
+from flowvar.distributions import GaussianMixture
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments import sigma_tradeoff as st
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
@@ -379,6 +380,44 @@ def test_advise_sigma_on_npy_and_folder(tmp_path: Path) -> None:
     advice = advise_sigma(str(folder), sigmas=[0, 0.1], quick=True, seed=1, resolution=8,
                           **{k: v for k, v in knobs.items() if k != "n_eval"}, n_eval=12)
     assert advice.result_dir is None and len(advice.table) == 2 and "folder" in advice.data
+
+
+def test_null_floor_is_rescaled_to_the_scored_sample_sizes() -> None:
+    """The file-data null compares two halves of the held-out set; G compares n_eval outputs with every held-out item.
+    Rescaled by (1/m + 1/n)/(1/p + 1/q), the halves' null RMS is the RMS of a null drawn directly at G's sizes
+    (Monte Carlo on a GMM, 150 replicates each); unscaled it is 2.4× wider."""
+    from flowvar.metrics import median_heuristic, null_generalisation
+
+    gmm = GaussianMixture.random(4, 4, mean_scale=3.0, std=0.5, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    halves = [(gmm.sample(200, gen), gmm.sample(200, gen)) for _ in range(150)]
+    direct = [(gmm.sample(600, gen), gmm.sample(400, gen)) for _ in range(150)]
+    bw = median_heuristic(gmm.sample(1000, gen))
+    truth = null_generalisation(direct, bw)
+    scaled = null_generalisation(halves, bw, scored_sizes=(600, 400))
+    unscaled = null_generalisation(halves, bw)
+    assert scaled["size_scale"] == pytest.approx((1 / 600 + 1 / 400) / (2 / 200))
+    assert scaled["sample_sizes"] == [(200, 200)] and scaled["scored_sizes"] == [600, 400]
+    assert 0.75 < scaled["rms"] / truth["rms"] < 1.33
+    assert unscaled["rms"] / truth["rms"] > 1.8
+    same = null_generalisation(halves[:3], bw, scored_sizes=(200, 200))  # equal sizes (the GMM path): unchanged
+    assert same["values"] == null_generalisation(halves[:3], bw)["values"] and same["size_scale"] == 1.0
+    with pytest.raises(DataError, match="scored_sizes must be two sample sizes"):
+        null_generalisation(halves[:1], bw, scored_sizes=(1, 400))
+
+
+def test_file_data_null_is_scaled_to_g(tmp_path: Path) -> None:
+    arr = np.random.default_rng(0).normal(size=(48, 4)).astype(np.float32)
+    np.save(tmp_path / "v.npy", arr)
+    knobs = {k: v for k, v in TINY.items() if k != "sigmas"}
+    run_experiment("sigma_tradeoff", tmp_path / "out", quick=True, overrides={
+        **knobs, "sigmas": [0.0, 0.05], "dataset": "npy", "data_dir": str(tmp_path / "v.npy")})
+    stored = json.loads((tmp_path / "out" / "sigma_tradeoff" / "result.json").read_text())
+    null = stored["metrics"]["null_generalisation"]
+    held = min(48 - knobs["n_train"], knobs["n_eval"])
+    assert null["scored_sizes"] == [knobs["n_eval"], held]
+    assert null["sample_sizes"] == [[held // 2, held // 2]]
+    assert null["size_scale"] == pytest.approx((1 / knobs["n_eval"] + 1 / held) / (2 / (held // 2)))
 
 
 def test_digits_quick_path_with_unet(tmp_path: Path) -> None:

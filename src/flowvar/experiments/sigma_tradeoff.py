@@ -27,9 +27,10 @@ Protocol, for each seed s = ``seed`` + k, k < ``n_seeds``:
 5. A null reference: the same unbiased MMD² between independent real samples (GMM: two fresh draws of ``n_eval``;
    files: two disjoint random halves of the held-out data), ``null_repeats`` times; 2 × its RMS is the rule's
    absolute noise floor — a *margin* ("what two independent real samples differ by"), not the noise of G itself
-   (the null sd is that of the unbiased MMD² at MMD = 0; at G > 0 the estimator varies more, and on file data the
-   null compares two halves of the held-out set, a smaller sample basis than G's n_eval vs all held-out items, so
-   its floor is the wider). Training and estimator noise of G enter the rule through the spread over seeds.
+   (the null sd is that of the unbiased MMD² at MMD = 0; at G > 0 the estimator varies more). On file data the null
+   compares two halves of the held-out set, a smaller sample basis than G's n_eval vs all held-out items; its values
+   are rescaled to G's sample sizes by the null law's (1/m + 1/n) (:func:`flowvar.metrics.null_generalisation`),
+   a factor 1 on the GMM. Training and estimator noise of G enter the rule through the spread over seeds.
 
 Per σ the metrics are averaged over seeds (``per_sigma``, for display), and
 :func:`flowvar.advisor.advise_over_seeds` applies the rule (stated in ``choices.rule``) to the per-seed scores: each σ
@@ -276,7 +277,8 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
         _choices(ctx, config, data, unet)
         ref = Reference.build(data.x1_train, data.heldout, config.copy_threshold,
                               generator(config.data_seed, "reference"))
-        null = null_generalisation(data.null_pairs, ref.bandwidth)
+        null = null_generalisation(data.null_pairs, ref.bandwidth,
+                                   scored_sizes=(config.n_eval, data.heldout.shape[0]))
         real_copy = _real_copy_fraction(data, ref)
         per_seed: dict[float, list[dict[str, Any]]] = {s: [] for s in sigmas}
         exact: list[dict[str, float]] = []
