@@ -119,7 +119,8 @@ def null_generalisation(pairs: Sequence[tuple[Tensor, Tensor]], bandwidth: float
     the halves' floor is wider by that factor's inverse — about 2.3× for G of 2000 vs 1541 items against halves of
     770 — and the rule would call a larger loss of generalisation non-inferior."""
     if scored_sizes is not None and (len(scored_sizes) != 2 or min(scored_sizes) < 2):
-        raise DataError(f"scored_sizes must be two sample sizes >= 2 (the generalisation score's), got {scored_sizes!r}")
+        raise DataError(f"scored_sizes must be two sample sizes >= 2 (the generalisation score's), "
+                        f"got {scored_sizes!r}")
     values, scales = [], []
     for a, b in pairs:
         p, q = a.shape[0], b.shape[0]
