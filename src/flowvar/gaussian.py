@@ -10,7 +10,10 @@ Setting: X0 ~ N(0, I_d), X1 ~ N(μ, M) with M symmetric positive definite.
 * Where the lines cross: :func:`singular_times` (det(I + tΘ) = 0) and :func:`meeting_point` (all lines through
   one point, Counter Example 1, built by :func:`counterexample_problem`).
 * Closed-form per-sample gradients of the parametric class (PAPER.md §1.2):
-  :func:`parametric_per_sample_grads`, :func:`parametric_residuals`, :func:`parametric_per_sample_loss`.
+  :func:`parametric_per_sample_grads`, :func:`parametric_residuals`, :func:`parametric_per_sample_loss`, and
+  the float64 rounding bound of a residual that is zero in exact arithmetic,
+  :func:`parametric_residual_rounding_bound`.
+* The Gaussian 2-Wasserstein distance (the cost of the Brenier map): :func:`gaussian_w2_squared`.
 """
 
 from __future__ import annotations
@@ -184,6 +187,25 @@ def gaussian_ot_matrix(cov0: Tensor, cov1: Tensor, floor: float = 1e-12, *, chec
     (middle_root,) = _psd_powers("Σ0^½ Σ1 Σ0^½", (middle + middle.T) / 2, (0.5,), 0.0, False)  # PSD by construction
     A = inv_root @ middle_root @ inv_root
     return (A + A.T) / 2
+
+
+def gaussian_w2_squared(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Tensor) -> float:
+    """W2²(N(m0, Σ0), N(m1, Σ1)) = ‖m0 − m1‖² + tr Σ0 + tr Σ1 − 2 tr (Σ0^{1/2} Σ1 Σ0^{1/2})^{1/2}, float64.
+
+    ``mean0``, ``mean1``: (d,); ``cov0``, ``cov1``: (d, d) symmetric positive semidefinite (checked as in
+    :func:`check_symmetric_psd`). The minimal transport cost E‖X1 − X0‖² over all couplings, attained by the
+    Brenier map only; for Σ0 = I it is ‖m0 − m1‖² + tr(I + Σ1 − 2 Σ1^{1/2}). The trace of the root is
+    Σ_i √λ_i of the middle matrix (its eigenvalues only): no map matrix enters, so a map can be checked against it.
+    """
+    m0, m1 = (torch.as_tensor(m, dtype=torch.float64) for m in (mean0, mean1))
+    c0, c1 = check_symmetric_psd("cov0", cov0).double(), check_symmetric_psd("cov1", cov1).double()
+    if m0.ndim != 1 or m0.shape != m1.shape or c0.shape != c1.shape or c0.shape[0] != m0.shape[0]:
+        raise ShapeError(f"means must be (d,) and covariances (d, d) of one d, got {tuple(m0.shape)}, "
+                         f"{tuple(m1.shape)}, {tuple(c0.shape)} and {tuple(c1.shape)}")
+    (root0,) = psd_powers(c0, (0.5,))
+    middle = root0 @ c1 @ root0
+    root_trace = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
+    return float((m0 - m1).pow(2).sum() + torch.trace(c0) + torch.trace(c1) - 2 * root_trace)
 
 
 def _check_angle(angle_deg: object) -> float:
@@ -460,6 +482,47 @@ def parametric_residuals(theta: Tensor, Theta: Tensor, xt: Tensor, t: Tensor | f
     return _parametric_parts(theta, Theta, xt, t, target)[3]
 
 
+RESIDUAL_ROUNDING_FACTOR = 8
+"""c in the rounding bound γ = c·d·ε of :func:`parametric_residual_rounding_bound`: an LU solve of order d has a
+normwise backward error of a few d·ε (Higham 2002, Thm 9.4: |ΔA| ≤ γ_{3d}|L̂||Û|), and forming A_t, x_t, b and r
+adds a few ε each; 8 covers these counts (it is not fitted to data: the measured ratios stay below 0.03 of the bound
+at every angle and covariance tried, tests/test_gaussian.py)."""
+
+
+def parametric_residual_rounding_bound(theta: Tensor, Theta: Tensor, x0: Tensor, x1: Tensor,
+                                       t: Tensor) -> Tensor:
+    """Per-sample bound on the float64 rounding of ‖r_b‖ where r is zero in exact arithmetic, shape (B,).
+
+    ``theta``: (d,); ``Theta``: (d, d); ``x0``, ``x1``: (B, d) with x1 = θ + (I + Θ) x0 up to rounding (the pairs
+    of the coupling whose pair-optimal field (θ, Θ) is); ``t``: (B,). For the deterministic path x_t = (1 − t) x0 +
+    t x1 and target x1 − x0 the exact residual of :func:`parametric_residuals` is 0 (w = A_t⁻¹(x_t − tθ) = x0).
+    Rounding perturbs A_t, b = x_t − tθ, x1 and Θ + I by relative amounts ~ε, and the solve turns a perturbation δ
+    of b into A_t⁻¹δ, which Θ multiplies; so, with γ = :data:`RESIDUAL_ROUNDING_FACTOR`·d·ε (ε = 2.2e-16),
+
+        ‖r̂_b‖ ≤ γ · (1 + ‖Θ‖₂ ‖A_{t_b}⁻¹‖₂) · (‖θ‖ + ‖x1_b‖ + (2 + ‖Θ‖₂) ‖x0_b‖),   A_t = I + tΘ,
+
+    the last factor bounding ‖x_t‖ + ‖tθ‖ + ‖A_t‖‖x0‖ + ‖x1‖ + ‖x0‖. ‖A_t⁻¹‖₂ = 1/σ_min(A_t) grows as 1/|t − t*|
+    near a singular time t* (:func:`singular_times`), so the bound does too: there the float64 residual (and the
+    gradient 2A_t⁻ᵀr, whose second moment diverges) says nothing, while elsewhere the bound is ~1e-14 × the scale.
+    Infinite where A_t is singular.
+    """
+    theta = torch.as_tensor(theta, dtype=torch.float64).detach()
+    Theta = _check_square("Theta", Theta)
+    x0 = torch.as_tensor(x0, dtype=torch.float64).detach()
+    x1 = torch.as_tensor(x1, dtype=torch.float64).detach()
+    t = torch.as_tensor(t, dtype=torch.float64).detach()
+    d = Theta.shape[0]
+    if theta.shape != (d,) or x0.ndim != 2 or x0.shape[1] != d or x1.shape != x0.shape or t.shape != x0.shape[:1]:
+        raise ShapeError(f"expected theta (d,), Theta (d, d), x0 and x1 (B, d) and t (B,) with d = {d}, got "
+                         f"{tuple(theta.shape)}, {tuple(Theta.shape)}, {tuple(x0.shape)}, {tuple(x1.shape)} and "
+                         f"{tuple(t.shape)}")
+    gamma = RESIDUAL_ROUNDING_FACTOR * d * torch.finfo(torch.float64).eps
+    theta_norm = float(torch.linalg.matrix_norm(Theta, 2))
+    sigma_min = torch.linalg.svdvals(torch.eye(d, dtype=torch.float64) + t[:, None, None] * Theta)[:, -1]
+    scale = theta.norm() + x1.norm(dim=1) + (2 + theta_norm) * x0.norm(dim=1)
+    return gamma * (1 + theta_norm / sigma_min) * scale
+
+
 def parametric_per_sample_loss(theta: Tensor, Theta: Tensor, xt: Tensor, t: Tensor | float,
                                target: Tensor) -> Tensor:
     """ℓ_b = ‖v_{θ,Θ}(x_t,b, t_b) − u_b‖², shape (B,), float64 (same as :func:`flowvar.loss.per_sample_loss`)."""
@@ -485,6 +548,7 @@ def parametric_per_sample_grads(theta: Tensor, Theta: Tensor, xt: Tensor, t: Ten
     return g_theta, g_theta.unsqueeze(-1) * w.unsqueeze(-2)
 
 
-__all__ = ["EIGENVALUE_RTOL", "SYMMETRY_RTOL", "GaussianProblem", "check_symmetric_psd", "counterexample_problem",
-           "gaussian_ot_matrix", "meeting_point", "parametric_per_sample_grads", "parametric_per_sample_loss",
+__all__ = ["EIGENVALUE_RTOL", "RESIDUAL_ROUNDING_FACTOR", "SYMMETRY_RTOL", "GaussianProblem", "check_symmetric_psd",
+           "counterexample_problem", "gaussian_ot_matrix", "gaussian_w2_squared", "meeting_point",
+           "parametric_per_sample_grads", "parametric_per_sample_loss", "parametric_residual_rounding_bound",
            "parametric_residuals", "psd_powers", "rotation_matrix", "singular_times", "sqrtm_psd"]
