@@ -3,20 +3,36 @@ can give), plus a plumbing smoke test on a tiny config."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from experiment_checks import check_claims_result
-from flowvar.errors import ConfigError
-from flowvar.experiments.base import run_experiment
-from flowvar.experiments.lemma2 import ideal_reflow_angle, moves_rule, stagnation_rule
+from flowvar.cli import main
+from flowvar.errors import ConfigError, DataError
+from flowvar.experiments.base import RunContext, build_config, get_experiment, run_experiment
+from flowvar.experiments.lemma2 import (
+    assemble,
+    drop_split,
+    ideal_angles,
+    ideal_reflow_angle,
+    min_testable_coupling_angle,
+    moves_rule,
+    stagnation_rule,
+)
 from flowvar.gaussian import rotation_matrix
 from flowvar.metrics import fitted_linear_map, rotation_angle
+from flowvar.results import Result, to_jsonable
 from flowvar.sampling import integrate
+from flowvar.sweep.assemble import rejudge_result
+
+REPO = Path(__file__).resolve().parents[1]
 
 # -------------------------------------------------------------------------------- rules and the ideal angle
 
@@ -78,6 +94,33 @@ def test_ideal_reflow_angle_matches_integrated_minimiser(sigma: float, gen: torc
     assert rotation_angle(A) == pytest.approx(ideal_reflow_angle(theta, sigma), abs=1e-5)
 
 
+def test_where_sigma_005_would_be_testable_in_closed_form() -> None:
+    """The ideal drop after round 0 + 3 ReFlow rounds at σ = 0.05 is 3.2° at the paper's 120° (below the 10° the
+    precondition asks), and 10.2°, 16.6°, 30.6° at 150°, 160°, 170°: the smallest coupling angle that reaches 10° lies
+    between 149.5° and 150°, found to its resolution."""
+    drops = {a: a - ideal_angles(a, 0.05, 4)[-1] for a in (120.0, 150.0, 160.0, 170.0)}
+    assert [round(drops[a], 1) for a in drops] == [3.2, 10.2, 16.6, 30.6]
+    angle = min_testable_coupling_angle(0.05, 4, 10.0)
+    assert angle is not None and 149.5 < angle < 150.0
+    assert angle - ideal_angles(angle, 0.05, 4)[-1] >= 10.0 > (angle - 0.02) - ideal_angles(angle - 0.02, 0.05, 4)[-1]
+    assert min_testable_coupling_angle(0.0, 4, 10.0) is None  # without noise the minimiser never moves (Lemma 2)
+    assert min_testable_coupling_angle(0.5, 4, 10.0) < 30  # σ = 0.5 moves 87° from 120°: testable far below it
+    assert ideal_angles(120.0, 0.5, 2) == [ideal_reflow_angle(120.0, 0.5),
+                                            ideal_reflow_angle(ideal_reflow_angle(120.0, 0.5), 0.5)]
+
+
+def test_drop_split_separates_the_first_rectification() -> None:
+    """The full run's σ = 0.5 angles: round 0 (CFM on the coupling, its first rectification) takes 42–52° of the
+    86–89° total; the split adds up to the total in every seed."""
+    angles = [[77.9, 57.2, 42.9, 33.9], [72.2, 53.1, 41.7, 33.6], [68.3, 51.7, 39.6, 30.8]]
+    split = drop_split(angles, 120.0)
+    assert split["coupling_to_round0_deg"] == pytest.approx([42.1, 47.8, 51.7])
+    assert split["round0_to_last_deg"] == pytest.approx([44.0, 38.6, 37.5])
+    assert split["total_deg"] == pytest.approx([86.1, 86.4, 89.2])
+    nan = drop_split([[math.nan, 100.0]], 120.0)
+    assert math.isnan(nan["coupling_to_round0_deg"][0]) and nan["total_deg"] == [20.0]
+
+
 # ---------------------------------------------------------------------------------------------- smoke tests
 
 
@@ -105,3 +148,82 @@ def test_lemma2_smoke(tmp_path: Path) -> None:
     assert big["precondition"]["holds"] and big["precondition"]["measured"]["ideal_drop_deg"] > 10
     assert big["evidence"]["comparison"]["n_seeds"] == 2
     assert "angle_vs_round.png" in data["figures"]
+    # the split of the total drop, per seed, beside the verdict (which stays on the total)
+    ev = big["evidence"]
+    assert ev["drop_coupling_to_round0_deg"] == pytest.approx([120 - a[0] for a in ev["angles_deg_per_seed"].values()])
+    assert [a + b for a, b in zip(ev["drop_coupling_to_round0_deg"], ev["drop_round0_to_last_deg"], strict=True)] == \
+        pytest.approx(ev["total_drop_deg"])
+    assert len(ev["sigma0_drop_coupling_to_round0_deg"]) == 2 and len(ev["ideal_drop_split_deg"]) == 2
+    # where σ = 0.05 would be testable: the closed-form map, no training
+    where = small["precondition"]["measured"]
+    assert where["required_drop_deg"] == 10.0 and 120 < where["smallest_testable_coupling_angle_deg"] < 180
+    assert where["ideal_drop_deg_by_coupling_angle"]["120"] == pytest.approx(where["ideal_drop_deg"])
+    assert "coupling angle" in small["precondition"]["remedy"]
+
+
+LEMMA2_TINY = {"steps": "20", "width": "16", "rounds": "1", "n_pairs": "200", "n_eval": "100", "method": "euler",
+               "ode_steps": "11", "n_seeds": "2"}
+
+
+def test_a_stored_lemma2_result_judged_again_is_unchanged(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`flowvar assemble RESULT_DIR`: the stored per-round rows judged again give the run's claims, metrics, notes
+    and figure; stored verdicts from another rule (every one set to refuted) are replaced and named."""
+    whole = run_experiment("lemma2", tmp_path / "run", quick=True, overrides=LEMMA2_TINY)
+    folder = tmp_path / "again" / "lemma2"
+    shutil.copytree(tmp_path / "run" / "lemma2", folder)
+    assert main(["assemble", str(folder)]) == 0
+    assert "verdicts changed: none" in capsys.readouterr().out
+    again = Result.load(folder / "result.json")
+    assert again.to_dict()["claims"] == whole.to_dict()["claims"]
+    assert {k: v for k, v in again.metrics.items() if k != "assembled_from"} == whole.metrics
+    assert again.choices == whole.choices and again.figures == whole.figures and again.notes[:-1] == whole.notes
+    data = json.loads((folder / "result.json").read_text())
+    for claim in data["claims"]:
+        claim["verdict"] = "refuted"
+    (folder / "result.json").write_text(json.dumps(data))
+    result, _ = rejudge_result(folder, tmp_path / "third")
+    assert [c.verdict for c in result.claims] == [c.verdict for c in whole.claims]
+    assert all(f"{c.id}: refuted → " in result.notes[-1] for c in whole.claims if c.verdict != "refuted")
+    # parts split by σ join to the same claims; a missing (σ, seed) is one line
+    config = build_config(get_experiment("lemma2"), quick=True, overrides=LEMMA2_TINY)
+    rounds = whole.metrics["rounds"]
+    halves = [{"rounds": {"sigma=0.0": rounds["sigma=0.0"]}},
+              {"rounds": {k: v for k, v in rounds.items() if k != "sigma=0.0"}}]
+    joined = rejudge_like(config, halves, tmp_path / "joined")
+    assert json.dumps(to_jsonable([dataclasses.asdict(c) for c in joined])) == json.dumps(whole.to_dict()["claims"])
+    with pytest.raises(ConfigError, match=r"sigma=0\.05 seed=1"):
+        broken = json.loads(json.dumps(halves))
+        del broken[1]["rounds"]["sigma=0.05"]["seed=1"]
+        rejudge_like(config, broken, tmp_path / "broken")
+    with pytest.raises(DataError, match="not a lemma2 result"):
+        rejudge_like(config, [{"points": []}], tmp_path / "foreign")
+
+
+def rejudge_like(config: object, parts: list[dict], out: Path) -> list:
+    """lemma2's assemble on ``parts`` in a bare context: its claims."""
+    out.mkdir(parents=True)
+    ctx = RunContext(name="lemma2", out_dir=out, quick=True, seed=0)
+    with ctx.global_rng("global"):
+        assemble(config, parts, ctx)
+    return ctx.claims
+
+
+def test_the_published_paper_scale_lemma2_judged_by_this_code(tmp_path: Path) -> None:
+    """results/full/lemma2 judged from its stored angles: the same verdicts (the rule reads the total drop as
+    before); the evidence now shows that round 0 — CFM(0.5) on the coupling, its first rectification — takes 42–52°
+    of the 86–89° total, and σ = 0.05's precondition where it would be testable (≈ 150° after 4 rectifications)."""
+    stored = tmp_path / "stored" / "lemma2"
+    shutil.copytree(REPO / "results" / "full" / "lemma2", stored)
+    before = Result.load(stored / "result.json")
+    result, _ = rejudge_result(stored, tmp_path / "new")
+    assert {c.id: c.verdict for c in result.claims} == {c.id: c.verdict for c in before.claims}
+    claims = {c.id: c for c in result.claims}
+    big = claims["lemma2.sigma0.5_moves_toward_ot"].evidence
+    assert all(42 < x < 52 for x in big["drop_coupling_to_round0_deg"])
+    assert all(86 < x < 90 for x in big["total_drop_deg"])
+    small = claims["lemma2.sigma0.05_moves_toward_ot"]
+    where = small.precondition["measured"]
+    assert small.verdict == "untestable" and small.verdict_if_testable == "confirmed"
+    assert 149.5 < where["smallest_testable_coupling_angle_deg"] < 150
+    assert where["ideal_drop_deg_by_coupling_angle"]["150"] == pytest.approx(10.23, abs=0.01)
