@@ -22,7 +22,14 @@ from flowvar.experiments._gaussian_variance import (
     unresolved,
 )
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
-from flowvar.experiments.fig4 import crossover, rule_crossover, rule_zero_at_sigma0, zero_evidence
+from flowvar.experiments.fig4 import (
+    crossover,
+    rule_crossover,
+    rule_zero_at_sigma0,
+    series_outcome,
+    sigma_statuses,
+    zero_evidence,
+)
 from flowvar.experiments.fig5 import (
     rule_random_lower_at_paper_angle,
 )
@@ -125,16 +132,55 @@ def test_every_point_rules(rule) -> None:
     assert rule({"status": {}}) == "inconclusive"
 
 
-def test_rule_crossover() -> None:
-    def ev(*pairs: tuple[str, str]) -> dict:
-        return {"series": {f"s{i}": {"pair_lower_at_smallest_sigma": p, "ot_lower_at_largest_sigma": o}
-                           for i, (p, o) in enumerate(pairs)}}
+H, X, U = "holds", "excluded", "undecided"
 
-    assert rule_crossover(ev(("holds", "holds"), ("holds", "holds"))) == "confirmed"
-    assert rule_crossover(ev(("holds", "holds"), ("holds", "excluded"))) == "refuted"
-    assert rule_crossover(ev(("excluded", "holds"))) == "refuted"
-    assert rule_crossover(ev(("holds", "holds"), ("undecided", "holds"))) == "inconclusive"
+
+@pytest.mark.parametrize(("statuses", "outcome"), [
+    # (pair-optimal lower, OT lower) at increasing σ > 0
+    ([(H, X), (X, X), (X, H)], "flips"),
+    ([(H, X), (U, U), (X, H)], "flips"),              # an undecided point between the ends changes nothing
+    ([(H, X), (H, X), (H, X)], "above_sweep"),        # the pair-optimal field lower throughout: no flip within σ ≤ max
+    ([(H, X), (X, X)], "above_sweep"),                # OT not lower at the largest σ: the flip may lie beyond
+    ([(X, H), (X, H)], "below_sweep"),                # OT lower already at the smallest σ
+    ([(X, X), (X, X)], "neither_end"),
+    ([(U, X), (X, H)], "undecided"),
+    ([(H, X), (X, U)], "undecided"),
+    ([], "undecided"),
+    ([(H, X), (X, H), (H, X), (X, H)], "reversed"),   # OT lower at σ2, the pair-optimal field again at σ3
+    ([(X, H), (H, X)], "reversed"),                   # the whole order the other way round
+])
+def test_series_outcome_reaches_every_outcome(statuses, outcome) -> None:
+    assert series_outcome(statuses) == outcome
+
+
+def crossover_evidence(*series: list[tuple[str, str]], sigmas: tuple[str, ...] = ("0.05", "0.2", "1", "2")) -> dict:
+    """Synthetic evidence of fig4.rotated_data.crossover: one series per argument, its (pair lower, OT lower)
+    statuses at the first len(statuses) of ``sigmas``."""
+    return {"series": {f"s{i}": {"by_sigma": {sg: {"pair_lower": p, "ot_lower": o}
+                                              for sg, (p, o) in zip(sigmas, statuses, strict=False)}}
+                       for i, statuses in enumerate(series)}}
+
+
+def test_sigma_statuses_orders_by_the_value_of_sigma_not_its_text() -> None:
+    by_sigma = {"10": {"pair_lower": X, "ot_lower": H}, "2": {"pair_lower": U, "ot_lower": U},
+                "0.5": {"pair_lower": H, "ot_lower": X}}
+    assert sigma_statuses(by_sigma) == [(H, X), (U, U), (X, H)]
+    assert rule_crossover({"series": {"s": {"by_sigma": by_sigma}}}) == "confirmed"
+
+
+def test_rule_crossover() -> None:
+    flips = [(H, X), (X, H)]
+    assert rule_crossover(crossover_evidence(flips, [(H, X), (X, X), (X, H)])) == "confirmed"
+    # the published quick result's 60° bridge series: the pair-optimal field lower up to σ = 1, OT not lower at
+    # σ = 1 (the sweep's end). The flip lies beyond the sweep (σ ≈ 1.5–2): inconclusive, not refuted
+    assert rule_crossover(crossover_evidence(flips, [(H, X), (H, X), (H, X), (H, X)])) == "inconclusive"
+    assert rule_crossover(crossover_evidence(flips, [(X, H), (X, H)])) == "inconclusive"     # below the sweep
+    assert rule_crossover(crossover_evidence(flips, [(X, X), (X, X)])) == "inconclusive"     # neither end
+    assert rule_crossover(crossover_evidence(flips, [(H, X), (U, U)])) == "inconclusive"     # an end undecided
     assert rule_crossover({"series": {}}) == "inconclusive"
+    # the order the other way round inside the sweep refutes, whatever the other series and the sweep's ends
+    assert rule_crossover(crossover_evidence(flips, [(H, X), (X, H), (H, X), (X, H)])) == "refuted"
+    assert rule_crossover(crossover_evidence([(H, X), (H, X)], [(X, H), (H, X)])) == "refuted"
 
 
 # --------------------------------------------------------------------------------------------- precondition
@@ -199,24 +245,32 @@ def test_a_nan_point_never_confirms(builder) -> None:
     assert judged({"x": NAN, "y": EXCLUDED}, rule_ot_lower_with_noise, builder)[:2] == ("refuted", None)
 
 
-def test_crossover_refutation_stands_beside_an_under_resolved_series() -> None:
-    def claim(pair_lower: dict, ot_lower: dict) -> tuple:
-        # pair_lower / ot_lower: {series: synthetic point of "a lower"}, read as in fig4.run
-        status = {k: one_sided_status(p, lower="a", **OPTS) for k, p in {**pair_lower, **ot_lower}.items()}
-        ev = {"series": {s: {"pair_lower_at_smallest_sigma": status[f"{s} pair"],
-                             "ot_lower_at_largest_sigma": status[f"{s} ot"]} for s in ("s0", "s1")}}
-        read = {k: ({**p, "s": status[k]}, "s") for k, p in {**pair_lower, **ot_lower}.items()}
+def test_crossover_precision_reads_every_sigma_and_a_reversal_stands_beside_an_under_resolved_point() -> None:
+    # "pair-optimal lower" and "OT lower" are the two one-sided statuses of one compared point (a = OT, b = pair)
+    pair_holds = point(100, 50, half=5, p_higher=1e-4)   # OT higher by 50: pair lower holds, OT lower excluded
+    ot_holds = point(50, 100, half=5, p_lower=1e-4)      # OT lower by 50
+    coarse = point(95, 100, half=20, p_lower=0.5, p_higher=0.5)  # undecided both ways, half-width 20 ≥ 10
+
+    def claim(*rows: dict) -> tuple:
+        sigmas = [f"{0.1 * (i + 1):g}" for i in range(len(rows))]
+        statuses = [{"pair_lower": one_sided_status(r, lower="b", **OPTS),
+                     "ot_lower": one_sided_status(r, lower="a", **OPTS)} for r in rows]
+        ev = {"series": {"s": {"by_sigma": dict(zip(sigmas, statuses, strict=True))}}}
+        read = {f"{sg} {key}": ({**r, **st}, key)
+                for sg, r, st in zip(sigmas, rows, statuses, strict=True) for key in ("pair_lower", "ot_lower")}
         verdict = rule_crossover(ev)
         pre = precision_precondition(verdict, read, Precondition("two σ > 0", True), repeats=10,
-                                          alpha=OPTS["alpha"], min_rel=OPTS["min_rel"])
+                                     alpha=OPTS["alpha"], min_rel=OPTS["min_rel"])
         c = judge("c", "s", {}, rule="r", kind="finding", verdict=verdict, precondition=pre)
         return c.verdict, c.verdict_if_testable
 
-    both = {"s0 pair": HOLDS, "s1 pair": HOLDS}
-    assert claim(both, {"s0 ot": EXCLUDED, "s1 ot": UNRESOLVED}) == ("refuted", None)
-    assert claim(both, {"s0 ot": HOLDS, "s1 ot": UNRESOLVED}) == ("untestable", "inconclusive")
-    assert claim(both, {"s0 ot": HOLDS, "s1 ot": HOLDS}) == ("confirmed", None)
-    assert claim(both, {"s0 ot": HOLDS, "s1 ot": NEAR}) == ("inconclusive", None)
+    assert claim(pair_holds, ot_holds) == ("confirmed", None)
+    # an under-resolved point between the two ends could still turn out a reversal: no confirmation
+    assert claim(pair_holds, coarse, ot_holds) == ("untestable", "confirmed")
+    # a reversal rests on decided points: an under-resolved point elsewhere cannot undo it
+    assert claim(pair_holds, ot_holds, coarse, pair_holds) == ("refuted", None)
+    # the flip beyond the sweep's end, every point decided: inconclusive (was refuted), not untestable
+    assert claim(pair_holds, pair_holds) == ("inconclusive", None)
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -266,6 +320,9 @@ def test_fig4_runs_in_d3_with_a_full_matrix(tmp_path: Path) -> None:
                            "fig4.rotated_data.crossover"}
     assert claims["fig4.own_coupling.zero_at_sigma0"]["kind"] == "identity"
     assert claims["fig4.own_coupling.zero_at_sigma0"]["verdict"] == "confirmed"
+    # an identity states its threshold and how many estimates it rests on, as the other identities do
+    assert "≤ 1e-20" in claims["fig4.own_coupling.zero_at_sigma0"]["min_effect"]
+    assert "K = 300" in claims["fig4.own_coupling.zero_at_sigma0"]["replicates"]
     repro = claims["fig4.own_coupling.ot_lower_with_noise"]
     assert repro["kind"] == "reproduction" and repro["precondition"]["statement"]
     assert "R = 5" in repro["replicates"] and "0.1 × the larger" in repro["min_effect"]
@@ -274,6 +331,32 @@ def test_fig4_runs_in_d3_with_a_full_matrix(tmp_path: Path) -> None:
     metrics = result["metrics"]
     assert len(metrics["reading_ii_own_coupling"]) == 2 and len(metrics["reading_i_rotated_data"]) == 3
     assert result["figures"] == ["variance_vs_sigma.png"]
+
+
+@pytest.mark.parametrize(("sigmas", "verdict", "outcome", "crossover_sigma"),
+                         [("0,0.05,1", "inconclusive", "above_sweep", None), ("0,0.05,1,3", "confirmed", "flips", 3.0)])
+def test_fig4_a_flip_beyond_the_sweep_is_inconclusive_and_a_longer_sweep_finds_it(
+        tmp_path: Path, sigmas: str, verdict: str, outcome: str, crossover_sigma: float | None) -> None:
+    # M = diag(4, 0.25), 60°, bridge noise: on the rotated pairs the pair-optimal field is lower up to σ = 1
+    # (OT / pair ≈ 1.3) and the OT field from σ ≈ 2 (≈ 0.3 at 2, 0.15 at 3). A sweep ending at 1 refuted the
+    # finding; the flip lies beyond it.
+    run_experiment("fig4", tmp_path, quick=True, overrides={"n_samples": "1000", "repeats": "5", "angles": "60",
+                                                            "sigmas": sigmas, "noise_forms": "bridge"})
+    _, claims = claims_of(tmp_path / "fig4")
+    c = claims["fig4.rotated_data.crossover"]
+    assert c["verdict"] == verdict
+    assert c["evidence"]["outcome"] == {"60deg/bridge": outcome}
+    assert c["evidence"]["crossover_sigma"] == {"60deg/bridge": crossover_sigma}
+    assert c["evidence"]["series"]["60deg/bridge"]["by_sigma"]["1"] == {"pair_lower": "holds", "ot_lower": "excluded"}
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_default_sweeps_reach_past_the_bridge_crossovers(quick: bool) -> None:
+    # reading (i) with bridge noise flips between σ = 1 and 2 at 30° and 60° (OT / pair-optimal ≈ 1.3–1.9 at 1,
+    # 0.3–0.7 at 2): a default sweep that stops at 1 leaves those series inconclusive. Both must hold σ ≥ 2 and a
+    # point between 1 and 3 beyond it.
+    config = build_config(get_experiment("fig4"), quick=quick, overrides={})
+    assert max(config.sigmas) >= 3 and any(1 < s <= 2 for s in config.sigmas)
 
 
 def test_fig4_too_few_repeats_is_untestable_with_the_number_and_the_remedy(tmp_path: Path) -> None:

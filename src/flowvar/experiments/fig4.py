@@ -13,7 +13,9 @@ readings (PAPER.md §3.1), and both are computed:
   about what noise adds. The paper's claim is judged on this reading (``fig4.own_coupling.ot_lower_with_noise``).
 * **reading (i), rotated data** — both fields on the rotated coupling's pairs. At σ = 0 the pair-optimal field is
   at zero and the OT field is not even stationary, so the order depends on σ; the crossover is a finding
-  (``fig4.rotated_data.crossover``).
+  (``fig4.rotated_data.crossover``). As σ → ∞ both variances grow alike and their ratio tends to reading (ii)'s
+  (the coupling stops mattering), so a flip is expected in every series; a flip beyond the sweep's end is
+  inconclusive, not a refutation (:func:`series_outcome`), and the default sweeps reach far enough to contain it.
 
 Optionally (``independent_contrast``) both fields are also scored on the independent coupling's data: metrics and
 figure only, no claim.
@@ -30,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,6 +43,7 @@ from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
     GaussianVarianceConfig,
+    Status,
     compare_point,
     one_sided_status,
     parameters_text,
@@ -88,11 +91,48 @@ class Fig4Config(GaussianVarianceConfig):
 
 
 def crossover(sigmas: Sequence[float], ot_lower: Sequence[bool]) -> float | None:
-    """The smallest σ from which "OT significantly lower" holds at every larger σ of the sweep (None if never)."""
+    """The smallest σ from which "OT significantly lower" holds at every larger σ of the sweep (None: not within the
+    sweep — the OT field is not shown lower at its largest σ, which says nothing about larger σ)."""
     for i in range(len(sigmas)):
         if all(ot_lower[i:]):
             return sigmas[i]
     return None
+
+
+SeriesOutcome = Literal["flips", "reversed", "above_sweep", "below_sweep", "neither_end", "undecided"]
+"""The order of the two fields along one (angle, noise form) series of reading (i), as :func:`series_outcome` reads
+it."""
+
+
+def series_outcome(statuses: Sequence[tuple[Status, Status]]) -> SeriesOutcome:
+    """Where the order of the two fields flips along one series of reading (i).
+
+    ``statuses``: (status of "pair-optimal below OT", status of "OT below pair-optimal") at each σ > 0 of the sweep,
+    in increasing σ (:func:`~flowvar.experiments._gaussian_variance.one_sided_status`). Outcomes, first match wins:
+
+    * ``reversed`` — the OT field is significantly lower at some σ and the pair-optimal field at a larger σ: the
+      order goes the other way (or flips more than once) inside the sweep, which contradicts the finding whatever
+      lies outside it;
+    * ``flips`` — the pair-optimal field is lower at the smallest σ and the OT field at the largest;
+    * ``above_sweep`` — the pair-optimal field is lower at the smallest σ and "OT lower" is excluded at the largest:
+      no flip within σ ≤ the largest σ (it may lie beyond);
+    * ``below_sweep`` — "pair-optimal lower" is excluded at the smallest σ and the OT field is lower at the largest:
+      the flip, if any, lies below the smallest σ;
+    * ``neither_end`` — both ends excluded: neither field shown lower at its end of the sweep;
+    * ``undecided`` — otherwise (an end undecided, or no σ > 0).
+
+    As σ → 0 the pair-optimal field's variance tends to zero on its own pairs while the OT field's does not, and as
+    σ → ∞ both grow alike and the ratio tends to reading (ii)'s, so a flip outside the sweep is expected rather than
+    excluded: only ``reversed`` is evidence against the finding.
+    """
+    pair, ot = [s[0] for s in statuses], [s[1] for s in statuses]
+    if any(ot[i] == "holds" and "holds" in pair[i + 1:] for i in range(len(statuses))):
+        return "reversed"
+    if not statuses:
+        return "undecided"
+    ends = (pair[0], ot[-1])
+    return {("holds", "holds"): "flips", ("holds", "excluded"): "above_sweep",
+            ("excluded", "holds"): "below_sweep", ("excluded", "excluded"): "neither_end"}.get(ends, "undecided")
 
 
 def zero_evidence(per_arm: Mapping[str, Mapping[str, float]], tol: float = ZERO_TOL) -> dict[str, Any]:
@@ -113,17 +153,21 @@ def rule_zero_at_sigma0(evidence: Mapping[str, Any], tol: float = ZERO_TOL) -> V
 
 
 def rule_crossover(evidence: Mapping[str, Any]) -> Verdict:
-    """Reading (i): ``evidence["series"]`` maps each (angle, noise form) to the statuses of "pair-optimal below OT"
-    at the smallest σ > 0 (``pair_lower_at_smallest_sigma``) and of "OT below pair-optimal" at the largest σ
-    (``ot_lower_at_largest_sigma``). Confirmed if both hold in every series; refuted if either is ``excluded`` in
-    some series (no flip of the order inside the sweep there); else (or with no series) inconclusive."""
-    series = list(evidence["series"].values())
-    pairs = [(s["pair_lower_at_smallest_sigma"], s["ot_lower_at_largest_sigma"]) for s in series]
-    if any("excluded" in p for p in pairs):
+    """Reading (i): ``evidence["series"]`` maps each (angle, noise form) to ``by_sigma`` ({σ: {"pair_lower",
+    "ot_lower"}}: the statuses of "pair-optimal below OT" and "OT below pair-optimal" at each σ > 0). Each series is
+    read by :func:`series_outcome`. Refuted if some series is ``reversed``; confirmed if every series ``flips``; else
+    (a flip outside the sweep, an undecided end, or no series) inconclusive."""
+    outcomes = [series_outcome(sigma_statuses(s["by_sigma"])) for s in evidence["series"].values()]
+    if "reversed" in outcomes:
         return "refuted"
-    if pairs and all(p == ("holds", "holds") for p in pairs):
+    if outcomes and all(o == "flips" for o in outcomes):
         return "confirmed"
     return "inconclusive"
+
+
+def sigma_statuses(by_sigma: Mapping[str, Mapping[str, Status]]) -> list[tuple[Status, Status]]:
+    """``by_sigma`` ({σ as text: {"pair_lower", "ot_lower"}}) as (pair_lower, ot_lower) pairs in increasing σ."""
+    return [(by_sigma[k]["pair_lower"], by_sigma[k]["ot_lower"]) for k in sorted(by_sigma, key=float)]
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -227,7 +271,9 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
               "zero loss and zero gradient variance, so reading (ii) compares only what noise adds.",
               zero_ev, kind="identity", verdict=rule_zero_at_sigma0(zero_ev),
               rule=f"confirmed if the loss and tr Cov(g) of every own-coupling arm (K = {config.n_samples}, float64) "
-                   f"are finite and ≤ {ZERO_TOL:g}; refuted otherwise (a NaN in any arm refutes)")
+                   f"are finite and ≤ {ZERO_TOL:g}; refuted otherwise (a NaN in any arm refutes)",
+              min_effect=f"exact: loss and tr Cov(g) ≤ {ZERO_TOL:g} in every arm (refuted above it or if not finite)",
+              replicates=f"one estimate per arm from K = {config.n_samples} Monte-Carlo draws (float64)")
 
     status = {k: p["ot_lower"] for k, p in own.items()}
     ratio = {k: p["a_mean"] / p["b_mean"] if p["b_mean"] > 0 else math.inf for k, p in own.items()}
@@ -256,22 +302,26 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
 
     noisy = sorted({s for s in config.sigmas if s > 0})
     series = {}
-    read: dict[str, tuple[Mapping[str, Any], str]] = {}  # the points the finding's rule reads
+    read: dict[str, tuple[Mapping[str, Any], str]] = {}  # the points the finding's rule reads: every σ > 0, both ways
     for a in angles:
         for form in config.noise_forms:
-            rows = [on_rot[f"{a:g}deg/{form}/σ={s:g}"] for s in config.sigmas]
-            noisy_rows = [r for r in rows if r["sigma"] > 0]
-            lo = min(noisy_rows, key=lambda r: r["sigma"])
-            hi = max(noisy_rows, key=lambda r: r["sigma"])
-            read[f"{a:g}deg/{form}/σ={lo['sigma']:g} pair lower"] = (lo, "pair_lower")
-            read[f"{a:g}deg/{form}/σ={hi['sigma']:g} OT lower"] = (hi, "ot_lower")
+            noisy_rows = sorted((on_rot[f"{a:g}deg/{form}/σ={s:g}"] for s in noisy), key=lambda r: r["sigma"])
+            for r in noisy_rows:
+                read[f"{a:g}deg/{form}/σ={r['sigma']:g} pair lower"] = (r, "pair_lower")
+                read[f"{a:g}deg/{form}/σ={r['sigma']:g} OT lower"] = (r, "ot_lower")
+            by_sigma = {f"{r['sigma']:g}": {"pair_lower": r["pair_lower"], "ot_lower": r["ot_lower"]}
+                        for r in noisy_rows}
             series[f"{a:g}deg/{form}"] = {
-                "pair_lower_at_smallest_sigma": lo["pair_lower"], "ot_lower_at_largest_sigma": hi["ot_lower"],
+                "outcome": series_outcome(sigma_statuses(by_sigma)),
+                "pair_lower_at_smallest_sigma": noisy_rows[0]["pair_lower"] if noisy_rows else None,
+                "ot_lower_at_largest_sigma": noisy_rows[-1]["ot_lower"] if noisy_rows else None,
                 "crossover_sigma": crossover([r["sigma"] for r in noisy_rows],
                                              [r["ot_lower"] == "holds" for r in noisy_rows]),
+                "by_sigma": by_sigma,
                 "ot_over_pair_ratio": {f"{r['sigma']:g}": r["a_mean"] / r["b_mean"] if r["b_mean"] > 0 else math.inf
                                        for r in noisy_rows}}
     ev = {"crossover_sigma": {k: s["crossover_sigma"] for k, s in series.items()},
+          "outcome": {k: s["outcome"] for k, s in series.items()},
           "smallest_sigma": noisy[0] if noisy else None, "largest_sigma": noisy[-1] if noisy else None,
           "ot_mean_grad_sq_norm_at_sigma0": {k: v["mean_grad_sq_norm"] for k, v in ot_drift.items()},
           "series": series}
@@ -279,7 +329,8 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
     ctx.claim("fig4.rotated_data.crossover",
               "Reading (i): scored on the rotated coupling's data, the order of the two fields flips with σ in every "
               "(angle, noise form): the pair-optimal field has the lower variance at the smallest σ > 0 of the sweep "
-              "and the OT field at the largest; the crossover σ is reported.",
+              "and the OT field at the largest, never the other way round at a smaller σ; the crossover σ is "
+              "reported.",
               ev, kind="finding", verdict=verdict,
               precondition=precision_precondition(
                   verdict, read,
@@ -287,11 +338,15 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
                                {"noisy_sigmas": noisy, "usable_angles": angles},
                                "give at least two σ > 0 in sigmas and an angle with an invertible I + tΘ̂_R on [0, 1]"),
                   repeats=config.repeats, alpha=alpha, min_rel=min_rel),
-              rule=f"per series: the status of 'pair-optimal < OT' at the smallest σ > 0 and of 'OT < pair-optimal' at "
-                   f"the largest σ (as for the reproduction: both tests p < {alpha}, difference ≥ {min_rel:g} × the "
-                   f"larger mean; excluded by the one-sided upper bound). Confirmed if both hold in every series; "
-                   f"refuted if either is excluded in some series; else inconclusive. crossover_sigma: the smallest "
-                   f"σ from which OT < pair-optimal holds at every larger σ (None: never)",
+              rule=f"per point: the statuses of 'pair-optimal < OT' and 'OT < pair-optimal' (as for the "
+                   f"reproduction: both tests p < {alpha}, difference ≥ {min_rel:g} × the larger mean; excluded by "
+                   f"the one-sided upper bound). Per series: 'reversed' if OT < pair-optimal holds at some σ and "
+                   f"pair-optimal < OT at a larger σ; 'flips' if pair-optimal < OT holds at the smallest σ > 0 and "
+                   f"OT < pair-optimal at the largest; 'above_sweep' / 'below_sweep' if the other end is excluded "
+                   f"(no flip within the sweep: it may lie beyond, since as σ → ∞ the ratio tends to reading (ii)'s "
+                   f"and as σ → 0 the pair-optimal field's variance vanishes). Refuted if some series is reversed; "
+                   f"confirmed if every series flips; else inconclusive. crossover_sigma: the smallest σ from which "
+                   f"OT < pair-optimal holds at every larger σ (None: not within σ ≤ the largest σ)",
               min_effect=f"{effect}; variance over the d + d² = {d_params} parameters (θ, Θ)", replicates=replicates)
 
     _figure(ctx, config, angles, own, on_rot, on_ind, series)
@@ -340,5 +395,5 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
     ctx.figure("variance_vs_sigma", fig)
 
 
-__all__ = ["ZERO_TOL", "Fig4Config", "crossover", "rule_crossover",
-           "rule_zero_at_sigma0", "run", "zero_evidence"]
+__all__ = ["ZERO_TOL", "Fig4Config", "SeriesOutcome", "crossover", "rule_crossover", "rule_zero_at_sigma0", "run",
+           "series_outcome", "sigma_statuses", "zero_evidence"]
