@@ -466,3 +466,53 @@ def test_memorisation_phase_names_the_cell_the_per_seed_gate_keeps_out(full: dic
     assert ("where the noise acts, at d = 3, N = 16, width 256, σ = 0 reaches 94 % on average but 88 % in its lowest "
             "seed, so σ = 0.5's drop there (94 % → 19 %) is not judged") in story.found
     assert "untestable at σ = 0.01, 0.05, 0.1, 0.2 and 0.5" in story.verdict
+
+
+# --- 10. Figs. 4 and 5: no "never" a sweep cannot show, no interpolation read as a bound ------------------------
+
+def _fig4_with_series(quick: dict[str, Any], crossover: dict[str, float | None], outcome: dict[str, str],
+                      largest: float) -> Any:
+    """The published fig4 result with its reading-(i) evidence replaced by synthetic series."""
+    result = _result(quick, "fig4")
+    cross = _claim(result, "fig4.rotated_data.crossover")
+    cross.evidence.update(crossover_sigma=crossover, largest_sigma=largest,
+                          series={k: {"crossover_sigma": v, "outcome": outcome[k],
+                                      "pair_lower_at_smallest_sigma": "holds"} for k, v in crossover.items()})
+    return build_story(result)
+
+
+def test_fig4_says_not_within_the_sweep_where_it_shows_no_flip_never_never(quick: dict[str, Any]) -> None:
+    """A series whose OT field is not lower at the sweep's largest σ (σ = 1) had "never in 1" and "never at 60°/
+    bridge"; the flip lies at σ ≈ 1.5–2 (an independent check), beyond the sweep."""
+    story = _fig4_with_series(quick, {"60deg/constant": 1.0, "60deg/bridge": None},
+                              {"60deg/constant": "flips", "60deg/bridge": "above_sweep"}, 1.0)
+    assert "never" not in story.found and "never" not in story.claims["fig4.rotated_data.crossover"].numbers
+    assert "the OT field only from σ = 1 on (not within σ ≤ 1 in 1: the flip may lie beyond the sweep)" in story.found
+    assert story.claims["fig4.rotated_data.crossover"].numbers == (
+        "the OT field is lower from σ = 1 at 60°/constant, not within σ ≤ 1 at 60°/bridge")
+
+
+def test_fig4_names_a_reversed_series(quick: dict[str, Any]) -> None:
+    story = _fig4_with_series(quick, {"60deg/constant": 2.0, "60deg/bridge": 3.0},
+                              {"60deg/constant": "flips", "60deg/bridge": "reversed"}, 3.0)
+    assert story.found.endswith("the OT field only from σ = 2 on; the order is reversed in 1")
+    assert "reversed at 60°/bridge (the OT field lower at a smaller σ" in \
+        story.claims["fig4.rotated_data.crossover"].numbers
+
+
+def test_fig5_gives_the_grid_bracket_of_the_flip_and_calls_the_interpolation_an_estimate(
+        quick: dict[str, Any]) -> None:
+    """The flip was quoted as "between 79.3° and 80.8°", the spread of linear interpolations across a 30° grid; the
+    exact flip at M = I, σ = 0 is arccos(0.2) = 78.46° (5c² + 14c − 3 = 0), outside it. The grid angles bracket it."""
+    result = _result(quick, "fig5")
+    flips = _claim(result, "fig5.order_flips_with_angle")
+    flips.evidence.update(flips_within=[60.0, 90.0], interpolated_range=[79.3, 80.8],
+                          series={"σ=0": {"outcome": "flips"}, "bridge/σ=0.5": {"outcome": "flips"}})
+    story = build_story(result)
+    for text in (story.found, story.claims[flips.id].numbers):
+        assert "between the grid angles 60° and 90° in every series" in text
+        assert "linear interpolation between grid angles gives 79.3° to 80.8°, an estimate, not a bound" in text
+        assert "flip between 79" not in text
+    flips.evidence["series"]["bridge/σ=0.5"]["outcome"] = "undecided"
+    story = build_story(result)
+    assert "between the grid angles 60° and 90° in 1 of 2 series" in story.claims[flips.id].numbers

@@ -665,6 +665,16 @@ def table3(result: Result, story: Story) -> None:
 # Figs. 4 and 5: gradient variance
 # ---------------------------------------------------------------------------------------------------------------
 
+def _crossover_phrase(where: str, sigma: float | None, outcome: str | None, largest: float | None) -> str:
+    """One reading-(i) series in words: from which σ the OT field is lower, or why no crossover σ is given. A series
+    with no crossover σ is "not within σ ≤ the largest σ" (the flip may lie beyond the sweep), never "never"."""
+    if outcome == "reversed":
+        return f"reversed at {where} (the OT field lower at a smaller σ than one where the pair-optimal field is)"
+    if sigma is not None:
+        return f"from σ = {num(sigma)} at {where}"
+    return f"not within σ ≤ {num(largest)} at {where}" if largest is not None else f"not within the sweep at {where}"
+
+
 @narrator("fig4")
 def fig4(result: Result, story: Story) -> None:
     zero = claim_by_id(result, "fig4.own_coupling.zero_at_sigma0")
@@ -672,20 +682,25 @@ def fig4(result: Result, story: Story) -> None:
     cross = claim_by_id(result, "fig4.rotated_data.crossover")
     lo, hi = lower.evidence["ot_over_pair_ratio_range"]
     crossover = cross.evidence["crossover_sigma"]
-    cross_text = ", ".join(f"from σ = {num(v)} at {k.replace('deg', '°')}" if v is not None else
-                           f"never at {k.replace('deg', '°')}" for k, v in crossover.items())
+    series = cross.evidence.get("series", {})
+    largest = cross.evidence.get("largest_sigma")
+    outcome = {k: v.get("outcome") for k, v in series.items()}  # results before the outcome was recorded: None
+    cross_text = ", ".join(_crossover_phrase(k.replace("deg", "°"), v, outcome.get(k), largest)
+                           for k, v in crossover.items())
     story.paper = ("the paper (Fig. 4): with interpolant noise, the OT field's gradient variance is significantly "
                    "lower than the pair-optimal field's (p < 0.01)")
-    series = cross.evidence.get("series", {})
     pair_lower = sum(1 for v in series.values() if v.get("pair_lower_at_smallest_sigma") == "holds")
-    starts = [v for v in crossover.values() if v is not None]
-    never = sum(v is None for v in crossover.values())
+    reversed_ = sum(o == "reversed" for o in outcome.values())
+    starts = [v for k, v in crossover.items() if v is not None and outcome.get(k) != "reversed"]
+    beyond = sum(v is None and outcome.get(k) != "reversed" for k, v in crossover.items())
+    beyond_text = f"σ ≤ {num(largest)}" if largest is not None else "the sweep"
     story.found = (f"on its own coupling the OT field's variance is lower at {lower.evidence['holds']} of "
                    f"{lower.evidence['points']} (angle, noise form, σ) points (OT / pair-optimal ratio {num(lo)} to "
                    f"{num(hi)}); scored on the same rotated pairs, the pair-optimal field is lower at the smallest σ "
                    f"in {pair_lower} of {len(series)} series"
                    + (f", the OT field only from σ = {_span(starts)} on" if starts else "")
-                   + (f" (never in {never})" if never else ""))
+                   + (f" (not within {beyond_text} in {beyond}: the flip may lie beyond the sweep)" if beyond else "")
+                   + (f"; the order is reversed in {reversed_}" if reversed_ else ""))
     story.verdict = (f"The paper's reading is {lower.verdict}; our crossover finding is {cross.verdict}: on rotated "
                      f"pairs the order depends on σ and the noise form")
     story.claims[lower.id] = ClaimText(
@@ -710,22 +725,30 @@ def fig5(result: Result, story: Story) -> None:
     ratios = list(lower.evidence["structured_over_independent_ratio"].values())
     within = flips.evidence.get("flips_within")
     interp = flips.evidence.get("interpolated_range")
+    series = flips.evidence.get("series", {})
+    flipping = sum(s.get("outcome") == "flips" for s in series.values())
+    every = "every series" if flipping == len(series) else f"{flipping} of {len(series)} series"
+    # The grid angles bracket the flip; the linear interpolation of the means between them is not a measurement of
+    # it (the structured variance is curved in the angle: on a 30° grid it misses the flip by a few degrees).
+    interp_text = (f"; linear interpolation between grid angles gives {num(interp[0])}° to {num(interp[1])}°, an "
+                   f"estimate, not a bound" if interp else "")
     story.paper = ("the paper (Fig. 5): at the OT field, the gradient variance under a random (independent) "
                    f"coupling is lower than under a structured {num(lower.evidence['angle'])}° coupling")
     story.found = (f"at {num(lower.evidence['angle'])}° the independent coupling is lower at "
                    f"{lower.evidence['holds']} of {lower.evidence['points']} (σ, noise form) points (variance ratio "
                    f"{num(min(ratios))} to {num(max(ratios))})"
-                   + (f"; below a flip between {num(interp[0])}° and {num(interp[1])}° the structured coupling has "
-                      f"the lower variance" if within and interp else ""))
+                   + (f"; the structured coupling has the lower variance at small angles and the higher at large "
+                      f"ones, the order flipping between the grid angles {num(within[0])}° and {num(within[1])}° in "
+                      f"{every}{interp_text}" if within else ""))
     story.verdict = (f"The paper's {num(lower.evidence['angle'])}° statement is {lower.verdict}; the flip with the "
                      f"angle (our finding) is {flips.verdict}")
     story.claims[lower.id] = ClaimText(
         f"independent lower at {lower.evidence['holds']} of {lower.evidence['points']} points; structured / "
         f"independent variance {num(min(ratios))} to {num(max(ratios))}", rule_text(lower))
-    if within and interp:
+    if within:
         story.claims[flips.id] = ClaimText(
-            f"flip between {num(within[0])}° and {num(within[1])}° in every series (interpolated {num(interp[0])}° to "
-            f"{num(interp[1])}°)", rule_text(flips))
+            f"flip between the grid angles {num(within[0])}° and {num(within[1])}° in {every}{interp_text}",
+            rule_text(flips))
     story.figures["variance_by_angle.png"] = FigureText(
         "Gradient variance tr Cov(g) at the OT field (mean ± sd over repeats) against the rotation angle of the "
         "structured coupling (°), per σ; dashed lines: the independent coupling. The shaded band is where the order "
