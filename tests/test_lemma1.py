@@ -98,14 +98,14 @@ def test_flow_map_optimality_catches_a_wrong_pushforward_and_a_non_affine_flow()
     # the map of N(μ, 1.01 M): cost and pushforward off by ~1e-2
     assert rule_flow_is_optimal({"rk4": flow_map_optimality(x0, MU + 1.005 * (exact - MU), problem)}) == "refuted"
     bent = exact + 1e-2 * x0.pow(2)  # not affine
-    assert flow_map_optimality(x0, bent, problem)["fit_residual_max"] > 1e-3
+    assert flow_map_optimality(x0, bent, problem)["fit_residual"] > 1e-3
     assert rule_flow_is_optimal({"rk4": flow_map_optimality(x0, bent, problem)}) == "refuted"
     # a shift of 1e-5 lies between solver tolerance and the refutation bound
     assert rule_flow_is_optimal({"rk4": flow_map_optimality(x0, exact + 1e-5, problem)}) == "inconclusive"
 
 
 def test_rule_flow_is_optimal_reaches_every_outcome() -> None:
-    ok = {"fit_residual_max": 1e-12, "pushforward_error": 1e-12, "cost_gap": 1e-12}
+    ok = {"fit_residual": 1e-12, "pushforward_error": 1e-12, "cost_gap": 1e-12}
     assert rule_flow_is_optimal({"rk4": ok, "dopri5": ok}) == "confirmed"
     for key in ok:
         assert rule_flow_is_optimal({"rk4": ok, "dopri5": {**ok, key: 1e-5}}) == "inconclusive"

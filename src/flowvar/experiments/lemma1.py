@@ -80,7 +80,7 @@ def flow_map_optimality(x0: torch.Tensor, x1: torch.Tensor, problem: GaussianPro
     N(μ, M), read from ``problem.mean`` and ``problem.cov`` only (never its square root).
 
     Fits the affine map x1 ≈ b + A x0 by least squares (the flow of a Lemma-1 field is affine) and returns
-    ``fit_residual_max`` = max |x1 − (b + A x0)|; ``pushforward_error`` = max(max|b − μ|, max|A Aᵀ − M|) (the fitted
+    ``fit_residual`` = max |x1 − (b + A x0)|; ``pushforward_error`` = max(max|b − μ|, max|A Aᵀ − M|) (the fitted
     map pushes N(0, I) onto N(b, A Aᵀ)); ``cost`` = E‖b + A x0 − x0‖² = ‖b‖² + ‖A − I‖_F² for x0 ~ N(0, I);
     ``w2_squared`` = ‖μ‖² + tr(I + M − 2M^{1/2}); ``cost_gap`` = |cost − W2²|. A map with the right pushforward
     costs ≥ W2², with equality only for the Brenier map μ + M^{1/2} x0 (symmetric positive definite A): a Cholesky
@@ -94,7 +94,7 @@ def flow_map_optimality(x0: torch.Tensor, x1: torch.Tensor, problem: GaussianPro
     eye = torch.eye(d, dtype=x0.dtype)
     cost = float(b.pow(2).sum() + (A - eye).pow(2).sum())
     w2 = gaussian_w2_squared(torch.zeros(d, dtype=torch.float64), eye, problem.mean, problem.cov)
-    return {"fit_residual_max": float((design @ coef - x1).abs().max()),
+    return {"fit_residual": float((design @ coef - x1).abs().max()),
             "pushforward_error": max(float((b - problem.mean).abs().max()), float((A @ A.T - problem.cov).abs().max())),
             "cost": cost, "w2_squared": w2, "cost_gap": abs(cost - w2),
             "asymmetry": float((A - A.T).abs().max()), "min_eigenvalue": float(torch.linalg.eigvalsh((A + A.T) / 2)[0])}
@@ -123,13 +123,13 @@ def rule_velocity_on_ot_lines(max_abs_error: float) -> Verdict:
 
 
 def rule_flow_is_optimal(optimality_by_solver: Mapping[str, Mapping[str, float]]) -> Verdict:
-    """Solver → :func:`flow_map_optimality`: "confirmed" if the largest ``fit_residual_max``, ``pushforward_error``
+    """Solver → :func:`flow_map_optimality`: "confirmed" if the largest ``fit_residual``, ``pushforward_error``
     and ``cost_gap`` are each < 1e-6 (solver tolerance, as the endpoint identity), "refuted" if one is > 1e-3 or NaN,
     "inconclusive" otherwise or without a solver."""
     if not optimality_by_solver:
         return "inconclusive"
     return all_of(*(below(float(np.max([m[key] for m in optimality_by_solver.values()])), confirm_below=1e-6,
-                          refute_above=1e-3) for key in ("fit_residual_max", "pushforward_error", "cost_gap")))
+                          refute_above=1e-3) for key in ("fit_residual", "pushforward_error", "cost_gap")))
 
 
 @register("lemma1", title="Lemma 1: the closed-form Gaussian OT field", config=Lemma1Config,
@@ -192,7 +192,7 @@ def run(config: Lemma1Config, ctx: RunContext) -> None:
                    "inconclusive in between")
 
     worst = {key: float(np.max([m[key] for m in optimality.values()]))
-             for key in ("fit_residual_max", "pushforward_error", "cost_gap", "asymmetry")}
+             for key in ("fit_residual", "pushforward_error", "cost_gap", "asymmetry")}
     ctx.claim("lemma1.flow_is_optimal",
               "The field's flow is the OT (Brenier) map: an affine map pushing N(0, I) onto N(μ, M) whose transport "
               "cost E‖Φ(x0) − x0‖² equals the Gaussian W2² = ‖μ‖² + tr(I + M − 2M^{1/2}).",
