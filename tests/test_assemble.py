@@ -160,7 +160,7 @@ def _repeated_axis(index: dict[str, Any]) -> None:
 
 
 def _other_experiment(index: dict[str, Any]) -> None:
-    index["meta"]["experiment"] = "lemma2"
+    index["meta"]["experiment"] = "prop1"
 
 
 def _axis_without_key(index: dict[str, Any]) -> None:
@@ -214,7 +214,7 @@ def _no_result(part: dict[str, Any], path: Path) -> None:
     (_repeated_axis, None, ConfigError, "repeats a value"),
     (_repeated_axis, None, ConfigError, r"its points overlap: split the grid so that every value is in exactly one "
                                          r"point \(--grid \"dims=\[a\],\[b\]\", not"),
-    (_other_experiment, None, ConfigError, "lemma2 cannot be assembled"),
+    (_other_experiment, None, ConfigError, "prop1 cannot be assembled"),
     (None, _other_steps, ConfigError, r"differ outside its axes \(steps\)"),
     (None, _no_result, DataError, "has no readable result"),
     (None, _foreign_result, DataError, r"point 1 \(.*\) holds a result of lemma2, not memorisation_phase; delete"),
