@@ -50,12 +50,3 @@ def test_counterexample1_single_crossing_rule() -> None:
     assert rule_single_crossing({**ok, "meeting_time": None}) == "inconclusive"
 
 
-def test_prop1_zero_loss_zero_variance_rule() -> None:
-    from flowvar.experiments.prop1 import rule_zero_loss_zero_variance
-
-    assert rule_zero_loss_zero_variance(1e-30, 1e-16) == "confirmed"
-    assert rule_zero_loss_zero_variance(1e-15, 1e-16) == "inconclusive"
-    assert rule_zero_loss_zero_variance(1e-30, 1e-9) == "inconclusive"
-    assert rule_zero_loss_zero_variance(1e-3, 1e-16) == "refuted"
-    assert rule_zero_loss_zero_variance(1e-30, 1e-2) == "refuted"
-    assert rule_zero_loss_zero_variance(math.nan, 0.0) == "refuted"
