@@ -48,5 +48,3 @@ def test_counterexample1_single_crossing_rule() -> None:
     assert rule_single_crossing({**ok, "max_distance_to_mu_half": math.nan}) == "refuted"
     assert rule_single_crossing({**ok, "max_distance_to_mu_half": 1e-9}) == "inconclusive"
     assert rule_single_crossing({**ok, "meeting_time": None}) == "inconclusive"
-
-
