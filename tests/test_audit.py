@@ -162,6 +162,27 @@ def test_pair_recovery_rule(fine: float, coarse: float, want: str) -> None:
     assert rules.pair_recovery_verdict(fine, coarse, rules.PAIR_MAX_LANDED_OTHER - 0.01) == want
 
 
+@pytest.mark.parametrize(("landed", "baseline", "suspect"), [
+    # no real data lands on a training item: half the endpoints doing so is suspect (misaligned --pairs)
+    (rules.PAIR_MAX_LANDED_OTHER, 0.0, True), (rules.PAIR_MAX_LANDED_OTHER - 0.01, 0.0, False),
+    (0.6, math.nan, True),  # no baseline measured: as b = 0
+    # real data land there 40 % of the time: e = (l − b)/(1 − b) decides, 0.6 → e = 0.33, 0.75 → e = 0.58
+    (0.6, 0.4, False), (0.75, 0.4, True),
+    # the reviewer's 2-D moons (held-out items all count as copies): landing is not checked, whatever l
+    (0.88, 1.0, False), (1.0, rules.COPY_MAX_BASELINE + 0.01, False), (1.0, rules.COPY_MAX_BASELINE, True),
+])
+def test_pair_recovery_judges_landing_on_other_items_against_real_data(landed: float, baseline: float,
+                                                                       suspect: bool) -> None:
+    """Endpoints landing on other training items are judged against the real-data copy share b: only their excess
+    e = (l − b)/(1 − b) ≥ PAIR_MAX_LANDED_OTHER makes the reading inconclusive, and above b = COPY_MAX_BASELINE
+    (where the copy test is untestable too) landing is not checked and the score decides."""
+    assert rules.pair_landing_suspect(landed, baseline) is suspect
+    assert rules.pair_landing_checkable(baseline) is (not baseline > rules.COPY_MAX_BASELINE)
+    assert rules.pair_recovery_verdict(0.0, 0.0, landed, baseline) == ("inconclusive" if suspect else "refuted")
+    assert rules.pair_recovery_verdict(0.9, 0.9, landed, baseline) == ("inconclusive" if suspect else "confirmed")
+    assert rules.pair_landing_excess(0.75, 0.4) == pytest.approx(0.35 / 0.6)
+
+
 @pytest.mark.parametrize(("copies", "m", "base", "m_base", "want"), [
     (0.5, 1000, 0.0, 1000, "confirmed"), (0.19, 1000, 0.15, 1000, "refuted"), (0.08, 1000, 0.0, 1000, "inconclusive"),
     # a high baseline leaves little room: an excess of 0.05 over b = 0.6 is p = 0.125 of samples copying
@@ -833,6 +854,36 @@ def test_pair_recovery_asks_whether_misaligned_pairs_are_row_aligned() -> None:
     # the whole audit stops earlier there, at the convention check, and asks the same
     with pytest.raises(DataError, match="row-aligned"):
         audit(model, x1, pairs=x0[torch.roll(torch.arange(40), 1)], samples=50, grad_samples=8, t_bins=2)
+
+
+@pytest.mark.parametrize(("dim", "baseline_range", "checked"), [(2, (0.9, 1.0), False), (3, (0.5, 0.9), True)])
+def test_pair_recovery_asks_about_row_alignment_only_beyond_real_data(dim: int, baseline_range: tuple[float, float],
+                                                                      checked: bool) -> None:
+    """In low dimension real held-out data count as copies of training items (2-D, 64 items: 94 %), and so do the
+    endpoints of a generalising field (the exact OT field of the data's Gaussian, 70 % on items that are neither the
+    own nor the OT partner): that is no sign of misaligned --pairs, and pair recovery reads generalising (it asked
+    about row alignment and read inconclusive before). In 3-D (b = 73 %) landing is checked: the OT field lands as
+    real data do, while memorised lines from sources shifted by one row land beyond them (e ≈ 0.94) and are asked
+    about."""
+    problem = GaussianProblem.isotropic(dim, mean=0.0)
+    g = torch.Generator().manual_seed(0)
+    train, held = problem.sample(64, g), problem.sample(64, g)
+    x0 = torch.randn(64, dim, generator=g, dtype=train.dtype)
+    ot = pair_recovery(problem.ot_field(), x0, train, method="euler", steps=40, coarse_steps=10, heldout=held)
+    e = ot.claim.evidence
+    assert baseline_range[0] < e["landing_baseline"] <= baseline_range[1] and e["landing_checked"] is checked
+    assert e["landing_baseline_source"] == "held-out items"
+    assert ot.claim.verdict == "refuted" and "row-aligned" not in ot.text, ot.text
+    if not checked:
+        assert e["fine"]["landed_on_other_target"] >= 0.6 and "row alignment is not checked" in ot.text
+        return
+    shifted = x0[torch.roll(torch.arange(64), 1)]
+    memorised = pair_recovery(MemorisingField(x0, train), shifted, train, method="euler", steps=40, coarse_steps=10,
+                              heldout=held)
+    m = memorised.claim.evidence
+    assert m["landing_excess"] >= rules.PAIR_MAX_LANDED_OTHER and m["landing_checked"]
+    assert memorised.claim.verdict == "inconclusive" and "is --pairs row-aligned with --data" in memorised.text
+    assert f"while {m['landing_baseline']:.0%} of real data (held-out items)" in memorised.text
 
 
 def test_repeated_training_targets_count_as_one_target() -> None:

@@ -493,7 +493,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     sections: list[Section] = []
     if x0_pairs is not None:
         sections.append(pair_recovery(field_, x0_pairs, train_exact, method=method, steps=steps,
-                                      coarse_steps=coarse_steps, labels=cond, generator=gen))
+                                      coarse_steps=coarse_steps, labels=cond, generator=gen, heldout=held_exact))
     noise = torch.randn((samples, *shape), generator=gen, dtype=dtype)
     # fresh samples of a conditional model: each under the label of a random training item (the training classes'
     # frequencies); drawn after the noise, so an unconditional audit's draws are unchanged. Continuous conditions

@@ -31,7 +31,8 @@ PAIR_MIN_OFF_OT_SHARE = 0.2
 #: determines its item (super-resolution, a unique caption per image) and pair recovery cannot tell: untestable.
 PAIR_MAX_CONDITION_BASELINE = 0.5
 #: From this share of training sources whose endpoint lands on another training item (a copy by COPY_RATIO; neither
-#: its own nor its OT partner) pair recovery reads inconclusive and asks whether --pairs is row-aligned with --data.
+#: its own nor its OT partner) *beyond what real data do* (:func:`pair_landing_excess`) pair recovery reads
+#: inconclusive and asks whether --pairs is row-aligned with --data.
 PAIR_MAX_LANDED_OTHER = 0.5
 
 #: The one-sided normal quantile of the sampling allowances below (95 %): a memorising (generalising) reading needs
@@ -76,13 +77,42 @@ GRAD_GENERALISE = 0.5
 GRID_DISAGREE = 0.2
 
 
-def pair_recovery_verdict(score_fine: float, score_coarse: float, landed_other: float = 0.0) -> Verdict:
+def pair_landing_checkable(baseline: float) -> bool:
+    """Whether landing on other training items can say anything: the real-data copy share ``baseline`` b (the copy
+    test's, COPY_RATIO) is at most COPY_MAX_BASELINE. Above it nearly every real item lands on a training item too
+    (low dimension, dense data), so endpoints that do are no sign of misaligned pairs — the copy test is untestable
+    there for the same reason. NaN (no baseline measured) counts as checkable, with b = 0."""
+    return not baseline > COPY_MAX_BASELINE
+
+
+def pair_landing_excess(landed_other: float, baseline: float) -> float:
+    """e = (l − b)/(1 − b) (:func:`copy_share_estimate`): the share of endpoints landing on another training item
+    beyond what real data do. l = ``landed_other``, the share of training sources whose endpoint is a copy (COPY_RATIO)
+    of a training item that is neither their own nor their OT partner; b = ``baseline``, the share of real items
+    (held-out, else leave one out) that are copies of a training item. A generalising field's endpoints are like real
+    data (l ≲ b, e ≲ 0); memorised lines integrated from misaligned sources all land on training items (l → 1,
+    e → 1). NaN b is taken as 0 (e = l); NaN when b ≥ 1."""
+    return copy_share_estimate(landed_other, 0.0 if math.isnan(baseline) else baseline)
+
+
+def pair_landing_suspect(landed_other: float, baseline: float = 0.0) -> bool:
+    """The endpoints land on other training items well beyond what real data do: checkable
+    (:func:`pair_landing_checkable`) and e = :func:`pair_landing_excess` ≥ PAIR_MAX_LANDED_OTHER. Then the pairs
+    given are not the model's (misaligned --pairs), or it copies: pair recovery reads inconclusive and asks whether
+    --pairs is row-aligned."""
+    return pair_landing_checkable(baseline) and pair_landing_excess(landed_other, baseline) >= PAIR_MAX_LANDED_OTHER
+
+
+def pair_recovery_verdict(score_fine: float, score_coarse: float, landed_other: float = 0.0,
+                          landed_baseline: float = 0.0) -> Verdict:
     """Memorising if the memorisation score m ≥ PAIR_MEMORISE on both grids, generalising if m ≤ PAIR_GENERALISE on
     both, inconclusive otherwise (between the thresholds, or the grids disagree about the outcome), and inconclusive
-    when a share ``landed_other`` ≥ PAIR_MAX_LANDED_OTHER of the endpoints (fine grid) land on training items that
-    are neither their own nor their OT partner: the pairs given are not the model's (misaligned --pairs), or it
-    copies, and either way reaching no own partner is no sign of generalising."""
-    if landed_other >= PAIR_MAX_LANDED_OTHER:
+    when the endpoints (fine grid) land on training items that are neither their own nor their OT partner well beyond
+    what real data do (:func:`pair_landing_suspect` of the share ``landed_other`` and the real-data copy share
+    ``landed_baseline``): the pairs given are not the model's (misaligned --pairs), or it copies, and either way
+    reaching no own partner is no sign of generalising. Where real data land on training items as often
+    (``landed_baseline`` > COPY_MAX_BASELINE) landing is not checked and m decides."""
+    if pair_landing_suspect(landed_other, landed_baseline):
         return "inconclusive"
     fine = above(score_fine, confirm_above=PAIR_MEMORISE - 1e-12, refute_below=PAIR_GENERALISE + 1e-12)
     coarse = above(score_coarse, confirm_above=PAIR_MEMORISE - 1e-12, refute_below=PAIR_GENERALISE + 1e-12)
@@ -310,5 +340,6 @@ __all__ = ["ALLOWANCE_Z", "BLIND_SPOT", "COPY_GENERALISE", "COPY_K", "COPY_MAX_B
            "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE",
            "SAMPLES_UNDECIDED_CAVEAT", "copy_share_estimate", "copy_share_standard_error", "copying_verdict",
            "excess_standard_error", "family_verdict", "gap_reads_majority_novel", "gap_verdict", "gradient_verdict",
-           "overall_verdict", "pair_recovery_verdict", "ratio_log_standard_error", "share_standard_error",
+           "overall_verdict", "pair_landing_checkable", "pair_landing_excess", "pair_landing_suspect",
+           "pair_recovery_verdict", "ratio_log_standard_error", "share_standard_error",
            "verdict_notes"]

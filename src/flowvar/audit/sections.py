@@ -121,7 +121,8 @@ def class_groups(labels: Tensor) -> list[Tensor]:
 
 
 def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, steps: int, coarse_steps: int,
-                  labels: Tensor | None = None, generator: torch.Generator | None = None) -> Section:
+                  labels: Tensor | None = None, generator: torch.Generator | None = None,
+                  heldout: Tensor | None = None) -> Section:
     """Integrate every training source x0_i (N, *shape) and ask whether its endpoint's nearest training target is its
     own partner x1_i, on a fine (``steps``) and a coarse (``coarse_steps``) grid of ``method``. An adaptive
     ``method`` (:func:`adaptive_method`) is one solve whatever the steps, so the fine reading is that solve and the
@@ -143,6 +144,12 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     nearest x1_i (over the same pairs as a); chance = max(1/N, b), m = (a − chance)/(1 − chance). b is what the
     condition alone achieves: a condition that determines its item (b > PAIR_MAX_CONDITION_BASELINE) makes the test
     untestable.
+
+    Endpoints that land on a training item (a copy by the copy test's ratio) that is neither their own nor their OT
+    partner, a share l of the sources, are what memorised lines integrated from misaligned --pairs look like. l is
+    judged against the real-data copy share b (:func:`real_copy_baseline`: ``heldout`` (H, *shape) items against the
+    training set, else leave one out) by :func:`flowvar.audit.rules.pair_landing_suspect`: a generalising field lands
+    like real data, and in low dimension real data "copy" nearly always (b > COPY_MAX_BASELINE: not checked).
     """
     n = x0.shape[0]
     x1c = x1.detach().cpu()
@@ -203,6 +210,11 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     fine, coarse = grids["fine"], grids["coarse"]
     if continuous:
         chance = fine["chance"]
+    # how often real data land on a training item: the reference for the endpoints that land on other ones
+    real = real_copy_baseline(x1c, heldout.detach().cpu() if heldout is not None else None)
+    landed = fine["landed_on_other_target"]
+    checked = rules.pair_landing_checkable(real.share)
+    suspect = rules.pair_landing_suspect(landed, real.share)
     disagree = abs(fine["score"] - coarse["score"]) > rules.GRID_DISAGREE
     share = n_off / n
     pre_text = (f"at least {rules.PAIR_MIN_OFF_OT} training pairs, and {rules.PAIR_MIN_OFF_OT_SHARE:.0%} of them, "
@@ -230,19 +242,23 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
                 "class_conditional": labels is not None and not continuous,
                 "n_classes": len(groups) if labels is not None and not continuous else None,
                 "continuous_conditions": continuous,
-                "condition_baseline": baseline if continuous else None}
+                "condition_baseline": baseline if continuous else None,
+                "landing_baseline": real.share, "landing_baseline_source": real.source,
+                "landing_excess": rules.pair_landing_excess(landed, real.share), "landing_checked": checked}
     both = (f" (the adaptive {method} solve and {coarse_method} on {coarse_steps} steps: {method}'s steps only set "
             f"its save times)" if adaptive else "")
     claim = judge("audit.pair_recovery",
                   "Integrating each training source ends at its own training partner (pair memorisation, Prop 2)",
                   evidence, kind="finding",
-                  verdict=rules.pair_recovery_verdict(fine["score"], coarse["score"], fine["landed_on_other_target"]),
+                  verdict=rules.pair_recovery_verdict(fine["score"], coarse["score"], landed, real.share),
                   precondition=pre,
                   rule=f"memorisation score m = {score_rule} of the pairs whose partner is not their OT "
                        f"partner: memorising if m ≥ {rules.PAIR_MEMORISE} on both grids{both}, generalising if m ≤ "
-                       f"{rules.PAIR_GENERALISE} on both, else inconclusive; inconclusive also when ≥ "
-                       f"{rules.PAIR_MAX_LANDED_OTHER:.0%} of the endpoints land on other training items (misaligned "
-                       f"pairs or copying)",
+                       f"{rules.PAIR_GENERALISE} on both, else inconclusive; inconclusive also when the endpoints land "
+                       f"on other training items (a copy by the copy test's ratio; misaligned pairs or copying) "
+                       f"beyond what real data do: e = (l − b)/(1 − b) ≥ {rules.PAIR_MAX_LANDED_OTHER:.0%} (l: share "
+                       f"of endpoints, b: of real items — held-out, else leave one out; not checked when b > "
+                       f"{rules.COPY_MAX_BASELINE:.2f}, where real data land on training items as often)",
                   min_effect=f"m ≥ {rules.PAIR_MEMORISE} (half the non-OT pairs recovered beyond chance)",
                   replicates="none: every training pair is integrated once per grid")
     within = f" among the items of their class ({len(groups)} classes)" if labels is not None and not continuous \
@@ -256,10 +272,7 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
             f"coarse grid ({grid_text(coarse) if adaptive else f'{coarse_steps} steps'}): "
             f"{coarse['accuracy_own']:.0%} own, {coarse['accuracy_ot']:.0%} OT."
             + (" The two grids disagree: the outcome depends on the solver." if disagree else "")
-            + (f" {fine['landed_on_other_target']:.0%} of the endpoints land on a training item that is neither their "
-               f"own nor their OT partner: is --pairs row-aligned with --data (row i the source of item i; a folder "
-               f"is read in sorted file-name order)?"
-               if fine["landed_on_other_target"] >= rules.PAIR_MAX_LANDED_OTHER else "")
+            + _landing_text(landed, real, checked, suspect)
             + (f" The conditions alone lead to their items ({baseline:.0%} of fresh noise): pair recovery cannot "
                f"tell memorised pairs from a faithful conditional model." if continuous
                and baseline > rules.PAIR_MAX_CONDITION_BASELINE else ""))
@@ -276,6 +289,23 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     ax.set_title("Pair recovery: whose target does each training source reach?")
     ax.legend()
     return Section("pairs", "Pair recovery", claim, {"pairs": evidence}, {"pair_recovery.png": png(fig)}, text)
+
+
+def _landing_text(landed: float, real: RealCopyBaseline, checked: bool, suspect: bool) -> str:
+    """Pair recovery's sentence on the endpoints that land on other training items (share ``landed``), against the
+    real-data copy share: the row-alignment question only when they do so well beyond real data; "" when few land."""
+    where = f"{real.share:.0%} of real data ({real.source}) count as copies of a training item"
+    if suspect:
+        return (f" {landed:.0%} of the endpoints land on a training item that is neither their own nor their OT "
+                f"partner, while {where}: is --pairs row-aligned with --data (row i the source of item i; a folder is "
+                f"read in sorted file-name order)?")
+    if landed < rules.PAIR_MAX_LANDED_OTHER:
+        return ""
+    if not checked:
+        return (f" {landed:.0%} of the endpoints land on other training items, as real data do here ({where}, above "
+                f"{rules.COPY_MAX_BASELINE:.0%}): at this density landing cannot tell misaligned --pairs from the "
+                f"data's own, so row alignment is not checked.")
+    return f" {landed:.0%} of the endpoints land on other training items, near what real data do ({where})."
 
 
 # --------------------------------------------------------------------------------------------- 2. copying
@@ -302,6 +332,39 @@ def leave_one_out_ratio(train: Tensor, k: int) -> Tensor:
     return _ratio_to_mean(d[:, 1:])  # the first is the item itself (or an exact duplicate: one zero either way)
 
 
+@dataclass(frozen=True)
+class RealCopyBaseline:
+    """How often real data count as copies of a training item (:func:`real_copy_baseline`): ``ratios`` (n,) the real
+    items' :func:`knn_ratio`, ``share`` b of them below COPY_RATIO (NaN without items), ``n_effective`` the number of
+    independent items it rests on, ``source`` in words, ``heldout`` whether held-out items were used."""
+
+    ratios: Tensor
+    share: float
+    n_effective: int
+    source: str
+    heldout: bool
+
+
+def real_copy_baseline(train: Tensor, heldout: Tensor | None) -> RealCopyBaseline:
+    """The real-data copy share b against ``train`` (N, *shape): held-out items (H, *shape) against the training set,
+    or without them each distinct training item against the other distinct ones (:func:`leave_one_out_ratio`,
+    k = min(COPY_K, N − 1); a repeated item is no near-duplicate of real data — the duplicate is the same item — and
+    counting it so would hide copying behind the baseline). Leave-one-out copies come in pairs (nearest neighbours
+    are mutual), so they count as half as many independent items. What the copy test measures fresh samples against,
+    and pair recovery its endpoints that land on other training items."""
+    if heldout is not None:
+        ratios = knn_ratio(heldout, train, min(rules.COPY_K, train.shape[0]))[0]
+        source, n_effective = "held-out items", int(ratios.numel())
+    else:
+        distinct = torch.unique(train.flatten(1), dim=0).reshape(-1, *train.shape[1:])
+        ratios = leave_one_out_ratio(distinct, min(rules.COPY_K, distinct.shape[0] - 1)) \
+            if distinct.shape[0] >= 2 else torch.empty(0)
+        source = "training items, each against the others (leave one out; no --heldout)"
+        n_effective = int(ratios.numel()) // 2  # mutual nearest neighbours: leave-one-out copies come in pairs
+    share = float((ratios < rules.COPY_RATIO).double().mean()) if ratios.numel() else math.nan
+    return RealCopyBaseline(ratios, share, n_effective, source, heldout is not None)
+
+
 def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditioned_on: str = "") -> Section:
     """Share of fresh samples that copy a training item: r_i < COPY_RATIO (:func:`knn_ratio`), against the same
     share for real data (the data set's own near-duplicates): held-out items against the training set, or without
@@ -313,19 +376,8 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditione
     k = min(rules.COPY_K, n)
     r, _, nn_idx = knn_ratio(generated, train, k)
     copy_fraction = float((r < rules.COPY_RATIO).double().mean())
-    if heldout is not None:
-        r_h = knn_ratio(heldout, train, k)[0]
-        source = "held-out items"
-        n_base = int(r_h.numel())
-    else:
-        # each distinct training item against the other distinct ones: a repeated item is no near-duplicate of real
-        # data (the duplicate is the same item), and counting it so would hide copying behind the baseline
-        distinct = torch.unique(train.flatten(1), dim=0).reshape(-1, *train.shape[1:])
-        r_h = leave_one_out_ratio(distinct, min(rules.COPY_K, distinct.shape[0] - 1)) if distinct.shape[0] >= 2 \
-            else torch.empty(0)
-        source = "training items, each against the others (leave one out; no --heldout)"
-        n_base = int(r_h.numel()) // 2  # mutual nearest neighbours: leave-one-out copies come in pairs
-    base = float((r_h < rules.COPY_RATIO).double().mean()) if r_h.numel() else math.nan
+    real = real_copy_baseline(train, heldout)
+    r_h, source, n_base, base = real.ratios, real.source, real.n_effective, real.share
     nn12 = nn_distance_ratio(generated, train, rules.COPY_RATIO) if n >= 2 else None
     se = rules.excess_standard_error(copy_fraction, m, base, n_base)
     share = rules.copy_share_estimate(copy_fraction, base)
@@ -684,6 +736,6 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     return Section("gradient", "Gradient signal at the trained weights", claim, {"gradient": evidence}, figures, text)
 
 
-__all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "Section", "copying", "endpoints", "generalisation_gap",
-           "gradient_signal", "half_sample_standard_error", "image_grid_png", "knn_ratio", "leave_one_out_ratio",
-           "pair_recovery", "png"]
+__all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "RealCopyBaseline", "Section", "copying", "endpoints",
+           "generalisation_gap", "gradient_signal", "half_sample_standard_error", "image_grid_png", "knn_ratio",
+           "leave_one_out_ratio", "pair_recovery", "png", "real_copy_baseline"]
