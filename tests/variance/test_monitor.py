@@ -585,3 +585,116 @@ def test_a_resumed_run_keeps_the_detector_and_the_profile_cadence(tmp_path):
     assert profiled(resumed) == {10: False, 12: True}
     assert resumed.state_dict() == straight.state_dict()
     assert [r["trace"] for r in resumed.history] == [r["trace"] for r in straight.history[-2:]]
+
+
+def _func_trace(model: torch.nn.Module, x: torch.Tensor, u: torch.Tensor) -> float:
+    """tr Cov(g) of ℓ_i = ‖model(x_i) − u_i‖² from torch.func per-sample gradients (float64)."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, xi, ui):
+        return (functional_call(model, p, (xi[None],)) - ui[None]).pow(2).sum()
+
+    per = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, u)
+    g = torch.cat([v.reshape(v.shape[0], -1) for v in per.values()], 1).to(F64)
+    return float((g - g.mean(0)).pow(2).sum(1).mean())
+
+
+@pytest.mark.parametrize("stance", ["eager", "without set_stance"])
+def test_a_model_compiled_in_place_is_measured_exactly(monkeypatch, stance):
+    """model.compile(backend="eager") (in place): no module hook runs inside the compiled call, so the whole model goes
+    to the exact fallback, whose vmap raised an AssertionError inside dynamo's fake tensors. The recomputation now runs
+    eagerly (torch.compiler.set_stance); without it (torch < 2.6) the compiler's AssertionError sends the fallback to
+    its per-sample loop. Both equal torch.func on an uncompiled copy."""
+    import contextlib
+
+    import flowvar.variance.rules.fallback as fallback
+
+    if stance != "eager":
+        monkeypatch.setattr(fallback, "_eager", contextlib.nullcontext)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2)).to(F64)
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2)).to(F64)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    model.compile(backend="eager")
+    g = torch.Generator().manual_seed(1)
+    for step in range(2):
+        x, u = torch.randn(16, 3, generator=g, dtype=F64), 3 * torch.randn(16, 2, generator=g, dtype=F64)
+        model.zero_grad()
+        losses = (model(x) - u).pow(2).sum(1)
+        losses.mean().backward()
+        record = monitor.step(step, losses)
+        reference.load_state_dict(model.state_dict())
+        assert math.isclose(record["trace"], _func_trace(reference, x, u), rel_tol=1e-10)
+        assert "0.weight" in record["fallback"]
+    monitor.close()
+
+
+def test_an_assertion_of_the_module_itself_is_not_taken_for_vmap_failing():
+    """Only the compiler's AssertionError sends the fallback to its loop; a module's own assertion is raised."""
+    class Asserting(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            assert x.ndim == 2 and x.shape[0] > 1, "a batch of several samples is expected"
+            return x * self.w
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), Asserting()).to(F64)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    x = torch.randn(8, 2, dtype=F64)
+    losses = model(x).pow(2).sum(1)
+    losses.mean().backward()
+    with pytest.raises(AssertionError, match="a batch of several samples"):
+        monitor.step(0, losses)
+    monitor.close()
+
+
+class _OwnMatmul(torch.nn.Module):
+    """A layer without a rule (measured by the fallback); ``centred`` couples the samples (h − mean over the batch)."""
+
+    def __init__(self, centred: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.W = torch.nn.Parameter(torch.randn(3, 16, dtype=F64) / 3 ** 0.5)
+        self.centred = centred
+
+    def forward(self, x):
+        h = torch.tanh(x @ self.W)
+        return h - h.mean(0) if self.centred else h
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_step_after_the_optimizer_step_names_the_changed_parameters(optimizer):
+    """monitor.step() after optimizer.step(): the fallback recomputes a layer with weights the forward did not use and
+    misses its recorded output. That said "couples the samples... eval mode"; the whole recorded batch is not
+    reproduced either, so the error now names the changed parameters and the order of calls."""
+    model = torch.nn.Sequential(_OwnMatmul(), torch.nn.Linear(16, 2)).to(F64)
+    opt = (torch.optim.SGD(model.parameters(), lr=0.5) if optimizer == "sgd"
+           else torch.optim.Adam(model.parameters(), lr=0.1))
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    x, u = torch.randn(16, 3, dtype=F64), 3 * torch.randn(16, 2, dtype=F64)
+    losses = (model(x) - u).pow(2).sum(1)
+    losses.mean().backward()
+    opt.step()
+    with pytest.raises(ConfigError, match=r"module '0' \(_OwnMatmul\) does not reproduce its recorded output even on "
+                                          r"the whole recorded batch .*parameters changed since the forward pass.*"
+                                          r"Call monitor\.step\(\) after backward and before optimizer\.step\(\)"):
+        monitor.step(0, losses)
+    monitor.close()
+
+
+def test_a_layer_coupling_the_samples_is_still_named_so():
+    """The same layer centred over the batch reproduces its batch output but not one sample at a time."""
+    model = torch.nn.Sequential(_OwnMatmul(centred=True), torch.nn.Linear(16, 2)).to(F64)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    x, u = torch.randn(16, 3, dtype=F64), 3 * torch.randn(16, 2, dtype=F64)
+    losses = (model(x) - u).pow(2).sum(1)
+    losses.mean().backward()
+    with pytest.raises(ConfigError, match=r"module '0' \(_OwnMatmul\) gives a different output when recomputed "
+                                          r"one sample at a time .*whole recorded batch is reproduced: its forward "
+                                          r"couples"):
+        monitor.step(0, losses)
+    monitor.close()

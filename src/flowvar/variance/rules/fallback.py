@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -161,13 +161,17 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
 
     how = "fallback-vmap"
     under = _autocast_text(call.autocast)
-    with _recomputation(module), _autocast_as(call.autocast), warnings.catch_warnings():
+    with _recomputation(module), _autocast_as(call.autocast), _eager(), warnings.catch_warnings():
         # an op without a batching rule (nn.Bilinear's _trilinear) runs in a loop inside vmap, exact but slower:
         # torch says so on every call, which would be every logged step; the fallback is reported in stats.fallback
         warnings.filterwarnings("ignore", message=_SLOW_VMAP, category=UserWarning)
         try:
             grads, outs = vmap(one, in_dims=(None, 0, 0), randomness="error")(params, xs, cots)
-        except (RuntimeError, NotImplementedError, TypeError) as error:
+        except (RuntimeError, NotImplementedError, TypeError, AssertionError) as error:
+            # AssertionError: only from torch.compile's tracer (without _eager(), torch < 2.6, dynamo traces a compiled
+            # module inside vmap and fails an internal assertion: model.compile(backend="eager")); any other is a bug
+            if isinstance(error, AssertionError) and not _raised_by_compiler(error):
+                raise
             if "random" in str(error):
                 raise ConfigError(f"module {module_name!r} ({type(module).__name__}) draws random numbers in its "
                                   f"forward pass (e.g. dropout), so its per-sample gradients cannot be recomputed; put "
@@ -186,12 +190,57 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
     for j, k in enumerate(out_idx):
         gap = _relative_gap(outs[j], call.outputs[k].movedim(out_dim(k), 0)[start:stop])
         if not gap <= tol:  # NaN too
-            raise ConfigError(
-                f"module {module_name!r} ({type(module).__name__}) gives a different output when recomputed one "
-                f"sample at a time (relative gap {gap:.2g}): its forward couples the samples of a batch (batch "
-                f"statistics), is random, or its recorded output was modified in place, so per-sample gradients "
-                f"cannot be recomputed for it. Put it in eval mode or change it to act on each sample separately")
+            with _recomputation(module), _autocast_as(call.autocast), _eager():
+                raise ConfigError(_recomputation_error(module, module_name, call, gap, tol))
     return {k: g.detach() for k, g in grads.items()}, how
+
+
+def _eager() -> AbstractContextManager[Any]:
+    """Run compiled code eagerly inside the recomputation (torch >= 2.6; else nothing). ``model.compile()`` compiles a
+    module in place, and the fallback recomputes that very module: under vmap dynamo would trace it again with batched
+    tensors, which fails deep inside torch for backend="eager" (an AssertionError in its fake-tensor code) and
+    recompiles per sample in the loop. The recomputation differentiates the module's own Python forward, which is
+    what the compiled code computes."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return nullcontext() if set_stance is None else set_stance("force_eager")
+
+
+def _raised_by_compiler(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside torch.compile's machinery (dynamo, its fake tensors)."""
+    tb = error.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if "/torch/_dynamo/" in name or "/torch/_subclasses/" in name:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _recomputation_error(module: nn.Module, module_name: str, call: CallRecord, gap: float, tol: float) -> str:
+    """The error of a recomputation one sample at a time that missed the recorded output by ``gap``, naming the cause
+    that a recomputation of the whole recorded batch (no gradients, buffers copied) tells apart: a forward that
+    couples the samples reproduces its batch output, while parameters changed since the forward pass (monitor.step()
+    after optimizer.step()) do not."""
+    who = f"module {module_name!r} ({type(module).__name__})"
+    leaves, spec = tree_flatten((call.args, call.kwargs))
+    args, kwargs = tree_unflatten([x.detach() if isinstance(x, Tensor) else x for x in leaves], spec)
+    state = {**dict(module.named_parameters()), **{k: b.clone() for k, b in module.named_buffers()}}
+    try:
+        with torch.no_grad():
+            outs, _ = tree_flatten(functional_call(module, state, args, kwargs))
+        whole = max(_relative_gap(outs[k], call.outputs[k]) for k, g in enumerate(call.grads) if g is not None)
+    except Exception:  # only a diagnosis: the per-sample message below stands without it
+        whole = 0.0
+    if not whole <= tol:
+        return (f"{who} does not reproduce its recorded output even on the whole recorded batch (relative gap "
+                f"{whole:.2g}): its parameters changed since the forward pass — was optimizer.step() (or another "
+                f"in-place update of the weights) run before monitor.step()? Call monitor.step() after backward and "
+                f"before optimizer.step(). Otherwise its forward is random or its recorded output was modified in "
+                f"place, and per-sample gradients cannot be recomputed for it")
+    return (f"{who} gives a different output when recomputed one sample at a time (relative gap {gap:.2g}), while "
+            f"the whole recorded batch is reproduced: its forward couples the samples of a batch (batch statistics), "
+            f"so per-sample gradients are not defined for it. Put it in eval mode or change it to act on each sample "
+            f"separately")
 
 
 def _autograd_loop(module: nn.Module, module_name: str, forward: Callable[[list[Tensor]], list[Tensor]],
