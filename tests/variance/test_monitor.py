@@ -698,3 +698,52 @@ def test_a_layer_coupling_the_samples_is_still_named_so():
                                           r"couples"):
         monitor.step(0, losses)
     monitor.close()
+
+
+def _log_rows(path):
+    text = path.read_text()
+    if path.suffix == ".csv":
+        return list(csv.DictReader(text.splitlines()))
+    if path.suffix == ".jsonl":
+        return [json.loads(x) for x in text.splitlines()]
+    return json.loads(text)["records"]
+
+
+def _loop_into(path, every, steps, state=None):
+    """A plain loop logging steps 1..``steps`` every ``every`` into ``path``; ``state``: a resume
+    (load_state_dict of an earlier monitor's state). Returns the monitor."""
+    torch.manual_seed(every)
+    model = MLPField(2, width=8, depth=1).to(F64)
+    monitor = GradientVarianceMonitor(model, every=every, t_bins=None, log_path=path)
+    if state is not None:
+        monitor.load_state_dict(state)
+    g = torch.Generator().manual_seed(every)
+    for step in steps:
+        x, u = torch.randn(16, 2, generator=g, dtype=F64), torch.randn(16, 2, generator=g, dtype=F64)
+        model.zero_grad()
+        losses = (model(x, torch.rand(16, generator=g, dtype=F64)) - u).pow(2).sum(1)
+        losses.mean().backward()
+        monitor.step(step, losses)
+    monitor.close()
+    return monitor
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_a_new_run_into_an_existing_log_starts_it_afresh(tmp_path, suffix):
+    """Steps from 1 with every=3 log first at step 3, after the old run's steps 1 and 2: those rows were kept as if
+    resumed (and the .json header said every=3 over them). Only a resume (load_state_dict) keeps earlier rows."""
+    path = tmp_path / f"gv{suffix}"
+    _loop_into(path, every=1, steps=range(1, 7))
+    assert [int(float(r["step"])) for r in _log_rows(path)] == [1, 2, 3, 4, 5, 6]
+    fresh = _loop_into(path, every=3, steps=range(1, 7))
+    rows = _log_rows(path)
+    assert [int(float(r["step"])) for r in rows] == [3, 6]
+    assert [float(r["trace"]) for r in rows] == [r["trace"] for r in fresh.history]
+    if suffix == ".json":
+        assert json.loads(path.read_text())["config"]["every"] == 3
+    # a resume from the fresh run's state after its step 3 keeps the rows before its own first log (step 6)
+    resumed = _loop_into(path, every=3, steps=range(4, 7), state={**fresh.state_dict(), "logged": 1})
+    rows = _log_rows(path)
+    assert [int(float(r["step"])) for r in rows] == [3, 6]
+    assert float(rows[0]["trace"]) == fresh.history[0]["trace"]
+    assert float(rows[1]["trace"]) == resumed.history[0]["trace"]

@@ -19,11 +19,12 @@ engine of :mod:`flowvar.variance.engine`):
 
 Logs go to ``monitor.history`` and, with ``log_path``, to a CSV (``.csv``, a row per logged step), JSON
 lines (``.jsonl``) or one JSON document (``.json``, rewritten atomically at every log); :meth:`plot` writes a
-PNG. An existing log is continued, not truncated, when the run resumes: the rows before this monitor's first
-logged step are kept (a run resumed from a checkpoint keeps its history up to the checkpoint), later ones are
-dropped (the interrupted run logged them after its checkpoint). As a :func:`flowvar.train.train` callback its own
-state (the memorisation detector's peaks and streak, the records logged: :meth:`state_dict`) is saved in the
-checkpoints, so a resumed run flags and profiles on the same steps as an uninterrupted one.
+PNG. A new run replaces an existing log at ``log_path``. A resumed run — one given an earlier monitor's state by
+:meth:`load_state_dict`, as :func:`flowvar.train.train` and the Lightning callback do from their checkpoints —
+continues it instead: the rows before this monitor's first logged step are kept (the history up to the checkpoint),
+later ones are dropped (the interrupted run logged them after its checkpoint). Its own state (the memorisation
+detector's peaks and streak, the records logged: :meth:`state_dict`) is saved in those checkpoints, so a resumed run
+flags and profiles on the same steps as an uninterrupted one.
 
 Memorisation signature (arXiv 2510.18118, Prop. 1–2): under a deterministic interpolant (σ = 0) a field
 that fits every training pair's straight line has per-sample losses and gradients all ≈ 0, so loss and
@@ -46,6 +47,11 @@ only)::
     monitor.plot("gradvar.png")
 
 With flowvar's trainer: ``train(model, loss, coupling, config, callbacks=[GradientVarianceMonitor(model)])``.
+
+Why this module is long: it is the one user-facing wrapper of the engine, and each of its parts guards a silently
+wrong log — the step bookkeeping, the loss-scale check with the mistakes it names, the error texts that name the fix,
+the resumable logs in three formats and the plot —; each is a short method, and splitting them would leave the class's
+checks and its messages in different files.
 """
 
 from __future__ import annotations
@@ -88,20 +94,58 @@ class MemorisationWarning(UserWarning):
 
 
 class LossScaleWarning(UserWarning):
-    """The backward pass looks like a multiple of the declared reduction of the per-sample losses (a GradScaler's
-    scale, ``reduction="sum"`` declared as "mean"): every logged gradient statistic is off by that multiple's square
-    (:meth:`GradientVarianceMonitor.step`, ``loss_scale``)."""
+    """The backward pass was not of the per-sample losses given to :meth:`GradientVarianceMonitor.step` times the
+    declared reduction and ``loss_scale`` (their mean over coordinates back-propagated while they sum over them, an
+    undeclared gradient-accumulation factor or GradScaler scale), or the losses carry an unusual constant weight:
+    in all but the last case every logged gradient statistic is off by a constant factor."""
 
 
 #: The squared-error check of :meth:`GradientVarianceMonitor.step`: for ℓ_i = a‖v_i − u_i‖² the output gradient
-#: satisfies ‖∂ℓ_i/∂v_i‖² = 4a ℓ_i. A constant a outside [1/(SCALE_BAND · D), SCALE_BAND] (D coordinates per
-#: sample; a = 1 for a sum over coordinates, 1/D for a mean, 1/2 for ½‖·‖²) means a mis-declared scale.
-SCALE_BAND = 16.0
+#: satisfies ‖∂ℓ_i/∂v_i‖² = 4a ℓ_i. When the backward pass was of c_b‖v_i − u_i‖² per sample (after the declared
+#: reduction and loss_scale) but the losses given are c‖v_i − u_i‖², the measured a is c_b²/c and every statistic is
+#: (c_b/c)² × the true one. So a is one of the usual constants c (1: a sum over the D coordinates of a sample, 1/2,
+#: 1/D: a mean, 1/(2D)) exactly when the two agree — or when a mistake maps one usual constant onto another, which
+#: cannot be seen: at D = 2 the mean over coordinates back-propagated for losses summed over them gives 1/D² = 1/(2D),
+#: and accumulation over k micro-batches without loss_scale gives 1/k², usual when k² = D or 2D.
+SCALE_TOL = 2e-2
 #: a_i counts as constant over the batch when its relative spread is below this (float32 rounding is ~1e-6).
 SCALE_SPREAD = 1e-2
 #: How many logged steps the check runs on. A mis-declared scale is a property of the training loop's code, so it
 #: shows from the first logs; checking every log would add a few small reductions (and device syncs) forever.
 SCALE_CHECKS = 5
+
+
+def _near(x: float, y: float) -> bool:
+    return abs(x - y) <= SCALE_TOL * abs(y)
+
+
+def _scale_causes(a: float, d: int, batch: int) -> list[str]:
+    """The mistakes that give the constant ``a`` of :data:`SCALE_TOL`'s comment for D = ``d`` coordinates per sample
+    and ``batch`` samples, each with its factor on the statistics (several may fit the same a)."""
+    usual = (1.0, 0.5, 1 / d, 0.5 / d)
+    causes = []
+    if d > 1 and (_near(a, 1 / d ** 2) or _near(a, 0.5 / d ** 2)):
+        causes.append(f"the losses given to step() sum over the D = {d} coordinates while the backward pass was of "
+                      f"their mean over coordinates (torch.mean((v - u) ** 2), F.mse_loss(v, u)): every statistic "
+                      f"{d * d} × too small; give step() ((v - u) ** 2).flatten(1).mean(1)")
+    if d > 1 and (_near(a, d) or _near(a, d / 2)):
+        causes.append(f"the losses given to step() are a mean over the D = {d} coordinates while the backward pass "
+                      f"summed over them: every statistic {d * d} × too large; give step() ((v - u) ** "
+                      f"2).flatten(1).sum(1)")
+    if batch > 1 and any(_near(a, u * batch ** 2) for u in usual):
+        causes.append(f"losses.sum() back-propagated but reduction='mean' declared: every statistic {batch ** 2} × too "
+                      f"large; pass reduction='sum'")
+    if batch > 1 and any(_near(a, u / batch ** 2) for u in usual):
+        causes.append(f"losses.mean() back-propagated but reduction='sum' declared: every statistic {batch ** 2} × "
+                      f"too small; pass reduction='mean'")
+    ks = sorted({k for u in usual if 2 <= (k := round(math.sqrt(u / a))) <= 4096 and _near(a, u / k ** 2)})
+    causes += [f"gradient accumulation over k = {k} micro-batches ((loss / {k}).backward()) without "
+               f"loss_scale=1/{k}: every statistic {k * k} × too small" for k in ks]
+    scales = sorted({2.0 ** j for u in usual if 1 <= (j := round(math.log2(a / u) / 2)) <= 40 and
+                     _near(a, u * 4.0 ** j)})
+    causes += [f"a GradScaler's scale {c:g} not passed as loss_scale=scaler.get_scale(): every statistic {c * c:.4g} "
+               f"× too large" for c in scales]
+    return causes
 
 
 def _finite_or_nan(x: float | None) -> float:
@@ -186,6 +230,9 @@ class GradientVarianceMonitor:
         self._measured: int | None = None
         self._warned: set[str] = set()  # the causes of SkippedLogWarning issued
         self._logged_before = 0  # records logged before a resume (load_state_dict): the profile cadence counts them
+        # whether load_state_dict resumed an earlier run: only then are an existing log's earlier rows kept (a new run
+        # whose steps start at 1 and first log at every > 1 is no resume, though its first step follows the old rows)
+        self._resumed = False
 
     # ----------------------------------------------------------------------------------------- entry points
 
@@ -292,6 +339,7 @@ class GradientVarianceMonitor:
         self._peak_loss, self._peak_trace = float(state["peak_loss"]), float(state["peak_trace"])
         self._streak, self.memorisation_step = int(state["streak"]), state["memorisation_step"]
         self._logged_before = int(state["logged"]) - len(self.history)
+        self._resumed = True
 
     def close(self) -> None:
         """Remove the hooks and close the log file (records are flushed as they are logged)."""
@@ -350,14 +398,13 @@ class GradientVarianceMonitor:
 
     def _check_scale(self, step: int, losses: Tensor, out_grad: Tensor | None, reduction: Reduction,
                      loss_scale: float) -> None:
-        """Warn once when the backward pass looks like a multiple of ``loss_scale`` × the declared reduction
-        (judged on the first :data:`SCALE_CHECKS` logged steps).
+        """Warn once when the backward pass does not look like ``loss_scale`` × the declared reduction of these
+        squared-error losses (judged on the first :data:`SCALE_CHECKS` logged steps).
 
-        With L = c · (1/s) Σ_i ℓ_i (s = B for "mean", 1 for "sum") the output gradient is δ_i = (c/s) ∂ℓ_i/∂v_i, so
-        a_i = ‖δ_i · s / c‖² / (4 ℓ_i). For a squared error ℓ_i = a‖v_i − u_i‖² every a_i equals a: 1 (sum over
-        coordinates), 1/D (mean), 1/2 (½‖·‖²). A constant a_i far outside that range (:data:`SCALE_BAND`) is the
-        mark of an undeclared factor on the backward pass (a GradScaler, a sum declared as a mean); varying a_i
-        (another loss, per-sample weights) say nothing, and are not judged."""
+        With L = c_s · (1/s) Σ_i b_i (s = B for "mean", 1 for "sum", c_s = ``loss_scale``) the output gradient is
+        δ_i = (c_s/s) ∂b_i/∂v_i, so a_i = ‖δ_i · s / c_s‖² / (4 ℓ_i). For squared errors every a_i equals one constant
+        a (:data:`SCALE_TOL`'s comment): one of the usual ones is silent, any other is warned about with the mistakes
+        that give it. Varying a_i (another loss, per-sample weights) say nothing, and are not judged."""
         if self._scale_checks_left <= 0 or out_grad is None or out_grad.ndim < 1 or \
                 out_grad.shape[0] != losses.shape[0]:
             return
@@ -368,25 +415,27 @@ class GradientVarianceMonitor:
         keep = ell > 1e-12 * float(ell.abs().max())
         if int(keep.sum()) < 2 or not bool(torch.isfinite(sq).all()):
             return
-        a = sq[keep] / (4 * ell[keep])
-        lo, hi = float(a.min()), float(a.max())
+        a_i = sq[keep] / (4 * ell[keep])
+        lo, hi = float(a_i.min()), float(a_i.max())
         if not (lo > 0 and hi - lo <= SCALE_SPREAD * hi):
             return
-        d = out_grad[0].numel()
-        if 1 / (SCALE_BAND * d) <= hi <= SCALE_BAND:
+        a, d = float(a_i.mean()), out_grad[0].numel()
+        if any(_near(a, u) for u in (1.0, 0.5, 1 / d, 0.5 / d)):
             return
-        factor = math.sqrt(hi) if hi > SCALE_BAND else math.sqrt(hi * d)  # against a = 1, resp. a = 1/D
         self._scale_checks_left = 0  # one warning
-        if distributed.is_main_process():
-            warnings.warn(LossScaleWarning(
-                f"step {step}: the backward pass looks like {factor:.3g} × the declared {reduction} of these losses "
-                f"(times loss_scale={loss_scale:g}), so every logged gradient statistic is about {factor ** 2:.3g} × "
-                f"too {'large' if factor > 1 else 'small'}: pass loss_scale= the factor the reduced loss was "
-                f"multiplied by before backward (scaler.get_scale() under a GradScaler, 1/k under gradient "
-                f"accumulation) and the reduction you back-propagated (reduction='sum' for losses.sum()). "
-                f"Judged from the output gradient as for a squared error a‖v − u‖²; a loss with such an unusual "
-                f"constant a is measured right: silence this with warnings.simplefilter('ignore', LossScaleWarning)"),
-                stacklevel=3)
+        if not distributed.is_main_process():
+            return
+        causes = _scale_causes(a, d, losses.shape[0]) or [
+            "a factor on the backward pass not passed as loss_scale=, or per-sample losses of another convention than "
+            "the back-propagated ones"]
+        warnings.warn(LossScaleWarning(
+            f"step {step}: the output gradient says the backward pass was of a‖v − u‖² per sample with a = {a:.4g} "
+            f"(relative to the losses given to step(), after loss_scale={loss_scale:g} and reduction={reduction!r}), "
+            f"not one of the usual constants 1 (a sum over the D = {d} coordinates), 1/2, 1/D = {1 / d:.4g} (a mean "
+            f"over coordinates) or 1/(2D). Likely: " + "; or ".join(causes) + ". If a is a deliberate loss weight λ "
+            "(ℓ_i = λ‖v − u‖², or the model's output scaled by a constant before the loss), the statistics are "
+            "right: silence this with warnings.filterwarnings('ignore', category=LossScaleWarning) (warned once)"),
+            stacklevel=3)
 
     def _reducing(self) -> bool:
         """Whether this step's statistics are reduced over the ranks of a data-parallel run."""
@@ -563,11 +612,15 @@ class GradientVarianceMonitor:
     def _earlier_rows(self, path: Path, first_step: int) -> list[dict[str, Any]]:
         """The rows of an existing log before ``first_step``: what a run resuming at ``first_step`` keeps.
 
-        A run that starts afresh (its first logged step precedes every row) keeps none; one resumed from a
-        checkpoint keeps the rows up to the checkpoint and drops those the interrupted run logged after it. An
-        unreadable file is replaced (with a warning) rather than trusted.
+        A new run (no :meth:`load_state_dict`) keeps none: the file is replaced. A resumed one keeps the rows up to
+        the checkpoint and drops those the interrupted run logged after it. An unreadable file is replaced (with a
+        warning) rather than trusted.
         """
         if not path.is_file():
+            return []
+        if not self._resumed:
+            log.info("gradient-variance log %s: replacing the existing file (a new run; a run resumed with the "
+                     "monitor's state, load_state_dict, continues it)", path)
             return []
         try:
             if path.suffix == ".csv":
