@@ -909,6 +909,27 @@ def memorised_files(memorised: dict, nets: object, tmp_path_factory: pytest.Temp
             "heldout": save_npy(folder / "held.npy", memorised["heldout"]), "folder": str(folder)}
 
 
+def test_cli_audit_names_the_weights_it_took_from_a_training_checkpoint(memorised: dict, memorised_files: dict,
+                                                                        tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """A Lightning checkpoint holding the network and its EMA copy: the console and summary.md say in full which
+    weights were audited (the EMA ones) and which others the file holds; the config table of summary.md cuts long
+    values, so the model line above it is what names them."""
+    state = memorised["model"].state_dict()
+    ckpt = tmp_path / "pl_flow.ckpt"
+    torch.save({"state_dict": {**{f"model.{k}": v for k, v in state.items()},
+                               **{f"ema_model.{k}": v for k, v in state.items()}}, "global_step": 600}, ckpt)
+    out = tmp_path / "audit"
+    code, stdout, err = run_cli(["--model", "audit_nets:mlp", "--checkpoint", str(ckpt), "--data",
+                                 memorised_files["data"], "--samples", "20", "--steps", "4", "--coarse-steps", "2",
+                                 "--grad-samples", "4", "--t-bins", "1", "--out", str(out)], capsys)
+    assert code == 0, err
+    said = (f"model: audit_nets:mlp() with weights from {ckpt} [state_dict/ema_model: the EMA weights; the file also "
+            f"holds state_dict/model (--state-key state_dict/model)]")
+    assert said in stdout.splitlines()
+    assert f"M{said[1:]}" in (out / "summary.md").read_text().splitlines()
+
+
 def test_cli_audit_writes_the_report(memorised_files: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     f = memorised_files
     out = tmp_path / "audit"
@@ -1058,6 +1079,22 @@ def test_checkpoints_of_ema_wrappers_and_lightning_load(memorised: dict, tmp_pat
         assert loaded.state_key == key
         for a, b in zip(loaded.module.state_dict().values(), want.state_dict().values(), strict=True):
             assert torch.equal(a, b), name
+    # which of the file's sets of weights was audited is said, with the others it holds and how to pick them
+    sources = {name: load_model("audit_nets:mlp", tmp_path / name).source for name in ("both.pt", "lit.ckpt",
+                                                                                       "lit1.ckpt", "avg.pt")}
+    assert sources["lit.ckpt"].endswith("lit.ckpt [state_dict/ema_model: the EMA weights; the file also holds "
+                                        "state_dict/model (--state-key state_dict/model)]")
+    assert sources["both.pt"].endswith("[ema: the EMA weights; the file also holds model (--state-key model)]")
+    assert sources["lit1.ckpt"].endswith("lit1.ckpt [state_dict/model]") and sources["avg.pt"].endswith("avg.pt")
+    # --state-key ENTRY/PREFIX picks a wrapper's other attribute (the non-EMA weights of a Lightning checkpoint)
+    plain = load_model("audit_nets:mlp", tmp_path / "lit.ckpt", "state_dict/model")
+    assert plain.state_key == "state_dict/model" and plain.source.endswith("[state_dict/model]")
+    for a, b in zip(plain.module.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert load_model("audit_nets:mlp", tmp_path / "lit.ckpt", "state_dict").state_key == "state_dict/ema_model"
+    with pytest.raises(DataError, match=r"no weights under 'state_dict/nope' \(its state_dict's attributes: "
+                                        r"ema_model, model\)"):
+        load_model("audit_nets:mlp", tmp_path / "lit.ckpt", "state_dict/nope")
     torch.save({"state_dict": model.state_dict(), "hparams": argparse.Namespace(lr=1e-3)}, tmp_path / "ns.ckpt")
     with pytest.raises(DataError, match=r"pickles argparse\.Namespace.*Save the weights alone"):
         load_model("audit_nets:mlp", tmp_path / "ns.ckpt")

@@ -81,15 +81,20 @@ class AuditReport:
         return self.result.to_dict()
 
     def summary(self) -> str:
-        """A few lines for the terminal: the verdict, each test's reading, the convention used."""
-        lines = [f"verdict: {self.verdict}", f"convention: {self.convention.chosen}"]
+        """A few lines for the terminal: the verdict, the model audited (with a checkpoint of several sets of
+        weights, the one used: :func:`flowvar.audit.loading.weights_text`), the convention used, each test's
+        reading."""
+        lines = [f"verdict: {self.verdict}", f"model: {self.result.config.get('model', '?')}",
+                 f"convention: {self.convention.chosen}"]
         lines += [f"  {r}" for r in self.reasons]
         return "\n".join(lines)
 
     def markdown(self) -> str:
         """``summary.md``: the verdict and its reasons, then the claims table of :meth:`Result.summary_markdown`."""
         head = [f"# Audit verdict: **{self.verdict}**", ""] + [f"- {r}" for r in self.reasons] + [""]
-        head += [f"Calling convention: `{self.convention.chosen}`", ""]
+        # the model in full here: the config table below cuts long values (the weights used would be lost)
+        head += [f"Model: {self.result.config.get('model', '?')}", "",
+                 f"Calling convention: `{self.convention.chosen}`", ""]
         for s in self.sections:
             head += [f"## {s.title}", "", s.text, ""] + [f"![{n}]({n})" for n in s.figures] + [""]
         return "\n".join(head) + "\n" + self.result.summary_markdown()

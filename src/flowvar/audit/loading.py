@@ -34,12 +34,30 @@ STATE_KEYS: tuple[str, ...] = ("ema_model", "ema", "state_dict", "model_state_di
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to audit: ``module`` (in eval mode), ``source`` (how it was built, for the report) and
-    ``state_key`` (the checkpoint entry its weights came from, None for a whole-module file)."""
+    """A model ready to audit: ``module`` (in eval mode), ``source`` (how it was built, for the report: with a
+    checkpoint of several sets of weights it names the one used, :func:`weights_text`) and ``state_key`` (the
+    checkpoint entry its weights came from, ``ENTRY/PREFIX`` for a wrapper's attribute, None for a plain state_dict or
+    a whole-module file)."""
 
     module: nn.Module
     source: str
     state_key: str | None = None
+
+
+def is_ema(key: str) -> bool:
+    """Whether a checkpoint entry or attribute path (``state_dict/ema_model``, ``ema``, ``model_ema``) names an EMA
+    copy of the weights: one of its components is ``ema`` or begins with ``ema_`` or ends with ``_ema``."""
+    return any(re.fullmatch(r"ema|ema_.*|.*_ema", part, re.IGNORECASE) for part in re.split(r"[/.]", key))
+
+
+def weights_text(used: str, others: list[str]) -> str:
+    """How the report names the weights a checkpoint gave, ``used``, among the ``others`` it also holds (those the
+    audit passed over, [] when the user chose): ``[state_dict/ema_model: the EMA weights; the file also holds
+    state_dict/model (--state-key state_dict/model)]`` — so which of a training checkpoint's sets of weights was
+    audited is never hidden."""
+    what = ": the EMA weights" if is_ema(used) else ""
+    also = f"; the file also holds {', '.join(others)} (--state-key {others[0]})" if others else ""
+    return f"[{used}{what}{also}]"
 
 
 @contextmanager
@@ -134,12 +152,34 @@ def submodule_state(state: Mapping[str, Tensor], expected: set[str]) -> tuple[di
     others in sorted order."""
     if set(state) == expected:
         return None
+    found = matching_prefixes(state, expected)
+    return (found[0][1], found[0][0]) if found else None
+
+
+def matching_prefixes(state: Mapping[str, Tensor], expected: set[str]) -> list[tuple[str, dict[str, Tensor]]]:
+    """Every attribute prefix of ``state`` whose part's keys are exactly ``expected``, with that part: EMA prefixes
+    first (:data:`STATE_KEYS` order), then the others in sorted order (:func:`submodule_state` takes the first)."""
     rank = {key: i for i, key in enumerate(STATE_KEYS)}
+    found = []
     for head in sorted(_prefixes(state), key=lambda h: (rank.get(h, len(STATE_KEYS)), h)):
         sub = _unwrapped({k[len(head) + 1:]: v for k, v in state.items() if k.startswith(head + ".")})
         if set(sub) == expected:
-            return sub, head
-    return None
+            found.append((head, sub))
+    return found
+
+
+def _split_state_key(obj: Any, key: str | None) -> tuple[str | None, str | None]:
+    """``--state-key`` as (checkpoint entry, attribute prefix): an entry of the checkpoint as it is
+    (``ema_model``), ``ENTRY/PREFIX`` for a wrapper's attribute inside an entry (``state_dict/model`` of a Lightning
+    checkpoint), or a prefix of a plain state_dict (``model``)."""
+    if key is None or (isinstance(obj, Mapping) and key in obj):
+        return key, None
+    if "/" in key:
+        entry, prefix = key.split("/", 1)
+        return entry or None, prefix
+    if _is_state_dict(obj) and any(str(k).startswith(key + ".") for k in obj):
+        return None, key
+    return key, None  # pick_state_dict names the entries there are
 
 
 def _prefixes(state: Mapping[str, Tensor]) -> list[str]:
@@ -262,10 +302,25 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
             raise ConfigError(f"--model {factory}() returned {type(built).__name__}, not a torch.nn.Module")
         if path is None:
             return LoadedModel(built.eval(), f"{factory}()")
-        state, used = pick_state_dict(_read_checkpoint(path, weights_only=True), path, state_key)
-        inner = submodule_state(state, set(built.state_dict()))
-        if inner is not None:  # the network under its attribute in a wrapper's state_dict (Lightning: model.)
-            state, head = inner
+        obj = _read_checkpoint(path, weights_only=True)
+        entry, prefix = _split_state_key(obj, state_key)
+        state, used = pick_state_dict(obj, path, entry)
+        expected = set(built.state_dict())
+        # the other sets of this model's weights the file holds, when the audit chose among them (the report names
+        # them): other entries, then (below) other attributes of the entry used
+        others = [str(k) for k in obj if k != used and _is_state_dict(obj.get(k))
+                  and (set(_unwrapped(obj[k])) == expected or matching_prefixes(obj[k], expected))] \
+            if state_key is None and isinstance(obj, Mapping) and used is not None else []
+        if prefix is not None:  # the user's ENTRY/PREFIX
+            state = _unwrapped({k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
+            if not state:
+                raise DataError(f"checkpoint {path} has no weights under {state_key!r} (its state_dict's attributes: "
+                                f"{', '.join(_prefixes(pick_state_dict(obj, path, entry)[0])[:8]) or 'none'})")
+            used = f"{used}/{prefix}" if used else prefix
+        elif set(state) != expected and (found := matching_prefixes(state, expected)):
+            # the network under its attribute in a wrapper's state_dict (Lightning: model., ema_model.)
+            (head, state), rest = found[0], found[1:]
+            others = [f"{used}/{h}" if used else h for h, _ in rest] + others
             used = f"{used}/{head}" if used else head
         try:
             built.load_state_dict(state, strict=True)
@@ -277,7 +332,7 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
                     f"attributes, built by another factory?)" if 1 < len(heads) <= 6 or
                     (len(heads) == 1 and not any(k.startswith(heads[0] + ".") for k in built.state_dict())) else "")
             raise DataError(f"checkpoint {path} does not match the model built by {factory}: {detail}{hint}") from None
-        src = f"{factory}() with weights from {path}" + (f" [{used}]" if used else "")
+        src = f"{factory}() with weights from {path}" + (f" {weights_text(used, others)}" if used else "")
         return LoadedModel(built.eval(), src, used)
     assert path is not None
     if zipfile.is_zipfile(path):
@@ -570,11 +625,14 @@ __all__ = [
     "import_factory",
     "in_memory",
     "in_training_data",
+    "is_ema",
     "load_conditions",
     "load_labelled",
     "load_labels",
     "load_model",
     "load_points",
+    "matching_prefixes",
     "pick_state_dict",
     "submodule_state",
+    "weights_text",
 ]
