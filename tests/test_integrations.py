@@ -7,7 +7,8 @@
   ``every`` not a multiple of ``log_every_n_steps``, or a larger multiple, ``metrics.csv`` holds each measurement
   once, at its own step (``self.log`` made Lightning write stale copies at later logging steps). Manual
   optimisation with two optimizers (``global_step`` advances by 2 per batch) measures every ``every``-th batch
-  (it measured nothing for an even ``every``).
+  (it measured nothing for an even ``every``). Gradient accumulation and hand-written micro-batches:
+  tests/test_lightning_accumulation.py.
 * examples/: both scripts run with tiny settings as subprocesses, exit 0 and print finite traces.
 
 Everything is built locally from small configs; nothing is downloaded.
@@ -232,7 +233,6 @@ class NoLosses(Flow):
 @pytest.mark.parametrize(("module", "kw", "match"), [
     (NoModel, {}, r"NoModel\.model is not an nn\.Module"),
     (NoLosses, {}, "has no method per_sample_losses"),
-    (Flow, {"accumulate_grad_batches": 2}, "accumulate_grad_batches=2"),
     (lambda: Flow(calls=2), {}, "called per_sample_losses\\(\\) 2 times"),
 ])
 def test_lightning_contract_errors_are_one_line(tmp_path: Path, module: Any, kw: dict, match: str) -> None:
@@ -285,3 +285,26 @@ def test_lightning_resume_from_a_checkpoint_restores_the_monitor_state(tmp_path:
     assert state["logged"] == straight.monitor.state_dict()["logged"] == 4
     profiled = [not math.isnan(r["t_profile"]["trace"][0]) for r in resumed.monitor.history]
     assert profiled == [False, True]  # records 3 and 4 of the run (every 3rd profiled: 1 and 4), not 1 and 2
+
+
+def test_lightning_resume_continues_the_log_and_a_new_run_replaces_it(tmp_path: Path) -> None:
+    """log_path under Lightning: fit(ckpt_path=...) restores the monitor's state (load_state_dict), so the log keeps
+    the rows up to the checkpoint and adds the resumed run's; a new fit into the same file starts it afresh (it kept
+    the old run's rows before its first log)."""
+    log_path = tmp_path / "gv.csv"
+
+    def callback(every: int = EVERY) -> GradientVarianceCallback:
+        return GradientVarianceCallback(every=every, t_bins=None, warn=False, log_path=log_path)
+
+    def steps() -> list[int]:
+        with open(log_path, newline="") as fh:
+            return [int(float(r["step"])) for r in csv.DictReader(fh)]
+
+    saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=20)
+    L.Trainer(max_steps=20, callbacks=[callback(), saver], accelerator="cpu", devices=1, precision="64-true",
+              logger=False, enable_progress_bar=False, enable_model_summary=False).fit(Flow(), _loader())
+    assert steps() == [10, 20]
+    _trainer(tmp_path / "b", [callback()]).fit(Flow(), _loader(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert steps() == [10, 20, 30, 40]
+    _trainer(tmp_path / "c", [callback(every=15)]).fit(Flow(), _loader())
+    assert steps() == [15, 30]

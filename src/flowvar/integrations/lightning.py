@@ -30,16 +30,20 @@ The callback sees what ``per_sample_losses`` returns (it wraps the method for th
 measured pass is the training step's own: nothing is recomputed. ``per_sample_losses`` must be called once per
 training step, its losses must depend on their own sample only (no BatchNorm in training mode), and the loss
 that is back-propagated must be exactly their mean (or sum) — the monitor checks the last on its first log.
-Not supported (refused with the fix): ``accumulate_grad_batches`` > 1 and a GradScaler (``precision="16-mixed"``;
-use ``"bf16-mixed"`` or 32-bit). Under DDP (``strategy="ddp"``) every rank measures its shard and the monitor
+``accumulate_grad_batches`` = k (fixed, or changed between epochs by a ``GradientAccumulationScheduler``): each
+micro-batch of a measured step is measured on its own, exactly — Lightning back-propagates its loss / k, which the
+monitor divides out (``loss_scale=1/k``, k read at every micro-batch) — so a measured step has k records, each
+logged under that step. Refused with the fix: a GradScaler (``precision="16-mixed"``; use ``"bf16-mixed"`` or 32-bit),
+and in manual optimisation a second backward pass of a measured training batch (micro-batches by hand, whose
+factor the callback cannot know). Under DDP (``strategy="ddp"``) every rank measures its shard and the monitor
 reduces them (:mod:`flowvar.variance.ranks`): the logged numbers are those of the global batch on every rank.
 
 Steps: the monitor's step counts training batches, including this one (steps count from 1, as in
 :func:`flowvar.train.train`), measured when it is a multiple of ``every``. It is Lightning's own logging step + 1
 (``fit_loop.epoch_loop._batches_that_stepped``, the step of the loggers' rows and of ``log_every_n_steps``), which
-advances once per batch in automatic and in manual optimisation alike: ``trainer.global_step`` counts optimizer
-steps, two per batch with two optimisers stepped by hand. With one optimizer step per batch (automatic
-optimisation; ``accumulate_grad_batches=1`` is required) the step is ``global_step + 1``.
+advances once per batch in automatic and in manual optimisation alike (once per k micro-batches under gradient
+accumulation): ``trainer.global_step`` counts optimizer steps, two per batch with two optimisers stepped by hand.
+With one optimizer step per batch (automatic optimisation) the step is ``global_step + 1``.
 
 Logging: each measurement is written to every logger of the Trainer (``logger.log_metrics``, rank 0 only) once, at
 its own step — the logger's row step is the monitor's step − 1, Lightning's number for the same batch —, whatever
@@ -101,6 +105,7 @@ class GradientVarianceCallback(pl.Callback):
         self._captured: list[Any] = []
         self._wrapped: pl.LightningModule | None = None
         self._restored: dict[str, Any] | None = None  # the monitor state of a checkpoint, until the monitor exists
+        self._measured_batch = False  # whether a backward pass of the current training batch was measured
 
     # ----------------------------------------------------------------------------------------- set-up
 
@@ -114,10 +119,6 @@ class GradientVarianceCallback(pl.Callback):
             raise ConfigError(f"GradientVarianceCallback: {type(pl_module).__name__} has no method "
                               f"{self.losses_method}(batch) returning the (B,) per-sample losses (or (losses, t)); "
                               f"define it and compute training_step's loss as its {self.reduction}")
-        if pl_module.automatic_optimization and trainer.accumulate_grad_batches != 1:
-            raise ConfigError(f"GradientVarianceCallback measures one batch per optimizer step, but "
-                              f"accumulate_grad_batches={trainer.accumulate_grad_batches}; set it to 1 (use a larger "
-                              f"batch) or drop the callback")
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
             raise ConfigError(f"GradientVarianceCallback: precision={trainer.precision!r} scales the loss by a "
                               f"GradScaler, which the per-sample gradients would carry; use precision='bf16-mixed' "
@@ -193,11 +194,18 @@ class GradientVarianceCallback(pl.Callback):
         if self.monitor is None:
             return
         self._captured.clear()
+        self._measured_batch = False
         self.monitor.engine.clear()  # anything recorded between steps (another callback's forward) is not ours
         self.monitor.engine.armed = self.monitor.due(self._step(trainer))
 
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Measure the step's batch (before clipping and the optimizer step) and log the numbers."""
+        """Measure the step's batch (before clipping and the optimizer step) and log the numbers.
+
+        Automatic optimisation back-propagates the training step's loss / ``trainer.accumulate_grad_batches`` (read
+        here, at every micro-batch: a ``GradientAccumulationScheduler`` changes it between epochs), which the monitor
+        divides out (``loss_scale``). A second backward pass of one measured batch is refused in manual optimisation,
+        whose factor the callback cannot know; in automatic optimisation it is a closure evaluated again (LBFGS), of
+        the whole batch and the same loss, and is measured again."""
         monitor = self.monitor
         if monitor is None:
             return
@@ -209,8 +217,18 @@ class GradientVarianceCallback(pl.Callback):
             raise ConfigError(f"GradientVarianceCallback: training step {step} called {self.losses_method}() "
                               f"{len(self._captured)} times with gradients enabled; call it exactly once per "
                               f"training step and back-propagate the {self.reduction} of its losses")
+        if self._measured_batch and not pl_module.automatic_optimization:
+            raise ConfigError(f"GradientVarianceCallback: training batch {step} ran a second backward pass of "
+                              f"{self.losses_method}() losses after the measured one (manual optimisation: "
+                              f"micro-batches by hand?); the callback cannot know what each pass was scaled by — "
+                              f"manual_backward(losses.mean() / k) would make every statistic k² too small. Call "
+                              f"{self.losses_method}() once per training batch and back-propagate the "
+                              f"{self.reduction} of its losses once, or call GradientVarianceMonitor.step(step, "
+                              f"losses, t, loss_scale=1/k) after each micro-batch's backward in your own code")
         losses, t = _losses_and_t(self._captured.pop(), self.losses_method)
-        record = monitor.step(step, losses, t, reduction=self.reduction)
+        accumulated = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
+        record = monitor.step(step, losses, t, reduction=self.reduction, loss_scale=1.0 / accumulated)
+        self._measured_batch = True
         if record is not None:
             self._log(trainer, pl_module, step, record)
 
