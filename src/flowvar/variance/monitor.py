@@ -263,8 +263,8 @@ class GradientVarianceMonitor:
         (g_i = ∇ℓ_i whatever c). The scale
         cannot be read off the backward pass in general; when the losses are squared errors of the model's output
         (ℓ_i = a‖v_i − u_i‖²) the first
-        :data:`SCALE_CHECKS` logged steps check it and issue one :class:`LossScaleWarning` when the backward pass
-        looks like a multiple of the declared one. Returns the logged record on logged steps, else None.
+        :data:`SCALE_CHECKS` logged steps check it and issue one :class:`LossScaleWarning` when a is not one of the
+        usual constants (:data:`SCALE_TOL`). Returns the logged record on logged steps, else None.
         """
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             raise ShapeError(f"losses must be the (B,) per-sample losses, got "
