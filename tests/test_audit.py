@@ -529,10 +529,35 @@ def test_equal_fits_are_decided_by_the_calls_usual_time_and_scale_not_by_roundin
     # two calls both at their usual time and scale: the candidates' order, not the last digits
     both = [score("xt", "data_at_1", 1.0, near), score("flow_matching", "data_at_1", 1.0, q)]
     assert ranked_fits(both)[0].convention.call == "xt"
+    # ... unless the network comes from a library whose call is among the tied: Meta flow_matching's ModelWrapper
+    assert ranked_fits(both, "flow_matching")[0].convention.call == "flow_matching"
+    assert ranked_fits([score("xt", "data_at_1", 1.0, 0.30), score("flow_matching", "data_at_1", 1.0, 0.37)],
+                       "flow_matching")[0].convention.call == "xt"  # beyond the tie the fit decides
     # beyond the tie, the better fit wins whatever the defaults
     clear = [score("tx", "data_at_1", 1.0, 0.37), score("tx", "data_at_1", 1000.0, 0.20)]
     assert ranked_fits(clear)[0].convention.time_scale == 1000.0
     assert ranked_fits([score("tx", "data_at_1", 1.0, 2.0)]) == []
+
+
+def test_a_flow_matching_model_wrapper_reads_as_the_flow_matching_convention() -> None:
+    """Meta flow_matching's ModelWrapper (forward(x, t, **extras) → model(x=x, t=t)) runs as model(x, s) and as
+    model(x=x, t=s) alike, and the two tie; the report named it 'xt', which a flow_matching user does not recognise.
+    The tie goes to the library's call; a plain network keeps 'xt'."""
+    pytest.importorskip("flow_matching")
+    from flow_matching.utils import ModelWrapper
+
+    from flowvar.audit.fit import library_call
+
+    problem = GaussianProblem.isotropic(4, mean=2.0)
+    data = problem.sample(200, torch.Generator().manual_seed(3))
+    field = problem.ot_field()
+    wrapped = ModelWrapper(field)
+    assert library_call(wrapped) == "flow_matching" and library_call(field) is None
+    check = check_conventions(wrapped, data, None, torch.Generator().manual_seed(0))
+    assert str(check.chosen) == "flow_matching (data_at_1, time scale 1)"
+    tied = [check.score(Convention(c, "data_at_1", 1.0)) for c in ("xt", "flow_matching")]
+    assert all(s is not None and s.fits for s in tied) and tied[0].loss_ratio == tied[1].loss_ratio
+    assert check_conventions(field, data, None, torch.Generator().manual_seed(0)).chosen.call == "xt"
 
 
 def test_a_close_call_of_the_fresh_probe_is_decided_by_the_training_pairs() -> None:
@@ -1218,8 +1243,7 @@ def test_third_party_model_runs_end_to_end(library: str, nets: object, tmp_path:
     result = json.loads((out / "result.json").read_text())
     assert f"verdict: {result['metrics']['verdict']}" in stdout
     chosen = result["config"]["convention"]
-    assert chosen["time"] == time and (chosen["call"] == call or (library == "flow_matching" and chosen["call"] in
-                                                                   ("xt", "flow_matching")))
+    assert chosen["time"] == time and chosen["call"] == call  # flow_matching's ModelWrapper: its own call
     assert chosen["time_scale"] == (1000.0 if library == "diffusers" else 1.0)
     assert result["metrics"]["verdict"] in rules.OVERALL
     assert (out / "closest_copies.png").is_file()  # the image grid of the closest copies
@@ -1597,7 +1621,7 @@ THIRD_PARTY_CONDITIONAL = {
     "torchcfm": ("torchcfm_cond_unet", torchcfm_cond_objective, "y", ("tx", "flow_matching"), "data_at_1"),
     "diffusers": ("diffusers_cond_unet", diffusers_cond_objective, "class_labels", ("diffusers",), "data_at_0"),
     "flow_matching": ("flow_matching_cond_model", flow_matching_cond_objective, "extra.label",
-                      ("xt", "flow_matching"), "data_at_1"),
+                      ("flow_matching",), "data_at_1"),
 }
 
 

@@ -299,18 +299,38 @@ TIE_RATIO = 1e-4
 CLOSE_RATIO = 0.1
 
 
-def ranked_fits(scores: Sequence[CandidateScore]) -> list[CandidateScore]:
+#: The call of a network's own library, by the top-level package its class or a base class comes from. Calls that
+#: reach a network identically tie (:data:`TIE_RATIO`); the tie then goes to its library's call, so the report names
+#: the convention its users know: Meta flow_matching's ``ModelWrapper.forward(x, t, **extras)`` runs as ``model(x,
+#: s)`` and as ``model(x=x, t=s)`` alike and reads ``flow_matching``, not ``xt``.
+LIBRARY_CALLS: dict[str, str] = {"flow_matching": "flow_matching"}
+
+
+def library_call(model: nn.Module) -> str | None:
+    """The call of :data:`LIBRARY_CALLS` for ``model``'s class (searched along its MRO; a ``torch.compile`` wrapper is
+    seen through), or None for a network of no listed library."""
+    network = getattr(model, "_orig_mod", model)
+    for cls in type(network).__mro__:
+        package = str(getattr(cls, "__module__", "") or "").split(".")[0]
+        if package in LIBRARY_CALLS:
+            return LIBRARY_CALLS[package]
+    return None
+
+
+def ranked_fits(scores: Sequence[CandidateScore], library: str | None = None) -> list[CandidateScore]:
     """The fitting candidates, best first: by loss ratio, except that among those tied with the best
     (:data:`TIE_RATIO`) the call's usual time and scale (:data:`~flowvar.audit.adapters.CALL_DEFAULTS`) come first,
-    then the candidates' own order — never the rounding. Without the tie rule, float rounding chose between equal
-    fits (a torchcfm UNet early in training read as time scale 1000 on one thread, 1 on two)."""
+    then the ``library``'s call (:func:`library_call` of the network), then the candidates' own order — never the
+    rounding. Without the tie rule, float rounding chose between equal fits (a torchcfm UNet early in training read
+    as time scale 1000 on one thread, 1 on two)."""
     fitting = sorted((s for s in scores if s.fits), key=lambda s: s.loss_ratio)
     if not fitting:
         return []
     order = {id(s): i for i, s in enumerate(scores)}
 
-    def usual(s: CandidateScore) -> tuple[bool, int]:
-        return (s.convention.time, s.convention.time_scale) != CALL_DEFAULTS.get(s.convention.call), order[id(s)]
+    def usual(s: CandidateScore) -> tuple[bool, bool, int]:
+        return ((s.convention.time, s.convention.time_scale) != CALL_DEFAULTS.get(s.convention.call),
+                s.convention.call != library, order[id(s)])
 
     close = [s for s in fitting if s.loss_ratio <= fitting[0].loss_ratio * (1 + CLOSE_RATIO)]
     rest = fitting[len(close):]
@@ -358,7 +378,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
     seen: list[tuple[Tensor, CandidateScore]] = []
     scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train, seen, probe_labels, label_arg, pairs)
                    for c in candidate_conventions(requested, time_scales))
-    fitting = ranked_fits(scores)
+    fitting = ranked_fits(scores, library_call(model))
     best = fitting[0].convention if fitting else None
     if requested is not None:
         own = scores[0]
@@ -400,6 +420,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
 
 
 __all__ = [
+    "LIBRARY_CALLS",
     "MOVE_FIT",
     "MOVE_N",
     "MOVE_STEPS",
@@ -413,6 +434,7 @@ __all__ = [
     "PairProbe",
     "candidate_conventions",
     "check_conventions",
+    "library_call",
     "ranked_fits",
     "score_convention",
 ]
