@@ -644,7 +644,9 @@ def audit_cmd(
                                      "under them, the gradient test adds held-out pairs.")] = None,
     state_key: Annotated[str | None, typer.Option(
         "--state-key", help="Checkpoint entry holding the state_dict (default: the first of ema_model, ema, "
-                            "state_dict, model_state_dict, model, net_model, net).")] = None,
+                            "state_dict, model_state_dict, model, net_model, net); ENTRY/ATTRIBUTE picks an "
+                            "attribute inside an entry, e.g. state_dict/model for a Lightning checkpoint's "
+                            "non-EMA weights.")] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Fresh samples to generate.")] = 500,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Fine ODE grid (steps of --method).")] = 100,
     coarse_steps: Annotated[int, typer.Option("--coarse-steps", min=1, help="Coarse ODE grid.")] = 10,
