@@ -213,8 +213,9 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
     ctx.metric("by_angle", rows)
     ctx.metric("pair_optimal_residuals", residuals)
     if not_estimable:
+        where = "; ".join(f"{a}° at t = {', '.join(f'{t:.4g}' for t in ts)}" for a, ts in not_estimable.items())
         ctx.note(f"pair-optimal loss and tr Cov(g) at σ = {config.sigma} recorded as inf, not estimated (the field is "
-                 f"singular at these t ∈ [0, 1] and noise moves the paths off its lines): {not_estimable}")
+                 f"singular at these t ∈ [0, 1] and noise moves the paths off its lines): {where}")
 
     # the estimates, reported beside the per-sample judgement: the trace relative to the mismatched fields' scale
     mismatch = {a: r["ot_field.deterministic.trace"] for a, r in rows.items() if float(a) % 360 != 0}
