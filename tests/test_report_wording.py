@@ -109,7 +109,8 @@ def test_show_names_the_runs_its_kept_results_come_from(full: dict[str, Any], ca
                          re.M), e["name"]
     assert "memorisation_phase: assembled from the 40 points of `flowvar sweep memorisation_phase" in head
     md_head = render_markdown(full).split("> **")[0]
-    lines = [x for x in md_head.split("\n") if ": kept from " in x or ": assembled from " in x]
+    lines = [x for x in md_head.split("\n") if any(w in x for w in (": kept from ", ": assembled from ",
+                                                                     ": re-judged by "))]
     groups = len({e["kept_from"]["command"] for e in kept}) + sum(e["status"] == "assembled"
                                                                    for e in full["experiments"])
     assert len(lines) == groups and all(x in head for x in lines)  # the same lines as report.md's header
@@ -516,3 +517,25 @@ def test_fig5_gives_the_grid_bracket_of_the_flip_and_calls_the_interpolation_an_
     flips.evidence["series"]["bridge/σ=0.5"]["outcome"] = "undecided"
     story = build_story(result)
     assert "between the grid angles 60° and 90° in 1 of 2 series" in story.claims[flips.id].numbers
+
+
+def test_fig5_names_each_series_bracket_not_their_union(full: dict[str, Any]) -> None:
+    """flips_within is the union of the series' brackets (60°–105° at paper scale, where 10 of 11 series flip between
+    60° and 90° and constant σ = 1 between 75° and 105°); the paragraph gives the brackets, most common first."""
+    result = _result(full, "fig5")
+    flips = _claim(result, "fig5.order_flips_with_angle")
+    flips.evidence.update(flips_within=[60.0, 105.0], series={f"s{k}": {"outcome": "flips"} for k in range(4)},
+                          flip_between={"s0": [60, 90], "s1": [60, 90], "s2": [60, 90], "constant/σ=1": [75, 105]})
+    story = build_story(result)
+    assert ("between the grid angles 60° and 90° in 3 of 4 series, 75°–105° in constant σ = 1"
+            in story.claims[flips.id].numbers)
+    assert "60° and 105°" not in story.found
+
+
+def test_a_within_bound_rounds_up_and_a_dirty_commit_says_so(quick: dict[str, Any]) -> None:
+    result = _result(quick, "lemma2")
+    _claim(result, "lemma2.sigma0_stagnation").evidence["max_dev_later_rounds_per_seed"] = [1.034, 0.80]
+    assert "stays within 1.1° of 120°" in build_story(result).found  # num(1.034, 2) read "within 1°"
+    dirty = copy.deepcopy(quick)
+    dirty["meta"]["git_commit"] = "7a2bc57902d214d44c5cbe648a4656eb1ba66486+dirty"
+    assert "at commit `7a2bc57902d2+dirty`" in readme_section(dirty, "results")

@@ -344,6 +344,11 @@ def readme_markers(mode: str) -> tuple[str, str]:
     return (README_FULL_BEGIN, README_FULL_END) if mode == "full" else (README_BEGIN, README_END)
 
 
+def _short_commit(commit: str) -> str:
+    """A commit's first 12 characters, keeping a "+dirty" mark (the run read uncommitted changes)."""
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") and len(commit) > 12 else "")
+
+
 def readme_section(collection: dict[str, Any], folder_label: str) -> str:
     """The README's verdict section, generated from a reproduce folder's ``results.json`` (``collection``): where the
     run came from (command, mode, commit, date), the headline by claim kind, and one row per claim with its kind,
@@ -358,8 +363,8 @@ def readme_section(collection: dict[str, Any], folder_label: str) -> str:
     which = "paper-scale run" if meta.get("mode") == "full" else "reference run"
     lines = [begin, "",
              f"From the {which} in [`{folder_label}/`]({folder_label}/report.md): `{meta['command']}` "
-             f"({meta['mode']} mode) at commit `{commit[:12]}`, {meta['created']}, {len(exps)} experiments, wall time "
-             f"{format_duration(meta['wall_s'])} on {meta.get('cpu_cores', '?')} CPU cores"
+             f"({meta['mode']} mode) at commit `{_short_commit(commit)}`, {meta['created']}, {len(exps)} experiments, "
+             f"wall time {format_duration(meta['wall_s'])} on {meta.get('cpu_cores', '?')} CPU cores"
              + (f"; without a result: {', '.join(failed)}" if failed else "")
              + (f"; kept from earlier runs into the folder (not rerun by this command): {', '.join(kept)}" if kept
                 else "")
