@@ -45,6 +45,7 @@ from flowvar.runner import (
     Outcome,
     Progress,
     Task,
+    check_config_threads,
     check_threads,
     check_writable,
     cpu_cores,
@@ -199,6 +200,7 @@ def plan(options: Options, cache: Cache, threads: int = 1) -> tuple[list[Task], 
             seed = None
         config = build_config(spec, quick=options.quick, seed=seed, overrides=options.overrides.get(name),
                               config_file=options.config_file)
+        check_config_threads(config)  # a thread count torch cannot start: one line before anything runs
         expected = cache.last_runtime(name, options.quick) or expected_runtime(spec, options.quick)
         tasks.append(Task(name, cache_key(name, config, options.quick, threads), float(expected or DEFAULT_EXPECTED_S),
                           config_dict(config), seed))

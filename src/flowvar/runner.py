@@ -522,33 +522,51 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def check_threads(threads: int | None) -> int | None:
+def check_threads(threads: int | None, source: str = "--threads") -> int | None:
     """``threads`` unchanged if it is None or a thread count torch can start here: 1 to 4 × the cores (at least
-    64); else a one-line :class:`ConfigError` (torch's thread pool fails to start hundreds of thousands, with a
-    segmentation fault)."""
+    64); else a one-line :class:`ConfigError` naming ``source`` (``--threads``, ``$FLOWVAR_THREADS`` or the config
+    key ``threads``): torch's thread pool fails to start hundreds of thousands (a segmentation fault or a
+    MemoryError) and a thousand threads on a few cores run for hours instead of seconds."""
     if threads is None:
         return None
     limit = max(64, 4 * cpu_cores())
     if not 1 <= threads <= limit:
-        raise ConfigError(f"--threads must be between 1 and {limit} on this machine ({cpu_cores()} cores), got "
+        raise ConfigError(f"{source} must be between 1 and {limit} on this machine ({cpu_cores()} cores), got "
                           f"{threads}")
     return threads
 
 
+THREADS_ENV = "FLOWVAR_THREADS"
+"""Environment variable setting the torch threads of a run that names none (:func:`default_threads`)."""
+
+
 def default_threads() -> int:
-    """torch threads per experiment: ``$FLOWVAR_THREADS`` if set, else 1.
+    """torch threads per experiment: ``$FLOWVAR_THREADS`` if set (bounded by :func:`check_threads`), else 1.
 
     flowvar's tensors are small: on a 2-core machine, intra-op threading of small matmuls and convolutions costs
     more than it gains, and under any other load it is 5–25× slower (measured). Use ``--jobs`` to fill cores.
     """
-    raw = os.environ.get("FLOWVAR_THREADS", "1")
+    raw = os.environ.get(THREADS_ENV, "1")
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"FLOWVAR_THREADS must be a positive integer, got {raw!r}") from None
+        raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {raw!r}") from None
     if value < 1:
-        raise ConfigError(f"FLOWVAR_THREADS must be a positive integer, got {raw!r}")
-    return value
+        raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
+    return check_threads(value, f"${THREADS_ENV}") or value
+
+
+def check_config_threads(config: Any) -> None:
+    """A one-line :class:`ConfigError` when an experiment's config asks for more torch threads than
+    :func:`check_threads` allows: its ``threads`` key when > 0, else (``threads: 0``, automatic) the
+    ``$FLOWVAR_THREADS`` it falls back to. A config without a ``threads`` field passes."""
+    threads = getattr(config, "threads", None)
+    if not isinstance(threads, int) or isinstance(threads, bool):
+        return
+    if threads > 0:
+        check_threads(threads, "threads")
+    elif threads == 0 and os.environ.get(THREADS_ENV):
+        default_threads()
 
 
 @dataclass
@@ -760,7 +778,7 @@ def check_writable(out: Path) -> None:
 
 
 __all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "POOL_BREAKS", "Backend", "Outcome", "ProcessBackend", "Progress",
-           "RayBackend", "SerialBackend", "Task", "check_ray_address", "check_threads", "check_writable", "compute",
-           "cpu_cores", "default_threads", "dispatch", "exclusive", "init_worker", "make_backend",
-           "refuse_if_locked", "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
+           "RayBackend", "SerialBackend", "Task", "check_config_threads", "check_ray_address", "check_threads",
+           "check_writable", "compute", "cpu_cores", "default_threads", "dispatch", "exclusive", "init_worker",
+           "make_backend", "refuse_if_locked", "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
            "verdict_line", "worker_pool"]

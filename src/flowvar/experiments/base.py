@@ -38,6 +38,7 @@ from flowvar.results import (
     staged_folder,
     verdict_changes,
 )
+from flowvar.runner import check_config_threads
 from flowvar.seeding import StreamKey, Streams
 
 CHECKPOINTS_PER_TRAINING = 10
@@ -199,6 +200,7 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
         config = build_config(spec, quick=quick, seed=seed, overrides=overrides, config_file=config_file)
     elif not isinstance(config, spec.config_cls):
         raise TypeError(f"experiment {name}: config must be a {spec.config_cls.__name__}, got {type(config).__name__}")
+    check_config_threads(config)  # before torch starts them: 300000 threads crash the process without a message
     return _staged_result(spec, config, Path(out_dir), quick, lambda ctx: spec.run(config, ctx), progress=progress,
                           work_dir=Path(work_dir) if work_dir is not None else None)
 

@@ -16,7 +16,7 @@ import numpy as np
 from flowvar.cache import Cache, code_version, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Result, remove_stale_writes, versions
-from flowvar.runner import Backend, check_threads, dispatch, make_backend, sigterm_as_interrupt
+from flowvar.runner import Backend, check_config_threads, check_threads, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures
 from flowvar.sweep.grid import Axis, Point, canonical, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_outputs, write_tables
@@ -141,6 +141,8 @@ def plan(options: Options) -> Plan:
     points = expand(spec, list(axes.values()), quick=options.quick, overrides=overrides,
                     config_file=options.config_file, threads=threads)
     check_disjoint_replicates(spec.name, points, seeds_from)
+    for point in points:  # a thread count torch cannot start is one line now, not a failed point per worker
+        check_config_threads(point.config)
     return Plan(spec, list(axes.values()), points, metrics, threads, verdicts)
 
 

@@ -1,0 +1,95 @@
+"""Robustness of the command line against inputs a reviewer found crashing, hanging or losing work: each one is
+refused with the one-line ``flowvar: error:`` (exit 2) before anything runs, or handled without a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FLOWVAR = [sys.executable, "-m", "flowvar.cli"]
+TINY_TABLE2 = ["--set", "steps=3", "--set", "warmup_steps=0", "--set", "euler_steps=2", "--set", "eval_max=8",
+               "--set", "ns=[8]"]
+TOO_MANY_THREADS = 100_000
+"""Above the bound of :func:`flowvar.runner.check_threads` on any machine under 25,000 cores; torch crashes or
+hangs starting it (a segmentation fault at 300000 threads, hours of work at 1000)."""
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``flowvar ARGS`` in a fresh process: a crash of torch's thread pool must not take the test session with it."""
+    return subprocess.run([*FLOWVAR, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("flowvar: error:") and message in lines[0], proc.stderr
+
+
+# ------------------------------------------------------------------------------------------- thread bounds
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["run", "table2", "--quick", *TINY_TABLE2, "--set", f"threads={TOO_MANY_THREADS}"], {},
+     "error: threads must be between 1 and"),
+    (["run", "fig4", "--quick"], {"FLOWVAR_THREADS": str(TOO_MANY_THREADS)}, "$FLOWVAR_THREADS must be between 1 and"),
+    (["run", "sigma_tradeoff", "--quick", "--set", f"threads={TOO_MANY_THREADS}"], {},
+     "error: threads must be between 1 and"),
+    # checked while planning, before any point or experiment runs (not one failed point per worker)
+    (["sweep", "table2", "--quick", *TINY_TABLE2, "--grid", f"threads=1,{TOO_MANY_THREADS}"], {},
+     "error: threads must be between 1 and"),
+    (["reproduce", "--quick", "--only", "table2", "--set", f"table2.threads={TOO_MANY_THREADS}"], {},
+     "error: threads must be between 1 and"),
+])
+def test_every_source_of_a_thread_count_is_bounded(args: list[str], env: dict[str, str], message: str,
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_cli(*args, "--quiet", "--out", str(out), env=env)
+    assert_one_line_error(proc, message)
+    assert f"got {TOO_MANY_THREADS}" in proc.stderr
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_run_experiment_bounds_the_environment_its_automatic_threads_fall_back_to(tmp_path: Path) -> None:
+    """The Python API (no CLI thread set-up): ``threads: 0`` reads $FLOWVAR_THREADS, which must be bounded too."""
+    code = ("import sys\nfrom flowvar.errors import ConfigError\nfrom flowvar.experiments import run_experiment\n"
+            "try:\n    run_experiment('table2', sys.argv[1], quick=True, overrides={'steps': 3, 'warmup_steps': 0,"
+            " 'euler_steps': 2, 'eval_max': 8, 'ns': [8], 'threads': 0})\n"
+            "except ConfigError as e:\n    print(e)\n    sys.exit(2)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "FLOWVAR_THREADS": str(TOO_MANY_THREADS)})
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "$FLOWVAR_THREADS must be between 1 and" in proc.stdout and f"got {TOO_MANY_THREADS}" in proc.stdout
+
+
+def test_the_thread_bound_admits_the_counts_a_machine_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowvar.errors import ConfigError
+    from flowvar.runner import check_config_threads, check_threads, default_threads
+
+    monkeypatch.setattr("flowvar.runner.cpu_cores", lambda: 32)
+    assert check_threads(128) == 128  # 4 × 32 cores
+    with pytest.raises(ConfigError, match=r"^threads must be between 1 and 128 on this machine \(32 cores\), got 129"):
+        check_threads(129, "threads")
+    monkeypatch.setenv("FLOWVAR_THREADS", "128")
+    assert default_threads() == 128
+    monkeypatch.setenv("FLOWVAR_THREADS", "129")
+    with pytest.raises(ConfigError, match=r"^\$FLOWVAR_THREADS must be between 1 and 128"):
+        default_threads()
+
+    class Config:
+        threads = 0
+
+    with pytest.raises(ConfigError, match=r"^\$FLOWVAR_THREADS"):  # automatic threads fall back to the variable
+        check_config_threads(Config())
+    monkeypatch.delenv("FLOWVAR_THREADS")
+    check_config_threads(Config())
+    Config.threads = 129
+    with pytest.raises(ConfigError, match=r"^threads must be between"):
+        check_config_threads(Config())
+    Config.threads = 64
+    check_config_threads(Config())
+
