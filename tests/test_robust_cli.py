@@ -3,6 +3,7 @@ refused with the one-line ``flowvar: error:`` (exit 2) before anything runs, or 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,3 +94,51 @@ def test_the_thread_bound_admits_the_counts_a_machine_can_run(monkeypatch: pytes
     Config.threads = 64
     check_config_threads(Config())
 
+
+# ----------------------------------------------------------------------------------------- malformed files
+
+
+def valid_result() -> dict:
+    from flowvar.results import Claim, Result
+
+    claim = Claim(id="x.a", statement="s", verdict="confirmed", evidence={"gap": 0.1}, rule="gap > 0")
+    return Result(experiment="prop1", title="t", config={}, quick=True, claims=[claim], runtime_s=1.0).to_dict()
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda r: r["claims"][0].update(evidence=None), "claim x.a: field evidence must be a dict, got NoneType"),
+    (lambda r: r["claims"][0].update(statement=3), "claim x.a: field statement must be a str, got int"),
+    (lambda r: r.update(metrics=[1]), "result field metrics must be a dict, got list"),
+    (lambda r: r.update(runtime_s="soon"), "result field runtime_s must be a int or float, got str"),
+    (lambda r: r.update(quick=1), "result field quick must be a bool, got int"),
+])
+def test_show_of_a_result_with_a_field_of_the_wrong_type_is_one_line(mutate, message: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from flowvar.cli import main
+
+    data = valid_result()
+    (tmp_path / "prop1").mkdir()
+    (tmp_path / "prop1" / "result.json").write_text(json.dumps(data))
+    assert main(["show", str(tmp_path)]) == 0  # the unmodified result shows
+    capsys.readouterr()
+    mutate(data)
+    (tmp_path / "prop1" / "result.json").write_text(json.dumps(data))
+    assert main(["show", str(tmp_path)]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is not a valid flowvar result" in lines[0] and message in lines[0], lines
+
+
+@pytest.mark.parametrize(("sweep", "message"), [
+    ({"axes": [{"key": "lr", "values": [1]}], "points": [{"bogus": 1}]}, "points[0] has no 'values' object"),
+    ({"axes": [{"values": [1]}], "points": []}, "axes[0] must be"),
+    ({"axes": [], "points": [{"values": {}, "verdicts": None}]}, "points[0].verdicts must be an object"),
+    ({"axes": [], "points": [], "meta": {"metrics": "loss"}}, "meta must be an object with a metrics list"),
+])
+def test_show_of_a_malformed_sweep_index_is_one_line(sweep: dict, message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from flowvar.cli import main
+
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    assert main(["show", str(tmp_path)]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is not a valid sweep index" in lines[0] and message in lines[0], lines

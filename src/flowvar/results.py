@@ -401,6 +401,32 @@ def _field_problem(what: str, missing: set[str], unknown: set[str]) -> str:
     return f"{what}: {'; '.join(parts)}"
 
 
+RESULT_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "experiment": (str,), "title": (str,), "config": (dict,), "quick": (bool,), "claims": (list,),
+    "metrics": (dict,), "paper": (dict,), "choices": (dict,), "notes": (list,), "figures": (list,),
+    "runtime_s": (int, float), "device": (str,), "versions": (dict,)}
+"""The JSON types of a ``result.json``'s fields, checked on load: the report reads them without checking again."""
+
+CLAIM_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "statement": (str,), "verdict": (str,), "evidence": (dict,), "rule": (str,), "kind": (str,),
+    "precondition": (dict, type(None)), "min_effect": (str,), "replicates": (str,),
+    "verdict_if_testable": (str, type(None))}
+"""The JSON types of a claim's fields in a ``result.json``."""
+
+
+def _wrong_types(data: Mapping[str, Any], types: Mapping[str, tuple[type, ...]]) -> str | None:
+    """The first field of ``data`` whose value is not of its JSON type in ``types``, as ``"name must be a …, got
+    …"``, or None. A bool is no number here (JSON keeps them apart)."""
+    for name, allowed in types.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            return f"{name} must be a {names}, got {type(value).__name__}"
+    return None
+
+
 @dataclass
 class Result:
     """Everything one experiment run reports; serialised to ``result.json``."""
@@ -434,6 +460,9 @@ class Result:
         if required - set(data) or set(data) - fields:
             raise ValueError(_field_problem("result", required - set(data), set(data) - fields))
         data = dict(data)
+        wrong = _wrong_types(data, RESULT_FIELD_TYPES)
+        if wrong:
+            raise ValueError(f"result field {wrong}")
         claims = []
         claim_fields = {f.name for f in dataclasses.fields(Claim)}
         claim_required = {f.name for f in dataclasses.fields(Claim) if f.default is dataclasses.MISSING}
@@ -443,6 +472,9 @@ class Result:
             if claim_required - set(c) or set(c) - claim_fields:
                 raise ValueError(_field_problem(f"claim {c.get('id', '?')}", claim_required - set(c),
                                                 set(c) - claim_fields))
+            wrong = _wrong_types(c, CLAIM_FIELD_TYPES)
+            if wrong:
+                raise ValueError(f"claim {c.get('id', '?')}: field {wrong}")
             if c["verdict"] not in VERDICTS or c.get("kind", "reproduction") not in KINDS:
                 raise ValueError(f"claim {c['id']} has verdict {c['verdict']!r} and kind {c.get('kind')!r}; "
                                  f"verdicts are {', '.join(VERDICTS)} and kinds {', '.join(KINDS)}")

@@ -326,7 +326,31 @@ def load_sweep(folder: Path | str) -> dict[str, Any] | None:
     if missing:  # an empty table would read as a sweep of no points
         raise DataError(f"{path} is not a sweep index (no {' or '.join(missing)} list); rerun the sweep command to "
                         f"rewrite it")
+    problem = sweep_index_problem(data)
+    if problem:  # a hand-edited or foreign file: one line here, not a KeyError in whoever reads it
+        raise DataError(f"{path} is not a valid sweep index ({problem}); rerun the sweep command to rewrite it")
     return data
+
+
+def sweep_index_problem(data: dict[str, Any]) -> str | None:
+    """What makes ``data`` (a parsed ``sweep.json`` with ``axes`` and ``points`` lists) unreadable by the table,
+    figures and assembly, or None: each axis ``{"key": str, "values": list}``, each point a dict whose ``values``
+    is a dict and whose ``verdicts``, ``metrics`` and ``plotted``, where present, are dicts, and ``meta`` a dict
+    whose ``metrics`` (where present) is a list."""
+    meta = data.get("meta", {})
+    if not isinstance(meta, dict) or not isinstance(meta.get("metrics", []), list):
+        return "meta must be an object with a metrics list"
+    for i, axis in enumerate(data["axes"]):
+        if not isinstance(axis, dict) or not isinstance(axis.get("key"), str) or \
+                not isinstance(axis.get("values", []), list):
+            return f"axes[{i}] must be {{'key': name, 'values': [...]}}"
+    for i, point in enumerate(data["points"]):
+        if not isinstance(point, dict) or not isinstance(point.get("values"), dict):
+            return f"points[{i}] has no 'values' object"
+        wrong = [k for k in ("verdicts", "metrics", "plotted") if not isinstance(point.get(k, {}), dict)]
+        if wrong:
+            return f"points[{i}].{wrong[0]} must be an object"
+    return None
 
 
 def sweep_table(data: dict[str, Any]) -> str:
@@ -356,5 +380,5 @@ def sweep_table(data: dict[str, Any]) -> str:
 
 __all__ = ["AMBIGUOUS", "NOT_JUDGED", "NOT_REPORTED", "STATUSES", "VERDICT_SCORE", "PointOutcome", "cell_gaps",
            "cell_of", "cell_table", "check_outputs", "close_metric_names", "flatten", "load_sweep", "matching_names",
-           "metric_gap", "resolve_metric", "resolve_verdict", "slug", "sweep_table", "unknown_metrics",
-           "unknown_patterns", "verdict_gap", "write_tables"]
+           "metric_gap", "resolve_metric", "resolve_verdict", "slug", "sweep_index_problem", "sweep_table",
+           "unknown_metrics", "unknown_patterns", "verdict_gap", "write_tables"]
