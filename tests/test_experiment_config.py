@@ -211,3 +211,50 @@ def test_a_config_file_naming_a_key_twice_is_refused_with_both_lines(tmp_path) -
         read_yaml(path)
     path.write_text("steps: 10\nquick:\n  steps: 5\n")  # one key per mapping: the quick section is its own
     assert read_yaml(path) == {"steps": 10, "quick": {"steps": 5}}
+
+
+@pytest.mark.parametrize(("key", "text", "expected"), [
+    ("seed", "0123", 123),  # YAML 1.1 read a leading zero as octal: 83
+    ("steps", "010", 10),  # was 8
+    ("steps", "08", 8),  # was a refusal ('08' is no octal number)
+    ("steps", "10_000", 10_000),
+    ("steps", "+7", 7),
+    ("sigma", "1e-3", 1e-3),
+    ("sigma", ".5", 0.5),
+    ("fast", "on", True),  # a boolean key still takes yes/no/on/off
+    ("fast", "No", False),
+    ("noise", "on", "on"),  # a string key keeps the text as written: YAML 1.1 made it True, then 'True'
+    ("noise", "0.50", "0.50"),  # not the float 0.5 printed back
+    ("noise", "010", "010"),
+    ("noise", "2024-01-01", "2024-01-01"),  # not a date
+    ("noise", "'yes'", "yes"),  # a YAML-quoted string is unquoted
+    ("angles", "010,1e-3", (10.0, 1e-3)),
+    ("width", "null", None),
+])
+def test_set_values_are_decimal_and_string_keys_keep_their_text(key: str, text: str, expected: object) -> None:
+    """``--set`` values are read by YAML 1.2's core schema with decimal integers, not YAML 1.1's implicit types
+    (octal ``010`` → 8, base-60 ``1:30`` → 90, ``0b11`` → 3, ``on`` → True), matching ``--seed 010`` → 10."""
+    value = getattr(build_config(SPEC, overrides={key: text}), key)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize("text", ["1:30", "0b11", "0o17", "0x1f", "-0x10"])
+def test_set_integers_in_other_bases_or_base_60_are_refused_in_one_line(text: str) -> None:
+    with pytest.raises(ConfigError, match=rf"steps expects an integer, got '{text}'; write it in decimal digits"):
+        build_config(SPEC, overrides={"steps": text})
+
+
+def test_yaml_files_read_numbers_like_set_does(tmp_path: Path) -> None:
+    """A config file's ``seed: 010`` is 10 (not octal 8), ``1:30`` and ``0x10`` stay text, ``on`` stays text."""
+    from flowvar.experiments.config import parse_config_mapping, read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 010\nsteps: 1:30\nnoise: on\nfast: yes\nsigma: 1e-3\nangles: [08, .5]\n")
+    assert read_yaml(path) == {"seed": 10, "steps": "1:30", "noise": "on", "fast": "yes", "sigma": 1e-3,
+                               "angles": [8, 0.5]}
+    path.write_text("seed: 010\nnoise: on\nfast: yes\nsigma: 1e-3\nangles: [08, .5]\n")
+    values = parse_config_mapping(SPEC, read_yaml(path), str(path)).values
+    assert values == {"seed": 10, "noise": "on", "fast": True, "sigma": 1e-3, "angles": (8.0, 0.5)}
+    path.write_text("seed: !!int 0x10\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML.*not a decimal integer"):
+        read_yaml(path)

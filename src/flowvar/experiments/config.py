@@ -14,6 +14,11 @@ layers
     → ``--seed`` → ``--set key=value``
 
 type-checking every value against the dataclass; an unknown key is a :class:`ConfigError` naming the file.
+Values, in YAML files and after ``--set``/``--grid`` alike, are read by YAML 1.2's core schema with decimal
+integers (:class:`_ValueLoader`), not PyYAML's YAML 1.1: ``010`` is 10 (as ``--seed 010``), ``1:30``/``0x10``
+are text an integer key refuses, ``on``/``yes`` are text a boolean key accepts, and a string key given on
+``--set`` keeps its text as typed (``data_dir=on`` is the folder ``on``). In a YAML file, quote a path that
+reads as a number (``data_dir: "0.50"``).
 A plugin experiment without a YAML file falls back to its dataclass defaults and the ``quick=`` dict given to
 :func:`register`; ``flowvar config NAME --template`` prints the YAML file to add for it.
 """
@@ -48,22 +53,74 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+class _ValueLoader(yaml.SafeLoader):
+    """A safe YAML loader that reads plain scalars by YAML 1.2's core schema with decimal integers.
+
+    PyYAML implements YAML 1.1, whose implicit types turn text into other values without a word: ``010`` is 8
+    (octal), ``0123`` 83, ``1:30`` 90 (base 60), ``0b11`` 3, ``on``/``yes``/``off``/``no`` booleans (so a path
+    ``--set data_dir=on`` became ``'True'``) and ``2024-01-01`` a date. Here, for ``--set``, ``--grid`` and YAML
+    files alike:
+
+    * integers are decimal digits ``[-+]?[0-9]+`` (``_`` between digits allowed, ``10_000``); a leading zero
+      is read as decimal, ``010`` → 10, as ``--seed 010`` and ``--seeds 010`` read it; ``0x``/``0o``/``0b`` and
+      ``1:30`` stay text, which an integer key refuses in one line;
+    * floats are ``1.5``, ``.5``, ``1e-3`` (no dot needed, as in YAML 1.2), ``.inf``, ``-.inf``, ``.nan``;
+    * booleans are ``true``/``false`` (any case); ``yes``/``no``/``on``/``off`` stay text, which a boolean key
+      still accepts (:func:`coerce`) and a string key keeps as written;
+    * null is ``null``, ``~`` or nothing; everything else (dates included) is text.
+    """
+
+    yaml_implicit_resolvers: typing.ClassVar[dict[Any, Any]] = {}  # YAML 1.1's table, replaced below
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))  # type: ignore[no-untyped-call]
+        if not _DECIMAL_INT.fullmatch(text):  # an explicit !!int 0x10 or !!int 1:30
+            raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not a decimal integer",
+                                                    node.start_mark)
+        return int(text, 10)
+
+
+_DECIMAL_INT = re.compile(r"[-+]?[0-9]+(?:_[0-9]+)*")
+_ValueLoader.add_constructor("tag:yaml.org,2002:int", _ValueLoader.construct_yaml_int)
+for _tag, _pattern, _first in [
+    ("tag:yaml.org,2002:bool", r"(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", _DECIMAL_INT.pattern + "$", "-+0123456789"),
+    ("tag:yaml.org,2002:float", r"(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+    ("tag:yaml.org,2002:null", r"(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:merge", r"<<$", "<"),
+]:
+    _ValueLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+
+
 def parse_scalar(raw: str) -> Any:
-    """A ``--set`` value as YAML (``1``, ``0.5``, ``true``, ``[1, 2]``, ``null``); unparsable text stays a string."""
+    """A ``--set``/``--grid`` value as YAML (``1``, ``0.5``, ``true``, ``[1, 2]``, ``null``) read by
+    :class:`_ValueLoader` (decimal integers, no YAML 1.1 octal/base-60/yes-no); unparsable text stays a string."""
     try:
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=_ValueLoader)  # a SafeLoader subclass: no Python objects
     except yaml.YAMLError:
         return raw
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+"""The words a boolean key accepts (any case): YAML 1.2's true/false and, typed as a boolean, YAML 1.1's others."""
 
 
 def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None) -> Any:
     """Convert ``raw`` to the field type ``tp``, or raise ConfigError.
 
-    ``raw`` is a string from ``--set`` (parsed as YAML first) or, when ``source`` names the file it came from,
-    a value already parsed from a YAML file. Error messages start with ``source`` or ``--set key=raw``.
+    ``raw`` is a string from ``--set`` (parsed by :func:`parse_scalar` first) or, when ``source`` names the file it
+    came from, a value already parsed from a YAML file. Error messages start with ``source`` or ``--set key=raw``.
+    A string-typed key given on ``--set`` keeps its text as written (``data_dir=0.50`` stays ``'0.50'``).
     """
     where = source if source is not None else f"--set {key}={printable(str(raw))}"
-    value = parse_scalar(raw) if isinstance(raw, str) and source is None else raw
+    from_text = isinstance(raw, str) and source is None
+    value = parse_scalar(raw) if from_text else raw
+    return _coerce(key, raw, value, raw.strip() if from_text else None, tp, where)
+
+
+def _coerce(key: str, raw: Any, value: Any, text: str | None, tp: Any, where: str) -> Any:
+    """:func:`coerce` on a parsed ``value``; ``text`` is the text it was parsed from (None for a YAML file value)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -74,7 +131,7 @@ def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None) -> Any:
             if arg is type(None):
                 continue
             try:
-                return coerce(key, value, arg, source=where)
+                return _coerce(key, raw, value, text, arg, where)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: cannot parse {raw!r}")
@@ -84,31 +141,43 @@ def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None) -> Any:
             raise ConfigError(f"{where}: {key} is not a valid list (check its brackets); write it as [0, 0.1] "
                               f"or 0,0.1")
         if isinstance(value, str) and "," in value:
-            value = [parse_scalar(v) for v in value.split(",")]
-        if not isinstance(value, list | tuple):
-            value = [value]
+            pieces = [v.strip() for v in value.split(",")]
+            value, texts = [parse_scalar(v) for v in pieces], list(pieces)
+        elif isinstance(value, list | tuple):
+            texts = [None] * len(value)
+        else:
+            value, texts = [value], [text]
         inner = args[0] if args else Any
-        items = [coerce(key, v, inner, source=where) for v in value]
+        items = [_coerce(key, raw, v, t, inner, where) for v, t in zip(value, texts, strict=True)]
         return tuple(items) if origin is tuple else items
     if tp is Any:
         return value
     if tp is bool:
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{where}: {key} expects true or false")
     if tp is int:
         if (isinstance(value, bool) or not isinstance(value, int | float)
                 or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
-            raise ConfigError(f"{where}: {key} expects an integer, got {raw!r}")
+            hint = ("; write it in decimal digits (0x/0o/0b and 1:30 are not read)"
+                    if isinstance(value, str) and re.fullmatch(r"[-+]?0[xXoObB][0-9a-fA-F_]+|[-+]?[0-9]+(:[0-9]+)+",
+                                                               value.strip()) else "")
+            raise ConfigError(f"{where}: {key} expects an integer, got {raw!r}{hint}")
         return int(value)
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; Python's float() does not
+        if isinstance(value, str):  # 'nan', 'inf', '1_000.5': Python's float() reads them, the YAML resolver not
             with contextlib.suppress(ValueError):
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: {key} expects a number, got {raw!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, str):  # YAML's text (a quoted '"on"' unquoted)
+            return value
+        if text is not None and not isinstance(value, list | dict):  # 0.50, 010, true: the text as typed
+            return text
         return str(value)
     typing_literal = typing.Literal
     if origin is typing_literal:
@@ -144,7 +213,7 @@ class ConfigValues:
     expected_runtime_s: dict[str, float]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(_ValueLoader):
     """A safe YAML loader that refuses a mapping naming one key twice (PyYAML keeps the last one silently: a config
     file with ``steps: 10`` and, further down, ``steps: 20`` would run 20 steps with no word)."""
 
@@ -171,7 +240,7 @@ def read_yaml(path: Path | str) -> Any:
         raise ConfigError(f"cannot read config file {path}: it is not UTF-8 text; pass a YAML file (e.g. one written "
                           f"by `flowvar config NAME > my.yaml`)") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no Python objects
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no Python objects; 1.2 scalars
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
