@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -800,3 +801,18 @@ def test_load_split_warns_about_data_centred_far_from_the_source(tmp_path: Path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_split("npy", str(tmp_path / "near.npy"), 8, 100, resolution=8, channels=None, seed=0, min_heldout=16)
+
+
+@pytest.mark.parametrize(("shape", "dtype"), [((50, 0), np.float32), ((50, 1, 0, 0), np.float32),
+                                              ((50, 0, 4), np.float32), ((5, 0, 8, 8), np.uint16),
+                                              ((5, 3, 8, 0), np.uint8)])
+def test_load_array_refuses_zero_size_items_in_one_line(tmp_path: Path, shape: tuple[int, ...], dtype: type) -> None:
+    """(50, 0) vectors or (50, 1, 0, 0) images crashed later inside torch (``max(): Expected reduction dim``);
+    they are refused at load with the shape, .npy and .npz alike."""
+    np.save(tmp_path / "empty.npy", np.zeros(shape, dtype=dtype))
+    np.savez(tmp_path / "empty.npz", x=np.zeros(shape, dtype=dtype))
+    for name in ("empty.npy", "empty.npz"):
+        with pytest.raises(ShapeError, match=re.escape(f"shape {shape}, whose items are empty")):
+            load_array(tmp_path / name)
+    with pytest.raises(ShapeError, match="whose items are empty"):  # counted without loading, as the experiments do
+        count_items("npy", str(tmp_path / "empty.npy"))

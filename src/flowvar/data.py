@@ -600,6 +600,14 @@ def load_celeba(data_dir: str | Path, n: int | None = None, resolution: int = 64
     return ImageSet(images, "celeba", source, idx, names)
 
 
+def _refuse_empty_items(file: Path, shape: tuple[int, ...]) -> None:
+    """ShapeError for an array whose items hold no values, (N, 0) or (N, C, 0, W): every later min/max/mean over
+    them would fail inside torch."""
+    if 0 in shape[1:]:
+        raise ShapeError(f"{file} holds an array of shape {shape}, whose items are empty; expected (N, d) vectors with "
+                         f"d >= 1 or images with C, H, W >= 1")
+
+
 def load_array(path: str | Path, n: int | None = None, resolution: int | None = None, seed: int = 0,
                channels: int | None = None, value_range: tuple[float, float] | None = None) -> ImageSet:
     """A user's ``.npy`` array: (N, H, W) grey images, (N, C, H, W) images, or (N, d) vectors; or an ``.npz`` file
@@ -640,6 +648,7 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     if raw.ndim not in (2, 3, 4) or raw.shape[0] == 0:
         raise ShapeError(f"{file} holds an array of shape {raw.shape}; expected (N, H, W), (N, C, H, W) or (N, d) "
                          f"with N >= 1")
+    _refuse_empty_items(file, raw.shape)
     if raw.ndim == 4 and raw.shape[1] not in (1, 3, 4) and raw.shape[3] in (1, 3, 4):
         raise ShapeError(f"{file} holds shape {raw.shape}, which looks channels-last (N, H, W, C); save it as "
                          f"(N, C, H, W), e.g. numpy.transpose(a, (0, 3, 1, 2))")
@@ -900,6 +909,7 @@ def count_items(dataset: str, data_dir: str | None) -> int:
     if arr.ndim not in (2, 3, 4):
         raise DataError(f"{file} holds an array of shape {arr.shape}; expected (N, d) vectors or (N, H, W) / "
                         f"(N, C, H, W) images")
+    _refuse_empty_items(file, arr.shape)
     return int(arr.shape[0])
 
 
