@@ -142,3 +142,41 @@ def test_show_of_a_malformed_sweep_index_is_one_line(sweep: dict, message: str, 
     assert main(["show", str(tmp_path)]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "is not a valid sweep index" in lines[0] and message in lines[0], lines
+
+
+# ------------------------------------------------------------------------------------------ early Ctrl-C
+
+INTERRUPT_ON_IMPORT = """
+import importlib.abc, os, signal, sys
+
+class InterruptOnImport(importlib.abc.MetaPathFinder):
+    '''Ctrl-C as the module sys.argv[1] starts importing: deterministic, where a timed signal lands anywhere.'''
+    target = sys.argv[1]
+
+    def find_spec(self, name, path=None, target=None):
+        if name == self.target:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job inherits SIG_IGN)
+sys.meta_path.insert(0, InterruptOnImport())
+sys.argv = ["flowvar", *sys.argv[2:]]
+from flowvar.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("module", [
+    "torch",  # while flowvar.cli imports (the console script's `from flowvar.cli import main`)
+    "flowvar.runner",  # in main(), before the command's own interrupt handler
+    "flowvar.experiments",  # in the command, while it imports the experiments
+])
+def test_ctrl_c_while_flowvar_starts_is_one_line_and_exit_130(module: str, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", INTERRUPT_ON_IMPORT, module, "run", "prop1", "--quick", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("flowvar: interrupted") and len(lines) == 1, proc.stderr[-3000:]
+    assert not (tmp_path / "out" / "prop1").exists()

@@ -10,18 +10,40 @@ whose length is its typer options and their help texts, and the work lives in th
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, TextIO
+from types import FrameType
+from typing import Annotated, Any, TextIO
 
-import typer
+INTERRUPTED = "flowvar: interrupted"
+"""What an interrupt (Ctrl-C, SIGTERM) no command explains prints: before a command runs, or in one that holds
+nothing to keep."""
 
-from flowvar import __version__
-from flowvar.errors import ConfigError, DataError, FlowvarError, printable
+
+def _interrupted_while_starting(signum: int, frame: FrameType | None) -> None:
+    """SIGINT while the libraries below import (torch takes seconds): one line and exit 130, as a command's
+    interrupt does, instead of a traceback from inside torch. Nothing has run yet, so nothing needs cleaning up."""
+    print(INTERRUPTED, file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+# installed before the heavy imports, only where Python's own handler is in place (not over a host program's)
+_STARTING = threading.current_thread() is threading.main_thread() and \
+    signal.getsignal(signal.SIGINT) is signal.default_int_handler
+if _STARTING:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import typer  # noqa: E402  (after the interrupt handler above: see _interrupted_while_starting)
+
+from flowvar import __version__  # noqa: E402
+from flowvar.errors import ConfigError, DataError, FlowvarError, printable  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="flowvar: gradient-variance diagnostics and memorisation tests for flow matching.")
@@ -716,20 +738,23 @@ def main(argv: list[str] | None = None) -> int:
     0 success; 1 a failed experiment or sweep point; 2 a usage error (Typer) or a :class:`FlowvarError`, printed as
     one line ``flowvar: error: ...``; 130 interrupted.
     """
-    from flowvar.runner import sigterm_as_interrupt
-
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["reproduce"] and "--quick" in args and "--full" in args:  # one flag pair: the last would win
         _error_line("pass --quick or --full, not both")
         return 2
     try:
+        from flowvar.runner import sigterm_as_interrupt
+
         with sigterm_as_interrupt(), _flowvar_warnings_on_one_line():  # SIGTERM takes Ctrl-C's clean path
             code = app(args=argv, prog_name="flowvar", standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        # Ctrl-C before a command's own handler (while it imports) or in a command without one: click turns one
+        # inside a command into Abort, after printing an empty line
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     except FlowvarError as e:
         _error_line(str(e))
         return 2
-    except typer.Abort:  # Ctrl-C at a prompt
-        return 130
     except Exception as e:
         # click's exceptions (a bad option or option value: UsageError, BadParameter, NoSuchOption), whether typer
         # vendors click or uses it: one line, not a usage box. Anything else is a bug and keeps its traceback.
@@ -771,6 +796,30 @@ def _error_line(message: str) -> None:
     newline in a --set value) are shown escaped instead of breaking the line."""
     print(f"flowvar: error: {printable(message)}", file=sys.stderr)
 
+
+def _interrupt_is_one_line(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` printing :data:`INTERRUPTED` and exiting 130 on a KeyboardInterrupt it does not handle itself
+    (one during its own imports, before its ``try``): typer would turn it into a silent exit 130."""
+
+    @functools.wraps(command)  # typer reads the options from the signature and annotations this copies
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+for _typer_app in (app, cache_app):
+    for _command in _typer_app.registered_commands:
+        if _command.callback is not None:
+            _command.callback = _interrupt_is_one_line(_command.callback)
+
+# the imports are done: from here on an interrupt raises KeyboardInterrupt, which main() and the commands handle
+if _STARTING and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if __name__ == "__main__":
     sys.exit(main())
