@@ -561,8 +561,9 @@ def celeba_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _is_celeba_file(p))
 
 
-def celeba_folder(data_dir: str | Path) -> Path:
-    """Locate CelebA's aligned images under ``data_dir``; DataError naming the expected layout if absent.
+def celeba_folder(data_dir: str | Path, *, otherwise: str = "use name='lfw' or 'digits'") -> Path:
+    """Locate CelebA's aligned images under ``data_dir``; DataError naming the expected layout if absent (ending
+    "without it ``otherwise``": callers with other argument names, e.g. the experiments' config keys, name theirs).
 
     Accepted: ``data_dir/img_align_celeba/*.jpg`` (the official release), the Kaggle archive's nested
     ``data_dir/img_align_celeba/img_align_celeba/*.jpg``, torchvision's ``data_dir/celeba/img_align_celeba/*.jpg``,
@@ -583,7 +584,7 @@ def celeba_folder(data_dir: str | Path) -> Path:
     raise DataError(f"CelebA images not found under {root}: expected the aligned-and-cropped release laid out as "
                     f"{root / 'img_align_celeba' / '000001.jpg'}, {root / 'img_align_celeba' / '000002.jpg'}, … "
                     f"(202,599 JPEGs of 178x218), or data_dir pointing at the img_align_celeba folder itself.{unpack} "
-                    f"flowvar never downloads CelebA; without it use name='lfw' or 'digits'")
+                    f"flowvar never downloads CelebA; without it {otherwise}")
 
 
 def load_celeba(data_dir: str | Path, n: int | None = None, resolution: int = 64, seed: int = 0,
@@ -886,8 +887,12 @@ def _nested_hint(folder: Path) -> str:
             f"sub-folder that holds the images (e.g. {folder / parents[0]}), or gather the images into one folder")
 
 
-def count_items(dataset: str, data_dir: str | None) -> int:
-    """How many items a file-backed source holds, without decoding them (digits 1797, lfw 100)."""
+def count_items(dataset: str, data_dir: str | None, *, celeba_otherwise: str = "use name='lfw' or 'digits'") -> int:
+    """How many items a file-backed source holds, without decoding them (digits 1797, lfw 100).
+
+    A folder's listing is remembered while the folder's modification time stays the same, so validating many
+    configs on one folder (a sweep's points, each built and validated) lists it once. ``celeba_otherwise``: the
+    alternative :func:`celeba_folder`'s error names."""
     if dataset == "digits":
         return 1797
     if dataset == "lfw":
@@ -899,9 +904,9 @@ def count_items(dataset: str, data_dir: str | None) -> int:
         if not folder.is_dir():
             raise DataError(f"image folder {folder} does not exist (or is not a folder); set data_dir to a folder "
                             f"of images")
-        return len(list_image_files(folder))
+        return _listing_size("folder", folder)
     if dataset == "celeba":
-        return len(celeba_files(celeba_folder(data_dir)))
+        return _listing_size("celeba", celeba_folder(data_dir, otherwise=celeba_otherwise))
     file = Path(data_dir).expanduser()
     if not file.is_file():
         raise DataError(f"array file {file} does not exist; set data_dir to a .npy file (numpy.save)")
@@ -911,6 +916,38 @@ def count_items(dataset: str, data_dir: str | None) -> int:
                         f"(N, C, H, W) images")
     _refuse_empty_items(file, arr.shape)
     return int(arr.shape[0])
+
+
+_LISTINGS: dict[tuple[str, str], tuple[int, int]] = {}
+"""(kind, folder) → (the folder's st_mtime_ns when listed, its item count): :func:`count_items`'s memory."""
+
+
+def _listing_size(kind: Literal["folder", "celeba"], folder: Path) -> int:
+    """How many images :func:`list_image_files` (``folder``) or :func:`celeba_files` (``celeba``) finds in
+    ``folder``, listed again only when the folder's modification time (which adding or removing a file changes)
+    has moved."""
+    key = (kind, str(folder.resolve()))
+    try:
+        stamp = folder.stat().st_mtime_ns
+    except OSError:
+        stamp = -1
+    known = _LISTINGS.get(key)
+    if known is not None and known[0] == stamp and stamp != -1:
+        return known[1]
+    count = len(list_image_files(folder) if kind == "folder" else celeba_files(folder))
+    _LISTINGS[key] = (stamp, count)
+    return count
+
+
+def check_split_size(dataset: str, data_dir: str | None, n_train: int, min_heldout: int, *,
+                     celeba_otherwise: str = "use name='lfw' or 'digits'") -> int:
+    """The item count of a file-backed source (:func:`count_items`), or the DataError of :func:`load_split` when it
+    cannot give ``n_train`` training items plus ``min_heldout`` held out. Cheap (no decoding): configs call it when
+    validated, before anything is written."""
+    available = count_items(dataset, data_dir, celeba_otherwise=celeba_otherwise)
+    if available < n_train + min_heldout:
+        raise _too_few_items(data_dir or dataset, f"holds {available} item(s)", available, n_train, min_heldout)
+    return available
 
 
 def _array_header(file: Path) -> np.ndarray:
@@ -943,9 +980,7 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
     the fix when the source holds fewer than ``n_train + min_heldout`` items.
     """
     where = data_dir or dataset
-    available = count_items(dataset, data_dir)
-    if available < n_train + min_heldout:
-        raise _too_few_items(where, f"holds {available} item(s)", available, n_train, min_heldout)
+    available = check_split_size(dataset, data_dir, n_train, min_heldout)
     want = min(available, n_train + n_heldout)
     if dataset == "npy" and data_dir is not None and npy_is_vectors(data_dir):
         items = load_array(data_dir, n=want, seed=seed)
@@ -1057,6 +1092,7 @@ __all__ = [
     "center_crop_box",
     "check_labels",
     "check_resolution",
+    "check_split_size",
     "choose_indices",
     "count_items",
     "first_image_geometry",

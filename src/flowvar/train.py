@@ -400,15 +400,15 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     The file is :data:`CHECKPOINT_MAGIC`, the SHA-256 of the payload and the payload (``torch.save`` of
     ``state``), so :func:`load_checkpoint` detects any later change to it. A crash at any moment leaves either
     the previous checkpoint or the new one, never a partial file; a write that fails (disk full, read-only
-    folder) is a one-line :class:`DataError` naming the folder, and the previous checkpoint is kept.
+    folder) is a one-line :class:`DataError` naming the folder, and the previous checkpoint (if any) is kept.
     """
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
     final = directory / CHECKPOINT_NAME
+    kept = "the previous checkpoint is kept" if final.is_file() else "no checkpoint was written"  # say only what is so
     atomic_write_bytes(final, CHECKPOINT_MAGIC + hashlib.sha256(payload).digest() + payload, what="the checkpoint",
-                       remedy="the previous checkpoint is kept; free space, make the folder writable or choose "
-                              "another checkpoint_dir")
+                       remedy=f"{kept}; free space, make the folder writable or choose another checkpoint_dir")
     return final
 
 

@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from flowvar import distributed
 from flowvar.couplings import Coupling
-from flowvar.data import ImageSet, load_images, to_uint8
-from flowvar.errors import ConfigError
+from flowvar.data import ImageSet, celeba_folder, count_items, list_image_files, load_images, npy_is_vectors, to_uint8
+from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import RunContext
 from flowvar.models.unet import UNetField
 from flowvar.sampling import integrate_chunked
@@ -105,6 +105,8 @@ class ImageExperimentConfig:
         for name in ("euler_steps", "eval_batch", "grid_columns", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_dir:
+            check_checkpoint_dir(self.checkpoint_dir)
 
 
 # --------------------------------------------------------------------------------------------- setup
@@ -162,6 +164,65 @@ def compute_settings(config: ImageExperimentConfig, ctx: RunContext) -> Iterator
         yield device
     finally:
         torch.set_num_threads(before)
+
+
+IMAGE_DATASETS = ("digits", "lfw", "celeba", "folder", "npy")
+"""The ``dataset`` values of the image experiments."""
+
+
+def check_image_source(config: ImageExperimentConfig, needed: int, size_key: str, experiment: str) -> int:
+    """Check, without decoding an image, that ``config``'s data source exists, holds images and at least ``needed``
+    of them (``size_key``: the config key that asked for them); returns the count. Called by the configs'
+    ``validate()``, which ``flowvar run``, ``reproduce`` and ``sweep`` call before writing anything, so a bad
+    ``data_dir`` is one line and exit status 2 everywhere. Messages name the config keys (``data_dir``,
+    ``dataset``, ``size_key``), not the library's arguments.
+    """
+    dataset, data_dir = config.dataset, config.data_dir
+    if dataset not in IMAGE_DATASETS:
+        raise ConfigError(f"dataset must be one of {', '.join(IMAGE_DATASETS)}, got {dataset!r}")
+    if dataset in ("folder", "npy", "celeba") and not data_dir:
+        raise ConfigError(f"dataset={dataset} needs data_dir: --set data_dir=PATH (the "
+                          f"{'.npy file' if dataset == 'npy' else 'folder'})")
+    if dataset == "folder" and data_dir:
+        folder = Path(data_dir).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"data_dir {folder} does not exist or is not a folder; set data_dir to a folder of image "
+                            f"files (.png, .jpg, …)")
+        if not list_image_files(folder):
+            below = len(list_image_files(folder, recursive=True))
+            where = (f"; its {below} image(s) are in sub-folders, which dataset=folder does not read: set data_dir to "
+                     f"the sub-folder that holds them" if below else "; set data_dir to a folder of image files "
+                                                                     "(.png, .jpg, …)")
+            raise DataError(f"data_dir {folder} holds no image files{where}")
+    if dataset == "npy" and data_dir and Path(data_dir).expanduser().is_file() and npy_is_vectors(data_dir):
+        raise DataError(f"{experiment} trains a UNet on images, but data_dir {data_dir} holds (N, d) vectors; give an "
+                        f"(N, H, W) or (N, C, H, W) array, or study vectors with sigma_tradeoff (flowvar "
+                        f"advise-sigma --data {data_dir})")
+    if dataset == "celeba" and data_dir:
+        celeba_folder(data_dir, otherwise="set dataset=lfw or dataset=digits")
+    # the library's messages from here name data_dir and the shape (a missing, unreadable or misshapen .npy)
+    available = count_items(dataset, data_dir, celeba_otherwise="set dataset=lfw or dataset=digits")
+    if available < needed:
+        fix = f"lower {size_key} to at most {available} or add images" if available >= 2 else "add images (2 at least)"
+        raise DataError(f"{size_key} asks for {needed} images but data_dir {data_dir or dataset} holds only "
+                        f"{available}; {fix}")
+    return available
+
+
+def check_checkpoint_dir(checkpoint_dir: str) -> None:
+    """ConfigError unless ``checkpoint_dir`` is a writable folder or can be created as one (its nearest existing
+    ancestor is a writable folder). Nothing is created here: validation has no side effects; the trainer creates
+    the folder at its first checkpoint, which this check lets fail no more at the end of the first training."""
+    path = Path(checkpoint_dir).expanduser()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"checkpoint_dir {path} cannot be a folder: {probe} is a file; choose another "
+                          f"checkpoint_dir")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write to checkpoint_dir {path}: {probe} is not writable; make it writable or choose "
+                          f"another checkpoint_dir")
 
 
 def prepare(config: ImageExperimentConfig, largest_n: int) -> ImageSet:
@@ -318,9 +379,12 @@ def grid_figure(ctx: RunContext, name: str, rows: Sequence[tuple[str, Tensor]], 
 
 
 __all__ = [
+    "IMAGE_DATASETS",
     "THREADS_ENV",
     "ImageExperimentConfig",
     "build_unet",
+    "check_checkpoint_dir",
+    "check_image_source",
     "closer_over_seeds",
     "compute_settings",
     "ema_copy",

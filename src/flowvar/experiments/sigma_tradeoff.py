@@ -72,7 +72,7 @@ from torch import Tensor
 
 from flowvar.advisor import advise_over_seeds, recommend_sigma, seed_rule_text
 from flowvar.couplings import FixedPairs
-from flowvar.data import SOURCES, ImageSet, load_split
+from flowvar.data import SOURCES, ImageSet, check_split_size, load_split
 from flowvar.errors import ConfigError, SolverError, TrainingError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, mechanism_precondition
 from flowvar.experiments._imaging import (
@@ -199,6 +199,9 @@ class SigmaTradeoffConfig(ImageExperimentConfig, GMMTargetConfig):
         if not 0 < self.alpha < 0.5:
             raise ConfigError(f"alpha must lie in (0, 0.5) (the one-sided level of the comparisons over seeds), got "
                               f"{self.alpha}")
+        if self.dataset != "gmm":  # the data exist and suffice: one line before anything is written, not at run time
+            check_split_size(self.dataset, self.data_dir, self.n_train, self.min_heldout,
+                             celeba_otherwise="set dataset=lfw or dataset=digits")
 
 
 

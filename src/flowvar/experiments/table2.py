@@ -61,6 +61,7 @@ from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, mech
 from flowvar.experiments._imaging import (
     ImageExperimentConfig,
     build_unet,
+    check_image_source,
     closer_over_seeds,
     compute_settings,
     ema_copy,
@@ -122,6 +123,7 @@ class Table2Config(ImageExperimentConfig):
             raise ConfigError(f"ns must list data-set sizes >= 2 (a derangement needs two pairs), got {list(self.ns)}")
         if self.ot_method not in ("auto", "exact", "blockwise"):
             raise ConfigError(f"ot_method must be 'auto', 'exact' or 'blockwise', got {self.ot_method!r}")
+        check_image_source(self, max(self.ns), "ns", "table2")  # the data exist: errors now, not at run time
         if self.eval_max < 2:
             raise ConfigError(f"eval_max must be >= 2, got {self.eval_max}")
 

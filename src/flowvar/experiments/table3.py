@@ -55,6 +55,7 @@ from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, mech
 from flowvar.experiments._imaging import (
     ImageExperimentConfig,
     build_unet,
+    check_image_source,
     closer_over_seeds,
     compute_settings,
     ema_copy,
@@ -107,6 +108,7 @@ class Table3Config(ImageExperimentConfig):
                               f"the OT partner), got {self.min_effect}")
         if self.ot_method not in ("auto", "exact", "blockwise"):
             raise ConfigError(f"ot_method must be 'auto', 'exact' or 'blockwise', got {self.ot_method!r}")
+        check_image_source(self, self.n, "n", "table3")  # the data exist: errors now, not at run time
 
 
 
