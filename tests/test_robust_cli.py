@@ -180,3 +180,52 @@ def test_ctrl_c_while_flowvar_starts_is_one_line_and_exit_130(module: str, tmp_p
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines and lines[0].startswith("flowvar: interrupted") and len(lines) == 1, proc.stderr[-3000:]
     assert not (tmp_path / "out" / "prop1").exists()
+
+
+# -------------------------------------------------------------------------------- a user's files are kept
+
+
+def test_replacing_a_result_keeps_the_files_a_user_added_and_drops_the_old_results_own(tmp_path: Path) -> None:
+    from flowvar.results import foreign_entries, staged_folder
+
+    dest = tmp_path / "fig6"
+    dest.mkdir()
+    (dest / "result.json").write_text(json.dumps({"figures": ["old_plot.png"]}))
+    for name in ("summary.md", "old_plot.png", "my_notes.md", "plot.png"):
+        (dest / name).write_text(f"old {name}")
+    (dest / "drafts").mkdir()
+    (dest / "drafts" / "a.txt").write_text("draft")
+    assert foreign_entries(dest) == ["drafts", "my_notes.md", "plot.png"]
+    with staged_folder(dest) as stage:
+        (stage.path / "result.json").write_text(json.dumps({"figures": ["plot.png"]}))
+        (stage.path / "summary.md").write_text("new summary")
+        (stage.path / "plot.png").write_text("new plot.png")
+    assert sorted(p.name for p in dest.iterdir()) == ["drafts", "my_notes.md", "plot.png", "result.json",
+                                                      "summary.md"]
+    assert (dest / "my_notes.md").read_text() == "old my_notes.md"
+    assert (dest / "drafts" / "a.txt").read_text() == "draft"
+    assert (dest / "plot.png").read_text() == "new plot.png"  # the new result's file wins over an added one
+    assert (dest / "summary.md").read_text() == "new summary"
+    assert [p.name for p in tmp_path.iterdir()] == ["fig6"]  # no staging folder left
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_rerunning_into_a_result_folder_keeps_a_users_notes(cached: bool, tmp_path: Path) -> None:
+    out, notes = tmp_path / "out", tmp_path / "out" / "prop1" / "my_notes.md"
+    args = ["run", "prop1", "--quick", "--quiet", "--set", "n_samples=300", "--set", "angles=0,120", "--out",
+            str(out), *(["--cache", str(tmp_path / "cache")] if cached else [])]
+    assert run_cli(*args).returncode == 0
+    notes.write_text("what I saw")
+    before = (out / "prop1" / "result.json").stat().st_mtime_ns
+    proc = run_cli(*args, "--seed", "1")  # another result replaces the folder
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "prop1" / "result.json").stat().st_mtime_ns != before
+    assert json.loads((out / "prop1" / "result.json").read_text())["config"]["seed"] == 1
+    assert notes.read_text() == "what I saw"
+    if cached:  # the first result again, from the cache: installed although the folder holds the notes
+        assert run_cli(*args).returncode == 0
+        assert json.loads((out / "prop1" / "result.json").read_text())["config"]["seed"] != 1
+        assert notes.read_text() == "what I saw"
+        unchanged = (out / "prop1" / "result.json").stat().st_mtime_ns
+        assert run_cli(*args).returncode == 0  # up to date: left untouched, notes or not
+        assert (out / "prop1" / "result.json").stat().st_mtime_ns == unchanged

@@ -52,6 +52,7 @@ from flowvar.results import (
     atomic_write_bytes,
     atomic_write_text,
     current_umask,
+    foreign_entries,
     pid_alive,
     staged_folder,
     to_jsonable,
@@ -65,8 +66,10 @@ log = logging.getLogger("flowvar.cache")
 
 
 def _tree_digests(folder: Path, skip: frozenset[str] = frozenset()) -> dict[str, str]:
+    """``{relative path: digest}`` of the files under ``folder``, leaving out the top-level entries ``skip`` (a
+    skipped folder with everything in it)."""
     return {p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.relative_to(folder).as_posix() not in skip}
+            if p.is_file() and p.relative_to(folder).parts[0] not in skip}
 
 
 def default_root() -> Path:
@@ -416,7 +419,8 @@ def install(entry: Path, dest: Path) -> bool:
     that fails (disk full, read-only or forbidden folder) is a one-line :class:`DataError` naming ``dest``.
     """
     wanted = _tree_digests(entry, frozenset({MANIFEST}))
-    if dest.is_dir() and _tree_digests(dest) == wanted:
+    # files a user added to dest are no part of the comparison (and staged_folder keeps them)
+    if dest.is_dir() and _tree_digests(dest, frozenset(foreign_entries(dest))) == wanted:
         return False
     try:
         with staged_folder(dest) as stage:

@@ -318,6 +318,39 @@ RESULT_MARKER = "result.json"
 """The file every folder flowvar writes holds: an existing folder without it is not flowvar's to replace."""
 
 
+RESULT_FILES = (RESULT_MARKER, "summary.md")
+"""Files of a result folder besides its figures (listed in its result.json)."""
+
+
+def foreign_entries(folder: Path | str) -> list[str]:
+    """The names of ``folder``'s entries that are not part of the flowvar result it holds: not its
+    :data:`RESULT_FILES` nor a figure its ``result.json`` lists (all ``*.png`` where that file cannot be read) —
+    files a user added (notes, an edited plot) that replacing the result must not delete (:func:`staged_folder`
+    keeps them). Empty for a missing folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    try:
+        figures = json.loads((folder / RESULT_MARKER).read_text(encoding="utf-8")).get("figures")
+        ours = {*RESULT_FILES, *(f for f in figures if isinstance(f, str))}
+    except (OSError, ValueError, AttributeError, TypeError):
+        ours = {*RESULT_FILES, *(p.name for p in folder.glob("*.png"))}
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours)
+
+
+def _carry_foreign_entries(old: Path, new: Path) -> None:
+    """Copy into ``new`` the :func:`foreign_entries` of ``old`` that ``new`` does not write itself (copied, not
+    moved: until the swap ``old`` stays whole)."""
+    for name in foreign_entries(old):
+        source, target = old / name, new / name
+        if target.exists() or target.is_symlink():
+            continue  # the new result writes this name: its file wins, as for any file of the result
+        if source.is_dir() and not source.is_symlink():
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            shutil.copy2(source, target, follow_symlinks=False)
+
+
 def check_replaceable(dest: Path | str) -> None:
     """Refuse, in one line (:class:`~flowvar.errors.ConfigError`), an output slot flowvar must not replace: a file,
     a symbolic link (replacing it would delete or write through its target), or a folder holding files but no
@@ -345,7 +378,8 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
     (or ``keep = False``) the staging folder is removed and ``dest`` is left as it was; one left by a killed process
     is removed by the next call (:func:`remove_stale_staging`). An old ``dest`` is renamed aside, the new folder
     renamed in, then the old one deleted (deleting first would lose both to a kill in between). Only
-    :func:`check_replaceable` slots are replaced; a folder that cannot be created is a one-line
+    :func:`check_replaceable` slots are replaced, and what a user added to the old folder
+    (:func:`foreign_entries`) is copied into the new one first; a folder that cannot be created is a one-line
     :class:`~flowvar.errors.ConfigError` naming it.
     """
     from flowvar.errors import ConfigError
@@ -366,6 +400,7 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
         if stage.keep:
             check_replaceable(dest)  # again: the slot may have changed while the run computed
             if dest.exists():
+                _carry_foreign_entries(dest, path)
                 # aside under a staging name of this process, then swap: dest is absent only between the two
                 # renames, and a kill before the rmtree leaves the old copy to remove_stale_staging
                 old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", dir=dest.parent))
@@ -552,6 +587,7 @@ def format_value(v: Any) -> str:
 
 __all__ = [
     "KINDS",
+    "RESULT_FILES",
     "RESULT_MARKER",
     "VERDICTS",
     "Claim",
@@ -564,6 +600,7 @@ __all__ = [
     "check_replaceable",
     "claim_counts",
     "current_umask",
+    "foreign_entries",
     "format_value",
     "fsync_directory",
     "headline",
