@@ -229,3 +229,27 @@ def test_rerunning_into_a_result_folder_keeps_a_users_notes(cached: bool, tmp_pa
         unchanged = (out / "prop1" / "result.json").stat().st_mtime_ns
         assert run_cli(*args).returncode == 0  # up to date: left untouched, notes or not
         assert (out / "prop1" / "result.json").stat().st_mtime_ns == unchanged
+
+
+# ------------------------------------------------------------------------ one kind of output per folder
+
+
+@pytest.mark.parametrize(("command", "marker", "other"), [
+    (["sweep", "prop1", "--quick", "--seeds", "0,1", "--set", "n_samples=300", "--set", "angles=0,120"],
+     "results.json", "reproduce"),
+    (["sweep", "prop1", "--quick", "--seeds", "0,1", "--set", "n_samples=300", "--set", "angles=0,120"],
+     ".reproduce.lock", "reproduce"),  # a reproduce still running (or interrupted before its index)
+    (["reproduce", "--quick", "--only", "prop1", "--set", "prop1.n_samples=300"], "sweep.json", "sweep"),
+    (["reproduce", "--quick", "--only", "prop1", "--set", "prop1.n_samples=300"], ".sweep.lock", "sweep"),
+])
+def test_reproduce_and_sweep_refuse_the_others_folder(command: list[str], marker: str, other: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from flowvar.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / marker).write_text("{}")
+    assert main([*command, "--quiet", "--out", str(out)]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"holds the output of a `flowvar {other}` ({marker})" in lines[0], lines
+    assert [p.name for p in out.iterdir()] == [marker]  # nothing written beside it

@@ -53,6 +53,7 @@ from flowvar.runner import (
     dispatch,
     exclusive,
     make_backend,
+    refuse_other_output,
     sigterm_as_interrupt,
     ticker,
     verdict_line,
@@ -269,6 +270,7 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
         _check_config_file(Path(options.config_file))
     stream = stream or sys.stderr
     out = Path(options.out)
+    refuse_other_output(out, "reproduce")  # a sweep's folder, before anything is planned or written
     selected = _select(options.only)  # unknown names fail before anything is written
     if options.cache_dir is not None and Path(options.cache_dir).exists() and not Path(options.cache_dir).is_dir():
         raise ConfigError(f"--cache {options.cache_dir} is a file; give a folder for the result cache")

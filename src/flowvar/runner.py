@@ -755,6 +755,24 @@ def refuse_if_locked(out: Path, command: str = "reproduce", writer: str = "flowv
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+OUTPUT_MARKERS: dict[str, tuple[str, ...]] = {"reproduce": ("results.json", ".reproduce.lock"),
+                                              "sweep": ("sweep.json", ".sweep.lock")}
+"""The files that make a folder the output of ``flowvar reproduce`` or ``flowvar sweep`` (its index, or the lock
+that a run of it, finished or interrupted before its index, left)."""
+
+
+def refuse_other_output(out: Path, command: str) -> None:
+    """A one-line :class:`ConfigError` when ``out`` holds the output of the other of ``reproduce`` and ``sweep``
+    (:data:`OUTPUT_MARKERS`), finished, interrupted or still running: the two would share one folder, and
+    ``flowvar show`` lists only the sweep of such a folder. Creates nothing."""
+    for other, markers in OUTPUT_MARKERS.items():
+        found = [m for m in markers if other != command and (out / m).exists()]
+        if found:
+            raise ConfigError(f"{out} holds the output of a `flowvar {other}` ({found[0]}); `flowvar {command}` "
+                              f"would write beside it and `flowvar show` would list only one of them: give "
+                              f"another --out")
+
+
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     import torch
@@ -777,8 +795,8 @@ def check_writable(out: Path) -> None:
         raise ConfigError(f"cannot write to output folder {out}: {e.strerror or e}; choose another --out") from None
 
 
-__all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "POOL_BREAKS", "Backend", "Outcome", "ProcessBackend", "Progress",
-           "RayBackend", "SerialBackend", "Task", "check_config_threads", "check_ray_address", "check_threads",
-           "check_writable", "compute", "cpu_cores", "default_threads", "dispatch", "exclusive", "init_worker",
-           "make_backend", "refuse_if_locked", "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
-           "verdict_line", "worker_pool"]
+__all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "OUTPUT_MARKERS", "POOL_BREAKS", "Backend", "Outcome", "ProcessBackend",
+           "Progress", "RayBackend", "SerialBackend", "Task", "check_config_threads", "check_ray_address",
+           "check_threads", "check_writable", "compute", "cpu_cores", "default_threads", "dispatch", "exclusive",
+           "init_worker", "make_backend", "refuse_if_locked", "refuse_other_output", "sigterm_as_interrupt",
+           "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]

@@ -333,9 +333,18 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
            to_compute: bool = True) -> Summary:
     from flowvar.experiments.base import expected_runtime
     from flowvar.logs import log_to
-    from flowvar.runner import DEFAULT_EXPECTED_S, Outcome, Progress, Task, check_writable, exclusive
+    from flowvar.runner import (
+        DEFAULT_EXPECTED_S,
+        Outcome,
+        Progress,
+        Task,
+        check_writable,
+        exclusive,
+        refuse_other_output,
+    )
 
     out = options.out_dir
+    refuse_other_output(out, "sweep")  # a reproduce's folder (even one being written), before any point runs
     cache = Cache(options.cache_root)
     # before any point is computed: a cache that cannot take results, outputs that a file or a folder blocks
     for name, folder in (("figures", True), ("sweep.json", False), ("sweep.csv", False)):
