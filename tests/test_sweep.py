@@ -667,3 +667,11 @@ def test_a_cell_holding_fewer_seeds_than_the_sweep_ran_says_so(tmp_path: Path, m
     ax = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)["v.png"].axes[0]
     notes = [(t.get_text(), t.xy) for t in ax.texts]
     assert notes == [("1 of 2 seeds", (2.0, 2.0))]
+
+
+def test_grid_values_are_decimal_and_a_text_key_keeps_its_text() -> None:
+    """--grid reads values as --set does: 010 is ten (YAML 1.1 read eight), and a str-typed key keeps what was typed
+    (data_dir=0.50 planned the path '0.5'); null still clears an optional path."""
+    assert parse_axis(get_experiment("fig4"), "repeats=010,020").values == (10, 20)
+    axis = parse_axis(get_experiment("sigma_tradeoff"), "data_dir=0.50,on,null")
+    assert axis.values == ("0.50", "on", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,7 +62,15 @@ def parse_axis(spec: Any, item: str, *, source: str = "--grid") -> Axis:
     if not raw.strip() or any(not r for r in raws):
         raise ConfigError(f"{source} {item}: empty value list for {key} (give one or more values: "
                           f"{key}=v1,v2)")
-    return make_axis(spec, key, [parse_scalar(text) for text in raws], f"{source} {item}")
+    hint = typing.get_type_hints(spec.config_cls).get(key)
+    textual = hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType)
+                              and set(typing.get_args(hint)) == {str, type(None)})
+
+    def value(text: str) -> Any:  # a str-typed key keeps its text as written (data_dir=0.50 stays '0.50'), as --set
+        parsed = parse_scalar(text)
+        return text.strip() if textual and parsed is not None and not isinstance(parsed, str) else parsed
+
+    return make_axis(spec, key, [value(text) for text in raws], f"{source} {item}")
 
 
 def make_axis(spec: Any, key: str, values: Sequence[Any], where: str) -> Axis:
