@@ -253,3 +253,46 @@ def test_reproduce_and_sweep_refuse_the_others_folder(command: list[str], marker
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"holds the output of a `flowvar {other}` ({marker})" in lines[0], lines
     assert [p.name for p in out.iterdir()] == [marker]  # nothing written beside it
+
+
+# ------------------------------------------------------------------------ the runtime of a resumed run
+
+
+def test_a_resumed_runs_runtime_counts_its_interrupted_attempts(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import flowvar.experiments.base as base
+
+    work = tmp_path / "work"
+    monkeypatch.setattr(base, "ELAPSED_EVERY_S", 0.05)
+    with pytest.raises(KeyboardInterrupt), base.carried_runtime(work) as clock:
+        time.sleep(0.3)
+        assert (work / base.ELAPSED_FILE).is_file()  # recorded while running: a SIGKILL loses at most 0.05 s
+        raise KeyboardInterrupt
+    first = float((work / base.ELAPSED_FILE).read_text())
+    assert 0.3 <= first < 5
+    with base.carried_runtime(work) as clock:
+        time.sleep(0.1)
+    assert first + 0.1 <= clock() < first + 5
+    (work / base.ELAPSED_FILE).write_text("nan")  # unreadable: this attempt's time alone
+    with base.carried_runtime(work) as clock:
+        pass
+    assert clock() < 1
+    with base.carried_runtime(None) as clock:  # no work folder: nothing written anywhere
+        pass
+    assert clock() < 1
+
+
+def test_run_experiment_adds_the_earlier_attempts_time_to_runtime_s(tmp_path: Path) -> None:
+    from flowvar.experiments.base import ELAPSED_FILE, run_experiment
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ELAPSED_FILE).write_text("1000.5")
+    result = run_experiment("prop1", tmp_path / "out", quick=True, overrides={"n_samples": 300, "angles": [0, 120]},
+                            work_dir=work)
+    stored = json.loads((tmp_path / "out" / "prop1" / "result.json").read_text())
+    assert 1000.5 < result.runtime_s < 1100 and stored["runtime_s"] == result.runtime_s
+    fresh = run_experiment("prop1", tmp_path / "out2", quick=True, overrides={"n_samples": 300, "angles": [0, 120]})
+    assert fresh.runtime_s < 100

@@ -342,9 +342,12 @@ class Cache:
     def _drop_unused_work(self, key: str) -> None:
         """Remove the work folder of ``key`` if it holds nothing but its record (a run that stopped before its first
         checkpoint): there is nothing in it to resume."""
+        from flowvar.experiments.base import ELAPSED_FILE  # lazily, as run_cached imports the experiments
+
         work = self.work_dir(key)
         with contextlib.suppress(OSError):
-            if work.is_dir() and {p.name for p in work.iterdir()} <= {WORK_INPUTS}:
+            # its time count goes with it: a run that starts over does not count the attempts it discards
+            if work.is_dir() and {p.name for p in work.iterdir()} <= {WORK_INPUTS, ELAPSED_FILE}:
                 shutil.rmtree(work, ignore_errors=True)
 
     def discard(self, key: str) -> None:

@@ -11,6 +11,8 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -245,6 +247,59 @@ def assembler(spec: ExperimentSpec) -> Callable[[Any, Any, RunContext], None]:
     return spec.assemble
 
 
+ELAPSED_FILE = ".elapsed_s"
+"""In a run's work folder: the compute seconds its interrupted attempts spent (a plain number), so that the result's
+``runtime_s`` — and the ETAs the cache derives from it — count the whole computation, not the last attempt."""
+
+ELAPSED_EVERY_S = 5.0
+"""How often a running attempt records its time in :data:`ELAPSED_FILE`: a killed attempt (SIGKILL, a worker
+ended with SIGTERM: no Python handler runs) loses at most this much of its time from the runtime."""
+
+
+@contextlib.contextmanager
+def carried_runtime(work_dir: Path | None) -> Iterator[Callable[[], float]]:
+    """Yield a clock of the run's compute seconds: the earlier attempts' (``work_dir/.elapsed_s``) plus this one's.
+
+    While the block runs, a daemon thread rewrites the file every :data:`ELAPSED_EVERY_S`, and the block writes it
+    once more when it ends by an exception (an interrupt), so the next attempt resumes the count. Without a
+    ``work_dir`` (nothing resumes) the clock is this attempt's alone. The work folder is removed with the stored
+    result (:func:`flowvar.cache.run_cached`), its count with it.
+    """
+    start = time.perf_counter()
+    earlier = 0.0
+    path = work_dir / ELAPSED_FILE if work_dir is not None else None
+    if path is not None:
+        with contextlib.suppress(OSError, ValueError):
+            recorded = float(path.read_text())
+            earlier = recorded if math.isfinite(recorded) and recorded > 0 else 0.0
+
+    def clock() -> float:
+        return earlier + time.perf_counter() - start
+
+    def record() -> None:
+        if path is not None:
+            with contextlib.suppress(OSError, FlowvarError):  # a lost count is a smaller runtime, never a failure
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, repr(clock()))
+
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(ELAPSED_EVERY_S):
+            record()
+
+    if path is not None:
+        threading.Thread(target=heartbeat, name="flowvar-elapsed", daemon=True).start()
+    try:
+        yield clock
+    except BaseException:
+        done.set()
+        record()
+        raise
+    finally:
+        done.set()
+
+
 def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool, body: Callable[[RunContext], None],
                    *, progress: bool = False, work_dir: Path | None = None, runtime_s: float | None = None) -> Result:
     """``body(ctx)`` in a staged ``out_dir/<name>`` folder, then its result.json and summary.md (see
@@ -254,15 +309,13 @@ def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool
     with staged_folder(out_dir / spec.name) as stage:
         ctx = RunContext(name=spec.name, out_dir=stage.path, quick=quick, seed=int(getattr(config, "seed", 0)),
                          progress=progress, paper=dict(spec.paper), work_dir=work_dir)
-        start = time.perf_counter()
         # the global generator seeded from its own stream, and restored afterwards: whatever still draws from it
         # (a plugin, a library default) is reproducible, and a run leaves the caller's random state untouched
-        with ctx.global_rng("global"), figure_style():
+        with carried_runtime(work_dir) as clock, ctx.global_rng("global"), figure_style():
             body(ctx)
         result = Result(experiment=spec.name, title=spec.title, config=dataclasses.asdict(config), quick=quick,
                         claims=ctx.claims, metrics=ctx.metrics, paper=ctx.paper, choices=ctx.choices,
-                        notes=ctx.notes, figures=ctx.figures,
-                        runtime_s=time.perf_counter() - start if runtime_s is None else runtime_s,
+                        notes=ctx.notes, figures=ctx.figures, runtime_s=clock() if runtime_s is None else runtime_s,
                         device=ctx.device)
         # under torchrun every rank computes the same result; rank 0 writes it
         stage.keep = is_main_process()
@@ -274,5 +327,6 @@ def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool
     return result
 
 
-__all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "OKABE_ITO", "FlowvarError", "RunContext",
-           "assemble_experiment", "assembler", "figure_style", "run_experiment"]
+__all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "ELAPSED_EVERY_S", "ELAPSED_FILE",
+           "OKABE_ITO", "FlowvarError", "RunContext",
+           "assemble_experiment", "assembler", "carried_runtime", "figure_style", "run_experiment"]
