@@ -71,7 +71,7 @@ def test_the_thread_bound_admits_the_counts_a_machine_can_run(monkeypatch: pytes
     from flowvar.errors import ConfigError
     from flowvar.runner import check_config_threads, check_threads, default_threads
 
-    monkeypatch.setattr("flowvar.runner.cpu_cores", lambda: 32)
+    monkeypatch.setattr("flowvar.experiments.base.cpu_cores", lambda: 32)
     assert check_threads(128) == 128  # 4 × 32 cores
     with pytest.raises(ConfigError, match=r"^threads must be between 1 and 128 on this machine \(32 cores\), got 129"):
         check_threads(129, "threads")

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from flowvar.errors import FlowvarError
+from flowvar.errors import ConfigError, FlowvarError
 from flowvar.experiments.config import *  # noqa: F403  (re-exported: see the module doc)
 from flowvar.experiments.config import __all__ as _config_names
 from flowvar.experiments.config import build_config
@@ -40,7 +41,6 @@ from flowvar.results import (
     staged_folder,
     verdict_changes,
 )
-from flowvar.runner import check_config_threads
 from flowvar.seeding import StreamKey, Streams
 
 CHECKPOINTS_PER_TRAINING = 10
@@ -178,6 +178,64 @@ def figure_style() -> Iterator[None]:
     with matplotlib.rc_context({"axes.prop_cycle": cycler(color=list(OKABE_ITO)), "font.size": 10,
                                 "savefig.bbox": "tight", "axes.grid": False}):
         yield
+
+
+# ------------------------------------------------------------------------------------- torch thread counts
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None, source: str = "--threads") -> int | None:
+    """``threads`` unchanged if it is None or a thread count torch can start here: 1 to 4 × the cores (at least
+    64); else a one-line :class:`ConfigError` naming ``source`` (``--threads``, ``$FLOWVAR_THREADS`` or the config
+    key ``threads``): torch's thread pool fails to start hundreds of thousands (a segmentation fault or a
+    MemoryError) and a thousand threads on a few cores run for hours instead of seconds."""
+    if threads is None:
+        return None
+    limit = max(64, 4 * cpu_cores())
+    if not 1 <= threads <= limit:
+        raise ConfigError(f"{source} must be between 1 and {limit} on this machine ({cpu_cores()} cores), got "
+                          f"{threads}")
+    return threads
+
+
+THREADS_ENV = "FLOWVAR_THREADS"
+"""Environment variable setting the torch threads of a run that names none (:func:`default_threads`)."""
+
+
+def default_threads() -> int:
+    """torch threads per experiment: ``$FLOWVAR_THREADS`` if set (bounded by :func:`check_threads`), else 1.
+
+    flowvar's tensors are small: on a 2-core machine, intra-op threading of small matmuls and convolutions costs
+    more than it gains, and under any other load it is 5–25× slower (measured). Use ``--jobs`` to fill cores.
+    """
+    raw = os.environ.get(THREADS_ENV, "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
+    return check_threads(value, f"${THREADS_ENV}") or value
+
+
+def check_config_threads(config: Any) -> None:
+    """A one-line :class:`ConfigError` when an experiment's config asks for more torch threads than
+    :func:`check_threads` allows: its ``threads`` key when > 0, else (``threads: 0``, automatic) the
+    ``$FLOWVAR_THREADS`` it falls back to. A config without a ``threads`` field passes."""
+    threads = getattr(config, "threads", None)
+    if not isinstance(threads, int) or isinstance(threads, bool):
+        return
+    if threads > 0:
+        check_threads(threads, "threads")
+    elif threads == 0 and os.environ.get(THREADS_ENV):
+        default_threads()
 
 
 def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed: int | None = None,
@@ -328,5 +386,6 @@ def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool
 
 
 __all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "ELAPSED_EVERY_S", "ELAPSED_FILE",
-           "OKABE_ITO", "FlowvarError", "RunContext",
-           "assemble_experiment", "assembler", "carried_runtime", "figure_style", "run_experiment"]
+           "OKABE_ITO", "THREADS_ENV", "FlowvarError", "RunContext", "assemble_experiment", "assembler",
+           "carried_runtime", "check_config_threads", "check_threads", "cpu_cores", "default_threads", "figure_style",
+           "run_experiment"]
