@@ -703,8 +703,8 @@ def test_one_data_file_named_relatively_or_absolutely_is_one_key(tmp_path: Path,
     import numpy as np
 
     (tmp_path / "sub").mkdir()
-    np.save(tmp_path / "data.npy", np.zeros((4, 2), dtype="float32"))
-    np.save(tmp_path / "sub" / "data.npy", np.ones((4, 2), dtype="float32"))
+    np.save(tmp_path / "data.npy", np.zeros((80, 2), dtype="float32"))
+    np.save(tmp_path / "sub" / "data.npy", np.ones((80, 2), dtype="float32"))
     monkeypatch.chdir(tmp_path)
     spec = get_experiment("sigma_tradeoff")
 
