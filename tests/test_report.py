@@ -350,7 +350,8 @@ def test_study_paragraphs_are_generated_from_the_numbers(results: dict[str, Resu
     moves = next(c for c in r.claims if c.id == "lemma2.sigma0.5_moves_toward_ot")
     moves.evidence["angles_deg_per_seed"] = {"seed=0": [80.0, 61.0, 47.0], "seed=1": [80.0, 60.0, 45.0]}
     story = build_story(r)
-    assert "σ = 0.5 to 46°" in story.paragraph() and "moves only 2.5° in round 0 and 2 ReFlow rounds" in story.paragraph()
+    paragraph = story.paragraph()
+    assert "σ = 0.5 to 46°" in paragraph and "moves only 2.5° in round 0 and 2 ReFlow rounds" in paragraph
     stagnation = next(c for c in r.claims if c.id == "lemma2.sigma0_stagnation")
     seed0 = " → ".join(f"{a:.0f}°" for a in stagnation.evidence["angles_deg_per_seed"]["seed=0"])
     assert f"seed 0: {seed0}" in story.claims["lemma2.sigma0_stagnation"].numbers  # read from the evidence
