@@ -221,9 +221,9 @@ def _no_result(part: dict[str, Any], path: Path) -> None:
     (None, _no_points, DataError, "part 2 of 4 is not a memorisation_phase result"),
     (None, _point_without_sigma, DataError, "part 2 of 4 is not a memorisation_phase result"),
     # a hand-edited or damaged index: one line, never a traceback
-    (_axis_without_key, None, DataError, r"not a valid sweep index \(TypeError\)"),
+    (_axis_without_key, None, DataError, r"not a valid sweep index \(axes\[0\] must be \{'key': name"),
     (_axes_null, None, DataError, r"is not a sweep index \(no axes list\)"),
-    (_point_not_a_record, None, DataError, r"not a valid sweep index \(TypeError\)"),
+    (_point_not_a_record, None, DataError, r"not a valid sweep index \(points\[0\] has no 'values' object\)"),
     (_point_dropped, None, DataError, r"does not list its axes' grid \(missing .*\[5\].*\[16\].*rerun `flowvar sweep"),
     (_point_listed_twice, None, DataError, "does not list its axes' grid .*a grid point listed twice"),
 ])
