@@ -33,15 +33,12 @@ from flowvar import distributed
 from flowvar.couplings import Coupling
 from flowvar.data import ImageSet, celeba_folder, count_items, list_image_files, load_images, npy_is_vectors, to_uint8
 from flowvar.errors import ConfigError, DataError
-from flowvar.experiments.base import RunContext
+from flowvar.experiments.base import THREADS_ENV, RunContext, default_threads
 from flowvar.models.unet import UNetField
 from flowvar.sampling import integrate_chunked
 from flowvar.seeding import generator
 from flowvar.stats import SeedComparison, paired_over_seeds
 from flowvar.train import TrainResult, train_cfm
-
-THREADS_ENV = "FLOWVAR_THREADS"
-"""Environment variable overriding the CPU thread count of image experiments (``threads: 0``)."""
 
 
 @dataclass
@@ -128,16 +125,8 @@ def resolve_threads(threads: int, resolution: int, device: torch.device) -> int:
     torch's current setting."""
     if threads > 0:
         return threads
-    raw = os.environ.get(THREADS_ENV)
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{THREADS_ENV}={raw!r} is not a positive integer; unset it or set e.g. "
-                              f"{THREADS_ENV}=2") from None
-        if value < 1:
-            raise ConfigError(f"{THREADS_ENV}={raw!r} must be >= 1")
-        return value
+    if os.environ.get(THREADS_ENV):  # parsed and bounded in one place
+        return default_threads()
     if device.type == "cpu" and resolution <= 16:
         return 1
     return torch.get_num_threads()
