@@ -119,10 +119,16 @@ def _near(x: float, y: float) -> bool:
     return abs(x - y) <= SCALE_TOL * abs(y)
 
 
+def _usual_scales(d: int) -> tuple[float, ...]:
+    """The squared-error constants a of the usual loss conventions for D = ``d`` coordinates per sample: 1 (a sum
+    over coordinates), 1/2, 1/D (a mean), 1/(2D) (:data:`SCALE_TOL`'s comment)."""
+    return 1.0, 0.5, 1 / d, 0.5 / d
+
+
 def _scale_causes(a: float, d: int, batch: int) -> list[str]:
     """The mistakes that give the constant ``a`` of :data:`SCALE_TOL`'s comment for D = ``d`` coordinates per sample
     and ``batch`` samples, each with its factor on the statistics (several may fit the same a)."""
-    usual = (1.0, 0.5, 1 / d, 0.5 / d)
+    usual = _usual_scales(d)
     causes = []
     if d > 1 and (_near(a, 1 / d ** 2) or _near(a, 0.5 / d ** 2)):
         causes.append(f"the losses given to step() sum over the D = {d} coordinates while the backward pass was of "
@@ -420,7 +426,7 @@ class GradientVarianceMonitor:
         if not (lo > 0 and hi - lo <= SCALE_SPREAD * hi):
             return
         a, d = float(a_i.mean()), out_grad[0].numel()
-        if any(_near(a, u) for u in (1.0, 0.5, 1 / d, 0.5 / d)):
+        if any(_near(a, u) for u in _usual_scales(d)):
             return
         self._scale_checks_left = 0  # one warning
         if not distributed.is_main_process():
