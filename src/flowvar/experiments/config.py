@@ -106,15 +106,17 @@ _BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": Fals
 """The words a boolean key accepts (any case): YAML 1.2's true/false and, typed as a boolean, YAML 1.1's others."""
 
 
-def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None) -> Any:
+def coerce(key: str, raw: Any, tp: Any, *, source: str | None = None, typed: bool | None = None) -> Any:
     """Convert ``raw`` to the field type ``tp``, or raise ConfigError.
 
     ``raw`` is a string from ``--set`` (parsed by :func:`parse_scalar` first) or, when ``source`` names the file it
-    came from, a value already parsed from a YAML file. Error messages start with ``source`` or ``--set key=raw``.
-    A string-typed key given on ``--set`` keeps its text as written (``data_dir=0.50`` stays ``'0.50'``).
+    came from, a value already parsed from a YAML file. ``typed=True`` marks text typed on another command-line
+    option (``--grid``, with its own ``source``), read as ``--set`` reads its text. Error messages start with
+    ``source`` or ``--set key=raw``. A string-typed key given as text keeps it as written (``data_dir=0.50`` stays
+    ``'0.50'``).
     """
     where = source if source is not None else f"--set {key}={printable(str(raw))}"
-    from_text = isinstance(raw, str) and source is None
+    from_text = isinstance(raw, str) and (source is None if typed is None else typed)
     value = parse_scalar(raw) if from_text else raw
     return _coerce(key, raw, value, raw.strip() if from_text else None, tp, where)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,8 +51,6 @@ def canonical(value: Any) -> str:
 
 def parse_axis(spec: Any, item: str, *, source: str = "--grid") -> Axis:
     """``"key=v1,v2"`` → :class:`Axis` for experiment ``spec``; values are YAML (lists as ``[a,b]``)."""
-    from flowvar.experiments.base import parse_scalar
-
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -62,21 +59,14 @@ def parse_axis(spec: Any, item: str, *, source: str = "--grid") -> Axis:
     if not raw.strip() or any(not r for r in raws):
         raise ConfigError(f"{source} {item}: empty value list for {key} (give one or more values: "
                           f"{key}=v1,v2)")
-    hint = typing.get_type_hints(spec.config_cls).get(key)
-    textual = hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType)
-                              and set(typing.get_args(hint)) == {str, type(None)})
-
-    def value(text: str) -> Any:  # a str-typed key keeps its text as written (data_dir=0.50 stays '0.50'), as --set
-        parsed = parse_scalar(text)
-        return text.strip() if textual and parsed is not None and not isinstance(parsed, str) else parsed
-
-    return make_axis(spec, key, [value(text) for text in raws], f"{source} {item}")
+    # read as --set reads its text: decimal integers, a str-typed key keeps what was typed (data_dir=0.50)
+    return make_axis(spec, key, raws, f"{source} {item}", typed=True)
 
 
-def make_axis(spec: Any, key: str, values: Sequence[Any], where: str) -> Axis:
-    """An :class:`Axis` of ``spec``'s config key ``key`` from parsed values (YAML scalars or lists), each coerced
-    to the field's type; an unknown key, no values or a value given twice is a :class:`ConfigError` starting with
-    ``where``."""
+def make_axis(spec: Any, key: str, values: Sequence[Any], where: str, *, typed: bool = False) -> Axis:
+    """An :class:`Axis` of ``spec``'s config key ``key`` from parsed values (YAML scalars or lists) or, ``typed``,
+    the texts typed on the command line, each coerced to the field's type; an unknown key, no values or a value
+    given twice is a :class:`ConfigError` starting with ``where``."""
     from flowvar.experiments.base import coerce
 
     hints = typing.get_type_hints(spec.config_cls)
@@ -87,7 +77,7 @@ def make_axis(spec: Any, key: str, values: Sequence[Any], where: str) -> Axis:
         raise ConfigError(f"{where}: {key} must list one or more values")
     coerced, seen = [], set()
     for raw in values:
-        value = coerce(key, raw, hints[key], source=f"{where}: {key}={raw}")
+        value = coerce(key, raw, hints[key], source=f"{where}: {key}={raw}", typed=typed)
         canon = canonical(value)
         if canon in seen:
             raise ConfigError(f"{where}: {key} lists {raw} twice")
