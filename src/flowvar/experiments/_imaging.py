@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from flowvar import distributed
 from flowvar.couplings import Coupling
-from flowvar.data import ImageSet, celeba_folder, count_items, list_image_files, load_images, npy_is_vectors, to_uint8
+from flowvar.data import ImageSet, count_items, list_image_files, load_images, npy_is_vectors, to_uint8
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import THREADS_ENV, RunContext, default_threads
 from flowvar.models.unet import UNetField
@@ -158,6 +158,10 @@ def compute_settings(config: ImageExperimentConfig, ctx: RunContext) -> Iterator
 IMAGE_DATASETS = ("digits", "lfw", "celeba", "folder", "npy")
 """The ``dataset`` values of the image experiments."""
 
+CELEBA_ALTERNATIVE = "set dataset=lfw or dataset=digits"
+"""What a missing CelebA's error offers instead, in the experiments' config keys (:func:`flowvar.data.celeba_folder`'s
+``otherwise``)."""
+
 
 def check_image_source(config: ImageExperimentConfig, needed: int, size_key: str, experiment: str) -> int:
     """Check, without decoding an image, that ``config``'s data source exists, holds images and at least ``needed``
@@ -177,7 +181,7 @@ def check_image_source(config: ImageExperimentConfig, needed: int, size_key: str
         if not folder.is_dir():
             raise DataError(f"data_dir {folder} does not exist or is not a folder; set data_dir to a folder of image "
                             f"files (.png, .jpg, …)")
-        if not list_image_files(folder):
+        if not count_items("folder", data_dir):  # remembered for the count below
             below = len(list_image_files(folder, recursive=True))
             where = (f"; its {below} image(s) are in sub-folders, which dataset=folder does not read: set data_dir to "
                      f"the sub-folder that holds them" if below else "; set data_dir to a folder of image files "
@@ -187,10 +191,9 @@ def check_image_source(config: ImageExperimentConfig, needed: int, size_key: str
         raise DataError(f"{experiment} trains a UNet on images, but data_dir {data_dir} holds (N, d) vectors; give an "
                         f"(N, H, W) or (N, C, H, W) array, or study vectors with sigma_tradeoff (flowvar "
                         f"advise-sigma --data {data_dir})")
-    if dataset == "celeba" and data_dir:
-        celeba_folder(data_dir, otherwise="set dataset=lfw or dataset=digits")
-    # the library's messages from here name data_dir and the shape (a missing, unreadable or misshapen .npy)
-    available = count_items(dataset, data_dir, celeba_otherwise="set dataset=lfw or dataset=digits")
+    # the library's messages from here name data_dir and the shape (a missing, unreadable or misshapen .npy) and,
+    # for CelebA, its layout and the datasets to use instead
+    available = count_items(dataset, data_dir, celeba_otherwise=CELEBA_ALTERNATIVE)
     if available < needed:
         fix = f"lower {size_key} to at most {available} or add images" if available >= 2 else "add images (2 at least)"
         raise DataError(f"{size_key} asks for {needed} images but data_dir {data_dir or dataset} holds only "
@@ -368,6 +371,7 @@ def grid_figure(ctx: RunContext, name: str, rows: Sequence[tuple[str, Tensor]], 
 
 
 __all__ = [
+    "CELEBA_ALTERNATIVE",
     "IMAGE_DATASETS",
     "THREADS_ENV",
     "ImageExperimentConfig",

@@ -76,6 +76,7 @@ from flowvar.data import SOURCES, ImageSet, check_split_size, load_split
 from flowvar.errors import ConfigError, SolverError, TrainingError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, mechanism_precondition
 from flowvar.experiments._imaging import (
+    CELEBA_ALTERNATIVE,
     ImageExperimentConfig,
     build_unet,
     compute_settings,
@@ -201,7 +202,7 @@ class SigmaTradeoffConfig(ImageExperimentConfig, GMMTargetConfig):
                               f"{self.alpha}")
         if self.dataset != "gmm":  # the data exist and suffice: one line before anything is written, not at run time
             check_split_size(self.dataset, self.data_dir, self.n_train, self.min_heldout,
-                             celeba_otherwise="set dataset=lfw or dataset=digits")
+                             celeba_otherwise=CELEBA_ALTERNATIVE)
 
 
 
