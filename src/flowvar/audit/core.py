@@ -48,7 +48,15 @@ from flowvar.audit.loading import (
     load_labelled,
     load_labels,
 )
-from flowvar.audit.sections import Section, copying, endpoints, generalisation_gap, gradient_signal, pair_recovery
+from flowvar.audit.sections import (
+    Section,
+    copying,
+    endpoints,
+    generalisation_gap,
+    gradient_signal,
+    pair_recovery,
+    real_copy_baseline,
+)
 from flowvar.errors import ConfigError, DataError, FlowvarError, ShapeError, check_positive_int, check_sigma
 from flowvar.results import Result, atomic_write_bytes, atomic_write_text, judge, judgement_text, staged_folder
 from flowvar.sampling import valid_methods
@@ -496,9 +504,13 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     field_ = AdaptedField(model, check.chosen, la)
 
     sections: list[Section] = []
+    # how often real data count as copies of a training item: the copy test's baseline and pair recovery's reference
+    # for endpoints that land on other training items (a nearest-neighbour search over the data, measured once)
+    real = real_copy_baseline(train_exact, held_exact)
     if x0_pairs is not None:
         sections.append(pair_recovery(field_, x0_pairs, train_exact, method=method, steps=steps,
-                                      coarse_steps=coarse_steps, labels=cond, generator=gen, heldout=held_exact))
+                                      coarse_steps=coarse_steps, labels=cond, generator=gen, heldout=held_exact,
+                                      real=real))
     noise = torch.randn((samples, *shape), generator=gen, dtype=dtype)
     # fresh samples of a conditional model: each under the label of a random training item (the training classes'
     # frequencies); drawn after the noise, so an unconditional audit's draws are unchanged. Continuous conditions
@@ -513,7 +525,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         fresh_labels = cond[torch.randint(0, train.shape[0], (samples,), generator=gen)]
         under = "training conditions" if cc.continuous else ""
     generated = endpoints(field_, noise, method, steps, fresh_labels)
-    sections.append(copying(generated, train_exact, held_exact, conditioned_on=under))
+    sections.append(copying(generated, train_exact, held_exact, conditioned_on=under, real=real))
     sections.append(generalisation_gap(generated, train_exact, held_exact, gen, conditioned_on=under))
     sections.append(gradient_signal(field_, train, x0_pairs, held, sigma=sigma, n_per_bin=grad_samples,
                                     n_bins=t_bins, generator=gen, labels=cond,

@@ -122,7 +122,7 @@ def class_groups(labels: Tensor) -> list[Tensor]:
 
 def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, steps: int, coarse_steps: int,
                   labels: Tensor | None = None, generator: torch.Generator | None = None,
-                  heldout: Tensor | None = None) -> Section:
+                  heldout: Tensor | None = None, real: RealCopyBaseline | None = None) -> Section:
     """Integrate every training source x0_i (N, *shape) and ask whether its endpoint's nearest training target is its
     own partner x1_i, on a fine (``steps``) and a coarse (``coarse_steps``) grid of ``method``. An adaptive
     ``method`` (:func:`adaptive_method`) is one solve whatever the steps, so the fine reading is that solve and the
@@ -211,7 +211,8 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     if continuous:
         chance = fine["chance"]
     # how often real data land on a training item: the reference for the endpoints that land on other ones
-    real = real_copy_baseline(x1c, heldout.detach().cpu() if heldout is not None else None)
+    if real is None:  # the audit measures it once for this section and the copy test
+        real = real_copy_baseline(x1c, heldout.detach().cpu() if heldout is not None else None)
     landed = fine["landed_on_other_target"]
     checked = rules.pair_landing_checkable(real.share)
     suspect = rules.pair_landing_suspect(landed, real.share)
@@ -365,7 +366,8 @@ def real_copy_baseline(train: Tensor, heldout: Tensor | None) -> RealCopyBaselin
     return RealCopyBaseline(ratios, share, n_effective, source, heldout is not None)
 
 
-def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditioned_on: str = "") -> Section:
+def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditioned_on: str = "",
+            real: RealCopyBaseline | None = None) -> Section:
     """Share of fresh samples that copy a training item: r_i < COPY_RATIO (:func:`knn_ratio`), against the same
     share for real data (the data set's own near-duplicates): held-out items against the training set, or without
     held-out data each training item against the others (:func:`leave_one_out_ratio`); the NN1/NN2 ratio test
@@ -376,7 +378,8 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditione
     k = min(rules.COPY_K, n)
     r, _, nn_idx = knn_ratio(generated, train, k)
     copy_fraction = float((r < rules.COPY_RATIO).double().mean())
-    real = real_copy_baseline(train, heldout)
+    if real is None:
+        real = real_copy_baseline(train, heldout)
     r_h, source, n_base, base = real.ratios, real.source, real.n_effective, real.share
     nn12 = nn_distance_ratio(generated, train, rules.COPY_RATIO) if n >= 2 else None
     se = rules.excess_standard_error(copy_fraction, m, base, n_base)
