@@ -29,47 +29,18 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
 from flowvar.errors import ConfigError
-from flowvar.models import MLPField
 
 L = pytest.importorskip("lightning", reason="the Lightning callback needs `pip install lightning` (make setup)")
 from flowvar.integrations.lightning import GradientVarianceCallback  # noqa: E402
+from lightning_checks import Flow, loader, per_sample_gradients  # noqa: E402
 
 # Lightning 2.6 on torch 2.13: a deprecation inside Lightning's own pytree helper, nothing of ours
 pytestmark = pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)`")
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
 EVERY, T_BINS, SNAPSHOT_STEP = 10, 3, 20
-
-
-class Flow(L.LightningModule):
-    """CFM with σ = 0 on a shifted 2-D Gaussian: the contract's three pieces (model, per_sample_losses, mean)."""
-
-    def __init__(self, calls: int = 1) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.model = MLPField(2, width=16, depth=2)
-        self.calls = calls
-        self.last: tuple[Tensor, Tensor, Tensor] | None = None
-
-    def per_sample_losses(self, batch: list[Tensor]) -> tuple[Tensor, Tensor]:
-        (x1,) = batch
-        x0 = torch.randn_like(x1)
-        t = torch.rand(x1.shape[0], dtype=x1.dtype)
-        xt = (1 - t[:, None]) * x0 + t[:, None] * x1
-        self.last = (xt.detach(), t, (x1 - x0).detach())
-        return (self.model(xt, t) - (x1 - x0)).pow(2).sum(1), t
-
-    def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
-        for _ in range(self.calls - 1):
-            self.per_sample_losses(batch)
-        losses, _ = self.per_sample_losses(batch)
-        return losses.mean()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
 class Snapshot(L.Callback):
@@ -87,12 +58,6 @@ class Snapshot(L.Callback):
             self.taken = {"model": copy.deepcopy(pl_module.model), "batch": pl_module.last}
 
 
-def _loader(n: int = 240, batch: int = 24) -> torch.utils.data.DataLoader:
-    g = torch.Generator().manual_seed(1)
-    data = torch.utils.data.TensorDataset(torch.randn(n, 2, generator=g, dtype=F64) + 3.0)
-    return torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, generator=g)
-
-
 def _trainer(tmp_path: Path, callbacks: list[L.Callback], steps: int = 40, log_every: int = EVERY,
              **kw: Any) -> L.Trainer:
     return L.Trainer(max_steps=steps, callbacks=callbacks, log_every_n_steps=log_every, accelerator="cpu",
@@ -102,13 +67,7 @@ def _trainer(tmp_path: Path, callbacks: list[L.Callback], steps: int = 40, log_e
 
 def _reference(model: nn.Module, xt: Tensor, t: Tensor, ut: Tensor) -> dict[str, Any]:
     """tr Cov(g) and the unbiased per-bin traces from torch.func per-sample gradients of ‖v(x_t, t) − u_t‖²."""
-    params = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(p: dict[str, Tensor], x: Tensor, s: Tensor, u: Tensor) -> Tensor:
-        return (functional_call(model, p, (x[None], s[None])) - u[None]).pow(2).sum()
-
-    per = vmap(grad(loss), in_dims=(None, 0, 0, 0))(params, xt, t, ut)
-    g = torch.cat([v.reshape(v.shape[0], -1) for v in per.values()], 1)
+    g = per_sample_gradients(model, xt, t, ut)
     bins = (t * T_BINS).long().clamp(max=T_BINS - 1)
     per_bin = []
     for k in range(T_BINS):
@@ -121,7 +80,7 @@ def test_lightning_callback_logs_the_monitor_trace(tmp_path: Path) -> None:
     callback, snapshot = GradientVarianceCallback(every=EVERY, t_bins=T_BINS), Snapshot(SNAPSHOT_STEP)
     module = Flow()
     trainer = _trainer(tmp_path, [callback, snapshot])
-    trainer.fit(module, _loader())
+    trainer.fit(module, loader())
     history = callback.monitor.history
     assert [r["step"] for r in history] == [10, 20, 30, 40]
     with open(Path(trainer.logger.log_dir) / "metrics.csv", newline="") as fh:
@@ -161,7 +120,7 @@ def test_lightning_logger_gets_each_measurement_once_at_its_own_step(tmp_path: P
     batch's step and with its numbers; ``callback_metrics`` holds the latest measurement."""
     callback = GradientVarianceCallback(every=every, t_bins=T_BINS, warn=False)
     trainer = _trainer(tmp_path, [callback], steps=20, log_every=log_every)
-    trainer.fit(Flow(), _loader())
+    trainer.fit(Flow(), loader())
     history = callback.monitor.history
     assert [r["step"] for r in history] == list(range(every, 21, every))
     rows = _logged_rows(trainer)
@@ -200,7 +159,7 @@ def test_lightning_manual_optimisation_with_two_optimizers_measures_every_every_
     logged under their own batch's step, and batch 4's trace equals the torch.func reference of that batch."""
     callback, snapshot = GradientVarianceCallback(every=2, t_bins=T_BINS, warn=False), Snapshot(4)
     trainer = _trainer(tmp_path, [callback, snapshot], steps=32, log_every=2)
-    trainer.fit(TwoOptimizers(), _loader())
+    trainer.fit(TwoOptimizers(), loader())
     assert trainer.global_step == 32
     history = callback.monitor.history
     assert [r["step"] for r in history] == list(range(2, 17, 2))
@@ -238,7 +197,7 @@ class NoLosses(Flow):
 def test_lightning_contract_errors_are_one_line(tmp_path: Path, module: Any, kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as err:
         _trainer(tmp_path, [GradientVarianceCallback(every=1, t_bins=T_BINS)], steps=2, log_every=1,
-                 **kw).fit(module(), _loader())
+                 **kw).fit(module(), loader())
     assert "\n" not in str(err.value)
 
 
@@ -269,17 +228,17 @@ def test_lightning_resume_from_a_checkpoint_restores_the_monitor_state(tmp_path:
     """fit 20 steps with a checkpoint, then fit(ckpt_path=...) to 40: the callback's monitor state (detector peaks,
     records logged) comes back from Lightning's checkpoint, so the resumed monitor ends where a 40-step run ends."""
     straight = GradientVarianceCallback(every=EVERY, t_bins=T_BINS, profile_every=3, warn=False)
-    _trainer(tmp_path / "a", [straight]).fit(Flow(), _loader())
+    _trainer(tmp_path / "a", [straight]).fit(Flow(), loader())
 
     first = GradientVarianceCallback(every=EVERY, t_bins=T_BINS, profile_every=3, warn=False)
     saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=20)
     trainer = L.Trainer(max_steps=20, callbacks=[first, saver], log_every_n_steps=EVERY, accelerator="cpu",
                         devices=1, precision="64-true", logger=False, enable_progress_bar=False,
                         enable_model_summary=False)
-    trainer.fit(Flow(), _loader())
+    trainer.fit(Flow(), loader())
     assert first.monitor is not None and first.monitor.state_dict()["logged"] == 2
     resumed = GradientVarianceCallback(every=EVERY, t_bins=T_BINS, profile_every=3, warn=False)
-    _trainer(tmp_path / "b", [resumed]).fit(Flow(), _loader(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    _trainer(tmp_path / "b", [resumed]).fit(Flow(), loader(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert resumed.monitor is not None and [r["step"] for r in resumed.monitor.history] == [30, 40]
     state = resumed.monitor.state_dict()
     assert state["logged"] == straight.monitor.state_dict()["logged"] == 4
@@ -302,9 +261,9 @@ def test_lightning_resume_continues_the_log_and_a_new_run_replaces_it(tmp_path: 
 
     saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=20)
     L.Trainer(max_steps=20, callbacks=[callback(), saver], accelerator="cpu", devices=1, precision="64-true",
-              logger=False, enable_progress_bar=False, enable_model_summary=False).fit(Flow(), _loader())
+              logger=False, enable_progress_bar=False, enable_model_summary=False).fit(Flow(), loader())
     assert steps() == [10, 20]
-    _trainer(tmp_path / "b", [callback()]).fit(Flow(), _loader(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    _trainer(tmp_path / "b", [callback()]).fit(Flow(), loader(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert steps() == [10, 20, 30, 40]
-    _trainer(tmp_path / "c", [callback(every=15)]).fit(Flow(), _loader())
+    _trainer(tmp_path / "c", [callback(every=15)]).fit(Flow(), loader())
     assert steps() == [15, 30]

@@ -23,43 +23,23 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor
-from torch.func import functional_call, grad, vmap
 
 from flowvar.errors import ConfigError
-from flowvar.models import MLPField
 
 L = pytest.importorskip("lightning", reason="the Lightning callback needs `pip install lightning` (make setup)")
 from lightning.pytorch.callbacks import GradientAccumulationScheduler  # noqa: E402
 
 from flowvar.integrations.lightning import GradientVarianceCallback  # noqa: E402
+from lightning_checks import Flow as CheckFlow  # noqa: E402
+from lightning_checks import loader, per_sample_gradients  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)`")
-F64 = torch.float64
 
 
-class Flow(L.LightningModule):
-    """CFM with σ = 0 on a shifted 2-D Gaussian; keeps the last batch's (x_t, t, u_t) for the reference."""
+class Flow(CheckFlow):
+    """The shared flow, trained by SGD."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.model = MLPField(2, width=16, depth=2)
-        self.last: tuple[Tensor, Tensor, Tensor] | None = None
-
-    def per_sample_losses(self, batch: list[Tensor]) -> tuple[Tensor, Tensor]:
-        (x1,) = batch
-        x0 = torch.randn_like(x1)
-        t = torch.rand(x1.shape[0], dtype=x1.dtype)
-        xt = (1 - t[:, None]) * x0 + t[:, None] * x1
-        self.last = (xt.detach(), t, (x1 - x0).detach())
-        return (self.model(xt, t) - (x1 - x0)).pow(2).sum(1), t
-
-    def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
-        losses, _ = self.per_sample_losses(batch)
-        return losses.mean()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=1e-2)
+    optimizer = torch.optim.SGD
 
 
 class HandMadeMicroBatches(Flow):
@@ -90,12 +70,6 @@ class Snapshots(L.Callback):
         self.taken.append((step, copy.deepcopy(pl_module.model), pl_module.last))
 
 
-def _loader(n: int = 240, batch: int = 24) -> torch.utils.data.DataLoader:
-    g = torch.Generator().manual_seed(1)
-    data = torch.utils.data.TensorDataset(torch.randn(n, 2, generator=g, dtype=F64) + 3.0)
-    return torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, generator=g)
-
-
 def _trainer(tmp_path: Path, callbacks: list[L.Callback], **kw: Any) -> L.Trainer:
     return L.Trainer(callbacks=callbacks, accelerator="cpu", devices=1, precision="64-true",
                      logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_checkpointing=False,
@@ -104,13 +78,7 @@ def _trainer(tmp_path: Path, callbacks: list[L.Callback], **kw: Any) -> L.Traine
 
 def _reference_trace(model: torch.nn.Module, xt: Tensor, t: Tensor, ut: Tensor) -> float:
     """tr Cov(g) of ‖v(x_t, t) − u_t‖² from torch.func per-sample gradients."""
-    params = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(p: dict[str, Tensor], x: Tensor, s: Tensor, u: Tensor) -> Tensor:
-        return (functional_call(model, p, (x[None], s[None])) - u[None]).pow(2).sum()
-
-    per = vmap(grad(loss), in_dims=(None, 0, 0, 0))(params, xt, t, ut)
-    g = torch.cat([v.reshape(v.shape[0], -1) for v in per.values()], 1)
+    g = per_sample_gradients(model, xt, t, ut)
     return float((g - g.mean(0)).pow(2).sum(1).mean())
 
 
@@ -129,7 +97,7 @@ def test_accumulate_grad_batches_is_measured_per_micro_batch_exactly(tmp_path: P
     exact, and the logger gets both under that step's row."""
     callback, snapshots = GradientVarianceCallback(every=5, t_bins=None, warn=False), Snapshots()
     trainer = _trainer(tmp_path, [callback, snapshots], max_steps=5, accumulate_grad_batches=2, log_every_n_steps=1)
-    trainer.fit(Flow(), _loader())
+    trainer.fit(Flow(), loader())
     assert _check_against_reference(callback, snapshots, every=5) == [5, 5]
 
 
@@ -141,7 +109,7 @@ def test_accumulation_that_a_scheduler_starts_later_is_measured_exactly(tmp_path
                        log_every_n_steps=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(Flow(), _loader())
+        trainer.fit(Flow(), loader())
     assert not [w for w in caught if w.category.__module__.startswith("flowvar")]
     assert _check_against_reference(callback, snapshots, every=5) == [5, 10, 15, 15]
 
@@ -152,7 +120,7 @@ def test_hand_made_micro_batches_in_manual_optimisation_are_refused(tmp_path: Pa
     callback = GradientVarianceCallback(every=2, t_bins=None, warn=False)
     trainer = _trainer(tmp_path, [callback], max_steps=4, log_every_n_steps=1)
     with pytest.raises(ConfigError, match=r"training batch 2 .*second backward pass.*loss_scale=1/k") as err:
-        trainer.fit(HandMadeMicroBatches(), _loader())
+        trainer.fit(HandMadeMicroBatches(), loader())
     assert "\n" not in str(err.value)
 
 
@@ -168,5 +136,5 @@ def test_a_closure_evaluated_again_in_automatic_optimisation_is_measured_each_ti
     loss): not refused, each evaluation measured exactly (3 per measured batch here)."""
     callback, snapshots = GradientVarianceCallback(every=2, t_bins=None, warn=False), Snapshots()
     trainer = _trainer(tmp_path, [callback, snapshots], max_steps=4, log_every_n_steps=1)
-    trainer.fit(ClosureTwice(), _loader())
+    trainer.fit(ClosureTwice(), loader())
     assert _check_against_reference(callback, snapshots, every=2) == [2, 2, 2, 4, 4, 4]
