@@ -146,3 +146,24 @@ def check_image_result(out: Path, name: str, n_claims: int, figures: list[str]) 
 
 __all__ = ["BAD_GAUSSIAN_CONFIGS", "FULL_M", "IMAGE_TINY", "PNG_MAGIC", "VERDICTS", "assert_complete_gmm_result",
            "check_claims_result", "check_image_result", "claims_of", "has_number"]
+
+
+# ------------------------------------------------------------------------------------- flowvar assemble
+
+
+def rejudge_with_outdated_verdicts(stored: Path, out: Path, expected: Any) -> tuple[Any, Path, list[str]]:
+    """Set every verdict of ``stored``/result.json to refuted (what another rule might have stored), judge it again
+    (:func:`flowvar.sweep.assemble.rejudge_result`, into ``out``) and check that the verdicts are ``expected``'s (the
+    result this code computes) and that every one that changed is named in the note. Returns the re-judged result,
+    its folder and the claims that changed (``expected``'s claims not refuted)."""
+    from flowvar.sweep.assemble import rejudge_result
+
+    data = json.loads((stored / "result.json").read_text())
+    for claim in data["claims"]:
+        claim["verdict"] = "refuted"
+    (stored / "result.json").write_text(json.dumps(data))
+    result, folder = rejudge_result(stored, out)
+    assert [c.verdict for c in result.claims] == [c.verdict for c in expected.claims]
+    changed = [c.id for c in expected.claims if c.verdict != "refuted"]
+    assert all(f"{cid}: refuted → " in result.notes[-1] for cid in changed)
+    return result, folder, changed

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from experiment_checks import rejudge_with_outdated_verdicts
 from flowvar.cli import main
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
@@ -368,15 +369,8 @@ def test_judging_again_replaces_outdated_verdicts_and_says_which(runs: dict[str,
 
     assembled, _ = assemble_sweep(runs["sweep"], tmp_path / "first")
     stored = tmp_path / "first" / "memorisation_phase"
-    data = json.loads((stored / "result.json").read_text())
-    for claim in data["claims"]:
-        claim["verdict"] = "refuted"
-    (stored / "result.json").write_text(json.dumps(data))
-    result, folder = rejudge_result(stored, tmp_path / "second")
-    assert folder == tmp_path / "second" / "memorisation_phase"
-    assert [c.verdict for c in result.claims] == [c.verdict for c in assembled.claims]
-    changed = [c.id for c in assembled.claims if c.verdict != "refuted"]
-    assert changed and all(f"{cid}: refuted → " in result.notes[-1] for cid in changed)
+    result, folder, changed = rejudge_with_outdated_verdicts(stored, tmp_path / "second", assembled)
+    assert folder == tmp_path / "second" / "memorisation_phase" and changed
     source = result.metrics["assembled_from"]
     assert source["command"].startswith("flowvar sweep memorisation_phase") and source["points"] == 4
     assert source["keys"] == assembled.metrics["assembled_from"]["keys"]  # where the points come from, kept

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiment_checks import check_claims_result
+from experiment_checks import check_claims_result, rejudge_with_outdated_verdicts
 from flowvar.cli import main
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import RunContext, build_config, get_experiment, run_experiment
@@ -178,13 +178,7 @@ def test_a_stored_lemma2_result_judged_again_is_unchanged(tmp_path: Path,
     assert again.to_dict()["claims"] == whole.to_dict()["claims"]
     assert {k: v for k, v in again.metrics.items() if k != "assembled_from"} == whole.metrics
     assert again.choices == whole.choices and again.figures == whole.figures and again.notes[:-1] == whole.notes
-    data = json.loads((folder / "result.json").read_text())
-    for claim in data["claims"]:
-        claim["verdict"] = "refuted"
-    (folder / "result.json").write_text(json.dumps(data))
-    result, _ = rejudge_result(folder, tmp_path / "third")
-    assert [c.verdict for c in result.claims] == [c.verdict for c in whole.claims]
-    assert all(f"{c.id}: refuted → " in result.notes[-1] for c in whole.claims if c.verdict != "refuted")
+    rejudge_with_outdated_verdicts(folder, tmp_path / "third", whole)
     # parts split by σ join to the same claims; a missing (σ, seed) is one line
     config = build_config(get_experiment("lemma2"), quick=True, overrides=LEMMA2_TINY)
     rounds = whole.metrics["rounds"]

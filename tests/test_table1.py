@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiment_checks import assert_complete_gmm_result
+from experiment_checks import assert_complete_gmm_result, rejudge_with_outdated_verdicts
 from flowvar.cli import main
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments._exact_minimiser import mechanism_precondition
@@ -195,14 +195,8 @@ def test_judging_a_table1_result_again_replaces_outdated_verdicts(run: tuple[Res
     whole, source = run
     stored = tmp_path / "old" / "table1"
     shutil.copytree(source, stored)
-    data = json.loads((stored / "result.json").read_text())
-    for claim in data["claims"]:
-        claim["verdict"] = "refuted"
-    (stored / "result.json").write_text(json.dumps(data))
-    result, _ = rejudge_result(stored, tmp_path / "new")
-    assert [c.verdict for c in result.claims] == [c.verdict for c in whole.claims]
-    changed = [c.id for c in whole.claims if c.verdict != "refuted"]
-    assert changed and all(f"{cid}: refuted → " in result.notes[-1] for cid in changed)
+    _, _, changed = rejudge_with_outdated_verdicts(stored, tmp_path / "new", whole)
+    assert changed
 
 
 def test_the_published_paper_scale_table1_judged_by_this_code(tmp_path: Path) -> None:
