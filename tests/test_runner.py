@@ -116,6 +116,21 @@ def test_workers_die_when_the_main_process_is_killed(tmp_path: Path) -> None:
     assert _entries(out) == before
 
 
+def test_workers_start_with_sigint_ignored_and_the_parent_keeps_its_handler() -> None:
+    """A terminal's Ctrl-C reaches every worker; one still importing (before init_worker ignores SIGINT) died of it
+    with a traceback of its imports. The pool's workers now start with SIGINT ignored — seen here with no
+    initializer at all — while the parent's own handler is back after each submit."""
+    import multiprocessing
+
+    from flowvar.runner import _SpawnIgnoringInterrupts
+
+    before = signal.getsignal(signal.SIGINT)
+    with _SpawnIgnoringInterrupts(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        in_worker = pool.submit(signal.getsignal, signal.SIGINT).result(timeout=120)
+        assert signal.getsignal(signal.SIGINT) is before
+    assert in_worker == signal.SIG_IGN
+
+
 def test_a_workers_log_records_reach_the_parents_handlers(tmp_path: Path) -> None:
     """With --jobs > 1 the experiments run in spawned workers: their ``flowvar`` log lines (a training's "resumed
     from ...") reach the parent's handlers — OUT/reproduce.log — as a serial run's do, and only once."""

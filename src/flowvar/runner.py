@@ -6,12 +6,12 @@
   (``jobs`` spawned workers) or :class:`RayBackend` (a Ray cluster or a local instance); :func:`make_backend`
   picks one from the command line, :func:`dispatch` runs a list of items on it with a start callback per slot.
 
-* :func:`worker_pool` — a spawn-context process pool whose workers set their torch thread count, ignore SIGINT
-  (the parent decides what an interrupt means) and watch their parent: on Linux the kernel sends them SIGKILL when
-  it dies (``PR_SET_PDEATHSIG``), and on every platform a watchdog thread exits the worker within a second of its
-  parent disappearing (a ``kill -9`` of the parent, or of its whole process group). When the ``with`` block ends by
-  an exception (an interrupt included) every worker is terminated before the exception goes on, so no worker can
-  write into the output folder after the parent has released its lock.
+* :func:`worker_pool` — a spawn-context process pool whose workers start with SIGINT ignored (the parent decides what
+  an interrupt means), set their torch thread count and watch their parent: on Linux the kernel sends them SIGKILL
+  when it dies (``PR_SET_PDEATHSIG``), and on every platform a watchdog thread exits the worker within a second of its
+  parent disappearing (a ``kill -9`` of the parent, or of its whole process group). When the ``with`` block ends by an
+  exception (an interrupt included) every worker is terminated before the exception goes on, so no worker can write
+  into the output folder after the parent has released its lock.
 * :class:`ProcessBackend` survives a worker that dies (killed, out of memory): the pool it broke is replaced and
   every unfinished item resubmitted; the item whose worker died is retried once, alone, then reported failed.
 * :func:`sigterm_as_interrupt` — SIGTERM (what ``timeout``, CI cancellation and ``kill`` send) raises
@@ -118,6 +118,26 @@ def terminate_workers(pool: ProcessPoolExecutor, grace_s: float = 3.0) -> None:
                 p.join(1.0)
 
 
+class _SpawnIgnoringInterrupts(ProcessPoolExecutor):
+    """A process pool whose workers start with SIGINT ignored, before Python imports anything in them.
+
+    A terminal's Ctrl-C reaches the whole process group; a worker still importing (spawn: a fresh interpreter
+    unpickling its task's modules, a second or two) would die of it with a traceback of its imports, before
+    :func:`init_worker` can ignore it. An ignored signal survives ``exec`` (a handled one is reset), so each submit —
+    where this pool spawns its workers — runs with SIGINT ignored in this process for that moment; a Ctrl-C inside
+    those few milliseconds is lost (press it again), one outside them interrupts as always. Off the main thread,
+    where no handler can be set, submit is plain."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if threading.current_thread() is not threading.main_thread():
+            return super().submit(fn, *args, **kwargs)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def worker_pool(jobs: int, threads: int, starts: Any = None) -> Iterator[ProcessPoolExecutor]:
     """``jobs`` spawned workers (see the module doc); on an exception every worker is ended before it propagates.
@@ -125,8 +145,8 @@ def worker_pool(jobs: int, threads: int, starts: Any = None) -> Iterator[Process
     context = multiprocessing.get_context("spawn")
     log_queue = context.Queue()
     with forwarded_from_workers(log_queue):  # stopped after the workers: their last records are in the queue
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=init_worker,
-                                   initargs=(threads, os.getpid(), log_queue, starts))
+        pool = _SpawnIgnoringInterrupts(max_workers=jobs, mp_context=context, initializer=init_worker,
+                                          initargs=(threads, os.getpid(), log_queue, starts))
         try:
             yield pool
         except BaseException:
