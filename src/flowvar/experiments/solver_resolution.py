@@ -54,10 +54,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.couplings import RotatedOTCoupling
-from flowvar.errors import ConfigError
+from flowvar.errors import ConfigError, DataError
 from flowvar.experiments._seed_replicates import (
     SeedVerdicts,
     in_every_seed,
@@ -77,12 +78,13 @@ from flowvar.experiments._seed_replicates import (
     seeds_rule_text,
     status_over_seeds,
 )
-from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.base import RunContext, assembles, register
+from flowvar.experiments.fig6 import fit_allowance, fit_allowance_text
 from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
-from flowvar.results import Precondition, atomic_write_bytes
+from flowvar.results import Precondition, all_preconditions, atomic_write_bytes
 from flowvar.seeding import Streams
 from flowvar.train import CHECKPOINT_NAME, train_cfm
 
@@ -307,31 +309,59 @@ def joint_status(sigma0: str, contrast: str) -> str:
 
 
 NO_GAP = 0.1
-"""resolution_rule: |gap| below this at every fitted training length refutes the resolution dependence."""
+"""resolution_rule: a gap below this (none, or reversed) at every fitted training length refutes the dependence."""
 WINDOW_REFUTE = 0.7
-"""window_rule: agreement below this refutes the turning-window explanation."""
+"""window_rule: a balanced agreement below this refutes the turning-window explanation (chance is 0.5)."""
 
 
 def resolution_rule(gaps: list[float | None], margin: float) -> str:
     """solver_resolution.sigma0_depends_on_resolution from the coarse − fine gaps, one per (fitted) training length.
 
-    Confirmed if every gap is known and ≥ ``margin``; refuted if every gap is known and |gap| < :data:`NO_GAP`;
-    inconclusive otherwise (a gap that could not be computed, e.g. no coarse odd grid, counts neither way).
+    Confirmed if every gap is known and ≥ ``margin``; refuted if every gap is known and < :data:`NO_GAP` (the coarse
+    odd grids never land on the rotation side more than the fine solvers do: no dependence, |gap| small, or the
+    reverse one, gap ≤ −``margin``); inconclusive otherwise (a gap that could not be computed, e.g. no coarse odd
+    grid, counts neither way).
     """
     if not gaps or any(g is None for g in gaps):
         return "inconclusive"
     known = [float(g) for g in gaps if g is not None]
+    if not all(math.isfinite(g) for g in known):
+        return "inconclusive"
     if all(g >= margin for g in known):
         return "confirmed"
-    if all(abs(g) < NO_GAP for g in known):
+    if all(g < NO_GAP for g in known):
         return "refuted"
     return "inconclusive"
 
 
+def balanced_agreement(observed: Sequence[bool], predicted: Sequence[bool]) -> float | None:
+    """The balanced accuracy of ``predicted`` against ``observed`` (per case: True = the majority of endpoints on the
+    rotation side): ½ (share of the observed-rotation cases predicted rotation + share of the observed-translation
+    cases predicted translation). A predictor that ignores its input ("always translation") scores ½ whatever the
+    classes' sizes, where its plain agreement is the majority class's share (~0.9 here). None when either side
+    was never observed (the score would then be a plain agreement) or the lists are empty."""
+    if len(observed) != len(predicted):
+        raise ConfigError(f"balanced_agreement: {len(observed)} observed vs {len(predicted)} predicted cases")
+    rotation = [p for o, p in zip(observed, predicted, strict=True) if o]
+    translation = [not p for o, p in zip(observed, predicted, strict=True) if not o]
+    if not rotation or not translation:
+        return None
+    return 0.5 * (sum(rotation) / len(rotation) + sum(translation) / len(translation))
+
+
+def window_score(balanced_all: float | None, balanced_sigma0: float | None) -> float | None:
+    """What :func:`window_rule` judges for one seed: the smaller of the balanced agreement over all its cases and
+    over its σ = 0 networks' cases alone (the σ = 0 networks are the claim's subject, and the σ > 0 cases, almost
+    all on the translation side, must not carry them); None if either is None."""
+    if balanced_all is None or balanced_sigma0 is None:
+        return None
+    return min(balanced_all, balanced_sigma0)
+
+
 def window_rule(agreement: float | None, threshold: float) -> str:
-    """solver_resolution.window_explains_jumps from the share of one seed's (network, Euler grid) cases whose
-    predicted majority side agrees with the observed one: confirmed if ≥ ``threshold``, refuted if
-    < :data:`WINDOW_REFUTE`, inconclusive in between, with no cases (None) or a non-finite share."""
+    """solver_resolution.window_explains_jumps from one seed's :func:`window_score` (balanced agreement of the
+    predicted and observed majority side over its (network, Euler grid) cases): confirmed if ≥ ``threshold``,
+    refuted if < :data:`WINDOW_REFUTE`, inconclusive in between, with no score (None) or a non-finite one."""
     if agreement is None or not math.isfinite(agreement):
         return "inconclusive"
     if agreement >= threshold:
@@ -349,26 +379,51 @@ def resolution_over_seeds(gaps: dict[str, list[float | None]], margin: float) ->
 
 
 def window_over_seeds(agreement: dict[str, float | None], threshold: float) -> SeedVerdicts:
-    """solver_resolution.window_explains_jumps over training seeds: :func:`window_rule` on each seed's agreement (the
-    share of that seed's own (network, Euler grid) cases; never pooled across seeds), combined by
+    """solver_resolution.window_explains_jumps over training seeds: :func:`window_rule` on each seed's
+    :func:`window_score` (from that seed's own (network, Euler grid) cases; never pooled across seeds), combined by
     :func:`flowvar.experiments._seed_replicates.combine_seeds`."""
     return over_seeds(agreement, lambda seed_agreement: window_rule(seed_agreement, threshold))
 
 
 def fit_precondition(sigma: float, excess: dict[int, float], allowed: float, dim: int = 2) -> Precondition:
     """At least one training length's network at noise σ fitted the coupling: training loss − L_min(σ) ≤ ``allowed``
-    (= L_min(contrast σ), as in fig6). ``excess``: training length → measured excess loss. Scale: 4d, the loss of
-    the best constant field v = μ."""
+    (:func:`flowvar.experiments.fig6.fit_allowance` (σ, contrast σ), fig6's: for σ = 0 half the σ = 0 loss of the
+    exact CFM(contrast σ) minimiser, for σ > 0 L_min(contrast σ)). ``excess``: training length → measured excess
+    loss. Scale: 4d, the loss of the best constant field v = μ."""
     fitted = sorted(k for k, v in excess.items() if math.isfinite(v) and v <= allowed)
     scale = 4.0 * dim
     return Precondition(
         f"some training length's σ = {sigma:g} network fitted the coupling (training loss − L_min(σ) ≤ "
-        f"{allowed:.4g} = {allowed / scale:.3g} × {scale:g}, the loss of the best constant field); only fitted "
-        f"lengths enter the claim",
+        f"{allowed:.4g} = {allowed / scale:.3g} × {scale:g}, the loss of the best constant field; fig6.fit_allowance); "
+        f"only fitted lengths enter the claim",
         holds=bool(fitted),
         measured={"excess_loss": {f"train_steps={k}": v for k, v in sorted(excess.items())},
                   "allowed_excess": allowed, "fitted_train_steps": fitted},
         remedy="add a longer training length (train_steps) or widen the network")
+
+
+def judged_solvers(exact: Mapping[str, str], holds: str, reference: str, details: Mapping[str, str] | None = None
+                   ) -> tuple[list[str], dict[str, str]]:
+    """The solvers on which a per-setting claim is judged: those where the exact reference itself has the status the
+    claim asserts (``holds``), and why each other one is left out.
+
+    ``exact``: solver → the exact reference's status for the claim's statement (the exact σ minimiser's
+    :func:`flowvar.metrics.rotation_pairing_status`, "failed" for a stopped solver; for the Fig. 6 conclusion the
+    :func:`joint_status` of the exact σ = 0 field and the exact contrast minimiser); ``reference``: its name, for the
+    reasons. Where even the exact minimiser does not behave as the claim says (the exact CFM(σ) minimiser lands on
+    the rotation side on odd Euler grids with h = 1/n > σ; the exact σ = 0 field stops at t = ½ on even grids,
+    midpoint and RK4), a network that does the same obeys its σ's CFM optimum, so that setting cannot count for or
+    against the claim. ``details``: solver → what the reason adds in brackets (the joint claim: both references'
+    statuses). Returns (judged solvers in ``exact``'s order, {solver: reason} for the rest)."""
+    judged = [solver for solver, status in exact.items() if status == holds]
+    not_judged = {}
+    for solver, status in exact.items():
+        if status == holds:
+            continue
+        what = "stops there" if status == "failed" else f"is itself '{status}' there"
+        extra = f" ({details[solver]})" if details and solver in details else ""
+        not_judged[solver] = f"not judged: the {reference} {what}{extra}, where the claim says '{holds}'"
+    return judged, not_judged
 
 
 def point_rows(sigma: float, train_steps: int | None, field_kind: str, outcomes: dict[str, dict[str, Any] | str],
@@ -432,20 +487,8 @@ def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, ct
 # ---------------------------------------------------------------------------------------------- the run
 
 
-@register("solver_resolution",
-          title="Solver resolution: 180° + μ coupling across Euler step counts, dopri5, training length and σ",
-          config=SolverResolutionConfig,
-          paper={"fig6": "deterministic training learns the rotation anyway, and inference reproduces the training "
-                         "pairs; σ = 0.05 already restores generalisation (PAPER.md §2, §3.3)",
-                 "design_D": "expect the outcome to depend on the solver resolution: Euler steps wider than the "
-                             "network's turning window around t = ½ jump over it; fine grids and adaptive solvers "
-                             "follow the smooth field (PAPER.md §4, Fig. 6)"})
-def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
-    problem, _ = counterexample_problem(config.mu, 2)
-    mu = problem.mean
-    names = solver_names(config)
-    replicas = [ctx.replicate(k) for k in range(config.n_seeds)]
-    seeds = [rep.seed for rep in replicas]
+def _record_choices(config: SolverResolutionConfig, ctx: RunContext, seeds: list[int]) -> None:
+    """The run's choices (also what :func:`assemble` records when it judges stored points)."""
     ctx.choice("μ", f"'+5' read as μ = ({config.mu}, {config.mu}) (PAPER.md §2 [I])")
     ctx.choice("network and training", f"fig6's: MLPField width {config.width}, depth {config.depth}, "
                f"{config.activation}, Adam lr {config.lr}, batch {config.batch_size}, fresh 180° pairs per step, "
@@ -463,9 +506,9 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
                f"way); over seeds (_seed_replicates.combine_seeds): every seed must agree")
     ctx.choice("fit precondition", f"a (seed, σ, training length) network enters the per-setting claims when its "
                f"training loss (mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = 8σ·arctan(1/σ) by "
-               f"at most L_min({config.contrast_sigma:g}) = {counterexample_min_loss(config.contrast_sigma):.4g} "
-               f"(scale 8, the loss of the best constant field; fig6's precondition); every seed needs one such "
-               f"length")
+               f"at most (fig6.fit_allowance, fig6's precondition): σ = 0, "
+               f"{fit_allowance_text(0.0, config.contrast_sigma)}; σ > 0, "
+               f"{fit_allowance_text(config.contrast_sigma, config.contrast_sigma)}; every seed needs one such length")
     ctx.choice("replicates", f"{config.n_seeds} training seed(s) ({seeds[0]}…{seeds[-1]}), each with its own "
                f"initialisation and batch stream (the seed's 'init' and 'batches' streams), one run per (seed, σ) "
                f"with its checkpoints at every training length; every claim's rule judges each seed's networks on "
@@ -474,6 +517,22 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
     ctx.choice("turning window", f"radial rate k = ⟨v(tμ + y) − v(tμ − y), y⟩/(2‖y‖²) on the training lines "
                f"y = (1 − 2t) x0 of {config.window_sources} sources, median over sources, {config.window_points} "
                f"log-spaced s = 1 − 2t in [{config.window_s_min}, 0.5]; w = 1/max contraction rate")
+
+
+@register("solver_resolution",
+          title="Solver resolution: 180° + μ coupling across Euler step counts, dopri5, training length and σ",
+          config=SolverResolutionConfig,
+          paper={"fig6": "deterministic training learns the rotation anyway, and inference reproduces the training "
+                         "pairs; σ = 0.05 already restores generalisation (PAPER.md §2, §3.3)",
+                 "design_D": "expect the outcome to depend on the solver resolution: Euler steps wider than the "
+                             "network's turning window around t = ½ jump over it; fine grids and adaptive solvers "
+                             "follow the smooth field (PAPER.md §4, Fig. 6)"})
+def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
+    problem, _ = counterexample_problem(config.mu, 2)
+    mu = problem.mean
+    replicas = [ctx.replicate(k) for k in range(config.n_seeds)]
+    seeds = [rep.seed for rep in replicas]
+    _record_choices(config, ctx, seeds)
 
     x0 = torch.randn(config.n_eval, 2, generator=ctx.generator("eval"), dtype=torch.float64)  # fig6's sources
     xw = x0[:config.window_sources]
@@ -507,8 +566,21 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
                     excess = stats["loss_mean_last_5pct"] - floor
                     training.append({"seed": seed, "sigma": sigma, "train_steps": steps, **stats,
                                      "minimum_loss": floor, "excess_loss": excess,
-                                     "fitted": bool(excess <= counterexample_min_loss(config.contrast_sigma)),
+                                     "fitted": bool(excess <= fit_allowance(sigma, config.contrast_sigma)),
                                      "eval_s": time.perf_counter() - start})
+    # the turning-window figure's profiles (exact minimisers; the first seed at its longest training), so that
+    # assemble can draw it again from the stored result
+    longest = max(config.train_steps)
+    stored = [{"seed": sd, "sigma": sg, "train_steps": n, **dataclasses.asdict(w)}
+              for (sd, sg, n), w in profiles.items() if sd is None or (sd == seeds[0] and n == longest)]
+    _judge(ctx, config, points, windows, training, stored, seeds)
+
+
+def _judge(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[str, Any]],
+           windows: list[dict[str, Any]], training: list[dict[str, Any]], profile_rows: list[dict[str, Any]],
+           seeds: list[int]) -> None:
+    """Record the metrics, claims and figures from the points, windows, training rows and stored window profiles
+    (what :func:`run` computed, or what :func:`assemble` read from stored results)."""
     ctx.metric("points", points)
     ctx.metric("windows", windows)
     ctx.metric("training", training)
@@ -516,8 +588,89 @@ def run(config: SolverResolutionConfig, ctx: RunContext) -> None:
     ctx.metric("status", _nested(points, "status"))
     ctx.metric("window_halfwidth", {f"sigma={s}": {_row_key(w["seed"], w["train_steps"]): w["halfwidth"]
                                                    for w in windows if w["sigma"] == s} for s in config.sigmas})
+    ctx.metric("window_profiles", profile_rows)
+    fields = {f.name for f in dataclasses.fields(TurningWindow)}
+    profiles = {(r["seed"], r["sigma"], r["train_steps"]): TurningWindow(**{k: r[k] for k in fields})
+                for r in profile_rows}
     _claims(ctx, config, points, windows, training, seeds)
-    _figures(ctx, config, points, profiles, names, seeds)
+    _figures(ctx, config, points, profiles, solver_names(config), seeds, windows)
+
+
+def _stored(value: Any) -> Any:
+    """A stored row back as computed: the strings "inf", "-inf" and "nan" (how :func:`flowvar.results.to_jsonable`
+    stores non-finite floats, e.g. an unresolved window's w = inf) become floats again, in lists and dicts too."""
+    if isinstance(value, dict):
+        return {k: _stored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    return float(value) if value in ("inf", "-inf", "nan") else value
+
+
+_PART_KEYS = ("points", "windows", "training")
+"""What :func:`assemble` reads from each stored result (``window_profiles`` too where the result has them)."""
+
+
+@assembles("solver_resolution")
+def assemble(config: SolverResolutionConfig, parts: Sequence[Mapping[str, Any]], ctx: RunContext) -> None:
+    """The run's result from stored points, nothing trained: one stored result judged again (``flowvar assemble
+    results/full/solver_resolution``), or the parts of a sweep that split ``train_steps`` (the ``split`` preset),
+    their trained rows joined (the exact minimiser's rows, the same in every part, once) and judged as :func:`run`
+    judges its own.
+
+    Valid because a (seed, σ) network at n steps is the same in every part (segments resumed from checkpoints equal
+    the uninterrupted run; the streams are named by the seed, never by a length's place in ``train_steps``), and the
+    evaluation sources come from the run's "eval" stream. Results stored before ``window_profiles`` was kept give a
+    turning-window figure of the exact minimisers' profiles with the trained networks' peaks (K_max at its s) only.
+    Refused (a DataError) for a part that is not a solver_resolution result, and (a ConfigError) when the parts do
+    not hold every (seed, σ, training length) of ``config`` once."""
+    seeds = [config.seed + k for k in range(config.n_seeds)]
+    points: list[dict[str, Any]] = []
+    windows: list[dict[str, Any]] = []
+    training: list[dict[str, Any]] = []
+    profile_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    exact_points: dict[tuple[Any, ...], dict[str, Any]] = {}
+    exact_windows: dict[float, dict[str, Any]] = {}
+    for i, part in enumerate(parts):
+        if not isinstance(part, Mapping) or not all(isinstance(part.get(k), list) for k in _PART_KEYS):
+            raise DataError(f"part {i + 1} of {len(parts)} is not a solver_resolution result (its metrics lack "
+                            f"{', '.join(_PART_KEYS)}); restore or recompute it")
+        part = _stored({k: part.get(k) or [] for k in (*_PART_KEYS, "window_profiles")})
+        for row in part["points"]:
+            if row.get("field") == "exact":
+                exact_points.setdefault((row["sigma"], row["solver"]), dict(row))
+            else:
+                points.append(dict(row))
+        for row in part["windows"]:
+            if row.get("field") == "exact":
+                exact_windows.setdefault(row["sigma"], dict(row))
+            else:
+                windows.append(dict(row))
+        training += [dict(r) for r in part["training"]]
+        for row in part["window_profiles"]:
+            profile_rows.setdefault((row["seed"], row["sigma"], row["train_steps"]), dict(row))
+    expected = sorted((sd, sg, n) for sd in seeds for sg in config.sigmas for n in config.train_steps)
+    held = sorted((r["seed"], r["sigma"], r["train_steps"]) for r in training)
+    if held != expected:
+        missing, extra = sorted(set(expected) - set(held)), sorted(set(held) - set(expected))
+        raise ConfigError("the stored rows do not make up the run (seed, σ, training length): "
+                          + "; ".join([f"missing {missing[:6]}"] * bool(missing) + [f"outside it {extra[:6]}"]
+                                      * bool(extra) + ["some twice"] * (not missing and not extra))
+                          + "; recompute them")
+    names = solver_names(config)
+    if sorted(exact_points) != sorted((sg, sv) for sg in config.sigmas for sv in names):
+        raise ConfigError("the stored exact-minimiser rows are not every σ × solver of the config; recompute them")
+    # the whole run's order: exact rows first, then seed, σ, training length, solver
+    order = {sv: j for j, sv in enumerate(names)}
+    points = [exact_points[(sg, sv)] for sg in config.sigmas for sv in names] + sorted(
+        points, key=lambda r: (seeds.index(r["seed"]), config.sigmas.index(r["sigma"]), r["train_steps"],
+                               order[r["solver"]]))
+    windows = [exact_windows[sg] for sg in config.sigmas] + sorted(
+        windows, key=lambda r: (seeds.index(r["seed"]), config.sigmas.index(r["sigma"]), r["train_steps"]))
+    training.sort(key=lambda r: (seeds.index(r["seed"]), config.sigmas.index(r["sigma"]), r["train_steps"]))
+    longest = max(config.train_steps)
+    _record_choices(config, ctx, seeds)
+    _judge(ctx, config, points, windows, training,
+           [r for k, r in profile_rows.items() if k[0] is None or (k[0] == seeds[0] and k[2] == longest)], seeds)
 
 
 def _seed_label(seed: int) -> str:
@@ -560,44 +713,62 @@ OPPOSITE = {"reproduces": "fails", "fails": "reproduces"}
 def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id: str, statement: str,
                        statuses: dict[str, dict[str, str]], holds: str, per_seed_extra: dict[str, dict[str, Any]],
                        shared: dict[str, Any], condition: str, precondition: Precondition,
-                       unfitted: dict[str, list[int]]) -> None:
-    """Judge a statement evaluated at every (fitted training length, solver) setting of each training seed with
-    fig6's rule, :func:`flowvar.metrics.status_verdict`, per seed, combined over seeds
-    (:func:`flowvar.experiments._seed_replicates.status_over_seeds`). ``statuses``: seed label → setting label →
-    status."""
+                       unfitted: dict[str, list[int]], exact: dict[str, str], reference: str,
+                       details: dict[str, str] | None = None) -> None:
+    """Judge a statement evaluated at every (fitted training length, judged solver) setting of each training seed
+    with fig6's rule, :func:`flowvar.metrics.status_verdict`, per seed, combined over seeds
+    (:func:`flowvar.experiments._seed_replicates.status_over_seeds`). ``statuses``: seed label → setting label
+    ('<train_steps>/<solver>') → status; ``exact``: solver → the exact reference's status for the statement, which
+    picks the judged solvers (:func:`judged_solvers`); the other settings are listed in the evidence
+    (``not_judged_solvers`` with the reason, per seed ``not_judged_at`` with the network's status), not judged."""
     opposite = OPPOSITE[holds]
+    judged, not_judged = judged_solvers(exact, holds, reference, details)
     per_seed: dict[str, dict[str, Any]] = {}
+    judged_statuses: dict[str, dict[str, str]] = {}
     for seed, seed_statuses in statuses.items():
-        yes = [k for k, v in seed_statuses.items() if v == holds]  # in (training length, solver column) order
-        no = [k for k, v in seed_statuses.items() if v == opposite]
-        neither = [k for k, v in seed_statuses.items() if v not in (holds, opposite)]
-        per_seed[seed] = {"n_judged": len(seed_statuses), "n_holding": len(yes), "n_contradicting": len(no),
+        on = {k: v for k, v in seed_statuses.items() if k.split("/", 1)[1] in judged}
+        judged_statuses[seed] = on
+        yes = [k for k, v in on.items() if v == holds]  # in (training length, solver column) order
+        no = [k for k, v in on.items() if v == opposite]
+        neither = [k for k, v in on.items() if v not in (holds, opposite)]
+        per_seed[seed] = {"n_judged": len(on), "n_holding": len(yes), "n_contradicting": len(no),
                           "holds_at": yes, "contradicted_at": no, "neither_at": neither,
+                          "not_judged_at": {k: v for k, v in seed_statuses.items() if k not in on},
                           "unfitted_train_steps": unfitted[seed], **per_seed_extra.get(seed, {})}
-    verdicts = status_over_seeds({seed: list(v.values()) for seed, v in statuses.items()},
+    verdicts = status_over_seeds({seed: list(v.values()) for seed, v in judged_statuses.items()},
                                  holds)  # type: ignore[arg-type]
-    ctx.claim(claim_id, statement, {**per_seed_evidence(per_seed, verdicts), **shared},
-              verdict=verdicts.verdict, precondition=precondition, kind="reproduction",
+    some_solver = Precondition(
+        f"some solver on which the {reference} is itself '{holds}' (elsewhere a network that does what its σ's exact "
+        f"minimiser does cannot count for or against the claim)", holds=bool(judged),
+        measured={"judged_solvers": judged, "exact_status": dict(exact)},
+        remedy="add solvers on which the exact minimiser behaves as the claim says, e.g. odd Euler grids with "
+               "n > 1/σ steps")
+    ctx.claim(claim_id, statement,
+              {**per_seed_evidence(per_seed, verdicts), "judged_solvers": judged, "not_judged_solvers": not_judged,
+               **shared},
+              verdict=verdicts.verdict if judged else "untestable",
+              precondition=all_preconditions(precondition, some_solver), kind="reproduction",
               min_effect=f"≥ {config.reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
                          f"{config.reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two "
-                         f"candidate partners), at every setting of every training seed",
+                         f"candidate partners), at every judged setting of every training seed",
               replicates=f"{config.n_seeds} training seed(s) per σ (one network per seed, σ and training length), "
                          f"judged per seed and combined (every seed must agree); {config.n_eval} fresh sources per "
                          f"solver, the same for every seed",
               rule=f"a setting is one (training length, solver) pair of one training seed, over that seed's fitted "
-                   f"training lengths × (every Euler, midpoint and RK4 grid, dopri5); its status is {condition} "
+                   f"training lengths × the judged solvers: those on which the {reference} is itself '{holds}' "
+                   f"(solver_resolution.judged_solvers; the others are listed in not_judged_solvers with the reason "
+                   f"and the networks' statuses there in not_judged_at, not judged). Its status is {condition} "
                    f"(flowvar.metrics.rotation_pairing_status: 'reproduces' if ≥ {config.reproduce_fraction} nearer "
                    f"R x0 + μ and mean distance ≤ {config.reproduce_rel_error} × mean 2‖x0‖, 'fails' if < 0.5 nearer "
-                   f"or not nearer on average, else 'partial'). A seed confirms if every one of its settings is "
-                   f"'{holds}' (dopri5 included), refutes if every one is '{opposite}', and is inconclusive otherwise "
-                   f"('partial' and stopped solvers count neither way), with the map of settings as evidence."
+                   f"or not nearer on average, else 'partial'). A seed confirms if every one of its judged settings "
+                   f"is '{holds}', refutes if every one is '{opposite}', and is inconclusive otherwise ('partial' "
+                   f"and stopped solvers count neither way); no judged solver: untestable."
                    + seeds_rule_text(config.n_seeds))
 
 
 def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[str, Any]],
             windows: list[dict[str, Any]], training: list[dict[str, Any]], seeds: list[int]) -> None:
     labels = [_seed_label(s) for s in seeds]
-    allowed = counterexample_min_loss(config.contrast_sigma)
     excess = {(r["seed"], r["sigma"], r["train_steps"]): r["excess_loss"] for r in training}
     has_contrast = config.contrast_sigma in config.sigmas
 
@@ -605,10 +776,15 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
         return {k: v for (sd, sg, k), v in excess.items() if sd == seed and sg == sigma}
 
     def fitted(seed: int, sigma: float) -> set[int]:
-        return {k for k, v in excess_of(seed, sigma).items() if v <= allowed}
+        return {k for k, v in excess_of(seed, sigma).items() if v <= fit_allowance(sigma, config.contrast_sigma)}
 
     def fit_in_every_seed(sigma: float) -> Precondition:
-        return in_every_seed({_seed_label(s): fit_precondition(sigma, excess_of(s, sigma), allowed) for s in seeds})
+        return in_every_seed({_seed_label(s): fit_precondition(sigma, excess_of(s, sigma),
+                                                               fit_allowance(sigma, config.contrast_sigma))
+                              for s in seeds})
+
+    def exact_status(sigma: float) -> dict[str, str]:
+        return {solver: r["status"] for solver, r in _table(points, sigma, "exact").get(None, {}).items()}
 
     def key(steps: int | None, solver: str) -> str:
         return f"{steps}/{solver}"
@@ -630,7 +806,8 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                        "σ = 0 training reproduces the rotation pairs x0 ↦ R x0 + μ at inference (paper's Fig. 6), "
                        "judged per solver setting.", statuses0, "reproduces", maps0,
                        {"exact_minimiser": _status_map(_table(points, 0.0, "exact"))},
-                       "the σ = 0 network's (labels: '<train_steps>/<solver>')", fit_in_every_seed(0.0), unfit0)
+                       "the σ = 0 network's (labels: '<train_steps>/<solver>')", fit_in_every_seed(0.0), unfit0,
+                       exact_status(0.0), "exact σ = 0 field")
 
     for sigma in [s for s in config.sigmas if s > 0]:
         statuses, maps, unfit = setting_statuses(sigma)
@@ -638,9 +815,11 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                            f"σ = {sigma:g} training does not reproduce the rotation pairs (the outputs move to the "
                            f"translation side), judged per solver setting.", statuses, "fails", maps,
                            {"exact_minimiser": _status_map(_table(points, sigma, "exact"))},
-                           f"the σ = {sigma:g} network's", fit_in_every_seed(sigma), unfit)
+                           f"the σ = {sigma:g} network's", fit_in_every_seed(sigma), unfit, exact_status(sigma),
+                           f"exact CFM({sigma:g}) minimiser")
 
     if has_contrast:
+        exact_0, exact_c = exact_status(0.0), exact_status(config.contrast_sigma)
         joint: dict[str, dict[str, str]] = {}
         both: dict[str, Precondition] = {}
         unfit_joint: dict[str, list[int]] = {}
@@ -652,19 +831,27 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
             unfit_joint[_seed_label(s)] = sorted(set(zero) - both_fit)
             measured = {f"excess_loss_sigma{sg:g}": {f"train_steps={k}": v for k, v in sorted(excess_of(s, sg).items())}
                         for sg in (0.0, config.contrast_sigma)}
+            allowed = {f"sigma{sg:g}": fit_allowance(sg, config.contrast_sigma) for sg in (0.0, config.contrast_sigma)}
             both[_seed_label(s)] = Precondition(
                 f"some training length at which both the σ = 0 and the σ = {config.contrast_sigma:g} networks fitted "
-                f"the coupling (training loss − L_min(σ) ≤ {allowed:.4g})", holds=bool(both_fit),
+                f"the coupling (training loss − L_min(σ) ≤ fig6.fit_allowance(σ): {allowed})", holds=bool(both_fit),
                 measured={**measured, "allowed_excess": allowed, "fitted_train_steps": sorted(both_fit)},
                 remedy="add a longer training length (train_steps) or widen the network")
         _per_setting_claim(ctx, config, "solver_resolution.fig6_conclusion",
                            f"The paper's Fig. 6 conclusion, σ = 0 reproduces the rotation pairs while σ = "
-                           f"{config.contrast_sigma:g} does not, holds under the solver settings listed in holds_at.",
+                           f"{config.contrast_sigma:g} does not, holds at every (fitted training length, solver) "
+                           f"setting at which the exact minimisers themselves show it (the judged settings; holds_at "
+                           f"lists where the networks do).",
                            joint, "reproduces", {}, {},
                            f"the joint status (solver_resolution.joint_status): 'reproduces' when the σ = 0 network "
                            f"reproduces and the σ = {config.contrast_sigma:g} network of the same seed fails, 'fails' "
                            f"when σ = 0 fails or σ = {config.contrast_sigma:g} reproduces, 'partial' otherwise",
-                           in_every_seed(both), unfit_joint)
+                           in_every_seed(both), unfit_joint,
+                           {sv: joint_status(st, exact_c.get(sv, "failed")) for sv, st in exact_0.items()},
+                           f"exact references' joint status (exact σ = 0 field with the exact CFM"
+                           f"({config.contrast_sigma:g}) minimiser)",
+                           {sv: f"exact σ = 0: {st}; exact σ = {config.contrast_sigma:g}: {exact_c.get(sv)}"
+                            for sv, st in exact_0.items()})
     else:
         ctx.note(f"contrast_sigma={config.contrast_sigma:g} is not in sigmas {list(config.sigmas)}: no "
                  f"fig6_conclusion claim in this run (a sweep job over a subset of σ); aggregate the points instead.")
@@ -701,8 +888,9 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
               rule=f"gap = mean fraction nearer R x0 + μ over coarse odd Euler grids (n <= {config.coarse_max_steps}) "
                    f"− mean over fine solvers (Euler n >= {config.fine_min_steps}, dopri5), per fitted training "
                    f"length of a seed (solver_resolution.resolution_rule). A seed confirms if gap >= "
-                   f"{config.dependence_margin} at every one of its fitted training lengths, refutes if |gap| < "
-                   f"{NO_GAP} at every one, and is inconclusive otherwise (also when a gap cannot be computed)."
+                   f"{config.dependence_margin} at every one of its fitted training lengths, refutes if gap < "
+                   f"{NO_GAP} at every one (no dependence, or the reverse one), and is inconclusive otherwise (also "
+                   f"when a gap cannot be computed)."
                    + seeds_rule_text(config.n_seeds))
 
     window_per_seed: dict[str, dict[str, Any]] = {}
@@ -718,7 +906,18 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                               "agree": (p["fraction_rotation"] > 0.5) == (p["predicted_fraction_rotation"] > 0.5),
                               "step_wider_than_window": p["step_size"] > w})
         odd = [c for c in cases if c["n_steps"] % 2 == 1]
+        zero = [c for c in cases if c["sigma"] == 0]
+        observed_rotation = sum(c["observed"] > 0.5 for c in cases)
+        balanced = balanced_agreement([c["observed"] > 0.5 for c in cases], [c["predicted"] > 0.5 for c in cases])
+        balanced0 = balanced_agreement([c["observed"] > 0.5 for c in zero], [c["predicted"] > 0.5 for c in zero])
         window_per_seed[_seed_label(s)] = {
+            "score": window_score(balanced, balanced0), "balanced_agreement": balanced,
+            "balanced_agreement_sigma0": balanced0,
+            # what "never predict rotation" (the majority side) would agree: the plain agreement's trivial baseline
+            "majority_side_share": (max(observed_rotation, len(cases) - observed_rotation) / len(cases)
+                                    if cases else None),
+            "n_observed_rotation": observed_rotation,
+            "n_observed_rotation_sigma0": sum(c["observed"] > 0.5 for c in zero), "n_cases_sigma0": len(zero),
             "agreement": sum(c["agree"] for c in cases) / len(cases) if cases else None, "n_cases": len(cases),
             "agreement_per_sigma": {f"sigma={sg:g}": sum(c["agree"] for c in cases if c["sigma"] == sg)
                                     / max(1, sum(c["sigma"] == sg for c in cases)) for sg in config.sigmas},
@@ -727,8 +926,7 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
             "odd_grid_agreement_of_h_gt_w": ((sum((c["observed"] > 0.5) == c["step_wider_than_window"] for c in odd)
                                               / len(odd)) if odd else None),
             "disagreements": [c for c in cases if not c["agree"]][:20]}
-    verdicts = window_over_seeds({seed: ev["agreement"] for seed, ev in window_per_seed.items()},
-                                 config.window_agreement)
+    verdicts = window_over_seeds({seed: ev["score"] for seed, ev in window_per_seed.items()}, config.window_agreement)
     ctx.claim("solver_resolution.window_explains_jumps",
               "The network's turning window around t = ½ explains which Euler grids return the rotation: the side an "
               "endpoint lands on is the sign of the last pre-½ step's factor 1 − h·K(s*), K the measured "
@@ -737,19 +935,26 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                "windows": [w for w in windows if w["field"] == "trained"]},
               verdict=verdicts.verdict,
               kind="finding",
-              min_effect=f"agreement ≥ {config.window_agreement} of a seed's cases, in every training seed (scale: "
-                         f"the share of cases, 0 to 1; a coin flip agrees in about half)",
+              min_effect=f"balanced agreement ≥ {config.window_agreement} over a seed's cases and over its σ = 0 "
+                         f"networks' cases alone, in every training seed (scale: 0 to 1; a predictor that ignores "
+                         f"the window, e.g. 'never rotation', scores 0.5 however few cases land on the rotation side)",
               replicates=f"{config.n_seeds} training seed(s), judged per seed (a seed's cases: its trained networks, "
                          f"every σ and training length, × every Euler grid; never pooled across seeds) and combined "
                          f"(every seed must agree); {config.n_eval} sources per case",
               rule=f"per trained network of a seed (every σ and training length) and Euler grid: predicted majority "
                    f"side = whether > 0.5 of the sources have 1 − h·K_i(s*) < 0 (s* = h for odd n, 2h for even n; "
                    f"flowvar.experiments.solver_resolution.jump_factor), observed = whether > 0.5 of the Euler "
-                   f"endpoints are nearer R x0 + μ. A seed confirms if they agree in >= {config.window_agreement} of "
-                   f"its cases, refutes if in < {WINDOW_REFUTE}, and is inconclusive otherwise or with no case "
-                   f"(solver_resolution.window_rule)." + seeds_rule_text(config.n_seeds)
-                   + " odd_grid_agreement_of_h_gt_w reports the cruder rule 'odd grid lands on rotation iff 1/n > w = "
-                     "1/K_max' (not judged)")
+                   f"endpoints are nearer R x0 + μ. Balanced agreement (solver_resolution.balanced_agreement) = ½ "
+                   f"(share of the observed-rotation cases predicted rotation + share of the observed-translation "
+                   f"cases predicted translation): most cases land on the translation side, so the plain agreement "
+                   f"of a predictor that never says rotation is already the majority share (majority_side_share). "
+                   f"A seed's score is the smaller of its balanced agreement over all cases and over its σ = 0 "
+                   f"networks' cases alone (solver_resolution.window_score; None, so inconclusive, when a side was "
+                   f"never observed). A seed confirms if the score is >= {config.window_agreement}, refutes if < "
+                   f"{WINDOW_REFUTE}, and is inconclusive otherwise (solver_resolution.window_rule)."
+                   + seeds_rule_text(config.n_seeds)
+                   + " agreement (plain) and odd_grid_agreement_of_h_gt_w, the cruder rule 'odd grid lands on "
+                     "rotation iff 1/n > w = 1/K_max', are reported, not judged")
 
     # Top-level scalars for sweeps, per seed (dicts: flowvar sweep flattens them to <name>.seed=<s>).
     longest = max(config.train_steps)
@@ -788,9 +993,10 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
 
 def _figures(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[str, Any]],
              profiles: dict[tuple[int | None, float, int | None], TurningWindow], names: list[str],
-             seeds: list[int]) -> None:
+             seeds: list[int], windows: list[dict[str, Any]]) -> None:
     """The first training seed's networks (every figure says so) beside the exact minimiser: every seed's numbers are
-    in the points and the claims' per-seed evidence."""
+    in the points and the claims' per-seed evidence. A profile missing from ``profiles`` (a result stored before they
+    were kept) is drawn as its peak (s at t_peak, K_max) from ``windows``; a missing exact profile is not drawn."""
     shown = seeds[0]
     which = f"training seed {shown} (first of {len(seeds)})"
     steps_rows: list[int | None] = [*sorted(config.train_steps), None]
@@ -845,11 +1051,19 @@ def _figures(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[
     fig, ax = plt.subplots(figsize=(7, 4.8))
     for sigma, color in zip(config.sigmas, colors * 3, strict=False):
         for steps, ls, lw in ((None, "--", 0.9), (longest, "-", 1.8)):
-            win = profiles[(None, sigma, None) if steps is None else (shown, sigma, steps)]
             label = f"exact σ = {sigma:g}" if steps is None else f"trained σ = {sigma:g}, {steps} steps"
-            ax.loglog(win.s, np.clip(win.contraction, 1e-3, None), ls=ls, lw=lw, color=color,
-                      label=f"{label}: w = {win.halfwidth:.3g}")
-    s_line = np.array(profiles[(None, config.sigmas[0], None)].s)
+            win = profiles.get((None, sigma, None) if steps is None else (shown, sigma, steps))
+            if win is not None:
+                ax.loglog(win.s, np.clip(win.contraction, 1e-3, None), ls=ls, lw=lw, color=color,
+                          label=f"{label}: w = {win.halfwidth:.3g}")
+                continue
+            peak = next((w for w in windows if w["field"] == ("exact" if steps is None else "trained")
+                         and w["sigma"] == sigma and w["seed"] == (None if steps is None else shown)
+                         and w["train_steps"] == steps), None)
+            if peak is not None and peak["peak_rate"] > 0:
+                ax.loglog([1 - 2 * peak["t_peak"]], [peak["peak_rate"]], marker="o" if steps else "x", ls="none",
+                          color=color, label=f"{label}: peak only (profile not stored), w = {peak['halfwidth']:.3g}")
+    s_line = np.logspace(math.log10(config.window_s_min), math.log10(0.5), config.window_points)
     ax.loglog(s_line, 1 / s_line, color="k", ls=":", lw=1, label="K = 1/s: odd grid with h = s jumps above it")
     ax.set_xlabel("s = 1 − 2t (t = ½ − s/2)")
     ax.set_ylabel("contraction rate K = −k (median over sources; ≤ 0 drawn at 1e-3)")
@@ -859,6 +1073,6 @@ def _figures(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[
     ctx.figure("turning_window", fig)
 
 
-__all__ = ["RK_METHODS", "SolverResolutionConfig", "TurningWindow", "evaluate", "jump_factor", "point_rows",
-           "predicted_fraction", "radial_rate", "resolution_over_seeds", "solver_names", "turning_window",
-           "window_over_seeds"]
+__all__ = ["RK_METHODS", "SolverResolutionConfig", "TurningWindow", "assemble", "balanced_agreement", "evaluate",
+           "judged_solvers", "jump_factor", "point_rows", "predicted_fraction", "radial_rate", "resolution_over_seeds",
+           "solver_names", "turning_window", "window_over_seeds", "window_rule", "window_score"]
