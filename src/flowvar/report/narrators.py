@@ -361,10 +361,12 @@ def _settings_undecided(claim: Claim) -> str:
         return " (one training seed: a verdict needs at least two)"
     if len(set(per_seed.values())) > 1:
         return " (a verdict needs every seed to agree, and they do not)"
-    neither = int(ev["n_judged"]) - int(ev["n_holding"]) - int(ev["n_contradicting"])
-    if neither > 0:
-        return (f" (a verdict needs every setting to agree, and {neither} of the {ev['n_judged']} neither hold nor "
-                f"contradict it)")
+    seeds = _seed_evidence(claim, _SETTING_COUNTS)
+    neither = [int(e["n_judged"]) - int(e["n_holding"]) - int(e["n_contradicting"]) for e in seeds.values()]
+    if max(neither) > 0:
+        return (f" (a verdict needs every setting to agree, and {_count_range(neither)} of the "
+                f"{_count_range([int(e['n_judged']) for e in seeds.values()])} neither hold nor contradict it"
+                f"{_seed_scope(seeds)})")
     if ev["n_holding"] and ev["n_contradicting"]:
         return " (a verdict needs every setting to agree: some hold it, others contradict it)"
     return ""
@@ -385,6 +387,46 @@ def _grid_list(grids: list[str]) -> str:
     return ", ".join(([f"{', '.join(euler)} Euler steps"] if euler else []) + rest)
 
 
+def _seed_evidence(claim: Claim, needs: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """A per-seed claim's evidence by seed label (``per_seed``, where every seed's holds the keys ``needs``), or its
+    top-level evidence under its ``shown_seed`` (``""`` where none is named) for a result without such per-seed
+    evidence: what "over seeds" ranges are taken over."""
+    per = claim.evidence.get("per_seed")
+    if isinstance(per, dict) and per and all(isinstance(v, dict) and set(needs) <= set(v) for v in per.values()):
+        return per
+    return {str(claim.evidence.get("shown_seed") or ""): claim.evidence}
+
+
+_SETTING_COUNTS = ("n_judged", "n_holding", "n_contradicting")
+"""The per-seed counts of solver_resolution's over-settings claims (settings judged, holding, contradicting)."""
+
+
+def _seed_scope(seeds: dict[str, Any], before: str = ", ", after: str = "") -> str:
+    """Which seeds a number or range is from, between ``before`` and ``after``: "range over 3 seeds", "seed 0", or
+    nothing for one unnamed seed."""
+    if len(seeds) > 1:
+        return f"{before}range over {len(seeds)} seeds{after}"
+    label = next(iter(seeds)).replace("=", " ")
+    return f"{before}{label}{after}" if label else ""
+
+
+def _fitted_or_all(per_train_steps: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One seed's training lengths whose σ = 0 network fitted (all of them where none did)."""
+    fitted = [v for v in per_train_steps.values() if v.get("fitted")]
+    return fitted or list(per_train_steps.values())
+
+
+def _count_range(values: list[int]) -> str:
+    """``60`` when every seed has it, ``60–62`` otherwise."""
+    return str(min(values)) if min(values) == max(values) else f"{min(values)}–{max(values)}"
+
+
+def _pct_range(values: list[float]) -> str:
+    """``98 %`` when the seeds agree to the shown digit, ``98–99 %`` otherwise."""
+    low, high = pct(min(values)), pct(max(values))
+    return low if low == high else f"{low.removesuffix(' %')}–{high}"
+
+
 @narrator("solver_resolution")
 def solver_resolution(result: Result, story: Story) -> None:
     dep = claim_by_id(result, "solver_resolution.sigma0_depends_on_resolution")
@@ -397,22 +439,34 @@ def solver_resolution(result: Result, story: Story) -> None:
     longest = list((fitted or per).items())[-1]  # the longest training: the paragraph's two shares
     story.paper = ("the paper (Fig. 6): σ = 0 training reproduces the training pairs and σ = 0.05 generalises, with "
                    "the solver left unstated")
-    where = ("mostly on coarse odd Euler grids" if all(v["gap"] > 0 for v in (fitted or per).values())
+    # every seed's shares at the longest training (the top-level evidence is one seed's: shown_seed)
+    dep_seeds = _seed_evidence(dep, ("per_train_steps",))
+    at_longest = [e["per_train_steps"][longest[0]] for e in dep_seeds.values()
+                  if longest[0] in (e.get("per_train_steps") or {})] or [longest[1]]
+    gaps_all = [v["gap"] for e in dep_seeds.values() for v in _fitted_or_all(e.get("per_train_steps") or per)]
+    where = ("mostly on coarse odd Euler grids" if all(g > 0 for g in gaps_all)
              else "not mainly on coarse odd Euler grids")
+    concl_seeds = _seed_evidence(concl, _SETTING_COUNTS)
     story.found = (f"the σ = 0 networks return the rotation partners {where} "
-                   f"({pct(longest[1]['coarse_odd_mean_fraction'])} vs {pct(longest[1]['fine_mean_fraction'])} on "
-                   f"fine solvers after {longest[0].split('=')[-1]} training steps); "
-                   f"Fig. 6's conclusion holds in {concl.evidence['n_holding']} of "
-                   f"{concl.evidence['n_judged']} (training length, solver) settings and is contradicted in "
-                   f"{concl.evidence['n_contradicting']}")
+                   f"({_pct_range([v['coarse_odd_mean_fraction'] for v in at_longest])} vs "
+                   f"{_pct_range([v['fine_mean_fraction'] for v in at_longest])} on fine solvers after "
+                   f"{longest[0].split('=')[-1]} training steps{_seed_scope(dep_seeds)}); "
+                   f"Fig. 6's conclusion holds in {_count_range([int(e['n_holding']) for e in concl_seeds.values()])} "
+                   f"of {_count_range([int(e['n_judged']) for e in concl_seeds.values()])} (training length, solver) "
+                   f"settings and is contradicted in "
+                   f"{_count_range([int(e['n_contradicting']) for e in concl_seeds.values()])}"
+                   f"{_seed_scope(concl_seeds, ' (', ')')}")
     story.verdict = (f"What σ = 0 returns depends on the solver's resolution (finding {dep.verdict}); Fig. 6's "
                      f"conclusion is {concl.verdict} over the settings as a whole" + _settings_undecided(concl))
     for c in claims_matching(result, r"solver_resolution\.(sigma.*|fig6_conclusion)"):
         if {"n_judged", "n_holding", "n_contradicting"} <= set(c.evidence):
-            story.claims[c.id] = ClaimText(
-                f"holds in {c.evidence['n_holding']} of {c.evidence['n_judged']} (training length, solver) settings, "
-                f"contradicted in {c.evidence['n_contradicting']}", rule_text(c))
-    story.claims[dep.id] = ClaimText(f"share nearer the rotation partner: {gaps}", rule_text(dep))
+            counts = "; ".join(f"{label.replace('=', ' ') or 'one seed'}: {e['n_holding']} / {e['n_contradicting']} "
+                               f"of {e['n_judged']}" for label, e in _seed_evidence(c, _SETTING_COUNTS).items())
+            story.claims[c.id] = ClaimText(f"(training length, solver) settings that hold it / contradict it: {counts}",
+                                           rule_text(c))
+    shown = {str(dep.evidence.get("shown_seed") or ""): None}  # the top-level shares are this one seed's
+    story.claims[dep.id] = ClaimText(f"share nearer the rotation partner{_seed_scope(shown, ' (', ')')}: {gaps}",
+                                     rule_text(dep))
     story.figures["fraction_heatmap.png"] = FigureText(
         "Share of endpoints nearer the rotation partner R x0 + μ (0 to 1) per training length (rows; bottom row: the "
         "exact minimiser) and solver (columns), one panel per σ; × marks a solver that stopped. Cells above 0.5 are "
@@ -1190,18 +1244,20 @@ def memorisation_phase(result: Result, story: Story) -> None:
     cells: dict[str, dict[str, Any]] = memo.evidence["per_cell"]
     accs = {k: float(v["accuracy"]) for k, v in cells.items()}
     high = float(cfg.get("memorise_accuracy", 0.9))
+    # a cell memorises when every seed does (the σ claims' gate, so "N memorising cells" is one count); a result
+    # written before the per-seed accuracies were recorded has only the seed mean
+    lowest = {k: min(float(a) for a in v.get("accuracies") or [v["accuracy"]]) for k, v in cells.items()}
     chances = sorted({float(v.get("chance", 0)) for v in cells.values()})
     # chance is 1/N per cell: one figure where every cell has the same N; a grid over N has many, and the paragraph
     # leaves them to the claims' evidence (each cell's chance is there)
-    chance = f"; chance {pct(chances[0])}" if len(chances) == 1 else ""
+    chance = f" (chance {pct(chances[0])})" if len(chances) == 1 else ""
     reduce = sorted(((_sigma_of(c.id, r"memorisation_phase\.sigma([0-9.]+)_reduces_memorisation"), c)
                      for c in claims_matching(result, r"memorisation_phase\.sigma[0-9.]+_reduces_memorisation")),
                     key=lambda sc: sc[0])
     story.paper = (f"the paper (Proposition 2, Remark 2): σ = 0 memorises the training pairs; small noise, σ = "
                    f"{num(cfg.get('focus_sigma', 0.05))}, already restores generalisation")
-    found = [f"CFM(σ = 0) reaches a pairing accuracy ≥ {pct(high)} in {sum(a >= high for a in accs.values())} of "
-             f"{len(accs)} (d, N, width) cells (from {pct(min(accs.values()))} to {pct(max(accs.values()))}"
-             f"{chance})"]
+    found = [f"CFM(σ = 0) memorises (≥ {pct(high)} of pairs in every seed) in "
+             f"{sum(a >= high for a in lowest.values())} of {len(accs)} (d, N, width) cells{chance}"]
     # σ values whose noise cannot act in the same number of memorising cells share one clause (a full grid has
     # several such σ; one clause each would bury the finding); it sits where its first σ would
     out_of_reach: dict[tuple[int, Any], list[float]] = {}
@@ -1235,6 +1291,9 @@ def memorisation_phase(result: Result, story: Story) -> None:
                  else "the one" if item[0] == 1 else f"all {item[0]}")
         found.append(f"at σ {listed} the exact minimiser keeps the pairs in {share} memorising cell"
                      + ("" if item[0] == 1 == item[1] else "s"))
+    under_fit = _under_fitting(reduce)
+    if under_fit:
+        found.append(under_fit)
     marginal = _marginal_cell(reduce, high)
     if marginal:
         found.append(marginal)
@@ -1259,11 +1318,20 @@ def memorisation_phase(result: Result, story: Story) -> None:
         if c.verdict == "untestable":
             measured = (c.precondition or {}).get("measured") or {}
             if "testable_cells" in measured:
+                lost = c.evidence.get("reduced_where_noise_cannot_act") or {}
+                unmeasured = measured.get("noise_not_measured_cells") or []
                 story.claims[c.id] = ClaimText(
                     f"{measured['testable_cells']} testable cells: CFM(σ = 0) memorises in "
                     f"{measured.get('memorising_cells', '?')}, and in "
                     f"{len(measured.get('noise_cannot_act_cells', []))} of them even the exact σ = {num(s)} "
-                    f"minimiser keeps the pairs", rule_text(c))
+                    f"minimiser keeps the pairs"
+                    + (f" (the networks lose them anyway in {len(lost)}: "
+                       + ", ".join(f"{_cell(k)}: {pct(v['accuracy_sigma0'])} → {pct(v['accuracy_sigma'])}"
+                                   + (f", loss {num(v['excess_loss_sigma'])} above the minimum"
+                                      if "excess_loss_sigma" in v else "") for k, v in lost.items())
+                       + "; under-fitting, not judged)" if lost else "")
+                    + (f"; in {len(unmeasured)} the exact minimiser was not measured (exact_reference off)"
+                       if unmeasured else ""), rule_text(c))
             continue
         reduced = c.evidence["reduced"]
         others = {**c.evidence.get("not_reduced", {}), **c.evidence.get("inconclusive", {})}
@@ -1288,6 +1356,24 @@ def memorisation_phase(result: Result, story: Story) -> None:
         "memorisation_phase.tube_ratio_governs")
 
 
+def _under_fitting(reduce: list[tuple[float, Claim]]) -> str:
+    """The clause for memorising cells where the exact minimiser keeps the pairs but the σ networks' paired drop is
+    confirmed anyway (evidence ``reduced_where_noise_cannot_act``, at the largest such σ): under-fitting, not
+    Remark 2's averaging, and not judged — said beside the verdict so "the exact minimiser keeps the pairs" does not
+    read as "the networks keep them". Empty where there is none (or in a result written before it was recorded)."""
+    hits = [(s, c.evidence.get("reduced_where_noise_cannot_act") or {}) for s, c in reduce]
+    hits = [(s, cells) for s, cells in hits if cells]
+    if not hits:
+        return ""
+    s, cells = hits[-1]
+    key = max(cells, key=lambda k: cells[k]["accuracy_sigma0"] - cells[k]["accuracy_sigma"])
+    cell = cells[key]
+    excess = f", loss {num(cell['excess_loss_sigma'])} above the minimum" if "excess_loss_sigma" in cell else ""
+    also = f" (also at σ = {_listing([num(x) for x, _ in hits[:-1]])})" if len(hits) > 1 else ""
+    return (f"yet σ = {num(s)} networks lose pairs in {len(cells)}{also}, under-fitting "
+            f"({pct(cell['accuracy_sigma0'])} → {pct(cell['accuracy_sigma'])} at {_cell(key)}{excess})")
+
+
 def _marginal_cell(reduce: list[tuple[float, Claim]], level: float) -> str:
     """The clause for a cell the per-seed gate keeps out although its seed mean reaches the memorisation level and
     the noise acts there (the largest such σ): without it a reader sees "untestable" beside a large drop in the
@@ -1298,9 +1384,9 @@ def _marginal_cell(reduce: list[tuple[float, Claim]], level: float) -> str:
         for key in measured.get("noise_acts_not_memorised_cells") or []:
             cell = cells.get(key) or {}
             if "accuracy_sigma0_lowest" in cell and cell.get("accuracy_sigma0", 0) >= level:
-                return (f"where the noise acts, at {_cell(key)}, σ = 0 reaches {pct(cell['accuracy_sigma0'])} on "
-                        f"average but {pct(cell['accuracy_sigma0_lowest'])} in its lowest seed, so σ = {num(s)}'s "
-                        f"drop there ({pct(cell['accuracy_sigma0'])} → {pct(cell['accuracy_sigma'])}) is not judged")
+                return (f"where the noise acts ({_cell(key)}), σ = {num(s)}'s drop ({pct(cell['accuracy_sigma0'])} "
+                        f"→ {pct(cell['accuracy_sigma'])}) is not judged: σ = 0 reaches "
+                        f"{pct(cell['accuracy_sigma0_lowest'])} in its lowest seed")
     return ""
 
 
