@@ -43,8 +43,12 @@ networks on their own, and the seeds' verdicts combine as in fig6
 (:func:`flowvar.experiments._seed_replicates.combine_seeds`:
 confirmed only if every one of at least two seeds confirms, refuted only if every one refutes, else inconclusive;
 one seed is always inconclusive). Within a seed, a training length enters the per-setting claims only where its
-network fitted the coupling (training loss within L_min(``contrast_sigma``) of the exact minimum, as in fig6,
-:func:`fit_precondition`); a seed with no such length makes the claim untestable.
+network fitted the coupling (training loss within :func:`flowvar.experiments.fig6.fit_allowance` of the exact
+minimum, as in fig6: for σ = 0 half the σ = 0 loss of the exact CFM(``contrast_sigma``) minimiser, for σ > 0
+L_min(``contrast_sigma``); :func:`fit_precondition`); a seed with no such length makes the claim untestable. The
+per-setting claims are judged only on the solvers where the exact minimiser itself behaves as the claim says
+(:func:`judged_solvers`); the window claim by balanced agreement, its σ = 0 cases apart (:func:`window_score`).
+:func:`assemble` judges stored points again (``flowvar assemble``), nothing trained.
 
 Why this module is long: one experiment, one file (the layout's rule): the solver grid, the per-grid status, the
 window finding and their rules are one protocol; the rules are pure functions tested apart.
@@ -70,6 +74,7 @@ from torch import Tensor, nn
 
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError, DataError
+from flowvar.experiments._counterexample_fit import fit_allowance, fit_allowance_text
 from flowvar.experiments._seed_replicates import (
     SeedVerdicts,
     in_every_seed,
@@ -79,7 +84,6 @@ from flowvar.experiments._seed_replicates import (
     status_over_seeds,
 )
 from flowvar.experiments.base import RunContext, assembles, register
-from flowvar.experiments.fig6 import fit_allowance, fit_allowance_text
 from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
