@@ -8,7 +8,10 @@ that is small relative to E‖x1 − x0‖² can still be an RMS velocity residu
 
 * :func:`loss_over_spacing_sq` — per seed, the final σ = 0 loss over (median line spacing)² (≤ r means an RMS
   velocity residual of at most √r of the spacing);
-* :func:`sigma0_precondition` — the precondition: some setting's seed-mean ratio is ≤ ``zero_loss_ratio``.
+* :func:`sigma0_precondition` — memorisation_phase's precondition for "the minimiser memorises": some setting's
+  seed-mean ratio is ≤ ``zero_loss_ratio`` (the network is at the minimiser the claim is about). It is not a
+  precondition for "optimising *converges* to the minimiser", whose outcome it is: prop2 judges that claim with the
+  level inside its rule and a budget precondition (``prop2.sigma0_memorises_precondition``).
 """
 
 from __future__ import annotations
@@ -31,10 +34,9 @@ def sigma0_precondition(cells: Mapping[str, Mapping[str, Any]], zero_loss_ratio:
     Prop 2's minimiser: ratio ≤ ``zero_loss_ratio``. With one setting the statement names it."""
     ratios = {k: float(c["loss_over_spacing_sq"]) for k, c in cells.items()}
     at_zero = [k for k, r in ratios.items() if r <= zero_loss_ratio]  # NaN compares False: never at zero
-    which = f"{next(iter(ratios))}: σ = 0 was" if len(ratios) == 1 else "at least one cell"
-    verb = "" if len(ratios) == 1 else " trained σ = 0"
-    return Precondition(f"{which}{verb} trained to the zero-loss level (seed-mean loss ≤ {zero_loss_ratio} × median "
-                        f"line spacing²)", bool(at_zero),
+    where = f"{next(iter(ratios))}:" if len(ratios) == 1 else "in at least one cell"
+    return Precondition(f"{where} σ = 0 was trained to the zero-loss level (seed-mean loss ≤ {zero_loss_ratio} × "
+                        f"median line spacing²)", bool(at_zero),
                         {"loss_over_spacing_sq": ratios, "cells_at_zero_loss": at_zero},
                         "" if at_zero else "more training steps or width, or fewer pairs N (wider line spacing)")
 
