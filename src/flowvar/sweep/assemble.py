@@ -32,6 +32,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +181,9 @@ def _experiment(sweep_dir: Path, meta: dict[str, Any]) -> Any:
     except ConfigError:
         if name in discover():
             raise
-        words = str(meta.get("command", "")).split()
-        given = " ".join(f"--plugin {words[i]}" for i in _flag_values(words, "--plugin")) or "--plugin FILE"
+        words = command_words(meta)
+        given = shlex.join(w for i in _flag_values(words, "--plugin") for w in ("--plugin", words[i])) or \
+            "--plugin FILE"
         raise ConfigError(f"the sweep's experiment {name!r} is not registered here; load it as the sweep did: "
                           f"`flowvar assemble {sweep_dir} {given}`") from None
 
@@ -206,13 +208,24 @@ def _check_grid(sweep_dir: Path, meta: dict[str, Any], axes: list[dict[str, Any]
 def _rerun(sweep_dir: Path, meta: dict[str, Any]) -> str:
     """How to complete or repair the sweep: its command, its --out set to this folder (which may have been moved:
     the recorded --out would continue the sweep where it was run)."""
-    words = str(meta.get("command") or "flowvar sweep ...").split()
+    words = command_words(meta) or ["flowvar", "sweep", "..."]
     at = _flag_values(words, "--out")
     if not at:
         words += ["--out", str(sweep_dir)]
     elif Path(words[at[-1]]).resolve() != sweep_dir.resolve():
         words[at[-1]] = str(sweep_dir)
-    return f"`{' '.join(words)}`"
+    return f"`{shlex.join(words)}`"
+
+
+def command_words(meta: dict[str, Any]) -> list[str]:
+    """The words of the sweep's recorded command (``meta.command``, written by :func:`shlex.join`), as the shell
+    splits them: ``--out 'my sweep'`` is two words, not three. A command that is no valid shell text (hand-edited,
+    an unclosed quote) is split on spaces."""
+    text = str(meta.get("command") or "")
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
 
 
 def _flag_values(words: list[str], flag: str) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -296,20 +297,42 @@ def dry_run(options: Options) -> str:
     return "\n".join(lines)
 
 
-def command_line(options: Options) -> str:
-    parts = [f"flowvar sweep {options.experiment}"] + [f"--grid {g}" for g in options.grid]
+def command_line(options: Options, threads: int | None = None) -> str:
+    """The ``flowvar sweep`` command that reruns this sweep: every option that changes its points (grid, preset,
+    seeds, mode, ``--set``, ``--config``, ``--threads``: a point's cache key holds its thread count), where they are
+    stored (``--out``, ``--cache``) and what is drawn, shell-quoted (:func:`shlex.join`: a ``--set
+    "angles=[60, 120]"`` or an ``--out "my sweep"`` stays one word; read it back with :func:`shlex.split`).
+    ``threads`` is the thread count the sweep runs with (``--threads``, else ``$FLOWVAR_THREADS``, else 1): it is
+    recorded even when not typed, so a rerun elsewhere finds the same cache keys. ``--force`` and ``--quiet`` are
+    left out: they change neither the points nor where they go (and a rerun should not recompute everything)."""
+    words = ["flowvar", "sweep", options.experiment]
+    for item in options.grid:
+        words += ["--grid", item]
     if options.preset:
-        parts.append(f"--preset {options.preset}")
+        words += ["--preset", options.preset]
     if options.seeds is not None:
-        parts.append("--seeds " + ",".join(map(str, options.seeds)))
-    parts += ["--quick"] if options.quick else []
-    parts += [f"--set {k}={v}" for k, v in options.overrides.items()]
-    parts += [f"--jobs {options.jobs}", f"--backend {options.backend}", f"--out {options.out_dir}"]
+        words += ["--seeds", ",".join(map(str, options.seeds))]
+    words += ["--quick"] if options.quick else []
+    for key, value in options.overrides.items():
+        words += ["--set", f"{key}={value}"]
+    if options.config_file is not None:
+        words += ["--config", str(options.config_file)]
+    threads = threads if threads is not None else options.threads
+    if threads is not None:
+        words += ["--threads", str(threads)]
+    words += ["--jobs", str(options.jobs), "--backend", options.backend]
     if options.ray_address:
-        parts.append(f"--ray-address {options.ray_address}")
-    parts += [f"--metric {m}" for m in options.metrics] + [f"--verdict {v}" for v in options.verdicts]
-    parts += [f"--plugin {p}" for p in options.plugins]
-    return " ".join(parts)
+        words += ["--ray-address", options.ray_address]
+    words += ["--out", str(options.out_dir)]
+    if options.cache_dir is not None:
+        words += ["--cache", str(options.cache_dir)]
+    for pattern in options.metrics:
+        words += ["--metric", pattern]
+    for pattern in options.verdicts:
+        words += ["--verdict", pattern]
+    for plugin in options.plugins:
+        words += ["--plugin", plugin]
+    return shlex.join(words)
 
 
 def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
@@ -367,7 +390,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
     outcomes = [PointOutcome(p) for p in the_plan.points]
     by_key = {o.point.key: o for o in outcomes}
     with sigterm_as_interrupt(), exclusive(out, "sweep"), log_to(out / "sweep.log"):
-        log.info("start: %s (%d points, code %s, %d thread(s) per point)", command_line(options),
+        log.info("start: %s (%d points, code %s, %d thread(s) per point)", command_line(options, the_plan.threads),
                  len(outcomes), code_version(name), the_plan.threads)
         if cache_writable:
             cache.clean_stale()
@@ -390,7 +413,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
         last_write = [0.0]
 
         def meta(interrupted: bool = False) -> dict[str, Any]:
-            return {"experiment": name, "command": command_line(options), "mode": "quick" if options.quick else "full",
+            return {"experiment": name, "command": command_line(options, the_plan.threads),
+                    "mode": "quick" if options.quick else "full",
                     "backend": options.backend, "jobs": options.jobs, "threads_per_point": the_plan.threads,
                     "code_version": code_version(name), "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                     "wall_s": time.perf_counter() - started, "cache": str(cache.root), "metrics": the_plan.metrics,
