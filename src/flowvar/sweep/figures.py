@@ -250,10 +250,13 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
         draw(slug(pattern), pattern, cell_table(plan_.axes, outcomes, lambda o, lookup=lookup: lookup.get(id(o))),
              cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: metric_gap(pattern, o)))
     for pattern in plan_.verdicts:
-        scores = {id(o): resolve_verdict(pattern, o)[1] for o in done}
-        if all(v is None for v in scores.values()):
+        judged = {id(o): resolve_verdict(pattern, o) for o in done}
+        # no claim named at any point is a warning; claims named but all untestable (or ambiguous) are a map of
+        # marked gaps saying so, as the per-claim maps draw them
+        if all(claim is None for claim, _ in judged.values()):
             warnings.append(f"verdict pattern {pattern!r} names no claim of any point")
             continue
+        scores = {key: score for key, (_, score) in judged.items()}
         draw(f"verdict-{slug(pattern)}", f"verdict: {pattern}",
              cell_table(plan_.axes, outcomes, lambda o, scores=scores: scores.get(id(o))),
              cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: verdict_gap(pattern, o)), verdict=True)

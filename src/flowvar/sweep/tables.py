@@ -9,6 +9,7 @@ import io
 import json
 import math
 import re
+import string
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,34 +91,52 @@ class PointOutcome:
 
 def _resolve(pattern: str, outcome: PointOutcome, values: dict[str, Any]) -> tuple[str | None, Any]:
     """The entry of ``values`` that ``pattern`` names for this point: ``{key}`` placeholders are filled from the
-    point's config, then ``*``/``?`` match by :mod:`fnmatch`. ``(name, value)``; ``(None, None)`` when nothing
-    matches; ``(pattern, None)`` when several names match (ambiguous)."""
-    name = _fill(pattern, outcome)
+    point's config (:func:`_fills`), then ``*``/``?`` match by :mod:`fnmatch`. ``(name, value)``; ``(None, None)``
+    when nothing matches; ``(pattern, None)`` when several names match (ambiguous)."""
     matches = matching_names(pattern, outcome, values)
     if len(matches) == 1:
         return matches[0], values[matches[0]]
-    return (name if matches else None), None
+    return (pattern if matches else None), None
 
 
-def _fill(pattern: str, outcome: PointOutcome) -> str | None:
-    """``pattern`` with its ``{key}`` placeholders filled from the point's config; None when one names no key."""
+class _ShortFloats(string.Formatter):
+    """Fills a bare ``{key}`` holding a float with ``format(value, "g")`` (``2.0`` → ``2``), as fig4 and fig5 write
+    σ in their metric names (``σ=2/90deg``); any explicit format spec is kept."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, float) and not format_spec:
+            return format(value, "g")
+        return super().format_field(value, format_spec)
+
+
+def _fills(pattern: str, outcome: PointOutcome) -> list[str]:
+    """``pattern`` with its ``{key}`` placeholders filled from the point's config: first with Python's ``str`` of
+    each value (``sigma1.0``, as table2 names its claims), then, where it differs, with floats written ``:g``
+    (``σ=2``, as fig4/fig5 name their metrics). Empty when a placeholder names no key of the config."""
+    if "{" not in pattern:
+        return [pattern]
+    config = config_dict(outcome.point.config)
     try:
-        return pattern.format(**config_dict(outcome.point.config)) if "{" in pattern else pattern
-    except (KeyError, IndexError, AttributeError, ValueError):
-        return None
+        filled = [pattern.format(**config), _ShortFloats().format(pattern, **config)]
+    except (KeyError, IndexError, AttributeError, ValueError, TypeError):
+        return []
+    return list(dict.fromkeys(filled))
 
 
 def matching_names(pattern: str, outcome: PointOutcome, values: Collection[str]) -> list[str]:
-    """The names among ``values`` that ``pattern`` names for this point, sorted: the filled pattern itself when it
-    is one of them, else every name its ``*``/``?``/``[`` wildcards match (several: the pattern is ambiguous)."""
-    name = _fill(pattern, outcome)
-    if name is None:
-        return []
-    if name in values:
-        return [name]
-    if not any(ch in name for ch in "*?["):
-        return []
-    return sorted(m for m in values if fnmatch.fnmatchcase(m, name))
+    """The names among ``values`` that ``pattern`` names for this point, sorted: a filled pattern (:func:`_fills`,
+    ``str`` form first) that is one of them, else every name the first filled form whose ``*``/``?``/``[``
+    wildcards match anything matches (several: the pattern is ambiguous)."""
+    names = _fills(pattern, outcome)
+    for name in names:
+        if name in values:
+            return [name]
+    for name in names:
+        if any(ch in name for ch in "*?["):
+            matches = sorted(m for m in values if fnmatch.fnmatchcase(m, name))
+            if matches:
+                return matches
+    return []
 
 
 def resolve_metric(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
