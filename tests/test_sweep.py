@@ -513,8 +513,8 @@ def _drawn_figures(monkeypatch, tmp_path: Path, the_plan, outcomes: list[PointOu
 
     drawn: dict = {}
 
-    def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None) -> None:
-        drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict)
+    def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None, splits=None) -> None:
+        drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits)
 
     monkeypatch.setattr(figures, "plot_metric", record)
     figures.draw_figures(tmp_path / "figs", the_plan, outcomes)
@@ -553,7 +553,7 @@ def test_line_plots_show_every_point_with_a_mark_saying_why_it_has_no_verdict_or
                               "no verdict: claim absent": ([20.0], [NO_VERDICT_Y])}
     assert len({line.get_marker() for line in ax.lines if line.get_label().startswith("no verdict")}) == 3
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "verdict, mean over seeds", "no verdict: untestable", "no verdict: failed", "no verdict: claim absent"]
+        "verdict (every seed agrees)", "no verdict: untestable", "no verdict: failed", "no verdict: claim absent"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["no verdict", "refuted", "inconclusive", "confirmed"]
     assert ax.get_ylim()[0] < NO_VERDICT_Y and ax.get_xlim()[0] < 2.0 and ax.get_xlim()[1] > 20.0
     # a claim every point but the failed one judges: the failed point is still there
@@ -583,7 +583,7 @@ def test_heatmaps_mark_every_cell_with_no_verdict_in_a_colour_that_reads(tmp_pat
         if x == 2 and scale == 1:  # no point finished
             o.status, o.verdicts, o.metrics = "failed", {}, {}
     drawn = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)
-    for name, gap_texts in (("verdict-c.png", {(1, 1): "—\nfailed / untestable", (1, 0): "—\nfailed"}),
+    for name, gap_texts in (("verdict-c.png", {(1, 1): "—\nfailed /\nuntestable", (1, 0): "—\nfailed"}),
                             # seed 0 reported v = 2 · 2, seed 1 failed: the cell says it holds one seed of two
                             ("v.png", {(1, 1): "4\n1 of 2 seeds", (0, 0): "1\n±0", (1, 0): "—\nfailed"})):
         fig = drawn[name]

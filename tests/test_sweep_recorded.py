@@ -72,8 +72,8 @@ def _drawn_figures(monkeypatch, tmp_path: Path, the_plan, outcomes) -> tuple[dic
 
     drawn: dict = {}
 
-    def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None) -> Path:
-        drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict)
+    def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None, splits=None) -> Path:
+        drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits)
         return path
 
     monkeypatch.setattr(figures, "plot_metric", record)
@@ -125,3 +125,99 @@ def test_placeholders_find_metrics_named_with_g_format(tmp_path: Path) -> None:
     two.verdicts = {"c.sigma2_holds": "refuted"}
     assert resolve_verdict("c.sigma{offsets[1]}_*", two) == ("c.sigma2_holds", -1.0)
     assert resolve_metric("m/{no_such_key}/a", two) == (None, None)
+
+
+def test_a_cell_whose_seeds_disagree_is_split_never_inconclusive(tmp_path: Path, monkeypatch) -> None:
+    """One seed confirmed and one refuted averaged to 0 and was drawn in "inconclusive"'s colour, with an sd bar
+    of 1.4. Such a cell is drawn as split (counts "1 c / 1 r"): a hatched cell outside the colour scale, a row of
+    its own above "confirmed" in a line plot; verdict line plots have no error bars."""
+    import numpy as np
+
+    from flowvar.sweep import PointOutcome
+    from flowvar.sweep.figures import SPLIT_Y
+    from flowvar.sweep.tables import verdict_splits
+
+    the_plan = toy_plan(tmp_path, ["x=1,2,3"], seeds=[0, 1, 2])
+    outcomes = [PointOutcome(p, status="computed") for p in the_plan.points]
+    for o in outcomes:
+        x, seed = o.point.values["x"], o.point.values["seed"]
+        o.verdicts = {"c": "confirmed" if x == 1 or (x == 2 and seed == 0) else
+                      "inconclusive" if x == 2 and seed == 2 else "refuted"}
+    splits = verdict_splits(the_plan.axes, outcomes, lambda o: o.verdicts.get("c"))
+    assert splits == {("2.0",): "1 c / 1 i / 1 r"}
+    ax = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)[0]["verdict-c.png"].axes[0]
+    container = ax.containers[0]
+    assert not container.has_yerr
+    heights = np.asarray(container.lines[0].get_ydata(), dtype=float)
+    assert heights[0] == 1.0 and np.isnan(heights[1]) and heights[2] == -1.0
+    split_marks = [line for line in ax.lines if line.get_label().startswith("seeds disagree")]
+    assert [(list(m.get_xdata()), list(m.get_ydata())) for m in split_marks] == [([2.0], [SPLIT_Y])]
+    assert [t.get_text() for t in ax.texts] == ["1 c / 1 i / 1 r"]
+    assert "seeds disagree" in [t.get_text() for t in ax.get_yticklabels()]
+    # a heatmap: the split cell is masked from the colour scale and says so
+    two = toy_plan(tmp_path, ["x=1,2", "scale=1,2"], seeds=[0, 1])
+    cells = [PointOutcome(p, status="computed") for p in two.points]
+    for o in cells:
+        split = o.point.values["x"] == 2 and o.point.values["scale"] == 2
+        o.verdicts = {"c": ("confirmed" if o.point.values["seed"] == 0 else "refuted") if split else "confirmed"}
+    fig = _drawn_figures(monkeypatch, tmp_path, two, cells)[0]["verdict-c.png"]
+    image = fig.axes[0].get_images()[0]
+    assert np.ma.is_masked(image.get_array()[1, 1]) and not np.ma.is_masked(image.get_array()[0, 0])
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in fig.axes[0].texts}
+    assert texts == {(0, 0): "confirmed", (0, 1): "confirmed", (1, 0): "confirmed",
+                     (1, 1): "seeds disagree\n1 c / 1 r"}
+    assert [t.get_text() for legend in fig.legends for t in legend.get_texts()] == [
+        "seeds disagree (c confirmed, i inconclusive, r refuted)"]  # no gap: no grey-cell entry
+
+
+def test_heatmap_panels_share_one_colour_scale_and_every_panel_is_drawn(tmp_path: Path, monkeypatch) -> None:
+    """Three swept keys: each panel had its own colour scale (the same colour, different values), its own colour
+    bar over the next panel's labels, and a figure of 13 panels silently drew 12. Now: one norm and one colour bar
+    (labelled) for all panels, all 13 panels, the grey-cell legend below every tick label (rotated ones too)."""
+    from flowvar.sweep import PointOutcome
+
+    labels = ",".join(f"l{i}" for i in range(13))
+    the_plan = toy_plan(tmp_path, ["x=1,2", "offsets=[0,0.05,0.5],[0,0.5,2.0]", f"label={labels}"],
+                        seeds=[0, 1], metrics=["v"])
+    outcomes = [PointOutcome(p, status="computed") for p in the_plan.points]
+    for o in outcomes:
+        scale = 10.0 if o.point.values["label"] == "l3" else 1.0
+        o.metrics = {"v": scale * o.point.values["x"]}
+        if o.point.values["x"] == 2 and o.point.values["label"] == "l0":
+            o.status, o.metrics = "failed", {}
+    drawn, warnings = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)
+    fig = drawn["v.png"]
+    images = [ax.get_images()[0] for ax in fig.axes if ax.get_images()]
+    assert len(images) == 13 and warnings == []
+    assert {(im.norm.vmin, im.norm.vmax) for im in images} == {(1.0, 20.0)}
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "mean over seeds (± in a cell: sd over seeds)"
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend_top = fig.legends[0].get_window_extent(renderer).y1
+    assert all(legend_top <= ax.get_tightbbox(renderer).y0 + 1e-6 for ax in fig.axes if ax.get_images())
+    # beyond MAX_PANELS the figure says, in the warnings the terminal and sweep.json get, what it left out
+    monkeypatch.setattr("flowvar.sweep.figures.MAX_PANELS", 12)
+    drawn, warnings = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)
+    assert len([ax for ax in drawn["v.png"].axes if ax.get_images()]) == 12
+    assert warnings == ["figure 'v' draws the first 12 of its 13 panels (one per combination of the third and "
+                        "later swept keys); sweep.csv holds every point: sweep fewer keys at once to see them all"]
+
+
+def test_figure_labels_say_what_a_cell_holds(tmp_path: Path, monkeypatch) -> None:
+    """Without a seed axis a line plot said "mean ± sd over seeds" (there is one point per cell, no sd); a verdict
+    heatmap drew its grey-cell legend with no grey cell."""
+    from flowvar.sweep import PointOutcome
+
+    the_plan = toy_plan(tmp_path, ["x=1,2"], metrics=["v"])
+    outcomes = [PointOutcome(p, status="computed", metrics={"v": 1.0}) for p in the_plan.points]
+    ax = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)[0]["v.png"].axes[0]
+    assert ax.get_ylabel() == "value (one point per cell)" and not ax.containers[0].has_yerr
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["value (one point per cell)"]
+    two = toy_plan(tmp_path, ["x=1,2", "scale=1,2"], metrics=["v"])
+    cells = [PointOutcome(p, status="computed", verdicts={"c": "confirmed"}, metrics={"v": 2.0})
+             for p in two.points]
+    drawn = _drawn_figures(monkeypatch, tmp_path, two, cells)[0]
+    assert drawn["verdict-c.png"].legends == []
+    bar = next(ax for ax in drawn["v.png"].axes if ax.get_label() == "<colorbar>")
+    assert bar.get_ylabel() == "value"

@@ -7,7 +7,7 @@ import io
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,8 @@ from flowvar.sweep.tables import (
     resolve_verdict,
     slug,
     verdict_gap,
+    verdict_of,
+    verdict_splits,
 )
 
 log = logging.getLogger("flowvar.sweep")
@@ -52,11 +54,26 @@ def numeric_positions(axis: Axis) -> tuple[list[float] | None, str]:
 GAP_COLOUR = "0.82"
 """The face of a heatmap cell with no value: a light grey that no colour map here draws (viridis, RdYlGn)."""
 
+SPLIT_FACE = "white"
+"""The face of a verdict-map cell whose seeds disagree (:func:`~flowvar.sweep.tables.verdict_splits`), hatched: no
+verdict's colour (their mean, 0 for one confirmed and one refuted seed, would read "inconclusive")."""
+
 NO_VERDICT_Y = -2.0
 """Where a line-plot verdict map draws its points with no verdict: a row of its own below "refuted"."""
 
+SPLIT_Y = 2.0
+"""Where a line-plot verdict map draws its points whose seeds disagree: a row of its own above "confirmed"."""
+
 GAP_MARKERS = ("X", "s", "D", "^", "v", "P", "*")
 """One marker per reason a point has no value (untestable, failed, claim absent, ...), in order of appearance."""
+
+MAX_PANELS = 48
+"""The most heatmap panels (one per combination of the third and later swept keys) one figure draws, 4 a row;
+:func:`draw_figures` warns (terminal and ``sweep.json``) when a figure leaves panels out."""
+
+PANELS_PER_ROW = 4
+
+VERDICT_TICKS = ([-1, 0, 1], ["refuted", "inconclusive", "confirmed"])
 
 
 def text_colour(rgba: Sequence[float]) -> str:
@@ -64,65 +81,111 @@ def text_colour(rgba: Sequence[float]) -> str:
     return "black" if 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.5 else "white"
 
 
+def panel_count(axes: Sequence[Axis]) -> int:
+    """How many heatmap panels :func:`metric_figure` needs: the product of the value counts of the swept keys
+    after the first two that vary (1 with fewer than three)."""
+    varying = [a for a in axes if a.key != "seed" and len(a.values) > 1]
+    return math.prod(len(a.values) for a in varying[2:])
+
+
+def _wrapped(reason: str, width: int = 14) -> str:
+    """A gap's reason broken into lines of about ``width`` characters, so a long one stays inside its cell."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(reason, width, break_long_words=True)) or reason
+
+
 def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
-                  gaps: dict[tuple[str, ...], str] | None = None, *, verdict: bool = False) -> Any:
+                  gaps: dict[tuple[str, ...], str] | None = None, *, verdict: bool = False,
+                  splits: dict[tuple[str, ...], str] | None = None) -> Any:
     """The figure of a :func:`cell_table`: a line plot (one varying axis), heatmap (two) or heatmap panels (more).
 
     Every cell of the grid is drawn. A cell with no value (``gaps``, from :func:`cell_gaps`: no point of it
     finished, reported the metric, or gave a scored verdict) is a marked gap saying why, never left out: in a
     line plot a grey marker per reason (on a "no verdict" row of its own below "refuted" in a verdict map; on the
-    x axis in a metric plot), in a heatmap a grey cell reading "—" and the reason; a legend names the marks.
-    None when ``table`` is empty."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.patches import Patch
-
+    x axis in a metric plot), in a heatmap a grey cell reading "—" and the reason; a legend names the marks. In a
+    verdict map a cell whose seeds disagree (``splits``, from :func:`verdict_splits`: ``"1 c / 1 r"``) is drawn
+    as split (a "seeds disagree" row above "confirmed"; a hatched white cell), never in a verdict's colour, and
+    no error bars are drawn (a verdict is not a quantity with a spread). A metric's cell is its mean over the
+    seeds the sweep ran (± their sd when there are several). Heatmap panels share one colour scale and one colour
+    bar; at most :data:`MAX_PANELS` are drawn. None when ``table`` is empty."""
+    if not table:
+        return None
     swept = [a for a in axes if a.key != "seed"]
     # the seeds a cell should have: a cell with fewer values (a seed failed, was not run or did not report) says so
     n_seeds = next((len(a.values) for a in axes if a.key == "seed"), 1)
     varying = [i for i, a in enumerate(swept) if len(a.values) > 1]
-    labels = [axis_labels(a) for a in swept]  # tick labels: distinct where six digits would write two values alike
-    if not table:
-        return None
-    gaps = gaps or {}
-    nothing = "no verdict" if verdict else "no value"
+    context = _FigureContext(title, swept, table, gaps or {}, (splits or {}) if verdict else {}, verdict, n_seeds)
+    return context.line_plot(varying[0] if varying else 0) if len(varying) <= 1 else context.heatmaps(varying)
 
-    def key(assignment: dict[int, int]) -> tuple[str, ...]:
+
+class _FigureContext:
+    """What :func:`metric_figure` draws from: the swept axes, the cell table, its gaps and splits."""
+
+    def __init__(self, title: str, swept: list[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
+                 gaps: dict[tuple[str, ...], str], splits: dict[tuple[str, ...], str], verdict: bool,
+                 n_seeds: int) -> None:
+        self.title, self.swept, self.table, self.gaps, self.splits = title, swept, table, gaps, splits
+        self.verdict, self.n_seeds = verdict, n_seeds
+        self.labels = [axis_labels(a) for a in swept]  # tick labels: distinct where six digits write two alike
+        self.nothing = "no verdict" if verdict else "no value"
+        if verdict:
+            self.value_label = "verdict (every seed agrees)"
+        elif n_seeds > 1:
+            self.value_label = f"mean ± sd over {n_seeds} seeds"
+        else:
+            self.value_label = "value (one point per cell)"
+
+    def key(self, assignment: dict[int, int]) -> tuple[str, ...]:
         """The cell (:func:`~flowvar.sweep.tables.cell_of`) of the values at these indices (axis → value)."""
-        return tuple(canonical(a.values[assignment.get(i, 0)]) for i, a in enumerate(swept))
+        return tuple(canonical(a.values[assignment.get(i, 0)]) for i, a in enumerate(self.swept))
 
-    def cell(assignment: dict[int, int]) -> tuple[float, float, int]:
-        return table.get(key(assignment), (math.nan, math.nan, 0))
+    def stats(self, cell: tuple[str, ...]) -> tuple[float, float, int]:
+        if cell in self.splits:  # drawn as split, not at the mean of disagreeing verdicts
+            return math.nan, math.nan, 0
+        return self.table.get(cell, (math.nan, math.nan, 0))
 
-    if len(varying) <= 1:
-        i = varying[0] if varying else 0
-        xs = labels[i] if swept else ["all"]
+    def line_plot(self, i: int) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        swept, verdict = self.swept, self.verdict
+        xs = self.labels[i] if swept else ["all"]
         numbers, xlabel = numeric_positions(swept[i]) if swept else (None, "")
-        keys = [key({i: j}) for j in range(len(xs))] if swept else [next(iter(table))]
-        stats = [table.get(k, (math.nan, math.nan, 0)) for k in keys]
+        keys = [self.key({i: j}) for j in range(len(xs))] if swept else [next(iter(self.table))]
+        stats = [self.stats(k) for k in keys]
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         positions = numbers if numbers is not None else list(range(len(xs)))
         # a cell with no value is NaN here: the line breaks there rather than joining its neighbours across it
-        bar = ax.errorbar(positions, [s[0] if s[2] else math.nan for s in stats],
-                    yerr=[s[1] if s[2] else math.nan for s in stats], marker="o", capsize=3,
-                    label="verdict, mean over seeds" if verdict else "mean ± sd over seeds")
+        spread = None if verdict or self.n_seeds == 1 else [s[1] if s[2] else math.nan for s in stats]
+        bar = ax.errorbar(positions, [s[0] if s[2] else math.nan for s in stats], yerr=spread, marker="o",
+                          capsize=3, label=self.value_label)
         handles = [bar]
         by_reason: dict[str, list[float]] = {}
+        split_at: list[tuple[float, str]] = []
         for position, k, s in zip(positions, keys, stats):
-            if 0 < s[2] < n_seeds:
-                ax.annotate(f"{s[2]} of {n_seeds} seeds", (position, s[0]), textcoords="offset points",
+            if 0 < s[2] < self.n_seeds:
+                ax.annotate(f"{s[2]} of {self.n_seeds} seeds", (position, s[0]), textcoords="offset points",
                             xytext=(4, 4), fontsize=6, color="0.3")
-            if s[2] == 0:
-                by_reason.setdefault(gaps.get(k, "no point"), []).append(position)
+            if k in self.splits:
+                split_at.append((position, self.splits[k]))
+            elif s[2] == 0:
+                by_reason.setdefault(self.gaps.get(k, "no point"), []).append(position)
         for marker, (reason, where) in zip(itertools.cycle(GAP_MARKERS), by_reason.items()):
             # a verdict map's gaps on their own row; a metric's on the x axis, whatever its scale (y in axes units)
             where_y = ({"ys": [NO_VERDICT_Y] * len(where)} if verdict else
                        {"ys": [0.0] * len(where), "transform": ax.get_xaxis_transform(), "clip_on": False})
             handles += ax.plot(where, where_y.pop("ys"), linestyle="none", marker=marker, markersize=8, color="0.45",
-                               label=f"{nothing}: {reason}", **where_y)
+                               label=f"{self.nothing}: {reason}", **where_y)
+        if split_at:
+            handles += ax.plot([p for p, _ in split_at], [SPLIT_Y] * len(split_at), linestyle="none", marker="o",
+                               markersize=8, markerfacecolor="white", markeredgecolor="0.3",
+                               label="seeds disagree (c confirmed, i inconclusive, r refuted)")
+            for position, counts in split_at:
+                ax.annotate(counts, (position, SPLIT_Y), textcoords="offset points", xytext=(0, -12), fontsize=6,
+                            ha="center", color="0.3")
         if numbers is None:
             ax.set_xticks(positions, xs, rotation=30 if max(len(x) for x in xs) > 6 else 0)
         elif (positive := [v for v in numbers if v > 0]) and min(numbers) >= 0 and max(numbers) > 20 * min(positive):
@@ -131,62 +194,101 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
             ax.set_xticks(positions, xs, rotation=30 if max(len(x) for x in xs) > 6 else 0)
         ax.set_xlabel(xlabel)
         if verdict:
-            ax.set_ylim(NO_VERDICT_Y - 0.5, 1.3)
+            top = SPLIT_Y + 0.5 if split_at else 1.3
+            ax.set_ylim(NO_VERDICT_Y - 0.5, top)
             ax.axhline((NO_VERDICT_Y - 1) / 2, color="0.6", linewidth=0.8, linestyle="--")
-            ax.set_yticks([NO_VERDICT_Y, -1, 0, 1], [nothing, "refuted", "inconclusive", "confirmed"])
-        ax.set_ylabel("verdict (mean over seeds)" if verdict else "mean ± sd over seeds")
-        ax.set_title(title, fontsize=9)
+            ticks, names = [NO_VERDICT_Y, *VERDICT_TICKS[0]], [self.nothing, *VERDICT_TICKS[1]]
+            if split_at:
+                ax.axhline((SPLIT_Y + 1) / 2, color="0.6", linewidth=0.8, linestyle="--")
+                ticks, names = [*ticks, SPLIT_Y], [*names, "seeds disagree"]
+            ax.set_yticks(ticks, names)
+        ax.set_ylabel("verdict" if verdict else self.value_label)
+        ax.set_title(self.title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    else:
-        row, col = varying[0], varying[1]
-        rest = varying[2:]
-        combos = list(itertools.product(*(range(len(labels[i])) for i in rest))) or [()]
-        if len(combos) > 12:
-            log.warning("%s: %d panels; plotting the first 12", title, len(combos))
-            combos = combos[:12]
-        n = len(combos)
-        fig, axs = plt.subplots(1, n, figsize=(1.2 + 0.9 * len(labels[col]) * n, 1.2 + 0.6 * len(labels[row])),
-                                squeeze=False)
+        return fig
+
+    def heatmaps(self, varying: list[int]) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+        from matplotlib.colors import Normalize
+        from matplotlib.patches import Patch, Rectangle
+
+        swept, labels, verdict = self.swept, self.labels, self.verdict
+        row, col, rest = varying[0], varying[1], varying[2:]
+        combos = list(itertools.product(*(range(len(labels[i])) for i in rest)))[:MAX_PANELS] or [()]
+        panels = [[[{**dict(zip(rest, combo)), row: r, col: c} for c in range(len(labels[col]))]
+                   for r in range(len(labels[row]))] for combo in combos]
+        grids = [[[self.stats(self.key(a)) for a in line] for line in cells] for cells in panels]
+        means = [np.array([[g[0] if g[2] else math.nan for g in line] for line in grid]) for grid in grids]
+        # one colour scale for every panel: the same colour is the same value in each
+        finite = np.concatenate([m[np.isfinite(m)] for m in means])
+        low, high = (-1.0, 1.0) if verdict else ((float(finite.min()), float(finite.max())) if finite.size else
+                                                 (0.0, 1.0))
+        norm = Normalize(vmin=low, vmax=high if high > low else low + 1.0)
+        ncols = min(len(combos), PANELS_PER_ROW)
+        nrows = math.ceil(len(combos) / ncols)
+        width = 1.0 + (0.35 + 0.9 * len(labels[col])) * ncols
+        fig = plt.figure(figsize=(width + 1.0, 1.4 + (0.8 + 0.6 * len(labels[row])) * nrows), layout="constrained")
+        axs = fig.subplots(nrows, ncols, squeeze=False).ravel()
         cmap = matplotlib.colormaps["RdYlGn" if verdict else "viridis"].with_extremes(bad=GAP_COLOUR)
-        any_gap = False
-        for ax, combo in zip(axs[0], combos):
-            fixed = {i: v for i, v in zip(rest, combo)}
-            cells = [[{**fixed, row: r, col: c} for c in range(len(labels[col]))] for r in range(len(labels[row]))]
-            grid = [[cell(a) for a in line] for line in cells]
-            means = np.array([[g[0] if g[2] else math.nan for g in line] for line in grid])
-            kwargs = {"vmin": -1, "vmax": 1} if verdict else {}
-            image = ax.imshow(np.ma.masked_invalid(means), aspect="auto", cmap=cmap, **kwargs)
+        any_gap = any_split = False
+        image = None
+        for ax, combo, cells, grid, mean in zip(axs, combos, panels, grids, means):
+            image = ax.imshow(np.ma.masked_invalid(mean), aspect="auto", cmap=cmap, norm=norm)
             for r, line in enumerate(grid):
                 for c, (m, s, k) in enumerate(line):
-                    if k == 0:
-                        any_gap = True
-                        text, face = "—\n" + gaps.get(key(cells[r][c]), "no point"), cmap.get_bad()
+                    cell = self.key(cells[r][c])
+                    if cell in self.splits:
+                        any_split, face = True, matplotlib.colors.to_rgba(SPLIT_FACE)
+                        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor=SPLIT_FACE, edgecolor="0.8",
+                                               hatch="///", linewidth=0))
+                        text = "seeds disagree\n" + self.splits[cell]
+                    elif k == 0:
+                        any_gap, face = True, cmap.get_bad()
+                        text = "—\n" + _wrapped(self.gaps.get(cell, "no point"))
                     else:
-                        text, face = f"{m:.3g}" + (f"\n±{s:.2g}" if k > 1 else ""), cmap(image.norm(m))
-                        if k < n_seeds:
-                            text += f"\n{k} of {n_seeds} seeds"
+                        face = cmap(norm(m))
+                        if verdict:  # every seed agrees (else the cell is split): the verdict itself
+                            text = VERDICT_TICKS[1][VERDICT_TICKS[0].index(round(m))]
+                        else:
+                            text = f"{m:.3g}" + (f"\n±{s:.2g}" if k > 1 else "")
+                        if k < self.n_seeds:
+                            text += f"\n{k} of {self.n_seeds} seeds"
                     ax.text(c, r, text, ha="center", va="center", fontsize=7, color=text_colour(face))
             ax.set_xticks(range(len(labels[col])), labels[col], rotation=30 if max(map(len, labels[col])) > 6 else 0)
             ax.set_yticks(range(len(labels[row])), labels[row])
             ax.set_xlabel(swept[col].key)
             ax.set_ylabel(swept[row].key)
             if combo:
-                ax.set_title(", ".join(f"{swept[i].key}={labels[i][j]}" for i, j in fixed.items()), fontsize=8)
-            bar = fig.colorbar(image, ax=ax, fraction=0.046)
-            if verdict:
-                bar.set_ticks([-1, 0, 1], labels=["refuted", "inconclusive", "confirmed"])
-        fig.suptitle(title, fontsize=9)
-        if verdict or any_gap:
+                ax.set_title(", ".join(f"{swept[i].key}={labels[i][j]}" for i, j in zip(rest, combo)), fontsize=8)
+        for ax in axs[len(combos):]:
+            ax.set_visible(False)
+        bar = fig.colorbar(image, ax=list(axs[:len(combos)]), shrink=0.9)
+        if verdict:
+            bar.set_ticks(VERDICT_TICKS[0], labels=VERDICT_TICKS[1])
+        else:
+            bar.set_label("mean over seeds (± in a cell: sd over seeds)" if self.n_seeds > 1 else "value")
+        fig.suptitle(self.title, fontsize=9)
+        handles = []
+        if any_gap:
             what = "untestable, failed, claim absent, ..." if verdict else "failed, not run, not reported, ..."
-            fig.legend(handles=[Patch(facecolor=GAP_COLOUR, edgecolor="0.5",
-                                      label=f"— {nothing} here (the cell says why: {what})")],
-                       loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=7, frameon=False)
-    return fig
+            handles.append(Patch(facecolor=GAP_COLOUR, edgecolor="0.5",
+                                 label=f"— {self.nothing} here (the cell says why: {what})"))
+        if any_split:
+            handles.append(Patch(facecolor=SPLIT_FACE, edgecolor="0.6", hatch="///",
+                                 label="seeds disagree (c confirmed, i inconclusive, r refuted)"))
+        if handles:
+            fig.legend(handles=handles, loc="outside lower center", fontsize=7, frameon=False)
+        return fig
 
 
 def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
-                *, verdict: bool = False, gaps: dict[tuple[str, ...], str] | None = None) -> Path | None:
+                *, verdict: bool = False, gaps: dict[tuple[str, ...], str] | None = None,
+                splits: dict[tuple[str, ...], str] | None = None) -> Path | None:
     """:func:`metric_figure` saved as ``path``; None (nothing written) when ``table`` is empty.
 
     Rendered in memory, then written atomically (:func:`flowvar.results.atomic_write_bytes`, as
@@ -194,7 +296,7 @@ def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[
     or none, never a partial PNG, and raises :class:`~flowvar.errors.DataError` in one line."""
     import matplotlib.pyplot as plt
 
-    fig = metric_figure(title, axes, table, gaps, verdict=verdict)
+    fig = metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits)
     if fig is None:
         return None
     try:
@@ -220,18 +322,30 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
             warnings.append(f"cannot remove the old figure {stale}: {e.strerror or e}")
 
     def draw(name: str, title: str, table: dict[tuple[str, ...], tuple[float, float, int]],
-             gaps: dict[tuple[str, ...], str], verdict: bool = False) -> None:
+             gaps: dict[tuple[str, ...], str], verdict: bool = False,
+             splits: dict[tuple[str, ...], str] | None = None) -> None:
         # one file per figure: a name drawn already (two patterns whose slugs agree) gets a numbered suffix
         path, n = folder / f"{name}.png", 2
         while path.relative_to(out).as_posix() in figures:
             path, n = folder / f"{name}-{n}.png", n + 1
         try:
-            drawn = plot_metric(path, title, plan_.axes, table, verdict=verdict, gaps=gaps)
+            drawn = plot_metric(path, title, plan_.axes, table, verdict=verdict, gaps=gaps, splits=splits)
         except (FlowvarError, OSError) as e:  # a full disk: this figure is lost, the sweep's record is not
             warnings.append(f"figure {title!r} not written: {e}")
             return
         if drawn is not None:
             figures.append(drawn.relative_to(out).as_posix())
+            if panel_count(plan_.axes) > MAX_PANELS:
+                warnings.append(f"figure {title!r} draws the first {MAX_PANELS} of its {panel_count(plan_.axes)} "
+                                f"panels (one per combination of the third and later swept keys); sweep.csv holds "
+                                f"every point: sweep fewer keys at once to see them all")
+
+    def draw_verdicts(name: str, title: str, verdict: Callable[[PointOutcome], str | None],
+                      gap: Callable[[PointOutcome], str | None]) -> None:
+        draw(name, title,
+             cell_table(plan_.axes, outcomes, lambda o: VERDICT_SCORE.get(verdict(o) or "")),
+             cell_gaps(plan_.axes, outcomes, gap), verdict=True,
+             splits=verdict_splits(plan_.axes, outcomes, verdict))
 
     done = [o for o in outcomes if o.status in ("computed", "cached")]
     for pattern in plan_.metrics:
@@ -256,10 +370,9 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
         if all(claim is None for claim, _ in judged.values()):
             warnings.append(f"verdict pattern {pattern!r} names no claim of any point")
             continue
-        scores = {key: score for key, (_, score) in judged.items()}
-        draw(f"verdict-{slug(pattern)}", f"verdict: {pattern}",
-             cell_table(plan_.axes, outcomes, lambda o, scores=scores: scores.get(id(o))),
-             cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: verdict_gap(pattern, o)), verdict=True)
+        draw_verdicts(f"verdict-{slug(pattern)}", f"verdict: {pattern}",
+                      lambda o, pattern=pattern: verdict_of(pattern, o),
+                      lambda o, pattern=pattern: verdict_gap(pattern, o))
     # a map per claim id that several points judge (an id only one point has would be a single cell: see the
     # tables, or name it with a --verdict pattern); a claim a --verdict pattern names exactly is mapped already
     counts: dict[str, int] = {}
@@ -267,10 +380,11 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
         for c in o.verdicts:
             counts[c] = counts.get(c, 0) + 1
     for claim in sorted(c for c, n in counts.items() if (n > 1 or len(done) == 1) and c not in plan_.verdicts):
-        draw(f"verdict-{slug(claim)}", f"verdict: {claim}",
-             cell_table(plan_.axes, outcomes, lambda o, claim=claim: VERDICT_SCORE.get(o.verdicts.get(claim, ""))),
-             cell_gaps(plan_.axes, outcomes, lambda o, claim=claim: verdict_gap(claim, o)), verdict=True)
+        draw_verdicts(f"verdict-{slug(claim)}", f"verdict: {claim}",
+                      lambda o, claim=claim: o.verdicts.get(claim) if o.status in ("computed", "cached") else None,
+                      lambda o, claim=claim: verdict_gap(claim, o))
     return figures, warnings
 
 
-__all__ = ["draw_figures", "metric_figure", "numeric_positions", "plot_metric", "text_colour"]
+__all__ = ["MAX_PANELS", "draw_figures", "metric_figure", "numeric_positions", "panel_count", "plot_metric",
+           "text_colour"]

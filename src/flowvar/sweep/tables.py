@@ -253,6 +253,34 @@ def verdict_gap(pattern: str, outcome: PointOutcome) -> str | None:
     return value if gap else (None if value in VERDICT_SCORE else str(value))
 
 
+def verdict_of(pattern: str, outcome: PointOutcome) -> str | None:
+    """The verdict (``"confirmed"``, ..., ``"untestable"``) of the one claim ``pattern`` names at this finished
+    point; None when it did not finish, names no claim or several."""
+    if outcome.status not in ("computed", "cached"):
+        return None
+    return _resolve(pattern, outcome, outcome.verdicts)[1]
+
+
+VERDICT_LETTER = {"confirmed": "c", "inconclusive": "i", "refuted": "r"}
+"""How a split cell (:func:`verdict_splits`) writes each scored verdict: ``1 c / 1 r``."""
+
+
+def verdict_splits(axes: Sequence[Axis], outcomes: Sequence[PointOutcome],
+                   verdict: Callable[[PointOutcome], str | None]) -> dict[tuple[str, ...], str]:
+    """The cells (:func:`cell_of`) whose seeds give different scored verdicts, each with their counts in the order
+    confirmed, inconclusive, refuted (``"1 c / 1 r"``). The mean score of such a cell (one confirmed, one refuted:
+    0) would read as "inconclusive", a verdict no seed gave: a verdict map draws these cells as split, never in a
+    verdict's colour. Unscored verdicts (untestable) and points with none are not counted."""
+    found: dict[tuple[str, ...], list[str]] = {}
+    for o in outcomes:
+        v = verdict(o)
+        if v in VERDICT_SCORE:
+            found.setdefault(cell_of(axes, o.point.values), []).append(v)  # type: ignore[arg-type]
+    return {cell: " / ".join(f"{verdicts.count(v)} {letter}" for v, letter in VERDICT_LETTER.items()
+                             if v in verdicts)
+            for cell, verdicts in found.items() if len(set(verdicts)) > 1}
+
+
 def resolve_verdict(pattern: str, outcome: PointOutcome) -> tuple[str | None, float | None]:
     """The claim ``pattern`` names for this point (placeholders, wildcards as for metrics) and its verdict score
     (+1 confirmed, 0 inconclusive, −1 refuted). Claims named after swept values (``table2.N=256.sigma0.05_...``)
@@ -397,7 +425,8 @@ def sweep_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["AMBIGUOUS", "NOT_JUDGED", "NOT_REPORTED", "STATUSES", "VERDICT_SCORE", "PointOutcome", "cell_gaps",
-           "cell_of", "cell_table", "check_outputs", "close_metric_names", "flatten", "load_sweep", "matching_names",
-           "metric_gap", "resolve_metric", "resolve_verdict", "slug", "sweep_index_problem", "sweep_table",
-           "unknown_metrics", "unknown_patterns", "verdict_gap", "write_tables"]
+__all__ = ["AMBIGUOUS", "NOT_JUDGED", "NOT_REPORTED", "STATUSES", "VERDICT_LETTER", "VERDICT_SCORE", "PointOutcome",
+           "cell_gaps", "cell_of", "cell_table", "check_outputs", "close_metric_names", "flatten", "load_sweep",
+           "matching_names", "metric_gap", "resolve_metric", "resolve_verdict", "slug", "sweep_index_problem",
+           "sweep_table", "unknown_metrics", "unknown_patterns", "verdict_gap", "verdict_of", "verdict_splits",
+           "write_tables"]
