@@ -550,8 +550,9 @@ def show_cmd(
     swept = load_sweep(folder)
     if swept is not None:
         meta = swept.get("meta", {})
-        typer.echo(f"{meta.get('command', 'flowvar sweep')} ({meta.get('created', '')}); figures in "
-                   f"{Path(folder) / 'figures'}\n")
+        where = ("interrupted: no figures (rerun the command to finish the sweep and draw them)"
+                 if meta.get("interrupted") else f"figures in {Path(folder) / 'figures'}")
+        typer.echo(f"{meta.get('command', 'flowvar sweep')} ({meta.get('created', '')}); {where}\n")
         typer.echo(sweep_table(swept))
         counts = meta.get("counts", {})
         typer.echo("\n" + ", ".join(f"{n} {k}" for k, n in counts.items() if n))

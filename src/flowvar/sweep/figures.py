@@ -308,18 +308,26 @@ def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[
     return path
 
 
+def remove_figures(out: Path) -> list[str]:
+    """Delete the PNGs in ``out/figures`` (an earlier run's, before new ones are drawn, or when an interrupted run
+    draws none: they would show another grid or other points as this sweep's); returns a warning per file that
+    could not be removed."""
+    warnings = []
+    for stale in (out / "figures").glob("*.png"):
+        try:
+            stale.unlink()
+        except OSError as e:
+            warnings.append(f"cannot remove the old figure {stale}: {e.strerror or e}")
+    return warnings
+
+
 def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tuple[list[str], list[str]]:
     """One figure per chosen metric and one verdict map per claim into ``out/figures``; returns the figure
     paths (relative to ``out``) and warnings: metrics no point reported, and figures that could not be written
     (a full disk: the sweep's tables and log still get their final lines)."""
     figures: list[str] = []
-    warnings: list[str] = []
     folder = out / "figures"
-    for stale in folder.glob("*.png"):  # the figures of an earlier run of this sweep (other metrics, other grid)
-        try:
-            stale.unlink()
-        except OSError as e:
-            warnings.append(f"cannot remove the old figure {stale}: {e.strerror or e}")
+    warnings = remove_figures(out)  # the figures of an earlier run of this sweep (other metrics, other grid)
 
     def draw(name: str, title: str, table: dict[tuple[str, ...], tuple[float, float, int]],
              gaps: dict[tuple[str, ...], str], verdict: bool = False,
@@ -387,4 +395,4 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
 
 
 __all__ = ["MAX_PANELS", "draw_figures", "metric_figure", "numeric_positions", "panel_count", "plot_metric",
-           "text_colour"]
+           "remove_figures", "text_colour"]

@@ -18,7 +18,7 @@ from flowvar.cache import Cache, code_version, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.results import Result, remove_stale_writes, versions
 from flowvar.runner import Backend, check_config_threads, check_threads, dispatch, make_backend, sigterm_as_interrupt
-from flowvar.sweep.figures import draw_figures
+from flowvar.sweep.figures import draw_figures, remove_figures
 from flowvar.sweep.grid import Axis, Point, canonical, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_outputs, write_tables
 
@@ -264,11 +264,57 @@ def runtime_model(known: Sequence[tuple[dict[str, Any], float]]) -> Callable[[di
     return lambda values: float(np.exp(coef[0] + sum(coef[column[lv]] for lv in levels_of(values) if lv in column)))
 
 
+def point_share(config: Any, reference: dict[str, Any]) -> float:
+    """The share of the run of ``reference`` (a config as a dict) that a point with ``config`` computes:
+    ``Π_k len(config.k) / len(reference.k)`` over the list-valued fields (a point with ``dims=[2]`` of the full
+    ``dims=[2, 3, 10, 50]`` is a quarter of it; a ``--set ns=[1797]`` of ``ns=[500, 1797]`` a half). Lists are the
+    experiments' grids (dims, ns, widths, σ, angles), each entry a run of its own; scalar fields count 1: a runtime
+    does not scale with a value in any way flowvar knows."""
+    from flowvar.cache import config_dict
+
+    share = 1.0
+    for key, mine in config_dict(config).items():
+        whole = reference.get(key)
+        if isinstance(mine, list | tuple) and isinstance(whole, list | tuple) and whole:
+            share *= len(mine) / len(whole)
+    return share
+
+
+def baseline_runtime(spec: Any, cache: Cache, quick: bool) -> tuple[float, dict[str, Any]] | None:
+    """A runtime of the experiment and the config it is of: the newest cache entry of this mode (its recorded
+    runtime and config), else the YAML file's estimate of the whole run with the default config; None when neither
+    exists. A sweep's point covers part of that config (:func:`point_share`) and is charged that share of it, not
+    the whole (memorisation_phase's by_cell points each compute 1 of 40 cells of the 10 h YAML estimate)."""
+    from flowvar.cache import config_dict
+    from flowvar.experiments.base import build_config, expected_runtime
+
+    entries = [m for m in cache.entries() if m.get("experiment") == spec.name and m.get("quick") == quick
+               and isinstance(m.get("runtime_s"), int | float)]
+    for manifest in reversed(entries):
+        config = (manifest.get("inputs") or {}).get("config")
+        if isinstance(config, dict):
+            return float(manifest["runtime_s"]), config
+    estimate = expected_runtime(spec, quick)
+    if estimate is None:
+        return None
+    return float(estimate), config_dict(build_config(spec, quick=quick))
+
+
+def point_estimates(the_plan: Plan, cache: Cache, quick: bool) -> dict[str, float] | None:
+    """Each point's expected runtime (seconds, by point label) before any point of the plan is timed: the
+    :func:`baseline_runtime` scaled by the point's :func:`point_share` of it; None when there is no baseline."""
+    baseline = baseline_runtime(the_plan.spec, cache, quick)
+    if baseline is None:
+        return None
+    seconds, reference = baseline
+    return {p.label: seconds * point_share(p.config, reference) for p in the_plan.points}
+
+
 def dry_run(options: Options) -> str:
     """What :func:`sweep` would do, without doing it or writing anything: every point, whether the cache holds it,
-    and an estimate of the time the missing ones take (:func:`runtime_model` of the cached points; with none, the
-    cache's last runtime of the experiment, else its YAML estimate)."""
-    from flowvar.experiments.base import expected_runtime
+    and an estimate of the time the missing ones take (:func:`runtime_model` of the cached points; with none, each
+    point's share of the cache's last runtime of the experiment, else of its YAML estimate:
+    :func:`point_estimates`)."""
     from flowvar.report import format_duration
 
     the_plan = plan(options)
@@ -287,9 +333,9 @@ def dry_run(options: Options) -> str:
     model = runtime_model(known)
     if model is not None:
         total = sum(model(p.values) for p in todo)
-    else:  # nothing of this plan timed: the cache's newest runtime of the experiment (a scan of every manifest)
-        each = cache.last_runtime(the_plan.spec.name, options.quick) or expected_runtime(the_plan.spec, options.quick)
-        total = missing * (each or 0.0)
+    else:  # nothing of this plan timed: each point's share of a known runtime (a scan of every manifest)
+        each = point_estimates(the_plan, cache, options.quick) or {}
+        total = sum(each.get(p.label, 0.0) for p in todo)
     eta = (f"~{format_duration(total / options.jobs)} with --jobs {options.jobs}" if total or not missing else
            "no runtime estimate")
     lines.append(f"{len(the_plan.points)} points: {len(the_plan.points) - missing} cached, {missing} to compute "
@@ -354,7 +400,6 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
 
 def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], names_checked: bool,
            to_compute: bool = True) -> Summary:
-    from flowvar.experiments.base import expected_runtime
     from flowvar.logs import log_to
     from flowvar.runner import (
         DEFAULT_EXPECTED_S,
@@ -398,8 +443,9 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             log.info("the cache %s is read-only: every point is there, nothing to write into it", cache.root)
         for tmp in remove_stale_writes(out, ("sweep.json", "sweep.csv")):
             log.info("removed %s, left by a sweep killed while writing it", tmp.name)
-        expected = cache.last_runtime(name, options.quick) or expected_runtime(the_plan.spec, options.quick)
-        tasks = [Task(o.point.label, o.point.key, float(expected or DEFAULT_EXPECTED_S), {}) for o in outcomes]
+        expected = point_estimates(the_plan, cache, options.quick) or {}
+        tasks = [Task(o.point.label, o.point.key, float(expected.get(o.point.label) or DEFAULT_EXPECTED_S), {})
+                 for o in outcomes]
         progress = Progress(tasks, options.jobs, options.quiet, stream)
 
         def corrupted(point: Point) -> Callable[[str, str], None]:
@@ -520,8 +566,12 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             raise
         finally:
             progress.close()
+            if interrupted:  # no figures are drawn: an earlier run's would be shown as this sweep's
+                for w in remove_figures(out):
+                    log.warning("%s", w)
             if not stopped:
-                write_tables(out, meta(interrupted), the_plan.axes, outcomes)
+                write_tables(out, {**meta(interrupted), **({"figures": []} if interrupted else {})}, the_plan.axes,
+                             outcomes)
             if not (interrupted or stopped):
                 figures, warnings = draw_figures(out, the_plan, outcomes)
                 for w in warnings:
