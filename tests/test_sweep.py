@@ -88,7 +88,7 @@ def test_parse_axis_coerces_to_field_types(toy) -> None:
     ("y=1,2", "unknown config key 'y'"),
     ("x=a,b", "x expects a number"),
     ("x=", "empty value list"),
-    ("x=1,,2", "empty value list"),
+    ("x=1,,2", "an empty value between commas \\(value 2 of 3\\); drop the extra comma: x=1,2"),
     ("x", "expects key=v1,v2"),
     ("x=1,1.0", "lists 1.0 twice"),
     ("seed=1.5", "seed expects an integer"),

@@ -7,6 +7,8 @@ import json
 import shlex
 from pathlib import Path
 
+import pytest
+
 from flowvar.cli import main
 from flowvar.sweep.assemble import _rerun, command_words
 
@@ -221,3 +223,70 @@ def test_figure_labels_say_what_a_cell_holds(tmp_path: Path, monkeypatch) -> Non
     assert drawn["verdict-c.png"].legends == []
     bar = next(ax for ax in drawn["v.png"].axes if ax.get_label() == "<colorbar>")
     assert bar.get_ylabel() == "value"
+
+
+def test_dry_run_charges_each_point_its_share_of_the_known_runtime(tmp_path: Path) -> None:
+    """Every point was charged the whole experiment's runtime: memorisation_phase's by_cell (40 points, one cell
+    of the 40-cell grid each) read ~400 h for a 10 h study. A point is charged its share: the product over list
+    fields of its length over the reference config's; the reference is the newest cache entry (its config) or the
+    YAML estimate of the default config."""
+    from flowvar.experiments.base import expected_runtime, get_experiment
+    from flowvar.report import format_duration
+    from flowvar.sweep import Options, dry_run, sweep
+
+    estimate = expected_runtime(get_experiment("memorisation_phase"), quick=False)
+    text = dry_run(Options("memorisation_phase", preset="by_cell", out=tmp_path / "mp"))
+    assert text.splitlines()[-1].startswith(f"40 points: 0 cached, 40 to compute (~{format_duration(estimate)} ")
+    # a cached whole run of 3 offsets took 30 s: each single-offset point is a third of it
+    cache = tmp_path / "cache"
+    sweep(Options("toy_sweep", grid=["offsets=[0, 1, 2]"], out=tmp_path / "whole", cache_dir=cache,
+                  plugins=[PLUGIN], quiet=True))
+    (manifest,) = cache.glob("toy_sweep-*/cache.json")
+    data = json.loads(manifest.read_text())
+    data["runtime_s"] = 30.0
+    manifest.write_text(json.dumps(data))
+    text = dry_run(Options("toy_sweep", grid=["offsets=[0],[1],[2],[3]"], out=tmp_path / "parts", cache_dir=cache,
+                           plugins=[PLUGIN]))
+    assert "4 points: 0 cached, 4 to compute (~40 s with --jobs 1)" in text
+
+
+def test_an_interrupted_sweep_leaves_no_earlier_figures_and_show_says_so(tmp_path: Path, monkeypatch,
+                                                                        capsys) -> None:
+    """An interrupted rerun kept the previous run's figures (another grid) while `flowvar show` pointed to them."""
+    import flowvar.sweep.run as run_module
+    from flowvar.sweep import Options, sweep
+
+    out = tmp_path / "s"
+    first = sweep(Options("toy_sweep", grid=["x=1,2"], out=out, plugins=[PLUGIN], quiet=True))
+    assert first.figures and list((out / "figures").glob("*.png"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "dispatch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(Options("toy_sweep", grid=["x=1,2,3"], out=out, plugins=[PLUGIN], quiet=True))
+    assert list((out / "figures").glob("*.png")) == []
+    meta = load(out)["meta"]
+    assert meta["interrupted"] is True and meta["figures"] == []
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0
+    assert "interrupted: no figures (rerun the command" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("item, message", [
+    # on --grid, 0,0.1 is two points: the fix offered is the bracketed list only
+    ("sigmas=[0,0.1", 'write it as [0, 0.1] (on --grid, quoted: --grid "sigmas=[0,0.1]"; 0,0.1 would be two points)'),
+    ("n_samples=100,,200", "an empty value between commas (value 2 of 3); drop the extra comma: n_samples=100,200"),
+    ("n_samples=", "empty value list for n_samples"),
+    ("sigmas", "got 'sigmas' (for example --grid sigmas=v1,v2; fig4's keys: seed, mean,"),
+    ("sigma", "got 'sigma' (for example --grid mean=v1,v2; fig4's keys: seed, mean,"),
+])
+def test_grid_errors_offer_a_fix_that_works_on_grid(item: str, message: str) -> None:
+    from flowvar.errors import ConfigError
+    from flowvar.experiments.base import get_experiment
+    from flowvar.sweep import parse_axis
+
+    with pytest.raises(ConfigError) as error:
+        parse_axis(get_experiment("fig4"), item)
+    assert message in str(error.value)

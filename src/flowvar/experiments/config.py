@@ -140,8 +140,10 @@ def _coerce(key: str, raw: Any, value: Any, text: str | None, tp: Any, where: st
     if origin in (list, tuple):
         if isinstance(value, str) and value.lstrip().startswith(("[", "{")):
             # YAML could not read it (an unclosed bracket): splitting it on commas would blame an item like '[0'
-            raise ConfigError(f"{where}: {key} is not a valid list (check its brackets); write it as [0, 0.1] "
-                              f"or 0,0.1")
+            # on --grid, 0,0.1 would be two points, not one list: only the bracketed form is the fix there
+            form = (f'[0, 0.1] (on --grid, quoted: --grid "{key}=[0,0.1]"; 0,0.1 would be two points)'
+                    if where.startswith("--grid") else "[0, 0.1] or 0,0.1")
+            raise ConfigError(f"{where}: {key} is not a valid list (check its brackets); write it as {form}")
         if isinstance(value, str) and "," in value:
             pieces = [v.strip() for v in value.split(",")]
             value, texts = [parse_scalar(v) for v in pieces], list(pieces)

@@ -54,11 +54,18 @@ def parse_axis(spec: Any, item: str, *, source: str = "--grid") -> Axis:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"{source} expects key=v1,v2,..., got {item!r} (for example --grid sigma=0,0.05)")
+        # the example names a key of this experiment (a generic sigma=... is a key most experiments lack)
+        example = item.strip() if item.strip() in spec.field_names() else \
+            next((k for k in spec.field_names() if k != "seed"), "seed")
+        raise ConfigError(f"{source} expects key=v1,v2,..., got {item!r} (for example {source} "
+                          f"{example}=v1,v2; {spec.name}'s keys: {', '.join(spec.field_names())})")
     raws = split_values(raw)
-    if not raw.strip() or any(not r for r in raws):
+    if not raw.strip():
         raise ConfigError(f"{source} {item}: empty value list for {key} (give one or more values: "
                           f"{key}=v1,v2)")
+    if any(not r for r in raws):
+        raise ConfigError(f"{source} {item}: an empty value between commas (value {raws.index('') + 1} of "
+                          f"{len(raws)}); drop the extra comma: {key}={','.join(r for r in raws if r)}")
     # read as --set reads its text: decimal integers, a str-typed key keeps what was typed (data_dir=0.50)
     return make_axis(spec, key, raws, f"{source} {item}", typed=True)
 
