@@ -290,3 +290,28 @@ def test_grid_errors_offer_a_fix_that_works_on_grid(item: str, message: str) -> 
     with pytest.raises(ConfigError) as error:
         parse_axis(get_experiment("fig4"), item)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("sweep", ["lists as [a,b]: --grid", "pip install 'flowvar[ray]'"]),
+    ("reproduce", ["pip install 'flowvar[ray]'"]),
+])
+def test_the_rendered_help_keeps_its_brackets(command: str, shown: list[str], monkeypatch, capsys) -> None:
+    """Rich read ``[a,b]`` and ``[ray]`` as markup and dropped them: "lists as : --grid", "pip install 'flowvar'"."""
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(s in text for s in shown), text
+    assert "\\[" not in text
+
+
+def test_show_prints_an_infinite_metric_as_inf_not_as_missing() -> None:
+    """sweep.json stores a non-finite value as the text "inf" (JSON has no number for it); the table of `flowvar
+    show` printed it "–", as it prints a point with no value."""
+    from flowvar.sweep import sweep_table
+
+    data = {"meta": {"metrics": ["m"]}, "axes": [{"key": "x", "values": [1, 2, 3, 4]}],
+            "points": [{"point": i, "values": {"x": i + 1}, "status": "computed", "plotted": {"m": v}}
+                       for i, v in enumerate(["inf", "-inf", 2.5, None])]}
+    rows = [line.split() for line in sweep_table(data).splitlines()[1:]]
+    assert [row[-1] for row in rows] == ["inf", "-inf", "2.5", "–"]

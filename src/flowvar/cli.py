@@ -149,7 +149,7 @@ def reproduce_cmd(
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads per experiment (default: "
                                                                   "$FLOWVAR_THREADS, else 1).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="local (processes) or ray (pip install "
-                                                           "'flowvar[ray]').")] = "local",
+                                                           "'flowvar\\[ray]').")] = "local",
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="Ray cluster to use (host:port, ray://host:port or auto); default: start a local "
                               "Ray instance with --jobs CPUs. The cache folder must be shared by every node.")] = None,
@@ -194,7 +194,7 @@ def reproduce_cmd(
 def sweep_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment name (see `flowvar list`).")],
     grid: Annotated[list[str] | None, typer.Option(
-        "--grid", help="A swept config key: key=v1,v2,... (YAML values; lists as [a,b]: --grid \"sigmas=[0,0.05],"
+        "--grid", help="A swept config key: key=v1,v2,... (YAML values; lists as \\[a,b]: --grid \"sigmas=[0,0.05],"
                        "[0,0.1]\"). Repeat for more keys: the sweep is their cartesian product.")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds to repeat every point with: 0,1,2 or 0-4.")
                      ] = None,
@@ -203,7 +203,7 @@ def sweep_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="Every point with the experiment's quick settings.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Points computed in parallel.")] = 1,
     backend: Annotated[str, typer.Option("--backend", help="local (processes) or ray (pip install "
-                                                           "'flowvar[ray]').")] = "local",
+                                                           "'flowvar\\[ray]').")] = "local",
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="Ray cluster to use (host:port, ray://host:port or auto); default: start a local "
                               "Ray instance with --jobs CPUs. The cache folder must be shared by every node.")] = None,

@@ -415,7 +415,10 @@ def sweep_table(data: dict[str, Any]) -> str:
         counts = [sum(v == k for v in p.get("verdicts", {}).values())
                   for k in ("confirmed", "inconclusive", "refuted", "untestable")]
         plotted = p.get("plotted", {})
-        values = [f"{plotted[m]:.4g}" if isinstance(plotted.get(m), int | float) else "–" for m in metrics]
+        # sweep.json writes a non-finite value as the text "inf"/"-inf"/"nan" (JSON has no number for it): shown as
+        # that value, not as "–", which says there is none
+        numbers = [_number(plotted.get(m)) for m in metrics]
+        values = [f"{v:.4g}" if v is not None else "–" for v in numbers]
         labels = [written.get(k, {}).get(canonical(p["values"].get(k))) or short_label(p["values"].get(k))
                   for k in keys]
         rows.append([str(p.get("point", "")), *labels, p.get("status", ""),
