@@ -348,8 +348,15 @@ def test_config_validation_names_key_and_fix() -> None:
         build_config(spec, quick=True, overrides={"data_dir": "/x"})
     with pytest.raises(ConfigError, match="model=unet needs image data"):
         build_config(spec, quick=True, overrides={"model": "unet"})
-    with pytest.raises(ConfigError, match="distinct"):
+    # a repeated σ is named as such (it used to read "at least two distinct values", which [0, 0.1, 0.1] has)
+    with pytest.raises(ConfigError, match=r"lists σ = 0\.1 more than once.*--sigmas 0,0\.1 "):
         build_config(spec, quick=True, overrides={"sigmas": "[0,0.1,0.1]"})
+    with pytest.raises(ConfigError, match="distinct"):
+        build_config(spec, quick=True, overrides={"sigmas": "[0]"})
+    # a σ lost in float32 rounding is refused (it overflowed the figure's symlog axis at 1e-300)
+    with pytest.raises(ConfigError, match=r"σ = 1e-300, below 1e-06.*float32"):
+        build_config(spec, quick=True, overrides={"sigmas": "[0,1e-300]"})
+    assert list(build_config(spec, quick=True, overrides={"sigmas": "[0,1e-6]"}).sigmas) == [0.0, 1e-6]
 
 
 TINY = {"n_train": 12, "n_eval": 32, "min_heldout": 8, "steps": 10, "batch_size": 16, "width": 16, "depth": 2,
@@ -365,12 +372,13 @@ def test_advise_sigma_on_npy_and_folder(tmp_path: Path) -> None:
     advice = advise_sigma(tmp_path / "v.npy", sigmas=TINY["sigmas"], quick=True, out=tmp_path / "out", **knobs)
     assert isinstance(advice, Advice)
     assert [r["sigma"] for r in advice.table] == [0.0, 0.05, 0.2]
-    assert advice.outcome in ("recommended", "undecided", "none")
+    assert advice.outcome in ("recommended", "undecided", "none", "untestable")
     assert advice.recommended_sigma in ((0.0, 0.05, 0.2) if advice.rule_satisfied or advice.fallback else (None,))
     assert not (advice.rule_satisfied and advice.fallback)
     assert (tmp_path / "out" / "sigma_tradeoff" / "result.json").is_file() and advice.result_dir is not None
     assert "rule:" in advice.summary() and advice.summary().startswith(
-        {"recommended": "recommended σ", "undecided": "undecided: ", "none": "no σ"}[advice.outcome])
+        {"recommended": "recommended σ", "undecided": "undecided: ", "none": "no σ",
+         "untestable": "untestable here: "}[advice.outcome])
     json.dumps(advice.to_dict())
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -490,10 +498,14 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
     # claim 4 and the answer are the seed-level rule applied to the per-seed scores recorded beside them
     per_seed = {float(k.split("=")[1]): rows for k, rows in result["metrics"]["per_seed"].items()}
     again = advise_over_seeds(per_seed, 12, 0.25, 0.05, gen_floor=result["metrics"]["null_generalisation"]["floor"],
-                              alpha=0.05, reduce_margin=0.1)
+                              alpha=0.05, reduce_margin=0.1, memorise_accuracy=0.5)
     assert again.outcome == advice.outcome == both["evidence"]["outcome"]
     assert both["evidence"]["margins"]["gen_floor_relative_sd"] == pytest.approx(0.5)  # 1/√(2 · 2 null replicates)
-    assert both["verdict"] == st.both_margins_rule([j.verdict for j in again.judgements])
+    assert (both["verdict_if_testable"] or both["verdict"]) == st.both_margins_rule(
+        [j.verdict for j in again.judgements])
+    # claim 4 is tested only where σ = 0 memorised (the advisor's gate), as the answer is
+    gate = st.advisor_gate_precondition(ev_acc0 := mem["evidence"]["pairing_accuracy_per_seed"], 0.5)
+    assert (both["verdict"] == "untestable") == (not gate.holds) == (again.outcome == "untestable"), ev_acc0
     assert rec == (again.sigma if again.outcome == "recommended" else again.fallback_sigma)
 
 
@@ -506,6 +518,7 @@ def test_diverged_runs_give_nan_rows_and_no_recommendation(tmp_path: Path) -> No
     verdicts = {c.id: c.verdict for c in result.claims}
     # nothing measured: inconclusive; "σ > 0 memorises less" needs a σ = 0 model that memorised: untestable
     assert verdicts.pop("sigma_tradeoff.sigma0.05_reduces_memorisation") == "untestable"
+    assert verdicts.pop("sigma_tradeoff.sigma_satisfying_both_margins_exists") == "untestable"  # the advisor's gate
     assert set(verdicts.values()) == {"inconclusive"}
     assert sum("diverged" in n for n in result.notes) == 2 * result.config["n_seeds"]  # one per σ and seed
     stored = json.loads((tmp_path / "sigma_tradeoff" / "result.json").read_text())
@@ -540,7 +553,7 @@ def test_a_fallback_is_never_printed_as_recommended() -> None:
     # the seed rule's other outcomes: undecided names the σ and the seeds; none without a fallback says so
     undecided = Advice(None, False, False, "r", "rule", [row], margins, "data", outcome="undecided",
                        candidates=[0.2], seeds_needed=7)
-    assert undecided.summary().startswith("undecided: no σ passes both margins with confidence, but σ = 0.2 are not "
+    assert undecided.summary().startswith("undecided: no σ passes both margins with confidence, but σ = 0.2 is not "
                                           "excluded either; add seeds (--set n_seeds=...) (about 7 seeds in all)")
     judged = {"sigma": 0.2, "mem_mean": 0.01, "mem_lower": 0.0, "mem_upper": 0.04, "mem_side": "within",
               "gen_difference": 0.001, "gen_lower": -0.001, "gen_upper": 0.003, "gen_side": "undecided",

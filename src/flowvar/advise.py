@@ -20,6 +20,9 @@ from flowvar.errors import ConfigError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.metrics import GEN_KEY, MEM_KEY
 
+GMM_ONLY_KEYS: tuple[str, ...] = ("dim", "n_components", "mean_scale", "component_std", "gmm_seed")
+"""Knobs of the synthetic GMM target only: with data from a file or folder they would be silently ignored."""
+
 
 @dataclass
 class Advice:
@@ -32,7 +35,10 @@ class Advice:
     * ``outcome``: "recommended" | "undecided" (no σ passes both margins with confidence but some σ is not excluded:
       add seeds; ``candidates`` names them, ``seeds_needed`` estimates the seeds) | "none" (every σ fails a margin
       with confidence; ``trade_off`` names the smallest σ that cuts memorisation and its generalisation cost) |
-      "no_data" (no σ has finite scores) — :func:`flowvar.advisor.advise_over_seeds`;
+      "untestable" (σ = 0 did not memorise its pairs: no answer, the reason says whether to train longer or use
+      fewer pairs) | "no_data" (no σ has finite scores) — :func:`flowvar.advisor.advise_over_seeds`;
+    * ``headline``: the answer in one line (what happened); ``setting``: what it holds for (N fixed pairs, model,
+      training length, seeds); ``data_note``: a note when the data hold far more items than the N trained on;
     * ``rule_satisfied``: outcome is "recommended"; ``fallback``: ``recommended_sigma`` is the flagged fallback;
     * ``reason``: why (numbers included); ``rule``: the rule in words (:func:`flowvar.advisor.seed_rule_text`);
     * ``table``: one flat dict per σ (``sigma``, ``memorisation``, ``generalisation``, ``pairing_accuracy``,
@@ -63,6 +69,9 @@ class Advice:
     seeds_needed: int | None = None
     trade_off: dict[str, Any] | None = None
     judgements: list[dict[str, Any]] = field(default_factory=list)
+    headline: str = ""
+    setting: str = ""
+    data_note: str | None = None
 
     def __post_init__(self) -> None:
         if not self.outcome:  # built by hand or from a result.json of the former point rule
@@ -82,7 +91,8 @@ class Advice:
                    diverged=[n for n in notes if n.startswith("σ = ") and " diverged (" in n],
                    outcome=adv.get("outcome", ""), candidates=list(adv.get("candidates", [])),
                    seeds_needed=adv.get("seeds_needed"), trade_off=adv.get("trade_off"),
-                   judgements=list(adv.get("judgements", [])))
+                   judgements=list(adv.get("judgements", [])), headline=adv.get("headline", ""),
+                   setting=adv.get("setting", ""), data_note=adv.get("data_note"))
 
     @property
     def all_diverged(self) -> bool:
@@ -96,13 +106,17 @@ class Advice:
         return out
 
     def summary(self) -> str:
-        """A few lines for a terminal: the answer, the reason, the table, the rule."""
-        if self.outcome == "recommended" and self.recommended_sigma is not None:
+        """A few lines for a terminal: the answer and the setting it holds for, the reason, the claims' verdicts, the
+        table, the rule."""
+        if self.headline:  # the advisor's own line (results from before it was recorded: built below)
+            head = self.headline
+        elif self.outcome == "recommended" and self.recommended_sigma is not None:
             head = f"recommended σ = {self.recommended_sigma:g}"
         elif self.outcome == "undecided":
             need = f" (about {self.seeds_needed} seeds in all)" if self.seeds_needed else ""
             head = (f"undecided: no σ passes both margins with confidence, but σ = "
-                    f"{', '.join(f'{s:g}' for s in self.candidates)} are not excluded either; add seeds "
+                    f"{', '.join(f'{s:g}' for s in self.candidates)} "
+                    f"{'is' if len(self.candidates) == 1 else 'are'} not excluded either; add seeds "
                     f"(--set n_seeds=...){need}")
         elif self.fallback and self.recommended_sigma is not None:
             # not a recommendation: no σ met both margins; this one cuts memorisation within the generalisation margin
@@ -113,7 +127,16 @@ class Advice:
                     "within the generalisation margin; the reason names the trade-off")
         else:
             head = "no σ can be recommended"
-        lines = [head, f"data: {self.data}", f"reason: {self.reason}", "",
+        if self.setting:
+            head += f" — for {self.setting}"
+        lines = [head, f"data: {self.data}"]
+        if self.data_note:
+            lines.append(f"note: {self.data_note}")
+        lines.append(f"reason: {self.reason}")
+        if self.claims:
+            lines.append("claims: " + "; ".join(f"{cid.split('.', 1)[-1]}: {verdict}"
+                                                for cid, verdict in self.claims.items()))
+        lines += ["",
                  f"{'sigma':>7}  {'pairing acc':>11}  {'memorisation':>12}  {'gen MMD² (unb.)':>15}  "
                  f"{'copy frac.':>10}"]
         for row in self.table:
@@ -200,6 +223,12 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
     for reserved in ("dataset", "data_dir", "seed", "sigmas"):
         if reserved in knobs:
             raise ConfigError(f"pass {reserved} as its own argument (data=, dataset=, seed=, sigmas=), not as a knob")
+    gmm_only = sorted(set(knobs) & set(GMM_ONLY_KEYS))
+    if gmm_only and resolved.dataset != "gmm":
+        raise ConfigError(f"{', '.join(gmm_only)} shape{'s' if len(gmm_only) == 1 else ''} the synthetic GMM only "
+                          f"(--data gmm); your data ({resolved.dataset}) fix{'es' if len(gmm_only) == 1 else ''} "
+                          f"{'it' if len(gmm_only) == 1 else 'them'} — drop "
+                          f"{' '.join(f'--set {k}=…' for k in gmm_only)}")
     overrides: dict[str, Any] = {"dataset": resolved.dataset, "data_dir": resolved.data_dir, **knobs}
     if sigmas is not None:
         overrides["sigmas"] = list(sigmas)
@@ -217,4 +246,4 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
                      Path(out) / "sigma_tradeoff")
 
 
-__all__ = ["Advice", "advise_sigma"]
+__all__ = ["GMM_ONLY_KEYS", "Advice", "advise_sigma"]

@@ -8,8 +8,9 @@ blurs the learnt distribution. The advisor weighs both sides as functions of σ 
 
 * :func:`advise_over_seeds` — **the advisor's rule**, seed-level: each σ judged against σ = 0 over training seeds
   (paired non-inferiority of G, an upper confidence bound on M), with the outcomes recommended / undecided (add
-  seeds) / none (with a flagged fallback or the trade-off) / no data; :func:`seed_rule_text` — that rule in words;
-  :func:`judge_sigma` — one σ's judgement; :func:`seeds_needed` — a planning estimate for "add seeds".
+  seeds) / none (with a flagged fallback or the trade-off) / untestable (σ = 0 did not memorise: Prop 2's premise
+  fails in this setting, :func:`untestable_fix` says what to change) / no data; :func:`seed_rule_text` — that rule
+  in words; :func:`judge_sigma` — one σ's judgement; :func:`seeds_needed` — a planning estimate for "add seeds".
 * :func:`recommend_sigma` / :func:`fallback_sigma` — the former point rule on a per-σ table of means (kept for
   tables without per-seed scores; it ranks σ by seed noise when the means differ by less than their spread, referee
   A1); :func:`rule_text` — that rule in words; :func:`gen_tolerance` — the generalisation slack τ.
@@ -195,7 +196,14 @@ def fallback_sigma(table: Sequence[Mapping[str, Any]], gen_margin: float, *, gen
 # --------------------------------------------------------------------------------------------- the seed-level rule
 
 Outcome = str
-"""advise_over_seeds' outcome: "recommended" | "undecided" | "none" | "no_data"."""
+"""advise_over_seeds' outcome: "recommended" | "undecided" | "none" | "untestable" | "no_data"."""
+STILL_FALLING_RATIO = 0.9
+"""σ = 0's training loss is *still falling* when the mean of its last quarter of steps is below this fraction of the
+quarter before's (``loss_late_over_previous`` < 0.9: more than 10 % lost in the last quarter of the run)."""
+FIT_LOSS_RATIO = 0.1
+"""σ = 0's training loss is *well below the zero field's* (the fit got somewhere) when its last 5 % is at most this
+fraction of E‖x1 − x0‖², the loss of the field v = 0 (``loss_last_relative_to_zero_field``); a memorising σ = 0 fit
+goes towards 0 (≈ 0.002 in the published runs)."""
 MAX_SEEDS_ESTIMATE = 200
 """seeds_needed answers None (more than this many) beyond it: the margin is then out of reach by seeds alone."""
 
@@ -343,9 +351,12 @@ class SeedAdvice:
       (no σ passes with confidence but some σ is not excluded either: ``candidates``, those passing on the means
       first, and ``seeds_needed`` for the first of them when it can be estimated: add seeds), "none" (every σ fails
       one margin with confidence; ``fallback_sigma`` may name a σ that cuts memorisation within τ, flagged, and
-      ``trade_off`` the smallest σ that cuts memorisation with its generalisation cost), "no_data" (no σ finite);
+      ``trade_off`` the smallest σ that cuts memorisation with its generalisation cost), "untestable" (σ = 0 did not
+      memorise its pairs in every seed — Prop 2's premise fails in this setting, so no σ is judged an answer; the
+      reason names the fix, :func:`untestable_fix`), "no_data" (no σ finite);
     * ``tolerance`` τ = max(gen_margin · max(mean G(0), 0), gen_floor), ``gen_reference`` = mean G(0);
-    * ``judgements``: one :class:`SigmaJudgement` per σ (ascending); ``reason``: the answer in words.
+    * ``judgements``: one :class:`SigmaJudgement` per σ (ascending); ``reason``: the answer in words;
+      ``headline``: the answer in one line, saying what happened (a terminal's first line).
     """
 
     outcome: Outcome
@@ -358,6 +369,7 @@ class SeedAdvice:
     gen_reference: float
     judgements: list[SigmaJudgement]
     reason: str
+    headline: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -381,17 +393,59 @@ def seed_rule_text(gen_margin: float, mem_margin: float, gen_floor: float, alpha
             f"generalisation within τ whose memorisation drop M(0) − M(σ) is confirmed ≥ reduce_margin = "
             f"{reduce_margin:g} over seeds (the lowest mean M among them), and the smallest σ with a confirmed drop "
             f"is named with its generalisation change G(σ) − G(0). σ with non-finite scores in every seed are left "
-            f"out.")
+            f"out. Untestable (no answer) when σ = 0 did not memorise in every seed (pairing accuracy below "
+            f"memorise_accuracy): Prop 2's premise fails there, σ = 0 passes against itself by construction, and a low "
+            f"memorisation then measures under-fitting, not the noise.")
+
+
+def sigma0_memorised(accuracy: Sequence[float], memorise_accuracy: float) -> bool:
+    """Prop 2's premise, measured: CFM(σ = 0) memorised its pairs — every finite per-seed pairing accuracy is
+    ≥ ``memorise_accuracy`` (at least one seed finite; diverged seeds, NaN, are left out). The advisor's gate and the
+    ``sigma0_memorises`` claim's "confirmed"."""
+    finite = [a for a in accuracy if math.isfinite(a)]
+    return bool(finite) and all(a >= memorise_accuracy for a in finite)
+
+
+def untestable_fix(zero_rows: Sequence[Mapping[str, Any]], n_train: int) -> str:
+    """What to change when σ = 0 did not memorise, from its per-seed training-loss summary (keys of
+    :func:`flowvar.experiments._imaging.loss_fit` plus ``loss_late_over_previous``; missing keys are unknown):
+
+    * *train longer* when some seed's loss is still falling (last quarter / quarter before <
+      :data:`STILL_FALLING_RATIO`) or not well below the zero field's (``loss_last_relative_to_zero_field`` >
+      :data:`FIT_LOSS_RATIO`; a network that fits its pairs drives it towards 0) — if a longer run levels off high,
+      fewer pairs;
+    * otherwise (levelled off near 0 without pairing) *fewer pairs or a larger model*."""
+    ratio = [r for r in _seed_values(zero_rows, "loss_last_relative_to_zero_field") if math.isfinite(r)]
+    late = [r for r in _seed_values(zero_rows, "loss_late_over_previous") if math.isfinite(r)]
+    falling = [r for r in late if r < STILL_FALLING_RATIO]
+    high = [r for r in ratio if r > FIT_LOSS_RATIO]
+    fewer = f"fewer pairs (--set n_train=… below {n_train})"
+    if falling or high:
+        why = []
+        if high:
+            why.append(f"its loss is still {max(high):.3g} × the zero field's E‖x1 − x0‖² (> {FIT_LOSS_RATIO:g}; a "
+                       f"memorising fit goes towards 0)")
+        if falling:
+            why.append(f"it was still falling (last quarter of steps / the quarter before = {min(falling):.3g} < "
+                       f"{STILL_FALLING_RATIO:g})")
+        return (f"train longer (--set steps=…): σ = 0 has not converged, {' and '.join(why)}; if a longer run levels "
+                f"off without pairing, use {fewer} or a larger model (--set width=…)")
+    level = f" at {max(ratio):.3g} × the zero field's loss" if ratio else ""
+    return (f"use {fewer} or a larger model (--set width=… / depth=…): σ = 0's loss levelled off{level}, yet Euler "
+            f"from the training sources does not return their partners")
 
 
 def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_train: int, gen_margin: float,
                       mem_margin: float, *, gen_floor: float = 0.0, alpha: float = 0.05, reduce_margin: float = 0.1,
-                      gen_key: str = GEN_KEY) -> SeedAdvice:
+                      memorise_accuracy: float | None = None, gen_key: str = GEN_KEY) -> SeedAdvice:
     """The advisor's seed-level rule (:func:`seed_rule_text`).
 
     ``per_seed``: σ → one row per training seed (same seeds in the same order for every σ; must hold σ = 0), each
     with ``pairing_accuracy`` (a ∈ [0, 1] on ``n_train`` pairs) and ``gen_key`` (G, lower is better); non-finite
-    values mark diverged seeds. Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table or margin."""
+    values mark diverged seeds. ``memorise_accuracy``: the gate (None: none) — unless σ = 0 memorised
+    (:func:`sigma0_memorised`) the outcome is "untestable", whatever the σ judgements say: σ = 0 is the reference, so
+    it passes the generalisation test against itself, and its low memorisation is then under-fitting, not an answer.
+    Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table or margin."""
     _check_margins(gen_margin, mem_margin, gen_floor)
     if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 2:
         raise ConfigError(f"n_train must be an int >= 2 (the number of training pairs), got {n_train!r}")
@@ -413,13 +467,27 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
         judged.append(judge_sigma(sigma, rows, zero, n_train, tol if g0 else 0.0, mem_margin, alpha, gen_key=gen_key))
     lines = "; ".join(j.text() for j in judged)
 
-    def advice(outcome: Outcome, reason: str, sigma: float | None = None, fallback: float | None = None,
-               candidates: Sequence[float] = (), need: int | None = None,
+    def advice(outcome: Outcome, reason: str, headline: str, sigma: float | None = None,
+               fallback: float | None = None, candidates: Sequence[float] = (), need: int | None = None,
                trade: dict[str, Any] | None = None) -> SeedAdvice:
-        return SeedAdvice(outcome, sigma, fallback, list(candidates), need, trade, tol, reference, judged, reason)
+        return SeedAdvice(outcome, sigma, fallback, list(candidates), need, trade, tol, reference, judged, reason,
+                          headline)
 
     if not g0 or not judged:
-        return advice("no_data", "no σ has finite scores (σ = 0, the reference, included); nothing to recommend")
+        return advice("no_data", "no σ has finite scores (σ = 0, the reference, included); nothing to recommend",
+                      "no σ can be recommended: no σ has finite scores")
+    if memorise_accuracy is not None:
+        acc0 = [a for a in _seed_values(zero, "pairing_accuracy") if math.isfinite(a)]
+        if not sigma0_memorised(acc0, memorise_accuracy):
+            fix = untestable_fix(zero, n_train)
+            low, high = (min(acc0), max(acc0)) if acc0 else (math.nan, math.nan)
+            head = (f"untestable here: CFM(σ = 0) did not memorise its N = {n_train} pairs (pairing accuracy "
+                    f"{low:.3g}–{high:.3g} over seeds, ≥ {memorise_accuracy:g} needed, chance {1 / n_train:.3g}), so "
+                    f"no σ is an answer; {fix}")
+            return advice("untestable", f"{head}. Prop 2's premise (σ = 0 memorises its fixed pairs) fails in this "
+                                        f"setting: σ = 0, the reference, passes the generalisation test against "
+                                        f"itself by construction, and its low memorisation measures under-fitting, "
+                                        f"not what noise would fix [{lines}]", head)
     passing = [j for j in judged if j.verdict == "passes"]
     undecided = [j for j in judged if j.verdict == "undecided"]
     if passing:
@@ -430,7 +498,7 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
         return advice("recommended", f"σ = {best.sigma:g} is the smallest σ within both margins with confidence: "
                                      f"memorisation upper bound {best.mem_upper:.3g} ≤ {mem_margin:g} and "
                                      f"generalisation non-inferior to σ = 0 within τ = {tol:.3g}{note} [{lines}]",
-                      sigma=best.sigma)
+                      f"recommended σ = {best.sigma:g}", sigma=best.sigma)
     if undecided:
         ordered = sorted(undecided, key=lambda j: (not j.passes_on_means, j.sigma))
         first = ordered[0]
@@ -443,9 +511,13 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
                          f"by {1 / (n_train - 1):.2g}): more training pairs narrow it as well")
         else:
             head = "no σ passes on the means, but these σ are not excluded with confidence either: add seeds"
-        return advice("undecided", f"undecided, no recommendation: {head}; undecided σ: "
-                                   f"{', '.join(f'{j.sigma:g}' for j in ordered)} [{lines}]",
-                      candidates=[j.sigma for j in ordered], need=first.seeds_needed if first.passes_on_means else None)
+        named = ", ".join(f"{j.sigma:g}" for j in ordered)
+        need = first.seeds_needed if first.passes_on_means else None
+        return advice("undecided", f"undecided, no recommendation: {head}; undecided σ: {named} [{lines}]",
+                      f"undecided: no σ passes both margins with confidence, but σ = {named} "
+                      f"{'is' if len(ordered) == 1 else 'are'} not excluded either; add seeds (--set n_seeds=...)"
+                      + (f" (about {need} seeds in all)" if need else ""),
+                      candidates=[j.sigma for j in ordered], need=need)
     # every σ fails a margin with confidence: a flagged fallback only if it cuts memorisation (confirmed over seeds)
     m0 = _seed_values(zero, "memorisation") if all("memorisation" in r for r in zero) else \
         [(a - 1 / n_train) / (1 - 1 / n_train) for a in _seed_values(zero, "pairing_accuracy")]
@@ -480,10 +552,23 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     if pick is not None:
         head = (f"FALLBACK, not a recommendation: σ = {pick.sigma:g} cuts memorisation (M = {pick.mem_mean:.3g}, "
                 f"above {mem_margin:g}) while its generalisation is within the advisor's margin τ of σ = 0")
+        headline = (f"no σ met both margins; fallback σ = {pick.sigma:g} (cuts memorisation within the "
+                    f"generalisation margin, see the reason; not a recommendation by the rule)")
     else:
         head = "No σ cuts memorisation while its generalisation is shown within the advisor's margin τ of σ = 0"
+        headline = ("no σ satisfies both margins: " + (
+            f"the smallest σ that cuts memorisation, σ = {cutting[0][0].sigma:g}, is not shown to keep "
+            f"generalisation within τ (a trade-off, see the reason)" if cutting else
+            f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence (extend sigmas to larger "
+            f"values, or add seeds)"))
+    improved = [j for j in judged if j.sigma > 0 and gen_change_kind(j.gen_difference, j.gen_lower, j.gen_upper)
+                == "improvement"]
+    if improved and pick is None:  # a confirmed gain is news even without a memorisation cut
+        j = min(improved, key=lambda j: j.gen_difference)
+        headline += (f"; σ = {j.sigma:g} improves generalisation with confidence (G − G(0) = {j.gen_difference:+.3g}, "
+                     f"bounds [{j.gen_lower:+.3g}, {j.gen_upper:+.3g}]) but {why_it_fails(j, mem_margin)}")
     return advice("none", f"no σ satisfies both margins (every σ fails one with confidence). {head}; {trade_text} "
-                          f"[{lines}]", fallback=pick.sigma if pick else None, trade=trade)
+                          f"[{lines}]", headline, fallback=pick.sigma if pick else None, trade=trade)
 
 
 def gen_change_text(difference: float, lower: float, upper: float, tolerance: float, side: str) -> str:
@@ -535,6 +620,7 @@ def why_it_fails(judgement: SigmaJudgement, mem_margin: float) -> str:
     return " and ".join(reasons) if reasons else "it passes both margins"
 
 
-__all__ = ["DEFAULT_SIGMAS", "MAX_SEEDS_ESTIMATE", "SeedAdvice", "SigmaJudgement", "advise_over_seeds",
-           "fallback_sigma", "finite_number", "gen_change_kind", "gen_change_text", "gen_tolerance", "judge_sigma",
-           "memorisation_bounds", "recommend_sigma", "rule_text", "seed_rule_text", "seeds_needed", "why_it_fails"]
+__all__ = ["DEFAULT_SIGMAS", "FIT_LOSS_RATIO", "MAX_SEEDS_ESTIMATE", "STILL_FALLING_RATIO", "SeedAdvice",
+           "SigmaJudgement", "advise_over_seeds", "fallback_sigma", "finite_number", "gen_change_kind",
+           "gen_change_text", "gen_tolerance", "judge_sigma", "memorisation_bounds", "recommend_sigma", "rule_text",
+           "seed_rule_text", "seeds_needed", "sigma0_memorised", "untestable_fix", "why_it_fails"]

@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.advisor import advise_over_seeds, recommend_sigma, seed_rule_text
+from flowvar.advisor import advise_over_seeds, recommend_sigma, seed_rule_text, sigma0_memorised
 from flowvar.couplings import FixedPairs
 from flowvar.data import SOURCES, ImageSet, check_split_size, load_split
 from flowvar.errors import ConfigError, SolverError, TrainingError
@@ -105,10 +105,14 @@ from flowvar.seeding import generator
 from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
 
 DATASETS: tuple[str, ...] = ("gmm", *SOURCES)
+MIN_SIGMA = 1e-6
+"""The smallest σ > 0 accepted: training runs in float32, whose rounding of x_t ≈ 1 (≈ 6e-8) swallows noise much
+below this, so a smaller σ would train the deterministic loss under another name."""
 METRIC_KEYS: tuple[str, ...] = ("pairing_accuracy", "memorisation", "l2_partner.mean", "l2_partner.median",
                                 "fresh_copy_fraction", "fresh_nn_ratio.median", "nn_train_over_heldout",
                                 "gen_mmd2.unbiased", "gen_mmd2.biased", "generalisation", "loss_first_5pct",
-                                "loss_last_5pct", "loss_last_relative_to_zero_field", "runtime_s")
+                                "loss_last_5pct", "loss_last_relative_to_zero_field", "loss_late_over_previous",
+                                "runtime_s")
 """The per-σ, per-seed row keys (:func:`flowvar.metrics.evaluate_outputs` plus the training-loss summary)."""
 
 
@@ -158,9 +162,18 @@ class SigmaTradeoffConfig(ImageExperimentConfig, GMMTargetConfig):
             raise ConfigError(f"dataset={self.dataset} needs data_dir: --set data_dir=PATH (the "
                               f"{'.npy file' if self.dataset == 'npy' else 'folder'})")
         sig = list(self.sigmas)
-        if len(sig) < 2 or any(not math.isfinite(s) or s < 0 for s in sig) or len(set(sig)) != len(sig):
+        twice = sorted({s for s in sig if sig.count(s) > 1})
+        if twice and len(set(sig)) >= 2:  # else the grid is too short, said below
+            raise ConfigError(f"sigmas lists σ = {', '.join(f'{s:g}' for s in twice)} more than once, got {sig}; give "
+                              f"each σ once, e.g. {_sigmas_options(sorted(set(sig)))}")
+        if len(set(sig)) < 2 or any(not math.isfinite(s) or s < 0 for s in sig):
             raise ConfigError(f"sigmas must list at least two distinct finite values >= 0, got {sig}; e.g. "
                               f"{_sigmas_options([0.0, 0.05, 0.1])}")
+        tiny = [s for s in sig if 0 < s < MIN_SIGMA]
+        if tiny:
+            raise ConfigError(f"sigmas holds σ = {', '.join(f'{s:g}' for s in tiny)}, below {MIN_SIGMA:g}: such noise "
+                              f"is lost in float32 rounding of x_t (relative resolution ≈ 1.2e-7 at the data's unit "
+                              f"scale), so it would train σ = 0 again; use 0 or σ ≥ {MIN_SIGMA:g}")
         if 0.0 not in sig:
             raise ConfigError(f"sigmas must include 0 (the deterministic baseline of Prop 2), got {sig}; e.g. "
                               f"{_sigmas_options([0.0, *sig])}")
@@ -223,6 +236,8 @@ class _Data:
     null_pairs: list[tuple[Tensor, Tensor]]
     description: str
     images: ImageSet | None
+    available: int | None = None
+    """Items the source holds (None: the GMM, which draws as many as asked)."""
 
 
 def _load(config: SigmaTradeoffConfig) -> _Data:
@@ -245,7 +260,32 @@ def _load(config: SigmaTradeoffConfig) -> _Data:
         nulls.append((held[perm[:half]], held[perm[half:2 * half]]))
     desc = (f"{items.source}: {x1.shape[0]} training items, {held.shape[0]} held out, item shape "
             f"{tuple(x1.shape[1:])} (subset seed {config.data_seed})")
-    return _Data(x1, held, nulls, desc, items if x1.ndim == 4 else None)
+    return _Data(x1, held, nulls, desc, items if x1.ndim == 4 else None, len(items))
+
+
+#: The source holding more than this many times n_train items gets a note: the advice is for n_train pairs only.
+UNUSED_ROWS_FACTOR = 4
+
+
+def setting_text(config: SigmaTradeoffConfig, unet: bool) -> str:
+    """The setting the advice is for, in one phrase: N fixed (source, target) pairs, the model, the training length
+    and seeds — memorisation depends on all of them (PAPER.md §4 [D]), so an answer holds for this setting only."""
+    model = (f"UNet base {config.base_channels}" if unet else
+             f"MLP {config.depth} × {config.width} {config.activation}")
+    return (f"N = {config.n_train} fixed (source, target) pairs, {model}, {config.steps} training steps at lr "
+            f"{config.lr:g}, {config.n_seeds} seed(s)")
+
+
+def unused_rows_note(available: int | None, n_train: int, n_heldout: int, min_heldout: int) -> str | None:
+    """A note when the data hold far more items (> :data:`UNUSED_ROWS_FACTOR` × ``n_train``) than the study trains
+    on: the answer is for ``n_train`` pairs, not for training on the whole set. None otherwise."""
+    if available is None or available <= UNUSED_ROWS_FACTOR * n_train:
+        return None
+    unused = available - n_train - n_heldout
+    return (f"the data hold {available} items, of which only N = {n_train} are the training pairs ({n_heldout} held "
+            f"out, {unused} unused): the advice is for training on {n_train} pairs — memorisation falls as N grows, "
+            f"so to ask about more of them pass --set n_train=… (up to {available - min_heldout}; the run's time "
+            f"grows with it)")
 
 
 def _use_unet(config: SigmaTradeoffConfig, data: _Data) -> bool:
@@ -310,12 +350,13 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
                     if not (bool(torch.isfinite(out_train).all()) and bool(torch.isfinite(out_fresh).all())):
                         raise SolverError("non-finite outputs")
                 except (TrainingError, SolverError) as error:  # a diverged σ: NaN row, left out by the rule
-                    ctx.note(f"σ = {sigma:g}, seed {seed} diverged ({str(error).splitlines()[0]}); its metrics are NaN "
+                    ctx.note(f"σ = {sigma:g}, seed {seed} diverged ({_divergence_text(error)}); its metrics are NaN "
                              f"and the rule leaves the σ out")
                     per_seed[sigma].append({**dict.fromkeys(METRIC_KEYS, math.nan), "seed": seed})
                     continue
                 row = evaluate_outputs(out_train, out_fresh, ref)
                 row.update(loss_fit(res, zero_field))
+                row["loss_late_over_previous"] = late_over_previous(res.losses)
                 row["seed"] = seed
                 per_seed[sigma].append(row)
                 if k == 0 and unet:
@@ -329,7 +370,11 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
     ctx.metric("chance_pairing_accuracy", 1.0 / config.n_train)
     ctx.metric("bandwidth", ref.bandwidth)
     ctx.metric("exact_minimiser", {"sigma": cmp_sigma, "per_seed": exact})
-    advice = _advise(ctx, config, table, per_seed, null["floor"], data.description)
+    rows_note = unused_rows_note(data.available, config.n_train, data.heldout.shape[0], config.min_heldout)
+    if rows_note:
+        ctx.note(f"Training set: {rows_note}.")
+    advice = _advise(ctx, config, table, per_seed, null["floor"], data.description, setting_text(config, unet),
+                     rows_note)
     _claims(ctx, config, table, per_seed, advice, exact, cmp_sigma)
     _figure(ctx, config, table, advice, null)
     if grid:
@@ -341,6 +386,28 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
                  f"σ={s:g} → {s * math.sqrt(data.x1_train[0].numel()):.3g}" for s in sigmas if s > 0)
              + ". Noise tubes of different pairs overlap (and memorisation can stop) once σ√D approaches that "
                "distance (PAPER.md §4 [D]).")
+
+
+def _divergence_text(error: Exception) -> str:
+    """Why one σ's training gave no scores, for the run's notes. A SolverError here is the *trained network's*
+    non-finite output (the integration's own message blames a singular field and suggests another Euler grid, which
+    fits a closed-form field, not a network trained here): its cause is the training — too high a learning rate, or
+    data far from the N(0, I) source's scale."""
+    if isinstance(error, SolverError):
+        return ("non-finite output of the trained network: lower the learning rate (--set lr=…) or standardise the "
+                "data, (x - x.mean(0)) / x.std(0)")
+    return str(error).splitlines()[0]
+
+
+def late_over_previous(losses: Sequence[float]) -> float:
+    """Mean training loss of the last quarter of steps over the quarter before (< 1: still falling; NaN with fewer
+    than 2 steps per quarter, too few to tell): the advisor's "still falling" check
+    (:data:`flowvar.advisor.STILL_FALLING_RATIO`)."""
+    k = len(losses) // 4
+    if k < 2:
+        return math.nan
+    before = float(np.mean(losses[-2 * k:-k]))
+    return float(np.mean(losses[-k:])) / before if before > 0 else math.nan
 
 
 def _real_copy_fraction(data: _Data, ref: Reference) -> float:
@@ -418,13 +485,16 @@ def _table(sigmas: list[float], per_seed: dict[float, list[dict[str, Any]]]) -> 
 
 
 def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, Any]],
-            per_seed: dict[float, list[dict[str, Any]]], gen_floor: float, description: str) -> dict[str, Any]:
-    """The advisor's seed-level rule (:func:`flowvar.advisor.advise_over_seeds`) on the per-seed scores; records
-    ``recommended_sigma`` (the recommended σ, or the flagged fallback, or None), ``recommendation_is_fallback`` and
-    ``advice`` (outcome, reason, rule, margins, per-σ judgements, candidates, seeds needed, trade-off)."""
+            per_seed: dict[float, list[dict[str, Any]]], gen_floor: float, description: str, setting: str = "",
+            rows_note: str | None = None) -> dict[str, Any]:
+    """The advisor's seed-level rule (:func:`flowvar.advisor.advise_over_seeds`, gated on σ = 0 memorising: claim 1's
+    ``memorise_accuracy``) on the per-seed scores; records ``recommended_sigma`` (the recommended σ, or the flagged
+    fallback, or None), ``recommendation_is_fallback`` and ``advice`` (outcome, headline, reason, rule, margins, per-σ
+    judgements, candidates, seeds needed, trade-off, the setting it holds for, the unused-rows note)."""
     rule = seed_rule_text(config.gen_margin, config.mem_margin, gen_floor, config.alpha, config.reduce_margin)
     seed_advice = advise_over_seeds(per_seed, config.n_train, config.gen_margin, config.mem_margin,
-                                    gen_floor=gen_floor, alpha=config.alpha, reduce_margin=config.reduce_margin)
+                                    gen_floor=gen_floor, alpha=config.alpha, reduce_margin=config.reduce_margin,
+                                    memorise_accuracy=config.memorise_accuracy)
     fallback = seed_advice.outcome == "none" and seed_advice.fallback_sigma is not None
     sigma = seed_advice.sigma if seed_advice.outcome == "recommended" else seed_advice.fallback_sigma
     means_sigma, means_reason = recommend_sigma(table, config.gen_margin, config.mem_margin, gen_floor=gen_floor)
@@ -434,8 +504,9 @@ def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                # the floor is 2 × the RMS of null_repeats values: its own relative sd is about 1/√(2R) (referee A5)
                "gen_floor_relative_sd": 1.0 / math.sqrt(2 * config.null_repeats)}
     advice = {"outcome": seed_advice.outcome, "rule_satisfied": seed_advice.outcome == "recommended",
-              "fallback": fallback, "reason": seed_advice.reason, "rule": rule, "margins": margins,
-              "data": description, "candidates": seed_advice.candidates, "seeds_needed": seed_advice.seeds_needed,
+              "fallback": fallback, "headline": seed_advice.headline, "reason": seed_advice.reason, "rule": rule,
+              "margins": margins, "data": description, "setting": setting, "data_note": rows_note,
+              "candidates": seed_advice.candidates, "seeds_needed": seed_advice.seeds_needed,
               "trade_off": seed_advice.trade_off, "judgements": [j.to_dict() for j in seed_advice.judgements],
               "verdicts": {f"{j.sigma:g}": j.verdict for j in seed_advice.judgements},
               # the former point rule on the per-σ means, for comparison only (it ranks σ by seed noise)
@@ -478,7 +549,7 @@ def sigma0_memorises_rule(accuracy: Sequence[float], n_train: int, *, memorise_a
     finite = [a for a in accuracy if math.isfinite(a)]
     if not finite:
         return "inconclusive"
-    if all(a >= memorise_accuracy for a in finite):
+    if sigma0_memorised(finite, memorise_accuracy):
         return "confirmed"
     if all(memorisation_score(a, n_train) <= mem_margin for a in finite):
         return "refuted"
@@ -493,6 +564,18 @@ def memorised_precondition(accuracy: Sequence[float], memorise_accuracy: float) 
                         holds, {"pairing_accuracy_sigma0_per_seed": list(accuracy), "required": memorise_accuracy},
                         "train longer (steps), on fewer pairs (n_train) or with a wider model until CFM(σ=0) pairs "
                         "every training source with its own target")
+
+
+def advisor_gate_precondition(accuracy: Sequence[float], memorise_accuracy: float) -> Precondition:
+    """Claim 4's precondition, the advisor's gate (:func:`flowvar.advisor.sigma0_memorised`): σ = 0 memorised in
+    every finite seed. Without it σ = 0 passes against itself by construction and low memorisation is under-fitting,
+    so "some σ satisfies both margins" is not tested."""
+    holds = sigma0_memorised(accuracy, memorise_accuracy)
+    return Precondition(f"CFM(σ=0) memorised its pairs (the advisor's gate): pairing accuracy ≥ {memorise_accuracy:g} "
+                        f"in every seed that did not diverge", holds,
+                        {"pairing_accuracy_sigma0_per_seed": list(accuracy), "required": memorise_accuracy},
+                        "" if holds else "train longer (steps), on fewer pairs (n_train) or with a wider model until "
+                                         "CFM(σ=0) pairs every training source with its own target")
 
 
 def noise_can_act_precondition(exact_memorisation: Sequence[float], reduce_margin: float, *, sigma: float,
@@ -634,6 +717,7 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                "table": [{"sigma": r["sigma"], "memorisation": r[MEM_KEY], "generalisation": r[GEN_KEY]}
                          for r in table]},
               verdict=both_margins_rule(verdicts), kind="finding",
+              precondition=advisor_gate_precondition(acc0, config.memorise_accuracy),
               min_effect=f"memorisation score ≤ mem_margin = {config.mem_margin:g} (upper bound) and G(σ) − G(0) < τ "
                          f"= {margins['gen_tolerance']:.3g} (upper bound; gen_margin = {config.gen_margin:g}, noise "
                          f"floor {floor:.3g}), at one-sided α = {config.alpha} each",
@@ -699,6 +783,7 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     ctx.figure("sigma_tradeoff", fig)
 
 
-__all__ = ["DATASETS", "METRIC_KEYS", "SigmaTradeoffConfig", "both_margins_rule",
-           "compared_sigma", "keeps_generalisation_rule", "memorised_precondition", "noise_can_act_precondition",
-           "reduces_memorisation_rule", "run", "sigma0_memorises_rule"]
+__all__ = ["DATASETS", "METRIC_KEYS", "SigmaTradeoffConfig", "advisor_gate_precondition", "both_margins_rule",
+           "compared_sigma", "keeps_generalisation_rule", "late_over_previous",
+           "memorised_precondition", "noise_can_act_precondition", "reduces_memorisation_rule", "run",
+           "setting_text", "sigma0_memorises_rule", "unused_rows_note"]

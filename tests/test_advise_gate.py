@@ -1,0 +1,134 @@
+"""The σ advisor answers only where its question is posed (hostile review 3): σ = 0 must have memorised (Prop 2's
+premise) — else "untestable here" with the fix (train longer / fewer pairs) — the headline says what happened and
+for which setting (N pairs, model, steps), a confirmed generalisation gain is named, a diverged network is blamed on
+its training (not on a singular field and the Euler grid), and GMM-only knobs are refused with data from a file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowvar.advise import Advice, advise_sigma
+from flowvar.advisor import FIT_LOSS_RATIO, STILL_FALLING_RATIO, advise_over_seeds, untestable_fix
+from flowvar.errors import ConfigError, SolverError, TrainingError
+from flowvar.experiments import sigma_tradeoff as st
+
+
+def rows(cells: dict[float, list[tuple[float, float]]], **extra: float) -> dict[float, list[dict[str, float]]]:
+    """σ → per-seed rows (pairing accuracy, G) plus the same ``extra`` keys in every row."""
+    return {s: [{"pairing_accuracy": a, "generalisation": g, **extra} for a, g in seeds] for s, seeds in cells.items()}
+
+
+# the hostile run o_untrained (digits_std, N = 128, 5 steps): nobody pairs, σ = 0 "passes" against itself
+UNTRAINED = {0.0: [(0.0156, 0.0268), (0.0078, 0.0267), (0.0156, 0.0268)],
+             0.1: [(0.0156, 0.0266), (0.0078, 0.0266), (0.0156, 0.0267)],
+             0.5: [(0.0156, 0.0265), (0.0078, 0.0266), (0.0156, 0.0266)]}
+
+
+def test_sigma0_that_did_not_memorise_gives_untestable_not_sigma0() -> None:
+    cells = rows(UNTRAINED, loss_last_relative_to_zero_field=0.989)
+    ungated = advise_over_seeds(cells, 128, 0.25, 0.05, gen_floor=0.002)
+    assert ungated.outcome == "recommended" and ungated.sigma == 0.0  # the finding, without the gate
+    gated = advise_over_seeds(cells, 128, 0.25, 0.05, gen_floor=0.002, memorise_accuracy=0.5)
+    assert gated.outcome == "untestable" and gated.sigma is None and gated.fallback_sigma is None
+    assert gated.headline.startswith("untestable here: CFM(σ = 0) did not memorise its N = 128 pairs (pairing "
+                                     "accuracy 0.0078–0.0156 over seeds, ≥ 0.5 needed")
+    assert "train longer (--set steps=…)" in gated.headline and "0.989 × the zero field's" in gated.headline
+    assert [j.sigma for j in gated.judgements] == [0.0, 0.1, 0.5]  # still shown
+
+
+def test_the_fix_named_follows_the_loss_of_sigma0() -> None:
+    falling = [{"loss_last_relative_to_zero_field": 0.05, "loss_late_over_previous": 0.7}]
+    assert untestable_fix(falling, 64).startswith("train longer") and "still falling" in untestable_fix(falling, 64)
+    levelled = [{"loss_last_relative_to_zero_field": 0.02, "loss_late_over_previous": 0.99}]
+    text = untestable_fix(levelled, 64)
+    assert text.startswith("use fewer pairs (--set n_train=… below 64) or a larger model") and "0.02 ×" in text
+    high = [{"loss_last_relative_to_zero_field": 0.66, "loss_late_over_previous": 0.98}]  # o_100: 0.655
+    assert untestable_fix(high, 64).startswith("train longer")
+    assert FIT_LOSS_RATIO < 0.66 and STILL_FALLING_RATIO < 0.98
+    assert untestable_fix([{}], 64).startswith("use fewer pairs")  # nothing known about the loss
+
+
+def test_memorising_sigma0_passes_the_gate_unchanged() -> None:
+    # the published quick run's σ = 0 (0.969, 0.984, 1.0): gated and ungated answers agree
+    cells = rows({0.0: [(0.969, 0.020), (0.984, 0.022), (1.0, 0.023)],
+                  0.5: [(0.45, 0.012), (0.5, 0.014), (0.55, 0.015)]})
+    a = advise_over_seeds(cells, 64, 0.25, 0.05, gen_floor=0.00176, memorise_accuracy=0.5)
+    b = advise_over_seeds(cells, 64, 0.25, 0.05, gen_floor=0.00176)
+    assert a.outcome == b.outcome == "none" and a.reason == b.reason
+
+
+def test_none_headline_says_nothing_cuts_memorisation_and_names_a_confirmed_gain() -> None:
+    # the hostile digits run: every σ pairs perfectly, σ = 0.2 improves G with confidence
+    cells = rows({0.0: [(1.0, 0.290), (1.0, 0.300), (1.0, 0.297)],
+                  0.2: [(1.0, 0.210), (1.0, 0.218), (1.0, 0.217)]})
+    adv = advise_over_seeds(cells, 64, 0.25, 0.05, gen_floor=0.002, memorise_accuracy=0.5)
+    assert adv.outcome == "none"
+    assert adv.headline.startswith("no σ satisfies both margins: no σ of the grid cuts memorisation by ≥ 0.1 with "
+                                   "confidence (extend sigmas to larger values, or add seeds); σ = 0.2 improves "
+                                   "generalisation with confidence (G − G(0) = -0.0807")
+    assert "the reason names the trade-off" not in adv.headline
+    assert "its memorisation stays above the memorisation margin 0.05 with confidence" in adv.headline
+
+
+def test_summary_names_the_setting_the_claims_and_unused_rows() -> None:
+    row = {"sigma": 0.0, "pairing_accuracy": 0.01, "memorisation": 0.0, "generalisation": 0.03,
+           "gen_mmd2.unbiased": 0.03, "fresh_copy_fraction": 0.0}
+    margins = dict.fromkeys(("gen_margin", "mem_margin", "gen_floor", "gen_reference", "gen_tolerance", "chance"),
+                            0.1)
+    adv = Advice(None, False, False, "r", "rule", [row], margins, "data", outcome="untestable",
+                 headline="untestable here: …", setting="N = 64 fixed (source, target) pairs, MLP 3 × 256 silu",
+                 claims={"sigma_tradeoff.sigma0_memorises": "refuted",
+                         "sigma_tradeoff.sigma_satisfying_both_margins_exists": "untestable"},
+                 data_note="the data hold 3000 items, of which only N = 64 are the training pairs")
+    lines = adv.summary().splitlines()
+    assert lines[0] == "untestable here: … — for N = 64 fixed (source, target) pairs, MLP 3 × 256 silu"
+    assert lines[2] == "note: the data hold 3000 items, of which only N = 64 are the training pairs"
+    assert "claims: sigma0_memorises: refuted; sigma_satisfying_both_margins_exists: untestable" in lines
+
+
+def test_unused_rows_note_and_setting_text() -> None:
+    assert st.unused_rows_note(None, 64, 1000, 16) is None  # the GMM draws what it needs
+    assert st.unused_rows_note(256, 64, 192, 16) is None  # 4 × n_train: no note
+    note = st.unused_rows_note(3000, 64, 1000, 16)
+    assert note is not None and note.startswith("the data hold 3000 items, of which only N = 64 are the training "
+                                                "pairs (1000 held out, 1936 unused)")
+    assert "--set n_train=… (up to 2984" in note
+
+
+def test_diverged_network_is_blamed_on_training_not_on_the_euler_grid() -> None:
+    text = st._divergence_text(SolverError("the vector field returned non-finite values … steps=102 instead of 101"))
+    assert text.startswith("non-finite output of the trained network: lower the learning rate (--set lr=…)")
+    assert "steps=" not in text and "singular" not in text
+    assert st._divergence_text(TrainingError("loss is NaN at step 3\nmore")) == "loss is NaN at step 3"
+
+
+def test_late_over_previous() -> None:
+    assert st.late_over_previous([4.0] * 4 + [2.0] * 2 + [1.0] * 2) == pytest.approx(0.5)
+    assert math.isnan(st.late_over_previous([1.0] * 7))  # one step per quarter: too few to tell
+
+
+def test_gmm_only_knobs_are_refused_with_file_data(tmp_path: Path) -> None:
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32))
+    with pytest.raises(ConfigError, match=r"dim, n_components shape the synthetic GMM only .*drop --set dim=… "
+                                          r"--set n_components=…"):
+        advise_sigma(tmp_path / "v.npy", quick=True, dim=3, n_components=2)
+
+
+def test_untestable_run_end_to_end(tmp_path: Path) -> None:
+    """A run too short to memorise: outcome untestable, no σ, claim 4 untestable, and the headline's setting."""
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(48, 4)).astype(np.float32))
+    adv = advise_sigma(tmp_path / "v.npy", sigmas=[0.0, 0.5], quick=True, out=tmp_path / "o", n_train=24,
+                       n_eval=16, min_heldout=8, steps=8, width=8, depth=2, euler_steps=4, null_repeats=2)
+    assert adv.outcome == "untestable" and adv.recommended_sigma is None
+    assert adv.claims["sigma_tradeoff.sigma_satisfying_both_margins_exists"] == "untestable"
+    head = adv.summary().splitlines()[0]
+    assert head.startswith("untestable here: CFM(σ = 0) did not memorise its N = 24 pairs")
+    assert head.endswith("— for N = 24 fixed (source, target) pairs, MLP 2 × 8 silu, 8 training steps at lr 0.001, "
+                         "3 seed(s)")
+    stored = json.loads((tmp_path / "o" / "sigma_tradeoff" / "result.json").read_text())
+    assert all(math.isfinite(r["loss_late_over_previous"]) for r in stored["metrics"]["per_seed"]["sigma=0.0"])
