@@ -536,7 +536,7 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     sizes give one geometry); ``channels`` 3 (default) or 1 sets the colour conversion.
     """
     resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
-    channels = _check_channels(channels, 3)
+    _check_channels(channels, 3)
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist (or is not a folder); pass data_dir pointing at a "
@@ -545,9 +545,16 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     if not files:
         hint = "" if recursive else "; pass recursive=True if they are in sub-folders"
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}{hint}")
+    asked = channels
+    channels = _check_channels(channels, 3)
     images, idx, names = _load_files(folder, files, n, seed, channels, resolution, None, f"folder {folder}")
+    colour = "RGB" if channels == 3 else "grey"
+    if asked is None and channels == 3 and images.shape[0] > 0 and bool(
+            (images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all()):
+        # kept as 3 channels (a model or an audit may expect RGB), but said: a grey folder trains 3× the inputs
+        colour = "RGB with 3 identical channels (grey images: pass channels=1, --set channels=1, for one)"
     source = (f"image folder {folder} ({len(files)} files{', recursive' if recursive else ''}), largest central "
-              f"square resized to {resolution}x{resolution}, {'RGB' if channels == 3 else 'grey'}")
+              f"square resized to {resolution}x{resolution}, {colour}")
     return ImageSet(images, "folder", source, idx, names)
 
 
@@ -657,10 +664,14 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         # only uint8 has one pixel scale; 16-bit, 12-bit-in-uint16 or 0..255-in-int64 pixels used as given would
         # put images in [0, 65535] while flowvar's are in [−1, 1]
         lo, hi = raw.min(), raw.max()
+        # the suggested range is the data's own top (digits are 0..16, not 0..255); the commands differ in how to
+        # pass it: only load_array and `flowvar audit` take a value range, `flowvar run` / `advise-sigma` do not
+        top = max(int(hi), 1)
         raise DataError(f"{file} holds {raw.dtype} images (values {lo}..{hi}), whose pixel scale flowvar cannot "
-                        f"know; save them as uint8 (8-bit pixels, mapped to [−1, 1]) or as float32 already scaled "
-                        f"(used as given), or pass value_range=(0, {_integer_top(raw.dtype, int(hi))}) to load_array "
-                        f"(in `flowvar audit`: --value-range 0,{_integer_top(raw.dtype, int(hi))})")
+                        f"know. If {top} is their full scale: in Python pass value_range=(0, {top}) to load_array; "
+                        f"in `flowvar audit` pass --value-range 0,{top}; for `flowvar run` / `flowvar advise-sigma` "
+                        f"save them as float32 already scaled, a / {top} * 2 - 1 (used as given). 8-bit pixels can "
+                        f"also be saved as uint8 (mapped from 0..255 to [−1, 1])")
     if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
         # finite float64 values beyond float32's range would turn into inf and be reported as if the file held them
         top = float(np.abs(raw[np.isfinite(raw)]).max(initial=0.0))
@@ -677,6 +688,15 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
                             f"value_range {value_range}; widen value_range or drop it to use values as given")
         data = (data - lo) / (hi - lo) * 2.0 - 1.0
     elif raw.dtype == np.uint8:
+        # 8-bit pixels, also as flattened vectors (MNIST as (N, 784)): one scale, 0..255 → [−1, 1]. The same
+        # numbers saved as int64 are used as given, so counts or codes saved as uint8 would be squeezed into a
+        # sliver of [−1, 1] and get another σ advice: warn when the values use little of 0..255
+        lo8, hi8 = int(raw.min()), int(raw.max())
+        if raw.ndim == 2 and hi8 - lo8 < UINT8_SPAN_WARN:
+            warnings.warn(f"{file} holds uint8 vectors with values {lo8}..{hi8}, mapped as 8-bit pixels from 0..255 "
+                          f"to [−1, 1] (spread becomes {float((data / 127.5).std()):.3g}); if they are counts or "
+                          f"codes, not pixels, save them as int64 or float32 (used as given) — or standardise them",
+                          stacklevel=2)
         data = data / 127.5 - 1.0
     elif raw.ndim in (3, 4) and float(data.min()) >= 0.0 and float(data.max()) > 2.0:
         # used as given (a model may be trained on any scale), but non-negative values this large are most often
@@ -684,6 +704,9 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         warnings.warn(f"{file} holds float images with values in [{float(data.min()):g}, {float(data.max()):g}], "
                       f"used as given; flowvar's images are in [−1, 1]: if these are 0..255 pixels save them as "
                       f"uint8 or pass value_range=(0, 255) (in `flowvar audit`: --value-range 0,255)", stacklevel=2)
+    # how the values were rescaled, for the data line of every summary (nothing said: used as given)
+    scaled = (f", rescaled from value_range {tuple(value_range)} to [−1, 1]" if value_range is not None else
+              ", uint8 rescaled from 0..255 to [−1, 1]" if raw.dtype == np.uint8 else "")
     idx = choose_indices(data.shape[0], n, seed, f"array {file}")
     data = data[idx]
     labels = check_labels(f"{file} labels", raw_labels, raw.shape[0])[idx] if raw_labels is not None else None
@@ -691,7 +714,8 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         if resolution is not None or channels is not None:
             raise ConfigError(f"{file} holds vectors of shape (N, d) = {tuple(raw.shape)}; resolution and channels "
                               f"apply to images only — call load_array(path) without them")
-        return ImageSet(data.contiguous(), "npy", f"array {file} (vectors {tuple(raw.shape)})", idx, labels=labels)
+        return ImageSet(data.contiguous(), "npy", f"array {file} (vectors {tuple(raw.shape)}{scaled})", idx,
+                        labels=labels)
     if data.ndim == 3:
         data = data[:, None]
     c = data.shape[1]
@@ -703,7 +727,7 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
             data = (0.299 * data[:, 0] + 0.587 * data[:, 1] + 0.114 * data[:, 2])[:, None]
         elif channels != c:
             raise ShapeError(f"{file} has {c} channels; channels={channels} converts only between 1 and 3")
-    desc = f"array {file} {tuple(raw.shape)}"
+    desc = f"array {file} {tuple(raw.shape)}{scaled}"
     if resolution is not None:
         resolution = check_resolution(resolution)
         side = min(data.shape[-2:])
@@ -714,17 +738,6 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         data = resize_tensor(data, resolution)
         desc += f", resized to {resolution}x{resolution}"
     return ImageSet(data.contiguous(), "npy", desc, idx, labels=labels)
-
-
-def _integer_top(dtype: np.dtype, high: int) -> int:
-    """The full-scale value of integer pixels: 1 for bool, 255 / 65535 for values that fit 8 / 16 bits, else the
-    dtype's maximum (a suggestion for ``value_range`` in an error message)."""
-    if dtype.kind == "b":
-        return 1
-    for top in (255, 65535):
-        if high <= top:
-            return top
-    return int(np.iinfo(dtype).max)
 
 
 #: Keys of an ``.npz`` file's data array (the first present is used; a file holding one array besides its labels
@@ -1003,6 +1016,9 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
     return items, train, heldout
 
 
+#: uint8 vectors whose values span fewer than this many of the 256 levels get a warning from :func:`load_array`: they
+#: are rescaled as pixels, which counts or codes (Poisson(3) counts: 0..12) are not.
+UINT8_SPAN_WARN = 64
 #: Beyond this magnitude data are refused by :func:`load_split`: a flow from N(0, I) sources to targets this large
 #: diverges at the first steps (or learns nothing) at any σ the study compares.
 MAX_DATA_MAGNITUDE = 1e6
