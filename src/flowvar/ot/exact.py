@@ -17,10 +17,11 @@ OTSolver = Literal["auto", "lsa", "emd", "sparse"]
 OT_SOLVERS: tuple[str, ...] = ("auto", "lsa", "emd", "sparse")
 
 #: ``solver="auto"`` uses POT's dense network simplex from this many points on, scipy's assignment below it. Measured
-#: (1 thread; ``benchmarks/exact_ot.py``): below ~256 points both take under ~5 ms; from 256 on LSA's time explodes
-#: on clustered targets in low dimension (Gaussian mixtures in d = 2: 2.7× emd's time at 256 points, 2–3× at
-#: 1024–2048, 7× at 4096 — 20× without the Gaussian alignment) while emd is steadier: at worst ~1.6× LSA's time
-#: (N(0, I) → N(0, I) in d = 50 at 1024 points) and at par or faster in d = 2.
+#: by ``benchmarks/exact_ot.py`` (its section of BENCHMARKS.md, which holds the figures; 1 thread): below ~256 points
+#: both take a few ms; from 256 on LSA's time grows steeply on clustered targets in low dimension (Gaussian
+#: mixtures in d = 2: ~2× emd's time at 256–2048 points and ~4× at 4096 in the stored run, ~14× without the
+#: Gaussian alignment), while emd is steadier: at worst ~1.8× LSA's time (N(0, I) in d = 50, 1024–4096 points) and
+#: at par or faster in d = 2.
 AUTO_EMD_MIN_POINTS = 256
 #: ``solver="auto"`` uses the certified sparse solve (:func:`~flowvar.ot.sparse.sparse_certified_permutation`) from this
 #: many points on.
@@ -47,8 +48,9 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     Always an exact optimum and a bijection, whichever solver:
 
     * ``"lsa"``: scipy's Jonker–Volgenant ``linear_sum_assignment`` (fast for small or unclustered problems,
-      but its time grows steeply on clustered points: ~11 s for 4096 points against a Gaussian mixture in d = 2,
-      ~50 s without the alignment below);
+      but its time grows steeply on clustered points: for 4096 points against a Gaussian mixture in d = 2, ~18 s
+      with the alignment below and ~80 s without it in BENCHMARKS.md's exact_ot run, 1 thread, against ~4–6 s for
+      ``"emd"``);
     * ``"emd"``: POT's network simplex ``ot.emd`` on unit masses with ``numItermax=EMD_MAX_ITER`` (its plan
       is then a 0/1 permutation matrix). The plan is checked — solver status optimal, every row and column
       with exactly one unit entry — and if the check fails (iteration cap hit, a non-permutation plan) the
