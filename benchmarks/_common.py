@@ -44,15 +44,22 @@ fails to import beside the CPU torch and, for torchcfm, ~80 packages that nothin
 """
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, *, clock: bool = True,
+               configure: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The shared flags; ``clock=False`` for a script that always times wall-clock (it has no ``--clock``, so
+    ``--clock cpu`` is refused instead of silently ignored); ``configure`` adds a script's own flags."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="reduced grid, under two minutes")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: on a shared 2-core machine, 2 threads under "
                              "load are 5-25x slower and much noisier)")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="cpu: process CPU time (default; robust to load from other processes); wall: elapsed time")
+    if clock:
+        parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                            help="cpu: process CPU time (default; robust to load from other processes); wall: "
+                                 "elapsed time")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of updating BENCHMARKS.md")
+    if configure is not None:
+        configure(parser)
     return parser.parse_args()
 
 
@@ -94,9 +101,12 @@ def command(script: str, args: argparse.Namespace) -> str:
     return f"Command: `python benchmarks/{script}{quick} --threads {args.threads} --clock {args.clock}`."
 
 
-def clock_note(clock: str) -> str:
-    return ("Times are process CPU time (one torch thread), not wall time." if clock == "cpu" else
-            "Times are wall-clock time.")
+def clock_note(clock: str, threads: int) -> str:
+    """The section's line on its clock; CPU time sums over the process's threads, so the count is named."""
+    if clock != "cpu":
+        return "Times are wall-clock time."
+    named = "one torch thread" if threads == 1 else f"{threads} torch threads, summed"
+    return f"Times are process CPU time ({named}), not wall time."
 
 
 def cpu_model() -> str:

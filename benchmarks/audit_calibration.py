@@ -155,7 +155,7 @@ def main() -> None:
         i = argv.index("--seeds")
         n_seeds = int(argv[i + 1])
         del sys.argv[i + 1:i + 3]
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], clock=False)
     setup(args.threads, "wall")
     steps = 300 if args.quick else 1200
     regimes = [r for r in REGIMES if r.name in QUICK] if args.quick else REGIMES

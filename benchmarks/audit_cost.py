@@ -29,7 +29,7 @@ from flowvar.train import TrainConfig, train
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], clock=False)
     setup(args.threads, "wall")
     n, heldout_n, steps, batch = (64, 64, 60, 32) if args.quick else (256, 256, 400, 64)
     samples, grid = (64, 20) if args.quick else (256, 100)

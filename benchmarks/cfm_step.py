@@ -314,7 +314,7 @@ def main() -> None:
         print(f"d={d} B={B}: {med} {med_ot}", flush=True)
     lines = ["## CFM training step: flowvar vs torchcfm", "",
              command("cfm_step.py", args),
-             "", machine_line(args.threads), "", clock_note(args.clock), "",
+             "", machine_line(args.threads), "", clock_note(args.clock, args.threads), "",
              f"Independent coupling and exact minibatch OT, σ = {sigma}, same MLP initialisation and data source. "
              f"Throughput ratio = torchcfm step time / flowvar step time (≥ 1: flowvar at least as fast), the median "
              f"over rounds of the ratio within a round (both loops ran back to back), with its distribution-free 95% "

@@ -113,7 +113,7 @@ def main() -> None:
         print(f"n={n} d={d} {target} done", flush=True)
     lines = ["## Exact OT pairing: flowvar vs POT and scipy", "",
              command("exact_ot.py", args),
-             "", machine_line(args.threads), "", clock_note(args.clock), "",
+             "", machine_line(args.threads), "", clock_note(args.clock, args.threads), "",
              "float64 points; median of interleaved rounds. `ratio` = time / scipy LSA time on the precomputed "
              "matrix; `cost gap` = (total cost − LSA optimum) / optimum. `flowvar auto` is the default of "
              f"`exact_ot_permutation` / `ExactOTCoupling`: scipy LSA below {AUTO_EMD_MIN_POINTS} points, POT emd "

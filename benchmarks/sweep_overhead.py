@@ -45,7 +45,7 @@ def measure(k: int, jobs: int, backend: str) -> dict[str, float]:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], clock=False)
     setup(args.threads, "wall")
     k = 20 if args.quick else 100
     configs = [("local", 1), ("local", 2)]
