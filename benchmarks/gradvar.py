@@ -1,6 +1,7 @@
 """Gradient-variance cost: flowvar's fast engine vs a plain forward+backward, BackPACK, Opacus, torch.func and a loop.
 
-Quantities (all exact; the script checks that every method returns the same tr Cov(g)):
+Quantities (all exact; every flowvar result is checked against an untimed float64 torch.func reference over the
+whole batch and against the timed independent methods: gradvar_checks.py):
 
 * trace: tr Cov(g) = (1/B) Σ_i ‖g_i‖² − ‖ḡ‖² of the per-sample CFM gradients g_i = ∇ℓ_i, ℓ_i = ‖v(x_i, t_i) − u_i‖²;
 * element-wise: Var(g)_j = (1/B) Σ_i g_ij² − ḡ_j² for every parameter coordinate j.
@@ -14,11 +15,13 @@ the image UNet (``flowvar.models.unet.UNetField`` defaults, 3 channels) at B = 3
 (``DiTField``; one built from ``nn.TransformerEncoderLayer``) on 16² images at B = 32 and 128 (B = 128: flowvar
 and plain only).
 
-Also: the monitor's overhead on a full training step (sampling, forward, backward, Adam), and the peak
-extra memory of each method over a plain step, measured as the peak RSS of a fresh child process.
+Also: the monitor's overhead on a full training step (sampling, forward, backward, Adam), the peak extra memory
+of each method over a plain step, measured as the peak RSS of a fresh child process, and the issues' targets judged
+on per-round ratios with their 95% intervals (gradvar_checks.py).
 
-    python benchmarks/gradvar.py            # full grid (about 15-25 min on a loaded 2-core machine)
-    python benchmarks/gradvar.py --quick    # reduced grid, under two minutes
+    python benchmarks/gradvar.py               # full grid (about 20-30 min on a loaded 2-core machine)
+    python benchmarks/gradvar.py --quick       # reduced grid, a few minutes
+    python benchmarks/gradvar.py --ablations   # the A/B runs docs/gradient_variance.md quotes (gradvar_ablations.py)
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -43,11 +47,25 @@ from _common import (
     fmt_time,
     interleaved,
     machine_line,
+    paired_ratio,
     parse_args,
     peak_rss_mb,
     setup,
     table,
     write_section,
+)
+from gradvar_checks import (
+    OURS,
+    OWN_OFF,
+    Agreement,
+    Batch,
+    Measured,
+    Paired,
+    Runner,
+    agreement,
+    agreement_note,
+    reference_moments,
+    targets,
 )
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
@@ -59,8 +77,6 @@ from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import MLPField
 from flowvar.variance.engine import GradNormEngine
 from flowvar.variance.monitor import GradientVarianceMonitor
-
-Batch = tuple[Tensor, Tensor, Tensor]  # x, t, u
 
 
 def has(module: str) -> bool:
@@ -145,30 +161,31 @@ def sq_err(model: nn.Module, batch: Batch) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------- methods
-# Each factory returns a zero-argument callable that runs one measurement and returns (trace, notes).
+# Each factory returns a zero-argument callable that runs one measurement and returns what it measured.
 
 
-def make_plain(model: nn.Module, batch: Batch) -> Callable[[], tuple[float, str]]:
-    def run() -> tuple[float, str]:
+def make_plain(model: nn.Module, batch: Batch) -> Runner:
+    def run() -> Measured:
         model.zero_grad(set_to_none=True)
         sq_err(model, batch).mean().backward()
-        return math.nan, ""
+        return Measured(math.nan)
     return run
 
 
-def make_ours(model: nn.Module, batch: Batch, elementwise: bool, own_grads: bool = True
-              ) -> Callable[[], tuple[float, str]]:
+def make_ours(model: nn.Module, batch: Batch, elementwise: bool, own_grads: bool = True, check: bool = True
+              ) -> Runner:
+    """flowvar's engine on a copy of ``model``: forward, backward, ``compute(check=check)``."""
     model = copy.deepcopy(model)
     engine = GradNormEngine(model, elementwise=elementwise, own_grads=own_grads)
 
-    def run() -> tuple[float, str]:
+    def run() -> Measured:
         model.zero_grad(set_to_none=True)
         losses = sq_err(model, batch)
         losses.mean().backward()
-        stats = engine.compute(reduction="mean", losses=losses)
+        stats = engine.compute(reduction="mean", losses=losses, check=check)
         if elementwise:
             assert stats.sq_sum is not None
-        return stats.trace, f"fallback: {sorted(stats.fallback)}" if stats.fallback else ""
+        return Measured(stats.trace, f"fallback: {sorted(stats.fallback)}" if stats.fallback else "", stats.sq_sum)
     return run
 
 
@@ -182,7 +199,7 @@ def _bp_model(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return m, backpack.extend(nn.MSELoss(reduction="sum"))
 
 
-def make_backpack(model: nn.Module, batch: Batch, which: str) -> Callable[[], tuple[float, str]]:
+def make_backpack(model: nn.Module, batch: Batch, which: str) -> Runner:
     import backpack
     from backpack.extensions import BatchL2Grad, Variance
 
@@ -190,7 +207,7 @@ def make_backpack(model: nn.Module, batch: Batch, which: str) -> Callable[[], tu
     B = batch[0].shape[0]
     x, t, u = batch
 
-    def run() -> tuple[float, str]:
+    def run() -> Measured:
         m.zero_grad(set_to_none=True)
         ext = BatchL2Grad() if which == "l2" else Variance()
         with warnings.catch_warnings(record=True) as caught, backpack.backpack(ext):
@@ -218,7 +235,7 @@ def make_backpack(model: nn.Module, batch: Batch, which: str) -> Callable[[], tu
             warned = any("does not have an extension" in str(w.message) for w in caught)
             note = (f"incomplete: skips {len(missing)} parameter tensors ({skipped} parameters) of "
                     f"{', '.join(kinds)}{' with only a UserWarning' if warned else ''}")
-        return (trace if not missing else math.nan), note
+        return Measured(trace if not missing else math.nan, note)
     return run
 
 
@@ -230,21 +247,21 @@ def _reduce(flat_parts: list[Tensor], B: int) -> float:
     return sq - mean_sq
 
 
-def make_opacus(model: nn.Module, batch: Batch) -> Callable[[], tuple[float, str]]:
+def make_opacus(model: nn.Module, batch: Batch) -> Runner:
     from opacus import GradSampleModule
 
     m = GradSampleModule(copy.deepcopy(model), loss_reduction="sum")
     B = batch[0].shape[0]
 
-    def run() -> tuple[float, str]:
+    def run() -> Measured:
         m.zero_grad(set_to_none=True)
         sq_err(m, batch).sum().backward()
         parts = [p.grad_sample.reshape(B, -1) for p in m.parameters()]
-        return _reduce(parts, B), ""
+        return Measured(_reduce(parts, B))
     return run
 
 
-def make_vmap(model: nn.Module, batch: Batch) -> Callable[[], tuple[float, str]]:
+def make_vmap(model: nn.Module, batch: Batch) -> Runner:
     m = copy.deepcopy(model)
     params = {k: v.detach() for k, v in m.named_parameters()}
     B = batch[0].shape[0]
@@ -252,19 +269,19 @@ def make_vmap(model: nn.Module, batch: Batch) -> Callable[[], tuple[float, str]]
     def loss(p: dict[str, Tensor], xi: Tensor, ti: Tensor, ui: Tensor) -> Tensor:
         return (functional_call(m, p, (xi[None], ti[None])) - ui[None]).pow(2).sum()
 
-    def run() -> tuple[float, str]:
+    def run() -> Measured:
         grads = vmap(grad(loss), in_dims=(None, 0, 0, 0))(params, *batch)
-        return _reduce([g.reshape(B, -1) for g in grads.values()], B), ""
+        return Measured(_reduce([g.reshape(B, -1) for g in grads.values()], B))
     return run
 
 
-def make_loop(model: nn.Module, batch: Batch) -> Callable[[], tuple[float, str]]:
+def make_loop(model: nn.Module, batch: Batch) -> Runner:
     m = copy.deepcopy(model)
     params = list(m.parameters())
     x, t, u = batch
     B = x.shape[0]
 
-    def run() -> tuple[float, str]:
+    def run() -> Measured:
         sq = 0.0
         total = [torch.zeros_like(p) for p in params]
         total_sq = [torch.zeros_like(p) for p in params]
@@ -274,13 +291,12 @@ def make_loop(model: nn.Module, batch: Batch) -> Callable[[], tuple[float, str]]
                 sq += float(g.pow(2).sum())
                 s += g
                 s2 += g * g
-        return sq / B - sum(float(s.pow(2).sum()) for s in total) / B**2, ""
+        return Measured(sq / B - sum(float(s.pow(2).sum()) for s in total) / B**2)
     return run
 
 
-def factories(model: nn.Module, batch: Batch, own_off: bool = False
-              ) -> dict[str, Callable[[], Callable[[], tuple[float, str]]]]:
-    out: dict[str, Callable[[], Callable[[], tuple[float, str]]]] = {
+def factories(model: nn.Module, batch: Batch, own_off: bool = False) -> dict[str, Callable[[], Runner]]:
+    out: dict[str, Callable[[], Runner]] = {
         "plain": lambda: make_plain(model, batch),
         "flowvar trace": lambda: make_ours(model, batch, False),
         "flowvar elementwise": lambda: make_ours(model, batch, True),
@@ -298,21 +314,32 @@ def factories(model: nn.Module, batch: Batch, own_off: bool = False
 
 
 SLOW = ("Opacus per-sample", "torch.func vmap", "per-sample loop")  # timed in their own group with plain
-OWN_OFF = "flowvar trace, autograd's gradients"
-FAST_ONLY = ("plain", "flowvar trace", "flowvar elementwise", OWN_OFF)  # large batches: the others take minutes
+FAST_ONLY = ("plain", *OURS)  # large batches: the others take minutes
 BLOCK = 10  # training steps per timed block in the monitor-overhead benchmark
 
 
 # --------------------------------------------------------------------------------------------- timing
 
 
+@dataclass
+class Grid:
+    """One model and batch timed: ``medians`` (seconds per call; slow methods rescaled to the fast group's plain),
+    ``results`` (each method's last :class:`Measured`), ``notes`` (table notes), ``paired`` (flowvar's variants and
+    BackPACK over plain, and flowvar over BackPACK: per-round ratios of the fast group,
+    :func:`_common.paired_ratio`)."""
+
+    medians: dict[str, float]
+    results: dict[str, Measured]
+    notes: dict[str, str]
+    paired: dict[str, Paired]
+
+
 def time_grid(label: str, model: nn.Module, batch: Batch, rounds: int, slow: tuple[str, ...], slow_rounds: int,
-              budget_s: float, own_off: bool = False, only: tuple[str, ...] | None = None
-              ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
-    """Median seconds, traces and notes per method; slow methods timed in a second interleaved group with plain.
-    ``only``: run just these methods (the rest are noted "not run (time)")."""
+              budget_s: float, own_off: bool = False, only: tuple[str, ...] | None = None) -> Grid:
+    """Every method on one batch; slow methods timed in a second interleaved group with plain. ``only``: run just
+    these methods (the rest are noted "not run (time)")."""
     facts = factories(model, batch, own_off)
-    runners: dict[str, Callable[[], tuple[float, str]]] = {}
+    runners: dict[str, Runner] = {}
     notes: dict[str, str] = {}
     for name, make in facts.items():
         if (name in SLOW and name not in slow) or (only is not None and name not in only):
@@ -322,7 +349,7 @@ def time_grid(label: str, model: nn.Module, batch: Batch, rounds: int, slow: tup
             runners[name] = make()
         except Exception as error:  # a library that cannot wrap this model: record why
             notes[name] = f"fails: {type(error).__name__}: {str(error).splitlines()[0][:90]}"
-    traces: dict[str, float] = {}
+    results: dict[str, Measured] = {}
     failed: set[str] = set()
 
     def timed(name: str) -> Callable[[], None]:
@@ -330,38 +357,37 @@ def time_grid(label: str, model: nn.Module, batch: Batch, rounds: int, slow: tup
             if name in failed:
                 return
             try:
-                trace, note = runners[name]()
+                result = runners[name]()
             except Exception as error:  # e.g. a library that cannot handle a layer: record it, drop the method
                 notes[name] = f"fails: {type(error).__name__}: {str(error).splitlines()[0][:90]}"
                 failed.add(name)
                 return
-            traces[name] = trace
-            if note:
-                notes[name] = note
+            results[name] = result
+            if result.note:
+                notes[name] = result.note
         return call
 
     fast = {n: timed(n) for n in runners if n not in SLOW}
-    medians = interleaved(fast, rounds, warmup=1, budget_s=budget_s)
+    samples: dict[str, list[float]] = {}
+    medians = interleaved(fast, rounds, warmup=1, budget_s=budget_s, samples=samples)
     slow_group = {n: timed(n) for n in runners if n in SLOW}
     if slow_group:
         slow_group = {"plain": timed("plain"), **slow_group}
         slow_medians = interleaved(slow_group, slow_rounds, warmup=0, budget_s=budget_s)
         scale = medians["plain"] / slow_medians["plain"]  # express in the fast group's plain time
         for n in slow_group:
-            if n != "plain":
+            if n != "plain" and n not in failed:  # a failed method's "time" is that of an early return
                 medians[n] = slow_medians[n] * scale
                 own = slow_medians[n] / slow_medians["plain"]
                 notes[n] = (notes.get(n, "") + f" (timed in its own group with plain: {own:.1f}×)").strip()
     for n in failed:
         medians.pop(n, None)
+    paired = {n: paired_ratio(samples[n], samples["plain"]) for n in samples if n != "plain" and n not in failed}
+    for ours, theirs in (("flowvar trace", "BackPACK BatchL2Grad"), ("flowvar elementwise", "BackPACK Variance")):
+        if ours in paired and theirs in paired:
+            paired[f"{ours} / {theirs}"] = paired_ratio(samples[ours], samples[theirs])
     print(f"{label}: " + ", ".join(f"{n} {fmt_time(v)}" for n, v in medians.items()), flush=True)
-    return medians, traces, notes
-
-
-def agreement(traces: dict[str, float]) -> float:
-    ref = traces.get("flowvar trace", math.nan)
-    vals = [v for n, v in traces.items() if n != "plain" and math.isfinite(v)]
-    return max(abs(v - ref) / abs(ref) for v in vals) if vals and ref else math.nan
+    return Grid(medians, results, notes, paired)
 
 
 # --------------------------------------------------------------------------------------------- memory
@@ -381,137 +407,155 @@ def memory_child(method: str, model_kind: str, size: int, B: int) -> None:
     print(json.dumps({"base": base, "peak": peak_rss_mb()}))
 
 
-def measure_memory(method: str, model_kind: str, size: int, B: int) -> float:
+def measure_memory(method: str, model_kind: str, size: int, B: int) -> tuple[float, float]:
+    """(the method's peak RSS above two plain steps, the plain steps' peak RSS), MiB, from a fresh process: the
+    second grows with B·activations (the batch and what autograd saves), which the first is judged against."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", method, model_kind, str(size), str(B)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
-        return math.nan
+        return math.nan, math.nan
     data = json.loads(out.stdout.strip().splitlines()[-1])
-    return data["peak"] - data["base"]
+    return data["peak"] - data["base"], data["base"]
 
 
 # --------------------------------------------------------------------------------------------- monitor
 
+MONITOR_KINDS = ("plain", "monitor", "default", "all-bins")
 
-def monitor_overhead(d: int, B: int, rounds: int, budget_s: float, tmp: Path) -> dict[str, float]:
-    """Median seconds of one full training step (draw, forward, backward, Adam) without and with the monitor
-    logging every step to CSV: no t-profile; the default t-profile (10 bins, conditional traces on every 10th
-    log); conditional traces on every log."""
+
+def training_steps(kind: str, base: nn.Module, d: int, B: int, log_path: Path) -> Callable[[], None]:
+    """A callable that runs BLOCK consecutive training steps (draw, forward, backward, Adam) of its own copy of
+    ``base``. ``kind``: ``plain``; the monitor logging every step to CSV — ``monitor`` (no t-profile), ``default``
+    (10 t-bins, conditional traces on every 10th log), ``all-bins`` (conditional traces on every log); or the
+    engine's parts alone (``--ablations``) — ``hooks`` (armed, records cleared without measuring), ``compute,
+    no check`` (``compute(check=False)``), ``compute`` (with the sum check)."""
     coupling = IndependentCoupling(StandardNormal(d), StandardNormal(d))
     loss = CFMLoss(Interpolant(sigma=0.0))
+    model = copy.deepcopy(base)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(1)
+    monitor, engine = None, None
+    if kind in ("monitor", "default", "all-bins"):
+        monitor = GradientVarianceMonitor(model, every=1, t_bins=None if kind == "monitor" else 10,
+                                          profile_every=1 if kind == "all-bins" else 10, log_path=log_path,
+                                          warn=False)
+    elif kind != "plain":
+        engine = GradNormEngine(model)
+    step = [0]
+
+    def block() -> None:  # BLOCK consecutive steps: less cache interference between the variants
+        for _ in range(BLOCK):
+            path = loss.draw(coupling, B, gen)
+            losses = per_sample_loss(model, path)
+            opt.zero_grad(set_to_none=True)
+            losses.mean().backward()
+            if monitor is not None:
+                monitor.step(step[0], losses, path.t)
+            elif engine is not None and kind == "hooks":
+                engine.clear()
+            elif engine is not None:
+                engine.compute(reduction="mean", losses=losses, check=kind == "compute")
+            opt.step()
+            step[0] += 1
+    return block
+
+
+def monitor_overhead(d: int, B: int, rounds: int, budget_s: float, tmp: Path,
+                     kinds: tuple[str, ...] = MONITOR_KINDS) -> tuple[dict[str, float], dict[str, Paired]]:
+    """Median seconds of one training step of each kind (:func:`training_steps`), and each kind's per-round ratio
+    to ``plain`` with its 95% interval (:func:`_common.paired_ratio`)."""
     base = MLPField(d)
-
-    def trainer(kind: str) -> Callable[[], None]:
-        model = copy.deepcopy(base)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        gen = torch.Generator().manual_seed(1)
-        monitor = None
-        if kind != "plain":
-            monitor = GradientVarianceMonitor(model, every=1, t_bins=None if kind == "monitor" else 10,
-                                              profile_every=1 if kind == "all-bins" else 10,
-                                              log_path=tmp / f"{kind}-{d}-{B}.csv", warn=False)
-        step = [0]
-
-        def block() -> None:  # BLOCK consecutive steps: less cache interference between the variants
-            for _ in range(BLOCK):
-                path = loss.draw(coupling, B, gen)
-                losses = per_sample_loss(model, path)
-                opt.zero_grad(set_to_none=True)
-                losses.mean().backward()
-                if monitor is not None:
-                    monitor.step(step[0], losses, path.t)
-                opt.step()
-                step[0] += 1
-        return block
-
-    kinds = ("plain", "monitor", "default", "all-bins")
-    med = interleaved({k: trainer(k) for k in kinds}, rounds, warmup=1, budget_s=budget_s)
-    return {k: v / BLOCK for k, v in med.items()}
+    samples: dict[str, list[float]] = {}
+    med = interleaved({k: training_steps(k, base, d, B, tmp / f"{k}-{d}-{B}.csv") for k in kinds}, rounds,
+                      warmup=1, budget_s=budget_s, samples=samples)
+    paired = {k: paired_ratio(samples[k], samples["plain"]) for k in kinds if k != "plain"}
+    return {k: v / BLOCK for k, v in med.items()}, paired
 
 
 # --------------------------------------------------------------------------------------------- main
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], configure=lambda parser: parser.add_argument(
+        "--ablations", action="store_true", help="only the A/B runs that docs/gradient_variance.md quotes "
+        "(sum check on/off; the monitor's parts); their own BENCHMARKS.md section"))
     setup(args.threads, args.clock)
+    if args.ablations:
+        from gradvar_ablations import ablations
+
+        ablations(args)
+        return
     quick = args.quick
     started = time.perf_counter()
     lines = ["## Gradient variance: cost and memory", "",
              command("gradvar.py", args), "",
-             machine_line(args.threads), "", clock_note(args.clock), ""]
+             machine_line(args.threads), "", clock_note(args.clock, args.threads), ""]
     method_names = list(factories(nn.Linear(1, 1), (torch.zeros(1, 1),) * 3))  # type: ignore[arg-type]
+    names = [*method_names[:3], OWN_OFF, *method_names[3:]]
+
+    def grid_rows(label: str, B: int, model: nn.Module, batch: Batch, grid: Grid, full: bool) -> list[list[str]]:
+        """The table rows of one timed batch, its agreement row last."""
+        plain = grid.medians["plain"]
+        out = []
+        for name in names:
+            if name in grid.medians:
+                out.append([label, str(B), name, fmt_time(grid.medians[name]),
+                            fmt_ratio(grid.medians[name] / plain), grid.notes.get(name, "")])
+            elif (full or name in FAST_ONLY) and (name != OWN_OFF or name in grid.notes):
+                out.append([label, str(B), name, "–", "–", grid.notes.get(name, "not installed")])
+        check = agreement(grid.results, reference_moments(model, batch))
+        exactness.append(check)
+        out.append([label, str(B), "agreement", "", "", agreement_note(check, grid.notes)])
+        return out
 
     # MLP grid
-    grid = [(2, 1024)] if quick else [(d, B) for d in (2, 50) for B in (256, 1024, 4096)]
-    rounds = 5 if quick else 15
-    rows, worst = [], 0.0
-    mlp_ratio: dict[tuple[int, int], dict[str, float]] = {}
-    for d, B in grid:
+    exactness: list[Agreement] = []
+    mlp_paired: dict[tuple[int, int], dict[str, Paired]] = {}
+    rows = []
+    for d, B in [(2, 1024)] if quick else [(d, B) for d in (2, 50) for B in (256, 1024, 4096)]:
         model, batch = mlp_problem(d, B)
-        slow = ("Opacus per-sample", "torch.func vmap")
-        if not quick and B <= 1024:
-            slow += ("per-sample loop",)
-        medians, traces, notes = time_grid(f"MLP d={d} B={B}", model, batch, rounds, slow,
-                                           slow_rounds=2 if quick else 3, budget_s=25 if quick else 90)
-        worst = max(worst, agreement(traces)) if math.isfinite(agreement(traces)) else worst
-        plain = medians["plain"]
-        mlp_ratio[(d, B)] = {n: v / plain for n, v in medians.items()
-                             if not notes.get(n, "").startswith(("fails", "incomplete"))}
-        for name in method_names:
-            if name == "plain":
-                rows.append([f"d={d}", str(B), name, fmt_time(plain), "1.00×", ""])
-            elif name in medians:
-                rows.append([f"d={d}", str(B), name, fmt_time(medians[name]), fmt_ratio(medians[name] / plain),
-                             notes.get(name, "")])
-            else:
-                rows.append([f"d={d}", str(B), name, "–", "–", notes.get(name, "not installed")])
+        slow = ("Opacus per-sample", "torch.func vmap") + (("per-sample loop",) if not quick and B <= 1024 else ())
+        grid = time_grid(f"MLP d={d} B={B}", model, batch, 5 if quick else 15, slow,
+                         slow_rounds=2 if quick else 3, budget_s=25 if quick else 90)
+        mlp_paired[(d, B)] = {n: r for n, r in grid.paired.items()
+                              if not grid.notes.get(n, "").startswith(("fails", "incomplete"))}
+        rows += grid_rows(f"d={d}", B, model, batch, grid, full=True)
     lines += ["### MLP (d+1 → 256 → 256 → 256 → d, SELU), float32", "",
-              "Ratio = median time / median time of a plain forward+backward of the same batch (same run).", "",
-              table(["model", "B", "method", "time", "ratio to plain", "notes"], rows), "",
-              f"All methods that ran agree with flowvar's trace to {worst:.1e} relative (float32).", ""]
+              "Ratio = median time / median time of a plain forward+backward of the same batch (same run). "
+              "`agreement` (every table): the relative differences of flowvar's traces (all its variants) and of "
+              "its element-wise Σ_i g_i² from a float64 torch.func per-sample reference over the whole batch "
+              "(untimed), and of flowvar's trace from each timed independent method that measured every "
+              "parameter; flowvar's variants are not compared with each other.", "",
+              table(["model", "B", "method", "time", "ratio to plain", "notes"], rows), ""]
 
     # UNet and transformers: B = 32 beside every other method, B = 128 ours only
-    image_ratio: dict[tuple[str, str, int], dict[str, float]] = {}
-    image_names = [*method_names[:3], OWN_OFF, *method_names[3:]]
+    image_paired: dict[tuple[str, str, int], dict[str, Paired]] = {}
 
     def image_rows(kind: str, label: str, problem: Callable[[int], tuple[nn.Module, Batch]], B: int,
-                   rounds: int, budget: float, full: bool) -> list[list[str]]:
+                   full: bool) -> list[list[str]]:
         model, batch = problem(B)
         slow = (("Opacus per-sample",) if quick else SLOW) if full else ()
-        medians, traces, notes = time_grid(f"{kind} {label} B={B}", model, batch, rounds, slow, slow_rounds=2,
-                                           budget_s=budget, own_off=True, only=None if full else FAST_ONLY)
-        plain = medians["plain"]
-        image_ratio[(kind, label, B)] = {n: v / plain for n, v in medians.items()}
-        out = []
-        for name in image_names:
-            if name in medians:
-                out.append([label, str(B), name, fmt_time(medians[name]), fmt_ratio(medians[name] / plain),
-                            notes.get(name, "")])
-            elif full or name in FAST_ONLY:
-                out.append([label, str(B), name, "–", "–", notes.get(name, "not installed")])
-        a = agreement(traces)
-        out.append([label, str(B), "agreement", "", "", f"max relative trace difference {a:.1e}"])
-        return out
+        grid = time_grid(f"{kind} {label} B={B}", model, batch, 2 if quick else 9, slow, slow_rounds=2,
+                         budget_s=20 if quick else (150 if full else 240), own_off=True,
+                         only=None if full else FAST_ONLY)
+        image_paired[(kind, label, B)] = grid.paired
+        return grid_rows(label, B, model, batch, grid, full)
 
     rows = []
     for px in ((16,) if quick else (16, 32)):
         for B in ((32,) if quick else (32, 128)):
-            rounds = 2 if quick else (7 if B == 32 else 5)
-            rows += image_rows("UNet", f"{px}×{px}", partial(unet_problem, px), B, rounds, 20 if quick else 150,
-                               full=B == 32)
+            rows += image_rows("UNet", f"{px}×{px}", partial(unet_problem, px), B, full=B == 32)
     n_params = sum(p.numel() for p in unet_problem(16, 1)[0].parameters())
     lines += [f"### UNet (`UNetField` defaults, 3 channels, {n_params / 1e6:.2f}M parameters), float32", "",
               f"`{OWN_OFF}`: the same engine with `own_grads=False` (autograd computes every gradient, the engine "
               "measures afterwards), for comparison: by default the engine computes the gradients of the layers "
-              "whose per-sample gradients it materialises anyway (docs/gradient_variance.md).", "",
+              "whose per-sample gradients it materialises anyway (docs/gradient_variance.md). At B = 128 only "
+              "flowvar and plain are timed; the float64 reference still checks them.", "",
               table(["image", "B", "method", "time", "ratio to plain", "notes"], rows), ""]
     rows = []
     for kind, title in (("dit", "DiT (`DiTField`)"), ("mha", "`nn.TransformerEncoderLayer`")):
         for B in ((32,) if quick else (32, 128)):
-            rounds = 2 if quick else (7 if B == 32 else 5)
-            rows += image_rows(kind, title, partial(transformer_problem, kind), B, rounds, 20 if quick else 150,
-                               full=B == 32)
+            rows += image_rows(kind, title, partial(transformer_problem, kind), B, full=B == 32)
     n_dit = sum(p.numel() for p in transformer_problem("dit", 1)[0].parameters())
     n_mha = sum(p.numel() for p in transformer_problem("mha", 1)[0].parameters())
     lines += ["### Transformers (16² RGB as 64 tokens of width 128, 6 blocks, 4 heads), float32", "",
@@ -519,15 +563,18 @@ def main() -> None:
               f"time conditioning; {n_dit / 1e6:.2f}M parameters). `nn.TransformerEncoderLayer`: the same size built "
               f"from PyTorch's layer (`nn.MultiheadAttention` inside, batch first, pre-norm; time embedding added to "
               f"the tokens; {n_mha / 1e6:.2f}M parameters; `MHATransformerField` in this script).", "",
-              table(["model", "B", "method", "time", "ratio to plain", "notes"], rows), ""]
+              table(["model", "B", "method", "time", "ratio to plain", "notes"], rows), "",
+              f"Largest relative difference from the float64 reference over every table above: flowvar's traces "
+              f"{max(a.ours for a in exactness):.1e}, element-wise Σ_i g_i² "
+              f"{max(a.sq_sum for a in exactness if math.isfinite(a.sq_sum)):.1e} (float32).", ""]
 
     # monitor overhead
     rows = []
-    monitor_ratio: dict[tuple[int, int], float] = {}
+    monitor_paired: dict[tuple[int, int], Paired] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for d, B in ([(2, 256), (2, 1024)] if quick else [(2, 256), (2, 1024), (2, 4096), (50, 1024)]):
-            med = monitor_overhead(d, B, 5 if quick else 21, 10 if quick else 120, Path(tmp))
-            monitor_ratio[(d, B)] = med["default"] / med["plain"]
+            med, paired = monitor_overhead(d, B, 5 if quick else 21, 10 if quick else 120, Path(tmp))
+            monitor_paired[(d, B)] = paired["default"]
             rows.append([f"d={d}", str(B), fmt_time(med["plain"]), fmt_ratio(med["monitor"] / med["plain"]),
                          fmt_ratio(med["default"] / med["plain"]), fmt_ratio(med["all-bins"] / med["plain"])])
             print(f"monitor d={d} B={B}: {med}", flush=True)
@@ -545,80 +592,28 @@ def main() -> None:
 
     # memory
     rows = []
-    mem_grid = [(256,), (1024,)] if quick else [(256,), (1024,), (4096,)]
     mem_methods = (["flowvar trace", "torch.func vmap"] if quick else
                    ["flowvar trace", "flowvar elementwise", "BackPACK BatchL2Grad", "BackPACK Variance",
                     "Opacus per-sample", "torch.func vmap"])
     P = sum(p.numel() for p in mlp_problem(2, 1)[0].parameters())
-    memory: dict[tuple[str, int], float] = {}
-    for (B,) in mem_grid:
+    memory: dict[tuple[str, int], tuple[float, float]] = {}
+    for B in (256, 1024) if quick else (256, 1024, 4096):
         row = [str(B), f"{B * P * 4 / 2**20:.0f}"]
         for method in mem_methods:
             if method.startswith(("BackPACK", "Opacus")) and not has(method.split()[0].lower()):
                 row.append("–")
                 continue
             memory[(method, B)] = measure_memory(method, "mlp", 2, B)
-            row.append(f"{memory[(method, B)]:.0f}")
+            row.append(f"{memory[(method, B)][0]:.0f}")
         rows.append(row)
         print(f"memory B={B}: {row}", flush=True)
     lines += ["### Peak extra memory over a plain step (MLP d = 2, MiB)", "",
               f"Peak RSS of a fresh process after two calls of the method minus its peak after two plain steps "
               f"(P = {P} parameters; the second column is what B per-sample float32 gradients occupy).", "",
               table(["B", "B·P·4 bytes", *mem_methods], rows), ""]
-    lines += targets(mlp_ratio, monitor_ratio, memory, P, image_ratio)
+    lines += targets(mlp_paired, monitor_paired, memory, P, image_paired)
     lines.append(f"Total run time {time.perf_counter() - started:.0f} s.")
     write_section("gradvar", "\n".join(lines), args.no_write)
-
-
-def targets(mlp_ratio: dict[tuple[int, int], dict[str, float]], monitor_ratio: dict[tuple[int, int], float],
-            memory: dict[tuple[str, int], float], P: int,
-            image_ratio: dict[tuple[str, str, int], dict[str, float]]) -> list[str]:
-    """The issues' targets (issue 20's ratios; issue 4's comparisons and memory), each with the measured figures it
-    rests on and a verdict."""
-    def verdict(values: list[float], bound: float) -> str:
-        if not values:
-            return "n/a (not measured)"
-        return "met" if max(values) <= bound else "**missed**"
-
-    def mlp(method: str, min_B: int) -> tuple[list[float], str]:
-        vals = {k: r[method] for k, r in mlp_ratio.items() if k[1] >= min_B and method in r}
-        return list(vals.values()), ", ".join(f"d={d} B={B}: {fmt_ratio(v)}" for (d, B), v in sorted(vals.items()))
-
-    def image(kind: str, method: str) -> tuple[list[float], str]:
-        vals = {(label, B): r[method] for (k, label, B), r in image_ratio.items() if k == kind and method in r}
-        return list(vals.values()), ", ".join(f"{label} B={B}: {fmt_ratio(v)}" for (label, B), v in vals.items())
-
-    rows = []
-    for what, (values, detail), bound in (
-            ("MLP, trace, B ≥ 1024", mlp("flowvar trace", 1024), 1.10),
-            ("MLP, element-wise, B ≥ 1024", mlp("flowvar elementwise", 1024), 1.40),
-            ("UNet (16² and 32², B = 32 and 128), trace", image("UNet", "flowvar trace"), 1.30),
-            ("UNet, element-wise", image("UNet", "flowvar elementwise"), 1.60),
-            ("DiT (`DiTField`), trace", image("dit", "flowvar trace"), 1.30),
-            ("`nn.TransformerEncoderLayer` transformer, trace", image("mha", "flowvar trace"), 1.30)):
-        rows.append([f"{what} ≤ {bound:.2f}× plain forward+backward", detail or "not measured",
-                     verdict(values, bound)])
-    detail = ", ".join(f"d={d} B={B}: {fmt_ratio(v)}" for (d, B), v in sorted(monitor_ratio.items()) if B == 256)
-    rows.append(["monitor at its defaults, every step, MLP B = 256 ≤ 1.15× a plain training step", detail or
-                 "not measured", verdict([v for (d, B), v in monitor_ratio.items() if B == 256], 1.15)])
-    for ours, theirs in (("flowvar trace", "BackPACK BatchL2Grad"), ("flowvar elementwise", "BackPACK Variance")):
-        pairs = {k: (r[ours], r[theirs]) for k, r in mlp_ratio.items() if ours in r and theirs in r}
-        detail = ", ".join(f"d={d} B={B}: {a:.2f}× vs {b:.2f}×" for (d, B), (a, b) in sorted(pairs.items()))
-        rows.append([f"{ours} faster than {theirs} (MLP)", detail or "BackPACK not installed",
-                     "n/a (not measured)" if not pairs else ("met" if all(a < b for a, b in pairs.values())
-                                                            else "**missed**")])
-    mem = {B: v for (m, B), v in memory.items() if m == "flowvar trace"}
-    if mem:
-        Bs = sorted(mem)
-        detail = (", ".join(f"B={B}: {mem[B]:.0f} MiB (B·P·4 = {B * P * 4 / 2**20:.0f} MiB)" for B in Bs))
-        ok = max(mem.values()) < 0.1 * Bs[-1] * P * 4 / 2**20
-        rows.append(["flowvar peak extra memory independent of B·P (grows with B·activations only)", detail,
-                     "met" if ok else "**missed**"])
-    return ["### Targets (issue 20; the comparisons and memory of issue 4)", "",
-            "Computed by this script from the figures above (ratios are of medians within one run; on a loaded "
-            "shared machine a ratio moves by ±0.1–0.2 between runs). Where a target is missed, "
-            "docs/gradient_variance.md says where the time goes.", "",
-            table(["target", "measured", "verdict"], rows), ""]
 
 
 if __name__ == "__main__":

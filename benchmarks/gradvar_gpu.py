@@ -132,7 +132,7 @@ def agreement(model: nn.Module, batch: Batch, device: torch.device) -> float:
     """Relative difference of the engine's trace and a per-sample loop's on the first 8 samples (float32)."""
     small: Batch = tuple(b[:8] for b in batch)  # type: ignore[assignment]
     with exact_math():
-        loop, _ = make_loop(copy.deepcopy(model), small)()
+        loop = make_loop(copy.deepcopy(model), small)().trace
         ours = copy.deepcopy(model)
         engine = GradNormEngine(ours)
         ours_trace = make_step(ours, small, "float32", engine, device)()
@@ -281,7 +281,7 @@ def progress(rows: list[list[str]]) -> None:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], clock=False)
     cuda = torch.cuda.is_available()
     if not cuda and not args.quick:
         sys.exit("gradvar_gpu.py measures a CUDA GPU and none is visible to PyTorch; `--quick` smoke-runs it on the "

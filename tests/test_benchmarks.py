@@ -8,6 +8,10 @@ that the scripts still run against the current library and that the correctness 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +40,16 @@ def _table_rows(section: str, first_header: str) -> list[dict[str, str]]:
                 rows.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True)))
             return rows
     raise AssertionError(f"no table with first column {first_header!r} in the section")
+
+
+def _all_table_rows(section: str, first_header: str) -> list[dict[str, str]]:
+    """The rows of every markdown table in ``section`` whose header starts with ``first_header``."""
+    rows: list[dict[str, str]] = []
+    lines = section.splitlines()
+    for k, line in enumerate(lines):
+        if line.startswith(f"| {first_header} |"):
+            rows += _table_rows("\n".join(lines[k:]), first_header)
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +206,233 @@ def test_audit_calibration_quick_audits_each_regime_and_counts_the_expected_verd
         assert rows[name]["verdicts"] == "1 generalising"
         assert float(rows[name]["λ (loss ratio)"]) >= 0.5
     assert "got it in 3 of 3 audits" in section
+
+
+# --------------------------------------------------------------------------------------------- gradvar.py
+
+FLOAT32_EXACT = 1e-5  # float32 traces of ~1M-parameter models: ~1e-6 relative measured; a wrong rule gives ≥ 1e-3
+
+
+def _agreement_values(note: str, label: str) -> list[float]:
+    """The relative differences an agreement cell gives after ``label`` (e.g. "flowvar trace vs "), up to the next
+    clause."""
+    part = re.split(r";|, element-wise", note.split(label, 1)[1])[0]
+    return [float(v) for v in re.findall(r"\d\.\de[-+]\d\d", part)]
+
+
+def test_gradvar_quick_agreement_rows_check_flowvar_against_independent_references(
+        quick_sections: dict[str, str]) -> None:
+    """Every agreement row compares flowvar's traces and element-wise Σ g_i² with the float64 torch.func reference,
+    and flowvar's trace with the timed independent methods that measured every parameter; a batch where none did
+    (the nn.TransformerEncoderLayer at the smoke scale: BackPACK incomplete, Opacus fails) says so instead of
+    comparing flowvar with itself."""
+    section = quick_sections["gradvar"]
+    rows = _all_table_rows(section, "model") + _all_table_rows(section, "image")
+    agreement = {(r.get("model") or r["image"], r["B"]): r["notes"] for r in rows if r.get("method") == "agreement"}
+    assert {k[0] for k in agreement} == {"d=2", "16×16", "DiT (`DiTField`)", "`nn.TransformerEncoderLayer`"}
+    for key, note in agreement.items():
+        assert note.startswith("vs a float64 torch.func reference"), (key, note)
+        ours = _agreement_values(note, "flowvar's traces ")
+        sq = _agreement_values(note, "element-wise Σ g_i² ")
+        assert len(ours) == 1 and len(sq) == 1, (key, note)
+        assert ours[0] < FLOAT32_EXACT and sq[0] < FLOAT32_EXACT, (key, note)
+        if "flowvar trace vs " in note:
+            independent = _agreement_values(note, "flowvar trace vs ")
+            assert independent and max(independent) < FLOAT32_EXACT, (key, note)
+            assert "flowvar elementwise" not in note.split("flowvar trace vs ", 1)[1], note
+    assert "BackPACK BatchL2Grad" in agreement[("d=2", "1024")] and "Opacus" in agreement[("d=2", "1024")]
+    mha = agreement[("`nn.TransformerEncoderLayer`", "32")]
+    assert "no timed independent method measured every parameter" in mha and "Opacus per-sample: fails" in mha
+
+
+def test_gradvar_quick_failed_methods_carry_no_timing(quick_sections: dict[str, str]) -> None:
+    """A method that failed (Opacus on nn.MultiheadAttention) has no time and no 'timed in its own group' ratio."""
+    section = quick_sections["gradvar"]
+    failed = [r for r in _all_table_rows(section, "model") if r.get("notes", "").startswith("fails")]
+    assert failed, "the smoke run has a method that fails (Opacus on nn.TransformerEncoderLayer)"
+    for row in failed:
+        assert row["time"] == "–" and "timed in its own group" not in row["notes"], row
+
+
+def test_gradvar_agreement_never_takes_flowvar_as_its_own_reference() -> None:
+    checks = _benchmark_module("gradvar_checks")
+    torch = __import__("torch")
+    Measured = checks.Measured
+    reference = (2.0, {"w": torch.tensor([1.0, 2.0], dtype=torch.float64)})
+    ours = {"flowvar trace": Measured(2.0 * (1 + 1e-6)),
+            "flowvar elementwise": Measured(2.0, sq_sum={"w": torch.tensor([1.0, 2.2])}),
+            checks.OWN_OFF: Measured(2.0 * (1 - 4e-6))}
+    alone = checks.agreement(ours, reference)
+    assert alone.ours == pytest.approx(4e-6, rel=1e-6)  # the worst of flowvar's variants against the reference
+    assert alone.sq_sum == pytest.approx(0.2 / math.sqrt(5.0), rel=1e-6)
+    assert alone.independent == {}  # flowvar elementwise / own_grads=False are not references for flowvar trace
+    note = checks.agreement_note(alone, {"Opacus per-sample": "fails: TypeError: ...",
+                                         "BackPACK Variance": "incomplete: skips 2 parameter tensors"})
+    assert "no timed independent method measured every parameter" in note
+    assert "Opacus per-sample: fails" in note and "BackPACK Variance: incomplete" in note
+    both = checks.agreement({**ours, "Opacus per-sample": Measured(2.0 * (1 + 1e-6) * 1.001),
+                             "BackPACK BatchL2Grad": Measured(float("nan"), "incomplete: skips")}, reference)
+    assert set(both.independent) == {"Opacus per-sample"}  # BackPACK skipped parameters: its NaN is no reference
+    assert both.independent["Opacus per-sample"] == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_gradvar_reference_moments_are_the_per_sample_gradients_in_float64() -> None:
+    """The reference against a direct loop over samples (float64), whatever the chunk size."""
+    torch = __import__("torch")
+    gradvar = _benchmark_module("gradvar")
+    checks = _benchmark_module("gradvar_checks")
+    model, batch = gradvar.mlp_problem(2, 5)
+    model = model.double()
+    x, t, u = (b.double() for b in batch)
+    grads = [torch.autograd.grad((model(x[i:i + 1], t[i:i + 1]) - u[i:i + 1]).pow(2).sum(), list(model.parameters()))
+             for i in range(5)]
+    flat = torch.stack([torch.cat([g.flatten() for g in gs]) for gs in grads])
+    expected_trace = float(flat.pow(2).sum(1).mean() - flat.mean(0).pow(2).sum())
+    for chunk_bytes in (1, 1 << 30):  # one sample per chunk; the whole batch at once
+        trace, sq_sum = checks.reference_moments(model.float(), batch, chunk_bytes=chunk_bytes)
+        model.double()
+        assert trace == pytest.approx(expected_trace, rel=1e-5)  # the model's float32 weights, widened: same values
+        assert torch.cat([v.flatten() for v in sq_sum.values()]).allclose(flat.pow(2).sum(0), rtol=1e-5)
+
+
+def test_gradvar_bound_verdict_names_the_bound_from_the_interval() -> None:
+    verdict = _benchmark_module("gradvar_checks").bound_verdict
+    nan = float("nan")
+    assert verdict({"a": (1.05, 1.01, 1.09)}, 1.10) == "met"
+    assert verdict({"a": (1.08, 1.05, 1.12)}, 1.10) == "met; a at the bound (the 95% interval includes 1.10)"
+    # a median just above the bound whose interval reaches it: not a miss, the run cannot tell
+    assert verdict({"a": (1.12, 1.08, 1.15), "b": (1.0, 0.98, 1.02)}, 1.10) == \
+        "**inconclusive — at the bound**: a 1.12× (1.08–1.15); the 95% interval includes 1.10"
+    assert verdict({"a": (1.2, 1.15, 1.3), "b": (1.12, 1.08, 1.15)}, 1.10).startswith(
+        "**missed**: a 1.20× (1.15–1.30), b 1.12× (1.08–1.15)")
+    assert verdict({"a": (1.05, nan, nan)}, 1.10) == "met (medians only: under 6 rounds, no interval)"
+    assert verdict({"a": (1.2, nan, nan)}, 1.10) == "**missed**: a 1.20× (medians only: under 6 rounds, no interval)"
+    assert verdict({}, 1.10) == "n/a (not measured)"
+
+
+def test_gradvar_memory_verdict_judges_growth_with_B_not_its_level() -> None:
+    verdict = _benchmark_module("gradvar_checks").memory_verdict
+    P = 133122
+    per_sample_grad_mib = P * 4 / 2**20
+    # BENCHMARKS.md's figures: flowvar's extra 10.5 → 27 MiB, a plain step's peak 359 → 393 MiB (B = 256 → 4096)
+    stored = {("flowvar trace", 256): (10.5, 359.4), ("flowvar trace", 4096): (27.0, 393.3)}
+    assert verdict(stored, P)[2] == "met"
+    assert "KiB per sample" in verdict(stored, P)[1]
+    # 5% of a per-sample gradient per sample: grows with B·P, yet below 0.1·B·P·4 (the old level test passed it)
+    b_p = {("flowvar trace", B): (0.05 * B * per_sample_grad_mib, 359.4 + (B - 256) * 9e-3) for B in (256, 4096)}
+    assert max(v[0] for v in b_p.values()) < 0.1 * 4096 * per_sample_grad_mib
+    assert verdict(b_p, P)[2] == "**missed**"
+    assert verdict({("flowvar trace", 256): (10.0, 359.0)}, P) is None  # one B: no growth to judge
+
+
+def test_gradvar_quick_targets_rest_on_paired_ratios(quick_sections: dict[str, str]) -> None:
+    rows = _table_rows(quick_sections["gradvar"], "target")
+    assert len(rows) == 10
+    for row in rows:
+        assert re.match(r"(met|\*\*missed\*\*|\*\*inconclusive — at the bound\*\*|n/a)", row["verdict"]), row
+        if row["verdict"] != "met" and not row["target"].startswith("flowvar peak extra memory"):
+            # the smoke run's rounds are too few for an interval: the verdict says it judged medians
+            assert "medians only" in row["verdict"], row
+    assert "per sample" in rows[-1]["measured"] and rows[-1]["target"].startswith("flowvar peak extra memory")
+
+
+@pytest.fixture(scope="module")
+def ablations_section() -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gradvar.py"), "--ablations", "--quick",
+                           "--no-write", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _section_of(proc.stdout, "gradvar_ablations")
+
+
+def test_gradvar_ablations_quick_times_the_sum_check_and_the_monitors_parts(ablations_section: str) -> None:
+    """`gradvar.py --ablations` regenerates the A/B figures docs/gradient_variance.md quotes."""
+    assert "Command: `python benchmarks/gradvar.py --ablations --quick" in ablations_section
+    check = _table_rows(ablations_section, "model")
+    assert check and all(r["same trace"] == "yes" for r in check), check  # the check never changes the number
+    parts = {r["variant"]: r["ratio to plain"] for r in _table_rows(ablations_section, "variant")}
+    assert list(parts) == ["plain training step", "engine hooks armed, records cleared without measuring",
+                           "engine `compute(check=False)`", "engine `compute()` (sum check)",
+                           "the monitor at its defaults (t-profile, CSV row)"]
+    assert all(float(v.split("×")[0]) > 0 for v in parts.values())
+
+
+def test_wall_clock_scripts_refuse_the_clock_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scripts that always time wall-clock have no `--clock`: `--clock cpu` is an error, not silently ignored;
+    the CPU-time note names the thread count."""
+    for name in ("audit_cost", "sweep_overhead", "audit_calibration", "gradvar_gpu"):
+        module = _benchmark_module(name)
+        monkeypatch.setattr(sys, "argv", [f"{name}.py", "--quick", "--no-write", "--clock", "cpu"])
+        with pytest.raises(SystemExit) as exit_info:
+            module.main()
+        assert exit_info.value.code == 2, name  # argparse: unrecognized arguments
+    common = _benchmark_module("_common")
+    assert "(one torch thread)" in common.clock_note("cpu", 1)
+    assert "(2 torch threads, summed)" in common.clock_note("cpu", 2)
+    assert common.clock_note("wall", 2) == "Times are wall-clock time."
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_gpu_session_records_each_step_and_fails_when_one_does(tmp_path: Path) -> None:
+    """On this CPU machine with POT hidden and no wheels: the session says what is missing, records every step's
+    status, runs on past failures, copies what it has into $OUT and exits non-zero; a benchmark cut off by its time
+    limit is named as such."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (shim / "python3").chmod(0o755)
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "ot.py").write_text('raise ImportError("hidden by the test")\n')
+    (tmp_path / "wheels").mkdir()
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(hide),
+           "OUT": str(out), "WHEELS": str(tmp_path / "wheels"), "TEST_LIMIT": "120", "BENCH_LIMIT": "0.2"}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "POT (ot) or torchcfm is missing and no wheels were carried" in proc.stdout
+    steps = dict(line.split(": ", 1) for line in (out / "steps.txt").read_text().splitlines())
+    assert steps["POT and torchcfm present"] == "exit 1 (failed)"
+    assert steps["tests/test_cuda.py"] == "exit 0 (ok)"  # every test skips without a GPU
+    assert steps["benchmarks/gradvar_gpu.py"] == "exit 124 (hit its time limit)"
+    assert steps["copy BENCHMARKS.md"] == "exit 0 (ok)"
+    assert (out / "BENCHMARKS.md").read_bytes() == (ROOT / "BENCHMARKS.md").read_bytes()
+    assert "the benchmark hit BENCH_LIMIT" in proc.stdout and "step(s) failed" in proc.stdout
+
+
+def test_gpu_session_inner_limits_fit_the_device_budget() -> None:
+    """The device budget is 15 min in all, 2-4 min of it the machine's start: the session's inner limits add up to
+    at most 330 s and the recommended call's timeout leaves the rest of the budget."""
+    script = (ROOT / "benchmarks" / "gpu_session.sh").read_text()
+    limits = [int(v) for v in re.findall(r"\$\{(?:TEST|BENCH)_LIMIT:-(\d+)\}", script)]
+    assert len(limits) == 2 and sum(limits) <= 330, limits
+    timeout = int(re.search(r"timeout_s=(\d+)", script).group(1))
+    assert sum(limits) < timeout <= 15 * 60 - 4 * 60, timeout
+
+
+def _ratio_cells(section: str) -> dict[tuple[str, str, str], str]:
+    """(model label, B, method) → 'ratio to plain' of BENCHMARKS.md's gradvar tables."""
+    rows = _all_table_rows(section, "model") + _all_table_rows(section, "image")
+    return {(r.get("model") or r["image"], r["B"], r["method"]): r["ratio to plain"] for r in rows if "method" in r}
+
+
+def test_gradient_variance_doc_quotes_the_stored_gradvar_run() -> None:
+    """docs/gradient_variance.md's Cost table and the figures its prose takes from it are BENCHMARKS.md's gradvar
+    run (regenerate both together)."""
+    stored = _section_of((ROOT / "BENCHMARKS.md").read_text(), "gradvar")
+    cells = _ratio_cells(stored)
+    doc = (ROOT / "docs" / "gradient_variance.md").read_text()
+    cost = doc[doc.index("## Cost"):]
+    columns = ("flowvar trace", "flowvar elementwise", "flowvar trace, autograd's gradients")
+    for doc_label, label in (("UNet 32²", "32×32"), ("UNet 16²", "16×16"), ("DiT (`DiTField`", "DiT (`DiTField`)"),
+                             ("the same size from `nn.TransformerEncoderLayer`", "`nn.TransformerEncoderLayer`")):
+        row = next(line for line in cost.splitlines() if line.startswith(f"| {doc_label}"))
+        for method, cell in zip(columns, row.strip("|").split("|")[1:], strict=True):
+            assert cell.strip() == f"{cells[(label, '32', method)]} / {cells[(label, '128', method)]}", (label, method)
+    mlp = [float(cells[(f"d={d}", B, "flowvar trace")].rstrip("×")) for d in (2, 50) for B in ("1024", "4096")]
+    assert f"| MLP 3×256, B ≥ 1024 | {min(mlp):.2f}–{max(mlp):.2f}× |" in cost
+    dit = [cells[("DiT (`DiTField`)", B, "flowvar trace")] for B in ("32", "128")]
+    assert f"costs {dit[0]} / {dit[1]} (B = 32 / 128, the Cost table)" in cost
+    monitor = {(r["model"], r["B"]): r for r in _all_table_rows(stored, "model") if "plain step" in r}[("d=2", "256")]
+    assert f"takes {monitor['plain step']} in the table's run" in cost
+    assert f"at B = 256 ({monitor['monitor (defaults)']} in the table;" in cost
