@@ -132,3 +132,16 @@ def test_untestable_run_end_to_end(tmp_path: Path) -> None:
                          "3 seed(s)")
     stored = json.loads((tmp_path / "o" / "sigma_tradeoff" / "result.json").read_text())
     assert all(math.isfinite(r["loss_late_over_previous"]) for r in stored["metrics"]["per_seed"]["sigma=0.0"])
+
+
+def test_solver_message_names_a_diverged_network_beside_a_singular_field() -> None:
+    import torch
+
+    from flowvar.sampling import integrate
+
+    def exploding(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # a diverged network: overflow mid-way
+        return x * (1e30 if float(t.flatten()[0]) > 0.3 else 1.0)
+
+    with pytest.raises(SolverError, match=r"either the field is singular there .* or it overflows — a trained network "
+                                          r"whose training diverged \(lower its learning rate\)"):
+        integrate(exploding, torch.ones(2, 2), steps=11)

@@ -152,8 +152,9 @@ def _singular_message(method: str, t_bad: float, where: str, uniform: bool, step
                       t0: float, t1: float) -> str:
     """The SolverError text: where it failed and which grid avoids the singular time."""
     head = (f"the vector field returned non-finite values (NaN or Inf) at t = {t_bad:.6g} ({where}) while "
-            f"integrating with method={method!r}; the field is probably singular there (for example the "
-            f"lines of a 180° coupling all cross at t = 0.5). ")
+            f"integrating with method={method!r}; either the field is singular there (for example the lines of a "
+            f"180° coupling all cross at t = 0.5) or it overflows — a trained network whose training diverged "
+            f"(lower its learning rate) or one fed data far from its training scale, which no time grid fixes. ")
     if method in ("euler", "heun"):
         fix = "Use a time grid whose nodes avoid that time"
         alt = _node_free_steps(t_bad, steps, t0, t1) if uniform else None
