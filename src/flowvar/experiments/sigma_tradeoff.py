@@ -51,7 +51,8 @@ claim; the training seed is the unit of replication):
    interval straddles τ;
 4. a σ satisfying both margins exists — the advisor's seed-level rule (:func:`flowvar.advisor.advise_over_seeds`):
    confirmed when some σ passes both margins with confidence, refuted when every σ fails one with confidence,
-   inconclusive in between.
+   inconclusive in between; precondition: σ = 0 memorised (the advisor's gate, claim 1's "confirmed") — else the
+   advisor answers "untestable here" and so does the claim.
 
 Why this module is long: one experiment with six data sources, the σ × seed training loop, the exact-minimiser
 check, the advisor's call, four claims with their rules and preconditions, and the figure; the rules sit beside the
