@@ -145,3 +145,12 @@ def test_solver_message_names_a_diverged_network_beside_a_singular_field() -> No
     with pytest.raises(SolverError, match=r"either the field is singular there .* or it overflows — a trained network "
                                           r"whose training diverged \(lower its learning rate\)"):
         integrate(exploding, torch.ones(2, 2), steps=11)
+
+
+def test_rerun_into_the_same_out_says_it_replaces(tmp_path: Path) -> None:
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32))
+    (tmp_path / "o" / "sigma_tradeoff").mkdir(parents=True)
+    (tmp_path / "o" / "sigma_tradeoff" / "result.json").write_text("{}")
+    with pytest.warns(UserWarning, match=r"sigma_tradeoff already holds a result; this run replaces it"):
+        advise_sigma(tmp_path / "v.npy", sigmas=[0.0, 0.5], quick=True, out=tmp_path / "o", n_train=12, n_eval=16,
+                     min_heldout=8, steps=2, width=8, depth=2, euler_steps=2, null_repeats=2, n_seeds=2)

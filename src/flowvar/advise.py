@@ -9,6 +9,7 @@ rule of :mod:`flowvar.advisor`) and returns an :class:`Advice`.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -238,6 +239,10 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
         return Advice.from_metrics(result.metrics, result_dir, {c.id: c.verdict for c in result.claims},
                                    result.notes)
 
+    previous = Path(out) / "sigma_tradeoff" / "result.json" if out is not None else None
+    if previous is not None and previous.is_file():  # said before the run, so it can still be interrupted
+        warnings.warn(f"{previous.parent} already holds a result; this run replaces it (pass another --out to keep "
+                      f"both)", stacklevel=2)
     if out is None:
         with tempfile.TemporaryDirectory(prefix="flowvar-advise-") as tmp:
             return advice_of(run_experiment("sigma_tradeoff", tmp, quick=quick, config=config, progress=progress),
