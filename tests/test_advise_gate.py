@@ -114,8 +114,8 @@ def test_late_over_previous() -> None:
 
 def test_gmm_only_knobs_are_refused_with_file_data(tmp_path: Path) -> None:
     np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32))
-    with pytest.raises(ConfigError, match=r"dim, n_components shape the synthetic GMM only .*drop --set dim=… "
-                                          r"--set n_components=…"):
+    with pytest.raises(ConfigError, match=r"dim, n_components only shape the synthetic GMM .*they are ignored — "
+                                          r"drop --set dim=… --set n_components=…"):
         advise_sigma(tmp_path / "v.npy", quick=True, dim=3, n_components=2)
 
 

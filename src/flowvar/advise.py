@@ -226,9 +226,9 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
             raise ConfigError(f"pass {reserved} as its own argument (data=, dataset=, seed=, sigmas=), not as a knob")
     gmm_only = sorted(set(knobs) & set(GMM_ONLY_KEYS))
     if gmm_only and resolved.dataset != "gmm":
-        raise ConfigError(f"{', '.join(gmm_only)} shape{'s' if len(gmm_only) == 1 else ''} the synthetic GMM only "
-                          f"(--data gmm); your data ({resolved.dataset}) fix{'es' if len(gmm_only) == 1 else ''} "
-                          f"{'it' if len(gmm_only) == 1 else 'them'} — drop "
+        raise ConfigError(f"{', '.join(gmm_only)} only shape{'s' if len(gmm_only) == 1 else ''} the synthetic GMM "
+                          f"(--data gmm); with data from a file or folder ({resolved.dataset}) "
+                          f"{'it is' if len(gmm_only) == 1 else 'they are'} ignored — drop "
                           f"{' '.join(f'--set {k}=…' for k in gmm_only)}")
     overrides: dict[str, Any] = {"dataset": resolved.dataset, "data_dir": resolved.data_dir, **knobs}
     if sigmas is not None:
