@@ -120,8 +120,9 @@ def test_gmm_only_knobs_are_refused_with_file_data(tmp_path: Path) -> None:
 
 
 def test_untestable_run_end_to_end(tmp_path: Path) -> None:
-    """A run too short to memorise: outcome untestable, no σ, claim 4 untestable, and the headline's setting."""
-    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(48, 4)).astype(np.float32))
+    """A run too short to memorise: outcome untestable, no σ, claim 4 untestable, the headline's setting, and the
+    note on the rows the study does not train on (the file holds 400, N = 24)."""
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(400, 4)).astype(np.float32))
     adv = advise_sigma(tmp_path / "v.npy", sigmas=[0.0, 0.5], quick=True, out=tmp_path / "o", n_train=24,
                        n_eval=16, min_heldout=8, steps=8, width=8, depth=2, euler_steps=4, null_repeats=2)
     assert adv.outcome == "untestable" and adv.recommended_sigma is None
@@ -130,6 +131,8 @@ def test_untestable_run_end_to_end(tmp_path: Path) -> None:
     assert head.startswith("untestable here: CFM(σ = 0) did not memorise its N = 24 pairs")
     assert head.endswith("— for N = 24 fixed (source, target) pairs, MLP 2 × 8 silu, 8 training steps at lr 0.001, "
                          "3 seed(s)")
+    assert adv.summary().splitlines()[2].startswith("note: the data hold 400 items, of which only N = 24 are the "
+                                                    "training pairs (16 held out, 360 unused)")
     stored = json.loads((tmp_path / "o" / "sigma_tradeoff" / "result.json").read_text())
     assert all(math.isfinite(r["loss_late_over_previous"]) for r in stored["metrics"]["per_seed"]["sigma=0.0"])
 

@@ -261,7 +261,10 @@ def _load(config: SigmaTradeoffConfig) -> _Data:
         nulls.append((held[perm[:half]], held[perm[half:2 * half]]))
     desc = (f"{items.source}: {x1.shape[0]} training items, {held.shape[0]} held out, item shape "
             f"{tuple(x1.shape[1:])} (subset seed {config.data_seed})")
-    return _Data(x1, held, nulls, desc, items if x1.ndim == 4 else None, len(items))
+    # the source's own count (load_split reads only the n_train + n_eval items it uses)
+    available = check_split_size(config.dataset, config.data_dir, config.n_train, config.min_heldout,
+                                 celeba_otherwise=CELEBA_ALTERNATIVE)
+    return _Data(x1, held, nulls, desc, items if x1.ndim == 4 else None, available)
 
 
 #: The source holding more than this many times n_train items gets a note: the advice is for n_train pairs only.
