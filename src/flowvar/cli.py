@@ -400,7 +400,10 @@ def advise_sigma_cmd(
 ) -> None:
     """How much interpolant noise σ for my data? Trains CFM(σ) over a σ grid and applies a stated rule.
 
-    Each σ is judged against σ = 0 over the seeds: recommended, undecided (add seeds or pairs) or none.
+    The advice is for training on N fixed (source, target) pairs (--set n_train: 64 with --quick, 256 otherwise),
+    ReFlow / distillation style (Prop 2's setting), not for ordinary CFM with fresh sources every batch.
+    Each σ is judged against σ = 0 over the seeds: recommended, undecided (add seeds or pairs), none, or untestable
+    (σ = 0 did not memorise its pairs: train longer or use fewer pairs).
 
     Exit status 0 for these; 1 when every σ diverged (the summary names the trainings and the fix).
     """

@@ -1001,21 +1001,26 @@ def prop2(result: Result, story: Story) -> None:
 
 
 def _untrained_reason(untestable: list[tuple[int, Claim]], level: Any, name_d: bool) -> str:
-    """Why Prop 2's σ = 0 memorisation is untestable at these d, from each claim's failed precondition: the loss the
-    network stayed at in units of the line spacing² against the zero-loss level (``zero_loss_ratio``), e.g. " (its
-    loss stayed 0.0503 × the line spacing², above the zero-loss level 0.01 ×)", naming the d when ``name_d``; ""
-    when the precondition measured no such ratio (a collision: the claim's own card says so)."""
-    ratios = []
+    """Why Prop 2's σ = 0 memorisation is untestable at these d, from each claim's failed budget check: the loss the
+    seeds stayed at in units of the line spacing², and in how many seeds it is still falling (the budget check that
+    failed; its per-quarter ratios are in the claim's card), e.g. " (loss 298 to 879 × line spacing², 2 seeds
+    still falling, d = 2)", naming the d when ``name_d``, and the zero-loss level when the loss is within
+    ten times it; "" when the precondition measured no such numbers (a collision: the card says so)."""
+    clauses = []
     for d, c in untestable:
         _, numbers = failed_part(c.precondition or {})
-        ratio = (numbers.get("loss_over_spacing_sq") or {}).get(f"d={d}")
-        if not isinstance(ratio, int | float) or not isinstance(level, int | float):
+        ratios = [v for v in numbers.get("seed_loss_over_spacing_sq") or [] if _is_number(v)]
+        if not ratios:
             return ""
-        ratios.append(num(ratio))
-    if not ratios:
-        return ""
-    where = f" at d = {_listing([str(d) for d, _ in untestable])}" if name_d else ""
-    return f" (loss {_listing(ratios)} × the line spacing²{where}; zero-loss level {num(level)} ×)"
+        falling = sum(flat is False for flat in numbers.get("levelled_off") or [])
+        clause = f"loss {_span(ratios)} × line spacing²"
+        if _is_number(level) and min(ratios) < 10 * level:  # near the level: say which it is
+            clause += f" against a zero-loss level of {num(level)} ×"
+        if falling:
+            clause += (", still falling" if falling == len(ratios) else
+                       f", {falling} seed{'s' if falling > 1 else ''} still falling")
+        clauses.append(clause + (f", d = {d}" if name_d else ""))
+    return f" ({'; '.join(clauses)})" if clauses else ""
 
 
 def _sigma_claims_untestable(noisy: list[Claim], cfg: dict[str, Any]) -> str:
@@ -1311,9 +1316,12 @@ def memorisation_phase(result: Result, story: Story) -> None:
             f"(memorising cell, σ) combinations: {measured['fit_n_true']} reduced and {measured['fit_n_false']} not "
             f"to fit the threshold on, {measured['score_n_true']} and {measured.get('score_n_false', '?')} to score it",
             rule_text(tube[0]))
+    # the lowest seed is what "memorises" reads; to one decimal, so a cell just under the level (0.8958) never
+    # prints as the level itself ("90 %"); ✓ marks the memorising cells
     story.claims[memo.id] = ClaimText(
-        "σ = 0 pairing accuracy (seed mean) per cell: " + ", ".join(
-            f"{_cell(k)}: {pct(v['accuracy'])}" for k, v in cells.items()), rule_text(memo))
+        f"σ = 0 pairing accuracy per cell, lowest seed (✓: ≥ {pct(high)} in every seed, memorising): " + ", ".join(
+            f"{_cell(k)}: {100 * lowest[k]:.1f} %{' ✓' if lowest[k] >= high else ''}" for k in cells),
+        rule_text(memo))
     for s, c in reduce:
         if c.verdict == "untestable":
             measured = (c.precondition or {}).get("measured") or {}
@@ -1416,7 +1424,8 @@ def sigma_tradeoff(result: Result, story: Story) -> None:
 
 
 def _sigma_answer(result: Result) -> str:
-    """The advisor's answer in words: recommended σ, undecided (add seeds), a flagged fallback, or none."""
+    """The advisor's answer in words: recommended σ, undecided (add seeds), untestable (σ = 0 did not memorise), a
+    flagged fallback, or none."""
     advice = result.metrics.get("advice", {})
     sigma = result.metrics.get("recommended_sigma")
     outcome = advice.get("outcome") or ("recommended" if advice.get("rule_satisfied") else "none")
@@ -1425,6 +1434,8 @@ def _sigma_answer(result: Result) -> str:
     if outcome == "undecided":
         return (f"undecided (add seeds): σ = {', '.join(num(s) for s in advice.get('candidates', []))} neither "
                 f"passes nor fails both margins with confidence")
+    if outcome == "untestable":
+        return advice.get("headline") or "untestable here: σ = 0 did not memorise its pairs (no σ is an answer)"
     if result.metrics.get("recommendation_is_fallback"):
         state = _sigma_state(advice, sigma)
         return f"no σ met both margins, fallback σ = {num(sigma)} ({state + '; ' if state else ''}not a recommendation)"
