@@ -105,10 +105,12 @@ def agreement_note(a: Agreement, notes: dict[str, str]) -> str:
            + (f", element-wise Σ g_i² {a.sq_sum:.1e}" if math.isfinite(a.sq_sum) else ""))
     if a.independent:
         return out + "; flowvar trace vs " + ", ".join(f"{n} {v:.1e}" for n, v in a.independent.items())
-    absent = [f"{n}: {notes[n].split(':')[0]}" for n in notes
-              if n not in OURS and n != "plain" and not notes[n].startswith("(timed")]
+    absent = {n: notes[n].split(":")[0] for n in notes
+              if n not in OURS and n != "plain" and not notes[n].startswith("(timed")}
+    if absent and set(absent.values()) == {"not run (time)"}:
+        return out + "; no timed independent method (at this batch size only flowvar and plain are timed)"
     return out + "; no timed independent method measured every parameter" + (
-        f" ({', '.join(absent)})" if absent else "")
+        f" ({', '.join(f'{n}: {why}' for n, why in absent.items())})" if absent else "")
 
 
 def fmt_paired(ratio: Paired) -> str:
@@ -142,7 +144,10 @@ def bound_verdict(ratios: dict[str, Paired], bound: float) -> str:
 def memory_verdict(memory: dict[tuple[str, int], tuple[float, float]], P: int) -> list[str] | None:
     """The memory target judged on growth, not on a level: between the smallest and the largest B, flowvar's
     extra memory per added sample against a plain step's growth per sample (the batch and the activations autograd
-    keeps: B·activations) and against P·4 bytes (one per-sample float32 gradient: B·P)."""
+    keeps: B·activations) and against P·4 bytes (one per-sample float32 gradient: B·P). Met when it is below
+    0.1·P·4 and at most twice the plain step's growth: the engine keeps each layer's output gradient δ (the size of
+    the outputs autograd keeps) and its products' workspaces, about the activations' own size again; anything that
+    scales with B·P exceeds both."""
     mem = {B: v for (m, B), v in memory.items() if m == "flowvar trace"}
     if len(mem) < 2:
         return None

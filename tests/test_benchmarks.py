@@ -270,6 +270,9 @@ def test_gradvar_agreement_never_takes_flowvar_as_its_own_reference() -> None:
                                          "BackPACK Variance": "incomplete: skips 2 parameter tensors"})
     assert "no timed independent method measured every parameter" in note
     assert "Opacus per-sample: fails" in note and "BackPACK Variance: incomplete" in note
+    not_run = dict.fromkeys(("Opacus per-sample", "per-sample loop"), "not run (time)")
+    large_batch = checks.agreement_note(alone, not_run)
+    assert large_batch.endswith("; no timed independent method (at this batch size only flowvar and plain are timed)")
     both = checks.agreement({**ours, "Opacus per-sample": Measured(2.0 * (1 + 1e-6) * 1.001),
                              "BackPACK BatchL2Grad": Measured(float("nan"), "incomplete: skips")}, reference)
     assert set(both.independent) == {"Opacus per-sample"}  # BackPACK skipped parameters: its NaN is no reference
