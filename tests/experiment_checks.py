@@ -151,6 +151,26 @@ __all__ = ["BAD_GAUSSIAN_CONFIGS", "FULL_M", "IMAGE_TINY", "PNG_MAGIC", "VERDICT
 # ------------------------------------------------------------------------------------- flowvar assemble
 
 
+def assemble_in_place_unchanged(folder: Path, whole: Any, capsys: Any, metrics: tuple[str, ...] | None = None) -> Any:
+    """``flowvar assemble FOLDER`` (a copy of ``whole``'s stored result) judges it again in place by the same code:
+    "verdicts changed: none", and the same claims, choices, figures and notes (the last note added says so) as
+    ``whole``; the same metrics — every one but ``assembled_from``, or only ``metrics`` where given (compared as
+    JSON). Returns the re-judged result."""
+    from flowvar.cli import main
+    from flowvar.results import Result
+
+    assert main(["assemble", str(folder)]) == 0
+    assert "verdicts changed: none" in capsys.readouterr().out
+    again = Result.load(folder / "result.json")
+    assert again.to_dict()["claims"] == whole.to_dict()["claims"]
+    if metrics is None:
+        assert {k: v for k, v in again.metrics.items() if k != "assembled_from"} == whole.metrics
+    for key in metrics or ():
+        assert json.dumps(again.metrics[key]) == json.dumps(whole.metrics[key])
+    assert again.choices == whole.choices and again.figures == whole.figures and again.notes[:-1] == whole.notes
+    return again
+
+
 def rejudge_with_outdated_verdicts(stored: Path, out: Path, expected: Any) -> tuple[Any, Path, list[str]]:
     """Set every verdict of ``stored``/result.json to refuted (what another rule might have stored), judge it again
     (:func:`flowvar.sweep.assemble.rejudge_result`, into ``out``) and check that the verdicts are ``expected``'s (the

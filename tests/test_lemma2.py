@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiment_checks import check_claims_result, rejudge_with_outdated_verdicts
-from flowvar.cli import main
+from experiment_checks import assemble_in_place_unchanged, check_claims_result, rejudge_with_outdated_verdicts
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import RunContext, build_config, get_experiment, run_experiment
 from flowvar.experiments.lemma2 import (
@@ -172,12 +171,7 @@ def test_a_stored_lemma2_result_judged_again_is_unchanged(tmp_path: Path,
     whole = run_experiment("lemma2", tmp_path / "run", quick=True, overrides=LEMMA2_TINY)
     folder = tmp_path / "again" / "lemma2"
     shutil.copytree(tmp_path / "run" / "lemma2", folder)
-    assert main(["assemble", str(folder)]) == 0
-    assert "verdicts changed: none" in capsys.readouterr().out
-    again = Result.load(folder / "result.json")
-    assert again.to_dict()["claims"] == whole.to_dict()["claims"]
-    assert {k: v for k, v in again.metrics.items() if k != "assembled_from"} == whole.metrics
-    assert again.choices == whole.choices and again.figures == whole.figures and again.notes[:-1] == whole.notes
+    assemble_in_place_unchanged(folder, whole, capsys)
     rejudge_with_outdated_verdicts(folder, tmp_path / "third", whole)
     # parts split by σ join to the same claims; a missing (σ, seed) is one line
     config = build_config(get_experiment("lemma2"), quick=True, overrides=LEMMA2_TINY)

@@ -422,18 +422,12 @@ def test_a_stored_prop2_result_judged_again_is_unchanged(run: tuple[Result, Path
     the run's claims, metrics, choices, notes and figures; stored verdicts from another rule are replaced and named."""
     import shutil
 
-    from experiment_checks import rejudge_with_outdated_verdicts
-    from flowvar.cli import main
+    from experiment_checks import assemble_in_place_unchanged, rejudge_with_outdated_verdicts
 
     whole, source = run
     folder = tmp_path / "again" / "prop2"
     shutil.copytree(source, folder)
-    assert main(["assemble", str(folder)]) == 0
-    assert "verdicts changed: none" in capsys.readouterr().out
-    again = Result.load(folder / "result.json")
-    assert again.to_dict()["claims"] == whole.to_dict()["claims"]
-    assert {k: v for k, v in again.metrics.items() if k != "assembled_from"} == whole.metrics
-    assert again.choices == whole.choices and again.figures == whole.figures and again.notes[:-1] == whole.notes
+    assemble_in_place_unchanged(folder, whole, capsys)
     stored = tmp_path / "old" / "prop2"
     shutil.copytree(source, stored)
     _, _, changed = rejudge_with_outdated_verdicts(stored, tmp_path / "new", whole)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from flowvar.errors import ConfigError, FlowvarError
+from flowvar.errors import ConfigError, DataError, FlowvarError
 from flowvar.experiments.config import *  # noqa: F403  (re-exported: see the module doc)
 from flowvar.experiments.config import __all__ as _config_names
 from flowvar.experiments.config import build_config
@@ -295,6 +295,33 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
     return _staged_result(spec, config, Path(out_dir), quick, body, runtime_s=runtime_s)
 
 
+def join_parts_per_dimension(parts: Sequence[Mapping[str, Any]], name: str, fields: Sequence[str], lacks: str,
+                             expected: Sequence[str]) -> list[dict[str, Any]]:
+    """The per-dimension metrics of parts that split an experiment's ``dims`` (table1, prop2), joined: for each of
+    ``fields`` (metrics keyed ``"d=<d>"``), one dict over every part. Each part must hold every field with the same
+    keys; the joined keys must be ``expected`` (the config's dims), each held by one part.
+
+    Raises DataError for a part that is not a ``name`` result (a field missing, or fields of different dims:
+    "its metrics lack ``lacks``"), ConfigError for a dimension held twice, missing or outside ``expected``."""
+    joined: list[dict[str, Any]] = [{} for _ in fields]
+    for i, part in enumerate(parts):
+        got = [part.get(f) if isinstance(part, Mapping) else None for f in fields]
+        if not all(isinstance(g, Mapping) for g in got) or any(set(g) != set(got[0]) for g in got[1:]):
+            raise DataError(f"part {i + 1} of {len(parts)} is not a {name} result (its metrics lack {lacks}); restore "
+                            f"or recompute it")
+        for key in got[0]:
+            if key in joined[0]:
+                raise ConfigError(f"two parts hold {key}: a split run holds every dimension once")
+            for into, values in zip(joined, got, strict=True):
+                into[key] = values[key]
+    missing, extra = [k for k in expected if k not in joined[0]], sorted(set(joined[0]) - set(expected))
+    if missing or extra:
+        raise ConfigError("the parts do not make up the run: "
+                          + "; ".join([f"missing {', '.join(missing)}"] * bool(missing)
+                                      + [f"outside its dims {', '.join(extra)}"] * bool(extra)))
+    return joined
+
+
 def assembler(spec: ExperimentSpec) -> Callable[[Any, Any, RunContext], None]:
     """The experiment's ``assemble`` (:func:`assembles`); a ConfigError for one that must run whole."""
     if spec.assemble is None:
@@ -388,4 +415,4 @@ def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool
 __all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "ELAPSED_EVERY_S", "ELAPSED_FILE",
            "OKABE_ITO", "THREADS_ENV", "FlowvarError", "RunContext", "assemble_experiment", "assembler",
            "carried_runtime", "check_config_threads", "check_threads", "cpu_cores", "default_threads", "figure_style",
-           "run_experiment"]
+           "join_parts_per_dimension", "run_experiment"]

@@ -81,7 +81,7 @@ from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, DataError, ShapeError
 from flowvar.experiments._exact_minimiser import mechanism_precondition as kit_mechanism_precondition
 from flowvar.experiments._zero_loss import loss_over_spacing_sq
-from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, register
+from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, join_parts_per_dimension, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, median_nn_distance, pairing_accuracy, partner_distances
@@ -555,27 +555,13 @@ def assemble(config: Prop2Config, parts: Sequence[Mapping[str, Any]], ctx: RunCo
 
     Refused (a DataError) for a part that is not a prop2 result, and (a ConfigError) when the parts miss a d of
     ``config``, hold one outside it or twice, or a d's rows are not one per seed of ``config`` in order."""
-    neural: dict[str, Any] = {}
-    histories: dict[str, Any] = {}
+    lacks = "the closed_form rows or the neural summaries and histories of the same dimensions"
     for i, part in enumerate(parts):
-        part_neural = part.get("neural") if isinstance(part, Mapping) else None
-        part_hist = part.get("neural_histories") if isinstance(part, Mapping) else None
-        if (not isinstance(part.get("closed_form") if isinstance(part, Mapping) else None, Mapping)
-                or not isinstance(part_neural, Mapping) or not isinstance(part_hist, Mapping)
-                or set(part_neural) != set(part_hist)):
-            raise DataError(f"part {i + 1} of {len(parts)} is not a prop2 result (its metrics lack the closed_form "
-                            f"rows or the neural summaries and histories of the same dimensions); restore or "
-                            f"recompute it")
-        for key in part_neural:
-            if key in neural:
-                raise ConfigError(f"two parts hold {key}: a split run holds every dimension once")
-            neural[key], histories[key] = part_neural[key], part_hist[key]
+        if not isinstance(part.get("closed_form") if isinstance(part, Mapping) else None, Mapping):
+            raise DataError(f"part {i + 1} of {len(parts)} is not a prop2 result (its metrics lack {lacks}); restore "
+                            f"or recompute it")
     expected = [f"d={d}" for d in config.dims]
-    missing, extra = [k for k in expected if k not in neural], sorted(set(neural) - set(expected))
-    if missing or extra:
-        raise ConfigError("the parts do not make up the run: "
-                          + "; ".join([f"missing {', '.join(missing)}"] * bool(missing)
-                                      + [f"outside its dims {', '.join(extra)}"] * bool(extra)))
+    neural, histories = join_parts_per_dimension(parts, NAME, ("neural", "neural_histories"), lacks, expected)
     seeds = [config.seed + k for k in range(config.n_seeds)]
     runs = ("sigma=0.0", f"sigma={config.sigma}")
     for key in expected:

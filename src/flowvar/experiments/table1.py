@@ -71,9 +71,9 @@ from torch import Tensor
 
 from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import StandardNormal
-from flowvar.errors import ConfigError, DataError
+from flowvar.errors import ConfigError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, mechanism_precondition
-from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, register
+from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, join_parts_per_dimension, register
 from flowvar.metrics import (
     MULTI_BANDWIDTH_FACTORS,
     line_spacing,
@@ -326,25 +326,9 @@ def assemble(config: Table1Config, parts: Sequence[Mapping[str, Any]], ctx: RunC
     named by d and the seed, never by d's place in ``dims``: a part computes exactly the full run's rows. Refused (a
     DataError) for a part that is not a table1 result, and (a ConfigError) when the parts miss a d of ``config``, hold
     one outside it or twice, or a d's rows are not both σ × every seed of ``config``."""
-    runs: dict[str, Any] = {}
-    nulls: dict[str, Any] = {}
-    for i, part in enumerate(parts):
-        part_runs = part.get("runs") if isinstance(part, Mapping) else None
-        part_nulls = part.get("null_reference") if isinstance(part, Mapping) else None
-        if not isinstance(part_runs, Mapping) or not isinstance(part_nulls, Mapping) or set(part_runs) != set(
-                part_nulls):
-            raise DataError(f"part {i + 1} of {len(parts)} is not a table1 result (its metrics lack the per-seed "
-                            f"runs or the null_reference of the same dimensions); restore or recompute it")
-        for key in part_runs:
-            if key in runs:
-                raise ConfigError(f"two parts hold {key}: a split run holds every dimension once")
-            runs[key], nulls[key] = part_runs[key], part_nulls[key]
     expected = [f"d={d}" for d in config.dims]
-    missing, extra = [k for k in expected if k not in runs], sorted(set(runs) - set(expected))
-    if missing or extra:
-        raise ConfigError("the parts do not make up the run: "
-                          + "; ".join([f"missing {', '.join(missing)}"] * bool(missing)
-                                      + [f"outside its dims {', '.join(extra)}"] * bool(extra)))
+    runs, nulls = join_parts_per_dimension(parts, NAME, ("runs", "null_reference"),
+                                           "the per-seed runs or the null_reference of the same dimensions", expected)
     seeds = [config.seed + k for k in range(config.n_seeds)]
     for key in expected:
         _check_rows(key, runs[key], nulls[key], config, seeds)
