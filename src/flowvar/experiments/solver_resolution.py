@@ -838,7 +838,9 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
             allowed = {f"sigma{sg:g}": fit_allowance(sg, config.contrast_sigma) for sg in (0.0, config.contrast_sigma)}
             both[_seed_label(s)] = Precondition(
                 f"some training length at which both the σ = 0 and the σ = {config.contrast_sigma:g} networks fitted "
-                f"the coupling (training loss − L_min(σ) ≤ fig6.fit_allowance(σ): {allowed})", holds=bool(both_fit),
+                f"the coupling (training loss − L_min(σ) ≤ fig6.fit_allowance(σ): "
+                + ", ".join(f"{allowed[f'sigma{sg:g}']:.4g} at σ = {sg:g}" for sg in (0.0, config.contrast_sigma))
+                + ")", holds=bool(both_fit),
                 measured={**measured, "allowed_excess": allowed, "fitted_train_steps": sorted(both_fit)},
                 remedy="add a longer training length (train_steps) or widen the network")
         _per_setting_claim(ctx, config, "solver_resolution.fig6_conclusion",
