@@ -169,7 +169,9 @@ def _fig6_under(result: Result, rule: str) -> Result:
     """A stored fig6 result with its two reproduction claims re-judged from their stored per-seed statuses, under
     the discriminating-settings rule (``rule="new"``, 2f18d96: judged only where the exact σ = 0 field reproduces
     and the exact σ = c minimiser fails) or the every-grid rule before it (``"old"``), with fig6's own functions —
-    whichever rule the stored files were written under, so the wording is tested on both."""
+    whichever rule the stored files were written under, so the wording is tested on both. The networks' fit is taken
+    as met (the quick run's σ = 0 networks miss the tighter σ = 0 allowance of 57b426d, which makes both claims
+    untestable): these tests read how the judged settings are worded, not the fit."""
     exact = {key: {s: pairing_status(o) for s, o in per.items()}
              for key, per in result.metrics["ideal_minimiser_outcomes"].items()}
     smallest = min(float(s) for s in result.config["sigmas"] if float(s) > 0)
@@ -185,7 +187,8 @@ def _fig6_under(result: Result, rule: str) -> Result:
         statuses = {seed: {s: pairing_status(o) for s, o in ev[grids].items()}
                     for seed, ev in c.evidence["per_seed"].items()}
         settings = list(next(iter(statuses.values())))
-        fit = _first_part(c.precondition or {})
+        stored_fit = _first_part(c.precondition or {})
+        fit = Precondition(stored_fit.statement, True, stored_fit.measured, stored_fit.remedy)
         evidence = {k: v for k, v in c.evidence.items() if k not in ("judged_settings", "not_judged")}
         if rule == "new":
             contrast = smallest if sigma == 0 else sigma
@@ -242,7 +245,8 @@ def test_fig6_gives_its_verdicts_from_the_judged_settings_only(quick: dict[str, 
             "steps, where exact σ = 0.05 is partial; nor the even grids, where exact σ = 0 stops), the paper's claim "
             "holds on none: the σ = 0 reproduction is refuted, σ = 0.05 leaving it confirmed") in text
     assert "every grid must agree" not in text and "'partial' at 11" not in text and "≤ 11 Euler steps" not in text
-    assert text.rstrip(".").endswith("solver dependence (ours) confirmed")
+    dependence = _claim(result, "fig6.sigma0_solver_dependence").verdict  # not re-judged here: as stored
+    assert text.rstrip(".").endswith(f"solver dependence (ours) {dependence}")
     assert text.split("At this scale: ")[1].count(". ") == 1  # finding, verdict: the judged grids fit one sentence
     grids, solvers = odd.evidence["per_odd_grid"], noisy.evidence["per_solver"]
     assert (f"{pct(grids['euler_11']['fraction_nearer_rotation'])} at 11 steps (partial; not judged), "
@@ -372,36 +376,38 @@ def test_prop2_says_why_its_sigma_claims_are_untestable_from_their_own_precondit
         assert "untestable at d = 8 (the exact minimiser keeps 100 % of the pairs)." in build_story(result).paragraph()
 
 
-def test_solver_resolution_says_why_its_conclusion_is_inconclusive(quick: dict[str, Any]) -> None:
-    """"Contradicted in 27 of 34 … inconclusive": refuting needs every setting to contradict, and 7 neither hold nor
-    contradict (the evidence's counts)."""
-    result = _result(quick, "solver_resolution")
+def test_solver_resolution_says_why_its_conclusion_is_inconclusive(full: dict[str, Any]) -> None:
+    """"Contradicted in 4–5 of 7 … inconclusive": refuting needs every judged setting to contradict, and 2–3 neither
+    hold nor contradict (the evidence's counts; paper scale — the quick run's σ = 0 networks do not fit, so its
+    conclusion is untestable)."""
+    result = _result(full, "solver_resolution")
     ev = _claim(result, "solver_resolution.fig6_conclusion").evidence
     neither = [e["n_judged"] - e["n_holding"] - e["n_contradicting"] for e in ev["per_seed"].values()]
-    assert neither == [7, 5]  # seed 0 and seed 1: the range, not one seed's count
-    assert ("inconclusive over the settings as a whole (a verdict needs every setting to agree, and 5–7 of the 34 "
-            "neither hold nor contradict it, range over 2 seeds)") in build_story(result).paragraph()
+    assert neither == [2, 3, 2]  # seeds 0, 1, 2: the range, not one seed's count
+    assert ("inconclusive over the settings as a whole (a verdict needs every setting to agree, and 2–3 of the 7 "
+            "neither hold nor contradict it, range over 3 seeds)") in build_story(result).paragraph()
     ev["verdict_per_seed"] = {"seed=0": "inconclusive"}
     assert "(one training seed: a verdict needs at least two)" in build_story(result).paragraph()
 
 
 def test_solver_resolution_gives_its_shares_and_counts_over_seeds(full: dict[str, Any]) -> None:
     """Science referee: "98 % vs 4 %" and "contradicted in 60" were seed 0's (shown_seed) — seed 2 has 97.6 % vs
-    19.9 % and 62. The paragraph gives the range over the seeds, and names the seed where only one is recorded."""
+    19.9 %. The paragraph gives the range over the seeds, and names the seed where only one is recorded."""
     result = _result(full, "solver_resolution")
     dep = _claim(result, "solver_resolution.sigma0_depends_on_resolution")
     seed2 = dep.evidence["per_seed"]["seed=2"]["per_train_steps"]["train_steps=20000"]
     assert (round(seed2["coarse_odd_mean_fraction"], 3), round(seed2["fine_mean_fraction"], 3)) == (0.976, 0.199)
     found = build_story(result).found
     assert "(98–99 % vs 4–20 % on fine solvers after 20000 training steps, range over 3 seeds)" in found
-    assert "holds in 0 of 76 (training length, solver) settings and is contradicted in 60–62 (range over 3 seeds)" \
+    # judged where the exact minimisers show the conclusion themselves (57b426d): 7 settings, not 76
+    assert "holds in 0 of 7 (training length, solver) settings and is contradicted in 4–5 (range over 3 seeds)" \
         in found
     # a result without per-seed evidence: one seed's numbers, named
     for claim in result.claims:
         claim.evidence.pop("per_seed", None)
     found = build_story(result).found
     assert "(98 % vs 4 % on fine solvers after 20000 training steps, seed 0)" in found
-    assert "contradicted in 60 (seed 0)" in found
+    assert "contradicted in 5 (seed 0)" in found
 
 
 # --- 6. Lemma 1 MLP: the lowest stage end and the final value -----------------------------------------------------
@@ -515,16 +521,16 @@ def test_memorisation_phase_names_network_drops_where_the_noise_cannot_act(full:
             and c["comparison"]["verdict"] == "confirmed"]
     assert lost == ["d=10,N=256,width=256", "d=50,N=1024,width=256"]
     claim = _claim(result, "memorisation_phase.sigma0.5_reduces_memorisation")
-    before = build_story(result)
-    assert "under-fitting" not in before.found  # a result judged before the evidence was recorded: no clause
-    claim.evidence["reduced_where_noise_cannot_act"] = {
-        k: {"accuracy_sigma0": regions[k]["accuracy_sigma0"], "accuracy_sigma": regions[k]["accuracy_sigma"],
-            "excess_loss_sigma": e} for k, e in zip(lost, (3.994, 31.64), strict=True)}
+    recorded = claim.evidence.pop("reduced_where_noise_cannot_act")  # as judged before the evidence was recorded
+    assert "under-fitting" not in build_story(result).found  # no clause
+    assert list(recorded) == lost
+    assert [round(recorded[k]["excess_loss_sigma"], 2) for k in lost] == [3.99, 31.64]
+    claim.evidence["reduced_where_noise_cannot_act"] = recorded
     story = build_story(result)
     assert ("yet σ = 0.5 networks lose pairs in 2, under-fitting (100 % → 57 % at d = 10, N = 256, width 256, loss "
             "3.99 above the minimum)") in story.found
     assert "untestable at σ = 0.01, 0.05, 0.1, 0.2 and 0.5" in story.verdict
-    assert len(story.paragraph()) <= 740  # tests/test_report.py's limit, once the published result is re-judged
+    assert len(story.paragraph()) <= 740  # tests/test_report.py's limit
     numbers = story.claims[claim.id].numbers
     assert "the networks lose them anyway in 2: d = 10, N = 256, width 256: 100 % → 57 %, loss 3.99 above the " \
            "minimum, d = 50, N = 1024, width 256: 100 % → 86 %, loss 31.6 above the minimum" in numbers

@@ -271,7 +271,8 @@ def _fig6_judged_verdict(odd: Claim, noisy: Claim, not_judged: dict[str, list[st
     reproduction's verdict with its reason when it is not decisive, e.g. "On the grids that tell the two apart (51, 101,
     1001 Euler steps, σ = 0.05 also dopri5; not 11 Euler steps, where exact σ = 0.05 is partial; nor the even grids,
     where exact σ = 0 stops), the paper's claim holds on none: the σ = 0
-    reproduction is refuted, σ = 0.05 leaving it confirmed"."""
+    reproduction is refuted, σ = 0.05 leaving it confirmed"; where the σ = 0 networks did not fit (untestable), their
+    statuses test nothing, and the sentence says so instead of where the claim holds."""
     judged_zero, judged_noisy = list(odd.evidence["judged_settings"]), list(noisy.evidence["judged_settings"])
     testable = [s for s in judged_zero if s in judged_noisy]
     seeds_zero, seeds_noisy = _seed_statuses(odd), _seed_statuses(noisy)
@@ -298,6 +299,9 @@ def _fig6_judged_verdict(odd: Claim, noisy: Claim, not_judged: dict[str, list[st
     # a decisive verdict needs no reason beside "holds on none / every one"; an undecided one says what blocks it
     reasons = [_judged_reason(c, word) if c.verdict not in ("confirmed", "refuted") else ""
                for c, word in ((odd, "grid"), (noisy, "solver"))]
+    if testable and odd.verdict == "untestable" != noisy.verdict:  # unfit networks' statuses test nothing
+        return ("The σ = 0 reproduction is untestable" + (f" ({reasons[0]})" if reasons[0] else "")
+                + f"; on {scope}, σ = 0.05 leaving it is {noisy.verdict}" + (f" ({reasons[1]})" if reasons[1] else ""))
     if odd.verdict == noisy.verdict and reasons[0] == reasons[1]:
         repro = f"both reproductions are {odd.verdict}" + (f" ({reasons[0]})" if reasons[0] else "")
     else:
