@@ -390,6 +390,25 @@ def test_solver_resolution_says_why_its_conclusion_is_inconclusive(full: dict[st
     assert "(one training seed: a verdict needs at least two)" in build_story(result).paragraph()
 
 
+def test_solver_resolution_says_no_sigma0_network_fitted_instead_of_zero_counts(quick: dict[str, Any]) -> None:
+    """The quick run's σ = 0 networks miss the fit allowance in every seed, so no setting judges Fig. 6's conclusion:
+    the paragraph said "holds in 0 of 0 settings and is contradicted in 0"; it now says no network fitted, with each
+    seed's best excess loss against the allowance (from the precondition's numbers)."""
+    result = _result(quick, "solver_resolution")
+    concl = _claim(result, "solver_resolution.fig6_conclusion")
+    assert concl.verdict == "untestable"
+    seeds = [m for k, m in concl.precondition["measured"]["[1]"].items() if k.startswith("seed=")]  # type: ignore[index]
+    best = [min(m["excess_loss_sigma0"].values()) for m in seeds]
+    allowed = seeds[0]["allowed_excess"]["sigma0"]
+    assert min(best) > allowed
+    text = build_story(result).paragraph()
+    assert (f"no σ = 0 network fitted the coupling (best excess loss {num(min(best))} to {num(max(best))} above L_min, "
+            f"allowance {num(allowed)}), so Fig. 6's conclusion is tested at no setting") in text
+    assert "0 of 0" not in text and "conclusion is untestable." in text
+    seeds[0]["excess_loss_sigma0"]["train_steps=10000"] = allowed / 2  # one seed fitted: the counts again
+    assert "no σ = 0 network fitted" not in build_story(result).paragraph()
+
+
 def test_solver_resolution_gives_its_shares_and_counts_over_seeds(full: dict[str, Any]) -> None:
     """Science referee: "98 % vs 4 %" and "contradicted in 60" were seed 0's (shown_seed) — seed 2 has 97.6 % vs
     19.9 %. The paragraph gives the range over the seeds, and names the seed where only one is recorded."""

@@ -451,17 +451,22 @@ def solver_resolution(result: Result, story: Story) -> None:
     where = ("mostly on coarse odd Euler grids" if all(g > 0 for g in gaps_all)
              else "not mainly on coarse odd Euler grids")
     concl_seeds = _seed_evidence(concl, _SETTING_COUNTS)
+    unfit = _sigma0_unfit(concl) if not any(int(e["n_judged"]) for e in concl_seeds.values()) else ""
     story.found = (f"the σ = 0 networks return the rotation partners {where} "
                    f"({_pct_range([v['coarse_odd_mean_fraction'] for v in at_longest])} vs "
                    f"{_pct_range([v['fine_mean_fraction'] for v in at_longest])} on fine solvers after "
                    f"{longest[0].split('=')[-1]} training steps{_seed_scope(dep_seeds)}); "
-                   f"Fig. 6's conclusion holds in {_count_range([int(e['n_holding']) for e in concl_seeds.values()])} "
-                   f"of {_count_range([int(e['n_judged']) for e in concl_seeds.values()])} (training length, solver) "
-                   f"settings and is contradicted in "
-                   f"{_count_range([int(e['n_contradicting']) for e in concl_seeds.values()])}"
-                   f"{_seed_scope(concl_seeds, ' (', ')')}")
+                   + (f"{unfit}, so Fig. 6's conclusion is tested at no setting" if unfit else
+                      f"Fig. 6's conclusion holds in "
+                      f"{_count_range([int(e['n_holding']) for e in concl_seeds.values()])}"
+                      f" of {_count_range([int(e['n_judged']) for e in concl_seeds.values()])} (training length, "
+                      f"solver) settings and is contradicted in "
+                      f"{_count_range([int(e['n_contradicting']) for e in concl_seeds.values()])}"
+                      f"{_seed_scope(concl_seeds, ' (', ')')}"))
     story.verdict = (f"What σ = 0 returns depends on the solver's resolution (finding {dep.verdict}); Fig. 6's "
-                     f"conclusion is {concl.verdict} over the settings as a whole" + _settings_undecided(concl))
+                     f"conclusion is {concl.verdict}"
+                     + ("" if concl.verdict == "untestable" else " over the settings as a whole")
+                     + _settings_undecided(concl))
     for c in claims_matching(result, r"solver_resolution\.(sigma.*|fig6_conclusion)"):
         if {"n_judged", "n_holding", "n_contradicting"} <= set(c.evidence):
             counts = "; ".join(f"{label.replace('=', ' ') or 'one seed'}: {e['n_holding']} / {e['n_contradicting']} "
@@ -486,6 +491,21 @@ def solver_resolution(result: Result, story: Story) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Tables 1–3
 # ---------------------------------------------------------------------------------------------------------------
+
+def _sigma0_unfit(concl: Claim) -> str:
+    """Why no setting judged Fig. 6's conclusion, where its σ = 0 networks fitted in no seed: "no σ = 0 network fitted
+    the coupling (best excess loss 0.192 to 0.202 above L_min, allowance 0.157)" from the fit precondition's per-seed
+    numbers (each seed's lowest excess over its training lengths); "" when they are not recorded."""
+    measured = ((concl.precondition or {}).get("measured") or {}).get("[1]") or {}
+    seeds = [m for k, m in measured.items() if k.startswith("seed=") and isinstance(m, dict)]
+    best = [min(v for v in (m.get("excess_loss_sigma0") or {}).values() if _is_number(v)) for m in seeds
+            if any(_is_number(v) for v in (m.get("excess_loss_sigma0") or {}).values())]
+    allowed = [(m.get("allowed_excess") or {}).get("sigma0") for m in seeds]
+    if not best or not all(_is_number(a) for a in allowed) or any(b <= a for b, a in zip(best, allowed, strict=False)):
+        return ""
+    return (f"no σ = 0 network fitted the coupling (best excess loss {_span(best)} above L_min, allowance "
+            f"{num(allowed[0])})")
+
 
 def _ours(values: list[Any], what: str = "seeds") -> str:
     m, sd, n = mean_sd(values)
