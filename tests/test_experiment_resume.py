@@ -319,3 +319,30 @@ def test_reproduce_resumes_an_interrupted_experiment_and_force_starts_afresh(
     forced = _instrumented(monkeypatch, stop_in_call=None)
     assert [o.status for o in reproduce(options(force=True)).outcomes] == ["computed"]
     assert forced == [40, 40, 40, 40]  # --force: the interrupted run's checkpoints are not reused
+
+
+# advise-sigma at full settings made tiny: 3 seeds × 2 σ = 6 trainings of 10 steps (a checkpoint every step)
+ADVISE_TINY = {"n_train": 12, "n_eval": 32, "min_heldout": 8, "steps": 10, "batch_size": 16, "width": 16, "depth": 2,
+               "euler_steps": 4, "null_repeats": 2}
+
+
+def test_advise_sigma_with_a_cache_resumes_an_interrupted_run_and_reuses_a_finished_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`flowvar advise-sigma --cache DIR`: an interrupted run keeps its finished trainings and continues the current
+    one from its checkpoint when called again, giving the uninterrupted run's advice; a third call trains nothing."""
+    import flowvar.experiments._imaging as imaging
+    from flowvar.advise import advise_sigma
+
+    reference = advise_sigma("gmm", sigmas=[0.0, 0.2], **ADVISE_TINY)  # no cache: nothing kept
+    first = _instrumented(monkeypatch, stop_in_call=2, stop_at_step=6, module=imaging, function="train_cfm")
+    with pytest.raises(_InterruptError):
+        advise_sigma("gmm", sigmas=[0.0, 0.2], cache=tmp_path / "cache", **ADVISE_TINY)
+    assert first == [10, 6]
+    again = _instrumented(monkeypatch, stop_in_call=None, module=imaging, function="train_cfm")
+    advice = advise_sigma("gmm", sigmas=[0.0, 0.2], cache=tmp_path / "cache", out=tmp_path / "out", **ADVISE_TINY)
+    assert again[0] == 0 and 0 < again[1] < 10 and again[2:] == [10] * 4  # loaded, resumed, then whole
+    assert (advice.outcome, _untimed(advice.table)) == (reference.outcome, _untimed(reference.table))
+    third = _instrumented(monkeypatch, stop_in_call=None, module=imaging, function="train_cfm")
+    hit = advise_sigma("gmm", sigmas=[0.0, 0.2], cache=tmp_path / "cache", **ADVISE_TINY)
+    assert _untimed(hit.table) == _untimed(reference.table)
+    assert third == []  # a cache hit

@@ -179,7 +179,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, quick: bool = False,
                  out: Path | str | None = None, seed: int = 0, dataset: str | None = None,
-                 progress: bool = False, **knobs: Any) -> Advice:
+                 progress: bool = False, cache: Path | str | None = None, **knobs: Any) -> Advice:
     """Recommend an interpolant noise σ for a data set: the library call behind ``flowvar advise-sigma --data PATH``.
 
     Runs the ``sigma_tradeoff`` experiment (one CFM(σ) model per σ on N fixed random (Gaussian source, data target)
@@ -197,6 +197,10 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
         seed: base random seed.
         dataset: force the kind (``"celeba"`` for a CelebA folder; otherwise inferred from ``data``).
         progress: show training progress bars.
+        cache: a result cache folder (:class:`flowvar.cache.Cache`, shared with ``flowvar run/reproduce --cache``):
+            the trainings checkpoint into it, so an interrupted run resumes where it stopped when called again with
+            the same arguments, and a finished one is reused (its key covers the data file's contents); None → each
+            call trains from scratch and an interrupt keeps nothing.
         **knobs: any other ``sigma_tradeoff`` config key as a Python value, e.g. ``n_train=500``, ``steps=5000``,
             ``gen_margin=0.25``, ``mem_margin=0.05``, ``resolution=16``, ``model="mlp"`` (``flowvar config
             sigma_tradeoff`` lists them). The CLI passes its ``--set key=value`` strings here unchanged (strings are
@@ -243,12 +247,20 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
     if previous is not None and previous.is_file():  # said before the run, so it can still be interrupted
         warnings.warn(f"{previous.parent} already holds a result; this run replaces it (pass another --out to keep "
                       f"both)", stacklevel=2)
+
+    def run(folder: Path | str) -> Any:
+        if cache is None:
+            return run_experiment("sigma_tradeoff", folder, quick=quick, config=config, progress=progress)
+        from flowvar.cache import Cache, run_cached
+
+        # the same config, rebuilt by run_cached from the same inputs (its cache key is of that config)
+        return run_cached("sigma_tradeoff", folder, Cache(cache), quick=quick, seed=seed, overrides=overrides,
+                          progress=progress).result
+
     if out is None:
         with tempfile.TemporaryDirectory(prefix="flowvar-advise-") as tmp:
-            return advice_of(run_experiment("sigma_tradeoff", tmp, quick=quick, config=config, progress=progress),
-                             None)
-    return advice_of(run_experiment("sigma_tradeoff", out, quick=quick, config=config, progress=progress),
-                     Path(out) / "sigma_tradeoff")
+            return advice_of(run(tmp), None)
+    return advice_of(run(out), Path(out) / "sigma_tradeoff")
 
 
 __all__ = ["GMM_ONLY_KEYS", "Advice", "advise_sigma"]

@@ -397,6 +397,10 @@ def advise_sigma_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the advice as JSON.")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--quiet",
                                                   help="Progress bars (default: when stderr is a terminal).")] = None,
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Result cache folder (e.g. runs/.cache, shared with `flowvar run`): the trainings checkpoint "
+                        "into it, so an interrupted run resumes when the same command is run again, and a finished "
+                        "one is reused (keyed by the data's contents).")] = None,
 ) -> None:
     """How much interpolant noise σ for my data? Trains CFM(σ) over a σ grid and applies a stated rule.
 
@@ -421,16 +425,18 @@ def advise_sigma_cmd(
         except ValueError:
             raise ConfigError(f"--sigmas expects numbers like 0,0.05,0.1, got {sigmas!r}") from None
     knobs = parse_overrides(overrides or [])
-    for key in ("data", "dataset", "data_dir", "seed", "sigmas", "quick", "out", "progress"):
+    for key in ("data", "dataset", "data_dir", "seed", "sigmas", "quick", "out", "progress", "cache"):
         if key in knobs:  # these are the command's own options: --set would pass them twice
             flag = {"data": "--data", "data_dir": "--data"}.get(key, f"--{key}")
             raise ConfigError(f"pass {key} with {flag}, not --set")
     try:
         advice = advise_sigma(data, sigmas=grid, quick=quick, out=out, seed=seed, dataset=dataset,
-                              progress=sys.stderr.isatty() if progress is None else progress, **knobs)
+                              progress=sys.stderr.isatty() if progress is None else progress, cache=cache, **knobs)
     except KeyboardInterrupt:
-        typer.echo("flowvar: interrupted; nothing of this run is kept (a run is written whole or not at all)",
-                   err=True)
+        typer.echo("flowvar: interrupted; its trainings checkpoint into the cache: rerun the same command to continue"
+                   if cache is not None else
+                   "flowvar: interrupted; nothing of this run is kept (run with --cache DIR to make an interrupted "
+                   "run resumable)", err=True)
         raise typer.Exit(130) from None
     # strict JSON, as result.json: NaN scores (one seed's sd, a diverged σ) are the string "nan", not a bare NaN
     typer.echo(json.dumps(to_jsonable(advice.to_dict()), indent=1, allow_nan=False) if as_json
