@@ -160,3 +160,23 @@ def test_a_result_file_flowvar_did_not_write_is_refused_by_name() -> None:
         Result.from_dict({**good, "colour": "red"})
     with pytest.raises(ValueError, match="expected a JSON object"):
         Result.from_dict([])  # type: ignore[arg-type]
+
+
+def test_a_run_that_keeps_no_result_leaves_no_folder_it_created(tmp_path) -> None:
+    """An interrupted `--out new/folder` left an empty new/folder behind while saying "nothing of this run is kept":
+    the parent folders staging created are removed again while empty; ones that existed, or that something else
+    wrote into meanwhile, stay."""
+    from flowvar.results import staged_folder
+
+    with pytest.raises(KeyboardInterrupt), staged_folder(tmp_path / "new" / "deeper" / "exp") as stage:
+        (stage.path / "partial.txt").write_text("x")
+        raise KeyboardInterrupt
+    assert not (tmp_path / "new").exists() and tmp_path.is_dir()
+    (tmp_path / "kept").mkdir()
+    with staged_folder(tmp_path / "kept" / "exp") as stage:
+        stage.keep = False
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+    with pytest.raises(RuntimeError), staged_folder(tmp_path / "busy" / "exp"):
+        (tmp_path / "busy" / "notes.txt").write_text("someone else's file")
+        raise RuntimeError
+    assert (tmp_path / "busy" / "notes.txt").is_file()

@@ -380,12 +380,16 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
     renamed in, then the old one deleted (deleting first would lose both to a kill in between). Only
     :func:`check_replaceable` slots are replaced, and what a user added to the old folder
     (:func:`foreign_entries`) is copied into the new one first; a folder that cannot be created is a one-line
-    :class:`~flowvar.errors.ConfigError` naming it.
+    :class:`~flowvar.errors.ConfigError` naming it. Parent folders it created are removed again, while empty, when
+    no result is kept (an interrupted ``--out new/folder`` leaves nothing).
     """
     from flowvar.errors import ConfigError
 
     dest = Path(dest)
     check_replaceable(dest)
+    # the folders this call creates (deepest first): a run that ends without a result removes them again while
+    # empty, so an interrupted `--out new/folder` leaves no empty folder behind
+    created = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(dest)
@@ -412,9 +416,20 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
                 path.rename(dest)
         else:
             shutil.rmtree(path, ignore_errors=True)
+            _remove_if_empty(created)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
+        _remove_if_empty(created)
         raise
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while each is empty; stop at the first that is not (or cannot be)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def versions() -> dict[str, str]:
