@@ -57,6 +57,21 @@ def test_integer_images_get_their_own_range_per_command(tmp_path: Path) -> None:
     assert "(0, 255)" not in text
 
 
+def test_signed_integer_images_get_a_range_that_holds_their_negative_values(tmp_path: Path) -> None:
+    """CT-like int16 images (−1023..2992): the suggested range was (0, 2992), which the values then fall outside, and
+    the float formula a / 2992 * 2 - 1 mapped them below −1; both now start at the data's own floor."""
+    values = np.random.default_rng(0).integers(-1023, 2993, size=(6, 8, 8)).astype(np.int16)
+    values[0, 0, 0], values[0, 0, 1] = -1023, 2992
+    np.save(tmp_path / "ct.npy", values)
+    with pytest.raises(DataError) as err:
+        load_array(tmp_path / "ct.npy")
+    text = str(err.value)
+    assert "value_range=(-1023, 2992) to load_array" in text and "--value-range -1023,2992" in text
+    assert "(a + 1023) / 4015 * 2 - 1" in text
+    data = load_array(tmp_path / "ct.npy", value_range=(-1023, 2992))  # the advice works
+    assert float(data.images.min()) == pytest.approx(-1.0) and float(data.images.max()) == pytest.approx(1.0)
+
+
 def test_grey_folder_read_as_rgb_says_so(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for i in range(4):

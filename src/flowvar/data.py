@@ -666,12 +666,17 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         lo, hi = raw.min(), raw.max()
         # the suggested range is the data's own top (digits are 0..16, not 0..255); the commands differ in how to
         # pass it: only load_array and `flowvar audit` take a value range, `flowvar run` / `advise-sigma` do not
-        top = max(int(hi), 1)
+        # signed data (CT numbers, differences) keep their own floor: (0, top) would leave the negative values
+        # outside the range it suggests, and a / top * 2 - 1 below −1
+        bottom, top = min(int(lo), 0), max(int(hi), 1)
+        if top <= bottom:
+            top = bottom + 1
+        span = f"(a + {-bottom}) / {top - bottom}" if bottom else f"a / {top}"
         raise DataError(f"{file} holds {raw.dtype} images (values {lo}..{hi}), whose pixel scale flowvar cannot "
-                        f"know. If {top} is their full scale: in Python pass value_range=(0, {top}) to load_array; "
-                        f"in `flowvar audit` pass --value-range 0,{top}; for `flowvar run` / `flowvar advise-sigma` "
-                        f"save them as float32 already scaled, a / {top} * 2 - 1 (used as given). 8-bit pixels can "
-                        f"also be saved as uint8 (mapped from 0..255 to [−1, 1])")
+                        f"know. If {bottom}..{top} is their full scale: in Python pass value_range=({bottom}, {top}) "
+                        f"to load_array; in `flowvar audit` pass --value-range {bottom},{top}; for `flowvar run` / "
+                        f"`flowvar advise-sigma` save them as float32 already scaled, {span} * 2 - 1 (used as given). "
+                        f"8-bit pixels can also be saved as uint8 (mapped from 0..255 to [−1, 1])")
     if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
         # finite float64 values beyond float32's range would turn into inf and be reported as if the file held them
         top = float(np.abs(raw[np.isfinite(raw)]).max(initial=0.0))
