@@ -497,14 +497,19 @@ def _sigma0_unfit(concl: Claim) -> str:
     the coupling (best excess loss 0.192 to 0.202 above L_min, allowance 0.157)" from the fit precondition's per-seed
     numbers (each seed's lowest excess over its training lengths); "" when they are not recorded."""
     measured = ((concl.precondition or {}).get("measured") or {}).get("[1]") or {}
-    seeds = [m for k, m in measured.items() if k.startswith("seed=") and isinstance(m, dict)]
-    best = [min(v for v in (m.get("excess_loss_sigma0") or {}).values() if _is_number(v)) for m in seeds
-            if any(_is_number(v) for v in (m.get("excess_loss_sigma0") or {}).values())]
-    allowed = [(m.get("allowed_excess") or {}).get("sigma0") for m in seeds]
-    if not best or not all(_is_number(a) for a in allowed) or any(b <= a for b, a in zip(best, allowed, strict=False)):
+    pairs = []  # per seed: its lowest σ = 0 excess loss over the training lengths, and its allowance
+    for key, seed in measured.items():
+        if not (key.startswith("seed=") and isinstance(seed, dict)):
+            continue
+        excess = [v for v in (seed.get("excess_loss_sigma0") or {}).values() if _is_number(v)]
+        allowed = (seed.get("allowed_excess") or {}).get("sigma0")
+        if not excess or not _is_number(allowed):
+            return ""  # a seed without its numbers: say nothing rather than half
+        pairs.append((min(excess), allowed))
+    if not pairs or any(best <= allowed for best, allowed in pairs):
         return ""
-    return (f"no σ = 0 network fitted the coupling (best excess loss {_span(best)} above L_min, allowance "
-            f"{num(allowed[0])})")
+    return (f"no σ = 0 network fitted the coupling (best excess loss {_span([b for b, _ in pairs])} above L_min, "
+            f"allowance {_span([a for _, a in pairs])})")
 
 
 def _ours(values: list[Any], what: str = "seeds") -> str:
