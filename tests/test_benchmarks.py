@@ -326,6 +326,19 @@ def test_gradvar_memory_verdict_judges_growth_with_B_not_its_level() -> None:
     assert max(v[0] for v in b_p.values()) < 0.1 * 4096 * per_sample_grad_mib
     assert verdict(b_p, P)[2] == "**missed**"
     assert verdict({("flowvar trace", 256): (10.0, 359.0)}, P) is None  # one B: no growth to judge
+    # a measuring child that failed (NaN) measured nothing: not a target missed
+    failed = {**stored, ("flowvar trace", 4096): (math.nan, math.nan)}
+    assert verdict(failed, P)[2] == "n/a (measurement failed)" and "B = 4096" in verdict(failed, P)[1]
+
+
+def test_gradvar_agreement_survives_flowvars_own_trace_failing() -> None:
+    """The benchmark died (KeyError) exactly when flowvar's trace failed: the others are then compared with nothing,
+    and the reference comparison of the variants that did run stays."""
+    checks = _benchmark_module("gradvar_checks")
+    results = {"plain": checks.Measured(math.nan), "flowvar elementwise": checks.Measured(2.0),
+               "torch.func vmap": checks.Measured(2.0)}
+    a = checks.agreement(results, (2.0, {}))
+    assert a.independent == {} and a.ours == 0.0
 
 
 def test_gradvar_quick_targets_rest_on_paired_ratios(quick_sections: dict[str, str]) -> None:
