@@ -4,6 +4,7 @@ grid is refused with a one-line error naming the fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.memorisation_phase import assemble
 from flowvar.report import readme_section
-from flowvar.results import Result
+from flowvar.results import Result, to_jsonable
 from flowvar.sweep import Options, sweep
 from flowvar.sweep.assemble import assemble_sweep
 
@@ -446,3 +447,49 @@ def test_a_whole_runs_result_judged_again_in_its_reproduce_folder_says_so(tmp_pa
     assert "memorisation_phase: re-judged by flowvar" in head and "from the points its own run stored" in head
     assert "None points" not in report and "`None`" not in report
     assert "Status: re-judged from the points its run stored" in report
+
+
+def test_stored_non_finite_numbers_are_judged_again_as_the_run_judged_them(runs: dict[str, Any],
+                                                                            tmp_path: Path) -> None:
+    """result.json stores NaN and ±inf as the strings "nan", "inf", "-inf" (strict JSON): judged again, they are
+    floats once more before the experiment's rules see them (a rule averaging the string crashed: TypeError in
+    numpy's add.reduce), and the claims are those the experiment's assemble gives on the floats the run held."""
+    from flowvar.experiments.base import RunContext
+    from flowvar.sweep.assemble import rejudge_result
+
+    config = build_config(get_experiment("memorisation_phase"), quick=True,
+                          overrides={**TINY, "dims": "2,5", "ns": "8,16"})
+
+    def stored_and_as_run(edits: list[tuple[int, str, str]]) -> tuple[Path, dict[str, Any]]:
+        folder = tmp_path / f"stored{len(edits)}" / "memorisation_phase"
+        shutil.copytree(runs["root"] / "whole" / "memorisation_phase", folder)
+        data = json.loads((folder / "result.json").read_text())
+        as_run = json.loads(json.dumps(data["metrics"]))
+        for index, name, text in edits:
+            data["metrics"]["points"][index][name] = text
+            as_run["points"][index][name] = float(text)
+        (folder / "result.json").write_text(json.dumps(data))
+        return folder, as_run
+
+    def judged_as_run(as_run: dict[str, Any], name: str) -> list[dict[str, Any]]:
+        out = tmp_path / name
+        out.mkdir()
+        ctx = RunContext(name="memorisation_phase", out_dir=out, quick=True, seed=config.seed)
+        with ctx.global_rng("global"):
+            assemble(config, [as_run], ctx)
+        return [to_jsonable(dataclasses.asdict(c)) for c in ctx.claims]
+
+    # a diverged training: its loss NaN, its gradient variance inf, its excess loss −inf
+    folder, as_run = stored_and_as_run([(0, "final_loss", "nan"), (0, "loss_ratio", "nan"), (1, "grad_var", "inf"),
+                                        (2, "excess_loss", "-inf")])
+    result, out = rejudge_result(folder, tmp_path / "again")
+    assert result.to_dict()["claims"] == judged_as_run(as_run, "direct")
+    stored = Result.load(out / "result.json").metrics["points"]
+    assert (stored[0]["final_loss"], stored[1]["grad_var"], stored[2]["excess_loss"]) == ("nan", "inf", "-inf")
+    # a NaN accuracy (which the run never writes) meets paired_over_seeds' refusal, as a run holding it would
+    folder, as_run = stored_and_as_run([(1, "pairing_accuracy", "nan")])
+    with pytest.raises(DataError, match=r"non-finite per-seed values .*\[nan,") as judged_again:
+        rejudge_result(folder, tmp_path / "again_nan")
+    with pytest.raises(DataError) as as_the_run:
+        judged_as_run(as_run, "direct_nan")
+    assert str(judged_again.value) == str(as_the_run.value)

@@ -39,7 +39,7 @@ from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.models import MemorisingField, MLPField, ZeroPerturbedField
 from flowvar.ot import exact_ot_permutation
-from flowvar.results import Precondition, Result, all_preconditions, judge
+from flowvar.results import Precondition, Result, all_preconditions, judge, to_jsonable
 from flowvar.rules import exact_zero
 from flowvar.sampling import time_grid
 from flowvar.variance import gradient_variance
@@ -487,3 +487,40 @@ def test_the_published_prop2_results_judged_by_this_code(tmp_path: Path) -> None
         else:
             d8 = claims["prop2.neural.d=8.sigma0_memorises"]
             assert d8.verdict == "untestable" and d8.precondition["measured"]["[2]"]["levelled_off"] == [False] * 3
+
+
+def test_a_stored_prop2_result_with_non_finite_numbers_is_judged_as_the_run_judged_them(
+        run: tuple[Result, Path], tmp_path: Path) -> None:
+    """A diverged or barely logged σ = 0 run stores NaN and ±inf as "nan", "inf", "-inf" (result.json is strict
+    JSON): judged again they are floats again (a string reached levelled_off: TypeError), and the claims are those
+    assemble gives on the floats the run held."""
+    import dataclasses
+    import json
+    import shutil
+
+    from flowvar.experiments.base import RunContext
+    from flowvar.experiments.prop2 import assemble
+    from flowvar.sweep.assemble import rejudge_result
+
+    folder = tmp_path / "stored" / "prop2"
+    shutil.copytree(run[1], folder)
+    data = json.loads((folder / "result.json").read_text())
+    edits = (("late_over_previous_quarter_loss", 0, "nan", math.nan), ("final_loss", 1, "inf", math.inf),
+             ("trace_ratio", 1, "-inf", -math.inf))
+    as_run = json.loads(json.dumps(data["metrics"]))
+    for name, seed, text, value in edits:
+        data["metrics"]["neural"]["d=2"]["seeds"][seed]["sigma=0.0"][name] = text
+        as_run["neural"]["d=2"]["seeds"][seed]["sigma=0.0"][name] = value
+    (folder / "result.json").write_text(json.dumps(data))
+    result, _ = rejudge_result(folder, tmp_path / "again")
+
+    config = build_config(get_experiment("prop2"), quick=True, overrides=TINY)
+    out = tmp_path / "direct"
+    out.mkdir()
+    ctx = RunContext(name="prop2", out_dir=out, quick=True, seed=config.seed)
+    with ctx.global_rng("global"):
+        assemble(config, [as_run], ctx)
+    assert result.to_dict()["claims"] == [to_jsonable(dataclasses.asdict(c)) for c in ctx.claims]
+    memorises = next(c for c in result.claims if c.id == "prop2.neural.d=2.sigma0_memorises")
+    assert memorises.evidence["late_over_previous_quarter_loss"][0] == "nan"  # stored as the run stores a NaN
+    assert memorises.precondition["measured"]["[2]"]["levelled_off"][0] is False  # a NaN has not levelled off

@@ -212,6 +212,23 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}  # to_jsonable's text for each, and the float
+
+
+def from_jsonable(value: Any) -> Any:
+    """Stored metrics back as computed, the inverse of :func:`to_jsonable` on non-finite floats: the strings "nan",
+    "inf" and "-inf" become NaN, inf and −inf again, in dicts and lists at any depth (copied); anything else is kept.
+    :func:`flowvar.experiments.base.assemble_experiment` applies it to every part, so a rule judging stored metrics
+    again sees the NaN the run saw, not a string it cannot compare."""
+    if isinstance(value, Mapping):
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    return value
+
+
 def current_umask() -> int:
     """The process's umask (read by setting and restoring it)."""
     mask = os.umask(0)
@@ -617,6 +634,7 @@ __all__ = [
     "current_umask",
     "foreign_entries",
     "format_value",
+    "from_jsonable",
     "fsync_directory",
     "headline",
     "judge",

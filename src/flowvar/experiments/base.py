@@ -37,6 +37,7 @@ from flowvar.results import (
     Verdict,
     atomic_write_bytes,
     atomic_write_text,
+    from_jsonable,
     judge,
     staged_folder,
     verdict_changes,
@@ -271,12 +272,15 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
     results that each computed part of its grid (a sweep's points), through the experiment's ``assemble``
     (:func:`assembles`); nothing is trained. ``runtime_s``: the parts' compute time (the result's runtime);
     ``provenance`` (where the parts come from, which code computed them) is kept as the metric ``assembled_from``.
+    Every part's stored non-finite floats (the strings "nan", "inf", "-inf") are floats again before the experiment
+    sees them (:func:`flowvar.results.from_jsonable`): its rules judge them as the run judged its NaN.
     An experiment without ``assemble`` is a ConfigError (it must run whole)."""
     spec = get_experiment(name)
     assemble = assembler(spec)
+    as_computed = [from_jsonable(part) for part in parts]
 
     def body(ctx: RunContext) -> None:
-        assemble(config, parts, ctx)
+        assemble(config, as_computed, ctx)
         ctx.metric("assembled_from", dict(provenance))
         rejudged = provenance.get("rejudged")
         if isinstance(rejudged, Mapping):

@@ -600,16 +600,6 @@ def _judge(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[st
     _figures(ctx, config, points, profiles, solver_names(config), seeds, windows)
 
 
-def _stored(value: Any) -> Any:
-    """A stored row back as computed: the strings "inf", "-inf" and "nan" (how :func:`flowvar.results.to_jsonable`
-    stores non-finite floats, e.g. an unresolved window's w = inf) become floats again, in lists and dicts too."""
-    if isinstance(value, dict):
-        return {k: _stored(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_stored(v) for v in value]
-    return float(value) if value in ("inf", "-inf", "nan") else value
-
-
 _PART_KEYS = ("points", "windows", "training")
 """What :func:`assemble` reads from each stored result (``window_profiles`` too where the result has them)."""
 
@@ -638,7 +628,7 @@ def assemble(config: SolverResolutionConfig, parts: Sequence[Mapping[str, Any]],
         if not isinstance(part, Mapping) or not all(isinstance(part.get(k), list) for k in _PART_KEYS):
             raise DataError(f"part {i + 1} of {len(parts)} is not a solver_resolution result (its metrics lack "
                             f"{', '.join(_PART_KEYS)}); restore or recompute it")
-        part = _stored({k: part.get(k) or [] for k in (*_PART_KEYS, "window_profiles")})
+        part = {k: part.get(k) or [] for k in (*_PART_KEYS, "window_profiles")}
         for row in part["points"]:
             if row.get("field") == "exact":
                 exact_points.setdefault((row["sigma"], row["solver"]), dict(row))
