@@ -38,11 +38,13 @@ measured precondition where the claim needs one:
 * ``sigma0_memorises`` (Prop 2's "optimising converges to the memorising field"): in every seed σ = 0 reaches the
   minimiser — final loss ≤ ``zero_loss_ratio`` × (median line spacing)² — with loss and variance → ≈0 (≤
   ``zero_ratio`` of the initial loss / peak variance) and accuracy ≥ ``memorise_accuracy``; refuted when every
-  seed's loss has levelled off far from it (≥ ``far_loss_ratio`` × spacing², or the old "fails" levels). A loss ratio
+  seed's loss has levelled off (last quarter within [``stuck_ratio``, 1/``stuck_ratio``] × the one before) far from it
+  (≥ ``far_loss_ratio`` × spacing², or the old "fails" levels). A loss ratio
   ≤ ``zero_ratio`` against the initial loss does not say "at the minimiser": in d = 2 the lines are ~0.02 apart, so a
   loss 50× below its start can still be ~1000 × spacing². Preconditions, neither of them the outcome: the lines are
   in general position (a continuous zero-loss field exists), and every seed's training ran its course (at the
-  zero-loss level or levelled off; untestable while a loss is still falling above it).
+  zero-loss level or levelled off at ``stuck_ratio``, tighter than the σ > 0 plateau's ``plateau_ratio``;
+  untestable while a loss is still falling above it).
 * ``sigma{σ}_plateaus_above_zero``: the σ run's loss and variance stay above the ≈0 level and level off, in every
   seed. Preconditions: the exact minimiser's own loss floor L*(σ) is above the ≈0 level (> ``zero_ratio`` × the
   initial loss), else the noise leaves nothing to plateau on; and, in every seed, the σ = 0 run on the same pairs
@@ -132,6 +134,7 @@ class Prop2Config(GMMTargetConfig):
     far_loss_ratio: float
     memorise_accuracy: float
     plateau_ratio: float
+    stuck_ratio: float
     min_accuracy_drop: float
     alpha: float
 
@@ -157,6 +160,9 @@ class Prop2Config(GMMTargetConfig):
                               f"{self.far_loss_ratio}")
         if not 0 < self.plateau_ratio < 1:
             raise ConfigError(f"plateau_ratio must be in (0, 1), got {self.plateau_ratio}")
+        if not self.plateau_ratio <= self.stuck_ratio < 1:
+            raise ConfigError(f"stuck_ratio must be in [plateau_ratio = {self.plateau_ratio}, 1): refuting "
+                              f"sigma0_memorises asks a flatter loss than a plateau does, got {self.stuck_ratio}")
         if self.n_seeds < 1:
             raise ConfigError(f"n_seeds must be >= 1, got {self.n_seeds}")
         if not 0 < self.min_accuracy_drop < 1 or not 0 < self.alpha < 0.5:
@@ -329,23 +335,26 @@ def noise_breaks_pairing_rule(accuracy_sigma0: dict[str, float], accuracy_by_sig
     return "refuted" if all(drops[f] + 2 * ses[f] < min_drop for f in drops) else "inconclusive"
 
 
-def levelled_off(late_over_previous: float, plateau_ratio: float) -> bool:
-    """A loss has levelled off: the mean of the last quarter of logs over the quarter before lies in
-    [``plateau_ratio``, 1/``plateau_ratio``] — no longer falling by more than 1 − ``plateau_ratio``, and not rising
-    by as much either (a rising loss is instability, not a plateau). A NaN (too few logs) has not."""
-    return bool(plateau_ratio <= late_over_previous <= 1.0 / plateau_ratio)
+def levelled_off(late_over_previous: float, level: float) -> bool:
+    """A loss has levelled off at ``level`` (in (0, 1)): the mean of the last quarter of logs over the quarter before
+    lies in [``level``, 1/``level``] — no longer falling by more than 1 − ``level``, and not rising by as much either
+    (a rising loss is instability, not a plateau). ``plateau_ratio`` for the σ > 0 plateau, the tighter
+    ``stuck_ratio`` for a σ = 0 run stuck far from the memorising field. A NaN (too few logs) has not."""
+    return bool(level <= late_over_previous <= 1.0 / level)
 
 
 def sigma0_memorises_rule(loss_over_spacing_sq: list[float], loss_ratio: list[float], trace_ratio: list[float],
                           accuracy: list[float], late_over_previous: list[float], *, zero_loss_ratio: float,
                           zero_ratio: float, nonzero_ratio: float, far_loss_ratio: float, memorise_accuracy: float,
-                          plateau_ratio: float) -> Verdict:
+                          stuck_ratio: float) -> Verdict:
     """Prop 2's "optimising CFM(σ = 0) converges to the memorising field", per seed of the σ = 0 run.
 
     A seed *memorises* when it reached the minimiser — final loss / spacing² ≤ ``zero_loss_ratio`` (Prop 2's
     zero-loss level, :func:`~flowvar.experiments._zero_loss.loss_over_spacing_sq`) — with final/initial loss and
     final/peak tr Cov(g) ≤ ``zero_ratio`` and accuracy ≥ ``memorise_accuracy``. It *is stuck* when its loss has
-    levelled off (:func:`levelled_off`) far from that field: loss / spacing² ≥ ``far_loss_ratio`` (an RMS residual
+    levelled off at ``stuck_ratio`` (:func:`levelled_off`: last quarter within [``stuck_ratio``, 1/``stuck_ratio``] ×
+    the one before; tighter than the σ > 0 plateau's level, as a refutation says the loss goes no lower) far from
+    that field: loss / spacing² ≥ ``far_loss_ratio`` (an RMS residual
     of √``far_loss_ratio`` line spacings), a ratio > ``nonzero_ratio`` or accuracy < 0.5. "confirmed" if every seed
     memorises, "refuted" if every seed is stuck, "inconclusive" otherwise (a seed still falling is neither: see
     :func:`sigma0_memorises_precondition`). A NaN is neither."""
@@ -353,7 +362,7 @@ def sigma0_memorises_rule(loss_over_spacing_sq: list[float], loss_ratio: list[fl
     if seeds and all(o <= zero_loss_ratio and lr <= zero_ratio and tr <= zero_ratio and a >= memorise_accuracy
                      for o, lr, tr, a, _ in seeds):
         return "confirmed"
-    if seeds and all(levelled_off(p, plateau_ratio)
+    if seeds and all(levelled_off(p, stuck_ratio)
                      and (o >= far_loss_ratio or lr > nonzero_ratio or tr > nonzero_ratio or a < 0.5)
                      for o, lr, tr, a, p in seeds):
         return "refuted"
@@ -405,24 +414,25 @@ def no_collision_precondition(collisions: list[int], min_distance: list[float]) 
 
 def sigma0_memorises_precondition(key: str, collisions: list[int], min_distance: list[float], final_loss: list[float],
                                   spacing: list[float], late_over_previous: list[float], *, zero_loss_ratio: float,
-                                  plateau_ratio: float) -> Precondition:
+                                  stuck_ratio: float) -> Precondition:
     """For "optimising CFM(σ = 0) converges to the memorising field" (setting ``key``), a budget precondition that
     does not presuppose the outcome: the lines are in general position (:func:`no_collision_precondition`) and, in
     every seed, the σ = 0 training has run its course — its loss reached the zero-loss level (final loss /
     spacing² ≤ ``zero_loss_ratio``, :func:`~flowvar.experiments._zero_loss.loss_over_spacing_sq`) **or** levelled
-    off (:func:`levelled_off`). Untestable only while some seed's loss is still falling (or rising) above the
-    zero-loss level: there the run has not shown where it goes. A seed levelled off far above zero is evidence
+    off at the rule's ``stuck_ratio`` (:func:`levelled_off`). Untestable only while some seed's loss is still falling
+    (or rising) above the zero-loss level, by more than ``stuck_ratio`` allows: there the run has not shown where
+    it goes. A seed levelled off far above zero is evidence
     against the claim (:func:`sigma0_memorises_rule` refutes), not a reason to call it untestable. A NaN fails."""
     over_spacing = loss_over_spacing_sq(final_loss, spacing)
     at_zero = [bool(r <= zero_loss_ratio) for r in over_spacing]
-    levelled = [levelled_off(p, plateau_ratio) for p in late_over_previous]
+    levelled = [levelled_off(p, stuck_ratio) for p in late_over_previous]
     settled = [z or lv for z, lv in zip(at_zero, levelled, strict=True)]
     holds = bool(settled) and all(settled)
     moving = [i for i, ok in enumerate(settled) if not ok]
     budget = Precondition(
         f"{key}: in every seed the σ = 0 training ran its course — the final loss reached the zero-loss level "
         f"(≤ {zero_loss_ratio} × median line spacing²) or the loss levelled off (last quarter of logs within "
-        f"[{plateau_ratio}, {1 / plateau_ratio:.3g}] × the quarter before)", holds,
+        f"[{stuck_ratio}, {1 / stuck_ratio:.3g}] × the quarter before)", holds,
         {"seed_loss_over_spacing_sq": over_spacing, "late_over_previous_quarter_loss": list(late_over_previous),
          "at_zero_loss": at_zero, "levelled_off": levelled},
         "" if holds else f"more training steps: the σ = 0 loss is still moving above the zero-loss level in seed "
@@ -874,7 +884,7 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
         spacing = [r["median_line_spacing"] for r in rows]
         over_spacing = loss_over_spacing_sq(col("sigma=0.0", "final_loss"), spacing)
         late0 = col("sigma=0.0", "late_over_previous_quarter_loss")
-        zl, far, pr = config.zero_loss_ratio, config.far_loss_ratio, config.plateau_ratio
+        zl, far, sr = config.zero_loss_ratio, config.far_loss_ratio, config.stuck_ratio
         ctx.claim(f"prop2.neural.{key}.sigma0_memorises",
                   f"CFM(σ = 0) on {config.n_pairs} fixed random pairs ({key}): loss → ≈0, gradient variance → ≈0, "
                   f"pairing accuracy → ≈100 %.",
@@ -884,21 +894,22 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
                                                 col("sigma=0.0", "trace_ratio"), col("sigma=0.0", "final_accuracy"),
                                                 late0, zero_loss_ratio=zl, zero_ratio=zr, nonzero_ratio=nr,
                                                 far_loss_ratio=far, memorise_accuracy=config.memorise_accuracy,
-                                                plateau_ratio=pr),
+                                                stuck_ratio=sr),
                   kind="reproduction",
                   precondition=sigma0_memorises_precondition(
                       key, [r["collisions"] for r in rows], [r["min_simultaneous_distance"] for r in rows],
-                      col("sigma=0.0", "final_loss"), spacing, late0, zero_loss_ratio=zl, plateau_ratio=pr),
+                      col("sigma=0.0", "final_loss"), spacing, late0, zero_loss_ratio=zl, stuck_ratio=sr),
                   min_effect=f"final loss ≤ {zl} × median line spacing² (Prop 2's zero-loss level), loss and tr Cov(g) "
                              f"≤ {zr} × their initial / peak values (scale: the run's own start), accuracy ≥ "
                              f"{config.memorise_accuracy} (scale: 1 = every pair)",
                   replicates=replicates,
                   rule=f"per seed: memorises if final loss ≤ {zl} × spacing², final/initial loss ≤ {zr}, final/peak "
                        f"tr Cov(g) ≤ {zr} and accuracy ≥ {config.memorise_accuracy}; stuck if the loss levelled off "
-                       f"(last quarter within [{pr}, {1 / pr:.3g}] × the quarter before) with final loss ≥ {far} × "
+                       f"(last quarter within [{sr}, {1 / sr:.3g}] × the quarter before) with final loss ≥ {far} × "
                        f"spacing², a ratio > {nr} or accuracy < 0.5; confirmed if every seed memorises, refuted if "
                        f"every seed is stuck, inconclusive otherwise; judged once every seed reached the zero-loss "
-                       f"level or levelled off (untestable while a loss is still falling above it)")
+                       f"level or levelled off at {sr} (untestable while a loss is still falling above it: one falling "
+                       f"by more than {1 - sr:.0%} per quarter is not stuck)")
 
         floors = [r["exact_minimiser"]["floor_over_initial_loss"] for r in rows]
         exact_floor = [r["exact_minimiser"]["loss_floor"] for r in rows]
