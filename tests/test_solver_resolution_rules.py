@@ -61,6 +61,23 @@ def test_a_translation_field_does_not_pass_as_a_fitted_sigma0_network() -> None:
     assert not fit_precondition(0.0, {20000: cross}, allowed).holds
     # σ > 0 networks keep L_min(contrast σ)
     assert fit_allowance(0.05, 0.05) == pytest.approx(8 * 0.05 * math.atan(20))
+    # the precondition names where the allowance lives (moved from fig6 to _counterexample_fit in 7befda6)
+    assert "_counterexample_fit.fit_allowance" in pre.statement and "fig6.fit_allowance" not in pre.statement
+
+
+def test_the_sigma0_fit_fraction_is_explained_by_the_loss_pi_d_sigma() -> None:
+    """The contrast field's σ = 0 loss is ≈ πdσ for small σ (2d·σ·arctan(1/σ) → πdσ), not 2πdσ: 0.31414 at σ = 0.05,
+    d = 2, and half of it is the loss at σ/2 (within 1 % up to σ = 0.2), as SIGMA0_FIT_FRACTION's text says."""
+    import flowvar.experiments._counterexample_fit as fit
+
+    for sigma, dim in ((0.05, 2), (0.01, 3), (0.001, 2)):
+        assert sigma0_loss_of_exact_minimiser(sigma, dim) == pytest.approx(math.pi * dim * sigma, rel=0.03)
+    assert sigma0_loss_of_exact_minimiser(0.05, 2) == pytest.approx(0.31414, abs=1e-5)
+    for sigma in (0.01, 0.05, 0.2):
+        assert sigma0_loss_of_exact_minimiser(sigma / 2) == pytest.approx(sigma0_loss_of_exact_minimiser(sigma) / 2,
+                                                                         rel=0.01)
+    text = Path(fit.__file__).read_text()
+    assert "≈ πdσ for small σ" in text and "2πdσ" not in text
 
 
 def test_balanced_agreement_scores_a_trivial_predictor_at_one_half() -> None:
@@ -94,6 +111,20 @@ def test_a_reversed_resolution_gap_refutes() -> None:
     assert resolution_rule([0.05, -0.6], 0.5) == "refuted"
     assert resolution_rule([0.3, -0.6], 0.5) == "inconclusive"
     assert resolution_rule([0.6, math.nan], 0.5) == "inconclusive"
+
+
+def test_the_dependence_margin_is_at_least_the_no_gap_level() -> None:
+    """Every gap below NO_GAP = 0.1 refutes; a margin below it would let gaps of 0.09 confirm (checked first) though
+    they are "no gap": the config refuses such a margin, naming it; at NO_GAP the two outcomes cannot overlap."""
+    from flowvar.errors import ConfigError
+    from flowvar.experiments.base import build_config, get_experiment
+    from flowvar.experiments.solver_resolution import NO_GAP
+
+    spec = get_experiment("solver_resolution")
+    with pytest.raises(ConfigError, match=r"dependence_margin.*NO_GAP = 0\.1"):
+        build_config(spec, overrides={"dependence_margin": "0.05"})
+    assert build_config(spec, overrides={"dependence_margin": str(NO_GAP)}).dependence_margin == NO_GAP
+    assert resolution_rule([0.09, 0.09], NO_GAP) == "refuted" and resolution_rule([0.1, 0.1], NO_GAP) == "confirmed"
 
 
 TINY = {"n_seeds": "2", "sigmas": "[0,0.05]", "train_steps": "[20,40]", "width": "16", "depth": "1",

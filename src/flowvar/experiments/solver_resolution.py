@@ -42,8 +42,8 @@ predicts which grids jump (:func:`window_rule`). Training seeds are the replicat
 networks on their own, and the seeds' verdicts combine as in fig6
 (:func:`flowvar.experiments._seed_replicates.combine_seeds`:
 confirmed only if every one of at least two seeds confirms, refuted only if every one refutes, else inconclusive;
-one seed is always inconclusive). Within a seed, a training length enters the per-setting claims only where its
-network fitted the coupling (training loss within :func:`flowvar.experiments.fig6.fit_allowance` of the exact
+one seed is always inconclusive). Within a seed, a training length enters the per-setting claims only where its network
+fitted the coupling (training loss within :func:`flowvar.experiments._counterexample_fit.fit_allowance` of the exact
 minimum, as in fig6: for σ = 0 half the σ = 0 loss of the exact CFM(``contrast_sigma``) minimiser, for σ > 0
 L_min(``contrast_sigma``); :func:`fit_precondition`); a seed with no such length makes the claim untestable. The
 per-setting claims are judged only on the solvers where the exact minimiser itself behaves as the claim says
@@ -157,7 +157,9 @@ class SolverResolutionConfig:
         need(self.coarse_max_steps >= 2, "coarse_max_steps", "must be >= 2, e.g. 21")
         need(self.fine_min_steps > self.coarse_max_steps, "fine_min_steps",
              f"must exceed coarse_max_steps={self.coarse_max_steps}")
-        need(0 < self.dependence_margin <= 1, "dependence_margin", "must be in (0, 1], e.g. 0.5")
+        # below NO_GAP a gap would both confirm (≥ margin) and count as "no gap" (< NO_GAP, what refutes)
+        need(NO_GAP <= self.dependence_margin <= 1, "dependence_margin",
+             f"must be in [NO_GAP = {NO_GAP}, 1] (a smaller gap counts as no dependence), e.g. 0.5")
         need(0.5 < self.reproduce_fraction <= 1, "reproduce_fraction", "must be in (0.5, 1], e.g. 0.9")
         need(0 < self.reproduce_rel_error < 1, "reproduce_rel_error", "must be in (0, 1), e.g. 0.1")
         need(0.5 < self.window_agreement <= 1, "window_agreement", "must be in (0.5, 1], e.g. 0.9")
@@ -322,9 +324,9 @@ def resolution_rule(gaps: list[float | None], margin: float) -> str:
     """solver_resolution.sigma0_depends_on_resolution from the coarse − fine gaps, one per (fitted) training length.
 
     Confirmed if every gap is known and ≥ ``margin``; refuted if every gap is known and < :data:`NO_GAP` (the coarse
-    odd grids never land on the rotation side more than the fine solvers do: no dependence, |gap| small, or the
-    reverse one, gap ≤ −``margin``); inconclusive otherwise (a gap that could not be computed, e.g. no coarse odd
-    grid, counts neither way).
+    odd grids land on the rotation side at most NO_GAP more often than the fine solvers: no dependence, or the
+    reverse one, however negative); inconclusive otherwise (a gap that could not be computed, e.g. no coarse odd
+    grid, counts neither way). ``margin`` ≥ NO_GAP (the config checks ``dependence_margin``), so no gap does both.
     """
     if not gaps or any(g is None for g in gaps):
         return "inconclusive"
@@ -391,15 +393,15 @@ def window_over_seeds(agreement: dict[str, float | None], threshold: float) -> S
 
 def fit_precondition(sigma: float, excess: dict[int, float], allowed: float, dim: int = 2) -> Precondition:
     """At least one training length's network at noise σ fitted the coupling: training loss − L_min(σ) ≤ ``allowed``
-    (:func:`flowvar.experiments.fig6.fit_allowance` (σ, contrast σ), fig6's: for σ = 0 half the σ = 0 loss of the
-    exact CFM(contrast σ) minimiser, for σ > 0 L_min(contrast σ)). ``excess``: training length → measured excess
-    loss. Scale: 4d, the loss of the best constant field v = μ."""
+    (:func:`flowvar.experiments._counterexample_fit.fit_allowance` (σ, contrast σ), fig6's too: for σ = 0 half the σ = 0
+    loss of the exact CFM(contrast σ) minimiser, for σ > 0 L_min(contrast σ)). ``excess``: training length → measured
+    excess loss. Scale: 4d, the loss of the best constant field v = μ."""
     fitted = sorted(k for k, v in excess.items() if math.isfinite(v) and v <= allowed)
     scale = 4.0 * dim
     return Precondition(
         f"some training length's σ = {sigma:g} network fitted the coupling (training loss − L_min(σ) ≤ "
-        f"{allowed:.4g} = {allowed / scale:.3g} × {scale:g}, the loss of the best constant field; fig6.fit_allowance); "
-        f"only fitted lengths enter the claim",
+        f"{allowed:.4g} = {allowed / scale:.3g} × {scale:g}, the loss of the best constant field; "
+        f"_counterexample_fit.fit_allowance); only fitted lengths enter the claim",
         holds=bool(fitted),
         measured={"excess_loss": {f"train_steps={k}": v for k, v in sorted(excess.items())},
                   "allowed_excess": allowed, "fitted_train_steps": fitted},
@@ -510,7 +512,7 @@ def _record_choices(config: SolverResolutionConfig, ctx: RunContext, seeds: list
                f"way); over seeds (_seed_replicates.combine_seeds): every seed must agree")
     ctx.choice("fit precondition", f"a (seed, σ, training length) network enters the per-setting claims when its "
                f"training loss (mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = 8σ·arctan(1/σ) by "
-               f"at most (fig6.fit_allowance, fig6's precondition): σ = 0, "
+               f"at most (_counterexample_fit.fit_allowance, fig6's precondition too): σ = 0, "
                f"{fit_allowance_text(0.0, config.contrast_sigma)}; σ > 0, "
                f"{fit_allowance_text(config.contrast_sigma, config.contrast_sigma)}; every seed needs one such length")
     ctx.choice("replicates", f"{config.n_seeds} training seed(s) ({seeds[0]}…{seeds[-1]}), each with its own "
@@ -828,7 +830,7 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
             allowed = {f"sigma{sg:g}": fit_allowance(sg, config.contrast_sigma) for sg in (0.0, config.contrast_sigma)}
             both[_seed_label(s)] = Precondition(
                 f"some training length at which both the σ = 0 and the σ = {config.contrast_sigma:g} networks fitted "
-                f"the coupling (training loss − L_min(σ) ≤ fig6.fit_allowance(σ): "
+                f"the coupling (training loss − L_min(σ) ≤ _counterexample_fit.fit_allowance(σ): "
                 + ", ".join(f"{allowed[f'sigma{sg:g}']:.4g} at σ = {sg:g}" for sg in (0.0, config.contrast_sigma))
                 + ")", holds=bool(both_fit),
                 measured={**measured, "allowed_excess": allowed, "fitted_train_steps": sorted(both_fit)},
