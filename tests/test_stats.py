@@ -218,6 +218,10 @@ def test_paired_over_seeds_meets_the_minimum_effect_up_to_rounding() -> None:
     assert exact.mean < 0.1 and exact.verdict == "confirmed" and "up to rounding" in exact.reason
     tol = boundary_tolerance(np.ones(3), np.full(3, 0.9), 0.1)
     assert tol == pytest.approx(5 * np.finfo(np.float64).eps) and tol < 1e-14
+    # how far below: 2.78e-17 (the docstring's number; it said 1.4e-17)
+    shortfall = 0.1 - (1.0 - 0.9)
+    assert shortfall == pytest.approx(2.78e-17, rel=1e-3)
+    assert "2.78e-17 below 0.1" in (boundary_tolerance.__doc__ or "")
     # a real shortfall, however small against the accuracy scale, is not rounding: 1e-9 below is refuted
     short = paired_over_seeds([1.0, 1.0, 1.0], [0.9 + 1e-9] * 3, **kw)
     assert short.verdict == "refuted"

@@ -268,7 +268,7 @@ def boundary_tolerance(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
     First-order rounding bound, not a tuned margin: each operand (often a decimal such as 0.9) carries a relative
     error ≤ ε/2, each difference a_s − b_s one more rounding, the sum of n differences ≤ (n − 1) roundings and the
     mean one; every error is relative to at most the largest operand. 1.0 − 0.9 = 0.09999999999999998 lies
-    1.4e-17 below 0.1, within (3 + 2) · ε · 1.0 = 1.1e-15."""
+    2.78e-17 below 0.1, within (3 + 2) · ε · 1.0 = 1.1e-15."""
     largest = max(float(np.max(np.abs(a))) if a.size else 0.0, float(np.max(np.abs(b))) if b.size else 0.0,
                   abs(float(threshold)))
     return (a.size + 2) * float(np.finfo(np.float64).eps) * largest

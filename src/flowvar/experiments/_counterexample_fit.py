@@ -16,10 +16,10 @@ from flowvar.metrics import counterexample_min_loss
 
 SIGMA0_FIT_FRACTION = 0.5
 """A σ = 0 network counts as fitted when its σ = 0 loss is at most this fraction of the contrast field's σ = 0 loss
-(:func:`sigma0_loss_of_exact_minimiser` at the contrast σ). Why half: that loss is ≈ 2πdσ for small σ (linear), so
-half of it is ≈ the σ = 0 loss of the exact minimiser at σ_c/2 (within 1 % for σ_c ≤ 0.2): a fitted σ = 0 network
-separates the crossing lines at least as sharply as noise σ_c/2 would, i.e. clearly nearer the σ = 0 field than the
-contrast field it is to be told apart from."""
+(:func:`sigma0_loss_of_exact_minimiser` at the contrast σ). Why half: that loss is ≈ πdσ for small σ (linear:
+2d·σ·arctan(1/σ) → 2d·σ·π/2; 0.3141 at σ = 0.05, d = 2), so half of it is ≈ the σ = 0 loss of the exact minimiser at
+σ_c/2 (within 1 % for σ_c ≤ 0.2): a fitted σ = 0 network separates the crossing lines at least as sharply as noise
+σ_c/2 would, i.e. clearly nearer the σ = 0 field than the contrast field it is to be told apart from."""
 
 
 def sigma0_loss_of_exact_minimiser(sigma: float, dim: int = 2) -> float:
