@@ -250,6 +250,45 @@ def test_dry_run_charges_each_point_its_share_of_the_known_runtime(tmp_path: Pat
     assert "4 points: 0 cached, 4 to compute (~40 s with --jobs 1)" in text
 
 
+def test_only_an_experiments_grid_fields_scale_a_points_runtime() -> None:
+    """A point's share counts the experiment's declared grids only (runtime_scales_with): solver_resolution's
+    --preset split point train_steps=[20000] trains all 20 000 steps (segments are cumulative) and a solver list only
+    changes what is evaluated, so neither shrinks its charge (they read 1/5 and 1/14 of the run); a mean vector of
+    another length, or another channel_mult, is not a grid either; memorisation_phase's cells are."""
+    from flowvar.cache import config_dict
+    from flowvar.experiments.base import build_config, get_experiment
+    from flowvar.sweep.run import point_share
+
+    solver = get_experiment("solver_resolution")
+    whole = config_dict(build_config(solver))
+    for overrides in ({"train_steps": "[20000]"}, {"euler_steps": "[11]"}):
+        part = build_config(solver, overrides=overrides)
+        assert point_share(part, whole, solver.runtime_scales_with) == 1.0
+    half = build_config(solver, overrides={"sigmas": "[0.0]"})
+    assert point_share(half, whole, solver.runtime_scales_with) == pytest.approx(1 / len(whole["sigmas"]))
+    lemma = get_experiment("lemma1_mlp")
+    wider = build_config(lemma, overrides={"mean": "[1, 2, 3]", "cov_diag": "[1, 1, 1]"})
+    assert point_share(wider, config_dict(build_config(lemma)), lemma.runtime_scales_with) == 1.0
+    phase = get_experiment("memorisation_phase")
+    cell = build_config(phase, overrides={"dims": "[2]", "ns": "[16]", "widths": "[64]"})
+    reference = config_dict(build_config(phase))
+    expected = 1 / (len(reference["dims"]) * len(reference["ns"]) * len(reference["widths"]))
+    assert point_share(cell, reference, phase.runtime_scales_with) == pytest.approx(expected)
+
+
+def test_a_grid_field_that_is_not_a_config_field_is_refused_at_registration() -> None:
+    from dataclasses import dataclass
+
+    from flowvar.experiments.registry import register
+
+    @dataclass
+    class Config:
+        seed: int = 0
+
+    with pytest.raises(TypeError, match="runtime_scales_with names unknown fields"):
+        register("toy_bad_grid", title="x", config=Config, runtime_scales_with=("dims",))
+
+
 def test_an_interrupted_sweep_leaves_no_earlier_figures_and_show_says_so(tmp_path: Path, monkeypatch,
                                                                         capsys) -> None:
     """An interrupted rerun kept the previous run's figures (another grid) while `flowvar show` pointed to them."""

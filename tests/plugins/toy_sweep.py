@@ -28,7 +28,8 @@ class ToyConfig:
     block_file: str | None = None
 
 
-@register("toy_sweep", title="Toy experiment for sweep tests", config=ToyConfig, quick={"scale": 2.0})
+@register("toy_sweep", title="Toy experiment for sweep tests", config=ToyConfig, quick={"scale": 2.0},
+          runtime_scales_with=("offsets",))
 def run(config: ToyConfig, ctx: RunContext) -> None:
     if config.fail_at is not None and config.x == config.fail_at:
         raise RuntimeError(f"toy failure at x={config.x}")

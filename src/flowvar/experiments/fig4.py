@@ -174,7 +174,7 @@ def sigma_statuses(by_sigma: Mapping[str, Mapping[str, Status]]) -> list[tuple[S
 
 
 @register("fig4", title="Fig. 4: gradient variance of the OT field vs the pair-optimal field under noise",
-          config=Fig4Config,
+          config=Fig4Config, runtime_scales_with=("angles", "sigmas", "noise_forms"),
           paper={"claim": "after adding interpolant noise, the OT field's gradient variance is significantly lower "
                           "than the pair-optimal field's (p < 0.01), so noise pushes optimisation toward OT "
                           "(Prop 1(B))", "sigma": "not stated", "angle": "not stated", "d": "not stated"})

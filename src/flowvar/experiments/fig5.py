@@ -149,7 +149,7 @@ def rule_order_flips(evidence: Mapping[str, Any]) -> Verdict:
 
 
 @register("fig5", title="Fig. 5: variance at the OT field, random vs structured (rotated) coupling, over the angle",
-          config=Fig5Config,
+          config=Fig5Config, runtime_scales_with=("angles", "sigmas", "noise_forms"),
           paper={"claim": "evaluated at the OT field, the gradient variance under a random (independent) coupling is "
                           "lower than under a structured 120° coupling", "angle": PAPER_ANGLE,
                  "d": "not stated (2 presumed)"})

@@ -295,7 +295,7 @@ STATUS_RULE = ("per setting (one trained network, one solver), flowvar.metrics.r
 
 
 @register("fig6", title="Fig. 6: MLP trained on the 180° + μ coupling, σ = 0 vs σ = 0.05, per ODE solver",
-          config=Fig6Config,
+          config=Fig6Config, runtime_scales_with=("sigmas",),
           paper={"abstract": "in a setting where all interpolating lines intersect, applying Rectified Flow yields the "
                              "same specific pairings at inference as during training",
                  "remark2": "small noise, σ = 0.05, already restores generalisation"})
@@ -332,7 +332,7 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
     ctx.choice("fit precondition", f"a network's claims are testable when, in every training seed, its training loss "
                                    f"(mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = "
                                    f"8σ·arctan(1/σ) by at most: σ = 0, {fit_allowance_text(0.0, contrast)}; σ > 0, "
-                                   f"{fit_allowance_text(contrast, contrast)} (fig6.fit_allowance)")
+                                   f"{fit_allowance_text(contrast, contrast)} (_counterexample_fit.fit_allowance)")
 
     # the streams' names are solver_resolution's too: with the same config it trains and evaluates these networks
     x0 = torch.randn(config.n_eval, 2, generator=ctx.generator("eval"), dtype=torch.float64)

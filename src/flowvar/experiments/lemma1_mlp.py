@@ -230,6 +230,7 @@ def _train_staged(model: torch.nn.Module, sigma: float, coupling: RotatedOTCoupl
 
 
 @register("lemma1_mlp", title="Lemma 1: MLPs cannot represent the Gaussian OT field exactly", config=Lemma1MLPConfig,
+          runtime_scales_with=("widths",),
           paper={"message": "standard neural architectures struggle to represent even simple transports"})
 def run(config: Lemma1MLPConfig, ctx: RunContext) -> None:
     problem = GaussianProblem(torch.tensor(config.mean, dtype=torch.float64),

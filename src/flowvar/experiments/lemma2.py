@@ -233,7 +233,7 @@ def moves_rule(drops: Sequence[float], drops_sigma0: Sequence[float], *, tol: fl
 
 
 @register(NAME, title="Lemma 2: ReFlow stagnates at the 120° coupling at σ = 0; noise moves it toward OT",
-          config=Lemma2Config,
+          config=Lemma2Config, runtime_scales_with=("sigmas",),
           paper={"lemma2": "ReFlow is idempotent on straight couplings: reflows with noiseless interpolants stagnate "
                            "when arriving at straight couplings (reviewer's wording; statement not seen)",
                  "remark2": "noise invalidates the assumptions of Lemma 2; repeated noisy rectification converges to "

@@ -576,7 +576,7 @@ def evaluate_model(model: nn.Module, ts: TrainingSet, ev: EvalSet, sigma: float,
 
 
 @register(NAME, title="Memorisation phase diagram: pairing accuracy of CFM(σ) over d, N, σ and width on GMM pairs",
-          config=MemorisationPhaseConfig,
+          config=MemorisationPhaseConfig, runtime_scales_with=("dims", "ns", "widths", "sigmas"),
           paper={"prop2": "minimisers of the deterministic loss memorise arbitrary pairings (zero loss, zero gradient "
                           "variance, ODE returns the training partner)",
                  "remark2": "interpolant noise breaks the one-to-one map (x0, t) -> x_t; small noise, σ = 0.05, "

@@ -166,7 +166,7 @@ def rule_variance_from_mismatch(mismatched_traces: Mapping[str, float], pair_opt
 
 
 @register("prop1", title="Proposition 1: zero loss and zero gradient variance of pair-optimal fields",
-          config=Prop1Config,
+          config=Prop1Config, runtime_scales_with=("angles",),
           paper={"A": "for T_OT and T_rOT^R with the deterministic interpolant the pair-optimal field has zero loss "
                       "and zero gradient variance, even for non-zero angles",
                  "B": "with noise the pair-optimal field no longer has zero variance"})

@@ -539,7 +539,7 @@ NAME = "prop2"
 
 
 @register(NAME, title="Proposition 2 / Remark 2: deterministic minimisers memorise arbitrary pairs; noise breaks it",
-          config=Prop2Config,
+          config=Prop2Config, runtime_scales_with=("dims",),
           paper={"prop2": "with the deterministic interpolant there is a field with zero empirical loss even when "
                           "training lines intersect; ODE integration from a training source returns its paired "
                           "target; optimising the straight-path objective converges to this field",

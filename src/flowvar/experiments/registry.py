@@ -54,6 +54,11 @@ class ExperimentSpec:
     assemble: Callable[[Any, Any, RunContext], None] | None = None
     """``assemble(config, parts, ctx)``: the full run's result from the metrics of runs that each computed part of
     its grid (:func:`assembles`; ``flowvar assemble``), or None where the experiment must run whole."""
+    runtime_scales_with: tuple[str, ...] = ()
+    """The list-valued config fields whose every entry is a run of its own (the grids: ``dims``, ``ns``, ``sigmas``,
+    ...): a config holding a part of such a list costs that part of the whole run's time (a sweep's ETA). Lists that
+    only change what is evaluated (solver grids), cumulative ones (training-length segments) and vectors (a mean)
+    are not listed: a part of them costs about the whole run."""
 
     def field_names(self) -> list[str]:
         """The config keys, in declaration order."""
@@ -64,14 +69,19 @@ _REGISTRY: dict[str, ExperimentSpec] = {}
 
 
 def register(name: str, *, title: str, config: type, quick: dict[str, Any] | None = None,
-             paper: dict[str, Any] | None = None) -> Callable[[Callable[[Any, RunContext], None]], Callable]:
-    """Decorator registering ``run(config, ctx)`` as experiment ``name``."""
+             paper: dict[str, Any] | None = None, runtime_scales_with: tuple[str, ...] = ()
+             ) -> Callable[[Callable[[Any, RunContext], None]], Callable]:
+    """Decorator registering ``run(config, ctx)`` as experiment ``name`` (``runtime_scales_with``: its grid fields,
+    :attr:`ExperimentSpec.runtime_scales_with`)."""
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"experiment {name}: config must be a dataclass")
     fields = {f.name for f in dataclasses.fields(config)}
     unknown = set(quick or {}) - fields
     if unknown:
         raise TypeError(f"experiment {name}: quick overrides name unknown fields {sorted(unknown)}")
+    if set(runtime_scales_with) - fields:
+        raise TypeError(f"experiment {name}: runtime_scales_with names unknown fields "
+                        f"{sorted(set(runtime_scales_with) - fields)}")
 
     def wrap(fn: Callable[[Any, RunContext], None]) -> Callable[[Any, RunContext], None]:
         _check_name_free(name, fn)
@@ -79,7 +89,7 @@ def register(name: str, *, title: str, config: type, quick: dict[str, Any] | Non
         module_file = getattr(sys.modules.get(fn.__module__), "__file__", None)
         folder = Path(module_file).resolve().parent if module_file else CONFIG_DIR
         _REGISTRY[name] = ExperimentSpec(name, title, config, fn, dict(quick or {}), dict(paper or {}),
-                                         folder / f"{name}.yaml")
+                                         folder / f"{name}.yaml", runtime_scales_with=tuple(runtime_scales_with))
         return fn
 
     return wrap

@@ -309,7 +309,7 @@ def _build_model(config: SigmaTradeoffConfig, data: _Data, unet: bool) -> torch.
 
 
 @register("sigma_tradeoff", title="σ advisor: memorisation and generalisation of CFM(σ) vs σ, and a recommended σ",
-          config=SigmaTradeoffConfig,
+          config=SigmaTradeoffConfig, runtime_scales_with=("sigmas",),
           paper={"claims": "Prop 2: σ = 0 minimisers memorise arbitrary pairs; Remark 2: noise breaks memorisation and "
                            "σ = 0.05 already restores generalisation",
                  "setting": "not a table of the paper: a σ sweep of its Table 1 / Table 2 protocol (fixed random "

@@ -527,7 +527,7 @@ def _record_choices(config: SolverResolutionConfig, ctx: RunContext, seeds: list
 
 @register("solver_resolution",
           title="Solver resolution: 180° + μ coupling across Euler step counts, dopri5, training length and σ",
-          config=SolverResolutionConfig,
+          config=SolverResolutionConfig, runtime_scales_with=("sigmas",),
           paper={"fig6": "deterministic training learns the rotation anyway, and inference reproduces the training "
                          "pairs; σ = 0.05 already restores generalisation (PAPER.md §2, §3.3)",
                  "design_D": "expect the outcome to depend on the solver resolution: Euler steps wider than the "

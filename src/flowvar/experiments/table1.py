@@ -234,7 +234,7 @@ def _exact_minimiser(x0_train: Tensor, y_train: Tensor, sigma: float, h: float, 
 
 
 @register(NAME, title="Table 1: memorisation vs generalisation MMD of CFM(σ=0) and CFM(σ=0.05) on a GMM",
-          config=Table1Config,
+          config=Table1Config, runtime_scales_with=("dims", "sigmas"),
           paper={"table1": PAPER_TABLE1,
                  "claims": "memorisation MMD(σ=0) < memorisation MMD(σ=0.05); generalisation MMD(σ=0.05) ≤ "
                            "generalisation MMD(σ=0), for d = 3 and d = 50",

@@ -131,7 +131,7 @@ class Table2Config(ImageExperimentConfig):
 
 
 @register("table2", title="Table 2: adversarial (shuffled OT) coupling — memorisation of CFM(σ=0) vs CFM(σ=0.05)",
-          config=Table2Config,
+          config=Table2Config, runtime_scales_with=("ns", "sigmas"),
           paper={"table2": PAPER_TABLE2,
                  "setting": "CelebA 64x64 RGB, N = 5K and 50K; mean ± std (most likely over images)",
                  "claims": "σ=0: L2-to-shuffled < L2-to-OT; σ=0.05: L2-to-OT < L2-to-shuffled; the σ=0 memorisation "

@@ -114,7 +114,7 @@ class Table3Config(ImageExperimentConfig):
 
 
 @register("table3", title="Table 3: simulated 1-ReFlow — CFM(σ=0) copies the generated pairs, CFM(σ=0.05) less so",
-          config=Table3Config,
+          config=Table3Config, runtime_scales_with=("sigmas",),
           paper={"table3": PAPER_TABLE3,
                  "setting": "CelebA 64x64 RGB, N = 5K; mean ± std (most likely over images)",
                  "claims": "σ=0 gives a much smaller L2-to-generated (8.63 vs 25.08) and a larger L2-to-OT "

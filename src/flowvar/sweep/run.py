@@ -264,18 +264,19 @@ def runtime_model(known: Sequence[tuple[dict[str, Any], float]]) -> Callable[[di
     return lambda values: float(np.exp(coef[0] + sum(coef[column[lv]] for lv in levels_of(values) if lv in column)))
 
 
-def point_share(config: Any, reference: dict[str, Any]) -> float:
+def point_share(config: Any, reference: dict[str, Any], grids: Sequence[str]) -> float:
     """The share of the run of ``reference`` (a config as a dict) that a point with ``config`` computes:
-    ``Π_k len(config.k) / len(reference.k)`` over the list-valued fields (a point with ``dims=[2]`` of the full
-    ``dims=[2, 3, 10, 50]`` is a quarter of it; a ``--set ns=[1797]`` of ``ns=[500, 1797]`` a half). Lists are the
-    experiments' grids (dims, ns, widths, σ, angles), each entry a run of its own; scalar fields count 1: a runtime
-    does not scale with a value in any way flowvar knows."""
+    ``Π_k len(config.k) / len(reference.k)`` over the experiment's grid fields ``grids``
+    (:attr:`~flowvar.experiments.registry.ExperimentSpec.runtime_scales_with`: a point with ``dims=[2]`` of the full
+    ``dims=[2, 3, 10, 50]`` is a quarter of it; a ``--set ns=[1797]`` of ``ns=[500, 1797]`` a half). Any other field
+    counts 1: a solver grid only changes what is evaluated, training-length segments are cumulative (the longest
+    costs about the whole), a vector is not a grid, and a scalar's effect on the runtime is unknown to flowvar."""
     from flowvar.cache import config_dict
 
     share = 1.0
     for key, mine in config_dict(config).items():
         whole = reference.get(key)
-        if isinstance(mine, list | tuple) and isinstance(whole, list | tuple) and whole:
+        if key in grids and isinstance(mine, list | tuple) and isinstance(whole, list | tuple) and whole:
             share *= len(mine) / len(whole)
     return share
 
@@ -307,7 +308,8 @@ def point_estimates(the_plan: Plan, cache: Cache, quick: bool) -> dict[str, floa
     if baseline is None:
         return None
     seconds, reference = baseline
-    return {p.label: seconds * point_share(p.config, reference) for p in the_plan.points}
+    grids = the_plan.spec.runtime_scales_with
+    return {p.label: seconds * point_share(p.config, reference, grids) for p in the_plan.points}
 
 
 def dry_run(options: Options) -> str:
