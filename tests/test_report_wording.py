@@ -149,10 +149,9 @@ def test_prop2_says_why_memorising_is_untestable_beside_a_high_accuracy(quick: d
     budget["levelled_off"][1:] = [False, True]
     assert "zero-loss level of 0.01 ×, 2 seeds still falling)" in build_story(result).paragraph()
     text = build_story(_result(full, "prop2")).paragraph()
-    # paper scale (the rerun of 4f3608f): d = 2's σ = 0 loss stayed hundreds of times the spacing², two of its three
-    # seeds still falling; d = 8 reached zero
-    assert "untestable at d = 2, confirmed at d = 8 (loss 298 to 879 × line spacing², 2 seeds still falling, d = 2)" \
-        in text
+    # paper scale (the rerun of 4f3608f): d = 2's σ = 0 loss stayed hundreds of times the spacing², every seed still
+    # falling by the stuck level (0.68–0.80 a quarter, below 0.95); d = 8 reached zero
+    assert "untestable at d = 2, confirmed at d = 8 (loss 298 to 879 × line spacing², still falling, d = 2)" in text
 
 
 def _first_part(precondition: dict[str, Any]) -> Precondition:
