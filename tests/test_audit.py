@@ -1409,7 +1409,7 @@ def test_array_images_take_their_pixel_scale_from_value_range(tmp_path: Path) ->
     np.save(tmp_path / "u16.npy", pixels)
     np.savez(tmp_path / "u16.npz", x=pixels, labels=np.arange(6) % 2)
     for name in ("u16.npy", "u16.npz"):
-        with pytest.raises(DataError, match=r"\(in `flowvar audit`: --value-range 0,65535\)"):
+        with pytest.raises(DataError, match=r"in `flowvar audit` pass --value-range 0,65535;"):
             load_labelled("--data", str(tmp_path / name))
         x, y, _ = load_labelled("--data", str(tmp_path / name), value_range=(0.0, 65535.0))
         assert float(x.min()) == -1.0 and float(x.max()) == 1.0
