@@ -218,6 +218,16 @@ def fmt_ratio(x: float) -> str:
     return f"{x:.2f}×" if x < 10 else (f"{x:.1f}×" if x < 100 else f"{x:.0f}×")
 
 
+def fmt_paired(ratio: tuple[float, float, float], digits: int | None = None) -> str:
+    """A :func:`paired_ratio` as text: the median per-round ratio and its 95% interval, '1.24× (1.20–1.28)' (as
+    :func:`fmt_ratio`, interval to 2 decimals), or with ``digits`` plain numbers to that many decimals, '1.004
+    (0.995–1.012)'; no interval with under 6 rounds (NaN bounds)."""
+    median, low, high = ratio
+    if digits is None:
+        return fmt_ratio(median) if math.isnan(low) else f"{fmt_ratio(median)} ({low:.2f}–{high:.2f})"
+    return f"{median:.{digits}f}" if math.isnan(low) else f"{median:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

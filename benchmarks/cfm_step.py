@@ -43,6 +43,7 @@ import torch
 from _common import (
     clock_note,
     command,
+    fmt_paired,
     fmt_ratio,
     fmt_time,
     interleaved,
@@ -85,12 +86,6 @@ def flowvar_train(model: torch.nn.Module, coupling: object, sigma: float, B: int
     return block
 
 
-def fmt_paired(ratio: tuple[float, float, float]) -> str:
-    """'1.004 (0.995–1.012)': the median per-round ratio and its 95% interval (:func:`_common.paired_ratio`)."""
-    median, low, high = ratio
-    return f"{median:.3f}" if math.isnan(low) else f"{median:.3f} ({low:.3f}–{high:.3f})"
-
-
 def verdict(ratios: dict[str, tuple[float, float, float]]) -> str:
     """'met' when every median ratio is ≥ 1 (lines whose 95% interval still reaches below 1 named as parity); 'not
     strictly met — at parity' when the medians below 1 have intervals that reach 1; 'missed' otherwise (also for a
@@ -102,7 +97,7 @@ def verdict(ratios: dict[str, tuple[float, float, float]]) -> str:
             return "met"
         return "met; " + ", ".join(level) + (" at parity (the 95% interval includes 1)" if len(level) == 1
                                              else " at parity (their 95% intervals include 1)")
-    listed = ", ".join(f"{k} {fmt_paired(r)}" for k, r in below.items())
+    listed = ", ".join(f"{k} {fmt_paired(r, 3)}" for k, r in below.items())
     if all(not math.isnan(r[2]) and r[2] >= 1.0 for r in below.values()):
         return f"**not strictly met — at parity**: {listed}; the 95% interval includes 1"
     return f"**missed**: {listed}"
@@ -303,14 +298,14 @@ def main() -> None:
                 ("CFM: flowvar loop, torch's default Adam (as torchcfm)", med["flowvar, default Adam"],
                  default_adam_ratio)):
             rows.append([f"d={d}", str(B), kind, fmt_time(ours), fmt_time(theirs), f"{1 / ours:.1f}",
-                         f"{1 / theirs:.1f}", fmt_paired(ratio)])
+                         f"{1 / theirs:.1f}", fmt_paired(ratio, 3)])
         for theirs_ot, label, ratio in (
                 (med_ot["torchcfm"], "OT-CFM: flowvar (exact, default solver) vs torchcfm's default", ot_ratio[line]),
                 (med_ot["torchcfm, optimal"], "OT-CFM: flowvar vs torchcfm run to optimality",
                  ot_optimal_ratio[line])):
             ours = med_ot["flowvar"]
             rows.append([f"d={d}", str(B), label, fmt_time(ours), fmt_time(theirs_ot), f"{1 / ours:.1f}",
-                         f"{1 / theirs_ot:.1f}", fmt_paired(ratio)])
+                         f"{1 / theirs_ot:.1f}", fmt_paired(ratio, 3)])
         print(f"d={d} B={B}: {med} {med_ot}", flush=True)
     lines = ["## CFM training step: flowvar vs torchcfm", "",
              command("cfm_step.py", args),
@@ -345,14 +340,14 @@ def main() -> None:
               "Computed by this script from the figures above.", "",
               table(["target", "measured (throughput ratio torchcfm time / flowvar time, 95% interval)", "verdict"], [
                   ["CFM training step (flowvar.train) at least as fast as torchcfm's on the identical MLP and batch "
-                   "(ratio ≥ 1.0)", ", ".join(f"{k}: {fmt_paired(v)}" for k, v in cfm_ratio.items()),
+                   "(ratio ≥ 1.0)", ", ".join(f"{k}: {fmt_paired(v, 3)}" for k, v in cfm_ratio.items()),
                    verdict(cfm_ratio)],
                   ["OT-CFM step (flowvar default solver) vs torchcfm's exact OT-CFM as shipped (ratio ≥ 1.0; "
                    "flowvar's coupling is an optimal bijection, torchcfm's is resampled from a plan that is not "
                    "optimal from ~2048 points: table below)",
-                   ", ".join(f"{k}: {fmt_paired(v)}" for k, v in ot_ratio.items()), verdict(ot_ratio)],
+                   ", ".join(f"{k}: {fmt_paired(v, 3)}" for k, v in ot_ratio.items()), verdict(ot_ratio)],
                   ["(context) the same against torchcfm run to optimality: like for like in the solve",
-                   ", ".join(f"{k}: {fmt_paired(v)}" for k, v in ot_optimal_ratio.items()),
+                   ", ".join(f"{k}: {fmt_paired(v, 3)}" for k, v in ot_optimal_ratio.items()),
                    verdict(ot_optimal_ratio)]]), ""]
     lines += ["### The OT coupling alone", "",
               "Bijection = every source and every target of the batch used exactly once. torchcfm draws B pairs "

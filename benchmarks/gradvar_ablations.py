@@ -18,9 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import clock_note, fmt_time, interleaved, machine_line, paired_ratio, table, write_section
+from _common import (
+    clock_note,
+    command,
+    fmt_paired,
+    fmt_time,
+    interleaved,
+    machine_line,
+    paired_ratio,
+    table,
+    write_section,
+)
 from gradvar import BLOCK, make_ours, make_plain, mlp_problem, monitor_overhead
-from gradvar_checks import fmt_paired
 
 SECTION = "gradvar_ablations"
 MONITOR_PARTS = ("plain", "hooks", "compute, no check", "compute", "default")
@@ -50,10 +59,9 @@ def sum_check_rows(quick: bool) -> list[list[str]]:
 def ablations(args: argparse.Namespace) -> None:
     """Run both A/Bs and write (or, with ``--no-write``, print) the section."""
     started = time.perf_counter()
-    quick = " --quick" if args.quick else ""
     lines = ["## Gradient variance: where the time goes (A/B runs)", "",
-             f"Command: `python benchmarks/gradvar.py --ablations{quick} --threads {args.threads} --clock "
-             f"{args.clock}`.", "", machine_line(args.threads), "", clock_note(args.clock, args.threads), "",
+             command("gradvar.py --ablations", args), "", machine_line(args.threads), "",
+             clock_note(args.clock, args.threads), "",
              "Ratios: median of per-round ratios to the plain variant (interleaved, back to back within a round) "
              "with the 95% sign-test interval in brackets (none under 6 rounds).", ""]
     lines += ["### The sum check (MLP of gradvar.py, forward + backward + `compute()`, over plain forward + "

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from _common import fmt_ratio, table
+from _common import fmt_paired, table
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
@@ -112,12 +112,6 @@ def agreement_note(a: Agreement, notes: dict[str, str]) -> str:
         return out + "; no timed independent method (at this batch size only flowvar and plain are timed)"
     return out + "; no timed independent method measured every parameter" + (
         f" ({', '.join(f'{n}: {why}' for n, why in absent.items())})" if absent else "")
-
-
-def fmt_paired(ratio: Paired) -> str:
-    """'1.24× (1.20–1.28)': a median per-round ratio and its 95% interval (none with under 6 rounds)."""
-    median, low, high = ratio
-    return fmt_ratio(median) if math.isnan(low) else f"{fmt_ratio(median)} ({low:.2f}–{high:.2f})"
 
 
 def bound_verdict(ratios: dict[str, Paired], bound: float) -> str:
