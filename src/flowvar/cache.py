@@ -368,11 +368,15 @@ class Cache:
                 continue
         return sorted(out, key=lambda m: str(m.get("created", "")))
 
+    def timed_entries(self, name: str, quick: bool) -> list[dict[str, Any]]:
+        """The manifests of ``name``'s entries in this mode that record a runtime, oldest first (for ETAs)."""
+        return [m for m in self.entries() if m.get("experiment") == name and m.get("quick") == quick
+                and isinstance(m.get("runtime_s"), int | float)]
+
     def last_runtime(self, name: str, quick: bool) -> float | None:
         """The runtime of the newest entry of ``name`` in this mode (for ETAs), or None."""
-        times = [m.get("runtime_s") for m in self.entries() if m.get("experiment") == name and m.get("quick") == quick]
-        times = [float(t) for t in times if isinstance(t, int | float)]
-        return times[-1] if times else None
+        timed = self.timed_entries(name, quick)
+        return float(timed[-1]["runtime_s"]) if timed else None
 
     def clean_stale(self) -> int:
         """Remove ``.tmp-<pid>@<host>-*`` folders whose writing process on this machine is gone (left by a killed

@@ -536,7 +536,7 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     sizes give one geometry); ``channels`` 3 (default) or 1 sets the colour conversion.
     """
     resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
-    _check_channels(channels, 3)
+    asked, channels = channels, _check_channels(channels, 3)  # asked: None when the caller left it to the default
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist (or is not a folder); pass data_dir pointing at a "
@@ -545,8 +545,6 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     if not files:
         hint = "" if recursive else "; pass recursive=True if they are in sub-folders"
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}{hint}")
-    asked = channels
-    channels = _check_channels(channels, 3)
     images, idx, names = _load_files(folder, files, n, seed, channels, resolution, None, f"folder {folder}")
     colour = "RGB" if channels == 3 else "grey"
     if asked is None and channels == 3 and images.shape[0] > 0 and bool(

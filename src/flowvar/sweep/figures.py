@@ -350,10 +350,11 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
 
     def draw_verdicts(name: str, title: str, verdict: Callable[[PointOutcome], str | None],
                       gap: Callable[[PointOutcome], str | None]) -> None:
+        known = {id(o): verdict(o) for o in outcomes}  # each point's verdict resolved once, for the map and its splits
         draw(name, title,
-             cell_table(plan_.axes, outcomes, lambda o: VERDICT_SCORE.get(verdict(o) or "")),
+             cell_table(plan_.axes, outcomes, lambda o: VERDICT_SCORE.get(known[id(o)] or "")),
              cell_gaps(plan_.axes, outcomes, gap), verdict=True,
-             splits=verdict_splits(plan_.axes, outcomes, verdict))
+             splits=verdict_splits(plan_.axes, outcomes, lambda o: known[id(o)]))
 
     done = [o for o in outcomes if o.status in ("computed", "cached")]
     for pattern in plan_.metrics:

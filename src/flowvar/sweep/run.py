@@ -289,9 +289,7 @@ def baseline_runtime(spec: Any, cache: Cache, quick: bool) -> tuple[float, dict[
     from flowvar.cache import config_dict
     from flowvar.experiments.base import build_config, expected_runtime
 
-    entries = [m for m in cache.entries() if m.get("experiment") == spec.name and m.get("quick") == quick
-               and isinstance(m.get("runtime_s"), int | float)]
-    for manifest in reversed(entries):
+    for manifest in reversed(cache.timed_entries(spec.name, quick)):
         config = (manifest.get("inputs") or {}).get("config")
         if isinstance(config, dict):
             return float(manifest["runtime_s"]), config
