@@ -249,3 +249,19 @@ def test_paired_over_seeds_operating_characteristics(true: float, sd: float, con
                                   scale_name="u").verdict for _ in range(2000)]
     assert verdicts.count("confirmed") / 2000 == pytest.approx(confirmed, abs=0.04)
     assert verdicts.count("refuted") / 2000 == pytest.approx(refuted, abs=0.04)
+
+
+def test_balanced_accuracy_scores_an_input_blind_predictor_at_one_half() -> None:
+    """The one formula solver_resolution's window claim and memorisation_phase's tube-ratio threshold both use."""
+    import math
+
+    from flowvar.errors import ShapeError
+    from flowvar.stats import balanced_accuracy
+
+    observed = [True] * 2 + [False] * 8
+    assert balanced_accuracy(observed, [False] * 10) == 0.5  # plain agreement would read 0.8
+    assert balanced_accuracy(observed, [True, False] + [False] * 8) == 0.75
+    assert balanced_accuracy(observed, observed) == 1.0
+    assert math.isnan(balanced_accuracy([True, True], [True, False])) and math.isnan(balanced_accuracy([], []))
+    with pytest.raises(ShapeError, match="1 observed vs 2 predicted"):
+        balanced_accuracy([True], [True, False])

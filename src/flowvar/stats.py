@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, TypeVar
 
@@ -21,7 +21,7 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
-from flowvar.errors import ConfigError, DataError
+from flowvar.errors import ConfigError, DataError, ShapeError
 
 Alternative = Literal["less", "greater", "two-sided"]
 ALTERNATIVES: tuple[str, ...] = ("less", "greater", "two-sided")
@@ -261,6 +261,20 @@ class SeedComparison:
                 f"upper bound is below {self.min_effect:.3g})")
 
 
+def balanced_accuracy(observed: Sequence[bool], predicted: Sequence[bool]) -> float:
+    """Balanced accuracy of ``predicted`` against ``observed`` (one bool per case):
+    ½ (share of the True cases predicted True + share of the False cases predicted False). A predictor that ignores
+    its input scores ½ whatever the classes' sizes, where its plain agreement is the majority class's share. NaN when
+    either class is absent (empty lists included). Raises ShapeError for lists of different lengths."""
+    if len(observed) != len(predicted):
+        raise ShapeError(f"balanced_accuracy: {len(observed)} observed vs {len(predicted)} predicted cases")
+    hits_true = [bool(p) for o, p in zip(observed, predicted, strict=True) if o]
+    hits_false = [not p for o, p in zip(observed, predicted, strict=True) if not o]
+    if not hits_true or not hits_false:
+        return math.nan
+    return 0.5 * (sum(hits_true) / len(hits_true) + sum(hits_false) / len(hits_false))
+
+
 def boundary_tolerance(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
     """The rounding tolerance of comparing Δ̄ = mean(a_s − b_s) (n seeds) with ``threshold``:
     (n + 2) · ε · max(|a_s|, |b_s|, |threshold|), ε the float64 machine epsilon (2.2e-16).
@@ -363,5 +377,5 @@ def noninferior_over_seeds(a: object, b: object, *, margin: float, scale: float,
 
 
 __all__ = ["ALTERNATIVES", "Comparison", "ConfidenceInterval", "NonInferiority", "SeedComparison", "T",
-           "boundary_tolerance", "compare", "hedges_correction", "mean_ci", "noninferior_over_seeds",
-           "paired_over_seeds"]
+           "balanced_accuracy", "boundary_tolerance", "compare", "hedges_correction", "mean_ci",
+           "noninferior_over_seeds", "paired_over_seeds"]

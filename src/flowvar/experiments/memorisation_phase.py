@@ -99,7 +99,7 @@ from flowvar.models import EmpiricalField
 from flowvar.models.mlp import ACTIVATIONS
 from flowvar.results import Precondition, Verdict
 from flowvar.sampling import integrate, integrate_chunked
-from flowvar.stats import paired_over_seeds
+from flowvar.stats import balanced_accuracy, paired_over_seeds
 from flowvar.train import train_mlp_field
 from flowvar.variance import gradient_variance, slice_path
 
@@ -400,11 +400,9 @@ def balanced_accuracy_at(values: Sequence[float], labels: Sequence[bool], thresh
     v, y = np.asarray(values, dtype=float), np.asarray(labels, dtype=bool)
     if v.shape != y.shape or v.ndim != 1:
         raise ShapeError(f"values and labels must be two 1-D sequences of the same length, got {v.shape}, {y.shape}")
-    n_true, n_false = int(y.sum()), int((~y).sum())
-    if n_true == 0 or n_false == 0 or math.isnan(threshold):
+    if math.isnan(threshold):
         return math.nan
-    pred = v >= threshold
-    return 0.5 * (float((pred & y).sum()) / n_true + float((~pred & ~y).sum()) / n_false)
+    return balanced_accuracy(y.tolist(), (v >= threshold).tolist())
 
 
 def held_out_separation(combos: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:

@@ -90,6 +90,7 @@ from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleFie
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition, all_preconditions, atomic_write_bytes
 from flowvar.seeding import Streams
+from flowvar.stats import balanced_accuracy
 from flowvar.train import CHECKPOINT_NAME, train_cfm
 
 RK_METHODS: tuple[str, ...] = ("midpoint", "rk4")
@@ -348,11 +349,8 @@ def balanced_agreement(observed: Sequence[bool], predicted: Sequence[bool]) -> f
     was never observed (the score would then be a plain agreement) or the lists are empty."""
     if len(observed) != len(predicted):
         raise ConfigError(f"balanced_agreement: {len(observed)} observed vs {len(predicted)} predicted cases")
-    rotation = [p for o, p in zip(observed, predicted, strict=True) if o]
-    translation = [not p for o, p in zip(observed, predicted, strict=True) if not o]
-    if not rotation or not translation:
-        return None
-    return 0.5 * (sum(rotation) / len(rotation) + sum(translation) / len(translation))
+    score = balanced_accuracy(observed, predicted)  # stats' formula; NaN (a side never observed) → None here
+    return None if math.isnan(score) else score
 
 
 def window_score(balanced_all: float | None, balanced_sigma0: float | None) -> float | None:
