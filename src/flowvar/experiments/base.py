@@ -299,6 +299,13 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
     return _staged_result(spec, config, Path(out_dir), quick, body, runtime_s=runtime_s)
 
 
+def not_a_part(i: int, parts: Sequence[Any], name: str, lacks: str) -> DataError:
+    """The error for part ``i`` (0-based) of ``parts`` that is not a ``name`` result an ``assemble`` can read: "part
+    2 of 4 is not a prop2 result (its metrics lack ``lacks``); restore or recompute it" (raise it)."""
+    return DataError(f"part {i + 1} of {len(parts)} is not a {name} result (its metrics lack {lacks}); restore or "
+                     f"recompute it")
+
+
 def join_parts_per_dimension(parts: Sequence[Mapping[str, Any]], name: str, fields: Sequence[str], lacks: str,
                              expected: Sequence[str]) -> list[dict[str, Any]]:
     """The per-dimension metrics of parts that split an experiment's ``dims`` (table1, prop2), joined: for each of
@@ -311,8 +318,7 @@ def join_parts_per_dimension(parts: Sequence[Mapping[str, Any]], name: str, fiel
     for i, part in enumerate(parts):
         got = [part.get(f) if isinstance(part, Mapping) else None for f in fields]
         if not all(isinstance(g, Mapping) for g in got) or any(set(g) != set(got[0]) for g in got[1:]):
-            raise DataError(f"part {i + 1} of {len(parts)} is not a {name} result (its metrics lack {lacks}); restore "
-                            f"or recompute it")
+            raise not_a_part(i, parts, name, lacks)
         for key in got[0]:
             if key in joined[0]:
                 raise ConfigError(f"two parts hold {key}: a split run holds every dimension once")
@@ -419,4 +425,4 @@ def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool
 __all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "ELAPSED_EVERY_S", "ELAPSED_FILE",
            "OKABE_ITO", "THREADS_ENV", "FlowvarError", "RunContext", "assemble_experiment", "assembler",
            "carried_runtime", "check_config_threads", "check_threads", "cpu_cores", "default_threads", "figure_style",
-           "join_parts_per_dimension", "run_experiment"]
+           "join_parts_per_dimension", "not_a_part", "run_experiment"]

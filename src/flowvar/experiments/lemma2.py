@@ -54,8 +54,8 @@ import torch
 
 from flowvar.couplings import Coupling, ReflowCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
-from flowvar.errors import ConfigError, DataError
-from flowvar.experiments.base import RunContext, assembles, register
+from flowvar.errors import ConfigError
+from flowvar.experiments.base import RunContext, assembles, not_a_part, register
 from flowvar.gaussian import GaussianProblem
 from flowvar.metrics import fitted_linear_map, path_straightness, rotation_angle
 from flowvar.results import Precondition
@@ -319,8 +319,7 @@ def assemble(config: Lemma2Config, parts: Sequence[Mapping[str, Any]], ctx: RunC
     for i, part in enumerate(parts):
         rounds = part.get("rounds") if isinstance(part, Mapping) else None
         if not isinstance(rounds, Mapping) or not all(isinstance(v, Mapping) for v in rounds.values()):
-            raise DataError(f"part {i + 1} of {len(parts)} is not a lemma2 result (its metrics lack the per-round "
-                            f"rows per σ and seed); restore or recompute it")
+            raise not_a_part(i, parts, "lemma2", "the per-round rows per σ and seed")
         for label, per_seed in rounds.items():
             for seed, rows in per_seed.items():
                 if seed in chains.setdefault(label, {}):

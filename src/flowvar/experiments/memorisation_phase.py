@@ -89,9 +89,9 @@ from torch import Tensor, nn
 
 from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import GaussianMixture, StandardNormal
-from flowvar.errors import ConfigError, DataError, ShapeError
+from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments._zero_loss import loss_over_spacing_sq, sigma0_precondition
-from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, register
+from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, not_a_part, register
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, median_heuristic, mmd2, nn_distance_ratio, pairing_accuracy, partner_distances
@@ -608,9 +608,7 @@ def assemble(config: MemorisationPhaseConfig, parts: Sequence[Mapping[str, Any]]
         points = part.get("points") if isinstance(part, Mapping) else None
         if not isinstance(points, list) or not isinstance(part.get("references"), Mapping) or not all(
                 isinstance(p, Mapping) and set(p) >= _POINT_KEYS for p in points):
-            raise DataError(f"part {i + 1} of {len(parts)} is not a memorisation_phase result (its metrics lack "
-                            f"the grid points {', '.join(sorted(_POINT_KEYS))} or the references); restore or "
-                            f"recompute it")
+            raise not_a_part(i, parts, NAME, f"the grid points {', '.join(sorted(_POINT_KEYS))} or the references")
         for point in part["points"]:
             key = (point["d"], point["n"], point["width"], point["sigma"], point["seed"])
             other = found.setdefault(key, point)

@@ -80,10 +80,17 @@ from torch import Tensor, nn
 
 from flowvar.couplings import FixedPairs
 from flowvar.distributions import GaussianMixture, StandardNormal
-from flowvar.errors import ConfigError, DataError, ShapeError
+from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments._exact_minimiser import mechanism_precondition as kit_mechanism_precondition
 from flowvar.experiments._zero_loss import loss_over_spacing_sq
-from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, join_parts_per_dimension, register
+from flowvar.experiments.base import (
+    GMMTargetConfig,
+    RunContext,
+    assembles,
+    join_parts_per_dimension,
+    not_a_part,
+    register,
+)
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.metrics import line_spacing, median_nn_distance, pairing_accuracy, partner_distances
@@ -568,8 +575,7 @@ def assemble(config: Prop2Config, parts: Sequence[Mapping[str, Any]], ctx: RunCo
     lacks = "the closed_form rows or the neural summaries and histories of the same dimensions"
     for i, part in enumerate(parts):
         if not isinstance(part.get("closed_form") if isinstance(part, Mapping) else None, Mapping):
-            raise DataError(f"part {i + 1} of {len(parts)} is not a prop2 result (its metrics lack {lacks}); restore "
-                            f"or recompute it")
+            raise not_a_part(i, parts, NAME, lacks)
     expected = [f"d={d}" for d in config.dims]
     neural, histories = join_parts_per_dimension(parts, NAME, ("neural", "neural_histories"), lacks, expected)
     seeds = [config.seed + k for k in range(config.n_seeds)]

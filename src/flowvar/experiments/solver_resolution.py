@@ -73,7 +73,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.couplings import RotatedOTCoupling
-from flowvar.errors import ConfigError, DataError
+from flowvar.errors import ConfigError
 from flowvar.experiments._counterexample_fit import fit_allowance, fit_allowance_text
 from flowvar.experiments._seed_replicates import (
     SeedVerdicts,
@@ -83,7 +83,7 @@ from flowvar.experiments._seed_replicates import (
     seeds_rule_text,
     status_over_seeds,
 )
-from flowvar.experiments.base import RunContext, assembles, register
+from flowvar.experiments.base import RunContext, assembles, not_a_part, register
 from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
@@ -626,8 +626,7 @@ def assemble(config: SolverResolutionConfig, parts: Sequence[Mapping[str, Any]],
     exact_windows: dict[float, dict[str, Any]] = {}
     for i, part in enumerate(parts):
         if not isinstance(part, Mapping) or not all(isinstance(part.get(k), list) for k in _PART_KEYS):
-            raise DataError(f"part {i + 1} of {len(parts)} is not a solver_resolution result (its metrics lack "
-                            f"{', '.join(_PART_KEYS)}); restore or recompute it")
+            raise not_a_part(i, parts, "solver_resolution", ", ".join(_PART_KEYS))
         part = {k: part.get(k) or [] for k in (*_PART_KEYS, "window_profiles")}
         for row in part["points"]:
             if row.get("field") == "exact":
