@@ -22,6 +22,7 @@ from flowvar.advisor import (
     rule_text,
     seed_rule_text,
     seeds_needed,
+    sigma0_memorised,
 )
 from flowvar.data import load_split
 from flowvar.distributions import GaussianMixture
@@ -504,7 +505,7 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
     assert (both["verdict_if_testable"] or both["verdict"]) == st.both_margins_rule(
         [j.verdict for j in again.judgements])
     # claim 4 is tested only where σ = 0 memorised (the advisor's gate), as the answer is
-    gate = st.advisor_gate_precondition(ev_acc0 := mem["evidence"]["pairing_accuracy_per_seed"], 0.5)
+    gate = st.memorised_precondition(ev_acc0 := mem["evidence"]["pairing_accuracy_per_seed"], 0.5)
     assert (both["verdict"] == "untestable") == (not gate.holds) == (again.outcome == "untestable"), ev_acc0
     assert rec == (again.sigma if again.outcome == "recommended" else again.fallback_sigma)
 
@@ -613,12 +614,17 @@ def test_reduces_memorisation_rule_and_precondition() -> None:
     assert none.verdict == "inconclusive" and "diverged" in none.reason
     assert "0.1 × 1, the memorisation scale" in refuted.effect_text()
     pre = st.memorised_precondition([1.0, 0.9], 0.5)
-    assert pre.holds and pre.measured["pairing_accuracy_sigma0_per_seed"] == [1.0, 0.9]
-    for acc in ([1.0, 0.2], [math.nan, 1.0]):
+    assert pre.holds and pre.measured["pairing_accuracy_sigma0_per_seed"] == [1.0, 0.9] and not pre.remedy
+    for acc in ([1.0, 0.2], [math.nan, math.nan], [math.nan, 0.3], []):
         bad = st.memorised_precondition(acc, 0.5)
         assert not bad.holds and "steps" in bad.remedy
         claim = judge("c", "s", {}, rule="r", kind="reproduction", verdict="refuted", precondition=bad)
         assert claim.verdict == "untestable" and claim.verdict_if_testable == "refuted"
+    # a diverged seed is left out, as the paired comparisons leave it out, and said: claims 2 and 4 (and the
+    # advisor's gate) read the same seeds (they disagreed when one seed diverged)
+    diverged = st.memorised_precondition([math.nan, 1.0, 0.95], 0.5)
+    assert diverged.holds and diverged.measured["diverged_seeds"] == 1 and "1 of 3 diverged" in diverged.statement
+    assert diverged.holds == sigma0_memorised([math.nan, 1.0, 0.95], 0.5)
 
 
 def test_keeps_generalisation_rule_has_an_inconclusive_band() -> None:

@@ -41,18 +41,19 @@ claim; the training seed is the unit of replication):
    seed);
 2. σ = ``compare_sigma`` reduces memorisation — per-seed M(0) − M(σ) paired over seeds
    (:func:`flowvar.stats.paired_over_seeds`, one-sided ``alpha``) ≥ ``reduce_margin`` on the memorisation scale (0 =
-   chance, 1 = perfect pairing); preconditions: σ = 0 memorised in every seed, and the noise can act — the exact
-   CFM(σ) minimiser on the seed's pairs (:mod:`flowvar.experiments._exact_minimiser`, Euler from up to ``exact_max``
-   training sources) loses ≥ ``reduce_margin`` of M in the seed mean (the exact σ = 0 minimiser keeps every pair,
-   M = 1); else untestable;
+   chance, 1 = perfect pairing); preconditions: σ = 0 memorised (the advisor's gate, below), and the noise can act —
+   the exact CFM(σ) minimiser on the seed's pairs (:mod:`flowvar.experiments._exact_minimiser`, Euler from up to
+   ``exact_max`` training sources) loses ≥ ``reduce_margin`` of M in the seed mean (the exact σ = 0 minimiser keeps
+   every pair, M = 1); else untestable;
 3. σ = ``compare_sigma`` keeps generalisation — non-inferiority of per-seed G(σ) − G(0) against τ = the noise floor
    (2 × RMS of the null MMD², measured on real data only, so τ does not move with the scores it judges)
    (:func:`flowvar.stats.noninferior_over_seeds`): confirmed below τ, refuted above it, inconclusive while the
    interval straddles τ;
 4. a σ satisfying both margins exists — the advisor's seed-level rule (:func:`flowvar.advisor.advise_over_seeds`):
    confirmed when some σ passes both margins with confidence, refuted when every σ fails one with confidence,
-   inconclusive in between; precondition: σ = 0 memorised (the advisor's gate, claim 1's "confirmed") — else the
-   advisor answers "untestable here" and so does the claim.
+   inconclusive in between; precondition: σ = 0 memorised (the advisor's gate, claim 1's "confirmed": accuracy ≥
+   ``memorise_accuracy`` in every seed that did not diverge, :func:`memorised_precondition`, claim 2's too) — else
+   the advisor answers "untestable here" and so does the claim.
 
 Why this module is long: one experiment with six data sources, the σ × seed training loop, the exact-minimiser
 check, the advisor's call, four claims with their rules and preconditions, and the figure; the rules sit beside the
@@ -561,23 +562,18 @@ def sigma0_memorises_rule(accuracy: Sequence[float], n_train: int, *, memorise_a
 
 
 def memorised_precondition(accuracy: Sequence[float], memorise_accuracy: float) -> Precondition:
-    """σ = 0 memorised in every seed (pairing accuracy ≥ ``memorise_accuracy``): "σ > 0 memorises less" is testable
-    only against a σ = 0 model that memorised."""
-    holds = bool(accuracy) and all(math.isfinite(a) and a >= memorise_accuracy for a in accuracy)
-    return Precondition(f"CFM(σ=0) memorised its pairs: pairing accuracy ≥ {memorise_accuracy:g} in every seed",
-                        holds, {"pairing_accuracy_sigma0_per_seed": list(accuracy), "required": memorise_accuracy},
-                        "train longer (steps), on fewer pairs (n_train) or with a wider model until CFM(σ=0) pairs "
-                        "every training source with its own target")
-
-
-def advisor_gate_precondition(accuracy: Sequence[float], memorise_accuracy: float) -> Precondition:
-    """Claim 4's precondition, the advisor's gate (:func:`flowvar.advisor.sigma0_memorised`): σ = 0 memorised in
-    every finite seed. Without it σ = 0 passes against itself by construction and low memorisation is under-fitting,
-    so "some σ satisfies both margins" is not tested."""
+    """σ = 0 memorised (:func:`flowvar.advisor.sigma0_memorised`, the advisor's gate): pairing accuracy ≥
+    ``memorise_accuracy`` in every seed that did not diverge (NaN: left out, as every comparison over seeds leaves it
+    out; at least one finite). Claims 2 and 4 rest on it: "σ > 0 memorises less" is testable only against a σ = 0
+    model that memorised, and without it σ = 0 passes claim 4 against itself by construction while low memorisation
+    is under-fitting."""
     holds = sigma0_memorised(accuracy, memorise_accuracy)
+    diverged = sum(1 for a in accuracy if not math.isfinite(a))
+    left_out = f" ({diverged} of {len(accuracy)} diverged, left out)" if diverged else ""
     return Precondition(f"CFM(σ=0) memorised its pairs (the advisor's gate): pairing accuracy ≥ {memorise_accuracy:g} "
-                        f"in every seed that did not diverge", holds,
-                        {"pairing_accuracy_sigma0_per_seed": list(accuracy), "required": memorise_accuracy},
+                        f"in every seed that did not diverge{left_out}", holds,
+                        {"pairing_accuracy_sigma0_per_seed": list(accuracy), "required": memorise_accuracy,
+                         "diverged_seeds": diverged},
                         "" if holds else "train longer (steps), on fewer pairs (n_train) or with a wider model until "
                                          "CFM(σ=0) pairs every training source with its own target")
 
@@ -721,7 +717,7 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                "table": [{"sigma": r["sigma"], "memorisation": r[MEM_KEY], "generalisation": r[GEN_KEY]}
                          for r in table]},
               verdict=both_margins_rule(verdicts), kind="finding",
-              precondition=advisor_gate_precondition(acc0, config.memorise_accuracy),
+              precondition=memorised_precondition(acc0, config.memorise_accuracy),
               min_effect=f"memorisation score ≤ mem_margin = {config.mem_margin:g} (upper bound) and G(σ) − G(0) < τ "
                          f"= {margins['gen_tolerance']:.3g} (upper bound; gen_margin = {config.gen_margin:g}, noise "
                          f"floor {floor:.3g}), at one-sided α = {config.alpha} each",
@@ -787,7 +783,7 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     ctx.figure("sigma_tradeoff", fig)
 
 
-__all__ = ["DATASETS", "METRIC_KEYS", "SigmaTradeoffConfig", "advisor_gate_precondition", "both_margins_rule",
+__all__ = ["DATASETS", "METRIC_KEYS", "SigmaTradeoffConfig", "both_margins_rule",
            "compared_sigma", "keeps_generalisation_rule", "late_over_previous",
            "memorised_precondition", "noise_can_act_precondition", "reduces_memorisation_rule", "run",
            "setting_text", "sigma0_memorises_rule", "unused_rows_note"]
