@@ -16,6 +16,7 @@ from flowvar.advise import Advice, advise_sigma
 from flowvar.advisor import FIT_LOSS_RATIO, STILL_FALLING_RATIO, advise_over_seeds, untestable_fix
 from flowvar.errors import ConfigError, SolverError, TrainingError
 from flowvar.experiments import sigma_tradeoff as st
+from flowvar.train import late_over_previous_quarter
 
 
 def rows(cells: dict[float, list[tuple[float, float]]], **extra: float) -> dict[float, list[dict[str, float]]]:
@@ -107,9 +108,15 @@ def test_diverged_network_is_blamed_on_training_not_on_the_euler_grid() -> None:
     assert st._divergence_text(TrainingError("loss is NaN at step 3\nmore")) == "loss is NaN at step 3"
 
 
-def test_late_over_previous() -> None:
-    assert st.late_over_previous([4.0] * 4 + [2.0] * 2 + [1.0] * 2) == pytest.approx(0.5)
-    assert math.isnan(st.late_over_previous([1.0] * 7))  # one step per quarter: too few to tell
+def test_late_over_previous_quarter() -> None:
+    per_step = [4.0] * 4 + [2.0] * 2 + [1.0] * 2
+    assert late_over_previous_quarter(per_step, min_per_quarter=2) == pytest.approx(0.5)
+    # the advisor asks for 2 single-batch steps per quarter; prop2's logged evaluations for 1
+    assert math.isnan(late_over_previous_quarter([1.0] * 7, min_per_quarter=2))
+    assert late_over_previous_quarter([3.0, 2.0, 1.0, 0.5]) == pytest.approx(0.5)
+    assert math.isnan(late_over_previous_quarter([3.0, 2.0, 1.0]))  # k = 0
+    assert late_over_previous_quarter([1.0, 1.0, 2.0, 3.0]) == pytest.approx(1.5)  # rising
+    assert math.isnan(late_over_previous_quarter([1.0, 1.0, 0.0, 1.0]))  # the earlier mean is not positive
 
 
 def test_gmm_only_knobs_are_refused_with_file_data(tmp_path: Path) -> None:

@@ -868,6 +868,23 @@ def train_mlp_field(coupling: Coupling, sigma: float, dim: int, *, width: int, d
     return model, result
 
 
+def late_over_previous_quarter(losses: Sequence[float], *, min_per_quarter: int = 1) -> float:
+    """Is a loss record still falling? k = ⌊len / 4⌋; the mean of the last k values over the mean of the k before:
+
+        r = mean(losses[−k:]) / mean(losses[−2k:−k])   (< 1: still falling; ≈ 1: levelled off; > 1: rising)
+
+    ``losses``: one value per step (:attr:`TrainResult.losses`, single batches: ask ``min_per_quarter`` ≥ 2 to
+    average their noise) or per logged evaluation (history). NaN when k < ``min_per_quarter`` (too short to tell) or
+    the earlier mean is not positive. The one definition behind prop2's "levelled off" and the σ advisor's "still
+    falling"."""
+    k = len(losses) // 4
+    if k < max(1, min_per_quarter):
+        return math.nan
+    before = math.fsum(losses[-2 * k:-k]) / k
+    late = math.fsum(losses[-k:]) / k
+    return late / before if before > 0 else math.nan
+
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_MAGIC",
@@ -877,6 +894,7 @@ __all__ = [
     "ResumeWarning",
     "TrainConfig",
     "TrainResult",
+    "late_over_previous_quarter",
     "load_checkpoint",
     "make_adam",
     "remove_stale_temporaries",

@@ -100,7 +100,7 @@ from flowvar.results import Precondition, Verdict, all_preconditions
 from flowvar.rules import EXACT_ZERO_TOL, exact_zero
 from flowvar.sampling import integrate, time_grid
 from flowvar.stats import SeedComparison, paired_over_seeds
-from flowvar.train import train_mlp_field
+from flowvar.train import late_over_previous_quarter, train_mlp_field
 from flowvar.variance import gradient_variance
 
 FAMILIES: tuple[str, ...] = ("random", "shuffled_ot", "ot", "rot180")
@@ -863,15 +863,12 @@ def _judge_neural(config: Prop2Config, ctx: RunContext, summary: dict[str, dict[
 def _run_summary(history: list[dict[str, float]], losses: list[float], runtime_s: float) -> dict[str, Any]:
     first, last = history[0], history[-1]
     traces = [h["trace"] for h in history]
-    q = max(1, len(history) // 4)
-    late = float(np.mean([h["loss"] for h in history[-q:]]))
-    before = float(np.mean([h["loss"] for h in history[-2 * q:-q]])) if len(history) >= 2 * q + 1 else math.nan
     tail = losses[-max(1, len(losses) // 20):]
     return {"initial_loss": first["loss"], "final_loss": last["loss"], "loss_ratio": last["loss"] / first["loss"],
             "initial_trace": first["trace"], "peak_trace": max(traces), "final_trace": last["trace"],
             "trace_ratio": last["trace"] / max(traces), "final_accuracy": last["accuracy"],
             "initial_accuracy": first["accuracy"], "final_mean_l2_own_partner": last["mean_l2_own_partner"],
-            "late_over_previous_quarter_loss": late / before if before == before and before > 0 else math.nan,
+            "late_over_previous_quarter_loss": late_over_previous_quarter([h["loss"] for h in history]),
             "train_loss_last_5pct": float(np.mean(tail)), "runtime_s": runtime_s}
 
 

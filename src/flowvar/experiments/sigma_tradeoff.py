@@ -105,6 +105,7 @@ from flowvar.models import FlatMLPField
 from flowvar.results import Precondition, Verdict, all_preconditions
 from flowvar.seeding import generator
 from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
+from flowvar.train import late_over_previous_quarter
 
 DATASETS: tuple[str, ...] = ("gmm", *SOURCES)
 MIN_SIGMA = 1e-6
@@ -361,7 +362,7 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
                     continue
                 row = evaluate_outputs(out_train, out_fresh, ref)
                 row.update(loss_fit(res, zero_field))
-                row["loss_late_over_previous"] = late_over_previous(res.losses)
+                row["loss_late_over_previous"] = late_over_previous_quarter(res.losses, min_per_quarter=2)
                 row["seed"] = seed
                 per_seed[sigma].append(row)
                 if k == 0 and unet:
@@ -402,17 +403,6 @@ def _divergence_text(error: Exception) -> str:
         return ("non-finite output of the trained network: lower the learning rate (--set lr=…) or standardise the "
                 "data, (x - x.mean(0)) / x.std(0)")
     return str(error).splitlines()[0]
-
-
-def late_over_previous(losses: Sequence[float]) -> float:
-    """Mean training loss of the last quarter of steps over the quarter before (< 1: still falling; NaN with fewer
-    than 2 steps per quarter, too few to tell): the advisor's "still falling" check
-    (:data:`flowvar.advisor.STILL_FALLING_RATIO`)."""
-    k = len(losses) // 4
-    if k < 2:
-        return math.nan
-    before = float(np.mean(losses[-2 * k:-k]))
-    return float(np.mean(losses[-k:])) / before if before > 0 else math.nan
 
 
 def _real_copy_fraction(data: _Data, ref: Reference) -> float:
@@ -784,6 +774,6 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
 
 
 __all__ = ["DATASETS", "METRIC_KEYS", "SigmaTradeoffConfig", "both_margins_rule",
-           "compared_sigma", "keeps_generalisation_rule", "late_over_previous",
+           "compared_sigma", "keeps_generalisation_rule",
            "memorised_precondition", "noise_can_act_precondition", "reduces_memorisation_rule", "run",
            "setting_text", "sigma0_memorises_rule", "unused_rows_note"]
