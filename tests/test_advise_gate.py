@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from flowvar.advise import Advice, advise_sigma
-from flowvar.advisor import FIT_LOSS_RATIO, STILL_FALLING_RATIO, advise_over_seeds, untestable_fix
+from flowvar.advisor import (
+    FIT_LOSS_RATIO,
+    STILL_FALLING_RATIO,
+    advise_over_seeds,
+    fallback_headline,
+    undecided_headline,
+    untestable_fix,
+)
 from flowvar.errors import ConfigError, SolverError, TrainingError
 from flowvar.experiments import sigma_tradeoff as st
 from flowvar.train import late_over_previous_quarter
@@ -90,6 +97,28 @@ def test_summary_names_the_setting_the_claims_and_unused_rows() -> None:
     assert lines[0] == "untestable here: … — for N = 64 fixed (source, target) pairs, MLP 3 × 256 silu"
     assert lines[2] == "note: the data hold 3000 items, of which only N = 64 are the training pairs"
     assert "claims: sigma0_memorises: refuted; sigma_satisfying_both_margins_exists: untestable" in lines
+
+
+def test_summary_of_a_result_without_a_recorded_headline_prints_the_advisors_own() -> None:
+    """Results from before the headline was recorded rebuild it from the outcome with the advisor's own functions."""
+    row = {"sigma": 0.0, "pairing_accuracy": 1.0, "memorisation": 1.0, "generalisation": 0.3,
+           "gen_mmd2.unbiased": 0.3, "fresh_copy_fraction": 0.0}
+    margins = dict.fromkeys(("gen_margin", "mem_margin", "gen_floor", "gen_reference", "gen_tolerance", "chance"),
+                            0.1)
+    recommended = advise_over_seeds(rows({0.0: [(1.0, 0.30), (1.0, 0.31), (1.0, 0.30)],
+                                          0.5: [(0.016, 0.30), (0.0, 0.31), (0.016, 0.305)]}), 64, 0.25, 0.05,
+                                    gen_floor=0.002, memorise_accuracy=0.5)
+    undecided = advise_over_seeds(rows({0.0: [(1.0, 0.30), (1.0, 0.31)], 0.5: [(0.03, 0.30), (0.10, 0.40)]}), 64,
+                                  0.25, 0.05, gen_floor=0.002, memorise_accuracy=0.5)
+    assert (recommended.outcome, undecided.outcome) == ("recommended", "undecided")
+    for adv in (recommended, undecided):
+        old = Advice(adv.sigma, adv.outcome == "recommended", False, "r", "rule", [row], margins, "data",
+                     outcome=adv.outcome, candidates=list(adv.candidates), seeds_needed=adv.seeds_needed)
+        assert old.summary().splitlines()[0] == adv.headline
+    fallback = Advice(0.2, False, True, "r", "rule", [row], margins, "data", outcome="none")
+    assert fallback.summary().splitlines()[0] == fallback_headline(0.2)
+    assert undecided_headline([0.1, 0.2], 7).endswith("σ = 0.1, 0.2 are not excluded either; add seeds "
+                                                      "(--set n_seeds=...) (about 7 seeds in all)")
 
 
 def test_unused_rows_note_and_setting_text() -> None:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowvar.advisor import finite_number
+from flowvar.advisor import fallback_headline, finite_number, recommended_headline, undecided_headline
 from flowvar.data import resolve_data
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
@@ -112,17 +112,11 @@ class Advice:
         if self.headline:  # the advisor's own line (results from before it was recorded: built below)
             head = self.headline
         elif self.outcome == "recommended" and self.recommended_sigma is not None:
-            head = f"recommended σ = {self.recommended_sigma:g}"
+            head = recommended_headline(self.recommended_sigma)
         elif self.outcome == "undecided":
-            need = f" (about {self.seeds_needed} seeds in all)" if self.seeds_needed else ""
-            head = (f"undecided: no σ passes both margins with confidence, but σ = "
-                    f"{', '.join(f'{s:g}' for s in self.candidates)} "
-                    f"{'is' if len(self.candidates) == 1 else 'are'} not excluded either; add seeds "
-                    f"(--set n_seeds=...){need}")
+            head = undecided_headline(self.candidates, self.seeds_needed)
         elif self.fallback and self.recommended_sigma is not None:
-            # not a recommendation: no σ met both margins; this one cuts memorisation within the generalisation margin
-            head = (f"no σ met both margins; fallback σ = {self.recommended_sigma:g} (cuts memorisation within the "
-                    f"generalisation margin, see the reason; not a recommendation by the rule)")
+            head = fallback_headline(self.recommended_sigma)
         elif self.outcome == "none":
             head = ("no σ satisfies both margins (every σ fails one with confidence) and no σ cuts memorisation "
                     "within the generalisation margin; the reason names the trade-off")

@@ -498,7 +498,7 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
         return advice("recommended", f"σ = {best.sigma:g} is the smallest σ within both margins with confidence: "
                                      f"memorisation upper bound {best.mem_upper:.3g} ≤ {mem_margin:g} and "
                                      f"generalisation non-inferior to σ = 0 within τ = {tol:.3g}{note} [{lines}]",
-                      f"recommended σ = {best.sigma:g}", sigma=best.sigma)
+                      recommended_headline(best.sigma), sigma=best.sigma)
     if undecided:
         ordered = sorted(undecided, key=lambda j: (not j.passes_on_means, j.sigma))
         first = ordered[0]
@@ -514,9 +514,7 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
         named = ", ".join(f"{j.sigma:g}" for j in ordered)
         need = first.seeds_needed if first.passes_on_means else None
         return advice("undecided", f"undecided, no recommendation: {head}; undecided σ: {named} [{lines}]",
-                      f"undecided: no σ passes both margins with confidence, but σ = {named} "
-                      f"{'is' if len(ordered) == 1 else 'are'} not excluded either; add seeds (--set n_seeds=...)"
-                      + (f" (about {need} seeds in all)" if need else ""),
+                      undecided_headline([j.sigma for j in ordered], need),
                       candidates=[j.sigma for j in ordered], need=need)
     # every σ fails a margin with confidence: a flagged fallback only if it cuts memorisation (confirmed over seeds)
     m0 = _seed_values(zero, "memorisation") if all("memorisation" in r for r in zero) else \
@@ -552,8 +550,7 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     if pick is not None:
         head = (f"FALLBACK, not a recommendation: σ = {pick.sigma:g} cuts memorisation (M = {pick.mem_mean:.3g}, "
                 f"above {mem_margin:g}) while its generalisation is within the advisor's margin τ of σ = 0")
-        headline = (f"no σ met both margins; fallback σ = {pick.sigma:g} (cuts memorisation within the "
-                    f"generalisation margin, see the reason; not a recommendation by the rule)")
+        headline = fallback_headline(pick.sigma)
     else:
         head = "No σ cuts memorisation while its generalisation is shown within the advisor's margin τ of σ = 0"
         headline = ("no σ satisfies both margins: " + (
@@ -569,6 +566,25 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
                      f"bounds [{j.gen_lower:+.3g}, {j.gen_upper:+.3g}]) but {why_it_fails(j, mem_margin)}")
     return advice("none", f"no σ satisfies both margins (every σ fails one with confidence). {head}; {trade_text} "
                           f"[{lines}]", headline, fallback=pick.sigma if pick else None, trade=trade)
+
+
+def recommended_headline(sigma: float) -> str:
+    """The one-line answer when σ passes both margins with confidence (:attr:`SeedAdvice.headline`)."""
+    return f"recommended σ = {sigma:g}"
+
+
+def undecided_headline(candidates: Sequence[float], seeds_needed: int | None) -> str:
+    """The one-line answer when no σ passes with confidence but ``candidates`` are not excluded either."""
+    named = ", ".join(f"{s:g}" for s in candidates)
+    need = f" (about {seeds_needed} seeds in all)" if seeds_needed else ""
+    return (f"undecided: no σ passes both margins with confidence, but σ = {named} "
+            f"{'is' if len(candidates) == 1 else 'are'} not excluded either; add seeds (--set n_seeds=...){need}")
+
+
+def fallback_headline(sigma: float) -> str:
+    """The one-line answer when every σ fails a margin and ``sigma`` is the flagged fallback (not a recommendation)."""
+    return (f"no σ met both margins; fallback σ = {sigma:g} (cuts memorisation within the generalisation margin, see "
+            f"the reason; not a recommendation by the rule)")
 
 
 def gen_change_text(difference: float, lower: float, upper: float, tolerance: float, side: str) -> str:
@@ -621,6 +637,7 @@ def why_it_fails(judgement: SigmaJudgement, mem_margin: float) -> str:
 
 
 __all__ = ["DEFAULT_SIGMAS", "FIT_LOSS_RATIO", "MAX_SEEDS_ESTIMATE", "STILL_FALLING_RATIO", "SeedAdvice",
-           "SigmaJudgement", "advise_over_seeds", "fallback_sigma", "finite_number", "gen_change_kind",
-           "gen_change_text", "gen_tolerance", "judge_sigma", "memorisation_bounds", "recommend_sigma", "rule_text",
-           "seed_rule_text", "seeds_needed", "sigma0_memorised", "untestable_fix", "why_it_fails"]
+           "SigmaJudgement", "advise_over_seeds", "fallback_headline", "fallback_sigma", "finite_number",
+           "gen_change_kind", "gen_change_text", "gen_tolerance", "judge_sigma", "memorisation_bounds",
+           "recommend_sigma", "recommended_headline", "rule_text", "seed_rule_text", "seeds_needed", "sigma0_memorised",
+           "undecided_headline", "untestable_fix", "why_it_fails"]
