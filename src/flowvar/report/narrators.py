@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowvar.advisor import gen_change_kind
@@ -422,13 +423,12 @@ def _fitted_or_all(per_train_steps: dict[str, dict[str, Any]]) -> list[dict[str,
 
 def _count_range(values: list[int]) -> str:
     """``60`` when every seed has it, ``60–62`` otherwise."""
-    return str(min(values)) if min(values) == max(values) else f"{min(values)}–{max(values)}"
+    return _range_text(values, str)
 
 
 def _pct_range(values: list[float]) -> str:
     """``98 %`` when the seeds agree to the shown digit, ``98–99 %`` otherwise."""
-    low, high = pct(min(values)), pct(max(values))
-    return low if low == high else f"{low.removesuffix(' %')}–{high}"
+    return _range_text(values, pct, unit=" %")
 
 
 @narrator("solver_resolution")
@@ -874,8 +874,14 @@ def _sigma_of(claim_id: str, pattern: str) -> float:
 
 def _span(values: list[float], digits: int = 3) -> str:
     """``lo to hi`` of ``values`` in words, or the one value when they print alike."""
-    lo, hi = num(min(values), digits), num(max(values), digits)
-    return lo if lo == hi else f"{lo} to {hi}"
+    return _range_text(values, lambda v: num(v, digits), joiner=" to ")
+
+
+def _range_text(values: Sequence[float], show: Callable[[float], str], *, joiner: str = "–", unit: str = "") -> str:
+    """The range of ``values`` as shown by ``show``: the one value when min and max print alike, else
+    ``min{joiner}max`` with ``unit`` written once (``98–99 %``). Every range the narrators print."""
+    lo, hi = show(min(values)), show(max(values))
+    return lo if lo == hi else f"{lo.removesuffix(unit) if unit else lo}{joiner}{hi}"
 
 
 def _cell(key: str) -> str:
