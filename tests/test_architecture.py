@@ -19,9 +19,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "flowvar"
 
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation: errors, result and verdict types, statistics", [
-        "flowvar._version", "flowvar.errors", "flowvar.results", "flowvar.rules", "flowvar.stats", "flowvar.seeding",
-        "flowvar.logs"]),
+    ("foundation: errors, result and verdict types, durable writes, statistics", [
+        "flowvar._version", "flowvar.errors", "flowvar.results", "flowvar.files", "flowvar.rules", "flowvar.stats",
+        "flowvar.seeding", "flowvar.logs"]),
     ("maths: distributions, couplings and exact OT, interpolants, losses, models, solvers, the Gaussian theory", [
         "flowvar.distributions", "flowvar.sampling", "flowvar.models", "flowvar.models.*", "flowvar.gaussian",
         "flowvar.ot", "flowvar.ot.*", "flowvar.couplings", "flowvar.interpolants", "flowvar.loss",

@@ -1275,6 +1275,9 @@ def test_out_never_replaces_a_folder_of_other_files_a_file_or_the_current_folder
     (earlier / "result.json").write_text(json.dumps({"experiment": "audit"}))
     check_audit_folder(earlier)  # an earlier audit's folder is replaced
     check_audit_folder(tmp_path / "new" / "audit")  # a new folder is fine
+    # a file where a folder above --out must go: refused before any work (it failed only when the audit wrote)
+    with pytest.raises(DataError, match=r"cannot write the audit into .*x\.npy is a file; choose another --out"):
+        check_audit_folder(afile / "sub" / "audit")
 
 
 # --------------------------------------------------------------------------------------------- class-conditional

@@ -297,7 +297,7 @@ def test_an_entry_is_a_normal_folder_others_sharing_the_cache_can_read(prop1_run
                                                                        tmp_path: Path) -> None:
     """Entries are staged in mkdtemp folders, which are private (0700): once stored, an entry has the permissions of
     any folder the user makes, so a cache shared between users (a group folder) serves everyone."""
-    from flowvar.results import current_umask
+    from flowvar.files import current_umask
 
     root, key = prop1_run
     entry = Cache(tmp_path / "shared").store(key, root / key)

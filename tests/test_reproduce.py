@@ -415,15 +415,15 @@ def test_a_full_disk_is_one_line_per_failure_and_a_rerun_completes(tmp_path: Pat
     space is back the same command completes."""
     import errno
 
-    import flowvar.results as results_mod
+    import flowvar.files as files_mod
 
     out = tmp_path / "out"
-    real_fsync = results_mod.os.fsync
+    real_fsync = files_mod.os.fsync
 
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results_mod.os, "fsync", disk_full)
+    monkeypatch.setattr(files_mod.os, "fsync", disk_full)
     assert main(["reproduce", "--quick", "--quiet", "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -433,7 +433,7 @@ def test_a_full_disk_is_one_line_per_failure_and_a_rerun_completes(tmp_path: Pat
     assert err.strip().splitlines()[-1].startswith("flowvar: error: cannot write")
     assert not (out / "prop1").exists() and not (out / "report.html").exists()
     assert not [p for p in out.iterdir() if p.name.startswith((".prop1.", ".counterexample1."))]  # no staging left
-    monkeypatch.setattr(results_mod.os, "fsync", real_fsync)
+    monkeypatch.setattr(files_mod.os, "fsync", real_fsync)
     assert main(["reproduce", "--quick", "--quiet", "--out", str(out), *FAST]) == 0
     collection = json.loads((out / "results.json").read_text())
     assert [e["status"] for e in collection["experiments"]] == ["computed", "computed"]

@@ -186,7 +186,7 @@ def test_ctrl_c_while_flowvar_starts_is_one_line_and_exit_130(module: str, tmp_p
 
 
 def test_replacing_a_result_keeps_the_files_a_user_added_and_drops_the_old_results_own(tmp_path: Path) -> None:
-    from flowvar.results import foreign_entries, staged_folder
+    from flowvar.files import foreign_entries, staged_folder
 
     dest = tmp_path / "fig6"
     dest.mkdir()

@@ -20,11 +20,11 @@ import flowvar.train as train_mod
 from flowvar.couplings import FixedPairs, IndependentCoupling
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, DataError, TrainingError
+from flowvar.files import current_umask
 from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, PathSample, UniformTime
 from flowvar.loss import CFMLoss
 from flowvar.models import CounterexampleField, MLPField
-from flowvar.results import current_umask
 from flowvar.train import (
     CHECKPOINT_NAME,
     ResumeWarning,
@@ -180,9 +180,9 @@ def test_checkpoint_is_atomic_and_loadable(tmp_path: Path, monkeypatch: pytest.M
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    import flowvar.results as results_mod
+    import flowvar.files as files_mod
 
-    monkeypatch.setattr(results_mod.os, "fsync", disk_full)
+    monkeypatch.setattr(files_mod.os, "fsync", disk_full)
     with pytest.raises(DataError, match=r"cannot write the checkpoint .*checkpoint\.pt: No space left on device; "
                                         r"the previous checkpoint is kept"):
         train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=9, batch_size=16, checkpoint_every=3), tmp_path)

@@ -47,16 +47,15 @@ from flowvar.cache_key import (
     source_digest,
 )
 from flowvar.errors import ConfigError, DataError, FlowvarError
-from flowvar.results import (
-    Result,
+from flowvar.files import (
     atomic_write_bytes,
     atomic_write_text,
     current_umask,
     foreign_entries,
     pid_alive,
     staged_folder,
-    to_jsonable,
 )
+from flowvar.results import Result, to_jsonable
 
 MANIFEST = "cache.json"
 WORK_INPUTS = "inputs.json"

@@ -37,8 +37,9 @@ from typing import IO, Any
 from flowvar.cache import Cache, cache_key, code_version, config_dict, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.experiments.registry import canonical_name
+from flowvar.files import check_replaceable, remove_stale_writes
 from flowvar.logs import held_log_records, log_to
-from flowvar.results import Result, check_replaceable, remove_stale_writes, versions
+from flowvar.results import Result, versions
 from flowvar.runner import (
     DEFAULT_EXPECTED_S,
     Backend,

@@ -16,15 +16,11 @@ claim (a tolerance, a p-value, a sign), and records the rule. Every claim also s
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 import platform
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -229,224 +225,12 @@ def from_jsonable(value: Any) -> Any:
     return value
 
 
-def current_umask() -> int:
-    """The process's umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable (where the platform can open and fsync a directory)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, what: str = "",
-                       remedy: str = "free space or choose another output folder") -> None:
-    """The one way flowvar writes a file: a temporary file in the same folder, fsync, ``os.replace``.
-
-    A reader sees the old file or the new one, never a partial one, and the rename is made durable (the folder is
-    fsynced). The file gets the permissions of any file the user creates (0666 less the umask; ``mkstemp`` alone
-    would leave it private, 0600). A write that fails (disk full, read-only or forbidden folder) removes the
-    temporary file (named ``.NAME.XXXX.tmp``) and raises :class:`~flowvar.errors.DataError` "cannot write {what}
-    {path}: {reason}; {remedy}", with the old file left in place.
-    """
-    from flowvar.errors import DataError
-
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise DataError(f"cannot write {what + ' ' if what else ''}{path}: {err.strerror or err}; {remedy}"
-                            ) from None
-        raise
-    fsync_directory(path.parent)
-
-
-def remove_stale_writes(folder: Path, names: Sequence[str]) -> list[Path]:
-    """Delete ``folder/.<name>.*.tmp`` for each file name in ``names``: the temporary files of
-    :func:`atomic_write_bytes` that a killed process left (its ``os.replace`` never ran, so the file itself is
-    intact); return them. Only a process that holds the folder for itself (the runner's ``exclusive`` lock) may call
-    it: a live write's temporary file would go too."""
-    removed = []
-    for name in names:
-        for tmp in folder.glob(f".{name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                removed.append(tmp)
-    return removed
-
-
-@dataclass
-class Staging:
-    """A folder being filled by :func:`staged_folder`; set ``keep = False`` to drop it instead of installing it."""
-
-    path: Path
-    keep: bool = True
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (one that belongs to another user counts; when unsure, alive:
-    a leftover is only ever removed when its writer is certainly gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists but belongs to someone else
-        return True
-    return True
-
-
-def remove_stale_staging(dest: Path | str) -> list[Path]:
-    """Remove the staging folders ``.<name>.<pid>.XXXX`` beside ``dest`` whose process is gone (a killed run's
-    leftovers); those of live processes — a concurrent run — are kept. Returns what was removed."""
-    dest = Path(dest)
-    removed = []
-    for stale in dest.parent.glob(f".{dest.name}.*.*"):
-        pid = stale.name[len(dest.name) + 2:].split(".", 1)[0]
-        if stale.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-            removed.append(stale)
-    return removed
-
-
 RESULT_MARKER = "result.json"
 """The file every folder flowvar writes holds: an existing folder without it is not flowvar's to replace."""
 
 
 RESULT_FILES = (RESULT_MARKER, "summary.md")
 """Files of a result folder besides its figures (listed in its result.json)."""
-
-
-def foreign_entries(folder: Path | str) -> list[str]:
-    """The names of ``folder``'s entries that are not part of the flowvar result it holds: not its
-    :data:`RESULT_FILES` nor a figure its ``result.json`` lists (all ``*.png`` where that file cannot be read) —
-    files a user added (notes, an edited plot) that replacing the result must not delete (:func:`staged_folder`
-    keeps them). Empty for a missing folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    try:
-        figures = json.loads((folder / RESULT_MARKER).read_text(encoding="utf-8")).get("figures")
-        ours = {*RESULT_FILES, *(f for f in figures if isinstance(f, str))}
-    except (OSError, ValueError, AttributeError, TypeError):
-        ours = {*RESULT_FILES, *(p.name for p in folder.glob("*.png"))}
-    return sorted(p.name for p in folder.iterdir() if p.name not in ours)
-
-
-def _carry_foreign_entries(old: Path, new: Path) -> None:
-    """Copy into ``new`` the :func:`foreign_entries` of ``old`` that ``new`` does not write itself (copied, not
-    moved: until the swap ``old`` stays whole)."""
-    for name in foreign_entries(old):
-        source, target = old / name, new / name
-        if target.exists() or target.is_symlink():
-            continue  # the new result writes this name: its file wins, as for any file of the result
-        if source.is_dir() and not source.is_symlink():
-            shutil.copytree(source, target, symlinks=True)
-        else:
-            shutil.copy2(source, target, follow_symlinks=False)
-
-
-def check_replaceable(dest: Path | str) -> None:
-    """Refuse, in one line (:class:`~flowvar.errors.ConfigError`), an output slot flowvar must not replace: a file,
-    a symbolic link (replacing it would delete or write through its target), or a folder holding files but no
-    :data:`RESULT_MARKER` (someone else's files). A missing or empty folder, or one of flowvar's, is fine. Called
-    before anything is computed and again when the result is installed."""
-    from flowvar.errors import ConfigError
-
-    dest = Path(dest)
-    if dest.is_symlink():
-        raise ConfigError(f"output {dest} is a symbolic link; flowvar writes its results to a real folder: remove "
-                          f"the link or choose another --out")
-    if dest.exists() and not dest.is_dir():
-        raise ConfigError(f"output {dest} is a file, where the results folder {dest.name} goes: move it or choose "
-                          f"another --out")
-    if dest.is_dir() and not (dest / RESULT_MARKER).is_file() and any(dest.iterdir()):
-        raise ConfigError(f"output folder {dest} holds files but no {RESULT_MARKER}: it is not a flowvar result, so "
-                          f"it is not replaced; move its files or choose another --out")
-
-
-@contextlib.contextmanager
-def staged_folder(dest: Path | str) -> Iterator[Staging]:
-    """Fill a hidden sibling ``.<name>.<pid>.XXXX`` of ``dest``; on success it replaces ``dest`` by renames.
-
-    So ``dest`` is always either its old self or the complete new folder, never half-written: on an exception
-    (or ``keep = False``) the staging folder is removed and ``dest`` is left as it was; one left by a killed process
-    is removed by the next call (:func:`remove_stale_staging`). An old ``dest`` is renamed aside, the new folder
-    renamed in, then the old one deleted (deleting first would lose both to a kill in between). Only
-    :func:`check_replaceable` slots are replaced, and what a user added to the old folder
-    (:func:`foreign_entries`) is copied into the new one first; a folder that cannot be created is a one-line
-    :class:`~flowvar.errors.ConfigError` naming it. Parent folders it created are removed again, while empty, when
-    no result is kept (an interrupted ``--out new/folder`` leaves nothing).
-    """
-    from flowvar.errors import ConfigError
-
-    dest = Path(dest)
-    check_replaceable(dest)
-    # the folders this call creates (deepest first): a run that ends without a result removes them again while
-    # empty, so an interrupted `--out new/folder` leaves no empty folder behind
-    created = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(dest)
-        path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", dir=dest.parent))
-        os.chmod(path, 0o777 & ~current_umask())  # a normal folder once installed (mkdtemp makes it private, 0700)
-    except OSError as e:
-        raise ConfigError(f"cannot write to output folder {dest.parent}: {e.strerror or e}; choose another --out"
-                          ) from None
-    stage = Staging(path)
-    try:
-        yield stage
-        if stage.keep:
-            check_replaceable(dest)  # again: the slot may have changed while the run computed
-            if dest.exists():
-                _carry_foreign_entries(dest, path)
-                # aside under a staging name of this process, then swap: dest is absent only between the two
-                # renames, and a kill before the rmtree leaves the old copy to remove_stale_staging
-                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", dir=dest.parent))
-                old.rmdir()
-                dest.rename(old)
-                path.rename(dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                path.rename(dest)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-            _remove_if_empty(created)
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        _remove_if_empty(created)
-        raise
-
-
-def _remove_if_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) while each is empty; stop at the first that is not (or cannot be)."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def versions() -> dict[str, str]:
@@ -625,24 +409,13 @@ __all__ = [
     "Claim",
     "Precondition",
     "Result",
-    "Staging",
     "all_preconditions",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "check_replaceable",
     "claim_counts",
-    "current_umask",
-    "foreign_entries",
     "format_value",
     "from_jsonable",
-    "fsync_directory",
     "headline",
     "judge",
     "judgement_text",
-    "pid_alive",
-    "remove_stale_staging",
-    "remove_stale_writes",
-    "staged_folder",
     "to_jsonable",
     "verdict_changes",
     "verdict_from",

@@ -100,10 +100,10 @@ from tqdm.auto import tqdm
 from flowvar import distributed
 from flowvar.couplings import Coupling, FixedPairs
 from flowvar.errors import ConfigError, DataError, FlowvarError, TrainingError
+from flowvar.files import atomic_write_bytes
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import MLPField
-from flowvar.results import atomic_write_bytes
 from flowvar.seeding import forked_global_rng, seeded_global_rng
 
 log = logging.getLogger(__name__)
@@ -414,7 +414,7 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
     """Delete the temporary files that killed checkpoint writes left in ``directory`` (``.checkpoint.pt.*.tmp``
-    of :func:`flowvar.results.atomic_write_bytes`; ``.checkpoint-*.tmp`` of earlier versions).
+    of :func:`flowvar.files.atomic_write_bytes`; ``.checkpoint-*.tmp`` of earlier versions).
 
     Only the process that writes checkpoints may call it (rank 0): a live write's temporary file would go too.
     """

@@ -20,7 +20,6 @@ import contextlib
 import functools
 import html
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -58,7 +57,8 @@ from flowvar.audit.sections import (
     real_copy_baseline,
 )
 from flowvar.errors import ConfigError, DataError, FlowvarError, ShapeError, check_positive_int, check_sigma
-from flowvar.results import Result, atomic_write_bytes, atomic_write_text, judge, judgement_text, staged_folder
+from flowvar.files import atomic_write_bytes, atomic_write_text, check_writable_folder, staged_folder
+from flowvar.results import Result, judge, judgement_text
 from flowvar.sampling import valid_methods
 
 READING = {"confirmed": "memorising", "refuted": "generalising", "inconclusive": "inconclusive",
@@ -177,11 +177,10 @@ def check_audit_folder(out: str | Path) -> None:
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             raise DataError(f"--out {out} already holds other files ({shown}); the audit replaces its folder as a "
                             f"whole, so give a new or empty folder (an earlier audit's folder is replaced)")
-    parent = resolved.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise DataError(f"cannot write the audit into {out}: {parent} is not writable; choose another --out")
+    # the audit replaces its folder as a whole: the folder holding it must be (creatable and) writable
+    problem = check_writable_folder(resolved.parent)
+    if problem:
+        raise DataError(f"cannot write the audit into {out}: {problem}; choose another --out")
 
 
 def _as_points(what: str, data: Tensor | str | Path | None, resolution: int | None, channels: int | None,

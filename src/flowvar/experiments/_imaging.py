@@ -34,6 +34,7 @@ from flowvar.couplings import Coupling
 from flowvar.data import ImageSet, count_items, list_image_files, load_images, npy_is_vectors, to_uint8
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import THREADS_ENV, RunContext, default_threads
+from flowvar.files import check_writable_folder
 from flowvar.models.unet import UNetField
 from flowvar.sampling import integrate_chunked
 from flowvar.seeding import generator
@@ -206,15 +207,12 @@ def check_checkpoint_dir(checkpoint_dir: str) -> None:
     ancestor is a writable folder). Nothing is created here: validation has no side effects; the trainer creates
     the folder at its first checkpoint, which this check lets fail no more at the end of the first training."""
     path = Path(checkpoint_dir).expanduser()
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"checkpoint_dir {path} cannot be a folder: {probe} is a file; choose another "
+    problem = check_writable_folder(path)
+    if problem and problem.endswith("is a file"):
+        raise ConfigError(f"checkpoint_dir {path} cannot be a folder: {problem}; choose another checkpoint_dir")
+    if problem:
+        raise ConfigError(f"cannot write to checkpoint_dir {path}: {problem}; make it writable or choose another "
                           f"checkpoint_dir")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write to checkpoint_dir {path}: {probe} is not writable; make it writable or choose "
-                          f"another checkpoint_dir")
 
 
 def prepare(config: ImageExperimentConfig, largest_n: int) -> ImageSet:

@@ -29,19 +29,8 @@ from flowvar.experiments.config import build_config
 from flowvar.experiments.registry import *  # noqa: F403
 from flowvar.experiments.registry import ExperimentSpec, get_experiment
 from flowvar.experiments.registry import __all__ as _registry_names
-from flowvar.results import (
-    Claim,
-    ClaimKind,
-    Precondition,
-    Result,
-    Verdict,
-    atomic_write_bytes,
-    atomic_write_text,
-    from_jsonable,
-    judge,
-    staged_folder,
-    verdict_changes,
-)
+from flowvar.files import atomic_write_bytes, atomic_write_text, staged_folder
+from flowvar.results import Claim, ClaimKind, Precondition, Result, Verdict, from_jsonable, judge, verdict_changes
 from flowvar.seeding import StreamKey, Streams
 
 CHECKPOINTS_PER_TRAINING = 10

@@ -84,11 +84,12 @@ from flowvar.experiments._seed_replicates import (
     status_over_seeds,
 )
 from flowvar.experiments.base import RunContext, assembles, not_a_part, register
+from flowvar.files import atomic_write_bytes
 from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
-from flowvar.results import Precondition, all_preconditions, atomic_write_bytes
+from flowvar.results import Precondition, all_preconditions
 from flowvar.seeding import Streams
 from flowvar.stats import balanced_accuracy
 from flowvar.train import CHECKPOINT_NAME, train_cfm

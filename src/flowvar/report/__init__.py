@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flowvar.files import atomic_write_text
 from flowvar.report.collection import (
     KIND_TEXT,
     PAPER_REF,
@@ -39,7 +40,7 @@ from flowvar.report.html import render_html
 from flowvar.report.markdown import render_markdown, result_markdown
 from flowvar.report.narrators import build_story
 from flowvar.report.story import Story, narrator
-from flowvar.results import Result, atomic_write_text, to_jsonable
+from flowvar.results import Result, to_jsonable
 
 
 def write_reports(folder: Path | str, meta: dict[str, Any], experiments: list[dict[str, Any]]) -> dict[str, Path]:

@@ -8,13 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from flowvar.errors import DataError
-from flowvar.results import (
-    Result,
-    atomic_write_text,
-    claim_counts,
-    format_value,
-    headline,
-)
+from flowvar.files import atomic_write_text
+from flowvar.results import Result, claim_counts, format_value, headline
 
 
 def load_results(folder: Path | str) -> list[Result]:

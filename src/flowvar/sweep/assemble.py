@@ -38,7 +38,8 @@ from typing import Any
 
 from flowvar.cache import code_version
 from flowvar.errors import ConfigError, DataError
-from flowvar.results import Result, atomic_write_text
+from flowvar.files import atomic_write_text
+from flowvar.results import Result
 from flowvar.sweep.grid import canonical
 from flowvar.sweep.tables import load_sweep
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowvar.errors import FlowvarError
-from flowvar.results import atomic_write_bytes
+from flowvar.files import atomic_write_bytes
 from flowvar.sweep.grid import Axis, axis_labels, canonical
 from flowvar.sweep.tables import (
     VERDICT_SCORE,
@@ -291,7 +291,7 @@ def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[
                 splits: dict[tuple[str, ...], str] | None = None) -> Path | None:
     """:func:`metric_figure` saved as ``path``; None (nothing written) when ``table`` is empty.
 
-    Rendered in memory, then written atomically (:func:`flowvar.results.atomic_write_bytes`, as
+    Rendered in memory, then written atomically (:func:`flowvar.files.atomic_write_bytes`, as
     :meth:`RunContext.figure <flowvar.experiments.base.RunContext.figure>` does): a full disk leaves the previous file
     or none, never a partial PNG, and raises :class:`~flowvar.errors.DataError` in one line."""
     import matplotlib.pyplot as plt

@@ -16,7 +16,8 @@ import numpy as np
 
 from flowvar.cache import Cache, code_version, install
 from flowvar.errors import ConfigError, FlowvarError
-from flowvar.results import Result, remove_stale_writes, versions
+from flowvar.files import remove_stale_writes
+from flowvar.results import Result, versions
 from flowvar.runner import Backend, check_config_threads, check_threads, dispatch, make_backend, sigterm_as_interrupt
 from flowvar.sweep.figures import draw_figures, remove_figures
 from flowvar.sweep.grid import Axis, Point, canonical, expand, parse_axis, preset_axes, presets

@@ -17,7 +17,8 @@ from typing import Any
 
 from flowvar.cache import config_dict
 from flowvar.errors import ConfigError, DataError
-from flowvar.results import Result, atomic_write_text, to_jsonable
+from flowvar.files import atomic_write_text
+from flowvar.results import Result, to_jsonable
 from flowvar.sweep.grid import Axis, Point, axis_labels, canonical, short_label
 
 STATUSES = ("computed", "cached", "failed", "not run")

@@ -73,8 +73,9 @@ from torch import Tensor, nn
 
 from flowvar import distributed
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
+from flowvar.files import atomic_write_text
 from flowvar.interpolants import PathSample
-from flowvar.results import atomic_write_text, to_jsonable
+from flowvar.results import to_jsonable
 from flowvar.variance.arming import Arming, SkippedLogWarning
 from flowvar.variance.engine import UNRECORDED, BatchMismatchError, GradNormEngine, Reduction
 from flowvar.variance.moments import BatchGradStats

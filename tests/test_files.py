@@ -1,0 +1,108 @@
+"""flowvar.files: atomic writes, staged result folders, and the can-this-folder-be-written check."""
+
+import os
+
+import pytest
+
+from flowvar.files import check_writable_folder, nearest_existing
+
+
+def test_written_files_and_installed_folders_get_normal_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    from flowvar.files import atomic_write_text, staged_folder
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        with staged_folder(tmp_path / "exp") as stage:
+            atomic_write_text(stage.path / "result.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "exp").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "exp" / "result.json").stat().st_mode) == 0o644
+
+
+def test_a_failed_write_is_one_line_naming_the_path_and_keeps_the_old_file(tmp_path, monkeypatch) -> None:
+    import errno
+    import os
+
+    import flowvar.files as files_mod
+    from flowvar.errors import DataError
+    from flowvar.files import atomic_write_text
+
+    target = tmp_path / "report.md"
+    target.write_text("old")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files_mod.os, "fsync", disk_full)
+    with pytest.raises(DataError, match=r"cannot write .*report\.md: No space left on device"):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["report.md"]
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run_but_a_live_one_is_kept(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from flowvar.files import staged_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    killed = tmp_path / f".exp.{dead_pid}.abc123"
+    (killed / "half").mkdir(parents=True)
+    live = tmp_path / f".exp.{os.getppid()}.def456"  # our parent is alive: a concurrent run's staging folder
+    live.mkdir()
+    unrelated = tmp_path / ".exp.notapid.x"
+    unrelated.mkdir()
+    with staged_folder(tmp_path / "exp") as stage:
+        (stage.path / "result.json").write_text("{}")
+        assert stage.path.name.startswith(f".exp.{os.getpid()}.")
+    assert not killed.exists() and live.exists() and unrelated.exists()
+    assert (tmp_path / "exp" / "result.json").is_file()
+
+
+def test_a_run_that_keeps_no_result_leaves_no_folder_it_created(tmp_path) -> None:
+    """An interrupted `--out new/folder` left an empty new/folder behind while saying "nothing of this run is kept":
+    the parent folders staging created are removed again while empty; ones that existed, or that something else
+    wrote into meanwhile, stay."""
+    from flowvar.files import staged_folder
+
+    with pytest.raises(KeyboardInterrupt), staged_folder(tmp_path / "new" / "deeper" / "exp") as stage:
+        (stage.path / "partial.txt").write_text("x")
+        raise KeyboardInterrupt
+    assert not (tmp_path / "new").exists() and tmp_path.is_dir()
+    (tmp_path / "kept").mkdir()
+    with staged_folder(tmp_path / "kept" / "exp") as stage:
+        stage.keep = False
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+    with pytest.raises(RuntimeError), staged_folder(tmp_path / "busy" / "exp"):
+        (tmp_path / "busy" / "notes.txt").write_text("someone else's file")
+        raise RuntimeError
+    assert (tmp_path / "busy" / "notes.txt").is_file()
+
+
+def test_nearest_existing_and_the_writable_folder_check(tmp_path) -> None:
+    """One walk to the nearest existing ancestor for every 'can this folder be created and written' check (the
+    image experiments' checkpoint_dir, the audit's --out): a file on the way, or a read-only ancestor, is named."""
+    assert nearest_existing(tmp_path / "a" / "b" / "c") == tmp_path
+    assert nearest_existing(tmp_path) == tmp_path
+    assert check_writable_folder(tmp_path / "new" / "deeper") is None
+    afile = tmp_path / "x.npy"
+    afile.write_bytes(b"data")
+    assert nearest_existing(afile / "sub") == afile
+    assert check_writable_folder(afile / "sub") == f"{afile} is a file"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anywhere: nothing to refuse
+            pytest.skip("running as root")
+        assert check_writable_folder(locked / "ckpt") == f"{locked} is not writable"
+    finally:
+        locked.chmod(0o700)
