@@ -448,13 +448,26 @@ def test_status_verdict_every_outcome() -> None:
     assert verdict(["reproduces", "reproduces"], "reproduces") == "confirmed"
     assert verdict(["fails", "fails"], "reproduces") == "refuted"
     assert verdict(["reproduces", "fails"], "reproduces") == "inconclusive"  # depends on the solver
-    # a 'partial' setting (e.g. 96.6 % on the rotation side) is evidence neither way, in fig6 and solver_resolution
-    assert verdict(["partial", "fails", "fails"], "reproduces") == "inconclusive"
-    assert verdict(["partial", "fails", "fails"], "fails") == "inconclusive"
-    assert verdict(["fails", "failed"], "reproduces") == "inconclusive"  # a stopped solver too
+    # one setting on the other side is a solver-dependent answer, however many agree with the claim
+    assert verdict(["fails"] * 9 + ["reproduces"], "reproduces") == "inconclusive"
+    assert verdict(["fails"] * 9 + ["reproduces"], "fails") == "inconclusive"
+    # a 'partial' setting (e.g. 96.6 % on the rotation side) or a stopped solver is evidence neither way: it cannot
+    # veto a strict majority of settings that all say the same, in fig6 and solver_resolution
+    assert verdict(["partial", "fails", "fails"], "reproduces") == "refuted"
+    assert verdict(["partial", "fails", "fails"], "fails") == "confirmed"
+    assert verdict(["fails", "failed", "fails"], "reproduces") == "refuted"
+    assert verdict(["reproduces", "partial", "reproduces"], "reproduces") == "confirmed"
+    # ... but the decided side needs more than half of all settings: a tie or a minority is inconclusive
+    assert verdict(["fails", "failed"], "reproduces") == "inconclusive"
+    assert verdict(["fails"] * 4 + ["partial"] * 4, "reproduces") == "inconclusive"
+    assert verdict(["fails"] * 5 + ["partial"] * 4, "reproduces") == "refuted"
+    assert verdict(["partial", "partial", "fails"], "reproduces") == "inconclusive"
+    assert verdict(["partial", "partial", "reproduces"], "reproduces") == "inconclusive"
+    assert verdict(["partial"] * 3, "reproduces") == "inconclusive"
     assert verdict(["fails", "fails"], "fails") == "confirmed"
     assert verdict(["reproduces"], "fails") == "refuted"
     assert verdict([], "fails") == "inconclusive"
+    assert "more than half" in metrics.STATUS_VERDICT_RULE  # the rule texts say the majority
     with pytest.raises(ConfigError, match="holds"):
         verdict(["fails"], "partial")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown"):

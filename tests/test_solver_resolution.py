@@ -163,10 +163,13 @@ def test_joint_status_every_outcome() -> None:
 
 
 def test_per_setting_rule_is_fig6s() -> None:
-    """The quick run's σ = 0 pattern (partial on coarse odd Euler, fails elsewhere) is inconclusive here as in fig6:
-    a 'partial' grid is no longer counted as 'fails'."""
+    """The quick run's σ = 0 pattern (partial on coarse odd Euler, fails elsewhere): the 'partial' grids count
+    neither way, so the four 'fails' of six settings (a strict majority, none reproducing) refute, as in fig6; a
+    4-4 tie with the partial ones, or one 'reproduces' among them, is inconclusive."""
     pattern = ["partial", "partial", "fails", "fails", "fails", "fails"]
-    assert status_verdict(pattern, "reproduces") == "inconclusive"
+    assert status_verdict(pattern, "reproduces") == "refuted"
+    assert status_verdict(["partial"] * 4 + ["fails"] * 4, "reproduces") == "inconclusive"
+    assert status_verdict([*pattern, "reproduces"], "reproduces") == "inconclusive"
     assert status_verdict(["fails"] * 6, "reproduces") == "refuted"
     assert status_verdict(["reproduces"] * 6, "reproduces") == "confirmed"
 

@@ -8,10 +8,11 @@ pairs; with interpolant noise σ = 0.05 it does not.
 Protocol:
 
 1. For each of ``n_seeds`` training seeds (seed s = ``seed`` + k, the replicates: a seed has its own
-   initialisation and batch stream, ``ctx.replicate(k)``'s "init" and "batches" streams, and the same ones for
-   every σ within the seed) and each σ in ``sigmas``, train a time-conditioned MLP with Adam on the CFM loss,
-   drawing fresh pairs from the 180° coupling at every step (``RotatedOTCoupling(problem, rotation=R)``, constant
-   interpolant noise f = σ, target x1 − x0).
+   initialisation and batch stream, ``ctx.replicate(k)``'s "init" and "batches" streams, seeded alike for every σ
+   within the seed: the same initialisation and first batch, but later batches differ, since the noise z is drawn
+   from that generator only when σ > 0) and each σ in ``sigmas``, train a time-conditioned MLP with Adam on the
+   CFM loss, drawing fresh pairs from the 180° coupling at every step (``RotatedOTCoupling(problem, rotation=R)``,
+   constant interpolant noise f = σ, target x1 − x0).
 2. Draw ``n_eval`` fresh sources x0 ~ N(0, I) (the training source distribution; the run's "eval" stream, the same
    for every seed and σ) and integrate each trained field with Euler on every grid in ``euler_steps`` (odd counts
    jump over t = ½, even counts evaluate the field there) and with dopri5.
@@ -80,7 +81,12 @@ from flowvar.experiments._seed_replicates import (
 )
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import counterexample_problem
-from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers, why_not_discriminating
+from flowvar.metrics import (
+    STATUS_VERDICT_RULE,
+    counterexample_min_loss,
+    rotation_pairing_on_solvers,
+    why_not_discriminating,
+)
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition, all_preconditions
@@ -313,8 +319,9 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
                           f"initialisation for every σ")
     ctx.choice("training", f"Adam lr {config.lr} (constant), batch {config.batch_size}, {config.steps} steps, fresh "
                            f"pairs from the 180° coupling at every step, t ~ U(0, 1), constant noise f = σ, target "
-                           f"x1 − x0 (TorchCFM ConditionalFlowMatcher); within a training seed the same batch stream "
-                           f"for every σ")
+                           f"x1 − x0 (TorchCFM ConditionalFlowMatcher); within a training seed the batch generator is "
+                           f"seeded alike for every σ: the same first batch, later batches differ (only σ > 0 "
+                           f"draws the noise z from it)")
     ctx.choice("replicates", f"{config.n_seeds} training seed(s) ({config.seed}…{config.seed + config.n_seeds - 1}), "
                              f"each with its own initialisation and batch stream (the seed's 'init' and 'batches' "
                              f"streams); every claim's rule judges each seed's network on its own, on the same "
@@ -397,10 +404,10 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
         return (status_rule + f"judged only on the {settings} where the exact references give opposite statuses "
                 f"(the exact σ = 0 field 'reproduces' and the exact σ = {sigma:g} minimiser 'fails'; "
                 f"fig6.discriminating_settings): elsewhere a network's status cannot say which σ it behaves like, "
-                f"and the evidence lists those settings as not judged. A seed's network confirms if every "
-                f"discriminating setting '{holds}', refutes if every one '{opposite}', and is inconclusive "
-                f"otherwise ('partial' and a stopped solver count neither way); no discriminating setting: "
-                f"untestable (fig6.judge_on_discriminating_settings)." + over_seeds_text)
+                f"and the evidence lists those settings as not judged. A seed's network, over its discriminating "
+                f"settings with the claimed status '{holds}' and the opposite '{opposite}': "
+                f"{STATUS_VERDICT_RULE}; no discriminating setting: untestable "
+                f"(fig6.judge_on_discriminating_settings)." + over_seeds_text)
 
     primary = f"euler_{config.primary_steps}"
     judgement = judge_on_discriminating_settings({seed: {s: status(seed, 0.0, s) for s in odd} for seed in seeds},

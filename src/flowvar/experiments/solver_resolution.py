@@ -36,7 +36,8 @@ Protocol (fig6's protocol; the grid evaluation and the status rule are the libra
 
 Verdicts (pure rule functions, unit-tested): σ = 0 reproduces the rotation pairs, per (training length, solver)
 setting; σ = ``contrast_sigma`` does not; the paper's Fig. 6 conclusion (both at once) per setting
-(:func:`joint_status`); all three through :func:`flowvar.metrics.status_verdict`, fig6's rule. The outcome depends
+(:func:`joint_status`); all three through :func:`flowvar.metrics.status_verdict`, fig6's rule (decided when no
+setting says the opposite and a strict majority of the settings say it). The outcome depends
 on the solver resolution (coarse odd Euler vs fine Euler and dopri5, :func:`resolution_rule`); the turning window
 predicts which grids jump (:func:`window_rule`). Training seeds are the replicates: every rule judges each seed's
 networks on their own, and the seeds' verdicts combine as in fig6
@@ -86,7 +87,7 @@ from flowvar.experiments._seed_replicates import (
 from flowvar.experiments.base import RunContext, assembles, not_a_part, register
 from flowvar.files import atomic_write_bytes
 from flowvar.gaussian import counterexample_problem
-from flowvar.metrics import counterexample_min_loss, rotation_pairing_on_solvers
+from flowvar.metrics import STATUS_VERDICT_RULE, counterexample_min_loss, rotation_pairing_on_solvers
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition, all_preconditions
@@ -467,7 +468,8 @@ def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, ct
     step. Each length has its own folder ``workdir/seed=s/sigma=σ/steps=N`` (its checkpoint copied from the previous
     length's before it trains on): when ``workdir`` outlives an interrupted run (the cache's work folder), a rerun
     loads the lengths it had finished instead of retraining them. The initialisation and batch streams are fig6's
-    (the seed's "init" and "batches"; the same for every σ).
+    (the seed's "init" and "batches", seeded alike for every σ: the same initialisation and first batch; later
+    batches differ, since only σ > 0 draws the noise z from the batch generator).
     """
     problem, rotation = counterexample_problem(config.mu, 2)
     with replica.global_rng("init"):
@@ -497,7 +499,9 @@ def _record_choices(config: SolverResolutionConfig, ctx: RunContext, seeds: list
     ctx.choice("μ", f"'+5' read as μ = ({config.mu}, {config.mu}) (PAPER.md §2 [I])")
     ctx.choice("network and training", f"fig6's: MLPField width {config.width}, depth {config.depth}, "
                f"{config.activation}, Adam lr {config.lr}, batch {config.batch_size}, fresh 180° pairs per step, "
-               f"within a training seed the same init and batch stream for every σ; one run per (seed, σ) stopped at "
+               f"within a training seed the same init for every σ and the batch generator seeded alike (the same "
+               f"first batch; later batches differ, as only σ > 0 draws the noise z from it); one run per (seed, σ) "
+               f"stopped at "
                f"{sorted(config.train_steps)} steps (segments resumed from checkpoints = the uninterrupted run)")
     ctx.choice("solvers", f"{config.n_eval} fresh sources (same for every seed, σ and length), float64; Euler "
                f"{sorted(config.euler_steps)}, midpoint/RK4 {sorted(config.rk_steps)}, dopri5 rtol {config.rtol} "
@@ -506,9 +510,8 @@ def _record_choices(config: SolverResolutionConfig, ctx: RunContext, seeds: list
                f"{config.reproduce_fraction} of endpoints are nearer R x0 + μ than x0 + μ and mean distance to "
                f"R x0 + μ ≤ {config.reproduce_rel_error} × mean 2‖x0‖; 'fails' if < 0.5 are nearer or the mean "
                f"distance to R x0 + μ ≥ that to x0 + μ; else 'partial'. Over one seed's settings "
-               f"(flowvar.metrics.status_verdict): confirmed if every setting has the claimed status, refuted if "
-               f"every setting has the opposite one, else inconclusive ('partial' and stopped solvers count neither "
-               f"way); over seeds (_seed_replicates.combine_seeds): every seed must agree")
+               f"(flowvar.metrics.status_verdict): {STATUS_VERDICT_RULE}; over seeds "
+               f"(_seed_replicates.combine_seeds): every seed must agree")
     ctx.choice("fit precondition", f"a (seed, σ, training length) network enters the per-setting claims when its "
                f"training loss (mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = 8σ·arctan(1/σ) by "
                f"at most (_counterexample_fit.fit_allowance, fig6's precondition too): σ = 0, "
@@ -744,7 +747,8 @@ def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id
               precondition=all_preconditions(precondition, some_solver), kind="reproduction",
               min_effect=f"≥ {config.reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
                          f"{config.reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two "
-                         f"candidate partners), at every judged setting of every training seed",
+                         f"candidate partners), at more than half of the judged settings and the opposite status at "
+                         f"none, in every training seed",
               replicates=f"{config.n_seeds} training seed(s) per σ (one network per seed, σ and training length), "
                          f"judged per seed and combined (every seed must agree); {config.n_eval} fresh sources per "
                          f"solver, the same for every seed",
@@ -754,9 +758,9 @@ def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id
                    f"and the networks' statuses there in not_judged_at, not judged). Its status is {condition} "
                    f"(flowvar.metrics.rotation_pairing_status: 'reproduces' if ≥ {config.reproduce_fraction} nearer "
                    f"R x0 + μ and mean distance ≤ {config.reproduce_rel_error} × mean 2‖x0‖, 'fails' if < 0.5 nearer "
-                   f"or not nearer on average, else 'partial'). A seed confirms if every one of its judged settings "
-                   f"is '{holds}', refutes if every one is '{opposite}', and is inconclusive otherwise ('partial' "
-                   f"and stopped solvers count neither way); no judged solver: untestable."
+                   f"or not nearer on average, else 'partial'). A seed's verdict over its judged settings, with the "
+                   f"claimed status '{holds}' and the opposite '{opposite}' (flowvar.metrics.status_verdict): "
+                   f"{STATUS_VERDICT_RULE}; no judged solver: untestable."
                    + seeds_rule_text(config.n_seeds))
 
 

@@ -69,6 +69,7 @@ from flowvar.metrics.paths import (
     path_straightness,
 )
 from flowvar.metrics.rotation import (
+    STATUS_VERDICT_RULE,
     PairingStatus,
     counterexample_min_loss,
     line_spacing,
@@ -85,6 +86,7 @@ __all__ = [
     "GIB",
     "MEM_KEY",
     "MULTI_BANDWIDTH_FACTORS",
+    "STATUS_VERDICT_RULE",
     "DistanceStats",
     "Estimator",
     "LinearMap",

@@ -70,14 +70,29 @@ def rotation_pairing_status(fraction_nearer_rotation: float, rel_error_rotation:
     return "partial"
 
 
+STATUS_VERDICT_RULE = ("confirmed if no setting has the opposite status and more than half of the settings have "
+                       "the claimed one, refuted if no setting has the claimed status and more than half have the "
+                       "opposite one, inconclusive otherwise ('partial' and stopped solvers count neither way; "
+                       "settings on both sides are a solver-dependent answer)")
+"""The words of :func:`status_verdict`, for the rule texts of the claims that use it."""
+
+
 def status_verdict(statuses: Sequence[str], holds: Literal["reproduces", "fails"]) -> str:
     """How ``fig6`` and ``solver_resolution`` turn per-setting statuses into one verdict.
 
-    The statement "the rotation pairs are reproduced" (``holds="reproduces"``) or "they are not" (``holds="fails"``)
-    is "confirmed" when every setting has status ``holds``, "refuted" when every setting has the opposite status
-    ("fails" resp. "reproduces"), and "inconclusive" otherwise: a "partial" setting or a stopped solver ("failed")
-    is evidence neither way, and a mixture of both extremes is a solver-dependent answer. No settings:
-    "inconclusive".
+    For the statement "the rotation pairs are reproduced" (``holds="reproduces"``) or "they are not"
+    (``holds="fails"``), with n settings, n_hold of status ``holds`` and n_opp of the opposite status ("fails"
+    resp. "reproduces"):
+
+    * "confirmed" if n_opp = 0 and n_hold > n / 2;
+    * "refuted" if n_hold = 0 and n_opp > n / 2;
+    * "inconclusive" otherwise (also for n = 0).
+
+    Why: a "partial" setting or a stopped solver ("failed") is evidence neither way, so requiring every setting to
+    agree would let one borderline setting veto a verdict that all the decided settings give; one setting on each
+    side is a solver-dependent answer, which no majority outvotes; and the side must hold a strict majority of all
+    settings so a verdict never rests on a few decided settings among mostly undecided ones (a tie is not a
+    majority). Every setting of status ``holds`` is the confirmed case of the previous every-setting rule.
     """
     opposite = {"reproduces": "fails", "fails": "reproduces"}
     if holds not in opposite:
@@ -85,11 +100,11 @@ def status_verdict(statuses: Sequence[str], holds: Literal["reproduces", "fails"
     unknown = sorted(set(statuses) - set(PAIRING_STATUSES))
     if unknown:
         raise ConfigError(f"unknown pairing status(es) {unknown}; expected {list(PAIRING_STATUSES)}")
-    if not statuses:
-        return "inconclusive"
-    if all(s == holds for s in statuses):
+    n_hold = sum(s == holds for s in statuses)
+    n_opposite = sum(s == opposite[holds] for s in statuses)
+    if n_opposite == 0 and 2 * n_hold > len(statuses):
         return "confirmed"
-    if all(s == opposite[holds] for s in statuses):
+    if n_hold == 0 and 2 * n_opposite > len(statuses):
         return "refuted"
     return "inconclusive"
 
@@ -208,5 +223,5 @@ def line_spacing(x0: Tensor, x1: Tensor, chunk: int = 512) -> Tensor:
     return out
 
 
-__all__ = ["PairingStatus", "counterexample_min_loss", "line_spacing", "rotation_pairing",
+__all__ = ["STATUS_VERDICT_RULE", "PairingStatus", "counterexample_min_loss", "line_spacing", "rotation_pairing",
            "rotation_pairing_on_solvers", "rotation_pairing_status", "status_verdict", "why_not_discriminating"]
