@@ -170,12 +170,19 @@ def fig6(result: Result, story: Story) -> None:
         f"σ = 0, the fraction nearer R x0 + μ spans {num(dep.evidence['fraction_spread'])} across solvers "
         f"(from {pct(max(frac0.values()))} to {pct(min(frac0.values()))})", rule_text(dep))
 
+    for claim in (odd, noisy, dep):  # an unfit network: its allowance in words, not the stored formula's text
+        if claim.id in story.claims and (readable := _unfit_rule_text(claim)) is not None:
+            story.claims[claim.id] = ClaimText(story.claims[claim.id].numbers, readable)
+
     # the table: where does the paper's claim hold?
     table = Table("Fig. 6 per solver: where the training pairing comes back",
                   ["solver", "ours σ = 0: nearer R x0 + μ (status)", "ours σ = 0.05: nearer R x0 + μ (status)"],
                   verdict_header="the paper's claim here (σ = 0 reproduces the pairs, σ = 0.05 does not)")
     judged_anywhere = None if not_judged is None else \
         {*odd.evidence["judged_settings"], *noisy.evidence["judged_settings"]}
+    # a network that did not fit the coupling tests nothing: no row can hold or fail the paper's claim
+    unfit = [_claim_sigma(c) for c in (odd, noisy) if _unfit_seeds(c)[0]]
+    unfit_mark = (None, "untestable", f"not judged ({' and '.join(unfit)} did not fit)") if unfit else None
     for s in solvers:
         f05 = per05.get(s, {})
         s0, s05 = status0.get(s, "?"), f05.get("status", "?")
@@ -185,6 +192,8 @@ def fig6(result: Result, story: Story) -> None:
             (None, "refuted", "does not hold")
         if judged_anywhere is not None and s not in judged_anywhere:
             mark = (None, "untestable", "not judged")
+        elif unfit_mark is not None:
+            mark = unfit_mark
         table.add([_solver_name(s), f"{pct(frac0[s])} ({s0})",
                    f"{pct(f05['fraction_nearer_rotation'])} ({s05})" if f05 else "—"], [mark])
     table.notes = [
@@ -195,7 +204,9 @@ def fig6(result: Result, story: Story) -> None:
         "= 0 reproduces and σ = 0.05 fails."
         + (" Not judged: a solver where the exact references do not disagree (the exact σ = 0 field does not "
            "reproduce the pairs there, or the exact σ = 0.05 minimiser lands on the rotation side too), so the "
-           "networks' statuses there cannot say which σ they behave like." if judged_anywhere is not None else ""),
+           "networks' statuses there cannot say which σ they behave like." if judged_anywhere is not None else "")
+        + "".join(f" Not judged ({_claim_sigma(c)} did not fit): {_unfit_text(c)}, so its statuses test nothing."
+                  for c in (odd, noisy) if _unfit_seeds(c)[0]),
         f"Setting: the paper's architecture, sample count and solver are not stated; ours: MLP width "
         f"{result.config.get('width', '?')}, {result.config.get('steps', '?')} training steps, "
         + (f"{n_seeds} training seeds per σ (the fractions are seed {shown}'s; a verdict needs every seed)."
@@ -311,6 +322,92 @@ def _fig6_judged_verdict(odd: Claim, noisy: Claim, not_judged: dict[str, list[st
     return f"{lead}: {repro}"
 
 
+def _unfit_seeds(claim: Claim) -> tuple[dict[str, float], int, list[float]]:
+    """The seeds whose network did not fit the coupling, from a Fig. 6 claim's fit precondition (each seed's
+    ``excess_loss`` = training loss − L_min(σ) against its ``allowed_excess``, under "seed=<i>" in the precondition's
+    measured numbers, or in one of its parts): ``({seed label: excess loss}, seeds measured, allowances)``; empty
+    when the precondition records no per-seed fit (results before the fit allowance) or its fit part holds."""
+    pre = claim.precondition or {}
+    parts = precondition_parts(pre) or [{"holds": pre.get("holds", True), **(pre.get("measured") or {})}]
+    unfit: dict[str, float] = {}
+    n_seeds, allowances = 0, []
+    for part in parts:
+        if part.get("holds", True):  # a fit that holds as a whole (or taken as met) leaves no seed unfit
+            continue
+        for key, seed in part.items():
+            if not (str(key).startswith("seed=") and isinstance(seed, dict)
+                    and _is_number(seed.get("excess_loss")) and _is_number(seed.get("allowed_excess"))):
+                continue
+            n_seeds += 1
+            allowances.append(float(seed["allowed_excess"]))
+            if seed.get("holds") is False:
+                unfit[str(key)] = float(seed["excess_loss"])
+    return unfit, n_seeds, allowances
+
+
+def _claim_sigma(claim: Claim) -> str:
+    """The σ of a Fig. 6 claim in words, from its id: ``fig6.sigma0.05_leaves_rotation`` → ``σ = 0.05``."""
+    m = re.match(r"fig6\.sigma([0-9.]*[0-9])_", claim.id)
+    return f"σ = {num(float(m.group(1)))}" if m else "σ"
+
+
+def _unfit_text(claim: Claim, numbers: bool = True) -> str:
+    """Why a Fig. 6 claim's network (at its σ) tests nothing, from its fit precondition, e.g. "no σ = 0
+    network fitted the coupling (excess loss 0.334 to 0.354 above L_min, allowance 0.157)" when no seed fitted, "the
+    σ = 0 network did not fit the coupling in 1 of 3 seeds (…)" when some did; without ``numbers`` (the paragraph's
+    short form) "the network fitted the coupling in no seed" / "… did not fit the coupling in 1 of 3 seeds"; "" when
+    every seed fitted or the precondition records no per-seed fit."""
+    unfit, n_seeds, allowances = _unfit_seeds(claim)
+    if not unfit:
+        return ""
+    if not numbers:
+        return ("the network fitted the coupling in no seed" if len(unfit) == n_seeds else
+                f"the network did not fit the coupling in {len(unfit)} of {n_seeds} seeds")
+    sigma = _claim_sigma(claim)
+    measured = f"(excess loss {_span(list(unfit.values()))} above L_min, allowance {_span(allowances)})"
+    if len(unfit) == n_seeds:
+        return f"no {sigma} network fitted the coupling {measured}"
+    return f"the {sigma} network did not fit the coupling in {len(unfit)} of {n_seeds} seeds {measured}"
+
+
+def _unfit_rule_text(claim: Claim) -> str | None:
+    """The rule sentence of a Fig. 6 claim left untestable by a network that did not fit, in words (the stored
+    precondition states the allowance as "0.5 × the σ = 0 loss of the exact CFM(0.05) minimiser 2d(…) = 0.1571",
+    which reads as if the formula were 0.1571): each seed's excess loss against the allowance, what the allowance is
+    (``0.157 = 0.5 × 0.314, the σ = 0 loss of the exact CFM(0.05) minimiser``), any other unmet part by its statement,
+    the rule's own verdict and the remedy. None when the fit is not what failed (the generic :func:`rule_text`)."""
+    unfit, _, allowances = _unfit_seeds(claim)
+    if claim.verdict != "untestable" or not unfit:
+        return None
+    pre = claim.precondition or {}
+    statements = str(pre.get("statement", "")).split("; and ")
+    parts = precondition_parts(pre) or [pre.get("measured") or {}]
+    fit_statement = ""
+    others = []
+    for text, part in zip(statements, parts, strict=False):
+        if any(str(k).startswith("seed=") for k in part):
+            fit_statement = text
+        elif not part.get("holds", True):
+            others.append(text)
+    allowance = _span(allowances)
+    fraction = re.search(r"(\d+(?:\.\d+)?) × (the σ = 0 loss of the exact CFM\([^)]+\) minimiser)", fit_statement)
+    floor = re.search(r"≤ (L_min\([^)]+\))", fit_statement)
+    if fraction and float(fraction.group(1)) > 0:
+        share = float(fraction.group(1))
+        allowance += f" = {num(share)} × {_span([a / share for a in allowances])}, {fraction.group(2)}"
+    elif floor:
+        allowance += f" = {floor.group(1)}, the loss noise at that σ cannot avoid"
+    per_seed = ", ".join(f"{num(v)} ({k.replace('=', ' ')})" for k, v in unfit.items())
+    why = _unfit_text(claim, numbers=False).replace("the network", f"the {_claim_sigma(claim)} network", 1)
+    text = f"Not judged: {why} — training loss − L_min(σ) {per_seed} against an allowance of {allowance}"
+    text += "".join(f"; and {other}" for other in others)
+    if claim.verdict_if_testable:
+        text += f"; the rule alone would say {claim.verdict_if_testable}"
+    if pre.get("remedy"):
+        text += f". To test it: {pre['remedy']}"
+    return text
+
+
 def _seed_statuses(claim: Claim) -> dict[str, dict[str, str]]:
     """Each seed's statuses on the settings the claim judged (its evidence's ``per_seed``, else the shown seed's)."""
     per_seed = claim.evidence.get("per_seed") or {"shown": claim.evidence}
@@ -324,7 +421,7 @@ def _judged_reason(claim: Claim, setting_word: str) -> str:
     if claim.verdict == "untestable":
         if not claim.evidence.get("judged_settings"):
             return f"no {setting_word} where the exact references disagree"
-        return "the network did not fit the coupling in every seed"
+        return _unfit_text(claim, numbers=False) or "the network did not fit the coupling in every seed"
     if claim.verdict in ("confirmed", "refuted"):
         seen = {status for per in _seed_statuses(claim).values() for status in per.values()}
         return f"'{seen.pop()}' on each, in every seed" if len(seen) == 1 else ""
@@ -463,8 +560,11 @@ def solver_resolution(result: Result, story: Story) -> None:
                       f"solver) settings and is contradicted in "
                       f"{_count_range([int(e['n_contradicting']) for e in concl_seeds.values()])}"
                       f"{_seed_scope(concl_seeds, ' (', ')')}"))
-    story.verdict = (f"What σ = 0 returns depends on the solver's resolution (finding {dep.verdict}); Fig. 6's "
-                     f"conclusion is {concl.verdict}"
+    # the finding's statement only where it is confirmed: an untestable or refuted one is not asserted
+    dependence = ("What σ = 0 returns depends on the solver's resolution (finding confirmed)"
+                  if dep.verdict == "confirmed" else
+                  f"Our finding that what σ = 0 returns depends on the solver's resolution is {dep.verdict}")
+    story.verdict = (f"{dependence}; Fig. 6's conclusion is {concl.verdict}"
                      + ("" if concl.verdict == "untestable" else " over the settings as a whole")
                      + _settings_undecided(concl))
     for c in claims_matching(result, r"solver_resolution\.(sigma.*|fig6_conclusion)"):
@@ -596,15 +696,21 @@ def table2(result: Result, story: Story) -> None:
                   ["setting", "paper: L2 to OT ↓", "ours: L2 to OT ↓", "paper: L2 to shuffled ↓",
                    "ours: L2 to shuffled ↓"])
     found: list[tuple[int, tuple[str, str], tuple[str, str]]] = []  # per N: σ = 0 and σ > 0, nearer partner in words
+    below_min_effect: list[str] = []  # the notes of rows whose paper margin is below the claim's minimum effect
     for n, pn in pairs:
         for s in sorted(sigmas, reverse=True):
             p = paper[f"N={pn}"][f"sigma={s}"]
             o = ours[f"N={n}"][f"sigma={s}"]
             cid = f"table2.N={n}.sigma0_memorises" if s == 0 else f"table2.N={n}.sigma{num(s)}_generalises"
-            c = claim_by_id(result, cid)
-            table.add([f"N = {pn:,} (ours {n}), CFM(σ = {num(s)})", paper_pm(p["l2_to_ot"]),
-                       _img_stat(o["l2_to_ot"]), paper_pm(p["l2_to_shuffled"]), _img_stat(o["l2_to_shuffled"])],
-                      [claim_mark(c)])
+            c = _claim_or_none(result, cid)  # claims may be added or renamed: a row without its claim has no mark
+            setting = f"N = {pn:,} (ours {n}), CFM(σ = {num(s)})"
+            mark = [] if c is None else [claim_mark(c)]
+            note = _paper_margin_note(c, setting) if c is not None else ""
+            if note:
+                mark = [(c.id, c.verdict, f"{c.verdict} (the paper's own margin is below the minimum effect)")]
+                below_min_effect.append(note)
+            table.add([setting, paper_pm(p["l2_to_ot"]), _img_stat(o["l2_to_ot"]), paper_pm(p["l2_to_shuffled"]),
+                       _img_stat(o["l2_to_shuffled"])], mark)
         found.append((n, _nearer(ours[f"N={n}"]["sigma=0.0"]), _nearer(ours[f"N={n}"][f"sigma={max(sigmas)}"])))
     # the margin claim needs two N (a run at one N, e.g. digits at full N, has none)
     margin = next((c for c in result.claims if c.id == "table2.margin_shrinks_with_n"), None)
@@ -628,7 +734,7 @@ def table2(result: Result, story: Story) -> None:
         f"N = {', '.join(str(n) for n, _ in pairs)}, {cfg.get('steps', '?')} training steps, "
         f"{cfg.get('n_seeds', 1)} seed(s). Distances grow with the number of pixel values, so compare which partner "
         f"is nearer within a row, not magnitudes across the two columns of numbers."]
-    table.notes = notes
+    table.notes = notes + below_min_effect
     mtable.notes = ["Relative margin: the margin divided by the mean distance between the OT and the shuffled "
                     "partner (our scale); the paper reports raw L2 only."]
     story.tables = [table, mtable] if margin is not None else [table]
@@ -646,11 +752,14 @@ def table2(result: Result, story: Story) -> None:
                    + (f"; the same at N = {', '.join(str(n) for n in same)}" if same else "")
                    + "".join(f"; at N = {n}: σ = 0 nearer the {a[0]}, σ = {num(s1)} nearer the {b[0]} partner"
                              for n, a, b in rest if n not in same))
-    by_n = [(f"N = {n}", claim_by_id(result, f"table2.N={n}.sigma0_memorises")) for n, _ in pairs]
-    by_n1 = [(f"N = {n}", claim_by_id(result, f"table2.N={n}.sigma{num(s1)}_generalises")) for n, _ in pairs]
-    story.verdict = (f"σ = 0 memorising is {_verdicts_by(by_n)}; σ = {num(s1)} generalising is {_verdicts_by(by_n1)}"
-                     + (f"; the σ = 0 margin shrinking with N is {margin.verdict}" if margin is not None else
-                        " (one N: the margin's trend with N is not judged)"))
+    by_n = [(f"N = {n}", c) for n, _ in pairs if (c := _claim_or_none(result, f"table2.N={n}.sigma0_memorises"))]
+    by_n1 = [(f"N = {n}", c) for n, _ in pairs
+             if (c := _claim_or_none(result, f"table2.N={n}.sigma{num(s1)}_generalises"))]
+    story.verdict = "; ".join(
+        [f"σ = 0 memorising is {_verdicts_by(by_n)}"] * bool(by_n)
+        + [f"σ = {num(s1)} generalising is {_verdicts_by(by_n1)}"] * bool(by_n1)) + (
+        f"; the σ = 0 margin shrinking with N is {margin.verdict}" if margin is not None else
+        " (one N: the margin's trend with N is not judged)")
     for fig in result.figures:
         m = re.fullmatch(r"table2_grid_N(\d+)\.png", fig)
         if m:
@@ -664,6 +773,29 @@ def table2(result: Result, story: Story) -> None:
         "Per N: mean per-image L2 (pixels in [−1, 1]) from the outputs to the OT partner and to the shuffled partner, "
         "± sd over images, for CFM(σ = 0) and CFM(σ = 0.05); the line marks the distance between the two partners. "
         "A short bar to the shuffled partner is memorisation.", TABLE)
+
+
+def _claim_or_none(result: Result, claim_id: str) -> Claim | None:
+    """The claim ``claim_id`` of ``result``, or None where the result has no such claim (an experiment's claims
+    change over versions: a narrator leaves out what it does not find instead of falling back whole)."""
+    return next((c for c in result.claims if c.id == claim_id), None)
+
+
+def _paper_margin_note(claim: Claim, setting: str) -> str:
+    """A note for a Table 2 row whose claim asks for a minimum effect that the paper's own row does not show (its
+    evidence's ``paper_margin_against_min_effect``: the paper's L2-to-OT − L2-to-shuffled margin as a share of its
+    unreported partner distance, bounded by the triangle inequality over its rows): "N = 50,000 (ours 256), CFM(σ = 0):
+    the paper's own margin 0.80 is 0.00925 to 0.0303 × its partner distance, below the minimum effect 0.1 that the
+    verdict asks of ours, so the paper's row itself does not show the effect the verdict is about"; "" when the
+    paper's margin meets it or is not recorded."""
+    record = claim.evidence.get("paper_margin_against_min_effect")
+    if not isinstance(record, dict) or record.get("meets_min_effect") != "no":
+        return ""
+    bounds = [v for v in (record.get("relative_lower"), record.get("relative_upper")) if _is_number(v)]
+    share = f" is {_span(bounds)} × its partner distance," if bounds else ""
+    return (f"{setting}: the paper's own margin (L2 to OT − L2 to shuffled) {num(record.get('margin'))}{share} "
+            f"below the minimum effect {num(record.get('min_effect'))} × the partner distance that the verdict "
+            f"asks of ours: the paper's row itself does not show the effect the verdict ({claim.verdict}) is about.")
 
 
 def _nearer(row: dict[str, Any], digits: int = 3) -> tuple[str, str]:
@@ -701,8 +833,9 @@ def table3(result: Result, story: Story) -> None:
     pn = next(iter(paper_all))
     paper = paper_all[pn]
     sigmas = sorted((float(s) for s in cfg["sigmas"]), reverse=True)
-    copies = claim_by_id(result, "table3.sigma0_copies_generated_pairs")
-    farther = claim_by_id(result, "table3.sigma0_farther_from_ot")
+    # claims may be added or renamed (e.g. a finding on the exact minimiser beside these): look each one up
+    copies = _claim_or_none(result, "table3.sigma0_copies_generated_pairs")
+    farther = _claim_or_none(result, "table3.sigma0_farther_from_ot")
     cols = ["metric"]
     for s in sigmas:
         cols += [f"paper σ = {num(s)}", f"ours σ = {num(s)}"]
@@ -712,7 +845,7 @@ def table3(result: Result, story: Story) -> None:
         cells = [name]
         for s in sigmas:
             cells += [paper_pm(paper[f"sigma={s}"][key]), _img_stat(ours[f"sigma={s}"][key])]
-        table.add(cells, [claim_mark(c)])
+        table.add(cells, [claim_mark(c)] if c is not None else [])
     ref = ours.get("reference_generated_vs_ot_partner", {})
     table.notes = [
         "L2: per-image Euclidean distance of the output (from a 1-ReFlow source) to its generated partner (the "
@@ -734,12 +867,15 @@ def table3(result: Result, story: Story) -> None:
     story.found = (f"L2 to the generated partner {num(o[lo]['l2_to_generated']['mean'])} at σ = {num(lo)} vs "
                    f"{num(o[hi]['l2_to_generated']['mean'])} at σ = {num(hi)}, to the OT partner "
                    f"{num(o[lo]['l2_to_ot']['mean'])} vs {num(o[hi]['l2_to_ot']['mean'])}"
-                   + (f", against {num(ref.get('mean'))} between the two partners" if ref else "")
-                   + f": σ = 0 copying its generated partners more closely than σ = {num(hi)} is "
-                     f"{_judged(copies)}, σ = 0 landing farther from the OT partner {_judged(farther)}")
+                   + (f", against {num(ref.get('mean'))} between the two partners" if ref else ""))
+    verdicts = [f"{text} {_judged(c)}" for text, c in (
+        (f"σ = 0 copying its generated partners more closely than σ = {num(hi)} is", copies),
+        ("σ = 0 landing farther from the OT partner", farther)) if c is not None]
+    if verdicts:
+        story.found += ": " + ", ".join(verdicts)
     story.figures["table3_grid.png"] = FigureText(
         "Seed 0: the 1-ReFlow sources, the outputs of CFM(σ = 0) and CFM(σ = 0.05), and their generated and OT "
-        "partners. An output that looks like its generated partner is a copy.", copies.id)
+        "partners. An output that looks like its generated partner is a copy.", copies.id if copies else None)
     story.figures["table3_l2.png"] = FigureText(
         "Mean per-image L2 (pixels in [−1, 1]) to the OT partner and to the generated partner, ± sd over images, for "
         "CFM(σ = 0) and CFM(σ = 0.05); the line marks the distance between the two partners.", TABLE)
@@ -894,9 +1030,10 @@ def _listing(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def _verdicts_by(pairs: list[tuple[str, Claim]]) -> str:
+def _verdicts_by(pairs: list[tuple[str, Claim]], why: dict[str, str] | None = None) -> str:
     """``confirmed at σ = 0.5, untestable at σ = 0.05``: each claim's verdict after its setting, equal verdicts
-    grouped (``refuted at d = 2, 4 and 8``)."""
+    grouped (``refuted at d = 2, 4 and 8``); ``why`` (verdict → text) follows that verdict's group, so a reason sits
+    beside the settings it is about (``untestable at d = 2 (loss …), confirmed at d = 8``)."""
     groups: dict[str, list[str]] = {}
     for where, c in pairs:
         groups.setdefault(c.verdict, []).append(where)
@@ -907,7 +1044,7 @@ def _verdicts_by(pairs: list[tuple[str, Claim]]) -> str:
             return f"{heads.pop()} = " + _listing([w.split(" = ", 1)[1] for w in ws])
         return " and ".join(ws)
 
-    return ", ".join(f"{v} at {places(ws)}" for v, ws in groups.items())
+    return ", ".join(f"{v} at {places(ws)}{(why or {}).get(v, '')}" for v, ws in groups.items())
 
 
 @narrator("counterexample1")
@@ -1006,11 +1143,11 @@ def prop2(result: Result, story: Story) -> None:
     trained = " and ".join(f"{pct(mean_sd(c.evidence['final_accuracy'])[0])} at d = {d}" for d, c in memorises)
     story.found = exact + (f"; trained σ = 0 networks reach a pairing accuracy of {trained}" if trained else "")
     verdict = f"Noise breaking the exact pairing is {pairing.verdict}"
-    if memorises:
-        verdict += "; σ = 0 memorising is " + _verdicts_by([(f"d = {d}", c) for d, c in memorises])
-        verdict += _untrained_reason([(d, c) for d, c in memorises if c.verdict == "untestable"],
-                                     cfg.get("zero_loss_ratio"),
-                                     name_d=any(c.verdict != "untestable" for _, c in memorises))
+    if memorises:  # the reason right after the d it is about, not after the last group
+        untrained = [(d, c) for d, c in memorises if c.verdict == "untestable"]
+        why = _untrained_reason(untrained, cfg.get("zero_loss_ratio"), name_d=len(untrained) > 1)
+        verdict += "; σ = 0 memorising is " + _verdicts_by([(f"d = {d}", c) for d, c in memorises],
+                                                           {"untestable": why})
     untestable_at = []  # where every σ claim is untestable, say why, from each claim's own unmet precondition
     for d, _ in memorises:
         noisy = [c for c in claims_matching(result, rf"prop2\.neural\.d={d}\.sigma[0-9.]+_.*")
@@ -1435,7 +1572,7 @@ def _marginal_cell(reduce: list[tuple[float, Claim]], level: float) -> str:
 
 @narrator("sigma_tradeoff")
 def sigma_tradeoff(result: Result, story: Story) -> None:
-    story.paper = "the paper (Prop. 2, Remark 2): " + str(result.paper.get("claims", ""))
+    story.paper = _paper_with_sources(str(result.paper.get("claims", "")), "Prop. 2, Remark 2")
     rows = claim_by_id(result, "sigma_tradeoff.sigma_satisfying_both_margins_exists").evidence["table"]
     first, last = rows[0], rows[-1]
     story.found = (f"memorisation score {num(first['memorisation'])} at σ = {num(first['sigma'])}, "
@@ -1456,6 +1593,19 @@ def sigma_tradeoff(result: Result, story: Story) -> None:
         story.claims[keep[0].id] = ClaimText(
             f"{text.numbers}; this claim's margin τ is the noise floor {num(floor)}, not the advisor's margin τ = "
             f"{num(margins['gen_tolerance'])}", text.rule)
+
+
+_SOURCE_HEAD = re.compile(r"(Prop(?:osition|\.)? \d+|Remark \d+|Lemma \d+|Fig\. \d+|Table \d+): (.+)")
+
+
+def _paper_with_sources(text: str, sources: str) -> str:
+    """The paper sentence "the paper (sources): text"; where the paper's text names its own source per part ("Prop 2:
+    …; Remark 2: …"), each source goes after its part instead ("the paper: … (Prop 2); … (Remark 2)"): the
+    prefix and the parts' heads said it twice ("The paper (Prop. 2, Remark 2): Prop 2: …")."""
+    parts = [_SOURCE_HEAD.fullmatch(part.strip()) for part in text.split("; ")]
+    if text and all(parts):
+        return "the paper: " + "; ".join(f"{m.group(2).rstrip('.')} ({m.group(1)})" for m in parts if m)
+    return f"the paper ({sources}): {text}"
 
 
 def _sigma_answer(result: Result) -> str:

@@ -98,8 +98,10 @@ class Story:
     problems: list[str] = field(default_factory=list)
 
     def sentences(self) -> tuple[str, str, str]:
-        """The finding's three sentences: what the paper says, what we found at this scale, the verdict."""
-        return _cap(_period(self.paper)), f"At this scale: {_period(self.found)}", _period(self.verdict)
+        """The finding's three sentences: what the paper says (without the label it follows everywhere it is shown:
+        :func:`without_label`), what we found at this scale, the verdict."""
+        return (_cap(_period(without_label(self.paper, self.label))), f"At this scale: {_period(self.found)}",
+                _period(self.verdict))
 
     def body(self) -> str:
         """The finding paragraph without its label: what the paper says, what we found at this scale, the
@@ -109,6 +111,25 @@ class Story:
     def paragraph(self) -> str:
         """The finding paragraph: ``label: body``."""
         return f"{self.label}: {self.body()}"
+
+
+_PAPER_SOURCE = re.compile(r"(?i)(the paper) \(([^()]*)\)")
+
+
+def without_label(paper: str, label: str) -> str:
+    """The paper sentence with the source in its leading bracket dropped where it repeats ``label``, the name the
+    sentence is shown after ("Fig. 6: The paper (Fig. 6): …" read the name twice): ``the paper (Fig. 6): …`` →
+    ``the paper: …``, ``the paper (Table 2, CelebA 64×64): …`` → ``the paper (CelebA 64×64): …``; a label
+    "Proposition 2 / Remark 2" matches "(Proposition 2, Remark 2)". Any other sentence is returned unchanged."""
+    m = _PAPER_SOURCE.match(paper)
+    if m is None:
+        return paper
+    inner = m.group(2)
+    for name in dict.fromkeys((label, label.replace(" / ", ", "))):
+        if inner == name or inner.startswith(name + ", "):
+            rest = inner[len(name):].removeprefix(", ")
+            return m.group(1) + (f" ({rest})" if rest else "") + paper[m.end():]
+    return paper
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -176,8 +197,10 @@ def _scalar(v: Any) -> bool:
 def short_value(v: Any, limit: int = 60) -> str | None:
     """A compact reading of an evidence value, or None when it is too complex for a sentence: numbers; short
     strings; up to four scalars (``a, b, c``); a long list of numbers as its range; a dict of up to four scalars
-    (``k v, k v``), or of repeated values grouped by value (``no (width=16, width=64)``, each value once with its
-    keys in brackets); an empty list or dict as ``none``; bools as ``yes``/``no`` (:func:`num`)."""
+    (``k v, k v``), or of repeated statuses or flags grouped by value (``no (width=16, width=64)``, each value once
+    with its keys in brackets); a record holding numbers never grouped (two of its quantities that happen to be
+    equal are still two quantities): up to six ``name value`` pairs, names as words (``training loss 0.354, minimum
+    loss 0``); an empty list or dict as ``none``; bools as ``yes``/``no`` (:func:`num`)."""
     if isinstance(v, bool) or v is None:
         return num(v)
     if isinstance(v, int | float):
@@ -199,6 +222,11 @@ def short_value(v: Any, limit: int = 60) -> str | None:
         if not v:
             return "none"
         if all(_scalar(x) for x in v.values()):
+            if any(isinstance(x, int | float) and not isinstance(x, bool) for x in v.values()):
+                if len(v) > 6:
+                    return None
+                text = ", ".join(f"{label(k)} {num(x)}" for k, x in v.items())
+                return text if len(text) <= (limit if len(v) <= 4 else 2 * limit) else None
             groups: dict[str, list[str]] = {}
             for k, x in v.items():  # equal values once: "failed: … (euler_10, euler_100)"
                 groups.setdefault(num(x), []).append(str(k))
@@ -301,9 +329,7 @@ def rule_text(claim: Claim) -> str:
     if claim.verdict == "untestable":
         pre = claim.precondition or {}
         statement, numbers = failed_part(pre)
-        # "label: value": a measured key may be a phrase ending in a number ("…, the latter 0")
-        measured = "; ".join(f"{label(k)}: {t}" for k, v in list(numbers.items())[:3]
-                             if (t := short_value(v)) is not None)
+        measured = _measured_text(numbers)
         text = f"Not judged: the precondition does not hold — {statement}"
         if measured:
             text += f" (measured: {measured})"
@@ -318,6 +344,23 @@ def rule_text(claim: Claim) -> str:
         need = [clauses[v] for v in ("confirmed", "refuted") if v in clauses]
         return "Rule: neither outcome was reached — " + "; ".join(need)
     return "Rule: " + claim.rule
+
+
+def _measured_text(numbers: dict[str, Any], items: int = 3) -> str:
+    """The first ``items`` measured numbers of a failed precondition in words, "label: value; …" (a measured key may
+    be a phrase ending in a number, "…, the latter 0", hence the colon). A per-seed record says whether that seed met
+    it and then its numbers, ``seed 0 (not met): training loss 0.354, minimum loss 0, …``, not its ``holds`` flag as
+    one more value."""
+    parts = []
+    for key, value in list(numbers.items())[:items]:
+        name = re.sub(r"^seed=(\d+)$", r"seed \1", label(key))
+        if isinstance(value, dict) and isinstance(value.get("holds"), bool):
+            name += " (met)" if value["holds"] else " (not met)"
+            value = {k: v for k, v in value.items() if k != "holds"}
+        text = short_value(value)
+        if text is not None:
+            parts.append(f"{name}: {text}")
+    return "; ".join(parts)
 
 
 def judgement_rows(claim: Claim) -> list[tuple[str, str]]:
@@ -579,4 +622,5 @@ __all__ = [
     "short_value",
     "shorten",
     "verdict_sentence",
+    "without_label",
 ]
