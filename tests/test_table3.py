@@ -8,46 +8,53 @@ import pytest
 
 import flowvar.experiments._imaging as imaging
 from experiment_checks import IMAGE_TINY as TINY
-from experiment_checks import check_image_result
+from experiment_checks import rejudge_with_outdated_verdicts
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments import table3
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
-from flowvar.results import all_preconditions, judge
+from flowvar.results import judge
+from test_image_claims import check_image_claims
 
 
 def test_table3_smoke(tmp_path: Path) -> None:
     overrides = {**TINY, "n": "10", "base_steps": "3", "eval_max": "6"}
-    run_experiment("table3", tmp_path, quick=True, overrides=overrides)
-    data = check_image_result(tmp_path, "table3", 2, ["table3_grid.png", "table3_l2.png"])
-    table = data["metrics"]["table3"]
+    whole = run_experiment("table3", tmp_path / "run", quick=True, overrides=overrides)
+    data = check_image_claims(tmp_path / "run", "table3", 3, ["table3_grid.png", "table3_l2.png"])
+    table, runs = data["metrics"]["table3"], data["metrics"]["runs"]
     assert table["sigma=0.0"]["l2_to_generated"]["n"] == 12
-    assert {c["id"] for c in data["claims"]} == {"table3.sigma0_copies_generated_pairs",
-                                                 "table3.sigma0_farther_from_ot"}
-    assert data["metrics"]["runs"][0]["base_model"]["loss_first_5pct"] > 0
-    copy, far = data["claims"]
+    assert [c["id"] for c in data["claims"]] == ["table3.sigma0_copies_generated_pairs",
+                                                 "table3.sigma0_farther_from_ot",
+                                                 "table3.exact_minimiser_breaks_copying"]
+    assert runs[0]["base_model"]["loss_first_5pct"] > 0
+    copy, far, exact = data["claims"]
     ev = copy["evidence"]
     got = table3.copies_rule(ev["l2_to_generated_sigma0.05_per_seed"], ev["l2_to_generated_sigma0.0_per_seed"],
                              ev["reference_generated_vs_ot_partner"], sigma=0.05, min_effect=0.1, alpha=0.05)
     assert got.verdict == (copy["verdict_if_testable"] or copy["verdict"])
     assert ev["reference_generated_vs_ot_partner"] == pytest.approx(table["reference_generated_vs_ot_partner"]["mean"])
     assert got.min_effect == pytest.approx(0.1 * ev["reference_generated_vs_ot_partner"])  # absolute scale, no ratio
+    # the zero field (output = source z) beside the networks, per seed
+    assert ev["zero_field_control"]["l2_to_generated_zero_field_minus_sigma0_per_seed"] == pytest.approx(
+        [r["zero_field"]["l2_to_generated"] - g for r, g in zip(runs, ev["l2_to_generated_sigma0.0_per_seed"],
+                                                                strict=True)])
     ev = far["evidence"]
     got = table3.farther_from_ot_rule(ev["l2_to_ot_sigma0.0_per_seed"], ev["l2_to_ot_sigma0.05_per_seed"],
                                       ev["reference_generated_vs_ot_partner"], sigma=0.05, min_effect=0.1, alpha=0.05)
     assert got.verdict == (far["verdict_if_testable"] or far["verdict"])
-    copied = copy["precondition"]["measured"]["[1]"]
-    assert copied == far["precondition"]["measured"]["[1]"] and copied["required"] == 0.1
-    # each claim's second precondition is its own difference on the exact minimisers, recorded with the claim
-    ref = ev["reference_generated_vs_ot_partner"]
-    mech = {"sigma": 0.05, "sigma_sqrt_d": 0.05 * 8, "min_effect": 0.1}  # TINY: 8 × 8 grey images, D = 64
-    exact_gen = copy["evidence"]["exact_minimiser_l2_to_generated_sigma0.05_per_seed"]
-    can_copy = table3.copies_can_act_precondition(exact_gen, ref, **mech)
-    can_far = table3.farther_can_act_precondition(ev["exact_minimiser_l2_to_ot_sigma0.05_per_seed"],
-                                                  ev["reference_per_seed"], ref, **mech)
-    for pre, claim in ((can_copy, copy), (can_far, far)):
-        recorded = claim["precondition"]["measured"]["[2]"]
-        assert pre.holds == recorded["holds"] and pre.measured["seed_mean"] == pytest.approx(recorded["seed_mean"])
-        assert recorded["sigma_sqrt_d"] == pytest.approx(0.4)
+    assert copy["precondition"] == far["precondition"]
+    copied, fit0, fit1 = (copy["precondition"]["measured"][f"[{i}]"] for i in (1, 2, 3))
+    assert copied["required"] == 0.1
+    for fitted, s in ((fit0, "0.0"), (fit1, "0.05")):
+        fits = [r[f"sigma={s}"]["loss_last_relative_to_zero_field"] for r in runs]
+        assert fitted["loss_last_relative_to_zero_field_per_seed"] == fits
+        assert fitted["holds"] == all(f <= 0.1 for f in fits)
+    # the exact minimiser is a finding of its own, on the same rule
+    ev = exact["evidence"]
+    got = table3.exact_copies_rule(ev["exact_minimiser_l2_to_generated_sigma0.05_per_seed"],
+                                   ev["reference_generated_vs_ot_partner"], sigma=0.05, min_effect=0.1, alpha=0.05)
+    assert got.verdict == exact["verdict"] and ev["noise_tube_radius_sigma_sqrt_D"] == pytest.approx(0.4)
+    rejudged, _, _ = rejudge_with_outdated_verdicts(tmp_path / "run" / "table3", tmp_path / "again", whole)
+    assert rejudged.to_dict()["claims"] == whole.to_dict()["claims"]
 
 
 @pytest.mark.parametrize(("overrides", "error", "message"), [
@@ -91,28 +98,14 @@ def test_table3_rules_reach_every_outcome() -> None:
     assert not bad.holds and _untestable(bad) == "untestable"
 
 
-def test_noise_can_act_preconditions_reach_every_outcome() -> None:
-    mech = {"sigma": 0.05, "sigma_sqrt_d": 0.4, "min_effect": 0.1}
-    # the exact CFM(0.05) minimiser returns the generated partners (0.001 from them, 3.54 from the OT partner, as
-    # the exact σ = 0 one): neither claim's difference can reach 0.1 × 3.54
-    copy_cannot = table3.copies_can_act_precondition([0.001, 0.002], 3.54, **mech)
-    far_cannot = table3.farther_can_act_precondition([3.54, 3.53], [3.54, 3.54], 3.54, **mech)
-    for pre in (copy_cannot, far_cannot):
-        assert not pre.holds and pre.remedy and pre.measured["min_effect"] == pytest.approx(0.354)
-        assert _untestable(pre) == "untestable"
-    assert far_cannot.measured["seed_mean"] == pytest.approx(0.005)
-    # the paper's geometry: the optimum lands 25 from the generated partner, 31 from the OT one (σ = 0: 8.6 and 43)
-    assert table3.copies_can_act_precondition([25.0, 24.0], 40.0, **mech).holds
-    assert table3.farther_can_act_precondition([31.0, 32.0], [40.0, 41.0], 40.0, **mech).holds
-    assert not table3.farther_can_act_precondition([38.0, 39.0], [40.0, 41.0], 40.0, **mech).holds  # 2 < 4
-    assert not table3.copies_can_act_precondition([float("nan"), 25.0], 40.0, **mech).holds
-    assert not table3.farther_can_act_precondition([31.0, float("nan")], [40.0, 41.0], 40.0, **mech).holds
-    # a refutation where the noise cannot act is untestable, the rule's outcome kept
-    refuted = table3.copies_rule([0.19, 0.20], [0.104, 0.108], 3.54, sigma=0.05, min_effect=0.1, alpha=0.05)
-    copied = table3.copied_precondition([3.5, 3.6], [0.1, 0.12], [3.5, 3.6], 0.1)
-    claim = judge("x", "s", {}, rule="r", kind="reproduction", verdict=refuted.verdict,
-                  precondition=all_preconditions(copied, copy_cannot))
-    assert claim.verdict == "untestable" and claim.verdict_if_testable == "refuted"
+def test_exact_copies_rule_reaches_every_outcome() -> None:
+    kw = {"sigma": 0.05, "min_effect": 0.1, "alpha": 0.05}
+    # the quick run: the exact CFM(0.05) minimiser returns every generated partner (2e-14 away): refuted
+    assert table3.exact_copies_rule([2e-14, 2e-14], 3.54, **kw).verdict == "refuted"
+    # the paper's geometry: an optimum 25 from the generated partner against 0.1 × 40
+    assert table3.exact_copies_rule([25.0, 24.0], 40.0, **kw).verdict == "confirmed"
+    assert table3.exact_copies_rule([8.0, 0.1], 40.0, **kw).verdict == "inconclusive"
+    assert table3.exact_copies_rule([25.0], 40.0, **kw).verdict == "inconclusive"
 
 
 def test_quick_mode_replicates_over_seeds() -> None:
