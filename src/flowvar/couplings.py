@@ -11,6 +11,12 @@ Every coupling returns :class:`Pairs`. Variants override only how ``x1`` is atta
 * :class:`FixedPairs` — a finite dataset of N pairs (optionally re-paired by a derangement: the
   adversarial / shuffled coupling); minibatches draw pair indices.
 * :class:`ReflowCoupling` — x1 = ODE-integrate a trained model from x0 (1-ReFlow pairs).
+
+Dtypes: :class:`Pairs` refuses x0 and x1 of different dtypes, and so do the couplings that take both sides as given
+(:class:`FixedPairs`; :class:`MapCoupling`, whose map must return x0's dtype). The couplings that draw each side
+from its own distribution (:class:`IndependentCoupling`, :class:`ExactOTCoupling`) convert the targets to the
+source's dtype instead: the source decides the precision of the pairs, so a float32 ``StandardNormal`` with a
+float64 target gives float32 pairs (build the source in float64 for float64 pairs).
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ class Pairs:
     ``x0``, ``x1``: (B, *shape), floating point, of one dtype (numpy arrays are converted; anything else is a
     :class:`DataError` naming the fix: integer data would fail deep inside the interpolant or the time sampler, and
     mixed float32/float64 pairs inside ``torch.lerp``); ``index``: (B,) long, the training-pair index of each row
-    when the pairs come from a finite set, else None.
+    when the pairs come from a finite set, else None. Finiteness is not checked (a coupling builds Pairs for every
+    batch; :class:`FixedPairs` checks its data once, and the variance estimators check each path they measure).
     """
 
     x0: Tensor
@@ -87,7 +94,7 @@ class Coupling(ABC):
 
 
 class IndependentCoupling(Coupling):
-    """π0 ⊗ π1: x0 and x1 drawn independently."""
+    """π0 ⊗ π1: x0 and x1 drawn independently; x1 is converted to x0's dtype (the source decides the precision)."""
 
     def __init__(self, source: Distribution, target: Distribution) -> None:
         if source.event_shape != target.event_shape:
@@ -109,7 +116,8 @@ class IndependentCoupling(Coupling):
 
 
 class ExactOTCoupling(IndependentCoupling):
-    """Minibatch exact OT: draw B sources and B targets, pair them by the optimal assignment (a bijection).
+    """Minibatch exact OT: draw B sources and B targets, pair them by the optimal assignment (a bijection). As in
+    :class:`IndependentCoupling`, the targets are converted to the source's dtype.
 
     ``solver``: ``"auto"`` (default), ``"lsa"`` (scipy's linear_sum_assignment), ``"emd"`` (POT's network simplex)
     or ``"sparse"`` (the certified sparse solve); ``"auto"`` takes lsa below 256 points, emd below 1024 and sparse

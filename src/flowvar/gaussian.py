@@ -342,7 +342,14 @@ class GaussianProblem(Distribution):
 
 
 def _check_square(name: str, Theta: Tensor) -> Tensor:
-    Theta = torch.as_tensor(Theta, dtype=torch.float64).detach()
+    if isinstance(Theta, GaussianProblem):  # the problem is not the matrix: torch.as_tensor failed with a TypeError
+        raise ConfigError(f"{name} must be the (d, d) matrix Θ of the field, got a GaussianProblem; for its "
+                          f"pair-optimal field pass problem.field_parameters(rotation)[1] (Θ̂ = M^(1/2) R − I)")
+    try:
+        Theta = torch.as_tensor(Theta, dtype=torch.float64).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"{name} must be a square (d, d) matrix (a tensor, array or nested list), got "
+                          f"{describe(Theta)}") from None
     if Theta.ndim != 2 or Theta.shape[0] != Theta.shape[1] or Theta.shape[0] == 0:
         raise ShapeError(f"{name} must be a square (d, d) matrix, got shape {tuple(Theta.shape)}")
     check_finite(name, Theta)

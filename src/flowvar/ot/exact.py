@@ -42,9 +42,10 @@ def check_solver(solver: object) -> OTSolver:
 def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", align: bool = True) -> Tensor:
     """The permutation σ minimising Σ_i ‖x0_i − x1_σ(i)‖² (exact assignment; uniform weights).
 
-    ``x0``, ``x1``: (n, *shape), on any device (numpy arrays are converted with ``torch.as_tensor``) → (n,) long on
-    x0's device, so that ``x1[perm]`` is the OT partner of each x0 row. The float64 cost matrix (and the alignment
-    below) is computed on x0's device (on the CPU for MPS, which has no float64); the solve itself runs on the CPU.
+    ``x0``, ``x1``: (n, *shape), on any device (numpy arrays are converted with ``torch.as_tensor``; a 1-D tensor is
+    refused: n scalars and one point look alike) → (n,) long on x0's device, so that ``x1[perm]`` is the OT partner
+    of each x0 row. The float64 cost matrix (and the alignment below) is computed on x0's device (on the CPU for MPS,
+    which has no float64); the solve itself runs on the CPU.
     Always an exact optimum and a bijection, whichever solver:
 
     * ``"lsa"``: scipy's Jonker–Volgenant ``linear_sum_assignment`` (fast for small or unclustered problems,
@@ -75,9 +76,9 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     """
     check_solver(solver)
     x0, x1 = tensor_input("x0", x0), tensor_input("x1", x1)
-    if x0.ndim == 0 or x1.ndim == 0:
+    if x0.ndim < 2 or x1.ndim < 2:  # a 1-D tensor: n scalars or one point? refused, as the metrics refuse it
         raise ShapeError(f"exact OT pairing needs two point sets (n, *shape), got shapes {tuple(x0.shape)} and "
-                         f"{tuple(x1.shape)}")
+                         f"{tuple(x1.shape)}; reshape n scalars to (n, 1) or one point to (1, d)")
     if x0.shape[0] != x1.shape[0]:
         raise ShapeError(f"exact OT pairing needs equally many sources and targets, got {x0.shape[0]} "
                          f"and {x1.shape[0]}")
