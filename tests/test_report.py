@@ -413,9 +413,15 @@ def test_study_paragraphs_are_generated_from_the_numbers(results: dict[str, Resu
     memo.evidence["per_cell"]["d=2,N=16,width=128"]["accuracies"] = [0.85, 1.0, 1.0]  # seed mean 0.95, one seed out
     assert f"every seed) in 2 of {len(cells)} (d, N, width) cells" in build_story(r).paragraph()
     assert re.search(r"\d+ % → \d+ % at d = \d+, N = \d+, width \d+", story.paragraph())
-    # the edited cell, by its lowest seed (what "memorises" reads), to one decimal and marked memorising
-    assert "d = 2, N = 16, width 128: 92.0 % ✓" in story.claims[memo.id].numbers
-    assert "d = 2, N = 16, width 128: 85.0 %," in build_story(r).claims[memo.id].numbers  # one seed out: no ✓
+    # the edited cell, by its lowest seed (what "memorises" reads), to one decimal and marked memorising; it is above
+    # the zero-loss level, so not one the rule judges: it follows the judged cells, named as a memorising one
+    judged = ", ".join(f"d = {d}, N = 16, width 128: 100.0 % ✓" for d in (4, 10))
+    assert story.claims[memo.id].numbers == (
+        f"σ = 0 pairing accuracy, lowest seed (✓: ≥ 90 % in every seed, memorising), in the 2 cells at the zero-loss "
+        f"level the rule judges: {judged}; the other cell, above that level and not judged: 92.0 %, memorising in 1 "
+        f"(d = 2, N = 16, width 128: 92.0 % ✓)")
+    assert build_story(r).claims[memo.id].numbers.endswith(  # one seed out: no ✓
+        "the other cell, above that level and not judged: 85.0 %, memorising in none")
     for story in (build_story(x) for x in results.values()):
         assert len(sentences(story.paragraph())) <= MAX_SENTENCES
 

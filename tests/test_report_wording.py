@@ -712,3 +712,18 @@ def test_a_failed_per_seed_fit_reads_as_words(quick: dict[str, Any]) -> None:
     assert "untestable (the network did not fit the coupling in 1 of 2 seeds)" in story.paragraph()
     assert ("the σ = 0 network did not fit the coupling in 1 of 2 seeds (excess loss 0.354 above L_min, allowance "
             "0.157)") in story.tables[0].notes[1]
+
+
+def test_memorisation_phase_leads_with_the_cells_its_rule_judges(full: dict[str, Any]) -> None:
+    """The "Ours:" line of sigma0_memorises listed all 40 cells; the rule judges the 9 at the zero-loss level. Those
+    come first, one by one; the other 31 are summarised (range, and the memorising ones by name)."""
+    result = _result(full, "memorisation_phase")
+    memo = _claim(result, "memorisation_phase.sigma0_memorises")
+    numbers = build_story(result).claims[memo.id].numbers
+    judged = memo.evidence["cells_at_zero_loss"]
+    head, rest = numbers.split("; the other ")
+    assert f"in the {len(judged)} cells at the zero-loss level the rule judges: " in head
+    assert head.count("% ✓") == len(judged) and "d = 2," not in head
+    assert rest.startswith(f"{len(memo.evidence['per_cell']) - len(judged)} cells, above that level and not judged: "
+                           "0.0 % to 99.8 %, memorising in 2 (d = 10, N = 256, width 256: 99.2 % ✓, d = 50, N = 1024, "
+                           "width 256: 99.8 % ✓)")

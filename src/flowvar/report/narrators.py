@@ -1490,10 +1490,28 @@ def memorisation_phase(result: Result, story: Story) -> None:
             rule_text(tube[0]))
     # the lowest seed is what "memorises" reads; to one decimal, so a cell just under the level (0.8958) never
     # prints as the level itself ("90 %"); ✓ marks the memorising cells
-    story.claims[memo.id] = ClaimText(
-        f"σ = 0 pairing accuracy per cell, lowest seed (✓: ≥ {pct(high)} in every seed, memorising): " + ", ".join(
-            f"{_cell(k)}: {100 * lowest[k]:.1f} %{' ✓' if lowest[k] >= high else ''}" for k in cells),
-        rule_text(memo))
+    def shown(keys: list[str]) -> str:
+        return ", ".join(f"{_cell(k)}: {100 * lowest[k]:.1f} %{' ✓' if lowest[k] >= high else ''}" for k in keys)
+
+    head = f"σ = 0 pairing accuracy, lowest seed (✓: ≥ {pct(high)} in every seed, memorising)"
+    judged_cells = memo.evidence.get("cells_at_zero_loss")
+    if isinstance(judged_cells, list) and set(judged_cells) <= set(cells):
+        # the cells the rule judges (σ = 0 at the zero-loss level) first, one by one; the rest summarised
+        rest = [k for k in cells if k not in judged_cells]
+        rest_memorising = [k for k in rest if lowest[k] >= high]
+        def cells_word(n: int) -> str:
+            return "cell" if n == 1 else f"{n} cells"
+
+        numbers = (f"{head}, in the {cells_word(len(judged_cells))} at the zero-loss level the rule judges: "
+                   + (shown(judged_cells) or "none"))
+        if rest:
+            numbers += (f"; the other {cells_word(len(rest))}, above that level and not judged: "
+                        f"{_range_text([100 * lowest[k] for k in rest], lambda v: f'{v:.1f} %', joiner=' to ')}"
+                        + (f", memorising in {len(rest_memorising)} ({shown(rest_memorising)})" if rest_memorising
+                           else ", memorising in none"))
+    else:  # a result without the zero-loss cells recorded: every cell
+        numbers = f"{head} per cell: {shown(list(cells))}"
+    story.claims[memo.id] = ClaimText(numbers, rule_text(memo))
     for s, c in reduce:
         if c.verdict == "untestable":
             measured = (c.precondition or {}).get("measured") or {}
