@@ -727,3 +727,18 @@ def test_memorisation_phase_leads_with_the_cells_its_rule_judges(full: dict[str,
     assert rest.startswith(f"{len(memo.evidence['per_cell']) - len(judged)} cells, above that level and not judged: "
                            "0.0 % to 99.8 %, memorising in 2 (d = 10, N = 256, width 256: 99.2 % ✓, d = 50, N = 1024, "
                            "width 256: 99.8 % ✓)")
+
+
+def test_the_docs_give_solver_resolutions_published_quick_runtime(quick: dict[str, Any]) -> None:
+    """README.md, docs/reproduce.md and solver_resolution's page said 3 min 29 s (the 4027d6d run) after the
+    published result was replaced by the 27f793b run (wall 236 s, "3 min 56 s" in the report)."""
+    from flowvar.report.collection import format_duration
+
+    entry = next(e for e in quick["experiments"] if e["name"] == "solver_resolution")
+    runtime = format_duration(entry["wall_s"])
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert re.search(rf"on one thread \(\d+ min \d+ s, {runtime} and \d+ min \d+ s in the quick reference run", readme)
+    assert f"| solver_resolution | {runtime} |" in (ROOT / "docs" / "reproduce.md").read_text(encoding="utf-8")
+    page = (ROOT / "docs" / "experiments" / "solver_resolution.md").read_text(encoding="utf-8")
+    assert f"Quick runtime: {runtime} on one thread" in page
+    assert "`meta`, 3 min 29 s" not in (RESULTS / "README.md").read_text(encoding="utf-8")
