@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from experiment_checks import check_claims_result
 from flowvar.errors import ConfigError
-from flowvar.experiments.base import run_experiment
+from flowvar.experiments.base import RunContext, run_experiment
 from flowvar.experiments.fig6 import (
     SIGMA0_FIT_FRACTION,
     fit_allowance,
@@ -172,10 +173,23 @@ def test_noisy_counterexample_minimiser_is_the_translation(gen: torch.Generator)
 # ---------------------------------------------------------------------------------------------- smoke tests
 
 
-def test_fig6_smoke(tmp_path: Path) -> None:
+def test_fig6_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = {"steps": 20, "width": 16, "n_eval": 60, "euler_steps": (3, 11, 4), "primary_steps": 11,
                  "n_plot": 5, "max_dopri_steps": 2000}
+    save, hidden = RunContext.figure, {}
+
+    def figure(self: RunContext, name: str, fig: Any) -> Path:
+        """Record, per figure, the axes whose legend overlaps the axes' own area (it hid the exact σ = 0 line at
+        1.0 in fraction_vs_grid), then save it."""
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        hidden[name] = [ax.get_title() for ax in fig.axes if ax.get_legend() is not None and
+                        ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))]
+        return save(self, name, fig)
+
+    monkeypatch.setattr(RunContext, "figure", figure)
     run_experiment("fig6", tmp_path, quick=True, overrides=overrides)
+    assert hidden["fraction_vs_grid"] == []  # the legend sits outside the axes
     data = check_claims_result(tmp_path, "fig6", {"fig6.sigma0_odd_euler_reproduces_rotation",
                                             "fig6.sigma0.05_leaves_rotation", "fig6.sigma0_solver_dependence"})
     claims = {c["id"]: c for c in data["claims"]}

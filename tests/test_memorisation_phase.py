@@ -17,10 +17,13 @@ from flowvar.errors import ConfigError, ShapeError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.memorisation_phase import (
     MIN_PER_LABEL,
+    _ratio_figure,
     balanced_accuracy_at,
     best_threshold_separation,
     cell_key,
     cell_memorises,
+    heatmap_caption,
+    heatmap_mark,
     held_out_separation,
     reduction_map,
     region_precondition,
@@ -117,6 +120,49 @@ def synthetic() -> list[dict[str, Any]]:
             + _points(50, 16, 64, 0.05, [0.3, 0.2, 0.25], [0.0, 0.0, 0.0])  # acc0 0.25 < 0.9: not memorised
             + _points(2, 64, 64, 0.05, [1.0, 1.0, 1.0], [0.5, 0.5, 0.6], exact=(1.0, 1.0))  # exact keeps every pair
             + _points(3, 64, 64, 0.05, [1.0, 1.0, 1.0], [0.9, 0.8, 0.7], exact=None))  # no exact reference
+
+
+def test_heatmap_marks_say_what_is_drawn(synthetic: list[dict[str, Any]]) -> None:
+    """↓ only for a reduced (testable) cell; a confirmed paired drop in an untestable cell gets (↓), not nothing (the
+    caption said '↓ = paired drop ≥ 0.1' while such cells, e.g. d = 3, N = 16 at σ = 0.5, 94 % → 19 %, had no mark)."""
+    cells = reduction_map(synthetic, 0.05, memorise_accuracy=0.9, margin=0.1)
+    assert heatmap_mark(cells["d=2,N=16,width=64"]) == " ↓"  # reduced
+    assert cells["d=2,N=64,width=64"]["status"] == "noise_cannot_act"
+    assert heatmap_mark(cells["d=2,N=64,width=64"]) == " (↓)"  # drops 0.5, 0.5, 0.4, but the exact minimiser keeps all
+    assert cells["d=50,N=16,width=64"]["status"] == "not_memorised"
+    assert heatmap_mark(cells["d=50,N=16,width=64"]) == " (↓)"  # drops 0.3, 0.2, 0.25 from a σ = 0 that never memorised
+    assert heatmap_mark(cells["d=3,N=16,width=64"]) == ""  # not reduced
+    assert heatmap_mark(cells["d=10,N=16,width=64"]) == ""  # inconclusive comparison
+    assert heatmap_mark(None) == ""
+    caption = heatmap_caption(3, 3, 0.1)
+    assert "↓ = σ reduces memorisation (testable cell" in caption
+    assert "(↓) = that drop confirmed in an untestable cell" in caption
+
+
+def _legends_overlap_axes(fig: Any) -> list[str]:
+    """The titles of the axes whose legend overlaps the axes' own area (hiding data)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return [ax.get_title() for ax in fig.axes if ax.get_legend() is not None
+            and ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))]
+
+
+def test_ratio_figure_legends_sit_outside_the_axes_and_name_the_dotted_lines(synthetic: list[dict[str, Any]]) -> None:
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    drawn: dict[str, Any] = {}
+    ctx = SimpleNamespace(metrics={}, figure=lambda name, fig: drawn.__setitem__(name, fig))
+    regions = {0.05: reduction_map(synthetic, 0.05, memorise_accuracy=0.9, margin=0.1)}
+    config = build_config(get_experiment("memorisation_phase"), quick=True)
+    _ratio_figure(ctx, config, synthetic, regions)  # type: ignore[arg-type]
+    fig = drawn["accuracy_vs_tube_ratio"]
+    assert _legends_overlap_axes(fig) == []
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "dotted: σ = 0 (star) to the smallest σ" in labels
+    assert "σ = 0 does not (not judged)" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    plt.close(fig)
 
 
 def test_separation_labels_come_from_the_networks_alone(synthetic: list[dict[str, Any]]) -> None:

@@ -85,6 +85,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.lines import Line2D
 from torch import Tensor, nn
 
 from flowvar.couplings import FixedPairs, derangement
@@ -885,6 +886,30 @@ def _cell_means(points: list[dict[str, Any]], d: int, width: int, key: str) -> t
     return ns, sigmas, table
 
 
+def heatmap_mark(cell: dict[str, Any] | None) -> str:
+    """The mark after a heatmap cell's number, from its :func:`reduction_map` row (None: no row).
+
+    " ↓" where σ reduces memorisation (status "reduced": a testable cell whose paired drop acc(0) − acc(σ) ≥ the
+    margin is confirmed over the seeds); " (↓)" where the same paired comparison is confirmed in a cell that is not
+    testable (σ = 0 does not memorise in every seed, or the exact minimiser shows the noise cannot act: not judged,
+    e.g. d = 3, N = 16 at σ = 0.5); "" otherwise.
+    """
+    if cell is None:
+        return ""
+    if cell["reduces"]:
+        return " ↓"
+    return " (↓)" if cell["comparison"]["verdict"] == "confirmed" else ""
+
+
+def heatmap_caption(d: int, n_seeds: int, margin: float) -> str:
+    """The heatmap figure's title: what the cells show and what :func:`heatmap_mark`'s marks mean."""
+    return (f"d = {d}: CFM(σ) on N fixed random GMM pairs, mean over {n_seeds} seed(s). ↓ = σ reduces memorisation "
+            f"(testable cell: σ = 0 memorises in every seed and the exact minimiser's drop ≥ {margin}; paired drop "
+            f"acc(0) − acc(σ) ≥ {margin} confirmed over the seeds);\n(↓) = that drop confirmed in an untestable cell "
+            f"(σ = 0 does not memorise in every seed, or the noise cannot act at the optimum): not judged; "
+            f"no mark: no confirmed drop")
+
+
 def _heatmaps(ctx: RunContext, config: MemorisationPhaseConfig, points: list[dict[str, Any]],
               regions: dict[float, dict[str, dict[str, Any]]]) -> None:
     panels = (("accuracy_above_chance", "pairing accuracy − chance (1/N)", "viridis", (0.0, 1.0)),
@@ -906,7 +931,7 @@ def _heatmaps(ctx: RunContext, config: MemorisationPhaseConfig, points: list[dic
                         if np.isnan(table[i, j]):
                             continue
                         cell = regions.get(sg, {}).get(cell_key(d, n, width))
-                        mark = " ↓" if cell is not None and cell["reduces"] else ""
+                        mark = heatmap_mark(cell)
                         # dark end of viridis is low, of magma_r high: pick the readable text colour
                         dark = (table[i, j] - lo) / (hi - lo) < 0.5
                         color = ("white" if dark else "black") if cmap == "viridis" else ("black" if dark else "white")
@@ -917,8 +942,7 @@ def _heatmaps(ctx: RunContext, config: MemorisationPhaseConfig, points: list[dic
                 ax.set_ylabel("N")
                 ax.set_title(f"width {width}: {title}", fontsize=8)
                 fig.colorbar(im, ax=ax, fraction=0.046)
-        fig.suptitle(f"d = {d}: CFM(σ) on N fixed random GMM pairs, mean over {config.n_seeds} seed(s); ↓ = σ reduces "
-                     f"memorisation (paired drop ≥ {config.reduction_margin} vs σ = 0 over the seeds)", fontsize=9)
+        fig.suptitle(heatmap_caption(d, config.n_seeds, config.reduction_margin), fontsize=8)
         ctx.figure(f"heatmap_d{d}", fig)
 
 
@@ -946,7 +970,7 @@ def _ratio_figure(ctx: RunContext, config: MemorisationPhaseConfig, points: list
         axes[0].semilogx(xs, ys, marker="o", ms=3, ls=style, color=color, label=label)
         axes[0].scatter([left], [y0], marker="*", s=70, color=color)
         if xs:
-            axes[0].plot([left, xs[0]], [y0, ys[0]], ls=":", color=color, lw=1)
+            axes[0].plot([left, xs[0]], [y0, ys[0]], ls=":", color=color, lw=1)  # σ = 0 star → smallest σ
         drops = [regions[sg][cell_key(d, n, w)]["mean_drop"] for sg in sigmas if cell_key(d, n, w) in regions[sg]]
         memo = cell_memorises([p["pairing_accuracy"] for p in rows if p["sigma"] == 0.0], config.memorise_accuracy)
         axes[1].semilogx(xs[:len(drops)], drops, marker="o" if memo else "x", ls="-" if memo else ":", color=color,
@@ -954,7 +978,12 @@ def _ratio_figure(ctx: RunContext, config: MemorisationPhaseConfig, points: list
     axes[0].set_xlabel("tube ratio σ√d / line spacing (stars at left: σ = 0)")
     axes[0].set_ylabel(f"pairing accuracy (Euler {config.euler_steps}, training sources)")
     axes[0].set_ylim(-0.05, 1.05)
-    axes[0].legend(fontsize=7, loc="lower left", title="one line per N", title_fontsize=7)
+    # outside the axes: inside, it covered the d = 50 lines; the dotted connector style is named in the legend
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], ls=":", color="grey", lw=1))
+    labels.append("dotted: σ = 0 (star) to the smallest σ")
+    axes[0].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                   title="one line per N", title_fontsize=7)
     axes[1].axhline(config.reduction_margin, color="grey", ls="--", lw=1, label=f"margin {config.reduction_margin}")
     thr = ctx.metrics.get("tube_ratio_threshold")
     if isinstance(thr, float) and math.isfinite(thr):
@@ -962,7 +991,11 @@ def _ratio_figure(ctx: RunContext, config: MemorisationPhaseConfig, points: list
     axes[1].set_xlabel("tube ratio σ√d / line spacing")
     axes[1].set_ylabel("accuracy drop acc(0) − acc(σ), seed mean")
     axes[1].set_title("o/solid: cells where σ = 0 memorises; x/dotted, faint: it does not (colours: d)", fontsize=8)
-    axes[1].legend(fontsize=7)
+    handles, labels = axes[1].get_legend_handles_labels()
+    handles += [Line2D([], [], ls="-", marker="o", color="grey"), Line2D([], [], ls=":", marker="x", color="grey",
+                                                                         alpha=0.5)]
+    labels += ["σ = 0 memorises the cell", "σ = 0 does not (not judged)"]
+    axes[1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.suptitle("Pairing accuracy against the noise tube radius relative to the training-line spacing")
     ctx.figure("accuracy_vs_tube_ratio", fig)
 
@@ -980,6 +1013,8 @@ __all__ = [
     "cell_memorises",
     "evaluate_model",
     "exact_reference",
+    "heatmap_caption",
+    "heatmap_mark",
     "held_out_separation",
     "make_eval_set",
     "make_training_set",

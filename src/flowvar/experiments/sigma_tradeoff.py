@@ -16,9 +16,10 @@ Protocol, for each seed s = ``seed`` + k, k < ``n_seeds``:
    (:func:`flowvar.data.load_split`).
 2. Pairs: N sources x0 ~ N(0, I) drawn per seed and paired with the N targets by index — a fixed random pairing, the
    memorisation-prone setting of Prop 2.
-3. For each σ in ``sigmas`` (same pairs, same initialisation, same batch stream: seed s's "init" and "batches"
-   streams, :mod:`flowvar.seeding`): a model trained on CFM(σ) (constant noise σ, target x1 − x0) — an MLP for
-   vectors, a UNet for images (``model``).
+3. For each σ in ``sigmas`` (same pairs, same initialisation and first batch: seed s's "init" and "batches"
+   streams, :mod:`flowvar.seeding`, seeded alike for every σ; later batches differ between σ = 0 and σ > 0, since
+   only σ > 0 draws the noise z from the batch generator): a model trained on CFM(σ) (constant noise σ, target
+   x1 − x0) — an MLP for vectors, a UNet for images (``model``).
 4. Euler (``euler_steps``) from the N training sources and from ``n_eval`` fresh sources;
    :func:`flowvar.metrics.evaluate_outputs` gives memorisation (pairing accuracy vs chance 1/N, normalised score M,
    per-pair L2 to the partner, fraction of fresh outputs that copy a training target, NN distance ratio to training vs
@@ -344,7 +345,7 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
             exact.append(_exact_minimiser(config, x0_train, data.x1_train, cmp_sigma, rep.generator("exact_sources"),
                                           device))
             for sigma in sigmas:
-                with rep.global_rng("init"):  # the same initialisation and batch stream for every σ
+                with rep.global_rng("init"):  # the same initialisation (and batch seed) for every σ
                     model = _build_model(config, data, unet)
                 model = model.to(device)
                 try:
@@ -440,7 +441,9 @@ def _choices(ctx: RunContext, config: SigmaTradeoffConfig, data: _Data, unet: bo
                             f"(model={config.model})")
     ctx.choice("training", f"Adam lr {config.lr}, warmup {config.warmup_steps}, clip {config.grad_clip}, batch "
                            f"{config.batch_size}, {config.steps} steps, EMA {config.ema_decay}; CFM(σ) with constant "
-                           f"noise and target x1 − x0; same initialisation and batch stream for every σ within a seed")
+                           f"noise and target x1 − x0; within a seed the same initialisation and first batch for every "
+                           f"σ (later batches differ between σ = 0 and σ > 0: only σ > 0 draws the noise z from the "
+                           f"batch generator)")
     ctx.choice("sampler", f"Euler, {config.euler_steps} steps, from the N training sources and from {config.n_eval} "
                           f"fresh sources")
     ctx.choice("memorisation", f"pairing accuracy a (nearest training target is the own partner) and the score "
@@ -761,7 +764,8 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
         _symlog_x(ax, sigmas)
         if rec is not None:
             ax.axvline(rec, color="red", lw=1.5, alpha=0.6,
-                       label=f"recommended σ = {rec:g}" + (" (fallback)" if advice["fallback"] else ""))
+                       label=f"fallback σ = {rec:g} (not a recommendation)" if advice["fallback"]
+                       else f"recommended σ = {rec:g}")
     for ax in axes[:2]:
         ax.legend(fontsize=7)
     # the distances panel's two axes share one legend, below the panel: inside, it overlapped one axis's curve

@@ -469,7 +469,7 @@ def _checkpoints(config: SolverResolutionConfig, sigma: float, workdir: Path, ct
     length's before it trains on): when ``workdir`` outlives an interrupted run (the cache's work folder), a rerun
     loads the lengths it had finished instead of retraining them. The initialisation and batch streams are fig6's
     (the seed's "init" and "batches", seeded alike for every σ: the same initialisation and first batch; later
-    batches differ, since only σ > 0 draws the noise z from the batch generator).
+    batches differ between σ = 0 and σ > 0, since only σ > 0 draws the noise z from the batch generator).
     """
     problem, rotation = counterexample_problem(config.mu, 2)
     with replica.global_rng("init"):
@@ -500,7 +500,8 @@ def _record_choices(config: SolverResolutionConfig, ctx: RunContext, seeds: list
     ctx.choice("network and training", f"fig6's: MLPField width {config.width}, depth {config.depth}, "
                f"{config.activation}, Adam lr {config.lr}, batch {config.batch_size}, fresh 180° pairs per step, "
                f"within a training seed the same init for every σ and the batch generator seeded alike (the same "
-               f"first batch; later batches differ, as only σ > 0 draws the noise z from it); one run per (seed, σ) "
+               f"first batch; later batches differ between σ = 0 and σ > 0, as only σ > 0 draws the noise z from it); "
+               f"one run per (seed, σ) "
                f"stopped at "
                f"{sorted(config.train_steps)} steps (segments resumed from checkpoints = the uninterrupted run)")
     ctx.choice("solvers", f"{config.n_eval} fresh sources (same for every seed, σ and length), float64; Euler "

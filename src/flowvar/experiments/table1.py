@@ -13,7 +13,8 @@ own training pairs, evaluation samples, initialisation and batches, and is the u
    ``gmm_seed`` (the same mixture for every seed), std ``component_std``. Source N(0, I_d).
 2. Training set: N = ``n_train`` sources and N targets drawn independently and paired by index
    (``pairing="random"``: an arbitrary pairing) or re-paired by the exact OT assignment (``"ot"``).
-3. For each σ in ``sigmas`` (same data, same initialisation, same batch stream): an MLP trained with Adam
+3. For each σ in ``sigmas`` (same data, same initialisation and first batch; later batches differ between σ = 0
+   and σ > 0, since only σ > 0 draws the noise z from the batch generator): an MLP trained with Adam
    on CFM(σ) (constant noise f = σ, target x1 − x0, TorchCFM's ``ConditionalFlowMatcher(sigma)``).
 4. Outputs: Euler with ``euler_steps`` steps from the N training sources (x̂_train) and from ``n_eval``
    fresh sources (x̂_fresh).
@@ -359,7 +360,8 @@ def _record_choices(config: Table1Config, ctx: RunContext) -> None:
     ctx.choice("training set", f"N = {config.n_train} pairs, pairing '{config.pairing}' ('random': independent draws "
                                f"paired by index; 'ot': exact assignment on squared L2); new pairs per seed")
     ctx.choice("model", f"MLPField {config.depth} × {config.width} {config.activation}, t concatenated; same "
-                        f"initialisation and batch stream for both σ within a seed")
+                        f"initialisation and first batch for both σ within a seed (later batches differ: only σ > 0 "
+                        f"draws the noise z from the batch generator)")
     ctx.choice("training", f"Adam lr {config.lr} (constant), batch {config.batch_size}, {config.steps} steps, CFM(σ) "
                            f"with constant noise and target x1 − x0 (TorchCFM ConditionalFlowMatcher)")
     ctx.choice("sampler", f"Euler, {config.euler_steps} steps, float32 (the exact minimiser: float64)")
