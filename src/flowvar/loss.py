@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowvar.couplings import Coupling, Pairs
-from flowvar.errors import ShapeError
+from flowvar.errors import ConfigError, ShapeError, describe
 from flowvar.interpolants import Interpolant, PathSample, TimeSampler, UniformTime
 
 
@@ -39,6 +39,23 @@ class CFMLoss:
     """
 
     def __init__(self, interpolant: Interpolant | None = None, time_sampler: TimeSampler | None = None) -> None:
+        # refused here, not at the first draw: CFMLoss(0.05) failed there with an AttributeError on a float, and
+        # CFMLoss(None, Interpolant(0.05)) with a TypeError inside the interpolant's sample()
+        if interpolant is not None and (isinstance(interpolant, TimeSampler) or
+                                        not callable(getattr(interpolant, "sample", None))):
+            if isinstance(interpolant, TimeSampler):
+                raise ConfigError(f"CFMLoss's first argument is the interpolant, got the time sampler "
+                                  f"{type(interpolant).__name__}; pass it second: CFMLoss(Interpolant(sigma), "
+                                  f"time_sampler) or CFMLoss(time_sampler=...)")
+            raise ConfigError(f"CFMLoss's first argument is the interpolant, got {describe(interpolant)}; for a noise "
+                              f"level sigma pass CFMLoss(Interpolant(sigma)), e.g. CFMLoss(Interpolant(0.05))")
+        if time_sampler is not None and (isinstance(time_sampler, Interpolant) or
+                                         not callable(getattr(time_sampler, "sample", None))):
+            hint = ("; the interpolant comes first: CFMLoss(Interpolant(sigma)) or CFMLoss(Interpolant(sigma), "
+                    "time_sampler)" if isinstance(time_sampler, Interpolant) else
+                    ", e.g. UniformTime(lo, hi)")
+            raise ConfigError(f"CFMLoss's second argument is the time sampler (a TimeSampler), got "
+                              f"{describe(time_sampler)}{hint}")
         self.interpolant = interpolant or Interpolant()
         self.time_sampler = time_sampler or UniformTime()
 
@@ -60,4 +77,19 @@ class CFMLoss:
         return F.mse_loss(v, path.target, reduction="sum") / v.shape[0]
 
 
-__all__ = ["CFMLoss", "per_sample_loss"]
+def check_loss_and_coupling(loss: object, coupling: object, call: str) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``call`` (the right argument order) unless ``loss`` draws
+    paths (a :class:`CFMLoss`) and ``coupling`` draws pairs (a :class:`~flowvar.couplings.Coupling`): swapped or
+    wrong arguments failed with a TypeError deep inside the first draw."""
+    if isinstance(loss, Coupling) and isinstance(coupling, CFMLoss):
+        raise ConfigError(f"the loss and the coupling are swapped (got the {type(loss).__name__} as the loss and the "
+                          f"CFMLoss as the coupling); call {call}")
+    if isinstance(loss, Coupling) or not callable(getattr(loss, "draw", None)):
+        raise ConfigError(f"loss must be a CFMLoss, e.g. CFMLoss(Interpolant(sigma)), got {describe(loss)}; "
+                          f"call {call}")
+    if isinstance(coupling, CFMLoss) or not callable(getattr(coupling, "sample", None)):
+        raise ConfigError(f"coupling must be a Coupling, e.g. ExactOTCoupling(source, target), got "
+                          f"{describe(coupling)}; call {call}")
+
+
+__all__ = ["CFMLoss", "check_loss_and_coupling", "per_sample_loss"]

@@ -28,7 +28,10 @@ telescopes to exactly −x0 + μ for this field: y_{k+1} = y_k (1 − 2t_{k+1}) 
 When the field returns NaN/Inf, :class:`SolverError` names the time at which it happened.
 
 The field is called as ``field(x, t)`` with ``x``: (B, *shape) and ``t``: a (B,) tensor (every entry
-the current time), in ``x0``'s dtype and device, and must return a (B, *shape) velocity.
+the current time, in ``x0``'s dtype and device), and must return a (B, *shape) velocity; the state keeps ``x0``'s
+dtype when the velocity has it (see :func:`integrate` for a field of another dtype). A first call that fails
+inside a user's model (a ``forward(t, x)``, parameters of another dtype) is a :class:`ConfigError` naming the fix,
+as in :func:`flowvar.train.train` (:func:`flowvar.models.base.first_call`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import ConfigError, ShapeError, SolverError, check_finite, check_positive_int, describe
+from flowvar.models.base import first_call
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
@@ -180,7 +184,8 @@ class _CountingField:
 
     def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
         tt = torch.as_tensor(t, dtype=self.dtype, device=self.device).reshape(()).expand(self.batch)
-        v = self.field(x, tt)
+        # the first call names a model written for (t, x) or for another dtype, as train() and the estimators do
+        v = self.field(x, tt) if self.nfe else first_call(lambda: self.field(x, tt), self.field, x, tt)
         self.nfe += 1
         if not isinstance(v, Tensor) or v.shape != x.shape:
             got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
@@ -231,7 +236,11 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
         field: ``field(x, t)`` with x: (B, *shape), t: (B,) → (B, *shape); an ``nn.Module`` or callable, used
             in the mode it is in (call ``model.eval()`` first for a model with dropout: :func:`flowvar.train.train`
             leaves it in training mode, and a sampler that switched modes would hide it).
-        x0: (B, *shape) floating-point start states; the integration runs in its dtype and device.
+        x0: (B, *shape) floating-point start states, on the device the integration runs on. The time grid and t are
+            in x0's dtype; the state x_{k+1} = x_k + h·v has torch's promoted dtype, which is x0's when the field
+            returns x0's dtype (the learned fields refuse another) but float64 for a float64 closed-form field given
+            float32 x0 (:class:`~flowvar.models.GaussianParametricField` casts x to its own dtype): pass x0 in the
+            field's dtype to integrate in one precision.
         method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` or a torchdiffeq method (``"dopri5"``…).
         steps: number of intervals of the uniform grid on [t0, t1]; ignored when ``grid`` is given. For
             adaptive methods it only sets the times at which the trajectory is saved.
@@ -245,7 +254,8 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
 
     Raises:
         ConfigError: an unknown method or invalid steps/grid/tolerances/save_every/options; a float16/bfloat16 x0
-            with an adaptive torchdiffeq method.
+            with an adaptive torchdiffeq method; a first call of the field that fails inside a user's model (a
+            forward(t, x), parameters of another dtype or device).
         DataError: non-finite entries in ``x0``.
         ShapeError: a field output whose shape differs from ``x``'s.
         SolverError: the field produced NaN/Inf; the message names the time and a grid avoiding it.

@@ -102,8 +102,9 @@ from flowvar.couplings import Coupling, FixedPairs
 from flowvar.errors import ConfigError, DataError, FlowvarError, TrainingError
 from flowvar.files import atomic_write_bytes
 from flowvar.interpolants import Interpolant, PathSample
-from flowvar.loss import CFMLoss
+from flowvar.loss import CFMLoss, check_loss_and_coupling
 from flowvar.models import MLPField
+from flowvar.models.base import first_call
 from flowvar.seeding import forked_global_rng, seeded_global_rng
 
 log = logging.getLogger(__name__)
@@ -577,18 +578,11 @@ def _restore(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
 
 def _first_call(loss: CFMLoss, model: nn.Module, path: PathSample) -> Tensor:
     """``loss(model, path)`` on the run's first step, where an error raised inside the user's model (not one of
-    flowvar's own) is re-raised as a :class:`ConfigError` naming the calling convention: flowvar calls
+    flowvar's own) is re-raised as a :class:`ConfigError` naming the calling convention
+    (:func:`~flowvar.models.base.first_call`, shared with the variance estimators and the ODE sampler): flowvar calls
     ``model(x, t)`` with x: (B, *shape) and t: (B,), and a model written for ``(t, x)`` (torchcfm's order) fails
     with a bare IndexError or shape error deep in its forward."""
-    try:
-        return loss(model, path)
-    except (FlowvarError, torch.OutOfMemoryError):  # flowvar's own errors say what to do; memory is no convention
-        raise
-    except (IndexError, RuntimeError, TypeError, ValueError) as err:
-        raise ConfigError(f"the model failed on its first call model(x, t) with x of shape {tuple(path.xt.shape)} and "
-                          f"t of shape {tuple(path.t.shape)} ({type(err).__name__}: {str(err).splitlines()[0]}); "
-                          f"flowvar calls model(x, t) with one time per sample: a model taking (t, x) needs a "
-                          f"wrapper, e.g. an nn.Module whose forward(x, t) returns net(t, x)") from err
+    return first_call(lambda: loss(model, path), model, path.xt, path.t)
 
 
 def _check_dtype(model: nn.Module, path: PathSample) -> None:
@@ -665,6 +659,7 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
         TrainingError: a non-finite loss (the step is named; the last good checkpoint is kept), or
             non-finite parameters at checkpoint time (the checkpoint is not overwritten).
     """
+    check_loss_and_coupling(loss, coupling, "train(model, loss, coupling, config)")
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}; build one with "
                           f"TrainConfig(...) or TrainConfig.from_dict(...)")
@@ -852,9 +847,11 @@ def train_mlp_field(coupling: Coupling, sigma: float, dim: int, *, width: int, d
     The model, MLPField(``dim``, ``width``, ``depth``, ``activation``) on (B, dim) float32 points, is built with
     torch's global generator seeded by ``init_seed`` (:func:`flowvar.seeding.seeded_global_rng`: seeded for the
     build only, the caller's global state restored), so equal ``init_seed`` gives equal initial weights — the
-    experiments compare σ = 0 with σ > 0 from the same initialisation and the same batch stream (equal ``seed``) to
-    pair the comparison. Then :func:`train_cfm` with ``steps``, ``batch_size``, ``lr``, ``seed``, ``progress`` and
-    ``callbacks``. Experiments pass seeds derived from their run's seed (``ctx.derive_seed("init", ...)``).
+    experiments compare σ = 0 with σ > 0 from the same initialisation and the same ``seed`` to pair the comparison:
+    the two runs share the initial weights and the first batch's pairs and times, but later batches differ, because
+    σ > 0 draws its noise z from the same generator as the data. Then :func:`train_cfm` with ``steps``,
+    ``batch_size``, ``lr``, ``seed``, ``progress`` and ``callbacks``. Experiments pass seeds derived from their run's
+    seed (``ctx.derive_seed("init", ...)``).
     With ``checkpoint_dir`` the run writes checkpoints there (every ``checkpoint_every`` steps and at the end) and
     resumes from one it finds, ending bit-identical to an uninterrupted run; a finished run of the same settings and
     data is loaded, not retrained, and one of other settings or data is a ConfigError (experiments pass

@@ -1,11 +1,21 @@
-"""The one model signature: ``model(x, t) -> velocity``."""
+"""The one model signature: ``model(x, t) -> velocity``, and the first-call check that names it when a user's model
+does not follow it."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from flowvar.errors import ConfigError, ShapeError
+from flowvar.errors import ConfigError, FlowvarError, ShapeError
+
+Result = TypeVar("Result")
+
+#: What a user's own model raises when it is called against flowvar's convention: a forward(t, x) indexes or
+#: concatenates the wrong tensor (IndexError, RuntimeError), a float64 model meets float32 data (RuntimeError).
+CALL_ERRORS: tuple[type[Exception], ...] = (IndexError, RuntimeError, TypeError, ValueError)
 
 
 def time_column(t: Tensor | float, x: Tensor) -> Tensor:
@@ -43,10 +53,52 @@ def input_mismatch(model: nn.Module, x: Tensor) -> ConfigError | None:
         return ConfigError(f"{name} got x on {x.device} but its parameters are on {weight.device}; move one to the "
                            f"other (model.to({str(x.device)!r}) or x.to({str(weight.device)!r}))")
     if x.dtype != weight.dtype:
+        shorthand = {torch.float64: "model.double()", torch.float32: "model.float()"}.get(x.dtype)
+        to_model = f"model.to({x.dtype})" + (f", i.e. {shorthand}" if shorthand else "")
         return ConfigError(f"{name} got x of dtype {x.dtype} but its parameters are {weight.dtype}; convert the model "
-                           f"(model.to({x.dtype}), e.g. model.double() for float64) or the input "
-                           f"(x.to({weight.dtype}))")
+                           f"({to_model}) or the input (x.to({weight.dtype}))")
     return None
+
+
+def _plain_call_fails(model: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor) -> bool:
+    """Whether ``model(x, t)`` on two of the rows, without gradients, raises one of :data:`CALL_ERRORS`: the failure
+    is the model's own call, not the computation around it (torch.func's vmap, a meta tensor's .item())."""
+    try:
+        with torch.no_grad():
+            model(x[:2], t[:2])
+    except CALL_ERRORS:
+        return True
+    except Exception:  # any other failure is not a calling-convention one: the original error is kept
+        return False
+    return False
+
+
+def first_call(run: Callable[[], Result], model: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor) -> Result:
+    """``run()``, the first computation that calls ``model(x, t)`` (x: (B, *shape), t: (B,), as the model gets them),
+    with a failure inside a user's model re-raised as one :class:`ConfigError` naming the fix.
+
+    Used by :func:`flowvar.train.train`, the variance estimators and :func:`flowvar.sampling.integrate` on their first
+    call of the model, so the same mistake gets the same message everywhere: an ``nn.Module`` whose parameters differ
+    from x in dtype or device (:func:`input_mismatch`), else a model that fails on ``model(x, t)`` itself, most often
+    one written for ``(t, x)`` (torchcfm's order), which fails with a bare IndexError or shape error deep in its
+    forward. flowvar's own errors, running out of memory, and failures of the computation around the model (a plain
+    call of two rows succeeds) pass unchanged. A correct call pays nothing: the diagnosis runs only on failure.
+    """
+    try:
+        return run()
+    except (FlowvarError, torch.OutOfMemoryError):  # flowvar's own errors say what to do; memory is no convention
+        raise
+    except CALL_ERRORS as err:
+        problem = input_mismatch(model, x) if isinstance(model, nn.Module) else None
+        if problem is None and _plain_call_fails(model, x, t):
+            problem = ConfigError(
+                f"the model failed on its first call model(x, t) with x of shape {tuple(x.shape)} and t of shape "
+                f"{tuple(t.shape)} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); flowvar "
+                f"calls model(x, t) with one time per sample: a model taking (t, x) needs a wrapper, e.g. an "
+                f"nn.Module whose forward(x, t) returns net(t, x)")
+        if problem is None:
+            raise
+        raise problem from err
 
 
 class VectorField(nn.Module):
@@ -59,4 +111,4 @@ class VectorField(nn.Module):
             raise ShapeError(f"{type(self).__name__} expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
 
 
-__all__ = ["VectorField", "input_mismatch", "time_column"]
+__all__ = ["CALL_ERRORS", "VectorField", "first_call", "input_mismatch", "time_column"]

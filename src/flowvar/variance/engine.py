@@ -801,7 +801,14 @@ class GradNormEngine:
         B = self._infer_batch(batch_size, losses)
         if losses is not None and losses.shape != (B,):
             raise ShapeError(f"losses must have shape ({B},), got {tuple(losses.shape)}")
-        seg, n_seg, edges = self._segments(B, t, t_bins, segments, n_segments)
+        try:
+            seg, n_seg, edges = self._segments(B, t, t_bins, segments, n_segments)
+        except ShapeError as error:  # t (or segments) does not carry B samples: is B itself not the recorded batch's?
+            mismatch = self._batch_mismatch(B, f"batch_size={B}" if batch_size is not None or losses is None
+                                            else f"{B} per-sample losses")
+            if mismatch is None:  # B is the recorded batch: t is the one that is wrong
+                raise
+            raise mismatch from error
         scale = float(B) if reduction == "mean" else 1.0
         measured = {n: p for u in self.units for n, p in u.params.items() if p.requires_grad}
         devices = {p.device for p in measured.values()}

@@ -30,9 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.couplings import Coupling
-from flowvar.errors import ConfigError, check_positive_int
-from flowvar.interpolants import PathSample, UniformTime
-from flowvar.loss import CFMLoss, per_sample_loss
+from flowvar.errors import ConfigError, check_finite, check_positive_int
+from flowvar.interpolants import PathSample, UniformTime, check_unit_times
+from flowvar.loss import CFMLoss, check_loss_and_coupling, per_sample_loss
+from flowvar.models.base import first_call
 from flowvar.variance.autograd import (
     GradientStream,
     Method,
@@ -56,6 +57,25 @@ __all__ = [
 # --------------------------------------------------------------------------------------------- estimators
 
 
+def check_path_values(path: PathSample) -> None:
+    """Raise :class:`DataError` unless the fields the loss reads are usable: ``t`` in [0, 1] and ``xt``, ``target``
+    finite. A hand-built :class:`PathSample` skips the interpolant's checks, and a time outside [0, 1] or a NaN gives
+    a finite-looking or NaN trace silently (one reduction per field; skipped on the data-less meta device)."""
+    check_unit_times(path.t, path.t)
+    for name in ("xt", "target"):
+        value = getattr(path, name)
+        if value.device.type != "meta":
+            check_finite(f"the path's {name}", value)
+
+
+def _stream_chunk(stream: GradientStream, model: nn.Module, chunk: PathSample) -> tuple[dict[str, Tensor], Tensor]:
+    """``stream(chunk)`` on the model's device, a failure of the user's model on it named by
+    :func:`~flowvar.models.base.first_call` (a forward(t, x), a dtype mismatch), as :func:`flowvar.train.train`
+    names it. Moving the chunk here first costs nothing: the stream would move it itself."""
+    chunk = path_to_device(chunk, stream.device)
+    return first_call(lambda: stream(chunk), model, chunk.xt, chunk.t)
+
+
 def gradient_variance(model: nn.Module, path: PathSample, method: Method = "auto", chunk_size: int = 1024, *,
                       group_by: GroupBy = "parameter", strategy: Strategy = "auto",
                       trainable_only: bool = False) -> VarianceReport:
@@ -75,10 +95,11 @@ def gradient_variance(model: nn.Module, path: PathSample, method: Method = "auto
     """
     if method == "fast":
         return fast_gradient_variance(model, path, chunk_size, group_by=group_by, trainable_only=trainable_only)
+    check_path_values(path)
     stream = GradientStream(model, method, strategy, trainable_only)
     acc = VarianceAccumulator()
     for chunk in path_chunks(path, chunk_size):
-        acc.update(*stream(chunk))
+        acc.update(*_stream_chunk(stream, model, chunk))
     return acc.report(group_by, stream.label)
 
 
@@ -100,12 +121,14 @@ def estimate_variance(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sam
     :class:`~flowvar.variance.GradientVarianceMonitor` (trainable parameters only); other options as in
     :func:`gradient_variance`.
     """
+    check_loss_and_coupling(loss, coupling, "estimate_variance(model, loss, coupling, n_samples, generator)")
     n_samples = check_positive_int("n_samples", n_samples)
     draw_chunk = check_positive_int("draw_chunk", draw_chunk)
     if method == "fast":
         fast = MomentAccumulator()
         for start in range(0, n_samples, draw_chunk):
             path = loss.draw(coupling, min(draw_chunk, n_samples - start), generator)
+            check_path_values(path)  # a coupling's own data may hold NaN (Pairs does not check)
             for chunk in path_chunks(path, chunk_size):
                 fast.update(batch_grad_stats(model, chunk, trainable_only=trainable_only))
         return fast.report(group_by, "fast")
@@ -113,8 +136,9 @@ def estimate_variance(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sam
     acc = VarianceAccumulator()
     for start in range(0, n_samples, draw_chunk):
         path = loss.draw(coupling, min(draw_chunk, n_samples - start), generator)
+        check_path_values(path)
         for chunk in path_chunks(path, chunk_size):
-            acc.update(*stream(chunk))
+            acc.update(*_stream_chunk(stream, model, chunk))
     return acc.report(group_by, stream.label)
 
 
@@ -219,7 +243,8 @@ def batch_grad_stats(model: nn.Module, path: PathSample, *, elementwise: bool = 
     with _Requires(model, trainable_only) as params:
         engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
         try:
-            losses = per_sample_loss(model, path)
+            # a forward(t, x) or a dtype mismatch named, as train() names it (free when the call succeeds)
+            losses = first_call(lambda: per_sample_loss(model, path), model, path.xt, path.t)
             torch.autograd.grad(losses.sum(), params, allow_unused=True)
             return engine.compute(losses.shape[0], reduction="sum", losses=losses.detach(), t=path.t,
                                   t_bins=t_bins, validate=validate)
@@ -235,6 +260,7 @@ def fast_gradient_variance(model: nn.Module, path: PathSample, chunk_size: int =
     Same estimate as :func:`gradient_variance` (plug-in trace, per-group split, ‖ḡ‖²,
     normalised), plus ``per_layer``, ``elementwise`` (when asked) and the ``fallback`` report.
     """
+    check_path_values(path)
     acc = MomentAccumulator()
     for chunk in path_chunks(path, chunk_size):
         acc.update(batch_grad_stats(model, chunk, elementwise=elementwise, trainable_only=trainable_only,

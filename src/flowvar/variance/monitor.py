@@ -8,7 +8,7 @@ engine of :mod:`flowvar.variance.engine`):
   g_i = ∇_θ ℓ_i, and ``trace_unbiased`` = B/(B − 1) · trace (the minibatch gradient's own covariance trace
   is trace/B);
 * ``normalised``: tr Cov(g) / ‖E g‖² with both parts unbiased (:func:`flowvar.variance.normalised_variance`;
-  NaN when the trace is 0, inf when the mean gradient is not resolved from the noise);
+  0.0 when the trace is 0, inf when the mean gradient is not resolved from the noise);
 * ``mean_grad_sq_norm`` ‖ḡ‖² and ``mean_sq_norm`` (1/B) Σ_i ‖g_i‖²;
 * a per-t-bin profile when t is known: t ∈ [0, 1] cut into ``t_bins`` equal bins, and per bin the sample
   count, the mean loss, the mean ‖g_i‖² and, on every ``profile_every``-th logged step, the conditional
@@ -83,7 +83,8 @@ from flowvar.variance.ranks import reduce_across_ranks
 from flowvar.variance.records import DEFAULT_CHUNK_BYTES
 from flowvar.variance.report import FastVarianceReport
 
-__all__ = ["SCALARS", "GradientVarianceMonitor", "LossScaleWarning", "MemorisationWarning", "SkippedLogWarning"]
+__all__ = ["SCALARS", "GradientVarianceMonitor", "LossScaleWarning", "MemorisationWarning", "NonFiniteLossWarning",
+           "SkippedLogWarning"]
 
 SCALARS: tuple[str, ...] = ("loss", "trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_sq_norm")
 
@@ -92,6 +93,23 @@ log = logging.getLogger(__name__)
 
 class MemorisationWarning(UserWarning):
     """Loss and gradient variance collapsed together under a deterministic interpolant (see module docstring)."""
+
+
+class NonFiniteLossWarning(UserWarning):
+    """A logged step's per-sample losses (or its gradient statistics) hold NaN or Inf. A warning, not an error: the
+    monitor observes a training loop and must not stop one that handles such steps itself (torch.amp.GradScaler
+    skips a step whose gradients overflowed; :func:`flowvar.train.train` raises :class:`TrainingError` before its
+    callbacks run). The record is logged with its non-finite values, and the memorisation detector ignores it."""
+
+
+def _step_number(step: object) -> int:
+    """``step`` as an int: an integer (Python, numpy, or a one-element integer tensor) or a float with an integral
+    value; anything else is a :class:`ConfigError` (``int(1.5)`` logged 1.5 as step 1 silently)."""
+    value = step.item() if isinstance(step, Tensor) and step.numel() == 1 else step
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or \
+            not (math.isfinite(value) and value == int(value)):
+        raise ConfigError(f"step must be an integer (the training step's number), got {step!r}")
+    return int(value)
 
 
 class LossScaleWarning(UserWarning):
@@ -236,6 +254,7 @@ class GradientVarianceMonitor:
         # the last measured step: a due step() finding nothing recorded for it was called twice
         self._measured: int | None = None
         self._warned: set[str] = set()  # the causes of SkippedLogWarning issued
+        self._warned_non_finite = False  # NonFiniteLossWarning is issued once
         self._logged_before = 0  # records logged before a resume (load_state_dict): the profile cadence counts them
         # whether load_state_dict resumed an earlier run: only then are an existing log's earlier rows kept (a new run
         # whose steps start at 1 and first log at every > 1 is no resume, though its first step follows the old rows)
@@ -276,7 +295,7 @@ class GradientVarianceMonitor:
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             raise ShapeError(f"losses must be the (B,) per-sample losses, got "
                              f"{tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__}")
-        step = int(step)
+        step = _step_number(step)
         self._arming.track(step)
         if not self.due(step):  # nothing else runs on an unlogged step
             self._skip(step)
@@ -300,7 +319,7 @@ class GradientVarianceMonitor:
         ``path.target`` (the trainer's loss is their mean). Returns a few scalars for the trainer's history."""
         if model is not self.engine.model:
             raise ConfigError("this monitor was built for another model; build it with the model you train")
-        step = int(step)
+        step = _step_number(step)
         self._arming.track(step)
         if not self.due(step):
             self._skip(step)
@@ -485,11 +504,24 @@ class GradientVarianceMonitor:
         record["fallback"] = sorted(stats.fallback)
         record["memorisation"] = self._check_memorisation(step, record["loss"], summary["trace"], deterministic)
         record["seconds"] = time.perf_counter() - start
+        self._warn_non_finite(step, record)
         self.history.append(record)
         self._write(record)
         self._arm(step, logged=True)
         self._measured = step
         return record
+
+    def _warn_non_finite(self, step: int, record: dict[str, Any]) -> None:
+        """One :class:`NonFiniteLossWarning` per monitor, at the first logged step whose loss or trace is NaN/Inf."""
+        if self._warned_non_finite or (math.isfinite(record["loss"]) and math.isfinite(record["trace"])):
+            return
+        self._warned_non_finite = True
+        if distributed.is_main_process():
+            warnings.warn(NonFiniteLossWarning(
+                f"step {step}: the per-sample losses or their gradients hold NaN or Inf (mean loss {record['loss']}, "
+                f"trace {record['trace']}); this record and later ones like it are logged as they are (warned once). "
+                f"Training diverged or the batch holds non-finite data: lower the learning rate, clip gradients, or "
+                f"check the data"), stacklevel=4)
 
     def _nothing_recorded(self, step: int) -> str:
         """The error of a due step() with nothing to measure, naming the cause."""
