@@ -39,8 +39,19 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-from _common import fmt_ratio, fmt_time, interleaved, machine_line, parse_args, setup, table, write_section
+from _common import (
+    fmt_paired,
+    fmt_time,
+    interleaved,
+    machine_line,
+    paired_ratio,
+    parse_args,
+    setup,
+    table,
+    write_section,
+)
 from gradvar import Batch, MHATransformerField, has, image_batch, make_loop, mlp_problem, sq_err
+from gradvar_checks import Paired, bound_verdict
 from torch import nn
 
 from flowvar.couplings import IndependentCoupling
@@ -140,9 +151,11 @@ def agreement(model: nn.Module, batch: Batch, device: torch.device) -> float:
 
 
 def grid_rows(name: str, model: nn.Module, batch: Batch, device: torch.device, rounds: int, budget_s: float
-              ) -> tuple[list[list[str]], dict[str, float]]:
+              ) -> tuple[list[list[str]], dict[str, Paired]]:
+    """The table rows of one model (both precisions, plain / trace / element-wise) and, per "precision/method", the
+    paired per-round ratio to plain with its 95% interval (:func:`_common.paired_ratio`), which the targets judge."""
     rows: list[list[str]] = []
-    ratios: dict[str, float] = {}
+    ratios: dict[str, Paired] = {}
     B = batch[0].shape[0]
     for precision in PRECISIONS:
         methods: dict[str, Callable[[], float]] = {"plain": make_step(model, batch, precision, None, device)}
@@ -150,13 +163,15 @@ def grid_rows(name: str, model: nn.Module, batch: Batch, device: torch.device, r
             copy_ = copy.deepcopy(model)
             methods[label] = make_step(copy_, batch, precision, GradNormEngine(copy_, elementwise=elementwise),
                                        device)
-        med = interleaved(methods, rounds, warmup=2, budget_s=budget_s)
+        samples: dict[str, list[float]] = {}
+        med = interleaved(methods, rounds, warmup=2, budget_s=budget_s, samples=samples)
         memory = {k: peak_extra(fn, device) for k, fn in methods.items()}
         for label, seconds in med.items():
-            ratio = seconds / med["plain"]
-            ratios[f"{precision}/{label}"] = ratio
             extra = memory[label] - memory["plain"] if label != "plain" else math.nan
-            rows.append([name, str(B), precision, label, fmt_time(seconds), fmt_ratio(ratio),
+            if label != "plain":
+                ratios[f"{precision}/{label}"] = paired_ratio(samples[label], samples["plain"])
+            rows.append([name, str(B), precision, label, fmt_time(seconds),
+                         fmt_paired(ratios[f"{precision}/{label}"]) if label != "plain" else "1.00×",
                          _mib(memory[label]), _mib(extra) if label != "plain" else ""])
     return rows, ratios
 
@@ -199,9 +214,11 @@ def monitor_step(device: torch.device, quick: bool, rounds: int, budget_s: float
             sync(device)
         return block
 
-    med = interleaved({k: trainer(k) for k in ("plain", "monitor")}, rounds, warmup=1, budget_s=budget_s)
+    samples: dict[str, list[float]] = {}
+    med = interleaved({k: trainer(k) for k in ("plain", "monitor")}, rounds, warmup=1, budget_s=budget_s,
+                      samples=samples)
     return [[f"UNet {px}²", str(B), fmt_time(med["plain"] / 5), fmt_time(med["monitor"] / 5),
-             fmt_ratio(med["monitor"] / med["plain"])]]
+             fmt_paired(paired_ratio(samples["monitor"], samples["plain"]))]]
 
 
 def ot_in_step(device: torch.device, quick: bool, rounds: int) -> list[list[str]]:
@@ -258,16 +275,17 @@ TARGETS = (("UNet", "flowvar trace", 1.30), ("UNet", "flowvar elementwise", 1.60
            ("MLP", "flowvar elementwise", 1.40))
 
 
-def targets(ratios: dict[str, dict[str, float]]) -> str:
-    """One row per target: the measured ratios of every model of the family, both precisions, and met / missed."""
+def targets(ratios: dict[str, dict[str, Paired]]) -> str:
+    """One row per target: the paired ratios (median per-round ratio, 95% sign-test interval) of every model of the
+    family in both precisions, judged as gradvar.py judges the CPU targets (:func:`gradvar_checks.bound_verdict`:
+    met / met at the bound / inconclusive at the bound / missed)."""
     rows = []
     for family, method, limit in TARGETS:
         got = {f"{model}, {precision}": r[f"{precision}/{method}"] for model, r in ratios.items()
-               if model.startswith(family) for precision in PRECISIONS}
+               if model.startswith(family) for precision in PRECISIONS if f"{precision}/{method}" in r}
         if got:
-            measured = ", ".join(f"{k}: {v:.2f}×" for k, v in got.items())
-            rows.append([f"{family}: {method} ≤ {limit:.2f}× plain", measured,
-                         "met" if max(got.values()) <= limit else "**missed**"])
+            measured = ", ".join(f"{k}: {fmt_paired(v)}" for k, v in got.items())
+            rows.append([f"{family}: {method} ≤ {limit:.2f}× plain", measured, bound_verdict(got, limit)])
     return table(["target", "measured", "verdict"], rows)
 
 
@@ -297,7 +315,9 @@ def main() -> None:
              f"Device: {name}; CUDA {torch.version.cuda}; TF32 for float32 matmuls "
              f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'} (PyTorch's default), for convolutions "
              f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'}. " + machine_line(args.threads), "",
-             "Wall time with the device synchronised after every call; medians of interleaved rounds. Memory: the "
+             "Wall time with the device synchronised after every call; times are medians of interleaved rounds, "
+             "ratios the median of the per-round ratios to plain with its 95% sign-test interval (from 6 rounds; "
+             "the targets are judged on it, as gradvar.py's). Memory: the "
              "peak GPU memory of one call above what was allocated before it (model, batch, optimiser state); "
              "`extra` = that minus the plain step's.", ""]
     rows: list[list[str]] = []
