@@ -7,6 +7,7 @@ come from."""
 from __future__ import annotations
 
 import copy
+import functools
 import html
 import json
 import re
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from flowvar.cli import main
-from flowvar.experiments._seed_replicates import status_over_seeds
+from flowvar.experiments._seed_replicates import over_seeds
 from flowvar.experiments.fig6 import judge_on_discriminating_settings, pairing_status
 from flowvar.experiments.prop2 import floor_precondition, mechanism_precondition, sigma0_reference_precondition
 from flowvar.report import KIND_TEXT, build_story, readme_section, render_html, render_markdown
@@ -164,6 +165,17 @@ def _first_part(precondition: dict[str, Any]) -> Precondition:
                         precondition["remedy"])
 
 
+def _every_grid_verdict(statuses: list[str], holds: str) -> str:
+    """The every-grid rule fig6 judged by before the majority rule of ad300e6 (stored results judged under it are
+    worded as such): confirmed if every grid has the claimed status, refuted if every one has the opposite."""
+    opposite = {"reproduces": "fails", "fails": "reproduces"}[holds]
+    if statuses and all(s == holds for s in statuses):
+        return "confirmed"
+    if statuses and all(s == opposite for s in statuses):
+        return "refuted"
+    return "inconclusive"
+
+
 def _fig6_under(result: Result, rule: str) -> Result:
     """A stored fig6 result with its two reproduction claims re-judged from their stored per-seed statuses, under
     the discriminating-settings rule (``rule="new"``, 2f18d96: judged only where the exact σ = 0 field reproduces
@@ -199,7 +211,8 @@ def _fig6_under(result: Result, rule: str) -> Result:
             evidence = {"judged_settings": judged, "not_judged": judgement.not_judged, **evidence}
         else:
             judged, precondition = settings, fit
-            seeds = status_over_seeds({seed: list(per.values()) for seed, per in statuses.items()}, holds)
+            seeds = over_seeds({seed: list(per.values()) for seed, per in statuses.items()},
+                               functools.partial(_every_grid_verdict, holds=holds))
         evidence["per_seed"] = {seed: {**ev, "statuses": {s: statuses[seed][s] for s in judged}}
                                 for seed, ev in evidence["per_seed"].items()}
         evidence["statuses"] = evidence["per_seed"][evidence["shown_seed"]]["statuses"]
@@ -445,6 +458,17 @@ def test_lemma1_mlp_says_its_minimum_and_its_final_value(quick: dict[str, Any]) 
     fit.evidence["final_relative_loss_per_seed"] = list(fit.evidence["best_relative_loss_per_seed"])  # no kick
     story = build_story(result)
     assert "Adam" not in story.paragraph() and "Adam" not in story.figures["loss_vs_steps.png"].caption
+
+
+def test_lemma1_mlp_names_a_width_with_no_floor_in_sight(quick: dict[str, Any]) -> None:
+    """width_floor_status's refuting "no_floor_in_sight" reads as such, not as "undecided"."""
+    result = _result(quick, "lemma1_mlp")
+    floor = _claim(result, "lemma1_mlp.mlp_positive_floor")
+    per = floor.evidence["per_width"]
+    first = next(iter(per))
+    per[first]["status"] = "no_floor_in_sight"
+    text = build_story(result).claims[floor.id].numbers
+    assert f"{first.replace('=', ' ')}: still falling with no floor in sight" in text and "undecided" not in text
 
 
 # --- 7. Prop 2: the caption names the floor lines that are drawn --------------------------------------------------

@@ -452,9 +452,10 @@ def _grids_undecided(claim: Claim) -> str:
 
 def _settings_undecided(claim: Claim) -> str:
     """Why solver_resolution's verdict over (training length, solver) settings is inconclusive, as a bracketed clause
-    read off its evidence (its rule confirms or refutes only when every setting agrees): seeds that disagree, settings
-    that neither hold nor contradict Fig. 6's conclusion (shown seed), or some that hold and some that contradict;
-    "" for a decided claim or evidence without the counts."""
+    read off its evidence (its rule, :func:`flowvar.metrics.status_verdict`, decides on a strict majority of the
+    settings with none on the other side): one seed, seeds that disagree, settings on both sides, or too many that
+    neither hold nor contradict Fig. 6's conclusion (shown seed); "" for a decided claim or evidence without the
+    counts. (The paragraph gives the holding and contradicting counts beside it.)"""
     ev = claim.evidence
     if claim.verdict != "inconclusive" or not {"n_judged", "n_holding", "n_contradicting"} <= set(ev):
         return ""
@@ -463,14 +464,14 @@ def _settings_undecided(claim: Claim) -> str:
         return " (one training seed: a verdict needs at least two)"
     if len(set(per_seed.values())) > 1:
         return " (a verdict needs every seed to agree, and they do not)"
+    if ev["n_holding"] and ev["n_contradicting"]:
+        return " (some settings hold it, others contradict it: the answer depends on the solver)"
     seeds = _seed_evidence(claim, _SETTING_COUNTS)
     neither = [int(e["n_judged"]) - int(e["n_holding"]) - int(e["n_contradicting"]) for e in seeds.values()]
     if max(neither) > 0:
-        return (f" (a verdict needs every setting to agree, and {_count_range(neither)} of the "
+        return (f" (a verdict needs more than half of the settings on one side, and {_count_range(neither)} of the "
                 f"{_count_range([int(e['n_judged']) for e in seeds.values()])} neither hold nor contradict it"
                 f"{_seed_scope(seeds)})")
-    if ev["n_holding"] and ev["n_contradicting"]:
-        return " (a verdict needs every setting to agree: some hold it, others contradict it)"
     return ""
 
 
@@ -760,6 +761,11 @@ def table2(result: Result, story: Story) -> None:
         + [f"σ = {num(s1)} generalising is {_verdicts_by(by_n1)}"] * bool(by_n1)) + (
         f"; the σ = 0 margin shrinking with N is {margin.verdict}" if margin is not None else
         " (one N: the margin's trend with N is not judged)")
+    by_exact = [(f"N = {n}", c) for n, _ in pairs
+                if (c := _claim_or_none(result, f"table2.N={n}.exact_minimiser_breaks_pairing"))]
+    if by_exact:  # our finding: whether the noise of Remark 2 can be why, at the optimum of the objective
+        story.verdict += (f"; the exact CFM(σ = {num(s1)}) minimiser landing nearer the OT partner (our finding: can "
+                          f"the noise be why?) is {_verdicts_by(by_exact)}")
     for fig in result.figures:
         m = re.fullmatch(r"table2_grid_N(\d+)\.png", fig)
         if m:
@@ -868,9 +874,12 @@ def table3(result: Result, story: Story) -> None:
                    f"{num(o[hi]['l2_to_generated']['mean'])} at σ = {num(hi)}, to the OT partner "
                    f"{num(o[lo]['l2_to_ot']['mean'])} vs {num(o[hi]['l2_to_ot']['mean'])}"
                    + (f", against {num(ref.get('mean'))} between the two partners" if ref else ""))
+    exact = _claim_or_none(result, "table3.exact_minimiser_breaks_copying")
     verdicts = [f"{text} {_judged(c)}" for text, c in (
         (f"σ = 0 copying its generated partners more closely than σ = {num(hi)} is", copies),
-        ("σ = 0 landing farther from the OT partner", farther)) if c is not None]
+        ("σ = 0 landing farther from the OT partner", farther),
+        (f"the exact CFM(σ = {num(hi)}) minimiser breaking the copying (our finding: can the noise be why?)",
+         exact)) if c is not None]
     if verdicts:
         story.found += ": " + ", ".join(verdicts)
     story.figures["table3_grid.png"] = FigureText(
@@ -1333,8 +1342,8 @@ def lemma1_mlp(result: Result, story: Story) -> None:
         return {"confirmed": "floor"}.get(v["verdict"], "undecided")
 
     def state(v: dict[str, Any]) -> str:  # a width's status in words
-        return {"zero": "at zero", "still_falling": "still improving", "floor": "at a floor"}.get(status(v),
-                                                                                               "undecided")
+        return {"zero": "at zero", "still_falling": "still improving", "floor": "at a floor",
+                "no_floor_in_sight": "still falling with no floor in sight"}.get(status(v), "undecided")
 
     states = [state(v) for v in per.values()]
     kinds = list(dict.fromkeys(states))
