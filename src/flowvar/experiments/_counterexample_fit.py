@@ -59,9 +59,11 @@ def fit_allowance_text(sigma: float, contrast_sigma: float, dim: int = 2) -> str
     """How :func:`fit_allowance` is set, in words with its value (the preconditions' and choices' text)."""
     allowed, scale = fit_allowance(sigma, contrast_sigma, dim), 4.0 * dim
     if sigma == 0:
-        return (f"{SIGMA0_FIT_FRACTION:g} × the σ = 0 loss of the exact CFM({contrast_sigma:g}) minimiser "
-                f"2d(σ²/(1 + σ²) + σ·arctan(1/σ)) = {allowed:.4g} = {allowed / scale:.3g} × {scale:g} (the loss of "
-                f"the best constant field); at the full contrast loss the translation field itself would pass")
+        full = sigma0_loss_of_exact_minimiser(contrast_sigma, dim)
+        return (f"{SIGMA0_FIT_FRACTION:g} × {full:.4g} (the σ = 0 loss of the exact CFM({contrast_sigma:g}) "
+                f"minimiser, 2d(σ²/(1 + σ²) + σ·arctan(1/σ))) = {allowed:.4g} = {allowed / scale:.3g} × {scale:g} "
+                f"(the loss of the best constant field); at the full contrast loss the translation field itself would "
+                f"pass")
     return (f"L_min({contrast_sigma:g}) = {allowed:.4g} = {allowed / scale:.3g} × {scale:g} (the loss of the best "
             f"constant field)")
 
