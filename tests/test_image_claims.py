@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from PIL import Image
 
-from experiment_checks import VERDICTS
 from flowvar.errors import ConfigError
 from flowvar.experiments import table2
 from flowvar.experiments._imaging import FIT_LEVEL, fitted_precondition
@@ -22,32 +20,6 @@ from flowvar.results import Result, judge
 from flowvar.sweep.assemble import rejudge_result
 
 REPO = Path(__file__).resolve().parents[1]
-FINDINGS = {"exact_minimiser_breaks_pairing", "exact_minimiser_breaks_copying"}
-
-
-def check_image_claims(out: Path, name: str, n_claims: int, figures: list[str]) -> dict[str, Any]:
-    """table2's and table3's ``result.json`` after a run: ``n_claims`` seed-replicated claims — reproductions, and
-    the exact minimiser's findings — untestable exactly when their precondition fails, ``figures`` as real images,
-    the device and the comparison with the paper."""
-    data = json.loads((out / name / "result.json").read_text())
-    assert len(data["claims"]) == n_claims
-    for claim in data["claims"]:
-        finding = claim["id"].rsplit(".", 1)[1] in FINDINGS
-        assert claim["verdict"] in VERDICTS and claim["rule"] and claim["evidence"]
-        assert claim["kind"] == ("finding" if finding else "reproduction")
-        assert "seed" in claim["replicates"] and "α = 0.05" in claim["min_effect"]
-        assert claim["evidence"]["comparison"]["n_seeds"] == data["config"]["n_seeds"]
-        pre = claim["precondition"]
-        assert (pre is None) == finding  # every claim on a network needs it to have fitted
-        if pre is not None:
-            assert (claim["verdict"] == "untestable") == (not pre["holds"]) and pre["measured"]
-    assert sorted(data["figures"]) == sorted(figures)
-    for fig in figures:
-        with Image.open(out / name / fig) as img:
-            assert img.size[0] > 100 and img.size[1] > 100
-    assert data["metrics"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
-    assert data["metrics"]["comparison_with_paper"]
-    return data
 
 
 def test_fitted_precondition() -> None:

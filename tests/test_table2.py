@@ -12,7 +12,7 @@ from PIL import Image
 
 import flowvar.experiments._imaging as imaging
 from experiment_checks import IMAGE_TINY as TINY
-from experiment_checks import rejudge_with_outdated_verdicts
+from experiment_checks import check_image_result, rejudge_with_outdated_verdicts
 from flowvar.couplings import FixedPairs
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments import table2
@@ -23,14 +23,13 @@ from flowvar.loss import CFMLoss
 from flowvar.models.unet import UNetField
 from flowvar.results import judge
 from flowvar.train import TrainConfig, train
-from test_image_claims import check_image_claims
 
 
 def test_table2_smoke_with_blockwise_ot(tmp_path: Path) -> None:
     overrides = {**TINY, "ns": "6,12", "eval_max": "5", "ot_method": "blockwise", "ot_block_size": "4",
                  "gap_check_n": "8"}
     whole = run_experiment("table2", tmp_path / "run", quick=True, overrides=overrides)
-    data = check_image_claims(tmp_path / "run", "table2", 7,
+    data = check_image_result(tmp_path / "run", "table2", 7,
                               ["table2_grid_N6.png", "table2_grid_N12.png", "table2_l2.png"])
     metrics = data["metrics"]
     for key, n in (("N=6", 6), ("N=12", 12)):

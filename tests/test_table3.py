@@ -8,18 +8,17 @@ import pytest
 
 import flowvar.experiments._imaging as imaging
 from experiment_checks import IMAGE_TINY as TINY
-from experiment_checks import rejudge_with_outdated_verdicts
+from experiment_checks import check_image_result, rejudge_with_outdated_verdicts
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments import table3
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.results import judge
-from test_image_claims import check_image_claims
 
 
 def test_table3_smoke(tmp_path: Path) -> None:
     overrides = {**TINY, "n": "10", "base_steps": "3", "eval_max": "6"}
     whole = run_experiment("table3", tmp_path / "run", quick=True, overrides=overrides)
-    data = check_image_claims(tmp_path / "run", "table3", 3, ["table3_grid.png", "table3_l2.png"])
+    data = check_image_result(tmp_path / "run", "table3", 3, ["table3_grid.png", "table3_l2.png"])
     table, runs = data["metrics"]["table3"], data["metrics"]["runs"]
     assert table["sigma=0.0"]["l2_to_generated"]["n"] == 12
     assert [c["id"] for c in data["claims"]] == ["table3.sigma0_copies_generated_pairs",
