@@ -177,7 +177,7 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
     """Recommend an interpolant noise σ for a data set: the library call behind ``flowvar advise-sigma --data PATH``.
 
     Runs the ``sigma_tradeoff`` experiment (one CFM(σ) model per σ on N fixed random (Gaussian source, data target)
-    pairs, same initialisation and batch stream across σ; see :mod:`flowvar.experiments.sigma_tradeoff`) and
+    pairs, the same initialisation and batch seed across σ; see :mod:`flowvar.experiments.sigma_tradeoff`) and
     applies :func:`flowvar.advisor.advise_over_seeds` (each σ against σ = 0 over the training seeds).
 
     Args:

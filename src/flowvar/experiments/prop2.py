@@ -825,7 +825,8 @@ def _neural(config: Prop2Config, ctx: RunContext
                 monitor = TrainingMonitor(CFMLoss(Interpolant(sigma)), pairs, config.log_every,
                                           config.variance_samples, config.euler_steps,
                                           rep.generator("monitor", d, f"sigma={sigma}"))
-                # the same initialisation and batch stream for both σ: the comparison is paired
+                # the same initialisation and batch seed for both σ (the same first batch; later ones differ, as
+                # σ > 0 draws its noise from the batch generator): the comparison is paired on the seed
                 model, res = train_mlp_field(pairs, sigma, d, width=config.width, depth=config.depth,
                                              activation=config.activation, init_seed=rep.derive_seed("init", d),
                                              steps=config.steps, batch_size=config.batch_size, lr=config.lr,

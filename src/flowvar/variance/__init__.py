@@ -55,7 +55,12 @@ from flowvar.variance.estimate import (
     variance_t_profile,
 )
 from flowvar.variance.moments import BatchGradStats, MomentAccumulator
-from flowvar.variance.monitor import GradientVarianceMonitor, MemorisationWarning, SkippedLogWarning
+from flowvar.variance.monitor import (
+    GradientVarianceMonitor,
+    MemorisationWarning,
+    NonFiniteLossWarning,
+    SkippedLogWarning,
+)
 from flowvar.variance.records import DEFAULT_CHUNK_BYTES
 from flowvar.variance.report import (
     STATISTICS,
@@ -87,7 +92,8 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES", "METHODS", "REDUCTIONS", "RULES", "STATISTICS", "STRATEGIES", "BatchGradStats", "BinStats",
     "Conv1dRule", "Conv2dRule", "EmbeddingRule", "FastVarianceReport", "FourierTimeRule", "GradNormEngine",
     "GradientVarianceMonitor", "GroupBy", "GroupNormRule", "LayerNormRule", "LinearRule", "MemorisationWarning",
-    "Method", "MomentAccumulator", "MultiheadAttentionRule", "RMSNormRule", "Reduction", "Rule", "SkippedLogWarning",
+    "Method", "MomentAccumulator", "MultiheadAttentionRule", "NonFiniteLossWarning", "RMSNormRule", "Reduction", "Rule",
+    "SkippedLogWarning",
     "Statistic", "Strategy", "TProfile",
     "VarianceAccumulator", "VarianceReport", "batch_grad_stats", "estimate_variance", "fast_gradient_variance",
     "gradient_variance", "group_name", "normalised_variance", "per_sample_gradients", "register_rule",
