@@ -12,7 +12,11 @@ them too is optimising correctly, and the claim is untestable here (results/READ
   returns every training partner exactly (``prop2.closed_form.ode_returns_partner``), so a claim's effect at
   σ = 0 is read off the partners themselves;
 * :func:`mechanism_precondition` — the precondition: the claim's own effect, computed on the exact minimiser
-  instead of the trained networks, reaches the claim's minimum effect (seed mean).
+  instead of the trained networks, reaches the claim's minimum effect (seed mean);
+* :func:`exact_minimiser_loss` — the loss floor L*(σ) = E‖(x1 − x0) − v*(x_t, t)‖² of the CFM(σ) objective on the
+  N pairs (Monte-Carlo over path draws, :func:`path_loss_draws`): positive wherever the noise tubes of different
+  pairs overlap, so a network's training loss is judged by its excess over it (prop2's floor, the image
+  experiments' fit precondition).
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from flowvar.couplings import FixedPairs
+from flowvar.interpolants import Interpolant
+from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import EmpiricalField
 from flowvar.results import Precondition
 from flowvar.sampling import integrate_chunked
@@ -46,6 +53,47 @@ def exact_minimiser_endpoints(x0: Tensor, x1: Tensor, sigma: float, *, steps: in
         field = field.to(device)
     with torch.no_grad():
         return integrate_chunked(field, start, "euler", steps, rows=rows, device=device).cpu()
+
+
+def path_loss_draws(field: nn.Module, x0: Tensor, x1: Tensor, sigma: float, samples: int,
+                    generator: torch.Generator, *, rows: int | None = None,
+                    device: torch.device | str | None = None) -> Tensor:
+    """Per-draw CFM(σ) losses ℓ_k = ‖(x1 − x0)_k − v(x_t,k, t_k)‖² of ``field`` on ``samples`` path draws from the
+    fixed pairs (``x0``, ``x1``) (N, d): pair k uniform with replacement, t_k ~ U(0, 1), x_t = (1 − t) x0 + t x1 + σ z
+    (constant noise, :class:`~flowvar.loss.CFMLoss`), every random number from ``generator`` on the CPU, so the
+    values do not depend on ``device``. Returns (samples,) on the CPU.
+
+    ``rows``: None draws all ``samples`` at once (prop2's numbers); an int draws and evaluates them ``rows`` at a
+    time, one :meth:`~flowvar.loss.CFMLoss.draw` after the other from the same generator, so memory is ``rows`` × d
+    per path field — the values then depend on ``rows`` (callers pass a constant). ``device``: where ``field`` runs
+    (it must be there)."""
+    loss = CFMLoss(Interpolant(sigma))
+    pairs = FixedPairs(x0, x1)
+    step = samples if rows is None else max(1, int(rows))
+    out = []
+    with torch.no_grad():
+        for lo in range(0, samples, step):
+            path = loss.draw(pairs, min(step, samples - lo), generator)
+            out.append(per_sample_loss(field, path if device is None else path.to(device)).cpu())
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def exact_minimiser_loss(x0: Tensor, x1: Tensor, sigma: float, samples: int, generator: torch.Generator, *,
+                         rows: int | None = None, device: torch.device | str | None = None) -> tuple[float, float]:
+    """The loss floor L*(σ) of CFM(σ) on the N fixed pairs (``x0``, ``x1``) (N, *shape; flattened to (N, D) in float64
+    as :func:`exact_minimiser_endpoints` does): the mean of :func:`path_loss_draws` of the exact minimiser
+    v*(x, t) = E[x1 − x0 | x_t = x] (:class:`~flowvar.models.EmpiricalField`) over ``samples`` draws, and its standard
+    error sd / √samples. The loss of any field is L*(σ) + E‖v − v*‖², so L*(σ) is what no training can remove;
+    it is 0 at σ = 0 (the memorising field) and positive where the noise tubes of different pairs overlap.
+
+    Cost: samples × N × D; memory ``rows`` × (D + min(N, 4096)) (draws in chunks of ``rows``, the posterior
+    streamed over chunks of pairs). Returns (mean, standard error) as floats."""
+    flat0, flat1 = x0.flatten(1).double(), x1.flatten(1).double()
+    field = EmpiricalField(flat0, flat1, sigma)
+    if device is not None:
+        field = field.to(device)
+    draws = path_loss_draws(field, flat0, flat1, sigma, samples, generator, rows=rows, device=device)
+    return float(draws.mean()), float(draws.std() / math.sqrt(draws.numel()))
 
 
 def mechanism_precondition(exact_effect: Sequence[float], min_effect: float, *, measure: str, sigma: float,
@@ -79,4 +127,4 @@ def _against(spacing: float | None, sigma_sqrt_d: float | None) -> str:
     return f" (the median line spacing is {spacing:.3g} against σ√d = {sigma_sqrt_d:.3g})"
 
 
-__all__ = ["exact_minimiser_endpoints", "mechanism_precondition"]
+__all__ = ["exact_minimiser_endpoints", "exact_minimiser_loss", "mechanism_precondition", "path_loss_draws"]

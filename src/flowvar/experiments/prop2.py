@@ -81,6 +81,7 @@ from torch import Tensor, nn
 from flowvar.couplings import FixedPairs
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, ShapeError
+from flowvar.experiments._exact_minimiser import exact_minimiser_loss, path_loss_draws
 from flowvar.experiments._exact_minimiser import mechanism_precondition as kit_mechanism_precondition
 from flowvar.experiments._zero_loss import loss_over_spacing_sq
 from flowvar.experiments.base import (
@@ -92,7 +93,7 @@ from flowvar.experiments.base import (
     register,
 )
 from flowvar.interpolants import Interpolant
-from flowvar.loss import CFMLoss, per_sample_loss
+from flowvar.loss import CFMLoss
 from flowvar.metrics import line_spacing, median_nn_distance, pairing_accuracy, partner_distances
 from flowvar.models import EmpiricalField, MemorisingField, ZeroPerturbedField
 from flowvar.ot import exact_ot_permutation
@@ -273,13 +274,6 @@ def _endpoint_report(x_hat: Tensor, x1: Tensor) -> dict[str, float]:
     nearest = (x_hat.double() - x1.double()[acc.nearest]).norm(dim=1)
     return {"accuracy": acc.accuracy, "mean_l2_own_partner": own.mean,
             "max_l2_own_partner": float(own.per_sample.max()), "mean_l2_nearest_target": float(nearest.mean())}
-
-
-def _loss_draws(model: nn.Module, x0: Tensor, x1: Tensor, sigma: float, n: int, generator: torch.Generator
-                ) -> Tensor:
-    path = CFMLoss(Interpolant(sigma)).draw(FixedPairs(x0, x1), n, generator)
-    with torch.no_grad():
-        return per_sample_loss(model, path)
 
 
 def two_proportion_se(p1: float, p2: float, n: int) -> float:
@@ -623,7 +617,7 @@ def _closed_form_rows(config: Prop2Config, ctx: RunContext) -> dict[str, dict[st
         x0, x1 = make_pairs(family, config.cf_pairs, gmm, ctx.generator("cf_pairs", family), config.rot180_mu)
         enc = line_encounters(x0, x1)
         memo = MemorisingField(x0, x1)
-        det_losses = _loss_draws(memo, x0, x1, 0.0, config.cf_loss_samples, ctx.generator("cf_loss", family))
+        det_losses = path_loss_draws(memo, x0, x1, 0.0, config.cf_loss_samples, ctx.generator("cf_loss", family))
         probe = ZeroPerturbedField(memo, d)
         path = CFMLoss(Interpolant(0.0)).draw(FixedPairs(x0, x1), config.cf_variance_samples,
                                               ctx.generator("cf_variance", family))
@@ -646,12 +640,12 @@ def _closed_form_rows(config: Prop2Config, ctx: RunContext) -> dict[str, dict[st
         for sigma in config.cf_sigmas:
             field = EmpiricalField(x0, x1, sigma)
             # both fields' losses on the same path draws (one stream twice): common random numbers
-            draws = _loss_draws(field, x0, x1, sigma, config.cf_loss_samples,
-                                ctx.generator("cf_noisy_loss", family, f"sigma={sigma}"))
-            memo_noisy = _loss_draws(memo, x0, x1, sigma, config.cf_loss_samples,
-                                     ctx.generator("cf_noisy_loss", family, f"sigma={sigma}"))
-            row[f"sigma={sigma}.exact_minimiser_loss"] = float(draws.mean())
-            row[f"sigma={sigma}.exact_minimiser_loss_se"] = float(draws.std() / math.sqrt(draws.numel()))
+            floor, floor_se = exact_minimiser_loss(x0, x1, sigma, config.cf_loss_samples,
+                                                   ctx.generator("cf_noisy_loss", family, f"sigma={sigma}"))
+            memo_noisy = path_loss_draws(memo, x0, x1, sigma, config.cf_loss_samples,
+                                         ctx.generator("cf_noisy_loss", family, f"sigma={sigma}"))
+            row[f"sigma={sigma}.exact_minimiser_loss"] = floor
+            row[f"sigma={sigma}.exact_minimiser_loss_se"] = floor_se
             row[f"sigma={sigma}.memorising_loss"] = float(memo_noisy.mean())
             ends = _endpoint_report(integrate(field, x0, steps=odd).x1, x1)
             row.update({f"sigma={sigma}.{key}": v for key, v in ends.items()})
@@ -841,10 +835,8 @@ def _neural(config: Prop2Config, ctx: RunContext
                 row[f"sigma={sigma}"] = _run_summary(history, res.losses, res.runtime_s)
             # the exact minimiser at σ on the same pairs: the loss floor and the accuracy at the minimum
             exact = EmpiricalField(x0.double(), x1.double(), config.sigma)
-            draws = _loss_draws(exact, x0.double(), x1.double(), config.sigma, config.floor_samples,
-                                rep.generator("floor", d))
+            floor, _ = exact_minimiser_loss(x0, x1, config.sigma, config.floor_samples, rep.generator("floor", d))
             ends = _endpoint_report(integrate(exact, x0.double(), steps=config.euler_steps).x1, x1)
-            floor = float(draws.mean())
             row["exact_minimiser"] = {"sigma": config.sigma, "loss_floor": floor, "accuracy": ends["accuracy"],
                                       "floor_over_initial_loss": floor / row[f"sigma={config.sigma}"]["initial_loss"]}
             seeds.append(row)
