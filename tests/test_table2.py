@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ from experiment_checks import check_image_result, rejudge_with_outdated_verdicts
 from flowvar.couplings import FixedPairs
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments import table2
-from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints
+from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, exact_minimiser_loss, path_loss_draws
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
+from flowvar.models import MemorisingField
 from flowvar.models.unet import UNetField
 from flowvar.results import judge
 from flowvar.train import TrainConfig, train
@@ -65,6 +67,14 @@ def test_table2_smoke_with_blockwise_ot(tmp_path: Path) -> None:
             fitted = claim["precondition"]["measured"]["[3]"]
             assert fitted["loss_last_relative_to_zero_field_per_seed"] == [
                 r["sigma=0.05"]["loss_last_relative_to_zero_field"] for r in runs]
+            # judged on the excess over the exact minimiser's loss floor, measured per seed (σ = 0: 0 exactly);
+            # here ~0: at σ√D = 0.4 against image spacings of several units no two noise tubes overlap
+            floors = [r["sigma=0.05"]["exact_loss_floor_relative_to_zero_field"] for r in runs]
+            assert fitted["exact_loss_floor_relative_to_zero_field_per_seed"] == floors
+            assert all(0 <= f < 1e-6 for f in floors)
+            assert all(r["sigma=0.0"]["exact_loss_floor_relative_to_zero_field"] == 0.0 for r in runs)
+            assert fitted["holds"] == all(e <= 0.1 for e in fitted["excess_over_floor_per_seed"])
+            assert "not recorded" not in fitted["floor_note"]
             # the zero field (output = source) measured beside the network, from the same sources
             zero = [r["zero_field"] for r in runs]
             assert ev["zero_field_control"]["l2_to_shuffled_minus_l2_to_ot_per_seed"] == pytest.approx(
@@ -247,6 +257,33 @@ def test_exact_minimiser_endpoints() -> None:
     # a wide σ averages the pairs: the endpoints leave their partners
     wide = exact_minimiser_endpoints(x0, x1, 10.0, steps=10, rows=2)
     assert (wide - x1.flatten(1).double()).norm(dim=1).mean() > 1.0
+
+
+def test_exact_minimiser_loss_keeps_prop2s_numbers() -> None:
+    """The loss floor moved out of prop2 (its ``_loss_draws``) unchanged: the values that helper gave on a fixed
+    problem and stream, before the move, and the published prop2 closed-form floor (results/prop2, family "random",
+    σ = 0.05: mean and standard error), recomputed from its own pairs and stream."""
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    x1 = torch.randn(16, 2, generator=g, dtype=torch.float64) * 3
+    assert exact_minimiser_loss(x0, x1, 0.2, 300, torch.Generator().manual_seed(7)) == (1.921568547470676,
+                                                                                         0.3684880677589309)
+    memo = path_loss_draws(MemorisingField(x0, x1), x0, x1, 0.2, 300, torch.Generator().manual_seed(7))
+    assert float(memo.mean()) == 3.147200205023716
+    # chunks of draws: other draws (a different order from the stream), the same estimate within its error
+    mean, se = exact_minimiser_loss(x0, x1, 0.2, 300, torch.Generator().manual_seed(7), rows=64)
+    assert mean != 1.921568547470676 and abs(mean - 1.921568547470676) < 4 * se
+
+    from flowvar.experiments.prop2 import Prop2Config, make_pairs
+    from flowvar.seeding import generator
+    stored = json.loads((Path(__file__).resolve().parents[1] / "results" / "prop2" / "result.json").read_text())
+    config = Prop2Config(**stored["config"])
+    x0, x1 = make_pairs("random", config.cf_pairs, config.gmm(config.cf_dim, torch.float64),
+                        generator(config.seed, "cf_pairs", "random"), config.rot180_mu)
+    row = stored["metrics"]["closed_form"]["random"]
+    assert exact_minimiser_loss(x0, x1, 0.05, config.cf_loss_samples,
+                                generator(config.seed, "cf_noisy_loss", "random", "sigma=0.05")) == (
+        row["sigma=0.05.exact_minimiser_loss"], row["sigma=0.05.exact_minimiser_loss_se"])
 
 
 def test_quick_mode_replicates_over_seeds() -> None:

@@ -7,6 +7,8 @@
 * :func:`compute_settings` — device (``auto`` → CUDA when available) and CPU threads for the run;
 * :func:`train_field`, :func:`ema_copy`, :func:`integrate_images` — UNet training through the shared trainer
   (EMA, warmup, clipping, checkpoints, data-parallel under torchrun) and Euler sampling from given sources;
+* :func:`loss_floor`, :func:`fitted_precondition` — did a network fit its pairs: its final training loss in excess of
+  the loss floor L*(σ) of the exact CFM(σ) minimiser (which no training can remove), against the zero field's loss;
 * :func:`seed_means`, :func:`closer_over_seeds`, :func:`memorised_in_every_seed` — the verdicts' statistics: the
   training seed is the unit of replication, so per-image distances are summarised per seed (their mean) and compared
   over seeds with :func:`flowvar.stats.paired_over_seeds`, never pooled across seeds;
@@ -19,7 +21,7 @@ import contextlib
 import copy
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from flowvar import distributed
 from flowvar.couplings import Coupling
 from flowvar.data import ImageSet, count_items, list_image_files, load_images, npy_is_vectors, to_uint8
 from flowvar.errors import ConfigError, DataError
+from flowvar.experiments._exact_minimiser import exact_minimiser_loss
 from flowvar.experiments.base import THREADS_ENV, RunContext, default_threads
 from flowvar.files import check_writable_folder
 from flowvar.models.unet import UNetField
@@ -335,25 +338,90 @@ def memorised_in_every_seed(far: Sequence[float], near: Sequence[float], referen
 
 FIT_LEVEL = 0.1
 """The image experiments' "the network fitted its pairs" level: the final training loss (mean of its last 5 % of
-steps) at most this fraction of the zero field's loss E‖x1 − x0‖² on the same training pairs, i.e. training removed
-≥ 90 % of it. The zero field (output = source, no transport) scores 1; the published quick and digits runs lie at
-0.004–0.094. Below it an output's distances describe a trained network; above it they may describe no transport."""
+steps) in excess of the loss floor L*(σ) (:func:`loss_floor`) at most this fraction of the zero field's loss
+E‖x1 − x0‖² on the same training pairs, i.e. training removed ≥ 90 % of what it can remove. The zero field (output =
+source, no transport) scores 1; the published quick and digits runs lie at 0.004–0.094 (their floors ~0). Below it an
+output's distances describe a trained network; above it they may describe no transport."""
+
+FLOOR_SAMPLES = 4096
+"""Path draws of the Monte-Carlo loss floor L*(σ) per seed (:func:`loss_floor`): its standard error is recorded and
+taken off the floor (:data:`FLOOR_SE_MARGIN`) before the fit rule uses it."""
+
+FLOOR_ROWS = 512
+"""Path draws per chunk of :func:`loss_floor` (a constant, so its numbers do not depend on the run's ``eval_batch``)."""
+
+FLOOR_SE_MARGIN = 2.0
+"""The fit rule subtracts max(0, floor − FLOOR_SE_MARGIN × its standard error), a lower bound of L*(σ): a Monte-Carlo
+floor that came out high would otherwise let an unfitted network pass."""
+
+
+def loss_floor(x0: Tensor, x1: Tensor, sigma: float, zero_field: float, generator: torch.Generator,
+               device: torch.device | str | None = None, samples: int = FLOOR_SAMPLES) -> dict[str, float]:
+    """The loss floor L*(σ) of CFM(σ) on the training pairs (``x0``, ``x1``) (N, C, R, R), relative to the zero
+    field's loss ``zero_field`` = E‖x1 − x0‖²: ``{"exact_loss_floor_relative_to_zero_field": L*/zero_field,
+    "exact_loss_floor_se_relative_to_zero_field": se/zero_field}``, beside ``loss_last_relative_to_zero_field``
+    (:func:`loss_fit`) in a run's row. L*(σ) is the exact minimiser's loss (:func:`~flowvar.experiments.
+    _exact_minimiser.exact_minimiser_loss`, ``samples`` draws in chunks of :data:`FLOOR_ROWS` from ``generator``, a
+    stream of its own); 0 exactly at σ = 0 (the memorising field), nothing drawn."""
+    if sigma == 0:
+        return {"exact_loss_floor_relative_to_zero_field": 0.0, "exact_loss_floor_se_relative_to_zero_field": 0.0}
+    floor, se = exact_minimiser_loss(x0, x1, sigma, samples, generator, rows=FLOOR_ROWS, device=device)
+    return {"exact_loss_floor_relative_to_zero_field": floor / zero_field,
+            "exact_loss_floor_se_relative_to_zero_field": se / zero_field}
 
 
 def fitted_precondition(loss_ratios: Sequence[float], *, sigma: float, pairs: str,
+                        floor_ratios: Sequence[float] | None = None, floor_se_ratios: Sequence[float] | None = None,
                         fit_level: float = FIT_LEVEL) -> Precondition:
-    """CFM(``sigma``) fitted its training ``pairs`` (words: "shuffled OT pairs at N=64"): in every seed its
-    ``loss_last_relative_to_zero_field`` (:func:`loss_fit`; ``loss_ratios``, one per seed) is ≤ ``fit_level``.
-    Measured per seed, no test: it must hold in each replicate; a NaN (diverged) seed fails it."""
+    """CFM(``sigma``) fitted its training ``pairs`` (words: "shuffled OT pairs at N=64"): in every seed s its excess
+    over the loss floor, e_s = r_s − max(0, f_s − :data:`FLOOR_SE_MARGIN` × se_s), is ≤ ``fit_level``, with r_s its
+    ``loss_last_relative_to_zero_field`` (``loss_ratios``) and f_s ± se_s the floor L*(σ) relative to the zero field
+    (``floor_ratios``, ``floor_se_ratios``: :func:`loss_floor`). The floor is what no training removes: at σ > 0 it is
+    positive where the noise tubes of different pairs overlap, so a perfectly trained network there must not fail.
+
+    At σ = 0 the floor is 0 exactly. A stored result without floors (``floor_ratios`` None at σ > 0) uses 0 and says
+    so: the conservative direction (a network that fits with floor 0 fits with any floor ≥ 0). Measured per seed,
+    no test: it must hold in each replicate; a NaN (diverged) seed fails it."""
     values = [float(v) for v in loss_ratios]
-    holds = bool(values) and all(math.isfinite(v) and v <= fit_level for v in values)
+    if floor_ratios is None:
+        floors, ses = [0.0] * len(values), [0.0] * len(values)
+        note = ("σ = 0: the loss floor is 0 exactly (the memorising field)" if sigma == 0 else
+                "the loss floor L*(σ) was not recorded (a result from before it was measured): 0 used, which can "
+                "only make this precondition harder to meet")
+    else:
+        floors = [float(v) for v in floor_ratios]
+        ses = [float(v) for v in floor_se_ratios] if floor_se_ratios is not None else [0.0] * len(floors)
+        note = (f"the loss floor L*(σ) of the exact CFM(σ) minimiser on the same pairs, {FLOOR_SAMPLES} path draws "
+                f"per seed; the rule subtracts max(0, floor − {FLOOR_SE_MARGIN:g} × its standard error)")
+    if len(floors) != len(values) or len(ses) != len(values):
+        raise DataError(f"one floor and one standard error per seed: {len(values)} loss ratio(s), {len(floors)} "
+                         f"floor(s), {len(ses)} standard error(s)")
+    used = [max(0.0, f - FLOOR_SE_MARGIN * e) for f, e in zip(floors, ses, strict=True)]
+    excess = [v - f for v, f in zip(values, used, strict=True)]
+    holds = bool(values) and all(math.isfinite(e) and e <= fit_level for e in excess)
     return Precondition(
-        f"CFM(σ={sigma:g}) fitted its {pairs}: in every seed its final training loss (last 5 % of steps) is ≤ "
-        f"{fit_level:g} × the zero field's loss on the same pairs (training removed ≥ {1 - fit_level:.0%} of it; "
-        f"otherwise its outputs may be no transport at all — the zero field, output = source, already lands nearer "
-        f"the OT partner)",
-        holds, {"sigma": sigma, "loss_last_relative_to_zero_field_per_seed": values, "fit_level": fit_level},
+        f"CFM(σ={sigma:g}) fitted its {pairs}: in every seed its final training loss (last 5 % of steps) exceeds the "
+        f"loss floor of the exact CFM(σ={sigma:g}) minimiser (what no training removes) by ≤ {fit_level:g} × the zero "
+        f"field's loss on the same pairs (training removed ≥ {1 - fit_level:.0%} of what it can; otherwise its "
+        f"outputs may be no transport at all — the zero field, output = source, already lands nearer the OT partner)",
+        holds, {"sigma": sigma, "loss_last_relative_to_zero_field_per_seed": values,
+                "exact_loss_floor_relative_to_zero_field_per_seed": floors,
+                "exact_loss_floor_se_relative_to_zero_field_per_seed": ses,
+                "floor_used_per_seed": used, "excess_over_floor_per_seed": excess, "floor_note": note,
+                "fit_level": fit_level},
         f"train longer (steps) until CFM(σ={sigma:g}) fits its pairs")
+
+
+def fitted_in_runs(runs: Sequence[Mapping[str, Any]], *, sigma: float, pairs: str) -> Precondition:
+    """:func:`fitted_precondition` read off a run's per-seed rows (``runs[s]["sigma=<σ>"]``: :func:`loss_fit` and,
+    since it is measured, :func:`loss_floor`); a row set without the floor in every seed is judged with floor 0."""
+    rows = [r[f"sigma={sigma}"] for r in runs]
+    floors = ses = None
+    if rows and all("exact_loss_floor_relative_to_zero_field" in r for r in rows):
+        floors = [r["exact_loss_floor_relative_to_zero_field"] for r in rows]
+        ses = [r.get("exact_loss_floor_se_relative_to_zero_field", 0.0) for r in rows]
+    return fitted_precondition([r["loss_last_relative_to_zero_field"] for r in rows], sigma=sigma, pairs=pairs,
+                               floor_ratios=floors, floor_se_ratios=ses)
 
 
 def summary(values: Sequence[Tensor]) -> dict[str, Any]:
@@ -395,6 +463,9 @@ def grid_figure(ctx: RunContext, name: str, rows: Sequence[tuple[str, Tensor]], 
 __all__ = [
     "CELEBA_ALTERNATIVE",
     "FIT_LEVEL",
+    "FLOOR_ROWS",
+    "FLOOR_SAMPLES",
+    "FLOOR_SE_MARGIN",
     "IMAGE_DATASETS",
     "THREADS_ENV",
     "ImageExperimentConfig",
@@ -404,11 +475,13 @@ __all__ = [
     "closer_over_seeds",
     "compute_settings",
     "ema_copy",
+    "fitted_in_runs",
     "fitted_precondition",
     "grid_figure",
     "integrate_images",
     "load_subset",
     "loss_fit",
+    "loss_floor",
     "memorised_in_every_seed",
     "nested_subset",
     "prepare",
