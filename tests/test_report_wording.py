@@ -22,6 +22,7 @@ from flowvar.experiments.fig6 import judge_on_discriminating_settings, pairing_s
 from flowvar.experiments.prop2 import floor_precondition, mechanism_precondition, sigma0_reference_precondition
 from flowvar.report import KIND_TEXT, build_story, readme_section, render_html, render_markdown
 from flowvar.report.document import entries, run_scale
+from flowvar.report.narrators import _settings_undecided
 from flowvar.report.story import failed_part, judgement_rows, num, pct, rule_text, short_value
 from flowvar.results import Claim, Precondition, Result, all_preconditions, claim_counts, headline, judge
 
@@ -389,17 +390,28 @@ def test_prop2_says_why_its_sigma_claims_are_untestable_from_their_own_precondit
 
 
 def test_solver_resolution_says_why_its_conclusion_is_inconclusive(full: dict[str, Any]) -> None:
-    """"Contradicted in 4–5 of 7 … inconclusive": refuting needs every judged setting to contradict, and 2–3 neither
-    hold nor contradict (the evidence's counts; paper scale — the quick run's σ = 0 networks do not fit, so its
-    conclusion is untestable)."""
+    """An inconclusive conclusion says what blocks the majority rule (flowvar.metrics.status_verdict) from the
+    evidence's counts: too many settings neither hold nor contradict it (the paper-scale counts 0 holding, 2–3
+    neither, with the contradicting ones cut to 3 of 7 — no majority), seeds that disagree, one seed, or settings on
+    both sides. The stored paper-scale counts (4–5 of 7 contradicting, none holding) are refuted."""
     result = _result(full, "solver_resolution")
-    ev = _claim(result, "solver_resolution.fig6_conclusion").evidence
+    concl = _claim(result, "solver_resolution.fig6_conclusion")
+    ev = concl.evidence
+    assert concl.verdict == "refuted" and _settings_undecided(concl) == ""  # 5/4/5 of 7 contradict, none hold
     neither = [e["n_judged"] - e["n_holding"] - e["n_contradicting"] for e in ev["per_seed"].values()]
     assert neither == [2, 3, 2]  # seeds 0, 1, 2: the range, not one seed's count
-    assert ("inconclusive over the settings as a whole (a verdict needs every setting to agree, and 2–3 of the 7 "
-            "neither hold nor contradict it, range over 3 seeds)") in build_story(result).paragraph()
+    concl.verdict = "inconclusive"
+    ev["verdict_per_seed"] = dict.fromkeys(ev["per_seed"], "inconclusive")
+    assert ("inconclusive over the settings as a whole (a verdict needs more than half of the settings on one side, "
+            "and 2–3 of the 7 neither hold nor contradict it, range over 3 seeds)") in build_story(result).paragraph()
+    ev["verdict_per_seed"] = {"seed=0": "refuted", "seed=1": "inconclusive", "seed=2": "refuted"}
+    assert "(a verdict needs every seed to agree, and they do not)" in build_story(result).paragraph()
     ev["verdict_per_seed"] = {"seed=0": "inconclusive"}
     assert "(one training seed: a verdict needs at least two)" in build_story(result).paragraph()
+    ev["verdict_per_seed"] = dict.fromkeys(ev["per_seed"], "inconclusive")
+    ev["n_holding"] = 1
+    assert "(some settings hold it, others contradict it: the answer depends on the solver)" in \
+        build_story(result).paragraph()
 
 
 def test_solver_resolution_says_no_sigma0_network_fitted_instead_of_zero_counts(quick: dict[str, Any]) -> None:
