@@ -58,10 +58,14 @@ def test_status_over_seeds_every_outcome() -> None:
     assert one.verdict == "inconclusive" and one.per_seed == {"seed=0": "confirmed"}
     assert status_over_seeds({"seed=0": fails, "seed=1": fails}, "fails").verdict == "confirmed"
     assert status_over_seeds({"seed=0": reproduces, "seed=1": reproduces}, "fails").verdict == "refuted"
-    # NaN numbers give 'partial' (evidence neither way), so that seed and the claim are inconclusive
+    # NaN numbers give 'partial' (evidence neither way): under the majority rule (status_verdict) one partial
+    # setting of four does not veto the three that reproduce, half of them does — that seed and the claim are then
+    # inconclusive
     nan_status = rotation_pairing_status(math.nan, math.nan, math.nan, math.nan)
     assert nan_status == "partial"
     assert status_over_seeds({"seed=0": reproduces, "seed=1": [*reproduces[:3], nan_status]},
+                             "reproduces").verdict == "confirmed"
+    assert status_over_seeds({"seed=0": reproduces, "seed=1": [*reproduces[:2], nan_status, nan_status]},
                              "reproduces").verdict == "inconclusive"
     assert status_over_seeds({"seed=0": [], "seed=1": reproduces}, "reproduces").verdict == "inconclusive"
 
