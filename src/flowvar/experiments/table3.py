@@ -444,7 +444,7 @@ def exact_copies_rule(exact_l2_gen_noisy: Sequence[float], reference: float, *, 
     rule on the optima of the objective instead of networks."""
     values = [float(v) for v in exact_l2_gen_noisy]
     return closer_over_seeds(values, [0.0] * len(values), reference, min_effect=min_effect, alpha=alpha,
-                             labels=(f"exact L2-gen(σ={sigma:g})", "exact L2-gen(σ=0) = 0"))
+                             labels=(f"exact L2-gen(σ={sigma:g})", "exact L2-gen(σ=0)"))  # the latter is 0
 
 
 def _bar_figure(ctx: RunContext, config: Table3Config, table: dict[str, Any]) -> None:
