@@ -371,11 +371,12 @@ def _unfit_text(claim: Claim, numbers: bool = True) -> str:
 
 
 def _unfit_rule_text(claim: Claim) -> str | None:
-    """The rule sentence of a Fig. 6 claim left untestable by a network that did not fit, in words (the stored
-    precondition states the allowance as "0.5 × the σ = 0 loss of the exact CFM(0.05) minimiser 2d(…) = 0.1571",
-    which reads as if the formula were 0.1571): each seed's excess loss against the allowance, what the allowance is
-    (``0.157 = 0.5 × 0.314, the σ = 0 loss of the exact CFM(0.05) minimiser``), any other unmet part by its statement,
-    the rule's own verdict and the remedy. None when the fit is not what failed (the generic :func:`rule_text`)."""
+    """The rule sentence of a Fig. 6 claim left untestable by a network that did not fit, in words (results before
+    94255ab state the allowance as "0.5 × the σ = 0 loss of the exact CFM(0.05) minimiser 2d(…) = 0.1571", which
+    reads as if the formula were 0.1571; later ones "0.5 × 0.3141 (the σ = 0 loss of …, 2d(…)) = 0.1571"): each
+    seed's excess loss against the allowance, what the allowance is (``0.157 = 0.5 × 0.314, the σ = 0 loss of the
+    exact CFM(0.05) minimiser``), any other unmet part by its statement, the rule's own verdict and the remedy. None
+    when the fit is not what failed (the generic :func:`rule_text`)."""
     unfit, _, allowances = _unfit_seeds(claim)
     if claim.verdict != "untestable" or not unfit:
         return None
@@ -390,7 +391,9 @@ def _unfit_rule_text(claim: Claim) -> str | None:
         elif not part.get("holds", True):
             others.append(text)
     allowance = _span(allowances)
-    fraction = re.search(r"(\d+(?:\.\d+)?) × (the σ = 0 loss of the exact CFM\([^)]+\) minimiser)", fit_statement)
+    # "0.5 × 0.3141 (the σ = 0 loss of …)" (94255ab on) or "0.5 × the σ = 0 loss of … = 0.1571" (results before it)
+    fraction = re.search(r"(\d+(?:\.\d+)?) × (?:\d+(?:\.\d+)? \()?(the σ = 0 loss of the exact CFM\([^)]+\) minimiser)",
+                         fit_statement)
     floor = re.search(r"≤ (L_min\([^)]+\))", fit_statement)
     if fraction and float(fraction.group(1)) > 0:
         share = float(fraction.group(1))
