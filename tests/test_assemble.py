@@ -493,3 +493,23 @@ def test_stored_non_finite_numbers_are_judged_again_as_the_run_judged_them(runs:
     with pytest.raises(DataError) as as_the_run:
         judged_as_run(as_run, "direct_nan")
     assert str(judged_again.value) == str(as_the_run.value)
+
+
+def test_judging_a_table_again_in_place_keeps_the_figures_it_cannot_redraw(tmp_path: Path) -> None:
+    """The image grids of table2/table3 need the trained models: re-judging in place deleted them (and dropped the
+    run's device line) while its note said they were the original run's. They are kept, listed, byte for byte."""
+    from flowvar.sweep.assemble import rejudge_result
+
+    for name in ("table2", "table3"):
+        folder = tmp_path / name
+        shutil.copytree(REPO / "results" / name, folder)
+        before = Result.load(folder / "result.json")
+        grids = [f for f in before.figures if "grid" in f]
+        assert grids, name
+        originals = {f: (folder / f).read_bytes() for f in grids}
+        result, out = rejudge_result(folder)  # in place
+        assert out == folder and set(before.figures) == set(result.figures)
+        assert all((folder / f).read_bytes() == data for f, data in originals.items())
+        assert result.metrics["device"] == before.metrics["device"]
+        assert result.metrics["compute"] == before.metrics["compute"]
+        assert any("the images and" in n and "original run's" in n for n in result.notes)

@@ -102,6 +102,10 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
     return result, out_root / spec.name
 
 
+#: Metrics that describe the run which computed a result (where and with what), kept when it is re-judged.
+RUN_METRICS = ("device", "compute")
+
+
 def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tuple[Result, Path]:
     """Judge the stored result in ``result_dir`` (an ``EXPERIMENT/`` folder holding ``result.json``) again from its
     own metrics, through the experiment's ``assemble`` with the result as its one part; write it to
@@ -109,7 +113,8 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
     results.json entry and report rewritten). Nothing is trained: the points are the stored ones, the claims,
     regions, notes and figures this code's. ``assembled_from`` keeps the original provenance (the sweep or run that
     computed the points) and adds ``rejudged``: the stored result's path, the code that judged it before and its
-    verdicts then, and (``earlier``) the records of the re-judgings before that, oldest first. A ConfigError or
+    verdicts then, and (``earlier``) the records of the re-judgings before that, oldest first. Figures this code does
+    not draw again (they need the trained models) and the :data:`RUN_METRICS` are kept. A ConfigError or
     DataError (one line naming the fix) for a folder without a readable result, an
     experiment that cannot assemble, or a config this flowvar cannot rebuild."""
     from flowvar.experiments.base import assemble_experiment, assembler, build_config, get_experiment
@@ -149,8 +154,13 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
                                "earlier": _earlier_judgings(original.get("rejudged"))}}
     out_root = Path(out) if out is not None else result_dir.resolve().parent
     collection = _collection(out_root, stored.quick)
+    # what the assemble cannot make again comes along: figures that need the trained models, where the run computed
+    kept_figures = {name: (result_dir / name).read_bytes() for name in stored.figures
+                    if (result_dir / name).is_file()}
+    kept_metrics = {key: stored.metrics[key] for key in RUN_METRICS if key in stored.metrics}
     result = assemble_experiment(spec.name, out_root, config, [stored.metrics], quick=stored.quick,
-                                 runtime_s=float(provenance["compute_s"]), provenance=provenance)
+                                 runtime_s=float(provenance["compute_s"]), provenance=provenance,
+                                 kept_figures=kept_figures, kept_metrics=kept_metrics)
     if collection is not None:
         _join_collection(out_root, collection, result, provenance)
     return result, out_root / spec.name
@@ -343,4 +353,4 @@ def _join_collection(out_root: Path, collection: dict[str, Any], result: Result,
 
 
 
-__all__ = ["FINISHED", "assemble_sweep", "rejudge_result"]
+__all__ = ["FINISHED", "RUN_METRICS", "assemble_sweep", "rejudge_result"]
