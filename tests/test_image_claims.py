@@ -30,7 +30,7 @@ def test_fitted_precondition() -> None:
     assert FIT_LEVEL == 0.1
     ok = fitted_precondition([0.0035, 0.0048], sigma=0.0, pairs="shuffled OT pairs (N=64)")
     assert ok.holds and ok.measured["loss_last_relative_to_zero_field_per_seed"] == [0.0035, 0.0048]
-    assert "0.1 × the zero field's loss" in ok.statement and "N=64" in ok.statement
+    assert "0.1 × (the zero field's loss on the same pairs − that floor)" in ok.statement and "N=64" in ok.statement
     under = fitted_precondition([0.374, 0.02], sigma=0.0, pairs="p")
     assert not under.holds and "train longer" in under.remedy
     assert judge("x", "s", {}, rule="r", kind="reproduction", verdict="refuted", precondition=under).verdict == \
@@ -63,6 +63,21 @@ def test_the_fit_precondition_judges_the_excess_over_the_loss_floor() -> None:
     old = fitted_precondition([0.05, 0.2], sigma=0.05, pairs="p")
     assert "not recorded" in old.measured["floor_note"] and old.measured["floor_used_per_seed"] == [0.0, 0.0]
     assert not old.holds
+
+
+def test_the_fit_rule_asks_for_90_percent_of_the_removable_loss_whatever_the_floor() -> None:
+    """r − f ≤ 0.1 × (1 − f): with r − f ≤ 0.1 alone a floor of 0.95 let the zero field itself (r = 1, no transport)
+    pass, and at f = 0.4 a network removing only 83 % of what it can passed (code review M1)."""
+    assert not fitted_precondition([1.0], sigma=3.0, pairs="p", floor_ratios=[0.95], floor_se_ratios=[0.0]).holds
+    assert not fitted_precondition([0.5], sigma=0.3, pairs="p", floor_ratios=[0.4], floor_se_ratios=[0.0]).holds
+    assert fitted_precondition([0.45], sigma=0.3, pairs="p", floor_ratios=[0.4], floor_se_ratios=[0.0]).holds
+    near = fitted_precondition([0.955], sigma=3.0, pairs="p", floor_ratios=[0.95], floor_se_ratios=[0.0])
+    assert near.holds and near.measured["allowed_excess_per_seed"] == pytest.approx([0.005])
+    # σ = 0's floor is 0 exactly, nothing drawn — also when the σ > 0 floors are recorded beside it
+    zero = fitted_precondition([0.05], sigma=0.0, pairs="p", floor_ratios=[0.0], floor_se_ratios=[0.0])
+    assert "nothing drawn" in zero.measured["floor_note"] and "path draws" not in zero.measured["floor_note"]
+    # the statement's last clause is the experiment's own control
+    assert fitted_precondition([0.5], sigma=0.0, pairs="p", control="C").statement.endswith("; otherwise C")
 
 
 def test_fitted_in_runs_reads_the_floor_only_where_every_seed_has_it() -> None:
