@@ -111,12 +111,15 @@ def test_summary_of_a_result_without_a_recorded_headline_prints_the_advisors_own
     undecided = advise_over_seeds(rows({0.0: [(1.0, 0.30), (1.0, 0.31)], 0.5: [(0.03, 0.30), (0.10, 0.40)]}), 64,
                                   0.25, 0.05, gen_floor=0.002, memorise_accuracy=0.5)
     assert (recommended.outcome, undecided.outcome) == ("recommended", "undecided")
+    assert recommended.headline == "recommended σ = 0.5"
     for adv in (recommended, undecided):
         old = Advice(adv.sigma, adv.outcome == "recommended", False, "r", "rule", [row], margins, "data",
                      outcome=adv.outcome, candidates=list(adv.candidates), seeds_needed=adv.seeds_needed)
         assert old.summary().splitlines()[0] == adv.headline
     fallback = Advice(0.2, False, True, "r", "rule", [row], margins, "data", outcome="none")
-    assert fallback.summary().splitlines()[0] == fallback_headline(0.2)
+    assert fallback.summary().splitlines()[0] == fallback_headline(0.2) == (
+        "no σ met both margins; fallback σ = 0.2 (cuts memorisation within the generalisation margin, see the "
+        "reason; not a recommendation by the rule)")
     assert undecided_headline([0.1, 0.2], 7).endswith("σ = 0.1, 0.2 are not excluded either; add seeds "
                                                       "(--set n_seeds=...) (about 7 seeds in all)")
 

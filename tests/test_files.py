@@ -96,13 +96,15 @@ def test_nearest_existing_and_the_writable_folder_check(tmp_path) -> None:
     afile = tmp_path / "x.npy"
     afile.write_bytes(b"data")
     assert nearest_existing(afile / "sub") == afile
-    assert check_writable_folder(afile / "sub") == f"{afile} is a file"
+    problem = check_writable_folder(afile / "sub")
+    assert problem is not None and problem.is_file and str(problem) == f"{afile} is a file"
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
         if os.access(locked, os.W_OK):  # root writes anywhere: nothing to refuse
             pytest.skip("running as root")
-        assert check_writable_folder(locked / "ckpt") == f"{locked} is not writable"
+        problem = check_writable_folder(locked / "ckpt")
+        assert problem is not None and not problem.is_file and str(problem) == f"{locked} is not writable"
     finally:
         locked.chmod(0o700)

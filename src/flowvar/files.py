@@ -245,19 +245,32 @@ def nearest_existing(path: Path | str) -> Path:
     return probe
 
 
-def check_writable_folder(folder: Path | str) -> str | None:
+@dataclass(frozen=True)
+class FolderProblem:
+    """Why a folder cannot be created and written: ``path``, its nearest existing ancestor, is a file
+    (``is_file``) or is not writable. ``str()`` is the reason in words ("PATH is a file")."""
+
+    path: Path
+    is_file: bool
+
+    def __str__(self) -> str:
+        return f"{self.path} is {'a file' if self.is_file else 'not writable'}"
+
+
+def check_writable_folder(folder: Path | str) -> FolderProblem | None:
     """Why ``folder`` cannot be (created as) a writable folder, or None when it can: its :func:`nearest_existing`
     ancestor must be a folder this process can write and enter. Nothing is created (validation has no side
     effects); callers raise their own error with the returned reason and their fix."""
     probe = nearest_existing(Path(folder).expanduser())
     if not probe.is_dir():
-        return f"{probe} is a file"
+        return FolderProblem(probe, is_file=True)
     if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
+        return FolderProblem(probe, is_file=False)
     return None
 
 
 __all__ = [
+    "FolderProblem",
     "Staging",
     "atomic_write_bytes",
     "atomic_write_text",

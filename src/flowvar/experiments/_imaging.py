@@ -212,7 +212,7 @@ def check_checkpoint_dir(checkpoint_dir: str) -> None:
     the folder at its first checkpoint, which this check lets fail no more at the end of the first training."""
     path = Path(checkpoint_dir).expanduser()
     problem = check_writable_folder(path)
-    if problem and problem.endswith("is a file"):
+    if problem and problem.is_file:
         raise ConfigError(f"checkpoint_dir {path} cannot be a folder: {problem}; choose another checkpoint_dir")
     if problem:
         raise ConfigError(f"cannot write to checkpoint_dir {path}: {problem}; make it writable or choose another "

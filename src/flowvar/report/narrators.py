@@ -467,9 +467,9 @@ def _settings_undecided(claim: Claim) -> str:
         return " (one training seed: a verdict needs at least two)"
     if len(set(per_seed.values())) > 1:
         return " (a verdict needs every seed to agree, and they do not)"
-    if ev["n_holding"] and ev["n_contradicting"]:
-        return " (some settings hold it, others contradict it: the answer depends on the solver)"
     seeds = _seed_evidence(claim, _SETTING_COUNTS)
+    if any(int(e["n_holding"]) and int(e["n_contradicting"]) for e in seeds.values()):
+        return " (some settings hold it, others contradict it: the answer depends on the solver)"
     neither = [int(e["n_judged"]) - int(e["n_holding"]) - int(e["n_contradicting"]) for e in seeds.values()]
     if max(neither) > 0:
         return (f" (a verdict needs more than half of the settings on one side, and {_count_range(neither)} of the "
