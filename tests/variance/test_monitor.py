@@ -113,6 +113,24 @@ def test_user_loop_logs_equal_torch_func(gen, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_with_one_profiled_log_warns_nothing(gen, tmp_path):
+    """The t-profile panel of a single profiled log was a zero-width image: matplotlib warned "Attempting to set
+    identical low and high xlims" (the README's 30-step example, API review)."""
+    import warnings
+
+    model = MLPField(2, width=8, depth=1)
+    monitor = GradientVarianceMonitor(model, warn=False)
+    path = CFMLoss().draw(IndependentCoupling(StandardNormal(2), StandardNormal(2)), 32, gen)
+    losses = per_sample_loss(model, path)
+    losses.mean().backward()
+    monitor.step(0, losses, path.t)
+    assert ["t_profile" in r for r in monitor.history] == [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = monitor.plot(tmp_path / "one.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_sum_reduction_and_json_logs(gen, tmp_path):
     torch.manual_seed(0)
     model = MLPField(2, width=8, depth=1).to(F64)

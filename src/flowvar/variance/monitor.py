@@ -730,8 +730,10 @@ class GradientVarianceMonitor:
             edges = rows[-1]["t_profile"]["edges"] or [0.0, 1.0]
             with np.errstate(divide="ignore", invalid="ignore"):
                 shown = np.log10(np.where(grid > 0, grid, np.nan))
-            image = ax.imshow(shown.T, aspect="auto", origin="lower",
-                              extent=(float(rows[0]["step"]), float(rows[-1]["step"]), edges[0], edges[-1]))
+            first, last = float(rows[0]["step"]), float(rows[-1]["step"])
+            if first == last:  # one profiled log: a column of width one step around it, not a zero-width image
+                first, last = first - 0.5, last + 0.5
+            image = ax.imshow(shown.T, aspect="auto", origin="lower", extent=(first, last, edges[0], edges[-1]))
             fig.colorbar(image, ax=ax, label="log10 tr Cov(g | t-bin)")
             ax.set_xlabel("step")
             ax.set_ylabel("t")
