@@ -363,6 +363,11 @@ FIT_RULE_TEXT = (f"training removed ≥ {1 - FIT_LEVEL:.0%} of the loss it can r
 """The fit rule of :func:`fitted_precondition` in words, for the rule texts of the claims that require it."""
 
 
+NO_TRANSPORT = "its outputs may describe no transport at all"
+"""The fit precondition's last clause: what an unfitted network's outputs may show (each table adds its own
+control to it)."""
+
+
 def loss_floor(x0: Tensor, x1: Tensor, sigma: float, zero_field: float, generator: torch.Generator,
                device: torch.device | str | None = None, samples: int = FLOOR_SAMPLES) -> dict[str, float]:
     """The loss floor L*(σ) of CFM(σ) on the training pairs (``x0``, ``x1``) (N, C, R, R), relative to the zero
@@ -380,8 +385,7 @@ def loss_floor(x0: Tensor, x1: Tensor, sigma: float, zero_field: float, generato
 
 def fitted_precondition(loss_ratios: Sequence[float], *, sigma: float, pairs: str,
                         floor_ratios: Sequence[float] | None = None, floor_se_ratios: Sequence[float] | None = None,
-                        control: str = "its outputs may describe no transport at all",
-                        fit_level: float = FIT_LEVEL) -> Precondition:
+                        control: str = NO_TRANSPORT, fit_level: float = FIT_LEVEL) -> Precondition:
     """CFM(``sigma``) fitted its training ``pairs`` (words: "shuffled OT pairs at N=64"): training removed ≥ 1 −
     ``fit_level`` of the loss it can remove, in every seed s (:data:`FIT_RULE_TEXT`):
 
@@ -429,8 +433,14 @@ def fitted_precondition(loss_ratios: Sequence[float], *, sigma: float, pairs: st
         f"train longer (steps) until CFM(σ={sigma:g}) fits its pairs")
 
 
+def loss_ratios(runs: Sequence[Mapping[str, Any]], sigma: float) -> list[float]:
+    """Per seed: CFM(``sigma``)'s final training loss relative to the zero field's (:func:`loss_fit`'s
+    ``loss_last_relative_to_zero_field``), read off a run's per-seed rows ``runs[s]["sigma=<σ>"]``."""
+    return [float(r[f"sigma={sigma}"]["loss_last_relative_to_zero_field"]) for r in runs]
+
+
 def fitted_in_runs(runs: Sequence[Mapping[str, Any]], *, sigma: float, pairs: str,
-                   control: str = "its outputs may describe no transport at all") -> Precondition:
+                   control: str = NO_TRANSPORT) -> Precondition:
     """:func:`fitted_precondition` read off a run's per-seed rows (``runs[s]["sigma=<σ>"]``: :func:`loss_fit` and,
     since it is measured, :func:`loss_floor`); a row set without the floor in every seed is judged with floor 0."""
     rows = [r[f"sigma={sigma}"] for r in runs]
@@ -438,8 +448,8 @@ def fitted_in_runs(runs: Sequence[Mapping[str, Any]], *, sigma: float, pairs: st
     if rows and all("exact_loss_floor_relative_to_zero_field" in r for r in rows):
         floors = [r["exact_loss_floor_relative_to_zero_field"] for r in rows]
         ses = [r.get("exact_loss_floor_se_relative_to_zero_field", 0.0) for r in rows]
-    return fitted_precondition([r["loss_last_relative_to_zero_field"] for r in rows], sigma=sigma, pairs=pairs,
-                               floor_ratios=floors, floor_se_ratios=ses, control=control)
+    return fitted_precondition(loss_ratios(runs, sigma), sigma=sigma, pairs=pairs, floor_ratios=floors,
+                               floor_se_ratios=ses, control=control)
 
 
 def summary(values: Sequence[Tensor]) -> dict[str, Any]:
@@ -486,6 +496,7 @@ __all__ = [
     "FLOOR_SAMPLES",
     "FLOOR_SE_MARGIN",
     "IMAGE_DATASETS",
+    "NO_TRANSPORT",
     "THREADS_ENV",
     "ImageExperimentConfig",
     "build_unet",
@@ -501,6 +512,7 @@ __all__ = [
     "load_subset",
     "loss_fit",
     "loss_floor",
+    "loss_ratios",
     "memorised_in_every_seed",
     "nested_subset",
     "prepare",

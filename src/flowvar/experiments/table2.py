@@ -81,6 +81,7 @@ from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints
 from flowvar.experiments._imaging import (
     FIT_LEVEL,
     FIT_RULE_TEXT,
+    NO_TRANSPORT,
     ImageExperimentConfig,
     build_unet,
     check_image_source,
@@ -93,6 +94,7 @@ from flowvar.experiments._imaging import (
     integrate_images,
     loss_fit,
     loss_floor,
+    loss_ratios,
     memorised_in_every_seed,
     nested_subset,
     prepare,
@@ -372,7 +374,7 @@ def _judge(ctx: RunContext, config: Table2Config, ns: list[int], table: dict[str
     for key in (f"N={n}" for n in ns):
         runs, ev = table[key]["runs"], seeds[key]
         paper_row = PAPER_TABLE2[paper_key(key, list(table))]
-        fit0 = _loss_ratios(runs, s0)
+        fit0 = loss_ratios(runs, s0)
         fitted0 = fitted_in_runs(runs, sigma=s0, pairs=f"shuffled OT pairs ({key})", control=_NO_TRANSPORT)
         memo = sigma0_memorises_rule(ev["l2_to_ot_sigma0"], ev["l2_to_shuffled_sigma0"], ev["reference"],
                                      min_effect=config.min_effect, alpha=config.alpha)
@@ -399,7 +401,7 @@ def _judge(ctx: RunContext, config: Table2Config, ns: list[int], table: dict[str
                        f"difference; {rule_text}; untestable unless CFM(σ=0) fitted its pairs ({FIT_RULE_TEXT})")
         gen = sigma_generalises_rule(ev[f"l2_to_shuffled_sigma{s1}"], ev[f"l2_to_ot_sigma{s1}"], ev["reference"],
                                      sigma=s1, min_effect=config.min_effect, alpha=config.alpha)
-        fit1 = _loss_ratios(runs, s1)
+        fit1 = loss_ratios(runs, s1)
         pre = all_preconditions(
             memorised_precondition(ev["l2_to_ot_sigma0"], ev["l2_to_shuffled_sigma0"], ev["reference_per_seed"],
                                    config.min_effect, key),
@@ -498,11 +500,6 @@ def _margin_claim(ctx: RunContext, config: Table2Config, ns: list[int], seeds: d
                    f"budget a larger N is fitted less, which alone lowers its margin)")
 
 
-def _loss_ratios(runs: Sequence[Mapping[str, Any]], sigma: float) -> list[float]:
-    """Per seed: CFM(``sigma``)'s final training loss relative to the zero field's (:func:`loss_fit`)."""
-    return [float(r[f"sigma={sigma}"]["loss_last_relative_to_zero_field"]) for r in runs]
-
-
 _RULE_TEXT = ("confirmed if the one-sided (α = {alpha}) t-lower bound of mean d over seeds is > 0 and mean d ≥ "
               "{f:g} × the mean distance between the OT and the shuffled partner; refuted if the upper bound is below "
               "that minimum effect; else inconclusive (always with one seed)")
@@ -586,8 +583,7 @@ def comparable_fit_precondition(loss_ratios_small: Sequence[float], loss_ratios_
         f"train longer (steps) until CFM(σ=0) fits the pairs at {labels[1]} as closely as at {labels[0]}")
 
 
-_NO_TRANSPORT = ("its outputs may describe no transport at all — the zero field, output = source, already lands "
-                 "nearer the OT partner")
+_NO_TRANSPORT = f"{NO_TRANSPORT} — the zero field, output = source, already lands nearer the OT partner"
 """What an unfitted network's outputs may show in table2 (the fit precondition's last clause)."""
 
 _MEETS = {"yes": "meets", "no": "falls below", "cannot tell": "may or may not meet"}

@@ -64,6 +64,7 @@ from flowvar.errors import ConfigError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints
 from flowvar.experiments._imaging import (
     FIT_RULE_TEXT,
+    NO_TRANSPORT,
     ImageExperimentConfig,
     build_unet,
     check_image_source,
@@ -75,6 +76,7 @@ from flowvar.experiments._imaging import (
     integrate_images,
     loss_fit,
     loss_floor,
+    loss_ratios,
     memorised_in_every_seed,
     prepare,
     seed_means,
@@ -324,7 +326,7 @@ def _judge(ctx: RunContext, config: Table3Config, table: dict[str, Any], runs: l
     ctx.metric("per_seed_means", ev)
     replicates = (f"{config.n_seeds} training seed(s) (per seed: base model, 1-ReFlow pairs and both retrained "
                   f"models)")
-    fits = {s: [float(r[f"sigma={s}"]["loss_last_relative_to_zero_field"]) for r in runs] for s in config.sigmas}
+    fits = {s: loss_ratios(runs, s) for s in config.sigmas}
     pre = all_preconditions(
         copied_precondition(ev[f"l2_to_ot_sigma{s0}"], ev[f"l2_to_generated_sigma{s0}"], ev["reference_per_seed"],
                             config.min_effect),
@@ -406,8 +408,8 @@ _FIT_TEXT = (f"; untestable unless σ = 0 copied its pairs (in every seed L2-to-
              f"effect) and both networks fitted them ({FIT_RULE_TEXT}: a σ = 0.05 network that does not move lands "
              f"far from the generated partner, which alone meets the copy claim's difference)")
 
-_NO_TRANSPORT = ("its outputs may describe no transport at all — the zero field, output = source, lands far from the "
-                 "generated partner, which alone would meet the copy claim's difference")
+_NO_TRANSPORT = (f"{NO_TRANSPORT} — the zero field, output = source, lands far from the generated partner, which "
+                 f"alone would meet the copy claim's difference")
 """What an unfitted network's outputs may show in table3 (the fit precondition's last clause)."""
 
 
