@@ -26,6 +26,7 @@ from flowvar.report.story import (
     Table,
     claim_by_id,
     claim_mark,
+    claim_or_none,
     claim_text,
     claims_matching,
     failed_part,
@@ -706,7 +707,7 @@ def table2(result: Result, story: Story) -> None:
             p = paper[f"N={pn}"][f"sigma={s}"]
             o = ours[f"N={n}"][f"sigma={s}"]
             cid = f"table2.N={n}.sigma0_memorises" if s == 0 else f"table2.N={n}.sigma{num(s)}_generalises"
-            c = _claim_or_none(result, cid)  # claims may be added or renamed: a row without its claim has no mark
+            c = claim_or_none(result, cid)  # claims may be added or renamed: a row without its claim has no mark
             setting = f"N = {pn:,} (ours {n}), CFM(σ = {num(s)})"
             mark = [] if c is None else [claim_mark(c)]
             note = _paper_margin_note(c, setting) if c is not None else ""
@@ -717,7 +718,7 @@ def table2(result: Result, story: Story) -> None:
                        _img_stat(o["l2_to_shuffled"])], mark)
         found.append((n, _nearer(ours[f"N={n}"]["sigma=0.0"]), _nearer(ours[f"N={n}"][f"sigma={max(sigmas)}"])))
     # the margin claim needs two N (a run at one N, e.g. digits at full N, has none)
-    margin = next((c for c in result.claims if c.id == "table2.margin_shrinks_with_n"), None)
+    margin = claim_or_none(result, "table2.margin_shrinks_with_n")
     mtable = Table("Table 2: does the σ = 0 memorisation margin shrink as N grows?",
                    ["N (paper / ours)", "paper: L2 to OT − L2 to shuffled", "ours: L2 to OT − L2 to shuffled",
                     "ours: relative to the partner distance"])
@@ -756,16 +757,16 @@ def table2(result: Result, story: Story) -> None:
                    + (f"; the same at N = {', '.join(str(n) for n in same)}" if same else "")
                    + "".join(f"; at N = {n}: σ = 0 nearer the {a[0]}, σ = {num(s1)} nearer the {b[0]} partner"
                              for n, a, b in rest if n not in same))
-    by_n = [(f"N = {n}", c) for n, _ in pairs if (c := _claim_or_none(result, f"table2.N={n}.sigma0_memorises"))]
+    by_n = [(f"N = {n}", c) for n, _ in pairs if (c := claim_or_none(result, f"table2.N={n}.sigma0_memorises"))]
     by_n1 = [(f"N = {n}", c) for n, _ in pairs
-             if (c := _claim_or_none(result, f"table2.N={n}.sigma{num(s1)}_generalises"))]
+             if (c := claim_or_none(result, f"table2.N={n}.sigma{num(s1)}_generalises"))]
     story.verdict = "; ".join(
         [f"σ = 0 memorising is {_verdicts_by(by_n)}"] * bool(by_n)
         + [f"σ = {num(s1)} generalising is {_verdicts_by(by_n1)}"] * bool(by_n1)) + (
         f"; the σ = 0 margin shrinking with N is {margin.verdict}" if margin is not None else
         " (one N: the margin's trend with N is not judged)")
     by_exact = [(f"N = {n}", c) for n, _ in pairs
-                if (c := _claim_or_none(result, f"table2.N={n}.exact_minimiser_breaks_pairing"))]
+                if (c := claim_or_none(result, f"table2.N={n}.exact_minimiser_breaks_pairing"))]
     if by_exact:  # our finding: whether the noise of Remark 2 can be why, at the optimum of the objective
         story.verdict += (f"; the exact CFM(σ = {num(s1)}) minimiser landing nearer the OT partner (our finding: can "
                           f"the noise be why?) is {_verdicts_by(by_exact)}")
@@ -782,12 +783,6 @@ def table2(result: Result, story: Story) -> None:
         "Per N: mean per-image L2 (pixels in [−1, 1]) from the outputs to the OT partner and to the shuffled partner, "
         "± sd over images, for CFM(σ = 0) and CFM(σ = 0.05); the line marks the distance between the two partners. "
         "A short bar to the shuffled partner is memorisation.", TABLE)
-
-
-def _claim_or_none(result: Result, claim_id: str) -> Claim | None:
-    """The claim ``claim_id`` of ``result``, or None where the result has no such claim (an experiment's claims
-    change over versions: a narrator leaves out what it does not find instead of falling back whole)."""
-    return next((c for c in result.claims if c.id == claim_id), None)
 
 
 def _paper_margin_note(claim: Claim, setting: str) -> str:
@@ -843,8 +838,8 @@ def table3(result: Result, story: Story) -> None:
     paper = paper_all[pn]
     sigmas = sorted((float(s) for s in cfg["sigmas"]), reverse=True)
     # claims may be added or renamed (e.g. a finding on the exact minimiser beside these): look each one up
-    copies = _claim_or_none(result, "table3.sigma0_copies_generated_pairs")
-    farther = _claim_or_none(result, "table3.sigma0_farther_from_ot")
+    copies = claim_or_none(result, "table3.sigma0_copies_generated_pairs")
+    farther = claim_or_none(result, "table3.sigma0_farther_from_ot")
     cols = ["metric"]
     for s in sigmas:
         cols += [f"paper σ = {num(s)}", f"ours σ = {num(s)}"]
@@ -877,7 +872,7 @@ def table3(result: Result, story: Story) -> None:
                    f"{num(o[hi]['l2_to_generated']['mean'])} at σ = {num(hi)}, to the OT partner "
                    f"{num(o[lo]['l2_to_ot']['mean'])} vs {num(o[hi]['l2_to_ot']['mean'])}"
                    + (f", against {num(ref.get('mean'))} between the two partners" if ref else ""))
-    exact = _claim_or_none(result, "table3.exact_minimiser_breaks_copying")
+    exact = claim_or_none(result, "table3.exact_minimiser_breaks_copying")
     verdicts = [f"{text} {_judged(c)}" for text, c in (
         (f"σ = 0 copying its generated partners more closely than σ = {num(hi)} is", copies),
         ("σ = 0 landing farther from the OT partner", farther),
@@ -1094,7 +1089,7 @@ def lemma1(result: Result, story: Story) -> None:
     story.found = (f"integrating the field returns each OT partner to {num(max(errors))}, its endpoints match N(μ, M) "
                    f"within {num(z)} standard errors, and on the OT lines it equals x1 − x0 to "
                    f"{num(lines.evidence['max_abs_error'])}")
-    optimal = next((c for c in result.claims if c.id == "lemma1.flow_is_optimal"), None)
+    optimal = claim_or_none(result, "lemma1.flow_is_optimal")
     if optimal is not None:  # results before this identity have three
         story.found += (f"; its flow costs the Gaussian W2² to within {num(float(optimal.evidence['max_cost_gap']))} "
                         f"(the OT map, not just some map onto N(μ, M))")

@@ -576,12 +576,18 @@ def narrator(name: str) -> Callable[[Narrator], Narrator]:
     return wrap
 
 
+def claim_or_none(result: Result, claim_id: str) -> Claim | None:
+    """The claim ``claim_id`` of ``result``, or None where the result has no such claim (an experiment's claims
+    change over versions: a narrator leaves out what it does not find instead of falling back whole)."""
+    return next((c for c in result.claims if c.id == claim_id), None)
+
+
 def claim_by_id(result: Result, claim_id: str) -> Claim:
     """The claim ``claim_id`` of ``result`` (KeyError if absent: a narrator then falls back to the generic story)."""
-    for c in result.claims:
-        if c.id == claim_id:
-            return c
-    raise KeyError(f"no claim {claim_id}")
+    claim = claim_or_none(result, claim_id)
+    if claim is None:
+        raise KeyError(f"no claim {claim_id}")
+    return claim
 
 
 def claims_matching(result: Result, pattern: str) -> list[Claim]:
@@ -599,6 +605,7 @@ __all__ = [
     "Table",
     "claim_by_id",
     "claim_mark",
+    "claim_or_none",
     "claim_text",
     "claims_matching",
     "failed_part",
