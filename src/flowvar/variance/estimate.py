@@ -25,6 +25,8 @@ Conventions shared by every estimator here:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -126,20 +128,25 @@ def estimate_variance(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sam
     draw_chunk = check_positive_int("draw_chunk", draw_chunk)
     if method == "fast":
         fast = MomentAccumulator()
-        for start in range(0, n_samples, draw_chunk):
-            path = loss.draw(coupling, min(draw_chunk, n_samples - start), generator)
-            check_path_values(path)  # a coupling's own data may hold NaN (Pairs does not check)
-            for chunk in path_chunks(path, chunk_size):
-                fast.update(batch_grad_stats(model, chunk, trainable_only=trainable_only))
+        for chunk in _drawn_chunks(loss, coupling, n_samples, generator, draw_chunk, chunk_size):
+            fast.update(batch_grad_stats(model, chunk, trainable_only=trainable_only))
         return fast.report(group_by, "fast")
     stream = GradientStream(model, method, strategy, trainable_only)
     acc = VarianceAccumulator()
+    for chunk in _drawn_chunks(loss, coupling, n_samples, generator, draw_chunk, chunk_size):
+        acc.update(*_stream_chunk(stream, model, chunk))
+    return acc.report(group_by, stream.label)
+
+
+def _drawn_chunks(loss: CFMLoss, coupling: Coupling, n_samples: int, generator: torch.Generator | None,
+                  draw_chunk: int, chunk_size: int) -> Iterator[PathSample]:
+    """:func:`estimate_variance`'s paths: ``n_samples`` drawn ``draw_chunk`` at a time, each draw checked
+    (:func:`check_path_values`: a coupling's own data may hold NaN, Pairs does not check) and cut into chunks of
+    ``chunk_size`` for the gradient pass."""
     for start in range(0, n_samples, draw_chunk):
         path = loss.draw(coupling, min(draw_chunk, n_samples - start), generator)
         check_path_values(path)
-        for chunk in path_chunks(path, chunk_size):
-            acc.update(*_stream_chunk(stream, model, chunk))
-    return acc.report(group_by, stream.label)
+        yield from path_chunks(path, chunk_size)
 
 
 def variance_t_profile(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_samples: int, n_bins: int = 20,
