@@ -257,7 +257,7 @@ def run_experiment(name: str, out_dir: Path | str, *, quick: bool = False, seed:
 
 def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequence[Mapping[str, Any]], *,
                         quick: bool, runtime_s: float, provenance: Mapping[str, Any],
-                        kept_figures: Mapping[str, bytes] | None = None,
+                        kept_figures: Mapping[str, Path] | None = None,
                         kept_metrics: Mapping[str, Any] | None = None) -> Result:
     """Write ``out_dir/name/{result.json, summary.md, *.png}`` for ``config`` from ``parts``, the ``metrics`` of
     results that each computed part of its grid (a sweep's points), through the experiment's ``assemble``
@@ -265,9 +265,10 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
     ``provenance`` (where the parts come from, which code computed them) is kept as the metric ``assembled_from``.
     Every part's stored non-finite floats (the strings "nan", "inf", "-inf") are floats again before the experiment
     sees them (:func:`flowvar.results.from_jsonable`): its rules judge them as the run judged its NaN.
-    ``kept_figures`` (file name → PNG bytes) and ``kept_metrics``: what a re-judged result keeps from the run that
-    computed it where this assemble does not make it again — figures that need the trained models (an image grid),
-    and metrics describing that run (its ``device``, ``compute``).
+    ``kept_figures`` (file name → the stored file, read only where this assemble does not draw that figure again:
+    it needs the trained models, an image grid) and ``kept_metrics`` (metrics describing the run that computed the
+    parts, its ``device``, ``compute``): what a re-judged result keeps from that run. The stored files are read
+    before the staged folder replaces theirs, so an in-place re-judging keeps them.
     An experiment without ``assemble`` is a ConfigError (it must run whole)."""
     spec = get_experiment(name)
     assemble = assembler(spec)
@@ -275,9 +276,9 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
 
     def body(ctx: RunContext) -> None:
         assemble(config, as_computed, ctx)
-        for figure, data in (kept_figures or {}).items():
+        for figure, stored in (kept_figures or {}).items():
             if figure not in ctx.figures:  # not redrawn: the computing run's own file, listed as before
-                atomic_write_bytes(ctx.out_dir / figure, data, what="figure")
+                atomic_write_bytes(ctx.out_dir / figure, stored.read_bytes(), what="figure")
                 ctx.figures.append(figure)
         for key, value in (kept_metrics or {}).items():
             ctx.metrics.setdefault(key, value)

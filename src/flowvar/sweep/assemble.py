@@ -155,8 +155,7 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
     out_root = Path(out) if out is not None else result_dir.resolve().parent
     collection = _collection(out_root, stored.quick)
     # what the assemble cannot make again comes along: figures that need the trained models, where the run computed
-    kept_figures = {name: (result_dir / name).read_bytes() for name in stored.figures
-                    if (result_dir / name).is_file()}
+    kept_figures = {name: result_dir / name for name in stored.figures if (result_dir / name).is_file()}
     kept_metrics = {key: stored.metrics[key] for key in RUN_METRICS if key in stored.metrics}
     result = assemble_experiment(spec.name, out_root, config, [stored.metrics], quick=stored.quick,
                                  runtime_s=float(provenance["compute_s"]), provenance=provenance,
