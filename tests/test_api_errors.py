@@ -282,3 +282,18 @@ def test_documented_dtypes_of_independent_couplings_and_of_integrate() -> None:
     field = GaussianProblem(torch.tensor([5.0, 5.0]), torch.eye(2)).ot_field()
     assert integrate(field, torch.randn(4, 2)).x1.dtype == torch.float64
     assert integrate(MLPField(2, 8, 1), torch.randn(4, 2)).x1.dtype == torch.float32
+
+
+def test_variance_t_profile_names_its_bins_t_bins_and_keeps_n_bins_with_a_warning() -> None:
+    from flowvar.variance import variance_t_profile
+
+    torch.manual_seed(0)
+    model = MLPField(2, width=8, depth=1)
+    loss, coupling = CFMLoss(Interpolant(0.1)), IndependentCoupling(StandardNormal(2), StandardNormal(2))
+    new = variance_t_profile(model, loss, coupling, 16, t_bins=3, generator=torch.Generator().manual_seed(1))
+    with pytest.warns(FutureWarning, match="t_bins"):
+        old = variance_t_profile(model, loss, coupling, 16, n_bins=3, generator=torch.Generator().manual_seed(1))
+    assert new.traces.shape == (3,) and np.array_equal(new.traces, old.traces)
+    # estimate_variance's habit (generator right after n_samples) lands in the bins' slot: named, not a torch error
+    with pytest.raises(ConfigError, match=r"number of t-bins, got a torch.Generator.*generator=gen"):
+        variance_t_profile(model, loss, coupling, 16, torch.Generator().manual_seed(1))

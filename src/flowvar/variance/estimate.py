@@ -25,6 +25,7 @@ Conventions shared by every estimator here:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -149,15 +150,19 @@ def _drawn_chunks(loss: CFMLoss, coupling: Coupling, n_samples: int, generator: 
         yield from path_chunks(path, chunk_size)
 
 
-def variance_t_profile(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_samples: int, n_bins: int = 20,
+def variance_t_profile(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_samples: int, t_bins: int = 20,
                        generator: torch.Generator | None = None, *, t_range: tuple[float, float] = (0.0, 1.0),
-                       **options: object) -> TProfile:
-    """tr Cov(g | t ∈ bin) for ``n_bins`` equal bins of ``t_range``, ``n_samples`` draws **per bin**.
+                       n_bins: int | None = None, **options: object) -> TProfile:
+    """tr Cov(g | t ∈ bin) for ``t_bins`` equal bins of ``t_range``, ``n_samples`` draws **per bin**.
 
     Bin b replaces the loss's time sampler by U(edges[b], edges[b+1]) and keeps its interpolant; the bins
     are drawn in order from ``generator``. ``options`` go to :func:`estimate_variance` (``method``,
     ``chunk_size``, ``draw_chunk``, ``group_by``, ``strategy``, ``trainable_only``). See :class:`TProfile` for
     how the bins add up to the total.
+
+    ``t_bins`` is named as in :func:`batch_grad_stats` and :class:`~flowvar.variance.GradientVarianceMonitor`;
+    ``n_bins=``, its earlier name, still works with a ``FutureWarning``. The generator comes after
+    ``t_bins`` (unlike :func:`estimate_variance`, where it follows ``n_samples``): pass it as ``generator=``.
 
     ``traces[b]`` is bin b's **plug-in** trace, (1/n) Σ_k ‖g_k − ḡ_b‖² over its n = ``n_samples`` draws, like
     :attr:`VarianceReport.trace`; ``within``, ``between`` and ``total`` are built from plug-in values too. Its
@@ -166,7 +171,14 @@ def variance_t_profile(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sa
     (:meth:`BatchGradStats.bins`, the monitor's ``t_profile``) are the unbiased ones, n_k/(n_k − 1) · plug-in,
     because their bins hold unequal random counts n_k.
     """
-    n_bins = check_positive_int("n_bins", n_bins)
+    if n_bins is not None:
+        warnings.warn("variance_t_profile(n_bins=...) is now t_bins=...; n_bins will be removed", FutureWarning,
+                      stacklevel=2)
+        t_bins = n_bins
+    if isinstance(t_bins, torch.Generator):
+        raise ConfigError("variance_t_profile's fifth argument is the number of t-bins, got a torch.Generator; pass "
+                          "it by name: variance_t_profile(model, loss, coupling, n_samples, t_bins, generator=gen)")
+    n_bins = check_positive_int("t_bins", t_bins)
     lo, hi = float(t_range[0]), float(t_range[1])
     if not 0.0 <= lo < hi <= 1.0:
         raise ConfigError(f"t_range must satisfy 0 <= lo < hi <= 1, got {t_range}")
