@@ -297,3 +297,14 @@ def test_variance_t_profile_names_its_bins_t_bins_and_keeps_n_bins_with_a_warnin
     # estimate_variance's habit (generator right after n_samples) lands in the bins' slot: named, not a torch error
     with pytest.raises(ConfigError, match=r"number of t-bins, got a torch.Generator.*generator=gen"):
         variance_t_profile(model, loss, coupling, 16, torch.Generator().manual_seed(1))
+
+
+def test_a_results_versions_name_the_git_commit_of_the_code_that_made_it() -> None:
+    from flowvar.results import Result, git_commit
+
+    head = git_commit()
+    stamped = Result(experiment="x", title="t", config={}, quick=True).versions["git_commit"]
+    if head is None:  # an installed wheel: no checkout to name
+        assert stamped == "unknown (not a git checkout)"
+    else:
+        assert stamped[:40] == head[:40] and len(head.split("+")[0]) == 40

@@ -86,6 +86,9 @@ def test_report_files(serial: tuple[Path, str], capsys: pytest.CaptureFixture[st
     for e in collection["experiments"]:
         assert e["status"] == "computed" and e["key"].startswith(e["name"] + "-")
         assert e["result"] == json.loads((out / e["name"] / "result.json").read_text())
+        # each result names the code that computed it (its flowvar version alone is 0.1.0 for every commit)
+        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown \(not a git checkout\)",
+                            e["result"]["versions"]["git_commit"])
     assert collection["experiments"][0]["result"]["config"]["angles"] == [0.0, 120.0, 180.0]
     assert collection["meta"]["mode"] == "quick" and collection["meta"]["versions"]["torch"]
 

@@ -39,7 +39,7 @@ from flowvar.errors import ConfigError, FlowvarError
 from flowvar.experiments.registry import canonical_name
 from flowvar.files import check_replaceable, remove_stale_writes
 from flowvar.logs import held_log_records, log_to
-from flowvar.results import Result, versions
+from flowvar.results import Result, git_commit, versions
 from flowvar.runner import (
     DEFAULT_EXPECTED_S,
     Backend,
@@ -244,22 +244,6 @@ def command_line(options: Options) -> str:
     if options.force:
         argv.append("--force")
     return shlex.join(argv)
-
-
-def git_commit() -> str | None:
-    """The git commit of the flowvar source tree (``+dirty`` when tracked files differ from it), or None when the
-    source is not a git checkout (an installed wheel) or git is missing."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{head}+dirty" if dirty else head or None
 
 
 def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:

@@ -17,6 +17,7 @@ claim (a tolerance, a p-value, a sign), and records the rule. Every claim also s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import platform
@@ -233,8 +234,33 @@ RESULT_FILES = (RESULT_MARKER, "summary.md")
 """Files of a result folder besides its figures (listed in its result.json)."""
 
 
+def git_commit() -> str | None:
+    """The git commit of the flowvar source tree (``+dirty`` when tracked files differ from it), or None when the
+    source is not a git checkout (an installed wheel) or git is missing."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head or None
+
+
+@functools.cache
+def _process_commit() -> str:
+    """:func:`git_commit` when this process first asks: its code was imported then, so a later commit of the
+    checkout is not the code that computed its results (and a sweep's many results ask git once)."""
+    return git_commit() or "unknown (not a git checkout)"
+
+
 def versions() -> dict[str, str]:
-    """Versions of Python, flowvar and the numerical libraries, and the machine."""
+    """Versions of Python, flowvar and the numerical libraries, the machine, and ``git_commit``: the commit of the
+    flowvar source the process runs (``+dirty`` with uncommitted changes; "unknown (not a git checkout)" for an
+    installed wheel), so a stored result names the code that produced it (``flowvar`` alone is ``0.1.0`` for all)."""
     out = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
     import importlib.metadata as md
 
@@ -243,6 +269,7 @@ def versions() -> dict[str, str]:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
             out[dist] = "not installed"
+    out["git_commit"] = _process_commit()
     return out
 
 
@@ -413,6 +440,7 @@ __all__ = [
     "claim_counts",
     "format_value",
     "from_jsonable",
+    "git_commit",
     "headline",
     "judge",
     "judgement_text",
