@@ -7,9 +7,11 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from flowvar.couplings import RotatedOTCoupling
+from flowvar.errors import ConfigError
 from flowvar.experiments.base import run_experiment
 from flowvar.experiments.prop1 import (
     REFUTE_RATIO,
@@ -123,3 +125,13 @@ def test_full_covariance_runs(tmp_path: Path) -> None:
     assert result["config"]["cov"] == [[4.0, 1.5], [1.5, 1.0]]
     assert "[[4.0, 1.5], [1.5, 1.0]]" in result["choices"]["problem"]
     assert all(c["verdict"] == "confirmed" for c in result["claims"])
+
+
+def test_sigma_must_be_positive(tmp_path: Path) -> None:
+    """Claim (B) is about noise: σ = 0 would make its "noise" the deterministic interpolant and refute it as if the
+    implementation were broken, so σ ≤ 0 (or not finite) is refused before anything is computed."""
+    for sigma, message in (("0", "sigma must be > 0 and finite: claim B is about interpolant noise"),
+                           ("-0.1", "sigma must be >= 0"), ("inf", "sigma must be finite")):  # the generic checks
+        with pytest.raises(ConfigError, match=message):
+            run_experiment("prop1", tmp_path / sigma, quick=True, overrides={"sigma": sigma, "n_samples": "400"})
+        assert not (tmp_path / sigma / "prop1" / "result.json").exists()

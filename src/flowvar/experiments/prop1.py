@@ -64,6 +64,10 @@ class Prop1Config:
             raise ConfigError(f"mean and cov_diag must have the same length d >= 2 (μ and the diagonal of M), got "
                               f"{list(self.mean)} and {list(self.cov_diag)}")
         target_covariance(self.mean, self.cov, self.cov_diag)
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            # σ = 0 would make (B)'s "noisy" field the deterministic one, and (B) read refuted as a defect
+            raise ConfigError(f"sigma must be > 0 and finite: claim B is about interpolant noise (σ = 0 is (A)'s "
+                              f"deterministic interpolant), got {self.sigma}")
 
 
 MC = "Monte-Carlo estimates in float64 (closed-form per-sample gradients)"
