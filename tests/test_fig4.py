@@ -99,28 +99,33 @@ def test_crossover() -> None:
 # --------------------------------------------------------------------------------------------- fig4 rules
 
 
-def arms(*values: tuple[float, float]) -> dict:
-    """σ = 0 records of own-coupling arms, (trace, mean_loss) each."""
-    return {f"arm{i}": {"trace": t, "mean_loss": loss} for i, (t, loss) in enumerate(values)}
+def arms(*ratios: float, trace: float = 1e-19) -> dict:
+    """σ = 0 records of own-coupling arms: each arm's max residual / rounding bound, with a trace that the old
+    absolute 1e-20 threshold refuted (the rule must not read it)."""
+    return {f"arm{i}": {"residual_to_bound": r, "trace": trace, "mean_loss": 1e-27} for i, r in enumerate(ratios)}
 
 
-def test_rule_zero_at_sigma0() -> None:
-    assert rule_zero_at_sigma0(zero_evidence(arms((7e-28, 4e-30), (0.0, 0.0)))) == "confirmed"
-    assert rule_zero_at_sigma0(zero_evidence(arms((0.0, 0.0), (1e-3, 0.0)))) == "refuted"
-    assert rule_zero_at_sigma0(zero_evidence(arms((0.0, math.nan)))) == "refuted"
+def test_rule_zero_at_sigma0_judges_residuals_against_their_rounding_bound_not_the_trace() -> None:
+    # every residual within its bound: confirmed, whatever the (rounding-amplified) Monte-Carlo trace
+    assert rule_zero_at_sigma0(zero_evidence(arms(0.012, 0.3))) == "confirmed"
+    assert rule_zero_at_sigma0(zero_evidence(arms(0.012, 0.3, trace=5.2e-20))) == "confirmed"
+    # one residual above its bound but within 100 × it: inconclusive; above 100 ×: refuted (a field off by 1e-6 ~ 1e7)
+    assert rule_zero_at_sigma0(zero_evidence(arms(0.012, 8.0))) == "inconclusive"
+    assert rule_zero_at_sigma0(zero_evidence(arms(0.012, 2.6e7))) == "refuted"
     assert rule_zero_at_sigma0({"per_arm": {}}) == "refuted"
+    ev = zero_evidence(arms(0.01, 0.5))
+    assert ev["max_residual_to_bound"] == 0.5 and ev["max_trace"] == 1e-19 and ev["refute_above"] == 100.0
 
 
-@pytest.mark.parametrize("values", [((0.0, 0.0), (math.nan, 0.0)), ((0.0, 0.0), (0.0, math.nan)),
-                                    ((0.0, 0.0), (0.0, 0.0), (math.inf, 0.0))])
-def test_zero_at_sigma0_a_nan_after_the_first_arm_refutes_and_shows_in_the_maximum(values) -> None:
+@pytest.mark.parametrize("ratios", [(0.0, math.nan), (math.nan, 0.0), (0.0, 0.0, math.inf)])
+def test_zero_at_sigma0_a_nan_after_the_first_arm_refutes_and_shows_in_the_maximum(ratios) -> None:
     # Python's max() drops a NaN that is not its first argument: the rule must see every arm, and the reported
     # maximum must not look finite.
-    ev = zero_evidence(arms(*values))
+    ev = zero_evidence(arms(*ratios))
     assert rule_zero_at_sigma0(ev) == "refuted"
-    assert not (math.isfinite(ev["max_trace"]) and math.isfinite(ev["max_loss"]))
+    assert not math.isfinite(ev["max_residual_to_bound"])
     # the rule reads the arms, not a maximum someone aggregated before
-    assert rule_zero_at_sigma0({**ev, "max_trace": 0.0, "max_loss": 0.0}) == "refuted"
+    assert rule_zero_at_sigma0({**ev, "max_residual_to_bound": 0.0}) == "refuted"
 
 
 @pytest.mark.parametrize("rule", [rule_ot_lower_with_noise, rule_random_lower_at_paper_angle])
@@ -321,8 +326,9 @@ def test_fig4_runs_in_d3_with_a_full_matrix(tmp_path: Path) -> None:
     assert claims["fig4.own_coupling.zero_at_sigma0"]["kind"] == "identity"
     assert claims["fig4.own_coupling.zero_at_sigma0"]["verdict"] == "confirmed"
     # an identity states its threshold and how many estimates it rests on, as the other identities do
-    assert "≤ 1e-20" in claims["fig4.own_coupling.zero_at_sigma0"]["min_effect"]
+    assert "rounding bound" in claims["fig4.own_coupling.zero_at_sigma0"]["min_effect"]
     assert "K = 300" in claims["fig4.own_coupling.zero_at_sigma0"]["replicates"]
+    assert claims["fig4.own_coupling.zero_at_sigma0"]["evidence"]["max_residual_to_bound"] < 1
     repro = claims["fig4.own_coupling.ot_lower_with_noise"]
     assert repro["kind"] == "reproduction" and repro["precondition"]["statement"]
     assert "R = 5" in repro["replicates"] and "0.1 × the larger" in repro["min_effect"]
