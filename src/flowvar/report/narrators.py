@@ -1067,7 +1067,9 @@ def counterexample1(result: Result, story: Story) -> None:
     story.found = (f"all lines meet at μ/2 at t = {num(meet.evidence['meeting_time'])} "
                    f"({'exactly' if gap == 0 else f'to {num(gap)}'}); Euler grids that jump over it return every "
                    f"partner R x0 + μ to {num(odd.evidence['max_dist_to_rotation_partner'])}, and {failed} of "
-                   f"{len(outcomes)} grids that step on it meet the undefined field")
+                   f"{len(outcomes)} grids that step on it meet the undefined field: the pairs come back from a grid "
+                   f"that steps over t = ½, not from the ODE, whose solutions all pass through μ/2 and are not unique "
+                   f"after it")
     by_outcome: dict[str, list[str]] = {}
     for grid in sorted(outcomes, key=_solver_key):
         by_outcome.setdefault(str(outcomes[grid]), []).append(grid)
