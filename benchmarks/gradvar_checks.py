@@ -118,8 +118,9 @@ def bound_verdict(ratios: dict[str, Paired], bound: float) -> str:
     """A target "ratio ≤ bound" judged from per-round ratios (median, 95% interval) as cfm_step.py judges its own:
     'met' when every median is ≤ bound (naming those whose interval still reaches above it as at the bound);
     'inconclusive — at the bound' when the medians above the bound all have intervals reaching down to it;
-    'missed' otherwise. A ratio without an interval (under 6 rounds) is judged by its median, and the verdict says
-    so."""
+    'missed' otherwise, naming the settings clearly above the bound (interval entirely above it) and, separately as
+    'inconclusive', those above it whose interval includes it: a row's miss must not be read as every setting's.
+    A ratio without an interval (under 6 rounds) is judged by its median, and the verdict says so."""
     if not ratios:
         return "n/a (not measured)"
     medians_only = " (medians only: under 6 rounds, no interval)" if any(
@@ -130,10 +131,18 @@ def bound_verdict(ratios: dict[str, Paired], bound: float) -> str:
         if not level:
             return "met" + medians_only
         return (f"met; {', '.join(level)} at the bound (the 95% interval includes {bound:.2f})" + medians_only)
-    listed = ", ".join(f"{k} {fmt_paired(r)}" for k, r in above.items())
-    if all(not math.isnan(r[1]) and r[1] <= bound for r in above.values()):
-        return f"**inconclusive — at the bound**: {listed}; the 95% interval includes {bound:.2f}" + medians_only
-    return f"**missed**: {listed}" + medians_only
+
+    def listed(part: dict[str, Paired]) -> str:
+        return ", ".join(f"{k} {fmt_paired(r)}" for k, r in part.items())
+
+    at_bound = {k: r for k, r in above.items() if not math.isnan(r[1]) and r[1] <= bound}
+    clearly_above = {k: r for k, r in above.items() if k not in at_bound}
+    if not clearly_above:
+        return (f"**inconclusive — at the bound**: {listed(at_bound)}; the 95% interval includes {bound:.2f}"
+                + medians_only)
+    inconclusive = (f"; inconclusive (the 95% interval includes {bound:.2f}): {listed(at_bound)}"
+                    if at_bound else "")
+    return f"**missed**: {listed(clearly_above)}{inconclusive}" + medians_only
 
 
 def memory_verdict(memory: dict[tuple[str, int], tuple[float, float]], P: int) -> list[str] | None:
