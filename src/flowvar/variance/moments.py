@@ -85,7 +85,8 @@ class BatchGradStats:
 
         ``trace`` (plug-in, per-parameter parts clamped at 0 as in the report), ``trace_unbiased`` = B/(B − 1)
         trace, ``mean_grad_sq_norm`` ‖ḡ‖², ``normalised`` (:func:`~flowvar.variance.normalised_variance`: both
-        parts unbiased; None when the trace is 0, inf when the mean gradient is not resolved from the noise),
+        parts unbiased; 0.0 when trace = 0 < ‖ḡ‖², None for 0/0, inf when the mean gradient is not resolved
+        from the noise),
         ``mean_sq_norm`` (1/B) Σ_i ‖g_i‖², ``per_layer`` {module: trace}; ``with_bins``: also ``bins``, the
         :meth:`bins` statistics (every number comes over in one transfer).
         """

@@ -8,7 +8,8 @@ engine of :mod:`flowvar.variance.engine`):
   g_i = ∇_θ ℓ_i, and ``trace_unbiased`` = B/(B − 1) · trace (the minibatch gradient's own covariance trace
   is trace/B);
 * ``normalised``: tr Cov(g) / ‖E g‖² with both parts unbiased (:func:`flowvar.variance.normalised_variance`;
-  0.0 when the trace is 0, inf when the mean gradient is not resolved from the noise);
+  0.0 when trace = 0 < ‖ḡ‖², NaN for 0/0 (trace = 0 = ‖ḡ‖²), inf when the mean gradient is not resolved from
+  the noise);
 * ``mean_grad_sq_norm`` ‖ḡ‖² and ``mean_sq_norm`` (1/B) Σ_i ‖g_i‖²;
 * a per-t-bin profile when t is known: t ∈ [0, 1] cut into ``t_bins`` equal bins, and per bin the sample
   count, the mean loss, the mean ‖g_i‖² and, on every ``profile_every``-th logged step, the conditional

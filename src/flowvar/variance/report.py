@@ -59,7 +59,8 @@ def normalised_variance(trace: float, mean_grad_sq_norm: float, n: int) -> float
 
     The plug-in ratio trace/‖ḡ‖² cannot exceed ≈ K, so near a stationary point it saturates at a value set by
     the batch size, not by the model. Returns ``math.inf`` when ‖ḡ‖²_u ≤ 0 < trace (the mean gradient is not
-    resolved from the noise) and None when trace = 0 (no variance: the ratio is 0 or undefined, 0/0).
+    resolved from the noise), 0.0 when trace = 0 < ‖ḡ‖² (no variance around a non-zero mean gradient) and None
+    when trace = 0 = ‖ḡ‖² (0/0: every per-sample gradient is zero; the ratio is undefined).
     """
     if n < 2:
         raise DataError(f"a normalised variance needs at least 2 per-sample gradients, got {n}")
@@ -119,8 +120,8 @@ class VarianceReport:
     * ``normalised``: :func:`normalised_variance`, ``trace_unbiased`` / ``mean_grad_sq_norm_unbiased``: both
       parts unbiased, so near a stationary point it grows without bound instead of saturating at ≈ K as the
       plug-in ratio trace/‖ḡ‖² does (E‖ḡ‖² ≥ tr Cov(g)/K); ``math.inf`` when the unbiased ‖E g‖² estimate is
-      ≤ 0 < trace (the mean gradient is not resolved from the noise), ``None`` when the trace is 0 (0/0 when
-      every per-sample gradient is zero, e.g. a zero-loss field; the ratio is undefined).
+      ≤ 0 < trace (the mean gradient is not resolved from the noise), 0.0 when trace = 0 < ‖ḡ‖², ``None`` for
+      0/0 (trace = 0 = ‖ḡ‖²: every per-sample gradient is zero, e.g. a zero-loss field; the ratio is undefined).
     * ``mean_loss``: (1/K) Σ ℓ_k, the Monte-Carlo CFM loss at these parameters.
     * ``n``: K, the number of per-sample gradients.
     * ``method``: how the gradients were computed: ``"closed_form"``, ``"autograd-vmap"``, ``"autograd-loop"``.
