@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from experiment_checks import BAD_GAUSSIAN_CONFIGS, FULL_M, claims_of
+from experiment_checks import BAD_GAUSSIAN_CONFIGS, FULL_M, claims_of, rejudge_with_outdated_verdicts
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.fig5 import (
@@ -34,10 +34,28 @@ def test_series_flip() -> None:
     assert flips == {"outcome": "flips", "flip_between": [30, 90]}
     # an unresolved angle between the two sides does not prevent the flip from being located
     assert series_flip([(0, "L"), (60, "unresolved"), (90, "H")])["flip_between"] == [0, 90]
-    assert series_flip([(0, "L"), (60, "H"), (90, "L"), (120, "H")])["outcome"] == "no_flip"     # interleaved
-    assert series_flip([(0, "L"), (60, "L"), (90, "within")])["outcome"] == "no_flip"            # never above
-    assert series_flip([(0, "H"), (90, "H")])["outcome"] == "no_flip"                            # never below
+    assert series_flip([(0, "L"), (60, "H"), (90, "L"), (120, "H")])["outcome"] == "interleaved"
+    assert series_flip([(0, "H"), (90, "L")])["outcome"] == "interleaved"                      # the other way round
     assert series_flip([(0, "L"), (60, "L"), (90, "unresolved")])["outcome"] == "undecided"
+    assert series_flip([])["outcome"] == "undecided"
+
+
+@pytest.mark.parametrize(("orders", "outcome"), [
+    # one side only, the sweep stopping short of the other end of [0°, 180°]: the flip may lie outside it. The
+    # reviewer's narrow sweep (0°, 30°, 60°; the flip at 78.46°) was refuted as "no_flip"
+    ([(0, "L"), (30, "L"), (60, "L")], "above_sweep"),
+    ([(0, "L"), (60, "L"), (90, "within")], "above_sweep"),
+    ([(90, "H"), (120, "H"), (180, "H")], "below_sweep"),
+    ([(60, "within"), (90, "within")], "neither_side"),
+    # the sweep reaches the end on the missing side: the order does not flip before it
+    ([(0, "L"), (90, "L"), (180, "L")], "never_higher"),
+    ([(90, "L"), (180, "within")], "never_higher"),
+    ([(0, "H"), (90, "H")], "never_lower"),
+    ([(0, "within"), (90, "H"), (180, "H")], "never_lower"),
+    ([(0, "within"), (180, "within")], "never_lower"),
+])
+def test_series_flip_on_one_side_refutes_only_where_the_sweep_reaches_the_other_end(orders, outcome) -> None:
+    assert series_flip(orders) == {"outcome": outcome, "flip_between": None}
 
 
 def test_interpolated_flip() -> None:
@@ -52,8 +70,11 @@ def test_rule_order_flips() -> None:
         return {"series": {f"s{i}": {"outcome": o} for i, o in enumerate(outcomes)}}
 
     assert rule_order_flips(ev("flips", "flips")) == "confirmed"
-    assert rule_order_flips(ev("flips", "no_flip")) == "refuted"
-    assert rule_order_flips(ev("flips", "undecided")) == "inconclusive"
+    for refuting in ("interleaved", "never_lower", "never_higher"):
+        assert rule_order_flips(ev("flips", refuting)) == "refuted"
+        assert rule_order_flips(ev("above_sweep", refuting, "undecided")) == "refuted"
+    for open_ended in ("above_sweep", "below_sweep", "neither_side", "undecided"):
+        assert rule_order_flips(ev("flips", open_ended)) == "inconclusive"
     assert rule_order_flips(ev()) == "inconclusive"
 
 
@@ -151,3 +172,43 @@ def test_fig5_means_match_the_closed_form_and_the_grid_brackets_the_exact_flip(t
     lo, hi = claims["fig5.order_flips_with_angle"]["evidence"]["flip_between"]["σ=0"]
     assert (lo, hi) == (70.0, 90.0) and lo < exact < hi
     assert closed_form_trace_sigma0(exact) == pytest.approx(closed_form_trace_sigma0(None))
+
+
+def test_fig5_a_sweep_short_of_the_flip_is_inconclusive_not_refuted(tmp_path: Path) -> None:
+    # M = I, σ = 0: the flip is at arccos 0.2 = 78.46°; a sweep of 0°, 30°, 60° sees the structured coupling lower
+    # throughout (it was refuted as "no_flip"). Every point decided: inconclusive, not untestable.
+    run_experiment("fig5", tmp_path, quick=True, overrides={"angles": "0,30,60", "sigmas": "0", "n_samples": "1000",
+                                                            "repeats": "6", "noise_forms": "constant"})
+    _, claims = claims_of(tmp_path / "fig5")
+    finding = claims["fig5.order_flips_with_angle"]
+    assert finding["evidence"]["series"]["σ=0"]["orders"] == {"0": "L", "30": "L", "60": "L"}
+    assert finding["evidence"]["series"]["σ=0"]["outcome"] == "above_sweep"
+    assert finding["verdict"] == "inconclusive" and finding["precondition"]["holds"]
+
+
+def test_fig5_stored_points_are_judged_again_and_the_parts_must_make_up_the_run(tmp_path: Path) -> None:
+    from flowvar.errors import DataError
+    from flowvar.experiments.base import assemble_experiment
+    from flowvar.results import Result
+
+    overrides = {**TINY5, "angles": "0,60,120,180"}
+    expected = run_experiment("fig5", tmp_path / "run", quick=True, overrides=overrides)
+    result, _, changed = rejudge_with_outdated_verdicts(tmp_path / "run" / "fig5", tmp_path / "again", expected)
+    assert changed and result.metrics["points"] == expected.metrics["points"]
+    assert [c.evidence for c in result.claims] == [c.evidence for c in expected.claims]
+    stored = Result.load(tmp_path / "run" / "fig5" / "result.json").metrics
+    config = build_config(get_experiment("fig5"), quick=True, overrides=overrides)
+
+    def assemble(parts: list) -> None:
+        assemble_experiment("fig5", tmp_path / "parts", config, parts, quick=True, runtime_s=1.0, provenance={})
+
+    # a split by angle is the whole run
+    low = {"points": {k: p for k, p in stored["points"].items() if p["angle"] < 100}}
+    high = {"points": {k: p for k, p in stored["points"].items() if p["angle"] > 100}}
+    assemble([low, high])
+    with pytest.raises(ConfigError, match=r"missing constant/σ=0\.5/120deg"):
+        assemble([low])
+    with pytest.raises(ConfigError, match="two parts hold"):
+        assemble([low, low, high])
+    with pytest.raises(DataError, match="not a fig5 result"):
+        assemble([{"points": {k: {"angle": p["angle"]} for k, p in stored["points"].items()}}])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,7 +41,7 @@ from flowvar.experiments._gaussian_variance import (
     rule_ot_lower_with_noise,
     tests_text,
 )
-from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.base import RunContext, assembles, not_a_part, register
 from flowvar.gaussian import rotation_matrix
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
@@ -94,23 +94,55 @@ def angle_order(independent_lower: Status, structured_lower: Status) -> str:
     return "unresolved"
 
 
-def series_flip(orders: Sequence[tuple[float, str]]) -> dict[str, Any]:
-    """Does the order flip once, from "L" at small angles to "H" at large ones? ``orders``: (angle, order) pairs.
+FlipOutcome = Literal["flips", "interleaved", "never_lower", "never_higher", "above_sweep", "below_sweep",
+                      "neither_side", "undecided"]
+"""The order of the two couplings along one (σ, noise form) series, as :func:`series_flip` reads it."""
 
-    ``flips`` with ``flip_between`` = [the largest L angle, the smallest H angle] when every L angle lies below every H
-    angle (angles between them are "within" or "unresolved"); ``no_flip`` when L and H interleave (more than one
-    flip) or when every angle is resolved and L or H is missing (the order does not flip inside the sweep);
-    ``undecided`` otherwise (unresolved angles could still complete a flip).
+SMALLEST_ANGLE, LARGEST_ANGLE = 0.0, 180.0
+"""The ends of the angle range (:class:`Fig5Config` accepts [0°, 180°]): at 0° the structured coupling is the OT
+coupling, at 180° it is rotated furthest from it. A flip can lie outside a sweep only where the sweep stops short of an
+end."""
+
+
+def series_flip(orders: Sequence[tuple[float, str]]) -> dict[str, Any]:
+    """Does the order flip once, from "L" at small angles to "H" at large ones? ``orders``: (angle, order) pairs
+    (:func:`angle_order`). ``outcome``, first match wins:
+
+    * ``flips`` — L and H both occur and every L angle lies below every H angle (angles between them are "within" or
+      "unresolved"); ``flip_between`` = [the largest L angle, the smallest H angle];
+    * ``interleaved`` — L and H both occur but not in that order (an H below an L: more than one flip, or the order
+      the other way round): contradicts the finding whatever lies outside the sweep;
+    * ``undecided`` — otherwise, if an angle is unresolved (it could still complete a flip);
+    * every angle resolved, L or H missing: ``never_lower`` if no angle is L and the sweep holds 0° (the structured
+      coupling is not lower even where it is the OT coupling) and ``never_higher`` if no angle is H and the sweep holds
+      180° (not higher even at the largest rotation) — both contradict the finding; else ``above_sweep`` (L but no H:
+      the flip may lie above the largest angle), ``below_sweep`` (H but no L: it may lie below the smallest) or
+      ``neither_side`` (every angle "within").
+
+    A series on one side of the flip says nothing about angles the sweep does not reach, as a fig4 series that does
+    not flip within its σ range (:func:`flowvar.experiments.fig4.series_outcome`); the angle range, unlike σ, has ends,
+    and a sweep that holds an end can exclude a flip on that side.
     """
     ls = [a for a, o in orders if o == "L"]
     hs = [a for a, o in orders if o == "H"]
     if ls and hs:
         if max(ls) < min(hs):
             return {"outcome": "flips", "flip_between": [max(ls), min(hs)]}
-        return {"outcome": "no_flip", "flip_between": None}
-    if all(o != "unresolved" for _, o in orders):
-        return {"outcome": "no_flip", "flip_between": None}
-    return {"outcome": "undecided", "flip_between": None}
+        return {"outcome": "interleaved", "flip_between": None}
+    angles = [a for a, _ in orders]
+    if not orders or any(o == "unresolved" for _, o in orders):
+        outcome: FlipOutcome = "undecided"
+    elif not ls and SMALLEST_ANGLE in angles:
+        outcome = "never_lower"
+    elif not hs and LARGEST_ANGLE in angles:
+        outcome = "never_higher"
+    else:
+        outcome = "above_sweep" if ls else "below_sweep" if hs else "neither_side"
+    return {"outcome": outcome, "flip_between": None}
+
+
+REFUTING_OUTCOMES = ("interleaved", "never_lower", "never_higher")
+"""The :func:`series_flip` outcomes that contradict the finding."""
 
 
 def interpolated_flip(angles: Sequence[float], structured: Sequence[float], independent: float) -> float | None:
@@ -135,10 +167,11 @@ def rule_random_lower_at_paper_angle(evidence: Mapping[str, Any]) -> Verdict:
 
 
 def rule_order_flips(evidence: Mapping[str, Any]) -> Verdict:
-    """``evidence["series"]`` maps each (σ, noise form) to its :func:`series_flip` outcome. Refuted if some series
-    has ``no_flip``; confirmed if every series ``flips``; else (or with no series) inconclusive."""
+    """``evidence["series"]`` maps each (σ, noise form) to its :func:`series_flip` outcome. Refuted if some series is
+    ``interleaved``, ``never_lower`` or ``never_higher`` (:data:`REFUTING_OUTCOMES`); confirmed if every series
+    ``flips``; else (a flip that may lie outside the sweep, an unresolved angle, or no series) inconclusive."""
     outcomes = [s["outcome"] for s in evidence["series"].values()]
-    if any(o == "no_flip" for o in outcomes):
+    if any(o in REFUTING_OUTCOMES for o in outcomes):
         return "refuted"
     if outcomes and all(o == "flips" for o in outcomes):
         return "confirmed"
@@ -148,7 +181,18 @@ def rule_order_flips(evidence: Mapping[str, Any]) -> Verdict:
 # --------------------------------------------------------------------------------------------- the run
 
 
-@register("fig5", title="Fig. 5: variance at the OT field, random vs structured (rotated) coupling, over the angle",
+NAME = "fig5"
+
+JUDGED_KEYS = ("noise", "sigma", "angle", "a_mean", "a_std", "b_mean", "b_std", "p_welch_a_lower", "p_mwu_a_lower",
+               "p_welch_a_higher", "p_mwu_a_higher", "half_width")
+"""What the judging reads of a stored point (:func:`assemble`): the compared numbers of
+:func:`~flowvar.experiments._gaussian_variance.compare_point`, not the statuses, which are judged again."""
+
+_REJUDGED = ("independent_lower", "structured_lower", "order", "resolution")
+"""What :func:`_judge` adds to a point, judged again from :data:`JUDGED_KEYS` rather than read from a stored point."""
+
+
+@register(NAME, title="Fig. 5: variance at the OT field, random vs structured (rotated) coupling, over the angle",
           config=Fig5Config, runtime_scales_with=("angles", "sigmas", "noise_forms"),
           paper={"claim": "evaluated at the OT field, the gradient variance under a random (independent) coupling is "
                           "lower than under a structured 120° coupling", "angle": PAPER_ANGLE,
@@ -160,6 +204,60 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
     independent = IndependentCoupling(StandardNormal(d, torch.float64), problem)
     angles = sorted(config.angles)
     structured = {a: RotatedOTCoupling(problem, rotation=rotation_matrix(a, d, tuple(config.plane))) for a in angles}
+
+    def estimates(arm: str, key: str, coupling: Any, loss: CFMLoss) -> np.ndarray:
+        # one stream per coupling and point, named by the series label and the angle, never by their place in the
+        # sweep (so a stored point is the point of any sweep that holds it: assemble); repeat r uses seed + r
+        return repeated_estimates(ot_field, loss, coupling, config.n_samples, config.repeats,
+                                  ctx.derive_seed("estimates", arm, key))
+
+    points: dict[str, dict] = {}     # a = independent coupling, b = structured coupling at the angle
+    for label, form, sigma in noise_series(config.noise_forms, config.sigmas):
+        loss = CFMLoss(Interpolant(sigma, form))
+        ind = estimates("independent", label, independent, loss)
+        for a in angles:
+            points[f"{label}/{a:g}deg"] = {
+                "noise": form if sigma > 0 else "none", "sigma": sigma, "angle": a,
+                **compare_point(ind, estimates("structured", f"{label}/{a:g}deg", structured[a], loss), config.alpha)}
+    _judge(config, ctx, points)
+
+
+@assembles(NAME)
+def assemble(config: Fig5Config, parts: Sequence[Mapping[str, Any]], ctx: RunContext) -> None:
+    """The run's result from stored points, nothing estimated: one stored result judged again (``flowvar assemble
+    results/full/fig5``), or the parts of a sweep that split ``angles``, ``sigmas`` or ``noise_forms``, whose
+    ``points`` are joined and judged as :func:`run` judges its own (statuses, orders and claims from the stored
+    means, standard deviations, p-values and half-widths: :data:`JUDGED_KEYS`).
+
+    Valid because each point's estimates come from streams named by its series label and angle, never by their place
+    in the sweep. Refused (a DataError) for a part that is not a fig5 result, and (a ConfigError) when a point of
+    ``config`` is missing, held twice, or one outside it is held."""
+    points: dict[str, dict] = {}
+    for i, part in enumerate(parts):
+        held = part.get("points") if isinstance(part, Mapping) else None
+        if not isinstance(held, Mapping) or not all(isinstance(p, Mapping) and set(p) >= set(JUDGED_KEYS)
+                                                    for p in held.values()):
+            raise not_a_part(i, parts, NAME, "the compared points per series and angle")
+        for key, p in held.items():
+            if key in points:
+                raise ConfigError(f"two parts hold {key}: a split run holds every point once")
+            points[key] = {k: v for k, v in p.items() if k not in _REJUDGED}
+    expected = [f"{label}/{a:g}deg" for label, _, _ in noise_series(config.noise_forms, config.sigmas)
+                for a in sorted(config.angles)]
+    missing, extra = [k for k in expected if k not in points], sorted(set(points) - set(expected))
+    if missing or extra:
+        raise ConfigError("the parts do not make up the run: "
+                          + "; ".join([f"missing {', '.join(missing)}"] * bool(missing)
+                                      + [f"outside it: {', '.join(extra)}"] * bool(extra)))
+    _judge(config, ctx, {k: points[k] for k in expected})
+
+
+def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None:
+    """The choices, the ``points`` metric, both claims and the figure from the compared ``points`` ({"label/angle":
+    compare_point numbers with noise, σ and angle}), each point's statuses, order and resolution judged here."""
+    problem = problem_of(config)
+    d = problem.dim
+    angles = sorted(config.angles)
     alpha, min_rel = config.alpha, config.min_rel_effect
     ctx.choice("problem", problem_text(config, problem)
                + (" (M = I: the rotated lines do not cross for angles < 180°)"
@@ -171,26 +269,14 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
     ctx.choice("test", tests_text(config))
     ctx.choice("noise", f"noise forms {list(config.noise_forms)}: constant f = σ, bridge f = σ√(t(1 − t)); target "
                         f"x1 − x0")
-
-    def estimates(arm: str, key: str, coupling: Any, loss: CFMLoss) -> np.ndarray:
-        # one stream per coupling and point; repeat r of it uses seed + r (repeated_estimates)
-        return repeated_estimates(ot_field, loss, coupling, config.n_samples, config.repeats,
-                                  ctx.derive_seed("estimates", arm, key))
-
-    points: dict[str, dict] = {}     # a = independent coupling, b = structured coupling at the angle
-    independent_mean: dict[str, float] = {}
-    for label, form, sigma in noise_series(config.noise_forms, config.sigmas):
-        loss = CFMLoss(Interpolant(sigma, form))
-        ind = estimates("independent", label, independent, loss)
-        independent_mean[label] = float(ind.mean())
-        for a in angles:
-            p = {"noise": form if sigma > 0 else "none", "sigma": sigma, "angle": a,
-                 **compare_point(ind, estimates("structured", f"{label}/{a:g}deg", structured[a], loss), alpha)}
-            p["independent_lower"] = one_sided_status(p, lower="a", alpha=alpha, min_rel=min_rel)
-            p["structured_lower"] = one_sided_status(p, lower="b", alpha=alpha, min_rel=min_rel)
-            p["order"] = angle_order(p["independent_lower"], p["structured_lower"])
-            p["resolution"] = resolution(p, min_rel)
-            points[f"{label}/{a:g}deg"] = p
+    for p in points.values():
+        p["independent_lower"] = one_sided_status(p, lower="a", alpha=alpha, min_rel=min_rel)
+        p["structured_lower"] = one_sided_status(p, lower="b", alpha=alpha, min_rel=min_rel)
+        p["order"] = angle_order(p["independent_lower"], p["structured_lower"])
+        p["resolution"] = resolution(p, min_rel)
+    # the independent coupling's estimate is one per series, shared by its angles (a_mean of each of its points)
+    independent_mean = {label: points[f"{label}/{angles[0]:g}deg"]["a_mean"]
+                        for label, _, _ in noise_series(config.noise_forms, config.sigmas)}
     ctx.metric("points", points)
 
     effect = (f"the lower coupling's mean tr Cov(g) is below the other's by ≥ {min_rel:g} × the larger of the two "
@@ -257,8 +343,11 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
                    f"{min_rel:g} × the larger mean), 'H' if independent < structured holds, 'within' if both are "
                    f"excluded by the one-sided (1 − α) upper bounds, else unresolved. A series flips if every L angle "
                    f"lies below every H angle (flip_between = [last L, first H]); it does not if L and H interleave, "
-                   f"or if all angles are resolved and L or H is missing. Confirmed if every series flips; refuted if "
-                   f"some series does not; else inconclusive",
+                   f"or if all angles are resolved and no angle is L with {SMALLEST_ANGLE:g}° in the sweep, or none is "
+                   f"H with {LARGEST_ANGLE:g}° in it (the sweep reaches that end and the order does not flip before "
+                   f"it). All resolved on one side of a sweep that stops short of the other end: the flip may lie "
+                   f"outside it. Confirmed if every series flips; refuted if some series interleaves or never "
+                   f"reaches a side it reaches the end of; else inconclusive",
               min_effect=effect, replicates=replicates)
 
     _figure(ctx, config, angles, points, independent_mean, series)
@@ -292,6 +381,6 @@ def _figure(ctx: RunContext, config: Fig5Config, angles: list[float], points: di
     ctx.figure("variance_by_angle", fig)
 
 
-__all__ = ["PAPER_ANGLE", "Fig5Config", "angle_order", "interpolated_flip", "noise_series",
-           "rule_order_flips", "rule_random_lower_at_paper_angle", "series_flip",
-           "series_label"]
+__all__ = ["JUDGED_KEYS", "LARGEST_ANGLE", "NAME", "PAPER_ANGLE", "REFUTING_OUTCOMES", "SMALLEST_ANGLE", "Fig5Config",
+           "FlipOutcome", "angle_order", "assemble", "interpolated_flip", "noise_series", "rule_order_flips",
+           "rule_random_lower_at_paper_angle", "run", "series_flip", "series_label"]
