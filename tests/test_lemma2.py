@@ -17,12 +17,17 @@ from experiment_checks import assemble_in_place_unchanged, check_claims_result, 
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import RunContext, build_config, get_experiment, run_experiment
 from flowvar.experiments.lemma2 import (
+    BAND_FLOOR_DEG,
+    Lemma2Config,
     assemble,
     drop_split,
     ideal_angles,
     ideal_reflow_angle,
     min_testable_coupling_angle,
+    moves_precondition,
     moves_rule,
+    stagnation_band,
+    stagnation_precondition,
     stagnation_rule,
 )
 from flowvar.gaussian import rotation_matrix
@@ -38,13 +43,74 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_stagnation_rule_every_outcome() -> None:
     stay = [[120.6, 121.0, 121.4], [119.5, 120.2, 118.9]]
-    assert stagnation_rule(stay, 120.0, 5.0) == "confirmed"
+    assert stagnation_rule(stay, 120.0, 1.5, 15.0) == "confirmed"
+    assert stagnation_rule(stay, 120.0, 1.2, 15.0) == "inconclusive"  # 1.4° from 120°: outside a 1.2° band
     leave = [[120.5, 100.0, 80.0], [119.0, 104.0, 90.0]]
-    assert stagnation_rule(leave, 120.0, 5.0) == "refuted"
-    assert stagnation_rule([[120.5, 100.0], [120.0, 121.0]], 120.0, 5.0) == "inconclusive"  # seeds disagree
-    assert stagnation_rule([[120.0, 128.0]], 120.0, 5.0) == "inconclusive"  # between 5° and 15°
-    assert stagnation_rule([[120.0, math.nan]], 120.0, 5.0) == "refuted"  # a reflection: away
-    assert stagnation_rule([[120.0]], 120.0, 5.0) == "inconclusive"  # no ReFlow round
+    assert stagnation_rule(leave, 120.0, 1.5, 15.0) == "refuted"
+    assert stagnation_rule([[120.5, 100.0], [120.0, 121.0]], 120.0, 1.5, 15.0) == "inconclusive"  # seeds disagree
+    assert stagnation_rule([[120.0, 128.0]], 120.0, 1.5, 15.0) == "inconclusive"  # between the band and 15°
+    assert stagnation_rule([[120.0, math.nan]], 120.0, 1.5, 15.0) == "refuted"  # a reflection: away
+    assert stagnation_rule([[120.0]], 120.0, 1.5, 15.0) == "inconclusive"  # no ReFlow round
+    assert stagnation_rule(stay, 120.0, math.nan, 15.0) == "inconclusive"  # a NaN band confirms nothing
+
+
+def test_stagnation_band_tells_sigma0_from_the_papers_sigma() -> None:
+    """The exact CFM(0.05) minimiser drifts 2.46° (quick: 2 ReFlow rounds) and 3.23° (paper scale: 3) from 120°,
+    less than the 5° tolerance: with the tolerance as the band its own angles would read "stagnation confirmed";
+    the band min(5°, ½ × drift) = 1.23° / 1.62° does not confirm them."""
+    for rounds, drift_expected in ((2, 2.457), (3, 3.234)):
+        band, drift = stagnation_band(120.0, 5.0, rounds)
+        assert drift == pytest.approx(drift_expected, abs=1e-3) and band == pytest.approx(drift / 2)
+        exact_005 = ideal_angles(120.0, 0.05, rounds + 1)  # rounds 0 … K of an exact σ = 0.05 learner
+        assert stagnation_rule([exact_005, exact_005], 120.0, 5.0, 15.0) == "confirmed"  # the old band: fooled
+        assert stagnation_rule([exact_005, exact_005], 120.0, band, 15.0) == "inconclusive"
+        exact_0 = ideal_angles(120.0, 0.0, rounds + 1)
+        assert stagnation_rule([exact_0, exact_0], 120.0, band, 15.0) == "confirmed"
+    assert stagnation_band(120.0, 5.0, 200)[0] == 5.0  # the drift is large after many rounds: the tolerance binds
+    band0, drift0 = stagnation_band(120.0, 5.0, 3, contrast_sigma=0.0)  # nothing to tell apart: 0 up to 1e-14°
+    assert abs(drift0) < 1e-12 and band0 == pytest.approx(drift0 / 2)
+    assert not stagnation_precondition([_round0()], 120.0, 5.0, band0, drift0).holds
+
+
+def _round0(angle: float = 120.4, sv: tuple[float, float] = (1.003, 0.99), resid: float = 0.02) -> dict:
+    return {"angle_deg": angle, "singular_values": list(sv), "fit_residual_rms": resid}
+
+
+def test_stagnation_precondition_every_outcome() -> None:
+    band, drift = stagnation_band(120.0, 5.0, 3)
+    ok = stagnation_precondition([_round0(), _round0(120.7, (1.01, 0.98), 0.03)], 120.0, 5.0, band, drift)
+    assert ok.holds and ok.remedy == "" and ok.measured["band_deg"] == band
+    assert ok.measured["contrast_ideal_drift_deg"] == drift and ok.measured["contrast_sigma"] == 0.05
+    collapsed = stagnation_precondition([_round0(), _round0(sv=(0.1, 0.1))], 120.0, 5.0, band, drift)  # A = 0.1 R
+    assert not collapsed.holds and "train longer" in collapsed.remedy
+    assert not stagnation_precondition([_round0(sv=(1.25, 1.0))], 120.0, 5.0, band, drift).holds  # inflated
+    assert not stagnation_precondition([_round0(resid=0.3)], 120.0, 5.0, band, drift).holds  # a poor affine fit
+    assert not stagnation_precondition([_round0(angle=126.0)], 120.0, 5.0, band, drift).holds  # the old condition
+    assert not stagnation_precondition([_round0(sv=(math.nan, 1.0))], 120.0, 5.0, band, drift).holds
+    for bad_band, bad_drift in ((0.0, 0.0), (-0.1, -0.2), (math.nan, math.nan), (BAND_FLOOR_DEG, 2e-6)):
+        sep = stagnation_precondition([_round0()], 120.0, 5.0, bad_band, bad_drift)
+        assert not sep.holds and "more rounds" in sep.remedy and "train longer" not in sep.remedy
+
+
+def test_moves_precondition_needs_two_seeds_and_names_only_what_fails() -> None:
+    spec = get_experiment("lemma2")
+    two = build_config(spec, quick=True)
+    assert moves_precondition(two, 0.5).holds and moves_precondition(two, 0.5).remedy == ""
+    one = build_config(spec, quick=True, overrides={"n_seeds": "1"})
+    p = moves_precondition(one, 0.5)
+    assert not p.holds and p.measured["n_seeds"] == 1 and p.remedy.startswith("n_seeds >= 2")
+    assert "more rounds" not in p.remedy  # the drop is enough at σ = 0.5
+    small = moves_precondition(one, 0.05)
+    assert not small.holds and "n_seeds >= 2" in small.remedy and "13 ReFlow rounds" in small.remedy
+
+
+@pytest.mark.parametrize("angle", ["180", "0", "-30", "200"])
+def test_an_angle_outside_0_180_is_refused_before_training(angle: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"angle_deg must be (in \(0, 180\)|> 0)"):  # ≤ 0: the generic check
+        build_config(get_experiment("lemma2"), quick=True, overrides={"angle_deg": angle})
+    with pytest.raises(ConfigError, match="angle_deg"):
+        run_experiment("lemma2", tmp_path, quick=True, overrides={**LEMMA2_TINY, "angle_deg": angle})
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("result.json"))  # nothing trained
 
 
 def test_moves_rule_every_outcome() -> None:
@@ -210,8 +276,36 @@ def test_the_published_paper_scale_lemma2_judged_by_this_code(tmp_path: Path) ->
     big = claims["lemma2.sigma0.5_moves_toward_ot"].evidence
     assert all(42 < x < 52 for x in big["drop_coupling_to_round0_deg"])
     assert all(86 < x < 90 for x in big["total_drop_deg"])
+    stag = claims["lemma2.sigma0_stagnation"]  # later rounds at most 1.31°, 0.70°, 0.73° from 120°: inside ½ × 3.23°
+    assert stag.verdict == "confirmed" and stag.evidence["band_deg"] == pytest.approx(1.6172, abs=1e-4)
+    assert max(stag.evidence["max_dev_later_rounds_per_seed"]) == pytest.approx(1.312, abs=1e-3)
+    assert stag.precondition["holds"] and stag.precondition["remedy"] == ""
+    assert claims["lemma2.sigma0.5_moves_toward_ot"].precondition["remedy"] == ""  # it holds: no remedy to name
     small = claims["lemma2.sigma0.05_moves_toward_ot"]
     where = small.precondition["measured"]
     assert small.verdict == "untestable" and small.verdict_if_testable == "confirmed"
     assert 149.5 < where["smallest_testable_coupling_angle_deg"] < 150
     assert where["ideal_drop_deg_by_coupling_angle"]["150"] == pytest.approx(10.23, abs=0.01)
+
+
+def test_the_published_quick_lemma2_with_a_collapsed_round0_is_untestable(tmp_path: Path) -> None:
+    """results/lemma2 judged again: stagnation stays confirmed (later rounds at most 1.03° / 0.80° from 120°, inside
+    the band ½ × 2.46° = 1.23°); with its σ = 0 round-0 map of seed 1 replaced by 0.1 × itself (the same polar
+    angle, singular values ≈ 0.1) the claim is untestable — the angle alone would have passed it."""
+    data = json.loads((REPO / "results" / "lemma2" / "result.json").read_text())
+    config = Lemma2Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()})
+    rounds = data["metrics"]["rounds"]
+    stag = {c.id: c for c in rejudge_like(config, [{"rounds": rounds}], tmp_path / "as_stored")}[
+        "lemma2.sigma0_stagnation"]
+    assert stag.verdict == "confirmed"
+    assert stag.evidence["band_deg"] == pytest.approx(1.2287, abs=1e-4)
+    assert stag.evidence["contrast_ideal_drift_deg"] == pytest.approx(2.4573, abs=1e-4)
+    assert max(stag.evidence["max_dev_later_rounds_per_seed"]) == pytest.approx(1.034, abs=1e-3)
+    assert "1.23°" in stag.min_effect and "2.46°" in stag.min_effect and "2.46°" in stag.rule
+    collapsed = json.loads(json.dumps(rounds))
+    row = collapsed["sigma=0.0"]["seed=1"][0]
+    row["singular_values"] = [0.1 * v for v in row["singular_values"]]
+    stag = {c.id: c for c in rejudge_like(config, [{"rounds": collapsed}], tmp_path / "collapsed")}[
+        "lemma2.sigma0_stagnation"]
+    assert stag.verdict == "untestable" and stag.verdict_if_testable == "confirmed"
+    assert stag.precondition["measured"]["round0_angle_deg"][1] == pytest.approx(120.28, abs=0.01)
