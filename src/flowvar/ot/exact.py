@@ -19,16 +19,16 @@ OT_SOLVERS: tuple[str, ...] = ("auto", "lsa", "emd", "sparse")
 #: ``solver="auto"`` uses POT's dense network simplex from this many points on, scipy's assignment below it. Measured
 #: by ``benchmarks/exact_ot.py`` (its section of BENCHMARKS.md, which holds the figures; 1 thread): below ~256 points
 #: both take a few ms; from 256 on LSA's time grows steeply on clustered targets in low dimension (Gaussian
-#: mixtures in d = 2: ~2× emd's time at 256–2048 points and ~4× at 4096 in the stored run, ~14× without the
-#: Gaussian alignment), while emd is steadier: at worst ~1.8× LSA's time (N(0, I) in d = 50, 1024–4096 points) and
-#: at par or faster in d = 2.
+#: mixtures in d = 2: ~2× emd's time at 256–1024 points, ~3× at 2048 and ~4× at 4096 in the stored run, ~14×
+#: without the Gaussian alignment), while emd is steadier: at worst ~1.8× LSA's time (N(0, I) in d = 50, 1024–4096
+#: points) and at par or faster in d = 2.
 AUTO_EMD_MIN_POINTS = 256
 #: ``solver="auto"`` uses the certified sparse solve (:func:`~flowvar.ot.sparse.sparse_certified_permutation`) from this
 #: many points on.
-#: Measured (1 thread, 2-core machine, docs/exact_ot.md; solver time on the same aligned cost): 1.2–3× faster than
-#: the dense network simplex at 1024 points, 1.4–5× at 2048, 2.3–9× at 4096 (d = 2 and 50, N(0, I) and
-#: Gaussian-mixture targets); at 512 points at par, at 256 twice as slow (its fixed costs: a subsample solve and a
-#: few passes over the cost matrix).
+#: Measured (BENCHMARKS.md's ``exact_ot`` table, 1 thread: ``flowvar sparse`` against ``flowvar emd``, the dense
+#: network simplex on the same aligned cost): 1.2–2.6× faster at 1024 points, 1.8–4.5× at 2048, 2.5–7.4× at 4096
+#: (d = 2 and 50, N(0, I) and Gaussian-mixture targets); 1.5–1.8× slower at 256 (its fixed costs: a subsample solve
+#: and a few passes over the cost matrix), at par at 512 (docs/exact_ot.md's design runs; the table has no 512).
 AUTO_SPARSE_MIN_POINTS = 1024
 
 
