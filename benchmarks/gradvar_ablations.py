@@ -63,7 +63,10 @@ def ablations(args: argparse.Namespace) -> None:
              command("gradvar.py --ablations", args), "", machine_line(args.threads), "",
              clock_note(args.clock, args.threads), "",
              "Ratios: median of per-round ratios to the plain variant (interleaved, back to back within a round) "
-             "with the 95% sign-test interval in brackets (none under 6 rounds).", ""]
+             "with the 95% sign-test interval in brackets (none under 6 rounds). A time column is each variant's "
+             "own median, so a ratio of two times shown here is a ratio of medians taken over separate columns of "
+             "rounds: under load that drifts between rounds it can differ from the paired ratio by much more than "
+             "rounding; the paired ratio is the one that cancels the drift.", ""]
     lines += ["### The sum check (MLP of gradvar.py, forward + backward + `compute()`, over plain forward + "
               "backward)", "",
               table(["model", "B", "plain", "trace, `check=True` (default)", "trace, `check=False`",
