@@ -1,5 +1,6 @@
-"""fig4's σ = 0 identity near a singular angle, and a wrong field, end to end (the residual check of
-:func:`flowvar.experiments.fig4.zero_residual_to_bound`); fig5's flip finding on sweeps that do not reach the flip."""
+"""fig4's σ = 0 identity near a singular angle, and a wrong field, end to end (the kit's residual check,
+:func:`~flowvar.experiments._gaussian_variance.residual_check`); fig5's flip finding on sweeps that do not reach the
+flip."""
 
 from pathlib import Path
 
@@ -8,8 +9,9 @@ import torch
 
 from experiment_checks import claims_of
 from flowvar.couplings import RotatedOTCoupling
+from flowvar.experiments._gaussian_variance import ZERO_CONFIRM_RATIO, ZERO_REFUTE_RATIO, residual_check
 from flowvar.experiments.base import run_experiment
-from flowvar.experiments.fig4 import ZERO_CONFIRM_RATIO, ZERO_REFUTE_RATIO, zero_residual_to_bound
+from flowvar.experiments.fig4 import ZERO_DRAW_CHUNK
 from flowvar.gaussian import GaussianProblem, rotation_matrix, singular_times
 from flowvar.models.parametric import GaussianParametricField
 
@@ -18,7 +20,7 @@ PROBLEM = GaussianProblem(torch.tensor([1.0, 2.0], dtype=torch.float64), M)
 
 
 @pytest.mark.parametrize("angle", [30.0, 120.0, 143.0, 143.12])
-def test_zero_residual_to_bound_is_rounding_for_the_exact_field_and_far_above_for_a_wrong_one(angle: float) -> None:
+def test_residual_check_is_rounding_for_the_exact_field_and_far_above_for_a_wrong_one(angle: float) -> None:
     # 143.12° is 0.01° from the singular range (143.13°): the bound grows with ‖A_t⁻¹‖ as the rounding does
     rotation = rotation_matrix(angle, 2, (0, 1))
     theta, Theta = PROBLEM.field_parameters(rotation)
@@ -26,7 +28,7 @@ def test_zero_residual_to_bound_is_rounding_for_the_exact_field_and_far_above_fo
     coupling = RotatedOTCoupling(PROBLEM, rotation=rotation)
 
     def ratio(field: GaussianParametricField) -> float:
-        return zero_residual_to_bound(field, coupling, 4000, torch.Generator().manual_seed(3))
+        return residual_check(field, coupling, 4000, torch.Generator().manual_seed(3), ZERO_DRAW_CHUNK)["max_ratio"]
 
     assert ratio(PROBLEM.pair_optimal_field(rotation)) < 0.1 * ZERO_CONFIRM_RATIO  # measured ~0.01
     assert ratio(GaussianParametricField(2, theta, Theta + 1e-6, trainable=False)) > 1e4 * ZERO_REFUTE_RATIO

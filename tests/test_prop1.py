@@ -12,17 +12,18 @@ import torch
 
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError
+from flowvar.experiments._gaussian_variance import ZERO_REFUTE_RATIO, residual_check
 from flowvar.experiments.base import run_experiment
 from flowvar.experiments.prop1 import (
-    REFUTE_RATIO,
+    DRAW_CHUNK,
     mismatch_scale,
     relative_traces,
-    residual_check,
     rule_noise_breaks_zero_variance,
     rule_pair_optimal_zero,
     rule_variance_from_mismatch,
 )
 from flowvar.gaussian import GaussianProblem
+from flowvar.models.parametric import GaussianParametricField
 
 NAN = math.nan
 PROBLEM = GaussianProblem(torch.tensor([5.0, 5.0]), torch.diag(torch.tensor([4.0, 0.25])))
@@ -51,19 +52,27 @@ def test_rule_pair_optimal_zero_nan_at_any_angle_refutes() -> None:
     assert rule_pair_optimal_zero({"0": NAN, "180": 0.01}) == "refuted"
 
 
+def _field(theta: torch.Tensor, Theta: torch.Tensor) -> GaussianParametricField:
+    return GaussianParametricField(2, theta, Theta, trainable=False)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 def test_residual_check_confirms_the_exact_field_and_catches_one_off_by_1e_6() -> None:
     for angle in (0.0, 180.0):  # 180°: singular at t = 1/3 and 2/3
         coupling = RotatedOTCoupling(PROBLEM, angle)
         theta, Theta = PROBLEM.field_parameters(coupling.rotation)
-        exact = residual_check(theta, Theta, coupling, 3000, torch.Generator().manual_seed(1))
+        exact = residual_check(_field(theta, Theta), coupling, 3000, _gen(1), DRAW_CHUNK)
         assert exact["max_ratio"] < 0.05 and exact["median_bound"] < 1e-11
         assert rule_pair_optimal_zero({f"{angle:g}": exact["max_ratio"]}) == "confirmed"
-        off = residual_check(theta + 1e-6, Theta, coupling, 3000, torch.Generator().manual_seed(1))
+        off = residual_check(_field(theta + 1e-6, Theta), coupling, 3000, _gen(1), DRAW_CHUNK)
         assert off["max_ratio"] > 1e6 and rule_pair_optimal_zero({f"{angle:g}": off["max_ratio"]}) == "refuted"
-        off_theta = residual_check(theta, Theta + 1e-6, coupling, 3000, torch.Generator().manual_seed(1))
-        assert off_theta["max_ratio"] > REFUTE_RATIO
+        off_theta = residual_check(_field(theta, Theta + 1e-6), coupling, 3000, _gen(1), DRAW_CHUNK)
+        assert off_theta["max_ratio"] > ZERO_REFUTE_RATIO
         # off by 1e-12: above the rounding bound, but not by the refutation margin
-        tiny = residual_check(theta + 1e-12, Theta, coupling, 3000, torch.Generator().manual_seed(1))
+        tiny = residual_check(_field(theta + 1e-12, Theta), coupling, 3000, _gen(1), DRAW_CHUNK)
         assert rule_pair_optimal_zero({f"{angle:g}": tiny["max_ratio"]}) == "inconclusive"
 
 
@@ -71,8 +80,8 @@ def test_residual_check_sees_the_variance_estimates_paths() -> None:
     # the same generator seed gives the same t's as estimate_variance's draws: the worst t is one of them
     coupling = RotatedOTCoupling(PROBLEM, 180.0)
     theta, Theta = PROBLEM.field_parameters(coupling.rotation)
-    a = residual_check(theta, Theta, coupling, 20000, torch.Generator().manual_seed(3))
-    b = residual_check(theta, Theta, coupling, 20000, torch.Generator().manual_seed(3))
+    a = residual_check(_field(theta, Theta), coupling, 20000, _gen(3), DRAW_CHUNK)
+    b = residual_check(_field(theta, Theta), coupling, 20000, _gen(3), DRAW_CHUNK)
     assert a == b and 0.0 <= a["t_at_max_ratio"] <= 1.0
 
 

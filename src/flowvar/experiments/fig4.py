@@ -42,6 +42,8 @@ from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
+    ZERO_CONFIRM_RATIO,
+    ZERO_REFUTE_RATIO,
     GaussianVarianceConfig,
     Status,
     compare_point,
@@ -50,32 +52,23 @@ from flowvar.experiments._gaussian_variance import (
     precision_precondition,
     problem_of,
     problem_text,
+    residual_check,
     resolution,
     rotation_text,
     rule_ot_lower_with_noise,
     tests_text,
 )
 from flowvar.experiments.base import RunContext, register
-from flowvar.gaussian import parametric_residual_rounding_bound, rotation_matrix, singular_times
+from flowvar.gaussian import rotation_matrix, singular_times
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
-from flowvar.models.parametric import GaussianParametricField
 from flowvar.results import Precondition, Verdict
 from flowvar.rules import below
 from flowvar.variance import estimate_variance, repeated_estimates
 
 ZERO_DRAW_CHUNK = 16384
-"""Paths per draw of the σ = 0 estimates and of :func:`zero_residual_to_bound`: with the same generator both see the
-same K paths."""
-
-ZERO_CONFIRM_RATIO = 1.0
-"""Largest ‖r_b‖ / rounding bound (:func:`flowvar.gaussian.parametric_residual_rounding_bound`) of a residual that is
-zero in exact arithmetic: below 1 every residual is float64 rounding. The same band as prop1's Prop 1(A) check."""
-
-ZERO_REFUTE_RATIO = 100.0
-"""Above 100 × its bound a residual is not rounding (the bound's constant counts operations; growth factors change it
-by a small factor, not 100): a field whose θ or Θ is off by 1e-6 gives ~1e7. In between is inconclusive."""
-
+"""Paths per draw of the σ = 0 estimates and of their residual check (the kit's ``residual_check``): with the same
+generator both see the same K paths."""
 
 # --------------------------------------------------------------------------------------------- config
 
@@ -146,31 +139,6 @@ def series_outcome(statuses: Sequence[tuple[Status, Status]]) -> SeriesOutcome:
             ("excluded", "holds"): "below_sweep", ("excluded", "excluded"): "neither_end"}.get(ends, "undecided")
 
 
-def zero_residual_to_bound(field: GaussianParametricField, coupling: RotatedOTCoupling, n_samples: int,
-                           generator: torch.Generator) -> float:
-    """max_b ‖r_b‖ / bound_b over K = ``n_samples`` deterministic paths of ``coupling`` (drawn
-    :data:`ZERO_DRAW_CHUNK` at a time, as the σ = 0 estimate draws them from the same ``generator``), where
-    r_b = ``field``(x_t,b, t_b) − (x1_b − x0_b), shape (B, d), and bound_b is the float64 rounding bound of a residual
-    that is zero in exact arithmetic (:func:`flowvar.gaussian.parametric_residual_rounding_bound`, at the field's own
-    θ and Θ). NaN if any residual is NaN.
-
-    The residual is that of the very module whose variance the run estimates (its forward, not a closed form), so a
-    wrong field or a wrong forward shows. Per sample, unlike the Monte-Carlo trace: near a singular time A_t⁻¹
-    amplifies rounding, and the bound grows with ‖A_t⁻¹‖ as the residual does, so the ratio stays O(1) at every
-    non-singular angle while an absolute threshold on the trace does not (1e-20 failed at 143°, 0.13° from the
-    singular range of M = diag(4, 0.25)).
-    """
-    loss = CFMLoss(Interpolant(0.0))
-    theta, Theta = field.theta.detach(), field.Theta.detach()
-    ratios = []
-    with torch.no_grad():
-        for start in range(0, n_samples, ZERO_DRAW_CHUNK):
-            path = loss.draw(coupling, min(ZERO_DRAW_CHUNK, n_samples - start), generator)
-            residual = (field(path.xt, path.t) - path.target).norm(dim=1)
-            ratios.append(residual / parametric_residual_rounding_bound(theta, Theta, path.x0, path.x1, path.t))
-    return float(np.max(torch.cat(ratios).numpy()))  # np.max: a NaN anywhere is the result
-
-
 def zero_evidence(per_arm: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     """The evidence of :func:`rule_zero_at_sigma0`: ``per_arm`` ({arm: {"residual_to_bound", "trace",
     "mean_loss"}} at σ = 0), the largest residual-to-bound ratio (judged) and the largest trace and loss (reported,
@@ -187,7 +155,7 @@ def zero_evidence(per_arm: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
 
 def rule_zero_at_sigma0(evidence: Mapping[str, Any]) -> Verdict:
     """Identity (Prop 1(A)): ``evidence["per_arm"]`` maps each own-coupling arm to its σ = 0 ``residual_to_bound``
-    (:func:`zero_residual_to_bound`). Confirmed if every arm's ratio is < :data:`ZERO_CONFIRM_RATIO` (every residual is
+    (the kit's ``residual_check``). Confirmed if every arm's ratio is < :data:`ZERO_CONFIRM_RATIO` (every residual is
     float64 rounding, so the loss and every per-sample gradient 2A_t⁻ᵀ r wᵀ are zero); refuted if one is >
     :data:`ZERO_REFUTE_RATIO` or NaN, or with no arm; inconclusive in between. The rule reads every arm, not a
     pre-computed maximum. The Monte-Carlo trace and loss are not judged: near a singular angle they are set by the
@@ -271,7 +239,8 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
         zero[arm] = estimate_variance(field, loss0, coupling, config.n_samples, ctx.generator("sigma0", stream),
                                       draw_chunk=ZERO_DRAW_CHUNK)
         # the same K paths again (same stream, same chunks), each residual against its own rounding bound
-        zero_ratio[arm] = zero_residual_to_bound(field, coupling, config.n_samples, ctx.generator("sigma0", stream))
+        zero_ratio[arm] = residual_check(field, coupling, config.n_samples, ctx.generator("sigma0", stream),
+                                         ZERO_DRAW_CHUNK)["max_ratio"]
     ot_drift = {}
     for a in angles:
         r = estimate_variance(ot_field, loss0, rotated[a], config.n_samples,
@@ -454,6 +423,5 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
     ctx.figure("variance_vs_sigma", fig)
 
 
-__all__ = ["ZERO_CONFIRM_RATIO", "ZERO_DRAW_CHUNK", "ZERO_REFUTE_RATIO", "Fig4Config", "SeriesOutcome", "crossover",
-           "rule_crossover", "rule_zero_at_sigma0", "run", "series_outcome", "sigma_statuses", "zero_evidence",
-           "zero_residual_to_bound"]
+__all__ = ["ZERO_DRAW_CHUNK", "Fig4Config", "SeriesOutcome", "crossover", "rule_crossover", "rule_zero_at_sigma0",
+           "run", "series_outcome", "sigma_statuses", "zero_evidence"]

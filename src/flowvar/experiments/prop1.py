@@ -25,16 +25,20 @@ from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError
-from flowvar.experiments._gaussian_variance import problem_of, problem_text, target_covariance
+from flowvar.experiments._gaussian_variance import (
+    ZERO_CONFIRM_RATIO,
+    ZERO_REFUTE_RATIO,
+    problem_of,
+    problem_text,
+    residual_check,
+    target_covariance,
+)
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import (
     RESIDUAL_ROUNDING_FACTOR,
-    parametric_residual_rounding_bound,
-    parametric_residuals,
     singular_times,
 )
 from flowvar.interpolants import Interpolant
@@ -73,46 +77,8 @@ class Prop1Config:
 MC = "Monte-Carlo estimates in float64 (closed-form per-sample gradients)"
 
 DRAW_CHUNK = 16384
-"""Paths per draw, passed to :func:`~flowvar.variance.estimate_variance` and used by :func:`residual_check`: with
+"""Paths per draw, passed to :func:`~flowvar.variance.estimate_variance` and to the kit's ``residual_check``: with
 the same generator both then see the same K paths."""
-
-CONFIRM_RATIO = 1.0
-"""Largest ‖r_b‖ / rounding bound of a zero residual (:func:`flowvar.gaussian.parametric_residual_rounding_bound`):
-below 1 every residual is explained by float64 rounding (measured ratios stay below 0.03)."""
-
-REFUTE_RATIO = 100.0
-"""Above 100 × its bound a residual is not rounding: the bound's constant counts operations (growth factors and
-norm conversions change it by a small factor, not 100); in between is inconclusive. For the default problem a
-field whose θ or Θ is off by 1e-12 lands in between (ratio 8 to 50), one off by 1e-6 far above (~1e7)."""
-
-
-def residual_check(theta: torch.Tensor, Theta: torch.Tensor, coupling: RotatedOTCoupling, n_samples: int,
-                   generator: torch.Generator) -> dict[str, float]:
-    """The residuals r_b = v(x_t, t) − (x1 − x0) of the field (``theta`` (d,), ``Theta`` (d, d)) on K =
-    ``n_samples`` deterministic paths of ``coupling`` (drawn :data:`DRAW_CHUNK` at a time as the variance estimate
-    draws them), each against its float64 rounding bound.
-
-    Returns ``max_ratio`` (max_b ‖r_b‖ / bound_b; NaN if any residual is NaN), ``t_at_max_ratio``,
-    ``max_abs_residual`` (max_b ‖r_b‖, which near a singular time is large by rounding alone) and
-    ``median_bound`` (the typical resolution: a field off by more than ~this is caught). The ratio does not grow
-    with K: each residual has its own bound, which grows near a singular time as ‖A_t⁻¹‖ does.
-    """
-    loss = CFMLoss(Interpolant(0.0))
-    ratios, times, residuals, bounds = [], [], [], []
-    for start in range(0, n_samples, DRAW_CHUNK):
-        path = loss.draw(coupling, min(DRAW_CHUNK, n_samples - start), generator)
-        r = parametric_residuals(theta, Theta, path.xt, path.t, path.target).norm(dim=1)
-        bound = parametric_residual_rounding_bound(theta, Theta, path.x0, path.x1, path.t)
-        ratios.append(r / bound)
-        times.append(path.t)
-        residuals.append(r)
-        bounds.append(bound)
-    ratio = torch.cat(ratios)
-    worst = int(torch.argmax(torch.nan_to_num(ratio, nan=math.inf)))
-    return {"max_ratio": float(ratio.max()) if not bool(ratio.isnan().any()) else math.nan,
-            "t_at_max_ratio": float(torch.cat(times)[worst]), "max_abs_residual": float(torch.cat(residuals).max()),
-            "median_bound": float(torch.cat(bounds).median())}
-
 
 def _largest(values: Mapping[str, float]) -> float:
     """The largest value, NaN if any value is NaN (np.max; the builtin max() drops a NaN that is not first) or if
@@ -138,13 +104,14 @@ def relative_traces(traces: Mapping[str, float], scale: float) -> dict[str, floa
 
 
 def rule_pair_optimal_zero(residual_ratios: Mapping[str, float]) -> Verdict:
-    """Prop 1(A) over a set of angles, angle → max_b ‖r_b‖ / bound_b (:func:`residual_check`): "confirmed" if the
-    largest is < :data:`CONFIRM_RATIO` (every residual of every angle is float64 rounding, so the loss and every
-    per-sample gradient are zero), "refuted" if > :data:`REFUTE_RATIO` or NaN at any angle, "inconclusive" in
+    """Prop 1(A) over a set of angles, angle → max_b ‖r_b‖ / bound_b (the kit's ``residual_check``; thresholds
+    from the kit): "confirmed" if the
+    largest is < :data:`ZERO_CONFIRM_RATIO` (every residual of every angle is float64 rounding, so the loss and every
+    per-sample gradient are zero), "refuted" if > :data:`ZERO_REFUTE_RATIO` or NaN at any angle, "inconclusive" in
     between or without an angle."""
     if not residual_ratios:
         return "inconclusive"
-    return below(_largest(residual_ratios), confirm_below=CONFIRM_RATIO, refute_above=REFUTE_RATIO)
+    return below(_largest(residual_ratios), confirm_below=ZERO_CONFIRM_RATIO, refute_above=ZERO_REFUTE_RATIO)
 
 
 def rule_noise_breaks_zero_variance(traces_with_noise: Mapping[str, Mapping[str, float]]) -> Verdict:
@@ -161,8 +128,8 @@ def rule_variance_from_mismatch(mismatched_traces: Mapping[str, float], pair_opt
                                 ) -> Verdict:
     """Variance comes from the mismatch: the OT field under each rotated coupling (non-zero angle → tr Cov(g) at
     σ = 0, finite since M ≻ 0) must have trace > 1e-6 while every pair-optimal field's residuals are rounding
-    (angle → max ‖r_b‖ / bound_b < :data:`CONFIRM_RATIO`). "refuted" if a mismatched trace is < 1e-20 or a ratio
-    > :data:`REFUTE_RATIO` (NaN in either refutes); "inconclusive" otherwise, and without a non-zero angle."""
+    (angle → max ‖r_b‖ / bound_b < :data:`ZERO_CONFIRM_RATIO`). "refuted" if a mismatched trace is < 1e-20 or a ratio
+    > :data:`ZERO_REFUTE_RATIO` (NaN in either refutes); "inconclusive" otherwise, and without a non-zero angle."""
     if not mismatched_traces:
         return "inconclusive"
     return all_of(above(_smallest(mismatched_traces), confirm_above=1e-6, refute_below=1e-20),
@@ -190,8 +157,7 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
     for angle in config.angles:
         coupling = RotatedOTCoupling(problem, angle)
         pair_field = problem.pair_optimal_field(coupling.rotation)
-        theta, Theta = problem.field_parameters(coupling.rotation)
-        crossing_times = singular_times(Theta)
+        crossing_times = singular_times(pair_field.Theta.detach())
         row = {"singular_times": crossing_times}
         # the estimates of an angle start from the same stream (common random numbers across field and noise), and
         # the residual check redraws the σ = 0 estimate's own paths
@@ -207,8 +173,8 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
                                     ctx.generator("paths", f"{angle:g}"), draw_chunk=DRAW_CHUNK)
             row[f"pair_optimal.{label}.trace"] = rep.trace
             row[f"pair_optimal.{label}.loss"] = rep.mean_loss
-        residuals[f"{angle:g}"] = residual_check(theta, Theta, coupling, config.n_samples,
-                                                 ctx.generator("paths", f"{angle:g}"))
+        residuals[f"{angle:g}"] = residual_check(pair_field, coupling, config.n_samples,
+                                                 ctx.generator("paths", f"{angle:g}"), DRAW_CHUNK)
         rep = estimate_variance(problem.ot_field(), CFMLoss(Interpolant(0.0)), coupling, config.n_samples,
                                 ctx.generator("paths", f"{angle:g}"), draw_chunk=DRAW_CHUNK)
         row["ot_field.deterministic.trace"] = rep.trace
@@ -228,11 +194,11 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
     relative = relative_traces({a: r["pair_optimal.deterministic.trace"] for a, r in rows.items()}, scale)
     ratios = {a: c["max_ratio"] for a, c in residuals.items()}
     zero_rule = (f"confirmed if at every angle every one of the K = {config.n_samples} residuals is within its float64 "
-                 f"rounding bound (max ‖r_b‖ / bound_b < {CONFIRM_RATIO:g}); refuted if one exceeds {REFUTE_RATIO:g} × "
-                 f"its bound or is NaN; inconclusive in between. r_b = 0 for every draw makes the loss and every "
-                 f"per-sample gradient 2A_t⁻ᵀ r_b w_bᵀ zero. The Monte-Carlo loss and trace are reported, not judged: "
-                 f"at crossing angles the rounding amplified by A_t⁻¹ has a divergent second moment, so they grow "
-                 f"with K")
+                 f"rounding bound (max ‖r_b‖ / bound_b < {ZERO_CONFIRM_RATIO:g}); refuted if one exceeds "
+                 f"{ZERO_REFUTE_RATIO:g} × its bound or is NaN; inconclusive in between. r_b = 0 for every draw "
+                 f"makes the loss and every per-sample gradient 2A_t⁻ᵀ r_b w_bᵀ zero. The Monte-Carlo loss and trace "
+                 f"are reported, not judged: at crossing angles the rounding amplified by A_t⁻¹ has a divergent "
+                 f"second moment, so they grow with K")
     ctx.claim("prop1.A.zero_loss_zero_variance",
               "Under the deterministic interpolant the pair-optimal field of T_OT and of every rotated coupling has "
               "zero loss and zero gradient variance.",
@@ -280,8 +246,8 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
               verdict=rule_variance_from_mismatch(mismatch, ratios), kind="identity", replicates=MC,
               min_effect="mismatched trace > 1e-6 while every pair-optimal residual is within its rounding bound",
               rule=f"confirmed if the mismatched (OT) field has tr Cov(g) > 1e-6 at every non-zero angle while every "
-                   f"pair-optimal residual is rounding (max ‖r_b‖ / bound_b < {CONFIRM_RATIO:g}); refuted if a "
-                   f"mismatched trace is < 1e-20 or a ratio > {REFUTE_RATIO:g}, or either is NaN; inconclusive in "
+                   f"pair-optimal residual is rounding (max ‖r_b‖ / bound_b < {ZERO_CONFIRM_RATIO:g}); refuted if a "
+                   f"mismatched trace is < 1e-20 or a ratio > {ZERO_REFUTE_RATIO:g}, or either is NaN; inconclusive in "
                    f"between or without a non-zero angle")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -301,6 +267,6 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
     ctx.figure("variance_by_angle", fig)
 
 
-__all__ = ["CONFIRM_RATIO", "DRAW_CHUNK", "MC", "REFUTE_RATIO", "Prop1Config", "mismatch_scale", "relative_traces",
-           "residual_check", "rule_noise_breaks_zero_variance", "rule_pair_optimal_zero", "rule_variance_from_mismatch",
+__all__ = ["DRAW_CHUNK", "MC", "Prop1Config", "mismatch_scale", "relative_traces",
+           "rule_noise_breaks_zero_variance", "rule_pair_optimal_zero", "rule_variance_from_mismatch",
            "run"]

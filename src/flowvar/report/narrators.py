@@ -935,14 +935,23 @@ def fig4(result: Result, story: Story) -> None:
         f"{len(lower.evidence.get('excluded', []))}; OT / pair-optimal variance ratio {num(lo)} to {num(hi)}",
         rule_text(lower))
     story.claims[cross.id] = ClaimText(f"the OT field is lower {cross_text}", rule_text(cross))
-    story.claims[zero.id] = ClaimText(
-        f"largest tr Cov(g) {num(zero.evidence['max_trace'])} and loss {num(zero.evidence['max_loss'])} at σ = 0 "
-        f"(tolerance {num(zero.evidence['tol'])})", rule_text(zero))
+    story.claims[zero.id] = ClaimText(_fig4_zero_text(zero.evidence), rule_text(zero))
     story.figures["variance_vs_sigma.png"] = FigureText(
         "Gradient variance tr Cov(g) (log scale, mean ± sd over the Monte-Carlo repeats) against the interpolant "
         "noise σ (log scale). Top row: each field on its own coupling (the paper's reading): the OT field's curve "
         "(black) should lie below the pair-optimal fields'. Bottom row: both fields on the rotated pairs; dotted "
         "verticals mark the σ from which the OT field is lower.", lower.id)
+
+
+def _fig4_zero_text(evidence: dict) -> str:
+    """fig4's σ = 0 identity in words: the judged largest residual-to-rounding-bound ratio beside the reported trace and
+    loss (results before fb283c1 judged the trace against an absolute ``tol``)."""
+    moments = f"tr Cov(g) {num(evidence['max_trace'])} and loss {num(evidence['max_loss'])} at σ = 0"
+    if "max_residual_to_bound" not in evidence:
+        return f"largest {moments} (tolerance {num(evidence['tol'])})"
+    return (f"largest residual / its float64 rounding bound {num(evidence['max_residual_to_bound'])} (rounding below "
+            f"{num(evidence['confirm_below'])}, a defect above {num(evidence['refute_above'])}); largest {moments}, "
+            f"reported, not judged")
 
 
 @narrator("fig5")
