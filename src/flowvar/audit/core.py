@@ -58,13 +58,25 @@ from flowvar.audit.sections import (
 )
 from flowvar.errors import ConfigError, DataError, FlowvarError, ShapeError, check_positive_int, check_sigma
 from flowvar.files import atomic_write_bytes, atomic_write_text, check_writable_folder, staged_folder
-from flowvar.results import Result, judge, judgement_text
+from flowvar.results import Claim, Result, format_value, judge, judgement_text
 from flowvar.sampling import valid_methods
 
 READING = {"confirmed": "memorising", "refuted": "generalising", "inconclusive": "inconclusive",
            "untestable": "not testable"}
 TEST_NAMES = {"audit.pair_recovery": "pair recovery", "audit.copying": "copying",
               "audit.generalisation_gap": "generalisation gap", "audit.gradient_signal": "gradient signal"}
+
+
+def untestable_why(claim: Claim) -> str:
+    """For an untestable claim, the failed precondition, what was measured and its remedy, as " (… ; to make it
+    testable: …)" for the console and summary.md line; "" for a testable one (its text says the numbers)."""
+    pre = claim.precondition
+    if claim.verdict != "untestable" or not pre:
+        return ""
+    measured = ", ".join(f"{k} = {format_value(v)}" for k, v in (pre.get("measured") or {}).items()
+                         if not isinstance(v, dict))
+    remedy = f"; to make it testable: {pre['remedy']}" if pre.get("remedy") else ""
+    return f" (needs {pre['statement']}" + (f" [{measured}]" if measured else "") + f"{remedy})"
 
 
 @dataclass
@@ -532,7 +544,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
 
     verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
     overall, mem, genr = rules.overall_verdict(verdicts)
-    reasons = [f"{TEST_NAMES[s.claim.id]}: {READING[s.claim.verdict]} — {s.text}" for s in sections]
+    reasons = [f"{TEST_NAMES[s.claim.id]}: {READING[s.claim.verdict]}{untestable_why(s.claim)} — {s.text}"
+               for s in sections]
     verdict_lines = rules.verdict_notes(verdicts, pairs_given=x0_pairs is not None)  # conflicts and caveats
     reasons += verdict_lines
     claims = [s.claim for s in sections]

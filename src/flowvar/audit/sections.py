@@ -237,6 +237,9 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     pre = Precondition(pre_text, pre_ok, pre_values, pre_fix)
     score_rule = ("(a − c)/(1 − c), c = max(1/N, share of fresh noise under the item's own condition ending "
                   "nearest the item)," if continuous else
+                  "(a − c)/(1 − c), c = the mean over the scored pairs of 1/N_c, N_c the size of the pair's class "
+                  "(with repeated targets: the share of the class's targets equal to the partner)"
+                  if labels is not None else
                   "(a − c)/(1 − c), c = 1/N (with repeated targets: the mean share of targets equal to the partner)")
     evidence = {"n_pairs": n, "chance": chance, "method": method, "fine": fine,
                 "coarse": coarse, "grids_disagree": disagree, "n_off_ot": n_off,
@@ -422,9 +425,14 @@ def copying(generated: Tensor, train: Tensor, heldout: Tensor | None, conditione
                              f"for)")
     held_text = (f"; held-out real data: {base:.1%}" if heldout is not None else
                  f"; real data (each training item against the others, no held-out data given): {base:.1%}")
+    # p = (c − b)/(1 − b) has no value at b = 1 (every real item has a near-duplicate): say so, not "+nan%"
+    share_text = (f"a share p = (c − b)/(1 − b) = {share:+.1%} ± {share_se:.1%} of samples copies beyond real data"
+                  if math.isfinite(share) else
+                  f"p = (c − b)/(1 − b) undefined (baseline {base:.0%})" if base >= 1.0 else
+                  "p = (c − b)/(1 − b) undefined (no baseline share)")
     text = (f"{copy_fraction:.1%} of {m} fresh samples are copies (nearest training item closer than "
-            f"{rules.COPY_RATIO:.2f} × the mean of its {k} nearest){held_text}: a share p = (c − b)/(1 − b) = "
-            f"{share:+.1%} ± {share_se:.1%} of samples copies beyond real data." + _under(conditioned_on))
+            f"{rules.COPY_RATIO:.2f} × the mean of its {k} nearest){held_text}: {share_text}."
+            + _under(conditioned_on))
     plt = _plt()
     figures: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
@@ -543,8 +551,14 @@ def generalisation_gap(generated: Tensor, train: Tensor, heldout: Tensor | None,
                 "majority_novel": rules.gap_reads_majority_novel(rho, rho_se)}
     if conditioned_on:
         evidence["conditioned_on"] = conditioned_on
-    pre = Precondition(f"at least {rules.GAP_MIN_HELDOUT} held-out items", m >= rules.GAP_MIN_HELDOUT,
-                       {"m": m}, f"pass at least {rules.GAP_MIN_HELDOUT} held-out items")
+    # m = min(N, H): name whichever set is short (a short training set is not fixed by more held-out data)
+    n_train, n_held = train.shape[0], heldout.shape[0]
+    short = [f"{what} (now {count})" for what, count in (("training items", n_train), ("held-out items", n_held))
+             if count < rules.GAP_MIN_HELDOUT]
+    pre = Precondition(f"at least {rules.GAP_MIN_HELDOUT} training and {rules.GAP_MIN_HELDOUT} held-out items "
+                       f"(m = min(N, H) of each are compared)", m >= rules.GAP_MIN_HELDOUT,
+                       {"m": m, "n_train": n_train, "n_heldout": n_held},
+                       f"pass at least {rules.GAP_MIN_HELDOUT} " + " and ".join(short))
     claim = judge("audit.generalisation_gap", "Fresh samples sit nearer the training data than unseen data",
                   evidence, kind="finding", verdict=rules.gap_verdict(rho, rho_se), precondition=pre,
                   rule=f"ρ = median NN distance to {m} training items / to {m} held-out items, se from "
