@@ -50,8 +50,9 @@ EMD_MAX_ITER = 10_000_000
 
 #: Both solvers work on Gaussian-aligned points (:func:`gaussian_aligned`) from ``ALIGN_MIN_POINTS`` points of at
 #: most ``ALIGN_MAX_DIM`` and at most n / ``ALIGN_POINTS_PER_DIM`` coordinates. Measured (1 thread, same solver with
-#: and without it, ``benchmarks/exact_ot.py``): on Gaussian-mixture targets emd 1.2–1.35× and LSA 1.3–9× faster
-#: (1024–4096 points, d = 2 and 50), on shifted and rescaled Gaussians emd up to 2×; on N(0, I) → N(0, I), where the
+#: and without it, ``benchmarks/exact_ot.py``, BENCHMARKS.md's exact_ot table): on Gaussian-mixture targets emd
+#: 1.27–1.38× and LSA 3.6–8.5× faster (1024–4096 points, d = 2 and 50); on shifted and rescaled Gaussians emd up to 2×
+#: (design runs, not in the table); on N(0, I) → N(0, I), where the
 #: fitted map is nearly the identity, within ±15% either way from instance to instance. Below these sizes the
 #: O(n d² + d³) alignment (up to ~5 ms at d = 128) costs more than it saves.
 ALIGN_MIN_POINTS = 512
