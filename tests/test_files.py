@@ -108,3 +108,87 @@ def test_nearest_existing_and_the_writable_folder_check(tmp_path) -> None:
         assert problem is not None and not problem.is_file and str(problem) == f"{locked} is not writable"
     finally:
         locked.chmod(0o700)
+
+
+def _result(folder, text: str) -> None:
+    """A minimal flowvar result in ``folder``: the marker and a summary saying ``text``."""
+    (folder / "result.json").write_text('{"figures": ["old_figure.png"]}')
+    (folder / "summary.md").write_text(text)
+
+
+def test_a_mount_point_out_is_replaced_in_place_keeping_the_users_files(tmp_path) -> None:
+    """A tmpfs mounted at --out cannot be renamed (EBUSY): its contents are replaced, the user's files kept."""
+    import subprocess
+
+    from flowvar.files import is_mount_point, staged_folder
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(dest)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
+    try:
+        assert is_mount_point(dest) and not is_mount_point(tmp_path)
+        _result(dest, "old")
+        (dest / "notes.txt").write_text("mine")
+        (dest / "old_figure.png").write_bytes(b"png")  # listed in the old result.json
+        with staged_folder(dest) as stage:
+            _result(stage.path, "new")
+        assert (dest / "summary.md").read_text() == "new" and (dest / "notes.txt").read_text() == "mine"
+        assert not (dest / "old_figure.png").exists()
+        assert not list(tmp_path.glob(".out.*")) and not list(tmp_path.glob("out.new-*"))
+    finally:
+        subprocess.run(["umount", str(dest)], check=False)
+
+
+def test_a_folder_seen_as_mount_point_is_replaced_in_place_without_renaming_it(tmp_path, monkeypatch) -> None:
+    import errno
+    from pathlib import Path
+
+    import flowvar.files as files_mod
+    from flowvar.files import staged_folder
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    _result(dest, "old")
+    real_rename = Path.rename
+
+    def busy(self: Path, target):  # what renaming a mount point does
+        if self == dest:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", busy)
+    monkeypatch.setattr(files_mod, "is_mount_point", lambda folder: Path(folder) == dest)
+    with staged_folder(dest) as stage:
+        _result(stage.path, "new")
+    assert (dest / "summary.md").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_failed_final_swap_keeps_the_staged_result_and_says_where(tmp_path, monkeypatch) -> None:
+    """An --out that cannot be renamed but is no mount point (a chattr +i folder): one line, the work kept."""
+    import errno
+    from pathlib import Path
+
+    from flowvar.errors import DataError
+    from flowvar.files import staged_folder
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    _result(dest, "old")
+    real_rename = Path.rename
+
+    def busy(self: Path, target):
+        if self == dest:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", busy)
+    with pytest.raises(DataError) as err, staged_folder(dest) as stage:
+        _result(stage.path, "new")
+    message = str(err.value)
+    kept = tmp_path / f"out.new-{os.getpid()}"
+    assert "\n" not in message and "Operation not permitted" in message and str(kept) in message
+    assert (kept / "summary.md").read_text() == "new"  # the staged result survives
+    assert (dest / "summary.md").read_text() == "old"  # the old one is untouched
+

@@ -174,6 +174,52 @@ def check_replaceable(dest: Path | str) -> None:
                           f"it is not replaced; move its files or choose another --out")
 
 
+def is_mount_point(folder: Path | str) -> bool:
+    """Whether ``folder`` (an existing folder) is a mount point — a tmpfs, a bind mount, a Docker volume — which
+    cannot be renamed (EBUSY): ``os.path.ismount``, or its device differs from its parent's."""
+    folder = Path(folder)
+    try:
+        return os.path.ismount(folder) or folder.stat().st_dev != folder.resolve().parent.stat().st_dev
+    except OSError:
+        return False
+
+
+def _install_in_place(dest: Path, staged: Path) -> None:
+    """Replace the flowvar result in ``dest`` by the one in ``staged`` without renaming ``dest`` (a mount point):
+    the old result's own files are deleted, a user's (:func:`foreign_entries`) kept unless the new result writes the
+    same name, then the new entries moved in (copied across filesystems), :data:`RESULT_MARKER` last — so a folder
+    interrupted midway holds no marker and is not mistaken for a complete result. Not atomic, unlike the swap."""
+    if dest.exists():
+        foreign = set(foreign_entries(dest))
+        for entry in dest.iterdir():
+            if entry.name not in foreign or (staged / entry.name).exists():
+                _remove_entry(entry)
+    entries = sorted(staged.iterdir(), key=lambda e: e.name == RESULT_MARKER)
+    for entry in entries:
+        shutil.move(str(entry), str(dest / entry.name))
+    shutil.rmtree(staged, ignore_errors=True)
+    fsync_directory(dest)
+
+
+def _remove_entry(entry: Path) -> None:
+    """Delete a file, link or folder (a link itself, never what it points to)."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
+
+
+def _keep_staged(dest: Path, staged: Path) -> Path:
+    """Give a staged result that could not be installed a visible name beside ``dest`` (``<name>.new-<pid>``; a
+    hidden staging folder would be removed as stale by the next run) and return where it is."""
+    kept = dest.with_name(f"{dest.name}.new-{os.getpid()}")
+    try:
+        staged.rename(kept)
+    except OSError:
+        return staged
+    return kept
+
+
 @contextlib.contextmanager
 def staged_folder(dest: Path | str) -> Iterator[Staging]:
     """Fill a hidden sibling ``.<name>.<pid>.XXXX`` of ``dest``; on success it replaces ``dest`` by renames.
@@ -186,11 +232,17 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
     (:func:`foreign_entries`) is copied into the new one first; a folder that cannot be created is a one-line
     :class:`~flowvar.errors.ConfigError` naming it. Parent folders it created are removed again, while empty, when
     no result is kept (an interrupted ``--out new/folder`` leaves nothing).
+
+    A ``dest`` that is a mount point (:func:`is_mount_point`: a tmpfs, a Docker volume) cannot be renamed; it is
+    detected before the work and its contents replaced in place (:func:`_install_in_place`, not atomic). When the
+    install fails anyway (a ``chattr +i`` folder), the staged result is kept as ``<name>.new-<pid>`` and a one-line
+    :class:`~flowvar.errors.DataError` says where it is: the work is not lost.
     """
-    from flowvar.errors import ConfigError
+    from flowvar.errors import ConfigError, DataError
 
     dest = Path(dest)
     check_replaceable(dest)
+    in_place = dest.is_dir() and is_mount_point(dest)
     # the folders this call creates (deepest first): a run that ends without a result removes them again while
     # empty, so an interrupted `--out new/folder` leaves no empty folder behind
     created = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]
@@ -207,23 +259,35 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
         yield stage
         if stage.keep:
             check_replaceable(dest)  # again: the slot may have changed while the run computed
-            if dest.exists():
-                _carry_foreign_entries(dest, path)
-                # aside under a staging name of this process, then swap: dest is absent only between the two
-                # renames, and a kill before the rmtree leaves the old copy to remove_stale_staging
-                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", dir=dest.parent))
-                old.rmdir()
-                dest.rename(old)
-                path.rename(dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                path.rename(dest)
+            try:
+                if in_place or (dest.is_dir() and is_mount_point(dest)):
+                    _install_in_place(dest, path)
+                elif dest.exists():
+                    _carry_foreign_entries(dest, path)
+                    # aside under a staging name of this process, then swap: dest is absent only between the two
+                    # renames, and a kill before the rmtree leaves the old copy to remove_stale_staging
+                    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", dir=dest.parent))
+                    old.rmdir()
+                    dest.rename(old)
+                    try:
+                        path.rename(dest)
+                    except OSError:
+                        old.rename(dest)  # put the old result back before reporting
+                        raise
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    path.rename(dest)
+            except OSError as err:
+                kept = _keep_staged(dest, path)
+                raise DataError(f"cannot install the result in {dest}: {err.strerror or err}; the complete result "
+                                f"is kept in {kept} — move its files into {dest} or choose another --out") from None
         else:
             shutil.rmtree(path, ignore_errors=True)
             _remove_if_empty(created)
     except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        _remove_if_empty(created)
+        if path.exists():  # else the install failed and the staged result is kept where the message says
+            shutil.rmtree(path, ignore_errors=True)
+            _remove_if_empty(created)
         raise
 
 
@@ -279,6 +343,7 @@ __all__ = [
     "current_umask",
     "foreign_entries",
     "fsync_directory",
+    "is_mount_point",
     "nearest_existing",
     "pid_alive",
     "remove_stale_staging",
