@@ -481,3 +481,16 @@ def test_advise_sigma_help_states_the_default_resolution(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "8x8 by default" in text and ".npz" in text
 
+
+
+def test_reproduce_help_offers_only_the_keyed_config_form(capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """reproduce refuses the flat NAME.yaml form, so its --help must not offer it (run's still does)."""
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["reproduce", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "YAML file keyed by experiment name" in text and "the flat NAME.yaml form of `flowvar config` is refused" \
+        in text
+    assert "the format of flowvar/experiments/NAME.yaml" not in text
+    assert main(["run", "--help"]) == 0
+    assert "the format of flowvar/experiments/NAME.yaml" in " ".join(capsys.readouterr().out.split())

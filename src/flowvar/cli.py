@@ -75,6 +75,11 @@ def list_cmd() -> None:
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", help="YAML file of config values (the format of flowvar/experiments/NAME.yaml, or keyed by "
                      "experiment name); applied after the defaults and --quick, before --seed and --set.")]
+#: reproduce runs several experiments, so its file says which experiment each value is for (the flat form is refused)
+ReproduceConfigOption = Annotated[Path | None, typer.Option(
+    "--config", help="YAML file keyed by experiment name, e.g. 'fig4: {repeats: 50, quick: {repeats: 5}}' (the flat "
+                     "NAME.yaml form of `flowvar config` is refused: put it under its experiment's name); applied "
+                     "after the defaults and --quick, before --seed and --set.")]
 
 
 @app.command("run")
@@ -158,7 +163,7 @@ def reproduce_cmd(
     seed: Annotated[int | None, typer.Option("--seed", help="Base random seed of every experiment.")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a config value of one experiment: EXPERIMENT.key=value.")] = None,
-    config_file: ConfigOption = None,
+    config_file: ReproduceConfigOption = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Result cache folder (default OUT/.cache).")] = None,
 ) -> None:
     """Reproduce the paper: run every experiment (cached, resumable) and write a report."""
