@@ -73,3 +73,36 @@ def test_class_conditional_pair_rule_names_the_classwise_chance() -> None:
 class _Zero(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x)
+
+
+def test_a_lightning_checkpoint_gets_the_extract_the_state_dict_advice(tmp_path, monkeypatch) -> None:
+    """A Lightning checkpoint (save_hyperparameters with an argparse.Namespace) is refused by weights_only; the
+    advice must be the state_dict extraction that works, not the whole-model route that refuses a state_dict."""
+    import argparse
+
+    import pytest
+
+    from flowvar.audit.loading import load_model
+    from flowvar.errors import DataError
+
+    net = nn.Linear(3, 3)
+    path = tmp_path / "lt.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
+                "hyper_parameters": {"args": argparse.Namespace(lr=1e-3)}, "pytorch-lightning_version": "2.4"}, path)
+    module_file = tmp_path / "lt_nets.py"
+    module_file.write_text("from torch import nn\n\ndef net():\n    return nn.Linear(3, 3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(DataError) as err:
+        load_model("lt_nets:net", path)
+    text = str(err.value)
+    assert "Lightning checkpoint" in text and "['state_dict'], 'weights.pt')" in text, text
+    assert "without --model" not in text
+    # the advice works: the extracted state_dict loads under --model
+    torch.save(torch.load(path, weights_only=False)["state_dict"], tmp_path / "weights.pt")
+    loaded = load_model("lt_nets:net", tmp_path / "weights.pt").module
+    assert torch.equal(loaded.weight, net.weight)
+    # a non-Lightning file holding a Namespace keeps the general advice
+    torch.save({"model": net.state_dict(), "args": argparse.Namespace(lr=1e-3)}, tmp_path / "other.pt")
+    with pytest.raises(DataError) as err:
+        load_model("lt_nets:net", tmp_path / "other.pt")
+    assert "Lightning" not in str(err.value) and "without --model" in str(err.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import importlib
 import os
+import pickletools
 import re
 import sys
 import zipfile
@@ -226,6 +227,17 @@ def _not_torch_save(path: Path) -> str | None:
     return f"it is text, beginning {printable(text[:40])!r}"
 
 
+def _lightning_shaped(path: Path) -> bool:
+    """Whether ``path`` pickles 'state_dict' and 'hyper_parameters' (a Lightning checkpoint), read from opcodes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickled = archive.read(next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"))
+        strings = {arg for _, arg, _ in pickletools.genops(pickled) if isinstance(arg, str)}
+    except Exception:  # no archive, no pickle in it, or a damaged one: not recognised, the generic advice stands
+        return False
+    return "state_dict" in strings and bool({"hyper_parameters", "pytorch-lightning_version"} & strings)
+
+
 def _read_checkpoint(path: Path, weights_only: bool) -> Any:
     if weights_only and path.is_file() and _is_torchscript(path):  # before torch.load, which warns and dispatches
         raise DataError(f"checkpoint {path} is a TorchScript file, a whole model: pass it as --checkpoint without "
@@ -257,10 +269,14 @@ def _read_checkpoint(path: Path, weights_only: bool) -> Any:
             # Namespace among the hyper-parameters): weights_only refuses it rather than run code from the file
             blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
             why = f" (it pickles {blocked.group(1)})" if blocked else ""
+            advice = (f"It is a Lightning checkpoint (its 'state_dict' is the weights): for a file you trust, "
+                      f"extract them with python -c \"import torch; torch.save(torch.load('{path}', weights_only="
+                      f"False)['state_dict'], 'weights.pt')\" and pass --checkpoint weights.pt with --model"
+                      if _lightning_shaped(path) else  # the whole-model route would refuse its state_dict
+                      "Save the weights alone (torch.save(model.state_dict(), 'weights.pt')), or, for a file you "
+                      "trust holding the whole model, pass it as --checkpoint without --model")
             raise DataError(f"checkpoint {path} holds Python objects besides the weights{why}, which flowvar does not "
-                            f"unpickle next to --model (that would run code from the file). "
-                            f"Save the weights alone (torch.save(model.state_dict(), 'weights.pt')), or, for a file "
-                            f"you trust holding the whole model, pass it as --checkpoint without --model") from None
+                            f"unpickle next to --model (that would run code from the file). {advice}") from None
         first = printable(text.splitlines()[0])[:200] if text else ""
         raise DataError(f"checkpoint {path} cannot be read by torch.load ({type(error).__name__}"
                         f"{': ' + first if first else ''}); is it a file written by torch.save?") from None
@@ -613,26 +629,8 @@ def in_training_data(held: Tensor, train: Tensor) -> Tensor:
 
 
 __all__ = [
-    "AUDIT_DATA_NAMES",
-    "NPZ_CONDITION_KEY",
-    "OVERLAP_SPACING",
-    "STATE_KEYS",
-    "HeldOutOverlapWarning",
-    "LoadedModel",
-    "carried_conditions",
-    "check_conditions",
-    "class_folders",
-    "import_factory",
-    "in_memory",
-    "in_training_data",
-    "is_ema",
-    "load_conditions",
-    "load_labelled",
-    "load_labels",
-    "load_model",
-    "load_points",
-    "matching_prefixes",
-    "pick_state_dict",
-    "submodule_state",
-    "weights_text",
+    "AUDIT_DATA_NAMES", "NPZ_CONDITION_KEY", "OVERLAP_SPACING", "STATE_KEYS", "HeldOutOverlapWarning", "LoadedModel",
+    "carried_conditions", "check_conditions", "class_folders", "import_factory", "in_memory", "in_training_data",
+    "is_ema", "load_conditions", "load_labelled", "load_labels", "load_model", "load_points", "matching_prefixes",
+    "pick_state_dict", "submodule_state", "weights_text"
 ]
