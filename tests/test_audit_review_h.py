@@ -32,7 +32,7 @@ def test_untestable_reason_line_states_the_failed_precondition_and_remedy() -> N
     claim = generalisation_gap(torch.randn(50, 3), torch.randn(16, 3, generator=gen),
                                torch.randn(64, 3, generator=gen), gen).claim
     why = untestable_why(claim)
-    assert why.startswith(" (needs at least 20 training and 20 held-out items")
+    assert why.startswith(" (precondition not met: at least 20 training and 20 held-out items")
     assert "m = 16" in why and "to make it testable: pass at least 20 training items (now 16)" in why
     testable = generalisation_gap(torch.randn(50, 3), torch.randn(40, 3, generator=gen),
                                   torch.randn(40, 3, generator=gen), gen).claim

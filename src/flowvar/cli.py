@@ -646,8 +646,9 @@ def audit_cmd(
         "--checkpoint", help="Weights for --model (a state_dict, or a checkpoint holding one), or alone a whole model: "
                              "TorchScript, torch.export (.pt2) or a pickled module.")] = None,
     pairs: Annotated[str | None, typer.Option("--pairs", help="The training sources (.npy), row i paired with data "
-                                                              "item i: enables pair recovery and the gradient test.")
-                     ] = None,
+                                                              "item i (a folder's items sorted by relative path: "
+                                                              "subfolder first, then file name): enables pair "
+                                                              "recovery and the gradient test.")] = None,
     heldout: Annotated[str | None, typer.Option(
         "--heldout", help="Data of the same kind never trained on: enables the generalisation gap and gives the copy "
                           "test its held-out baseline (without it: each training item against the others).")] = None,
@@ -667,13 +668,15 @@ def audit_cmd(
              "positional (model(x, t, y)). The labels come from --data (digits; a folder of one subfolder per class; "
              "an .npz with a 'labels' array) or --labels; continuous conditions from --conditions or an .npz "
              "'conditions' array.")] = None,
-    labels: Annotated[str | None, typer.Option("--labels", help="The class labels of --data (.npy of N integers), "
-                                                                "when the data do not carry them.")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="The class labels of --data (.npy of N integers, "
+                                                                "in --data's row order: a folder's files by relative "
+                                                                "path), when the data do not carry them.")] = None,
     heldout_labels: Annotated[str | None, typer.Option(
         "--heldout-labels", help="The class labels of --heldout (.npy), when it does not carry them (only the "
                                  "gradient test's held-out pairs use them).")] = None,
     conditions: Annotated[str | None, typer.Option(
-        "--conditions", help="Continuous conditions of --data (.npy/.npz of N float rows of any shape: text "
+        "--conditions", help="Continuous conditions of --data (.npy/.npz of N float rows of any shape, in --data's "
+                             "row order — a folder's files by relative path, subfolder first: text "
                              "embeddings (N, 77, 768), pooled (N, 512), attribute vectors, low-resolution images), "
                              "passed as --label-arg says; class ids go to --labels.")] = None,
     heldout_conditions: Annotated[str | None, typer.Option(

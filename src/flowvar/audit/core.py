@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import html
 import json
 import time
@@ -48,11 +49,14 @@ from flowvar.audit.loading import (
     load_labels,
 )
 from flowvar.audit.sections import (
+    ROW_ORDER_RULE,
     Section,
     copying,
     endpoints,
     generalisation_gap,
     gradient_signal,
+    order_in_doubt,
+    pair_order_check,
     pair_recovery,
     real_copy_baseline,
 )
@@ -76,7 +80,7 @@ def untestable_why(claim: Claim) -> str:
     measured = ", ".join(f"{k} = {format_value(v)}" for k, v in (pre.get("measured") or {}).items()
                          if not isinstance(v, dict))
     remedy = f"; to make it testable: {pre['remedy']}" if pre.get("remedy") else ""
-    return f" (needs {pre['statement']}" + (f" [{measured}]" if measured else "") + f"{remedy})"
+    return f" (precondition not met: {pre['statement']}" + (f" [{measured}]" if measured else "") + f"{remedy})"
 
 
 @dataclass
@@ -104,8 +108,13 @@ class AuditReport:
         """A few lines for the terminal: the verdict, the model audited (with a checkpoint of several sets of
         weights, the one used: :func:`flowvar.audit.loading.weights_text`), the convention used, each test's
         reading."""
-        lines = [f"verdict: {self.verdict}", f"model: {self.result.config.get('model', '?')}",
-                 f"convention: {self.convention.chosen}"]
+        config = self.result.config
+        lines = [f"verdict: {self.verdict}", f"model: {config.get('model', '?')}"]
+        order = config.get("data_row_order")
+        if order and config.get("pairs") != "not given":  # the order --pairs had to follow, said where it matters
+            lines.append(f"data: {order['n_files']} files, rows {order['rule']}: {', '.join(order['first'])}, … "
+                         f"{order['last']} (sha256 {order['sha256'][:12]}…; --pairs row i is the source of file i)")
+        lines.append(f"convention: {self.convention.chosen}")
         lines += [f"  {r}" for r in self.reasons]
         return "\n".join(lines)
 
@@ -468,8 +477,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         model = model.eval()  # mode was fixed when it was exported
     dtype = model_dtype(model)
 
+    row_files: list[str] = []  # a folder's files in row order: what --pairs must follow
     train, carried, data_desc = load_labelled("--data", data, resolution=resolution, channels=channels,
-                                              value_range=value_range)
+                                              value_range=value_range, row_files=row_files)
     shape = tuple(train.shape[1:])
     x0_pairs, _, pairs_desc = _as_points("--pairs", pairs, resolution=None, channels=None)
     held, held_carried, held_desc = _as_points("--heldout", heldout, resolution=resolution or _side(shape),
@@ -518,10 +528,22 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     # how often real data count as copies of a training item: the copy test's baseline and pair recovery's reference
     # for endpoints that land on other training items (a nearest-neighbour search over the data, measured once)
     real = real_copy_baseline(train_exact, held_exact)
+    order_check = None
     if x0_pairs is not None:
-        sections.append(pair_recovery(field_, x0_pairs, train_exact, method=method, steps=steps,
+        pairs_section = pair_recovery(field_, x0_pairs, train_exact, method=method, steps=steps,
                                       coarse_steps=coarse_steps, labels=cond, generator=gen, heldout=held_exact,
-                                      real=real))
+                                      real=real)
+        # a class-folder --data has two natural row orders: pairs aligned with the other one read as generalising
+        order_check = pair_order_check(field_, x0_pairs, train_exact, row_files, pairs_section.claim.evidence[
+            "fine"]["accuracy_own"], method=method, steps=steps, labels=cond) if row_files else None
+        if order_check is not None and order_check["suspect"]:
+            warnings.warn(f"--pairs look ordered by file name across --data's subfolders: read so, "
+                          f"{order_check['own_partner_name_order']:.0%} of the sources end nearest their own partner, "
+                          f"against {order_check['own_partner_loader_order']:.0%} in --data's row order (relative "
+                          f"path: subfolder first, then file name); pair recovery and the gradient test are not "
+                          f"testable until --pairs are reordered to --data's row order", stacklevel=2)
+            pairs_section = order_in_doubt(pairs_section, order_check)
+        sections.append(pairs_section)
     noise = torch.randn((samples, *shape), generator=gen, dtype=dtype)
     # fresh samples of a conditional model: each under the label of a random training item (the training classes'
     # frequencies); drawn after the noise, so an unconditional audit's draws are unchanged. Continuous conditions
@@ -538,9 +560,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     generated = endpoints(field_, noise, method, steps, fresh_labels)
     sections.append(copying(generated, train_exact, held_exact, conditioned_on=under, real=real))
     sections.append(generalisation_gap(generated, train_exact, held_exact, gen, conditioned_on=under))
-    sections.append(gradient_signal(field_, train, x0_pairs, held, sigma=sigma, n_per_bin=grad_samples,
-                                    n_bins=t_bins, generator=gen, labels=cond,
-                                    heldout_labels=held_y if cond is not None else None))
+    grad = gradient_signal(field_, train, x0_pairs, held, sigma=sigma, n_per_bin=grad_samples, n_bins=t_bins,
+                           generator=gen, labels=cond, heldout_labels=held_y if cond is not None else None)
+    sections.append(order_in_doubt(grad, order_check) if order_check and order_check["suspect"] else grad)
 
     verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
     overall, mem, genr = rules.overall_verdict(verdicts)
@@ -566,6 +588,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     for s in sections:
         metrics.update(s.metrics)
     config = {"model": model_source or type(model).__name__, "data": data_desc, "pairs": pairs_desc,
+              "data_row_order": row_order_record(row_files) if row_files else None,
               "heldout": held_desc, "heldout_overlap_removed": overlap, "n_train": train.shape[0],
               "shape": list(shape), "sigma": sigma,
               "convention": check.chosen.to_dict(), "convention_requested": requested is not None,
@@ -587,6 +610,13 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     result.figures = [n for s in sections for n in s.figures]
     figures = {n: d for s in sections for n, d in s.figures.items()}
     return AuditReport(overall, reasons, {"memorising": mem, "generalising": genr}, check, sections, result, figures)
+
+
+def row_order_record(files: list[str]) -> dict[str, Any]:
+    """What result.json keeps of a folder's row order (kept small): the rule, the count, the first three relative
+    paths and the last, and the SHA-256 of all of them joined by newlines (to compare with the order of --pairs)."""
+    digest = hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest()
+    return {"rule": ROW_ORDER_RULE, "n_files": len(files), "first": files[:3], "last": files[-1], "sha256": digest}
 
 
 def time_now() -> float:

@@ -414,7 +414,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
                         + (f"; noise movement toward the data {top.movement:.3g}, needs < {MOVE_FIT}"
                            if not math.isnan(top.movement) else "") + "); is the checkpoint trained on this data?"
                         + (" If it is, is --pairs row-aligned with --data (row i the source of item i; a folder is "
-                           "read in sorted file-name order)?" if sources is not None else
+                           "read by relative path: subfolder first, then file name)?" if sources is not None else
                            " A model trained on fixed pairs may fit on its own: pass --pairs"))
     return ConventionCheck(best, None, best, scores)
 

@@ -434,8 +434,8 @@ AUDIT_DATA_NAMES: tuple[str, ...] = ("digits", "lfw")
 
 
 def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
-                  channels: int | None = None, value_range: tuple[float, float] | None = None
-                  ) -> tuple[Tensor, Tensor | None, str]:
+                  channels: int | None = None, value_range: tuple[float, float] | None = None,
+                  row_files: list[str] | None = None) -> tuple[Tensor, Tensor | None, str]:
     """An audit input as a float32 tensor (N, *shape), the class labels (N,) long it carries (None when it carries
     none), and a description.
 
@@ -446,7 +446,8 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     the k-th subfolder in sorted order, as torchvision's ``ImageFolder`` numbers them); or a bundled name
     (``digits``, labelled by digit; ``lfw``). ``value_range=(lo, hi)``: the pixel scale of an array file's images,
     mapped to [−1, 1] (16-bit or other integer images, which are refused without it); image files and bundled sets
-    have a known scale, so it is refused with them.
+    have a known scale, so it is refused with them. ``row_files``: for a folder, filled with each row's file path
+    relative to it, in row order (relative-path order: subfolder first, then file name; what --pairs must follow).
     """
     from flowvar.data import NAMED_DATA, load_array, load_folder, load_images, resolve_data
 
@@ -484,6 +485,8 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
             channels = channels or mode_channels
         loaded = load_folder(path, resolution=resolution, channels=channels, recursive=True)
         assert loaded.files is not None
+        if row_files is not None:
+            row_files.extend(loaded.files)
         index = {c.name: k for k, c in enumerate(classes)}
         labels = torch.tensor([index[Path(f).parts[0]] for f in loaded.files], dtype=torch.long)
         names = ", ".join(f"{k}={c.name}" for k, c in enumerate(classes[:12])) + (", ..." if len(classes) > 12 else "")
@@ -505,6 +508,8 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
             channels = channels or mode_channels
         native = {"digits": 8, "lfw": 25}.get(spec.dataset, 32)
         images = load_images(spec.dataset, resolution=resolution or native, data_dir=spec.data_dir, channels=channels)
+    if row_files is not None and images.files is not None:
+        row_files.extend(images.files)
     return images.images.to(torch.float32).contiguous(), images.labels, images.source
 
 

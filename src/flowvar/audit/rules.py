@@ -333,13 +333,29 @@ def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], li
     return "cannot tell", mem, gen
 
 
+#: The --pairs row-order check of a class-folder --data: when the other natural order of its files (all files by file
+#: name across the subfolders) recovers at least this much larger a share of own partners than the loader's order
+#: (subfolder first, then file name), the pairs' alignment is in doubt and the pairs tests are untestable.
+PAIR_ORDER_MARGIN = 0.2
+
+
+def pair_order_suspect(share_loader: float, share_other: float, n: int) -> bool:
+    """Whether ``--pairs`` look aligned with the other row order: its own-partner share b exceeds the loader order's
+    a by ≥ PAIR_ORDER_MARGIN and by 3 standard errors of the difference, √(a(1−a)/n + b(1−b)/n) over n pairs (a
+    model that does not memorise its pairs recovers about chance under both orders, so no noise reads as doubt)."""
+    if not (math.isfinite(share_loader) and math.isfinite(share_other)) or n < 1:
+        return False
+    se = math.sqrt((share_loader * (1 - share_loader) + share_other * (1 - share_other)) / n)
+    return share_other - share_loader >= max(PAIR_ORDER_MARGIN, 3.0 * se)
+
+
 __all__ = ["ALLOWANCE_Z", "BLIND_SPOT", "COPY_GENERALISE", "COPY_K", "COPY_MAX_BASELINE", "COPY_MEMORISE",
            "COPY_MIN_LOO", "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO", "FAMILIES", "GAP_GENERALISE",
            "GAP_HALF_SAMPLES", "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE",
            "NO_PAIRS_CAVEAT", "OVERALL", "PAIRS_UNDECIDED_CAVEAT", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE",
-           "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE",
+           "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "PAIR_ORDER_MARGIN",
            "SAMPLES_UNDECIDED_CAVEAT", "copy_share_estimate", "copy_share_standard_error", "copying_verdict",
            "excess_standard_error", "family_verdict", "gap_reads_majority_novel", "gap_verdict", "gradient_verdict",
            "overall_verdict", "pair_landing_checkable", "pair_landing_excess", "pair_landing_suspect",
-           "pair_recovery_verdict", "ratio_log_standard_error", "share_standard_error",
+           "pair_order_suspect", "pair_recovery_verdict", "ratio_log_standard_error", "share_standard_error",
            "verdict_notes"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -117,6 +117,15 @@ def class_groups(labels: Tensor) -> list[Tensor]:
     return [torch.nonzero(labels == c).reshape(-1) for c in torch.unique(labels).tolist()]
 
 
+def own_partner_correct(end: Tensor, targets: Tensor, groups: list[Tensor]) -> Tensor:
+    """(n,) bool: whether endpoint i's nearest target among its class's (``groups``: :func:`class_groups`, or one
+    group of all rows) is its own partner ``targets[i]`` (:func:`flowvar.metrics.pairing_accuracy`)."""
+    correct = torch.zeros(end.shape[0], dtype=torch.bool)
+    for rows in groups:
+        correct[rows] = pairing_accuracy(end[rows], targets[rows]).correct.cpu()
+    return correct
+
+
 # --------------------------------------------------------------------------------------------- 1. pair recovery
 
 
@@ -179,11 +188,10 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     grids: dict[str, dict[str, Any]] = {}
     for name, solver, k in (("fine", method, steps), ("coarse", coarse_method, coarse_steps)):
         end = endpoints(field_, x0, solver, k, labels)
-        own_correct = torch.zeros(n, dtype=torch.bool)
         ot_correct = torch.zeros(n, dtype=torch.bool)
+        own_correct = own_partner_correct(end, x1c, groups)
         for rows in groups:
             local_perm = torch.searchsorted(rows, perm[rows])  # rows is sorted: the partner's place in the class
-            own_correct[rows] = pairing_accuracy(end[rows], x1c[rows]).correct.cpu()
             ot_correct[rows] = pairing_accuracy(end[rows], x1c[rows], local_perm).correct.cpu()
         acc_off = float(own_correct[off].double().mean()) if n_off else math.nan
         dist = partner_distances(end, {"own": x1c, "ot": x1c[perm]})
@@ -295,6 +303,62 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     return Section("pairs", "Pair recovery", claim, {"pairs": evidence}, {"pair_recovery.png": png(fig)}, text)
 
 
+#: How the audit orders a folder's rows (:func:`flowvar.data.list_image_files`), which --pairs must follow.
+ROW_ORDER_RULE = "by relative path as a string: subfolder first, then file name"
+
+
+def name_order(files: list[str]) -> Tensor | None:
+    """The other natural order of a class-folder layout's rows (``files``: relative paths in row order): all files
+    by file name across the subfolders (ties by relative path) — position k holds the row of the k-th file so
+    sorted. None when no file lies in a subfolder or the two orders agree."""
+    if not any("/" in f.replace("\\", "/") for f in files):
+        return None
+    order = sorted(range(len(files)), key=lambda i: (files[i].replace("\\", "/").rsplit("/", 1)[-1], files[i]))
+    return None if order == list(range(len(files))) else torch.tensor(order)
+
+
+def pair_order_check(field_: nn.Module, x0: Tensor, x1: Tensor, files: list[str], share_loader: float, *,
+                     method: str, steps: int, labels: Tensor | None = None) -> dict[str, Any] | None:
+    """Whether ``--pairs`` (N, *shape) follow another row order than the loader's: read as ordered by
+    :func:`name_order` (row k the source of the k-th file by name), the sources are realigned to the loader's rows,
+    integrated (fine grid) and the share b of endpoints whose nearest target in their class is their own partner
+    compared with the loader order's share a (``share_loader``, pair recovery's fine ``accuracy_own``) by
+    :func:`flowvar.audit.rules.pair_order_suspect`. None when there is no other order."""
+    order = name_order(files)
+    if order is None:
+        return None
+    realigned = torch.empty_like(x0)
+    realigned[order] = x0  # row k of --pairs is then the source of the file at loader row order[k]
+    groups = class_groups(labels.cpu()) if labels is not None and not labels.is_floating_point() \
+        else [torch.arange(x0.shape[0])]
+    end = endpoints(field_, realigned, method, steps, labels)
+    share_other = float(own_partner_correct(end, x1.detach().cpu(), groups).double().mean())
+    n = x0.shape[0]
+    return {"other_order": "file name across subfolders", "own_partner_loader_order": share_loader,
+            "own_partner_name_order": share_other, "n_pairs": n,
+            "suspect": rules.pair_order_suspect(share_loader, share_other, n)}
+
+
+def order_in_doubt(section: Section, check: dict[str, Any]) -> Section:
+    """``section`` (a test on the pairs) made untestable because :func:`pair_order_check` found ``--pairs``
+    aligned with another row order: its precondition gains "--pairs follow --data's row order", its rule's outcome
+    kept as ``verdict_if_testable``."""
+    claim = section.claim
+    pre = dict(claim.precondition or {"statement": "", "measured": {}, "remedy": ""})
+    a, b = check["own_partner_loader_order"], check["own_partner_name_order"]
+    order_text = f"--pairs rows follow --data's row order ({ROW_ORDER_RULE})"
+    pre.update(statement=(f"{pre['statement']}; and " if pre["statement"] else "") + order_text, holds=False,
+               measured={**pre.get("measured", {}), "own_partner_loader_order": a, "own_partner_name_order": b},
+               remedy=(f"{pre['remedy']}; " if pre.get("remedy") and claim.verdict == "untestable" else "")
+               + "reorder --pairs to --data's row order (result.json's data_row_order)")
+    kept = claim.verdict_if_testable if claim.verdict == "untestable" else claim.verdict
+    new_claim = replace(claim, verdict="untestable", precondition=pre, verdict_if_testable=kept,
+                        evidence={**claim.evidence, "pair_order_check": check})
+    text = (f"Not judged: --pairs look ordered by file name across the subfolders ({b:.0%} own partners) rather "
+            f"than --data's order ({a:.0%}). " + section.text)
+    return replace(section, claim=new_claim, text=text)
+
+
 def _landing_text(landed: float, real: RealCopyBaseline, checked: bool, suspect: bool) -> str:
     """Pair recovery's sentence on the endpoints that land on other training items (share ``landed``), against the
     real-data copy share: the row-alignment question only when they do so well beyond real data; "" when few land."""
@@ -302,7 +366,7 @@ def _landing_text(landed: float, real: RealCopyBaseline, checked: bool, suspect:
     if suspect:
         return (f" {landed:.0%} of the endpoints land on a training item that is neither their own nor their OT "
                 f"partner, while {where}: is --pairs row-aligned with --data (row i the source of item i; a folder is "
-                f"read in sorted file-name order)?")
+                f"read {ROW_ORDER_RULE})?")
     if landed < rules.PAIR_MAX_LANDED_OTHER:
         return ""
     if not checked:
