@@ -326,7 +326,7 @@ def test_load_images_npy_keeps_the_arrays_own_size_unless_a_resolution_is_given(
     np.save(tmp_path / "i.npy", images)
     own = load_images("npy", data_dir=tmp_path / "i.npy")
     assert torch.equal(own.images, load_array(tmp_path / "i.npy").images) and own.images.shape == (6, 1, 8, 8)
-    with pytest.warns(UserWarning, match=r"pass resolution=8 \(their own size\) or less"):
+    with pytest.warns(UserWarning, match=r"pass --resolution 8 / resolution=8 \(their own size\) or less"):
         assert load_images("npy", data_dir=tmp_path / "i.npy", resolution=16).images.shape == (6, 1, 16, 16)
     # the other sources keep their default side of 32
     assert load_images("digits", n=3).resolution == 32 == load_images("digits", n=3, resolution=None).resolution
@@ -816,3 +816,15 @@ def test_load_array_refuses_zero_size_items_in_one_line(tmp_path: Path, shape: t
             load_array(tmp_path / name)
     with pytest.raises(ShapeError, match="whose items are empty"):  # counted without loading, as the experiments do
         count_items("npy", str(tmp_path / "empty.npy"))
+
+
+def test_loader_messages_name_the_cli_option_and_the_keyword(tmp_path: Path) -> None:
+    """The loaders serve the CLI (--channels, --resolution) and Python (channels=, resolution=): their messages name
+    both, not only the keyword a CLI user cannot pass."""
+    with pytest.raises(ConfigError, match=r"--channels on the command line, channels= from Python\), got 2"):
+        load_images("digits", n=3, channels=2)
+    np.save(tmp_path / "v.npy", np.zeros((4, 3), dtype=np.float32))
+    with pytest.raises(ConfigError) as info:
+        load_array(tmp_path / "v.npy", resolution=8)
+    assert "drop --resolution / --channels (resolution= / channels= from Python)" in str(info.value)
+    assert "load_array(path)" not in str(info.value)

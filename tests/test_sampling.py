@@ -256,3 +256,29 @@ def test_a_user_set_step_limit_is_named_not_blamed_on_the_field(x0: Tensor) -> N
         integrate(linear_field, x0, method="dopri5", options={"max_num_steps": 3})
     assert "singular" not in str(caught.value)
     assert integrate(linear_field, x0, method="dopri5", options={"max_num_steps": 10_000}).x1.shape == x0.shape
+
+
+class _BlowsUpAt(torch.nn.Module):
+    """A field that returns NaN at one time only (a network that overflows there), finite elsewhere."""
+
+    def __init__(self, t_bad: float) -> None:
+        super().__init__()
+        self.t_bad = t_bad
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1, 1)
+        return torch.where((t - self.t_bad).abs() < 1e-9, torch.full_like(x, float("nan")), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_a_failure_away_from_half_gets_no_odd_step_count_hint(method: str) -> None:
+    """The "odd step count skips t = 0.5" advice is for t = ½; at t = 0.98 it would point the wrong way."""
+    x = torch.randn(3, 2, dtype=torch.float64)
+    with pytest.raises(SolverError) as info:
+        integrate(_BlowsUpAt(0.98), x, method=method, steps=100)
+    text = str(info.value)
+    assert "t = 0.98" in text and "skips t = 0.5" not in text and "meets t = 0.5" not in text, text
+    if method == "euler":
+        alt = int(text.split("e.g. steps=")[1].split(" ")[0])
+        assert alt != 100 and f"(--steps {alt})" in text and "its nodes miss t = 0.98" in text
+        assert integrate(_BlowsUpAt(0.98), x, method=method, steps=alt).x1.isfinite().all()  # the hint works

@@ -209,7 +209,8 @@ def _check_channels(channels: object, default: int) -> int:
     if channels is None:
         return default
     if isinstance(channels, bool) or channels not in (1, 3):
-        raise ConfigError(f"channels must be 1 (grey), 3 (RGB) or None (the source's own), got {channels!r}")
+        raise ConfigError(f"channels must be 1 (grey), 3 (RGB) or left out for the source's own (--channels on the "
+                          f"command line, channels= from Python), got {channels!r}")
     return int(channels)  # type: ignore[call-overload]
 
 
@@ -524,8 +525,8 @@ def _warn_upsampled(sides: list[tuple[Path, int]], resolution: int, what: str) -
     if small:
         side, name = small[0]
         warnings.warn(f"{len(small)} of the {len(sides)} images in {what} are smaller than {resolution}x{resolution} "
-                      f"and were upsampled (smallest: {name}, a {side}x{side} square); pass resolution={side} or "
-                      f"less to keep every image's own pixels", stacklevel=4)
+                      f"and were upsampled (smallest: {name}, a {side}x{side} square); pass --resolution {side} / "
+                      f"resolution={side} or less to keep every image's own pixels", stacklevel=4)
 
 
 def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32, seed: int = 0,
@@ -716,7 +717,8 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     if data.ndim == 2:
         if resolution is not None or channels is not None:
             raise ConfigError(f"{file} holds vectors of shape (N, d) = {tuple(raw.shape)}; resolution and channels "
-                              f"apply to images only — call load_array(path) without them")
+                              f"apply to images only — drop --resolution / --channels (resolution= / channels= from "
+                              f"Python)")
         return ImageSet(data.contiguous(), "npy", f"array {file} (vectors {tuple(raw.shape)}{scaled})", idx,
                         labels=labels)
     if data.ndim == 3:
@@ -736,8 +738,8 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         side = min(data.shape[-2:])
         if side < resolution:  # as for image files: enlarged images carry bilinear blur, not detail
             warnings.warn(f"{file} holds {data.shape[-2]}x{data.shape[-1]} images, smaller than {resolution}x"
-                          f"{resolution}: they were upsampled; pass resolution={side} (their own size) or less to keep "
-                          f"their own pixels", stacklevel=2)
+                          f"{resolution}: they were upsampled; pass --resolution {side} / resolution={side} (their "
+                          f"own size) or less to keep their own pixels", stacklevel=2)
         data = resize_tensor(data, resolution)
         desc += f", resized to {resolution}x{resolution}"
     return ImageSet(data.contiguous(), "npy", desc, idx, labels=labels)

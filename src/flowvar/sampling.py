@@ -159,20 +159,26 @@ def _singular_message(method: str, t_bad: float, where: str, uniform: bool, step
             f"integrating with method={method!r}; either the field is singular there (for example the lines of a "
             f"180° coupling all cross at t = 0.5) or it overflows — a trained network whose training diverged "
             f"(lower its learning rate) or one fed data far from its training scale, which no time grid fixes. ")
+    # the odd-step-count advice is about t = ½ (where crossing lines meet); elsewhere it would mislead
+    at_half = abs(t_bad - 0.5) <= 1e-9
     if method in ("euler", "heun"):
         fix = "Use a time grid whose nodes avoid that time"
         alt = _node_free_steps(t_bad, steps, t0, t1) if uniform else None
         if alt is not None:
-            fix += f", e.g. steps={alt} instead of steps={steps} (an odd step count on [0, 1] skips t = 0.5)"
+            why = "an odd step count on [0, 1] skips t = 0.5" if at_half else f"its nodes miss t = {t_bad:.6g}"
+            fix += f", e.g. steps={alt} (--steps {alt}) instead of {steps} ({why})"
         else:
             fix += " (pass an explicit `grid` that does not contain it)"
         return head + fix + "."
     if method in ("midpoint", "rk4"):
-        return head + (f"{method} also evaluates at the half-steps t_k + h/2, so every uniform grid on [0, 1] "
-                       f"meets t = 0.5; use method='euler' or 'heun' with an odd step count (e.g. steps=101), "
-                       f"or pass an explicit `grid` whose nodes and midpoints avoid t = {t_bad:.6g}.")
-    return head + (f"Use a fixed-grid method with a grid that avoids t = {t_bad:.6g} (e.g. method='euler', "
-                   f"steps=101), or check the model for overflow.")
+        if at_half:
+            return head + (f"{method} also evaluates at the half-steps t_k + h/2, so every uniform grid on [0, 1] "
+                           f"meets t = 0.5; use method='euler' or 'heun' with an odd step count (e.g. steps=101), "
+                           f"or pass an explicit `grid` whose nodes and midpoints avoid t = 0.5.")
+        return head + (f"{method} evaluates at the nodes and half-steps t_k + h/2: use a step count whose nodes and "
+                       f"half-steps miss t = {t_bad:.6g}, or an explicit `grid` that does.")
+    return head + (f"Use a fixed-grid method with a grid that avoids t = {t_bad:.6g} (e.g. method='euler'"
+                   + (", steps=101" if at_half else "") + "), or check the model for overflow.")
 
 
 class _CountingField:
