@@ -24,6 +24,10 @@ The scores come from :func:`flowvar.metrics.evaluate_outputs` (per σ, means ove
 
 The experiment ``flowvar run sigma_tradeoff`` (:mod:`flowvar.experiments.sigma_tradeoff`) measures them and applies
 the rule; ``flowvar advise-sigma --data PATH`` (:func:`flowvar.advise.advise_sigma`) runs it on a user's data.
+
+Why this module is long: the seed-level rule and the former point rule (kept for per-σ tables without seeds) share
+their margins, tolerance and wording helpers, and every outcome's headline and reason are composed here so that the
+CLI, result.json and the report read one text; splitting them would scatter one rule over several modules.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from scipy import stats as sps
 
 from flowvar.errors import ConfigError
 from flowvar.metrics import GEN_KEY, MEM_KEY, memorisation_score
+from flowvar.results import Precondition
 from flowvar.stats import noninferior_over_seeds, paired_over_seeds
 
 DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
@@ -354,6 +359,9 @@ class SeedAdvice:
       ``trade_off`` the smallest σ that cuts memorisation with its generalisation cost), "untestable" (σ = 0 did not
       memorise its pairs in every seed — Prop 2's premise fails in this setting, so no σ is judged an answer; the
       reason names the fix, :func:`untestable_fix`), "no_data" (no σ finite);
+    * ``unattributed_cut``: the smallest σ whose memorisation drop is confirmed over seeds in the trained networks
+      although its exact CFM(σ) minimiser keeps the pairs (the noise cannot act there: its drop is not a cut by the
+      noise, and the claim that it reduces memorisation is untestable), with the numbers; None when there is none;
     * ``tolerance`` τ = max(gen_margin · max(mean G(0), 0), gen_floor), ``gen_reference`` = mean G(0);
     * ``judgements``: one :class:`SigmaJudgement` per σ (ascending); ``reason``: the answer in words;
       ``headline``: the answer in one line, saying what happened (a terminal's first line).
@@ -370,6 +378,7 @@ class SeedAdvice:
     judgements: list[SigmaJudgement]
     reason: str
     headline: str = ""
+    unattributed_cut: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -377,8 +386,14 @@ class SeedAdvice:
         return out
 
 
-def seed_rule_text(gen_margin: float, mem_margin: float, gen_floor: float, alpha: float, reduce_margin: float) -> str:
-    """The rule of :func:`advise_over_seeds` in one paragraph, with the margins filled in."""
+def seed_rule_text(gen_margin: float, mem_margin: float, gen_floor: float, alpha: float, reduce_margin: float, *,
+                   noise_check: bool = False) -> str:
+    """The rule of :func:`advise_over_seeds` in one paragraph, with the margins filled in; ``noise_check``: the
+    caller passes ``noise_can_act`` (the exact-minimiser check), which the paragraph then states."""
+    check = (" A confirmed drop counts as a cut only where the exact CFM(σ) minimiser on the same pairs itself loses "
+             f"≥ reduce_margin = {reduce_margin:g} of M (the noise can act there); elsewhere the networks' drop "
+             "measures under-fitting, is named as such, and is neither the fallback nor the trade-off."
+             if noise_check else "")
     return (f"Each σ is judged against σ = 0 over the training seeds (the replicates), at one-sided α = {alpha:g}. "
             f"Generalisation: paired non-inferiority of d_s = G_s(σ) − G_s(0) with the advisor's margin τ = "
             f"max({gen_margin:g} · max(mean G(0), 0), {gen_floor:.3g}) (relative margin, absolute noise-floor margin): "
@@ -395,7 +410,7 @@ def seed_rule_text(gen_margin: float, mem_margin: float, gen_floor: float, alpha
             f"is named with its generalisation change G(σ) − G(0). σ with non-finite scores in every seed are left "
             f"out. Untestable (no answer) when σ = 0 did not memorise in every seed (pairing accuracy below "
             f"memorise_accuracy): Prop 2's premise fails there, σ = 0 passes against itself by construction, and a low "
-            f"memorisation then measures under-fitting, not the noise.")
+            f"memorisation then measures under-fitting, not the noise.{check}")
 
 
 def sigma0_memorised(accuracy: Sequence[float], memorise_accuracy: float) -> bool:
@@ -437,7 +452,8 @@ def untestable_fix(zero_rows: Sequence[Mapping[str, Any]], n_train: int) -> str:
 
 def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_train: int, gen_margin: float,
                       mem_margin: float, *, gen_floor: float = 0.0, alpha: float = 0.05, reduce_margin: float = 0.1,
-                      memorise_accuracy: float | None = None, gen_key: str = GEN_KEY) -> SeedAdvice:
+                      memorise_accuracy: float | None = None, gen_key: str = GEN_KEY,
+                      noise_can_act: Mapping[float, Precondition] | None = None) -> SeedAdvice:
     """The advisor's seed-level rule (:func:`seed_rule_text`).
 
     ``per_seed``: σ → one row per training seed (same seeds in the same order for every σ; must hold σ = 0), each
@@ -445,6 +461,10 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     values mark diverged seeds. ``memorise_accuracy``: the gate (None: none) — unless σ = 0 memorised
     (:func:`sigma0_memorised`) the outcome is "untestable", whatever the σ judgements say: σ = 0 is the reference, so
     it passes the generalisation test against itself, and its low memorisation is then under-fitting, not an answer.
+    ``noise_can_act``: σ → the ``reduces_memorisation`` claim's mechanism precondition for that σ (the exact CFM(σ)
+    minimiser loses ≥ ``reduce_margin`` of M, :func:`flowvar.experiments.sigma_tradeoff.noise_can_act_precondition`;
+    σ absent: not checked). A σ whose drop is confirmed over seeds but whose check fails is no cut (neither fallback
+    nor trade-off: the claim is untestable there); :attr:`SeedAdvice.unattributed_cut` and the answer say so.
     Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table or margin."""
     _check_margins(gen_margin, mem_margin, gen_floor)
     if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 2:
@@ -469,9 +489,9 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
 
     def advice(outcome: Outcome, reason: str, headline: str, sigma: float | None = None,
                fallback: float | None = None, candidates: Sequence[float] = (), need: int | None = None,
-               trade: dict[str, Any] | None = None) -> SeedAdvice:
+               trade: dict[str, Any] | None = None, unattributed: dict[str, Any] | None = None) -> SeedAdvice:
         return SeedAdvice(outcome, sigma, fallback, list(candidates), need, trade, tol, reference, judged, reason,
-                          headline)
+                          headline, unattributed)
 
     if not g0 or not judged:
         return advice("no_data", "no σ has finite scores (σ = 0, the reference, included); nothing to recommend",
@@ -519,7 +539,7 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     # every σ fails a margin with confidence: a flagged fallback only if it cuts memorisation (confirmed over seeds)
     m0 = _seed_values(zero, "memorisation") if all("memorisation" in r for r in zero) else \
         [(a - 1 / n_train) / (1 - 1 / n_train) for a in _seed_values(zero, "pairing_accuracy")]
-    cutting = []
+    cutting, unattributed = [], []
     for j in judged:
         if j.sigma == 0:
             continue
@@ -530,7 +550,10 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
             continue
         drop = paired_over_seeds([x for x, _ in keep], [y for _, y in keep], min_effect=reduce_margin, scale=1.0,
                                  scale_name="the memorisation scale", alpha=alpha, labels=("M(0)", f"M({j.sigma:g})"))
-        if drop.verdict == "confirmed":
+        check = (noise_can_act or {}).get(j.sigma)
+        if drop.verdict == "confirmed" and check is not None and not check.holds:
+            unattributed.append((j, drop, check))  # the networks' drop, not the noise's: the claim is untestable
+        elif drop.verdict == "confirmed":
             cutting.append((j, drop))
     fallback = [j for j, _ in cutting if j.gen_side == "within"]
     pick = min(fallback, key=lambda j: (j.mem_mean, j.sigma)) if fallback else None
@@ -544,9 +567,20 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
                       f"is σ = {j.sigma:g}: M = {j.mem_mean:.3g}, "
                       f"{gen_change_text(j.gen_difference, j.gen_lower, j.gen_upper, tol, j.gen_side)} — a trade-off "
                       f"to weigh, not a recommendation: {why_it_fails(j, mem_margin)}")
+    elif unattributed:  # the drops seen are the networks', not the noise's: said below
+        trade_text = "no σ of the grid is shown to cut memorisation through the noise"
     else:
         trade_text = (f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence (extend sigmas, or "
                       f"add seeds)")
+    # a smaller σ whose drop the noise cannot explain: said, with what the run cannot tell and what to change
+    loose = unattributed[0] if unattributed and (not cutting or unattributed[0][0].sigma < cutting[0][0].sigma) \
+        else None
+    loose_record = None
+    if loose is not None:
+        acc0 = [a for a in _seed_values(zero, "pairing_accuracy") if math.isfinite(a)]
+        loose_record, loose_text, loose_short = unattributed_cut_text(*loose, zero_mem=_mean(m0), acc0=acc0,
+                                                                      reduce_margin=reduce_margin)
+        trade_text += f"; {loose_text}"
     if pick is not None:
         head = (f"FALLBACK, not a recommendation: σ = {pick.sigma:g} cuts memorisation (M = {pick.mem_mean:.3g}, "
                 f"above {mem_margin:g}) while its generalisation is within the advisor's margin τ of σ = 0")
@@ -557,7 +591,8 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
             f"the smallest σ that cuts memorisation, σ = {cutting[0][0].sigma:g}, is not shown to keep "
             f"generalisation within τ (a trade-off, see the reason)" if cutting else
             f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence (extend sigmas to larger "
-            f"values, or add seeds)"))
+            f"values, or add seeds)" if loose is None else
+            f"no σ is shown to cut memorisation through the noise: {loose_short}"))
     improved = [j for j in judged if j.sigma > 0 and gen_change_kind(j.gen_difference, j.gen_lower, j.gen_upper)
                 == "improvement"]
     if improved and pick is None:  # a confirmed gain is news even without a memorisation cut
@@ -565,7 +600,42 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
         headline += (f"; σ = {j.sigma:g} improves generalisation with confidence (G − G(0) = {j.gen_difference:+.3g}, "
                      f"bounds [{j.gen_lower:+.3g}, {j.gen_upper:+.3g}]) but {why_it_fails(j, mem_margin)}")
     return advice("none", f"no σ satisfies both margins (every σ fails one with confidence). {head}; {trade_text} "
-                          f"[{lines}]", headline, fallback=pick.sigma if pick else None, trade=trade)
+                          f"[{lines}]", headline, fallback=pick.sigma if pick else None, trade=trade,
+                  unattributed=loose_record)
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def unattributed_cut_text(judgement: SigmaJudgement, drop: Any, check: Precondition, *, zero_mem: float,
+                          acc0: Sequence[float], reduce_margin: float) -> tuple[dict[str, Any], str, str]:
+    """A σ whose memorisation drop M(0) − M(σ) is confirmed over seeds in the trained networks (``drop``, a
+    :class:`flowvar.stats.SeedComparison`) while its exact CFM(σ) minimiser loses less than ``reduce_margin`` of M
+    (``check``: the failed mechanism precondition, whose ``measured`` holds ``seed_mean`` and, when known,
+    ``median_line_spacing`` and ``sigma_sqrt_d``): the noise cannot break memorisation there, so the networks' drop
+    measures under-fitting and the claim "σ reduces memorisation" is untestable. Returns (the record for
+    :attr:`SeedAdvice.unattributed_cut`, the sentence for the reason, the clause for the headline)."""
+    sigma, measured = judgement.sigma, check.measured
+    exact = float(measured.get("seed_mean", math.nan))
+    spacing, reach = measured.get("median_line_spacing"), measured.get("sigma_sqrt_d")
+    record = {"sigma": sigma, "memorisation_sigma0": zero_mem, "memorisation": judgement.mem_mean,
+              "memorisation_drop": drop.mean, "memorisation_drop_lower": drop.lower, "exact_minimiser_drop": exact,
+              "reduce_margin": reduce_margin, "median_line_spacing": spacing, "sigma_sqrt_d": reach}
+    numbers = (f"the trained networks' M falls {zero_mem:.3g} → {judgement.mem_mean:.3g} at σ = {sigma:g}, but its "
+               f"exact CFM(σ) minimiser loses only {exact:.3g} < {reduce_margin:g} of M")
+    todo = "to test it, a larger σ or more steps (σ = 0 pairing all its sources)"
+    short = f"{numbers}, so whether noise cuts memorisation there is untestable in this run; {todo}"
+    scale = (f" (σ√d = {float(reach):.3g} against the median line spacing {float(spacing):.3g})"
+             if finite_number(spacing) and finite_number(reach) else "")
+    low, high = (min(acc0), max(acc0)) if acc0 else (math.nan, math.nan)
+    text = (f"this run cannot say that σ = {sigma:g} cuts memorisation through the noise: {numbers}{scale} — the noise "
+            f"cannot break memorisation at this σ, so the drop (M(0) − M(σ) = {drop.mean:.3g}, lower bound "
+            f"{drop.lower:.3g}, confirmed over seeds) measures under-fitting of σ = {sigma:g}'s network (σ = 0 itself "
+            f"reached pairing accuracy {low:.3g}–{high:.3g}), and the claim that it reduces memorisation is "
+            f"untestable here; {todo}, or closer training lines (more pairs N)")
+    return record, text, short
 
 
 def recommended_headline(sigma: float) -> str:
