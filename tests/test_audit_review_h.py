@@ -106,3 +106,38 @@ def test_a_lightning_checkpoint_gets_the_extract_the_state_dict_advice(tmp_path,
     with pytest.raises(DataError) as err:
         load_model("lt_nets:net", tmp_path / "other.pt")
     assert "Lightning" not in str(err.value) and "without --model" in str(err.value)
+
+
+class _ScaledTime(nn.Module):
+    """The exact straight-line field toward a point mu for a network that reads its time as s = 37 · t: it fits
+    only under time scale 37, which neither default candidate (1, 1000) is."""
+
+    def __init__(self, mu: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mu", mu)
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        t = (torch.as_tensor(s, dtype=x.dtype) / 37.0).reshape(-1, *([1] * (x.dim() - 1)))
+        return self.w * (self.mu - x) / (1 - t).clamp(min=1e-2)
+
+
+def test_time_scale_alone_adds_its_scale_to_the_detection() -> None:
+    import pytest
+
+    from flowvar.audit import audit
+    from flowvar.errors import ConfigError
+
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.full((3,), 4.0)
+    data = mu + 0.05 * torch.randn(60, 3, generator=gen)
+    settings = {"samples": 30, "steps": 20, "coarse_steps": 5, "grad_samples": 8, "t_bins": 2, "device": "cpu"}
+    report = audit(_ScaledTime(mu), data, time_scale=37.0, **settings)
+    assert report.convention.chosen.time_scale == 37.0 and report.convention.chosen.call == "xt"
+    assert any(c.convention.time_scale == 37.0 for c in report.convention.candidates)
+    # without it the detection knows only 1 and 1000, and settles for the poorer fit at 1
+    assert audit(_ScaledTime(mu), data, **settings).convention.chosen.time_scale == 1.0
+    with pytest.raises(ConfigError, match=r"--time \(time=\) refines a --convention"):
+        audit(_ScaledTime(mu), data, time="data_at_1", **settings)
+    with pytest.raises(ConfigError, match="time scale must be a finite number > 0"):
+        audit(_ScaledTime(mu), data, time_scale=-1.0, **settings)

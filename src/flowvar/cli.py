@@ -657,9 +657,13 @@ def audit_cmd(
         "--convention", help="How to call the network: xt | tx | cat | diffusers | flow_matching (default: detect).")
                           ] = None,
     time: Annotated[str | None, typer.Option("--time", help="data_at_1 (noise at t=0) or data_at_0 (diffusers); "
-                                                            "default: the convention's usual one.")] = None,
+                                                            "refines --convention (needs it); default: the "
+                                                            "convention's usual one.")] = None,
     time_scale: Annotated[float | None, typer.Option("--time-scale", help="The network sees scale·t (1000 for "
-                                                                          "diffusers' timesteps).")] = None,
+                                                                          "diffusers' timesteps); with --convention "
+                                                                          "its scale, alone one more candidate scale "
+                                                                          "for the detection (besides 1 and 1000).")
+                          ] = None,
     label_arg: Annotated[str | None, typer.Option(
         "--label-arg", "--cond-arg",
         help="A conditional model: how it takes each item's class label or condition — a keyword (y for torchcfm's "

@@ -244,13 +244,15 @@ def _labels_that_run(model: nn.Module, train: Tensor, labels: Tensor | None) -> 
 
 def _check_conventions_with_labels(model: nn.Module, train: Tensor, requested: Convention | None,
                                    gen: torch.Generator, labels: Tensor | None, label_arg: LabelArg | None,
-                                   labels_from: str, sources: Tensor | None = None) -> ConventionCheck:
+                                   labels_from: str, sources: Tensor | None = None,
+                                   time_scales: tuple[float, ...] = (1.0, 1000.0)) -> ConventionCheck:
     """:func:`check_conventions`, and when the model cannot be called at all, whether class labels (or continuous
     conditions: ``labels`` float) are what it lacks (or what it refuses): the error then names the flag that fixes
     it."""
     what = "conditions" if labels is not None and labels.is_floating_point() else "class labels"
     try:
-        return check_conventions(model, train, requested, gen, labels=labels, label_arg=label_arg, sources=sources)
+        return check_conventions(model, train, requested, gen, time_scales, labels=labels, label_arg=label_arg,
+                                 sources=sources)
     except FlowvarError as error:
         text = str(error)
         if "cannot be called" not in text:
@@ -265,7 +267,7 @@ def _check_conventions_with_labels(model: nn.Module, train: Tensor, requested: C
             raise DataError(f"the model cannot be called without {what}; it runs with the {what} "
                             f"{labels_from}: pass --label-arg {spec}") from None
         try:
-            check_conventions(model, train, requested, gen)
+            check_conventions(model, train, requested, gen, time_scales)
         except FlowvarError:
             raise error from None
         raise DataError(f"{text.rstrip('.')}; the model runs without {what}: drop --label-arg {label_arg} (is it "
@@ -460,9 +462,12 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     requested = Convention.of(convention, time, time_scale) if convention is not None else None
-    if requested is None and (time is not None or time_scale is not None):
-        raise ConfigError("--time and --time-scale refine a --convention; pass --convention too (or neither to detect "
-                          "the convention)")
+    if requested is None and time is not None:
+        raise ConfigError("--time (time=) refines a --convention (convention=); pass it too, or neither to detect the "
+                          "convention (--time-scale alone adds its scale to the detection's candidates)")
+    # --time-scale alone: one more candidate scale for the detection, checked as a convention's scale is
+    scales = (1.0, 1000.0) if requested is not None or time_scale is None else \
+        (1.0, 1000.0, float(Convention("xt", "data_at_1", time_scale).time_scale))
     try:
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     except (RuntimeError, TypeError) as error:
@@ -521,7 +526,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
 
     gen = torch.Generator().manual_seed(int(seed))
     cond = y if la is not None else None  # the labels the model is called with (None: unconditional)
-    check = _check_conventions_with_labels(model, train, requested, gen, y, la, labels_from, x0_pairs)
+    check = _check_conventions_with_labels(model, train, requested, gen, y, la, labels_from, x0_pairs, scales)
     field_ = AdaptedField(model, check.chosen, la)
 
     sections: list[Section] = []
