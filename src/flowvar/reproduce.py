@@ -22,6 +22,7 @@ Progress goes to stderr: a tqdm bar with the running experiments and an ETA on a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -29,7 +30,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -200,13 +201,25 @@ def plan(options: Options, cache: Cache, threads: int = 1) -> tuple[list[Task], 
         seed = options.seed
         if seed is not None and "seed" not in spec.field_names():
             seed = None
-        config = build_config(spec, quick=options.quick, seed=seed, overrides=options.overrides.get(name),
-                              config_file=options.config_file)
+        try:
+            config = build_config(spec, quick=options.quick, seed=seed, overrides=options.overrides.get(name),
+                                  config_file=options.config_file)
+        except ConfigError as error:  # "--set repeats=abc: …" as typed: "--set fig5.repeats=abc: …"
+            raise ConfigError(_scoped_error(str(error), name, options.overrides.get(name, {}))) from None
         check_config_threads(config)  # a thread count torch cannot start: one line before anything runs
         expected = cache.last_runtime(name, options.quick) or expected_runtime(spec, options.quick)
         tasks.append(Task(name, cache_key(name, config, options.quick, threads), float(expected or DEFAULT_EXPECTED_S),
                           config_dict(config), seed))
     return tasks, broken
+
+
+def _scoped_error(message: str, name: str, overrides: Mapping[str, str]) -> str:
+    """A config error about one experiment's ``--set key=value`` (:func:`flowvar.experiments.config.coerce` starts
+    it with ``--set key=``) as the user typed it for reproduce, ``--set name.key=``; other messages unchanged."""
+    for key in overrides:
+        if message.startswith(f"--set {key}="):
+            return f"--set {name}.{message[len('--set '):]}"
+    return message
 
 
 def _clean_stale_staging(out: Path, names: Sequence[str]) -> None:
@@ -244,6 +257,19 @@ def command_line(options: Options) -> str:
     if options.force:
         argv.append("--force")
     return shlex.join(argv)
+
+
+def interrupted_message(options: Options) -> str:
+    """What an interrupted reproduction says (its log, and ``flowvar reproduce`` on the terminal): the exact command
+    that continues it, :func:`command_line` without ``--force`` — with it, the rerun would compute the finished
+    experiments again; without it, those this run did not reach come from the cache where an earlier run stored
+    them, which the message says."""
+    again = command_line(dataclasses.replace(options, force=False))
+    text = f"interrupted; finished experiments are cached: rerun {again} to continue"
+    if options.force:
+        text += (" (without --force, which would compute the finished experiments again; the experiments this run "
+                 "did not reach are then taken from the cache where an earlier run stored them)")
+    return text
 
 
 def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
@@ -310,7 +336,7 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
                 _run(misses, options, cache, out, outcomes, progress, backend)
         except KeyboardInterrupt:
             interrupted = True
-            log.warning("interrupted; finished experiments are cached, rerun the same command to continue")
+            log.warning("%s", interrupted_message(options))
             raise
         finally:
             in_flight = set(progress.running)  # started and not finished: continued from their checkpoints
@@ -498,4 +524,4 @@ def _run(misses: list[Task], options: Options, cache: Cache, out: Path, outcomes
 
 
 __all__ = ["Options", "Outcome", "Progress", "Summary", "Task", "cpu_cores", "default_threads", "git_commit",
-           "parse_only", "parse_scoped_overrides", "plan", "reproduce"]
+           "interrupted_message", "parse_only", "parse_scoped_overrides", "plan", "reproduce"]
