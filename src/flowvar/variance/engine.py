@@ -664,9 +664,10 @@ class GradNormEngine:
         ``reduction``: how the backward pass's loss was formed from the per-sample losses ("mean": L = (1/B)Σℓ_i,
         "sum": L = Σℓ_i); g_i = ∇ℓ_i either way. ``batch_size``: B (default: the leading dimension of ``losses``
         or of the model output). ``losses``: (B,) ℓ_i, kept in the result for loss statistics. ``t`` (B,) in
-        [0, 1] with ``t_bins``: per-bin sums for :meth:`BatchGradStats.bins`; or explicit ``segments`` (B,) long
-        in [0, n_segments). ``bin_traces=False``: keep the segments (per-bin counts, losses, ‖g_i‖²) but skip the
-        per-segment gradient sums (about one weight-gradient product per layer).
+        [0, 1] (or (B, 1), (B, 1, 1, 1): one time per sample) with ``t_bins``: per-bin sums for
+        :meth:`BatchGradStats.bins`; or explicit ``segments`` (B,) long in [0, n_segments). ``bin_traces=False``:
+        keep the segments (per-bin counts, losses, ‖g_i‖²) but skip the per-segment gradient sums (about one
+        weight-gradient product per layer).
 
         ``check`` (default): verify that the per-sample gradients add up to the backward pass's gradient,
         Σ_i g_i = s·G, cheaply — exactly where a rule materialises g_i, by :data:`~flowvar.variance.records.N_PROBES`
@@ -726,9 +727,12 @@ class GradNormEngine:
                   n_segments: int | None) -> tuple[Tensor | None, int, np.ndarray | None]:
         if t_bins is not None and t is not None:
             nb = check_positive_int("t_bins", t_bins)
+            # one time per sample, in the losses' order: a shape with one non-unit dimension of B (t.squeeze() is
+            # (B,)); flattening any other layout of B elements (a (4, 4) t for B = 16) pairs samples with wrong times
+            if t.numel() != B or sum(n != 1 for n in t.shape) > 1:
+                raise ShapeError(f"t must have shape ({B},), got {tuple(t.shape)}; accepted: ({B},), ({B}, 1) or "
+                                 f"({B}, 1, 1, 1) — one time per sample, in the order of the losses")
             tt = t.detach().reshape(-1)
-            if tt.shape != (B,):
-                raise ShapeError(f"t must have shape ({B},), got {tuple(t.shape)}")
             lo, hi = torch.stack(torch.aminmax(tt)).tolist()
             if not (lo >= 0 and hi <= 1):  # NaN fails too
                 raise DataError(f"t must lie in [0, 1] to be binned, got values in [{lo:.3g}, {hi:.3g}]")
@@ -739,7 +743,7 @@ class GradNormEngine:
                 raise ConfigError("pass n_segments with segments")
             n = check_positive_int("n_segments", n_segments)
             seg = segments.detach().reshape(-1).long()
-            if seg.shape != (B,) or bool(((seg < 0) | (seg >= n)).any()):
+            if segments.numel() != B or sum(n != 1 for n in segments.shape) > 1 or bool(((seg < 0) | (seg >= n)).any()):
                 raise ShapeError(f"segments must be ({B},) integers in [0, {n})")
             return seg, n, None
         return None, 0, None

@@ -8,7 +8,7 @@ engine of :mod:`flowvar.variance.engine`):
   g_i = ∇_θ ℓ_i, and ``trace_unbiased`` = B/(B − 1) · trace (the minibatch gradient's own covariance trace
   is trace/B);
 * ``normalised``: tr Cov(g) / ‖E g‖² with both parts unbiased (:func:`flowvar.variance.normalised_variance`;
-  0.0 when trace = 0 < ‖ḡ‖², NaN for 0/0 (trace = 0 = ‖ḡ‖²), inf when the mean gradient is not resolved from
+  0.0 when the trace is 0 < ‖ḡ‖², NaN for 0/0 (trace = 0 = ‖ḡ‖²), inf when the mean gradient is not resolved from
   the noise);
 * ``mean_grad_sq_norm`` ‖ḡ‖² and ``mean_sq_norm`` (1/B) Σ_i ‖g_i‖²;
 * a per-t-bin profile when t is known: t ∈ [0, 1] cut into ``t_bins`` equal bins, and per bin the sample
@@ -282,14 +282,13 @@ class GradientVarianceMonitor:
         are not logged (one :class:`SkippedLogWarning` each).
 
         ``losses``: (B,) per-sample losses ℓ_i of this step's batch; ``t``: (B,) their times in [0, 1]
-        (enables the t-profile). ``deterministic``: whether the interpolant is noise-free (default: from
-        ``sigma``). ``loss_scale``: c when the backward pass was of c × the reduced losses — a GradScaler's
-        ``scaler.get_scale()`` (``scaler.scale(loss).backward()``), 1/k under gradient accumulation over k
-        micro-batches (``(loss / k).backward()``, then call ``step`` after each micro-batch's backward with its own
-        losses, numbered by optimizer step or by micro-batch); the per-sample gradients are divided by it
-        (g_i = ∇ℓ_i whatever c). The scale
-        cannot be read off the backward pass in general; when the losses are squared errors of the model's output
-        (ℓ_i = a‖v_i − u_i‖²) the first
+        ((B, 1) and (B, 1, 1, 1) too; enables the t-profile). ``deterministic``: whether the interpolant is
+        noise-free (default: from ``sigma``). ``loss_scale``: c when the backward pass was of c × the reduced
+        losses — a GradScaler's ``scaler.get_scale()`` (``scaler.scale(loss).backward()``), 1/k under gradient
+        accumulation over k micro-batches (``(loss / k).backward()``, then call ``step`` after each micro-batch's
+        backward with its own losses, numbered by optimizer step or by micro-batch); the per-sample gradients are
+        divided by it (g_i = ∇ℓ_i whatever c). The scale cannot be read off the backward pass in general; when the
+        losses are squared errors of the model's output (ℓ_i = a‖v_i − u_i‖²) the first
         :data:`SCALE_CHECKS` logged steps check it and issue one :class:`LossScaleWarning` when a is not one of the
         usual constants (:data:`SCALE_TOL`). Returns the logged record on logged steps, else None.
         """
