@@ -693,13 +693,24 @@ class GradientVarianceMonitor:
         return path
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
-        """PNG of loss and trace (log scale), normalised variance, and the t-profile over steps."""
+        """PNG of :meth:`figure` (loss and trace, normalised variance, the t-profile over steps) at ``path``."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.figure().savefig(out, dpi=110)
+        return out
+
+    def figure(self) -> Any:
+        """The matplotlib ``Figure`` :meth:`plot` writes: loss and tr Cov(g) over steps (log scale); the normalised
+        variance (log scale; a logged inf — mean gradient not resolved from the noise — as a marker at the top of
+        the panel, since a log axis cannot draw it); the per-bin traces tr Cov(g | t-bin) of the profiled logs as
+        a heatmap (log10), each column centred on its step and reaching halfway to its neighbours."""
         if not self.history:
             raise DataError("nothing logged yet; plot() needs at least one logged step")
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.transforms import blended_transform_factory
 
-        steps = np.array([r["step"] for r in self.history])
+        steps = np.array([r["step"] for r in self.history], dtype=float)
         has_profile = "t_profile" in self.history[-1]
         fig = Figure(figsize=(12 if has_profile else 8, 3.6))
         FigureCanvasAgg(fig)
@@ -717,7 +728,13 @@ class GradientVarianceMonitor:
             ax.set_title(f"memorisation flagged at step {mem}", fontsize=9, color="red")
         ax = axes[1]
         norm = np.array([r["normalised"] for r in self.history], dtype=float)
-        ax.plot(steps, np.where(norm > 0, norm, np.nan))
+        ax.plot(steps, np.where((norm > 0) & np.isfinite(norm), norm, np.nan))
+        unresolved = np.isposinf(norm)
+        if unresolved.any():  # x in data, y in axes coordinates: the top of the panel whatever its log range
+            ax.plot(steps[unresolved], np.full(int(unresolved.sum()), 0.97), ls="none", marker="^", color="red",
+                    transform=blended_transform_factory(ax.transData, ax.transAxes), clip_on=False,
+                    label="∞: mean gradient not resolved")
+            ax.legend(fontsize=8)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("tr Cov(g) / ‖ḡ‖²")
@@ -730,15 +747,28 @@ class GradientVarianceMonitor:
             edges = rows[-1]["t_profile"]["edges"] or [0.0, 1.0]
             with np.errstate(divide="ignore", invalid="ignore"):
                 shown = np.log10(np.where(grid > 0, grid, np.nan))
-            first, last = float(rows[0]["step"]), float(rows[-1]["step"])
-            if first == last:  # one profiled log: a column of width one step around it, not a zero-width image
-                first, last = first - 0.5, last + 0.5
-            image = ax.imshow(shown.T, aspect="auto", origin="lower", extent=(first, last, edges[0], edges[-1]))
-            fig.colorbar(image, ax=ax, label="log10 tr Cov(g | t-bin)")
+            mesh = ax.pcolormesh(_column_edges([float(r["step"]) for r in rows]),
+                                 np.asarray(edges, dtype=float) if len(edges) == grid.shape[1] + 1 else
+                                 np.linspace(0.0, 1.0, grid.shape[1] + 1),
+                                 np.ma.masked_invalid(shown.T), shading="flat")
+            fig.colorbar(mesh, ax=ax, label="log10 tr Cov(g | t-bin)")
             ax.set_xlabel("step")
             ax.set_ylabel("t")
         fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
-        return out
+        return fig
+
+
+def _column_edges(steps: list[float]) -> np.ndarray:
+    """The x edges (n + 1,) of heatmap columns centred on ``steps`` (n,): the midpoints between neighbours, and
+    half the neighbouring gap beyond the ends (first − Δ/2 … last + Δ/2 for equal gaps Δ); one step gets a column
+    one step wide. Steps that do not increase strictly (k records per step under gradient accumulation, a restarted
+    numbering) get n equal columns from min − Δ/2 to max + Δ/2, Δ = (max − min)/(n − 1), in logged order."""
+    x = np.asarray(steps, dtype=float)
+    if x.size == 1:
+        return np.array([x[0] - 0.5, x[0] + 0.5])
+    if not bool((np.diff(x) > 0).all()):
+        lo, hi = float(x.min()), float(x.max())
+        gap = (hi - lo) / (x.size - 1) if hi > lo else 1.0
+        return np.linspace(lo - gap / 2, lo - gap / 2 + gap * x.size, x.size + 1)
+    mid = (x[1:] + x[:-1]) / 2
+    return np.concatenate([[x[0] - (x[1] - x[0]) / 2], mid, [x[-1] + (x[-1] - x[-2]) / 2]])
