@@ -150,6 +150,11 @@ def canonical_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+PLUGIN_COMMANDS: tuple[str, ...] = ("sweep", "assemble", "cache list", "cache prune")
+"""The commands that take ``--plugin FILE`` (``flowvar run`` and ``reproduce`` do not): what an unknown experiment's
+message names (tests/test_registry_plugins.py checks it against the CLI)."""
+
+
 def get_experiment(name: str) -> ExperimentSpec:
     """The experiment called ``name`` (or a former name of it, :data:`ALIASES`): flowvar's own (importing only its
     module) or one a plugin registered."""
@@ -159,7 +164,8 @@ def get_experiment(name: str) -> ExperimentSpec:
         if name in _REGISTRY:  # registered by a plugin module (see load_plugin)
             return _REGISTRY[name]
         raise ConfigError(f"unknown experiment {name!r}; run `flowvar list` to see the {len(names)} experiments "
-                          f"({', '.join(names)}), or load your own with `flowvar sweep --plugin FILE`")
+                          f"({', '.join(names)}); your own experiments are loaded with --plugin FILE, which "
+                          f"{', '.join(f'`flowvar {c}`' for c in PLUGIN_COMMANDS)} take")
     importlib.import_module(f"flowvar.experiments.{name}")
     return _REGISTRY[name]
 
@@ -196,5 +202,5 @@ def registered(name: str) -> ExperimentSpec | None:
     return _REGISTRY.get(name)
 
 
-__all__ = ["ALIASES", "CONFIG_DIR", "MACHINERY", "META_KEYS", "ExperimentSpec", "assembles", "canonical_name",
-           "discover", "experiments", "get_experiment", "load_plugin", "register", "registered"]
+__all__ = ["ALIASES", "CONFIG_DIR", "MACHINERY", "META_KEYS", "PLUGIN_COMMANDS", "ExperimentSpec", "assembles",
+           "canonical_name", "discover", "experiments", "get_experiment", "load_plugin", "register", "registered"]
