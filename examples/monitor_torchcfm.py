@@ -9,6 +9,13 @@ the step's own backward pass, and the normalised variance tr Cov(g) / ‖E g‖�
     python examples/monitor_torchcfm.py                       # 500 steps on 256 digits, σ = 0 (~10 s on a CPU)
     python examples/monitor_torchcfm.py --sigma 0.1 --log gradvar.csv --plot gradvar.png
 
+Give the monitor the losses you back-propagate, with the same reduction over a sample's coordinates: torchcfm's
+README loss ``torch.mean((vt - ut) ** 2)`` is the mean of ``((vt - ut) ** 2).mean(1)``, so pass those (with
+``coordinate_reduction="mean"``), not ``.sum(1)``, which logs every statistic D² × too small; under gradient
+accumulation over k micro-batches (``(loss / k).backward()``) pass ``loss_scale=1 / k``. The monitor's
+``LossScaleWarning`` catches such a mismatch from the output gradient, except where one mistake's constant is
+another convention's (D = 2, torchcfm's 2-D tutorials): declaring ``coordinate_reduction``, as here, closes that gap.
+
 The monitor also watches for the memorisation signature of arXiv 2510.18118 (loss and trace collapsing
 together under σ = 0) and warns once it persists; a fresh noise x0 every step, as here, does not produce it.
 """
@@ -77,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             x0 = torch.randn_like(x1)
             t, xt, ut = flow.sample_location_and_conditional_flow(x0, x1)
             vt = model(torch.cat([xt, t[:, None]], dim=1))
-            losses = (vt - ut).pow(2).sum(1)  # (B,) per-sample losses
+            losses = (vt - ut).pow(2).sum(1)  # (B,) per-sample losses, summed over the 64 coordinates
             optimizer.zero_grad()
-            losses.mean().backward()
-            record = monitor.step(step, losses, t)  # after backward, before the optimizer step
+            losses.mean().backward()  # exactly the mean of the losses given to the monitor
+            # after backward, before the optimizer step
+            record = monitor.step(step, losses, t, coordinate_reduction="sum")
             optimizer.step()
             if record is not None:
                 print(f"step {step:5d}  loss {record['loss']:.4g}  trace {record['trace']:.4g}  "

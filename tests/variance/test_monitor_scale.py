@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
+from flowvar.errors import ConfigError
 from flowvar.variance.monitor import GradientVarianceMonitor, LossScaleWarning
 
 F64 = torch.float64
@@ -41,9 +42,11 @@ def _reference_trace(model: torch.nn.Module, x: torch.Tensor, u: torch.Tensor, w
     return float((g - g.mean(0)).pow(2).sum(1).mean())
 
 
-def _run(d: int, *, weight: float = 1.0, over: str = "sum", backward=None, loss_scale: float = 1.0):
+def _run(d: int, *, weight: float = 1.0, over: str = "sum", backward=None, loss_scale: float = 1.0,
+         declared: str | None = None):
     """One logged step: losses ``weight`` × (sum|mean over coordinates of (v − u)²) given to step(), the backward pass
-    of ``backward(v, u, losses)`` (default: losses.mean()). Returns (logged / true trace, LossScaleWarnings)."""
+    of ``backward(v, u, losses)`` (default: losses.mean()), ``declared`` passed as coordinate_reduction. Returns
+    (logged / true trace, LossScaleWarnings)."""
     model = _model(d)
     g = torch.Generator().manual_seed(1)
     x, u = torch.randn(B, 3, generator=g, dtype=F64), 2 * torch.randn(B, d, generator=g, dtype=F64)
@@ -54,7 +57,7 @@ def _run(d: int, *, weight: float = 1.0, over: str = "sum", backward=None, loss_
     (losses.mean() if backward is None else backward(v, u, losses)).backward()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        record = monitor.step(0, losses, loss_scale=loss_scale)
+        record = monitor.step(0, losses, loss_scale=loss_scale, coordinate_reduction=declared)
     monitor.close()
     ratio = record["trace"] / _reference_trace(model, x, u, weight, over)
     return ratio, [w for w in caught if issubclass(w.category, LossScaleWarning)]
@@ -83,6 +86,54 @@ def test_mistakes_that_map_a_usual_constant_onto_another_cannot_be_seen():
     assert math.isclose(ratio, 1 / 4, rel_tol=1e-9) and not caught
     ratio, caught = _run(8, backward=lambda v, u, losses: losses.mean() / 4)
     assert math.isclose(ratio, 1 / 16, rel_tol=1e-9) and not caught
+
+
+def test_declaring_the_coordinate_reduction_sees_the_torchcfm_readme_loss_at_d_2():
+    """torchcfm's README at D = 2 (its 2-D tutorials): losses summed over coordinates, torch.mean((v − u) ** 2)
+    back-propagated, the logged trace ¼ of the true one — silent above; with coordinate_reduction="sum" only
+    a ∈ {1, 1/2} pass, so a = 1/4 is warned about, naming the mean over coordinates."""
+    ratio, caught = _run(2, backward=_torchcfm_readme_loss, declared="sum")
+    assert math.isclose(ratio, 1 / 4, rel_tol=1e-9)
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert "a = 0.25 " in text and "coordinate_reduction='sum'" in text
+    assert "mean over coordinates" in text and "4 × too small" in text
+
+
+@pytest.mark.parametrize(("d", "k", "over"), [(2, 2, "sum"), (4, 2, "sum"), (8, 4, "sum"), (16, 4, "sum")])
+def test_declaring_the_coordinate_reduction_sees_accumulation_without_loss_scale(d, k, over):
+    """(loss / k).backward() without loss_scale: a = 1/k², a usual constant (silent) when k² = D or 2D — but not one
+    of the declared 'sum' convention's, so warned about, naming k; with loss_scale=1/k exact and silent. (Losses that
+    are a mean over coordinates give a = 1/(D k²), never usual: warned about without a declaration.)"""
+    def divided(v, u, losses):
+        return losses.mean() / k
+
+    ratio, caught = _run(d, over=over, backward=divided)
+    assert math.isclose(ratio, 1 / k ** 2, rel_tol=1e-9) and not caught
+    ratio, caught = _run(d, over=over, backward=divided, declared=over)
+    assert math.isclose(ratio, 1 / k ** 2, rel_tol=1e-9)
+    assert len(caught) == 1 and f"k = {k} micro-batches" in str(caught[0].message)
+    ratio, caught = _run(d, over=over, backward=divided, loss_scale=1 / k, declared=over)
+    assert math.isclose(ratio, 1.0, rel_tol=1e-9) and not caught
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 8])
+@pytest.mark.parametrize(("weight", "over"), [(1.0, "sum"), (0.5, "sum"), (1.0, "mean"), (0.5, "mean")])
+def test_the_usual_squared_errors_declared_right_are_silent(d, weight, over):
+    ratio, caught = _run(d, weight=weight, over=over, declared=over)
+    assert math.isclose(ratio, 1.0, rel_tol=1e-9) and not caught
+
+
+def test_a_wrong_declaration_is_named_and_a_bad_value_refused():
+    """Losses summed over D = 8 coordinates and back-propagated as given (exact), declared 'mean': a = 1 is no
+    constant of 'mean', and the warning says the statistics are right and which declaration to pass."""
+    ratio, caught = _run(8, declared="mean")
+    assert math.isclose(ratio, 1.0, rel_tol=1e-9)
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert "not a mean as declared" in text and "coordinate_reduction='sum'" in text
+    with pytest.raises(ConfigError, match=r"coordinate_reduction must be 'sum' .*got 'coords'"):
+        _run(3, declared="coords")
 
 
 @pytest.mark.parametrize(("d", "k"), [(3, 2), (3, 4), (2, 4), (8, 2)])

@@ -41,8 +41,8 @@ only)::
     for step in range(steps):
         losses = ((model(xt, t) - ut) ** 2).flatten(1).sum(1)     # (B,)
         optimizer.zero_grad()
-        losses.mean().backward()
-        monitor.step(step, losses, t)                              # before optimizer.step()
+        losses.mean().backward()                                   # exactly these losses' mean
+        monitor.step(step, losses, t, coordinate_reduction="sum")  # before optimizer.step()
         optimizer.step()
     monitor.close()
     monitor.plot("gradvar.png")
@@ -66,7 +66,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import numpy as np
 import torch
@@ -84,8 +84,8 @@ from flowvar.variance.ranks import reduce_across_ranks
 from flowvar.variance.records import DEFAULT_CHUNK_BYTES
 from flowvar.variance.report import FastVarianceReport
 
-__all__ = ["SCALARS", "GradientVarianceMonitor", "LossScaleWarning", "MemorisationWarning", "NonFiniteLossWarning",
-           "SkippedLogWarning"]
+__all__ = ["SCALARS", "CoordinateReduction", "GradientVarianceMonitor", "LossScaleWarning", "MemorisationWarning",
+           "NonFiniteLossWarning", "SkippedLogWarning"]
 
 SCALARS: tuple[str, ...] = ("loss", "trace", "trace_unbiased", "normalised", "mean_grad_sq_norm", "mean_sq_norm")
 
@@ -126,7 +126,9 @@ class LossScaleWarning(UserWarning):
 #: (c_b/c)² × the true one. So a is one of the usual constants c (1: a sum over the D coordinates of a sample, 1/2,
 #: 1/D: a mean, 1/(2D)) exactly when the two agree — or when a mistake maps one usual constant onto another, which
 #: cannot be seen: at D = 2 the mean over coordinates back-propagated for losses summed over them gives 1/D² = 1/(2D),
-#: and accumulation over k micro-batches without loss_scale gives 1/k², usual when k² = D or 2D.
+#: and accumulation over k micro-batches without loss_scale gives 1/k², usual when k² = D or 2D. Declaring how the
+#: losses reduce over coordinates (step(coordinate_reduction=...)) keeps only that convention's two constants, which
+#: none of these mistakes maps onto each other.
 SCALE_TOL = 2e-2
 #: a_i counts as constant over the batch when its relative spread is below this (float32 rounding is ~1e-6).
 SCALE_SPREAD = 1e-2
@@ -139,17 +141,33 @@ def _near(x: float, y: float) -> bool:
     return abs(x - y) <= SCALE_TOL * abs(y)
 
 
-def _usual_scales(d: int) -> tuple[float, ...]:
+#: How the per-sample losses given to :meth:`GradientVarianceMonitor.step` reduce a sample's squared error over its D
+#: output coordinates: "sum" (‖v − u‖², or ½ of it), "mean" (its mean over coordinates, or ½ of it).
+CoordinateReduction = Literal["sum", "mean"]
+
+
+def _usual_scales(d: int, coordinates: CoordinateReduction | None = None) -> tuple[float, ...]:
     """The squared-error constants a of the usual loss conventions for D = ``d`` coordinates per sample: 1 (a sum
-    over coordinates), 1/2, 1/D (a mean), 1/(2D) (:data:`SCALE_TOL`'s comment)."""
+    over coordinates), 1/2, 1/D (a mean), 1/(2D) (:data:`SCALE_TOL`'s comment); only the first two for
+    ``coordinates="sum"``, the last two for ``"mean"``."""
+    if coordinates == "sum":
+        return 1.0, 0.5
+    if coordinates == "mean":
+        return 1 / d, 0.5 / d
     return 1.0, 0.5, 1 / d, 0.5 / d
 
 
-def _scale_causes(a: float, d: int, batch: int) -> list[str]:
+def _scale_causes(a: float, d: int, batch: int, coordinates: CoordinateReduction | None = None) -> list[str]:
     """The mistakes that give the constant ``a`` of :data:`SCALE_TOL`'s comment for D = ``d`` coordinates per sample
-    and ``batch`` samples, each with its factor on the statistics (several may fit the same a)."""
+    and ``batch`` samples, each with its factor on the statistics (several may fit the same a); ``coordinates``: the
+    declared coordinate reduction of the losses, which may itself be the mistake."""
     usual = _usual_scales(d)
     causes = []
+    other: CoordinateReduction | None = None if coordinates is None else "mean" if coordinates == "sum" else "sum"
+    if other is not None and any(_near(a, u) for u in _usual_scales(d, other)):
+        causes.append(f"the losses given to step() are a {other} over the D = {d} coordinates, not a {coordinates} as "
+                      f"declared, and the backward pass was of the same losses: the statistics are right; pass "
+                      f"coordinate_reduction={other!r}")
     if d > 1 and (_near(a, 1 / d ** 2) or _near(a, 0.5 / d ** 2)):
         causes.append(f"the losses given to step() sum over the D = {d} coordinates while the backward pass was of "
                       f"their mean over coordinates (torch.mean((v - u) ** 2), F.mse_loss(v, u)): every statistic "
@@ -273,7 +291,8 @@ class GradientVarianceMonitor:
         return int(step) % self.every == 0
 
     def step(self, step: int, losses: Tensor, t: Tensor | None = None, *, reduction: Reduction = "mean",
-             deterministic: bool | None = None, loss_scale: float = 1.0) -> dict[str, Any] | None:
+             deterministic: bool | None = None, loss_scale: float = 1.0,
+             coordinate_reduction: CoordinateReduction | None = None) -> dict[str, Any] | None:
         """Call after ``backward`` of ``loss_scale * losses.mean()`` (or ``.sum()``: pass ``reduction="sum"``),
         every step.
 
@@ -290,7 +309,12 @@ class GradientVarianceMonitor:
         divided by it (g_i = ∇ℓ_i whatever c). The scale cannot be read off the backward pass in general; when the
         losses are squared errors of the model's output (ℓ_i = a‖v_i − u_i‖²) the first
         :data:`SCALE_CHECKS` logged steps check it and issue one :class:`LossScaleWarning` when a is not one of the
-        usual constants (:data:`SCALE_TOL`). Returns the logged record on logged steps, else None.
+        usual constants (:data:`SCALE_TOL`). Some mistakes map one usual constant onto another (at D = 2, the mean
+        over coordinates back-propagated for losses summed over them, or accumulation over k = 2 micro-batches
+        without loss_scale: a = 1/4 = 1/(2D)); ``coordinate_reduction`` ("sum": ℓ_i = ‖v_i − u_i‖² or ½ of it;
+        "mean": their mean over the D coordinates, or ½ of it) declares how the losses given reduce a sample's
+        squared error, and the check then accepts only that convention's constants, which tells those mistakes
+        apart. None (default): any usual convention passes. Returns the logged record on logged steps, else None.
         """
         if not isinstance(losses, Tensor) or losses.ndim != 1:
             raise ShapeError(f"losses must be the (B,) per-sample losses, got "
@@ -304,6 +328,10 @@ class GradientVarianceMonitor:
                 not (math.isfinite(loss_scale) and loss_scale > 0):
             raise ConfigError(f"loss_scale must be a finite number > 0 (the factor the reduced loss was multiplied "
                               f"by before backward, e.g. scaler.get_scale()), got {loss_scale!r}")
+        if coordinate_reduction not in (None, "sum", "mean"):
+            raise ConfigError(f"coordinate_reduction must be 'sum' (losses ‖v − u‖² summed over a sample's "
+                              f"coordinates), 'mean' (their mean over coordinates) or None, got "
+                              f"{coordinate_reduction!r}")
         if deterministic is None and self.sigma is not None:
             deterministic = self.sigma == 0
         if not self._recorded(step) or self._too_small(step, losses.shape[0]):
@@ -311,7 +339,7 @@ class GradientVarianceMonitor:
         out_grad = self.engine.root_grad if self._scale_checks_left > 0 else None  # before compute() clears it
         # not detached: when the model ran again after the backward pass, their graph tells compute() which pass
         record = self._measure(step, losses, t, reduction, deterministic, 1.0 / float(loss_scale))
-        self._check_scale(step, losses.detach(), out_grad, reduction, float(loss_scale))
+        self._check_scale(step, losses.detach(), out_grad, reduction, float(loss_scale), coordinate_reduction)
         return record
 
     def on_step(self, step: int, model: nn.Module, path: PathSample, loss_value: float) -> dict[str, Any] | None:
@@ -423,14 +451,15 @@ class GradientVarianceMonitor:
             warnings.warn(SkippedLogWarning(message + " (warned once)"), stacklevel=4)
 
     def _check_scale(self, step: int, losses: Tensor, out_grad: Tensor | None, reduction: Reduction,
-                     loss_scale: float) -> None:
+                     loss_scale: float, coordinates: CoordinateReduction | None = None) -> None:
         """Warn once when the backward pass does not look like ``loss_scale`` × the declared reduction of these
         squared-error losses (judged on the first :data:`SCALE_CHECKS` logged steps).
 
         With L = c_s · (1/s) Σ_i b_i (s = B for "mean", 1 for "sum", c_s = ``loss_scale``) the output gradient is
         δ_i = (c_s/s) ∂b_i/∂v_i, so a_i = ‖δ_i · s / c_s‖² / (4 ℓ_i). For squared errors every a_i equals one constant
-        a (:data:`SCALE_TOL`'s comment): one of the usual ones is silent, any other is warned about with the mistakes
-        that give it. Varying a_i (another loss, per-sample weights) say nothing, and are not judged."""
+        a (:data:`SCALE_TOL`'s comment): one of the usual ones (of the declared ``coordinates`` convention, when
+        given) is silent, any other is warned about with the mistakes that give it. Varying a_i (another loss,
+        per-sample weights) say nothing, and are not judged."""
         if self._scale_checks_left <= 0 or out_grad is None or out_grad.ndim < 1 or \
                 out_grad.shape[0] != losses.shape[0]:
             return
@@ -446,19 +475,23 @@ class GradientVarianceMonitor:
         if not (lo > 0 and hi - lo <= SCALE_SPREAD * hi):
             return
         a, d = float(a_i.mean()), out_grad[0].numel()
-        if any(_near(a, u) for u in _usual_scales(d)):
+        if any(_near(a, u) for u in _usual_scales(d, coordinates)):
             return
         self._scale_checks_left = 0  # one warning
         if not distributed.is_main_process():
             return
-        causes = _scale_causes(a, d, losses.shape[0]) or [
+        causes = _scale_causes(a, d, losses.shape[0], coordinates) or [
             "a factor on the backward pass not passed as loss_scale=, or per-sample losses of another convention than "
             "the back-propagated ones"]
+        expected = {None: f"one of the usual constants 1 (a sum over the D = {d} coordinates), 1/2, 1/D = {1 / d:.4g} "
+                          f"(a mean over coordinates) or 1/(2D)",
+                    "sum": "1 or 1/2, the constants of the declared coordinate_reduction='sum'",
+                    "mean": f"1/D = {1 / d:.4g} or 1/(2D) = {0.5 / d:.4g} (D = {d}), the constants of the declared "
+                            f"coordinate_reduction='mean'"}[coordinates]
         warnings.warn(LossScaleWarning(
             f"step {step}: the output gradient says the backward pass was of a‖v − u‖² per sample with a = {a:.4g} "
             f"(relative to the losses given to step(), after loss_scale={loss_scale:g} and reduction={reduction!r}), "
-            f"not one of the usual constants 1 (a sum over the D = {d} coordinates), 1/2, 1/D = {1 / d:.4g} (a mean "
-            f"over coordinates) or 1/(2D). Likely: " + "; or ".join(causes) + ". If a is a deliberate loss weight λ "
+            f"not {expected}. Likely: " + "; or ".join(causes) + ". If a is a deliberate loss weight λ "
             "(ℓ_i = λ‖v − u‖², or the model's output scaled by a constant before the loss), the statistics are "
             "right: silence this with warnings.filterwarnings('ignore', category=LossScaleWarning) (warned once)"),
             stacklevel=3)
