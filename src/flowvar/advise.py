@@ -24,6 +24,10 @@ from flowvar.metrics import GEN_KEY, MEM_KEY
 GMM_ONLY_KEYS: tuple[str, ...] = ("dim", "n_components", "mean_scale", "component_std", "gmm_seed")
 """Knobs of the synthetic GMM target only: with data from a file or folder they would be silently ignored."""
 
+OWN_ARGUMENT_KEYS: tuple[str, ...] = ("dataset", "data_dir", "seed", "sigmas")
+"""Config keys :func:`advise_sigma` takes as its own arguments (``--data``, ``--dataset``, ``--seed``, ``--sigmas``),
+refused as knobs (``--set``)."""
+
 
 @dataclass
 class Advice:
@@ -218,8 +222,11 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
     names = set(spec.field_names())
     unknown = sorted(set(knobs) - names)
     if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for advise-sigma; valid keys: {', '.join(sorted(names))}")
-    for reserved in ("dataset", "data_dir", "seed", "sigmas"):
+        # the keys a knob may set: not those given as arguments, nor the GMM's own with data from a file or folder
+        settable = names - set(OWN_ARGUMENT_KEYS) - (set(GMM_ONLY_KEYS) if resolved.dataset != "gmm" else set())
+        raise ConfigError(f"unknown option(s) {unknown} for advise-sigma; valid keys: {', '.join(sorted(settable))} "
+                          f"(the data, seed and σ grid are arguments: --data, --seed, --sigmas)")
+    for reserved in OWN_ARGUMENT_KEYS:
         if reserved in knobs:
             raise ConfigError(f"pass {reserved} as its own argument (data=, dataset=, seed=, sigmas=), not as a knob")
     gmm_only = sorted(set(knobs) & set(GMM_ONLY_KEYS))
@@ -257,4 +264,4 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
     return advice_of(run(out), Path(out) / "sigma_tradeoff")
 
 
-__all__ = ["GMM_ONLY_KEYS", "Advice", "advise_sigma"]
+__all__ = ["GMM_ONLY_KEYS", "OWN_ARGUMENT_KEYS", "Advice", "advise_sigma"]
