@@ -43,7 +43,8 @@ Claims per d, each a pure rule of the per-seed numbers (unit-tested) and a measu
 * ``memorisation_mmd`` and ``direct_memorisation``: σ = 0.05 memorises less than σ = 0, by at least a minimum
   effect (``min_effect_mmd`` × the memorisation null level; ``min_effect_l2`` × the random-pair distance),
   :func:`flowvar.stats.paired_over_seeds`. Precondition: σ = 0 memorised (pairing accuracy ≥
-  ``memorise_accuracy`` in every seed: the training seeds are the replicates, as in prop2 and memorisation_phase)
+  ``memorise_accuracy`` in every seed: the training seeds are the replicates; memorisation_phase gates every seed
+  at 0.9 too, prop2 at 0.95)
   *and* the exact CFM(σ) minimiser itself moves by at least the minimum effect (the noise can act at this σ√d
   against the pair spacing); otherwise the claim is untestable here.
 * ``generalisation_mmd``: generalisation MMD²(σ) ≤ MMD²(0) up to a margin (``generalisation_margin`` × the
@@ -51,8 +52,17 @@ Claims per d, each a pure rule of the per-seed numbers (unit-tested) and a measu
   paper's premise: a memorising model generalises worse) *and* the noise can act — the exact CFM(σ) minimiser moves
   off the training partners by the direct measure's minimum effect (``min_effect_l2`` × the random-pair distance).
   Where even that minimiser returns every partner, the σ = 0 and σ optima are the same field and whatever separates
-  the two networks is not Remark 2's averaging: untestable, as the same statement is in table2, table3 and
-  sigma_tradeoff (results/README.md, "one policy for one statement").
+  the two networks is not Remark 2's averaging: untestable.
+
+The policy (the lead's, for Remark 2's network claims "σ = 0.05 reduces memorisation" and "keeps generalisation"
+against σ = 0): untestable wherever the exact CFM(σ) minimiser itself still returns the training pairs (its drop
+below the claim's minimum effect) *in a setting the paper leaves open* — here N and the d = 50 problem, in
+sigma_tradeoff its data and N — since the mechanism cannot act at our choice, another choice could make it act, and a
+non-inferiority "keeps generalisation" is vacuous when both σ give the same exact minimiser. table2 and table3 are the
+documented exception: they judge their networks without this precondition, because at the paper's own image
+dimension (D = 12 288, CelebA 64²) the exact minimiser returns the training partner at σ = 0.05, 0.5 and 2 alike, so
+no choice the paper left open makes the mechanism act; the paper's claim about that setting is judged as stated, and
+what the exact minimiser does there is their own finding (``exact_minimiser_breaks_pairing`` / ``_copying``).
 
 :func:`assemble` judges a stored result again (``flowvar assemble results/full/table1``) or joins the parts of a
 sweep split by ``dims``, from the per-seed numbers the runs stored, with nothing trained.
@@ -152,7 +162,8 @@ def memorised_precondition(accuracy_sigma0: Sequence[float], l2_sigma0: Sequence
                            l2_random_pair: Sequence[float], *, threshold: float) -> Precondition:
     """σ = 0 memorised its training pairs in every seed: pairing accuracy ≥ ``threshold`` in each (per-seed lists
     given; a NaN fails). The training seeds are the replicates, so a seed whose σ = 0 network did not memorise has no
-    memorisation for σ to remove (prop2 and memorisation_phase gate the same statement on every seed).
+    memorisation for σ to remove (memorisation_phase gates every seed at 0.9 too, prop2 at 0.95; sigma_tradeoff is
+    being aligned to 0.9 in every seed).
 
     The L2 to the partner against the random-pair distance is recorded beside it (≈ 1 × the random-pair distance:
     the outputs are no closer to their partners than to any other target)."""
