@@ -196,9 +196,10 @@ def test_prop2_closed_form_rules_reach_every_outcome() -> None:
     # the grid hits rot180's collision time: its loss of accuracy is not evidence against Prop 2
     assert ode_returns_partner_rule({"random": 1.0, "rot180": 0.0}, {"random": 0.0, "rot180": 5.0},
                                     {"random": 0, "rot180": 1}) == "inconclusive"
-    assert no_zero_loss_rule({"random": 0.01, "shuffled_ot": 0.2}) == "confirmed"
-    assert no_zero_loss_rule({"random": 0.01, "shuffled_ot": 1e-27}) == "refuted"
-    assert no_zero_loss_rule({"random": 0.01, "shuffled_ot": 1e-9}) == "inconclusive"
+    drawn_across = {"random": 0.5, "shuffled_ot": 0.5}  # the memorising field's loss on the same draws: resolvable
+    assert no_zero_loss_rule({"random": 0.01, "shuffled_ot": 0.2}, drawn_across) == "confirmed"
+    assert no_zero_loss_rule({"random": 0.01, "shuffled_ot": 1e-27}, drawn_across) == "refuted"
+    assert no_zero_loss_rule({"random": 0.01, "shuffled_ot": 1e-9}, drawn_across) == "inconclusive"
 
 
 def test_prop2_closed_form_rules_never_confirm_a_nan_in_any_position() -> None:
@@ -210,8 +211,10 @@ def test_prop2_closed_form_rules_never_confirm_a_nan_in_any_position() -> None:
                                     {"random": 0, "ot": 0}) == "inconclusive"
     assert ode_returns_partner_rule({"random": 1.0, "ot": nan}, {"random": 1e-12, "ot": 1e-12},
                                     {"random": 0, "ot": 0}) == "inconclusive"
-    assert no_zero_loss_rule({"random": 0.01, "shuffled_ot": nan}) == "inconclusive"
-    assert no_zero_loss_rule({"random": nan, "shuffled_ot": 1e-27}) == "refuted"  # another family still refutes
+    drawn_across = {"random": 0.5, "shuffled_ot": 0.5}
+    assert no_zero_loss_rule({"random": 0.01, "shuffled_ot": nan}, drawn_across) == "inconclusive"
+    # another family still refutes
+    assert no_zero_loss_rule({"random": nan, "shuffled_ot": 1e-27}, drawn_across) == "refuted"
 
 
 def test_prop2_noise_breaks_pairing_rule() -> None:
