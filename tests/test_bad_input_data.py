@@ -58,7 +58,7 @@ def _one_line(err: str) -> str:
      "ns asks for 2 images but data_dir {one} holds only 1; add images"),
     ("table3", {"dataset": "folder", "data_dir": "one", "n": "2"},
      "n asks for 2 images but data_dir {one} holds only 1; add images"),
-    # the library says "call load_array(path) without them"
+    # the library says "drop --resolution / --channels (resolution= / channels= …)"
     ("table2", {"dataset": "npy", "data_dir": "vectors.npy"}, "table2 trains a UNet on images, but data_dir "
                                                               "{vectors.npy} holds (N, d) vectors"),
     # the library says "use name='lfw'"

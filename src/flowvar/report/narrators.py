@@ -1253,8 +1253,9 @@ def _unmet_parts(precondition: dict[str, Any]) -> list[dict[str, Any]]:
 def _prop2_unmet_reasons(part: dict[str, Any], cfg: dict[str, Any], cannot_act: str) -> list[str]:
     """What one unmet precondition part of a prop2 σ claim says, in words, read from its measured numbers: the noise
     cannot act (the exact minimiser's loss floor ≈0, or its accuracy drop below the minimum effect: ``cannot_act``),
-    the σ = 0 reference did not reach zero (:func:`_sigma0_not_at_zero`), or σ = 0 did not memorise (its seed-mean
-    pairing accuracy below ``memorise_accuracy``). A one-part precondition of the accuracy drop written before the
+    the σ = 0 reference did not reach zero (:func:`_sigma0_not_at_zero`), or σ = 0 did not memorise (pairing accuracy
+    below ``memorise_accuracy`` in some seed; a one-part precondition, written before the per-seed gate, is read by its
+    seed mean, the gate it was judged by). A one-part precondition of the accuracy drop written before the
     two-part one holds both its memorisation and its drop; each is read against the config's level."""
     reasons = []
     if "floor_over_initial_loss" in part:
@@ -1512,7 +1513,8 @@ def memorisation_phase(result: Result, story: Story) -> None:
         return ", ".join(f"{_cell(k)}: {100 * lowest[k]:.1f} %{' ✓' if lowest[k] >= high else ''}" for k in keys)
 
     head = f"σ = 0 pairing accuracy, lowest seed (✓: ≥ {pct(high)} in every seed, memorising)"
-    judged_cells = memo.evidence.get("cells_at_zero_loss")
+    # the cells the rule judged: ``cells_judged`` (zero-loss cells with N ≥ 10, 7c17237 on), else the zero-loss cells
+    judged_cells = memo.evidence.get("cells_judged", memo.evidence.get("cells_at_zero_loss"))
     if isinstance(judged_cells, list) and set(judged_cells) <= set(cells):
         # the cells the rule judges (σ = 0 at the zero-loss level) first, one by one; the rest summarised
         rest = [k for k in cells if k not in judged_cells]
