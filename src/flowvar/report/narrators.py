@@ -1525,7 +1525,8 @@ def memorisation_phase(result: Result, story: Story) -> None:
         numbers = (f"{head}, in the {cells_word(len(judged_cells))} at the zero-loss level the rule judges: "
                    + (shown(judged_cells) or "none"))
         if rest:
-            numbers += (f"; the other {cells_word(len(rest))}, above that level and not judged: "
+            why_not = ("above that level or N < 10" if "cells_judged" in memo.evidence else "above that level")
+            numbers += (f"; the other {cells_word(len(rest))}, {why_not} and not judged: "
                         f"{_range_text([100 * lowest[k] for k in rest], lambda v: f'{v:.1f} %', joiner=' to ')}"
                         + (f", memorising in {len(rest_memorising)} ({shown(rest_memorising)})" if rest_memorising
                            else ", memorising in none"))
