@@ -51,7 +51,7 @@ from flowvar.sweep.grid import (
     presets,
     split_values,
 )
-from flowvar.sweep.run import Options, Plan, Summary, command_line, dry_run, plan, sweep
+from flowvar.sweep.run import Options, Plan, Summary, command_line, dry_run, interrupted_message, plan, sweep
 from flowvar.sweep.tables import (
     STATUSES,
     PointOutcome,
@@ -72,6 +72,7 @@ from flowvar.sweep.tables import (
 
 __all__ = ["STATUSES", "Axis", "Options", "Plan", "Point", "PointOutcome", "Preset", "Summary", "cell_gaps",
            "cell_table", "check_outputs", "close_metric_names", "command_line", "draw_figures", "dry_run", "expand",
-           "flatten", "load_sweep", "make_axis", "metric_figure", "metric_gap", "numeric_positions", "parse_axis",
-           "parse_seeds", "plan", "plot_metric", "preset_axes", "presets", "resolve_metric", "resolve_verdict",
-           "split_values", "sweep", "sweep_table", "unknown_metrics", "verdict_gap", "write_tables"]
+           "flatten", "interrupted_message", "load_sweep", "make_axis", "metric_figure", "metric_gap",
+           "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric", "preset_axes", "presets",
+           "resolve_metric", "resolve_verdict", "split_values", "sweep", "sweep_table", "unknown_metrics",
+           "verdict_gap", "write_tables"]

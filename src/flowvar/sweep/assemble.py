@@ -54,11 +54,49 @@ REPORT_META = ("command", "mode", "code_version", "created", "wall_s")
 
 def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tuple[Result, Path]:
     """Assemble the experiment of the finished sweep in ``sweep_dir`` into ``out/<experiment>/`` (default
-    ``sweep_dir/assembled``); returns the result and its folder. See the module doc for the checks; each failure
-    is a one-line :class:`ConfigError` or :class:`DataError` naming the problem and the fix."""
-    from flowvar.experiments.base import assemble_experiment, assembler, build_config
+    ``sweep_dir/assembled``); returns the result and its folder. See the module doc for the checks
+    (:func:`_assemblable`); each failure is a one-line :class:`ConfigError` or :class:`DataError` naming the problem
+    and the fix."""
+    from flowvar.experiments.base import assemble_experiment
 
     sweep_dir = Path(sweep_dir)
+    spec, config, parts, meta, points = _assemblable(sweep_dir)
+    quick = parts[0].quick
+    computed_by = str(meta.get("code_version", "unknown"))
+    provenance = {"sweep": str(sweep_dir.resolve()), "command": meta.get("command"), "points": len(points),
+                  "keys": [p.get("key") for p in points], "computed_by": computed_by,
+                  "assembled_by": code_version(spec.name), "compute_s": sum(r.runtime_s for r in parts)}
+    out_root = Path(out) if out is not None else sweep_dir / "assembled"
+    if (out_root / spec.name).exists() and not (out_root / spec.name).is_dir():
+        raise ConfigError(f"{out_root / spec.name} is a file, not a result folder; move it away or give another "
+                          f"--out")
+    # a reproduce folder is read (and its mode checked) before anything is written: a refusal leaves it untouched
+    collection = _collection(out_root, quick)
+    result = assemble_experiment(spec.name, out_root, config, [r.metrics for r in parts], quick=quick,
+                                 runtime_s=float(provenance["compute_s"]), provenance=provenance)
+    if collection is not None:
+        _join_collection(out_root, collection, result, provenance)
+    return result, out_root / spec.name
+
+
+def assemble_problem(sweep_dir: Path | str) -> str | None:
+    """Why the sweep in ``sweep_dir`` cannot be assembled (the one-line message ``flowvar assemble`` would exit
+    with), or None when it can: the checks of :func:`assemble_sweep` (:func:`_assemblable`), nothing written. What
+    ``flowvar sweep`` asks before it suggests ``flowvar assemble`` (an experiment without ``assemble``, an
+    unfinished sweep, axes of single-valued fields, …)."""
+    try:
+        _assemblable(Path(sweep_dir))
+    except (ConfigError, DataError) as error:
+        return str(error)
+    return None
+
+
+def _assemblable(sweep_dir: Path) -> tuple[Any, Any, list[Result], dict[str, Any], list[dict[str, Any]]]:
+    """The checks that make a sweep assemblable, in order (module doc, 1–2; the experiment's ``assemble`` makes
+    3.): (spec, the full config, the points' results, the sweep's meta, its point records); a one-line ConfigError
+    or DataError at the first that fails."""
+    from flowvar.experiments.base import assembler, build_config
+
     meta, axes, points = _read_sweep(sweep_dir)
     spec = _experiment(sweep_dir, meta)
     assembler(spec)  # before any point is read: an experiment without one must run whole
@@ -85,21 +123,7 @@ def assemble_sweep(sweep_dir: Path | str, out: Path | str | None = None) -> tupl
     if changed:
         raise ConfigError(f"the assembled config does not keep the points' values of {', '.join(changed)}; this "
                           f"flowvar cannot assemble them (were they computed by another version?)")
-    computed_by = str(meta.get("code_version", "unknown"))
-    provenance = {"sweep": str(sweep_dir.resolve()), "command": meta.get("command"), "points": len(points),
-                  "keys": [p.get("key") for p in points], "computed_by": computed_by,
-                  "assembled_by": code_version(spec.name), "compute_s": sum(r.runtime_s for r in parts)}
-    out_root = Path(out) if out is not None else sweep_dir / "assembled"
-    if (out_root / spec.name).exists() and not (out_root / spec.name).is_dir():
-        raise ConfigError(f"{out_root / spec.name} is a file, not a result folder; move it away or give another "
-                          f"--out")
-    # a reproduce folder is read (and its mode checked) before anything is written: a refusal leaves it untouched
-    collection = _collection(out_root, quick)
-    result = assemble_experiment(spec.name, out_root, config, [r.metrics for r in parts], quick=quick,
-                                 runtime_s=float(provenance["compute_s"]), provenance=provenance)
-    if collection is not None:
-        _join_collection(out_root, collection, result, provenance)
-    return result, out_root / spec.name
+    return spec, config, parts, meta, points
 
 
 #: Metrics that describe the run which computed a result (where and with what), kept when it is re-judged.
@@ -352,4 +376,4 @@ def _join_collection(out_root: Path, collection: dict[str, Any], result: Result,
 
 
 
-__all__ = ["FINISHED", "RUN_METRICS", "assemble_sweep", "rejudge_result"]
+__all__ = ["FINISHED", "RUN_METRICS", "assemble_problem", "assemble_sweep", "rejudge_result"]

@@ -167,8 +167,10 @@ class _FigureContext:
         split_at: list[tuple[float, str]] = []
         for position, k, s in zip(positions, keys, stats):
             if 0 < s[2] < self.n_seeds:
+                # at the last x the label reads leftwards: rightwards it runs off the plot, under the legend
+                last = position == max(positions)
                 ax.annotate(f"{s[2]} of {self.n_seeds} seeds", (position, s[0]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=6, color="0.3")
+                            xytext=(-4 if last else 4, 4), ha="right" if last else "left", fontsize=6, color="0.3")
             if k in self.splits:
                 split_at.append((position, self.splits[k]))
             elif s[2] == 0:

@@ -207,6 +207,23 @@ def axis_labels(axis: Axis) -> list[str]:
     return [canonical(v) for v in axis.values]
 
 
+def check_shared_options(spec: Any, overrides: dict[str, Any], config_file: Path | None) -> None:
+    """The errors of what every grid point shares — a ``--config`` file (an unknown key, a value of the wrong type)
+    and the ``--set`` values — as their own, before any point is built: a typo in the file is the file's, not "grid
+    point repeats=2"'s. The same checks :func:`flowvar.experiments.base.build_config` makes (``user_config``,
+    ``coerce``); an error that needs a point's values (a cross-field check) is still reported with its point."""
+    import typing
+
+    from flowvar.experiments.config import coerce, user_config
+
+    if config_file is not None:
+        user_config(spec, config_file)
+    hints = typing.get_type_hints(spec.config_cls)
+    for key, raw in overrides.items():
+        if key in hints:  # an unknown key: named by plan() and build_config, with the valid keys
+            coerce(key, raw, hints[key])
+
+
 def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str, Any] | None = None,
            config_file: Path | None = None, threads: int = 1) -> list[Point]:
     """Every point of the cartesian product of ``axes`` (the last axis varies fastest), configured and keyed.
@@ -220,6 +237,7 @@ def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str,
     if size > MAX_POINTS:
         raise ConfigError(f"the grid has {size} points ({' × '.join(f'{len(a.values)} {a.key}' for a in axes)}); a "
                           f"sweep takes at most {MAX_POINTS}: split it into several sweeps")
+    check_shared_options(spec, overrides or {}, config_file)
     points: list[Point] = []
     keys: dict[str, str] = {}
     written = [axis_labels(a) for a in axes]
@@ -240,5 +258,5 @@ def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str,
     return points
 
 
-__all__ = ["MAX_POINTS", "Axis", "Point", "Preset", "axis_labels", "canonical", "expand", "make_axis", "parse_axis",
-           "parse_seeds", "preset_axes", "presets", "short_label", "split_values"]
+__all__ = ["MAX_POINTS", "Axis", "Point", "Preset", "axis_labels", "canonical", "check_shared_options", "expand",
+           "make_axis", "parse_axis", "parse_seeds", "preset_axes", "presets", "short_label", "split_values"]

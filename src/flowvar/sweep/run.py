@@ -110,6 +110,7 @@ def plan(options: Options) -> Plan:
             raise ConfigError(f"{key} is both swept ({swept}) and fixed (--set); drop one")
     axes: dict[str, Axis] = {}
     overrides: dict[str, Any] = {}
+    unswept: list[str] = []  # the preset's axes that a --set fixes: named when nothing is left to sweep
     if options.preset is not None:
         known = presets(spec, options.quick)
         if options.preset not in known:
@@ -125,6 +126,7 @@ def plan(options: Options) -> Plan:
         fixed = set(options.overrides) | ({"seed"} if seeds is not None else set())
         mine = set(given) | fixed
         axes.update({a.key: a for a in preset_axes(spec, preset) if a.key not in fixed})
+        unswept = [a.key for a in preset_axes(spec, preset) if a.key in fixed]
         overrides.update({k: v for k, v in preset.set.items() if k not in mine})
         metrics = metrics or preset.metrics
         verdicts = verdicts or preset.verdicts
@@ -137,6 +139,12 @@ def plan(options: Options) -> Plan:
         axes["seed"] = Axis("seed", tuple(seeds))
     elif "seed" in axes:
         seeds_from = "--grid seed=" if "seed" in given else f"{spec.name} sweep preset {options.preset}'s seeds"
+    if not axes and unswept:
+        one = len(unswept) == 1
+        raise ConfigError(f"empty grid: {' and '.join(_fixed_by(k, options) for k in unswept)} "
+                          f"{'fixes' if one else 'fix'} {'the only key' if one else 'every key'} sweep preset "
+                          f"{options.preset} sweeps ({', '.join(unswept)}); drop "
+                          f"{'it' if one else 'them'} or add --grid {unswept[0]}=v1,v2")
     if not axes:
         raise ConfigError("empty grid: give at least one --grid key=v1,v2 (or --seeds, or --preset)")
     overrides.update(options.overrides)
@@ -146,6 +154,13 @@ def plan(options: Options) -> Plan:
     for point in points:  # a thread count torch cannot start is one line now, not a failed point per worker
         check_config_threads(point.config)
     return Plan(spec, list(axes.values()), points, metrics, threads, verdicts)
+
+
+def _fixed_by(key: str, options: Options) -> str:
+    """The option that fixes ``key`` on the command line (``--set key=value`` or ``--seeds``), as typed."""
+    if key in options.overrides:
+        return f"--set {key}={options.overrides[key]}"
+    return f"--seeds {','.join(map(str, options.seeds or []))}"
 
 
 def check_disjoint_replicates(experiment: str, points: Sequence[Point], seeds_from: str) -> None:
@@ -210,7 +225,7 @@ def check_outputs_in_cache(the_plan: Plan, cache: Cache, found: dict[str, Path |
         first = first or entry
     if first is not None:
         check_outputs(the_plan.metrics, the_plan.verdicts, known, the_plan.spec.name, names_in=names_source(first),
-                      consequence="nothing was computed or written")
+                      consequence="nothing was computed or written", grid=[p.values for p in the_plan.points])
     return first is not None
 
 
@@ -421,7 +436,10 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
         if path.is_symlink() or (path.exists() and path.is_dir() != folder):
             raise ConfigError(f"{path} is in the way of the sweep's {name} ({'a folder' if folder else 'a file'} "
                               f"goes there): move it or choose another --out")
-    check_writable(out)
+    # a --cache elsewhere is checked before --out is created: a refused cache leaves no empty --out behind (the
+    # default OUT/.cache is checked after OUT, so that an unwritable OUT is blamed as such)
+    if options.cache_dir is None:
+        check_writable(out)
     if to_compute:
         cache.check_writable()
         cache_writable = True
@@ -431,6 +449,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             cache_writable = True
         except ConfigError:
             cache_writable = False
+    if options.cache_dir is not None:
+        check_writable(out)
     name = the_plan.spec.name
     started = time.perf_counter()
     outcomes = [PointOutcome(p) for p in the_plan.points]
@@ -505,6 +525,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                 probe = PointOutcome(point, status="computed")
                 probe.absorb(Result.load(entry / "result.json"))
                 check_outputs(the_plan.metrics, the_plan.verdicts, [probe], name, names_in=names_source(entry),
+                              grid=[p.values for p in the_plan.points],
                               consequence=f"the point computed to learn them is cached; {out}'s sweep.csv, "
                                           f"sweep.json and figures are as they were")
                 checked[0] = True
@@ -559,7 +580,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                     finish(o)
         except KeyboardInterrupt:
             interrupted = True
-            log.warning("interrupted; finished points are cached: rerun the same command to continue")
+            log.warning("%s", interrupted_message(options, the_plan.threads))
             raise
         except ConfigError as error:  # a misspelt --metric/--verdict (check_first): no tables, no figures
             stopped = True
@@ -583,6 +604,18 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
     return Summary(out, outcomes, time.perf_counter() - started, figures, warnings)
 
 
+def interrupted_message(options: Options, threads: int | None = None) -> str:
+    """What an interrupted sweep says (its log, and ``flowvar sweep`` on the terminal): the exact command that
+    continues it, :func:`command_line` (which leaves ``--force`` out). A forced sweep rerun with ``--force`` would
+    compute its finished points again; without it, the points it did not reach come from the cache where an earlier
+    run stored them, which the message says."""
+    text = f"interrupted; finished points are cached: rerun {command_line(options, threads)} to continue"
+    if options.force:
+        text += (" (without --force, which would compute the finished points again; the points this run did not reach "
+                 "are then taken from the cache where an earlier run stored them)")
+    return text
+
+
 def _install(out: Path, outcome: PointOutcome, entry: Path, status: str, wall_s: float) -> None:
     dest = out / "points" / outcome.point.key
     install(entry, dest)
@@ -591,4 +624,4 @@ def _install(out: Path, outcome: PointOutcome, entry: Path, status: str, wall_s:
     outcome.absorb(Result.load(dest / "result.json"))
 
 
-__all__ = ["Options", "Plan", "Summary", "command_line", "dry_run", "plan", "sweep"]
+__all__ = ["Options", "Plan", "Summary", "command_line", "dry_run", "interrupted_message", "plan", "sweep"]

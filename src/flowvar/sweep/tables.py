@@ -10,7 +10,7 @@ import json
 import math
 import re
 import string
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,13 +190,32 @@ def _split_placeholders(pattern: str) -> list[str]:
     return [part for part in re.split(r"(\{[^{}]*\})", pattern) if part]
 
 
+def placeholder_pattern(pattern: str, grid: Sequence[Mapping[str, Any]], names: Collection[str]) -> str | None:
+    """``pattern`` with a swept value written out (``by_x.x=2.0``, which only the point x = 2 reports) replaced by
+    its ``{key}`` placeholder (``by_x.x={x}``), when that form names something among ``names`` (placeholders
+    counting as ``*``, :func:`unknown_patterns`); None when no such form does. ``grid``: every point's swept values
+    (``Point.values``); they are tried as the points write them: ``str`` and, for a float, ``:g``."""
+    for values in grid:
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                continue
+            for text in dict.fromkeys([str(value), *([format(value, "g")] if isinstance(value, float) else [])]):
+                if text and text in pattern:
+                    candidate = pattern.replace(text, "{" + key + "}")
+                    if not unknown_patterns([candidate], names):
+                        return candidate
+    return None
+
+
 def check_outputs(metrics: Sequence[str], verdicts: Sequence[str], outcomes: Sequence[PointOutcome], experiment: str,
-                  *, names_in: str = "", consequence: str = "") -> None:
+                  *, names_in: str = "", consequence: str = "", grid: Sequence[Mapping[str, Any]] = ()) -> None:
     """Raise :class:`ConfigError` (one line) when a ``--metric`` pattern names no metric, or a ``--verdict`` pattern
     no claim, of the finished points in ``outcomes`` (:func:`unknown_patterns`; placeholders count as wildcards),
     naming the close matches, else a few of the valid names and how many there are; or when a pattern matches
     several names of one point (:func:`matching_names`), listing them. ``names_in`` is a clause
-    saying where the full list can be read, ``consequence`` what the refusal left behind. Nothing to check against
+    saying where the full list can be read, ``consequence`` what the refusal left behind; ``grid``, the swept values
+    of every point of the grid (default: those of ``outcomes``), lets a literal name that only other points report
+    be answered with its placeholder form (:func:`placeholder_pattern`). Nothing to check against
     (no finished point) passes: the caller checks again when a point finishes."""
     done = [o for o in outcomes if o.status in ("computed", "cached")]
     if not done:
@@ -209,7 +228,10 @@ def check_outputs(metrics: Sequence[str], verdicts: Sequence[str], outcomes: Seq
             close = close_metric_names(pattern, names)
             listing = (f"close: {', '.join(close)}" if close else
                        f"it reports {len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}")
-            parts.append(f"{flag} {pattern!r} names no {noun} of {experiment} ({listing})")
+            hint = placeholder_pattern(pattern, grid or [o.point.values for o in outcomes], names)
+            parts.append(f"{flag} {pattern!r} names no {noun} of {experiment} ({listing})"
+                         + (f"; it names a value of the grid, which other points may report: write it with its "
+                            f"placeholder, {flag} {hint!r}" if hint else ""))
     # a pattern matching several names of one point gives that point no value (its figure would be empty)
     for flag, patterns, noun, names_of in (("--metric", metrics, "metrics", lambda o: o.metrics),
                                            ("--verdict", verdicts, "claims", lambda o: o.verdicts)):
@@ -431,6 +453,6 @@ def sweep_table(data: dict[str, Any]) -> str:
 
 __all__ = ["AMBIGUOUS", "NOT_JUDGED", "NOT_REPORTED", "STATUSES", "VERDICT_LETTER", "VERDICT_SCORE", "PointOutcome",
            "cell_gaps", "cell_of", "cell_table", "check_outputs", "close_metric_names", "flatten", "load_sweep",
-           "matching_names", "metric_gap", "resolve_metric", "resolve_verdict", "slug", "sweep_index_problem",
-           "sweep_table", "unknown_metrics", "unknown_patterns", "verdict_gap", "verdict_of", "verdict_splits",
-           "write_tables"]
+           "matching_names", "metric_gap", "placeholder_pattern", "resolve_metric", "resolve_verdict", "slug",
+           "sweep_index_problem", "sweep_table", "unknown_metrics", "unknown_patterns", "verdict_gap", "verdict_of",
+           "verdict_splits", "write_tables"]
