@@ -123,3 +123,33 @@ def test_the_seeds_label_at_the_last_x_stays_inside_the_plot() -> None:
     ax = fig.axes[0]
     label = next(t for t in ax.texts if t.get_text() == "5 of 6 seeds")
     assert label.get_window_extent(renderer).x1 <= ax.get_window_extent(renderer).x1
+
+
+def test_the_cli_prints_the_assemble_hint_only_when_assemble_would_accept_it(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    from flowvar.cli import main
+
+    cache, tiny = str(tmp_path / "cache"), [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    assert main(["sweep", "memorisation_phase", "--quick", "--grid", "steps=6,8", "--set", "dims=[2]", *tiny,
+                 "--out", str(tmp_path / "scalar"), "--cache", cache, "--quiet"]) == 0
+    assert "flowvar assemble" not in capsys.readouterr().out
+    assert main(["sweep", "memorisation_phase", "--quick", "--grid", "dims=[2],[3]", "--set", "steps=8", *tiny,
+                 "--out", str(tmp_path / "split"), "--cache", cache, "--quiet"]) == 0
+    assert f"flowvar assemble {tmp_path / 'split'} (judges them as one run)" in capsys.readouterr().out
+
+
+def test_the_cli_names_the_rerun_command_of_an_interrupted_forced_sweep(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowvar.cli import main
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "dispatch", interrupted)
+    out = tmp_path / "s"
+    assert main(["sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1,2", "--out", str(out), "--force",
+                 "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rerun flowvar sweep toy_sweep" in err and "(without --force" in err
+    assert "--force" not in shlex.split(err.split("rerun ", 1)[1].split(" to continue", 1)[0])

@@ -168,7 +168,7 @@ def reproduce_cmd(
 ) -> None:
     """Reproduce the paper: run every experiment (cached, resumable) and write a report."""
     from flowvar.report import format_duration
-    from flowvar.reproduce import Options, parse_only, parse_scoped_overrides, reproduce
+    from flowvar.reproduce import Options, interrupted_message, parse_only, parse_scoped_overrides, reproduce
     from flowvar.results import claim_counts, headline
 
     options = Options(out=out, quick=quick, only=parse_only(only), jobs=jobs, force=force, quiet=quiet,
@@ -177,8 +177,7 @@ def reproduce_cmd(
     try:
         summary = reproduce(options)
     except KeyboardInterrupt:
-        typer.echo("flowvar: interrupted; finished experiments are cached: rerun the same command to continue",
-                   err=True)
+        typer.echo(f"flowvar: {interrupted_message(options)}", err=True)
         raise typer.Exit(130) from None
     statuses = [o.status for o in summary.outcomes]
     counts = claim_counts([c for o in summary.outcomes for c in (o.result.claims if o.result else [])])
@@ -240,7 +239,7 @@ def sweep_cmd(
     """Sweep an experiment over a grid of config values: cached points, sweep.csv/json, heatmaps, verdict maps."""
     from flowvar.experiments.base import parse_overrides
     from flowvar.report import format_duration
-    from flowvar.sweep import Options, parse_seeds, sweep
+    from flowvar.sweep import Options, interrupted_message, parse_seeds, sweep
 
     options = Options(experiment=experiment, grid=list(grid or []), seeds=parse_seeds(seeds), preset=preset,
                       out=out, cache_dir=cache, quick=quick, jobs=jobs, backend=backend, ray_address=ray_address,
@@ -255,7 +254,7 @@ def sweep_cmd(
     try:
         summary = sweep(options)
     except KeyboardInterrupt:
-        typer.echo("flowvar: interrupted; finished points are cached: rerun the same command to continue", err=True)
+        typer.echo(f"flowvar: {interrupted_message(options)}", err=True)
         raise typer.Exit(130) from None
     typer.echo(f"sweep {experiment}: {len(summary.outcomes)} points ({summary.count('computed')} computed, "
                f"{summary.count('cached')} from the cache, {summary.count('failed')} failed) in "
@@ -266,10 +265,9 @@ def sweep_cmd(
         typer.echo(f"  FAILED {o.point.label}: {o.error} (see {summary.out / 'sweep.log'})")
     if summary.failed:
         raise typer.Exit(1)
-    from flowvar.experiments.base import get_experiment
+    from flowvar.sweep.assemble import assemble_problem
 
-    finished = summary.count("computed") + summary.count("cached") == len(summary.outcomes)
-    if finished and get_experiment(experiment).assemble is not None:
+    if assemble_problem(summary.out) is None:  # the checks flowvar assemble makes, so the hint is never refused
         typer.echo(f"  the claims that compare points: flowvar assemble {summary.out} (judges them as one run)")
 
 
