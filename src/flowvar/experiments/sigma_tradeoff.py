@@ -393,9 +393,12 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
     rows_note = unused_rows_note(data.available, config.n_train, data.heldout.shape[0], config.min_heldout)
     if rows_note:
         ctx.note(f"Training set: {rows_note}.")
+    can_act = noise_can_act_precondition([e["memorisation"] for e in exact], config.reduce_margin, sigma=cmp_sigma,
+                                         spacing=float(np.mean([e["line_spacing_median"] for e in exact])),
+                                         sigma_sqrt_d=cmp_sigma * math.sqrt(exact[0]["dim"]))
     advice = _advise(ctx, config, table, per_seed, null["floor"], data.description, setting_text(config, unet),
-                     rows_note)
-    _claims(ctx, config, table, per_seed, advice, exact, cmp_sigma)
+                     rows_note, noise_can_act={cmp_sigma: can_act})
+    _claims(ctx, config, table, per_seed, advice, exact, cmp_sigma, can_act)
     _figure(ctx, config, table, advice, null)
     if grid:
         k = min(config.grid_columns, data.heldout.shape[0])
@@ -497,15 +500,16 @@ def _table(sigmas: list[float], per_seed: dict[float, list[dict[str, Any]]]) -> 
 
 def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, Any]],
             per_seed: dict[float, list[dict[str, Any]]], gen_floor: float, description: str, setting: str = "",
-            rows_note: str | None = None) -> dict[str, Any]:
+            rows_note: str | None = None, noise_can_act: dict[float, Precondition] | None = None) -> dict[str, Any]:
     """The advisor's seed-level rule (:func:`flowvar.advisor.advise_over_seeds`, gated on σ = 0 memorising: claim 1's
     ``memorise_accuracy``) on the per-seed scores; records ``recommended_sigma`` (the recommended σ, or the flagged
     fallback, or None), ``recommendation_is_fallback`` and ``advice`` (outcome, headline, reason, rule, margins, per-σ
     judgements, candidates, seeds needed, trade-off, the setting it holds for, the unused-rows note)."""
-    rule = seed_rule_text(config.gen_margin, config.mem_margin, gen_floor, config.alpha, config.reduce_margin)
+    rule = seed_rule_text(config.gen_margin, config.mem_margin, gen_floor, config.alpha, config.reduce_margin,
+                          noise_check=noise_can_act is not None)
     seed_advice = advise_over_seeds(per_seed, config.n_train, config.gen_margin, config.mem_margin,
                                     gen_floor=gen_floor, alpha=config.alpha, reduce_margin=config.reduce_margin,
-                                    memorise_accuracy=config.memorise_accuracy)
+                                    memorise_accuracy=config.memorise_accuracy, noise_can_act=noise_can_act)
     fallback = seed_advice.outcome == "none" and seed_advice.fallback_sigma is not None
     sigma = seed_advice.sigma if seed_advice.outcome == "recommended" else seed_advice.fallback_sigma
     means_sigma, means_reason = recommend_sigma(table, config.gen_margin, config.mem_margin, gen_floor=gen_floor)
@@ -518,7 +522,8 @@ def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
               "fallback": fallback, "headline": seed_advice.headline, "reason": seed_advice.reason, "rule": rule,
               "margins": margins, "data": description, "setting": setting, "data_note": rows_note,
               "candidates": seed_advice.candidates, "seeds_needed": seed_advice.seeds_needed,
-              "trade_off": seed_advice.trade_off, "judgements": [j.to_dict() for j in seed_advice.judgements],
+              "trade_off": seed_advice.trade_off, "unattributed_cut": seed_advice.unattributed_cut,
+              "judgements": [j.to_dict() for j in seed_advice.judgements],
               "verdicts": {f"{j.sigma:g}": j.verdict for j in seed_advice.judgements},
               # the former point rule on the per-σ means, for comparison only (it ranks σ by seed noise)
               "means_rule": {"sigma": means_sigma, "reason": means_reason}}
@@ -681,7 +686,7 @@ def compared_sigma(compare_sigma: float, sigmas: Sequence[float]) -> float:
 
 def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, Any]],
             per_seed: dict[float, list[dict[str, Any]]], advice: dict[str, Any], exact: list[dict[str, float]],
-            cmp_sigma: float) -> None:
+            cmp_sigma: float, can_act: Precondition) -> None:
     n = config.n_train
     chance = 1.0 / n
     replicates = f"{config.n_seeds} training seed(s) (sources, initialisation and batch stream per seed; data fixed)"
@@ -713,9 +718,6 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     m0, mc = _per_seed(per_seed, 0.0, MEM_KEY), _per_seed(per_seed, cmp_sigma, MEM_KEY)
     reduce = reduces_memorisation_rule(m0, mc, sigma=cmp_sigma, reduce_margin=config.reduce_margin, alpha=config.alpha)
     exact_m = [e["memorisation"] for e in exact]
-    can_act = noise_can_act_precondition(exact_m, config.reduce_margin, sigma=cmp_sigma,
-                                         spacing=float(np.mean([e["line_spacing_median"] for e in exact])),
-                                         sigma_sqrt_d=cmp_sigma * math.sqrt(exact[0]["dim"]))
     ctx.claim(f"sigma_tradeoff.sigma{cmp_sigma:g}_reduces_memorisation",
               f"CFM(σ = {cmp_sigma:g}) memorises the same pairs less than CFM(σ = 0) (Remark 2).",
               {"memorisation_score_sigma0_per_seed": m0, f"memorisation_score_sigma{cmp_sigma:g}_per_seed": mc,

@@ -1525,7 +1525,9 @@ def memorisation_phase(result: Result, story: Story) -> None:
         numbers = (f"{head}, in the {cells_word(len(judged_cells))} at the zero-loss level the rule judges: "
                    + (shown(judged_cells) or "none"))
         if rest:
-            why_not = ("above that level or N < 10" if "cells_judged" in memo.evidence else "above that level")
+            at_zero = memo.evidence.get("cells_at_zero_loss") or []
+            too_few = [k for k in rest if k in at_zero]  # at the level, but N < 10: chance too high to judge
+            why_not = "above that level" + (f" or at it with N < 10 ({len(too_few)})" if too_few else "")
             numbers += (f"; the other {cells_word(len(rest))}, {why_not} and not judged: "
                         f"{_range_text([100 * lowest[k] for k in rest], lambda v: f'{v:.1f} %', joiner=' to ')}"
                         + (f", memorising in {len(rest_memorising)} ({shown(rest_memorising)})" if rest_memorising
@@ -1668,6 +1670,12 @@ def _sigma_answer(result: Result) -> str:
         state = _sigma_state(advice, trade["sigma"])
         return (f"no σ met both margins with confidence; σ = {num(trade['sigma'])} cuts memorisation"
                 + (f" ({state})" if state else "") + ": a trade-off, not a recommendation")
+    cut = advice.get("unattributed_cut") or {}
+    if isinstance(cut, dict) and _is_number(cut.get("sigma")) and _is_number(cut.get("exact_minimiser_drop")):
+        # the networks' M drops at σ, but the exact minimiser keeps the pairs: not a cut by the noise (1893480)
+        return (f"no σ met both margins; σ = {num(cut['sigma'])} lowers the networks' memorisation, but its exact "
+                f"CFM(σ) minimiser loses only {num(cut['exact_minimiser_drop'])} of it (< "
+                f"{num(cut.get('reduce_margin'))}): the noise cannot act there, so no σ is shown to cut memorisation")
     return "no σ met both margins, and no σ cuts memorisation by the reduce margin with confidence"
 
 
