@@ -69,3 +69,14 @@ def test_the_rule_text_names_the_check_only_when_it_is_made() -> None:
     args = (0.25, 0.05, 0.003, 0.05, 0.1)
     assert "exact CFM(σ) minimiser" not in seed_rule_text(*args)
     assert "exact CFM(σ) minimiser" in seed_rule_text(*args, noise_check=True)
+
+
+def test_loss_converged_needs_both_a_flat_and_a_fitted_loss_and_reads_nan_as_not_converged() -> None:
+    from flowvar.advisor import FIT_LOSS_RATIO, STILL_FALLING_RATIO, loss_converged
+
+    flat, fitted = STILL_FALLING_RATIO, FIT_LOSS_RATIO
+    assert loss_converged({"loss_late_over_previous": flat, "loss_last_relative_to_zero_field": fitted})
+    assert not loss_converged({"loss_late_over_previous": 0.92 * flat, "loss_last_relative_to_zero_field": 0.002})
+    assert not loss_converged({"loss_late_over_previous": 1.0, "loss_last_relative_to_zero_field": 0.21})
+    assert not loss_converged({"loss_late_over_previous": float("nan"), "loss_last_relative_to_zero_field": 0.002})
+    assert not loss_converged({})

@@ -421,6 +421,17 @@ def sigma0_memorised(accuracy: Sequence[float], memorise_accuracy: float) -> boo
     return bool(finite) and all(a >= memorise_accuracy for a in finite)
 
 
+def loss_converged(row: Mapping[str, Any]) -> bool:
+    """One seed's training has converged by the advisor's test: its loss is no longer falling (last quarter of steps
+    over the quarter before, ``loss_late_over_previous`` ≥ :data:`STILL_FALLING_RATIO`) and sits at the fit level
+    (``loss_last_relative_to_zero_field`` ≤ :data:`FIT_LOSS_RATIO`, where a memorising fit goes). A missing or NaN
+    summary is no evidence of convergence (False). :func:`untestable_fix` names what fails, with the numbers."""
+    late = row.get("loss_late_over_previous", math.nan)
+    ratio = row.get("loss_last_relative_to_zero_field", math.nan)
+    return bool(finite_number(late) and finite_number(ratio) and float(late) >= STILL_FALLING_RATIO
+                and float(ratio) <= FIT_LOSS_RATIO)
+
+
 def untestable_fix(zero_rows: Sequence[Mapping[str, Any]], n_train: int) -> str:
     """What to change when σ = 0 did not memorise, from its per-seed training-loss summary (keys of
     :func:`flowvar.experiments._imaging.loss_fit` plus ``loss_late_over_previous``; missing keys are unknown):
@@ -708,6 +719,6 @@ def why_it_fails(judgement: SigmaJudgement, mem_margin: float) -> str:
 
 __all__ = ["DEFAULT_SIGMAS", "FIT_LOSS_RATIO", "MAX_SEEDS_ESTIMATE", "STILL_FALLING_RATIO", "SeedAdvice",
            "SigmaJudgement", "advise_over_seeds", "fallback_headline", "fallback_sigma", "finite_number",
-           "gen_change_kind", "gen_change_text", "gen_tolerance", "judge_sigma", "memorisation_bounds",
-           "recommend_sigma", "recommended_headline", "rule_text", "seed_rule_text", "seeds_needed", "sigma0_memorised",
-           "undecided_headline", "untestable_fix", "why_it_fails"]
+           "gen_change_kind", "gen_change_text", "gen_tolerance", "judge_sigma", "loss_converged",
+           "memorisation_bounds", "recommend_sigma", "recommended_headline", "rule_text", "seed_rule_text",
+           "seeds_needed", "sigma0_memorised", "undecided_headline", "untestable_fix", "why_it_fails"]

@@ -82,6 +82,7 @@ from flowvar.advisor import (
     FIT_LOSS_RATIO,
     STILL_FALLING_RATIO,
     advise_over_seeds,
+    loss_converged,
     recommend_sigma,
     seed_rule_text,
     sigma0_memorised,
@@ -588,9 +589,7 @@ def sigma0_settled_precondition(zero_rows: Sequence[Mapping[str, Any]], memorise
     ``loss_last_relative_to_zero_field``)."""
     finite = [r for r in zero_rows if math.isfinite(float(r["pairing_accuracy"]))]
     pairs = [float(r["pairing_accuracy"]) >= memorise_accuracy for r in finite]
-    # NaN compares False: an unknown loss summary is no evidence of convergence
-    converged = [float(r["loss_late_over_previous"]) >= STILL_FALLING_RATIO
-                 and float(r["loss_last_relative_to_zero_field"]) <= FIT_LOSS_RATIO for r in finite]
+    converged = [loss_converged(r) for r in finite]  # an unknown (NaN) loss summary is no evidence of convergence
     settled = [p or c for p, c in zip(pairs, converged, strict=True)]
     holds = bool(settled) and all(settled)
     if not finite:
