@@ -112,7 +112,7 @@ def test_rule_zero_at_sigma0_judges_residuals_against_their_rounding_bound_not_t
     # one residual above its bound but within 100 × it: inconclusive; above 100 ×: refuted (a field off by 1e-6 ~ 1e7)
     assert rule_zero_at_sigma0(zero_evidence(arms(0.012, 8.0))) == "inconclusive"
     assert rule_zero_at_sigma0(zero_evidence(arms(0.012, 2.6e7))) == "refuted"
-    assert rule_zero_at_sigma0({"per_arm": {}}) == "refuted"
+    assert rule_zero_at_sigma0({"per_arm": {}}) == "inconclusive"  # no evidence either way (as prop1 reads none)
     ev = zero_evidence(arms(0.01, 0.5))
     assert ev["max_residual_to_bound"] == 0.5 and ev["max_trace"] == 1e-19 and ev["refute_above"] == 100.0
 

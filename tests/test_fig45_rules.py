@@ -11,7 +11,7 @@ from experiment_checks import claims_of
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.experiments._gaussian_variance import ZERO_CONFIRM_RATIO, ZERO_REFUTE_RATIO, residual_check
 from flowvar.experiments.base import run_experiment
-from flowvar.experiments.fig4 import ZERO_DRAW_CHUNK
+from flowvar.experiments.fig4 import DRAW_CHUNK
 from flowvar.gaussian import GaussianProblem, rotation_matrix, singular_times
 from flowvar.models.parametric import GaussianParametricField
 
@@ -28,7 +28,7 @@ def test_residual_check_is_rounding_for_the_exact_field_and_far_above_for_a_wron
     coupling = RotatedOTCoupling(PROBLEM, rotation=rotation)
 
     def ratio(field: GaussianParametricField) -> float:
-        return residual_check(field, coupling, 4000, torch.Generator().manual_seed(3), ZERO_DRAW_CHUNK)["max_ratio"]
+        return residual_check(field, coupling, 4000, torch.Generator().manual_seed(3), DRAW_CHUNK)["max_ratio"]
 
     assert ratio(PROBLEM.pair_optimal_field(rotation)) < 0.1 * ZERO_CONFIRM_RATIO  # measured ~0.01
     assert ratio(GaussianParametricField(2, theta, Theta + 1e-6, trainable=False)) > 1e4 * ZERO_REFUTE_RATIO

@@ -12,10 +12,9 @@ import torch
 
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError
-from flowvar.experiments._gaussian_variance import ZERO_REFUTE_RATIO, residual_check
+from flowvar.experiments._gaussian_variance import DRAW_CHUNK, ZERO_REFUTE_RATIO, residual_check
 from flowvar.experiments.base import run_experiment
 from flowvar.experiments.prop1 import (
-    DRAW_CHUNK,
     mismatch_scale,
     relative_traces,
     rule_noise_breaks_zero_variance,

@@ -8,7 +8,7 @@ arguments; no experiment imports another.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from flowvar.interpolants import NOISE_SCHEDULES, Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.models.parametric import GaussianParametricField
 from flowvar.results import Precondition, Verdict
+from flowvar.rules import below
 from flowvar.stats import compare
 
 Status = Literal["holds", "excluded", "undecided"]
@@ -239,6 +240,10 @@ def precision_precondition(verdict: Verdict, points: Mapping[str, tuple[Mapping[
 # --------------------------------------------------------------------------------------------- Prop 1(A)'s zero
 
 
+DRAW_CHUNK = 16384
+"""Paths per draw of the Gaussian experiments' variance estimates and of :func:`residual_check`: with the same
+generator and chunk, the check sees the estimate's own K paths (estimate_variance's default too)."""
+
 ZERO_CONFIRM_RATIO = 1.0
 """Largest ‖r_b‖ / rounding bound of a residual that is zero in exact arithmetic
 (:func:`flowvar.gaussian.parametric_residual_rounding_bound`): below 1 every residual is float64 rounding (measured
@@ -248,6 +253,17 @@ ZERO_REFUTE_RATIO = 100.0
 """Above 100 × its bound a residual is not rounding: the bound's constant counts operations (growth factors and norm
 conversions change it by a small factor, not 100); in between is inconclusive. For prop1's default problem a field
 whose θ or Θ is off by 1e-12 lands in between (ratio 8 to 50), one off by 1e-6 far above (~1e7)."""
+
+
+def zero_residual_verdict(ratios: Iterable[float]) -> Verdict:
+    """Prop 1(A)'s verdict from each arm's (or angle's) max_b ‖r_b‖ / bound_b (:func:`residual_check`): "confirmed"
+    if the largest is < :data:`ZERO_CONFIRM_RATIO` (every residual is float64 rounding, so the loss and every
+    per-sample gradient 2A_t⁻ᵀ r wᵀ are zero), "refuted" if one is > :data:`ZERO_REFUTE_RATIO` or NaN (numpy's max
+    keeps a NaN wherever it is), "inconclusive" in between or with no ratio (no evidence either way)."""
+    values = [float(r) for r in ratios]
+    if not values:
+        return "inconclusive"
+    return below(float(np.max(values)), confirm_below=ZERO_CONFIRM_RATIO, refute_above=ZERO_REFUTE_RATIO)
 
 
 def residual_check(field: GaussianParametricField, coupling: Coupling, n_samples: int, generator: torch.Generator,
@@ -287,7 +303,25 @@ def residual_check(field: GaussianParametricField, coupling: Coupling, n_samples
             "median_bound": float(torch.cat(bounds).median())}
 
 
-__all__ = ["PRECISION_REMEDY", "ZERO_CONFIRM_RATIO", "ZERO_REFUTE_RATIO", "GaussianVarianceConfig", "compare_point",
-           "mwu_floor", "one_sided_status", "parameters_text", "precision_precondition", "problem_of",
-           "problem_text", "residual_check", "resolution", "rotation_text", "rule_ot_lower_with_noise",
-           "target_covariance", "tests_text", "unresolved"]
+__all__ = [
+    "DRAW_CHUNK",
+    "PRECISION_REMEDY",
+    "ZERO_CONFIRM_RATIO",
+    "ZERO_REFUTE_RATIO",
+    "GaussianVarianceConfig",
+    "compare_point",
+    "mwu_floor",
+    "one_sided_status",
+    "parameters_text",
+    "precision_precondition",
+    "problem_of",
+    "problem_text",
+    "residual_check",
+    "resolution",
+    "rotation_text",
+    "rule_ot_lower_with_noise",
+    "target_covariance",
+    "tests_text",
+    "unresolved",
+    "zero_residual_verdict",
+]

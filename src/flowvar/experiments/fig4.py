@@ -42,6 +42,7 @@ from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
+    DRAW_CHUNK,
     ZERO_CONFIRM_RATIO,
     ZERO_REFUTE_RATIO,
     GaussianVarianceConfig,
@@ -57,18 +58,14 @@ from flowvar.experiments._gaussian_variance import (
     rotation_text,
     rule_ot_lower_with_noise,
     tests_text,
+    zero_residual_verdict,
 )
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import rotation_matrix, singular_times
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.results import Precondition, Verdict
-from flowvar.rules import below
 from flowvar.variance import estimate_variance, repeated_estimates
-
-ZERO_DRAW_CHUNK = 16384
-"""Paths per draw of the σ = 0 estimates and of their residual check (the kit's ``residual_check``): with the same
-generator both see the same K paths."""
 
 # --------------------------------------------------------------------------------------------- config
 
@@ -155,15 +152,12 @@ def zero_evidence(per_arm: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
 
 def rule_zero_at_sigma0(evidence: Mapping[str, Any]) -> Verdict:
     """Identity (Prop 1(A)): ``evidence["per_arm"]`` maps each own-coupling arm to its σ = 0 ``residual_to_bound``
-    (the kit's ``residual_check``). Confirmed if every arm's ratio is < :data:`ZERO_CONFIRM_RATIO` (every residual is
-    float64 rounding, so the loss and every per-sample gradient 2A_t⁻ᵀ r wᵀ are zero); refuted if one is >
-    :data:`ZERO_REFUTE_RATIO` or NaN, or with no arm; inconclusive in between. The rule reads every arm, not a
-    pre-computed maximum. The Monte-Carlo trace and loss are not judged: near a singular angle they are set by the
-    draw nearest the singular time."""
-    ratios = [float(arm["residual_to_bound"]) for arm in evidence["per_arm"].values()]
-    if not ratios:
-        return "refuted"
-    return below(float(np.max(ratios)), confirm_below=ZERO_CONFIRM_RATIO, refute_above=ZERO_REFUTE_RATIO)
+    (the kit's ``residual_check``), judged by the kit's ``zero_residual_verdict`` — confirmed if every arm's ratio is
+    < :data:`ZERO_CONFIRM_RATIO` (every residual is float64 rounding, so the loss and every per-sample gradient
+    2A_t⁻ᵀ r wᵀ are zero); refuted if one is > :data:`ZERO_REFUTE_RATIO` or NaN; inconclusive in between or with no
+    arm. The rule reads every arm, not a pre-computed maximum. The Monte-Carlo trace and loss are not judged: near a
+    singular angle they are set by the draw nearest the singular time."""
+    return zero_residual_verdict(float(arm["residual_to_bound"]) for arm in evidence["per_arm"].values())
 
 
 def rule_crossover(evidence: Mapping[str, Any]) -> Verdict:
@@ -237,10 +231,10 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
     zero, zero_ratio = {}, {}
     for arm, (field, coupling, stream) in own_arms.items():
         zero[arm] = estimate_variance(field, loss0, coupling, config.n_samples, ctx.generator("sigma0", stream),
-                                      draw_chunk=ZERO_DRAW_CHUNK)
+                                      draw_chunk=DRAW_CHUNK)
         # the same K paths again (same stream, same chunks), each residual against its own rounding bound
         zero_ratio[arm] = residual_check(field, coupling, config.n_samples, ctx.generator("sigma0", stream),
-                                         ZERO_DRAW_CHUNK)["max_ratio"]
+                                         DRAW_CHUNK)["max_ratio"]
     ot_drift = {}
     for a in angles:
         r = estimate_variance(ot_field, loss0, rotated[a], config.n_samples,
@@ -423,5 +417,5 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
     ctx.figure("variance_vs_sigma", fig)
 
 
-__all__ = ["ZERO_DRAW_CHUNK", "Fig4Config", "SeriesOutcome", "crossover", "rule_crossover", "rule_zero_at_sigma0",
+__all__ = ["Fig4Config", "SeriesOutcome", "crossover", "rule_crossover", "rule_zero_at_sigma0",
            "run", "series_outcome", "sigma_statuses", "zero_evidence"]

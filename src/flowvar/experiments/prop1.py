@@ -29,12 +29,14 @@ import numpy as np
 from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
+    DRAW_CHUNK,
     ZERO_CONFIRM_RATIO,
     ZERO_REFUTE_RATIO,
     problem_of,
     problem_text,
     residual_check,
     target_covariance,
+    zero_residual_verdict,
 )
 from flowvar.experiments.base import RunContext, register
 from flowvar.gaussian import (
@@ -44,7 +46,7 @@ from flowvar.gaussian import (
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
 from flowvar.results import Verdict
-from flowvar.rules import above, all_of, below
+from flowvar.rules import above, all_of
 from flowvar.variance import estimate_variance
 
 
@@ -76,10 +78,6 @@ class Prop1Config:
 
 MC = "Monte-Carlo estimates in float64 (closed-form per-sample gradients)"
 
-DRAW_CHUNK = 16384
-"""Paths per draw, passed to :func:`~flowvar.variance.estimate_variance` and to the kit's ``residual_check``: with
-the same generator both then see the same K paths."""
-
 def _largest(values: Mapping[str, float]) -> float:
     """The largest value, NaN if any value is NaN (np.max; the builtin max() drops a NaN that is not first) or if
     there is none."""
@@ -104,14 +102,10 @@ def relative_traces(traces: Mapping[str, float], scale: float) -> dict[str, floa
 
 
 def rule_pair_optimal_zero(residual_ratios: Mapping[str, float]) -> Verdict:
-    """Prop 1(A) over a set of angles, angle → max_b ‖r_b‖ / bound_b (the kit's ``residual_check``; thresholds
-    from the kit): "confirmed" if the
-    largest is < :data:`ZERO_CONFIRM_RATIO` (every residual of every angle is float64 rounding, so the loss and every
-    per-sample gradient are zero), "refuted" if > :data:`ZERO_REFUTE_RATIO` or NaN at any angle, "inconclusive" in
-    between or without an angle."""
-    if not residual_ratios:
-        return "inconclusive"
-    return below(_largest(residual_ratios), confirm_below=ZERO_CONFIRM_RATIO, refute_above=ZERO_REFUTE_RATIO)
+    """Prop 1(A) over a set of angles, angle → max_b ‖r_b‖ / bound_b (the kit's ``residual_check``), judged by the
+    kit's ``zero_residual_verdict``: "confirmed" if the largest is < :data:`ZERO_CONFIRM_RATIO`, "refuted" if >
+    :data:`ZERO_REFUTE_RATIO` or NaN at any angle, "inconclusive" in between or without an angle."""
+    return zero_residual_verdict(residual_ratios.values())
 
 
 def rule_noise_breaks_zero_variance(traces_with_noise: Mapping[str, Mapping[str, float]]) -> Verdict:
@@ -267,6 +261,6 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
     ctx.figure("variance_by_angle", fig)
 
 
-__all__ = ["DRAW_CHUNK", "MC", "Prop1Config", "mismatch_scale", "relative_traces",
+__all__ = ["MC", "Prop1Config", "mismatch_scale", "relative_traces",
            "rule_noise_breaks_zero_variance", "rule_pair_optimal_zero", "rule_variance_from_mismatch",
            "run"]

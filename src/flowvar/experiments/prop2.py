@@ -170,7 +170,7 @@ class Prop2Config(GMMTargetConfig):
             raise ConfigError(f"cf_sigmas must be strictly increasing, got {list(self.cf_sigmas)}")
         if self.sigma not in self.cf_sigmas:  # the closed-form Remark 2 claims are judged at `sigma`, as trained
             raise ConfigError(f"sigma={self.sigma} must be one of cf_sigmas {list(self.cf_sigmas)} (the closed-form "
-                              f"Remark 2 claims are judged at the trained σ): add it, e.g. --set cf_sigmas="
+                              f"Remark 2 claims are judged at the trained σ): add it to cf_sigmas, e.g. cf_sigmas="
                               f"{','.join(str(s) for s in sorted({*self.cf_sigmas, self.sigma}))}")
         if self.cf_dim != 2:
             raise ConfigError(f"cf_dim={self.cf_dim} must be 2: Prop 2's closed-form claim is shown on lines that "

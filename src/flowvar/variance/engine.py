@@ -743,7 +743,8 @@ class GradNormEngine:
                 raise ConfigError("pass n_segments with segments")
             n = check_positive_int("n_segments", n_segments)
             seg = segments.detach().reshape(-1).long()
-            if segments.numel() != B or sum(n != 1 for n in segments.shape) > 1 or bool(((seg < 0) | (seg >= n)).any()):
+            long_axes = sum(size != 1 for size in segments.shape)  # (B,), (B, 1), (1, B): one axis of B
+            if segments.numel() != B or long_axes > 1 or bool(((seg < 0) | (seg >= n)).any()):
                 raise ShapeError(f"segments must be ({B},) integers in [0, {n})")
             return seg, n, None
         return None, 0, None

@@ -192,7 +192,8 @@ def _scale_causes(a: float, d: int, batch: int, coordinates: CoordinateReduction
     return causes
 
 
-def _finite_or_nan(x: float | None) -> float:
+def _none_as_nan(x: float | None) -> float:
+    """``normalised`` for the log: None (0/0) is NaN; ±inf (mean gradient not resolved) stays (the plot marks it)."""
     return math.nan if x is None else float(x)
 
 
@@ -524,7 +525,7 @@ class GradientVarianceMonitor:
         loss_f64 = stats.losses if stats.losses is not None else losses.to(torch.float64)  # compute() made it
         record: dict[str, Any] = {
             "step": step, "loss": float(loss_f64.mean()), "trace": summary["trace"],
-            "trace_unbiased": summary["trace_unbiased"], "normalised": _finite_or_nan(summary["normalised"]),
+            "trace_unbiased": summary["trace_unbiased"], "normalised": _none_as_nan(summary["normalised"]),
             "mean_grad_sq_norm": summary["mean_grad_sq_norm"], "mean_sq_norm": summary["mean_sq_norm"],
             "batch_size": stats.n, "deterministic": deterministic,
         }
