@@ -192,3 +192,192 @@ def test_a_failed_final_swap_keeps_the_staged_result_and_says_where(tmp_path, mo
     assert (kept / "summary.md").read_text() == "new"  # the staged result survives
     assert (dest / "summary.md").read_text() == "old"  # the old one is untouched
 
+
+
+def _old_result_in(dest) -> None:
+    """The old result a failed install must leave intact: marker, summary, a listed figure, a user's note."""
+    (dest / "result.json").write_text('{"figures": ["old_figure.png"]}')
+    (dest / "summary.md").write_text("old")
+    (dest / "old_figure.png").write_bytes(b"old png")
+    (dest / "notes.txt").write_text("mine")
+
+
+_OLD_RESULT = {"result.json": '{"figures": ["old_figure.png"]}', "summary.md": "old", "old_figure.png": "old png",
+               "notes.txt": "mine"}
+_NEW_RESULT = {"a.png": "new a", "b.png": "new b", "c.txt": "new c", "result.json": '{"figures": ["a.png", "b.png"]}'}
+
+
+def _contents(folder) -> dict[str, str]:
+    """Every file in ``folder`` (recursively, hidden ones included) by relative path, with its text."""
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _fail_renames(monkeypatch, should_fail, *, once: bool = True) -> list[tuple[str, str]]:
+    """Make moving ``src`` to ``dst`` raise EROFS where ``should_fail(Path(src), Path(dst))`` — only the first such
+    move when ``once`` (a failure, not a folder that refuses everything: undoing must be possible) — and return the
+    failed moves. Both ``os.rename`` (``Path.rename`` calls it) and ``shutil.move`` (which would otherwise fall back
+    to copying) fail, so this hits any way of moving an entry."""
+    import errno
+    import shutil
+    from pathlib import Path
+
+    failed: list[tuple[str, str]] = []
+
+    def failing(real_move):
+        def move(src, dst, *args, **kwargs):
+            if should_fail(Path(src), Path(dst)) and not (once and failed):
+                failed.append((str(src), str(dst)))
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real_move(src, dst, *args, **kwargs)
+        return move
+
+    monkeypatch.setattr(os, "rename", failing(os.rename))
+    monkeypatch.setattr(shutil, "move", failing(shutil.move))
+    return failed
+
+
+def _install_into_mount_point(tmp_path, monkeypatch):
+    """Run ``staged_folder`` on ``tmp_path/out`` (holding the old result), seen as a mount point, writing
+    :data:`_NEW_RESULT`; return the DataError it raised (None when it installed)."""
+    from pathlib import Path
+
+    import flowvar.files as files_mod
+    from flowvar.errors import DataError
+
+    dest = tmp_path / "out"
+    monkeypatch.setattr(files_mod, "is_mount_point", lambda folder: Path(folder) == dest)
+    try:
+        with files_mod.staged_folder(dest) as stage:
+            for name, text in _NEW_RESULT.items():
+                (stage.path / name).write_text(text)
+    except DataError as err:
+        return err
+    return None
+
+
+@pytest.mark.parametrize("failing_entry", ["a.png", "b.png", "result.json"])  # first, middle, last (marker last)
+def test_an_in_place_install_failing_at_any_entry_keeps_the_old_result_and_the_whole_new_one(
+        tmp_path, monkeypatch, failing_entry: str) -> None:
+    """Code review P, finding 2: a move into a mount-point --out failing at the 2nd entry left a.png in out/ and the
+    rest in out.new-PID, while the message claimed "the complete result is kept" there. Whatever entry fails, out/
+    holds its old result unchanged and the folder the one-line message names holds the complete new one."""
+    dest = tmp_path / "out"
+    dest.mkdir()
+    _old_result_in(dest)
+    failed = _fail_renames(monkeypatch, lambda src, dst: dst == dest / failing_entry)
+    err = _install_into_mount_point(tmp_path, monkeypatch)
+    assert err is not None and failed, "the injected failure must have been hit"
+    kept = tmp_path / f"out.new-{os.getpid()}"
+    message = str(err)
+    assert "\n" not in message and "Read-only file system" in message and f"kept in {kept} " in message
+    assert _contents(kept) == _NEW_RESULT
+    assert _contents(dest) == _OLD_RESULT  # nothing of the new result, no hidden leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", kept.name]
+
+
+@pytest.mark.parametrize("failing_entry", ["result.json", "summary.md"])  # the marker is set aside first
+def test_an_in_place_install_failing_while_setting_the_old_result_aside_puts_it_back(
+        tmp_path, monkeypatch, failing_entry: str) -> None:
+    dest = tmp_path / "out"
+    dest.mkdir()
+    _old_result_in(dest)
+    failed = _fail_renames(monkeypatch, lambda src, dst: src == dest / failing_entry)
+    err = _install_into_mount_point(tmp_path, monkeypatch)
+    assert err is not None and failed
+    assert _contents(dest) == _OLD_RESULT
+    assert _contents(tmp_path / f"out.new-{os.getpid()}") == _NEW_RESULT
+
+
+def test_an_in_place_install_failing_on_a_full_disk_leaves_the_mount_point_untouched(tmp_path, monkeypatch) -> None:
+    import errno
+    import shutil
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    _old_result_in(dest)
+    real_copy2, copies = shutil.copy2, []
+
+    def copy2(src, dst, *args, **kwargs):
+        copies.append(dst)
+        if len(copies) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy2(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copy2", copy2)
+    err = _install_into_mount_point(tmp_path, monkeypatch)
+    assert err is not None and "No space left on device" in str(err)
+    assert _contents(dest) == _OLD_RESULT
+    assert _contents(tmp_path / f"out.new-{os.getpid()}") == _NEW_RESULT
+
+
+def test_a_read_only_mount_point_keeps_both_results_and_a_taken_kept_name_is_not_overwritten(
+        tmp_path, monkeypatch) -> None:
+    """Code review P, finding 1: with out.new-PID already taken (pids repeat in containers) and every move into the
+    mount point failing, the old result was deleted before the first move, the staged result was then deleted too,
+    and the message named that deleted folder. Now out/ keeps its old result, the earlier kept result is untouched,
+    and the message names an existing folder with the complete new result."""
+    import re
+    from pathlib import Path
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    _old_result_in(dest)
+    earlier = tmp_path / f"out.new-{os.getpid()}"
+    earlier.mkdir()
+    (earlier / "result.json").write_text("earlier")
+    _fail_renames(monkeypatch, lambda src, dst: dst.parent == dest)  # the first move into out/ fails
+    err = _install_into_mount_point(tmp_path, monkeypatch)
+    assert err is not None
+    match = re.search(r"kept in (\S+) ", str(err))
+    assert match is not None
+    kept = Path(match.group(1))
+    assert kept.parent == tmp_path and kept.name.startswith(f"out.new-{os.getpid()}-") and not kept.name.startswith(".")
+    assert _contents(kept) == _NEW_RESULT
+    assert _contents(earlier) == {"result.json": "earlier"}
+    assert _contents(dest) == _OLD_RESULT
+
+
+def test_a_staged_result_that_cannot_even_be_renamed_is_kept_where_the_message_says(tmp_path, monkeypatch) -> None:
+    """Where no visible name can be given, the hidden staging folder is the only copy of the work: it must not be
+    deleted on the way out, and the message warns that the next run would remove it."""
+    import re
+    from pathlib import Path
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    _old_result_in(dest)
+    _fail_renames(monkeypatch, lambda src, dst: dst.parent == dest)  # the first move into out/ fails
+    _fail_renames(monkeypatch, lambda src, dst: dst.parent == tmp_path, once=False)  # nothing is renamed beside it
+    err = _install_into_mount_point(tmp_path, monkeypatch)
+    assert err is not None
+    match = re.search(r"kept in (\S+) ", str(err))
+    assert match is not None
+    kept = Path(match.group(1))
+    assert kept.name.startswith(f".out.{os.getpid()}.") and "next run" in str(err)
+    assert _contents(kept) == _NEW_RESULT
+    assert _contents(dest) == _OLD_RESULT
+
+
+def test_a_real_read_only_mount_point_keeps_its_old_result_and_the_new_one_beside_it(tmp_path) -> None:
+    """A tmpfs remounted read-only at --out (EROFS even for root): both results survive. A guard on a real
+    filesystem (the old code passed it too: there the very first change fails; the loss of finding 1 needs moves
+    that fail after deletions succeeded, as the tests above inject)."""
+    import subprocess
+
+    from flowvar.errors import DataError
+    from flowvar.files import staged_folder
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(dest)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
+    try:
+        _old_result_in(dest)
+        subprocess.run(["mount", "-o", "remount,ro", str(dest)], check=True, capture_output=True)
+        with pytest.raises(DataError, match="Read-only file system"), staged_folder(dest) as stage:
+            for name, text in _NEW_RESULT.items():
+                (stage.path / name).write_text(text)
+        assert _contents(dest) == _OLD_RESULT
+        assert _contents(tmp_path / f"out.new-{os.getpid()}") == _NEW_RESULT
+    finally:
+        subprocess.run(["umount", str(dest)], check=False)

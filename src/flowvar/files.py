@@ -149,10 +149,7 @@ def _carry_foreign_entries(old: Path, new: Path) -> None:
         source, target = old / name, new / name
         if target.exists() or target.is_symlink():
             continue  # the new result writes this name: its file wins, as for any file of the result
-        if source.is_dir() and not source.is_symlink():
-            shutil.copytree(source, target, symlinks=True)
-        else:
-            shutil.copy2(source, target, follow_symlinks=False)
+        _copy_entry(source, target)
 
 
 def check_replaceable(dest: Path | str) -> None:
@@ -185,20 +182,75 @@ def is_mount_point(folder: Path | str) -> bool:
 
 
 def _install_in_place(dest: Path, staged: Path) -> None:
-    """Replace the flowvar result in ``dest`` by the one in ``staged`` without renaming ``dest`` (a mount point):
-    the old result's own files are deleted, a user's (:func:`foreign_entries`) kept unless the new result writes the
-    same name, then the new entries moved in (copied across filesystems), :data:`RESULT_MARKER` last — so a folder
-    interrupted midway holds no marker and is not mistaken for a complete result. Not atomic, unlike the swap."""
-    if dest.exists():
-        foreign = set(foreign_entries(dest))
-        for entry in dest.iterdir():
-            if entry.name not in foreign or (staged / entry.name).exists():
-                _remove_entry(entry)
-    entries = sorted(staged.iterdir(), key=lambda e: e.name == RESULT_MARKER)
-    for entry in entries:
-        shutil.move(str(entry), str(dest / entry.name))
-    shutil.rmtree(staged, ignore_errors=True)
+    """Replace the flowvar result in ``dest`` by the one in ``staged`` without renaming ``dest`` (a mount point).
+
+    A failure at any step is undone, so it leaves ``dest`` holding its old result and ``staged`` the complete new
+    one — never neither, never a result split across two folders:
+
+    1. the new entries are copied (not moved: ``staged`` must stay whole until the end, and it lies on another
+       filesystem) into a hidden ``dest/.incoming.<pid>.XXXX``; a full disk fails here, before ``dest`` changes;
+    2. the old result's own entries — a user's (:func:`foreign_entries`) only where the new result writes the same
+       name — are renamed aside into a hidden ``dest/.replaced.<pid>.XXXX``, :data:`RESULT_MARKER` first;
+    3. the new entries are renamed into ``dest``, :data:`RESULT_MARKER` last — so a folder killed midway holds no
+       marker and is not mistaken for a complete result;
+
+    then the entries set aside, the incoming folder and ``staged`` are deleted. Steps 2 and 3 are renames within one
+    filesystem, atomic per entry; the whole is not atomic, unlike the swap. Where undoing itself fails, the old
+    entries stay in the ``.replaced`` folder rather than being deleted.
+    """
+    foreign = set(foreign_entries(dest))
+    new_names = sorted((entry.name for entry in staged.iterdir()), key=lambda name: name == RESULT_MARKER)
+    old_names = sorted((entry.name for entry in dest.iterdir() if entry.name not in foreign
+                        or entry.name in set(new_names)), key=lambda name: name != RESULT_MARKER)
+    incoming = Path(tempfile.mkdtemp(prefix=f".incoming.{os.getpid()}.", dir=dest))
+    replaced: Path | None = None
+    set_aside: list[str] = []
+    placed: list[str] = []
+    try:
+        for name in new_names:
+            _copy_entry(staged / name, incoming / name)
+        replaced = Path(tempfile.mkdtemp(prefix=f".replaced.{os.getpid()}.", dir=dest))
+        for name in old_names:
+            os.rename(dest / name, replaced / name)
+            set_aside.append(name)
+        for name in new_names:
+            os.rename(incoming / name, dest / name)
+            placed.append(name)
+    except BaseException:
+        restored = _undo_install(dest, replaced, placed, set_aside)
+        shutil.rmtree(incoming, ignore_errors=True)
+        if replaced is not None and restored:
+            shutil.rmtree(replaced, ignore_errors=True)
+        raise
+    for folder in (replaced, incoming, staged):
+        shutil.rmtree(folder, ignore_errors=True)
     fsync_directory(dest)
+
+
+def _undo_install(dest: Path, replaced: Path | None, placed: list[str], set_aside: list[str]) -> bool:
+    """Undo a partial :func:`_install_in_place`: delete the new entries ``placed`` in ``dest`` (``staged`` still
+    holds them all), rename the old ones ``set_aside`` back from ``replaced``. Returns whether every old entry is
+    back (else ``replaced`` must be kept: it holds the rest)."""
+    for name in reversed(placed):
+        with contextlib.suppress(OSError):
+            _remove_entry(dest / name)
+    if replaced is None:  # the failure came before anything was set aside
+        return True
+    restored = True
+    for name in reversed(set_aside):
+        try:
+            os.rename(replaced / name, dest / name)
+        except OSError:
+            restored = False
+    return restored
+
+
+def _copy_entry(source: Path, target: Path) -> None:
+    """Copy a file, link or folder (a link as a link, never what it points to), with its permissions and times."""
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, target, symlinks=True)
+    else:
+        shutil.copy2(source, target, follow_symlinks=False)
 
 
 def _remove_entry(entry: Path) -> None:
@@ -210,14 +262,25 @@ def _remove_entry(entry: Path) -> None:
 
 
 def _keep_staged(dest: Path, staged: Path) -> Path:
-    """Give a staged result that could not be installed a visible name beside ``dest`` (``<name>.new-<pid>``; a
-    hidden staging folder would be removed as stale by the next run) and return where it is."""
-    kept = dest.with_name(f"{dest.name}.new-{os.getpid()}")
+    """Give a staged result that could not be installed a visible name beside ``dest`` and return where it is:
+    ``<name>.new-<pid>``, or ``<name>.new-<pid>-XXXX`` where that is taken (containers reuse small pids, and an
+    earlier kept result must not be overwritten). A hidden staging folder would be removed as stale by the next
+    run; only where no rename works is ``staged`` itself returned."""
+    preferred = dest.with_name(f"{dest.name}.new-{os.getpid()}")
+    if not os.path.lexists(preferred):
+        with contextlib.suppress(OSError):
+            os.rename(staged, preferred)
+            return preferred
+    fresh = None
     try:
-        staged.rename(kept)
+        fresh = Path(tempfile.mkdtemp(prefix=f"{preferred.name}-", dir=dest.parent))
+        os.rename(staged, fresh)  # a folder renamed onto an empty folder replaces it
+        return fresh
     except OSError:
+        if fresh is not None:
+            with contextlib.suppress(OSError):
+                fresh.rmdir()
         return staged
-    return kept
 
 
 @contextlib.contextmanager
@@ -234,9 +297,12 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
     no result is kept (an interrupted ``--out new/folder`` leaves nothing).
 
     A ``dest`` that is a mount point (:func:`is_mount_point`: a tmpfs, a Docker volume) cannot be renamed; it is
-    detected before the work and its contents replaced in place (:func:`_install_in_place`, not atomic). When the
-    install fails anyway (a ``chattr +i`` folder), the staged result is kept as ``<name>.new-<pid>`` and a one-line
-    :class:`~flowvar.errors.DataError` says where it is: the work is not lost.
+    detected before the work and its contents replaced in place (:func:`_install_in_place`, not atomic, but undone
+    on failure). When the install fails anyway (a ``chattr +i`` or read-only folder, a full disk), ``dest`` keeps its
+    old result, the staged result is kept as ``<name>.new-<pid>`` (a fresh ``-XXXX`` suffix where that name is taken)
+    and a one-line :class:`~flowvar.errors.DataError` says where it is: the work is not lost. Once the install has
+    begun the staging folder is never deleted on an error (an interrupt mid-install leaves it to the next run's
+    :func:`remove_stale_staging`).
     """
     from flowvar.errors import ConfigError, DataError
 
@@ -255,10 +321,12 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
         raise ConfigError(f"cannot write to output folder {dest.parent}: {e.strerror or e}; choose another --out"
                           ) from None
     stage = Staging(path)
+    install_begun = False
     try:
         yield stage
         if stage.keep:
             check_replaceable(dest)  # again: the slot may have changed while the run computed
+            install_begun = True
             try:
                 if in_place or (dest.is_dir() and is_mount_point(dest)):
                     _install_in_place(dest, path)
@@ -279,13 +347,18 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
                     path.rename(dest)
             except OSError as err:
                 kept = _keep_staged(dest, path)
+                hidden = (" (a hidden staging folder, which the next run here removes: move it first)"
+                          if kept == path else "")
                 raise DataError(f"cannot install the result in {dest}: {err.strerror or err}; the complete result "
-                                f"is kept in {kept} — move its files into {dest} or choose another --out") from None
+                                f"is kept in {kept}{hidden} — move its files into {dest} or choose another --out"
+                                ) from None
         else:
             shutil.rmtree(path, ignore_errors=True)
             _remove_if_empty(created)
     except BaseException:
-        if path.exists():  # else the install failed and the staged result is kept where the message says
+        # once the install has begun, the staging folder may be the only complete copy of the result (the message
+        # names it): an error only removes it before then
+        if not install_begun:
             shutil.rmtree(path, ignore_errors=True)
             _remove_if_empty(created)
         raise
