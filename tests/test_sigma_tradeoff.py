@@ -467,6 +467,19 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
     pre = st.noise_can_act_precondition(ev["exact_minimiser_memorisation_sigma0.02_per_seed"], 0.1, sigma=0.02,
                                         spacing=can_act["median_line_spacing"], sigma_sqrt_d=0.02 * math.sqrt(2))
     assert pre.holds == can_act["holds"] and pre.measured["seed_mean"] == can_act["seed_mean"]
+    # the advisor reads the same check for every σ > 0 of the grid (review adv1 case 1: a σ without one counted as a
+    # cut), measured on the same sources; claims 2 and 3 read compare_sigma's entry, the one measurement
+    by_sigma = exact["by_sigma"]
+    assert set(by_sigma) == {"sigma=0.02", "sigma=0.2"} and by_sigma["sigma=0.02"] == exact["per_seed"]
+    assert [e["n_sources"] for e in by_sigma["sigma=0.2"]] == [e["n_sources"] for e in exact["per_seed"]]
+    checks = result["metrics"]["advice"]["noise_checks"]
+    assert set(checks) == {"0.02", "0.2"}
+    for sigma in (0.02, 0.2):
+        seeds = by_sigma[f"sigma={sigma}"]
+        again = st.noise_checks({sigma: seeds}, 0.1)[sigma]
+        assert checks[f"{sigma:g}"]["holds"] == again.holds
+        assert checks[f"{sigma:g}"]["measured"]["seed_mean"] == again.measured["seed_mean"]
+    assert checks["0.02"]["measured"]["seed_mean"] == can_act["seed_mean"]
     got = st.reduces_memorisation_rule(ev["memorisation_score_sigma0_per_seed"],
                                        ev["memorisation_score_sigma0.02_per_seed"], sigma=0.02, reduce_margin=0.1,
                                        alpha=0.05)
@@ -501,8 +514,11 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
     # claim 4 and the answer are the seed-level rule applied to the per-seed scores recorded beside them
     per_seed = {float(k.split("=")[1]): rows for k, rows in result["metrics"]["per_seed"].items()}
     again = advise_over_seeds(per_seed, 12, 0.25, 0.05, gen_floor=result["metrics"]["null_generalisation"]["floor"],
-                              alpha=0.05, reduce_margin=0.1, memorise_accuracy=0.9)
+                              alpha=0.05, reduce_margin=0.1, memorise_accuracy=0.9,
+                              noise_can_act=st.noise_checks({0.02: by_sigma["sigma=0.02"], 0.2: by_sigma["sigma=0.2"]},
+                                                            0.1))
     assert again.outcome == advice.outcome == both["evidence"]["outcome"]
+    assert again.unattributed_cut == result["metrics"]["advice"]["unattributed_cut"]
     assert both["evidence"]["margins"]["gen_floor_relative_sd"] == pytest.approx(0.5)  # 1/√(2 · 2 null replicates)
     assert (both["verdict_if_testable"] or both["verdict"]) == st.both_margins_rule(
         [j.verdict for j in again.judgements])

@@ -346,7 +346,8 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
                                    scored_sizes=(config.n_eval, data.heldout.shape[0]))
         real_copy = _real_copy_fraction(data, ref)
         per_seed: dict[float, list[dict[str, Any]]] = {s: [] for s in sigmas}
-        exact: list[dict[str, float]] = []
+        # the exact-minimiser check for every σ > 0 of the grid: the advisor may name any σ a cut (or recommend it)
+        exact_by_sigma: dict[float, list[dict[str, float]]] = {s: [] for s in sigmas if s > 0}
         grid: dict[str, Tensor] = {}
         for k in range(config.n_seeds):
             rep = ctx.replicate(k)  # training seed `seed`: its sources, initialisation and batches
@@ -356,8 +357,9 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
             x0_fresh = torch.randn((config.n_eval, *data.x1_train.shape[1:]), generator=gen)
             pairs = FixedPairs(x0_train, data.x1_train)
             zero_field = float((data.x1_train - x0_train).flatten(1).double().pow(2).sum(1).mean())
-            exact.append(_exact_minimiser(config, x0_train, data.x1_train, cmp_sigma, rep.generator("exact_sources"),
-                                          device))
+            for sigma, seeds in exact_by_sigma.items():  # one "exact_sources" stream: the same sources for every σ
+                seeds.append(_exact_minimiser(config, x0_train, data.x1_train, sigma, rep.generator("exact_sources"),
+                                              device))
             for sigma in sigmas:
                 with rep.global_rng("init"):  # the same initialisation (and batch seed) for every σ
                     model = _build_model(config, data, unet)
@@ -390,16 +392,16 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
     ctx.metric("real_heldout_copy_fraction", real_copy)
     ctx.metric("chance_pairing_accuracy", 1.0 / config.n_train)
     ctx.metric("bandwidth", ref.bandwidth)
-    ctx.metric("exact_minimiser", {"sigma": cmp_sigma, "per_seed": exact})
+    exact = exact_by_sigma[cmp_sigma]
+    ctx.metric("exact_minimiser", {"sigma": cmp_sigma, "per_seed": exact,
+                                   "by_sigma": {f"sigma={s}": seeds for s, seeds in exact_by_sigma.items()}})
     rows_note = unused_rows_note(data.available, config.n_train, data.heldout.shape[0], config.min_heldout)
     if rows_note:
         ctx.note(f"Training set: {rows_note}.")
-    can_act = noise_can_act_precondition([e["memorisation"] for e in exact], config.reduce_margin, sigma=cmp_sigma,
-                                         spacing=float(np.mean([e["line_spacing_median"] for e in exact])),
-                                         sigma_sqrt_d=cmp_sigma * math.sqrt(exact[0]["dim"]))
+    checks = noise_checks(exact_by_sigma, config.reduce_margin)
     advice = _advise(ctx, config, table, per_seed, null["floor"], data.description, setting_text(config, unet),
-                     rows_note, noise_can_act={cmp_sigma: can_act})
-    _claims(ctx, config, table, per_seed, advice, exact, cmp_sigma, can_act)
+                     rows_note, noise_can_act=checks)
+    _claims(ctx, config, table, per_seed, advice, exact, cmp_sigma, checks[cmp_sigma])
     _figure(ctx, config, table, advice, null)
     if grid:
         k = min(config.grid_columns, data.heldout.shape[0])
@@ -473,10 +475,11 @@ def _choices(ctx: RunContext, config: SigmaTradeoffConfig, data: _Data, unet: bo
                                  f"every σ) between {config.n_eval} outputs from fresh sources and the held-out data; "
                                  f"biased MMD² reported beside it; null reference: the same statistic between "
                                  f"independent real samples ({config.null_repeats} replicates)")
-    ctx.choice("exact minimiser", f"EmpiricalField(σ = compare_sigma) on each seed's N training pairs, float64, Euler "
-                                  f"{config.euler_steps} from up to {config.exact_max} of its training sources: the "
-                                  f"memorisation the noise leaves at the optimum; the exact σ = 0 minimiser returns "
-                                  f"every partner (Prop 2), M = 1")
+    ctx.choice("exact minimiser", f"EmpiricalField(σ) for every σ > 0 of the grid on each seed's N training pairs, "
+                                  f"float64, Euler {config.euler_steps} from up to {config.exact_max} of its training "
+                                  f"sources (the same ones for every σ): the memorisation the noise leaves at the "
+                                  f"optimum, read by claims 2 and 3 (at compare_sigma) and by the advisor (every σ); "
+                                  f"the exact σ = 0 minimiser returns every partner (Prop 2), M = 1")
     ctx.choice("seeds", f"{config.n_seeds} training seed(s), the unit of replication (sources, initialisation and "
                         f"batch stream per seed; data fixed); the per-σ table holds means over seeds; comparisons "
                         f"between σ are paired over seeds at one-sided α = {config.alpha} (one seed: inconclusive)")
@@ -505,7 +508,8 @@ def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
     """The advisor's seed-level rule (:func:`flowvar.advisor.advise_over_seeds`, gated on σ = 0 memorising: claim 1's
     ``memorise_accuracy``) on the per-seed scores; records ``recommended_sigma`` (the recommended σ, or the flagged
     fallback, or None), ``recommendation_is_fallback`` and ``advice`` (outcome, headline, reason, rule, margins, per-σ
-    judgements, candidates, seeds needed, trade-off, the setting it holds for, the unused-rows note)."""
+    judgements, candidates, seeds needed, trade-off, each σ's noise check, the setting it holds for, the unused-rows
+    note)."""
     rule = seed_rule_text(config.gen_margin, config.mem_margin, gen_floor, config.alpha, config.reduce_margin,
                           noise_check=noise_can_act is not None)
     seed_advice = advise_over_seeds(per_seed, config.n_train, config.gen_margin, config.mem_margin,
@@ -524,6 +528,8 @@ def _advise(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
               "margins": margins, "data": description, "setting": setting, "data_note": rows_note,
               "candidates": seed_advice.candidates, "seeds_needed": seed_advice.seeds_needed,
               "trade_off": seed_advice.trade_off, "unattributed_cut": seed_advice.unattributed_cut,
+              # each σ's exact-minimiser check, as the advisor read it (None: not checked)
+              "noise_checks": {f"{s:g}": c.to_dict() for s, c in (noise_can_act or {}).items()} or None,
               "judgements": [j.to_dict() for j in seed_advice.judgements],
               "verdicts": {f"{j.sigma:g}": j.verdict for j in seed_advice.judgements},
               # the former point rule on the per-σ means, for comparison only (it ranks σ by seed noise)
@@ -635,6 +641,17 @@ def noise_can_act_precondition(exact_memorisation: Sequence[float], reduce_margi
     return mechanism_precondition([1.0 - m for m in exact_memorisation], reduce_margin,
                                   measure="memorisation score M(0) − M(σ), M(0) = 1", sigma=sigma, spacing=spacing,
                                   sigma_sqrt_d=sigma_sqrt_d)
+
+
+def noise_checks(exact_by_sigma: Mapping[float, Sequence[Mapping[str, float]]],
+                 reduce_margin: float) -> dict[float, Precondition]:
+    """σ → :func:`noise_can_act_precondition` from that σ's per-seed exact-minimiser records (:func:`_exact_minimiser`:
+    ``memorisation``, ``line_spacing_median``, ``dim``), for every σ measured. The advisor reads one per σ > 0 of the
+    grid (a σ without one would count as "not checked"), claims 2 and 3 the entry of compare_sigma."""
+    return {sigma: noise_can_act_precondition(
+        [e["memorisation"] for e in seeds], reduce_margin, sigma=sigma,
+        spacing=float(np.mean([e["line_spacing_median"] for e in seeds])),
+        sigma_sqrt_d=sigma * math.sqrt(seeds[0]["dim"])) for sigma, seeds in exact_by_sigma.items()}
 
 
 def reduces_memorisation_rule(m_zero: Sequence[float], m_noisy: Sequence[float], *, sigma: float,
