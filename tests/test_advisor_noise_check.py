@@ -80,3 +80,70 @@ def test_loss_converged_needs_both_a_flat_and_a_fitted_loss_and_reads_nan_as_not
     assert not loss_converged({"loss_late_over_previous": 1.0, "loss_last_relative_to_zero_field": 0.21})
     assert not loss_converged({"loss_late_over_previous": float("nan"), "loss_last_relative_to_zero_field": 0.002})
     assert not loss_converged({})
+
+
+def failing(sigma: float, exact_drop: float) -> Precondition:
+    """A failed noise check at ``sigma``: the exact CFM(σ) minimiser loses only ``exact_drop`` of M."""
+    return Precondition(f"the exact CFM(σ = {sigma:g}) minimiser moves its outputs off the training partners", False,
+                        {"seed_mean": exact_drop, "min_effect": 0.1, "median_line_spacing": 0.5,
+                         "sigma_sqrt_d": 2 * sigma}, "closer training lines")
+
+
+def test_every_checked_sigma_with_a_failing_check_is_no_cut_the_smallest_is_named() -> None:
+    # review adv1 case 1: σ = 0.05 and 0.1 show the same network drop and the exact minimiser keeps the pairs at both;
+    # sigma_tradeoff now passes the check of every σ > 0, so σ = 0.05 is no trade-off either
+    cells = {**AD1, 0.05: AD1[0.1]}
+    adv = advise_over_seeds(rows(cells), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5,
+                            noise_can_act={0.05: failing(0.05, 0.01), 0.1: failing(0.1, 0.02)})
+    assert adv.outcome == "none" and adv.fallback_sigma is None and adv.trade_off is None
+    assert adv.unattributed_cut is not None and adv.unattributed_cut["sigma"] == 0.05
+    assert adv.unattributed_cut["exact_minimiser_drop"] == 0.01
+    assert "cuts memorisation, σ = 0.05" not in adv.headline and "untestable" in adv.headline
+
+
+# review adv1 case 2: σ = 0 pairs every source, σ = 0.1 sits at chance with the same G in three seeds: it passes both
+# margins with confidence, but its exact minimiser keeps the pairs
+CASE2 = {0.0: [(1.0, 0.080), (1.0, 0.078), (1.0, 0.079)], 0.1: [(1 / 32, 0.080), (1 / 32, 0.079), (1 / 32, 0.078)]}
+
+
+def test_a_sigma_within_both_margins_where_the_noise_cannot_act_is_not_recommended() -> None:
+    plain = advise_over_seeds(rows(CASE2), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5)
+    assert plain.outcome == "recommended" and plain.sigma == 0.1  # unchecked: the rule recommends it
+    adv = advise_over_seeds(rows(CASE2), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5,
+                            noise_can_act={0.1: failing(0.1, 0.02)})
+    assert adv.outcome == "none" and adv.sigma is None and adv.fallback_sigma is None and adv.trade_off is None
+    assert "recommended" not in adv.headline
+    cut = adv.unattributed_cut
+    assert cut is not None and cut["sigma"] == 0.1 and cut["memorisation_drop"] == 1.0
+    assert "the trained networks' M falls 1 → 0 at σ = 0.1" in adv.headline and "0.02 < 0.1" in adv.headline
+    assert "σ = 0.1 passes both margins but is no answer: its exact CFM(σ) minimiser loses only 0.02 < 0.1" in \
+        adv.reason and "under-fitting" in adv.reason
+    assert "every σ fails one with confidence, or is within both only where the noise cannot act" in adv.reason
+    assert adv.judgements[1].verdict == "passes"  # the margins' own verdict is unchanged
+
+
+def test_the_next_sigma_whose_check_holds_is_recommended_and_the_blocked_one_named() -> None:
+    cells = {**CASE2, 0.2: CASE2[0.1]}
+    holds = Precondition("the exact CFM(σ = 0.2) minimiser moves its outputs off the training partners", True,
+                         {"seed_mean": 0.6, "min_effect": 0.1}, "")
+    adv = advise_over_seeds(rows(cells), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5,
+                            noise_can_act={0.1: failing(0.1, 0.02), 0.2: holds})
+    assert adv.outcome == "recommended" and adv.sigma == 0.2 and adv.headline == "recommended σ = 0.2"
+    assert "σ = 0.1 passes both margins but is no answer" in adv.reason
+    assert adv.unattributed_cut is not None and adv.unattributed_cut["sigma"] == 0.1
+
+
+def test_an_undecided_sigma_where_the_noise_cannot_act_is_no_add_seeds_candidate() -> None:
+    # σ = 0.1 near chance on the means but its memorisation bound not within the margin: undecided (add seeds)
+    cells = {0.0: [(1.0, 0.080), (1.0, 0.078)], 0.1: [(1 / 32, 0.080), (3 / 32, 0.079)]}
+    plain = advise_over_seeds(rows(cells), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5)
+    assert plain.outcome == "undecided" and plain.candidates == [0.1]
+    adv = advise_over_seeds(rows(cells), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5,
+                            noise_can_act={0.1: failing(0.1, 0.02)})
+    assert adv.outcome == "none" and adv.candidates == [] and adv.seeds_needed is None
+    assert "σ = 0.1 is undecided but is no answer" in adv.reason
+
+
+def test_the_rule_text_says_a_failed_check_blocks_the_recommendation() -> None:
+    text = seed_rule_text(0.25, 0.05, 0.003, 0.05, 0.1, noise_check=True)
+    assert "cannot be recommended" in text and "under-fitting" in text

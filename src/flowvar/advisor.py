@@ -352,7 +352,8 @@ def judge_sigma(sigma: float, rows: Sequence[Mapping[str, Any]], zero_rows: Sequ
 class SeedAdvice:
     """What :func:`advise_over_seeds` returns.
 
-    * ``outcome``: "recommended" (``sigma`` is the smallest σ passing both margins with confidence), "undecided"
+    * ``outcome``: "recommended" (``sigma`` is the smallest σ passing both margins with confidence whose noise check,
+      if given, holds), "undecided"
       (no σ passes with confidence but some σ is not excluded either: ``candidates``, those passing on the means
       first, and ``seeds_needed`` for the first of them when it can be estimated: add seeds), "none" (every σ fails
       one margin with confidence; ``fallback_sigma`` may name a σ that cuts memorisation within τ, flagged, and
@@ -390,9 +391,12 @@ def seed_rule_text(gen_margin: float, mem_margin: float, gen_floor: float, alpha
                    noise_check: bool = False) -> str:
     """The rule of :func:`advise_over_seeds` in one paragraph, with the margins filled in; ``noise_check``: the
     caller passes ``noise_can_act`` (the exact-minimiser check), which the paragraph then states."""
-    check = (" A confirmed drop counts as a cut only where the exact CFM(σ) minimiser on the same pairs itself loses "
-             f"≥ reduce_margin = {reduce_margin:g} of M (the noise can act there); elsewhere the networks' drop "
-             "measures under-fitting, is named as such, and is neither the fallback nor the trade-off."
+    check = (" The noise check, for every σ > 0: the exact CFM(σ) minimiser on the same pairs itself loses "
+             f"≥ reduce_margin = {reduce_margin:g} of M (the noise can act there). A σ whose check fails is no "
+             "answer: it cannot be recommended (even when it passes both margins), is no undecided σ to add seeds "
+             "for, and its confirmed drop is no cut — the networks' drop or low memorisation measures under-fitting, "
+             "is named as such, and is neither the recommendation, the fallback nor the trade-off; the rule goes on "
+             "to the next σ and the other outcomes."
              if noise_check else "")
     return (f"Each σ is judged against σ = 0 over the training seeds (the replicates), at one-sided α = {alpha:g}. "
             f"Generalisation: paired non-inferiority of d_s = G_s(σ) − G_s(0) with the advisor's margin τ = "
@@ -474,8 +478,10 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     it passes the generalisation test against itself, and its low memorisation is then under-fitting, not an answer.
     ``noise_can_act``: σ → the ``reduces_memorisation`` claim's mechanism precondition for that σ (the exact CFM(σ)
     minimiser loses ≥ ``reduce_margin`` of M, :func:`flowvar.experiments.sigma_tradeoff.noise_can_act_precondition`;
-    σ absent: not checked). A σ whose drop is confirmed over seeds but whose check fails is no cut (neither fallback
-    nor trade-off: the claim is untestable there); :attr:`SeedAdvice.unattributed_cut` and the answer say so.
+    σ absent: not checked — pass one for every σ > 0). A σ whose check fails is no answer: not recommended even when
+    it passes both margins, no undecided σ to add seeds for, and its confirmed drop is no cut (neither fallback nor
+    trade-off: the claim is untestable there); the rule goes on to the next σ and the other outcomes, and
+    :attr:`SeedAdvice.unattributed_cut` and the answer name it.
     Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table or margin."""
     _check_margins(gen_margin, mem_margin, gen_floor)
     if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 2:
@@ -519,17 +525,60 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
                                         f"setting: σ = 0, the reference, passes the generalisation test against "
                                         f"itself by construction, and its low memorisation measures under-fitting, "
                                         f"not what noise would fix [{lines}]", head)
-    passing = [j for j in judged if j.verdict == "passes"]
-    undecided = [j for j in judged if j.verdict == "undecided"]
+    # the drop M(0) − M(σ) of every σ, paired over seeds, and whether the noise can act there (the exact-minimiser
+    # check): a σ whose check fails is no answer — neither a cut, nor recommended, nor worth more seeds
+    m0 = _seed_values(zero, "memorisation") if all("memorisation" in r for r in zero) else \
+        [(a - 1 / n_train) / (1 - 1 / n_train) for a in _seed_values(zero, "pairing_accuracy")]
+    checks = noise_can_act or {}
+
+    def noise_fails(j: SigmaJudgement) -> bool:
+        check = checks.get(j.sigma)
+        return check is not None and not check.holds
+
+    cutting, unattributed = [], []
+    for j in judged:
+        if j.sigma == 0:
+            continue
+        m = [(a - 1 / n_train) / (1 - 1 / n_train) for a in _seed_values(per_seed[j.sigma], "pairing_accuracy")]
+        keep = [(x, y) for x, y in zip(m0, m, strict=True) if math.isfinite(x) and math.isfinite(y)]
+        if len(keep) < 2:
+            continue
+        drop = paired_over_seeds([x for x, _ in keep], [y for _, y in keep], min_effect=reduce_margin, scale=1.0,
+                                 scale_name="the memorisation scale", alpha=alpha, labels=("M(0)", f"M({j.sigma:g})"))
+        if drop.verdict == "confirmed" and noise_fails(j):
+            unattributed.append((j, drop, checks[j.sigma]))  # the networks' drop, not the noise's: untestable
+        elif drop.verdict == "confirmed":
+            cutting.append((j, drop))
+    blocked = [j for j in judged if j.sigma > 0 and j.verdict != "fails" and noise_fails(j)]
+    blocked_clauses = {j.sigma: (
+        f"; σ = {j.sigma:g} {'passes both margins' if j.verdict == 'passes' else 'is undecided'} but is no answer: "
+        f"its exact CFM(σ) minimiser loses only {float(checks[j.sigma].measured.get('seed_mean', math.nan)):.3g} < "
+        f"{reduce_margin:g} of M (the noise cannot act there), so the network's low memorisation measures "
+        f"under-fitting") for j in blocked}
+    blocked_text = "".join(blocked_clauses.values())
+    acc0 = [a for a in _seed_values(zero, "pairing_accuracy") if math.isfinite(a)]
+
+    def unattributed_below(limit: float) -> tuple[dict[str, Any] | None, str, str]:
+        """The record, sentence and headline clause of the smallest unattributed drop below σ = ``limit``."""
+        first = next((u for u in unattributed if u[0].sigma < limit), None)
+        if first is None:
+            return None, "", ""
+        return unattributed_cut_text(*first, zero_mem=_mean(m0), acc0=acc0, reduce_margin=reduce_margin)
+
+    passing = [j for j in judged if j.verdict == "passes" and not noise_fails(j)]
+    undecided = [j for j in judged if j.verdict == "undecided" and not noise_fails(j)]
     if passing:
         best = passing[0]
         smaller = [j.sigma for j in undecided if j.sigma < best.sigma]
         note = (f"; smaller σ still undecided (more seeds might admit them): {', '.join(f'{s:g}' for s in smaller)}"
                 if smaller else "")
+        note += "".join(clause for sigma, clause in blocked_clauses.items() if sigma < best.sigma)
+        record, loose_text, _ = unattributed_below(best.sigma)
+        note += f"; {loose_text}" if loose_text else ""
         return advice("recommended", f"σ = {best.sigma:g} is the smallest σ within both margins with confidence: "
                                      f"memorisation upper bound {best.mem_upper:.3g} ≤ {mem_margin:g} and "
                                      f"generalisation non-inferior to σ = 0 within τ = {tol:.3g}{note} [{lines}]",
-                      recommended_headline(best.sigma), sigma=best.sigma)
+                      recommended_headline(best.sigma), sigma=best.sigma, unattributed=record)
     if undecided:
         ordered = sorted(undecided, key=lambda j: (not j.passes_on_means, j.sigma))
         first = ordered[0]
@@ -544,28 +593,13 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
             head = "no σ passes on the means, but these σ are not excluded with confidence either: add seeds"
         named = ", ".join(f"{j.sigma:g}" for j in ordered)
         need = first.seeds_needed if first.passes_on_means else None
-        return advice("undecided", f"undecided, no recommendation: {head}; undecided σ: {named} [{lines}]",
+        record, loose_text, _ = unattributed_below(math.inf)
+        return advice("undecided", f"undecided, no recommendation: {head}; undecided σ: {named}{blocked_text}"
+                                   f"{'; ' + loose_text if loose_text else ''} [{lines}]",
                       undecided_headline([j.sigma for j in ordered], need),
-                      candidates=[j.sigma for j in ordered], need=need)
-    # every σ fails a margin with confidence: a flagged fallback only if it cuts memorisation (confirmed over seeds)
-    m0 = _seed_values(zero, "memorisation") if all("memorisation" in r for r in zero) else \
-        [(a - 1 / n_train) / (1 - 1 / n_train) for a in _seed_values(zero, "pairing_accuracy")]
-    cutting, unattributed = [], []
-    for j in judged:
-        if j.sigma == 0:
-            continue
-        rows = per_seed[j.sigma]
-        m = [(a - 1 / n_train) / (1 - 1 / n_train) for a in _seed_values(rows, "pairing_accuracy")]
-        keep = [(x, y) for x, y in zip(m0, m, strict=True) if math.isfinite(x) and math.isfinite(y)]
-        if len(keep) < 2:
-            continue
-        drop = paired_over_seeds([x for x, _ in keep], [y for _, y in keep], min_effect=reduce_margin, scale=1.0,
-                                 scale_name="the memorisation scale", alpha=alpha, labels=("M(0)", f"M({j.sigma:g})"))
-        check = (noise_can_act or {}).get(j.sigma)
-        if drop.verdict == "confirmed" and check is not None and not check.holds:
-            unattributed.append((j, drop, check))  # the networks' drop, not the noise's: the claim is untestable
-        elif drop.verdict == "confirmed":
-            cutting.append((j, drop))
+                      candidates=[j.sigma for j in ordered], need=need, unattributed=record)
+    # every σ fails a margin with confidence (or passes only where the noise cannot act): a flagged fallback only if
+    # it cuts memorisation (confirmed over seeds, through the noise)
     fallback = [j for j, _ in cutting if j.gen_side == "within"]
     pick = min(fallback, key=lambda j: (j.mem_mean, j.sigma)) if fallback else None
     trade = None
@@ -584,13 +618,8 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
         trade_text = (f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence (extend sigmas, or "
                       f"add seeds)")
     # a smaller σ whose drop the noise cannot explain: said, with what the run cannot tell and what to change
-    loose = unattributed[0] if unattributed and (not cutting or unattributed[0][0].sigma < cutting[0][0].sigma) \
-        else None
-    loose_record = None
-    if loose is not None:
-        acc0 = [a for a in _seed_values(zero, "pairing_accuracy") if math.isfinite(a)]
-        loose_record, loose_text, loose_short = unattributed_cut_text(*loose, zero_mem=_mean(m0), acc0=acc0,
-                                                                      reduce_margin=reduce_margin)
+    loose_record, loose_text, loose_short = unattributed_below(cutting[0][0].sigma if cutting else math.inf)
+    if loose_text:
         trade_text += f"; {loose_text}"
     if pick is not None:
         head = (f"FALLBACK, not a recommendation: σ = {pick.sigma:g} cuts memorisation (M = {pick.mem_mean:.3g}, "
@@ -602,17 +631,22 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
             f"the smallest σ that cuts memorisation, σ = {cutting[0][0].sigma:g}, is not shown to keep "
             f"generalisation within τ (a trade-off, see the reason)" if cutting else
             f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence (extend sigmas to larger "
-            f"values, or add seeds)" if loose is None else
+            f"values, or add seeds)" if loose_record is None else
             f"no σ is shown to cut memorisation through the noise: {loose_short}"))
-    improved = [j for j in judged if j.sigma > 0 and gen_change_kind(j.gen_difference, j.gen_lower, j.gen_upper)
-                == "improvement"]
+    unnamed = [j.sigma for j in blocked if loose_record is None or j.sigma != loose_record["sigma"]]
+    if unnamed:  # a σ within both margins only where the noise cannot act: no answer, said in the headline too
+        headline += (f"; σ = {', '.join(f'{s:g}' for s in unnamed)} is within the margins only where the noise "
+                     f"cannot act (under-fitting, no answer)")
+    improved = [j for j in judged if j.sigma > 0 and j.verdict == "fails" and gen_change_kind(
+        j.gen_difference, j.gen_lower, j.gen_upper) == "improvement"]
     if improved and pick is None:  # a confirmed gain is news even without a memorisation cut
         j = min(improved, key=lambda j: j.gen_difference)
         headline += (f"; σ = {j.sigma:g} improves generalisation with confidence (G − G(0) = {j.gen_difference:+.3g}, "
                      f"bounds [{j.gen_lower:+.3g}, {j.gen_upper:+.3g}]) but {why_it_fails(j, mem_margin)}")
-    return advice("none", f"no σ satisfies both margins (every σ fails one with confidence). {head}; {trade_text} "
-                          f"[{lines}]", headline, fallback=pick.sigma if pick else None, trade=trade,
-                  unattributed=loose_record)
+    every = ("every σ fails one with confidence, or is within both only where the noise cannot act" if blocked else
+             "every σ fails one with confidence")
+    return advice("none", f"no σ satisfies both margins ({every}). {head}; {trade_text}{blocked_text} [{lines}]",
+                  headline, fallback=pick.sigma if pick else None, trade=trade, unattributed=loose_record)
 
 
 def _mean(values: Sequence[float]) -> float:
