@@ -520,8 +520,10 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
     assert again.outcome == advice.outcome == both["evidence"]["outcome"]
     assert again.unattributed_cut == result["metrics"]["advice"]["unattributed_cut"]
     assert both["evidence"]["margins"]["gen_floor_relative_sd"] == pytest.approx(0.5)  # 1/√(2 · 2 null replicates)
+    checks = result["metrics"]["advice"]["noise_checks"]
     assert (both["verdict_if_testable"] or both["verdict"]) == st.both_margins_rule(
-        [j.verdict for j in again.judgements])
+        [j.verdict for j in again.judgements], [checks.get(f"{j.sigma:g}", {"holds": True})["holds"]
+                                               for j in again.judgements])
     # claim 4 is tested only where σ = 0 memorised (the advisor's gate), as the answer is
     gate = st.memorised_precondition(ev_acc0 := mem["evidence"]["pairing_accuracy_per_seed"], 0.9)
     assert (both["verdict"] == "untestable") == (not gate.holds) == (again.outcome == "untestable"), ev_acc0
@@ -720,6 +722,10 @@ def test_both_margins_rule_reads_the_seed_level_verdicts() -> None:
     # the band: a σ neither passing nor failing with confidence, and none passing
     assert st.both_margins_rule(["fails", "undecided"]) == "inconclusive"
     assert st.both_margins_rule([]) == "inconclusive"  # no σ had finite scores
+    # a σ that passes only where its exact minimiser keeps the pairs (the advice names it, no answer): not evidence
+    assert st.both_margins_rule(["fails", "passes"], [True, False]) == "inconclusive"
+    assert st.both_margins_rule(["fails", "passes", "passes"], [True, False, True]) == "confirmed"
+    assert st.both_margins_rule(["fails", "fails"], [False, False]) == "refuted"
     with pytest.raises(ConfigError, match="passes, fails or undecided"):
         st.both_margins_rule(["confirmed"])
     # the quick reference run's per-seed evidence (results/sigma_tradeoff, N = 64): refuted, as published (every σ

@@ -680,16 +680,22 @@ def keeps_generalisation_rule(g_noisy: Sequence[float], g_zero: Sequence[float],
                                   labels=labels)
 
 
-def both_margins_rule(verdicts: Sequence[str]) -> Verdict:
+def both_margins_rule(verdicts: Sequence[str], noise_acts: Sequence[bool] | None = None) -> Verdict:
     """``sigma_tradeoff.sigma_satisfying_both_margins_exists`` from the per-σ verdicts of the advisor's seed-level
     rule (:func:`flowvar.advisor.judge_sigma`: "passes" / "fails" / "undecided", one per σ with finite scores):
-    confirmed when some σ passes both margins with confidence; refuted when every σ fails one of them with
-    confidence; inconclusive otherwise (some σ undecided and none passing: the band) and when no σ was judged."""
+    confirmed when some σ passes both margins with confidence where its noise can act (``noise_acts``, one flag per
+    verdict: the advisor's exact-minimiser check; None: not checked); refuted when every σ fails one of them with
+    confidence; inconclusive otherwise (some σ undecided and none passing: the band; a σ that passes only where its
+    exact minimiser keeps the pairs, whose low memorisation is the network's under-fitting, as the advice says) and
+    when no σ was judged."""
     unknown = sorted(set(verdicts) - {"passes", "fails", "undecided"})
     if unknown:
         raise ConfigError(f"per-σ verdicts must be passes, fails or undecided, got {unknown}")
-    if "passes" in verdicts:
+    acts = list(noise_acts) if noise_acts is not None else [True] * len(verdicts)
+    if any(v == "passes" and a for v, a in zip(verdicts, acts, strict=True)):
         return "confirmed"
+    if "passes" in verdicts:
+        return "inconclusive"
     if verdicts and all(v == "fails" for v in verdicts):
         return "refuted"
     return "inconclusive"
@@ -778,6 +784,8 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                    f"unless the exact CFM(σ={cmp_sigma:g}) minimiser's M is ≤ 1 − {config.reduce_margin:g} in the "
                    f"seed mean (the noise can act, claim 2's precondition)")
     verdicts = list(advice["verdicts"].values())
+    checks = advice.get("noise_checks") or {}
+    noise_acts = [bool((checks.get(sigma) or {"holds": True})["holds"]) for sigma in advice["verdicts"]]
     margins = advice["margins"]
     ctx.claim("sigma_tradeoff.sigma_satisfying_both_margins_exists",
               "Some σ in the grid keeps memorisation within the stated margin of chance while its generalisation stays "
@@ -788,15 +796,17 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                "reason": advice["reason"], "margins": margins,
                "table": [{"sigma": r["sigma"], "memorisation": r[MEM_KEY], "generalisation": r[GEN_KEY]}
                          for r in table]},
-              verdict=both_margins_rule(verdicts), kind="finding",
+              verdict=both_margins_rule(verdicts, noise_acts), kind="finding",
               precondition=memorised_precondition(acc0, config.memorise_accuracy),
               min_effect=f"memorisation score ≤ mem_margin = {config.mem_margin:g} (upper bound) and G(σ) − G(0) < τ "
                          f"= {margins['gen_tolerance']:.3g} (upper bound; gen_margin = {config.gen_margin:g}, noise "
                          f"floor {floor:.3g}), at one-sided α = {config.alpha} each",
               replicates=f"{replicates}; each σ judged against σ = 0 over seeds",
-              rule=advice["rule"] + " Confirmed when some σ passes; refuted when every σ fails (memorisation lower "
-                                    "bound above mem_margin, or G(σ) − G(0) lower bound above τ); inconclusive "
-                                    "otherwise (an undecided σ and none passing) and when no σ has finite scores.")
+              rule=advice["rule"] + " Confirmed when some σ passes where its noise can act; refuted when every σ "
+                                    "fails (memorisation lower bound above mem_margin, or G(σ) − G(0) lower bound "
+                                    "above τ); inconclusive otherwise (an undecided σ and none passing, or a σ that "
+                                    "passes only where its exact minimiser keeps the pairs) and when no σ has finite "
+                                    "scores.")
 
 
 def _symlog_x(ax: Any, sigmas: list[float]) -> None:
