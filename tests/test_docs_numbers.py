@@ -13,7 +13,7 @@ import torch
 
 from flowvar.variance import VarianceAccumulator, normalised_variance
 from flowvar.variance.moments import BatchGradStats
-from flowvar.variance.monitor import _finite_or_nan
+from flowvar.variance.monitor import _none_as_nan
 
 F64 = torch.float64
 
@@ -44,7 +44,7 @@ def test_normalised_is_zero_at_zero_trace_with_a_mean_gradient_and_none_for_zero
     zero = _identical_gradients([0.0, 0.0]).summary()
     assert zero["trace"] == 0.0 and zero["normalised"] is None
     # the monitor logs the summary's value, None as NaN
-    assert _finite_or_nan(summary["normalised"]) == 0.0 and math.isnan(_finite_or_nan(zero["normalised"]))
+    assert _none_as_nan(summary["normalised"]) == 0.0 and math.isnan(_none_as_nan(zero["normalised"]))
 
 
 # --------------------------------------------------------------------------------------------- exact-OT speed-ups
