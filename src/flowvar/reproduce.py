@@ -54,6 +54,7 @@ from flowvar.runner import (
     default_threads,
     dispatch,
     exclusive,
+    interrupted_text,
     make_backend,
     refuse_other_output,
     sigterm_as_interrupt,
@@ -264,12 +265,7 @@ def interrupted_message(options: Options) -> str:
     that continues it, :func:`command_line` without ``--force`` — with it, the rerun would compute the finished
     experiments again; without it, those this run did not reach come from the cache where an earlier run stored
     them, which the message says."""
-    again = command_line(dataclasses.replace(options, force=False))
-    text = f"interrupted; finished experiments are cached: rerun {again} to continue"
-    if options.force:
-        text += (" (without --force, which would compute the finished experiments again; the experiments this run "
-                 "did not reach are then taken from the cache where an earlier run stored them)")
-    return text
+    return interrupted_text("experiments", command_line(dataclasses.replace(options, force=False)), options.force)
 
 
 def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:

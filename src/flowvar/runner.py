@@ -564,6 +564,18 @@ class Outcome:
                 "result": self.result.to_dict() if self.result is not None else None}
 
 
+def interrupted_text(items: str, rerun: str, forced: bool) -> str:
+    """The one line an interrupted ``reproduce`` (``items`` = "experiments") or ``sweep`` ("points") logs and prints:
+    the exact command that continues it (``rerun``, without ``--force``: with it the rerun would compute the
+    finished ``items`` again) and, for a ``forced`` run, that the ``items`` it did not reach then come from the cache
+    where an earlier run stored them."""
+    text = f"interrupted; finished {items} are cached: rerun {rerun} to continue"
+    if forced:
+        text += (f" (without --force, which would compute the finished {items} again; the {items} this run did not "
+                 f"reach are then taken from the cache where an earlier run stored them)")
+    return text
+
+
 def verdict_line(result: Result | None) -> str:
     if result is None:
         return ""
@@ -764,5 +776,5 @@ def check_writable(out: Path) -> None:
 __all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "OUTPUT_MARKERS", "POOL_BREAKS", "Backend", "Outcome", "ProcessBackend",
            "Progress", "RayBackend", "SerialBackend", "Task", "check_config_threads", "check_ray_address",
            "check_threads", "check_writable", "compute", "cpu_cores", "default_threads", "dispatch", "exclusive",
-           "init_worker", "make_backend", "refuse_if_locked", "refuse_other_output", "sigterm_as_interrupt",
-           "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]
+           "init_worker", "interrupted_text", "make_backend", "refuse_if_locked", "refuse_other_output",
+           "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]

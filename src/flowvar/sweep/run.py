@@ -18,7 +18,15 @@ from flowvar.cache import Cache, code_version, install
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.files import remove_stale_writes
 from flowvar.results import Result, versions
-from flowvar.runner import Backend, check_config_threads, check_threads, dispatch, make_backend, sigterm_as_interrupt
+from flowvar.runner import (
+    Backend,
+    check_config_threads,
+    check_threads,
+    dispatch,
+    interrupted_text,
+    make_backend,
+    sigterm_as_interrupt,
+)
 from flowvar.sweep.figures import draw_figures, remove_figures
 from flowvar.sweep.grid import Axis, Point, canonical, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_outputs, write_tables
@@ -609,11 +617,7 @@ def interrupted_message(options: Options, threads: int | None = None) -> str:
     continues it, :func:`command_line` (which leaves ``--force`` out). A forced sweep rerun with ``--force`` would
     compute its finished points again; without it, the points it did not reach come from the cache where an earlier
     run stored them, which the message says."""
-    text = f"interrupted; finished points are cached: rerun {command_line(options, threads)} to continue"
-    if options.force:
-        text += (" (without --force, which would compute the finished points again; the points this run did not reach "
-                 "are then taken from the cache where an earlier run stored them)")
-    return text
+    return interrupted_text("points", command_line(options, threads), options.force)
 
 
 def _install(out: Path, outcome: PointOutcome, entry: Path, status: str, wall_s: float) -> None:
