@@ -32,7 +32,6 @@ from flowvar.experiments.prop2 import (
     sigma0_memorises_precondition,
     sigma0_memorises_rule,
     sigma0_reference_precondition,
-    two_proportion_se,
     zero_loss_rule,
 )
 from flowvar.interpolants import Interpolant
@@ -42,6 +41,7 @@ from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Result, all_preconditions, judge, to_jsonable
 from flowvar.rules import exact_zero
 from flowvar.sampling import time_grid
+from flowvar.stats import two_proportion_se
 from flowvar.variance import gradient_variance
 
 TINY = {"cf_pairs": "16", "cf_families": "random,rot180", "cf_sigmas": "0.05,0.2", "cf_loss_samples": "200",

@@ -376,6 +376,11 @@ def noninferior_over_seeds(a: object, b: object, *, margin: float, scale: float,
     return NonInferiority(**{**base.to_dict(), "verdict": verdict, "reason": reason})
 
 
+def two_proportion_se(p1: float, p2: float, n: int) -> float:
+    """Standard error of p1 − p2 for two proportions, each from n Bernoulli trials: √((p1(1 − p1) + p2(1 − p2)) / n)."""
+    return math.sqrt(max(p1 * (1 - p1) + p2 * (1 - p2), 0.0) / n)
+
+
 __all__ = ["ALTERNATIVES", "Comparison", "ConfidenceInterval", "NonInferiority", "SeedComparison", "T",
            "balanced_accuracy", "boundary_tolerance", "compare", "hedges_correction", "mean_ci",
-           "noninferior_over_seeds", "paired_over_seeds"]
+           "noninferior_over_seeds", "paired_over_seeds", "two_proportion_se"]

@@ -14,6 +14,7 @@ from typing import Literal
 
 from flowvar.results import Verdict
 from flowvar.rules import above
+from flowvar.stats import two_proportion_se
 
 Overall = Literal["memorising", "generalising", "mixed", "cannot tell"]
 OVERALL: tuple[str, ...] = ("memorising", "generalising", "mixed", "cannot tell")
@@ -345,8 +346,7 @@ def pair_order_suspect(share_loader: float, share_other: float, n: int) -> bool:
     model that does not memorise its pairs recovers about chance under both orders, so no noise reads as doubt)."""
     if not (math.isfinite(share_loader) and math.isfinite(share_other)) or n < 1:
         return False
-    se = math.sqrt((share_loader * (1 - share_loader) + share_other * (1 - share_other)) / n)
-    return share_other - share_loader >= max(PAIR_ORDER_MARGIN, 3.0 * se)
+    return share_other - share_loader >= max(PAIR_ORDER_MARGIN, 3.0 * two_proportion_se(share_loader, share_other, n))
 
 
 __all__ = ["ALLOWANCE_Z", "BLIND_SPOT", "COPY_GENERALISE", "COPY_K", "COPY_MAX_BASELINE", "COPY_MEMORISE",

@@ -103,7 +103,7 @@ from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Verdict, all_preconditions
 from flowvar.rules import EXACT_ZERO_TOL, exact_zero
 from flowvar.sampling import integrate, time_grid
-from flowvar.stats import SeedComparison, paired_over_seeds
+from flowvar.stats import SeedComparison, paired_over_seeds, two_proportion_se
 from flowvar.train import late_over_previous_quarter, train_mlp_field
 from flowvar.variance import gradient_variance
 
@@ -293,11 +293,6 @@ def _endpoint_report(x_hat: Tensor, x1: Tensor) -> dict[str, float]:
     nearest = (x_hat.double() - x1.double()[acc.nearest]).norm(dim=1)
     return {"accuracy": acc.accuracy, "mean_l2_own_partner": own.mean,
             "max_l2_own_partner": float(own.per_sample.max()), "mean_l2_nearest_target": float(nearest.mean())}
-
-
-def two_proportion_se(p1: float, p2: float, n: int) -> float:
-    """Standard error of p1 − p2 for two proportions, each from n Bernoulli trials."""
-    return math.sqrt(max(p1 * (1 - p1) + p2 * (1 - p2), 0.0) / n)
 
 
 # ------------------------------------------------------------------------------------------------ rules
@@ -1106,4 +1101,4 @@ __all__ = ["EXACT_ZERO_TOL", "FAMILIES", "NAME", "NOISE_REACH", "LineEncounters"
            "lower_accuracy_rule", "make_pairs", "mechanism_precondition", "no_collision_precondition",
            "no_zero_loss_rule", "noise_breaks_pairing_rule", "noise_reach_precondition", "ode_returns_partner_rule",
            "plateau_rule", "reaches_zero", "run", "sigma0_memorises_precondition", "sigma0_memorises_rule",
-           "sigma0_reference_precondition", "two_proportion_se", "zero_loss_rule"]
+           "sigma0_reference_precondition", "zero_loss_rule"]
