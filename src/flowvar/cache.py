@@ -53,6 +53,7 @@ from flowvar.files import (
     current_umask,
     foreign_entries,
     pid_alive,
+    remove_path,
     staged_folder,
 )
 from flowvar.results import Result, to_jsonable
@@ -123,15 +124,6 @@ def _key_lock(path: Path, key: str, root: Path, on_wait: Callable[[str], None] |
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    """Delete a folder tree, or the file or link in its place; nothing if absent."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def _announce_wait(message: str) -> None:
@@ -279,7 +271,7 @@ class Cache:
                         "inputs": inputs or {}, "files": _tree_digests(tmp)}
             atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
             final = self.path(key)
-            _remove(final)
+            remove_path(final)
             try:
                 tmp.rename(final)
             except OSError:  # another process stored the same key in between: keep its entry
@@ -351,7 +343,7 @@ class Cache:
 
     def discard(self, key: str) -> None:
         """Delete an entry (no error if absent), or whatever else is in its place (a file, a link)."""
-        _remove(self.path(key))
+        remove_path(self.path(key))
 
     def entries(self) -> list[dict[str, Any]]:
         """The manifests of every entry (unreadable ones skipped), oldest first."""
@@ -507,7 +499,7 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
                 work = cache.work_dir(key)
                 if work.exists() and not work.is_dir():  # garbage where the checkpoints go: nothing to resume
                     log.warning("%s is not a folder of checkpoints: removed", work)
-                    _remove(work)
+                    remove_path(work)
                 if force:
                     shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included
                 inputs = key_inputs(name, config, quick)

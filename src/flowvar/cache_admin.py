@@ -31,13 +31,13 @@ from flowvar.cache import (
     WORK_INPUTS,
     Cache,
     _key_lock,
-    _remove,
     code_version,
     staging_prefix,
     staging_writer,
 )
 from flowvar.cache_key import _key_of
 from flowvar.errors import ConfigError, DataError
+from flowvar.files import remove_path
 
 ENTRY_STATES = ("current", "outdated", "unknown experiment", "unknown version", "unreadable")
 WORK_STATES = ("resumable", "outdated", "stored", "unknown origin", "unknown experiment")
@@ -351,9 +351,9 @@ def _delete(cache: Cache, path: Path) -> None:
     """Rename ``path`` to a staging name of this process, then delete it: a reader sees the folder whole or not at
     all, and a prune killed midway leaves a ``.tmp-<pid>@<host>-*`` folder that the next run's clean-up removes."""
     trash = cache.root / f"{staging_prefix('prune-')}{path.name}"
-    _remove(trash)
+    remove_path(trash)
     path.rename(trash)
-    _remove(trash)
+    remove_path(trash)
     if trash.exists() or trash.is_symlink():
         raise OSError(f"could not delete {trash}")
 
@@ -383,7 +383,7 @@ def _prune_one(cache: Cache, item: Item) -> str | None:
             return "being written" if writer.local else "another machine's"  # a pid reused since the survey
         if not (item.path.exists() or item.path.is_symlink()):
             return _GONE
-        _remove(item.path)
+        remove_path(item.path)
         return None
     with _key_lock(cache.lock_path(item.name), item.name, cache.root, None) as idle:
         if not idle:

@@ -233,7 +233,7 @@ def _undo_install(dest: Path, replaced: Path | None, placed: list[str], set_asid
     back (else ``replaced`` must be kept: it holds the rest)."""
     for name in reversed(placed):
         with contextlib.suppress(OSError):
-            _remove_entry(dest / name)
+            remove_path(dest / name)
     if replaced is None:  # the failure came before anything was set aside
         return True
     restored = True
@@ -253,12 +253,14 @@ def _copy_entry(source: Path, target: Path) -> None:
         shutil.copy2(source, target, follow_symlinks=False)
 
 
-def _remove_entry(entry: Path) -> None:
-    """Delete a file, link or folder (a link itself, never what it points to)."""
-    if entry.is_dir() and not entry.is_symlink():
-        shutil.rmtree(entry)
+def remove_path(path: Path) -> None:
+    """Delete a folder tree (what of it can be deleted), or the file or link in its place (a link itself, never what
+    it points to); nothing if absent."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
     else:
-        entry.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _keep_staged(dest: Path, staged: Path) -> Path:
@@ -419,6 +421,7 @@ __all__ = [
     "is_mount_point",
     "nearest_existing",
     "pid_alive",
+    "remove_path",
     "remove_stale_staging",
     "remove_stale_writes",
     "staged_folder",
