@@ -6,7 +6,10 @@ trade-off it was."""
 
 from __future__ import annotations
 
+import pytest
+
 from flowvar.advisor import SeedAdvice, advise_over_seeds, seed_rule_text
+from flowvar.errors import ConfigError
 from flowvar.results import Precondition
 
 
@@ -147,3 +150,62 @@ def test_an_undecided_sigma_where_the_noise_cannot_act_is_no_add_seeds_candidate
 def test_the_rule_text_says_a_failed_check_blocks_the_recommendation() -> None:
     text = seed_rule_text(0.25, 0.05, 0.003, 0.05, 0.1, noise_check=True)
     assert "cannot be recommended" in text and "under-fitting" in text
+
+
+# checks for some σ only (review s27 fixB): the σ without one was silently judged "not checked" — its drop a confirmed
+# cut, its pass a recommendation — beside a neighbour whose failed check made the same drop no cut. A partial mapping
+# is refused, naming the σ without a check, so no advice judges neighbouring σ on different grounds.
+
+
+def test_a_check_missing_for_a_smaller_sigma_is_refused_not_read_as_a_cut() -> None:
+    # σ = 0.05 and 0.1 show the same network drop; only σ = 0.1 is checked (and fails): σ = 0.05 was the trade-off
+    cells = {**AD1, 0.05: AD1[0.1]}
+    with pytest.raises(ConfigError) as caught:
+        advise_over_seeds(rows(cells), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5,
+                          noise_can_act={0.1: failing(0.1, 0.02)})
+    text = str(caught.value)
+    assert "no exact-minimiser check for σ = 0.05" in text and "0.1" not in text.split("checked σ = ")[0]
+    assert "noise_can_act=None" in text and "every σ > 0" in text
+
+
+def test_a_check_missing_for_a_larger_sigma_is_refused_not_recommended_unchecked() -> None:
+    # σ = 0.1 blocked by its failed check; σ = 0.2 (same scores, no check) was recommended on no check at all
+    cells = {**CASE2, 0.2: CASE2[0.1], 0.5: CASE2[0.1]}
+    with pytest.raises(ConfigError, match=r"no exact-minimiser check for σ = 0\.2, 0\.5 \(checked σ = 0\.1\)"):
+        advise_over_seeds(rows(cells), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5,
+                          noise_can_act={0.1: failing(0.1, 0.02)})
+
+
+def test_checks_under_other_keys_than_the_tables_sigma_are_refused_and_named() -> None:
+    # "0.1" (a string, e.g. read back from result.json) is not σ = 0.1: it used to leave σ = 0.1 silently unchecked
+    with pytest.raises(ConfigError, match=r"σ = 0\.1 .*not σ of the per-seed table: '0\.1'"):
+        advise_over_seeds(rows(CASE2), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5,
+                          noise_can_act={"0.1": failing(0.1, 0.02)})  # type: ignore[dict-item]
+
+
+def test_a_sigma_whose_every_seed_diverged_still_needs_its_check() -> None:
+    nan = float("nan")
+    cells = {**CASE2, 0.2: [(nan, nan)] * 3}
+    with pytest.raises(ConfigError, match=r"σ = 0\.2"):
+        advise_over_seeds(rows(cells), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5,
+                          noise_can_act={0.1: failing(0.1, 0.02)})
+
+
+def test_an_empty_check_mapping_is_partial_not_none() -> None:
+    with pytest.raises(ConfigError, match=r"no exact-minimiser check for σ = 0\.1 \(checked σ: none\)"):
+        advise_over_seeds(rows(CASE2), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5, noise_can_act={})
+    only_zero = advise_over_seeds(rows({0.0: CASE2[0.0]}), 32, 0.25, 0.05, gen_floor=0.00286,
+                                  memorise_accuracy=0.5, noise_can_act={})
+    assert only_zero.outcome == "none"  # no σ > 0: nothing to check, nothing missing
+
+
+def test_a_full_set_of_checks_with_an_extra_sigma0_entry_reads_as_the_full_set() -> None:
+    cells = {**CASE2, 0.2: CASE2[0.1]}
+    holds = Precondition("the exact CFM(σ = 0.2) minimiser moves its outputs off the training partners", True,
+                         {"seed_mean": 0.6, "min_effect": 0.1}, "")
+    full = {0.1: failing(0.1, 0.02), 0.2: holds}
+    zero = Precondition("σ = 0 (the reference)", True, {"seed_mean": 0.0}, "")
+    a = advise_over_seeds(rows(cells), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5, noise_can_act=full)
+    b = advise_over_seeds(rows(cells), 32, 0.25, 0.05, gen_floor=0.00286, memorise_accuracy=0.5,
+                          noise_can_act={0.0: zero, **full})
+    assert a.to_dict() == b.to_dict() and a.outcome == "recommended" and a.sigma == 0.2

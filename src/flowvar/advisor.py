@@ -465,6 +465,33 @@ def untestable_fix(zero_rows: Sequence[Mapping[str, Any]], n_train: int) -> str:
             f"from the training sources does not return their partners")
 
 
+def require_every_noise_check(per_seed: Mapping[float, Any], noise_can_act: Mapping[Any, Precondition]) -> None:
+    """Refuse exact-minimiser checks given for some σ only: ``noise_can_act`` must hold a check for every σ > 0 of
+    ``per_seed`` (keys equal to the table's σ; a σ whose every seed diverged included, so the demand does not hang
+    on the training). A σ without a check would be judged on the margins alone beside σ judged on their check, so the
+    advice could call a drop a confirmed cut (or a pass a recommendation) at one σ and not at its neighbour on
+    inconsistent grounds. Raises ConfigError naming the σ without a check, the σ checked and any key that is no σ
+    of the table (a string "0.1", or 0.1000001, leaves σ = 0.1 unchecked); a check for σ = 0 is allowed and unread."""
+    if not isinstance(noise_can_act, Mapping):
+        raise ConfigError(f"noise_can_act must map σ to its exact-minimiser check (a Precondition), got "
+                          f"{type(noise_can_act).__name__}")
+    missing = sorted(s for s in per_seed if s > 0 and s not in noise_can_act)
+    if not missing:
+        return
+    checked = sorted(s for s in per_seed if s > 0 and s in noise_can_act)
+    stray = sorted((k for k in noise_can_act if k not in per_seed), key=repr)
+    checked_text = f"checked σ = {', '.join(f'{s:g}' for s in checked)}" if checked else "checked σ: none"
+    stray_text = (f"; noise_can_act also has keys that are not σ of the per-seed table: "
+                  f"{', '.join(repr(k) for k in stray)}" if stray else "")
+    raise ConfigError(f"noise_can_act gives no exact-minimiser check for σ = {', '.join(f'{s:g}' for s in missing)} "
+                      f"({checked_text}){stray_text}. The check is read for every σ > 0 or for none: a σ without one "
+                      f"would be judged on the margins alone beside σ judged on their check, so a drop could count "
+                      f"as a confirmed cut at one σ and not at its neighbour. Pass a check for every σ > 0 "
+                      f"(flowvar.experiments.sigma_tradeoff.noise_checks makes one per σ), or noise_can_act=None to "
+                      f"check none (the advice then rests on the margins alone and says nothing of the exact "
+                      f"minimiser)")
+
+
 def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_train: int, gen_margin: float,
                       mem_margin: float, *, gen_floor: float = 0.0, alpha: float = 0.05, reduce_margin: float = 0.1,
                       memorise_accuracy: float | None = None, gen_key: str = GEN_KEY,
@@ -478,11 +505,13 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     it passes the generalisation test against itself, and its low memorisation is then under-fitting, not an answer.
     ``noise_can_act``: σ → the ``reduces_memorisation`` claim's mechanism precondition for that σ (the exact CFM(σ)
     minimiser loses ≥ ``reduce_margin`` of M, :func:`flowvar.experiments.sigma_tradeoff.noise_can_act_precondition`;
-    σ absent: not checked — pass one for every σ > 0). A σ whose check fails is no answer: not recommended even when
-    it passes both margins, no undecided σ to add seeds for, and its confirmed drop is no cut (neither fallback nor
-    trade-off: the claim is untestable there); the rule goes on to the next σ and the other outcomes, and
-    :attr:`SeedAdvice.unattributed_cut` and the answer name it.
-    Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table or margin."""
+    one for every σ > 0 of ``per_seed``, or None: no σ checked, the margins alone). A σ whose check fails is no
+    answer: not recommended even when it passes both margins, no undecided σ to add seeds for, and its confirmed drop
+    is no cut (neither fallback nor trade-off: the claim is untestable there); the rule goes on to the next σ and the
+    other outcomes, and :attr:`SeedAdvice.unattributed_cut` and the answer name it. A mapping that misses a σ > 0
+    (an empty one included) is refused (:func:`require_every_noise_check`): that σ would be judged on the margins
+    alone beside σ judged on their check, so the same drop could be a cut at one σ and not at its neighbour.
+    Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table, margin or partial ``noise_can_act``."""
     _check_margins(gen_margin, mem_margin, gen_floor)
     if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 2:
         raise ConfigError(f"n_train must be an int >= 2 (the number of training pairs), got {n_train!r}")
@@ -491,6 +520,8 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     if 0.0 not in per_seed:
         raise ConfigError(f"the per-seed table must hold σ = 0 (the reference every σ is judged against), got σ = "
                           f"{sorted(per_seed)}")
+    if noise_can_act is not None:
+        require_every_noise_check(per_seed, noise_can_act)
     zero = per_seed[0.0]
     g0 = [g for g in _seed_values(zero, gen_key) if math.isfinite(g)]
     reference = sum(g0) / len(g0) if g0 else math.nan
@@ -754,5 +785,6 @@ def why_it_fails(judgement: SigmaJudgement, mem_margin: float) -> str:
 __all__ = ["DEFAULT_SIGMAS", "FIT_LOSS_RATIO", "MAX_SEEDS_ESTIMATE", "STILL_FALLING_RATIO", "SeedAdvice",
            "SigmaJudgement", "advise_over_seeds", "fallback_headline", "fallback_sigma", "finite_number",
            "gen_change_kind", "gen_change_text", "gen_tolerance", "judge_sigma", "loss_converged",
-           "memorisation_bounds", "recommend_sigma", "recommended_headline", "rule_text", "seed_rule_text",
+           "memorisation_bounds", "recommend_sigma", "recommended_headline", "require_every_noise_check",
+           "rule_text", "seed_rule_text",
            "seeds_needed", "sigma0_memorised", "undecided_headline", "untestable_fix", "why_it_fails"]
