@@ -647,7 +647,8 @@ def noise_checks(exact_by_sigma: Mapping[float, Sequence[Mapping[str, float]]],
                  reduce_margin: float) -> dict[float, Precondition]:
     """σ → :func:`noise_can_act_precondition` from that σ's per-seed exact-minimiser records (:func:`_exact_minimiser`:
     ``memorisation``, ``line_spacing_median``, ``dim``), for every σ measured. The advisor reads one per σ > 0 of the
-    grid (a σ without one would count as "not checked"), claims 2 and 3 the entry of compare_sigma."""
+    grid (it refuses a partial set: :func:`flowvar.advisor.require_every_noise_check`), claims 2 and 3 the entry of
+    compare_sigma."""
     return {sigma: noise_can_act_precondition(
         [e["memorisation"] for e in seeds], reduce_margin, sigma=sigma,
         spacing=float(np.mean([e["line_spacing_median"] for e in seeds])),
@@ -785,6 +786,7 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                    f"seed mean (the noise can act, claim 2's precondition)")
     verdicts = list(advice["verdicts"].values())
     checks = advice.get("noise_checks") or {}
+    # a stored advice from before the checks (no noise_checks) is re-judged as it was: every σ's noise counts as acting
     noise_acts = [bool((checks.get(sigma) or {"holds": True})["holds"]) for sigma in advice["verdicts"]]
     margins = advice["margins"]
     ctx.claim("sigma_tradeoff.sigma_satisfying_both_margins_exists",
