@@ -381,3 +381,179 @@ def test_a_real_read_only_mount_point_keeps_its_old_result_and_the_new_one_besid
         assert _contents(tmp_path / f"out.new-{os.getpid()}") == _NEW_RESULT
     finally:
         subprocess.run(["umount", str(dest)], check=False)
+
+
+def test_a_slot_taken_by_someone_elses_folder_while_the_run_computed_keeps_the_computed_result(tmp_path) -> None:
+    """Session 27 finding 2: the slot was replaceable when the run started and someone else's folder took it before
+    the install: the second check refused it and the staging folder — the computed result — was deleted. Now the
+    foreign folder is left alone and the result kept in the out.new-PID folder the one-line error names."""
+    import shutil
+
+    from flowvar.errors import ConfigError
+    from flowvar.files import staged_folder
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    _result(dest, "old")
+    with pytest.raises(ConfigError) as err, staged_folder(dest) as stage:
+        _result(stage.path, "new")
+        shutil.rmtree(dest)  # meanwhile, someone puts their own folder in the slot
+        dest.mkdir()
+        (dest / "theirs.txt").write_text("not flowvar's")
+    kept = tmp_path / f"out.new-{os.getpid()}"
+    message = str(err.value)
+    assert "\n" not in message and "not a flowvar result" in message and f"kept in {kept}" in message
+    assert _contents(kept) == {"result.json": '{"figures": ["old_figure.png"]}', "summary.md": "new"}
+    assert _contents(dest) == {"theirs.txt": "not flowvar's"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", kept.name]
+
+
+# A process killed (SIGKILL) at a chosen point of an in-place install into `out` (seen as a mount point): it stages
+# _KILL_NEW beside `out` as staged_folder does, then installs it with _install_in_place.
+_KILL_SCRIPT = r"""
+import os, shutil, signal, sys, tempfile
+from pathlib import Path
+import flowvar.files as files
+root, mode = Path(sys.argv[1]), sys.argv[2]
+new = dict(a_png="new a", summary_md="new summary", c_txt="new c", result_json='{"figures": ["a.png"]}')
+staged = Path(tempfile.mkdtemp(prefix=f".out.{os.getpid()}.", dir=root))
+for name, text in new.items():
+    (staged / name.replace("_", ".")).write_text(text)
+real_rename, real_copy2, real_rmtree, renames = os.rename, shutil.copy2, shutil.rmtree, []
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+def rename(src, dst):
+    renames.append((Path(src), Path(dst)))
+    if mode.isdigit() and len(renames) == int(mode):
+        die()
+    if mode == "restoring" and Path(src).name == "result.json":
+        if Path(src).parent.name == "incoming":  # placing the marker fails: the install is undone ...
+            raise OSError(30, "Read-only file system")
+        if Path(src).parent.name == "replaced":
+            die()  # ... and killed while it puts the old marker back, the last old entry
+    return real_rename(src, dst)
+def copy2(src, dst, *args, **kwargs):
+    if mode == "copying" and Path(dst).parent.name == "incoming" and len(os.listdir(Path(dst).parent)) == 2:
+        die()
+    return real_copy2(src, dst, *args, **kwargs)
+def rmtree(path, *args, **kwargs):
+    if mode == "cleanup" and Path(path).name == "replaced":
+        die()
+    return real_rmtree(path, *args, **kwargs)
+os.rename, shutil.copy2, shutil.rmtree = rename, copy2, rmtree
+try:
+    files._install_in_place(root / "out", staged)
+except OSError:
+    pass
+print("not killed")
+"""
+_KILL_NEW = {"a.png": "new a", "summary.md": "new summary", "c.txt": "new c", "result.json": '{"figures": ["a.png"]}'}
+
+
+def _killed_install(tmp_path, mode: str):
+    """Run :data:`_KILL_SCRIPT` on ``tmp_path/out`` holding :data:`_OLD_RESULT`; return ``out`` once it died."""
+    import subprocess
+    import sys
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    _old_result_in(dest)
+    proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(tmp_path), mode], capture_output=True, text=True)
+    assert proc.returncode == -9, (proc.stdout, proc.stderr)  # killed by SIGKILL where the mode says
+    assert [p.name for p in dest.iterdir() if p.name.startswith(".install.")], "a killed install leaves its work"
+    return dest
+
+
+# set-aside renames come first (3: the marker, summary.md, old_figure.png), then the placing ones (4, marker last)
+@pytest.mark.parametrize("mode", ["copying", "1", "2", "4", "6", "7", "restoring"])
+def test_an_in_place_install_killed_before_it_finished_is_undone_by_the_next_run(tmp_path, mode: str) -> None:
+    """Session 27 finding 1: a kill midway through an in-place install left hidden .incoming/.replaced folders
+    that nothing removed (the old result's files among them, its marker set aside) and the next run refused the
+    slot as "not a flowvar result". Wherever the kill came before the new marker was placed — while copying, with
+    nothing, the marker or everything set aside, with some or all but the marker placed, during an undo — the next
+    run's settling puts the old result back whole, with nothing hidden left."""
+    import warnings
+
+    from flowvar.files import check_replaceable, killed_installs, settle_killed_installs
+
+    dest = _killed_install(tmp_path, mode)
+    assert killed_installs(dest)
+    check_replaceable(dest)  # flowvar's slot, marker or not: reproduce checks before computing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: every old entry went back
+        assert settle_killed_installs(dest) == []
+    assert _contents(dest) == _OLD_RESULT and sorted(p.name for p in dest.iterdir()) == sorted(_OLD_RESULT)
+    assert not killed_installs(dest)
+
+
+def test_an_in_place_install_killed_while_cleaning_up_keeps_the_old_entries_only_it_held(tmp_path) -> None:
+    """Killed after the new marker was placed: the install finished. The old entries whose names the new result
+    took go (as a finished install deletes them); old_figure.png, which the new result does not have, may be the
+    only copy: it is moved to a visible folder that a warning names, never deleted."""
+    import warnings
+
+    from flowvar.files import settle_killed_installs
+
+    dest = _killed_install(tmp_path, "cleanup")
+    with pytest.warns(UserWarning, match=r"killed midway .*kept in .*replaced-by-a-killed-install-.*old_figure\.png"):
+        kept = settle_killed_installs(dest)
+    assert len(kept) == 1 and kept[0].parent == dest and kept[0].name.startswith("replaced-by-a-killed-install-")
+    assert _contents(kept[0]) == {"old_figure.png": "old png"}
+    assert _contents(dest) == {**_KILL_NEW, "notes.txt": "mine", f"{kept[0].name}/old_figure.png": "old png"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # settled once: a later run has nothing to settle, nothing to warn about
+        assert settle_killed_installs(dest) == []
+
+
+def test_the_next_install_into_a_slot_a_killed_install_left_markerless_replaces_it(tmp_path, monkeypatch) -> None:
+    """End to end: with the old marker set aside and two new entries placed when the kill came, `out` held no
+    result.json; the next staged_folder installs its result, the user's note kept, no hidden folder left."""
+    from pathlib import Path
+
+    import flowvar.files as files_mod
+
+    dest = _killed_install(tmp_path, "6")
+    assert not (dest / "result.json").exists()
+    monkeypatch.setattr(files_mod, "is_mount_point", lambda folder: Path(folder) == dest)
+    with files_mod.staged_folder(dest) as stage:
+        _result(stage.path, "third")
+    assert _contents(dest) == {"result.json": '{"figures": ["old_figure.png"]}', "summary.md": "third",
+                               "notes.txt": "mine"}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the killed run's staging folder went too
+
+
+def test_leftovers_of_the_earlier_in_place_install_are_settled_without_deleting_an_only_copy(tmp_path) -> None:
+    """The .incoming.<pid>.* / .replaced.<pid>.* an earlier flowvar left (no journal): the incoming copies go; set
+    aside entries go back when `out` holds none of their names, else they are kept visible and named. A folder
+    that only looks like one (not mkdtemp's 8 characters) or whose process lives is not touched."""
+    import subprocess
+    import sys
+
+    from flowvar.files import settle_killed_installs
+
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True).stdout)
+    for case, dest_has in (("restorable", {}), ("taken", {"summary.md": "new summary"})):
+        dest = tmp_path / case / "out"
+        dest.mkdir(parents=True)
+        (dest / "notes.txt").write_text("mine")
+        for name, text in dest_has.items():
+            (dest / name).write_text(text)
+        (dest / f".incoming.{dead_pid}.ab_12cde").mkdir()
+        (dest / f".incoming.{dead_pid}.ab_12cde" / "a.png").write_text("new a")
+        aside = dest / f".replaced.{dead_pid}.zz9_xy0q"
+        aside.mkdir()
+        (aside / "result.json").write_text("{}")
+        (aside / "summary.md").write_text("old")
+        (dest / f".incoming.{dead_pid}.mine").mkdir()  # a user's own folder
+        (dest / f".replaced.{os.getppid()}.abcdefgh").mkdir()  # a live process's
+        if case == "restorable":
+            assert settle_killed_installs(dest) == []
+            assert _contents(dest) == {"notes.txt": "mine", "result.json": "{}", "summary.md": "old"}
+        else:
+            with pytest.warns(UserWarning, match=r"summary\.md"):
+                kept = settle_killed_installs(dest)
+            assert len(kept) == 1 and _contents(kept[0]) == {"result.json": "{}", "summary.md": "old"}
+            assert (dest / "summary.md").read_text() == "new summary"
+        assert sorted(p.name for p in dest.iterdir() if p.name.startswith(".")) == [
+            f".incoming.{dead_pid}.mine", f".replaced.{os.getppid()}.abcdefgh"]

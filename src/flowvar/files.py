@@ -5,7 +5,8 @@
 * :func:`staged_folder` — a result folder filled aside and swapped in by renames (never half-written), refusing
   slots that are not flowvar's (:func:`check_replaceable`) and carrying a user's own files across
   (:func:`foreign_entries`); :func:`remove_stale_staging` / :func:`remove_stale_writes` clean what a killed process
-  left;
+  left, and :func:`settle_killed_installs` undoes or finishes an in-place install (a mount-point ``--out``) it cut
+  off;
 * :func:`nearest_existing` / :func:`check_writable_folder` — whether a folder that may not exist yet can be
   created and written, checked before any work so that a run does not fail at its end.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -155,8 +157,10 @@ def _carry_foreign_entries(old: Path, new: Path) -> None:
 def check_replaceable(dest: Path | str) -> None:
     """Refuse, in one line (:class:`~flowvar.errors.ConfigError`), an output slot flowvar must not replace: a file,
     a symbolic link (replacing it would delete or write through its target), or a folder holding files but no
-    :data:`RESULT_MARKER` (someone else's files). A missing or empty folder, or one of flowvar's, is fine. Called
-    before anything is computed and again when the result is installed."""
+    :data:`RESULT_MARKER` (someone else's files). A missing or empty folder, or one of flowvar's, is fine — so is
+    one holding what a killed in-place install left (:func:`killed_installs`: it was flowvar's; the marker may be
+    set aside, and the next install settles it first). Called before anything is computed and again when the
+    result is installed."""
     from flowvar.errors import ConfigError
 
     dest = Path(dest)
@@ -166,7 +170,8 @@ def check_replaceable(dest: Path | str) -> None:
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"output {dest} is a file, where the results folder {dest.name} goes: move it or choose "
                           f"another --out")
-    if dest.is_dir() and not (dest / RESULT_MARKER).is_file() and any(dest.iterdir()):
+    if (dest.is_dir() and not (dest / RESULT_MARKER).is_file() and any(dest.iterdir())
+            and not killed_installs(dest)):
         raise ConfigError(f"output folder {dest} holds files but no {RESULT_MARKER}: it is not a flowvar result, so "
                           f"it is not replaced; move its files or choose another --out")
 
@@ -181,68 +186,227 @@ def is_mount_point(folder: Path | str) -> bool:
         return False
 
 
+# The work folder of an in-place install, ``dest/.install.<pid>.XXXX``: ``incoming/`` (the new entries),
+# ``replaced/`` (the old ones set aside) and the journal ``install.json`` ({"new": names} — or {"phase":
+# "restoring"} once an undo has begun) that lets :func:`settle_killed_installs` finish what a killed process began.
+_INSTALL_PREFIX = ".install."
+_JOURNAL = "install.json"
+_KEPT_PREFIX = "replaced-by-a-killed-install-"
+
+
 def _install_in_place(dest: Path, staged: Path) -> None:
     """Replace the flowvar result in ``dest`` by the one in ``staged`` without renaming ``dest`` (a mount point).
 
     A failure at any step is undone, so it leaves ``dest`` holding its old result and ``staged`` the complete new
-    one — never neither, never a result split across two folders:
+    one — never neither, never a result split across two folders. All work happens in a hidden work folder
+    ``dest/.install.<pid>.XXXX``:
 
     1. the new entries are copied (not moved: ``staged`` must stay whole until the end, and it lies on another
-       filesystem) into a hidden ``dest/.incoming.<pid>.XXXX``; a full disk fails here, before ``dest`` changes;
-    2. the old result's own entries — a user's (:func:`foreign_entries`) only where the new result writes the same
-       name — are renamed aside into a hidden ``dest/.replaced.<pid>.XXXX``, :data:`RESULT_MARKER` first;
-    3. the new entries are renamed into ``dest``, :data:`RESULT_MARKER` last — so a folder killed midway holds no
+       filesystem) into its ``incoming/``; a full disk fails here, before ``dest`` changes;
+    2. the journal ``install.json`` records the new entries' names (what a recovery after a kill needs to tell the
+       new entries in ``dest`` from the old ones);
+    3. the old result's own entries — a user's (:func:`foreign_entries`) only where the new result writes the same
+       name — are renamed aside into its ``replaced/``, :data:`RESULT_MARKER` first;
+    4. the new entries are renamed into ``dest``, :data:`RESULT_MARKER` last — so a folder killed midway holds no
        marker and is not mistaken for a complete result;
 
-    then the entries set aside, the incoming folder and ``staged`` are deleted. Steps 2 and 3 are renames within one
-    filesystem, atomic per entry; the whole is not atomic, unlike the swap. Where undoing itself fails, the old
-    entries stay in the ``.replaced`` folder rather than being deleted.
+    then ``incoming/``, ``replaced/``, the journal (in that order: a journal without ``incoming/`` means every new
+    entry was placed) and ``staged`` are deleted. Steps 3 and 4 are renames within one filesystem, atomic per
+    entry; the whole is not atomic, unlike the swap. Where undoing itself fails, the old entries stay in the work
+    folder rather than being deleted; a process killed midway leaves it to :func:`settle_killed_installs`.
     """
     foreign = set(foreign_entries(dest))
     new_names = sorted((entry.name for entry in staged.iterdir()), key=lambda name: name == RESULT_MARKER)
     old_names = sorted((entry.name for entry in dest.iterdir() if entry.name not in foreign
                         or entry.name in set(new_names)), key=lambda name: name != RESULT_MARKER)
-    incoming = Path(tempfile.mkdtemp(prefix=f".incoming.{os.getpid()}.", dir=dest))
-    replaced: Path | None = None
-    set_aside: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix=f"{_INSTALL_PREFIX}{os.getpid()}.", dir=dest))
+    incoming, replaced = work / "incoming", work / "replaced"
     placed: list[str] = []
     try:
+        incoming.mkdir()
         for name in new_names:
             _copy_entry(staged / name, incoming / name)
-        replaced = Path(tempfile.mkdtemp(prefix=f".replaced.{os.getpid()}.", dir=dest))
+        (work / _JOURNAL).write_text(json.dumps({"new": new_names}), encoding="utf-8")
+        replaced.mkdir()
         for name in old_names:
             os.rename(dest / name, replaced / name)
-            set_aside.append(name)
         for name in new_names:
             os.rename(incoming / name, dest / name)
             placed.append(name)
     except BaseException:
-        restored = _undo_install(dest, replaced, placed, set_aside)
-        shutil.rmtree(incoming, ignore_errors=True)
-        if replaced is not None and restored:
-            shutil.rmtree(replaced, ignore_errors=True)
+        not_restored = _roll_back(dest, work, placed)
+        if not_restored:  # the old entries left are the only copy: keep them for settle_killed_installs
+            shutil.rmtree(incoming, ignore_errors=True)
+        else:
+            _remove_work_folder(work)
         raise
-    for folder in (replaced, incoming, staged):
-        shutil.rmtree(folder, ignore_errors=True)
+    _remove_work_folder(work)
+    shutil.rmtree(staged, ignore_errors=True)
     fsync_directory(dest)
 
 
-def _undo_install(dest: Path, replaced: Path | None, placed: list[str], set_aside: list[str]) -> bool:
-    """Undo a partial :func:`_install_in_place`: delete the new entries ``placed`` in ``dest`` (``staged`` still
-    holds them all), rename the old ones ``set_aside`` back from ``replaced``. Returns whether every old entry is
-    back (else ``replaced`` must be kept: it holds the rest)."""
+def _remove_work_folder(work: Path) -> None:
+    """Delete an install's work folder in the order :func:`settle_killed_installs` relies on: ``incoming/``, then
+    ``replaced/``, then the journal (a kill in between leaves a state it reads right)."""
+    shutil.rmtree(work / "incoming", ignore_errors=True)
+    shutil.rmtree(work / "replaced", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (work / _JOURNAL).unlink()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _roll_back(dest: Path, work: Path, placed: Sequence[str]) -> list[str]:
+    """Undo a partial :func:`_install_in_place`: delete the new entries ``placed`` in ``dest`` (``staged`` holds
+    them all), then rename the old ones in ``work/replaced`` back into ``dest``, :data:`RESULT_MARKER` last. Returns
+    the old entries not put back (left in ``work/replaced``): never one whose name ``dest`` holds again — an old
+    entry is only moved onto a free name, never deleted."""
     for name in reversed(placed):
         with contextlib.suppress(OSError):
             remove_path(dest / name)
-    if replaced is None:  # the failure came before anything was set aside
-        return True
-    restored = True
-    for name in reversed(set_aside):
+    replaced = work / "replaced"
+    if not replaced.is_dir():  # the failure came before anything was set aside
+        return []
+    # from here on nothing in dest is deleted: a kill during the restore leaves a journal that says so, and the
+    # recovery then only moves back what dest lacks (deleting "placed" names again would delete restored old ones)
+    with contextlib.suppress(OSError):
+        (work / _JOURNAL).write_text(json.dumps({"phase": "restoring"}), encoding="utf-8")
+    return _restore_missing(dest, replaced)
+
+
+def _restore_missing(dest: Path, aside: Path) -> list[str]:
+    """Rename each entry of ``aside`` back into ``dest`` where ``dest`` has no entry of that name,
+    :data:`RESULT_MARKER` last (a folder cut off midway holds no marker); return the names left in ``aside``."""
+    left = []
+    for entry in sorted(aside.iterdir(), key=lambda entry: entry.name == RESULT_MARKER):
         try:
-            os.rename(replaced / name, dest / name)
+            if os.path.lexists(dest / entry.name):
+                raise FileExistsError(entry.name)
+            os.rename(entry, dest / entry.name)
         except OSError:
-            restored = False
-    return restored
+            left.append(entry.name)
+    return left
+
+
+def _dead_writer(folder: Path, prefix: str) -> int | None:
+    """The pid in ``folder``'s name ``<prefix><pid>.XXXX`` (``XXXX`` as ``mkdtemp`` makes it: 8 of ``a-z0-9_``, so
+    a user's own folder is not taken for one) when that process is gone, else None."""
+    match = re.fullmatch(r"(\d+)\.[a-z0-9_]{8}", folder.name[len(prefix):])
+    if match and folder.is_dir() and not folder.is_symlink() and not pid_alive(int(match.group(1))):
+        return int(match.group(1))
+    return None
+
+
+def killed_installs(dest: Path | str) -> list[Path]:
+    """The work folders in ``dest`` of in-place installs whose process is gone (``.install.<pid>.*``, and the
+    ``.incoming.<pid>.*`` / ``.replaced.<pid>.*`` of flowvar versions before them): what
+    :func:`settle_killed_installs` settles. Empty for a missing folder."""
+    dest = Path(dest)
+    if not dest.is_dir() or dest.is_symlink():
+        return []
+    return [folder for prefix in (_INSTALL_PREFIX, ".incoming.", ".replaced.")
+            for folder in sorted(dest.glob(f"{prefix}*.*")) if _dead_writer(folder, prefix) is not None]
+
+
+def settle_killed_installs(dest: Path | str) -> list[Path]:
+    """Finish what in-place installs into ``dest`` (:func:`_install_in_place`) killed midway left; return the
+    folders where old entries are kept (each named in a warning).
+
+    The kill leaves ``dest/.install.<pid>.XXXX`` (pid gone); its journal and ``incoming/`` say how far it came:
+
+    * no journal: nothing was set aside yet (the journal comes first), ``dest`` is untouched — the folder goes;
+    * new entries still in ``incoming/``: the install did not finish — it is undone (the new entries placed are
+      deleted, the old ones moved back, marker last), so ``dest`` holds its old result again;
+    * every new entry placed: the install finished — of the old entries set aside, those whose name ``dest`` holds
+      (replaced by the new result) go, as a finished install deletes them;
+    * a journal saying "restoring" (an undo was cut off): the old entries ``dest`` lacks are moved back.
+
+    An old entry is never deleted unless ``dest`` holds its name: one that ``dest`` lacks may be the only copy of a
+    file (a figure of the old result, a user's note the new result overwrote). Any left are moved into a visible
+    ``dest/replaced-by-a-killed-install-<pid>-XXXX`` and a warning names them (a user's file, from then on, kept by
+    every later install). The leftovers of earlier flowvar versions: a ``.incoming.<pid>.*`` goes (it only held
+    copies); a ``.replaced.<pid>.*`` has no journal, so its entries are moved back only when ``dest`` holds none of
+    their names (the kill came while setting aside), else kept and named as above. A folder is first renamed to
+    this process's pid, so two runs starting together settle it once.
+    """
+    dest = Path(dest)
+    kept: list[Path] = []
+    for folder in killed_installs(dest):
+        prefix = next(p for p in (_INSTALL_PREFIX, ".incoming.", ".replaced.") if folder.name.startswith(p))
+        pid = _dead_writer(folder, prefix)
+        suffix = folder.name[len(prefix):].split(".", 1)[-1]
+        claimed = dest / f"{prefix}{os.getpid()}.{suffix}"
+        try:
+            os.rename(folder, claimed)  # atomic: of two runs settling it, one gets it
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):  # what cannot be settled now stays (under this pid), for a later run
+            kept.extend(_settle_claimed(dest, claimed, prefix, pid))
+    return kept
+
+
+def _settle_claimed(dest: Path, claimed: Path, prefix: str, pid: int | None) -> list[Path]:
+    """Settle one folder :func:`settle_killed_installs` claimed; return where old entries are kept (if anywhere)."""
+    if prefix == ".incoming.":
+        shutil.rmtree(claimed, ignore_errors=True)
+        return []
+    if prefix == ".replaced.":
+        names = [entry.name for entry in claimed.iterdir()]
+        if not any(os.path.lexists(dest / name) for name in names):
+            _restore_missing(dest, claimed)
+        aside = claimed
+    else:
+        _settle_install(dest, claimed)
+        aside = claimed / "replaced"
+    kept = []
+    if aside.is_dir() and any(aside.iterdir()):
+        kept.append(_keep_replaced(dest, aside, pid))
+        if kept[-1] == aside:  # it could not be moved: the claimed folder holds the only copy
+            return kept
+    shutil.rmtree(claimed, ignore_errors=True)
+    return kept
+
+
+def _settle_install(dest: Path, work: Path) -> None:
+    """Undo or finish the install whose work folder is ``work`` (see :func:`settle_killed_installs`); what it may
+    not delete stays in ``work/replaced``."""
+    try:
+        journal = json.loads((work / _JOURNAL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        journal = None  # none (or cut off while written): written before anything is set aside
+    replaced = work / "replaced"
+    if not isinstance(journal, dict) or not replaced.is_dir():
+        return
+    if journal.get("phase") == "restoring":
+        _restore_missing(dest, replaced)
+        return
+    new_names = [name for name in journal.get("new", []) if isinstance(name, str)]
+    waiting = {entry.name for entry in (work / "incoming").iterdir()} if (work / "incoming").is_dir() else set()
+    if any(name in waiting for name in new_names):
+        _roll_back(dest, work, [name for name in new_names if name not in waiting])
+    else:
+        for entry in list(replaced.iterdir()):
+            if os.path.lexists(dest / entry.name):
+                remove_path(entry)
+
+
+def _keep_replaced(dest: Path, aside: Path, pid: int | None) -> Path:
+    """Move the folder ``aside`` of old entries that may be the only copy to a visible name in ``dest`` and warn
+    naming it; return that name (``aside`` itself where no rename works)."""
+    import warnings
+
+    names = sorted(entry.name for entry in aside.iterdir())
+    kept = aside
+    with contextlib.suppress(OSError):
+        fresh = Path(tempfile.mkdtemp(prefix=f"{_KEPT_PREFIX}{pid}-", dir=dest))
+        try:
+            os.rename(aside, fresh)  # a folder renamed onto an empty folder replaces it
+            kept = fresh
+        except OSError:
+            fresh.rmdir()
+    warnings.warn(f"an install into {dest} was killed midway (process {pid}); old entries it had set aside that "
+                  f"could not go back into {dest} are kept in {kept} (they may be the only copy): {', '.join(names)}"
+                  f" — delete that folder once you no longer need them", stacklevel=3)
+    return kept
 
 
 def _copy_entry(source: Path, target: Path) -> None:
@@ -304,11 +468,15 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
     old result, the staged result is kept as ``<name>.new-<pid>`` (a fresh ``-XXXX`` suffix where that name is taken)
     and a one-line :class:`~flowvar.errors.DataError` says where it is: the work is not lost. Once the install has
     begun the staging folder is never deleted on an error (an interrupt mid-install leaves it to the next run's
-    :func:`remove_stale_staging`).
+    :func:`remove_stale_staging`); what a process killed mid-install left inside ``dest`` is settled first
+    (:func:`settle_killed_installs`). A slot that stopped being replaceable while the run computed (someone else's
+    folder, a file, a link moved there) is not replaced, and the result is not lost either: it is kept as
+    ``<name>.new-<pid>`` and the one-line :class:`~flowvar.errors.ConfigError` names it.
     """
     from flowvar.errors import ConfigError, DataError
 
     dest = Path(dest)
+    settle_killed_installs(dest)  # first: a killed in-place install may have set this slot's marker aside
     check_replaceable(dest)
     in_place = dest.is_dir() and is_mount_point(dest)
     # the folders this call creates (deepest first): a run that ends without a result removes them again while
@@ -327,7 +495,17 @@ def staged_folder(dest: Path | str) -> Iterator[Staging]:
     try:
         yield stage
         if stage.keep:
-            check_replaceable(dest)  # again: the slot may have changed while the run computed
+            try:
+                check_replaceable(dest)  # again: the slot may have changed while the run computed
+            except ConfigError as refusal:
+                # someone else's folder (or a file, a link) took the slot meanwhile: it is not replaced, and the
+                # computed result is not deleted either — it gets a visible name, as for a failed install
+                install_begun = True
+                kept = _keep_staged(dest, path)
+                hidden = (" (a hidden staging folder, which the next run here removes: move it first)"
+                          if kept == path else "")
+                raise ConfigError(f"{refusal} (it changed while this run computed); the complete result of this "
+                                  f"run is kept in {kept}{hidden}") from None
             install_begun = True
             try:
                 if in_place or (dest.is_dir() and is_mount_point(dest)):
@@ -419,10 +597,12 @@ __all__ = [
     "foreign_entries",
     "fsync_directory",
     "is_mount_point",
+    "killed_installs",
     "nearest_existing",
     "pid_alive",
     "remove_path",
     "remove_stale_staging",
     "remove_stale_writes",
+    "settle_killed_installs",
     "staged_folder",
 ]
