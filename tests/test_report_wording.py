@@ -10,6 +10,7 @@ import copy
 import functools
 import html
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from flowvar.experiments.prop2 import floor_precondition, mechanism_precondition
 from flowvar.report import KIND_TEXT, build_story, readme_section, render_html, render_markdown
 from flowvar.report.document import entries, run_scale
 from flowvar.report.narrators import _settings_undecided
-from flowvar.report.story import failed_part, judgement_rows, num, pct, rule_text, short_value
+from flowvar.report.story import claim_by_id, failed_part, judgement_rows, num, pct, rule_text, short_value
 from flowvar.results import Claim, Precondition, Result, all_preconditions, claim_counts, headline, judge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -483,6 +484,25 @@ def test_lemma1_mlp_names_a_width_with_no_floor_in_sight(quick: dict[str, Any]) 
     assert f"{first.replace('=', ' ')}: still falling with no floor in sight" in text and "undecided" not in text
 
 
+def test_lemma1_mlp_says_which_way_the_last_doubling_went(quick: dict[str, Any]) -> None:
+    """The paragraph said the MLPs "still lose a factor 0.6" where their loss rose over the last doubling (referee
+    revL 7): it says lose, rise or both ways from each width's factor loss(T/2) / loss(T)."""
+    result = _result(quick, "lemma1_mlp")
+    per = _claim(result, "lemma1_mlp.mlp_positive_floor").evidence["per_width"]
+
+    def found(log_factors: list[float]) -> str:
+        for v, f in zip(per.values(), log_factors, strict=True):
+            v["last_doubling"]["mean"] = f
+        return " ".join(build_story(result).found.split())
+
+    n = len(per)
+    assert "still lose a factor 2 over the last doubling" in found([math.log10(2)] * n)
+    rose = found([math.log10(1 / 1.6)] * n)
+    assert "rise by a factor 1.6 over the last doubling" in rose and "lose" not in rose
+    mixed = found([math.log10(2), *[math.log10(0.5)] * (n - 1)])
+    assert "change by a factor loss(T/2) / loss(T) of 0.5 to 2 over the last doubling" in mixed and "lose" not in mixed
+
+
 # --- 7. Prop 2: the caption names the floor lines that are drawn --------------------------------------------------
 
 def test_prop2_caption_names_only_the_floor_lines_drawn(quick: dict[str, Any], full: dict[str, Any]) -> None:
@@ -691,7 +711,11 @@ def test_table3_reads_a_result_with_a_claim_missing(quick: dict[str, Any]) -> No
     result.claims = [c for c in result.claims if c.id != "table3.sigma0_farther_from_ot"]
     story = build_story(result)
     assert not story.problems and "farther from the OT partner" not in story.found
-    assert "σ = 0 copying its generated partners more closely than σ = 0.05 is" in story.found
+    # the verdict is about a gap of the minimum effect's size, not the sign alone (σ = 0 is closer, by less)
+    copies = claim_by_id(result, "table3.sigma0_copies_generated_pairs")
+    said = "untestable here" if copies.verdict == "untestable" else copies.verdict
+    assert re.search(r"σ = 0 copying its generated partners more closely than σ = 0\.05 by at least 0\.1 × the "
+                     rf"[0-9.]+ between the partners is {said}", " ".join(story.found.split()))
 
 
 def test_an_untestable_finding_is_not_asserted(quick: dict[str, Any], full: dict[str, Any]) -> None:
