@@ -23,16 +23,19 @@ Claims (each a pure rule function below, unit-tested on synthetic evidence):
   no finite run shows that a floor exists at any width (a flat loss may be a stagnating optimiser, a falling one may
   level off later), but a run can show whether its losses levelled off or keep falling with no floor in sight. Per
   width, from the last three stage ends: at a floor when the change L(T/2)/L(T) over the last doubling is shown
-  within ×``flat_factor`` both ways (paired over seeds) and the loss stays ≥ ``positive_factor`` × the parametric
-  class's; no floor in sight when the loss is shown to fall and the floor c of the trend L = c + a·q^k through the
-  last three stage ends (a power law in steps towards c, :func:`extrapolated_floor_fraction`) is shown below
-  ``floor_fraction`` × L(T) — the loss is then set by training, not by a floor (refutes); at zero when every seed
-  reaches numerical zero (refutes: the width represents v̂_OT). A loss still falling by ≥ ``flat_factor`` per
+  within ×``flat_factor`` both ways (paired over seeds), the loss stays ≥ ``positive_factor`` × the parametric
+  class's and its trend (below) is not shown heading to zero; no floor in sight when the loss is shown to fall and
+  the floor c of the trend L = c + a·q^k through the last three stage ends (a power law in steps towards c,
+  :func:`extrapolated_floor_fraction`) is shown below ``floor_fraction`` × L(T) — the loss is then set by
+  training, not by a floor (refutes); at zero when every seed reaches numerical zero (refutes: the width represents
+  v̂_OT). A loss still falling by ≥ ``flat_factor`` per
   doubling whose trend decides neither fails the claim's precondition (untestable, remedy: more stages). A second
   precondition: the parametric class reached zero under the same kind of schedule, so the schedule is not what
   stops training.
-* ``floor_shrinks_with_width`` (:func:`width_rule`): the floor of the smallest width exceeds the largest width's by
-  at least ``width_factor`` (paired over seeds). Precondition: every width is at its floor; comparing losses that
+* ``floor_shrinks_with_width`` (:func:`width_rule`, kind "finding": the paper says only that networks cannot
+  represent the field exactly, PAPER.md §2; that the floor shrinks with width is the spec's expectation, §5 item 8):
+  the floor of the smallest width exceeds the largest width's by at least ``width_factor`` (paired over seeds).
+  Precondition: every width is at its floor; comparing losses that
   are still falling would compare training budgets, not floors.
 """
 
@@ -52,7 +55,7 @@ from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, assembles, not_a_part, register
 from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, PathSample
-from flowvar.loss import CFMLoss
+from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import GaussianParametricField, MLPField
 from flowvar.results import Precondition, all_preconditions
 from flowvar.seeding import Streams
@@ -178,19 +181,32 @@ def extrapolated_floor(fractions: Sequence[float], *, floor_fraction: float, alp
                              labels=("φ = extrapolated floor / L(T)", "0"))
 
 
-def width_floor_status(earlier: Sequence[float], before: Sequence[float], after: Sequence[float],
-                       parametric: Sequence[float], *, flat_factor: float, positive_factor: float, zero_loss: float,
-                       floor_fraction: float, alpha: float) -> str:
-    """Where one MLP width stands at the end of training. Per training seed s: ``earlier``[s], ``before``[s],
-    ``after``[s] = relative held-out loss at the ends of the last three stages (≈ T/4, T/2, T steps), ``parametric``[s]
-    the parametric class's (relative, lowest stage end). With d_s = log10 L_s(T/2) − log10 L_s(T) paired over seeds
-    (:func:`last_doubling`, one-sided bounds at ``alpha``) and φ_s the extrapolated floor over L_s(T)
-    (:func:`extrapolated_floor_fraction`, :func:`extrapolated_floor`):
+@dataclass(frozen=True)
+class WidthFloor:
+    """Where one MLP width stands (:func:`width_floor`): its ``status`` and the tests that decided it — ``trend`` the
+    last doubling (:func:`last_doubling`), ``fractions`` each seed's φ (:func:`extrapolated_floor_fraction`) and
+    ``floor`` their test against ``floor_fraction`` (:func:`extrapolated_floor`; None when a φ is NaN)."""
+
+    status: str
+    trend: SeedComparison
+    fractions: list[float]
+    floor: SeedComparison | None
+
+
+def width_floor(earlier: Sequence[float], before: Sequence[float], after: Sequence[float],
+                parametric: Sequence[float], *, flat_factor: float, positive_factor: float, zero_loss: float,
+                floor_fraction: float, alpha: float) -> WidthFloor:
+    """Where one MLP width stands at the end of training, with the tests that decide it. Per training seed s:
+    ``earlier``[s], ``before``[s], ``after``[s] = relative held-out loss at the ends of the last three stages (≈ T/4,
+    T/2, T steps), ``parametric``[s] the parametric class's (relative, lowest stage end). With d_s = log10 L_s(T/2) −
+    log10 L_s(T) paired over seeds (:func:`last_doubling`, one-sided bounds at ``alpha``) and φ_s the extrapolated
+    floor over L_s(T) (:func:`extrapolated_floor_fraction`, :func:`extrapolated_floor`), the status is
 
     * "zero": every seed's L(T) ≤ ``zero_loss``: this width represents v̂_OT (no positive floor);
     * "floor": levelled off — d is shown inside ±log10 ``flat_factor`` (upper bound below it, lower bound above its
-      negative: two one-sided tests, so a loss that rises does not pass for a floor) and every seed's L(T) ≥
-      ``positive_factor`` × its ``parametric``;
+      negative: two one-sided tests, so a loss that rises does not pass for a floor), every seed's L(T) ≥
+      ``positive_factor`` × its ``parametric``, and φ is *not* shown below ``floor_fraction`` (a loss falling slowly at
+      a steady pace, e.g. ×1.2 per doubling, is inside the flat band but heading to zero: it is no floor);
     * "no_floor_in_sight": still falling without levelling — d > 0 is shown (lower bound > 0) and the extrapolated
       floor is shown below ``floor_fraction`` × L(T) (upper bound of φ below it): the power-law trend of the last
       three stages allows no floor within a factor 1/``floor_fraction`` of the final loss, so the loss at the end of
@@ -199,20 +215,32 @@ def width_floor_status(earlier: Sequence[float], before: Sequence[float], after:
       where it levels off: the floor, if any, lies below the current loss and was not reached in the budget;
     * "undecided": otherwise (always with one seed, or a NaN).
     """
-    if after and all(a <= zero_loss for a in after):
-        return "zero"
     trend = last_doubling(before, after, flat_factor=flat_factor, alpha=alpha)
-    flat = math.log10(flat_factor)
-    if (trend.verdict == "refuted" and trend.lower > -flat
-            and all(a >= positive_factor * p for a, p in zip(after, parametric, strict=True))):
-        return "floor"
     fractions = [extrapolated_floor_fraction(e, b, a) for e, b, a in zip(earlier, before, after, strict=True)]
     floor = extrapolated_floor(fractions, floor_fraction=floor_fraction, alpha=alpha)
-    if trend.lower > 0 and floor is not None and floor.verdict == "refuted":
-        return "no_floor_in_sight"
-    if trend.verdict == "confirmed":
-        return "still_falling"
-    return "undecided"
+    heading_to_zero = floor is not None and floor.verdict == "refuted"  # φ's upper bound below floor_fraction
+    flat = math.log10(flat_factor)
+    if after and all(a <= zero_loss for a in after):
+        status = "zero"
+    elif (trend.verdict == "refuted" and trend.lower > -flat and not heading_to_zero
+          and all(a >= positive_factor * p for a, p in zip(after, parametric, strict=True))):
+        status = "floor"
+    elif trend.lower > 0 and heading_to_zero:
+        status = "no_floor_in_sight"
+    elif trend.verdict == "confirmed":
+        status = "still_falling"
+    else:
+        status = "undecided"
+    return WidthFloor(status, trend, fractions, floor)
+
+
+def width_floor_status(earlier: Sequence[float], before: Sequence[float], after: Sequence[float],
+                       parametric: Sequence[float], *, flat_factor: float, positive_factor: float, zero_loss: float,
+                       floor_fraction: float, alpha: float) -> str:
+    """The status alone of :func:`width_floor` (same arguments): "zero", "floor", "no_floor_in_sight",
+    "still_falling" or "undecided"."""
+    return width_floor(earlier, before, after, parametric, flat_factor=flat_factor, positive_factor=positive_factor,
+                       zero_loss=zero_loss, floor_fraction=floor_fraction, alpha=alpha).status
 
 
 REFUTING_STATUSES = ("zero", "no_floor_in_sight")
@@ -263,9 +291,9 @@ def width_rule(small: Sequence[float], large: Sequence[float], *, width_factor: 
 
 
 def _held_out(model: torch.nn.Module, path: PathSample) -> float:
+    """The held-out loss (1/n) Σ_i ‖u_i − v(x_t,i, t_i)‖² over the fixed held-out path sample (no gradients)."""
     with torch.no_grad():
-        v = model(path.xt, path.t)
-    return float((v - path.target).pow(2).sum(1).mean())
+        return float(per_sample_loss(model, path).mean())
 
 
 def _train_staged(model: torch.nn.Module, sigma: float, coupling: RotatedOTCoupling, stages: list[tuple[int, float]],
@@ -379,8 +407,9 @@ def _judge(config: Lemma1MLPConfig, parametric: Mapping[str, dict[str, Any]],
     ctx.choice("scale", f"losses relative to L_const = ‖Θ̂‖_F² = {scale:.4g}, the held-out loss of the best constant "
                         f"field; held-out set of {config.eval_samples} fresh OT pairs, the same for every model")
     ctx.choice("thresholds", f"numerical zero: relative loss ≤ {config.zero_loss}; a floor: the last doubling of the "
-                             f"training improves the loss by less than ×{config.flat_factor} and it stays ≥ "
-                             f"{config.positive_factor:g}× the parametric class's; no floor in sight: still falling "
+                             f"training improves the loss by less than ×{config.flat_factor}, it stays ≥ "
+                             f"{config.positive_factor:g}× the parametric class's and its extrapolated floor is not "
+                             f"shown below {config.floor_fraction:g}× the final loss; no floor in sight: still falling "
                              f"with the extrapolated floor shown below {config.floor_fraction:g}× the final loss; "
                              f"floor shrinks with width: ≥ ×{config.width_factor} from the smallest to the largest "
                              f"width")
@@ -419,20 +448,18 @@ def _judge(config: Lemma1MLPConfig, parametric: Mapping[str, dict[str, Any]],
         # with two stages there is no third stage end to extrapolate from: every φ is NaN, no trend is decided
         earlier, before, after = ([per[s]["relative_loss"][k] if len(per[s]["relative_loss"]) >= -k else math.nan
                                    for s in seeds] for k in (-3, -2, -1))
-        trend = last_doubling(before, after, flat_factor=config.flat_factor, alpha=config.alpha)
-        fractions = [extrapolated_floor_fraction(e, b, a) for e, b, a in zip(earlier, before, after, strict=True)]
-        floor = extrapolated_floor(fractions, floor_fraction=config.floor_fraction, alpha=config.alpha)
-        statuses[w] = width_floor_status(earlier, before, after, par_best, flat_factor=config.flat_factor,
-                                         positive_factor=config.positive_factor, zero_loss=config.zero_loss,
-                                         floor_fraction=config.floor_fraction, alpha=config.alpha)
+        judged = width_floor(earlier, before, after, par_best, flat_factor=config.flat_factor,
+                             positive_factor=config.positive_factor, zero_loss=config.zero_loss,
+                             floor_fraction=config.floor_fraction, alpha=config.alpha)
+        statuses[w] = judged.status
         per_width[w] = {"status": statuses[w], "relative_loss_at_T/4": earlier, "relative_loss_at_T/2": before,
                         "relative_loss_at_T": after,
                         "improvement_factor_last_doubling": [b / a for b, a in zip(before, after, strict=True)],
                         "ratio_to_parametric": [a / p if p > 0 else math.inf
                                                 for a, p in zip(after, par_best, strict=True)],
-                        "last_doubling": trend.to_dict(),
-                        "extrapolated_floor_over_final": fractions,
-                        "extrapolated_floor": floor.to_dict() if floor is not None else None}
+                        "last_doubling": judged.trend.to_dict(),
+                        "extrapolated_floor_over_final": judged.fractions,
+                        "extrapolated_floor": judged.floor.to_dict() if judged.floor is not None else None}
     ctx.claim("lemma1_mlp.mlp_positive_floor",
               "MLPs keep a positive loss floor on the same problem (irreducible approximation error): within the "
               "training budget, more training at a decaying learning rate stops improving their held-out loss, which "
@@ -454,19 +481,23 @@ def _judge(config: Lemma1MLPConfig, parametric: Mapping[str, dict[str, Any]],
                    f"c of L = c + a·q^k through the last three stage ends, over L_s(T) "
                    f"(lemma1_mlp.extrapolated_floor_fraction: 0 for a pure power law in steps, 1 levelled); at zero "
                    f"if every seed reaches ≤ {config.zero_loss}; at a floor if |d| < log10 {config.flat_factor} is "
-                   f"shown (both one-sided bounds inside) and every seed's L(T) ≥ {config.positive_factor:g}× its "
-                   f"parametric loss; no floor in sight if d > 0 is shown and φ's upper bound is below "
-                   f"{config.floor_fraction:g}; still falling if d ≥ log10 {config.flat_factor} is shown (lower bound "
-                   f"> 0 and mean ≥ it) otherwise; undecided otherwise. Over widths (lemma1_mlp.floor_rule): refuted "
-                   f"if a width is at zero or has no floor in sight (at this budget its loss is set by training, not "
-                   f"by a floor), confirmed if every width is at a floor, inconclusive otherwise; a width still "
-                   f"falling fails the precondition (untestable: the trend shows neither a floor nor its absence)")
+                   f"shown (both one-sided bounds inside), every seed's L(T) ≥ {config.positive_factor:g}× its "
+                   f"parametric loss and φ's upper bound is not below {config.floor_fraction:g} (a loss inside the "
+                   f"flat band that keeps its pace heads to zero: no floor); no floor in sight if d > 0 is shown "
+                   f"and φ's upper bound is below {config.floor_fraction:g}; still falling if d ≥ log10 "
+                   f"{config.flat_factor} is shown (lower bound > 0 and mean ≥ it) otherwise; undecided otherwise. "
+                   f"Over widths (lemma1_mlp.floor_rule): refuted if a width is at zero or has no floor in sight "
+                   f"(at this budget its loss is set by training, not by a floor), confirmed if every width is at a "
+                   f"floor, inconclusive otherwise; a width still falling fails the precondition (untestable: the "
+                   f"trend shows neither a floor nor its absence)")
 
     if len(config.widths) >= 2:
         small, large = min(config.widths), max(config.widths)
         final = {w: [mlps[f"width={w}"][s]["relative_loss"][-1] for s in seeds] for w in config.widths}
         cmp = width_rule(final[small], final[large], width_factor=config.width_factor, alpha=config.alpha)
         at_floor = {k: v == "floor" for k, v in statuses.items()}
+        # a finding: the paper (PAPER.md §2) says MLPs cannot represent v̂_OT exactly; that their floor shrinks
+        # with width is the spec's expectation (§5 item 8), not a statement of the paper
         ctx.claim("lemma1_mlp.floor_shrinks_with_width",
                   "The MLP loss floor shrinks as the width grows.",
                   {"widths": list(config.widths),
@@ -479,7 +510,7 @@ def _judge(config: Lemma1MLPConfig, parametric: Mapping[str, dict[str, Any]],
                       "the final losses are floors and not the state of a training that is still improving",
                       holds=all(at_floor.values()), measured={"at_floor": at_floor},
                       remedy="more stages (the losses must stop improving before floors can be compared)"),
-                  kind="reproduction", min_effect=cmp.effect_text(),
+                  kind="finding", min_effect=cmp.effect_text(),
                   replicates=replicates + f", paired over seeds at one-sided α = {config.alpha}",
                   rule=f"paired over seeds (flowvar.stats.paired_over_seeds, lemma1_mlp.width_rule): d_s = log10 "
                        f"L_s(width {small}) − log10 L_s(width {large}) at the end of training; confirmed if d > 0 at "
@@ -514,6 +545,7 @@ __all__ = [
     "PARAMETRIC_FAIL",
     "REFUTING_STATUSES",
     "Lemma1MLPConfig",
+    "WidthFloor",
     "assemble",
     "converged_precondition",
     "extrapolated_floor",
@@ -523,6 +555,7 @@ __all__ = [
     "parametric_rule",
     "run",
     "schedule",
+    "width_floor",
     "width_floor_status",
     "width_rule",
 ]
