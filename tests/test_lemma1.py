@@ -122,3 +122,23 @@ def test_full_covariance_run(tmp_path: Path) -> None:
         "lemma1.endpoints_are_ot_partners": "confirmed", "lemma1.endpoint_distribution": "confirmed",
         "lemma1.velocity_on_ot_lines": "confirmed", "lemma1.flow_is_optimal": "confirmed"}
     assert result["metrics"]["flow_map_optimality"]["dopri5"]["cost_gap"] < 1e-6
+
+
+def test_the_line_check_reads_the_library_interpolant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OT lines x_t are the ones training uses (flowvar.interpolants.Interpolant at σ = 0), not a copy of the
+    formula: an interpolant whose x_t is off the line by 1e-3 makes the line check refute."""
+    from flowvar.interpolants import Interpolant, PathSample
+
+    library_path = Interpolant.path
+
+    def off_the_line(self: Interpolant, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor | float,
+                     z: torch.Tensor) -> PathSample:
+        sample = library_path(self, x0, x1, t, z)
+        return PathSample(x0=sample.x0, x1=sample.x1, t=sample.t, z=sample.z, xt=sample.xt + 1e-3,
+                          target=sample.target)
+
+    monkeypatch.setattr(Interpolant, "path", off_the_line)
+    run_experiment("lemma1", tmp_path, quick=True, overrides={"n_samples": "2000"})
+    result = json.loads((tmp_path / "lemma1" / "result.json").read_text())
+    assert {c["id"]: c["verdict"] for c in result["claims"]}["lemma1.velocity_on_ot_lines"] == "refuted"
+    assert result["metrics"]["line_velocity_error_max"] > 1e-4
