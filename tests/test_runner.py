@@ -183,7 +183,7 @@ def test_a_killed_worker_fails_only_its_own_point(tmp_path: Path) -> None:
               if "WARNING flowvar.runner" in line]
     assert deaths == [  # x=1, running beside it, is not blamed: resubmitted with the 3 that had not started
         "a worker process died while computing x=2 (killed by SIGKILL: out of memory, or kill -9); starting a fresh "
-        "worker pool, 2 unfinished point(s) submitted again",
+        "worker pool, 2 unfinished run(s) submitted again",
         "a worker process died while computing x=2 (killed by SIGKILL: out of memory, or kill -9); starting a fresh "
         "worker pool"]
     assert "finished in" in (out / "sweep.log").read_text()
@@ -275,7 +275,7 @@ def test_reproduce_survives_a_worker_killed_while_it_waits(tmp_path: Path) -> No
     assert events == [
         "computing: lemma1", "computing: prop1",
         f"a worker process died while computing prop1 ({sigkill}); starting a fresh worker pool, 2 unfinished "
-        "point(s) submitted again",
+        "run(s) submitted again",
         "computing: prop1",
         f"a worker process died while computing prop1 ({sigkill}); starting a fresh worker pool",
         "failed: prop1",

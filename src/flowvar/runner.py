@@ -394,7 +394,7 @@ class ProcessBackend(Backend):
                     "; ".join(f"while computing {_name(items[i])} ({_death(codes.get(i))})" if i in pids else
                               f"before {_name(items[i])} started" for i in blamed) or "while idle",
                     "; starting a fresh worker pool" if waiting or alone else "",
-                    f", {len(again)} unfinished point(s) submitted again" if again else "")
+                    f", {len(again)} unfinished run(s) submitted again" if again else "")
         for i in lost:
             if breaks[i] >= POOL_BREAKS:  # counted before, it ran alone this time: the break was its own
                 how = (f"its worker process died twice while computing it ({_death(codes.get(i))}), the second time "
