@@ -41,11 +41,16 @@ def test_table3_smoke(tmp_path: Path) -> None:
                                       ev["reference_generated_vs_ot_partner"], sigma=0.05, min_effect=0.1, alpha=0.05)
     assert got.verdict == (far["verdict_if_testable"] or far["verdict"])
     assert copy["precondition"] == far["precondition"]
-    copied, fit0, fit1 = (copy["precondition"]["measured"][f"[{i}]"] for i in (1, 2, 3))
-    assert copied["required"] == 0.1
+    base, copied, fit0, fit1 = (copy["precondition"]["measured"][f"[{i}]"] for i in (1, 2, 3, 4))
+    assert copied["required"] == 0.1 and "relative_margin_beyond_zero_field_per_seed" in copied
+    assert base["ratio_per_seed"] == [r["base_model"]["generated_median_nn_distance_to_training"]
+                                      / r["base_model"]["training_median_nn_distance"] for r in runs]
+    assert all(r["base_model"]["evaluated_weights"] == "ema" for r in runs)
     for fitted, s in ((fit0, "0.0"), (fit1, "0.05")):
-        fits = [r[f"sigma={s}"]["loss_last_relative_to_zero_field"] for r in runs]
-        assert fitted["loss_last_relative_to_zero_field_per_seed"] == fits
+        fits = [r[f"sigma={s}"]["evaluated_loss_relative_to_zero_field"] for r in runs]
+        assert fitted["evaluated_loss_relative_to_zero_field_per_seed"] == fits
+        assert fitted["raw_training_loss_last_relative_to_zero_field_per_seed"] == [
+            r[f"sigma={s}"]["loss_last_relative_to_zero_field"] for r in runs]
         # the excess over the exact CFM(σ) minimiser's loss floor, measured per seed (σ = 0: 0 exactly)
         floors = [r[f"sigma={s}"]["exact_loss_floor_relative_to_zero_field"] for r in runs]
         assert fitted["exact_loss_floor_relative_to_zero_field_per_seed"] == floors

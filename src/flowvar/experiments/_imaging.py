@@ -7,8 +7,11 @@
 * :func:`compute_settings` — device (``auto`` → CUDA when available) and CPU threads for the run;
 * :func:`train_field`, :func:`ema_copy`, :func:`integrate_images` — UNet training through the shared trainer
   (EMA, warmup, clipping, checkpoints, data-parallel under torchrun) and Euler sampling from given sources;
-* :func:`loss_floor`, :func:`fitted_precondition` — did a network fit its pairs: its final training loss in excess of
+* :func:`loss_floor`, :func:`evaluated_loss`, :func:`fitted_precondition` — did the evaluated network fit its pairs:
+  the loss of the weights whose outputs are measured (the EMA weights when EMA is on: :func:`ema_copy`) in excess of
   the loss floor L*(σ) of the exact CFM(σ) minimiser (which no training can remove), against the zero field's loss;
+  the raw weights' final training loss is recorded beside it, never judged (the EMA, without bias correction, can
+  still hold a large share of the initialisation when the raw weights have fitted);
 * :func:`seed_means`, :func:`closer_over_seeds`, :func:`memorised_in_every_seed` — the verdicts' statistics: the
   training seed is the unit of replication, so per-image distances are summarised per seed (their mean) and compared
   over seeds with :func:`flowvar.stats.paired_over_seeds`, never pooled across seeds;
@@ -32,12 +35,14 @@ import torch
 from torch import Tensor, nn
 
 from flowvar import distributed
-from flowvar.couplings import Coupling
+from flowvar.couplings import Coupling, FixedPairs
 from flowvar.data import ImageSet, count_items, list_image_files, load_images, npy_is_vectors, to_uint8
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments._exact_minimiser import exact_minimiser_loss
 from flowvar.experiments.base import THREADS_ENV, RunContext, default_threads
 from flowvar.files import check_writable_folder
+from flowvar.interpolants import Interpolant
+from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models.unet import UNetField
 from flowvar.results import Precondition
 from flowvar.sampling import integrate_chunked
@@ -339,10 +344,11 @@ def memorised_in_every_seed(far: Sequence[float], near: Sequence[float], referen
 FIT_LEVEL = 0.1
 """The image experiments' "the network fitted its pairs" level: training removed ≥ 1 − FIT_LEVEL (90 %) of the loss
 it can remove — the zero field's loss E‖x1 − x0‖² on the same training pairs less the loss floor L*(σ)
-(:func:`loss_floor`): in units of the zero field's loss, r − f ≤ FIT_LEVEL × (1 − f) for the final training loss r
-(mean of its last 5 % of steps) and the floor f (:func:`fitted_precondition`). The zero field (output = source, no
-transport) scores r = 1 and never passes; the published quick and digits runs lie at 0.004–0.094 (floors 0). Below it
-an output's distances describe a trained network; above it they may describe no transport."""
+(:func:`loss_floor`): in units of the zero field's loss, r − f ≤ FIT_LEVEL × (1 − f) for the loss r of the evaluated
+weights (:func:`evaluated_loss`: the EMA weights when EMA is on) and the floor f (:func:`fitted_precondition`). The
+zero field (output = source, no transport) scores r = 1 and never passes; the published quick and digits runs' raw
+weights lie at 0.004–0.094 (floors 0). Below it an output's distances describe a trained network; above it they may
+describe no transport."""
 
 FLOOR_SAMPLES = 4096
 """Path draws of the Monte-Carlo loss floor L*(σ) per seed (:func:`loss_floor`): its standard error is recorded and
@@ -355,17 +361,29 @@ FLOOR_SE_MARGIN = 2.0
 """The fit rule subtracts max(0, floor − FLOOR_SE_MARGIN × its standard error), a lower bound of L*(σ): a Monte-Carlo
 floor that came out high would otherwise let an unfitted network pass."""
 
+EVALUATED_SAMPLES = 4096
+"""Path draws of :func:`evaluated_loss` per trained network (as many as the floor's)."""
 
-FIT_RULE_TEXT = (f"training removed ≥ {1 - FIT_LEVEL:.0%} of the loss it can remove in every seed: final training "
-                 f"loss r and the exact CFM(σ) minimiser's loss floor f (0 at σ = 0; at σ > 0 its Monte-Carlo value "
-                 f"less {FLOOR_SE_MARGIN:g} standard errors), both relative to the zero field's loss on the same "
-                 f"pairs, with r − f ≤ {FIT_LEVEL:g} × (1 − f)")
+EVALUATED_ROWS = 256
+"""Path draws per chunk of :func:`evaluated_loss` (a constant, so its numbers do not depend on ``eval_batch``; small,
+as each chunk is one UNet forward pass)."""
+
+
+FIT_RULE_TEXT = (f"training removed ≥ {1 - FIT_LEVEL:.0%} of the loss it can remove in every seed: the loss r of the "
+                 f"evaluated weights (the EMA weights whose outputs are measured, on the training pairs) and the "
+                 f"exact CFM(σ) minimiser's loss floor f (0 at σ = 0; at σ > 0 its Monte-Carlo value less "
+                 f"{FLOOR_SE_MARGIN:g} standard errors), both relative to the zero field's loss on the same pairs, "
+                 f"with r − f ≤ {FIT_LEVEL:g} × (1 − f)")
 """The fit rule of :func:`fitted_precondition` in words, for the rule texts of the claims that require it."""
 
 
 NO_TRANSPORT = "its outputs may describe no transport at all"
 """The fit precondition's last clause: what an unfitted network's outputs may show (each table adds its own
 control to it)."""
+
+EVALUATED = "evaluated_loss_relative_to_zero_field"
+"""The row key of the evaluated weights' loss relative to the zero field (:func:`evaluated_loss`), the number the fit
+rule judges; ``loss_last_relative_to_zero_field`` (:func:`loss_fit`) is the raw weights' training loss beside it."""
 
 
 def loss_floor(x0: Tensor, x1: Tensor, sigma: float, zero_field: float, generator: torch.Generator,
@@ -383,24 +401,58 @@ def loss_floor(x0: Tensor, x1: Tensor, sigma: float, zero_field: float, generato
             "exact_loss_floor_se_relative_to_zero_field": se / zero_field}
 
 
+def evaluated_loss(model: nn.Module, coupling: Coupling | tuple[Tensor, Tensor], sigma: float, zero_field: float,
+                   generator: torch.Generator, device: torch.device | str | None = None, *, ema: bool,
+                   samples: int = EVALUATED_SAMPLES) -> dict[str, Any]:
+    """The CFM(σ) loss of ``model`` — the network whose outputs the experiment measures (:func:`ema_copy`) — on its
+    training coupling, relative to the zero field's loss ``zero_field``:
+
+        L(v) = E‖(x1 − x0) − v(x_t, t)‖²,  x_t = (1 − t) x0 + t x1 + σ z,  t ~ U(0, 1)
+
+    (:class:`~flowvar.loss.CFMLoss`, :func:`~flowvar.loss.per_sample_loss`), the quantity whose minibatch estimate
+    is the training loss, over ``samples`` path draws in chunks of :data:`EVALUATED_ROWS` from ``generator`` (a
+    stream of its own, on the CPU, so no other number moves). ``coupling``: a :class:`~flowvar.couplings.Coupling`
+    or the fixed pairs (x0, x1) (N, C, R, R). ``ema``: whether ``model`` holds EMA weights (recorded).
+
+    Returns ``{EVALUATED: mean / zero_field, "evaluated_loss_se_relative_to_zero_field": se / zero_field,
+    "evaluated_weights": "ema" | "raw"}``. Why: the EMA has no bias correction, so after k steps (ema_decay)^k of
+    its weight is still the initialisation, and while training moves it lags the raw weights; the raw weights'
+    training loss says nothing about it."""
+    pairs = FixedPairs(*coupling) if isinstance(coupling, tuple) else coupling
+    loss = CFMLoss(Interpolant(sigma))
+    draws = []
+    with torch.no_grad():
+        for lo in range(0, samples, EVALUATED_ROWS):
+            path = loss.draw(pairs, min(EVALUATED_ROWS, samples - lo), generator)
+            draws.append(per_sample_loss(model, path if device is None else path.to(device)).double().cpu())
+    values = torch.cat(draws)
+    se = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else 0.0
+    return {EVALUATED: float(values.mean()) / zero_field, "evaluated_loss_se_relative_to_zero_field": se / zero_field,
+            "evaluated_weights": "ema" if ema else "raw"}
+
+
 def fitted_precondition(loss_ratios: Sequence[float], *, sigma: float, pairs: str,
                         floor_ratios: Sequence[float] | None = None, floor_se_ratios: Sequence[float] | None = None,
-                        control: str = NO_TRANSPORT, fit_level: float = FIT_LEVEL) -> Precondition:
+                        control: str = NO_TRANSPORT, fit_level: float = FIT_LEVEL,
+                        raw_loss_ratios: Sequence[float] | None = None, loss_note: str | None = None) -> Precondition:
     """CFM(``sigma``) fitted its training ``pairs`` (words: "shuffled OT pairs at N=64"): training removed ≥ 1 −
     ``fit_level`` of the loss it can remove, in every seed s (:data:`FIT_RULE_TEXT`):
 
         r_s − u_s ≤ fit_level × (1 − u_s),   u_s = max(0, f_s − FLOOR_SE_MARGIN × se_s),
 
-    with r_s its ``loss_last_relative_to_zero_field`` (``loss_ratios``) and f_s ± se_s the floor L*(σ) relative to
-    the zero field (``floor_ratios``, ``floor_se_ratios``: :func:`loss_floor`). The floor is what no training removes:
-    at σ > 0 it is positive where the noise tubes of different pairs overlap, so a perfectly trained network there
-    must not fail; the zero field (r = 1) fails whatever the floor. The inequality is r_s ≤ fit_level + (1 −
-    fit_level) u_s, increasing in u_s: a lower floor (the standard-error margin, or 0) only makes it harder to meet.
+    with r_s the loss of the *evaluated* weights relative to the zero field (``loss_ratios``: :func:`evaluated_loss`,
+    read by :func:`evaluated_loss_ratios`; NaN where it is unknown, which fails) and f_s ± se_s the floor L*(σ)
+    relative to the zero field (``floor_ratios``, ``floor_se_ratios``: :func:`loss_floor`). ``raw_loss_ratios``: the
+    raw weights' final training loss (:func:`loss_fit`), recorded beside it, not judged; ``loss_note``: where r_s came
+    from. The floor is what no training removes: at σ > 0 it is positive where the noise tubes of different pairs
+    overlap, so a perfectly trained network there must not fail; the zero field (r = 1) fails whatever the floor.
+    The inequality is r_s ≤ fit_level + (1 − fit_level) u_s, increasing in u_s: a lower floor (the standard-error
+    margin, or 0) only makes it harder to meet.
 
     At σ = 0 the floor is 0 exactly. A stored result without floors (``floor_ratios`` None at σ > 0) uses 0 and says
     so: the conservative direction. ``control``: what an unfitted network's outputs may show instead, in the
     experiment's terms (the statement's last clause). Measured per seed, no test: it must hold in each replicate; a
-    NaN (diverged) seed fails it."""
+    NaN (diverged or unmeasured) seed fails it."""
     values = [float(v) for v in loss_ratios]
     if sigma == 0:
         floors, ses = [0.0] * len(values), [0.0] * len(values)
@@ -421,35 +473,64 @@ def fitted_precondition(loss_ratios: Sequence[float], *, sigma: float, pairs: st
     excess = [v - u for v, u in zip(values, used, strict=True)]
     allowed = [fit_level * (1.0 - u) for u in used]
     holds = bool(values) and all(math.isfinite(e) and e <= a for e, a in zip(excess, allowed, strict=True))
+    unmeasured = any(math.isnan(v) for v in values) and loss_note is not None and "not recorded" in loss_note
     return Precondition(
         f"CFM(σ={sigma:g}) fitted its {pairs}: in every seed training removed ≥ {1 - fit_level:.0%} of the loss it "
-        f"can remove (final loss − the exact CFM(σ={sigma:g}) minimiser's loss floor ≤ {fit_level:g} × (the zero "
-        f"field's loss on the same pairs − that floor)); otherwise {control}",
-        holds, {"sigma": sigma, "loss_last_relative_to_zero_field_per_seed": values,
+        f"can remove, judged on the evaluated weights (whose outputs are measured) (their loss − the exact "
+        f"CFM(σ={sigma:g}) minimiser's loss floor ≤ {fit_level:g} × (the zero field's loss on the same pairs − that "
+        f"floor)); otherwise {control}",
+        holds, {"sigma": sigma, "evaluated_loss_relative_to_zero_field_per_seed": values,
+                "raw_training_loss_last_relative_to_zero_field_per_seed":
+                    None if raw_loss_ratios is None else [float(v) for v in raw_loss_ratios],
+                "loss_note": loss_note or "the evaluated weights' loss as given",
                 "exact_loss_floor_relative_to_zero_field_per_seed": floors,
                 "exact_loss_floor_se_relative_to_zero_field_per_seed": ses,
                 "floor_used_per_seed": used, "excess_over_floor_per_seed": excess,
                 "allowed_excess_per_seed": allowed, "floor_note": note, "fit_level": fit_level},
-        f"train longer (steps) until CFM(σ={sigma:g}) fits its pairs")
+        f"rerun: this result predates the evaluated weights' loss, so whether CFM(σ={sigma:g}) fitted is unknown"
+        if unmeasured else f"train longer (steps) until CFM(σ={sigma:g}) fits its pairs (with EMA: until the EMA "
+                           f"weights do — more steps, or a smaller ema_decay)")
 
 
 def loss_ratios(runs: Sequence[Mapping[str, Any]], sigma: float) -> list[float]:
-    """Per seed: CFM(``sigma``)'s final training loss relative to the zero field's (:func:`loss_fit`'s
-    ``loss_last_relative_to_zero_field``), read off a run's per-seed rows ``runs[s]["sigma=<σ>"]``."""
+    """Per seed: CFM(``sigma``)'s raw weights' final training loss relative to the zero field's (:func:`loss_fit`'s
+    ``loss_last_relative_to_zero_field``), read off a run's per-seed rows ``runs[s]["sigma=<σ>"]``: evidence only."""
     return [float(r[f"sigma={sigma}"]["loss_last_relative_to_zero_field"]) for r in runs]
 
 
-def fitted_in_runs(runs: Sequence[Mapping[str, Any]], *, sigma: float, pairs: str,
+def evaluated_loss_ratios(runs: Sequence[Mapping[str, Any]], sigma: float,
+                          ema_decay: float | None) -> tuple[list[float], str]:
+    """Per seed: the evaluated weights' loss relative to the zero field (:func:`evaluated_loss`), the number the fit
+    rule judges, and where it came from. A stored row set without it in every seed: with EMA off (``ema_decay``
+    None) the evaluated weights are the raw ones and their final training loss stands in; with EMA on it is unknown
+    — NaN, which fails the fit rule (the raw weights' fit says nothing about the EMA's)."""
+    rows = [r[f"sigma={sigma}"] for r in runs]
+    if rows and all(EVALUATED in r for r in rows):
+        weights = sorted({str(r.get("evaluated_weights", "?")) for r in rows})
+        return ([float(r[EVALUATED]) for r in rows],
+                f"measured: the CFM(σ) loss of the evaluated ({'/'.join(weights)}) weights on the training pairs, "
+                f"{EVALUATED_SAMPLES} path draws per seed")
+    if ema_decay is None:
+        return loss_ratios(runs, sigma), ("EMA off: the evaluated weights are the raw weights, judged on their final "
+                                          "training loss (mean of the last 5 % of steps)")
+    return [math.nan] * len(rows), (f"not recorded: this result predates the evaluated (EMA, decay {ema_decay:g}) "
+                                    f"weights' loss, and the raw weights' training loss says nothing about them")
+
+
+def fitted_in_runs(runs: Sequence[Mapping[str, Any]], *, sigma: float, pairs: str, ema_decay: float | None,
                    control: str = NO_TRANSPORT) -> Precondition:
-    """:func:`fitted_precondition` read off a run's per-seed rows (``runs[s]["sigma=<σ>"]``: :func:`loss_fit` and,
-    since it is measured, :func:`loss_floor`); a row set without the floor in every seed is judged with floor 0."""
+    """:func:`fitted_precondition` read off a run's per-seed rows (``runs[s]["sigma=<σ>"]``: :func:`loss_fit`,
+    :func:`evaluated_loss` and :func:`loss_floor`, each where measured): the evaluated weights' loss
+    (:func:`evaluated_loss_ratios`, ``ema_decay`` the run's), the raw weights' beside it; a row set without the floor
+    in every seed is judged with floor 0."""
     rows = [r[f"sigma={sigma}"] for r in runs]
     floors = ses = None
     if rows and all("exact_loss_floor_relative_to_zero_field" in r for r in rows):
         floors = [r["exact_loss_floor_relative_to_zero_field"] for r in rows]
         ses = [r.get("exact_loss_floor_se_relative_to_zero_field", 0.0) for r in rows]
-    return fitted_precondition(loss_ratios(runs, sigma), sigma=sigma, pairs=pairs, floor_ratios=floors,
-                               floor_se_ratios=ses, control=control)
+    judged, note = evaluated_loss_ratios(runs, sigma, ema_decay)
+    return fitted_precondition(judged, sigma=sigma, pairs=pairs, floor_ratios=floors, floor_se_ratios=ses,
+                               control=control, raw_loss_ratios=loss_ratios(runs, sigma), loss_note=note)
 
 
 def summary(values: Sequence[Tensor]) -> dict[str, Any]:
@@ -490,6 +571,9 @@ def grid_figure(ctx: RunContext, name: str, rows: Sequence[tuple[str, Tensor]], 
 
 __all__ = [
     "CELEBA_ALTERNATIVE",
+    "EVALUATED",
+    "EVALUATED_ROWS",
+    "EVALUATED_SAMPLES",
     "FIT_LEVEL",
     "FIT_RULE_TEXT",
     "FLOOR_ROWS",
@@ -505,6 +589,8 @@ __all__ = [
     "closer_over_seeds",
     "compute_settings",
     "ema_copy",
+    "evaluated_loss",
+    "evaluated_loss_ratios",
     "fitted_in_runs",
     "fitted_precondition",
     "grid_figure",
