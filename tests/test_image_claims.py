@@ -387,6 +387,10 @@ def test_table3_base_flow_must_have_made_images() -> None:
     assert table3.base_made_images_precondition([2.98, 2.95], [2.49, 2.49]).holds
     assert table3.base_made_images_precondition([4.98], [2.49]).holds  # the level itself passes
     assert not table3.base_made_images_precondition([float("nan")], [2.49]).holds
+    # N = 16 (the tiny run's own spacing ~4.0): 7.1 is under 2 × 4.0 but past the midpoint to √D = 8 (no movement)
+    tiny = table3.base_made_images_precondition([7.1], [4.0], 8.0)
+    assert not tiny.holds and tiny.measured["limit_per_seed"] == [6.0]
+    assert table3.base_made_images_precondition([2.98], [2.49], 8.0).measured["limit_per_seed"] == [4.98]
     assert not table3.base_made_images_precondition([], []).holds
 
 

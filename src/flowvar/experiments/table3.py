@@ -357,7 +357,8 @@ def _judge(ctx: RunContext, config: Table3Config, table: dict[str, Any], runs: l
     zero = [r["zero_field"] for r in runs] if all("zero_field" in r for r in runs) else None
     pre = all_preconditions(
         base_made_images_precondition([r["base_model"]["generated_median_nn_distance_to_training"] for r in runs],
-                                      [r["base_model"]["training_median_nn_distance"] for r in runs]),
+                                      [r["base_model"]["training_median_nn_distance"] for r in runs],
+                                      _sqrt_d(runs, s1)),
         copied_precondition(ev[f"l2_to_ot_sigma{s0}"], ev[f"l2_to_generated_sigma{s0}"], ev["reference_per_seed"],
                             config.min_effect, zero_field=zero),
         *(fitted_in_runs(runs, sigma=s, pairs="1-ReFlow pairs", control=_NO_TRANSPORT, ema_decay=config.ema_decay)
@@ -445,9 +446,16 @@ lower bound √D, as ‖z − x‖² ≈ D + ‖x‖² for z ~ N(0, I), is 3.2 �
 more at 16 px). Twice the spacing lies between the two with room on both sides."""
 
 
+def _sqrt_d(runs: Sequence[Mapping[str, Any]], sigma: float) -> float | None:
+    """√D from a run's rows (the exact minimiser's recorded σ√D over σ); None where not recorded."""
+    value = runs[0].get(f"exact_sigma={sigma}", {}).get("sigma_sqrt_D") if runs else None
+    return float(value) / sigma if value is not None and sigma > 0 else None
+
+
 _FIT_TEXT = (f"; untestable unless the base flow made images (in every seed its generated images' median distance "
              f"to the nearest training image ≤ {BASE_SPACING_FACTOR:g} × the training images' median nearest-neighbour "
-             f"distance), σ = 0 copied its pairs (in every seed L2-to-OT − L2-to-generated ≥ the minimum effect, and "
+             f"distance and ≤ the midpoint between that spacing and √D, the no-movement bound), σ = 0 copied its "
+             f"pairs (in every seed L2-to-OT − L2-to-generated ≥ the minimum effect, and "
              f"≥ the minimum effect beyond the zero field's) and both networks fitted them ({FIT_RULE_TEXT}: a σ = "
              f"0.05 network that does not move lands far from the generated partner, which alone meets the copy "
              f"claim's difference)")
@@ -509,20 +517,27 @@ def copied_precondition(l2_ot_zero: Sequence[float], l2_gen_zero: Sequence[float
 
 
 def base_made_images_precondition(generated_nn: Sequence[float], training_nn: Sequence[float],
-                                  factor: float = BASE_SPACING_FACTOR) -> Precondition:
+                                  sqrt_d: float | None = None, factor: float = BASE_SPACING_FACTOR) -> Precondition:
     """The first (base) flow made images, per seed s (measured, no test): ``generated_nn[s]`` (the median distance of
-    its generated images to their nearest training image) ≤ ``factor`` × ``training_nn[s]`` (the training images'
-    median nearest-neighbour distance; :data:`BASE_SPACING_FACTOR`). Otherwise the 1-ReFlow pairs are noise → noise
-    and "copying the generated partners" is not what Table 3 studies. A NaN fails it."""
-    ratios = [float(g) / float(t) if t > 0 else math.nan for g, t in zip(generated_nn, training_nn, strict=True)]
-    holds = bool(ratios) and all(math.isfinite(r) and r <= factor for r in ratios)
+    its generated images to their nearest training image) ≤ min(``factor`` × t_s, (t_s + √D) / 2), t_s =
+    ``training_nn[s]`` (the training images' median nearest-neighbour distance; :data:`BASE_SPACING_FACTOR`) and
+    ``sqrt_d`` = √D the no-movement bound (an unmoved Gaussian source lies ≥ ~√D from every image, as
+    ‖z − x‖² ≈ D + ‖x‖²): nearer the data's spacing than that bound, which matters on a small N whose spacing is
+    itself large (None: the factor alone). Otherwise the 1-ReFlow pairs map noise to noise and "copying the generated
+    partners" is not what Table 3 studies. A NaN fails it."""
+    limits = [min(factor * float(t), (float(t) + sqrt_d) / 2) if sqrt_d is not None else factor * float(t)
+              for t in training_nn]
+    gen = [float(g) for g in generated_nn]
+    ratios = [g / float(t) if t > 0 else math.nan for g, t in zip(gen, training_nn, strict=True)]
+    holds = bool(gen) and all(math.isfinite(g) and g <= lim for g, lim in zip(gen, limits, strict=True))
     return Precondition(
         f"the base flow made images: in every seed its generated images' median distance to the nearest training "
-        f"image is ≤ {factor:g} × the training images' median nearest-neighbour distance (held-out real images lie "
-        f"at 1.15–1.27 ×, unmoved Gaussian sources at ≥ 3 ×); otherwise the 1-ReFlow pairs map noise to noise",
-        holds, {"generated_median_nn_distance_to_training_per_seed": [float(g) for g in generated_nn],
+        f"image is ≤ {factor:g} × the training images' median nearest-neighbour distance and nearer that spacing "
+        f"than the no-movement bound √D (held-out real images lie at 1.15–1.27 × the spacing, unmoved Gaussian "
+        f"sources beyond √D); otherwise the 1-ReFlow pairs map noise to noise",
+        holds, {"generated_median_nn_distance_to_training_per_seed": gen,
                 "training_median_nn_distance_per_seed": [float(t) for t in training_nn],
-                "ratio_per_seed": ratios, "factor": factor},
+                "ratio_per_seed": ratios, "limit_per_seed": limits, "sqrt_D": sqrt_d, "factor": factor},
         "train the base model longer (base_steps) until its samples look like the training images")
 
 
