@@ -173,3 +173,12 @@ def test_load_array_accepts_numeric_value_ranges(tmp_path: Path) -> None:
     for value_range in [(0, 1), [0.0, 1.0], (np.float32(0), np.int64(1)), np.array([0.0, 1.0])]:
         loaded = load_array(tmp_path / "v.npy", value_range=value_range)  # type: ignore[arg-type]
         torch.testing.assert_close(loaded.images, torch.zeros(4, 2))
+
+
+def test_count_items_names_a_folder_given_as_the_array(tmp_path: Path) -> None:
+    """``flowvar run table2 --set dataset=npy --set data_dir=<a folder>`` validates with count_items, which said the
+    array file "does not exist" before load_array could say what is wrong."""
+    with pytest.raises(DataError, match=r"array file .* is a folder; .*dataset=folder"):
+        count_items("npy", str(tmp_path))
+    with pytest.raises(DataError, match=r"array file .*nope\.npy does not exist"):
+        count_items("npy", str(tmp_path / "nope.npy"))

@@ -130,7 +130,8 @@ def test_celeba_refuses_other_images_and_names_an_unextracted_archive(tmp_path: 
     d = tmp_path / "img_align_celeba"
     d.mkdir()
     solid("RGB", (1024, 1024), (0, 0, 0)).save(d / "000001.jpg")
-    with pytest.raises(DataError, match=r"000001\.jpg is 1024x1024, not the 178x218 .*name='folder'"):
+    with pytest.raises(DataError, match=r"1 of the 1 image files .* not the 178x218 .*\(000001\.jpg is 1024x1024\).*"
+                                        r"name='folder'"):
         load_celeba(tmp_path, resolution=16)
     archive = tmp_path / "download"
     archive.mkdir()
@@ -138,3 +139,54 @@ def test_celeba_refuses_other_images_and_names_an_unextracted_archive(tmp_path: 
     (archive / "Img" / "img_align_celeba.zip").write_bytes(b"PK\x03\x04")
     with pytest.raises(DataError, match=r"Img.img_align_celeba\.zip: extract them first"):
         load_celeba(archive, resolution=16)
+
+
+def celeba_with_one_odd_file(root: Path, good: int = 12) -> Path:
+    """``root/img_align_celeba``: ``good`` CelebA-size JPEGs and a 100×100 ``999999.jpg`` last in the listing."""
+    d = root / "img_align_celeba"
+    d.mkdir(parents=True)
+    for i in range(good):
+        solid("RGB", (178, 218), (10 * i, 0, 0)).save(d / f"{i + 1:06d}.jpg")
+    solid("RGB", (100, 100), (0, 0, 0)).save(d / "999999.jpg")
+    return d
+
+
+def test_a_wrong_size_file_is_refused_whatever_n_and_the_seed(tmp_path: Path) -> None:
+    """Before: only the files a seeded draw picked were checked, so n=1 loaded (and a table2 run with ns=[16]
+    finished) while n=None refused the same folder."""
+    celeba_with_one_odd_file(tmp_path)
+    want = (r"1 of the 13 image files in CelebA folder .*img_align_celeba are not the 178x218 .*\(999999\.jpg is "
+            r"100x100, smaller than the 140x140 centre crop\); remove them")
+    for n in (1, 2, 12, None):
+        for seed in range(3):
+            with pytest.raises(DataError, match=want):
+                load_images("celeba", data_dir=tmp_path, n=n, resolution=8, seed=seed)
+    with pytest.raises(DataError, match=want):  # validation: configs call count_items before anything runs
+        count_items("celeba", str(tmp_path))
+
+
+def test_the_size_check_counts_and_names_the_first_odd_files(tmp_path: Path) -> None:
+    d = celeba_with_one_odd_file(tmp_path, good=2)
+    for name, size in (("000010.jpg", (218, 178)), ("000011.jpg", (64, 64)), ("000012.jpg", (300, 300))):
+        solid("RGB", size, (0, 0, 0)).save(d / name)
+    with pytest.raises(DataError, match=r"4 of the 6 image files .*\(000010\.jpg is 218x178; 000011\.jpg is 64x64, "
+                                        r"smaller than the 140x140 centre crop; 000012\.jpg is 300x300; …\)"):
+        count_items("celeba", str(tmp_path))
+
+
+def test_the_size_check_reads_the_exif_orientation_as_the_loader_does(tmp_path: Path) -> None:
+    """A 218×178 JPEG tagged "rotate 90°" is shown, and loaded, as 178×218: the header check agrees; an unreadable
+    file is left to the loader, which skips it with a warning."""
+    d = tmp_path / "img_align_celeba"
+    d.mkdir()
+    img = solid("RGB", (218, 178), (0, 200, 0))
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(d / "000001.jpg", exif=exif)
+    solid("RGB", (178, 218), (0, 0, 200)).save(d / "000002.jpg")
+    (d / "000003.jpg").write_bytes(b"not a jpeg")
+    assert count_items("celeba", str(tmp_path)) == 3
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable .*000003\.jpg"):
+        s = load_celeba(tmp_path, resolution=8)
+    assert s.files == ("000001.jpg", "000002.jpg") and s.unreadable == ("000003.jpg",)
+    assert "(3 files, 2 loaded, 1 unreadable skipped)" in s.source

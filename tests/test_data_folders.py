@@ -12,7 +12,15 @@ import torch
 from PIL import Image
 
 from data_checks import level, mixed_folder, solid
-from flowvar.data import count_items, first_image_geometry, load_array, load_folder, load_images, subset_order
+from flowvar.data import (
+    TooFewImagesError,
+    count_items,
+    first_image_geometry,
+    load_array,
+    load_folder,
+    load_images,
+    subset_order,
+)
 from flowvar.errors import DataError
 
 
@@ -244,3 +252,35 @@ def test_first_image_geometry_passes_over_unreadable_files(tmp_path: Path) -> No
     (tmp_path / "c.png").unlink()
     with pytest.raises(DataError, match=r"none of the 1 image files .* could be read"):
         first_image_geometry(tmp_path)
+
+
+def test_too_few_readable_images_carries_its_numbers(folder: Path) -> None:
+    """Callers with their own setting names (an experiment's ``ns`` list) rephrase the loader's error from its
+    numbers: before, they were only inside the message."""
+    with pytest.raises(TooFewImagesError) as short:
+        load_folder(folder, n=7, resolution=4)
+    assert (short.value.requested, short.value.available, short.value.total) == (7, 6, 7)
+    assert len(short.value.unreadable) == 1 and short.value.unreadable[0].split(" (")[0].endswith("bad.jpg")
+    with pytest.raises(TooFewImagesError) as over:
+        load_folder(folder, n=9, resolution=4)
+    assert (over.value.requested, over.value.available, over.value.total, over.value.unreadable) == (9, 7, 7, ())
+    with pytest.raises(TooFewImagesError) as digits:
+        load_images("digits", n=1800)
+    assert (digits.value.requested, digits.value.available) == (1800, 1797)
+
+
+def test_source_says_how_many_files_were_loaded_and_skipped(folder: Path) -> None:
+    """Before: "(7 files)" for the 6 images loaded from a folder of 7 files, one unreadable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        every = load_folder(folder, resolution=4)
+        subset = load_folder(folder, n=3, resolution=4, seed=1)
+    assert len(every) == 6 and every.unreadable == ("bad.jpg",)
+    assert "(7 files, 6 loaded, 1 unreadable skipped)" in every.source
+    assert "(7 files, 3 loaded" in subset.source and len(subset) == 3
+    readable = folder.parent / "readable"
+    readable.mkdir()
+    for i in range(2):
+        solid("L", (6, 6), 50 * i).save(readable / f"{i}.png")
+    clean = load_folder(readable, resolution=4)
+    assert "(2 files)" in clean.source and clean.unreadable == ()

@@ -136,3 +136,18 @@ def test_load_split_warns_about_data_centred_far_from_the_source(tmp_path: Path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_split("npy", str(tmp_path / "near.npy"), 8, 100, resolution=8, channels=None, seed=0, min_heldout=16)
+
+
+def test_a_celeba_root_is_named_with_the_option_that_reads_it_as_celeba(tmp_path: Path) -> None:
+    """Before: the hint said to pass img_align_celeba itself, which reads the images as a plain folder (largest
+    central square), not CelebA's 140×140 face crop that only dataset='celeba' gives."""
+    images = tmp_path / "celeba" / "img_align_celeba"
+    images.mkdir(parents=True)
+    for i in range(2):
+        solid("RGB", (178, 218), (i, 0, 0)).save(images / f"{i + 1:06d}.jpg")
+    (tmp_path / "celeba" / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg 0\n")
+    with pytest.raises(DataError, match=r"laid out as CelebA \(its 2 images are in .*img_align_celeba\): pass "
+                                        r"--dataset celeba .*140x140 face crop, or pass .*img_align_celeba to read "
+                                        r"them as a plain folder"):
+        resolve_data(tmp_path / "celeba")
+    assert resolve_data(tmp_path / "celeba", dataset="celeba").dataset == "celeba"

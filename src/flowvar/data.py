@@ -68,7 +68,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 from torch import Tensor
 
 from flowvar.distributions import Empirical
@@ -99,7 +99,9 @@ class ImageSet:
       for folders);
     * ``files``: for folder sources, the path of each row relative to the folder; otherwise None;
     * ``labels``: (N,) long class labels where the source has them (digits' digit, an ``.npz`` file's ``labels`` /
-      ``y`` array); otherwise None.
+      ``y`` array); otherwise None;
+    * ``unreadable``: for folder sources, the files (relative to the folder) skipped as unreadable while loading —
+      each replaced by the next file of the draw, so a caller counting the folder's files sees this many fewer rows.
     """
 
     images: Tensor
@@ -108,6 +110,7 @@ class ImageSet:
     indices: Tensor
     files: tuple[str, ...] | None = None
     labels: Tensor | None = None
+    unreadable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.images.ndim not in (2, 4) or self.images.shape[0] == 0:
@@ -214,18 +217,33 @@ def _check_channels(channels: object, default: int) -> int:
     return int(channels)  # type: ignore[call-overload]
 
 
-class _TooFewReadableError(DataError):
-    """:func:`_load_files` read fewer than ``n`` files (the rest unreadable); ``readable``: how many it read,
-    ``skipped``: the unreadable files named (for :func:`load_split`'s own message)."""
+class TooFewImagesError(DataError):
+    """A loader was asked for more items than it can give. The numbers, for callers that name their own settings
+    (an experiment's ``ns`` list rather than the library's ``n``) and rephrase the message:
 
-    def __init__(self, message: str, readable: int, skipped: str) -> None:
+    * ``requested``: the ``n`` asked for;
+    * ``available``: how many items can be given — the most a caller can ask for (the readable files when some
+      are unreadable);
+    * ``total``: how many items (files, rows) the source holds, readable or not;
+    * ``unreadable``: the files found unreadable while loading, each "path (error)" (empty when the source is simply
+      smaller than ``requested``).
+    """
+
+    def __init__(self, message: str, *, requested: int, available: int, total: int,
+                 unreadable: tuple[str, ...] = ()) -> None:
         super().__init__(message)
-        self.readable, self.skipped = readable, skipped
+        self.requested, self.available, self.total, self.unreadable = requested, available, total, unreadable
 
 
-def _too_many(n: int, available: int, what: str) -> DataError:
-    return DataError(f"asked for n={n} images but {what} has only {available}; lower n to at most {available} "
-                     f"(or pass n=None for all of them)")
+def _too_many(n: int, available: int, what: str) -> TooFewImagesError:
+    return TooFewImagesError(f"asked for n={n} images but {what} has only {available}; lower n to at most "
+                             f"{available} (or pass n=None for all of them)", requested=n, available=available,
+                             total=available)
+
+
+def _named(skipped: list[str] | tuple[str, ...]) -> str:
+    """The first three unreadable files of a loader's messages, "; …" when there are more."""
+    return "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "")
 
 
 def subset_order(total: int, seed: int) -> Tensor:
@@ -424,10 +442,11 @@ def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
 
 
 def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, channels: int, resolution: int,
-                crop: int | None, what: str) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+                crop: int | None, what: str) -> tuple[Tensor, Tensor, tuple[str, ...], tuple[str, ...]]:
     """Decode ``n`` files in the seeded order, skipping unreadable ones with a warning.
 
-    Returns images (n, C, R, R), their sorted indices into ``files``, and their paths relative to ``folder``.
+    Returns images (n, C, R, R), their sorted indices into ``files``, their paths relative to ``folder``, and the
+    paths (relative to ``folder``) of the files skipped as unreadable on the way.
     """
     total = len(files)
     if n is not None and n > total:
@@ -438,6 +457,7 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
     sides: dict[int, int] = {}
     float_unit: dict[int, bool] = {}
     skipped: list[str] = []
+    skipped_files: list[str] = []
     for i in order.tolist():
         if len(loaded) == want:
             break
@@ -445,6 +465,7 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
             loaded[i], sides[i], unit = _read_image(files[i], channels, resolution, crop)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             skipped.append(f"{files[i]} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            skipped_files.append(str(files[i].relative_to(folder)))
             continue
         if unit is not None:
             float_unit[i] = unit
@@ -453,21 +474,45 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
         # would come out up to 255 times too bright, so when any of the folder exceeds 1 they are all on [0, 255]
         for i in (i for i, unit in float_unit.items() if unit):
             loaded[i], _, _ = _read_image(files[i], channels, resolution, crop, float_unit=False)
-    named = "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "")
+    named = _named(skipped)
     if not loaded:
         raise DataError(f"none of the {total} image files in {what} could be read (skipped: {named}); check that "
                         f"they are valid images")
     if n is not None and len(loaded) < n:
-        raise _TooFewReadableError(f"asked for n={n} images but only {len(loaded)} of the {total} files in {what} "
-                                   f"could be read ({len(skipped)} unreadable: {named}); lower n to at most "
-                                   f"{len(loaded)}", len(loaded), named)
+        raise TooFewImagesError(f"asked for n={n} images but only {len(loaded)} of the {total} files in {what} "
+                                f"could be read ({len(skipped)} unreadable: {named}); lower n to at most "
+                                f"{len(loaded)}", requested=n, available=len(loaded), total=total,
+                                unreadable=tuple(skipped))
     if skipped:  # one summary line, not one warning per file
         warnings.warn(f"skipped {len(skipped)} unreadable image file(s) in {what}: {named}", stacklevel=3)
     _warn_upsampled([(files[i], side) for i, side in sides.items()], resolution, what)
     idx = sorted(loaded)
     images = torch.stack([loaded[i] for i in idx])
     names = tuple(str(files[i].relative_to(folder)) for i in idx)
-    return images, torch.tensor(idx, dtype=torch.long), names
+    return images, torch.tensor(idx, dtype=torch.long), names, tuple(skipped_files)
+
+
+def unreadable_rows_note(what: str, expected: int, rows: int, unreadable: list[str] | tuple[str, ...],
+                         other: str) -> str:
+    """The end of an error about ``other``'s ``expected`` rows not matching the ``rows`` of ``what`` (a folder): when
+    the difference is the files skipped as unreadable (``unreadable``, :attr:`ImageSet.unreadable`), those files
+    named as the likely reason ("; …"); else "". ``other`` was most likely made for every file of the folder."""
+    if not unreadable or expected != rows + len(unreadable):
+        return ""
+    shown = ", ".join(unreadable[:3]) + (", …" if len(unreadable) > 3 else "")
+    return (f"; {what} has {len(unreadable)} row(s) fewer because {len(unreadable)} of its files could not be read and "
+            f"were skipped ({shown}): repair them, or remove them and their rows of {other}")
+
+
+def _file_counts(total: int, loaded: int, unreadable: int) -> str:
+    """How many files a folder holds and, when it differs, how many were loaded and skipped: "81 files, 80 loaded,
+    1 unreadable skipped" (an ImageSet's ``source``, which names what the rows are)."""
+    text = f"{total} files"
+    if loaded != total:
+        text += f", {loaded} loaded"
+    if unreadable:
+        text += f", {unreadable} unreadable skipped"
+    return text
 
 
 def _folder_float_unit(files: list[Path], known: dict[int, bool]) -> bool:
@@ -546,15 +591,17 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     if not files:
         hint = "" if recursive else "; pass recursive=True if they are in sub-folders"
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}{hint}")
-    images, idx, names = _load_files(folder, files, n, seed, channels, resolution, None, f"folder {folder}")
+    images, idx, names, unreadable = _load_files(folder, files, n, seed, channels, resolution, None,
+                                                 f"folder {folder}")
     colour = "RGB" if channels == 3 else "grey"
     if asked is None and channels == 3 and images.shape[0] > 0 and bool(
             (images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all()):
         # kept as 3 channels (a model or an audit may expect RGB), but said: a grey folder trains 3× the inputs
         colour = "RGB with 3 identical channels (grey images: pass channels=1, --set channels=1, for one)"
-    source = (f"image folder {folder} ({len(files)} files{', recursive' if recursive else ''}), largest central "
-              f"square resized to {resolution}x{resolution}, {colour}")
-    return ImageSet(images, "folder", source, idx, names)
+    source = (f"image folder {folder} ({_file_counts(len(files), len(idx), len(unreadable))}"
+              f"{', recursive' if recursive else ''}), largest central square resized to {resolution}x{resolution}, "
+              f"{colour}")
+    return ImageSet(images, "folder", source, idx, names, unreadable=unreadable)
 
 
 def _is_celeba_file(path: Path) -> bool:
@@ -565,6 +612,56 @@ def _is_celeba_file(path: Path) -> bool:
 def celeba_files(folder: Path) -> list[Path]:
     """CelebA's image files in ``folder`` (``.jpg``, or ``.png`` of the official PNG release; any case), sorted."""
     return sorted(p for p in folder.iterdir() if _is_celeba_file(p))
+
+
+def _viewed_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file as viewers show it, read from its header only (PIL decodes no pixels until
+    asked): an EXIF orientation that turns it by 90° swaps the two, as the loader's ``exif_transpose`` does. None for a
+    file PIL cannot open (the loader skips and reports those)."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            # "exif" in info: the header carried it (a JPEG's APP1); asking a PNG for it otherwise decodes the file
+            if "exif" in img.info and img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            return width, height
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+_CELEBA_CHECKED: dict[str, tuple[int, list[Path]]] = {}
+"""folder → (its st_mtime_ns when checked, its CelebA files): :func:`_checked_celeba_files`'s memory."""
+
+
+def _checked_celeba_files(folder: Path) -> list[Path]:
+    """:func:`celeba_files` of ``folder`` after checking that every one is CelebA's 178×218 (from the headers: about
+    0.1 ms a file); DataError naming the first files of another size and their count.
+
+    The whole folder is checked, not the files a draw picks, so whether a folder is refused does not depend on ``n``
+    or the seed. Remembered while the folder's modification time stays the same (validation, then loading, read the
+    headers once)."""
+    key = str(folder.resolve())
+    try:
+        stamp = folder.stat().st_mtime_ns
+    except OSError:
+        stamp = -1
+    known = _CELEBA_CHECKED.get(key)
+    if known is not None and known[0] == stamp and stamp != -1:
+        return known[1]
+    files = celeba_files(folder)
+    wrong = [(path, size) for path in files if (size := _viewed_size(path)) is not None and size != CELEBA_SIZE]
+    if wrong:
+        def told(path: Path, size: tuple[int, int]) -> str:
+            small = f", smaller than the {CELEBA_CROP}x{CELEBA_CROP} centre crop" if min(size) < CELEBA_CROP else ""
+            return f"{path.name} is {size[0]}x{size[1]}{small}"
+
+        shown = "; ".join(told(path, size) for path, size in wrong[:3]) + ("; …" if len(wrong) > 3 else "")
+        raise DataError(f"{len(wrong)} of the {len(files)} image files in CelebA folder {folder} are not the 178x218 "
+                        f"of CelebA's aligned-and-cropped images, so the fixed {CELEBA_CROP}x{CELEBA_CROP} face crop "
+                        f"would not fit them ({shown}); remove them (every CelebA image is 178x218), or load the "
+                        f"images as a plain folder instead (name='folder', dataset=folder)")
+    _CELEBA_CHECKED[key] = (stamp, files)
+    return files
 
 
 def celeba_folder(data_dir: str | Path, *, otherwise: str = "use name='lfw' or 'digits'") -> Path:
@@ -599,12 +696,24 @@ def load_celeba(data_dir: str | Path, n: int | None = None, resolution: int = 64
     resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
     channels = _check_channels(channels, 3)
     folder = celeba_folder(data_dir)
-    files = celeba_files(folder)
-    images, idx, names = _load_files(folder, files, n, seed, channels, resolution, CELEBA_CROP,
-                                     f"CelebA folder {folder}")
-    source = (f"CelebA {folder} ({len(files)} files), centre crop {CELEBA_CROP} resized to "
-              f"{resolution}x{resolution}, {'RGB' if channels == 3 else 'grey'}")
-    return ImageSet(images, "celeba", source, idx, names)
+    files = _checked_celeba_files(folder)
+    images, idx, names, unreadable = _load_files(folder, files, n, seed, channels, resolution, CELEBA_CROP,
+                                                 f"CelebA folder {folder}")
+    source = (f"CelebA {folder} ({_file_counts(len(files), len(idx), len(unreadable))}), centre crop {CELEBA_CROP} "
+              f"resized to {resolution}x{resolution}, {'RGB' if channels == 3 else 'grey'}")
+    return ImageSet(images, "celeba", source, idx, names, unreadable=unreadable)
+
+
+def _array_file(path: str | Path) -> Path:
+    """``path`` as an existing array file; DataError for a folder (naming the folder source) or a missing path."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise DataError(f"array file {file} is a folder; pass the path of a .npy file, or load a folder of images "
+                        f"as a folder source (load_folder / name='folder'; dataset=folder in flowvar run)")
+    if not file.is_file():
+        raise DataError(f"array file {file} does not exist; pass the path of a .npy file holding (N, H, W), "
+                        f"(N, C, H, W) or (N, d) data")
+    return file
 
 
 def _refuse_empty_items(file: Path, shape: tuple[int, ...]) -> None:
@@ -633,13 +742,7 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     """
     n, seed = _check_n(n), _check_seed(seed)
     value_range = _check_value_range(value_range) if value_range is not None else None
-    file = Path(path).expanduser()
-    if file.is_dir():
-        raise DataError(f"array file {file} is a folder; pass the path of a .npy file, or load a folder of images "
-                        f"with load_folder / name='folder'")
-    if not file.is_file():
-        raise DataError(f"array file {file} does not exist; pass the path of a .npy file holding (N, H, W), "
-                        f"(N, C, H, W) or (N, d) data")
+    file = _array_file(path)
     try:
         raw = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # BadZipFile: a truncated .npz download
@@ -899,6 +1002,16 @@ def _nested_hint(folder: Path) -> str:
     nested = list_image_files(folder, recursive=True)
     if not nested:
         return "; pass a folder of images or a .npy array"
+    try:
+        celeba = celeba_folder(folder)
+    except DataError:
+        celeba = None
+    if celeba is not None:
+        # a folder is never read as CelebA by its layout alone: its sub-folder, passed on its own, is a plain folder
+        # (largest central square), so the face crop is asked for by name, the same for either path
+        return (f", but it is laid out as CelebA (its {len(celeba_files(celeba))} images are in {celeba}): pass "
+                f"--dataset celeba (dataset='celeba' from Python) for CelebA's {CELEBA_CROP}x{CELEBA_CROP} face "
+                f"crop, or pass {celeba} to read them as a plain folder of images (largest central square)")
     parents = sorted({str(p.parent.relative_to(folder)) for p in nested})
     shown = ", ".join(parents[:3]) + (", …" if len(parents) > 3 else "")
     return (f", but its sub-folders hold {len(nested)} (in {shown}); only the folder's own files are read: pass the "
@@ -925,9 +1038,7 @@ def count_items(dataset: str, data_dir: str | None, *, celeba_otherwise: str = "
         return _listing_size("folder", folder)
     if dataset == "celeba":
         return _listing_size("celeba", celeba_folder(data_dir, otherwise=celeba_otherwise))
-    file = Path(data_dir).expanduser()
-    if not file.is_file():
-        raise DataError(f"array file {file} does not exist; set data_dir to a .npy file (numpy.save)")
+    file = _array_file(data_dir)
     arr = _array_header(file)
     if arr.ndim not in (2, 3, 4):
         raise DataError(f"{file} holds an array of shape {arr.shape}; expected (N, d) vectors or (N, H, W) / "
@@ -941,9 +1052,9 @@ _LISTINGS: dict[tuple[str, str], tuple[int, int]] = {}
 
 
 def _listing_size(kind: Literal["folder", "celeba"], folder: Path) -> int:
-    """How many images :func:`list_image_files` (``folder``) or :func:`celeba_files` (``celeba``) finds in
-    ``folder``, listed again only when the folder's modification time (which adding or removing a file changes)
-    has moved."""
+    """How many images :func:`list_image_files` (``folder``) or :func:`_checked_celeba_files` (``celeba``: each
+    file checked to be 178×218) finds in ``folder``, listed again only when the folder's modification time (which
+    adding or removing a file changes) has moved."""
     key = (kind, str(folder.resolve()))
     try:
         stamp = folder.stat().st_mtime_ns
@@ -952,7 +1063,7 @@ def _listing_size(kind: Literal["folder", "celeba"], folder: Path) -> int:
     known = _LISTINGS.get(key)
     if known is not None and known[0] == stamp and stamp != -1:
         return known[1]
-    count = len(list_image_files(folder) if kind == "folder" else celeba_files(folder))
+    count = len(list_image_files(folder) if kind == "folder" else _checked_celeba_files(folder))
     _LISTINGS[key] = (stamp, count)
     return count
 
@@ -1006,11 +1117,11 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
         try:
             items = load_images(dataset, n=want, resolution=resolution, seed=seed, data_dir=data_dir,
                                 channels=channels)
-        except _TooFewReadableError as short:  # files were counted, but some cannot be decoded
-            if short.readable < n_train + min_heldout:
-                raise _too_few_items(where, f"holds {available} image files of which only {short.readable} can be "
-                                            f"read (unreadable: {short.skipped})", short.readable, n_train,
-                                     min_heldout, " (or repair or remove the unreadable files)") from None
+        except TooFewImagesError as short:  # files were counted, but some cannot be decoded
+            if short.available < n_train + min_heldout:
+                raise _too_few_items(where, f"holds {available} image files of which only {short.available} can be "
+                                            f"read (unreadable: {_named(short.unreadable)})", short.available,
+                                     n_train, min_heldout, " (or repair or remove the unreadable files)") from None
             # every readable file: the set the seeded permutation reaches when it runs out of files
             items = load_images(dataset, resolution=resolution, data_dir=data_dir, channels=channels)
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + 1))
@@ -1108,6 +1219,7 @@ __all__ = [
     "DataSpec",
     "ImageDistribution",
     "ImageSet",
+    "TooFewImagesError",
     "celeba_files",
     "celeba_folder",
     "center_crop_box",
@@ -1132,4 +1244,5 @@ __all__ = [
     "save_grid",
     "subset_order",
     "to_uint8",
+    "unreadable_rows_note",
 ]
