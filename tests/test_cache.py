@@ -794,7 +794,7 @@ def test_a_store_that_fails_leaves_no_empty_work_folder_listed_as_resumable(tmp_
 
     cache = Cache(tmp_path / "cache")
 
-    def full_disk(self: Cache, key: str, result_dir: Path, inputs: dict | None = None) -> Path:
+    def full_disk(self: Cache, key: str, result_dir: Path, inputs: dict | None = None, **kwargs: object) -> Path:
         raise DataError("cannot store the result of prop1 in the cache: No space left on device")
 
     monkeypatch.setattr(Cache, "store", full_disk)

@@ -5,14 +5,19 @@ threads, the contents of user data named by path); this module re-exports its na
 
 Layout. One folder per entry, ``<root>/<key>/``: the experiment's output files (``result.json``, ``summary.md``,
 figures) and ``cache.json``, a manifest with the key's inputs, the creation time, the runtime and the SHA-256 of
-every file. An entry is written into ``<root>/.tmp-<pid>@<host>-*`` and renamed into place when complete, so an entry
-either exists whole or not at all. ``<root>/.work/<key>/`` holds the training checkpoints of a run of ``key`` that
-has not finished (:meth:`Cache.work_dir`) and ``inputs.json``, the key's inputs (:meth:`Cache.start_work`): an
-interrupted run resumes from them, and they are removed when the entry is stored; ``<root>/.work/<key>.lock`` is
-held while a process computes ``key``, so a second process computing it in the same cache waits and then uses the
-stored entry (:meth:`Cache.computing`). :meth:`Cache.lookup` re-hashes every
-file and reloads ``result.json``; an entry that fails any check (edited, truncated, a file missing) is reported,
-deleted and treated as a miss: a corrupted result is recomputed, never trusted.
+every file (the entry's result is those files: only they are checked and installed). An entry is written into
+``<root>/.tmp-<pid>@<host>-*`` and renamed into place when complete; an entry it replaces is renamed aside first and
+deleted after, so a reader finds an entry whole or not at all. ``<root>/.work/<key>/`` holds the training
+checkpoints of a run of ``key`` that has not finished (:meth:`Cache.work_dir`) and ``inputs.json``, the key's inputs
+(:meth:`Cache.start_work`): an interrupted run resumes from them, and they are removed when the entry is stored;
+``<root>/.work/<key>.lock`` is held while a process computes ``key``, so a second process computing it in the same
+cache waits and then uses the stored entry (:meth:`Cache.computing`). :meth:`Cache.lookup` re-hashes every file and
+reloads ``result.json``; an entry that fails any check (edited, truncated, a file missing) is reported, deleted and
+treated as a miss: a corrupted result is recomputed, never trusted.
+
+Why this module is long: storing, looking up, discarding and computing an entry are one protocol between processes
+sharing a cache folder (which renames happen in which order, what is checked under which lock); split across
+modules, the order each step relies on would no longer be read in one place.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -36,6 +42,7 @@ from typing import Any
 from flowvar.cache_key import (
     CACHE_FORMAT,
     FRONT_END,
+    _key_of,
     cache_key,
     code_version,
     config_dict,
@@ -49,7 +56,6 @@ from flowvar.cache_key import (
 from flowvar.errors import ConfigError, DataError, FlowvarError
 from flowvar.files import (
     atomic_write_bytes,
-    atomic_write_text,
     current_umask,
     foreign_entries,
     pid_alive,
@@ -180,6 +186,16 @@ def staging_writer(name: str) -> StagingWriter | None:
     return StagingWriter(int(pid), host or None)
 
 
+class StoreError(DataError):
+    """A result the cache folder's disk refused (full, read-only): ``experiment``, the cache ``root`` and the
+    ``reason`` (the system's words), for callers that say more about where the result is."""
+
+    def __init__(self, experiment: str, root: Path, reason: str) -> None:
+        super().__init__(f"cannot store the result of {experiment} in the cache {root}: {reason}; free space or "
+                         f"choose another --cache")
+        self.experiment, self.root, self.reason = experiment, root, reason
+
+
 @dataclass
 class Cache:
     """A folder of cache entries (see the module doc). Safe for concurrent writers of different keys; two writers
@@ -199,69 +215,121 @@ class Cache:
     def check(self, key: str) -> tuple[Path | None, str | None]:
         """``(entry, None)`` for a valid entry, ``(None, None)`` for none, ``(None, reason)`` for a corrupted one."""
         entry = self.path(key)
+        problem = self._problem(entry, key)
+        return (entry, None) if problem is None else (None, problem or None)
+
+    def _problem(self, entry: Path, key: str) -> str | None:
+        """Why the folder ``entry`` is no valid entry of ``key``: None when it is, ``""`` when nothing is there.
+
+        Valid: its manifest names ``key`` and this cache format, its recorded inputs (when it records any) hash to
+        ``key`` (:func:`~flowvar.cache_key._key_of`: an edited record is no record of this key), every file it
+        lists has its checksum, ``result.json`` loads and is of the manifest's experiment, and every figure the
+        result lists is among the files."""
         if not entry.is_dir():
-            return None, ("not a folder" if entry.exists() or entry.is_symlink() else None)
+            return "not a folder" if entry.exists() or entry.is_symlink() else ""
         try:
             manifest = json.loads((entry / MANIFEST).read_text())
         except (OSError, ValueError) as e:
-            return None, f"unreadable manifest ({type(e).__name__})"
+            return f"unreadable manifest ({type(e).__name__})"
         if not isinstance(manifest, dict) or manifest.get("key") != key or manifest.get("format") != CACHE_FORMAT:
-            return None, "manifest does not match its key"
+            return "manifest does not match its key"
+        inputs = manifest.get("inputs")
+        if inputs and (not isinstance(inputs, dict) or _key_of(str(inputs.get("experiment")), inputs) != key):
+            return "its recorded inputs do not hash to its key (the manifest was edited)"
         files = manifest.get("files")
         if not isinstance(files, dict) or "result.json" not in files:
-            return None, "manifest lists no result.json"
+            return "manifest lists no result.json"
         for rel, expected in files.items():
             path = entry / rel
-            if not path.is_file():
-                return None, f"{rel} is missing"
-            if file_digest(path) != expected:
-                return None, f"{rel} was modified (checksum mismatch)"
+            try:
+                if file_digest(path) != expected:
+                    return f"{rel} was modified (checksum mismatch)"
+            except OSError:  # gone (or a folder): also when a writer moved the entry aside while this one read it
+                return f"{rel} is missing"
         try:
             result = Result.load(entry / "result.json")
         except (OSError, ValueError, TypeError, KeyError) as e:
-            return None, f"result.json does not load ({type(e).__name__})"
+            return f"result.json does not load ({type(e).__name__})"
         if result.experiment != manifest.get("experiment"):
-            return None, "result.json belongs to another experiment"
+            return "result.json belongs to another experiment"
         missing = [f for f in result.figures if f not in files]
         if missing:
-            return None, f"figure {missing[0]} is missing"
-        return entry, None
+            return f"figure {missing[0]} is missing"
+        return None
 
     def lookup(self, key: str, on_corrupt: Callable[[str, str], None] | None = None) -> Path | None:
         """The folder of a valid entry for ``key``, or None.
 
         A corrupted entry is deleted and reported through ``on_corrupt(key, reason)`` (default: a warning on the
-        ``flowvar.cache`` logger), then treated as a miss.
+        ``flowvar.cache`` logger), then treated as a miss. No lock is taken, so a writer may replace the entry
+        between the check and the deletion: the deletion moves the entry aside first and checks what it moved, and
+        a valid entry (a newer one, stored meanwhile) is put back, never deleted (:meth:`_discard_corrupt`).
         """
         entry, problem = self.check(key)
-        if problem is not None:
-            (on_corrupt or (lambda k, r: log.warning("corrupted cache entry %s (%s): recomputing", k, r)))(key, problem)
-            self.discard(key)
-        return entry
+        if problem is None:
+            return entry
+        reason = self._discard_corrupt(key)
+        if reason is not None:
+            (on_corrupt or (lambda k, r: log.warning("corrupted cache entry %s (%s): recomputing", k, r)))(key, reason)
+            return None
+        return self.check(key)[0]  # replaced by a whole entry meanwhile (put back), or gone
+
+    def _set_aside(self, key: str, purpose: str) -> Path | None:
+        """Rename whatever is at :meth:`path` (``key``) to a fresh staging name of this process and return it, or
+        None when nothing is there. A rename is atomic: a reader sees the entry whole or no entry, and a process
+        killed before deleting what it set aside leaves a staging folder :meth:`clean_stale` removes."""
+        aside = self.root / f"{staging_prefix(purpose)}{secrets.token_hex(4)}-{key}"
+        try:
+            self.path(key).rename(aside)
+        except FileNotFoundError:
+            return None
+        return aside
+
+    def _discard_corrupt(self, key: str) -> str | None:
+        """Delete the corrupted entry of ``key`` and return why it is corrupt, judged on what was deleted; None when
+        nothing was deleted: nothing is there any more, or what is there now is a valid entry (a writer replaced the
+        corrupted one since it was judged), which stays."""
+        aside = self._set_aside(key, "corrupt-")
+        if aside is None:
+            return None
+        problem = self._problem(aside, key)
+        if problem is None:  # whole and valid: a newer entry; put it back unless yet another one took the place
+            with contextlib.suppress(OSError):
+                aside.rename(self.path(key))
+            remove_path(aside)  # (only left when another valid entry of the same inputs is in place)
+            return None
+        remove_path(aside)
+        return problem
 
     def manifest(self, key: str) -> dict[str, Any]:
         """The manifest of an existing entry."""
         return json.loads((self.path(key) / MANIFEST).read_text())
 
-    def store(self, key: str, result_dir: Path | str, inputs: dict[str, Any] | None = None) -> Path:
+    def store(self, key: str, result_dir: Path | str, inputs: dict[str, Any] | None = None, *,
+              move: bool = False) -> Path:
         """Copy a finished result folder into the cache under ``key`` (replacing an older entry) and return it.
 
         ``inputs`` (normally :func:`key_inputs`) are recorded in the manifest. The folder must hold a loadable
-        ``result.json``.
+        ``result.json``. ``move``: ``result_dir`` is a staging folder of this process inside the cache folder
+        (:func:`run_cached` computes there); it becomes the entry by a rename, nothing is copied, and a failed store
+        leaves it in place (its caller still has the result). A store the disk refuses is a :class:`StoreError`.
         """
         source = Path(result_dir)
         try:
             result = Result.load(source / "result.json")
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise ConfigError(f"cannot cache {source}: no valid result.json ({type(e).__name__})") from None
+        if move:
+            tmp = source
+        else:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=self.root))
+                os.chmod(tmp, 0o777 & ~current_umask())  # an entry is a normal folder (mkdtemp makes it 0700)
+            except OSError as e:
+                raise ConfigError(_unwritable(self.root, e)) from None
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=self.root))
-            os.chmod(tmp, 0o777 & ~current_umask())  # an entry is a normal folder (mkdtemp makes it private, 0700)
-        except OSError as e:
-            raise ConfigError(_unwritable(self.root, e)) from None
-        try:
-            for path in sorted(source.rglob("*")):
+            for path in sorted(source.rglob("*")) if not move else ():
                 rel = path.relative_to(source)
                 if path.is_file() and rel.as_posix() != MANIFEST:
                     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -269,19 +337,39 @@ class Cache:
             manifest = {"format": CACHE_FORMAT, "key": key, "experiment": result.experiment, "quick": result.quick,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runtime_s": result.runtime_s,
                         "inputs": inputs or {}, "files": _tree_digests(tmp)}
-            atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+            # written in place, not by atomic_write_text: the folder is a staging folder, made visible whole by
+            # the rename below; and a refusal stays an OSError, told as the cache's (StoreError), not a DataError
+            # advising "another output folder"
+            with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(manifest, indent=1))
+                fh.flush()
+                os.fsync(fh.fileno())
             final = self.path(key)
-            remove_path(final)
+            # replaced in two renames, the old entry moved aside first (never deleted in place): a reader sees the
+            # old entry whole, no entry, or the new one whole, never a half-deleted one it would call corrupt
+            old = self._set_aside(key, "old-")
             try:
                 tmp.rename(final)
-            except OSError:  # another process stored the same key in between: keep its entry
-                shutil.rmtree(tmp, ignore_errors=True)
+            except OSError:
+                if not (final.exists() or final.is_symlink()):  # no one else's entry: a real failure
+                    if old is not None:
+                        with contextlib.suppress(OSError):
+                            old.rename(final)  # keep the old entry rather than none
+                    raise
+                # another process stored the same key in between: keep its entry (a result of the same inputs)
+                if not move:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None:
+                remove_path(old)
             return final
         except BaseException as e:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if move:
+                with contextlib.suppress(OSError):
+                    (tmp / MANIFEST).unlink()  # the caller's result as it was
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OSError) and not isinstance(e, FlowvarError):  # disk full while copying the result in
-                raise DataError(f"cannot store the result of {result.experiment} in the cache {self.root}: "
-                                f"{e.strerror or e}; free space or choose another --cache") from None
+                raise StoreError(result.experiment, self.root, str(e.strerror or e)) from None
             raise
 
     def check_writable(self) -> None:
@@ -342,8 +430,11 @@ class Cache:
                 shutil.rmtree(work, ignore_errors=True)
 
     def discard(self, key: str) -> None:
-        """Delete an entry (no error if absent), or whatever else is in its place (a file, a link)."""
-        remove_path(self.path(key))
+        """Delete an entry (no error if absent), or whatever else is in its place (a file, a link): moved aside
+        first (:meth:`_set_aside`), so a reader sees it whole or not at all."""
+        aside = self._set_aside(key, "discard-")
+        if aside is not None:
+            remove_path(aside)
 
     def entries(self) -> list[dict[str, Any]]:
         """The manifests of every entry (unreadable ones skipped), oldest first."""
@@ -409,14 +500,28 @@ def store(key: str, result_dir: Path | str, root: Path | str | None = None,
     return Cache(Path(root) if root is not None else default_root()).store(key, result_dir, inputs)
 
 
+def _result_files(entry: Path) -> dict[str, str]:
+    """``{relative path: digest}`` of the result an entry holds: the files its manifest lists (what
+    :meth:`Cache.check` verified), not files added to the folder by hand since (review revC 8: those were installed on
+    a hit, unverified). A folder without a readable manifest (a result not stored yet) is all its files."""
+    try:
+        files = json.loads((entry / MANIFEST).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        files = None
+    if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
+        return {str(rel): digest for rel, digest in files.items() if rel != MANIFEST}
+    return _tree_digests(entry, frozenset({MANIFEST}))
+
+
 def install(entry: Path, dest: Path) -> bool:
-    """Make ``dest`` a copy of a cache entry's files (without the manifest); return False if it already was.
+    """Make ``dest`` a copy of a cache entry's result files (those its manifest lists; not the manifest, nor a file
+    added to the entry by hand); return False if it already was.
 
     An up-to-date ``dest`` is left untouched (its files keep their modification times). Otherwise the copy is
     staged next to ``dest`` and renamed into place, so a failed copy leaves the previous ``dest`` (or none). A copy
     that fails (disk full, read-only or forbidden folder) is a one-line :class:`DataError` naming ``dest``.
     """
-    wanted = _tree_digests(entry, frozenset({MANIFEST}))
+    wanted = _result_files(entry)
     # files a user added to dest are no part of the comparison (and staged_folder keeps them)
     if dest.is_dir() and _tree_digests(dest, frozenset(foreign_entries(dest))) == wanted:
         return False
@@ -464,14 +569,16 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
     """Run experiment ``name`` into ``out_dir/name`` unless ``cache`` holds its result; then make sure it does.
 
     On a hit the cached files are installed into ``out_dir/name`` (nothing is recomputed); on a miss, or with
-    ``force``, the experiment runs via :func:`flowvar.experiments.base.run_experiment` and its output is stored.
+    ``force``, the experiment runs via :func:`flowvar.experiments.base.run_experiment` into a staging folder of the
+    cache, is stored, then installed (:func:`_compute_and_store`): an output folder that cannot take it (a full
+    disk) is an error saying the result is in the cache and the same command installs it; a cache that cannot take
+    it, an error saying it is complete in ``out_dir/name``.
     The run's trainings checkpoint into :meth:`Cache.work_dir` and resume from it when an earlier run of the same
     key was interrupted; it is removed once the result is stored (and before a ``force`` run). Another process
     computing the same key in the same cache is waited for (:meth:`Cache.computing`; ``on_wait`` announces it,
     default: a line on stderr), and its stored result is then used unless ``force``.
     """
-    from flowvar.experiments.base import build_config, get_experiment, run_experiment
-    from flowvar.train import CHECKPOINT_NAME, ResumeWarning
+    from flowvar.experiments.base import build_config, get_experiment
 
     spec = get_experiment(name)
     # a former name (ALIASES) runs, and is keyed, under the current one: its code version then covers the
@@ -490,47 +597,92 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
             log.warning("corrupted cache entry %s (%s): recomputing", k, reason)
 
     entry = None if force else cache.lookup(key, on_corrupt=corrupt)
+    hit = entry is not None
+    result: Result | None = None
     if entry is None:
         cache.check_writable()
         with cache.computing(key, on_wait):
             # a process sharing the cache may have stored the key while this one waited for it
             entry = None if force else cache.lookup(key, on_corrupt=corrupt)
+            hit = entry is not None
             if entry is None:
-                work = cache.work_dir(key)
-                if work.exists() and not work.is_dir():  # garbage where the checkpoints go: nothing to resume
-                    log.warning("%s is not a folder of checkpoints: removed", work)
-                    remove_path(work)
-                if force:
-                    shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included
-                inputs = key_inputs(name, config, quick)
-                if work.is_dir() and any(work.rglob(CHECKPOINT_NAME)):
-                    log.warning("resuming the interrupted run %s from its checkpoints in %s", key, work)
-                cache.start_work(key, inputs)
-                try:
-                    with warnings.catch_warnings():
-                        # its trainings resume on purpose, announced once above, not once per training
-                        warnings.simplefilter("ignore", ResumeWarning)
-                        result = run_experiment(name, out_dir, quick=quick, config=config, progress=progress,
-                                                work_dir=work)
-                except FlowvarError as err:
-                    cache._drop_unused_work(key)
-                    raise _work_checkpoint_error(err, work, key, cache.root) from None
-                except BaseException:
-                    cache._drop_unused_work(key)  # an interrupted run keeps its checkpoints, not an empty folder
-                    raise
-                try:
-                    entry = cache.store(key, output, inputs)
-                except BaseException:
-                    # a store that failed (a full disk) keeps the run's checkpoints, not a folder listed as resumable
-                    # that holds only its record
-                    cache._drop_unused_work(key)
-                    raise
-                shutil.rmtree(work, ignore_errors=True)
-                return CachedRun(result, key, False, entry, output, problems[0] if problems else None)
-    install(entry, output)
-    return CachedRun(Result.load(entry / "result.json"), key, True, entry, output, problems[0] if problems else None)
+                entry, result = _compute_and_store(name, key, config, quick, output, cache, force, progress)
+    try:
+        install(entry, output)
+    except (ConfigError, DataError) as err:  # the output folder cannot be written, or its disk is full
+        raise type(err)(f"{err}; the {'cached' if hit else 'computed'} result of {name} is complete in the cache "
+                        f"{cache.root} ({key}): once it can be written, rerun the same command to install it "
+                        f"without recomputing") from None
+    if result is None:
+        result = Result.load(entry / "result.json")
+    return CachedRun(result, key, hit, entry, output, problems[0] if problems else None)
 
 
-__all__ = ["CACHE_FORMAT", "FRONT_END", "Cache", "CachedRun", "StagingWriter", "cache_key", "code_version",
-           "config_dict", "data_digest", "data_digests", "default_root", "host_tag", "install", "is_data_path_field",
-           "key_inputs", "lookup", "run_cached", "source_digest", "staging_prefix", "staging_writer", "store"]
+def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Path, cache: Cache, force: bool,
+                       progress: bool) -> tuple[Path, Result]:
+    """Run a cache miss of :func:`run_cached` (its key's lock held) and store it: ``(entry, result)``.
+
+    The experiment writes into a staging folder of the cache (review revC 3: written into the output folder first,
+    a full output disk lost a result the cache had room for), which then becomes the entry by a rename; the caller
+    installs it into ``output``. Where the cache's disk refuses the entry, the computed result is installed into
+    ``output`` all the same and the error says so: it is complete there, and not cached."""
+    from flowvar.experiments.base import run_experiment
+    from flowvar.train import CHECKPOINT_NAME, ResumeWarning
+
+    work = cache.work_dir(key)
+    if work.exists() and not work.is_dir():  # garbage where the checkpoints go: nothing to resume
+        log.warning("%s is not a folder of checkpoints: removed", work)
+        remove_path(work)
+    if force:
+        shutil.rmtree(work, ignore_errors=True)  # recompute means from scratch, checkpoints included
+    inputs = key_inputs(name, config, quick)
+    if work.is_dir() and any(work.rglob(CHECKPOINT_NAME)):
+        log.warning("resuming the interrupted run %s from its checkpoints in %s", key, work)
+    cache.start_work(key, inputs)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=staging_prefix("run-"), dir=cache.root))
+        os.chmod(stage, 0o777 & ~current_umask())  # the entry is made in it (mkdtemp makes it private, 0700)
+    except OSError as e:
+        cache._drop_unused_work(key)
+        raise ConfigError(_unwritable(cache.root, e)) from None
+    try:
+        try:
+            with warnings.catch_warnings():
+                # its trainings resume on purpose, announced once above, not once per training
+                warnings.simplefilter("ignore", ResumeWarning)
+                result = run_experiment(name, stage, quick=quick, config=config, progress=progress, work_dir=work)
+        except FlowvarError as err:
+            cache._drop_unused_work(key)
+            if isinstance(err, DataError) and str(stage) in str(err):  # the cache's disk refused the result
+                raise DataError(f"{err} (the result is computed into the cache {cache.root}, then installed into "
+                                f"{output}: free space in the cache or choose another --cache)") from None
+            raise _work_checkpoint_error(err, work, key, cache.root) from None
+        except BaseException:
+            cache._drop_unused_work(key)  # an interrupted run keeps its checkpoints, not an empty folder
+            raise
+        try:
+            entry = cache.store(key, stage / name, inputs, move=True)
+        except BaseException as err:
+            # a store that failed (a full disk) keeps the run's checkpoints, not a folder listed as resumable that
+            # holds only its record
+            cache._drop_unused_work(key)
+            if not isinstance(err, StoreError):
+                raise
+            try:
+                install(stage / name, output)
+            except (ConfigError, DataError) as lost:
+                raise DataError(f"{err}; installing it into {output} failed too ({lost}): the computed result of "
+                                f"{name} is lost") from None
+            raise DataError(f"cannot store the result of {name} in the cache {cache.root}: {err.reason}; the result "
+                            f"is complete in {output} (installed there), the cache was not updated: free space or "
+                            f"choose another --cache for the next run to find it") from None
+        shutil.rmtree(work, ignore_errors=True)
+        return entry, result
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+__all__ = ["CACHE_FORMAT", "FRONT_END", "Cache", "CachedRun", "StagingWriter", "StoreError", "cache_key",
+           "code_version", "config_dict", "data_digest", "data_digests", "default_root", "host_tag", "install",
+           "is_data_path_field", "key_inputs", "lookup", "run_cached", "source_digest", "staging_prefix",
+           "staging_writer", "store"]

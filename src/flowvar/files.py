@@ -419,12 +419,19 @@ def _copy_entry(source: Path, target: Path) -> None:
 
 def remove_path(path: Path) -> None:
     """Delete a folder tree (what of it can be deleted), or the file or link in its place (a link itself, never what
-    it points to); nothing if absent."""
+    it points to); nothing if absent. Another process may rename a folder into place between the look and the
+    unlink (a cache entry being stored): the folder is then deleted too, never an ``IsADirectoryError``."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        return
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except (IsADirectoryError, PermissionError):  # a folder now (unlink of a folder: EISDIR, EPERM on macOS)
+        if not path.is_dir() or path.is_symlink():
+            raise
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _keep_staged(dest: Path, staged: Path) -> Path:
