@@ -281,3 +281,35 @@ def test_a_saved_audit_names_each_pair_recovery_readings_solver() -> None:
     assert "on the fine grid (dopri5, adaptive steps), 90% on the coarse (euler, 10 steps)" in text
     old = {**evidence, "fine": {"accuracy_own": 1.0, "steps": 100}, "coarse": {"accuracy_own": 0.9, "steps": 10}}
     assert "on the fine grid (100 steps), 90% on the coarse (10 steps)" in claim_numbers("audit.pair_recovery", old)
+
+
+class _ZeroField(nn.Module):
+    """v = 0 for images: enough for the input checks, which refuse before any evaluation."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def test_pairs_shape_error_names_the_data_files_skipped_as_unreadable(tmp_path: Path) -> None:
+    """Before: "--pairs has shape (5, …) but --data has (4, …)" only, though a file of --data had been skipped as
+    unreadable (the warning printed earlier): the pairs were made for every file of the folder."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.new("L", (8, 8), 40 * i).save(data / f"t{i:02d}.png")
+    (data / "t04.png").write_bytes(b"not a png")
+    np.save(tmp_path / "pairs5.npy", np.zeros((5, 1, 8, 8), dtype=np.float32))
+    np.save(tmp_path / "pairs7.npy", np.zeros((7, 1, 8, 8), dtype=np.float32))
+    from flowvar.audit import audit
+    from flowvar.errors import ShapeError
+
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"), pytest.raises(
+            ShapeError, match=r"--pairs has shape \(5, 1, 8, 8\) but --data has \(4, 1, 8, 8\); .*shapes must match; "
+                              r"--data has 1 row\(s\) fewer because 1 of its files could not be read and were skipped "
+                              r"\(t04\.png\): repair them, or remove them and their rows of --pairs"):
+        audit(_ZeroField(), data, pairs=tmp_path / "pairs5.npy", device="cpu")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"), pytest.raises(ShapeError) as other:
+        audit(_ZeroField(), data, pairs=tmp_path / "pairs7.npy", device="cpu")
+    assert "shapes must match" in str(other.value) and "skipped" not in str(other.value)  # 7 ≠ 4 + 1: no guess

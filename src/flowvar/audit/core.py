@@ -483,8 +483,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     dtype = model_dtype(model)
 
     row_files: list[str] = []  # a folder's files in row order: what --pairs must follow
+    unreadable: list[str] = []  # a folder's files skipped as unreadable: rows --pairs may still hold
     train, carried, data_desc = load_labelled("--data", data, resolution=resolution, channels=channels,
-                                              value_range=value_range, row_files=row_files)
+                                              value_range=value_range, row_files=row_files, unreadable_files=unreadable)
     shape = tuple(train.shape[1:])
     x0_pairs, _, pairs_desc = _as_points("--pairs", pairs, resolution=None, channels=None)
     held, held_carried, held_desc = _as_points("--heldout", heldout, resolution=resolution or _side(shape),
@@ -494,8 +495,11 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
                        heldout, held, held_carried)
     y, labels_from, held_y = cc.values, cc.source, cc.heldout
     if x0_pairs is not None and x0_pairs.shape != train.shape:
+        from flowvar.data import unreadable_rows_note  # as loading does: flowvar.data (PIL) only when data are read
+
         raise ShapeError(f"--pairs has shape {tuple(x0_pairs.shape)} but --data has {tuple(train.shape)}; row i of "
-                         f"--pairs is the source paired with data row i, so the shapes must match")
+                         f"--pairs is the source paired with data row i, so the shapes must match"
+                         f"{unreadable_rows_note('--data', x0_pairs.shape[0], train.shape[0], unreadable, '--pairs')}")
     if held is not None and tuple(held.shape[1:]) != shape:
         raise ShapeError(f"--heldout items have shape {tuple(held.shape[1:])} but --data items {shape}; pass held-out "
                          f"data of the same kind")

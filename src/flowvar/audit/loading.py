@@ -435,7 +435,8 @@ AUDIT_DATA_NAMES: tuple[str, ...] = ("digits", "lfw")
 
 def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
                   channels: int | None = None, value_range: tuple[float, float] | None = None,
-                  row_files: list[str] | None = None) -> tuple[Tensor, Tensor | None, str]:
+                  row_files: list[str] | None = None, unreadable_files: list[str] | None = None
+                  ) -> tuple[Tensor, Tensor | None, str]:
     """An audit input as a float32 tensor (N, *shape), the class labels (N,) long it carries (None when it carries
     none), and a description.
 
@@ -448,6 +449,8 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     mapped to [−1, 1] (16-bit or other integer images, which are refused without it); image files and bundled sets
     have a known scale, so it is refused with them. ``row_files``: for a folder, filled with each row's file path
     relative to it, in row order (relative-path order: subfolder first, then file name; what --pairs must follow).
+    ``unreadable_files``: for a folder, filled with the files skipped as unreadable (relative to it), which have no
+    row — the likely reason when another input's rows do not line up with these.
     """
     from flowvar.data import NAMED_DATA, load_array, load_folder, load_images, resolve_data
 
@@ -487,6 +490,8 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
         assert loaded.files is not None
         if row_files is not None:
             row_files.extend(loaded.files)
+        if unreadable_files is not None:
+            unreadable_files.extend(loaded.unreadable)
         index = {c.name: k for k, c in enumerate(classes)}
         labels = torch.tensor([index[Path(f).parts[0]] for f in loaded.files], dtype=torch.long)
         names = ", ".join(f"{k}={c.name}" for k, c in enumerate(classes[:12])) + (", ..." if len(classes) > 12 else "")
@@ -510,6 +515,8 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
         images = load_images(spec.dataset, resolution=resolution or native, data_dir=spec.data_dir, channels=channels)
     if row_files is not None and images.files is not None:
         row_files.extend(images.files)
+    if unreadable_files is not None:
+        unreadable_files.extend(images.unreadable)
     return images.images.to(torch.float32).contiguous(), images.labels, images.source
 
 
