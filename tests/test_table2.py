@@ -39,6 +39,9 @@ def test_table2_smoke_with_blockwise_ot(tmp_path: Path) -> None:
         assert len(cell["runs"]) == 2 and all(run["sigma=0.0"]["loss_first_5pct"] > 0 for run in cell["runs"])
         assert cell["sigma=0.0"]["l2_to_ot"]["n"] == 2 * min(n, 5)  # pooled over 2 seeds × evaluated images
         assert all(ot["method"] == "blockwise" for ot in cell["ot"])
+        # the bundled digits keep their one channel (the published runs' D = 64 at 8 x 8, σ√D = 0.4)
+        assert cell["scales"]["D"] == 64 and cell["scales"]["sigma_sqrt_D"] == pytest.approx(0.4)
+    assert metrics["data"]["channels"] == 1 and metrics["data"]["source"] in data["choices"]["data"]
     gap_keys = [k for k in metrics if k.startswith("ot_gap_check.")]
     assert gap_keys and all(metrics[k]["relative_gap"] >= -1e-12 for k in gap_keys)
     ids = {c["id"] for c in data["claims"]}

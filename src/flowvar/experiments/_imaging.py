@@ -3,7 +3,9 @@
 * :class:`ImageExperimentConfig` — the fields both tables share (data, UNet, training, sampler, device);
 * :func:`prepare` — validate the config, the data and the UNet geometry *before* any OT or training, so that a
   wrong ``data_dir``, an ``n`` larger than the data set or a resolution the UNet cannot take fails at once with
-  the message of :mod:`flowvar.data` / :mod:`flowvar.models.unet` (problem and fix);
+  the message of :mod:`flowvar.data` / :mod:`flowvar.models.unet` (problem and fix), a size the readable files cannot
+  meet in the experiment's config key; :func:`source_channels` reads a folder left at ``channels=None`` in its own
+  mode; :func:`describe_data` is what a result records of the data it used (metric ``data``);
 * :func:`compute_settings` — device (``auto`` → CUDA when available) and CPU threads for the run;
 * :func:`train_field`, :func:`ema_copy`, :func:`integrate_images` — UNet training through the shared trainer
   (EMA, warmup, clipping, checkpoints, data-parallel under torchrun) and Euler sampling from given sources;
@@ -16,6 +18,11 @@
   training seed is the unit of replication, so per-image distances are summarised per seed (their mean) and compared
   over seeds with :func:`flowvar.stats.paired_over_seeds`, never pooled across seeds;
 * :func:`grid_figure` — a labelled image grid (rows: source, outputs, partners).
+
+Why this module is long: it is the one kit table2, table3 and sigma_tradeoff share — data loading and its record,
+compute settings, training, the fit rule and the per-seed statistics — so that each formula and each data default has
+one home; split by topic it would need a module per piece for three callers. (The data part, :func:`source_channels`
+to :func:`data_choice`, is the natural first piece to move out.)
 """
 
 from __future__ import annotations
@@ -35,8 +42,18 @@ import torch
 from torch import Tensor, nn
 
 from flowvar import distributed
+from flowvar.cache_key import data_digest
 from flowvar.couplings import Coupling, FixedPairs
-from flowvar.data import ImageSet, count_items, list_image_files, load_images, npy_is_vectors, to_uint8
+from flowvar.data import (
+    ImageSet,
+    TooFewImagesError,
+    count_items,
+    first_image_geometry,
+    list_image_files,
+    load_images,
+    npy_is_vectors,
+    to_uint8,
+)
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments._exact_minimiser import exact_minimiser_loss
 from flowvar.experiments.base import THREADS_ENV, RunContext, default_threads
@@ -56,7 +73,9 @@ class ImageExperimentConfig:
     """Fields shared by the image experiments (full-scale values: the offline stand-in at CPU-feasible size).
 
     Data: ``dataset`` one of digits | lfw | celeba | folder | npy, ``data_dir`` (celeba/folder/npy),
-    ``resolution`` (px), ``channels`` (None: the source's own), ``data_seed`` (which images are chosen).
+    ``resolution`` (px), ``channels`` (None: the source's own — a folder's first readable image's mode, grey 1 and
+    colour 3 (:func:`source_channels`); digits and lfw 1, celeba 3, an array its C), ``data_seed`` (which images are
+    chosen).
     UNet: ``base_channels``, ``channel_mult``, ``num_res_blocks``, ``attention_resolutions``, ``dropout``.
     Training (Adam, per run): ``steps``, ``batch_size`` (global batch), ``lr``, ``warmup_steps``, ``grad_clip``,
     ``ema_decay`` (None: evaluate the raw weights), ``checkpoint_dir`` (None: the run's cache work folder when it
@@ -224,10 +243,11 @@ def check_checkpoint_dir(checkpoint_dir: str) -> None:
                           f"checkpoint_dir")
 
 
-def prepare(config: ImageExperimentConfig, largest_n: int) -> ImageSet:
+def prepare(config: ImageExperimentConfig, largest_n: int, size_key: str) -> ImageSet:
     """Load the ``largest_n`` images and build the UNet once, so that data and geometry errors surface before
-    any OT or training. Returns the loaded set; :func:`nested_subset` takes smaller sizes from it."""
-    images = load_subset(config, largest_n)
+    any OT or training. Returns the loaded set; :func:`nested_subset` takes smaller sizes from it. ``size_key``: the
+    config key that asked for ``largest_n`` (table2's ``ns``, table3's ``n``), named when too few files are readable."""
+    images = load_subset(config, largest_n, size_key)
     build_unet(config, images)
     return images
 
@@ -247,10 +267,103 @@ def nested_subset(images: ImageSet, n: int, seed: int) -> ImageSet:
                     files)
 
 
-def load_subset(config: ImageExperimentConfig, n: int) -> ImageSet:
-    """``n`` images of ``config.dataset`` at ``config.resolution`` (subset seeded by ``data_seed``)."""
-    return load_images(config.dataset, n=n, resolution=config.resolution, seed=config.data_seed,
-                       data_dir=config.data_dir, channels=config.channels)
+def source_channels(config: ImageExperimentConfig) -> int | None:
+    """The channel count the loader is asked for: ``config.channels`` when set; for a folder left at None, its own
+    mode — that of its first readable image (:func:`flowvar.data.first_image_geometry`, as the audit reads a folder
+    without ``--channels``): 1 for grey, 3 for colour; else None (the loader's default is then the source's own:
+    digits and lfw 1, celeba 3, an array its C).
+
+    Why: the folder loader's default is RGB, under which a grey folder becomes 3 identical channels — D three times
+    and every distance, OT cost and σ√D √3 times what the images hold. A folder mixing modes is read in its first
+    image's (the record, :func:`describe_data`, says which); ``channels`` sets it."""
+    if config.channels is not None or config.dataset != "folder" or not config.data_dir:
+        return config.channels
+    return first_image_geometry(Path(config.data_dir).expanduser())[1]
+
+
+def load_subset(config: ImageExperimentConfig, n: int, size_key: str = "n") -> ImageSet:
+    """``n`` images of ``config.dataset`` at ``config.resolution`` (subset seeded by ``data_seed``), in
+    :func:`source_channels`; ``data_dir`` resolved to an absolute path, so the set's ``source`` names where it was.
+
+    Raises:
+        TooFewImagesError: fewer than ``n`` files are readable (validation counts files without decoding them),
+            rephrased in the config key ``size_key`` that asked for ``n`` (the loader's names ``n``), same numbers.
+    """
+    data_dir = str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else None
+    try:
+        return load_images(config.dataset, n=n, resolution=config.resolution, seed=config.data_seed,
+                           data_dir=data_dir, channels=source_channels(config))
+    except TooFewImagesError as error:
+        raise too_few_images(error, size_key, data_dir or config.dataset) from error
+
+
+def too_few_images(error: TooFewImagesError, size_key: str, where: str) -> TooFewImagesError:
+    """``error`` (a loader's, in its argument ``n``) rephrased in the config key ``size_key``, with its numbers:
+    "ns asks for 81 images but only 80 of the 81 files in data_dir D could be read (1 unreadable: …); lower ns to
+    at most 80 or repair or remove the unreadable file(s)" (or "… but data_dir D holds only 80; …" when none is
+    unreadable, as :func:`check_image_source` says it)."""
+    available = error.available
+    fix = f"lower {size_key} to at most {available}" if available >= 2 else "add images (2 at least)"
+    if error.unreadable:
+        shown = "; ".join(error.unreadable[:3]) + ("; …" if len(error.unreadable) > 3 else "")
+        problem = (f"only {available} of the {error.total} files in data_dir {where} could be read "
+                   f"({len(error.unreadable)} unreadable: {shown})")
+        fix += " or repair or remove the unreadable file(s)"
+    else:
+        problem = f"data_dir {where} holds only {available}"
+    return TooFewImagesError(f"{size_key} asks for {error.requested} images but {problem}; {fix}",
+                             requested=error.requested, available=available, total=error.total,
+                             unreadable=error.unreadable)
+
+
+def describe_data(config: ImageExperimentConfig, images: ImageSet) -> dict[str, Any]:
+    """What a result records of the data it used (the experiments' metric ``data``), from ``config`` and the
+    ``images`` it loaded ((N, C, R, R): the largest size the run asked for):
+
+    * ``dataset``; ``data_dir``: the path resolved to absolute (``~`` expanded; the config keeps it as typed), None
+      for the bundled sets; ``source``: the loader's own description (:attr:`~flowvar.data.ImageSet.source`: where,
+      files found / loaded / skipped, crop and resize, colour);
+    * ``items_in_source``: the items the source holds (a folder's image files, readable or not; an array's rows);
+      ``items_loaded``: N; ``unreadable_skipped``: the files skipped as unreadable on the way (relative to
+      ``data_dir``; each replaced by the next file of the seeded draw);
+    * ``channels`` (C), ``channels_from`` (the config, or for ``channels=None`` the source's own:
+      :func:`source_channels`), ``colour_conversion``;
+    * ``digest``: the data's digest as the cache key computes it (:func:`flowvar.cache_key.data_digest`: a file's
+      SHA-256; a folder's listing — relative names, sizes and modification times — not its bytes), None for the
+      bundled sets."""
+    channels, dataset = images.channels, config.dataset
+    if config.channels is not None:
+        channels_from = f"config channels={config.channels}"
+    elif dataset == "folder":
+        channels_from = (f"the folder's own (channels=None): its first readable image is "
+                         f"{'grey' if channels == 1 else 'colour'}")
+    else:
+        channels_from = "the source's own (channels=None)"
+    if dataset in ("folder", "celeba"):
+        colour = ("each file converted to PIL mode L (colour files by ITU-R 601-2 luma)" if channels == 1 else
+                  "each file converted to PIL mode RGB (a grey file becomes 3 identical channels)")
+    elif dataset == "npy":
+        colour = ("none: the array's own channels" if config.channels is None else
+                  f"converted to {channels} channel(s) where the array has the other count (RGB → grey by ITU-R "
+                  f"601-2 luma, grey → 3 identical channels)")
+    else:
+        colour = "none: grey as bundled" if channels == 1 else "grey repeated into 3 identical channels"
+    return {"dataset": dataset,
+            "data_dir": str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else None,
+            "source": images.source,
+            "items_in_source": count_items(dataset, config.data_dir, celeba_otherwise=CELEBA_ALTERNATIVE),
+            "items_loaded": len(images), "unreadable_skipped": list(images.unreadable),
+            "channels": channels, "channels_from": channels_from, "colour_conversion": colour,
+            "digest": data_digest(config.data_dir) if config.data_dir else None}
+
+
+def data_choice(data: Mapping[str, Any] | None) -> str:
+    """The end of an experiment's ``data`` choice from its :func:`describe_data` record: "; loaded: <source>; data
+    digest <digest>" ("" without a record: a result stored before it was kept)."""
+    if not isinstance(data, Mapping) or "source" not in data:
+        return ""
+    digest = f"; data digest {data['digest']}" if data.get("digest") else ""
+    return f"; loaded: {data['source']}{digest}"
 
 
 def build_unet(config: ImageExperimentConfig, images: ImageSet) -> UNetField:
@@ -588,6 +701,8 @@ __all__ = [
     "check_image_source",
     "closer_over_seeds",
     "compute_settings",
+    "data_choice",
+    "describe_data",
     "ema_copy",
     "evaluated_loss",
     "evaluated_loss_ratios",
@@ -605,6 +720,8 @@ __all__ = [
     "resolve_device",
     "resolve_threads",
     "seed_means",
+    "source_channels",
     "summary",
+    "too_few_images",
     "train_field",
 ]

@@ -95,6 +95,8 @@ from flowvar.experiments._imaging import (
     check_image_source,
     closer_over_seeds,
     compute_settings,
+    data_choice,
+    describe_data,
     ema_copy,
     evaluated_loss,
     evaluated_loss_ratios,
@@ -175,19 +177,21 @@ class Table2Config(ImageExperimentConfig):
                            "margin shrinks as N grows (50K: 46.78 vs 45.98)"})
 def run(config: Table2Config, ctx: RunContext) -> None:
     ns = sorted(set(config.ns))
-    largest = prepare(config, ns[-1])  # data and UNet geometry errors before any OT or training
+    largest = prepare(config, ns[-1], "ns")  # data and UNet geometry errors before any OT or training
+    ctx.metric("data", describe_data(config, largest))
     with compute_settings(config, ctx) as device:
-        _choices(ctx, config)
+        _choices(ctx, config, ctx.metrics["data"])
         cells: dict[str, dict[str, Any]] = {}
         for n in ns:
             cells[f"N={n}"] = _run_size(ctx, config, nested_subset(largest, n, config.data_seed), device)
     _report(ctx, config, ns, cells)
 
 
-def _choices(ctx: RunContext, config: Table2Config) -> None:
+def _choices(ctx: RunContext, config: Table2Config, data: Mapping[str, Any] | None) -> None:
+    """The run's choices; ``data``: its metric ``data`` (:func:`describe_data`), quoted in the data choice."""
     ctx.choice("data", f"{config.dataset} at {config.resolution}x{config.resolution}: the largest N loaded once "
                        f"(subset seed {config.data_seed}), smaller N are nested random subsets of it; sources N(0, I) "
-                       f"drawn afresh per seed")
+                       f"drawn afresh per seed{data_choice(data)}")
     ctx.choice("OT pairing", f"method '{config.ot_method}': exact linear_sum_assignment on squared L2 up to "
                              f"{config.max_exact} points, else blockwise (leaves of {config.ot_block_size}, "
                              f"{config.ot_refine_rounds} refinement rounds; see docs/experiments/table2.md)")
@@ -355,7 +359,10 @@ def assemble(config: Table2Config, parts: Sequence[Mapping[str, Any]], ctx: RunC
     if not ok:
         raise not_a_part(0, parts, "table2", f"the rows and per-seed means of N = {', '.join(keys)} with "
                                              f"{n_seeds} seed(s) each")
-    _choices(ctx, config)
+    data = part.get("data")  # what the computing run loaded (absent from results stored before it was kept)
+    if isinstance(data, Mapping):
+        ctx.metric("data", dict(data))
+    _choices(ctx, config, data if isinstance(data, Mapping) else None)
     ns = sorted(set(config.ns))
     _judge(ctx, config, ns, {k: dict(table[k]) for k in keys}, {k: dict(seeds[k]) for k in keys})
     ctx.note("Re-judged from stored numbers: the per-N grids of outputs (table2_grid_N*.png) need the images and "

@@ -84,6 +84,8 @@ from flowvar.experiments._imaging import (
     check_image_source,
     closer_over_seeds,
     compute_settings,
+    data_choice,
+    describe_data,
     ema_copy,
     evaluated_loss,
     evaluated_loss_ratios,
@@ -151,9 +153,10 @@ class Table3Config(ImageExperimentConfig):
                  "claims": "σ=0 gives a much smaller L2-to-generated (8.63 vs 25.08) and a larger L2-to-OT "
                            "(43.35 vs 31.35) than σ=0.05"})
 def run(config: Table3Config, ctx: RunContext) -> None:
-    images = prepare(config, config.n)  # data and UNet geometry errors before any OT or training
+    images = prepare(config, config.n, "n")  # data and UNet geometry errors before any OT or training
+    ctx.metric("data", describe_data(config, images))
     with compute_settings(config, ctx) as device:
-        _choices(ctx, config)
+        _choices(ctx, config, ctx.metrics["data"])
         x1 = images.images
         per: dict[str, list[Tensor]] = {}
         runs: list[dict[str, Any]] = []
@@ -168,9 +171,10 @@ def run(config: Table3Config, ctx: RunContext) -> None:
     _report(ctx, config, per, runs, grid)
 
 
-def _choices(ctx: RunContext, config: Table3Config) -> None:
+def _choices(ctx: RunContext, config: Table3Config, data: Mapping[str, Any] | None) -> None:
+    """The run's choices; ``data``: its metric ``data`` (:func:`describe_data`), quoted in the data choice."""
     ctx.choice("data", f"{config.dataset} at {config.resolution}x{config.resolution}, N = {config.n} (subset seed "
-                       f"{config.data_seed})")
+                       f"{config.data_seed}){data_choice(data)}")
     ctx.choice("base model", f"CFM(σ=0), independent coupling (fresh noise, training image drawn with replacement), "
                              f"{config.base_steps} steps, same UNet and optimiser settings as the retrained models")
     ctx.choice("1-ReFlow pairs", f"N = {config.n} fresh sources per seed, endpoints by Euler {config.euler_steps} "
@@ -326,7 +330,10 @@ def assemble(config: Table3Config, parts: Sequence[Mapping[str, Any]], ctx: RunC
         all(len(ev.get(f"l2_to_{w}_sigma{s}", [])) == config.n_seeds for w in ("ot", "generated") for s in (s0, s1))
     if not ok:
         raise not_a_part(0, parts, "table3", f"the summaries, runs and per-seed means of {config.n_seeds} seed(s)")
-    _choices(ctx, config)
+    data = part.get("data")  # what the computing run loaded (absent from results stored before it was kept)
+    if isinstance(data, Mapping):
+        ctx.metric("data", dict(data))
+    _choices(ctx, config, data if isinstance(data, Mapping) else None)
     _judge(ctx, config, dict(table), [dict(r) for r in runs], dict(ev))
     ctx.note("Re-judged from stored numbers: the grid of outputs (table3_grid.png) needs the images and is the "
              "original run's; only the bar figure is redrawn.")
