@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from flowvar.cache import staging_writer
 from flowvar.errors import ConfigError, DataError, FlowvarError
 from flowvar.experiments.config import *  # noqa: F403  (re-exported: see the module doc)
 from flowvar.experiments.config import __all__ as _config_names
@@ -149,9 +150,20 @@ class RunContext:
             fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         finally:
             plt.close(fig)
-        atomic_write_bytes(path, buffer.getvalue(), what="figure")
+        atomic_write_bytes(path, buffer.getvalue(), what="figure", remedy=write_remedy(path))
         self.figures.append(path.name)
         return path
+
+
+def write_remedy(path: Path) -> str:
+    """The advice of a failed write of a run's output file ``path`` (disk full, read-only folder), naming the folder
+    that must change: a cache miss of ``flowvar reproduce`` or ``flowvar sweep`` runs inside a staging folder of the
+    cache (:func:`flowvar.cache.staging_writer` recognises its name), so there the cache is what is full — "free
+    space in the cache CACHE or choose another --cache" —, else the output folder is."""
+    for folder in Path(path).parents:
+        if staging_writer(folder.name) is not None:
+            return f"free space in the cache {folder.parent} or choose another --cache"
+    return "free space or choose another output folder"
 
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000")
@@ -278,7 +290,8 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
         assemble(config, as_computed, ctx)
         for figure, stored in (kept_figures or {}).items():
             if figure not in ctx.figures:  # not redrawn: the computing run's own file, listed as before
-                atomic_write_bytes(ctx.out_dir / figure, stored.read_bytes(), what="figure")
+                atomic_write_bytes(ctx.out_dir / figure, stored.read_bytes(), what="figure",
+                                   remedy=write_remedy(ctx.out_dir / figure))
                 ctx.figures.append(figure)
         for key, value in (kept_metrics or {}).items():
             ctx.metrics.setdefault(key, value)
@@ -416,14 +429,16 @@ def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool
         # under torchrun every rank computes the same result; rank 0 writes it
         stage.keep = is_main_process()
         if stage.keep:
-            atomic_write_text(stage.path / "result.json", json.dumps(result.to_dict(), indent=1))
+            remedy = write_remedy(stage.path)
+            atomic_write_bytes(stage.path / "result.json", json.dumps(result.to_dict(), indent=1).encode(),
+                               remedy=remedy)
             from flowvar.report.markdown import result_markdown  # the report's renderer: one way to tell a result
 
-            atomic_write_text(stage.path / "summary.md", result_markdown(result))
+            atomic_write_bytes(stage.path / "summary.md", result_markdown(result).encode(), remedy=remedy)
     return result
 
 
 __all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "ELAPSED_EVERY_S", "ELAPSED_FILE",
            "OKABE_ITO", "THREADS_ENV", "FlowvarError", "RunContext", "assemble_experiment", "assembler",
            "carried_runtime", "check_config_threads", "check_threads", "cpu_cores", "default_threads", "figure_style",
-           "join_parts_per_dimension", "not_a_part", "run_experiment"]
+           "join_parts_per_dimension", "not_a_part", "run_experiment", "write_remedy"]
