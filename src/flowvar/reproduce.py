@@ -291,23 +291,41 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
         tasks, broken = plan(options, cache, threads)  # every selected config validated before anything is written
     backend.start()  # a missing Ray, an unreachable cluster: fail before anything is written (not even --out)
     try:
-        # before anything is computed or written: a cache that cannot take results, an output slot flowvar must
-        # not replace (a file, a link, someone else's folder)
+        # before anything is computed or written: a cache that cannot take results (when something must be
+        # computed: a read-only cache whose entries are all valid serves them, as it does a finished sweep), an
+        # output slot flowvar must not replace (a file, a link, someone else's folder). A --cache elsewhere is
+        # checked before OUT is created; the default OUT/.cache after OUT, so that an unwritable OUT is blamed
+        to_compute = options.force or any(cache.check(task.key)[0] is None for task in tasks)
         if options.cache_dir is not None:
-            cache.check_writable()
+            cache_writable = writable_cache(cache, to_compute)
         for task in tasks:
             check_replaceable(out / task.name)
         check_writable(out)
         if options.cache_dir is None:
-            cache.check_writable()
-        return _reproduce(options, out, selected, cache, threads, backend, tasks, broken, planning, stream)
+            cache_writable = writable_cache(cache, to_compute)
+        return _reproduce(options, out, selected, cache, threads, backend, tasks, broken, planning, stream,
+                          cache_writable)
     finally:
         backend.close()
 
 
+def writable_cache(cache: Cache, needed: bool) -> bool:
+    """Whether ``cache`` can take new entries (:meth:`Cache.check_writable`). When ``needed`` (something must be
+    computed and stored) a cache that cannot is refused with that method's one-line :class:`ConfigError` ("cannot
+    write to the cache folder …; make it writable or choose another --cache"); otherwise the answer is False and
+    the run only reads the cache: a read-only cache (an archive, a shared mount) serves valid entries."""
+    try:
+        cache.check_writable()
+    except ConfigError:
+        if needed:
+            raise
+        return False
+    return True
+
+
 def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, threads: int, backend: Backend,
-               tasks: list[Task], broken: list[Outcome], planning: list[logging.LogRecord], stream: IO[str]
-               ) -> Summary:
+               tasks: list[Task], broken: list[Outcome], planning: list[logging.LogRecord], stream: IO[str],
+               cache_writable: bool = True) -> Summary:
     from flowvar.report import write_reports
 
     started = time.perf_counter()
@@ -315,7 +333,9 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
         _clean_stale_staging(out, [t.name for t in tasks])
         for tmp in remove_stale_writes(out, REPORT_FILES):
             log.info("removed %s, left by a run killed while writing it", tmp.name)
-        removed = cache.clean_stale()
+        removed = cache.clean_stale() if cache_writable else 0
+        if not cache_writable:
+            log.info("the cache %s is read-only: every experiment is there, nothing to write into it", cache.root)
         if removed:
             log.info("removed %d leftovers of interrupted runs from the cache (staging folders, work folders of "
                      "stored results, lock files)", removed)

@@ -1,0 +1,87 @@
+"""``flowvar reproduce`` where its disks meet trouble: a cache it cannot write (served when every experiment is a
+hit, refused up front when something must be computed, as ``flowvar sweep`` does) and a full cache disk (the advice
+names ``--cache``, the folder that is full, not the output folder)."""
+
+from __future__ import annotations
+
+import errno
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import flowvar.files
+from flowvar.cache import Cache, staging_prefix
+from flowvar.errors import ConfigError, DataError
+from flowvar.experiments.base import run_experiment, write_remedy
+from flowvar.reproduce import Options, reproduce
+
+
+def read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every cache read-only as a read-only mount is (root ignores permission bits, so no chmod): the check
+    refuses it, and any attempt to clean it up fails the test."""
+
+    def refuse(self: Cache) -> None:
+        raise ConfigError(f"cannot write to the cache folder {self.root}: Read-only file system; make it writable or "
+                          f"choose another --cache")
+
+    def no_writes(self: Cache) -> int:
+        raise AssertionError(f"wrote into the read-only cache {self.root}")
+
+    monkeypatch.setattr(Cache, "check_writable", refuse)
+    monkeypatch.setattr(Cache, "clean_stale", no_writes)
+
+
+def test_a_fully_cached_reproduce_reads_a_cache_it_cannot_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    cache = tmp_path / "cache"
+    first = reproduce(Options(out=tmp_path / "a", quick=True, only=["prop1"], cache_dir=cache, quiet=True))
+    assert [o.status for o in first.outcomes] == ["computed"]
+    read_only(monkeypatch)
+    again = reproduce(Options(out=tmp_path / "b", quick=True, only=["prop1"], cache_dir=cache, quiet=True))
+    assert [o.status for o in again.outcomes] == ["cached"]
+    assert (tmp_path / "b" / "prop1" / "result.json").read_bytes() == (tmp_path / "a" / "prop1" /
+                                                                        "result.json").read_bytes()
+    assert "the cache" in (log := (tmp_path / "b" / "reproduce.log").read_text()) and "is read-only" in log
+    # something to compute (a miss, or --force): refused before anything runs or --out is created
+    for options in (Options(out=tmp_path / "c", quick=True, only=["prop1", "lemma1"], cache_dir=cache, quiet=True),
+                    Options(out=tmp_path / "d", quick=True, only=["prop1"], cache_dir=cache, quiet=True, force=True)):
+        with pytest.raises(ConfigError, match=r"cannot write to the cache folder .*Read-only file system"):
+            reproduce(options)
+        assert not options.out.exists()
+
+
+def test_the_write_advice_names_the_folder_written(tmp_path: Path) -> None:
+    staging = tmp_path / "cache" / f"{staging_prefix('work-')}abcd"
+    assert write_remedy(staging / ".prop1.1.x" / "a.png") == (f"free space in the cache {tmp_path / 'cache'} or "
+                                                              f"choose another --cache")
+    assert write_remedy(tmp_path / "out" / ".prop1.1.x" / "a.png") == "free space or choose another output folder"
+
+
+def full_disk_for_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every figure write fails as on a full disk (ENOSPC when its temporary file is created); other files write."""
+    mkstemp = tempfile.mkstemp
+
+    def full(*args, **kwargs):
+        if str(kwargs.get("prefix", "")).endswith(".png."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(flowvar.files.tempfile, "mkstemp", full)
+
+
+def test_a_full_cache_disk_is_advised_as_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """reproduce computes a miss inside the cache (flowvar.runner.compute): a figure that cannot be written there
+    says to free space in the cache or choose another --cache, not another output folder."""
+    full_disk_for_figures(monkeypatch)
+    cache = tmp_path / "cache"
+    summary = reproduce(Options(out=tmp_path / "r", quick=True, only=["prop1"], cache_dir=cache, quiet=True))
+    (outcome,) = summary.outcomes
+    assert outcome.status == "failed"
+    assert "cannot write figure" in outcome.error and str(cache) in outcome.error
+    assert (f"No space left on device; free space in the cache {cache.resolve()} or choose another --cache"
+            in outcome.error)
+    assert "output folder" not in outcome.error
+    # a run straight into an output folder is advised as the output folder
+    with pytest.raises(DataError, match=r"No space left on device; free space or choose another output folder$"):
+        run_experiment("prop1", tmp_path / "o", quick=True)
