@@ -174,7 +174,12 @@ def render_markdown(collection: dict[str, Any]) -> str:
 def result_markdown(result: Result) -> str:
     """``summary.md`` of one experiment run: title and mode, the findings paragraph, the paper-beside-ours tables,
     the claims in words with their figures and folded evidence, the choices the paper leaves open, and the
-    metrics and config folded (readable rows, no JSON)."""
+    metrics and config folded (readable rows, no JSON).
+
+    Rendered from ``result`` as its ``result.json`` stores it (:meth:`Result.to_dict`: tuples become lists, NaN the
+    string "nan"), so the summary a run writes and the one ``flowvar show --write-report`` renders from that file are
+    the same bytes: one rendering of a result, whichever process holds it."""
+    result = Result.from_dict(result.to_dict())
     (e,) = result_entries([result])
     mode = "quick" if result.quick else "full"
     lines = [f"# {result.experiment}: {result.title}", "",
