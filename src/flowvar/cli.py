@@ -540,10 +540,11 @@ def show_cmd(
             flag = "--update-readme" if update_readme is not None else "--write-report"
             raise DataError(f"{folder} is not a `flowvar reproduce` folder (no results.json); {flag} needs one")
         _warn_mode_note(collection)
+        _warn_copies(folder, collection)
         if write_report:
             from flowvar.report import rewrite_reports
 
-            paths = rewrite_reports(folder)
+            paths = rewrite_reports(folder, collection)
             typer.echo(f"{paths['html']}, {paths['md'].name}: re-rendered from {Path(folder) / 'results.json'}")
         if update_readme is not None:
             from flowvar.report import readme_section
@@ -573,6 +574,7 @@ def show_cmd(
     collection = load_collection(folder)
     if collection is not None:
         _warn_mode_note(collection)
+        _warn_copies(folder, collection)
         meta = collection.get("meta", {})
         results = collection_results(collection)
         typer.echo(f"{meta.get('command', 'flowvar reproduce')} ({meta.get('mode', '?')} mode, "
@@ -582,6 +584,7 @@ def show_cmd(
             typer.echo("\n".join(provenance) + "\n")
         typer.echo(findings_text(entries(collection), mode=str(meta.get("mode", "")) or None))
     else:
+        _refuse_a_cache(folder)
         results = load_results(folder)
         typer.echo(findings_text(result_entries(results)))
     typer.echo("Verdicts\n========\n")
@@ -600,6 +603,26 @@ def _warn_mode_note(collection: dict) -> None:
     warning line, since the report's Quick/Full banner follows the results, not the record."""
     note = collection["meta"].get("mode_note")
     if note:
+        typer.echo(f"flowvar: warning: {note}", err=True)
+
+
+def _refuse_a_cache(folder: Path) -> None:
+    """A result cache (:mod:`flowvar.cache`: ``<key>/`` folders holding its manifest) is no run: its entries hold
+    result.json files too, and shown as one they read as the same experiments run several times."""
+    from flowvar.cache import MANIFEST
+
+    entries = sum(1 for p in Path(folder).glob(f"*/{MANIFEST}") if p.is_file() and not p.parent.name.startswith("."))
+    if entries:
+        raise DataError(f"{folder} is a result cache ({entries} entries), not a run folder; list its entries with "
+                        f"`flowvar cache list --cache {folder}`")
+
+
+def _warn_copies(folder: Path, collection: dict) -> None:
+    """Tell the collection from each experiment's own result.json (:func:`flowvar.report.reconcile_copies`), with
+    one warning line per experiment whose copy in results.json disagrees with it."""
+    from flowvar.report import reconcile_copies
+
+    for note in reconcile_copies(folder, collection):
         typer.echo(f"flowvar: warning: {note}", err=True)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from flowvar.errors import DataError
 from flowvar.files import atomic_write_text
-from flowvar.results import Result, claim_counts, format_value, headline
+from flowvar.results import RESULT_MARKER, Result, claim_counts, format_value, headline
 
 
 def load_results(folder: Path | str) -> list[Result]:
@@ -20,6 +20,11 @@ def load_results(folder: Path | str) -> list[Result]:
     trusted.
     """
     folder = Path(folder)
+    if folder.is_file():
+        holder = folder.parent
+        raise DataError(f"{folder} is a file, not a run folder; " + (
+            f"the folder holding it is one: `flowvar show {holder}`" if _is_run_folder(holder)
+            else "pass the --out folder of a finished `flowvar run`"))
     if not folder.is_dir():
         raise DataError(f"no run folder at {folder}; pass the --out folder of a finished `flowvar run`")
     results = []
@@ -33,6 +38,76 @@ def load_results(folder: Path | str) -> list[Result]:
     if not results:
         raise DataError(f"{folder} holds no */result.json; run `flowvar run EXPERIMENT --out {folder}` first")
     return sorted(results, key=lambda r: r.experiment)
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """Whether ``flowvar show`` reads ``folder``: one experiment's (``result.json``), a reproduce, sweep or run
+    ``--out`` folder (``results.json``, ``sweep.json``, ``*/result.json``)."""
+    return (any((folder / name).is_file() for name in (RESULT_MARKER, "results.json", "sweep.json"))
+            or any(folder.glob(f"*/{RESULT_MARKER}")))
+
+
+def reconcile_copies(folder: Path | str, collection: dict[str, Any]) -> list[str]:
+    """Make a reproduce folder's ``collection`` (its ``results.json``, :func:`load_collection`) tell each experiment
+    from that experiment's own ``NAME/result.json``, and say where the two copies disagree; returns one warning per
+    experiment whose copies differ (``collection`` is changed in place).
+
+    Source of truth: ``NAME/result.json``, the file ``flowvar run`` writes, the cache stores and checksums, and
+    ``flowvar reproduce`` and ``flowvar assemble`` read back; ``results.json`` holds a copy of it. Rendering each
+    file from its own copy would let ``report.md`` and ``NAME/summary.md`` disagree without a word. A
+    ``result.json`` that flowvar cannot read is named and results.json's copy is kept; a missing one is no
+    disagreement (a report copied without its folders).
+    """
+    folder = Path(folder)
+    notes = []
+    for entry in collection["experiments"]:
+        copy = entry.get("result")
+        path = folder / entry["name"] / RESULT_MARKER
+        if not copy or not path.is_file():
+            continue
+        try:
+            own = json.loads(path.read_text())
+            Result.from_dict(own)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            notes.append(f"{path} is not a valid flowvar result ({type(e).__name__}): {entry['name']} is shown from "
+                         f"the copy in {folder / 'results.json'} and its summary.md is left as it is; rerun the "
+                         f"folder's `flowvar reproduce` command with --only {entry['name']}")
+            continue
+        if own == copy:
+            continue
+        entry["result"] = own
+        notes.append(f"{folder / 'results.json'} and {path} disagree on {_difference(copy, own)}; shown from "
+                     f"{path}, the experiment's own result (the file the cache, reproduce and assemble use); to make "
+                     f"them agree, rerun the folder's `flowvar reproduce` command with --only {entry['name']} (a "
+                     f"cache hit installs the stored result again)")
+    return notes
+
+
+def _difference(copy: dict[str, Any], own: dict[str, Any]) -> str:
+    """Where results.json's ``copy`` of a result differs from its ``own`` result.json, in words: the claims whose
+    verdicts differ with both verdicts, else the first claim field or evidence entry that differs with both values,
+    else the first differing field of the result."""
+    copied = {c.get("id"): c for c in copy.get("claims", []) if isinstance(c, dict)}
+    owned = {c.get("id"): c for c in own.get("claims", []) if isinstance(c, dict)}
+    verdicts = [f"{cid} (results.json: {copied[cid].get('verdict')}, result.json: {owned[cid].get('verdict')})"
+                for cid in owned if cid in copied and copied[cid].get("verdict") != owned[cid].get("verdict")]
+    if verdicts:
+        return "the verdict of " + ", ".join(verdicts)
+    for cid, claim in owned.items():
+        other = copied.get(cid)
+        if other is None or other == claim:
+            continue
+        for field in claim:
+            if other.get(field) == claim[field]:
+                continue
+            if field == "evidence" and isinstance(other.get(field), dict):
+                key = next(k for k in {**claim[field], **other[field]}
+                           if claim[field].get(k, "(none)") != other[field].get(k, "(none)"))
+                return (f"{cid}'s evidence {key} (results.json: {format_value(other[field].get(key, '(none)'))}, "
+                        f"result.json: {format_value(claim[field].get(key, '(none)'))})")
+            return f"{cid}'s {field}"
+    key = next((k for k in {**own, **copy} if own.get(k) != copy.get(k)), "claims")
+    return f"its {key}"
 
 
 def verdict_table(results: list[Result], limit: int = 160) -> str:
@@ -399,5 +474,6 @@ def update_readme(readme: Path | str, section: str) -> bool:
 __all__ = ["KIND_TEXT", "PAPER_REF", "PAPER_TITLE", "README_BEGIN", "README_END", "README_FULL_BEGIN",
            "README_FULL_END", "STATUS_TEXT", "UNRECORDED_META", "WITH_RESULT", "assembled", "assembly_text",
            "collection_counts", "collection_results", "environment", "format_duration", "load_collection",
-           "load_results", "md_cell", "merge_spread", "readme_markers", "readme_section", "status_line",
+           "load_results", "md_cell", "merge_spread", "readme_markers", "readme_section", "reconcile_copies",
+           "status_line",
            "update_readme", "verdict_counts", "verdict_table"]
