@@ -39,7 +39,8 @@ from flowvar.cache_key import _key_of
 from flowvar.errors import ConfigError, DataError
 from flowvar.files import remove_path
 
-ENTRY_STATES = ("current", "outdated", "unknown experiment", "unknown version", "unreadable")
+ENTRY_STATES = ("current", "outdated", "unreachable", "corrupt", "unknown experiment", "unknown version",
+                "unreadable")
 WORK_STATES = ("resumable", "outdated", "stored", "unknown origin", "unknown experiment")
 STAGING_STATES = ("being written", "left by a killed run")
 _KEY_SHAPE = re.compile(r"[^./][^/]*-[0-9a-f]{16}")
@@ -76,7 +77,9 @@ class Item:
         """Whether ``prune`` (``all_work``: ``prune --all-work``) removes it, a lock held by another process
         aside."""
         if self.kind == "entry":
-            return self.status == "outdated"
+            # no run here looks these up (outdated, unreachable) or uses them (a lookup deletes a corrupt one, nothing
+            # reads an unreadable one); prune holds the key's lock, so none is a live run's entry being stored
+            return self.status in ("outdated", "unreachable", "corrupt", "unreadable")
         if self.kind == "work":
             return all_work or self.status in ("outdated", "stored")
         return self.status == "left by a killed run"
@@ -198,9 +201,13 @@ class _Versions:
     before the survey), computed once each."""
 
     def __init__(self) -> None:
+        import torch
+
         from flowvar.experiments.registry import experiments
 
         self.names = set(experiments())
+        self.torch = str(torch.__version__)
+        """This installation's torch version: part of every key (:func:`flowvar.cache.key_inputs`)."""
         self._cache: dict[str, str] = {}
 
     def current(self, experiment: str) -> str | None:
@@ -240,13 +247,20 @@ def _survey_entry(cache: Cache, folder: Path, versions: _Versions, now: float) -
     age = now - created if created is not None else None
     experiment = str(manifest.get("experiment")) if manifest.get("experiment") else None
     quick = manifest.get("quick") if isinstance(manifest.get("quick"), bool) else None
+    inputs = manifest.get("inputs")
     if manifest.get("key") != key:
         status, version, detail = "unreadable", None, f"its {MANIFEST} names another key"
+    elif inputs and (not isinstance(inputs, Mapping) or _key_of(str(inputs.get("experiment")), inputs) != key):
+        # the key is the hash of the inputs: a record that does not hash to it was edited (a lookup deletes it)
+        status, version, detail = "corrupt", None, "its recorded inputs do not hash to its key"
     else:
-        inputs = manifest.get("inputs")
         status, version, detail = _judge({**(inputs if isinstance(inputs, Mapping) else {}),
                                           "format": manifest.get("format")}, versions, "current", "outdated")
         status = status or "unknown version"
+        recorded_torch = inputs.get("torch") if isinstance(inputs, Mapping) else None
+        if status == "current" and recorded_torch is not None and str(recorded_torch) != versions.torch:
+            # the torch version is part of the key: no run of this installation computes this key again
+            status, detail = "unreachable", f"torch {recorded_torch}; this installation has {versions.torch}"
     return Item("entry", key, folder, _tree_size(folder), age, status, experiment, quick, locked, version, detail)
 
 
@@ -274,6 +288,9 @@ def _survey_work(cache: Cache, folder: Path, versions: _Versions, now: float) ->
         return Item("work", key, folder, size, age, "unknown origin", experiment, None, locked, None,
                     f"its {WORK_INPUTS} is not the record of this key")
     status, version, detail = _judge(inputs, versions, "resumable", "outdated")
+    if status == "resumable" and inputs.get("torch") is not None and str(inputs["torch"]) != versions.torch:
+        # another torch is another key: no run of this installation resumes these checkpoints
+        status, detail = "outdated", f"torch {inputs['torch']}; this installation has {versions.torch}"
     quick = inputs.get("quick") if isinstance(inputs.get("quick"), bool) else None
     return Item("work", key, folder, size, age, status or "unknown origin", str(inputs["experiment"]), quick, locked,
                 version, detail)
@@ -284,9 +301,12 @@ def survey(cache: Cache) -> Survey:
 
     Entries are *current* when the code version in their manifest is this installation's
     :func:`~flowvar.cache.code_version` of their experiment, *outdated* otherwise (or of another cache format): no
-    run of this code looks them up again; *unknown version* when their manifest records none, *unreadable* when it
-    cannot be read. Work folders are *resumable* (their ``inputs.json`` names the current code version),
-    *outdated* (another one), *stored* (their key's entry exists: nothing left to resume) or of *unknown origin*
+    run of this code looks them up again; *unreachable* when recorded with another torch version (part of the key:
+    no run of this installation looks them up either); *corrupt* when their recorded inputs do not hash to their key
+    (the state is derived from the key, as a lookup does: it deletes them); *unknown version* when their manifest
+    records none, *unreadable* when it cannot be read (or names another key). Work folders are *resumable* (their
+    ``inputs.json`` names the current code version and torch), *outdated* (another one), *stored* (their key's entry
+    exists: nothing left to resume) or of *unknown origin*
     (no readable ``inputs.json``: made by an older flowvar). Entries and work folders of experiments not registered
     in this process (a plugin's, unless loaded) are *unknown experiment*. Staging folders (``.tmp-<pid>@<host>-*``)
     are *being written* while their process lives, else *left by a killed run*; another machine's (a cache shared by
@@ -363,19 +383,21 @@ _GONE = "gone since it was listed"
 reported as removed by this prune, whose ``freed`` counts only what it removed."""
 
 
-def _changed(cache: Cache, item: Item) -> str | None:
+def _changed(cache: Cache, item: Item, versions: _Versions) -> str | None:
     """Why ``item`` is no longer what the survey saw, checked under its key's lock; None if it still is."""
     if not (item.path.exists() or item.path.is_symlink()):
         return _GONE
     if item.status == "outdated" and _recorded_version(item) != item.version:
         return "changed since it was listed"  # a --force run may have replaced it
+    if item.kind == "entry" and _survey_entry(cache, item.path, versions, time.time()).status != item.status:
+        return "changed since it was listed"  # replaced by a whole entry of another state (a current one)
     if item.status == "stored" and not (cache.path(item.name) / MANIFEST).is_file():
         # its entry went (a lookup deletes a corrupted one) and a run may have checkpointed here since: resumable
         return "changed since it was listed (its entry is gone: a run may resume it)"
     return None
 
 
-def _prune_one(cache: Cache, item: Item) -> str | None:
+def _prune_one(cache: Cache, item: Item, versions: _Versions) -> str | None:
     """Remove one prunable item; return None, or why it was kept (:data:`_GONE`: removed by another process)."""
     if item.kind == "staging":
         writer = staging_writer(item.name)
@@ -388,7 +410,7 @@ def _prune_one(cache: Cache, item: Item) -> str | None:
     with _key_lock(cache.lock_path(item.name), item.name, cache.root, None) as idle:
         if not idle:
             return "being computed"
-        why = _changed(cache, item)
+        why = _changed(cache, item, versions)
         if why is None:
             _delete(cache, item.path)
     return why
@@ -397,8 +419,9 @@ def _prune_one(cache: Cache, item: Item) -> str | None:
 def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False) -> PruneReport:
     """Remove what no run of this code uses again (``flowvar cache prune``) and say what and how many bytes.
 
-    Removed: outdated entries, outdated work folders, work folders of stored keys, staging folders of killed runs;
-    with ``all_work`` every work folder (resumable and unknown-origin ones too: those runs start over). Never a key
+    Removed: outdated, unreachable, corrupt and unreadable entries, outdated work folders, work folders of stored
+    keys, staging folders of killed runs; with ``all_work`` every work folder (resumable and unknown-origin ones
+    too: those runs start over). Never a key
     another process holds (checked again under the key's lock, which prune takes while it removes), nor a staging
     folder whose process lives, nor a folder without ``cache.json`` (not an entry), nor a folder in ``.work`` not
     named like a key, nor anything through a ``.work`` that is a link. Under each key's lock it checks that the
@@ -413,6 +436,7 @@ def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False) -> Pru
         raise ConfigError(f"{cache.root} is not a flowvar cache (no .work folder, no entry with its {MANIFEST}): "
                           f"nothing pruned; name the cache folder with --cache DIR")
     report = PruneReport(cache.root, dry_run, all_work, [], [], [])
+    versions = _Versions()
     for item in found.items:
         if not item.prunable(all_work):
             continue
@@ -423,7 +447,7 @@ def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False) -> Pru
             report.removed.append(item)
             continue
         try:
-            why = _prune_one(cache, item)
+            why = _prune_one(cache, item, versions)
         except OSError as e:
             report.failed.append((item, str(e.strerror or e)))
             continue
