@@ -151,6 +151,8 @@ def test_advise_sigma_on_npy_and_folder(tmp_path: Path) -> None:
     advice = advise_sigma(str(folder), sigmas=[0, 0.1], quick=True, seed=1, resolution=8,
                           **{k: v for k, v in knobs.items() if k != "n_eval"}, n_eval=12)
     assert advice.result_dir is None and len(advice.table) == 2 and "folder" in advice.data
+    # a grey folder is read in its own mode, one channel (the loader's RGB default tripled D and σ√D's scale √3×)
+    assert "8x8, grey" in advice.data and "identical channels" not in advice.data
 
 
 def test_file_data_null_is_scaled_to_g(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -267,7 +267,15 @@ def nested_subset(images: ImageSet, n: int, seed: int) -> ImageSet:
                     files)
 
 
-def source_channels(config: ImageExperimentConfig) -> int | None:
+class DataSource(Protocol):
+    """The config fields that name an experiment's image data (table2, table3, sigma_tradeoff)."""
+
+    dataset: str
+    data_dir: str | None
+    channels: int | None
+
+
+def source_channels(config: DataSource) -> int | None:
     """The channel count the loader is asked for: ``config.channels`` when set; for a folder left at None, its own
     mode — that of its first readable image (:func:`flowvar.data.first_image_geometry`, as the audit reads a folder
     without ``--channels``): 1 for grey, 3 for colour; else None (the loader's default is then the source's own:

@@ -101,6 +101,7 @@ from flowvar.experiments._imaging import (
     grid_figure,
     integrate_images,
     loss_fit,
+    source_channels,
     train_field,
 )
 from flowvar.experiments.base import GMMTargetConfig, RunContext, register
@@ -269,7 +270,7 @@ def _load(config: SigmaTradeoffConfig) -> _Data:
                 f"{config.n_eval} held-out samples (data seed {config.data_seed})")
         return _Data(x1, held, nulls, desc, None)
     items, x1, held = load_split(config.dataset, config.data_dir, config.n_train, config.n_eval,
-                                 resolution=config.resolution, channels=config.channels, seed=config.data_seed,
+                                 resolution=config.resolution, channels=source_channels(config), seed=config.data_seed,
                                  min_heldout=config.min_heldout)
     half = held.shape[0] // 2
     nulls = []
