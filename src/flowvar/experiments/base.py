@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from flowvar.cache import staging_writer
 from flowvar.errors import ConfigError, DataError, FlowvarError
 from flowvar.experiments.config import *  # noqa: F403  (re-exported: see the module doc)
 from flowvar.experiments.config import __all__ as _config_names
@@ -150,19 +149,22 @@ class RunContext:
             fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         finally:
             plt.close(fig)
-        atomic_write_bytes(path, buffer.getvalue(), what="figure", remedy=write_remedy(path))
+        atomic_write_bytes(path, buffer.getvalue(), what="figure",
+                           remedy=write_remedy(path, self.work_dir))
         self.figures.append(path.name)
         return path
 
 
-def write_remedy(path: Path) -> str:
+def write_remedy(path: Path, work_dir: Path | None = None) -> str:
     """The advice of a failed write of a run's output file ``path`` (disk full, read-only folder), naming the folder
-    that must change: a cache miss of ``flowvar reproduce`` or ``flowvar sweep`` runs inside a staging folder of the
-    cache (:func:`flowvar.cache.staging_writer` recognises its name), so there the cache is what is full — "free
-    space in the cache CACHE or choose another --cache" —, else the output folder is."""
-    for folder in Path(path).parents:
-        if staging_writer(folder.name) is not None:
-            return f"free space in the cache {folder.parent} or choose another --cache"
+    that must change. A run of the result cache resumes from the cache's work folder ``work_dir``
+    (``CACHE/.work/<key>``, :meth:`flowvar.cache.Cache.work_dir`); when ``path`` lies inside that cache (a miss of
+    ``flowvar reproduce`` or ``flowvar sweep`` computes in a staging folder of the cache), the cache is what is full:
+    "free space in the cache CACHE or choose another --cache". Otherwise the output folder is."""
+    if work_dir is not None:
+        cache_root = Path(work_dir).resolve().parent.parent
+        if cache_root in Path(path).resolve().parents:
+            return f"free space in the cache {cache_root} or choose another --cache"
     return "free space or choose another output folder"
 
 
@@ -291,7 +293,7 @@ def assemble_experiment(name: str, out_dir: Path | str, config: Any, parts: Sequ
         for figure, stored in (kept_figures or {}).items():
             if figure not in ctx.figures:  # not redrawn: the computing run's own file, listed as before
                 atomic_write_bytes(ctx.out_dir / figure, stored.read_bytes(), what="figure",
-                                   remedy=write_remedy(ctx.out_dir / figure))
+                                   remedy=write_remedy(ctx.out_dir / figure, ctx.work_dir))
                 ctx.figures.append(figure)
         for key, value in (kept_metrics or {}).items():
             ctx.metrics.setdefault(key, value)
@@ -429,7 +431,7 @@ def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool
         # under torchrun every rank computes the same result; rank 0 writes it
         stage.keep = is_main_process()
         if stage.keep:
-            remedy = write_remedy(stage.path)
+            remedy = write_remedy(stage.path, work_dir)
             atomic_write_bytes(stage.path / "result.json", json.dumps(result.to_dict(), indent=1).encode(),
                                remedy=remedy)
             from flowvar.report.markdown import result_markdown  # the report's renderer: one way to tell a result
