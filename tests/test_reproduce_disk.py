@@ -52,10 +52,14 @@ def test_a_fully_cached_reproduce_reads_a_cache_it_cannot_write(tmp_path: Path, 
 
 
 def test_the_write_advice_names_the_folder_written(tmp_path: Path) -> None:
-    staging = tmp_path / "cache" / f"{staging_prefix('work-')}abcd"
-    assert write_remedy(staging / ".prop1.1.x" / "a.png") == (f"free space in the cache {tmp_path / 'cache'} or "
-                                                              f"choose another --cache")
-    assert write_remedy(tmp_path / "out" / ".prop1.1.x" / "a.png") == "free space or choose another output folder"
+    cache = Cache(tmp_path / "cache")
+    work = cache.work_dir("prop1-0123456789abcdef")
+    staging = cache.root / f"{staging_prefix('run-')}abcd" / ".prop1.1.x" / "a.png"
+    assert write_remedy(staging, work) == f"free space in the cache {cache.root.resolve()} or choose another --cache"
+    # output written outside the cache (run_cached installing, a plain run) is advised as the output folder
+    assert write_remedy(tmp_path / "out" / ".prop1.1.x" / "a.png", work) == ("free space or choose another output "
+                                                                             "folder")
+    assert write_remedy(staging, None) == "free space or choose another output folder"
 
 
 def full_disk_for_figures(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,3 +89,39 @@ def test_a_full_cache_disk_is_advised_as_the_cache(tmp_path: Path, monkeypatch: 
     # a run straight into an output folder is advised as the output folder
     with pytest.raises(DataError, match=r"No space left on device; free space or choose another output folder$"):
         run_experiment("prop1", tmp_path / "o", quick=True)
+
+
+def test_a_result_stored_by_a_compute_that_then_failed_is_installed(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compute that stored its result and failed afterwards (its own copy of the result, written beside the entry
+    on a full cache disk, revC 4) loses nothing: the stored entry is installed, with a warning."""
+    import io
+
+    import flowvar.runner
+
+    compute = flowvar.runner.compute
+
+    def stored_then_failed(*args, **kwargs) -> dict:
+        reply = compute(*args, **kwargs)
+        assert reply["status"] == "computed"
+        return {"status": "failed", "wall_s": reply["wall_s"], "traceback": "",
+                "error": "DataError: cannot write CACHE/.tmp-work/prop1: No space left on device"}
+
+    monkeypatch.setattr(flowvar.runner, "compute", stored_then_failed)
+    stream = io.StringIO()
+    cache = tmp_path / "cache"
+    summary = reproduce(Options(out=tmp_path / "r", quick=True, only=["prop1"], cache_dir=cache, quiet=True),
+                        stream=stream)
+    (outcome,) = summary.outcomes
+    assert outcome.status == "computed" and outcome.error is None
+    entry = Cache(cache).check(outcome.key)[0]
+    assert entry is not None
+    assert (tmp_path / "r" / "prop1" / "result.json").read_bytes() == (entry / "result.json").read_bytes()
+    assert "flowvar: warning: prop1: DataError: cannot write CACHE/.tmp-work/prop1: No space left on device; its " \
+           "result is stored in the cache" in stream.getvalue()
+    # a compute that failed with nothing stored stays a failure
+    monkeypatch.setattr(flowvar.runner, "compute", lambda *a, **k: {"status": "failed", "wall_s": 0.0,
+                                                                   "traceback": "", "error": "RuntimeError: boom"})
+    failed = reproduce(Options(out=tmp_path / "s", quick=True, only=["prop1"], cache_dir=tmp_path / "empty",
+                               quiet=True))
+    assert [(o.status, o.error) for o in failed.outcomes] == [("failed", "RuntimeError: boom")]
