@@ -505,15 +505,32 @@ def test_a_real_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(
 
 def test_run_on_a_full_disk_is_one_line(small_tmpfs: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """`flowvar run` whose figure does not fit on the disk: one line naming the figure file (it was a 20-line PIL
-    traceback from savefig), nothing half-written left in the output folder."""
-    fill_disk(small_tmpfs, free_kib=8)
+    """`flowvar run --cache` whose output disk is full: it computes into the cache (on another disk) and then
+    installs, so the result is kept: one line naming the output folder that is full and the cache entry that holds
+    the result (it was a 20-line PIL traceback from savefig, then a lost result), nothing half-written left in the
+    output folder; once space is freed the same command installs it as a cache hit, without recomputing."""
+    from flowvar.cache import Cache
+
+    filler = fill_disk(small_tmpfs, free_kib=8)
     out = small_tmpfs / "out"
-    code = main(["run", "counterexample1", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache")])
+    args = ["run", "counterexample1", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache")]
+    code = main(args)
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err, err
-    assert re.search(r"cannot write figure .*trajectories\.png: No space left on device", err), err
-    assert not (out / "counterexample1").exists() or not any((out / "counterexample1").glob("*.png"))
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    (entry,) = Cache(tmp_path / "cache").entries()
+    assert re.fullmatch(rf"flowvar: error: cannot write {re.escape(str(out / 'counterexample1'))}: No space left on "
+                        rf"device; free space or choose another output folder; the computed result of "
+                        rf"counterexample1 is complete in the cache {re.escape(str(tmp_path / 'cache'))} "
+                        rf"\({entry['key']}\): once it can be written, rerun the same command to install it without "
+                        rf"recomputing", lines[0]), lines[0]
+    assert not (out / "counterexample1").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".counterexample1.")] if out.is_dir() else True
+    filler.unlink()
+    assert main(args) == 0
+    assert "cache hit" in capsys.readouterr().out
+    assert (out / "counterexample1" / "result.json").is_file()
 
 
 def test_a_cache_store_on_a_full_disk_is_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -196,6 +196,33 @@ class StoreError(DataError):
         self.experiment, self.root, self.reason = experiment, root, reason
 
 
+class UnstoredResultError(DataError):
+    """A result computed in full that the cache's disk refused to store (:class:`StoreError`): it is kept whole in
+    ``folder`` (``staging/<experiment>``, a staging folder of the cache, not an entry: no manifest) for the caller to
+    install where there is room (:func:`install` copies it like an entry), then to delete ``staging``
+    (:func:`install_unstored` does both). ``refused``: the store's error (the cache, the system's reason); ``key``:
+    the cache key the result was computed for."""
+
+    def __init__(self, refused: StoreError, key: str, folder: Path, staging: Path) -> None:
+        super().__init__(f"{refused}; the computed result is kept in {folder} until it is installed")
+        self.refused, self.key, self.folder, self.staging = refused, key, folder, staging
+
+
+def writable_cache(cache: Cache, needed: bool) -> bool:
+    """Whether ``cache`` can take new entries (:meth:`Cache.check_writable`), for ``flowvar reproduce`` and
+    ``flowvar sweep`` alike. When ``needed`` (something must be computed and stored) a cache that cannot is refused
+    with that method's one-line :class:`ConfigError` ("cannot write to the cache folder …; make it writable or choose
+    another --cache"); otherwise the answer is False and the run only reads the cache: a read-only cache (an archive,
+    a shared mount) serves valid entries."""
+    try:
+        cache.check_writable()
+    except ConfigError:
+        if needed:
+            raise
+        return False
+    return True
+
+
 @dataclass
 class Cache:
     """A folder of cache entries (see the module doc). Safe for concurrent writers of different keys; two writers
@@ -538,7 +565,8 @@ def install(entry: Path, dest: Path) -> bool:
 
 @dataclass
 class CachedRun:
-    """The outcome of :func:`run_cached`: the result, whether it came from the cache, and where it lives."""
+    """The outcome of :func:`run_cached`: the result, whether it came from the cache, and where it lives: the cache
+    ``entry`` and its installed copy ``output`` (the entry itself when nothing was installed)."""
 
     result: Result
     key: str
@@ -561,18 +589,21 @@ def _work_checkpoint_error(err: FlowvarError, work: Path, key: str, root: Path) 
                      f"cache prune --all-work --cache {root}` deletes every work folder) to start the run afresh")
 
 
-def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = False, seed: int | None = None,
+def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bool = False, seed: int | None = None,
                overrides: dict[str, Any] | None = None, config_file: Path | str | None = None,
                force: bool = False, progress: bool = False,
                on_corrupt: Callable[[str, str], None] | None = None,
                on_wait: Callable[[str], None] | None = None) -> CachedRun:
-    """Run experiment ``name`` into ``out_dir/name`` unless ``cache`` holds its result; then make sure it does.
+    """Run experiment ``name`` unless ``cache`` holds its result; then make sure it does, and install it into
+    ``out_dir/name`` (``out_dir`` None: install nothing, the result is the entry).
 
-    On a hit the cached files are installed into ``out_dir/name`` (nothing is recomputed); on a miss, or with
-    ``force``, the experiment runs via :func:`flowvar.experiments.base.run_experiment` into a staging folder of the
-    cache, is stored, then installed (:func:`_compute_and_store`): an output folder that cannot take it (a full
-    disk) is an error saying the result is in the cache and the same command installs it; a cache that cannot take
-    it, an error saying it is complete in ``out_dir/name``.
+    On a hit the cached files are installed (nothing is recomputed); on a miss, or with ``force``, the experiment
+    runs via :func:`flowvar.experiments.base.run_experiment` into a staging folder of the cache, is stored by a
+    rename, then installed (:func:`_compute_and_store`). With an ``out_dir``: an output folder that cannot take the
+    result (a full disk) is an error saying the result is in the cache and the same command installs it; a cache
+    that cannot store it, an error saying it is complete in ``out_dir/name``. Without (``flowvar reproduce`` and
+    ``flowvar sweep``, whose parent process installs): a cache that cannot store it is an :class:`UnstoredResultError`
+    naming the staging folder that holds it, for the caller to install where there is room.
     The run's trainings checkpoint into :meth:`Cache.work_dir` and resume from it when an earlier run of the same
     key was interrupted; it is removed once the result is stored (and before a ``force`` run). Another process
     computing the same key in the same cache is waited for (:meth:`Cache.computing`; ``on_wait`` announces it,
@@ -586,7 +617,7 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
     name = spec.name
     config = build_config(spec, quick=quick, seed=seed, overrides=overrides, config_file=config_file)
     key = cache_key(name, config, quick)
-    output = Path(out_dir) / name
+    output = Path(out_dir) / name if out_dir is not None else None
     problems: list[str] = []
 
     def corrupt(k: str, reason: str) -> None:
@@ -606,26 +637,51 @@ def run_cached(name: str, out_dir: Path | str, cache: Cache, *, quick: bool = Fa
             entry = None if force else cache.lookup(key, on_corrupt=corrupt)
             hit = entry is not None
             if entry is None:
-                entry, result = _compute_and_store(name, key, config, quick, output, cache, force, progress)
-    try:
-        install(entry, output)
-    except (ConfigError, DataError) as err:  # the output folder cannot be written, or its disk is full
-        raise type(err)(f"{err}; the {'cached' if hit else 'computed'} result of {name} is complete in the cache "
-                        f"{cache.root} ({key}): once it can be written, rerun the same command to install it "
-                        f"without recomputing") from None
+                try:
+                    entry, result = _compute_and_store(name, key, config, quick, output, cache, force, progress)
+                except UnstoredResultError as unstored:
+                    if output is None:
+                        raise
+                    raise DataError(install_unstored(unstored, output, name)[1]) from None
+    if output is not None:
+        try:
+            install(entry, output)
+        except (ConfigError, DataError) as err:  # the output folder cannot be written, or its disk is full
+            raise type(err)(f"{err}; the {'cached' if hit else 'computed'} result of {name} is complete in the "
+                            f"cache {cache.root} ({key}): once it can be written, rerun the same command to install "
+                            f"it without recomputing") from None
     if result is None:
         result = Result.load(entry / "result.json")
-    return CachedRun(result, key, hit, entry, output, problems[0] if problems else None)
+    return CachedRun(result, key, hit, entry, output if output is not None else entry,
+                     problems[0] if problems else None)
 
 
-def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Path, cache: Cache, force: bool,
-                       progress: bool) -> tuple[Path, Result]:
+def install_unstored(unstored: UnstoredResultError, dest: Path, name: str) -> tuple[bool, str]:
+    """Install a result the cache could not store (``unstored``, :class:`UnstoredResultError`) into ``dest``, delete its
+    staging folder, and return ``(installed, message)``: the message tells where the result is — complete in
+    ``dest`` and not cached, or, when ``dest`` cannot take it either, lost (both disks refused it)."""
+    refused = unstored.refused
+    try:
+        install(unstored.folder, dest)
+    except (ConfigError, DataError) as lost:
+        return False, (f"{refused}; installing it into {dest} failed too ({lost}): the computed result of {name} is "
+                       f"lost")
+    finally:
+        remove_path(unstored.staging)
+    return True, (f"cannot store the result of {name} in the cache {refused.root}: {refused.reason}; the result is "
+                  f"complete in {dest} (installed there), the cache was not updated: free space or choose another "
+                  f"--cache for the next run to find it")
+
+
+def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Path | None, cache: Cache,
+                       force: bool, progress: bool) -> tuple[Path, Result]:
     """Run a cache miss of :func:`run_cached` (its key's lock held) and store it: ``(entry, result)``.
 
     The experiment writes into a staging folder of the cache (review revC 3: written into the output folder first,
     a full output disk lost a result the cache had room for), which then becomes the entry by a rename; the caller
-    installs it into ``output``. Where the cache's disk refuses the entry, the computed result is installed into
-    ``output`` all the same and the error says so: it is complete there, and not cached."""
+    installs it into ``output`` (None: the caller's caller does). Where the cache's disk refuses the entry, an
+    :class:`UnstoredResultError` hands the staging folder, the complete result, to the caller: nothing computed is lost
+    while some disk has room for it."""
     from flowvar.experiments.base import run_experiment
     from flowvar.train import CHECKPOINT_NAME, ResumeWarning
 
@@ -645,6 +701,7 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
     except OSError as e:
         cache._drop_unused_work(key)
         raise ConfigError(_unwritable(cache.root, e)) from None
+    handed_over = False
     try:
         try:
             with warnings.catch_warnings():
@@ -654,8 +711,12 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
         except FlowvarError as err:
             cache._drop_unused_work(key)
             if isinstance(err, DataError) and str(stage) in str(err):  # the cache's disk refused the result
-                raise DataError(f"{err} (the result is computed into the cache {cache.root}, then installed into "
-                                f"{output}: free space in the cache or choose another --cache)") from None
+                # (the advice is left out where the write's own already names the cache: write_remedy)
+                where = f", then installed into {output}" if output is not None else ""
+                advice = ("" if "choose another --cache" in str(err) else
+                          ": free space in the cache or choose another --cache")
+                raise DataError(f"{err} (the result is computed into the cache {cache.root}{where}{advice})"
+                                ) from None
             raise _work_checkpoint_error(err, work, key, cache.root) from None
         except BaseException:
             cache._drop_unused_work(key)  # an interrupted run keeps its checkpoints, not an empty folder
@@ -668,21 +729,16 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
             cache._drop_unused_work(key)
             if not isinstance(err, StoreError):
                 raise
-            try:
-                install(stage / name, output)
-            except (ConfigError, DataError) as lost:
-                raise DataError(f"{err}; installing it into {output} failed too ({lost}): the computed result of "
-                                f"{name} is lost") from None
-            raise DataError(f"cannot store the result of {name} in the cache {cache.root}: {err.reason}; the result "
-                            f"is complete in {output} (installed there), the cache was not updated: free space or "
-                            f"choose another --cache for the next run to find it") from None
+            handed_over = True  # the complete result stays in the staging folder, for the caller to install
+            raise UnstoredResultError(err, key, stage / name, stage) from None
         shutil.rmtree(work, ignore_errors=True)
         return entry, result
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if not handed_over:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
-__all__ = ["CACHE_FORMAT", "FRONT_END", "Cache", "CachedRun", "StagingWriter", "StoreError", "cache_key",
-           "code_version", "config_dict", "data_digest", "data_digests", "default_root", "host_tag", "install",
-           "is_data_path_field", "key_inputs", "lookup", "run_cached", "source_digest", "staging_prefix",
-           "staging_writer", "store"]
+__all__ = ["CACHE_FORMAT", "FRONT_END", "Cache", "CachedRun", "StagingWriter", "StoreError", "UnstoredResultError",
+           "cache_key", "code_version", "config_dict", "data_digest", "data_digests", "default_root", "host_tag",
+           "install", "install_unstored", "is_data_path_field", "key_inputs", "lookup", "run_cached", "source_digest",
+           "staging_prefix", "staging_writer", "store", "writable_cache"]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from flowvar.cache import Cache, cache_key, code_version, config_dict, install
+from flowvar.cache import Cache, cache_key, code_version, config_dict, install, writable_cache
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.experiments.registry import canonical_name
 from flowvar.files import check_replaceable, remove_stale_writes
@@ -54,6 +54,7 @@ from flowvar.runner import (
     default_threads,
     dispatch,
     exclusive,
+    install_computed,
     interrupted_text,
     make_backend,
     refuse_other_output,
@@ -309,20 +310,6 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
         backend.close()
 
 
-def writable_cache(cache: Cache, needed: bool) -> bool:
-    """Whether ``cache`` can take new entries (:meth:`Cache.check_writable`). When ``needed`` (something must be
-    computed and stored) a cache that cannot is refused with that method's one-line :class:`ConfigError` ("cannot
-    write to the cache folder …; make it writable or choose another --cache"); otherwise the answer is False and
-    the run only reads the cache: a read-only cache (an archive, a shared mount) serves valid entries."""
-    try:
-        cache.check_writable()
-    except ConfigError:
-        if needed:
-            raise
-        return False
-    return True
-
-
 def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, threads: int, backend: Backend,
                tasks: list[Task], broken: list[Outcome], planning: list[logging.LogRecord], stream: IO[str],
                cache_writable: bool = True) -> Summary:
@@ -502,15 +489,15 @@ def _record(task: Task, reply: dict[str, Any], cache: Cache, out: Path, outcomes
         progress.emit(f"flowvar: warning: {task.name}: {reply['error']}; its result is stored in the cache "
                       f"{cache.root} all the same: installed")
         reply = {**reply, "status": "computed", "key": task.key}
-    entry = cache.lookup(reply["key"]) if reply["status"] == "computed" else None
-    if reply["status"] == "computed" and entry is None:
-        reply = {**reply, "status": "failed",
-                 "error": f"the computed result of {task.name} is missing from the cache {cache.root}; rerun"}
     if reply["status"] == "computed":
-        try:
-            install(entry, out / task.name)
+        try:  # the stored entry, or a result the cache's disk could not store (kept for this install)
+            _, unstored = install_computed(reply, cache, out / task.name, task.name)
         except FlowvarError as e:  # disk full, folder gone read-only: this experiment fails, the others go on
             reply = {**reply, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+        else:
+            if unstored is not None:
+                log.warning("%s: %s", task.name, unstored)
+                progress.emit(f"flowvar: warning: {task.name}: {unstored}")
     if reply["status"] == "computed":
         result = Result.load(out / task.name / "result.json")
         status = "cached" if reply.get("hit") else "computed"  # "cached": another process computed it meanwhile

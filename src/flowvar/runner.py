@@ -42,13 +42,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from flowvar.errors import ConfigError
+from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import check_config_threads, check_threads, cpu_cores, default_threads
 from flowvar.logs import forwarded_from_workers, send_to_parent
 from flowvar.report import format_duration
 from flowvar.results import Result
+
+if TYPE_CHECKING:  # flowvar.cache is imported where it is used: a worker imports it when it computes
+    from flowvar.cache import Cache
 
 T = TypeVar("T")
 WATCH_INTERVAL_S = 0.5
@@ -180,19 +183,19 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
     """Run one experiment configuration (a cache miss) and store it in the cache; nothing else is written.
 
     The one compute step of ``flowvar reproduce`` and ``flowvar sweep``, run in this process, in a worker of
-    :func:`worker_pool` or as a Ray task. The experiment runs in a work folder inside the cache root (named like
-    the cache's staging folders, so :meth:`flowvar.cache.Cache.clean_stale` removes it if this process is
-    killed); the caller, which holds the output folder's lock, installs the stored entry. The trainings resume from
-    the checkpoints an interrupted run of the same key left in the cache (:meth:`flowvar.cache.Cache.work_dir`)
-    unless ``force`` (``--force``: recompute from scratch). Returns a plain
-    (picklable) dict: ``status`` computed/failed, the cache ``key``, ``wall_s``, ``hit`` (True when a process
-    sharing the cache stored the key first, while this one waited for it), and for a failure the error line
-    and the traceback.
+    :func:`worker_pool` or as a Ray task: :func:`flowvar.cache.run_cached` with no output folder, so the result is
+    computed in a staging folder of the cache and stored there by a rename, never copied; the caller, which holds
+    the output folder's lock, installs the stored entry. The trainings resume from the checkpoints an interrupted
+    run of the same key left in the cache (:meth:`flowvar.cache.Cache.work_dir`) unless ``force`` (``--force``:
+    recompute from scratch). Returns a plain (picklable) dict: ``status`` computed/failed, the cache ``key``,
+    ``wall_s``, ``hit`` (True when a process sharing the cache stored the key first, while this one waited for it),
+    and for a failure the error line and the traceback. A result the cache's disk refused to store (full) is
+    ``computed`` with ``unstored`` (the staging folder that holds it whole and why the cache refused it), for the
+    caller to install where there is room (:func:`install_computed`): it is not lost.
     """
-    import tempfile
     import traceback
 
-    from flowvar.cache import Cache, run_cached, staging_prefix
+    from flowvar.cache import Cache, UnstoredResultError, run_cached
     from flowvar.experiments.base import load_plugin
 
     start = time.perf_counter()
@@ -200,16 +203,62 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
         with torch_threads(threads):
             for plugin in plugins:
                 load_plugin(plugin)
-            cache = Cache(Path(cache_root))
-            cache.check_writable()
-            with tempfile.TemporaryDirectory(prefix=staging_prefix("work-"), dir=cache.root) as work:
-                run = run_cached(name, work, cache, quick=quick, seed=seed, overrides=overrides,
+            try:
+                run = run_cached(name, None, Cache(Path(cache_root)), quick=quick, seed=seed, overrides=overrides,
                                  config_file=config_file, force=force)
+            except UnstoredResultError as unstored:
+                refused = unstored.refused
+                return {"status": "computed", "key": unstored.key, "wall_s": time.perf_counter() - start,
+                        "hit": False, "unstored": {"folder": str(unstored.folder), "staging": str(unstored.staging),
+                                                   "experiment": refused.experiment, "root": str(refused.root),
+                                                   "reason": refused.reason}}
         return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start, "hit": run.hit}
     except Exception as e:
         error = f"{type(e).__name__}: {e}".strip()
         return {"status": "failed", "error": error.splitlines()[0] if error else type(e).__name__,
                 "wall_s": time.perf_counter() - start, "traceback": traceback.format_exc()}
+
+
+def install_computed(reply: dict[str, Any], cache: Cache, dest: Path, name: str,
+                     check: Callable[[Path], None] | None = None) -> tuple[Path, str | None]:
+    """Install the result of a ``computed`` :func:`compute` reply into ``dest``: ``(folder it came from, warning)``.
+
+    The folder is the reply's stored cache entry (looked up, so verified), or, for a result the cache could not
+    store (``reply["unstored"]``), the staging folder compute left it in, deleted once installed; the warning is then
+    the line that says so (complete in ``dest``, not cached), else None. A result missing from the cache, or one
+    that ``dest`` cannot take, is a one-line :class:`~flowvar.errors.DataError`: for a stored one, it says the result
+    is kept in the cache and a rerun installs it; for an unstored one, that it is lost (no disk took it).
+    ``check(folder)`` runs before anything is installed (the sweep's check of its --metric names): what it raises
+    propagates, with nothing installed."""
+    from flowvar.cache import StoreError, UnstoredResultError, install, install_unstored
+    from flowvar.files import remove_path
+
+    unstored = reply.get("unstored")
+    if unstored:
+        refused = StoreError(unstored["experiment"], Path(unstored["root"]), unstored["reason"])
+        folder = Path(unstored["folder"])
+        if check is not None:
+            try:
+                check(folder)
+            except BaseException:
+                remove_path(Path(unstored["staging"]))
+                raise
+        installed, message = install_unstored(UnstoredResultError(refused, reply["key"], folder,
+                                                                  Path(unstored["staging"])), dest, name)
+        if not installed:
+            raise DataError(message)
+        return folder, message
+    entry = cache.lookup(reply["key"])
+    if entry is None:
+        raise DataError(f"the computed result of {name} is missing from the cache {cache.root}; rerun")
+    if check is not None:
+        check(entry)
+    try:
+        install(entry, dest)
+    except (ConfigError, DataError) as err:  # disk full, folder gone read-only
+        raise type(err)(f"{err}; the result of {name} is kept in the cache {cache.root}: once {dest} can be "
+                        f"written, rerun the same command to install it without recomputing") from None
+    return entry, None
 
 
 BACKENDS = ("local", "ray")
@@ -776,5 +825,6 @@ def check_writable(out: Path) -> None:
 __all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "OUTPUT_MARKERS", "POOL_BREAKS", "Backend", "Outcome", "ProcessBackend",
            "Progress", "RayBackend", "SerialBackend", "Task", "check_config_threads", "check_ray_address",
            "check_threads", "check_writable", "compute", "cpu_cores", "default_threads", "dispatch", "exclusive",
-           "init_worker", "interrupted_text", "make_backend", "refuse_if_locked", "refuse_other_output",
-           "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]
+           "init_worker", "install_computed", "interrupted_text", "make_backend", "refuse_if_locked",
+           "refuse_other_output", "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
+           "verdict_line", "worker_pool"]

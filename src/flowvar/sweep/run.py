@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import shlex
@@ -14,7 +15,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from flowvar.cache import Cache, code_version, install
+from flowvar.cache import Cache, code_version, install, writable_cache
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.files import remove_stale_writes
 from flowvar.results import Result, versions
@@ -23,6 +24,7 @@ from flowvar.runner import (
     check_config_threads,
     check_threads,
     dispatch,
+    install_computed,
     interrupted_text,
     make_backend,
     sigterm_as_interrupt,
@@ -448,15 +450,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
     # default OUT/.cache is checked after OUT, so that an unwritable OUT is blamed as such)
     if options.cache_dir is None:
         check_writable(out)
-    if to_compute:
-        cache.check_writable()
-        cache_writable = True
-    else:
-        try:
-            cache.check_writable()
-            cache_writable = True
-        except ConfigError:
-            cache_writable = False
+    cache_writable = writable_cache(cache, to_compute)
     if options.cache_dir is not None:
         check_writable(out)
     name = the_plan.spec.name
@@ -567,19 +561,24 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                 for point, reply in dispatch(backend, misses, args, lambda p: progress.start(p.label)):
                     o = by_key[point.key]
                     if reply["status"] == "computed":
-                        entry = cache.lookup(point.key)
-                        if entry is None or reply.get("key") != point.key:
+                        if reply.get("key") != point.key:
                             reply = {"status": "failed", "wall_s": reply["wall_s"],
                                      "error": "the code changed during the sweep: the point's result has another "
                                               "cache key; rerun the sweep"}
                         else:
-                            check_first(point, entry)  # a misspelt --metric stops the sweep here, nothing written
-                            try:
-                                _install(out, o, entry, "cached" if reply.get("hit") else "computed",
-                                         reply["wall_s"])
+                            try:  # the stored entry, or a result the cache's disk could not store
+                                # a misspelt --metric stops the sweep at check_first, before anything is installed
+                                _, unstored = install_computed(reply, cache, out / "points" / point.key,
+                                                               f"{name} {point.label}",
+                                                               check=functools.partial(check_first, point))
                             except FlowvarError as e:  # disk full, folder gone read-only: this point fails
                                 reply = {"status": "failed", "wall_s": reply["wall_s"],
                                          "error": f"{type(e).__name__}: {e}"}
+                            else:
+                                if unstored is not None:
+                                    log.warning("%s: %s", point.label, unstored)
+                                    progress.emit(f"flowvar: warning: {point.label}: {unstored}")
+                                _absorb(out, o, "cached" if reply.get("hit") else "computed", reply["wall_s"])
                     if reply["status"] != "computed":
                         o.status, o.wall_s, o.error = "failed", reply["wall_s"], reply["error"]
                         log.error("failed: %s: %s\n%s", point.label, reply["error"], reply.get("traceback", ""))
@@ -621,8 +620,15 @@ def interrupted_message(options: Options, threads: int | None = None) -> str:
 
 
 def _install(out: Path, outcome: PointOutcome, entry: Path, status: str, wall_s: float) -> None:
+    """Install a cache hit's ``entry`` into ``OUT/points/<key>`` and record it in ``outcome``."""
+    install(entry, out / "points" / outcome.point.key)
+    _absorb(out, outcome, status, wall_s)
+
+
+def _absorb(out: Path, outcome: PointOutcome, status: str, wall_s: float) -> None:
+    """Record the result installed in ``OUT/points/<key>`` in ``outcome``: its ``status`` (cached/computed), time,
+    output folder (relative to ``out``) and result."""
     dest = out / "points" / outcome.point.key
-    install(entry, dest)
     outcome.status, outcome.wall_s = status, wall_s
     outcome.output = dest.relative_to(out).as_posix()
     outcome.absorb(Result.load(dest / "result.json"))

@@ -1,0 +1,115 @@
+"""The compute step of ``flowvar reproduce`` and ``flowvar sweep`` (:func:`flowvar.runner.compute`) stores a miss
+in the cache by a rename and installs nothing; a result the cache's disk refuses to store is handed to the command,
+which installs it into its output folder (it is not lost), and every message says where the result is in the
+command that prints it."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import flowvar.cache
+from flowvar.cache import Cache, staging_writer
+from flowvar.reproduce import Options, reproduce
+from flowvar.runner import compute
+from flowvar.sweep import Options as SweepOptions
+from flowvar.sweep import plan, sweep
+
+TOY = str(Path(__file__).parent / "plugins" / "toy_sweep.py")
+TINY = {"n_samples": "300", "angles": "0,180"}
+
+
+def staging_left(root: Path) -> list[str]:
+    """The staging folders (``.tmp-…``) left in a cache folder."""
+    return [p.name for p in root.iterdir() if staging_writer(p.name) is not None] if root.is_dir() else []
+
+
+def refuse_manifests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache disk that fills up as the entry's manifest is written: every ``fsync`` of a ``cache.json`` fails with
+    ENOSPC (the store's last write, after the result's files are complete); every other file writes."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("tells the file of a descriptor by /proc/self/fd")
+    fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/cache.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+def test_compute_stores_a_miss_by_rename_and_copies_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It ran run_cached into a temporary output folder inside the cache: every miss was copied once more from the
+    entry into that folder, then deleted."""
+    copies: list[str] = []
+    copy2 = shutil.copy2
+    monkeypatch.setattr(shutil, "copy2", lambda src, dst, **kw: copies.append(str(dst)) or copy2(src, dst, **kw))
+    reply = compute("prop1", TINY, True, None, None, str(tmp_path / "cache"), 1)
+    assert reply["status"] == "computed" and not reply["hit"] and "unstored" not in reply, reply
+    assert Cache(tmp_path / "cache").check(reply["key"])[0] is not None
+    assert copies == []
+    assert staging_left(tmp_path / "cache") == []
+
+
+def test_reproduce_installs_a_result_the_cache_could_not_store(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full cache disk at the store: the result, complete in compute's staging folder, is installed into --out
+    with one warning that says so (it was installed into compute's temporary folder, which was then deleted: lost)."""
+    refuse_manifests(monkeypatch)
+    cache, out, stream = tmp_path / "cache", tmp_path / "r", io.StringIO()
+    summary = reproduce(Options(out=out, quick=True, only=["prop1"], cache_dir=cache, quiet=True,
+                                overrides={"prop1": TINY}), stream=stream)
+    (outcome,) = summary.outcomes
+    assert (outcome.status, outcome.error) == ("computed", None)
+    assert (out / "prop1" / "result.json").is_file() and outcome.result is not None
+    assert Cache(cache).check(outcome.key) == (None, None)  # not stored
+    assert staging_left(cache) == []  # the staging folder is deleted once installed
+    assert (f"flowvar: warning: prop1: cannot store the result of prop1 in the cache {cache.resolve()}: No space "
+            f"left on device; the result is complete in {out / 'prop1'} (installed there), the cache was not "
+            f"updated: free space or choose another --cache for the next run to find it") in stream.getvalue()
+    assert ".tmp-" not in stream.getvalue()
+
+
+def test_a_sweep_installs_a_point_the_cache_could_not_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    refuse_manifests(monkeypatch)
+    out, stream = tmp_path / "sw", io.StringIO()
+    options = SweepOptions("toy_sweep", grid=["x=1,2"], out=out, plugins=[TOY], quiet=True)
+    summary = sweep(options, stream=stream)
+    assert summary.count("computed") == 2
+    for point in plan(options).points:
+        assert (out / "points" / point.key / "result.json").is_file()
+        assert Cache(out / ".cache").check(point.key) == (None, None)
+    assert staging_left(out / ".cache") == []
+    assert stream.getvalue().count("the cache was not updated: free space or choose another --cache") == 2
+
+
+def test_reproduce_says_a_result_it_cannot_install_is_kept_in_the_cache(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A computed result --out cannot take: the failure says the result is in the cache and a rerun installs it
+    (it was compute's install into its own temporary folder that spoke: "choose another output folder; …" naming
+    CACHE/.tmp-…-work-…), and the rerun does, as a cache hit."""
+    install = flowvar.cache.install
+
+    def out_full(entry: Path, dest: Path) -> bool:
+        raise flowvar.cache.DataError(f"cannot write {dest}: No space left on device; free space or choose another "
+                                      f"output folder")
+
+    monkeypatch.setattr(flowvar.cache, "install", out_full)
+    cache, out = tmp_path / "cache", tmp_path / "r"
+    options = Options(out=out, quick=True, only=["prop1"], cache_dir=cache, quiet=True, overrides={"prop1": TINY})
+    (outcome,) = reproduce(options).outcomes
+    assert outcome.status == "failed"
+    assert outcome.error == (f"DataError: cannot write {out / 'prop1'}: No space left on device; free space or choose "
+                             f"another output folder; the result of prop1 is kept in the cache {cache.resolve()}: "
+                             f"once {out / 'prop1'} can be written, rerun the same command to install it without "
+                             f"recomputing")
+    monkeypatch.setattr(flowvar.cache, "install", install)
+    (again,) = reproduce(options).outcomes
+    assert again.status == "cached" and (out / "prop1" / "result.json").is_file()
