@@ -740,6 +740,7 @@ def test_a_plugins_helper_module_is_part_of_its_code_version(tmp_path: Path) -> 
     changed (FACTOR 1 → 10), and the old numbers came back as cache hits. The helpers it imports count now, found in
     its source (not in sys.modules, which differs between a sweep's parent and its workers: the first fix keyed
     them apart); installed packages (flowvar, torch) and other modules of the folder never do."""
+    import hashlib
     import subprocess
     import sys
 
@@ -765,11 +766,15 @@ def test_a_plugins_helper_module_is_part_of_its_code_version(tmp_path: Path) -> 
     (tmp_path / "helper_probe_helper.py").write_text("FACTOR = 10.0\n")
     after = code_version("helper_probe")
     assert after != before
-    # another process (a sweep's worker, which imported nothing else from the folder) computes the same version
-    probe = ("import sys; from flowvar.experiments.registry import load_plugin; from flowvar.cache_key import "
-             "code_version; load_plugin(sys.argv[1]); print(code_version('helper_probe'))")
+    # another process (a sweep's worker, which imported nothing else from the folder) reads the same plugin source,
+    # so computes the same version. Compared on the plugin's part only: flowvar's own sources are read once per
+    # process (cache_key._sources), so a checkout edited while the suite runs (another session committing) gave a
+    # fresh process another version of flowvar itself, and this assertion failed for a reason no part of this test
+    probe = ("import sys, hashlib; from flowvar.experiments.registry import load_plugin; from flowvar.cache_key "
+             "import _plugin_source; load_plugin(sys.argv[1]); "
+             "print(hashlib.sha256(_plugin_source('helper_probe')).hexdigest())")
     other = subprocess.run([sys.executable, "-c", probe, str(plugin)], capture_output=True, text=True, check=True)
-    assert other.stdout.strip() == after
+    assert other.stdout.strip() == hashlib.sha256(_plugin_source("helper_probe")).hexdigest()
 
 
 def test_the_key_of_a_device_auto_config_names_the_device_it_resolves_to() -> None:
