@@ -63,7 +63,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -629,8 +629,26 @@ def _viewed_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-_CELEBA_CHECKED: dict[str, tuple[int, list[Path]]] = {}
-"""folder → (its st_mtime_ns when checked, its CelebA files): :func:`_checked_celeba_files`'s memory."""
+_T = TypeVar("_T")
+
+_FOLDER_MEMORY: dict[tuple[str, str], tuple[int, Any]] = {}
+"""(what, folder) → (the folder's st_mtime_ns then, the value): :func:`_remembered_per_folder`'s memory."""
+
+
+def _remembered_per_folder(what: str, folder: Path, compute: Callable[[], _T]) -> _T:
+    """``compute()`` for ``folder``, remembered under ``what`` while the folder's modification time (which adding,
+    removing or renaming a file changes) stays the same; always computed when the time cannot be read."""
+    key = (what, str(folder.resolve()))
+    try:
+        stamp = folder.stat().st_mtime_ns
+    except OSError:
+        return compute()
+    known = _FOLDER_MEMORY.get(key)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    value = compute()
+    _FOLDER_MEMORY[key] = (stamp, value)
+    return value
 
 
 def _checked_celeba_files(folder: Path) -> list[Path]:
@@ -640,14 +658,10 @@ def _checked_celeba_files(folder: Path) -> list[Path]:
     The whole folder is checked, not the files a draw picks, so whether a folder is refused does not depend on ``n``
     or the seed. Remembered while the folder's modification time stays the same (validation, then loading, read the
     headers once)."""
-    key = str(folder.resolve())
-    try:
-        stamp = folder.stat().st_mtime_ns
-    except OSError:
-        stamp = -1
-    known = _CELEBA_CHECKED.get(key)
-    if known is not None and known[0] == stamp and stamp != -1:
-        return known[1]
+    return _remembered_per_folder("celeba", folder, lambda: _check_celeba_sizes(folder))
+
+
+def _check_celeba_sizes(folder: Path) -> list[Path]:
     files = celeba_files(folder)
     wrong = [(path, size) for path in files if (size := _viewed_size(path)) is not None and size != CELEBA_SIZE]
     if wrong:
@@ -660,7 +674,6 @@ def _checked_celeba_files(folder: Path) -> list[Path]:
                         f"of CelebA's aligned-and-cropped images, so the fixed {CELEBA_CROP}x{CELEBA_CROP} face crop "
                         f"would not fit them ({shown}); remove them (every CelebA image is 178x218), or load the "
                         f"images as a plain folder instead (name='folder', dataset=folder)")
-    _CELEBA_CHECKED[key] = (stamp, files)
     return files
 
 
@@ -1047,25 +1060,13 @@ def count_items(dataset: str, data_dir: str | None, *, celeba_otherwise: str = "
     return int(arr.shape[0])
 
 
-_LISTINGS: dict[tuple[str, str], tuple[int, int]] = {}
-"""(kind, folder) → (the folder's st_mtime_ns when listed, its item count): :func:`count_items`'s memory."""
-
-
 def _listing_size(kind: Literal["folder", "celeba"], folder: Path) -> int:
     """How many images :func:`list_image_files` (``folder``) or :func:`_checked_celeba_files` (``celeba``: each
     file checked to be 178×218) finds in ``folder``, listed again only when the folder's modification time (which
     adding or removing a file changes) has moved."""
-    key = (kind, str(folder.resolve()))
-    try:
-        stamp = folder.stat().st_mtime_ns
-    except OSError:
-        stamp = -1
-    known = _LISTINGS.get(key)
-    if known is not None and known[0] == stamp and stamp != -1:
-        return known[1]
-    count = len(list_image_files(folder) if kind == "folder" else _checked_celeba_files(folder))
-    _LISTINGS[key] = (stamp, count)
-    return count
+    if kind == "celeba":
+        return len(_checked_celeba_files(folder))
+    return _remembered_per_folder("listing", folder, lambda: len(list_image_files(folder)))
 
 
 def check_split_size(dataset: str, data_dir: str | None, n_train: int, min_heldout: int, *,
