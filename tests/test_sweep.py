@@ -348,9 +348,9 @@ def test_a_killed_sweep_resumes_with_only_the_missing_points(tmp_path: Path) -> 
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # wait until the first point is stored and the second one is running
+        while time.monotonic() < deadline:  # until the first point is stored and the second one runs (staging folder)
             entries = [p for p in (out / ".cache").glob("toy_sweep-*") if (p / "cache.json").is_file()]
-            if entries and list((out / ".cache").glob(".tmp-*-work-*")):
+            if entries and list((out / ".cache").glob(".tmp-*-run-*")):
                 break
             time.sleep(0.05)
         else:

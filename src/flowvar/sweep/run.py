@@ -521,15 +521,20 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
         # the first computed point, once (a name differs between points only in the config values a {placeholder}
         # stands for, and a placeholder counts as a wildcard)
         checked = [names_checked]
+        refused: list[ConfigError] = []  # check_first's refusal: it stops the sweep, it is no point's failure
 
         def check_first(point: Point, entry: Path) -> None:
             if not checked[0]:
                 probe = PointOutcome(point, status="computed")
                 probe.absorb(Result.load(entry / "result.json"))
-                check_outputs(the_plan.metrics, the_plan.verdicts, [probe], name, names_in=names_source(entry),
-                              grid=[p.values for p in the_plan.points],
-                              consequence=f"the point computed to learn them is cached; {out}'s sweep.csv, "
-                                          f"sweep.json and figures are as they were")
+                try:
+                    check_outputs(the_plan.metrics, the_plan.verdicts, [probe], name, names_in=names_source(entry),
+                                  grid=[p.values for p in the_plan.points],
+                                  consequence=f"the point computed to learn them is cached; {out}'s sweep.csv, "
+                                              f"sweep.json and figures are as they were")
+                except ConfigError as error:
+                    refused.append(error)
+                    raise
                 checked[0] = True
 
         interrupted = stopped = False
@@ -572,6 +577,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                                                                f"{name} {point.label}",
                                                                check=functools.partial(check_first, point))
                             except FlowvarError as e:  # disk full, folder gone read-only: this point fails
+                                if refused:  # a misspelt --metric: the sweep stops (below), not this point
+                                    raise
                                 reply = {"status": "failed", "wall_s": reply["wall_s"],
                                          "error": f"{type(e).__name__}: {e}"}
                             else:
