@@ -91,37 +91,45 @@ def test_a_full_cache_disk_is_advised_as_the_cache(tmp_path: Path, monkeypatch: 
         run_experiment("prop1", tmp_path / "o", quick=True)
 
 
-def test_a_result_stored_by_a_compute_that_then_failed_is_installed(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """A compute that stored its result and failed afterwards (its own copy of the result, written beside the entry
-    on a full cache disk, revC 4) loses nothing: the stored entry is installed, with a warning."""
-    import io
+def test_a_forced_recompute_that_fails_stays_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``reproduce --force`` whose recompute fails is a failure (exit 1), though the cache still holds the earlier
+    entry of the key: that entry is not the recompute's result, so it is neither installed nor reported computed
+    (review revX 1: a failed reply was judged computed whenever the cache held the key). A failed compute with
+    nothing in the cache stays a failure too."""
+    import json
 
-    import flowvar.runner
+    import flowvar.experiments.base
+    from flowvar.cli import main
 
-    compute = flowvar.runner.compute
-
-    def stored_then_failed(*args, **kwargs) -> dict:
-        reply = compute(*args, **kwargs)
-        assert reply["status"] == "computed"
-        return {"status": "failed", "wall_s": reply["wall_s"], "traceback": "",
-                "error": "DataError: cannot write CACHE/.tmp-work/prop1: No space left on device"}
-
-    monkeypatch.setattr(flowvar.runner, "compute", stored_then_failed)
-    stream = io.StringIO()
-    cache = tmp_path / "cache"
-    summary = reproduce(Options(out=tmp_path / "r", quick=True, only=["prop1"], cache_dir=cache, quiet=True),
-                        stream=stream)
-    (outcome,) = summary.outcomes
-    assert outcome.status == "computed" and outcome.error is None
-    entry = Cache(cache).check(outcome.key)[0]
+    cache, out = tmp_path / "cache", tmp_path / "r"
+    first = reproduce(Options(out=out, quick=True, only=["prop1"], cache_dir=cache, quiet=True))
+    assert [o.status for o in first.outcomes] == ["computed"]
+    entry = Cache(cache).check(first.outcomes[0].key)[0]
     assert entry is not None
-    assert (tmp_path / "r" / "prop1" / "result.json").read_bytes() == (entry / "result.json").read_bytes()
-    assert "flowvar: warning: prop1: DataError: cannot write CACHE/.tmp-work/prop1: No space left on device; its " \
-           "result is stored in the cache" in stream.getvalue()
+    stored = (entry / "result.json").read_bytes()
+
+    def failing(*args, **kwargs):
+        raise ConfigError("injected failure of the forced recompute")
+
+    monkeypatch.setattr(flowvar.experiments.base, "run_experiment", failing)
+    capsys.readouterr()
+    code = main(["reproduce", "--quick", "--only", "prop1", "--out", str(out), "--cache", str(cache), "--force",
+                 "--quiet"])
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "0 computed" in printed.out and "1 failed" in printed.out
+    assert "FAILED prop1: ConfigError: injected failure of the forced recompute" in printed.out
+    assert "installed" not in printed.err and "all the same" not in printed.err
+    (record,) = json.loads((out / "results.json").read_text())["experiments"]
+    assert (record["status"], record["error"]) == ("failed", "ConfigError: injected failure of the forced recompute")
+    # the earlier entry is still the cache's (a failed --force deletes nothing), untouched
+    assert (Cache(cache).check(first.outcomes[0].key)[0] / "result.json").read_bytes() == stored
+    # without --force the cached entry is served as before
+    again = reproduce(Options(out=tmp_path / "s", quick=True, only=["prop1"], cache_dir=cache, quiet=True))
+    assert [o.status for o in again.outcomes] == ["cached"]
     # a compute that failed with nothing stored stays a failure
-    monkeypatch.setattr(flowvar.runner, "compute", lambda *a, **k: {"status": "failed", "wall_s": 0.0,
-                                                                   "traceback": "", "error": "RuntimeError: boom"})
-    failed = reproduce(Options(out=tmp_path / "s", quick=True, only=["prop1"], cache_dir=tmp_path / "empty",
+    failed = reproduce(Options(out=tmp_path / "t", quick=True, only=["prop1"], cache_dir=tmp_path / "empty",
                                quiet=True))
-    assert [(o.status, o.error) for o in failed.outcomes] == [("failed", "RuntimeError: boom")]
+    assert [(o.status, o.error) for o in failed.outcomes] == [
+        ("failed", "ConfigError: injected failure of the forced recompute")]

@@ -480,15 +480,9 @@ def _serve_hits(tasks: list[Task], options: Options, cache: Cache, out: Path, ou
 def _record(task: Task, reply: dict[str, Any], cache: Cache, out: Path, outcomes: dict[str, Outcome],
             progress: Progress) -> None:
     corrupted = outcomes[task.name].corrupted if task.name in outcomes else None
-    if reply["status"] != "computed" and cache.check(task.key)[0] is not None:
-        # the compute failed after its result was stored (e.g. its own copy of the result, written beside the
-        # stored entry on a full cache disk), or another process sharing the cache stored the key: the entry is a
-        # complete, verified result of the planned key, so it is installed rather than lost
-        log.warning("%s: the compute reported %s, but its result is stored in the cache %s (%s): installing it",
-                    task.name, reply["error"], cache.root, task.key)
-        progress.emit(f"flowvar: warning: {task.name}: {reply['error']}; its result is stored in the cache "
-                      f"{cache.root} all the same: installed")
-        reply = {**reply, "status": "computed", "key": task.key}
+    # a failed reply stays failed, whatever the cache holds for the key: under --force the entry there is the old
+    # result the recompute was to replace, and compute stores nothing it could then fail after (run_cached with no
+    # OUT copies nothing; a result the cache refused comes back as reply["unstored"]) — as sweep judges it
     if reply["status"] == "computed":
         try:  # the stored entry, or a result the cache's disk could not store (kept for this install)
             _, unstored = install_computed(reply, cache, out / task.name, task.name)
