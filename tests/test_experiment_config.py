@@ -92,13 +92,13 @@ def test_the_cpu_size_guard_does_not_refuse_a_run_on_a_gpu(monkeypatch: pytest.M
     of GPUs. device=auto or cuda with CUDA available is not refused; on the CPU (device=cpu, or no GPU) it is."""
     import torch
 
-    import flowvar.experiments._imaging as imaging
+    import flowvar.experiments._image_data as image_data
     from flowvar.experiments.base import build_config, get_experiment
 
     table2 = get_experiment("table2")
     paper = {"ns": [5000, 50000], "resolution": 64, "steps": 100000, "base_channels": 128}
     # the paper's sizes need CelebA's 202,599 images (validated before the size guard): stand in for it
-    monkeypatch.setattr(imaging, "count_items", lambda *args, **kwargs: 202_599)
+    monkeypatch.setattr(image_data, "count_items", lambda *args, **kwargs: 202_599)
     for device in ("auto", "cuda", "cpu"):
         with pytest.raises(ConfigError, match="days on 2 CPU cores"):  # no GPU here: every device is the CPU
             build_config(table2, overrides={**paper, "device": device})

@@ -1,7 +1,7 @@
-"""What table2 and table3 load and record of their data (flowvar.experiments._imaging): a folder left at
-``channels=None`` is read in its own mode (a grey folder as one channel, not three identical ones, which would make
-D and every distance √3 larger), a size the readable files cannot meet is an error naming the experiment's config key
-(table2's ``ns``, table3's ``n``), and result.json records the data used (absolute path, files found / loaded /
+"""What table2 and table3 load and record of their data (flowvar.experiments._image_data; prepare in _imaging): a folder
+left at ``channels=None`` is read in its own mode (a grey folder as one channel, not three identical ones, which would
+make D and every distance √3 larger), a size the readable files cannot meet is an error naming the experiment's config
+key (table2's ``ns``, table3's ``n``), and result.json records the data used (absolute path, files found / loaded /
 skipped, colour conversion, the cache key's data digest), kept when the result is judged again."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from PIL import Image
 from experiment_checks import IMAGE_TINY as TINY
 from flowvar.cache_key import data_digest
 from flowvar.data import TooFewImagesError
-from flowvar.experiments._imaging import describe_data, prepare, source_channels
+from flowvar.experiments._image_data import describe_data, source_channels
+from flowvar.experiments._imaging import prepare
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.sweep.assemble import rejudge_result
 

@@ -4,8 +4,8 @@
 * :func:`prepare` — validate the config, the data and the UNet geometry *before* any OT or training, so that a
   wrong ``data_dir``, an ``n`` larger than the data set or a resolution the UNet cannot take fails at once with
   the message of :mod:`flowvar.data` / :mod:`flowvar.models.unet` (problem and fix), a size the readable files cannot
-  meet in the experiment's config key; :func:`source_channels` reads a folder left at ``channels=None`` in its own
-  mode; :func:`describe_data` is what a result records of the data it used (metric ``data``);
+  meet in the experiment's config key; which images are loaded and what a result records of them (checking the
+  source, channels, seeded and nested subsets, metric ``data``) is :mod:`flowvar.experiments._image_data`;
 * :func:`compute_settings` — device (``auto`` → CUDA when available) and CPU threads for the run;
 * :func:`train_field`, :func:`ema_copy`, :func:`integrate_images` — UNet training through the shared trainer
   (EMA, warmup, clipping, checkpoints, data-parallel under torchrun) and Euler sampling from given sources;
@@ -18,11 +18,6 @@
   training seed is the unit of replication, so per-image distances are summarised per seed (their mean) and compared
   over seeds with :func:`flowvar.stats.paired_over_seeds`, never pooled across seeds;
 * :func:`grid_figure` — a labelled image grid (rows: source, outputs, partners).
-
-Why this module is long: it is the one kit table2, table3 and sigma_tradeoff share — data loading and its record,
-compute settings, training, the fit rule and the per-seed statistics — so that each formula and each data default has
-one home; split by topic it would need a module per piece for three callers. (The data part, :func:`source_channels`
-to :func:`data_choice`, is the natural first piece to move out.)
 """
 
 from __future__ import annotations
@@ -34,7 +29,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -42,20 +37,11 @@ import torch
 from torch import Tensor, nn
 
 from flowvar import distributed
-from flowvar.cache_key import data_digest
 from flowvar.couplings import Coupling, FixedPairs
-from flowvar.data import (
-    ImageSet,
-    TooFewImagesError,
-    count_items,
-    first_image_geometry,
-    list_image_files,
-    load_images,
-    npy_is_vectors,
-    to_uint8,
-)
+from flowvar.data import ImageSet, to_uint8
 from flowvar.errors import ConfigError, DataError
 from flowvar.experiments._exact_minimiser import exact_minimiser_loss
+from flowvar.experiments._image_data import load_subset
 from flowvar.experiments.base import THREADS_ENV, RunContext, default_threads
 from flowvar.files import check_writable_folder
 from flowvar.interpolants import Interpolant
@@ -63,7 +49,6 @@ from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models.unet import UNetField
 from flowvar.results import Precondition
 from flowvar.sampling import integrate_chunked
-from flowvar.seeding import generator
 from flowvar.stats import SeedComparison, paired_over_seeds
 from flowvar.train import TrainResult, train_cfm
 
@@ -74,8 +59,8 @@ class ImageExperimentConfig:
 
     Data: ``dataset`` one of digits | lfw | celeba | folder | npy, ``data_dir`` (celeba/folder/npy),
     ``resolution`` (px), ``channels`` (None: the source's own — a folder's first readable image's mode, grey 1 and
-    colour 3 (:func:`source_channels`); digits and lfw 1, celeba 3, an array its C), ``data_seed`` (which images are
-    chosen).
+    colour 3 (:func:`~flowvar.experiments._image_data.source_channels`); digits and lfw 1, celeba 3, an array its C),
+    ``data_seed`` (which images are chosen).
     UNet: ``base_channels``, ``channel_mult``, ``num_res_blocks``, ``attention_resolutions``, ``dropout``.
     Training (Adam, per run): ``steps``, ``batch_size`` (global batch), ``lr``, ``warmup_steps``, ``grad_clip``,
     ``ema_decay`` (None: evaluate the raw weights), ``checkpoint_dir`` (None: the run's cache work folder when it
@@ -184,52 +169,6 @@ def compute_settings(config: ImageExperimentConfig, ctx: RunContext) -> Iterator
         torch.set_num_threads(before)
 
 
-IMAGE_DATASETS = ("digits", "lfw", "celeba", "folder", "npy")
-"""The ``dataset`` values of the image experiments."""
-
-CELEBA_ALTERNATIVE = "set dataset=lfw or dataset=digits"
-"""What a missing CelebA's error offers instead, in the experiments' config keys (:func:`flowvar.data.celeba_folder`'s
-``otherwise``)."""
-
-
-def check_image_source(config: ImageExperimentConfig, needed: int, size_key: str, experiment: str) -> int:
-    """Check, without decoding an image, that ``config``'s data source exists, holds images and at least ``needed``
-    of them (``size_key``: the config key that asked for them); returns the count. Called by the configs'
-    ``validate()``, which ``flowvar run``, ``reproduce`` and ``sweep`` call before writing anything, so a bad
-    ``data_dir`` is one line and exit status 2 everywhere. Messages name the config keys (``data_dir``,
-    ``dataset``, ``size_key``), not the library's arguments.
-    """
-    dataset, data_dir = config.dataset, config.data_dir
-    if dataset not in IMAGE_DATASETS:
-        raise ConfigError(f"dataset must be one of {', '.join(IMAGE_DATASETS)}, got {dataset!r}")
-    if dataset in ("folder", "npy", "celeba") and not data_dir:
-        raise ConfigError(f"dataset={dataset} needs data_dir: --set data_dir=PATH (the "
-                          f"{'.npy file' if dataset == 'npy' else 'folder'})")
-    if dataset == "folder" and data_dir:
-        folder = Path(data_dir).expanduser()
-        if not folder.is_dir():
-            raise DataError(f"data_dir {folder} does not exist or is not a folder; set data_dir to a folder of image "
-                            f"files (.png, .jpg, …)")
-        if not count_items("folder", data_dir):  # remembered for the count below
-            below = len(list_image_files(folder, recursive=True))
-            where = (f"; its {below} image(s) are in sub-folders, which dataset=folder does not read: set data_dir to "
-                     f"the sub-folder that holds them" if below else "; set data_dir to a folder of image files "
-                                                                     "(.png, .jpg, …)")
-            raise DataError(f"data_dir {folder} holds no image files{where}")
-    if dataset == "npy" and data_dir and Path(data_dir).expanduser().is_file() and npy_is_vectors(data_dir):
-        raise DataError(f"{experiment} trains a UNet on images, but data_dir {data_dir} holds (N, d) vectors; give an "
-                        f"(N, H, W) or (N, C, H, W) array, or study vectors with sigma_tradeoff (flowvar "
-                        f"advise-sigma --data {data_dir})")
-    # the library's messages from here name data_dir and the shape (a missing, unreadable or misshapen .npy) and,
-    # for CelebA, its layout and the datasets to use instead
-    available = count_items(dataset, data_dir, celeba_otherwise=CELEBA_ALTERNATIVE)
-    if available < needed:
-        fix = f"lower {size_key} to at most {available} or add images" if available >= 2 else "add images (2 at least)"
-        raise DataError(f"{size_key} asks for {needed} images but data_dir {data_dir or dataset} holds only "
-                        f"{available}; {fix}")
-    return available
-
-
 def check_checkpoint_dir(checkpoint_dir: str) -> None:
     """ConfigError unless ``checkpoint_dir`` is a writable folder or can be created as one (its nearest existing
     ancestor is a writable folder). Nothing is created here: validation has no side effects; the trainer creates
@@ -245,133 +184,12 @@ def check_checkpoint_dir(checkpoint_dir: str) -> None:
 
 def prepare(config: ImageExperimentConfig, largest_n: int, size_key: str) -> ImageSet:
     """Load the ``largest_n`` images and build the UNet once, so that data and geometry errors surface before
-    any OT or training. Returns the loaded set; :func:`nested_subset` takes smaller sizes from it. ``size_key``: the
-    config key that asked for ``largest_n`` (table2's ``ns``, table3's ``n``), named when too few files are readable."""
+    any OT or training. Returns the loaded set (:func:`~flowvar.experiments._image_data.load_subset`);
+    :func:`~flowvar.experiments._image_data.nested_subset` takes smaller sizes from it. ``size_key``: the config key
+    that asked for ``largest_n`` (table2's ``ns``, table3's ``n``), named when too few files are readable."""
     images = load_subset(config, largest_n, size_key)
     build_unet(config, images)
     return images
-
-
-def nested_subset(images: ImageSet, n: int, seed: int) -> ImageSet:
-    """``n`` rows of ``images`` chosen by a permutation from the "nested_subset" stream of ``seed`` (the data seed;
-    kept in their original order), so the subset of size n is contained in that of any larger size; all rows when n
-    equals the set's size."""
-    total = len(images)
-    if n > total:
-        raise ConfigError(f"asked for a subset of {n} images from a set of {total}")
-    if n == total:
-        return images
-    rows = torch.randperm(total, generator=generator(seed, "nested_subset"))[:n].sort().values
-    files = tuple(images.files[i] for i in rows.tolist()) if images.files is not None else None
-    return ImageSet(images.images[rows], images.name, f"{images.source}; nested subset of {n}", images.indices[rows],
-                    files)
-
-
-class DataSource(Protocol):
-    """The config fields that name an experiment's image data (table2, table3, sigma_tradeoff)."""
-
-    dataset: str
-    data_dir: str | None
-    channels: int | None
-
-
-def source_channels(config: DataSource) -> int | None:
-    """The channel count the loader is asked for: ``config.channels`` when set; for a folder left at None, its own
-    mode — that of its first readable image (:func:`flowvar.data.first_image_geometry`, as the audit reads a folder
-    without ``--channels``): 1 for grey, 3 for colour; else None (the loader's default is then the source's own:
-    digits and lfw 1, celeba 3, an array its C).
-
-    Why: the folder loader's default is RGB, under which a grey folder becomes 3 identical channels — D three times
-    and every distance, OT cost and σ√D √3 times what the images hold. A folder mixing modes is read in its first
-    image's (the record, :func:`describe_data`, says which); ``channels`` sets it."""
-    if config.channels is not None or config.dataset != "folder" or not config.data_dir:
-        return config.channels
-    return first_image_geometry(Path(config.data_dir).expanduser())[1]
-
-
-def load_subset(config: ImageExperimentConfig, n: int, size_key: str = "n") -> ImageSet:
-    """``n`` images of ``config.dataset`` at ``config.resolution`` (subset seeded by ``data_seed``), in
-    :func:`source_channels`; ``data_dir`` resolved to an absolute path, so the set's ``source`` names where it was.
-
-    Raises:
-        TooFewImagesError: fewer than ``n`` files are readable (validation counts files without decoding them),
-            rephrased in the config key ``size_key`` that asked for ``n`` (the loader's names ``n``), same numbers.
-    """
-    data_dir = str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else None
-    try:
-        return load_images(config.dataset, n=n, resolution=config.resolution, seed=config.data_seed,
-                           data_dir=data_dir, channels=source_channels(config))
-    except TooFewImagesError as error:
-        raise too_few_images(error, size_key, data_dir or config.dataset) from error
-
-
-def too_few_images(error: TooFewImagesError, size_key: str, where: str) -> TooFewImagesError:
-    """``error`` (a loader's, in its argument ``n``) rephrased in the config key ``size_key``, with its numbers:
-    "ns asks for 81 images but only 80 of the 81 files in data_dir D could be read (1 unreadable: …); lower ns to
-    at most 80 or repair or remove the unreadable file(s)" (or "… but data_dir D holds only 80; …" when none is
-    unreadable, as :func:`check_image_source` says it)."""
-    available = error.available
-    fix = f"lower {size_key} to at most {available}" if available >= 2 else "add images (2 at least)"
-    if error.unreadable:
-        shown = "; ".join(error.unreadable[:3]) + ("; …" if len(error.unreadable) > 3 else "")
-        problem = (f"only {available} of the {error.total} files in data_dir {where} could be read "
-                   f"({len(error.unreadable)} unreadable: {shown})")
-        fix += " or repair or remove the unreadable file(s)"
-    else:
-        problem = f"data_dir {where} holds only {available}"
-    return TooFewImagesError(f"{size_key} asks for {error.requested} images but {problem}; {fix}",
-                             requested=error.requested, available=available, total=error.total,
-                             unreadable=error.unreadable)
-
-
-def describe_data(config: ImageExperimentConfig, images: ImageSet) -> dict[str, Any]:
-    """What a result records of the data it used (the experiments' metric ``data``), from ``config`` and the
-    ``images`` it loaded ((N, C, R, R): the largest size the run asked for):
-
-    * ``dataset``; ``data_dir``: the path resolved to absolute (``~`` expanded; the config keeps it as typed), None
-      for the bundled sets; ``source``: the loader's own description (:attr:`~flowvar.data.ImageSet.source`: where,
-      files found / loaded / skipped, crop and resize, colour);
-    * ``items_in_source``: the items the source holds (a folder's image files, readable or not; an array's rows);
-      ``items_loaded``: N; ``unreadable_skipped``: the files skipped as unreadable on the way (relative to
-      ``data_dir``; each replaced by the next file of the seeded draw);
-    * ``channels`` (C), ``channels_from`` (the config, or for ``channels=None`` the source's own:
-      :func:`source_channels`), ``colour_conversion``;
-    * ``digest``: the data's digest as the cache key computes it (:func:`flowvar.cache_key.data_digest`: a file's
-      SHA-256; a folder's listing — relative names, sizes and modification times — not its bytes), None for the
-      bundled sets."""
-    channels, dataset = images.channels, config.dataset
-    if config.channels is not None:
-        channels_from = f"config channels={config.channels}"
-    elif dataset == "folder":
-        channels_from = (f"the folder's own (channels=None): its first readable image is "
-                         f"{'grey' if channels == 1 else 'colour'}")
-    else:
-        channels_from = "the source's own (channels=None)"
-    if dataset in ("folder", "celeba"):
-        colour = ("each file converted to PIL mode L (colour files by ITU-R 601-2 luma)" if channels == 1 else
-                  "each file converted to PIL mode RGB (a grey file becomes 3 identical channels)")
-    elif dataset == "npy":
-        colour = ("none: the array's own channels" if config.channels is None else
-                  f"converted to {channels} channel(s) where the array has the other count (RGB → grey by ITU-R "
-                  f"601-2 luma, grey → 3 identical channels)")
-    else:
-        colour = "none: grey as bundled" if channels == 1 else "grey repeated into 3 identical channels"
-    return {"dataset": dataset,
-            "data_dir": str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else None,
-            "source": images.source,
-            "items_in_source": count_items(dataset, config.data_dir, celeba_otherwise=CELEBA_ALTERNATIVE),
-            "items_loaded": len(images), "unreadable_skipped": list(images.unreadable),
-            "channels": channels, "channels_from": channels_from, "colour_conversion": colour,
-            "digest": data_digest(config.data_dir) if config.data_dir else None}
-
-
-def data_choice(data: Mapping[str, Any] | None) -> str:
-    """The end of an experiment's ``data`` choice from its :func:`describe_data` record: "; loaded: <source>; data
-    digest <digest>" ("" without a record: a result stored before it was kept)."""
-    if not isinstance(data, Mapping) or "source" not in data:
-        return ""
-    digest = f"; data digest {data['digest']}" if data.get("digest") else ""
-    return f"; loaded: {data['source']}{digest}"
 
 
 def build_unet(config: ImageExperimentConfig, images: ImageSet) -> UNetField:
@@ -691,7 +509,6 @@ def grid_figure(ctx: RunContext, name: str, rows: Sequence[tuple[str, Tensor]], 
 
 
 __all__ = [
-    "CELEBA_ALTERNATIVE",
     "EVALUATED",
     "EVALUATED_ROWS",
     "EVALUATED_SAMPLES",
@@ -700,17 +517,13 @@ __all__ = [
     "FLOOR_ROWS",
     "FLOOR_SAMPLES",
     "FLOOR_SE_MARGIN",
-    "IMAGE_DATASETS",
     "NO_TRANSPORT",
     "THREADS_ENV",
     "ImageExperimentConfig",
     "build_unet",
     "check_checkpoint_dir",
-    "check_image_source",
     "closer_over_seeds",
     "compute_settings",
-    "data_choice",
-    "describe_data",
     "ema_copy",
     "evaluated_loss",
     "evaluated_loss_ratios",
@@ -718,18 +531,14 @@ __all__ = [
     "fitted_precondition",
     "grid_figure",
     "integrate_images",
-    "load_subset",
     "loss_fit",
     "loss_floor",
     "loss_ratios",
     "memorised_in_every_seed",
-    "nested_subset",
     "prepare",
     "resolve_device",
     "resolve_threads",
     "seed_means",
-    "source_channels",
     "summary",
-    "too_few_images",
     "train_field",
 ]

@@ -92,8 +92,8 @@ from flowvar.couplings import FixedPairs
 from flowvar.data import SOURCES, ImageSet, check_split_size, load_split
 from flowvar.errors import ConfigError, SolverError, TrainingError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, mechanism_precondition
+from flowvar.experiments._image_data import CELEBA_ALTERNATIVE, source_channels
 from flowvar.experiments._imaging import (
-    CELEBA_ALTERNATIVE,
     ImageExperimentConfig,
     build_unet,
     compute_settings,
@@ -101,7 +101,6 @@ from flowvar.experiments._imaging import (
     grid_figure,
     integrate_images,
     loss_fit,
-    source_channels,
     train_field,
 )
 from flowvar.experiments.base import GMMTargetConfig, RunContext, register

@@ -86,17 +86,15 @@ from flowvar.couplings import FixedPairs
 from flowvar.data import ImageSet
 from flowvar.errors import ConfigError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints
+from flowvar.experiments._image_data import check_image_source, data_choice, describe_data, nested_subset
 from flowvar.experiments._imaging import (
     FIT_LEVEL,
     FIT_RULE_TEXT,
     NO_TRANSPORT,
     ImageExperimentConfig,
     build_unet,
-    check_image_source,
     closer_over_seeds,
     compute_settings,
-    data_choice,
-    describe_data,
     ema_copy,
     evaluated_loss,
     evaluated_loss_ratios,
@@ -108,7 +106,6 @@ from flowvar.experiments._imaging import (
     loss_floor,
     loss_ratios,
     memorised_in_every_seed,
-    nested_subset,
     prepare,
     seed_means,
     summary,

@@ -76,16 +76,14 @@ from flowvar.couplings import FixedPairs, IndependentCoupling, ReflowCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints
+from flowvar.experiments._image_data import check_image_source, data_choice, describe_data
 from flowvar.experiments._imaging import (
     FIT_RULE_TEXT,
     NO_TRANSPORT,
     ImageExperimentConfig,
     build_unet,
-    check_image_source,
     closer_over_seeds,
     compute_settings,
-    data_choice,
-    describe_data,
     ema_copy,
     evaluated_loss,
     evaluated_loss_ratios,
