@@ -31,7 +31,7 @@ from flowvar.cache import (
 )
 from flowvar.cache_admin import Survey, format_survey, prune, survey
 from flowvar.cli import main
-from flowvar.errors import ConfigError
+from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import build_config, get_experiment
 from flowvar.results import Result
 
@@ -209,6 +209,79 @@ def test_an_unwritable_cache_is_one_line_naming_it_before_anything_runs(tmp_path
     assert not (tmp_path / "rep").exists()
 
 
+@pytest.mark.parametrize("refusal", ["EROFS", "EACCES"])
+def test_a_corrupt_entry_of_a_cache_that_cannot_delete_it_is_a_miss_then_one_line(
+        prop1_run: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], refusal: str) -> None:
+    """A corrupt entry in a cache that refuses its deletion (a read-only mount: EROFS; a folder of someone else's:
+    EACCES) is reported corrupt and not removable, and looked up as a miss; ``flowvar run --cache`` then stops with the
+    one-line unwritable-cache error (review revX 2: an uncaught OSError from the rename that sets it aside)."""
+    import errno
+    import pathlib
+
+    root, key = prop1_run
+    cache = Cache(tmp_path / "ro")
+    entry = cache.store(key, Cache(root).path(key))
+    (entry / "result.json").write_bytes((entry / "result.json").read_bytes()[:50])
+    real_rename = pathlib.Path.rename
+    code = getattr(errno, refusal)
+
+    def refuse(self: Path, target: Path) -> Path:
+        if cache.root.resolve() in self.resolve().parents:
+            raise OSError(code, os.strerror(code), str(self))
+        return real_rename(self, target)
+
+    def unwritable(self: Cache) -> None:  # as check_writable finds a read-only mount (root ignores permission bits)
+        raise ConfigError(f"cannot write to the cache folder {self.root}: {os.strerror(code)}; make it writable or "
+                          f"choose another --cache")
+
+    monkeypatch.setattr(pathlib.Path, "rename", refuse)
+    monkeypatch.setattr(Cache, "check_writable", unwritable)
+    reasons: list[str] = []
+    assert cache.lookup(key, on_corrupt=lambda k, reason: reasons.append(reason)) is None
+    assert reasons == [f"result.json was modified (checksum mismatch); it could not be removed: {os.strerror(code)}"]
+    assert entry.is_dir()  # left as it was
+    capsys.readouterr()
+    assert main(["run", "prop1", "--quick", "--quiet", "--set", "n_samples=300", "--set", "angles=0,180",
+                 "--out", str(tmp_path / "out"), "--cache", str(cache.root)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (f"is corrupted (result.json was modified (checksum mismatch); it could not be removed: "
+            f"{os.strerror(code)})") in err
+    assert err.strip().splitlines()[-1] == (f"flowvar: error: cannot write to the cache folder {cache.root}: "
+                                            f"{os.strerror(code)}; make it writable or choose another --cache")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_entry_that_cannot_be_removed_from_a_writable_cache_is_reported_once(
+        prop1_run: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the entry refuses its removal (a folder of someone else's in a shared cache): run_cached reports it
+    once (not again by its lookup under the key's lock), computes, and the result the cache cannot store in the
+    entry's place is complete in OUT."""
+    import errno
+    import pathlib
+
+    root, key = prop1_run
+    cache = Cache(tmp_path / "shared")
+    entry = cache.store(key, Cache(root).path(key))
+    (entry / "result.json").write_bytes((entry / "result.json").read_bytes()[:50])
+    real_rename = pathlib.Path.rename
+
+    def refuse(self: Path, target: Path) -> Path:
+        if self == entry:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(pathlib.Path, "rename", refuse)
+    reasons: list[str] = []
+    with pytest.raises(DataError, match=r"the result is complete in .*out/prop1 \(installed there\)"):
+        run_cached("prop1", tmp_path / "out", cache, quick=True, overrides=TINY,
+                   on_corrupt=lambda k, reason: reasons.append(reason))
+    assert reasons == [f"result.json was modified (checksum mismatch); it could not be removed: "
+                       f"{os.strerror(errno.EACCES)}"]
+    assert Result.load(tmp_path / "out" / "prop1" / "result.json").experiment == "prop1"
+
+
 def test_a_second_process_computing_the_same_key_waits_and_uses_the_first_ones_result(
         prop1_run: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two runs sharing a cache compute the same key: the second waits for the first (a line says so) and then takes
@@ -317,7 +390,7 @@ def test_a_file_in_place_of_an_entry_is_reported_removed_and_recomputed(prop1_ru
                      on_corrupt=lambda k, reason: reasons.append(reason))
     assert reasons == ["not a folder"] and not run.hit and run.corrupted == "not a folder"
     assert cache.check(key) == (cache.path(key), None)
-    cache.discard(key)
+    shutil.rmtree(cache.path(key))
     cache.path(key).symlink_to(tmp_path / "nowhere")
     assert cache.lookup(key, on_corrupt=lambda k, reason: reasons.append(reason)) is None
     assert reasons[-1] == "not a folder" and not cache.path(key).is_symlink()
@@ -596,7 +669,8 @@ def test_prune_rechecks_under_the_lock_what_changed_since_its_survey(
     def then_a_run_resumes(c: Cache) -> Survey:
         seen = real(c)
         assert {i.name: i.status for i in seen.work}[key] == "stored"
-        cache.discard(key)  # found corrupted by a lookup, deleted
+        (cache.path(key) / "result.json").write_text("{}")  # found corrupted by a lookup, deleted
+        assert cache.lookup(key, on_corrupt=lambda k, reason: None) is None and not cache.path(key).exists()
         (cache.work_dir(key) / "seed=0" / "checkpoint.pt").write_bytes(b"new")  # then recomputed, interrupted
         return seen
 

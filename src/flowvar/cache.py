@@ -315,8 +315,15 @@ class Cache:
     def _discard_corrupt(self, key: str) -> str | None:
         """Delete the corrupted entry of ``key`` and return why it is corrupt, judged on what was deleted; None when
         nothing was deleted: nothing is there any more, or what is there now is a valid entry (a writer replaced the
-        corrupted one since it was judged), which stays."""
-        aside = self._set_aside(key, "corrupt-")
+        corrupted one since it was judged), which stays. A cache that refuses the deletion (a read-only mount, a
+        folder of someone else's) leaves the entry in place: judged where it is, it is reported corrupt with ``"; it
+        could not be removed: <the system's reason>"`` and is a miss all the same (a run then meets the unwritable
+        cache's one-line error, :meth:`check_writable`)."""
+        try:
+            aside = self._set_aside(key, "corrupt-")
+        except OSError as refused:  # not "gone" (that is None): the rename was refused
+            problem = self._problem(self.path(key), key)
+            return f"{problem}; it could not be removed: {refused.strerror or refused}" if problem else None
         if aside is None:
             return None
         problem = self._problem(aside, key)
@@ -455,13 +462,6 @@ class Cache:
             # its time count goes with it: a run that starts over does not count the attempts it discards
             if work.is_dir() and {p.name for p in work.iterdir()} <= {WORK_INPUTS, ELAPSED_FILE}:
                 shutil.rmtree(work, ignore_errors=True)
-
-    def discard(self, key: str) -> None:
-        """Delete an entry (no error if absent), or whatever else is in its place (a file, a link): moved aside
-        first (:meth:`_set_aside`), so a reader sees it whole or not at all."""
-        aside = self._set_aside(key, "discard-")
-        if aside is not None:
-            remove_path(aside)
 
     def entries(self) -> list[dict[str, Any]]:
         """The manifests of every entry (unreadable ones skipped), oldest first."""
@@ -621,6 +621,8 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
     problems: list[str] = []
 
     def corrupt(k: str, reason: str) -> None:
+        if reason in problems:  # the lookup under the lock found the same entry it could not remove: said once
+            return
         problems.append(reason)
         if on_corrupt is not None:
             on_corrupt(k, reason)
