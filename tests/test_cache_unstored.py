@@ -113,3 +113,21 @@ def test_reproduce_says_a_result_it_cannot_install_is_kept_in_the_cache(tmp_path
     monkeypatch.setattr(flowvar.cache, "install", install)
     (again,) = reproduce(options).outcomes
     assert again.status == "cached" and (out / "prop1" / "result.json").is_file()
+
+
+def test_a_refused_metric_on_a_point_the_cache_could_not_store_says_it_is_not_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt --metric checked against the first computed point, which the full cache could not store: the
+    refusal says that point is not kept, and names no file of it (review revX 4: it said the point "is cached" and
+    that every valid name is in the staging folder's result.json, both deleted by then)."""
+    refuse_manifests(monkeypatch)
+    out = tmp_path / "sw"
+    options = SweepOptions("toy_sweep", grid=["x=1,2"], out=out, plugins=[TOY], quiet=True, metrics=["stats.yy"])
+    with pytest.raises(flowvar.cache.ConfigError) as refused:
+        sweep(options, stream=io.StringIO())
+    message = str(refused.value)
+    assert message.startswith("--metric 'stats.yy' names no metric of toy_sweep (close: stats.y")
+    assert "is cached" not in message and ".tmp-" not in message and "result.json" not in message
+    assert (f"the point computed to learn them is not kept: the cache {(out / '.cache').resolve()} could not store it "
+            f"(No space left on device); {out}'s sweep.csv, sweep.json and figures are as they were") in message
+    assert staging_left(out / ".cache") == [] and not (out / "points").exists()

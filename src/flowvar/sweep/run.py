@@ -523,14 +523,19 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
         checked = [names_checked]
         refused: list[ConfigError] = []  # check_first's refusal: it stops the sweep, it is no point's failure
 
-        def check_first(point: Point, entry: Path) -> None:
+        def check_first(point: Point, unstored: dict[str, Any] | None, entry: Path) -> None:
+            """--metric/--verdict checked on the first computed point, ``entry``; a result the cache could not store
+            (``unstored``: install_computed deletes it on a refusal) is named by no file, and said not to be kept."""
             if not checked[0]:
                 probe = PointOutcome(point, status="computed")
                 probe.absorb(Result.load(entry / "result.json"))
+                kept = ("is cached" if unstored is None else
+                        f"is not kept: the cache {unstored['root']} could not store it ({unstored['reason']})")
                 try:
-                    check_outputs(the_plan.metrics, the_plan.verdicts, [probe], name, names_in=names_source(entry),
+                    check_outputs(the_plan.metrics, the_plan.verdicts, [probe], name,
+                                  names_in=names_source(entry) if unstored is None else "",
                                   grid=[p.values for p in the_plan.points],
-                                  consequence=f"the point computed to learn them is cached; {out}'s sweep.csv, "
+                                  consequence=f"the point computed to learn them {kept}; {out}'s sweep.csv, "
                                               f"sweep.json and figures are as they were")
                 except ConfigError as error:
                     refused.append(error)
@@ -575,7 +580,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                                 # a misspelt --metric stops the sweep at check_first, before anything is installed
                                 _, unstored = install_computed(reply, cache, out / "points" / point.key,
                                                                f"{name} {point.label}",
-                                                               check=functools.partial(check_first, point))
+                                                               check=functools.partial(check_first, point,
+                                                                                       reply.get("unstored")))
                             except FlowvarError as e:  # disk full, folder gone read-only: this point fails
                                 if refused:  # a misspelt --metric: the sweep stops (below), not this point
                                     raise
