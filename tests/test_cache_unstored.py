@@ -107,9 +107,13 @@ def test_reproduce_says_a_result_it_cannot_install_is_kept_in_the_cache(tmp_path
     (outcome,) = reproduce(options).outcomes
     assert outcome.status == "failed"
     assert outcome.error == (f"DataError: cannot write {out / 'prop1'}: No space left on device; free space or choose "
-                             f"another output folder; the result of prop1 is kept in the cache {cache.resolve()}: "
-                             f"once {out / 'prop1'} can be written, rerun the same command to install it without "
-                             f"recomputing")
+                             f"another output folder; the computed result of prop1 is complete in the cache "
+                             f"{cache.resolve()} ({outcome.key}): once it can be written, rerun the same command to "
+                             f"install it without recomputing")
+    # one text, whichever command installs: flowvar run --cache says the same (cache.install_entry)
+    with pytest.raises(flowvar.cache.DataError) as run_said:
+        flowvar.cache.run_cached("prop1", out, flowvar.cache.Cache(cache.resolve()), quick=True, overrides=TINY)
+    assert str(run_said.value) == outcome.error.removeprefix("DataError: ").replace("computed result", "cached result")
     monkeypatch.setattr(flowvar.cache, "install", install)
     (again,) = reproduce(options).outcomes
     assert again.status == "cached" and (out / "prop1" / "result.json").is_file()

@@ -563,6 +563,19 @@ def install(entry: Path, dest: Path) -> bool:
     return True
 
 
+def install_entry(entry: Path, dest: Path, name: str, root: Path, key: str, hit: bool = False) -> bool:
+    """:func:`install` the cache entry ``entry`` (of ``key``, in the cache ``root``) into ``dest``, for ``flowvar run
+    --cache``, ``reproduce`` and ``sweep`` alike. A ``dest`` that cannot take it (a full disk, a read-only folder) is
+    the install's one-line error followed by the one text that says the result (``hit``: cached, else computed) is
+    complete in the cache and the same command installs it without recomputing."""
+    try:
+        return install(entry, dest)
+    except (ConfigError, DataError) as err:
+        raise type(err)(f"{err}; the {'cached' if hit else 'computed'} result of {name} is complete in the cache "
+                        f"{root} ({key}): once it can be written, rerun the same command to install it without "
+                        f"recomputing") from None
+
+
 @dataclass
 class CachedRun:
     """The outcome of :func:`run_cached`: the result, whether it came from the cache, and where it lives: the cache
@@ -646,12 +659,7 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
                         raise
                     raise DataError(install_unstored(unstored, output, name)[1]) from None
     if output is not None:
-        try:
-            install(entry, output)
-        except (ConfigError, DataError) as err:  # the output folder cannot be written, or its disk is full
-            raise type(err)(f"{err}; the {'cached' if hit else 'computed'} result of {name} is complete in the "
-                            f"cache {cache.root} ({key}): once it can be written, rerun the same command to install "
-                            f"it without recomputing") from None
+        install_entry(entry, output, name, cache.root, key, hit)
     if result is None:
         result = Result.load(entry / "result.json")
     return CachedRun(result, key, hit, entry, output if output is not None else entry,
@@ -742,5 +750,5 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
 
 __all__ = ["CACHE_FORMAT", "FRONT_END", "Cache", "CachedRun", "StagingWriter", "StoreError", "UnstoredResultError",
            "cache_key", "code_version", "config_dict", "data_digest", "data_digests", "default_root", "host_tag",
-           "install", "install_unstored", "is_data_path_field", "key_inputs", "lookup", "run_cached", "source_digest",
-           "staging_prefix", "staging_writer", "store", "writable_cache"]
+           "install", "install_entry", "install_unstored", "is_data_path_field", "key_inputs", "lookup", "run_cached",
+           "source_digest", "staging_prefix", "staging_writer", "store", "writable_cache"]

@@ -230,7 +230,7 @@ def install_computed(reply: dict[str, Any], cache: Cache, dest: Path, name: str,
     is kept in the cache and a rerun installs it; for an unstored one, that it is lost (no disk took it).
     ``check(folder)`` runs before anything is installed (the sweep's check of its --metric names): what it raises
     propagates, with nothing installed."""
-    from flowvar.cache import StoreError, UnstoredResultError, install, install_unstored
+    from flowvar.cache import StoreError, UnstoredResultError, install_entry, install_unstored
     from flowvar.files import remove_path
 
     unstored = reply.get("unstored")
@@ -253,11 +253,7 @@ def install_computed(reply: dict[str, Any], cache: Cache, dest: Path, name: str,
         raise DataError(f"the computed result of {name} is missing from the cache {cache.root}; rerun")
     if check is not None:
         check(entry)
-    try:
-        install(entry, dest)
-    except (ConfigError, DataError) as err:  # disk full, folder gone read-only
-        raise type(err)(f"{err}; the result of {name} is kept in the cache {cache.root}: once {dest} can be "
-                        f"written, rerun the same command to install it without recomputing") from None
+    install_entry(entry, dest, name, cache.root, reply["key"], bool(reply.get("hit")))
     return entry, None
 
 
