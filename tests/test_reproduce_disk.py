@@ -133,3 +133,29 @@ def test_a_forced_recompute_that_fails_stays_failed(tmp_path: Path, monkeypatch:
                                quiet=True))
     assert [(o.status, o.error) for o in failed.outcomes] == [
         ("failed", "ConfigError: injected failure of the forced recompute")]
+
+
+def test_a_fully_cached_reproduce_verifies_each_entry_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each entry is re-hashed once per run (review revX 8: planning checked it to decide whether something must be
+    computed, then serving looked it up again, hashing every file twice); a corrupt one is still reported and
+    recomputed."""
+    cache = tmp_path / "cache"
+    first = reproduce(Options(out=tmp_path / "a", quick=True, only=["prop1", "lemma1"], cache_dir=cache, quiet=True))
+    assert [o.status for o in first.outcomes] == ["computed", "computed"]
+    judged: list[str] = []
+    problem = Cache._problem
+
+    def counted(self: Cache, entry: Path, key: str) -> str | None:
+        judged.append(key)
+        return problem(self, entry, key)
+
+    monkeypatch.setattr(Cache, "_problem", counted)
+    again = reproduce(Options(out=tmp_path / "b", quick=True, only=["prop1", "lemma1"], cache_dir=cache, quiet=True))
+    assert [o.status for o in again.outcomes] == ["cached", "cached"]
+    assert sorted(judged) == sorted(o.key for o in first.outcomes)
+    # a corrupt entry: judged at planning, then deleted (judged on what was set aside) and recomputed
+    prop1 = Cache(cache).path(first.outcomes[0].key)
+    (prop1 / "result.json").write_bytes((prop1 / "result.json").read_bytes()[:50])
+    third = reproduce(Options(out=tmp_path / "c", quick=True, only=["prop1", "lemma1"], cache_dir=cache, quiet=True))
+    assert [(o.status, o.corrupted) for o in third.outcomes] == [
+        ("computed", "result.json was modified (checksum mismatch)"), ("cached", None)]

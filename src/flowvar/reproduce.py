@@ -296,7 +296,10 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
         # computed: a read-only cache whose entries are all valid serves them, as it does a finished sweep), an
         # output slot flowvar must not replace (a file, a link, someone else's folder). A --cache elsewhere is
         # checked before OUT is created; the default OUT/.cache after OUT, so that an unwritable OUT is blamed
-        to_compute = options.force or any(cache.check(task.key)[0] is None for task in tasks)
+        # each entry verified once (its files re-hashed): the valid ones are served from this check, not looked
+        # up again (an entry is only ever replaced whole, by a rename, by another valid entry of its key)
+        verified = {} if options.force else {task.key: cache.check(task.key)[0] for task in tasks}
+        to_compute = options.force or any(entry is None for entry in verified.values())
         if options.cache_dir is not None:
             cache_writable = writable_cache(cache, to_compute)
         for task in tasks:
@@ -305,14 +308,14 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
         if options.cache_dir is None:
             cache_writable = writable_cache(cache, to_compute)
         return _reproduce(options, out, selected, cache, threads, backend, tasks, broken, planning, stream,
-                          cache_writable)
+                          cache_writable, verified)
     finally:
         backend.close()
 
 
 def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, threads: int, backend: Backend,
                tasks: list[Task], broken: list[Outcome], planning: list[logging.LogRecord], stream: IO[str],
-               cache_writable: bool = True) -> Summary:
+               cache_writable: bool = True, verified: Mapping[str, Path | None] | None = None) -> Summary:
     from flowvar.report import write_reports
 
     started = time.perf_counter()
@@ -333,7 +336,7 @@ def _reproduce(options: Options, out: Path, selected: list[str], cache: Cache, t
             progress.finish(o)
         interrupted = False
         try:
-            misses = _serve_hits(tasks, options, cache, out, outcomes, progress)
+            misses = _serve_hits(tasks, options, cache, out, outcomes, progress, verified or {})
             if misses:
                 log.info("to compute: %s", ", ".join(t.name for t in misses))
                 _run(misses, options, cache, out, outcomes, progress, backend)
@@ -444,14 +447,16 @@ def _corruption_warner(name: str, sink: list[str], progress: Progress) -> Callab
 
 
 def _serve_hits(tasks: list[Task], options: Options, cache: Cache, out: Path, outcomes: dict[str, Outcome],
-                progress: Progress) -> list[Task]:
-    """Install every valid cache entry into ``out``; return the tasks left to compute."""
+                progress: Progress, verified: Mapping[str, Path | None]) -> list[Task]:
+    """Install every valid cache entry into ``out``; return the tasks left to compute. ``verified``: the entries
+    planning found valid (:meth:`Cache.check`), served without being re-hashed; every other key is looked up (a
+    corrupted entry is reported and deleted, one stored since is found)."""
     misses = []
     for task in tasks:
         start = time.perf_counter()
         corrupted: list[str] = []
         warn = _corruption_warner(task.name, corrupted, progress)
-        entry = None if options.force else cache.lookup(task.key, on_corrupt=warn)
+        entry = None if options.force else verified.get(task.key) or cache.lookup(task.key, on_corrupt=warn)
         if entry is None:
             if options.force:
                 log.info("--force: recomputing %s", task.name)
