@@ -146,26 +146,33 @@ def _sigma_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _as_if_ema_measured(data: dict[str, Any]) -> None:
-    """The stored result as if the evaluated (EMA) weights' loss had been measured equal to the raw weights' final
-    training loss — what a result recorded before it was measured needs to be judged on the networks at all."""
+    """The stored result with the evaluated (EMA) weights' loss as recorded, or — in a result recorded before it was
+    measured — equal to the raw weights' final training loss (what such a result needs to be judged on the networks)."""
     for row in _sigma_rows(data):
-        row[EVALUATED] = row["loss_last_relative_to_zero_field"]
-        row["evaluated_weights"] = "ema"
+        if EVALUATED not in row:
+            row[EVALUATED] = row["loss_last_relative_to_zero_field"]
+            row["evaluated_weights"] = "ema"
+
+
+def _as_if_stored_before_the_ema_loss(data: dict[str, Any]) -> None:
+    """The stored result as a run recorded it before the evaluated weights' loss was measured (the raw weights'
+    training loss only)."""
+    for row in _sigma_rows(data):
+        for key in (EVALUATED, "evaluated_loss_se_relative_to_zero_field", "evaluated_weights"):
+            row.pop(key, None)
 
 
 def _stored(tmp_path: Path, where: str, edit: Any = None, *, measured: bool = True) -> Path:
     """A copy of the published result ``results/<where>`` (``edit``: a function changing its parsed JSON), with the
-    evaluated weights' loss filled in as the raw weights' (:func:`_as_if_ema_measured`) unless ``measured`` is
-    False (then as published, without it)."""
+    evaluated weights' loss as recorded or filled in as the raw weights' (:func:`_as_if_ema_measured`), or, where
+    ``measured`` is False, removed (:func:`_as_if_stored_before_the_ema_loss`)."""
     folder = tmp_path / "stored" / Path(where).name
     shutil.copytree(REPO / "results" / where, folder)
-    if edit is not None or measured:
-        data = json.loads((folder / "result.json").read_text())
-        if measured:
-            _as_if_ema_measured(data)
-        if edit is not None:
-            edit(data)
-        (folder / "result.json").write_text(json.dumps(data))
+    data = json.loads((folder / "result.json").read_text())
+    (_as_if_ema_measured if measured else _as_if_stored_before_the_ema_loss)(data)
+    if edit is not None:
+        edit(data)
+    (folder / "result.json").write_text(json.dumps(data))
     return folder
 
 
@@ -313,11 +320,11 @@ def test_an_unfitted_table3_network_is_untestable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("where", ["table2", "table3", "digits_full_n/table2", "digits_full_n/table3"])
 def test_a_stored_result_without_the_evaluated_weights_loss_is_untestable(tmp_path: Path, where: str) -> None:
-    """The published results (EMA 0.99) recorded only the raw weights' training loss, but every distance is computed
-    from the EMA weights, which without bias correction can still be mostly the initialisation (the referee's 30-step
-    run: raw weights fitted, EMA outputs 7.5 from both partners). Re-judged, the fit of the evaluated weights is
-    unknown: every network claim is untestable, with "rerun" as the remedy; the rule alone would give the published
-    verdicts, and the exact minimiser's findings (no network) are unchanged."""
+    """Results stored before session 27 (EMA 0.99) recorded only the raw weights' training loss, but every distance
+    is computed from the EMA weights, which without bias correction can still be mostly the initialisation (the
+    referee's 30-step run: raw weights fitted, EMA outputs 7.5 from both partners). Re-judged, the fit of the
+    evaluated weights is unknown: every network claim is untestable, with "rerun" as the remedy; the rule alone would
+    give the published verdicts, and the exact minimiser's findings (no network) are unchanged."""
     stored = _stored(tmp_path, where, measured=False)
     before = {c.id: c.verdict_if_testable or c.verdict for c in Result.load(stored / "result.json").claims}
     result, _ = rejudge_result(stored, tmp_path / "new")
