@@ -883,3 +883,15 @@ def test_a_store_that_fails_leaves_no_empty_work_folder_listed_as_resumable(tmp_
         run_cached("prop1", tmp_path / "out", cache, quick=True, overrides=TINY)
     work = cache.root / ".work"
     assert not work.exists() or not any(work.iterdir())
+
+
+def test_show_refuses_a_cache_naming_its_entries_in_the_right_number(prop1_run: tuple[Path, str], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``flowvar show CACHE`` of a cache holding one entry says "(1 entry)", not "(1 entries)" (review revX 10)."""
+    root, key = prop1_run
+    cache = Cache(tmp_path / "c")
+    cache.store(key, root / key)
+    assert main(["show", str(cache.root)]) == 2
+    assert capsys.readouterr().err.strip() == (f"flowvar: error: {cache.root} is a result cache (1 entry), not a run "
+                                               f"folder; list its entries with `flowvar cache list --cache "
+                                               f"{cache.root}`")

@@ -613,8 +613,8 @@ def _refuse_a_cache(folder: Path) -> None:
 
     entries = sum(1 for p in Path(folder).glob(f"*/{MANIFEST}") if p.is_file() and not p.parent.name.startswith("."))
     if entries:
-        raise DataError(f"{folder} is a result cache ({entries} entries), not a run folder; list its entries with "
-                        f"`flowvar cache list --cache {folder}`")
+        raise DataError(f"{folder} is a result cache ({entries} entr{'y' if entries == 1 else 'ies'}), not a run "
+                        f"folder; list its entries with `flowvar cache list --cache {folder}`")
 
 
 def _warn_copies(folder: Path, collection: dict) -> None:
