@@ -55,24 +55,46 @@ def test_an_entry_whose_recorded_inputs_do_not_hash_to_its_key_is_corrupt(stored
     assert [i.status for i in report.removed] == ["corrupt"] and not cache.path(key).exists()
 
 
-def test_an_entry_of_another_torch_is_unreachable_and_pruned(stored: tuple[Path, str], tmp_path: Path) -> None:
-    """revC 5: entries recorded with another torch were "current" and never pruned, though torch is part of the key
-    and no run of this installation looks them up. An entry as another torch's run stores it (its key the hash of
-    its inputs) is listed unreachable, saying why, and pruned; the current one stays."""
+def test_entries_of_another_torch_or_device_are_another_installations_kept_unless_asked(
+        stored: tuple[Path, str], tmp_path: Path) -> None:
+    """revC 5 listed entries of another torch "unreachable" and pruned them; review revX 5: the device is part of a
+    ``device: auto`` config's key too, and on a cache shared by installations (a GPU box and a laptop) those entries
+    are the other one's valid results. Entries as another torch's or device's run stores them (each key the hash of
+    its inputs) are listed "other installation", saying why, kept by prune, and removed only with
+    ``other_installations``; the current one stays throughout. A work folder of another torch is the same state."""
     cache = _copy(stored, tmp_path)
     key = stored[1]
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    there = "cpu" if here == "cuda" else "cuda"
     inputs = {**cache.manifest(key)["inputs"], "torch": "2.12.0+cpu"}
-    other = _key_of("prop1", inputs)
-    cache.store(other, cache.path(key), inputs)
-    states = {i.name: (i.status, i.detail) for i in survey(cache).entries}
+    other_torch = _key_of("prop1", inputs)
+    cache.store(other_torch, cache.path(key), inputs)
+    on_device = {**cache.manifest(key)["inputs"], "device": there}
+    other_device = _key_of("prop1", on_device)
+    cache.store(other_device, cache.path(key), on_device)
+    work_inputs = {**inputs, "config": {**inputs["config"], "n_samples": 301}}
+    other_work = _key_of("prop1", work_inputs)
+    cache.start_work(other_work, work_inputs)
+    (cache.work_dir(other_work) / "checkpoint.pt").write_bytes(b"c")
+    seen = survey(cache)
+    states = {i.name: (i.status, i.detail) for i in seen.entries}
     assert states == {key: ("current", ""),
-                      other: ("unreachable", f"torch 2.12.0+cpu; this installation has {torch.__version__}")}
-    assert cache.lookup(other) is not None  # a valid entry, of a key no run here computes
-    listing = format_survey(survey(cache))
-    assert f"unreachable (torch 2.12.0+cpu; this installation has {torch.__version__})" in listing
-    report = prune(cache)
-    assert [i.name for i in report.removed] == [other]
-    assert cache.lookup(key) is not None and not cache.path(other).exists()
+                      other_torch: ("other installation",
+                                    f"torch 2.12.0+cpu; this installation has {torch.__version__}"),
+                      other_device: ("other installation", f"device {there}; this installation has {here}")}
+    assert [(i.name, i.status) for i in seen.work] == [(other_work, "other installation")]
+    assert cache.lookup(other_torch) is not None  # a valid entry, of a key no run here computes
+    listing = format_survey(seen)
+    assert f"other installation (torch 2.12.0+cpu; this installation has {torch.__version__})" in listing
+    assert f"other installation (device {there}; this installation has {here})" in listing
+    assert "note: 2 entries of another installation (another torch or device)" in listing and "kept by prune" in listing
+    assert "would free 0 B (0 folders)" in listing
+    assert prune(cache).removed == []
+    assert cache.path(other_torch).is_dir() and cache.path(other_device).is_dir()
+    report = prune(cache, other_installations=True)
+    assert sorted(i.name for i in report.removed) == sorted([other_torch, other_device, other_work])
+    assert cache.lookup(key) is not None and not cache.path(other_torch).exists()
+    assert not cache.path(other_device).exists() and not cache.work_dir(other_work).exists()
 
 
 def test_an_unreadable_entry_is_pruned(stored: tuple[Path, str], tmp_path: Path) -> None:

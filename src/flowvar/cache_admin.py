@@ -6,7 +6,10 @@ mode, size, age and whether its code version is the current one for its experime
 (``.work/<key>``) with its size, age, whether another process computes its key now (its lock is held) and whether
 current code can resume it (from its ``inputs.json``, :meth:`flowvar.cache.Cache.start_work`); the staging folders
 (``.tmp-<pid>@<host>-*``) — and :func:`prune` removes what no run of this code uses again. "Current" is relative to this
-installation: a cache shared with an older flowvar loses that one's entries.
+installation: a cache shared with an older flowvar loses that one's entries. Entries and work folders recorded with
+another torch version or device (both part of the key) are of *another installation*: a cache shared by machines
+(a GPU box and a laptop, a cluster's nodes) holds valid results of each, so prune removes them only when asked
+(``other_installations``: after an upgrade of torch, the old one's).
 
 Reading is all :func:`survey` does. :func:`prune` takes each key's lock (:meth:`flowvar.cache.Cache.computing`)
 while it removes the key's folders, so it never deletes under a process computing the key, and checks under the lock
@@ -39,9 +42,11 @@ from flowvar.cache_key import _key_of
 from flowvar.errors import ConfigError, DataError
 from flowvar.files import remove_path
 
-ENTRY_STATES = ("current", "outdated", "unreachable", "corrupt", "unknown experiment", "unknown version",
+OTHER_INSTALLATION = "other installation"
+"""The state of an entry or work folder recorded with another torch version or device than this installation's."""
+ENTRY_STATES = ("current", "outdated", OTHER_INSTALLATION, "corrupt", "unknown experiment", "unknown version",
                 "unreadable")
-WORK_STATES = ("resumable", "outdated", "stored", "unknown origin", "unknown experiment")
+WORK_STATES = ("resumable", "outdated", OTHER_INSTALLATION, "stored", "unknown origin", "unknown experiment")
 STAGING_STATES = ("being written", "left by a killed run")
 _KEY_SHAPE = re.compile(r"[^./][^/]*-[0-9a-f]{16}")
 """What a key looks like (:func:`flowvar.cache.cache_key`: ``<experiment>-<16 hex digits>``): a folder in
@@ -73,13 +78,15 @@ class Item:
     detail: str = ""
     """Why the status, when it needs saying (an unreadable manifest's error)."""
 
-    def prunable(self, all_work: bool = False) -> bool:
-        """Whether ``prune`` (``all_work``: ``prune --all-work``) removes it, a lock held by another process
-        aside."""
+    def prunable(self, all_work: bool = False, other_installations: bool = False) -> bool:
+        """Whether ``prune`` (``all_work``: ``prune --all-work``; ``other_installations``: also what another torch
+        or device computed) removes it, a lock held by another process aside."""
+        if self.status == OTHER_INSTALLATION:  # valid for the installation that computed it (a shared cache)
+            return other_installations or (self.kind == "work" and all_work)
         if self.kind == "entry":
-            # no run here looks these up (outdated, unreachable) or uses them (a lookup deletes a corrupt one, nothing
-            # reads an unreadable one); prune holds the key's lock, so none is a live run's entry being stored
-            return self.status in ("outdated", "unreachable", "corrupt", "unreadable")
+            # no run of any installation looks these up (outdated) or uses them (a lookup deletes a corrupt one,
+            # nothing reads an unreadable one); prune holds the key's lock, so none is a live run's entry being stored
+            return self.status in ("outdated", "corrupt", "unreadable")
         if self.kind == "work":
             return all_work or self.status in ("outdated", "stored")
         return self.status == "left by a killed run"
@@ -208,6 +215,8 @@ class _Versions:
         self.names = set(experiments())
         self.torch = str(torch.__version__)
         """This installation's torch version: part of every key (:func:`flowvar.cache.key_inputs`)."""
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        """The device a ``device: auto`` config resolves to here: part of such a config's key."""
         self._cache: dict[str, str] = {}
 
     def current(self, experiment: str) -> str | None:
@@ -216,6 +225,16 @@ class _Versions:
         if experiment not in self._cache:
             self._cache[experiment] = code_version(experiment)
         return self._cache[experiment]
+
+
+def _other_installation(inputs: Mapping[str, Any], versions: _Versions) -> str | None:
+    """Why a record of key inputs is another installation's (its torch version, or the device its ``auto``/``cuda``
+    config resolved to, differs from this one's: ``torch 2.3.0; this installation has 2.4.1``), or None."""
+    differences = [f"{what} {recorded}; this installation has {here}"
+                   for what, recorded, here in (("torch", inputs.get("torch"), versions.torch),
+                                                ("device", inputs.get("device"), versions.device))
+                   if recorded is not None and str(recorded) != here]
+    return ", ".join(differences) or None
 
 
 def _judge(inputs: Any, versions: _Versions, current: str, other: str) -> tuple[str, str | None, str]:
@@ -257,10 +276,10 @@ def _survey_entry(cache: Cache, folder: Path, versions: _Versions, now: float) -
         status, version, detail = _judge({**(inputs if isinstance(inputs, Mapping) else {}),
                                           "format": manifest.get("format")}, versions, "current", "outdated")
         status = status or "unknown version"
-        recorded_torch = inputs.get("torch") if isinstance(inputs, Mapping) else None
-        if status == "current" and recorded_torch is not None and str(recorded_torch) != versions.torch:
-            # the torch version is part of the key: no run of this installation computes this key again
-            status, detail = "unreachable", f"torch {recorded_torch}; this installation has {versions.torch}"
+        other = _other_installation(inputs, versions) if isinstance(inputs, Mapping) else None
+        if status == "current" and other:
+            # torch and device are part of the key: no run of this installation looks it up, one of the other does
+            status, detail = OTHER_INSTALLATION, other
     return Item("entry", key, folder, _tree_size(folder), age, status, experiment, quick, locked, version, detail)
 
 
@@ -288,9 +307,10 @@ def _survey_work(cache: Cache, folder: Path, versions: _Versions, now: float) ->
         return Item("work", key, folder, size, age, "unknown origin", experiment, None, locked, None,
                     f"its {WORK_INPUTS} is not the record of this key")
     status, version, detail = _judge(inputs, versions, "resumable", "outdated")
-    if status == "resumable" and inputs.get("torch") is not None and str(inputs["torch"]) != versions.torch:
-        # another torch is another key: no run of this installation resumes these checkpoints
-        status, detail = "outdated", f"torch {inputs['torch']}; this installation has {versions.torch}"
+    other = _other_installation(inputs, versions)
+    if status == "resumable" and other:
+        # another torch or device is another key: the installation that made these checkpoints resumes them
+        status, detail = OTHER_INSTALLATION, other
     quick = inputs.get("quick") if isinstance(inputs.get("quick"), bool) else None
     return Item("work", key, folder, size, age, status or "unknown origin", str(inputs["experiment"]), quick, locked,
                 version, detail)
@@ -301,12 +321,14 @@ def survey(cache: Cache) -> Survey:
 
     Entries are *current* when the code version in their manifest is this installation's
     :func:`~flowvar.cache.code_version` of their experiment, *outdated* otherwise (or of another cache format): no
-    run of this code looks them up again; *unreachable* when recorded with another torch version (part of the key:
-    no run of this installation looks them up either); *corrupt* when their recorded inputs do not hash to their key
-    (the state is derived from the key, as a lookup does: it deletes them); *unknown version* when their manifest
+    run of this code looks them up again; *other installation* when recorded with another torch version or device
+    (part of the key: no run of this installation looks them up, one of that installation does); *corrupt* when
+    their recorded inputs do not hash to their key (the state is derived from the key, as a lookup does: it deletes
+    them); *unknown version* when their manifest
     records none, *unreadable* when it cannot be read (or names another key). Work folders are *resumable* (their
-    ``inputs.json`` names the current code version and torch), *outdated* (another one), *stored* (their key's entry
-    exists: nothing left to resume) or of *unknown origin*
+    ``inputs.json`` names the current code version, torch and device), *outdated* (another code version), *other
+    installation* (another torch or device), *stored* (their key's entry exists: nothing left to resume) or of
+    *unknown origin*
     (no readable ``inputs.json``: made by an older flowvar). Entries and work folders of experiments not registered
     in this process (a plugin's, unless loaded) are *unknown experiment*. Staging folders (``.tmp-<pid>@<host>-*``)
     are *being written* while their process lives, else *left by a killed run*; another machine's (a cache shared by
@@ -416,12 +438,14 @@ def _prune_one(cache: Cache, item: Item, versions: _Versions) -> str | None:
     return why
 
 
-def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False) -> PruneReport:
+def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False,
+          other_installations: bool = False) -> PruneReport:
     """Remove what no run of this code uses again (``flowvar cache prune``) and say what and how many bytes.
 
-    Removed: outdated, unreachable, corrupt and unreadable entries, outdated work folders, work folders of stored
-    keys, staging folders of killed runs; with ``all_work`` every work folder (resumable and unknown-origin ones
-    too: those runs start over). Never a key
+    Removed: outdated, corrupt and unreadable entries, outdated work folders, work folders of stored keys, staging
+    folders of killed runs; with ``all_work`` every work folder (resumable, unknown-origin and other installations'
+    too: those runs start over); with ``other_installations`` the entries and work folders of another torch version
+    or device (kept otherwise: on a cache shared by installations they are the other one's valid results). Never a key
     another process holds (checked again under the key's lock, which prune takes while it removes), nor a staging
     folder whose process lives, nor a folder without ``cache.json`` (not an entry), nor a folder in ``.work`` not
     named like a key, nor anything through a ``.work`` that is a link. Under each key's lock it checks that the
@@ -438,7 +462,7 @@ def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False) -> Pru
     report = PruneReport(cache.root, dry_run, all_work, [], [], [])
     versions = _Versions()
     for item in found.items:
-        if not item.prunable(all_work):
+        if not item.prunable(all_work, other_installations):
             continue
         if item.locked:
             report.kept.append((item, "being computed"))
@@ -542,9 +566,13 @@ def format_survey(survey: Survey) -> str:
                  + (f", {_n(len(survey.staging), 'staging folder')}" if survey.staging else ""))
     prunable = [i for i in survey.items if i.prunable() and not i.locked]
     more = [i for i in survey.items if i.prunable(True) and not i.prunable() and not i.locked]
+    others = [i for i in survey.entries if i.status == OTHER_INSTALLATION]
     lines.append(f"`flowvar cache prune` would free {format_size(sum(i.size for i in prunable))} "
                  f"({_n(len(prunable), 'folder')}); with --all-work {format_size(sum(i.size for i in more))} more "
-                 f"({_n(len(more), 'work folder')} this code resumes or of unknown origin)")
+                 f"({_n(len(more), 'work folder')} this code resumes, of unknown origin or of another installation)")
+    if others:
+        lines.append(f"note: {_n(len(others), 'entry')} of another installation (another torch or device), "
+                     f"{format_size(sum(i.size for i in others))}: valid there, kept by prune")
     if survey.foreign:
         lines.append(f"note: {_n(survey.foreign, 'folder')} here without {MANIFEST} (not cache entries): left alone")
     if survey.foreign_work:
@@ -583,5 +611,5 @@ def format_prune(report: PruneReport) -> str:
 
 
 
-__all__ = ["ENTRY_STATES", "STAGING_STATES", "WORK_STATES", "Item", "PruneReport", "Survey", "format_age",
-           "format_prune", "format_size", "format_survey", "prune", "survey"]
+__all__ = ["ENTRY_STATES", "OTHER_INSTALLATION", "STAGING_STATES", "WORK_STATES", "Item", "PruneReport", "Survey",
+           "format_age", "format_prune", "format_size", "format_survey", "prune", "survey"]
