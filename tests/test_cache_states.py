@@ -10,6 +10,7 @@ import torch
 from flowvar.cache import MANIFEST, Cache, run_cached
 from flowvar.cache_admin import format_survey, prune, survey
 from flowvar.cache_key import _key_of
+from flowvar.cli import main
 
 TINY = {"n_samples": "300", "angles": "0,180"}
 
@@ -56,7 +57,7 @@ def test_an_entry_whose_recorded_inputs_do_not_hash_to_its_key_is_corrupt(stored
 
 
 def test_entries_of_another_torch_or_device_are_another_installations_kept_unless_asked(
-        stored: tuple[Path, str], tmp_path: Path) -> None:
+        stored: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """revC 5 listed entries of another torch "unreachable" and pruned them; review revX 5: the device is part of a
     ``device: auto`` config's key too, and on a cache shared by installations (a GPU box and a laptop) those entries
     are the other one's valid results. Entries as another torch's or device's run stores them (each key the hash of
@@ -87,10 +88,15 @@ def test_entries_of_another_torch_or_device_are_another_installations_kept_unles
     listing = format_survey(seen)
     assert f"other installation (torch 2.12.0+cpu; this installation has {torch.__version__})" in listing
     assert f"other installation (device {there}; this installation has {here})" in listing
-    assert "note: 2 entries of another installation (another torch or device)" in listing and "kept by prune" in listing
+    assert "note: 2 entries of another installation (another torch or device)" in listing
+    assert "kept by prune (--other-installations removes them)" in listing
     assert "would free 0 B (0 folders)" in listing
     assert prune(cache).removed == []
     assert cache.path(other_torch).is_dir() and cache.path(other_device).is_dir()
+    # the command line's --other-installations is the library's other_installations=True
+    assert main(["cache", "prune", "--cache", str(cache.root), "--other-installations", "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert other_torch in said and other_device in said and cache.path(other_torch).is_dir()
     report = prune(cache, other_installations=True)
     assert sorted(i.name for i in report.removed) == sorted([other_torch, other_device, other_work])
     assert cache.lookup(key) is not None and not cache.path(other_torch).exists()

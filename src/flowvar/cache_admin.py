@@ -572,7 +572,8 @@ def format_survey(survey: Survey) -> str:
                  f"({_n(len(more), 'work folder')} this code resumes, of unknown origin or of another installation)")
     if others:
         lines.append(f"note: {_n(len(others), 'entry')} of another installation (another torch or device), "
-                     f"{format_size(sum(i.size for i in others))}: valid there, kept by prune")
+                     f"{format_size(sum(i.size for i in others))}: valid there, kept by prune (--other-installations "
+                     f"removes them)")
     if survey.foreign:
         lines.append(f"note: {_n(survey.foreign, 'folder')} here without {MANIFEST} (not cache entries): left alone")
     if survey.foreign_work:

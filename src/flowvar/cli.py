@@ -363,6 +363,11 @@ def cache_prune_cmd(
     all_work: Annotated[bool, typer.Option(
         "--all-work", help="Also remove the work folders this code would resume and those of unknown origin: "
                            "those interrupted runs start over.")] = False,
+    other_installations: Annotated[bool, typer.Option(
+        "--other-installations", help="Also remove the entries and work folders recorded with another torch version "
+                                      "or device (kept by default: on a shared cache they are the other "
+                                      "installation's valid results; after a torch upgrade, the old torch's).")
+                                   ] = False,
     plugin: CachePluginOption = None,
 ) -> None:
     """``flowvar cache prune``: :func:`flowvar.cache_admin.prune` and its report (help text above)."""
@@ -370,7 +375,7 @@ def cache_prune_cmd(
     from flowvar.cache_admin import format_prune, prune
 
     _load_plugins(plugin)
-    report = prune(Cache(cache), dry_run=dry_run, all_work=all_work)
+    report = prune(Cache(cache), dry_run=dry_run, all_work=all_work, other_installations=other_installations)
     typer.echo(format_prune(report))
     if report.failed:
         raise typer.Exit(1)
