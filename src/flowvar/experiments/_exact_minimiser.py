@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from flowvar.couplings import FixedPairs
+from flowvar.couplings import Coupling, FixedPairs
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import EmpiricalField
@@ -72,21 +72,28 @@ def path_loss_draws(field: nn.Module, x0: Tensor, x1: Tensor, sigma: float, samp
                     generator: torch.Generator, *, rows: int | None = None,
                     device: torch.device | str | None = None) -> Tensor:
     """Per-draw CFM(σ) losses ℓ_k = ‖(x1 − x0)_k − v(x_t,k, t_k)‖² of ``field`` on ``samples`` path draws from the
-    fixed pairs (``x0``, ``x1``) (N, d): pair k uniform with replacement, t_k ~ U(0, 1), x_t = (1 − t) x0 + t x1 + σ z
-    (constant noise, :class:`~flowvar.loss.CFMLoss`), every random number from ``generator`` on the CPU, so the
-    values do not depend on ``device``. Returns (samples,) on the CPU.
+    fixed pairs (``x0``, ``x1``) (N, d): pair k uniform with replacement — :func:`coupling_loss_draws` of
+    :class:`~flowvar.couplings.FixedPairs` (``rows``, ``device`` and the returned (samples,) there)."""
+    return coupling_loss_draws(field, FixedPairs(x0, x1), sigma, samples, generator, rows=rows, device=device)
+
+
+def coupling_loss_draws(field: nn.Module, coupling: Coupling, sigma: float, samples: int, generator: torch.Generator,
+                        *, rows: int | None = None, device: torch.device | str | None = None) -> Tensor:
+    """Per-draw CFM(σ) losses ℓ_k = ‖(x1 − x0)_k − v(x_t,k, t_k)‖² of ``field`` on ``samples`` path draws of
+    ``coupling``: (x0, x1)_k from it, t_k ~ U(0, 1), x_t = (1 − t) x0 + t x1 + σ z (constant noise,
+    :class:`~flowvar.loss.CFMLoss`), every random number from ``generator`` on the CPU, so the values do not depend
+    on ``device``. Returns (samples,) on the CPU, in ``field``'s dtype.
 
     ``rows``: None draws all ``samples`` at once (prop2's numbers); an int draws and evaluates them ``rows`` at a
     time, one :meth:`~flowvar.loss.CFMLoss.draw` after the other from the same generator, so memory is ``rows`` × d
     per path field — the values then depend on ``rows`` (callers pass a constant). ``device``: where ``field`` runs
     (it must be there)."""
     loss = CFMLoss(Interpolant(sigma))
-    pairs = FixedPairs(x0, x1)
     step = samples if rows is None else max(1, int(rows))
     out = []
     with torch.no_grad():
         for lo in range(0, samples, step):
-            path = loss.draw(pairs, min(step, samples - lo), generator)
+            path = loss.draw(coupling, min(step, samples - lo), generator)
             out.append(per_sample_loss(field, path if device is None else path.to(device)).cpu())
     return out[0] if len(out) == 1 else torch.cat(out)
 
@@ -140,4 +147,5 @@ def _against(spacing: float | None, sigma_sqrt_d: float | None) -> str:
     return f" (the median line spacing is {spacing:.3g} against σ√d = {sigma_sqrt_d:.3g})"
 
 
-__all__ = ["exact_minimiser_endpoints", "exact_minimiser_loss", "mechanism_precondition", "path_loss_draws"]
+__all__ = ["coupling_loss_draws", "exact_minimiser_endpoints", "exact_minimiser_loss", "mechanism_precondition",
+           "path_loss_draws"]

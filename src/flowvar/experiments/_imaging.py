@@ -40,12 +40,10 @@ from flowvar import distributed
 from flowvar.couplings import Coupling, FixedPairs
 from flowvar.data import ImageSet, to_uint8
 from flowvar.errors import ConfigError, DataError
-from flowvar.experiments._exact_minimiser import exact_minimiser_loss
+from flowvar.experiments._exact_minimiser import coupling_loss_draws, exact_minimiser_loss
 from flowvar.experiments._image_data import load_subset
 from flowvar.experiments.base import THREADS_ENV, RunContext, default_threads
 from flowvar.files import check_writable_folder
-from flowvar.interpolants import Interpolant
-from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models.unet import UNetField
 from flowvar.results import Precondition
 from flowvar.sampling import integrate_chunked
@@ -348,7 +346,7 @@ def evaluated_loss(model: nn.Module, coupling: Coupling | tuple[Tensor, Tensor],
 
         L(v) = E‖(x1 − x0) − v(x_t, t)‖²,  x_t = (1 − t) x0 + t x1 + σ z,  t ~ U(0, 1)
 
-    (:class:`~flowvar.loss.CFMLoss`, :func:`~flowvar.loss.per_sample_loss`), the quantity whose minibatch estimate
+    (:func:`~flowvar.experiments._exact_minimiser.coupling_loss_draws`), the quantity whose minibatch estimate
     is the training loss, over ``samples`` path draws in chunks of :data:`EVALUATED_ROWS` from ``generator`` (a
     stream of its own, on the CPU, so no other number moves). ``coupling``: a :class:`~flowvar.couplings.Coupling`
     or the fixed pairs (x0, x1) (N, C, R, R). ``ema``: whether ``model`` holds EMA weights (recorded).
@@ -358,13 +356,7 @@ def evaluated_loss(model: nn.Module, coupling: Coupling | tuple[Tensor, Tensor],
     its weight is still the initialisation, and while training moves it lags the raw weights; the raw weights'
     training loss says nothing about it."""
     pairs = FixedPairs(*coupling) if isinstance(coupling, tuple) else coupling
-    loss = CFMLoss(Interpolant(sigma))
-    draws = []
-    with torch.no_grad():
-        for lo in range(0, samples, EVALUATED_ROWS):
-            path = loss.draw(pairs, min(EVALUATED_ROWS, samples - lo), generator)
-            draws.append(per_sample_loss(model, path if device is None else path.to(device)).double().cpu())
-    values = torch.cat(draws)
+    values = coupling_loss_draws(model, pairs, sigma, samples, generator, rows=EVALUATED_ROWS, device=device).double()
     se = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else 0.0
     return {EVALUATED: float(values.mean()) / zero_field, "evaluated_loss_se_relative_to_zero_field": se / zero_field,
             "evaluated_weights": "ema" if ema else "raw"}
