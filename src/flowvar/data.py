@@ -60,7 +60,7 @@ import math
 import numbers
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -241,9 +241,10 @@ def _too_many(n: int, available: int, what: str) -> TooFewImagesError:
                              total=available)
 
 
-def _named(skipped: list[str] | tuple[str, ...]) -> str:
-    """The first three unreadable files of a loader's messages, "; …" when there are more."""
-    return "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "")
+def shortlist(items: Sequence[str], sep: str = "; ") -> str:
+    """The first three of ``items`` joined by ``sep``, then ``sep`` "…" when there are more: how the loaders'
+    messages name files (unreadable ones, ones of the wrong size, sub-folders)."""
+    return sep.join(items[:3]) + (f"{sep}…" if len(items) > 3 else "")
 
 
 def subset_order(total: int, seed: int) -> Tensor:
@@ -474,7 +475,7 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
         # would come out up to 255 times too bright, so when any of the folder exceeds 1 they are all on [0, 255]
         for i in (i for i, unit in float_unit.items() if unit):
             loaded[i], _, _ = _read_image(files[i], channels, resolution, crop, float_unit=False)
-    named = _named(skipped)
+    named = shortlist(skipped)
     if not loaded:
         raise DataError(f"none of the {total} image files in {what} could be read (skipped: {named}); check that "
                         f"they are valid images")
@@ -499,7 +500,7 @@ def unreadable_rows_note(what: str, expected: int, rows: int, unreadable: list[s
     named as the likely reason ("; …"); else "". ``other`` was most likely made for every file of the folder."""
     if not unreadable or expected != rows + len(unreadable):
         return ""
-    shown = ", ".join(unreadable[:3]) + (", …" if len(unreadable) > 3 else "")
+    shown = shortlist(unreadable, ", ")
     return (f"; {what} has {len(unreadable)} row(s) fewer because {len(unreadable)} of its files could not be read and "
             f"were skipped ({shown}): repair them, or remove them and their rows of {other}")
 
@@ -669,7 +670,7 @@ def _check_celeba_sizes(folder: Path) -> list[Path]:
             small = f", smaller than the {CELEBA_CROP}x{CELEBA_CROP} centre crop" if min(size) < CELEBA_CROP else ""
             return f"{path.name} is {size[0]}x{size[1]}{small}"
 
-        shown = "; ".join(told(path, size) for path, size in wrong[:3]) + ("; …" if len(wrong) > 3 else "")
+        shown = shortlist([told(path, size) for path, size in wrong])
         raise DataError(f"{len(wrong)} of the {len(files)} image files in CelebA folder {folder} are not the 178x218 "
                         f"of CelebA's aligned-and-cropped images, so the fixed {CELEBA_CROP}x{CELEBA_CROP} face crop "
                         f"would not fit them ({shown}); remove them (every CelebA image is 178x218), or load the "
@@ -1026,7 +1027,7 @@ def _nested_hint(folder: Path) -> str:
                 f"--dataset celeba (dataset='celeba' from Python) for CelebA's {CELEBA_CROP}x{CELEBA_CROP} face "
                 f"crop, or pass {celeba} to read them as a plain folder of images (largest central square)")
     parents = sorted({str(p.parent.relative_to(folder)) for p in nested})
-    shown = ", ".join(parents[:3]) + (", …" if len(parents) > 3 else "")
+    shown = shortlist(parents, ", ")
     return (f", but its sub-folders hold {len(nested)} (in {shown}); only the folder's own files are read: pass the "
             f"sub-folder that holds the images (e.g. {folder / parents[0]}), or gather the images into one folder")
 
@@ -1121,7 +1122,7 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
         except TooFewImagesError as short:  # files were counted, but some cannot be decoded
             if short.available < n_train + min_heldout:
                 raise _too_few_items(where, f"holds {available} image files of which only {short.available} can be "
-                                            f"read (unreadable: {_named(short.unreadable)})", short.available,
+                                            f"read (unreadable: {shortlist(short.unreadable)})", short.available,
                                      n_train, min_heldout, " (or repair or remove the unreadable files)") from None
             # every readable file: the set the seeded permutation reaches when it runs out of files
             items = load_images(dataset, resolution=resolution, data_dir=data_dir, channels=channels)
@@ -1243,6 +1244,7 @@ __all__ = [
     "resize_tensor",
     "resolve_data",
     "save_grid",
+    "shortlist",
     "subset_order",
     "to_uint8",
     "unreadable_rows_note",

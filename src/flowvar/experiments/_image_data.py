@@ -33,6 +33,7 @@ from flowvar.data import (
     list_image_files,
     load_images,
     npy_is_vectors,
+    shortlist,
 )
 from flowvar.errors import ConfigError, DataError
 from flowvar.seeding import generator
@@ -152,7 +153,7 @@ def too_few_images(error: TooFewImagesError, size_key: str, where: str) -> TooFe
     available = error.available
     fix = f"lower {size_key} to at most {available}" if available >= 2 else "add images (2 at least)"
     if error.unreadable:
-        shown = "; ".join(error.unreadable[:3]) + ("; …" if len(error.unreadable) > 3 else "")
+        shown = shortlist(error.unreadable)
         problem = (f"only {available} of the {error.total} files in data_dir {where} could be read "
                    f"({len(error.unreadable)} unreadable: {shown})")
         fix += " or repair or remove the unreadable file(s)"
