@@ -12,15 +12,16 @@ holding everything about the data, nothing about the UNet or its training (:mod:
 * :func:`source_channels` — the channel count asked of the loader (a folder left at ``channels=None`` in its own
   mode); :func:`load_subset`, :func:`nested_subset` — the seeded images of a run and its smaller nested sizes;
   :func:`too_few_images` — a loader's too-few error rephrased in the config key that asked;
-* :func:`describe_data`, :func:`data_choice` — what a result records of the data it used (metric ``data``) and the
-  end of the experiment's ``data`` choice read from that record.
+* :func:`describe_data`, :func:`data_choice`, :func:`stored_data_record` — what a result records of the data it used
+  (metric ``data``), the end of the experiment's ``data`` choice read from that record, and that record kept when a
+  stored result is judged again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -37,6 +38,9 @@ from flowvar.data import (
 )
 from flowvar.errors import ConfigError, DataError
 from flowvar.seeding import generator
+
+if TYPE_CHECKING:
+    from flowvar.experiments.base import RunContext
 
 IMAGE_DATASETS = ("digits", "lfw", "celeba", "folder", "npy")
 """The ``dataset`` values of the image experiments."""
@@ -129,6 +133,12 @@ def source_channels(config: DataSource) -> int | None:
     return first_image_geometry(Path(config.data_dir).expanduser())[1]
 
 
+def resolved_data_dir(config: DataSource) -> str | None:
+    """``config.data_dir`` as an absolute path (``~`` expanded, links resolved; the config keeps it as typed), None
+    for the bundled sets: what the loader is given and the result records."""
+    return str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else None
+
+
 def load_subset(config: SeededImageSource, n: int, size_key: str = "n") -> ImageSet:
     """``n`` images of ``config.dataset`` at ``config.resolution`` (subset seeded by ``data_seed``), in
     :func:`source_channels`; ``data_dir`` resolved to an absolute path, so the set's ``source`` names where it was.
@@ -137,7 +147,7 @@ def load_subset(config: SeededImageSource, n: int, size_key: str = "n") -> Image
         TooFewImagesError: fewer than ``n`` files are readable (validation counts files without decoding them),
             rephrased in the config key ``size_key`` that asked for ``n`` (the loader's names ``n``), same numbers.
     """
-    data_dir = str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else None
+    data_dir = resolved_data_dir(config)
     try:
         return load_images(config.dataset, n=n, resolution=config.resolution, seed=config.data_seed,
                            data_dir=data_dir, channels=source_channels(config))
@@ -197,12 +207,22 @@ def describe_data(config: DataSource, images: ImageSet) -> dict[str, Any]:
     else:
         colour = "none: grey as bundled" if channels == 1 else "grey repeated into 3 identical channels"
     return {"dataset": dataset,
-            "data_dir": str(Path(config.data_dir).expanduser().resolve()) if config.data_dir else None,
+            "data_dir": resolved_data_dir(config),
             "source": images.source,
             "items_in_source": count_items(dataset, config.data_dir, celeba_otherwise=CELEBA_ALTERNATIVE),
             "items_loaded": len(images), "unreadable_skipped": list(images.unreadable),
             "channels": channels, "channels_from": channels_from, "colour_conversion": colour,
             "digest": data_digest(config.data_dir) if config.data_dir else None}
+
+
+def stored_data_record(ctx: RunContext, part: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """An assemble's metric ``data``: the :func:`describe_data` record of the computing run, kept from its stored
+    metrics ``part`` and returned (None for a result stored before it was kept, which then has none)."""
+    data = part.get("data")
+    if not isinstance(data, Mapping):
+        return None
+    ctx.metric("data", dict(data))
+    return data
 
 
 def data_choice(data: Mapping[str, Any] | None) -> str:
@@ -224,6 +244,8 @@ __all__ = [
     "describe_data",
     "load_subset",
     "nested_subset",
+    "resolved_data_dir",
     "source_channels",
+    "stored_data_record",
     "too_few_images",
 ]

@@ -86,7 +86,13 @@ from flowvar.couplings import FixedPairs
 from flowvar.data import ImageSet
 from flowvar.errors import ConfigError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints
-from flowvar.experiments._image_data import check_image_source, data_choice, describe_data, nested_subset
+from flowvar.experiments._image_data import (
+    check_image_source,
+    data_choice,
+    describe_data,
+    nested_subset,
+    stored_data_record,
+)
 from flowvar.experiments._imaging import (
     FIT_LEVEL,
     FIT_RULE_TEXT,
@@ -356,10 +362,7 @@ def assemble(config: Table2Config, parts: Sequence[Mapping[str, Any]], ctx: RunC
     if not ok:
         raise not_a_part(0, parts, "table2", f"the rows and per-seed means of N = {', '.join(keys)} with "
                                              f"{n_seeds} seed(s) each")
-    data = part.get("data")  # what the computing run loaded (absent from results stored before it was kept)
-    if isinstance(data, Mapping):
-        ctx.metric("data", dict(data))
-    _choices(ctx, config, data if isinstance(data, Mapping) else None)
+    _choices(ctx, config, stored_data_record(ctx, part))  # what the computing run loaded, where it was kept
     ns = sorted(set(config.ns))
     _judge(ctx, config, ns, {k: dict(table[k]) for k in keys}, {k: dict(seeds[k]) for k in keys})
     ctx.note("Re-judged from stored numbers: the per-N grids of outputs (table2_grid_N*.png) need the images and "

@@ -76,7 +76,7 @@ from flowvar.couplings import FixedPairs, IndependentCoupling, ReflowCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints
-from flowvar.experiments._image_data import check_image_source, data_choice, describe_data
+from flowvar.experiments._image_data import check_image_source, data_choice, describe_data, stored_data_record
 from flowvar.experiments._imaging import (
     FIT_RULE_TEXT,
     NO_TRANSPORT,
@@ -328,10 +328,7 @@ def assemble(config: Table3Config, parts: Sequence[Mapping[str, Any]], ctx: RunC
         all(len(ev.get(f"l2_to_{w}_sigma{s}", [])) == config.n_seeds for w in ("ot", "generated") for s in (s0, s1))
     if not ok:
         raise not_a_part(0, parts, "table3", f"the summaries, runs and per-seed means of {config.n_seeds} seed(s)")
-    data = part.get("data")  # what the computing run loaded (absent from results stored before it was kept)
-    if isinstance(data, Mapping):
-        ctx.metric("data", dict(data))
-    _choices(ctx, config, data if isinstance(data, Mapping) else None)
+    _choices(ctx, config, stored_data_record(ctx, part))  # what the computing run loaded, where it was kept
     _judge(ctx, config, dict(table), [dict(r) for r in runs], dict(ev))
     ctx.note("Re-judged from stored numbers: the grid of outputs (table3_grid.png) needs the images and is the "
              "original run's; only the bar figure is redrawn.")
