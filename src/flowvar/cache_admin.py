@@ -38,7 +38,7 @@ from flowvar.cache import (
     staging_prefix,
     staging_writer,
 )
-from flowvar.cache_key import _key_of
+from flowvar.cache_key import is_record_of
 from flowvar.errors import ConfigError, DataError
 from flowvar.files import remove_path
 
@@ -269,7 +269,7 @@ def _survey_entry(cache: Cache, folder: Path, versions: _Versions, now: float) -
     inputs = manifest.get("inputs")
     if manifest.get("key") != key:
         status, version, detail = "unreadable", None, f"its {MANIFEST} names another key"
-    elif inputs and (not isinstance(inputs, Mapping) or _key_of(str(inputs.get("experiment")), inputs) != key):
+    elif inputs and not is_record_of(inputs, key):
         # the key is the hash of the inputs: a record that does not hash to it was edited (a lookup deletes it)
         status, version, detail = "corrupt", None, "its recorded inputs do not hash to its key"
     else:
@@ -303,7 +303,7 @@ def _survey_work(cache: Cache, folder: Path, versions: _Versions, now: float) ->
     except (OSError, ValueError) as e:
         return Item("work", key, folder, size, age, "unknown origin", experiment, None, locked, None,
                     f"unreadable {WORK_INPUTS} ({type(e).__name__})")
-    if not isinstance(inputs, dict) or _key_of(str(inputs.get("experiment")), inputs) != key:
+    if not is_record_of(inputs, key):
         return Item("work", key, folder, size, age, "unknown origin", experiment, None, locked, None,
                     f"its {WORK_INPUTS} is not the record of this key")
     status, version, detail = _judge(inputs, versions, "resumable", "outdated")

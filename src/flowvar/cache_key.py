@@ -301,6 +301,12 @@ def _key_of(name: str, inputs: Mapping[str, Any]) -> str:
     return f"{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 
+def is_record_of(inputs: object, key: str) -> bool:
+    """Whether ``inputs`` (a manifest's or work folder's recorded key inputs, as read from JSON) are those of ``key``:
+    a mapping that hashes to it (:func:`_key_of`). A record that does not was edited, or belongs to another key."""
+    return isinstance(inputs, Mapping) and _key_of(str(inputs.get("experiment")), inputs) == key
+
+
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -311,4 +317,4 @@ def file_digest(path: Path) -> str:
 
 
 __all__ = ["CACHE_FORMAT", "FRONT_END", "cache_key", "code_version", "config_dict", "data_digest", "data_digests",
-           "file_digest", "is_data_path_field", "key_inputs", "source_digest"]
+           "file_digest", "is_data_path_field", "is_record_of", "key_inputs", "source_digest"]
