@@ -42,7 +42,6 @@ from typing import Any
 from flowvar.cache_key import (
     CACHE_FORMAT,
     FRONT_END,
-    _key_of,
     cache_key,
     code_version,
     config_dict,
@@ -50,6 +49,7 @@ from flowvar.cache_key import (
     data_digests,
     file_digest,
     is_data_path_field,
+    is_record_of,
     key_inputs,
     source_digest,
 )
@@ -249,7 +249,7 @@ class Cache:
         """Why the folder ``entry`` is no valid entry of ``key``: None when it is, ``""`` when nothing is there.
 
         Valid: its manifest names ``key`` and this cache format, its recorded inputs (when it records any) hash to
-        ``key`` (:func:`~flowvar.cache_key._key_of`: an edited record is no record of this key), every file it
+        ``key`` (:func:`~flowvar.cache_key.is_record_of`: an edited record is no record of this key), every file it
         lists has its checksum, ``result.json`` loads and is of the manifest's experiment, and every figure the
         result lists is among the files."""
         if not entry.is_dir():
@@ -261,7 +261,7 @@ class Cache:
         if not isinstance(manifest, dict) or manifest.get("key") != key or manifest.get("format") != CACHE_FORMAT:
             return "manifest does not match its key"
         inputs = manifest.get("inputs")
-        if inputs and (not isinstance(inputs, dict) or _key_of(str(inputs.get("experiment")), inputs) != key):
+        if inputs and not is_record_of(inputs, key):
             return "its recorded inputs do not hash to its key (the manifest was edited)"
         files = manifest.get("files")
         if not isinstance(files, dict) or "result.json" not in files:
@@ -335,6 +335,18 @@ class Cache:
         remove_path(aside)
         return problem
 
+    def new_staging(self, purpose: str = "") -> Path:
+        """A fresh staging folder of this process in the cache (``.tmp-<pid>@<host>-<purpose>*``, removed as stale
+        if the process dies: :meth:`clean_stale`) with a normal folder's permissions (``mkdtemp`` makes it private,
+        0700; an entry is renamed from it). A cache folder that cannot take it is a one-line :class:`ConfigError`."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=staging_prefix(purpose), dir=self.root))
+            os.chmod(folder, 0o777 & ~current_umask())
+        except OSError as e:
+            raise ConfigError(_unwritable(self.root, e)) from None
+        return folder
+
     def manifest(self, key: str) -> dict[str, Any]:
         """The manifest of an existing entry."""
         return json.loads((self.path(key) / MANIFEST).read_text())
@@ -353,15 +365,7 @@ class Cache:
             result = Result.load(source / "result.json")
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise ConfigError(f"cannot cache {source}: no valid result.json ({type(e).__name__})") from None
-        if move:
-            tmp = source
-        else:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=self.root))
-                os.chmod(tmp, 0o777 & ~current_umask())  # an entry is a normal folder (mkdtemp makes it 0700)
-            except OSError as e:
-                raise ConfigError(_unwritable(self.root, e)) from None
+        tmp = source if move else self.new_staging()
         try:
             for path in sorted(source.rglob("*")) if not move else ():
                 rel = path.relative_to(source)
@@ -706,11 +710,10 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
         log.warning("resuming the interrupted run %s from its checkpoints in %s", key, work)
     cache.start_work(key, inputs)
     try:
-        stage = Path(tempfile.mkdtemp(prefix=staging_prefix("run-"), dir=cache.root))
-        os.chmod(stage, 0o777 & ~current_umask())  # the entry is made in it (mkdtemp makes it private, 0700)
-    except OSError as e:
+        stage = cache.new_staging("run-")  # the entry is made in it
+    except ConfigError:
         cache._drop_unused_work(key)
-        raise ConfigError(_unwritable(cache.root, e)) from None
+        raise
     handed_over = False
     try:
         try:
