@@ -395,14 +395,7 @@ def _keep_replaced(dest: Path, aside: Path, pid: int | None) -> Path:
     import warnings
 
     names = sorted(entry.name for entry in aside.iterdir())
-    kept = aside
-    with contextlib.suppress(OSError):
-        fresh = Path(tempfile.mkdtemp(prefix=f"{_KEPT_PREFIX}{pid}-", dir=dest))
-        try:
-            os.rename(aside, fresh)  # a folder renamed onto an empty folder replaces it
-            kept = fresh
-        except OSError:
-            fresh.rmdir()
+    kept = _rename_to_fresh(aside, dest, f"{_KEPT_PREFIX}{pid}-") or aside
     warnings.warn(f"an install into {dest} was killed midway (process {pid}); old entries it had set aside that "
                   f"could not go back into {dest} are kept in {kept} (they may be the only copy): {', '.join(names)}"
                   f" — delete that folder once you no longer need them", stacklevel=3)
@@ -444,16 +437,23 @@ def _keep_staged(dest: Path, staged: Path) -> Path:
         with contextlib.suppress(OSError):
             os.rename(staged, preferred)
             return preferred
+    return _rename_to_fresh(staged, dest.parent, f"{preferred.name}-") or staged
+
+
+def _rename_to_fresh(folder: Path, parent: Path, prefix: str) -> Path | None:
+    """Rename ``folder`` to a fresh name ``<prefix>XXXX`` in ``parent`` (never over an existing one: ``mkdtemp``
+    reserves the name, and a folder renamed onto an empty folder replaces it) and return it; None where that fails
+    (``folder`` stays where it was)."""
     fresh = None
     try:
-        fresh = Path(tempfile.mkdtemp(prefix=f"{preferred.name}-", dir=dest.parent))
-        os.rename(staged, fresh)  # a folder renamed onto an empty folder replaces it
+        fresh = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        os.rename(folder, fresh)
         return fresh
     except OSError:
         if fresh is not None:
             with contextlib.suppress(OSError):
                 fresh.rmdir()
-        return staged
+        return None
 
 
 @contextlib.contextmanager
