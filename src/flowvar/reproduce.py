@@ -295,9 +295,9 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
         # before anything is computed or written: a cache that cannot take results (when something must be
         # computed: a read-only cache whose entries are all valid serves them, as it does a finished sweep), an
         # output slot flowvar must not replace (a file, a link, someone else's folder). A --cache elsewhere is
-        # checked before OUT is created; the default OUT/.cache after OUT, so that an unwritable OUT is blamed
-        # each entry verified once (its files re-hashed): the valid ones are served from this check, not looked
-        # up again (an entry is only ever replaced whole, by a rename, by another valid entry of its key)
+        # checked before OUT is created; the default OUT/.cache after OUT, so that an unwritable OUT is blamed as
+        # such. Each entry is verified once (its files re-hashed): the valid ones are served from this check, not
+        # looked up again (an entry is only ever replaced whole, by a rename, by another valid entry of its key).
         verified = {} if options.force else {task.key: cache.check(task.key)[0] for task in tasks}
         to_compute = options.force or any(entry is None for entry in verified.values())
         if options.cache_dir is not None:
