@@ -12,7 +12,7 @@ import pytest
 
 import flowvar.experiments.base
 from flowvar.cache import MANIFEST, Cache, install, run_cached
-from flowvar.errors import DataError, FlowvarError
+from flowvar.errors import DataError, FlowvarError, WriteError
 
 TINY = {"n_samples": "300", "angles": "0,180"}
 
@@ -74,12 +74,19 @@ def test_a_cache_that_refuses_a_file_of_the_run_names_the_cache_as_the_remedy(
     cache = Cache(tmp_path / "cache")
 
     def full_cache(name: str, out_dir: Path, **kwargs: object) -> None:
-        raise DataError(f"cannot write figure {out_dir / name / 'x.png'}: No space left on device; free space or "
-                        f"choose another output folder")
+        figure = out_dir / name / "x.png"
+        raise WriteError(figure, f"cannot write figure {figure}: No space left on device",
+                         "free space or choose another output folder")
 
     monkeypatch.setattr(flowvar.experiments.base, "run_experiment", full_cache)
-    with pytest.raises(DataError, match=r"free space in the cache or choose another --cache"):
+    with pytest.raises(WriteError) as caught:
         run_cached("prop1", tmp_path / "out", cache, quick=True, overrides=TINY)
+    message = str(caught.value)
+    assert message.startswith(f"cannot write figure {cache.root}")  # a file of the cache's staging folder
+    output = tmp_path / "out" / "prop1"
+    assert message.endswith(f"x.png: No space left on device; free space in the cache {cache.root} or choose another "
+                            f"--cache (the result is computed into the cache, then installed into {output})")
+    assert "output folder" not in message
     assert not (tmp_path / "out").exists() and _no_staging_left(cache)
 
 

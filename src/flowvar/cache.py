@@ -53,7 +53,7 @@ from flowvar.cache_key import (
     key_inputs,
     source_digest,
 )
-from flowvar.errors import ConfigError, DataError, FlowvarError
+from flowvar.errors import ConfigError, DataError, FlowvarError, WriteError
 from flowvar.files import (
     atomic_write_bytes,
     current_umask,
@@ -723,13 +723,11 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
                 result = run_experiment(name, stage, quick=quick, config=config, progress=progress, work_dir=work)
         except FlowvarError as err:
             cache._drop_unused_work(key)
-            if isinstance(err, DataError) and str(stage) in str(err):  # the cache's disk refused the result
-                # (the advice is left out where the write's own already names the cache: write_remedy)
+            if isinstance(err, WriteError) and stage in Path(err.path).parents:  # the cache's disk refused it
+                # the writer's remedy may name the output folder; it is the cache that is full
                 where = f", then installed into {output}" if output is not None else ""
-                advice = ("" if "choose another --cache" in str(err) else
-                          ": free space in the cache or choose another --cache")
-                raise DataError(f"{err} (the result is computed into the cache {cache.root}{where}{advice})"
-                                ) from None
+                raise WriteError(err.path, err.problem, f"free space in the cache {cache.root} or choose another "
+                                 f"--cache (the result is computed into the cache{where})") from None
             raise _work_checkpoint_error(err, work, key, cache.root) from None
         except BaseException:
             cache._drop_unused_work(key)  # an interrupted run keeps its checkpoints, not an empty folder

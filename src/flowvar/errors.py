@@ -28,6 +28,19 @@ class DataError(FlowvarError):
     """Data that cannot be used: empty, non-finite, missing files, mismatched pairs."""
 
 
+class WriteError(DataError):
+    """A file flowvar could not write (disk full, read-only or forbidden folder): ``"{problem}; {remedy}"``.
+
+    The parts are kept apart for a caller that knows better where the file lies than the writer did (a result
+    computed inside the result cache is the cache's full disk, not the output folder's)."""
+
+    def __init__(self, path: object, problem: str, remedy: str) -> None:
+        super().__init__(f"{problem}; {remedy}")
+        self.path = path  # the file that could not be written (a pathlib.Path)
+        self.problem = problem  # "cannot write {what} {path}: {reason}"
+        self.remedy = remedy
+
+
 class TrainingError(FlowvarError):
     """Training that cannot go on (for example a non-finite loss)."""
 
@@ -144,6 +157,7 @@ def check_same_dtype(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
                         f"{b.dtype}; convert one, e.g. {name_b}.to({name_a}.dtype)")
 
 
-__all__ = ["ConfigError", "DataError", "FlowvarError", "ShapeError", "SolverError", "TrainingError", "check_finite",
+__all__ = ["ConfigError", "DataError", "FlowvarError", "ShapeError", "SolverError", "TrainingError", "WriteError",
+           "check_finite",
            "check_floating", "check_generator", "check_positive_int", "check_same_dtype", "check_sigma", "describe",
            "printable", "tensor_input"]

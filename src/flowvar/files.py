@@ -55,10 +55,10 @@ def atomic_write_bytes(path: Path, data: bytes, *, what: str = "",
     A reader sees the old file or the new one, never a partial one, and the rename is made durable (the folder is
     fsynced). The file gets the permissions of any file the user creates (0666 less the umask; ``mkstemp`` alone
     would leave it private, 0600). A write that fails (disk full, read-only or forbidden folder) removes the
-    temporary file (named ``.NAME.XXXX.tmp``) and raises :class:`~flowvar.errors.DataError` "cannot write {what}
+    temporary file (named ``.NAME.XXXX.tmp``) and raises :class:`~flowvar.errors.WriteError` "cannot write {what}
     {path}: {reason}; {remedy}", with the old file left in place.
     """
-    from flowvar.errors import DataError
+    from flowvar.errors import WriteError
 
     path = Path(path)
     tmp = None
@@ -75,8 +75,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, what: str = "",
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(err, OSError):
-            raise DataError(f"cannot write {what + ' ' if what else ''}{path}: {err.strerror or err}; {remedy}"
-                            ) from None
+            raise WriteError(path, f"cannot write {what + ' ' if what else ''}{path}: {err.strerror or err}",
+                             remedy) from None
         raise
     fsync_directory(path.parent)
 
