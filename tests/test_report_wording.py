@@ -239,7 +239,8 @@ def test_fig6_says_which_grids_keep_its_reproductions_inconclusive(quick: dict[s
     noisy.evidence["statuses"] = {k: "fails" for k in noisy.evidence["statuses"]}
     assert "'partial' at 11 Euler steps for σ = 0)" in build_story(result).paragraph()
     noisy.evidence["verdict_per_seed"] = {"seed=0": "confirmed", "seed=1": "inconclusive"}
-    assert "; seeds that disagree for σ = 0.05)" in build_story(result).paragraph()
+    assert "; confirmed in 1 seed, inconclusive in 1: a verdict needs every seed for σ = 0.05)" in \
+        build_story(result).paragraph()
 
 
 def test_fig6_gives_its_verdicts_from_the_judged_settings_only(quick: dict[str, Any]) -> None:
@@ -406,7 +407,9 @@ def test_solver_resolution_says_why_its_conclusion_is_inconclusive(full: dict[st
     assert ("inconclusive over the settings as a whole (a verdict needs more than half of the settings on one side, "
             "and 2–3 of the 7 neither hold nor contradict it, range over 3 seeds)") in build_story(result).paragraph()
     ev["verdict_per_seed"] = {"seed=0": "refuted", "seed=1": "inconclusive", "seed=2": "refuted"}
-    assert "(a verdict needs every seed to agree, and they do not)" in build_story(result).paragraph()
+    # readerB 5 (session 28): "seeds that disagree" read as a split vote where two seeds refute and none confirms
+    assert "(refuted in 2 seeds, inconclusive in 1: a verdict needs every seed to agree)" in \
+        build_story(result).paragraph()
     ev["verdict_per_seed"] = {"seed=0": "inconclusive"}
     assert "(one training seed: a verdict needs at least two)" in build_story(result).paragraph()
     ev["verdict_per_seed"] = dict.fromkeys(ev["per_seed"], "inconclusive")
