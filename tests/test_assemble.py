@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -397,7 +398,7 @@ def test_judging_again_in_a_reproduce_folder_rewrites_its_report(runs: dict[str,
                  if e["name"] == "memorisation_phase")
     assert entry["status"] == "assembled" and entry["result"]["claims"] == result.to_dict()["claims"]
     report = (collection / "report.md").read_text()
-    assert "re-judged by flowvar" in report.split("> **")[0] and "from its stored points" in report
+    assert re.search(REJUDGED_BY, report.split("> **")[0]) and "from its stored points" in report
 
 
 @pytest.mark.parametrize("case", ["no result", "unreadable", "whole-run experiment", "foreign config"])
@@ -444,7 +445,7 @@ def test_a_whole_runs_result_judged_again_in_its_reproduce_folder_says_so(tmp_pa
     assert entry["status"] == "assembled" and entry["assembled_from"]["command"] is None
     report = (collection / "report.md").read_text()
     head = report.split("> **")[0]
-    assert "memorisation_phase: re-judged by flowvar" in head and "from the points its own run stored" in head
+    assert re.search("memorisation_phase: " + REJUDGED_BY, head) and "from the points its own run stored" in head
     assert "None points" not in report and "`None`" not in report
     assert "Status: re-judged from the points its run stored" in report
 
@@ -513,3 +514,29 @@ def test_judging_a_table_again_in_place_keeps_the_figures_it_cannot_redraw(tmp_p
         assert result.metrics["device"] == before.metrics["device"]
         assert result.metrics["compute"] == before.metrics["compute"]
         assert any("the images and" in n and "original run's" in n for n in result.notes)
+
+
+#: How a report names the judge of a re-judged result: its commit, or (no git checkout) flowvar's version, called a
+#: code digest.
+REJUDGED_BY = (r"re-judged (at commit `[0-9a-f]{12}(\+dirty)?`|by flowvar \S+ \(a code digest; its commit was not "
+               r"recorded\))")
+
+
+def test_a_rejudged_result_is_named_by_its_commit_not_by_the_version_digest() -> None:
+    """readerB 8 (session 28): the report said "re-judged by flowvar 0.1.0+783d61a94489", a source digest that
+    looks like a commit and is none; the assembled result's recorded commit names the judge, the digest only where
+    no commit was recorded."""
+    from flowvar.report.collection import assembly_text
+
+    source = {"sweep": None, "points": None, "command": None, "assembled_by": "0.1.0+783d61a94489",
+              "rejudged": {"result": "x/result.json"}}
+    commit = "04884140f0ab6e19b86b0f60386f6f361114ed8f"
+    assert assembly_text(source, commit) == ("re-judged at commit `04884140f0ab` from the points its own run stored "
+                                             "(`flowvar assemble`)")
+    assert assembly_text(source, commit + "+dirty").startswith("re-judged at commit `04884140f0ab+dirty`")
+    for unrecorded in (None, "unknown (not a git checkout)"):
+        assert assembly_text(source, unrecorded).startswith(
+            "re-judged by flowvar 0.1.0+783d61a94489 (a code digest; its commit was not recorded) from the points")
+    swept = {**source, "sweep": "/s", "points": 40, "command": "flowvar sweep fig6 --out /s"}
+    assert assembly_text(swept, commit) == ("assembled from the 40 points of `flowvar sweep fig6 --out /s` (`flowvar "
+                                            "assemble`), re-judged at commit `04884140f0ab` from its stored points")

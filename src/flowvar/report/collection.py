@@ -313,19 +313,27 @@ def assembled(collection: dict[str, Any]) -> list[tuple[str, str]]:
     collection: ``"assembled from the 40 points of `flowvar sweep …` (`flowvar assemble`)"``, then ``", re-judged by
     flowvar X from its stored points"`` where a stored result was judged again — its results come from that sweep
     or run, not from the collection's own command. Commands in backticks."""
-    return [(e["name"], assembly_text(e["assembled_from"])) for e in _experiments(collection)
+    return [(e["name"], assembly_text(e["assembled_from"], ((e.get("result") or {}).get("versions") or {})
+                                      .get("git_commit")))
+            for e in _experiments(collection)
             if e.get("status") == "assembled" and isinstance(e.get("assembled_from"), dict)]
 
 
-def assembly_text(source: dict[str, Any]) -> str:
-    """How an assembled result came about, from its ``assembled_from`` (see :func:`assembled`)."""
+def assembly_text(source: dict[str, Any], commit: str | None = None) -> str:
+    """How an assembled result came about, from its ``assembled_from`` (see :func:`assembled`) and the git
+    ``commit`` the assembled result recorded (``versions.git_commit``). The judge is named by that commit where it
+    is recorded — flowvar's version ``0.1.0+783d61a94489`` ends in a digest of the source, which looks like a commit
+    and is none (readerB, session 28) — and otherwise by that version, called a code digest."""
     rejudged = source.get("rejudged")
+    if commit and not str(commit).startswith("unknown"):
+        judge = f"at commit `{_short_commit(str(commit))}`"
+    else:
+        judge = f"by flowvar {source.get('assembled_by', '?')} (a code digest; its commit was not recorded)"
     if source.get("sweep") is None and isinstance(rejudged, dict):  # a whole run's stored result, judged again
-        return (f"re-judged by flowvar {source.get('assembled_by', '?')} from the points its own run stored "
-                f"(`flowvar assemble`)")
+        return f"re-judged {judge} from the points its own run stored (`flowvar assemble`)"
     text = f"assembled from the {source.get('points', '?')} points of `{source.get('command')}` (`flowvar assemble`)"
     if isinstance(rejudged, dict):
-        text += f", re-judged by flowvar {source.get('assembled_by', '?')} from its stored points"
+        text += f", re-judged {judge} from its stored points"
     return text
 
 
