@@ -186,3 +186,27 @@ def test_each_experiment_summary_of_the_published_runs_is_the_current_rendering(
     for run in runs:
         assert (run / "summary.md").read_text(encoding="utf-8") == result_markdown(Result.load(run / "result.json")), (
             f"{run}/summary.md is stale: run `flowvar show {folder} --write-report`")
+
+
+def _reproductions(collection: Path) -> dict[str, str]:
+    """{claim id: verdict} of every reproduction in a published collection's results.json."""
+    data = json.loads(collection.read_text())
+    return {c["id"]: c["verdict"] for e in data["experiments"] for c in (e.get("result") or {}).get("claims", [])
+            if c.get("kind", "reproduction") == "reproduction"}
+
+
+def test_the_readme_says_how_the_two_headlines_claim_sets_differ() -> None:
+    """readerB 4 (session 28): both headlines read "of 36 reproductions" though the two runs judge different claims;
+    the README's sentence saying which (counts and experiments) is checked against the two results.json."""
+    quick = _reproductions(RESULTS / "results.json")
+    full = _reproductions(RESULTS / "full" / "results.json")
+    both = set(quick) & set(full)
+    same = sum(quick[c] == full[c] for c in both)
+    only_quick = sorted({c.split(".")[0] for c in set(quick) - set(full)})
+    only_full = sorted({c.split(".")[0] for c in set(full) - set(quick)})
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"The two headlines count different claims: {len(both)} reproductions are judged at both scales ({same} "
+            f"with the same verdict), {len(set(quick) - set(full))} only in the quick run") in readme
+    assert f"and {len(set(full) - set(quick))} only here (" in readme
+    assert only_quick == ["table2", "table3"]
+    assert only_full == ["memorisation_phase", "prop2", "solver_resolution"]
