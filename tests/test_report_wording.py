@@ -113,7 +113,7 @@ def test_show_names_the_runs_its_kept_results_come_from(full: dict[str, Any], ca
     assert "memorisation_phase: assembled from the 40 points of `flowvar sweep memorisation_phase" in head
     md_head = render_markdown(full).split("> **")[0]
     lines = [x for x in md_head.split("\n") if any(w in x for w in (": kept from ", ": assembled from ",
-                                                                     ": re-judged by "))]
+                                                                     ": re-judged "))]
     groups = len({e["kept_from"]["command"] for e in kept}) + sum(e["status"] == "assembled"
                                                                    for e in full["experiments"])
     assert len(lines) == groups and all(x in head for x in lines)  # the same lines as report.md's header
@@ -239,7 +239,7 @@ def test_fig6_says_which_grids_keep_its_reproductions_inconclusive(quick: dict[s
     noisy.evidence["statuses"] = {k: "fails" for k in noisy.evidence["statuses"]}
     assert "'partial' at 11 Euler steps for σ = 0)" in build_story(result).paragraph()
     noisy.evidence["verdict_per_seed"] = {"seed=0": "confirmed", "seed=1": "inconclusive"}
-    assert "; confirmed in 1 seed, inconclusive in 1: a verdict needs every seed for σ = 0.05)" in \
+    assert "; confirmed in 1 seed, inconclusive in 1 for σ = 0.05)" in \
         build_story(result).paragraph()
 
 
@@ -538,6 +538,10 @@ def test_measured_values_read_as_words_not_python() -> None:
     rows = dict(judgement_rows(Claim("t.d", "s", "untestable", {}, "r", precondition={
         "statement": "x", "holds": False, "measured": {"[1]": {"holds": True, "M(0) = 1": [0.0]}}})))
     assert rows["measured for the precondition"] == "[1].holds: yes; [1].M(0) = 1: 0"
+    # readerB 7 (session 28): a claim without a precondition says so, not a missing row
+    bare = dict(judgement_rows(Claim("t.e", "s", "confirmed", {}, "r")))
+    assert bare["precondition"].startswith("none: nothing measured in this run is required")
+    assert "precondition" not in rows
 
 
 def test_the_garbled_card_texts_of_the_reference_runs_read_cleanly(quick: dict[str, Any],

@@ -443,15 +443,15 @@ def _seed_split(verdict_per_seed: dict[str, str]) -> str:
 
 def _grids_undecided(claim: Claim) -> str:
     """Why a Fig. 6 claim over grids is inconclusive (its rule confirms or refutes only when every grid it reads has
-    one status), as a noun phrase: its seeds disagree (``"refuted in 2 seeds, inconclusive in 1: a verdict needs every
-    seed"`` — "seeds that disagree" read as a split vote where no seed supports the paper), or the grids of the shown
-    seed whose status is neither 'reproduces' nor 'fails' (``"'partial' at 11, 51 Euler steps"``), or some grids
-    reproduce and others fail; "" when none of these shows."""
+    one status), as a noun phrase: its seeds disagree (``"refuted in 2 seeds, inconclusive in 1"``: "seeds that
+    disagree" read as a split vote where no seed supports the paper), or the grids of the shown seed whose status is
+    neither 'reproduces' nor 'fails' (``"'partial' at 11, 51 Euler steps"``), or some grids reproduce and others
+    fail; "" when none of these shows."""
     per_seed = claim.evidence.get("verdict_per_seed") or {}
     if len(per_seed) == 1:  # combine_seeds: one trained network is one replicate
         return "one training seed (a verdict needs two)"
     if len(set(per_seed.values())) > 1:
-        return f"{_seed_split(per_seed)}: a verdict needs every seed"
+        return _seed_split(per_seed)
     statuses: dict[str, str] = claim.evidence.get("statuses") or {}
     groups: dict[str, list[str]] = {}
     for grid in sorted(statuses, key=_solver_key):
@@ -780,8 +780,8 @@ def table2(result: Result, story: Story) -> None:
     if by_exact:  # our finding: whether the noise of Remark 2 can be why, at the optimum of the objective
         story.verdict += (f"; the exact CFM(σ = {num(s1)}) minimiser landing nearer the OT partner (our finding: can "
                           f"the noise be why?) is {_verdicts_by(by_exact)}")
-        if by_n1 and any(c.verdict == "refuted" for _, c in by_exact):
-            story.verdict += _judged_without_mechanism(s1, "keeps the training pairs", "table2")
+        if by_n1 and any(c.verdict == "refuted" for _, c in by_exact):  # beside the verdicts' table, first
+            table.notes.insert(0, _judged_without_mechanism(s1, "keeps the training pairs", "table2"))
     for fig in result.figures:
         m = re.fullmatch(r"table2_grid_N(\d+)\.png", fig)
         if m:
@@ -801,10 +801,10 @@ def _judged_without_mechanism(sigma: float, what_it_does: str, page: str) -> str
     """Why Tables 2–3 judge their σ > 0 networks where the exact minimiser shows the noise cannot act (elsewhere —
     table1, sigma_tradeoff, memorisation_phase, prop2 — that makes the claim untestable): the sentence a reader of the
     report needs beside the verdicts, pointing to the policy on the experiment's page (readerB, session 28)."""
-    return (f". These σ = {num(sigma)} verdicts are judged although the exact CFM(σ = {num(sigma)}) minimiser "
+    return (f"The σ = {num(sigma)} verdicts are judged although the exact CFM(σ = {num(sigma)}) minimiser "
             f"{what_it_does}: at the paper's own CelebA 64² setting it does so too, so no choice the paper leaves open "
             f"makes the noise act, and the paper's claim is judged as stated (elsewhere such a claim is untestable; "
-            f"docs/experiments/{page}.md, \"The policy\")")
+            f"docs/experiments/{page}.md, \"The policy\").")
 
 
 def _paper_margin_note(claim: Claim, setting: str) -> str:
@@ -905,8 +905,8 @@ def table3(result: Result, story: Story) -> None:
          exact)) if c is not None]
     if verdicts:
         story.found += ": " + ", ".join(verdicts)
-        if exact is not None and exact.verdict == "refuted" and copies is not None:
-            story.found += _judged_without_mechanism(hi, "copies the generated partners too", "table3")
+        if exact is not None and exact.verdict == "refuted" and copies is not None:  # beside the verdicts' table
+            table.notes.insert(0, _judged_without_mechanism(hi, "copies the generated partners too", "table3"))
     story.figures["table3_grid.png"] = FigureText(
         "Seed 0: the 1-ReFlow sources, the outputs of CFM(σ = 0) and CFM(σ = 0.05), and their generated and OT "
         "partners. An output that looks like its generated partner is a copy.", copies.id if copies else None)

@@ -365,8 +365,8 @@ def _measured_text(numbers: dict[str, Any], items: int = 3) -> str:
 
 def judgement_rows(claim: Claim) -> list[tuple[str, str]]:
     """How a claim was judged, as readable ``(what, text)`` rows for the folded section: the full rule, the
-    precondition and what was measured for it, the rule's own verdict when the precondition failed, the minimum
-    effect and the replicates (no raw dicts: measured values are flattened)."""
+    precondition and what was measured for it (or that there is none), the rule's own verdict when the precondition
+    failed, the minimum effect and the replicates (no raw dicts: measured values are flattened)."""
     rows = [("rule", claim.rule)]
     pre = claim.precondition
     if pre:
@@ -377,6 +377,9 @@ def judgement_rows(claim: Claim) -> list[tuple[str, str]]:
             rows.append(("measured for the precondition", measured))
         if not pre.get("holds") and pre.get("remedy"):
             rows.append(("to make it testable", str(pre["remedy"])))
+    else:  # said, not left out: a reader must not take a missing row for a precondition the card failed to show
+        rows.append(("precondition", "none: nothing measured in this run is required before the rule is applied "
+                                     "(it cannot be untestable); the rule reads the evidence as it is"))
     if claim.verdict_if_testable:
         rows.append(("the rule alone would say", claim.verdict_if_testable))
     if claim.min_effect:
