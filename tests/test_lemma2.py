@@ -23,9 +23,11 @@ from flowvar.experiments.lemma2 import (
     drop_split,
     ideal_angles,
     ideal_reflow_angle,
+    later_deviation,
     min_testable_coupling_angle,
     moves_precondition,
     moves_rule,
+    negative_control,
     stagnation_band,
     stagnation_precondition,
     stagnation_rule,
@@ -69,27 +71,121 @@ def test_stagnation_band_tells_sigma0_from_the_papers_sigma() -> None:
     assert stagnation_band(120.0, 5.0, 200)[0] == 5.0  # the drift is large after many rounds: the tolerance binds
     band0, drift0 = stagnation_band(120.0, 5.0, 3, contrast_sigma=0.0)  # nothing to tell apart: 0 up to 1e-14°
     assert abs(drift0) < 1e-12 and band0 == pytest.approx(drift0 / 2)
-    assert not stagnation_precondition([_round0()], 120.0, 5.0, band0, drift0).holds
+    assert not stagnation_precondition([_round0()], 120.0, 5.0, band0, drift0, control=_control([4.7], band0)).holds
 
 
 def _round0(angle: float = 120.4, sv: tuple[float, float] = (1.003, 0.99), resid: float = 0.02) -> dict:
     return {"angle_deg": angle, "singular_values": list(sv), "fit_residual_rms": resid}
 
 
+def _control(devs: list[float], band: float) -> dict:
+    """A negative control whose chains deviate ``devs`` from 120° at their ReFlow round."""
+    return negative_control([[120.0, 120.0 - d] for d in devs], 120.0, band, 15.0)
+
+
 def test_stagnation_precondition_every_outcome() -> None:
     band, drift = stagnation_band(120.0, 5.0, 3)
-    ok = stagnation_precondition([_round0(), _round0(120.7, (1.01, 0.98), 0.03)], 120.0, 5.0, band, drift)
+    left = _control([4.7, 4.4, 6.6], band)  # paper scale's σ = 0.05 networks: each leaves the 1.62° band
+    ok = stagnation_precondition([_round0(), _round0(120.7, (1.01, 0.98), 0.03)], 120.0, 5.0, band, drift,
+                                 control=left)
     assert ok.holds and ok.remedy == "" and ok.measured["band_deg"] == band
     assert ok.measured["contrast_ideal_drift_deg"] == drift and ok.measured["contrast_sigma"] == 0.05
-    collapsed = stagnation_precondition([_round0(), _round0(sv=(0.1, 0.1))], 120.0, 5.0, band, drift)  # A = 0.1 R
-    assert not collapsed.holds and "train longer" in collapsed.remedy
-    assert not stagnation_precondition([_round0(sv=(1.25, 1.0))], 120.0, 5.0, band, drift).holds  # inflated
-    assert not stagnation_precondition([_round0(resid=0.3)], 120.0, 5.0, band, drift).holds  # a poor affine fit
-    assert not stagnation_precondition([_round0(angle=126.0)], 120.0, 5.0, band, drift).holds  # the old condition
-    assert not stagnation_precondition([_round0(sv=(math.nan, 1.0))], 120.0, 5.0, band, drift).holds
+    assert ok.measured["contrast_network_max_dev_deg"] == pytest.approx([4.7, 4.4, 6.6])
+    assert ok.measured["contrast_network_seeds_staying"] == 0
+    collapsed = stagnation_precondition([_round0(), _round0(sv=(0.1, 0.1))], 120.0, 5.0, band, drift,  # A = 0.1 R
+                                        control=left)
+    assert not collapsed.holds and "train longer" in collapsed.remedy and "separate" not in collapsed.remedy
+    for bad in (_round0(sv=(1.25, 1.0)), _round0(resid=0.3), _round0(angle=126.0), _round0(sv=(math.nan, 1.0))):
+        assert not stagnation_precondition([bad], 120.0, 5.0, band, drift, control=left).holds  # inflated, a poor
+        # affine fit, the old (angle-only) condition, a NaN
     for bad_band, bad_drift in ((0.0, 0.0), (-0.1, -0.2), (math.nan, math.nan), (BAND_FLOOR_DEG, 2e-6)):
-        sep = stagnation_precondition([_round0()], 120.0, 5.0, bad_band, bad_drift)
+        sep = stagnation_precondition([_round0()], 120.0, 5.0, bad_band, bad_drift, control=left)
         assert not sep.holds and "more rounds" in sep.remedy and "train longer" not in sep.remedy
+
+
+def test_stagnation_precondition_needs_the_band_to_separate_the_networks() -> None:
+    """The negative control: the quick run's σ = 0.05 network chain of seed 1 deviates 1.20° — inside the 1.23°
+    band — so "stays" is said of a chain trained with the paper's noise, and a σ = 0 chain staying tells nothing:
+    untestable, naming the control. A chain just outside the band, or a reflection, no longer stays; a run without
+    σ = 0.05 has no control and says to add it."""
+    band, drift = stagnation_band(120.0, 5.0, 2)
+    assert band == pytest.approx(1.2287, abs=1e-4)
+    quick = stagnation_precondition([_round0()], 120.0, 5.0, band, drift, control=_control([3.53, 1.20], band))
+    assert not quick.holds and quick.measured["contrast_network_seeds_staying"] == 1
+    assert "does not separate σ = 0 from σ = 0.05" in quick.remedy and "1 of 2" in quick.remedy
+    assert "train longer" not in quick.remedy and "add σ" not in quick.remedy
+    assert stagnation_precondition([_round0()], 120.0, 5.0, band, drift,
+                                   control=_control([3.53, band + 0.01], band)).holds
+    assert not stagnation_precondition([_round0()], 120.0, 5.0, band, drift,  # at the band's edge: it stays
+                                       control=_control([3.53, band], band)).holds
+    reflected = negative_control([[120.0, math.nan], [120.0, 116.0]], 120.0, band, 15.0)
+    assert stagnation_precondition([_round0()], 120.0, 5.0, band, drift, control=reflected).holds
+    missing = stagnation_precondition([_round0()], 120.0, 5.0, band, drift, control=None)
+    assert not missing.holds and "add σ = 0.05 to sigmas" in missing.remedy
+    assert missing.measured["contrast_network_max_dev_deg"] is None
+    no_round = negative_control([[119.0]], 120.0, band, 15.0)  # no ReFlow round: it resolves nothing
+    assert no_round["per_seed"] == ["no ReFlow round"]
+    assert not stagnation_precondition([_round0()], 120.0, 5.0, band, drift, control=no_round).holds
+    empty = negative_control([], 120.0, band, 15.0)
+    assert not stagnation_precondition([_round0()], 120.0, 5.0, band, drift, control=empty).holds
+
+
+def test_negative_control_is_the_stagnation_rule_per_seed() -> None:
+    """Each chain's largest deviation over rounds 1 … K (round 0 left out, a reflection infinitely far), its status
+    against the band and the refutation line, the stagnation rule's verdict on the chains, and their distance from
+    the exact minimiser's angles."""
+    assert later_deviation([110.0, 121.0, 118.5], 120.0) == pytest.approx(1.5)  # round 0's 10° is not read
+    assert later_deviation([120.0, math.nan], 120.0) == math.inf
+    assert math.isnan(later_deviation([120.0], 120.0))
+    chains = [[119.3, 118.8, 119.4], [117.9, 116.5, 116.5], [72.0, 50.0, 40.0], [120.0, math.nan, 110.0]]
+    c = negative_control(chains, 120.0, 1.23, 15.0, exact_angles=[119.2, 118.3, 117.5])
+    assert c["max_dev_later_rounds_per_seed"] == pytest.approx([1.2, 3.5, 80.0, math.inf])
+    assert c["per_seed"] == ["stays", "between", "leaves", "leaves"]
+    assert c["seeds_staying"] == 1 and c["n_seeds"] == 4 and c["stagnation_rule"] == "inconclusive"
+    assert c["max_abs_minus_exact_deg_per_seed"] == pytest.approx([1.9, 1.8, 77.5, math.inf])
+    assert negative_control(chains[:1], 120.0, 1.23, 15.0)["stagnation_rule"] == "confirmed"  # alone it "stagnates"
+    assert negative_control(chains[2:], 120.0, 1.23, 15.0)["stagnation_rule"] == "refuted"
+    assert "max_abs_minus_exact_deg_per_seed" not in negative_control(chains, 120.0, 1.23, 15.0)
+
+
+def _chain(angles: list[float]) -> list[dict]:
+    """One (σ, seed) chain of stored rows with the given angles (rounds 0 … K) and an exact-looking fit."""
+    return [{"round": k, "angle_deg": a, "singular_values": [1.0, 0.99], "fit_residual_rms": 0.03,
+             "transport_cost": 3.0, "straightness": 0.01} for k, a in enumerate(angles)]
+
+
+def _stagnation_of(rounds: dict, tmp_path: Path, name: str, **overrides: str) -> object:
+    config = build_config(get_experiment("lemma2"), quick=True, overrides=overrides)
+    return {c.id: c for c in rejudge_like(config, [{"rounds": rounds}], tmp_path / name)}["lemma2.sigma0_stagnation"]
+
+
+def test_stagnation_claim_every_outcome_with_its_negative_control(tmp_path: Path) -> None:
+    """The claim, judged from synthetic chains (quick: rounds 0 … 2, band 1.23°, refuted beyond 15°): confirmed when
+    the σ = 0 chains stay and every σ = 0.05 chain leaves the band; untestable (the rule alone: confirmed) when one
+    σ = 0.05 chain stays too, or when the run has no σ = 0.05; refuted and inconclusive from the σ = 0 chains."""
+    still = {"seed=0": _chain([120.5, 120.7, 121.0]), "seed=1": _chain([120.3, 119.4, 120.8])}
+    moving = {"seed=0": _chain([117.9, 116.5, 116.5]), "seed=1": _chain([119.0, 118.0, 117.0])}
+    big = {"seed=0": _chain([71.4, 53.2, 41.6]), "seed=1": _chain([72.5, 50.4, 40.5])}
+    rounds = {"sigma=0.0": still, "sigma=0.05": moving, "sigma=0.5": big}
+    ok = _stagnation_of(rounds, tmp_path, "ok")
+    assert ok.verdict == "confirmed" and ok.precondition["holds"]
+    control = ok.evidence["negative_control"]
+    assert set(control) == {"sigma=0.05", "sigma=0.5"} and control["sigma=0.5"]["stagnation_rule"] == "refuted"
+    assert control["sigma=0.05"]["per_seed"] == ["between", "between"]
+    assert "Negative control" in ok.rule and "no σ = 0.05 chain stays" in ok.rule
+    fooled = _stagnation_of({**rounds, "sigma=0.05": {**moving, "seed=1": _chain([119.3, 118.8, 119.4])}},
+                            tmp_path, "fooled")  # the published quick run's σ = 0.05 seed 1
+    assert fooled.verdict == "untestable" and fooled.verdict_if_testable == "confirmed"
+    assert fooled.precondition["measured"]["contrast_network_seeds_staying"] == 1
+    assert "does not separate" in fooled.precondition["remedy"]
+    without = _stagnation_of({k: v for k, v in rounds.items() if k != "sigma=0.05"}, tmp_path, "without",
+                             sigmas="0,0.5")
+    assert without.verdict == "untestable" and "add σ = 0.05" in without.precondition["remedy"]
+    assert set(without.evidence["negative_control"]) == {"sigma=0.5"}
+    left = {"seed=0": _chain([120.5, 100.0, 90.0]), "seed=1": _chain([120.3, 104.0, 95.0])}
+    assert _stagnation_of({**rounds, "sigma=0.0": left}, tmp_path, "left").verdict == "refuted"
+    half = {"seed=0": _chain([120.5, 120.7, 121.0]), "seed=1": _chain([120.3, 117.0, 117.5])}
+    assert _stagnation_of({**rounds, "sigma=0.0": half}, tmp_path, "half").verdict == "inconclusive"
 
 
 def test_moves_precondition_needs_two_seeds_and_names_only_what_fails() -> None:
@@ -280,6 +376,10 @@ def test_the_published_paper_scale_lemma2_judged_by_this_code(tmp_path: Path) ->
     assert stag.verdict == "confirmed" and stag.evidence["band_deg"] == pytest.approx(1.6172, abs=1e-4)
     assert max(stag.evidence["max_dev_later_rounds_per_seed"]) == pytest.approx(1.312, abs=1e-3)
     assert stag.precondition["holds"] and stag.precondition["remedy"] == ""
+    # the negative control: every σ = 0.05 network chain leaves the band (4.75°, 4.44°, 6.64° against 1.62°)
+    control = stag.evidence["negative_control"]["sigma=0.05"]
+    assert control["max_dev_later_rounds_per_seed"] == pytest.approx([4.747, 4.440, 6.641], abs=1e-3)
+    assert control["seeds_staying"] == 0 and stag.precondition["measured"]["contrast_network_seeds_staying"] == 0
     assert claims["lemma2.sigma0.5_moves_toward_ot"].precondition["remedy"] == ""  # it holds: no remedy to name
     small = claims["lemma2.sigma0.05_moves_toward_ot"]
     where = small.precondition["measured"]
@@ -288,19 +388,27 @@ def test_the_published_paper_scale_lemma2_judged_by_this_code(tmp_path: Path) ->
     assert where["ideal_drop_deg_by_coupling_angle"]["150"] == pytest.approx(10.23, abs=0.01)
 
 
-def test_the_published_quick_lemma2_with_a_collapsed_round0_is_untestable(tmp_path: Path) -> None:
-    """results/lemma2 judged again: stagnation stays confirmed (later rounds at most 1.03° / 0.80° from 120°, inside
-    the band ½ × 2.46° = 1.23°); with its σ = 0 round-0 map of seed 1 replaced by 0.1 × itself (the same polar
-    angle, singular values ≈ 0.1) the claim is untestable — the angle alone would have passed it."""
+def test_the_published_quick_lemma2_is_untestable_by_its_negative_control(tmp_path: Path) -> None:
+    """results/lemma2 judged again: the σ = 0 chains stay (later rounds at most 1.03° / 0.80° from 120°, inside the
+    band ½ × 2.46° = 1.23°), but so does the σ = 0.05 network chain of seed 1 (1.20°; seed 0: 3.53°): the band does
+    not separate σ = 0 from σ = 0.05 on these networks, so the claim is untestable (the rule alone: confirmed). With
+    its σ = 0 round-0 map of seed 1 replaced by 0.1 × itself (the same polar angle, singular values ≈ 0.1) the
+    precondition also names the training — the angle alone would have passed it."""
     data = json.loads((REPO / "results" / "lemma2" / "result.json").read_text())
     config = Lemma2Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()})
     rounds = data["metrics"]["rounds"]
     stag = {c.id: c for c in rejudge_like(config, [{"rounds": rounds}], tmp_path / "as_stored")}[
         "lemma2.sigma0_stagnation"]
-    assert stag.verdict == "confirmed"
+    assert stag.verdict == "untestable" and stag.verdict_if_testable == "confirmed"
     assert stag.evidence["band_deg"] == pytest.approx(1.2287, abs=1e-4)
     assert stag.evidence["contrast_ideal_drift_deg"] == pytest.approx(2.4573, abs=1e-4)
     assert max(stag.evidence["max_dev_later_rounds_per_seed"]) == pytest.approx(1.034, abs=1e-3)
+    control = stag.evidence["negative_control"]["sigma=0.05"]
+    assert control["max_dev_later_rounds_per_seed"] == pytest.approx([3.534, 1.199], abs=1e-3)
+    assert control["per_seed"] == ["between", "stays"] and control["stagnation_rule"] == "inconclusive"
+    assert stag.evidence["negative_control"]["sigma=0.5"]["stagnation_rule"] == "refuted"
+    assert "does not separate σ = 0 from σ = 0.05" in stag.precondition["remedy"]
+    assert "train longer" not in stag.precondition["remedy"]
     assert "1.23°" in stag.min_effect and "2.46°" in stag.min_effect and "2.46°" in stag.rule
     collapsed = json.loads(json.dumps(rounds))
     row = collapsed["sigma=0.0"]["seed=1"][0]
@@ -308,4 +416,5 @@ def test_the_published_quick_lemma2_with_a_collapsed_round0_is_untestable(tmp_pa
     stag = {c.id: c for c in rejudge_like(config, [{"rounds": collapsed}], tmp_path / "collapsed")}[
         "lemma2.sigma0_stagnation"]
     assert stag.verdict == "untestable" and stag.verdict_if_testable == "confirmed"
+    assert "train longer" in stag.precondition["remedy"]
     assert stag.precondition["measured"]["round0_angle_deg"][1] == pytest.approx(120.28, abs=0.01)

@@ -29,7 +29,9 @@ and evaluation sources). Claims (pure rule functions, unit-tested):
   CFM(σ = :data:`CONTRAST_SIGMA`) minimiser over the same rounds), so that "stays" tells σ = 0 from the paper's
   σ = 0.05 (whose exact minimiser moves only 2.5° / 3.2° in 2 / 3 rounds from 120°, less than the tolerance).
   Precondition: round 0 learned the coupling (its map's angle within the tolerance, singular values near 1, a small
-  affine-fit residual) and the band is > 0.
+  affine-fit residual), the band is > 0, and it separates the two on the networks as well: the negative control
+  (:func:`negative_control`, the same rule on the σ = :data:`CONTRAST_SIGMA` network chains) has no seed that
+  stays within it. The control of every σ > 0 is in the evidence.
 * ``sigma<σ>_moves_toward_ot`` (:func:`moves_rule`): after the last round the angle has dropped by at least
   ``angle_tol_deg`` more than at σ = 0, paired over seeds (:func:`flowvar.stats.paired_over_seeds`; testable from
   2 seeds). The drop is
@@ -244,19 +246,27 @@ def stagnation_band(coupling_deg: float, tol: float, rounds: int,
     return (min(tol, drift / 2) if math.isfinite(drift) else math.nan), drift
 
 
+def later_deviation(angles: Sequence[float], coupling_deg: float) -> float:
+    """The largest |θ_k − ``coupling_deg``| over the ReFlow rounds k = 1 … K of one chain (``angles``: rounds 0 … K,
+    degrees); a non-finite angle (a reflection) counts as infinitely far, NaN without a ReFlow round. The one
+    per-seed statistic that :func:`stagnation_rule` and :func:`negative_control` read."""
+    later = [abs(a - coupling_deg) if math.isfinite(a) else math.inf for a in angles[1:]]
+    return max(later) if later else math.nan
+
+
 def stagnation_rule(angles_per_seed: Sequence[Sequence[float]], coupling_deg: float, band: float,
                     refute_deg: float) -> str:
     """lemma2.sigma0_stagnation from the σ = 0 angles, one list per seed (rounds 0 … K; rounds 1 … K are judged).
 
-    A seed stays when every later round is within ``band`` of ``coupling_deg`` (:func:`stagnation_band`) and leaves
-    when some later round is more than ``refute_deg`` away (:data:`STAGNATION_REFUTE` × the tolerance; a NaN angle,
-    a reflection, counts as away). Confirmed if every seed stays, refuted if every seed leaves, inconclusive
-    otherwise (or without a later round; a NaN band confirms nothing).
+    A seed stays when every later round is within ``band`` of ``coupling_deg`` (:func:`stagnation_band`;
+    :func:`later_deviation` ≤ ``band``) and leaves when some later round is more than ``refute_deg`` away
+    (:data:`STAGNATION_REFUTE` × the tolerance; a NaN angle, a reflection, counts as away). Confirmed if every seed
+    stays, refuted if every seed leaves, inconclusive otherwise (or without a later round; a NaN band confirms
+    nothing).
     """
-    later = [[a if math.isfinite(a) else math.inf for a in angles[1:]] for angles in angles_per_seed]
-    if not later or any(not rows for rows in later):
+    devs = [later_deviation(angles, coupling_deg) for angles in angles_per_seed]
+    if not devs or any(math.isnan(d) for d in devs):
         return "inconclusive"
-    devs = [max(abs(a - coupling_deg) for a in rows) for rows in later]
     if all(d <= band for d in devs):
         return "confirmed"
     if all(d > refute_deg for d in devs):
@@ -264,14 +274,44 @@ def stagnation_rule(angles_per_seed: Sequence[Sequence[float]], coupling_deg: fl
     return "inconclusive"
 
 
+def negative_control(angles_per_seed: Sequence[Sequence[float]], coupling_deg: float, band: float, refute_deg: float,
+                     exact_angles: Sequence[float] | None = None) -> dict[str, Any]:
+    """The σ = 0 rule applied to the network chains of a σ > 0 (one list of angles per seed, rounds 0 … K): does
+    "stays within the band" tell σ = 0 from σ on trained networks, not only on exact minimisers?
+
+    Per seed: :func:`later_deviation` and its status — "stays" (≤ ``band``), "leaves" (> ``refute_deg``) or
+    "between" ("no ReFlow round" when NaN); ``seeds_staying`` counts "stays"; ``stagnation_rule`` is what
+    :func:`stagnation_rule` would say of these chains. With ``exact_angles`` (the exact CFM(σ) minimiser's rounds
+    0 … K, :func:`ideal_angles`) also each seed's largest |network − exact| over rounds 0 … K: the network's own
+    error at that σ. At the contrast σ (:data:`CONTRAST_SIGMA`) a staying seed means the band does not separate the
+    two on these networks (:func:`stagnation_precondition`).
+    """
+    devs = [later_deviation(angles, coupling_deg) for angles in angles_per_seed]
+    status = ["no ReFlow round" if math.isnan(d) else "stays" if d <= band else "leaves" if d > refute_deg
+              else "between" for d in devs]
+    out: dict[str, Any] = {"max_dev_later_rounds_per_seed": devs, "per_seed": status,
+                           "seeds_staying": status.count("stays"), "n_seeds": len(devs),
+                           "stagnation_rule": stagnation_rule(angles_per_seed, coupling_deg, band, refute_deg)}
+    if exact_angles is not None:
+        out["max_abs_minus_exact_deg_per_seed"] = [
+            max((abs(a - e) if math.isfinite(a) else math.inf for a, e in zip(angles, exact_angles, strict=True)),
+                default=math.nan) for angles in angles_per_seed]
+    return out
+
+
 def stagnation_precondition(round0_rows: Sequence[Mapping[str, Any]], coupling_deg: float, tol: float,
-                            band: float, drift: float, contrast_sigma: float = CONTRAST_SIGMA) -> Precondition:
+                            band: float, drift: float, *, control: Mapping[str, Any] | None,
+                            contrast_sigma: float = CONTRAST_SIGMA) -> Precondition:
     """``sigma0_stagnation`` is testable where (a) round 0 learned the coupling on every seed — its fitted map's
     angle within ``tol`` of ``coupling_deg``, every singular value within :data:`ROUND0_SINGULAR_VALUE_TOL` of 1 and
     the fit's RMS residual ≤ :data:`ROUND0_RESIDUAL_TOL` (``round0_rows``: the σ = 0 round-0 row of each seed, as
-    :func:`evaluate_round` gives it) — else a drift says nothing about ReFlow; and (b) the band
+    :func:`evaluate_round` gives it) — else a drift says nothing about ReFlow; (b) the band
     (:func:`stagnation_band`) is > :data:`BAND_FLOOR_DEG` with a finite drift of the exact CFM(``contrast_sigma``)
-    minimiser — else no band tells σ = 0 from it. The remedy names only what fails (empty when it holds)."""
+    minimiser — else no band tells σ = 0 from it; and (c) the band tells them apart on the networks too:
+    ``control`` (:func:`negative_control` of the σ = ``contrast_sigma`` network chains; None when the run has no
+    such chains) has no seed that stays within the band — else "stays" is also said of chains trained with the
+    noise that moves them, and a σ = 0 chain staying says nothing. The remedy names only what fails (empty when it
+    holds)."""
     angle0 = [float(r["angle_deg"]) for r in round0_rows]
     sv0 = [[float(v) for v in r["singular_values"]] for r in round0_rows]
     resid0 = [float(r["fit_residual_rms"]) for r in round0_rows]
@@ -279,17 +319,33 @@ def stagnation_precondition(round0_rows: Sequence[Mapping[str, Any]], coupling_d
                and all(_finite(v) and all(abs(x - 1) <= ROUND0_SINGULAR_VALUE_TOL for x in v) for v in sv0)
                and all(math.isfinite(r) and r <= ROUND0_RESIDUAL_TOL for r in resid0))
     separable = math.isfinite(drift) and math.isfinite(band) and band > BAND_FLOOR_DEG
+    staying = None if control is None else int(control["seeds_staying"])
+    # every contrast chain strictly outside the band (a NaN deviation, no ReFlow round, resolves nothing)
+    resolved = control is not None and bool(control["max_dev_later_rounds_per_seed"]) and all(
+        d > band for d in control["max_dev_later_rounds_per_seed"])
     remedies = (["train longer (steps) or a wider network"] * (not learned)
                 + [f"more rounds (the exact CFM({contrast_sigma:g}) drift grows with them)"] * (not separable))
+    if control is None:
+        remedies.append(f"add σ = {contrast_sigma:g} to sigmas (the negative control: the band must be shown to "
+                        f"separate σ = 0 from σ = {contrast_sigma:g} on the trained networks)")
+    elif separable and not resolved:
+        remedies.append(f"the band ({band:.3g}°) does not separate σ = 0 from σ = {contrast_sigma:g} on these "
+                        f"networks ({staying} of {control['n_seeds']} σ = {contrast_sigma:g} chain(s) stay within "
+                        f"it): more training (steps, width) or more ReFlow rounds, until every σ = "
+                        f"{contrast_sigma:g} chain leaves it")
     return Precondition(
         f"round 0 learned the initial coupling on every seed: its angle within {tol}° of {coupling_deg:g}°, every "
         f"singular value of the fitted map within {ROUND0_SINGULAR_VALUE_TOL} of 1 and the fit's RMS residual ≤ "
-        f"{ROUND0_RESIDUAL_TOL} (else a drift says nothing about ReFlow); and the band min({tol}°, ½ × the exact "
+        f"{ROUND0_RESIDUAL_TOL} (else a drift says nothing about ReFlow); the band min({tol}°, ½ × the exact "
         f"CFM(σ = {contrast_sigma:g}) minimiser's drift over the same rounds) is > {BAND_FLOOR_DEG:g}°, so that "
-        f"staying within it tells σ = 0 from the paper's σ = {contrast_sigma:g}",
-        holds=learned and separable,
+        f"staying within it tells σ = 0 from the paper's σ = {contrast_sigma:g} on exact minimisers; and it does on "
+        f"the networks: no seed's σ = {contrast_sigma:g} network chain stays within the band (the negative control, "
+        f"the same rule on those chains)",
+        holds=learned and separable and resolved,
         measured={"round0_angle_deg": angle0, "round0_singular_values": sv0, "round0_fit_residual_rms": resid0,
-                  "contrast_sigma": contrast_sigma, "contrast_ideal_drift_deg": drift, "band_deg": band},
+                  "contrast_sigma": contrast_sigma, "contrast_ideal_drift_deg": drift, "band_deg": band,
+                  "contrast_network_max_dev_deg": None if control is None else control["max_dev_later_rounds_per_seed"],
+                  "contrast_network_seeds_staying": staying},
         remedy="; ".join(remedies))
 
 
@@ -478,7 +534,12 @@ def _judge(ctx: RunContext, config: Lemma2Config, results: dict[str, dict[str, l
     angles0 = [angles["sigma=0.0"][f"seed={s}"] for s in seeds]
     band, drift = stagnation_band(a0, tol, config.rounds)
     refute_deg = STAGNATION_REFUTE * tol
-    devs = [max(abs(x - a0) for x in a[1:]) if _finite(a) else math.inf for a in angles0]
+    devs = [later_deviation(a, a0) for a in angles0]
+    # the negative control: the same rule on every σ > 0's network chains (at CONTRAST_SIGMA it is the precondition's)
+    controls = {f"sigma={sigma}": negative_control([angles[f"sigma={sigma}"][f"seed={s}"] for s in seeds], a0, band,
+                                                   refute_deg, ideal[f"sigma={sigma}"])
+                for sigma in config.sigmas if sigma != 0}
+    contrast = next((controls[f"sigma={x}"] for x in config.sigmas if x == CONTRAST_SIGMA), None)
     ctx.claim("lemma2.sigma0_stagnation",
               f"At σ = 0 ReFlow stagnates: the rotation angle stays ≈ {a0:g}° across rounds (OT would be 0°).",
               {"angles_deg_per_seed": {f"seed={s}": a for s, a in zip(seeds, angles0, strict=True)},
@@ -488,10 +549,10 @@ def _judge(ctx: RunContext, config: Lemma2Config, results: dict[str, dict[str, l
                "straightness": {f"seed={s}": [r["straightness"] for r in results["sigma=0.0"][f"seed={s}"]]
                                 for s in seeds},
                "tolerance_deg": tol, "contrast_sigma": CONTRAST_SIGMA, "contrast_ideal_drift_deg": drift,
-               "band_deg": band, "refute_beyond_deg": refute_deg},
+               "band_deg": band, "refute_beyond_deg": refute_deg, "negative_control": controls},
               verdict=stagnation_rule(angles0, a0, band, refute_deg),
               precondition=stagnation_precondition([results["sigma=0.0"][f"seed={s}"][0] for s in seeds], a0, tol,
-                                                   band, drift),
+                                                   band, drift, control=contrast),
               kind="reproduction",
               min_effect=f"every ReFlow round within {band:.3g}° of {a0:g}° = min(the {tol}° tolerance, ½ × the "
                          f"{drift:.3g}° the exact CFM(σ = {CONTRAST_SIGMA:g}) minimiser drifts over the same rounds) "
@@ -504,7 +565,9 @@ def _judge(ctx: RunContext, config: Lemma2Config, results: dict[str, dict[str, l
                    f"it tells σ = 0 from the paper's σ = {CONTRAST_SIGMA:g}); a seed stays if every round's angle is "
                    f"within the band of {a0:g}°, leaves if some round is more than {refute_deg:g}° "
                    f"({STAGNATION_REFUTE:g} × the tolerance) away (NaN: a reflection, counts as away). Confirmed if "
-                   f"every seed stays; refuted if every seed leaves; inconclusive otherwise")
+                   f"every seed stays; refuted if every seed leaves; inconclusive otherwise. Negative control "
+                   f"(lemma2.negative_control, evidence negative_control): the same rule on every σ > 0's network "
+                   f"chains; testable only if no σ = {CONTRAST_SIGMA:g} chain stays within the band")
 
     split0 = drop_split(angles0, a0)
     for sigma in config.sigmas:
@@ -592,9 +655,11 @@ __all__ = [
     "evaluate_round",
     "ideal_angles",
     "ideal_reflow_angle",
+    "later_deviation",
     "min_testable_coupling_angle",
     "moves_precondition",
     "moves_rule",
+    "negative_control",
     "run",
     "stagnation_band",
     "stagnation_precondition",
