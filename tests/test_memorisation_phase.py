@@ -620,3 +620,33 @@ def test_docs_state_the_remark2_policy_and_its_exception_and_the_exact_gates() -
     for text in (mp_doc, " ".join((mp.reduction_map.__doc__ or "").split()), " ".join(t1.__doc__.split())):
         assert "prop2 gates on every seed too" not in text and "prop2 gates the same" not in text
         assert "0.95" in text and "0.9 " in text
+
+
+def test_ratio_figure_tells_which_n_each_line_is(synthetic: list[dict[str, Any]]) -> None:
+    """The left panel's lines of one (d, width) share colour and style; each N gets its own marker, listed in the
+    legend (readerB 9: the legend was titled 'one line per N' but named only (d, width), so no line could be read
+    as an N)."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    drawn: dict[str, Any] = {}
+    ctx = SimpleNamespace(metrics={}, figure=lambda name, fig: drawn.__setitem__(name, fig))
+    regions = {0.05: reduction_map(synthetic, 0.05, memorise_accuracy=0.9, margin=0.1)}
+    config = build_config(get_experiment("memorisation_phase"), quick=True)
+    _ratio_figure(ctx, config, synthetic, regions)  # type: ignore[arg-type]
+    fig = drawn["accuracy_vs_tube_ratio"]
+    legend = fig.axes[0].get_legend()
+    entries = dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles, strict=True))
+    marker_of_n = {n: entries[f"N = {n}"].get_marker() for n in (16, 64)}
+    assert len(set(marker_of_n.values())) == 2  # two Ns, two markers
+    assert "N" in legend.get_title().get_text() and "marker" in legend.get_title().get_text()
+    # every cell's σ > 0 line carries its N's marker (the line's gid names its cell)
+    lines = {line.get_gid(): line for line in fig.axes[0].get_lines() if line.get_gid()}
+    cells = {f"d={p['d']},N={p['n']},width={p['width']}": p["n"] for p in synthetic}
+    assert set(lines) == set(cells)
+    for cell, n in cells.items():
+        assert lines[cell].get_marker() == marker_of_n[n], cell
+    # the (d, width) entries name colour and style only: no marker that could be read as an N
+    assert entries["d=2, width 64"].get_marker() in ("None", "", None)
+    plt.close(fig)

@@ -1002,10 +1002,12 @@ def _ratio_figure(ctx: RunContext, config: MemorisationPhaseConfig, points: list
     left = min(positive) / 4 if positive else 1e-3
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     keys = sorted({(p["d"], p["n"], p["width"]) for p in points})
-    # one colour per d and one line style per width, labelled once per (d, width): a full grid has 40 cells, more
-    # than a colour cycle or a legend can tell apart (N orders the lines along the ratio axis; the heatmaps name it)
-    dims, widths = sorted({k[0] for k in keys}), sorted({k[2] for k in keys})
+    # one colour per d, one line style per width and one marker per N, each listed once in the legend: a full grid
+    # has 40 cells, more than a colour cycle or a legend can tell apart one by one, and three legend groups name
+    # every line (the lines of one (d, width) differ only in N, so without the marker no line could be read as an N)
+    dims, ns, widths = sorted({k[0] for k in keys}), sorted({k[1] for k in keys}), sorted({k[2] for k in keys})
     styles = ["-", "--", "-.", ":"]
+    markers = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]  # more Ns than these repeat a marker
     labelled: set[tuple[int, int]] = set()
     for d, n, w in keys:
         rows = [p for p in points if (p["d"], p["n"], p["width"]) == (d, n, w)]
@@ -1014,9 +1016,13 @@ def _ratio_figure(ctx: RunContext, config: MemorisationPhaseConfig, points: list
         ys = [float(np.mean([p["pairing_accuracy"] for p in rows if p["sigma"] == sg])) for sg in sigmas]
         y0 = float(np.mean([p["pairing_accuracy"] for p in rows if p["sigma"] == 0.0]))
         color, style = colors[dims.index(d) % len(colors)], styles[widths.index(w) % len(styles)]
-        label = None if (d, w) in labelled else f"d={d}, width {w}"
-        labelled.add((d, w))
-        axes[0].semilogx(xs, ys, marker="o", ms=3, ls=style, color=color, label=label)
+        marker = markers[ns.index(n) % len(markers)]
+        if (d, w) not in labelled:  # the legend's (d, width) entry: colour and style, no marker (that is N's)
+            axes[0].plot([], [], ls=style, color=color, label=f"d={d}, width {w}")
+            labelled.add((d, w))
+        # gid: the cell a line draws, for whoever reads the figure back (tests)
+        axes[0].semilogx(xs, ys, marker=marker, ms=5, mfc="none", mew=0.9, ls=style, color=color,
+                         gid=cell_key(d, n, w))
         axes[0].scatter([left], [y0], marker="*", s=70, color=color)
         if xs:
             axes[0].plot([left, xs[0]], [y0, ys[0]], ls=":", color=color, lw=1)  # σ = 0 star → smallest σ
@@ -1029,10 +1035,14 @@ def _ratio_figure(ctx: RunContext, config: MemorisationPhaseConfig, points: list
     axes[0].set_ylim(-0.05, 1.05)
     # outside the axes: inside, it covered the d = 50 lines; the dotted connector style is named in the legend
     handles, labels = axes[0].get_legend_handles_labels()
+    for n in ns:
+        handles.append(Line2D([], [], ls="none", marker=markers[ns.index(n) % len(markers)], ms=5, mfc="none",
+                              mew=0.9, color="grey"))
+        labels.append(f"N = {n}")
     handles.append(Line2D([], [], ls=":", color="grey", lw=1))
     labels.append("dotted: σ = 0 (star) to the smallest σ")
     axes[0].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
-                   title="one line per N", title_fontsize=7)
+                   title="one line per (d, N, width):\ncolour d, style width, marker N", title_fontsize=7)
     axes[1].axhline(config.reduction_margin, color="grey", ls="--", lw=1, label=f"margin {config.reduction_margin}")
     thr = ctx.metrics.get("tube_ratio_threshold")
     if isinstance(thr, float) and math.isfinite(thr):
