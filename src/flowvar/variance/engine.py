@@ -71,6 +71,7 @@ from flowvar.variance.records import (
     BatchedPasses,
     CallRecord,
     Collector,
+    ForwardState,
     ProbeSet,
     RuleContext,
     autocast_state,
@@ -78,6 +79,7 @@ from flowvar.variance.records import (
 )
 from flowvar.variance.rules import LinearRule, Rule, fallback_call, parametrization_children, rule_for
 from flowvar.variance.rules.attention import Capture, capture_projections, end_capture
+from flowvar.variance.rules.fallback import forward_state, recorded_buffers, settle_state, spectral_vectors
 
 __all__ = ["REDUCTIONS", "REPEATED_BACKWARD", "UNRECORDED", "BatchMismatchError", "GradNormEngine", "Reduction"]
 
@@ -145,7 +147,7 @@ def _batch_to_front(call: CallRecord) -> CallRecord:
         return x.movedim(1, 0) if isinstance(x, Tensor) and x.ndim >= 2 else x
 
     return CallRecord(tuple(move(a) for a in call.args), call.kwargs, [move(o) for o in call.outputs],
-                      [move(g) for g in call.grads], autocast=call.autocast)
+                      [move(g) for g in call.grads], autocast=call.autocast, state=call.state)
 
 
 def _claimed_children(model: nn.Module) -> dict[int, list[str]]:
@@ -268,6 +270,13 @@ class GradNormEngine:
         self._batched = BatchedPasses()
         #: open projection captures of capturing rules' modules, by (thread, id(module)): one forward each
         self._captures: dict[tuple[int, int], Capture] = {}
+        # the buffers of calls under way, from the forward pre-hook to the forward hook (:meth:`_state_begin`), by
+        # (thread, module, whether it is the whole model's call)
+        self._pending: dict[tuple[int, int, bool], list[ForwardState]] = {}
+        # the spectral norms' vectors inside each module measured by the fallback (and the whole model: key 0)
+        self._vectors: dict[int, list[str]] = {}
+        # whether the whole model's recorded calls keep copies of its buffers (:meth:`_model_buffers`)
+        self._keep_model_state = False
         self._handles: list[Any] = []
         #: parameters found used outside their own module's forward: measured through the whole model (the
         #: fallback at the root), {name: why}; kept for later batches
@@ -283,6 +292,8 @@ class GradNormEngine:
         self._sequence_first = _sequence_first(model)
         self._coupling_candidates = [(n, m) for n, m in model.named_modules()
                                      if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Embedding)]
+        # the modules holding buffers, whose versions the model's forward pre-hook notes (:meth:`_state_begin`)
+        self._buffer_owners = _buffer_owners(model)
         self.attach()
 
     # ----------------------------------------------------------------------------------------- plan
@@ -353,6 +364,9 @@ class GradNormEngine:
                 any_capturing |= capturing
                 if capturing:
                     self._handles.append(m.register_forward_pre_hook(self._capture_begin))
+                if id(m) in fallback_modules:  # its buffers as each recorded call begins, for the recomputation
+                    self._vectors[id(m)] = spectral_vectors(m)
+                    self._handles.append(m.register_forward_pre_hook(self._state_begin))
                 hook = partial(self._forward_hook, clone=id(m) in fallback_modules,
                                row_norms=id(m) in linear_modules, capture=capturing)
                 self._handles.append(m.register_forward_hook(hook, with_kwargs=True))
@@ -365,6 +379,7 @@ class GradNormEngine:
                 if p.requires_grad:
                     self._handles.append(p.register_hook(partial(self._param_hook, id(p))))
                     self._handles.append(p.register_post_accumulate_grad_hook(partial(self._accumulated_hook, id(p))))
+        self._vectors[0] = spectral_vectors(self.model)
         self._handles.append(self.model.register_forward_hook(self._root_hook, with_kwargs=True))
         self._handles.append(self.model.register_forward_pre_hook(self._begin_pass, prepend=True))
         if self.owned is not None:  # parameters an interrupted forward left frozen get requires_grad back
@@ -385,7 +400,7 @@ class GradNormEngine:
         without this pass's records: they hold the pass's non-leaf tensors, which cannot be deep-copied, and they
         belong to the original's pass (an EMA copy or a checkpoint taken between ``backward()`` and ``compute()``)."""
         transient: list[Any] = [self._records, self._param_grads, self._last_grad, self._accumulated,
-                                self._root_outputs, self._root_calls, self._captures]
+                                self._root_outputs, self._root_calls, self._captures, self._pending]
         if self.owned is not None:
             transient += [self.owned.calls, self.owned._frozen]
         for obj in transient:  # every reference to them in the copy (the owned layers' too) gets the same empty one
@@ -408,6 +423,7 @@ class GradNormEngine:
         """Forget the recorded forward/backward pass (and close projection captures an interrupted forward left
         open)."""
         self._close_captures()
+        self._pending.clear()  # the buffers of calls an exception interrupted (no forward hook took them)
         self._drop_pass()
         self._retired.clear()
         self._retired_backward = False
@@ -451,7 +467,9 @@ class GradNormEngine:
         foresee). So at most one finished pass is held besides the current one, records never pile up, and passes
         are never measured together as one batch. Calls that got no backward pass are dropped once
         :data:`_PENDING_CALLS` pile up (a grad-enabled evaluation loop). Not inside a backward pass: a forward
-        recomputed there (activation checkpointing) belongs to the pass under way."""
+        recomputed there (activation checkpointing) belongs to the pass under way. Also notes the model's buffers as
+        the call begins (:meth:`_state_begin`: this hook stands for that one on the model, one Python call less)."""
+        self._state_begin(self.model, (), root=True)
         if not (self._backward_seen or len(self._root_calls) >= _PENDING_CALLS):
             return
         if not self._recording() or torch._C._current_graph_task_id() != -1:
@@ -492,11 +510,13 @@ class GradNormEngine:
         leaves = [output] if isinstance(output, Tensor) else tree_flatten(output)[0]
         grads: list[Tensor | None] = [None] * len(leaves)
         stored = leaves
+        state = None
         if clone:  # the fallback recomputes the module later: keep this call's inputs and outputs as they are now
             inputs, spec = tree_flatten((args, kwargs))
             args, kwargs = tree_unflatten([_snapshot(x) for x in inputs], spec)
             stored = [_snapshot(x) for x in leaves]
-        call = CallRecord(tuple(args), dict(kwargs), stored, grads, autocast=autocast_state(leaves))
+            state = self._state_end(module, id(module), False)
+        call = CallRecord(tuple(args), dict(kwargs), stored, grads, autocast=autocast_state(leaves), state=state)
         if capture:  # the projections this very call used (this thread's capture of the module, still open)
             opened = self._captures.get((threading.get_ident(), id(module)))
             if opened is not None:
@@ -508,6 +528,32 @@ class GradNormEngine:
                 # the garbage collector runs (measured: +60% forward/backward time)
                 leaf.register_hook(partial(_store_grad, grads, k, self._batched))
         self._records.setdefault(id(module), []).append(call)
+
+    def _state_begin(self, module: nn.Module, args: tuple[Any, ...], root: bool = False) -> None:
+        """Forward pre-hook of the modules measured by the fallback and of the whole model: their buffers as the call
+        begins (:class:`~flowvar.variance.records.ForwardState`), which the forward may update before compute() runs
+        and the fallback must recompute from. A module's are copied (its inputs and outputs are, too); the model's
+        only once the fallback through the whole model is planned — until then the versions of its buffers are
+        noted (a few attribute reads, none for a model without buffers) — since copying every buffer of a model (a
+        data set held as buffers) on every recorded pass would cost every step."""
+        if not self._recording():
+            return
+        if not root or self.outside or self._keep_model_state:
+            state = forward_state(module, copy=True)
+        else:
+            state = ForwardState({f"{prefix}{k}": (b, b._version) for prefix, m in self._buffer_owners
+                                  for k, b in m._buffers.items() if b is not None})
+        self._pending.setdefault((threading.get_ident(), id(module), root), []).append(state)
+
+    def _state_end(self, module: nn.Module, key: int, root: bool) -> ForwardState | None:
+        """The forward hook's half of :meth:`_state_begin`: the state of the call that is returning (None when the
+        pre-hook did not run for it), with the spectral norms' vectors as the forward left them."""
+        stack = self._pending.get((threading.get_ident(), id(module), root))
+        if not stack:
+            return None
+        state = stack.pop()
+        settle_state(module, state, self._vectors.get(key, []))
+        return state
 
     def _capture_begin(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Forward pre-hook of a capturing rule's module (MultiheadAttention): observe its projections while
@@ -583,7 +629,8 @@ class GradNormEngine:
             grads: list[Tensor | None] = [None] * len(leaves)
             self._root_calls.append(CallRecord(tuple(args), dict(kwargs), leaves, grads,
                                                in_backward=torch._C._current_graph_task_id() != -1,
-                                               autocast=autocast_state(leaves)))
+                                               autocast=autocast_state(leaves),
+                                               state=self._state_end(module, 0, True)))
             for k, leaf in enumerate(leaves):
                 if isinstance(leaf, Tensor) and leaf.requires_grad:
                     leaf.register_hook(partial(_store_grad, grads, k, self._batched))
@@ -929,7 +976,8 @@ class GradNormEngine:
                     # on the last dimension, so batch-first calls recompute it (the fallback checks the output)
                     mcalls = [_batch_to_front(c) for c in mcalls]
                 for call in mcalls:
-                    grads, h = fallback_call(m, mname, wanted, call, start, stop, ctx.B)
+                    grads, h = fallback_call(m, mname, wanted, call, start, stop, ctx.B,
+                                             recorded_buffers(m, call.state))
                     how = h if h == "fallback-loop" else how
                     for k, g in grads.items():
                         total[wanted[k]] = total[wanted[k]] + g if wanted[k] in total else g
@@ -965,10 +1013,11 @@ class GradNormEngine:
         wanted = {n: n for n in names}
         how = "fallback-vmap"
         calls = [c for c in self._root_calls if any(g is not None for g in c.grads)]
+        buffers = [self._model_buffers(c, names) for c in calls]
         for start, stop in self._fallback_chunks(ctx, [measured[n] for n in names]):
             total: dict[str, Tensor] = {}
-            for call in calls:
-                grads, h = fallback_call(self.model, "the model", wanted, call, start, stop, B)
+            for call, state in zip(calls, buffers):
+                grads, h = fallback_call(self.model, "the model", wanted, call, start, stop, B, state)
                 how = h if h == "fallback-loop" else how
                 for k, g in grads.items():
                     total[k] = total[k] + g if k in total else g
@@ -989,6 +1038,66 @@ class GradNormEngine:
                         "(slower): %s — %s", len(new), ", ".join(new[:5]) + (" ..." if len(new) > 5 else ""),
                         via_model[new[0]])
         self.outside.update(via_model)
+
+    def _model_buffers(self, call: CallRecord, names: list[str]) -> dict[str, Tensor]:
+        """The model's buffers as its recorded ``call`` began, for the fallback through the whole model (which copies
+        them again before use, never writing the model's own): the copies the call kept; else each buffer as it is
+        now where it is the same tensor at the same version as then (not written since), or a copy a module measured
+        by the fallback kept of it at that version. A buffer written since that nothing kept a copy of (a module
+        without parameters that updates its buffers in its forward, on a pass recorded before the fallback through
+        the model was planned) cannot be recomputed from: :class:`DataError`, and from then on the model's calls keep
+        copies of every buffer."""
+        state = call.state
+        if state is not None and state.copies is not None:
+            return state.copies
+        then = state.live if state is not None else {}
+        out: dict[str, Tensor] = {}
+        missing: list[str] = []
+        for name, b in self.model.named_buffers():
+            was = then.get(name)
+            fresh = was is not None and was[0] is b and was[1] == b._version  # not written since the call began
+            copy = b.detach() if fresh else self._kept_copy(name, was)
+            if copy is None:
+                missing.append(name)
+            else:
+                out[name] = copy
+        if missing:
+            self._keep_model_state = True
+            shown = ", ".join(repr(n) for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                                                else "")
+            raise DataError(
+                f"{', '.join(repr(n) for n in names[:5])} must be measured through the whole model (used outside their "
+                f"module's forward), which recomputes the model from its buffers as the recorded forward pass began, "
+                f"but the buffers {shown} were written since (a module that updates its buffers in its forward: "
+                f"running statistics, a counter, an EMA of its input) and no copy of them as they were was kept: this "
+                f"pass cannot be measured exactly. From the next pass on the engine keeps one at the start of every "
+                f"recorded forward pass: measure the next step")
+        return out
+
+    def _kept_copy(self, name: str, was: tuple[Tensor, int] | None) -> Tensor | None:
+        """The copy of the model's buffer ``name`` that a module measured by the fallback kept as its first recorded
+        call of this pass began, if the buffer was then the tensor ``was`` names at its version (not written since
+        the model's call began); else None."""
+        if was is None:
+            return None
+        for unit in self.units:
+            if unit.rule is not None:
+                continue
+            for mname, m in unit.modules:
+                prefix = f"{mname}." if mname else ""
+                calls = self._records.get(id(m))
+                if not name.startswith(prefix) or not calls:
+                    continue
+                state = calls[0].state
+                local = name[len(prefix):]
+                if state is None or state.copies is None or local not in state.copies:
+                    continue
+                seen = state.live.get(local)
+                # the spectral norms' vectors were kept as the forward left them, which the recomputation needs
+                if local in self._vectors.get(id(m), ()) or (seen is not None and seen[0] is was[0] and
+                                                             seen[1] == was[1]):
+                    return state.copies[local]
+        return None
 
     def _failed_checks(self, collectors: dict[str, Collector], measured: dict[str, nn.Parameter],
                        hooked: dict[int, Tensor], B: int, ctx: RuleContext) -> list[str]:
@@ -1131,6 +1240,11 @@ def _bin_edges(n_bins: int) -> np.ndarray:
         edges = _EDGES[n_bins] = np.arange(n_bins + 1) / n_bins
         edges.flags.writeable = False
     return edges
+
+
+def _buffer_owners(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """("name." or "" for the model itself, module) for the modules of ``model`` that hold buffers of their own."""
+    return [(f"{name}." if name else "", m) for name, m in model.named_modules() if m._buffers]
 
 
 def _outside_transforms() -> bool:

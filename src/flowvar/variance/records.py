@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "BatchedPasses", "Blocked", "CallRecord", "Collector", "PerSample",
-           "ProbeSet", "RuleContext", "autocast_state", "is_batched_grad", "sample_sq_norms", "sample_sum",
-           "segment_sums"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "BatchedPasses", "Blocked", "CallRecord", "Collector",
+           "ForwardState", "PerSample", "ProbeSet", "RuleContext", "autocast_state", "is_batched_grad",
+           "sample_sq_norms", "sample_sum", "segment_sums"]
 
 F64 = torch.float64
 
@@ -134,6 +134,24 @@ def autocast_state(leaves: list[Any]) -> AutocastState:
 
 
 @dataclass
+class ForwardState:
+    """A module's buffers as one of its recorded forward calls began, for the exact fallback, which recomputes the call
+    from them (:func:`~flowvar.variance.rules.fallback.fallback_call`): a forward may update its buffers (running
+    statistics, a counter, an EMA of its input) before ``compute()`` runs, and the recomputation must neither start
+    from the updated ones nor write to the model's own.
+
+    ``live``: {buffer name: (the module's buffer, its version counter ``Tensor._version``)}, which every in-place write
+    advances: a buffer found with the same tensor and version later has not been written since. ``copies``: {name:
+    copy} taken then (the modules the fallback measures: always; the whole model only once its fallback is planned —
+    copying every buffer of a model, a data set held as buffers included, on each recorded pass would cost every
+    step); the vectors u, v of spectral norms as the forward left them (their training-mode forward iterates them in
+    place and normalises by the result, which the fallback's eval-mode recomputation reuses)."""
+
+    live: dict[str, tuple[Tensor, int]]
+    copies: dict[str, Tensor] | None = None
+
+
+@dataclass
 class CallRecord:
     """One recorded forward call of a module: its inputs, its output leaves and ∂L/∂(output leaves)."""
 
@@ -153,6 +171,9 @@ class CallRecord:
     #: the autocast state the call ran under, per device type of its outputs (:func:`autocast_state`): the fallback
     #: recomputes the call under the same state, so that it runs the ops in the precision the recorded call did
     autocast: AutocastState = ()
+    #: the module's buffers as the call began (:class:`ForwardState`): recorded for the modules the fallback measures
+    #: and for the whole model's call
+    state: ForwardState | None = None
 
     def grad(self, k: int = 0) -> Tensor:
         """δ of output leaf ``k`` (zeros when the backward pass did not reach it)."""

@@ -9,6 +9,12 @@ this function for parameters used outside their own module's forward. The recomp
 state of the recorded call (:attr:`~flowvar.variance.records.CallRecord.autocast`): a call under ``torch.autocast``
 is recomputed in the autocast precision, as the training step ran it, and one outside autocast outside it.
 
+Buffers: the recomputation runs on copies of the module's buffers as the recorded call began
+(:class:`~flowvar.variance.records.ForwardState`, taken by the engine's forward pre-hook), a fresh copy for each vmap
+call and each sample of the loop, and never writes to the model's own: a forward that updates its buffers (running
+statistics of ``InstanceNorm(track_running_stats=True)``, a counter, an EMA of its input) would otherwise update them
+again once per sample on every measured step, and be recomputed from the updated ones.
+
 Reparametrised weights go here too (:func:`reparametrized`): a layer whose weight ``torch.nn.utils.parametrize``
 computes from other parameters (``parametrizations.weight_norm``, ``spectral_norm``, ``orthogonal``, a user's
 parametrisation), or whose weight an old-style ``torch.nn.utils.weight_norm`` / ``spectral_norm`` forward pre-hook
@@ -37,10 +43,11 @@ from torch.nn.utils.weight_norm import WeightNorm
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from flowvar.errors import ConfigError
-from flowvar.variance.records import F64, AutocastState, CallRecord
+from flowvar.variance.records import F64, AutocastState, CallRecord, ForwardState
 from flowvar.variance.rules.base import batched
 
-__all__ = ["fallback_call", "parametrization_children", "reparametrized"]
+__all__ = ["fallback_call", "forward_state", "parametrization_children", "recorded_buffers", "reparametrized",
+           "settle_state", "spectral_vectors"]
 
 #: The start of torch's warning that vmap runs an op without a batching rule in a loop.
 _SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
@@ -71,6 +78,44 @@ def parametrization_children(module: nn.Module) -> list[str]:
     tree = module.parametrizations  # type: ignore[union-attr]
     assert isinstance(tree, nn.Module)
     return ["parametrizations", *(f"parametrizations.{n}" for n, _ in tree.named_modules() if n)]
+
+
+def forward_state(module: nn.Module, copy: bool) -> ForwardState:
+    """``module``'s buffers as its forward begins (the engine's forward pre-hook): the live ones with their version
+    counters, and copies of them when ``copy``."""
+    live = {name: (b, b._version) for name, b in module.named_buffers()}
+    return ForwardState(live, {name: b.detach().clone() for name, (b, _) in live.items()} if copy else None)
+
+
+def spectral_vectors(module: nn.Module) -> list[str]:
+    """The names (as in ``module.named_buffers()``) of the power-iteration vectors u, v of the spectral norms inside
+    ``module``, new style (``parametrizations.weight.0._u``) and old style (``weight_u``): the recomputation runs the
+    spectral norms in eval mode (:func:`_recomputation`), so it takes these as the recorded forward *left* them."""
+    names: list[str] = []
+    for prefix, m in module.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        if isinstance(m, _SpectralNorm):
+            names += [dot + k for k, b in m._buffers.items() if b is not None]
+        names += [dot + f"{h.name}{end}" for h in m._forward_pre_hooks.values() if isinstance(h, SpectralNorm)
+                  for end in ("_u", "_v")]
+    return names
+
+
+def settle_state(module: nn.Module, state: ForwardState, vectors: list[str]) -> None:
+    """After the recorded forward (the engine's forward hook): ``state``'s copies of the spectral norms' ``vectors``
+    (:func:`spectral_vectors`) replaced by the values the forward left."""
+    if state.copies is not None:
+        for name in vectors:
+            state.copies[name] = module.get_buffer(name).detach().clone()
+
+
+def recorded_buffers(module: nn.Module, state: ForwardState | None) -> dict[str, Tensor]:
+    """The buffers a recomputation of a recorded call of ``module`` starts from: the copies taken as the call began;
+    without them (a call recorded before the module was planned for the fallback), the current ones, which
+    :func:`fallback_call` copies before use as well."""
+    if state is not None and state.copies is not None:
+        return state.copies
+    return {name: b.detach() for name, b in module.named_buffers()}
 
 
 @contextmanager
@@ -126,12 +171,19 @@ def _relative_gap(a: Tensor, b: Tensor) -> float:
 
 
 def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], call: CallRecord, start: int,
-                  stop: int, B: int) -> tuple[dict[str, Tensor], str]:
+                  stop: int, B: int, buffers: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
     """Per-sample gradients {local name: (b, *shape)} of ``module``'s parameters ``wanted`` for one call and
-    samples [start, stop): vmap over samples of vjp(module at x_i, δ_i); a loop when vmap cannot."""
+    samples [start, stop): vmap over samples of vjp(module at x_i, δ_i); a loop when vmap cannot. ``buffers``: the
+    module's buffers as the call began (:func:`recorded_buffers`), never written: each vmap call and each sample of
+    the loop runs on fresh copies of them."""
     params = {k: p.detach() for k, p in module.named_parameters() if k in wanted}
     fixed = {k: p.detach() for k, p in module.named_parameters() if k not in wanted}
-    buffers = dict(module.named_buffers())
+
+    def fresh() -> dict[str, Tensor]:
+        # a forward that writes its buffers in place writes these, and the next sample (or chunk) must not see it
+        return {k: b.clone() for k, b in buffers.items()}
+
+    state = fresh()
     leaves, spec = tree_flatten((call.args, call.kwargs))
     # the recorded inputs as constants: a recomputation must not reach back into the (freed) graph of the pass
     leaves = [x.detach() if isinstance(x, Tensor) else x for x in leaves]
@@ -153,7 +205,7 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
         return [outs[k].select(out_dim(k), 0) for k in out_idx]
 
     def forward(p: dict[str, Tensor], sample: list[Tensor]) -> list[Tensor]:
-        return call_one(sample, lambda *a, **kw: functional_call(module, (p, fixed, buffers), a, kw))
+        return call_one(sample, lambda *a, **kw: functional_call(module, (p, fixed, state), a, kw))
 
     def one(p: dict[str, Tensor], sample: list[Tensor], cot: list[Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
         out, pullback = vjp(lambda q: forward(q, sample), p)
@@ -181,8 +233,8 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
             # support, an op without a batching rule. One ordinary backward pass per sample runs anything autograd
             # does.
             how = "fallback-loop"
-            grads, outs = _autograd_loop(module, module_name, lambda sample: call_one(sample, module),
-                                         {**fixed, **buffers}, params, xs, cots, stop - start, error, under)
+            grads, outs = _autograd_loop(module, module_name, lambda sample: call_one(sample, module), fixed,
+                                         fresh, params, xs, cots, stop - start, error, under)
     # recomputation in the outputs' own precision: float64 agrees to rounding, float32 to ~1e-6, half types less —
     # and so does a float32 output computed under autocast from half-precision products
     tol = 1e-9 if all(o.dtype == F64 for o in outs) else \
@@ -191,7 +243,7 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
         gap = _relative_gap(outs[j], call.outputs[k].movedim(out_dim(k), 0)[start:stop])
         if not gap <= tol:  # NaN too
             with _recomputation(module), _autocast_as(call.autocast), _eager():
-                raise ConfigError(_recomputation_error(module, module_name, call, gap, tol))
+                raise ConfigError(_recomputation_error(module, module_name, call, fresh(), gap, tol))
     return {k: g.detach() for k, g in grads.items()}, how
 
 
@@ -216,15 +268,17 @@ def _raised_by_compiler(error: BaseException) -> bool:
     return False
 
 
-def _recomputation_error(module: nn.Module, module_name: str, call: CallRecord, gap: float, tol: float) -> str:
+def _recomputation_error(module: nn.Module, module_name: str, call: CallRecord, buffers: dict[str, Tensor],
+                         gap: float, tol: float) -> str:
     """The error of a recomputation one sample at a time that missed the recorded output by ``gap``, naming the cause
-    that a recomputation of the whole recorded batch (no gradients, buffers copied) tells apart: a forward that
-    couples the samples reproduces its batch output, while parameters changed since the forward pass (monitor.step()
-    after optimizer.step()) do not."""
+    that a recomputation of the whole recorded batch (no gradients; ``buffers``: copies of those the call began with)
+    tells apart: a forward that couples the samples (batch statistics, an EMA of the batch it uses at once)
+    reproduces its batch output, while parameters changed since the forward pass (monitor.step() after
+    optimizer.step()) do not."""
     who = f"module {module_name!r} ({type(module).__name__})"
     leaves, spec = tree_flatten((call.args, call.kwargs))
     args, kwargs = tree_unflatten([x.detach() if isinstance(x, Tensor) else x for x in leaves], spec)
-    state = {**dict(module.named_parameters()), **{k: b.clone() for k, b in module.named_buffers()}}
+    state = {**dict(module.named_parameters()), **buffers}
     try:
         with torch.no_grad():
             outs, _ = tree_flatten(functional_call(module, state, args, kwargs))
@@ -244,10 +298,12 @@ def _recomputation_error(module: nn.Module, module_name: str, call: CallRecord, 
 
 
 def _autograd_loop(module: nn.Module, module_name: str, forward: Callable[[list[Tensor]], list[Tensor]],
-                   others: dict[str, Tensor], params: dict[str, Tensor], xs: list[Tensor], cots: list[Tensor], n: int,
-                   why: BaseException, under: str = "") -> tuple[dict[str, Tensor], list[Tensor]]:
+                   others: dict[str, Tensor], buffers: Callable[[], dict[str, Tensor]], params: dict[str, Tensor],
+                   xs: list[Tensor], cots: list[Tensor], n: int, why: BaseException,
+                   under: str = "") -> tuple[dict[str, Tensor], list[Tensor]]:
     """Per-sample vector-Jacobian products by one ordinary backward pass per sample into fresh leaf copies of the
-    parameters (the only tensors of the recomputation that require gradients): slower than vmap but runs anything
+    parameters (the only tensors of the recomputation that require gradients), with ``others`` (the parameters not
+    measured) and fresh copies of the buffers (``buffers()``) for each sample: slower than vmap but runs anything
     the training step's own backward pass runs. Errors become one
     :class:`ConfigError` line naming the module (``why``: the error that made vmap give up; ``under``: the autocast
     the call was recorded and recomputed under, named as a possible cause)."""
@@ -260,7 +316,7 @@ def _autograd_loop(module: nn.Module, module_name: str, forward: Callable[[list[
                 leaves = {k: params[k].detach().requires_grad_(True) for k in keys}
                 # the module's tensors swapped for the whole forward *and* backward pass (non-reentrant checkpointing
                 # recomputes the forward inside the backward, after torch.func.functional_call would have returned)
-                with _reparametrize_module(module, {**others, **leaves}):
+                with _reparametrize_module(module, {**others, **buffers(), **leaves}):
                     out = forward([x[i] for x in xs])
                     pairs = [(o, c[i]) for o, c in zip(out, cots) if o.requires_grad]
                     if pairs:  # backward() rather than autograd.grad: reentrant checkpointing refuses the latter
