@@ -81,7 +81,8 @@ from flowvar.variance.rules import LinearRule, Rule, fallback_call, parametrizat
 from flowvar.variance.rules.attention import Capture, capture_projections, end_capture
 from flowvar.variance.rules.fallback import forward_state, recorded_buffers, settle_state, spectral_vectors
 
-__all__ = ["REDUCTIONS", "REPEATED_BACKWARD", "UNRECORDED", "BatchMismatchError", "GradNormEngine", "Reduction"]
+__all__ = ["REDUCTIONS", "REPEATED_BACKWARD", "UNRECORDED", "BatchMismatchError", "GradNormEngine", "Reduction",
+           "UnplannedParametersError"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,29 @@ class BatchMismatchError(ShapeError):
     def __init__(self, message: str, n: int, batches: tuple[int, ...]) -> None:
         super().__init__(message)
         self.n, self.batches = n, batches
+
+
+class UnplannedParametersError(ConfigError):
+    """:meth:`GradNormEngine.compute` found parameters that require gradients in modules the engine was not built with
+    (a layer added or replaced, a parametrisation registered after it was built): they carry no hooks, so measuring
+    would leave them out. ``parameters``: their names; ``modules``: the modules holding them ("the model" for the
+    root). The monitor words its own remedy from :meth:`found`."""
+
+    def __init__(self, parameters: list[str], modules: list[str]) -> None:
+        self.parameters, self.modules = parameters, modules
+        super().__init__(f"{self.found()}. Build the engine after the model is final: engine.detach(), then "
+                         f"GradNormEngine(model) again")
+
+    def found(self, built: str = "the engine") -> str:
+        """"the model has parameters ... ('name', ...; in module 'm')": what was found, without a remedy (``built``:
+        what was built before the modules were added)."""
+        shown = ", ".join(repr(n) for n in self.parameters[:6])
+        more = f" and {len(self.parameters) - 6} more" if len(self.parameters) > 6 else ""
+        where = ", ".join(repr(m) for m in self.modules[:4]) + (f" and {len(self.modules) - 4} more"
+                                                                if len(self.modules) > 4 else "")
+        kind = "module" if len(self.modules) == 1 else "modules"
+        return (f"the model has parameters that require gradients in modules added after {built} was built "
+                f"({shown}{more}; in {kind} {where}): they carry no hooks, so the statistics would leave them out")
 
 
 def _unique_params(module: nn.Module) -> dict[str, nn.Parameter]:
@@ -230,7 +254,10 @@ class GradNormEngine:
 
     ``elementwise``: also Σ_i g_i² (element-wise variance). ``chunk_bytes`` bounds the memory of materialised
     chunks; ``fallback_chunk`` the samples per vmap call of the fallback. Parameters with ``requires_grad=False``
-    are not measured.
+    are not measured. The plan (which rule or the fallback for each module) is made at construction: ``compute``
+    refuses a model that has since gained modules with parameters requiring gradients (a layer added or replaced, a
+    parametrisation registered: :class:`UnplannedParametersError`) rather than measure it in part, and checks the
+    BatchNorm/Embedding modules the model has now for batch coupling.
     """
 
     def __init__(self, model: nn.Module, *, elementwise: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -290,13 +317,45 @@ class GradNormEngine:
         self.owned = OwnedGradients(self._owning, self.outside, self.elementwise,
                                     self.chunk_bytes) if own_grads else None
         self._sequence_first = _sequence_first(model)
-        self._coupling_candidates = [(n, m) for n, m in model.named_modules()
-                                     if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Embedding)]
-        # the modules holding buffers, whose versions the model's forward pre-hook notes (:meth:`_state_begin`)
-        self._buffer_owners = _buffer_owners(model)
+        # the parameters the plan measures (by identity), and the modules all of whose parameters it measures, which
+        # :meth:`_survey` passes over (by id; the values hold them, so that no later module can take a freed one's id;
+        # a parameter reassigned on such a module is measured by its local name, as the plan's rules and fallback read
+        # the module's current parameters)
+        self._planned_params = {id(p) for u in self.units for p in u.params.values()}
+        self._planned_modules = {id(m): m for m in model.modules() if all(
+            id(p) in self._planned_params for p in m._parameters.values() if p is not None)}
+        # what :meth:`_survey` finds in the model as it is now: the modules that may couple the samples (BatchNorm,
+        # Embedding) and those holding buffers, whose versions the model's forward pre-hook notes (:meth:`_state_begin`)
+        self._coupling_candidates: list[tuple[str, nn.Module]] = []
+        self._buffer_owners: list[tuple[str, nn.Module]] = []
+        self._survey()
         self.attach()
 
     # ----------------------------------------------------------------------------------------- plan
+
+    def _survey(self) -> UnplannedParametersError | None:
+        """Look at the model as it is now (at construction and at every :meth:`compute`, one walk over its modules):
+        refresh the BatchNorm/Embedding modules whose batch coupling :func:`_coupling_problem` checks and the modules
+        holding buffers; returns the error to raise for parameters that require gradients in modules the plan does
+        not cover (a layer added or replaced after the engine was built: no hook would see them), or None."""
+        candidates: list[tuple[str, nn.Module]] = []
+        owners: list[tuple[str, nn.Module]] = []
+        params: list[str] = []
+        modules: list[str] = []
+        for name, m in self.model.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Embedding):
+                candidates.append((name, m))
+            if m._buffers:
+                owners.append((f"{name}." if name else "", m))
+            if id(m) in self._planned_modules:
+                continue
+            new = [k for k, p in m._parameters.items()
+                   if p is not None and p.requires_grad and id(p) not in self._planned_params]
+            if new:
+                params += [f"{name}.{k}" if name else k for k in new]
+                modules.append(name or "the model")
+        self._coupling_candidates, self._buffer_owners = candidates, owners
+        return UnplannedParametersError(params, modules) if params else None
 
     def _plan(self) -> list[_Unit]:
         names: dict[int, str] = {}
@@ -799,9 +858,14 @@ class GradNormEngine:
     def _compute(self, batch_size: int | None, reduction: str, losses: Tensor | None, t: Tensor | None,
                  t_bins: int | None, segments: Tensor | None, n_segments: int | None, bin_traces: bool,
                  validate: bool, check: bool) -> BatchGradStats:
+        unplanned = self._survey()
+        # a BatchNorm in training mode among the modules added is the more basic problem (a new engine would refuse it
+        # too): named first
         problem = _coupling_problem(self._coupling_candidates)
         if problem is not None:
             raise ConfigError(problem)
+        if unplanned is not None:
+            raise unplanned
         if self._previous is not None and not self._reached():
             # a forward ran after the finished pass's backward and has had no backward of its own: the finished pass
             # is measured when the losses are its own (a Jacobian or a validation loss computed in between), else
@@ -1240,11 +1304,6 @@ def _bin_edges(n_bins: int) -> np.ndarray:
         edges = _EDGES[n_bins] = np.arange(n_bins + 1) / n_bins
         edges.flags.writeable = False
     return edges
-
-
-def _buffer_owners(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """("name." or "" for the model itself, module) for the modules of ``model`` that hold buffers of their own."""
-    return [(f"{name}." if name else "", m) for name, m in model.named_modules() if m._buffers]
 
 
 def _outside_transforms() -> bool:

@@ -78,7 +78,7 @@ from flowvar.files import atomic_write_text
 from flowvar.interpolants import PathSample
 from flowvar.results import to_jsonable
 from flowvar.variance.arming import Arming, SkippedLogWarning
-from flowvar.variance.engine import UNRECORDED, BatchMismatchError, GradNormEngine, Reduction
+from flowvar.variance.engine import UNRECORDED, BatchMismatchError, GradNormEngine, Reduction, UnplannedParametersError
 from flowvar.variance.moments import BatchGradStats
 from flowvar.variance.ranks import reduce_across_ranks
 from flowvar.variance.records import DEFAULT_CHUNK_BYTES
@@ -247,14 +247,8 @@ class GradientVarianceMonitor:
             raise ConfigError(f"log_path must end in .csv, .json or .jsonl, got {self.log_path.name!r}")
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # (its compute() refuses a model that gained parametrised modules since: UnplannedParametersError)
         self.engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
-        # the parameters the engine measures (by identity): one added later (a replaced layer) would go unmeasured.
-        # Parameters, not modules: a rule may measure a child's (nn.MultiheadAttention's out_proj) with its parent
-        self._planned_params = {id(p) for u in self.engine.units for p in u.params.values()}
-        # ... and the modules all of whose parameters it measures, which the check of each logged step passes over
-        # (by id; the values hold them, so that no later layer can take a freed one's id)
-        self._planned = {id(m): m for m in model.modules() if all(
-            id(p) in self._planned_params for p in m._parameters.values() if p is not None)}
         # the loss-scale check of step() reads the gradient reaching the model's output from the engine's record of
         # the pass (engine.root_grad): no hook of its own, so nothing runs for it on unlogged steps
         self._scale_checks_left = SCALE_CHECKS
@@ -506,7 +500,6 @@ class GradientVarianceMonitor:
                  deterministic: bool | None, scale: float = 1.0) -> dict[str, Any]:
         """``scale``: the true per-sample gradients are ``scale`` × those of the declared ``reduction``."""
         start = time.perf_counter()
-        self._check_modules(step)
         bins = self.t_bins if t is not None else None
         validate = self.validate_first and not self._validated
         full_profile = (self._logged_before + len(self.history)) % self.profile_every == 0
@@ -515,6 +508,10 @@ class GradientVarianceMonitor:
                                         bin_traces=full_profile, validate=validate)
         except BatchMismatchError as error:
             raise ShapeError(self._mismatch(step, error)) from None
+        except UnplannedParametersError as error:  # a layer replaced, a head added after the monitor was built
+            raise ConfigError(f"step {step}: {error.found('the monitor')}. Build the GradientVarianceMonitor after "
+                              f"the model is final (after replacing layers), or close this one and build a new one") \
+                from None
         except DataError as error:  # the sum check: say which step changed (the loss, or how a parameter is used)
             raise DataError(f"step {step}: {error}") from None
         if scale != 1.0 or self._reducing():  # a data-parallel step: the global batch (or the rescaled shard)
@@ -589,18 +586,6 @@ class GradientVarianceMonitor:
         return (f"step {step}: {n} per-sample losses, but the model ran {k} times since the last step() "
                 f"({' + '.join(map(str, batches))} samples): call step() after each forward/backward pass, with "
                 f"that pass's (B,) per-sample losses")
-
-    def _check_modules(self, step: int) -> None:
-        """Refuse a model that gained parametrised modules since the monitor was built (a layer replaced, a head
-        added): their parameters carry no hooks, so the logged statistics would silently leave them out."""
-        new = [name or "the model" for name, m in self.engine.model.named_modules()
-               if id(m) not in self._planned and any(p is not None and p.requires_grad and
-                                                     id(p) not in self._planned_params for p in m._parameters.values())]
-        if new:
-            shown = ", ".join(repr(n) for n in new[:4]) + (f" and {len(new) - 4} more" if len(new) > 4 else "")
-            raise ConfigError(f"step {step}: the model has modules the monitor was not built with ({shown}): their "
-                              f"parameters would go unmeasured. Build the GradientVarianceMonitor after the model is "
-                              f"final (after replacing layers), or close this one and build a new one")
 
     def _edges(self, edges: np.ndarray | None) -> list[float] | None:
         """``edges.tolist()``, kept between logs (the bin edges depend on ``t_bins`` only)."""
