@@ -5,6 +5,7 @@ the cache (the same command installs it), a full cache keeps it complete in the 
 where the result is."""
 
 import errno
+import json
 import shutil
 from pathlib import Path
 
@@ -105,3 +106,53 @@ def test_only_the_manifests_files_are_installed(tmp_path: Path) -> None:
     installed = {p.relative_to(hit.output).as_posix() for p in hit.output.rglob("*")}
     assert installed == set(Cache(cache.root).manifest(run.key)["files"])
     assert install(hit.entry, hit.output) is False  # up to date: the hand-added files are no difference
+
+
+def _entry_of_two_files(folder: Path, text: str) -> Path:
+    """A stored-looking entry: two files and a manifest listing their digests."""
+    from flowvar.cache_key import file_digest
+
+    folder.mkdir(parents=True)
+    for name in ("result.json", "summary.md"):
+        (folder / name).write_text(f"{name} {text}")
+    files = {name: file_digest(folder / name) for name in ("result.json", "summary.md")}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}))
+    return folder
+
+
+def _replace(entry: Path, text: str) -> None:
+    """Replace ``entry`` as a --force store does: aside first, then the new folder renamed into place."""
+    fresh = _entry_of_two_files(entry.parent / f"new-{text}", text)
+    entry.rename(entry.parent / f"old-{text}")
+    fresh.rename(entry)
+
+
+def test_an_entry_replaced_while_it_is_installed_is_not_installed_half_old_half_new(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup verified the entry, then another process replaced it (--force) while this one copied it: the first
+    file came from the old result, the second from the new. install checks each copy against the manifest it read
+    and copies again from the entry that is there now; one that keeps changing is a one-line error."""
+    import flowvar.cache
+
+    entry = _entry_of_two_files(tmp_path / "cache" / "prop1-key", "old")
+    real_copy = shutil.copy2
+    replacements = iter(["new"])
+
+    def copy_then_replace(src: Path, dst: Path) -> None:
+        real_copy(src, dst)
+        if Path(src).name == "result.json":  # between the two files of one copy
+            text = next(replacements, None)
+            if text is not None:
+                _replace(entry, text)
+
+    monkeypatch.setattr(flowvar.cache.shutil, "copy2", copy_then_replace)
+    dest = tmp_path / "out" / "prop1"
+    assert install(entry, dest) is True
+    assert {p.name: p.read_text() for p in dest.iterdir()} == {"result.json": "result.json new",
+                                                               "summary.md": "summary.md new"}
+    counter = iter(range(100))
+    replacements = (f"v{next(counter)}" for _ in range(100))  # replaced during every copy
+    (tmp_path / "out2").mkdir()
+    with pytest.raises(DataError, match=rf"the cache entry {entry} was replaced 3 times while it was being installed"):
+        install(entry, tmp_path / "out2" / "prop1")
+    assert not (tmp_path / "out2" / "prop1").exists() and list((tmp_path / "out2").iterdir()) == []

@@ -431,7 +431,7 @@ def test_a_full_disk_is_one_line_per_failure_and_a_rerun_completes(tmp_path: Pat
     err = capsys.readouterr().err
     assert "Traceback" not in err
     # (the first write is the work folder's record of its key, inputs.json: the run stops before computing)
-    assert re.search(r"prop1: FAILED: DataError: cannot write the work folder record .*inputs\.json: No space left on "
+    assert re.search(r"prop1: FAILED: WriteError: cannot write the work folder record .*inputs\.json: No space left on "
                      r"device", err)
     assert err.strip().splitlines()[-1].startswith("flowvar: error: cannot write")
     assert not (out / "prop1").exists() and not (out / "report.html").exists()

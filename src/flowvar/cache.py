@@ -552,19 +552,49 @@ def install(entry: Path, dest: Path) -> bool:
     staged next to ``dest`` and renamed into place, so a failed copy leaves the previous ``dest`` (or none). A copy
     that fails (disk full, read-only or forbidden folder) is a one-line :class:`DataError` naming ``dest``.
     """
-    wanted = _result_files(entry)
-    # files a user added to dest are no part of the comparison (and staged_folder keeps them)
-    if dest.is_dir() and _tree_digests(dest, frozenset(foreign_entries(dest))) == wanted:
-        return False
-    try:
-        with staged_folder(dest) as stage:
-            for rel in wanted:
-                (stage.path / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(entry / rel, stage.path / rel)
-    except OSError as e:
-        raise DataError(f"cannot write {dest}: {e.strerror or e}; free space or choose another output folder"
-                        ) from None
-    return True
+    for _ in range(INSTALL_ATTEMPTS):
+        wanted = _result_files(entry)
+        # files a user added to dest are no part of the comparison (and staged_folder keeps them)
+        if dest.is_dir() and _tree_digests(dest, frozenset(foreign_entries(dest))) == wanted:
+            return False
+        try:
+            with staged_folder(dest) as stage:
+                _copy_verified(entry, stage.path, wanted)
+            return True
+        except _EntryChangedError:
+            continue  # replaced while it was copied (a --force store beside us): copy the entry that is there now
+        except OSError as e:
+            raise DataError(f"cannot write {dest}: {e.strerror or e}; free space or choose another output folder"
+                            ) from None
+    raise DataError(f"the cache entry {entry} was replaced {INSTALL_ATTEMPTS} times while it was being installed "
+                    f"into {dest} (another process storing results under the same key): rerun the command once it has "
+                    f"finished")
+
+
+INSTALL_ATTEMPTS = 3
+"""Copies :func:`install` tries of an entry that another process keeps replacing meanwhile."""
+
+
+class _EntryChangedError(Exception):
+    """The entry :func:`install` copies from was replaced during the copy (its files no longer match its manifest)."""
+
+
+def _copy_verified(entry: Path, stage: Path, wanted: dict[str, str]) -> None:
+    """Copy the files ``wanted`` (``{relative path: digest}``, the manifest read before) of ``entry`` into ``stage``
+    and check each copy's digest: a lookup verified the entry, but another process may replace it (two renames,
+    :meth:`Cache.store`) before or while it is copied, which would mix two results' files. A source file gone or
+    differing from the manifest raises :class:`_EntryChangedError`; a write that fails stays an ``OSError``."""
+    for rel, digest in wanted.items():
+        target = stage / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copy2(entry / rel, target)
+        except FileNotFoundError as err:
+            if not (entry / rel).exists():  # the source went (the entry set aside), not the destination
+                raise _EntryChangedError(rel) from err
+            raise
+        if file_digest(target) != digest:
+            raise _EntryChangedError(rel)
 
 
 def install_entry(entry: Path, dest: Path, name: str, root: Path, key: str, hit: bool = False) -> bool:
