@@ -173,6 +173,36 @@ def rule_crossover(evidence: Mapping[str, Any]) -> Verdict:
     return "inconclusive"
 
 
+def curves_coincide(points: Sequence[Mapping[str, Any]], mean: str = "a_mean", std: str = "a_std") -> bool:
+    """Whether one field's curves over the angles are one curve in the figure: ``points`` are its rows (each with
+    ``angle``, ``sigma`` and the mean ``mean`` and sd ``std`` over the R repeated estimates); True when there are at
+    least two angles, each at every σ, and at every σ max − min of the angles' means ≤ the smallest of their sds, so
+    every curve lies inside every other's ± sd error bar. A drawing decision, not a test of equality."""
+    by_sigma: dict[float, dict[float, Mapping[str, Any]]] = {}
+    for p in points:
+        by_sigma.setdefault(float(p["sigma"]), {})[float(p["angle"])] = p
+    angles = {a for rows in by_sigma.values() for a in rows}
+    if len(angles) < 2 or any(set(rows) != angles for rows in by_sigma.values()):
+        return False
+    for rows in by_sigma.values():
+        means = [float(p[mean]) for p in rows.values()]
+        if not max(means) - min(means) <= min(float(p[std]) for p in rows.values()):  # a NaN never coincides
+            return False
+    return True
+
+
+def pooled_mean_std(means: Sequence[float], stds: Sequence[float], repeats: int) -> tuple[float, float]:
+    """The mean and sd (ddof 1, as :func:`flowvar.stats.compare`'s) of k groups of ``repeats`` = R estimates each,
+    from the groups' means m_i and sds s_i: m̄ = Σ m_i / k, sd² = [(R − 1) Σ s_i² + R Σ (m_i − m̄)²] / (kR − 1)."""
+    k, r = len(means), int(repeats)
+    if k == 0 or len(stds) != k or r < 2:
+        raise ValueError(f"pooled_mean_std needs k ≥ 1 means with as many sds and R ≥ 2 repeats each; got {k} means, "
+                         f"{len(stds)} sds, R = {repeats}")
+    m = float(np.mean(means))
+    ss = (r - 1) * float(np.sum(np.square(stds))) + r * float(np.sum(np.square(np.asarray(means) - m)))
+    return m, math.sqrt(ss / (k * r - 1))
+
+
 def sigma_statuses(by_sigma: Mapping[str, Mapping[str, Status]]) -> list[tuple[Status, Status]]:
     """``by_sigma`` ({σ as text: {"pair_lower", "ot_lower"}}) as (pair_lower, ot_lower) pairs in increasing σ."""
     return [(by_sigma[k]["pair_lower"], by_sigma[k]["ot_lower"]) for k in sorted(by_sigma, key=float)]
@@ -387,6 +417,18 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
     for i, (title, rows) in enumerate(arms):
         for j, form in enumerate(forms):
             ax = axes[i][j]
+            # on independent pairs neither the OT field nor the coupling involves the angle: its curves are
+            # independent repeats of one quantity, drawn once (all the angles' estimates pooled) where the numbers
+            # agree to within the drawn error bars, else one per angle as measured
+            noisy = [p for p in rows.values() if p["angle"] in angles and p["noise"] == form and p["sigma"] > 0]
+            ot_once = rows is on_ind and curves_coincide(noisy)
+            if ot_once:
+                sigmas = sorted({p["sigma"] for p in noisy})
+                pooled = [pooled_mean_std([p["a_mean"] for p in noisy if p["sigma"] == s],
+                                          [p["a_std"] for p in noisy if p["sigma"] == s], config.repeats)
+                          for s in sigmas]
+                ax.errorbar(sigmas, [m for m, _ in pooled], yerr=[sd for _, sd in pooled], ls="-", marker="o", ms=3,
+                            color="black", label="OT field (any angle)")
             for c, a in enumerate(angles):
                 pts = sorted((p for p in rows.values() if p["angle"] == a and p["noise"] == form and p["sigma"] > 0),
                              key=lambda p: p["sigma"])
@@ -395,7 +437,7 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
                 xs = np.array([p["sigma"] for p in pts])
                 colour = colours[c % len(colours)]
                 ot_colour = "black" if rows is own else colour
-                if rows is not own or c == 0:
+                if (rows is own and c == 0) or (rows is not own and not ot_once):
                     ax.errorbar(xs, [p["a_mean"] for p in pts], yerr=[p["a_std"] for p in pts], ls="-", marker="o",
                                 ms=3, color=ot_colour, label="OT field" + ("" if rows is own else f" {a:g}°"))
                 ax.errorbar(xs, [p["b_mean"] for p in pts], yerr=[p["b_std"] for p in pts], ls="--", marker="s",
@@ -417,5 +459,5 @@ def _figure(ctx: RunContext, config: Fig4Config, angles: list[float], own: dict,
     ctx.figure("variance_vs_sigma", fig)
 
 
-__all__ = ["Fig4Config", "SeriesOutcome", "crossover", "rule_crossover", "rule_zero_at_sigma0",
-           "run", "series_outcome", "sigma_statuses", "zero_evidence"]
+__all__ = ["Fig4Config", "SeriesOutcome", "crossover", "curves_coincide", "pooled_mean_std", "rule_crossover",
+           "rule_zero_at_sigma0", "run", "series_outcome", "sigma_statuses", "zero_evidence"]
