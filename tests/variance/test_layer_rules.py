@@ -206,6 +206,40 @@ def test_tied_parameters_and_control_flow_fallbacks(gen):
     assert stats.rules == {"w": "fallback-loop"}
 
 
+class TiedEmbedding(nn.Module):
+    """An Embedding whose weight is also the output head's: the two modules' shared weight goes to the fallback."""
+
+    def __init__(self, sparse: bool) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(7, 4, sparse=sparse)
+        self.mid = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 7, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.head(torch.tanh(self.mid(self.emb(idx))))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_sparse_embedding_is_measured_as_the_dense_one(tied, gen):
+    """Embedding(sparse=True) ended in torch's NotImplementedError ('aten::linalg_vector_norm' on SparseCPU): the rule
+    declined it and the fallback handed the collectors sparse per-sample gradients. The rule reads only the indices
+    and δ, so it measures it as the dense one; the fallback (a weight tied to the head) makes them dense. The
+    backward pass's .grad stays sparse where torch makes it so."""
+    torch.manual_seed(0)
+    make = (lambda sparse: TiedEmbedding(sparse)) if tied else \
+        (lambda sparse: nn.Sequential(nn.Embedding(7, 4, sparse=sparse), nn.Linear(4, 3)))
+    sparse, dense = make(True).to(F64), make(False).to(F64)
+    dense.load_state_dict(sparse.state_dict())
+    x = torch.randint(0, 7, (B, 5), generator=gen)
+    y = torch.randn(B, 5, 7 if tied else 3, generator=gen, dtype=F64)
+    stats = engine_stats(sparse, x, y)
+    assert_matches(stats, reference(dense, x, y), 1e-10)
+    weight = "emb.weight" if tied else "0.weight"
+    assert stats.rules[weight] == ("fallback-loop" if tied else "embedding")
+    assert sparse.get_parameter(weight).grad.is_sparse is not tied
+
+
 def test_models_without_per_sample_gradients_are_refused(gen):
     x = torch.randn(B, 4, generator=gen)
     bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))

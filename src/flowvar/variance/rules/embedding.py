@@ -18,14 +18,12 @@ __all__ = ["EmbeddingRule", "FourierTimeRule"]
 
 
 class EmbeddingRule(Rule):
-    """``nn.Embedding``: per sample, rows of g_i are δ summed over equal indices (scatter over unique keys)."""
+    """``nn.Embedding``: per sample, rows of g_i are δ summed over equal indices (scatter over unique keys). Read off
+    the indices and δ alone, so ``sparse=True`` (which changes only the layout of the backward pass's ``.grad``) is
+    measured the same way."""
 
     name = "embedding"
     fills_check = True
-
-    def unsupported(self, module: nn.Module) -> str | None:
-        assert isinstance(module, nn.Embedding)
-        return "sparse gradients" if module.sparse else None
 
     def accumulate(self, module: nn.Module, calls: list[CallRecord], collectors: dict[str, Collector],
                    ctx: RuleContext) -> str:

@@ -175,7 +175,7 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
     """Per-sample gradients {local name: (b, *shape)} of ``module``'s parameters ``wanted`` for one call and
     samples [start, stop): vmap over samples of vjp(module at x_i, δ_i); a loop when vmap cannot. ``buffers``: the
     module's buffers as the call began (:func:`recorded_buffers`), never written: each vmap call and each sample of
-    the loop runs on fresh copies of them."""
+    the loop runs on fresh copies of them. Sparse gradients (``Embedding(sparse=True)``) come back dense."""
     params = {k: p.detach() for k, p in module.named_parameters() if k in wanted}
     fixed = {k: p.detach() for k, p in module.named_parameters() if k not in wanted}
 
@@ -244,7 +244,9 @@ def fallback_call(module: nn.Module, module_name: str, wanted: dict[str, str], c
         if not gap <= tol:  # NaN too
             with _recomputation(module), _autocast_as(call.autocast), _eager():
                 raise ConfigError(_recomputation_error(module, module_name, call, fresh(), gap, tol))
-    return {k: g.detach() for k, g in grads.items()}, how
+    # an Embedding(sparse=True) inside the module (tied to another layer) gives sparse per-sample gradients, which the
+    # collectors' dense norms and sums cannot take
+    return {k: g.detach().to_dense() if g.is_sparse else g.detach() for k, g in grads.items()}, how
 
 
 def _eager() -> AbstractContextManager[Any]:
