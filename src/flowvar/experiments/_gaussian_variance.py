@@ -8,7 +8,7 @@ arguments; no experiment imports another.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ from scipy import stats as sps
 from flowvar.couplings import Coupling
 from flowvar.errors import ConfigError
 from flowvar.gaussian import GaussianProblem, parametric_residual_rounding_bound
-from flowvar.interpolants import NOISE_SCHEDULES, Interpolant
+from flowvar.interpolants import NOISE_SCHEDULES, Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models.parametric import GaussianParametricField
 from flowvar.results import Precondition, Verdict
@@ -266,16 +266,27 @@ def zero_residual_verdict(ratios: Iterable[float]) -> Verdict:
     return below(float(np.max(values)), confirm_below=ZERO_CONFIRM_RATIO, refute_above=ZERO_REFUTE_RATIO)
 
 
+def _drawn_residuals(field: GaussianParametricField, loss: CFMLoss, coupling: Coupling, n_samples: int,
+                     generator: torch.Generator, draw_chunk: int) -> Iterator[tuple[PathSample, torch.Tensor]]:
+    """K = ``n_samples`` paths drawn with ``loss.draw(coupling, ·, generator)`` ``draw_chunk`` at a time — as
+    :func:`~flowvar.variance.estimate_variance` draws them with that ``draw_chunk``, so the same ``generator`` seed
+    gives the estimate's own paths — each chunk with ‖r_b‖, r_b = ``field``(x_t,b, t_b) − u_b of shape (B, d): the
+    module's own forward, not a closed form, so a wrong field or a wrong forward shows."""
+    with torch.no_grad():
+        for start in range(0, n_samples, draw_chunk):
+            path = loss.draw(coupling, min(draw_chunk, n_samples - start), generator)
+            yield path, (field(path.xt, path.t) - path.target).norm(dim=1)
+
+
 def residual_check(field: GaussianParametricField, coupling: Coupling, n_samples: int, generator: torch.Generator,
                    draw_chunk: int) -> dict[str, float]:
     """Prop 1(A)'s zero, per sample: r_b = ``field``(x_t,b, t_b) − (x1_b − x0_b), shape (B, d), on K = ``n_samples``
-    deterministic paths of ``coupling`` drawn ``draw_chunk`` at a time — as
-    :func:`~flowvar.variance.estimate_variance` draws them with that ``draw_chunk``, so the same ``generator`` seed
-    gives the variance estimate's own paths — each against its float64 rounding bound
-    (:func:`flowvar.gaussian.parametric_residual_rounding_bound` at the field's θ and Θ).
+    deterministic paths of ``coupling`` drawn ``draw_chunk`` at a time (:func:`_drawn_residuals`: the variance
+    estimate's own paths for the same ``generator`` seed), each against its float64 rounding bound
+    (:func:`flowvar.gaussian.parametric_residual_rounding_bound` at the field's θ and Θ; the paths lie on the
+    field's own lines, x1 = θ + (I + Θ) x0, as the bound assumes).
 
-    The residual is the module's own forward (not a closed form), so a wrong field or a wrong forward shows. Per
-    sample, unlike the Monte-Carlo trace: near a singular time A_t⁻¹ amplifies rounding and the bound grows with
+    Per sample, unlike the Monte-Carlo trace: near a singular time A_t⁻¹ amplifies rounding and the bound grows with
     ‖A_t⁻¹‖ as the residual does, so the ratio stays O(1) at every non-singular angle and does not grow with K, while
     an absolute threshold on the trace does not (1e-20 failed fig4 at 143°, 0.13° from the singular range of
     M = diag(4, 0.25)).
@@ -284,23 +295,73 @@ def residual_check(field: GaussianParametricField, coupling: Coupling, n_samples
     ``max_abs_residual`` (max_b ‖r_b‖, large near a singular time by rounding alone) and ``median_bound`` (the
     typical resolution: a field off by more than ~this is caught).
     """
-    loss = CFMLoss(Interpolant(0.0))
     theta, Theta = field.theta.detach(), field.Theta.detach()
     ratios, times, residuals, bounds = [], [], [], []
-    with torch.no_grad():
-        for start in range(0, n_samples, draw_chunk):
-            path = loss.draw(coupling, min(draw_chunk, n_samples - start), generator)
-            r = (field(path.xt, path.t) - path.target).norm(dim=1)
-            bound = parametric_residual_rounding_bound(theta, Theta, path.x0, path.x1, path.t)
-            ratios.append(r / bound)
-            times.append(path.t)
-            residuals.append(r)
-            bounds.append(bound)
+    for path, r in _drawn_residuals(field, CFMLoss(Interpolant(0.0)), coupling, n_samples, generator, draw_chunk):
+        bound = parametric_residual_rounding_bound(theta, Theta, path.x0, path.x1, path.t)
+        ratios.append(r / bound)
+        times.append(path.t)
+        residuals.append(r)
+        bounds.append(bound)
     ratio = torch.cat(ratios)
     worst = int(torch.argmax(torch.nan_to_num(ratio, nan=math.inf)))
     return {"max_ratio": float(ratio.max()) if not bool(ratio.isnan().any()) else math.nan,
             "t_at_max_ratio": float(torch.cat(times)[worst]), "max_abs_residual": float(torch.cat(residuals).max()),
             "median_bound": float(torch.cat(bounds).median())}
+
+
+def departure_check(field: GaussianParametricField, coupling: Coupling, loss: CFMLoss, n_samples: int,
+                    generator: torch.Generator, draw_chunk: int) -> dict[str, float]:
+    """The converse of :func:`residual_check`: on paths that leave the field's own lines — interpolant noise, or a
+    coupling that is not the field's — is the residual resolved above float64 rounding, and could it be at all?
+
+    Paths as :func:`_drawn_residuals` draws them with ``loss`` (its plain target u = x1 − x0): the estimate's own
+    paths for the same ``generator`` seed (common random numbers). With T(x) = θ + (I + Θ)x the field's own map and
+    A_t = I + tΘ, a path departs from the field's line through x0 by e_b = x_t − (1 − t)x0 − tT(x0) (noise: f(t)z)
+    and its target by δ_b = x1 − T(x0) (another coupling), and the exact residual is r_b = ΘA_t⁻¹e_b − δ_b
+    (noise: f(t)ΘA_t⁻¹z; the OT field under T_R: −A_t⁻¹δ_b).
+
+    * The bound: x_t = (1 − t)w + tT(w) with w = A_t⁻¹(x_t − tθ), so the forward at x_t is the forward on the field's
+      own line of the pair (w, T(w)); its rounding is bounded by the helper there, and the target x1 − x0 and the
+      forming of x_t by the helper at the drawn pair: bound_b = H(θ, Θ, x0, x1, t) + H(θ, Θ, w, T(w), t), with H =
+      :func:`flowvar.gaussian.parametric_residual_rounding_bound` (one source of the formula; on the field's own
+      lines w = x0 and one term suffices, as in :func:`residual_check`).
+    * The resolvability: U_b = (‖e_b‖ + ‖δ_b‖) / H(θ, 0, x0, x1, t), the departure in units of the bound's Θ-free
+      part γ(‖θ‖ + ‖x1‖ + 2‖x0‖). Since ‖ΘA_t⁻¹‖ and ‖A_t⁻¹‖ = ‖I − tΘA_t⁻¹‖ are ≤ 1 + ‖Θ‖‖A_t⁻¹‖, the factor in front
+      of the bound, every field of the class has ‖r̂_b‖ / bound_b ≤ U_b + 1 on these paths: where the median U_b is
+      ≤ 99, no float64 evaluation of any such field could show a typical residual 100 × above its rounding.
+
+    Returns ``max_ratio`` and ``median_ratio`` (of ‖r_b‖ / bound_b; NaN if any residual is NaN),
+    ``t_at_max_ratio``, ``max_abs_residual``, ``median_bound`` and ``median_departure`` (the median U_b; it scales
+    like σ for noise and like the rotation's |R − I| for a coupling).
+    """
+    if loss.interpolant.target_kind != "plain":
+        raise ConfigError(f"departure_check bounds the rounding of the plain target x1 − x0; got "
+                          f"{loss.interpolant!r}: use Interpolant(sigma, noise) (target='plain')")
+    theta, Theta = field.theta.detach(), field.Theta.detach()
+    eye = torch.eye(Theta.shape[0], dtype=torch.float64)
+    ratios, times, residuals, bounds, departures = [], [], [], [], []
+    for path, r in _drawn_residuals(field, loss, coupling, n_samples, generator, draw_chunk):
+        t = path.t[:, None]
+        w = torch.linalg.solve(eye + t[:, :, None] * Theta, (path.xt - t * theta).unsqueeze(-1)).squeeze(-1)
+        bound = (parametric_residual_rounding_bound(theta, Theta, path.x0, path.x1, path.t)
+                 + parametric_residual_rounding_bound(theta, Theta, w, theta + w + w @ Theta.T, path.t))
+        own = theta + path.x0 + path.x0 @ Theta.T  # T(x0): where the field's line through x0 ends
+        departure = (path.xt - (1 - t) * path.x0 - t * own).norm(dim=1) + (path.x1 - own).norm(dim=1)
+        departures.append(departure / parametric_residual_rounding_bound(theta, torch.zeros_like(Theta), path.x0,
+                                                                         path.x1, path.t))
+        ratios.append(r / bound)
+        times.append(path.t)
+        residuals.append(r)
+        bounds.append(bound)
+    ratio = torch.cat(ratios)
+    nan = bool(ratio.isnan().any())
+    worst = int(torch.argmax(torch.nan_to_num(ratio, nan=math.inf)))
+    return {"max_ratio": math.nan if nan else float(ratio.max()),
+            "median_ratio": math.nan if nan else float(ratio.median()),
+            "t_at_max_ratio": float(torch.cat(times)[worst]), "max_abs_residual": float(torch.cat(residuals).max()),
+            "median_bound": float(torch.cat(bounds).median()),
+            "median_departure": float(torch.cat(departures).median())}
 
 
 __all__ = [
@@ -310,6 +371,7 @@ __all__ = [
     "ZERO_REFUTE_RATIO",
     "GaussianVarianceConfig",
     "compare_point",
+    "departure_check",
     "mwu_floor",
     "one_sided_status",
     "parameters_text",
