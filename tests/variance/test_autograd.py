@@ -123,6 +123,24 @@ def test_batchnorm_in_training_mode_gives_the_engines_error(kwargs, strategy):
     assert str(autograd_error.value) == str(fast_error.value)
     assert "bn (BatchNorm1d) normalises with batch statistics" in str(autograd_error.value)
     assert "model.eval()" in str(autograd_error.value)
+    assert ("track_running_stats=True" in str(autograd_error.value)) is bool(kwargs)
+
+
+@pytest.mark.parametrize("method", ["autograd", "fast"])
+def test_a_batchnorm_without_running_statistics_is_told_a_remedy_that_works(method):
+    """In eval mode a BatchNorm built with track_running_stats=False still normalises with batch statistics: the error
+    told it to call model.eval(), which changed nothing. It now says to build it with running statistics (and the
+    remedy is checked: so built and in eval mode, it is measured)."""
+    torch.manual_seed(0)
+    model, path = WithBatchNorm(track_running_stats=False).double(), coupled_path(dtype=F64)
+    model.eval()
+    with pytest.raises(ConfigError, match=r"no running statistics \(track_running_stats=False\), so it does so in "
+                                          r"eval mode too: build it with track_running_stats=True"):
+        gradient_variance(model, path, method=method)
+    fixed = WithBatchNorm().double()
+    fixed.load_state_dict(model.state_dict(), strict=False)
+    fixed.eval()
+    assert gradient_variance(fixed, path, method=method).trace > 0
 
 
 def test_batchnorm_in_eval_mode_is_measured_and_agrees_with_fast():

@@ -217,9 +217,13 @@ def _coupling_problem(modules: list[tuple[str, nn.Module]]) -> str | None:
     """Why the samples of a batch are coupled (batch statistics), or None; ``modules``: (name, module) pairs."""
     for name, m in modules:
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or not m.track_running_stats):
+            # without running statistics eval() changes nothing: it normalises with the batch's in either mode
+            fix = ("Call model.eval() on it (running statistics) or use GroupNorm/LayerNorm" if m.track_running_stats
+                   else "It keeps no running statistics (track_running_stats=False), so it does so in eval mode too: "
+                        "build it with track_running_stats=True, train it, and call model.eval() on it while "
+                        "measuring, or use GroupNorm/LayerNorm")
             return (f"{name or 'the model'} ({type(m).__name__}) normalises with batch statistics, which couples "
-                    f"the samples: per-sample gradients are not defined. Call model.eval() on it (running "
-                    f"statistics) or use GroupNorm/LayerNorm")
+                    f"the samples: per-sample gradients are not defined. {fix}")
         if isinstance(m, nn.Embedding) and m.scale_grad_by_freq:
             return (f"{name} (Embedding) has scale_grad_by_freq=True, which scales gradients by batch counts: "
                     f"per-sample gradients are not defined. Set scale_grad_by_freq=False")
