@@ -818,3 +818,19 @@ def test_the_docs_give_solver_resolutions_published_quick_runtime(quick: dict[st
     page = (ROOT / "docs" / "experiments" / "solver_resolution.md").read_text(encoding="utf-8")
     assert f"Quick runtime: {runtime} on one thread" in page
     assert "`meta`, 3 min 29 s" not in (RESULTS / "README.md").read_text(encoding="utf-8")
+
+
+def test_lemma2_says_whether_its_negative_control_separates_the_band() -> None:
+    """refereeC 3 (session 28): σ = 0's stagnation band is judged against the σ = 0.05 network chains too; the
+    paragraph says which way the control went (it decides whether the claim is testable), read off the evidence."""
+    from flowvar.report.narrators import _stagnation_control
+
+    control = {"max_dev_later_rounds_per_seed": [3.53, 1.2], "seeds_staying": 1, "n_seeds": 2}
+    stag = Claim("lemma2.sigma0_stagnation", "s", "untestable",
+                 {"negative_control": {"sigma=0.05": control}, "band_deg": 1.2287}, "r")
+    assert _stagnation_control(stag) == (" (the σ = 0.05 networks stay within its 1.23° band too in 1 of 2 seeds, so "
+                                         "it does not tell σ = 0 from σ = 0.05 on these networks)")
+    control.update(max_dev_later_rounds_per_seed=[4.75, 4.44, 6.64], seeds_staying=0, n_seeds=3)
+    stag.verdict, stag.evidence["band_deg"] = "confirmed", 1.62
+    assert _stagnation_control(stag) == " (the σ = 0.05 networks leave its 1.62° band: 4.44 to 6.64°)"
+    assert _stagnation_control(Claim("lemma2.sigma0_stagnation", "s", "confirmed", {}, "r")) == ""  # recorded before

@@ -1421,6 +1421,22 @@ def lemma1_mlp(result: Result, story: Story) -> None:
         + " An MLP curve still falling at the end means no floor has been reached yet.", floor.id)
 
 
+def _stagnation_control(stag: Claim) -> str:
+    """Lemma 2's negative control in a bracket: whether the σ = 0.05 *network* chains stay within the σ = 0
+    stagnation band too (then the band cannot tell the two apart on these networks: the claim is untestable) or
+    leave it; "" for a result recorded without the control."""
+    control = (stag.evidence.get("negative_control") or {}).get("sigma=0.05")
+    band = stag.evidence.get("band_deg")
+    if not isinstance(control, dict) or not _is_number(band):
+        return ""
+    staying, seeds = control.get("seeds_staying"), control.get("n_seeds")
+    devs = [v for v in control.get("max_dev_later_rounds_per_seed") or [] if _is_number(v)]
+    if staying:
+        return (f" (the σ = 0.05 networks stay within its {num(band, 3)}° band too in {staying} of {seeds} seeds, so "
+                f"it does not tell σ = 0 from σ = 0.05 on these networks)")
+    return f" (the σ = 0.05 networks leave its {num(band, 3)}° band: {_span(devs)}°)" if devs else ""
+
+
 @narrator("lemma2")
 def lemma2(result: Result, story: Story) -> None:
     stag = claim_by_id(result, "lemma2.sigma0_stagnation")
@@ -1451,7 +1467,7 @@ def lemma2(result: Result, story: Story) -> None:
                   else "") + ")"
                if c.verdict == "untestable" and isinstance(drop, int | float) else "")
         per_sigma.append(f"{c.verdict} at σ = {num(s)}{why}")
-    story.verdict = (f"Stagnation at σ = 0 is {stag.verdict}"
+    story.verdict = (f"Stagnation at σ = 0 is {stag.verdict}{_stagnation_control(stag)}"
                      + (f"; the move toward OT is {', '.join(per_sigma)}" if per_sigma else ""))
     for s, c in moves:
         drop = ((c.precondition or {}).get("measured") or {}).get("ideal_drop_deg")
