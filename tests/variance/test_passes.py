@@ -153,6 +153,33 @@ def test_a_grad_enabled_forward_after_the_backward_pass(gen):
     engine.detach()
 
 
+def test_a_step_before_backward_after_a_diagnostic_pass_leaves_the_retry_measurable(gen):
+    """A grad-enabled diagnostic pass between steps (autograd.grad on another batch), then step() called before the
+    step's backward: refused, rightly, but the refusal dropped the step's recorded forward, so the retry after
+    backward() was refused as a backward pass that reached no recorded forward, blaming torch.compile and TorchScript,
+    neither used. The refusal keeps the pass (as it does without the diagnostic pass), and the retry is exact."""
+    model = field()
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    for step in range(2):
+        path = draw(gen)
+        ref = brute(model, path)
+        assert_logged(monitor.step(step, train_step(model, path), path.t), ref)
+    diagnostic = draw(gen, 4)
+    torch.autograd.grad(per_sample_loss(model, diagnostic).sum(), list(model.parameters()))
+    path = draw(gen)
+    ref = brute(model, path)
+    losses = per_sample_loss(model, path)
+    with pytest.raises(DataError, match=r"step 2: .*called before this pass's loss\.backward\(\)"):
+        monitor.step(2, losses, path.t)
+    model.zero_grad()
+    losses.mean().backward()
+    assert_logged(monitor.step(2, losses, path.t), ref)
+    path = draw(gen)
+    ref = brute(model, path)
+    assert_logged(monitor.step(3, train_step(model, path), path.t), ref)
+    monitor.close()
+
+
 @pytest.mark.parametrize("numbers", ["logged-only", "per-epoch"])
 def test_a_grad_enabled_forward_after_a_lightly_armed_due_pass(numbers, gen):
     """every=5, step() called on logged steps only (or step numbers restarting every epoch), a validation loss with

@@ -790,10 +790,13 @@ class GradNormEngine:
         if reduction not in REDUCTIONS:
             raise ConfigError(f"unknown reduction {reduction!r}; use 'mean' (L = mean of the per-sample losses) or "
                               f"'sum'")
-        if self.has_records and self._previous is None and not self._batched.seen and not self._reached():
-            # a forward pass whose backward has not run yet (compute() before loss.backward()): its records are kept,
-            # so that a compute() after the backward pass measures it
-            raise DataError(_LATER_FORWARD if self._retired_backward else _NO_BACKWARD)
+        if self.has_records and not self._batched.seen and not self._reached() and (
+                self._previous is None or not _derives_from(losses, self._previous.root_calls)):
+            # a forward pass whose backward has not run yet (compute() before loss.backward()), and the losses are not
+            # those of a finished pass kept from before it: its records are kept (raised before the clear() below),
+            # so that a compute() after the backward pass measures it — after a diagnostic pass too, which left a
+            # finished pass kept (dropped here, the retry was refused as a backward pass reaching no recorded forward)
+            raise DataError(_LATER_FORWARD if self._retired_backward or self._previous is not None else _NO_BACKWARD)
         try:
             return self._compute(batch_size, reduction, losses, t, t_bins, segments, n_segments, bin_traces, validate,
                                  check)
