@@ -487,6 +487,26 @@ def test_a_parametrization_added_after_the_monitor_was_built_is_named(gen, how):
     monitor.close()
 
 
+def test_a_step_after_close_says_the_monitor_was_closed(gen):
+    """It said no backward pass reached the model's parameters and to check torch.no_grad() and copies: the backward
+    pass did reach them; the monitor was closed."""
+    model = MLPField(2, width=8, depth=1)
+    coupling = IndependentCoupling(StandardNormal(2), StandardNormal(2))
+    with GradientVarianceMonitor(model, t_bins=None) as monitor:
+        path = CFMLoss().draw(coupling, 16, gen)
+        losses = per_sample_loss(model, path)
+        losses.mean().backward()
+        assert monitor.step(0, losses, path.t) is not None
+    model.zero_grad()
+    losses = per_sample_loss(model, path)
+    losses.mean().backward()
+    closed = r"step 1: this monitor was closed \(close\(\), or the end of its with-block.*build a new GradientVariance"
+    with pytest.raises(ConfigError, match=closed):
+        monitor.step(1, losses, path.t)
+    with pytest.raises(ConfigError, match=closed):
+        monitor.on_step(1, model, path, float(losses.mean()))
+
+
 def test_the_monitor_adds_no_hook_of_its_own_to_the_model():
     """Nothing of the monitor may run on an unlogged step: the loss-scale check reads the output gradient the
     engine records anyway (engine.root_grad), so the model carries the engine's hooks and no others."""

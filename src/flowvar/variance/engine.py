@@ -710,6 +710,11 @@ class GradNormEngine:
         self._armed, self.light = bool(value), False
 
     @property
+    def attached(self) -> bool:
+        """Whether the hooks are installed (:meth:`attach`; :meth:`detach` removes them)."""
+        return bool(self._handles)
+
+    @property
     def has_records(self) -> bool:
         """Whether a forward pass was recorded since the last :meth:`compute` or :meth:`clear`."""
         return bool(self._records or self._root_calls)

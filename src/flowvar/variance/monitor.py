@@ -315,6 +315,7 @@ class GradientVarianceMonitor:
             raise ShapeError(f"losses must be the (B,) per-sample losses, got "
                              f"{tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__}")
         step = _step_number(step)
+        self._check_open(step)
         self._arming.track(step)
         if not self.due(step):  # nothing else runs on an unlogged step
             self._skip(step)
@@ -343,6 +344,7 @@ class GradientVarianceMonitor:
         if model is not self.engine.model:
             raise ConfigError("this monitor was built for another model; build it with the model you train")
         step = _step_number(step)
+        self._check_open(step)
         self._arming.track(step)
         if not self.due(step):
             self._skip(step)
@@ -391,7 +393,8 @@ class GradientVarianceMonitor:
         self._resumed = True
 
     def close(self) -> None:
-        """Remove the hooks and close the log file (records are flushed as they are logged)."""
+        """Remove the hooks and close the log file (records are flushed as they are logged). The monitor measures
+        nothing after it: :meth:`step` then raises :class:`ConfigError`."""
         self.engine.detach()
         if self._log_file is not None:
             self._log_file.close()
@@ -412,6 +415,14 @@ class GradientVarianceMonitor:
 
     def _arm(self, step: int, logged: bool) -> None:
         self.engine.armed, self.engine.light = self._arming.after(step, logged)  # armed first: it resets light
+
+    def _check_open(self, step: int) -> None:
+        """Refuse a step after :meth:`close` (its hooks are gone, so nothing was recorded: the error of a pass that no
+        backward pass reached would name the wrong cause)."""
+        if not self.engine.attached:
+            raise ConfigError(f"step {step}: this monitor was closed (close(), or the end of its with-block, removed "
+                              f"its hooks), so it records nothing: build a new GradientVarianceMonitor on the model to "
+                              f"measure again")
 
     def _recorded(self, step: int) -> bool:
         """Whether the hooks recorded a pass for the due ``step``; False (the step skipped) when its pass ran while
