@@ -2,7 +2,8 @@
 from the inputs and output gradients its hooks captured, plus the fallback for everything else.
 
 After the backward pass each module's parameters go through the rule registered for its type in
-:data:`RULES` (exact type: subclasses may override ``forward``):
+:data:`RULES` (:func:`rule_for`: the module's type, else its nearest base type with a rule, provided the subclass
+keeps that base's forward; a subclass that overrides it goes to the fallback):
 
 * ``nn.Linear`` (:mod:`.linear`): g_i = Σ_s δ_is a_isᵀ; outer-product norms for 2-D inputs, the ghost norm
   or chunked materialisation for inputs with extra dims or several calls per forward pass;
@@ -11,12 +12,15 @@ After the backward pass each module's parameters go through the rule registered 
   g_i(bias) = Σ_positions δ_i;
 * ``nn.Embedding`` and :class:`~flowvar.models.FourierTimeEmbedding` (:mod:`.embedding`);
 * ``nn.MultiheadAttention`` with its ``out_proj`` (:mod:`.attention`): in- and out-projections as linear maps
-  along the sequence, from one batched recomputation of the attention core;
+  along the sequence, from the projections' own inputs and δ captured during the recorded forward; only a call
+  whose projections were not all captured (``add_bias_kv``, a forward under a transform) recomputes the attention
+  core, in one batched pass;
 * anything else with parameters (a custom module, a parameter shared by several modules, a rule that
   declines a configuration via :meth:`Rule.unsupported`, a layer whose weight a parametrisation computes from
   other parameters, e.g. ``weight_norm``) goes to the **fallback** (:mod:`.fallback`):
-  exact per-sample vector-Jacobian products of that module alone. The engine reports every parameter that
-  went through it and why; no parameter is ever skipped.
+  exact per-sample vector-Jacobian products of that module alone, recomputed from copies of its buffers as the
+  recorded call began (never the model's own). The engine reports every parameter that went through it and why; no
+  parameter is ever skipped (``compute()`` refuses a layer added after the engine was built).
 
 Adding a layer type: write a :class:`Rule` subclass (a module of this package for flowvar's own types) and
 add it to :data:`RULES` here, or call :func:`register_rule` from your own code.
@@ -42,7 +46,7 @@ __all__ = [
     "parametrization_children", "register_rule", "reparametrized", "rule_for", "seq_linear",
 ]
 
-#: The rule of each module type (exact type match).
+#: The rule of each module type (subclasses that keep the type's forward use it too: :func:`rule_for`).
 RULES: dict[type[nn.Module], Rule] = {
     nn.Linear: LinearRule(), nn.Conv2d: Conv2dRule(), nn.GroupNorm: GroupNormRule(), nn.LayerNorm: LayerNormRule(),
     nn.Embedding: EmbeddingRule(), FourierTimeEmbedding: FourierTimeRule(),
