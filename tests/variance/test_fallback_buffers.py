@@ -219,3 +219,36 @@ def test_the_whole_model_fallback_recomputes_from_the_buffers_as_the_pass_began(
         for k, v in state(plain).items():
             assert torch.equal(state(watched)[k], v), f"step {step}: {k} differs"
     engine.detach()
+
+
+def test_a_deep_copy_of_a_hooked_model_measures_its_fallback_layers_exactly(gen):
+    """copy.deepcopy(model) copies the engine its hooks carry (an EMA copy, a checkpoint): the copy's engine must know
+    the copy's modules — the spectral norm's power-iteration vectors it keeps as the forward left them, its planned
+    parameters — not the original's (looked up by id, they were the original's ids)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    torch.manual_seed(4)
+    model = nn.Sequential(spectral_norm(nn.Linear(4, 6)), nn.Tanh(), nn.Unflatten(1, (2, 3)),
+                          nn.InstanceNorm1d(2, affine=True, track_running_stats=True), nn.Flatten(),
+                          nn.Linear(6, 2)).to(F64)
+    plain = copy.deepcopy(model)  # without hooks
+    engine = GradNormEngine(model)
+    clone = copy.deepcopy(model)
+    clone_engine = next(h.__self__ for h in clone._forward_hooks.values()
+                        if isinstance(getattr(h, "__self__", None), GradNormEngine))
+    assert clone_engine is not engine
+    engine.detach()
+    x = torch.randn(7, 4, generator=gen, dtype=F64)
+    for step in range(2):
+        start = copy.deepcopy(plain)
+        for m in (plain, clone):
+            m.zero_grad()
+            losses = losses_of(m, x + 0.1 * step)
+            losses.mean().backward()
+        stats = clone_engine.compute(losses=losses)
+        assert {"0.parametrizations.weight.original", "3.weight"} <= set(stats.fallback)
+        for n, sq in per_sample_reference(start, x + 0.1 * step).items():
+            torch.testing.assert_close(stats.param_sq_norms[n], sq, rtol=1e-10, atol=0)
+        for k, v in state(plain).items():
+            assert torch.equal(state(clone)[k], v), f"step {step}: {k} differs"
+    clone_engine.detach()

@@ -474,6 +474,18 @@ class GradNormEngine:
         memo[id(self)] = new
         for key, value in self.__dict__.items():
             setattr(new, key, copy.deepcopy(value, memo))
+
+        # what the engine keys by id() names the original's modules and parameters; the copy's are the objects deepcopy
+        # made of them (memo is keyed by the originals' ids): a copy that kept the original's ids would find every
+        # parameter of its model unplanned
+        def moved(key: int) -> int:
+            return id(memo[key]) if key in memo else key
+
+        new._planned_params = {moved(k) for k in self._planned_params}
+        new._planned_modules = {id(m): m for m in new._planned_modules.values()}
+        new._vectors = {moved(k): v for k, v in new._vectors.items()}
+        new._sequence_first = {moved(k) for k in self._sequence_first}
+        new._parametrized = {moved(k) for k in self._parametrized}
         return new
 
     def __enter__(self) -> GradNormEngine:
