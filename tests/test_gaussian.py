@@ -16,10 +16,12 @@ from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError, DataError, ShapeError, SolverError
 from flowvar.gaussian import (
     GaussianProblem,
+    block_rotation_matrix,
     counterexample_problem,
     gaussian_ot_matrix,
     gaussian_w2_squared,
     meeting_point,
+    paired_planes,
     parametric_per_sample_grads,
     parametric_per_sample_loss,
     parametric_residual_rounding_bound,
@@ -523,6 +525,50 @@ def test_rotation_matrix_accepts_numpy_and_tensor_arguments() -> None:
     torch.testing.assert_close(rotation_matrix(np.float64(30.0), 3, (np.int64(0), np.int64(2))), expected)
     torch.testing.assert_close(rotation_matrix(torch.tensor(30.0), 3, [0, 2]), expected)
     torch.testing.assert_close(rotation_matrix(30.0, 3, np.array([0, 2])), expected)
+
+
+def fixed_dimension(R: torch.Tensor) -> int:
+    """dim ker(R − I), counted independently of flowvar: eigenvalues of R equal to 1."""
+    return int(np.sum(np.abs(np.linalg.eigvals(R.numpy()) - 1) < 1e-9))
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 90.0, 120.0, 180.0, 270.0])
+@pytest.mark.parametrize("plane", [(0, 1), (1, 0)])
+def test_block_rotation_is_rotation_matrix_entry_for_entry_at_d2(angle: float, plane: tuple[int, int]) -> None:
+    # fig5's published runs are d = 2: turning "every plane" must be the same matrix, bit for bit
+    assert torch.equal(block_rotation_matrix(angle, 2, plane), rotation_matrix(angle, 2, plane))
+
+
+def test_block_rotation_turns_every_plane_and_fixes_one_axis_only_at_odd_d() -> None:
+    assert paired_planes(2) == [(0, 1)]
+    assert paired_planes(4) == [(0, 1), (2, 3)]
+    assert paired_planes(5, (1, 3)) == [(1, 3), (0, 2)]                     # `first`, then the rest in order
+    assert paired_planes(3, np.array([2, 0])) == [(2, 0)]
+    c, s = math.cos(math.radians(120)), math.sin(math.radians(120))
+    R4 = block_rotation_matrix(120.0, 4)
+    block = torch.tensor([[c, -s], [s, c]], dtype=F64)
+    torch.testing.assert_close(R4, torch.block_diag(block, block), rtol=0, atol=0)
+    for d in range(2, 10):
+        R = block_rotation_matrix(120.0, d)
+        torch.testing.assert_close(R @ R.T, torch.eye(d, dtype=F64), rtol=0, atol=1e-15)
+        assert math.isclose(float(torch.linalg.det(R)), 1.0)
+        # every axis moves at even d; one is left at odd d (any rotation of an odd-dimensional space fixes one)
+        assert fixed_dimension(R) == d % 2
+        assert fixed_dimension(rotation_matrix(120.0, d)) == d - 2  # the one-plane rotation fixes d − 2 axes
+    R5 = block_rotation_matrix(120.0, 5, (1, 3))
+    assert R5[4, 4] == 1 and R5[4].abs().sum() == 1 and R5[1, 3] == -s and R5[0, 2] == -s
+    assert torch.equal(block_rotation_matrix(180.0, 4), -torch.eye(4, dtype=F64))  # exact at multiples of 90°
+
+
+def test_block_rotation_refuses_what_rotation_matrix_refuses() -> None:
+    with pytest.raises(ConfigError, match="not a pair of distinct axes of a 3-D space"):
+        block_rotation_matrix(30.0, 3, (0, 3))
+    with pytest.raises(ConfigError, match="not a pair of distinct axes of a 1-D space"):
+        block_rotation_matrix(30.0, 1)
+    with pytest.raises(ConfigError, match="plane must be a pair of integer axis indices"):
+        paired_planes(4, (0, 1, 2))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="angle_deg must be a finite number"):
+        block_rotation_matrix(math.nan, 4)
 
 
 def test_check_symmetric_psd_names_the_matrix_and_returns_it() -> None:

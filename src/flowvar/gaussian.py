@@ -3,7 +3,8 @@
 Setting: X0 ~ N(0, I_d), X1 ~ N(μ, M) with M symmetric positive definite.
 
 * OT map (Brenier): T_OT(x0) = μ + M^{1/2} x0.
-* Rotated OT coupling: T_R(x0) = T_OT(R x0) = μ + M^{1/2} R x0, a valid coupling because R x0 ~ N(0, I).
+* Rotated OT coupling: T_R(x0) = T_OT(R x0) = μ + M^{1/2} R x0, a valid coupling because R x0 ~ N(0, I); R turns
+  one coordinate plane (:func:`rotation_matrix`) or every one of ⌊d/2⌋ disjoint planes (:func:`block_rotation_matrix`).
 * Lemma 1 field: v(x, t) = θ + Θ [I + tΘ]^{-1} (x − tθ) with θ = μ and Θ = M^{1/2} R − I (R = I for OT).
   Built by :meth:`GaussianProblem.pair_optimal_field` (:meth:`GaussianProblem.ot_field` for R = I); both read
   :meth:`GaussianProblem.field_parameters`, the one source of truth for (θ̂, Θ̂).
@@ -244,6 +245,35 @@ def rotation_matrix(angle_deg: float, dim: int = 2, plane: tuple[int, int] = (0,
     if float(angle_deg) % 90 == 0:
         c, s = round(c), round(s)
     R[i, i], R[i, j], R[j, i], R[j, j] = c, -s, s, c
+    return R
+
+
+def paired_planes(dim: int, first: tuple[int, int] = (0, 1)) -> list[tuple[int, int]]:
+    """The ⌊d/2⌋ disjoint coordinate planes that :func:`block_rotation_matrix` rotates: ``first``, then the other
+    axes paired in ascending order, e.g. d = 5, first (1, 3): [(1, 3), (0, 2)], axis 4 left over. For odd d one axis
+    is always left over: every rotation of an odd-dimensional space fixes an axis (its eigenvalues other than 1 come
+    in conjugate pairs)."""
+    rotation_matrix(0.0, dim, first)  # the same checks of dim and of the plane, the same one-line errors
+    i, j = (operator.index(k) for k in first)
+    rest = [k for k in range(dim) if k not in (i, j)]
+    return [(i, j), *zip(rest[0::2], rest[1::2], strict=False)]
+
+
+def block_rotation_matrix(angle_deg: float, dim: int, first: tuple[int, int] = (0, 1),
+                          dtype: torch.dtype = torch.float64) -> Tensor:
+    """d×d rotation by ``angle_deg`` degrees in each of the ⌊d/2⌋ planes of :func:`paired_planes` (``first``, then
+    the other axes paired in order): block diagonal up to the order of the axes, each block
+    [[cos a, −sin a], [sin a, cos a]], the identity only on the axis left over when d is odd.
+
+    Unlike :func:`rotation_matrix`, which is the identity on d − 2 axes, it moves every axis that a rotation of R^d
+    can move: R − I is invertible for even d (0 < a < 360°) and has a one-dimensional kernel for odd d. At d = 2 it is
+    ``rotation_matrix(angle_deg, 2, first)`` entry for entry (each block is copied from it, exact values at multiples
+    of 90° included).
+    """
+    R = torch.eye(check_positive_int("dim", dim), dtype=dtype)
+    for i, j in paired_planes(dim, first):
+        block = rotation_matrix(angle_deg, dim, (i, j), dtype)
+        R[i, i], R[i, j], R[j, i], R[j, j] = block[i, i], block[i, j], block[j, i], block[j, j]
     return R
 
 
@@ -555,7 +585,8 @@ def parametric_per_sample_grads(theta: Tensor, Theta: Tensor, xt: Tensor, t: Ten
     return g_theta, g_theta.unsqueeze(-1) * w.unsqueeze(-2)
 
 
-__all__ = ["EIGENVALUE_RTOL", "RESIDUAL_ROUNDING_FACTOR", "SYMMETRY_RTOL", "GaussianProblem", "check_symmetric_psd",
-           "counterexample_problem", "gaussian_ot_matrix", "gaussian_w2_squared", "meeting_point",
-           "parametric_per_sample_grads", "parametric_per_sample_loss", "parametric_residual_rounding_bound",
-           "parametric_residuals", "psd_powers", "rotation_matrix", "singular_times", "sqrtm_psd"]
+__all__ = ["EIGENVALUE_RTOL", "RESIDUAL_ROUNDING_FACTOR", "SYMMETRY_RTOL", "GaussianProblem", "block_rotation_matrix",
+           "check_symmetric_psd", "counterexample_problem", "gaussian_ot_matrix", "gaussian_w2_squared",
+           "meeting_point", "paired_planes", "parametric_per_sample_grads", "parametric_per_sample_loss",
+           "parametric_residual_rounding_bound", "parametric_residuals", "psd_powers", "rotation_matrix",
+           "singular_times", "sqrtm_psd"]
