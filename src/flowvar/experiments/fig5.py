@@ -2,9 +2,15 @@
 
 PAPER.md §3.2, §5.4. The OT field v̂_OT of N(0, I_d) → N(μ, M) (any d ≥ 2; M from ``cov`` or ``cov_diag``) is held
 fixed; the pairs come either from the independent coupling (x0 ~ N(0, I), x1 ~ N(μ, M) independently: dense
-crossings) or from the rotated coupling T_R(x0) = μ + M^{1/2} R x0, R a rotation by an angle in the coordinate
-plane ``plane``. The statistic is tr Cov(g) over all d + d² parameters (θ, Θ) of the Lemma-1 class, R repeated
-estimates of K draws each per point.
+crossings) or from the rotated coupling T_R(x0) = μ + M^{1/2} R x0. R turns an angle in ⌊d/2⌋ disjoint coordinate
+planes, ``plane`` first and the other axes paired in order (``rotation_planes: all``, the default; at d = 2 the plane
+``plane`` alone), or in ``plane`` only, the identity on the other d − 2 axes (``rotation_planes: one``). The
+statistic is tr Cov(g) over all d + d² parameters (θ, Θ) of the Lemma-1 class, R repeated estimates of K draws each
+per point.
+
+The paper's Fig. 5 is two-dimensional, where a rotation turns every axis. In d > 2 a rotation that fixes an axis makes
+T_R the OT map along it, and such an axis can decide the comparison by itself (:func:`rotation_precondition`): both
+claims are then untestable.
 
 The paper states the comparison at one angle, 120°: the independent coupling has the lower variance. We judge that
 statement as stated (``fig5.random_coupling_lower_variance``, at 120° only) and sweep the angle: the structured
@@ -42,26 +48,107 @@ from flowvar.experiments._gaussian_variance import (
     tests_text,
 )
 from flowvar.experiments.base import RunContext, assembles, not_a_part, register
-from flowvar.gaussian import rotation_matrix
+from flowvar.gaussian import block_rotation_matrix, paired_planes, rotation_matrix
 from flowvar.interpolants import Interpolant
 from flowvar.loss import CFMLoss
-from flowvar.results import Precondition, Verdict
+from flowvar.results import Precondition, Verdict, all_preconditions
 from flowvar.variance import repeated_estimates
 
 PAPER_ANGLE = 120.0
 """The one angle at which the paper states the comparison."""
 
 
+ROTATION_PLANES = ("all", "one")
+"""How the structured coupling's rotation extends the paper's 2-D rotation to d > 2 (:func:`structured_rotation`):
+"all" turns ⌊d/2⌋ disjoint planes (``plane`` first), "one" turns ``plane`` only. The same matrix at d = 2."""
+
+
 @dataclass
 class Fig5Config(GaussianVarianceConfig):
-    """:class:`GaussianVarianceConfig` (the problem, rotation, noise and test fields fig4 shares); fig5's angles are
-    distinct values in [0, 180]."""
+    """:class:`GaussianVarianceConfig` (the problem, rotation, noise and test fields fig4 shares), fig5's angles
+    distinct values in [0, 180], and ``rotation_planes`` (one of :data:`ROTATION_PLANES`)."""
+
+    rotation_planes: str
 
     def validate(self) -> None:
         super().validate()
         if any(not 0 <= a <= 180 for a in self.angles) or len(set(self.angles)) != len(self.angles):
             raise ConfigError(f"angles must be distinct values in [0, 180] degrees (the sweep is ordered by angle), "
                               f"got {list(self.angles)}")
+        if self.rotation_planes not in ROTATION_PLANES:
+            raise ConfigError(f"rotation_planes must be 'all' (turn every coordinate plane, `plane` first) or 'one' "
+                              f"(turn `plane` only, the identity on the other axes), got {self.rotation_planes!r}")
+
+
+# --------------------------------------------------------------------------------------------- the rotation
+
+
+def turned_planes(config: Fig5Config, d: int) -> list[tuple[int, int]]:
+    """The coordinate planes the structured coupling's rotation turns: :func:`flowvar.gaussian.paired_planes` (⌊d/2⌋
+    planes, ``plane`` first) for ``rotation_planes: all``, ``[plane]`` for "one"."""
+    first = (int(config.plane[0]), int(config.plane[1]))
+    return paired_planes(d, first) if config.rotation_planes == "all" else [first]
+
+
+def structured_rotation(config: Fig5Config, angle_deg: float, d: int) -> torch.Tensor:
+    """R (d, d) of the structured coupling T_R(x0) = μ + M^{1/2} R x0 at ``angle_deg``: the angle in every plane of
+    :func:`turned_planes` (:func:`flowvar.gaussian.block_rotation_matrix`, or :func:`flowvar.gaussian.rotation_matrix`
+    for "one"). At d = 2 both are rotation_matrix(angle, 2, plane), entry for entry."""
+    first = (int(config.plane[0]), int(config.plane[1]))
+    if config.rotation_planes == "all":
+        return block_rotation_matrix(angle_deg, d, first)
+    return rotation_matrix(angle_deg, d, first)
+
+
+FIXED_AXIS_TOL = 1e-9
+"""A singular value of R − I below this is a fixed direction of R. On a turned plane they are 2|sin(a/2)| (√3 at
+120°), on a fixed axis exactly 0 (the matrices are built with exact zeros and ones off the turned planes)."""
+
+
+def fixed_axes(rotation: torch.Tensor) -> int:
+    """dim ker(R − I) of an orthogonal R (d, d): the number of independent directions x0 along which the structured
+    coupling is the OT coupling, T_R(x0) = T_OT(x0) (their difference is M^{1/2}(R − I) x0). Counted as the singular
+    values of R − I below :data:`FIXED_AXIS_TOL`."""
+    eye = torch.eye(rotation.shape[0], dtype=rotation.dtype)
+    return int((torch.linalg.svdvals(rotation - eye) < FIXED_AXIS_TOL).sum())
+
+
+def rotation_record(config: Fig5Config, d: int) -> dict[str, Any]:
+    """What the structured coupling turned (stored as the ``rotation`` metric and checked by :func:`assemble`): the
+    mode, the planes and the number of fixed axes at the paper's angle (the same at every angle in (0°, 180°]: the
+    planes do not depend on it)."""
+    return {"rotation_planes": config.rotation_planes, "planes": [list(p) for p in turned_planes(config, d)],
+            "fixed_axes": fixed_axes(structured_rotation(config, PAPER_ANGLE, d))}
+
+
+def rotation_precondition(record: Mapping[str, Any], d: int) -> Precondition:
+    """The structured coupling must not be the OT coupling along any axis: ``record["fixed_axes"]`` (dim ker(R − I)
+    at 120°, :func:`rotation_record`) = 0, which holds at d = 2 and at even d with every plane turned.
+
+    Why no fixed axis at all, not a small share of them. Along a fixed axis T_R is the OT map, so the residual is zero
+    there for the structured coupling and not for the independent one; by the exact tr Cov(g) (Isserlis, integrated
+    over t; docs/experiments/fig5.md) that alone can decide the 120° comparison, and by an amount set by the axis's
+    variance in M rather than by the share of axes: structured / independent is 1.53–1.55 at d = 2 and 1.29–1.45
+    at d = 4, 6, 8 with every plane turned (M = I), but 1.07–1.13 at d = 3 (one fixed axis of three: below the
+    minimum effect 0.1 at σ = 1) and 0.82–0.89 at d = 4 with one plane turned; at d = 5 (one fixed axis of five)
+    1.21–1.22 with M = I, yet 0.997–1.03 with variance 16 on the fixed axis and 0.92–1.01 with variance 1/16. Every
+    rotation of an odd-dimensional space fixes an axis, so odd d is untestable whatever the planes.
+    """
+    k = int(record["fixed_axes"])
+    if d % 2:
+        remedy = (f"use an even d (d = 2 is the paper's setting) with rotation_planes: all: every rotation of a "
+                  f"{d}-dimensional space fixes an axis, along which the structured coupling is the OT coupling")
+    else:
+        remedy = ("set rotation_planes: all, which turns every coordinate plane (⌊d/2⌋ planes, `plane` first) and "
+                  "fixes no axis at even d")
+    return Precondition(
+        f"the structured coupling is the OT coupling along no axis: its rotation at {PAPER_ANGLE:g}° fixes no "
+        f"direction (dim ker(R − I) = 0; d = 2, or an even d with every plane turned). Along a fixed axis the "
+        f"structured coupling is the OT coupling and the independent one is not, and that alone can decide the "
+        f"comparison, either way (exact tr Cov(g), 120°, M = I: structured / independent 1.53–1.55 at d = 2, "
+        f"1.07–1.13 at d = 3 with one axis fixed, 0.82–0.89 at d = 4 with two fixed)", k == 0,
+        {"d": d, "rotation_planes": record["rotation_planes"], "planes": record["planes"], "fixed_axes": k,
+         "fixed_share": k / d}, remedy)
 
 
 # --------------------------------------------------------------------------------------------- pure judgement
@@ -203,7 +290,7 @@ def run(config: Fig5Config, ctx: RunContext) -> None:
     ot_field = problem.ot_field()
     independent = IndependentCoupling(StandardNormal(d, torch.float64), problem)
     angles = sorted(config.angles)
-    structured = {a: RotatedOTCoupling(problem, rotation=rotation_matrix(a, d, tuple(config.plane))) for a in angles}
+    structured = {a: RotatedOTCoupling(problem, rotation=structured_rotation(config, a, d)) for a in angles}
 
     def estimates(arm: str, key: str, coupling: Any, loss: CFMLoss) -> np.ndarray:
         # one stream per coupling and point, named by the series label and the angle, never by their place in the
@@ -231,13 +318,24 @@ def assemble(config: Fig5Config, parts: Sequence[Mapping[str, Any]], ctx: RunCon
 
     Valid because each point's estimates come from streams named by its series label and angle, never by their place
     in the sweep. Refused (a DataError) for a part that is not a fig5 result, and (a ConfigError) when a point of
-    ``config`` is missing, held twice, or one outside it is held."""
+    ``config`` is missing, held twice, or one outside it is held, or when a part's structured coupling turned other
+    planes than ``config``'s (its ``rotation`` metric; a part without one predates ``rotation_planes`` and turned
+    ``plane`` only, the same matrix as "all" at d = 2 alone)."""
+    d = len(config.mean)
+    expected_rotation = rotation_record(config, d)
     points: dict[str, dict] = {}
     for i, part in enumerate(parts):
         held = part.get("points") if isinstance(part, Mapping) else None
         if not isinstance(held, Mapping) or not all(isinstance(p, Mapping) and set(p) >= set(JUDGED_KEYS)
                                                     for p in held.values()):
             raise not_a_part(i, parts, NAME, "the compared points per series and angle")
+        turned = part.get("rotation", {"planes": [list(config.plane)]})
+        planes = turned.get("planes") if isinstance(turned, Mapping) else None
+        if planes != expected_rotation["planes"]:
+            raise ConfigError(f"part {i}'s structured coupling turned the planes {planes} (a part without a "
+                              f"`rotation` record turned `plane` only), this config's turns "
+                              f"{expected_rotation['planes']} (rotation_planes: {config.rotation_planes}): recompute "
+                              f"it with `flowvar run fig5`, or judge it with the rotation_planes it was computed with")
         for key, p in held.items():
             if key in points:
                 raise ConfigError(f"two parts hold {key}: a split run holds every point once")
@@ -263,8 +361,9 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
                + (" (M = I: the rotated lines do not cross for angles < 180°)"
                   if bool(torch.equal(problem.cov, torch.eye(d, dtype=torch.float64))) else ""))
     swept = ", ".join(f"{a:g}" for a in angles)
-    ctx.choice("rotation", f"{rotation_text(config, d)}; angles swept: {swept}°, the paper's statement judged at "
-                           f"{PAPER_ANGLE:g}°")
+    record = rotation_record(config, d)
+    ctx.choice("rotation", f"{_rotation_choice(config, d, record)}; angles swept: {swept}°, the paper's statement "
+                           f"judged at {PAPER_ANGLE:g}°")
     ctx.choice("variance", parameters_text(d) + "; evaluated at the OT field throughout")
     ctx.choice("test", tests_text(config))
     ctx.choice("noise", f"noise forms {list(config.noise_forms)}: constant f = σ, bridge f = σ√(t(1 − t)); target "
@@ -278,6 +377,8 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
     independent_mean = {label: points[f"{label}/{angles[0]:g}deg"]["a_mean"]
                         for label, _, _ in noise_series(config.noise_forms, config.sigmas)}
     ctx.metric("points", points)
+    ctx.metric("rotation", record)
+    turns_every_axis = rotation_precondition(record, d)
 
     effect = (f"the lower coupling's mean tr Cov(g) is below the other's by ≥ {min_rel:g} × the larger of the two "
               f"means at that point (the scale), with both one-sided tests at α = {alpha}; variance over the d + d² = "
@@ -300,11 +401,11 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
               f"At the OT field, the gradient variance under the independent coupling is lower than under the "
               f"structured {PAPER_ANGLE:g}° rotated coupling (at every σ and noise form of the sweep; σ = 0 once).",
               ev, kind="reproduction", verdict=verdict,
-              precondition=precision_precondition(
+              precondition=all_preconditions(precision_precondition(
                   verdict, {k: (p, "independent_lower") for k, p in at_paper.items()},
                   Precondition(f"the angle sweep contains the paper's {PAPER_ANGLE:g}°", has_angle,
                                {"angles": angles}, f"add {PAPER_ANGLE:g} to angles"),
-                  repeats=config.repeats, alpha=alpha, min_rel=min_rel),
+                  repeats=config.repeats, alpha=alpha, min_rel=min_rel), turns_every_axis),
               rule=f"per (σ, noise form) at {PAPER_ANGLE:g}°: 'holds' if one-sided Welch and Mann–Whitney both give "
                    f"p < {alpha} for independent < structured and the structured mean exceeds the independent mean by "
                    f"≥ {min_rel:g} × the larger mean; 'excluded' if the one-sided (1 − α) upper bound of (structured − "
@@ -334,11 +435,11 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
               "has the lower variance at small angles and the higher at large ones, with one flip inside the angle "
               "sweep, in every (σ, noise form; σ = 0 once); the flip interval is reported.",
               ev, kind="finding", verdict=verdict,
-              precondition=precision_precondition(
+              precondition=all_preconditions(precision_precondition(
                   verdict, {k: (p, "order") for k, p in points.items()},
                   Precondition("the sweep has at least two angles", len(angles) >= 2, {"angles": angles},
                                "give at least two angles"),
-                  repeats=config.repeats, alpha=alpha, min_rel=min_rel),
+                  repeats=config.repeats, alpha=alpha, min_rel=min_rel), turns_every_axis),
               rule=f"per angle: 'L' if structured < independent holds (both one-sided tests p < {alpha}, difference ≥ "
                    f"{min_rel:g} × the larger mean), 'H' if independent < structured holds, 'within' if both are "
                    f"excluded by the one-sided (1 − α) upper bounds, else unresolved. A series flips if every L angle "
@@ -351,6 +452,20 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
               min_effect=effect, replicates=replicates)
 
     _figure(ctx, config, angles, points, independent_mean, series)
+
+
+def _rotation_choice(config: Fig5Config, d: int, record: Mapping[str, Any]) -> str:
+    """The ``rotation`` choice: the planes turned, what is fixed, T_R."""
+    if config.rotation_planes == "one":
+        return f"{rotation_text(config, d)} (rotation_planes: one)"
+    n = len(record["planes"])
+    planes = ", ".join(f"(x{i}, x{j})" for i, j in record["planes"])
+    left = sorted(set(range(d)) - {k for p in record["planes"] for k in p})
+    rest = (f", the identity on x{left[0]} (every rotation of a {d}-dimensional space fixes an axis)" if left else "")
+    where = f"each of the {n} coordinate planes {planes}" if n > 1 else f"the coordinate plane {planes}"
+    return (f"R = rotation by the angle in {where}: [[cos a, −sin a], [sin a, cos a]]{' in each' * (n > 1)}{rest} "
+            f"(rotation_planes: all, every plane turned; flowvar.gaussian.block_rotation_matrix); "
+            f"T_R(x0) = μ + M^{{1/2}} R x0")
 
 
 def _figure(ctx: RunContext, config: Fig5Config, angles: list[float], points: dict, independent_mean: dict,
@@ -381,6 +496,8 @@ def _figure(ctx: RunContext, config: Fig5Config, angles: list[float], points: di
     ctx.figure("variance_by_angle", fig)
 
 
-__all__ = ["JUDGED_KEYS", "LARGEST_ANGLE", "NAME", "PAPER_ANGLE", "REFUTING_OUTCOMES", "SMALLEST_ANGLE", "Fig5Config",
-           "FlipOutcome", "angle_order", "assemble", "interpolated_flip", "noise_series", "rule_order_flips",
-           "rule_random_lower_at_paper_angle", "run", "series_flip", "series_label"]
+__all__ = ["FIXED_AXIS_TOL", "JUDGED_KEYS", "LARGEST_ANGLE", "NAME", "PAPER_ANGLE", "REFUTING_OUTCOMES",
+           "ROTATION_PLANES", "SMALLEST_ANGLE", "Fig5Config", "FlipOutcome", "angle_order", "assemble", "fixed_axes",
+           "interpolated_flip", "noise_series", "rotation_precondition", "rotation_record", "rule_order_flips",
+           "rule_random_lower_at_paper_angle", "run", "series_flip", "series_label", "structured_rotation",
+           "turned_planes"]
