@@ -834,3 +834,19 @@ def test_lemma2_says_whether_its_negative_control_separates_the_band() -> None:
     stag.verdict, stag.evidence["band_deg"] = "confirmed", 1.62
     assert _stagnation_control(stag) == " (the σ = 0.05 networks leave its 1.62° band: 4.44 to 6.64°)"
     assert _stagnation_control(Claim("lemma2.sigma0_stagnation", "s", "confirmed", {}, "r")) == ""  # recorded before
+
+
+def test_fig5_says_why_a_rotation_with_fixed_axes_is_untestable() -> None:
+    """refereeC 1 (session 28): a structured rotation that fixes axes is the OT coupling along them; the paragraph
+    says so where that made the claims untestable (read off the precondition), and nothing for a judged claim."""
+    from flowvar.report.narrators import _fixed_axes_text
+
+    pre = {"statement": "s", "holds": False, "measured": {"[1]": {"x": 1}, "[2]": {"fixed_axes": 2, "planes": [[0, 1]]}}}
+    claim = Claim("fig5.random_coupling_lower_variance", "s", "untestable", {}, "r", precondition=pre)
+    assert _fixed_axes_text(claim, 4) == ("; the structured coupling's rotation fixes 2 of the 4 axes, along which it "
+                                          "is the OT coupling, so neither can be judged (an even d with "
+                                          "rotation_planes: all can)")
+    pre["measured"]["[2]"]["fixed_axes"] = 0
+    assert _fixed_axes_text(claim, 4) == ""
+    claim.verdict = "confirmed"
+    assert _fixed_axes_text(claim, 2) == ""

@@ -981,6 +981,21 @@ def _fig4_zero_text(evidence: dict) -> str:
             f"reported, not judged")
 
 
+def _fixed_axes_text(claim: Claim, dim: int) -> str:
+    """Why Fig. 5's claims are untestable when the structured rotation fixes axes (odd d, or one plane turned): along
+    them the structured coupling is the OT coupling, which decides the comparison by itself (read off the
+    precondition's measured ``fixed_axes``); "" otherwise."""
+    if claim.verdict != "untestable":
+        return ""
+    measured = (claim.precondition or {}).get("measured") or {}
+    fixed = next((part.get("fixed_axes") for part in [measured, *measured.values()]
+                  if isinstance(part, dict) and _is_number(part.get("fixed_axes"))), None)
+    if not fixed:
+        return ""
+    return (f"; the structured coupling's rotation fixes {num(fixed)} of the {dim} axes, along which it is the OT "
+            f"coupling, so neither can be judged (an even d with rotation_planes: all can)")
+
+
 @narrator("fig5")
 def fig5(result: Result, story: Story) -> None:
     lower = claim_by_id(result, "fig5.random_coupling_lower_variance")
@@ -1016,7 +1031,7 @@ def fig5(result: Result, story: Story) -> None:
                    + (f"; the structured coupling has the lower variance at small angles and the higher at large "
                       f"ones, the order flipping {where}{interp_text}" if within else ""))
     story.verdict = (f"The paper's {num(lower.evidence['angle'])}° statement is {lower.verdict}; the flip with the "
-                     f"angle (our finding) is {flips.verdict}")
+                     f"angle (our finding) is {flips.verdict}" + _fixed_axes_text(lower, len(result.config["mean"])))
     story.claims[lower.id] = ClaimText(
         f"independent lower at {lower.evidence['holds']} of {lower.evidence['points']} points; structured / "
         f"independent variance {num(min(ratios))} to {num(max(ratios))}", rule_text(lower))
