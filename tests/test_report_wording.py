@@ -841,7 +841,8 @@ def test_fig5_says_why_a_rotation_with_fixed_axes_is_untestable() -> None:
     says so where that made the claims untestable (read off the precondition), and nothing for a judged claim."""
     from flowvar.report.narrators import _fixed_axes_text
 
-    pre = {"statement": "s", "holds": False, "measured": {"[1]": {"x": 1}, "[2]": {"fixed_axes": 2, "planes": [[0, 1]]}}}
+    measured = {"[1]": {"x": 1}, "[2]": {"fixed_axes": 2, "planes": [[0, 1]]}}
+    pre = {"statement": "s", "holds": False, "measured": measured}
     claim = Claim("fig5.random_coupling_lower_variance", "s", "untestable", {}, "r", precondition=pre)
     assert _fixed_axes_text(claim, 4) == ("; the structured coupling's rotation fixes 2 of the 4 axes, along which it "
                                           "is the OT coupling, so neither can be judged (an even d with "
