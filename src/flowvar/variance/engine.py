@@ -1134,7 +1134,9 @@ class GradNormEngine:
         by the fallback kept of it at that version. A buffer written since that nothing kept a copy of (a module
         without parameters that updates its buffers in its forward, on a pass recorded before the fallback through
         the model was planned) cannot be recomputed from: :class:`DataError`, and from then on the model's calls keep
-        copies of every buffer."""
+        copies of every buffer. (A write through ``.data`` advances no version counter: a module without parameters
+        that writes its buffers so is recomputed from the written values, and the recomputation's check against the
+        recorded output is then what stands between it and a wrong number.)"""
         state = call.state
         if state is not None and state.copies is not None:
             return state.copies
