@@ -141,7 +141,8 @@ class ForwardState:
     from the updated ones nor write to the model's own.
 
     ``live``: {buffer name: (the module's buffer, its version counter ``Tensor._version``)}, which every in-place write
-    advances: a buffer found with the same tensor and version later has not been written since. ``copies``: {name:
+    advances but one through ``.data``: a buffer found with the same tensor and version later has not been written
+    since, except so. ``copies``: {name:
     copy} taken then (the modules the fallback measures: always; the whole model only once its fallback is planned —
     copying every buffer of a model, a data set held as buffers included, on each recorded pass would cost every
     step); the vectors u, v of spectral norms as the forward left them (their training-mode forward iterates them in
