@@ -8,9 +8,12 @@ rule of :mod:`flowvar.advisor`) and returns an :class:`Advice`.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,10 @@ from flowvar.metrics import GEN_KEY, MEM_KEY
 
 GMM_ONLY_KEYS: tuple[str, ...] = ("dim", "n_components", "mean_scale", "component_std", "gmm_seed")
 """Knobs of the synthetic GMM target only: with data from a file or folder they would be silently ignored."""
+
+PROGRESS_LOGGER = "flowvar.experiments.sigma_tradeoff"
+"""The logger on which the σ study reports each finished training
+(:func:`flowvar.experiments.sigma_tradeoff.training_line`), printed by :func:`advise_sigma` when its bars are off."""
 
 OWN_ARGUMENT_KEYS: tuple[str, ...] = ("dataset", "data_dir", "seed", "sigmas")
 """Config keys :func:`advise_sigma` takes as its own arguments (``--data``, ``--dataset``, ``--seed``, ``--sigmas``),
@@ -52,6 +59,10 @@ class Advice:
       G(0)), ``gen_tolerance`` (τ), ``chance`` (1/N), ``alpha``, ``reduce_margin``;
     * ``judgements``: per σ, M with its bounds, G(σ) − G(0) with its bounds, and the verdict (passes / fails /
       undecided);
+    * ``noise_checks``: per σ > 0 (keyed ``f"{σ:g}"``), the exact CFM(σ) minimiser check as the advisor read it
+      (:meth:`flowvar.results.Precondition.to_dict`: ``holds`` — the minimiser loses ≥ reduce_margin of M, the noise
+      can act at that σ — and ``measured["seed_mean"]``, the M it loses); None when no check was recorded (a result
+      from before the checks);
     * ``data``: a description of the data; ``result_dir``: the folder holding result.json and the figures (None when
       ``out`` was None: the run went to a temporary folder that is gone);
     * ``diverged``: the run's notes on trainings that diverged (σ, seed and the training error), which
@@ -77,6 +88,7 @@ class Advice:
     headline: str = ""
     setting: str = ""
     data_note: str | None = None
+    noise_checks: dict[str, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.outcome:  # built by hand or from a result.json of the former point rule
@@ -97,7 +109,8 @@ class Advice:
                    outcome=adv.get("outcome", ""), candidates=list(adv.get("candidates", [])),
                    seeds_needed=adv.get("seeds_needed"), trade_off=adv.get("trade_off"),
                    judgements=list(adv.get("judgements", [])), headline=adv.get("headline", ""),
-                   setting=adv.get("setting", ""), data_note=adv.get("data_note"))
+                   setting=adv.get("setting", ""), data_note=adv.get("data_note"),
+                   noise_checks=adv.get("noise_checks"))
 
     @property
     def all_diverged(self) -> bool:
@@ -109,6 +122,20 @@ class Advice:
         out = asdict(self)
         out["result_dir"] = str(self.result_dir) if self.result_dir is not None else None
         return out
+
+    def noise_check_text(self, sigma: float) -> str:
+        """σ's exact-minimiser check in words, for its per-σ line: "exact minimiser: can act (loses 0.31 ≥ 0.1 of
+        M)", "exact minimiser: keeps the pairs (loses 0.00529 < 0.1 of M)", or "exact minimiser: not checked" (no
+        check recorded for σ). The check and its threshold are the advisor's
+        (:func:`flowvar.experiments.sigma_tradeoff.noise_can_act_precondition`); this only reads them."""
+        check = (self.noise_checks or {}).get(f"{sigma:g}")
+        if not isinstance(check, Mapping) or "holds" not in check:
+            return "exact minimiser: not checked"
+        measured = check.get("measured") or {}
+        lost, need = measured.get("seed_mean"), measured.get("min_effect", self.margins.get("reduce_margin"))
+        numbers = (f" (loses {_fmt(lost, '.3g')} {'≥' if check['holds'] else '<'} {_fmt(need, 'g')} of M)"
+                   if finite_number(lost) and finite_number(need) else "")
+        return f"exact minimiser: {'can act' if check['holds'] else 'keeps the pairs'}{numbers}"
 
     def summary(self) -> str:
         """A few lines for a terminal: the answer and the setting it holds for, the reason, the claims' verdicts, the
@@ -154,9 +181,10 @@ class Advice:
                 gen = ("reference" if j["sigma"] == 0 else
                        f"G − G(0) = {_fmt(j['gen_difference'], '+.3g')} [{_fmt(j['gen_lower'], '+.3g')}, "
                        f"{_fmt(j['gen_upper'], '+.3g')}] {j['gen_side']}")
+                check = "" if j["sigma"] == 0 else f"; {self.noise_check_text(j['sigma'])}"
                 lines.append(f"  σ = {_fmt(j['sigma'], 'g')}: M = {_fmt(j['mem_mean'], '.3g')} "
                              f"[{_fmt(j['mem_lower'], '.3g')}, {_fmt(j['mem_upper'], '.3g')}] {j['mem_side']}; {gen} "
-                             f"→ {j['verdict']}")
+                             f"→ {j['verdict']}{check}")
         lines.append(f"rule: {self.rule}")
         if self.diverged:
             lines += ["", f"diverged ({len(self.diverged)} training(s)):"] + [f"  {n}" for n in self.diverged]
@@ -194,7 +222,10 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
             folder that is deleted (only the returned :class:`Advice` remains).
         seed: base random seed.
         dataset: force the kind (``"celeba"`` for a CelebA folder; otherwise inferred from ``data``).
-        progress: show training progress bars.
+        progress: show training progress bars; False → one plain line per finished training on stderr instead
+            (``[ 5/21] σ = 0.05, seed 1: trained and scored in 12.3 s``, :func:`plain_progress`), as ``flowvar
+            reproduce``/``sweep`` print one per experiment/point when quiet, so a piped or CI run is not silent for
+            minutes.
         cache: a result cache folder (:class:`flowvar.cache.Cache`, shared with ``flowvar run/reproduce --cache``):
             the trainings checkpoint into it, so an interrupted run resumes where it stopped when called again with
             the same arguments, and a finished one is reused (its key covers the data file's contents); None → each
@@ -258,10 +289,36 @@ def advise_sigma(data: str | Path, *, sigmas: Sequence[float] | None = None, qui
         return run_cached("sigma_tradeoff", folder, Cache(cache), quick=quick, seed=seed, overrides=overrides,
                           progress=progress).result
 
-    if out is None:
-        with tempfile.TemporaryDirectory(prefix="flowvar-advise-") as tmp:
-            return advice_of(run(tmp), None)
-    return advice_of(run(out), Path(out) / "sigma_tradeoff")
+    with contextlib.nullcontext() if progress else plain_progress():
+        if out is None:
+            with tempfile.TemporaryDirectory(prefix="flowvar-advise-") as tmp:
+                return advice_of(run(tmp), None)
+        return advice_of(run(out), Path(out) / "sigma_tradeoff")
 
 
-__all__ = ["GMM_ONLY_KEYS", "OWN_ARGUMENT_KEYS", "Advice", "advise_sigma"]
+@contextlib.contextmanager
+def plain_progress(stream: Any = None) -> Iterator[None]:
+    """For the block, print the σ study's per-training lines (INFO on :data:`PROGRESS_LOGGER`) to ``stream``
+    (default: ``sys.stderr`` as it is now), one plain line each, without a timestamp; the logger's level is lowered
+    to INFO for the block if it is higher, and restored after. Under torchrun only rank 0 prints (every rank trains
+    the same σ; the process group starts inside the run, so the rank is read per line). The lines still reach the
+    ``flowvar`` loggers' other handlers (a reproduce.log)."""
+    from flowvar.distributed import is_main_process
+
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda _record: is_main_process())
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+__all__ = ["GMM_ONLY_KEYS", "OWN_ARGUMENT_KEYS", "PROGRESS_LOGGER", "Advice", "advise_sigma", "plain_progress"]

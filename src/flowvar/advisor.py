@@ -37,12 +37,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from scipy import stats as sps
 
 from flowvar.errors import ConfigError
 from flowvar.metrics import GEN_KEY, MEM_KEY, memorisation_score
 from flowvar.results import Precondition
-from flowvar.stats import noninferior_over_seeds, paired_over_seeds
+from flowvar.stats import SeedComparison, boundary_tolerance, noninferior_over_seeds, paired_over_seeds
 
 DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 """The σ grid of the study (0 is the deterministic baseline; 0.05 is the paper's noisy setting)."""
@@ -511,6 +512,11 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     other outcomes, and :attr:`SeedAdvice.unattributed_cut` and the answer name it. A mapping that misses a σ > 0
     (an empty one included) is refused (:func:`require_every_noise_check`): that σ would be judged on the margins
     alone beside σ judged on their check, so the same drop could be a cut at one σ and not at its neighbour.
+    When no σ cuts memorisation, what to change follows from the numbers (:func:`no_cut_remedy`): "add seeds" only
+    for a σ whose mean drop already reaches ``reduce_margin`` (seeds narrow its bound, never move its mean:
+    :func:`seeds_could_confirm`), "extend sigmas" only when the check is unmade or holds at some σ, and, when the
+    exact minimiser keeps the pairs at every σ tried, that the noise cannot act at this data's σ√d against the pair
+    spacing and the pairs (N, d) are what to change.
     Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table, margin or partial ``noise_can_act``."""
     _check_margins(gen_margin, mem_margin, gen_floor)
     if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 2:
@@ -567,15 +573,18 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
         return check is not None and not check.holds
 
     cutting, unattributed = [], []
+    drops: dict[float, SeedComparison] = {}  # every σ > 0 with a finite seed: what more seeds could do (no_cut_remedy)
     for j in judged:
         if j.sigma == 0:
             continue
         m = [(a - 1 / n_train) / (1 - 1 / n_train) for a in _seed_values(per_seed[j.sigma], "pairing_accuracy")]
         keep = [(x, y) for x, y in zip(m0, m, strict=True) if math.isfinite(x) and math.isfinite(y)]
-        if len(keep) < 2:
+        if not keep:
             continue
+        # one seed: "inconclusive" (never a cut), kept for the remedy (its drop says whether seeds could decide it)
         drop = paired_over_seeds([x for x, _ in keep], [y for _, y in keep], min_effect=reduce_margin, scale=1.0,
                                  scale_name="the memorisation scale", alpha=alpha, labels=("M(0)", f"M({j.sigma:g})"))
+        drops[j.sigma] = drop
         if drop.verdict == "confirmed" and noise_fails(j):
             unattributed.append((j, drop, checks[j.sigma]))  # the networks' drop, not the noise's: untestable
         elif drop.verdict == "confirmed":
@@ -634,6 +643,7 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     fallback = [j for j, _ in cutting if j.gen_side == "within"]
     pick = min(fallback, key=lambda j: (j.mem_mean, j.sigma)) if fallback else None
     trade = None
+    remedy_head = ""  # the headline's remedy when no σ cuts memorisation (set below)
     if cutting:
         j, drop = cutting[0]
         trade = {"sigma": j.sigma, "memorisation": j.mem_mean, "memorisation_drop": drop.mean,
@@ -646,8 +656,13 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     elif unattributed:  # the drops seen are the networks', not the noise's: said below
         trade_text = "no σ of the grid is shown to cut memorisation through the noise"
     else:
-        trade_text = (f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence (extend sigmas, or "
-                      f"add seeds)")
+        # what to change follows from the numbers (no_cut_remedy): seeds only where a mean drop already reaches
+        # reduce_margin (more seeds narrow the bound, not the mean), larger σ only where the exact minimiser can act
+        # or was not checked, other pairs when it keeps them at every σ tried
+        remedy_reason, remedy_head = no_cut_remedy(
+            drops, None if noise_can_act is None else {s: c for s, c in checks.items() if s in per_seed and s > 0},
+            reduce_margin)
+        trade_text = f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence; {remedy_reason}"
     # a smaller σ whose drop the noise cannot explain: said, with what the run cannot tell and what to change
     loose_record, loose_text, loose_short = unattributed_below(cutting[0][0].sigma if cutting else math.inf)
     if loose_text:
@@ -661,8 +676,8 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
         headline = ("no σ satisfies both margins: " + (
             f"the smallest σ that cuts memorisation, σ = {cutting[0][0].sigma:g}, is not shown to keep "
             f"generalisation within τ (a trade-off, see the reason)" if cutting else
-            f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence (extend sigmas to larger "
-            f"values, or add seeds)" if loose_record is None else
+            f"no σ of the grid cuts memorisation by ≥ {reduce_margin:g} with confidence {remedy_head}"
+            if loose_record is None else
             f"no σ is shown to cut memorisation through the noise: {loose_short}"))
     unnamed = [j.sigma for j in blocked if loose_record is None or j.sigma != loose_record["sigma"]]
     if unnamed:  # a σ within both margins only where the noise cannot act: no answer, said in the headline too
@@ -712,6 +727,98 @@ def unattributed_cut_text(judgement: SigmaJudgement, drop: Any, check: Precondit
             f"reached pairing accuracy {low:.3g}–{high:.3g}), and the claim that it reduces memorisation is "
             f"untestable here; {todo}, or closer training lines (more pairs N)")
     return record, text, short
+
+
+def seeds_could_confirm(drop: SeedComparison) -> bool:
+    """Whether more seeds could confirm a memorisation drop Δ = M(0) − M(σ) that these seeds leave unconfirmed, if
+    its mean and spread stay as measured — the criterion for the advice "add seeds" when no σ cuts memorisation.
+
+    ``drop``: :func:`flowvar.stats.paired_over_seeds` of the per-seed M(0) and M(σ) with ``min_effect`` =
+    reduce_margin. It is confirmed when its one-sided lower bound Δ̄ − t_{1−α, n−1} s/√n is > 0 and its mean
+    Δ̄ ≥ reduce_margin. More seeds narrow the bound (the half-width t s/√n shrinks like 1/√n) but do not move the
+    mean, so they can decide only a drop whose **mean already reaches reduce_margin** and that is not confirmed (its
+    lower bound held at or below 0 by the width alone, or one seed: no bound yet). A mean below the margin stays
+    below it however many seeds are added: with M = 1 in every seed at σ and at σ = 0, Δ̄ = 0. "Reaches" is up to
+    float rounding, as in the test itself (:func:`flowvar.stats.boundary_tolerance`; M lies in [−1/(N − 1), 1],
+    so its per-seed values, the operands of Δ, are at most 1 in size)."""
+    reach = drop.min_effect - boundary_tolerance(np.asarray(drop.differences, dtype=np.float64), np.ones(1),
+                                                 drop.min_effect)
+    return drop.verdict != "confirmed" and math.isfinite(drop.mean) and drop.mean >= reach
+
+
+def no_cut_remedy(drops: Mapping[float, SeedComparison], checks: Mapping[float, Precondition] | None,
+                  reduce_margin: float) -> tuple[str, str]:
+    """What to change when no σ of the grid cuts memorisation by ≥ ``reduce_margin`` with confidence (and no σ's
+    drop is the networks' alone, :func:`unattributed_cut_text`), read off the numbers. Returns (the reason's clause,
+    the headline's clause in parentheses).
+
+    ``drops``: σ > 0 → its paired drop M(0) − M(σ) over seeds (:func:`flowvar.stats.paired_over_seeds`; σ whose
+    every seed diverged are absent); ``checks``: σ > 0 → the exact CFM(σ) minimiser check for every σ > 0 tried
+    (``Precondition.holds``: the minimiser loses ≥ reduce_margin of M, the noise can act there), or None when no
+    check was made. Each remedy is offered only when the numbers say it could help:
+
+    * **add seeds** — for a σ whose noise can act (or is unchecked) and whose drop :func:`seeds_could_confirm`
+      (mean ≥ reduce_margin, lower bound not yet above 0); otherwise the text says why more seeds would not help
+      (the largest mean drop is below reduce_margin);
+    * **extend sigmas to larger values** — when the check was not made (whether the noise acts at a larger σ is
+      unknown), or when it holds at some σ of the grid (the exact minimiser can break memorisation there, the
+      networks did not: a larger σ pushes harder);
+    * **other pairs** — when the check fails at every σ tried, the exact minimiser itself keeps the pairs: the noise
+      cannot act at this data's σ√d against the pair spacing, so neither more seeds nor longer training can show a
+      cut on this grid. Said plainly, with the largest loss of M the minimiser reached, and what to change: the
+      check's own remedy (closer training lines: more pairs N or a lower d).
+    """
+    def sigmas(values: Sequence[float]) -> str:
+        return ", ".join(f"{s:g}" for s in values)
+
+    checked = {s: c for s, c in (checks or {}).items() if s > 0}
+    keeps = [s for s in sorted(checked) if not checked[s].holds]
+    acting = [s for s in sorted(checked) if checked[s].holds]
+    if checked and not acting:  # every σ tried: the exact minimiser keeps the pairs
+        top = max(keeps)
+        lost = {s: float(checked[s].measured.get("seed_mean", math.nan)) for s in keeps}
+        finite = [v for v in lost.values() if math.isfinite(v)]
+        most = f"at most {max(finite):.3g} < {reduce_margin:g}" if finite else f"less than {reduce_margin:g}"
+        remedy = checked[top].remedy or "closer training lines: more pairs N (smaller line spacing) or a lower d"
+        span = f"σ = {keeps[0]:g} … {top:g}" if len(keeps) > 1 else f"σ = {top:g}"
+        reason = (f"at every σ tried ({span}) the exact CFM(σ) minimiser itself keeps the pairs (it loses {most} of "
+                  f"M): the noise cannot act at this data's σ√d against the pair spacing, so neither more seeds nor "
+                  f"longer training can show a cut on this grid — to change that, {remedy}")
+        head = (f"(and none can here: at every σ tried, up to {top:g}, the exact CFM(σ) minimiser itself keeps the "
+                f"pairs, so the noise cannot act at this data's σ√d against the pair spacing and more seeds cannot "
+                f"change that; change the pairs: more pairs N (--set n_train=…) or a lower d, see the reason)")
+        return reason, head
+    reasons, heads = [], []
+    # a σ whose exact minimiser keeps the pairs is no σ to add seeds for: a drop there is the networks' alone
+    eligible = {s: d for s, d in sorted(drops.items()) if s > 0 and (s not in checked or checked[s].holds)}
+    seedable = [(s, d) for s, d in eligible.items() if seeds_could_confirm(d)]
+    if seedable:
+        reasons.append("add seeds (--set n_seeds=…): " + "; ".join(
+            f"at σ = {s:g} the mean drop M(0) − M(σ) = {d.mean:.3g} reaches {reduce_margin:g}, but "
+            + (f"its lower bound {d.lower:.3g} is not above 0" if math.isfinite(d.lower) else "one seed gives no bound")
+            for s, d in seedable) + " (more seeds narrow the bound; the mean stays as measured)")
+        heads.append(f"add seeds: at σ = {sigmas([s for s, _ in seedable])} the drop reaches {reduce_margin:g} on "
+                     f"the mean, not yet with confidence")
+    elif eligible:
+        s_max, d_max = max(eligible.items(), key=lambda item: (item[1].mean, -item[0]))
+        where = " where the noise can act" if checked else ""
+        reasons.append(f"more seeds would not help: no σ's mean drop M(0) − M(σ){where} reaches {reduce_margin:g} "
+                       f"(the largest is {d_max.mean:.3g}, at σ = {s_max:g}), and seeds narrow the bound, not the "
+                       f"mean")
+        heads.append(f"more seeds would not help: no mean drop{where} reaches {reduce_margin:g}")
+    if checks is None:
+        reasons.append("extend sigmas to larger values (the exact minimiser was not checked, so whether the noise "
+                       "can act at a larger σ is unknown)")
+        heads.append("extend sigmas to larger values: whether the noise can act there is unchecked")
+    elif acting:
+        reasons.append(f"extend sigmas to larger values: the exact CFM(σ) minimiser can act at σ = {sigmas(acting)} "
+                       f"(it loses ≥ {reduce_margin:g} of M there) while the networks' memorisation did not fall by "
+                       f"that much, and a larger σ gives the noise more reach")
+        heads.append(f"extend sigmas to larger values: the exact CFM(σ) minimiser can act at σ = {sigmas(acting)}")
+    else:  # a check was asked for but the grid has no σ > 0
+        reasons.append("add σ > 0 to sigmas (the grid holds σ = 0 only)")
+        heads.append("add σ > 0 to sigmas")
+    return "; ".join(reasons), f"({'; '.join(heads)})"
 
 
 def recommended_headline(sigma: float) -> str:
@@ -785,6 +892,6 @@ def why_it_fails(judgement: SigmaJudgement, mem_margin: float) -> str:
 __all__ = ["DEFAULT_SIGMAS", "FIT_LOSS_RATIO", "MAX_SEEDS_ESTIMATE", "STILL_FALLING_RATIO", "SeedAdvice",
            "SigmaJudgement", "advise_over_seeds", "fallback_headline", "fallback_sigma", "finite_number",
            "gen_change_kind", "gen_change_text", "gen_tolerance", "judge_sigma", "loss_converged",
-           "memorisation_bounds", "recommend_sigma", "recommended_headline", "require_every_noise_check",
-           "rule_text", "seed_rule_text",
-           "seeds_needed", "sigma0_memorised", "undecided_headline", "untestable_fix", "why_it_fails"]
+           "memorisation_bounds", "no_cut_remedy", "recommend_sigma", "recommended_headline",
+           "require_every_noise_check", "rule_text", "seed_rule_text", "seeds_could_confirm", "seeds_needed",
+           "sigma0_memorised", "undecided_headline", "untestable_fix", "why_it_fails"]
