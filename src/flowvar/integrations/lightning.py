@@ -65,7 +65,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from flowvar.errors import ConfigError, ShapeError, check_positive_int
+from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
 from flowvar.variance.engine import REDUCTIONS, Reduction
 from flowvar.variance.monitor import SCALARS, GradientVarianceMonitor
 
@@ -227,7 +227,10 @@ class GradientVarianceCallback(pl.Callback):
                               f"losses, t, loss_scale=1/k) after each micro-batch's backward in your own code")
         losses, t = _losses_and_t(self._captured.pop(), self.losses_method)
         accumulated = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
-        record = monitor.step(step, losses, t, reduction=self.reduction, loss_scale=1.0 / accumulated)
+        try:
+            record = monitor.step(step, losses, t, reduction=self.reduction, loss_scale=1.0 / accumulated)
+        except DataError as error:
+            raise _in_lightning_terms(error, self.losses_method, self.reduction) from error
         self._measured_batch = True
         if record is not None:
             self._log(trainer, pl_module, step, record)
@@ -248,6 +251,35 @@ class GradientVarianceCallback(pl.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=step - 1)
+
+
+#: The engine's sum check (flowvar.variance.engine): the backward pass was of more than the per-sample losses.
+_NOT_ADDING_UP = "do not add up to the gradient of the backward pass"
+
+
+def _in_lightning_terms(error: DataError, method: str, reduction: Reduction) -> DataError:
+    """The monitor's sum-check error said in Lightning's terms. The engine names its causes and remedies for a
+    hand-written loop ("add regularisers after measuring", engine.clear(), the autograd method); in Lightning there is
+    no "after measuring" within training_step's one backward pass. Kept: which step and which parameters (the text
+    up to the engine's first ": " after :data:`_NOT_ADDING_UP`); said instead: ``training_step`` returns exactly the
+    ``reduction`` of ``method``'s losses, an L2 penalty goes into the optimizer's ``weight_decay`` and any other
+    regulariser's gradient into the LightningModule's ``on_after_backward`` (which Lightning calls after the
+    callbacks', so after the measurement), and other forward passes run under ``torch.no_grad()``. Any other error
+    (including the sum check's parametrization cause, whose fix is the same in Lightning) comes back as it was."""
+    text = str(error)
+    at = text.find(_NOT_ADDING_UP)
+    end = text.find(": ", at + len(_NOT_ADDING_UP)) if at >= 0 else -1
+    if end < 0 or "parametrization" in text:
+        return error
+    return DataError(
+        f"GradientVarianceCallback: {text[:end]}: the loss training_step returned was of more than the {reduction} of "
+        f"{method}()'s losses (an extra term such as an L2 penalty), or the model ran again with gradients enabled "
+        f"in the step. In Lightning, training_step must return exactly the {reduction} of {method}()'s losses: put "
+        f"an L2 penalty c·Σ‖p‖² into the optimizer instead (torch.optim.Adam(..., weight_decay=2c) in "
+        f"configure_optimizers adds its gradient 2c·p; AdamW's weight_decay is the decoupled kind), add the gradient "
+        f"of any other regulariser in the LightningModule's on_after_backward (e.g. (c * penalty(self)).backward()), "
+        f"which Lightning calls after this callback has measured, and run any other forward pass of the model under "
+        f"torch.no_grad()")
 
 
 def _losses_and_t(out: Any, method: str) -> tuple[Tensor, Tensor | None]:
