@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from flowvar.audit import audit
 from flowvar.audit.loading import load_labelled
 from flowvar.audit.sections import name_order
+from flowvar.errors import DataError
 
 N_CLASSES, PER_CLASS, SIDE = 3, 8, 4
 
@@ -57,11 +58,20 @@ def class_folder(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "loader_order": loader_order, "model": PairMemoriser(loader_order, x1)}
 
 
-def _audit(c: dict, pairs: Tensor) -> tuple:
+#: The audit seed of these tests, chosen by measurement. Whether the convention check accepts name-ordered --pairs is
+#: a coin flip by construction: the memoriser explains fresh draws worse than the zero field (loss ratio q ≈ 1.5), so
+#: only the training-pairs probe can fit it, and on name-ordered pairs (a source starts one item's line, its row's
+#: item ends another) that probe's q sits near the 0.9 bound: below it for 6 of the audit seeds 0–9 (the convention
+#: probes' stream, flowvar.audit.streams). Seed 2 accepts, so the audit reaches the pair-order check; seed 0 refuses,
+#: the other way the misalignment is caught (test_a_refusing_convention_check_asks_about_the_row_order).
+SEED, REFUSING_SEED = 2, 0
+
+
+def _audit(c: dict, pairs: Tensor, seed: int = SEED) -> tuple:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = audit(c["model"], str(c["root"]), pairs=pairs, label_arg="positional", samples=40, steps=20,
-                       coarse_steps=5, grad_samples=16, t_bins=2, device="cpu")
+                       coarse_steps=5, grad_samples=16, t_bins=2, device="cpu", seed=seed)
     return report, [str(w.message) for w in caught if "--pairs look ordered" in str(w.message)]
 
 
@@ -109,3 +119,10 @@ def test_without_the_check_the_misaligned_pairs_would_read_as_not_memorised(clas
     report, _ = _audit(class_folder, class_folder["by_name"])
     pairs = {c.id: c for c in report.result.claims}["audit.pair_recovery"]
     assert pairs.verdict_if_testable in ("refuted", "inconclusive"), pairs.evidence["fine"]
+
+
+def test_a_refusing_convention_check_asks_about_the_row_order(class_folder: dict) -> None:
+    """Where the convention probe's draws reject the name-ordered pairs, the refusal asks the row-order question."""
+    with pytest.raises(DataError, match=r"is --pairs row-aligned with --data \(row i the source of item i; a folder "
+                                        r"is read by relative path: subfolder first, then file name\)"):
+        _audit(class_folder, class_folder["by_name"], seed=REFUSING_SEED)

@@ -60,6 +60,7 @@ from flowvar.audit.sections import (
     pair_recovery,
     real_copy_baseline,
 )
+from flowvar.audit.streams import AUDIT, audit_seeds
 from flowvar.errors import ConfigError, DataError, FlowvarError, ShapeError, check_positive_int, check_sigma
 from flowvar.files import atomic_write_bytes, atomic_write_text, check_writable_folder, staged_folder
 from flowvar.results import Claim, Result, format_value, judge, judgement_text
@@ -430,7 +431,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         convention, time, time_scale: the calling convention (None: detect; see :class:`Convention`).
         samples: fresh samples to generate; steps / coarse_steps: the fine and coarse ODE grids of ``method``.
         grad_samples, t_bins: draws per t-bin and number of bins of the gradient section.
-        seed: seeds every random draw of the audit; device: "auto" (CUDA when available), "cpu", "cuda", ...
+        seed: an int in [0, 2**63) seeding every random draw of the audit, one generator per part seeded with
+            ``derive_seed(seed, "audit", part)`` (:mod:`flowvar.audit.streams`; never torch's seed-``seed`` stream,
+            which a script's training data may come from); device: "auto" (CUDA when available), "cpu", "cuda", ...
         resolution, channels: for image folders (default: the first image's size and mode).
         value_range: (lo, hi), the pixel scale of ``data``'s and ``heldout``'s array-file images, mapped to [−1, 1]
             (16-bit or other integer images need it; :func:`flowvar.data.load_array`).
@@ -451,6 +454,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     model returning NaN. Writes nothing (see :meth:`AuditReport.write`).
     """
     start = time_now()
+    streams = audit_seeds(seed)  # checks the seed before any work
     sigma = check_sigma(sigma)
     samples = check_positive_int("samples", samples)
     steps, coarse_steps = check_positive_int("steps", steps), check_positive_int("coarse_steps", coarse_steps)
@@ -528,9 +532,12 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         y = y.to(dtype) if y is not None else None
         held_y = held_y.to(dtype) if held_y is not None else None
 
-    gen = torch.Generator().manual_seed(int(seed))
+    # one stream per part, derived from the seed by name (flowvar.audit.streams): never torch's seed-k stream, which
+    # users make their training data from, and a part that changes its draw count leaves the others' draws alone
+    gens = {part: torch.Generator().manual_seed(s) for part, s in streams.items()}
     cond = y if la is not None else None  # the labels the model is called with (None: unconditional)
-    check = _check_conventions_with_labels(model, train, requested, gen, y, la, labels_from, x0_pairs, scales)
+    check = _check_conventions_with_labels(model, train, requested, gens["conventions"], y, la, labels_from,
+                                           x0_pairs, scales)
     field_ = AdaptedField(model, check.chosen, la)
 
     sections: list[Section] = []
@@ -540,8 +547,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     order_check = None
     if x0_pairs is not None:
         pairs_section = pair_recovery(field_, x0_pairs, train_exact, method=method, steps=steps,
-                                      coarse_steps=coarse_steps, labels=cond, generator=gen, heldout=held_exact,
-                                      real=real)
+                                      coarse_steps=coarse_steps, labels=cond, generator=gens["pairs"],
+                                      heldout=held_exact, real=real)
         # a class-folder --data has two natural row orders: pairs aligned with the other one read as generalising
         order_check = pair_order_check(field_, x0_pairs, train_exact, row_files, pairs_section.claim.evidence[
             "fine"]["accuracy_own"], method=method, steps=steps, labels=cond) if row_files else None
@@ -553,6 +560,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
                           f"testable until --pairs are reordered to --data's row order", stacklevel=2)
             pairs_section = order_in_doubt(pairs_section, order_check)
         sections.append(pairs_section)
+    gen = gens["samples"]
     noise = torch.randn((samples, *shape), generator=gen, dtype=dtype)
     # fresh samples of a conditional model: each under the label of a random training item (the training classes'
     # frequencies); drawn after the noise, so an unconditional audit's draws are unchanged. Continuous conditions
@@ -568,9 +576,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
         under = "training conditions" if cc.continuous else ""
     generated = endpoints(field_, noise, method, steps, fresh_labels)
     sections.append(copying(generated, train_exact, held_exact, conditioned_on=under, real=real))
-    sections.append(generalisation_gap(generated, train_exact, held_exact, gen, conditioned_on=under))
+    sections.append(generalisation_gap(generated, train_exact, held_exact, gens["gap"], conditioned_on=under))
     grad = gradient_signal(field_, train, x0_pairs, held, sigma=sigma, n_per_bin=grad_samples, n_bins=t_bins,
-                           generator=gen, labels=cond, heldout_labels=held_y if cond is not None else None)
+                           generator=gens["gradient"], labels=cond, heldout_labels=held_y if cond is not None else None)
     sections.append(order_in_doubt(grad, order_check) if order_check and order_check["suspect"] else grad)
 
     verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
@@ -604,10 +612,13 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
               "label_arg": str(la) if la is not None else None,
               "labels": cc.labels_text(la is not None), "conditions": cc.conditions_text(la is not None),
               "samples": samples, "method": method, "steps": steps, "coarse_steps": coarse_steps,
-              "grad_samples": grad_samples, "t_bins": t_bins, "seed": seed, "device": str(dev),
+              "grad_samples": grad_samples, "t_bins": t_bins, "seed": seed,
+              "seed_streams": streams, "device": str(dev),
               "thresholds": thresholds()}
     notes = ["Readings: confirmed = memorising, refuted = generalising (each claim says 'the model memorises').",
-             "Thresholds and their reasoning: docs/audit.md."]
+             "Thresholds and their reasoning: docs/audit.md.",
+             f"Random draws: each part of the audit has its own torch.Generator, seeded with derive_seed(seed, "
+             f"{AUDIT!r}, part) (flowvar.seeding; config.seed_streams), not torch's seed-{seed} stream."]
     if held is None:
         notes.append("No held-out data: the copy baseline is each training item against the others (leave one out) "
                      "and the generalisation gap is not measured.")

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from flowvar.audit import rules
 from flowvar.audit.adapters import AdaptedField, Conditioned, PackedLabels, pack_labels
+from flowvar.audit.streams import audit_generator
 from flowvar.metrics import (
     as_matrix,
     median_heuristic,
@@ -181,7 +182,8 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     chance = float((copies[off] / class_size[off]).mean()) if n_off else 1.0 / n
     fresh = None
     if continuous:  # fresh noise, one per training item, under that item's condition: the condition's own pull
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        # the audit's own stream for this part: never torch's seed-0 stream, which training data often come from
+        gen = generator if generator is not None else audit_generator(0, "pairs")
         fresh = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
     adaptive = adaptive_method(method)
     coarse_method = ADAPTIVE_COARSE_METHOD if adaptive else method
