@@ -10,6 +10,7 @@ and the convention that fits is chosen, or the one requested is checked (docs/au
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -256,10 +257,53 @@ def _uncallable_cause(model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | N
             f"torch.cat([{one} for i in range(x.shape[0])])")
 
 
-def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore]) -> str:
+#: Python's TypeError for a call that leaves out required arguments: "f() missing 1 required keyword-only argument:
+#: 'scale'", "missing 2 required positional arguments: 'a' and 'b'" (then "'a', 'b', and 'c'").
+_MISSING = re.compile(r"missing \d+ required (?:positional|keyword-only) arguments?: (.+)$")
+
+
+def missing_arguments(scores: Sequence[CandidateScore]) -> list[str]:
+    """The arguments the network requires beyond x and t, in order of first mention: those a ``TypeError`` names as
+    missing under a call that passed both (``xt``, ``tx``, ``diffusers`` pass them positionally, ``flow_matching``
+    as ``x=``, ``t=``). ``cat`` passes one tensor, so its missing second argument is the network's own time: not
+    counted."""
+    names: list[str] = []
+    for s in scores:
+        if s.convention.call == "cat" or not s.error.startswith("TypeError"):
+            continue
+        found = _MISSING.search(s.error)
+        if found is None:
+            continue
+        for name in re.findall(r"'([^']+)'", found.group(1)):
+            if name not in names and not (s.convention.call == "flow_matching" and name in ("x", "t")):
+                names.append(name)
+    return names
+
+
+def _bind_hint(names: list[str], has_labels: bool) -> str:
+    """What to do about a network that requires arguments beyond x and t (:func:`missing_arguments`): bind them in
+    the module the audit loads, or pass them as the items' labels/conditions with ``--label-arg``. Not
+    ``functools.partial``: the audit needs an ``nn.Module`` (its weights, its dtype, its device)."""
+    name = names[0]
+    shown = " and ".join(f"'{n}'" for n in names)
+    bound = ", ".join(f"{n}=..." for n in names)
+    labels = (f"; if {name} is each item's class label or condition, which the data carry, pass --label-arg {name}"
+              if has_labels else
+              f"; if {name} is each item's class label or condition, pass --label-arg {name} with --labels FILE.npy "
+              f"(or --conditions FILE.npy)")
+    return (f"its forward requires {shown} besides x and t, which the audit does not pass: bind "
+            f"{'it' if len(names) == 1 else 'them'} in the module your --model factory returns, e.g. a subclass "
+            f"whose forward(self, x, t) returns super().forward(x, t, {bound}) (the same weight names, so "
+            f"--checkpoint still loads; functools.partial is no nn.Module){labels}")
+
+
+def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore], has_labels: bool = False) -> str:
     """The error when no candidate ran: each cause after the calls that gave it (``xt: TypeError: …; tx, cat: …``).
     When some call reached the network and got NaN/Inf, that leads (with how many of the weights are not finite):
-    the call works and the shape or timestep advice for calls that raise does not fit it."""
+    the call works and the shape or timestep advice for calls that raise does not fit it. When the calls that
+    passed x and t failed for a missing further argument (:func:`missing_arguments`), the fix named is to bind it
+    (or pass it with ``--label-arg``; ``has_labels``: the data carry labels or conditions), not the shape or
+    timestep advice."""
     causes: dict[str, list[str]] = {}
     for s in scores:
         calls = causes.setdefault(s.error, [])
@@ -275,6 +319,10 @@ def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore]) -> str:
                    "in [−1, 1]), in its dtype?")
         return (f"the model returns NaN/Inf on the training data under {', '.join(causes[NON_FINITE])}; {checked}"
                 + (f" (the other calls fail — {listed})" if listed else ""))
+    extra = missing_arguments(scores)
+    if extra:
+        return (f"the model cannot be called on the training data under any convention ({listed}); "
+                f"{_bind_hint(extra, has_labels)}")
     return (f"the model cannot be called on the training data under any convention ({listed}); check the data's "
             f"shape and channels against the model. flowvar calls it with x (B, *item shape) and a float time t "
             f"(B,) in [0, 1] (× --time-scale): a model that takes integer timesteps (an nn.Embedding lookup of t) "
@@ -387,7 +435,9 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
                 _uncallable_cause(model, x1, t, probe_labels[0] if probe_labels is not None else None, label_arg)
             if cause is not None:  # the network's interface, not the convention: name it and its wrapper
                 raise DataError(cause)
-            hint = f"; {best} fits: pass {best.flags()}" if best else ""
+            extra = missing_arguments([own]) if best is None else []
+            hint = f"; {best} fits: pass {best.flags()}" if best else \
+                f"; {_bind_hint(extra, labels is not None)}" if extra else ""
             raise DataError(f"the model cannot be called as {requested}: {own.error}{hint}")
         if not own.fits:
             hint = (f"; {best} fits (loss ratio {fitting[0].loss_ratio:.3g}, movement {fitting[0].movement:.3g}): pass "
@@ -407,7 +457,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
             cause = _uncallable_cause(model, x1, t, probe_labels[0] if probe_labels is not None else None, label_arg)
             if cause is not None:
                 raise DataError(cause)
-            raise DataError(_no_call_runs(model, scores))
+            raise DataError(_no_call_runs(model, scores, has_labels=labels is not None))
         top = min(ran, key=lambda s: s.loss_ratio)
         raise DataError(f"no calling convention fits this model on the training data (best: {top.convention} with "
                         f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}"
@@ -435,6 +485,7 @@ __all__ = [
     "candidate_conventions",
     "check_conventions",
     "library_call",
+    "missing_arguments",
     "ranked_fits",
     "score_convention",
 ]
