@@ -1,5 +1,6 @@
-"""An audit hint from a hostile user's review (userA, s28): a network whose forward requires an argument beyond x and t
-is told to bind it (finding 2)."""
+"""Two audit hints from a hostile user's review (userA, s28): a network whose forward requires an argument beyond x and
+t is told to bind it (findings 2), and noise given as --data with the data as --pairs — audited as a time-reversed
+model — gets a note asking whether the files were swapped (finding 3)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from audit_checks import importable_module, run_cli
 from flowvar.audit import audit
 from flowvar.audit.fit import missing_arguments
+from flowvar.audit.rules import SOURCE_MEAN_TOL, SOURCE_VAR_TOL, SOURCE_Z, looks_like_noise, swapped_files_suspect
 from flowvar.errors import DataError
 
 D = 8
@@ -129,3 +131,57 @@ def test_missing_arguments_skips_the_time_a_cat_call_leaves_out() -> None:
                                                                        "keyword-only arguments: 'y' and 'w'")]
     assert missing_arguments(scores) == ["y", "w"]
     assert missing_arguments(scores[:1]) == []  # cat passes one tensor: its missing 't' is the network's time
+
+
+# ------------------------------------------------------------------------------ 3. --data and --pairs swapped
+
+
+def test_noise_like_rule_against_its_sampling_error() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for n in (32, 256, 4096):  # real noise passes (z = 4 plus the fixed allowance)
+        x = torch.randn(200, n, generator=gen, dtype=torch.float64)
+        passed = [looks_like_noise(float(r.mean()), float(r.var(correction=0)), n) for r in x]
+        assert all(passed), n
+    # the user's data N(2, 0.25 I) (256 entries), and images in [−1, 1] (uniform: variance 1/3), are not noise
+    assert not looks_like_noise(2.0, 0.25, 256)
+    assert not looks_like_noise(0.0, 1 / 3, 64 * 64)
+    # the bounds as stated: mean tolerance + z/√n, variance tolerance + z·√(2/n)
+    n = 400
+    assert looks_like_noise(SOURCE_MEAN_TOL + SOURCE_Z / 20 - 1e-9, 1.0, n)
+    assert not looks_like_noise(SOURCE_MEAN_TOL + SOURCE_Z / 20 + 1e-9, 1.0, n)
+    assert looks_like_noise(0.0, 1 + SOURCE_VAR_TOL + SOURCE_Z * (2 / n) ** 0.5 - 1e-9, n)
+    assert not looks_like_noise(0.0, 1 + SOURCE_VAR_TOL + SOURCE_Z * (2 / n) ** 0.5 + 1e-9, n)
+    # asked only for data-at-0 outside diffusers, noise-like data and sources that are not
+    assert swapped_files_suspect(True, False, "data_at_0", "xt")
+    assert not swapped_files_suspect(True, False, "data_at_0", "diffusers")
+    assert not swapped_files_suspect(True, False, "data_at_1", "xt")
+    assert not swapped_files_suspect(True, True, "data_at_0", "tx")
+    assert not swapped_files_suspect(False, False, "data_at_0", "tx")
+
+
+def test_swapped_data_and_pairs_get_a_note_asking_and_the_right_order_none(nets: ModuleType) -> None:
+    x0, x1 = data()
+    swapped = audit(nets.AffineFlow(), x0, pairs=x1, **SMALL)  # noise as --data, the data as --pairs
+    assert swapped.convention.chosen.time == "data_at_0"  # read as a time-reversed model, as the user saw
+    notes = [r for r in swapped.reasons if r.startswith("sources: were --data and --pairs swapped?")]
+    assert len(notes) == 1, swapped.reasons
+    mean, var = float(x1.double().mean()), float(x1.double().var(correction=0))
+    assert f"(entry mean {mean:.3g}, variance {var:.3g}) while the training data (--data) do" in notes[0], notes[0]
+    assert notes[0] in swapped.summary()
+    check = swapped.result.metrics["source_check"]
+    assert check["swapped_suspect"] and check["data_noise_like"] and not check["pairs_noise_like"]
+    assert check["pairs_mean"] == pytest.approx(float(x1.double().mean()))
+    memorises = next(c for c in swapped.result.claims if c.id == "audit.memorises")
+    assert notes[0] in memorises.evidence["notes"]  # what `flowvar show` prints beside the verdict
+    right = audit(nets.AffineFlow(), x1, pairs=x0, **SMALL)
+    assert right.convention.chosen.time == "data_at_1"
+    assert not any("swapped" in r for r in right.reasons)
+    assert not right.result.metrics["source_check"]["swapped_suspect"]
+
+
+def test_no_note_without_pairs(nets: ModuleType) -> None:
+    _, x1 = data()
+    report = audit(nets.AffineFlow(), x1, **SMALL)
+    assert "source_check" not in report.result.metrics
+    assert not any("swapped" in r for r in report.reasons)
+

@@ -586,6 +586,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     reasons = [f"{TEST_NAMES[s.claim.id]}: {READING[s.claim.verdict]}{untestable_why(s.claim)} — {s.text}"
                for s in sections]
     verdict_lines = rules.verdict_notes(verdicts, pairs_given=x0_pairs is not None)  # conflicts and caveats
+    sources = source_check(train_exact, x0_pairs, check.chosen) if x0_pairs is not None else None
+    if sources is not None and sources["swapped_suspect"]:
+        verdict_lines.append(sources["note"])
     reasons += verdict_lines
     claims = [s.claim for s in sections]
     claims.append(judge("audit.memorises", "The model memorises its training data (all tests combined)",
@@ -604,6 +607,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
                                "verdict_generalising_tests": genr, "convention": check.to_dict()}
     for s in sections:
         metrics.update(s.metrics)
+    if sources is not None:
+        metrics["source_check"] = {k: v for k, v in sources.items() if k != "note"}
     config = {"model": model_source or type(model).__name__, "data": data_desc, "pairs": pairs_desc,
               "data_row_order": row_order_record(row_files) if row_files else None,
               "heldout": held_desc, "heldout_overlap_removed": overlap, "n_train": train.shape[0],
@@ -630,6 +635,36 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     result.figures = [n for s in sections for n in s.figures]
     figures = {n: d for s in sections for n, d in s.figures.items()}
     return AuditReport(overall, reasons, {"memorising": mem, "generalising": genr}, check, sections, result, figures)
+
+
+def moments(x: Tensor) -> tuple[float, float, int]:
+    """(mean, variance, count) of all entries of ``x`` (N, *shape), in float64."""
+    flat = x.detach().reshape(-1).to(device="cpu", dtype=torch.float64)
+    return float(flat.mean()), float(flat.var(correction=0)), flat.numel()
+
+
+def source_check(train: Tensor, sources: Tensor, convention: Convention) -> dict[str, Any]:
+    """Were --data and --pairs swapped? Each set's entry mean and variance against standard normal noise
+    (:func:`flowvar.audit.rules.looks_like_noise`), and the rule :func:`flowvar.audit.rules.swapped_files_suspect` on
+    the chosen ``convention``: noise given as --data and the data as --pairs make a data-at-1 model fit as data-at-0
+    (a time-reversed model), and the audit would say nothing. ``note``: the question the report asks when the rule
+    holds (else "")."""
+    d_mean, d_var, d_n = moments(train)
+    p_mean, p_var, p_n = moments(sources)
+    data_noise, pairs_noise = rules.looks_like_noise(d_mean, d_var, d_n), rules.looks_like_noise(p_mean, p_var, p_n)
+    suspect = rules.swapped_files_suspect(data_noise, pairs_noise, convention.time, convention.call)
+    note = (f"sources: were --data and --pairs swapped? The training sources (--pairs) do not look like N(0, I) "
+            f"noise (entry mean {p_mean:.3g}, variance {p_var:.3g}) while the training data (--data) do (mean "
+            f"{d_mean:.3g}, variance {d_var:.3g}), and the convention found, {convention}, puts the data at t = 0, "
+            f"which outside diffusers-style models usually means a time-reversed reading. --data takes the items the "
+            f"model generates, --pairs the noise each was paired with; if they were swapped, audit again with the "
+            f"files the other way round") if suspect else ""
+    return {"data_mean": d_mean, "data_variance": d_var, "pairs_mean": p_mean, "pairs_variance": p_var,
+            "data_noise_like": data_noise, "pairs_noise_like": pairs_noise, "swapped_suspect": suspect,
+            "rule": f"noise-like: |mean| ≤ {rules.SOURCE_MEAN_TOL} + {rules.SOURCE_Z}/√n and |variance − 1| ≤ "
+                    f"{rules.SOURCE_VAR_TOL} + {rules.SOURCE_Z}·√(2/n) over the n entries; asked when the data are "
+                    f"noise-like, the sources are not, and the convention is data_at_0 under a call other than "
+                    f"diffusers", "note": note}
 
 
 def row_order_record(files: list[str]) -> dict[str, Any]:

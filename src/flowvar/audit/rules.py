@@ -77,6 +77,31 @@ GRAD_GENERALISE = 0.5
 #: disagree (and a disagreement about the outcome makes the test inconclusive).
 GRID_DISAGREE = 0.2
 
+# ---- the source check: were --data and --pairs swapped? The audit assumes standard normal sources (docs/audit.md).
+# A set of n numbers (all entries of all rows) looks like N(0, I) noise when its mean μ̂ and variance v̂ are within
+# SOURCE_Z standard errors of 0 and 1 (for i.i.d. N(0, 1) entries sd(μ̂) = 1/√n, sd(v̂) ≈ √(2/n): z = 4 misses real
+# noise with odds ~1e-4) plus a fixed allowance (SOURCE_MEAN_TOL, SOURCE_VAR_TOL: noise of sd 0.9–1.1, or data
+# standardised per coordinate, still counts). Data of another mean or scale (N(2, 0.25 I): μ̂ = 2; images in
+# [−1, 1]: v̂ ≈ 0.3) are far outside it once n is a few hundred.
+SOURCE_Z = 4.0
+SOURCE_MEAN_TOL = 0.1
+SOURCE_VAR_TOL = 0.2
+
+
+def looks_like_noise(mean: float, var: float, n: int) -> bool:
+    """Whether n numbers of mean ``mean`` and variance ``var`` look like standard normal noise: |μ̂| ≤
+    SOURCE_MEAN_TOL + SOURCE_Z/√n and |v̂ − 1| ≤ SOURCE_VAR_TOL + SOURCE_Z·√(2/n) (the block comment above)."""
+    return abs(mean) <= SOURCE_MEAN_TOL + SOURCE_Z / math.sqrt(n) and \
+        abs(var - 1.0) <= SOURCE_VAR_TOL + SOURCE_Z * math.sqrt(2.0 / n)
+
+
+def swapped_files_suspect(data_noise_like: bool, pairs_noise_like: bool, time: str, call: str) -> bool:
+    """Were --data and --pairs swapped? The convention found puts the data at t = 0 (``time`` data_at_0) under a
+    call other than ``diffusers`` (whose schedulers are the data-at-0 models), the sources given are not noise-like
+    and the data are (:func:`looks_like_noise`). Swapped files make the audit fit a time-reversed convention to the
+    model, which reads noise as data and data as noise; a note asks, nothing is refused."""
+    return time == "data_at_0" and call != "diffusers" and data_noise_like and not pairs_noise_like
+
 
 def pair_landing_checkable(baseline: float) -> bool:
     """Whether landing on other training items can say anything: the real-data copy share ``baseline`` b (the copy
@@ -354,8 +379,9 @@ __all__ = ["ALLOWANCE_Z", "BLIND_SPOT", "COPY_GENERALISE", "COPY_K", "COPY_MAX_B
            "GAP_HALF_SAMPLES", "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE",
            "NO_PAIRS_CAVEAT", "OVERALL", "PAIRS_UNDECIDED_CAVEAT", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE",
            "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "PAIR_ORDER_MARGIN",
-           "SAMPLES_UNDECIDED_CAVEAT", "copy_share_estimate", "copy_share_standard_error", "copying_verdict",
-           "excess_standard_error", "family_verdict", "gap_reads_majority_novel", "gap_verdict", "gradient_verdict",
-           "overall_verdict", "pair_landing_checkable", "pair_landing_excess", "pair_landing_suspect",
-           "pair_order_suspect", "pair_recovery_verdict", "ratio_log_standard_error", "share_standard_error",
+           "SAMPLES_UNDECIDED_CAVEAT", "SOURCE_MEAN_TOL", "SOURCE_VAR_TOL", "SOURCE_Z", "copy_share_estimate",
+           "copy_share_standard_error", "copying_verdict", "excess_standard_error", "family_verdict",
+           "gap_reads_majority_novel", "gap_verdict", "gradient_verdict", "looks_like_noise", "overall_verdict",
+           "pair_landing_checkable", "pair_landing_excess", "pair_landing_suspect", "pair_order_suspect",
+           "pair_recovery_verdict", "ratio_log_standard_error", "share_standard_error", "swapped_files_suspect",
            "verdict_notes"]
