@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +59,10 @@ class ExperimentSpec:
     ...): a config holding a part of such a list costs that part of the whole run's time (a sweep's ETA). Lists that
     only change what is evaluated (solver grids), cumulative ones (training-length segments) and vectors (a mean)
     are not listed: a part of them costs about the whole run."""
+    ignores: Callable[[Any], Mapping[str, str]] | None = None
+    """``ignores(config)``: the config fields a run with ``config`` never reads, each with why (:func:`ignoring`),
+    so that a sweep refuses an axis whose values would compute the same result (``flowvar.sweep.grid.expand``);
+    None: the experiment declares none."""
 
     def field_names(self) -> list[str]:
         """The config keys, in declaration order."""
@@ -126,6 +130,22 @@ def assembles(name: str) -> Callable[[Callable[[Any, Any, RunContext], None]], C
         if name not in _REGISTRY:
             raise TypeError(f"assembles({name!r}): register the experiment first")
         _REGISTRY[name] = dataclasses.replace(_REGISTRY[name], assemble=fn)
+        return fn
+    return wrap
+
+
+def ignoring(name: str) -> Callable[[Callable[[Any], Mapping[str, str]]], Callable[[Any], Mapping[str, str]]]:
+    """Decorator registering ``ignores(config) -> {field: why}`` for the already registered experiment ``name``: the
+    fields its run does not read for this ``config`` (sigma_tradeoff's image sizes on GMM vectors), each with a
+    phrase that completes "<experiment> does not read <field> ..." and names how to make it read (``"with
+    dataset=gmm (it sizes images: set dataset=digits ... to sweep it)"``). A sweep over such a field would compute
+    the same result at each of its values and draw it as "no effect", which nothing tested: ``flowvar sweep``
+    refuses it in one line (:func:`flowvar.sweep.grid.expand`). Declare only what the run's code shows: a field
+    left out is taken as read."""
+    def wrap(fn: Callable[[Any], Mapping[str, str]]) -> Callable[[Any], Mapping[str, str]]:
+        if name not in _REGISTRY:
+            raise TypeError(f"ignoring({name!r}): register the experiment first")
+        _REGISTRY[name] = dataclasses.replace(_REGISTRY[name], ignores=fn)
         return fn
     return wrap
 
@@ -203,4 +223,5 @@ def registered(name: str) -> ExperimentSpec | None:
 
 
 __all__ = ["ALIASES", "CONFIG_DIR", "MACHINERY", "META_KEYS", "PLUGIN_COMMANDS", "ExperimentSpec", "assembles",
-           "canonical_name", "discover", "experiments", "get_experiment", "load_plugin", "register", "registered"]
+           "canonical_name", "discover", "experiments", "get_experiment", "ignoring", "load_plugin", "register",
+           "registered"]

@@ -103,7 +103,7 @@ from flowvar.experiments._imaging import (
     loss_fit,
     train_field,
 )
-from flowvar.experiments.base import GMMTargetConfig, RunContext, register
+from flowvar.experiments.base import GMMTargetConfig, RunContext, ignoring, register
 from flowvar.metrics import (
     GEN_KEY,
     MEM_KEY,
@@ -412,6 +412,51 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
                  f"σ={s:g} → {s * math.sqrt(data.x1_train[0].numel()):.3g}" for s in sigmas if s > 0)
              + ". Noise tubes of different pairs overlap (and memorisation can stop) once σ√D approaches that "
                "distance (PAPER.md §4 [D]).")
+
+
+UNET_FIELDS: tuple[str, ...] = ("base_channels", "channel_mult", "num_res_blocks", "attention_resolutions", "dropout",
+                                 "grid_columns")
+"""The fields only the UNet path reads: :func:`_build_model` (``build_unet``) and the sample grid, drawn for a UNet
+only (``if k == 0 and unet`` in :func:`run`)."""
+MLP_FIELDS: tuple[str, ...] = ("width", "depth", "activation")
+"""The fields only the MLP path reads (:func:`_build_model`'s ``FlatMLPField``, :func:`setting_text`)."""
+GMM_FIELDS: tuple[str, ...] = ("dim", "n_components", "mean_scale", "component_std", "gmm_seed")
+"""The fields only ``dataset=gmm`` reads (:func:`_load`'s GMM branch)."""
+IMAGE_DATASETS = "digits, lfw, celeba, folder or npy"
+
+
+@ignoring("sigma_tradeoff")
+def ignored_fields(config: SigmaTradeoffConfig) -> dict[str, str]:
+    """The fields a run with ``config`` does not read, each with why (:func:`flowvar.experiments.ignoring`: a sweep
+    over one would compute the same result at each value), as this module's code shows:
+
+    * ``dataset=gmm``: ``resolution`` and ``channels`` size the images :func:`_load` loads only for file data (with
+      vectors, resolution picks at most the CPU thread count when ``threads=0``, :func:`compute_settings`, which
+      does not change what is computed), and the GMM trains an MLP (``model=unet`` is refused on it): the
+      :data:`UNET_FIELDS`;
+    * ``model=mlp`` (the default): the :data:`UNET_FIELDS`; ``model=unet``: the :data:`MLP_FIELDS`;
+    * any other dataset: the :data:`GMM_FIELDS`.
+
+    ``model=auto`` on file data is left out: whether it builds a UNet depends on the loaded items' shape (an .npy of
+    vectors trains an MLP), which the config alone does not say."""
+    unused: dict[str, str] = {}
+    if config.dataset == "gmm":
+        for key in ("resolution", "channels"):
+            unused[key] = (f"with dataset=gmm: it is for image data, and GMM vectors have none (set dataset="
+                           f"{IMAGE_DATASETS} to sweep it)")
+        for key in UNET_FIELDS:
+            unused[key] = ("with dataset=gmm: it configures the UNet, and GMM vectors train an MLP (set model=unet "
+                           f"with dataset={IMAGE_DATASETS} to sweep it)")
+    else:
+        for key in GMM_FIELDS:
+            unused[key] = f"with dataset={config.dataset}: it configures the GMM data (set dataset=gmm to sweep it)"
+    if config.model == "mlp":
+        for key in UNET_FIELDS:
+            unused.setdefault(key, "with model=mlp: it configures the UNet (set model=unet to sweep it)")
+    elif config.model == "unet":
+        for key in MLP_FIELDS:
+            unused[key] = "with model=unet: it configures the MLP (set model=mlp to sweep it)"
+    return unused
 
 
 def _divergence_text(error: Exception) -> str:

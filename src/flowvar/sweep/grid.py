@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -255,8 +256,40 @@ def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str,
             raise ConfigError(f"grid points {keys[key]} and {label} have the same config; drop one of the values")
         keys[key] = label
         points.append(Point(index, to_jsonable(values), merged, config, key, names))
+    check_read_axes(spec, axes, points)
     return points
 
 
-__all__ = ["MAX_POINTS", "Axis", "Point", "Preset", "axis_labels", "canonical", "check_shared_options", "expand",
-           "make_axis", "parse_axis", "parse_seeds", "preset_axes", "presets", "short_label", "split_values"]
+def check_read_axes(spec: Any, axes: Sequence[Axis], points: Sequence[Point]) -> None:
+    """Refuse a grid two of whose points differ only in fields the experiment does not read at them (its
+    ``ignores`` hook, :func:`flowvar.experiments.ignoring`: sigma_tradeoff's ``resolution`` with ``dataset=gmm``):
+    they would compute the same result under two cache keys, and a map over that axis would draw a flat line or
+    row — "no effect" — that nothing tested. A one-line :class:`ConfigError` names the field, why the experiment
+    does not read it, the two points and the fix. An experiment without the hook is not checked."""
+    ignores = getattr(spec, "ignores", None)
+    swept = {a.key for a in axes}
+    if ignores is None or not swept:
+        return
+    unused = [dict(ignores(point.config)) for point in points]
+    seen: dict[str, int] = {}
+    for i, point in enumerate(points):
+        if not swept & set(unused[i]):  # every swept field is read here: the point's key says what it computes
+            continue
+        read = {f.name: getattr(point.config, f.name) for f in dataclasses.fields(point.config)
+                if f.name not in unused[i]}
+        j = seen.setdefault(canonical([read, sorted(unused[i])]), i)
+        if j == i:
+            continue
+        first = points[j]
+        key = next(k for k in point.values if canonical(point.values[k]) != canonical(first.values[k]))
+        # read nowhere: drop the axis; read at some points (dataset=gmm,digits × resolution): sweep it where it is
+        fix = (f"drop {key} from the grid" if all(key in u for u in unused) else
+               f"drop {key} from the grid, or sweep it in a sweep of its own where it is read")
+        raise ConfigError(f"sweeping {key}: {spec.name} does not read {key} {unused[j][key]}; the grid points "
+                          f"{first.label} and {point.label} would compute the same result (a flat map that nothing "
+                          f"tested): {fix}")
+
+
+__all__ = ["MAX_POINTS", "Axis", "Point", "Preset", "axis_labels", "canonical", "check_read_axes",
+           "check_shared_options", "expand", "make_axis", "parse_axis", "parse_seeds", "preset_axes", "presets",
+           "short_label", "split_values"]
