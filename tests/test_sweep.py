@@ -513,8 +513,10 @@ def _drawn_figures(monkeypatch, tmp_path: Path, the_plan, outcomes: list[PointOu
 
     drawn: dict = {}
 
-    def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None, splits=None) -> None:
-        drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits)
+    def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None, splits=None,
+               shortfalls=None) -> None:
+        drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits,
+                                                 shortfalls=shortfalls)
 
     monkeypatch.setattr(figures, "plot_metric", record)
     figures.draw_figures(tmp_path / "figs", the_plan, outcomes)
@@ -553,7 +555,7 @@ def test_line_plots_show_every_point_with_a_mark_saying_why_it_has_no_verdict_or
                               "no verdict: claim absent": ([20.0], [NO_VERDICT_Y])}
     assert len({line.get_marker() for line in ax.lines if line.get_label().startswith("no verdict")}) == 3
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "verdict (every seed agrees)", "no verdict: untestable", "no verdict: failed", "no verdict: claim absent"]
+        "verdict", "no verdict: untestable", "no verdict: failed", "no verdict: claim absent"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["no verdict", "refuted", "inconclusive", "confirmed"]
     assert ax.get_ylim()[0] < NO_VERDICT_Y and ax.get_xlim()[0] < 2.0 and ax.get_xlim()[1] > 20.0
     # a claim every point but the failed one judges: the failed point is still there
@@ -585,7 +587,7 @@ def test_heatmaps_mark_every_cell_with_no_verdict_in_a_colour_that_reads(tmp_pat
     drawn = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)
     for name, gap_texts in (("verdict-c.png", {(1, 1): "—\nfailed /\nuntestable", (1, 0): "—\nfailed"}),
                             # seed 0 reported v = 2 · 2, seed 1 failed: the cell says it holds one seed of two
-                            ("v.png", {(1, 1): "4\n1 of 2 seeds", (0, 0): "1\n±0", (1, 0): "—\nfailed"})):
+                            ("v.png", {(1, 1): "4\n1 of 2 seeds\n(1 failed)", (0, 0): "1\n±0", (1, 0): "—\nfailed"})):
         fig = drawn[name]
         ax = fig.axes[0]
         image = ax.get_images()[0]
@@ -666,7 +668,7 @@ def test_a_cell_holding_fewer_seeds_than_the_sweep_ran_says_so(tmp_path: Path, m
             o.status, o.metrics = "failed", {}
     ax = _drawn_figures(monkeypatch, tmp_path, the_plan, outcomes)["v.png"].axes[0]
     notes = [(t.get_text(), t.xy) for t in ax.texts]
-    assert notes == [("1 of 2 seeds", (2.0, 2.0))]
+    assert notes == [("1 of 2 seeds\n(1 failed)", (2.0, 2.0))]  # and why the other is missing
 
 
 def test_grid_values_are_decimal_and_a_text_key_keeps_its_text() -> None:

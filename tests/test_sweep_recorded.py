@@ -74,8 +74,10 @@ def _drawn_figures(monkeypatch, tmp_path: Path, the_plan, outcomes) -> tuple[dic
 
     drawn: dict = {}
 
-    def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None, splits=None) -> Path:
-        drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits)
+    def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None, splits=None,
+               shortfalls=None) -> Path:
+        drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits,
+                                                 shortfalls=shortfalls)
         return path
 
     monkeypatch.setattr(figures, "plot_metric", record)

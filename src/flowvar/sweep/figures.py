@@ -18,6 +18,7 @@ from flowvar.sweep.tables import (
     VERDICT_SCORE,
     PointOutcome,
     cell_gaps,
+    cell_shortfalls,
     cell_table,
     metric_gap,
     resolve_metric,
@@ -97,7 +98,8 @@ def _wrapped(reason: str, width: int = 14) -> str:
 
 def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
                   gaps: dict[tuple[str, ...], str] | None = None, *, verdict: bool = False,
-                  splits: dict[tuple[str, ...], str] | None = None) -> Any:
+                  splits: dict[tuple[str, ...], str] | None = None,
+                  shortfalls: dict[tuple[str, ...], str] | None = None) -> Any:
     """The figure of a :func:`cell_table`: a line plot (one varying axis), heatmap (two) or heatmap panels (more).
 
     Every cell of the grid is drawn. A cell with no value (``gaps``, from :func:`cell_gaps`: no point of it
@@ -108,14 +110,20 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
     as split (a "seeds disagree" row above "confirmed"; a hatched white cell), never in a verdict's colour, and
     no error bars are drawn (a verdict is not a quantity with a spread). A metric's cell is its mean over the
     seeds the sweep ran (± their sd when there are several). Heatmap panels share one colour scale and one colour
-    bar; at most :data:`MAX_PANELS` are drawn. None when ``table`` is empty."""
+    bar; at most :data:`MAX_PANELS` are drawn. A cell some of whose seeds give no value or verdict says how many it
+    holds and why the others are missing (``shortfalls``, from :func:`cell_shortfalls`): "confirmed, 1 of 2 seeds
+    (1 untestable)" reads apart from "(1 failed)"; in a line plot these labels alternate above and below the points
+    so that neighbours do not overlap. Points are joined by a line only along a numeric axis — a metric's by a
+    straight line, a verdict's by a step (a verdict has no value between two swept values) —, never across the
+    values of a categorical one. None when ``table`` is empty."""
     if not table:
         return None
     swept = [a for a in axes if a.key != "seed"]
     # the seeds a cell should have: a cell with fewer values (a seed failed, was not run or did not report) says so
     n_seeds = next((len(a.values) for a in axes if a.key == "seed"), 1)
     varying = [i for i, a in enumerate(swept) if len(a.values) > 1]
-    context = _FigureContext(title, swept, table, gaps or {}, (splits or {}) if verdict else {}, verdict, n_seeds)
+    context = _FigureContext(title, swept, table, gaps or {}, (splits or {}) if verdict else {}, verdict, n_seeds,
+                             shortfalls or {})
     return context.line_plot(varying[0] if varying else 0) if len(varying) <= 1 else context.heatmaps(varying)
 
 
@@ -124,13 +132,14 @@ class _FigureContext:
 
     def __init__(self, title: str, swept: list[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
                  gaps: dict[tuple[str, ...], str], splits: dict[tuple[str, ...], str], verdict: bool,
-                 n_seeds: int) -> None:
+                 n_seeds: int, shortfalls: dict[tuple[str, ...], str]) -> None:
         self.title, self.swept, self.table, self.gaps, self.splits = title, swept, table, gaps, splits
-        self.verdict, self.n_seeds = verdict, n_seeds
+        self.verdict, self.n_seeds, self.shortfalls = verdict, n_seeds, shortfalls
         self.labels = [axis_labels(a) for a in swept]  # tick labels: distinct where six digits write two alike
         self.nothing = "no verdict" if verdict else "no value"
         if verdict:
-            self.value_label = "verdict (every seed agrees)"
+            # a seed with no verdict (untestable, failed) is not counted: the agreement is among the judged ones
+            self.value_label = "verdict (the judged seeds agree)" if n_seeds > 1 else "verdict"
         elif n_seeds > 1:
             self.value_label = f"mean ± sd over {n_seeds} seeds"
         else:
@@ -139,6 +148,14 @@ class _FigureContext:
     def key(self, assignment: dict[int, int]) -> tuple[str, ...]:
         """The cell (:func:`~flowvar.sweep.tables.cell_of`) of the values at these indices (axis → value)."""
         return tuple(canonical(a.values[assignment.get(i, 0)]) for i, a in enumerate(self.swept))
+
+    def held(self, cell: tuple[str, ...], count: int, sep: str = "\n") -> str:
+        """``"1 of 2 seeds"`` and, where the cell's other seeds are known to be missing for a reason, ``sep`` and
+        ``"(1 untestable)"``; "" for a cell holding every seed."""
+        if not 0 < count < self.n_seeds:
+            return ""
+        why = self.shortfalls.get(cell)
+        return f"{count} of {self.n_seeds} seeds" + (f"{sep}({why})" if why else "")
 
     def stats(self, cell: tuple[str, ...]) -> tuple[float, float, int]:
         if cell in self.splits:  # drawn as split, not at the mean of disagreeing verdicts
@@ -156,23 +173,39 @@ class _FigureContext:
         numbers, xlabel = numeric_positions(swept[i]) if swept else (None, "")
         keys = [self.key({i: j}) for j in range(len(xs))] if swept else [next(iter(self.table))]
         stats = [self.stats(k) for k in keys]
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        # wide enough for a label per value: categories (and their seed notes) sit about 0.75 in apart at least
+        fig, ax = plt.subplots(figsize=(max(5.5, 1.5 + 0.75 * len(xs)), 3.6))
         positions = numbers if numbers is not None else list(range(len(xs)))
-        # a cell with no value is NaN here: the line breaks there rather than joining its neighbours across it
+        # a cell with no value is NaN here: the line breaks there rather than joining its neighbours across it. A
+        # categorical axis has nothing between its values, so its points are not joined at all; a verdict along a
+        # numeric axis changes at a step, not by a slope through "inconclusive"
         spread = None if verdict or self.n_seeds == 1 else [s[1] if s[2] else math.nan for s in stats]
+        style: dict[str, Any] = ({"linestyle": "none"} if numbers is None else
+                                 {"drawstyle": "steps-mid"} if verdict else {})
         bar = ax.errorbar(positions, [s[0] if s[2] else math.nan for s in stats], yerr=spread, marker="o",
-                          capsize=3, label=self.value_label)
+                          capsize=3, label=self.value_label, **style)
         handles = [bar]
         by_reason: dict[str, list[float]] = {}
         split_at: list[tuple[float, str]] = []
-        for position, k, s in zip(positions, keys, stats):
-            if 0 < s[2] < self.n_seeds:
-                # at the last x the label reads leftwards: rightwards it runs off the plot, under the legend
-                last = position == max(positions)
-                ax.annotate(f"{s[2]} of {self.n_seeds} seeds", (position, s[0]), textcoords="offset points",
-                            xytext=(-4 if last else 4, 4), ha="right" if last else "left", fontsize=6, color="0.3")
+        last = max(positions)
+        noted = False
+        for j, (position, k, s) in enumerate(zip(positions, keys, stats)):
+            note = self.held(k, s[2])
+            if note:
+                noted = True
+                # neighbouring values alternate above and below their points, so their notes never meet; the note
+                # at the last x reads leftwards (rightwards it runs off the plot, under the legend), at the first
+                # rightwards
+                above = j % 2 == 0
+                align = "right" if position == last and len(positions) > 1 else \
+                    "left" if j == 0 and len(positions) > 1 else "center"
+                ax.annotate(note, (position, s[0]), textcoords="offset points",
+                            xytext=({"right": -4, "left": 4, "center": 0}[align], 6 if above else -6),
+                            ha=align, va="bottom" if above else "top", fontsize=6, color="0.3",
+                            multialignment="center")
             if k in self.splits:
-                split_at.append((position, self.splits[k]))
+                split_at.append((position, self.splits[k] + (f"\n({self.shortfalls[k]})" if k in self.shortfalls
+                                                             else "")))
             elif s[2] == 0:
                 by_reason.setdefault(self.gaps.get(k, "no point"), []).append(position)
         for marker, (reason, where) in zip(itertools.cycle(GAP_MARKERS), by_reason.items()):
@@ -196,7 +229,8 @@ class _FigureContext:
             ax.set_xticks(positions, xs, rotation=30 if max(len(x) for x in xs) > 6 else 0)
         ax.set_xlabel(xlabel)
         if verdict:
-            top = SPLIT_Y + 0.5 if split_at else 1.3
+            # a two-line note above a "confirmed" point needs room below the title
+            top = SPLIT_Y + 0.5 if split_at else (1.8 if noted else 1.3)
             ax.set_ylim(NO_VERDICT_Y - 0.5, top)
             ax.axhline((NO_VERDICT_Y - 1) / 2, color="0.6", linewidth=0.8, linestyle="--")
             ticks, names = [NO_VERDICT_Y, *VERDICT_TICKS[0]], [self.nothing, *VERDICT_TICKS[1]]
@@ -204,6 +238,9 @@ class _FigureContext:
                 ax.axhline((SPLIT_Y + 1) / 2, color="0.6", linewidth=0.8, linestyle="--")
                 ticks, names = [*ticks, SPLIT_Y], [*names, "seeds disagree"]
             ax.set_yticks(ticks, names)
+        elif noted:  # room for the notes above the highest point and below the lowest
+            low, high = ax.get_ylim()
+            ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
         ax.set_ylabel("verdict" if verdict else self.value_label)
         ax.set_title(self.title, fontsize=9)
         ax.grid(alpha=0.3)
@@ -249,17 +286,19 @@ class _FigureContext:
                         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor=SPLIT_FACE, edgecolor="0.8",
                                                hatch="///", linewidth=0))
                         text = "seeds disagree\n" + self.splits[cell]
+                        if cell in self.shortfalls:  # the seeds that gave no verdict, and why
+                            text += f"\n({self.shortfalls[cell]})"
                     elif k == 0:
                         any_gap, face = True, cmap.get_bad()
                         text = "—\n" + _wrapped(self.gaps.get(cell, "no point"))
                     else:
                         face = cmap(norm(m))
-                        if verdict:  # every seed agrees (else the cell is split): the verdict itself
+                        if verdict:  # the judged seeds agree (else the cell is split): the verdict itself
                             text = VERDICT_TICKS[1][VERDICT_TICKS[0].index(round(m))]
                         else:
                             text = f"{m:.3g}" + (f"\n±{s:.2g}" if k > 1 else "")
                         if k < self.n_seeds:
-                            text += f"\n{k} of {self.n_seeds} seeds"
+                            text += "\n" + self.held(cell, k)
                     ax.text(c, r, text, ha="center", va="center", fontsize=7, color=text_colour(face))
             ax.set_xticks(range(len(labels[col])), labels[col], rotation=30 if max(map(len, labels[col])) > 6 else 0)
             ax.set_yticks(range(len(labels[row])), labels[row])
@@ -290,7 +329,8 @@ class _FigureContext:
 
 def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
                 *, verdict: bool = False, gaps: dict[tuple[str, ...], str] | None = None,
-                splits: dict[tuple[str, ...], str] | None = None) -> Path | None:
+                splits: dict[tuple[str, ...], str] | None = None,
+                shortfalls: dict[tuple[str, ...], str] | None = None) -> Path | None:
     """:func:`metric_figure` saved as ``path``; None (nothing written) when ``table`` is empty.
 
     Rendered in memory, then written atomically (:func:`flowvar.files.atomic_write_bytes`, as
@@ -298,7 +338,7 @@ def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[
     or none, never a partial PNG, and raises :class:`~flowvar.errors.DataError` in one line."""
     import matplotlib.pyplot as plt
 
-    fig = metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits)
+    fig = metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits, shortfalls=shortfalls)
     if fig is None:
         return None
     try:
@@ -332,14 +372,19 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
     warnings = remove_figures(out)  # the figures of an earlier run of this sweep (other metrics, other grid)
 
     def draw(name: str, title: str, table: dict[tuple[str, ...], tuple[float, float, int]],
-             gaps: dict[tuple[str, ...], str], verdict: bool = False,
+             gap: Callable[[PointOutcome], str | None], verdict: bool = False,
              splits: dict[tuple[str, ...], str] | None = None) -> None:
+        # why a cell has no value (every point), or fewer seeds than the sweep ran (some): one reason per point
+        reasons = {id(o): gap(o) for o in outcomes}
+        gaps = cell_gaps(plan_.axes, outcomes, lambda o: reasons[id(o)])
+        shortfalls = cell_shortfalls(plan_.axes, outcomes, lambda o: reasons[id(o)])
         # one file per figure: a name drawn already (two patterns whose slugs agree) gets a numbered suffix
         path, n = folder / f"{name}.png", 2
         while path.relative_to(out).as_posix() in figures:
             path, n = folder / f"{name}-{n}.png", n + 1
         try:
-            drawn = plot_metric(path, title, plan_.axes, table, verdict=verdict, gaps=gaps, splits=splits)
+            drawn = plot_metric(path, title, plan_.axes, table, verdict=verdict, gaps=gaps, splits=splits,
+                                shortfalls=shortfalls)
         except (FlowvarError, OSError) as e:  # a full disk: this figure is lost, the sweep's record is not
             warnings.append(f"figure {title!r} not written: {e}")
             return
@@ -354,8 +399,7 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
                       gap: Callable[[PointOutcome], str | None]) -> None:
         known = {id(o): verdict(o) for o in outcomes}  # each point's verdict resolved once, for the map and its splits
         draw(name, title,
-             cell_table(plan_.axes, outcomes, lambda o: VERDICT_SCORE.get(known[id(o)] or "")),
-             cell_gaps(plan_.axes, outcomes, gap), verdict=True,
+             cell_table(plan_.axes, outcomes, lambda o: VERDICT_SCORE.get(known[id(o)] or "")), gap, verdict=True,
              splits=verdict_splits(plan_.axes, outcomes, lambda o: known[id(o)]))
 
     done = [o for o in outcomes if o.status in ("computed", "cached")]
@@ -373,7 +417,7 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
             continue
         lookup = {id(o): v for o, (_, v) in zip(done, resolved)}
         draw(slug(pattern), pattern, cell_table(plan_.axes, outcomes, lambda o, lookup=lookup: lookup.get(id(o))),
-             cell_gaps(plan_.axes, outcomes, lambda o, pattern=pattern: metric_gap(pattern, o)))
+             lambda o, pattern=pattern: metric_gap(pattern, o))
     for pattern in plan_.verdicts:
         judged = {id(o): resolve_verdict(pattern, o) for o in done}
         # no claim named at any point is a warning; claims named but all untestable (or ambiguous) are a map of

@@ -382,6 +382,24 @@ def cell_gaps(axes: Sequence[Axis], outcomes: Sequence[PointOutcome], reason: Ca
             if all(r is not None for r in why)}
 
 
+def cell_shortfalls(axes: Sequence[Axis], outcomes: Sequence[PointOutcome],
+                    reason: Callable[[PointOutcome], str | None]) -> dict[tuple[str, ...], str]:
+    """For every cell some of whose points give a value and some do not (a seed judged, another untestable or
+    failed), why the others do not: each distinct ``reason(outcome)`` (:func:`metric_gap`, :func:`verdict_gap`)
+    with its count, in order of appearance (``"1 untestable"``, ``"1 failed, 2 untestable"``). A figure writes it
+    beside the cell's "k of n seeds", so that "confirmed, 1 of 2 seeds (1 untestable)" and "(1 failed)" read apart;
+    the cells with no value at all are :func:`cell_gaps`'."""
+    reasons: dict[tuple[str, ...], list[str | None]] = {}
+    for o in outcomes:
+        reasons.setdefault(cell_of(axes, o.point.values), []).append(reason(o))
+    out = {}
+    for cell, why in reasons.items():
+        missing = [r for r in why if r is not None]
+        if missing and len(missing) < len(why):
+            out[cell] = ", ".join(f"{missing.count(r)} {r}" for r in dict.fromkeys(missing))
+    return out
+
+
 def load_sweep(folder: Path | str) -> dict[str, Any] | None:
     """The ``sweep.json`` of a sweep folder, or None when ``folder`` has none."""
     path = Path(folder) / "sweep.json"
@@ -452,7 +470,7 @@ def sweep_table(data: dict[str, Any]) -> str:
 
 
 __all__ = ["AMBIGUOUS", "NOT_JUDGED", "NOT_REPORTED", "STATUSES", "VERDICT_LETTER", "VERDICT_SCORE", "PointOutcome",
-           "cell_gaps", "cell_of", "cell_table", "check_outputs", "close_metric_names", "flatten", "load_sweep",
-           "matching_names", "metric_gap", "placeholder_pattern", "resolve_metric", "resolve_verdict", "slug",
-           "sweep_index_problem", "sweep_table", "unknown_metrics", "unknown_patterns", "verdict_gap", "verdict_of",
-           "verdict_splits", "write_tables"]
+           "cell_gaps", "cell_of", "cell_shortfalls", "cell_table", "check_outputs", "close_metric_names", "flatten",
+           "load_sweep", "matching_names", "metric_gap", "placeholder_pattern", "resolve_metric", "resolve_verdict",
+           "slug", "sweep_index_problem", "sweep_table", "unknown_metrics", "unknown_patterns", "verdict_gap",
+           "verdict_of", "verdict_splits", "write_tables"]
