@@ -15,7 +15,10 @@ So an interrupted sweep continues where it stopped, and an extended grid (more v
 the new points. A point that fails is recorded with its error (and the traceback in ``OUT/sweep.log``); the
 others finish. Output, in ``OUT``:
 
-* ``points/<key>/``: each point's result folder (``result.json``, ``summary.md``, figures);
+* ``points/<key>/``: each point's result folder (``result.json``, ``summary.md``, figures); a finished sweep
+  removes an earlier grid's folders there (:func:`~flowvar.sweep.folder.prune_points`: they stay in the cache), and
+  a folder holding another sweep (another experiment, other axes) is refused
+  (:func:`~flowvar.sweep.folder.refuse_other_sweep`);
 * ``sweep.json``: the grid, the options, and per point its values, status, cache key, runtime, verdicts and
   every scalar metric flattened to dotted names (``a.b.c``); ``sweep.csv``: the same, one row per point;
 * ``figures/``: for every ``--metric`` (a flattened name, optionally with ``*`` wildcards and ``{config_key}``
@@ -34,8 +37,9 @@ quick: {grid, set}}}``), run with ``--preset NAME``; ``--grid``/``--set`` given 
 the preset's axes and values. ``table2`` and ``table3`` define their σ and N sweeps this way.
 
 The package: :mod:`~flowvar.sweep.grid` (axes, presets, points), :mod:`~flowvar.sweep.run` (options, plan,
-running), :mod:`~flowvar.sweep.tables` (aggregation, ``sweep.json``/``sweep.csv``) and
-:mod:`~flowvar.sweep.figures` (plots and verdict maps).
+running), :mod:`~flowvar.sweep.folder` (one sweep per ``--out``, its grid's points only),
+:mod:`~flowvar.sweep.tables` (aggregation, ``sweep.json``/``sweep.csv``) and :mod:`~flowvar.sweep.figures` (plots
+and verdict maps).
 """
 
 from flowvar.sweep.figures import draw_figures, metric_figure, numeric_positions, plot_metric
@@ -56,6 +60,7 @@ from flowvar.sweep.tables import (
     STATUSES,
     PointOutcome,
     cell_gaps,
+    cell_shortfalls,
     cell_table,
     check_outputs,
     close_metric_names,
@@ -71,8 +76,8 @@ from flowvar.sweep.tables import (
 )
 
 __all__ = ["STATUSES", "Axis", "Options", "Plan", "Point", "PointOutcome", "Preset", "Summary", "cell_gaps",
-           "cell_table", "check_outputs", "close_metric_names", "command_line", "draw_figures", "dry_run", "expand",
-           "flatten", "interrupted_message", "load_sweep", "make_axis", "metric_figure", "metric_gap",
-           "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric", "preset_axes", "presets",
-           "resolve_metric", "resolve_verdict", "split_values", "sweep", "sweep_table", "unknown_metrics",
+           "cell_shortfalls", "cell_table", "check_outputs", "close_metric_names", "command_line", "draw_figures",
+           "dry_run", "expand", "flatten", "interrupted_message", "load_sweep", "make_axis", "metric_figure",
+           "metric_gap", "numeric_positions", "parse_axis", "parse_seeds", "plan", "plot_metric", "preset_axes",
+           "presets", "resolve_metric", "resolve_verdict", "split_values", "sweep", "sweep_table", "unknown_metrics",
            "verdict_gap", "write_tables"]

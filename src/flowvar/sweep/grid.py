@@ -290,6 +290,38 @@ def check_read_axes(spec: Any, axes: Sequence[Axis], points: Sequence[Point]) ->
                           f"tested): {fix}")
 
 
-__all__ = ["MAX_POINTS", "Axis", "Point", "Preset", "axis_labels", "canonical", "check_read_axes",
-           "check_shared_options", "expand", "make_axis", "parse_axis", "parse_seeds", "preset_axes", "presets",
-           "short_label", "split_values"]
+def check_disjoint_replicates(experiment: str, points: Sequence[Point], seeds_from: str) -> None:
+    """Refuse seed values that make two points of one cell train the same seed.
+
+    An experiment with ``n_seeds`` replicates trains seeds ``seed, …, seed + n_seeds − 1`` at each point
+    (:meth:`RunContext.replicate <flowvar.experiments.base.RunContext.replicate>`), so with n_seeds = 2 the points
+    seed=0 and seed=1 of one cell (the same values of every other axis) share the training of seed 1, and the
+    cell's mean ± sd and "k of n seeds" would count one model twice as independent replicates. The seeds of one
+    cell must lie at least its effective ``n_seeds`` (after ``--quick``, ``--config``, ``--set`` and the preset)
+    apart; a :class:`ConfigError` names the first overlap and the fix: seeds ``n_seeds`` apart, or one replicate
+    per point. ``seeds_from`` is the flag that gave the seeds (``--seeds``, ``--grid seed=``, a preset)."""
+    cells: dict[str, list[tuple[int, int]]] = {}
+    for p in points:
+        n = getattr(p.config, "n_seeds", None)
+        if "seed" in p.values and isinstance(n, int) and not isinstance(n, bool) and n > 1:
+            cell = canonical({k: v for k, v in p.values.items() if k != "seed"})
+            cells.setdefault(cell, []).append((int(p.values["seed"]), n))
+    for members in cells.values():
+        members.sort()
+        for (low, n), (high, _) in itertools.pairwise(members):
+            if high < low + n:
+                def written(seeds: Sequence[int], flag: str) -> str:
+                    return f"{flag}{'' if flag.endswith('=') else ' '}{','.join(map(str, seeds))}"
+
+                spaced = [members[0][0] + n * j for j in range(len(members))]
+                fix = written(spaced, seeds_from if seeds_from in ("--seeds", "--grid seed=") else "--seeds")
+                raise ConfigError(f"{written([s for s, _ in members], seeds_from)}: every point of {experiment} "
+                                  f"trains n_seeds = {n} seeds (seed … "
+                                  f"seed + {n - 1}), so the points seed={low} and seed={high} would share the training "
+                                  f"of seed {high} and count it twice in their cell's mean ± sd; give seeds {n} "
+                                  f"apart: {fix} (steps of n_seeds = {n}), or --set n_seeds=1")
+
+
+__all__ = ["MAX_POINTS", "Axis", "Point", "Preset", "axis_labels", "canonical", "check_disjoint_replicates",
+           "check_read_axes", "check_shared_options", "expand", "make_axis", "parse_axis", "parse_seeds",
+           "preset_axes", "presets", "short_label", "split_values"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import shlex
 import sys
@@ -30,7 +29,8 @@ from flowvar.runner import (
     sigterm_as_interrupt,
 )
 from flowvar.sweep.figures import draw_figures, remove_figures
-from flowvar.sweep.grid import Axis, Point, canonical, expand, parse_axis, preset_axes, presets
+from flowvar.sweep.folder import prune_earlier_points, refuse_other_sweep
+from flowvar.sweep.grid import Axis, Point, check_disjoint_replicates, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_outputs, write_tables
 
 log = logging.getLogger("flowvar.sweep")
@@ -173,38 +173,6 @@ def _fixed_by(key: str, options: Options) -> str:
     return f"--seeds {','.join(map(str, options.seeds or []))}"
 
 
-def check_disjoint_replicates(experiment: str, points: Sequence[Point], seeds_from: str) -> None:
-    """Refuse seed values that make two points of one cell train the same seed.
-
-    An experiment with ``n_seeds`` replicates trains seeds ``seed, …, seed + n_seeds − 1`` at each point
-    (:meth:`RunContext.replicate <flowvar.experiments.base.RunContext.replicate>`), so with n_seeds = 2 the points
-    seed=0 and seed=1 of one cell (the same values of every other axis) share the training of seed 1, and the
-    cell's mean ± sd and "k of n seeds" would count one model twice as independent replicates. The seeds of one
-    cell must lie at least its effective ``n_seeds`` (after ``--quick``, ``--config``, ``--set`` and the preset)
-    apart; a :class:`ConfigError` names the first overlap and the fix: seeds ``n_seeds`` apart, or one replicate
-    per point. ``seeds_from`` is the flag that gave the seeds (``--seeds``, ``--grid seed=``, a preset)."""
-    cells: dict[str, list[tuple[int, int]]] = {}
-    for p in points:
-        n = getattr(p.config, "n_seeds", None)
-        if "seed" in p.values and isinstance(n, int) and not isinstance(n, bool) and n > 1:
-            cell = canonical({k: v for k, v in p.values.items() if k != "seed"})
-            cells.setdefault(cell, []).append((int(p.values["seed"]), n))
-    for members in cells.values():
-        members.sort()
-        for (low, n), (high, _) in itertools.pairwise(members):
-            if high < low + n:
-                def written(seeds: Sequence[int], flag: str) -> str:
-                    return f"{flag}{'' if flag.endswith('=') else ' '}{','.join(map(str, seeds))}"
-
-                spaced = [members[0][0] + n * j for j in range(len(members))]
-                fix = written(spaced, seeds_from if seeds_from in ("--seeds", "--grid seed=") else "--seeds")
-                raise ConfigError(f"{written([s for s, _ in members], seeds_from)}: every point of {experiment} "
-                                  f"trains n_seeds = {n} seeds (seed … "
-                                  f"seed + {n - 1}), so the points seed={low} and seed={high} would share the training "
-                                  f"of seed {high} and count it twice in their cell's mean ± sd; give seeds {n} "
-                                  f"apart: {fix} (steps of n_seeds = {n}), or --set n_seeds=1")
-
-
 def names_source(entry: Path) -> str:
     """Where a refused ``--metric``/``--verdict`` finds every valid name: a point's result in the cache."""
     return f"every valid name is in {entry / 'result.json'} (its claim ids, and its metrics' keys joined by dots)"
@@ -344,8 +312,9 @@ def dry_run(options: Options) -> str:
     from flowvar.report import format_duration
 
     the_plan = plan(options)
+    refuse_other_sweep(options.out_dir, the_plan)
     cache = Cache(options.cache_root)
-    check_outputs_in_cache(the_plan, cache)
+    checked = check_outputs_in_cache(the_plan, cache)
     lines, todo, known = [], [], []
     for point in the_plan.points:
         entry, problem = cache.check(point.key)
@@ -364,6 +333,10 @@ def dry_run(options: Options) -> str:
         total = sum(each.get(p.label, 0.0) for p in todo)
     eta = (f"~{format_duration(total / options.jobs)} with --jobs {options.jobs}" if total or not missing else
            "no runtime estimate")
+    if not checked:  # nothing of the grid cached: the sweep checks the names on the first point it computes
+        flags = " and ".join(f for f, v in (("--metric", the_plan.metrics), ("--verdict", the_plan.verdicts)) if v)
+        lines.append(f"{flags} not checked yet: no point of the grid is cached; the sweep checks the names against "
+                     f"the first point it computes and stops there if one names nothing the experiment reports")
     lines.append(f"{len(the_plan.points)} points: {len(the_plan.points) - missing} cached, {missing} to compute "
                  f"({eta}); cache {cache.root}")
     return "\n".join(lines)
@@ -411,6 +384,7 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every grid point, then write the tables and figures; see the module doc."""
     stream = stream or sys.stderr
     the_plan = plan(options)
+    refuse_other_sweep(options.out_dir, the_plan)  # before the backend starts or anything is written
     found = cached_entries(the_plan, Cache(options.cache_root))
     names_checked = check_outputs_in_cache(the_plan, Cache(options.cache_root), found)  # a misspelt --metric: nothing
     # a cache that cannot take results matters only when there is something to compute: a finished sweep reads a
@@ -618,7 +592,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                 figures, warnings = draw_figures(out, the_plan, outcomes)
                 for w in warnings:
                     log.warning("%s", w)
-                write_tables(out, {**meta(), "figures": figures, "warnings": warnings}, the_plan.axes, outcomes)
+                prune_earlier_points(out, the_plan, cache)  # this grid's points only in points/: one log line
             log.info("finished in %.1f s: %s", time.perf_counter() - started,
                      ", ".join(f"{s}={sum(o.status == s for o in outcomes)}" for s in STATUSES))
     return Summary(out, outcomes, time.perf_counter() - started, figures, warnings)
