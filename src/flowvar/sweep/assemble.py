@@ -314,6 +314,19 @@ def _joined_config(axes: list[dict[str, Any]], parts: list[Result]) -> dict[str,
     full = dict(parts[0].config)
     for axis in axes:
         values = axis["values"]
+        if axis["key"] == "seed":
+            # the claims compare the seeds of one run (the unit of replication): they must be replicates inside
+            # every point, not points of their own, which a sweep with --seeds (and --set n_seeds=1) makes them
+            if "n_seeds" not in parts[0].config:
+                raise ConfigError(f"the sweep's axis seed makes each seed ({values}) a point of its own, and "
+                                  f"{parts[0].experiment} runs one seed per run: assemble a sweep without --seeds "
+                                  f"(one per seed, each with --set seed=S)")
+            n = len(values) * int(parts[0].config.get("n_seeds") or 1)
+            first = min(int(v) for v in values)
+            raise ConfigError(f"the sweep's axis seed makes each seed ({values}) a point of its own; an assembled run "
+                              f"needs the seeds inside every point: rerun the sweep without --seeds and with --set "
+                              f"n_seeds={n}{f' --set seed={first}' if first else ''} (seeds {first} … "
+                              f"{first + n - 1} at each point), then assemble that")
         if not all(isinstance(v, list) for v in values):
             raise ConfigError(f"the sweep's axis {axis['key']} takes single values ({values}); only a sweep that "
                               f"splits list-valued fields (e.g. --grid \"dims=[2],[3]\") can be assembled")
