@@ -592,6 +592,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                 figures, warnings = draw_figures(out, the_plan, outcomes)
                 for w in warnings:
                     log.warning("%s", w)
+                write_tables(out, {**meta(), "figures": figures, "warnings": warnings}, the_plan.axes, outcomes)
                 prune_earlier_points(out, the_plan, cache)  # this grid's points only in points/: one log line
             log.info("finished in %.1f s: %s", time.perf_counter() - started,
                      ", ".join(f"{s}={sum(o.status == s for o in outcomes)}" for s in STATUSES))
