@@ -389,8 +389,8 @@ def test_the_published_paper_scale_lemma2_judged_by_this_code(tmp_path: Path) ->
 
 
 def test_the_published_quick_lemma2_is_untestable_by_its_negative_control(tmp_path: Path) -> None:
-    """results/lemma2 judged again: the σ = 0 chains stay (later rounds at most 1.03° / 0.80° from 120°, inside the
-    band ½ × 2.46° = 1.23°), but so does the σ = 0.05 network chain of seed 1 (1.20°; seed 0: 3.53°): the band does
+    """results/lemma2 judged again: the σ = 0 chains stay (later rounds at most 1.02° / 0.75° from 120°, inside the
+    band ½ × 2.46° = 1.23°), but so does the σ = 0.05 network chain of seed 1 (1.20°; seed 0: 3.40°): the band does
     not separate σ = 0 from σ = 0.05 on these networks, so the claim is untestable (the rule alone: confirmed). With
     its σ = 0 round-0 map of seed 1 replaced by 0.1 × itself (the same polar angle, singular values ≈ 0.1) the
     precondition also names the training — the angle alone would have passed it."""
@@ -402,9 +402,9 @@ def test_the_published_quick_lemma2_is_untestable_by_its_negative_control(tmp_pa
     assert stag.verdict == "untestable" and stag.verdict_if_testable == "confirmed"
     assert stag.evidence["band_deg"] == pytest.approx(1.2287, abs=1e-4)
     assert stag.evidence["contrast_ideal_drift_deg"] == pytest.approx(2.4573, abs=1e-4)
-    assert max(stag.evidence["max_dev_later_rounds_per_seed"]) == pytest.approx(1.034, abs=1e-3)
+    assert max(stag.evidence["max_dev_later_rounds_per_seed"]) == pytest.approx(1.020, abs=1e-3)
     control = stag.evidence["negative_control"]["sigma=0.05"]
-    assert control["max_dev_later_rounds_per_seed"] == pytest.approx([3.534, 1.199], abs=1e-3)
+    assert control["max_dev_later_rounds_per_seed"] == pytest.approx([3.405, 1.200], abs=1e-3)
     assert control["per_seed"] == ["between", "stays"] and control["stagnation_rule"] == "inconclusive"
     assert stag.evidence["negative_control"]["sigma=0.5"]["stagnation_rule"] == "refuted"
     assert "does not separate σ = 0 from σ = 0.05" in stag.precondition["remedy"]
@@ -417,4 +417,4 @@ def test_the_published_quick_lemma2_is_untestable_by_its_negative_control(tmp_pa
         "lemma2.sigma0_stagnation"]
     assert stag.verdict == "untestable" and stag.verdict_if_testable == "confirmed"
     assert "train longer" in stag.precondition["remedy"]
-    assert stag.precondition["measured"]["round0_angle_deg"][1] == pytest.approx(120.28, abs=0.01)
+    assert stag.precondition["measured"]["round0_angle_deg"][1] == pytest.approx(120.24, abs=0.01)
