@@ -68,7 +68,9 @@ evidence they read.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +124,7 @@ from flowvar.seeding import generator
 from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
 from flowvar.train import late_over_previous_quarter
 
+log = logging.getLogger(__name__)
 DATASETS: tuple[str, ...] = ("gmm", *SOURCES)
 MIN_SIGMA = 1e-6
 """The smallest σ > 0 accepted: training runs in float32, whose rounding of x_t ≈ 1 (≈ 6e-8) swallows noise much
@@ -325,6 +328,15 @@ def _build_model(config: SigmaTradeoffConfig, data: _Data, unet: bool) -> torch.
     return FlatMLPField(data.x1_train.shape[1:], config.width, config.depth, config.activation)
 
 
+def training_line(sigma: float, seed: int, done: int, total: int, seconds: float, *, diverged: bool = False) -> str:
+    """One finished training of :func:`run` as a plain progress line, logged at INFO on this module's logger (the
+    ``flowvar`` logs of reproduce/sweep keep it; ``flowvar advise-sigma`` prints it when its progress bars are off),
+    e.g. ``"[ 5/21] σ = 0.05, seed 1: trained and scored in 12.3 s"``: ``done`` of ``total`` trainings (σ × seeds),
+    ``seconds`` the wall time of that σ's training and scoring."""
+    what = "diverged after" if diverged else "trained and scored in"
+    return f"[{done:>{len(str(total))}}/{total}] σ = {sigma:g}, seed {seed}: {what} {seconds:.1f} s"
+
+
 @register("sigma_tradeoff", title="σ advisor: memorisation and generalisation of CFM(σ) vs σ, and a recommended σ",
           config=SigmaTradeoffConfig, runtime_scales_with=("sigmas",),
           paper={"claims": "Prop 2: σ = 0 minimisers memorise arbitrary pairs; Remark 2: noise breaks memorisation and "
@@ -360,7 +372,8 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
             for sigma, seeds in exact_by_sigma.items():  # one "exact_sources" stream: the same sources for every σ
                 seeds.append(_exact_minimiser(config, x0_train, data.x1_train, sigma, rep.generator("exact_sources"),
                                               device))
-            for sigma in sigmas:
+            for i, sigma in enumerate(sigmas):
+                started = time.perf_counter()  # for the progress line (training_line): not part of the result
                 with rep.global_rng("init"):  # the same initialisation (and batch seed) for every σ
                     model = _build_model(config, data, unet)
                 model = model.to(device)
@@ -376,6 +389,8 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
                     ctx.note(f"σ = {sigma:g}, seed {seed} diverged ({_divergence_text(error)}); its metrics are NaN "
                              f"and the rule leaves the σ out")
                     per_seed[sigma].append({**dict.fromkeys(METRIC_KEYS, math.nan), "seed": seed})
+                    log.info("%s", training_line(sigma, seed, k * len(sigmas) + i + 1, config.n_seeds * len(sigmas),
+                                                 time.perf_counter() - started, diverged=True))
                     continue
                 row = evaluate_outputs(out_train, out_fresh, ref)
                 row.update(loss_fit(res, zero_field))
@@ -384,6 +399,8 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
                 per_seed[sigma].append(row)
                 if k == 0 and unet:
                     grid[f"σ={sigma:g}"] = out_fresh[:config.grid_columns]
+                log.info("%s", training_line(sigma, seed, k * len(sigmas) + i + 1, config.n_seeds * len(sigmas),
+                                             time.perf_counter() - started))
     table = _table(sigmas, per_seed)
     ctx.metric("per_sigma", table)
     ctx.metric("by_sigma", {f"sigma={row['sigma']}": {k: v for k, v in row.items() if k != "sigma"} for row in table})
@@ -916,4 +933,5 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
 __all__ = ["DATASETS", "METRIC_KEYS", "SigmaTradeoffConfig", "both_margins_rule",
            "compared_sigma", "keeps_generalisation_rule",
            "memorised_precondition", "noise_can_act_precondition", "reduces_memorisation_rule", "run",
-           "setting_text", "sigma0_memorises_rule", "sigma0_settled_precondition", "unused_rows_note"]
+           "setting_text", "sigma0_memorises_rule", "sigma0_settled_precondition", "training_line",
+           "unused_rows_note"]
