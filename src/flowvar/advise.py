@@ -304,21 +304,14 @@ def plain_progress(stream: Any = None) -> Iterator[None]:
     the same σ; the process group starts inside the run, so the rank is read per line). The lines still reach the
     ``flowvar`` loggers' other handlers (a reproduce.log)."""
     from flowvar.distributed import is_main_process
+    from flowvar.logs import attached_handler
 
-    logger = logging.getLogger(PROGRESS_LOGGER)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(lambda _record: is_main_process())
-    old_level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
+    with attached_handler(handler, PROGRESS_LOGGER):
         yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 __all__ = ["GMM_ONLY_KEYS", "OWN_ARGUMENT_KEYS", "PROGRESS_LOGGER", "Advice", "advise_sigma", "plain_progress"]

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["forwarded_from_workers", "held_log_records", "log_to", "send_to_parent"]
+__all__ = ["attached_handler", "forwarded_from_workers", "held_log_records", "log_to", "send_to_parent"]
 
 
 class _Records(logging.Handler):
@@ -31,9 +31,10 @@ class _Records(logging.Handler):
 
 
 @contextlib.contextmanager
-def _flowvar_logger(handler: logging.Handler) -> Iterator[None]:
-    """``handler`` on the ``flowvar`` loggers, at INFO at least, for the block."""
-    logger = logging.getLogger("flowvar")
+def attached_handler(handler: logging.Handler, name: str = "flowvar") -> Iterator[None]:
+    """``handler`` on the logger ``name`` (default: the ``flowvar`` loggers), at INFO at least, for the block; the
+    logger's level is restored after."""
+    logger = logging.getLogger(name)
     old_level = logger.level
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.INFO:
@@ -50,7 +51,7 @@ def held_log_records() -> Iterator[list[logging.LogRecord]]:
     """Keep the ``flowvar`` log records (INFO and up) of work done before the log file may be created (validating
     every config first), for :func:`log_to` to write once it is open."""
     records: list[logging.LogRecord] = []
-    with _flowvar_logger(_Records(records)):
+    with attached_handler(_Records(records)):
         yield records
 
 
@@ -63,7 +64,7 @@ def log_to(path: Path, earlier: Sequence[logging.LogRecord] = ()) -> Iterator[No
     for record in earlier:
         handler.handle(record)
     try:
-        with _flowvar_logger(handler):
+        with attached_handler(handler):
             yield
     finally:
         handler.close()
