@@ -252,3 +252,31 @@ def test_a_deep_copy_of_a_hooked_model_measures_its_fallback_layers_exactly(gen)
         for k, v in state(plain).items():
             assert torch.equal(state(clone)[k], v), f"step {step}: {k} differs"
     clone_engine.detach()
+
+
+def test_a_buffer_registered_after_the_engine_looked_is_named_as_added_not_as_written(gen):
+    """A buffer registered on a module that had none when the engine last surveyed the model has no version noted as
+    the pass began: the first pass measured through the whole model is refused naming it as registered after the
+    engine looked (not as written by the forward, which it never was), and the next pass, whose buffers are copied,
+    is exact."""
+    torch.manual_seed(3)
+    model = UsedOutside(ema=False).to(F64)
+    engine = GradNormEngine(model)
+    model.lin.register_buffer("extra", torch.ones(24, dtype=F64))  # lin had no buffers at the engine's survey
+    x = torch.randn(6, 3, 8, generator=gen, dtype=F64) + 1.0
+    model.zero_grad()
+    losses = losses_of(model, x)
+    losses.mean().backward()
+    with pytest.raises(DataError, match=r"'lin\.extra' were registered after the engine last looked at the model"
+                                        r".*measure the next step") as caught:
+        engine.compute(losses=losses)
+    assert "written since" not in str(caught.value)
+    start = copy.deepcopy(model)
+    model.zero_grad()
+    losses = losses_of(model, x)
+    losses.mean().backward()
+    stats = engine.compute(losses=losses)
+    assert stats.rules["lin.weight"].startswith("model-fallback")
+    for n, sq in per_sample_reference(start, x).items():
+        torch.testing.assert_close(stats.param_sq_norms[n], sq, rtol=1e-10, atol=0)
+    engine.detach()

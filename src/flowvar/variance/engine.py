@@ -1134,7 +1134,10 @@ class GradNormEngine:
         by the fallback kept of it at that version. A buffer written since that nothing kept a copy of (a module
         without parameters that updates its buffers in its forward, on a pass recorded before the fallback through
         the model was planned) cannot be recomputed from: :class:`DataError`, and from then on the model's calls keep
-        copies of every buffer. (A write through ``.data`` advances no version counter: a module without parameters
+        copies of every buffer. So is a buffer the call's notes do not hold at all: registered after the engine last
+        looked at the model (:meth:`_survey`, at construction and at every compute(); a module that had no buffers
+        then is not among those whose versions are noted), whose value as the call began is unknown — named as such,
+        not as written. (A write through ``.data`` advances no version counter: a module without parameters
         that writes its buffers so is recomputed from the written values, and the recomputation's check against the
         recorded output is then what stands between it and a wrong number.)"""
         state = call.state
@@ -1142,26 +1145,32 @@ class GradNormEngine:
             return state.copies
         then = state.live if state is not None else {}
         out: dict[str, Tensor] = {}
-        missing: list[str] = []
+        written: list[str] = []
+        added: list[str] = []  # not in the call's notes: registered after the engine last surveyed the model
         for name, b in self.model.named_buffers():
             was = then.get(name)
             fresh = was is not None and was[0] is b and was[1] == b._version  # not written since the call began
             copy = b.detach() if fresh else self._kept_copy(name, was)
             if copy is None:
-                missing.append(name)
+                (added if was is None else written).append(name)
             else:
                 out[name] = copy
-        if missing:
+        if written or added:
             self._keep_model_state = True
-            shown = ", ".join(repr(n) for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
-                                                                else "")
+            causes = []
+            if written:
+                causes.append(f"the buffers {_listed(written)} were written since (a module that updates its buffers "
+                              f"in its forward: running statistics, a counter, an EMA of its input)")
+            if added:
+                causes.append(f"the buffers {_listed(added)} were registered after the engine last looked at the model "
+                              f"(at its construction or its last compute()), so their values as the pass began were "
+                              f"not noted")
             raise DataError(
                 f"{', '.join(repr(n) for n in names[:5])} must be measured through the whole model (used outside their "
                 f"module's forward), which recomputes the model from its buffers as the recorded forward pass began, "
-                f"but the buffers {shown} were written since (a module that updates its buffers in its forward: "
-                f"running statistics, a counter, an EMA of its input) and no copy of them as they were was kept: this "
-                f"pass cannot be measured exactly. From the next pass on the engine keeps one at the start of every "
-                f"recorded forward pass: measure the next step")
+                f"but {'; and '.join(causes)}; no copy of them as they were was kept: this pass cannot be measured "
+                f"exactly. From the next pass on the engine keeps one at the start of every recorded forward pass: "
+                f"measure the next step")
         return out
 
     def _kept_copy(self, name: str, was: tuple[Tensor, int] | None) -> Tensor | None:
@@ -1321,6 +1330,12 @@ def _derives_from(losses: Tensor | None, calls: list[CallRecord]) -> bool | None
 
 
 _EDGES: dict[int, np.ndarray] = {}
+
+
+def _listed(names: list[str], shown: int = 5) -> str:
+    """``'a', 'b' and 3 more``: the first ``shown`` names quoted, for an error message."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(n) for n in names[:shown]) + more
 
 
 def _bin_edges(n_bins: int) -> np.ndarray:
