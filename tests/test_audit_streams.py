@@ -105,3 +105,28 @@ def test_result_json_records_the_derived_seeds(tmp_path: Path) -> None:
     saved = json.loads((report.write(tmp_path / "a") / "result.json").read_text())
     assert saved["config"]["seed"] == 7
     assert saved["config"]["seed_streams"] == {p: derive_seed(7, "audit", p) for p in PARTS}
+
+
+def test_audit_generators_are_the_one_place_the_streams_are_made(monkeypatch) -> None:
+    """One generator per part, seeded with that part's derived seed, fresh on every call; audit_generator is one of
+    them, and the audit draws from exactly these (no generator built beside them by hand)."""
+    import flowvar.audit.core as core
+    from flowvar.audit.streams import audit_generators
+
+    gens, again = audit_generators(3), audit_generators(3)
+    assert tuple(gens) == PARTS
+    for part, g in gens.items():
+        assert g.initial_seed() == audit_seeds(3)[part] == derive_seed(3, "audit", part)
+        assert g is not again[part]
+        assert torch.equal(torch.randn(16, generator=g), torch.randn(16, generator=audit_generator(3, part)))
+    made: list[int] = []
+
+    def recorded(seed: int) -> dict[str, torch.Generator]:
+        made.append(seed)
+        return audit_generators(seed)
+
+    monkeypatch.setattr(core, "audit_generators", recorded)
+    x1 = seed0_data(40)
+    held = 2 + 0.5 * torch.randn(40, D, generator=torch.Generator().manual_seed(12345))
+    audit(AffineFlow(), x1, heldout=held, samples=20, grad_samples=2, t_bins=1, device="cpu", seed=5)
+    assert made == [5]

@@ -47,7 +47,7 @@ from flowvar.audit.sections import (
     pair_recovery,
     real_copy_baseline,
 )
-from flowvar.audit.streams import AUDIT, audit_seeds
+from flowvar.audit.streams import AUDIT, audit_generators, audit_seeds
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, check_sigma
 from flowvar.files import atomic_write_bytes, atomic_write_text, check_writable_folder, staged_folder
 from flowvar.results import Claim, Result, format_value, judge, judgement_text
@@ -361,7 +361,7 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
 
     # one stream per part, derived from the seed by name (flowvar.audit.streams): never torch's seed-k stream, which
     # users make their training data from, and a part that changes its draw count leaves the others' draws alone
-    gens = {part: torch.Generator().manual_seed(s) for part, s in streams.items()}
+    gens = audit_generators(seed)
     cond = y if la is not None else None  # the labels the model is called with (None: unconditional)
     check = check_conventions_with_labels(model, train, requested, gens["conventions"], y, la, labels_from,
                                            x0_pairs, scales)

@@ -35,11 +35,18 @@ def audit_seeds(seed: int) -> dict[str, int]:
     return {part: derive_seed(seed, AUDIT, part) for part in PARTS}
 
 
+def audit_generators(seed: int) -> dict[str, torch.Generator]:
+    """{part: a fresh CPU generator seeded with ``audit_seeds(seed)[part]``} for every part of :data:`PARTS`: the
+    audit's streams, the one place they are made (:func:`audit_generator` takes one of them)."""
+    return {part: torch.Generator().manual_seed(s) for part, s in audit_seeds(seed).items()}
+
+
 def audit_generator(seed: int, part: str) -> torch.Generator:
-    """A fresh CPU generator of the audit's stream ``part`` (one of :data:`PARTS`) under ``seed``."""
+    """A fresh CPU generator of the audit's stream ``part`` (one of :data:`PARTS`) under ``seed``: the one
+    :func:`audit_generators` makes for it."""
     if part not in PARTS:
         raise ValueError(f"unknown audit stream {part!r}; one of {PARTS}")
-    return torch.Generator().manual_seed(audit_seeds(seed)[part])
+    return audit_generators(seed)[part]
 
 
-__all__ = ["AUDIT", "PARTS", "audit_generator", "audit_seeds"]
+__all__ = ["AUDIT", "PARTS", "audit_generator", "audit_generators", "audit_seeds"]
