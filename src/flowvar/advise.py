@@ -22,10 +22,12 @@ from flowvar.advisor import fallback_headline, finite_number, recommended_headli
 from flowvar.data import resolve_data
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
+from flowvar.experiments.sigma_tradeoff import GMM_FIELDS
 from flowvar.metrics import GEN_KEY, MEM_KEY
 
-GMM_ONLY_KEYS: tuple[str, ...] = ("dim", "n_components", "mean_scale", "component_std", "gmm_seed")
-"""Knobs of the synthetic GMM target only: with data from a file or folder they would be silently ignored."""
+GMM_ONLY_KEYS: tuple[str, ...] = GMM_FIELDS
+"""Knobs of the synthetic GMM target only (the study's :data:`~flowvar.experiments.sigma_tradeoff.GMM_FIELDS`): with
+data from a file or folder they would be silently ignored."""
 
 PROGRESS_LOGGER = "flowvar.experiments.sigma_tradeoff"
 """The logger on which the σ study reports each finished training

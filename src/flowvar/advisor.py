@@ -786,7 +786,8 @@ def no_cut_remedy(drops: Mapping[float, SeedComparison], checks: Mapping[float, 
                   f"longer training can show a cut on this grid — to change that, {remedy}")
         head = (f"(and none can here: at every σ tried, up to {top:g}, the exact CFM(σ) minimiser itself keeps the "
                 f"pairs, so the noise cannot act at this data's σ√d against the pair spacing and more seeds cannot "
-                f"change that; change the pairs: more pairs N (--set n_train=…) or a lower d, see the reason)")
+                f"change that; change the pairs as the reason says (the exact minimiser check's own remedy, "
+                f"which knows what this data lets change))")
         return reason, head
     reasons, heads = [], []
     # a σ whose exact minimiser keeps the pairs is no σ to add seeds for: a drop there is the networks' alone

@@ -754,7 +754,9 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
         except FlowvarError as err:
             cache._drop_unused_work(key)
             if isinstance(err, WriteError) and stage in Path(err.path).parents:  # the cache's disk refused it
-                # the writer's remedy may name the output folder; it is the cache that is full
+                # the writer's remedy may name the output folder; it is the cache that is full. Every file of a run
+                # is written by files.atomic_write_bytes (a WriteError); a writer raising a plain DataError would
+                # keep its own remedy here
                 where = f", then installed into {output}" if output is not None else ""
                 raise WriteError(err.path, err.problem, f"free space in the cache {cache.root} or choose another "
                                  f"--cache (the result is computed into the cache{where})") from None

@@ -1440,16 +1440,17 @@ def _stagnation_control(stag: Claim) -> str:
     """Lemma 2's negative control in a bracket: whether the σ = 0.05 *network* chains stay within the σ = 0
     stagnation band too (then the band cannot tell the two apart on these networks: the claim is untestable) or
     leave it; "" for a result recorded without the control."""
-    control = (stag.evidence.get("negative_control") or {}).get("sigma=0.05")
+    contrast = stag.evidence.get("contrast_sigma", 0.05)  # recorded beside the band; 0.05, the paper's, before
+    control = (stag.evidence.get("negative_control") or {}).get(f"sigma={contrast}")
     band = stag.evidence.get("band_deg")
     if not isinstance(control, dict) or not _is_number(band):
         return ""
     staying, seeds = control.get("seeds_staying"), control.get("n_seeds")
     devs = [v for v in control.get("max_dev_later_rounds_per_seed") or [] if _is_number(v)]
     if staying:
-        return (f" (the σ = 0.05 networks stay within its {num(band, 3)}° band too in {staying} of {seeds} seeds, so "
-                f"it does not tell σ = 0 from σ = 0.05 on these networks)")
-    return f" (the σ = 0.05 networks leave its {num(band, 3)}° band: {_span(devs)}°)" if devs else ""
+        return (f" (the σ = {num(contrast)} networks stay within its {num(band, 3)}° band too in {staying} of {seeds} "
+                f"seeds, so it does not tell σ = 0 from σ = {num(contrast)} on these networks)")
+    return f" (the σ = {num(contrast)} networks leave its {num(band, 3)}° band: {_span(devs)}°)" if devs else ""
 
 
 @narrator("lemma2")

@@ -516,7 +516,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                     raise
                 checked[0] = True
 
-        interrupted = stopped = False
+        interrupted = stopped = finished = False
         figures: list[str] = []
         warnings: list[str] = []
         try:
@@ -572,6 +572,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                     else:
                         log.info("%s: %s key=%s in %.1f s", o.status, point.label, point.key, o.wall_s)
                     finish(o)
+            finished = True  # every point answered: only then may an earlier grid's point folders go
         except KeyboardInterrupt:
             interrupted = True
             log.warning("%s", interrupted_message(options, the_plan.threads))
@@ -593,7 +594,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                 for w in warnings:
                     log.warning("%s", w)
                 write_tables(out, {**meta(), "figures": figures, "warnings": warnings}, the_plan.axes, outcomes)
-                prune_earlier_points(out, the_plan, cache)  # this grid's points only in points/: one log line
+                if finished:  # not after a crash (a backend error): the folder is left as the error found it
+                    prune_earlier_points(out, the_plan, cache)  # this grid's points only in points/: one log line
             log.info("finished in %.1f s: %s", time.perf_counter() - started,
                      ", ".join(f"{s}={sum(o.status == s for o in outcomes)}" for s in STATUSES))
     return Summary(out, outcomes, time.perf_counter() - started, figures, warnings)
