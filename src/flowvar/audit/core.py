@@ -21,8 +21,10 @@ import functools
 import hashlib
 import html
 import json
+import math
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -464,10 +466,33 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     return AuditReport(overall, reasons, {"memorising": mem, "generalising": genr}, check, sections, result, figures)
 
 
-def moments(x: Tensor) -> tuple[float, float, int]:
-    """(mean, variance, count) of all entries of ``x`` (N, *shape), in float64."""
-    flat = x.detach().reshape(-1).to(device="cpu", dtype=torch.float64)
-    return float(flat.mean()), float(flat.var(correction=0)), flat.numel()
+#: Entries per float64 chunk in :func:`moments` (32 MiB): the copy it makes is this, never the whole data set.
+MOMENT_CHUNK = 1 << 22
+
+
+def moments(x: Tensor, chunk: int = MOMENT_CHUNK) -> tuple[float, float, int]:
+    """(mean, variance, count) of all n entries of ``x`` (N, *shape), in float64: mean = Σ x / n, variance =
+    Σ (x − mean)² / n (population, two passes so that a large mean does not cancel the variance's digits). Summed
+    over chunks of ``chunk`` entries converted to float64 one at a time on ``x``'s device (on the CPU where the
+    device has no float64, MPS), never a float64 copy of the whole training set. n = 0: (nan, nan, 0)."""
+    flat = x.detach().reshape(-1)
+    n = flat.numel()
+    if n == 0:
+        return math.nan, math.nan, 0
+    dev = torch.device("cpu") if flat.device.type == "mps" else flat.device
+
+    def pieces() -> Iterator[Tensor]:
+        for start in range(0, n, chunk):
+            yield flat[start:start + chunk].to(device=dev, dtype=torch.float64)
+
+    total = torch.zeros((), dtype=torch.float64, device=dev)
+    for piece in pieces():
+        total += piece.sum()
+    mean = total / n
+    squares = torch.zeros((), dtype=torch.float64, device=dev)
+    for piece in pieces():
+        squares += (piece - mean).square().sum()
+    return float(mean), float(squares / n), n
 
 
 def source_check(train: Tensor, sources: Tensor, convention: Convention) -> dict[str, Any]:
