@@ -155,17 +155,23 @@ def _legends_overlap_axes(fig: Any) -> list[str]:
             and ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))]
 
 
-def test_ratio_figure_legends_sit_outside_the_axes_and_name_the_dotted_lines(synthetic: list[dict[str, Any]]) -> None:
+def _drawn_ratio_figure(synthetic: list[dict[str, Any]]) -> Any:
+    """The accuracy_vs_tube_ratio figure _ratio_figure draws from the synthetic points (σ = 0.05 regions)."""
     from types import SimpleNamespace
-
-    import matplotlib.pyplot as plt
 
     drawn: dict[str, Any] = {}
     ctx = SimpleNamespace(metrics={}, figure=lambda name, fig: drawn.__setitem__(name, fig))
     regions = {0.05: reduction_map(synthetic, 0.05, memorise_accuracy=0.9, margin=0.1)}
     config = build_config(get_experiment("memorisation_phase"), quick=True)
     _ratio_figure(ctx, config, synthetic, regions)  # type: ignore[arg-type]
-    fig = drawn["accuracy_vs_tube_ratio"]
+    return drawn["accuracy_vs_tube_ratio"]
+
+
+def test_ratio_figure_legends_sit_outside_the_axes_and_name_the_dotted_lines(synthetic: list[dict[str, Any]]) -> None:
+
+    import matplotlib.pyplot as plt
+
+    fig = _drawn_ratio_figure(synthetic)
     assert _legends_overlap_axes(fig) == []
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "dotted: σ = 0 (star) to the smallest σ" in labels
@@ -626,16 +632,10 @@ def test_ratio_figure_tells_which_n_each_line_is(synthetic: list[dict[str, Any]]
     """The left panel's lines of one (d, width) share colour and style; each N gets its own marker, listed in the
     legend (readerB 9: the legend was titled 'one line per N' but named only (d, width), so no line could be read
     as an N)."""
-    from types import SimpleNamespace
 
     import matplotlib.pyplot as plt
 
-    drawn: dict[str, Any] = {}
-    ctx = SimpleNamespace(metrics={}, figure=lambda name, fig: drawn.__setitem__(name, fig))
-    regions = {0.05: reduction_map(synthetic, 0.05, memorise_accuracy=0.9, margin=0.1)}
-    config = build_config(get_experiment("memorisation_phase"), quick=True)
-    _ratio_figure(ctx, config, synthetic, regions)  # type: ignore[arg-type]
-    fig = drawn["accuracy_vs_tube_ratio"]
+    fig = _drawn_ratio_figure(synthetic)
     legend = fig.axes[0].get_legend()
     entries = dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles, strict=True))
     marker_of_n = {n: entries[f"N = {n}"].get_marker() for n in (16, 64)}
