@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,12 +14,7 @@ from flowvar.cache import Cache
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import load_plugin
 from flowvar.sweep import Options, dry_run, sweep
-
-PLUGIN = str(Path(__file__).parent / "plugins" / "toy_sweep.py")
-
-
-def toy(out: Path, grid: list[str], **kw: Any) -> Options:
-    return Options("toy_sweep", grid=grid, out=out, plugins=[PLUGIN], quiet=True, **kw)
+from sweep_checks import PLUGIN, toy
 
 OTHER = '''
 from dataclasses import dataclass

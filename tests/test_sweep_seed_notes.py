@@ -10,15 +10,10 @@ from typing import Any
 import pytest
 
 from flowvar.experiments.base import load_plugin
-from flowvar.sweep import Axis, Options, PointOutcome, metric_figure, plan
+from flowvar.sweep import Axis, PointOutcome, metric_figure, plan
 from flowvar.sweep.grid import canonical
 from flowvar.sweep.tables import cell_shortfalls, verdict_gap
-
-PLUGIN = str(Path(__file__).parent / "plugins" / "toy_sweep.py")
-
-
-def toy(out: Path, grid: list[str], **kw: Any) -> Options:
-    return Options("toy_sweep", grid=grid, out=out, plugins=[PLUGIN], quiet=True, **kw)
+from sweep_checks import PLUGIN, toy
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -15,12 +15,7 @@ import pytest
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import build_config, get_experiment, load_plugin, run_experiment
 from flowvar.sweep import Options, flatten, plan
-
-PLUGIN = str(Path(__file__).parent / "plugins" / "toy_sweep.py")
-
-
-def toy(out: Path, grid: list[str], **kw: Any) -> Options:
-    return Options("toy_sweep", grid=grid, out=out, plugins=[PLUGIN], quiet=True, **kw)
+from sweep_checks import PLUGIN, toy
 
 KNOB = '''
 from dataclasses import dataclass
