@@ -251,8 +251,10 @@ def token_models(nets: object, token_data: dict) -> dict[str, nn.Module]:
     d = token_data
     return {"memorising": train_conditional(nets.token_cond_net(), d["x1"], d["c"], d["x0"],  # type: ignore[attr-defined]
                                             "encoder_hidden_states"),
+            # 300 steps, not 600: 600 on 24 items pulled the samples ~20 % nearer the training data, a gap ratio
+            # (0.75–0.81 over audit seeds) on the 0.75 threshold; at 300 it is 0.82, and nothing else reads otherwise
             "fresh": train_conditional(nets.token_cond_net(), d["x1"], d["c"], None,  # type: ignore[attr-defined]
-                                       "encoder_hidden_states")}
+                                       "encoder_hidden_states", steps=300)}
 
 
 SMALL = {"samples": 100, "steps": 40, "grad_samples": 16, "t_bins": 3}
@@ -284,16 +286,11 @@ def test_token_conditioned_model_on_fresh_noise_reads_generalising(token_data: d
     d = token_data
     report = audit(token_models["fresh"], d["x1"], pairs=d["x0"], heldout=d["heldout"], conditions=d["c"],
                    label_arg="encoder_hidden_states", **SMALL)
+    assert report.verdict == "generalising", report.summary()
     verdicts = {cl.id: cl.verdict for cl in report.result.claims}
     assert verdicts["audit.pair_recovery"] == "refuted" and verdicts["audit.gradient_signal"] == "refuted"
     assert verdicts["audit.copying"] == "refuted", report.summary()
-    # the gap test sits near its threshold here: 600 steps on 24 items pull the samples ~20 % nearer the training data
-    # (measured on this model: ρ = 0.75–0.81 over audit seeds 0–7, below 0.75 at seed 0 only), so it may read
-    # memorising and the samples family then mixed (copying counts no copies); never memorising, and nothing else
-    gap = next(cl for cl in report.result.claims if cl.id == "audit.generalisation_gap").evidence["nn_ratio"]
-    assert 0.7 < gap < 0.9, report.summary()
-    assert report.verdict == "generalising" or (
-        report.verdict == "mixed" and report.drivers["memorising"] == ["generalisation gap"]), report.summary()
+    assert report.drivers["memorising"] == []
     # without held-out conditions: samples under training conditions, held-out pairs left out, both said
     copying = next(cl for cl in report.result.claims if cl.id == "audit.copying")
     assert copying.evidence["conditioned_on"] == "training conditions"
