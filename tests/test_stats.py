@@ -184,6 +184,24 @@ def test_paired_over_seeds_cases_of_the_former_table1_test() -> None:
 
 # ------------------------------------------------------------------------------------ non-inferiority over seeds
 
+def test_mean_reaches_min_effect_is_the_verdicts_own_size_test() -> None:
+    """The size half of "confirmed", as the advisor's "add seeds" reads it: one stored threshold (reach), the one the
+    verdict used, at every operand scale — not recomputed beside it."""
+    kw = {"min_effect": 0.1, "scale": 1.0, "scale_name": "unit"}
+    equal = paired_over_seeds([1.0] * 3, [0.9] * 3, **kw)  # Δ̄ = 0.09999999999999998: equal up to rounding
+    assert equal.mean < 0.1 and equal.verdict == "confirmed" and equal.mean_reaches_min_effect()
+    assert 0.1 - 1e-14 < equal.reach < 0.1
+    short = paired_over_seeds([1.0] * 3, [0.9 + 1e-12] * 3, **kw)  # short by 1e-12: far above rounding
+    assert not short.mean_reaches_min_effect() and short.verdict == "refuted"
+    one = paired_over_seeds([1.0], [0.9], **kw)  # one seed: inconclusive, but its mean reaches the size
+    assert one.verdict == "inconclusive" and one.mean_reaches_min_effect()
+    # operands of size 100: 100 − 99.9 lies 5.7e-15 below 0.1, within this comparison's rounding (8.9e-14), though
+    # beyond what operands of size 1 would allow (8.9e-16)
+    large = paired_over_seeds([100.0] * 2, [99.9] * 2, **kw)
+    assert large.mean < 0.1 - 1e-15 and large.verdict == "confirmed" and large.mean_reaches_min_effect()
+    assert large.to_dict()["reach"] == large.reach
+
+
 def test_noninferior_over_seeds_reaches_every_outcome() -> None:
     from flowvar.stats import NonInferiority, noninferior_over_seeds
 

@@ -37,13 +37,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 from scipy import stats as sps
 
 from flowvar.errors import ConfigError
 from flowvar.metrics import GEN_KEY, MEM_KEY, memorisation_score
 from flowvar.results import Precondition
-from flowvar.stats import SeedComparison, boundary_tolerance, noninferior_over_seeds, paired_over_seeds
+from flowvar.stats import SeedComparison, noninferior_over_seeds, paired_over_seeds
 
 DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 """The σ grid of the study (0 is the deterministic baseline; 0.05 is the paper's noisy setting)."""
@@ -739,11 +738,9 @@ def seeds_could_confirm(drop: SeedComparison) -> bool:
     mean, so they can decide only a drop whose **mean already reaches reduce_margin** and that is not confirmed (its
     lower bound held at or below 0 by the width alone, or one seed: no bound yet). A mean below the margin stays
     below it however many seeds are added: with M = 1 in every seed at σ and at σ = 0, Δ̄ = 0. "Reaches" is up to
-    float rounding, as in the test itself (:func:`flowvar.stats.boundary_tolerance`; M lies in [−1/(N − 1), 1],
-    so its per-seed values, the operands of Δ, are at most 1 in size)."""
-    reach = drop.min_effect - boundary_tolerance(np.asarray(drop.differences, dtype=np.float64), np.ones(1),
-                                                 drop.min_effect)
-    return drop.verdict != "confirmed" and math.isfinite(drop.mean) and drop.mean >= reach
+    float rounding, by the very threshold the verdict used
+    (:meth:`flowvar.stats.SeedComparison.mean_reaches_min_effect`)."""
+    return drop.verdict != "confirmed" and drop.mean_reaches_min_effect()
 
 
 def no_cut_remedy(drops: Mapping[float, SeedComparison], checks: Mapping[float, Precondition] | None,

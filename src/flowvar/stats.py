@@ -249,9 +249,17 @@ class SeedComparison:
     scale_name: str
     verdict: str
     reason: str
+    #: the smallest mean that counts as reaching ``min_effect``: min_effect − :func:`boundary_tolerance` of the
+    #: per-seed operands (equal up to rounding counts as reaching it; 1.0 − 0.9 vs 0.1)
+    reach: float
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def mean_reaches_min_effect(self) -> bool:
+        """Whether the mean Δ̄ reaches ``min_effect`` up to rounding (Δ̄ ≥ :attr:`reach`) — the size half of
+        "confirmed", decided by the same number the verdict used. False for a non-finite mean."""
+        return math.isfinite(self.mean) and self.mean >= self.reach
 
     def effect_text(self) -> str:
         """The minimum effect in words, for :attr:`flowvar.results.Claim.min_effect`."""
@@ -311,15 +319,15 @@ def paired_over_seeds(a: object, b: object, *, min_effect: float, scale: float, 
     n = int(diff.size)
     mean = float(diff.mean())
     label = f"{la} − {lb}"
+    # equal to the minimum effect up to rounding counts as reaching it (1.0 − 0.9 vs 0.1)
+    reach = min_effect - boundary_tolerance(xa, xb, min_effect)
     if n < 2:
         return SeedComparison(label, diff.tolist(), n, mean, math.nan, math.nan, math.nan, float(alpha),
                               float(min_effect), float(scale), scale_name, "inconclusive",
-                              "one seed: a trained-model comparison needs at least 2 seeds as replicates")
+                              "one seed: a trained-model comparison needs at least 2 seeds as replicates", reach)
     sd = float(diff.std(ddof=1))
     half = float(sps.t.ppf(1 - alpha, n - 1)) * sd / math.sqrt(n)
     lower, upper = mean - half, mean + half
-    # equal to the minimum effect up to rounding counts as reaching it (1.0 − 0.9 vs 0.1)
-    reach = min_effect - boundary_tolerance(xa, xb, min_effect)
     if lower > 0 and mean >= reach:
         verdict, reason = "confirmed", (f"{label} > 0 at one-sided α = {alpha} (lower bound {lower:.3g}) and its "
                                         f"mean {mean:.3g} ≥ the minimum effect {min_effect:.3g}"
@@ -331,7 +339,7 @@ def paired_over_seeds(a: object, b: object, *, min_effect: float, scale: float, 
         verdict, reason = "inconclusive", (f"{label} = {mean:.3g} with one-sided bounds [{lower:.3g}, {upper:.3g}]: "
                                            f"neither > 0 with mean ≥ {min_effect:.3g}, nor entirely < {min_effect:.3g}")
     return SeedComparison(label, diff.tolist(), n, mean, sd, lower, upper, float(alpha), float(min_effect),
-                          float(scale), scale_name, verdict, reason)
+                          float(scale), scale_name, verdict, reason, reach)
 
 
 @dataclass
