@@ -12,6 +12,11 @@ JOBS ?= 2
 TORCH_INDEX ?=
 # 0: `make test` leaves chromium alone (tests/test_browser.py then skips)
 BROWSER ?= 1
+# pytest-xdist workers for `make test` (auto: one per core). Each test runs on one torch thread (tests/conftest.py),
+# so a single process leaves every other core idle: on a 2-core machine the suite takes 24 min in one process and
+# 14 min in two. Whole files go to one worker (--dist loadfile): a module's shared fixtures (the benchmark scripts'
+# quick runs, one trained model) run once, not once per worker. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 
 .PHONY: setup test lint browser reproduce clean gpu-wheels
 
@@ -39,7 +44,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks examples
 
 test: setup lint browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Chromium for tests/test_browser.py (report.html in a real browser): the distribution's package, installed only
 # where that needs no password (root, or password-less sudo) and apt-get exists. Never fails: elsewhere the test

@@ -1,7 +1,8 @@
 """Shared fixtures.
 
 The test suite runs single-threaded: its tensors are small, and on a 2-core machine intra-op threading of
-small convolutions and matmuls costs more than it gains (5–25× slower under load, measured).
+small convolutions and matmuls costs more than it gains (5–25× slower under load, measured). The cores are used by
+running tests side by side instead (`make test`: one pytest-xdist worker per core, whole files per worker).
 """
 
 from __future__ import annotations
