@@ -35,6 +35,20 @@ class Emb(nn.Module):
         return self.emb(idx)
 
 
+def instance_norm(dim: int, channels: int, running: bool = False) -> nn.Module:
+    """An affine InstanceNorm{dim}d with weights away from 1 and 0; ``running``: in eval mode with running statistics
+    away from 0 and 1 (its x̂ then uses them, not the sample's own)."""
+    module = {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[dim](
+        channels, affine=True, track_running_stats=running)
+    with torch.no_grad():
+        module.weight.copy_(torch.linspace(0.5, 1.5, channels))
+        module.bias.copy_(torch.linspace(-0.3, 0.3, channels))
+        if running:
+            module.running_mean.copy_(torch.linspace(-1.0, 2.0, channels))
+            module.running_var.copy_(torch.linspace(0.5, 2.5, channels))
+    return module.eval() if running else module
+
+
 # name → (module factory, input factory (B, dtype, gen) -> x, expected rule label prefix)
 LAYERS: dict[str, tuple[Callable[[], nn.Module], Callable[[torch.dtype, torch.Generator], Tensor], str]] = {
     "linear-2d": (lambda: nn.Linear(5, 7), lambda dt, g: torch.randn(B, 5, generator=g, dtype=dt), "linear"),
@@ -52,6 +66,14 @@ LAYERS: dict[str, tuple[Callable[[], nn.Module], Callable[[torch.dtype, torch.Ge
                              lambda dt, g: torch.randn(B, 8, 2, 2, generator=g, dtype=dt), "conv2d"),
     "groupnorm": (lambda: nn.GroupNorm(2, 4), lambda dt, g: torch.randn(B, 4, 3, 5, generator=g, dtype=dt),
                   "groupnorm"),
+    "instancenorm1d": (lambda: instance_norm(1, 3), lambda dt, g: torch.randn(B, 3, 7, generator=g, dtype=dt),
+                       "instancenorm"),
+    "instancenorm2d": (lambda: instance_norm(2, 4), lambda dt, g: torch.randn(B, 4, 3, 5, generator=g, dtype=dt),
+                       "instancenorm"),
+    "instancenorm3d": (lambda: instance_norm(3, 2), lambda dt, g: torch.randn(B, 2, 3, 2, 3, generator=g, dtype=dt),
+                       "instancenorm"),
+    "instancenorm-running-eval": (lambda: instance_norm(2, 3, running=True),
+                                  lambda dt, g: torch.randn(B, 3, 4, 4, generator=g, dtype=dt), "instancenorm"),
     "layernorm": (lambda: nn.LayerNorm(6), lambda dt, g: torch.randn(B, 3, 6, generator=g, dtype=dt), "layernorm"),
     "layernorm-2d-shape": (lambda: nn.LayerNorm([3, 4]), lambda dt, g: torch.randn(B, 3, 4, generator=g, dtype=dt),
                            "layernorm"),
@@ -393,3 +415,24 @@ def test_unet_matches_torch_func(dtype, gen):
         assert rel(stats.sq_sum[name].reshape(-1), flat.pow(2).sum(0)) < TOL[dtype], name
         seg = torch.zeros(2, flat.shape[1], dtype=F64).index_add_(0, bins, flat)
         assert rel(stats.seg_sq_norms[name], seg.pow(2).sum(1)) < TOL[dtype], name
+
+
+def test_instance_norm_with_running_statistics_in_training_mode_is_a_rule_that_leaves_them(gen):
+    """Training mode with track_running_stats=True: x̂ from each sample's own statistics (the rule, exact against a
+    per-sample loop), and the running statistics the forward updates end as a run without the engine leaves them."""
+    torch.manual_seed(0)
+    # no bias before the norm: a per-channel constant is normalised away (its per-sample gradient is rounding)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False),
+                        nn.InstanceNorm2d(3, affine=True, track_running_stats=True),
+                        nn.SiLU(), nn.Conv2d(3, 2, 1)).to(F64)
+    plain = copy.deepcopy(net)
+    x = torch.randn(B, 2, 5, 5, generator=gen, dtype=F64) + 0.5
+    y = torch.randn(B, 2, 5, 5, generator=gen, dtype=F64)
+    ref = reference(copy.deepcopy(net), x, y, loop=True)
+    stats = engine_stats(net, x, y)
+    assert stats.rules["1.weight"] == "instancenorm" and stats.fallback == {}
+    assert_matches(stats, ref, TOL[F64])
+    (plain(x) - y).pow(2).flatten(1).sum(1).mean().backward()
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(net[1], name), getattr(plain[1], name)), name
+    assert not torch.equal(net[1].running_mean, torch.zeros(3, dtype=F64))  # the forward did update them

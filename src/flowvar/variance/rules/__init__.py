@@ -8,8 +8,8 @@ keeps that base's forward; a subclass that overrides it goes to the fallback):
 * ``nn.Linear`` (:mod:`.linear`): g_i = Σ_s δ_is a_isᵀ; outer-product norms for 2-D inputs, the ghost norm
   or chunked materialisation for inputs with extra dims or several calls per forward pass;
 * ``nn.Conv2d`` and ``nn.Conv1d`` (:mod:`.conv`): the same on input patches, per group;
-* ``nn.GroupNorm``, ``nn.LayerNorm``, ``nn.RMSNorm`` (:mod:`.norm`): g_i(weight) = Σ_positions δ_i ⊙ x̂_i,
-  g_i(bias) = Σ_positions δ_i;
+* ``nn.GroupNorm``, ``nn.LayerNorm``, ``nn.RMSNorm``, ``nn.InstanceNorm1d/2d/3d`` (:mod:`.norm`):
+  g_i(weight) = Σ_positions δ_i ⊙ x̂_i, g_i(bias) = Σ_positions δ_i;
 * ``nn.Embedding`` and :class:`~flowvar.models.FourierTimeEmbedding` (:mod:`.embedding`);
 * ``nn.MultiheadAttention`` with its ``out_proj`` (:mod:`.attention`): in- and out-projections as linear maps
   along the sequence, from the projections' own inputs and δ captured during the recorded forward; only a call
@@ -29,6 +29,7 @@ add it to :data:`RULES` here, or call :func:`register_rule` from your own code.
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 from flowvar.errors import ConfigError
 from flowvar.models.embeddings import FourierTimeEmbedding
@@ -38,11 +39,11 @@ from flowvar.variance.rules.conv import Conv1dRule, Conv2dRule
 from flowvar.variance.rules.embedding import EmbeddingRule, FourierTimeRule
 from flowvar.variance.rules.fallback import fallback_call, parametrization_children, reparametrized
 from flowvar.variance.rules.linear import LinearRule, seq_linear
-from flowvar.variance.rules.norm import GroupNormRule, LayerNormRule, RMSNormRule
+from flowvar.variance.rules.norm import GroupNormRule, InstanceNormRule, LayerNormRule, RMSNormRule
 
 __all__ = [
-    "RULES", "Conv1dRule", "Conv2dRule", "EmbeddingRule", "FourierTimeRule", "GroupNormRule", "LayerNormRule",
-    "LinearRule", "MultiheadAttentionRule", "RMSNormRule", "Rule", "batched", "fallback_call",
+    "RULES", "Conv1dRule", "Conv2dRule", "EmbeddingRule", "FourierTimeRule", "GroupNormRule", "InstanceNormRule",
+    "LayerNormRule", "LinearRule", "MultiheadAttentionRule", "RMSNormRule", "Rule", "batched", "fallback_call",
     "parametrization_children", "register_rule", "reparametrized", "rule_for", "seq_linear",
 ]
 
@@ -51,6 +52,8 @@ RULES: dict[type[nn.Module], Rule] = {
     nn.Linear: LinearRule(), nn.Conv2d: Conv2dRule(), nn.GroupNorm: GroupNormRule(), nn.LayerNorm: LayerNormRule(),
     nn.Embedding: EmbeddingRule(), FourierTimeEmbedding: FourierTimeRule(),
     nn.MultiheadAttention: MultiheadAttentionRule(), nn.Conv1d: Conv1dRule(),
+    # InstanceNorm1d/2d/3d (and their Lazy forms) inherit _InstanceNorm's forward
+    _InstanceNorm: InstanceNormRule(),
 }
 if hasattr(nn, "RMSNorm"):
     RULES[nn.RMSNorm] = RMSNormRule()

@@ -1,16 +1,18 @@
-"""Affine normalisations ``nn.GroupNorm``, ``nn.LayerNorm``, ``nn.RMSNorm``: g_i(weight) = Σ_positions δ_i ⊙ x̂_i
-with x̂ the normalised input (recomputed), g_i(bias) = Σ_positions δ_i."""
+"""Affine normalisations ``nn.GroupNorm``, ``nn.LayerNorm``, ``nn.RMSNorm``, ``nn.InstanceNorm1d/2d/3d``:
+g_i(weight) = Σ_positions δ_i ⊙ x̂_i with x̂ the normalised input (recomputed), g_i(bias) = Σ_positions δ_i."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 from flowvar.errors import ShapeError
 from flowvar.variance.records import CallRecord, Collector, RuleContext
 from flowvar.variance.rules.base import Rule, batched
 
-__all__ = ["GroupNormRule", "LayerNormRule", "RMSNormRule"]
+__all__ = ["GroupNormRule", "InstanceNormRule", "LayerNormRule", "RMSNormRule"]
 
 
 class _NormRule(Rule):
@@ -75,3 +77,27 @@ class RMSNormRule(LayerNormRule):
 
     def normalise(self, module: nn.Module, x: Tensor) -> Tensor:
         return F.rms_norm(x, module.normalized_shape, None, module.eps)  # type: ignore[arg-type]
+
+
+class InstanceNormRule(_NormRule):
+    """``nn.InstanceNorm1d/2d/3d`` with ``affine=True``: x̂ = (x − μ)/√(v + ε) per sample and channel, with μ, v
+    the sample's own statistics over its positions (training mode, or ``track_running_stats=False``) or the running
+    statistics (eval mode with ``track_running_stats=True``) — either way each sample's output depends on that sample
+    alone, so its gradient is defined, unlike BatchNorm's in training mode. The running statistics a training-mode
+    forward updates are read, never written: x̂ needs them only in eval mode, where the forward leaves them as
+    they are. The mode is the module's at the backward pass (a forward in another mode fails the sum check and is
+    measured again by the exact fallback)."""
+
+    name = "instancenorm"
+
+    def normalise(self, module: nn.Module, x: Tensor) -> Tensor:
+        assert isinstance(module, _InstanceNorm)
+        if module.training or not module.track_running_stats or module.running_mean is None:
+            return F.instance_norm(x, None, None, None, None, True, 0.0, module.eps)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mean = module.running_mean.to(x.dtype).view(shape)
+        var = module.running_var.to(x.dtype).view(shape)  # type: ignore[union-attr]
+        return (x - mean) / torch.sqrt(var + module.eps)
+
+    def reduce(self, module: nn.Module, y: Tensor) -> Tensor:
+        return y.reshape(y.shape[0], y.shape[1], -1).sum(2)
