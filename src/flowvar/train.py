@@ -40,7 +40,8 @@ run can be extended by raising ``steps``. Each checkpoint also carries the run's
 the model's construction (its ``config``, e.g. MLPField's width and activation, else a digest of its ``repr``), the
 interpolant, the time sampler (its parameters and a fingerprint of its draws) and a fingerprint of the training
 data (every pair of a :class:`~flowvar.couplings.FixedPairs`, else one batch drawn from a fixed generator of its
-own; tolerant to last-bit differences of data recomputed elsewhere). Anything that differs is a
+own and every item of each :class:`~flowvar.distributions.Empirical` source or target, e.g. an image set; tolerant
+to last-bit differences of data recomputed elsewhere). Anything that differs is a
 :class:`ConfigError` naming it — never the old model returned for other data. Computing the signature draws from
 its own generators inside a fork of the global RNG: trained numbers are those of a run without a checkpoint_dir.
 
@@ -99,6 +100,7 @@ from tqdm.auto import tqdm
 
 from flowvar import distributed
 from flowvar.couplings import Coupling, FixedPairs
+from flowvar.distributions import Empirical
 from flowvar.errors import ConfigError, DataError, FlowvarError, TrainingError
 from flowvar.files import atomic_write_bytes
 from flowvar.interpolants import Interpolant, PathSample
@@ -303,22 +305,42 @@ def _describe_time_sampler(sampler: Any) -> str:
     return f"{type(sampler).__name__}({', '.join(f'{k}={v!r}' for k, v in plain.items())})"
 
 
+_DATA_SET_ROLES = ("source", "target")
+"""The attributes of a coupling that may hold a finite data set (an :class:`~flowvar.distributions.Empirical`,
+e.g. an :class:`~flowvar.data.ImageDistribution`): IndependentCoupling's and ExactOTCoupling's source and target,
+MapCoupling's and ReflowCoupling's source, and those of any user coupling that names them so."""
+
+
+def _data_sets(coupling: Coupling) -> dict[str, Empirical]:
+    """The finite data sets a coupling draws from, by role (``"source"``, ``"target"``)."""
+    return {role: dist for role in _DATA_SET_ROLES if isinstance(dist := getattr(coupling, role, None), Empirical)}
+
+
 def _data_signature(coupling: Coupling, batch_size: int, device: torch.device) -> dict[str, Any]:
     """What the coupling trains on: every pair of a :class:`FixedPairs`; for any other coupling, one batch of
     ``batch_size`` pairs drawn from a generator of its own (:data:`_FINGERPRINT_SEED`) inside a fork of the global
-    RNG seeded the same way. The training's generator and the caller's global streams are untouched, so trained
-    numbers are what they were without it (a coupling whose ``sample`` keeps state of its own, e.g. an iterator
-    over a loader, is advanced by one batch)."""
+    RNG seeded the same way, plus (``"data_sets"``) every item of each :class:`~flowvar.distributions.Empirical`
+    source or target (:func:`_data_sets`). The batch alone samples only B of an Empirical's N items, so an edit to
+    the others went unnoticed (a 10 % edit of 1000 items at B = 16: 0.9^16 ≈ 19 % of resumes silent); the continuous
+    distributions' parameters are covered by the batch. Cost: one pass over the data, 0.5–0.65 s for 60 000 × 784
+    float32 items on one CPU thread, once per :func:`train` call with a checkpoint_dir. The training's generator and
+    the caller's global streams are untouched, so trained numbers are what they were without it (a coupling whose
+    ``sample`` keeps state of its own, e.g. an iterator over a loader, is advanced by one batch)."""
     if isinstance(coupling, FixedPairs):
         x0, x1 = coupling.x0, coupling.x1
         summary = f"{type(coupling).__name__}: {len(coupling)} pairs of {tuple(x0.shape[1:])} {x0.dtype}"
-    else:
-        with forked_global_rng(device):
-            _seed_global_rng(_FINGERPRINT_SEED, device)
-            pairs = coupling.sample(batch_size, torch.Generator().manual_seed(_FINGERPRINT_SEED))
-        x0, x1 = pairs.x0, pairs.x1
-        summary = f"{type(coupling).__name__}: pairs of {tuple(x0.shape[1:])} {x0.dtype}"
-    return {"summary": summary, "fingerprint": _fingerprint([x0, x1])}
+        return {"summary": summary, "fingerprint": _fingerprint([x0, x1])}
+    with forked_global_rng(device):
+        _seed_global_rng(_FINGERPRINT_SEED, device)
+        pairs = coupling.sample(batch_size, torch.Generator().manual_seed(_FINGERPRINT_SEED))
+    x0, x1 = pairs.x0, pairs.x1
+    summary = f"{type(coupling).__name__}: pairs of {tuple(x0.shape[1:])} {x0.dtype}"
+    data_sets = {role: {"summary": f"{type(d).__name__}: {d.data.shape[0]} items of {tuple(d.data.shape[1:])} "
+                                   f"{d.data.dtype}", "fingerprint": _fingerprint([d.data])}
+                 for role, d in _data_sets(coupling).items()}
+    # "data_sets" is always written (empty for continuous distributions): its absence marks a checkpoint of the
+    # earlier one-batch signature (_signature_differences)
+    return {"summary": summary, "fingerprint": _fingerprint([x0, x1]), "data_sets": data_sets}
 
 
 def _signature(model: nn.Module, loss: CFMLoss, coupling: Coupling, batch_size: int,
@@ -342,31 +364,59 @@ _LEGACY_SIGNATURE = ("model", "coupling", "interpolant", "time_sampler")
 
 
 def _signature_differences(saved: dict[str, Any], signature: dict[str, Any], model: nn.Module, loss: CFMLoss,
-                           coupling: Coupling) -> tuple[list[str], bool]:
-    """``(differences, legacy)``: what differs between a checkpoint's signature and this run's, each as one
-    phrase; ``legacy`` when the checkpoint has the earlier signature (type names only), compared as such."""
+                           coupling: Coupling) -> tuple[list[str], bool, list[str]]:
+    """``(differences, legacy, unverified)``: what differs between a checkpoint's signature and this run's, each as
+    one phrase; ``legacy`` when the checkpoint has the earliest signature (type names only), compared as such;
+    ``unverified``: the roles of this run's data sets (``"source"``, ``"target"``) that the checkpoint's signature,
+    written before every item of a data set was fingerprinted, covers only through its one batch (compared the way
+    it was written: the batch; :func:`_check_compatible` warns)."""
     if "data" not in saved:
         now = {"model": type(model).__name__, "coupling": type(coupling).__name__,
                "interpolant": repr(loss.interpolant), "time_sampler": type(loss.time_sampler).__name__}
         return [f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in _LEGACY_SIGNATURE
-                if saved.get(k) != now[k]], True
-    diffs = []
+                if saved.get(k) != now[k]], True, []
+    diffs: list[str] = []
+    unverified: list[str] = []
     for key, value in signature.items():
         old = saved.get(key)
         if not isinstance(value, dict):
             if old != value:
                 diffs.append(f"{key}: checkpoint {old!r} vs now {value!r}")
             continue
-        old_summary = old.get("summary") if isinstance(old, dict) else None
-        if old_summary != value["summary"]:
-            diffs.append(f"{key}: checkpoint {old_summary!r} vs now {value['summary']!r}")
-        elif not _same_fingerprint(old.get("fingerprint"), value["fingerprint"]):  # type: ignore[union-attr]
+        old = old if isinstance(old, dict) else {}
+        set_diffs: list[str] = []
+        if "data_sets" in value:
+            if "data_sets" in old:
+                set_diffs = [f"{key}: {d}" for d in _data_set_differences(old["data_sets"], value["data_sets"])]
+            else:  # a checkpoint of the one-batch signature
+                unverified = list(value["data_sets"])
+        if old.get("summary") != value["summary"]:
+            diffs.append(f"{key}: checkpoint {old.get('summary')!r} vs now {value['summary']!r}")
+        elif not set_diffs and not _same_fingerprint(old.get("fingerprint"), value["fingerprint"]):
+            # (an edited data set explains a differing batch: it alone is named, without the hint below)
             what = "the training data" if key == "data" else "its draws"
             hint = ("" if key != "data" or value["summary"].startswith("FixedPairs") else
                     " (a coupling drawing from a random source other than the generator it is given, e.g. numpy's, "
                     "draws other pairs at every call and cannot resume: draw from the given torch.Generator)")
             diffs.append(f"{key}: {value['summary']} in both, but {what} differ{hint}")
-    return diffs, False
+        diffs += set_diffs
+    return diffs, False, unverified
+
+
+def _data_set_differences(saved: Any, now: dict[str, Any]) -> list[str]:
+    """How a checkpoint's data sets (:func:`_data_signature`'s ``"data_sets"``) differ from this run's, by role: one
+    that is a data set on one side only, another size/shape/dtype, or the same summary with other values."""
+    saved = saved if isinstance(saved, dict) else {}
+    diffs = []
+    for role in [r for r in _DATA_SET_ROLES if r in saved or r in now]:
+        old, new = saved.get(role), now.get(role)
+        old_summary = old.get("summary", "?") if isinstance(old, dict) else "no data set"
+        new_summary = new["summary"] if new is not None else "no data set"
+        if old_summary != new_summary:
+            diffs.append(f"the {role}: checkpoint {old_summary!r} vs now {new_summary!r}")
+        elif not _same_fingerprint(old.get("fingerprint"), new["fingerprint"]):  # type: ignore[union-attr,index]
+            diffs.append(f"the {role} {new_summary} in both, but their values differ")
+    return diffs
 
 
 def _restore_callbacks(callbacks: Sequence[Callback], saved: Any, path: Path) -> None:
@@ -530,7 +580,8 @@ def _check_compatible(saved: dict[str, Any], config: TrainConfig, signature: dic
     old = saved["config"]
     diffs = [f"{k}: checkpoint {old.get(k)!r} vs now {v!r}" for k, v in asdict(config).items()
              if k not in RESUMABLE_FIELDS and old.get(k) != v]
-    signature_diffs, legacy = _signature_differences(saved["signature"], signature, model, loss, coupling)
+    signature_diffs, legacy, unverified = _signature_differences(saved["signature"], signature, model, loss,
+                                                                 coupling)
     diffs += signature_diffs
     if diffs:
         raise _checkpoint_error(ConfigError, path, f"was written by a different run ({'; '.join(diffs)})",
@@ -544,6 +595,13 @@ def _check_compatible(saved: dict[str, Any], config: TrainConfig, signature: dic
                       f"data nor the model's construction and time range: it is resumed with only its config and "
                       f"type names checked. If the data, the architecture or the time sampler changed since, "
                       f"delete {path.parent} (or use another checkpoint_dir) to train afresh", stacklevel=3)
+    elif unverified:
+        what = " and ".join(f"the {role}" for role in unverified) + (" data sets" if len(unverified) > 1 else
+                                                                       " data set")
+        warnings.warn(f"the checkpoint {path} was written by an earlier flowvar that fingerprinted one batch of the "
+                      f"training data, not every item of {what}: it is resumed with that batch checked (it matches). "
+                      f"If you edited rows of the data since, delete {path.parent} (or use another checkpoint_dir) "
+                      f"to train afresh; the checkpoints this run writes fingerprint every item", stacklevel=3)
 
 
 def _restore(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
