@@ -230,13 +230,50 @@ def test_unsigned_checkpoints_are_still_checked(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="corrupt: it lacks optimizer"):
         load_checkpoint(legacy)
     legacy.write_bytes(b"not a pickle at all")
-    with pytest.raises(DataError, match=r"corrupt: it cannot be unpickled"):
+    with pytest.raises(DataError, match=r"corrupt: it is not a checkpoint"):
         load_checkpoint(legacy)
     state = load_checkpoint(path)
     state["optimizer"]["state"] = {0: {"step": torch.tensor(1.0)}}  # moments missing for a parameter
     torch.save(state, legacy)
     with pytest.raises((ConfigError, DataError), match=r"legacy\.pt"):
         train_mod._restore(state, mlp(), make_adam(list(mlp().parameters()), 1e-3), torch.Generator(), None, legacy)
+
+
+def test_an_empty_or_garbage_checkpoint_is_corrupt_without_a_false_warning_or_torchs_preamble(tmp_path: Path) -> None:
+    """coreA finding 3: a 0-byte file (a copy cut off, a full disk) was first said to have 'no checksum (written by
+    an earlier flowvar)', and random bytes were refused quoting torch's 'Weights only load failed. In PyTorch 2.6,
+    we changed the default value of the weights_only argument…', which says nothing about the file. Each is now a
+    one-line DataError saying what is wrong with it, and nothing is warned; the 'no checksum' warning is kept for a
+    file that does load as an unsigned flowvar checkpoint."""
+    path = _finished_checkpoint(tmp_path)
+    good = path.read_bytes()
+    magic = train_mod.CHECKPOINT_MAGIC
+    rng = torch.Generator().manual_seed(0)
+    noise = bytes(torch.randint(0, 256, (1000,), generator=rng, dtype=torch.uint8).tolist())
+    plain = io.BytesIO()
+    torch.save({"weight": torch.ones(2)}, plain)  # a torch file, not a flowvar checkpoint
+    for content, problem in [
+        (b"", r"is corrupt: it is empty \(0 bytes: its write never happened, or a copy or a full disk cut it off\)"),
+        (magic[:10], r"is corrupt: it is 10 bytes long, cut off inside its 26-byte header"),
+        (b"J" + noise[1:], r"is corrupt: it is not a checkpoint \(it starts with neither flowvar's header nor "
+                           r"torch\.save's zip or pickle\)"),
+        (b"\x80\x02\xff" + noise[3:], r"is corrupt: it cannot be unpickled \(UnpicklingError: Unsupported operand "
+                                      r"255\)"),  # (a pickle of an unknown opcode: torch's weights-only unpickler)
+        (b"PK\x03\x04" + noise[4:], r"is corrupt: it cannot be unpickled \(RuntimeError: PytorchStreamReader failed "
+                                     r"reading zip archive"),
+        (good[len(magic) + 32:len(magic) + 32 + 300], r"is corrupt: it cannot be unpickled"),  # unsigned, cut off
+        (plain.getvalue(), r"is not a flowvar training checkpoint"),
+    ]:
+        path.write_bytes(content)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(DataError, match=rf"^the checkpoint {re.escape(str(path))} {problem}") as error:
+                train(mlp(), CFMLoss(), coupling(), TrainConfig(steps=6, batch_size=16), tmp_path)
+        assert "\n" not in str(error.value) and "weights_only" not in str(error.value), problem
+        assert [str(w.message) for w in caught] == [], problem
+    path.write_bytes(good[len(magic) + 32:])  # an intact unsigned checkpoint: loads, with the warning
+    with pytest.warns(UserWarning, match="has no checksum"):
+        assert load_checkpoint(path)["step"] == 4
 
 
 def test_stale_temporaries_of_killed_writes_are_removed(tmp_path: Path) -> None:

@@ -86,6 +86,7 @@ import io
 import logging
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -441,6 +442,8 @@ CHECKPOINT_MAGIC = b"FLOWVAR-CHECKPOINT sha256\n"
 """The first bytes of a checkpoint file; the SHA-256 digest (32 bytes) of the payload follows, then the payload
 (``torch.save`` of the state). Files without it are the earlier unsigned format, still read (without the
 checksum)."""
+_TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80")
+"""How a ``torch.save`` file starts: a zip archive (torch's format since 1.6) or a pickle (protocol 2 and later)."""
 _REQUIRED_KEYS = ("format", "step", "config", "signature", "model", "optimizer", "generator", "global_rng", "ema",
                   "losses", "history")
 
@@ -524,22 +527,30 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = path.read_bytes()
     except OSError as err:
         raise DataError(f"cannot read the checkpoint {path}: {err.strerror or err}") from None
-    if data.startswith(CHECKPOINT_MAGIC):
+    signed = data.startswith(CHECKPOINT_MAGIC)
+    if signed:
         start = len(CHECKPOINT_MAGIC)
         digest, payload = data[start:start + 32], data[start + 32:]
         if len(digest) < 32 or hashlib.sha256(payload).digest() != digest:
             raise _corrupt(path, "its SHA-256 checksum does not match its contents (the file was truncated or "
                                  "changed after it was written)")
-    else:  # the earlier unsigned format: nothing in flowvar writes it any more
+    else:  # the earlier unsigned format (nothing in flowvar writes it any more), or no checkpoint at all
         payload = data
-        warnings.warn(f"the checkpoint {path} has no checksum (written by an earlier flowvar): a damaged file "
-                      f"cannot be told from a good one beyond its structure and finiteness; delete it to retrain if "
-                      f"in doubt", stacklevel=2)
+        if not data:
+            raise _corrupt(path, "it is empty (0 bytes: its write never happened, or a copy or a full disk cut it "
+                                 "off)")
+        if CHECKPOINT_MAGIC.startswith(data):
+            raise _corrupt(path, f"it is {len(data)} bytes long, cut off inside its {len(CHECKPOINT_MAGIC)}-byte "
+                                 f"header")
+        if not data.startswith(_TORCH_SAVE_STARTS):
+            raise _corrupt(path, "it is not a checkpoint (it starts with neither flowvar's header nor torch.save's "
+                                 "zip or pickle)")
     try:
-        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's remark on a foreign pickle protocol: the error below says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling failure of a damaged file
-        raise _corrupt(path, f"it cannot be unpickled ({type(err).__name__}: "
-                             f"{(str(err).splitlines() or [''])[0][:160]})") from None
+        raise _corrupt(path, f"it cannot be unpickled ({_load_failure(err)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise _checkpoint_error(DataError, path, f"is not a flowvar training checkpoint (format {CHECKPOINT_FORMAT})",
                                 "delete it or use another checkpoint_dir")
@@ -551,7 +562,25 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise _corrupt(path, f"{bad.removeprefix('state.')} holds non-finite values")
     if isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0:
         raise _corrupt(path, f"its step is {state['step']!r}")
+    if not signed:  # said only of a file that is an intact flowvar checkpoint in every checkable way
+        warnings.warn(f"the checkpoint {path} has no checksum (written by an earlier flowvar): a damaged file "
+                      f"cannot be told from a good one beyond its structure and finiteness; delete it to retrain if "
+                      f"in doubt", stacklevel=2)
     return state
+
+
+def _load_failure(err: Exception) -> str:
+    """``Type: reason`` for a failed ``torch.load``, on one line: torch's first line, except for its weights-only
+    unpickler, whose first line is a preamble about the weights_only default of PyTorch 2.6 (nothing to do with a
+    damaged file): there the reason after ``WeightsUnpickler error:`` (e.g. ``Unsupported operand 21``)."""
+    text = str(err)
+    reason = (text.splitlines() or [""])[0]
+    if reason.startswith("Weights only load failed"):
+        found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:\n\s*\n|Check the documentation|$)", text, re.S)
+        reason = " ".join(found.group(1).split()) if found else "torch's weights-only unpickler refused it"
+    if not reason and isinstance(err, EOFError):
+        reason = "its data end early"
+    return f"{type(err).__name__}: {reason[:160]}" if reason else type(err).__name__
 
 
 class ResumeWarning(UserWarning):
