@@ -14,6 +14,11 @@ per-sample work), so the hooks are armed ahead of the passes the monitor expects
   (docs/gradient_variance.md, "Step numbers", has a measurement). Log less often, or close the monitor (removes the
   hooks) when no more logs are wanted.
 
+A resumed run (a new monitor given an earlier one's :meth:`Arming.state_dict` after the checkpoint's step) arms its
+first pass as the uninterrupted run would have (:meth:`Arming.resume`): layers whose gradients the engine computes
+itself write them into ``.grad`` only on fully armed passes, so a first pass armed differently would change ``.grad``
+by rounding and the resumed run would no longer end bit-identical.
+
 The one pass that cannot be measured is a due step's that ran while the hooks were off: the first restart after
 numbers that went up one at a time, or a due step right after a left-out call. The monitor skips its log with one
 warning, and from then on arms every pass.
@@ -21,7 +26,9 @@ warning, and from then on arms every pass.
 
 from __future__ import annotations
 
-from flowvar.errors import check_positive_int
+from typing import Any
+
+from flowvar.errors import ConfigError, check_positive_int
 
 __all__ = ["Arming", "SkippedLogWarning"]
 
@@ -72,3 +79,29 @@ class Arming:
         """(armed, light) for the pass after step() of ``step`` (``logged``: ``step`` was due)."""
         upcoming = self.due(step + 1)
         return upcoming or logged or not self.consecutive, not upcoming
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to arm as the uninterrupted one: the last step number and how the numbers went."""
+        return {"last": self.last, "consecutive": self.consecutive, "jumped": self.jumped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take an earlier :meth:`state_dict` (the ``every`` stays this one's)."""
+        try:
+            last, consecutive, jumped = state["last"], state["consecutive"], state["jumped"]
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"an arming state must be the dict Arming.state_dict() returns, with 'last', "
+                              f"'consecutive' and 'jumped'; got {state!r}") from err
+        self.last = None if last is None else int(last)
+        self.consecutive, self.jumped = bool(consecutive), bool(jumped)
+
+    def resume(self) -> tuple[bool, bool]:
+        """(armed, light) for the first pass after :meth:`load_state_dict`: :meth:`after` of the last step (whose
+        call was logged exactly when it was due), except that a pass the uninterrupted run would have left unarmed is
+        armed lightly. Lightly armed and unarmed passes both leave every gradient to autograd, so ``.grad`` is the
+        uninterrupted run's either way, and a resumed loop that numbers its first step otherwise than ``last + 1``
+        (a checkpoint's step run again) still has that pass recorded. Before any step (``last`` None): fully armed,
+        as a new monitor is."""
+        if self.last is None:
+            return True, False
+        armed, light = self.after(self.last, self.due(self.last))
+        return True, light or not armed

@@ -24,8 +24,9 @@ PNG. A new run replaces an existing log at ``log_path``. A resumed run — one g
 :meth:`load_state_dict`, as :func:`flowvar.train.train` and the Lightning callback do from their checkpoints —
 continues it instead: the rows before this monitor's first logged step are kept (the history up to the checkpoint),
 later ones are dropped (the interrupted run logged them after its checkpoint). Its own state (the memorisation
-detector's peaks and streak, the records logged: :meth:`state_dict`) is saved in those checkpoints, so a resumed run
-flags and profiles on the same steps as an uninterrupted one.
+detector's peaks and streak, the records logged, the arming of its hooks: :meth:`state_dict`) is saved in those
+checkpoints, so a resumed run flags and profiles on the same steps as an uninterrupted one, and trains
+bit-identically to it.
 
 Memorisation signature (arXiv 2510.18118, Prop. 1–2): under a deterministic interpolant (σ = 0) a field
 that fits every training pair's straight line has per-sample losses and gradients all ≈ 0, so loss and
@@ -379,18 +380,34 @@ class GradientVarianceMonitor:
         return {f"gv_{k}": record[k] for k in (*SCALARS, "memorisation")}
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs to log as the uninterrupted one would: the memorisation detector's peaks and
-        streak, the step it flagged, and how many records were logged (the cadence of the per-bin traces).
-        :func:`flowvar.train.train` saves it in its checkpoints (the monitor as a callback); ``history`` holds this
-        process's records only — the log file holds them all."""
+        """What a resumed run needs to log and train as the uninterrupted one would: the memorisation detector's peaks
+        and streak, the step it flagged, how many records were logged (the cadence of the per-bin traces), and the
+        arming state (the last step number and how the numbers went: :meth:`flowvar.variance.arming.Arming.state_dict`).
+        Take it after the ``step()`` of the checkpoint's step, as :func:`flowvar.train.train` does (it saves it in its
+        checkpoints, the monitor as a callback). ``history`` holds this process's records only — the log file holds
+        them all."""
         return {"peak_loss": self._peak_loss, "peak_trace": self._peak_trace, "streak": self._streak,
-                "memorisation_step": self.memorisation_step, "logged": self._logged_before + len(self.history)}
+                "memorisation_step": self.memorisation_step, "logged": self._logged_before + len(self.history),
+                "arming": self._arming.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from an earlier monitor's :meth:`state_dict`: the detector, the profile cadence, the log file
+        (continued, not replaced: "Log files" in the module docstring) and the arming of the next pass.
+
+        The next pass is armed as the uninterrupted run armed it (:meth:`flowvar.variance.arming.Arming.resume`).
+        With ``own_grads`` the engine writes the gradients of the layers it owns into ``.grad`` on fully armed passes
+        only (a float64 sum, which differs from autograd's float32 one by rounding), so this is what makes a resumed
+        run end bit-identical to the uninterrupted one. A state saved by an earlier flowvar (no ``"arming"``) arms as
+        a new monitor does (the first pass fully, later ones lightly until the step numbers have gone up one at a
+        time): every log is still exact, but ``.grad`` of owned layers may differ by rounding on the first pass, so
+        such a resume is not bit-identical. Call it before the first forward pass of the resumed run."""
         self._peak_loss, self._peak_trace = float(state["peak_loss"]), float(state["peak_trace"])
         self._streak, self.memorisation_step = int(state["streak"]), state["memorisation_step"]
         self._logged_before = int(state["logged"]) - len(self.history)
         self._resumed = True
+        if state.get("arming") is not None:
+            self._arming.load_state_dict(state["arming"])
+            self.engine.armed, self.engine.light = self._arming.resume()  # armed first: it resets light
 
     def close(self) -> None:
         """Remove the hooks and close the log file (records are flushed as they are logged). The monitor measures
