@@ -7,8 +7,9 @@
   ``every`` not a multiple of ``log_every_n_steps``, or a larger multiple, ``metrics.csv`` holds each measurement
   once, at its own step (``self.log`` made Lightning write stale copies at later logging steps). Manual
   optimisation with two optimizers (``global_step`` advances by 2 per batch) measures every ``every``-th batch
-  (it measured nothing for an even ``every``). Gradient accumulation and hand-written micro-batches:
-  tests/test_lightning_accumulation.py.
+  (it measured nothing for an even ``every``). ``own_grads=False`` reaches the monitor: a float32 conv net's fit
+  with the callback ends bit-identical to one without it (the default: apart by rounding). Gradient accumulation
+  and hand-written micro-batches: tests/test_lightning_accumulation.py.
 * examples/: both scripts run with tiny settings as subprocesses, exit 0 and print finite traces.
 
 Everything is built locally from small configs; nothing is downloaded.
@@ -267,3 +268,62 @@ def test_lightning_resume_continues_the_log_and_a_new_run_replaces_it(tmp_path: 
     assert steps() == [10, 20, 30, 40]
     _trainer(tmp_path / "c", [callback(every=15)]).fit(Flow(), loader())
     assert steps() == [15, 30]
+
+
+class ConvFlow(L.LightningModule):
+    """CFM (σ = 0) on 1×8×8 float32 images with a small conv net whose 8×8-map convolutions the engine owns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.model = _ConvField()
+
+    def per_sample_losses(self, batch: list[Tensor]) -> tuple[Tensor, Tensor]:
+        (x1,) = batch
+        x0 = torch.randn_like(x1)  # the global generator, seeded in __init__: the same draws in every fit
+        t = torch.rand(x1.shape[0])
+        xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * x1
+        return (self.model(xt, t) - (x1 - x0)).pow(2).flatten(1).sum(1), t
+
+    def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
+        return self.per_sample_losses(batch)[0].mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class _ConvField(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c3 = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        h = torch.relu(self.c1(torch.cat([x, t[:, None, None, None].expand(-1, 1, *x.shape[2:])], 1)))
+        return self.c3(torch.relu(self.c2(h)))
+
+
+@pytest.mark.parametrize("own_grads", [False, True])
+def test_lightning_own_grads_false_trains_as_without_the_callback(tmp_path: Path, own_grads: bool) -> None:
+    """GradientVarianceCallback(own_grads=False) passes it to the monitor: 4 float32 Adam steps measured every step
+    end bit-identical to the same fit without the callback. The default (True) ends apart by rounding only (the
+    owned convolutions' .grad is a float64 sum), which shows the conv net's layers are owned."""
+    def fit(callbacks: list[L.Callback]) -> Tensor:
+        module = ConvFlow()
+        data = torch.utils.data.TensorDataset(torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(2)))
+        L.Trainer(max_steps=4, callbacks=callbacks, accelerator="cpu", devices=1, precision="32-true", logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(
+            module, torch.utils.data.DataLoader(data, batch_size=8))
+        return torch.cat([p.detach().flatten() for p in module.model.parameters()])
+
+    plain = fit([])
+    callback = GradientVarianceCallback(every=1, t_bins=None, warn=False, own_grads=own_grads)
+    monitored = fit([callback])
+    assert callback.monitor is not None and len(callback.monitor.history) == 4
+    assert (callback.monitor.engine.owned is None) is not own_grads
+    if own_grads:
+        assert not torch.equal(monitored, plain)
+        assert (monitored - plain).abs().max().item() < 1e-5
+    else:
+        assert torch.equal(monitored, plain)

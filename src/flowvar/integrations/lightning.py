@@ -84,14 +84,19 @@ class GradientVarianceCallback(pl.Callback):
     reduces them. ``prefix``: the logged names' prefix. ``t_bins``, ``profile_every``, ``sigma``, ``log_path``
     and ``monitor_options`` (e.g. ``warn``, ``elementwise``) go to the
     :class:`~flowvar.variance.monitor.GradientVarianceMonitor`; ``profile_every=1`` (default here) computes the
-    per-bin conditional traces on every measurement. ``monitor``: the monitor of the current ``fit`` (its
-    ``history`` holds every measurement), None before.
+    per-bin conditional traces on every measurement. ``own_grads`` (default True) goes to the monitor too: on measured
+    batches the engine then writes the gradients of the layers it owns (convolutions on large feature maps, Linear
+    layers on sequences) into ``.grad`` as a float64 sum, which changes training by rounding against an unmonitored
+    run, for a cheaper measurement; ``own_grads=False`` keeps training bit-identical to an unmonitored run
+    (:class:`~flowvar.variance.monitor.GradientVarianceMonitor`). ``monitor``: the monitor of the current ``fit``
+    (its ``history`` holds every measurement), None before.
     """
 
     def __init__(self, every: int = 50, *, t_bins: int | None = 10, profile_every: int = 1,
                  sigma: float | None = None, log_path: str | os.PathLike[str] | None = None,
                  model_attr: str | None = "model", losses_method: str = "per_sample_losses",
-                 reduction: Reduction = "mean", prefix: str = "gradvar", **monitor_options: Any) -> None:
+                 reduction: Reduction = "mean", prefix: str = "gradvar", own_grads: bool = True,
+                 **monitor_options: Any) -> None:
         super().__init__()
         self.every = check_positive_int("every", every)
         if reduction not in REDUCTIONS:
@@ -100,7 +105,7 @@ class GradientVarianceCallback(pl.Callback):
         self.reduction: Reduction = reduction
         self.model_attr, self.losses_method, self.prefix = model_attr, losses_method, prefix
         self._monitor_args: dict[str, Any] = {"t_bins": t_bins, "profile_every": profile_every, "sigma": sigma,
-                                              "log_path": log_path, **monitor_options}
+                                              "log_path": log_path, "own_grads": bool(own_grads), **monitor_options}
         self.monitor: GradientVarianceMonitor | None = None
         self._captured: list[Any] = []
         self._wrapped: pl.LightningModule | None = None

@@ -28,6 +28,9 @@ detector's peaks and streak, the records logged, the arming of its hooks: :meth:
 checkpoints, so a resumed run flags and profiles on the same steps as an uninterrupted one, and trains
 bit-identically to it.
 
+Attaching the monitor changes ``.grad`` of the layers the engine owns by rounding on measured steps (``own_grads``,
+class docstring); ``own_grads=False`` keeps training bit-identical to an unmonitored run.
+
 Memorisation signature (arXiv 2510.18118, Prop. 1–2): under a deterministic interpolant (σ = 0) a field
 that fits every training pair's straight line has per-sample losses and gradients all ≈ 0, so loss and
 gradient variance collapse together and SGD never leaves that solution. The monitor flags it when both the
@@ -220,13 +223,25 @@ class GradientVarianceMonitor:
     statistics reduced, :mod:`flowvar.variance.ranks`; every rank must call the monitor on the same steps, and
     only rank 0 writes ``log_path`` and warns); None (default): whenever a process group of W > 1 ranks is
     initialised; False: each rank logs its own shard. Frozen parameters (no gradient) are not measured.
+
+    ``own_grads`` (default True): on fully armed passes (the due steps, and a new monitor's first pass), the engine
+    computes the gradients of the layers whose per-sample gradients it materialises anyway (convolutions on large
+    feature maps, Linear layers on sequences of ≥ 16 positions: :mod:`flowvar.variance.owned`) itself, as
+    G = Σ_i g_i summed in float64, and takes that product out of the backward pass. That is for speed: it makes a
+    UNet's measured step cheaper (docs/gradient_variance.md, "Cost": the table's last column is ``own_grads=False``).
+    **Attaching the monitor therefore changes ``.grad`` of those layers by rounding** on those passes (a float64 sum
+    rounded to float32 against autograd's float32 sum; to the last bits in float64), so a monitored run's parameters
+    drift from an unmonitored run's by rounding — and Adam can turn a changed rounding of a gradient that is
+    mathematically 0 into a step of about the learning rate on that parameter. The logged statistics are the same
+    either way. ``own_grads=False`` leaves every gradient to autograd: a monitored run then trains bit-identically to
+    an unmonitored one (an A/B comparison, a regression or reproducibility test), at the cost in that column.
     """
 
     def __init__(self, model: nn.Module, *, every: int = 1, t_bins: int | None = 10, profile_every: int = 10,
                  log_path: str | os.PathLike[str] | None = None, sigma: float | None = None, elementwise: bool = False,
                  validate_first: bool = True, collapse_ratio: float = 1e-3, collapse_atol: float = 1e-12,
                  patience: int = 3, warn: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 reduce_ranks: bool | None = None) -> None:
+                 reduce_ranks: bool | None = None, own_grads: bool = True) -> None:
         self.every = check_positive_int("every", every)
         self._arming = Arming(self.every)
         self.reduce_ranks = reduce_ranks
@@ -249,7 +264,8 @@ class GradientVarianceMonitor:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # (its compute() refuses a model that gained parametrised modules since: UnplannedParametersError)
-        self.engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes)
+        self.own_grads = bool(own_grads)
+        self.engine = GradNormEngine(model, elementwise=elementwise, chunk_bytes=chunk_bytes, own_grads=self.own_grads)
         # the loss-scale check of step() reads the gradient reaching the model's output from the engine's record of
         # the pass (engine.root_grad): no hook of its own, so nothing runs for it on unlogged steps
         self._scale_checks_left = SCALE_CHECKS
