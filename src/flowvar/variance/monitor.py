@@ -20,13 +20,13 @@ engine of :mod:`flowvar.variance.engine`):
 
 Logs go to ``monitor.history`` and, with ``log_path``, to a CSV (``.csv``, a row per logged step), JSON
 lines (``.jsonl``) or one JSON document (``.json``, rewritten atomically at every log); :meth:`plot` writes a
-PNG. A new run replaces an existing log at ``log_path``. A resumed run — one given an earlier monitor's state by
-:meth:`load_state_dict`, as :func:`flowvar.train.train` and the Lightning callback do from their checkpoints —
-continues it instead: the rows before this monitor's first logged step are kept (the history up to the checkpoint),
-later ones are dropped (the interrupted run logged them after its checkpoint). Its own state (the memorisation
-detector's peaks and streak, the records logged, the arming of its hooks: :meth:`state_dict`) is saved in those
-checkpoints, so a resumed run flags and profiles on the same steps as an uninterrupted one, and trains
-bit-identically to it.
+PNG of the whole run. A new run replaces an existing log at ``log_path`` (with a warning on this module's logger). A
+resumed run — one given an earlier monitor's state by :meth:`load_state_dict`, as :func:`flowvar.train.train` and the
+Lightning callback do from their checkpoints — continues it instead: the rows before this monitor's first logged step
+are kept (the history up to the checkpoint), later ones are dropped (the interrupted run logged them after its
+checkpoint); the file is rewritten atomically. Its own state (the memorisation detector's peaks and streak, the
+records logged, the arming of its hooks: :meth:`state_dict`) is saved in those checkpoints, so a resumed run flags
+and profiles on the same steps as an uninterrupted one, and trains bit-identically to it.
 
 Attaching the monitor changes ``.grad`` of the layers the engine owns by rounding on measured steps (``own_grads``,
 class docstring); ``own_grads=False`` keeps training bit-identical to an unmonitored run.
@@ -62,6 +62,7 @@ checks and its messages in different files.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -281,7 +282,9 @@ class GradientVarianceMonitor:
         self._suffix = None if self.log_path is None else self.log_path.suffix
         self._edges_list: list[float] | None = None
         self._validated = False
-        self._carried: list[dict[str, Any]] | None = None  # a .json log's earlier records kept on resume
+        # the rows of an existing log file kept on resume (as read: CSV rows of strings, JSON records), set when the
+        # first record is written; save_json writes them before the history, figure() draws them
+        self._carried: list[dict[str, Any]] | None = None
         # the last measured step: a due step() finding nothing recorded for it was called twice
         self._measured: int | None = None
         self._warned: set[str] = set()  # the causes of SkippedLogWarning issued
@@ -401,7 +404,7 @@ class GradientVarianceMonitor:
         arming state (the last step number and how the numbers went: :meth:`flowvar.variance.arming.Arming.state_dict`).
         Take it after the ``step()`` of the checkpoint's step, as :func:`flowvar.train.train` does (it saves it in its
         checkpoints, the monitor as a callback). ``history`` holds this process's records only — the log file holds
-        them all."""
+        them all, and :meth:`figure` draws them all."""
         return {"peak_loss": self._peak_loss, "peak_trace": self._peak_trace, "streak": self._streak,
                 "memorisation_step": self.memorisation_step, "logged": self._logged_before + len(self.history),
                 "arming": self._arming.state_dict()}
@@ -690,20 +693,27 @@ class GradientVarianceMonitor:
             self.save_json(path)
             return
         if self._log_file is None:  # opened on the first record, flushed after every record
-            earlier = self._earlier_rows(path, int(record["step"]))
-            self._log_file = path.open("w", newline="" if suffix == ".csv" else None)
+            earlier = self._carried = self._earlier_rows(path, int(record["step"]))
+            # the file is replaced atomically by its kept rows (a temporary file beside it, os.replace), then appended
+            # to: a crash at any point leaves either the old file or the kept rows, never a truncated file
+            head = io.StringIO(newline="")
             if suffix == ".csv":
                 # the header comes from the first record (plus columns only earlier rows have); later rows fill
                 # missing fields with ""
                 fields = list(self._flat(record))
                 fields += [k for row in earlier for k in row if k not in fields]
-                self._csv, self._csv_fields = csv.writer(self._log_file), list(dict.fromkeys(fields))
-                self._csv.writerow(self._csv_fields)
+                self._csv_fields = list(dict.fromkeys(fields))
+                writer = csv.writer(head)
+                writer.writerow(self._csv_fields)
                 for row in earlier:
-                    self._csv.writerow([row.get(k, "") for k in self._csv_fields])
+                    writer.writerow([row.get(k, "") for k in self._csv_fields])
             else:
                 for row in earlier:
-                    self._log_file.write(json.dumps(row) + "\n")
+                    head.write(json.dumps(row) + "\n")
+            atomic_write_text(path, head.getvalue())
+            self._log_file = path.open("a", newline="" if suffix == ".csv" else None)
+            if suffix == ".csv":
+                self._csv = csv.writer(self._log_file)
         if suffix == ".csv":
             row = self._flat(record)
             self._csv.writerow([row.get(k, "") for k in self._csv_fields])
@@ -721,8 +731,11 @@ class GradientVarianceMonitor:
         if not path.is_file():
             return []
         if not self._resumed:
-            log.info("gradient-variance log %s: replacing the existing file (a new run; a run resumed with the "
-                     "monitor's state, load_state_dict, continues it)", path)
+            log.warning("gradient-variance log %s exists and this monitor starts a new run: the file is replaced and "
+                        "its earlier rows are lost. To continue it (a run resumed from a checkpoint), give the monitor "
+                        "the interrupted run's state with monitor.load_state_dict(state) before its first step "
+                        "(flowvar's trainer and the Lightning callback do so from their checkpoints); to keep it, log "
+                        "to another log_path", path)
             return []
         try:
             if path.suffix == ".csv":
@@ -755,8 +768,14 @@ class GradientVarianceMonitor:
         atomic_write_text(path, json.dumps(to_jsonable(doc), indent=1))
         return path
 
+    def _plotted(self) -> list[dict[str, Any]]:
+        """The records :meth:`figure` draws: the log file's kept rows (:attr:`_carried`, read back as records with the
+        fields it draws), then ``history``."""
+        return [_as_record(row) for row in self._carried or []] + self.history
+
     def plot(self, path: str | os.PathLike[str]) -> Path:
-        """PNG of :meth:`figure` (loss and trace, normalised variance, the t-profile over steps) at ``path``."""
+        """PNG of :meth:`figure` (loss and trace, normalised variance, the t-profile over steps) at ``path``: every
+        record of the run, those a resumed run kept from its log file included."""
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         self.figure().savefig(out, dpi=110)
@@ -766,21 +785,26 @@ class GradientVarianceMonitor:
         """The matplotlib ``Figure`` :meth:`plot` writes: loss and tr Cov(g) over steps (log scale); the normalised
         variance (log scale; a logged inf — mean gradient not resolved from the noise — as a marker at the top of
         the panel, since a log axis cannot draw it); the per-bin traces tr Cov(g | t-bin) of the profiled logs as
-        a heatmap (log10), each column centred on its step and reaching halfway to its neighbours."""
-        if not self.history:
+        a heatmap (log10), each column centred on its step and reaching halfway to its neighbours.
+
+        It draws the whole run: after a resume (:meth:`load_state_dict`) the rows kept from the log file (those before
+        this process's first log: the run up to its checkpoint) come before this process's records (``history``).
+        Without a log file, or on a DDP rank other than 0 (which does not read it), it draws ``history`` only."""
+        records = self._plotted()
+        if not records:
             raise DataError("nothing logged yet; plot() needs at least one logged step")
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.transforms import blended_transform_factory
 
-        steps = np.array([r["step"] for r in self.history], dtype=float)
-        has_profile = "t_profile" in self.history[-1]
+        steps = np.array([r["step"] for r in records], dtype=float)
+        has_profile = "t_profile" in records[-1]
         fig = Figure(figsize=(12 if has_profile else 8, 3.6))
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, 3 if has_profile else 2)
         ax = axes[0]
         for key, label in (("loss", "loss"), ("trace", "tr Cov(g)")):
-            values = np.array([r[key] for r in self.history], dtype=float)
+            values = np.array([r[key] for r in records], dtype=float)
             ax.plot(steps, np.where(values > 0, values, np.nan), label=label)
         ax.set_yscale("log")
         ax.set_xlabel("step")
@@ -790,7 +814,7 @@ class GradientVarianceMonitor:
             ax.axvline(mem, color="red", ls="--", lw=1)
             ax.set_title(f"memorisation flagged at step {mem}", fontsize=9, color="red")
         ax = axes[1]
-        norm = np.array([r["normalised"] for r in self.history], dtype=float)
+        norm = np.array([r["normalised"] for r in records], dtype=float)
         ax.plot(steps, np.where((norm > 0) & np.isfinite(norm), norm, np.nan))
         unresolved = np.isposinf(norm)
         if unresolved.any():  # x in data, y in axes coordinates: the top of the panel whatever its log range
@@ -803,9 +827,10 @@ class GradientVarianceMonitor:
         ax.set_ylabel("tr Cov(g) / ‖ḡ‖²")
         if has_profile:
             ax = axes[2]
-            rows = [r for r in self.history if "t_profile" in r and np.isfinite(r["t_profile"]["trace"]).any()]
-            if not rows:
-                rows = [r for r in self.history if "t_profile" in r]
+            # the rows with the last record's bins (a resumed run may have changed t_bins), profiled ones if any
+            bins = len(records[-1]["t_profile"]["trace"])
+            rows = [r for r in records if "t_profile" in r and len(r["t_profile"]["trace"]) == bins]
+            rows = [r for r in rows if np.isfinite(r["t_profile"]["trace"]).any()] or rows
             grid = np.array([r["t_profile"]["trace"] for r in rows], dtype=float)
             edges = rows[-1]["t_profile"]["edges"] or [0.0, 1.0]
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -819,6 +844,30 @@ class GradientVarianceMonitor:
             ax.set_ylabel("t")
         fig.tight_layout()
         return fig
+
+
+def _number(value: Any) -> float:
+    """A logged number as read back from a log file: a float, a CSV string, "nan"/"inf" (flowvar's JSON form of a
+    non-finite number), or "" (a CSV field that row lacks: NaN)."""
+    return math.nan if value is None or value == "" else float(value)
+
+
+def _as_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A row kept from a log file as a record with the fields :meth:`GradientVarianceMonitor.figure` draws: ``step``,
+    ``loss``, ``trace``, ``normalised`` and, when the row has per-bin traces (a JSON record's ``t_profile``, a CSV
+    row's ``t_bin{k}_trace`` columns), ``t_profile`` with its ``trace`` (and a JSON record's ``edges``)."""
+    record: dict[str, Any] = {"step": int(_number(row["step"])),
+                              **{k: _number(row.get(k)) for k in ("loss", "trace", "normalised")}}
+    profile = row.get("t_profile")
+    if isinstance(profile, dict) and "trace" in profile:
+        record["t_profile"] = {"edges": profile.get("edges"), "trace": [_number(x) for x in profile["trace"]]}
+    elif "t_bin0_trace" in row:
+        k = 0
+        while f"t_bin{k}_trace" in row:
+            k += 1
+        # no edges in a CSV row: figure() draws k equal bins, the monitor's (docs/gradient_variance.md, "Log files")
+        record["t_profile"] = {"edges": None, "trace": [_number(row[f"t_bin{j}_trace"]) for j in range(k)]}
+    return record
 
 
 def _column_edges(steps: list[float]) -> np.ndarray:
