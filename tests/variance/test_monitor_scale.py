@@ -1,8 +1,10 @@
 """The monitor's loss-scale check: the output gradient of a squared error ℓ_i = a‖v_i − u_i‖² gives away a, and only
 the usual constants (1, 1/2, 1/D, 1/(2D)) pass silently.
 
-The losses handed to ``step()`` define g_i = ∇ℓ_i; when the backward pass was of other losses (their mean over
-coordinates, a gradient-accumulation factor) every logged statistic is off by a constant, silently. The old check
+The statistics are those of the backward pass's per-sample terms (divided by the declared reduction and
+``loss_scale``); the losses handed to ``step()`` set the loss column, the t-profile's losses and this check. When the
+backward pass was of other losses than those (their mean over coordinates, a gradient-accumulation factor) every
+logged statistic is off by a constant from the one of the losses given, silently. The old check
 accepted every a in [1/(16 D), 16]: torchcfm's README loss ``torch.mean((vt - ut) ** 2)`` with losses summed over
 coordinates (a = 1/D²) logged traces 1/64 of the true one at D = 8 and 1/256 at D = 16 without a word, and gradient
 accumulation over k micro-batches without ``loss_scale`` (a = 1/k²) too. Each case below: the logged trace against a
@@ -181,3 +183,32 @@ def test_the_mean_over_coordinates_given_and_the_sum_back_propagated_is_warned_a
     ratio, caught = _run(8, over="mean", backward=lambda v, u, losses: (v - u).pow(2).sum(1).mean())
     assert math.isclose(ratio, 64.0, rel_tol=1e-9)
     assert len(caught) == 1 and "64 × too large" in str(caught[0].message)
+
+
+def test_the_statistics_are_of_the_backward_pass_and_the_loss_column_of_the_losses_given():
+    """Per-sample weights w_i ∈ [0.5, 1.5] in the backward pass only ((w · ℓ).mean()), the unweighted ℓ given to
+    step(): the logged trace is that of the weighted terms' per-sample gradients ∇(w_i ℓ_i) (torch.func, 1e-10), not
+    of ∇ℓ_i; the loss column is the unweighted mean; a_i varies, so the scale check says nothing
+    (docs/gradient_variance.md, "The loss-scale check")."""
+    d = 3
+    model = _model(d)
+    g = torch.Generator().manual_seed(1)
+    x, u = torch.randn(B, 3, generator=g, dtype=F64), 2 * torch.randn(B, d, generator=g, dtype=F64)
+    w = 0.5 + torch.rand(B, generator=g, dtype=F64)
+    monitor = GradientVarianceMonitor(model, t_bins=None)
+    losses = (model(x) - u).pow(2).sum(1)
+    (w * losses).mean().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LossScaleWarning)
+        record = monitor.step(0, losses)
+    monitor.close()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def weighted(p, xi, ui, wi):
+        return wi * (functional_call(model, p, (xi[None],)) - ui[None]).pow(2).sum()
+
+    per = vmap(grad(weighted), in_dims=(None, 0, 0, 0))(params, x, u, w)
+    gw = torch.cat([v.reshape(B, -1) for v in per.values()], 1)
+    assert math.isclose(record["trace"], float((gw - gw.mean(0)).pow(2).sum(1).mean()), rel_tol=1e-10)
+    assert not math.isclose(record["trace"], _reference_trace(model, x, u, 1.0, "sum"), rel_tol=1e-2)
+    assert math.isclose(record["loss"], float(losses.detach().mean()), rel_tol=1e-12)
