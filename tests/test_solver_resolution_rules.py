@@ -19,6 +19,7 @@ from flowvar.experiments.solver_resolution import (
     fit_precondition,
     judged_solvers,
     resolution_rule,
+    training_fit,
     window_over_seeds,
     window_rule,
     window_score,
@@ -146,3 +147,29 @@ def test_rejudging_a_stored_run_gives_its_verdicts_and_redraws_the_figures(tmp_p
     old, _ = rejudge_result(folder, tmp_path / "third")
     assert [c.verdict for c in old.claims] == [c.verdict for c in result.claims]
     assert isinstance(Result.load(tmp_path / "third" / "solver_resolution" / "result.json"), Result)
+
+
+def test_the_fitted_flag_is_derived_whenever_the_claims_are_judged(tmp_path: Path) -> None:
+    """Finding 2: results/full/solver_resolution's training rows said σ = 0 fitted at 2000–10 000 steps (flags written
+    under the old allowance 0.608) while its verdicts, under 0.157, admitted only 20 000. training_fit derives
+    minimum_loss, excess_loss and fitted from the measured loss, and a re-judge of a stored run with stale flags and
+    excess writes the current ones."""
+    stale = [{"seed": 0, "sigma": 0.0, "train_steps": n, "loss_mean_last_5pct": loss, "minimum_loss": 0.0,
+              "excess_loss": loss, "fitted": True} for n, loss in ((2000, 0.539), (10_000, 0.189), (20_000, 0.134))]
+    stale.append({"seed": 0, "sigma": 0.05, "train_steps": 2000, "loss_mean_last_5pct": 0.80, "fitted": False})
+    rows = training_fit(stale, 0.05)
+    assert [r["fitted"] for r in rows] == [False, False, True, True]
+    assert rows[3]["minimum_loss"] == pytest.approx(8 * 0.05 * math.atan(20))
+    assert rows[3]["excess_loss"] == pytest.approx(0.80 - 8 * 0.05 * math.atan(20))
+    assert stale[0]["fitted"] is True  # the stored rows are not changed in place
+    result = run_experiment("solver_resolution", tmp_path / "run", quick=True, overrides=dict(TINY))
+    folder = tmp_path / "stored" / "solver_resolution"
+    shutil.copytree(tmp_path / "run" / "solver_resolution", folder)
+    data = json.loads((folder / "result.json").read_text())
+    for row in data["metrics"]["training"]:
+        row["fitted"], row["excess_loss"] = True, 0.0  # what an older rule might have written
+    (folder / "result.json").write_text(json.dumps(data))
+    rejudged, _ = rejudge_result(folder, tmp_path / "again")
+    assert rejudged.metrics["training"] == json.loads(json.dumps(result.metrics["training"]))
+    assert not any(r["fitted"] for r in rejudged.metrics["training"])  # 20 and 40 steps fit nothing
+    assert [c.verdict for c in rejudged.claims] == [c.verdict for c in result.claims]
