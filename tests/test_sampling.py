@@ -282,3 +282,72 @@ def test_a_failure_away_from_half_gets_no_odd_step_count_hint(method: str) -> No
         alt = int(text.split("e.g. steps=")[1].split(" ")[0])
         assert alt != 100 and f"(--steps {alt})" in text and "its nodes miss t = 0.98" in text
         assert integrate(_BlowsUpAt(0.98), x, method=method, steps=alt).x1.isfinite().all()  # the hint works
+
+
+# ---------------------------------------------------------------- half precision: the grid is not rounded to x0's dtype
+
+
+HALF = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_precision_keeps_every_step_of_the_grid(dtype: torch.dtype) -> None:
+    """coreA finding 2: the uniform grid was cast to x0's dtype, so bfloat16 merged 1002 nodes of steps=1001 into 507
+    (half the steps had h = 0) and float16 those of steps=10001 into 4323. The grid and the step sizes stay in
+    float32; only the t handed to the field is in x0's dtype (what a half-precision model takes)."""
+    seen: list[float] = []
+
+    def field(x: Tensor, t: Tensor) -> Tensor:
+        assert t.dtype == dtype
+        seen.append(float(t[0]))
+        return -x
+
+    steps = 1001 if dtype == torch.bfloat16 else 10001
+    assert time_grid(steps, dtype=dtype).unique().numel() < steps  # the cast grid collapses ...
+    sol = integrate(field, torch.zeros(2, 1, dtype=dtype), steps=steps, return_trajectory=True, save_every=1)
+    assert sol.nfe == steps == len(seen)
+    assert sol.times is not None and sol.times.dtype == torch.float32  # ... the one integrated does not
+    assert torch.equal(sol.times, time_grid(steps, dtype=torch.float32))
+    assert bool((sol.times[1:] > sol.times[:-1]).all())
+    assert seen == [float(v) for v in time_grid(steps, dtype=torch.float32)[:-1].to(dtype)]
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_precision_advice_at_one_half_names_a_step_count_that_works(dtype: torch.dtype) -> None:
+    """An odd step count keeps every node off ½ in float32/float64, but the t a half-precision field sees is rounded:
+    from 512 steps in bfloat16 (2048 in float16) the node next to ½ rounds onto it. The SolverError said 'steps=1003
+    (an odd step count skips t = 0.5)', which hit ½ again; its count now works in x0's dtype."""
+    field = CounterexampleField(mu=5.0, dim=2, dtype=dtype)
+    x0 = torch.tensor([[1.0, 0.5], [-0.2, 2.0]], dtype=dtype)
+    steps = 1001 if dtype == torch.bfloat16 else 10001
+    with pytest.raises(SolverError, match=r"at t = 0\.5 \(step \d+ of " + str(steps)) as info:
+        integrate(field, x0, method="euler", steps=steps)
+    text = str(info.value)
+    assert "an odd step count on [0, 1] skips t = 0.5" not in text, text
+    alt = int(text.split("e.g. steps=")[1].split(" ")[0])
+    assert f"(--steps {alt}) instead of {steps}" in text and f"rounded to x0's {dtype}" in text, text
+    assert "or integrate in float32" in text, text
+    for method in ("euler", "heun"):
+        # the advice works in this dtype: no node on ½ (how near the end states come to −x0 + μ is another matter:
+        # x − tμ cancels near ½, and 1/(1 − 2t) amplifies what half precision leaves of it)
+        assert bool(torch.isfinite(integrate(field, x0, method=method, steps=alt).x1).all())
+    # the midpoint/rk4 advice, 'euler or heun with an odd step count (e.g. steps=101)', holds in this dtype too
+    with pytest.raises(SolverError, match=r"e\.g\. steps=101"):
+        integrate(field, x0, method="rk4", steps=101)
+    assert bool(torch.isfinite(integrate(field, x0, method="euler", steps=101).x1).all())
+
+
+def test_a_grid_finer_than_its_working_precision_is_refused() -> None:
+    """The times are float32 for half-precision x0 (and x0's dtype otherwise): a uniform or explicit grid whose nodes
+    that precision cannot tell apart would take steps of h = 0, and is refused naming the precision."""
+    with pytest.raises(ConfigError, match=r"steps=8 on \[100000000, 100000001\] is finer than torch\.float32 "
+                                          r"resolves: its nodes repeat"):
+        integrate(lambda x, t: -x, torch.ones(2, 1), steps=8, t0=1e8, t1=1e8 + 1)
+    assert integrate(lambda x, t: -x, torch.ones(2, 1, dtype=torch.float64), steps=8, t0=1e8, t1=1e8 + 1).nfe == 8
+    close = torch.tensor([0.0, 0.5, 0.5 + 1e-9, 1.0], dtype=torch.float64)
+    with pytest.raises(ConfigError, match=r"grid is not strictly increasing in torch\.float32"):
+        integrate(lambda x, t: -x, torch.ones(2, 1), grid=close)
+    # closer than float16 resolves but not float32: accepted, each step its own h
+    sol = integrate(lambda x, t: torch.ones_like(x), torch.zeros(2, 1, dtype=torch.float16),
+                    grid=torch.tensor([0.0, 0.25, 0.25001, 1.0]))
+    assert sol.nfe == 3 and float(sol.x1[0, 0]) == 1.0

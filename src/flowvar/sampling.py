@@ -25,7 +25,10 @@ over it (Euler then lands exactly on the rotation partner −x0 + μ). Midpoint 
 half-steps t_k + h/2, which hit t = ½ for *odd* counts, so every uniform grid on [0, 1] meets t = ½ with
 them; pass an explicit ``grid`` whose nodes and midpoints avoid it. (Euler on *any* grid that avoids ½
 telescopes to exactly −x0 + μ for this field: y_{k+1} = y_k (1 − 2t_{k+1}) / (1 − 2t_k) with y = x − tμ.)
-When the field returns NaN/Inf, :class:`SolverError` names the time at which it happened.
+When the field returns NaN/Inf, :class:`SolverError` names the time at which it happened. In half precision
+(float16/bfloat16 x0) the times and step sizes stay in float32 and only the t handed to the field is rounded to
+x0's dtype — and rounding, not parity, then decides whether the field sees ½: every odd count from 257 steps in
+bfloat16 (2049 in float16) rounds a node onto it; the SolverError's advice counts in x0's dtype.
 
 The field is called as ``field(x, t)`` with ``x``: (B, *shape) and ``t``: a (B,) tensor (every entry
 the current time, in ``x0``'s dtype and device), and must return a (B, *shape) velocity; the state keeps ``x0``'s
@@ -75,7 +78,8 @@ class ODESolution:
     """The result of :func:`integrate`.
 
     * ``x1``: (B, *shape), the state at the final time.
-    * ``times``: (T,) the times of the saved states when ``return_trajectory=True``, else None.
+    * ``times``: (T,) the times of the saved states when ``return_trajectory=True``, else None; in x0's dtype
+      (float32 for a float16/bfloat16 x0: the grid the integration stepped on, before the field's rounding).
     * ``trajectory``: (T, B, *shape) the saved states (first = x0, last = x1), else None.
     * ``nfe``: the number of field evaluations (calls of ``field``).
     * ``method``: the solver name.
@@ -96,14 +100,30 @@ def time_grid(steps: int, t0: float = 0.0, t1: float = 1.0, dtype: torch.dtype =
     """The uniform grid t_k = t0 + (k / steps)(t1 − t0), k = 0..steps: shape (steps + 1,).
 
     k / steps is computed by one correctly rounded division, so on [0, 1] an even ``steps`` gives a node
-    at exactly t = ½ (k = steps/2) and an odd ``steps`` never does. The end points are exactly t0 and t1.
+    at exactly t = ½ (k = steps/2) and an odd ``steps`` never does — in float64, and in float32 below 1.6·10⁷
+    steps. Rounded to a half-precision ``dtype`` a node next to ½ lands on it for every odd count from 257 in
+    bfloat16 (2049 in float16), and nodes merge: :func:`integrate` keeps its grid in float32 for half-precision x0
+    and rounds only the t handed to the field. The end points are exactly t0 and t1.
     """
     steps = check_positive_int("steps", steps)
     t0, t1 = _check_interval(t0, t1)
-    frac = torch.arange(steps + 1, dtype=torch.float64) / steps
-    grid = t0 + frac * (t1 - t0)
-    grid[0], grid[-1] = t0, t1
-    return grid.to(dtype=dtype, device=device)
+    return _uniform_nodes(torch.arange(steps + 1), steps, t0, t1).to(dtype=dtype, device=device)
+
+
+def _uniform_nodes(k: Tensor, steps: int | Tensor, t0: float, t1: float) -> Tensor:
+    """Nodes ``k`` (a long tensor of indices in 0..steps) of :func:`time_grid`, in float64: t0 + (k / steps)(t1 − t0),
+    exactly t0 at k = 0 and t1 at k = steps (``steps``: an int, or a long tensor broadcasting with ``k``). One formula
+    for the whole grid and for the nodes :func:`_node_free_steps` inspects, so both give the same numbers."""
+    nodes = t0 + (k.to(torch.float64) / steps) * (t1 - t0)
+    return torch.where(k == 0, t0, torch.where(k == steps, t1, nodes))
+
+
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the times and step sizes of an integration of x0 in ``dtype``: x0's, but float32 for a
+    half-precision x0. bfloat16 resolves 2⁻⁸ ≈ 0.004 in [½, 1) (float16: 2⁻¹¹), so a grid in it merges nodes
+    (bfloat16: the 1002 nodes of steps=1001 become 507, half the steps taking h = 0); the field is still handed its
+    t rounded to x0's dtype, which is what a half-precision model takes."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
 def _check_interval(t0: float, t1: float) -> tuple[float, float]:
@@ -143,18 +163,27 @@ def _check_tolerance(name: str, value: float) -> float:
     return v
 
 
-def _node_free_steps(t_bad: float, steps: int, t0: float, t1: float) -> int | None:
-    """The smallest step count >= steps + 1 whose uniform grid has no node within 1e-9 of ``t_bad``."""
+def _node_free_steps(t_bad: float, steps: int, t0: float, t1: float, dtype: torch.dtype) -> int | None:
+    """A step count whose uniform grid on [t0, t1], as the field sees it (the nodes of :func:`time_grid` in
+    :func:`_working_dtype`, rounded to x0's ``dtype``), has no node within 1e-9 of ``t_bad``: the smallest in
+    steps + 1 .. 2·steps + 2, else the largest below ``steps`` (in half precision every count from 256 (bfloat16)
+    or 2048 (float16) on rounds a node onto ½: the advice is then 255 or 2047), else None.
+
+    Only the four nodes around t_bad are inspected, for every candidate count at once: rounding is monotone, so if
+    any node rounds onto t_bad, so does one next to it."""
+    candidates = torch.cat([torch.arange(steps + 1, 2 * steps + 3), torch.arange(steps - 1, 0, -1)])
     pos = (t_bad - t0) / (t1 - t0)
-    for s in range(steps + 1, 2 * steps + 3):
-        if abs(pos * s - round(pos * s)) > 1e-9 * s:
-            return s
-    return None
+    k = (torch.floor(pos * candidates.to(torch.float64)).long()[:, None] + torch.arange(-1, 3)).clamp(min=0)
+    k = torch.minimum(k, candidates[:, None])
+    seen = _uniform_nodes(k, candidates[:, None], t0, t1).to(_working_dtype(dtype)).to(dtype).to(torch.float64)
+    free = ~((seen - t_bad).abs() <= 1e-9).any(dim=1)
+    return int(candidates[free][0]) if bool(free.any()) else None
 
 
 def _singular_message(method: str, t_bad: float, where: str, uniform: bool, steps: int,
-                      t0: float, t1: float) -> str:
-    """The SolverError text: where it failed and which grid avoids the singular time."""
+                      t0: float, t1: float, dtype: torch.dtype) -> str:
+    """The SolverError text: where it failed (``t_bad``: the time the field was handed, in x0's ``dtype``) and which
+    grid avoids the singular time in that dtype."""
     head = (f"the vector field returned non-finite values (NaN or Inf) at t = {t_bad:.6g} ({where}) while "
             f"integrating with method={method!r}; either the field is singular there (for example the lines of a "
             f"180° coupling all cross at t = 0.5) or it overflows — a trained network whose training diverged "
@@ -163,8 +192,13 @@ def _singular_message(method: str, t_bad: float, where: str, uniform: bool, step
     at_half = abs(t_bad - 0.5) <= 1e-9
     if method in ("euler", "heun"):
         fix = "Use a time grid whose nodes avoid that time"
-        alt = _node_free_steps(t_bad, steps, t0, t1) if uniform else None
-        if alt is not None:
+        alt = _node_free_steps(t_bad, steps, t0, t1, dtype) if uniform else None
+        if alt is not None and dtype in HALF_DTYPES:
+            # rounding decides, not parity: an odd count above 511 (bfloat16) puts a node on ½ all the same
+            why = f"its nodes, rounded to x0's {dtype}, miss t = {t_bad:.6g}"
+            fix += (f", e.g. steps={alt} (--steps {alt}) instead of {steps} ({why}), or integrate in float32 "
+                    f"(x0.float() and a float32 model) to keep {steps} steps")
+        elif alt is not None:
             why = "an odd step count on [0, 1] skips t = 0.5" if at_half else f"its nodes miss t = {t_bad:.6g}"
             fix += f", e.g. steps={alt} (--steps {alt}) instead of {steps} ({why})"
         else:
@@ -243,10 +277,13 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
             in the mode it is in (call ``model.eval()`` first for a model with dropout: :func:`flowvar.train.train`
             leaves it in training mode, and a sampler that switched modes would hide it).
         x0: (B, *shape) floating-point start states, on the device the integration runs on. The time grid and t are
-            in x0's dtype; the state x_{k+1} = x_k + h·v has torch's promoted dtype, which is x0's when the field
-            returns x0's dtype (the learned fields refuse another) but float64 for a float64 closed-form field given
-            float32 x0 (:class:`~flowvar.models.GaussianParametricField` casts x to its own dtype): pass x0 in the
-            field's dtype to integrate in one precision.
+            in x0's dtype (the grid in float32 for half precision, below); the state x_{k+1} = x_k + h·v has torch's
+            promoted dtype, which is x0's when the field returns x0's dtype (the learned fields refuse another) but
+            float64 for a float64 closed-form field given float32 x0
+            (:class:`~flowvar.models.GaussianParametricField` casts x to its own dtype): pass x0 in the field's dtype
+            to integrate in one precision. For a float16/bfloat16 x0 the times and step sizes are float32 (rounded
+            to x0's dtype, the nodes of a fine grid would merge into steps of h = 0) and only t is in x0's dtype: on
+            [0, 1] an odd step count then skips ½ only below 257 steps (bfloat16) or 2049 (float16).
         method: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` or a torchdiffeq method (``"dopri5"``…).
         steps: number of intervals of the uniform grid on [t0, t1]; ignored when ``grid`` is given. For
             adaptive methods it only sets the times at which the trajectory is saved.
@@ -291,16 +328,20 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
                           f"model), or use a fixed-grid method such as 'euler' or 'rk4'")
     save_every = check_positive_int("save_every", save_every)
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    work = _working_dtype(x0.dtype)  # the times' and step sizes' dtype; the field gets t in x0's
     if grid is None:
         steps = check_positive_int("steps", steps)
         t0, t1 = _check_interval(t0, t1)
-        times = time_grid(steps, t0, t1, dtype=x0.dtype, device=x0.device)
+        times = time_grid(steps, t0, t1, dtype=work, device=x0.device)
+        if not bool((times[1:] > times[:-1]).all()):
+            raise ConfigError(f"steps={steps} on [{t0:.9g}, {t1:.9g}] is finer than {work} resolves: its nodes "
+                              f"repeat, and those steps would take h = 0; use fewer steps or x0 in float64")
         uniform = True
     else:
-        times = _check_grid(grid).to(dtype=x0.dtype, device=x0.device)
+        times = _check_grid(grid).to(dtype=work, device=x0.device)
         if not bool((times[1:] > times[:-1]).all()):
-            raise ConfigError(f"grid is not strictly increasing in x0's dtype {x0.dtype}; its times are closer "
-                              f"together than that precision resolves")
+            raise ConfigError(f"grid is not strictly increasing in {work} (the dtype of the times for x0 in "
+                              f"{x0.dtype}); its times are closer together than that precision resolves")
         steps, t0, t1, uniform = times.numel() - 1, float(times[0]), float(times[-1]), False
     f = _CountingField(field, x0)
     with torch.set_grad_enabled(grad):
@@ -338,9 +379,9 @@ def _integrate_fixed(f: _CountingField, x0: Tensor, method: str, times: Tensor, 
         x_new, stages = _fixed_step(f, method, x, t, h)
         if not bool(torch.isfinite(x_new).all()):  # one reduction per step; stages are inspected only on failure
             for ts, value in stages:
-                if not bool(torch.isfinite(value).all()):
-                    raise SolverError(_singular_message(method, float(ts), f"step {k + 1} of {steps}", uniform,
-                                                        steps, t0, t1))
+                if not bool(torch.isfinite(value).all()):  # named by the time the field was handed
+                    raise SolverError(_singular_message(method, float(ts.to(f.dtype)), f"step {k + 1} of {steps}",
+                                                        uniform, steps, t0, t1, f.dtype))
             raise SolverError(f"the state overflowed to NaN/Inf during step {k + 1} of {steps} "
                               f"(t = {float(t):.6g} to {float(times[k + 1]):.6g}) with method={method!r} although "
                               f"every field value was finite; use more steps or a higher-precision dtype "
@@ -369,7 +410,8 @@ def _integrate_torchdiffeq(f: _CountingField, x0: Tensor, method: str, times: Te
     def rhs(t: Tensor, x: Tensor) -> Tensor:
         v = f(x, t)
         if not bool(torch.isfinite(v).all()):
-            raise SolverError(_singular_message(method, float(t), f"evaluation {f.nfe}", uniform, steps, t0, t1))
+            raise SolverError(_singular_message(method, float(t), f"evaluation {f.nfe}", uniform, steps, t0, t1,
+                                                f.dtype))
         return v
 
     try:
