@@ -3,15 +3,17 @@ plumbing smoke tests on tiny configs."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from experiment_checks import check_claims_result
-from flowvar.errors import ConfigError
+from experiment_checks import check_claims_result, rejudge_with_outdated_verdicts
+from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import RunContext, run_experiment
 from flowvar.experiments.fig6 import (
     SIGMA0_FIT_FRACTION,
@@ -26,6 +28,7 @@ from flowvar.metrics import rotation_pairing as pairing_outcome
 from flowvar.metrics import rotation_pairing_status
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
 from flowvar.sampling import integrate
+from flowvar.sweep.assemble import rejudge_result
 
 
 def grid_status(outcome: dict[str, float], fraction: float, rel_error: float) -> str:
@@ -256,3 +259,26 @@ def test_fig6_rejects_even_primary_grid(tmp_path: Path) -> None:
         run_experiment("fig6", tmp_path, quick=True, overrides={"n_eval": 1})
     with pytest.raises(ConfigError, match="n_seeds"):  # the schema's count check
         run_experiment("fig6", tmp_path, quick=True, overrides={"n_seeds": 0})
+
+
+def test_fig6_stored_result_is_judged_again_without_training(tmp_path: Path) -> None:
+    """`flowvar assemble` re-judges a stored fig6 result (results/full/fig6 after a rule change): the same verdicts and
+    stored numbers as the run, the fraction-vs-grid figure drawn again, the trajectories (which need the networks)
+    kept."""
+    overrides = {"steps": 20, "width": 16, "n_eval": 40, "euler_steps": (3, 11, 51, 4), "primary_steps": 11,
+                 "n_plot": 3, "max_dopri_steps": 2000}
+    result = run_experiment("fig6", tmp_path / "run", quick=True, overrides=overrides)
+    stored = tmp_path / "stored" / "fig6"
+    shutil.copytree(tmp_path / "run" / "fig6", stored)
+    rejudged, folder, _ = rejudge_with_outdated_verdicts(stored, tmp_path / "again", result)
+    for key in ("training", "outcomes_per_seed", "ideal_minimiser_outcomes"):
+        assert rejudged.metrics[key] == json.loads(json.dumps(result.metrics[key])), key
+    assert [c.evidence for c in rejudged.claims] == [json.loads(json.dumps(c.evidence)) for c in result.claims]
+    assert set(rejudged.figures) == {"trajectories.png", "fraction_vs_grid.png"}
+    assert (folder / "trajectories.png").read_bytes() == (stored / "trajectories.png").read_bytes()
+    # a stored result that is not fig6's is refused, naming what it lacks
+    data = json.loads((folder / "result.json").read_text())
+    del data["metrics"]["outcomes_per_seed"]
+    (folder / "result.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="outcomes_per_seed"):
+        rejudge_result(folder, tmp_path / "third")

@@ -79,7 +79,7 @@ from flowvar.experiments._seed_replicates import (
     seeds_rule_text,
     status_over_seeds,
 )
-from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.base import RunContext, assembles, not_a_part, register
 from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import (
     STATUS_VERDICT_RULE,
@@ -308,11 +308,55 @@ STATUS_RULE = ("per setting (one trained network, one solver), flowvar.metrics.r
 def run(config: Fig6Config, ctx: RunContext) -> None:
     problem, rotation = counterexample_problem(config.mu, 2)
     mu = problem.mean
-    contrast = min(s for s in config.sigmas if s > 0)
-    status_rule = STATUS_RULE.format(f=config.reproduce_fraction, e=config.reproduce_rel_error)
     replicas = [ctx.replicate(k) for k in range(config.n_seeds)]
     seeds = [f"seed={rep.seed}" for rep in replicas]
     shown = seeds[0]  # the figures and the report's one-seed sentences show the first training seed
+    _record_choices(config, ctx)
+
+    # the streams' names are solver_resolution's too: with the same config it trains and evaluates these networks
+    x0 = _sources(config, ctx)
+    solvers = _solver_names(config)
+    outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]] = {}  # seed → σ → solver → outcome
+    ideal = {f"sigma={sigma}": _evaluate(ideal_field(config.mu, sigma), x0, mu, solvers, config)
+             for sigma in config.sigmas}
+    models: dict[float, torch.nn.Module] = {}  # the shown seed's, for the figures
+    training: dict[str, dict[str, dict[str, float]]] = {}
+    for rep, seed in zip(replicas, seeds, strict=True):
+        outcomes[seed], training[seed] = {}, {}
+        for sigma in config.sigmas:
+            model, res = train_mlp_field(RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32), sigma,
+                                         2, width=config.width, depth=config.depth, activation=config.activation,
+                                         init_seed=rep.derive_seed("init"), steps=config.steps,
+                                         batch_size=config.batch_size, lr=config.lr, seed=rep.derive_seed("batches"),
+                                         progress=ctx.progress,
+                                         checkpoint_dir=ctx.checkpoint_dir(seed, f"sigma={sigma}"),
+                                         checkpoint_every=ctx.checkpoint_every(config.steps))
+            tail = res.losses[-max(1, len(res.losses) // 20):]
+            training[seed][f"sigma={sigma}"] = {"final_loss_mean_last_5pct": sum(tail) / len(tail),
+                                                "minimum_loss": counterexample_min_loss(sigma),
+                                                "runtime_s": res.runtime_s}
+            evaluator = copy.deepcopy(model).double().eval()
+            if seed == shown:
+                models[sigma] = evaluator
+            outcomes[seed][f"sigma={sigma}"] = _evaluate(evaluator, x0, mu, solvers, config)
+    _judge(ctx, config, training, outcomes, ideal)
+    _trajectories(ctx, config, models, x0, mu, outcomes, solvers, shown)
+
+
+def _sources(config: Fig6Config, ctx: RunContext) -> Tensor:
+    """The ``n_eval`` fresh sources x0 ~ N(0, I) of the run's "eval" stream, (n_eval, 2) float64: the same for every
+    seed and σ, and again in :func:`assemble` (the stream is named by the config's seed)."""
+    return torch.randn(config.n_eval, 2, generator=ctx.generator("eval"), dtype=torch.float64)
+
+
+def _solver_names(config: Fig6Config) -> list[str]:
+    """``euler_<n>`` for every grid of ``euler_steps`` (in its order), then ``dopri5``."""
+    return [f"euler_{n}" for n in config.euler_steps] + ["dopri5"]
+
+
+def _record_choices(config: Fig6Config, ctx: RunContext) -> None:
+    """The run's choices (also what :func:`assemble` records when it judges stored outcomes)."""
+    contrast = min(s for s in config.sigmas if s > 0)
     ctx.choice("μ", f"'+5' read as μ = ({config.mu}, {config.mu}) (PAPER.md §2 [I])")
     ctx.choice("network", f"MLPField width {config.width}, depth {config.depth}, {config.activation}, t concatenated "
                           f"(TorchCFM-style, PAPER.md §4 [I]); float32; within a training seed the same "
@@ -342,32 +386,18 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
                                    f"8σ·arctan(1/σ) by at most: σ = 0, {fit_allowance_text(0.0, contrast)}; σ > 0, "
                                    f"{fit_allowance_text(contrast, contrast)} (_counterexample_fit.fit_allowance)")
 
-    # the streams' names are solver_resolution's too: with the same config it trains and evaluates these networks
-    x0 = torch.randn(config.n_eval, 2, generator=ctx.generator("eval"), dtype=torch.float64)
-    solvers = [f"euler_{n}" for n in config.euler_steps] + ["dopri5"]
-    outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]] = {}  # seed → σ → solver → outcome
-    ideal = {f"sigma={sigma}": _evaluate(ideal_field(config.mu, sigma), x0, mu, solvers, config)
-             for sigma in config.sigmas}
-    models: dict[float, torch.nn.Module] = {}  # the shown seed's, for the figures
-    training: dict[str, dict[str, dict[str, float]]] = {}
-    for rep, seed in zip(replicas, seeds, strict=True):
-        outcomes[seed], training[seed] = {}, {}
-        for sigma in config.sigmas:
-            model, res = train_mlp_field(RotatedOTCoupling(problem, rotation=rotation, dtype=torch.float32), sigma,
-                                         2, width=config.width, depth=config.depth, activation=config.activation,
-                                         init_seed=rep.derive_seed("init"), steps=config.steps,
-                                         batch_size=config.batch_size, lr=config.lr, seed=rep.derive_seed("batches"),
-                                         progress=ctx.progress,
-                                         checkpoint_dir=ctx.checkpoint_dir(seed, f"sigma={sigma}"),
-                                         checkpoint_every=ctx.checkpoint_every(config.steps))
-            tail = res.losses[-max(1, len(res.losses) // 20):]
-            training[seed][f"sigma={sigma}"] = {"final_loss_mean_last_5pct": sum(tail) / len(tail),
-                                                "minimum_loss": counterexample_min_loss(sigma),
-                                                "runtime_s": res.runtime_s}
-            evaluator = copy.deepcopy(model).double().eval()
-            if seed == shown:
-                models[sigma] = evaluator
-            outcomes[seed][f"sigma={sigma}"] = _evaluate(evaluator, x0, mu, solvers, config)
+
+def _judge(ctx: RunContext, config: Fig6Config, training: dict[str, dict[str, dict[str, float]]],
+           outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]],
+           ideal: dict[str, dict[str, dict[str, Any] | str]]) -> None:
+    """Record the metrics, claims and the fraction-vs-grid figure from each seed's training losses and outcomes
+    (seed → σ → solver) and the exact minimisers' outcomes (σ → solver): what :func:`run` computed, or what
+    :func:`assemble` read from a stored result."""
+    contrast = min(s for s in config.sigmas if s > 0)
+    status_rule = STATUS_RULE.format(f=config.reproduce_fraction, e=config.reproduce_rel_error)
+    seeds = list(outcomes)
+    shown = seeds[0]
+    solvers = _solver_names(config)
     ctx.metric("training", training)
     ctx.metric("outcomes_per_seed", outcomes)
     ctx.metric("outcomes", outcomes[shown])
@@ -480,14 +510,58 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
              "still step across the sign change of (1 − 2t) and land near the rotation partner). Compare the trained "
              "networks with it to separate what the network learned from what the solver does.")
 
-    _figures(ctx, config, models, x0, mu, outcomes, ideal, solvers, shown)
+    _fraction_figure(ctx, config, outcomes, ideal, solvers, shown)
 
 
-def _figures(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.Module], x0: Tensor, mu: Tensor,
-             outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]],
-             ideal: dict[str, dict[str, dict[str, Any] | str]], solvers: list[str], shown: str) -> None:
-    """Trajectories of the ``shown`` seed's networks; the fraction against the grid for every seed (the shown seed
-    bold with markers, the others thin)."""
+@assembles("fig6")
+def assemble(config: Fig6Config, parts: Sequence[Mapping[str, Any]], ctx: RunContext) -> None:
+    """The run's result from stored outcomes, nothing trained: one stored result judged again (``flowvar assemble
+    results/full/fig6``), or the parts of a sweep that split ``sigmas`` (each part's seeds × σ joined; a (seed, σ)
+    held by several parts, σ = 0 in every one, is the same network in each, the streams being named by the seed,
+    and is taken once). The exact minimisers' rows are the stored ones. The trajectory figure needs the trained
+    networks and is not drawn again (a re-judged result keeps the stored one). Refused (a DataError) for a part
+    that is not a fig6 result, and (a ConfigError) when the parts do not hold every (seed, σ) and every σ's exact
+    rows of ``config``, each on every solver."""
+    keys = ("training", "outcomes_per_seed", "ideal_minimiser_outcomes")
+    training: dict[str, dict[str, dict[str, float]]] = {}
+    outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]] = {}
+    ideal: dict[str, dict[str, dict[str, Any] | str]] = {}
+    for i, part in enumerate(parts):
+        if not isinstance(part, Mapping) or not all(isinstance(part.get(k), Mapping) for k in keys):
+            raise not_a_part(i, parts, "fig6", ", ".join(keys))
+        for seed, per_sigma in part["outcomes_per_seed"].items():
+            for sigma, per_solver in per_sigma.items():
+                outcomes.setdefault(seed, {}).setdefault(sigma, per_solver)
+                training.setdefault(seed, {}).setdefault(sigma, part["training"][seed][sigma])
+        for sigma, per_solver in part["ideal_minimiser_outcomes"].items():
+            ideal.setdefault(sigma, per_solver)
+    seeds = [f"seed={config.seed + k}" for k in range(config.n_seeds)]
+    sigmas = [f"sigma={sigma}" for sigma in config.sigmas]
+    solvers = _solver_names(config)
+    held = {(seed, sigma) for seed, per in outcomes.items() for sigma in per}
+    expected = {(seed, sigma) for seed in seeds for sigma in sigmas}
+    if held != expected or set(ideal) != set(sigmas):
+        missing, extra = sorted(expected - held), sorted(held - expected)
+        raise ConfigError("the stored outcomes do not make up the run (seed, σ): "
+                          + "; ".join([f"missing {missing[:6]}"] * bool(missing) + [f"outside it {extra[:6]}"]
+                                      * bool(extra) + [f"exact rows for {sorted(ideal)}, not {sigmas}"]
+                                      * (set(ideal) != set(sigmas))) + "; recompute them")
+    lacking = sorted({s for per in [*ideal.values(), *(o for d in outcomes.values() for o in d.values())]
+                      for s in solvers if s not in per})
+    if lacking:
+        raise ConfigError(f"the stored outcomes lack the solvers {lacking} of the config; recompute them")
+    # the run's order: seeds, then σ as in the config
+    outcomes = {seed: {sigma: outcomes[seed][sigma] for sigma in sigmas} for seed in seeds}
+    training = {seed: {sigma: training[seed][sigma] for sigma in sigmas} for seed in seeds}
+    _record_choices(config, ctx)
+    _judge(ctx, config, training, outcomes, {sigma: ideal[sigma] for sigma in sigmas})
+
+
+def _trajectories(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.Module], x0: Tensor, mu: Tensor,
+                  outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]], solvers: list[str], shown: str
+                  ) -> None:
+    """Trajectories of the ``shown`` seed's networks (``models``: σ → the float64 network), one row per σ and one
+    column per shown solver (needs the trained networks, so only :func:`run` draws it)."""
     even = [s for s in solvers if s.startswith("euler_") and int(s.split("_")[1]) % 2 == 0]
     coarsest_odd = f"euler_{min(n for n in config.euler_steps if n % 2 == 1)}"
     panels = list(dict.fromkeys([coarsest_odd, f"euler_{config.primary_steps}", *even[-1:], "dopri5"]))
@@ -520,6 +594,12 @@ def _figures(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.M
     fig.suptitle(f"trajectories of the first training seed's networks ({shown} of {len(outcomes)})", fontsize=10)
     ctx.figure("trajectories", fig)
 
+
+def _fraction_figure(ctx: RunContext, config: Fig6Config,
+                     outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]],
+                     ideal: dict[str, dict[str, dict[str, Any] | str]], solvers: list[str], shown: str) -> None:
+    """The fraction nearer R x0 + μ against the grid for every seed (the ``shown`` seed bold with markers, the others
+    thin) and the exact minimisers: from the outcomes alone, so :func:`assemble` draws it again."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for sigma, color in zip(config.sigmas, ("#0072B2", "#E69F00", "#009E73", "#CC79A7"), strict=False):
         for seed, per_sigma in outcomes.items():
@@ -559,6 +639,7 @@ __all__ = [
     "STATUS_RULE",
     "DiscriminatingJudgement",
     "Fig6Config",
+    "assemble",
     "discriminating_settings",
     "fit_allowance",
     "fit_allowance_text",
