@@ -153,3 +153,65 @@ def test_pairs_repr_shows_shapes_not_entries() -> None:
     assert text == "Pairs(B=1000, shape=(3, 4, 4), dtype=torch.float32, device=cpu, index=(1000,))"
     assert repr(Pairs(torch.zeros(2, 5, dtype=torch.float64), torch.zeros(2, 5, dtype=torch.float64))) == \
         "Pairs(B=2, shape=(5,), dtype=torch.float64, device=cpu, index=None)"
+
+
+# ----------------------------------------------------------------------------------------------------- ReflowCoupling
+
+
+class _Constant(torch.nn.Module):
+    """v(x, t) = 1 (x1 = x0 + 1 under any solver), through a dropout layer and a batch norm that training mode
+    would use: the mask from the global RNG, the batch statistics (and an update of the running ones)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+        self.norm = torch.nn.BatchNorm1d(2, affine=False)
+        self.head = torch.nn.Identity()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.norm(torch.zeros_like(x)) + 1)
+
+
+def test_reflow_coupling_refuses_a_bad_method_or_step_count_when_built() -> None:
+    """coreA finding 4: ReflowCoupling(model, source, method='RK45') and steps=0 were accepted; the error came at the
+    first sample (deep inside materialise)."""
+    from flowvar.couplings import ReflowCoupling
+
+    with pytest.raises(ConfigError, match=r"^ReflowCoupling: unknown ODE method 'RK45'; choose one of \['euler', "
+                                          r"'midpoint', 'heun', 'rk4', .*'dopri5'"):
+        ReflowCoupling(_Constant(), StandardNormal(2), method="RK45")
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match=rf"^ReflowCoupling: steps must be a positive integer, got {bad!r}$"):
+            ReflowCoupling(_Constant(), StandardNormal(2), steps=bad)
+    assert ReflowCoupling(_Constant(), StandardNormal(2), method="rk4", steps=3).sample(4).x1.shape == (4, 2)
+
+
+def test_reflow_pairs_are_those_of_the_model_in_eval_mode_and_its_modes_are_restored() -> None:
+    """coreA finding 4: with a model in training mode (train() leaves it so) dropout drew from the global RNG, so two
+    couplings given the same generator gave different pairs, and a batch norm would have used (and updated) batch
+    statistics. The pairs are the ODE endpoints of the deterministic field — the model in eval mode — whatever mode it
+    is in; every submodule's mode is restored, the global RNG and the running statistics are untouched."""
+    from flowvar.couplings import ReflowCoupling
+
+    model = _Constant()
+    model.train()
+    model.head.eval()  # a mixed state: restored as it was, not to model.train()
+    modes = [m.training for m in model.modules()]
+    running = model.norm.running_var.clone()  # training mode would move it towards the batch variance, 0
+    rng = torch.get_rng_state()
+    a = ReflowCoupling(model, StandardNormal(2), steps=4).sample(8, torch.Generator().manual_seed(0))
+    b = ReflowCoupling(model, StandardNormal(2), steps=4).sample(8, torch.Generator().manual_seed(0))
+    assert torch.equal(a.x0, b.x0) and torch.equal(a.x1, b.x1)
+    assert torch.allclose(a.x1, a.x0 + 1, atol=1e-6)  # dropout off (training mode: 0 or 2, not 1)
+    assert [m.training for m in model.modules()] == modes and not model.head.training
+    assert torch.equal(torch.get_rng_state(), rng) and torch.equal(model.norm.running_var, running)
+    fixed = ReflowCoupling(model, StandardNormal(2), steps=4).materialise(8, torch.Generator().manual_seed(0))
+    assert torch.equal(fixed.x1, a.x1) and model.training
+
+    def failing(x0: torch.Tensor) -> torch.Tensor:
+        assert not model.training  # a solve of one's own sees the model in eval mode too
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):  # an error inside the solve restores the modes too
+        ReflowCoupling(model, StandardNormal(2), solve=failing).sample(2)
+    assert [m.training for m in model.modules()] == modes

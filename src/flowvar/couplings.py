@@ -10,7 +10,7 @@ Every coupling returns :class:`Pairs`. Variants override only how ``x1`` is atta
   T(x0) = T_OT(R x0) for the Gaussian problem (PAPER.md §1.1).
 * :class:`FixedPairs` — a finite dataset of N pairs (optionally re-paired by a derangement: the
   adversarial / shuffled coupling); minibatches draw pair indices.
-* :class:`ReflowCoupling` — x1 = ODE-integrate a trained model from x0 (1-ReFlow pairs).
+* :class:`ReflowCoupling` — x1 = ODE-integrate a trained model (in eval mode) from x0 (1-ReFlow pairs).
 
 Dtypes: :class:`Pairs` refuses x0 and x1 of different dtypes, and so do the couplings that take both sides as given
 (:class:`FixedPairs`; :class:`MapCoupling`, whose map must return x0's dtype). The couplings that draw each side
@@ -220,14 +220,30 @@ class ReflowCoupling(Coupling):
     """1-ReFlow pairs: x0 ~ source, x1 = Φ_model(x0), the endpoint of the learned ODE.
 
     ``solve`` maps a batch of sources to endpoints (defaults to :func:`flowvar.sampling.integrate` with
-    the given ``method``/``steps``). Use :meth:`materialise` to freeze N pairs into :class:`FixedPairs`.
+    the given ``method``/``steps``, validated here: an unknown method or a step count that is not a positive integer
+    is a :class:`ConfigError` when the coupling is built). Use :meth:`materialise` to freeze N pairs into
+    :class:`FixedPairs`.
+
+    **The model is run in eval mode.** Φ is the flow of the deterministic field: :meth:`sample` puts the model in
+    eval mode for the solve and restores every submodule's mode afterwards (also after an error). A model left in
+    training mode (:func:`flowvar.train.train` leaves it so) would otherwise apply dropout masks drawn from the
+    global RNG — not from the generator passed to :meth:`sample`, so the same generator gave other pairs — and a
+    batch norm would use and update batch statistics. With the model in eval mode the pairs depend only on the
+    generator (and the model's weights).
     """
 
     def __init__(self, model: torch.nn.Module, source: Distribution, method: str = "euler", steps: int = 100,
                  solve: Callable[[Tensor], Tensor] | None = None) -> None:
+        from flowvar.sampling import integrate, valid_methods  # (sampling imports torchdiffeq: loaded when needed)
+
+        if not isinstance(method, str) or method not in valid_methods():
+            raise ConfigError(f"ReflowCoupling: unknown ODE method {method!r}; choose one of {valid_methods()}")
+        try:
+            steps = check_positive_int("steps", steps)
+        except ConfigError as err:
+            raise ConfigError(f"ReflowCoupling: {err}") from None
         self.model, self.source = model, source
         if solve is None:
-            from flowvar.sampling import integrate
 
             def solve(x0: Tensor) -> Tensor:
                 return integrate(model, x0, method=method, steps=steps).x1
@@ -237,7 +253,13 @@ class ReflowCoupling(Coupling):
     @torch.no_grad()
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
         x0 = self.source.sample(check_positive_int("batch_size", batch_size), check_generator(generator))
-        x1 = self.solve(x0).detach()
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            x1 = self.solve(x0).detach()
+        finally:
+            for module, training in modes:
+                module.training = training
         check_finite("ReFlow endpoints", x1)
         return Pairs(x0, x1)
 
