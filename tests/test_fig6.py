@@ -264,14 +264,21 @@ def test_fig6_rejects_even_primary_grid(tmp_path: Path) -> None:
 def test_fig6_stored_result_is_judged_again_without_training(tmp_path: Path) -> None:
     """`flowvar assemble` re-judges a stored fig6 result (results/full/fig6 after a rule change): the same verdicts and
     stored numbers as the run, the fraction-vs-grid figure drawn again, the trajectories (which need the networks)
-    kept."""
+    kept; the exact CFM(σ_eq) minimiser is evaluated on the run's own sources, as the run does. With Euler 51 the σ = 0
+    claim has a discriminating grid, but there the minimiser the fit allowance admits fails: not judged."""
     overrides = {"steps": 20, "width": 16, "n_eval": 40, "euler_steps": (3, 11, 51, 4), "primary_steps": 11,
                  "n_plot": 3, "max_dopri_steps": 2000}
     result = run_experiment("fig6", tmp_path / "run", quick=True, overrides=overrides)
+    zero = next(c for c in result.claims if c.id == "fig6.sigma0_odd_euler_reproduces_rotation")
+    discriminates, blurred = zero.precondition["measured"]["[2]"], zero.precondition["measured"]["[3]"]
+    assert discriminates["holds"] and discriminates["discriminating_settings"] == ["euler_51"]
+    assert not blurred["holds"] and blurred["fit_equivalent_status"] == {"euler_51": "fails"}
+    assert zero.evidence["not_judged"]["euler_51"].startswith("not judged: the exact CFM(0.025) minimiser")
+    assert result.metrics["fit_equivalent_minimiser"]["outcomes"]["euler_3"]["status"] == "reproduces"
     stored = tmp_path / "stored" / "fig6"
     shutil.copytree(tmp_path / "run" / "fig6", stored)
     rejudged, folder, _ = rejudge_with_outdated_verdicts(stored, tmp_path / "again", result)
-    for key in ("training", "outcomes_per_seed", "ideal_minimiser_outcomes"):
+    for key in ("training", "outcomes_per_seed", "ideal_minimiser_outcomes", "fit_equivalent_minimiser"):
         assert rejudged.metrics[key] == json.loads(json.dumps(result.metrics[key])), key
     assert [c.evidence for c in rejudged.claims] == [json.loads(json.dumps(c.evidence)) for c in result.claims]
     assert set(rejudged.figures) == {"trajectories.png", "fraction_vs_grid.png"}

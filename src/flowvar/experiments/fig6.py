@@ -66,8 +66,10 @@ from flowvar.couplings import RotatedOTCoupling
 from flowvar.errors import ConfigError, SolverError
 from flowvar.experiments._counterexample_fit import (
     SIGMA0_FIT_FRACTION,
+    FitEquivalent,
     fit_allowance,
     fit_allowance_text,
+    fit_equivalent_sigma,
     sigma0_loss_of_exact_minimiser,
 )
 from flowvar.experiments._seed_replicates import (
@@ -230,10 +232,12 @@ def _why_not_judged(status_zero: str, status_contrast: str, contrast_sigma: floa
 class DiscriminatingJudgement:
     """A reproduction claim judged on its discriminating settings (:func:`judge_on_discriminating_settings`).
 
-    ``verdict``: confirmed / refuted / inconclusive (``seeds.verdict``), or "untestable" when no setting
-    discriminates; ``seeds``: the per-seed verdicts and their combination (over ``judged`` only); ``judged``: the
-    discriminating settings; ``not_judged``: every other setting → why; ``precondition``: "some setting
-    discriminates", with the references' statuses as its numbers.
+    ``verdict``: confirmed / refuted / inconclusive (``seeds.verdict``), or "untestable" when no setting is left;
+    ``seeds``: the per-seed verdicts and their combination (over ``judged`` only); ``judged``: the discriminating
+    settings (for a σ = 0 claim, those where the exact CFM(σ_eq) minimiser reproduces too); ``not_judged``: every
+    other setting → why; ``precondition``: "some setting discriminates", with the references' statuses as its
+    numbers; ``fit_equivalent`` (σ = 0 claim): "some discriminating setting where every field the fit allowance
+    admits reproduces" (:meth:`FitEquivalent.precondition`), else None.
     """
 
     verdict: str
@@ -241,42 +245,55 @@ class DiscriminatingJudgement:
     judged: list[str]
     not_judged: dict[str, str]
     precondition: Precondition
+    fit_equivalent: Precondition | None = None
+
+    @property
+    def preconditions(self) -> tuple[Precondition, ...]:
+        """The judgement's own preconditions, in order (the claim joins them to the fit precondition)."""
+        return (self.precondition,) + ((self.fit_equivalent,) if self.fit_equivalent is not None else ())
 
 
 def judge_on_discriminating_settings(statuses: Mapping[str, Mapping[str, str]], settings: Sequence[str],
                                      exact_sigma0: Mapping[str, str], exact_contrast: Mapping[str, str], *,
-                                     holds: Literal["reproduces", "fails"], contrast_sigma: float
-                                     ) -> DiscriminatingJudgement:
-    """fig6's reproduction claims: judged only where the exact references give opposite statuses.
+                                     holds: Literal["reproduces", "fails"], contrast_sigma: float,
+                                     fit_equivalent: FitEquivalent | None = None) -> DiscriminatingJudgement:
+    """fig6's reproduction claims: judged only where the exact references give opposite statuses (and, for the σ = 0
+    claim, where every field its fit precondition admits would reproduce: ``fit_equivalent``).
 
     ``statuses``: seed label → (solver → that seed's network's status) over at least ``settings`` (the claim's
     solvers); ``exact_sigma0`` / ``exact_contrast``: the exact σ = 0 field's and the exact σ = ``contrast_sigma``
     minimiser's status per solver; ``holds``: the status the claim asserts ("reproduces" for σ = 0, "fails" for
     σ > 0). Each seed's verdict is :func:`flowvar.metrics.status_verdict` on its statuses at the
     :func:`discriminating_settings`, and the seeds combine by :func:`flowvar.experiments._seed_replicates.
-    combine_seeds`. With no discriminating setting the verdict is "untestable" (``seeds`` then holds the rule's
-    outcome on no settings, inconclusive). Raises ConfigError when a seed lacks one of ``settings``.
+    combine_seeds`. ``fit_equivalent`` (the σ = 0 claim): of the discriminating settings only those where the exact
+    CFM(σ_eq) minimiser reproduces are judged (:meth:`FitEquivalent.split`; the rest are listed as not judged, with
+    why), and its precondition joins the discrimination's. With no setting left the verdict is "untestable" (``seeds``
+    then holds the rule's outcome on no settings, inconclusive). Raises ConfigError when a seed lacks one of
+    ``settings``.
     """
     lacking = {seed: [s for s in settings if s not in per] for seed, per in statuses.items()}
     lacking = {seed: missing for seed, missing in lacking.items() if missing}
     if lacking:
         raise ConfigError(f"every seed needs a status on every setting; missing: {lacking}")
-    judged = discriminating_settings(exact_sigma0, exact_contrast, settings)
-    not_judged = {s: _why_not_judged(exact_sigma0[s], exact_contrast[s], contrast_sigma)
+    discriminating = discriminating_settings(exact_sigma0, exact_contrast, settings)
+    judged, blurred = fit_equivalent.split(discriminating) if fit_equivalent is not None else (discriminating, {})
+    not_judged = {s: blurred[s] if s in blurred else _why_not_judged(exact_sigma0[s], exact_contrast[s],
+                                                                       contrast_sigma)
                   for s in settings if s not in judged}
     verdicts = status_over_seeds({seed: [per[s] for s in judged] for seed, per in statuses.items()}, holds)
     precondition = Precondition(
         f"some solver discriminates: the exact σ = 0 field reproduces the rotation pairs there and the exact "
         f"σ = {contrast_sigma:g} minimiser fails to (elsewhere a network's status cannot tell the two σ apart)",
-        holds=bool(judged),
-        measured={"discriminating_settings": judged,
+        holds=bool(discriminating),
+        measured={"discriminating_settings": discriminating,
                   "exact_sigma0_status": {s: exact_sigma0[s] for s in settings},
                   f"exact_sigma{contrast_sigma:g}_status": {s: exact_contrast[s] for s in settings}},
         remedy=f"add a solver on which the exact references disagree, e.g. an odd Euler grid with n > 1/σ = "
                f"{1 / contrast_sigma:g} steps (the exact σ = {contrast_sigma:g} minimiser jumps to the rotation side "
                f"when h = 1/n > σ)")
     return DiscriminatingJudgement(verdicts.verdict if judged else "untestable", verdicts, judged, not_judged,
-                                   precondition)
+                                   precondition, fit_equivalent.precondition(discriminating)
+                                   if fit_equivalent is not None else None)
 
 
 def _solve(model: torch.nn.Module, x0: Tensor, solver: str, config: Fig6Config, trajectory: bool = False
@@ -339,7 +356,7 @@ def run(config: Fig6Config, ctx: RunContext) -> None:
             if seed == shown:
                 models[sigma] = evaluator
             outcomes[seed][f"sigma={sigma}"] = _evaluate(evaluator, x0, mu, solvers, config)
-    _judge(ctx, config, training, outcomes, ideal)
+    _judge(ctx, config, training, outcomes, ideal, x0)
     _trajectories(ctx, config, models, x0, mu, outcomes, solvers, shown)
 
 
@@ -385,23 +402,35 @@ def _record_choices(config: Fig6Config, ctx: RunContext) -> None:
                                    f"(mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = "
                                    f"8σ·arctan(1/σ) by at most: σ = 0, {fit_allowance_text(0.0, contrast)}; σ > 0, "
                                    f"{fit_allowance_text(contrast, contrast)} (_counterexample_fit.fit_allowance)")
+    ctx.choice("fit-equivalent σ", f"a σ = 0 claim is judged only where the exact CFM(σ_eq) minimiser reproduces the "
+                                   f"pairs too, σ_eq = {fit_equivalent_sigma(contrast):.4g} the σ whose σ = 0 loss "
+                                   f"is the σ = 0 fit allowance (_counterexample_fit.FitEquivalent): there every "
+                                   f"field the precondition admits would reproduce if the claim held")
 
 
 def _judge(ctx: RunContext, config: Fig6Config, training: dict[str, dict[str, dict[str, float]]],
            outcomes: dict[str, dict[str, dict[str, dict[str, Any] | str]]],
-           ideal: dict[str, dict[str, dict[str, Any] | str]]) -> None:
+           ideal: dict[str, dict[str, dict[str, Any] | str]], x0: Tensor) -> None:
     """Record the metrics, claims and the fraction-vs-grid figure from each seed's training losses and outcomes
     (seed → σ → solver) and the exact minimisers' outcomes (σ → solver): what :func:`run` computed, or what
-    :func:`assemble` read from a stored result."""
+    :func:`assemble` read from a stored result. ``x0``: the run's sources, (n_eval, 2), on which the exact CFM(σ_eq)
+    minimiser (:func:`flowvar.experiments._counterexample_fit.fit_equivalent_sigma`) is evaluated here, as the other
+    exact rows were (a closed-form field: nothing trained)."""
+    mu = counterexample_problem(config.mu, 2)[0].mean
     contrast = min(s for s in config.sigmas if s > 0)
     status_rule = STATUS_RULE.format(f=config.reproduce_fraction, e=config.reproduce_rel_error)
     seeds = list(outcomes)
     shown = seeds[0]
     solvers = _solver_names(config)
+    sigma_eq = fit_equivalent_sigma(contrast)
+    blurred = _evaluate(ideal_field(config.mu, sigma_eq), x0, mu, solvers, config)
+    fit_equivalent = FitEquivalent(sigma_eq, contrast, {s: pairing_status(o) for s, o in blurred.items()},
+                                   config.reproduce_rel_error)
     ctx.metric("training", training)
     ctx.metric("outcomes_per_seed", outcomes)
     ctx.metric("outcomes", outcomes[shown])
     ctx.metric("ideal_minimiser_outcomes", ideal)
+    ctx.metric("fit_equivalent_minimiser", {"sigma": sigma_eq, "outcomes": blurred})
     ctx.note(f"outcomes: the first training seed's ({shown}), what the figures show; outcomes_per_seed and training: "
              f"every seed's. Claim evidence: per_seed (every seed's numbers), verdict_per_seed, and the shown seed's "
              f"numbers at the top level.")
@@ -443,21 +472,30 @@ def _judge(ctx: RunContext, config: Fig6Config, training: dict[str, dict[str, di
     primary = f"euler_{config.primary_steps}"
     judgement = judge_on_discriminating_settings({seed: {s: status(seed, 0.0, s) for s in odd} for seed in seeds},
                                                  odd, exact["sigma=0.0"], exact[f"sigma={contrast}"],
-                                                 holds="reproduces", contrast_sigma=contrast)
+                                                 holds="reproduces", contrast_sigma=contrast,
+                                                 fit_equivalent=fit_equivalent)
     per_seed = {seed: {"statuses": {s: status(seed, 0.0, s) for s in judgement.judged},
                        "per_odd_grid": {s: summary(seed, 0.0, s) for s in odd}} for seed in seeds}
     ctx.claim("fig6.sigma0_odd_euler_reproduces_rotation",
               f"With σ = 0 and an odd Euler grid the trained model reproduces the rotation pairs x0 ↦ R x0 + μ "
-              f"(judged on the odd grids where the exact σ = 0 field reproduces them and the exact σ = {contrast:g} "
-              f"minimiser does not).",
+              f"(judged on the odd grids where the exact σ = 0 field reproduces them, the exact σ = {contrast:g} "
+              f"minimiser does not, and the exact σ = {sigma_eq:.3g} minimiser, as blurred as a fitted network may "
+              f"be, does).",
               {"judged_settings": judgement.judged, "not_judged": judgement.not_judged,
                "primary_grid": {"solver": primary, "judged": primary in judgement.judged,
                                 "status_per_seed": {seed: status(seed, 0.0, primary) for seed in seeds}},
                **per_seed_evidence(per_seed, judgement.seeds)},
               verdict=judgement.seeds.verdict,
-              precondition=all_preconditions(fit(0.0), judgement.precondition), kind="reproduction",
+              precondition=all_preconditions(fit(0.0), *judgement.preconditions), kind="reproduction",
               min_effect=min_effect, replicates=replicates,
-              rule=discriminating_rule(contrast, "odd Euler grids", "reproduces", "fails"))
+              rule=discriminating_rule(contrast, "odd Euler grids", "reproduces", "fails")
+              + f" Of those, only the grids where the exact CFM(σ_eq = {sigma_eq:.4g}) minimiser also reproduces "
+                f"are judged: σ_eq is the σ whose exact minimiser's σ = 0 loss equals the σ = 0 fit allowance "
+                f"{fit_allowance(0.0, contrast):.4g}, so the precondition admits fields as blurred as it; on an odd "
+                f"Euler grid every smaller σ reproduces wherever it does (_counterexample_fit.exact_euler_ratio), so "
+                f"there every admitted field would reproduce if the claim held. Elsewhere a fitted network's 'fails' "
+                f"is what an admitted field does, and the grid is listed as not judged "
+                f"(_counterexample_fit.FitEquivalent); none left: untestable.")
 
     noisy = [s for s in config.sigmas if s > 0]
     for sigma in noisy:
@@ -518,7 +556,8 @@ def assemble(config: Fig6Config, parts: Sequence[Mapping[str, Any]], ctx: RunCon
     """The run's result from stored outcomes, nothing trained: one stored result judged again (``flowvar assemble
     results/full/fig6``), or the parts of a sweep that split ``sigmas`` (each part's seeds × σ joined; a (seed, σ)
     held by several parts, σ = 0 in every one, is the same network in each, the streams being named by the seed,
-    and is taken once). The exact minimisers' rows are the stored ones. The trajectory figure needs the trained
+    and is taken once). The exact minimisers' rows are the stored ones; the exact CFM(σ_eq) minimiser is evaluated
+    on the run's own sources (its "eval" stream) as the run evaluates it. The trajectory figure needs the trained
     networks and is not drawn again (a re-judged result keeps the stored one). Refused (a DataError) for a part
     that is not a fig6 result, and (a ConfigError) when the parts do not hold every (seed, σ) and every σ's exact
     rows of ``config``, each on every solver."""
@@ -554,7 +593,7 @@ def assemble(config: Fig6Config, parts: Sequence[Mapping[str, Any]], ctx: RunCon
     outcomes = {seed: {sigma: outcomes[seed][sigma] for sigma in sigmas} for seed in seeds}
     training = {seed: {sigma: training[seed][sigma] for sigma in sigmas} for seed in seeds}
     _record_choices(config, ctx)
-    _judge(ctx, config, training, outcomes, {sigma: ideal[sigma] for sigma in sigmas})
+    _judge(ctx, config, training, outcomes, {sigma: ideal[sigma] for sigma in sigmas}, _sources(config, ctx))
 
 
 def _trajectories(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.Module], x0: Tensor, mu: Tensor,
@@ -639,10 +678,12 @@ __all__ = [
     "STATUS_RULE",
     "DiscriminatingJudgement",
     "Fig6Config",
+    "FitEquivalent",
     "assemble",
     "discriminating_settings",
     "fit_allowance",
     "fit_allowance_text",
+    "fit_equivalent_sigma",
     "fit_precondition",
     "ideal_field",
     "judge_on_discriminating_settings",
