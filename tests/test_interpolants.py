@@ -277,3 +277,35 @@ def test_path_sample_to_moves_every_field_and_keeps_a_sample_already_there() -> 
     assert path.to("cpu") is path
     moved = path.to("meta")
     assert all(getattr(moved, f).device.type == "meta" for f in ("x0", "x1", "t", "z", "xt", "target"))
+
+
+@pytest.mark.parametrize("eps", [0.0, -1.0, 0.5, 0.7, math.nan, math.inf, True, "1e-5", None])
+def test_brownian_bridge_eps_must_lie_strictly_between_zero_and_one_half(eps: object) -> None:
+    """coreA finding 5: any eps was accepted. f' = σ(1 − 2t)/(2√(t(1 − t))) on t clamped to [ε, 1 − ε]: ε <= 0 gives
+    an infinite target at t = 0 (ε = −1 clamps to nothing), ε >= ½ an empty or one-point interval (clamp(0.7, 0.3)
+    returns 0.3 for every t: a constant, wrong f')."""
+    with pytest.raises(ConfigError, match=r"^BrownianBridgeNoise needs a number eps with 0 < eps < 0\.5"):
+        BrownianBridgeNoise(eps)  # type: ignore[arg-type]
+
+
+def test_brownian_bridge_eps_in_range_is_used_by_its_derivative() -> None:
+    t = torch.tensor([0.0, 0.001, 0.5, 1.0], dtype=torch.float64)
+    for eps in (1e-5, 0.01, 0.49):
+        noise = BrownianBridgeNoise(eps)
+        tc = t.clamp(eps, 1 - eps)
+        assert noise.eps == eps and torch.equal(noise.dscale(t, 2.0), 2.0 * (1 - 2 * tc) / (2 * (tc * (1 - tc)).sqrt()))
+        assert bool(torch.isfinite(noise.dscale(t, 2.0)).all())
+    assert BrownianBridgeNoise(np.float64(0.25)).eps == 0.25  # numpy numbers are numbers
+
+
+def test_mean_refuses_times_outside_the_unit_interval_as_path_does() -> None:
+    """coreA finding 5: Interpolant.mean(x0, x1, t=2) extrapolated past x1 silently while path refused the same t."""
+    pairs = _pairs()
+    interp = Interpolant()
+    for t in (2.0, -0.5, math.nan, torch.full((8,), 1.5, dtype=torch.float64)):
+        with pytest.raises(DataError, match=r"t must lie in \[0, 1\]"):
+            interp.mean(pairs.x0, pairs.x1, t)
+        with pytest.raises(DataError, match=r"t must lie in \[0, 1\]"):
+            interp.path(pairs.x0, pairs.x1, t, torch.zeros_like(pairs.x0))
+    assert torch.equal(interp.mean(pairs.x0, pairs.x1, 1.0), pairs.x1)
+    assert torch.equal(interp.mean(pairs.x0, pairs.x1, torch.zeros(8, dtype=torch.float64)), pairs.x0)

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -104,12 +105,22 @@ class ConstantNoise(NoiseSchedule):
 
 
 class BrownianBridgeNoise(NoiseSchedule):
-    """f(t, σ) = σ √(t(1 − t)); f' = σ(1 − 2t) / (2√(t(1 − t))), with t clamped to [ε, 1 − ε] in f'."""
+    """f(t, σ) = σ √(t(1 − t)); f' = σ(1 − 2t) / (2√(t(1 − t))), with t clamped to [ε, 1 − ε] in f'.
+
+    ``eps``: 0 < ε < ½ (a ConfigError otherwise). f' is infinite at t = 0 and 1, which a time sampler can draw, so
+    ε > 0; [ε, 1 − ε] is an interval only for ε < ½ (ε = 0.7 clamped every t to 0.3: a constant, wrong f'). At the
+    default 1e-5, |f'| <= σ / (2√ε) ≈ 158 σ.
+    """
 
     name = "bridge"
 
     def __init__(self, eps: float = 1e-5) -> None:
-        self.eps = eps
+        ok = isinstance(eps, int | float | np.floating | np.integer) and not isinstance(eps, bool | np.bool_)
+        if not ok or not 0 < float(eps) < 0.5:  # False for NaN
+            raise ConfigError(f"BrownianBridgeNoise needs a number eps with 0 < eps < 0.5 (f' clamps t to [eps, "
+                              f"1 - eps]: finite for eps > 0, an interval for eps < 0.5), got {describe(eps)}; the "
+                              f"default 1e-5 suits most uses")
+        self.eps = float(eps)
 
     def scale(self, t: Tensor, sigma: float) -> Tensor:
         return sigma * (t * (1 - t)).clamp_min(0).sqrt()
@@ -149,9 +160,13 @@ class Interpolant:
     def __repr__(self) -> str:
         return f"Interpolant(sigma={self.sigma}, noise={self.noise.name!r}, target={self.target_kind!r})"
 
-    def mean(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        """μ_t = (1 − t) x0 + t x1, as ``torch.lerp``: one kernel, and exact at both ends (μ_0 = x0, μ_1 = x1)."""
-        return torch.lerp(x0, x1, expand_time(t, x0))
+    def mean(self, x0: Tensor, x1: Tensor, t: Tensor | float) -> Tensor:
+        """μ_t = (1 − t) x0 + t x1, as ``torch.lerp``: one kernel, and exact at both ends (μ_0 = x0, μ_1 = x1).
+
+        ``t`` as in :meth:`path`: every value in [0, 1], else a :class:`DataError` (t = 2 would extrapolate past x1)."""
+        tt = expand_time(t, x0)
+        check_unit_times(t, tt)
+        return torch.lerp(x0, x1, tt)
 
     def path(self, x0: Tensor, x1: Tensor, t: Tensor | float, z: Tensor) -> PathSample:
         """The interpolant at given (x0, x1, t, z); all randomness explicit.

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, ShapeError, check_finite, tensor_input
+from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, tensor_input
 from flowvar.ot.dense import assignment_permutation, emd_permutation, gaussian_aligned, squared_distances
 from flowvar.ot.sparse import sparse_certified_permutation
 
@@ -42,8 +42,9 @@ def check_solver(solver: object) -> OTSolver:
 def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", align: bool = True) -> Tensor:
     """The permutation σ minimising Σ_i ‖x0_i − x1_σ(i)‖² (exact assignment; uniform weights).
 
-    ``x0``, ``x1``: (n, *shape), on any device (numpy arrays are converted with ``torch.as_tensor``; a 1-D tensor is
-    refused: n scalars and one point look alike) → (n,) long on x0's device, so that ``x1[perm]`` is the OT partner
+    ``x0``, ``x1``: (n, *shape) real points, on any device but the data-less meta one (numpy arrays are converted
+    with ``torch.as_tensor``; a 1-D tensor is refused: n scalars and one point look alike; so are complex points,
+    whose imaginary parts the cost would drop) → (n,) long on x0's device, so that ``x1[perm]`` is the OT partner
     of each x0 row. The float64 cost matrix (and the alignment below) is computed on x0's device (on the CPU for MPS,
     which has no float64); the solve itself runs on the CPU.
     Always an exact optimum and a bijection, whichever solver:
@@ -76,6 +77,14 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, solver: OTSolver = "auto", alig
     """
     check_solver(solver)
     x0, x1 = tensor_input("x0", x0), tensor_input("x1", x1)
+    for name, x in (("x0", x0), ("x1", x1)):
+        if x.is_complex():  # the float64 cost below would keep the real parts only
+            raise DataError(f"exact OT pairing needs real points, got {name} of dtype {x.dtype}, whose imaginary "
+                            f"parts the cost would drop; pair torch.view_as_real({name}).flatten(1) (real and "
+                            f"imaginary parts as coordinates), or {name}.real if only that counts")
+        if x.device.type == "meta":  # else torch's "Tensor.item() cannot be called on meta tensors" in check_finite
+            raise DataError(f"exact OT pairing needs points with values, got {name} on the meta device (a shape "
+                            f"without data); pass it on the CPU or a GPU")
     if x0.ndim < 2 or x1.ndim < 2:  # a 1-D tensor: n scalars or one point? refused, as the metrics refuse it
         raise ShapeError(f"exact OT pairing needs two point sets (n, *shape), got shapes {tuple(x0.shape)} and "
                          f"{tuple(x1.shape)}; reshape n scalars to (n, 1) or one point to (1, d)")
