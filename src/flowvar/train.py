@@ -519,8 +519,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`train` (tensors and plain Python values only) and check it.
 
     Checks, each failure a one-line :class:`DataError` naming the file: the SHA-256 checksum of the payload
-    (any flipped bit), that it unpickles, that it is a flowvar checkpoint with every entry :func:`train` writes,
-    and that every floating-point tensor in it (weights, optimizer moments, EMA) is finite.
+    (any flipped bit); for a file without flowvar's header, that it is not empty, not cut off inside the header and
+    starts like a ``torch.save`` file (a zip or a pickle); that it unpickles, that it is a flowvar checkpoint with
+    every entry :func:`train` writes, and that every floating-point tensor in it (weights, optimizer moments, EMA) is
+    finite. Only a file that passes all of them and has no header (the earlier unsigned format) is warned about: it
+    cannot be verified further.
     """
     path = Path(path)
     try:
