@@ -206,7 +206,12 @@ def fig6(result: Result, story: Story) -> None:
         "= 0 reproduces and σ = 0.05 fails."
         + (" Not judged: a solver where the exact references do not disagree (the exact σ = 0 field does not "
            "reproduce the pairs there, or the exact σ = 0.05 minimiser lands on the rotation side too), so the "
-           "networks' statuses there cannot say which σ they behave like." if judged_anywhere is not None else "")
+           "networks' statuses there cannot say which σ they behave like"
+           + ("; for σ = 0 also where the exact minimiser at the fit allowance's equivalent σ (as blurred a field as "
+              "a σ = 0 network may be and still count as fitted) does not reproduce the pairs, so a fitted network "
+              "need not either." if any(_fit_equivalent_reason(str(v))
+                                       for v in (odd.evidence.get("not_judged") or {}).values()) else ".")
+           if judged_anywhere is not None else "")
         + "".join(f" Not judged ({_claim_sigma(c)} did not fit): {_unfit_text(c)}, so its statuses test nothing."
                   for c in (odd, noisy) if _unfit_seeds(c)[0]),
         f"Setting: the paper's architecture, sample count and solver are not stated; ours: MLP width "
@@ -226,6 +231,16 @@ def fig6(result: Result, story: Story) -> None:
         "means the training pairing is lost at that resolution.", dep.id)
 
 
+def _fit_equivalent_reason(long: str) -> str:
+    """The short reason for a setting a σ = 0 claim did not judge because the exact minimiser at the fit allowance's
+    equivalent σ does not reproduce there (the evidence's ``not_judged`` text names it "the exact CFM(σ_eq)
+    minimiser, as blurred a field as the σ = 0 fit allowance admits"), or "" for any other reason."""
+    found = re.search(r"the exact CFM\(([^)]+)\) minimiser, as blurred a field as the σ = 0 fit allowance admits",
+                      long)
+    return (f"where the exact CFM({found.group(1)}) minimiser — as blurred as the fit allowance lets a σ = 0 network "
+            f"be — does not reproduce them either" if found else "")
+
+
 def _fig6_not_judged(odd: Claim, noisy: Claim) -> dict[str, list[str]] | None:
     """The settings Fig. 6's reproduction claims did not judge, grouped by why, in words: ``{reason: settings}``
     (settings in :func:`_solver_key` order, groups by their first setting), over both claims (the discriminating-
@@ -237,8 +252,9 @@ def _fig6_not_judged(odd: Claim, noisy: Claim) -> dict[str, list[str]] | None:
     groups: dict[str, list[str]] = {}
     for claim in (odd, noisy):
         exact_zero, exact_contrast, contrast = _exact_references(claim)
-        for setting in claim.evidence.get("not_judged") or {}:
-            why = _why_not_judged(exact_zero.get(setting), exact_contrast.get(setting), contrast)
+        for setting, long in (claim.evidence.get("not_judged") or {}).items():
+            why = (_fit_equivalent_reason(str(long)) or
+                   _why_not_judged(exact_zero.get(setting), exact_contrast.get(setting), contrast))
             if setting not in groups.setdefault(why, []):
                 groups[why].append(setting)
     ordered = {why: sorted(settings, key=_solver_key) for why, settings in groups.items()}
@@ -289,6 +305,14 @@ def _fig6_judged_verdict(odd: Claim, noisy: Claim, not_judged: dict[str, list[st
     statuses test nothing, and the sentence says so instead of where the claim holds."""
     judged_zero, judged_noisy = list(odd.evidence["judged_settings"]), list(noisy.evidence["judged_settings"])
     testable = [s for s in judged_zero if s in judged_noisy]
+    blurred = next(((why, grids) for why, grids in not_judged.items() if why.startswith("where the exact CFM(")),
+                   None)
+    if not judged_zero and blurred is not None:  # every grid that could test it is excluded by the fit allowance
+        field = blurred[0].split(" — ")[0].removeprefix("where ")
+        return (f"No grid tests the paper's σ = 0 claim: where the exact references disagree "
+                f"({_grid_list(blurred[1])}), {field}, as blurred as a fitted σ = 0 network may be, does not "
+                f"reproduce the pairs either, so the σ = 0 reproduction is untestable; σ = 0.05 leaving it is "
+                f"{noisy.verdict}")
     seeds_zero, seeds_noisy = _seed_statuses(odd), _seed_statuses(noisy)
     hold = [s for s in testable if seeds_zero and seeds_noisy
             and all(per.get(s) == "reproduces" for per in seeds_zero.values())
@@ -425,6 +449,8 @@ def _judged_reason(claim: Claim, setting_word: str) -> str:
     is untestable; "" when none of these shows."""
     if claim.verdict == "untestable":
         if not claim.evidence.get("judged_settings"):
+            if any(_fit_equivalent_reason(str(v)) for v in (claim.evidence.get("not_judged") or {}).values()):
+                return f"no {setting_word} where every σ = 0 network the fit allowance admits would reproduce the pairs"
             return f"no {setting_word} where the exact references disagree"
         return _unfit_text(claim, numbers=False) or "the network did not fit the coupling in every seed"
     if claim.verdict in ("confirmed", "refuted"):
@@ -564,11 +590,14 @@ def solver_resolution(result: Result, story: Story) -> None:
              else "not mainly on coarse odd Euler grids")
     concl_seeds = _seed_evidence(concl, _SETTING_COUNTS)
     unfit = _sigma0_unfit(concl) if not any(int(e["n_judged"]) for e in concl_seeds.values()) else ""
+    blurred = _fit_equivalent_blocks(concl) if not unfit and not any(int(e["n_judged"]) for e in concl_seeds.values()) \
+        else ""
     story.found = (f"the σ = 0 networks return the rotation partners {where} "
                    f"({_pct_range([v['coarse_odd_mean_fraction'] for v in at_longest])} vs "
                    f"{_pct_range([v['fine_mean_fraction'] for v in at_longest])} on fine solvers after "
                    f"{longest[0].split('=')[-1]} training steps{_seed_scope(dep_seeds)}); "
                    + (f"{unfit}, so Fig. 6's conclusion is tested at no setting" if unfit else
+                      f"Fig. 6's conclusion is tested at no setting: {blurred}" if blurred else
                       f"Fig. 6's conclusion holds in "
                       f"{_count_range([int(e['n_holding']) for e in concl_seeds.values()])}"
                       f" of {_count_range([int(e['n_judged']) for e in concl_seeds.values()])} (training length, "
@@ -606,6 +635,20 @@ def solver_resolution(result: Result, story: Story) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Tables 1–3
 # ---------------------------------------------------------------------------------------------------------------
+
+def _fit_equivalent_blocks(concl: Claim) -> str:
+    """Why solver_resolution's Fig. 6 conclusion is tested at no setting when the σ = 0 networks fitted: the exact
+    minimiser at the fit allowance's equivalent σ does not reproduce the pairs on any solver (its precondition's part
+    with ``fit_equivalent_sigma``), in words; "" when that part holds or is absent (results judged before it)."""
+    parts = ((concl.precondition or {}).get("measured") or {}).values()
+    part = next((p for p in parts if isinstance(p, dict) and "fit_equivalent_sigma" in p), None)
+    if part is None or part.get("holds"):
+        return ""
+    statuses = dict(part.get("fit_equivalent_status") or {})
+    where = _grid_list(sorted(statuses, key=_solver_key)) if statuses else "every solver"
+    return (f"on {where}, the exact CFM({num(part['fit_equivalent_sigma'])}) minimiser — as blurred as the σ = 0 fit "
+            f"allowance lets a network be — does not reproduce the pairs, so a fitted σ = 0 network need not either")
+
 
 def _sigma0_unfit(concl: Claim) -> str:
     """Why no setting judged Fig. 6's conclusion, where its σ = 0 networks fitted in no seed: "no σ = 0 network fitted
