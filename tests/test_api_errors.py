@@ -308,3 +308,17 @@ def test_a_results_versions_name_the_git_commit_of_the_code_that_made_it() -> No
         assert stamped == "unknown (not a git checkout)"
     else:
         assert stamped[:40] == head[:40] and len(head.split("+")[0]) == 40
+
+
+def test_a_plain_callable_with_other_dtype_weights_is_told_dtype_not_argument_order() -> None:
+    """A plain function (no parameters for input_mismatch to read) whose float64 weights meet float32 x: torch's
+    error names the dtype, so the message says convert one of them — not that the model takes (t, x) (review coreA)."""
+    weight = torch.eye(2, dtype=torch.float64)
+
+    def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x @ weight
+
+    with pytest.raises(ConfigError, match=r"x is torch.float32 on cpu: convert the weights the callable uses, or x") \
+            as caught:
+        integrate(field, torch.randn(4, 2))
+    assert "(t, x)" not in str(caught.value)

@@ -3,6 +3,7 @@ does not follow it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -91,11 +92,17 @@ def first_call(run: Callable[[], Result], model: Callable[[Tensor, Tensor], Tens
     except CALL_ERRORS as err:
         problem = input_mismatch(model, x) if isinstance(model, nn.Module) else None
         if problem is None and _plain_call_fails(model, x, t):
+            first = str(err).splitlines()[0] if str(err) else ""
+            # a plain callable hides its weights from input_mismatch: torch's own text says whether dtype or device
+            if re.search(r"dtype|scalar type|same device|on device|device type", first, re.IGNORECASE):
+                fix = (f"x is {x.dtype} on {x.device}: convert the weights the callable uses, or x, so both have "
+                       f"one dtype and device (e.g. x.to(the weights' dtype))")
+            else:
+                fix = ("flowvar calls model(x, t) with one time per sample: a model taking (t, x) needs a wrapper, "
+                       "e.g. an nn.Module whose forward(x, t) returns net(t, x)")
             problem = ConfigError(
                 f"the model failed on its first call model(x, t) with x of shape {tuple(x.shape)} and t of shape "
-                f"{tuple(t.shape)} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); flowvar "
-                f"calls model(x, t) with one time per sample: a model taking (t, x) needs a wrapper, e.g. an "
-                f"nn.Module whose forward(x, t) returns net(t, x)")
+                f"{tuple(t.shape)} ({type(err).__name__}: {first}); {fix}")
         if problem is None:
             raise
         raise problem from err
