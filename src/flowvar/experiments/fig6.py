@@ -5,6 +5,11 @@ through μ/2 at t = ½, so the ideal rectified flow cannot tell the pairs apart.
 deterministic training (σ = 0) nevertheless learns the rotation, and inference reproduces the training
 pairs; with interpolant noise σ = 0.05 it does not.
 
+Why this module is long: it is one experiment end to end — its config, the discriminating-settings rule its two
+reproduction claims are judged by (with the fit-equivalent exclusion), the run, the re-judging ``assemble`` and the
+two figures both draw — and each part reads the others' records; the shared pieces (the fit allowance, the seed
+rules, the pairing status) already live in ``_counterexample_fit``, ``_seed_replicates`` and ``flowvar.metrics``.
+
 Protocol:
 
 1. For each of ``n_seeds`` training seeds (seed s = ``seed`` + k, the replicates: a seed has its own

@@ -622,7 +622,7 @@ def _finite_pairs(a: Sequence[float], b: Sequence[float]) -> tuple[list[float], 
 def _no_finite_seed(cls: type[SeedComparison], label: str, alpha: float, min_effect: float, scale: float,
                     scale_name: str) -> SeedComparison:
     return cls(label, [], 0, math.nan, math.nan, math.nan, math.nan, alpha, min_effect, scale, scale_name,
-               "inconclusive", "no seed has finite scores at both σ (the runs diverged)")
+               "inconclusive", "no seed has finite scores at both σ (the runs diverged)", min_effect)
 
 
 def sigma0_memorises_rule(accuracy: Sequence[float], n_train: int, *, memorise_accuracy: float,
