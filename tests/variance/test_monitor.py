@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from monitor_models import StopAt as _StopAt
 
 from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
@@ -539,17 +540,6 @@ def test_an_ema_deepcopy_with_an_open_log_keeps_working(gen, tmp_path):
         ema = copy.deepcopy(model)  # the log file is open from step 0 on
         assert torch.equal(ema(path.xt, path.t), model(path.xt, path.t))
     monitor.close()
-
-
-class _StopAt:
-    """A callback that interrupts training at a step (as a crash would), after the checkpoint before it."""
-
-    def __init__(self, step: int) -> None:
-        self.stop = step
-
-    def on_step(self, step, model, path, loss_value):
-        if step == self.stop:
-            raise KeyboardInterrupt
 
 
 def _train_monitored(ckpt, callbacks_extra=(), *, profile_every=1, log_path=None, model_seed=0, warn=True):

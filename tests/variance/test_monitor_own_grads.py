@@ -13,26 +13,12 @@ import warnings
 
 import pytest
 import torch
+from monitor_models import OwnedConvNet as _Conv
 from torch import nn
 
 from flowvar.variance.monitor import GradientVarianceMonitor
 
 F32_EPS = torch.finfo(torch.float32).eps
-
-
-class _Conv(nn.Module):
-    """A conv net on (B, 3, 16, 16): its 16×16-map convolutions are owned."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(4, 16, 3, padding=1)
-        self.norm = nn.GroupNorm(4, 16)
-        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
-        self.c3 = nn.Conv2d(16, 3, 3, padding=1)
-
-    def forward(self, x, t):
-        tt = t[:, None, None, None].expand(-1, 1, *x.shape[2:])
-        return self.c3(torch.relu(self.c2(torch.relu(self.norm(self.c1(torch.cat([x, tt], 1)))))))
 
 
 class _Transformer(nn.Module):

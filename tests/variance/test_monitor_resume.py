@@ -19,7 +19,8 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
+from monitor_models import OwnedConvNet as _Conv
+from monitor_models import StopAt as _StopAt
 
 from flowvar.couplings import IndependentCoupling
 from flowvar.distributions import StandardNormal
@@ -30,18 +31,6 @@ from flowvar.models import DiTField, UNetField
 from flowvar.train import TrainConfig, train
 from flowvar.variance.arming import Arming
 from flowvar.variance.monitor import GradientVarianceMonitor
-
-
-class _StopAt:
-    """Interrupts training at a step (as a crash would), after the checkpoint before it."""
-
-    def __init__(self, step: int) -> None:
-        self.stop = step
-
-    def on_step(self, step, model, path, loss_value):
-        if step == self.stop:
-            raise KeyboardInterrupt
-
 
 MODELS = {
     "dit": lambda: DiTField(8, channels=1, patch=2, width=32, depth=1, heads=2),
@@ -96,22 +85,6 @@ def _same_logs(resumed: GradientVarianceMonitor, straight: GradientVarianceMonit
     for peak in ("peak_loss", "peak_trace"):
         assert state.pop(peak) == pytest.approx(expected.pop(peak), rel=1e-5)
     assert state == expected
-
-
-class _Conv(nn.Module):
-    """A small conv net on (B, 3, 16, 16) whose middle convolutions the engine owns (16×16 maps)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(4, 16, 3, padding=1)
-        self.norm = nn.GroupNorm(4, 16)
-        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
-        self.c3 = nn.Conv2d(16, 3, 3, padding=1)
-
-    def forward(self, x, t):
-        tt = t[:, None, None, None].expand(-1, 1, *x.shape[2:])
-        h = torch.relu(self.norm(self.c1(torch.cat([x, tt], 1))))
-        return self.c3(torch.relu(self.c2(h)))
 
 
 def _batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
