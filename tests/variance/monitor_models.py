@@ -1,7 +1,13 @@
-"""Shared pieces of the monitor's tests: a conv net whose convolutions the engine owns, and a callback that
-interrupts training (imported by the test modules of this folder; pytest puts the folder on ``sys.path``)."""
+"""Shared pieces of the monitor's tests: a conv net whose convolutions the engine owns, a callback that interrupts
+training, and a reader of the monitor's log files (imported by the test modules of this folder; pytest puts the
+folder on ``sys.path``)."""
 
 from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,3 +39,14 @@ class StopAt:
     def on_step(self, step: int, model: nn.Module, path: object, loss_value: float) -> None:
         if step == self.stop:
             raise KeyboardInterrupt
+
+
+def log_rows(path: Path) -> list[Any]:
+    """The records of a monitor log file as written: CSV rows (dicts of strings), JSON lines, or a JSON file's
+    ``records``."""
+    text = path.read_text()
+    if path.suffix == ".csv":
+        return list(csv.DictReader(text.splitlines()))
+    if path.suffix == ".jsonl":
+        return [json.loads(x) for x in text.splitlines()]
+    return json.loads(text)["records"]

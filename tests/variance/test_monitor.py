@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from monitor_models import StopAt as _StopAt
+from monitor_models import log_rows as _log_rows
 
 from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
@@ -726,15 +727,6 @@ def test_a_layer_coupling_the_samples_is_still_named_so():
                                           r"couples"):
         monitor.step(0, losses)
     monitor.close()
-
-
-def _log_rows(path):
-    text = path.read_text()
-    if path.suffix == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    if path.suffix == ".jsonl":
-        return [json.loads(x) for x in text.splitlines()]
-    return json.loads(text)["records"]
 
 
 def _loop_into(path, every, steps, state=None):

@@ -11,27 +11,18 @@ resume drew only the resumed process's records (from step 6 of a log holding ste
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 
 import numpy as np
 import pytest
 import torch
+from monitor_models import log_rows as _rows
 
 from flowvar.models import MLPField
 from flowvar.variance.monitor import GradientVarianceMonitor
 
 F64 = torch.float64
-
-
-def _rows(path):
-    text = path.read_text()
-    if path.suffix == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    if path.suffix == ".jsonl":
-        return [json.loads(x) for x in text.splitlines()]
-    return json.loads(text)["records"]
 
 
 def _loop(path, steps, state=None, t_bins=None, every=2, monitor_kw=None):
