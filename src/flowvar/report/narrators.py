@@ -209,8 +209,7 @@ def fig6(result: Result, story: Story) -> None:
            "networks' statuses there cannot say which σ they behave like"
            + ("; for σ = 0 also where the exact minimiser at the fit allowance's equivalent σ (as blurred a field as "
               "a σ = 0 network may be and still count as fitted) does not reproduce the pairs, so a fitted network "
-              "need not either." if any(_fit_equivalent_reason(str(v))
-                                       for v in (odd.evidence.get("not_judged") or {}).values()) else ".")
+              "need not either." if _fit_equivalent_grids(odd)[1] else ".")
            if judged_anywhere is not None else "")
         + "".join(f" Not judged ({_claim_sigma(c)} did not fit): {_unfit_text(c)}, so its statuses test nothing."
                   for c in (odd, noisy) if _unfit_seeds(c)[0]),
@@ -231,14 +230,24 @@ def fig6(result: Result, story: Story) -> None:
         "means the training pairing is lost at that resolution.", dep.id)
 
 
-def _fit_equivalent_reason(long: str) -> str:
-    """The short reason for a setting a σ = 0 claim did not judge because the exact minimiser at the fit allowance's
-    equivalent σ does not reproduce there (the evidence's ``not_judged`` text names it "the exact CFM(σ_eq)
-    minimiser, as blurred a field as the σ = 0 fit allowance admits"), or "" for any other reason."""
-    found = re.search(r"the exact CFM\(([^)]+)\) minimiser, as blurred a field as the σ = 0 fit allowance admits",
-                      long)
-    return (f"where the exact CFM({found.group(1)}) minimiser — as blurred as the fit allowance lets a σ = 0 network "
-            f"be — does not reproduce them either" if found else "")
+def _fit_equivalent_grids(claim: Claim) -> tuple[str, list[str]]:
+    """(σ_eq as written, the settings) a σ = 0 claim did not judge because the exact minimiser at the fit allowance's
+    equivalent σ does not reproduce there — its evidence's ``not_judged`` text names it "the exact CFM(σ_eq)
+    minimiser, as blurred a field as the σ = 0 fit allowance admits"; ("", []) when no setting was left out so."""
+    sigma, grids = "", []
+    for setting, long in (claim.evidence.get("not_judged") or {}).items():
+        found = re.search(r"the exact CFM\(([^)]+)\) minimiser, as blurred a field as the σ = 0 fit allowance admits",
+                          str(long))
+        if found:
+            sigma = found.group(1)
+            grids.append(setting)
+    return sigma, grids
+
+
+def _fit_equivalent_reason(sigma_eq: str) -> str:
+    """The short reason (a not-judged group's) for the settings :func:`_fit_equivalent_grids` finds."""
+    return (f"where the exact CFM({sigma_eq}) minimiser — as blurred as the fit allowance lets a σ = 0 network be — "
+            f"does not reproduce them either")
 
 
 def _fig6_not_judged(odd: Claim, noisy: Claim) -> dict[str, list[str]] | None:
@@ -252,8 +261,9 @@ def _fig6_not_judged(odd: Claim, noisy: Claim) -> dict[str, list[str]] | None:
     groups: dict[str, list[str]] = {}
     for claim in (odd, noisy):
         exact_zero, exact_contrast, contrast = _exact_references(claim)
-        for setting, long in (claim.evidence.get("not_judged") or {}).items():
-            why = (_fit_equivalent_reason(str(long)) or
+        sigma_eq, blurred = _fit_equivalent_grids(claim)
+        for setting in claim.evidence.get("not_judged") or {}:
+            why = (_fit_equivalent_reason(sigma_eq) if setting in blurred else
                    _why_not_judged(exact_zero.get(setting), exact_contrast.get(setting), contrast))
             if setting not in groups.setdefault(why, []):
                 groups[why].append(setting)
@@ -305,14 +315,12 @@ def _fig6_judged_verdict(odd: Claim, noisy: Claim, not_judged: dict[str, list[st
     statuses test nothing, and the sentence says so instead of where the claim holds."""
     judged_zero, judged_noisy = list(odd.evidence["judged_settings"]), list(noisy.evidence["judged_settings"])
     testable = [s for s in judged_zero if s in judged_noisy]
-    blurred = next(((why, grids) for why, grids in not_judged.items() if why.startswith("where the exact CFM(")),
-                   None)
-    if not judged_zero and blurred is not None:  # every grid that could test it is excluded by the fit allowance
-        field = blurred[0].split(" — ")[0].removeprefix("where ")
+    sigma_eq, blurred = _fit_equivalent_grids(odd)
+    if not judged_zero and blurred:  # every grid that could test it is excluded by the fit allowance
         return (f"No grid tests the paper's σ = 0 claim: where the exact references disagree "
-                f"({_grid_list(blurred[1])}), {field}, as blurred as a fitted σ = 0 network may be, does not "
-                f"reproduce the pairs either, so the σ = 0 reproduction is untestable; σ = 0.05 leaving it is "
-                f"{noisy.verdict}")
+                f"({_grid_list(sorted(blurred, key=_solver_key))}), the exact CFM({sigma_eq}) minimiser, as blurred "
+                f"as a fitted σ = 0 network may be, does not reproduce the pairs either, so the σ = 0 reproduction is "
+                f"untestable; σ = 0.05 leaving it is {noisy.verdict}")
     seeds_zero, seeds_noisy = _seed_statuses(odd), _seed_statuses(noisy)
     hold = [s for s in testable if seeds_zero and seeds_noisy
             and all(per.get(s) == "reproduces" for per in seeds_zero.values())
@@ -449,7 +457,7 @@ def _judged_reason(claim: Claim, setting_word: str) -> str:
     is untestable; "" when none of these shows."""
     if claim.verdict == "untestable":
         if not claim.evidence.get("judged_settings"):
-            if any(_fit_equivalent_reason(str(v)) for v in (claim.evidence.get("not_judged") or {}).values()):
+            if _fit_equivalent_grids(claim)[1]:
                 return f"no {setting_word} where every σ = 0 network the fit allowance admits would reproduce the pairs"
             return f"no {setting_word} where the exact references disagree"
         return _unfit_text(claim, numbers=False) or "the network did not fit the coupling in every seed"
@@ -589,9 +597,9 @@ def solver_resolution(result: Result, story: Story) -> None:
     where = ("mostly on coarse odd Euler grids" if all(g > 0 for g in gaps_all)
              else "not mainly on coarse odd Euler grids")
     concl_seeds = _seed_evidence(concl, _SETTING_COUNTS)
-    unfit = _sigma0_unfit(concl) if not any(int(e["n_judged"]) for e in concl_seeds.values()) else ""
-    blurred = _fit_equivalent_blocks(concl) if not unfit and not any(int(e["n_judged"]) for e in concl_seeds.values()) \
-        else ""
+    none_judged = not any(int(e["n_judged"]) for e in concl_seeds.values())
+    unfit = _sigma0_unfit(concl) if none_judged else ""
+    blurred = _fit_equivalent_blocks(concl) if none_judged and not unfit else ""
     story.found = (f"the σ = 0 networks return the rotation partners {where} "
                    f"({_pct_range([v['coarse_odd_mean_fraction'] for v in at_longest])} vs "
                    f"{_pct_range([v['fine_mean_fraction'] for v in at_longest])} on fine solvers after "
