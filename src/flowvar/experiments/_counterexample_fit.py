@@ -19,7 +19,7 @@ field is expected to do.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from flowvar.errors import ConfigError
@@ -93,15 +93,21 @@ def sigma_of_sigma0_loss(loss: float, dim: int = 2) -> float:
         raise ConfigError(f"a σ = 0 loss must be in [0, 4d = {4.0 * dim:g}) to be some exact minimiser's, got {loss}")
     if loss == 0:
         return 0.0
-    lo, hi = 0.0, 1.0
+    hi = 1.0
     while sigma0_loss_of_exact_minimiser(hi, dim) < loss:
         hi *= 2.0
+    return _boundary(lambda sigma: sigma0_loss_of_exact_minimiser(sigma, dim) < loss, 0.0, hi)[1]
+
+
+def _boundary(below: Callable[[float], bool], lo: float, hi: float) -> tuple[float, float]:
+    """(lo, hi) bisected to adjacent floats (or 200 halvings) around where ``below`` turns False: ``below`` is True at
+    ``lo``, False at ``hi`` and changes once between them."""
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         if mid in (lo, hi):
             break
-        lo, hi = (mid, hi) if sigma0_loss_of_exact_minimiser(mid, dim) < loss else (lo, mid)
-    return hi
+        lo, hi = (mid, hi) if below(mid) else (lo, mid)
+    return lo, hi
 
 
 def fit_equivalent_sigma(contrast_sigma: float, dim: int = 2) -> float:
@@ -167,13 +173,8 @@ def largest_reproducing_sigma(n: int, reproduce_rel_error: float) -> float:
     if n < 1 or n % 2 == 0 or not 0 < reproduce_rel_error < 1:
         raise ConfigError(f"largest_reproducing_sigma needs an odd step count and a rel error in (0, 1), got n = {n}, "
                           f"{reproduce_rel_error}")
-    lo, hi = 0.0, 1.0 / n  # r_n(h) = 0: at σ = h the middle step lands on μ/2
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        lo, hi = (mid, hi) if exact_euler_status(mid, n, reproduce_rel_error) == "reproduces" else (lo, mid)
-    return lo
+    # r_n(h) = 0: at σ = h the middle step lands on μ/2
+    return _boundary(lambda sigma: exact_euler_status(sigma, n, reproduce_rel_error) == "reproduces", 0.0, 1.0 / n)[0]
 
 
 def _euler_steps(setting: str) -> int | None:
