@@ -494,3 +494,20 @@ def test_reproduce_help_offers_only_the_keyed_config_form(capsys: pytest.Capture
     assert "the format of flowvar/experiments/NAME.yaml" not in text
     assert main(["run", "--help"]) == 0
     assert "the format of flowvar/experiments/NAME.yaml" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("flag", [None, "--quiet"])
+def test_run_without_a_terminal_prints_one_timestamped_line_per_training(flag, tmp_path, capsys):
+    """stderr is no terminal here (nohup, a CI log): by default every finished training prints one
+    ``[HH:MM:SS] trained N steps in X s; ...`` line so a long run shows it is alive; --quiet prints none."""
+    import re
+
+    small = ["steps=20", "log_every=10", "n_seeds=2", "n_pairs=16", "cf_loss_samples=200", "floor_samples=200",
+             "cf_families=random", "cf_sigmas=0.05", "variance_samples=16", "width=16", "dims=2",
+             "cf_variance_samples=16", "batch_size=16"]
+    args = ["run", "prop2", "--quick", "--out", str(tmp_path)] + [a for kv in small for a in ("--set", kv)]
+    assert main(args + ([flag] if flag else [])) == 0
+    err = capsys.readouterr().err
+    lines = re.findall(r"^\[\d\d:\d\d:\d\d\] trained 20 steps in [\d.]+ s; mean loss of the last 2 steps [\d.e+-]+$",
+                       err, flags=re.M)
+    assert len(lines) == (0 if flag else 4), err  # two σ (0 and 0.05) × two seeds

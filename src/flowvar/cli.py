@@ -94,21 +94,37 @@ def run_cmd(
         "--cache", help="Result cache folder (e.g. runs/.cache, shared with `flowvar reproduce`): reuse a result "
                         "computed with the same config and code instead of recomputing, and store new ones.")] = None,
     progress: Annotated[bool | None, typer.Option("--progress/--quiet",
-                                                  help="Progress bars (default: when stderr is a terminal).")] = None,
+                                                  help="Progress bars (default: when stderr is a terminal, else one "
+                                                       "timestamped line per finished training; --quiet: neither)."
+                                                  )] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: $FLOWVAR_THREADS or 1).",
                                                 min=1)] = None,
 ) -> None:
     """Run one experiment and write result.json, summary.md and figures."""
     _set_threads(threads)
-    from flowvar.experiments.base import parse_overrides, run_experiment
     from flowvar.runner import refuse_if_locked
 
     refuse_if_locked(out)  # a `flowvar reproduce` writing this folder's report: not beside it
 
+    plain_lines = progress is None and not sys.stderr.isatty()
     if progress is None:
         progress = sys.stderr.isatty()
     if config_file is not None:
         _check_config_section(experiment, config_file)
+    with _plain_log_lines() if plain_lines else contextlib.nullcontext():
+        result, hit = _run_one(experiment, out, cache, quick, seed, overrides, config_file, progress)
+    how = f"cache hit (computed earlier in {result.runtime_s:.1f} s)" if hit else f"in {result.runtime_s:.1f} s"
+    typer.echo(f"{experiment}: {len(result.claims)} claims {how} -> {out / experiment}")
+    for c in result.claims:
+        typer.echo(f"  [{c.verdict:^12}] {c.id} ({c.kind})")
+
+
+def _run_one(experiment: str, out: Path, cache: Path | None, quick: bool, seed: int | None,
+             overrides: list[str] | None, config_file: Path | None, progress: bool) -> tuple[Any, bool]:
+    """`flowvar run`'s work: the experiment's result (from the cache when ``cache`` holds it) and whether it was a
+    cache hit; Ctrl-C ends it with exit status 130 and a line saying what was kept."""
+    from flowvar.experiments.base import parse_overrides, run_experiment
+
     hit = False
     if cache is not None:
         from flowvar.cache import Cache, run_cached
@@ -135,10 +151,25 @@ def run_cmd(
             typer.echo("flowvar: interrupted; without --cache nothing of this run is kept (run with --cache DIR to "
                        "make an interrupted run resumable)", err=True)
             raise typer.Exit(130) from None
-    how = f"cache hit (computed earlier in {result.runtime_s:.1f} s)" if hit else f"in {result.runtime_s:.1f} s"
-    typer.echo(f"{experiment}: {len(result.claims)} claims {how} -> {out / experiment}")
-    for c in result.claims:
-        typer.echo(f"  [{c.verdict:^12}] {c.id} ({c.kind})")
+    return result, hit
+
+
+@contextlib.contextmanager
+def _plain_log_lines() -> Iterator[None]:
+    """For the block, print the ``flowvar`` loggers' INFO lines (a finished training, a resume) to stderr as
+    ``[HH:MM:SS] message``: `flowvar run` without a terminal (nohup, a CI log) shows it is alive where a progress bar
+    would. Under torchrun only rank 0 prints."""
+    import logging
+
+    from flowvar.distributed import is_main_process
+    from flowvar.logs import attached_handler
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(lambda _record: is_main_process())
+    with attached_handler(handler):
+        yield
 
 
 @app.command("reproduce")

@@ -898,6 +898,12 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
             distributed.barrier()
         finally:
             bar.close()
+    if world.is_main and step > (resumed_from or 0):
+        # one line per finished training: `flowvar run` prints it when stderr is no terminal, reproduce.log keeps it
+        tail = losses[-max(1, len(losses) // 10):]
+        log.info("trained %d steps%s in %.1f s; mean loss of the last %d steps %.4g", step,
+                 f" (resumed at step {resumed_from})" if resumed_from else "", time.perf_counter() - start_time,
+                 len(tail), sum(tail) / len(tail))
 
     return TrainResult(losses=losses, final_loss=losses[-1] if losses else math.nan, steps_done=step,
                        resumed_from=resumed_from, runtime_s=before_s + time.perf_counter() - start_time,
