@@ -18,6 +18,7 @@ from flowvar.errors import (
     DataError,
     ShapeError,
     check_finite,
+    check_floating,
     check_generator,
     check_positive_int,
     describe,
@@ -149,10 +150,13 @@ class GaussianMixture(Distribution):
 
 
 class Empirical(Distribution):
-    """Uniform draws (with replacement) from a finite set of points ``data`` of shape (N, *shape)."""
+    """Uniform draws (with replacement) from a finite set of points ``data`` of shape (N, *shape), real floating
+    point (DataError otherwise: a coupling would drop complex data's imaginary part and train on integer pixels'
+    raw 0..255, each without a word)."""
 
     def __init__(self, data: Tensor) -> None:
         data = tensor_input("Empirical data", data)
+        check_floating("Empirical data", data)
         if data.ndim < 2 or data.shape[0] == 0:
             raise DataError(f"Empirical data must have shape (N, *shape) with N >= 1, got {tuple(data.shape)}")
         check_finite("Empirical data", data)
