@@ -94,8 +94,9 @@ def test_pairs_in_the_loaders_order_read_memorising_without_a_warning(class_fold
     order = report.result.config["data_row_order"]
     assert order["n_files"] == 24 and order["first"] == class_folder["files"][:3]
     assert order["last"] == class_folder["files"][-1] and len(order["sha256"]) == 64
-    assert "data: 24 files, rows by relative path as a string: subfolder first, then file name: 0/0000.png" in \
-        report.summary()
+    assert ("data: 24 files, rows by relative path compared component by component as strings, case-sensitively: "
+            "folder by folder (a/… before a-c/…, torchvision ImageFolder's class order), then file name: 0/0000.png"
+            in report.summary())
     assert len(json.dumps(report.to_dict()["config"]["data_row_order"])) < 400  # result.json stays small
 
 

@@ -62,7 +62,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -430,16 +430,30 @@ def _hidden(path: Path, folder: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
+def row_order_key(path: PurePath, folder: PurePath) -> tuple[str, ...]:
+    """The key :func:`list_image_files` sorts by: ``path``'s components below ``folder``, compared as strings.
+
+    So a folder's files come folder by folder — ``a/…`` before ``a-c/…`` and ``Tomato/…`` before ``Tomato 1/…``
+    (whole names compared; as one string '-' and ' ' sort before '/'), the class order of torchvision's
+    ``ImageFolder`` — and case-sensitively on every OS: pathlib compares Windows paths case-insensitively, which put
+    ``bird.png`` before ``Cat.png`` there and moved a seeded subset (indices into this order). On Linux it is
+    pathlib's own order, so no recorded order changed when the key was made explicit.
+    """
+    return path.relative_to(folder).parts
+
+
 def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files (by extension, case-insensitive) under ``folder``, sorted by relative path.
+    """Image files (by extension, case-insensitive) under ``folder``, sorted by relative path compared component by
+    component (:func:`row_order_key`: the order of a folder's rows).
 
     Hidden files and everything inside hidden folders are left out: they are tools' bookkeeping, not data — macOS'
     AppleDouble ``._photo.jpg`` files (metadata under an image's name), Jupyter's ``.ipynb_checkpoints/``, a
     ``.thumbnails/`` cache — and would otherwise count as (unreadable or duplicated) images.
     """
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern)
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(p, folder) and p.is_file())
+    return sorted((p for p in folder.glob(pattern)
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(p, folder) and p.is_file()),
+                  key=lambda p: row_order_key(p, folder))
 
 
 def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, channels: int, resolution: int,
@@ -611,8 +625,9 @@ def _is_celeba_file(path: Path) -> bool:
 
 
 def celeba_files(folder: Path) -> list[Path]:
-    """CelebA's image files in ``folder`` (``.jpg``, or ``.png`` of the official PNG release; any case), sorted."""
-    return sorted(p for p in folder.iterdir() if _is_celeba_file(p))
+    """CelebA's image files in ``folder`` (``.jpg``, or ``.png`` of the official PNG release; any case), sorted by
+    name, case-sensitively on every OS (:func:`row_order_key`)."""
+    return sorted((p for p in folder.iterdir() if _is_celeba_file(p)), key=lambda p: p.name)
 
 
 def _viewed_size(path: Path) -> tuple[int, int] | None:
@@ -1243,6 +1258,7 @@ __all__ = [
     "npz_arrays",
     "resize_tensor",
     "resolve_data",
+    "row_order_key",
     "save_grid",
     "shortlist",
     "subset_order",

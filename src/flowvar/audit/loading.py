@@ -448,9 +448,9 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     (``digits``, labelled by digit; ``lfw``). ``value_range=(lo, hi)``: the pixel scale of an array file's images,
     mapped to [−1, 1] (16-bit or other integer images, which are refused without it); image files and bundled sets
     have a known scale, so it is refused with them. ``row_files``: for a folder, filled with each row's file path
-    relative to it, in row order (relative-path order: subfolder first, then file name; what --pairs must follow).
-    ``unreadable_files``: for a folder, filled with the files skipped as unreadable (relative to it), which have no
-    row — the likely reason when another input's rows do not line up with these.
+    relative to it, in row order (:func:`flowvar.data.row_order_key`: folder by folder, then file name; what --pairs
+    must follow). ``unreadable_files``: for a folder, filled with the files skipped as unreadable (relative to it),
+    which have no row — the likely reason when another input's rows do not line up with these.
     """
     from flowvar.data import NAMED_DATA, load_array, load_folder, load_images, resolve_data
 

@@ -305,8 +305,10 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     return Section("pairs", "Pair recovery", claim, {"pairs": evidence}, {"pair_recovery.png": png(fig)}, text)
 
 
-#: How the audit orders a folder's rows (:func:`flowvar.data.list_image_files`), which --pairs must follow.
-ROW_ORDER_RULE = "by relative path as a string: subfolder first, then file name"
+#: How the audit orders a folder's rows (:func:`flowvar.data.list_image_files`, :func:`flowvar.data.row_order_key`),
+#: which --pairs must follow.
+ROW_ORDER_RULE = ("by relative path compared component by component as strings, case-sensitively: folder by folder "
+                  "(a/… before a-c/…, torchvision ImageFolder's class order), then file name")
 
 
 def name_order(files: list[str]) -> Tensor | None:
