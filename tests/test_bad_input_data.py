@@ -33,6 +33,14 @@ def sources(tmp_path: Path) -> dict[str, Path]:
     np.save(tmp_path / "vectors.npy", np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32))
     (tmp_path / "celeba").mkdir()
     (tmp_path / "afile").write_text("")
+    _png(tmp_path / "mixed" / "preview.png", 10)  # a class tree with a preview and a sample grid left at its top
+    _png(tmp_path / "mixed" / "grid.png", 20)
+    for i in range(3):
+        _png(tmp_path / "mixed" / "cat" / f"{i}.png", 40 * i)
+    root = tmp_path / "celebroot" / "img_align_celeba"  # a CelebA root passed as dataset=folder
+    root.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((218, 178, 3), 50 * i, dtype=np.uint8)).save(root / f"{i + 1:06d}.jpg")
     return {p.name: p for p in tmp_path.iterdir()}
 
 
@@ -53,6 +61,18 @@ def _one_line(err: str) -> str:
     # the library says "pass recursive=True", a keyword the CLI has not
     ("table2", {"dataset": "folder", "data_dir": "nested"},
      "its 4 image(s) are in sub-folders, which dataset=folder does not read: set data_dir to the sub-folder"),
+    # before: "… set data_dir to the sub-folder that holds them", neither img_align_celeba nor dataset=celeba named
+    ("table2", {"dataset": "folder", "data_dir": "celebroot"},
+     "data_dir {celebroot} holds no image files, but it is laid out as CelebA (its 2 images are in "
+     "{celebroot}/img_align_celeba): set dataset=celeba for CelebA's 140x140 face crop (data_dir as it is), or "
+     "data_dir={celebroot}/img_align_celeba to read them as a plain folder of images"),
+    # before: the two top images were read as the whole data set (ns=[2] passed validation)
+    ("table2", {"dataset": "folder", "data_dir": "mixed", "ns": "[2]"},
+     "folder {mixed} holds 2 image file(s) of its own (grid.png, preview.png) and 3 in its sub-folders (cat (3)), so "
+     "which are the data is ambiguous and neither part is read alone; to read the 3 in the sub-folders, set data_dir "
+     "to the sub-folder that holds them (e.g. {mixed}/cat) or gather them into one folder; to read only its own 2, "
+     "move the sub-folders out of it (or the 2 into a folder of their own, and set data_dir to that)"),
+    ("sigma_tradeoff", {"dataset": "folder", "data_dir": "mixed"}, "folder {mixed} holds 2 image file(s) of its own"),
     # the library says "lower n to at most 1 (or pass n=None …)"; table2's key is ns, and ns needs 2 at least
     ("table2", {"dataset": "folder", "data_dir": "one", "ns": "[2]"},
      "ns asks for 2 images but data_dir {one} holds only 1; add images"),

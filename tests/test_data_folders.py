@@ -35,7 +35,7 @@ def folder(tmp_path: Path) -> Path:
 
 def test_folder_mixed_modes_and_sizes(folder: Path) -> None:
     with pytest.warns(UserWarning, match=r"bad\.jpg"):
-        s = load_images("folder", data_dir=folder, resolution=8)
+        s = load_images("folder", data_dir=folder, resolution=8, recursive=False)
     assert s.files == ("a_rgb.png", "b_rgb.jpg", "c_grey.png", "d_transparent.png", "e_palette.png", "f_small.bmp")
     assert s.images.shape == (6, 3, 8, 8)
     assert s.images.min() >= -1 and s.images.max() <= 1
@@ -95,9 +95,9 @@ def test_folder_applies_exif_orientation(tmp_path: Path) -> None:
 def test_folder_subset_picks_the_next_file_when_one_is_corrupt(folder: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        full = load_folder(folder, resolution=4)
+        full = load_folder(folder, resolution=4, recursive=False)
         for seed in range(6):
-            s = load_folder(folder, n=5, resolution=4, seed=seed)
+            s = load_folder(folder, n=5, resolution=4, seed=seed, recursive=False)
             assert len(s) == 5 and s.files is not None and "bad.jpg" not in s.files
             assert set(s.files) <= set(full.files or ())
 
@@ -111,9 +111,9 @@ def test_folder_error_paths(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no image files .*recursive=True"):
         load_folder(empty)
     with pytest.raises(DataError, match=r"n=8 .* only 7"):
-        load_folder(folder, n=8)
+        load_folder(folder, n=8, recursive=False)
     with pytest.raises(DataError, match=r"only 6 of the 7 .*1 unreadable: .*bad\.jpg.*at most 6"):
-        load_folder(folder, n=7, resolution=4)
+        load_folder(folder, n=7, resolution=4, recursive=False)
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     (only_bad / "x.png").write_bytes(b"garbage")
@@ -155,7 +155,10 @@ def test_folder_leaves_out_hidden_files_and_folders(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         s = load_folder(tmp_path, resolution=8, recursive=True)
     assert s.files == ("a.png", str(Path("sub") / "b.png"))
-    assert count_items("folder", str(tmp_path)) == 1
+    # nor are they counted on either side of a folder with images of its own and in a sub-folder, which is refused
+    with pytest.raises(DataError, match=r"holds 1 image file\(s\) of its own \(a\.png\) and 1 in its sub-folders "
+                                        r"\(sub \(1\)\)"):
+        count_items("folder", str(tmp_path))
 
 
 def test_class_subfolders_ignore_a_hidden_checkpoint_folder(tmp_path: Path) -> None:
@@ -258,11 +261,11 @@ def test_too_few_readable_images_carries_its_numbers(folder: Path) -> None:
     """Callers with their own setting names (an experiment's ``ns`` list) rephrase the loader's error from its
     numbers: before, they were only inside the message."""
     with pytest.raises(TooFewImagesError) as short:
-        load_folder(folder, n=7, resolution=4)
+        load_folder(folder, n=7, resolution=4, recursive=False)
     assert (short.value.requested, short.value.available, short.value.total) == (7, 6, 7)
     assert len(short.value.unreadable) == 1 and short.value.unreadable[0].split(" (")[0].endswith("bad.jpg")
     with pytest.raises(TooFewImagesError) as over:
-        load_folder(folder, n=9, resolution=4)
+        load_folder(folder, n=9, resolution=4, recursive=False)
     assert (over.value.requested, over.value.available, over.value.total, over.value.unreadable) == (9, 7, 7, ())
     with pytest.raises(TooFewImagesError) as digits:
         load_images("digits", n=1800)
@@ -273,8 +276,8 @@ def test_source_says_how_many_files_were_loaded_and_skipped(folder: Path) -> Non
     """Before: "(7 files)" for the 6 images loaded from a folder of 7 files, one unreadable."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        every = load_folder(folder, resolution=4)
-        subset = load_folder(folder, n=3, resolution=4, seed=1)
+        every = load_folder(folder, resolution=4, recursive=False)
+        subset = load_folder(folder, n=3, resolution=4, seed=1, recursive=False)
     assert len(every) == 6 and every.unreadable == ("bad.jpg",)
     assert "(7 files, 6 loaded, 1 unreadable skipped)" in every.source
     assert "(7 files, 3 loaded" in subset.source and len(subset) == 3

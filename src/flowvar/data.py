@@ -17,7 +17,9 @@ which items were chosen). Sources:
   sizes and aspect ratios gives one consistent geometry. Hidden files and hidden folders (``.DS_Store``,
   AppleDouble ``._x.jpg``, ``.ipynb_checkpoints/``) are not data and are left out; other files are picked by
   extension, so ``Thumbs.db`` or ``notes.txt`` are never opened. Symlinked files are read; a multi-frame file
-  (animated GIF, multi-page TIFF) gives its first frame.
+  (animated GIF, multi-page TIFF) gives its first frame. A folder holding images both of its own and in sub-folders
+  (a class tree with a preview at its top) is refused naming both counts, unless ``recursive`` says which to read
+  (:func:`mixed_folder_error`).
 * ``"npy"``: a user's own array (see :func:`load_array`); ``data_dir`` is the ``.npy`` file.
 
 Conventions:
@@ -58,6 +60,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -456,6 +459,46 @@ def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
                   key=lambda p: row_order_key(p, folder))
 
 
+def image_subfolders(folder: Path) -> list[tuple[str, int]]:
+    """(name, how many image files it holds at any depth) of each sub-folder of ``folder`` that holds any, in
+    :func:`row_order_key` order; hidden sub-folders are left out, as :func:`list_image_files` leaves them out."""
+    with os.scandir(folder) as entries:  # scandir: no stat per entry, which matters in a folder of 200k files
+        names = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+    counts = [(name, len(list_image_files(folder / name, recursive=True))) for name in names]
+    return [(name, count) for name, count in counts if count]
+
+
+#: The remedies of :func:`mixed_folder_error` in words every command can use (``{use}``: "pass" for a command-line
+#: argument, "set data_dir to" for a config key); :func:`load_folder` names its ``recursive`` instead.
+MIXED_FOLDER_FIX = ("to read the {nested} in the sub-folders, {use} the sub-folder that holds them (e.g. {example}) or "
+                    "gather them into one folder; to read only its own {own}, move the sub-folders out of it (or the "
+                    "{own} into a folder of their own, and {use} that)")
+
+
+def mixed_folder_error(folder: Path, own: Sequence[Path], how: str = MIXED_FOLDER_FIX, use: str = "use"
+                       ) -> DataError | None:
+    """The DataError for ``folder`` when it holds image files of its own (``own``, from :func:`list_image_files`)
+    and sub-folders holding images too (:func:`image_subfolders`); None when it does not.
+
+    Such a folder is most often a class tree (``a/``, ``b/``, … as torchvision's ``ImageFolder``) with a preview or
+    sample-grid image left at its top, or a folder of images with a thumbnails sub-folder. Reading either part alone
+    silently drops the other — the audit judged memorisation on the 2 stray images of a 9-image tree, at their
+    size — so it is refused, naming both counts. ``how``: the remedies, a ``str.format`` template with the counts
+    ``{own}``, ``{nested}``, ``{all}``, the first sub-folder ``{example}`` and ``{use}``.
+    """
+    if not own:
+        return None
+    subfolders = image_subfolders(folder)
+    if not subfolders:
+        return None
+    nested = sum(count for _, count in subfolders)
+    where = shortlist([f"{name} ({count})" for name, count in subfolders], ", ")
+    mine = shortlist([p.name for p in own], ", ")
+    fix = how.format(own=len(own), nested=nested, all=len(own) + nested, example=folder / subfolders[0][0], use=use)
+    return DataError(f"folder {folder} holds {len(own)} image file(s) of its own ({mine}) and {nested} in its "
+                     f"sub-folders ({where}), so which are the data is ambiguous and neither part is read alone; {fix}")
+
+
 def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, channels: int, resolution: int,
                 crop: int | None, what: str) -> tuple[Tensor, Tensor, tuple[str, ...], tuple[str, ...]]:
     """Decode ``n`` files in the seeded order, skipping unreadable ones with a warning.
@@ -590,11 +633,14 @@ def _warn_upsampled(sides: list[tuple[Path, int]], resolution: int, what: str) -
 
 
 def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32, seed: int = 0,
-                channels: int | None = None, recursive: bool = False) -> ImageSet:
+                channels: int | None = None, recursive: bool | None = None) -> ImageSet:
     """Every image file in ``data_dir`` (``recursive`` to include sub-folders) → (n, C, R, R) in [−1, 1].
 
     Each image is centre-cropped to its largest central square and resized to ``resolution`` (so mixed
-    sizes give one geometry); ``channels`` 3 (default) or 1 sets the colour conversion.
+    sizes give one geometry); ``channels`` 3 (default) or 1 sets the colour conversion. ``recursive``: True reads
+    the sub-folders' images too, False only the folder's own; None (the default) reads the folder's own and refuses a
+    folder that has images both of its own and in sub-folders (:func:`mixed_folder_error`), which is then to be
+    chosen.
     """
     resolution, n, seed = check_resolution(resolution), _check_n(n), _check_seed(seed)
     asked, channels = channels, _check_channels(channels, 3)  # asked: None when the caller left it to the default
@@ -602,10 +648,13 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist (or is not a folder); pass data_dir pointing at a "
                         f"folder of image files ({', '.join(IMAGE_EXTENSIONS[:5])}, …)")
-    files = list_image_files(folder, recursive)
+    files = list_image_files(folder, bool(recursive))
     if not files:
         hint = "" if recursive else "; pass recursive=True if they are in sub-folders"
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}{hint}")
+    if recursive is None and (mixed := mixed_folder_error(
+            folder, files, "pass recursive=True to read all {all}, or recursive=False to read only its own {own}")):
+        raise mixed
     images, idx, names, unreadable = _load_files(folder, files, n, seed, channels, resolution, None,
                                                  f"folder {folder}")
     colour = "RGB" if channels == 3 else "grey"
@@ -926,7 +975,7 @@ DEFAULT_RESOLUTION = 32
 
 
 def load_images(name: Source | str, n: int | None = None, resolution: int | None = None, seed: int = 0,
-                data_dir: str | Path | None = None, channels: int | None = None, recursive: bool = False
+                data_dir: str | Path | None = None, channels: int | None = None, recursive: bool | None = None
                 ) -> ImageSet:
     """Load ``n`` items (None: all) of a source as an :class:`ImageSet` of (n, C, R, R) tensors in [−1, 1] (or
     (n, d) vectors for an (N, d) ``.npy`` array).
@@ -935,7 +984,8 @@ def load_images(name: Source | str, n: int | None = None, resolution: int | None
     ``"folder"``, the ``.npy`` file for ``"npy"``; must be None for the bundled sets. ``resolution``: the output
     side R; None keeps an ``"npy"`` array's own size (and its vectors as vectors) and gives
     :data:`DEFAULT_RESOLUTION` (32) for the other sources. ``channels``: 1 or 3 (None: 1 for digits/lfw, 3 for
-    celeba/folder, the array's own for npy). ``recursive``: folders only.
+    celeba/folder, the array's own for npy). ``recursive``: folders only (:func:`load_folder`: None refuses a folder
+    with images both of its own and in sub-folders).
 
     Raises:
         ConfigError: unknown ``name``, a bad ``n``/``resolution``/``seed``/``channels``, a missing or
@@ -1015,8 +1065,11 @@ def _resolve_data(data: str | Path, dataset: str | None) -> DataSpec:
         if dataset == "celeba":
             celeba_folder(path)
             return DataSpec("celeba", str(path))
-        if not list_image_files(path):
-            raise DataError(f"folder {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}){_nested_hint(path)}")
+        own = list_image_files(path)
+        if not own:
+            raise DataError(f"folder {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}){nested_hint(path)}")
+        if mixed := mixed_folder_error(path, own, use="pass"):
+            raise mixed
         return DataSpec("folder", str(path))
     if path.suffix.lower() not in (".npy", ".npz"):
         raise DataError(f"unsupported data file {path} ({path.suffix or 'no extension'}); save arrays with "
@@ -1025,12 +1078,15 @@ def _resolve_data(data: str | Path, dataset: str | None) -> DataSpec:
     return DataSpec("npy", str(path))
 
 
-def _nested_hint(folder: Path) -> str:
+def nested_hint(folder: Path, config: bool = False) -> str:
     """The end of the no-images error for ``folder``: where its images are when they sit in sub-folders (the data
-    argument takes one folder of images, not a tree), else what to pass instead."""
+    argument takes one folder of images, not a tree) — CelebA's layout named as such, with the dataset that reads
+    it — else what to pass instead. ``config``: in the experiments' config keys (``dataset``, ``data_dir``) rather
+    than the command line's and Python's arguments."""
     nested = list_image_files(folder, recursive=True)
     if not nested:
-        return "; pass a folder of images or a .npy array"
+        return ("; set data_dir to a folder of image files (.png, .jpg, …)" if config else
+                "; pass a folder of images or a .npy array")
     try:
         celeba = celeba_folder(folder)
     except DataError:
@@ -1038,21 +1094,32 @@ def _nested_hint(folder: Path) -> str:
     if celeba is not None:
         # a folder is never read as CelebA by its layout alone: its sub-folder, passed on its own, is a plain folder
         # (largest central square), so the face crop is asked for by name, the same for either path
+        crop = f"CelebA's {CELEBA_CROP}x{CELEBA_CROP} face crop"
+        if config:
+            return (f", but it is laid out as CelebA (its {len(celeba_files(celeba))} images are in {celeba}): set "
+                    f"dataset=celeba for {crop} (data_dir as it is), or data_dir={celeba} to read them as a plain "
+                    f"folder of images (largest central square)")
         return (f", but it is laid out as CelebA (its {len(celeba_files(celeba))} images are in {celeba}): pass "
-                f"--dataset celeba (dataset='celeba' from Python) for CelebA's {CELEBA_CROP}x{CELEBA_CROP} face "
-                f"crop, or pass {celeba} to read them as a plain folder of images (largest central square)")
-    parents = sorted({str(p.parent.relative_to(folder)) for p in nested})
-    shown = shortlist(parents, ", ")
+                f"--dataset celeba (dataset='celeba' from Python) for {crop}, or pass {celeba} to read them as a "
+                f"plain folder of images (largest central square)")
+    parents = sorted({p.parent.relative_to(folder) for p in nested}, key=lambda p: p.parts)
+    shown = shortlist([str(p) for p in parents], ", ")
+    if config:
+        return (f"; its {len(nested)} image(s) are in sub-folders, which dataset=folder does not read: set data_dir to "
+                f"the sub-folder that holds them (e.g. {folder / parents[0]}; they are in {shown}), or gather them "
+                f"into one folder")
     return (f", but its sub-folders hold {len(nested)} (in {shown}); only the folder's own files are read: pass the "
             f"sub-folder that holds the images (e.g. {folder / parents[0]}), or gather the images into one folder")
 
 
-def count_items(dataset: str, data_dir: str | None, *, celeba_otherwise: str = "use name='lfw' or 'digits'") -> int:
+def count_items(dataset: str, data_dir: str | None, *, celeba_otherwise: str = "use name='lfw' or 'digits'",
+                use: str = "use") -> int:
     """How many items a file-backed source holds, without decoding them (digits 1797, lfw 100).
 
     A folder's listing is remembered while the folder's modification time stays the same, so validating many
-    configs on one folder (a sweep's points, each built and validated) lists it once. ``celeba_otherwise``: the
-    alternative :func:`celeba_folder`'s error names."""
+    configs on one folder (a sweep's points, each built and validated) lists it once. A folder with images both of
+    its own and in sub-folders is refused as :func:`load_folder` refuses it (:func:`mixed_folder_error`, whose
+    remedies say ``use``). ``celeba_otherwise``: the alternative :func:`celeba_folder`'s error names."""
     if dataset == "digits":
         return 1797
     if dataset == "lfw":
@@ -1064,7 +1131,7 @@ def count_items(dataset: str, data_dir: str | None, *, celeba_otherwise: str = "
         if not folder.is_dir():
             raise DataError(f"image folder {folder} does not exist (or is not a folder); set data_dir to a folder "
                             f"of images")
-        return _listing_size("folder", folder)
+        return _listing_size("folder", folder, use)
     if dataset == "celeba":
         return _listing_size("celeba", celeba_folder(data_dir, otherwise=celeba_otherwise))
     file = _array_file(data_dir)
@@ -1076,13 +1143,21 @@ def count_items(dataset: str, data_dir: str | None, *, celeba_otherwise: str = "
     return int(arr.shape[0])
 
 
-def _listing_size(kind: Literal["folder", "celeba"], folder: Path) -> int:
-    """How many images :func:`list_image_files` (``folder``) or :func:`_checked_celeba_files` (``celeba``: each
-    file checked to be 178×218) finds in ``folder``, listed again only when the folder's modification time (which
-    adding or removing a file changes) has moved."""
+def _listing_size(kind: Literal["folder", "celeba"], folder: Path, use: str = "use") -> int:
+    """How many images :func:`list_image_files` (``folder``: DataError when it has images in sub-folders too, its
+    remedies saying ``use``) or :func:`_checked_celeba_files` (``celeba``: each file checked to be 178×218) finds in
+    ``folder``, listed again only when the folder's modification time (which adding or removing a file changes) has
+    moved."""
     if kind == "celeba":
         return len(_checked_celeba_files(folder))
-    return _remembered_per_folder("listing", folder, lambda: len(list_image_files(folder)))
+
+    def unmixed_count() -> int:  # an error is raised, not remembered: the next call lists the folder again
+        files = list_image_files(folder)
+        if mixed := mixed_folder_error(folder, files, use=use):
+            raise mixed
+        return len(files)
+
+    return _remembered_per_folder("listing", folder, unmixed_count)
 
 
 def check_split_size(dataset: str, data_dir: str | None, n_train: int, min_heldout: int, *,
@@ -1228,6 +1303,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LFW_FACES",
     "MAX_DATA_MAGNITUDE",
+    "MIXED_FOLDER_FIX",
     "NAMED_DATA",
     "NPZ_DATA_KEYS",
     "NPZ_LABEL_KEYS",
@@ -1246,6 +1322,7 @@ __all__ = [
     "choose_indices",
     "count_items",
     "first_image_geometry",
+    "image_subfolders",
     "list_image_files",
     "load_array",
     "load_celeba",
@@ -1254,6 +1331,8 @@ __all__ = [
     "load_images",
     "load_lfw",
     "load_split",
+    "mixed_folder_error",
+    "nested_hint",
     "npy_is_vectors",
     "npz_arrays",
     "resize_tensor",

@@ -418,14 +418,15 @@ def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None 
 
 
 def class_folders(folder: Path) -> list[Path]:
-    """The class subfolders of an image folder laid out one subfolder per class (torchvision's ``ImageFolder``):
-    its sorted subfolders holding images (at any depth), when the folder itself holds no image file; else []."""
-    from flowvar.data import list_image_files
+    """The class subfolders (with images at any depth; by name) of a folder laid out as torchvision's ``ImageFolder``
+    when it holds no image file of its own, else []; DataError when it holds both (flowvar.data.mixed_folder_error)."""
+    from flowvar.data import image_subfolders, list_image_files, mixed_folder_error
 
-    if not folder.is_dir() or list_image_files(folder):
-        return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and list_image_files(p, recursive=True))
+    fix = ("to read its sub-folders as classes (one label each), move its own {own} out of it; to read only its own "
+           "{own}, move them into a folder of their own and pass that")
+    if folder.is_dir() and (mixed := mixed_folder_error(folder, own := list_image_files(folder), fix)):
+        raise mixed
+    return [] if not folder.is_dir() or own else [folder / name for name, _ in image_subfolders(folder)]
 
 
 #: The bundled data sets the audit reads by name (flowvar.data.NAMED_DATA less the synthetic gmm, which no model

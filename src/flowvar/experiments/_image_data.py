@@ -31,8 +31,8 @@ from flowvar.data import (
     TooFewImagesError,
     count_items,
     first_image_geometry,
-    list_image_files,
     load_images,
+    nested_hint,
     npy_is_vectors,
     shortlist,
 )
@@ -84,12 +84,9 @@ def check_image_source(config: DataSource, needed: int, size_key: str, experimen
         if not folder.is_dir():
             raise DataError(f"data_dir {folder} does not exist or is not a folder; set data_dir to a folder of image "
                             f"files (.png, .jpg, …)")
-        if not count_items("folder", data_dir):  # remembered for the count below
-            below = len(list_image_files(folder, recursive=True))
-            where = (f"; its {below} image(s) are in sub-folders, which dataset=folder does not read: set data_dir to "
-                     f"the sub-folder that holds them" if below else "; set data_dir to a folder of image files "
-                                                                     "(.png, .jpg, …)")
-            raise DataError(f"data_dir {folder} holds no image files{where}")
+        # remembered for the count below; a folder with images of its own and in sub-folders is refused
+        if not count_items("folder", data_dir, use="set data_dir to"):
+            raise DataError(f"data_dir {folder} holds no image files{nested_hint(folder, config=True)}")
     if dataset == "npy" and data_dir and Path(data_dir).expanduser().is_file() and npy_is_vectors(data_dir):
         raise DataError(f"{experiment} trains a UNet on images, but data_dir {data_dir} holds (N, d) vectors; give an "
                         f"(N, H, W) or (N, C, H, W) array, or study vectors with sigma_tradeoff (flowvar "
