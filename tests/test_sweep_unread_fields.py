@@ -61,7 +61,7 @@ def sigma_plan(tmp_path: Path, grid: list[str], **sets: str) -> Any:
     (["resolution=8,16"], {}, "sweeping resolution: sigma_tradeoff does not read resolution with dataset=gmm: it is "
                               "for image data, and GMM vectors have none (set dataset=digits, lfw, celeba, folder or "
                               "npy to sweep it); the grid points resolution=8 and resolution=16 would compute the same "
-                              "result (a flat map that nothing tested): drop resolution from the grid"),
+                              "metrics and verdicts (a flat map that nothing tested): drop resolution from the grid"),
     (["base_channels=8,16"], {}, "sweeping base_channels: sigma_tradeoff does not read base_channels with "
                                  "dataset=gmm: it configures the UNet"),
     (["channel_mult=[1],[1,2]"], {}, "does not read channel_mult with dataset=gmm"),
@@ -70,8 +70,9 @@ def sigma_plan(tmp_path: Path, grid: list[str], **sets: str) -> Any:
     (["width=16,32"], {"dataset": "digits", "model": "unet"}, "does not read width with model=unet"),
     (["dim=4,8"], {"dataset": "digits"}, "does not read dim with dataset=digits: it configures the GMM data"),
     (["dataset=gmm,digits", "resolution=8,16"], {},
-     "the grid points dataset=gmm resolution=8 and dataset=gmm resolution=16 would compute the same result (a flat "
-     "map that nothing tested): drop resolution from the grid, or sweep it in a sweep of its own where it is read"),
+     "the grid points dataset=gmm resolution=8 and dataset=gmm resolution=16 would compute the same metrics and "
+     "verdicts (a flat map that nothing tested): drop resolution from the grid, or sweep it in a sweep of its own "
+     "where it is read"),
 ])
 def test_a_grid_over_a_field_sigma_tradeoff_does_not_read_is_refused(tmp_path: Path, grid: list[str],
                                                                      sets: dict[str, str], message: str) -> None:

@@ -86,7 +86,7 @@ from flowvar.experiments._seed_replicates import (
     seeds_rule_text,
     status_over_seeds,
 )
-from flowvar.experiments.base import RunContext, assembles, not_a_part, register
+from flowvar.experiments.base import RunContext, assembles, ignoring, not_a_part, register
 from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import (
     STATUS_VERDICT_RULE,
@@ -599,6 +599,21 @@ def assemble(config: Fig6Config, parts: Sequence[Mapping[str, Any]], ctx: RunCon
     training = {seed: {sigma: training[seed][sigma] for sigma in sigmas} for seed in seeds}
     _record_choices(config, ctx)
     _judge(ctx, config, training, outcomes, {sigma: ideal[sigma] for sigma in sigmas}, _sources(config, ctx))
+
+
+@ignoring("fig6")
+def presentation_fields(config: Fig6Config) -> dict[str, str]:
+    """The fields that change no metric and no verdict of a run (:func:`flowvar.experiments.ignoring`: a sweep over
+    one trains every network again under another cache key and maps the same numbers as "no effect"), as this
+    module's code shows: ``primary_steps`` picks the trajectory figure's main column (:func:`_trajectories`) and the
+    σ = 0 claim's ``primary_grid`` evidence entry (:func:`_judge`), and no verdict rests on it (module docstring);
+    ``n_plot`` is the number of trajectories that figure draws. Both for every config."""
+    del config  # the same at every config: neither field reaches a metric or a rule
+    return {"primary_steps": "for any metric or verdict: it picks the trajectory figure's main column and the "
+                             "primary_grid evidence entry, and every discriminating grid of euler_steps is judged "
+                             "(sweep euler_steps, steps, mu or sigmas to change what is computed)",
+            "n_plot": "for any metric or verdict: it is how many trajectories the figure draws (sweep n_eval to "
+                      "change how many sources are evaluated)"}
 
 
 def _trajectories(ctx: RunContext, config: Fig6Config, models: dict[float, torch.nn.Module], x0: Tensor, mu: Tensor,

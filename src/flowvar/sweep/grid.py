@@ -262,8 +262,9 @@ def expand(spec: Any, axes: Sequence[Axis], *, quick: bool, overrides: dict[str,
 
 def check_read_axes(spec: Any, axes: Sequence[Axis], points: Sequence[Point]) -> None:
     """Refuse a grid two of whose points differ only in fields the experiment does not read at them (its
-    ``ignores`` hook, :func:`flowvar.experiments.ignoring`: sigma_tradeoff's ``resolution`` with ``dataset=gmm``):
-    they would compute the same result under two cache keys, and a map over that axis would draw a flat line or
+    ``ignores`` hook, :func:`flowvar.experiments.ignoring`: sigma_tradeoff's ``resolution`` with ``dataset=gmm``;
+    fig6's figure-only ``primary_steps``; prop1's, fig4's and fig5's ``cov_diag`` once ``cov`` is set): they would
+    compute the same metrics and verdicts under two cache keys, and a map over that axis would draw a flat line or
     row — "no effect" — that nothing tested. A one-line :class:`ConfigError` names the field, why the experiment
     does not read it, the two points and the fix. An experiment without the hook is not checked."""
     ignores = getattr(spec, "ignores", None)
@@ -286,8 +287,8 @@ def check_read_axes(spec: Any, axes: Sequence[Axis], points: Sequence[Point]) ->
         fix = (f"drop {key} from the grid" if all(key in u for u in unused) else
                f"drop {key} from the grid, or sweep it in a sweep of its own where it is read")
         raise ConfigError(f"sweeping {key}: {spec.name} does not read {key} {unused[j][key]}; the grid points "
-                          f"{first.label} and {point.label} would compute the same result (a flat map that nothing "
-                          f"tested): {fix}")
+                          f"{first.label} and {point.label} would compute the same metrics and verdicts (a flat map "
+                          f"that nothing tested): {fix}")
 
 
 def check_disjoint_replicates(experiment: str, points: Sequence[Point], seeds_from: str) -> None:
