@@ -600,6 +600,35 @@ def _folder_float_unit(files: list[Path], known: dict[int, bool]) -> bool:
 GREY_MODES: tuple[str, ...] = ("1", "L", "LA", "La", "I", "F")
 
 
+def _header_geometry(path: Path) -> tuple[int, int] | None:
+    """(side of the largest central square, channels: 1 grey, 3 colour) of one image file, from its header only;
+    None for a file PIL cannot open (the loader skips and reports those)."""
+    try:
+        with Image.open(path) as img:
+            grey = img.mode in GREY_MODES or img.mode.startswith("I;16")
+            return min(img.size), 1 if grey else 3
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def _headers(folder: Path, recursive: bool, every: bool) -> list[tuple[Path, tuple[int, int]]]:
+    """(file, :func:`_header_geometry`) of the readable image files of ``folder`` in :func:`list_image_files` order:
+    every one, or (``every=False``) the first only. DataError when the folder holds no readable image."""
+    files = list_image_files(folder, recursive)
+    if not files:
+        raise DataError(f"folder {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    found: list[tuple[Path, tuple[int, int]]] = []
+    for path in files:
+        if (geometry := _header_geometry(path)) is not None:
+            found.append((path, geometry))
+            if not every:
+                break
+    if not found:
+        raise DataError(f"none of the {len(files)} image files in {folder} could be read (the first: {files[0]}); "
+                        f"check that they are valid images")
+    return found
+
+
 def first_image_geometry(folder: Path, recursive: bool = False) -> tuple[int, int]:
     """(side of the largest central square, channels) of the first readable image file of ``folder`` (in
     :func:`list_image_files` order): the default geometry when a user gives a folder without a resolution.
@@ -607,18 +636,50 @@ def first_image_geometry(folder: Path, recursive: bool = False) -> tuple[int, in
     Only headers are read. Unreadable files are passed over (the loader skips and reports them); a side below 4 is
     raised to 4, the smallest resolution flowvar takes. DataError when the folder holds no readable image.
     """
-    files = list_image_files(folder, recursive)
-    if not files:
-        raise DataError(f"folder {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                grey = img.mode in GREY_MODES or img.mode.startswith("I;16")
-                return max(4, min(img.size)), 1 if grey else 3
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            continue
-    raise DataError(f"none of the {len(files)} image files in {folder} could be read (the first: {files[0]}); check "
-                    f"that they are valid images")
+    side, channels = _headers(folder, recursive, every=False)[0][1]
+    return max(4, side), channels
+
+
+def default_geometry(folder: Path, resolution: int | None, channels: int | None, recursive: bool = False
+                     ) -> tuple[int, int]:
+    """(resolution, channels) to read ``folder`` with: each given one as given, each left None that of its first
+    readable image (:func:`first_image_geometry`) — with a warning when other images of the folder differ from the
+    first in it, naming how many, their spread and the option that chooses (``--resolution`` / ``resolution=``,
+    ``--channels`` / ``channels=``).
+
+    Why: one 8×8 thumbnail sorted first shrank a folder of 64×64 images to 8×8 (63/64 of their pixels gone), and one
+    grey file first turned a colour folder grey, each without a word — a fully convolutional model runs at any size,
+    so nothing failed later either. Every header is read when something is defaulted (about 0.1 ms a file; no pixels
+    are decoded, and the loader decodes them all next).
+    """
+    if resolution is not None and channels is not None:
+        return resolution, channels
+    found = _headers(folder, recursive, every=True)
+    first, (side, mode) = found[0]
+    name = first.relative_to(folder)
+    if resolution is None:
+        resolution = max(4, side)
+        sides = sorted(s for _, (s, _) in found if s != side)
+        if sides:
+            common = max(sorted(set(sides)), key=sides.count)  # ties: the smallest, so the text is the same each run
+            warnings.warn(f"the images of folder {folder} differ in size: its first, {name}, sets the default "
+                          f"resolution {resolution} (its largest central square is {side}x{side}), but {len(sides)} of "
+                          f"the {len(found)} readable images are another size (their squares {sides[0]}..{sides[-1]} "
+                          f"px a side, most often {common}), and every image is resized to {resolution}x{resolution}; "
+                          f"pass --resolution / resolution= to choose, e.g. --resolution {common}", stacklevel=2)
+    if channels is None:
+        channels = mode
+        others = sum(1 for _, (_, m) in found if m != mode)
+        if others:
+            other = 3 if mode == 1 else 1
+            kinds = ("grey", "colour") if mode == 1 else ("colour", "grey")
+            read = ("grey (colour ones by ITU-R 601-2 luma)" if mode == 1 else
+                    "as RGB (grey ones as 3 identical channels)")
+            warnings.warn(f"the images of folder {folder} differ in colour: its first, {name}, is {kinds[0]}, which "
+                          f"sets the default channels {mode}, but {others} of the {len(found)} readable images are "
+                          f"{kinds[1]}, and every image is read {read}; pass --channels {other} / "
+                          f"channels={other} to read them {'in colour' if mode == 1 else 'grey'}", stacklevel=2)
+    return resolution, channels
 
 
 def _warn_upsampled(sides: list[tuple[Path, int]], resolution: int, what: str) -> None:
@@ -1321,6 +1382,7 @@ __all__ = [
     "check_split_size",
     "choose_indices",
     "count_items",
+    "default_geometry",
     "first_image_geometry",
     "image_subfolders",
     "list_image_files",

@@ -321,8 +321,10 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
                                               value_range=value_range, row_files=row_files, unreadable_files=unreadable)
     shape = tuple(train.shape[1:])
     x0_pairs, _, pairs_desc = _as_points("--pairs", pairs, resolution=None, channels=None)
+    # --heldout is read in --data's geometry, its channels too: from its own first file, a colour folder whose first
+    # file is grey was refused as "not the same kind" without naming --channels
     held, held_carried, held_desc = _as_points("--heldout", heldout, resolution=resolution or _side(shape),
-                                               channels=channels, value_range=value_range)
+                                               channels=channels or _channels(shape), value_range=value_range)
     la = LabelArg(label_arg) if label_arg is not None else None
     cc = resolve_conditioning(la, data, train.shape[0], carried, labels, heldout_labels, conditions,
                               heldout_conditions, heldout, held, held_carried)
@@ -532,6 +534,11 @@ def time_now() -> float:
 
 def _side(shape: tuple[int, ...]) -> int | None:
     return shape[-1] if len(shape) == 3 else None
+
+
+def _channels(shape: tuple[int, ...]) -> int | None:
+    """C of image items (C, H, W) when the loaders can convert to it (1 or 3), else None (vectors; other C)."""
+    return shape[0] if len(shape) == 3 and shape[0] in (1, 3) else None
 
 
 def thresholds() -> dict[str, float]:

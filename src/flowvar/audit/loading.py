@@ -381,13 +381,6 @@ def _first(error: BaseException) -> str:
 # --------------------------------------------------------------------------------------------- data
 
 
-def _first_image_geometry(folder: Path, recursive: bool = False) -> tuple[int, int]:
-    """(side of the largest central square, channels) of the first readable image file of ``folder``."""
-    from flowvar.data import first_image_geometry
-
-    return first_image_geometry(folder, recursive)
-
-
 def in_memory(what: str, value: object, *, integers: bool) -> object:
     """An audit input given in memory, as the loaders take it: a numpy array becomes a tensor (as given, like a
     tensor); a str or Path stays a path or name; anything else (a list, a DataFrame) is one ConfigError naming the
@@ -444,8 +437,9 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     ``data``: a tensor (no labels); a ``.npy`` file ((N, d) vectors or (N, [C,] H, W) images,
     :func:`flowvar.data.load_array`) or an ``.npz`` file holding such an array and its ``labels`` (or ``y``); a
     folder of images (:func:`flowvar.data.load_images`, every file in sorted order, centre-cropped and resized to
-    ``resolution`` — default the first image's size), or a folder of one subfolder of images per class (label k =
-    the k-th subfolder in sorted order, as torchvision's ``ImageFolder`` numbers them); or a bundled name
+    ``resolution`` — default the first image's size, with a warning when others differ:
+    :func:`flowvar.data.default_geometry`), or a folder of one subfolder of images per class (label k = the k-th
+    subfolder in sorted order, as torchvision's ``ImageFolder`` numbers them); or a bundled name
     (``digits``, labelled by digit; ``lfw``). ``value_range=(lo, hi)``: the pixel scale of an array file's images,
     mapped to [−1, 1] (16-bit or other integer images, which are refused without it); image files and bundled sets
     have a known scale, so it is refused with them. ``row_files``: for a folder, filled with each row's file path
@@ -453,7 +447,7 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     must follow). ``unreadable_files``: for a folder, filled with the files skipped as unreadable (relative to it),
     which have no row — the likely reason when another input's rows do not line up with these.
     """
-    from flowvar.data import NAMED_DATA, load_array, load_folder, load_images, resolve_data
+    from flowvar.data import NAMED_DATA, default_geometry, load_array, load_folder, load_images, resolve_data
 
     def no_value_range(kind: str) -> None:
         if value_range is not None:
@@ -483,10 +477,7 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     classes = class_folders(path)
     if classes:
         no_value_range("image files")
-        if resolution is None or channels is None:
-            side, mode_channels = _first_image_geometry(path, recursive=True)
-            resolution = resolution or side
-            channels = channels or mode_channels
+        resolution, channels = default_geometry(path, resolution, channels, recursive=True)
         loaded = load_folder(path, resolution=resolution, channels=channels, recursive=True)
         assert loaded.files is not None
         if row_files is not None:
@@ -507,11 +498,9 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
         images = load_array(spec.data_dir, resolution=resolution, channels=channels, value_range=value_range)
     else:
         no_value_range("image files" if spec.dataset == "folder" else f"the bundled {spec.dataset} images")
-        if spec.dataset == "folder" and (resolution is None or channels is None):
+        if spec.dataset == "folder":
             assert spec.data_dir is not None
-            side, mode_channels = _first_image_geometry(Path(spec.data_dir).expanduser())
-            resolution = resolution or side
-            channels = channels or mode_channels
+            resolution, channels = default_geometry(Path(spec.data_dir).expanduser(), resolution, channels)
         native = {"digits": 8, "lfw": 25}.get(spec.dataset, 32)
         images = load_images(spec.dataset, resolution=resolution or native, data_dir=spec.data_dir, channels=channels)
     if row_files is not None and images.files is not None:
