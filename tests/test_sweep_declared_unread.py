@@ -94,3 +94,40 @@ def test_the_docs_sweep_examples_plan(doc: str, line: str, tmp_path: Path) -> No
     planned = plan(Options(experiment, grid=grid, seeds=seeds, preset=preset, quick=quick,
                            overrides=parse_overrides(sets), out=tmp_path / "o"))
     assert len(planned.points) >= 2
+
+
+FULL_M = "[[4,1.5],[1.5,1]]"
+
+
+@pytest.mark.parametrize("name", ["prop1", "fig4", "fig5"])
+def test_cov_diag_is_refused_as_an_axis_while_cov_is_set(tmp_path: Path, name: str) -> None:
+    """The review's prop1 sweep over cov_diag with cov set computed two keys with 162 of 162 metrics identical."""
+    with pytest.raises(ConfigError) as info:
+        plan(Options(name, grid=["cov_diag=[4,0.25],[1,1]"], quick=True, overrides={"cov": FULL_M},
+                     out=tmp_path / "o"))
+    assert str(info.value) == (
+        f"sweeping cov_diag: {name} does not read cov_diag when cov is set: M is the full matrix cov, and cov_diag "
+        f"is its diagonal only when cov is null (sweep cov, or --set cov=null to sweep cov_diag); the grid points "
+        f"cov_diag=[4,0.25] and cov_diag=[1,1] would compute the same metrics and verdicts (a flat map that nothing "
+        f"tested): drop cov_diag from the grid")
+    assert not (tmp_path / "o").exists()
+    # with cov null cov_diag is M's diagonal: swept; and a grid over cov itself (null among its values) is too
+    assert len(plan(Options(name, grid=["cov_diag=[4,0.25],[1,1]"], quick=True, out=tmp_path / "p")).points) == 2
+    assert len(plan(Options(name, grid=[f"cov=null,{FULL_M}"], quick=True, out=tmp_path / "q")).points) == 2
+
+
+@pytest.mark.parametrize(("name", "tiny"), [
+    ("prop1", {"n_samples": 500, "angles": "[0,90]"}),
+    ("fig5", {"n_samples": 300, "repeats": 4, "angles": "[0,120]", "sigmas": "[0,0.5]"}),
+])
+def test_cov_diag_changes_nothing_while_cov_is_set(tmp_path: Path, name: str, tiny: dict[str, Any]) -> None:
+    """The declaration checked against the run (the kit's problem_of, which prop1, fig4 and fig5 all build M
+    with): with cov set, another cov_diag gives the same metrics and verdicts; with cov null it changes them."""
+    spec = get_experiment(name)
+    with_cov = {**tiny, "cov": FULL_M}
+    assert set(spec.ignores(build_config(spec, quick=True, overrides=with_cov))) == {"cov_diag"}
+    assert spec.ignores(build_config(spec, quick=True, overrides=tiny)) == {}
+    base = scores(name, tmp_path / "a", {**with_cov, "cov_diag": "[4,0.25]"})
+    assert scores(name, tmp_path / "b", {**with_cov, "cov_diag": "[1,2]"}) == base
+    assert scores(name, tmp_path / "c", {**tiny, "cov_diag": "[4,0.25]"})[0] != \
+        scores(name, tmp_path / "d", {**tiny, "cov_diag": "[1,2]"})[0]

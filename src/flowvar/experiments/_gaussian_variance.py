@@ -61,6 +61,16 @@ def target_covariance(mean: Sequence[float], cov: Sequence[Sequence[float]] | No
     return M
 
 
+def unread_covariance_fields(config: Any) -> dict[str, str]:
+    """prop1's, fig4's and fig5's ``ignores`` hook (:func:`flowvar.experiments.ignoring`; each module registers it):
+    with ``cov`` set, M is that matrix and :func:`target_covariance` never reads ``cov_diag``, so a sweep over it
+    would compute the same result at each value; with ``cov`` null every field is read."""
+    if config.cov is None:
+        return {}
+    return {"cov_diag": "when cov is set: M is the full matrix cov, and cov_diag is its diagonal only when cov is "
+                        "null (sweep cov, or --set cov=null to sweep cov_diag)"}
+
+
 @dataclass
 class GaussianVarianceConfig:
     """The schema fig4 and fig5 share (each adds its own fields and checks): the run's ``seed``; the problem

@@ -45,9 +45,10 @@ from flowvar.experiments._gaussian_variance import (
     problem_text,
     residual_check,
     target_covariance,
+    unread_covariance_fields,
     zero_residual_verdict,
 )
-from flowvar.experiments.base import RunContext, register
+from flowvar.experiments.base import RunContext, ignoring, register
 from flowvar.gaussian import (
     RESIDUAL_ROUNDING_FACTOR,
     singular_times,
@@ -398,6 +399,10 @@ def run(config: Prop1Config, ctx: RunContext) -> None:
     ax.legend(fontsize=7)
     ax.set_title("Prop 1: gradient variance of pair-optimal vs mismatched fields")
     ctx.figure("variance_by_angle", fig)
+
+
+# cov_diag is unread while cov is set (target_covariance): a sweep over it is refused, not mapped as "no effect"
+ignoring("prop1")(unread_covariance_fields)
 
 
 __all__ = ["MC", "Prop1Config", "check_resolvable", "mismatch_scale", "relative_traces", "resolvable",
