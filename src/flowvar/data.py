@@ -63,7 +63,7 @@ import numbers
 import os
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar
@@ -75,7 +75,7 @@ from PIL import ExifTags, Image, ImageOps
 from torch import Tensor
 
 from flowvar.distributions import Empirical
-from flowvar.errors import ConfigError, DataError, ShapeError, check_finite
+from flowvar.errors import ConfigError, DataError, ShapeError
 
 SOURCES: tuple[str, ...] = ("digits", "lfw", "celeba", "folder", "npy")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -863,6 +863,66 @@ def _refuse_empty_items(file: Path, shape: tuple[int, ...]) -> None:
                          f"d >= 1 or images with C, H, W >= 1")
 
 
+def _open_array(file: Path) -> np.ndarray | np.lib.npyio.NpzFile:
+    """``file`` opened by numpy: a ``.npy`` memory-mapped (its header read; rows are read when indexed), an ``.npz``
+    as a lazy NpzFile; DataError naming the saver for an unreadable file."""
+    try:
+        try:
+            return np.load(file, mmap_mode="r", allow_pickle=False)
+        except ValueError:  # truncated, or pickled objects: numpy's own reading names the problem more plainly
+            return np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # BadZipFile: a truncated .npz download
+        saver = "numpy.savez" if file.suffix.lower() == ".npz" else "numpy.save"
+        raise DataError(f"{file} is not a readable {file.suffix or '.npy'} array ({error}); save it with "
+                        f"{saver}") from None
+
+
+#: A memory-mapped array is scanned in blocks of rows of about this many bytes: the checks over every row then hold
+#: one block in memory, never a copy of the file (a 15 GB uint8 array took ~190 GB when converted whole).
+SCAN_BLOCK_BYTES = 1 << 26
+
+
+def _blocks(raw: np.ndarray) -> Iterator[np.ndarray]:
+    """``raw`` in consecutive blocks of whole rows, each about :data:`SCAN_BLOCK_BYTES` (at least one row)."""
+    step = max(1, SCAN_BLOCK_BYTES // max(1, raw[0].nbytes))
+    for start in range(0, raw.shape[0], step):
+        yield np.asarray(raw[start:start + step])
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """Every value of an array, read block by block: ``lo`` and ``hi`` its least and greatest finite values (numpy
+    scalars of its dtype; None when none is finite) and ``nonfinite`` how many are NaN or ±Inf."""
+
+    lo: Any
+    hi: Any
+    nonfinite: int
+
+
+def _scan(raw: np.ndarray) -> _Scan:
+    lo = hi = None
+    nonfinite = 0
+    for block in _blocks(raw):
+        if block.dtype.kind == "f" and not (finite := np.isfinite(block)).all():
+            nonfinite += block.size - int(np.count_nonzero(finite))
+            block = block[finite]
+        if block.size:
+            lo = block.min() if lo is None else min(lo, block.min())
+            hi = block.max() if hi is None else max(hi, block.max())
+    return _Scan(lo, hi, nonfinite)
+
+
+def _std(raw: np.ndarray) -> float:
+    """The standard deviation (with Bessel's correction, as ``torch.std``) of every value of an integer array, from
+    sums over blocks (exact in float64 for 8-bit values up to ~10¹¹ of them)."""
+    total = squares = 0.0
+    for block in _blocks(raw):
+        b = block.astype(np.float64)
+        total, squares = total + float(b.sum()), squares + float(np.square(b).sum())
+    count = raw.size
+    return math.sqrt(max(squares - total * total / count, 0.0) / max(count - 1, 1))
+
+
 def load_array(path: str | Path, n: int | None = None, resolution: int | None = None, seed: int = 0,
                channels: int | None = None, value_range: tuple[float, float] | None = None) -> ImageSet:
     """A user's ``.npy`` array: (N, H, W) grey images, (N, C, H, W) images, or (N, d) vectors; or an ``.npz`` file
@@ -878,16 +938,14 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     (pickled) arrays and truncated files are refused.
     ``resolution``: resize images (largest central square, antialiased bilinear); None keeps their size.
     ``channels``: 1 or 3 to convert grey↔RGB (RGB → grey by ITU-R 601-2 luma); None keeps C.
+
+    Memory: a ``.npy`` file is memory-mapped and only the ``n`` rows chosen are read into memory and converted (the
+    checks above read every row, block by block); an ``.npz`` file's array is decompressed whole, in its own dtype.
     """
     n, seed = _check_n(n), _check_seed(seed)
     value_range = _check_value_range(value_range) if value_range is not None else None
     file = _array_file(path)
-    try:
-        raw = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # BadZipFile: a truncated .npz download
-        saver = "numpy.savez" if file.suffix.lower() == ".npz" else "numpy.save"
-        raise DataError(f"{file} is not a readable {file.suffix or '.npy'} array ({error}); save it with "
-                        f"{saver}") from None
+    raw = _open_array(file)  # a .npy memory-mapped: the rows returned are the only ones converted
     raw_labels = None
     if isinstance(raw, np.lib.npyio.NpzFile):
         with raw:
@@ -901,10 +959,14 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     if raw.ndim == 4 and raw.shape[1] not in (1, 3, 4) and raw.shape[3] in (1, 3, 4):
         raise ShapeError(f"{file} holds shape {raw.shape}, which looks channels-last (N, H, W, C); save it as "
                          f"(N, C, H, W), e.g. numpy.transpose(a, (0, 3, 1, 2))")
+    # the checks below see every row (whether a file is refused does not depend on n), from one block-by-block scan
+    # of the file (:func:`_scan`); uint8 images without a value range need none (one scale, finite)
+    scan = None if raw.dtype == np.uint8 and raw.ndim != 2 and value_range is None else _scan(raw)
     if raw.ndim in (3, 4) and value_range is None and raw.dtype != np.uint8 and raw.dtype.kind in "uib":
         # only uint8 has one pixel scale; 16-bit, 12-bit-in-uint16 or 0..255-in-int64 pixels used as given would
         # put images in [0, 65535] while flowvar's are in [−1, 1]
-        lo, hi = raw.min(), raw.max()
+        assert scan is not None
+        lo, hi = scan.lo, scan.hi
         # the suggested range is the data's own top (digits are 0..16, not 0..255); the commands differ in how to
         # pass it: only load_array and `flowvar audit` take a value range, `flowvar run` / `advise-sigma` do not
         # signed data (CT numbers, differences) keep their own floor: (0, top) would leave the negative values
@@ -920,41 +982,49 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
                         f"8-bit pixels can also be saved as uint8 (mapped from 0..255 to [−1, 1])")
     if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
         # finite float64 values beyond float32's range would turn into inf and be reported as if the file held them
-        top = float(np.abs(raw[np.isfinite(raw)]).max(initial=0.0))
+        assert scan is not None
+        top = max((abs(float(v)) for v in (scan.lo, scan.hi) if v is not None), default=0.0)
         if top > float(np.finfo(np.float32).max):
             raise DataError(f"{file} holds values up to {top:g}, beyond float32 (about 3.4e38), which flowvar computes "
                             f"in; rescale the data")
-    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf: refused by check_finite below
-        data = torch.from_numpy(raw.astype(np.float32))
-    check_finite(f"array {file}", data)
+    if scan is not None and scan.nonfinite:  # errors.check_finite's words, counted over the whole file
+        raise DataError(f"array {file} holds {scan.nonfinite} non-finite value(s) (NaN or Inf) out of {raw.size}; "
+                        f"clean or filter the data before passing it to flowvar")
+    # float32 rounding is monotonic: the least and greatest of the converted values are the converted least and greatest
+    lo32, hi32 = (float(np.float32(scan.lo)), float(np.float32(scan.hi))) if scan is not None else (0.0, 0.0)
     if value_range is not None:
-        lo, hi = value_range
-        if float(data.min()) < lo or float(data.max()) > hi:
-            raise DataError(f"{file} has values in [{float(data.min())}, {float(data.max())}], outside "
-                            f"value_range {value_range}; widen value_range or drop it to use values as given")
-        data = (data - lo) / (hi - lo) * 2.0 - 1.0
-    elif raw.dtype == np.uint8:
+        if lo32 < value_range[0] or hi32 > value_range[1]:
+            raise DataError(f"{file} has values in [{lo32}, {hi32}], outside value_range {value_range}; widen "
+                            f"value_range or drop it to use values as given")
+    elif raw.dtype == np.uint8 and raw.ndim == 2:
         # 8-bit pixels, also as flattened vectors (MNIST as (N, 784)): one scale, 0..255 → [−1, 1]. The same
         # numbers saved as int64 are used as given, so counts or codes saved as uint8 would be squeezed into a
         # sliver of [−1, 1] and get another σ advice: warn when the values use little of 0..255
-        lo8, hi8 = int(raw.min()), int(raw.max())
-        if raw.ndim == 2 and hi8 - lo8 < UINT8_SPAN_WARN:
+        assert scan is not None
+        lo8, hi8 = int(scan.lo), int(scan.hi)
+        if hi8 - lo8 < UINT8_SPAN_WARN:
             warnings.warn(f"{file} holds uint8 vectors with values {lo8}..{hi8}, mapped as 8-bit pixels from 0..255 "
-                          f"to [−1, 1] (spread becomes {float((data / 127.5).std()):.3g}); if they are counts or "
+                          f"to [−1, 1] (spread becomes {_std(raw) / 127.5:.3g}); if they are counts or "
                           f"codes, not pixels, save them as int64 or float32 (used as given) — or standardise them",
                           stacklevel=2)
-        data = data / 127.5 - 1.0
-    elif raw.ndim in (3, 4) and float(data.min()) >= 0.0 and float(data.max()) > 2.0:
+    elif raw.ndim in (3, 4) and raw.dtype.kind == "f" and lo32 >= 0.0 and hi32 > 2.0:
         # used as given (a model may be trained on any scale), but non-negative values this large are most often
         # 0..255 pixels saved as floats, which flowvar's [−1, 1] experiments would train on unscaled
-        warnings.warn(f"{file} holds float images with values in [{float(data.min()):g}, {float(data.max()):g}], "
-                      f"used as given; flowvar's images are in [−1, 1]: if these are 0..255 pixels save them as "
-                      f"uint8 or pass value_range=(0, 255) (in `flowvar audit`: --value-range 0,255)", stacklevel=2)
+        warnings.warn(f"{file} holds float images with values in [{lo32:g}, {hi32:g}], used as given; flowvar's "
+                      f"images are in [−1, 1]: if these are 0..255 pixels save them as uint8 or pass "
+                      f"value_range=(0, 255) (in `flowvar audit`: --value-range 0,255)", stacklevel=2)
     # how the values were rescaled, for the data line of every summary (nothing said: used as given)
     scaled = (f", rescaled from value_range {tuple(value_range)} to [−1, 1]" if value_range is not None else
               ", uint8 rescaled from 0..255 to [−1, 1]" if raw.dtype == np.uint8 else "")
-    idx = choose_indices(data.shape[0], n, seed, f"array {file}")
-    data = data[idx]
+    idx = choose_indices(raw.shape[0], n, seed, f"array {file}")
+    # rows first, then conversion, in place: a subset reads and converts only its rows; all rows make one copy
+    with np.errstate(over="ignore"):
+        data = torch.from_numpy(np.array(raw if n is None else raw[idx.numpy()], dtype=np.float32))
+    if value_range is not None:
+        lo, hi = value_range
+        data.sub_(lo).div_(hi - lo).mul_(2.0).sub_(1.0)  # (x − lo) / (hi − lo) · 2 − 1
+    elif raw.dtype == np.uint8:
+        data.div_(127.5).sub_(1.0)
     labels = check_labels(f"{file} labels", raw_labels, raw.shape[0])[idx] if raw_labels is not None else None
     if data.ndim == 2:
         if resolution is not None or channels is not None:
@@ -997,17 +1067,23 @@ def npz_arrays(file: Path, npz: np.lib.npyio.NpzFile) -> tuple[np.ndarray, np.nd
     """(the data array, the labels array or None) of an ``.npz`` file: the data under the first of
     :data:`NPZ_DATA_KEYS` (or its only array besides the labels), the labels under the first of
     :data:`NPZ_LABEL_KEYS`. DataError naming the keys it holds otherwise."""
+    data_key, label_key = _npz_keys(file, npz)
     try:
-        keys = list(npz.files)
-        label_key = next((k for k in NPZ_LABEL_KEYS if k in keys), None)
-        others = [k for k in keys if k != label_key]
-        data_key = next((k for k in NPZ_DATA_KEYS if k in keys), others[0] if len(others) == 1 else None)
-        if data_key is None:
-            raise DataError(f"{file} holds the arrays {keys or 'none'}; name the data array one of "
-                            f"{', '.join(NPZ_DATA_KEYS)} (and its class labels {' or '.join(NPZ_LABEL_KEYS)})")
         return npz[data_key], npz[label_key] if label_key is not None else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{file} is not a readable .npz file ({error}); save it with numpy.savez") from None
+
+
+def _npz_keys(file: Path, npz: np.lib.npyio.NpzFile) -> tuple[str, str | None]:
+    """(the data array's key, the labels' key or None) of an ``.npz`` file, as :func:`npz_arrays` picks them."""
+    keys = list(npz.files)
+    label_key = next((k for k in NPZ_LABEL_KEYS if k in keys), None)
+    others = [k for k in keys if k != label_key]
+    data_key = next((k for k in NPZ_DATA_KEYS if k in keys), others[0] if len(others) == 1 else None)
+    if data_key is None:
+        raise DataError(f"{file} holds the arrays {keys or 'none'}; name the data array one of "
+                        f"{', '.join(NPZ_DATA_KEYS)} (and its class labels {' or '.join(NPZ_LABEL_KEYS)})")
+    return data_key, label_key
 
 
 def check_labels(what: str, labels: object, n: int) -> Tensor:
@@ -1196,12 +1272,12 @@ def count_items(dataset: str, data_dir: str | None, *, celeba_otherwise: str = "
     if dataset == "celeba":
         return _listing_size("celeba", celeba_folder(data_dir, otherwise=celeba_otherwise))
     file = _array_file(data_dir)
-    arr = _array_header(file)
-    if arr.ndim not in (2, 3, 4):
-        raise DataError(f"{file} holds an array of shape {arr.shape}; expected (N, d) vectors or (N, H, W) / "
+    shape = _array_shape(file)
+    if len(shape) not in (2, 3, 4):
+        raise DataError(f"{file} holds an array of shape {shape}; expected (N, d) vectors or (N, H, W) / "
                         f"(N, C, H, W) images")
-    _refuse_empty_items(file, arr.shape)
-    return int(arr.shape[0])
+    _refuse_empty_items(file, shape)
+    return int(shape[0])
 
 
 def _listing_size(kind: Literal["folder", "celeba"], folder: Path, use: str = "use") -> int:
@@ -1232,24 +1308,31 @@ def check_split_size(dataset: str, data_dir: str | None, n_train: int, min_heldo
     return available
 
 
-def _array_header(file: Path) -> np.ndarray:
-    """The data array of a ``.npy`` file (memory-mapped: only its header is read) or of an ``.npz`` file
-    (:func:`npz_arrays`); DataError for an unreadable file."""
-    try:
-        arr = np.load(file, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        saver = "numpy.savez" if file.suffix.lower() == ".npz" else "numpy.save"
-        raise DataError(f"{file} is not a readable {file.suffix or '.npy'} array ({error}); save it with "
-                        f"{saver}") from None
-    if isinstance(arr, np.lib.npyio.NpzFile):
-        with arr:
-            return npz_arrays(file, arr)[0]
-    return arr
+def _array_shape(file: Path) -> tuple[int, ...]:
+    """The shape of a ``.npy`` file's array or of an ``.npz`` file's data array (:func:`npz_arrays`' choice), from its
+    header: nothing else of the file is read (an ``.npz`` member is not decompressed). DataError for an unreadable
+    file."""
+    arr = _open_array(file)
+    if not isinstance(arr, np.lib.npyio.NpzFile):
+        return tuple(arr.shape)
+    with arr:
+        data_key, _ = _npz_keys(file, arr)
+        member = f"{data_key}.npy" if f"{data_key}.npy" in arr.zip.namelist() else data_key
+        try:
+            with arr.zip.open(member) as fp:
+                version = np.lib.format.read_magic(fp)
+                if version == (1, 0):
+                    return tuple(np.lib.format.read_array_header_1_0(fp)[0])
+                if version == (2, 0):
+                    return tuple(np.lib.format.read_array_header_2_0(fp)[0])
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise DataError(f"{file} is not a readable .npz file ({error}); save it with numpy.savez") from None
+        return tuple(npz_arrays(file, arr)[0].shape)  # a header of another version: read the array
 
 
 def npy_is_vectors(data_dir: str) -> bool:
     """Whether a ``.npy`` (or ``.npz``) file holds (N, d) vectors (read from its header)."""
-    return _array_header(Path(data_dir).expanduser()).ndim == 2
+    return len(_array_shape(Path(data_dir).expanduser())) == 2
 
 
 def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int, *, resolution: int,
