@@ -37,8 +37,9 @@ Conventions:
   dark). An EXIF orientation tag is applied first, so photos come out the way viewers show them.
 * Values: 8-bit pixels v map to v / 127.5 − 1; digits v ∈ [0, 16] to v / 8 − 1; LFW's floats f ∈ [0, 1]
   to 2f − 1.
-* Sizes: any ``resolution`` >= 4 is produced; images smaller than it are upsampled, with one warning naming
-  how many and the smallest (bilinear enlargement adds blur, not detail).
+* Sizes: any ``resolution`` >= 4 is produced; image files and arrays smaller than it are upsampled, with one warning
+  naming how many and the smallest (bilinear enlargement adds blur, not detail); the bundled digits (8×8) and LFW
+  (25×25) are enlarged without one (their size is known, and 32 is the default every experiment asks for).
 * Subsets: ``n`` items are drawn without replacement by a permutation seeded with ``seed``; the chosen
   items keep their original order (``indices`` is sorted). For a fixed seed the subset of size n is
   contained in the subset of any larger size. An unreadable file is skipped with a warning naming it and
@@ -144,9 +145,14 @@ class ImageSet:
 
     @property
     def resolution(self) -> int:
-        """H (= W for every loader here); raises ShapeError for vector data."""
+        """The side R of square images (H = W: every loader here but an array kept at its own size); ShapeError for
+        vector data and for images that are not square, which have no one side (``images.shape[-2:]`` holds both)."""
         self._require_images("resolution")
-        return self.images.shape[2]
+        h, w = self.images.shape[2:]
+        if h != w:
+            raise ShapeError(f"resolution is the side of square images; this set's are {h}x{w} (H x W): read "
+                             f"images.shape[-2:], or load them with resolution= to make them square")
+        return h
 
     def _require_images(self, what: str) -> None:
         if self.images.ndim != 4:
