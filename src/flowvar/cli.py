@@ -599,8 +599,7 @@ def show_cmd(
     swept = load_sweep(folder)
     if swept is not None:
         meta = swept.get("meta", {})
-        where = ("interrupted: no figures (rerun the command to finish the sweep and draw them)"
-                 if meta.get("interrupted") else f"figures in {Path(folder) / 'figures'}")
+        where = _sweep_state(Path(folder), meta, len(swept["points"]))
         typer.echo(f"{meta.get('command', 'flowvar sweep')} ({meta.get('created', '')}); {where}\n")
         typer.echo(sweep_table(swept))
         counts = meta.get("counts", {})
@@ -632,6 +631,29 @@ def show_cmd(
         for e in collection["experiments"]:
             if e.get("status") in ("failed", "not run"):
                 typer.echo(f"  {e['name']}: {e['status']}" + (f": {e['error']}" if e.get("error") else ""))
+
+
+def _sweep_state(folder: Path, meta: dict, n_points: int) -> str:
+    """What ``flowvar show`` says of a sweep folder's figures, from its ``sweep.json`` meta: a sweep that did not
+    finish draws none and says so, so that no earlier grid's figures read as its own. ``state`` is "running" in
+    every table written while points run (a sweep killed with -9 leaves it so), "interrupted" after Ctrl-C,
+    "crashed" after a backend error, "finished"; a sweep.json from before ``state`` was recorded has only
+    ``interrupted``."""
+    rerun = "rerun the command to finish the sweep and draw them"
+    counts = meta.get("counts")
+    not_run = counts.get("not run") if isinstance(counts, dict) else 0
+    not_run = not_run if isinstance(not_run, int) else 0
+    state = meta.get("state")
+    if meta.get("interrupted") or state == "interrupted":
+        return f"interrupted: no figures ({rerun})"
+    if state == "running":
+        return f"unfinished (still running, or killed): no figures ({rerun})"
+    figures = meta.get("figures")
+    drawn = f"figures in {folder / 'figures'}" if figures or figures is None else "no figures drawn (see sweep.log)"
+    if not_run:  # a crash: the figures drawn mark those points "not run"
+        return (f"unfinished ({state or 'stopped'}): {not_run} of {n_points} points not run (rerun the command to "
+                f"finish the sweep); {drawn}")
+    return drawn
 
 
 def _warn_mode_note(collection: dict) -> None:

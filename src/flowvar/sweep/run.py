@@ -455,18 +455,34 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             return warn
         last_write = [0.0]
 
-        def meta(interrupted: bool = False) -> dict[str, Any]:
+        def meta(state: str) -> dict[str, Any]:
+            # state: "running" in every table written while points are computed (a sweep killed with -9, by the
+            # OOM killer or a preempted node, leaves it so: `flowvar show` then says it is unfinished), then
+            # "finished", "interrupted" (Ctrl-C, SIGTERM) or "crashed" (the backend raised)
             return {"experiment": name, "command": command_line(options, the_plan.threads),
                     "mode": "quick" if options.quick else "full",
                     "backend": options.backend, "jobs": options.jobs, "threads_per_point": the_plan.threads,
                     "code_version": code_version(name), "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                     "wall_s": time.perf_counter() - started, "cache": str(cache.root), "metrics": the_plan.metrics,
                     "verdict_patterns": the_plan.verdicts,
-                    "versions": versions(), "interrupted": interrupted,
+                    "versions": versions(), "state": state, "interrupted": state == "interrupted",
                     "counts": {s: sum(o.status == s for o in outcomes) for s in STATUSES}}
 
         timed: list[tuple[dict[str, Any], float]] = []
         fitted_on = [0]
+        cleared = [False]
+
+        def write_running() -> None:
+            """The tables so far, state "running" and no figures. The first one makes ``sweep.json`` this run's, so
+            the previous run's figures go with it: a kill -9 from here on would otherwise leave another grid's
+            figures shown as this sweep's (sweep.json is written first: a kill between the two leaves "running",
+            which `flowvar show` reads as unfinished, never old figures listed as current)."""
+            write_tables(out, {**meta("running"), "figures": []}, the_plan.axes, outcomes)
+            last_write[0] = time.perf_counter()
+            if not cleared[0]:
+                for w in remove_figures(out):
+                    log.warning("%s", w)
+                cleared[0] = True
 
         def finish(o: PointOutcome) -> None:
             # re-estimate what is left from every point timed so far (a cached one by the runtime its entry
@@ -486,10 +502,9 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             progress.finish(Outcome(o.point.label, o.status, o.point.key, o.wall_s, error=o.error,
                                     result=o.result))
             # keep the tables current without rewriting per point; not before --metric/--verdict are checked, so a
-            # sweep refused for a misspelt name leaves the previous sweep.csv as it was
-            if checked[0] and time.perf_counter() - last_write[0] > 2.0:
-                write_tables(out, meta(), the_plan.axes, outcomes)
-                last_write[0] = time.perf_counter()
+            # sweep refused for a misspelt name leaves the previous sweep.csv (and its figures) as they were
+            if checked[0] and (not cleared[0] or time.perf_counter() - last_write[0] > 2.0):
+                write_running()
 
         # --metric/--verdict were checked against the cached points (check_outputs_in_cache); with none cached, against
         # the first computed point, once (a name differs between points only in the config values a {placeholder}
@@ -520,6 +535,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
         figures: list[str] = []
         warnings: list[str] = []
         try:
+            if checked[0]:  # the names are known good: from now on the folder is this run's, even if it is killed
+                write_running()
             misses = []
             for o in outcomes:
                 t0 = time.perf_counter()
@@ -535,6 +552,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                 finish(o)
             if misses:
                 log.info("to compute: %d of %d points", len(misses), len(outcomes))
+                if checked[0]:  # the cache hits recorded before the first point computes (the writes are throttled)
+                    write_running()
                 config_file = str(options.config_file) if options.config_file is not None else None
                 plugins = [str(Path(p).resolve()) if str(p).endswith(".py") else str(p) for p in options.plugins]
 
@@ -586,14 +605,14 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             if interrupted:  # no figures are drawn: an earlier run's would be shown as this sweep's
                 for w in remove_figures(out):
                     log.warning("%s", w)
-            if not stopped:
-                write_tables(out, {**meta(interrupted), **({"figures": []} if interrupted else {})}, the_plan.axes,
-                             outcomes)
-            if not (interrupted or stopped):
+                write_tables(out, {**meta("interrupted"), "figures": []}, the_plan.axes, outcomes)
+            elif not stopped:
+                write_running()  # every point's outcome, before the figures: a kill while drawing reads unfinished
                 figures, warnings = draw_figures(out, the_plan, outcomes)
                 for w in warnings:
                     log.warning("%s", w)
-                write_tables(out, {**meta(), "figures": figures, "warnings": warnings}, the_plan.axes, outcomes)
+                write_tables(out, {**meta("finished" if finished else "crashed"), "figures": figures,
+                                   "warnings": warnings}, the_plan.axes, outcomes)
                 if finished:  # not after a crash (a backend error): the folder is left as the error found it
                     prune_earlier_points(out, the_plan, cache)  # this grid's points only in points/: one log line
             log.info("finished in %.1f s: %s", time.perf_counter() - started,
