@@ -153,3 +153,23 @@ def test_the_cli_names_the_rerun_command_of_an_interrupted_forced_sweep(tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "rerun flowvar sweep toy_sweep" in err and "(without --force" in err
     assert "--force" not in shlex.split(err.split("rerun ", 1)[1].split(" to continue", 1)[0])
+
+
+def test_the_cli_interrupt_names_the_thread_count_the_sweep_ran_with(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review sweepR, 4: the terminal's rerun command left out --threads, which sweep.log and meta.command carry;
+    run from another shell (without $FLOWVAR_THREADS) it would key every point afresh and recompute them all."""
+    from flowvar.cli import main
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "dispatch", interrupted)
+    monkeypatch.setenv("FLOWVAR_THREADS", "2")
+    out = tmp_path / "s"
+    assert main(["sweep", "toy_sweep", "--plugin", PLUGIN, "--grid", "x=1,2", "--out", str(out), "--quiet"]) == 130
+    printed = capsys.readouterr().err.split("rerun ", 1)[1].split(" to continue", 1)[0]
+    logged = next(x for x in (out / "sweep.log").read_text().splitlines() if "rerun " in x)
+    assert printed == logged.split("rerun ", 1)[1].split(" to continue", 1)[0]
+    words = shlex.split(printed)
+    assert words[words.index("--threads") + 1] == "2"

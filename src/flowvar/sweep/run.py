@@ -87,7 +87,6 @@ class Plan:
 def plan(options: Options) -> Plan:
     """Validate everything and configure every point; nothing is written. Raises :class:`ConfigError`."""
     from flowvar.experiments.base import get_experiment, load_plugin
-    from flowvar.runner import default_threads
 
     if options.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {options.jobs}")
@@ -98,7 +97,7 @@ def plan(options: Options) -> Plan:
     for plugin in options.plugins:
         load_plugin(plugin)
     spec = get_experiment(options.experiment)
-    threads = options.threads or default_threads()
+    threads = sweep_threads(options)
     metrics = list(options.metrics)
     verdicts = list(options.verdicts)
     # the command line's axes and values first; a preset's fill in the keys the command line leaves alone
@@ -164,6 +163,14 @@ def plan(options: Options) -> Plan:
     for point in points:  # a thread count torch cannot start is one line now, not a failed point per worker
         check_config_threads(point.config)
     return Plan(spec, list(axes.values()), points, metrics, threads, verdicts)
+
+
+def sweep_threads(options: Options) -> int:
+    """The torch threads per point: ``--threads``, else ``$FLOWVAR_THREADS``, else 1. Part of every point's cache
+    key, so the rerun command an interrupt prints names it even when it was not typed."""
+    from flowvar.runner import default_threads
+
+    return options.threads or default_threads()
 
 
 def _fixed_by(key: str, options: Options) -> str:
@@ -622,9 +629,16 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
 
 def interrupted_message(options: Options, threads: int | None = None) -> str:
     """What an interrupted sweep says (its log, and ``flowvar sweep`` on the terminal): the exact command that
-    continues it, :func:`command_line` (which leaves ``--force`` out). A forced sweep rerun with ``--force`` would
-    compute its finished points again; without it, the points it did not reach come from the cache where an earlier
-    run stored them, which the message says."""
+    continues it, :func:`command_line` (which leaves ``--force`` out) with the thread count the sweep ran with
+    (``threads``; by default :func:`sweep_threads`, as :func:`plan` found it: a rerun from another shell with
+    another ``$FLOWVAR_THREADS`` would otherwise recompute every finished point). A forced sweep rerun with
+    ``--force`` would compute its finished points again; without it, the points it did not reach come from the
+    cache where an earlier run stored them, which the message says."""
+    if threads is None:
+        try:
+            threads = sweep_threads(options)
+        except ConfigError:  # a $FLOWVAR_THREADS plan() refused: the sweep never ran, its command has none
+            threads = options.threads
     return interrupted_text("points", command_line(options, threads), options.force)
 
 
