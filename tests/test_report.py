@@ -165,7 +165,10 @@ def test_fig6_says_where_the_paper_holds(results: dict[str, Result]) -> None:
                     v["holds"] = True
     rows = {row[0]: marks for row, marks in zip(build_story(fitted).tables[0].rows,
                                                 build_story(fitted).tables[0].verdicts, strict=True)}
-    assert rows["Euler 1001 steps"][0][2] == rows["dopri5"][0][2] == "does not hold"
+    # the column asks about both σ: a row counts only where both claims' rules read it — dopri5 is no odd Euler grid,
+    # and with no grid left for σ = 0 (9a83df9) no row is judged however well the networks fit (reportR, session 30)
+    assert rows["Euler 1001 steps"][0][2] == ("not judged" if no_grid else "does not hold")
+    assert rows["dopri5"][0][2] == "not judged"
 
 
 def test_table2_sits_beside_the_papers_numbers(results: dict[str, Result]) -> None:

@@ -427,6 +427,13 @@ def _short_commit(commit: str) -> str:
     return commit[:12] + ("+dirty" if commit.endswith("+dirty") and len(commit) > 12 else "")
 
 
+def code_stamp(meta: dict[str, Any]) -> str:
+    """The code a run used, for a report's banner: ``flowvar 0.1.0+<digest>, commit 2b7514b168d5`` (the commit where
+    the run recorded one, as the README's run line names it)."""
+    commit = meta.get("git_commit")
+    return f"flowvar {meta['code_version']}" + (f", commit {_short_commit(str(commit))}" if commit else "")
+
+
 def readme_section(collection: dict[str, Any], folder_label: str) -> str:
     """The README's verdict section, generated from a reproduce folder's ``results.json`` (``collection``): where the
     run came from (command, mode, commit, date), the headline by claim kind, and one row per claim with its kind,
@@ -443,6 +450,7 @@ def readme_section(collection: dict[str, Any], folder_label: str) -> str:
              f"From the {which} in [`{folder_label}/`]({folder_label}/report.md): `{meta['command']}` "
              f"({meta['mode']} mode) at commit `{_short_commit(commit)}`, {meta['created']}, {len(exps)} experiments, "
              f"wall time {format_duration(meta['wall_s'])} on {meta.get('cpu_cores', '?')} CPU cores"
+             + own_runtimes(collection)
              + (f"; without a result: {', '.join(failed)}" if failed else "")
              + (f"; kept from earlier runs into the folder (not rerun by this command): {', '.join(kept)}" if kept
                 else "")
@@ -455,6 +463,21 @@ def readme_section(collection: dict[str, Any], folder_label: str) -> str:
     lines += _verdict_rows(collection, 160)
     lines += ["", end]
     return "\n".join(lines)
+
+
+def own_runtimes(collection: dict[str, Any]) -> str:
+    """Where the folder holds results this command did not compute (kept, assembled), its wall time is not theirs:
+    ``" (this command's, for fig4, fig5 and prop1; the experiments' own runtimes sum to 15 h 14 min)"``, so
+    "13 experiments, wall time 8 min 30 s" cannot read as the cost of all 13; empty when the command computed all."""
+    exps = _experiments(collection)
+    ran = [e["name"] for e in exps if e["status"] in ("computed", "cached", "failed")]
+    if len(ran) == len(exps):
+        return ""
+    own = [float(e["result"]["runtime_s"]) for e in exps
+           if isinstance(e.get("result"), dict) and isinstance(e["result"].get("runtime_s"), int | float)]
+    names = ", ".join(ran[:-1]) + (" and " if len(ran) > 1 else "") + ran[-1] if ran else ""
+    return (f" (this command's{f', for {names}' if names else ', which computed none of them'}; the "
+            f"experiments' own runtimes sum to {format_duration(sum(own))})")
 
 
 def update_readme(readme: Path | str, section: str) -> bool:

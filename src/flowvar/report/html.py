@@ -25,9 +25,11 @@ from flowvar.report.collection import (
     PAPER_TITLE,
     STATUS_TEXT,
     assembled,
+    code_stamp,
     environment,
     format_duration,
     kept,
+    own_runtimes,
 )
 from flowvar.report.document import Absent, Entry, absent, entries, interrupted_unlisted, kind_counts, run_scale
 from flowvar.report.narrators import TABLE
@@ -231,8 +233,8 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>flowvar reproduction report ({_h(meta['mode'])})</title><style>{_CSS}</style></head><body>",
              "<header>", f"<h1>Reproduction report: {_h(PAPER_TITLE)}</h1>", f"<p class=meta>{_h(PAPER_REF)}</p>",
-             f"<p class=meta><code>{_h(meta['command'])}</code> · {_h(meta['mode'])} mode · flowvar "
-             f"{_h(meta['code_version'])} · {_h(meta['created'])} · wall time {format_duration(meta['wall_s'])}</p>",
+             f"<p class=meta><code>{_h(meta['command'])}</code> · {_h(meta['mode'])} mode · {_h(code_stamp(meta))} · "
+             f"{_h(meta['created'])} · wall time {format_duration(meta['wall_s'])}{_h(own_runtimes(collection))}</p>",
              *[f"<p class=meta>{_h(name)}: {_code_spans(text)}</p>" for name, text in assembled(collection)],
              *[f"<p class=meta>{_h(', '.join(names))}: kept from {_code_spans(where)}, not rerun by this command</p>"
                for names, where in kept(collection)],

@@ -12,10 +12,12 @@ from flowvar.report.collection import (
     PAPER_TITLE,
     STATUS_TEXT,
     assembled,
+    code_stamp,
     environment,
     format_duration,
     kept,
     md_cell,
+    own_runtimes,
 )
 from flowvar.report.document import (
     Entry,
@@ -125,8 +127,8 @@ def render_markdown(collection: dict[str, Any]) -> str:
     without = sum(len(a.names) for a in missing)
     title, scale_lines = run_scale(str(meta.get("mode", "quick")), items)
     lines = [f"# Reproduction report: {PAPER_TITLE}", "", f"{PAPER_REF}", "",
-             f"`{meta['command']}` · {meta['mode']} mode · flowvar {meta['code_version']} · {meta['created']} · "
-             f"wall time {format_duration(meta['wall_s'])}", "",
+             f"`{meta['command']}` · {meta['mode']} mode · {code_stamp(meta)} · {meta['created']} · "
+             f"wall time {format_duration(meta['wall_s'])}{own_runtimes(collection)}", "",
              *[f"{line}\n" for line in provenance_lines(collection)],
              f"> **{title}.**"] + [f"> - {x}" for x in scale_lines]
     if missing:
