@@ -514,9 +514,9 @@ def _drawn_figures(monkeypatch, tmp_path: Path, the_plan, outcomes: list[PointOu
     drawn: dict = {}
 
     def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None, splits=None,
-               shortfalls=None) -> None:
+               shortfalls=None, replicates=None) -> None:
         drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits,
-                                                 shortfalls=shortfalls)
+                                                 shortfalls=shortfalls, replicates=replicates)
 
     monkeypatch.setattr(figures, "plot_metric", record)
     figures.draw_figures(tmp_path / "figs", the_plan, outcomes)

@@ -75,9 +75,9 @@ def _drawn_figures(monkeypatch, tmp_path: Path, the_plan, outcomes) -> tuple[dic
     drawn: dict = {}
 
     def record(path: Path, title: str, axes, table, *, verdict: bool = False, gaps=None, splits=None,
-               shortfalls=None) -> Path:
+               shortfalls=None, replicates=None) -> Path:
         drawn[path.name] = figures.metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits,
-                                                 shortfalls=shortfalls)
+                                                 shortfalls=shortfalls, replicates=replicates)
         return path
 
     monkeypatch.setattr(figures, "plot_metric", record)

@@ -99,7 +99,7 @@ def _wrapped(reason: str, width: int = 14) -> str:
 def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
                   gaps: dict[tuple[str, ...], str] | None = None, *, verdict: bool = False,
                   splits: dict[tuple[str, ...], str] | None = None,
-                  shortfalls: dict[tuple[str, ...], str] | None = None) -> Any:
+                  shortfalls: dict[tuple[str, ...], str] | None = None, replicates: str | None = None) -> Any:
     """The figure of a :func:`cell_table`: a line plot (one varying axis), heatmap (two) or heatmap panels (more).
 
     Every cell of the grid is drawn. A cell with no value (``gaps``, from :func:`cell_gaps`: no point of it
@@ -115,7 +115,9 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
     (1 untestable)" reads apart from "(1 failed)"; in a line plot these labels alternate above and below the points
     so that neighbours do not overlap. Points are joined by a line only along a numeric axis — a metric's by a
     straight line, a verdict's by a step (a verdict has no value between two swept values) —, never across the
-    values of a categorical one. None when ``table`` is empty."""
+    values of a categorical one. ``replicates`` (:func:`point_replicates`: ``"n_seeds = 2 trainings"``) says what
+    each point already averages, so that a spread over seed points is not read as one over trainings. None when
+    ``table`` is empty."""
     if not table:
         return None
     swept = [a for a in axes if a.key != "seed"]
@@ -123,7 +125,7 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
     n_seeds = next((len(a.values) for a in axes if a.key == "seed"), 1)
     varying = [i for i, a in enumerate(swept) if len(a.values) > 1]
     context = _FigureContext(title, swept, table, gaps or {}, (splits or {}) if verdict else {}, verdict, n_seeds,
-                             shortfalls or {})
+                             shortfalls or {}, replicates)
     return context.line_plot(varying[0] if varying else 0) if len(varying) <= 1 else context.heatmaps(varying)
 
 
@@ -132,18 +134,25 @@ class _FigureContext:
 
     def __init__(self, title: str, swept: list[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
                  gaps: dict[tuple[str, ...], str], splits: dict[tuple[str, ...], str], verdict: bool,
-                 n_seeds: int, shortfalls: dict[tuple[str, ...], str]) -> None:
+                 n_seeds: int, shortfalls: dict[tuple[str, ...], str], replicates: str | None = None) -> None:
         self.title, self.swept, self.table, self.gaps, self.splits = title, swept, table, gaps, splits
         self.verdict, self.n_seeds, self.shortfalls = verdict, n_seeds, shortfalls
         self.labels = [axis_labels(a) for a in swept]  # tick labels: distinct where six digits write two alike
         self.nothing = "no verdict" if verdict else "no value"
+        # a point that trains n_seeds replicates itself: the spread is over seed points, each of those trainings
+        each = f"each point: {replicates}" if replicates else ""
         if verdict:
             # a seed with no verdict (untestable, failed) is not counted: the agreement is among the judged ones
             self.value_label = "verdict (the judged seeds agree)" if n_seeds > 1 else "verdict"
+        elif n_seeds > 1 and each:
+            self.value_label = f"mean ± sd over {n_seeds} seed points\n({each})"
         elif n_seeds > 1:
             self.value_label = f"mean ± sd over {n_seeds} seeds"
         else:
-            self.value_label = "value (one point per cell)"
+            self.value_label = f"value (one point per cell{'; ' + each if each else ''})"
+        self.bar_label = ((f"mean over seed points (± in a cell: sd over {n_seeds} seed points;\n{each})" if each else
+                           "mean over seeds (± in a cell: sd over seeds)") if n_seeds > 1 else
+                          f"value{' (' + each + ')' if each else ''}")
 
     def key(self, assignment: dict[int, int]) -> tuple[str, ...]:
         """The cell (:func:`~flowvar.sweep.tables.cell_of`) of the values at these indices (axis → value)."""
@@ -219,8 +228,11 @@ class _FigureContext:
                                markersize=8, markerfacecolor="white", markeredgecolor="0.3",
                                label="seeds disagree (c confirmed, i inconclusive, r refuted)")
             for position, counts in split_at:
-                ax.annotate(counts, (position, SPLIT_Y), textcoords="offset points", xytext=(0, -12), fontsize=6,
-                            ha="center", color="0.3")
+                # above the marker, 2 pt clear of its 8 pt edge, where the topmost row leaves room: anchored below
+                # it at its baseline, a two-line label ("1 c / 1 i" over "(1 untestable)") rose into the hollow
+                # marker it counts, and under it a second line would meet the "confirmed" row's seed notes
+                ax.annotate(counts, (position, SPLIT_Y), textcoords="offset points", xytext=(0, 6), fontsize=6,
+                            ha="center", va="bottom", color="0.3", multialignment="center")
         if numbers is None:
             ax.set_xticks(positions, xs, rotation=30 if max(len(x) for x in xs) > 6 else 0)
         elif (positive := [v for v in numbers if v > 0]) and min(numbers) >= 0 and max(numbers) > 20 * min(positive):
@@ -230,7 +242,7 @@ class _FigureContext:
         ax.set_xlabel(xlabel)
         if verdict:
             # a two-line note above a "confirmed" point needs room below the title
-            top = SPLIT_Y + 0.5 if split_at else (1.8 if noted else 1.3)
+            top = SPLIT_Y + 1.0 if split_at else (1.8 if noted else 1.3)  # a split's counts sit above its marker
             ax.set_ylim(NO_VERDICT_Y - 0.5, top)
             ax.axhline((NO_VERDICT_Y - 1) / 2, color="0.6", linewidth=0.8, linestyle="--")
             ticks, names = [NO_VERDICT_Y, *VERDICT_TICKS[0]], [self.nothing, *VERDICT_TICKS[1]]
@@ -312,7 +324,7 @@ class _FigureContext:
         if verdict:
             bar.set_ticks(VERDICT_TICKS[0], labels=VERDICT_TICKS[1])
         else:
-            bar.set_label("mean over seeds (± in a cell: sd over seeds)" if self.n_seeds > 1 else "value")
+            bar.set_label(self.bar_label)
         fig.suptitle(self.title, fontsize=9)
         handles = []
         if any_gap:
@@ -330,7 +342,7 @@ class _FigureContext:
 def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[str, ...], tuple[float, float, int]],
                 *, verdict: bool = False, gaps: dict[tuple[str, ...], str] | None = None,
                 splits: dict[tuple[str, ...], str] | None = None,
-                shortfalls: dict[tuple[str, ...], str] | None = None) -> Path | None:
+                shortfalls: dict[tuple[str, ...], str] | None = None, replicates: str | None = None) -> Path | None:
     """:func:`metric_figure` saved as ``path``; None (nothing written) when ``table`` is empty.
 
     Rendered in memory, then written atomically (:func:`flowvar.files.atomic_write_bytes`, as
@@ -338,7 +350,8 @@ def plot_metric(path: Path, title: str, axes: Sequence[Axis], table: dict[tuple[
     or none, never a partial PNG, and raises :class:`~flowvar.errors.DataError` in one line."""
     import matplotlib.pyplot as plt
 
-    fig = metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits, shortfalls=shortfalls)
+    fig = metric_figure(title, axes, table, gaps, verdict=verdict, splits=splits, shortfalls=shortfalls,
+                        replicates=replicates)
     if fig is None:
         return None
     try:
@@ -363,6 +376,18 @@ def remove_figures(out: Path) -> list[str]:
     return warnings
 
 
+def point_replicates(points: Sequence[Any]) -> str | None:
+    """What each grid point already averages, for the figures' labels: ``"n_seeds = 2 trainings"`` when the points'
+    configs train ``n_seeds`` > 1 replicates each (fig6's ``--seeds 0,2,4`` is 3 seed points of 2 trainings, 6
+    networks), ``"n_seeds = 1–3 trainings"`` when a swept ``n_seeds`` differs between points; None when every point
+    trains one (or the experiment has no ``n_seeds``)."""
+    counts = sorted({n for p in points if isinstance(n := getattr(p.config, "n_seeds", None), int)
+                     and not isinstance(n, bool)})
+    if not counts or counts[-1] <= 1:
+        return None
+    return f"n_seeds = {counts[0]} trainings" if len(counts) == 1 else f"n_seeds = {counts[0]}–{counts[-1]} trainings"
+
+
 def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tuple[list[str], list[str]]:
     """One figure per chosen metric and one verdict map per claim into ``out/figures``; returns the figure
     paths (relative to ``out``) and warnings: metrics no point reported, and figures that could not be written
@@ -370,6 +395,7 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
     figures: list[str] = []
     folder = out / "figures"
     warnings = remove_figures(out)  # the figures of an earlier run of this sweep (other metrics, other grid)
+    replicates = point_replicates(plan_.points)
 
     def draw(name: str, title: str, table: dict[tuple[str, ...], tuple[float, float, int]],
              gap: Callable[[PointOutcome], str | None], verdict: bool = False,
@@ -384,7 +410,7 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
             path, n = folder / f"{name}-{n}.png", n + 1
         try:
             drawn = plot_metric(path, title, plan_.axes, table, verdict=verdict, gaps=gaps, splits=splits,
-                                shortfalls=shortfalls)
+                                shortfalls=shortfalls, replicates=replicates)
         except (FlowvarError, OSError) as e:  # a full disk: this figure is lost, the sweep's record is not
             warnings.append(f"figure {title!r} not written: {e}")
             return
@@ -442,4 +468,4 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
 
 
 __all__ = ["MAX_PANELS", "draw_figures", "metric_figure", "numeric_positions", "panel_count", "plot_metric",
-           "remove_figures", "text_colour"]
+           "point_replicates", "remove_figures", "text_colour"]
