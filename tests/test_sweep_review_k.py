@@ -173,3 +173,16 @@ def test_the_cli_interrupt_names_the_thread_count_the_sweep_ran_with(tmp_path: P
     assert printed == logged.split("rerun ", 1)[1].split(" to continue", 1)[0]
     words = shlex.split(printed)
     assert words[words.index("--threads") + 1] == "2"
+
+
+def test_a_misspelt_metric_names_the_result_json_that_holds_every_valid_name(tmp_path: Path) -> None:
+    """Review sweepR, 7 (its report quoted a cache folder): the refusal names the file itself, which exists, both
+    when the first computed point is checked and when a cached point is (docs/sweeps.md: "the cached result.json")."""
+    import re
+
+    out = tmp_path / "s"
+    for _ in range(2):  # the first run computes the point it checks against; the second finds it in the cache
+        with pytest.raises(ConfigError) as info:
+            sweep(Options("toy_sweep", grid=["x=1,2"], out=out, plugins=[PLUGIN], quiet=True, metrics=["stats.yy"]))
+        named = re.search(r"every valid name is in (\S+) \(", str(info.value))
+        assert named is not None and named.group(1).endswith("/result.json") and Path(named.group(1)).is_file()
