@@ -656,6 +656,7 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
     computing the same key in the same cache is waited for (:meth:`Cache.computing`; ``on_wait`` announces it,
     default: a line on stderr), and its stored result is then used unless ``force``.
     """
+    from flowvar import distributed
     from flowvar.experiments.base import build_config, get_experiment
 
     spec = get_experiment(name)
@@ -664,6 +665,13 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
     name = spec.name
     config = build_config(spec, quick=quick, seed=seed, overrides=overrides, config_file=config_file)
     key = cache_key(name, config, quick)
+    if distributed.env_world_size() > 1:
+        # under torchrun the ranks train together, so they must agree on hit or miss: rank 0 alone looks up, locks,
+        # stores and installs, and tells the others (a lock taken by every rank deadlocked: rank 0 held it and
+        # waited in the process group for rank 1, which waited for the lock)
+        distributed.init_from_env()
+        if not distributed.is_main_process():
+            return _follow_rank0(name, key, config, quick, cache, progress)
     output = Path(out_dir) / name if out_dir is not None else None
     problems: list[str] = []
 
@@ -679,12 +687,15 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
     entry = None if force else cache.lookup(key, on_corrupt=corrupt)
     hit = entry is not None
     result: Result | None = None
-    if entry is None:
+    if entry is not None:
+        _tell_other_ranks(entry)
+    else:
         cache.check_writable()
         with cache.computing(key, on_wait):
             # a process sharing the cache may have stored the key while this one waited for it
             entry = None if force else cache.lookup(key, on_corrupt=corrupt)
             hit = entry is not None
+            _tell_other_ranks(entry)
             if entry is None:
                 try:
                     entry, result = _compute_and_store(name, key, config, quick, output, cache, force, progress)
@@ -698,6 +709,33 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
         result = Result.load(entry / "result.json")
     return CachedRun(result, key, hit, entry, output if output is not None else entry,
                      problems[0] if problems else None)
+
+
+def _tell_other_ranks(entry: Path | None) -> None:
+    """Rank 0 of a torchrun group: tell the other ranks (:func:`_follow_rank0`) the key's cached result (a hit: the
+    result itself, so they need not see the cache's disk) or None (a miss: compute it together). One collective,
+    matched by theirs; nothing without a process group."""
+    from flowvar import distributed
+
+    if distributed.is_distributed():
+        distributed.gather_objects(Result.load(entry / "result.json").to_dict() if entry is not None else None)
+
+
+def _follow_rank0(name: str, key: str, config: Any, quick: bool, cache: Cache, progress: bool) -> CachedRun:
+    """A rank > 0 of :func:`run_cached` under torchrun: wait for rank 0's hit or miss; on a miss run the experiment
+    beside it — its trainings are collective, and they resume from the same checkpoints in the cache's work folder —
+    into a folder of its own that is discarded (rank 0 writes, stores and installs the result)."""
+    from flowvar import distributed
+    from flowvar.experiments.base import run_experiment
+
+    cached = distributed.gather_objects(None)[0]
+    entry = cache.root / key
+    if cached is not None:
+        return CachedRun(Result.from_dict(cached), key, True, entry, entry)
+    with tempfile.TemporaryDirectory(prefix=f"flowvar-rank{distributed.world().rank}-") as scratch:
+        result = run_experiment(name, Path(scratch), quick=quick, config=config, progress=progress,
+                                work_dir=cache.work_dir(key))
+    return CachedRun(result, key, False, entry, entry)
 
 
 def install_unstored(unstored: UnstoredResultError, dest: Path, name: str) -> tuple[bool, str]:

@@ -113,10 +113,28 @@ def run_cmd(
         _check_config_section(experiment, config_file)
     with _plain_log_lines() if plain_lines else contextlib.nullcontext():
         result, hit = _run_one(experiment, out, cache, quick, seed, overrides, config_file, progress)
+    from flowvar.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun every rank holds the result; rank 0 says it, once
+        return
     how = f"cache hit (computed earlier in {result.runtime_s:.1f} s)" if hit else f"in {result.runtime_s:.1f} s"
     typer.echo(f"{experiment}: {len(result.claims)} claims {how} -> {out / experiment}")
     for c in result.claims:
         typer.echo(f"  [{c.verdict:^12}] {c.id} ({c.kind})")
+
+
+def _refuse_torchrun(command: str) -> None:
+    """`flowvar reproduce` and `flowvar sweep` start their own processes per experiment or point: under torchrun every
+    rank would start a whole run and the ranks would lock each other out of the output folder, with a message naming
+    the sibling rank as "another process". Say what does run under torchrun instead."""
+    from flowvar.distributed import env_world_size
+
+    if (size := env_world_size()) > 1:
+        raise ConfigError(f"`flowvar {command}` does not run under torchrun (WORLD_SIZE={size}): it runs each "
+                          f"{'experiment' if command == 'reproduce' else 'point'} in a process of its own. Launch one "
+                          f"experiment data-parallel with `torchrun ... -m flowvar run EXPERIMENT --set ... --cache "
+                          f"DIR`; a later `flowvar {command}` with the same --cache and config values finds its "
+                          f"result")
 
 
 def _run_one(experiment: str, out: Path, cache: Path | None, quick: bool, seed: int | None,
@@ -198,6 +216,7 @@ def reproduce_cmd(
     cache: Annotated[Path | None, typer.Option("--cache", help="Result cache folder (default OUT/.cache).")] = None,
 ) -> None:
     """Reproduce the paper: run every experiment (cached, resumable) and write a report."""
+    _refuse_torchrun("reproduce")
     from flowvar.report import format_duration
     from flowvar.reproduce import Options, interrupted_message, parse_only, parse_scoped_overrides, reproduce
     from flowvar.results import claim_counts, headline
@@ -268,6 +287,7 @@ def sweep_cmd(
                                                             "others need; run nothing.")] = False,
 ) -> None:
     """Sweep an experiment over a grid of config values: cached points, sweep.csv/json, heatmaps, verdict maps."""
+    _refuse_torchrun("sweep")
     from flowvar.experiments.base import parse_overrides
     from flowvar.report import format_duration
     from flowvar.sweep import Options, interrupted_message, parse_seeds, sweep

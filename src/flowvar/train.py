@@ -65,7 +65,9 @@ group with W > 1 ranks is initialised, the same call trains data-parallel with t
   (every rank must find the same step, or a :class:`ConfigError` says so). A checkpoint resumes under any W,
   bit-identically (on CPU) under the same W;
 * the non-finite-loss check uses the all-reduced loss, so every rank stops together. An exception raised on one
-  rank only (e.g. by a callback) leaves the others waiting in the next collective until the backend's timeout.
+  rank only (e.g. by a callback) ends the job under torchrun within seconds (its agent stops the other ranks); a
+  launcher of one's own (``mp.spawn``) leaves the others waiting in the next collective until the process group's
+  timeout (``init_from_env(timeout_s=1800)``).
 * Normalisation layers that mix rows of a batch (BatchNorm) see only their rank's shard; flowvar's models
   (GroupNorm, MLPs) do not mix rows.
 

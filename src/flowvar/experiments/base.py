@@ -376,6 +376,8 @@ def carried_runtime(work_dir: Path | None) -> Iterator[Callable[[], float]]:
     ``work_dir`` (nothing resumes) the clock is this attempt's alone. The work folder is removed with the stored
     result (:func:`flowvar.cache.run_cached`), its count with it.
     """
+    from flowvar.distributed import is_main_process
+
     start = time.perf_counter()
     earlier = 0.0
     path = work_dir / ELAPSED_FILE if work_dir is not None else None
@@ -388,7 +390,9 @@ def carried_runtime(work_dir: Path | None) -> Iterator[Callable[[], float]]:
         return earlier + time.perf_counter() - start
 
     def record() -> None:
-        if path is not None:
+        # under torchrun rank 0 keeps the count: another rank writing it could recreate a work folder rank 0 has just
+        # removed with the stored result
+        if path is not None and is_main_process():
             with contextlib.suppress(OSError, FlowvarError):  # a lost count is a smaller runtime, never a failure
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(path, repr(clock()))
