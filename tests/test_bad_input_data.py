@@ -147,3 +147,20 @@ def test_a_failed_first_checkpoint_does_not_claim_a_previous_one_is_kept(tmp_pat
     with pytest.raises(DataError, match="the previous checkpoint is kept; free space"):
         save_checkpoint({"w": torch.zeros(1)}, tmp_path)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda p: p.write_text("1,2,3\n4,5,6\n"), "is not a .npy file (it does not start with numpy's header"),
+    (lambda p: np.save(p, np.array([{"a": 1}, {"b": 2}], dtype=object), allow_pickle=True),
+     "holds Python objects, not numbers; convert them to a numeric array"),
+])
+def test_an_unreadable_npy_file_is_told_what_it_is_not_to_allow_pickle(make, words, tmp_path) -> None:
+    """sweepR 5 (session 30): numpy calls a renamed text file "pickled (object) data" and suggests allow_pickle; an
+    object array saved with numpy.save was told to "save it with numpy.save"."""
+    from flowvar.data import load_array
+
+    path = tmp_path / "x.npy"
+    make(path)
+    with pytest.raises(DataError) as err:
+        load_array(path)
+    assert words in str(err.value) and "allow_pickle" not in str(err.value)

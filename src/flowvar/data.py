@@ -878,9 +878,32 @@ def _open_array(file: Path) -> np.ndarray | np.lib.npyio.NpzFile:
         except ValueError:  # truncated, or pickled objects: numpy's own reading names the problem more plainly
             return np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # BadZipFile: a truncated .npz download
-        saver = "numpy.savez" if file.suffix.lower() == ".npz" else "numpy.save"
-        raise DataError(f"{file} is not a readable {file.suffix or '.npy'} array ({error}); save it with "
-                        f"{saver}") from None
+        raise _unreadable_array(file, error) from None
+
+
+def _unreadable_array(file: Path, error: Exception) -> DataError:
+    """The DataError for a ``.npy``/``.npz`` file numpy could not read (``error``), naming what is wrong: a file without
+    numpy's header (numpy calls it pickled data and suggests ``allow_pickle``, the wrong remedy), an array of Python
+    objects, or else numpy's own words; each with the saver that writes a readable one."""
+    npz = file.suffix.lower() == ".npz"
+    saver = "numpy.savez" if npz else "numpy.save"
+    head = _file_head(file, 6)
+    if not npz and head is not None and head != b"\x93NUMPY":
+        return DataError(f"{file} is not a .npy file (it does not start with numpy's header; a text or CSV file "
+                         f"renamed?); load it into an array and save it with {saver}")
+    if "allow_pickle" in str(error):
+        return DataError(f"{file} holds Python objects, not numbers; convert them to a numeric array "
+                         f"(np.asarray(x, dtype=np.float32)) and save that with {saver}")
+    return DataError(f"{file} is not a readable {file.suffix or '.npy'} array ({error}); save it with {saver}")
+
+
+def _file_head(file: Path, size: int) -> bytes | None:
+    """The first ``size`` bytes of ``file`` (None when it cannot be read)."""
+    try:
+        with open(file, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return None
 
 
 #: A memory-mapped array is scanned in blocks of rows of about this many bytes: the checks over every row then hold
@@ -1077,7 +1100,7 @@ def npz_arrays(file: Path, npz: np.lib.npyio.NpzFile) -> tuple[np.ndarray, np.nd
     try:
         return npz[data_key], npz[label_key] if label_key is not None else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{file} is not a readable .npz file ({error}); save it with numpy.savez") from None
+        raise _unreadable_array(file, error) from None
 
 
 def _npz_keys(file: Path, npz: np.lib.npyio.NpzFile) -> tuple[str, str | None]:
@@ -1332,7 +1355,7 @@ def _array_shape(file: Path) -> tuple[int, ...]:
                 if version == (2, 0):
                     return tuple(np.lib.format.read_array_header_2_0(fp)[0])
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise DataError(f"{file} is not a readable .npz file ({error}); save it with numpy.savez") from None
+            raise _unreadable_array(file, error) from None
         return tuple(npz_arrays(file, arr)[0].shape)  # a header of another version: read the array
 
 
