@@ -193,7 +193,8 @@ def _plain_log_lines() -> Iterator[None]:
 @app.command("reproduce")
 def reproduce_cmd(
     quick: Annotated[bool, typer.Option("--quick/--full", help="--quick: every experiment's scaled-down settings "
-                                                              "(< 15 min on 2 CPU cores); --full: paper scale.")
+                                                              "(minutes each on 2 CPU cores; docs/reproduce.md "
+                                                              "lists the measured times); --full: paper scale.")
                      ] = False,
     out: Annotated[Path, typer.Option("--out", help="Output folder: OUT/report.html, OUT/report.md, "
                                                     "OUT/results.json, OUT/EXPERIMENT/.")] = Path("runs"),
