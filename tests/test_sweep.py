@@ -613,7 +613,7 @@ def test_heatmaps_mark_every_cell_with_no_verdict_in_a_colour_that_reads(tmp_pat
 def test_runtime_model_fits_costs_that_multiply_along_the_axes() -> None:
     """Three corners of a 2×2 grid whose cost is f(width)·g(d) give the fourth exactly; a value no timed point has
     gets its axis's typical (geometric-mean) level; nothing timed gives no model."""
-    from flowvar.sweep.run import runtime_model
+    from flowvar.sweep.estimates import runtime_model
 
     assert runtime_model([]) is None and runtime_model([({"d": [2]}, None)]) is None
     f, g = {64: 1.0, 256: 4.0}, {2: 100.0, 50: 900.0}

@@ -259,7 +259,7 @@ def test_only_an_experiments_grid_fields_scale_a_points_runtime() -> None:
     another length, or another channel_mult, is not a grid either; memorisation_phase's cells are."""
     from flowvar.cache import config_dict
     from flowvar.experiments.base import build_config, get_experiment
-    from flowvar.sweep.run import point_share
+    from flowvar.sweep.estimates import point_share
 
     solver = get_experiment("solver_resolution")
     whole = config_dict(build_config(solver))

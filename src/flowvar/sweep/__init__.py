@@ -37,7 +37,8 @@ quick: {grid, set}}}``), run with ``--preset NAME``; ``--grid``/``--set`` given 
 the preset's axes and values. ``table2`` and ``table3`` define their σ and N sweeps this way.
 
 The package: :mod:`~flowvar.sweep.grid` (axes, presets, points), :mod:`~flowvar.sweep.run` (options, plan,
-running), :mod:`~flowvar.sweep.folder` (one sweep per ``--out``, its grid's points only),
+running), :mod:`~flowvar.sweep.estimates` (runtime estimates: the ETA and ``--dry-run``),
+:mod:`~flowvar.sweep.folder` (one sweep per ``--out``, its grid's points only),
 :mod:`~flowvar.sweep.tables` (aggregation, ``sweep.json``/``sweep.csv``) and :mod:`~flowvar.sweep.figures` (plots
 and verdict maps).
 """

@@ -7,12 +7,10 @@ import logging
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-
-import numpy as np
 
 from flowvar.cache import Cache, code_version, install, writable_cache
 from flowvar.errors import ConfigError, FlowvarError
@@ -28,6 +26,7 @@ from flowvar.runner import (
     make_backend,
     sigterm_as_interrupt,
 )
+from flowvar.sweep.estimates import point_estimates, runtime_model
 from flowvar.sweep.figures import draw_figures, remove_figures
 from flowvar.sweep.folder import prune_earlier_points, refuse_other_sweep
 from flowvar.sweep.grid import Axis, Point, check_disjoint_replicates, expand, parse_axis, preset_axes, presets
@@ -233,82 +232,6 @@ class Summary:
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
-
-
-def runtime_model(known: Sequence[tuple[dict[str, Any], float]]) -> Callable[[dict[str, Any]], float] | None:
-    """A predictor of a point's runtime (seconds) from its swept values, fitted to the points already timed
-    (``(values, seconds)``); None when none is.
-
-    The points of one grid can differ in cost by orders of magnitude (memorisation_phase's cells: 4 min at d = 2,
-    width 64; an hour at d = 50, width 256), so the mean of the points timed so far misleads an ETA. The model is
-    the main effects of log-runtime, ``log t = b + Σ_axes e_axis(value)``, least squares with a small ridge on the
-    effects: a cost that multiplies along the axes (steps × width² × N) is fitted exactly from the points that
-    vary one axis at a time, and a value no timed point has gets effect 0, the typical level of that axis."""
-    timed = [(values, float(s)) for values, s in known if s is not None and s > 0]
-    if not timed:
-        return None
-
-    def levels_of(values: dict[str, Any]) -> list[tuple[str, str]]:
-        # repr, not canonical(): every value comes from one plan, coerced to its field's type (40x faster)
-        return [(k, repr(v)) for k, v in values.items()]
-
-    rows = [levels_of(values) for values, _ in timed]
-    column = {level: j + 1 for j, level in enumerate(sorted({level for row in rows for level in row}))}
-    design = np.zeros((len(rows), len(column) + 1))
-    design[:, 0] = 1.0
-    for i, row in enumerate(rows):
-        design[i, [column[level] for level in row]] = 1.0
-    target = np.log([s for _, s in timed])
-    ridge = np.sqrt(1e-6) * np.eye(len(column) + 1)[1:]  # the intercept is free; the one-hot effects need a tie-break
-    coef = np.linalg.lstsq(np.vstack([design, ridge]), np.concatenate([target, np.zeros(len(column))]),
-                           rcond=None)[0].tolist()
-    return lambda values: float(np.exp(coef[0] + sum(coef[column[lv]] for lv in levels_of(values) if lv in column)))
-
-
-def point_share(config: Any, reference: dict[str, Any], grids: Sequence[str]) -> float:
-    """The share of the run of ``reference`` (a config as a dict) that a point with ``config`` computes:
-    ``Π_k len(config.k) / len(reference.k)`` over the experiment's grid fields ``grids``
-    (:attr:`~flowvar.experiments.registry.ExperimentSpec.runtime_scales_with`: a point with ``dims=[2]`` of the full
-    ``dims=[2, 3, 10, 50]`` is a quarter of it; a ``--set ns=[1797]`` of ``ns=[500, 1797]`` a half). Any other field
-    counts 1: a solver grid only changes what is evaluated, training-length segments are cumulative (the longest
-    costs about the whole), a vector is not a grid, and a scalar's effect on the runtime is unknown to flowvar."""
-    from flowvar.cache import config_dict
-
-    share = 1.0
-    for key, mine in config_dict(config).items():
-        whole = reference.get(key)
-        if key in grids and isinstance(mine, list | tuple) and isinstance(whole, list | tuple) and whole:
-            share *= len(mine) / len(whole)
-    return share
-
-
-def baseline_runtime(spec: Any, cache: Cache, quick: bool) -> tuple[float, dict[str, Any]] | None:
-    """A runtime of the experiment and the config it is of: the newest cache entry of this mode (its recorded
-    runtime and config), else the YAML file's estimate of the whole run with the default config; None when neither
-    exists. A sweep's point covers part of that config (:func:`point_share`) and is charged that share of it, not
-    the whole (memorisation_phase's by_cell points each compute 1 of 40 cells of the 10 h YAML estimate)."""
-    from flowvar.cache import config_dict
-    from flowvar.experiments.base import build_config, expected_runtime
-
-    for manifest in reversed(cache.timed_entries(spec.name, quick)):
-        config = (manifest.get("inputs") or {}).get("config")
-        if isinstance(config, dict):
-            return float(manifest["runtime_s"]), config
-    estimate = expected_runtime(spec, quick)
-    if estimate is None:
-        return None
-    return float(estimate), config_dict(build_config(spec, quick=quick))
-
-
-def point_estimates(the_plan: Plan, cache: Cache, quick: bool) -> dict[str, float] | None:
-    """Each point's expected runtime (seconds, by point label) before any point of the plan is timed: the
-    :func:`baseline_runtime` scaled by the point's :func:`point_share` of it; None when there is no baseline."""
-    baseline = baseline_runtime(the_plan.spec, cache, quick)
-    if baseline is None:
-        return None
-    seconds, reference = baseline
-    grids = the_plan.spec.runtime_scales_with
-    return {p.label: seconds * point_share(p.config, reference, grids) for p in the_plan.points}
 
 
 def dry_run(options: Options) -> str:
