@@ -44,7 +44,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks examples
 
 test: setup lint browser
-	$(BIN)/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Chromium for tests/test_browser.py (report.html in a real browser): the distribution's package, installed only
 # where that needs no password (root, or password-less sudo) and apt-get exists. Never fails: elsewhere the test
