@@ -136,7 +136,8 @@ def assembles(name: str) -> Callable[[Callable[[Any, Any, RunContext], None]], C
 
 def ignoring(name: str) -> Callable[[Callable[[Any], Mapping[str, str]]], Callable[[Any], Mapping[str, str]]]:
     """Decorator registering ``ignores(config) -> {field: why}`` for the already registered experiment ``name``: the
-    fields its run does not read for this ``config`` (sigma_tradeoff's image sizes on GMM vectors), each with a
+    fields its run does not read for this ``config`` (sigma_tradeoff's image sizes on GMM vectors), or reads only
+    for a figure or a label that no metric or verdict depends on (fig6's ``primary_steps``), each with a
     phrase that completes "<experiment> does not read <field> ..." and names how to make it read (``"with
     dataset=gmm (it sizes images: set dataset=digits ... to sweep it)"``). A sweep over such a field would compute
     the same result at each of its values and draw it as "no effect", which nothing tested: ``flowvar sweep``
