@@ -45,4 +45,4 @@ def test_larger_noise_and_the_sigma_study_read_as_the_readme_says() -> None:
     assert quick["sigma_tradeoff.sigma_satisfying_both_margins_exists"] == "refuted"
     assert full["sigma_tradeoff.sigma_satisfying_both_margins_exists"] == "refuted"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "### σ = 0.05 in short" in readme and "no σ meeting both of its\nmargins at either scale" in readme
+    assert "## σ = 0.05 in short" in readme and "no σ meeting both of its\nmargins at either scale" in readme
