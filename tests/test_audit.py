@@ -722,6 +722,44 @@ def test_fixed_pairs_at_sigma_zero_reads_memorising(memorised: dict) -> None:
     assert "pair recovery" in report.drivers["memorising"]
 
 
+def test_pairs_off_by_one_row_leave_the_pairs_tests_unjudged_and_say_why(memorised: dict, tmp_path: Path) -> None:
+    """auditR 1: with --pairs rolled by one row (the off-by-one / sorted-differently mistake) the memoriser's sources
+    end on their neighbours' targets, and on these pairs the gradient test's λ (0.62 for the reviewer's 48-pair
+    memoriser) read generalising and decided the verdict "generalising" with no caveat. The landing check's question
+    must make the gradient test untestable and reach the verdict's notes (console, summary.md, `flowvar show`)."""
+    from flowvar.audit.saved import saved_summary
+    from flowvar.results import Result
+
+    rolled = torch.roll(memorised["x0"], 1, 0)
+    report = audit(memorised["model"], memorised["x1"], pairs=rolled, heldout=memorised["heldout"], samples=100,
+                   steps=40, grad_samples=16, t_bins=2)
+    claims = {c.id: c for c in report.result.claims}
+    pairs, grad = claims["audit.pair_recovery"], claims["audit.gradient_signal"]
+    assert grad.verdict == "untestable", report.summary()  # λ on pairs the model never trained on decides nothing
+    assert grad.evidence["pairs_alignment_in_doubt"] and pairs.verdict == "inconclusive"
+    assert pairs.evidence["landing_suspect"] and pairs.evidence["landing_excess"] >= rules.PAIR_MAX_LANDED_OTHER
+    assert "row-aligned with --data" in grad.precondition["statement"]
+    assert grad.precondition["measured"]["landing_excess"] == pairs.evidence["landing_excess"]
+    assert "check that row i of --pairs is the source" in grad.precondition["remedy"]
+    notes = claims["audit.memorises"].evidence["notes"]
+    question = (f"pair tests: not judged — {pairs.evidence['fine']['landed_on_other_target']:.0%} of the training "
+                f"sources' endpoints land on a training item that is neither their own nor their OT partner, while "
+                f"{pairs.evidence['landing_baseline']:.0%} of real data (held-out items) count as copies")
+    assert notes[0].startswith(question) and "is --pairs row-aligned with --data" in notes[0]
+    assert rules.PAIRS_UNDECIDED_CAVEAT not in notes  # the question says why the family is undecided
+    assert report.verdict != "memorising" or claims["audit.copying"].verdict == "confirmed"  # samples decide
+    assert notes[0] in report.summary() and notes[0] in report.markdown()
+    report.write(tmp_path / "a")
+    assert notes[0] in saved_summary(Result.load(tmp_path / "a" / "result.json"))
+    # the same model with its own pairs: the landing check stays quiet and the gradient test decides as before
+    right = audit(memorised["model"], memorised["x1"], pairs=memorised["x0"], heldout=memorised["heldout"],
+                  samples=100, steps=40, grad_samples=16, t_bins=2)
+    right_claims = {c.id: c for c in right.result.claims}
+    assert not right_claims["audit.pair_recovery"].evidence["landing_suspect"]
+    assert right_claims["audit.gradient_signal"].verdict == "confirmed" and right.verdict == "memorising"
+    assert not any("row-aligned" in n for n in right_claims["audit.memorises"].evidence["notes"])
+
+
 def test_exact_ot_field_on_gaussians_reads_generalising() -> None:
     g = torch.Generator().manual_seed(11)
     d = 6

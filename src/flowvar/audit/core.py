@@ -40,6 +40,8 @@ from flowvar.audit.loading import HeldOutOverlapWarning, in_training_data, load_
 from flowvar.audit.sections import (
     ROW_ORDER_RULE,
     Section,
+    alignment_in_doubt,
+    alignment_question,
     copying,
     endpoints,
     generalisation_gap,
@@ -410,13 +412,20 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     sections.append(generalisation_gap(generated, train_exact, held_exact, gens["gap"], conditioned_on=under))
     grad = gradient_signal(field_, train, x0_pairs, held, sigma=sigma, n_per_bin=grad_samples, n_bins=t_bins,
                            generator=gens["gradient"], labels=cond, heldout_labels=held_y if cond is not None else None)
-    sections.append(order_in_doubt(grad, order_check) if order_check and order_check["suspect"] else grad)
+    order_suspect = bool(order_check and order_check["suspect"])
+    # endpoints of the training sources landing on other training items beyond real data: the pairs given are not
+    # the ones trained (or the model copies), so λ on them says nothing about the model's own pairs
+    question = alignment_question(pairs_section.claim.evidence) if x0_pairs is not None and not order_suspect else ""
+    sections.append(order_in_doubt(grad, order_check) if order_suspect else
+                    alignment_in_doubt(grad, pairs_section.claim.evidence) if question else grad)
 
     verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
     overall, mem, genr = rules.overall_verdict(verdicts)
     reasons = [f"{TEST_NAMES[s.claim.id]}: {READING[s.claim.verdict]}{untestable_why(s.claim)} — {s.text}"
                for s in sections]
     verdict_lines = rules.verdict_notes(verdicts, pairs_given=x0_pairs is not None)  # conflicts and caveats
+    if question:  # it says why the pairs family is undecided, and what that leaves open
+        verdict_lines = [question] + [n for n in verdict_lines if n != rules.PAIRS_UNDECIDED_CAVEAT]
     sources = source_check(train_exact, x0_pairs, check.chosen) if x0_pairs is not None else None
     if sources is not None and sources["swapped_suspect"]:
         verdict_lines.append(sources["note"])

@@ -258,7 +258,8 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
                 "continuous_conditions": continuous,
                 "condition_baseline": baseline if continuous else None,
                 "landing_baseline": real.share, "landing_baseline_source": real.source,
-                "landing_excess": rules.pair_landing_excess(landed, real.share), "landing_checked": checked}
+                "landing_excess": rules.pair_landing_excess(landed, real.share), "landing_checked": checked,
+                "landing_suspect": suspect}
     both = (f" (the adaptive {method} solve and {coarse_method} on {coarse_steps} steps: {method}'s steps only set "
             f"its save times)" if adaptive else "")
     claim = judge("audit.pair_recovery",
@@ -343,24 +344,65 @@ def pair_order_check(field_: nn.Module, x0: Tensor, x1: Tensor, files: list[str]
             "suspect": rules.pair_order_suspect(share_loader, share_other, n)}
 
 
+def _not_judged(section: Section, statement: str, measured: dict[str, Any], remedy: str, evidence: dict[str, Any],
+                why: str) -> Section:
+    """``section`` (a test on the pairs) made untestable because the pairs given are in doubt: its precondition gains
+    ``statement`` (failed, with ``measured`` and ``remedy``), its evidence ``evidence``, its text starts with
+    "Not judged: ``why``", and its rule's outcome is kept as ``verdict_if_testable``."""
+    claim = section.claim
+    pre = dict(claim.precondition or {"statement": "", "measured": {}, "remedy": ""})
+    pre.update(statement=(f"{pre['statement']}; and " if pre["statement"] else "") + statement, holds=False,
+               measured={**pre.get("measured", {}), **measured},
+               remedy=(f"{pre['remedy']}; " if pre.get("remedy") and claim.verdict == "untestable" else "") + remedy)
+    kept = claim.verdict_if_testable if claim.verdict == "untestable" else claim.verdict
+    new_claim = replace(claim, verdict="untestable", precondition=pre, verdict_if_testable=kept,
+                        evidence={**claim.evidence, **evidence})
+    return replace(section, claim=new_claim, text=f"Not judged: {why}. " + section.text)
+
+
 def order_in_doubt(section: Section, check: dict[str, Any]) -> Section:
     """``section`` (a test on the pairs) made untestable because :func:`pair_order_check` found ``--pairs``
     aligned with another row order: its precondition gains "--pairs follow --data's row order", its rule's outcome
     kept as ``verdict_if_testable``."""
-    claim = section.claim
-    pre = dict(claim.precondition or {"statement": "", "measured": {}, "remedy": ""})
     a, b = check["own_partner_loader_order"], check["own_partner_name_order"]
-    order_text = f"--pairs rows follow --data's row order ({ROW_ORDER_RULE})"
-    pre.update(statement=(f"{pre['statement']}; and " if pre["statement"] else "") + order_text, holds=False,
-               measured={**pre.get("measured", {}), "own_partner_loader_order": a, "own_partner_name_order": b},
-               remedy=(f"{pre['remedy']}; " if pre.get("remedy") and claim.verdict == "untestable" else "")
-               + "reorder --pairs to --data's row order (result.json's data_row_order)")
-    kept = claim.verdict_if_testable if claim.verdict == "untestable" else claim.verdict
-    new_claim = replace(claim, verdict="untestable", precondition=pre, verdict_if_testable=kept,
-                        evidence={**claim.evidence, "pair_order_check": check})
-    text = (f"Not judged: --pairs look ordered by file name across the subfolders ({b:.0%} own partners) rather "
-            f"than --data's order ({a:.0%}). " + section.text)
-    return replace(section, claim=new_claim, text=text)
+    return _not_judged(section, f"--pairs rows follow --data's row order ({ROW_ORDER_RULE})",
+                       {"own_partner_loader_order": a, "own_partner_name_order": b},
+                       "reorder --pairs to --data's row order (result.json's data_row_order)",
+                       {"pair_order_check": check},
+                       f"--pairs look ordered by file name across the subfolders ({b:.0%} own partners) rather than "
+                       f"--data's order ({a:.0%})")
+
+
+def alignment_question(pairs: dict[str, Any]) -> str:
+    """The row-alignment question of pair recovery's evidence ``pairs`` when its landing check fired
+    (``landing_suspect``: the endpoints of the training sources land on other training items beyond what real data
+    do, :func:`flowvar.audit.rules.pair_landing_suspect`); "" otherwise. Said beside the verdict, since the pairs
+    tests are then not judged (:func:`alignment_in_doubt`)."""
+    if not pairs.get("landing_suspect"):
+        return ""
+    return (f"pair tests: not judged — {pairs['fine']['landed_on_other_target']:.0%} of the training sources' "
+            f"endpoints land on a training item that is neither their own nor their OT partner, while "
+            f"{pairs['landing_baseline']:.0%} of real data ({pairs['landing_baseline_source']}) count as copies of a "
+            f"training item: is --pairs row-aligned with --data (row i the source of item i)? Sources that are not "
+            f"the model's own give no evidence either way: the verdict rests on the fresh-sample tests, and memorised "
+            f"training pairs (Prop 2's memorisation) are not excluded")
+
+
+def alignment_in_doubt(section: Section, pairs: dict[str, Any]) -> Section:
+    """The gradient test ``section`` made untestable when pair recovery's landing check fired (evidence ``pairs``,
+    :func:`alignment_question`): its training pairs would then be pairs the model never trained on, and λ on them
+    reads generalising whatever the model memorised (a 48-pair memoriser with --pairs rolled by one row: λ = 0.62)."""
+    e = pairs["landing_excess"]
+    return _not_judged(section, f"--pairs are the model's training sources row-aligned with --data: their endpoints "
+                                f"land on other training items less than e = (l − b)/(1 − b) = "
+                                f"{rules.PAIR_MAX_LANDED_OTHER:.0%} beyond real data (pair recovery's landing check)",
+                       {"landed_on_other_target": pairs["fine"]["landed_on_other_target"],
+                        "landing_baseline": pairs["landing_baseline"], "landing_excess": e},
+                       "check that row i of --pairs is the source trained with --data's row i (same order, same "
+                       "items), then rerun",
+                       {"pairs_alignment_in_doubt": True},
+                       f"pair recovery's endpoints land on other training items beyond real data (e = {e:.2f}): "
+                       f"--pairs may not be row-aligned with --data")
 
 
 def _landing_text(landed: float, real: RealCopyBaseline, checked: bool, suspect: bool) -> str:
@@ -821,6 +863,7 @@ def gradient_signal(field_: nn.Module, train: Tensor, pairs_x0: Tensor | None, h
     return Section("gradient", "Gradient signal at the trained weights", claim, {"gradient": evidence}, figures, text)
 
 
-__all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "RealCopyBaseline", "Section", "copying", "endpoints",
+__all__ = ["GRID_COPIES", "INTEGRATE_CHUNK", "RealCopyBaseline", "Section", "alignment_in_doubt",
+           "alignment_question", "copying", "endpoints",
            "generalisation_gap", "gradient_signal", "half_sample_standard_error", "image_grid_png", "knn_ratio",
            "leave_one_out_ratio", "pair_recovery", "png", "real_copy_baseline"]
