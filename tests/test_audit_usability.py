@@ -142,6 +142,49 @@ def test_pickled_module_whose_class_cannot_be_imported_names_the_module(user_fol
         import_factory("user_nets:build")
 
 
+class ScriptNet(nn.Module):
+    """A model class as a training script defines it: pickled as ``__main__.ScriptNet`` (see the test below)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(D + 1, D)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.lin(torch.cat([x, t.reshape(-1, 1).expand(x.shape[0], 1)], 1))
+
+
+def test_pickled_module_whose_class_was_defined_in_the_saving_script_says_so(
+        user_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auditR 2: torch.save(Net()) from a training script pickles the class as __main__.Net, which no other process
+    can import; torch.load's AttributeError ("Can't get attribute 'Net' on <module '__main__' …>") read as "is it a
+    file written by torch.save?". The error names the class, the script, and the two ways to audit it. A class of an
+    importable module that no longer has it (renamed since) is named with its module."""
+    main_module = sys.modules["__main__"]
+    monkeypatch.setattr(ScriptNet, "__module__", "__main__")
+    monkeypatch.setattr(main_module, "ScriptNet", ScriptNet, raising=False)
+    torch.save(ScriptNet(), tmp_path / "whole.pt")  # what `python train.py` defining ScriptNet writes
+    monkeypatch.delattr(main_module, "ScriptNet")  # another process: its __main__ is not the training script
+    with pytest.raises(DataError) as caught:
+        load_model(None, tmp_path / "whole.pt")
+    text = str(caught.value)
+    assert "model's class 'ScriptNet', defined in the script that saved it (module __main__)" in text, text
+    assert "--model module:factory" in text and "flowvar.audit.audit(model, ...)" in text
+    assert "written by torch.save" not in text
+    # renamed since: user_nets is importable from its folder, but its class Shift is now called Shifted
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "user_nets.py").write_text(USER_NETS.replace("class Shift(", "class Shifted(").replace(
+        "return Shift()", "return Shifted()"))
+    monkeypatch.chdir(renamed)
+    monkeypatch.delitem(sys.modules, "user_nets", raising=False)
+    try:
+        with pytest.raises(DataError, match=r"pickles the model's class 'Shift' of module 'user_nets', which has no "
+                                            r"Shift now \(renamed or moved"):
+            load_model(None, user_folder / "whole.pt")
+    finally:
+        sys.modules.pop("user_nets", None)
+
+
 # --------------------------------------------------------------------------------------------- 2. not a torch file
 
 

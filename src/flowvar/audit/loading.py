@@ -9,15 +9,10 @@ is written.
 
 from __future__ import annotations
 
-import codecs
 import importlib
-import os
-import pickletools
 import re
-import sys
 import zipfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowvar.audit.checkpoints import read_checkpoint, working_folder_importable
 from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, printable
 from flowvar.metrics import as_matrix, nearest_neighbours
 
@@ -59,28 +55,6 @@ def weights_text(used: str, others: list[str]) -> str:
     what = ": the EMA weights" if is_ema(used) else ""
     also = f"; the file also holds {', '.join(others)} (--state-key {others[0]})" if others else ""
     return f"[{used}{what}{also}]"
-
-
-@contextmanager
-def working_folder_importable() -> Iterator[None]:
-    """The current working directory first on ``sys.path`` for the duration, unless it is there already (as ``''``
-    or by name); ``sys.path`` as it was afterwards.
-
-    Why: ``python -m flowvar.cli`` puts the working directory first on ``sys.path``, but the ``flowvar`` console
-    script does not, so ``flowvar audit --model my_nets:build`` run beside ``my_nets.py`` could not import it. Only
-    the user's model is imported under it — the factory's module (and what it or the factory imports) and a pickled
-    module's classes — so the caller's import path is left as it was (the Python API runs in the user's process).
-    First, as under ``python -m``: a module of the user's beside the command wins over an installed one of that name.
-    """
-    cwd = os.getcwd()
-    present = any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path)
-    if not present:
-        sys.path.insert(0, cwd)
-    try:
-        yield
-    finally:
-        if not present and cwd in sys.path:
-            sys.path.remove(cwd)
 
 
 def import_factory(spec: str) -> Any:
@@ -189,99 +163,6 @@ def _prefixes(state: Mapping[str, Tensor]) -> list[str]:
     return sorted({k.split(".", 1)[0] for k in state if "." in k})
 
 
-def _is_torchscript(path: Path) -> bool:
-    """A torch.jit.save archive: a zip whose members include the scripted code (``<name>/code/…``)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
-#: The first bytes of a pickle of protocol 2 or later (the PROTO opcode): how torch.save's pre-1.6 format begins.
-PICKLE_PROTO = b"\x80"
-#: The first bytes of a zip archive (a local file header): how torch.save's format begins, also when the file was cut
-#: short (a truncated archive, whose central directory at the end is missing, is no zip to zipfile.is_zipfile).
-ZIP_MAGIC = b"PK\x03\x04"
-
-
-def _not_torch_save(path: Path) -> str | None:
-    """What ``path`` is when it cannot be a torch.save file — neither a zip archive (torch.save since 1.6) nor a
-    pickle of protocol ≥ 2 (the older format) — in a few words ("empty", "a NumPy .npy array", "text"); None when it
-    may be one (or cannot be read: torch's error says why)."""
-    try:
-        with path.open("rb") as file:
-            head = file.read(512)
-    except OSError:
-        return None
-    if not head:
-        return "the file is empty"
-    if zipfile.is_zipfile(path) or head.startswith((PICKLE_PROTO, ZIP_MAGIC)):  # a cut zip still begins with PK
-        return None
-    if head.startswith(b"\x93NUMPY"):
-        return "it is a NumPy .npy array; arrays go to --data, --pairs or --heldout"
-    try:  # incremental: a character cut at the end of the 512 bytes is not a decoding error
-        text = codecs.getincrementaldecoder("utf-8")().decode(head)
-    except UnicodeDecodeError:
-        return f"it begins with the bytes {head[:8]!r}"
-    return f"it is text, beginning {printable(text[:40])!r}"
-
-
-def _lightning_shaped(path: Path) -> bool:
-    """Whether ``path`` pickles 'state_dict' and 'hyper_parameters' (a Lightning checkpoint), read from opcodes."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickled = archive.read(next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"))
-        strings = {arg for _, arg, _ in pickletools.genops(pickled) if isinstance(arg, str)}
-    except Exception:  # no archive, no pickle in it, or a damaged one: not recognised, the generic advice stands
-        return False
-    return "state_dict" in strings and bool({"hyper_parameters", "pytorch-lightning_version"} & strings)
-
-
-def _read_checkpoint(path: Path, weights_only: bool) -> Any:
-    if weights_only and path.is_file() and _is_torchscript(path):  # before torch.load, which warns and dispatches
-        raise DataError(f"checkpoint {path} is a TorchScript file, a whole model: pass it as --checkpoint without "
-                        f"--model")
-    try:
-        if weights_only:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        with working_folder_importable():  # unpickling imports the module that defines the model's classes
-            return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise DataError(f"checkpoint {path} does not exist") from None
-    except ModuleNotFoundError as error:  # only unpickling imports modules (weights_only refuses to)
-        raise DataError(f"checkpoint {path} pickles a model whose classes are defined in {error.name!r}, which cannot "
-                        f"be imported ({printable(str(error))[:200]}): the module defining the model class must be "
-                        f"importable when the file is read — run from the folder that holds it, or put that folder "
-                        f"on PYTHONPATH (or install the package it belongs to)") from None
-    except Exception as error:  # torch raises many types for a damaged or foreign file
-        text = str(error).strip()
-        foreign = _not_torch_save(path)
-        if foreign is not None:  # torch's own words (e.g. about weights_only) would point elsewhere: say it first
-            first = printable(text.splitlines()[0])[:200] if text else ""
-            wanted = ("the weights saved with torch.save(model.state_dict(), PATH)" if weights_only else
-                      "a whole model saved with torch.save(model, PATH), torch.jit.save or torch.export.save")
-            raise DataError(f"checkpoint {path} is not a file written by torch.save (neither a zip archive nor a "
-                            f"pickle: {foreign}); pass {wanted} (torch.load says: {type(error).__name__}"
-                            f"{': ' + first if first else ''})") from None
-        if weights_only and "weights only load failed" in text.lower() and zipfile.is_zipfile(path):
-            # a torch.save archive holding more than tensors and containers (a pickled module, an argparse
-            # Namespace among the hyper-parameters): weights_only refuses it rather than run code from the file
-            blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-            why = f" (it pickles {blocked.group(1)})" if blocked else ""
-            advice = (f"It is a Lightning checkpoint (its 'state_dict' is the weights): for a file you trust, "
-                      f"extract them with python -c \"import torch; torch.save(torch.load('{path}', weights_only="
-                      f"False)['state_dict'], 'weights.pt')\" and pass --checkpoint weights.pt with --model"
-                      if _lightning_shaped(path) else  # the whole-model route would refuse its state_dict
-                      "Save the weights alone (torch.save(model.state_dict(), 'weights.pt')), or, for a file you "
-                      "trust holding the whole model, pass it as --checkpoint without --model")
-            raise DataError(f"checkpoint {path} holds Python objects besides the weights{why}, which flowvar does not "
-                            f"unpickle next to --model (that would run code from the file). {advice}") from None
-        first = printable(text.splitlines()[0])[:200] if text else ""
-        raise DataError(f"checkpoint {path} cannot be read by torch.load ({type(error).__name__}"
-                        f"{': ' + first if first else ''}); is it a file written by torch.save?") from None
-
-
 def load_model(factory: str | None, checkpoint: str | Path | None, state_key: str | None = None) -> LoadedModel:
     """Build the model to audit.
 
@@ -318,7 +199,7 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
             raise ConfigError(f"--model {factory}() returned {type(built).__name__}, not a torch.nn.Module")
         if path is None:
             return LoadedModel(built.eval(), f"{factory}()")
-        obj = _read_checkpoint(path, weights_only=True)
+        obj = read_checkpoint(path, weights_only=True)
         entry, prefix = _split_state_key(obj, state_key)
         state, used = pick_state_dict(obj, path, entry)
         expected = set(built.state_dict())
@@ -366,7 +247,7 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
                 raise DataError(f"{path} looks like a torch.export program but torch.export.load failed: "
                                 f"{_first(error)}") from None
             return LoadedModel(program.module(), f"torch.export program {path}")
-    obj = _read_checkpoint(path, weights_only=False)
+    obj = read_checkpoint(path, weights_only=False)
     if not isinstance(obj, nn.Module):
         raise DataError(f"checkpoint {path} holds {'a state_dict' if isinstance(obj, Mapping) else type(obj).__name__},"
                         f" not a whole model; pass --model package.module:factory to build the model it belongs to")
