@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -265,22 +266,39 @@ def _first(error: BaseException) -> str:
 def in_memory(what: str, value: object, *, integers: bool) -> object:
     """An audit input given in memory, as the loaders take it: a numpy array becomes a tensor (as given, like a
     tensor); a str or Path stays a path or name; anything else (a list, a DataFrame) is one ConfigError naming the
-    accepted forms. ``integers``: whether an integer array is a valid value here (labels); elsewhere an integer
-    array holds pixels whose scale a tensor cannot carry, so it is refused with the two ways to give it."""
+    accepted forms. ``integers``: whether integers are a valid value here (labels); elsewhere an integer array or
+    tensor holds pixels whose scale memory does not carry (torchvision's MNIST ``.data`` and ``PILToTensor`` give
+    uint8 tensors), so it is refused with the two ways to give it, a tensor as an array is."""
     import numpy as np
 
+    def no_integers(kind: str, dtype: object) -> None:
+        if not integers:
+            raise ConfigError(f"{what} is an integer {kind} ({dtype}): its pixel scale is unknown in memory; convert "
+                              f"it to floats on the model's scale (e.g. x / 127.5 − 1 for 0..255 pixels), or save it "
+                              f"with numpy.save and pass the path (with --value-range / value_range for non-8-bit "
+                              f"images)")
+
     if isinstance(value, np.ndarray):
-        if value.dtype.kind in "iub" and not integers:
-            raise ConfigError(f"{what} is an integer array ({value.dtype}): its pixel scale is unknown in memory; "
-                              f"convert it to floats on the model's scale (e.g. x / 127.5 − 1), or save it with "
-                              f"numpy.save and pass the path (with --value-range / value_range for non-8-bit images)")
+        if value.dtype.kind in "iub":
+            no_integers("array", value.dtype)
         if value.dtype.kind not in "iubf":
             raise ConfigError(f"{what} must be a numeric array, got dtype {value.dtype}")
         return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, Tensor | str | Path):
+    if isinstance(value, Tensor):
+        if value.is_complex():
+            raise ConfigError(f"{what} must be a real tensor, got dtype {value.dtype}")
+        if not value.is_floating_point():
+            no_integers("tensor", value.dtype)
+        return value
+    if isinstance(value, str | Path):
         return value
     raise ConfigError(f"{what} must be a tensor, a numpy array or a path (file, folder or bundled name), got "
                       f"{type(value).__name__}")
+
+
+#: Float images in memory whose values are all ≥ 0 and reach past this are most often 0..255 pixels: warned about,
+#: as :func:`flowvar.data.load_array` warns about such a ``.npy`` file (the same bound).
+PIXEL_SCALE_WARN = 2.0
 
 
 def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
@@ -342,6 +360,10 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
         if x.ndim < 2 or x.shape[0] == 0:
             raise ShapeError(f"{what} must have shape (N, *shape) with N >= 1, got {tuple(x.shape)}")
         check_finite(what, x)
+        if x.ndim in (3, 4) and float(x.min()) >= 0.0 and (hi := float(x.max())) > PIXEL_SCALE_WARN:
+            warnings.warn(f"{what} holds float images with values in [{float(x.min()):g}, {hi:g}], used as given; "
+                          f"flowvar's images are in [−1, 1]: if these are 0..255 pixels and the model was trained on "
+                          f"another scale, convert them to it (e.g. x / 127.5 − 1)", stacklevel=3)
         return x.contiguous(), None, f"tensor {tuple(x.shape)}"
     text = str(data).strip()
     path = Path(text).expanduser()
@@ -512,8 +534,8 @@ def in_training_data(held: Tensor, train: Tensor) -> Tensor:
 
 
 __all__ = [
-    "AUDIT_DATA_NAMES", "NPZ_CONDITION_KEY", "OVERLAP_SPACING", "STATE_KEYS", "HeldOutOverlapWarning", "LoadedModel",
-    "carried_conditions", "check_conditions", "class_folders", "import_factory", "in_memory", "in_training_data",
-    "is_ema", "load_conditions", "load_labelled", "load_labels", "load_model", "load_points", "matching_prefixes",
-    "pick_state_dict", "submodule_state", "weights_text"
+    "AUDIT_DATA_NAMES", "NPZ_CONDITION_KEY", "OVERLAP_SPACING", "PIXEL_SCALE_WARN", "STATE_KEYS",
+    "HeldOutOverlapWarning", "LoadedModel", "carried_conditions", "check_conditions", "class_folders",
+    "import_factory", "in_memory", "in_training_data", "is_ema", "load_conditions", "load_labelled", "load_labels",
+    "load_model", "load_points", "matching_prefixes", "pick_state_dict", "submodule_state", "weights_text"
 ]
