@@ -55,3 +55,39 @@ def test_float_image_tensors_on_a_pixel_scale_are_warned_about_as_npy_files_are(
         load_labelled("--data", pixels / 127.5 - 1)  # on flowvar's scale
         load_labelled("--data", pixels.flatten(1))  # vectors: any scale is a scale
         load_labelled("--data", torch.full((4, 1, 2, 2), loading.PIXEL_SCALE_WARN))  # at the bound, not past it
+
+
+def test_show_of_a_saved_audit_says_why_a_test_is_untestable_or_asks_about_row_alignment() -> None:
+    """auditR 4: `flowvar show` printed "generalisation gap: not testable — ρ = 0.88 ± 0.05" without the 16 training
+    items < 20 behind it, and "pair recovery: inconclusive — … m = -0.02 / -0.02" without the row-alignment question
+    that made it so. Both come back from result.json as the console said them."""
+    from flowvar.audit.core import untestable_why
+    from flowvar.audit.saved import saved_summary
+    from flowvar.audit.sections import generalisation_gap, pair_recovery
+    from flowvar.models.empirical import MemorisingField
+    from flowvar.results import Result
+
+    g = torch.Generator().manual_seed(7)
+    x0, x1 = torch.randn(40, 4, generator=g, dtype=torch.float64), torch.randn(40, 4, generator=g,
+                                                                             dtype=torch.float64)
+    held = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    pairs = pair_recovery(MemorisingField(x0, x1), torch.roll(x0, 1, 0), x1, method="euler", steps=40,
+                          coarse_steps=10, heldout=held).claim  # the user's sources shifted by one row
+    gap = generalisation_gap(torch.randn(50, 4, dtype=torch.float64), x1[:16], held, g).claim
+    assert gap.verdict == "untestable" and pairs.verdict == "inconclusive"
+    result = Result(experiment="audit", title="audit", config={"convention": {}}, quick=False, claims=[pairs, gap],
+                    metrics={"verdict": "generalising"}, notes=[], runtime_s=0.0, device="cpu")
+    shown = saved_summary(Result.from_dict(result.to_dict())).splitlines()  # as read back from result.json
+    gap_line = next(line for line in shown if line.startswith("  generalisation gap:"))
+    assert gap_line.startswith(f"  generalisation gap: not testable{untestable_why(gap)} — ρ = "), gap_line
+    assert "to make it testable: pass at least 20 training items (now 16)" in gap_line
+    pairs_line = next(line for line in shown if line.startswith("  pair recovery:"))
+    e = pairs.evidence
+    assert pairs_line.endswith(f"; {e['fine']['landed_on_other_target']:.0%} of the endpoints land on another "
+                               f"training item, against {e['landing_baseline']:.0%} of real data (held-out items): "
+                               f"is --pairs row-aligned with --data?"), pairs_line
+    # the right pairs: no question
+    right = pair_recovery(MemorisingField(x0, x1), x0, x1, method="euler", steps=40, coarse_steps=10,
+                          heldout=held).claim
+    result.claims = [right]
+    assert "row-aligned" not in saved_summary(result)

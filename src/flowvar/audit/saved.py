@@ -7,7 +7,7 @@ from typing import Any
 
 from flowvar.audit import rules
 from flowvar.audit.adapters import Convention
-from flowvar.audit.core import READING, TEST_NAMES
+from flowvar.audit.core import READING, TEST_NAMES, untestable_why
 from flowvar.errors import FlowvarError
 from flowvar.results import Result
 
@@ -17,6 +17,16 @@ def _num(value: Any, spec: str = ".3g") -> str:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         return "–"
     return format(value, spec)
+
+
+def _landing(e: dict[str, Any]) -> str:
+    """Pair recovery's row-alignment question, when its landing check fired (judged again from the shares, so an
+    audit saved before ``landing_suspect`` was recorded shows it too); "" otherwise."""
+    landed, baseline = e.get("fine", {}).get("landed_on_other_target"), e.get("landing_baseline")
+    if _num(landed) == "–" or _num(baseline) == "–" or not rules.pair_landing_suspect(landed, baseline):
+        return ""
+    return (f"; {landed:.0%} of the endpoints land on another training item, against {baseline:.0%} of real data "
+            f"({e.get('landing_baseline_source', '?')}): is --pairs row-aligned with --data?")
 
 
 def claim_numbers(claim_id: str, evidence: dict[str, Any]) -> str:
@@ -34,7 +44,7 @@ def claim_numbers(claim_id: str, evidence: dict[str, Any]) -> str:
                 f"{_num(coarse.get('accuracy_own'), '.0%')} on the coarse ({grid_text(coarse)}); "
                 f"memorisation score m = {_num(fine.get('score'), '.2f')} / {_num(coarse.get('score'), '.2f')} "
                 f"(chance {_num(e.get('chance'), '.1%')}); OT partner {_num(fine.get('accuracy_ot'), '.0%')}"
-                + ("; the grids disagree" if e.get("grids_disagree") else ""))
+                + ("; the grids disagree" if e.get("grids_disagree") else "") + _landing(e))
     if claim_id == "audit.copying":
         held = e.get("heldout_copy_fraction")
         if _num(held) != "–":
@@ -83,8 +93,9 @@ def saved_summary(result: Result) -> str:
              f"model: {config.get('model', '?')}", f"data: {config.get('data', '?')}"]
     for claim in result.claims:
         if claim.id in TEST_NAMES:
-            lines.append(f"  {TEST_NAMES[claim.id]}: {READING.get(claim.verdict, claim.verdict)} — "
-                         f"{claim_numbers(claim.id, claim.evidence)}")
+            # an untestable test's failed precondition and its remedy, as the console said it
+            lines.append(f"  {TEST_NAMES[claim.id]}: {READING.get(claim.verdict, claim.verdict)}"
+                         f"{untestable_why(claim)} — {claim_numbers(claim.id, claim.evidence)}")
     for claim in result.claims:  # how the families were read (a conflict, a caveat), as the live report said
         if claim.id == "audit.memorises":
             lines += [f"  {note}" for note in claim.evidence.get("notes", [])]
