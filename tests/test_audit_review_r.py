@@ -91,3 +91,81 @@ def test_show_of_a_saved_audit_says_why_a_test_is_untestable_or_asks_about_row_a
                           heldout=held).claim
     result.claims = [right]
     assert "row-aligned" not in saved_summary(result)
+
+
+WRAPPERS = '''
+import torch
+from torch import nn
+
+
+class Inner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(5, 16), nn.SiLU(), nn.Linear(16, 4))
+
+    def forward(self, x, t):
+        return self.net(torch.cat([x, t.reshape(-1, 1).expand(x.shape[0], 1)], 1))
+
+
+class Wrapped(nn.Module):  # Meta flow_matching's ModelWrapper: the network as self.model, nothing else
+    def __init__(self):
+        super().__init__()
+        self.model = Inner()
+
+    def forward(self, x, t):
+        return self.model(x, t)
+
+
+class WrappedScaled(Wrapped):  # a wrapper with a weight of its own
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+
+def inner():
+    return Inner()
+
+
+def wrapped():
+    return Wrapped()
+
+
+def wrapped_scaled():
+    return WrappedScaled()
+'''
+
+
+@pytest.fixture(scope="module")
+def wrappers(tmp_path_factory: pytest.TempPathFactory) -> object:
+    from audit_checks import importable_module
+
+    yield from importable_module(tmp_path_factory, "audit_wrappers_r", WRAPPERS)
+
+
+def test_the_inner_networks_weights_load_into_the_factorys_wrapper(wrappers: object, tmp_path: Path) -> None:
+    """auditR 5: a factory returning a wrapper (self.model = the network) with the network's own state_dict (keys
+    net.0.weight for the wrapper's model.net.0.weight) was refused with "is the model one of those attributes, built
+    by another factory?" — the wrong way round. The weights are loaded into the submodule and the model line says so;
+    a wrapper holding weights of its own is refused, naming them."""
+    from flowvar.audit import load_model
+
+    network = wrappers.inner()  # type: ignore[attr-defined]
+    torch.save(network.state_dict(), tmp_path / "inner.pt")
+    loaded = load_model("audit_wrappers_r:wrapped", tmp_path / "inner.pt")
+    assert loaded.source == f"audit_wrappers_r:wrapped() with weights from {tmp_path / 'inner.pt'} loaded into its " \
+                            f"submodule 'model'"
+    for key, value in network.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[f"model.{key}"], value)
+    # the other way round (the wrapper's weights, the network built alone) was already read: unchanged
+    torch.save(loaded.module.state_dict(), tmp_path / "wrapper.pt")
+    assert "submodule" not in load_model("audit_wrappers_r:inner", tmp_path / "wrapper.pt").source
+    assert "submodule" not in load_model("audit_wrappers_r:wrapped", tmp_path / "wrapper.pt").source
+    with pytest.raises(DataError, match=r"its keys are the model's submodule 'model''s, but the model also holds "
+                                        r"scale: save the whole model's state_dict"):
+        load_model("audit_wrappers_r:wrapped_scaled", tmp_path / "inner.pt")
+    from flowvar.audit.loading import wrapped_network
+
+    expected = set(loaded.module.state_dict())
+    assert wrapped_network(network.state_dict(), expected) == "model"
+    assert wrapped_network(loaded.module.state_dict(), expected) is None  # already the model's own keys
+    assert wrapped_network({"other.weight": torch.zeros(1)}, expected) is None

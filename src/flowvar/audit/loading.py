@@ -144,6 +144,26 @@ def matching_prefixes(state: Mapping[str, Tensor], expected: set[str]) -> list[t
     return found
 
 
+def wrapped_network(state: Mapping[str, Tensor], expected: set[str], *, whole: bool = True) -> str | None:
+    """The attribute path P of the built model whose weights ``state`` is exactly — every key of the model is P + "."
+    + a key of ``state`` — or None (``state`` matches the model itself, or no such P). ``whole=False``: P when the
+    keys P + "." + key of ``state`` are among the model's, the model holding more (for the error that says so).
+
+    Why: a factory often wraps the network the user trained (Meta flow_matching's ``ModelWrapper`` holds it as
+    ``model``), while the user saved the network's own ``state_dict()`` (``net.0.weight`` for ``model.net.0.weight``):
+    the weights are the whole model's, under P. The wrapper must hold nothing else, so no weight stays unloaded."""
+    if not state or set(state) == expected:
+        return None
+    first = next(iter(state))
+    for key in expected:
+        if key.endswith("." + first):
+            head = key[:-len(first) - 1]
+            inside = {f"{head}.{k}" for k in state}
+            if inside == expected or (not whole and inside < expected):
+                return head
+    return None
+
+
 def _split_state_key(obj: Any, key: str | None) -> tuple[str | None, str | None]:
     """``--state-key`` as (checkpoint entry, attribute prefix): an entry of the checkpoint as it is
     (``ema_model``), ``ENTRY/PREFIX`` for a wrapper's attribute inside an entry (``state_dict/model`` of a Lightning
@@ -220,17 +240,25 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
             (head, state), rest = found[0], found[1:]
             others = [f"{used}/{h}" if used else h for h, _ in rest] + others
             used = f"{used}/{head}" if used else head
+        inner = wrapped_network(state, expected)
+        if inner is not None:  # the inner network's own weights, the factory's wrapper around it holding nothing else
+            state = {f"{inner}.{k}": v for k, v in state.items()}
         try:
             built.load_state_dict(state, strict=True)
         except RuntimeError as error:
             lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()][1:]
             detail = "; ".join(lines)[:300] or printable(str(error))[:300]
             heads = _prefixes(state)
-            hint = (f" (its weights sit under {', '.join(h + '.' for h in heads[:6])}: is the model one of those "
+            part = wrapped_network(state, expected, whole=False)
+            hint = (f" (its keys are the model's submodule {part!r}'s, but the model also holds "
+                    f"{', '.join(sorted(k for k in expected if not k.startswith(part + '.'))[:4])}: save the whole "
+                    f"model's state_dict, or build the network alone with --model)" if part is not None else
+                    f" (its weights sit under {', '.join(h + '.' for h in heads[:6])}: is the model one of those "
                     f"attributes, built by another factory?)" if 1 < len(heads) <= 6 or
                     (len(heads) == 1 and not any(k.startswith(heads[0] + ".") for k in built.state_dict())) else "")
             raise DataError(f"checkpoint {path} does not match the model built by {factory}: {detail}{hint}") from None
-        src = f"{factory}() with weights from {path}" + (f" {weights_text(used, others)}" if used else "")
+        src = (f"{factory}() with weights from {path}" + (f" {weights_text(used, others)}" if used else "")
+               + (f" loaded into its submodule {inner!r}" if inner is not None else ""))
         return LoadedModel(built.eval(), src, used)
     assert path is not None
     if zipfile.is_zipfile(path):
@@ -537,5 +565,6 @@ __all__ = [
     "AUDIT_DATA_NAMES", "NPZ_CONDITION_KEY", "OVERLAP_SPACING", "PIXEL_SCALE_WARN", "STATE_KEYS",
     "HeldOutOverlapWarning", "LoadedModel", "carried_conditions", "check_conditions", "class_folders",
     "import_factory", "in_memory", "in_training_data", "is_ema", "load_conditions", "load_labelled", "load_labels",
-    "load_model", "load_points", "matching_prefixes", "pick_state_dict", "submodule_state", "weights_text"
+    "load_model", "load_points", "matching_prefixes", "pick_state_dict", "submodule_state", "weights_text",
+    "wrapped_network"
 ]
