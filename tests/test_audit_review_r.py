@@ -169,3 +169,82 @@ def test_the_inner_networks_weights_load_into_the_factorys_wrapper(wrappers: obj
     assert wrapped_network(network.state_dict(), expected) == "model"
     assert wrapped_network(loaded.module.state_dict(), expected) is None  # already the model's own keys
     assert wrapped_network({"other.weight": torch.zeros(1)}, expected) is None
+
+
+class ScaleAware(torch.nn.Module):
+    """A field trained at time scale 1000 (the exact OT field of t/1000) that also runs at scale 1, where its output
+    is ``factor`` × the OT field's: fits there too, worse the further ``factor`` is from 1."""
+
+    def __init__(self, field: torch.nn.Module, factor: float) -> None:
+        super().__init__()
+        self.field, self.factor = field, factor
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype)
+        return self.field(x, t / 1000) if float(t.max()) > 1.5 else self.factor * self.field(x, t)
+
+
+def test_a_requested_time_scale_that_another_fits_better_is_noted_or_refused_on_the_pairs() -> None:
+    """auditR 6: a diffusers UNet trained at ×1000 audited at the requested ×1 in silence (fresh-draw loss ratio 0.679
+    against 0.656, training pairs 0.0042 against 0.0009). Another convention that fits better is now said beside the
+    verdict with both loss ratios, and the "much better" refusal reads the training pairs' ratio as well."""
+    from flowvar.audit import Convention, check_conventions
+    from flowvar.gaussian import GaussianProblem
+    from flowvar.models.empirical import MemorisingField
+
+    problem = GaussianProblem.isotropic(4, mean=2.0)
+    data = problem.sample(64, torch.Generator().manual_seed(3))
+    at_1 = Convention("xt", "data_at_1", 1.0)
+    worse = check_conventions(ScaleAware(problem.ot_field(), 0.5), data, at_1, torch.Generator().manual_seed(0))
+    best, own = worse.score(Convention("xt", "data_at_1", 1000.0)), worse.score(at_1)
+    assert worse.chosen.time_scale == 1.0 and best is not None and own is not None
+    assert 0.5 * own.loss_ratio < best.loss_ratio < own.loss_ratio  # better, not twice as good: audited, noted
+    assert worse.note == (f"convention: xt (data_at_1, time scale 1000) fits this model better than the xt "
+                          f"(data_at_1, time scale 1) requested (loss ratio {best.loss_ratio:.3g} against "
+                          f"{own.loss_ratio:.3g} on fresh draws); audited as requested — pass --convention xt --time "
+                          f"data_at_1 --time-scale 1000 to audit it so")
+    tied = check_conventions(ScaleAware(problem.ot_field(), 1.0), data, at_1, torch.Generator().manual_seed(0))
+    assert tied.note == ""  # a network that ignores its time's scale: nothing better to name
+    report = audit(ScaleAware(problem.ot_field(), 0.5), data, convention="xt", time="data_at_1", time_scale=1.0,
+                   samples=30, steps=10, grad_samples=4, t_bins=1)
+    notes = next(c for c in report.result.claims if c.id == "audit.memorises").evidence["notes"]
+    assert [n for n in notes if n.startswith("convention: ")] == [report.convention.note]
+    assert report.convention.note in report.summary()
+    # a memoriser of its pairs at scale 1 requested at 1000: the fresh draws nearly tie (0.43 against 0.39), its
+    # training pairs do not (0.44 against 1e-15) — refused, naming both, as a fresh-draw ratio half as large is
+    g = torch.Generator().manual_seed(0)
+    x1, x0 = 2 + torch.randn(16, 4, generator=g, dtype=torch.float64), torch.randn(16, 4, generator=g,
+                                                                                  dtype=torch.float64)
+    with pytest.raises(DataError, match=r"convention xt \(data_at_1, time scale 1000\) fits this model poorly \(loss "
+                                        r"ratio [\d.]+ on fresh draws, [\d.]+ on the training pairs\) while xt "
+                                        r"\(data_at_1, time scale 1\) fits much better .*pass --convention xt --time "
+                                        r"data_at_1 --time-scale 1$"):
+        check_conventions(MemorisingField(x0, x1), x1, Convention("xt", "data_at_1", 1000.0),
+                          torch.Generator().manual_seed(0), sources=x0)
+
+
+def test_a_factory_without_checkpoint_is_asked_about_its_own_weights(wrappers: object, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """auditR 7: `--model nets:xt` without `--checkpoint` audits the freshly built network; the convention check
+    refused it (rightly) asking "is the checkpoint trained on this data?" though no checkpoint was given. It now asks
+    about the factory's own weights, and the model line says they were used; with a checkpoint the question stays."""
+    from audit_checks import run_cli
+    from flowvar.audit import load_model
+    from flowvar.audit.fit import CHECKPOINT_QUESTION, FACTORY_QUESTION
+    from flowvar.audit.loading import OWN_WEIGHTS
+
+    x1 = 2 + 0.3 * torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "x1.npy", x1.numpy())
+    loaded = load_model("audit_wrappers_r:inner", None)
+    assert loaded.source == f"audit_wrappers_r:inner() {OWN_WEIGHTS}"
+    code, _, err = run_cli(["--model", "audit_wrappers_r:inner", "--data", str(tmp_path / "x1.npy"), "--out",
+                            str(tmp_path / "a")], capsys)
+    assert code == 2 and err.strip().startswith("flowvar: error: no calling convention fits this model"), err
+    assert FACTORY_QUESTION in err and "checkpoint trained" not in err
+    code, _, err = run_cli(["--model", "audit_wrappers_r:inner", "--data", str(tmp_path / "x1.npy"), "--convention",
+                            "xt", "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and f"no other convention fits either ({FACTORY_QUESTION})" in err, err
+    torch.save(loaded.module.state_dict(), tmp_path / "untrained.pt")
+    code, _, err = run_cli(["--model", "audit_wrappers_r:inner", "--checkpoint", str(tmp_path / "untrained.pt"),
+                            "--data", str(tmp_path / "x1.npy"), "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and CHECKPOINT_QUESTION in err and FACTORY_QUESTION not in err, err

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.audit.adapters import COMMON_CONDITION_ARGS, COMMON_LABEL_ARGS, Convention, LabelArg
-from flowvar.audit.fit import ConventionCheck, check_conventions
+from flowvar.audit.fit import CHECKPOINT_QUESTION, ConventionCheck, check_conventions
 from flowvar.audit.loading import carried_conditions, load_conditions, load_labels
 from flowvar.errors import ConfigError, DataError, FlowvarError, ShapeError
 
@@ -55,14 +55,15 @@ def labels_that_run(model: nn.Module, train: Tensor, labels: Tensor | None) -> s
 def check_conventions_with_labels(model: nn.Module, train: Tensor, requested: Convention | None,
                                   gen: torch.Generator, labels: Tensor | None, label_arg: LabelArg | None,
                                   labels_from: str, sources: Tensor | None = None,
-                                  time_scales: tuple[float, ...] = (1.0, 1000.0)) -> ConventionCheck:
+                                  time_scales: tuple[float, ...] = (1.0, 1000.0),
+                                  trained: str = CHECKPOINT_QUESTION) -> ConventionCheck:
     """:func:`check_conventions`, and when the model cannot be called at all, whether class labels (or continuous
     conditions: ``labels`` float) are what it lacks (or what it refuses): the error then names the flag that fixes
-    it."""
+    it. ``trained``: what a convention that does not fit asks about the weights (:func:`check_conventions`)."""
     what = "conditions" if labels is not None and labels.is_floating_point() else "class labels"
     try:
         return check_conventions(model, train, requested, gen, time_scales, labels=labels, label_arg=label_arg,
-                                 sources=sources)
+                                 sources=sources, trained=trained)
     except FlowvarError as error:
         text = str(error)
         if "cannot be called" not in text:

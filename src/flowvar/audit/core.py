@@ -35,8 +35,8 @@ from torch import Tensor, nn
 from flowvar.audit import rules
 from flowvar.audit.adapters import AdaptedField, Convention, LabelArg, model_dtype
 from flowvar.audit.conditioning import check_conventions_with_labels, resolve_conditioning
-from flowvar.audit.fit import ConventionCheck
-from flowvar.audit.loading import HeldOutOverlapWarning, in_training_data, load_labelled
+from flowvar.audit.fit import CHECKPOINT_QUESTION, FACTORY_QUESTION, ConventionCheck
+from flowvar.audit.loading import OWN_WEIGHTS, HeldOutOverlapWarning, in_training_data, load_labelled
 from flowvar.audit.sections import (
     ROW_ORDER_RULE,
     Section,
@@ -369,8 +369,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     # users make their training data from, and a part that changes its draw count leaves the others' draws alone
     gens = audit_generators(seed)
     cond = y if la is not None else None  # the labels the model is called with (None: unconditional)
+    trained = FACTORY_QUESTION if model_source.endswith(OWN_WEIGHTS) else CHECKPOINT_QUESTION
     check = check_conventions_with_labels(model, train, requested, gens["conventions"], y, la, labels_from,
-                                           x0_pairs, scales)
+                                           x0_pairs, scales, trained)
     field_ = AdaptedField(model, check.chosen, la)
 
     sections: list[Section] = []
@@ -429,6 +430,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     sources = source_check(train_exact, x0_pairs, check.chosen) if x0_pairs is not None else None
     if sources is not None and sources["swapped_suspect"]:
         verdict_lines.append(sources["note"])
+    if check.note:  # the requested convention was audited while another fits better
+        verdict_lines.append(check.note)
     reasons += verdict_lines
     claims = [s.claim for s in sections]
     claims.append(judge("audit.memorises", "The model memorises its training data (all tests combined)",

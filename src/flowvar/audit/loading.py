@@ -30,6 +30,11 @@ from flowvar.metrics import as_matrix, nearest_neighbours
 STATE_KEYS: tuple[str, ...] = ("ema_model", "ema", "state_dict", "model_state_dict", "model", "net_model", "net")
 
 
+#: How the model line ends for ``--model`` without ``--checkpoint``: the factory's module is audited as built, and a
+#: convention that does not fit then asks about the factory's weights, not a checkpoint's (:func:`flowvar.audit.audit`).
+OWN_WEIGHTS = "with its own weights (no --checkpoint)"
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model ready to audit: ``module`` (in eval mode), ``source`` (how it was built, for the report: with a
@@ -219,7 +224,7 @@ def load_model(factory: str | None, checkpoint: str | Path | None, state_key: st
         if not isinstance(built, nn.Module):
             raise ConfigError(f"--model {factory}() returned {type(built).__name__}, not a torch.nn.Module")
         if path is None:
-            return LoadedModel(built.eval(), f"{factory}()")
+            return LoadedModel(built.eval(), f"{factory}() {OWN_WEIGHTS}")
         obj = read_checkpoint(path, weights_only=True)
         entry, prefix = _split_state_key(obj, state_key)
         state, used = pick_state_dict(obj, path, entry)
@@ -562,7 +567,7 @@ def in_training_data(held: Tensor, train: Tensor) -> Tensor:
 
 
 __all__ = [
-    "AUDIT_DATA_NAMES", "NPZ_CONDITION_KEY", "OVERLAP_SPACING", "PIXEL_SCALE_WARN", "STATE_KEYS",
+    "AUDIT_DATA_NAMES", "NPZ_CONDITION_KEY", "OVERLAP_SPACING", "OWN_WEIGHTS", "PIXEL_SCALE_WARN", "STATE_KEYS",
     "HeldOutOverlapWarning", "LoadedModel", "carried_conditions", "check_conditions", "class_folders",
     "import_factory", "in_memory", "in_training_data", "is_ema", "load_conditions", "load_labelled", "load_labels",
     "load_model", "load_points", "matching_prefixes", "pick_state_dict", "submodule_state", "weights_text",
