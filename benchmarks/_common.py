@@ -2,8 +2,10 @@
 
 Timing protocol: every method of one comparison runs in the same process, round-robin in a freshly shuffled
 order each round (so that load from other processes on a shared machine hits all of them alike, and no
-method always runs right after the same memory-hungry neighbour); a figure is the median over rounds and
-ratios are taken between medians of the same run. The default clock is the process's CPU time
+method always runs right after the same memory-hungry neighbour); a figure is the median over rounds, and a
+ratio either divides two medians of the same run or is the median of the per-round ratios (:func:`paired_ratio`,
+which cancels load that drifts between rounds). Every section names the machine, the libraries and the git commit
+it measured (:func:`machine_line`). The default clock is the process's CPU time
 (``time.process_time``): with one torch thread it is the work a method does, and unlike wall time it does not
 count the time the process waits for a core on a shared, loaded machine (``--clock wall`` for wall time).
 """
@@ -20,6 +22,7 @@ import random
 import re
 import resource
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,11 +131,28 @@ def versions() -> dict[str, str]:
     return out
 
 
+def git_commit(root: Path = ROOT) -> str:
+    """The checkout's commit as ``git rev-parse --short HEAD``, with ``+dirty`` when a tracked file differs from it
+    (untracked files do not count); 'unknown (no git checkout)' where git or the repository is missing (a copied
+    tree). A section names it so that a reader can tell which code its figures describe."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *argv], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git checkout)"
+    return head + ("+dirty" if dirty else "")
+
+
 def machine_line(threads: int) -> str:
+    """The section's provenance line: CPU, cores, torch threads, load, OS, library versions, the git commit measured
+    (:func:`git_commit`) and the date."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     libs = ", ".join(f"{k} {v}" for k, v in versions().items())
     return (f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, torch threads {threads}, load average "
-            f"{load:.1f} at start; {platform.system()} {platform.release()}; {libs}; "
+            f"{load:.1f} at start; {platform.system()} {platform.release()}; {libs}; flowvar commit {git_commit()}; "
             f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.")
 
 
@@ -173,7 +193,9 @@ def paired_ratio(numerator: list[float], denominator: list[float], level: float 
     """Median of the per-round ratios numerator[r] / denominator[r] and a distribution-free ``level`` confidence
     interval for it: (median, low, high).
 
-    The two methods of a round ran back to back, so a round's ratio cancels load that drifts over the run. The
+    The two methods ran in the same round (every method of the comparison once per round, in an order shuffled
+    every round: :func:`interleaved`; not necessarily adjacent), so a round's ratio cancels load that drifts from
+    round to round. The
     interval is that of the sign test: [r_(k), r_(n+1−k)] of the sorted ratios, with the largest k such that
     P(Bin(n, ½) < k) ≤ (1 − level)/2; it needs no assumption on how the ratios are distributed. With too few
     rounds for any k ≥ 1 (n < 6 at 95%), the bounds are NaN.

@@ -507,3 +507,29 @@ def test_gradient_variance_doc_quotes_the_stored_gradvar_run() -> None:
     monitor = {(r["model"], r["B"]): r for r in _all_table_rows(stored, "model") if "plain step" in r}[("d=2", "256")]
     assert f"takes {monitor['plain step']} in the table's run" in cost
     assert f"at B = 256 ({monitor['monitor (defaults)']} in the table;" in cost
+
+
+def test_machine_line_records_the_git_commit(tmp_path: Path) -> None:
+    """A section names the commit it measured ('+dirty' when tracked files differ), or says there was none."""
+    common = _benchmark_module("_common")
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    commit = common.git_commit()
+    assert commit in (head, head + "+dirty") and commit.endswith("+dirty") == bool(dirty), commit
+    assert f"flowvar commit {commit};" in common.machine_line(1)
+    assert common.git_commit(tmp_path) == "unknown (no git checkout)"
+
+
+def test_audit_cost_calls_the_peak_difference_a_lower_bound() -> None:
+    """The difference of the two VmHWM peaks is what the audit added to the process's peak: a lower bound on its own
+    working memory (it may reuse what training freed), never 'at most'. The stored section says what the script
+    now prints."""
+    sentence = _benchmark_module("audit_cost").peak_sentence
+    text = sentence(490.2, 665.4)
+    assert "raised the process's peak by 175 MiB, a lower bound on its own working memory" in text
+    assert "at most" not in text
+    assert "by 0 MiB" in sentence(500.0, 480.0)  # the audit stayed under the training peak
+    stored = _section_of((ROOT / "BENCHMARKS.md").read_text(), "audit_cost")
+    assert sentence(490.0, 665.0) in stored and "at most the difference" not in stored
