@@ -312,8 +312,9 @@ def main() -> None:
              "", machine_line(args.threads), "", clock_note(args.clock, args.threads), "",
              f"Independent coupling and exact minibatch OT, σ = {sigma}, same MLP initialisation and data source. "
              f"Throughput ratio = torchcfm step time / flowvar step time (≥ 1: flowvar at least as fast), the median "
-             f"over rounds of the ratio within a round (both loops ran back to back), with its distribution-free 95% "
-             f"interval in brackets (sign test, `paired_ratio` in benchmarks/_common.py); step times are medians. "
+             f"over rounds of the per-round ratio (both loops ran in the same round (order shuffled)), with its "
+             f"distribution-free 95% interval in brackets (sign test, `paired_ratio` in benchmarks/_common.py); "
+             f"step times are medians. "
              f"`flowvar.train` is the trainer itself, timed over calls of {BLOCK} steps (set-up, the loss's "
              f"finiteness check and bookkeeping included), with its optimizer `make_adam` (torch's fused Adam kernel); "
              f"torchcfm's loop is that of its examples, `torch.optim.Adam(lr={LR_TEXT})` with its other settings at "

@@ -22,10 +22,12 @@ on per-round ratios with their 95% intervals (gradvar_checks.py).
     python benchmarks/gradvar.py               # full grid (about 20-30 min on a loaded 2-core machine)
     python benchmarks/gradvar.py --quick       # reduced grid, a few minutes
     python benchmarks/gradvar.py --ablations   # the A/B runs docs/gradient_variance.md quotes (gradvar_ablations.py)
+    python benchmarks/gradvar.py --profile     # print the profiles it quotes for missed targets (gradvar_ablations.py)
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -43,6 +45,7 @@ import torch
 from _common import (
     clock_note,
     command,
+    fmt_paired,
     fmt_ratio,
     fmt_time,
     interleaved,
@@ -191,7 +194,8 @@ def make_ours(model: nn.Module, batch: Batch, elementwise: bool, own_grads: bool
         stats = engine.compute(reduction="mean", losses=losses, check=check)
         if elementwise:
             assert stats.sq_sum is not None
-        return Measured(stats.trace, f"fallback: {sorted(stats.fallback)}" if stats.fallback else "", stats.sq_sum)
+        return Measured(stats.trace, f"fallback: {sorted(stats.fallback)}" if stats.fallback else "", stats.sq_sum,
+                        stats.rules)
     return run
 
 
@@ -320,6 +324,7 @@ def factories(model: nn.Module, batch: Batch, own_off: bool = False) -> dict[str
 
 
 SLOW = ("Opacus per-sample", "torch.func vmap", "per-sample loop")  # timed in their own group with plain
+PAIRED_HEADER = "paired ratio to plain (95%)"  # the tables' column of per-round ratios (Grid.paired)
 FAST_ONLY = ("plain", *OURS)  # large batches: the others take minutes
 BLOCK = 10  # training steps per timed block in the monitor-overhead benchmark
 
@@ -394,6 +399,14 @@ def time_grid(label: str, model: nn.Module, batch: Batch, rounds: int, slow: tup
             paired[f"{ours} / {theirs}"] = paired_ratio(samples[ours], samples[theirs])
     print(f"{label}: " + ", ".join(f"{n} {fmt_time(v)}" for n, v in medians.items()), flush=True)
     return Grid(medians, results, notes, paired)
+
+
+def paired_cell(name: str, grid: Grid) -> str:
+    """The tables' paired cell of ``name``: its median per-round ratio to plain with the 95% interval
+    (:func:`_common.fmt_paired`), '1.00×' for plain, '–' for a method without per-round ratios (the slow group)."""
+    if name == "plain":
+        return "1.00×"
+    return fmt_paired(grid.paired[name]) if name in grid.paired else "–"
 
 
 # --------------------------------------------------------------------------------------------- memory
@@ -482,14 +495,20 @@ def monitor_overhead(d: int, B: int, rounds: int, budget_s: float, tmp: Path,
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], configure=lambda parser: parser.add_argument(
-        "--ablations", action="store_true", help="only the A/B runs that docs/gradient_variance.md quotes "
-        "(sum check on/off; the monitor's parts); their own BENCHMARKS.md section"))
-    setup(args.threads, args.clock)
-    if args.ablations:
-        from gradvar_ablations import ablations
+    def configure(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--ablations", action="store_true", help="only the A/B runs that "
+                            "docs/gradient_variance.md quotes (sum check on/off; the monitor's parts); their own "
+                            "BENCHMARKS.md section")
+        parser.add_argument("--profile", action="store_true", help="only print torch.profiler breakdowns of the "
+                            "missed targets' rows that docs/gradient_variance.md quotes (UNet 16² B=32 element-wise; "
+                            "MLP trace without the sum check); writes no BENCHMARKS.md section")
 
-        ablations(args)
+    args = parse_args(__doc__.splitlines()[0], configure=configure)
+    setup(args.threads, args.clock)
+    if args.ablations or args.profile:
+        from gradvar_ablations import ablations, profiles
+
+        (profiles if args.profile else ablations)(args)
         return
     quick = args.quick
     started = time.perf_counter()
@@ -506,12 +525,13 @@ def main() -> None:
         for name in names:
             if name in grid.medians:
                 out.append([label, str(B), name, fmt_time(grid.medians[name]),
-                            fmt_ratio(grid.medians[name] / plain), grid.notes.get(name, "")])
+                            fmt_ratio(grid.medians[name] / plain), paired_cell(name, grid),
+                            grid.notes.get(name, "")])
             elif (full or name in FAST_ONLY) and (name != OWN_OFF or name in grid.notes):
-                out.append([label, str(B), name, "–", "–", grid.notes.get(name, "not installed")])
+                out.append([label, str(B), name, "–", "–", "–", grid.notes.get(name, "not installed")])
         check = agreement(grid.results, reference_moments(model, batch))
         exactness.append(check)
-        out.append([label, str(B), "agreement", "", "", agreement_note(check, grid.notes)])
+        out.append([label, str(B), "agreement", "", "", "", agreement_note(check, grid.notes)])
         return out
 
     # the tables' ratios of medians beside the targets' paired ratios, {(method, setting): ratio}: the targets' text
@@ -538,13 +558,15 @@ def main() -> None:
         keep_of_medians(f"d={d} B={B}", grid, mlp_paired[(d, B)])
         rows += grid_rows(f"d={d}", B, model, batch, grid, full=True)
     lines += ["### MLP (d+1 → 256 → 256 → 256 → d, SELU), float32", "",
-              "Ratio = median time / median time of a plain forward+backward of the same batch (same run); the "
-              "targets at the end judge paired per-round ratios instead (see there). "
+              "Ratio = median time / median time of a plain forward+backward of the same batch (same run). "
+              f"`{PAIRED_HEADER}`: the median of the per-round ratios to plain with its 95% sign-test interval "
+              "(the figure the targets at the end judge; see there why it can differ from the ratio of medians); "
+              "`–` for the methods timed in their own group (too few rounds). "
               "`agreement` (every table): the relative differences of flowvar's traces (all its variants) and of "
               "its element-wise Σ_i g_i² from a float64 torch.func per-sample reference over the whole batch "
               "(untimed), and of flowvar's trace from each timed independent method that measured every "
               "parameter; flowvar's variants are not compared with each other.", "",
-              table(["model", "B", "method", "time", "ratio to plain", "notes"], rows), ""]
+              table(["model", "B", "method", "time", "ratio to plain", PAIRED_HEADER, "notes"], rows), ""]
 
     # UNet and transformers: B = 32 beside every other method, B = 128 ours only
     image_paired: dict[tuple[str, str, int], dict[str, Paired]] = {}
@@ -570,7 +592,7 @@ def main() -> None:
               "measures afterwards), for comparison: by default the engine computes the gradients of the layers "
               "whose per-sample gradients it materialises anyway (docs/gradient_variance.md). At B = 128 only "
               "flowvar and plain are timed; the float64 reference still checks them.", "",
-              table(["image", "B", "method", "time", "ratio to plain", "notes"], rows), ""]
+              table(["image", "B", "method", "time", "ratio to plain", PAIRED_HEADER, "notes"], rows), ""]
     rows = []
     for kind, title in (("dit", "DiT (`DiTField`)"), ("mha", "`nn.TransformerEncoderLayer`")):
         for B in ((32,) if quick else (32, 128)):
@@ -582,7 +604,7 @@ def main() -> None:
               f"time conditioning; {n_dit / 1e6:.2f}M parameters). `nn.TransformerEncoderLayer`: the same size built "
               f"from PyTorch's layer (`nn.MultiheadAttention` inside, batch first, pre-norm; time embedding added to "
               f"the tokens; {n_mha / 1e6:.2f}M parameters; `MHATransformerField` in this script).", "",
-              table(["model", "B", "method", "time", "ratio to plain", "notes"], rows), "",
+              table(["model", "B", "method", "time", "ratio to plain", PAIRED_HEADER, "notes"], rows), "",
               f"Largest relative difference from the float64 reference over every table above: flowvar's traces "
               f"{_largest(a.ours for a in exactness)}, element-wise Σ_i g_i² "
               f"{_largest(a.sq_sum for a in exactness)} (float32).", ""]

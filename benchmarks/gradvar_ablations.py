@@ -7,15 +7,27 @@
   hooks armed and their records cleared without measuring; ``compute(check=False)``; ``compute()`` with the sum
   check; the monitor at its defaults (t-profile, CSV row), each over the plain step.
 
-Every ratio is the median of per-round ratios (variants interleaved, back to back within a round) with its 95%
-sign-test interval (``_common.paired_ratio``).
+Every ratio is the median of per-round ratios (variants interleaved: in the same round, order shuffled) with its
+95% sign-test interval (``_common.paired_ratio``).
+
+``python benchmarks/gradvar.py --profile`` (:func:`profiles`) prints, and writes nowhere, a ``torch.profiler``
+breakdown of the rows of issue 20's missed targets that docs/gradient_variance.md explains from a profile: the
+UNet's element-wise row (16², B = 32) and the MLP's trace with the sum check off (d = 2, B = 1024). Every torch
+operator's self CPU time is attributed to the phase and the innermost flowvar function on its Python stack
+(:func:`site_of`), per variant, beside the top operators and the unprofiled times.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+import re
+import statistics
 import tempfile
 import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from _common import (
@@ -29,7 +41,9 @@ from _common import (
     table,
     write_section,
 )
-from gradvar import BLOCK, make_ours, make_plain, mlp_problem, monitor_overhead
+from gradvar import BLOCK, make_ours, make_plain, mlp_problem, monitor_overhead, unet_problem
+from gradvar_checks import Batch, Runner
+from torch import nn
 
 SECTION = "gradvar_ablations"
 MONITOR_PARTS = ("plain", "hooks", "compute, no check", "compute", "default")
@@ -62,7 +76,8 @@ def ablations(args: argparse.Namespace) -> None:
     lines = ["## Gradient variance: where the time goes (A/B runs)", "",
              command("gradvar.py --ablations", args), "", machine_line(args.threads), "",
              clock_note(args.clock, args.threads), "",
-             "Ratios: median of per-round ratios to the plain variant (interleaved, back to back within a round) "
+             "Ratios: median of per-round ratios to the plain variant (interleaved: in the same round (order "
+             "shuffled)) "
              "with the 95% sign-test interval in brackets (none under 6 rounds). A time column is each variant's "
              "own median, so a ratio of two times shown here is a ratio of medians taken over separate columns of "
              "rounds: under load that drifts between rounds it can differ from the paired ratio by much more than "
@@ -82,3 +97,205 @@ def ablations(args: argparse.Namespace) -> None:
               table(["variant", "step", "ratio to plain"], rows), "",
               f"Total run time {time.perf_counter() - started:.0f} s.", ""]
     write_section(SECTION, "\n".join(lines), args.no_write)
+
+
+# --------------------------------------------------------------------------------------------- profiles
+
+#: the variants a profile can time: name → factory(model, batch)
+PROFILE_VARIANTS: dict[str, Callable[[nn.Module, Batch], Runner]] = {
+    "plain": make_plain,
+    "flowvar trace, check=False": lambda m, b: make_ours(m, b, False, check=False),
+    "flowvar trace": lambda m, b: make_ours(m, b, False),
+    "flowvar elementwise": lambda m, b: make_ours(m, b, True),
+}
+#: phases of a step, in table order (:func:`site_of`)
+PHASES = ("model forward", "autograd backward", "engine hooks", "owned layers (backward pass)", "compute(): rules",
+          "compute(): sum check")
+_PY_FRAME = re.compile(r"^(?P<path>\S+\.py)\((?P<line>\d+)\): (?P<fn>.+)$")
+
+
+def _frame(name: str) -> tuple[str, str] | None:
+    """(path inside flowvar, function) of a profiler Python-function event in flowvar's source, else None."""
+    match = _PY_FRAME.match(name)
+    if match is None or "flowvar/" not in match["path"]:
+        return None
+    return match["path"].rsplit("flowvar/", 1)[1], match["fn"]
+
+
+def is_operator(name: str) -> bool:
+    """A torch operator (or autograd's own scope), not a Python function the profiler traced (``with_stack``)."""
+    return _PY_FRAME.match(name) is None and not name.startswith("<built-in")
+
+
+def site_of(event: object) -> tuple[str, str]:
+    """(phase, function) that ran an operator event, from its chain of parent events (``cpu_parent``) that are
+    Python frames in flowvar's source: the function is the innermost such frame ('file.py:function'; '–' for none);
+    the phase the first that applies of: inside ``_OwnedGrad.backward`` (owned.py) → 'owned layers (backward
+    pass)'; inside ``_failed_checks`` under ``compute`` (engine.py) → 'compute(): sum check'; under ``compute`` →
+    'compute(): rules'; any other frame of flowvar.variance → 'engine hooks'; a frame of flowvar.models → 'model
+    forward'; none → 'autograd backward' (autograd's C++ engine runs the model's backward without Python frames).
+    A shared helper called by a layer rule names the rule's file too: 'records.py:sample_sum (from conv.py)'."""
+    frames: list[tuple[str, str]] = []
+    parent = getattr(event, "cpu_parent", None)
+    while parent is not None:
+        frame = _frame(parent.name)
+        if frame is not None:
+            frames.append(frame)
+        parent = parent.cpu_parent
+    innermost = f"{frames[0][0].rsplit('/', 1)[-1]}:{frames[0][1]}" if frames else "–"
+    rule = next((path.rsplit("/", 1)[-1] for path, _ in frames if path.startswith("variance/rules/")), None)
+    if rule is not None and not frames[0][0].startswith("variance/rules/"):  # a shared helper: name the layer rule
+        innermost += f" (from {rule})"
+    if any(path.endswith("owned.py") and fn.endswith("backward") for path, fn in frames):
+        return "owned layers (backward pass)", innermost
+    if any(path.endswith("engine.py") and fn == "compute" for path, fn in frames):
+        checking = any(path.endswith("engine.py") and fn == "_failed_checks" for path, fn in frames)
+        return ("compute(): sum check" if checking else "compute(): rules"), innermost
+    if any(path.startswith("variance/") for path, _ in frames):
+        return "engine hooks", innermost
+    if frames:
+        return "model forward", innermost
+    return "autograd backward", innermost
+
+
+def profile_call(run: Runner, stacks: bool) -> tuple[dict[tuple[str, str], float], dict[str, float], float]:
+    """One call of ``run`` under ``torch.profiler``: the operators' self time (seconds) by site {(phase, function):
+    s} (:func:`site_of`; with ``stacks`` off every operator reads as 'autograd backward') and by operator {name: s},
+    and the call's wall time under the profiler. The profiler times operators by the wall clock too: a profile is
+    only as quiet as the machine."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_stack=stacks) as prof:
+        t0 = time.perf_counter()
+        run()
+        wall = time.perf_counter() - t0
+    by_site: dict[tuple[str, str], float] = defaultdict(float)
+    by_op: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if is_operator(event.name):
+            by_site[site_of(event)] += event.self_cpu_time_total * 1e-6
+            by_op[event.name] += event.self_cpu_time_total * 1e-6
+    return dict(by_site), dict(by_op), wall
+
+
+@dataclass
+class Profile:
+    """One variant's profile, each figure the median over the profiled calls (seconds per call): ``sites``
+    {(phase, function): operator self time} and ``ops`` {operator: self time}, profiled with Python stacks;
+    ``operators`` (all operators' self time) and ``outside`` (the call's wall time minus it: Python between the
+    operators, i.e. the hooks' and rules' bookkeeping and dispatch, plus the profiler's own), profiled without."""
+
+    sites: dict[tuple[str, str], float]
+    ops: dict[str, float]
+    operators: float
+    outside: float
+
+
+def profile_variants(runners: dict[str, Runner], calls: int) -> dict[str, Profile]:
+    """Every variant profiled on ``calls`` calls with Python stacks and ``calls`` without, variants interleaved in
+    an order shuffled every round (as :func:`_common.interleaved` times them); medians over the calls."""
+    names = list(runners)
+    sites: dict[str, list[dict[tuple[str, str], float]]] = {v: [] for v in names}
+    ops: dict[str, list[dict[str, float]]] = {v: [] for v in names}
+    operators: dict[str, list[float]] = {v: [] for v in names}
+    outside: dict[str, list[float]] = {v: [] for v in names}
+    shuffle = random.Random(1)
+    for _ in range(calls):
+        for v in shuffle.sample(names, len(names)):
+            by_site, by_op, _ = profile_call(runners[v], stacks=True)
+            sites[v].append(by_site)
+            ops[v].append(by_op)
+            _, bare, wall = profile_call(runners[v], stacks=False)
+            operators[v].append(sum(bare.values()))
+            outside[v].append(wall - sum(bare.values()))
+
+    def median_of(parts: list[dict]) -> dict:
+        return {k: statistics.median(p.get(k, 0.0) for p in parts) for k in {k for p in parts for k in p}}
+    return {v: Profile(median_of(sites[v]), median_of(ops[v]), statistics.median(operators[v]),
+                       statistics.median(outside[v])) for v in names}
+
+
+def rule_counts(rules: dict[str, str] | None) -> str:
+    """'21 conv2d-owned, 16 conv2d-materialised, …': how many weight tensors each rule measured."""
+    counts = Counter(label for name, label in (rules or {}).items() if name.endswith("weight"))
+    return ", ".join(f"{n} {label}" for label, n in counts.most_common()) or "–"
+
+
+def profile_setting(title: str, problem: Callable[[], tuple[nn.Module, Batch]], variants: tuple[str, ...],
+                    differences: tuple[tuple[str, str], ...], rounds: int, calls: int, top: int = 8) -> list[str]:
+    """One setting's tables: unprofiled times (interleaved rounds, paired ratios to plain) beside the profiled
+    operator and outside-operator times; operator time by site per variant, with a column per pair (a, b) of
+    ``differences`` (a − b); the top operators."""
+    model, batch = problem()
+    runners = {v: PROFILE_VARIANTS[v](model, batch) for v in variants}
+    samples: dict[str, list[float]] = {}
+    medians = interleaved(runners, rounds, warmup=2, samples=samples)  # warm-up: the conv rules time their kernels
+    prof = profile_variants(runners, calls)
+    rules = {v: run().rules for v, run in runners.items()}
+    print(f"profiled {title}", flush=True)
+    counts = (f"Unprofiled: {len(samples['plain'])} rounds; profiled: {calls} call(s) per variant with Python stacks "
+              f"and {calls} without.")
+    rows = [[v, fmt_time(medians[v]),
+             "1.00×" if v == "plain" else fmt_paired(paired_ratio(samples[v], samples["plain"])),
+             fmt_time(prof[v].operators), fmt_time(prof[v].outside), rule_counts(rules[v]) if v != "plain" else ""]
+            for v in variants]
+    keys = sorted({k for v in variants for k in prof[v].sites}, key=lambda k: (PHASES.index(k[0]), k[1]))
+    largest = max(sum(prof[v].sites.values()) for v in variants)
+
+    def at(v: str, group: list[tuple[str, str]]) -> float:
+        return sum(prof[v].sites.get(k, 0.0) for k in group)
+
+    shown = [k for k in keys if max(at(v, [k]) for v in variants) >= 0.01 * largest
+             or any(abs(at(a, [k]) - at(b, [k])) >= 0.005 * largest for a, b in differences)]
+    rest = [k for k in keys if k not in shown]
+
+    def row(phase: str, fn: str, group: list[tuple[str, str]]) -> list[str]:
+        """The operator time of ``group``'s sites per variant and the differences (ms)."""
+        return [phase, fn, *(f"{at(v, group) * 1e3:.1f}" for v in variants),
+                *(f"{(at(a, group) - at(b, group)) * 1e3:+.1f}" for a, b in differences)]
+
+    site_rows = [row(phase, fn, [(phase, fn)]) for phase, fn in shown]
+    if rest:
+        site_rows.append(row(f"other ({len(rest)} sites, each < 1%)", "", rest))
+    site_rows += [row(f"**{phase}, total**", "", [k for k in keys if k[0] == phase]) for phase in PHASES]
+    site_rows.append(row("**all operators**", "", keys))
+    op_names = sorted({n for v in variants for n in sorted(prof[v].ops, key=prof[v].ops.get, reverse=True)[:top]},
+                      key=lambda n: -max(prof[v].ops.get(n, 0.0) for v in variants))
+    op_rows = [[f"`{n}`", *(f"{prof[v].ops.get(n, 0.0) * 1e3:.1f}" for v in variants)] for n in op_names]
+    return [f"### {title}", "", counts, "",
+            table(["variant", "time (unprofiled)", "paired ratio to plain (95%)", "operators (profiled)",
+                   "outside operators (profiled)", "weight tensors by rule"], rows), "",
+            "Operator self time per call (ms), profiled with Python stacks, by where it ran (each row the median "
+            "over the calls of its own figure, so the totals need not be the median call's).", "",
+            table(["phase", "innermost flowvar function", *variants, *(f"{a} − {b}" for a, b in differences)],
+                  site_rows), "",
+            f"Top operators (self time, ms per call; the {top} largest of each variant).", "",
+            table(["operator", *variants], op_rows), ""]
+
+
+def profiles(args: argparse.Namespace) -> None:
+    """Print the profiles of the missed targets' rows (module docstring); BENCHMARKS.md is not written."""
+    started = time.perf_counter()
+    unet_B, mlp_B = (4, 256) if args.quick else (32, 1024)
+    lines = ["## Gradient variance: profiles of the missed targets' rows (torch.profiler)", "",
+             command("gradvar.py --profile", args) + " Printed only: no BENCHMARKS.md section.", "",
+             machine_line(args.threads), "", clock_note(args.clock, args.threads), "",
+             "Unprofiled: each variant's median over interleaved rounds (order shuffled) and its paired ratio to "
+             "plain (none under 6 rounds). Profiled: `torch.profiler` on single calls, variants interleaved; each "
+             "figure is the median over the profiled calls. Every torch operator's self time, profiled with Python "
+             "stacks, is attributed to its phase and to the innermost flowvar function on its stack (`site_of` in "
+             "benchmarks/gradvar_ablations.py). Profiled without stacks, `operators` is the operators' total and "
+             "`outside operators` the call's wall time minus it: Python between the operators (the hooks' and "
+             "rules' bookkeeping, dispatch) plus the profiler's own. The profiler times by the wall clock and adds "
+             "a few µs to each operator (more with stacks), so many small operators read higher than they run, and "
+             "a loaded machine moves every figure: compare rows within a table.", ""]
+    lines += profile_setting(f"UNet 16×16 (`UNetField` defaults, 3 channels), B = {unet_B}",
+                             lambda: unet_problem(16, unet_B), ("plain", "flowvar trace", "flowvar elementwise"),
+                             (("flowvar trace", "plain"), ("flowvar elementwise", "flowvar trace")),
+                             3 if args.quick else 7, 1 if args.quick else 5)
+    lines += profile_setting(f"MLP d = 2, B = {mlp_B} (gradvar.py's MLP)", lambda: mlp_problem(2, mlp_B),
+                             ("plain", "flowvar trace, check=False", "flowvar trace", "flowvar elementwise"),
+                             (("flowvar trace, check=False", "plain"), ("flowvar elementwise", "flowvar trace")),
+                             3 if args.quick else 21, 1 if args.quick else 21)
+    lines.append(f"Total run time {time.perf_counter() - started:.0f} s.")
+    print("\n".join(lines))

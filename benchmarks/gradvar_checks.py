@@ -30,12 +30,15 @@ OURS = ("flowvar trace", "flowvar elementwise", OWN_OFF)  # flowvar's engine: ne
 @dataclass
 class Measured:
     """One call's result: ``trace`` = tr Cov(g) (NaN when the method measures none or skipped parameters), a
-    ``note`` for the table, and ``sq_sum`` = {parameter name: Σ_i g_i ⊙ g_i} from the element-wise methods whose
-    result is checked against the reference (:func:`reference_moments`)."""
+    ``note`` for the table, ``sq_sum`` = {parameter name: Σ_i g_i ⊙ g_i} from the element-wise methods whose
+    result is checked against the reference (:func:`reference_moments`), and flowvar's ``rules`` = {parameter name:
+    how the engine measured it} (``BatchGradStats.rules``: 'conv2d-owned', 'conv2d-ghost', …), which the profiles
+    count (gradvar_ablations.py)."""
 
     trace: float
     note: str = ""
     sq_sum: dict[str, Tensor] | None = None
+    rules: dict[str, str] | None = None
 
 
 Runner = Callable[[], Measured]
@@ -231,8 +234,9 @@ def targets(mlp_paired: dict[tuple[int, int], dict[str, Paired]], monitor_paired
     gap = largest_gap(judged, of_medians or {})
     return ["### Targets (issue 20; the comparisons and memory of issue 4)", "",
             "Computed by this script from the runs above. A ratio here is the median of the per-round ratios "
-            "(flowvar and its comparison ran back to back in each round, so load that drifts cancels), with its "
-            "95% sign-test interval in brackets (`paired_ratio` in benchmarks/_common.py). The tables' ratio "
+            "(flowvar and its comparison ran in the same round (order shuffled), so load that drifts between "
+            "rounds cancels), with its 95% sign-test interval in brackets (`paired_ratio` in "
+            "benchmarks/_common.py). The tables' ratio "
             "column divides two medians instead, each taken over its own column of the same rounds; when the load "
             "drifts between rounds those medians can come from different rounds, so the two ratios differ by more "
             "than rounding" + (f" (in this run at most for {gap})" if gap else "") + ". A target whose bound lies "

@@ -482,31 +482,92 @@ def test_gpu_session_inner_limits_fit_the_device_budget() -> None:
 
 
 def _ratio_cells(section: str) -> dict[tuple[str, str, str], str]:
-    """(model label, B, method) → 'ratio to plain' of BENCHMARKS.md's gradvar tables."""
+    """(model label, B, method) → 'ratio to plain' (a ratio of medians) of BENCHMARKS.md's gradvar tables."""
     rows = _all_table_rows(section, "model") + _all_table_rows(section, "image")
     return {(r.get("model") or r["image"], r["B"], r["method"]): r["ratio to plain"] for r in rows if "method" in r}
 
 
+def _target_cells(section: str) -> dict[tuple[str, str, str], str]:
+    """(model label, B, method) → the paired ratio with its interval ('1.26× (1.26–1.31)') in the `measured` cells
+    of a gradvar section's targets (flowvar's trace and element-wise rows), which every run prints."""
+    out = {}
+    for row in _table_rows(section, "target"):
+        if not row["target"].startswith(("MLP", "UNet", "DiT", "`nn.TransformerEncoderLayer`")):
+            continue
+        method = "flowvar elementwise" if "element-wise" in row["target"] else "flowvar trace"
+        for part in row["measured"].split(", "):
+            match = re.fullmatch(r"(.+) B=(\d+): (\S+×(?: \([\d.]+–[\d.]+\))?)", part)
+            assert match, part
+            out[(match[1], match[2], method)] = match[3]
+    return out
+
+
+def _paired_cells(section: str) -> dict[tuple[str, str, str], str]:
+    """(model label, B, method) → the paired ratio with its interval of a gradvar section: the tables' paired column
+    where the run printed one (from gradvar.py's PAIRED_HEADER on), else the targets' cells (:func:`_target_cells`)."""
+    header = _benchmark_module("gradvar").PAIRED_HEADER
+    rows = _all_table_rows(section, "model") + _all_table_rows(section, "image")
+    table = {(r.get("model") or r["image"], r["B"], r["method"]): r[header] for r in rows
+             if "method" in r and r.get(header, "–") not in ("–", "")}
+    return {**_target_cells(section), **table}
+
+
 def test_gradient_variance_doc_quotes_the_stored_gradvar_run() -> None:
     """docs/gradient_variance.md's Cost table and the figures its prose takes from it are BENCHMARKS.md's gradvar
-    run (regenerate both together)."""
+    run (regenerate both together): the paired ratios with their intervals that the targets judge, wherever the run
+    printed one; a cell marked † is the table's ratio of medians, allowed only where the stored run has no paired
+    figure (the DiT at B = 128 reads 0.99× as a ratio of medians and 1.18× paired: the doc quoted the former)."""
     stored = _section_of((ROOT / "BENCHMARKS.md").read_text(), "gradvar")
-    cells = _ratio_cells(stored)
+    medians, paired = _ratio_cells(stored), _paired_cells(stored)
+    assert paired[("DiT (`DiTField`)", "128", "flowvar trace")] == "1.18× (0.95–1.23)"  # the stored run's
     doc = (ROOT / "docs" / "gradient_variance.md").read_text()
     cost = doc[doc.index("## Cost"):]
+
+    def quoted(label: str, B: str, method: str) -> str:
+        key = (label, B, method)
+        return paired[key] if key in paired else f"{medians[key]}†"
+
     columns = ("flowvar trace", "flowvar elementwise", "flowvar trace, autograd's gradients")
     for doc_label, label in (("UNet 32²", "32×32"), ("UNet 16²", "16×16"), ("DiT (`DiTField`", "DiT (`DiTField`)"),
                              ("the same size from `nn.TransformerEncoderLayer`", "`nn.TransformerEncoderLayer`")):
         row = next(line for line in cost.splitlines() if line.startswith(f"| {doc_label}"))
         for method, cell in zip(columns, row.strip("|").split("|")[1:], strict=True):
-            assert cell.strip() == f"{cells[(label, '32', method)]} / {cells[(label, '128', method)]}", (label, method)
-    mlp = [float(cells[(f"d={d}", B, "flowvar trace")].rstrip("×")) for d in (2, 50) for B in ("1024", "4096")]
-    assert f"| MLP 3×256, B ≥ 1024 | {min(mlp):.2f}–{max(mlp):.2f}× |" in cost
-    dit = [cells[("DiT (`DiTField`)", B, "flowvar trace")] for B in ("32", "128")]
-    assert f"costs {dit[0]} / {dit[1]} (B = 32 / 128, the Cost table)" in cost
+            assert cell.strip() == f"{quoted(label, '32', method)} / {quoted(label, '128', method)}", (label, method)
+    for method in ("flowvar trace", "flowvar elementwise"):
+        mlp = [float(paired[(f"d={d}", B, method)].split("×")[0]) for d in (2, 50) for B in ("1024", "4096")]
+        assert f"{min(mlp):.2f}–{max(mlp):.2f}× |" in next(line for line in cost.splitlines()
+                                                           if line.startswith("| MLP 3×256, B ≥ 1024 |")), method
+        assert f"({min(mlp):.2f}–{max(mlp):.2f}× paired in the table's run" in cost, method
+    dit = [paired[("DiT (`DiTField`)", B, "flowvar trace")] for B in ("32", "128")]
+    assert f"costs {dit[0]} / {dit[1]} (B = 32 / 128, the Cost table)" in " ".join(cost.split())
+    assert "1.29× / 0.99×" not in cost  # the ratios of medians the doc quoted before
     monitor = {(r["model"], r["B"]): r for r in _all_table_rows(stored, "model") if "plain step" in r}[("d=2", "256")]
     assert f"takes {monitor['plain step']} in the table's run" in cost
     assert f"at B = 256 ({monitor['monitor (defaults)']} in the table;" in cost
+
+
+def test_gradvar_tables_print_the_paired_ratio_beside_the_ratio_of_medians() -> None:
+    """The tables' paired cell is the per-round ratio the targets judge (median and 95% interval), '1.00×' for
+    plain and '–' for a method without per-round ratios (timed in its own group): a doc can quote a stored cell."""
+    gradvar = _benchmark_module("gradvar")
+    grid = gradvar.Grid(medians={"plain": 1.0, "flowvar trace": 0.99, "torch.func vmap": 4.0}, results={}, notes={},
+                        paired={"flowvar trace": (1.18, 0.95, 1.23)})
+    assert gradvar.paired_cell("flowvar trace", grid) == "1.18× (0.95–1.23)"  # not the 0.99× of the medians
+    assert gradvar.paired_cell("plain", grid) == "1.00×"
+    assert gradvar.paired_cell("torch.func vmap", grid) == "–"
+
+
+def test_gradvar_quick_tables_paired_column_is_what_the_targets_judge(quick_sections: dict[str, str]) -> None:
+    """Every flowvar trace / element-wise cell the targets list is the tables' paired cell of the same run."""
+    section = quick_sections["gradvar"]
+    header = _benchmark_module("gradvar").PAIRED_HEADER
+    rows = _all_table_rows(section, "model") + _all_table_rows(section, "image")
+    assert rows and all(header in r for r in rows if "method" in r)
+    table_cells = {(r.get("model") or r["image"], r["B"], r["method"]): r[header] for r in rows if "method" in r}
+    targets = _target_cells(section)
+    assert {k[0] for k in targets} == {"d=2", "16×16", "DiT (`DiTField`)", "`nn.TransformerEncoderLayer`"}
+    for key, cell in targets.items():
+        assert table_cells[key] == cell, key
 
 
 def test_machine_line_records_the_git_commit(tmp_path: Path) -> None:
@@ -533,3 +594,90 @@ def test_audit_cost_calls_the_peak_difference_a_lower_bound() -> None:
     assert "by 0 MiB" in sentence(500.0, 480.0)  # the audit stayed under the training peak
     stored = _section_of((ROOT / "BENCHMARKS.md").read_text(), "audit_cost")
     assert sentence(490.0, 665.0) in stored and "at most the difference" not in stored
+
+
+def test_pairing_is_described_as_the_same_round_not_back_to_back() -> None:
+    """`_common.interleaved` shuffles every method of a comparison in each round, so two methods of a pair run in
+    the same round, not necessarily adjacent: no script or stored section says 'back to back'."""
+    for path in [*sorted((ROOT / "benchmarks").glob("*.py")), ROOT / "BENCHMARKS.md"]:
+        assert "back to back" not in path.read_text(), path
+    stored = (ROOT / "BENCHMARKS.md").read_text()
+    for name in ("gradvar", "gradvar_ablations", "cfm_step"):
+        assert "in the same round (order shuffled)" in _section_of(stored, name), name
+
+
+def test_profile_site_of_names_the_phase_and_the_innermost_flowvar_function() -> None:
+    from types import SimpleNamespace
+
+    ablations = _benchmark_module("gradvar_ablations")
+
+    def chain(*names: str) -> SimpleNamespace:
+        """An operator event under ``names`` (outermost first), as torch.profiler links them."""
+        parent = None
+        for name in names:
+            parent = SimpleNamespace(name=name, cpu_parent=parent)
+        return SimpleNamespace(name="aten::mm", cpu_parent=parent)
+
+    src = "/x/src/flowvar/variance"
+    assert ablations.site_of(chain("bench.py(1): run", f"{src}/engine.py(785): compute",
+                                   f"{src}/engine.py(1019): _run_unit", f"{src}/rules/conv.py(43): accumulate",
+                                   f"{src}/records.py(72): sample_sum")) == (
+        "compute(): rules", "records.py:sample_sum (from conv.py)")
+    assert ablations.site_of(chain(f"{src}/engine.py(785): compute", f"{src}/engine.py(1201): _failed_checks")) == (
+        "compute(): sum check", "engine.py:_failed_checks")
+    assert ablations.site_of(chain(f"{src}/owned.py(175): backward", f"{src}/rules/conv.py(205): _grouped")) == (
+        "owned layers (backward pass)", "conv.py:_grouped")
+    assert ablations.site_of(chain("/x/src/flowvar/models/mlp.py(30): forward", f"{src}/engine.py(571): "
+                                   "_forward_hook")) == ("engine hooks", "engine.py:_forward_hook")
+    assert ablations.site_of(chain("/x/src/flowvar/models/mlp.py(30): forward")) == ("model forward", "mlp.py:forward")
+    assert ablations.site_of(chain("bench.py(1): run")) == ("autograd backward", "–")
+    assert not ablations.is_operator(f"{src}/engine.py(785): compute") and ablations.is_operator("aten::mm")
+
+
+def test_profile_attributes_every_operator_of_a_real_call() -> None:
+    """A profiled call of flowvar's trace on a small MLP: the operators' time falls in the model's forward, autograd's
+    backward, the hooks and compute() (the sum check too); a plain step has no engine phase; the sites add up to the
+    operators' total."""
+    import torch
+
+    ablations = _benchmark_module("gradvar_ablations")
+    gradvar = _benchmark_module("gradvar")
+    torch.manual_seed(0)
+    model, batch = gradvar.mlp_problem(2, 64)
+    ours = ablations.PROFILE_VARIANTS["flowvar trace"](model, batch)
+    plain = ablations.PROFILE_VARIANTS["plain"](model, batch)
+    ours(), plain()
+    sites, ops, wall = ablations.profile_call(ours, stacks=True)
+    phases = {phase for phase, _ in sites}
+    assert {"model forward", "autograd backward", "engine hooks", "compute(): rules", "compute(): sum check"} <= phases
+    assert sum(sites.values()) == pytest.approx(sum(ops.values()))
+    assert 0 < sum(ops.values()) < wall * 1.5
+    plain_sites, _, _ = ablations.profile_call(plain, stacks=True)
+    assert {phase for phase, _ in plain_sites} <= {"model forward", "autograd backward"}
+    assert ablations.rule_counts(ours().rules) == "4 linear"
+
+
+
+def test_gradvar_profile_quick_prints_the_profiles_the_doc_quotes_and_writes_nothing() -> None:
+    """`gradvar.py --profile` (the command docs/gradient_variance.md cites for its profiles) prints a table per
+    setting — the UNet's trace and element-wise variants, the MLP's trace with and without the sum check — and leaves
+    BENCHMARKS.md alone."""
+    before = _digest(ROOT / "BENCHMARKS.md")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gradvar.py"), "--profile", "--quick",
+                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _digest(ROOT / "BENCHMARKS.md") == before
+    out = proc.stdout
+    assert "Command: `python benchmarks/gradvar.py --profile --quick" in out and "flowvar commit " in out
+    unet, mlp = out.split("### UNet 16×16")[1].split("### MLP d = 2")
+    variants = {r["variant"]: r for r in _table_rows(unet, "variant")}
+    assert list(variants) == ["plain", "flowvar trace", "flowvar elementwise"]
+    assert "conv2d-owned" in variants["flowvar elementwise"]["weight tensors by rule"]
+    sites = {r["phase"]: r for r in _table_rows(unet, "phase")}
+    assert float(sites["**owned layers (backward pass), total**"]["flowvar trace"]) > 0
+    assert float(sites["**owned layers (backward pass), total**"]["plain"]) == 0
+    assert list(v["variant"] for v in _table_rows(mlp, "variant")) == [
+        "plain", "flowvar trace, check=False", "flowvar trace", "flowvar elementwise"]
+    mlp_sites = {r["phase"]: r for r in _table_rows(mlp, "phase")}
+    assert float(mlp_sites["**compute(): sum check, total**"]["flowvar trace, check=False"]) == 0
+    assert float(mlp_sites["**compute(): sum check, total**"]["flowvar trace"]) > 0
