@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from flowvar.audit import audit, loading
+from flowvar.audit import audit
 from flowvar.audit.loading import load_conditions, load_labelled, load_labels
+from flowvar.data import PIXEL_SCALE_WARN
 from flowvar.errors import ConfigError, DataError
 from flowvar.models.mlp import MLPField
 
@@ -54,7 +55,7 @@ def test_float_image_tensors_on_a_pixel_scale_are_warned_about_as_npy_files_are(
         warnings.simplefilter("error")
         load_labelled("--data", pixels / 127.5 - 1)  # on flowvar's scale
         load_labelled("--data", pixels.flatten(1))  # vectors: any scale is a scale
-        load_labelled("--data", torch.full((4, 1, 2, 2), loading.PIXEL_SCALE_WARN))  # at the bound, not past it
+        load_labelled("--data", torch.full((4, 1, 2, 2), PIXEL_SCALE_WARN))  # at the bound, not past it
 
 
 def test_show_of_a_saved_audit_says_why_a_test_is_untestable_or_asks_about_row_alignment() -> None:

@@ -76,7 +76,7 @@ from PIL import ExifTags, Image, ImageOps
 from torch import Tensor
 
 from flowvar.distributions import Empirical
-from flowvar.errors import ConfigError, DataError, ShapeError
+from flowvar.errors import ConfigError, DataError, ShapeError, nonfinite_error
 
 SOURCES: tuple[str, ...] = ("digits", "lfw", "celeba", "folder", "npy")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -1016,9 +1016,8 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         if top > float(np.finfo(np.float32).max):
             raise DataError(f"{file} holds values up to {top:g}, beyond float32 (about 3.4e38), which flowvar computes "
                             f"in; rescale the data")
-    if scan is not None and scan.nonfinite:  # errors.check_finite's words, counted over the whole file
-        raise DataError(f"array {file} holds {scan.nonfinite} non-finite value(s) (NaN or Inf) out of {raw.size}; "
-                        f"clean or filter the data before passing it to flowvar")
+    if scan is not None and scan.nonfinite:  # counted over the whole file
+        raise nonfinite_error(f"array {file}", scan.nonfinite, raw.size)
     # float32 rounding is monotonic: the least and greatest of the converted values are the converted least and greatest
     lo32, hi32 = (float(np.float32(scan.lo)), float(np.float32(scan.hi))) if scan is not None else (0.0, 0.0)
     if value_range is not None:
@@ -1036,7 +1035,7 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
                           f"to [−1, 1] (spread becomes {_std(raw) / 127.5:.3g}); if they are counts or "
                           f"codes, not pixels, save them as int64 or float32 (used as given) — or standardise them",
                           stacklevel=2)
-    elif raw.ndim in (3, 4) and raw.dtype.kind == "f" and lo32 >= 0.0 and hi32 > 2.0:
+    elif raw.ndim in (3, 4) and raw.dtype.kind == "f" and lo32 >= 0.0 and hi32 > PIXEL_SCALE_WARN:
         # used as given (a model may be trained on any scale), but non-negative values this large are most often
         # 0..255 pixels saved as floats, which flowvar's [−1, 1] experiments would train on unscaled
         warnings.warn(f"{file} holds float images with values in [{lo32:g}, {hi32:g}], used as given; flowvar's "
@@ -1397,6 +1396,10 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
     return items, train, heldout
 
 
+#: Float images whose values are all ≥ 0 and reach past this are most often 0..255 pixels: :func:`load_array` warns
+#: about such a file, and ``flowvar audit`` about such a tensor in memory (one bound for both).
+PIXEL_SCALE_WARN = 2.0
+
 #: uint8 vectors whose values span fewer than this many of the 256 levels get a warning from :func:`load_array`: they
 #: are rescaled as pixels, which counts or codes (Poisson(3) counts: 0..12) are not.
 UINT8_SPAN_WARN = 64
@@ -1480,6 +1483,7 @@ __all__ = [
     "NAMED_DATA",
     "NPZ_DATA_KEYS",
     "NPZ_LABEL_KEYS",
+    "PIXEL_SCALE_WARN",
     "SCALE_WARN_FACTOR",
     "SOURCES",
     "DataSpec",

@@ -61,10 +61,14 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         return
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
-        raise DataError(
-            f"{name} holds {int(bad.sum())} non-finite value(s) (NaN or Inf) out of {x.numel()}; "
-            f"clean or filter the data before passing it to flowvar"
-        )
+        raise nonfinite_error(name, int(bad.sum()), x.numel())
+
+
+def nonfinite_error(name: str, count: int, total: int) -> DataError:
+    """The :class:`DataError` for data ``name`` holding ``count`` NaN/Inf values out of ``total``:
+    :func:`check_finite`'s, and that of a file counted block by block without one tensor of it."""
+    return DataError(f"{name} holds {count} non-finite value(s) (NaN or Inf) out of {total}; clean or filter the data "
+                     f"before passing it to flowvar")
 
 
 def describe(value: object, limit: int = 80) -> str:
@@ -160,4 +164,4 @@ def check_same_dtype(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
 __all__ = ["ConfigError", "DataError", "FlowvarError", "ShapeError", "SolverError", "TrainingError", "WriteError",
            "check_finite",
            "check_floating", "check_generator", "check_positive_int", "check_same_dtype", "check_sigma", "describe",
-           "printable", "tensor_input"]
+           "nonfinite_error", "printable", "tensor_input"]

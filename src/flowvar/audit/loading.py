@@ -329,11 +329,6 @@ def in_memory(what: str, value: object, *, integers: bool) -> object:
                       f"{type(value).__name__}")
 
 
-#: Float images in memory whose values are all ≥ 0 and reach past this are most often 0..255 pixels: warned about,
-#: as :func:`flowvar.data.load_array` warns about such a ``.npy`` file (the same bound).
-PIXEL_SCALE_WARN = 2.0
-
-
 def load_points(what: str, data: str | Path | Tensor, *, resolution: int | None = None,
                 channels: int | None = None, value_range: tuple[float, float] | None = None) -> tuple[Tensor, str]:
     """An audit input as a float32 tensor (N, *shape) and a description (:func:`load_labelled` without the labels).
@@ -379,7 +374,15 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     must follow). ``unreadable_files``: for a folder, filled with the files skipped as unreadable (relative to it),
     which have no row — the likely reason when another input's rows do not line up with these.
     """
-    from flowvar.data import NAMED_DATA, default_geometry, load_array, load_folder, load_images, resolve_data
+    from flowvar.data import (
+        NAMED_DATA,
+        PIXEL_SCALE_WARN,
+        default_geometry,
+        load_array,
+        load_folder,
+        load_images,
+        resolve_data,
+    )
 
     def no_value_range(kind: str) -> None:
         if value_range is not None:
@@ -567,7 +570,7 @@ def in_training_data(held: Tensor, train: Tensor) -> Tensor:
 
 
 __all__ = [
-    "AUDIT_DATA_NAMES", "NPZ_CONDITION_KEY", "OVERLAP_SPACING", "OWN_WEIGHTS", "PIXEL_SCALE_WARN", "STATE_KEYS",
+    "AUDIT_DATA_NAMES", "NPZ_CONDITION_KEY", "OVERLAP_SPACING", "OWN_WEIGHTS", "STATE_KEYS",
     "HeldOutOverlapWarning", "LoadedModel", "carried_conditions", "check_conditions", "class_folders",
     "import_factory", "in_memory", "in_training_data", "is_ema", "load_conditions", "load_labelled", "load_labels",
     "load_model", "load_points", "matching_prefixes", "pick_state_dict", "submodule_state", "weights_text",
