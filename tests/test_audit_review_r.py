@@ -12,6 +12,7 @@ import torch
 
 from flowvar.audit import audit
 from flowvar.audit.loading import load_conditions, load_labelled, load_labels
+from flowvar.audit.rules import ROW_ALIGNMENT_QUESTION
 from flowvar.data import PIXEL_SCALE_WARN
 from flowvar.errors import ConfigError, DataError
 from flowvar.models.mlp import MLPField
@@ -84,9 +85,11 @@ def test_show_of_a_saved_audit_says_why_a_test_is_untestable_or_asks_about_row_a
     assert "to make it testable: pass at least 20 training items (now 16)" in gap_line
     pairs_line = next(line for line in shown if line.startswith("  pair recovery:"))
     e = pairs.evidence
-    assert pairs_line.endswith(f"; {e['fine']['landed_on_other_target']:.0%} of the endpoints land on another "
-                               f"training item, against {e['landing_baseline']:.0%} of real data (held-out items): "
-                               f"is --pairs row-aligned with --data?"), pairs_line
+    landed, baseline = e["fine"]["landed_on_other_target"], e["landing_baseline"]
+    assert pairs_line.endswith(f"; {landed:.0%} of the training sources' endpoints land on a training item that is "
+                               f"neither their own nor their OT partner, while {baseline:.0%} of real data (held-out "
+                               f"items) count as copies of a training item: "
+                               f"{ROW_ALIGNMENT_QUESTION}"), pairs_line
     # the right pairs: no question
     right = pair_recovery(MemorisingField(x0, x1), x0, x1, method="euler", steps=40, coarse_steps=10,
                           heldout=held).claim

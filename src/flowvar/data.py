@@ -439,6 +439,11 @@ def _hidden(path: Path, folder: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
+#: :func:`row_order_key` in words (recorded with an audit's row order; --pairs must follow it).
+ROW_ORDER_RULE = ("by relative path compared component by component as strings, case-sensitively: folder by folder "
+                  "(a/… before a-c/…, torchvision ImageFolder's class order), then file name")
+
+
 def row_order_key(path: PurePath, folder: PurePath) -> tuple[str, ...]:
     """The key :func:`list_image_files` sorts by: ``path``'s components below ``folder``, compared as strings.
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowvar.audit import rules
 from flowvar.audit.adapters import (
     CALL_DEFAULTS,
     CALLS,
@@ -498,8 +499,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
                         f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}"
                         + (f"; noise movement toward the data {top.movement:.3g}, needs < {MOVE_FIT}"
                            if not math.isnan(top.movement) else "") + f"); {trained}"
-                        + (" If it is, is --pairs row-aligned with --data (row i the source of item i; a folder is "
-                           "read by relative path: subfolder first, then file name)?" if sources is not None else
+                        + (f" If it is, {rules.ROW_ALIGNMENT_QUESTION}" if sources is not None else
                            " A model trained on fixed pairs may fit on its own: pass --pairs"))
     return ConventionCheck(best, None, best, scores)
 

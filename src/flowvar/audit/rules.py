@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+from flowvar.data import ROW_ORDER_RULE
 from flowvar.results import Verdict
 from flowvar.rules import above
 from flowvar.stats import two_proportion_se
@@ -35,6 +36,9 @@ PAIR_MAX_CONDITION_BASELINE = 0.5
 #: its own nor its OT partner) *beyond what real data do* (:func:`pair_landing_excess`) pair recovery reads
 #: inconclusive and asks whether --pairs is row-aligned with --data.
 PAIR_MAX_LANDED_OTHER = 0.5
+#: What the audit asks when the pairs look misaligned (the landing check above; no convention fits with --pairs).
+ROW_ALIGNMENT_QUESTION = ("is --pairs row-aligned with --data (row i the source of item i; a folder is read "
+                          f"{ROW_ORDER_RULE})?")
 
 #: The one-sided normal quantile of the sampling allowances below (95 %): a memorising (generalising) reading needs
 #: its statistic to clear the generalising (memorising) threshold by this many standard errors, so that a borderline

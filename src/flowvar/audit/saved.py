@@ -25,8 +25,9 @@ def _landing(e: dict[str, Any]) -> str:
     landed, baseline = e.get("fine", {}).get("landed_on_other_target"), e.get("landing_baseline")
     if _num(landed) == "–" or _num(baseline) == "–" or not rules.pair_landing_suspect(landed, baseline):
         return ""
-    return (f"; {landed:.0%} of the endpoints land on another training item, against {baseline:.0%} of real data "
-            f"({e.get('landing_baseline_source', '?')}): is --pairs row-aligned with --data?")
+    from flowvar.audit.sections import landing_question  # the report's wording (sections imports much more)
+
+    return "; " + landing_question(landed, baseline, e.get("landing_baseline_source", "?"))
 
 
 def claim_numbers(claim_id: str, evidence: dict[str, Any]) -> str:

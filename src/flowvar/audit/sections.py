@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from flowvar.audit import rules
 from flowvar.audit.adapters import AdaptedField, Conditioned, PackedLabels, pack_labels
 from flowvar.audit.streams import audit_generator
+from flowvar.data import ROW_ORDER_RULE
 from flowvar.metrics import (
     as_matrix,
     median_heuristic,
@@ -306,10 +307,14 @@ def pair_recovery(field_: nn.Module, x0: Tensor, x1: Tensor, *, method: str, ste
     return Section("pairs", "Pair recovery", claim, {"pairs": evidence}, {"pair_recovery.png": png(fig)}, text)
 
 
-#: How the audit orders a folder's rows (:func:`flowvar.data.list_image_files`, :func:`flowvar.data.row_order_key`),
-#: which --pairs must follow.
-ROW_ORDER_RULE = ("by relative path compared component by component as strings, case-sensitively: folder by folder "
-                  "(a/… before a-c/…, torchvision ImageFolder's class order), then file name")
+def landing_question(landed: float, baseline: float, baseline_source: str) -> str:
+    """Pair recovery's row-alignment question when its landing check fired: a share ``landed`` of the training
+    sources' endpoints land on other training items while a share ``baseline`` of real data (``baseline_source``) are
+    copies — the one wording of the report, the console, ``flowvar show`` and saved audits read back."""
+    return (f"{landed:.0%} of the training sources' endpoints land on a training item that is neither their own nor "
+            f"their OT partner, "
+            f"while {baseline:.0%} of real data ({baseline_source}) count as copies of a training item: "
+            f"{rules.ROW_ALIGNMENT_QUESTION}")
 
 
 def name_order(files: list[str]) -> Tensor | None:
@@ -380,12 +385,11 @@ def alignment_question(pairs: dict[str, Any]) -> str:
     tests are then not judged (:func:`alignment_in_doubt`)."""
     if not pairs.get("landing_suspect"):
         return ""
-    return (f"pair tests: not judged — {pairs['fine']['landed_on_other_target']:.0%} of the training sources' "
-            f"endpoints land on a training item that is neither their own nor their OT partner, while "
-            f"{pairs['landing_baseline']:.0%} of real data ({pairs['landing_baseline_source']}) count as copies of a "
-            f"training item: is --pairs row-aligned with --data (row i the source of item i)? Sources that are not "
-            f"the model's own give no evidence either way: the verdict rests on the fresh-sample tests, and memorised "
-            f"training pairs (Prop 2's memorisation) are not excluded")
+    question = landing_question(pairs["fine"]["landed_on_other_target"], pairs["landing_baseline"],
+                                pairs["landing_baseline_source"])
+    return (f"pair tests: not judged — {question} Sources that are not the model's own give no evidence either way: "
+            f"the verdict rests on the fresh-sample tests, and memorised training pairs (Prop 2's memorisation) are "
+            f"not excluded")
 
 
 def alignment_in_doubt(section: Section, pairs: dict[str, Any]) -> Section:
@@ -410,9 +414,7 @@ def _landing_text(landed: float, real: RealCopyBaseline, checked: bool, suspect:
     real-data copy share: the row-alignment question only when they do so well beyond real data; "" when few land."""
     where = f"{real.share:.0%} of real data ({real.source}) count as copies of a training item"
     if suspect:
-        return (f" {landed:.0%} of the endpoints land on a training item that is neither their own nor their OT "
-                f"partner, while {where}: is --pairs row-aligned with --data (row i the source of item i; a folder is "
-                f"read {ROW_ORDER_RULE})?")
+        return " " + landing_question(landed, real.share, real.source)
     if landed < rules.PAIR_MAX_LANDED_OTHER:
         return ""
     if not checked:
