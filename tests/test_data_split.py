@@ -151,3 +151,39 @@ def test_a_celeba_root_is_named_with_the_option_that_reads_it_as_celeba(tmp_path
                                         r"them as a plain folder"):
         resolve_data(tmp_path / "celeba")
     assert resolve_data(tmp_path / "celeba", dataset="celeba").dataset == "celeba"
+
+
+def _rows(x: np.ndarray) -> list[tuple[float, ...]]:
+    return [tuple(r) for r in x.reshape(len(x), -1).round(5).tolist()]
+
+
+@pytest.mark.parametrize("source", ["npy", "folder", "folder_with_a_corrupt_file", "digits"])
+def test_load_split_is_nested_the_held_out_size_never_changes_the_training_items(tmp_path: Path,
+                                                                                 source: str) -> None:
+    """n_heldout (a sweep's n_eval) leaves the training items and their order alone, and a larger held-out set
+    extends a smaller one: before, the split permuted whatever was loaded, so n_eval = 16 and 24 trained on
+    different items and a sweep over n_eval confounded it with the training set."""
+    if source == "npy":
+        np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32))
+        dataset, data_dir = "npy", str(tmp_path / "v.npy")
+    elif source == "digits":
+        dataset, data_dir = "digits", None
+    else:
+        rng = np.random.default_rng(1)
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
+        if source == "folder_with_a_corrupt_file":
+            (tmp_path / "07.png").write_bytes(b"not an image")
+        dataset, data_dir = "folder", str(tmp_path)
+    splits = {}
+    for n_heldout in (8, 16, 24):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the corrupt file's warning
+            _, train, held = load_split(dataset, data_dir, 12, n_heldout, resolution=8, channels=None, seed=3,
+                                        min_heldout=8)
+        splits[n_heldout] = (_rows(train.numpy()), _rows(held.numpy()))
+        assert len(held) == n_heldout and not set(splits[n_heldout][0]) & set(splits[n_heldout][1])
+    assert splits[8][0] == splits[16][0] == splits[24][0]
+    assert splits[24][1][:16] == splits[16][1] and splits[16][1][:8] == splits[8][1]
+    _, other, _ = load_split(dataset, data_dir, 12, 8, resolution=8, channels=None, seed=4, min_heldout=8)
+    assert _rows(other.numpy()) != splits[8][0]  # the seed still chooses the items

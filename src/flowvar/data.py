@@ -1373,7 +1373,9 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
     """Load ``n_train`` + up to ``n_heldout`` items of a file-backed source and split them.
 
     Returns (the loaded set, the training items (n_train, *shape), the held-out items (h, *shape)) with
-    ``min_heldout`` <= h <= ``n_heldout``; which items go where is a permutation seeded with ``seed``.
+    ``min_heldout`` <= h <= ``n_heldout``: the first ``n_train`` items of the source's draw seeded with ``seed``
+    (:func:`subset_order`) train, the next ones are held out — nested, so ``n_heldout`` does not change the training
+    items.
     (N, d) ``.npy`` arrays stay vectors; images are (N, C, R, R) in [−1, 1]. Raises DataError naming the count and
     the fix when the source holds fewer than ``n_train + min_heldout`` items.
     """
@@ -1393,7 +1395,12 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
                                      n_train, min_heldout, " (or repair or remove the unreadable files)") from None
             # every readable file: the set the seeded permutation reaches when it runs out of files
             items = load_images(dataset, resolution=resolution, data_dir=data_dir, channels=channels)
-    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + 1))
+    # Nested split: rank the loaded rows by their place in the loaders' seeded draw (:func:`subset_order`) — the
+    # first n_train of that draw train, the next ones are held out. So n_heldout (a sweep's n_eval) never changes the
+    # training items, and a larger held-out set extends a smaller one (an unreadable file is passed over by both).
+    draw_rank = torch.empty(available, dtype=torch.long)
+    draw_rank[subset_order(available, seed)] = torch.arange(available)
+    order = torch.argsort(draw_rank[items.indices])
     x = items.images
     train, heldout = x[order[:n_train]].contiguous(), x[order[n_train:]].contiguous()
     _check_scale(where, x)
