@@ -58,6 +58,18 @@ window.addEventListener('load', function () {{
     }}).filter(function (u) {{ return u && u.charAt(0) !== '#' && u.indexOf('data:') !== 0; }})
       .map(function (u) {{ return u.slice(0, 80); }});
     o.resources = w.performance.getEntriesByType('resource').map(function (e) {{ return e.name.slice(0, 80); }});
+    // a click on a figure shows it at its own size inside its frame (the page does not widen), a second fits it again
+    var zooms = [].slice.call(d.querySelectorAll('figure label.zoom'));
+    o.zoomable = zooms.length;
+    o.zoom_broken = zooms.filter(function (z) {{
+      var img = z.querySelector('img'), fitted = img.getBoundingClientRect().width;
+      img.click();
+      var full = img.clientWidth, page = d.documentElement.scrollWidth;
+      img.click();
+      var back = img.getBoundingClientRect().width;
+      return Math.abs(full - img.naturalWidth) > 1 || page > d.documentElement.clientWidth
+             || Math.abs(back - fitted) > 1 || fitted > d.documentElement.clientWidth;
+    }}).map(function (z) {{ return z.querySelector('img').alt.slice(0, 60); }});
     o.css_urls = [].slice.call(d.styleSheets).map(function (s) {{
       return [].slice.call(s.cssRules).map(function (r) {{ return r.cssText; }}).join(' ');
     }}).join(' ').indexOf('url(') >= 0;
@@ -118,6 +130,8 @@ def test_report_renders_in_chromium(quick_report: Path, tmp_path: Path) -> None:
         assert o["inner"] == int(width[1:]), f"{width}: the frame is {o['inner']} px wide"
         assert o["images"] == figures > 0, f"{width}: {o['images']} images for {figures} figures"
         assert not o["undecoded"], f"{width}: images that do not decode: {o['undecoded']}"
+        assert o["zoomable"] == figures and not o["zoom_broken"], (
+            f"{width}: figures whose click does not show them at full size inside their frame: {o['zoom_broken']}")
         assert o["scroll_width"] <= o["client_width"], (
             f"{width}: the page is {o['scroll_width']} px wide in a {o['client_width']} px window; sticking out: "
             f"{o['overflowing']}")

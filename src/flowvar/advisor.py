@@ -3,8 +3,10 @@ generalisation (PAPER.md §2 Prop 2 / Remark 2, §3.4–3.5, §4 "GMM" and "Imag
 
 Prop 2: on N fixed pairs with the deterministic interpolant (σ = 0) a zero-loss field exists and ODE integration
 from a training source returns its own partner, whatever the pairing. Remark 2: noise x_t = (1−t)x0 + t x1 + σz
-removes that solution; how much σ it takes depends on σ√D against the spacing of the training pairs, and too much σ
-blurs the learnt distribution. The advisor weighs both sides as functions of σ by a stated rule:
+removes that solution; how much σ it takes depends on σ against the spacing of the training lines (the exact
+minimiser starts losing pairs between σ / spacing 0.37 and 0.49:
+:data:`~flowvar.experiments._exact_minimiser.SIGMA_OVER_SPACING_ONSET`), and too much σ blurs the learnt
+distribution. The advisor weighs both sides as functions of σ by a stated rule:
 
 * :func:`advise_over_seeds` — **the advisor's rule**, seed-level: each σ judged against σ = 0 over training seeds
   (paired non-inferiority of G, an upper confidence bound on M), with the outcomes recommended / undecided (add
@@ -40,6 +42,7 @@ from typing import Any
 from scipy import stats as sps
 
 from flowvar.errors import ConfigError
+from flowvar.experiments._exact_minimiser import SIGMA_OVER_SPACING_ONSET, closer_lines_remedy, noise_scale_text
 from flowvar.metrics import GEN_KEY, MEM_KEY, memorisation_score
 from flowvar.results import Precondition
 from flowvar.stats import SeedComparison, noninferior_over_seeds, paired_over_seeds
@@ -514,8 +517,8 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     When no σ cuts memorisation, what to change follows from the numbers (:func:`no_cut_remedy`): "add seeds" only
     for a σ whose mean drop already reaches ``reduce_margin`` (seeds narrow its bound, never move its mean:
     :func:`seeds_could_confirm`), "extend sigmas" only when the check is unmade or holds at some σ, and, when the
-    exact minimiser keeps the pairs at every σ tried, that the noise cannot act at this data's σ√d against the pair
-    spacing and the pairs (N, d) are what to change.
+    exact minimiser keeps the pairs at every σ tried, that the noise cannot act at these σ against the spacing of the
+    training lines, and what would let it: a σ near the measured onset × that spacing, or closer lines (N, d).
     Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table, margin or partial ``noise_can_act``."""
     _check_margins(gen_margin, mem_margin, gen_floor)
     if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 2:
@@ -705,20 +708,23 @@ def unattributed_cut_text(judgement: SigmaJudgement, drop: Any, check: Precondit
     :class:`flowvar.stats.SeedComparison`) while its exact CFM(σ) minimiser loses less than ``reduce_margin`` of M
     (``check``: the failed mechanism precondition, whose ``measured`` holds ``seed_mean`` and, when known,
     ``median_line_spacing`` and ``sigma_sqrt_d``): the noise cannot break memorisation there, so the networks' drop
-    measures under-fitting and the claim "σ reduces memorisation" is untestable. Returns (the record for
-    :attr:`SeedAdvice.unattributed_cut`, the sentence for the reason, the clause for the headline)."""
+    measures under-fitting and the claim "σ reduces memorisation" is untestable. The sentence sets σ against the
+    median line spacing and the measured onset (:func:`~flowvar.experiments._exact_minimiser.noise_scale_text`);
+    the record keeps σ√d too. Returns (the record for :attr:`SeedAdvice.unattributed_cut`, the sentence for the
+    reason, the clause for the headline)."""
     sigma, measured = judgement.sigma, check.measured
     exact = float(measured.get("seed_mean", math.nan))
     spacing, reach = measured.get("median_line_spacing"), measured.get("sigma_sqrt_d")
+    known = finite_number(spacing) and float(spacing) > 0
     record = {"sigma": sigma, "memorisation_sigma0": zero_mem, "memorisation": judgement.mem_mean,
               "memorisation_drop": drop.mean, "memorisation_drop_lower": drop.lower, "exact_minimiser_drop": exact,
-              "reduce_margin": reduce_margin, "median_line_spacing": spacing, "sigma_sqrt_d": reach}
+              "reduce_margin": reduce_margin, "median_line_spacing": spacing, "sigma_sqrt_d": reach,
+              "sigma_over_spacing": sigma / float(spacing) if known else None}
     numbers = (f"the trained networks' M falls {zero_mem:.3g} → {judgement.mem_mean:.3g} at σ = {sigma:g}, but its "
                f"exact CFM(σ) minimiser loses only {exact:.3g} < {reduce_margin:g} of M")
     todo = "to test it, a larger σ or more steps (σ = 0 pairing all its sources)"
     short = f"{numbers}, so whether noise cuts memorisation there is untestable in this run; {todo}"
-    scale = (f" (σ√d = {float(reach):.3g} against the median line spacing {float(spacing):.3g})"
-             if finite_number(spacing) and finite_number(reach) else "")
+    scale = f" ({noise_scale_text(sigma, float(spacing))})" if known else ""
     low, high = (min(acc0), max(acc0)) if acc0 else (math.nan, math.nan)
     text = (f"this run cannot say that σ = {sigma:g} cuts memorisation through the noise: {numbers}{scale} — the noise "
             f"cannot break memorisation at this σ, so the drop (M(0) − M(σ) = {drop.mean:.3g}, lower bound "
@@ -760,9 +766,12 @@ def no_cut_remedy(drops: Mapping[float, SeedComparison], checks: Mapping[float, 
     * **extend sigmas to larger values** — when the check was not made (whether the noise acts at a larger σ is
       unknown), or when it holds at some σ of the grid (the exact minimiser can break memorisation there, the
       networks did not: a larger σ pushes harder);
-    * **other pairs** — when the check fails at every σ tried, the exact minimiser itself keeps the pairs: the noise
-      cannot act at this data's σ√d against the pair spacing, so neither more seeds nor longer training can show a
-      cut on this grid. Said plainly, with the largest loss of M the minimiser reached, and what to change: the
+    * **a larger σ or other pairs** — when the check fails at every σ tried, the exact minimiser itself keeps the
+      pairs: the noise cannot act at these σ against the spacing of the training lines, so neither more seeds nor
+      longer training can show a cut on this grid. Said plainly, with the largest loss of M the minimiser reached and
+      σ / spacing against the measured onset (:data:`~flowvar.experiments._exact_minimiser.SIGMA_OVER_SPACING_ONSET`,
+      from the largest σ's check: ``median_line_spacing``), and what to change: a σ of about the onset's upper edge ×
+      the spacing (where every measured exact minimiser lost pairs; the generalisation margin then judges it), or the
       check's own remedy (closer training lines: more pairs N or a lower d).
     """
     def sigmas(values: Sequence[float]) -> str:
@@ -776,15 +785,22 @@ def no_cut_remedy(drops: Mapping[float, SeedComparison], checks: Mapping[float, 
         lost = {s: float(checked[s].measured.get("seed_mean", math.nan)) for s in keeps}
         finite = [v for v in lost.values() if math.isfinite(v)]
         most = f"at most {max(finite):.3g} < {reduce_margin:g}" if finite else f"less than {reduce_margin:g}"
-        remedy = checked[top].remedy or "closer training lines: more pairs N (smaller line spacing) or a lower d"
+        spacing = checked[top].measured.get("median_line_spacing")
+        known = finite_number(spacing) and float(spacing) > 0
+        remedy = checked[top].remedy or closer_lines_remedy(top, float(spacing) if known else None)
         span = f"σ = {keeps[0]:g} … {top:g}" if len(keeps) > 1 else f"σ = {top:g}"
+        low, high = SIGMA_OVER_SPACING_ONSET
+        larger = (f"a larger σ, about {high:g} × the median line spacing {float(spacing):.3g} = "
+                  f"{high * float(spacing):.3g} or more (extend sigmas; the generalisation margin then says whether "
+                  f"that much noise blurs the data), or " if known else "")
         reason = (f"at every σ tried ({span}) the exact CFM(σ) minimiser itself keeps the pairs (it loses {most} of "
-                  f"M): the noise cannot act at this data's σ√d against the pair spacing, so neither more seeds nor "
-                  f"longer training can show a cut on this grid — to change that, {remedy}")
-        head = (f"(and none can here: at every σ tried, up to {top:g}, the exact CFM(σ) minimiser itself keeps the "
-                f"pairs, so the noise cannot act at this data's σ√d against the pair spacing and more seeds cannot "
-                f"change that; change the pairs as the reason says (the exact minimiser check's own remedy, "
-                f"which knows what this data lets change))")
+                  f"M): the noise cannot act at these σ against the spacing of the training lines, so neither more "
+                  f"seeds nor longer training can show a cut on this grid — to change that, {larger}{remedy}")
+        scale = (f" (σ = {top:g} is {top / float(spacing):.2g} of the median line spacing {float(spacing):.3g}; the "
+                 f"exact minimiser starts losing pairs between {low:g} and {high:g} of it)" if known else "")
+        head = (f"(and none can on this grid: at every σ tried, up to {top:g}, the exact CFM(σ) minimiser itself keeps "
+                f"the pairs{scale}, so more seeds cannot change that; a larger σ or closer training lines could, as "
+                f"the reason says)")
         return reason, head
     reasons, heads = [], []
     # a σ whose exact minimiser keeps the pairs is no σ to add seeds for: a drop there is the networks' alone

@@ -69,7 +69,8 @@ margin:1em 0}
 .c-inconclusive{border-left-color:var(--mid)}.c-untestable{border-left-color:var(--na)}
 .claim p{margin:.35em 0}.rule{color:#3d4751;font-size:.93em}
 .problem{color:var(--no)}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid var(--line);background:#fff}
+figure{margin:1em 0;overflow-x:auto}figure img{max-width:100%;height:auto;border:1px solid var(--line);background:#fff}
+label.zoom input{display:none}label.zoom img{cursor:zoom-in}label.zoom input:checked+img{max-width:none;cursor:zoom-out}
 figcaption{color:#3d4751;font-size:.9em;margin-top:.3em}
 details{margin:.5em 0}summary{cursor:pointer;color:var(--link)}
 pre{background:var(--soft);padding:.6em;overflow:auto;font-size:.84em;max-width:100%}
@@ -135,7 +136,11 @@ def _figure_html(folder: Path, experiment: str, name: str, caption: str) -> str:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
     except OSError:
         return f"<p class=meta>figure {_h(experiment)}/{_h(name)} is missing</p>"
-    return (f'<figure><img alt="{_h(caption)}" src="data:image/png;base64,{data}">'
+    # a figure wider than the page is shrunk to fit (the solver_resolution heatmaps' cell labels then read at ~5 px):
+    # a click shows it at its own size, scrolling sideways inside its frame, a second fits it again (CSS only: the
+    # page carries no script)
+    return (f'<figure><label class=zoom title="click: full size / fit to the page"><input type=checkbox>'
+            f'<img alt="{_h(caption)}" src="data:image/png;base64,{data}"></label>'
             f"<figcaption><strong>Figure ({_h(experiment)}/{_h(name)}).</strong> {_h(caption)}</figcaption>"
             f"</figure>")
 
