@@ -256,7 +256,8 @@ def test_anchors_resolve_and_figures_appear_once_with_a_caption(page: str, resul
     for r in results.values():
         for c in r.claims:
             assert f'href="#claim-{html.escape(c.id)}"' in page
-    images = re.findall(r'<figure><img alt="([^"]*)" src="data:image/png;base64,', page)
+    images = re.findall(r'<figure><label class=zoom [^>]*><input type=checkbox><img alt="([^"]*)" '
+                        r'src="data:image/png;base64,', page)
     assert len(images) == sum(len(r.figures) for r in results.values())
     assert all(len(alt) > 40 for alt in images)
     assert "<script" not in page and "http://" not in page and "https://" not in page and "@media print" in page
