@@ -58,7 +58,12 @@ def test_a_drop_the_exact_minimiser_cannot_make_is_not_a_confirmed_cut() -> None
         assert "untestable" in text and "larger σ" in text and "more steps" in text
     assert "no σ of the grid is shown to cut memorisation through the noise" in adv.reason
     assert "cuts memorisation by ≥ 0.1 with confidence" not in adv.reason  # the drop itself is confirmed
-    assert "pairing accuracy 0.531–0.562" in adv.reason and "0.486" in adv.reason and "σ√d = 0.2" in adv.reason
+    # σ against the line spacing and the measured onset, not σ√d (newR finding 1): 0.1 / 0.486 = 0.206
+    assert "pairing accuracy 0.531–0.562" in adv.reason and "σ√d" not in adv.reason
+    assert ("(σ = 0.1 is 0.206 of the median line spacing 0.486, and the exact CFM(σ) minimiser starts losing pairs "
+            "between σ / spacing 0.37 and 0.49, measured over d = 2 … 50 in results/full/memorisation_phase)") \
+        in adv.reason
+    assert cut["sigma_over_spacing"] == pytest.approx(0.1 / 0.486) and cut["sigma_sqrt_d"] == 0.2
 
 
 def test_a_drop_the_exact_minimiser_allows_stays_the_trade_off() -> None:

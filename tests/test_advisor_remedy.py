@@ -2,8 +2,9 @@
 finding 1): "add seeds" only for a σ whose mean drop M(0) − M(σ) already reaches reduce_margin (seeds narrow the
 bound, never move the mean), "extend sigmas" only when the exact CFM(σ) minimiser can act at some σ or was not
 checked, and, when the exact minimiser keeps the pairs at every σ tried, a plain statement that the noise cannot act
-at this data's σ√d against the pair spacing with what to change instead. Each per-σ line of ``Advice.summary()``
-says what the exact-minimiser check found there."""
+at these σ, with σ / line spacing against the measured onset (σ√d, which the texts used to name, does not predict it:
+newcomer review newR, finding 1) and what to change instead. Each per-σ line of ``Advice.summary()`` says what the
+exact-minimiser check found there."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import pytest
 
 from flowvar.advise import Advice
 from flowvar.advisor import SeedAdvice, advise_over_seeds, no_cut_remedy, seeds_could_confirm
+from flowvar.experiments._exact_minimiser import closer_lines_remedy, mechanism_precondition
 from flowvar.results import Precondition
 from flowvar.stats import SeedComparison, paired_over_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
-REMEDY = ("closer training lines: more pairs N (smaller line spacing) or a lower d, with the training budget for "
-          "σ = 0 to memorise there (the median line spacing is 9.1 against σ√d = 4)")
+REMEDY = closer_lines_remedy(0.5, 9.1)  # the check's own remedy at σ = 0.5 (its wording: the PNG test below)
 
 
 def rows(cells: dict[float, list[tuple[float, float]]]) -> dict[float, list[dict[str, float]]]:
@@ -51,16 +52,50 @@ def test_every_sigma_kept_by_the_exact_minimiser_says_the_noise_cannot_act_and_n
     adv = advise(DIGITS, checks)
     assert adv.outcome == "none" and adv.trade_off is None and adv.unattributed_cut is None
     for text in (adv.headline, adv.reason):
-        assert "add seeds" not in text and "extend sigmas" not in text
+        assert "add seeds" not in text and "extend sigmas to larger values" not in text
+    assert "σ√d" not in adv.headline
     assert adv.headline.startswith(
-        "no σ satisfies both margins: no σ of the grid cuts memorisation by ≥ 0.1 with confidence (and none can here: "
-        "at every σ tried, up to 0.5, the exact CFM(σ) minimiser itself keeps the pairs, so the noise cannot act at "
-        "this data's σ√d against the pair spacing and more seeds cannot change that; change the pairs as the reason "
-        "says (the exact minimiser check's own remedy, which knows what this data lets change))")
+        "no σ satisfies both margins: no σ of the grid cuts memorisation by ≥ 0.1 with confidence (and none can on "
+        "this grid: at every σ tried, up to 0.5, the exact CFM(σ) minimiser itself keeps the pairs (σ = 0.5 is 0.055 "
+        "of the median line spacing 9.1; the exact minimiser starts losing pairs between 0.37 and 0.49 of it), so more "
+        "seeds cannot change that; a larger σ or closer training lines could, as the reason says)")
     assert "a lower d" not in adv.headline  # codeG 8: file data fix d; the check's remedy (in the reason) knows
+    # a larger σ follows from the measured onset: 0.49 × the spacing 9.1 = 4.46
     assert ("at every σ tried (σ = 0.05 … 0.5) the exact CFM(σ) minimiser itself keeps the pairs (it loses at most "
-            "0.003 < 0.1 of M): the noise cannot act at this data's σ√d against the pair spacing, so neither more "
-            f"seeds nor longer training can show a cut on this grid — to change that, {REMEDY}") in adv.reason
+            "0.003 < 0.1 of M): the noise cannot act at these σ against the spacing of the training lines, so neither "
+            "more seeds nor longer training can show a cut on this grid — to change that, a larger σ, about 0.49 × the "
+            "median line spacing 9.1 = 4.46 or more (extend sigmas; the generalisation margin then says whether that "
+            f"much noise blurs the data), or {REMEDY}") in adv.reason
+
+
+def test_the_newcomers_png_run_reads_sigma_over_spacing_not_sigma_sqrt_d() -> None:
+    """newR finding 1: 48 PNGs of 3 × 8 × 8 (d = 192), N = 32, median line spacing 3.04. The texts said the noise
+    could not act "at this data's σ√d against the pair spacing" and printed σ√d = 6.93 > 3.04, which says the
+    opposite. σ / spacing = 0.5 / 3.04 = 0.164 is what predicts it (the exact minimiser starts losing pairs between
+    0.37 and 0.49 in results/full/memorisation_phase): the check's own remedy and the advisor's answer say that."""
+    sigmas = (0.01, 0.05, 0.2, 0.5)
+    checks = {s: mechanism_precondition([0.0, 0.0, 0.0], 0.1, measure="memorisation score M(0) − M(σ), M(0) = 1",
+                                        sigma=s, spacing=3.04, sigma_sqrt_d=s * 192 ** 0.5) for s in sigmas}
+    assert not any(c.holds for c in checks.values())
+    top = checks[0.5]
+    assert top.measured["sigma_over_spacing"] == pytest.approx(0.5 / 3.04)
+    assert top.measured["sigma_over_spacing_onset"] == [0.37, 0.49] and top.measured["sigma_sqrt_d"] == \
+        pytest.approx(6.93, abs=0.005)
+    assert top.remedy == (
+        "closer training lines: a median line spacing of at most about σ / 0.49 = 1.02 (more pairs N or a lower d "
+        "shrink it), with the training budget for σ = 0 to memorise there (σ = 0.5 is 0.164 of the median line "
+        "spacing 3.04, and the exact CFM(σ) minimiser starts losing pairs between σ / spacing 0.37 and 0.49, "
+        "measured over d = 2 … 50 in results/full/memorisation_phase; σ√d = 6.93, the noise tube radius of PAPER.md "
+        "§4 [D], does not predict it across d)")
+    assert "σ√d" not in top.statement and "at this σ against the spacing of the training lines" in top.statement
+    cells = rows({s: [(1.0, 0.379), (1.0, 0.380), (1.0, 0.378)] for s in (0.0, *sigmas)})
+    adv = advise_over_seeds(cells, 32, 0.25, 0.05, gen_floor=0.0179, memorise_accuracy=0.9, noise_can_act=checks)
+    assert adv.outcome == "none"
+    assert "σ√d" not in adv.headline and adv.reason.count("σ√d") == 1  # only as what does not decide it
+    assert "(σ = 0.5 is 0.16 of the median line spacing 3.04; the exact minimiser starts losing pairs between 0.37 " \
+           "and 0.49 of it)" in adv.headline
+    assert "a larger σ, about 0.49 × the median line spacing 3.04 = 1.49 or more (extend sigmas" in adv.reason
+    assert top.remedy in adv.reason
 
 
 def test_unchecked_pairs_at_m_one_suggest_larger_sigma_but_not_seeds() -> None:
