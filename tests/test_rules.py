@@ -13,6 +13,8 @@ def test_below_reaches_each_outcome() -> None:
     assert below(1e-5, **kw) == "inconclusive"
     assert below(0.1, **kw) == "refuted"
     assert below(math.nan, **kw) == "refuted" and below(math.inf, **kw) == "refuted"
+    # −inf is a failed computation, not an error that vanished (statsR 6: it confirmed)
+    assert below(-math.inf, **kw) == "refuted"
     assert below(1e-3, **kw) == "inconclusive" and below(1e-8, **kw) == "inconclusive"  # the edges are not confirmed
     with pytest.raises(ValueError):
         below(0.0, confirm_below=1.0, refute_above=0.5)
@@ -23,6 +25,8 @@ def test_above_reaches_each_outcome() -> None:
     assert above(1.0, **kw) == "confirmed"
     assert above(1e-10, **kw) == "inconclusive"
     assert above(0.0, **kw) == "refuted" and above(math.nan, **kw) == "refuted"
+    # an overflowed (+inf) value is no evidence that the quantity is positive (statsR 6: it confirmed)
+    assert above(math.inf, **kw) == "refuted" and above(-math.inf, **kw) == "refuted"
     with pytest.raises(ValueError):
         above(0.0, confirm_above=0.0, refute_below=1.0)
 
@@ -32,6 +36,10 @@ def test_at_every_setting_and_all_of() -> None:
     assert at_every_setting({"a": False, "b": False}) == "refuted"
     assert at_every_setting({"a": True, "b": False}) == "inconclusive"
     assert at_every_setting({}) == "inconclusive"
+    # an identity: one failing deterministic setting is a counterexample (statsR 8)
+    assert at_every_setting({"a": True, "b": False}, identity=True) == "refuted"
+    assert at_every_setting({"a": True, "b": True}, identity=True) == "confirmed"
+    assert at_every_setting({}, identity=True) == "inconclusive"
     assert all_of("confirmed", "confirmed") == "confirmed"
     assert all_of("confirmed", "inconclusive") == "inconclusive"
     assert all_of("confirmed", "refuted", "inconclusive") == "refuted"

@@ -25,13 +25,14 @@ def exact_zero(value: float) -> bool:
 
 def below(value: float, *, confirm_below: float, refute_above: float) -> Verdict:
     """An error that should vanish: "confirmed" if ``value`` < ``confirm_below``, "refuted" if ``value`` >
-    ``refute_above`` (or NaN: a computation that failed is evidence against), "inconclusive" in between.
+    ``refute_above`` or not finite (NaN or ±inf: a computation that failed is evidence against — an error of −inf is
+    no more a vanishing error than +inf), "inconclusive" in between.
 
     ``confirm_below`` ≤ ``refute_above`` is required (the band between them is the inconclusive zone).
     """
     if not confirm_below <= refute_above:
         raise ValueError(f"confirm_below ({confirm_below}) must not exceed refute_above ({refute_above})")
-    if math.isnan(value):
+    if not math.isfinite(value):
         return "refuted"
     if value < confirm_below:
         return "confirmed"
@@ -40,23 +41,30 @@ def below(value: float, *, confirm_below: float, refute_above: float) -> Verdict
 
 def above(value: float, *, confirm_above: float, refute_below: float) -> Verdict:
     """A quantity that should be positive: "confirmed" if ``value`` > ``confirm_above``, "refuted" if ``value``
-    < ``refute_below`` (or NaN), "inconclusive" in between; ``refute_below`` ≤ ``confirm_above`` is required."""
+    < ``refute_below`` or not finite (NaN or ±inf: an overflowed or failed computation, never a confirmation),
+    "inconclusive" in between; ``refute_below`` ≤ ``confirm_above`` is required."""
     if not refute_below <= confirm_above:
         raise ValueError(f"refute_below ({refute_below}) must not exceed confirm_above ({confirm_above})")
-    if math.isnan(value):
+    if not math.isfinite(value):
         return "refuted"
     if value > confirm_above:
         return "confirmed"
     return "refuted" if value < refute_below else "inconclusive"
 
 
-def at_every_setting(holds: Mapping[str, bool]) -> Verdict:
+def at_every_setting(holds: Mapping[str, bool], *, identity: bool = False) -> Verdict:
     """A statement checked at several settings: "confirmed" if it holds at every one, "refuted" if at none,
-    "inconclusive" if at some (the map is the evidence) or when there is no setting at all."""
+    "inconclusive" if at some (the map is the evidence) or when there is no setting at all.
+
+    ``identity=True`` for a universal, deterministic statement (an identity: each setting is computed exactly, not
+    sampled): one setting where it fails is a counterexample, so "refuted" if it fails at any setting; still
+    "confirmed" only at every one and "inconclusive" with none."""
     if not holds:
         return "inconclusive"
     n = sum(bool(v) for v in holds.values())
-    return "confirmed" if n == len(holds) else "refuted" if n == 0 else "inconclusive"
+    if n == len(holds):
+        return "confirmed"
+    return "refuted" if n == 0 or identity else "inconclusive"
 
 
 def all_of(*verdicts: Verdict) -> Verdict:
