@@ -43,10 +43,12 @@ def test_rule_odd_euler_reproduces_pairs_reaches_every_outcome() -> None:
 def test_rule_even_euler_hits_singularity_reaches_every_outcome() -> None:
     assert rule_even_euler_hits_singularity({"euler_10": 0.5, "euler_100": 0.5}) == "confirmed"
     assert rule_even_euler_hits_singularity({"euler_10": None, "euler_100": None}) == "refuted"  # both finished
-    assert rule_even_euler_hits_singularity({"euler_10": 0.5, "euler_100": None}) == "inconclusive"
+    # an identity on deterministic grids: one grid that does not stop at ½ is a counterexample, so it refutes
+    # (statsR 8: it read "inconclusive" when some grids stopped and others did not)
+    assert rule_even_euler_hits_singularity({"euler_10": 0.5, "euler_100": None}) == "refuted"
     assert rule_even_euler_hits_singularity({}) == "inconclusive"
     # a solver error at another time is not the claim's "stops at t = ½" (the old rule counted any SolverError)
     assert rule_even_euler_hits_singularity({"euler_10": 0.3, "euler_100": 0.7}) == "refuted"
-    assert rule_even_euler_hits_singularity({"euler_10": 0.5, "euler_100": 0.3}) == "inconclusive"
-    assert rule_even_euler_hits_singularity({"euler_10": 0.5, "euler_100": math.nan}) == "inconclusive"
+    assert rule_even_euler_hits_singularity({"euler_10": 0.5, "euler_100": 0.3}) == "refuted"
+    assert rule_even_euler_hits_singularity({"euler_10": 0.5, "euler_100": math.nan}) == "refuted"
 

@@ -82,10 +82,11 @@ def rule_odd_euler_reproduces_pairs(max_dist_by_grid: Mapping[str, float]) -> Ve
 def rule_even_euler_hits_singularity(non_finite_field_at: Mapping[str, float | None]) -> Verdict:
     """Even Euler grid → the time at which the field returned a non-finite value (:func:`failure_time`; None when
     the grid finished, or failed without naming such a time). A grid *stops at t = ½* when that time is within
-    :data:`HALF_TOLERANCE` of ½. "confirmed" if every grid does, "refuted" if none does, "inconclusive" if some do
-    or without an even grid (:func:`flowvar.rules.at_every_setting`)."""
+    :data:`HALF_TOLERANCE` of ½. An identity, each grid deterministic: "confirmed" if every grid does, "refuted" if
+    any grid does not (one such grid is a counterexample: an implementation defect, not a matter of chance),
+    "inconclusive" without an even grid (:func:`flowvar.rules.at_every_setting` with ``identity=True``)."""
     return at_every_setting({k: t is not None and abs(t - 0.5) <= HALF_TOLERANCE
-                             for k, t in non_finite_field_at.items()})
+                             for k, t in non_finite_field_at.items()}, identity=True)
 
 
 @register("counterexample1", title="Counter Example 1: all lines meet at t = ½ (180° + μ coupling)",
@@ -153,8 +154,9 @@ def run(config: Counterexample1Config, ctx: RunContext) -> None:
               kind="identity", replicates="analytic (float64)",
               min_effect="exact: every even grid stops at t = ½",
               rule=f"confirmed if every even Euler grid stops with a non-finite field value at t = ½ (the failure "
-                   f"time the solver records, within {HALF_TOLERANCE:g}); refuted if none does (it finishes, or "
-                   f"fails elsewhere or for another reason); inconclusive if some do, or without an even grid")
+                   f"time the solver records, within {HALF_TOLERANCE:g}); refuted if any grid does not (it finishes, "
+                   f"or fails elsewhere or for another reason: each grid is deterministic, so one such grid is a "
+                   f"counterexample to the identity); inconclusive without an even grid")
     ctx.note("The ODE of the exact field has non-unique solutions after t = ½ (all y = c(1 − 2t) pass through 0); "
              "which pairing the solver returns is a property of the solver. See exact_field_endpoints for "
              "midpoint/RK4 (which evaluate half-steps) and dopri5.")
