@@ -80,7 +80,7 @@ def test_none_headline_says_nothing_cuts_memorisation_and_names_a_confirmed_gain
     assert adv.headline.startswith("no σ satisfies both margins: no σ of the grid cuts memorisation by ≥ 0.1 with "
                                    "confidence (more seeds would not help: no mean drop reaches 0.1; extend sigmas to "
                                    "larger values: whether the noise can act there is unchecked); σ = 0.2 improves "
-                                   "generalisation with confidence (G − G(0) = -0.0807")
+                                   "generalisation with confidence, beyond the noise floor 0.002 (G − G(0) = -0.0807")
     assert "add seeds" not in adv.headline
     assert "the reason names the trade-off" not in adv.headline
     assert "its memorisation stays above the memorisation margin 0.05 with confidence" in adv.headline

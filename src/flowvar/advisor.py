@@ -519,6 +519,9 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     :func:`seeds_could_confirm`), "extend sigmas" only when the check is unmade or holds at some σ, and, when the
     exact minimiser keeps the pairs at every σ tried, that the noise cannot act at these σ against the spacing of the
     training lines, and what would let it: a σ near the measured onset × that spacing, or closer lines (N, d).
+    A σ > 0 whose generalisation change is confirmed below 0 is called an improvement (and named in the "none"
+    headline) only when its mean reaches the noise floor ``gen_floor`` (:func:`gen_change_kind`); a smaller one is
+    said to be below the floor in the reason.
     Returns a :class:`SeedAdvice`. Raises ConfigError on a bad table, margin or partial ``noise_can_act``."""
     _check_margins(gen_margin, mem_margin, gen_floor)
     if not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 2:
@@ -653,7 +656,8 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
                  "gen_cost_upper": j.gen_upper, "tolerance": tol}
         trade_text = (f"the smallest σ that cuts memorisation (M(0) − M(σ) ≥ {reduce_margin:g}, confirmed over seeds) "
                       f"is σ = {j.sigma:g}: M = {j.mem_mean:.3g}, "
-                      f"{gen_change_text(j.gen_difference, j.gen_lower, j.gen_upper, tol, j.gen_side)} — a trade-off "
+                      f"{gen_change_text(j.gen_difference, j.gen_lower, j.gen_upper, tol, j.gen_side, gen_floor)} — "
+                      f"a trade-off "
                       f"to weigh, not a recommendation: {why_it_fails(j, mem_margin)}")
     elif unattributed:  # the drops seen are the networks', not the noise's: said below
         trade_text = "no σ of the grid is shown to cut memorisation through the noise"
@@ -685,15 +689,27 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
     if unnamed:  # a σ within both margins only where the noise cannot act: no answer, said in the headline too
         headline += (f"; σ = {', '.join(f'{s:g}' for s in unnamed)} is within the margins only where the noise "
                      f"cannot act (under-fitting, no answer)")
-    improved = [j for j in judged if j.sigma > 0 and j.verdict == "fails" and gen_change_kind(
-        j.gen_difference, j.gen_lower, j.gen_upper) == "improvement"]
-    if improved and pick is None:  # a confirmed gain is news even without a memorisation cut
+    # a confirmed gain is news even without a memorisation cut — if it reaches the noise floor (gen_change_kind: a
+    # smaller one is below what two real samples differ by) and a floor was measured at all
+    kinds = {j.sigma: gen_change_kind(j.gen_difference, j.gen_lower, j.gen_upper, gen_floor) for j in judged
+             if j.sigma > 0 and j.verdict == "fails"}
+    improved = [j for j in judged if kinds.get(j.sigma) == "improvement"] if gen_floor > 0 else []
+    slight = [j for j in judged if kinds.get(j.sigma) == "better_below_floor"]
+    gen_text = ""
+    if improved and pick is None:
         j = min(improved, key=lambda j: j.gen_difference)
-        headline += (f"; σ = {j.sigma:g} improves generalisation with confidence (G − G(0) = {j.gen_difference:+.3g}, "
-                     f"bounds [{j.gen_lower:+.3g}, {j.gen_upper:+.3g}]) but {why_it_fails(j, mem_margin)}")
+        headline += (f"; σ = {j.sigma:g} improves generalisation with confidence, beyond the noise floor "
+                     f"{gen_floor:.3g} (G − G(0) = {j.gen_difference:+.3g}, bounds [{j.gen_lower:+.3g}, "
+                     f"{j.gen_upper:+.3g}]) but {why_it_fails(j, mem_margin)}")
+    elif slight and pick is None:
+        j = min(slight, key=lambda j: j.gen_difference)
+        gen_text = (f"; no σ improves generalisation measurably: the largest confirmed gain, σ = {j.sigma:g}'s "
+                    f"G − G(0) = {j.gen_difference:+.3g} (bounds [{j.gen_lower:+.3g}, {j.gen_upper:+.3g}]), is "
+                    f"within the noise floor {gen_floor:.3g} of 0 (what two independent real samples differ by)")
     every = ("every σ fails one with confidence, or is within both only where the noise cannot act" if blocked else
              "every σ fails one with confidence")
-    return advice("none", f"no σ satisfies both margins ({every}). {head}; {trade_text}{blocked_text} [{lines}]",
+    return advice("none", f"no σ satisfies both margins ({every}). {head}; {trade_text}{blocked_text}{gen_text} "
+                          f"[{lines}]",
                   headline, fallback=pick.sigma if pick else None, trade=trade, unattributed=loose_record)
 
 
@@ -854,19 +870,31 @@ def fallback_headline(sigma: float) -> str:
             f"the reason; not a recommendation by the rule)")
 
 
-def gen_change_text(difference: float, lower: float, upper: float, tolerance: float, side: str) -> str:
-    """The generalisation change d = G(σ) − G(0) of one σ in words, for a reader of the advisor's answer: an
-    improvement when its upper one-sided bound is below 0 (lower G is better), a cost when its lower bound is above
-    0, otherwise a change not shown either way (better or worse on the mean); then where it stands against the
-    advisor's margin τ, as :func:`judge_sigma` found (``side``: "within", "worse" or "undecided"), e.g.
-    "generalisation improved: G(σ) − G(0) = −0.00275 (one-sided bounds −0.00321 … −0.00229, both below 0), within
-    the advisor's margin τ = 0.00168"."""
+def gen_change_text(difference: float, lower: float, upper: float, tolerance: float, side: str,
+                    floor: float = 0.0) -> str:
+    """The generalisation change d = G(σ) − G(0) of one σ in words, for a reader of the advisor's answer, by its
+    :func:`gen_change_kind` against the noise floor ``floor`` (0: none measured, the sign alone is read): an
+    improvement when its upper one-sided bound is below 0 (lower G is better) and its mean is at least the floor
+    below 0, a cost when its lower bound is above 0 and its mean at least the floor above 0, a change of a confirmed
+    sign but below the floor, otherwise a change not shown either way (better or worse on the mean); then where it
+    stands against the advisor's margin τ, as :func:`judge_sigma` found (``side``: "within", "worse" or
+    "undecided"), e.g. "generalisation improved: G(σ) − G(0) = −0.00275 (one-sided bounds −0.00321 … −0.00229, both
+    below 0; beyond the noise floor 0.000499), within the advisor's margin τ = 0.00168"."""
     bounds = f"one-sided bounds {lower:+.3g} … {upper:+.3g}"
-    kind = gen_change_kind(difference, lower, upper)
+    beyond = f"; beyond the noise floor {floor:.3g}" if floor > 0 else ""
+    below = (f"but within the noise floor {floor:.3g} of 0 — what two independent real samples differ by — so "
+             f"too small to count")
+    kind = gen_change_kind(difference, lower, upper, floor)
     if kind == "improvement":
-        change = f"generalisation improved: G(σ) − G(0) = {difference:+.3g} ({bounds}, both below 0)"
+        change = f"generalisation improved: G(σ) − G(0) = {difference:+.3g} ({bounds}, both below 0{beyond})"
     elif kind == "cost":
-        change = f"generalisation cost G(σ) − G(0) = {difference:+.3g} ({bounds}, both above 0)"
+        change = f"generalisation cost G(σ) − G(0) = {difference:+.3g} ({bounds}, both above 0{beyond})"
+    elif kind == "better_below_floor":
+        change = (f"generalisation better, below the noise floor: G(σ) − G(0) = {difference:+.3g} ({bounds}, both "
+                  f"below 0, {below} as an improvement)")
+    elif kind == "worse_below_floor":
+        change = (f"generalisation worse, below the noise floor: G(σ) − G(0) = {difference:+.3g} ({bounds}, both "
+                  f"above 0, {below} as a cost)")
     else:
         change = (f"generalisation change G(σ) − G(0) = {difference:+.3g}, {kind} on the mean but not shown either "
                   f"way ({bounds})")
@@ -876,13 +904,23 @@ def gen_change_text(difference: float, lower: float, upper: float, tolerance: fl
     return f"{change}, {where}"
 
 
-def gen_change_kind(difference: float, lower: float, upper: float) -> str:
-    """What a generalisation change d = G(σ) − G(0) (lower G is better) is, from its one-sided bounds: "improvement"
-    (upper < 0), "cost" (lower > 0), else only its mean's side, "better", "worse" or "unchanged"."""
+def gen_change_kind(difference: float, lower: float, upper: float, floor: float = 0.0) -> str:
+    """What a generalisation change d = G(σ) − G(0) (lower G is better) is, from its one-sided bounds and the noise
+    floor ``floor`` as its minimum effect: "improvement" (upper < 0 and d ≤ −floor), "cost" (lower > 0 and
+    d ≥ floor), "better_below_floor" / "worse_below_floor" (the sign confirmed, |d| < floor), else only its mean's
+    side, "better", "worse" or "unchanged" — the convention of :func:`flowvar.stats.paired_over_seeds`: the bound
+    decides the sign, the mean must reach the minimum effect.
+
+    Why the floor and not the margin τ: G is the unbiased MMD² to held-out data, 0 in expectation for a perfect
+    model, and the floor (2 × RMS of the null MMD² between two independent real samples, rescaled to G's sample
+    sizes) is how far G moves between samples of the true distribution itself. A smaller change, however many seeds
+    make its sign certain, is smaller than the metric's own resolution on real data. τ = max(gen_margin · G(0),
+    floor) is the slack a σ may *cost* (a policy choice, relative to G(0)); asking an improvement to clear it would
+    demand a 25 % gain, not a measurable one. ``floor`` 0 (none measured) reads the sign alone."""
     if upper < 0:
-        return "improvement"
+        return "improvement" if -difference >= floor else "better_below_floor"
     if lower > 0:
-        return "cost"
+        return "cost" if difference >= floor else "worse_below_floor"
     return "better" if difference < 0 else "worse" if difference > 0 else "unchanged"
 
 
