@@ -500,6 +500,11 @@ def _parametric_parts(theta: Tensor, Theta: Tensor, xt: Tensor, t: Tensor | floa
         t = t.expand(xt.shape[0])
     if t.shape != (xt.shape[0],):
         raise ShapeError(f"t must be a scalar or have shape ({xt.shape[0]},), got {tuple(t.shape)}")
+    from flowvar.interpolants import check_unit_times  # interpolants imports couplings, which imports this module
+
+    check_unit_times(t, t)  # a time in percent or NaN would give a silently meaningless gradient
+    check_finite("xt", xt)
+    check_finite("target", target)
     A = torch.eye(d, dtype=torch.float64) + t[:, None, None] * Theta
     LU, pivots, info = torch.linalg.lu_factor_ex(A)
     if bool((info != 0).any()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowvar.errors import ShapeError, SolverError, check_positive_int
+from flowvar.errors import ShapeError, SolverError, check_finite, check_positive_int
 from flowvar.models.base import VectorField, time_column
 
 
@@ -39,6 +39,9 @@ class GaussianParametricField(VectorField):
         self.check_input(x)
         x = x.to(self.theta.dtype)
         t = time_column(t, x)
+        # NaN only: an adaptive solver may evaluate a little past t = 1, where the formula still holds
+        check_finite("x", x)
+        check_finite("t", t)
         A = self.system(t)
         rhs = x - t[:, None] * self.theta
         w, info = torch.linalg.solve_ex(A, rhs.unsqueeze(-1))
