@@ -283,3 +283,83 @@ def test_balanced_accuracy_scores_an_input_blind_predictor_at_one_half() -> None
     assert math.isnan(balanced_accuracy([True, True], [True, False])) and math.isnan(balanced_accuracy([], []))
     with pytest.raises(ShapeError, match="1 observed vs 2 predicted"):
         balanced_accuracy([True], [True, False])
+
+
+# ------------------------------------------------------------------ a discrete per-seed metric: the binomial floor
+
+
+def test_paired_over_seeds_checks_scale_and_sd_floor() -> None:
+    """scale is reported beside min_effect (effect_text): a NaN, 0 or negative scale wrote "(nan × nan, u)" into the
+    claim's min_effect and still gave a verdict (statsR 5)."""
+    for bad in (math.nan, math.inf, 0.0, -1.0):
+        with pytest.raises(ConfigError, match="scale must be a finite number > 0"):
+            paired_over_seeds([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], min_effect=0.1, scale=bad, scale_name="u")
+    with pytest.raises(ConfigError, match="sd_floor"):
+        paired_over_seeds([1.0, 2.0], [0.0, 0.0], min_effect=0.1, scale=1.0, scale_name="u", sd_floor=-0.1)
+
+
+def test_binomial_sd_floor_is_the_pooled_two_proportion_se() -> None:
+    from flowvar.stats import binomial_sd_floor, two_proportion_se
+
+    # pooled p̄_a = 1, p̄_b = 0.875 over N = 16: √((0 + 0.875 · 0.125)/16)
+    assert binomial_sd_floor([1.0, 1.0], [0.875, 0.875], 16) == pytest.approx(math.sqrt(0.875 * 0.125 / 16))
+    assert binomial_sd_floor([1.0, 0.5], [0.25, 0.75], 8) == pytest.approx(two_proportion_se(0.75, 0.5, 8))
+    # a linear map of the proportion (the memorisation score M = (a − 1/N)/(1 − 1/N)): its step per unit
+    assert binomial_sd_floor([1.0], [0.5], 4, unit=0.75) == pytest.approx(two_proportion_se(1.0, 0.5, 4) / 0.75)
+    assert binomial_sd_floor([1.0, 1.0], [1.0, 1.0], 16) == 0.0  # every item right in every seed: nothing to floor
+    for bad in (0, 2.5, True):
+        with pytest.raises(ConfigError, match="trials"):
+            binomial_sd_floor([0.5], [0.5], bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="proportions in \\[0, 1\\]"):
+        binomial_sd_floor([3.0], [0.5], 16)
+    # tied seeds: the unfloored bounds collapse on the mean and refute with certainty; the floor keeps them open
+    kw = {"min_effect": 0.1, "scale": 1.0, "scale_name": "accuracy"}
+    tied = paired_over_seeds([1.0, 1.0], [15 / 16, 15 / 16], **kw)
+    assert tied.verdict == "refuted" and tied.upper == tied.mean == 1 / 16
+    floored = paired_over_seeds([1.0, 1.0], [15 / 16, 15 / 16], **kw,
+                                sd_floor=binomial_sd_floor([1.0, 1.0], [15 / 16, 15 / 16], 16))
+    assert floored.verdict == "inconclusive" and floored.sd == 0.0 and floored.sd_floor > 0.06
+    assert floored.upper == pytest.approx(1 / 16 + sps.t.ppf(0.95, 1) * floored.sd_floor / math.sqrt(2))
+    assert "raised to the metric's floor" in floored.reason and floored.to_dict()["sd_floor"] == floored.sd_floor
+    # the non-inferiority mirror: two tied seeds at 0 confirmed "a − b < 0.1" with no spread at all
+    from flowvar.stats import noninferior_over_seeds
+
+    ni = {"margin": 0.1, "scale": 1.0, "scale_name": "u"}
+    assert noninferior_over_seeds([0.5, 0.5], [0.5, 0.5], **ni).verdict == "confirmed"
+    assert noninferior_over_seeds([0.5, 0.5], [0.5, 0.5], **ni,
+                                  sd_floor=binomial_sd_floor([0.5, 0.5], [0.5, 0.5], 16)).verdict == "inconclusive"
+    # a continuous metric (no floor) is judged as before
+    assert paired_over_seeds([2.0, 2.0], [1.0, 1.0], min_effect=0.5, scale=1.0, scale_name="u").verdict == "confirmed"
+
+
+STUDIES = 2000
+"""Simulated studies per cell: the binomial MC error of a 5 % rate is 0.0049 (the bound allows 3 of them)."""
+
+
+@pytest.mark.parametrize(("n_items", "seeds"), [(16, 2), (16, 3), (64, 2)])
+def test_binomial_floor_holds_the_nominal_rate_on_a_discrete_metric(n_items: int, seeds: int) -> None:
+    """statsR 2: pairing accuracy k/N over 2–3 seeds ties often (s = 0), and the unfloored bounds then refute with
+    certainty. acc(0) = 1 in every seed, acc(σ) ~ Bin(N, 0.9)/N: the true drop is exactly the minimum effect 0.1, so
+    "refuted" must happen at most α = 5 % of the time (one-sided bound, + 3 MC errors); and the non-inferiority
+    mirror at a true difference equal to its margin (a ~ Bin(N, 0.6)/N, b ~ Bin(N, 0.5)/N) must confirm at most α."""
+    from flowvar.stats import binomial_sd_floor, noninferior_over_seeds
+
+    rng = np.random.default_rng(20240531 + 97 * n_items + seeds)
+    alpha, margin = 0.05, 0.1
+    mc = 3 * math.sqrt(alpha * (1 - alpha) / STUDIES)
+    kw = {"min_effect": margin, "scale": 1.0, "scale_name": "accuracy", "alpha": alpha}
+    refuted = unfloored = ni_confirmed = 0
+    for _ in range(STUDIES):
+        a = np.ones(seeds)
+        b = rng.binomial(n_items, 1 - margin, seeds) / n_items
+        refuted += paired_over_seeds(a, b, **kw, sd_floor=binomial_sd_floor(a, b, n_items)).verdict == "refuted"
+        if (n_items, seeds) == (16, 2):  # the defect the floor removes (the review measured 14 %)
+            unfloored += paired_over_seeds(a, b, **kw).verdict == "refuted"
+        x = rng.binomial(n_items, 0.6, seeds) / n_items
+        y = rng.binomial(n_items, 0.5, seeds) / n_items
+        ni_confirmed += noninferior_over_seeds(x, y, margin=margin, scale=1.0, scale_name="accuracy", alpha=alpha,
+                                               sd_floor=binomial_sd_floor(x, y, n_items)).verdict == "confirmed"
+    assert refuted / STUDIES <= alpha + mc
+    assert ni_confirmed / STUDIES <= alpha + mc
+    if (n_items, seeds) == (16, 2):
+        assert unfloored / STUDIES > 0.1
