@@ -253,19 +253,28 @@ def test_dry_run_charges_each_point_its_share_of_the_known_runtime(tmp_path: Pat
 
 
 def test_only_an_experiments_grid_fields_scale_a_points_runtime() -> None:
-    """A point's share counts the experiment's declared grids only (runtime_scales_with): solver_resolution's
-    --preset split point train_steps=[20000] trains all 20 000 steps (segments are cumulative) and a solver list only
-    changes what is evaluated, so neither shrinks its charge (they read 1/5 and 1/14 of the run); a mean vector of
-    another length, or another channel_mult, is not a grid either; memorisation_phase's cells are."""
+    """A point's share counts the experiment's declared grids (runtime_scales_with) and, by segment_share, a
+    training-length list: solver_resolution's --preset split point train_steps=[20000] trains all 20 000 steps (the
+    whole run's training), so it keeps the whole charge, but [1000] is one of five evaluations and 1/20 of the
+    training — at most 1/5, not the whole run (newR 9: the split read 5 × 9300 s). A solver list only changes what
+    is evaluated (charged whole: an upper bound); a mean vector of another length, or another channel_mult, is not a
+    grid either; memorisation_phase's cells are."""
     from flowvar.cache import config_dict
     from flowvar.experiments.base import build_config, get_experiment
     from flowvar.sweep.estimates import point_share
 
     solver = get_experiment("solver_resolution")
     whole = config_dict(build_config(solver))
-    for overrides in ({"train_steps": "[20000]"}, {"euler_steps": "[11]"}):
+    assert whole["train_steps"] == [1000, 2000, 5000, 10000, 20000]
+    for overrides in ({"train_steps": "[20000]"}, {"train_steps": "[1000, 20000]"}, {"euler_steps": "[11]"}):
         part = build_config(solver, overrides=overrides)
         assert point_share(part, whole, solver.runtime_scales_with) == 1.0
+    # max(its share of the evaluations, its share of the training): 1000 → 1/5, 5000 → 1/4, 10000 → 1/2
+    for steps, share in (("[1000]", 0.2), ("[2000]", 0.2), ("[5000]", 0.25), ("[10000]", 0.5), ("[2000, 5000]", 0.4)):
+        part = build_config(solver, overrides={"train_steps": steps})
+        assert point_share(part, whole, solver.runtime_scales_with) == pytest.approx(share), steps
+    both = build_config(solver, overrides={"train_steps": "[1000]", "sigmas": "[0.0]"})  # the two multiply
+    assert point_share(both, whole, solver.runtime_scales_with) == pytest.approx(0.2 / len(whole["sigmas"]))
     half = build_config(solver, overrides={"sigmas": "[0.0]"})
     assert point_share(half, whole, solver.runtime_scales_with) == pytest.approx(1 / len(whole["sigmas"]))
     lemma = get_experiment("lemma1_mlp")
@@ -276,6 +285,31 @@ def test_only_an_experiments_grid_fields_scale_a_points_runtime() -> None:
     reference = config_dict(build_config(phase))
     expected = 1 / (len(reference["dims"]) * len(reference["ns"]) * len(reference["widths"]))
     assert point_share(cell, reference, phase.runtime_scales_with) == pytest.approx(expected)
+
+
+def test_segment_share_bounds_a_training_length_part_of_any_reference() -> None:
+    from flowvar.sweep.estimates import segment_share
+
+    assert segment_share([1000], [1000, 2000, 5000, 10000, 20000]) == pytest.approx(0.2)
+    assert segment_share([20000], [1000]) == pytest.approx(20.0)  # a cached short point as the reference
+    assert segment_share([4000], [1000, 4000, 10000]) == pytest.approx(0.4)  # the quick split's middle point
+
+
+def test_the_split_presets_dry_run_eta_charges_each_training_length_its_share(tmp_path: Path) -> None:
+    """newR 9: `flowvar sweep solver_resolution --preset split --dry-run` read "~12 h 55 min with --jobs 1", 5 × the
+    YAML's 9300 s for the whole study. Each point is now charged at most its share (0.2 + 0.2 + 0.25 + 0.5 + 1 of the
+    run), and the longest point no more than the whole run."""
+    from flowvar.experiments.base import expected_runtime, get_experiment
+    from flowvar.report import format_duration
+    from flowvar.sweep import Options, dry_run
+
+    estimate = expected_runtime(get_experiment("solver_resolution"), quick=False)
+    assert estimate == 9300
+    text = dry_run(Options("solver_resolution", preset="split", out=tmp_path / "sr", cache_dir=tmp_path / "cache"))
+    total = (0.2 + 0.2 + 0.25 + 0.5 + 1.0) * estimate
+    assert text.splitlines()[-1].startswith(f"5 points: 0 cached, 5 to compute (~{format_duration(total)} with "
+                                            f"--jobs 1)")
+    assert format_duration(total) != format_duration(5 * estimate)
 
 
 def test_a_grid_field_that_is_not_a_config_field_is_refused_at_registration() -> None:
