@@ -77,3 +77,18 @@ def test_without_a_measured_floor_no_gain_is_headlined() -> None:
     (the per-σ lines still give every G − G(0) with its bounds)."""
     adv = advise_over_seeds(_rows(DIGITS), 64, 0.25, 0.05, gen_floor=0.0, memorise_accuracy=0.9)
     assert "improves generalisation" not in adv.headline and "G − G(0) = -0.0807" in adv.reason
+
+
+def test_the_report_words_a_sign_certain_change_within_the_floor_as_such() -> None:
+    """The report's per-σ sentence (narrators._sigma_state) reads the recorded floor: the PNG run's −0.0030 with a
+    floor of 0.0179 is 'better, but within the noise floor', not 'an improvement'; a result without a recorded
+    floor reads the sign alone."""
+    from flowvar.report.narrators import _sigma_state
+
+    judgement = {"sigma": 0.2, "mem_mean": 1.0, "mem_side": "above", "gen_difference": -0.003, "gen_lower": -0.0033,
+                 "gen_upper": -0.0027, "gen_side": "within"}
+    margins = {"mem_margin": 0.05, "gen_tolerance": 0.0947, "gen_floor": 0.0179}
+    text = _sigma_state({"judgements": [judgement], "margins": margins}, 0.2)
+    assert "better, but within the noise floor 0.0179" in text and "an improvement" not in text
+    older = _sigma_state({"judgements": [judgement], "margins": {**margins, "gen_floor": None}}, 0.2)
+    assert "an improvement" in older

@@ -730,8 +730,9 @@ def table1(result: Result, story: Story) -> None:
         f"Setting: paper GMM of unknown size; ours K = {cfg.get('n_components', '?')} components, N = "
         f"{cfg.get('n_train', '?')} training pairs ({cfg.get('pairing', '?')} pairing), {cfg.get('steps', '?')} "
         f"training steps. Every comparison, generalisation included, is only testable where σ = 0 memorised in every "
-        f"seed and the noise can move the exact minimiser off its partners (σ√d against the spacing of the N "
-        f"training lines): Remark 2's better generalisation comes from that averaging."]
+        f"seed and the noise can move the exact minimiser off its partners (σ against the spacing of the N "
+        f"training lines; it starts to from σ ≈ 0.37–0.49 × the spacing): Remark 2's better generalisation comes from "
+        f"that averaging."]
     story.tables = [table]
     story.paper = ("the paper (Table 1): on a GMM in d = 3 and d = 50, σ = 0 has the lower memorisation MMD and "
                    "σ = 0.05 a generalisation MMD no worse (" + ", ".join(
@@ -1813,9 +1814,10 @@ def _sigma_answer(result: Result) -> str:
 
 def _sigma_state(advice: dict[str, Any], sigma: Any) -> str:
     """Where one σ stands in the advisor's judgement, in words, from its record in ``advice["judgements"]``: its
-    memorisation M against the memorisation margin, and its generalisation change G(σ) − G(0) — an improvement, a
-    cost, or better/worse on the mean only — against the advisor's margin τ (the margin of the σ = 0.05 claim is
-    another one, the noise floor); "" when the record lacks these fields (an older result)."""
+    memorisation M against the memorisation margin, and its generalisation change G(σ) − G(0) — an improvement or a
+    cost (beyond the noise floor, :func:`flowvar.advisor.gen_change_kind`), better/worse within the floor, or
+    better/worse on the mean only — against the advisor's margin τ (the margin of the σ = 0.05 claim is another one,
+    the noise floor); "" when the record lacks these fields (an older result)."""
     j = next((j for j in advice.get("judgements") or [] if isinstance(j, dict) and j.get("sigma") == sigma), None)
     margins = advice.get("margins") or {}
     margin, tau = margins.get("mem_margin"), margins.get("gen_tolerance")
@@ -1825,8 +1827,12 @@ def _sigma_state(advice: dict[str, Any], sigma: Any) -> str:
     memo = f"M = {num(j['mem_mean'])}" + {"above": f", still above the memorisation margin {num(margin)}",
                                           "undecided": f", not shown within the memorisation margin {num(margin)}"
                                           }.get(j["mem_side"], f", within the memorisation margin {num(margin)}")
-    kind = gen_change_kind(j["gen_difference"], j["gen_lower"], j["gen_upper"])
-    change = {"improvement": "an improvement", "cost": "a cost"}.get(kind, f"{kind} on the mean only")
+    floor = margins.get("gen_floor") if _is_number(margins.get("gen_floor")) else 0.0
+    kind = gen_change_kind(j["gen_difference"], j["gen_lower"], j["gen_upper"], floor)
+    change = {"improvement": "an improvement", "cost": "a cost",
+              "better_below_floor": f"better, but within the noise floor {num(floor)}",
+              "worse_below_floor": f"worse, but within the noise floor {num(floor)}"}.get(
+        kind, f"{kind} on the mean only")
     where = {"within": "within", "worse": "beyond"}.get(j["gen_side"], "not shown within")
     return (f"{memo}; generalisation G(σ) − G(0) = {num(j['gen_difference'])}, {change}, {where} the advisor's "
             f"margin τ = {num(tau)}")
