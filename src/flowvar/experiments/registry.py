@@ -57,8 +57,9 @@ class ExperimentSpec:
     runtime_scales_with: tuple[str, ...] = ()
     """The list-valued config fields whose every entry is a run of its own (the grids: ``dims``, ``ns``, ``sigmas``,
     ...): a config holding a part of such a list costs that part of the whole run's time (a sweep's ETA). Lists that
-    only change what is evaluated (solver grids), cumulative ones (training-length segments) and vectors (a mean)
-    are not listed: a part of them costs about the whole run."""
+    only change what is evaluated (solver grids) and vectors (a mean) are not listed: a part of them costs about the
+    whole run; cumulative ones (training-length segments) are not listed either, and a sweep charges their parts by
+    :func:`flowvar.sweep.estimates.segment_share` (an upper bound)."""
     ignores: Callable[[Any], Mapping[str, str]] | None = None
     """``ignores(config)``: the config fields a run with ``config`` never reads, each with why (:func:`ignoring`),
     so that a sweep refuses an axis whose values would compute the same result (``flowvar.sweep.grid.expand``);
