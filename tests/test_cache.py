@@ -100,9 +100,14 @@ def test_store_lookup_and_install(prop1_run: tuple[Path, str], tmp_path: Path) -
     time.sleep(0.01)
     assert install(entry, dest) is False  # up to date: untouched
     assert (dest / "result.json").stat().st_mtime_ns == stamp
-    # storing a copy under another key works, storing a folder without a result does not
-    copy = store("prop1-copy", dest, tmp_path / "other")
+    # storing a copy in another cache works (its inputs: those of the result, in this installation), storing it
+    # under a key that is not its result's (review cacheR 4), or a folder without a result, does not
+    copy = store(key, dest, tmp_path / "other")
     assert (copy / "result.json").read_bytes() == (dest / "result.json").read_bytes()
+    assert Cache(tmp_path / "other").manifest(key)["inputs"] == manifest["inputs"]
+    with pytest.raises(ConfigError, match=rf"cannot cache {dest} under prop1-copy: its key inputs hash to {key}, "
+                                          r"not to prop1-copy; store it under the key of its inputs"):
+        store("prop1-copy", dest, tmp_path / "other")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"no valid result\.json"):
         Cache(tmp_path / "other").store("x", tmp_path / "empty")
@@ -133,8 +138,8 @@ def test_corrupted_entry_is_reported_removed_and_missed(prop1_run: tuple[Path, s
 
 def test_clean_stale_removes_only_dead_writers(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
-    dead = tmp_path / ".tmp-999999999-abc"  # an older flowvar's name (no host): this machine's
-    alive = tmp_path / f".tmp-{os.getpid()}-abc"
+    dead = tmp_path / f".tmp-999999999@{host_tag()}-abc"
+    alive = tmp_path / f".tmp-{os.getpid()}@{host_tag()}-abc"
     dead.mkdir()
     alive.mkdir()
     assert cache.clean_stale() == 1 and not dead.exists() and alive.exists()
@@ -524,7 +529,7 @@ def test_a_locked_key_is_never_pruned(mixed_cache: tuple[Cache, str, str, str],
 def test_staging_folders_of_killed_runs_go_those_being_written_stay(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     cache.check_writable()  # a cache, as every run leaves one (with its .work folder); prune refuses other folders
-    dead, alive = tmp_path / ".tmp-999999999-abc", tmp_path / f".tmp-{os.getpid()}-abc"
+    dead, alive = tmp_path / f".tmp-999999999@{host_tag()}-abc", tmp_path / f".tmp-{os.getpid()}@{host_tag()}-abc"
     for folder in (dead, alive):
         folder.mkdir()
         (folder / "result.json").write_text("{}")

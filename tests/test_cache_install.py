@@ -108,16 +108,34 @@ def test_only_the_manifests_files_are_installed(tmp_path: Path) -> None:
     assert install(hit.entry, hit.output) is False  # up to date: the hand-added files are no difference
 
 
+RESULT = Path(__file__).resolve().parents[1] / "results" / "prop1" / "result.json"
+
+
 def _entry_of_two_files(folder: Path, text: str) -> Path:
-    """A stored-looking entry: two files and a manifest listing their digests."""
+    """A stored-looking entry: a result.json (the published prop1 result, titled ``text``), its figure and
+    summary.md, and a manifest listing their digests (the figure copied after result.json)."""
     from flowvar.cache_key import file_digest
 
     folder.mkdir(parents=True)
-    for name in ("result.json", "summary.md"):
-        (folder / name).write_text(f"{name} {text}")
-    files = {name: file_digest(folder / name) for name in ("result.json", "summary.md")}
+    data = {**json.loads(RESULT.read_text()), "title": f"title {text}", "figures": ["fig.png"]}
+    (folder / "result.json").write_text(json.dumps(data))
+    (folder / "fig.png").write_text(f"figure {text}")
+    (folder / "summary.md").write_text(f"summary.md {text}")
+    files = {name: file_digest(folder / name) for name in ("result.json", "fig.png", "summary.md")}
     (folder / MANIFEST).write_text(json.dumps({"files": files}))
     return folder
+
+
+def _installed(dest: Path) -> dict[str, str]:
+    """``{file: what it is}`` of an installed folder: the title of its result.json, and whether its summary.md is
+    the current renderer's of that result (install renders it: review cacheR 2)."""
+    from flowvar.report.markdown import result_markdown
+    from flowvar.results import Result
+
+    result = Result.load(dest / "result.json")
+    rendered = (dest / "summary.md").read_text() == result_markdown(result)
+    return {"result.json": result.title, "fig.png": (dest / "fig.png").read_text(),
+            "summary.md": f"rendered from {result.title}" if rendered else "stale"}
 
 
 def _replace(entry: Path, text: str) -> None:
@@ -148,8 +166,8 @@ def test_an_entry_replaced_while_it_is_installed_is_not_installed_half_old_half_
     monkeypatch.setattr(flowvar.cache.shutil, "copy2", copy_then_replace)
     dest = tmp_path / "out" / "prop1"
     assert install(entry, dest) is True
-    assert {p.name: p.read_text() for p in dest.iterdir()} == {"result.json": "result.json new",
-                                                               "summary.md": "summary.md new"}
+    assert _installed(dest) == {"result.json": "title new", "fig.png": "figure new",
+                                "summary.md": "rendered from title new"}
     counter = iter(range(100))
     replacements = (f"v{next(counter)}" for _ in range(100))  # replaced during every copy
     (tmp_path / "out2").mkdir()

@@ -88,7 +88,7 @@ def test_entries_of_another_torch_or_device_are_another_installations_kept_unles
     listing = format_survey(seen)
     assert f"other installation (torch 2.12.0+cpu; this installation has {torch.__version__})" in listing
     assert f"other installation (device {there}; this installation has {here})" in listing
-    assert "note: 2 entries of another installation (another torch or device)" in listing
+    assert "note: 2 entries of another installation (another torch, library or device)" in listing
     assert "kept by prune (--other-installations removes them)" in listing
     assert "would free 0 B (0 folders)" in listing
     assert prune(cache).removed == []

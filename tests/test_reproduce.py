@@ -551,5 +551,7 @@ def test_a_cache_store_on_a_full_disk_is_one_error(tmp_path: Path, monkeypatch: 
     cache = Cache(tmp_path / "cache")
     with pytest.raises(DataError, match=r"cannot store the result of counterexample1 in the cache .*: No space left "
                                         r"on device; free space or choose another --cache"):
-        cache.store("k", tmp_path / "runs" / "counterexample1")
+        # under the result's own key: a store checks the key first (review cacheR 4), then the disk refuses it
+        cache.store(next(p.name for p in (tmp_path / "first").iterdir() if p.name.startswith("counterexample1-")),
+                    tmp_path / "runs" / "counterexample1")
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".work")] == []

@@ -114,13 +114,15 @@ def test_an_unreadable_experiment_result_is_named_and_the_copy_shown(folder: Pat
 
 def test_show_refuses_a_cache_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A result cache (entries `<key>/cache.json`) is not a run: one line pointing to `flowvar cache list`."""
-    from flowvar.cache import Cache
+    from flowvar.cache import Cache, cache_key
+    from flowvar.results import Result
 
     cache = Cache(tmp_path / "cache")
     for name in ("fig4", "prop1"):
         source = tmp_path / "src" / name
         shutil.copytree(ROOT / "results" / name, source)
-        cache.store(f"{name}-0123456789abcdef", source)
+        result = Result.load(source / "result.json")  # stored under its own key: a store checks it (cacheR 4)
+        cache.store(cache_key(name, result.config, result.quick), source)
     assert main(["show", str(tmp_path / "cache")]) == 2
     where = tmp_path / "cache"
     assert capsys.readouterr().err.strip() == (f"flowvar: error: {where} is a result cache (2 entries), not a run "

@@ -1,7 +1,8 @@
 """A result cache for experiment runs, shared by ``flowvar reproduce``, ``flowvar run --cache`` and future sweeps.
 
 Key. :mod:`flowvar.cache_key` (what identifies a run: the config, the code version, the torch version and
-threads, the contents of user data named by path); this module re-exports its names.
+threads, the versions of the other libraries that compute reported numbers, the contents of user data named by
+path); this module re-exports its names.
 
 Layout. One folder per entry, ``<root>/<key>/``: the experiment's output files (``result.json``, ``summary.md``,
 figures) and ``cache.json``, a manifest with the key's inputs, the creation time, the runtime and the SHA-256 of
@@ -12,8 +13,10 @@ checkpoints of a run of ``key`` that has not finished (:meth:`Cache.work_dir`) a
 (:meth:`Cache.start_work`): an interrupted run resumes from them, and they are removed when the entry is stored;
 ``<root>/.work/<key>.lock`` is held while a process computes ``key``, so a second process computing it in the same
 cache waits and then uses the stored entry (:meth:`Cache.computing`). :meth:`Cache.lookup` re-hashes every file and
-reloads ``result.json``; an entry that fails any check (edited, truncated, a file missing) is reported, deleted and
-treated as a miss: a corrupted result is recomputed, never trusted.
+reloads ``result.json``; an entry that fails any check (edited, truncated, a file missing, a result that is not of
+the recorded inputs) is reported, deleted and treated as a miss: a corrupted result is recomputed, never trusted.
+An entry this user cannot read (another user's) is a miss left in place (:class:`Unreadable`). An entry's
+``summary.md`` is installed rendered afresh from its ``result.json`` (:func:`install`).
 
 Why this module is long: storing, looking up, discarding and computing an entry are one protocol between processes
 sharing a cache folder (which renames happen in which order, what is checked under which lock); split across
@@ -51,6 +54,9 @@ from flowvar.cache_key import (
     is_data_path_field,
     is_record_of,
     key_inputs,
+    key_of_inputs,
+    library_versions,
+    result_mismatch,
     source_digest,
 )
 from flowvar.errors import ConfigError, DataError, FlowvarError, WriteError
@@ -132,11 +138,30 @@ def _key_lock(path: Path, key: str, root: Path, on_wait: Callable[[str], None] |
         os.close(fd)
 
 
+def _stderr_shows(logger: logging.Logger, level: int) -> bool:
+    """Whether a record of ``level`` on ``logger`` reaches a handler that prints to stderr (``flowvar run``'s
+    ``[HH:MM:SS]`` lines when stderr is no terminal, :func:`flowvar.cli._plain_log_lines`): its logger chain has a
+    stream handler on ``sys.stderr`` at that level. Python's last-resort handler (WARNING, used only where no
+    handler is attached) does not count."""
+    if not logger.isEnabledFor(level):
+        return False
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+                    and handler.stream in (sys.stderr, sys.__stderr__) and level >= handler.level):
+                return True
+        current = current.parent if current.propagate else None
+    return False
+
+
 def _announce_wait(message: str) -> None:
-    """A wait the user must see: one line on stderr (the progress of reproduce and sweep only logs), and the log at
-    INFO (at WARNING, the command line's stderr handler printed it a second time)."""
+    """A wait the user must see, said once: the log at INFO (reproduce.log, a sweep's log), and one line on stderr
+    unless a handler already prints the log's INFO lines there (``flowvar run`` off a terminal, review cacheR 8: the
+    line came twice). Reproduce and sweep only log their progress, so for them the stderr line is the one seen."""
     log.info("%s", message)
-    print(f"flowvar: {message}", file=sys.stderr, flush=True)
+    if not _stderr_shows(log, logging.INFO):
+        print(f"flowvar: {message}", file=sys.stderr, flush=True)
 
 
 @functools.cache
@@ -157,15 +182,14 @@ def staging_prefix(purpose: str = "") -> str:
 
 @dataclass(frozen=True)
 class StagingWriter:
-    """Who writes a staging folder, from its name: ``pid`` on ``host`` (:func:`host_tag`; None in the names of an
-    older flowvar, which were all local)."""
+    """Who writes a staging folder, from its name: ``pid`` on ``host`` (:func:`host_tag`)."""
 
     pid: int
-    host: str | None
+    host: str
 
     @property
     def local(self) -> bool:
-        return self.host is None or self.host == host_tag()
+        return self.host == host_tag()
 
     @property
     def alive(self) -> bool:
@@ -175,25 +199,32 @@ class StagingWriter:
 
 
 def staging_writer(name: str) -> StagingWriter | None:
-    """The writer of a staging folder named ``.tmp-<pid>@<host>-...`` (or an older flowvar's ``.tmp-<pid>-...``),
-    or None for any other name."""
+    """The writer of a staging folder named ``.tmp-<pid>@<host>-...`` (:func:`staging_prefix`), or None for any
+    other name. An older flowvar's hostless ``.tmp-<pid>-...`` is no longer recognised (review cacheR 7): a user's
+    folder named so (``.tmp-99999-mydata``) was taken for a killed run's and deleted by every reproduce and sweep.
+    The host tag, 8 hex digits after ``@``, is what no such name has by chance; a leftover of that older flowvar
+    stays until removed by hand."""
     parts = name.split("-")
     if len(parts) < 3 or parts[0] != ".tmp":
         return None
-    pid, _, host = parts[1].partition("@")
-    if not pid.isdigit() or (host and not (len(host) == 8 and all(c in "0123456789abcdef" for c in host))):
+    pid, at, host = parts[1].partition("@")
+    if not pid.isdigit() or not at or not (len(host) == 8 and all(c in "0123456789abcdef" for c in host)):
         return None
-    return StagingWriter(int(pid), host or None)
+    return StagingWriter(int(pid), host)
+
+
+STORE_REMEDY = "free space or choose another --cache"
+"""What to do about a cache whose disk refused a result (full, read-only): :class:`StoreError`'s default remedy."""
 
 
 class StoreError(DataError):
-    """A result the cache folder's disk refused (full, read-only): ``experiment``, the cache ``root`` and the
-    ``reason`` (the system's words), for callers that say more about where the result is."""
+    """A result the cache folder refused (its disk full or read-only, or an entry of the key there that this user
+    cannot read and must not replace): ``experiment``, the cache ``root``, the ``reason`` (the system's words) and
+    the ``remedy``, for callers that say more about where the result is."""
 
-    def __init__(self, experiment: str, root: Path, reason: str) -> None:
-        super().__init__(f"cannot store the result of {experiment} in the cache {root}: {reason}; free space or "
-                         f"choose another --cache")
-        self.experiment, self.root, self.reason = experiment, root, reason
+    def __init__(self, experiment: str, root: Path, reason: str, remedy: str = STORE_REMEDY) -> None:
+        super().__init__(f"cannot store the result of {experiment} in the cache {root}: {reason}; {remedy}")
+        self.experiment, self.root, self.reason, self.remedy = experiment, root, reason, remedy
 
 
 class UnstoredResultError(DataError):
@@ -206,6 +237,13 @@ class UnstoredResultError(DataError):
     def __init__(self, refused: StoreError, key: str, folder: Path, staging: Path) -> None:
         super().__init__(f"{refused}; the computed result is kept in {folder} until it is installed")
         self.refused, self.key, self.folder, self.staging = refused, key, folder, staging
+
+
+class Unreadable(str):
+    """A reason (:meth:`Cache.check`) that says an entry cannot be read by this user (``PermissionError``: another
+    user's entry on a shared cache, made under umask 077), not that it is corrupt. Such an entry is a miss that is
+    never deleted (review cacheR 3: it was called "missing" and deleted, a valid entry of another user's lost):
+    :meth:`Cache.lookup` leaves it in place, and :meth:`Cache.store` refuses to replace it."""
 
 
 def writable_cache(cache: Cache, needed: bool) -> bool:
@@ -221,6 +259,14 @@ def writable_cache(cache: Cache, needed: bool) -> bool:
             raise
         return False
     return True
+
+
+def unreadable_message(entry: Path, problem: str) -> str:
+    """The one line told of an entry this user cannot read (:class:`Unreadable` ``problem``): a miss, left in place,
+    with the remedy."""
+    return (f"the cache entry {entry} cannot be read here: {problem} (another user's entry?); it is left in place "
+            f"and its result computed again: ask its owner to make it readable (chmod -R a+rX {entry}) or use "
+            f"another --cache")
 
 
 @dataclass
@@ -240,7 +286,8 @@ class Cache:
         return self.root / key
 
     def check(self, key: str) -> tuple[Path | None, str | None]:
-        """``(entry, None)`` for a valid entry, ``(None, None)`` for none, ``(None, reason)`` for a corrupted one."""
+        """``(entry, None)`` for a valid entry, ``(None, None)`` for none, ``(None, reason)`` for a corrupted one,
+        or for one this user cannot read (the reason is then an :class:`Unreadable`)."""
         entry = self.path(key)
         problem = self._problem(entry, key)
         return (entry, None) if problem is None else (None, problem or None)
@@ -248,20 +295,27 @@ class Cache:
     def _problem(self, entry: Path, key: str) -> str | None:
         """Why the folder ``entry`` is no valid entry of ``key``: None when it is, ``""`` when nothing is there.
 
-        Valid: its manifest names ``key`` and this cache format, its recorded inputs (when it records any) hash to
-        ``key`` (:func:`~flowvar.cache_key.is_record_of`: an edited record is no record of this key), every file it
-        lists has its checksum, ``result.json`` loads and is of the manifest's experiment, and every figure the
-        result lists is among the files."""
+        Valid: its manifest names ``key`` and this cache format, it records the key's inputs and they hash to ``key``
+        (:func:`~flowvar.cache_key.is_record_of`: an edited record is no record of this key; an entry recording none
+        cannot be checked against its key and is not served), every file it lists has its checksum, ``result.json``
+        loads, is of the manifest's experiment and is the result of those inputs (its experiment, quick flag and
+        config: :func:`~flowvar.cache_key.result_mismatch`; review cacheR 4: a result stored under another key's
+        inputs was served), and every figure the result lists is among the files. A file this user may not read is
+        an :class:`Unreadable` reason, not a corrupt one."""
         if not entry.is_dir():
             return "not a folder" if entry.exists() or entry.is_symlink() else ""
         try:
             manifest = json.loads((entry / MANIFEST).read_text())
+        except PermissionError as e:
+            return Unreadable(f"{MANIFEST} is unreadable ({e.strerror or 'Permission denied'})")
         except (OSError, ValueError) as e:
             return f"unreadable manifest ({type(e).__name__})"
         if not isinstance(manifest, dict) or manifest.get("key") != key or manifest.get("format") != CACHE_FORMAT:
             return "manifest does not match its key"
         inputs = manifest.get("inputs")
-        if inputs and not is_record_of(inputs, key):
+        if not inputs:
+            return "its manifest records no key inputs, so nothing ties its result to its key"
+        if not is_record_of(inputs, key):
             return "its recorded inputs do not hash to its key (the manifest was edited)"
         files = manifest.get("files")
         if not isinstance(files, dict) or "result.json" not in files:
@@ -271,30 +325,45 @@ class Cache:
             try:
                 if file_digest(path) != expected:
                     return f"{rel} was modified (checksum mismatch)"
+            except PermissionError as e:  # there, but not this user's to read: not corrupt, never deleted
+                return Unreadable(f"{rel} is unreadable ({e.strerror or 'Permission denied'})")
             except OSError:  # gone (or a folder): also when a writer moved the entry aside while this one read it
                 return f"{rel} is missing"
         try:
             result = Result.load(entry / "result.json")
+        except PermissionError as e:
+            return Unreadable(f"result.json is unreadable ({e.strerror or 'Permission denied'})")
         except (OSError, ValueError, TypeError, KeyError) as e:
             return f"result.json does not load ({type(e).__name__})"
         if result.experiment != manifest.get("experiment"):
             return "result.json belongs to another experiment"
+        mismatch = result_mismatch(result.experiment, result.quick, result.config, inputs)
+        if mismatch is not None:
+            return f"result.json is not the result of the key's recorded inputs ({mismatch})"
         missing = [f for f in result.figures if f not in files]
         if missing:
             return f"figure {missing[0]} is missing"
         return None
 
-    def lookup(self, key: str, on_corrupt: Callable[[str, str], None] | None = None) -> Path | None:
+    def lookup(self, key: str, on_corrupt: Callable[[str, str], None] | None = None,
+               on_unreadable: Callable[[str, str], None] | None = None) -> Path | None:
         """The folder of a valid entry for ``key``, or None.
 
         A corrupted entry is deleted and reported through ``on_corrupt(key, reason)`` (default: a warning on the
         ``flowvar.cache`` logger), then treated as a miss. No lock is taken, so a writer may replace the entry
         between the check and the deletion: the deletion moves the entry aside first and checks what it moved, and
-        a valid entry (a newer one, stored meanwhile) is put back, never deleted (:meth:`_discard_corrupt`).
+        a valid entry (a newer one, stored meanwhile) is put back, never deleted (:meth:`_discard_corrupt`). An
+        entry this user cannot read (:class:`Unreadable`) is a miss left in place, reported through
+        ``on_unreadable(key, message)`` (default: that warning on the ``flowvar.cache`` logger), the message saying
+        what is unreadable and the remedy.
         """
         entry, problem = self.check(key)
         if problem is None:
             return entry
+        if isinstance(problem, Unreadable):
+            message = unreadable_message(self.path(key), problem)
+            (on_unreadable or (lambda k, m: log.warning("%s", m)))(key, message)
+            return None
         reason = self._discard_corrupt(key)
         if reason is not None:
             (on_corrupt or (lambda k, r: log.warning("corrupted cache entry %s (%s): recomputing", k, r)))(key, reason)
@@ -323,11 +392,15 @@ class Cache:
             aside = self._set_aside(key, "corrupt-")
         except OSError as refused:  # not "gone" (that is None): the rename was refused
             problem = self._problem(self.path(key), key)
-            return f"{problem}; it could not be removed: {refused.strerror or refused}" if problem else None
+            if not problem or isinstance(problem, Unreadable):
+                return None
+            return f"{problem}; it could not be removed: {refused.strerror or refused}"
         if aside is None:
             return None
         problem = self._problem(aside, key)
-        if problem is None:  # whole and valid: a newer entry; put it back unless yet another one took the place
+        if problem is None or isinstance(problem, Unreadable):
+            # whole and valid (a newer entry), or one this user cannot read (another user's, stored meanwhile):
+            # put it back unless yet another one took the place
             with contextlib.suppress(OSError):
                 aside.rename(self.path(key))
             remove_path(aside)  # (only left when another valid entry of the same inputs is in place)
@@ -355,16 +428,30 @@ class Cache:
               move: bool = False) -> Path:
         """Copy a finished result folder into the cache under ``key`` (replacing an older entry) and return it.
 
-        ``inputs`` (normally :func:`key_inputs`) are recorded in the manifest. The folder must hold a loadable
-        ``result.json``. ``move``: ``result_dir`` is a staging folder of this process inside the cache folder
-        (:func:`run_cached` computes there); it becomes the entry by a rename, nothing is copied, and a failed store
-        leaves it in place (its caller still has the result). A store the disk refuses is a :class:`StoreError`.
+        ``inputs`` (:func:`key_inputs` of the run) are recorded in the manifest; None: those recorded by the cache
+        entry ``result_dir`` is (a copy of an entry), else the key inputs of the result's own experiment, config
+        and quick flag in this installation (:func:`key_inputs`, this process's thread count). The folder must hold
+        a loadable ``result.json`` that is the result of ``inputs`` (its experiment, quick flag and config:
+        :func:`~flowvar.cache_key.result_mismatch`), and ``inputs`` must hash to ``key``; otherwise nothing is stored
+        and a one-line :class:`ConfigError` says which differs (review cacheR 4: a result stored under another
+        key's inputs was served). ``move``: ``result_dir`` is a staging folder of this process inside the cache
+        folder (:func:`run_cached` computes there); it becomes the entry by a rename, nothing is copied, and a
+        failed store leaves it in place (its caller still has the result). A store the disk refuses, or an entry of
+        ``key`` already there that this user cannot read (:class:`Unreadable`: never replaced, as that would delete
+        another user's entry), is a :class:`StoreError`.
         """
         source = Path(result_dir)
         try:
             result = Result.load(source / "result.json")
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise ConfigError(f"cannot cache {source}: no valid result.json ({type(e).__name__})") from None
+        inputs = self._inputs_of(key, source, result, inputs)
+        unreadable = self._problem(self.path(key), key)
+        if isinstance(unreadable, Unreadable):
+            raise StoreError(result.experiment, self.root, f"its entry {key} there cannot be read here ({unreadable}: "
+                             f"another user's entry?) and is left in place",
+                             f"ask its owner to make it readable (chmod -R a+rX {self.path(key)}) or choose another "
+                             f"--cache")
         tmp = source if move else self.new_staging()
         try:
             for path in sorted(source.rglob("*")) if not move else ():
@@ -374,7 +461,7 @@ class Cache:
                     shutil.copy2(path, tmp / rel)
             manifest = {"format": CACHE_FORMAT, "key": key, "experiment": result.experiment, "quick": result.quick,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runtime_s": result.runtime_s,
-                        "inputs": inputs or {}, "files": _tree_digests(tmp)}
+                        "inputs": inputs, "files": _tree_digests(tmp)}
             # written in place, not by atomic_write_text: the folder is a staging folder, made visible whole by
             # the rename below; and a refusal stays an OSError, told as the cache's (StoreError), not a DataError
             # advising "another output folder"
@@ -409,6 +496,33 @@ class Cache:
             if isinstance(e, OSError) and not isinstance(e, FlowvarError):  # disk full while copying the result in
                 raise StoreError(result.experiment, self.root, str(e.strerror or e)) from None
             raise
+
+    @staticmethod
+    def _inputs_of(key: str, source: Path, result: Result, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The key inputs :meth:`store` records for ``result`` (read from ``source``) under ``key``: ``inputs``, else
+        those of the entry ``source`` is, else :func:`key_inputs` of the result; checked to be of this cache format,
+        to hash to ``key`` and to be the inputs of ``result`` (a one-line :class:`ConfigError` naming the difference
+        otherwise)."""
+        if inputs is None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                inputs = json.loads((source / MANIFEST).read_text()).get("inputs") or None
+        if inputs is None:
+            inputs = key_inputs(result.experiment, result.config, result.quick)
+        inputs = to_jsonable(dict(inputs))
+        if inputs.get("format") != CACHE_FORMAT:  # an older flowvar's entry: its key is one no run computes now
+            raise ConfigError(f"cannot cache {source} under {key}: its key inputs are of cache format "
+                              f"{inputs.get('format')}, this flowvar keys results in format {CACHE_FORMAT}; store it "
+                              f"with key_inputs(name, config, quick, threads) under cache_key(...)")
+        mismatch = result_mismatch(result.experiment, result.quick, result.config, inputs)
+        if mismatch is not None:
+            raise ConfigError(f"cannot cache {source} under {key}: its result.json is not the result of the key "
+                              f"inputs given ({mismatch}); store each result with the inputs of its own run "
+                              f"(key_inputs(name, config, quick, threads))")
+        if not is_record_of(inputs, key):
+            raise ConfigError(f"cannot cache {source} under {key}: its key inputs hash to "
+                              f"{key_of_inputs(inputs)}, not to {key}; store it under the key of its inputs "
+                              f"(cache_key(name, config, quick, threads))")
+        return inputs
 
     def check_writable(self) -> None:
         """Fail with one line (:class:`ConfigError` naming the folder and the fix) unless new entries and work
@@ -546,7 +660,8 @@ def _result_files(entry: Path) -> dict[str, str]:
 
 def install(entry: Path, dest: Path) -> bool:
     """Make ``dest`` a copy of a cache entry's result files (those its manifest lists; not the manifest, nor a file
-    added to the entry by hand); return False if it already was.
+    added to the entry by hand), its ``summary.md`` rendered afresh from its ``result.json`` by the current report
+    code (:func:`_rendered_summary`); return False if it already was.
 
     An up-to-date ``dest`` is left untouched (its files keep their modification times). Otherwise the copy is
     staged next to ``dest`` and renamed into place, so a failed copy leaves the previous ``dest`` (or none). A copy
@@ -554,12 +669,18 @@ def install(entry: Path, dest: Path) -> bool:
     """
     for _ in range(INSTALL_ATTEMPTS):
         wanted = _result_files(entry)
+        try:
+            summary = _rendered_summary(entry, wanted)
+        except _EntryChangedError:
+            continue
+        if summary is not None:
+            wanted[SUMMARY] = hashlib.sha256(summary).hexdigest()
         # files a user added to dest are no part of the comparison (and staged_folder keeps them)
         if dest.is_dir() and _tree_digests(dest, frozenset(foreign_entries(dest))) == wanted:
             return False
         try:
             with staged_folder(dest) as stage:
-                _copy_verified(entry, stage.path, wanted)
+                _copy_verified(entry, stage.path, wanted, summary)
             return True
         except _EntryChangedError:
             continue  # replaced while it was copied (a --force store beside us): copy the entry that is there now
@@ -579,12 +700,45 @@ class _EntryChangedError(Exception):
     """The entry :func:`install` copies from was replaced during the copy (its files no longer match its manifest)."""
 
 
-def _copy_verified(entry: Path, stage: Path, wanted: dict[str, str]) -> None:
+SUMMARY = "summary.md"
+"""The file of a result that is rendered from its ``result.json`` when installed (:func:`install`), not copied."""
+
+
+def _rendered_summary(entry: Path, wanted: Mapping[str, str]) -> bytes | None:
+    """``summary.md`` of the result in ``entry``, rendered now from its ``result.json`` by the current report code
+    (:func:`flowvar.report.markdown.result_markdown`, as :mod:`flowvar.experiments.base` writes it after a run and
+    ``flowvar show --write-report`` rewrites it), or None when ``wanted`` lists no ``result.json``.
+
+    Why rendered and not copied (review cacheR 2): the report is front end, outside the key, so an entry's stored
+    summary.md was written by the renderer of the day it was stored; a hit installed those words next to a report.md
+    re-rendered now, and a corrected sentence never reached a cached experiment. The entry keeps its summary.md,
+    checksummed like its other files, so its integrity checks still cover every byte it holds; the numbers it
+    is rendered from are its verified ``result.json``, read once here and checked against ``wanted`` (a
+    replacement meanwhile is :class:`_EntryChangedError`)."""
+    from flowvar.report.markdown import result_markdown  # lazily, as base.py does: the cache loads without the report
+
+    if "result.json" not in wanted:
+        return None
+    try:
+        data = (entry / "result.json").read_bytes()
+    except FileNotFoundError as err:
+        raise _EntryChangedError("result.json") from err
+    if hashlib.sha256(data).hexdigest() != wanted["result.json"]:
+        raise _EntryChangedError("result.json")
+    return result_markdown(Result.from_dict(json.loads(data))).encode()
+
+
+def _copy_verified(entry: Path, stage: Path, wanted: dict[str, str], summary: bytes | None = None) -> None:
     """Copy the files ``wanted`` (``{relative path: digest}``, the manifest read before) of ``entry`` into ``stage``
     and check each copy's digest: a lookup verified the entry, but another process may replace it (two renames,
     :meth:`Cache.store`) before or while it is copied, which would mix two results' files. A source file gone or
-    differing from the manifest raises :class:`_EntryChangedError`; a write that fails stays an ``OSError``."""
+    differing from the manifest raises :class:`_EntryChangedError`; a write that fails stays an ``OSError``.
+    ``summary``: the bytes written as ``summary.md`` instead of the entry's (:func:`_rendered_summary`)."""
+    if summary is not None:
+        (stage / SUMMARY).write_bytes(summary)
     for rel, digest in wanted.items():
+        if summary is not None and rel == SUMMARY:
+            continue
         target = stage / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -654,7 +808,9 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
     The run's trainings checkpoint into :meth:`Cache.work_dir` and resume from it when an earlier run of the same
     key was interrupted; it is removed once the result is stored (and before a ``force`` run). Another process
     computing the same key in the same cache is waited for (:meth:`Cache.computing`; ``on_wait`` announces it,
-    default: a line on stderr), and its stored result is then used unless ``force``.
+    default: a line on stderr), and its stored result is then used unless ``force``. With an ``out_dir``, what
+    killed runs left in the cache is removed before computing (:meth:`Cache.clean_stale`), as ``flowvar reproduce``
+    and ``flowvar sweep`` do once in their parent process.
     """
     from flowvar import distributed
     from flowvar.experiments.base import build_config, get_experiment
@@ -684,16 +840,32 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
         else:
             log.warning("corrupted cache entry %s (%s): recomputing", k, reason)
 
-    entry = None if force else cache.lookup(key, on_corrupt=corrupt)
+    told: list[str] = []
+
+    def unreadable(k: str, message: str) -> None:
+        if message not in told:  # the lookup under the lock finds the same entry: said once
+            told.append(message)
+            log.warning("%s", message)
+
+    entry = None if force else cache.lookup(key, on_corrupt=corrupt, on_unreadable=unreadable)
     hit = entry is not None
     result: Result | None = None
     if entry is not None:
         _tell_other_ranks(entry)
     else:
         cache.check_writable()
+        # what killed runs left (review cacheR 6: only reproduce and sweep removed it): their staging folders, the
+        # work folders of keys stored since, their lock files; never what a live process writes or computes. Only
+        # where this call installs (`flowvar run --cache`): reproduce and sweep (no out_dir, their parent installs)
+        # clean once in the parent before they start, and their workers, cleaning again, would take the lock files
+        # of the keys their siblings' killed workers left while those are being retried
+        removed = cache.clean_stale() if output is not None else 0
+        if removed:
+            log.info("removed %d leftovers of interrupted runs from the cache %s (staging folders, work folders of "
+                     "stored results, lock files)", removed, cache.root)
         with cache.computing(key, on_wait):
             # a process sharing the cache may have stored the key while this one waited for it
-            entry = None if force else cache.lookup(key, on_corrupt=corrupt)
+            entry = None if force else cache.lookup(key, on_corrupt=corrupt, on_unreadable=unreadable)
             hit = entry is not None
             _tell_other_ranks(entry)
             if entry is None:
@@ -751,8 +923,8 @@ def install_unstored(unstored: UnstoredResultError, dest: Path, name: str) -> tu
     finally:
         remove_path(unstored.staging)
     return True, (f"cannot store the result of {name} in the cache {refused.root}: {refused.reason}; the result is "
-                  f"complete in {dest} (installed there), the cache was not updated: free space or choose another "
-                  f"--cache for the next run to find it")
+                  f"complete in {dest} (installed there), the cache was not updated: {refused.remedy} for the next "
+                  f"run to find it")
 
 
 def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Path | None, cache: Cache,
@@ -819,7 +991,8 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
             shutil.rmtree(stage, ignore_errors=True)
 
 
-__all__ = ["CACHE_FORMAT", "FRONT_END", "Cache", "CachedRun", "StagingWriter", "StoreError", "UnstoredResultError",
-           "cache_key", "code_version", "config_dict", "data_digest", "data_digests", "default_root", "host_tag",
-           "install", "install_entry", "install_unstored", "is_data_path_field", "key_inputs", "lookup", "run_cached",
-           "source_digest", "staging_prefix", "staging_writer", "store", "writable_cache"]
+__all__ = ["CACHE_FORMAT", "FRONT_END", "STORE_REMEDY", "Cache", "CachedRun", "StagingWriter", "StoreError",
+           "Unreadable", "UnstoredResultError", "cache_key", "code_version", "config_dict", "data_digest",
+           "data_digests", "default_root", "host_tag", "install", "install_entry", "install_unstored",
+           "is_data_path_field", "key_inputs", "library_versions", "lookup", "run_cached", "source_digest",
+           "staging_prefix", "staging_writer", "store", "unreadable_message", "writable_cache"]

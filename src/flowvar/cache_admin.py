@@ -7,9 +7,12 @@ mode, size, age and whether its code version is the current one for its experime
 current code can resume it (from its ``inputs.json``, :meth:`flowvar.cache.Cache.start_work`); the staging folders
 (``.tmp-<pid>@<host>-*``) — and :func:`prune` removes what no run of this code uses again. "Current" is relative to this
 installation: a cache shared with an older flowvar loses that one's entries. Entries and work folders recorded with
-another torch version or device (both part of the key) are of *another installation*: a cache shared by machines
-(a GPU box and a laptop, a cluster's nodes) holds valid results of each, so prune removes them only when asked
-(``other_installations``: after an upgrade of torch, the old one's).
+another torch version, another version of a library that computes reported numbers
+(:data:`flowvar.cache_key.KEYED_LIBRARIES`: numpy, scipy, POT, ...) or another device (all part of the key) are of
+*another installation*: a cache shared by machines (a GPU box and a laptop, a cluster's nodes) holds valid results of
+each, so prune removes them only when asked (``other_installations``: after an upgrade, the old installation's). An
+entry whose ``cache.json`` this user may not read (another user's, on a shared cache) is *not readable here* and
+never pruned: it may be valid for its owner.
 
 Reading is all :func:`survey` does. :func:`prune` takes each key's lock (:meth:`flowvar.cache.Cache.computing`)
 while it removes the key's folders, so it never deletes under a process computing the key, and checks under the lock
@@ -38,14 +41,18 @@ from flowvar.cache import (
     staging_prefix,
     staging_writer,
 )
-from flowvar.cache_key import is_record_of
+from flowvar.cache_key import is_record_of, library_versions
 from flowvar.errors import ConfigError, DataError
 from flowvar.files import remove_path
 
 OTHER_INSTALLATION = "other installation"
-"""The state of an entry or work folder recorded with another torch version or device than this installation's."""
+"""The state of an entry or work folder recorded with another torch version, keyed library version
+(:data:`flowvar.cache_key.KEYED_LIBRARIES`) or device than this installation's."""
+NOT_READABLE = "not readable here"
+"""The state of an entry whose ``cache.json`` this user may not read (``PermissionError``): another user's, valid or
+not; a lookup leaves it in place (:class:`flowvar.cache.Unreadable`), and so does prune."""
 ENTRY_STATES = ("current", "outdated", OTHER_INSTALLATION, "corrupt", "unknown experiment", "unknown version",
-                "unreadable")
+                "unreadable", NOT_READABLE)
 WORK_STATES = ("resumable", "outdated", OTHER_INSTALLATION, "stored", "unknown origin", "unknown experiment")
 STAGING_STATES = ("being written", "left by a killed run")
 _KEY_SHAPE = re.compile(r"[^./][^/]*-[0-9a-f]{16}")
@@ -79,8 +86,8 @@ class Item:
     """Why the status, when it needs saying (an unreadable manifest's error)."""
 
     def prunable(self, all_work: bool = False, other_installations: bool = False) -> bool:
-        """Whether ``prune`` (``all_work``: ``prune --all-work``; ``other_installations``: also what another torch
-        or device computed) removes it, a lock held by another process aside."""
+        """Whether ``prune`` (``all_work``: ``prune --all-work``; ``other_installations``: also what another torch,
+        keyed library or device computed) removes it, a lock held by another process aside."""
         if self.status == OTHER_INSTALLATION:  # valid for the installation that computed it (a shared cache)
             return other_installations or (self.kind == "work" and all_work)
         if self.kind == "entry":
@@ -217,6 +224,8 @@ class _Versions:
         """This installation's torch version: part of every key (:func:`flowvar.cache.key_inputs`)."""
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         """The device a ``device: auto`` config resolves to here: part of such a config's key."""
+        self.libraries = library_versions()
+        """This installation's versions of the keyed libraries (None: not installed): part of every key."""
         self._cache: dict[str, str] = {}
 
     def current(self, experiment: str) -> str | None:
@@ -228,11 +237,17 @@ class _Versions:
 
 
 def _other_installation(inputs: Mapping[str, Any], versions: _Versions) -> str | None:
-    """Why a record of key inputs is another installation's (its torch version, or the device its ``auto``/``cuda``
-    config resolved to, differs from this one's: ``torch 2.3.0; this installation has 2.4.1``), or None."""
-    differences = [f"{what} {recorded}; this installation has {here}"
-                   for what, recorded, here in (("torch", inputs.get("torch"), versions.torch),
-                                                ("device", inputs.get("device"), versions.device))
+    """Why a record of key inputs is another installation's (its torch version, the version of a keyed library
+    (:func:`~flowvar.cache_key.library_versions`; ``none``: not installed), or the device its ``auto``/``cuda``
+    config resolved to, differs from this one's: ``torch 2.3.0; this installation has 2.4.1, scipy 1.16.0; this
+    installation has 1.17.1``), or None."""
+    compared = [("torch", inputs.get("torch"), versions.torch),
+                ("device", inputs.get("device"), versions.device)]
+    recorded_libraries = inputs.get("libraries")
+    if isinstance(recorded_libraries, Mapping):
+        compared += [(name, recorded_libraries.get(name, "none") or "none", versions.libraries.get(name) or "none")
+                     for name in sorted(set(recorded_libraries) | set(versions.libraries))]
+    differences = [f"{what} {recorded}; this installation has {here}" for what, recorded, here in compared
                    if recorded is not None and str(recorded) != here]
     return ", ".join(differences) or None
 
@@ -260,7 +275,9 @@ def _survey_entry(cache: Cache, folder: Path, versions: _Versions, now: float) -
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        return Item("entry", key, folder, _tree_size(folder), None, "unreadable", key.rpartition("-")[0] or None,
+        # a manifest this user may not read is no sign of damage (another user's entry): kept, never pruned
+        status = NOT_READABLE if isinstance(e, PermissionError) else "unreadable"
+        return Item("entry", key, folder, _tree_size(folder), None, status, key.rpartition("-")[0] or None,
                     locked=locked, detail=f"unreadable {MANIFEST} ({reason})")
     created = _created(manifest)
     age = now - created if created is not None else None
@@ -269,6 +286,9 @@ def _survey_entry(cache: Cache, folder: Path, versions: _Versions, now: float) -
     inputs = manifest.get("inputs")
     if manifest.get("key") != key:
         status, version, detail = "unreadable", None, f"its {MANIFEST} names another key"
+    elif not inputs and manifest.get("format") == CACHE_FORMAT:
+        # nothing ties its result to its key: a lookup deletes it (an older format's is outdated, below)
+        status, version, detail = "corrupt", None, "it records no key inputs"
     elif inputs and not is_record_of(inputs, key):
         # the key is the hash of the inputs: a record that does not hash to it was edited (a lookup deletes it)
         status, version, detail = "corrupt", None, "its recorded inputs do not hash to its key"
@@ -278,7 +298,8 @@ def _survey_entry(cache: Cache, folder: Path, versions: _Versions, now: float) -
         status = status or "unknown version"
         other = _other_installation(inputs, versions) if isinstance(inputs, Mapping) else None
         if status == "current" and other:
-            # torch and device are part of the key: no run of this installation looks it up, one of the other does
+            # torch, the keyed libraries and the device are part of the key: no run of this installation looks it
+            # up, one of the other does
             status, detail = OTHER_INSTALLATION, other
     return Item("entry", key, folder, _tree_size(folder), age, status, experiment, quick, locked, version, detail)
 
@@ -309,7 +330,8 @@ def _survey_work(cache: Cache, folder: Path, versions: _Versions, now: float) ->
     status, version, detail = _judge(inputs, versions, "resumable", "outdated")
     other = _other_installation(inputs, versions)
     if status == "resumable" and other:
-        # another torch or device is another key: the installation that made these checkpoints resumes them
+        # another torch, library or device is another key: the installation that made these checkpoints resumes
+        # them
         status, detail = OTHER_INSTALLATION, other
     quick = inputs.get("quick") if isinstance(inputs.get("quick"), bool) else None
     return Item("work", key, folder, size, age, status or "unknown origin", str(inputs["experiment"]), quick, locked,
@@ -321,13 +343,14 @@ def survey(cache: Cache) -> Survey:
 
     Entries are *current* when the code version in their manifest is this installation's
     :func:`~flowvar.cache.code_version` of their experiment, *outdated* otherwise (or of another cache format): no
-    run of this code looks them up again; *other installation* when recorded with another torch version or device
-    (part of the key: no run of this installation looks them up, one of that installation does); *corrupt* when
-    their recorded inputs do not hash to their key (the state is derived from the key, as a lookup does: it deletes
-    them); *unknown version* when their manifest
-    records none, *unreadable* when it cannot be read (or names another key). Work folders are *resumable* (their
-    ``inputs.json`` names the current code version, torch and device), *outdated* (another code version), *other
-    installation* (another torch or device), *stored* (their key's entry exists: nothing left to resume) or of
+    run of this code looks them up again; *other installation* when recorded with another torch version, keyed
+    library version or device (part of the key: no run of this installation looks them up, one of that installation
+    does); *corrupt* when their recorded inputs do not hash to their key or they record none (the state is derived
+    from the key, as a lookup does: it deletes them); *unknown version* when their recorded inputs name no code
+    version, *unreadable* when their manifest cannot be read (or names another key), *not readable here* when this
+    user may not read it (another user's: kept). Work folders are *resumable* (their ``inputs.json`` names the
+    current code version, torch, libraries and device), *outdated* (another code version), *other installation*
+    (another torch, library or device), *stored* (their key's entry exists: nothing left to resume) or of
     *unknown origin*
     (no readable ``inputs.json``: made by an older flowvar). Entries and work folders of experiments not registered
     in this process (a plugin's, unless loaded) are *unknown experiment*. Staging folders (``.tmp-<pid>@<host>-*``)
@@ -444,10 +467,11 @@ def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False,
 
     Removed: outdated, corrupt and unreadable entries, outdated work folders, work folders of stored keys, staging
     folders of killed runs; with ``all_work`` every work folder (resumable, unknown-origin and other installations'
-    too: those runs start over); with ``other_installations`` the entries and work folders of another torch version
-    or device (kept otherwise: on a cache shared by installations they are the other one's valid results). Never a key
-    another process holds (checked again under the key's lock, which prune takes while it removes), nor a staging
-    folder whose process lives, nor a folder without ``cache.json`` (not an entry), nor a folder in ``.work`` not
+    too: those runs start over); with ``other_installations`` the entries and work folders of another torch version,
+    keyed library version or device (kept otherwise: on a cache shared by installations they are the other one's
+    valid results). Never a key another process holds (checked again under the key's lock, which prune takes while
+    it removes), nor an entry this user may not read (*not readable here*: another user's), nor a staging folder
+    whose process lives, nor a folder without ``cache.json`` (not an entry), nor a folder in ``.work`` not
     named like a key, nor anything through a ``.work`` that is a link. Under each key's lock it checks that the
     folder is still what the survey saw (else it is kept, or skipped when another process removed it first). A
     folder that is not a flowvar cache (:attr:`Survey.is_cache`: no ``.work``, no entry) is a one-line
@@ -571,7 +595,7 @@ def format_survey(survey: Survey) -> str:
                  f"({_n(len(prunable), 'folder')}); with --all-work {format_size(sum(i.size for i in more))} more "
                  f"({_n(len(more), 'work folder')} this code resumes, of unknown origin or of another installation)")
     if others:
-        lines.append(f"note: {_n(len(others), 'entry')} of another installation (another torch or device), "
+        lines.append(f"note: {_n(len(others), 'entry')} of another installation (another torch, library or device), "
                      f"{format_size(sum(i.size for i in others))}: valid there, kept by prune (--other-installations "
                      f"removes them)")
     if survey.foreign:
@@ -612,5 +636,5 @@ def format_prune(report: PruneReport) -> str:
 
 
 
-__all__ = ["ENTRY_STATES", "OTHER_INSTALLATION", "STAGING_STATES", "WORK_STATES", "Item", "PruneReport", "Survey",
-           "format_age", "format_prune", "format_size", "format_survey", "prune", "survey"]
+__all__ = ["ENTRY_STATES", "NOT_READABLE", "OTHER_INSTALLATION", "STAGING_STATES", "WORK_STATES", "Item", "PruneReport",
+           "Survey", "format_age", "format_prune", "format_size", "format_survey", "prune", "survey"]

@@ -18,6 +18,12 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
 * the torch version and the torch thread count of the run (the last digits of a training run depend on the
   reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp), and for a config
   whose ``device`` is ``auto`` or ``cuda`` the device it resolves to (CUDA or CPU);
+* the installed versions of the other libraries that compute reported numbers (:data:`KEYED_LIBRARIES`: numpy,
+  scipy's p-values and assignments, POT's couplings, torchdiffeq's solvers, the data loaders of scikit-learn,
+  scikit-image and Pillow), ``None`` for one not installed: an upgrade of any of them is another key, as one of
+  torch is. The third-party modules flowvar's computing code imports are either keyed or listed with the reason
+  they are not (:data:`UNKEYED_IMPORTS`: matplotlib draws figures, no number; tests/test_cache_key_inputs.py checks
+  that no import is in neither);
 * for a plugin experiment, its module and the helpers it imports from its folder (:func:`_plugin_source`);
 * the *contents* of the user data a config names by path (:func:`data_digests`: any config field named
   ``data_dir``, ``data_path`` or ``data_file``, or ending in ``_data_dir``/``_data_path``/``_data_file``; today
@@ -47,8 +53,28 @@ from typing import Any
 
 from flowvar.results import to_jsonable
 
-CACHE_FORMAT = 1
-"""The format of a cache entry's manifest and key inputs: a change makes every earlier entry another key."""
+CACHE_FORMAT = 2
+"""The format of a cache entry's manifest and key inputs: a change makes every earlier entry another key. 2: the key
+inputs hold ``libraries`` (:func:`library_versions`), and an entry records its inputs (one without is not served)."""
+
+KEYED_LIBRARIES = {"numpy": "numpy", "scipy": "scipy", "ot": "pot", "torchdiffeq": "torchdiffeq",
+                   "sklearn": "scikit-learn", "skimage": "scikit-image", "PIL": "pillow"}
+"""Import name → distribution of each third-party library (torch aside: keyed with its thread count) that flowvar's
+computing code imports and that computes or loads reported numbers: numpy (everywhere), scipy (``stats.py``'s
+p-values, which decide verdicts; ``ot/dense.py``'s assignment), POT (``ot/dense.py``, ``ot/sparse.py``: the
+couplings), torchdiffeq (``sampling.py``: dopri5 and the fixed-grid solvers), scikit-learn (``data.py``: the digits
+loader), scikit-image (``data.py``: the LFW loader) and Pillow (``data.py``: decoding users' image folders). Their
+installed versions are key inputs (:func:`library_versions`)."""
+
+UNKEYED_IMPORTS = {
+    "torch": "keyed on its own, beside the thread count (key_inputs' torch and torch_threads)",
+    "matplotlib": "draws the figures; computes no reported number",
+    "cycler": "matplotlib's colour cycle (experiments/base.py's figure style)",
+    "tqdm": "progress bars",
+    "yaml": "parses the experiments' YAML files, whose values the key holds as the effective config",
+    "lightning": "integrations/lightning.py adapts the library to users' Lightning loops; no experiment imports it",
+}
+"""Third-party modules imported by flowvar's computing code whose versions are not key inputs, with why."""
 
 FRONT_END = ("cli.py", "__main__.py", "cache.py", "cache_key.py", "cache_admin.py", "runner.py", "logs.py",
              "reproduce.py", "sweep/", "advise.py", "report/", "audit/")
@@ -250,12 +276,29 @@ def data_digests(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str | None]:
+    """``{distribution: installed version}`` of every :data:`KEYED_LIBRARIES` library, ``None`` for one that is not
+    installed (an optional loader's: a run that needs it fails, one that does not is keyed on its absence). Read once
+    per process, like the sources: one run sees one installation."""
+    import importlib.metadata as md
+
+    versions: dict[str, str | None] = {}
+    for distribution in sorted(set(KEYED_LIBRARIES.values())):
+        try:
+            versions[distribution] = md.version(distribution)
+        except md.PackageNotFoundError:
+            versions[distribution] = None
+    return versions
+
+
 def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) -> dict[str, Any]:
     """Everything :func:`cache_key` hashes, as a JSON-ready dict (stored in each entry's manifest).
 
     ``threads`` is the torch intra-op thread count the run uses (default: this process's current one): the last
     digits of a training run depend on it (reduction order), so results computed with different counts are kept
-    apart. ``data`` (only when the config names user data by path): :func:`data_digests`, the contents of that
+    apart. ``libraries``: :func:`library_versions`, the versions of the other libraries that compute reported
+    numbers. ``data`` (only when the config names user data by path): :func:`data_digests`, the contents of that
     data, so a changed file or folder is another key; the path itself enters the key made absolute, so one file
     named relatively or absolutely is one key (the config stored in ``result.json`` keeps the path as written).
     """
@@ -264,7 +307,8 @@ def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) 
     plain = config_dict(config)
     inputs = {"format": CACHE_FORMAT, "experiment": name, "quick": bool(quick), "config": _absolute_data_paths(plain),
               "code_version": code_version(name), "torch": torch.__version__,
-              "torch_threads": int(threads if threads is not None else torch.get_num_threads())}
+              "torch_threads": int(threads if threads is not None else torch.get_num_threads()),
+              "libraries": dict(library_versions())}
     if plain.get("device") in ("auto", "cuda"):
         # the device such a config resolves to (experiments/_imaging.resolve_device): a GPU run and a CPU run of one
         # torch build differ in their last digits, and a cache may move between machines
@@ -289,6 +333,45 @@ def _absolute_data_paths(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _masked_data_paths(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with each data-path field's value replaced by whether it is set: what of a path
+    :func:`result_mismatch` compares (see there)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out[key] = _masked_data_paths(value)
+        elif is_data_path_field(str(key)):
+            out[key] = bool(value)
+        else:
+            out[key] = value
+    return out
+
+
+def result_mismatch(experiment: object, quick: object, config: object, inputs: Mapping[str, Any]) -> str | None:
+    """How a result (its ``result.json``'s ``experiment``, ``quick`` and ``config``) differs from the key inputs
+    ``inputs`` it is stored under (:func:`key_inputs`), or None when it is their result.
+
+    Compared: the experiment, the quick flag, and every config value as canonical JSON (so ``NaN`` equals ``NaN``
+    and ``1e-3`` equals ``0.001``). A data-path field is compared on being set or not: ``result.json`` keeps the
+    path as typed, relative to the working directory of its run, while the key holds it made absolute in the
+    process that looks it up, so equal spellings cannot be told from the two; the data's contents are in the key
+    (``data``). The answer names the first differing field, e.g. ``config n_samples: 7 in result.json, 20000 in
+    the key's inputs``."""
+    if experiment != inputs.get("experiment"):
+        return f"experiment: {experiment!r} in result.json, {inputs.get('experiment')!r} in the key's inputs"
+    if quick is not inputs.get("quick"):
+        return f"quick: {quick!r} in result.json, {inputs.get('quick')!r} in the key's inputs"
+    recorded = inputs.get("config")
+    if not isinstance(config, Mapping) or not isinstance(recorded, Mapping):
+        return "config: not a mapping in result.json or in the key's inputs"
+    ours, theirs = _masked_data_paths(config), _masked_data_paths(recorded)
+    for field in sorted(set(ours) | set(theirs)):
+        a, b = (json.dumps(side.get(field, "<absent>"), sort_keys=True) for side in (ours, theirs))
+        if a != b:
+            return f"config {field}: {a} in result.json, {b} in the key's inputs"
+    return None
+
+
 def cache_key(name: str, config: Any, quick: bool, threads: int | None = None) -> str:
     """The cache key of running experiment ``name`` with ``config`` (dataclass or dict) in quick or full mode,
     with ``threads`` torch threads (default: the current count; see :func:`key_inputs`)."""
@@ -301,10 +384,15 @@ def _key_of(name: str, inputs: Mapping[str, Any]) -> str:
     return f"{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 
+def key_of_inputs(inputs: Mapping[str, Any]) -> str:
+    """The key a record of key inputs (:func:`key_inputs`, as read from JSON) hashes to."""
+    return _key_of(str(inputs.get("experiment")), inputs)
+
+
 def is_record_of(inputs: object, key: str) -> bool:
     """Whether ``inputs`` (a manifest's or work folder's recorded key inputs, as read from JSON) are those of ``key``:
     a mapping that hashes to it (:func:`_key_of`). A record that does not was edited, or belongs to another key."""
-    return isinstance(inputs, Mapping) and _key_of(str(inputs.get("experiment")), inputs) == key
+    return isinstance(inputs, Mapping) and key_of_inputs(inputs) == key
 
 
 def file_digest(path: Path) -> str:
@@ -316,5 +404,6 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["CACHE_FORMAT", "FRONT_END", "cache_key", "code_version", "config_dict", "data_digest", "data_digests",
-           "file_digest", "is_data_path_field", "is_record_of", "key_inputs", "source_digest"]
+__all__ = ["CACHE_FORMAT", "FRONT_END", "KEYED_LIBRARIES", "UNKEYED_IMPORTS", "cache_key", "code_version",
+           "config_dict", "data_digest", "data_digests", "file_digest", "is_data_path_field", "is_record_of",
+           "key_inputs", "key_of_inputs", "library_versions", "result_mismatch", "source_digest"]
