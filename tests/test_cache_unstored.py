@@ -16,6 +16,7 @@ import pytest
 
 import flowvar.cache
 from flowvar.cache import Cache, staging_writer
+from flowvar.errors import DataError
 from flowvar.reproduce import Options, reproduce
 from flowvar.runner import compute
 from flowvar.sweep import Options as SweepOptions
@@ -135,3 +136,24 @@ def test_a_refused_metric_on_a_point_the_cache_could_not_store_says_it_is_not_ke
     assert (f"the point computed to learn them is not kept: the cache {(out / '.cache').resolve()} could not store it "
             f"(No space left on device); {out}'s sweep.csv, sweep.json and figures are as they were") in message
     assert staging_left(out / ".cache") == [] and not (out / "points").exists()
+
+
+def test_a_workers_refusal_keeps_its_own_remedy_in_the_parents_message(tmp_path: Path) -> None:
+    """A worker's unstored reply carries the refusal's remedy (an unreadable entry of another user: chmod, not 'free
+    space'); the parent's message gave the default remedy, rebuilt from the reason alone (fixCache's note)."""
+    from flowvar.experiments.base import run_experiment
+    from flowvar.runner import install_computed
+
+    run_experiment("counterexample1", tmp_path / "staging", quick=True)  # a real result, 0.5 s
+    result = tmp_path / "staging" / "counterexample1"
+    dest = tmp_path / "out"
+    reply = {"status": "computed", "key": "counterexample1-0", "hit": False,
+             "unstored": {"folder": str(result), "staging": str(tmp_path / "staging"),
+                          "experiment": "counterexample1",
+                          "root": str(tmp_path / "cache"), "reason": "an entry of this key is unreadable",
+                          "remedy": "ask its owner to run chmod -R a+rX on it"}}
+    try:
+        _, message = install_computed(reply, Cache(tmp_path / "cache"), dest, "counterexample1")
+    except DataError as lost:  # dest refused it too: the message still names the worker's remedy
+        message = str(lost)
+    assert "chmod -R a+rX" in message and "free space" not in message, message

@@ -211,7 +211,7 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
                 return {"status": "computed", "key": unstored.key, "wall_s": time.perf_counter() - start,
                         "hit": False, "unstored": {"folder": str(unstored.folder), "staging": str(unstored.staging),
                                                    "experiment": refused.experiment, "root": str(refused.root),
-                                                   "reason": refused.reason}}
+                                                   "reason": refused.reason, "remedy": refused.remedy}}
         return {"status": "computed", "key": run.key, "wall_s": time.perf_counter() - start, "hit": run.hit}
     except Exception as e:
         error = f"{type(e).__name__}: {e}".strip()
@@ -235,7 +235,8 @@ def install_computed(reply: dict[str, Any], cache: Cache, dest: Path, name: str,
 
     unstored = reply.get("unstored")
     if unstored:
-        refused = StoreError(unstored["experiment"], Path(unstored["root"]), unstored["reason"])
+        refused = StoreError(unstored["experiment"], Path(unstored["root"]), unstored["reason"],
+                             *([unstored["remedy"]] if unstored.get("remedy") else []))  # the worker's own advice
         folder = Path(unstored["folder"])
         if check is not None:
             try:
