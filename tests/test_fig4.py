@@ -13,13 +13,18 @@ from experiment_checks import BAD_GAUSSIAN_CONFIGS, FULL_M, claims_of
 from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
     compare_point,
+    every_point_evidence,
     mwu_floor,
     one_sided_status,
+    ordering_p,
     precision_precondition,
+    refute_level,
     resolution,
     rule_ot_lower_with_noise,
+    status_at,
     target_covariance,
     unresolved,
+    welch_terms,
 )
 from flowvar.experiments.base import build_config, get_experiment, run_experiment
 from flowvar.experiments.fig4 import (
@@ -35,11 +40,15 @@ from flowvar.experiments.fig5 import (
 )
 from flowvar.results import Precondition, judge
 
+DF = 18.0  # R = 10 repeats per arm with equal sds
+
 
 def point(a: float, b: float, *, half: float = 0.0, p_lower: float = 1.0, p_higher: float = 1.0) -> dict:
-    """Synthetic evidence of one compared point (a vs b), both tests giving the same p-values."""
+    """Synthetic evidence of one compared point (a vs b), both tests giving the same p-values; the Welch standard
+    error is the one whose one-sided 99 % half-width is ``half`` at ν = 18."""
     return {"a_mean": a, "b_mean": b, "half_width": half, "p_welch_a_lower": p_lower, "p_mwu_a_lower": p_lower,
-            "p_welch_a_higher": p_higher, "p_mwu_a_higher": p_higher}
+            "p_welch_a_higher": p_higher, "p_mwu_a_higher": p_higher,
+            "welch_se": half / float(sps.t.ppf(0.99, DF)), "welch_df": DF}
 
 
 OPTS = {"alpha": 0.01, "min_rel": 0.1}
@@ -128,16 +137,83 @@ def test_zero_at_sigma0_a_nan_after_the_first_arm_refutes_and_shows_in_the_maxim
     assert rule_zero_at_sigma0({**ev, "max_residual_to_bound": 0.0}) == "refuted"
 
 
+def every(**status: str) -> dict:
+    """Synthetic evidence of an "at every point" claim: the statuses at α = 0.01, an excluded point decisively so
+    (exclusion p-value 0), every other never excluded (1)."""
+    return {"alpha": 0.01, "status": status, "p_excluded": {k: 0.0 if s == "excluded" else 1.0
+                                                            for k, s in status.items()}}
+
+
 @pytest.mark.parametrize("rule", [rule_ot_lower_with_noise, rule_random_lower_at_paper_angle])
 def test_every_point_rules(rule) -> None:
-    assert rule({"status": {"x": "holds", "y": "holds"}}) == "confirmed"
-    assert rule({"status": {"x": "holds", "y": "excluded"}}) == "refuted"
-    assert rule({"status": {"x": "undecided", "y": "excluded"}}) == "refuted"
-    assert rule({"status": {"x": "holds", "y": "undecided"}}) == "inconclusive"
-    assert rule({"status": {}}) == "inconclusive"
+    assert rule(every(x="holds", y="holds")) == "confirmed"
+    assert rule(every(x="holds", y="excluded")) == "refuted"
+    assert rule(every(x="undecided", y="excluded")) == "refuted"
+    assert rule(every(x="holds", y="undecided")) == "inconclusive"
+    assert rule(every()) == "inconclusive"
+
+
+@pytest.mark.parametrize("rule", [rule_ot_lower_with_noise, rule_random_lower_at_paper_angle])
+def test_every_point_rules_refute_at_the_family_level(rule) -> None:
+    """statsR 1: a point excluded at α (p = 0.004 < 0.01) refuted "at every point" whatever the number k of points,
+    a union over k chances. A refutation reads each point at α/k: with 2 points at 0.005, with 4 at 0.0025."""
+    ev = every(x="holds", y="excluded")
+    assert rule({**ev, "p_excluded": {"x": 1.0, "y": 0.004}}) == "refuted"        # 0.004 < 0.01/2
+    four = every(w="holds", x="holds", y="excluded", z="holds")
+    assert rule({**four, "p_excluded": {"w": 1.0, "x": 1.0, "y": 0.004, "z": 1.0}}) == "inconclusive"  # ≥ 0.0025
+    assert rule({**four, "p_excluded": {"w": 1.0, "x": 1.0, "y": 0.002, "z": 1.0}}) == "refuted"
+    assert refute_level(0.01, 4) == 0.0025 and refute_level(0.01, 0) == 0.01
+    # the confirmation needs every point at α, uncorrected (an intersection)
+    assert rule({**every(x="holds", y="holds"), "p_excluded": {"x": 0.5, "y": 0.5}}) == "confirmed"
+
+
+@pytest.mark.parametrize(("k", "repeats", "studies"), [(10, 10, 600), (88, 30, 200)])
+def test_every_point_rule_refutes_at_most_alpha_with_k_boundary_points(k: int, repeats: int, studies: int) -> None:
+    """statsR 1: every point at the boundary — the true difference is exactly the minimum effect m = 0.1 × the
+    larger mean — with Welch bounds from R repeats per arm. Each point tested at α: P(refuted) ≈ 1 − (1 − α)^k
+    (the review: 0.072 at k = 10, 0.48 at k = 88). At α/k it must stay ≤ α = 0.01 (+ 3 MC errors); measured with
+    these seeds: 3/600 and 1/200 refuted, against 44/600 and 100/200 for the former rule."""
+    rng = np.random.default_rng(7 + k)
+    alpha, min_rel = 0.01, 0.1
+    refuted = uncorrected = 0
+    for _ in range(studies):
+        # b = 1, a = 0.9: b − a = 0.1 = min_rel × max(1, 0.9); sd 0.05 per estimate
+        a = rng.normal(0.9, 0.05, (k, repeats))
+        b = rng.normal(1.0, 0.05, (k, repeats))
+        points = {}
+        for i in range(k):
+            se, df = welch_terms(a[i].std(ddof=1), repeats, b[i].std(ddof=1), repeats)
+            p = {"a_mean": a[i].mean(), "b_mean": b[i].mean(), "a_std": a[i].std(ddof=1), "b_std": b[i].std(ddof=1),
+                 "welch_se": se, "welch_df": df, "half_width": float(sps.t.ppf(1 - alpha, df)) * se,
+                 # the ordering's own tests do not enter a refutation ("holds" is never read there)
+                 "p_welch_a_lower": 1.0, "p_mwu_a_lower": 1.0, "p_welch_a_higher": 1.0, "p_mwu_a_higher": 1.0}
+            p["s"] = one_sided_status(p, lower="a", alpha=alpha, min_rel=min_rel)
+            points[f"p{i}"] = p
+        ev = every_point_evidence(points, "s", lower="a", alpha=alpha, min_rel=min_rel)
+        refuted += rule_ot_lower_with_noise(ev) == "refuted"
+        uncorrected += bool(ev["excluded"])  # the former rule: any point excluded at α
+    assert refuted / studies <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / studies)
+    assert uncorrected / studies > 0.04  # the union the correction removes (expected 0.07 at k = 10, 0.46 at 88)
+
+
+def test_ordering_p_is_one_sided_status_at_any_level() -> None:
+    """The p-values a refutation reads at α/k give one_sided_status's outcome at α (one rule, two forms)."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        a, b = rng.normal(1.0, 0.2, 10), rng.normal(rng.uniform(0.8, 1.4), 0.2, 10)
+        p = compare_point(a, b, 0.01)
+        for lower in ("a", "b"):
+            assert status_at(ordering_p(p, lower=lower, min_rel=0.1), 0.01) == one_sided_status(p, lower=lower,
+                                                                                              **OPTS)
+    # the former point() statuses hold as well (a constant sample: se = 0 decides by the means alone)
+    assert ordering_p(point(95, 100, half=0.0), lower="a", min_rel=0.1)["excluded"] == 0.0
+    assert ordering_p(point(50, 100, half=0.0), lower="a", min_rel=0.1)["excluded"] == 1.0
+    assert ordering_p(point(math.nan, 100, half=1.0), lower="a", min_rel=0.1) == {"holds": 1.0, "excluded": 1.0}
 
 
 H, X, U = "holds", "excluded", "undecided"
+P = {H: {"holds": 0.0, "excluded": 1.0}, X: {"holds": 1.0, "excluded": 0.0}, U: {"holds": 1.0, "excluded": 1.0}}
+"""Decisive ordering_p numbers of each status (at any level)."""
 
 
 @pytest.mark.parametrize(("statuses", "outcome"), [
@@ -161,16 +237,20 @@ def test_series_outcome_reaches_every_outcome(statuses, outcome) -> None:
 def crossover_evidence(*series: list[tuple[str, str]], sigmas: tuple[str, ...] = ("0.05", "0.2", "1", "2")) -> dict:
     """Synthetic evidence of fig4.rotated_data.crossover: one series per argument, its (pair lower, OT lower)
     statuses at the first len(statuses) of ``sigmas``."""
-    return {"series": {f"s{i}": {"by_sigma": {sg: {"pair_lower": p, "ot_lower": o}
+    return {"alpha": 0.01,
+            "series": {f"s{i}": {"by_sigma": {sg: {"pair_lower": p, "ot_lower": o, "p_pair_lower": P[p],
+                                                   "p_ot_lower": P[o]}
                                               for sg, (p, o) in zip(sigmas, statuses, strict=False)}}
                        for i, statuses in enumerate(series)}}
 
 
 def test_sigma_statuses_orders_by_the_value_of_sigma_not_its_text() -> None:
-    by_sigma = {"10": {"pair_lower": X, "ot_lower": H}, "2": {"pair_lower": U, "ot_lower": U},
-                "0.5": {"pair_lower": H, "ot_lower": X}}
+    by_sigma = {"10": {"pair_lower": X, "ot_lower": H, "p_pair_lower": P[X], "p_ot_lower": P[H]},
+                "2": {"pair_lower": U, "ot_lower": U, "p_pair_lower": P[U], "p_ot_lower": P[U]},
+                "0.5": {"pair_lower": H, "ot_lower": X, "p_pair_lower": P[H], "p_ot_lower": P[X]}}
     assert sigma_statuses(by_sigma) == [(H, X), (U, U), (X, H)]
-    assert rule_crossover({"series": {"s": {"by_sigma": by_sigma}}}) == "confirmed"
+    assert sigma_statuses(by_sigma, 1e-4) == [(H, X), (U, U), (X, H)]
+    assert rule_crossover({"alpha": 0.01, "series": {"s": {"by_sigma": by_sigma}}}) == "confirmed"
 
 
 def test_rule_crossover() -> None:
@@ -182,10 +262,22 @@ def test_rule_crossover() -> None:
     assert rule_crossover(crossover_evidence(flips, [(X, H), (X, H)])) == "inconclusive"     # below the sweep
     assert rule_crossover(crossover_evidence(flips, [(X, X), (X, X)])) == "inconclusive"     # neither end
     assert rule_crossover(crossover_evidence(flips, [(H, X), (U, U)])) == "inconclusive"     # an end undecided
-    assert rule_crossover({"series": {}}) == "inconclusive"
+    assert rule_crossover({"alpha": 0.01, "series": {}}) == "inconclusive"
     # the order the other way round inside the sweep refutes, whatever the other series and the sweep's ends
     assert rule_crossover(crossover_evidence(flips, [(H, X), (X, H), (H, X), (X, H)])) == "refuted"
     assert rule_crossover(crossover_evidence([(H, X), (H, X)], [(X, H), (H, X)])) == "refuted"
+
+
+def test_rule_crossover_refutes_a_reversal_only_at_the_family_level() -> None:
+    """statsR 1: a reversal needs one ordering decided against the truth somewhere among the k (series, σ) points; at
+    α per point that is a union over k chances. The pair-optimal field lower at the larger σ with p = 0.004 < α =
+    0.01 is a reversal at α, but with k = 4 points (α/k = 0.0025) it does not refute; nor does it confirm."""
+    ev = crossover_evidence([(H, X), (H, X)], [(X, H), (H, X)])
+    by_sigma = ev["series"]["s1"]["by_sigma"]
+    by_sigma["0.2"]["p_pair_lower"] = {"holds": 0.004, "excluded": 1.0}
+    assert rule_crossover(ev) == "inconclusive"
+    by_sigma["0.2"]["p_pair_lower"] = {"holds": 0.002, "excluded": 1.0}
+    assert rule_crossover(ev) == "refuted"
 
 
 # --------------------------------------------------------------------------------------------- precondition
@@ -202,7 +294,7 @@ def judged(points: dict, rule, builder, *, repeats: int = 10, structural: bool =
     """The claim verdict (and the rule's own outcome) of "a lower at every point" on synthetic points, as fig4/fig5
     judge it: statuses by one_sided_status, the rule, then the precision precondition."""
     pts = {k: {**p, "s": one_sided_status(p, lower="a", **OPTS)} for k, p in points.items()}
-    verdict = rule({"status": {k: p["s"] for k, p in pts.items()}})
+    verdict = rule(every_point_evidence(pts, "s", lower="a", **OPTS))
     pre = builder(verdict, {k: (p, "s") for k, p in pts.items()},
                   Precondition("structure", structural, {"usable": structural}, "fix the sweep"),
                   repeats=repeats, alpha=OPTS["alpha"], min_rel=OPTS["min_rel"])
@@ -259,8 +351,10 @@ def test_crossover_precision_reads_every_sigma_and_a_reversal_stands_beside_an_u
     def claim(*rows: dict) -> tuple:
         sigmas = [f"{0.1 * (i + 1):g}" for i in range(len(rows))]
         statuses = [{"pair_lower": one_sided_status(r, lower="b", **OPTS),
-                     "ot_lower": one_sided_status(r, lower="a", **OPTS)} for r in rows]
-        ev = {"series": {"s": {"by_sigma": dict(zip(sigmas, statuses, strict=True))}}}
+                     "ot_lower": one_sided_status(r, lower="a", **OPTS),
+                     "p_pair_lower": ordering_p(r, lower="b", min_rel=OPTS["min_rel"]),
+                     "p_ot_lower": ordering_p(r, lower="a", min_rel=OPTS["min_rel"])} for r in rows]
+        ev = {"alpha": OPTS["alpha"], "series": {"s": {"by_sigma": dict(zip(sigmas, statuses, strict=True))}}}
         read = {f"{sg} {key}": ({**r, **st}, key)
                 for sg, r, st in zip(sigmas, rows, statuses, strict=True) for key in ("pair_lower", "ot_lower")}
         verdict = rule_crossover(ev)
@@ -353,7 +447,10 @@ def test_fig4_a_flip_beyond_the_sweep_is_inconclusive_and_a_longer_sweep_finds_i
     assert c["verdict"] == verdict
     assert c["evidence"]["outcome"] == {"60deg/bridge": outcome}
     assert c["evidence"]["crossover_sigma"] == {"60deg/bridge": crossover_sigma}
-    assert c["evidence"]["series"]["60deg/bridge"]["by_sigma"]["1"] == {"pair_lower": "holds", "ot_lower": "excluded"}
+    at_1 = c["evidence"]["series"]["60deg/bridge"]["by_sigma"]["1"]
+    assert {k: at_1[k] for k in ("pair_lower", "ot_lower")} == {"pair_lower": "holds", "ot_lower": "excluded"}
+    # the numbers a refutation reads at α/k: the statuses at α again, as p-values
+    assert status_at(at_1["p_pair_lower"], 0.01) == "holds" and status_at(at_1["p_ot_lower"], 0.01) == "excluded"
 
 
 @pytest.mark.parametrize("quick", [True, False])

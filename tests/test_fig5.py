@@ -23,6 +23,7 @@ from flowvar.experiments.fig5 import (
     rule_random_lower_at_paper_angle,
     series_flip,
     series_label,
+    series_orders,
     structured_rotation,
 )
 from flowvar.gaussian import rotation_matrix
@@ -75,10 +76,31 @@ def test_interpolated_flip() -> None:
     assert interpolated_flip([0, 60], [50.0, 60.0], 45.0) is None
 
 
+DECISIVE = {"L": ({"holds": 1.0, "excluded": 0.0}, {"holds": 0.0, "excluded": 1.0}),
+            "H": ({"holds": 0.0, "excluded": 1.0}, {"holds": 1.0, "excluded": 0.0}),
+            "within": ({"holds": 1.0, "excluded": 0.0}, {"holds": 1.0, "excluded": 0.0}),
+            "unresolved": ({"holds": 1.0, "excluded": 1.0}, {"holds": 1.0, "excluded": 1.0})}
+"""(independent lower, structured lower) ordering_p numbers that give each order decisively, at any level."""
+
+SERIES = {"flips": [(0, "L"), (90, "within"), (180, "H")], "interleaved": [(0, "H"), (90, "L"), (180, "H")],
+          "never_lower": [(0, "H"), (90, "H"), (180, "H")], "never_higher": [(0, "L"), (90, "L"), (180, "L")],
+          "above_sweep": [(0, "L"), (60, "L")], "below_sweep": [(120, "H"), (150, "H")],
+          "neither_side": [(60, "within"), (90, "within")], "undecided": [(0, "L"), (90, "unresolved")]}
+"""A series of each :func:`series_flip` outcome."""
+
+
+def flip_series(orders: list[tuple[float, str]]) -> dict:
+    """Synthetic evidence of one series: its outcome and orders at α and its decisive ordering_p numbers."""
+    return {**series_flip(orders), "orders": {f"{a:g}": o for a, o in orders},
+            "p_by_angle": {f"{a:g}": dict(zip(("independent_lower", "structured_lower"), DECISIVE[o], strict=True))
+                           for a, o in orders}}
+
+
 def test_rule_order_flips() -> None:
     def ev(*outcomes: str) -> dict:
-        return {"series": {f"s{i}": {"outcome": o} for i, o in enumerate(outcomes)}}
+        return {"alpha": 0.01, "series": {f"s{i}": flip_series(SERIES[o]) for i, o in enumerate(outcomes)}}
 
+    assert all(series_flip(orders)["outcome"] == o for o, orders in SERIES.items())
     assert rule_order_flips(ev("flips", "flips")) == "confirmed"
     for refuting in ("interleaved", "never_lower", "never_higher"):
         assert rule_order_flips(ev("flips", refuting)) == "refuted"
@@ -88,9 +110,30 @@ def test_rule_order_flips() -> None:
     assert rule_order_flips(ev()) == "inconclusive"
 
 
+def test_rule_order_flips_refutes_only_at_the_family_level() -> None:
+    """statsR 1: "some series interleaves" is a union over every (series, angle) point. An H at 0° below an L at 90°
+    decided at p = 0.004 < α = 0.01 is an interleaving at α, but with k = 6 points (α/k = 0.0017) it does not
+    refute, and the series does not flip at α either: inconclusive. At p = 0.001 it refutes."""
+    interleaved = flip_series(SERIES["interleaved"])
+    interleaved["p_by_angle"]["0"]["independent_lower"] = {"holds": 0.004, "excluded": 1.0}
+    ev = {"alpha": 0.01, "series": {"a": flip_series(SERIES["flips"]), "b": interleaved}}
+    assert series_orders(interleaved, 0.01) == [(0.0, "H"), (90.0, "L"), (180.0, "H")]
+    assert series_orders(interleaved, 0.01 / 6) == [(0.0, "unresolved"), (90.0, "L"), (180.0, "H")]
+    assert rule_order_flips(ev) == "inconclusive"
+    interleaved["p_by_angle"]["0"]["independent_lower"] = {"holds": 0.001, "excluded": 1.0}
+    assert rule_order_flips(ev) == "refuted"
+    # never_higher: every angle resolved and none H; one angle resolved at α only leaves the series undecided
+    never = flip_series(SERIES["never_higher"])
+    never["p_by_angle"]["180"]["structured_lower"] = {"holds": 0.004, "excluded": 1.0}
+    assert rule_order_flips({"alpha": 0.01, "series": {"a": flip_series(SERIES["flips"]), "b": never}}) \
+        == "inconclusive"
+
+
 def test_rule_random_lower_at_paper_angle_reaches_every_outcome() -> None:
     def ev(*statuses: str) -> dict:
-        return {"status": {f"s{i}": s for i, s in enumerate(statuses)}}
+        status = {f"s{i}": s for i, s in enumerate(statuses)}
+        return {"alpha": 0.01, "status": status,
+                "p_excluded": {k: 0.0 if s == "excluded" else 1.0 for k, s in status.items()}}
 
     assert rule_random_lower_at_paper_angle(ev("holds", "holds")) == "confirmed"
     assert rule_random_lower_at_paper_angle(ev("holds", "excluded")) == "refuted"

@@ -1,8 +1,9 @@
 """Shared by fig4 and fig5 (the Gaussian-variance experiments): the schema both configs share
 (:class:`GaussianVarianceConfig`: its fields and checks), the problem N(0, I_d) → N(μ, M) from a config, and the
 per-point judgement of "one field's gradient variance is below another's" from R repeated estimates each (one-sided
-Welch and Mann–Whitney at α plus a minimum effect, or excluded by the one-sided Welch bound). Plain functions of plain
-arguments; no experiment imports another.
+Welch and Mann–Whitney at α plus a minimum effect, or excluded by the one-sided Welch bound), and the family-wise
+level of claims about every point (:func:`refute_level`: a refutation reads each of the k points at α/k). Plain
+functions of plain arguments; no experiment imports another.
 """
 
 from __future__ import annotations
@@ -118,18 +119,29 @@ class GaussianVarianceConfig:
                               f"{self.min_rel_effect}")
 
 
+def welch_terms(a_std: float, n_a: int, b_std: float, n_b: int) -> tuple[float, float]:
+    """The standard error of ā − b̄ and its Welch–Satterthwaite degrees of freedom from the two samples' sds (ddof = 1)
+    and sizes: se = √(v_a + v_b) with v = s²/n, ν = se⁴ / (v_a²/(n_a − 1) + v_b²/(n_b − 1)) (NaN when se = 0: both
+    samples constant). The one source of both for :func:`compare_point` and for points stored without them."""
+    va, vb = float(a_std) ** 2 / n_a, float(b_std) ** 2 / n_b
+    se = math.sqrt(va + vb)
+    den = va**2 / (n_a - 1) + vb**2 / (n_b - 1)
+    return se, (se**4 / den if den > 0 else math.nan)
+
+
 def compare_point(a: np.ndarray, b: np.ndarray, alpha: float) -> dict[str, float]:
     """The numbers that judge "a below b" and "a above b" at one point: means, standard deviations, the one-sided
-    Welch and Mann–Whitney p-values both ways, Cohen's d, and ``half_width`` = t_{1−α, ν} · √(s_a²/n_a + s_b²/n_b),
-    the one-sided (1 − α) Welch half-width of the difference of the means (0 when both samples are constant)."""
+    Welch and Mann–Whitney p-values both ways, Cohen's d, ``welch_se`` and ``welch_df`` (:func:`welch_terms`), and
+    ``half_width`` = t_{1−α, ν} · ``welch_se``, the one-sided (1 − α) Welch half-width of the difference of the means
+    (0 when both samples are constant)."""
     less = compare(a, b, alternative="less", alpha=alpha)
     greater = compare(a, b, alternative="greater", alpha=alpha)
-    se = math.sqrt(less.std_a**2 / less.n_a + less.std_b**2 / less.n_b)
-    half = float(sps.t.ppf(1 - alpha, less.welch_df)) * se if se > 0 else 0.0
+    se, df = welch_terms(less.std_a, less.n_a, less.std_b, less.n_b)
+    half = float(sps.t.ppf(1 - alpha, df)) * se if se > 0 else 0.0
     return {"a_mean": less.mean_a, "a_std": less.std_a, "b_mean": less.mean_b, "b_std": less.std_b,
             "p_welch_a_lower": less.welch_p, "p_mwu_a_lower": less.mwu_p,
             "p_welch_a_higher": greater.welch_p, "p_mwu_a_higher": greater.mwu_p,
-            "half_width": half, "cohens_d": less.cohens_d}
+            "half_width": half, "welch_se": se, "welch_df": df, "cohens_d": less.cohens_d}
 
 
 def one_sided_status(point: Mapping[str, float], *, lower: Literal["a", "b"], alpha: float,
@@ -151,6 +163,54 @@ def one_sided_status(point: Mapping[str, float], *, lower: Literal["a", "b"], al
     if diff + float(point["half_width"]) < m:
         return "excluded"
     return "undecided"
+
+
+def ordering_p(point: Mapping[str, float], *, lower: Literal["a", "b"], min_rel: float) -> dict[str, float]:
+    """The smallest one-sided levels at which "``lower`` below the other by the minimum effect m = ``min_rel`` ×
+    max(ā, b̄)" ``holds`` and is ``excluded`` at ``point`` — :func:`one_sided_status` at any level β, as p-values:
+
+    * ``holds``: the larger of the two one-sided p-values (Welch and Mann–Whitney) when the difference of the means
+      is ≥ m, else 1; it holds at level β iff this is < β (a NaN p-value: 1, it holds nothing);
+    * ``excluded``: the one-sided Welch p-value of "the difference is ≥ m" against "it is < m", F_ν((diff − m)/se)
+      with F_ν the t distribution function and se, ν = ``welch_se``, ``welch_df`` (:func:`welch_terms`); excluded at
+      level β iff this is < β, i.e. diff + t_{1−β, ν} se < m (at β = α: the ``half_width`` rule). With se = 0 it is
+      0 when diff < m and 1 otherwise; with a NaN mean, 1.
+    """
+    a, b = float(point["a_mean"]), float(point["b_mean"])
+    m = min_rel * max(a, b)
+    if lower == "a":
+        diff, ps = b - a, (point["p_welch_a_lower"], point["p_mwu_a_lower"])
+    else:
+        diff, ps = a - b, (point["p_welch_a_higher"], point["p_mwu_a_higher"])
+    ps = [float(p) for p in ps]
+    holds = max(ps) if diff >= m and not any(math.isnan(p) for p in ps) else 1.0
+    se, df = float(point["welch_se"]), float(point["welch_df"])
+    if not math.isfinite(diff - m):
+        excluded = 1.0
+    elif se > 0:
+        excluded = float(sps.t.cdf((diff - m) / se, df))
+    else:
+        excluded = 0.0 if diff < m else 1.0
+    return {"holds": holds, "excluded": excluded}
+
+
+def status_at(p: Mapping[str, float], level: float) -> Status:
+    """:func:`one_sided_status` at ``level`` from the point's :func:`ordering_p` numbers ``p``."""
+    if p["holds"] < level:
+        return "holds"
+    return "excluded" if p["excluded"] < level else "undecided"
+
+
+def refute_level(alpha: float, points: int) -> float:
+    """The per-point level a refutation of a claim about every point of a family is judged at: α/k (Bonferroni) for
+    k = ``points`` points the rule reads (at least 1).
+
+    Why. "Confirmed" needs every point to hold at α: an intersection–union test, whose error is ≤ α with no
+    correction. "Refuted" is reached when *any* point (or any pattern of points) goes against the claim: a union
+    over k chances, whose error is about 1 − (1 − α)^k at α per point (a statistics review: 0.48 at k = 88 with the
+    true difference at the minimum effect everywhere). Each refuting pattern needs at least one point decided
+    against the truth, so judging every point at α/k keeps P(false refutation) ≤ k · α/k = α."""
+    return float(alpha) / max(int(points), 1)
 
 
 def resolution(point: Mapping[str, float], min_rel: float) -> float:
@@ -175,15 +235,42 @@ def unresolved(points: Mapping[str, tuple[Mapping[str, Any], str]], min_rel: flo
 
 
 def rule_ot_lower_with_noise(evidence: Mapping[str, Any]) -> Verdict:
-    """Reading (ii): ``evidence["status"]`` maps each noisy point to the :func:`one_sided_status` of "OT below the
-    pair-optimal field". Refuted if any point is ``excluded``; confirmed if every point ``holds``; else (or with no
-    points) inconclusive."""
-    statuses = list(evidence["status"].values())
-    if any(s == "excluded" for s in statuses):
+    """Reading (ii): ``evidence["status"]`` maps each of the k noisy points to the :func:`one_sided_status` of "OT
+    below the pair-optimal field" at α = ``evidence["alpha"]``, and ``evidence["p_excluded"]`` each point to its
+    exclusion p-value (:func:`ordering_p`). Refuted if any point is excluded at the family level α/k
+    (:func:`refute_level`: one excluded point refutes, so each is judged at α/k and a false refutation has
+    probability ≤ α); confirmed if every point ``holds`` at α (all must: no correction); else (or with no points)
+    inconclusive."""
+    statuses = evidence["status"]
+    level = refute_level(evidence["alpha"], len(statuses))
+    if any(float(evidence["p_excluded"][k]) < level for k in statuses):
         return "refuted"
-    if statuses and all(s == "holds" for s in statuses):
+    if statuses and all(s == "holds" for s in statuses.values()):
         return "confirmed"
     return "inconclusive"
+
+
+def every_point_evidence(points: Mapping[str, Mapping[str, Any]], status_key: str, *, lower: Literal["a", "b"],
+                         alpha: float, min_rel: float) -> dict[str, Any]:
+    """The judged part of an "at every point" claim's evidence (:func:`rule_ot_lower_with_noise`) from its compared
+    ``points`` ({label: point with its status under ``status_key``}): the statuses at α and their counts, the
+    family's refute level α/k, each point's exclusion p-value, and the points excluded at α (reported) and at α/k
+    (what refutes)."""
+    status = {k: p[status_key] for k, p in points.items()}
+    p_excluded = {k: ordering_p(p, lower=lower, min_rel=min_rel)["excluded"] for k, p in points.items()}
+    level = refute_level(alpha, len(status))
+    return {"points": len(status), "holds": sum(s == "holds" for s in status.values()),
+            "excluded": [k for k, s in status.items() if s == "excluded"],
+            "undecided": [k for k, s in status.items() if s == "undecided"],
+            "alpha": alpha, "refute_level": level,
+            "excluded_at_refute_level": [k for k, p in p_excluded.items() if p < level],
+            "status": status, "p_excluded": p_excluded}
+
+
+FAMILY_TEXT = ("a refutation reads every point at α/k (Bonferroni over the k points the rule reads: any one point "
+               "can refute, so each is judged at α/k and a false refutation has probability ≤ α); a confirmation "
+               "needs every point at α (an intersection, valid at α without correction)")
+"""The family-wise logic of the "at every point" rules, for their ``rule`` texts and the ``test`` choice."""
 
 
 def problem_of(config: Any) -> GaussianProblem:
@@ -215,7 +302,8 @@ def tests_text(config: Any) -> str:
     return (f"R = {config.repeats} independent estimates per point, each from K = {config.n_samples} draws, "
             f"independent seeds per arm; a point's ordering holds when one-sided Welch and Mann–Whitney tests both "
             f"give p < α = {config.alpha} and the means differ by ≥ {config.min_rel_effect:g} × the larger mean; it "
-            f"is excluded when the one-sided (1 − α) Welch upper bound of the difference is below that")
+            f"is excluded when the one-sided (1 − α) Welch upper bound of the difference is below that. Claims "
+            f"about every point: {FAMILY_TEXT}")
 
 
 PRECISION_REMEDY = "raise repeats (R) or n_samples (K): the half-width shrinks like 1/√(R·K)"
@@ -228,8 +316,9 @@ def precision_precondition(verdict: Verdict, points: Mapping[str, tuple[Mapping[
     ``structural`` (what the sweep must contain) must always hold. Precision — R large enough for a one-sided
     Mann–Whitney p < α (:func:`mwu_floor`) and no point undecided for lack of precision (:func:`unresolved`) — is
     asked only of an outcome other than "refuted": a refutation rests on decided points alone (a point excluded by its
-    one-sided (1 − α) Welch bound, which needs no Mann–Whitney test), so under-resolved points elsewhere cannot undo
-    it, whereas a confirmation or an inconclusive outcome could change once they are decided.
+    one-sided Welch bound at the family level α/k, :func:`refute_level`, which needs no Mann–Whitney test), so
+    under-resolved points elsewhere cannot undo it, whereas a confirmation or an inconclusive outcome could change once
+    they are decided.
     """
     floor = mwu_floor(repeats)
     left = unresolved(points, min_rel)
@@ -376,24 +465,30 @@ def departure_check(field: GaussianParametricField, coupling: Coupling, loss: CF
 
 __all__ = [
     "DRAW_CHUNK",
+    "FAMILY_TEXT",
     "PRECISION_REMEDY",
     "ZERO_CONFIRM_RATIO",
     "ZERO_REFUTE_RATIO",
     "GaussianVarianceConfig",
     "compare_point",
     "departure_check",
+    "every_point_evidence",
     "mwu_floor",
     "one_sided_status",
+    "ordering_p",
     "parameters_text",
     "precision_precondition",
     "problem_of",
     "problem_text",
+    "refute_level",
     "residual_check",
     "resolution",
     "rotation_text",
     "rule_ot_lower_with_noise",
+    "status_at",
     "target_covariance",
     "tests_text",
     "unresolved",
+    "welch_terms",
     "zero_residual_verdict",
 ]

@@ -21,10 +21,13 @@ Optionally (``independent_contrast``) both fields are also scored on the indepen
 figure only, no claim.
 
 Each point is judged by :func:`one_sided_status` (both one-sided tests at α and a minimum effect of
-``min_rel_effect`` × the larger of the two means); the claim-level rules are the pure functions ``rule_*``. A claim's
-precondition (:func:`precision_precondition`) asks that the Monte-Carlo estimates can decide each point either way
-(:func:`resolution`), unless the rule refutes: a point excluded by its own bound refutes whatever the precision
-elsewhere.
+``min_rel_effect`` × the larger of the two means); the claim-level rules are the pure functions ``rule_*``. Both claims
+are about every point of the sweep: a confirmation needs every point at α (an intersection, no correction), while a
+refutation, which any one point or series can bring, reads the points at α/k for the k points the rule reads
+(:func:`~flowvar.experiments._gaussian_variance.refute_level`, Bonferroni), so a false refutation stays ≤ α. A
+claim's precondition (:func:`precision_precondition`) asks that the Monte-Carlo estimates can decide each point
+either way (:func:`resolution`), unless the rule refutes: a point excluded by its own bound (at α/k) refutes whatever
+the precision elsewhere.
 """
 
 from __future__ import annotations
@@ -43,20 +46,25 @@ from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
     DRAW_CHUNK,
+    FAMILY_TEXT,
     ZERO_CONFIRM_RATIO,
     ZERO_REFUTE_RATIO,
     GaussianVarianceConfig,
     Status,
     compare_point,
+    every_point_evidence,
     one_sided_status,
+    ordering_p,
     parameters_text,
     precision_precondition,
     problem_of,
     problem_text,
+    refute_level,
     residual_check,
     resolution,
     rotation_text,
     rule_ot_lower_with_noise,
+    status_at,
     tests_text,
     unread_covariance_fields,
     zero_residual_verdict,
@@ -163,12 +171,17 @@ def rule_zero_at_sigma0(evidence: Mapping[str, Any]) -> Verdict:
 
 def rule_crossover(evidence: Mapping[str, Any]) -> Verdict:
     """Reading (i): ``evidence["series"]`` maps each (angle, noise form) to ``by_sigma`` ({σ: {"pair_lower",
-    "ot_lower"}}: the statuses of "pair-optimal below OT" and "OT below pair-optimal" at each σ > 0). Each series is
-    read by :func:`series_outcome`. Refuted if some series is ``reversed``; confirmed if every series ``flips``; else
-    (a flip outside the sweep, an undecided end, or no series) inconclusive."""
-    outcomes = [series_outcome(sigma_statuses(s["by_sigma"])) for s in evidence["series"].values()]
-    if "reversed" in outcomes:
+    "ot_lower"}}: the statuses of "pair-optimal below OT" and "OT below pair-optimal" at each σ > 0 at α =
+    ``evidence["alpha"]``, with "p_pair_lower" and "p_ot_lower", their :func:`ordering_p` numbers). Each series is
+    read by :func:`series_outcome`. Refuted if some series is ``reversed`` with its points judged at the family level
+    α/k, k the number of (series, σ) points (:func:`refute_level`: a reversal needs one point decided against the
+    truth, so k points at α/k keep a false refutation ≤ α); confirmed if every series ``flips`` at α (every series
+    must: no correction); else (a flip outside the sweep, an undecided end, or no series) inconclusive."""
+    series = list(evidence["series"].values())
+    level = refute_level(evidence["alpha"], sum(len(s["by_sigma"]) for s in series))
+    if any(series_outcome(sigma_statuses(s["by_sigma"], level)) == "reversed" for s in series):
         return "refuted"
+    outcomes = [series_outcome(sigma_statuses(s["by_sigma"])) for s in series]
     if outcomes and all(o == "flips" for o in outcomes):
         return "confirmed"
     return "inconclusive"
@@ -204,9 +217,16 @@ def pooled_mean_std(means: Sequence[float], stds: Sequence[float], repeats: int)
     return m, math.sqrt(ss / (k * r - 1))
 
 
-def sigma_statuses(by_sigma: Mapping[str, Mapping[str, Status]]) -> list[tuple[Status, Status]]:
-    """``by_sigma`` ({σ as text: {"pair_lower", "ot_lower"}}) as (pair_lower, ot_lower) pairs in increasing σ."""
-    return [(by_sigma[k]["pair_lower"], by_sigma[k]["ot_lower"]) for k in sorted(by_sigma, key=float)]
+def sigma_statuses(by_sigma: Mapping[str, Mapping[str, Any]],
+                   level: float | None = None) -> list[tuple[Status, Status]]:
+    """``by_sigma`` ({σ as text: {"pair_lower", "ot_lower", "p_pair_lower", "p_ot_lower"}}) as (pair_lower, ot_lower)
+    pairs in increasing σ: the stored statuses (at the run's α), or with ``level`` the statuses at that level from
+    the stored :func:`ordering_p` numbers (:func:`status_at`; a refutation reads them at α/k)."""
+    keys = sorted(by_sigma, key=float)
+    if level is None:
+        return [(by_sigma[k]["pair_lower"], by_sigma[k]["ot_lower"]) for k in keys]
+    return [(status_at(by_sigma[k]["p_pair_lower"], level), status_at(by_sigma[k]["p_ot_lower"], level))
+            for k in keys]
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -299,6 +319,9 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
         for p in rows.values():
             p["ot_lower"] = one_sided_status(p, lower="a", alpha=alpha, min_rel=min_rel)
             p["pair_lower"] = one_sided_status(p, lower="b", alpha=alpha, min_rel=min_rel)
+            # the levels at which each ordering holds or is excluded: a refutation reads them at α/k
+            p["p_ot_lower"] = ordering_p(p, lower="a", min_rel=min_rel)
+            p["p_pair_lower"] = ordering_p(p, lower="b", min_rel=min_rel)
             p["resolution"] = resolution(p, min_rel)
     ctx.metric("reading_ii_own_coupling", own)
     ctx.metric("reading_i_rotated_data", on_rot)
@@ -328,13 +351,10 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
                          f"{ZERO_REFUTE_RATIO:g} × the bound)",
               replicates=f"K = {config.n_samples} per-sample residuals per arm (float64), the σ = 0 estimate's paths")
 
-    status = {k: p["ot_lower"] for k, p in own.items()}
     ratio = {k: p["a_mean"] / p["b_mean"] if p["b_mean"] > 0 else math.inf for k, p in own.items()}
-    ev = {"points": len(status), "holds": sum(s == "holds" for s in status.values()),
-          "excluded": [k for k, s in status.items() if s == "excluded"],
-          "undecided": [k for k, s in status.items() if s == "undecided"],
+    ev = {**every_point_evidence(own, "ot_lower", lower="a", alpha=alpha, min_rel=min_rel),
           "ot_over_pair_ratio_range": [min(ratio.values()), max(ratio.values())] if ratio else None,
-          "skipped_angles": skipped, "status": status, "ot_over_pair_ratio": ratio}
+          "skipped_angles": skipped, "ot_over_pair_ratio": ratio}
     verdict = rule_ot_lower_with_noise(ev)
     ctx.claim("fig4.own_coupling.ot_lower_with_noise",
               f"Reading (ii): with interpolant noise (every σ > 0 of the sweep, every angle whose pair-optimal field "
@@ -350,7 +370,8 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
               rule=f"per point: 'holds' if one-sided Welch and Mann–Whitney both give p < {alpha} for OT < "
                    f"pair-optimal and the pair-optimal mean exceeds the OT mean by ≥ {min_rel:g} × the larger mean; "
                    f"'excluded' if the one-sided (1 − α) upper bound of (pair-optimal − OT) is below that. Confirmed "
-                   f"if every point holds; refuted if any point is excluded; else inconclusive",
+                   f"if every point holds at α = {alpha}; refuted if any point is excluded at α/k = "
+                   f"{ev['refute_level']:.3g} (k = {ev['points']} points: {FAMILY_TEXT}); else inconclusive",
               min_effect=f"{effect}; variance over the d + d² = {d_params} parameters (θ, Θ)", replicates=replicates)
 
     noisy = sorted({s for s in config.sigmas if s > 0})
@@ -362,7 +383,8 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
             for r in noisy_rows:
                 read[f"{a:g}deg/{form}/σ={r['sigma']:g} pair lower"] = (r, "pair_lower")
                 read[f"{a:g}deg/{form}/σ={r['sigma']:g} OT lower"] = (r, "ot_lower")
-            by_sigma = {f"{r['sigma']:g}": {"pair_lower": r["pair_lower"], "ot_lower": r["ot_lower"]}
+            by_sigma = {f"{r['sigma']:g}": {"pair_lower": r["pair_lower"], "ot_lower": r["ot_lower"],
+                                            "p_pair_lower": r["p_pair_lower"], "p_ot_lower": r["p_ot_lower"]}
                         for r in noisy_rows}
             series[f"{a:g}deg/{form}"] = {
                 "outcome": series_outcome(sigma_statuses(by_sigma)),
@@ -373,8 +395,13 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
                 "by_sigma": by_sigma,
                 "ot_over_pair_ratio": {f"{r['sigma']:g}": r["a_mean"] / r["b_mean"] if r["b_mean"] > 0 else math.inf
                                        for r in noisy_rows}}
+    n_read = sum(len(s["by_sigma"]) for s in series.values())
+    for s in series.values():
+        s["outcome_at_refute_level"] = series_outcome(sigma_statuses(s["by_sigma"], refute_level(alpha, n_read)))
     ev = {"crossover_sigma": {k: s["crossover_sigma"] for k, s in series.items()},
           "outcome": {k: s["outcome"] for k, s in series.items()},
+          "alpha": alpha, "points": n_read, "refute_level": refute_level(alpha, n_read),
+          "reversed_at_refute_level": [k for k, s in series.items() if s["outcome_at_refute_level"] == "reversed"],
           "smallest_sigma": noisy[0] if noisy else None, "largest_sigma": noisy[-1] if noisy else None,
           "ot_mean_grad_sq_norm_at_sigma0": {k: v["mean_grad_sq_norm"] for k, v in ot_drift.items()},
           "series": series}
@@ -397,8 +424,10 @@ def run(config: Fig4Config, ctx: RunContext) -> None:
                    f"pair-optimal < OT at a larger σ; 'flips' if pair-optimal < OT holds at the smallest σ > 0 and "
                    f"OT < pair-optimal at the largest; 'above_sweep' / 'below_sweep' if the other end is excluded "
                    f"(no flip within the sweep: it may lie beyond, since as σ → ∞ the ratio tends to reading (ii)'s "
-                   f"and as σ → 0 the pair-optimal field's variance vanishes). Refuted if some series is reversed; "
-                   f"confirmed if every series flips; else inconclusive. crossover_sigma: the smallest σ from which "
+                   f"and as σ → 0 the pair-optimal field's variance vanishes). Refuted if some series is reversed with "
+                   f"its points judged at α/k = {ev['refute_level']:.3g} (k = {n_read} (series, σ) points: "
+                   f"{FAMILY_TEXT}); confirmed if every series flips at α = {alpha}; else inconclusive. "
+                   f"crossover_sigma: the smallest σ from which "
                    f"OT < pair-optimal holds at every larger σ (None: not within σ ≤ the largest σ)",
               min_effect=f"{effect}; variance over the d + d² = {d_params} parameters (θ, Θ)", replicates=replicates)
 

@@ -34,19 +34,25 @@ from flowvar.couplings import IndependentCoupling, RotatedOTCoupling
 from flowvar.distributions import StandardNormal
 from flowvar.errors import ConfigError
 from flowvar.experiments._gaussian_variance import (
+    FAMILY_TEXT,
     GaussianVarianceConfig,
     Status,
     compare_point,
+    every_point_evidence,
     one_sided_status,
+    ordering_p,
     parameters_text,
     precision_precondition,
     problem_of,
     problem_text,
+    refute_level,
     resolution,
     rotation_text,
     rule_ot_lower_with_noise,
+    status_at,
     tests_text,
     unread_covariance_fields,
+    welch_terms,
 )
 from flowvar.experiments.base import RunContext, assembles, ignoring, not_a_part, register
 from flowvar.gaussian import block_rotation_matrix, paired_planes, rotation_matrix
@@ -248,19 +254,38 @@ def interpolated_flip(angles: Sequence[float], structured: Sequence[float], inde
 
 
 def rule_random_lower_at_paper_angle(evidence: Mapping[str, Any]) -> Verdict:
-    """``evidence["status"]`` maps each (σ, noise form) at 120° to the status of "independent below structured".
-    Refuted if any point is ``excluded``; confirmed if every point ``holds``; else (or with no points) inconclusive —
-    the same rule as :func:`flowvar.experiments._gaussian_variance.rule_ot_lower_with_noise`."""
+    """``evidence["status"]`` maps each of the k (σ, noise form) at 120° to the status of "independent below
+    structured" at α, ``evidence["p_excluded"]`` each to its exclusion p-value. Refuted if any point is excluded at
+    α/k; confirmed if every point ``holds`` at α; else (or with no points) inconclusive — the same rule as
+    :func:`flowvar.experiments._gaussian_variance.rule_ot_lower_with_noise`."""
     return rule_ot_lower_with_noise(evidence)
 
 
+def series_orders(series: Mapping[str, Any], level: float | None = None) -> list[tuple[float, str]]:
+    """One series' (angle, order) pairs in increasing angle: its stored ``orders`` (at the run's α), or with ``level``
+    the orders at that level from the stored :func:`~flowvar.experiments._gaussian_variance.ordering_p` numbers
+    ``p_by_angle`` ({angle: {"independent_lower", "structured_lower"}}; a refutation reads them at α/k)."""
+    if level is None:
+        return sorted((float(a), o) for a, o in series["orders"].items())
+    return sorted((float(a), angle_order(status_at(p["independent_lower"], level),
+                                         status_at(p["structured_lower"], level)))
+                  for a, p in series["p_by_angle"].items())
+
+
 def rule_order_flips(evidence: Mapping[str, Any]) -> Verdict:
-    """``evidence["series"]`` maps each (σ, noise form) to its :func:`series_flip` outcome. Refuted if some series is
-    ``interleaved``, ``never_lower`` or ``never_higher`` (:data:`REFUTING_OUTCOMES`); confirmed if every series
-    ``flips``; else (a flip that may lie outside the sweep, an unresolved angle, or no series) inconclusive."""
-    outcomes = [s["outcome"] for s in evidence["series"].values()]
-    if any(o in REFUTING_OUTCOMES for o in outcomes):
+    """``evidence["series"]`` maps each (σ, noise form) to its :func:`series_flip` outcome at α = ``evidence["alpha"]``
+    and its per-angle orders and :func:`~flowvar.experiments._gaussian_variance.ordering_p` numbers. Refuted if some
+    series is ``interleaved``, ``never_lower`` or ``never_higher`` (:data:`REFUTING_OUTCOMES`) with its angles judged
+    at the family level α/k, k the number of (series, angle) points
+    (:func:`~flowvar.experiments._gaussian_variance.refute_level`: each refuting pattern needs one angle decided
+    against the truth, so k points at α/k keep a false refutation ≤ α); confirmed if every series ``flips`` at α
+    (every series must: no correction); else (a flip that may lie outside the sweep, an unresolved angle, or no
+    series) inconclusive."""
+    series = list(evidence["series"].values())
+    level = refute_level(evidence["alpha"], sum(len(s["p_by_angle"]) for s in series))
+    if any(series_flip(series_orders(s, level))["outcome"] in REFUTING_OUTCOMES for s in series):
         return "refuted"
+    outcomes = [s["outcome"] for s in series]
     if outcomes and all(o == "flips" for o in outcomes):
         return "confirmed"
     return "inconclusive"
@@ -276,7 +301,8 @@ JUDGED_KEYS = ("noise", "sigma", "angle", "a_mean", "a_std", "b_mean", "b_std", 
 """What the judging reads of a stored point (:func:`assemble`): the compared numbers of
 :func:`~flowvar.experiments._gaussian_variance.compare_point`, not the statuses, which are judged again."""
 
-_REJUDGED = ("independent_lower", "structured_lower", "order", "resolution")
+_REJUDGED = ("independent_lower", "structured_lower", "order", "resolution", "p_independent_lower",
+             "p_structured_lower")
 """What :func:`_judge` adds to a point, judged again from :data:`JUDGED_KEYS` rather than read from a stored point."""
 
 
@@ -370,9 +396,14 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
     ctx.choice("noise", f"noise forms {list(config.noise_forms)}: constant f = σ, bridge f = σ√(t(1 − t)); target "
                         f"x1 − x0")
     for p in points.values():
+        if "welch_se" not in p:  # a point stored before compare_point recorded them: the same formula, from its sds
+            p["welch_se"], p["welch_df"] = welch_terms(p["a_std"], config.repeats, p["b_std"], config.repeats)
         p["independent_lower"] = one_sided_status(p, lower="a", alpha=alpha, min_rel=min_rel)
         p["structured_lower"] = one_sided_status(p, lower="b", alpha=alpha, min_rel=min_rel)
         p["order"] = angle_order(p["independent_lower"], p["structured_lower"])
+        # the levels at which each ordering holds or is excluded: a refutation reads them at α/k
+        p["p_independent_lower"] = ordering_p(p, lower="a", min_rel=min_rel)
+        p["p_structured_lower"] = ordering_p(p, lower="b", min_rel=min_rel)
         p["resolution"] = resolution(p, min_rel)
     # the independent coupling's estimate is one per series, shared by its angles (a_mean of each of its points)
     independent_mean = {label: points[f"{label}/{angles[0]:g}deg"]["a_mean"]
@@ -389,14 +420,12 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
 
     # The paper's statement, as stated: 120° only.
     at_paper = {k: p for k, p in points.items() if p["angle"] == PAPER_ANGLE}
-    status = {k.rsplit("/", 1)[0]: p["independent_lower"] for k, p in at_paper.items()}
     has_angle = PAPER_ANGLE in angles
-    ev = {"angle": PAPER_ANGLE, "points": len(status), "holds": sum(s == "holds" for s in status.values()),
-          "excluded": [k for k, s in status.items() if s == "excluded"],
-          "undecided": [k for k, s in status.items() if s == "undecided"],
+    ev = {"angle": PAPER_ANGLE,
+          **every_point_evidence({k.rsplit("/", 1)[0]: p for k, p in at_paper.items()}, "independent_lower",
+                                 lower="a", alpha=alpha, min_rel=min_rel),
           "structured_over_independent_ratio": {k.rsplit("/", 1)[0]: p["b_mean"] / p["a_mean"]
-                                                for k, p in at_paper.items()},
-          "status": status}
+                                                for k, p in at_paper.items()}}
     verdict = rule_random_lower_at_paper_angle(ev)
     ctx.claim("fig5.random_coupling_lower_variance",
               f"At the OT field, the gradient variance under the independent coupling is lower than under the "
@@ -410,8 +439,9 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
               rule=f"per (σ, noise form) at {PAPER_ANGLE:g}°: 'holds' if one-sided Welch and Mann–Whitney both give "
                    f"p < {alpha} for independent < structured and the structured mean exceeds the independent mean by "
                    f"≥ {min_rel:g} × the larger mean; 'excluded' if the one-sided (1 − α) upper bound of (structured − "
-                   f"independent) is below that. Confirmed if every point holds; refuted if any point is excluded; "
-                   f"else inconclusive",
+                   f"independent) is below that. Confirmed if every point holds at α = {alpha}; refuted if any point "
+                   f"is excluded at α/k = {ev['refute_level']:.3g} (k = {ev['points']} points: {FAMILY_TEXT}); else "
+                   f"inconclusive",
               min_effect=effect, replicates=replicates)
 
     # Where does the order flip? Per (σ, noise form), over the angle sweep.
@@ -420,12 +450,20 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
         rows = [points[f"{key}/{a:g}deg"] for a in angles]
         flip = series_flip([(r["angle"], r["order"]) for r in rows])
         series[key] = {**flip, "orders": {f"{r['angle']:g}": r["order"] for r in rows},
+                       "p_by_angle": {f"{r['angle']:g}": {"independent_lower": r["p_independent_lower"],
+                                                          "structured_lower": r["p_structured_lower"]} for r in rows},
                        "flip_angle_interpolated": interpolated_flip(angles, [r["b_mean"] for r in rows],
                                                                     independent_mean[key])}
     lows = [s["flip_between"][0] for s in series.values() if s["flip_between"]]
     highs = [s["flip_between"][1] for s in series.values() if s["flip_between"]]
     interp = [s["flip_angle_interpolated"] for s in series.values() if s["flip_angle_interpolated"] is not None]
-    ev = {"flip_between": {k: s["flip_between"] for k, s in series.items()},
+    n_read = sum(len(s["p_by_angle"]) for s in series.values())
+    for s in series.values():
+        s["outcome_at_refute_level"] = series_flip(series_orders(s, refute_level(alpha, n_read)))["outcome"]
+    ev = {"alpha": alpha, "points": n_read, "refute_level": refute_level(alpha, n_read),
+          "refuting_at_refute_level": {k: s["outcome_at_refute_level"] for k, s in series.items()
+                                       if s["outcome_at_refute_level"] in REFUTING_OUTCOMES},
+          "flip_between": {k: s["flip_between"] for k, s in series.items()},
           "flip_angle_interpolated": {k: s["flip_angle_interpolated"] for k, s in series.items()},
           "flips_within": [min(lows), max(highs)] if lows else None,
           "interpolated_range": [min(interp), max(interp)] if interp else None,
@@ -448,8 +486,10 @@ def _judge(config: Fig5Config, ctx: RunContext, points: dict[str, dict]) -> None
                    f"or if all angles are resolved and no angle is L with {SMALLEST_ANGLE:g}° in the sweep, or none is "
                    f"H with {LARGEST_ANGLE:g}° in it (the sweep reaches that end and the order does not flip before "
                    f"it). All resolved on one side of a sweep that stops short of the other end: the flip may lie "
-                   f"outside it. Confirmed if every series flips; refuted if some series interleaves or never "
-                   f"reaches a side it reaches the end of; else inconclusive",
+                   f"outside it. Confirmed if every series flips at α = {alpha}; refuted if some series interleaves "
+                   f"or never reaches a side it reaches the end of, with its angles judged at α/k = "
+                   f"{ev['refute_level']:.3g} (k = {n_read} (series, angle) points: {FAMILY_TEXT}); else "
+                   f"inconclusive",
               min_effect=effect, replicates=replicates)
 
     _figure(ctx, config, angles, points, independent_mean, series)
@@ -504,5 +544,5 @@ ignoring(NAME)(unread_covariance_fields)
 __all__ = ["FIXED_AXIS_TOL", "JUDGED_KEYS", "LARGEST_ANGLE", "NAME", "PAPER_ANGLE", "REFUTING_OUTCOMES",
            "ROTATION_PLANES", "SMALLEST_ANGLE", "Fig5Config", "FlipOutcome", "angle_order", "assemble", "fixed_axes",
            "interpolated_flip", "noise_series", "rotation_precondition", "rotation_record", "rule_order_flips",
-           "rule_random_lower_at_paper_angle", "run", "series_flip", "series_label", "structured_rotation",
-           "turned_planes"]
+           "rule_random_lower_at_paper_angle", "run", "series_flip", "series_label", "series_orders",
+           "structured_rotation", "turned_planes"]
