@@ -123,7 +123,9 @@ def _points(d: int, n: int, width: int, sigma: float, acc0: list[float], acc: li
 def synthetic() -> list[dict[str, Any]]:
     """Six cells whose answers are known (three seeds each)."""
     return (_points(2, 16, 64, 0.05, [1.0, 0.96, 0.98], [0.5, 0.6, 0.55])  # drops ≈ 0.43 in every seed: reduced
-            + _points(3, 16, 64, 0.05, [0.95, 0.95, 0.96], [0.95, 0.94, 0.96])  # drops ≈ 0: not reduced
+            # drops 0 (accuracies are k/16): not reduced — the binomial floor over N = 16 still excludes a 0.1
+            # drop (upper bound 0.085), where 0.95/0.94-like values off the k/16 grid would leave it open
+            + _points(3, 16, 64, 0.05, [1.0, 0.9375, 1.0], [1.0, 0.9375, 1.0])
             + _points(10, 16, 64, 0.05, [1.0, 0.9, 1.0], [0.5, 0.95, 0.9])  # one seed rises: inconclusive
             + _points(50, 16, 64, 0.05, [0.3, 0.2, 0.25], [0.0, 0.0, 0.0])  # acc0 0.25 < 0.9: not memorised
             + _points(2, 64, 64, 0.05, [1.0, 1.0, 1.0], [0.5, 0.5, 0.6], exact=(1.0, 1.0))  # exact keeps every pair
@@ -650,3 +652,18 @@ def test_ratio_figure_tells_which_n_each_line_is(synthetic: list[dict[str, Any]]
     # the (d, width) entries name colour and style only: no marker that could be read as an N
     assert entries["d=2, width 64"].get_marker() in ("None", "", None)
     plt.close(fig)
+
+
+def test_reduction_map_floors_the_seed_spread_of_a_k_over_n_accuracy() -> None:
+    """statsR 2: two seeds at 15/16 after σ = 0's 16/16 tie (sd 0): the unfloored bounds collapsed on the drop 1/16
+    and called the cell "not reduced" with certainty. The accuracy is a proportion over the cell's N = 16 pairs; its
+    binomial sd at the pooled accuracies (√(15/16 · 1/16 / 16) = 0.061) keeps the upper bound above 0.1."""
+    points = _points(2, 16, 64, 0.05, [1.0, 1.0], [15 / 16, 15 / 16])
+    cell = reduction_map(points, 0.05, memorise_accuracy=0.9, margin=0.1)["d=2,N=16,width=64"]
+    cmp = cell["comparison"]
+    assert cmp["sd"] == 0.0 and cmp["sd_floor"] == pytest.approx(math.sqrt(15 / 256 / 16))
+    assert cmp["verdict"] == "inconclusive" and cmp["upper"] > 0.1 and cell["status"] == "inconclusive"
+    # the same drops over N = 4096 pairs: the floor is small and the data exclude a drop of 0.1
+    wide = _points(2, 4096, 64, 0.05, [1.0, 1.0], [4032 / 4096, 4032 / 4096])
+    assert reduction_map(wide, 0.05, memorise_accuracy=0.9, margin=0.1)["d=2,N=4096,width=64"]["status"] \
+        == "not_reduced"

@@ -279,11 +279,17 @@ def test_prop2_neural_rules_reach_every_outcome() -> None:
     assert not levelled_off(1.26, 0.8) and levelled_off(0.8, 0.8) and not levelled_off(0.79, 0.8)
     assert not levelled_off(math.nan, 0.8)
     assert levelled_off(0.8015, 0.8) and not levelled_off(0.8015, 0.95) and levelled_off(0.95, 0.95)
-    assert lower_accuracy_rule([1.0, 1.0, 0.98], [0.3, 0.4, 0.35], min_drop=0.1, alpha=0.05).verdict == "confirmed"
-    refuted = lower_accuracy_rule([1.0, 1.0, 0.98], [1.0, 1.0, 1.0], min_drop=0.1, alpha=0.05)
+    acc_kw = {"min_drop": 0.1, "alpha": 0.05, "n_pairs": 64}
+    assert lower_accuracy_rule([1.0, 1.0, 0.98], [0.3, 0.4, 0.35], **acc_kw).verdict == "confirmed"
+    refuted = lower_accuracy_rule([1.0, 1.0, 0.98], [1.0, 1.0, 1.0], **acc_kw)
     assert refuted.verdict == "refuted" and refuted.upper < 0.1
-    assert lower_accuracy_rule([1.0, 1.0, 1.0], [0.3, 1.0, 0.9], min_drop=0.1, alpha=0.05).verdict == "inconclusive"
-    assert lower_accuracy_rule([1.0], [0.0], min_drop=0.1, alpha=0.05).verdict == "inconclusive"
+    assert lower_accuracy_rule([1.0, 1.0, 1.0], [0.3, 1.0, 0.9], **acc_kw).verdict == "inconclusive"
+    assert lower_accuracy_rule([1.0], [0.0], **acc_kw).verdict == "inconclusive"
+    # accuracies are k/N: two tied seeds (15/16 at σ) have sd 0, which refuted with certainty (statsR 2); the
+    # binomial floor over N = 16 keeps the bound open: upper = 1/16 + t₀.₉₅,₁ · √(15/16 · 1/16 / 16)/√2 ≈ 0.33
+    tied = lower_accuracy_rule([1.0, 1.0], [15 / 16, 15 / 16], min_drop=0.1, alpha=0.05, n_pairs=16)
+    assert tied.verdict == "inconclusive" and tied.sd == 0.0
+    assert tied.upper == pytest.approx(1 / 16 + 6.313752 * math.sqrt(15 / 256 / 16) / math.sqrt(2), rel=1e-6)
 
 
 def test_prop2_preconditions_and_untestable_verdicts() -> None:
@@ -305,7 +311,8 @@ def test_prop2_preconditions_and_untestable_verdicts() -> None:
     assert unmemorised.measured["[2]"]["holds"] and not unmemorised.measured["[1]"]["holds"]
     assert "σ√d = 0.14" in cannot.remedy and not cannot.measured["[2]"]["holds"] and cannot.measured["[1]"]["holds"]
     claim = judge("prop2.neural.d=8.sigma0.05_lower_accuracy", "s", {"x": 1}, rule="r", kind="reproduction",
-                  verdict=lower_accuracy_rule([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], min_drop=0.1, alpha=0.05).verdict,
+                  verdict=lower_accuracy_rule([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], min_drop=0.1, alpha=0.05,
+                                              n_pairs=64).verdict,
                   precondition=cannot)
     assert claim.verdict == "untestable" and claim.verdict_if_testable == "refuted"
     assert isinstance(cannot, Precondition)

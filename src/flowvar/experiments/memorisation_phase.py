@@ -105,7 +105,7 @@ from flowvar.metrics import line_spacing, median_heuristic, mmd2, nn_distance_ra
 from flowvar.models.mlp import ACTIVATIONS
 from flowvar.results import Precondition, Verdict
 from flowvar.sampling import integrate
-from flowvar.stats import balanced_accuracy, paired_over_seeds
+from flowvar.stats import balanced_accuracy, binomial_sd_floor, paired_over_seeds
 from flowvar.train import train_mlp_field
 from flowvar.variance import gradient_variance
 
@@ -231,7 +231,9 @@ def reduction_map(points: Iterable[dict[str, Any]], sigma: float, memorise_accur
     * ``noise_can_act``: the exact minimisers' mean drop, mean_s exact_acc_s(0) − exact_acc_s(σ), is ≥ ``margin``
       (at the optimum the noise itself removes a drop of the claimed size; None without exact accuracies);
     * ``comparison``: :func:`flowvar.stats.paired_over_seeds` of acc(0) − acc(σ) ≥ ``margin`` at one-sided
-      ``alpha`` (its ``verdict``: confirmed / refuted / inconclusive, inconclusive with one seed);
+      ``alpha`` (its ``verdict``: confirmed / refuted / inconclusive, inconclusive with one seed), its seed-to-seed sd
+      floored at the binomial sd of two accuracies over the cell's N pairs (:func:`flowvar.stats.binomial_sd_floor`:
+      a k/N metric's tied seeds show sd 0, its grid, not its spread);
     * ``status``: "not_memorised", else "noise_not_measured" (no exact accuracies: whether the noise can act is
       unknown, so the cell is not judged), else "noise_cannot_act", else "reduced" / "not_reduced" /
       "inconclusive" from the comparison; ``testable`` = memorises and the noise is measured to act;
@@ -254,8 +256,10 @@ def reduction_map(points: Iterable[dict[str, Any]], sigma: float, memorise_accur
         acc0 = [r0["pairing_accuracy"] for _, r0, _ in paired]
         acc = [r["pairing_accuracy"] for _, _, r in paired]
         drops = [a0 - a for a0, a in zip(acc0, acc, strict=True)]
+        # the accuracies are k/N over the cell's N training pairs: tied seeds' sd 0 is the grid, floor it
         cmp = paired_over_seeds(acc0, acc, min_effect=margin, scale=1.0, scale_name="full pairing accuracy",
-                                alpha=alpha, labels=("accuracy(σ=0)", f"accuracy(σ={sigma})"))
+                                alpha=alpha, labels=("accuracy(σ=0)", f"accuracy(σ={sigma})"),
+                                sd_floor=binomial_sd_floor(acc0, acc, n))
         memorises = cell_memorises(acc0, memorise_accuracy)
         row: dict[str, Any] = {"d": d, "n": n, "width": w, "seeds": [s for s, _, _ in paired],
                                "accuracy_sigma0": float(np.mean(acc0)), "accuracy_sigma0_lowest": float(min(acc0)),
@@ -877,7 +881,9 @@ def _claims(ctx: RunContext, config: MemorisationPhaseConfig, points: list[dict[
                        f"every seed and the exact CFM(σ) minimiser's mean drop ≥ {config.reduction_margin} (not "
                        f"measured: not testable); there "
                        f"flowvar.stats.paired_over_seeds judges acc(0) − acc(σ) ≥ {config.reduction_margin} "
-                       f"(reduced = confirmed, not reduced = refuted, else inconclusive; one seed is inconclusive); "
+                       f"(reduced = confirmed, not reduced = refuted, else inconclusive; one seed is inconclusive; "
+                       f"the seed-to-seed sd of its bounds at least the binomial sd of two accuracies over the "
+                       f"cell's N pairs at the pooled accuracies); "
                        f"confirmed if every testable cell is reduced, refuted if every one is not reduced, "
                        f"inconclusive otherwise (a partial map)")
 

@@ -103,7 +103,7 @@ from flowvar.ot import exact_ot_permutation
 from flowvar.results import Precondition, Verdict, all_preconditions
 from flowvar.rules import EXACT_ZERO_TOL, exact_zero
 from flowvar.sampling import integrate, time_grid
-from flowvar.stats import SeedComparison, paired_over_seeds, two_proportion_se
+from flowvar.stats import SeedComparison, binomial_sd_floor, paired_over_seeds, two_proportion_se
 from flowvar.train import late_over_previous_quarter, train_mlp_field
 from flowvar.variance import gradient_variance
 
@@ -424,10 +424,15 @@ def reaches_zero(loss_ratio: float, trace_ratio: float, zero_ratio: float) -> bo
 
 
 def lower_accuracy_rule(accuracy_sigma0: list[float], accuracy_sigma: list[float], *, min_drop: float,
-                        alpha: float) -> SeedComparison:
-    """accuracy(0) − accuracy(σ) ≥ ``min_drop`` (on the accuracy scale, 1 = every pair), paired over seeds."""
+                        alpha: float, n_pairs: int) -> SeedComparison:
+    """accuracy(0) − accuracy(σ) ≥ ``min_drop`` (on the accuracy scale, 1 = every pair), paired over seeds.
+
+    Each accuracy is a proportion k/N over the N = ``n_pairs`` training sources, so tied seeds give a seed-to-seed
+    sd of 0 that is the metric's grid, not its spread: the bounds use the binomial floor
+    (:func:`flowvar.stats.binomial_sd_floor` of the pooled accuracies over N)."""
     return paired_over_seeds(accuracy_sigma0, accuracy_sigma, min_effect=min_drop, scale=1.0,
-                             scale_name="full pairing accuracy", alpha=alpha, labels=("accuracy(σ=0)", "accuracy(σ)"))
+                             scale_name="full pairing accuracy", alpha=alpha, labels=("accuracy(σ=0)", "accuracy(σ)"),
+                             sd_floor=binomial_sd_floor(accuracy_sigma0, accuracy_sigma, n_pairs))
 
 
 def no_collision_precondition(collisions: list[int], min_distance: list[float]) -> Precondition:
@@ -1048,7 +1053,8 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
                        f"ratios ≤ {zr}), so that the plateau is the noise's, not the training budget's")
 
         a0, a1 = col("sigma=0.0", "final_accuracy"), col(f"sigma={sig}", "final_accuracy")
-        cmp = lower_accuracy_rule(a0, a1, min_drop=config.min_accuracy_drop, alpha=config.alpha)
+        cmp = lower_accuracy_rule(a0, a1, min_drop=config.min_accuracy_drop, alpha=config.alpha,
+                                  n_pairs=config.n_pairs)
         exact_acc = [r["exact_minimiser"]["accuracy"] for r in rows]
         ctx.claim(f"prop2.neural.{key}.sigma{sig}_lower_accuracy",
                   f"The pairing accuracy of CFM(σ = {sig}) is lower than that of CFM(σ = 0) ({key}).",
@@ -1063,7 +1069,9 @@ def _neural_claims(config: Prop2Config, ctx: RunContext, summary: dict[str, dict
                   rule=f"per-seed Δ = accuracy(σ = 0) − accuracy(σ = {sig}); confirmed if the one-sided "
                        f"{1 - config.alpha:.0%} lower bound of mean Δ is > 0 and mean Δ ≥ {config.min_accuracy_drop}; "
                        f"refuted if the upper bound is below {config.min_accuracy_drop}; inconclusive otherwise "
-                       f"(always with one seed)")
+                       f"(always with one seed). The bounds' seed-to-seed sd is at least the binomial sd of a "
+                       f"difference of two accuracies over N = {config.n_pairs} pairs at the pooled accuracies "
+                       f"(tied seeds of a k/N metric show sd 0: its grid, not its spread)")
 
 
 def _neural_figure(ctx: RunContext, config: Prop2Config,
