@@ -325,7 +325,7 @@ def test_sigma0_memorises_rule_reaches_every_outcome() -> None:
 
 
 def test_reduces_memorisation_rule_and_precondition() -> None:
-    kw = {"sigma": 0.05, "reduce_margin": 0.1, "alpha": 0.05}
+    kw = {"sigma": 0.05, "reduce_margin": 0.1, "alpha": 0.05, "n_train": 64}
     assert st.reduces_memorisation_rule([1.0, 1.0, 0.98], [0.5, 0.4, 0.45], **kw).verdict == "confirmed"
     refuted = st.reduces_memorisation_rule([1.0, 1.0, 0.98], [1.0, 1.0, 0.98], **kw)  # the quick GMM run's case
     assert refuted.verdict == "refuted" and refuted.upper < 0.1
@@ -346,6 +346,35 @@ def test_reduces_memorisation_rule_and_precondition() -> None:
     diverged = st.memorised_precondition([math.nan, 1.0, 0.95], 0.5)
     assert diverged.holds and diverged.measured["diverged_seeds"] == 1 and "1 of 3 diverged" in diverged.statement
     assert diverged.holds == sigma0_memorised([math.nan, 1.0, 0.95], 0.5)
+
+
+def test_reduces_memorisation_floors_the_spread_of_a_k_over_n_score() -> None:
+    """statsR 2: M = (a − 1/N)/(1 − 1/N) of an accuracy k/N. Two seeds at M(σ) = 14/15 (15 of N = 16 pairs) after
+    σ = 0's perfect pairing tie (sd 0): the unfloored bounds refuted a drop of 0.1 with certainty. The floor is the
+    binomial sd of the pooled accuracies over N, in M units: √(15/16 · 1/16 / 16) / (15/16)."""
+    kw = {"sigma": 0.05, "reduce_margin": 0.1, "alpha": 0.05}
+    tied = st.reduces_memorisation_rule([1.0, 1.0], [14 / 15, 14 / 15], **kw, n_train=16)
+    assert tied.sd == 0.0 and tied.sd_floor == pytest.approx(math.sqrt(15 / 256 / 16) / (15 / 16))
+    assert tied.verdict == "inconclusive" and "raised to the metric's floor" in tied.reason
+    # many pairs: the grid is fine, the floor small, and the same M values are refuted
+    assert st.reduces_memorisation_rule([1.0, 1.0], [14 / 15, 14 / 15], **kw, n_train=4096).verdict == "refuted"
+
+
+def test_seed_rules_name_the_seeds_left_out_as_diverged() -> None:
+    """statsR 7: a diverged σ run (NaN scores) was dropped silently, so non-inferiority could be confirmed on the
+    surviving seeds with nothing in the claim saying so. The reason names the seeds, of how many, and why."""
+    ni = st.keeps_generalisation_rule([0.010, math.nan, 0.011, 0.012], [0.020, 0.021, 0.021, 0.019], 0.004,
+                                      sigma=0.05, alpha=0.05, seeds=[7, 8, 9, 10])
+    assert ni.verdict == "confirmed" and ni.n_seeds == 3
+    assert "left out as diverged" in ni.reason and "seed 8 (1 of 4)" in ni.reason and "other 3" in ni.reason
+    mem = st.reduces_memorisation_rule([1.0, 1.0, math.nan], [0.2, 0.3, 0.1], sigma=0.05, reduce_margin=0.1,
+                                       alpha=0.05, n_train=64, seeds=[0, 1, 2])
+    assert "seed 2 (1 of 3)" in mem.reason
+    none = st.keeps_generalisation_rule([math.nan, math.nan], [0.02, 0.02], 0.004, sigma=0.05, alpha=0.05)
+    assert none.verdict == "inconclusive" and "seeds 0, 1 (2 of 2)" in none.reason
+    assert "left out" not in st.keeps_generalisation_rule([0.01, 0.011], [0.02, 0.02], 0.004, sigma=0.05,
+                                                          alpha=0.05).reason
+    assert st.left_out_text([], 3) == ""
 
 
 def test_keeps_generalisation_rule_has_an_inconclusive_band() -> None:
@@ -389,7 +418,7 @@ def test_noise_can_act_precondition_reaches_every_outcome() -> None:
     assert not st.noise_can_act_precondition([], 0.1, **kw).holds
     # a refutation by the network where the noise cannot act is untestable, the rule's outcome kept
     refuted = st.reduces_memorisation_rule([1.0, 1.0, 0.98], [1.0, 1.0, 0.98], sigma=0.05, reduce_margin=0.1,
-                                           alpha=0.05)
+                                           alpha=0.05, n_train=64)
     pre = all_preconditions(st.memorised_precondition([1.0, 1.0, 0.98], 0.5), cannot)
     claim = judge("c", "s", {}, rule="r", kind="reproduction", verdict=refuted.verdict, precondition=pre)
     assert claim.verdict == "untestable" and claim.verdict_if_testable == "refuted"

@@ -222,7 +222,7 @@ def test_gmm_smoke_result_json(tmp_path: Path) -> None:
     assert checks["0.02"]["measured"]["seed_mean"] == can_act["seed_mean"]
     got = st.reduces_memorisation_rule(ev["memorisation_score_sigma0_per_seed"],
                                        ev["memorisation_score_sigma0.02_per_seed"], sigma=0.02, reduce_margin=0.1,
-                                       alpha=0.05)
+                                       alpha=0.05, n_train=ev["n_train"], seeds=ev["seeds"])
     assert got.verdict == (red["verdict_if_testable"] or red["verdict"]) and got.n_seeds == 2
     keep = ids["sigma_tradeoff.sigma0.02_keeps_generalisation"]
     ev = keep["evidence"]

@@ -92,7 +92,7 @@ from flowvar.advisor import (
 )
 from flowvar.couplings import FixedPairs
 from flowvar.data import SOURCES, ImageSet, check_split_size, load_split
-from flowvar.errors import ConfigError, SolverError, TrainingError
+from flowvar.errors import ConfigError, DataError, SolverError, TrainingError
 from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, mechanism_precondition
 from flowvar.experiments._image_data import CELEBA_ALTERNATIVE, source_channels
 from flowvar.experiments._imaging import (
@@ -121,7 +121,13 @@ from flowvar.metrics import (
 from flowvar.models import FlatMLPField
 from flowvar.results import Precondition, Verdict, all_preconditions
 from flowvar.seeding import generator
-from flowvar.stats import NonInferiority, SeedComparison, noninferior_over_seeds, paired_over_seeds
+from flowvar.stats import (
+    NonInferiority,
+    SeedComparison,
+    binomial_sd_floor,
+    noninferior_over_seeds,
+    paired_over_seeds,
+)
 from flowvar.train import late_over_previous_quarter
 
 log = logging.getLogger(__name__)
@@ -613,16 +619,44 @@ def _per_seed(per_seed: dict[float, list[dict[str, Any]]], sigma: float, key: st
     return [float(r[key]) for r in per_seed[sigma]]
 
 
-def _finite_pairs(a: Sequence[float], b: Sequence[float]) -> tuple[list[float], list[float]]:
-    """The seeds where both values are finite (a diverged run has NaN scores)."""
+def _seed_labels(per_seed: dict[float, list[dict[str, Any]]], *sigmas: float) -> list[Any]:
+    """The training seeds of the per-seed rows, in their order (the same at every σ: one row per seed and σ)."""
+    labels = [r.get("seed") for r in per_seed[sigmas[0]]]
+    for sigma in sigmas[1:]:
+        if [r.get("seed") for r in per_seed[sigma]] != labels:
+            raise DataError(f"the per-seed rows of σ = {sigma:g} are not those of σ = {sigmas[0]:g} (seeds "
+                            f"{[r.get('seed') for r in per_seed[sigma]]} vs {labels}): the paired rules need one row "
+                            f"per seed in the same order")
+    return labels
+
+
+def _finite_pairs(a: Sequence[float], b: Sequence[float],
+                  seeds: Sequence[Any] | None = None) -> tuple[list[float], list[float], list[Any]]:
+    """The seeds where both values are finite (a diverged run has NaN scores), and the labels of those left out
+    (``seeds``: one label per position, default the positions 0, 1, …)."""
+    labels = list(seeds) if seeds is not None else list(range(len(a)))
+    if len(labels) != len(a):
+        raise DataError(f"{len(labels)} seed labels for {len(a)} per-seed scores: give one label per seed")
     keep = [(x, y) for x, y in zip(a, b, strict=True) if math.isfinite(x) and math.isfinite(y)]
-    return [x for x, _ in keep], [y for _, y in keep]
+    left = [s for s, x, y in zip(labels, a, b, strict=True) if not (math.isfinite(x) and math.isfinite(y))]
+    return [x for x, _ in keep], [y for _, y in keep], left
+
+
+def left_out_text(left_out: Sequence[Any], n: int) -> str:
+    """The clause a seed comparison's reason carries when diverged seeds were left out ("" when none): which seeds,
+    of how many, and why — a diverged σ run has no finite score, so its seed cannot be paired, and the verdict rests
+    on the other seeds only."""
+    if not left_out:
+        return ""
+    names = ", ".join(str(s) for s in left_out)
+    return (f"; left out as diverged (a non-finite score at one of the two σ): seed{'s' * (len(left_out) > 1)} "
+            f"{names} ({len(left_out)} of {n}) — the verdict rests on the other {n - len(left_out)}")
 
 
 def _no_finite_seed(cls: type[SeedComparison], label: str, alpha: float, min_effect: float, scale: float,
-                    scale_name: str) -> SeedComparison:
+                    scale_name: str, left: str) -> SeedComparison:
     return cls(label, [], 0, math.nan, math.nan, math.nan, math.nan, alpha, min_effect, scale, scale_name,
-               "inconclusive", "no seed has finite scores at both σ (the runs diverged)", min_effect)
+               "inconclusive", f"no seed has finite scores at both σ (the runs diverged){left}", min_effect)
 
 
 def sigma0_memorises_rule(accuracy: Sequence[float], n_train: int, *, memorise_accuracy: float,
@@ -718,29 +752,49 @@ def noise_checks(exact_by_sigma: Mapping[float, Sequence[Mapping[str, float]]],
 
 
 def reduces_memorisation_rule(m_zero: Sequence[float], m_noisy: Sequence[float], *, sigma: float,
-                              reduce_margin: float, alpha: float) -> SeedComparison:
+                              reduce_margin: float, alpha: float, n_train: int,
+                              seeds: Sequence[Any] | None = None) -> SeedComparison:
     """``sigma_tradeoff.sigma{σ}_reduces_memorisation`` from per-seed memorisation scores M (0 = chance, 1 =
-    perfect pairing): M(0) − M(σ) ≥ ``reduce_margin``, paired over the seeds where both are finite."""
-    a, b = _finite_pairs(m_zero, m_noisy)
+    perfect pairing): M(0) − M(σ) ≥ ``reduce_margin``, paired over the seeds where both are finite; the seeds left
+    out (``seeds``: their labels, default the positions) are named in the reason (:func:`left_out_text`).
+
+    M = (a − 1/N)/(1 − 1/N) maps a pairing accuracy a = k/N over the N = ``n_train`` training pairs, so tied seeds
+    show a seed-to-seed sd of 0 that is the metric's grid: the bounds use the binomial floor of the pooled accuracies
+    over N in M units (:func:`flowvar.stats.binomial_sd_floor` with unit 1 − 1/N)."""
+    a, b, left = _finite_pairs(m_zero, m_noisy, seeds)
+    left_text = left_out_text(left, len(m_zero))
     labels, name = ("M(σ=0)", f"M(σ={sigma:g})"), "the memorisation scale (perfect pairing − chance)"
     if not a:
-        return _no_finite_seed(SeedComparison, f"{labels[0]} − {labels[1]}", alpha, reduce_margin, 1.0, name)
-    return paired_over_seeds(a, b, min_effect=reduce_margin, scale=1.0, scale_name=name, alpha=alpha, labels=labels)
+        return _no_finite_seed(SeedComparison, f"{labels[0]} − {labels[1]}", alpha, reduce_margin, 1.0, name,
+                               left_text)
+    unit = 1.0 - 1.0 / n_train  # M per unit of accuracy
+    floor = binomial_sd_floor([1.0 / n_train + m * unit for m in a], [1.0 / n_train + m * unit for m in b], n_train,
+                              unit=unit)
+    cmp = paired_over_seeds(a, b, min_effect=reduce_margin, scale=1.0, scale_name=name, alpha=alpha, labels=labels,
+                            sd_floor=floor)
+    cmp.reason += left_text
+    return cmp
 
 
 def keeps_generalisation_rule(g_noisy: Sequence[float], g_zero: Sequence[float], noise_floor: float, *, sigma: float,
-                              alpha: float) -> SeedComparison:
+                              alpha: float, seeds: Sequence[Any] | None = None) -> SeedComparison:
     """``sigma_tradeoff.sigma{σ}_keeps_generalisation`` from per-seed generalisation scores G (unbiased MMD², lower is
     better): non-inferiority G(σ) − G(0) < τ = ``noise_floor`` (2 × RMS of the null MMD² between independent real
     samples: a margin fixed by the null, so a worse G never widens it), paired over the seeds where both are finite —
     confirmed when the one-sided upper bound is below τ, refuted when the lower bound is above it, inconclusive in
-    between (the band) and with one seed."""
-    a, b = _finite_pairs(g_noisy, g_zero)
+    between (the band) and with one seed. The seeds left out (``seeds``: their labels, default the positions) are
+    named in the reason (:func:`left_out_text`): a diverged σ run is not counted either way, so non-inferiority
+    rests on the seeds that trained."""
+    a, b, left = _finite_pairs(g_noisy, g_zero, seeds)
+    left_text = left_out_text(left, len(g_noisy))
     labels, name = (f"G(σ={sigma:g})", "G(σ=0)"), "the noise floor, 2 × RMS of the null MMD² (real vs real)"
     if not a:
-        return _no_finite_seed(NonInferiority, f"{labels[0]} − {labels[1]}", alpha, noise_floor, noise_floor, name)
-    return noninferior_over_seeds(a, b, margin=noise_floor, scale=noise_floor, scale_name=name, alpha=alpha,
-                                  labels=labels)
+        return _no_finite_seed(NonInferiority, f"{labels[0]} − {labels[1]}", alpha, noise_floor, noise_floor, name,
+                               left_text)
+    cmp = noninferior_over_seeds(a, b, margin=noise_floor, scale=noise_floor, scale_name=name, alpha=alpha,
+                                 labels=labels)
+    cmp.reason += left_text
+    return cmp
 
 
 def both_margins_rule(verdicts: Sequence[str], noise_acts: Sequence[bool] | None = None) -> Verdict:
@@ -801,11 +855,14 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
                  f"σ = {cmp_sigma:g} instead.")
     noisy = _row(table, cmp_sigma)
     m0, mc = _per_seed(per_seed, 0.0, MEM_KEY), _per_seed(per_seed, cmp_sigma, MEM_KEY)
-    reduce = reduces_memorisation_rule(m0, mc, sigma=cmp_sigma, reduce_margin=config.reduce_margin, alpha=config.alpha)
+    seeds = _seed_labels(per_seed, 0.0, cmp_sigma)
+    reduce = reduces_memorisation_rule(m0, mc, sigma=cmp_sigma, reduce_margin=config.reduce_margin, alpha=config.alpha,
+                                       n_train=n, seeds=seeds)
     exact_m = [e["memorisation"] for e in exact]
     ctx.claim(f"sigma_tradeoff.sigma{cmp_sigma:g}_reduces_memorisation",
               f"CFM(σ = {cmp_sigma:g}) memorises the same pairs less than CFM(σ = 0) (Remark 2).",
               {"memorisation_score_sigma0_per_seed": m0, f"memorisation_score_sigma{cmp_sigma:g}_per_seed": mc,
+               "seeds": seeds, "seeds_left_out_diverged": _finite_pairs(m0, mc, seeds)[2], "n_train": n,
                "reduce_margin": config.reduce_margin, "alpha": config.alpha, "comparison": reduce.to_dict(),
                "pairing_accuracy_sigma0": zero["pairing_accuracy"],
                f"pairing_accuracy_sigma{cmp_sigma:g}": noisy["pairing_accuracy"],
@@ -817,19 +874,24 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
               precondition=all_preconditions(memorised_precondition(acc0, config.memorise_accuracy), can_act),
               min_effect=reduce.effect_text(), replicates=replicates,
               rule=f"per seed, the memorisation score M = (a − 1/N)/(1 − 1/N) at σ=0 and σ={cmp_sigma:g}; d_s = "
-                   f"M_s(0) − M_s({cmp_sigma:g}); confirmed if the one-sided (α = {config.alpha}) t-lower bound of "
-                   f"mean d over seeds is > 0 and mean d ≥ reduce_margin = {config.reduce_margin:g}; refuted if the "
-                   f"upper bound is < {config.reduce_margin:g}; else inconclusive (always with one seed); untestable "
+                   f"M_s(0) − M_s({cmp_sigma:g}) over the seeds where both are finite (a seed whose run diverged is "
+                   f"left out, named in seeds_left_out_diverged and in the comparison's reason); confirmed if the "
+                   f"one-sided (α = {config.alpha}) t-lower bound of mean d over seeds is > 0 and mean d ≥ "
+                   f"reduce_margin = {config.reduce_margin:g}; refuted if the upper bound is < "
+                   f"{config.reduce_margin:g}; else inconclusive (always with one seed); the bounds' seed-to-seed sd "
+                   f"is at least the binomial sd of two accuracies over N = {n} pairs at the pooled accuracies, in M "
+                   f"units (tied k/N seeds show sd 0: the grid, not the spread); untestable "
                    f"unless σ = 0 memorised and the exact CFM(σ={cmp_sigma:g}) minimiser's M is ≤ 1 − "
                    f"{config.reduce_margin:g} in the seed mean (the noise can act)")
     g0, gc = zero[GEN_KEY], noisy[GEN_KEY]
     floor = advice["margins"]["gen_floor"]
     gen0, genc = _per_seed(per_seed, 0.0, GEN_KEY), _per_seed(per_seed, cmp_sigma, GEN_KEY)
-    keeps = keeps_generalisation_rule(genc, gen0, floor, sigma=cmp_sigma, alpha=config.alpha)
+    keeps = keeps_generalisation_rule(genc, gen0, floor, sigma=cmp_sigma, alpha=config.alpha, seeds=seeds)
     ctx.claim(f"sigma_tradeoff.sigma{cmp_sigma:g}_keeps_generalisation",
               f"CFM(σ = {cmp_sigma:g}) generalises at least about as well as CFM(σ = 0): its generalisation MMD² is "
               f"not above σ = 0's by the noise floor τ (what two independent real samples differ by) or more.",
               {f"gen_mmd2_unbiased_sigma{cmp_sigma:g}_per_seed": genc, "gen_mmd2_unbiased_sigma0_per_seed": gen0,
+               "seeds": seeds, "seeds_left_out_diverged": _finite_pairs(genc, gen0, seeds)[2],
                "tolerance": keeps.min_effect, "alpha": config.alpha, "comparison": keeps.to_dict(),
                "gen_mmd2_unbiased_sigma0": g0, f"gen_mmd2_unbiased_sigma{cmp_sigma:g}": gc, "difference": gc - g0,
                "gen_mmd2_biased_sigma0": zero["gen_mmd2.biased"],
@@ -840,7 +902,9 @@ def _claims(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
               # itself — vacuous; the same measurement as claim 2's, one object
               precondition=can_act,
               rule=f"per seed, the unbiased MMD² G to held-out data at σ={cmp_sigma:g} and σ=0; d_s = "
-                   f"G_s({cmp_sigma:g}) − G_s(0); non-inferiority margin τ = the noise floor {floor:.3g} = 2 × RMS of "
+                   f"G_s({cmp_sigma:g}) − G_s(0) over the seeds where both are finite (a seed whose run diverged is "
+                   f"left out, named in seeds_left_out_diverged and in the comparison's reason); non-inferiority "
+                   f"margin τ = the noise floor {floor:.3g} = 2 × RMS of "
                    f"the null MMD² between independent real samples (fixed by the null, not by the judged G): "
                    f"confirmed if the one-sided (α = {config.alpha}) t-upper bound of mean d over seeds is < τ; "
                    f"refuted if the lower bound is > τ; inconclusive in between and with one seed; untestable "
@@ -931,7 +995,7 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
 
 
 __all__ = ["DATASETS", "METRIC_KEYS", "SigmaTradeoffConfig", "both_margins_rule",
-           "compared_sigma", "keeps_generalisation_rule",
+           "compared_sigma", "keeps_generalisation_rule", "left_out_text",
            "memorised_precondition", "noise_can_act_precondition", "reduces_memorisation_rule", "run",
            "setting_text", "sigma0_memorises_rule", "sigma0_settled_precondition", "training_line",
            "unused_rows_note"]
