@@ -677,3 +677,25 @@ def test_grid_values_are_decimal_and_a_text_key_keeps_its_text() -> None:
     assert parse_axis(get_experiment("fig4"), "repeats=010,020").values == (10, 20)
     axis = parse_axis(get_experiment("sigma_tradeoff"), "data_dir=0.50,on,null")
     assert axis.values == ("0.50", "on", None)
+
+
+def test_dry_run_calls_an_unreadable_entry_unreadable_not_corrupted(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's entry this user cannot read is left in place and not stored over (cache.Unreadable): the dry
+    run said "corrupted: recompute" of it."""
+    from flowvar.cache import Cache, Unreadable
+    from flowvar.sweep import dry_run
+
+    cache = tmp_path / "cache"
+    sweep(options(tmp_path / "a", ["x=0,1"], cache_dir=cache))
+    real_check = Cache.check
+
+    def check(self: Cache, key: str) -> tuple[Path | None, str | None]:
+        entry, problem = real_check(self, key)
+        return (None, Unreadable("result.json is unreadable (Permission denied)")) if entry is not None else (
+            entry, problem)
+
+    monkeypatch.setattr(Cache, "check", check)
+    lines = dry_run(options(tmp_path / "b", ["x=0,1"], cache_dir=cache)).splitlines()
+    assert all("unreadable here (result.json is unreadable (Permission denied))" in line for line in lines[:2]), lines
+    assert not any("corrupted" in line for line in lines), lines

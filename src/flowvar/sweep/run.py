@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from flowvar.cache import Cache, code_version, install, writable_cache
+from flowvar.cache import Cache, Unreadable, code_version, install, writable_cache
 from flowvar.errors import ConfigError, FlowvarError
 from flowvar.files import remove_stale_writes
 from flowvar.results import Result, versions
@@ -248,7 +248,9 @@ def dry_run(options: Options) -> str:
     lines, todo, known = [], [], []
     for point in the_plan.points:
         entry, problem = cache.check(point.key)
-        state = "cached" if entry is not None else ("corrupted: recompute" if problem else "to compute")
+        state = ("cached" if entry is not None else
+                 f"unreadable here ({problem}): computed, not stored over it" if isinstance(problem, Unreadable) else
+                 "corrupted: recompute" if problem else "to compute")
         if entry is None:
             todo.append(point)
         else:
