@@ -31,12 +31,16 @@ and gives numbers for per-sample gradients that do not exist); one forward/backw
 :meth:`~GradNormEngine.compute` (several calls of the model in one backward pass are refused, and so are two backward
 passes through one forward: ``retain_graph=True``); the backward pass
 is of L alone (no extra loss terms); parameters are used inside their own module's
-forward. ``validate=True`` compares the rules' Σ_i g_i with the backward pass's gradient, which catches
-extra loss terms and parameters used outside their module. The reduction cannot be read off the backward
-pass (δ/B from a mean looks like δ from a sum of smaller losses): it must be declared. A batched-gradient pass
-(``torch.autograd.grad(..., is_grads_batched=True)``, a Jacobian) is not a pass of the losses: the hooks skip it
-(:func:`~flowvar.variance.records.is_batched_grad`), and ``compute()`` raises :class:`DataError` when it was the only
-backward pass through the recorded forward pass.
+forward; every module input carries the batch in its first dimension (a module whose input does not is measured
+through the whole model; one whose first dimension has the batch's size without being the batch — a table of B rows
+shared by every sample, a sequence-first input at L = B — is found only by the per-sample probe of a validating
+pass). ``validate=True`` compares the rules' Σ_i g_i with the backward pass's gradient, which catches
+extra loss terms and parameters used outside their module, and recomputes two samples' gradients exactly
+(:mod:`flowvar.variance.probe`), which catches rows paired with the wrong samples. The reduction cannot be read
+off the backward pass (δ/B from a mean looks like δ from a sum of smaller losses): it must be declared. A
+batched-gradient pass (``torch.autograd.grad(..., is_grads_batched=True)``, a Jacobian) is not a pass of the losses:
+the hooks skip it (:func:`~flowvar.variance.records.is_batched_grad`), and ``compute()`` raises :class:`DataError`
+when it was the only backward pass through the recorded forward pass.
 
 Numerics: per-sample quantities are computed in the parameter dtype and accumulated in float64. The
 trace is a difference of raw moments, so its relative rounding error is about eps·‖ḡ‖²/trace.
@@ -65,6 +69,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int
 from flowvar.variance.moments import BatchGradStats
 from flowvar.variance.owned import OwnedGradients
+from flowvar.variance.probe import exact_sample_norms, probe_samples, rng_state, rng_unchanged
 from flowvar.variance.records import (
     DEFAULT_CHUNK_BYTES,
     F64,
@@ -274,6 +279,12 @@ class GradNormEngine:
         self.fallback_chunk = check_positive_int("fallback_chunk", fallback_chunk)
         self._armed = True
         self.light = False
+        #: whether the model's recorded calls note torch's random-number state as they begin (a few µs each), which
+        #: the per-sample probe of a validating compute() replays (:mod:`flowvar.variance.probe`): on until the first
+        #: compute(), which turns it off; set it again before the forward of a later pass you will validate (the
+        #: monitor does, for its validate_first step). Without it the probe still runs where the forward draws no
+        #: random numbers, and says it could not where it does
+        self.keep_rng = True
         self._busy = False
         # a backward pass reached the parameters since the pass's forward began: the next call of the model starts a
         # new pass (``_begin_pass``)
@@ -533,7 +544,7 @@ class GradNormEngine:
             self.owned.calls = kept.owned_calls
         self._previous = None
 
-    def _begin_pass(self, *_: Any) -> None:
+    def _begin_pass(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Forward pre-hook of the model (prepended): a recorded call of the model after a backward pass reached the
         parameters starts a new pass. The finished one, never measured (compute() not called: a step the monitor does
         not log, step() left out), is kept only until the new pass's backward reaches the parameters, so that a
@@ -544,7 +555,7 @@ class GradNormEngine:
         :data:`_PENDING_CALLS` pile up (a grad-enabled evaluation loop). Not inside a backward pass: a forward
         recomputed there (activation checkpointing) belongs to the pass under way. Also notes the model's buffers as
         the call begins (:meth:`_state_begin`: this hook stands for that one on the model, one Python call less)."""
-        self._state_begin(self.model, (), root=True)
+        self._state_begin(self.model, args, root=True)
         if not (self._backward_seen or len(self._root_calls) >= _PENDING_CALLS):
             return
         if not self._recording() or torch._C._current_graph_task_id() != -1:
@@ -618,6 +629,8 @@ class GradNormEngine:
         else:
             state = ForwardState({f"{prefix}{k}": (b, b._version) for prefix, m in self._buffer_owners
                                   for k, b in m._buffers.items() if b is not None})
+        if root and self.keep_rng and not torch.compiler.is_compiling():  # for the probe (:attr:`keep_rng`)
+            state.rng = rng_state(args)
         self._pending.setdefault((threading.get_ident(), id(module), root), []).append(state)
 
     def _state_end(self, module: nn.Module, key: int, root: bool) -> ForwardState | None:
@@ -702,10 +715,12 @@ class GradNormEngine:
             # the whole model's call, for the fallback of parameters used outside their own module
             leaves = [output] if isinstance(output, Tensor) else tree_flatten(output)[0]
             grads: list[Tensor | None] = [None] * len(leaves)
+            state = self._state_end(module, 0, True)
+            if state is not None and state.rng is not None and rng_unchanged(state.rng):
+                state.rng = None  # the forward drew no random numbers: the probe need not touch the generators
             self._root_calls.append(CallRecord(tuple(args), dict(kwargs), leaves, grads,
                                                in_backward=torch._C._current_graph_task_id() != -1,
-                                               autocast=autocast_state(leaves),
-                                               state=self._state_end(module, 0, True)))
+                                               autocast=autocast_state(leaves), state=state))
             for k, leaf in enumerate(leaves):
                 if isinstance(leaf, Tensor) and leaf.requires_grad:
                     leaf.register_hook(partial(_store_grad, grads, k, self._batched))
@@ -802,7 +817,11 @@ class GradNormEngine:
         outside their module's forward, or the module changed how it uses them) are measured again through the
         whole model by the exact fallback and kept there (:attr:`outside`); if the sums still disagree, the
         backward pass was of more than the per-sample losses and :class:`DataError` is raised. ``validate``: the
-        same check with the full Σ_i g_i of every parameter (about one extra weight-gradient product per layer).
+        same check with the full Σ_i g_i of every parameter (about one extra weight-gradient product per layer), and
+        the per-sample probe (:meth:`_probe`: the first and the last sample's gradients recomputed exactly through the
+        model, about one more forward and two backward passes of the batch): parameters whose rule paired rows with
+        the wrong samples are measured through the whole model from then on; the result's ``probe`` says what it
+        found.
         """
         if reduction not in REDUCTIONS:
             raise ConfigError(f"unknown reduction {reduction!r}; use 'mean' (L = mean of the per-sample losses) or "
@@ -819,6 +838,7 @@ class GradNormEngine:
                                  check)
         finally:
             self.clear()
+            self.keep_rng = False  # a few µs per pass from now on saved (:attr:`keep_rng`)
 
     def _batch_mismatch(self, n: int, given: str) -> BatchMismatchError | None:
         """A :class:`BatchMismatchError` when the batch of ``n`` samples given to :meth:`compute` (``given``: as
@@ -974,18 +994,27 @@ class GradNormEngine:
         try:
             with torch.no_grad():  # the rules build no graph; torch.func inside the fallback ignores the outer no_grad
                 via_model: dict[str, str] = {}  # parameters to measure through the whole model, and why
+                # those of them whose module's input does not carry the batch in its first dimension (a rule's
+                # ShapeError, or the probe), and why: named, with the fix, if the whole model cannot measure them
+                layout: dict[str, str] = {}
                 for unit in self.units:
                     names = [n for n in unit.params if n in measured]
                     via_model.update({n: self.outside[n] for n in names if n in self.outside})
                     names = [n for n in names if n not in self.outside]
                     if names:
-                        via_model.update(self._run_unit(unit, names, collectors, ctx, rules, fallback, hooked))
+                        via_model.update(self._run_unit(unit, names, collectors, ctx, rules, fallback, hooked,
+                                                        layout))
                 if ctx.check:
                     for name in self._failed_checks(collectors, measured, hooked, B, ctx):
                         via_model.setdefault(name, f"used outside its module's forward: the rule's per-sample "
                                                    f"gradients of {name!r} did not add up to the backward pass's")
+                probe = None
+                if validate:  # the rows the rules paired with samples: checked against exact recomputations
+                    found, probe = self._probe(measured, collectors, set(via_model), B, scale)
+                    layout.update(found)
+                    via_model.update(found)
                 if via_model:
-                    self._run_whole_model(via_model, measured, collectors, ctx, rules, fallback, hooked, B)
+                    self._through_model(via_model, layout, measured, collectors, ctx, rules, fallback, hooked, B)
         except ShapeError as error:  # a module's input does not carry B samples: is B that of the recorded passes?
             mismatch = self._batch_mismatch(B, f"batch_size={B}" if batch_size is not None or losses is None
                                             else f"{B} per-sample losses")
@@ -1014,12 +1043,15 @@ class GradNormEngine:
             seg_sq_norms={n: c.seg_sq for n, c in collectors.items() if c.seg_sq is not None}
             if seg is not None and bin_traces else None,
             segments=seg, n_segments=n_seg, losses=None if losses is None else losses.detach().to(F64),
-            rules=rules, fallback=fallback, edges=edges)
+            rules=rules, fallback=fallback, edges=edges, probe=probe)
 
     def _run_unit(self, unit: _Unit, names: list[str], collectors: dict[str, Collector], ctx: RuleContext,
-                  rules: dict[str, str], fallback: dict[str, str], hooked: dict[int, Tensor]) -> dict[str, str]:
-        """Measure ``names`` of ``unit`` by its rule or the module fallback; returns {name: why} for parameters that
-        received a gradient although their module took no part in the backward pass (used outside it)."""
+                  rules: dict[str, str], fallback: dict[str, str], hooked: dict[int, Tensor],
+                  layout: dict[str, str]) -> dict[str, str]:
+        """Measure ``names`` of ``unit`` by its rule or the module fallback; returns {name: why} for parameters to
+        measure through the whole model instead: those that received a gradient although their module took no part
+        in the backward pass (used outside it), and those of a module whose input (or output) does not carry the
+        batch in its first dimension (also put in ``layout``: :meth:`_off_layout`)."""
         calls = [[c for c in self._records.get(id(m), []) if any(g is not None for g in c.grads)]
                  for _, m in unit.modules]
         if not any(calls):
@@ -1051,7 +1083,10 @@ class GradNormEngine:
             mcalls = [_batch_to_front(c) for c in calls[0]] if id(m) in self._sequence_first else calls[0]
             dtype = next(iter(unit.params.values())).dtype
             mcalls = [_in_dtype(c, dtype) for c in mcalls]
-            label = unit.rule.accumulate(m, mcalls, local, ctx)
+            try:
+                label = unit.rule.accumulate(m, mcalls, local, ctx)
+            except ShapeError as error:
+                return self._off_layout(unit, names, error, ctx.B, layout)
             for n in names:
                 rules[n] = label
             return {}
@@ -1064,8 +1099,11 @@ class GradNormEngine:
                     # on the last dimension, so batch-first calls recompute it (the fallback checks the output)
                     mcalls = [_batch_to_front(c) for c in mcalls]
                 for call in mcalls:
-                    grads, h = fallback_call(m, mname, wanted, call, start, stop, ctx.B,
-                                             recorded_buffers(m, call.state))
+                    try:
+                        grads, h = fallback_call(m, mname, wanted, call, start, stop, ctx.B,
+                                                 recorded_buffers(m, call.state))
+                    except ShapeError as error:  # its output does not carry the batch first
+                        return self._off_layout(unit, names, error, ctx.B, layout)
                     how = h if h == "fallback-loop" else how
                     for k, g in grads.items():
                         total[wanted[k]] = total[wanted[k]] + g if wanted[k] in total else g
@@ -1084,6 +1122,114 @@ class GradNormEngine:
         per_sample = 2 * sum(p.numel() * p.element_size() for p in params)
         size = max(1, min(ctx.fallback_chunk, self.chunk_bytes // max(1, per_sample)))
         return [(s, min(s + size, ctx.B)) for s in range(0, ctx.B, size)]
+
+    def _off_layout(self, unit: _Unit, names: list[str], error: ShapeError, B: int,
+                    layout: dict[str, str]) -> dict[str, str]:
+        """``unit``'s module got an input (or gave an output) without the batch of B samples in its first dimension
+        (``error``, raised by its rule's :func:`~flowvar.variance.rules.base.batched` or its fallback's): a table
+        shared by every sample ((L, E), (1, E)), tokens flattened to (B·L, E), a sequence-first (L, B, E) input. Its
+        rule cannot pair rows with samples, but the per-sample gradients are defined (each loss still depends on its
+        own sample), so ``names`` go to the exact fallback through the whole model, which recomputes one sample at a
+        time whatever the layers' shapes: {name: why}, also put in ``layout``. Raises ``error`` again when B is not
+        the recorded batch's (then the caller gave the wrong B, and :meth:`compute` says so), and a
+        :class:`ShapeError` naming the module and the fix when the model's own call was not recorded."""
+        if self._batch_mismatch(B, "") is not None:
+            raise error
+        where = _modules_named(unit.modules)
+        if not any(any(g is not None for g in c.grads) for c in self._root_calls):
+            raise ShapeError(f"{where}: {error}; the model's own call was not recorded either, so its parameters "
+                             f"cannot be measured through the whole model. {_LAYOUT_FIX}") from error
+        why = (f"{where} has an input or output without the batch of {B} samples in its first dimension ({error}); "
+               f"measured through the whole model")
+        found = dict.fromkeys(names, why)
+        layout.update(found)
+        return found
+
+    def _probe(self, measured: dict[str, nn.Parameter], collectors: dict[str, Collector], skip: set[str], B: int,
+               scale: float) -> tuple[dict[str, str], str]:
+        """The per-sample probe of a validating pass (:mod:`flowvar.variance.probe`): each parameter's ‖g_i‖² for
+        the first and the last sample, recomputed exactly through the whole model, against what its rule (or its
+        module's fallback) gave. They disagree when the module paired rows of an input with samples although that
+        input's first dimension, of the batch's size, is not the batch (a table of B rows shared by every sample, a
+        sequence-first (L, B, ·) input at L = B), which the sum check cannot see (the rows are only permuted between
+        samples), or when the forward couples the samples. Tolerance: relative ``_tolerance()`` of the two norms,
+        plus ``1e-3 · _tolerance()`` of the sample's whole ‖g_i‖² (a parameter whose gradient cancels to ~0 holds
+        rounding noise). Returns ({name: why} for those that disagree, to measure through the whole model; what the
+        probe found, for :attr:`BatchGradStats.probe`). ``skip``: parameters measured through the whole model
+        anyway. Where the probe cannot run it says why (and logs it) and changes nothing."""
+        names = {n: p for n, p in measured.items() if n not in skip}
+        if not names:
+            return {}, "not run: every parameter is measured through the whole model"
+        calls = [c for c in self._root_calls if any(g is not None for g in c.grads)]
+        if len(calls) != 1:
+            exact: dict[str, Tensor] | str = "the model's own call was not recorded"
+        else:
+            buffers, written, added = self._buffers_then(calls[0])
+            # buffers not known as the call began: taken as they are (a running statistic the forward wrote but does
+            # not read); the recomputation's check against the recorded output catches one it does read
+            live = dict(self.model.named_buffers())
+            buffers = {**buffers, **{n: live[n].detach() for n in (*written, *added)}}
+            samples = probe_samples(B)
+            # every engine on the model and its modules (another monitor, an estimator's engine) stays out of the
+            # recomputation, as this one does (it is busy): it is no pass of theirs
+            others = [e for e in _engines_on(self.model) if not e._busy]
+            for e in others:
+                e._busy = True
+            try:
+                exact = exact_sample_norms(self.model, calls[0], measured, buffers, samples, B)
+            finally:
+                for e in others:
+                    e._busy = False
+        if isinstance(exact, str):
+            log.warning("gradient variance: the per-sample probe of this validating pass could not run (%s): a module "
+                        "input whose first dimension has the batch's size without being the batch would go "
+                        "unnoticed", exact)
+            return {}, f"not run: {exact}"
+        order = [n for n in exact if n in names]
+        tol = self._tolerance()
+        device = collectors[order[0]].sq_norms.device
+        rows = torch.tensor(samples, device=device)
+        got = torch.stack([collectors[n].sq_norms.index_select(0, rows) for n in order])  # raw δ, as ``exact``
+        want = torch.stack([exact[n] for n in order]).to(device)
+        bound = tol * (got + want) + 1e-3 * tol * want.sum(0)
+        bad = ((got - want).abs() > bound).tolist()  # one transfer (NaN compares False: a NaN pass is logged as such)
+        got_l, want_l = (got * scale ** 2).tolist(), (want * scale ** 2).tolist()
+        owner = {n: unit.modules for unit in self.units for n in unit.params}
+        found: dict[str, str] = {}
+        for q, n in enumerate(order):
+            j = next((j for j, b in enumerate(bad[q]) if b), None)
+            if j is None:
+                continue
+            i = samples[j]
+            found[n] = (f"{_modules_named(owner[n])}: the per-sample gradients its rule gave (pairing row r of each "
+                        f"input with sample r) disagree with an exact recomputation of sample {i} through the whole "
+                        f"model (‖g_{i}‖² of {n!r}: {want_l[q][j]:.6g}, not {got_l[q][j]:.6g}): an input's first "
+                        f"dimension has the batch's size ({B}) without being the batch (a table of {B} rows shared by "
+                        f"every sample, a sequence-first (L, B, ·) input at L = B), or the forward couples the "
+                        f"samples; measured through the whole model")
+        shown = ", ".join(map(str, samples))
+        note = (f"samples {shown}: {len(order)} parameter tensors agree with an exact recomputation" if not found else
+                f"samples {shown}: {len(found)} of {len(order)} parameter tensors disagree with an exact "
+                f"recomputation ({_listed(list(found))}), measured through the whole model")
+        return found, note
+
+    def _through_model(self, via_model: dict[str, str], layout: dict[str, str], measured: dict[str, nn.Parameter],
+                       collectors: dict[str, Collector], ctx: RuleContext, rules: dict[str, str],
+                       fallback: dict[str, str], hooked: dict[int, Tensor], B: int) -> None:
+        """:meth:`_run_whole_model`, whose refusal (a forward drawing random numbers, an output without the batch
+        first, samples coupled) names, for parameters sent there because of their module's input (``layout``), that
+        module and the fix."""
+        try:
+            self._run_whole_model(via_model, measured, collectors, ctx, rules, fallback, hooked, B)
+        except DataError:  # the sums or the buffers: its own message says what and why
+            raise
+        except Exception as error:  # a refusal, or the model's own error recomputed on one sample (F.batch_norm)
+            sent = [n for n in via_model if n in layout]
+            if not sent:
+                raise
+            kind = type(error) if isinstance(error, ConfigError | ShapeError) else ConfigError
+            raise kind(f"{layout[sent[0]]} — but that failed: {type(error).__name__}: {error}. So {_listed(sent)} "
+                       f"cannot be measured exactly on this pass. {_LAYOUT_FIX}") from error
 
     def _run_whole_model(self, via_model: dict[str, str], measured: dict[str, nn.Parameter],
                          collectors: dict[str, Collector], ctx: RuleContext, rules: dict[str, str],
@@ -1140,21 +1286,7 @@ class GradNormEngine:
         not as written. (A write through ``.data`` advances no version counter: a module without parameters
         that writes its buffers so is recomputed from the written values, and the recomputation's check against the
         recorded output is then what stands between it and a wrong number.)"""
-        state = call.state
-        if state is not None and state.copies is not None:
-            return state.copies
-        then = state.live if state is not None else {}
-        out: dict[str, Tensor] = {}
-        written: list[str] = []
-        added: list[str] = []  # not in the call's notes: registered after the engine last surveyed the model
-        for name, b in self.model.named_buffers():
-            was = then.get(name)
-            fresh = was is not None and was[0] is b and was[1] == b._version  # not written since the call began
-            copy = b.detach() if fresh else self._kept_copy(name, was)
-            if copy is None:
-                (added if was is None else written).append(name)
-            else:
-                out[name] = copy
+        out, written, added = self._buffers_then(call)
         if written or added:
             self._keep_model_state = True
             causes = []
@@ -1167,11 +1299,33 @@ class GradNormEngine:
                               f"not noted")
             raise DataError(
                 f"{', '.join(repr(n) for n in names[:5])} must be measured through the whole model (used outside their "
-                f"module's forward), which recomputes the model from its buffers as the recorded forward pass began, "
+                f"module's forward, or their module's input does not carry the batch in its first dimension: "
+                f"stats.fallback says which), which recomputes the model from its buffers as the recorded forward pass "
+                f"began, "
                 f"but {'; and '.join(causes)}; no copy of them as they were was kept: this pass cannot be measured "
                 f"exactly. From the next pass on the engine keeps one at the start of every recorded forward pass: "
                 f"measure the next step")
         return out
+
+    def _buffers_then(self, call: CallRecord) -> tuple[dict[str, Tensor], list[str], list[str]]:
+        """The model's buffers as its recorded ``call`` began, where known (:meth:`_model_buffers`), and the names of
+        those that are not: written since, and registered after the engine last looked at the model."""
+        state = call.state
+        if state is not None and state.copies is not None:
+            return state.copies, [], []
+        then = state.live if state is not None else {}
+        out: dict[str, Tensor] = {}
+        written: list[str] = []
+        added: list[str] = []  # not in the call's notes: registered after the engine last surveyed the model
+        for name, b in self.model.named_buffers():
+            was = then.get(name)
+            fresh = was is not None and was[0] is b and was[1] == b._version  # not written since the call began
+            copy = b.detach() if fresh else self._kept_copy(name, was)
+            if copy is None:
+                (added if was is None else written).append(name)
+            else:
+                out[name] = copy
+        return out, written, added
 
     def _kept_copy(self, name: str, was: tuple[Tensor, int] | None) -> Tensor | None:
         """The copy of the model's buffer ``name`` that a module measured by the fallback kept as its first recorded
@@ -1281,6 +1435,35 @@ class GradNormEngine:
             f"grad-enabled forward, a Hessian, a non-vectorised Jacobian: measure before them, or call engine.clear() "
             f"after measuring). Backpropagate only the reduced per-sample losses (add regularisers after measuring), "
             f"or use flowvar.variance.gradient_variance(method='autograd')")
+
+
+#: The fix for a module whose input does not carry the batch in its first dimension, when the whole model cannot
+#: measure its parameters instead.
+_LAYOUT_FIX = (
+    "Unless the forward couples the samples, give that module inputs with the batch in their first dimension: "
+    "expand a table shared by every sample to the batch before the layer (layer(table.expand(B, -1, -1)), exact and "
+    "measured by the rule), feed a sequence-first layer batch-first (batch_first=True, or transpose after the "
+    "layer), keep tokens (B, L, E) rather than flattened to (B·L, E); or register a rule for it "
+    "(flowvar.variance.register_rule)")
+
+
+def _engines_on(model: nn.Module) -> list[GradNormEngine]:
+    """The engines with a forward hook on ``model`` or on any of its modules (built on it, on one of its modules, or
+    on a model containing it): their hooks are bound methods of the engine, or partials of them."""
+    found: dict[int, GradNormEngine] = {}
+    for m in model.modules():
+        for hook in (*m._forward_pre_hooks.values(), *m._forward_hooks.values()):
+            owner = getattr(hook.func if isinstance(hook, partial) else hook, "__self__", None)
+            if isinstance(owner, GradNormEngine):
+                found[id(owner)] = owner
+    return list(found.values())
+
+
+def _modules_named(modules: list[tuple[str, nn.Module]]) -> str:
+    """"module 'proj' (Linear)", or several of them (a tied unit), for a message."""
+    kind = "module" if len(modules) == 1 else "modules"
+    return f"{kind} " + ", ".join(f"{name or 'the model'!r} ({type(m).__name__})" for name, m in modules[:4]) + (
+        f" and {len(modules) - 4} more" if len(modules) > 4 else "")
 
 
 #: compute() finds a forward without a backward (every rule would read "unused" and report a trace of 0).

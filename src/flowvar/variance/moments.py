@@ -44,6 +44,10 @@ class BatchGradStats:
       of each sample.
     * ``losses``: (B,) ℓ_i when given. ``rules``: {name: how it was computed}; ``fallback``: {name: why the
       fallback was used} (a subset of ``rules``).
+    * ``probe``: what the per-sample probe of a validating pass found (``compute(validate=True)``, the monitor's
+      first log: :mod:`flowvar.variance.probe`): "samples 0, 7: 12 parameter tensors agree with an exact
+      recomputation", those that did not (then measured through the whole model, and in ``fallback``), or
+      "not run: <why>"; None on a pass that was not validated.
     """
 
     n: int
@@ -58,6 +62,7 @@ class BatchGradStats:
     rules: dict[str, str]
     fallback: dict[str, str]
     edges: np.ndarray | None = None
+    probe: str | None = None
 
     @property
     def grad_sum(self) -> dict[str, Tensor]:

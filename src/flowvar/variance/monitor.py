@@ -217,8 +217,14 @@ class GradientVarianceMonitor:
     engine's sum check): a parameter used outside its module is then measured exactly through the model and
     named in the record's ``fallback``, and an extra loss term raises :class:`~flowvar.errors.DataError` at the
     step where it appears, so no logged number is silently wrong. ``validate_first``: on the first logged step,
-    make that check with the full Σ_i g_i of every parameter (the ``reduction`` passed to :meth:`step` cannot be
-    checked and must match the backward pass). ``collapse_ratio``, ``collapse_atol``, ``patience``: the memorisation
+    make that check with the full Σ_i g_i of every parameter, and recompute the first and the last sample's gradients
+    exactly through the model to check the per-sample norms against them (the engine's per-sample probe,
+    :mod:`flowvar.variance.probe`: a layer whose input has the batch's size in its first dimension without it being
+    the batch — a table of B rows shared by every sample, a sequence-first input at L = B — permutes rows between
+    samples, which the sum check cannot see; its parameters are then measured through the whole model and named in
+    ``fallback``; about one more forward and two backward passes of the batch, on that step only; what it found is
+    ``last_stats.probe``). The ``reduction`` passed to :meth:`step` cannot be checked and must match the backward
+    pass. ``collapse_ratio``, ``collapse_atol``, ``patience``: the memorisation
     criterion; ``warn=False`` records it in the logs without warning. ``reduce_ranks``: under
     ``torch.distributed`` with W > 1 ranks, log the statistics of the global batch (every rank's per-sample
     statistics reduced, :mod:`flowvar.variance.ranks`; every rank must call the monitor on the same steps, and
@@ -282,6 +288,9 @@ class GradientVarianceMonitor:
         self._suffix = None if self.log_path is None else self.log_path.suffix
         self._edges_list: list[float] | None = None
         self._validated = False
+        # the first logged step's pass replays the random-number state for the per-sample probe (validate_first);
+        # no other pass notes it
+        self.engine.keep_rng = self.validate_first
         # the rows of an existing log file kept on resume (as read: CSV rows of strings, JSON records), set when the
         # first record is written; save_json writes them before the history, figure() draws them
         self._carried: list[dict[str, Any]] | None = None
@@ -451,6 +460,7 @@ class GradientVarianceMonitor:
 
     def _arm(self, step: int, logged: bool) -> None:
         self.engine.armed, self.engine.light = self._arming.after(step, logged)  # armed first: it resets light
+        self.engine.keep_rng = self.validate_first and not self._validated
 
     def _check_open(self, step: int) -> None:
         """Refuse a step after :meth:`close` (its hooks are gone, so nothing was recorded: the error of a pass that no
@@ -561,6 +571,8 @@ class GradientVarianceMonitor:
                 from None
         except DataError as error:  # the sum check: say which step changed (the loss, or how a parameter is used)
             raise DataError(f"step {step}: {error}") from None
+        finally:  # compute() turned it off: a validating step that raised is validated again at the next log
+            self.engine.keep_rng = self.validate_first and not self._validated
         if scale != 1.0 or self._reducing():  # a data-parallel step: the global batch (or the rescaled shard)
             stats = reduce_across_ranks(stats, scale=scale, across_ranks=self._reducing())
         self._validated = True

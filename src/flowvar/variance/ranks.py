@@ -140,5 +140,5 @@ def reduce_across_ranks(stats: BatchGradStats, *, scale: float = 1.0, across_ran
     return RankReducedStats(
         n=B, sq_norms=param_sq_all.sum(0), param_sq_norms={n: param_sq_all[k] for k, n in enumerate(names)},
         mean_grad=mean_grad, sq_sum=sq_sum, seg_sq_norms=None, segments=segments, n_segments=stats.n_segments,
-        losses=losses, rules=dict(stats.rules), fallback=dict(stats.fallback), edges=stats.edges,
+        losses=losses, rules=dict(stats.rules), fallback=dict(stats.fallback), edges=stats.edges, probe=stats.probe,
         ranks=size, pooled_trace=pooled)

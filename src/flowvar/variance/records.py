@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "F64", "N_PROBES", "BatchedPasses", "Blocked", "CallRecord", "Collector",
-           "ForwardState", "PerSample", "ProbeSet", "RuleContext", "autocast_state", "is_batched_grad",
+           "ForwardState", "PerSample", "ProbeSet", "RngState", "RuleContext", "autocast_state", "is_batched_grad",
            "sample_sq_norms", "sample_sum", "segment_sums"]
 
 F64 = torch.float64
@@ -116,6 +116,9 @@ class BatchedPasses:
         self.repeated = False
 
 
+#: torch's default generators' states: (the CPU one, {CUDA device index: its state})
+RngState = tuple[Tensor, dict[int, Tensor]]
+
 #: ((device type, autocast dtype, or None where autocast is off), ...)
 AutocastState = tuple[tuple[str, torch.dtype | None], ...]
 
@@ -150,6 +153,10 @@ class ForwardState:
 
     live: dict[str, tuple[Tensor, int]]
     copies: dict[str, Tensor] | None = None
+    #: the whole model's call only, while the engine's ``keep_rng`` is set: torch's default generators' states as the
+    #: call began (:func:`~flowvar.variance.probe.rng_state`), which the per-sample probe of a validating
+    #: ``compute()`` replays so that a forward drawing random numbers (dropout) is recomputed with the same draws
+    rng: RngState | None = None
 
 
 @dataclass

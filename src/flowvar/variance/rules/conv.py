@@ -240,6 +240,7 @@ class Conv1dRule(Conv2dRule):
             if c.args[0].ndim != 3:
                 raise ShapeError(f"Conv1d input of shape {tuple(c.args[0].shape)} has no batch dimension; pass "
                                  f"(B, C, L)")
+            batched(c.args[0], ctx.B, "the Conv1d input")  # named as the module's own (the 2-D rule's would say Conv2d)
         lifted = [CallRecord((c.args[0].unsqueeze(2),), {}, [c.outputs[0].unsqueeze(2)],
                              [None if c.grads[0] is None else c.grads[0].unsqueeze(2)]) for c in calls]
         label = super().accumulate(self._lift(module), lifted, collectors, ctx)
