@@ -45,7 +45,7 @@ from flowvar.errors import ConfigError
 from flowvar.experiments._exact_minimiser import SIGMA_OVER_SPACING_ONSET, closer_lines_remedy, noise_scale_text
 from flowvar.metrics import GEN_KEY, MEM_KEY, memorisation_score
 from flowvar.results import Precondition
-from flowvar.stats import SeedComparison, noninferior_over_seeds, paired_over_seeds
+from flowvar.stats import SeedComparison, binomial_sd_floor, noninferior_over_seeds, paired_over_seeds
 
 DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 """The σ grid of the study (0 is the deterministic baseline; 0.05 is the paper's noisy setting)."""
@@ -586,9 +586,14 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
         keep = [(x, y) for x, y in zip(m0, m, strict=True) if math.isfinite(x) and math.isfinite(y)]
         if not keep:
             continue
-        # one seed: "inconclusive" (never a cut), kept for the remedy (its drop says whether seeds could decide it)
+        # one seed: "inconclusive" (never a cut), kept for the remedy (its drop says whether seeds could decide it);
+        # tied seeds of M (a k/N grid) get the binomial floor, as sigma_tradeoff's claim 2 does (statsR 2)
+        unit = 1.0 - 1.0 / n_train
+        floor = binomial_sd_floor([1.0 / n_train + x * unit for x, _ in keep],
+                                  [1.0 / n_train + y * unit for _, y in keep], n_train, unit=unit)
         drop = paired_over_seeds([x for x, _ in keep], [y for _, y in keep], min_effect=reduce_margin, scale=1.0,
-                                 scale_name="the memorisation scale", alpha=alpha, labels=("M(0)", f"M({j.sigma:g})"))
+                                 scale_name="the memorisation scale", alpha=alpha, labels=("M(0)", f"M({j.sigma:g})"),
+                                 sd_floor=floor)
         drops[j.sigma] = drop
         if drop.verdict == "confirmed" and noise_fails(j):
             unattributed.append((j, drop, checks[j.sigma]))  # the networks' drop, not the noise's: untestable
