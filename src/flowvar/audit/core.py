@@ -36,7 +36,7 @@ from flowvar.audit import rules
 from flowvar.audit.adapters import AdaptedField, Convention, LabelArg, model_dtype
 from flowvar.audit.conditioning import check_conventions_with_labels, resolve_conditioning
 from flowvar.audit.fit import CHECKPOINT_QUESTION, FACTORY_QUESTION, ConventionCheck
-from flowvar.audit.loading import OWN_WEIGHTS, HeldOutOverlapWarning, in_training_data, load_labelled
+from flowvar.audit.loading import OWN_WEIGHTS, HeldOutOverlapWarning, LoadedModel, in_training_data, load_labelled
 from flowvar.audit.sections import (
     ROW_ORDER_RULE,
     Section,
@@ -209,9 +209,14 @@ _F = TypeVar("_F")
 def _leaves_model_as_found(fn: _F) -> _F:
     """Decorate :func:`audit`: the caller's model comes back in the train/eval mode of each of its modules and on
     the device it had. The audit runs it in eval mode on ``device`` (both set in place by ``nn.Module``), and a
-    model audited in the middle of training must not leave with its dropout off or on another device."""
+    model audited in the middle of training must not leave with its dropout off or on another device. A
+    :class:`LoadedModel` is unwrapped here, before that snapshot, so its module comes back as found too."""
     @functools.wraps(fn)  # type: ignore[arg-type]
     def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(model, LoadedModel):  # load_model's result: its module, and its source unless one is given
+            if not kwargs.get("model_source"):  # (the source tells a factory's own weights from a checkpoint's)
+                kwargs["model_source"] = model.source
+            model = model.module
         if not isinstance(model, nn.Module):
             return fn(model, *args, **kwargs)  # type: ignore[operator]
         modes = [(m, m.training) for m in model.modules()]
@@ -240,7 +245,7 @@ def _leaves_model_as_found(fn: _F) -> _F:
 
 
 @_leaves_model_as_found
-def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | Path | None = None,
+def audit(model: nn.Module | LoadedModel, data: Tensor | str | Path, *, pairs: Tensor | str | Path | None = None,
           heldout: Tensor | str | Path | None = None, sigma: float = 0.0, convention: str | None = None,
           time: str | None = None, time_scale: float | None = None, samples: int = 500, steps: int = 100,
           coarse_steps: int = 10, method: str = "euler", grad_samples: int = 64, t_bins: int = 5, seed: int = 0,
@@ -253,7 +258,9 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
 
     Args:
         model: the network (any calling convention of :mod:`flowvar.audit.adapters`); audited in eval mode on
-            ``device``, and handed back in the modes and on the device it came in.
+            ``device``, and handed back in the modes and on the device it came in. A
+            :class:`~flowvar.audit.loading.LoadedModel` (what :func:`~flowvar.audit.loading.load_model` returns) is
+            audited as its ``module``, with its ``source`` as ``model_source`` when none is given.
         data: the training targets, (N, *shape) tensor or a path/name for :func:`flowvar.audit.loading.load_points`.
         pairs: the training sources, row i paired with ``data`` row i (same shape); enables pair recovery and the
             gradient signature.
@@ -295,7 +302,8 @@ def audit(model: nn.Module, data: Tensor | str | Path, *, pairs: Tensor | str | 
     if method not in valid_methods():
         raise ConfigError(f"unknown ODE method {method!r}; choose one of {valid_methods()}")
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise ConfigError(f"model must be a torch.nn.Module (or what flowvar.audit.load_model returns), got "
+                          f"{type(model).__name__}")
     requested = Convention.of(convention, time, time_scale) if convention is not None else None
     if requested is None and time is not None:
         raise ConfigError("--time (time=) refines a --convention (convention=); pass it too, or neither to detect the "

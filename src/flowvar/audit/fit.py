@@ -306,13 +306,64 @@ def _bind_hint(names: list[str], has_labels: bool) -> str:
             f"--checkpoint still loads; functools.partial is no nn.Module){labels}")
 
 
-def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore], has_labels: bool = False) -> str:
+def _layer_mismatch(model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None, label_arg: LabelArg | None,
+                    calls: Sequence[str] = CALLS) -> str:
+    """What the model's layers take, when the data do not fit them: the first of ``calls`` whose call raised inside a
+    ``Linear`` layer given inputs of another width, or a ``Conv*d`` given another number of channels, as ``"under
+    the xt call, its layer net.0 (Linear) takes 9 input features and was given (128, 6)"``; "" when no call failed
+    so (a call that raises in the forward's own code, e.g. a ``torch.cat`` of x (B, 3, 16, 16) with t (B, 1), before
+    any layer: what the model takes is then not known, and not guessed from the first layer registered — a UNet
+    registers its time embedding first). The layer is the innermost one running when a RuntimeError (torch's shape
+    errors) was raised (forward pre-hooks push it, forward hooks pop it), so the sentence is about the layer that
+    failed, and the width it names differs from what it was given. ``x`` (P, *shape),
+    ``t`` (P,): the probe. Runs only on the way to an error."""
+    running: list[tuple[str, nn.Module, tuple[int, ...]]] = []
+
+    def enter(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            shape = tuple(args[0].shape) if args and isinstance(args[0], Tensor) else ()
+            running.append((name, module, shape))
+        return hook
+
+    def leave(module: nn.Module, args: Any, out: Any) -> None:
+        running.pop()
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
+    handles = [h for n, m in layers for h in (m.register_forward_pre_hook(enter(n)), m.register_forward_hook(leave))]
+    try:
+        for call in calls:
+            running.clear()
+            try:
+                with torch.no_grad():
+                    call_network_with_form(model, call, x, t, labels, label_arg)
+            except Exception as error:  # the failure wanted: which layer was running when it was raised
+                if not running or not isinstance(error, RuntimeError):  # torch's shape errors are RuntimeErrors; a
+                    continue  # TypeError is the call's signature (raised after the pre-hooks ran), not a width
+                name, layer, given = running[-1]
+                if isinstance(layer, nn.Linear) and given and given[-1] != layer.in_features:
+                    takes = f"{layer.in_features} input features"
+                elif isinstance(layer, nn.modules.conv._ConvNd) and len(given) >= 2 and \
+                        given[1] != layer.in_channels:
+                    takes = f"{layer.in_channels} input channels"
+                else:  # it failed in a layer for another reason: not a width this sentence can name
+                    continue
+                where = f"its layer {name}" if name else "the model itself"  # a bare nn.Linear has no name
+                return f"under the {call} call, {where} ({type(layer).__name__}) takes {takes} and was given {given}"
+        return ""
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore], has_labels: bool = False,
+                  layers: str = "", item_shape: tuple[int, ...] | None = None) -> str:
     """The error when no candidate ran: each cause after the calls that gave it (``xt: TypeError: …; tx, cat: …``).
     When some call reached the network and got NaN/Inf, that leads (with how many of the weights are not finite):
     the call works and the shape or timestep advice for calls that raise does not fit it. When the calls that
     passed x and t failed for a missing further argument (:func:`missing_arguments`), the fix named is to bind it
     (or pass it with ``--label-arg``; ``has_labels``: the data carry labels or conditions), not the shape or
-    timestep advice."""
+    timestep advice. Otherwise the error leads with the data's ``item_shape`` and, where a layer failed on it,
+    what that layer takes (``layers``: :func:`_layer_mismatch`), before torch's own messages."""
     causes: dict[str, list[str]] = {}
     for s in scores:
         calls = causes.setdefault(s.error, [])
@@ -332,8 +383,10 @@ def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore], has_labels
     if extra:
         return (f"the model cannot be called on the training data under any convention ({listed}); "
                 f"{_bind_hint(extra, has_labels)}")
-    return (f"the model cannot be called on the training data under any convention ({listed}); check the data's "
-            f"shape and channels against the model. flowvar calls it with x (B, *item shape) and a float time t "
+    items = f" (the data's items have shape {item_shape}{'; ' + layers if layers else ''})" \
+        if item_shape is not None else ""
+    return (f"the model cannot be called on the training data under any convention{items}: check the data's shape "
+            f"and channels against the model ({listed}). flowvar calls it with x (B, *item shape) and a float time t "
             f"(B,) in [0, 1] (× --time-scale): a model that takes integer timesteps (an nn.Embedding lookup of t) "
             f"needs a wrapper, e.g. forward(x, t): return net(x, (t * 999).round().long())")
 
@@ -465,6 +518,10 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
             extra = missing_arguments([own]) if best is None else []
             hint = f"; {best} fits: pass {best.flags()}" if best else \
                 f"; {_bind_hint(extra, labels is not None)}" if extra else ""
+            if not hint:  # no call runs and no argument is missing: the data's shape against the model's layers
+                layer = _layer_mismatch(model, x1, t, probe_labels[0] if probe_labels is not None else None,
+                                        label_arg, (requested.call,))
+                hint = f" (the data's items have shape {tuple(train.shape[1:])}{'; ' + layer if layer else ''})"
             raise DataError(f"the model cannot be called as {requested}: {own.error}{hint}")
         if not own.fits:
             hint = (f"; {best} fits (loss ratio {fitting[0].loss_ratio:.3g}, movement {fitting[0].movement:.3g}): pass "
@@ -490,10 +547,13 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
     if best is None:
         ran = [s for s in scores if s.runs]
         if not ran:
-            cause = _uncallable_cause(model, x1, t, probe_labels[0] if probe_labels is not None else None, label_arg)
+            probe_y = probe_labels[0] if probe_labels is not None else None
+            cause = _uncallable_cause(model, x1, t, probe_y, label_arg)
             if cause is not None:
                 raise DataError(cause)
-            raise DataError(_no_call_runs(model, scores, has_labels=labels is not None))
+            raise DataError(_no_call_runs(model, scores, has_labels=labels is not None,
+                                          layers=_layer_mismatch(model, x1, t, probe_y, label_arg),
+                                          item_shape=tuple(train.shape[1:])))
         top = min(ran, key=lambda s: s.loss_ratio)
         raise DataError(f"no calling convention fits this model on the training data (best: {top.convention} with "
                         f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}"
