@@ -602,7 +602,11 @@ def show_cmd(
             from flowvar.report import rewrite_reports
 
             paths = rewrite_reports(folder, collection)
-            typer.echo(f"{paths['html']}, {paths['md'].name}: re-rendered from {Path(folder) / 'results.json'}")
+            # what rewrite_reports renders from (reconcile_copies): each experiment's own NAME/result.json, where it
+            # is readable, else results.json's copy of it; results.json gives the run's record (meta, status)
+            typer.echo(f"{paths['html']}, {paths['md'].name}, NAME/summary.md: re-rendered from each experiment's "
+                       f"own {Path(folder) / 'NAME' / 'result.json'} (results.json's copy where that file is missing "
+                       f"or unreadable; results.json gives the run's record)")
         if update_readme is not None:
             from flowvar.report import readme_section
             from flowvar.report import update_readme as rewrite
@@ -858,7 +862,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run ``flowvar ARGV`` and return its exit status, never raising ``SystemExit``.
 
     0 success; 1 a failed experiment or sweep point; 2 a usage error (Typer) or a :class:`FlowvarError`, printed as
-    one line ``flowvar: error: ...``; 130 interrupted.
+    one line ``flowvar: error: ...``, or no command (``flowvar``, ``flowvar cache``: the help, and no error line);
+    130 interrupted.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["reproduce"] and "--quick" in args and "--full" in args:  # one flag pair: the last would win
@@ -882,6 +887,14 @@ def main(argv: list[str] | None = None) -> int:
         # vendors click or uses it: one line, not a usage box. Anything else is a bug and keeps its traceback.
         if not (callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int)):
             raise
+        if type(e).__name__ == "NoArgsIsHelpError":
+            # `flowvar` or `flowvar cache` alone: the help is the answer, not an error. Typer's rich formatter has
+            # already printed it and left the message empty (an empty "error:" line followed); plain click puts
+            # the help in the message. Exit status 2 still, as click gives it: no command was run, so a script
+            # that calls `flowvar $CMD` with an empty CMD fails rather than passes
+            if e.format_message().strip():
+                print(e.format_message())
+            return 2
         ctx = getattr(e, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         _error_line(e.format_message() + hint)

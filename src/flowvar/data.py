@@ -1229,8 +1229,8 @@ def _resolve_data(data: str | Path, dataset: str | None) -> DataSpec:
         raise DataError("no data given; pass a folder of images, a .npy file, or one of gmm, digits, lfw")
     path = Path(text).expanduser()
     if not path.exists():
-        raise DataError(f"data path {path} does not exist; pass a folder of images, a .npy file (numpy.save), or "
-                        f"one of the bundled names gmm, digits, lfw")
+        raise DataError(f"data path {path} does not exist; pass a folder of images, a .npy file (numpy.save), an "
+                        f".npz file (numpy.savez, labels optional), or one of the bundled names gmm, digits, lfw")
     if path.is_dir():
         if dataset == "celeba":
             celeba_folder(path)
