@@ -96,7 +96,11 @@ from torch import Tensor, nn
 from flowvar.couplings import FixedPairs, derangement
 from flowvar.distributions import GaussianMixture, StandardNormal
 from flowvar.errors import ConfigError, ShapeError
-from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, exact_minimiser_loss
+from flowvar.experiments._exact_minimiser import (
+    SIGMA_OVER_SPACING_ONSET,
+    exact_minimiser_endpoints,
+    exact_minimiser_loss,
+)
 from flowvar.experiments._zero_loss import loss_over_spacing_sq, sigma0_precondition
 from flowvar.experiments.base import GMMTargetConfig, RunContext, assembles, not_a_part, register
 from flowvar.interpolants import Interpolant
@@ -351,14 +355,17 @@ def region_precondition(verdict: dict[str, Any], sigma: float, margin: float) ->
                   f"CFM(σ = {sigma}) minimiser shows the noise acting but σ = 0 did not memorise, nearest first: "
                   f"{shown}{more}")
     else:  # measured: no cell of this grid is within the noise's reach at this σ
-        remedy = (f"cells whose training lines come within about σ√d of each other (larger N or lower d than this "
-                  f"grid's cells where σ = 0 memorises), trained long enough for σ = 0 to memorise there: in no "
-                  f"cell of this grid does the exact CFM(σ = {sigma}) minimiser lose ≥ {margin} pairing accuracy")
+        high = SIGMA_OVER_SPACING_ONSET[1]
+        remedy = (f"cells whose median line spacing is at most about σ / {high:g} = {sigma / high:.3g} (the exact "
+                  f"minimiser starts losing pairs at σ / spacing {SIGMA_OVER_SPACING_ONSET[0]:g}–{high:g}: larger "
+                  f"N or lower d than this grid's cells where σ = 0 memorises), trained long enough for σ = 0 to "
+                  f"memorise there: in no cell of this grid does the exact CFM(σ = {sigma}) minimiser lose ≥ "
+                  f"{margin} pairing accuracy")
     not_measured = (f"; not measured in {len(unmeasured)} memorising cell(s): the exact reference was off"
                     if unmeasured else "")
     return Precondition(
         f"at least one cell where CFM(σ = 0) memorises (in every seed) and the exact CFM(σ = {sigma}) minimiser itself "
-        f"loses ≥ {margin} pairing accuracy (the noise can act at that σ√d against the line spacing){not_measured}",
+        f"loses ≥ {margin} pairing accuracy (the noise can act at that σ against the line spacing){not_measured}",
         holds,
         {"testable_cells": verdict["testable_cells"], "memorising_cells": verdict["memorising_cells"],
          "noise_cannot_act_cells": verdict["noise_cannot_act_cells"],

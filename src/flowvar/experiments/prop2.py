@@ -56,10 +56,13 @@ measured precondition where the claim needs one:
   noise's. The σ run's final loss over L*(σ) is reported beside it.
 * ``sigma{σ}_lower_accuracy``: accuracy(0) − accuracy(σ) ≥ ``min_accuracy_drop``, paired over seeds
   (:func:`flowvar.stats.paired_over_seeds`). Preconditions: σ = 0 memorised (in every seed), and the exact CFM(σ)
-  minimiser itself loses at least ``min_accuracy_drop`` (the noise can act at this σ√d against the pair spacing).
+  minimiser itself loses at least ``min_accuracy_drop`` (the noise can act at this σ against the pair spacing).
 
-Whether a network memorises depends on N, d, the capacity and on σ√d against the spacing of the training lines
-(PAPER.md §4 [D]); the preconditions measure both, and every number is reported whatever the verdict.
+Whether a network memorises depends on N, d and the capacity, and whether σ can break it on σ against the spacing of
+the training lines: PAPER.md §4 [D] names the noise tube radius σ√d, but measured, the exact CFM(σ) minimiser starts
+losing pairs once σ / the median line spacing passes 0.37–0.49, in every d
+(:data:`~flowvar.experiments._exact_minimiser.SIGMA_OVER_SPACING_ONSET`; :func:`noise_reach_precondition` gives the
+reason). The preconditions measure both, and every number is reported whatever the verdict.
 
 :func:`assemble` judges a stored result again from its metrics (``flowvar assemble results/full/prop2``), nothing
 trained: the closed-form rows, the per-seed summaries and the training histories are what the claims and figures read.
@@ -570,7 +573,7 @@ def mechanism_precondition(exact_accuracy: list[float], accuracy_sigma0: list[fl
     memorisation for σ to remove, as table1 and memorisation_phase gate it) and the noise can act — the kit's
     :func:`~flowvar.experiments._exact_minimiser.mechanism_precondition` on the exact
     CFM(σ) minimiser's accuracy drop 1 − accuracy (seed mean ≥ ``min_drop``; the σ = 0 minimiser pairs every
-    source). Otherwise there is no memorisation to break, or the noise cannot act at this σ√d against the pair
+    source). Otherwise there is no memorisation to break, or the noise cannot act at this σ against the pair
     spacing, and a network's drop would be under-fitting, not Remark 2. A NaN fails either part."""
     per_seed = [bool(a >= memorise_accuracy) for a in accuracy_sigma0]  # a NaN fails
     memorised = bool(per_seed) and all(per_seed)
@@ -887,7 +890,7 @@ def _neural_choices(config: Prop2Config, ctx: RunContext) -> None:
                            f"drawn uniformly with replacement from the N fixed pairs, t ~ U(0, 1)")
     ctx.choice("neural setting", f"N = {config.n_pairs} fixed random pairs (index pairing of independent draws), d in "
                                  f"{list(config.dims)} (PAPER.md §4 [D]: whether a network memorises depends on N, d "
-                                 f"and capacity, whether σ matters on σ√d against the line spacing; both are measured "
+                                 f"and capacity, whether σ matters on σ / the line spacing; both are measured "
                                  f"as preconditions in this run)")
     ctx.choice("replicates", f"{config.n_seeds} training seeds ({config.seed}…{config.seed + config.n_seeds - 1}); a "
                              f"seed draws its own pairs, initialisation and batches; the accuracy comparison is paired "

@@ -2,10 +2,12 @@
 
 PAPER.md §2 (Prop 2, Remark 2), §3.4–3.5, §4 "GMM" and "Images". Prop 2 says the deterministic loss (σ = 0) on N
 fixed pairs has a zero-loss, memorising minimiser whatever the pairing; Remark 2 says noise σ removes it and that
-σ = 0.05 "already restores generalisation". Whether a given σ does so depends on σ√D against the spacing of the
-training pairs (PAPER.md §4 [D]), so for a given data set we measure both sides over a grid of σ and recommend one
-σ by a rule written into the result. The same run is ``flowvar advise-sigma --data PATH``
-(:func:`flowvar.advise.advise_sigma`).
+σ = 0.05 "already restores generalisation". Whether a given σ can do so depends on σ against the spacing of the
+training lines: PAPER.md §4 [D] names the noise tube radius σ√D, but measured, the exact CFM(σ) minimiser starts
+losing pairs once σ / the median line spacing passes 0.37–0.49, in every d
+(:data:`~flowvar.experiments._exact_minimiser.SIGMA_OVER_SPACING_ONSET`). So for a given data set we measure both
+sides over a grid of σ and recommend one σ by a rule written into the result. The same run is
+``flowvar advise-sigma --data PATH`` (:func:`flowvar.advise.advise_sigma`).
 
 Protocol, for each seed s = ``seed`` + k, k < ``n_seeds``:
 
@@ -93,7 +95,11 @@ from flowvar.advisor import (
 from flowvar.couplings import FixedPairs
 from flowvar.data import SOURCES, ImageSet, check_split_size, load_split
 from flowvar.errors import ConfigError, DataError, SolverError, TrainingError
-from flowvar.experiments._exact_minimiser import exact_minimiser_endpoints, mechanism_precondition
+from flowvar.experiments._exact_minimiser import (
+    SIGMA_OVER_SPACING_ONSET,
+    exact_minimiser_endpoints,
+    mechanism_precondition,
+)
 from flowvar.experiments._image_data import CELEBA_ALTERNATIVE, source_channels
 from flowvar.experiments._imaging import (
     ImageExperimentConfig,
@@ -112,7 +118,6 @@ from flowvar.metrics import (
     Reference,
     evaluate_outputs,
     line_spacing,
-    median_nn_distance,
     memorisation_score,
     nn_distance_ratio,
     null_generalisation,
@@ -430,11 +435,7 @@ def run(config: SigmaTradeoffConfig, ctx: RunContext) -> None:
         k = min(config.grid_columns, data.heldout.shape[0])
         grid_figure(ctx, "sigma_tradeoff_samples", [("held-out", data.heldout[:k]), *grid.items()],
                     "outputs from the same fresh sources per σ (seed 0), and held-out real items")
-    ctx.note(f"Scale check: σ√D against the training targets' nearest-neighbour distance (median "
-             f"{median_nn_distance(data.x1_train):.3g}): " + ", ".join(
-                 f"σ={s:g} → {s * math.sqrt(data.x1_train[0].numel()):.3g}" for s in sigmas if s > 0)
-             + ". Noise tubes of different pairs overlap (and memorisation can stop) once σ√D approaches that "
-               "distance (PAPER.md §4 [D]).")
+    ctx.note(scale_note(checks))
 
 
 UNET_FIELDS: tuple[str, ...] = ("base_channels", "channel_mult", "num_res_blocks", "attention_resolutions", "dropout",
@@ -739,6 +740,26 @@ def noise_can_act_precondition(exact_memorisation: Sequence[float], reduce_margi
                                   sigma_sqrt_d=sigma_sqrt_d)
 
 
+def scale_note(checks: Mapping[float, Precondition]) -> str:
+    """The run's scale check, from :func:`noise_checks`' records: σ / the median line spacing (seed mean, at the
+    exact minimiser's sources) for each σ > 0, against the onset band
+    :data:`~flowvar.experiments._exact_minimiser.SIGMA_OVER_SPACING_ONSET` where the exact CFM(σ) minimiser starts
+    losing pairs, and whether it did lose them here (the check itself decides; the band only explains it). σ√D is
+    named as the noise tube radius of PAPER.md §4 [D], which does not locate that onset across d."""
+    low, high = SIGMA_OVER_SPACING_ONSET
+    rows = [(sigma, check) for sigma, check in sorted(checks.items()) if sigma > 0]
+    if not rows:
+        return "Scale check: no σ > 0 in the grid, so no noise check to set against the line spacing."
+    spacing = float(rows[0][1].measured["median_line_spacing"])
+    parts = ", ".join(f"σ={sigma:g} → {float(check.measured['sigma_over_spacing']):.3g} "
+                      f"({'loses pairs' if check.holds else 'keeps its pairs'})" for sigma, check in rows)
+    return (f"Scale check: σ / the median line spacing ({spacing:.3g}, seed mean), and whether the exact CFM(σ) "
+            f"minimiser loses pairs there (its M falls by ≥ reduce_margin: the noise check): {parts}. It starts "
+            f"losing them between σ / spacing {low:g} and {high:g}, in every d (measured over d = 2 … 50 in "
+            f"results/full/memorisation_phase); σ√D, the noise tube radius of PAPER.md §4 [D] (recorded as each "
+            f"check's sigma_sqrt_d), does not locate that onset.")
+
+
 def noise_checks(exact_by_sigma: Mapping[float, Sequence[Mapping[str, float]]],
                  reduce_margin: float) -> dict[float, Precondition]:
     """σ → :func:`noise_can_act_precondition` from that σ's per-seed exact-minimiser records (:func:`_exact_minimiser`:
@@ -996,6 +1017,6 @@ def _figure(ctx: RunContext, config: SigmaTradeoffConfig, table: list[dict[str, 
 
 __all__ = ["DATASETS", "METRIC_KEYS", "SigmaTradeoffConfig", "both_margins_rule",
            "compared_sigma", "keeps_generalisation_rule", "left_out_text",
-           "memorised_precondition", "noise_can_act_precondition", "reduces_memorisation_rule", "run",
+           "memorised_precondition", "noise_can_act_precondition", "reduces_memorisation_rule", "run", "scale_note",
            "setting_text", "sigma0_memorises_rule", "sigma0_settled_precondition", "training_line",
            "unused_rows_note"]

@@ -45,8 +45,9 @@ Claims per d, each a pure rule of the per-seed numbers (unit-tested) and a measu
   :func:`flowvar.stats.paired_over_seeds`. Precondition: σ = 0 memorised (pairing accuracy ≥
   ``memorise_accuracy`` in every seed: the training seeds are the replicates; memorisation_phase gates every seed
   at 0.9 too, prop2 at 0.95)
-  *and* the exact CFM(σ) minimiser itself moves by at least the minimum effect (the noise can act at this σ√d
-  against the pair spacing); otherwise the claim is untestable here.
+  *and* the exact CFM(σ) minimiser itself moves by at least the minimum effect (the noise can act at this σ
+  against the pair spacing: it starts to once σ / the median line spacing passes 0.37–0.49, in every d,
+  :data:`~flowvar.experiments._exact_minimiser.SIGMA_OVER_SPACING_ONSET`); otherwise the claim is untestable here.
 * ``generalisation_mmd``: generalisation MMD²(σ) ≤ MMD²(0) up to a margin (``generalisation_margin`` × the
   generalisation null level), :func:`flowvar.stats.noninferior_over_seeds`. Precondition: σ = 0 memorised (the
   paper's premise: a memorising model generalises worse) *and* the noise can act — the exact CFM(σ) minimiser moves
