@@ -43,6 +43,7 @@ if _STARTING:
 import typer  # noqa: E402  (after the interrupt handler above: see _interrupted_while_starting)
 
 from flowvar import __version__  # noqa: E402
+from flowvar.cache_key import KEYED_LIBRARIES  # noqa: E402
 from flowvar.errors import ConfigError, DataError, FlowvarError, printable  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -416,9 +417,10 @@ def cache_prune_cmd(
         "--all-work", help="Also remove the work folders this code would resume and those of unknown origin: "
                            "those interrupted runs start over.")] = False,
     other_installations: Annotated[bool, typer.Option(
-        "--other-installations", help="Also remove the entries and work folders recorded with another torch version "
-                                      "or device (kept by default: on a shared cache they are the other "
-                                      "installation's valid results; after a torch upgrade, the old torch's).")
+        "--other-installations", help="Also remove the entries and work folders recorded with another version of "
+                                      f"torch or of a keyed library ({', '.join(KEYED_LIBRARIES.values())}), or "
+                                      "another device (kept by default: on a shared cache they are the other "
+                                      "installation's valid results; after an upgrade, the old version's).")
                                    ] = False,
     plugin: CachePluginOption = None,
 ) -> None:
