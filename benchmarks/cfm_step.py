@@ -282,10 +282,10 @@ def main() -> None:
         cfm_rounds: dict[str, list[float]] = {}
         ot_rounds: dict[str, list[float]] = {}
         med = {k: v / BLOCK for k, v in interleaved(cfm, 9 if args.quick else 41, warmup=1, samples=cfm_rounds,
-                                                     budget_s=20 if args.quick else 300).items()}
+                                                     budget_s=6 if args.quick else 300).items()}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # POT's numItermax warning at large B (reported in the coupling table)
-            med_ot = interleaved(ot, 7 if args.quick else 21, warmup=1, budget_s=20 if args.quick else 150,
+            med_ot = interleaved(ot, 7 if args.quick else 21, warmup=1, budget_s=6 if args.quick else 150,
                                  samples=ot_rounds)
         theirs = med["torchcfm"]
         line = f"d={d} B={B}"

@@ -20,7 +20,7 @@ of each method over a plain step, measured as the peak RSS of a fresh child proc
 on per-round ratios with their 95% intervals (gradvar_checks.py).
 
     python benchmarks/gradvar.py               # full grid (about 20-30 min on a loaded 2-core machine)
-    python benchmarks/gradvar.py --quick       # reduced grid, a few minutes
+    python benchmarks/gradvar.py --quick       # smoke grid (images at B = 16, few rounds): a few minutes
     python benchmarks/gradvar.py --ablations   # the A/B runs docs/gradient_variance.md quotes (gradvar_ablations.py)
     python benchmarks/gradvar.py --profile     # print the profiles it quotes for missed targets (gradvar_ablations.py)
 """
@@ -552,7 +552,7 @@ def main() -> None:
         model, batch = mlp_problem(d, B)
         slow = ("Opacus per-sample", "torch.func vmap") + (("per-sample loop",) if not quick and B <= 1024 else ())
         grid = time_grid(f"MLP d={d} B={B}", model, batch, 5 if quick else 15, slow,
-                         slow_rounds=2 if quick else 3, budget_s=25 if quick else 90)
+                         slow_rounds=1 if quick else 3, budget_s=25 if quick else 90)
         mlp_paired[(d, B)] = {n: r for n, r in grid.paired.items()
                               if not grid.notes.get(n, "").startswith(("fails", "incomplete"))}
         keep_of_medians(f"d={d} B={B}", grid, mlp_paired[(d, B)])
@@ -582,21 +582,24 @@ def main() -> None:
         keep_of_medians(f"{label} B={B}", grid, grid.paired)
         return grid_rows(label, B, model, batch, grid, full)
 
+    # the smoke run (--quick) times B = 16: the same code paths at half the CI time; its figures judge nothing
+    image_batches = (16,) if quick else (32, 128)
     rows = []
     for px in ((16,) if quick else (16, 32)):
-        for B in ((32,) if quick else (32, 128)):
-            rows += image_rows("UNet", f"{px}×{px}", partial(unet_problem, px), B, full=B == 32)
+        for B in image_batches:
+            rows += image_rows("UNet", f"{px}×{px}", partial(unet_problem, px), B, full=image_batches[0] == B)
     n_params = sum(p.numel() for p in unet_problem(16, 1)[0].parameters())
     lines += [f"### UNet (`UNetField` defaults, 3 channels, {n_params / 1e6:.2f}M parameters), float32", "",
               f"`{OWN_OFF}`: the same engine with `own_grads=False` (autograd computes every gradient, the engine "
               "measures afterwards), for comparison: by default the engine computes the gradients of the layers "
-              "whose per-sample gradients it materialises anyway (docs/gradient_variance.md). At B = 128 only "
-              "flowvar and plain are timed; the float64 reference still checks them.", "",
+              "whose per-sample gradients it materialises anyway (docs/gradient_variance.md)."
+              + (f" At B = {image_batches[-1]} only flowvar and plain are timed; the float64 reference still checks "
+                 "them." if len(image_batches) > 1 else ""), "",
               table(["image", "B", "method", "time", "ratio to plain", PAIRED_HEADER, "notes"], rows), ""]
     rows = []
     for kind, title in (("dit", "DiT (`DiTField`)"), ("mha", "`nn.TransformerEncoderLayer`")):
-        for B in ((32,) if quick else (32, 128)):
-            rows += image_rows(kind, title, partial(transformer_problem, kind), B, full=B == 32)
+        for B in image_batches:
+            rows += image_rows(kind, title, partial(transformer_problem, kind), B, full=image_batches[0] == B)
     n_dit = sum(p.numel() for p in transformer_problem("dit", 1)[0].parameters())
     n_mha = sum(p.numel() for p in transformer_problem("mha", 1)[0].parameters())
     lines += ["### Transformers (16² RGB as 64 tokens of width 128, 6 blocks, 4 heads), float32", "",
@@ -614,7 +617,7 @@ def main() -> None:
     monitor_paired: dict[tuple[int, int], Paired] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for d, B in ([(2, 256), (2, 1024)] if quick else [(2, 256), (2, 1024), (2, 4096), (50, 1024)]):
-            med, paired = monitor_overhead(d, B, 5 if quick else 21, 10 if quick else 120, Path(tmp))
+            med, paired = monitor_overhead(d, B, 5 if quick else 21, 5 if quick else 120, Path(tmp))
             monitor_paired[(d, B)] = paired["default"]
             of_medians[("monitor (defaults)", f"d={d} B={B}")] = med["default"] / med["plain"]
             rows.append([f"d={d}", str(B), fmt_time(med["plain"]), fmt_ratio(med["monitor"] / med["plain"]),
@@ -634,7 +637,7 @@ def main() -> None:
 
     # memory
     rows = []
-    mem_methods = (["flowvar trace", "torch.func vmap"] if quick else
+    mem_methods = (["flowvar trace"] if quick else
                    ["flowvar trace", "flowvar elementwise", "BackPACK BatchL2Grad", "BackPACK Variance",
                     "Opacus per-sample", "torch.func vmap"])
     P = sum(p.numel() for p in mlp_problem(2, 1)[0].parameters())
