@@ -42,3 +42,15 @@ def test_the_closed_form_gradients_refuse_times_outside_the_unit_interval_and_na
     nan_point[1, 1] = math.nan
     with pytest.raises(DataError, match=r"xt holds 1 non-finite"):
         G.parametric_per_sample_grads(theta, Theta, nan_point, 0.5, target)
+
+
+def test_fig4s_covariance_errors_name_the_fix() -> None:
+    """fig4/fig5's non-positive-definite or asymmetric ``cov`` names the remedy, as the library's GaussianProblem
+    does (gaussR 2: it named only the problem)."""
+    from flowvar.errors import ConfigError
+    from flowvar.experiments import _gaussian_variance as gv
+
+    with pytest.raises(ConfigError, match=r"smallest eigenvalue is -1; add a small multiple of the identity"):
+        gv.target_covariance([0.0, 0.0], [[1.0, 2.0], [2.0, 1.0]], None)
+    with pytest.raises(ConfigError, match=r"give a symmetric matrix"):
+        gv.target_covariance([0.0, 0.0], [[1.0, 0.5], [0.0, 1.0]], None)

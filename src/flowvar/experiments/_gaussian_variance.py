@@ -55,10 +55,12 @@ def target_covariance(mean: Sequence[float], cov: Sequence[Sequence[float]] | No
         raise ConfigError("cov must be finite")
     asym = float((M - M.T).abs().max())
     if asym > 1e-12 * max(1.0, float(M.abs().max())):
-        raise ConfigError(f"cov must be symmetric, but max|M − Mᵀ| = {asym:.3g}")
+        raise ConfigError(f"cov must be symmetric, but max|M − Mᵀ| = {asym:.3g}; give a symmetric matrix, e.g. "
+                          f"(M + Mᵀ) / 2")
     min_eig = float(torch.linalg.eigvalsh(M).min())
     if min_eig <= 0:
-        raise ConfigError(f"cov must be positive definite, but its smallest eigenvalue is {min_eig:.3g}")
+        raise ConfigError(f"cov must be positive definite, but its smallest eigenvalue is {min_eig:.3g}; add a small "
+                          f"multiple of the identity or fix the matrix (or give cov_diag for a diagonal one)")
     return M
 
 
