@@ -16,6 +16,7 @@ import pytest
 import flowvar.cache
 import flowvar.cache_key
 import flowvar.report.markdown
+from cache_entries import TINY, copy_cache, store_prop1
 from flowvar.cache import (
     CACHE_FORMAT,
     MANIFEST,
@@ -41,21 +42,15 @@ from flowvar.errors import ConfigError, DataError
 from flowvar.experiments.base import build_config, get_experiment
 from flowvar.results import Result
 
-TINY = {"n_samples": "300", "angles": "0,180"}
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
 
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One real prop1 entry: (cache root, key)."""
-    root = tmp_path_factory.mktemp("cache")
-    run = run_cached("prop1", tmp_path_factory.mktemp("out"), Cache(root), quick=True, overrides=TINY)
-    return root, run.key
+    return store_prop1(tmp_path_factory)
 
 
-def _copy(stored: tuple[Path, str], tmp_path: Path) -> Cache:
-    shutil.copytree(stored[0], tmp_path / "cache")
-    return Cache(tmp_path / "cache")
+_copy = copy_cache
 
 
 def _rehash(cache: Cache, key: str) -> None:

@@ -1,32 +1,24 @@
 """`flowvar cache list` / `prune` derive an entry's state from its key, as a lookup does (review revC 5, 11)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from flowvar.cache import MANIFEST, Cache, run_cached
+from cache_entries import copy_cache, store_prop1
+from flowvar.cache import MANIFEST, Cache
 from flowvar.cache_admin import format_survey, prune, survey
 from flowvar.cache_key import _key_of
 from flowvar.cli import main
 
-TINY = {"n_samples": "300", "angles": "0,180"}
-
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One real prop1 entry: (cache root, key)."""
-    root = tmp_path_factory.mktemp("cache")
-    run = run_cached("prop1", tmp_path_factory.mktemp("out"), Cache(root), quick=True, overrides=TINY)
-    return root, run.key
+    return store_prop1(tmp_path_factory)
 
 
-def _copy(stored: tuple[Path, str], tmp_path: Path) -> Cache:
-    root, _ = stored
-    shutil.copytree(root, tmp_path / "cache")
-    return Cache(tmp_path / "cache")
+_copy = copy_cache
 
 
 def _edit_manifest(cache: Cache, key: str, change: dict) -> dict:

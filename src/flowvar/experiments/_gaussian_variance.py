@@ -146,6 +146,15 @@ def compare_point(a: np.ndarray, b: np.ndarray, alpha: float) -> dict[str, float
             "half_width": half, "welch_se": se, "welch_df": df, "cohens_d": less.cohens_d}
 
 
+def _ordering(point: Mapping[str, float], lower: Literal["a", "b"], min_rel: float) -> tuple[float, float, tuple]:
+    """(how far ``lower`` lies below the other, the minimum effect m = ``min_rel`` × max(ā, b̄), its two one-sided
+    p-values (Welch, Mann–Whitney)) at ``point``."""
+    a, b = float(point["a_mean"]), float(point["b_mean"])
+    if lower == "a":
+        return b - a, min_rel * max(a, b), (point["p_welch_a_lower"], point["p_mwu_a_lower"])
+    return a - b, min_rel * max(a, b), (point["p_welch_a_higher"], point["p_mwu_a_higher"])
+
+
 def one_sided_status(point: Mapping[str, float], *, lower: Literal["a", "b"], alpha: float,
                      min_rel: float) -> Status:
     """Is ``lower`` ("a" or "b") below the other by at least the minimum effect m = ``min_rel`` × max(ā, b̄)?
@@ -154,12 +163,7 @@ def one_sided_status(point: Mapping[str, float], *, lower: Literal["a", "b"], al
     upper bound of the difference (mean difference + ``half_width``) is below m, so the data exclude an effect of
     the minimum size (an ordering the other way included). ``undecided`` otherwise.
     """
-    a, b = float(point["a_mean"]), float(point["b_mean"])
-    m = min_rel * max(a, b)
-    if lower == "a":
-        diff, ps = b - a, (point["p_welch_a_lower"], point["p_mwu_a_lower"])
-    else:
-        diff, ps = a - b, (point["p_welch_a_higher"], point["p_mwu_a_higher"])
+    diff, m, ps = _ordering(point, lower, min_rel)
     if all(p < alpha for p in ps) and diff >= m:  # every p below α: a NaN p-value (Python's max drops it) holds nothing
         return "holds"
     if diff + float(point["half_width"]) < m:
@@ -178,12 +182,7 @@ def ordering_p(point: Mapping[str, float], *, lower: Literal["a", "b"], min_rel:
       level β iff this is < β, i.e. diff + t_{1−β, ν} se < m (at β = α: the ``half_width`` rule). With se = 0 it is
       0 when diff < m and 1 otherwise; with a NaN mean, 1.
     """
-    a, b = float(point["a_mean"]), float(point["b_mean"])
-    m = min_rel * max(a, b)
-    if lower == "a":
-        diff, ps = b - a, (point["p_welch_a_lower"], point["p_mwu_a_lower"])
-    else:
-        diff, ps = a - b, (point["p_welch_a_higher"], point["p_mwu_a_higher"])
+    diff, m, ps = _ordering(point, lower, min_rel)
     ps = [float(p) for p in ps]
     holds = max(ps) if diff >= m and not any(math.isnan(p) for p in ps) else 1.0
     se, df = float(point["welch_se"]), float(point["welch_df"])
