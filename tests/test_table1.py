@@ -206,8 +206,9 @@ def test_the_published_paper_scale_table1_judged_by_this_code(tmp_path: Path) ->
     gen = claims["table1.d=50.generalisation_mmd"]
     assert gen.verdict == "untestable" and gen.verdict_if_testable == "confirmed"
     old = next(c for c in before.claims if c.id == gen.id)
-    # the same numbers, judged under the new rule (the comparison now also records its reach, 2f67162)
-    assert {k: v for k, v in gen.evidence["comparison"].items() if k != "reach"} == old.evidence["comparison"]
+    # the same numbers and the same comparison record: the published result is judged by this code (its reach,
+    # 2f67162, and its sd floor, beed437, included)
+    assert gen.evidence["comparison"] == old.evidence["comparison"]
     mech = gen.precondition["measured"]["[2]"]
     assert mech["seed_mean"] < 1e-12 and mech["min_effect"] == pytest.approx(0.05 * 26.87, rel=0.01)
     assert gen.precondition["measured"]["[1]"]["holds"]  # σ = 0 memorised: accuracy 1.0 in every seed

@@ -161,7 +161,49 @@ def check_same_dtype(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
                         f"{b.dtype}; convert one, e.g. {name_b}.to({name_a}.dtype)")
 
 
-__all__ = ["ConfigError", "DataError", "FlowvarError", "ShapeError", "SolverError", "TrainingError", "WriteError",
-           "check_finite",
-           "check_floating", "check_generator", "check_positive_int", "check_same_dtype", "check_sigma", "describe",
-           "nonfinite_error", "printable", "tensor_input"]
+
+
+#: check_unit_times lets times stray this far outside [0, 1]: rounding (1/9 added nine times is 1 + 2.2e-16)
+UNIT_TIME_ROUNDING = 1e-12
+
+
+def check_unit_times(t: torch.Tensor | float, tt: torch.Tensor) -> None:
+    """Raise :class:`DataError` unless every time lies in [0, 1]: ``t`` as given, ``tt`` the same times as a tensor.
+
+    A Python number is checked as is; a tensor by one min/max reduction (skipped on the data-less meta device).
+    """
+    if isinstance(t, int | float):
+        lo = hi = float(t)
+    elif tt.device.type == "meta" or tt.numel() == 0:
+        return
+    else:
+        lo, hi = torch.stack(torch.aminmax(tt.detach())).tolist()  # NaN propagates to both: one sync
+    if not (lo >= -UNIT_TIME_ROUNDING and hi <= 1.0 + UNIT_TIME_ROUNDING):  # False for NaN
+        got = ("NaN" if math.isnan(lo) or math.isnan(hi) else f"{lo:.6g}" if lo == hi else
+               f"times from {lo:.6g} to {hi:.6g}")
+        raise DataError(f"t must lie in [0, 1] (x_t runs from x0 at t = 0 to x1 at t = 1), got {got}; rescale times "
+                        f"given in another convention (e.g. t / 1000 for diffusion-style steps), and make a custom "
+                        f"TimeSampler return times in [0, 1]")
+
+
+__all__ = [
+    "UNIT_TIME_ROUNDING",
+    "ConfigError",
+    "DataError",
+    "FlowvarError",
+    "ShapeError",
+    "SolverError",
+    "TrainingError",
+    "WriteError",
+    "check_finite",
+    "check_floating",
+    "check_generator",
+    "check_positive_int",
+    "check_same_dtype",
+    "check_sigma",
+    "check_unit_times",
+    "describe",
+    "nonfinite_error",
+    "printable",
+    "tensor_input",
+]

@@ -34,6 +34,7 @@ from flowvar.errors import (
     check_finite,
     check_generator,
     check_positive_int,
+    check_unit_times,
     describe,
 )
 from flowvar.models.parametric import GaussianParametricField
@@ -500,8 +501,6 @@ def _parametric_parts(theta: Tensor, Theta: Tensor, xt: Tensor, t: Tensor | floa
         t = t.expand(xt.shape[0])
     if t.shape != (xt.shape[0],):
         raise ShapeError(f"t must be a scalar or have shape ({xt.shape[0]},), got {tuple(t.shape)}")
-    from flowvar.interpolants import check_unit_times  # interpolants imports couplings, which imports this module
-
     check_unit_times(t, t)  # a time in percent or NaN would give a silently meaningless gradient
     check_finite("xt", xt)
     check_finite("target", target)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 from typing import Literal
@@ -21,7 +20,8 @@ import torch
 from torch import Tensor
 
 from flowvar.couplings import Pairs
-from flowvar.errors import (
+from flowvar.errors import (  # noqa: F401  (check_unit_times, UNIT_TIME_ROUNDING: re-exported, used here)
+    UNIT_TIME_ROUNDING,
     ConfigError,
     DataError,
     ShapeError,
@@ -30,6 +30,7 @@ from flowvar.errors import (
     check_positive_int,
     check_same_dtype,
     check_sigma,
+    check_unit_times,
     describe,
 )
 
@@ -213,29 +214,6 @@ class Interpolant:
         check_generator(generator)
         z = standard_normal_like(pairs.x0, generator) if self.sigma > 0 else torch.zeros_like(pairs.x0)
         return self.path(pairs.x0, pairs.x1, t, z)
-
-
-#: check_unit_times lets times stray this far outside [0, 1]: rounding (1/9 added nine times is 1 + 2.2e-16)
-UNIT_TIME_ROUNDING = 1e-12
-
-
-def check_unit_times(t: Tensor | float, tt: Tensor) -> None:
-    """Raise :class:`DataError` unless every time lies in [0, 1]: ``t`` as given, ``tt`` the same times as a tensor.
-
-    A Python number is checked as is; a tensor by one min/max reduction (skipped on the data-less meta device).
-    """
-    if isinstance(t, int | float):
-        lo = hi = float(t)
-    elif tt.device.type == "meta" or tt.numel() == 0:
-        return
-    else:
-        lo, hi = torch.stack(torch.aminmax(tt.detach())).tolist()  # NaN propagates to both: one sync
-    if not (lo >= -UNIT_TIME_ROUNDING and hi <= 1.0 + UNIT_TIME_ROUNDING):  # False for NaN
-        got = ("NaN" if math.isnan(lo) or math.isnan(hi) else f"{lo:.6g}" if lo == hi else
-               f"times from {lo:.6g} to {hi:.6g}")
-        raise DataError(f"t must lie in [0, 1] (x_t runs from x0 at t = 0 to x1 at t = 1), got {got}; rescale times "
-                        f"given in another convention (e.g. t / 1000 for diffusion-style steps), and make a custom "
-                        f"TimeSampler return times in [0, 1]")
 
 
 def standard_normal_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
