@@ -50,8 +50,6 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return store_prop1(tmp_path_factory)
 
 
-_copy = copy_cache
-
 
 def _rehash(cache: Cache, key: str) -> None:
     """Record the current digest of every file of an entry in its manifest, as a tamperer (or a buggy writer) would."""
@@ -125,7 +123,7 @@ def test_an_entry_of_another_librarys_version_is_another_installations(stored: t
                                                                         tmp_path: Path) -> None:
     """cache_admin treats a keyed library like torch: an entry recorded with another scipy is valid there, listed
     'other installation' with the versions, kept by prune unless asked."""
-    cache = _copy(stored, tmp_path)
+    cache = copy_cache(stored, tmp_path)
     key = stored[1]
     inputs = cache.manifest(key)["inputs"]
     old = {**inputs, "libraries": {**inputs["libraries"], "scipy": "1.0.0", "scikit-image": None}}
@@ -157,7 +155,7 @@ def test_a_hit_installs_summary_md_rendered_by_the_current_renderer(stored: tupl
     """cacheR 2: a hit copied the summary.md the renderer of the day it was stored wrote; a wording fix in
     report/markdown.py (front end, not keyed) never reached a cached experiment. A hit now renders it from the
     entry's result.json; the entry itself keeps its checksummed summary.md and stays valid."""
-    cache = _copy(stored, tmp_path)
+    cache = copy_cache(stored, tmp_path)
     key = stored[1]
     entry_summary = (cache.path(key) / "summary.md").read_bytes()
     first = run_cached("prop1", tmp_path / "a", cache, quick=True, overrides=TINY)
@@ -201,7 +199,7 @@ def test_an_unreadable_entry_is_a_miss_that_is_kept_and_never_replaced(stored: t
     """cacheR 3: a PermissionError was reported 'summary.md is missing' and the valid entry deleted (another
     user's, on a shared cache). Now it is a miss left in place, told as unreadable, and a store does not replace
     it: a run that computed the result says the cache was not updated and why."""
-    cache = _copy(stored, tmp_path)
+    cache = copy_cache(stored, tmp_path)
     key = stored[1]
     before = sorted(p.name for p in cache.path(key).iterdir())
     _deny(monkeypatch, cache.path(key) / "summary.md")
@@ -232,7 +230,7 @@ def test_an_unreadable_entry_is_a_miss_that_is_kept_and_never_replaced(stored: t
 
 def test_an_entry_whose_manifest_is_unreadable_is_kept_by_lookup_and_prune(stored: tuple[Path, str], tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = _copy(stored, tmp_path)
+    cache = copy_cache(stored, tmp_path)
     key = stored[1]
     manifest = cache.path(key) / MANIFEST
     real = Path.read_text
@@ -257,7 +255,7 @@ def test_an_entry_whose_manifest_is_unreadable_is_kept_by_lookup_and_prune(store
 def test_a_result_that_is_not_of_its_recorded_inputs_is_not_served(stored: tuple[Path, str], tmp_path: Path) -> None:
     """cacheR 4: a result.json edited (config n_samples 7, a verdict) and re-hashed into cache.json was served; the
     checksums agreed, nothing compared the result with the key's inputs. It is now corrupt: reported, deleted."""
-    cache = _copy(stored, tmp_path)
+    cache = copy_cache(stored, tmp_path)
     key = stored[1]
     path = cache.path(key) / "result.json"
     data = json.loads(path.read_text())
@@ -271,7 +269,7 @@ def test_a_result_that_is_not_of_its_recorded_inputs_is_not_served(stored: tuple
                        "result.json, 300 in the key's inputs)"]
     assert not cache.path(key).exists()
     # the quick flag too
-    cache = _copy(stored, tmp_path / "q")
+    cache = copy_cache(stored, tmp_path / "q")
     path = cache.path(key) / "result.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "quick": False}))
     _rehash(cache, key)
@@ -303,7 +301,7 @@ def test_store_refuses_a_result_that_is_not_of_the_inputs_given(stored: tuple[Pa
 
 def test_an_entry_without_recorded_inputs_is_not_served(stored: tuple[Path, str], tmp_path: Path) -> None:
     """An entry stored with inputs={} skipped the record check and was served whatever it held."""
-    cache = _copy(stored, tmp_path)
+    cache = copy_cache(stored, tmp_path)
     key = stored[1]
     manifest = cache.manifest(key)
     manifest["inputs"] = {}

@@ -18,8 +18,6 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return store_prop1(tmp_path_factory)
 
 
-_copy = copy_cache
-
 
 def _edit_manifest(cache: Cache, key: str, change: dict) -> dict:
     manifest = cache.manifest(key)
@@ -32,7 +30,7 @@ def test_an_entry_whose_recorded_inputs_do_not_hash_to_its_key_is_corrupt(stored
                                                                         tmp_path: Path) -> None:
     """revC 5: an edited inputs.code_version was still a hit, listed as outdated. The key is the hash of the
     inputs: such an entry is corrupt, for list, prune and lookup alike."""
-    cache = _copy(stored, tmp_path)
+    cache = copy_cache(stored, tmp_path)
     key = stored[1]
     _edit_manifest(cache, key, {"code_version": "0.0.0+edited"})
     [item] = survey(cache).entries
@@ -42,7 +40,7 @@ def test_an_entry_whose_recorded_inputs_do_not_hash_to_its_key_is_corrupt(stored
     assert cache.lookup(key, on_corrupt=lambda k, r: reasons.append(r)) is None
     assert reasons == ["its recorded inputs do not hash to its key (the manifest was edited)"]
     # prune removes one too (a lookup would, on its next run)
-    cache = _copy(stored, tmp_path / "again")
+    cache = copy_cache(stored, tmp_path / "again")
     _edit_manifest(cache, key, {"torch": "2.12.0+cpu"})  # edited in place: no longer its key's record
     report = prune(cache)
     assert [i.status for i in report.removed] == ["corrupt"] and not cache.path(key).exists()
@@ -55,7 +53,7 @@ def test_entries_of_another_torch_or_device_are_another_installations_kept_unles
     are the other one's valid results. Entries as another torch's or device's run stores them (each key the hash of
     its inputs) are listed "other installation", saying why, kept by prune, and removed only with
     ``other_installations``; the current one stays throughout. A work folder of another torch is the same state."""
-    cache = _copy(stored, tmp_path)
+    cache = copy_cache(stored, tmp_path)
     key = stored[1]
     here = "cuda" if torch.cuda.is_available() else "cpu"
     there = "cpu" if here == "cuda" else "cuda"
@@ -97,7 +95,7 @@ def test_entries_of_another_torch_or_device_are_another_installations_kept_unles
 
 def test_an_unreadable_entry_is_pruned(stored: tuple[Path, str], tmp_path: Path) -> None:
     """revC 11: an entry listed "unreadable" was never pruned, and nothing looks it up but to delete it."""
-    cache = _copy(stored, tmp_path)
+    cache = copy_cache(stored, tmp_path)
     key = stored[1]
     (cache.path(key) / MANIFEST).write_text("{")
     [item] = survey(cache).entries

@@ -20,10 +20,8 @@ import torch
 from torch import Tensor
 
 from flowvar.couplings import Pairs
-from flowvar.errors import (  # noqa: F401  (check_unit_times, UNIT_TIME_ROUNDING: re-exported, used here)
-    UNIT_TIME_ROUNDING,
+from flowvar.errors import (
     ConfigError,
-    DataError,
     ShapeError,
     check_floating,
     check_generator,

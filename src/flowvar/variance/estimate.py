@@ -33,8 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.couplings import Coupling
-from flowvar.errors import ConfigError, check_finite, check_positive_int
-from flowvar.interpolants import PathSample, UniformTime, check_unit_times
+from flowvar.errors import ConfigError, check_finite, check_positive_int, check_unit_times
+from flowvar.interpolants import PathSample, UniformTime
 from flowvar.loss import CFMLoss, check_loss_and_coupling, per_sample_loss
 from flowvar.models.base import first_call
 from flowvar.variance.autograd import (
