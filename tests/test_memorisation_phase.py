@@ -77,6 +77,10 @@ def test_line_spacing_matches_brute_force(gen: torch.Generator) -> None:
     # the grid minimum can only overshoot the true minimum, by at most ‖b‖·Δt/2 in distance
     assert torch.all(exact <= brute + 1e-9)
     assert torch.allclose(exact, brute, atol=1e-3)
+    # the first max_queries lines, each against all 12 (table2's images: up to 2000 queries of N)
+    first = line_spacing(x0, x1, chunk=2, max_queries=5)
+    assert first.shape == (5,) and torch.allclose(first, exact[:5], rtol=1e-12, atol=0)
+    assert torch.allclose(line_spacing(x0, x1, max_queries=50), exact, rtol=1e-12, atol=0)
 
 
 def test_line_spacing_known_geometries(gen: torch.Generator) -> None:

@@ -71,7 +71,7 @@ def test_table2_smoke_with_blockwise_ot(tmp_path: Path) -> None:
             assert fitted["evaluated_loss_relative_to_zero_field_per_seed"] == [
                 r["sigma=0.05"]["evaluated_loss_relative_to_zero_field"] for r in runs]
             # judged on the excess over the exact minimiser's loss floor, measured per seed (σ = 0: 0 exactly);
-            # here ~0: at σ√D = 0.4 against image spacings of several units no two noise tubes overlap
+            # here ~0: σ = 0.05 is a few hundredths of the training lines' spacing (below)
             floors = [r["sigma=0.05"]["exact_loss_floor_relative_to_zero_field"] for r in runs]
             assert fitted["exact_loss_floor_relative_to_zero_field_per_seed"] == floors
             assert all(0 <= f < 1e-6 for f in floors)
@@ -94,6 +94,11 @@ def test_table2_smoke_with_blockwise_ot(tmp_path: Path) -> None:
             assert len(claim["precondition"]["measured"]) == 2  # σ = 0 memorised, and fitted comparably
         assert got.verdict == outcome and got.min_effect == pytest.approx(ev["comparison"]["min_effect"])
         assert got.differences == pytest.approx(ev["comparison"]["differences"])
+        if "sigma0.05" in claim["id"] or "exact_minimiser" in claim["id"]:
+            # what σ is measured against: the training lines' spacing per seed, σ a small fraction of it here
+            spacing = ev["median_line_spacing_per_seed"]
+            assert spacing == [r["median_line_spacing"] for r in runs] and all(v > 1.0 for v in spacing)
+            assert ev["sigma_over_line_spacing_per_seed"] == pytest.approx([0.05 / v for v in spacing])
     # judged again from its stored numbers (flowvar assemble), it gets the run's own verdicts and evidence
     rejudged, _, _ = rejudge_with_outdated_verdicts(tmp_path / "run" / "table2", tmp_path / "again", whole)
     assert rejudged.to_dict()["claims"] == whole.to_dict()["claims"]

@@ -61,6 +61,8 @@ def test_table3_smoke(tmp_path: Path) -> None:
     got = table3.exact_copies_rule(ev["exact_minimiser_l2_to_generated_sigma0.05_per_seed"],
                                    ev["reference_generated_vs_ot_partner"], sigma=0.05, min_effect=0.1, alpha=0.05)
     assert got.verdict == exact["verdict"] and ev["noise_tube_radius_sigma_sqrt_D"] == pytest.approx(0.4)
+    assert ev["median_line_spacing_per_seed"] == [r["median_line_spacing"] for r in runs]
+    assert ev["sigma_over_line_spacing_per_seed"] == pytest.approx([0.05 / r["median_line_spacing"] for r in runs])
     rejudged, _, _ = rejudge_with_outdated_verdicts(tmp_path / "run" / "table3", tmp_path / "again", whole)
     assert rejudged.to_dict()["claims"] == whole.to_dict()["claims"]
 

@@ -44,6 +44,7 @@ from flowvar.experiments._exact_minimiser import coupling_loss_draws, exact_mini
 from flowvar.experiments._image_data import load_subset
 from flowvar.experiments.base import THREADS_ENV, RunContext, default_threads
 from flowvar.files import check_writable_folder
+from flowvar.metrics import line_spacing
 from flowvar.models.unet import UNetField
 from flowvar.results import Precondition
 from flowvar.sampling import integrate_chunked
@@ -500,6 +501,23 @@ def grid_figure(ctx: RunContext, name: str, rows: Sequence[tuple[str, Tensor]], 
     return ctx.figure(name, fig)
 
 
+def median_line_spacing(x0: Tensor, x1: Tensor, max_queries: int = 2000) -> float:
+    """The median spacing of the training lines x0_i → x1_i (:func:`flowvar.metrics.line_spacing`: each line's
+    nearest simultaneous approach of another, over the first ``max_queries`` lines against all N), images flattened:
+    what σ is measured against (the exact CFM(σ) minimiser starts losing pairs at σ / spacing ≈ 0.37–0.49,
+    :data:`flowvar.advisor.SIGMA_OVER_SPACING_ONSET`). ``x0``, ``x1``: (N, C, H, W)."""
+    return float(line_spacing(x0.flatten(1), x1.flatten(1), max_queries=max_queries).median())
+
+
+def line_spacing_evidence(runs: Sequence[Mapping[str, Any]], sigma: float) -> dict[str, Any]:
+    """Per seed (``runs``: rows with ``median_line_spacing``), the training lines' median spacing and ``sigma`` over
+    it, as claim evidence; None for a row stored before the spacing was recorded."""
+    spacing = [r.get("median_line_spacing") for r in runs]
+    return {"median_line_spacing_per_seed": spacing,
+            "sigma_over_line_spacing_per_seed": [sigma / v if isinstance(v, float) and v > 0 else None
+                                                 for v in spacing]}
+
+
 __all__ = [
     "EVALUATED",
     "EVALUATED_ROWS",
@@ -523,9 +541,11 @@ __all__ = [
     "fitted_precondition",
     "grid_figure",
     "integrate_images",
+    "line_spacing_evidence",
     "loss_fit",
     "loss_floor",
     "loss_ratios",
+    "median_line_spacing",
     "memorised_in_every_seed",
     "prepare",
     "resolve_device",

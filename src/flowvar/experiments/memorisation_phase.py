@@ -4,7 +4,9 @@ PAPER.md §2 (Prop 2: minimisers of the deterministic loss memorise arbitrary pa
 one-to-one map (x0, t) ↦ x_t and "small noise, σ = 0.05, already restores generalisation"), §3.4 / §4 "GMM
 (Table 1)" and its [D] note: whether a network memorises depends on N, d and capacity, and whether σ matters
 depends on the noise tube radius σ√d against the spacing of the training pairs, so one (N, d, σ) point can hide
-or exaggerate the effect. This study maps it over a grid.
+or exaggerate the effect. This study maps it over a grid, and tests that tube ratio as a hypothesis (measured,
+σ / spacing, not σ√d / spacing, locates where the exact minimiser loses pairs:
+:data:`flowvar.advisor.SIGMA_OVER_SPACING_ONSET`).
 
 Grid. Every combination of d ∈ ``dims``, N ∈ ``ns``, σ ∈ ``sigmas`` (0 included: the reference), MLP width ∈
 ``widths`` and seed s ∈ {``seed``, …, ``seed`` + ``n_seeds`` − 1}.

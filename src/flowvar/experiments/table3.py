@@ -90,9 +90,11 @@ from flowvar.experiments._imaging import (
     fitted_in_runs,
     grid_figure,
     integrate_images,
+    line_spacing_evidence,
     loss_fit,
     loss_floor,
     loss_ratios,
+    median_line_spacing,
     memorised_in_every_seed,
     prepare,
     seed_means,
@@ -232,6 +234,7 @@ def _run_seed(ctx: RunContext, config: Table3Config, images: Any, x1: Tensor, re
     independent_zero_field = float(x1.flatten(1).double().pow(2).sum(1).mean()) + x1[0].numel()
     row: dict[str, Any] = {
         "seed": seed,
+        "median_line_spacing": median_line_spacing(z, generated),  # of the 1-ReFlow pairs, what σ is measured against
         # the control: no transport at all (output = source z) measured as the outputs are
         "zero_field": {"l2_to_generated": float((z - generated)[eval_idx].flatten(1).double().norm(dim=1).mean()),
                        "l2_to_ot": float((z - ot_real)[eval_idx].flatten(1).double().norm(dim=1).mean())},
@@ -432,7 +435,8 @@ def _judge(ctx: RunContext, config: Table3Config, table: dict[str, Any], runs: l
                f"exact_minimiser_l2_to_ot_sigma{s1}_per_seed": ev[f"exact_l2_to_ot_sigma{s1}"],
                "reference_generated_vs_ot_partner": ev["reference"], "reference_per_seed": ev["reference_per_seed"],
                "min_effect_fraction": config.min_effect, "alpha": config.alpha, "comparison": exact.to_dict(),
-               "noise_tube_radius_sigma_sqrt_D": runs[0][f"exact_sigma={s1}"].get("sigma_sqrt_D")},
+               "noise_tube_radius_sigma_sqrt_D": runs[0][f"exact_sigma={s1}"].get("sigma_sqrt_D"),
+               **line_spacing_evidence(runs, s1)},
               verdict=exact.verdict, kind="finding", min_effect=exact.effect_text(), replicates=replicates,
               rule=f"per seed (its own pairs), the exact CFM(σ={s1}) minimiser's mean L2-to-generated over the "
                    f"evaluated sources (Euler, {config.euler_steps} steps) against 0 (the exact σ = 0 minimiser's)"

@@ -191,8 +191,9 @@ def counterexample_min_loss(sigma: float, dim: int = 2) -> float:
     return 0.0 if sigma == 0 else 4.0 * dim * sigma * math.atan(1.0 / sigma)
 
 
-def line_spacing(x0: Tensor, x1: Tensor, chunk: int = 512) -> Tensor:
-    """Per pair, the nearest simultaneous approach of another training line: (N,) float64.
+def line_spacing(x0: Tensor, x1: Tensor, chunk: int = 512, max_queries: int | None = None) -> Tensor:
+    """Per pair, the nearest simultaneous approach of another training line: (N,) float64, or (min(N, max_queries),)
+    for the first ``max_queries`` lines, each against all N (as :func:`~flowvar.metrics.median_nn_distance` queries).
 
     s_i = min_{j ≠ i} min_{t ∈ [0, 1]} ‖μ_i(t) − μ_j(t)‖ with μ_i(t) = (1 − t) x0_i + t x1_i. For a pair (i, j),
     Δ(t) = a + t b with a = x0_i − x0_j and b = u_i − u_j (u = x1 − x0), minimised at t* = clip(−a·b / ‖b‖², 0, 1).
@@ -203,13 +204,13 @@ def line_spacing(x0: Tensor, x1: Tensor, chunk: int = 512) -> Tensor:
         raise ShapeError(f"line_spacing needs x0 and x1 of the same shape (N, d) with N >= 2, got "
                          f"{tuple(x0.shape)} and {tuple(x1.shape)}")
     chunk = check_positive_int("chunk", chunk)
+    queries = x0.shape[0] if max_queries is None else min(x0.shape[0], check_positive_int("max_queries", max_queries))
     p = x0.detach().double()
     u = x1.detach().double() - p
     pp, uu, pu = (p * p).sum(1), (u * u).sum(1), (p * u).sum(1)  # ‖x0_j‖², ‖u_j‖², x0_j·u_j
-    n = p.shape[0]
-    out = torch.empty(n, dtype=torch.float64)
-    for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
+    out = torch.empty(queries, dtype=torch.float64)
+    for lo in range(0, queries, chunk):
+        hi = min(queries, lo + chunk)
         g_pp, g_uu = p[lo:hi] @ p.T, u[lo:hi] @ u.T
         g_pu, g_up = p[lo:hi] @ u.T, u[lo:hi] @ p.T  # x0_i·u_j and u_i·x0_j
         aa = pp[lo:hi, None] + pp[None, :] - 2 * g_pp
