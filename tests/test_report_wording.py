@@ -655,9 +655,31 @@ def test_fig4_says_not_within_the_sweep_where_it_shows_no_flip_never_never(quick
 def test_fig4_names_a_reversed_series(quick: dict[str, Any]) -> None:
     story = _fig4_with_series(quick, {"60deg/constant": 2.0, "60deg/bridge": 3.0},
                               {"60deg/constant": "flips", "60deg/bridge": "reversed"}, 3.0)
-    assert story.found.endswith("the OT field only from σ = 2 on; the order is reversed in 1")
+    assert story.found.endswith("the OT field only from σ = 2 on; the order is reversed in 1 at α (0 at the family's "
+                                "refute level α/k = 4.17e-4)")
     assert "reversed at 60°/bridge (the OT field lower at a smaller σ" in \
         story.claims["fig4.rotated_data.crossover"].numbers
+
+
+def test_fig4_counts_at_alpha_say_how_many_meet_the_refute_level(quick: dict[str, Any]) -> None:
+    """Points excluded (series reversed) at α were counted as if each refuted; since the family-level rule only α/k
+    refutes "at every point", so the numbers say both (a result before the level says only the first)."""
+    result = _result(quick, "fig4")
+    lower = _claim(result, "fig4.own_coupling.ot_lower_with_noise")
+    lower.evidence.update(excluded=["a", "b", "c"], excluded_at_refute_level=["a"], refute_level=0.01 / 24)
+    cross = _claim(result, "fig4.rotated_data.crossover")
+    cross.evidence.update(crossover_sigma={"60deg/constant": 2.0, "60deg/bridge": 3.0}, largest_sigma=3.0,
+                          reversed_at_refute_level=[], series={
+                              "60deg/constant": {"crossover_sigma": 2.0, "outcome": "flips",
+                                                 "pair_lower_at_smallest_sigma": "holds"},
+                              "60deg/bridge": {"crossover_sigma": 3.0, "outcome": "reversed",
+                                               "pair_lower_at_smallest_sigma": "holds"}})
+    story = build_story(result)
+    assert "excluded at 3 at α (1 at the family's refute level α/k = 4.17e-4)" in story.claims[lower.id].numbers
+    assert story.found.endswith("the order is reversed in 1 at α (0 at the family's refute level α/k = 4.17e-4)")
+    del lower.evidence["excluded_at_refute_level"]
+    lower.evidence["excluded"] = []
+    assert "excluded at 0;" in build_story(result).claims[lower.id].numbers
 
 
 def test_fig5_gives_the_grid_bracket_of_the_flip_and_calls_the_interpolation_an_estimate(

@@ -1011,18 +1011,21 @@ def fig4(result: Result, story: Story) -> None:
     starts = [v for k, v in crossover.items() if v is not None and outcome.get(k) != "reversed"]
     beyond = sum(v is None and outcome.get(k) != "reversed" for k, v in crossover.items())
     beyond_text = f"σ ≤ {num(largest)}" if largest is not None else "the sweep"
+    reversed_level = _at_refute_level(cross.evidence, "reversed_at_refute_level", reversed_)
     story.found = (f"on its own coupling the OT field's variance is lower at {lower.evidence['holds']} of "
                    f"{lower.evidence['points']} (angle, noise form, σ) points (OT / pair-optimal ratio {num(lo)} to "
                    f"{num(hi)}); scored on the same rotated pairs, the pair-optimal field is lower at the smallest σ "
                    f"in {pair_lower} of {len(series)} series"
                    + (f", the OT field only from σ = {_span(starts)} on" if starts else "")
                    + (f" (not within {beyond_text} in {beyond}: the flip may lie beyond the sweep)" if beyond else "")
-                   + (f"; the order is reversed in {reversed_}" if reversed_ else ""))
+                   + (f"; the order is reversed in {reversed_}{reversed_level}" if reversed_ else ""))
     story.verdict = (f"The paper's reading is {lower.verdict}; our crossover finding is {cross.verdict}: on rotated "
                      f"pairs the order depends on σ and the noise form")
+    excluded = len(lower.evidence.get("excluded", []))
     story.claims[lower.id] = ClaimText(
-        f"OT lower at {lower.evidence['holds']} of {lower.evidence['points']} points, excluded at "
-        f"{len(lower.evidence.get('excluded', []))}; OT / pair-optimal variance ratio {num(lo)} to {num(hi)}",
+        f"OT lower at {lower.evidence['holds']} of {lower.evidence['points']} points, excluded at {excluded}"
+        f"{_at_refute_level(lower.evidence, 'excluded_at_refute_level', excluded)}; OT / pair-optimal variance ratio "
+        f"{num(lo)} to {num(hi)}",
         rule_text(lower))
     story.claims[cross.id] = ClaimText(f"the OT field is lower {cross_text}", rule_text(cross))
     story.claims[zero.id] = ClaimText(_fig4_zero_text(zero.evidence), rule_text(zero))
@@ -1031,6 +1034,17 @@ def fig4(result: Result, story: Story) -> None:
         "noise σ (log scale). Top row: each field on its own coupling (the paper's reading): the OT field's curve "
         "(black) should lie below the pair-optimal fields'. Bottom row: both fields on the rotated pairs; dotted "
         "verticals mark the σ from which the OT field is lower.", lower.id)
+
+
+def _at_refute_level(evidence: dict, key: str, at_alpha: int) -> str:
+    """How many of the ``at_alpha`` points (or series) counted at α also meet the family's refute level α/k, which
+    alone refutes "at every point" (``evidence[key]``; "" where none was counted or the result predates the level)."""
+    at_level = evidence.get(key)
+    if not at_alpha or at_level is None:
+        return ""
+    level = evidence.get("refute_level")
+    where = f"α/k = {num(level)}" if isinstance(level, int | float) else "α/k"
+    return f" at α ({len(at_level)} at the family's refute level {where})"
 
 
 def _fig4_zero_text(evidence: dict) -> str:
