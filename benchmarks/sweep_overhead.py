@@ -47,7 +47,7 @@ def measure(k: int, jobs: int, backend: str) -> dict[str, float]:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], clock=False)
     setup(args.threads, "wall")
-    k = 20 if args.quick else 100
+    k = 8 if args.quick else 100  # the smoke run checks the code path; per-point figures need the full 100
     configs = [("local", 1), ("local", 2)]
     try:
         import ray  # noqa: F401

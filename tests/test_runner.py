@@ -227,7 +227,7 @@ def test_reproduce_survives_a_worker_killed_while_it_waits(tmp_path: Path) -> No
     out = tmp_path / "out"
     lock_prefix = str(out / ".cache" / ".work" / "prop1-")
     argv = ["reproduce", "--quick", "--jobs", "2", "--quiet", "--out", str(out), "--only", "lemma1,prop1",
-            "--set", "lemma1.n_samples=100000", "--set", "prop1.n_samples=50000"]
+            "--set", "lemma1.n_samples=40000", "--set", "prop1.n_samples=5000"]  # lemma1 ~5 s: still in flight
     proc = subprocess.Popen([*FLOWVAR, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     killed: list[int] = []
