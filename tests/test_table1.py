@@ -260,3 +260,42 @@ def test_a_sweep_split_by_dims_assembles_to_the_whole_run(run: tuple[Result, Pat
     assert without_runtimes(result.metrics["runs"]) == without_runtimes(whole.metrics["runs"])
     assert result.metrics["null_reference"] == whole.metrics["null_reference"]
     assert result.to_dict()["claims"] == whole.to_dict()["claims"]
+
+
+# ------------------------------------------------------------------------------------------------ pre-flight
+
+
+def test_claims_the_exact_minimiser_makes_untestable_are_named_before_training(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture
+                                                                              ) -> None:
+    """refereeD: a paper-scale table1 trains d = 50 for hours, then reads its Remark 2 claims untestable because the
+    exact CFM(σ) minimiser keeps every pair — known from the first seed's pairs before any training. The run now
+    says so in a warning before its first training (the claims, the measured effect, the remedy), and goes on."""
+    import logging
+
+    from flowvar.experiments.table1 import _noise_reach
+
+    caplog.set_level(logging.INFO)
+    result = run_experiment("table1", tmp_path, quick=True, overrides={**TINY, "n_seeds": "1", "dims": "5"})
+    records = [r for r in caplog.records if r.name in ("flowvar.experiments.table1", "flowvar.train")]
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    null = result.metrics["null_reference"]["d=5"]
+    config = build_config(get_experiment("table1"), quick=True, overrides={**TINY, "n_seeds": "1", "dims": "5"})
+    mech_mmd, mech_l2 = _noise_reach(config, 5, null)
+    # the claims judged the same preconditions after training (one seed: the pre-flight's seed is the whole mean)
+    direct = next(c for c in result.claims if c.id == "table1.d=5.direct_memorisation")
+    assert direct.precondition["measured"]["[2]"]["holds"] == mech_l2.holds
+    assert not mech_l2.holds, "d = 5 with 32 pairs: σ = 0.05 cannot act (the case the warning is for)"
+    assert len(warnings) == 1 and records[0].levelno == logging.WARNING, [r.getMessage() for r in records[:3]]
+    text = warnings[0]
+    assert text.startswith("table1 d=5, before training: in seed 0 the exact CFM(σ=0.05) minimiser keeps its "
+                           "training pairs (mean L2 to the training partner ")
+    assert "table1.d=5.generalisation_mmd, table1.d=5.direct_memorisation" in text and mech_l2.remedy in text
+    assert ("table1.d=5.memorisation_mmd" in text) == (not mech_mmd.holds)
+    # where the exact minimiser does move off the partners, nothing is said
+    moved = {**null[0], "exact.l2_partner.mean": 1e3, "exact.memorisation.biased": 1e3}
+    caplog.clear()
+    from flowvar.experiments.table1 import _warn_untestable_before_training
+
+    _warn_untestable_before_training(config, 5, moved, 0)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -71,6 +71,7 @@ sweep split by ``dims``, from the per-seed numbers the runs stored, with nothing
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -246,6 +247,48 @@ def _exact_minimiser(x0_train: Tensor, y_train: Tensor, sigma: float, h: float, 
             "exact.memorisation.biased": mmd2(ends, y_train, bandwidth=h, estimator="biased").mmd2}
 
 
+log = logging.getLogger(__name__)
+
+
+def _noise_reach(config: Table1Config, d: int, null: Sequence[Mapping[str, float]]) -> tuple[Precondition,
+                                                                                            Precondition]:
+    """Whether the noise can act at ``config.sigmas[1]`` on the training pairs of ``null`` (one reference row per
+    seed: the exact CFM(σ) minimiser's effects, the line spacing and the scales), in the two measures the claims
+    use: (memorisation MMD², mean L2 to the training partner), each against its claim's minimum effect
+    (:func:`~flowvar.experiments._exact_minimiser.mechanism_precondition`). Needs no training: what the claims
+    judge and what :func:`run` checks before training."""
+    sig = config.sigmas[1]
+    spacing = float(np.mean([n["line_spacing_median"] for n in null]))
+    mem_min = config.min_effect_mmd * float(np.mean([n["memorisation.independent_sample.biased"] for n in null]))
+    l2_min = config.min_effect_l2 * float(np.mean([n["l2_random_pair"] for n in null]))
+    common = {"sigma": sig, "spacing": spacing, "sigma_sqrt_d": sig * math.sqrt(d)}
+    return (mechanism_precondition([n["exact.memorisation.biased"] for n in null], mem_min,
+                                   measure="memorisation MMD² (biased)", **common),
+            mechanism_precondition([n["exact.l2_partner.mean"] for n in null], l2_min,
+                                   measure="mean L2 to the training partner", **common))
+
+
+def _warn_untestable_before_training(config: Table1Config, d: int, null: Mapping[str, float], seed: int) -> None:
+    """Log a warning when the first seed's exact CFM(σ) minimiser already shows that the claims resting on the noise
+    acting will be untestable at this d: known before any training (a paper-scale d = 50 trains for hours), so the
+    user can stop and change N, d or σ (the remedy) — training goes on, for the claims that do not need it."""
+    mech_mmd, mech_l2 = _noise_reach(config, d, [null])
+    claims = ([f"table1.d={d}.memorisation_mmd"] if not mech_mmd.holds else []) + (
+        [f"table1.d={d}.generalisation_mmd", f"table1.d={d}.direct_memorisation"] if not mech_l2.holds else [])
+    if claims:
+        failed = mech_l2 if not mech_l2.holds else mech_mmd
+        log.warning("table1 d=%d, before training: in seed %d the exact CFM(σ=%g) minimiser keeps its training pairs "
+                    "(%s), so %s will be untestable here whatever the networks do (unless later seeds differ); to "
+                    "test them: %s. Training goes on for the other claims.", d, seed, config.sigmas[1],
+                    _effect_text(failed), ", ".join(claims), failed.remedy)
+
+
+def _effect_text(pre: Precondition) -> str:
+    """"mean L2 to the training partner 0.0012, needs ≥ 0.41" from a mechanism precondition's measured values."""
+    measure = next(k for k in pre.measured if k.startswith("exact_minimiser_"))[len("exact_minimiser_"):]
+    return f"{measure} {pre.measured['seed_mean']:.3g}, needs ≥ {pre.measured['min_effect']:.3g}"
+
+
 @register(NAME, title="Table 1: memorisation vs generalisation MMD of CFM(σ=0) and CFM(σ=0.05) on a GMM",
           config=Table1Config, runtime_scales_with=("dims", "sigmas"),
           paper={"table1": PAPER_TABLE1,
@@ -285,6 +328,8 @@ def run(config: Table1Config, ctx: RunContext) -> None:
             null["line_spacing_median"] = float(line_spacing(x0_train, y_train).median())
             null.update(_exact_minimiser(x0_train, y_train, config.sigmas[1], h, config.euler_steps))
             nulls[f"d={d}"].append(null)
+            if s_idx == 0:
+                _warn_untestable_before_training(config, d, null, seed)
             pairs = FixedPairs(x0_train, y_train)
             for sigma in config.sigmas:
                 model, res = train_mlp_field(pairs, sigma, d, width=config.width, depth=config.depth,
@@ -445,7 +490,6 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
     for key, per_d in runs.items():
         zero, noisy, null = per_d[s0], per_d[s1], nulls[key]
         d = int(key.split("=")[1])
-        spacing = float(np.mean([n["line_spacing_median"] for n in null]))
         memorised = memorised_precondition(_per_seed(zero, "pairing_accuracy"), _per_seed(zero, "l2_partner.mean"),
                                            [n["l2_random_pair"] for n in null], threshold=config.memorise_accuracy)
         paper = {name: {s0: PAPER_TABLE1.get(key, {}).get(s0, {}).get(name),
@@ -457,9 +501,7 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
         mem_min = config.min_effect_mmd * mem_scale
         memo = memorisation_mmd_rule(_per_seed(zero, "memorisation.biased"), _per_seed(noisy, "memorisation.biased"),
                                      min_effect=mem_min, scale=mem_scale, alpha=config.alpha)
-        mech_mmd = mechanism_precondition([n["exact.memorisation.biased"] for n in null], mem_min,
-                                          measure="memorisation MMD² (biased)", sigma=sig, spacing=spacing,
-                                          sigma_sqrt_d=sig * math.sqrt(d))
+        mech_mmd, mech_l2 = _noise_reach(config, d, null)
         ctx.claim(f"table1.{key}.memorisation_mmd",
                   f"Memorisation MMD of CFM(σ=0) is below that of CFM(σ={sig}) ({key}).",
                   {"sigma0_biased": _per_seed(zero, "memorisation.biased"),
@@ -484,9 +526,6 @@ def _claims(ctx: RunContext, config: Table1Config, runs: dict[str, dict[str, dic
         # that averaging; where the exact minimiser keeps every pair the two optima are the same field)
         l2_scale = float(np.mean([n["l2_random_pair"] for n in null]))
         l2_min = config.min_effect_l2 * l2_scale
-        mech_l2 = mechanism_precondition([n["exact.l2_partner.mean"] for n in null], l2_min,
-                                         measure="mean L2 to the training partner", sigma=sig, spacing=spacing,
-                                         sigma_sqrt_d=sig * math.sqrt(d))
         noise_acts = all_preconditions(memorised, mech_l2)
 
         # generalisation MMD²
