@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -351,3 +352,47 @@ def test_a_grid_finer_than_its_working_precision_is_refused() -> None:
     sol = integrate(lambda x, t: torch.ones_like(x), torch.zeros(2, 1, dtype=torch.float16),
                     grid=torch.tensor([0.0, 0.25, 0.25001, 1.0]))
     assert sol.nfe == 3 and float(sol.x1[0, 0]) == 1.0
+
+
+def test_integrate_chunked_refuses_adaptive_methods_and_keeps_fixed_grid_ones() -> None:
+    """dopri5's step sizes come from one error norm over the whole block, so a row's end state depended on ``rows``
+    (sampR 2: ~1e-6 on sin(3x)·cos t); fixed-grid methods, torchdiffeq's included, stay bit-identical per row."""
+    field = lambda x, t: torch.sin(3 * x) * torch.cos(t)[:, None]  # noqa: E731 — rows independent, non-linear
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole, alone = integrate(field, x0, method="dopri5").x1, integrate(field, x0[:1], method="dopri5").x1
+    assert not torch.equal(whole[:1], alone)  # the reason: an adaptive row's answer depends on its batch
+    for method in ("dopri5", "bosh3", "adaptive_heun"):
+        with pytest.raises(ConfigError, match=rf"fixed-grid methods only, got the adaptive method='{method}'.*"
+                                              rf"call integrate\(field, x0, method='{method}'\) on the whole batch"):
+            integrate_chunked(field, x0, method, rows=8)
+    for method in ("heun3", "rk4"):  # torchdiffeq's fixed-grid heun3, flowvar's rk4
+        whole = integrate(field, x0, method=method, steps=12).x1
+        assert all(torch.equal(integrate_chunked(field, x0, method, 12, rows=r), whole) for r in (1, 7, 64))
+
+
+@pytest.mark.parametrize(("method", "steps", "advice"), [
+    ("rk4", 11, r"rk4 also evaluates at the half-steps t_k \+ h/2, so every uniform grid on \[0, 1\] meets t = 0.5; "
+                r"use method='euler' or 'heun' with an odd step count \(e.g. steps=101\)"),
+    ("euler", 10, r"e.g. steps=11 \(--steps 11\) instead of 10 \(an odd step count on \[0, 1\] skips t = 0.5\)"),
+])
+def test_a_field_that_raises_at_its_singular_time_gets_the_grid_advice(method: str, steps: int, advice: str) -> None:
+    """Counter Example 1's Gaussian field *raises* SolverError at t = ½ (it cannot return NaN from a singular solve);
+    the sampler's advice on which grid avoids ½ used to be lost (sampR 3): the field's own message said only
+    "choose a time grid that avoids it", and a user trying another odd count with rk4 failed again."""
+    from flowvar.gaussian import counterexample_problem
+
+    problem, coupling = counterexample_problem()
+    field = problem.pair_optimal_field(coupling)
+    x0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(SolverError) as caught:
+        integrate(field, x0, method=method, steps=steps)
+    text = str(caught.value)
+    # the field's own text first (rotation_pairing records the part before its first ';'), then where and the advice
+    assert text.startswith("I + tΘ is singular at t = [0.5")
+    assert f"raised this at t = 0.5, step 6 of {steps}, while integrating with method='{method}'" in text
+    assert re.search(advice, text) and "\n" not in text
+    # the torchdiffeq path too (its fixed-grid heun3 with a node at ½)
+    with pytest.raises(SolverError, match=r"^I \+ tΘ is singular.*raised this at t = 0.5, evaluation \d+, .*"
+                                          r"method='heun3'\)\. Use a fixed-grid method with a grid that avoids "
+                                          r"t = 0.5 \(e.g. method='euler', steps=101\)"):
+        integrate(field, x0, method="heun3", steps=10)

@@ -1,7 +1,7 @@
 """One entry point for integrating a vector field: dx/dt = v(x, t), x(t0) = x0, up to t1.
 
 :func:`integrate` runs either a fixed-grid method implemented here or any solver of ``torchdiffeq``
-(:func:`integrate_chunked`: its end states, a block of sources at a time):
+(:func:`integrate_chunked`: its end states, a block of sources at a time, for fixed-grid methods):
 
 * fixed grid — ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` (below, h = t_{k+1} − t_k):
 
@@ -181,13 +181,22 @@ def _node_free_steps(t_bad: float, steps: int, t0: float, t1: float, dtype: torc
 
 
 def _singular_message(method: str, t_bad: float, where: str, uniform: bool, steps: int,
-                      t0: float, t1: float, dtype: torch.dtype) -> str:
+                      t0: float, t1: float, dtype: torch.dtype, raised: SolverError | None = None) -> str:
     """The SolverError text: where it failed (``t_bad``: the time the field was handed, in x0's ``dtype``) and which
-    grid avoids the singular time in that dtype."""
-    head = (f"the vector field returned non-finite values (NaN or Inf) at t = {t_bad:.6g} ({where}) while "
-            f"integrating with method={method!r}; either the field is singular there (for example the lines of a "
-            f"180° coupling all cross at t = 0.5) or it overflows — a trained network whose training diverged "
-            f"(lower its learning rate) or one fed data far from its training scale, which no time grid fixes. ")
+    grid avoids the singular time in that dtype.
+
+    ``raised``: the SolverError the field itself raised there (a closed-form field such as
+    :class:`~flowvar.models.GaussianParametricField` raises where I + tΘ is singular instead of returning NaN). Its
+    own text comes first, unchanged (callers record the part before its first ';'), followed by where it happened and
+    the same grid advice: the field cannot know that RK4's half-steps meet t = ½ on every uniform grid."""
+    if raised is not None:
+        head = (f"{raised} (the vector field raised this at t = {t_bad:.6g}, {where}, while integrating with "
+                f"method={method!r}). ")
+    else:
+        head = (f"the vector field returned non-finite values (NaN or Inf) at t = {t_bad:.6g} ({where}) while "
+                f"integrating with method={method!r}; either the field is singular there (for example the lines of "
+                f"a 180° coupling all cross at t = 0.5) or it overflows — a trained network whose training diverged "
+                f"(lower its learning rate) or one fed data far from its training scale, which no time grid fixes. ")
     # the odd-step-count advice is about t = ½ (where crossing lines meet); elsewhere it would mislead
     at_half = abs(t_bad - 0.5) <= 1e-9
     if method in ("euler", "heun"):
@@ -216,14 +225,17 @@ def _singular_message(method: str, t_bad: float, where: str, uniform: bool, step
 
 
 class _CountingField:
-    """Wraps ``field``: broadcasts t to (B,), checks the output shape, counts evaluations."""
+    """Wraps ``field``: broadcasts t to (B,), checks the output shape, counts evaluations; ``last_t`` is the time
+    of the latest call, as the field was handed it (x0's dtype), for naming where a field raised."""
 
     def __init__(self, field: Field, x0: Tensor) -> None:
         self.field, self.nfe = field, 0
         self.batch, self.dtype, self.device = x0.shape[0], x0.dtype, x0.device
+        self.last_t = math.nan
 
     def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
         tt = torch.as_tensor(t, dtype=self.dtype, device=self.device).reshape(()).expand(self.batch)
+        self.last_t = float(tt[0])
         # the first call names a model written for (t, x) or for another dtype, as train() and the estimators do
         v = self.field(x, tt) if self.nfe else first_call(lambda: self.field(x, tt), self.field, x, tt)
         self.nfe += 1
@@ -288,7 +300,9 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
         steps: number of intervals of the uniform grid on [t0, t1]; ignored when ``grid`` is given. For
             adaptive methods it only sets the times at which the trajectory is saved.
         grid: an explicit strictly increasing 1-D tensor of times (its ends replace t0 and t1).
-        rtol, atol: tolerances of adaptive methods.
+        rtol, atol: tolerances of adaptive methods. torchdiffeq's error control takes one norm over the whole
+            batch, so the step sizes, and with them each row's end state (at the tolerance level), depend on the
+            other rows integrated with it.
         return_trajectory: also return the states at every ``save_every``-th grid node (and the last).
         save_every: the stride of saved grid nodes.
         grad: keep the autograd graph (default: integrate under ``torch.no_grad()``).
@@ -301,7 +315,8 @@ def integrate(field: Field, x0: Tensor, method: str = "euler", steps: int = 100,
             forward(t, x), parameters of another dtype or device).
         DataError: non-finite entries in ``x0``.
         ShapeError: a field output whose shape differs from ``x``'s.
-        SolverError: the field produced NaN/Inf; the message names the time and a grid avoiding it.
+        SolverError: the field produced NaN/Inf, or raised a SolverError itself (a closed-form field at a singular
+            time); the message names the time and a grid avoiding it.
     """
     if not isinstance(method, str) or method not in valid_methods():
         raise ConfigError(f"unknown ODE method {method!r}; choose one of {valid_methods()}")
@@ -355,13 +370,28 @@ def integrate_chunked(field: Field, x0: Tensor, method: str = "euler", steps: in
                       device: torch.device | str | None = None) -> Tensor:
     """End states x(1) of :func:`integrate` from ``x0`` (n, *shape), ``rows`` sources at a time: (n, *shape).
 
-    Each source's ODE is independent, so integrating consecutive blocks of ``rows`` rows and concatenating the end
-    states gives the same numbers as one call on all n (for a field that treats rows independently) while bounding
-    the memory of one call: the (rows × N) posterior weights of an :class:`~flowvar.models.EmpiricalField`, the
-    activations of a UNet. ``device``: each block is moved there before integrating (the results stay there);
-    None keeps ``x0``'s device. ``method``, ``steps``: as in :func:`integrate` (on [0, 1]).
+    Integrating consecutive blocks of ``rows`` rows and concatenating their end states bounds the memory of one
+    call: the (rows × N) posterior weights of an :class:`~flowvar.models.EmpiricalField`, the activations of a UNet.
+    What equals one call on all n: with a fixed-grid method every row takes the same steps whatever its block, so
+    the result is bit-identical when the field computes each row on its own (elementwise or per-row operations);
+    for a field built on batched kernels (float32 matrix products, whose BLAS kernels and summation order change
+    with the number of rows) it is equal up to rounding (~1e-7 relative in float32). Adaptive methods are refused:
+    they choose their steps by one error norm over the whole block, so each row's answer would depend on ``rows``
+    at the tolerance level (call :func:`integrate` on the whole batch for them).
+
+    ``device``: each block is moved there before integrating (the results stay there); None keeps ``x0``'s device.
+    ``method`` (a fixed-grid method: :data:`FIXED_METHODS` or a fixed-grid torchdiffeq method), ``steps``: as in
+    :func:`integrate` (on [0, 1]).
+
+    Raises:
+        ConfigError: an adaptive ``method``, or ``rows`` not a positive integer; otherwise as :func:`integrate`.
     """
     rows = check_positive_int("rows", rows)
+    if isinstance(method, str) and method not in FIXED_METHODS and _torchdiffeq_solvers().get(method) is False:
+        raise ConfigError(f"integrate_chunked takes fixed-grid methods only, got the adaptive method={method!r}: its "
+                          f"step sizes are chosen by one error norm over each block of rows={rows}, so every row's "
+                          f"end state would depend on the chunk size; call integrate(field, x0, method={method!r}) "
+                          f"on the whole batch, or use a fixed-grid method such as 'rk4'")
     if not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0:
         return integrate(field, x0, method=method, steps=steps).x1  # not a batch: integrate's own one-line error
     return torch.cat([integrate(field, b if device is None else b.to(device), method=method, steps=steps).x1
@@ -376,7 +406,11 @@ def _integrate_fixed(f: _CountingField, x0: Tensor, method: str, times: Tensor, 
     t0, t1 = float(times[0]), float(times[-1])
     for k in range(steps):
         t, h = times[k], times[k + 1] - times[k]
-        x_new, stages = _fixed_step(f, method, x, t, h)
+        try:
+            x_new, stages = _fixed_step(f, method, x, t, h)
+        except SolverError as err:  # the field raised at a singular time: add which grid avoids it
+            raise SolverError(_singular_message(method, f.last_t, f"step {k + 1} of {steps}", uniform, steps, t0, t1,
+                                                f.dtype, raised=err)) from None
         if not bool(torch.isfinite(x_new).all()):  # one reduction per step; stages are inspected only on failure
             for ts, value in stages:
                 if not bool(torch.isfinite(value).all()):  # named by the time the field was handed
@@ -408,7 +442,11 @@ def _integrate_torchdiffeq(f: _CountingField, x0: Tensor, method: str, times: Te
     query = times if fixed else times[idx]
 
     def rhs(t: Tensor, x: Tensor) -> Tensor:
-        v = f(x, t)
+        try:
+            v = f(x, t)
+        except SolverError as err:  # the field raised at a singular time: add which grid avoids it
+            raise SolverError(_singular_message(method, f.last_t, f"evaluation {f.nfe + 1}", uniform, steps, t0, t1,
+                                                f.dtype, raised=err)) from None
         if not bool(torch.isfinite(v).all()):
             raise SolverError(_singular_message(method, float(t), f"evaluation {f.nfe}", uniform, steps, t0, t1,
                                                 f.dtype))
