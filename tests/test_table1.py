@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -33,11 +34,34 @@ TINY = {"n_seeds": "2", "dims": "2,5", "n_train": "32", "width": "16", "depth": 
 """table1 at its tiny size: the plumbing, not the science."""
 
 
+class _Records(logging.Handler):
+    """Keeps the log records of table1 and the trainer emitted while the module's run is made."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name in ("flowvar.experiments.table1", "flowvar.train"):
+            self.records.append(record)
+
+
+RUN_RECORDS = _Records()
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
-    """table1 run once at its tiny size: (Result, output folder)."""
+    """table1 run once at its tiny size: (Result, output folder); its log records in RUN_RECORDS."""
     out = tmp_path_factory.mktemp("experiments")
-    return run_experiment("table1", out, quick=True, overrides=TINY), out / "table1"
+    logger = logging.getLogger("flowvar")
+    level = logger.level
+    logger.addHandler(RUN_RECORDS)
+    logger.setLevel(logging.INFO)
+    try:
+        return run_experiment("table1", out, quick=True, overrides=TINY), out / "table1"
+    finally:
+        logger.removeHandler(RUN_RECORDS)
+        logger.setLevel(level)
 
 
 def test_experiment_writes_complete_result(run: tuple[Result, Path]) -> None:
@@ -265,37 +289,47 @@ def test_a_sweep_split_by_dims_assembles_to_the_whole_run(run: tuple[Result, Pat
 # ------------------------------------------------------------------------------------------------ pre-flight
 
 
-def test_claims_the_exact_minimiser_makes_untestable_are_named_before_training(tmp_path: Path,
-                                                                              caplog: pytest.LogCaptureFixture
-                                                                              ) -> None:
+def test_claims_the_exact_minimiser_makes_untestable_are_named_before_training(run: tuple[Result, Path]) -> None:
     """refereeD: a paper-scale table1 trains d = 50 for hours, then reads its Remark 2 claims untestable because the
-    exact CFM(σ) minimiser keeps every pair — known from the first seed's pairs before any training. The run now
-    says so in a warning before its first training (the claims, the measured effect, the remedy), and goes on."""
-    import logging
+    exact CFM(σ) minimiser keeps every pair — known from the first seed's pairs before any training. The run says so
+    in a warning before that d's first training (the claims, the measured effect, the remedy), and goes on."""
+    from flowvar.experiments.table1 import _noise_reach, _warn_untestable_before_training
 
-    from flowvar.experiments.table1 import _noise_reach
-
-    caplog.set_level(logging.INFO)
-    result = run_experiment("table1", tmp_path, quick=True, overrides={**TINY, "n_seeds": "1", "dims": "5"})
-    records = [r for r in caplog.records if r.name in ("flowvar.experiments.table1", "flowvar.train")]
-    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
-    null = result.metrics["null_reference"]["d=5"]
-    config = build_config(get_experiment("table1"), quick=True, overrides={**TINY, "n_seeds": "1", "dims": "5"})
-    mech_mmd, mech_l2 = _noise_reach(config, 5, null)
-    # the claims judged the same preconditions after training (one seed: the pre-flight's seed is the whole mean)
-    direct = next(c for c in result.claims if c.id == "table1.d=5.direct_memorisation")
-    assert direct.precondition["measured"]["[2]"]["holds"] == mech_l2.holds
-    assert not mech_l2.holds, "d = 5 with 32 pairs: σ = 0.05 cannot act (the case the warning is for)"
-    assert len(warnings) == 1 and records[0].levelno == logging.WARNING, [r.getMessage() for r in records[:3]]
-    text = warnings[0]
-    assert text.startswith("table1 d=5, before training: in seed 0 the exact CFM(σ=0.05) minimiser keeps its "
-                           "training pairs (mean L2 to the training partner ")
-    assert "table1.d=5.generalisation_mmd, table1.d=5.direct_memorisation" in text and mech_l2.remedy in text
-    assert ("table1.d=5.memorisation_mmd" in text) == (not mech_mmd.holds)
-    # where the exact minimiser does move off the partners, nothing is said
-    moved = {**null[0], "exact.l2_partner.mean": 1e3, "exact.memorisation.biased": 1e3}
-    caplog.clear()
-    from flowvar.experiments.table1 import _warn_untestable_before_training
-
-    _warn_untestable_before_training(config, 5, moved, 0)
-    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    result = run[0]
+    config = build_config(get_experiment("table1"), quick=True, overrides=TINY)
+    records = RUN_RECORDS.records
+    warned = 0
+    for k, d in enumerate((2, 5)):
+        null = result.metrics["null_reference"][f"d={d}"]
+        mech_mmd, mech_l2 = _noise_reach(config, d, null[:1])  # the first seed's pairs: what the warning reads
+        # the claims judge the same preconditions over both seeds after training
+        mech_l2_all = _noise_reach(config, d, null)[1]
+        direct = next(c for c in result.claims if c.id == f"table1.d={d}.direct_memorisation")
+        assert direct.precondition["measured"]["[2]"]["holds"] == mech_l2_all.holds
+        # this d's records: from its pre-flight to its last training (2 seeds × 2 σ)
+        trainings = [i for i, r in enumerate(records) if r.name == "flowvar.train"]
+        first_training = trainings[4 * k]
+        said = [r.getMessage() for r in records[:first_training]
+                if r.levelno == logging.WARNING and r.getMessage().startswith(f"table1 d={d}, ")]
+        expected = [f"table1.d={d}.memorisation_mmd"] * (not mech_mmd.holds) + (
+            [f"table1.d={d}.generalisation_mmd", f"table1.d={d}.direct_memorisation"] if not mech_l2.holds else [])
+        assert len(said) == bool(expected), said
+        if expected:
+            warned += 1
+            text = said[0]
+            assert text.startswith(f"table1 d={d}, before training: in seed 0 the exact CFM(σ=0.05) minimiser keeps "
+                                   f"its training pairs (")
+            assert ", ".join(expected) + " will be untestable here" in text
+            assert (mech_l2 if not mech_l2.holds else mech_mmd).remedy in text
+    assert warned, "the tiny run's 32 pairs in d = 5 keep their partners under σ = 0.05: the case the warning is for"
+    # where the exact minimiser moves off the partners, nothing is said
+    moved = {**result.metrics["null_reference"]["d=5"][0], "exact.l2_partner.mean": 1e3,
+             "exact.memorisation.biased": 1e3}
+    fresh = _Records()
+    logger = logging.getLogger("flowvar")
+    logger.addHandler(fresh)
+    try:
+        _warn_untestable_before_training(config, 5, moved, 0)
+    finally:
+        logger.removeHandler(fresh)
+    assert not fresh.records
