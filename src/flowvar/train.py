@@ -44,6 +44,22 @@ own and every item of each :class:`~flowvar.distributions.Empirical` source or t
 to last-bit differences of data recomputed elsewhere). Anything that differs is a
 :class:`ConfigError` naming it — never the old model returned for other data. Computing the signature draws from
 its own generators inside a fork of the global RNG: trained numbers are those of a run without a checkpoint_dir.
+Before the first step, the process that writes checkpoints creates ``checkpoint_dir`` and writes and removes a
+temporary file in it: a folder that is a file, lies under one, or cannot be written is a one-line
+:class:`~flowvar.errors.WriteError` then, not after the training (whose EMA weights and losses live only in the
+TrainResult that a failed write never returns). Returning a finished run writes nothing and probes nothing.
+
+**Interrupts.** With a ``checkpoint_dir``, in a single process, on the main thread: a SIGINT or SIGTERM whose
+handler is Python code (Ctrl-C's ``KeyboardInterrupt``; :func:`flowvar.runner.sigterm_as_interrupt`, which the CLI
+installs) is deferred to the end of the current step — at most the rest of one step and its checkpoint write. That
+step's checkpoint is then written (atomically, as always) and the signal's own handler runs, raising the
+``KeyboardInterrupt``: the same call resumes from that step, bit-identical to an uninterrupted run, where an
+interrupt used to lose every step since the last ``checkpoint_every``. A second signal while one waits is handled at
+once (a step that hangs can still be stopped; its step is then lost, as before). Ignored or default-action signals
+(the runner's pool workers: SIGINT ignored, SIGTERM kills) are left alone, and the handlers are restored when
+:func:`train` returns or raises. A ``KeyboardInterrupt`` raised by other code (a callback) is a crash at an unknown
+point of a step: the last regular checkpoint is kept. Under ``torchrun`` (W > 1) the ranks would have to agree on
+the step to stop at, so interrupts act at once there, as before.
 
 **Data-parallel training** (``torchrun``; see :mod:`flowvar.distributed`). When a ``torch.distributed`` process
 group with W > 1 ranks is initialised, the same call trains data-parallel with the same config:
@@ -89,7 +105,10 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -104,8 +123,8 @@ from tqdm.auto import tqdm
 from flowvar import distributed
 from flowvar.couplings import Coupling, FixedPairs
 from flowvar.distributions import Empirical
-from flowvar.errors import ConfigError, DataError, FlowvarError, TrainingError
-from flowvar.files import atomic_write_bytes
+from flowvar.errors import ConfigError, DataError, FlowvarError, TrainingError, WriteError
+from flowvar.files import atomic_write_bytes, check_writable_folder
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss, check_loss_and_coupling
 from flowvar.models import MLPField
@@ -735,6 +754,84 @@ def _seed_global_rng(seed: int, device: torch.device) -> None:
             torch.cuda.manual_seed(seed)
 
 
+def _probe_checkpoint_dir(directory: Path) -> None:
+    """Make sure checkpoints can be written to ``directory`` before training: create it, then create and remove a
+    temporary file in it (named like a killed write's, ``.checkpoint.pt.XXXX.tmp``, which the next start removes).
+
+    Raises:
+        WriteError: ``directory`` (or a folder above it) is a file, or the folder cannot be created or written —
+            one line naming the folder and the fix. Found only at the first checkpoint write, this used to cost
+            the whole training: its EMA weights and losses live only in the TrainResult a failed write never returns.
+    """
+    found = check_writable_folder(directory)
+    reason = str(found) if found is not None else None
+    if reason is None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as err:
+            reason = f"{directory} cannot be created or written ({err.strerror or err})"
+    if reason is not None:
+        raise WriteError(directory, f"cannot write checkpoints to checkpoint_dir={str(directory)!r}: {reason}",
+                         "nothing was trained; point checkpoint_dir at a folder this process can create and write "
+                         "(every part of its path a folder, not a file)")
+
+
+class _StepEndInterrupts:
+    """Defers SIGINT and SIGTERM to the end of a training step, so that an interrupted run keeps that step.
+
+    On entering (:meth:`__init__` with ``enabled``; main thread only, where Python runs signal handlers) each of
+    the two signals whose current handler is Python code — Ctrl-C's ``default_int_handler``, the CLI's
+    :func:`flowvar.runner.sigterm_as_interrupt`, a user's own — gets a handler that only records it. The trainer
+    checks :attr:`pending` after each step, writes that step's checkpoint and calls :meth:`deliver`, which runs
+    the recorded signal's own handler (raising its KeyboardInterrupt). Ignored and default-action signals are left
+    as they are: the runner's pool workers (SIGINT ignored, SIGTERM kills) end exactly as before. A second signal
+    while one is pending runs its handler at once, so a stuck step can still be interrupted. :meth:`close`
+    restores the handlers and delivers a signal still pending (one that arrived after the last step): an interrupt
+    is never swallowed."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool) -> None:
+        self.pending: tuple[int, Any] | None = None  # (signum, frame) of the deferred signal
+        self._previous: dict[int, Any] = {}
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.SIGNALS:
+            handler = signal.getsignal(signum)
+            if callable(handler):  # SIG_IGN, SIG_DFL (ints) and None (set outside Python) are left alone
+                self._previous[signum] = handler
+                signal.signal(signum, self._defer)
+
+    def _defer(self, signum: int, frame: Any) -> None:
+        if self.pending is not None:  # the second interrupt: act now
+            self.deliver()
+        self.pending = (signum, frame)
+
+    def deliver(self, note: str | None = None) -> None:
+        """Run the pending signal's own handler (Ctrl-C's and sigterm_as_interrupt's raise KeyboardInterrupt; its
+        ``note`` is added to that exception). A handler that returns lets training go on, still deferring."""
+        if self.pending is None:
+            return
+        (signum, frame), self.pending = self.pending, None
+        try:
+            self._previous[signum](signum, frame)
+        except KeyboardInterrupt as err:
+            if note:
+                err.add_note(note)
+            raise
+
+    def close(self) -> None:
+        """Restore the handlers found on entering, then deliver a signal still pending."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        if self.pending is not None:
+            (signum, frame), self.pending = self.pending, None
+            self._previous[signum](signum, frame)
+
+
 def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConfig,
           checkpoint_dir: str | os.PathLike[str] | None = None, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train ``model`` with Adam on ``loss`` over batches from ``coupling`` (see the module docstring).
@@ -750,6 +847,10 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
             or a checkpoint from another run (other settings, architecture, time sampler or data: each named).
         TrainingError: a non-finite loss (the step is named; the last good checkpoint is kept), or
             non-finite parameters at checkpoint time (the checkpoint is not overwritten).
+        WriteError: ``checkpoint_dir`` is a file, lies under one or cannot be written — raised before step 1 — or a
+            checkpoint write failed (disk full).
+        KeyboardInterrupt: an interrupt (SIGINT, or SIGTERM under ``sigterm_as_interrupt``), with a checkpoint_dir
+            raised at the end of the step it arrived in, after that step's checkpoint (module docstring).
     """
     check_loss_and_coupling(loss, coupling, "train(model, loss, coupling, config)")
     if not isinstance(config, TrainConfig):
@@ -835,6 +936,9 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
                     f"resuming at step {step} of {config.steps}"
                 warnings.warn(f"{ckpt_path} holds this run up to step {step}: {done}. Pass another checkpoint_dir "
                               f"(or delete {directory}) to train afresh", ResumeWarning, stacklevel=user_level)
+        if directory is not None and world.is_main and step < config.steps:
+            # before step 1, not at the first checkpoint write; a finished run read from a read-only folder writes none
+            _probe_checkpoint_dir(directory)
         if world.size > 1:
             lowest, highest = distributed.agree(step)
             if lowest != highest:
@@ -844,6 +948,7 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
 
         bar = tqdm(total=config.steps, initial=step, disable=not (config.progress and world.is_main), desc="train",
                    leave=False)
+        interrupts = _StepEndInterrupts(enabled=directory is not None and world.size == 1)
         try:
             while step < config.steps:
                 step += 1
@@ -895,11 +1000,24 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
                                  config.log_every, recent)
                 if directory is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
                     checkpoint()
+                if interrupts.pending:  # an interrupt arrived during this step: keep it, then let it act
+                    note = f"flowvar.train: interrupted during step {step} of {config.steps}; "
+                    try:
+                        if last_saved != step:
+                            checkpoint()
+                        note += f"{ckpt_path} holds step {step}: the same call resumes from it"
+                        log.info("interrupted at step %d of %d: %s holds it, the same call resumes from it", step,
+                                 config.steps, ckpt_path)
+                    except FlowvarError as err:  # the interrupt still stops the run; say what was kept
+                        note += f"its checkpoint could not be written ({err})"
+                        log.warning("interrupted at step %d, but its checkpoint could not be written: %s", step, err)
+                    interrupts.deliver(note)
             if directory is not None and last_saved != step:
                 checkpoint()
             distributed.barrier()
         finally:
             bar.close()
+            interrupts.close()  # the handlers back; a signal that arrived after the last step acts now
     if world.is_main and step > (resumed_from or 0):
         # one line per finished training: `flowvar run` prints it when stderr is no terminal, reproduce.log keeps it
         tail = losses[-max(1, len(losses) // 10):]
