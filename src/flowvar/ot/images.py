@@ -59,6 +59,10 @@ DEFAULT_BLOCK = 1024
 
 Method = Literal["auto", "exact", "blockwise"]
 
+GAP_RTOL = 1e-9
+"""Relative rounding that :func:`approximation_gap` allows: between an assignment's stored cost and its cost
+recomputed on the given points (both the same float64 sum when the sets are the same), and below zero for the gap."""
+
 
 @dataclass(frozen=True)
 class Assignment:
@@ -126,18 +130,26 @@ class GapStats:
 # --------------------------------------------------------------------------------------------- validation
 
 
-def _flat_pair(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate two point sets and return them flattened to (N, D) (dtype and device kept; moved to CPU)."""
+def _flat_pair(x0: Tensor, x1: Tensor, same_count: bool = True) -> tuple[Tensor, Tensor]:
+    """Validate two point sets and return them flattened to (N, D) and (M, D) (dtype kept; moved to the CPU).
+
+    ``same_count``: require N = M (a pairing); :func:`cost_matrix` compares sets of any sizes.
+    """
     if not isinstance(x0, Tensor) or not isinstance(x1, Tensor):
-        raise ShapeError(f"x0 and x1 must be tensors, got {type(x0).__name__} and {type(x1).__name__}")
+        raise ShapeError(f"x0 and x1 must be tensors, got {type(x0).__name__} and {type(x1).__name__}; convert "
+                         f"with torch.as_tensor(x)")
     if x0.ndim < 2 or x1.ndim < 2:
         raise ShapeError(f"x0 and x1 must have shape (N, *point_shape), got {tuple(x0.shape)} and {tuple(x1.shape)}; "
                          f"reshape one point to (1, ...)")
-    if x0.shape[0] != x1.shape[0]:
+    if same_count and x0.shape[0] != x1.shape[0]:
         raise ShapeError(f"an OT pairing needs as many sources as targets, got {x0.shape[0]} sources and "
                          f"{x1.shape[0]} targets; draw one noise sample per image")
-    if x0.shape[0] == 0:
-        raise DataError("no points to pair; pass at least one source and one target")
+    if x0.shape[0] == 0 or x1.shape[0] == 0:
+        raise DataError(f"no points to compare: got {x0.shape[0]} sources and {x1.shape[0]} targets; pass at least "
+                        f"one of each")
+    for name, x in (("x0", x0), ("x1", x1)):
+        if x.device.type == "meta":  # else torch's "Cannot copy out of meta tensor" in .cpu()
+            raise DataError(f"{name} is on the meta device (a shape without data); pass it on the CPU or a GPU")
     a = x0.detach().reshape(x0.shape[0], -1).cpu()
     b = x1.detach().reshape(x1.shape[0], -1).cpu()
     if a.shape[1] != b.shape[1]:
@@ -167,15 +179,10 @@ def cost_matrix(x0: Tensor, x1: Tensor, block: int = DEFAULT_BLOCK) -> np.ndarra
     shifts them by the common mean of both sets (distances are unchanged; without it the expansion below cancels
     catastrophically far from the origin and the assignment on it is wrong) and uses ‖a‖² + ‖b‖² − 2 a·b (clamped
     at 0), so memory is 8·N·M bytes for the result plus two float64 tiles of ``block`` × D; nothing of size
-    N × M × D is formed.
+    N × M × D is formed. The inputs are checked as :func:`pair_costs` checks them (tensors, non-empty, floating
+    point, finite: a NaN would give a silently non-finite cost).
     """
-    if x0.ndim < 2 or x1.ndim < 2:
-        raise ShapeError(f"cost_matrix expects (N, *shape) and (M, *shape), got {tuple(x0.shape)} and "
-                         f"{tuple(x1.shape)}")
-    a = x0.detach().reshape(x0.shape[0], -1).cpu()
-    b = x1.detach().reshape(x1.shape[0], -1).cpu()
-    if a.shape[1] != b.shape[1]:
-        raise ShapeError(f"cannot compare points of {a.shape[1]} and {b.shape[1]} coordinates")
+    a, b = _flat_pair(x0, x1, same_count=False)
     block = check_positive_int("block", block)
     out = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
     centre = _common_mean(a, b, block)
@@ -378,14 +385,25 @@ def approximation_gap(x0: Tensor, x1: Tensor, approx: Assignment | None = None, 
     Solves whichever of ``approx`` / ``exact`` is not given (the exact solve is limited to :data:`MAX_EXACT`
     points only by memory and time: this function lifts ``max_exact``). Returns :class:`GapStats` with
     ``relative_gap = cost_approx / cost_exact − 1`` and the fraction of sources paired identically.
+
+    A given assignment must have been computed on these very ``x0``, ``x1``: it must pair N = ``x0.shape[0]``
+    points, and its stored ``cost`` must equal the mean cost of its permutation recomputed here on (x0, x1) (within
+    :data:`GAP_RTOL`), else a :class:`DataError` (an assignment of other point sets gives a false gap: it was
+    negative, or far too small, on sets of the same size). A negative ``relative_gap`` beyond :data:`GAP_RTOL` is a
+    :class:`DataError` too: the ``exact`` assignment is then not the optimum of (x0, x1).
     """
+    n = _flat_pair(x0, x1)[0].shape[0]
+    for name, given in (("approx", approx), ("exact", exact)):
+        if given is not None:
+            _check_assignment_of(name, given, x0, x1, n)
     if exact is None:
         exact = exact_assignment(x0, x1, max_exact=None)
     if approx is None:
         approx = blockwise_assignment(x0, x1, block_size=block_size, refine_rounds=refine_rounds, seed=seed)
-    if len(approx) != len(exact):
-        raise ShapeError(f"the two assignments pair different numbers of points ({len(approx)} and {len(exact)})")
     gap = approx.cost / exact.cost - 1.0 if exact.cost > 0 else (0.0 if approx.cost == 0 else math.inf)
+    if gap < -GAP_RTOL:
+        raise DataError(f"the approximate assignment costs less than the exact one (relative gap {gap:.3g}): the "
+                        f"exact assignment is not the optimum of x0, x1; pass exact=None to solve it here")
     same = float((approx.permutation == exact.permutation).double().mean())
     random = random_pairing_cost(x0, x1)
     headroom = random - exact.cost
@@ -395,6 +413,19 @@ def approximation_gap(x0: Tensor, x1: Tensor, approx: Assignment | None = None, 
                     n=len(exact), block_size=approx.largest_block if approx.method == "blockwise" else len(exact),
                     refine_rounds=approx.refine_rounds, runtime_exact_s=exact.runtime_s,
                     runtime_approx_s=approx.runtime_s)
+
+
+def _check_assignment_of(name: str, assignment: Assignment, x0: Tensor, x1: Tensor, n: int) -> None:
+    """Raise unless ``assignment`` pairs the N = ``n`` points of (x0, x1) at its stored cost (see
+    :func:`approximation_gap`): its cost recomputed from its permutation must match within :data:`GAP_RTOL`."""
+    if len(assignment) != n:
+        raise DataError(f"the {name} assignment pairs {len(assignment)} points but x0 and x1 hold {n}: it was not "
+                        f"computed on x0, x1; pass the sets it was solved on (or {name}=None to solve it here)")
+    recomputed = float(pair_costs(x0, x1, assignment.permutation).mean())
+    if abs(recomputed - assignment.cost) > GAP_RTOL * max(abs(recomputed), abs(assignment.cost)):
+        raise DataError(f"the {name} assignment was not computed on x0, x1: its stored cost is {assignment.cost:.6g} "
+                        f"but its permutation costs {recomputed:.6g} on them; pass the sets it was solved on (or "
+                        f"{name}=None to solve it here)")
 
 
 def adversarial_pairs(x0: Tensor, x1: Tensor, assignment: Assignment,
@@ -412,6 +443,6 @@ def adversarial_pairs(x0: Tensor, x1: Tensor, assignment: Assignment,
     return FixedPairs(x0, x1[assignment.permutation], shuffle=True, generator=generator)
 
 
-__all__ = ["DEFAULT_BLOCK", "MAX_EXACT", "Assignment", "GapStats", "adversarial_pairs", "approximation_gap",
+__all__ = ["DEFAULT_BLOCK", "GAP_RTOL", "MAX_EXACT", "Assignment", "GapStats", "adversarial_pairs", "approximation_gap",
            "blockwise_assignment", "cost_matrix", "exact_assignment", "ot_assignment", "pair_costs",
            "random_pairing_cost"]

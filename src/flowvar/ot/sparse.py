@@ -38,6 +38,14 @@ SPARSE_CERTIFICATE_RTOL = 1e-9
 _SCAN_ROWS = 128
 
 
+def sparse_candidates_fit(n: int) -> bool:
+    """Whether the sparse solve can run on n points: its first candidates, up to
+    n · (min(``SPARSE_FIRST_CANDIDATES``, n) + 1) arcs with the diagonal, must stay within the quarter of all n² pairs
+    beyond which :func:`sparse_certified_permutation` gives up. False below ~200 points (with 48 candidates a row),
+    where it would give up at its first round after a wasted subsample solve (one warning per call)."""
+    return n * (min(SPARSE_FIRST_CANDIDATES, n) + 1) <= n * n // 4
+
+
 def sparse_certified_permutation(cost: Tensor) -> np.ndarray | None:
     """The optimal assignment of a square cost matrix, solved on few candidate pairs and certified on all of them.
 
@@ -198,4 +206,4 @@ def _scan_reduced_costs(cost: Tensor, u: Tensor, v: Tensor, k: int, tol: float,
 
 
 __all__ = ["SPARSE_ADDED_CANDIDATES", "SPARSE_CERTIFICATE_RTOL", "SPARSE_FIRST_CANDIDATES", "SPARSE_MAX_ROUNDS",
-           "SPARSE_SUBSAMPLE_FRACTION", "SPARSE_SUBSAMPLE_MIN", "sparse_certified_permutation"]
+           "SPARSE_SUBSAMPLE_FRACTION", "SPARSE_SUBSAMPLE_MIN", "sparse_candidates_fit", "sparse_certified_permutation"]
