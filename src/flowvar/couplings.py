@@ -37,10 +37,11 @@ from flowvar.errors import (
     check_floating,
     check_generator,
     check_positive_int,
+    check_same_device,
     check_same_dtype,
     tensor_input,
 )
-from flowvar.gaussian import GaussianProblem, rotation_matrix
+from flowvar.gaussian import GaussianProblem, _check_angle, rotation_matrix
 from flowvar.ot.exact import OTSolver, check_solver, exact_ot_permutation
 
 
@@ -48,11 +49,12 @@ from flowvar.ot.exact import OTSolver, check_solver, exact_ot_permutation
 class Pairs:
     """A batch of coupled points.
 
-    ``x0``, ``x1``: (B, *shape), floating point, of one dtype (numpy arrays are converted; anything else is a
-    :class:`DataError` naming the fix: integer data would fail deep inside the interpolant or the time sampler, and
-    mixed float32/float64 pairs inside ``torch.lerp``); ``index``: (B,) long, the training-pair index of each row
-    when the pairs come from a finite set, else None. Finiteness is not checked (a coupling builds Pairs for every
-    batch; :class:`FixedPairs` checks its data once, and the variance estimators check each path they measure).
+    ``x0``, ``x1``: (B, *shape), floating point, of one dtype, on one device (numpy arrays are converted; anything
+    else is a :class:`DataError` naming the fix: integer data would fail deep inside the interpolant or the time
+    sampler, mixed float32/float64 pairs inside ``torch.lerp``, and pairs split across devices there too);
+    ``index``: (B,) long, the training-pair index of each row when the pairs come from a finite set, else None.
+    Finiteness is not checked (a coupling builds Pairs for every batch; :class:`FixedPairs` checks its data once,
+    and the variance estimators check each path they measure).
     """
 
     x0: Tensor
@@ -74,6 +76,7 @@ class Pairs:
         check_floating("x0", self.x0)
         check_floating("x1", self.x1)
         check_same_dtype("x0", self.x0, "x1", self.x1)
+        check_same_device("x0", self.x0, "x1", self.x1)
 
     def __len__(self) -> int:
         return self.x0.shape[0]
@@ -86,7 +89,15 @@ class Pairs:
 
 
 class Coupling(ABC):
-    """Draws paired batches. Subclasses implement :meth:`sample`."""
+    """Draws paired batches. Subclasses implement :meth:`sample`.
+
+    ``pairs_within_batch``: True for a coupling whose pairs depend on the whole batch drawn together (minibatch OT:
+    the batch size is part of the coupling), so that a consumer drawing in chunks
+    (:func:`flowvar.variance.estimate_variance`) keeps every chunk the same size; False (default) when each pair is
+    drawn on its own.
+    """
+
+    pairs_within_batch: bool = False
 
     @abstractmethod
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
@@ -122,7 +133,12 @@ class ExactOTCoupling(IndependentCoupling):
     ``solver``: ``"auto"`` (default), ``"lsa"`` (scipy's linear_sum_assignment), ``"emd"`` (POT's network simplex)
     or ``"sparse"`` (the certified sparse solve); ``"auto"`` takes lsa below 256 points, emd below 1024 and sparse
     from there on; always an exact optimum (:func:`flowvar.ot.exact_ot_permutation`).
+
+    The batch size is part of this coupling (the larger B, the closer the pairs come to the OT plan), hence
+    ``pairs_within_batch = True``.
     """
+
+    pairs_within_batch = True
 
     def __init__(self, source: Distribution, target: Distribution, solver: OTSolver = "auto"):
         super().__init__(source, target)
@@ -147,17 +163,30 @@ class MapCoupling(Coupling):
 class RotatedOTCoupling(MapCoupling):
     """T_R(x0) = T_OT(R x0) = μ + M^{1/2} R x0 for x0 ~ N(0, I_d) (R = I: the OT coupling).
 
-    Pass ``angle_deg`` (and ``plane`` for d > 2) or an explicit orthogonal ``rotation`` matrix.
+    Pass ``angle_deg`` (and ``plane`` for d > 2) or an explicit orthogonal ``rotation`` matrix. In 1-D the only
+    rotations are R = ±1: ``angle_deg`` 0 gives R = 1 (the OT map, x1 = μ + M^{1/2} x0) and 180 gives R = −1 (the
+    anti-monotone map x1 = μ − M^{1/2} x0), modulo 360; any other angle is a :class:`ConfigError`, and ``plane`` is
+    ignored.
     """
 
     def __init__(self, problem: GaussianProblem, angle_deg: float = 0.0, plane: tuple[int, int] = (0, 1),
                  rotation: Tensor | None = None, dtype: torch.dtype = torch.float64) -> None:
         if rotation is None:
-            rotation = rotation_matrix(angle_deg, problem.dim, plane) if problem.dim >= 2 else torch.eye(1)
+            rotation = rotation_matrix(angle_deg, problem.dim, plane) if problem.dim >= 2 else _rotation_1d(angle_deg)
         self.problem = problem
         self.rotation = torch.as_tensor(rotation, dtype=torch.float64)
         problem.rotated_map_matrix(self.rotation)  # validates shape and orthogonality
         super().__init__(StandardNormal(problem.dim, dtype), lambda x0: problem.ot_map(x0, self.rotation))
+
+
+def _rotation_1d(angle_deg: float) -> Tensor:
+    """The 1-D "rotation" by ``angle_deg``: [[1]] at 0°, [[−1]] at 180° (modulo 360), else a :class:`ConfigError`
+    (a rotation of a line is ±1; any other angle used to give R = 1, the OT coupling, silently)."""
+    angle = _check_angle(angle_deg) % 360.0
+    if angle not in (0.0, 180.0):
+        raise ConfigError(f"a rotation in 1-D is ±1, so angle_deg must be 0 or 180 (modulo 360), got {angle_deg}; "
+                          f"pass angle_deg=0 or 180, or rotation=torch.tensor([[-1.0]])")
+    return torch.tensor([[1.0 if angle == 0.0 else -1.0]], dtype=torch.float64)
 
 
 def derangement(n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -167,7 +196,7 @@ def derangement(n: int, generator: torch.Generator | None = None) -> Tensor:
     """
     n = check_positive_int("n", n)
     if n < 2:
-        raise ConfigError("a derangement needs n >= 2 (one element cannot be moved)")
+        raise ConfigError(f"a derangement needs n >= 2 (one element cannot be moved), got n={n}; pass n >= 2")
     check_generator(generator)
     ar = torch.arange(n)
     while True:
@@ -180,7 +209,8 @@ class FixedPairs(Coupling):
     """A finite training set of N pairs (x0_i, x1_i); minibatches draw indices uniformly with replacement.
 
     ``shuffle=True`` re-pairs the targets with a derangement (the adversarial coupling of Table 2): each
-    x0_i gets x1_{π(i)} with π(i) ≠ i. ``original_x1`` keeps the partners before shuffling.
+    x0_i gets x1_{π(i)} with π(i) ≠ i (so it needs N >= 2). ``original_x1`` keeps the partners before shuffling.
+    ``x0`` and ``x1`` must have one dtype and lie on one device, with values (not on the meta device).
     """
 
     def __init__(self, x0: Tensor, x1: Tensor, shuffle: bool = False,
@@ -197,8 +227,15 @@ class FixedPairs(Coupling):
         check_floating("x0", x0)
         check_floating("x1", x1)
         check_same_dtype("x0", x0, "x1", x1)
+        check_same_device("x0", x0, "x1", x1)
+        if x0.device.type == "meta":  # else torch's "Tensor.item() cannot be called on meta tensors" in check_finite
+            raise DataError("FixedPairs needs pairs with values, got tensors on the meta device (shapes without "
+                            "data); pass them on the CPU or a GPU")
         check_finite("x0", x0)
         check_finite("x1", x1)
+        if shuffle and x0.shape[0] < 2:
+            raise ConfigError(f"FixedPairs(shuffle=True) re-pairs the targets by a derangement, which needs at least "
+                              f"2 pairs, got {x0.shape[0]}; pass at least 2 pairs, or shuffle=False")
         self.original_x1 = x1
         self.permutation = derangement(x0.shape[0], generator) if shuffle else torch.arange(x0.shape[0])
         self.x0, self.x1 = x0, x1[self.permutation]
@@ -220,9 +257,11 @@ class ReflowCoupling(Coupling):
     """1-ReFlow pairs: x0 ~ source, x1 = Φ_model(x0), the endpoint of the learned ODE.
 
     ``solve`` maps a batch of sources to endpoints (defaults to :func:`flowvar.sampling.integrate` with
-    the given ``method``/``steps``, validated here: an unknown method or a step count that is not a positive integer
-    is a :class:`ConfigError` when the coupling is built). Use :meth:`materialise` to freeze N pairs into
-    :class:`FixedPairs`.
+    the given ``method``/``steps`` — "euler" and 100 when not given — validated here: an unknown method or a step
+    count that is not a positive integer is a :class:`ConfigError` when the coupling is built). ``method`` and
+    ``steps`` describe the default solve only, so passing either together with ``solve`` is a :class:`ConfigError`
+    (they would be ignored: the pairs would come from whatever ``solve`` integrates). Use :meth:`materialise` to
+    freeze N pairs into :class:`FixedPairs`.
 
     **The model is run in eval mode.** Φ is the flow of the deterministic field: :meth:`sample` puts the model in
     eval mode for the solve and restores every submodule's mode afterwards (also after an error). A model left in
@@ -232,10 +271,17 @@ class ReflowCoupling(Coupling):
     generator (and the model's weights).
     """
 
-    def __init__(self, model: torch.nn.Module, source: Distribution, method: str = "euler", steps: int = 100,
-                 solve: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, source: Distribution, method: str | None = None,
+                 steps: int | None = None, solve: Callable[[Tensor], Tensor] | None = None) -> None:
         from flowvar.sampling import integrate, valid_methods  # (sampling imports torchdiffeq: loaded when needed)
 
+        if solve is not None and (method is not None or steps is not None):
+            given = ", ".join(f"{k}={v!r}" for k, v in (("method", method), ("steps", steps)) if v is not None)
+            raise ConfigError(f"ReflowCoupling: {given} would be ignored, because solve= integrates the pairs itself; "
+                              f"pass the method and steps to your solve function, or drop solve= to integrate with "
+                              f"flowvar.sampling.integrate(method, steps)")
+        method = "euler" if method is None else method
+        steps = 100 if steps is None else steps
         if not isinstance(method, str) or method not in valid_methods():
             raise ConfigError(f"ReflowCoupling: unknown ODE method {method!r}; choose one of {valid_methods()}")
         try:

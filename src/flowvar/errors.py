@@ -161,6 +161,12 @@ def check_same_dtype(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
                         f"{b.dtype}; convert one, e.g. {name_b}.to({name_a}.dtype)")
 
 
+def check_same_device(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    """Raise :class:`DataError` if ``a`` and ``b`` lie on different devices, naming the fix (else torch's own device
+    error comes later, from deep inside the interpolant or the model)."""
+    if a.device != b.device:
+        raise DataError(f"{name_a} and {name_b} must be on the same device, got {name_a} on {a.device} and {name_b} "
+                        f"on {b.device}; move one, e.g. {name_b}.to({name_a}.device)")
 
 
 #: check_unit_times lets times stray this far outside [0, 1]: rounding (1/9 added nine times is 1 + 2.2e-16)
@@ -199,6 +205,7 @@ __all__ = [
     "check_floating",
     "check_generator",
     "check_positive_int",
+    "check_same_device",
     "check_same_dtype",
     "check_sigma",
     "check_unit_times",

@@ -114,7 +114,11 @@ def estimate_variance(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sam
 
     Paths are drawn ``draw_chunk`` at a time and folded into the float64 moments as they come, so memory is
     bounded for any ``n_samples``. The random stream depends on ``draw_chunk``; for couplings that pair
-    within a batch (:class:`~flowvar.couplings.ExactOTCoupling`) ``draw_chunk`` is also the OT batch size.
+    within a batch (``coupling.pairs_within_batch``: :class:`~flowvar.couplings.ExactOTCoupling`) ``draw_chunk`` is
+    also the OT batch size, which is part of the coupling: every draw must then have the same size, so
+    ``n_samples`` must be at most ``draw_chunk`` (one batch of ``n_samples``) or a multiple of it, else a
+    :class:`ConfigError` (a last, smaller batch would mix in a different coupling). Pass the batch size you train
+    with as ``draw_chunk``: the default 16384 solves OT problems of 16384 points (a 2 GB float64 cost matrix).
     ``generator``: a ``torch.Generator`` (a CPU one for CPU couplings) or None (torch's global one), not an int:
     for a seed s pass ``torch.Generator().manual_seed(s)`` (what :func:`repeated_estimates` does). Paths are
     drawn where the coupling draws (the CPU for flowvar's distributions) and moved, chunk by chunk, to the device
@@ -127,6 +131,13 @@ def estimate_variance(model: nn.Module, loss: CFMLoss, coupling: Coupling, n_sam
     check_loss_and_coupling(loss, coupling, "estimate_variance(model, loss, coupling, n_samples, generator)")
     n_samples = check_positive_int("n_samples", n_samples)
     draw_chunk = check_positive_int("draw_chunk", draw_chunk)
+    if getattr(coupling, "pairs_within_batch", False) and n_samples > draw_chunk and n_samples % draw_chunk:
+        whole = n_samples // draw_chunk
+        raise ConfigError(f"{type(coupling).__name__} pairs within each draw of draw_chunk={draw_chunk} points (its "
+                          f"batch size is part of the coupling), so n_samples={n_samples} would mix {whole} batch(es) "
+                          f"of {draw_chunk} with one of {n_samples - whole * draw_chunk}; pass n_samples a multiple "
+                          f"of draw_chunk (e.g. {whole * draw_chunk} or {(whole + 1) * draw_chunk}), or a draw_chunk "
+                          f"that divides it")
     if method == "fast":
         fast = MomentAccumulator()
         for chunk in _drawn_chunks(loss, coupling, n_samples, generator, draw_chunk, chunk_size):
