@@ -15,36 +15,19 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 import flowvar
 import flowvar.train as train_mod
-from flowvar.couplings import IndependentCoupling
-from flowvar.distributions import StandardNormal
 from flowvar.errors import WriteError
-from flowvar.gaussian import GaussianProblem
 from flowvar.interpolants import Interpolant, PathSample
 from flowvar.loss import CFMLoss
 from flowvar.models import MLPField
 from flowvar.runner import sigterm_as_interrupt
 from flowvar.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
+from test_train import DropoutField, coupling, resume_config  # its dropout field: the global RNG a resume carries
 
 SRC = Path(flowvar.__file__).resolve().parents[1]  # the subprocesses import the flowvar these tests import
-
-
-def coupling() -> IndependentCoupling:
-    return IndependentCoupling(StandardNormal(2), GaussianProblem.isotropic(2, 3.0))
-
-
-class DropoutField(nn.Module):
-    """Its dropout draws from the global RNG, which checkpoints must carry for a bit-identical resume."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Dropout(0.2), nn.Linear(16, 2))
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.net(torch.cat([x, t[:, None]], 1))
 
 
 def model(seed: int = 0) -> DropoutField:
@@ -53,8 +36,7 @@ def model(seed: int = 0) -> DropoutField:
 
 
 def config(steps: int = 20) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=32, lr=2e-3, seed=3, checkpoint_every=5, grad_clip=1.0,
-                       warmup_steps=4, ema_decay=0.9)
+    return resume_config(steps)
 
 
 class Steps:
