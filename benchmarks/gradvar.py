@@ -642,7 +642,7 @@ def main() -> None:
                     "Opacus per-sample", "torch.func vmap"])
     P = sum(p.numel() for p in mlp_problem(2, 1)[0].parameters())
     memory: dict[tuple[str, int], tuple[float, float]] = {}
-    for B in (256,) if quick else (256, 1024, 4096):  # the smoke run: the code path, not the scaling
+    for B in (256, 1024) if quick else (256, 1024, 4096):  # two B even in the smoke run: the per-sample target
         row = [str(B), f"{B * P * 4 / 2**20:.0f}"]
         for method in mem_methods:
             if method.startswith(("BackPACK", "Opacus")) and not has(method.split()[0].lower()):

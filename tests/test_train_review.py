@@ -61,6 +61,15 @@ class Signal:
                 os.kill(os.getpid(), self.signum)
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler() -> Any:
+    """Each test starts with Python's own Ctrl-C handler, as a process started from a terminal has: a pytest-xdist
+    worker (`make test`, CI) runs with SIGINT ignored, which the trainer rightly leaves alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def same_run(a: tuple[nn.Module, Any], b: tuple[nn.Module, Any]) -> bool:
     (ma, ra), (mb, rb) = a, b
     return (ra.losses == rb.losses and all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(),
@@ -186,7 +195,9 @@ def test_without_a_checkpoint_dir_or_with_an_ignored_signal_nothing_changes(tmp_
 
 
 WORKER = textwrap.dedent("""
-    import sys, time, torch
+    import signal, sys, time, torch
+    # Python's Ctrl-C handler, as from a terminal: started by a pytest-xdist worker, SIGINT arrives ignored (inherited)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from torch import nn
     from flowvar.couplings import IndependentCoupling
     from flowvar.distributions import StandardNormal
