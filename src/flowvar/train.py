@@ -827,9 +827,7 @@ class _StepEndInterrupts:
         """Restore the handlers found on entering, then deliver a signal still pending."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-        if self.pending is not None:
-            (signum, frame), self.pending = self.pending, None
-            self._previous[signum](signum, frame)
+        self.deliver()
 
 
 def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConfig,

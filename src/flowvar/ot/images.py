@@ -392,10 +392,11 @@ def approximation_gap(x0: Tensor, x1: Tensor, approx: Assignment | None = None, 
     negative, or far too small, on sets of the same size). A negative ``relative_gap`` beyond :data:`GAP_RTOL` is a
     :class:`DataError` too: the ``exact`` assignment is then not the optimum of (x0, x1).
     """
-    n = _flat_pair(x0, x1)[0].shape[0]
-    for name, given in (("approx", approx), ("exact", exact)):
-        if given is not None:
-            _check_assignment_of(name, given, x0, x1, n)
+    given = [(name, a) for name, a in (("approx", approx), ("exact", exact)) if a is not None]
+    if given:  # (the solves below validate x0, x1 themselves)
+        n = _flat_pair(x0, x1)[0].shape[0]
+        for name, assignment in given:
+            _check_assignment_of(name, assignment, x0, x1, n)
     if exact is None:
         exact = exact_assignment(x0, x1, max_exact=None)
     if approx is None:
