@@ -179,7 +179,10 @@ def test_without_a_checkpoint_dir_or_with_an_ignored_signal_nothing_changes(tmp_
     with pytest.raises(KeyboardInterrupt):
         train(model(), CFMLoss(), coupling(), config(), callbacks=[Signal(3), seen])
     assert seen.seen == [1, 2]  # raised inside step 3's first callback
+    # a runner pool worker's signals, set here: an earlier test of this xdist worker may have left a Python SIGTERM
+    # handler (the premise that failed once in CI)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         installed: list[Any] = []
 
@@ -192,6 +195,7 @@ def test_without_a_checkpoint_dir_or_with_an_ignored_signal_nothing_changes(tmp_
         assert installed[0] == (signal.SIG_IGN, signal.SIG_DFL)
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 WORKER = textwrap.dedent("""
