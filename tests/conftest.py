@@ -8,6 +8,7 @@ running tests side by side instead (`make test`: one pytest-xdist worker per cor
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Iterator
 
 import numpy as np
@@ -35,6 +36,18 @@ def fixed_global_streams() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
     random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def restored_signal_handlers() -> Iterator[None]:
+    """Every test leaves SIGINT's and SIGTERM's handlers as it found them: a handler left behind by one test (a
+    trainer's deferral, a library's own) changes what the next test of the same xdist worker sees when it signals
+    itself — an interrupt test once failed on a SIGTERM handler an earlier test had installed."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in before.items():
+        if signal.getsignal(sig) is not handler and handler is not None:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from flowvar.errors import (
     check_same_dtype,
     tensor_input,
 )
-from flowvar.gaussian import GaussianProblem, _check_angle, rotation_matrix
+from flowvar.gaussian import GaussianProblem, check_angle, rotation_matrix
 from flowvar.ot.exact import OTSolver, check_solver, exact_ot_permutation
 
 
@@ -182,7 +182,7 @@ class RotatedOTCoupling(MapCoupling):
 def _rotation_1d(angle_deg: float) -> Tensor:
     """The 1-D "rotation" by ``angle_deg``: [[1]] at 0°, [[−1]] at 180° (modulo 360), else a :class:`ConfigError`
     (a rotation of a line is ±1; any other angle used to give R = 1, the OT coupling, silently)."""
-    angle = _check_angle(angle_deg) % 360.0
+    angle = check_angle(angle_deg) % 360.0
     if angle not in (0.0, 180.0):
         raise ConfigError(f"a rotation in 1-D is ±1, so angle_deg must be 0 or 180 (modulo 360), got {angle_deg}; "
                           f"pass angle_deg=0 or 180, or rotation=torch.tensor([[-1.0]])")

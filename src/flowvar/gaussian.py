@@ -210,7 +210,7 @@ def gaussian_w2_squared(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Tensor
     return float((m0 - m1).pow(2).sum() + torch.trace(c0) + torch.trace(c1) - 2 * root_trace)
 
 
-def _check_angle(angle_deg: object) -> float:
+def check_angle(angle_deg: object) -> float:
     """An angle in degrees as a float; NaN/Inf or a non-number is a :class:`ConfigError` (a NaN angle would give a
     NaN rotation matrix, and every coupling, field and sample built on it would be NaN)."""
     if isinstance(angle_deg, Tensor) and angle_deg.numel() == 1 and angle_deg.is_floating_point():
@@ -238,7 +238,7 @@ def rotation_matrix(angle_deg: float, dim: int = 2, plane: tuple[int, int] = (0,
     if dim < 2 or not (0 <= i < dim and 0 <= j < dim) or i == j:
         raise ConfigError(f"rotation plane {(i, j)} is not a pair of distinct axes of a {dim}-D space "
                           f"(needs dim >= 2 and 0 <= i != j < dim)")
-    angle_deg = _check_angle(angle_deg)
+    angle_deg = check_angle(angle_deg)
     a = math.radians(angle_deg)
     R = torch.eye(dim, dtype=dtype)
     c, s = math.cos(a), math.sin(a)
@@ -590,7 +590,7 @@ def parametric_per_sample_grads(theta: Tensor, Theta: Tensor, xt: Tensor, t: Ten
 
 
 __all__ = ["EIGENVALUE_RTOL", "RESIDUAL_ROUNDING_FACTOR", "SYMMETRY_RTOL", "GaussianProblem", "block_rotation_matrix",
-           "check_symmetric_psd", "counterexample_problem", "gaussian_ot_matrix", "gaussian_w2_squared",
+           "check_angle", "check_symmetric_psd", "counterexample_problem", "gaussian_ot_matrix", "gaussian_w2_squared",
            "meeting_point", "paired_planes", "parametric_per_sample_grads", "parametric_per_sample_loss",
            "parametric_residual_rounding_bound", "parametric_residuals", "psd_powers", "rotation_matrix",
            "singular_times", "sqrtm_psd"]
