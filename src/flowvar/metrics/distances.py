@@ -4,6 +4,7 @@ median nearest-neighbour spacing of a point set (Table 2, PAPER.md §5 item 6)."
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -202,14 +203,18 @@ class NNRatio:
 
 
 def nn_distance_ratio(x_hat: Tensor, train: Tensor, threshold: float = 1.0 / 3.0, chunk: int = 1024) -> NNRatio:
-    """Memorisation test of diffusion-model studies (Somepalli et al. 2023; Yoon et al. 2023).
+    """Memorisation test of diffusion-model studies: the NN1/NN2 < 1/3 ratio of Yoon et al. 2023 ("Diffusion
+    probabilistic models generalize when they fail to memorize"), also used by Gu et al. 2023 ("On memorization in
+    diffusion models"). (Somepalli et al. 2023 score copying by SSCD feature similarity instead.)
 
     r_i = ‖x̂_i − NN1(x̂_i)‖ / ‖x̂_i − NN2(x̂_i)‖ with NN1, NN2 the nearest and second-nearest training
     points; a sample counts as memorised when r_i < ``threshold`` (1/3 by default). If both distances are
     0 (x̂_i equals a training point that appears twice) r_i := 0 (a copy). ``train``: (M, *shape), M >= 2.
     """
-    if not (isinstance(threshold, int | float) and 0 < threshold <= 1):
-        raise ConfigError(f"threshold must be in (0, 1], got {threshold!r}")
+    # numbers.Real takes numpy scalars (np.float32(0.3)); a bool is a Real too but a mistake here, not 1.0
+    if isinstance(threshold, bool | np.bool_) or not isinstance(threshold, numbers.Real) or not 0 < threshold <= 1:
+        raise ConfigError(f"threshold must be a number in (0, 1], got {describe(threshold)}; the usual test is "
+                          f"threshold=1/3")
     xh = as_matrix("x_hat", x_hat)
     tr = as_matrix("train", train, min_rows=2)
     same_dim("x_hat", xh, "train", tr)

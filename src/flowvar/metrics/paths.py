@@ -51,6 +51,9 @@ def path_straightness(trajectory: Tensor, times: Tensor) -> Straightness:
     dt = times.diff()
     if bool((dt <= 0).any()):
         raise DataError("times must be strictly increasing; sort the trajectory by time")
+    if traj.is_complex() or traj.dtype == torch.bool:  # as_matrix's rule: .to(float64) would drop the imaginary part
+        raise DataError(f"trajectory must hold real numbers, got dtype {traj.dtype}; pass the real states (e.g. "
+                        f"trajectory.real if the imaginary part is known to be 0)")
     flat = traj.detach().to("cpu", torch.float64).reshape(traj.shape[0], traj.shape[1], -1)
     if flat.shape[1] == 0:
         raise DataError("trajectory holds no samples (B = 0)")
