@@ -23,6 +23,8 @@ from flowvar.reproduce import Options, parse_only, reproduce
 
 CHEAP = "counterexample1,prop1,lemma1,fig4"
 WIDTHS = (1280, 390)
+PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+"""A 1×1 PNG: an image that decodes, for the probe's own test."""
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 PROBE = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>
@@ -58,8 +60,19 @@ window.addEventListener('load', function () {{
     }}).filter(function (u) {{ return u && u.charAt(0) !== '#' && u.indexOf('data:') !== 0; }})
       .map(function (u) {{ return u.slice(0, 80); }});
     o.resources = w.performance.getEntriesByType('resource').map(function (e) {{ return e.name.slice(0, 80); }});
-    // a click on a figure shows it at its own size inside its frame (the page does not widen), a second fits it again
     var zooms = [].slice.call(d.querySelectorAll('figure label.zoom'));
+    // the zoom is reachable from the keyboard: its checkbox takes focus (display:none would not), and the focused
+    // figure shows an outline (checked before the clicks below: after a click, Chromium shows no focus ring on a
+    // focus() from script, as after a mouse click)
+    o.zoom_unfocusable = zooms.filter(function (z) {{
+      var box = z.querySelector('input'), img = z.querySelector('img');
+      box.focus({{preventScroll: true}});
+      var ok = d.activeElement === box && box.tabIndex >= 0
+               && w.getComputedStyle(img).outlineStyle !== 'none';
+      box.blur();
+      return !ok;
+    }}).map(function (z) {{ return z.querySelector('img').alt.slice(0, 60); }});
+    // a click on a figure shows it at its own size inside its frame (the page does not widen), a second fits it again
     o.zoomable = zooms.length;
     o.zoom_broken = zooms.filter(function (z) {{
       var img = z.querySelector('img'), fitted = img.getBoundingClientRect().width;
@@ -70,6 +83,18 @@ window.addEventListener('load', function () {{
       return Math.abs(full - img.naturalWidth) > 1 || page > d.documentElement.clientWidth
              || Math.abs(back - fitted) > 1 || fitted > d.documentElement.clientWidth;
     }}).map(function (z) {{ return z.querySelector('img').alt.slice(0, 60); }});
+    // every verdict cell (verdict table, paper-beside-ours tables) lies inside the window and inside its table's
+    // scroll box as the page opens, so a phone shows each row's verdict without scrolling sideways
+    var view = d.documentElement.clientWidth;
+    var cells = [].slice.call(d.querySelectorAll('td.verdict'));
+    o.verdict_cells = cells.length;
+    o.verdicts_off_screen = cells.filter(function (c) {{
+      var r = c.getBoundingClientRect(), box = c.closest('.scroll');
+      var right = Math.min(view, box ? box.getBoundingClientRect().right : view);
+      return r.width === 0 || r.left < 0 || r.right > right + 1;
+    }}).slice(0, 10).map(function (c) {{
+      return c.closest('tr').textContent.slice(0, 60);
+    }});
     o.css_urls = [].slice.call(d.styleSheets).map(function (s) {{
       return [].slice.call(s.cssRules).map(function (r) {{ return r.cssText; }}).join(' ');
     }}).join(' ').indexOf('url(') >= 0;
@@ -132,6 +157,9 @@ def test_report_renders_in_chromium(quick_report: Path, tmp_path: Path) -> None:
         assert not o["undecoded"], f"{width}: images that do not decode: {o['undecoded']}"
         assert o["zoomable"] == figures and not o["zoom_broken"], (
             f"{width}: figures whose click does not show them at full size inside their frame: {o['zoom_broken']}")
+        assert not o["zoom_unfocusable"], f"{width}: figures the keyboard cannot enlarge: {o['zoom_unfocusable']}"
+        assert o["verdict_cells"] > 0 and not o["verdicts_off_screen"], (
+            f"{width}: rows whose verdict is off-screen until the table is scrolled: {o['verdicts_off_screen']}")
         assert o["scroll_width"] <= o["client_width"], (
             f"{width}: the page is {o['scroll_width']} px wide in a {o['client_width']} px window; sticking out: "
             f"{o['overflowing']}")
@@ -161,7 +189,33 @@ def test_the_partial_paper_scale_report_renders_in_chromium(tmp_path: Path) -> N
         assert o["scroll_width"] <= o["client_width"] and not o["overflowing"], f"{width}: {o['overflowing']}"
         assert o["links"] > 20 and not o["broken"], f"{width}: in-page links that resolve nowhere: {o['broken']}"
         assert not o["external"] and not o["resources"], f"{width}: {o['external'] or o['resources']}"
+        assert o["verdict_cells"] > 0 and not o["verdicts_off_screen"], f"{width}: {o['verdicts_off_screen']}"
+        assert o["zoomable"] == figures and not o["zoom_unfocusable"], f"{width}: {o['zoom_unfocusable']}"
     assert "Not in this run:" in report.read_text(encoding="utf-8")
+
+
+def test_the_published_quick_report_shows_every_verdict_at_phone_width(tmp_path: Path) -> None:
+    """The published quick run (results/: every experiment, the widest tables: Table 2's beside ours is ~800 px at
+    390 px) rendered by this code: at 390 px each row's verdict in the verdict table and in every paper-beside-ours
+    table shows without scrolling sideways, and every figure can be enlarged from the keyboard."""
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium on PATH (install the distribution's `chromium` package: `make browser`)")
+    from flowvar.report import load_collection, render_html
+
+    folder = Path(__file__).resolve().parents[1] / "results"
+    collection = load_collection(folder)
+    assert collection is not None, f"{folder} holds no results.json"
+    report = tmp_path / "report.html"
+    report.write_text(render_html(collection, folder), encoding="utf-8")
+    claims = sum(len(e["result"]["claims"]) for e in collection["experiments"] if e.get("result"))
+    figures = sum(len(e["result"]["figures"]) for e in collection["experiments"] if e.get("result"))
+    for width, o in measure(browser, report, tmp_path).items():
+        # one verdict cell per claim in the verdict table, plus one per row of the beside-ours tables
+        assert o["verdict_cells"] > claims, f"{width}: {o['verdict_cells']} verdict cells for {claims} claims"
+        assert not o["verdicts_off_screen"], f"{width}: verdicts off-screen: {o['verdicts_off_screen']}"
+        assert o["zoomable"] == figures > 0 and not o["zoom_unfocusable"], f"{width}: {o['zoom_unfocusable']}"
+        assert o["scroll_width"] <= o["client_width"] and not o["overflowing"], f"{width}: {o['overflowing']}"
 
 
 def test_the_probe_catches_overflow_broken_links_and_external_loads(tmp_path: Path) -> None:
@@ -172,9 +226,15 @@ def test_the_probe_catches_overflow_broken_links_and_external_loads(tmp_path: Pa
         pytest.skip("no Chromium on PATH (install the distribution's `chromium` package: `make browser`)")
     bad = tmp_path / "bad.html"
     bad.write_text('<!DOCTYPE html><html><body><div style="width:2000px">wide</div><a href="#nowhere">x</a>'
-                   '<img alt="remote" src="http://127.0.0.1:9/x.png"></body></html>', encoding="utf-8")
+                   '<img alt="remote" src="http://127.0.0.1:9/x.png">'
+                   '<div class=scroll style="width:200px;overflow-x:auto"><table><tr><td style="min-width:3000px">'
+                   'wide data</td><td class=verdict>refuted</td></tr></table></div>'
+                   f'<figure><label class=zoom><input type=checkbox style="display:none"><img alt="local" '
+                   f'src="data:image/png;base64,{PIXEL}"></label></figure></body></html>', encoding="utf-8")
     page = measure(browser, bad, tmp_path)
     for o in page.values():
         assert o["scroll_width"] > o["client_width"] and o["overflowing"]
         assert o["broken"] == ["#nowhere"]
         assert o["external"] and o["undecoded"] == ["remote"]
+        assert o["verdict_cells"] == 1 and o["verdicts_off_screen"] == ["wide datarefuted"]
+        assert o["zoom_unfocusable"] == ["local"]  # a display:none checkbox takes no focus

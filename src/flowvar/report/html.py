@@ -7,6 +7,13 @@ paper-beside-ours tables, and one card per claim (its sentence, decisive numbers
 evidence folded underneath); finally the choices the paper leaves open and the environment. Verdict colours are
 from the Okabe–Ito colour-blind-safe palette and every badge also carries its word. A print stylesheet drops the
 contents list and keeps tables whole.
+
+At phone widths (≤ 600 px) a row's verdict shows without sideways scrolling: in the verdict table it follows the
+claim (the experiment column, which the claim id already names, is hidden there), and in a paper-beside-ours table
+it follows the row's first cell (its setting); the Markdown report keeps verdicts last, where a wide page shows them.
+A figure is enlarged by a click, or from the keyboard (Tab to it, Space): the checkbox doing it is hidden only
+visually, so it stays in the tab order, and the figure shows a focus outline (drawn inside the image: the
+figure's sideways-scrolling box would clip one outside it).
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ from flowvar.report.narrators import TABLE
 from flowvar.report.story import Mark, Story, Table, flatten, judgement_rows, shorten
 from flowvar.results import KINDS, VERDICTS, Claim, headline
 
+ZOOM_HINT = "(select the figure to enlarge it: click it, or Tab to it and press Space)"
+"""The line under every figure saying that it can be enlarged, and how without a mouse."""
+
 # Okabe–Ito (colour-blind safe), darkened where white text needs contrast ≥ 4.5.
 _CSS = """
 :root{--ok:#00785a;--no:#b33c00;--mid:#8a6100;--na:#7a4d96;--grey:#5f6b76;--line:#d0d7de;--soft:#f6f8fa;
@@ -61,6 +71,7 @@ code{font-size:.88em;background:var(--soft);padding:0 .2em;overflow-wrap:anywher
 white-space:nowrap;margin:.05em .15em .05em 0}
 .confirmed{background:var(--ok)}.refuted{background:var(--no)}.inconclusive{background:var(--mid)}
 .untestable{background:var(--na)}.failed,.notrun{background:var(--grey)}
+td.verdict{min-width:7.5em}td.verdict .badge{white-space:normal;max-width:13em}
 .finding{border-left:5px solid var(--line);padding:.2em .9em;margin:.9em 0}
 .finding p{margin:.3em 0}
 .claim{border:1px solid var(--line);border-left:5px solid var(--line);border-radius:4px;padding:.3em .9em;
@@ -70,14 +81,19 @@ margin:1em 0}
 .claim p{margin:.35em 0}.rule{color:#3d4751;font-size:.93em}
 .problem{color:var(--no)}
 figure{margin:1em 0;overflow-x:auto}figure img{max-width:100%;height:auto;border:1px solid var(--line);background:#fff}
-label.zoom input{display:none}label.zoom img{cursor:zoom-in}label.zoom input:checked+img{max-width:none;cursor:zoom-out}
-figcaption{color:#3d4751;font-size:.9em;margin-top:.3em}
+label.zoom{position:relative}label.zoom img{cursor:zoom-in}
+label.zoom input{position:absolute;top:0;left:0;width:1px;height:1px;margin:0;padding:0;border:0;overflow:hidden;
+clip:rect(0 0 0 0);clip-path:inset(50%);white-space:nowrap;opacity:0}
+label.zoom input:checked+img{max-width:none;cursor:zoom-out}
+label.zoom input:focus-visible+img{outline:3px solid var(--link);outline-offset:-3px}
+figcaption{color:#3d4751;font-size:.9em;margin-top:.3em}.hint{color:var(--grey)}
 details{margin:.5em 0}summary{cursor:pointer;color:var(--link)}
 pre{background:var(--soft);padding:.6em;overflow:auto;font-size:.84em;max-width:100%}
 .notes{color:#3d4751;font-size:.9em;margin:.2em 0 1em;padding-left:1.2em}
 @media (max-width:600px){body{font-size:15px;padding:.6em .7em 2em}h1{font-size:1.35em}
-td,th{padding:.25em .35em}}
-@media print{nav.toc,summary{display:none}body{max-width:none;font-size:11pt;padding:0}
+td,th{padding:.25em .35em}
+table.verdicts .exp{display:none}table.verdicts td.nums{min-width:18em}}
+@media print{nav.toc,summary,.hint{display:none}body{max-width:none;font-size:11pt;padding:0}
 .scroll{overflow:visible}a{color:inherit;text-decoration:none}
 .claim,.finding,figure,table{break-inside:avoid}h2{break-after:avoid}
 .badge{border:1px solid #000;-webkit-print-color-adjust:exact;print-color-adjust:exact}}
@@ -115,13 +131,20 @@ def table_anchor(name: str, index: int) -> str:
 
 
 def _table_html(table: Table, anchor: str) -> str:
+    """A paper-beside-ours table; its verdict column (where a row has marks) comes second, after the cell that
+    names the row, so that a phone shows both without scrolling the table sideways (the data columns scroll)."""
     marks = any(table.verdicts)
-    head = "".join(f"<th>{_h(c)}</th>" for c in table.columns) + (f"<th>{_h(table.verdict_header)}</th>"
-                                                                   if marks else "")
+    head = "".join(f"<th>{_h(c)}</th>" for c in table.columns)
+    if marks:
+        first, rest = table.columns[:1], table.columns[1:]
+        head = ("".join(f"<th>{_h(c)}</th>" for c in first) + f"<th class=verdict>{_h(table.verdict_header)}</th>"
+                + "".join(f"<th>{_h(c)}</th>" for c in rest))
     body = ""
     for cells, verdicts in zip(table.rows, table.verdicts, strict=True):
-        body += ("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in cells)
-                 + (f"<td>{' '.join(_mark_html(m) for m in verdicts)}</td>" if marks else "") + "</tr>")
+        tds = [f"<td>{_h(c)}</td>" for c in cells]
+        if marks:
+            tds.insert(1, f"<td class=verdict>{' '.join(_mark_html(m) for m in verdicts)}</td>")
+        body += "<tr>" + "".join(tds) + "</tr>"
     notes = "".join(f"<li>{_h(n)}</li>" for n in table.notes)
     return (f'<h3 id="{_h(anchor)}">{_h(table.title)}</h3>'
             f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
@@ -137,12 +160,12 @@ def _figure_html(folder: Path, experiment: str, name: str, caption: str) -> str:
     except OSError:
         return f"<p class=meta>figure {_h(experiment)}/{_h(name)} is missing</p>"
     # a figure wider than the page is shrunk to fit (the solver_resolution heatmaps' cell labels then read at ~5 px):
-    # a click shows it at its own size, scrolling sideways inside its frame, a second fits it again (CSS only: the
-    # page carries no script)
-    return (f'<figure><label class=zoom title="click: full size / fit to the page"><input type=checkbox>'
-            f'<img alt="{_h(caption)}" src="data:image/png;base64,{data}"></label>'
-            f"<figcaption><strong>Figure ({_h(experiment)}/{_h(name)}).</strong> {_h(caption)}</figcaption>"
-            f"</figure>")
+    # a click, or Space on the focused checkbox (its accessible name is the image's alt text), shows it at its own
+    # size, scrolling sideways inside its frame; a second fits it again (CSS only: the page carries no script)
+    return (f'<figure><label class=zoom title="click, or Tab and Space: full size / fit to the page">'
+            f'<input type=checkbox><img alt="{_h(caption)}" src="data:image/png;base64,{data}"></label>'
+            f"<figcaption><strong>Figure ({_h(experiment)}/{_h(name)}).</strong> {_h(caption)} "
+            f"<span class=hint>{ZOOM_HINT}</span></figcaption></figure>")
 
 
 def _code_spans(text: str) -> str:
@@ -295,18 +318,22 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
     parts += ['<section id="verdicts"><h2>Verdict table</h2>',
               "<p class=meta>Every claim: its kind, verdict and decisive numbers; the claim links to its card "
               "(the rule, the figure and the full evidence).</p>",
-              "<div class=scroll><table><thead><tr><th>experiment</th><th>claim</th><th>kind</th><th>verdict</th>"
-              "<th>decisive numbers</th></tr></thead><tbody>"]
+              # the verdict right after the claim, and the experiment column (which the claim id names) hidden on a
+              # phone: there claim and verdict show side by side, the numbers scroll (the Markdown keeps its order)
+              "<div class=scroll><table class=verdicts><thead><tr><th class=exp>experiment</th><th>claim</th>"
+              "<th class=verdict>verdict</th><th>kind</th><th class=nums>decisive numbers</th></tr></thead><tbody>"]
     for e in items:
-        if e.result is None or e.story is None:
-            parts.append(f'<tr><td><a href="#{_h(exp_anchor(e.name))}">{_h(e.name)}</a></td><td>—</td><td>—</td>'
-                         f"<td>{_badge('failed', e.status)}</td><td>{_h(e.entry.get('error') or '')}</td></tr>")
+        link = f'<a href="#{_h(exp_anchor(e.name))}">{_h(e.name)}</a>'
+        if e.result is None or e.story is None:  # the claim cell names the experiment too: a phone hides its column
+            parts.append(f"<tr><td class=exp>{link}</td><td>none: {link} has no result</td>"
+                         f"<td class=verdict>{_badge('failed', e.status)}</td><td>—</td>"
+                         f"<td class=nums>{_h(e.entry.get('error') or '')}</td></tr>")
             continue
         for c in e.result.claims:
-            parts.append(f'<tr><td><a href="#{_h(exp_anchor(e.name))}">{_h(e.name)}</a></td>'
+            parts.append(f"<tr><td class=exp>{link}</td>"
                          f'<td><a href="#{_h(claim_anchor(c.id))}"><code class=id>{_id_html(c.id)}</code></a></td>'
-                         f"<td>{_h(c.kind)}</td><td>{_badge(c.verdict)}</td>"
-                         f"<td>{_h(shorten(e.story.claims[c.id].numbers, 220))}</td></tr>")
+                         f"<td class=verdict>{_badge(c.verdict)}</td><td>{_h(c.kind)}</td>"
+                         f"<td class=nums>{_h(shorten(e.story.claims[c.id].numbers, 220))}</td></tr>")
     parts.append("</tbody></table></div></section>")
     for e in items:
         parts += _experiment_html(e, folder)
@@ -332,4 +359,4 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["claim_anchor", "exp_anchor", "render_html", "table_anchor"]
+__all__ = ["ZOOM_HINT", "claim_anchor", "exp_anchor", "render_html", "table_anchor"]
