@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from flowvar.errors import DataError, ShapeError, check_finite
+from flowvar.errors import DataError, ShapeError, describe, nonfinite_error
 
 # ----------------------------------------------------------------------------------------------------------
 # Input handling
@@ -17,9 +19,15 @@ def as_matrix(name: str, x: Tensor, min_rows: int = 1) -> Tensor:
 
     ``x``: (n, *shape) with n >= ``min_rows`` and at least one coordinate per point; a 1-D tensor is
     rejected (it is ambiguous between n scalars and one point). Raises :class:`ShapeError` or
-    :class:`DataError` (empty, non-finite).
+    :class:`DataError` (None, not numeric, empty, non-finite).
     """
-    x = torch.as_tensor(x)
+    if x is None:  # torch's own message is "Could not infer dtype of NoneType"
+        raise DataError(f"{name} is None; pass a tensor or array of shape (n, *point_shape)")
+    try:
+        x = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise DataError(f"{name} must be a tensor or array of numbers of shape (n, *point_shape), got "
+                        f"{describe(x)} ({e})") from None
     if x.ndim < 2:
         raise ShapeError(f"{name} must have shape (n, *point_shape), got {tuple(x.shape)}; reshape n scalars "
                          f"to (n, 1) or one point to (1, d)")
@@ -31,8 +39,28 @@ def as_matrix(name: str, x: Tensor, min_rows: int = 1) -> Tensor:
     if flat.is_complex() or flat.dtype == torch.bool:
         raise DataError(f"{name} must hold real numbers, got dtype {flat.dtype}")
     flat = flat.detach().to("cpu", torch.float64)
-    check_finite(name, flat)
+    check_finite_lowmem(name, flat)
     return flat
+
+
+FINITE_CHECK_BLOCK = 1 << 17
+"""Entries per block of :func:`check_finite_lowmem`'s exact count (its temporaries are ~11 bytes per entry)."""
+
+
+def check_finite_lowmem(name: str, x: Tensor) -> None:
+    """:func:`flowvar.errors.check_finite` for a float64 matrix without its n × D temporaries.
+
+    ``torch.isfinite`` holds |x| and three boolean masks, about 11 bytes per entry: 1.4 times a float64 copy of the
+    data. A NaN or Inf always makes the total sum non-finite, so one reduction (no temporary) clears finite data; only
+    when the sum is not finite (a NaN/Inf, or finite values whose sum overflows) are the non-finite entries counted,
+    ``FINITE_CHECK_BLOCK`` entries at a time, for the same :class:`DataError` as check_finite's.
+    """
+    if math.isfinite(float(x.sum())):
+        return
+    rows = max(1, FINITE_CHECK_BLOCK // max(1, x.shape[1]))
+    bad = sum(int((~torch.isfinite(x[i:i + rows])).sum()) for i in range(0, x.shape[0], rows))
+    if bad:
+        raise nonfinite_error(name, bad, x.numel())
 
 
 def same_dim(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
@@ -41,8 +69,16 @@ def same_dim(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
                          f"sets must live in the same space (flattened sizes must match)")
 
 
-def row_sq_norms(x: Tensor) -> Tensor:
-    return (x * x).sum(1)
+def row_sq_norms(x: Tensor, rows: int | None = None) -> Tensor:
+    """‖x_i‖² per row, (n, D) → (n,). With ``rows``, computed ``rows`` rows at a time, so the squares are a
+    rows × D temporary instead of an n × D one (the same numbers: each row's sum is the same reduction)."""
+    if rows is None or rows >= x.shape[0]:
+        return (x * x).sum(1)
+    out = x.new_empty(x.shape[0])
+    for i in range(0, x.shape[0], rows):
+        blk = x[i:i + rows]
+        out[i:i + rows] = (blk * blk).sum(1)
+    return out
 
 
 def block_sq_distances(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
@@ -50,4 +86,5 @@ def block_sq_distances(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tens
     return torch.addmm(b_sq[None, :], a, b.T, alpha=-2.0).add_(a_sq[:, None]).clamp_min_(0.0)
 
 
-__all__ = ["as_matrix", "block_sq_distances", "row_sq_norms", "same_dim"]
+__all__ = ["FINITE_CHECK_BLOCK", "as_matrix", "block_sq_distances", "check_finite_lowmem", "row_sq_norms",
+           "same_dim"]
