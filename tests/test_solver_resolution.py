@@ -269,6 +269,15 @@ def test_solver_resolution_smoke(tmp_path: Path) -> None:
         assert c["kind"] in {"reproduction", "finding"} and c["min_effect"] and c["replicates"]
     claims = {c["id"]: c for c in data["claims"]}
     seeds = ["seed=0", "seed=1"]  # quick: 2 training seeds, the replicates
+    # each per-setting claim states its own claimed status's minimum effect (the σ > 0 claims are confirmed on 'fails')
+    assert claims["solver_resolution.sigma0.05_no_rotation"]["min_effect"].startswith(
+        "< 0.5 of endpoints nearer R x0 + μ, or a mean distance to R x0 + μ ≥ the mean distance to x0 + μ, i.e. status "
+        "'fails', at more than half of the judged settings and 'reproduces' at none")
+    assert claims["solver_resolution.sigma0_reproduces_rotation"]["min_effect"].startswith(
+        "≥ 0.9 of endpoints nearer R x0 + μ and a mean distance to it ≤ 0.1 × the mean gap")
+    joint = claims["solver_resolution.fig6_conclusion"]["min_effect"]
+    assert joint.startswith("the σ = 0 network with ≥ 0.9 of endpoints nearer") and "the σ = 0.05 network of the " \
+        "same seed with < 0.5 of endpoints nearer" in joint and "i.e. joint status 'reproduces'" in joint
     # 20 and 40 training steps fit nothing: the per-setting claims are untestable, with each seed's measured losses
     for cid in ("solver_resolution.sigma0_reproduces_rotation", "solver_resolution.fig6_conclusion",
                 "solver_resolution.sigma0_depends_on_resolution"):

@@ -106,6 +106,44 @@ NO_DEPENDENCE_SPREAD = 0.1
 """… and refuted when it ranges over less than this (with no solver stopped)."""
 MIN_N_EVAL = 20
 """Fewest fresh sources: 1/n_eval ≤ NO_DEPENDENCE_SPREAD / 2."""
+FAILS_FRACTION = 0.5
+"""The 'fails' threshold of :func:`flowvar.metrics.rotation_pairing_status`: fewer than this share of endpoints
+nearer R x0 + μ is 'fails' (fixed there, not a config field: below it the majority pairing is the translation). The
+status and minimum-effect texts of fig6 and solver_resolution quote it from here; tests/test_min_effect_status.py
+pins it to the function's behaviour."""
+
+
+def status_threshold_text(status: str, reproduce_fraction: float, reproduce_rel_error: float) -> str:
+    """What one setting's endpoints must show for :func:`flowvar.metrics.rotation_pairing_status` to give
+    ``status`` ("reproduces" or "fails"), with the config's ``reproduce_fraction`` and ``reproduce_rel_error``:
+    'reproduces' needs fraction nearer R x0 + μ ≥ f **and** mean ‖x̂1 − (R x0 + μ)‖ ≤ e × mean 2‖x0‖; 'fails' needs
+    fraction < :data:`FAILS_FRACTION` **or** mean ‖x̂1 − (R x0 + μ)‖ ≥ mean ‖x̂1 − (x0 + μ)‖. Raises
+    :class:`ConfigError` for another status ('partial' has no threshold of its own: it is neither)."""
+    if status == "reproduces":
+        return (f"≥ {reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
+                f"{reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two candidate "
+                f"partners)")
+    if status == "fails":
+        return (f"< {FAILS_FRACTION} of endpoints nearer R x0 + μ, or a mean distance to R x0 + μ ≥ the mean distance "
+                f"to x0 + μ")
+    raise ConfigError(f"a claimed pairing status must be 'reproduces' or 'fails', got {status!r}")
+
+
+def status_min_effect(holds: str, reproduce_fraction: float, reproduce_rel_error: float, *,
+                      per_setting: str | None = None) -> str:
+    """The minimum effect of a claim judged by :func:`flowvar.metrics.status_verdict` with the claimed status
+    ``holds`` ("reproduces" or "fails"): the claimed status's own threshold (:func:`status_threshold_text`; a claim
+    confirmed on 'fails' must not print the 'reproduces' one) at more than half of the judged settings and the
+    opposite status at none, in every training seed (:func:`flowvar.experiments._seed_replicates.status_over_seeds`).
+    ``per_setting`` replaces what one setting must show, for a claim whose status is not one network's
+    (solver_resolution.fig6_conclusion's joint status)."""
+    opposite = {"reproduces": "fails", "fails": "reproduces"}.get(holds)
+    if opposite is None:
+        raise ConfigError(f"a claimed pairing status must be 'reproduces' or 'fails', got {holds!r}")
+    if per_setting is None:
+        per_setting = f"{status_threshold_text(holds, reproduce_fraction, reproduce_rel_error)}, i.e. status '{holds}'"
+    return (f"{per_setting}, at more than half of the judged settings and '{opposite}' at none, in every training "
+            f"seed")
 
 
 @dataclass
@@ -318,7 +356,7 @@ def _evaluate(field: torch.nn.Module, x0: Tensor, mu: Tensor, solvers: list[str]
 
 STATUS_RULE = ("per setting (one trained network, one solver), flowvar.metrics.rotation_pairing_status: "
                "'reproduces' if ≥ {f} of the endpoints are nearer R x0 + μ than x0 + μ and the mean distance to "
-               "R x0 + μ is ≤ {e} × the mean gap 2‖x0‖; 'fails' if < 0.5 are nearer or the mean distance to R x0 + μ "
+               "R x0 + μ is ≤ {e} × the mean gap 2‖x0‖; 'fails' if < {z} are nearer or the mean distance to R x0 + μ "
                "is ≥ that to x0 + μ; 'partial' otherwise. Over the settings (flowvar.metrics.status_verdict): ")
 
 
@@ -400,8 +438,9 @@ def _record_choices(config: Fig6Config, ctx: RunContext) -> None:
                             f"steps)")
     ctx.choice("status thresholds", f"'reproduces' when ≥ {config.reproduce_fraction} of endpoints are nearer "
                                     f"R x0 + μ than x0 + μ and mean ‖x̂1 − (R x0 + μ)‖ ≤ {config.reproduce_rel_error} "
-                                    f"× mean 2‖x0‖ (PAPER.md §5.5 'much smaller than 2‖x0‖'); 'fails' when < 0.5 are "
-                                    f"nearer or the mean distance to R x0 + μ ≥ that to x0 + μ; else 'partial' "
+                                    f"× mean 2‖x0‖ (PAPER.md §5.5 'much smaller than 2‖x0‖'); 'fails' when "
+                                    f"< {FAILS_FRACTION} are nearer or the mean distance to R x0 + μ ≥ that to x0 + μ; "
+                                    f"else 'partial' "
                                     f"(flowvar.metrics.rotation_pairing_status, shared with solver_resolution)")
     ctx.choice("fit precondition", f"a network's claims are testable when, in every training seed, its training loss "
                                    f"(mean of the last 5 % of steps) exceeds the exact minimum L_min(σ) = "
@@ -423,7 +462,7 @@ def _judge(ctx: RunContext, config: Fig6Config, training: dict[str, dict[str, di
     exact rows were (a closed-form field: nothing trained)."""
     mu = counterexample_problem(config.mu, 2)[0].mean
     contrast = min(s for s in config.sigmas if s > 0)
-    status_rule = STATUS_RULE.format(f=config.reproduce_fraction, e=config.reproduce_rel_error)
+    status_rule = STATUS_RULE.format(f=config.reproduce_fraction, e=config.reproduce_rel_error, z=FAILS_FRACTION)
     seeds = list(outcomes)
     shown = seeds[0]
     solvers = _solver_names(config)
@@ -455,9 +494,10 @@ def _judge(ctx: RunContext, config: Fig6Config, training: dict[str, dict[str, di
                                                      sigma, contrast) for seed in seeds})
 
     over_seeds_text = seeds_rule_text(config.n_seeds)
-    min_effect = (f"≥ {config.reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
-                  f"{config.reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two "
-                  f"candidate partners), in every training seed")
+
+    def min_effect(holds: str) -> str:  # each claim its own claimed status's threshold
+        return status_min_effect(holds, config.reproduce_fraction, config.reproduce_rel_error)
+
     replicates = (f"{config.n_seeds} training seed(s) per σ (each its own initialisation and batches), judged per "
                   f"seed and combined (every seed must agree); {config.n_eval} fresh sources per solver, the same "
                   f"for every seed")
@@ -492,7 +532,7 @@ def _judge(ctx: RunContext, config: Fig6Config, training: dict[str, dict[str, di
                **per_seed_evidence(per_seed, judgement.seeds)},
               verdict=judgement.seeds.verdict,
               precondition=all_preconditions(fit(0.0), *judgement.preconditions), kind="reproduction",
-              min_effect=min_effect, replicates=replicates,
+              min_effect=min_effect("reproduces"), replicates=replicates,
               rule=discriminating_rule(contrast, "odd Euler grids", "reproduces", "fails")
               + f" Of those, only the grids where the exact CFM(σ_eq = {sigma_eq:.4g}) minimiser also reproduces "
                 f"are judged: σ_eq is the σ whose exact minimiser's σ = 0 loss equals the σ = 0 fit allowance "
@@ -520,7 +560,7 @@ def _judge(ctx: RunContext, config: Fig6Config, training: dict[str, dict[str, di
                    "ideal_minimiser_status": exact[f"sigma={sigma}"]},
                   verdict=judgement.seeds.verdict,
                   precondition=all_preconditions(fit(sigma), judgement.precondition), kind="reproduction",
-                  min_effect=min_effect, replicates=replicates,
+                  min_effect=min_effect("fails"), replicates=replicates,
                   rule=discriminating_rule(sigma, "solvers (Euler grids and dopri5)", "fails", "reproduces"))
 
     per_seed = {}
@@ -693,6 +733,7 @@ def _fraction_figure(ctx: RunContext, config: Fig6Config,
 
 __all__ = [
     "DEPENDENCE_SPREAD",
+    "FAILS_FRACTION",
     "NO_DEPENDENCE_SPREAD",
     "SIGMA0_FIT_FRACTION",
     "STATUS_RULE",
@@ -712,4 +753,6 @@ __all__ = [
     "sigma0_loss_of_exact_minimiser",
     "solver_dependence_over_seeds",
     "solver_dependence_rule",
+    "status_min_effect",
+    "status_threshold_text",
 ]

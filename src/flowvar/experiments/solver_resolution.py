@@ -94,6 +94,7 @@ from flowvar.experiments._seed_replicates import (
     status_over_seeds,
 )
 from flowvar.experiments.base import RunContext, assembles, not_a_part, register
+from flowvar.experiments.fig6 import FAILS_FRACTION, status_min_effect, status_threshold_text
 from flowvar.files import atomic_write_bytes
 from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import STATUS_VERDICT_RULE, counterexample_min_loss, rotation_pairing_on_solvers
@@ -518,8 +519,8 @@ def _record_choices(config: SolverResolutionConfig, ctx: RunContext, seeds: list
                f"atol {config.atol} (≤ {config.max_dopri_steps} steps)")
     ctx.choice("status", f"flowvar.metrics.rotation_pairing_status (fig6's): 'reproduces' if ≥ "
                f"{config.reproduce_fraction} of endpoints are nearer R x0 + μ than x0 + μ and mean distance to "
-               f"R x0 + μ ≤ {config.reproduce_rel_error} × mean 2‖x0‖; 'fails' if < 0.5 are nearer or the mean "
-               f"distance to R x0 + μ ≥ that to x0 + μ; else 'partial'. Over one seed's settings "
+               f"R x0 + μ ≤ {config.reproduce_rel_error} × mean 2‖x0‖; 'fails' if < {FAILS_FRACTION} are nearer or "
+               f"the mean distance to R x0 + μ ≥ that to x0 + μ; else 'partial'. Over one seed's settings "
                f"(flowvar.metrics.status_verdict): {STATUS_VERDICT_RULE}; over seeds "
                f"(_seed_replicates.combine_seeds): every seed must agree")
     ctx.choice("fit precondition", f"a (seed, σ, training length) network enters the per-setting claims when its "
@@ -757,7 +758,8 @@ def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id
                        statuses: dict[str, dict[str, str]], holds: str, per_seed_extra: dict[str, dict[str, Any]],
                        shared: dict[str, Any], condition: str, precondition: Precondition,
                        unfitted: dict[str, list[int]], exact: dict[str, str], reference: str,
-                       details: dict[str, str] | None = None, fit_equivalent: FitEquivalent | None = None) -> None:
+                       details: dict[str, str] | None = None, fit_equivalent: FitEquivalent | None = None,
+                       per_setting_effect: str | None = None) -> None:
     """Judge a statement evaluated at every (fitted training length, judged solver) setting of each training seed
     with fig6's rule, :func:`flowvar.metrics.status_verdict`, per seed, combined over seeds
     (:func:`flowvar.experiments._seed_replicates.status_over_seeds`). ``statuses``: seed label → setting label
@@ -766,7 +768,10 @@ def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id
     (``not_judged_solvers`` with the reason, per seed ``not_judged_at`` with the network's status), not judged.
     ``fit_equivalent`` (the σ = 0 claims): of those solvers only the ones where the exact CFM(σ_eq) minimiser
     reproduces too are judged (:meth:`flowvar.experiments._counterexample_fit.FitEquivalent.split`: there every
-    field the σ = 0 fit allowance admits would reproduce if the claim held), and its precondition joins the others."""
+    field the σ = 0 fit allowance admits would reproduce if the claim held), and its precondition joins the others.
+    The minimum effect is the claimed status ``holds``'s own threshold
+    (:func:`flowvar.experiments.fig6.status_min_effect`), or ``per_setting_effect`` for what one setting must show
+    when the status is not one network's (the joint status)."""
     opposite = OPPOSITE[holds]
     candidates, not_judged = judged_solvers(exact, holds, reference, details)
     judged, blurred = fit_equivalent.split(candidates) if fit_equivalent is not None else (candidates, {})
@@ -800,10 +805,8 @@ def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id
               precondition=all_preconditions(precondition, some_solver,
                                              *([fit_equivalent.precondition(candidates)] if fit_equivalent else [])),
               kind="reproduction",
-              min_effect=f"≥ {config.reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
-                         f"{config.reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two "
-                         f"candidate partners), at more than half of the judged settings and the opposite status at "
-                         f"none, in every training seed",
+              min_effect=status_min_effect(holds, config.reproduce_fraction, config.reproduce_rel_error,
+                                           per_setting=per_setting_effect),
               replicates=f"{config.n_seeds} training seed(s) per σ (one network per seed, σ and training length), "
                          f"judged per seed and combined (every seed must agree); {config.n_eval} fresh sources per "
                          f"solver, the same for every seed",
@@ -820,9 +823,10 @@ def _per_setting_claim(ctx: RunContext, config: SolverResolutionConfig, claim_id
                       f"(_counterexample_fit.FitEquivalent)" if fit_equivalent else "")
                    + f". Its status is {condition} "
                    f"(flowvar.metrics.rotation_pairing_status: 'reproduces' if ≥ {config.reproduce_fraction} nearer "
-                   f"R x0 + μ and mean distance ≤ {config.reproduce_rel_error} × mean 2‖x0‖, 'fails' if < 0.5 nearer "
-                   f"or not nearer on average, else 'partial'). A seed's verdict over its judged settings, with the "
-                   f"claimed status '{holds}' and the opposite '{opposite}' (flowvar.metrics.status_verdict): "
+                   f"R x0 + μ and mean distance ≤ {config.reproduce_rel_error} × mean 2‖x0‖, 'fails' if "
+                   f"< {FAILS_FRACTION} nearer or not nearer on average, else 'partial'). A seed's verdict over its "
+                   f"judged settings, with the claimed status '{holds}' and the opposite '{opposite}' "
+                   f"(flowvar.metrics.status_verdict): "
                    f"{STATUS_VERDICT_RULE}; no judged solver: untestable."
                    + seeds_rule_text(config.n_seeds))
 
@@ -903,6 +907,11 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                 + ")", holds=bool(both_fit),
                 measured={**measured, "allowed_excess": allowed, "fitted_train_steps": sorted(both_fit)},
                 remedy="add a longer training length (train_steps) or widen the network")
+        # the joint status's minimum effect: each half its own status's threshold
+        zero_t, contrast_t = (status_threshold_text(st, config.reproduce_fraction, config.reproduce_rel_error)
+                              for st in ("reproduces", "fails"))
+        joint_effect = (f"the σ = 0 network with {zero_t} and the σ = {config.contrast_sigma:g} network of the same "
+                        f"seed with {contrast_t}, i.e. joint status 'reproduces'")
         _per_setting_claim(ctx, config, "solver_resolution.fig6_conclusion",
                            f"The paper's Fig. 6 conclusion, σ = 0 reproduces the rotation pairs while σ = "
                            f"{config.contrast_sigma:g} does not, holds at every (fitted training length, solver) "
@@ -918,7 +927,8 @@ def _claims(ctx: RunContext, config: SolverResolutionConfig, points: list[dict[s
                            f"exact references' joint status (exact σ = 0 field with the exact CFM"
                            f"({config.contrast_sigma:g}) minimiser)",
                            {sv: f"exact σ = 0: {st}; exact σ = {config.contrast_sigma:g}: {exact_c.get(sv)}"
-                            for sv, st in exact_0.items()}, fit_equivalent=fit_equivalent)
+                            for sv, st in exact_0.items()}, fit_equivalent=fit_equivalent,
+                           per_setting_effect=joint_effect)
     else:
         ctx.note(f"contrast_sigma={config.contrast_sigma:g} is not in sigmas {list(config.sigmas)}: no "
                  f"fig6_conclusion claim in this run (a sweep job over a subset of σ); aggregate the points instead.")
