@@ -630,3 +630,15 @@ def test_the_sigma_advisors_answer_in_words_for_each_outcome() -> None:
     trade = answer({"outcome": "none", "trade_off": {"sigma": 0.5}}, recommended_sigma=None)
     assert "σ = 0.5 cuts memorisation" in trade and "not a recommendation" in trade
     assert "no σ cuts memorisation" in answer({"outcome": "none", "trade_off": None})
+
+
+def test_the_runtime_table_names_a_rejudged_result_as_such_and_a_sweep_as_a_sweep() -> None:
+    """reportR (session 33): a result re-judged by `flowvar assemble` from its own stored points read "assembled from
+    a sweep" in the runtime table (it is one stored result, no sweep)."""
+    from flowvar.report.collection import status_text
+
+    rejudged = {"status": "assembled", "assembled_from": {"sweep": None, "rejudged": {"result": "r.json"}}}
+    swept = {"status": "assembled", "assembled_from": {"sweep": "/s", "points": 40, "rejudged": None}}
+    assert status_text(rejudged) == "re-judged from its stored points"
+    assert status_text(swept) == "assembled from a sweep"
+    assert status_text({"status": "cached"}) == "cache hit" and status_text({"status": "odd"}) == "odd"

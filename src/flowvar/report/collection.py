@@ -352,6 +352,17 @@ def kept(collection: dict[str, Any]) -> list[tuple[list[str], str]]:
     return [(names, where) for where, names in groups.items()]
 
 
+def status_text(entry: dict[str, Any]) -> str:
+    """The runtime table's "this run" cell of a collection entry: :data:`STATUS_TEXT` of its status, except that an
+    entry assembled from one stored result (``flowvar assemble`` re-judging it, no sweep) says so — it was read as
+    "assembled from a sweep"."""
+    status = entry.get("status")
+    source = entry.get("assembled_from") or {}
+    if status == "assembled" and source.get("sweep") is None and isinstance(source.get("rejudged"), dict):
+        return "re-judged from its stored points"
+    return STATUS_TEXT.get(status, str(status))
+
+
 def status_line(entry: dict[str, Any]) -> str:
     result = entry.get("result") or {}
     if entry["status"] == "cached":
@@ -506,5 +517,5 @@ __all__ = ["KIND_TEXT", "PAPER_REF", "PAPER_TITLE", "README_BEGIN", "README_END"
            "README_FULL_END", "STATUS_TEXT", "UNRECORDED_META", "WITH_RESULT", "assembled", "assembly_text",
            "collection_counts", "collection_results", "environment", "format_duration", "load_collection",
            "load_results", "md_cell", "merge_spread", "readme_markers", "readme_section", "reconcile_copies",
-           "status_line",
+           "status_line", "status_text",
            "update_readme", "verdict_counts", "verdict_table"]

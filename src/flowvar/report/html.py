@@ -30,13 +30,13 @@ from flowvar.report.collection import (
     KIND_TEXT,
     PAPER_REF,
     PAPER_TITLE,
-    STATUS_TEXT,
     assembled,
     code_stamp,
     environment,
     format_duration,
     kept,
     own_runtimes,
+    status_text,
 )
 from flowvar.report.document import Absent, Entry, absent, entries, interrupted_unlisted, kind_counts, run_scale
 from flowvar.report.narrators import TABLE
@@ -353,7 +353,7 @@ def render_html(collection: dict[str, Any], folder: Path | str) -> str:
         mode = ("quick" if r.quick else "full") if r else "—"
         runtime = f"{r.runtime_s:.1f} s" if r else "—"
         parts.append(f"<tr><td>{_h(e.name)}</td><td>{mode}</td><td>{_h(seed)}</td><td>{runtime}</td>"
-                     f"<td>{_h(STATUS_TEXT.get(e.status, e.status))}</td><td><code>{_h(e.entry.get('key') or '—')}"
+                     f"<td>{_h(status_text(e.entry))}</td><td><code>{_h(e.entry.get('key') or '—')}"
                      f"</code></td></tr>")
     parts += ["</table></div></section>", "</body></html>"]
     return "\n".join(parts) + "\n"

@@ -10,7 +10,6 @@ from flowvar.report.collection import (
     KIND_TEXT,
     PAPER_REF,
     PAPER_TITLE,
-    STATUS_TEXT,
     assembled,
     code_stamp,
     environment,
@@ -18,6 +17,7 @@ from flowvar.report.collection import (
     kept,
     md_cell,
     own_runtimes,
+    status_text,
 )
 from flowvar.report.document import (
     Entry,
@@ -168,7 +168,7 @@ def render_markdown(collection: dict[str, Any]) -> str:
         seed = r.config.get("seed", "—") if r else "—"
         mode = ("quick" if r.quick else "full") if r else "—"
         runtime = f"{r.runtime_s:.1f}" if r else "—"
-        lines.append(f"| {e.name} | {mode} | {seed} | {runtime} | {STATUS_TEXT.get(e.status, e.status)} | "
+        lines.append(f"| {e.name} | {mode} | {seed} | {runtime} | {status_text(e.entry)} | "
                      f"`{e.entry.get('key') or '—'}` |")
     return "\n".join(lines) + "\n"
 
