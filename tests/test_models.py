@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from flowvar.errors import ConfigError, ShapeError, SolverError
-from flowvar.models import CounterexampleField, FlatMLPField, GaussianParametricField, MLPField, ZeroPerturbedField
+from flowvar.models import (
+    CounterexampleField,
+    EmpiricalField,
+    FlatMLPField,
+    GaussianParametricField,
+    MemorisingField,
+    MLPField,
+    ZeroPerturbedField,
+)
 from flowvar.models.base import input_mismatch, time_column
 
 
@@ -94,13 +102,17 @@ def test_mlp_dtype_mismatch_is_one_clear_error(dtype: torch.dtype) -> None:
         FlatMLPField((2, 2), 8, 1)(torch.zeros(3, 2, 2, dtype=dtype), 0.5)
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
 def test_integer_x_is_refused_with_x_float_not_a_model_conversion(dtype: torch.dtype) -> None:
     # used to advise model.to(torch.int64), which torch refuses; and time_column cast t = 0.5 to x's integer dtype
-    # (0), so a field without parameters computed silently at t = 0
+    # (0), so a field without parameters computed silently at t = 0. EmpiricalField and MemorisingField cast x to
+    # float64 before time_column's check and the velocity back to x's dtype: truncated (uint8: wrapped), silently
+    pairs = (torch.zeros(2, 2, dtype=torch.float64), torch.tensor([[0.7, -1.6], [3.0, 3.0]], dtype=torch.float64))
     for model, x in ((MLPField(2, 8, 1), torch.zeros(3, 2, dtype=dtype)),
                      (FlatMLPField((2, 2), 8, 1), torch.zeros(3, 2, 2, dtype=dtype)),
-                     (CounterexampleField(mu=2.0, dim=2), torch.zeros(3, 2, dtype=dtype))):
+                     (CounterexampleField(mu=2.0, dim=2), torch.zeros(3, 2, dtype=dtype)),
+                     (EmpiricalField(*pairs, 0.1), torch.zeros(3, 2, dtype=dtype)),
+                     (MemorisingField(*pairs), torch.zeros(3, 2, dtype=dtype))):
         with pytest.raises(ConfigError, match=rf"x must be a floating-point tensor, got dtype {dtype}; pass "
                                               rf"x.float\(\)") as caught:
             model(x, 0.5)

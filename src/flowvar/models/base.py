@@ -19,14 +19,23 @@ Result = TypeVar("Result")
 CALL_ERRORS: tuple[type[Exception], ...] = (IndexError, RuntimeError, TypeError, ValueError)
 
 
+def check_floating_input(x: Tensor) -> None:
+    """Raise :class:`ConfigError` unless the field input ``x`` is floating point, naming the fix (``x.float()``).
+
+    An integer x is never what a user means: cast to a float field's own dtype it computes on the truncated input,
+    and a result cast back to x's dtype truncates (uint8: wraps) the velocity, all silently.
+    """
+    if not torch.is_floating_point(x):
+        raise ConfigError(f"x must be a floating-point tensor, got dtype {x.dtype}; pass x.float() (or x.double() "
+                          f"for a float64 model)")
+
+
 def time_column(t: Tensor | float, x: Tensor) -> Tensor:
     """Return t as a (B,) tensor on x's dtype, broadcasting a scalar and flattening (B, 1); reject any other shape.
 
     ``x`` must be floating point: t is cast to x's dtype, and an integer x would turn t = 0.5 into 0 silently.
     """
-    if not torch.is_floating_point(x):
-        raise ConfigError(f"x must be a floating-point tensor, got dtype {x.dtype}; pass x.float() (or x.double() "
-                          f"for a float64 model)")
+    check_floating_input(x)
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     if t.ndim == 0:
         return t.expand(x.shape[0])
@@ -118,4 +127,4 @@ class VectorField(nn.Module):
             raise ShapeError(f"{type(self).__name__} expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
 
 
-__all__ = ["CALL_ERRORS", "VectorField", "first_call", "input_mismatch", "time_column"]
+__all__ = ["CALL_ERRORS", "VectorField", "check_floating_input", "first_call", "input_mismatch", "time_column"]
