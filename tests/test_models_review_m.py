@@ -1,5 +1,5 @@
-"""The models review (session 33, modelsR): input checks of the closed-form, empirical and learned fields. Each test
-names the finding it covers."""
+"""The models review (session 33, modelsR): input checks of the closed-form, empirical and learned fields, and the
+documented output dtypes. Each test names the finding it covers."""
 
 from __future__ import annotations
 
@@ -7,9 +7,21 @@ import pytest
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, DataError
+from flowvar.errors import ConfigError, DataError, ShapeError
 from flowvar.interpolants import BrownianBridgeNoise
-from flowvar.models import EmpiricalField, MemorisingField
+from flowvar.models import (
+    CounterexampleField,
+    DiTField,
+    EmpiricalField,
+    FlatMLPField,
+    GaussianParametricField,
+    MemorisingField,
+    MLPField,
+    NoisyCounterexampleField,
+    SinusoidalTimeEmbedding,
+    UNetField,
+    ZeroPerturbedField,
+)
 from flowvar.sampling import integrate
 
 
@@ -93,3 +105,147 @@ def test_bridge_field_outside_the_unit_interval_is_the_nearest_line_limit_adapti
     end = integrate(recording, x0[:5].clone(), method="dopri5").x1
     assert max(seen) > 1.0  # the solver did evaluate past the end
     assert bool(torch.isfinite(end).all())
+
+
+# ------------------------------------------------------------------ finding 2: DiTField arguments
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"patch": 0}, r"patch must be a positive integer, got 0"),
+    ({"heads": 0}, r"heads must be a positive integer, got 0"),
+    ({"channels": 0}, r"channels must be a positive integer, got 0"),
+    ({"width": 0, "heads": 1}, r"width must be a positive integer, got 0"),
+    ({"size": 0}, r"size must be a positive integer, got 0"),
+    ({"size": True}, r"size must be a positive integer, got True"),
+    ({"heads": 2.5}, r"heads must be a positive integer"),
+    ({"depth": -1}, r"depth must be an integer >= 0 \(the number of transformer blocks\), got -1"),
+    ({"depth": 1.5}, r"depth must be an integer >= 0"),
+    ({"depth": True}, r"depth must be an integer >= 0"),
+    ({"depth": float("nan")}, r"depth must be an integer >= 0"),
+    ({"mlp_ratio": 0}, r"mlp_ratio must be a finite number > 0"),
+    ({"mlp_ratio": float("nan")}, r"mlp_ratio must be a finite number > 0"),
+    ({"mlp_ratio": 0.01}, r"int\(width · mlp_ratio\) >= 1"),  # 64 · 0.01 = 0.64: a 0-wide MLP
+    ({"time_scale": float("nan")}, r"time_scale must be a finite number > 0, got nan"),
+    ({"time_scale": -1.0}, r"time_scale must be a finite number > 0, got -1.0"),
+    ({"time_scale": True}, r"time_scale must be a finite number > 0, got True"),
+    ({"patch": 3}, r"image size 8 must be divisible by the patch size 3; choose patch among \[1, 2, 4, 8\]"),
+    ({"width": 64, "heads": 3}, r"width 64 must be divisible by heads 3 .*choose heads among 1, 2, 4, 8, 16, 32, "
+                                r"64, or a width that is a multiple of 3"),
+    ({"width": 30, "heads": 3}, r"divisible by 4 .*got 30; use a width that is a multiple of 4"),
+])
+def test_dit_refuses_bad_arguments_with_a_config_error(kwargs: dict[str, object], match: str) -> None:
+    # were: NaN output (time_scale nan), ZeroDivisionError (patch 0, heads 0), a silent 0-block model (depth −1), a
+    # 0-wide MLP (mlp_ratio 0), a model built on size 0 / channels 0
+    args = {"size": 8, **kwargs}
+    size = args.pop("size")
+    with pytest.raises(ConfigError, match=match):
+        DiTField(size, **args)  # type: ignore[arg-type]
+
+
+def test_dit_takes_an_integral_float_size_and_depth_zero() -> None:
+    # DiTField(8.0) built, then its forward failed with TypeError in view(); depth 0 (the final layer alone) is kept
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = DiTField(8.0, width=16, depth=1, heads=2)  # type: ignore[arg-type]
+    assert model.size == 8 and isinstance(model.size, int)
+    assert model(x, 0.5).shape == x.shape
+    shallow = DiTField(8, width=16, depth=0, heads=2, zero_init=False)
+    assert len(shallow.blocks) == 0 and "heads=2" in repr(shallow)
+    assert shallow(x, 0.5).shape == x.shape
+
+
+def test_unet_time_scale_shares_dits_check() -> None:
+    # one check for both: a bool time_scale used to pass SinusoidalTimeEmbedding as the number 1
+    for bad in (True, float("inf"), 0):
+        with pytest.raises(ConfigError, match="time_scale must be a finite number > 0"):
+            UNetField(8, 1, channel_mult=(1,), time_scale=bad)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="time_scale must be a finite number > 0"):
+            SinusoidalTimeEmbedding(8, scale=bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ finding 3: ZeroPerturbedField
+
+
+def test_zero_perturbed_field_checks_dim_and_x() -> None:
+    for bad in (0, -2, True, 2.5):
+        with pytest.raises(ConfigError, match="dim must be a positive integer"):
+            ZeroPerturbedField(CounterexampleField(), bad)  # type: ignore[arg-type]
+    probe = ZeroPerturbedField(MLPField(3).double(), 2)
+    # was torch's "mat1 and mat2 shapes cannot be multiplied (2x4 and 3x2)"
+    with pytest.raises(ShapeError, match=r"ZeroPerturbedField\(dim=2\) expects x of shape \(B, 2\), got \(2, 3\); "
+                                         r".*x.flatten\(1\).*dim=x.shape\[1\]"):
+        probe(torch.zeros(2, 3, dtype=torch.float64), 0.5)
+    images = ZeroPerturbedField(FlatMLPField((1, 4, 4)).double(), 16)
+    # was "Tensors must have same number of dimensions: got 4 and 2"
+    with pytest.raises(ShapeError, match=r"expects x of shape \(B, 16\), got \(2, 1, 4, 4\).*x.flatten\(1\)"):
+        images(torch.zeros(2, 1, 4, 4, dtype=torch.float64), 0.5)
+
+
+# ------------------------------------------------------------------ finding 4: closed-form fields' mu and σ
+
+
+@pytest.mark.parametrize("cls", [CounterexampleField, NoisyCounterexampleField])
+def test_counterexample_fields_check_mu(cls: type) -> None:
+    extra = (0.3,) if cls is NoisyCounterexampleField else ()
+    # was torch's "The expanded size of the tensor (2) must match the existing size (3)"
+    with pytest.raises(ShapeError, match=r"mu as a number or a tensor of shape \(2,\) to match dim=2, got shape "
+                                         r"\(3,\); pass dim=3"):
+        cls([1.0, 2.0, 3.0], *extra, dim=2)
+    with pytest.raises(ShapeError, match="mu as a number"):
+        cls(torch.zeros(2, 2), *extra, dim=2)
+    for bad in (float("nan"), [1.0, float("inf")]):  # a NaN μ made the field NaN everywhere
+        with pytest.raises(ConfigError, match=r"needs a finite mu, got 1 NaN/Inf value"):
+            cls(bad, *extra, dim=2)
+    field = cls([1.0, 2.0], *extra, dim=2)
+    assert field.mu.tolist() == [1.0, 2.0]
+    assert cls(3.0, *extra, dim=2).mu.tolist() == [3.0, 3.0]
+
+
+def test_noisy_counterexample_sigma_goes_through_check_sigma() -> None:
+    # True was taken as σ = 1.0, and σ = inf gave v ≡ μ
+    with pytest.raises(ConfigError, match="got the bool True"):
+        NoisyCounterexampleField(5.0, True)  # type: ignore[arg-type]
+    for bad in (float("inf"), float("nan"), -0.1):
+        with pytest.raises(ConfigError, match="sigma must be a finite number >= 0"):
+            NoisyCounterexampleField(5.0, bad)
+    with pytest.raises(ConfigError, match="needs σ > 0, got 0; use CounterexampleField"):
+        NoisyCounterexampleField(5.0, 0.0)
+    assert NoisyCounterexampleField(5.0, 0.25).sigma == 0.25
+
+
+# ------------------------------------------------------------------ finding 5: output dtypes, as documented
+
+
+def test_output_dtypes_are_the_documented_ones() -> None:
+    # models/__init__.py: no change of behaviour (the float64 closed forms keep float64 for a float32 x, which
+    # sampling.integrate documents), pinned here so that the documentation stays true
+    x32 = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    x0, x1 = _pairs(4)
+    assert CounterexampleField()(x32, 0.3).dtype == torch.float64
+    assert CounterexampleField(dtype=torch.float32)(x32.double(), 0.3).dtype == torch.float64  # promotion
+    assert NoisyCounterexampleField(5.0, 0.3)(x32, 0.3).dtype == torch.float64
+    assert GaussianParametricField(2)(x32, 0.3).dtype == torch.float64
+    assert GaussianParametricField(2, dtype=torch.float32)(x32.double(), 0.3).dtype == torch.float32  # cast to θ's
+    assert EmpiricalField(x0, x1, 0.3)(x32, 0.3).dtype == torch.float32
+    assert MemorisingField(x0, x1)(x32.bfloat16(), 0.3).dtype == torch.bfloat16
+    assert ZeroPerturbedField(CounterexampleField(), 2)(x32, 0.3).dtype == torch.float64
+    assert ZeroPerturbedField(MemorisingField(x0, x1), 2)(x32, 0.3).dtype == torch.float32
+    assert MLPField(2, 8, 1)(x32, 0.3).dtype == torch.float32
+
+
+# ------------------------------------------------------------------ finding 7: FlatMLPField item shape
+
+
+def test_flat_mlp_field_refuses_items_of_another_shape() -> None:
+    field = FlatMLPField((1, 8, 8), width=8, depth=1)
+    # (2, 64) and a channels-last batch have the right number of entries: both were taken without complaint
+    with pytest.raises(ShapeError, match=r"FlatMLPField\(shape=\(1, 8, 8\)\) expects x of shape \(B, 1, 8, 8\), got "
+                                         r"\(2, 64\); reshape it with x.reshape\(-1, 1, 8, 8\)"):
+        field(torch.zeros(2, 64), 0.5)
+    with pytest.raises(ShapeError, match=r"got \(2, 8, 8, 1\).*x.permute\(0, 3, 1, 2\)"):
+        field(torch.zeros(2, 8, 8, 1), 0.5)
+    with pytest.raises(ShapeError, match=r"got \(2, 1, 7, 7\); build the field with shape=\(1, 7, 7\)"):
+        field(torch.zeros(2, 1, 7, 7), 0.5)
+    assert field(torch.zeros(2, 1, 8, 8), 0.5).shape == (2, 1, 8, 8)
+    with pytest.raises(ConfigError, match="shape entry must be a positive integer, got -1"):
+        FlatMLPField((-1, 4))

@@ -1,6 +1,20 @@
 """Vector fields v(x, t): every model, learned or closed-form, is an ``nn.Module`` with ``forward(x, t)``.
 
-``x``: (B, *shape); ``t``: (B,) or a scalar; returns a velocity of the same shape as ``x``.
+``x``: (B, *shape), floating point (an integer x is a ConfigError naming ``x.float()``); ``t``: (B,), (B, 1) or a
+scalar; returns a velocity of the same shape as ``x``, in this dtype:
+
+* learned fields (:class:`MLPField`, :class:`FlatMLPField`, :class:`UNetField`, :class:`DiTField`): x's, which must
+  be their parameters' (another is a ConfigError naming ``model.to(x.dtype)``); under ``torch.autocast``, the
+  autocast dtype;
+* :class:`EmpiricalField`, :class:`MemorisingField`: x's; computed in their ``dtype`` (float64 by default);
+* :class:`CounterexampleField`, :class:`NoisyCounterexampleField`: torch's promotion of x's dtype and their ``dtype``
+  (float64 by default, so float32 x gives float64);
+* :class:`GaussianParametricField`: its parameters' (x is cast to them);
+* :class:`ZeroPerturbedField`: torch's promotion of its base's output dtype and x's.
+
+The closed forms keep their own precision on purpose: a float64 field's value is not rounded to a float32 x, and
+:func:`flowvar.sampling.integrate` then steps in float64 (its docstring says so); pass x in the field's dtype to
+compute in one precision.
 """
 
 from flowvar.models.base import VectorField, time_column

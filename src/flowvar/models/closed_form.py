@@ -5,8 +5,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, check_positive_int
+from flowvar.errors import ConfigError, ShapeError, check_positive_int, check_sigma, describe
 from flowvar.models.base import VectorField, time_column
+
+
+def counterexample_mu(name: str, mu: Tensor | float, dim: int, dtype: torch.dtype) -> Tensor:
+    """μ of Counter Example 1 as a (dim,) tensor in ``dtype``: a number (every coordinate) or a (dim,) tensor, all
+    finite; a :class:`ShapeError` or :class:`ConfigError` naming the fix otherwise (a NaN μ made the field NaN
+    everywhere, and a μ of another length failed in torch's expand)."""
+    try:
+        value = torch.as_tensor(mu, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"{name} needs mu as a number or a ({dim},) tensor, got {describe(mu)}") from None
+    if value.ndim > 1 or (value.ndim == 1 and value.shape[0] not in (1, dim)):
+        raise ShapeError(f"{name} needs mu as a number or a tensor of shape ({dim},) to match dim={dim}, got shape "
+                         f"{tuple(value.shape)}; pass dim={value.numel()} for a {value.numel()}-vector mu")
+    if not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise ConfigError(f"{name} needs a finite mu, got {bad} NaN/Inf value(s) in mu = {describe(mu)}")
+    return value.expand(dim).clone()
 
 
 class CounterexampleField(VectorField):
@@ -16,12 +33,15 @@ class CounterexampleField(VectorField):
     v(x, t) = E[x1 − x0 | x_t = x] = μ − 2 (x − tμ) / (1 − 2t).
     At t = ½ every line meets at μ/2 and the field is undefined: this module returns ±inf/NaN there on
     purpose, so that a solver evaluating it exactly at t = ½ (an even Euler grid) fails loudly.
+
+    ``mu``: a number (every coordinate) or a (dim,) tensor, finite. ``x``: (B, dim); ``t``: (B,) or a scalar; returns
+    (B, dim) in torch's promotion of x's dtype and ``dtype`` (float64 for the default, whatever x's float dtype).
     """
 
     def __init__(self, mu: Tensor | float = 5.0, dim: int = 2, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
         self.dim = check_positive_int("dim", dim)
-        self.register_buffer("mu", torch.as_tensor(mu, dtype=dtype).expand(dim).clone())
+        self.register_buffer("mu", counterexample_mu("CounterexampleField", mu, self.dim, dtype))
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         self.check_input(x)
@@ -40,15 +60,17 @@ class NoisyCounterexampleField(VectorField):
     defined for every t (at t = ½ it is μ). Its flow map is the translation x0 ↦ x0 + μ: y = x − tμ obeys
     y' = −2s y / (s² + σ²), so y ∝ √(s² + σ²). The radial rate −2s/(s² + σ²) peaks at 1/σ where s = σ, so an Euler
     step h = 1/n flips the sign of y (lands near the rotation partner) only when h > σ. For σ = 0 use
-    :class:`CounterexampleField`. ``x``: (B, dim); ``t``: (B,) or a scalar; returns (B, dim).
+    :class:`CounterexampleField`. ``mu`` as there; ``sigma``: a finite number > 0 (a bool is refused). ``x``:
+    (B, dim); ``t``: (B,) or a scalar; returns (B, dim) in torch's promotion of x's dtype and ``dtype``.
     """
 
     def __init__(self, mu: Tensor | float, sigma: float, dim: int = 2, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
-        if not sigma > 0:
-            raise ConfigError(f"NoisyCounterexampleField needs σ > 0 (use CounterexampleField for σ = 0), got {sigma}")
-        self.dim, self.sigma = check_positive_int("dim", dim), float(sigma)
-        self.register_buffer("mu", torch.as_tensor(mu, dtype=dtype).expand(dim).clone())
+        sigma = check_sigma(sigma)  # a finite number, not a bool (True would mean σ = 1)
+        if sigma == 0:
+            raise ConfigError("NoisyCounterexampleField needs σ > 0, got 0; use CounterexampleField for σ = 0")
+        self.dim, self.sigma = check_positive_int("dim", dim), sigma
+        self.register_buffer("mu", counterexample_mu("NoisyCounterexampleField", mu, self.dim, dtype))
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         self.check_input(x)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowvar.errors import ConfigError, check_positive_int
+from flowvar.errors import ConfigError, ShapeError, check_positive_int
 from flowvar.models.base import VectorField, input_mismatch, time_column
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -62,10 +62,19 @@ class FlatMLPField(nn.Module):
 
     def __init__(self, shape: Sequence[int], width: int = 256, depth: int = 3, activation: str = "selu") -> None:
         super().__init__()
-        self.shape = tuple(shape)
+        self.shape = tuple(check_positive_int("shape entry", n) for n in shape)
         self.mlp = MLPField(math.prod(self.shape), width, depth, activation)
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """x (B, *shape), t (B,) or a scalar → (B, *shape); x of any other shape is a :class:`ShapeError`, even one
+        with the right number of entries per item (a channels-last (B, H, W, C) batch for shape (C, H, W), or
+        pre-flattened (B, C·H·W) rows, would otherwise be taken with its coordinates in the wrong order)."""
+        if tuple(x.shape[1:]) != self.shape:
+            item = ", ".join(map(str, self.shape))
+            fix = (f"reshape it with x.reshape(-1, {item}) (channels-last images: x.permute(0, 3, 1, 2)), or "
+                   if math.prod(x.shape[1:]) == math.prod(self.shape) else "")
+            raise ShapeError(f"FlatMLPField(shape={self.shape}) expects x of shape (B, {item}), got "
+                             f"{tuple(x.shape)}; {fix}build the field with shape={tuple(x.shape[1:])}")
         return self.mlp(x.reshape(x.shape[0], -1), t).reshape(x.shape)
 
 

@@ -16,7 +16,11 @@ from flowvar.models.base import VectorField, time_column
 
 
 class GaussianParametricField(VectorField):
-    """v(x, t) = θ + Θ A_t^{-1} (x − tθ), A_t = I + tΘ. Raises :class:`SolverError` where A_t is singular."""
+    """v(x, t) = θ + Θ A_t^{-1} (x − tθ), A_t = I + tΘ. Raises :class:`SolverError` where A_t is singular.
+
+    forward: x (B, dim), t (B,) or a scalar → (B, dim) in the parameters' dtype (x is cast to it: float64 by default,
+    so a float32 x gives float64, and a float32 field rounds a float64 x).
+    """
 
     def __init__(self, dim: int, theta: Tensor | None = None, Theta: Tensor | None = None,
                  dtype: torch.dtype = torch.float64, trainable: bool = True) -> None:

@@ -23,13 +23,15 @@ along the sequence: ghost norm or materialised per-sample gradients, whichever i
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowvar.errors import ConfigError, ShapeError
+from flowvar.errors import ConfigError, ShapeError, check_positive_int
 from flowvar.models.base import input_mismatch, time_column
-from flowvar.models.unet import sinusoidal_embedding
+from flowvar.models.unet import check_time_scale, sinusoidal_embedding
 
 __all__ = ["DiTBlock", "DiTField", "sincos_position_embedding"]
 
@@ -38,7 +40,9 @@ def sincos_position_embedding(dim: int, grid_h: int, grid_w: int) -> Tensor:
     """Fixed 2-D sine-cosine position embeddings (grid_h·grid_w, dim), float32: half the channels encode the row,
     half the column, each as [sin(pos·ω_k), cos(pos·ω_k)] with ω_k = 10000^(−k/(dim/4)). ``dim`` divisible by 4."""
     if dim % 4:
-        raise ConfigError(f"the position embedding needs a width divisible by 4, got {dim}")
+        raise ConfigError(f"the position embedding needs a width divisible by 4 (a quarter of the channels for each "
+                          f"of sin/cos of rows/columns), got {dim}; use a width that is a multiple of 4 (e.g. "
+                          f"{4 * max(1, round(dim / 4))})")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
     rows, cols = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
                                 indexing="ij")
@@ -47,6 +51,22 @@ def sincos_position_embedding(dim: int, grid_h: int, grid_w: int) -> Tensor:
         angle = pos[:, None] * omega[None, :]
         parts += [angle.sin(), angle.cos()]
     return torch.cat(parts, 1).float()
+
+
+def check_block_config(width: int, heads: int, mlp_ratio: float) -> tuple[int, int, int]:
+    """(width, heads, hidden) of a :class:`DiTBlock` after checking them, hidden = int(width · mlp_ratio) the MLP's
+    width; a :class:`ConfigError` naming the fix for a width or heads that is not a positive integer, a width not
+    divisible by heads, and an mlp_ratio that is not a finite number > 0 or leaves the MLP no unit."""
+    width, heads = check_positive_int("width", width), check_positive_int("heads", heads)
+    if width % heads:
+        divisors = ", ".join(str(h) for h in range(1, width + 1) if width % h == 0)
+        raise ConfigError(f"width {width} must be divisible by heads {heads} (each head gets width / heads channels); "
+                          f"choose heads among {divisors}, or a width that is a multiple of {heads}")
+    ok = isinstance(mlp_ratio, int | float) and not isinstance(mlp_ratio, bool)
+    if not ok or not math.isfinite(mlp_ratio) or mlp_ratio <= 0 or int(width * mlp_ratio) < 1:
+        raise ConfigError(f"mlp_ratio must be a finite number > 0 with int(width · mlp_ratio) >= 1 (the MLP's "
+                          f"hidden width), got {mlp_ratio!r} for width {width}; 4.0 is DiT's choice")
+    return width, heads, int(width * mlp_ratio)
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -59,14 +79,12 @@ class DiTBlock(nn.Module):
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
-        if width % heads:
-            raise ConfigError(f"width {width} must be divisible by heads {heads}")
+        width, heads, hidden = check_block_config(width, heads, mlp_ratio)
         self.heads = heads
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        hidden = int(width * mlp_ratio)
         self.fc1 = nn.Linear(width, hidden)
         self.fc2 = nn.Linear(hidden, width)
         self.modulation = nn.Linear(width, 6 * width)
@@ -87,8 +105,13 @@ class DiTBlock(nn.Module):
 class DiTField(nn.Module):
     """A DiT/SiT-style velocity field v(x, t) on (B, channels, size, size) images (module docstring).
 
-    ``size`` must be divisible by ``patch``; ``width`` by ``heads`` and by 4 (position embedding). ``time_scale``
-    stretches t ∈ [0, 1] over the sinusoidal frequencies (:func:`~flowvar.models.unet.sinusoidal_embedding`).
+    ``size``, ``channels``, ``patch``, ``width`` and ``heads`` are positive integers (a bool is refused; 8.0 is 8);
+    ``size`` must be divisible by ``patch``; ``width`` by ``heads`` and by 4 (position embedding). ``depth`` >= 0
+    blocks: depth 0 is a per-patch linear map with time modulation (the final layer alone), which isolates the
+    patchify / unpatchify path in tests. ``mlp_ratio``: finite > 0, the blocks' MLP width over ``width``.
+    ``time_scale``: finite > 0, stretches t ∈ [0, 1] over the sinusoidal frequencies
+    (:func:`~flowvar.models.unet.sinusoidal_embedding`; the check is :func:`~flowvar.models.unet.check_time_scale`,
+    UNetField's). Each is a :class:`ConfigError` naming the fix otherwise.
     The final projection is zero-initialised (as in DiT), so the untrained field is 0; ``zero_init=False`` draws it
     at random instead (a non-trivial field for tests).
     """
@@ -96,10 +119,19 @@ class DiTField(nn.Module):
     def __init__(self, size: int, *, channels: int = 1, patch: int = 2, width: int = 64, depth: int = 4,
                  heads: int = 4, mlp_ratio: float = 4.0, time_scale: float = 1000.0, zero_init: bool = True) -> None:
         super().__init__()
+        size, channels = check_positive_int("size", size), check_positive_int("channels", channels)
+        patch = check_positive_int("patch", patch)
+        width, heads, _ = check_block_config(width, heads, mlp_ratio)  # checked here too: depth 0 builds no block
+        if (isinstance(depth, bool) or not isinstance(depth, int | float) or not math.isfinite(depth)
+                or depth != int(depth) or depth < 0):
+            raise ConfigError(f"depth must be an integer >= 0 (the number of transformer blocks), got {depth!r}")
+        depth = int(depth)
         if size % patch:
-            raise ConfigError(f"image size {size} must be divisible by the patch size {patch}")
-        self.size, self.channels, self.patch, self.width = size, channels, patch, width
-        self.time_scale = float(time_scale)
+            patches = [p for p in range(1, size + 1) if size % p == 0]
+            raise ConfigError(f"image size {size} must be divisible by the patch size {patch}; choose patch among "
+                              f"{patches}")
+        self.size, self.channels, self.patch, self.width, self.heads = size, channels, patch, width, heads
+        self.time_scale = check_time_scale(time_scale)
         self.grid = size // patch
         self.patchify = nn.Conv2d(channels, width, patch, stride=patch)
         self.register_buffer("position", sincos_position_embedding(width, self.grid, self.grid)[None],
@@ -136,7 +168,6 @@ class DiTField(nn.Module):
             raise
 
     def extra_repr(self) -> str:
-        heads = self.blocks[0].heads if len(self.blocks) else 0
         return (f"size={self.size}, channels={self.channels}, patch={self.patch}, width={self.width}, "
-                f"depth={len(self.blocks)}, heads={heads}, tokens={self.grid ** 2}, "
+                f"depth={len(self.blocks)}, heads={self.heads}, tokens={self.grid ** 2}, "
                 f"time_scale={self.time_scale:g}")
