@@ -1,7 +1,9 @@
-"""The models review (session 33, modelsR): input checks of the closed-form, empirical and learned fields, and the
-documented output dtypes. Each test names the finding it covers."""
+"""The models review (session 33, modelsR): input checks of the closed-form, empirical and learned fields, the time
+features of half-precision models, and the documented output dtypes. Each test names the finding it covers."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ from flowvar.models import (
     SinusoidalTimeEmbedding,
     UNetField,
     ZeroPerturbedField,
+    sinusoidal_embedding,
 )
 from flowvar.sampling import integrate
 
@@ -231,6 +234,95 @@ def test_output_dtypes_are_the_documented_ones() -> None:
     assert ZeroPerturbedField(CounterexampleField(), 2)(x32, 0.3).dtype == torch.float64
     assert ZeroPerturbedField(MemorisingField(x0, x1), 2)(x32, 0.3).dtype == torch.float32
     assert MLPField(2, 8, 1)(x32, 0.3).dtype == torch.float32
+
+
+# ------------------------------------------------------------------ finding 6: half-precision time features
+
+
+def _embedding_as_before(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
+    """sinusoidal_embedding as it was before the fix (everything in t's dtype): the reference for float32/64."""
+    half = dim // 2
+    k = torch.arange(half, dtype=t.dtype)
+    freqs = torch.exp(-math.log(max_period) * k / max(half, 1))
+    args = scale * t[:, None] * freqs[None, :]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return torch.nn.functional.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_time_embedding_is_the_float32_one_rounded(dtype: torch.dtype) -> None:
+    # computed in bfloat16, s·t·ω up to 1000 has a spacing of 4: the features were off by up to 2 (a sign flip)
+    t = torch.rand(1000, generator=torch.Generator().manual_seed(0)).to(dtype)
+    half = sinusoidal_embedding(t, 64)
+    assert half.dtype == dtype
+    exact = sinusoidal_embedding(t.float(), 64)  # the same (representable) times, in float32
+    # |features| <= 1: the output rounding is at most half an ulp at 1, 2^-9 (bfloat16) or 2^-12 (float16)
+    ulp = 2.0 ** -8 if dtype == torch.bfloat16 else 2.0 ** -11
+    assert float((half.float() - exact).abs().max()) <= ulp / 2
+    assert torch.equal(half, exact.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float32_and_float64_time_embeddings_are_unchanged(dtype: torch.dtype) -> None:
+    t = torch.rand(257, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    for dim in (6, 7, 64):
+        out = sinusoidal_embedding(t, dim)
+        assert out.dtype == dtype and torch.equal(out, _embedding_as_before(t, dim))
+
+
+def test_bfloat16_models_tell_t_half_from_0_501() -> None:
+    # t = 0.5 and 0.501 are one bfloat16 number: a bfloat16 model gave them one output; the times are now kept in
+    # float32 up to the time features
+    assert torch.tensor([0.5, 0.501]).bfloat16().unique().numel() == 1
+    torch.manual_seed(0)
+    unet = UNetField(8, 1, base_channels=8, channel_mult=(1,), groups=4).bfloat16()
+    dit = DiTField(8, width=16, depth=1, heads=2, zero_init=False).bfloat16()
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2)).bfloat16()
+    for model in (unet, dit):
+        with torch.no_grad():
+            a, b = model(x, torch.tensor(0.5)), model(x, torch.tensor(0.501))
+        assert a.dtype == torch.bfloat16
+        assert float((a.float() - b.float()).abs().max()) > 1e-3
+
+
+def test_float32_models_compute_their_time_features_as_before() -> None:
+    # no float32 number changes: the model's first time Linear gets exactly the old features
+    torch.manual_seed(0)
+    unet = UNetField(8, 1, base_channels=8, channel_mult=(1,), groups=4)
+    dit = DiTField(8, width=16, depth=1, heads=2, zero_init=False)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    t = torch.rand(3, generator=torch.Generator().manual_seed(3))
+    old_unet = unet.out_conv(torch.nn.functional.silu(unet.out_norm(_unet_trunk(unet, x, t))))
+    assert torch.equal(unet(x, t), old_unet)
+    c = dit.time_mlp(_embedding_as_before(t, dit.width, scale=dit.time_scale))
+    assert torch.equal(_dit_time_conditioning(dit, x, t), c)
+
+
+def _unet_trunk(unet: UNetField, x: Tensor, t: Tensor) -> Tensor:
+    """UNetField.forward before the output layers, with the time embedding computed as before the fix."""
+    from flowvar.models.unet import _Stage
+
+    emb = unet.time_embed(t)  # the whole Sequential on float32 times, as forward did
+    h = unet.input_conv(x)
+    skips = [h]
+    for block in unet.down:
+        h = block(h, emb) if isinstance(block, _Stage) else block(h)
+        skips.append(h)
+    h = unet.mid2(unet.mid_attn(unet.mid1(h, emb)), emb)
+    for block in unet.up:
+        h = block(torch.cat([h, skips.pop()], dim=1), emb) if isinstance(block, _Stage) else block(h)
+    return h
+
+
+def _dit_time_conditioning(dit: DiTField, x: Tensor, t: Tensor) -> Tensor:
+    """The conditioning c that DiTField.forward computes, captured from its time MLP."""
+    captured: list[Tensor] = []
+    handle = dit.time_mlp.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        dit(x, t)
+    finally:
+        handle.remove()
+    return captured[0]
 
 
 # ------------------------------------------------------------------ finding 7: FlatMLPField item shape

@@ -30,13 +30,20 @@ def check_floating_input(x: Tensor) -> None:
                           f"for a float64 model)")
 
 
-def time_column(t: Tensor | float, x: Tensor) -> Tensor:
+#: Half-precision dtypes: a time column in one of them resolves t only to 2^-9 (bfloat16) near t = ½, and the
+#: sinusoidal time features (frequencies up to 1000 t) need far more, so those are computed in float32.
+HALF_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+
+
+def time_column(t: Tensor | float, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Return t as a (B,) tensor on x's dtype, broadcasting a scalar and flattening (B, 1); reject any other shape.
 
     ``x`` must be floating point: t is cast to x's dtype, and an integer x would turn t = 0.5 into 0 silently.
+    ``dtype``: the dtype of the returned times instead of x's (UNetField and DiTField keep float32 times for a
+    half-precision x, see :func:`embedding_dtype`).
     """
     check_floating_input(x)
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    t = torch.as_tensor(t, dtype=x.dtype if dtype is None else dtype, device=x.device)
     if t.ndim == 0:
         return t.expand(x.shape[0])
     t = t.reshape(-1) if t.ndim == 2 and t.shape[1] == 1 else t
@@ -44,6 +51,12 @@ def time_column(t: Tensor | float, x: Tensor) -> Tensor:
         raise ShapeError(f"t must be a scalar or have shape ({x.shape[0]},) to match x of shape "
                          f"{tuple(x.shape)}, got {tuple(t.shape)}")
     return t
+
+
+def embedding_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype in which a field on inputs of ``dtype`` computes its time features: float32 for float16 and
+    bfloat16 (:data:`HALF_DTYPES`), else ``dtype`` itself (float32 and float64 runs are unchanged)."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
 def input_mismatch(model: nn.Module, x: Tensor) -> ConfigError | None:
@@ -127,4 +140,5 @@ class VectorField(nn.Module):
             raise ShapeError(f"{type(self).__name__} expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
 
 
-__all__ = ["CALL_ERRORS", "VectorField", "check_floating_input", "first_call", "input_mismatch", "time_column"]
+__all__ = ["CALL_ERRORS", "HALF_DTYPES", "VectorField", "check_floating_input", "embedding_dtype", "first_call",
+           "input_mismatch", "time_column"]

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowvar.errors import ConfigError, ShapeError, check_positive_int
-from flowvar.models.base import input_mismatch, time_column
+from flowvar.models.base import embedding_dtype, input_mismatch, time_column
 from flowvar.models.unet import check_time_scale, sinusoidal_embedding
 
 __all__ = ["DiTBlock", "DiTField", "sincos_position_embedding"]
@@ -154,7 +154,9 @@ class DiTField(nn.Module):
         try:
             B, p, g = x.shape[0], self.patch, self.grid
             tokens = self.patchify(x).flatten(2).transpose(1, 2) + self.position.to(x.dtype)  # (B, N, D)
-            c = self.time_mlp(sinusoidal_embedding(time_column(t, x), self.width, scale=self.time_scale))
+            # times and features in float32 for a half-precision x, rounded to x's dtype as time_mlp's input
+            times = time_column(t, x, dtype=embedding_dtype(x.dtype))
+            c = self.time_mlp(sinusoidal_embedding(times, self.width, scale=self.time_scale).to(x.dtype))
             for block in self.blocks:
                 tokens = block(tokens, c)
             shift, scale = self.final_modulation(F.silu(c)).chunk(2, dim=1)

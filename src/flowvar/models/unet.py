@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowvar.errors import ConfigError, ShapeError, check_positive_int
-from flowvar.models.base import input_mismatch, time_column
+from flowvar.models.base import embedding_dtype, input_mismatch, time_column
 
 
 def check_time_scale(scale: object) -> float:
@@ -46,17 +46,23 @@ def sinusoidal_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period:
     ``t``: (B,) → (B, dim) on t's dtype (an odd ``dim`` gets a trailing zero column). ``scale`` stretches
     t ∈ [0, 1] over the frequency range (1000 as in DDPM's integer steps; TorchCFM feeds t unscaled, i.e.
     ``scale=1``, which leaves most channels nearly constant in t).
+
+    A float16 or bfloat16 t is embedded in float32 (as guided-diffusion and DiT compute it) and the features rounded
+    to t's dtype: computed in bfloat16, s·t·ω_k up to 1000 has a spacing of 4 there and the features were off by up to 2
+    (a sign flip). float32 and float64 t are computed in their own dtype, as before.
     """
     if t.ndim != 1:
         raise ShapeError(f"sinusoidal_embedding expects t of shape (B,), got {tuple(t.shape)}")
+    work = embedding_dtype(t.dtype)
+    tw = t.to(work)
     half = dim // 2
-    k = torch.arange(half, dtype=t.dtype, device=t.device)
+    k = torch.arange(half, dtype=work, device=t.device)
     freqs = torch.exp(-math.log(max_period) * k / max(half, 1))
-    args = scale * t[:, None] * freqs[None, :]
+    args = scale * tw[:, None] * freqs[None, :]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
     if dim % 2:
         emb = F.pad(emb, (0, 1))
-    return emb
+    return emb.to(t.dtype)
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -312,7 +318,10 @@ class UNetField(nn.Module):
         """x: (B, C, S, S); t: (B,), (B, 1) or a scalar → velocity (B, out_channels, S, S)."""
         self.check_input(x)
         try:
-            emb = self.time_embed(time_column(t, x))
+            # times and their sinusoidal features in float32 for a half-precision x (t = 0.5 and 0.501 are one
+            # bfloat16 number), rounded to x's dtype only as the first Linear's input; no-op for float32/float64
+            times = time_column(t, x, dtype=embedding_dtype(x.dtype))
+            emb = self.time_embed[1:](self.time_embed[0](times).to(x.dtype))
             h = self.input_conv(x)
             skips = [h]
             for block in self.down:
