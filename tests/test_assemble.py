@@ -358,7 +358,12 @@ def test_a_stored_result_judged_again_by_the_same_code_is_unchanged(runs: dict[s
     assert again.metrics["points"] == whole.metrics["points"] and again.metrics["regions"] == whole.metrics["regions"]
     assert again.figures == whole.figures and again.runtime_s == pytest.approx(whole.runtime_s)
     source = again.metrics["assembled_from"]
-    assert source["command"] is None and source["rejudged"]["result"] == str((folder / "result.json").resolve())
+    # the stored file named from the folder it is written into (no machine's temporary path in a published result),
+    # and the run that computed and judged it named from its recorded versions, not "unknown"
+    assert source["command"] is None and source["rejudged"]["result"] == "memorisation_phase/result.json"
+    recorded = f"{whole.versions['flowvar']} at commit {whole.versions['git_commit'][:12]}"
+    assert whole.versions.get("git_commit") and source["computed_by"] == recorded
+    assert source["rejudged"]["judged_by"] == recorded
     assert source["rejudged"]["verdicts_before"] == {c.id: c.verdict for c in whole.claims}
     assert again.notes[:-1] == whole.notes
     assert "nothing was trained again. Verdicts it changed: none." in again.notes[-1]

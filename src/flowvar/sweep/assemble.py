@@ -165,18 +165,21 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
     before = stored.metrics.get("assembled_from")
     original = dict(before) if isinstance(before, dict) else {}
     points = stored.metrics.get("points")
+    out_root = Path(out) if out is not None else result_dir.resolve().parent
+    # a result never assembled before was computed and judged by its own run: its recorded versions say which
+    own_run = _recorded_code(stored.versions)
     provenance = {**{k: v for k, v in original.items() if k != "rejudged"},
                   # a sweep's point count and command; a whole run's result has none (its collection records it)
                   "points": original.get("points", len(points) if isinstance(points, list) else None),
                   "command": original.get("command"),
-                  "computed_by": original.get("computed_by", "unknown"),
+                  "computed_by": original.get("computed_by", own_run),
                   "assembled_by": code_version(spec.name),
                   "compute_s": float(original.get("compute_s", stored.runtime_s)),
-                  "rejudged": {"result": str(path.resolve()), "judged_by": original.get("assembled_by", "unknown"),
+                  "rejudged": {"result": _shown_path(path, out_root),
+                               "judged_by": original.get("assembled_by", own_run),
                                "verdicts_before": {c.id: c.verdict for c in stored.claims},
                                # the judgings before, oldest first: a second re-judging keeps the first's record
                                "earlier": _earlier_judgings(original.get("rejudged"))}}
-    out_root = Path(out) if out is not None else result_dir.resolve().parent
     collection = _collection(out_root, stored.quick)
     # what the assemble cannot make again comes along: figures that need the trained models, where the run computed
     kept_figures = {name: result_dir / name for name in stored.figures if (result_dir / name).is_file()}
@@ -187,6 +190,26 @@ def rejudge_result(result_dir: Path | str, out: Path | str | None = None) -> tup
     if collection is not None:
         _join_collection(out_root, collection, result, provenance)
     return result, out_root / spec.name
+
+
+def _recorded_code(versions: dict[str, Any] | None) -> str:
+    """The flowvar version and git commit a stored result records (``versions``), e.g. ``0.1.0 at commit
+    9ef4516a33c1``; "unknown" when it records neither."""
+    versions = versions or {}
+    commit = versions.get("git_commit")
+    if commit:
+        return f"{versions.get('flowvar', '?')} at commit {str(commit)[:12]}"
+    return str(versions.get("flowvar") or "unknown")
+
+
+def _shown_path(path: Path, out_root: Path) -> str:
+    """``path`` relative to the folder the re-judged result is written into when it lies inside it (a published
+    result then names no machine's temporary folder), else absolute."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(out_root.resolve()))
+    except ValueError:
+        return str(resolved)
 
 
 def _unkept(config: Any, values: dict[str, Any]) -> list[str]:
