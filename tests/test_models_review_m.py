@@ -341,3 +341,13 @@ def test_flat_mlp_field_refuses_items_of_another_shape() -> None:
     assert field(torch.zeros(2, 1, 8, 8), 0.5).shape == (2, 1, 8, 8)
     with pytest.raises(ConfigError, match="shape entry must be a positive integer, got -1"):
         FlatMLPField((-1, 4))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_size_is_a_config_error_not_a_conversion_error(bad: float) -> None:
+    """modelsR follow-up: check_positive_int ran int(value) first, so DiTField(float('nan')) raised "cannot convert
+    float NaN to integer" (a ValueError) instead of naming the argument."""
+    from flowvar.errors import check_positive_int
+
+    with pytest.raises(ConfigError, match="size must be a positive integer"):
+        check_positive_int("size", bad)

@@ -103,7 +103,9 @@ def check_sigma(sigma: float) -> float:
 
 def check_positive_int(name: str, value: object) -> int:
     """Validate a strictly positive integer (batch sizes, step counts, dimensions)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
+    # a NaN or infinite float is refused before int(), which would raise its own ValueError/OverflowError
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value or value < 1):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
