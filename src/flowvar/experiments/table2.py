@@ -58,7 +58,11 @@ inequality no output can be closer to one candidate than to the other by more th
   a setting the paper leaves open* (another choice could make the mechanism act). Here, at the paper's own image
   dimension (D = 12 288, CelebA 64²; measured on digits upsampled to 64 × 64 × 3 with N = 512), the exact minimiser
   returns the training partner at σ = 0.05, 0.5 and 2 alike, so no choice the paper left open makes the mechanism
-  act, and the paper's claim about that setting is judged as stated; what the exact minimiser does is this finding;
+  act, and the paper's claim about that setting is judged as stated; what the exact minimiser does is this finding.
+  The measurement: ``python examples/exact_minimiser_image_dimension.py`` (this module's loader, OT pairs,
+  derangement, Euler steps and line spacing on one seed), published as
+  ``results/checks/exact_minimiser_image_dimension.json``: 512 of 512 endpoints nearest their shuffled partner at
+  each σ (mean L2 to it ≤ 1.8e-08, to the OT partner 65.8), σ / spacing 0.0021, 0.021 and 0.085;
 * ``margin_shrinks_with_n``: the σ = 0 margin relative to the reference, r(N) = (L2-to-OT − L2-to-shuffled) /
   reference per seed, drops from the smallest to the largest N by ≥ min_effect. Preconditions: σ = 0 memorised at
   the smallest N, and it fitted comparably at both (:func:`comparable_fit_precondition`: fit level at both, seed
