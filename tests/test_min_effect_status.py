@@ -19,13 +19,9 @@ import torch
 
 from flowvar.errors import ConfigError
 from flowvar.experiments.base import RunContext, build_config, get_experiment
-from flowvar.experiments.fig6 import (
-    FAILS_FRACTION,
-    status_min_effect,
-)
 from flowvar.experiments.fig6 import _judge as judge_fig6
 from flowvar.experiments.solver_resolution import _per_setting_claim
-from flowvar.metrics import rotation_pairing_status
+from flowvar.metrics import FAILS_FRACTION, rotation_pairing_status, status_min_effect
 from flowvar.results import Precondition
 
 

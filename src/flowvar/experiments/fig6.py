@@ -89,9 +89,11 @@ from flowvar.experiments._seed_replicates import (
 from flowvar.experiments.base import RunContext, assembles, ignoring, not_a_part, register
 from flowvar.gaussian import counterexample_problem
 from flowvar.metrics import (
+    FAILS_FRACTION,
     STATUS_VERDICT_RULE,
     counterexample_min_loss,
     rotation_pairing_on_solvers,
+    status_min_effect,
     why_not_discriminating,
 )
 from flowvar.models import CounterexampleField, NoisyCounterexampleField
@@ -106,44 +108,6 @@ NO_DEPENDENCE_SPREAD = 0.1
 """… and refuted when it ranges over less than this (with no solver stopped)."""
 MIN_N_EVAL = 20
 """Fewest fresh sources: 1/n_eval ≤ NO_DEPENDENCE_SPREAD / 2."""
-FAILS_FRACTION = 0.5
-"""The 'fails' threshold of :func:`flowvar.metrics.rotation_pairing_status`: fewer than this share of endpoints
-nearer R x0 + μ is 'fails' (fixed there, not a config field: below it the majority pairing is the translation). The
-status and minimum-effect texts of fig6 and solver_resolution quote it from here; tests/test_min_effect_status.py
-pins it to the function's behaviour."""
-
-
-def status_threshold_text(status: str, reproduce_fraction: float, reproduce_rel_error: float) -> str:
-    """What one setting's endpoints must show for :func:`flowvar.metrics.rotation_pairing_status` to give
-    ``status`` ("reproduces" or "fails"), with the config's ``reproduce_fraction`` and ``reproduce_rel_error``:
-    'reproduces' needs fraction nearer R x0 + μ ≥ f **and** mean ‖x̂1 − (R x0 + μ)‖ ≤ e × mean 2‖x0‖; 'fails' needs
-    fraction < :data:`FAILS_FRACTION` **or** mean ‖x̂1 − (R x0 + μ)‖ ≥ mean ‖x̂1 − (x0 + μ)‖. Raises
-    :class:`ConfigError` for another status ('partial' has no threshold of its own: it is neither)."""
-    if status == "reproduces":
-        return (f"≥ {reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
-                f"{reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two candidate "
-                f"partners)")
-    if status == "fails":
-        return (f"< {FAILS_FRACTION} of endpoints nearer R x0 + μ, or a mean distance to R x0 + μ ≥ the mean distance "
-                f"to x0 + μ")
-    raise ConfigError(f"a claimed pairing status must be 'reproduces' or 'fails', got {status!r}")
-
-
-def status_min_effect(holds: str, reproduce_fraction: float, reproduce_rel_error: float, *,
-                      per_setting: str | None = None) -> str:
-    """The minimum effect of a claim judged by :func:`flowvar.metrics.status_verdict` with the claimed status
-    ``holds`` ("reproduces" or "fails"): the claimed status's own threshold (:func:`status_threshold_text`; a claim
-    confirmed on 'fails' must not print the 'reproduces' one) at more than half of the judged settings and the
-    opposite status at none, in every training seed (:func:`flowvar.experiments._seed_replicates.status_over_seeds`).
-    ``per_setting`` replaces what one setting must show, for a claim whose status is not one network's
-    (solver_resolution.fig6_conclusion's joint status)."""
-    opposite = {"reproduces": "fails", "fails": "reproduces"}.get(holds)
-    if opposite is None:
-        raise ConfigError(f"a claimed pairing status must be 'reproduces' or 'fails', got {holds!r}")
-    if per_setting is None:
-        per_setting = f"{status_threshold_text(holds, reproduce_fraction, reproduce_rel_error)}, i.e. status '{holds}'"
-    return (f"{per_setting}, at more than half of the judged settings and '{opposite}' at none, in every training "
-            f"seed")
 
 
 @dataclass
@@ -733,7 +697,6 @@ def _fraction_figure(ctx: RunContext, config: Fig6Config,
 
 __all__ = [
     "DEPENDENCE_SPREAD",
-    "FAILS_FRACTION",
     "NO_DEPENDENCE_SPREAD",
     "SIGMA0_FIT_FRACTION",
     "STATUS_RULE",
@@ -753,6 +716,4 @@ __all__ = [
     "sigma0_loss_of_exact_minimiser",
     "solver_dependence_over_seeds",
     "solver_dependence_rule",
-    "status_min_effect",
-    "status_threshold_text",
 ]

@@ -94,10 +94,16 @@ from flowvar.experiments._seed_replicates import (
     status_over_seeds,
 )
 from flowvar.experiments.base import RunContext, assembles, not_a_part, register
-from flowvar.experiments.fig6 import FAILS_FRACTION, status_min_effect, status_threshold_text
 from flowvar.files import atomic_write_bytes
 from flowvar.gaussian import counterexample_problem
-from flowvar.metrics import STATUS_VERDICT_RULE, counterexample_min_loss, rotation_pairing_on_solvers
+from flowvar.metrics import (
+    FAILS_FRACTION,
+    STATUS_VERDICT_RULE,
+    counterexample_min_loss,
+    rotation_pairing_on_solvers,
+    status_min_effect,
+    status_threshold_text,
+)
 from flowvar.models import CounterexampleField, MLPField, NoisyCounterexampleField
 from flowvar.models.base import VectorField
 from flowvar.results import Precondition, all_preconditions

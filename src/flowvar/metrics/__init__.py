@@ -71,6 +71,7 @@ from flowvar.metrics.paths import (
     path_straightness,
 )
 from flowvar.metrics.rotation import (
+    FAILS_FRACTION,
     STATUS_VERDICT_RULE,
     PairingStatus,
     counterexample_min_loss,
@@ -78,12 +79,15 @@ from flowvar.metrics.rotation import (
     rotation_pairing,
     rotation_pairing_on_solvers,
     rotation_pairing_status,
+    status_min_effect,
+    status_threshold_text,
     status_verdict,
     why_not_discriminating,
 )
 
 __all__ = [
     "ESTIMATORS",
+    "FAILS_FRACTION",
     "GEN_KEY",
     "GIB",
     "KERNEL_VANISHES_BELOW",
@@ -127,6 +131,8 @@ __all__ = [
     "rotation_pairing_status",
     "row_sq_norms",
     "same_dim",
+    "status_min_effect",
+    "status_threshold_text",
     "status_verdict",
     "why_not_discriminating",
 ]

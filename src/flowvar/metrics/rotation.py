@@ -67,6 +67,12 @@ def rotation_pairing(x1_hat: Tensor, x0: Tensor, mu: Tensor) -> dict[str, float]
             "rel_error_rotation": dist["rotation"].mean / float(gap.mean())}
 
 
+FAILS_FRACTION = 0.5
+"""The 'fails' threshold of :func:`rotation_pairing_status`: fewer than this share of endpoints nearer R x0 + μ is
+'fails' (not a config field: below it the majority pairing is the translation). The status and minimum-effect texts
+of fig6 and solver_resolution quote it from here."""
+
+
 def rotation_pairing_status(fraction_nearer_rotation: float, rel_error_rotation: float, mean_dist_rotation: float,
                             mean_dist_translation: float, *, reproduce_fraction: float = 0.9,
                             reproduce_rel_error: float = 0.1) -> PairingStatus:
@@ -85,9 +91,42 @@ def rotation_pairing_status(fraction_nearer_rotation: float, rel_error_rotation:
                           f"{reproduce_fraction} and {reproduce_rel_error}")
     if fraction_nearer_rotation >= reproduce_fraction and rel_error_rotation <= reproduce_rel_error:
         return "reproduces"
-    if fraction_nearer_rotation < 0.5 or mean_dist_rotation >= mean_dist_translation:
+    if fraction_nearer_rotation < FAILS_FRACTION or mean_dist_rotation >= mean_dist_translation:
         return "fails"
     return "partial"
+
+
+def status_threshold_text(status: str, reproduce_fraction: float, reproduce_rel_error: float) -> str:
+    """What one setting's endpoints must show for :func:`rotation_pairing_status` to give
+    ``status`` ("reproduces" or "fails"), with the config's ``reproduce_fraction`` and ``reproduce_rel_error``:
+    'reproduces' needs fraction nearer R x0 + μ ≥ f **and** mean ‖x̂1 − (R x0 + μ)‖ ≤ e × mean 2‖x0‖; 'fails' needs
+    fraction < :data:`FAILS_FRACTION` **or** mean ‖x̂1 − (R x0 + μ)‖ ≥ mean ‖x̂1 − (x0 + μ)‖. Raises
+    :class:`ConfigError` for another status ('partial' has no threshold of its own: it is neither)."""
+    if status == "reproduces":
+        return (f"≥ {reproduce_fraction} of endpoints nearer R x0 + μ and a mean distance to it ≤ "
+                f"{reproduce_rel_error} × the mean gap 2‖x0‖ (the scale: the distance between the two candidate "
+                f"partners)")
+    if status == "fails":
+        return (f"< {FAILS_FRACTION} of endpoints nearer R x0 + μ, or a mean distance to R x0 + μ ≥ the mean distance "
+                f"to x0 + μ")
+    raise ConfigError(f"a claimed pairing status must be 'reproduces' or 'fails', got {status!r}")
+
+
+def status_min_effect(holds: str, reproduce_fraction: float, reproduce_rel_error: float, *,
+                      per_setting: str | None = None) -> str:
+    """The minimum effect of a claim judged by :func:`status_verdict` with the claimed status
+    ``holds`` ("reproduces" or "fails"): the claimed status's own threshold (:func:`status_threshold_text`; a claim
+    confirmed on 'fails' must not print the 'reproduces' one) at more than half of the judged settings and the
+    opposite status at none, in every training seed (:func:`flowvar.experiments._seed_replicates.status_over_seeds`).
+    ``per_setting`` replaces what one setting must show, for a claim whose status is not one network's
+    (solver_resolution.fig6_conclusion's joint status)."""
+    opposite = {"reproduces": "fails", "fails": "reproduces"}.get(holds)
+    if opposite is None:
+        raise ConfigError(f"a claimed pairing status must be 'reproduces' or 'fails', got {holds!r}")
+    if per_setting is None:
+        per_setting = f"{status_threshold_text(holds, reproduce_fraction, reproduce_rel_error)}, i.e. status '{holds}'"
+    return (f"{per_setting}, at more than half of the judged settings and '{opposite}' at none, in every training "
+            f"seed")
 
 
 STATUS_VERDICT_RULE = ("confirmed if no setting has the opposite status and more than half of the settings have "
@@ -268,5 +307,6 @@ def line_spacing(x0: Tensor, x1: Tensor, chunk: int = 512, max_queries: int | No
     return out
 
 
-__all__ = ["STATUS_VERDICT_RULE", "PairingStatus", "counterexample_min_loss", "line_spacing", "rotation_pairing",
-           "rotation_pairing_on_solvers", "rotation_pairing_status", "status_verdict", "why_not_discriminating"]
+__all__ = ["FAILS_FRACTION", "STATUS_VERDICT_RULE", "PairingStatus", "counterexample_min_loss", "line_spacing",
+           "rotation_pairing", "rotation_pairing_on_solvers", "rotation_pairing_status", "status_min_effect",
+           "status_threshold_text", "status_verdict", "why_not_discriminating"]
