@@ -112,6 +112,8 @@ def run_cmd(
         progress = sys.stderr.isatty()
     if config_file is not None:
         _check_config_section(experiment, config_file)
+        if (note := _config_mode_mismatch(experiment, config_file, quick)) is not None:
+            typer.echo(f"flowvar: warning: {note}", err=True)
     with _plain_log_lines() if plain_lines else contextlib.nullcontext():
         result, hit = _run_one(experiment, out, cache, quick, seed, overrides, config_file, progress)
     from flowvar.distributed import is_main_process
@@ -547,6 +549,25 @@ def _set_threads(threads: int | None) -> None:
     from flowvar.runner import check_threads
 
     torch.set_num_threads(check_threads(threads) or default_threads())
+
+
+def _config_mode_mismatch(experiment: str, config_file: Path, quick: bool) -> str | None:
+    """What to tell a user whose --config file was printed by `flowvar config EXPERIMENT` in the other mode (its first
+    line, ``# EXPERIMENT (quick); ...``): the file's values are used either way, but the result is labelled by the
+    command's mode, so quick-sized values run without --quick were reported as "full mode" (a new user's run)."""
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return None  # read_yaml, which runs anyway, names what is wrong with the file
+    printed = {f"# {experiment} (quick)": True, f"# {experiment} (full)": False}
+    mode = next((m for head, m in printed.items() if first.startswith(head)), None)
+    if mode is None or mode == quick:
+        return None
+    file_mode, run_mode = ("quick" if mode else "full"), ("quick" if quick else "full")
+    return (f"{config_file} was printed by `flowvar config {experiment}{' --quick' if mode else ''}` ({file_mode} "
+            f"settings), but this run is {run_mode} mode: its values are used, and the result is labelled {run_mode} "
+            f"mode; {'add' if mode else 'drop'} --quick to label it as the file's settings are")
 
 
 def _check_config_section(experiment: str, config_file: Path) -> None:
