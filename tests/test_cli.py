@@ -511,3 +511,22 @@ def test_run_without_a_terminal_prints_one_timestamped_line_per_training(flag, t
     lines = re.findall(r"^\[\d\d:\d\d:\d\d\] trained 20 steps in [\d.]+ s; mean loss of the last 2 steps [\d.e+-]+$",
                        err, flags=re.M)
     assert len(lines) == (0 if flag else 4), err  # two σ (0 and 0.05) × two seeds
+
+
+def test_a_config_printed_for_the_other_mode_is_named_before_the_run(tmp_path: Path) -> None:
+    """newuser (session 33): README's `flowvar config X --quick > my.yaml`, then `flowvar run X --config my.yaml`
+    ran the quick values and labelled the result "full mode". The file's first line says which mode printed it."""
+    from flowvar.cli import _config_mode_mismatch
+
+    quick_file, full_file, plain = tmp_path / "q.yaml", tmp_path / "f.yaml", tmp_path / "p.yaml"
+    quick_file.write_text("# prop1 (quick); defaults from x\nseed: 0\n")
+    full_file.write_text("# prop1 (full); defaults from x\nseed: 0\n")
+    plain.write_text("seed: 0\n")
+    note = _config_mode_mismatch("prop1", quick_file, quick=False)
+    assert note is not None and "labelled full mode" in note and "add --quick" in note
+    assert _config_mode_mismatch("prop1", quick_file, quick=True) is None
+    note = _config_mode_mismatch("prop1", full_file, quick=True)
+    assert note is not None and "labelled quick mode" in note and "drop --quick" in note
+    assert _config_mode_mismatch("prop1", full_file, quick=False) is None
+    assert _config_mode_mismatch("prop1", plain, quick=False) is None  # a hand-written file: no claim about its mode
+    assert _config_mode_mismatch("fig4", quick_file, quick=False) is None  # another experiment's header is not ours
