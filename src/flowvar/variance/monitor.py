@@ -797,7 +797,10 @@ class GradientVarianceMonitor:
         """The matplotlib ``Figure`` :meth:`plot` writes: loss and tr Cov(g) over steps (log scale); the normalised
         variance (log scale; a logged inf — mean gradient not resolved from the noise — as a marker at the top of
         the panel, since a log axis cannot draw it); the per-bin traces tr Cov(g | t-bin) of the profiled logs as
-        a heatmap (log10), each column centred on its step and reaching halfway to its neighbours.
+        a heatmap (log10). A profile measured at step s describes the model at s and is the latest one known until
+        the next, so its column spans [s, next profiled step]; the last one reaches the last logged step (one
+        profile interval when it is the last log itself, so that it is not a zero-width column), and the panel's x
+        range is the run's [first logged step, last logged step] (:func:`_column_edges`).
 
         It draws the whole run: after a resume (:meth:`load_state_dict`) the rows kept from the log file (those before
         this process's first log: the run up to its checkpoint) come before this process's records (``history``).
@@ -847,10 +850,14 @@ class GradientVarianceMonitor:
             edges = rows[-1]["t_profile"]["edges"] or [0.0, 1.0]
             with np.errstate(divide="ignore", invalid="ignore"):
                 shown = np.log10(np.where(grid > 0, grid, np.nan))
-            mesh = ax.pcolormesh(_column_edges([float(r["step"]) for r in rows]),
+            x_edges = _column_edges([float(r["step"]) for r in rows], steps)
+            mesh = ax.pcolormesh(x_edges,
                                  np.asarray(edges, dtype=float) if len(edges) == grid.shape[1] + 1 else
                                  np.linspace(0.0, 1.0, grid.shape[1] + 1),
                                  np.ma.masked_invalid(shown.T), shading="flat")
+            # the whole run, from its first logged step: the rows drawn may start later (a resume that changed
+            # t_bins keeps only the last bins' rows), and pcolormesh alone would fit the axis to them
+            ax.set_xlim(min(float(steps.min()), float(x_edges[0])), float(x_edges[-1]))
             fig.colorbar(mesh, ax=ax, label="log10 tr Cov(g | t-bin)")
             ax.set_xlabel("step")
             ax.set_ylabel("t")
@@ -882,17 +889,30 @@ def _as_record(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _column_edges(steps: list[float]) -> np.ndarray:
-    """The x edges (n + 1,) of heatmap columns centred on ``steps`` (n,): the midpoints between neighbours, and
-    half the neighbouring gap beyond the ends (first − Δ/2 … last + Δ/2 for equal gaps Δ); one step gets a column
-    one step wide. Steps that do not increase strictly (k records per step under gradient accumulation, a restarted
-    numbering) get n equal columns from min − Δ/2 to max + Δ/2, Δ = (max − min)/(n − 1), in logged order."""
+def _column_edges(steps: list[float], logged: np.ndarray) -> np.ndarray:
+    """The x edges (n + 1,) of the heatmap columns of the profiles measured at ``steps`` (n,) in a run that logged at
+    ``logged`` (m,), m >= n.
+
+    A profile measured at step s describes the model at s and stays the latest one known until the next profile, so
+    column k spans [steps[k], steps[k + 1]]: nothing before the step it was measured at. The last column reaches the
+    last logged step; when the last profile is the last log itself, one profile interval (the gap between the last
+    two profiled steps, else between the last two logged steps, else one step — a run of one logged step: a
+    one-step column), since a zero-width column would hide it. Steps that do not increase strictly (k records per
+    step under gradient accumulation, a restarted numbering) get n equal columns in logged order over the same
+    range, from the first profiled step.
+    """
     x = np.asarray(steps, dtype=float)
-    if x.size == 1:
-        return np.array([x[0] - 0.5, x[0] + 0.5])
-    if not bool((np.diff(x) > 0).all()):
-        lo, hi = float(x.min()), float(x.max())
-        gap = (hi - lo) / (x.size - 1) if hi > lo else 1.0
-        return np.linspace(lo - gap / 2, lo - gap / 2 + gap * x.size, x.size + 1)
-    mid = (x[1:] + x[:-1]) / 2
-    return np.concatenate([[x[0] - (x[1] - x[0]) / 2], mid, [x[-1] + (x[-1] - x[-2]) / 2]])
+    last = float(np.max(logged))
+    if x.max() < last:
+        end = last
+    else:
+        end = float(x.max()) + (_last_gap(x) or _last_gap(np.asarray(logged, dtype=float)) or 1.0)
+    if x.size > 1 and not bool((np.diff(x) > 0).all()):
+        return np.linspace(float(x.min()), end, x.size + 1)
+    return np.append(x, end)
+
+
+def _last_gap(steps: np.ndarray) -> float:
+    """The gap between the two largest distinct values of ``steps``; 0 when there are fewer than two."""
+    distinct = np.unique(steps)
+    return float(distinct[-1] - distinct[-2]) if distinct.size > 1 else 0.0
