@@ -775,7 +775,11 @@ def audit_cmd(
     pairs: Annotated[str | None, typer.Option("--pairs", help="The training sources (.npy), row i paired with data "
                                                               "item i (a folder's items sorted by relative path: "
                                                               "subfolder first, then file name): enables pair "
-                                                              "recovery and the gradient test.")] = None,
+                                                              "recovery and the gradient test. Only for a model "
+                                                              "trained on these fixed (source, target) pairs "
+                                                              "(ReFlow, distillation, OT-paired data): pairs it never "
+                                                              "trained on read generalising, so leave it out for "
+                                                              "ordinary CFM (fresh noise every batch).")] = None,
     heldout: Annotated[str | None, typer.Option(
         "--heldout", help="Data of the same kind never trained on: enables the generalisation gap and gives the copy "
                           "test its held-out baseline (without it: each training item against the others).")] = None,

@@ -79,8 +79,11 @@ def untestable_why(claim: Claim) -> str:
 class AuditReport:
     """What :func:`audit` returns.
 
-    ``verdict``: memorising | generalising | mixed | cannot tell; ``reasons``: one line per test with its reading and
-    number; ``drivers``: {"memorising": [tests], "generalising": [tests]}; ``convention``: the convention check;
+    ``verdict``: memorising | generalising | mixed | cannot tell; ``verdict_scope``: what the verdict stands on when
+    that is an assumption the audit cannot check (:func:`flowvar.audit.rules.verdict_scope`: a "generalising" from the
+    pair tests alone, which take --pairs as the model's training pairs), printed beside the word, else "";
+    ``reasons``: one line per test with its reading and number; ``drivers``: {"memorising": [tests],
+    "generalising": [tests]}; ``convention``: the convention check;
     ``sections``: the tests (:class:`~flowvar.audit.sections.Section`); ``result``: the same as a
     :class:`~flowvar.results.Result` (claims, metrics, notes) — what ``result.json`` holds.
     """
@@ -92,6 +95,12 @@ class AuditReport:
     sections: list[Section]
     result: Result
     figures: dict[str, bytes] = field(default_factory=dict)
+    verdict_scope: str = ""
+
+    @property
+    def verdict_line(self) -> str:
+        """The verdict as printed: the word and its scope (:func:`flowvar.audit.rules.verdict_text`)."""
+        return rules.verdict_text(self.verdict, self.verdict_scope)
 
     def to_dict(self) -> dict[str, Any]:
         return self.result.to_dict()
@@ -101,7 +110,7 @@ class AuditReport:
         weights, the one used: :func:`flowvar.audit.loading.weights_text`), the convention used, each test's
         reading."""
         config = self.result.config
-        lines = [f"verdict: {self.verdict}", f"model: {config.get('model', '?')}"]
+        lines = [f"verdict: {self.verdict_line}", f"model: {config.get('model', '?')}"]
         order = config.get("data_row_order")
         if order and config.get("pairs") != "not given":  # the order --pairs had to follow, said where it matters
             lines.append(f"data: {order['n_files']} files, rows {order['rule']}: {', '.join(order['first'])}, … "
@@ -112,7 +121,8 @@ class AuditReport:
 
     def markdown(self) -> str:
         """``summary.md``: the verdict and its reasons, then the claims table of :meth:`Result.summary_markdown`."""
-        head = [f"# Audit verdict: **{self.verdict}**", ""] + [f"- {r}" for r in self.reasons] + [""]
+        scope = f" ({self.verdict_scope})" if self.verdict_scope else ""
+        head = [f"# Audit verdict: **{self.verdict}**{scope}", ""] + [f"- {r}" for r in self.reasons] + [""]
         # the model in full here: the config table below cuts long values (the weights used would be lost)
         head += [f"Model: {self.result.config.get('model', '?')}", "",
                  f"Calling convention: `{self.convention.chosen}`", ""]
@@ -130,7 +140,8 @@ class AuditReport:
                  "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:90%}"
                  ".v{font-size:150%;font-weight:bold}img{max-width:100%}code{background:#f4f4f4}",
                  "</style></head><body>", "<h1>flowvar audit</h1>",
-                 f"<p class='v'>Verdict: <span style='color:{colour}'>{esc(self.verdict)}</span></p><ul>"]
+                 f"<p class='v'>Verdict: <span style='color:{colour}'>{esc(self.verdict)}</span>"
+                 + (f" <small>({esc(self.verdict_scope)})</small>" if self.verdict_scope else "") + "</p><ul>"]
         parts += [f"<li>{esc(r)}</li>" for r in self.reasons]
         parts += ["</ul>", f"<p>Model: {esc(str(self.result.config.get('model', '')))}<br>Calling convention: "
                            f"<code>{esc(str(self.convention.chosen))}</code></p>",
@@ -430,6 +441,7 @@ def audit(model: nn.Module | LoadedModel, data: Tensor | str | Path, *, pairs: T
 
     verdicts = {TEST_NAMES[s.claim.id]: s.claim.verdict for s in sections}
     overall, mem, genr = rules.overall_verdict(verdicts)
+    scope = rules.verdict_scope(verdicts)  # said on the verdict line: an assumption the audit cannot check
     reasons = [f"{TEST_NAMES[s.claim.id]}: {READING[s.claim.verdict]}{untestable_why(s.claim)} — {s.text}"
                for s in sections]
     verdict_lines = rules.verdict_notes(verdicts, pairs_given=x0_pairs is not None)  # conflicts and caveats
@@ -443,8 +455,8 @@ def audit(model: nn.Module | LoadedModel, data: Tensor | str | Path, *, pairs: T
     reasons += verdict_lines
     claims = [s.claim for s in sections]
     claims.append(judge("audit.memorises", "The model memorises its training data (all tests combined)",
-                        {"verdict": overall, "tests": verdicts, "memorising": mem, "generalising": genr,
-                         "notes": verdict_lines},
+                        {"verdict": overall, "scope": scope, "tests": verdicts, "memorising": mem,
+                         "generalising": genr, "notes": verdict_lines},
                         kind="finding",
                         verdict="confirmed" if overall == "memorising" else "refuted" if overall == "generalising"
                         else "inconclusive",
@@ -454,7 +466,7 @@ def audit(model: nn.Module | LoadedModel, data: Tensor | str | Path, *, pairs: T
                              "averaging test reads memorising against its direct test's generalising, else "
                              "generalising if one reads generalising, else cannot tell (confirmed = memorising, "
                              "refuted = generalising; mixed and cannot tell are inconclusive)"))
-    metrics: dict[str, Any] = {"verdict": overall, "verdict_memorising_tests": mem,
+    metrics: dict[str, Any] = {"verdict": overall, "verdict_scope": scope, "verdict_memorising_tests": mem,
                                "verdict_generalising_tests": genr, "convention": check.to_dict()}
     for s in sections:
         metrics.update(s.metrics)
@@ -485,7 +497,8 @@ def audit(model: nn.Module | LoadedModel, data: Tensor | str | Path, *, pairs: T
                     device=str(dev))
     result.figures = [n for s in sections for n in s.figures]
     figures = {n: d for s in sections for n, d in s.figures.items()}
-    return AuditReport(overall, reasons, {"memorising": mem, "generalising": genr}, check, sections, result, figures)
+    return AuditReport(overall, reasons, {"memorising": mem, "generalising": genr}, check, sections, result, figures,
+                       scope)
 
 
 #: Entries per float64 chunk in :func:`moments` (32 MiB): the copy it makes is this, never the whole data set.

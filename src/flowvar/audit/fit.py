@@ -289,6 +289,48 @@ def missing_arguments(scores: Sequence[CandidateScore]) -> list[str]:
     return names
 
 
+#: Python's TypeError for a call with too many positional arguments ("XOnly.forward() takes 2 positional arguments but
+#: 3 were given", "takes from 2 to 3 positional arguments but 4 were given") and TorchScript's RuntimeError for it
+#: ("forward() expected at most 2 argument(s) but received 3 argument(s)"): the most the forward takes and the number
+#: given, both counting a method's self.
+_TOO_MANY = re.compile(r"takes (?:from \d+ to )?(\d+) positional arguments? but (\d+) (?:were|was) given"
+                       r"|expected at most (\d+) argument\(s\) but received (\d+) argument\(s\)")
+
+#: The calls that pass x and t as two positional arguments (:func:`flowvar.audit.adapters.call_network_with_form`).
+TWO_ARGUMENT_CALLS = ("xt", "tx", "diffusers")
+
+
+def takes_only_x(scores: Sequence[CandidateScore], positional_labels: bool = False) -> bool:
+    """Whether the network's forward takes x alone (no time): every call of ``scores`` that passed x and t
+    positionally (:data:`TWO_ARGUMENT_CALLS`; at least one was tried) raised the too-many-arguments error
+    (:data:`_TOO_MANY`), and the most it takes, N − (M − p) for "takes N … but M were given" with p the arguments
+    the call passed (2, or 3 with ``positional_labels``: ``--label-arg positional``; M − p is the self the message
+    counts), is at most one. A forward(x, t) that fails for another reason, or takes labels the call did not pass,
+    does not qualify; ``cat`` (one tensor) and ``flow_matching`` (keywords: "unexpected keyword argument 't'", or
+    'x' for a forward(inp)) say nothing about it."""
+    passed = 3 if positional_labels else 2
+    tried = [s for s in scores if s.convention.call in TWO_ARGUMENT_CALLS]
+    for s in tried:
+        found = _TOO_MANY.search(s.error)
+        if found is None:
+            return False
+        most, given = (int(g) for g in (found.groups()[:2] if found.group(1) else found.groups()[2:]))
+        if most - (given - passed) > 1:
+            return False
+    return bool(tried)
+
+
+def _time_free_error(causes: str) -> str:
+    """The error for a network whose forward takes x alone (:func:`takes_only_x`), ``causes`` the calls' own errors:
+    it needs a time argument, and the wrapper that gives it one. The wrapper holds the network as ``self.net``, so the
+    network's own state_dict given as --checkpoint loads into that submodule (:mod:`flowvar.audit.loading`)."""
+    return (f"the model's forward takes only x, no time: flowvar needs a velocity field v(x, t) (or v(t, x)), called "
+            f"with x (B, *item shape) and a float time t (B,) in [0, 1]; wrap it, e.g. a module whose "
+            f"forward(self, x, t) returns self.net(x) for a network trained without time (a time-independent field), "
+            f"or passes t to it the way its training did — the network's own state_dict given as --checkpoint loads "
+            f"into the wrapper's submodule 'net' ({causes})")
+
+
 def _bind_hint(names: list[str], has_labels: bool) -> str:
     """What to do about a network that requires arguments beyond x and t (:func:`missing_arguments`): bind them in
     the module the audit loads, or pass them as the items' labels/conditions with ``--label-arg``. Not
@@ -356,14 +398,18 @@ def _layer_mismatch(model: nn.Module, x: Tensor, t: Tensor, labels: Tensor | Non
 
 
 def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore], has_labels: bool = False,
-                  layers: str = "", item_shape: tuple[int, ...] | None = None) -> str:
+                  layers: str = "", item_shape: tuple[int, ...] | None = None, positional_labels: bool = False
+                  ) -> str:
     """The error when no candidate ran: each cause after the calls that gave it (``xt: TypeError: …; tx, cat: …``).
     When some call reached the network and got NaN/Inf, that leads (with how many of the weights are not finite):
     the call works and the shape or timestep advice for calls that raise does not fit it. When the calls that
     passed x and t failed for a missing further argument (:func:`missing_arguments`), the fix named is to bind it
     (or pass it with ``--label-arg``; ``has_labels``: the data carry labels or conditions), not the shape or
-    timestep advice. Otherwise the error leads with the data's ``item_shape`` and, where a layer failed on it,
-    what that layer takes (``layers``: :func:`_layer_mismatch`), before torch's own messages."""
+    timestep advice. When every call passing x and t positionally was given too many arguments, the forward takes x
+    alone (:func:`takes_only_x`; ``positional_labels``: the calls passed labels as a third), and the error leads
+    with that and the wrapper that gives it a time. Otherwise the error leads with the data's ``item_shape`` and,
+    where a layer failed on it, what that layer takes (``layers``: :func:`_layer_mismatch`), before torch's own
+    messages."""
     causes: dict[str, list[str]] = {}
     for s in scores:
         calls = causes.setdefault(s.error, [])
@@ -385,6 +431,10 @@ def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore], has_labels
                 f"{_bind_hint(extra, has_labels)}")
     items = f" (the data's items have shape {item_shape}{'; ' + layers if layers else ''})" \
         if item_shape is not None else ""
+    if takes_only_x(scores, positional_labels):  # its signature, not the data: the shape advice would mislead
+        shape = f"the data's items have shape {item_shape}{'; ' + layers if layers else ''}; " \
+            if item_shape is not None else ""
+        return _time_free_error(f"{shape}every call fails — {listed}")
     return (f"the model cannot be called on the training data under any convention{items}: check the data's shape "
             f"and channels against the model ({listed}). flowvar calls it with x (B, *item shape) and a float time t "
             f"(B,) in [0, 1] (× --time-scale): a model that takes integer timesteps (an nn.Embedding lookup of t) "
@@ -503,6 +553,8 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
         pairs = PairProbe(sources[idx.to(device)], x1, sources[:m].to(device),
                           probe_labels[0] if probe_labels is not None else None,
                           labels[:m].to(device) if probe_labels is not None and labels is not None else None)
+    # labels passed as a third positional argument (model(x, t, y)): what a too-many-arguments error counts
+    positional = probe_labels is not None and label_arg is not None and label_arg.spec == "positional"
     seen: list[tuple[Tensor, CandidateScore]] = []
     scores = tuple(score_convention(model, c, x1, x0, t, move_x0, train, seen, probe_labels, label_arg, pairs)
                    for c in candidate_conventions(requested, time_scales))
@@ -516,6 +568,8 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
             if cause is not None:  # the network's interface, not the convention: name it and its wrapper
                 raise DataError(cause)
             extra = missing_arguments([own]) if best is None else []
+            if best is None and not extra and takes_only_x([own], positional):
+                raise DataError(_time_free_error(f"the {requested} call: {own.error}"))
             hint = f"; {best} fits: pass {best.flags()}" if best else \
                 f"; {_bind_hint(extra, labels is not None)}" if extra else ""
             if not hint:  # no call runs and no argument is missing: the data's shape against the model's layers
@@ -553,7 +607,7 @@ def check_conventions(model: nn.Module, train: Tensor, requested: Convention | N
                 raise DataError(cause)
             raise DataError(_no_call_runs(model, scores, has_labels=labels is not None,
                                           layers=_layer_mismatch(model, x1, t, probe_y, label_arg),
-                                          item_shape=tuple(train.shape[1:])))
+                                          item_shape=tuple(train.shape[1:]), positional_labels=positional))
         top = min(ran, key=lambda s: s.loss_ratio)
         raise DataError(f"no calling convention fits this model on the training data (best: {top.convention} with "
                         f"loss ratio {top.loss_ratio:.3g}, needs < {Q_FIT}"
@@ -576,6 +630,7 @@ __all__ = [
     "Q_FIT",
     "Q_MARGIN",
     "TIE_RATIO",
+    "TWO_ARGUMENT_CALLS",
     "CandidateScore",
     "ConventionCheck",
     "PairProbe",
@@ -585,4 +640,5 @@ __all__ = [
     "missing_arguments",
     "ranked_fits",
     "score_convention",
+    "takes_only_x",
 ]

@@ -267,10 +267,19 @@ def gradient_verdict(loss_ratio: float, variance_ratio: float, loss_log_se: floa
     return "refuted" if _scaled(loss_ratio, loss_log_se, -z) >= GRAD_GENERALISE else "inconclusive"
 
 
+#: What the pair tests assume, said wherever --pairs is asked for or a verdict rests on them: the sources given are
+#: the ones the model was trained on, each with its fixed target. Pairs a model never trained on — any noise, for a
+#: model trained on fresh noise every batch (ordinary CFM) — read generalising too: no own partner beyond chance, λ ≈ 1.
+PAIRS_ASSUMPTION = ("the pair tests assume --pairs were the model's fixed training pairs (ReFlow, distillation, "
+                    "OT-paired data): pairs it never trained on read generalising too, so for a model trained on "
+                    "fresh noise every batch (ordinary CFM) leave --pairs out")
+
 #: Said beside the verdict when --pairs is not given: the pairs family did not run, so a "generalising" reading
-#: speaks for the fresh samples only.
-NO_PAIRS_CAVEAT = ("pair tests: not run (no --pairs) — a model can reproduce its training pairs (Prop 2's "
-                   "memorisation) while its fresh samples are novel; pass the training sources to test that")
+#: speaks for the fresh samples only — for a model trained on fixed pairs; ordinary CFM has no pairs to give.
+NO_PAIRS_CAVEAT = ("pair tests: not run (no --pairs) — a model trained on fixed (source, target) pairs (ReFlow, "
+                   "distillation, OT-paired data) can reproduce them (Prop 2's memorisation) while its fresh samples "
+                   "are novel; if the model was trained on fixed pairs, pass their sources as --pairs to test that "
+                   "(ordinary CFM, fresh noise every batch, has no training pairs: nothing to pass)")
 
 #: Said beside a "generalising" verdict reached from the samples family while the pairs family ran and was undecided.
 PAIRS_UNDECIDED_CAVEAT = ("pair tests: undecided (neither pair recovery nor the gradient signal was decisive) — the "
@@ -278,8 +287,13 @@ PAIRS_UNDECIDED_CAVEAT = ("pair tests: undecided (neither pair recovery nor the 
                           "(Prop 2's) is not excluded")
 #: Said beside a "generalising" verdict reached from the pairs family while the samples family was undecided.
 SAMPLES_UNDECIDED_CAVEAT = ("sample tests: undecided (the copy test was not decisive, and the generalisation gap "
-                            "never reads generalising) — the verdict speaks for the training pairs only: the fresh "
-                            "samples were not shown to be novel")
+                            "never reads generalising) — the verdict rests on the pair tests alone and the fresh "
+                            f"samples were not shown to be novel; {PAIRS_ASSUMPTION}")
+
+#: Said on the verdict line itself (:func:`verdict_scope`) when a "generalising" verdict rests on the pair tests
+#: alone: their reading is what pairs the model never trained on give too, so the one-word verdict names the
+#: assumption it stands on rather than leaving it to a caveat line further down.
+PAIRS_ONLY_SCOPE = "on the pair tests alone, which take --pairs as the model's fixed training pairs"
 
 #: The tests by what they look at: whether the model reproduces its training *pairs* (Prop 2: pair recovery and the
 #: gradient signature), and whether its fresh *samples* reproduce training items (copying, generalisation gap). The
@@ -363,6 +377,28 @@ def overall_verdict(verdicts: Mapping[str, str]) -> tuple[Overall, list[str], li
     return "cannot tell", mem, gen
 
 
+def verdict_scope(verdicts: Mapping[str, str]) -> str:
+    """What the verdict line says beside the one-word verdict (:func:`verdict_text`): :data:`PAIRS_ONLY_SCOPE`
+    when the verdict is "generalising" from the pairs family alone (it reads generalising, the samples family
+    undecided), "" otherwise.
+
+    Why only then: a generalising pairs family (no own partner recovered beyond chance, λ ≈ 1) is exactly what pairs
+    the model never trained on give — an ordinary CFM model audited with any noise as --pairs — and the audit cannot
+    tell the two apart (a model that generalises reads λ ≈ 1 on its own pairs too). Its memorising and mixed
+    readings carry their own proof that the pairs were trained on (own partners recovered far beyond chance, or a
+    loss ten times below fresh pairs', cannot come from pairs the model never saw), a generalising samples family
+    needs no pairs, and a verdict the samples family shares does not rest on the assumption."""
+    families = {family: family_verdict(verdicts, tests) for family, tests in FAMILIES.items()}
+    alone = families["pairs"] == "generalising" and families["samples"] == "undecided"
+    return PAIRS_ONLY_SCOPE if overall_verdict(verdicts)[0] == "generalising" and alone else ""
+
+
+def verdict_text(verdict: str, scope: str = "") -> str:
+    """The verdict as the console, ``summary.md``, ``audit.html`` and ``flowvar show`` print it: the word, and its
+    :func:`verdict_scope` in parentheses when there is one ("generalising (on the pair tests alone, …)")."""
+    return f"{verdict} ({scope})" if scope else verdict
+
+
 #: The --pairs row-order check of a class-folder --data: when the other natural order of its files (all files by file
 #: name across the subfolders) recovers at least this much larger a share of own partners than the loader's order
 #: (subfolder first, then file name), the pairs' alignment is in doubt and the pairs tests are untestable.
@@ -381,11 +417,11 @@ def pair_order_suspect(share_loader: float, share_other: float, n: int) -> bool:
 __all__ = ["ALLOWANCE_Z", "BLIND_SPOT", "COPY_GENERALISE", "COPY_K", "COPY_MAX_BASELINE", "COPY_MEMORISE",
            "COPY_MIN_LOO", "COPY_MIN_SAMPLES", "COPY_MIN_TRAIN", "COPY_RATIO", "FAMILIES", "GAP_GENERALISE",
            "GAP_HALF_SAMPLES", "GAP_MEMORISE", "GAP_MIN_HELDOUT", "GRAD_GENERALISE", "GRAD_MEMORISE", "GRID_DISAGREE",
-           "NO_PAIRS_CAVEAT", "OVERALL", "PAIRS_UNDECIDED_CAVEAT", "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE",
-           "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE", "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "PAIR_ORDER_MARGIN",
-           "SAMPLES_UNDECIDED_CAVEAT", "SOURCE_MEAN_TOL", "SOURCE_VAR_TOL", "SOURCE_Z", "copy_share_estimate",
-           "copy_share_standard_error", "copying_verdict", "excess_standard_error", "family_verdict",
-           "gap_reads_majority_novel", "gap_verdict", "gradient_verdict", "looks_like_noise", "overall_verdict",
-           "pair_landing_checkable", "pair_landing_excess", "pair_landing_suspect", "pair_order_suspect",
-           "pair_recovery_verdict", "ratio_log_standard_error", "share_standard_error", "swapped_files_suspect",
-           "verdict_notes"]
+           "NO_PAIRS_CAVEAT", "OVERALL", "PAIRS_ASSUMPTION", "PAIRS_ONLY_SCOPE", "PAIRS_UNDECIDED_CAVEAT",
+           "PAIR_GENERALISE", "PAIR_MAX_CONDITION_BASELINE", "PAIR_MAX_LANDED_OTHER", "PAIR_MEMORISE",
+           "PAIR_MIN_OFF_OT", "PAIR_MIN_OFF_OT_SHARE", "PAIR_ORDER_MARGIN", "SAMPLES_UNDECIDED_CAVEAT",
+           "SOURCE_MEAN_TOL", "SOURCE_VAR_TOL", "SOURCE_Z", "copy_share_estimate", "copy_share_standard_error",
+           "copying_verdict", "excess_standard_error", "family_verdict", "gap_reads_majority_novel", "gap_verdict",
+           "gradient_verdict", "looks_like_noise", "overall_verdict", "pair_landing_checkable", "pair_landing_excess",
+           "pair_landing_suspect", "pair_order_suspect", "pair_recovery_verdict", "ratio_log_standard_error",
+           "share_standard_error", "swapped_files_suspect", "verdict_notes", "verdict_scope", "verdict_text"]

@@ -90,7 +90,9 @@ def saved_summary(result: Result) -> str:
         conv_text = str(Convention(**conv))
     except (TypeError, FlowvarError):
         conv_text = f"{conv.get('call', '?')} ({conv.get('time', '?')}, time scale {_num(conv.get('time_scale'), 'g')})"
-    lines = [f"verdict: {metrics.get('verdict', '?')}", f"convention: {conv_text}{label}",
+    # the verdict's scope as the live report printed it (an older result.json has none: the word alone)
+    verdict = rules.verdict_text(str(metrics.get("verdict", "?")), str(metrics.get("verdict_scope") or ""))
+    lines = [f"verdict: {verdict}", f"convention: {conv_text}{label}",
              f"model: {config.get('model', '?')}", f"data: {config.get('data', '?')}"]
     for claim in result.claims:
         if claim.id in TEST_NAMES:
