@@ -874,6 +874,45 @@ def _refuse_empty_items(file: Path, shape: tuple[int, ...]) -> None:
                          f"d >= 1 or images with C, H, W >= 1")
 
 
+def _looks_channels_last(shape: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` is most likely channels-last images, which flowvar would read as channels-first
+    ((N, C, H, W), or (N, H, W) grey images) without a word — every pixel then in the wrong place.
+
+    * 4-D ``(a, b, c, d)``: (N, H, W, C) when ``b`` is not a channel count (1, 3, 4) and ``d`` is (the classic
+      colour case, squares or not), or when ``b == c > d`` and ``d <= 4`` (a square H = W beside a small last axis: 2
+      channels of a flow field, tiny 4×4 RGB images), since (N, C, H, W) images have their square in the last two
+      axes. ``b == c == d`` (e.g. (N, 3, 3, 3)) or ``d > b`` (e.g. (N, 3, 3, 4)) stays ambiguous and is read as
+      (N, C, H, W).
+    * 3-D ``(a, b, c)``: one (H, W, C) image saved without its batch axis when ``c <= 4 < b``: as (N, H, W) it would
+      be ``a`` grey images only ``c`` pixels wide.
+    """
+    if len(shape) == 4:
+        _, b, c, d = shape
+        return (b not in (1, 3, 4) and d in (1, 3, 4)) or (b == c > d and d <= 4)
+    if len(shape) == 3:
+        return shape[2] <= 4 < shape[1]
+    return False
+
+
+def _refuse_channels_last(file: Path, shape: tuple[int, ...]) -> None:
+    """ShapeError (one line: the shape read, the likely layout and the transpose that fixes it) for an array that
+    :func:`_looks_channels_last`; called from the header alone by :func:`count_items`, so validation and
+    ``advise-sigma`` name the layout before any item count."""
+    shape = tuple(int(s) for s in shape)
+    if not _looks_channels_last(shape):
+        return
+    if len(shape) == 4:
+        n, h, w, c = shape
+        raise ShapeError(f"{file} holds shape {shape}, which looks channels-last (N, H, W, C): {n} images of {h}x{w} "
+                         f"with {c} channel(s), which would be read as {h} channels of {w}x{c} images; save it as "
+                         f"(N, C, H, W): np.save(path, np.transpose(a, (0, 3, 1, 2)))")
+    h, w, c = shape
+    raise ShapeError(f"{file} holds shape {shape}, which looks like one channels-last (H, W, C) image ({h}x{w} with "
+                     f"{c} channel(s)), which would be read as {h} grey images of {w}x{c} (3-D arrays are (N, H, W)); "
+                     f"save it as (1, C, H, W): np.save(path, a.transpose(2, 0, 1)[None]) (or, for {h} items of shape "
+                     f"({w}, {c}) that are not images, as (N, d) vectors: a.reshape({h}, -1))")
+
+
 def _open_array(file: Path) -> np.ndarray | np.lib.npyio.NpzFile:
     """``file`` opened by numpy: a ``.npy`` memory-mapped (its header read; rows are read when indexed), an ``.npz``
     as a lazy NpzFile; DataError naming the saver for an unreadable file."""
@@ -968,7 +1007,8 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
     images with values in [0, > 2] get a warning, as they are most often unscaled 0..255 pixels). Images of any
     other integer or bool dtype (uint16, int64, ...) have no known pixel scale: DataError asking for
     ``value_range`` or a uint8 / float32 file. Integer (N, d) vectors other than uint8 are used as given.
-    Channels-last arrays (N, H, W, 1|3|4) are refused with the transpose that fixes them; NaN/Inf, object
+    Channels-last arrays — (N, H, W, C) and a single (H, W, C) image, by the rule of :func:`_looks_channels_last` —
+    are refused with the transpose that fixes them; NaN/Inf, object
     (pickled) arrays and truncated files are refused.
     ``resolution``: resize images (largest central square, antialiased bilinear); None keeps their size.
     ``channels``: 1 or 3 to convert grey↔RGB (RGB → grey by ITU-R 601-2 luma); None keeps C.
@@ -990,9 +1030,7 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         raise ShapeError(f"{file} holds an array of shape {raw.shape}; expected (N, H, W), (N, C, H, W) or (N, d) "
                          f"with N >= 1")
     _refuse_empty_items(file, raw.shape)
-    if raw.ndim == 4 and raw.shape[1] not in (1, 3, 4) and raw.shape[3] in (1, 3, 4):
-        raise ShapeError(f"{file} holds shape {raw.shape}, which looks channels-last (N, H, W, C); save it as "
-                         f"(N, C, H, W), e.g. numpy.transpose(a, (0, 3, 1, 2))")
+    _refuse_channels_last(file, raw.shape)
     # the checks below see every row (whether a file is refused does not depend on n), from one block-by-block scan
     # of the file (:func:`_scan`); uint8 images without a value range need none (one scale, finite)
     scan = None if raw.dtype == np.uint8 and raw.ndim != 2 and value_range is None else _scan(raw)
@@ -1310,6 +1348,7 @@ def count_items(dataset: str, data_dir: str | None, *, celeba_otherwise: str = "
         raise DataError(f"{file} holds an array of shape {shape}; expected (N, d) vectors or (N, H, W) / "
                         f"(N, C, H, W) images")
     _refuse_empty_items(file, shape)
+    _refuse_channels_last(file, shape)  # before any count: a wrong layout is the first thing to fix
     return int(shape[0])
 
 

@@ -1,0 +1,66 @@
+"""The data-loader review (dataR, session 33): channels-last arrays the old test missed, [0, 1] float arrays, float
+image files outside their scale, extensions Pillow reads, tRNS colour keys, and the distributions' input checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowvar.data import check_split_size, count_items, load_array, load_split
+from flowvar.errors import ShapeError
+
+# --------------------------------------------------------------------------------------------- channels-last arrays
+
+
+@pytest.mark.parametrize(("shape", "read_as"), [
+    ((10, 16, 16, 2), "10 images of 16x16 with 2 channel(s), which would be read as 16 channels of 16x2"),
+    ((10, 4, 4, 3), "10 images of 4x4 with 3 channel(s), which would be read as 4 channels of 4x3"),
+    ((5, 8, 8, 1), "5 images of 8x8 with 1 channel(s)"),
+    ((4, 8, 8, 3), "4 images of 8x8 with 3 channel(s)"),  # the classic case, refused before too
+    ((3, 16, 32, 3), "3 images of 16x32 with 3 channel(s)"),  # not square: the old rule's C in (1, 3, 4)
+])
+def test_channels_last_images_are_refused_naming_the_layout_and_the_transpose(tmp_path: Path, shape: tuple[int, ...],
+                                                                             read_as: str) -> None:
+    # (10, 16, 16, 2) loaded as 16 "channels" of 16x2 images, (10, 4, 4, 3) as 4 channels of 4x3, without a word
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).random(shape, dtype=np.float32))
+    for load in (lambda: load_array(tmp_path / "a.npy"), lambda: count_items("npy", str(tmp_path / "a.npy"))):
+        with pytest.raises(ShapeError) as caught:
+            load()
+        text = str(caught.value)
+        assert "\n" not in text and f"shape {shape}" in text and "channels-last (N, H, W, C)" in text
+        assert read_as in text and "np.transpose(a, (0, 3, 1, 2))" in text
+
+
+def test_a_single_channels_last_image_is_refused_with_its_reshape(tmp_path: Path) -> None:
+    # (32, 32, 3) uint8 loaded as 32 grey images of 32x3
+    np.save(tmp_path / "one.npy", np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    for load in (lambda: load_array(tmp_path / "one.npy"), lambda: count_items("npy", str(tmp_path / "one.npy"))):
+        with pytest.raises(ShapeError, match=r"shape \(32, 32, 3\), which looks like one channels-last \(H, W, C\) "
+                                             r"image \(32x32 with 3 channel\(s\)\), which would be read as 32 grey "
+                                             r"images of 32x3.*a\.transpose\(2, 0, 1\)\[None\].*a\.reshape\(32, -1\)"):
+            load()
+    fixed = np.load(tmp_path / "one.npy").transpose(2, 0, 1)[None]  # the fix the message gives loads
+    np.save(tmp_path / "fixed.npy", fixed)
+    assert load_array(tmp_path / "fixed.npy").images.shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 3, 3), (6, 4, 4, 4), (6, 3, 3, 4), (6, 3, 16, 16), (6, 2, 16, 16),
+                                   (6, 5, 16, 16), (6, 16, 16), (6, 4, 4), (6, 3, 3), (6, 2, 3), (6, 4, 5)])
+def test_channels_first_and_ambiguous_shapes_still_load(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    # (N, C, H, W) and (N, H, W) as they are meant; (N, 3, 3, 3)-like shapes could be either and are read as given
+    np.save(tmp_path / "a.npy", np.zeros(shape, dtype=np.uint8))
+    expected = shape if len(shape) == 4 else (shape[0], 1, *shape[1:])
+    assert tuple(load_array(tmp_path / "a.npy").images.shape) == expected
+    assert count_items("npy", str(tmp_path / "a.npy")) == 6
+
+
+def test_the_split_check_names_the_layout_before_the_item_count(tmp_path: Path) -> None:
+    # advise-sigma said "holds 10 item(s), but the study needs n_train=64 …" first, the layout only after n_train=4
+    np.save(tmp_path / "nhwc.npy", np.zeros((10, 16, 16, 3), dtype=np.uint8))
+    with pytest.raises(ShapeError, match="channels-last"):
+        check_split_size("npy", str(tmp_path / "nhwc.npy"), 64, 8)
+    np.save(tmp_path / "two.npy", np.random.default_rng(0).random((100, 8, 8, 2), dtype=np.float32))
+    with pytest.raises(ShapeError, match="channels-last"):  # it trained on (20, 8, 8, 8) items before
+        load_split("npy", str(tmp_path / "two.npy"), 20, 50, resolution=8, channels=None, seed=0, min_heldout=8)
