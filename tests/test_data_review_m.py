@@ -3,13 +3,18 @@ image files outside their scale, extensions Pillow reads, tRNS colour keys, and 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from flowvar.data import check_split_size, count_items, load_array, load_split
+import flowvar.data as data_module
+from flowvar.data import ImageSet, check_split_size, count_items, load_array, load_images, load_split
 from flowvar.errors import ShapeError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------------------------- channels-last arrays
 
@@ -64,3 +69,46 @@ def test_the_split_check_names_the_layout_before_the_item_count(tmp_path: Path) 
     np.save(tmp_path / "two.npy", np.random.default_rng(0).random((100, 8, 8, 2), dtype=np.float32))
     with pytest.raises(ShapeError, match="channels-last"):  # it trained on (20, 8, 8, 8) items before
         load_split("npy", str(tmp_path / "two.npy"), 20, 50, resolution=8, channels=None, seed=0, min_heldout=8)
+
+
+# --------------------------------------------------------------------------------------------- float arrays on [0, 1]
+
+
+def test_float_images_on_0_1_are_used_as_given_with_a_warning_naming_the_fix(tmp_path: Path) -> None:
+    # torchvision ToTensor's scale, the most common float image array, came through with no word, on half the width
+    # of the [−1, 1] the docs promised
+    a = np.random.default_rng(0).random((6, 1, 8, 8), dtype=np.float32)
+    np.save(tmp_path / "f01.npy", a)
+    with pytest.warns(UserWarning, match=r"f01\.npy holds float images with values in \[0\.0\d*, 0\.99\d*\], used "
+                                         r"as given.*pass value_range=\(0, 1\) \(in `flowvar audit`: --value-range "
+                                         r"0,1\) or save them as x \* 2 - 1"):
+        used = load_array(tmp_path / "f01.npy")
+    assert torch.equal(used.images, torch.from_numpy(a))  # still used as given: nothing is rescaled behind the user
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fix it names is quiet and maps [0, 1] to [−1, 1]
+        torch.testing.assert_close(load_array(tmp_path / "f01.npy", value_range=(0, 1)).images,
+                                   torch.from_numpy(a * 2 - 1))
+        np.save(tmp_path / "pm1.npy", a * 2 - 1)  # already [−1, 1]: quiet
+        load_array(tmp_path / "pm1.npy")
+        np.save(tmp_path / "zeros.npy", np.zeros((3, 1, 8, 8), dtype=np.float32))  # no pixel scale to guess
+        load_array(tmp_path / "zeros.npy")
+        np.save(tmp_path / "vectors.npy", a.reshape(6, -1))  # vectors are data, not pixels
+        load_array(tmp_path / "vectors.npy")
+
+
+def test_the_texts_no_longer_promise_minus_one_to_one_for_float_arrays() -> None:
+    def flat(text: str | None) -> str:
+        return " ".join((text or "").split())
+
+    module = flat(data_module.__doc__)
+    assert not module.startswith("Image data sets as tensors ``(N, C, H, W)`` scaled to [−1, 1]")
+    assert "float arrays used as given" in module
+    assert "a float array's values as given" in flat(ImageSet.__doc__)
+    assert "in [−1, 1] for every source but a float ``.npy`` array, whose values are used as given" in flat(
+        load_images.__doc__)
+    doc = flat((ROOT / "docs" / "experiments" / "sigma_tradeoff.md").read_text(encoding="utf-8"))
+    assert "images and `uint8` vectors are scaled to [−1, 1]; float and other integer vectors are used as given" \
+        not in doc
+    assert ("image files, the bundled sets and `uint8` arrays are scaled to [−1, 1]; float arrays (images or vectors) "
+            "and other integer vectors are used as given") in doc
+

@@ -1,4 +1,5 @@
-"""Image data sets as tensors ``(N, C, H, W)`` scaled to [−1, 1] (PAPER.md §3.5, §3.6, §4 "Images").
+"""Image data sets as tensors ``(N, C, H, W)`` (PAPER.md §3.5, §3.6, §4 "Images"): image files, the bundled sets and
+``uint8`` arrays scaled to [−1, 1], float arrays used as given (:func:`load_array`).
 
 One entry point, :func:`load_images`, returns an :class:`ImageSet` (the images, where they came from, and
 which items were chosen). Sources:
@@ -36,7 +37,8 @@ Conventions:
   a folder: when any of its float images exceeds 1, all are on [0, 255] (a dark image of a 0..255 set stays
   dark). An EXIF orientation tag is applied first, so photos come out the way viewers show them.
 * Values: 8-bit pixels v map to v / 127.5 − 1; digits v ∈ [0, 16] to v / 8 − 1; LFW's floats f ∈ [0, 1]
-  to 2f − 1.
+  to 2f − 1. A float ``.npy`` array is used as given (with a warning when its images lie within [0, 1]
+  or reach past 2: :func:`load_array`).
 * Sizes: any ``resolution`` >= 4 is produced; image files and arrays smaller than it are upsampled, with one warning
   naming how many and the smallest (bilinear enlargement adds blur, not detail); the bundled digits (8×8) and LFW
   (25×25) are enlarged without one (their size is known, and 32 is the default every experiment asks for).
@@ -96,7 +98,8 @@ Source = Literal["digits", "lfw", "celeba", "folder", "npy"]
 class ImageSet:
     """A data set held in memory.
 
-    * ``images``: (N, C, H, W) float32 in [−1, 1] (or (N, d) vectors for a 2-D ``.npy`` array);
+    * ``images``: (N, C, H, W) float32 (or (N, d) vectors for a 2-D ``.npy`` array): in [−1, 1] from image files,
+      the bundled sets, ``uint8`` arrays and arrays read with a ``value_range``; a float array's values as given;
     * ``name``: the source (``"digits"``, ``"lfw"``, ``"celeba"``, ``"folder"``, ``"npy"``);
     * ``source``: a human-readable description (where the data came from, and how it was transformed);
     * ``indices``: (N,) long, sorted: the position of each row in the full source (the sorted file list
@@ -1003,8 +1006,9 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
 
     Values: ``uint8`` arrays, images or vectors (flattened 8-bit pixels), map [0, 255] to [−1, 1];
     ``value_range=(lo, hi)`` maps [lo, hi] linearly to [−1, 1], images or vectors (DataError if values fall
-    outside); float arrays are used as given (assumed already scaled; float
-    images with values in [0, > 2] get a warning, as they are most often unscaled 0..255 pixels). Images of any
+    outside); float arrays are used as given (assumed already scaled; float images with values in [0, > 2] get a
+    warning, as they are most often unscaled 0..255 pixels, and so do float images within [0, 1] with a positive
+    value, most often torchvision ``ToTensor``'s [0, 1] pixels: half as wide as flowvar's [−1, 1]). Images of any
     other integer or bool dtype (uint16, int64, ...) have no known pixel scale: DataError asking for
     ``value_range`` or a uint8 / float32 file. Integer (N, d) vectors other than uint8 are used as given.
     Channels-last arrays — (N, H, W, C) and a single (H, W, C) image, by the rule of :func:`_looks_channels_last` —
@@ -1084,6 +1088,13 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         warnings.warn(f"{file} holds float images with values in [{lo32:g}, {hi32:g}], used as given; flowvar's "
                       f"images are in [−1, 1]: if these are 0..255 pixels save them as uint8 or pass "
                       f"value_range=(0, 255) (in `flowvar audit`: --value-range 0,255)", stacklevel=2)
+    elif raw.ndim in (3, 4) and raw.dtype.kind == "f" and lo32 >= 0.0 and 0.0 < hi32 <= 1.0:
+        # [0, 1] is torchvision ToTensor's scale, the most common float image array: used as given it is half the
+        # width of flowvar's [−1, 1] images, so σ advice and an audit come out on another scale than the docs say.
+        # (All zeros, hi32 == 0, is no pixel scale at all and gets no warning.)
+        warnings.warn(f"{file} holds float images with values in [{lo32:g}, {hi32:g}], used as given; flowvar's "
+                      f"images are in [−1, 1]: if these are [0, 1] pixels pass value_range=(0, 1) (in `flowvar "
+                      f"audit`: --value-range 0,1) or save them as x * 2 - 1", stacklevel=2)
     # how the values were rescaled, for the data line of every summary (nothing said: used as given)
     scaled = (f", rescaled from value_range {tuple(value_range)} to [−1, 1]" if value_range is not None else
               ", uint8 rescaled from 0..255 to [−1, 1]" if raw.dtype == np.uint8 else "")
@@ -1185,8 +1196,9 @@ DEFAULT_RESOLUTION = 32
 def load_images(name: Source | str, n: int | None = None, resolution: int | None = None, seed: int = 0,
                 data_dir: str | Path | None = None, channels: int | None = None, recursive: bool | None = None
                 ) -> ImageSet:
-    """Load ``n`` items (None: all) of a source as an :class:`ImageSet` of (n, C, R, R) tensors in [−1, 1] (or
-    (n, d) vectors for an (N, d) ``.npy`` array).
+    """Load ``n`` items (None: all) of a source as an :class:`ImageSet` of (n, C, R, R) tensors (or (n, d) vectors for
+    an (N, d) ``.npy`` array): in [−1, 1] for every source but a float ``.npy`` array, whose values are used as given
+    (:func:`load_array`).
 
     ``name``: one of :data:`SOURCES` (see the module docstring). ``data_dir``: the folder for ``"celeba"`` /
     ``"folder"``, the ``.npy`` file for ``"npy"``; must be None for the bundled sets. ``resolution``: the output
