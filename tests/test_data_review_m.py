@@ -12,7 +12,7 @@ import torch
 
 import flowvar.data as data_module
 from flowvar.data import ImageSet, check_split_size, count_items, load_array, load_images, load_split
-from flowvar.errors import ShapeError
+from flowvar.errors import ConfigError, ShapeError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,3 +112,37 @@ def test_the_texts_no_longer_promise_minus_one_to_one_for_float_arrays() -> None
     assert ("image files, the bundled sets and `uint8` arrays are scaled to [−1, 1]; float arrays (images or vectors) "
             "and other integer vectors are used as given") in doc
 
+
+# --------------------------------------------------------------------------------------------- distributions
+
+
+def test_standard_normal_keeps_its_validated_event_shape() -> None:
+    from flowvar.distributions import StandardNormal
+
+    # [2.0] reached torch.randn as a float ("argument 'size' failed to unpack"), np.int64(3) was "not iterable"
+    assert StandardNormal([2.0]).sample(3, torch.Generator().manual_seed(0)).shape == (3, 2)
+    for shape, expected in ((np.int64(3), (3,)), ((np.int64(2), 3), (2, 3)), (np.array([4, 5]), (4, 5)),
+                            (torch.Size([1, 8, 8]), (1, 8, 8)), (4, (4,))):
+        dist = StandardNormal(shape)
+        assert dist.event_shape == expected and all(type(s) is int for s in dist.event_shape)
+        assert dist.sample(2).shape == (2, *expected)
+    for bad in (2.5, [2, 0], [3.5], "abc", None, True, [True]):
+        with pytest.raises(ConfigError, match=r"event_shape"):
+            StandardNormal(bad)  # type: ignore[arg-type]
+
+
+def test_gaussian_mixture_docstring_and_error_say_integer_arrays_are_refused_and_how_to_convert() -> None:
+    from flowvar.distributions import GaussianMixture
+
+    # the docstring said "a numpy array or nested list of numbers" while an integer array was refused (integer data
+    # are refused throughout flowvar, tests/test_distributions.py holds that); now both say so and the error converts
+    doc = " ".join((GaussianMixture.__doc__ or "").split())
+    assert "a floating-point numpy array (its dtype kept)" in doc and "An integer tensor or array is refused" in doc
+    for ints in (np.array([[0, 0], [3, 3]]), torch.tensor([[0, 0], [3, 3]])):
+        with pytest.raises(ConfigError, match=r"floating-point tensor \(K, d\), got .*int64; convert it, e\.g\. "
+                                              r"torch\.as_tensor\(means, dtype=torch\.float32\)"):
+            GaussianMixture(ints)
+    fixed = GaussianMixture(torch.as_tensor(np.array([[0, 0], [3, 3]]), dtype=torch.float32))
+    assert torch.equal(fixed.means, GaussianMixture([[0, 0], [3, 3]]).means)
+    kept = GaussianMixture(np.array([[0.0, 1.0]], dtype=np.float64))  # a float array keeps its dtype, as before
+    assert kept.means.dtype == torch.float64

@@ -6,8 +6,9 @@ image datasets live in :mod:`flowvar.data`. Both implement :class:`Distribution`
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -46,13 +47,24 @@ class Distribution(ABC):
 
 
 class StandardNormal(Distribution):
-    """N(0, I) over ``event_shape`` (an int means a vector of that length)."""
+    """N(0, I) over ``event_shape`` (an int means a vector of that length): positive integers, Python's or numpy's
+    (``np.int64(3)``, an integer array, ``torch.Size``); a ConfigError names anything else."""
 
-    def __init__(self, event_shape: int | tuple[int, ...], dtype: torch.dtype = torch.float32) -> None:
-        shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
-        for s in shape:
-            check_positive_int("event_shape entry", s)
-        self.event_shape = shape
+    def __init__(self, event_shape: int | Iterable[int], dtype: torch.dtype = torch.float32) -> None:
+        if isinstance(event_shape, bool | str | bytes):
+            raise ConfigError(f"event_shape must be a positive integer or a sequence of them, got {event_shape!r}")
+        if isinstance(event_shape, numbers.Number):  # one length; 2.5 is refused below, 2.0 taken as 2
+            entries: tuple[object, ...] = (event_shape,)
+        else:
+            try:
+                entries = tuple(event_shape)
+            except TypeError:
+                raise ConfigError(f"event_shape must be a positive integer or a sequence of them, got "
+                                  f"{describe(event_shape)}") from None
+        # the checked values are kept (ints): a raw 2.0 reached torch.randn's size and np.int64 failed its check
+        self.event_shape = tuple(check_positive_int(
+            "event_shape entry", int(s) if isinstance(s, numbers.Integral) and not isinstance(s, bool) else s)
+            for s in entries)
         self.dtype = dtype
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -66,9 +78,11 @@ class StandardNormal(Distribution):
 class GaussianMixture(Distribution):
     """Isotropic Gaussian mixture: ``sum_k w_k N(means[k], std_k^2 I)``.
 
-    ``means``: (K, d), a floating-point tensor (its dtype is the samples'), or a numpy array or nested list of numbers
-    (as :class:`~flowvar.gaussian.GaussianProblem` takes them): a list becomes torch's default dtype (float32), a
-    numpy array keeps its float dtype; ``stds``: scalar or (K,); ``weights``: (K,) summing to one (uniform if None).
+    ``means``: (K, d), a floating-point tensor (its dtype is the samples'), a floating-point numpy array (its dtype
+    kept) or a nested list of numbers (as :class:`~flowvar.gaussian.GaussianProblem` takes them; it becomes torch's
+    default dtype, float32). An integer tensor or array is refused, as integer data are throughout flowvar (a
+    ConfigError naming the conversion); a list of integers is numbers written without a decimal point, and converted.
+    ``stds``: scalar or (K,); ``weights``: (K,) summing to one (uniform if None).
     """
 
     def __init__(self, means: Tensor | Sequence[Sequence[float]] | np.ndarray, stds: float | Tensor = 0.5,
@@ -82,7 +96,10 @@ class GaussianMixture(Distribution):
         elif isinstance(means, np.ndarray) and means.dtype.kind == "f":
             means = torch.from_numpy(means)
         if not isinstance(means, Tensor) or not means.is_floating_point():
-            raise ConfigError(f"GaussianMixture means must be a floating-point tensor (K, d), got {describe(means)}")
+            convert = ("; convert it, e.g. torch.as_tensor(means, dtype=torch.float32), or pass a list of numbers"
+                       if getattr(means, "dtype", None) is not None else "")
+            raise ConfigError(f"GaussianMixture means must be a floating-point tensor (K, d), got {describe(means)}"
+                              f"{convert}")
         if means.ndim != 2 or means.shape[0] < 1:
             raise ShapeError(f"GaussianMixture means must have shape (K, d) with K >= 1, got {tuple(means.shape)}")
         check_finite("GaussianMixture means", means)
