@@ -11,8 +11,17 @@ import pytest
 import torch
 
 import flowvar.data as data_module
-from flowvar.data import ImageSet, check_split_size, count_items, load_array, load_images, load_split
-from flowvar.errors import ConfigError, ShapeError
+from flowvar.data import (
+    ImageSet,
+    check_split_size,
+    count_items,
+    load_array,
+    load_folder,
+    load_images,
+    load_split,
+    subset_order,
+)
+from flowvar.errors import ConfigError, DataError, ShapeError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,3 +155,49 @@ def test_gaussian_mixture_docstring_and_error_say_integer_arrays_are_refused_and
     assert torch.equal(fixed.means, GaussianMixture([[0, 0], [3, 3]]).means)
     kept = GaussianMixture(np.array([[0.0, 1.0]], dtype=np.float64))  # a float array keeps its dtype, as before
     assert kept.means.dtype == torch.float64
+
+
+# --------------------------------------------------------------------------------------------- float image files
+
+
+def _float_tiff(folder: Path, name: str, values: np.ndarray) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values.astype(np.float32)).save(folder / name)
+    return folder / name
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (np.linspace(-1, 1, 64).reshape(8, 8), r"x\.tif is a float image spanning \[-1, 1\]; float images are read on "
+                                           r"\[0, 1\] \(when every value is <= 1\) or \[0, 255\].*\(x \+ 1\) / 2"),
+    (np.full((8, 8), 300.0), r"x\.tif is a float image spanning \[300, 300\].*by the scale its values were made on"),
+    (np.full((8, 8), np.nan), r"x\.tif is a float image holding 64 NaN or infinite value\(s\) of 64"),
+    (np.where(np.arange(64).reshape(8, 8) == 0, np.nan, 0.5), r"x\.tif is a float image holding 1 NaN or infinite"),
+    (np.full((8, 8), np.inf), r"x\.tif is a float image holding 64 NaN or infinite"),
+])
+def test_float_image_files_off_both_scales_are_refused_naming_the_file(tmp_path: Path, values: np.ndarray,
+                                                                        message: str) -> None:
+    # before: [−1, 1] lost its dark half to the clip (mean 64.8 of 255), NaN came out black and Inf white, silently
+    _float_tiff(tmp_path / "f", "x.tif", values)
+    with pytest.raises(DataError, match=message) as caught:
+        load_folder(tmp_path / "f", resolution=8)
+    assert "\n" not in str(caught.value)
+
+
+def test_float_image_files_on_their_scales_still_load(tmp_path: Path) -> None:
+    _float_tiff(tmp_path / "unit", "a.tif", np.full((8, 8), 0.5))  # [0, 1]: 0.5 → 127.5 → 128
+    _float_tiff(tmp_path / "byte", "a.tif", np.full((8, 8), 0.5))  # beside a [0, 255] image: 0.5 → 0 (dark stays)
+    _float_tiff(tmp_path / "byte", "b.tif", np.full((8, 8), 200.0))
+    # a refused image elsewhere in the folder sets no scale for the ones loaded (NaN compares "not <= 1")
+    _float_tiff(tmp_path / "unit_nan", "a.tif", np.full((8, 8), 0.5))
+    _float_tiff(tmp_path / "unit_nan", "b.tif", np.full((8, 8), np.nan))
+
+    def pixels(folder: Path, **kw: object) -> list[float]:
+        images = load_folder(folder, resolution=8, channels=1, **kw).images  # type: ignore[arg-type]
+        return [float(((x + 1) * 127.5).round().mean()) for x in images]
+
+    assert pixels(tmp_path / "unit") == [128.0]
+    assert pixels(tmp_path / "byte") == [0.0, 200.0]
+    first = next(s for s in range(50) if int(subset_order(2, s)[0]) == 0)  # a seed whose draw of 1 takes a.tif
+    assert pixels(tmp_path / "unit_nan", n=1, seed=first) == [128.0]

@@ -35,7 +35,8 @@ Conventions:
   (the high byte, v // 256). A 32-bit integer image (e.g. an int32 TIFF) has no known pixel scale and is
   refused. Float ("F") images are read as [0, 1] when their maximum is <= 1, else as [0, 255], decided once for
   a folder: when any of its float images exceeds 1, all are on [0, 255] (a dark image of a 0..255 set stays
-  dark). An EXIF orientation tag is applied first, so photos come out the way viewers show them.
+  dark); one holding NaN or Inf, or values below 0 or above 255 (a [−1, 1] image), is refused naming the file.
+  An EXIF orientation tag is applied first, so photos come out the way viewers show them.
 * Values: 8-bit pixels v map to v / 127.5 − 1; digits v ∈ [0, 16] to v / 8 − 1; LFW's floats f ∈ [0, 1]
   to 2f − 1. A float ``.npy`` array is used as given (with a warning when its images lie within [0, 1]
   or reach past 2: :func:`load_array`).
@@ -339,6 +340,26 @@ def center_crop_box(width: int, height: int, side: int) -> tuple[int, int, int, 
     return left, top, left + side, top + side
 
 
+def _check_float_image(path: Path, values: np.ndarray) -> None:
+    """DataError naming ``path`` for a float ("F") image whose ``values`` no pixel scale of :func:`_to_mode` maps: NaN
+    or ±Inf (cast to 8 bits, NaN became 0 and Inf 255 — a black or white image), or values below 0 or above 255
+    (clipped: a [−1, 1] image saved from a model's output lost its dark half)."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = values.size - int(np.count_nonzero(finite))
+        raise DataError(f"{path} is a float image holding {bad} NaN or infinite value(s) of {values.size}, which no "
+                        f"pixel scale maps; fix or remove the file")
+    if not values.size:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    if lo < 0.0 or hi > 255.0:
+        fix = ("(x + 1) / 2 (a [−1, 1] image)" if lo >= -1.0 and hi <= 1.0 else
+               "to [0, 1] or [0, 255] by the scale its values were made on")
+        raise DataError(f"{path} is a float image spanning [{lo:g}, {hi:g}]; float images are read on [0, 1] (when "
+                        f"every value is <= 1) or [0, 255], and values outside would be clipped: rescale it {fix} and "
+                        f"save it again")
+
+
 def _read_image(path: Path, channels: int, resolution: int, crop: int | None, float_unit: bool | None = None
                 ) -> tuple[Tensor, int, bool | None]:
     """Decode one file → ((C, resolution, resolution) in [−1, 1], the side of the square it was cut from, and for a
@@ -347,13 +368,16 @@ def _read_image(path: Path, channels: int, resolution: int, crop: int | None, fl
 
     ``crop``: CelebA's fixed central 140×140 square (the image must then be CelebA's 178×218) or None for the
     largest central square. Raises OSError/ValueError for unreadable files (the caller skips them) and DataError for
-    an image that is not 178×218 under ``crop`` or a 32-bit integer image.
+    an image that is not 178×218 under ``crop``, a 32-bit integer image or a float image off both scales
+    (:func:`_check_float_image`).
     """
     with Image.open(path) as opened:
         opened.load()
         unit = None
         if opened.mode == "F":
-            unit = float_unit if float_unit is not None else bool(np.asarray(opened).max(initial=0) <= 1.0)
+            values = np.asarray(opened)
+            _check_float_image(path, values)
+            unit = float_unit if float_unit is not None else bool(values.max(initial=0) <= 1.0)
         img = _to_mode(ImageOps.exif_transpose(opened), channels, path, opened.format, bool(unit))
     w, h = img.size
     side = min(w, h) if crop is None else crop
@@ -603,7 +627,9 @@ def _folder_float_unit(files: list[Path], known: dict[int, bool]) -> bool:
             continue
         try:
             with Image.open(path) as img:
-                if img.mode == "F" and not np.asarray(img).max(initial=0) <= 1.0:
+                values = np.asarray(img) if img.mode == "F" else None
+                # a NaN or Inf compares as "not <= 1": a file refused when read (_check_float_image) sets no scale
+                if values is not None and np.isfinite(values).all() and not values.max(initial=0) <= 1.0:
                     return False
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue
