@@ -201,3 +201,22 @@ def test_float_image_files_on_their_scales_still_load(tmp_path: Path) -> None:
     assert pixels(tmp_path / "byte") == [0.0, 200.0]
     first = next(s for s in range(50) if int(subset_order(2, s)[0]) == 0)  # a seed whose draw of 1 takes a.tif
     assert pixels(tmp_path / "unit_nan", n=1, seed=first) == [128.0]
+
+
+def test_a_trns_colour_key_is_composited_onto_black_like_a_palette_transparent_index(tmp_path: Path) -> None:
+    from PIL import Image
+
+    half = np.zeros((8, 8), dtype=np.uint8)
+    half[:, 4:] = 1  # the right half holds the key colour, the left half another
+    grey = Image.fromarray(np.where(half, 200, 90).astype(np.uint8))
+    rgb = Image.fromarray(np.where(half[..., None], [200, 100, 50], [10, 20, 30]).astype(np.uint8))
+    for name, img, key, channels, kept in (("L", grey, 200, 1, [90.0]), ("RGB", rgb, (200, 100, 50), 3,
+                                                                         [10.0, 20.0, 30.0])):
+        folder = tmp_path / name
+        folder.mkdir()
+        img.save(folder / "x.png", transparency=key)
+        assert "transparency" in Image.open(folder / "x.png").info
+        px = ((load_folder(folder, resolution=8, channels=channels).images[0] + 1) * 127.5).round()
+        # the key colour stayed 200 / (200, 100, 50) before
+        assert px[:, :, 4:].eq(0).all(), f"{name}: the key colour stays {px[:, 0, 4].tolist()}"
+        assert px[:, :, :4].flatten(1).unique(dim=1).flatten().tolist() == kept  # other pixels are untouched

@@ -29,9 +29,10 @@ Conventions:
   and the matching ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` for arrays.
 * Modes: ``channels=1`` converts to PIL ``"L"`` (ITU-R 601-2 luma), ``channels=3`` to ``"RGB"`` (grey
   images are replicated; CMYK is converted by PIL). Images with transparency (RGBA, LA, PA, palette images
-  with a transparent colour, in any format) are first composited onto black: a pixel of alpha a keeps
-  a/255 of its colour. 16-bit images are scaled to 8 bits by their full range, never by their own maximum, so
-  a dark 16-bit image stays dark: grey PNG/TIFF/PGM by v / 257 (rounded), colour (RGB PNG) by PIL's own decoder
+  with a transparent colour, grey and RGB images with a transparent colour key such as a PNG's tRNS, in any format)
+  are first composited onto black: a pixel of alpha a keeps a/255 of its colour (a colour key's pixels turn black).
+  16-bit images are scaled to 8 bits by their full range, never by their own maximum, so a dark 16-bit image stays
+  dark: grey PNG/TIFF/PGM by v / 257 (rounded), colour (RGB PNG) by PIL's own decoder
   (the high byte, v // 256). A 32-bit integer image (e.g. an int32 TIFF) has no known pixel scale and is
   refused. Float ("F") images are read as [0, 1] when their maximum is <= 1, else as [0, 255], decided once for
   a folder: when any of its float images exceeds 1, all are on [0, 255] (a dark image of a 0..255 set stays
@@ -317,7 +318,9 @@ def _to_mode(img: Image.Image, channels: int, path: Path | None = None, file_for
         a = np.asarray(img, dtype=np.float64)
         a = a * 255.0 if float_unit else a
         img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
-    if img.mode == "P" and "transparency" in img.info:
+    if img.mode in ("P", "L", "RGB") and "transparency" in img.info:
+        # a palette's transparent index, or a grey / RGB PNG's tRNS colour key (every pixel of that value is fully
+        # transparent): the same picture saved in either PNG mode gives the same image
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
