@@ -548,7 +548,12 @@ def _set_threads(threads: int | None) -> None:
     from flowvar.reproduce import default_threads
     from flowvar.runner import check_threads
 
-    torch.set_num_threads(check_threads(threads) or default_threads())
+    chosen = check_threads(threads)
+    torch.set_num_threads(chosen or default_threads())
+    if chosen:  # an experiment that picks its own count when none is chosen (small images: 1) reads the choice here
+        from flowvar.experiments.base import THREADS_ENV
+
+        os.environ[THREADS_ENV] = str(chosen)
 
 
 def _config_mode_mismatch(experiment: str, config_file: Path, quick: bool) -> str | None:

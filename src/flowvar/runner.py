@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from flowvar.errors import ConfigError, DataError
-from flowvar.experiments.base import check_config_threads, check_threads, cpu_cores, default_threads
+from flowvar.experiments.base import THREADS_ENV, check_config_threads, check_threads, cpu_cores, default_threads
 from flowvar.logs import forwarded_from_workers, send_to_parent
 from flowvar.report import format_duration
 from flowvar.results import Result
@@ -91,6 +91,7 @@ def init_worker(threads: int, parent: int, log_queue: Any = None, starts: Any = 
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    os.environ[THREADS_ENV] = str(threads)  # the count was chosen: experiments' own defaults must not replace it
     _die_with_parent(parent)
     if log_queue is not None:
         send_to_parent(log_queue)
@@ -801,12 +802,19 @@ def refuse_other_output(out: Path, command: str) -> None:
 def torch_threads(n: int) -> Iterator[None]:
     import torch
 
-    before = torch.get_num_threads()
+    before, before_env = torch.get_num_threads(), os.environ.get(THREADS_ENV)
     torch.set_num_threads(n)
+    # the count was chosen (--threads, or $FLOWVAR_THREADS's default): an experiment that picks its own thread count
+    # when none is chosen (_imaging.resolve_threads: 1 for small images) reads it from here
+    os.environ[THREADS_ENV] = str(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        if before_env is None:
+            os.environ.pop(THREADS_ENV, None)
+        else:
+            os.environ[THREADS_ENV] = before_env
 
 
 def check_writable(out: Path) -> None:

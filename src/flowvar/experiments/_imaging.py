@@ -67,8 +67,9 @@ class ImageExperimentConfig:
     present; ``checkpoint_every`` (0: ten checkpoints per full-scale training, only the last in quick mode).
     Sampling: ``euler_steps``, ``eval_batch`` (sources integrated at once). Verdicts: ``alpha`` (one-sided level of
     the paired comparisons over seeds).
-    Compute: ``device`` auto | cpu | cuda, ``threads`` (0: $FLOWVAR_THREADS, else 1 for images <= 16 px on CPU —
-    small convolutions run fastest single-threaded on a loaded machine — else torch's default).
+    Compute: ``device`` auto | cpu | cuda, ``threads`` (0: the chosen count — ``--threads``, which the command line
+    and the runner's workers pass on as $FLOWVAR_THREADS, or $FLOWVAR_THREADS itself —, else 1 for images <= 16 px
+    on CPU — small convolutions run fastest single-threaded on a loaded machine — else torch's default).
     """
 
     seed: int
@@ -134,8 +135,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_threads(threads: int, resolution: int, device: torch.device) -> int:
-    """The CPU thread count: ``threads`` if > 0, else $FLOWVAR_THREADS, else 1 for CPU runs at <= 16 px, else
-    torch's current setting."""
+    """The CPU thread count: ``threads`` if > 0, else $FLOWVAR_THREADS (where ``--threads`` and the runner put a
+    chosen count), else 1 for CPU runs at <= 16 px, else torch's current setting."""
     if threads > 0:
         return threads
     if os.environ.get(THREADS_ENV):  # parsed and bounded in one place
