@@ -7,6 +7,7 @@ running tests side by side instead (`make test`: one pytest-xdist worker per cor
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 from collections.abc import Iterator
@@ -48,6 +49,19 @@ def restored_signal_handlers() -> Iterator[None]:
     for sig, handler in before.items():
         if signal.getsignal(sig) is not handler and handler is not None:
             signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True)
+def restored_threads_env() -> Iterator[None]:
+    """Every test leaves $FLOWVAR_THREADS as it found it: an in-process `flowvar ... --threads T` passes T on there
+    (for the experiments that pick their own count when none is chosen), which would change the default thread
+    count of every later test of its xdist worker."""
+    before = os.environ.get("FLOWVAR_THREADS")
+    yield
+    if before is None:
+        os.environ.pop("FLOWVAR_THREADS", None)
+    else:
+        os.environ["FLOWVAR_THREADS"] = before
 
 
 @pytest.fixture
