@@ -220,3 +220,35 @@ def test_a_trns_colour_key_is_composited_onto_black_like_a_palette_transparent_i
         # the key colour stayed 200 / (200, 100, 50) before
         assert px[:, :, 4:].eq(0).all(), f"{name}: the key colour stays {px[:, 0, 4].tolist()}"
         assert px[:, :, :4].flatten(1).unique(dim=1).flatten().tolist() == kept  # other pixels are untouched
+
+
+# --------------------------------------------------------------------------------------------- extensions, colour keys
+
+
+def test_jfif_pnm_and_pbm_files_are_read_and_other_files_are_counted(tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(folder / "a.png")
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(folder / "b.jfif", format="JPEG", quality=95)
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(folder / "c.pnm", format="PPM")
+    Image.new("1", (8, 8), 1).save(folder / "d.pbm")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".DS_Store").write_bytes(b"hidden: neither read nor counted")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a text file beside the images is no image anyone meant: no warning
+        loaded = load_folder(folder, resolution=8)
+    assert loaded.files == ("a.png", "b.jfif", "c.pnm", "d.pbm")  # before: only a.png, the others dropped unsaid
+    # red, white (a JPEG), blue, white (mode "1"): each decoded as what it shows
+    assert torch.allclose(loaded.images.mean((1, 2, 3)), torch.tensor([-1 / 3, 1.0, -1 / 3, 1.0]), atol=0.02)
+    assert "(4 files, 1 other file left out (notes.txt))" in loaded.source
+    Image.new("RGB", (8, 8)).save(folder / "e.tga")  # a format Pillow reads: an image the user likely meant
+    Image.new("RGB", (8, 8)).save(folder / "f.ico")
+    with pytest.warns(UserWarning, match=r"2 file\(s\) in folder .*ext are images Pillow reads but whose extension "
+                                         r"flowvar does not, and were left out \(e\.tga, f\.ico\); flowvar reads "
+                                         r"\.jpg, .*convert them"):
+        again = load_folder(folder, resolution=8)
+    assert "(4 files, 3 other files left out (e.tga, f.ico, notes.txt))" in again.source
+
+

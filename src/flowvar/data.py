@@ -17,10 +17,12 @@ which items were chosen). Sources:
   is centre-cropped to its largest central square, then resized to ``resolution`` — so a folder with mixed
   sizes and aspect ratios gives one consistent geometry. Hidden files and hidden folders (``.DS_Store``,
   AppleDouble ``._x.jpg``, ``.ipynb_checkpoints/``) are not data and are left out; other files are picked by
-  extension, so ``Thumbs.db`` or ``notes.txt`` are never opened. Symlinked files are read; a multi-frame file
-  (animated GIF, multi-page TIFF) gives its first frame. A folder holding images both of its own and in sub-folders
-  (a class tree with a preview at its top) is refused naming both counts, unless ``recursive`` says which to read
-  (:func:`mixed_folder_error`).
+  extension, so ``Thumbs.db`` or ``notes.txt`` are never opened. The files left out by extension are counted in the
+  set's ``source`` line ("2 other files left out (notes.txt, x.tga)"), and those of a format Pillow reads (``.tga``,
+  ``.ico``, …: images the user may have meant) get a warning naming them; hidden files are not counted. Symlinked
+  files are read; a multi-frame file (animated GIF, multi-page TIFF) gives its first frame. A folder holding images
+  both of its own and in sub-folders (a class tree with a preview at its top) is refused naming both counts, unless
+  ``recursive`` says which to read (:func:`mixed_folder_error`).
 * ``"npy"``: a user's own array (see :func:`load_array`); ``data_dir`` is the ``.npy`` file.
 
 Conventions:
@@ -63,6 +65,7 @@ one place so that every experiment and the audit read data the same way.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -83,8 +86,8 @@ from flowvar.distributions import Empirical
 from flowvar.errors import ConfigError, DataError, ShapeError, nonfinite_error
 
 SOURCES: tuple[str, ...] = ("digits", "lfw", "celeba", "folder", "npy")
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                                     ".pgm")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                                     ".ppm", ".pgm", ".pbm", ".pnm")
 CELEBA_CROP = 140
 CELEBA_SIZE = (178, 218)  # (width, height) of every aligned-and-cropped CelebA image: the 140 crop assumes it
 CELEBA_EXTENSIONS: tuple[str, ...] = (".jpg", ".png")  # the JPEG release, and the official PNG one
@@ -494,10 +497,46 @@ def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
     AppleDouble ``._photo.jpg`` files (metadata under an image's name), Jupyter's ``.ipynb_checkpoints/``, a
     ``.thumbnails/`` cache — and would otherwise count as (unreadable or duplicated) images.
     """
+    return _folder_files(folder, recursive)[0]
+
+
+def _folder_files(folder: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
+    """(the image files :func:`list_image_files` returns, the other non-hidden files beside them), each in
+    :func:`row_order_key` order: one listing for both, so :func:`load_folder` can say what it left out."""
     pattern = "**/*" if recursive else "*"
-    return sorted((p for p in folder.glob(pattern)
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(p, folder) and p.is_file()),
-                  key=lambda p: row_order_key(p, folder))
+    images: list[Path] = []
+    others: list[Path] = []
+    for p in folder.glob(pattern):
+        if not _hidden(p, folder) and p.is_file():
+            (images if p.suffix.lower() in IMAGE_EXTENSIONS else others).append(p)
+
+    def key(p: Path) -> tuple[str, ...]:
+        return row_order_key(p, folder)
+
+    return sorted(images, key=key), sorted(others, key=key)
+
+
+@functools.cache
+def _pillow_image_extensions() -> frozenset[str]:
+    """The extensions of the formats this Pillow opens with a decoder of its own (stub formats such as HDF5 or BUFR,
+    which it names but cannot decode, left out): a file with one of these that :data:`IMAGE_EXTENSIONS` lacks is most
+    likely an image the user meant to be read."""
+    from PIL import ImageFile
+
+    def decodes(fmt: str) -> bool:
+        factory = Image.OPEN.get(fmt, (None, None))[0]
+        return factory is not None and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if decodes(fmt))
+
+
+def _warn_left_out_images(folder: Path, others: Sequence[Path]) -> None:
+    """One warning naming the files of ``others`` (left out by extension) that Pillow could read as images."""
+    images = [str(p.relative_to(folder)) for p in others if p.suffix.lower() in _pillow_image_extensions()]
+    if images:
+        warnings.warn(f"{len(images)} file(s) in folder {folder} are images Pillow reads but whose extension flowvar "
+                      f"does not, and were left out ({shortlist(images, ', ')}); flowvar reads "
+                      f"{', '.join(IMAGE_EXTENSIONS)}: convert them (e.g. to PNG) to use them", stacklevel=3)
 
 
 def image_subfolders(folder: Path) -> list[tuple[str, int]]:
@@ -603,14 +642,17 @@ def unreadable_rows_note(what: str, expected: int, rows: int, unreadable: list[s
             f"were skipped ({shown}): repair them, or remove them and their rows of {other}")
 
 
-def _file_counts(total: int, loaded: int, unreadable: int) -> str:
-    """How many files a folder holds and, when it differs, how many were loaded and skipped: "81 files, 80 loaded,
-    1 unreadable skipped" (an ImageSet's ``source``, which names what the rows are)."""
+def _file_counts(total: int, loaded: int, unreadable: int, other: Sequence[str] = ()) -> str:
+    """How many files a folder holds and, when it differs, how many were loaded and skipped, and the ``other`` files
+    (names) left out by extension: "81 files, 80 loaded, 1 unreadable skipped, 2 other files left out (notes.txt,
+    x.tga)" (an ImageSet's ``source``, which names what the rows are)."""
     text = f"{total} files"
     if loaded != total:
         text += f", {loaded} loaded"
     if unreadable:
         text += f", {unreadable} unreadable skipped"
+    if other:
+        text += f", {len(other)} other file{'s' if len(other) > 1 else ''} left out ({shortlist(list(other), ', ')})"
     return text
 
 
@@ -752,7 +794,7 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist (or is not a folder); pass data_dir pointing at a "
                         f"folder of image files ({', '.join(IMAGE_EXTENSIONS[:5])}, …)")
-    files = list_image_files(folder, bool(recursive))
+    files, others = _folder_files(folder, bool(recursive))
     if not files:
         hint = "" if recursive else "; pass recursive=True if they are in sub-folders"
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}{hint}")
@@ -761,12 +803,14 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
         raise mixed
     images, idx, names, unreadable = _load_files(folder, files, n, seed, channels, resolution, None,
                                                  f"folder {folder}")
+    _warn_left_out_images(folder, others)
     colour = "RGB" if channels == 3 else "grey"
     if asked is None and channels == 3 and images.shape[0] > 0 and bool(
             (images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all()):
         # kept as 3 channels (a model or an audit may expect RGB), but said: a grey folder trains 3× the inputs
         colour = "RGB with 3 identical channels (grey images: pass channels=1, --set channels=1, for one)"
-    source = (f"image folder {folder} ({_file_counts(len(files), len(idx), len(unreadable))}"
+    left_out = [str(p.relative_to(folder)) for p in others]
+    source = (f"image folder {folder} ({_file_counts(len(files), len(idx), len(unreadable), left_out)}"
               f"{', recursive' if recursive else ''}), largest central square resized to {resolution}x{resolution}, "
               f"{colour}")
     return ImageSet(images, "folder", source, idx, names, unreadable=unreadable)
