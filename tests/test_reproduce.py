@@ -269,7 +269,7 @@ def test_jobs_gives_identical_results(serial: tuple[Path, str], tmp_path: Path) 
     (["--only", "prop1", "--set", "n_samples=3"], "EXPERIMENT.key=value"),
     (["--only", "prop1", "--set", "nope.n_samples=3"], "unknown experiment 'nope' in --set"),
     (["--only", "prop1", "--set", "prop1.n_samples=many"], "n_samples expects an integer"),
-    (["--only", "prop1", "--jobs", "0"], "--jobs must be a positive integer"),
+    (["--only", "prop1", "--jobs", "0"], "greater than or equal to 1"),  # --jobs min=1 (cliR 4)
     (["--only", ""], "--only names no experiment"),  # an unset shell variable must not run everything
     (["--only", "prop1", "--cache", "/dev/null"], "--cache /dev/null is a file"),
     # a setting for an experiment --only leaves out would be silently ignored

@@ -47,7 +47,10 @@ from flowvar.cache_key import KEYED_LIBRARIES  # noqa: E402
 from flowvar.errors import ConfigError, DataError, FlowvarError, printable  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="flowvar: gradient-variance diagnostics and memorisation tests for flow matching.")
+                  help="flowvar: gradient-variance diagnostics and memorisation tests for flow matching.\n\n"
+                       "Exit status: 0 success; 1 a failed experiment or sweep point; 2 a usage or input error "
+                       "(one line `flowvar: error: ...` on stderr); 130 interrupted. `flowvar` (or `flowvar cache`) "
+                       "alone prints this help on stdout and exits 2.")
 
 
 def _version(value: bool) -> None:
@@ -60,6 +63,21 @@ def _version(value: bool) -> None:
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
     """flowvar: does my flow model generalise, or memorise its training pairs?"""
+
+
+def _out_folder(command: str) -> Callable[[str], Path]:
+    """The parser of ``flowvar {command}``'s ``--out``: its text as a folder, refusing an empty one (``Path("")`` is
+    the current folder, where the command would write beside the user's own files:
+    :func:`flowvar.runner.check_output_folder`). The text is checked before it becomes a Path, which cannot tell
+    ``""`` from ``"."``."""
+    def parse(value: str) -> Path:
+        if value == "":
+            from flowvar.runner import check_output_folder
+
+            check_output_folder(value, command)
+        return Path(value)
+
+    return parse
 
 
 @app.command("list")
@@ -86,9 +104,11 @@ ReproduceConfigOption = Annotated[Path | None, typer.Option(
 @app.command("run")
 def run_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment name (see `flowvar list`).")],
-    quick: Annotated[bool, typer.Option("--quick", help="Scaled-down settings (minutes on 2 CPU cores).")] = False,
+    quick: Annotated[bool, typer.Option("--quick/--full", help="--quick: scaled-down settings (minutes on 2 CPU "
+                                                              "cores); --full: paper scale.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Base random seed.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder; results go to OUT/EXPERIMENT/.")] = Path("runs"),
+    out: Annotated[Path, typer.Option("--out", parser=_out_folder("run"), metavar="PATH",
+                                      help="Output folder; results go to OUT/EXPERIMENT/.")] = Path("runs"),
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: key=value.")] = None,
     config_file: ConfigOption = None,
     cache: Annotated[Path | None, typer.Option(
@@ -103,9 +123,10 @@ def run_cmd(
 ) -> None:
     """Run one experiment and write result.json, summary.md and figures."""
     _set_threads(threads)
-    from flowvar.runner import refuse_if_locked
+    from flowvar.runner import check_output_folder, refuse_if_locked
 
     refuse_if_locked(out)  # a `flowvar reproduce` writing this folder's report: not beside it
+    check_output_folder(out, "run", [experiment])  # a user's own OUT/EXPERIMENT/result.json is not replaced
 
     plain_lines = progress is None and not sys.stderr.isatty()
     if progress is None:
@@ -199,13 +220,14 @@ def reproduce_cmd(
                                                               "(minutes each on 2 CPU cores; docs/reproduce.md "
                                                               "lists the measured times); --full: paper scale.")
                      ] = False,
-    out: Annotated[Path, typer.Option("--out", help="Output folder: OUT/report.html, OUT/report.md, "
+    out: Annotated[Path, typer.Option("--out", parser=_out_folder("reproduce"), metavar="PATH",
+                                      help="Output folder: OUT/report.html, OUT/report.md, "
                                                     "OUT/results.json, OUT/EXPERIMENT/.")] = Path("runs"),
     only: Annotated[list[str] | None, typer.Option("--only", help="Comma-separated experiments to run "
                                                                   "(default: all).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Experiments run in parallel processes.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Experiments run in parallel processes.", min=1)] = 1,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads per experiment (default: "
-                                                                  "$FLOWVAR_THREADS, else 1).")] = None,
+                                                                  "$FLOWVAR_THREADS, else 1).", min=1)] = None,
     backend: Annotated[str, typer.Option("--backend", help="local (processes) or ray (pip install "
                                                            "'flowvar\\[ray]').")] = "local",
     ray_address: Annotated[str | None, typer.Option(
@@ -258,14 +280,16 @@ def sweep_cmd(
                      ] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="A named sweep from the experiment's YAML file "
                                                                 "(e.g. table2: sigma, n).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Every point with the experiment's quick settings.")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Points computed in parallel.")] = 1,
+    quick: Annotated[bool, typer.Option("--quick/--full", help="--quick: every point with the experiment's quick "
+                                                              "settings; --full: paper scale.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Points computed in parallel.", min=1)] = 1,
     backend: Annotated[str, typer.Option("--backend", help="local (processes) or ray (pip install "
                                                            "'flowvar\\[ray]').")] = "local",
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="Ray cluster to use (host:port, ray://host:port or auto); default: start a local "
                               "Ray instance with --jobs CPUs. The cache folder must be shared by every node.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default sweeps/EXPERIMENT): sweep.csv, "
+    out: Annotated[Path | None, typer.Option("--out", parser=_out_folder("sweep"), metavar="PATH",
+                                             help="Output folder (default sweeps/EXPERIMENT): sweep.csv, "
                                                            "sweep.json, figures/, points/.")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Result cache folder (default OUT/.cache; e.g. "
                                                                "runs/.cache to share with `flowvar reproduce`).")
@@ -284,7 +308,7 @@ def sweep_cmd(
         "--plugin", help="A Python file or module that registers your own experiments (flowvar.experiments."
                          "register).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads per point (default: "
-                                                                  "$FLOWVAR_THREADS or 1).")] = None,
+                                                                  "$FLOWVAR_THREADS or 1).", min=1)] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute even what the cache holds.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar: one plain line per point.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the points, which are cached, and the time the "
@@ -512,7 +536,8 @@ def advise_sigma_cmd(
 @app.command("config")
 def config_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment name (see `flowvar list`).")],
-    quick: Annotated[bool, typer.Option("--quick", help="With the quick overrides.")] = False,
+    quick: Annotated[bool, typer.Option("--quick/--full", help="--quick: with the quick overrides; --full: the "
+                                                              "paper-scale values.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Base random seed.")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: key=value.")] = None,
     config_file: ConfigOption = None,
@@ -898,7 +923,8 @@ def main(argv: list[str] | None = None) -> int:
     130 interrupted.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["reproduce"] and "--quick" in args and "--full" in args:  # one flag pair: the last would win
+    if args[:1] in (["run"], ["reproduce"], ["sweep"], ["config"]) and "--quick" in args and "--full" in args:
+        # one flag pair: the last would win
         _error_line("pass --quick or --full, not both")
         return 2
     try:

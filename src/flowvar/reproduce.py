@@ -48,6 +48,7 @@ from flowvar.runner import (
     Progress,
     Task,
     check_config_threads,
+    check_output_folder,
     check_threads,
     check_writable,
     cpu_cores,
@@ -277,9 +278,10 @@ def reproduce(options: Options, stream: IO[str] | None = None) -> Summary:
     if options.config_file is not None:
         _check_config_file(Path(options.config_file))
     stream = stream or sys.stderr
-    out = Path(options.out)
-    refuse_other_output(out, "reproduce")  # a sweep's folder, before anything is planned or written
     selected = _select(options.only)  # unknown names fail before anything is written
+    # an empty --out, or a user's own results.json / report.md / EXPERIMENT/result.json there: refused, not replaced
+    out = check_output_folder(options.out, "reproduce", selected)
+    refuse_other_output(out, "reproduce")  # a sweep's folder, before anything is planned or written
     if options.cache_dir is not None and Path(options.cache_dir).exists() and not Path(options.cache_dir).is_dir():
         raise ConfigError(f"--cache {options.cache_dir} is a file; give a folder for the result cache")
     cache = Cache(Path(options.cache_dir) if options.cache_dir is not None else out / ".cache")

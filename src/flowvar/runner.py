@@ -30,6 +30,7 @@ recovery from a dead worker, which must attribute the break to one item to stay 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -798,6 +799,89 @@ def refuse_other_output(out: Path, command: str) -> None:
                               f"another --out")
 
 
+OWN_FILES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "reproduce": ("results.json", ("meta", "experiments"), ("report.md", "report.html")),
+    "sweep": ("sweep.json", ("meta", "axes", "points"), ("sweep.csv",))}
+"""Per command: the index it writes into ``--out``, the keys every index it writes holds, and the files it writes
+beside that index (after it: a folder with them but no index is not flowvar's)."""
+
+
+def check_output_folder(out: Path | str, command: str, experiments: Sequence[str] = ()) -> Path:
+    """Refuse, before anything is computed or written, an ``--out`` whose files ``flowvar {command}`` (run,
+    reproduce or sweep) would replace although they are not flowvar's — a user's own ``report.md`` or ``sweep.csv``
+    in a project folder must never be lost to a shared file name:
+
+    * an empty ``--out`` (``Path("")`` is the current folder: everything would land beside the user's files);
+    * an index (:data:`OWN_FILES`: ``results.json`` / ``sweep.json``) that is not a JSON object with the keys
+      flowvar writes;
+    * a file written beside the index (``report.md``, ``report.html`` / ``sweep.csv``) without that index;
+    * ``OUT/EXPERIMENT/result.json``, for each of ``experiments``, that is not a JSON object recording that
+      experiment.
+
+    flowvar's own earlier output (a rerun, ``--only`` into a reproduce folder, a resume, an extended sweep) passes;
+    so does anything in a folder holding the command's lock file (:data:`OUTPUT_MARKERS`, left by every earlier
+    run of it there): its files are flowvar's, and an index a crash or a hand damaged is rewritten by the rerun its
+    own error asks for. A one-line :class:`ConfigError` naming the file and "choose another --out"; creates nothing.
+    Returns ``out``."""
+    if str(out) == "":
+        raise ConfigError(f"--out is empty: `flowvar {command}` would write into the current folder, beside its "
+                          f"files; choose another --out (a folder of its own, e.g. --out runs)")
+    out = Path(out)
+    if any((out / marker).exists() for marker in OUTPUT_MARKERS.get(command, ())[1:]):
+        return out  # an earlier run of this command wrote here: its files are flowvar's
+    if command in OWN_FILES:
+        index, keys, beside = OWN_FILES[command]
+        path = out / index
+        if path.exists() or path.is_symlink():
+            why = _not_json_with(path, keys)
+            if why:
+                raise ConfigError(f"{path} is not the {index} of a `flowvar {command}` ({why}), so it is not "
+                                  f"replaced: move it or choose another --out")
+        else:
+            for name in beside:
+                if (out / name).exists() or (out / name).is_symlink():
+                    raise ConfigError(f"{out / name} is not flowvar's (no {index} beside it), so `flowvar {command}` "
+                                      f"does not replace it: move it or choose another --out")
+    for name in experiments:
+        path = out / name / "result.json"
+        if path.is_file():
+            why = _not_json_with(path, ("experiment",))
+            if why is None and _read_json(path).get("experiment") != name:
+                why = f"it records experiment {_read_json(path).get('experiment')!r}"
+            if why:
+                raise ConfigError(f"{path} is not a flowvar result of {name} ({why}), so it is not replaced: move "
+                                  f"it or choose another --out")
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _not_json_with(path: Path, keys: Sequence[str]) -> str | None:
+    """Why ``path`` is not a JSON object holding ``keys`` (in words), or None when it is."""
+    try:
+        data = _read_json(path)
+    except (OSError, UnicodeDecodeError) as e:
+        return f"it cannot be read: {getattr(e, 'strerror', None) or type(e).__name__}"
+    except ValueError:
+        return "it is not JSON"
+    if not isinstance(data, dict):
+        return "it is not a JSON object"
+    missing = [k for k in keys if k not in data]
+    return f"it has no {', '.join(missing)}" if missing else None
+
+
+def probe_writable(out: Path) -> None:
+    """:func:`check_writable`'s verdict without creating anything (``--dry-run``): ``out``'s nearest existing
+    ancestor must be a folder this process can write (:func:`flowvar.files.check_writable_folder`)."""
+    from flowvar.files import check_writable_folder
+
+    problem = check_writable_folder(out)
+    if problem:
+        raise ConfigError(f"cannot write to output folder {out}: {problem}; choose another --out")
+
+
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     import torch
@@ -827,9 +911,9 @@ def check_writable(out: Path) -> None:
         raise ConfigError(f"cannot write to output folder {out}: {e.strerror or e}; choose another --out") from None
 
 
-__all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "OUTPUT_MARKERS", "POOL_BREAKS", "Backend", "Outcome", "ProcessBackend",
-           "Progress", "RayBackend", "SerialBackend", "Task", "check_config_threads", "check_ray_address",
-           "check_threads", "check_writable", "compute", "cpu_cores", "default_threads", "dispatch", "exclusive",
-           "init_worker", "install_computed", "interrupted_text", "make_backend", "refuse_if_locked",
-           "refuse_other_output", "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads",
-           "verdict_line", "worker_pool"]
+__all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "OUTPUT_MARKERS", "OWN_FILES", "POOL_BREAKS", "Backend", "Outcome",
+           "ProcessBackend", "Progress", "RayBackend", "SerialBackend", "Task", "check_config_threads",
+           "check_output_folder", "check_ray_address", "check_threads", "check_writable", "compute", "cpu_cores",
+           "default_threads", "dispatch", "exclusive", "init_worker", "install_computed", "interrupted_text",
+           "make_backend", "probe_writable", "refuse_if_locked", "refuse_other_output", "sigterm_as_interrupt",
+           "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]

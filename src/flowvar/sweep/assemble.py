@@ -295,6 +295,12 @@ def _read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], 
     index = sweep_dir / "sweep.json"
     data = load_sweep(sweep_dir)
     if data is None:
+        if not sweep_dir.exists():
+            raise DataError(f"{sweep_dir} does not exist; give the --out folder of a finished sweep, or an "
+                            f"experiment's result folder to judge again")
+        if (sweep_dir / "results.json").is_file():  # a reproduce folder: its experiments are one level down
+            raise DataError(f"{sweep_dir} is a `flowvar reproduce` folder, not one result; give one of its "
+                            f"experiments: flowvar assemble {sweep_dir}/EXPERIMENT")
         raise DataError(f"{sweep_dir} is not a `flowvar sweep` folder (no sweep.json) nor a result folder (no "
                         f"result.json); give the --out folder of a finished sweep, or an experiment's result folder "
                         f"to judge again")

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from flowvar.cache import Cache, Unreadable, code_version, install, writable_cache
 from flowvar.errors import ConfigError, FlowvarError
-from flowvar.files import remove_stale_writes
+from flowvar.files import check_writable_folder, remove_stale_writes
 from flowvar.results import Result, versions
 from flowvar.runner import (
     Backend,
@@ -234,15 +234,34 @@ class Summary:
         return sum(o.status == status for o in self.outcomes)
 
 
+def check_out_slots(options: Options) -> Path:
+    """``--out``'s checks that need no writing, for :func:`sweep` and :func:`dry_run` alike (the dry run refuses what
+    the sweep refuses): an empty ``--out``, a user's own ``sweep.json`` / ``sweep.csv`` there
+    (:func:`flowvar.runner.check_output_folder`), and a file or folder in the way of the sweep's outputs. Returns
+    the output folder."""
+    from flowvar.runner import check_output_folder
+
+    out = check_output_folder(options.out if options.out is not None else options.out_dir, "sweep")
+    for name, folder in (("figures", True), ("sweep.json", False), ("sweep.csv", False)):
+        path = out / name
+        if path.is_symlink() or (path.exists() and path.is_dir() != folder):
+            raise ConfigError(f"{path} is in the way of the sweep's {name} ({'a folder' if folder else 'a file'} "
+                              f"goes there): move it or choose another --out")
+    return out
+
+
 def dry_run(options: Options) -> str:
     """What :func:`sweep` would do, without doing it or writing anything: every point, whether the cache holds it,
     and an estimate of the time the missing ones take (:func:`runtime_model` of the cached points; with none, each
     point's share of the cache's last runtime of the experiment, else of its YAML estimate:
     :func:`point_estimates`)."""
     from flowvar.report import format_duration
+    from flowvar.runner import probe_writable, refuse_other_output
 
     the_plan = plan(options)
-    refuse_other_sweep(options.out_dir, the_plan)
+    out = check_out_slots(options)
+    refuse_other_sweep(out, the_plan)
+    refuse_other_output(out, "sweep")
     cache = Cache(options.cache_root)
     checked = check_outputs_in_cache(the_plan, cache)
     lines, todo, known = [], [], []
@@ -257,6 +276,12 @@ def dry_run(options: Options) -> str:
             known.append((point.values, cache.manifest(point.key).get("runtime_s")))
         lines.append(f"{point.index:>4}  {point.label}  [{point.key}]  {state}")
     missing = len(todo)
+    # the sweep's writability checks, creating nothing: --out always (its tables are written), the cache when
+    # something is to be computed and stored there (a finished sweep reads a read-only cache)
+    probe_writable(out)
+    if missing and (problem := check_writable_folder(cache.root)):
+        raise ConfigError(f"cannot write to the cache folder {cache.root}: {problem}; make it writable or choose "
+                          f"another --cache")
     model = runtime_model(known)
     if model is not None:
         total = sum(model(p.values) for p in todo)
@@ -316,6 +341,7 @@ def sweep(options: Options, stream: IO[str] | None = None) -> Summary:
     """Run (or fetch from the cache) every grid point, then write the tables and figures; see the module doc."""
     stream = stream or sys.stderr
     the_plan = plan(options)
+    check_out_slots(options)  # an empty --out, a user's own sweep.json / sweep.csv: before anything reads them
     refuse_other_sweep(options.out_dir, the_plan)  # before the backend starts or anything is written
     found = cached_entries(the_plan, Cache(options.cache_root))
     names_checked = check_outputs_in_cache(the_plan, Cache(options.cache_root), found)  # a misspelt --metric: nothing
@@ -343,15 +369,10 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
         refuse_other_output,
     )
 
-    out = options.out_dir
+    out = check_out_slots(options)
     refuse_other_output(out, "sweep")  # a reproduce's folder (even one being written), before any point runs
     cache = Cache(options.cache_root)
-    # before any point is computed: a cache that cannot take results, outputs that a file or a folder blocks
-    for name, folder in (("figures", True), ("sweep.json", False), ("sweep.csv", False)):
-        path = out / name
-        if path.is_symlink() or (path.exists() and path.is_dir() != folder):
-            raise ConfigError(f"{path} is in the way of the sweep's {name} ({'a folder' if folder else 'a file'} "
-                              f"goes there): move it or choose another --out")
+    # before any point is computed: a cache that cannot take results
     # a --cache elsewhere is checked before --out is created: a refused cache leaves no empty --out behind (the
     # default OUT/.cache is checked after OUT, so that an unwritable OUT is blamed as such)
     if options.cache_dir is None:
