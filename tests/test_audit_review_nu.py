@@ -318,3 +318,15 @@ def test_positional_labels_are_counted(nets: ModuleType) -> None:
         audit(nets.XT(), x1, labels=labels, label_arg="positional", **SMALL)
     assert "takes only x" not in str(caught.value)
     assert "takes 3 positional arguments but 4 were given" in str(caught.value)
+
+
+def test_a_bare_linear_given_items_of_another_width_is_told_about_the_data() -> None:
+    """CI of a5ae2f3: a forward(x) network is also how the cat convention is called, so when the cat call reached a
+    layer whose width is neither the items' (a time-free network) the data's shape leads, not the missing time."""
+    from flowvar.audit.fit import _cat_width_allows_time_free
+
+    assert not _cat_width_allows_time_free(
+        "under the cat call, the model itself (Linear) takes 4 input features and was given (128, 6)", (5,))
+    assert _cat_width_allows_time_free(
+        "under the cat call, the model itself (Linear) takes 8 input features and was given (128, 9)", (8,))
+    assert _cat_width_allows_time_free("", (8,)) and _cat_width_allows_time_free("under the xt call, x", (8,))

@@ -320,6 +320,20 @@ def takes_only_x(scores: Sequence[CandidateScore], positional_labels: bool = Fal
     return bool(tried)
 
 
+_CAT_WIDTH = re.compile(r"under the cat call, .*? takes (\d+) input features")
+
+
+def _cat_width_allows_time_free(layers: str, item_shape: tuple[int, ...] | None) -> bool:
+    """False when the cat call failed in a Linear layer (:func:`_layer_mismatch`'s ``layers``) that takes a width
+    other than the items' own size: a forward(x) network trained without time takes exactly the items' features, so
+    then the data's shape, not the missing time, is what to fix (a bare nn.Linear(4, 4) given 5-feature items). True
+    otherwise (no such failure recorded, or the width fits a time-free network)."""
+    found = _CAT_WIDTH.search(layers)
+    if found is None or item_shape is None:
+        return True
+    return int(found.group(1)) == math.prod(item_shape)
+
+
 def _time_free_error(causes: str) -> str:
     """The error for a network whose forward takes x alone (:func:`takes_only_x`), ``causes`` the calls' own errors:
     it needs a time argument, and the wrapper that gives it one. The wrapper holds the network as ``self.net``, so the
@@ -431,7 +445,9 @@ def _no_call_runs(model: nn.Module, scores: Sequence[CandidateScore], has_labels
                 f"{_bind_hint(extra, has_labels)}")
     items = f" (the data's items have shape {item_shape}{'; ' + layers if layers else ''})" \
         if item_shape is not None else ""
-    if takes_only_x(scores, positional_labels):  # its signature, not the data: the shape advice would mislead
+    # its signature, not the data: the shape advice would mislead — unless the cat call (one tensor: how a forward(x)
+    # is called) reached a layer whose width fits neither the items nor the items and t, so the data do not fit
+    if takes_only_x(scores, positional_labels) and _cat_width_allows_time_free(layers, item_shape):
         shape = f"the data's items have shape {item_shape}{'; ' + layers if layers else ''}; " \
             if item_shape is not None else ""
         return _time_free_error(f"{shape}every call fails — {listed}")
