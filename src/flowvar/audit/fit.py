@@ -5,6 +5,10 @@ A wrong convention rarely raises an error: a reversed time or a missing ×1000 s
 shape. So each candidate's field is measured on the training data — how well it explains the straight-path targets
 (the loss ratio q against the zero field) and whether a short Euler integration moves fresh noise toward the data —
 and the convention that fits is chosen, or the one requested is checked (docs/audit.md "Calling conventions").
+
+Why this module is long: when no convention runs, the one error a user sees is composed from every candidate's
+failure (NaN output, a missing argument, a forward without time, a layer of another width), and those readings are
+made from the same scores the choice uses; split apart, each would re-run or re-parse the candidates.
 """
 
 from __future__ import annotations
