@@ -845,9 +845,7 @@ def check_output_folder(out: Path | str, command: str, experiments: Sequence[str
     for name in experiments:
         path = out / name / "result.json"
         if path.is_file():
-            why = _not_json_with(path, ("experiment",))
-            if why is None and _read_json(path).get("experiment") != name:
-                why = f"it records experiment {_read_json(path).get('experiment')!r}"
+            why = _not_json_with(path, ("experiment",), experiment=name)
             if why:
                 raise ConfigError(f"{path} is not a flowvar result of {name} ({why}), so it is not replaced: move "
                                   f"it or choose another --out")
@@ -858,8 +856,9 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _not_json_with(path: Path, keys: Sequence[str]) -> str | None:
-    """Why ``path`` is not a JSON object holding ``keys`` (in words), or None when it is."""
+def _not_json_with(path: Path, keys: Sequence[str], experiment: str | None = None) -> str | None:
+    """Why ``path`` is not a JSON object holding ``keys`` (and, given ``experiment``, recording that experiment), in
+    words, or None when it is. Reads the file once."""
     try:
         data = _read_json(path)
     except (OSError, UnicodeDecodeError) as e:
@@ -869,7 +868,11 @@ def _not_json_with(path: Path, keys: Sequence[str]) -> str | None:
     if not isinstance(data, dict):
         return "it is not a JSON object"
     missing = [k for k in keys if k not in data]
-    return f"it has no {', '.join(missing)}" if missing else None
+    if missing:
+        return f"it has no {', '.join(missing)}"
+    if experiment is not None and data.get("experiment") != experiment:
+        return f"it records experiment {data.get('experiment')!r}"
+    return None
 
 
 def probe_writable(out: Path) -> None:
