@@ -5,8 +5,9 @@ and calls them.
 
 Closed form (our derivation [D], constant noise f = σ, target x1 − x0): for the coupling x1 = R_θ x0 on N(0, I_2)
 the CFM(σ) minimiser is linear, v(x, t) = (R − I) A_tᵀ x / (|A_t|² + σ²) with A_t = (1 − t)I + tR, and its flow map
-is a pure rotation by θ' = ∫₀¹ w(t) d arg A_t, w = |A_t|² / (|A_t|² + σ²) (:func:`ideal_reflow_angle`): θ' = θ at
-σ = 0, θ' < θ for σ > 0; :func:`ideal_angles` iterates it over rectifications.
+is a pure rotation by θ' = ∫₀¹ w(t) d arg A_t, w = |A_t|² / (|A_t|² + σ²), an integral in elementary functions
+(:func:`ideal_reflow_angle`): θ' = θ at σ = 0, θ' < θ for σ > 0; :func:`ideal_angles` iterates it over
+rectifications.
 
 Stagnation (claim ``lemma2.sigma0_stagnation``): :func:`stagnation_band` is min(tolerance, ½ × the drift of the exact
 CFM(:data:`CONTRAST_SIGMA`) minimiser over the same rounds), so that staying within it tells σ = 0 from the paper's
@@ -18,10 +19,9 @@ claim is testable (round 0 learned the coupling, the band is > 0, and no σ = :d
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import numpy as np
 
 from flowvar.errors import ConfigError
 from flowvar.results import Precondition
@@ -37,8 +37,9 @@ coupling that moves as the paper says σ = 0.05 makes it move. A constant, not a
 number, the same for every run (and for every stored result judged again)."""
 
 BAND_FLOOR_DEG = 1e-6
-"""A stagnation band at or below this many degrees counts as zero (untestable): the closed form's integration error
-is ~1e-14° (σ = 0 gives a drift of 7e-15°, not 0), far below it, and no trained angle is resolved to it."""
+"""A stagnation band at or below this many degrees counts as zero (untestable): the closed form
+(:func:`ideal_reflow_angle`) is exact up to float64 rounding, ≤ 5e-16 relative (≤ 5e-14° below 180°; σ = 0 gives a
+drift of exactly 0), far below it, and no trained angle is resolved to it."""
 
 ROUND0_SINGULAR_VALUE_TOL = 0.2
 """Round 0 learned the coupling only if every singular value of its fitted map A is within this of 1 (the exact
@@ -51,25 +52,33 @@ ROUND0_RESIDUAL_TOL = 0.2
 σ = 0 round-0 residuals are ≤ 0.038 (every σ and round: ≤ 0.073)."""
 
 
-def ideal_reflow_angle(theta_deg: float, sigma: float, n: int = 20_001) -> float:
+def ideal_reflow_angle(theta_deg: float, sigma: float) -> float:
     """Rotation angle (degrees) of the flow map of the CFM minimiser for the rotation-by-θ coupling on N(0, I_2).
 
     θ' = ∫₀¹ w(t) (d/dt) arg A_t dt with A_t = (1 − t) + t e^{iθ} and w = |A_t|² / (|A_t|² + σ²) (this module's
     docstring). d arg A_t / dt = Im(A_t' conj(A_t)) / |A_t|² with A_t' = e^{iθ} − 1, so the integrand is
-    Im((e^{iθ} − 1) conj(A_t)) / (|A_t|² + σ²) = sin θ / (|A_t|² + σ²), integrated by composite Simpson on
-    ``n`` (odd) nodes. Defined for |θ| < 180° (A_t never vanishes); returns θ exactly in the limit σ = 0.
+    Im((e^{iθ} − 1) conj(A_t)) / (|A_t|² + σ²) = sin θ / (|A_t|² + σ²). With c = cos θ, |A_t|² + σ² =
+    2(1 − c)(t − ½)² + (1 + c + 2σ²)/2, a quadratic in t, so the integral is elementary:
+
+        θ' = 2 sin θ / √((1 − c)(1 + c + 2σ²)) · arctan √((1 − c) / (1 + c + 2σ²)).
+
+    Evaluated in half angles h = θ/2 (1 − c = 2 sin²h, 1 + c = 2 cos²h) as θ' = 2 (cos h / q) · arctan(sin h / q),
+    q = √(cos²h + σ²): no cancellation near θ = 0 (1 − c) nor near ±180° (1 + c), where cos h is taken as
+    sin((180° − |θ|)/2), the subtraction exact for |θ| ≥ 90°. σ = 0 gives 2 arctan(tan h) = θ, returned exactly
+    (Lemma 2: the σ = 0 minimiser keeps the coupling); σ > 0 gives |θ'| < |θ|, same sign. Defined for |θ| < 180°
+    (A_t never vanishes); a non-finite θ or a negative or non-finite σ is a :class:`ConfigError`.
     """
-    if not abs(theta_deg) < 180:
-        raise ConfigError(f"the ideal ReFlow angle needs |θ| < 180° (A_t = 0 at t = ½ for 180°), got {theta_deg}")
-    if sigma < 0 or n < 3 or n % 2 == 0:
-        raise ConfigError(f"need sigma >= 0 and an odd n >= 3, got sigma={sigma}, n={n}")
-    th = math.radians(theta_deg)
-    t = np.linspace(0.0, 1.0, n)
-    mod2 = (1 - t + t * math.cos(th)) ** 2 + (t * math.sin(th)) ** 2
-    f = math.sin(th) / (mod2 + sigma**2)
-    h = 1.0 / (n - 1)
-    integral = h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
-    return math.degrees(integral)
+    if isinstance(theta_deg, bool) or not isinstance(theta_deg, numbers.Real) or not abs(theta_deg) < 180:
+        raise ConfigError(f"the ideal ReFlow angle needs a finite |θ| < 180° (A_t = 0 at t = ½ for 180°), got "
+                          f"{theta_deg!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not (math.isfinite(sigma) and sigma >= 0):
+        raise ConfigError(f"the ideal ReFlow angle needs a finite noise level sigma >= 0, got {sigma!r}")
+    if sigma == 0:
+        return float(theta_deg)  # the closed form's exact value; float rounding of the formula would drift it
+    h = math.radians(theta_deg) / 2
+    cos_h = math.sin(math.radians(180.0 - abs(theta_deg)) / 2)  # = cos h, to full relative precision near ±180°
+    q = math.hypot(cos_h, sigma)
+    return math.degrees(2 * (cos_h / q) * math.atan2(math.sin(h), q))
 
 
 def ideal_angles(theta_deg: float, sigma: float, rectifications: int) -> list[float]:
