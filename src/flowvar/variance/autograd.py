@@ -40,6 +40,7 @@ from flowvar.models.parametric import GaussianParametricField
 from flowvar.seeding import forked_global_rng
 from flowvar.variance.engine import _coupling_problem
 from flowvar.variance.report import GroupBy, RunningMoments, VarianceReport, group_name, normalised_variance
+from flowvar.variance.rules.fallback import _eager
 
 __all__ = [
     "METHODS", "STRATEGIES", "GradientStream", "Method", "Strategy", "VarianceAccumulator",
@@ -294,6 +295,15 @@ class GradientStream:
         return grads, losses
 
     def _gradients(self, path: PathSample) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        # eagerly, whatever torch.compile did to the model: ``model.compile()`` compiles the module in place, and
+        # vmap over it made dynamo trace the forward under functorch's batching — with a monitor's hooks on the
+        # module (flowvar.variance.owned) that failed deep in dynamo (AssertionError "False != True", review integR
+        # 2). The module's own Python forward is what the compiled code computes (the fallback's recomputation
+        # does the same: rules/fallback.py).
+        with _eager():
+            return self._gradients_eager(path)
+
+    def _gradients_eager(self, path: PathSample) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         try:
             if self.strategy == "loop":
                 return _autograd_chunk(self.model, path, "loop", self.trainable_only)
