@@ -72,6 +72,22 @@ def _square_matrix(name: str, M: Tensor) -> Tensor:
     return M
 
 
+def _real_float64(name: str, x: object, kind: str) -> Tensor:
+    """``x`` (a tensor, array or nested list) as a float64 tensor, else a one-line :class:`ConfigError` naming
+    ``name``: ``kind`` says what it should be ("a vector (d,)"). Complex entries are refused, not cast:
+    ``torch.as_tensor(x, dtype=float64)`` would drop the imaginary part of e.g. an ``eig`` or ``sqrtm`` output with
+    only a UserWarning; so are booleans and non-numbers (a string entry), which torch refuses with an error that
+    does not name the argument."""
+    try:
+        probe = x if isinstance(x, Tensor) else torch.as_tensor(x)  # its own dtype: complex stays complex
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"{name} must be {kind} of real numbers, got {describe(x)}") from None
+    if probe.is_complex() or probe.dtype == torch.bool:
+        raise ConfigError(f"{name} must hold real numbers, got dtype {probe.dtype}; pass its real part (.real) if "
+                          f"the imaginary part is only rounding, or fix how it is computed")
+    return torch.as_tensor(x, dtype=torch.float64)  # from x, not probe: a list parsed as float32 would lose digits
+
+
 def _check_symmetric(name: str, M: Tensor) -> None:
     scale = float(M.abs().max())
     asym = float((M - M.T).abs().max())
@@ -199,7 +215,9 @@ def gaussian_w2_squared(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Tensor
     Brenier map only; for Σ0 = I it is ‖m0 − m1‖² + tr(I + Σ1 − 2 Σ1^{1/2}). The trace of the root is
     Σ_i √λ_i of the middle matrix (its eigenvalues only): no map matrix enters, so a map can be checked against it.
     """
-    m0, m1 = (torch.as_tensor(m, dtype=torch.float64) for m in (mean0, mean1))
+    m0, m1 = _real_float64("mean0", mean0, "a vector (d,)"), _real_float64("mean1", mean1, "a vector (d,)")
+    check_finite("mean0", m0)  # a NaN mean would make W2² NaN, with no error
+    check_finite("mean1", m1)
     c0, c1 = check_symmetric_psd("cov0", cov0).double(), check_symmetric_psd("cov1", cov1).double()
     if m0.ndim != 1 or m0.shape != m1.shape or c0.shape != c1.shape or c0.shape[0] != m0.shape[0]:
         raise ShapeError(f"means must be (d,) and covariances (d, d) of one d, got {tuple(m0.shape)}, "
@@ -281,12 +299,13 @@ def block_rotation_matrix(angle_deg: float, dim: int, first: tuple[int, int] = (
 class GaussianProblem(Distribution):
     """The target N(μ, M) of the Gaussian theory, with its OT map from the source N(0, I_d).
 
-    ``mean``: (d,); ``cov``: (d, d) symmetric positive definite. Sampling returns ``dtype`` tensors.
+    ``mean``: (d,); ``cov``: (d, d) symmetric positive definite; both real and finite (complex, boolean or
+    non-numeric entries are a one-line :class:`ConfigError` naming the argument). Sampling returns ``dtype`` tensors.
     """
 
     def __init__(self, mean: Tensor, cov: Tensor, dtype: torch.dtype = torch.float64) -> None:
-        mean = torch.as_tensor(mean, dtype=torch.float64)
-        cov = torch.as_tensor(cov, dtype=torch.float64)
+        mean = _real_float64("mean", mean, "a vector (d,)")
+        cov = _real_float64("cov", cov, "a (d, d) matrix")
         if mean.ndim != 1:
             raise ShapeError(f"mean must be a vector (d,), got shape {tuple(mean.shape)}")
         d = mean.shape[0]
@@ -342,6 +361,7 @@ class GaussianProblem(Distribution):
     def ot_map(self, x0: Tensor, rotation: Tensor | None = None) -> Tensor:
         """T(x0) = μ + M^{1/2} R x0 (R = I: the OT map). ``x0``: (B, d) → (B, d), same dtype as x0."""
         self.check_points("x0", x0)
+        check_finite("x0", x0)  # a NaN point would map to a NaN sample, with no error
         A = self.rotated_map_matrix(rotation).to(x0.dtype)
         return self.mean.to(x0.dtype) + x0 @ A.T
 
@@ -464,8 +484,12 @@ def meeting_point(problem: GaussianProblem, rotation: Tensor | None = None,
 
     The lines are x_t = tμ + (I + tΘ̂) x0 with Θ̂ = M^{1/2} R − I, so they all meet iff I + t*Θ̂ = 0, i.e.
     Θ̂ = c I with c = −1/t* <= −1; then x* = t*μ. Counter Example 1 (Θ̂ = −2I) gives (0.5, μ/2).
-    "Θ̂ = cI" is tested as max|Θ̂ − cI| <= ``rtol`` · max(1, |c|) with c = tr Θ̂ / d.
+    "Θ̂ = cI" is tested as max|Θ̂ − cI| <= ``rtol`` · max(1, |c|) with c = tr Θ̂ / d; ``rtol`` must be a finite
+    number >= 0 (a NaN one would make every comparison False and call any coupling a meeting point).
     """
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not (math.isfinite(rtol) and rtol >= 0):
+        raise ConfigError(f"rtol must be a finite number >= 0 (a relative tolerance, e.g. 1e-12), got "
+                          f"{describe(rtol)}")
     _, Theta = problem.field_parameters(rotation)
     c = float(torch.diagonal(Theta).mean())
     eye = torch.eye(problem.dim, dtype=torch.float64)
@@ -502,6 +526,8 @@ def _parametric_parts(theta: Tensor, Theta: Tensor, xt: Tensor, t: Tensor | floa
     if t.shape != (xt.shape[0],):
         raise ShapeError(f"t must be a scalar or have shape ({xt.shape[0]},), got {tuple(t.shape)}")
     check_unit_times(t, t)  # a time in percent or NaN would give a silently meaningless gradient
+    check_finite("theta", theta)  # a diverged (θ, Θ) would give NaN gradients, with no error
+    check_finite("Theta", Theta)
     check_finite("xt", xt)
     check_finite("target", target)
     A = torch.eye(d, dtype=torch.float64) + t[:, None, None] * Theta
