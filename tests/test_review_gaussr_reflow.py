@@ -10,6 +10,7 @@ it gave 173.72° for 179.99° at σ = 0 and 15.258° (for 15.647°) at 179.999°
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 from scipy.integrate import quad
@@ -21,7 +22,7 @@ from flowvar.experiments.lemma2 import min_testable_coupling_angle
 mpmath = pytest.importorskip("mpmath")
 
 
-def _integrand(theta_deg: float, sigma: float):  # noqa: ANN202 - a float → float closure
+def _integrand(theta_deg: float, sigma: float) -> Callable[[float], float]:
     r = math.radians(theta_deg)
     c, s = math.cos(r), math.sin(r)
     return lambda t: s / ((1 - t + t * c) ** 2 + (t * s) ** 2 + sigma**2)
