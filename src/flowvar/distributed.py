@@ -189,6 +189,57 @@ def gather_objects(obj: object) -> list[object]:
     return out
 
 
+#: How many :func:`rendezvous` of each name this process has taken part in: the number of the next one. Every rank
+#: counts the same rendezvous in the same order (they precede collectives, which must match across ranks anyway).
+_ROUNDS: dict[str, int] = {}
+
+
+def store_timeout_s() -> float | None:
+    """The timeout of the default process group's key-value store in seconds (``init_process_group``'s ``timeout``,
+    which its rendezvous store is created with), or None without a process group or a readable store."""
+    store = _default_store()
+    return None if store is None else store.timeout.total_seconds()
+
+
+def _default_store() -> dist.Store | None:
+    """The default process group's c10d key-value store (the TCPStore of torchrun's rendezvous, behind a
+    PrefixStore); None without a process group, or where this torch keeps it elsewhere (a private accessor)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    getter = getattr(dist.distributed_c10d, "_get_default_store", None)
+    return None if getter is None else getter()
+
+
+def rendezvous(name: str, timeout_s: float) -> list[int] | None:
+    """Meet every rank of the default process group at the next rendezvous called ``name``, through the group's
+    key-value store (not a collective: a rank that never comes cannot leave the others inside one). Returns the
+    ranks that had not arrived after ``timeout_s`` seconds ([] when all did; None: no process group of W > 1 ranks,
+    or no store to meet through, so nothing was checked).
+
+    Rendezvous k of ``name`` (k counted per process, :data:`_ROUNDS`): rank r sets the key ``flowvar/name/k/r``, waits
+    for the W keys of round k, then deletes its key of round k − 1, which no rank waits for any more (each set its
+    round-k key after its round-(k − 1) wait): the store holds at most 2W keys of ``name`` at a time. Three round
+    trips to the store (~0.5 ms on one loaded 2-core machine, docs/gradient_variance.md "Data-parallel").
+    """
+    w = world()
+    store = _default_store() if w.size > 1 else None
+    if store is None:
+        return None
+    k = _ROUNDS.get(name, 0)
+    _ROUNDS[name] = k + 1
+    keys = [f"flowvar/{name}/{k}/{q}" for q in range(w.size)]
+    store.set(keys[w.rank], "1")
+    try:
+        store.wait(keys, datetime.timedelta(seconds=timeout_s))
+    except RuntimeError:  # DistStoreError "wait timeout" (a lost store raises again from check, as it should)
+        missing = [q for q, key in enumerate(keys) if not store.check([key])]
+        if missing:
+            return missing
+    if k > 0:
+        store.delete_key(f"flowvar/{name}/{k - 1}/{w.rank}")
+    return []
+
+
 def barrier() -> None:
     """Wait for every rank (no-op for one rank)."""
     if is_distributed():
@@ -219,5 +270,5 @@ def map_sharded(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
 
 __all__ = ["World", "agree", "all_reduce_sum_", "barrier", "broadcast_module_", "collective_device", "env_world_size",
-           "gather_objects", "init_from_env", "is_distributed", "is_main_process", "map_sharded", "shard_bounds",
-           "world"]
+           "gather_objects", "init_from_env", "is_distributed", "is_main_process", "map_sharded", "rendezvous",
+           "shard_bounds", "store_timeout_s", "world"]

@@ -85,7 +85,7 @@ from flowvar.results import to_jsonable
 from flowvar.variance.arming import Arming, SkippedLogWarning
 from flowvar.variance.engine import UNRECORDED, BatchMismatchError, GradNormEngine, Reduction, UnplannedParametersError
 from flowvar.variance.moments import BatchGradStats
-from flowvar.variance.ranks import reduce_across_ranks
+from flowvar.variance.ranks import meet_ranks, reduce_across_ranks
 from flowvar.variance.records import DEFAULT_CHUNK_BYTES
 from flowvar.variance.report import FastVarianceReport
 
@@ -227,9 +227,15 @@ class GradientVarianceMonitor:
     pass. ``collapse_ratio``, ``collapse_atol``, ``patience``: the memorisation
     criterion; ``warn=False`` records it in the logs without warning. ``reduce_ranks``: under
     ``torch.distributed`` with W > 1 ranks, log the statistics of the global batch (every rank's per-sample
-    statistics reduced, :mod:`flowvar.variance.ranks`; every rank must call the monitor on the same steps, and
-    only rank 0 writes ``log_path`` and warns); None (default): whenever a process group of W > 1 ranks is
-    initialised; False: each rank logs its own shard. Frozen parameters (no gradient) are not measured.
+    statistics reduced, :mod:`flowvar.variance.ranks`; every rank must build the monitor and call it on the same
+    steps, and only rank 0 writes ``log_path`` and warns); None (default): whenever a process group of W > 1 ranks
+    is initialised; False: each rank logs its own shard, with no collective — the monitor of a single rank (one built
+    or called under ``if rank == 0:``) must be built so. ``rank_timeout_s``: with the reduction, each logged step first
+    meets the other ranks through the process group's key-value store (:func:`flowvar.variance.ranks.meet_ranks`,
+    ~0.5 ms) and raises :class:`~flowvar.errors.ConfigError` naming the rule and that fix when a rank has not come
+    within this many seconds (None: 300 s, at most half the group's own timeout), where the collective would hang
+    until the group's timeout (30 min by default) or abort inside gloo/NCCL. Frozen parameters (no gradient) are not
+    measured.
 
     ``own_grads`` (default True): on fully armed passes (the due steps, and a new monitor's first pass), the engine
     computes the gradients of the layers whose per-sample gradients it materialises anyway (convolutions on large
@@ -248,10 +254,18 @@ class GradientVarianceMonitor:
                  log_path: str | os.PathLike[str] | None = None, sigma: float | None = None, elementwise: bool = False,
                  validate_first: bool = True, collapse_ratio: float = 1e-3, collapse_atol: float = 1e-12,
                  patience: int = 3, warn: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 reduce_ranks: bool | None = None, own_grads: bool = True) -> None:
+                 reduce_ranks: bool | None = None, own_grads: bool = True,
+                 rank_timeout_s: float | None = None) -> None:
         self.every = check_positive_int("every", every)
         self._arming = Arming(self.every)
         self.reduce_ranks = reduce_ranks
+        if rank_timeout_s is not None and (isinstance(rank_timeout_s, bool) or
+                                           not isinstance(rank_timeout_s, numbers.Real) or
+                                           not (math.isfinite(rank_timeout_s) and rank_timeout_s > 0)):
+            raise ConfigError(f"rank_timeout_s must be a number of seconds > 0 (how long a logged step waits for the "
+                              f"other ranks) or None (300 s, at most half the process group's timeout), got "
+                              f"{rank_timeout_s!r}")
+        self.rank_timeout_s = None if rank_timeout_s is None else float(rank_timeout_s)
         self.t_bins = None if t_bins is None else check_positive_int("t_bins", t_bins)
         self.profile_every = check_positive_int("profile_every", profile_every)
         self.sigma = None if sigma is None else float(sigma)
@@ -362,6 +376,8 @@ class GradientVarianceMonitor:
         if not self._recorded(step) or self._too_small(step, losses.shape[0]):
             return None
         out_grad = self.engine.root_grad if self._scale_checks_left > 0 else None  # before compute() clears it
+        if self._reducing():  # before the reduction's collectives: a rank that never comes is an error, not a hang
+            meet_ranks(step, self.rank_timeout_s)
         # not detached: when the model ran again after the backward pass, their graph tells compute() which pass
         record = self._measure(step, losses, t, reduction, deterministic, 1.0 / float(loss_scale))
         self._check_scale(step, losses.detach(), out_grad, reduction, float(loss_scale), coordinate_reduction)
@@ -390,6 +406,7 @@ class GradientVarianceMonitor:
         if distributed.is_distributed():
             # the trainer's data-parallel step: this rank back-propagated (1/B) Σ_{i in its shard} ℓ_i and
             # loss_value is the global mean, so the per-sample gradients are B × those of a "sum" reduction
+            meet_ranks(step, self.rank_timeout_s)  # before the first collective (as in step())
             totals = torch.stack([losses.detach().to(torch.float64).sum(),
                                   torch.tensor(float(losses.shape[0]), dtype=torch.float64, device=losses.device)])
             totals = totals.to(distributed.collective_device())
@@ -574,7 +591,7 @@ class GradientVarianceMonitor:
         finally:  # compute() turned it off: a validating step that raised is validated again at the next log
             self.engine.keep_rng = self.validate_first and not self._validated
         if scale != 1.0 or self._reducing():  # a data-parallel step: the global batch (or the rescaled shard)
-            stats = reduce_across_ranks(stats, scale=scale, across_ranks=self._reducing())
+            stats = reduce_across_ranks(stats, scale=scale, across_ranks=self._reducing(), step=step)
         self._validated = True
         self.last_stats = stats
         summary = stats.summary(with_bins=bins is not None)

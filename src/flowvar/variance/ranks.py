@@ -23,6 +23,13 @@ traces are therefore the *pooled within-rank* estimate
 T_{k,r} rank r's unbiased per-bin trace: unbiased for the same quantity (the shards are i.i.d. draws), and
 equal to the single-process value when W = 1, but not the same number as one process on the concatenated
 batch. Everything else is exact.
+
+The reduction is a collective on the default process group, so every rank must take part in it on the same steps.
+A rank that does not — the monitor built or called on rank 0 only, the usual ``if rank == 0:`` of logging code —
+would pair it with another collective (DDP's own gradient all-reduce in its next backward pass): a hang until the
+group's timeout (30 min by default) or an abort deep inside gloo/NCCL. :func:`meet_ranks` therefore first meets the
+ranks through the group's key-value store, which is no collective, and raises a :class:`ConfigError` naming the rule
+and the fix (``reduce_ranks=False``) after ``timeout_s`` (:data:`RANK_TIMEOUT_S`) when a rank does not come.
 """
 
 from __future__ import annotations
@@ -40,7 +47,18 @@ from flowvar.variance.moments import BatchGradStats
 from flowvar.variance.records import F64
 from flowvar.variance.report import BinStats
 
-__all__ = ["RankReducedStats", "pooled_bin_trace", "reduce_across_ranks"]
+__all__ = ["RANK_TIMEOUT_S", "RankReducedStats", "meet_ranks", "pooled_bin_trace", "rank_timeout_s",
+           "reduce_across_ranks"]
+
+#: How long (seconds) a rank waits at a logged step for the others before :func:`meet_ranks` gives up (capped at half
+#: the process group's own timeout, :func:`rank_timeout_s`). The ranks of a data-parallel loop reach a logged step
+#: within about one training step of each other, since DDP's gradient all-reduce lines them up at every backward pass
+#: (and the measurement itself costs about the same on every rank); what separates them more is work one rank does
+#: alone between the backward pass and step() — rank 0 writing a checkpoint, running an evaluation or a plot — which
+#: takes seconds to minutes. 5 minutes covers that and still says "a rank is not coming" 6× sooner than torch's
+#: default collective timeout of 30 minutes; the cap keeps the message ahead of a group built with a shorter timeout,
+#: whose collective would otherwise fail first on the rank that is waiting there.
+RANK_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -72,7 +90,41 @@ def pooled_bin_trace(counts: Tensor, traces: Tensor) -> np.ndarray:
     return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(den, math.nan)).numpy()
 
 
-def reduce_across_ranks(stats: BatchGradStats, *, scale: float = 1.0, across_ranks: bool = True) -> BatchGradStats:
+def rank_timeout_s(timeout_s: float | None = None) -> float:
+    """The wait of :func:`meet_ranks`: ``timeout_s`` when given, else :data:`RANK_TIMEOUT_S` capped at half the
+    process group's store timeout (its ``init_process_group`` timeout)."""
+    if timeout_s is not None:
+        return float(timeout_s)
+    group = distributed.store_timeout_s()
+    return RANK_TIMEOUT_S if group is None else min(RANK_TIMEOUT_S, 0.5 * group)
+
+
+def meet_ranks(step: int, timeout_s: float | None = None) -> None:
+    """Wait for every rank to reach this logged ``step``'s reduction, before any collective of it (module
+    docstring): a no-op without a process group of W > 1 ranks. Raises :class:`ConfigError` naming the ranks
+    that did not come within ``timeout_s`` seconds (None: :func:`rank_timeout_s`), the rule and the fix.
+
+    Through the default group's key-value store (:func:`flowvar.distributed.rendezvous`), on logged steps only: three
+    round trips to the store, ~0.5 ms (docs/gradient_variance.md, "Data-parallel"). Under NCCL as under gloo: the
+    store is the rendezvous's TCP store, not the backend.
+    """
+    wait = rank_timeout_s(timeout_s)
+    missing = distributed.rendezvous("gradvar", wait)
+    if not missing:
+        return
+    w = distributed.world()
+    which = ", ".join(map(str, missing))
+    raise ConfigError(
+        f"step {step}: rank {w.rank} of {w.size} waited {wait:g} s at the gradient-variance monitor's reduction over "
+        f"the ranks and rank(s) {which} never reached it: every rank must build the monitor and call it on the same "
+        f"steps (it reduces every rank's statistics to the global batch's, a collective). For a monitor on some "
+        f"ranks only (e.g. built under `if rank == 0:`), build it with GradientVarianceMonitor(..., "
+        f"reduce_ranks=False): it then measures its own rank's shard, with no collective. A rank that is only slower "
+        f"than {wait:g} s to reach a logged step: raise rank_timeout_s")
+
+
+def reduce_across_ranks(stats: BatchGradStats, *, scale: float = 1.0, across_ranks: bool = True,
+                        step: int | None = None) -> BatchGradStats:
     """The statistics of the global batch from this rank's ``stats`` (a collective: every rank must call it).
 
     ``stats``: this rank's shard as the engine returned it; ``scale``: c such that this rank's true per-sample
@@ -81,7 +133,9 @@ def reduce_across_ranks(stats: BatchGradStats, *, scale: float = 1.0, across_ran
     is one rank and c = 1, else a :class:`RankReducedStats` with n = B, the per-sample norms of every rank in
     rank order (c² ×), ḡ = (1/B) Σ_r c Σ_{i∈r} g_i (float64), Σ_i g_i ⊙ g_i summed over ranks when kept, the
     concatenated losses and segments, and pooled per-bin traces (module docstring). ``across_ranks=False``:
-    no collective, this rank's statistics rescaled by c only.
+    no collective, this rank's statistics rescaled by c only. ``step``: this rank's step number, which every rank
+    must share (a :class:`ConfigError` on every rank otherwise). Call :func:`meet_ranks` first: a rank that never
+    comes leaves the others inside this function's collectives.
     """
     size = distributed.world().size if across_ranks else 1
     if size == 1 and scale == 1.0:
@@ -99,6 +153,7 @@ def reduce_across_ranks(stats: BatchGradStats, *, scale: float = 1.0, across_ran
     # The per-sample numbers (B per parameter tensor), losses, segments and per-rank bin statistics: gathered.
     local_bins = stats.bins() if stats.segments is not None else None
     mine = {
+        "step": step,
         "n": stats.n,
         "param_sq": torch.stack([stats.param_sq_norms[n] for n in names]).cpu() * c2 if names else None,
         "losses": None if stats.losses is None else stats.losses.cpu(),
@@ -112,6 +167,10 @@ def reduce_across_ranks(stats: BatchGradStats, *, scale: float = 1.0, across_ran
             len({0 if r["param_sq"] is None else r["param_sq"].shape[0] for r in ranks}) != 1:
         raise ConfigError("the ranks measured different parameters or t-bins on the same step; every rank must "
                           "build the monitor with the same model and options and call it on the same steps")
+    if len({r["step"] for r in ranks}) != 1:
+        steps = ", ".join(f"rank {q}: {r['step']}" for q, r in enumerate(ranks))
+        raise ConfigError(f"the ranks reduced their gradient statistics at different steps ({steps}); every rank must "
+                          f"build the monitor and call it on the same steps, with the same step numbers")
     B = sum(int(r["n"]) for r in ranks)
     sq_device = stats.sq_norms.device
     param_sq_all = torch.cat([r["param_sq"] for r in ranks], dim=1).to(sq_device) if names else \
