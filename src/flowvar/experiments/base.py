@@ -229,6 +229,17 @@ def default_threads() -> int:
     return check_threads(value, f"${THREADS_ENV}") or value
 
 
+def choose_threads(threads: int) -> None:
+    """Run torch on ``threads`` threads and record the choice in ``$FLOWVAR_THREADS``: an experiment that picks its
+    own count when none is chosen (:func:`flowvar.experiments._imaging.resolve_threads`: 1 for small images) reads
+    the choice from there, in this process and in every process it starts. ``threads`` is already checked
+    (:func:`check_threads`)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ[THREADS_ENV] = str(threads)
+
+
 def check_config_threads(config: Any) -> None:
     """A one-line :class:`ConfigError` when an experiment's config asks for more torch threads than
     :func:`check_threads` allows: its ``threads`` key when > 0, else (``threads: 0``, automatic) the
@@ -446,5 +457,5 @@ def _staged_result(spec: ExperimentSpec, config: Any, out_dir: Path, quick: bool
 
 __all__ = [*_registry_names, *_config_names, "CHECKPOINTS_PER_TRAINING", "ELAPSED_EVERY_S", "ELAPSED_FILE",
            "OKABE_ITO", "THREADS_ENV", "FlowvarError", "RunContext", "assemble_experiment", "assembler",
-           "carried_runtime", "check_config_threads", "check_threads", "cpu_cores", "default_threads", "figure_style",
-           "join_parts_per_dimension", "not_a_part", "run_experiment", "write_remedy"]
+           "carried_runtime", "check_config_threads", "check_threads", "choose_threads", "cpu_cores", "default_threads",
+           "figure_style", "join_parts_per_dimension", "not_a_part", "run_experiment", "write_remedy"]
