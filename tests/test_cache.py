@@ -622,6 +622,28 @@ def _tree(root: Path) -> dict[str, tuple[int, int, str]]:
     return out
 
 
+def test_a_reproduce_or_sweep_folder_named_as_the_cache_is_told_where_its_cache_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    (runs / "fig4").mkdir(parents=True)
+    (runs / "results.json").write_text("{}")
+    assert main(["cache", "list", "--cache", str(runs)]) == 0
+    assert f"{runs} is a `flowvar reproduce` output folder: its cache was {runs / '.cache'} unless it ran with " \
+           "another --cache" in capsys.readouterr().out
+    (runs / ".cache" / ".work").mkdir(parents=True)
+    assert main(["cache", "prune", "--cache", str(runs)]) == 2
+    assert f"its cache is {runs / '.cache'}: --cache {runs / '.cache'}" in capsys.readouterr().err
+    sweep = tmp_path / "sweeps" / "fig4"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text("{}")
+    assert main(["cache", "list", "--cache", str(sweep)]) == 0
+    assert "is a `flowvar sweep` output folder" in capsys.readouterr().out
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert main(["cache", "list", "--cache", str(plain)]) == 0
+    assert "output folder" not in capsys.readouterr().out
+
+
 def test_prune_removes_nothing_from_a_folder_that_is_not_a_cache_nor_through_links(tmp_path: Path,
                                                                                    capsys: pytest.CaptureFixture[str]
                                                                                    ) -> None:

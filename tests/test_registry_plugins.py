@@ -33,12 +33,13 @@ def _commands(group: Any, prefix: str = "") -> dict[str, Any]:
 def test_the_commands_named_for_a_plugin_are_those_that_take_one() -> None:
     commands = _commands(typer.main.get_command(app))
     takes = {name for name, c in commands.items() if any("--plugin" in p.opts for p in c.params)}
-    assert set(PLUGIN_COMMANDS) == takes and "run" not in takes
+    assert set(PLUGIN_COMMANDS) == takes and "reproduce" not in takes
     with pytest.raises(ConfigError) as info:
         get_experiment("nosuch")
     message = str(info.value)
-    assert "`flowvar sweep`, `flowvar assemble`, `flowvar cache list`, `flowvar cache prune` take" in message
-    assert "flowvar run" not in message
+    assert ("`flowvar list`, `flowvar run`, `flowvar config`, `flowvar sweep`, `flowvar assemble`, `flowvar cache "
+            "list`, `flowvar cache prune` take") in message
+    assert "flowvar reproduce" not in message
 
 
 def test_the_docs_name_exactly_the_experiments_that_assemble() -> None:
@@ -47,3 +48,20 @@ def test_the_docs_name_exactly_the_experiments_that_assemble() -> None:
     assert listed is not None
     named = set(re.findall(r"`([a-z0-9_]+)`", listed.group(1)))
     assert named == {n for n, spec in experiments().items() if spec.assemble is not None}
+
+
+def test_run_config_and_list_load_a_plugin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user's own experiment runs, prints its config and is listed with --plugin, as it sweeps."""
+    from flowvar.cli import main
+
+    plugin = str(Path(__file__).parent / "plugins" / "toy_sweep.py")
+    assert main(["list", "--plugin", plugin]) == 0
+    listed = capsys.readouterr().out
+    assert "toy_sweep" in listed and "fig4" in listed
+    assert main(["config", "toy_sweep", "--quick", "--plugin", plugin]) == 0
+    assert "scale: 2.0" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert main(["run", "toy_sweep", "--quick", "--quiet", "--set", "x=0.5", "--out", str(out), "--plugin",
+                 plugin]) == 0
+    assert "toy_sweep: " in capsys.readouterr().out
+    assert (out / "toy_sweep" / "result.json").is_file()

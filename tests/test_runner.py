@@ -290,3 +290,36 @@ def test_reproduce_survives_a_worker_killed_while_it_waits(tmp_path: Path) -> No
     log = (out / "reproduce.log").read_text().split("start: ")[-1]
     assert "cache hit: lemma1" in log and "computing: prop1" in log and "computing: lemma1" not in log
     assert [e["status"] for e in load_collection(out)["experiments"]] == ["cached", "computed"]
+
+
+@pytest.mark.parametrize(("quiet", "tty", "bar"), [(None, False, False), (None, True, True), (False, False, True),
+                                                   (True, True, False)])
+def test_progress_draws_its_bar_on_a_terminal_unless_told_otherwise(quiet: bool | None, tty: bool, bar: bool) -> None:
+    """`--progress` (quiet False) draws the bar into a log that is no terminal, `--quiet` never draws it, and by
+    default a terminal decides; every experiment gets its plain line either way."""
+    import io
+
+    from flowvar.runner import Outcome, Progress, Task
+
+    class Stream(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    stream = Stream()
+    progress = Progress([Task("prop1", "", 1.0, {})], 1, quiet, stream)
+    assert (progress.bar is not None) == bar
+    progress.start("prop1")
+    progress.finish(Outcome("prop1", "cached", None, 0.0))
+    progress.close()
+    assert "[1/1] prop1: cache hit" in stream.getvalue()
+    assert ("reproduce 1/1" in stream.getvalue()) == bar
+
+
+def test_reproduce_and_sweep_take_progress_like_run() -> None:
+    from typer.testing import CliRunner
+
+    from flowvar.cli import app
+
+    for command in ("run", "reproduce", "sweep"):
+        text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert "--progress" in text and "--quiet" in text, command

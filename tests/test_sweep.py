@@ -642,6 +642,10 @@ def test_dry_run_estimates_each_missing_point_from_the_cached_points_like_it(tmp
         manifest.write_text(json.dumps(data))
     text = dry_run(options(tmp_path / "b", ["x=0,1", "scale=1,2"], cache_dir=cache))
     assert text.splitlines()[-1].startswith("4 points: 3 cached, 1 to compute (~1 min 20 s with --jobs 1)"), text
+    # on a Ray cluster its size, not --jobs, sets how many points run at once: the work is said as it is
+    text = dry_run(options(tmp_path / "b", ["x=0,1", "scale=1,2"], cache_dir=cache, backend="ray",
+                           ray_address="auto", jobs=4))
+    assert "(~1 min 20 s of computing, shared by the Ray cluster's workers)" in text.splitlines()[-1], text
     # the running sweep's ETA, once the three cached points are installed, is the same prediction
     stream = io.StringIO()
     sweep(Options("toy_sweep", grid=["x=0,1", "scale=1,2"], out=tmp_path / "c", cache_dir=cache, plugins=[PLUGIN]),

@@ -481,8 +481,10 @@ def prune(cache: Cache, *, dry_run: bool = False, all_work: bool = False,
     """
     found = survey(cache)
     if not found.is_cache:
+        from flowvar.runner import output_folder_hint  # the output folders' marks; the runner is slower to import
+
         raise ConfigError(f"{cache.root} is not a flowvar cache (no .work folder, no entry with its {MANIFEST}): "
-                          f"nothing pruned; name the cache folder with --cache DIR")
+                          f"nothing pruned; name the cache folder with --cache DIR{output_folder_hint(cache.root)}")
     report = PruneReport(cache.root, dry_run, all_work, [], [], [])
     versions = _Versions()
     for item in found.items:
@@ -607,8 +609,10 @@ def format_survey(survey: Survey) -> str:
         lines.append(f"note: {survey.root / '.work'} is a link out of the cache folder: the work folders there are "
                      f"not listed, and prune never removes them")
     if not survey.is_cache:
+        from flowvar.runner import output_folder_hint
+
         lines.append("note: this folder is not a flowvar cache (no .work folder, no entry): prune removes nothing "
-                     "here")
+                     "here" + output_folder_hint(survey.root))
     return "\n".join(lines)
 
 

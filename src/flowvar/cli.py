@@ -80,10 +80,17 @@ def _out_folder(command: str) -> Callable[[str], Path]:
     return parse
 
 
+PluginOption = Annotated[list[str] | None, typer.Option(
+    "--plugin", help="A Python file or module that registers your own experiments (flowvar.experiments.register); "
+                     "repeat for several.")]
+
+
 @app.command("list")
-def list_cmd() -> None:
-    """List the experiments."""
+def list_cmd(plugin: PluginOption = None) -> None:
+    """List the experiments (flowvar's own and those of --plugin)."""
     from flowvar.experiments import experiments
+
+    _load_plugins(plugin)
 
     specs = experiments()
     width = max(len(n) for n in specs)
@@ -120,9 +127,11 @@ def run_cmd(
                                                   )] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads (default: $FLOWVAR_THREADS or 1).",
                                                 min=1)] = None,
+    plugin: PluginOption = None,
 ) -> None:
     """Run one experiment and write result.json, summary.md and figures."""
     _set_threads(threads)
+    _load_plugins(plugin)
     from flowvar.runner import check_output_folder, refuse_if_locked
 
     refuse_if_locked(out)  # a `flowvar reproduce` writing this folder's report: not beside it
@@ -234,7 +243,9 @@ def reproduce_cmd(
         "--ray-address", help="Ray cluster to use (host:port, ray://host:port or auto); default: start a local "
                               "Ray instance with --jobs CPUs. The cache folder must be shared by every node.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute even what the cache holds.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar: one plain line per experiment.")] = False,
+    progress: Annotated[bool | None, typer.Option("--progress/--quiet", help=(
+        "A progress bar with the running experiments and an ETA (default: when stderr is a terminal, else one plain "
+        "line per experiment); --quiet: one plain line per experiment even on a terminal."))] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Base random seed of every experiment.")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a config value of one experiment: EXPERIMENT.key=value.")] = None,
@@ -247,7 +258,8 @@ def reproduce_cmd(
     from flowvar.reproduce import Options, interrupted_message, parse_only, parse_scoped_overrides, reproduce
     from flowvar.results import claim_counts, headline
 
-    options = Options(out=out, quick=quick, only=parse_only(only), jobs=jobs, force=force, quiet=quiet,
+    options = Options(out=out, quick=quick, only=parse_only(only), jobs=jobs, force=force,
+                      quiet=None if progress is None else not progress,
                       overrides=parse_scoped_overrides(overrides), config_file=config_file, seed=seed,
                       cache_dir=cache, threads=threads, backend=backend, ray_address=ray_address)
     try:
@@ -304,13 +316,13 @@ def sweep_cmd(
         "--verdict", help="A claim to map across the grid when its id names swept values: a pattern with "
                           "{config_key} placeholders and * wildcards (claims judged by several points are mapped "
                           "anyway).")] = None,
-    plugin: Annotated[list[str] | None, typer.Option(
-        "--plugin", help="A Python file or module that registers your own experiments (flowvar.experiments."
-                         "register).")] = None,
+    plugin: PluginOption = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads per point (default: "
                                                                   "$FLOWVAR_THREADS or 1).", min=1)] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute even what the cache holds.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar: one plain line per point.")] = False,
+    progress: Annotated[bool | None, typer.Option("--progress/--quiet", help=(
+        "A progress bar with the running points and an ETA (default: when stderr is a terminal, else one plain "
+        "line per point); --quiet: one plain line per point even on a terminal."))] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the points, which are cached, and the time the "
                                                             "others need; run nothing.")] = False,
 ) -> None:
@@ -324,7 +336,7 @@ def sweep_cmd(
                       out=out, cache_dir=cache, quick=quick, jobs=jobs, backend=backend, ray_address=ray_address,
                       overrides=parse_overrides(overrides or []), config_file=config_file, threads=threads,
                       metrics=list(metric or []), verdicts=list(verdict or []), plugins=list(plugin or []),
-                      force=force, quiet=quiet)
+                      force=force, quiet=None if progress is None else not progress)
     if dry_run:
         from flowvar.sweep import dry_run as describe
 
@@ -544,10 +556,12 @@ def config_cmd(
     template: Annotated[bool, typer.Option("--template", help="Print the YAML defaults file generated from the "
                                                               "config dataclass and register(quick=...) instead.")
                         ] = False,
+    plugin: PluginOption = None,
 ) -> None:
     """Print an experiment's effective config as YAML (a valid --config file)."""
     from flowvar.experiments.base import build_config, config_yaml, defaults_yaml, get_experiment, parse_overrides
 
+    _load_plugins(plugin)
     spec = get_experiment(experiment)
     if template:
         if overrides or config_file is not None or seed is not None or quick:
@@ -574,11 +588,12 @@ def _set_threads(threads: int | None) -> None:
     from flowvar.runner import check_threads
 
     chosen = check_threads(threads)
-    torch.set_num_threads(chosen or default_threads())
-    if chosen:  # an experiment that picks its own count when none is chosen (small images: 1) reads the choice here
-        from flowvar.experiments.base import THREADS_ENV
+    if chosen:
+        from flowvar.experiments.base import choose_threads
 
-        os.environ[THREADS_ENV] = str(chosen)
+        choose_threads(chosen)
+    else:  # none chosen: an experiment that picks its own count (small images: 1) still may
+        torch.set_num_threads(default_threads())
 
 
 def _config_mode_mismatch(experiment: str, config_file: Path, quick: bool) -> str | None:
@@ -883,16 +898,19 @@ def audit_cmd(
 
     from flowvar.audit import audit, load_model
     from flowvar.audit.core import check_audit_folder
+    from flowvar.audit.spelling import command_line_spelling
 
     check_audit_folder(out)  # before any work: never a folder of the user's files, never a file
     scale = _value_range(value_range)
     _set_threads(threads)
-    loaded = load_model(model, checkpoint, state_key)
-    report = audit(loaded.module, data, pairs=pairs, heldout=heldout, sigma=sigma, convention=convention, time=time,
-                   time_scale=time_scale, samples=samples, steps=steps, coarse_steps=coarse_steps, method=method,
-                   grad_samples=grad_samples, t_bins=t_bins, seed=seed, device=device, resolution=resolution,
-                   channels=channels, value_range=scale, model_source=loaded.source, label_arg=label_arg, labels=labels,
-                   heldout_labels=heldout_labels, conditions=conditions, heldout_conditions=heldout_conditions)
+    with command_line_spelling():  # the messages name --label-arg, not audit()'s label_arg=
+        loaded = load_model(model, checkpoint, state_key)
+        report = audit(loaded.module, data, pairs=pairs, heldout=heldout, sigma=sigma, convention=convention,
+                       time=time, time_scale=time_scale, samples=samples, steps=steps, coarse_steps=coarse_steps,
+                       method=method, grad_samples=grad_samples, t_bins=t_bins, seed=seed, device=device,
+                       resolution=resolution, channels=channels, value_range=scale, model_source=loaded.source,
+                       label_arg=label_arg, labels=labels, heldout_labels=heldout_labels, conditions=conditions,
+                       heldout_conditions=heldout_conditions)
     report.write(out)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))

@@ -16,8 +16,9 @@ command continues where the interrupted one stopped: finished experiments are ca
 reruns. A lock file (``OUT/.reproduce.lock``) keeps two reproduce runs out of one folder, and ``flowvar run`` out
 of it while a reproduce runs (:func:`flowvar.runner.refuse_if_locked`).
 
-Progress goes to stderr: a tqdm bar with the running experiments and an ETA on a terminal, else (or with
-``quiet``) one plain line per experiment. ``OUT/reproduce.log`` receives timestamped log lines of every run.
+Progress goes to stderr: a tqdm bar with the running experiments and an ETA on a terminal (or always, ``quiet``
+False), else (or with ``quiet`` True) one plain line per experiment. ``OUT/reproduce.log`` receives timestamped log
+lines of every run.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class Options:
     only: list[str] | None = None
     jobs: int = 1
     force: bool = False
-    quiet: bool = False
+    quiet: bool | None = None  # None: a progress bar on a terminal only; False: always; True: never
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     config_file: Path | None = None
     seed: int | None = None

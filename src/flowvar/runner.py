@@ -46,7 +46,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from flowvar.errors import ConfigError, DataError
-from flowvar.experiments.base import THREADS_ENV, check_config_threads, check_threads, cpu_cores, default_threads
+from flowvar.experiments.base import (
+    THREADS_ENV,
+    check_config_threads,
+    check_threads,
+    choose_threads,
+    cpu_cores,
+    default_threads,
+)
 from flowvar.logs import forwarded_from_workers, send_to_parent
 from flowvar.report import format_duration
 from flowvar.results import Result
@@ -88,11 +95,8 @@ def init_worker(threads: int, parent: int, log_queue: Any = None, starts: Any = 
     ``flowvar`` log records sent to the parent (:func:`flowvar.logs.send_to_parent`), and ``starts`` (a
     ``SimpleQueue``) kept for :func:`_compute_reporting`."""
     global _STARTS
-    import torch
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(threads)
-    os.environ[THREADS_ENV] = str(threads)  # the count was chosen: experiments' own defaults must not replace it
+    choose_threads(threads)  # the count was chosen: experiments' own defaults must not replace it
     _die_with_parent(parent)
     if log_queue is not None:
         send_to_parent(log_queue)
@@ -634,9 +638,11 @@ def verdict_line(result: Result | None) -> str:
 
 
 class Progress:
-    """One overall bar with the running experiments and an ETA (terminal), else one line per experiment."""
+    """One overall bar with the running experiments and an ETA, else one line per experiment: ``quiet`` None draws
+    the bar on a terminal only, False always (``--progress``: a log viewer that renders carriage returns), True never
+    (``--quiet``)."""
 
-    def __init__(self, tasks: list[Task], jobs: int, quiet: bool, stream: IO[str] | None = None) -> None:
+    def __init__(self, tasks: list[Task], jobs: int, quiet: bool | None, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
         self.expected = {t.name: t.expected_s for t in tasks}
         self.total = len(tasks)
@@ -646,7 +652,7 @@ class Progress:
         self.finished: set[str] = set()
         self.lock = threading.Lock()
         self.bar = None
-        if not quiet and self.stream.isatty():
+        if quiet is False or (quiet is None and self.stream.isatty()):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.total, desc="reproduce", unit="exp", file=self.stream, dynamic_ncols=True,
@@ -787,6 +793,18 @@ OUTPUT_MARKERS: dict[str, tuple[str, ...]] = {"reproduce": ("results.json", ".re
 that a run of it, finished or interrupted before its index, left)."""
 
 
+def output_folder_hint(folder: Path) -> str:
+    """``"; FOLDER is a `flowvar reproduce` output folder: its cache ..."`` (default ``OUT/.cache``) for a reproduce or
+    sweep output folder named as ``--cache``, else ``""``."""
+    for command, markers in OUTPUT_MARKERS.items():
+        if any((folder / m).exists() for m in markers):
+            inner = folder / ".cache"
+            where = (f"its cache is {inner}: --cache {inner}" if inner.is_dir() else
+                     f"its cache was {inner} unless it ran with another --cache, and there is none there")
+            return f"; {folder} is a `flowvar {command}` output folder: {where}"
+    return ""
+
+
 def refuse_other_output(out: Path, command: str) -> None:
     """A one-line :class:`ConfigError` when ``out`` holds the output of the other of ``reproduce`` and ``sweep``
     (:data:`OUTPUT_MARKERS`), finished, interrupted or still running: the two would share one folder, and
@@ -890,10 +908,7 @@ def torch_threads(n: int) -> Iterator[None]:
     import torch
 
     before, before_env = torch.get_num_threads(), os.environ.get(THREADS_ENV)
-    torch.set_num_threads(n)
-    # the count was chosen (--threads, or $FLOWVAR_THREADS's default): an experiment that picks its own thread count
-    # when none is chosen (_imaging.resolve_threads: 1 for small images) reads it from here
-    os.environ[THREADS_ENV] = str(n)
+    choose_threads(n)  # the count was chosen (--threads, or $FLOWVAR_THREADS's default)
     try:
         yield
     finally:
@@ -918,5 +933,5 @@ __all__ = ["BACKENDS", "DEFAULT_EXPECTED_S", "OUTPUT_MARKERS", "OWN_FILES", "POO
            "ProcessBackend", "Progress", "RayBackend", "SerialBackend", "Task", "check_config_threads",
            "check_output_folder", "check_ray_address", "check_threads", "check_writable", "compute", "cpu_cores",
            "default_threads", "dispatch", "exclusive", "init_worker", "install_computed", "interrupted_text",
-           "make_backend", "probe_writable", "refuse_if_locked", "refuse_other_output", "sigterm_as_interrupt",
-           "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]
+           "make_backend", "output_folder_hint", "probe_writable", "refuse_if_locked", "refuse_other_output",
+           "sigterm_as_interrupt", "terminate_workers", "ticker", "torch_threads", "verdict_line", "worker_pool"]

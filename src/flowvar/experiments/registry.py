@@ -172,9 +172,9 @@ def canonical_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-PLUGIN_COMMANDS: tuple[str, ...] = ("sweep", "assemble", "cache list", "cache prune")
-"""The commands that take ``--plugin FILE`` (``flowvar run`` and ``reproduce`` do not): what an unknown experiment's
-message names (tests/test_registry_plugins.py checks it against the CLI)."""
+PLUGIN_COMMANDS: tuple[str, ...] = ("list", "run", "config", "sweep", "assemble", "cache list", "cache prune")
+"""The commands that take ``--plugin FILE`` (``flowvar reproduce`` runs the paper's experiments only): what an unknown
+experiment's message names (tests/test_registry_plugins.py checks it against the CLI)."""
 
 
 def get_experiment(name: str) -> ExperimentSpec:

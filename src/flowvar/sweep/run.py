@@ -59,7 +59,7 @@ class Options:
     verdicts: list[str] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
     force: bool = False
-    quiet: bool = False
+    quiet: bool | None = None  # None: a progress bar on a terminal only; False: always; True: never
 
     @property
     def out_dir(self) -> Path:
@@ -288,8 +288,12 @@ def dry_run(options: Options) -> str:
     else:  # nothing of this plan timed: each point's share of a known runtime (a scan of every manifest)
         each = point_estimates(the_plan, cache, options.quick) or {}
         total = sum(each.get(p.label, 0.0) for p in todo)
-    eta = (f"~{format_duration(total / options.jobs)} with --jobs {options.jobs}" if total or not missing else
-           "no runtime estimate")
+    if not total and missing:
+        eta = "no runtime estimate"
+    elif options.backend == "ray" and options.ray_address:  # a cluster's size, not --jobs, sets the parallelism
+        eta = f"~{format_duration(total)} of computing, shared by the Ray cluster's workers"
+    else:
+        eta = f"~{format_duration(total / options.jobs)} with --jobs {options.jobs}"
     if not checked:  # nothing of the grid cached: the sweep checks the names on the first point it computes
         flags = " and ".join(f for f, v in (("--metric", the_plan.metrics), ("--verdict", the_plan.verdicts)) if v)
         lines.append(f"{flags} not checked yet: no point of the grid is cached; the sweep checks the names against "
@@ -305,8 +309,9 @@ def command_line(options: Options, threads: int | None = None) -> str:
     stored (``--out``, ``--cache``) and what is drawn, shell-quoted (:func:`shlex.join`: a ``--set
     "angles=[60, 120]"`` or an ``--out "my sweep"`` stays one word; read it back with :func:`shlex.split`).
     ``threads`` is the thread count the sweep runs with (``--threads``, else ``$FLOWVAR_THREADS``, else 1): it is
-    recorded even when not typed, so a rerun elsewhere finds the same cache keys. ``--force`` and ``--quiet`` are
-    left out: they change neither the points nor where they go (and a rerun should not recompute everything)."""
+    recorded even when not typed, so a rerun elsewhere finds the same cache keys. ``--force`` and
+    ``--progress``/``--quiet`` are left out: they change neither the points nor where they go (and a rerun should not
+    recompute everything)."""
     words = ["flowvar", "sweep", options.experiment]
     for item in options.grid:
         words += ["--grid", item]
