@@ -100,5 +100,6 @@ def test_heldout_is_read_in_the_datas_channels(tmp_path: Path) -> None:
     _save(held / "c.png", 8, False, 60)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # read in --data's geometry: nothing defaulted, nothing to warn of
-        with pytest.raises(ShapeError, match=r"^--data holds 1 item; the audit needs at least 2$"):
+        with pytest.raises(ShapeError, match=r"^--data holds 1 item; the audit needs at least 2 "
+                                              r"\(called from Python: in audit\(\), --data is data=\)$"):
             audit(_ZeroField(), data, heldout=held, device="cpu")

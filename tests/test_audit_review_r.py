@@ -57,6 +57,23 @@ def test_float_image_tensors_on_a_pixel_scale_are_warned_about_as_npy_files_are(
         load_labelled("--data", pixels / 127.5 - 1)  # on flowvar's scale
         load_labelled("--data", pixels.flatten(1))  # vectors: any scale is a scale
         load_labelled("--data", torch.full((4, 1, 2, 2), PIXEL_SCALE_WARN))  # at the bound, not past it
+        load_labelled("--data", torch.zeros(4, 1, 2, 2))  # all zeros: no pixel scale at all
+
+
+def test_float_image_tensors_on_to_tensors_unit_scale_are_warned_about_as_npy_files_are(tmp_path: Path) -> None:
+    """torchvision ToTensor's [0, 1] images passed in memory were used in silence, while the same values in a ``.npy``
+    file warn: half the width of [−1, 1], every test then runs on another scale than most models were trained on."""
+    unit = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    with pytest.warns(UserWarning, match=r"--data holds float images with values in \[0.\d+, 0.\d+\], used as "
+                                         r"given; .* pass x \* 2 − 1; if on \[0, 1\], nothing to do"):
+        got, _, _ = load_labelled("--data", unit)
+    assert torch.equal(got, unit)
+    np.save(tmp_path / "unit.npy", unit.numpy())
+    with pytest.warns(UserWarning, match=r"unit\.npy holds float images with values in"):
+        load_labelled("--data", str(tmp_path / "unit.npy"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_labelled("--data", unit.flatten(1))  # vectors in [0, 1]: any scale is a scale
 
 
 def test_show_of_a_saved_audit_says_why_a_test_is_untestable_or_asks_about_row_alignment() -> None:

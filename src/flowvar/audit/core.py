@@ -51,6 +51,7 @@ from flowvar.audit.sections import (
     pair_recovery,
     real_copy_baseline,
 )
+from flowvar.audit.spelling import python_spelled
 from flowvar.audit.streams import AUDIT, audit_generators, audit_seeds
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, check_sigma
 from flowvar.files import atomic_write_bytes, atomic_write_text, check_writable_folder, staged_folder
@@ -256,6 +257,7 @@ def _leaves_model_as_found(fn: _F) -> _F:
 
 
 @_leaves_model_as_found
+@python_spelled({"cond-arg": "label_arg"})
 def audit(model: nn.Module | LoadedModel, data: Tensor | str | Path, *, pairs: Tensor | str | Path | None = None,
           heldout: Tensor | str | Path | None = None, sigma: float = 0.0, convention: str | None = None,
           time: str | None = None, time_scale: float | None = None, samples: int = 500, steps: int = 100,

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.audit.checkpoints import read_checkpoint, working_folder_importable
+from flowvar.audit.spelling import python_spelled
 from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, printable
 from flowvar.metrics import as_matrix, nearest_neighbours
 
@@ -189,6 +190,7 @@ def _prefixes(state: Mapping[str, Tensor]) -> list[str]:
     return sorted({k.split(".", 1)[0] for k in state if "." in k})
 
 
+@python_spelled({"model": "factory"})
 def load_model(factory: str | None, checkpoint: str | Path | None, state_key: str | None = None) -> LoadedModel:
     """Build the model to audit.
 
@@ -396,10 +398,15 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
         if x.ndim < 2 or x.shape[0] == 0:
             raise ShapeError(f"{what} must have shape (N, *shape) with N >= 1, got {tuple(x.shape)}")
         check_finite(what, x)
-        if x.ndim in (3, 4) and float(x.min()) >= 0.0 and (hi := float(x.max())) > PIXEL_SCALE_WARN:
-            warnings.warn(f"{what} holds float images with values in [{float(x.min()):g}, {hi:g}], used as given; "
+        lo, hi = (float(x.min()), float(x.max())) if x.ndim in (3, 4) else (-1.0, 1.0)
+        if lo >= 0.0 and hi > PIXEL_SCALE_WARN:
+            warnings.warn(f"{what} holds float images with values in [{lo:g}, {hi:g}], used as given; "
                           f"flowvar's images are in [−1, 1]: if these are 0..255 pixels and the model was trained on "
                           f"another scale, convert them to it (e.g. x / 127.5 − 1)", stacklevel=3)
+        elif lo >= 0.0 and 0.0 < hi <= 1.0:  # torchvision ToTensor's scale, as load_array warns for a file of it
+            warnings.warn(f"{what} holds float images with values in [{lo:g}, {hi:g}], used as given; flowvar's "
+                          f"images are in [−1, 1]: if the model was trained on [−1, 1] images (most flow models, "
+                          f"after Normalize(0.5, 0.5)), pass x * 2 − 1; if on [0, 1], nothing to do", stacklevel=3)
         return x.contiguous(), None, f"tensor {tuple(x.shape)}"
     text = str(data).strip()
     path = Path(text).expanduser()
