@@ -32,11 +32,15 @@ training step, its losses must depend on their own sample only (no BatchNorm in 
 that is back-propagated must be exactly their mean (or sum) — the monitor checks the last on its first log.
 ``accumulate_grad_batches`` = k (fixed, or changed between epochs by a ``GradientAccumulationScheduler``): each
 micro-batch of a measured step is measured on its own, exactly — Lightning back-propagates its loss / k, which the
-monitor divides out (``loss_scale=1/k``, k read at every micro-batch) — so a measured step has k records, each
-logged under that step. Refused with the fix: a GradScaler (``precision="16-mixed"``; use ``"bf16-mixed"`` or 32-bit),
-and in manual optimisation a second backward pass of a measured training batch (micro-batches by hand, whose
-factor the callback cannot know). Under DDP (``strategy="ddp"``) every rank measures its shard and the monitor
-reduces them (:mod:`flowvar.variance.ranks`): the logged numbers are those of the global batch on every rank.
+monitor divides out (``loss_scale=1/k``, k read at every micro-batch) — so a measured step has k records, each logged
+under that step: every logger gets k ``log_metrics`` calls with the same step. Lightning 2.6's CSV, TensorBoard, W&B
+(its ``WandbLogger`` passes no W&B step: each call is a row of its own) and MLflow loggers keep all k; a logger that
+keeps one value per step keeps one of them (``log_path`` and ``monitor.history`` hold all k). They are not merged:
+their mean is the trace of no batch (docs/gradient_variance.md, "Lightning"). Refused with the fix: a GradScaler
+(``precision="16-mixed"``; use ``"bf16-mixed"`` or 32-bit), and in manual optimisation a second backward pass of a
+measured training batch (micro-batches by hand, whose factor the callback cannot know). Under DDP
+(``strategy="ddp"``) every rank measures its shard and the monitor reduces them (:mod:`flowvar.variance.ranks`): the
+logged numbers are those of the global batch on every rank.
 
 Steps: the monitor's step counts training batches, including this one (steps count from 1, as in
 :func:`flowvar.train.train`), measured when it is a multiple of ``every``. It is Lightning's own logging step + 1
