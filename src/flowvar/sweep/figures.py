@@ -20,6 +20,7 @@ from flowvar.sweep.tables import (
     cell_gaps,
     cell_shortfalls,
     cell_table,
+    matching_names,
     metric_gap,
     resolve_metric,
     resolve_verdict,
@@ -50,6 +51,32 @@ def numeric_positions(axis: Axis) -> tuple[list[float] | None, str]:
         if len(varying) == 1 and all(is_number(v[varying[0]]) for v in lists):
             return [float(v[varying[0]]) for v in lists], f"{axis.key}[{varying[0]}]"
     return None, axis.key
+
+
+def value_order(axis: Axis) -> Axis:
+    """``axis`` with its values in the order a figure draws them: a numeric axis (:func:`numeric_positions`) by
+    value, so that a line joins neighbouring values, a verdict steps between them and a heatmap's rows and columns
+    read in order, however the grid was typed or extended (``x=10,1,100``; ``x=1,10`` extended to ``x=1,10,3``); a
+    categorical axis as typed. Only the figures reorder: the points, their indices and ``sweep.csv`` keep the grid's
+    order (the last key varies fastest, in the order typed)."""
+    positions, _ = numeric_positions(axis)
+    if positions is None:
+        return axis
+    order = sorted(range(len(axis.values)), key=positions.__getitem__)  # stable: equal positions keep their order
+    return Axis(axis.key, tuple(axis.values[j] for j in order))
+
+
+LOG_SPAN = 100.0
+"""How many times its smallest value the largest must be for a figure's metric values (y of a line plot, colour of a
+heatmap) to be drawn on a log scale (when every one is positive): past two decades a linear scale flattens the small
+values onto zero (0.04 … 100) or into one colour. The cells still print their values."""
+
+
+def log_scaled(values: Sequence[float]) -> bool:
+    """Whether metric values are drawn on a log scale: every finite one positive and the largest more than
+    :data:`LOG_SPAN` times the smallest (the rule the x axis follows with its symlog, at 20×)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) > LOG_SPAN * min(finite)
 
 
 GAP_COLOUR = "0.82"
@@ -115,12 +142,14 @@ def metric_figure(title: str, axes: Sequence[Axis], table: dict[tuple[str, ...],
     (1 untestable)" reads apart from "(1 failed)"; in a line plot these labels alternate above and below the points
     so that neighbours do not overlap. Points are joined by a line only along a numeric axis — a metric's by a
     straight line, a verdict's by a step (a verdict has no value between two swept values) —, never across the
-    values of a categorical one. ``replicates`` (:func:`point_replicates`: ``"n_seeds = 2 trainings"``) says what
+    values of a categorical one; a numeric axis is drawn in value order (:func:`value_order`), a categorical one as
+    typed. A metric whose values are all positive and span more than two decades (:func:`log_scaled`) gets a log y
+    axis or colour scale. ``replicates`` (:func:`point_replicates`: ``"n_seeds = 2 trainings"``) says what
     each point already averages, so that a spread over seed points is not read as one over trainings. None when
     ``table`` is empty."""
     if not table:
         return None
-    swept = [a for a in axes if a.key != "seed"]
+    swept = [value_order(a) for a in axes if a.key != "seed"]  # numeric axes in value order, not as typed
     # the seeds a cell should have: a cell with fewer values (a seed failed, was not run or did not report) says so
     n_seeds = next((len(a.values) for a in axes if a.key == "seed"), 1)
     varying = [i for i, a in enumerate(swept) if len(a.values) > 1]
@@ -250,9 +279,17 @@ class _FigureContext:
                 ax.axhline((SPLIT_Y + 1) / 2, color="0.6", linewidth=0.8, linestyle="--")
                 ticks, names = [*ticks, SPLIT_Y], [*names, "seeds disagree"]
             ax.set_yticks(ticks, names)
-        elif noted:  # room for the notes above the highest point and below the lowest
-            low, high = ax.get_ylim()
-            ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
+        else:
+            logy = log_scaled([s[0] for s in stats if s[2]])
+            if logy:  # 0.04 … 100 on a linear axis puts the small values on zero
+                ax.set_yscale("log")
+            if noted:  # room for the notes above the highest point and below the lowest (a factor on a log axis)
+                low, high = ax.get_ylim()
+                if logy:
+                    factor = (high / low) ** 0.15
+                    ax.set_ylim(low / factor, high * factor)
+                else:
+                    ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
         ax.set_ylabel("verdict" if verdict else self.value_label)
         ax.set_title(self.title, fontsize=9)
         ax.grid(alpha=0.3)
@@ -265,7 +302,7 @@ class _FigureContext:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         import numpy as np
-        from matplotlib.colors import Normalize
+        from matplotlib.colors import LogNorm, Normalize
         from matplotlib.patches import Patch, Rectangle
 
         swept, labels, verdict = self.swept, self.labels, self.verdict
@@ -279,7 +316,9 @@ class _FigureContext:
         finite = np.concatenate([m[np.isfinite(m)] for m in means])
         low, high = (-1.0, 1.0) if verdict else ((float(finite.min()), float(finite.max())) if finite.size else
                                                  (0.0, 1.0))
-        norm = Normalize(vmin=low, vmax=high if high > low else low + 1.0)
+        # values over more than two decades on a log scale, where a linear one gives most cells one colour
+        norm = (LogNorm(vmin=low, vmax=high) if not verdict and log_scaled(finite.tolist()) else
+                Normalize(vmin=low, vmax=high if high > low else low + 1.0))
         ncols = min(len(combos), PANELS_PER_ROW)
         nrows = math.ceil(len(combos) / ncols)
         width = 1.0 + (0.35 + 0.9 * len(labels[col])) * ncols
@@ -388,6 +427,27 @@ def point_replicates(points: Sequence[Any]) -> str | None:
     return f"n_seeds = {counts[0]} trainings" if len(counts) == 1 else f"n_seeds = {counts[0]}–{counts[-1]} trainings"
 
 
+def no_value_warning(pattern: str, done: Sequence[PointOutcome]) -> str:
+    """Why the ``--metric`` ``pattern`` gives none of the finished points ``done`` a number (so no figure is drawn),
+    in the words of :func:`~flowvar.sweep.tables.metric_gap`: it matches several names of some point (ambiguous);
+    else it names one metric that is text, never a number (``stats.label``: "is not a number at any point", with
+    its values); else no point reports it. Close names are listed for the first and last."""
+    import difflib
+
+    matches = [matching_names(pattern, o, o.metrics) for o in done]
+    texts = sorted({str(o.metrics[m[0]]) for o, m in zip(done, matches) if len(m) == 1})
+    names = sorted({m for o in done for m in o.metrics})
+    close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.5)
+    listing = f" (close: {', '.join(close)})" if close else ""
+    if any(len(m) > 1 for m in matches):
+        return f"metric {pattern!r} matches several names per point; make the pattern more specific{listing}"
+    if texts:  # one name per point, none of them a number (a label, a verdict word): a figure needs numbers
+        shown = ", ".join(repr(t) for t in texts[:3]) + (", ..." if len(texts) > 3 else "")
+        return (f"metric {pattern!r} is not a number at any point (its values: {shown}); a figure plots a number: "
+                f"choose a numeric metric")
+    return f"metric {pattern!r} was reported by no point{listing}"
+
+
 def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tuple[list[str], list[str]]:
     """One figure per chosen metric and one verdict map per claim into ``out/figures``; returns the figure
     paths (relative to ``out``) and warnings: metrics no point reported, and figures that could not be written
@@ -432,14 +492,7 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
     for pattern in plan_.metrics:
         resolved = [resolve_metric(pattern, o) for o in done]
         if not any(v is not None for _, v in resolved):
-            ambiguous = any(n is not None for n, _ in resolved)
-            import difflib
-
-            names = sorted({m for o in done for m in o.metrics})
-            close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.5)
-            warnings.append(f"metric {pattern!r} " + ("matches several names per point; make the pattern more "
-                                                       "specific" if ambiguous else "was reported by no point")
-                            + (f" (close: {', '.join(close)})" if close else ""))
+            warnings.append(no_value_warning(pattern, done))
             continue
         lookup = {id(o): v for o, (_, v) in zip(done, resolved)}
         draw(slug(pattern), pattern, cell_table(plan_.axes, outcomes, lambda o, lookup=lookup: lookup.get(id(o))),
@@ -467,5 +520,6 @@ def draw_figures(out: Path, plan_: Plan, outcomes: Sequence[PointOutcome]) -> tu
     return figures, warnings
 
 
-__all__ = ["MAX_PANELS", "draw_figures", "metric_figure", "numeric_positions", "panel_count", "plot_metric",
-           "point_replicates", "remove_figures", "text_colour"]
+__all__ = ["LOG_SPAN", "MAX_PANELS", "draw_figures", "log_scaled", "metric_figure", "no_value_warning",
+           "numeric_positions", "panel_count", "plot_metric", "point_replicates", "remove_figures", "text_colour",
+           "value_order"]

@@ -30,7 +30,7 @@ from flowvar.sweep.estimates import point_estimates, runtime_model
 from flowvar.sweep.figures import draw_figures, remove_figures
 from flowvar.sweep.folder import prune_earlier_points, refuse_other_sweep
 from flowvar.sweep.grid import Axis, Point, check_disjoint_replicates, expand, parse_axis, preset_axes, presets
-from flowvar.sweep.tables import STATUSES, PointOutcome, check_outputs, write_tables
+from flowvar.sweep.tables import STATUSES, PointOutcome, check_outputs, check_placeholders, write_tables
 
 log = logging.getLogger("flowvar.sweep")
 
@@ -141,6 +141,8 @@ def plan(options: Options) -> Plan:
         if seeds is None and preset.seeds and not {"seed"} & mine:
             seeds, seeds_from = preset.seeds, f"{where}'s seeds"
     axes.update(given)  # a key the preset sweeps too: the command line's values, in the preset's place
+    # a {placeholder} naming no config key fills at no point: refused now, not found at the end as a missing figure
+    check_placeholders(metrics, verdicts, spec.name, spec.field_names())
     if seeds is not None:
         if "seed" not in spec.field_names():
             raise ConfigError(f"--seeds: experiment {spec.name} takes no seed")

@@ -185,6 +185,38 @@ def unknown_patterns(patterns: Sequence[str], names: Collection[str]) -> list[st
     return unknown
 
 
+def unknown_placeholders(pattern: str, keys: Collection[str]) -> list[str]:
+    """The placeholders of ``pattern`` (``{key}``, ``{ns[0]}``, ``{sigma:g}``) whose root name — before any ``[``,
+    ``.``, ``!`` or ``:`` — is none of ``keys`` (the experiment's config keys), as written (``{xx}``), in order; a
+    placeholder with no name (``{}``) counts too. Such a pattern is filled at no point (:func:`_fills` gives
+    nothing), so its figure would be empty: :func:`check_placeholders` refuses it before anything runs. Text that
+    is no format string (an unclosed ``{``) is left to the name checks."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+    except ValueError:
+        return []
+    return [f"{{{name}}}" for name in fields if re.split(r"[.\[]", name, maxsplit=1)[0] not in keys]
+
+
+def check_placeholders(metrics: Sequence[str], verdicts: Sequence[str], experiment: str,
+                       keys: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` (one line) when a ``--metric`` or ``--verdict`` pattern has a ``{placeholder}``
+    naming no config key of ``experiment`` (:func:`unknown_placeholders`: ``by_x.x={xx}`` for ``{x}``), listing the
+    keys and the close ones. Checked before anything runs: such a pattern names nothing at any point, and a sweep
+    would otherwise find the typo only at its end, as a missing figure."""
+    import difflib
+
+    parts = []
+    for flag, patterns in (("--metric", metrics), ("--verdict", verdicts)):
+        for pattern in patterns:
+            for placeholder in unknown_placeholders(pattern, keys):
+                close = difflib.get_close_matches(placeholder.strip("{}"), list(keys), n=1, cutoff=0.5)
+                parts.append(f"{flag} {pattern!r}: the placeholder {placeholder} names no config key of {experiment}"
+                             + (f" (did you mean {{{close[0]}}}?)" if close else ""))
+    if parts:
+        raise ConfigError("; ".join(parts) + f"; a placeholder is filled from a config key: {', '.join(keys)}")
+
+
 def _split_placeholders(pattern: str) -> list[str]:
     """``"a.{x}.b"`` → ``["a.", "{x}", ".b"]``: the literal parts and the ``{config_key}`` placeholders."""
     return [part for part in re.split(r"(\{[^{}]*\})", pattern) if part]
@@ -470,7 +502,7 @@ def sweep_table(data: dict[str, Any]) -> str:
 
 
 __all__ = ["AMBIGUOUS", "NOT_JUDGED", "NOT_REPORTED", "STATUSES", "VERDICT_LETTER", "VERDICT_SCORE", "PointOutcome",
-           "cell_gaps", "cell_of", "cell_shortfalls", "cell_table", "check_outputs", "close_metric_names", "flatten",
-           "load_sweep", "matching_names", "metric_gap", "placeholder_pattern", "resolve_metric", "resolve_verdict",
-           "slug", "sweep_index_problem", "sweep_table", "unknown_metrics", "unknown_patterns", "verdict_gap",
-           "verdict_of", "verdict_splits", "write_tables"]
+           "cell_gaps", "cell_of", "cell_shortfalls", "cell_table", "check_outputs", "check_placeholders",
+           "close_metric_names", "flatten", "load_sweep", "matching_names", "metric_gap", "placeholder_pattern",
+           "resolve_metric", "resolve_verdict", "slug", "sweep_index_problem", "sweep_table", "unknown_metrics",
+           "unknown_patterns", "unknown_placeholders", "verdict_gap", "verdict_of", "verdict_splits", "write_tables"]
