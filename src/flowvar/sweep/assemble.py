@@ -11,9 +11,10 @@ result. :func:`assemble_sweep` builds it from the points' results, with nothing 
 3. the experiment's own ``assemble`` (:func:`flowvar.experiments.base.assembles`) checks that the points make up
    the grid exactly, and judges them as its ``run`` judges its own points.
 
-A damaged sweep (a hand-edited sweep.json, points not its axes' grid, a lost or foreign point result) is refused
-as one line whose fix is the sweep's own command with ``--out`` this folder (it restores points from its cache; a
-moved folder's recorded --out would continue the sweep where it was run), never ``--force``.
+A damaged sweep (a hand-edited sweep.json, points not its axes' grid, a lost, edited or foreign point result: a
+point folder is checked file by file against the digests of the cache entry it was installed from, where the cache
+holds it) is refused as one line whose fix is the sweep's own command with ``--out`` this folder (it restores points
+from its cache; a moved folder's recorded --out would continue the sweep where it was run), never ``--force``.
 
 The same judging serves a stored result (:func:`rejudge_result`, ``flowvar assemble EXPERIMENT_DIR``): an experiment
 that assembles from parts can take its own result as the one part, so its claims are judged again by this code
@@ -36,7 +37,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from flowvar.cache import code_version
+from flowvar.cache import Cache, code_version
 from flowvar.errors import ConfigError, DataError
 from flowvar.files import atomic_write_text
 from flowvar.results import Result
@@ -112,6 +113,7 @@ def _assemblable(sweep_dir: Path) -> tuple[Any, Any, list[Result], dict[str, Any
             raise DataError(f"point {point.get('point')} ({point.get('values')}) holds a result of {part.experiment}, "
                             f"not {spec.name}; delete {sweep_dir / str(point.get('output'))} and rerun "
                             f"{_rerun(sweep_dir, meta)}: it restores the point from its cache (or computes it again)")
+    _check_installed(sweep_dir, meta, points)  # an edited point would be judged as if it were its entry's result
     modes = {r.quick for r in parts}
     if len(modes) != 1:
         raise ConfigError("the sweep mixes --quick and full points; assemble a sweep run in one mode")
@@ -333,6 +335,39 @@ def _load_point(sweep_dir: Path, meta: dict[str, Any], point: dict[str, Any]) ->
         raise DataError(f"point {point.get('point')} ({point.get('values')}) has no readable result at {path} "
                         f"({type(e).__name__}); rerun {_rerun(sweep_dir, meta)}: it restores the point from its "
                         f"cache (or computes it again)") from None
+
+
+def _sweep_cache(sweep_dir: Path, meta: dict[str, Any]) -> Cache:
+    """The cache the sweep installed its points from: its recorded ``--cache``, else ``SWEEP_DIR/.cache`` (the
+    default ``OUT/.cache``, which moves with a moved folder)."""
+    words = command_words(meta)
+    return Cache(Path(meta["cache"]) if _flag_values(words, "--cache") and meta.get("cache") else
+                 sweep_dir / ".cache")
+
+
+def _check_installed(sweep_dir: Path, meta: dict[str, Any], points: list[dict[str, Any]]) -> None:
+    """Every point folder must hold its cache entry's result as installed (:func:`~flowvar.sweep.folder.
+    entry_difference`: each file's SHA-256 against the entry's manifest): a ``result.json`` edited or a file lost
+    since (review sweepR 2: an edited number silently turned a verdict, while ``assembled_from.keys`` named the
+    entry) is a damaged point, refused in one line whose fix is the sweep's rerun, which installs the entry again.
+    A point the cache does not hold (pruned, another machine's cache) cannot be compared and is taken as it is;
+    the experiment's ``assemble`` still checks what it reads. Files added to a point folder change no number and are
+    no damage."""
+    from flowvar.sweep.folder import entry_difference
+
+    cache = _sweep_cache(sweep_dir, meta)
+    for point in points:
+        folder = sweep_dir / str(point.get("output"))
+        try:
+            difference = entry_difference(folder, cache, str(point.get("key")))
+        except ValueError:  # no cache key (a hand-edited index): nothing to compare with; the later checks judge it
+            continue
+        if difference is not None and difference.damaged:
+            what = " and ".join([f"{', '.join(difference.changed)} edited"] * bool(difference.changed)
+                                + [f"{', '.join(difference.missing)} lost"] * bool(difference.missing))
+            raise DataError(f"point {point.get('point')} ({point.get('values')}) is damaged: {folder} no longer "
+                            f"holds its cache entry's result ({what} since the sweep installed it); rerun "
+                            f"{_rerun(sweep_dir, meta)}: it restores the point from its cache {cache.root}")
 
 
 def _joined_config(axes: list[dict[str, Any]], parts: list[Result]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from flowvar.runner import (
 )
 from flowvar.sweep.estimates import point_estimates, runtime_model
 from flowvar.sweep.figures import draw_figures, remove_figures
-from flowvar.sweep.folder import prune_earlier_points, refuse_other_sweep
+from flowvar.sweep.folder import prune_earlier_points, refuse_other_sweep, set_aside_earlier_assembly
 from flowvar.sweep.grid import Axis, Point, check_disjoint_replicates, expand, parse_axis, preset_axes, presets
 from flowvar.sweep.tables import STATUSES, PointOutcome, check_outputs, check_placeholders, write_tables
 
@@ -429,6 +429,7 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                     "counts": {s: sum(o.status == s for o in outcomes) for s in STATUSES}}
 
         timed: list[tuple[dict[str, Any], float]] = []
+        set_aside: list[str] = []  # the warning of an earlier grid's assembled result moved aside
         fitted_on = [0]
         cleared = [False]
 
@@ -442,6 +443,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             if not cleared[0]:
                 for w in remove_figures(out):
                     log.warning("%s", w)
+                # an assembled result of another grid goes too: it would be read as this sweep's (logged there)
+                set_aside.extend(filter(None, [set_aside_earlier_assembly(out, the_plan)]))
                 cleared[0] = True
 
         def finish(o: PointOutcome) -> None:
@@ -565,12 +568,15 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
             if interrupted:  # no figures are drawn: an earlier run's would be shown as this sweep's
                 for w in remove_figures(out):
                     log.warning("%s", w)
+                if not cleared[0]:  # the table below makes the folder this run's
+                    set_aside_earlier_assembly(out, the_plan)
                 write_tables(out, {**meta("interrupted"), "figures": []}, the_plan.axes, outcomes)
             elif not stopped:
                 write_running()  # every point's outcome, before the figures: a kill while drawing reads unfinished
                 figures, warnings = draw_figures(out, the_plan, outcomes)
                 for w in warnings:
                     log.warning("%s", w)
+                warnings = set_aside + warnings  # on the terminal and in sweep.json too
                 write_tables(out, {**meta("finished" if finished else "crashed"), "figures": figures,
                                    "warnings": warnings}, the_plan.axes, outcomes)
                 if finished:  # not after a crash (a backend error): the folder is left as the error found it
