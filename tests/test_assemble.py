@@ -145,6 +145,9 @@ def _edited_copy(runs: dict[str, Any], tmp_path: Path, edit_index: Any = None, e
         (folder / "sweep.json").write_text(json.dumps(index))
     if edit_part is not None:
         path = folder / index["points"][1]["output"] / "result.json"
+        # the cache no longer holds the edited point, so its folder cannot be compared with the entry and what it
+        # holds reaches the assembler's checks (with the entry there, any edit is refused as a damaged point)
+        shutil.rmtree(folder / ".cache" / index["points"][1]["key"])
         part = json.loads(path.read_text())
         edit_part(part, path)
     return folder
