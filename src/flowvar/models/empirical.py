@@ -128,8 +128,9 @@ class EmpiricalField(_TrainingLines):
     f is so small that every logit overflows, the posterior is a point mass and the field is
     :class:`MemorisingField`'s nearest-line velocity. Outside [0, 1] the bridge's f(t, σ) = σ√(t(1−t)) is clamped
     to 0 (:class:`~flowvar.interpolants.BrownianBridgeNoise`), so the field there is that nearest-line velocity, its
-    limit at t = 0 and t = 1: adaptive solvers step past the end of [0, 1] and interpolate back (dopri5 reached
-    t = 1.14 integrating over [0, 1]), so such times are not refused (nor does
+    limit at t = 0 and t = 1: an adaptive solver may step past the end of [0, 1] and interpolate back (torchdiffeq's
+    dopri5 reached t = 1.14 over [0, 1]; flowvar's :func:`~flowvar.sampling.integrate` steps onto t1), so such
+    times are not refused (nor does
     :class:`~flowvar.models.GaussianParametricField` refuse them). A NaN t, and a noise schedule whose f is NaN,
     are a :class:`~flowvar.errors.DataError`.
 
