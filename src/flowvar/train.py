@@ -40,7 +40,10 @@ checkpoint, :func:`train` resumes from it, with a :class:`ResumeWarning` (a fini
 training): a resumed run ends bit-identical to an uninterrupted one (on CPU). Only ``steps``,
 ``checkpoint_every``, ``log_every`` and ``progress`` may differ between the saved and the new config, so a finished
 run can be extended by raising ``steps``. Each checkpoint also carries the run's *signature*, checked on resume:
-the model's construction (its ``config``, e.g. MLPField's width and activation, else a digest of its ``repr``), the
+the model's construction (its ``config``, e.g. MLPField's width and activation, else a digest of its ``repr``) and
+its initial weights (a rounding-tolerant fingerprint: another init seed or scheme resumes the checkpoint's run with
+a :class:`ResumeWarning` saying so; the same object re-called after a crash or holding the checkpoint's weights
+resumes quietly; :func:`_check_init_weights`), the
 interpolant, the time sampler (its parameters and a fingerprint of its draws) and a fingerprint of the training
 data (every pair of a :class:`~flowvar.couplings.FixedPairs`, else one batch drawn from a fixed generator of its
 own and every item of each :class:`~flowvar.distributions.Empirical` source or target, e.g. an image set; tolerant
@@ -114,6 +117,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -305,6 +309,23 @@ def _same_fingerprint(a: Any, b: Any) -> bool:
     return all(abs(x - y) <= _FINGERPRINT_TOLERANCE * max(p, r) for x, p, y, r in zip(sa, qa, sb, qb, strict=True))
 
 
+def _weights_fingerprint(state: dict[str, Tensor]) -> dict[str, list[float]]:
+    """:func:`_fingerprint` of a model's floating-point ``state_dict`` tensors, each as rows along its first axis
+    (a Linear's (out, in) weight: ``out`` rows of ``in`` values): rounding-tolerant like the data's (an init through
+    a QR or a GPU kernel can differ in its last bits between machines), while another init seed or scheme moves
+    every row. Recorded in a checkpoint's signature as the run's initial weights."""
+    tensors = [t.reshape(t.shape[0], -1) if t.dim() else t.reshape(1, 1) for t in state.values()
+               if t.is_floating_point() and t.numel()]
+    return _fingerprint(tensors)
+
+
+_TRAINED: weakref.WeakKeyDictionary[nn.Module, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+"""model object → (fingerprint of its run's initial weights, fingerprint of the weights :func:`train` left it with),
+for the models :func:`train` trained with a checkpoint_dir in this process. A call on the same object, untouched
+since (the second fingerprint matches), resumes as that run, even when its weights are those of a step between
+checkpoints (a crash inside a notebook cell, re-run); one re-initialised since is compared by its new weights."""
+
+
 def _describe_model(model: nn.Module) -> str:
     """The model's construction: ``Type(key=value, ...)`` from its ``config`` dict when it has one (MLPField,
     UNetField), else its type and a digest of its ``repr`` (every submodule and layer size of any nn.Module)."""
@@ -378,7 +399,8 @@ def _signature(model: nn.Module, loss: CFMLoss, coupling: Coupling, batch_size: 
         _seed_global_rng(_FINGERPRINT_SEED, device)
         times = loss.time_sampler.sample(_TIME_DRAWS, torch.Generator().manual_seed(_FINGERPRINT_SEED),
                                          dtype=torch.float64)
-    return {"model": _describe_model(model), "interpolant": repr(loss.interpolant),
+    return {"model": _describe_model(model), "init_weights": _weights_fingerprint(model.state_dict()),
+            "interpolant": repr(loss.interpolant),
             "time_sampler": {"summary": _describe_time_sampler(loss.time_sampler),
                              "fingerprint": _fingerprint([times.reshape(-1, 1)])},
             "data": _data_signature(coupling, batch_size, device)}
@@ -403,6 +425,8 @@ def _signature_differences(saved: dict[str, Any], signature: dict[str, Any], mod
     diffs: list[str] = []
     unverified: list[str] = []
     for key, value in signature.items():
+        if key == "init_weights":  # compared by _check_init_weights, which knows the legitimate differences
+            continue
         old = saved.get(key)
         if not isinstance(value, dict):
             if old != value:
@@ -658,6 +682,33 @@ def _check_compatible(saved: dict[str, Any], config: TrainConfig, signature: dic
                       f"training data, not every item of {what}: it is resumed with that batch checked (it matches). "
                       f"If you edited rows of the data since, delete {path.parent} (or use another checkpoint_dir) "
                       f"to train afresh; the checkpoints this run writes fingerprint every item", stacklevel=3)
+
+
+def _check_init_weights(saved: dict[str, Any], signature: dict[str, Any], model: nn.Module, path: Path) -> None:
+    """Warn (:class:`ResumeWarning`) when the run about to be resumed started from other initial weights than
+    ``model`` (another init seed or init scheme): the old run's weights are returned, not a new replicate's. A warning,
+    not a refusal: a notebook's unseeded model rebuilt after a kernel restart is the same run, which resumes.
+
+    Accepted: the same initial weights (a model rebuilt with the same seed, in any process); ``model`` untouched since
+    this process's last :func:`train` of it with this run (:data:`_TRAINED`: a notebook re-running a cell after a
+    crash or an interrupt); ``model`` already holding the checkpoint's weights (a finished run re-called on its
+    trained object, the next training segment of solver_resolution, weights loaded by hand); a checkpoint written
+    before the initial weights were recorded (resumed as before, noted in the log)."""
+    recorded = saved["signature"].get("init_weights")
+    now = signature["init_weights"]
+    if recorded is None:
+        log.info("%s records no initial weights (written by an earlier flowvar): resumed without comparing them", path)
+        return
+    seen = _TRAINED.get(model)
+    if _same_fingerprint(recorded, now) or (seen is not None and _same_fingerprint(seen[1], now)
+                                            and _same_fingerprint(recorded, seen[0])):
+        return
+    if _same_fingerprint(_weights_fingerprint(saved["model"]), now):
+        return
+    warnings.warn(f"the checkpoint {path} was written by a run whose model started from other initial weights than "
+                  f"the model passed now (another init seed or init scheme): that run is resumed and its weights "
+                  f"replace the model's; to train this initialisation as a new run (a new replicate), use another "
+                  f"checkpoint_dir or delete that folder", ResumeWarning, stacklevel=4)
 
 
 def _restore(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -975,6 +1026,12 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
         if ckpt_path is not None and ckpt_path.exists():
             saved = load_checkpoint(ckpt_path)
             _check_compatible(saved, config, signature, ckpt_path, model, loss, coupling)
+            _check_init_weights(saved, signature, model, ckpt_path)
+            # the run's own initial weights go on into its later checkpoints (none when its first did not record them)
+            if saved["signature"].get("init_weights") is None:
+                signature.pop("init_weights")
+            else:
+                signature["init_weights"] = saved["signature"]["init_weights"]
             _restore(saved, model, optimizer, generator, ema, ckpt_path)
             ranks_rng = saved.get("global_rng_ranks")
             if world.size > 1 and isinstance(ranks_rng, list) and len(ranks_rng) == world.size:
@@ -1084,6 +1141,8 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
                 check_parameters()  # once, before returning: never a TrainResult whose model holds NaN/Inf weights
             distributed.barrier()
         finally:
+            if directory is not None:  # this object's run, and the weights it leaves the object with
+                _TRAINED[model] = (signature.get("init_weights"), _weights_fingerprint(model.state_dict()))
             bar.close()
             interrupts.close()  # the handlers back; a signal that arrived after the last step acts now
     if world.is_main and step > (resumed_from or 0):
