@@ -708,7 +708,8 @@ def _check_init_weights(saved: dict[str, Any], signature: dict[str, Any], model:
     warnings.warn(f"the checkpoint {path} was written by a run whose model started from other initial weights than "
                   f"the model passed now (another init seed or init scheme): that run is resumed and its weights "
                   f"replace the model's; to train this initialisation as a new run (a new replicate), use another "
-                  f"checkpoint_dir or delete that folder", ResumeWarning, stacklevel=4)
+                  f"checkpoint_dir or delete that folder (a model built without a fixed seed always differs: resuming "
+                  f"its run is then what was meant)", ResumeWarning, stacklevel=4)
 
 
 def _restore(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
