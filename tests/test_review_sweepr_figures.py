@@ -17,29 +17,13 @@ from matplotlib.colors import LogNorm
 from flowvar.cli import main
 from flowvar.errors import ConfigError
 from flowvar.sweep import Axis, PointOutcome, metric_figure, plan, sweep
-from flowvar.sweep import figures as figures_module
 from flowvar.sweep.figures import log_scaled, no_value_warning, value_order
 from flowvar.sweep.grid import canonical
 from flowvar.sweep.tables import unknown_placeholders
-from sweep_checks import PLUGIN, toy
+from sweep_checks import PLUGIN, drawn, toy
 
 TYPED = (10.0, 1.0, 100.0, 0.1)
 """The reviewer's grid: neither ascending nor descending."""
-
-
-def drawn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, the_plan: Any, outcomes: list[PointOutcome]
-          ) -> dict[str, Any]:
-    """draw_figures with plot_metric replaced by a recorder of the matplotlib figures it would save, by file name."""
-    out: dict[str, Any] = {}
-
-    def record(path: Path, title: str, axes: Any, table: Any, **kw: Any) -> Path:
-        out[path.name] = metric_figure(title, axes, table, **kw)
-        return path
-
-    monkeypatch.setattr(figures_module, "plot_metric", record)
-    warnings = figures_module.draw_figures(tmp_path / "figs", the_plan, outcomes)[1]
-    out["warnings"] = warnings
-    return out
 
 
 def outcomes_of(the_plan: Any, metric: Any, verdict: Any = None) -> list[PointOutcome]:

@@ -10,24 +10,9 @@ from typing import Any
 import pytest
 
 from flowvar.sweep import Axis, Options, PointOutcome, metric_figure, plan
-from flowvar.sweep import figures as figures_module
 from flowvar.sweep.figures import SPLIT_Y, point_replicates
 from flowvar.sweep.grid import canonical
-from sweep_checks import toy
-
-
-def drawn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, the_plan: Any, outcomes: list[PointOutcome]
-          ) -> dict[str, Any]:
-    """draw_figures with plot_metric replaced by a recorder of the matplotlib figures it would save, by file name."""
-    out: dict[str, Any] = {}
-
-    def record(path: Path, title: str, axes: Any, table: Any, **kw: Any) -> Path:
-        out[path.name] = metric_figure(title, axes, table, **kw)
-        return path
-
-    monkeypatch.setattr(figures_module, "plot_metric", record)
-    figures_module.draw_figures(tmp_path / "figs", the_plan, outcomes)
-    return out
+from sweep_checks import drawn, toy
 
 
 def fig6_outcomes(tmp_path: Path, grid: list[str], seeds: list[int], **sets: str) -> tuple[Any, list[PointOutcome]]:
