@@ -916,7 +916,7 @@ def _gradient_failure(grads: Sequence[Tensor], value: float, step: int, path: Pa
     """The message of a non-finite gradient norm under a finite loss, raised before that step's update. Two causes:
     a gradient value that is NaN/Inf itself (after clip_grad_norm_'s rescaling by 0 too: inf · 0 = NaN), or finite
     gradients whose norm overflows (beyond ~1e19 in float32: a diverging run)."""
-    norm = float(torch.nn.utils.get_total_norm(grads))
+    norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))  # get_total_norm: torch >= 2.6
     done = (f"at step {step} while the loss was finite ({value:.6g}); that step's update was not applied (the model "
             f"holds the weights of step {step - 1}); {_kept(last_saved)}. ")
     if all(bool(torch.isfinite(g).all()) for g in grads):
@@ -1093,9 +1093,9 @@ def train(model: nn.Module, loss: CFMLoss, coupling: Coupling, config: TrainConf
                         history.append({"step": step, **{k: _plain(v) for k, v in out.items()}})
                 # the gradient checked before the update: a finite loss can have a NaN/Inf gradient (sqrt at 0,
                 # half-precision overflow), which Adam would write into every weight. With grad_clip the global norm
-                # clip_grad_norm_ returns; without, the per-tensor norms of one foreach kernel (what get_total_norm
-                # computes before combining them): ~0.1 ms a step on the 133k-parameter MLP at B = 256 on one CPU
-                # thread, <1 % of its ~10 ms step (get_total_norm itself: ~0.2 ms)
+                # clip_grad_norm_ returns; without, the per-tensor norms of one foreach kernel (what torch's
+                # get_total_norm, from 2.6 only, computes before combining them): ~0.1 ms a step on the 133k-parameter
+                # MLP at B = 256 on one CPU thread, <1 % of its ~10 ms step (get_total_norm itself: ~0.2 ms)
                 grads = [p.grad for p in params if p.grad is not None]
                 if config.grad_clip is not None:
                     finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)))
