@@ -444,7 +444,8 @@ def _sweep(options: Options, the_plan: Plan, backend: Backend, stream: IO[str], 
                 for w in remove_figures(out):
                     log.warning("%s", w)
                 # an assembled result of another grid goes too: it would be read as this sweep's (logged there)
-                set_aside.extend(filter(None, [set_aside_earlier_assembly(out, the_plan)]))
+                if moved := set_aside_earlier_assembly(out, the_plan):
+                    set_aside.append(moved)
                 cleared[0] = True
 
         def finish(o: PointOutcome) -> None:
