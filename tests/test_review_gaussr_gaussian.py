@@ -112,3 +112,14 @@ def test_w2_refuses_complex_mean_and_still_computes() -> None:
     # ‖μ‖² + tr(I + M − 2M^½) for M = diag(4, 0.25): 2 + (1 + 4 − 4) + (1 + 0.25 − 1) = 3.25
     w2 = gaussian_w2_squared([0.0, 0.0], torch.eye(2), [1.0, 1.0], torch.diag(torch.tensor([4.0, 0.25])))
     assert w2 == pytest.approx(3.25, abs=1e-12)
+
+
+def test_matrix_arguments_refuse_a_complex_array_as_the_problem_does() -> None:
+    """_square_matrix, behind gaussian_ot_matrix / W2 / the singular times, cast a complex numpy array (a sqrtm or
+    eig output) to its real part with only a torch warning, while GaussianProblem refused it: one conversion now."""
+    from flowvar.gaussian import gaussian_ot_matrix
+
+    complex_cov = np.eye(2) + np.array([[0, 1j], [0, 0]]) * 1e-9
+    with pytest.raises(ConfigError, match=r"^cov0 must hold real numbers, got dtype torch.complex128"):
+        gaussian_ot_matrix(complex_cov, np.eye(2))
+    assert torch.equal(gaussian_ot_matrix(np.eye(2), [[1.0, 0.0], [0.0, 1.0]]), torch.eye(2, dtype=torch.float64))

@@ -55,11 +55,8 @@ def _tolerance(table: dict[torch.dtype, float], dtype: torch.dtype, d: int) -> f
 
 def _square_matrix(name: str, M: Tensor) -> Tensor:
     """``M`` as a floating-point square (d, d) tensor with d >= 1 and finite entries, else a one-line error."""
-    if not isinstance(M, Tensor):
-        try:
-            M = torch.as_tensor(M, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError):
-            raise ConfigError(f"{name} must be a (d, d) matrix, got {describe(M)}") from None
+    if not isinstance(M, Tensor):  # a list or array: complex entries refused, not cast to their real part
+        M = _real_float64(name, M, "a (d, d) matrix")
     if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] == 0:
         raise ShapeError(f"{name} must be a square (d, d) matrix with d >= 1, got shape {tuple(M.shape)}")
     if M.is_complex() or M.dtype == torch.bool:
