@@ -1155,13 +1155,13 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
                           f"to [−1, 1] (spread becomes {_std(raw) / 127.5:.3g}); if they are counts or "
                           f"codes, not pixels, save them as int64 or float32 (used as given) — or standardise them",
                           stacklevel=2)
-    elif raw.ndim in (3, 4) and raw.dtype.kind == "f" and lo32 >= 0.0 and hi32 > PIXEL_SCALE_WARN:
+    elif raw.ndim in (3, 4) and raw.dtype.kind == "f" and float_pixel_scale(lo32, hi32) == "0..255":
         # used as given (a model may be trained on any scale), but non-negative values this large are most often
         # 0..255 pixels saved as floats, which flowvar's [−1, 1] experiments would train on unscaled
         warnings.warn(f"{file} holds float images with values in [{lo32:g}, {hi32:g}], used as given; flowvar's "
                       f"images are in [−1, 1]: if these are 0..255 pixels save them as uint8 or pass "
                       f"value_range=(0, 255) (in `flowvar audit`: --value-range 0,255)", stacklevel=2)
-    elif raw.ndim in (3, 4) and raw.dtype.kind == "f" and lo32 >= 0.0 and 0.0 < hi32 <= 1.0:
+    elif raw.ndim in (3, 4) and raw.dtype.kind == "f" and float_pixel_scale(lo32, hi32) == "0..1":
         # [0, 1] is torchvision ToTensor's scale, the most common float image array: used as given it is half the
         # width of flowvar's [−1, 1] images, so σ advice and an audit come out on another scale than the docs say.
         # (All zeros, hi32 == 0, is no pixel scale at all and gets no warning.)
@@ -1536,6 +1536,19 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
 #: about such a file, and ``flowvar audit`` about such a tensor in memory (one bound for both).
 PIXEL_SCALE_WARN = 2.0
 
+
+def float_pixel_scale(lo: float, hi: float) -> str | None:
+    """The pixel scale float images spanning [lo, hi] most likely are on, when it is not flowvar's [−1, 1]:
+    ``"0..255"`` (all ≥ 0, reaching past :data:`PIXEL_SCALE_WARN`: unscaled 8-bit pixels saved as floats), ``"0..1"``
+    (all within [0, 1] with a positive value: torchvision ``ToTensor``'s, half as wide as [−1, 1]; all zeros is no
+    scale at all), else None. What :func:`load_array` and the audit's in-memory tensors warn about; each words its
+    own remedy."""
+    if lo < 0.0:
+        return None
+    if hi > PIXEL_SCALE_WARN:
+        return "0..255"
+    return "0..1" if 0.0 < hi <= 1.0 else None
+
 #: uint8 vectors whose values span fewer than this many of the 256 levels get a warning from :func:`load_array`: they
 #: are rescaled as pixels, which counts or codes (Poisson(3) counts: 0..12) are not.
 UINT8_SPAN_WARN = 64
@@ -1636,6 +1649,7 @@ __all__ = [
     "count_items",
     "default_geometry",
     "first_image_geometry",
+    "float_pixel_scale",
     "image_subfolders",
     "list_image_files",
     "load_array",

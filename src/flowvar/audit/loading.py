@@ -378,8 +378,8 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
     """
     from flowvar.data import (
         NAMED_DATA,
-        PIXEL_SCALE_WARN,
         default_geometry,
+        float_pixel_scale,
         load_array,
         load_folder,
         load_images,
@@ -399,11 +399,12 @@ def load_labelled(what: str, data: str | Path | Tensor, *, resolution: int | Non
             raise ShapeError(f"{what} must have shape (N, *shape) with N >= 1, got {tuple(x.shape)}")
         check_finite(what, x)
         lo, hi = (float(x.min()), float(x.max())) if x.ndim in (3, 4) else (-1.0, 1.0)
-        if lo >= 0.0 and hi > PIXEL_SCALE_WARN:
+        scale = float_pixel_scale(lo, hi)
+        if scale == "0..255":
             warnings.warn(f"{what} holds float images with values in [{lo:g}, {hi:g}], used as given; "
                           f"flowvar's images are in [−1, 1]: if these are 0..255 pixels and the model was trained on "
                           f"another scale, convert them to it (e.g. x / 127.5 − 1)", stacklevel=3)
-        elif lo >= 0.0 and 0.0 < hi <= 1.0:  # torchvision ToTensor's scale, as load_array warns for a file of it
+        elif scale == "0..1":  # torchvision ToTensor's scale, as load_array warns for a file of it
             warnings.warn(f"{what} holds float images with values in [{lo:g}, {hi:g}], used as given; flowvar's "
                           f"images are in [−1, 1]: if the model was trained on [−1, 1] images (most flow models, "
                           f"after Normalize(0.5, 0.5)), pass x * 2 − 1; if on [0, 1], nothing to do", stacklevel=3)
