@@ -17,6 +17,7 @@ from flowvar.gaussian import (
     meeting_point,
     parametric_per_sample_grads,
     parametric_per_sample_loss,
+    parametric_residual_rounding_bound,
     parametric_residuals,
     rotation_matrix,
 )
@@ -123,3 +124,43 @@ def test_matrix_arguments_refuse_a_complex_array_as_the_problem_does() -> None:
     with pytest.raises(ConfigError, match=r"^cov0 must hold real numbers, got dtype torch.complex128"):
         gaussian_ot_matrix(complex_cov, np.eye(2))
     assert torch.equal(gaussian_ot_matrix(np.eye(2), [[1.0, 0.0], [0.0, 1.0]]), torch.eye(2, dtype=torch.float64))
+
+
+def test_rounding_bound_refuses_non_finite_input_naming_it() -> None:
+    """A NaN θ made the bound NaN with no error (so a residual's ratio to it meant nothing)."""
+    zeros, t = torch.zeros(3, 2, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64)
+    assert parametric_residual_rounding_bound(torch.zeros(2), torch.zeros(2, 2), zeros, zeros, t).isfinite().all()
+    with pytest.raises(DataError, match=r"^theta holds 1 non-finite value"):
+        parametric_residual_rounding_bound(NAN_THETA, torch.zeros(2, 2), zeros, zeros, t)
+    with pytest.raises(DataError, match=r"^Theta holds 1 non-finite value"):
+        parametric_residual_rounding_bound(torch.zeros(2), NAN_BIG_THETA, zeros, zeros, t)
+    bad_x1 = zeros.clone()
+    bad_x1[1, 0] = math.nan
+    with pytest.raises(DataError, match=r"^x1 holds 1 non-finite value"):
+        parametric_residual_rounding_bound(torch.zeros(2), torch.zeros(2, 2), zeros, bad_x1, t)
+    with pytest.raises(DataError, match=r"times"):
+        parametric_residual_rounding_bound(torch.zeros(2), torch.zeros(2, 2), zeros, zeros, t * 3)
+
+
+def test_residual_checks_report_a_diverged_field_as_nan_evidence() -> None:
+    """The experiments' checks do not call the bound on a NaN field: they return NaN evidence, which their rules
+    read as "refuted" (a diverged field is not the zero-residual one)."""
+    from flowvar.couplings import RotatedOTCoupling
+    from flowvar.experiments._gaussian_variance import DRAW_CHUNK, departure_check, residual_check
+    from flowvar.interpolants import Interpolant
+    from flowvar.loss import CFMLoss
+    from flowvar.models.parametric import GaussianParametricField
+
+    problem = GaussianProblem(torch.tensor([1.0, -1.0]), torch.diag(torch.tensor([4.0, 0.25])))
+    coupling = RotatedOTCoupling(problem, 30.0)
+    theta, Theta = problem.field_parameters(coupling.rotation)
+    field = GaussianParametricField(2, NAN_THETA, Theta, trainable=False)
+    checked = residual_check(field, coupling, 100, torch.Generator().manual_seed(0), DRAW_CHUNK)
+    assert set(checked) == {"max_ratio", "t_at_max_ratio", "max_abs_residual", "median_bound"}
+    assert all(math.isnan(v) for v in checked.values())
+    departed = departure_check(field, coupling, CFMLoss(Interpolant(0.05)), 100, torch.Generator().manual_seed(0),
+                               DRAW_CHUNK)
+    assert len(departed) == 6 and all(math.isnan(v) for v in departed.values())
+    finite = residual_check(GaussianParametricField(2, theta, Theta, trainable=False), coupling, 100,
+                            torch.Generator().manual_seed(0), DRAW_CHUNK)
+    assert finite["max_ratio"] < 1

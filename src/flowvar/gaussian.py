@@ -568,7 +568,8 @@ def parametric_residual_rounding_bound(theta: Tensor, Theta: Tensor, x0: Tensor,
     the last factor bounding ‖x_t‖ + ‖tθ‖ + ‖A_t‖‖x0‖ + ‖x1‖ + ‖x0‖. ‖A_t⁻¹‖₂ = 1/σ_min(A_t) grows as 1/|t − t*|
     near a singular time t* (:func:`singular_times`), so the bound does too: there the float64 residual (and the
     gradient 2A_t⁻ᵀr, whose second moment diverges) says nothing, while elsewhere the bound is ~1e-14 × the scale.
-    Infinite where A_t is singular.
+    Infinite where A_t is singular. Every input must be finite and every time in [0, 1] (a NaN θ would make the
+    bound NaN, and a ratio against it meaningless, with no error): a one-line :class:`DataError` names the input.
     """
     theta = torch.as_tensor(theta, dtype=torch.float64).detach()
     Theta = _check_square("Theta", Theta)
@@ -580,6 +581,9 @@ def parametric_residual_rounding_bound(theta: Tensor, Theta: Tensor, x0: Tensor,
         raise ShapeError(f"expected theta (d,), Theta (d, d), x0 and x1 (B, d) and t (B,) with d = {d}, got "
                          f"{tuple(theta.shape)}, {tuple(Theta.shape)}, {tuple(x0.shape)}, {tuple(x1.shape)} and "
                          f"{tuple(t.shape)}")
+    for name, value in (("theta", theta), ("Theta", Theta), ("x0", x0), ("x1", x1)):
+        check_finite(name, value)
+    check_unit_times(t, t)
     gamma = RESIDUAL_ROUNDING_FACTOR * d * torch.finfo(torch.float64).eps
     theta_norm = float(torch.linalg.matrix_norm(Theta, 2))
     sigma_min = torch.linalg.svdvals(torch.eye(d, dtype=torch.float64) + t[:, None, None] * Theta)[:, -1]
