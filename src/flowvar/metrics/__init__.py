@@ -23,9 +23,11 @@ The package: :mod:`~flowvar.metrics.core`, :mod:`~flowvar.metrics.mmd`, :mod:`~f
 
 from flowvar.metrics.core import (
     as_matrix,
+    as_points,
     block_sq_distances,
     row_sq_norms,
     same_dim,
+    same_point_shape,
 )
 from flowvar.metrics.distances import (
     DistanceStats,
@@ -106,6 +108,7 @@ __all__ = [
     "Reference",
     "Straightness",
     "as_matrix",
+    "as_points",
     "block_sq_distances",
     "counterexample_min_loss",
     "distance_stats",
@@ -131,6 +134,7 @@ __all__ = [
     "rotation_pairing_status",
     "row_sq_norms",
     "same_dim",
+    "same_point_shape",
     "status_min_effect",
     "status_threshold_text",
     "status_verdict",

@@ -14,12 +14,13 @@ from flowvar.errors import DataError, ShapeError, describe, nonfinite_error
 # ----------------------------------------------------------------------------------------------------------
 
 
-def as_matrix(name: str, x: Tensor, min_rows: int = 1) -> Tensor:
-    """Validate a point set and return it as a float64 (n, D) matrix.
+def as_points(name: str, x: Tensor, min_rows: int = 1) -> tuple[Tensor, tuple[int, ...]]:
+    """Validate a point set and return it as a float64 (n, D) matrix, with the shape of one point.
 
     ``x``: (n, *shape) with n >= ``min_rows`` and at least one coordinate per point; a 1-D tensor is
-    rejected (it is ambiguous between n scalars and one point). Raises :class:`ShapeError` or
-    :class:`DataError` (None, not numeric, empty, non-finite).
+    rejected (it is ambiguous between n scalars and one point). Returns (the (n, D) matrix, ``shape``), D =
+    prod(shape); the point shape is what :func:`same_dim` compares beyond D (a (3, 8, 8) and an (8, 8, 3) image
+    have the same D). Raises :class:`ShapeError` or :class:`DataError` (None, not numeric, empty, non-finite).
     """
     if x is None:  # torch's own message is "Could not infer dtype of NoneType"
         raise DataError(f"{name} is None; pass a tensor or array of shape (n, *point_shape)")
@@ -40,7 +41,12 @@ def as_matrix(name: str, x: Tensor, min_rows: int = 1) -> Tensor:
         raise DataError(f"{name} must hold real numbers, got dtype {flat.dtype}")
     flat = flat.detach().to("cpu", torch.float64)
     check_finite_lowmem(name, flat)
-    return flat
+    return flat, tuple(x.shape[1:])
+
+
+def as_matrix(name: str, x: Tensor, min_rows: int = 1) -> Tensor:
+    """:func:`as_points` without the point shape: a validated float64 (n, D) matrix of the point set ``x``."""
+    return as_points(name, x, min_rows)[0]
 
 
 FINITE_CHECK_BLOCK = 1 << 17
@@ -63,7 +69,54 @@ def check_finite_lowmem(name: str, x: Tensor) -> None:
         raise nonfinite_error(name, bad, x.numel())
 
 
-def same_dim(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+def _channels_last(shape: tuple[int, ...]) -> bool:
+    """An image point shape (H, W, C) with C <= 4 channels last, as numpy and PIL give them (flowvar's are
+    (C, H, W))."""
+    return len(shape) == 3 and shape[-1] <= 4 < min(shape[0], shape[1])
+
+
+def _permute_text(name: str, src: tuple[int, ...], dst: tuple[int, ...]) -> str:
+    """``name.permute(0, …)`` that takes points of shape ``src`` to ``dst`` (a permutation of it): each axis of
+    ``dst`` from the first unused axis of ``src`` of that size."""
+    used: list[int] = []
+    for size in dst:
+        used.append(next(j for j in range(len(src)) if src[j] == size and j not in used))
+    return f"{name}.permute(0, {', '.join(str(j + 1) for j in used)})"
+
+
+def same_point_shape(name_a: str, shape_a: tuple[int, ...], name_b: str, shape_b: tuple[int, ...]) -> None:
+    """Raise :class:`ShapeError` when two point sets are both un-flattened (points of two or more axes) and their
+    point shapes differ, naming both shapes and a fix.
+
+    The metrics flatten each point to D = prod(shape) coordinates, so (3, 8, 8) images beside the same images
+    channels-last (8, 8, 3) would compare coordinate k of one layout with coordinate k of the other: a plausible
+    MMD², L2 or pairing accuracy of two different vectorisations, with no error. A flat (n, D) set beside an
+    (n, *shape) one is accepted (only D is compared, by :func:`same_dim`): internal callers flatten one side
+    themselves, and a flat set has no layout to disagree with.
+    """
+    shape_a, shape_b = tuple(shape_a), tuple(shape_b)
+    if len(shape_a) < 2 or len(shape_b) < 2 or shape_a == shape_b:
+        return
+    if sorted(shape_a) == sorted(shape_b):
+        # flowvar's images are channels-first: move the channels-last set, else the second one to the first's
+        if _channels_last(shape_a) and not _channels_last(shape_b):
+            fix = _permute_text(name_a, shape_a, shape_b)
+        else:
+            fix = _permute_text(name_b, shape_b, shape_a)
+        fix = f"pass both in the same layout, e.g. {fix},"
+    else:
+        fix = "reshape one to the other's layout,"
+    raise ShapeError(f"{name_a} has points of shape {shape_a} but {name_b} has points of shape {shape_b}; {fix} or "
+                     f"flatten both with .flatten(1) if their coordinates already correspond")
+
+
+def same_dim(name_a: str, a: Tensor, name_b: str, b: Tensor, shape_a: tuple[int, ...] | None = None,
+             shape_b: tuple[int, ...] | None = None) -> None:
+    """Raise :class:`ShapeError` unless the (n, D) matrices ``a`` and ``b`` (from :func:`as_matrix`) have the same
+    D and, when both point shapes (from :func:`as_points`) are given, :func:`same_point_shape` accepts them: the one
+    check of every metric that compares two point sets."""
+    if shape_a is not None and shape_b is not None:
+        same_point_shape(name_a, shape_a, name_b, shape_b)
     if a.shape[1] != b.shape[1]:
         raise ShapeError(f"{name_a} has points of {a.shape[1]} coordinates but {name_b} has {b.shape[1]}; both "
                          f"sets must live in the same space (flattened sizes must match)")
@@ -86,5 +139,5 @@ def block_sq_distances(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tens
     return torch.addmm(b_sq[None, :], a, b.T, alpha=-2.0).add_(a_sq[:, None]).clamp_min_(0.0)
 
 
-__all__ = ["FINITE_CHECK_BLOCK", "as_matrix", "block_sq_distances", "check_finite_lowmem", "row_sq_norms",
-           "same_dim"]
+__all__ = ["FINITE_CHECK_BLOCK", "as_matrix", "as_points", "block_sq_distances", "check_finite_lowmem",
+           "row_sq_norms", "same_dim", "same_point_shape"]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, describe
-from flowvar.metrics.core import as_matrix, block_sq_distances, row_sq_norms, same_dim
+from flowvar.metrics.core import as_matrix, as_points, block_sq_distances, row_sq_norms, same_dim, same_point_shape
 
 # ----------------------------------------------------------------------------------------------------------
 # Pairwise distances and nearest neighbours
@@ -59,10 +59,11 @@ def partner_distances(x_hat: Tensor, partners: dict[str, Tensor]) -> dict[str, D
                           f"{describe(partners)}; pass partner_distances(x_hat, {{'target': x1}})")
     if not partners:
         raise ConfigError("partners is empty; pass at least one named partner set, e.g. {'target': x1}")
-    xh = as_matrix("x_hat", x_hat)
+    xh, shape_x = as_points("x_hat", x_hat)
     out: dict[str, DistanceStats] = {}
     for name, p in partners.items():
-        pm = as_matrix(f"partners[{name!r}]", p)
+        pm, shape_p = as_points(f"partners[{name!r}]", p)
+        same_point_shape("x_hat", shape_x, f"partners[{name!r}]", shape_p)
         if pm.shape != xh.shape:
             raise ShapeError(f"partners[{name!r}] has shape {tuple(pm.shape)} after flattening but x_hat has "
                              f"{tuple(xh.shape)}; pass exactly one partner per output row")
@@ -79,8 +80,8 @@ def nearest_neighbours(query: Tensor, ref: Tensor, k: int = 1, chunk: int = 1024
     sets, run through :func:`as_matrix` like every metric's (flattened to float64 (n, D) matrices on the CPU; a float64
     CPU matrix passes unchanged, numbers included).
     """
-    query, ref = as_matrix("query", query), as_matrix("ref", ref)
-    same_dim("query", query, "ref", ref)
+    (query, shape_q), (ref, shape_r) = as_points("query", query), as_points("ref", ref)
+    same_dim("query", query, "ref", ref, shape_q, shape_r)
     k = check_positive_int("k", k)
     chunk = check_positive_int("chunk", chunk)
     if ref.shape[0] < k:
@@ -161,9 +162,9 @@ def pairing_accuracy(x_hat: Tensor, targets: Tensor, partner_index: Tensor | Non
     the nearest target is the partner, or an exact duplicate of it (a data set with repeated items has one target
     per value, whichever copy the search meets first). Searched in chunk × chunk blocks (:func:`nearest_neighbours`).
     """
-    xh = as_matrix("x_hat", x_hat)
-    tg = as_matrix("targets", targets)
-    same_dim("x_hat", xh, "targets", tg)
+    xh, shape_x = as_points("x_hat", x_hat)
+    tg, shape_t = as_points("targets", targets)
+    same_dim("x_hat", xh, "targets", tg, shape_x, shape_t)
     n, M = xh.shape[0], tg.shape[0]
     if partner_index is None:
         if n > M:
@@ -215,9 +216,9 @@ def nn_distance_ratio(x_hat: Tensor, train: Tensor, threshold: float = 1.0 / 3.0
     if isinstance(threshold, bool | np.bool_) or not isinstance(threshold, numbers.Real) or not 0 < threshold <= 1:
         raise ConfigError(f"threshold must be a number in (0, 1], got {describe(threshold)}; the usual test is "
                           f"threshold=1/3")
-    xh = as_matrix("x_hat", x_hat)
-    tr = as_matrix("train", train, min_rows=2)
-    same_dim("x_hat", xh, "train", tr)
+    xh, shape_x = as_points("x_hat", x_hat)
+    tr, shape_t = as_points("train", train, min_rows=2)
+    same_dim("x_hat", xh, "train", tr, shape_x, shape_t)
     dist, idx = nearest_neighbours(xh, tr, 2, chunk)
     d1, d2 = dist[:, 0], dist[:, 1]
     ratio = torch.where(d2 > 0, d1 / d2.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(d1))

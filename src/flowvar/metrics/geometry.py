@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, describe
-from flowvar.metrics.core import as_matrix
+from flowvar.metrics.core import as_points, same_point_shape
 
 # ----------------------------------------------------------------------------------------------------------
 # Fitted linear maps and rotation angles
@@ -30,8 +30,9 @@ def fitted_linear_map(x0: Tensor, x1: Tensor) -> LinearMap:
     ``x0``, ``x1``: (n, *shape) → A (D, D), b (D,), minimising Σ_i ‖x1_i − A x0_i − b‖² (float64, lstsq on
     [x0, 1]). Needs n >= D + 1 points in general position; raises :class:`DataError` otherwise.
     """
-    a = as_matrix("x0", x0)
-    c = as_matrix("x1", x1)
+    a, shape_a = as_points("x0", x0)
+    c, shape_c = as_points("x1", x1)
+    same_point_shape("x0", shape_a, "x1", shape_c)
     if a.shape != c.shape:
         raise ShapeError(f"x0 and x1 must be paired sets of the same shape, got {tuple(a.shape)} and "
                          f"{tuple(c.shape)} after flattening")

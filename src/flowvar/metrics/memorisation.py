@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import DataError
-from flowvar.metrics.core import as_matrix
+from flowvar.metrics.core import as_points, same_point_shape
 from flowvar.metrics.distances import (
     nearest_neighbours,
     nn_distance_ratio,
@@ -71,9 +71,12 @@ def nn_train_over_heldout(x: Tensor, train: Tensor, heldout: Tensor) -> float:
     """median_i d(x_i, train) / median_i d(x_i, heldout), d = distance to the nearest row; ``train`` and ``heldout``
     (m, *shape) of equal size. ≈ 1 when the outputs are as close to unseen data as to the training data, → 0 when
     they copy training points."""
-    xm = as_matrix("outputs", x)
-    d_tr = nearest_neighbours(xm, as_matrix("train", train), 1)[0][:, 0]
-    d_ho = nearest_neighbours(xm, as_matrix("heldout", heldout), 1)[0][:, 0]
+    xm, shape_x = as_points("outputs", x)
+    (tr, shape_t), (ho, shape_h) = as_points("train", train), as_points("heldout", heldout)
+    same_point_shape("outputs", shape_x, "train", shape_t)
+    same_point_shape("outputs", shape_x, "heldout", shape_h)
+    d_tr = nearest_neighbours(xm, tr, 1)[0][:, 0]
+    d_ho = nearest_neighbours(xm, ho, 1)[0][:, 0]
     den = float(d_ho.median())
     return float(d_tr.median()) / den if den > 0 else math.nan
 

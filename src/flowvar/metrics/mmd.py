@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, describe
-from flowvar.metrics.core import FINITE_CHECK_BLOCK, as_matrix, block_sq_distances, row_sq_norms, same_dim
+from flowvar.metrics.core import FINITE_CHECK_BLOCK, as_points, block_sq_distances, row_sq_norms, same_dim
 
 Estimator = Literal["unbiased", "biased", "paired"]
 ESTIMATORS: tuple[str, ...] = ("unbiased", "biased", "paired")
@@ -112,11 +112,11 @@ def median_heuristic(x: Tensor, y: Tensor | None = None, max_points: int = 2000,
     """
     max_points = _check_points("max_points", max_points)
     seed = _check_seed(seed)
-    z = as_matrix("x", x)
+    z, shape_x = as_points("x", x)
     yy = None
     if y is not None:
-        yy = as_matrix("y", y)
-        same_dim("x", z, "y", yy)
+        yy, shape_y = as_points("y", y)
+        same_dim("x", z, "y", yy, shape_x, shape_y)
     total = z.shape[0] + (0 if yy is None else yy.shape[0])
     if total < 2:
         raise DataError("the median heuristic needs at least 2 pooled points; pass more samples or an explicit "
@@ -296,9 +296,11 @@ def mmd2(x: Tensor, y: Tensor, *, kernel: str = "rbf", bandwidth: str | float | 
 
     Raises :class:`DataError` when :func:`mmd_memory_bytes` exceeds ``max_memory_bytes`` or n·m exceeds
     ``max_pairs`` (subsample, or lower ``chunk``), or for a missing (None) or non-numeric sample,
-    :class:`ShapeError` for mismatched point shapes or an unpaired "paired" call, :class:`ConfigError` for unknown
-    options, a bandwidth whose 2h² under- or overflows, ``median_points`` < 2, a ``seed`` that is not an integer
-    >= 0 and a ``max_memory_bytes`` that is not a positive integer.
+    :class:`ShapeError` for mismatched point shapes (:func:`~flowvar.metrics.core.same_dim`: sets of different D,
+    or two un-flattened sets of different layouts such as (3, 8, 8) and (8, 8, 3) images; a flat (n, D) set beside
+    an (n, *shape) one with prod(shape) = D is accepted) or an unpaired "paired" call, :class:`ConfigError` for
+    unknown options, a bandwidth whose 2h² under- or overflows, ``median_points`` < 2, a ``seed`` that is not an
+    integer >= 0 and a ``max_memory_bytes`` that is not a positive integer.
     """
     if kernel != "rbf":
         raise ConfigError(f"unknown kernel {kernel!r}; only 'rbf' is implemented")
@@ -309,9 +311,9 @@ def mmd2(x: Tensor, y: Tensor, *, kernel: str = "rbf", bandwidth: str | float | 
     seed = _check_seed(seed)
     max_memory_bytes = _check_memory_limit(max_memory_bytes)
     min_rows = 1 if estimator == "biased" else 2
-    xm = as_matrix("x", x, min_rows)
-    ym = as_matrix("y", y, min_rows)
-    same_dim("x", xm, "y", ym)
+    xm, shape_x = as_points("x", x, min_rows)
+    ym, shape_y = as_points("y", y, min_rows)
+    same_dim("x", xm, "y", ym, shape_x, shape_y)
     n, m, dim = xm.shape[0], ym.shape[0], xm.shape[1]
     if estimator == "paired" and n != m:
         raise ShapeError(f"the paired MMD estimator pairs row i of x with row i of y and needs n == m, got n={n}, "

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, describe
-from flowvar.metrics.core import as_matrix
+from flowvar.metrics.core import as_matrix, as_points, same_point_shape
 from flowvar.metrics.distances import (
     partner_distances,
 )
@@ -37,8 +37,9 @@ def rotation_pairing(x1_hat: Tensor, x0: Tensor, mu: Tensor) -> dict[str, float]
     Raises :class:`ShapeError` for ``mu`` not of shape (d,) or ``x1_hat`` not of ``x0``'s shape, :class:`DataError`
     for non-finite input or x0 = 0 everywhere (both partners are μ: the gap, the scale of the relative error, is 0).
     """
-    x0m = as_matrix("x0", x0)
-    xh = as_matrix("x1_hat", x1_hat)
+    x0m, shape_0 = as_points("x0", x0)
+    xh, shape_h = as_points("x1_hat", x1_hat)
+    same_point_shape("x1_hat", shape_h, "x0", shape_0)
     if xh.shape != x0m.shape:
         raise ShapeError(f"x1_hat has shape {tuple(xh.shape)} but x0 has {tuple(x0m.shape)}; pass one endpoint per "
                          f"source point")
@@ -278,8 +279,9 @@ def line_spacing(x0: Tensor, x1: Tensor, chunk: int = 512, max_queries: int | No
     five live c × N float64 blocks (c = min(chunk, queries): ‖a‖², ‖b‖², a·b, t* and one temporary) and a c × N
     bool mask, about 41·c·N bytes: 1.05 GB at chunk = 512 and N = 50 000. Lower ``chunk`` for large N.
     """
-    p = as_matrix("x0", x0)
-    x1m = as_matrix("x1", x1)
+    p, shape_0 = as_points("x0", x0)
+    x1m, shape_1 = as_points("x1", x1)
+    same_point_shape("x0", shape_0, "x1", shape_1)
     if p.shape != x1m.shape or p.shape[0] < 2:
         raise ShapeError(f"line_spacing needs x0 and x1 of the same shape (N, d) with N >= 2, got "
                          f"{tuple(p.shape)} and {tuple(x1m.shape)} (flattened)")
