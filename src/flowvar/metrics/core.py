@@ -7,11 +7,30 @@ import math
 import torch
 from torch import Tensor
 
-from flowvar.errors import DataError, ShapeError, describe, nonfinite_error
+from flowvar.errors import DataError, ShapeError, describe, nonfinite_error, printable
 
 # ----------------------------------------------------------------------------------------------------------
 # Input handling
 # ----------------------------------------------------------------------------------------------------------
+
+
+def real_tensor(name: str, x: object, expected: str) -> Tensor:
+    """``x`` as a tensor of real numbers (a tensor as it is, no copy): the input check shared by :func:`as_points` and
+    the metrics that take other shapes (a matrix, a trajectory, times, distances). ``expected`` words the shape asked
+    for, e.g. "shape (n, *point_shape)". Raises :class:`DataError` for None, data that do not convert to numbers
+    (strings, ragged lists) and complex or bool dtypes (``.to(float64)`` would drop the imaginary part with only a
+    torch warning, or read flags as 0/1)."""
+    if x is None:  # torch's own message is "Could not infer dtype of NoneType"
+        raise DataError(f"{name} is None; pass a tensor or array of {expected}")
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise DataError(f"{name} must be a tensor or array of numbers of {expected}, got {describe(x)} "
+                        f"({printable(str(e))})") from None
+    if t.is_complex() or t.dtype == torch.bool:
+        raise DataError(f"{name} must hold real numbers, got dtype {t.dtype}; pass real values (the real part, if "
+                        f"the imaginary part is known to be 0)")
+    return t
 
 
 def as_points(name: str, x: Tensor, min_rows: int = 1) -> tuple[Tensor, tuple[int, ...]]:
@@ -22,13 +41,7 @@ def as_points(name: str, x: Tensor, min_rows: int = 1) -> tuple[Tensor, tuple[in
     prod(shape); the point shape is what :func:`same_dim` compares beyond D (a (3, 8, 8) and an (8, 8, 3) image
     have the same D). Raises :class:`ShapeError` or :class:`DataError` (None, not numeric, empty, non-finite).
     """
-    if x is None:  # torch's own message is "Could not infer dtype of NoneType"
-        raise DataError(f"{name} is None; pass a tensor or array of shape (n, *point_shape)")
-    try:
-        x = torch.as_tensor(x)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise DataError(f"{name} must be a tensor or array of numbers of shape (n, *point_shape), got "
-                        f"{describe(x)} ({e})") from None
+    x = real_tensor(name, x, "shape (n, *point_shape)")
     if x.ndim < 2:
         raise ShapeError(f"{name} must have shape (n, *point_shape), got {tuple(x.shape)}; reshape n scalars "
                          f"to (n, 1) or one point to (1, d)")
@@ -37,8 +50,6 @@ def as_points(name: str, x: Tensor, min_rows: int = 1) -> tuple[Tensor, tuple[in
     flat = x.reshape(x.shape[0], -1)
     if flat.shape[1] == 0:
         raise ShapeError(f"{name} has points with zero coordinates (shape {tuple(x.shape)})")
-    if flat.is_complex() or flat.dtype == torch.bool:
-        raise DataError(f"{name} must hold real numbers, got dtype {flat.dtype}")
     flat = flat.detach().to("cpu", torch.float64)
     check_finite_lowmem(name, flat)
     return flat, tuple(x.shape[1:])
@@ -140,4 +151,4 @@ def block_sq_distances(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tens
 
 
 __all__ = ["FINITE_CHECK_BLOCK", "as_matrix", "as_points", "block_sq_distances", "check_finite_lowmem",
-           "row_sq_norms", "same_dim", "same_point_shape"]
+           "real_tensor", "row_sq_norms", "same_dim", "same_point_shape"]

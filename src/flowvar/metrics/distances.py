@@ -12,8 +12,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, describe
-from flowvar.metrics.core import as_matrix, as_points, block_sq_distances, row_sq_norms, same_dim, same_point_shape
+from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int, describe
+from flowvar.metrics.core import (
+    as_matrix,
+    as_points,
+    block_sq_distances,
+    real_tensor,
+    row_sq_norms,
+    same_dim,
+    same_point_shape,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # Pairwise distances and nearest neighbours
@@ -39,10 +47,15 @@ class DistanceStats:
 
 
 def distance_stats(d: Tensor) -> DistanceStats:
-    """:class:`DistanceStats` of a 1-D tensor of distances."""
-    d = d.reshape(-1).to(torch.float64)
+    """:class:`DistanceStats` of distances ``d`` (a tensor, array or list of any shape, flattened to (n,) float64).
+
+    Raises :class:`DataError` for input :func:`~flowvar.metrics.core.real_tensor` refuses (None, not numeric,
+    complex, bool), for no distances and for NaN/Inf (a NaN made mean, std and median NaN silently).
+    """
+    d = real_tensor("d", d, "distances").detach().reshape(-1).to("cpu", torch.float64)
     if d.numel() == 0:
         raise DataError("no distances to summarise; pass at least one sample")
+    check_finite("d", d)
     std = float(d.std(correction=1)) if d.numel() > 1 else 0.0
     return DistanceStats(mean=float(d.mean()), std=std, median=float(np.median(d.numpy())), per_sample=d)
 

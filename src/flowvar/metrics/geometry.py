@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, describe
-from flowvar.metrics.core import as_points, same_point_shape
+from flowvar.metrics.core import as_points, real_tensor, same_point_shape
 
 # ----------------------------------------------------------------------------------------------------------
 # Fitted linear maps and rotation angles
@@ -67,12 +67,15 @@ class PolarDecomposition:
 def polar_decomposition(A: Tensor, rcond: float = 1e-12) -> PolarDecomposition:
     """Polar decomposition by SVD: A = W Σ Vᵀ, U = W Vᵀ, P = V Σ Vᵀ (float64).
 
-    Raises :class:`DataError` if A is (numerically) singular, σ_min <= ``rcond`` · σ_max: then U is not
-    unique and no rotation angle is defined.
+    ``A``: a (d, d) tensor, array or nested list of real numbers, d >= 1. Raises :class:`DataError` for input
+    :func:`~flowvar.metrics.core.real_tensor` refuses (None, not numeric, complex, bool), for NaN/Inf, and if A is
+    (numerically) singular, σ_min <= ``rcond`` · σ_max: then U is not unique and no rotation angle is defined;
+    :class:`ShapeError` if A is not square.
     """
-    A = torch.as_tensor(A).to(torch.float64)
+    A = real_tensor("A", A, "shape (d, d)")
     if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
         raise ShapeError(f"A must be a square (d, d) matrix, got shape {tuple(A.shape)}")
+    A = A.detach().to("cpu", torch.float64)
     check_finite("A", A)
     W, S, Vh = torch.linalg.svd(A)
     if float(S[-1]) <= rcond * float(S[0]):

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import DataError, ShapeError, check_finite
+from flowvar.metrics.core import real_tensor
 
 # ----------------------------------------------------------------------------------------------------------
 # Straightness
@@ -39,11 +40,17 @@ def path_straightness(trajectory: Tensor, times: Tensor) -> Straightness:
     E[∫‖v‖² dt − ‖X1 − X0‖²] exactly (kinetic energy minus that of the straight path). 0 iff every path is
     a straight line at constant speed. The finite difference sees only the saved states: curvature
     between them is missed.
+
+    Inputs go through :func:`~flowvar.metrics.core.real_tensor` (tensors, arrays or nested lists of real numbers;
+    None, strings, complex and bool refused with a :class:`DataError`); a point with zero coordinates is a
+    :class:`ShapeError`, as in :func:`~flowvar.metrics.core.as_points`.
     """
-    traj = torch.as_tensor(trajectory)
+    traj = real_tensor("trajectory", trajectory, "shape (K+1, B, *point_shape)")
     if traj.ndim < 3:
         raise ShapeError(f"trajectory must have shape (K+1, B, *point_shape), got {tuple(traj.shape)}")
-    times = torch.as_tensor(times).to(torch.float64).reshape(-1)
+    if math.prod(traj.shape[2:]) == 0:
+        raise ShapeError(f"trajectory has points with zero coordinates (shape {tuple(traj.shape)})")
+    times = real_tensor("times", times, "shape (K+1,)").detach().to("cpu", torch.float64).reshape(-1)
     if times.shape[0] != traj.shape[0] or traj.shape[0] < 2:
         raise ShapeError(f"times must have one entry per saved state (>= 2), got {times.shape[0]} times for "
                          f"{traj.shape[0]} states")
@@ -51,9 +58,6 @@ def path_straightness(trajectory: Tensor, times: Tensor) -> Straightness:
     dt = times.diff()
     if bool((dt <= 0).any()):
         raise DataError("times must be strictly increasing; sort the trajectory by time")
-    if traj.is_complex() or traj.dtype == torch.bool:  # as_matrix's rule: .to(float64) would drop the imaginary part
-        raise DataError(f"trajectory must hold real numbers, got dtype {traj.dtype}; pass the real states (e.g. "
-                        f"trajectory.real if the imaginary part is known to be 0)")
     flat = traj.detach().to("cpu", torch.float64).reshape(traj.shape[0], traj.shape[1], -1)
     if flat.shape[1] == 0:
         raise DataError("trajectory holds no samples (B = 0)")
