@@ -39,7 +39,8 @@ def as_points(name: str, x: Tensor, min_rows: int = 1) -> tuple[Tensor, tuple[in
     ``x``: (n, *shape) with n >= ``min_rows`` and at least one coordinate per point; a 1-D tensor is
     rejected (it is ambiguous between n scalars and one point). Returns (the (n, D) matrix, ``shape``), D =
     prod(shape); the point shape is what :func:`same_dim` compares beyond D (a (3, 8, 8) and an (8, 8, 3) image
-    have the same D). Raises :class:`ShapeError` or :class:`DataError` (None, not numeric, empty, non-finite).
+    have the same D). Raises :class:`ShapeError` or :class:`DataError` (None, not numeric, empty, non-finite, or
+    so large that squared distances overflow: :func:`check_magnitude`).
     """
     x = real_tensor(name, x, "shape (n, *point_shape)")
     if x.ndim < 2:
@@ -52,6 +53,7 @@ def as_points(name: str, x: Tensor, min_rows: int = 1) -> tuple[Tensor, tuple[in
         raise ShapeError(f"{name} has points with zero coordinates (shape {tuple(x.shape)})")
     flat = flat.detach().to("cpu", torch.float64)
     check_finite_lowmem(name, flat)
+    check_magnitude(name, flat)
     return flat, tuple(x.shape[1:])
 
 
@@ -93,6 +95,29 @@ def _permute_text(name: str, src: tuple[int, ...], dst: tuple[int, ...]) -> str:
     for size in dst:
         used.append(next(j for j in range(len(src)) if src[j] == size and j not in used))
     return f"{name}.permute(0, {', '.join(str(j + 1) for j in used)})"
+
+
+MAX_POINT_NORM = 1e150
+"""The largest norm a point may have, bounded by √D · max |x_ij| (:func:`check_magnitude`). Below it every ‖x_i‖² is
+at most 1e300, so a squared distance ‖a − b‖² ≤ 4e300, and the sums the metrics build from such terms (the expanded
+‖a‖² + ‖b‖² − 2 a·b of :func:`block_sq_distances`, line_spacing's Gram terms, up to 16e300 for the directions
+x1 − x0) stay below float64's largest value 1.8e308 with a margin of 1e6. Above it they can overflow to inf (and
+inf − inf to NaN): the median heuristic then read "most points coincide", partner distances were inf and
+pairing_accuracy(x, x) was 0.1. No real data come near it (float32 ends at 3.4e38)."""
+
+
+def check_magnitude(name: str, x: Tensor) -> None:
+    """Raise :class:`DataError` when the float64 (n, D) matrix ``x`` holds entries so large that √D · max |x_ij|
+    exceeds :data:`MAX_POINT_NORM`, saying to rescale the data. One min/max reduction, no n × D temporary."""
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x)
+    big = max(-float(lo), float(hi))
+    if big * math.sqrt(x.shape[1]) > MAX_POINT_NORM:
+        raise DataError(f"{name} holds entries up to {big:.3g} in magnitude with {x.shape[1]} coordinates per point, "
+                        f"so squared distances between points (up to 4·D·{big:.1e}²) can overflow float64 (limit: "
+                        f"√D · max |entry| <= {MAX_POINT_NORM:.0e}); rescale the data, e.g. divide it by {big:.1e} "
+                        f"(distances scale with it; pairing accuracies and median-heuristic MMD² do not change)")
 
 
 def same_point_shape(name_a: str, shape_a: tuple[int, ...], name_b: str, shape_b: tuple[int, ...]) -> None:
@@ -150,5 +175,5 @@ def block_sq_distances(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tens
     return torch.addmm(b_sq[None, :], a, b.T, alpha=-2.0).add_(a_sq[:, None]).clamp_min_(0.0)
 
 
-__all__ = ["FINITE_CHECK_BLOCK", "as_matrix", "as_points", "block_sq_distances", "check_finite_lowmem",
-           "real_tensor", "row_sq_norms", "same_dim", "same_point_shape"]
+__all__ = ["FINITE_CHECK_BLOCK", "MAX_POINT_NORM", "as_matrix", "as_points", "block_sq_distances",
+           "check_finite_lowmem", "check_magnitude", "real_tensor", "row_sq_norms", "same_dim", "same_point_shape"]
