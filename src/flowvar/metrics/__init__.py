@@ -59,6 +59,7 @@ from flowvar.metrics.memorisation import (
 from flowvar.metrics.mmd import (
     ESTIMATORS,
     GIB,
+    KERNEL_SATURATES_WITHIN,
     KERNEL_VANISHES_BELOW,
     MULTI_BANDWIDTH_FACTORS,
     BandwidthWarning,
@@ -92,6 +93,7 @@ __all__ = [
     "FAILS_FRACTION",
     "GEN_KEY",
     "GIB",
+    "KERNEL_SATURATES_WITHIN",
     "KERNEL_VANISHES_BELOW",
     "MEM_KEY",
     "MULTI_BANDWIDTH_FACTORS",

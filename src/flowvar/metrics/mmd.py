@@ -22,11 +22,21 @@ MULTI_BANDWIDTH_FACTORS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 GIB = 1024**3
 KERNEL_VANISHES_BELOW = 1e-12
 """When every mean kernel value (within x, within y, across) is below this, :func:`mmd2` warns and records it."""
+KERNEL_SATURATES_WITHIN = 1e-8
+"""When every mean kernel value (within x, within y, across) is within this of 1, :func:`mmd2` warns and records it.
+Why 1e-8: with r = ‖a − b‖²/(2h²) ≲ 1e-8 the kernel e^{−r} = 1 − r + r²/2 − … has its second-order term r²/2 ≲ 5e-17
+below float64's resolution at 1 (2.2e-16), so the estimate is exactly the first-order statistic ‖x̄ − ȳ‖²/h² (the
+difference of the means, in units of h²): nothing of the samples' shapes is left. The median heuristic cannot reach
+it: h² = median d²/2 puts half the pooled pairs (of the subsample, for large sets) at k <= e^{−1}, so the pooled mean
+kernel, an average of the three means, is below 0.69; with "multi" the widest kernel, 4h, is at most e^{−1/16} there
+(pooled mean below 0.97)."""
 
 
 class BandwidthWarning(UserWarning):
-    """The RBF bandwidth is so far below the distances between the points that the kernel is 0 off the diagonal:
-    the MMD² estimate then says nothing about the difference between the samples."""
+    """The RBF bandwidth is far from the distances between the points: so far below them that the kernel is 0 off
+    the diagonal (``kernel_vanishes``), or so far above them that it is 1 everywhere to within
+    :data:`KERNEL_SATURATES_WITHIN` (``kernel_saturates``). The MMD² estimate then says nothing about how the samples
+    differ (vanishing), or only how their means differ (saturated)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -44,7 +54,9 @@ class MMDResult:
     index pairs i ≠ j within x and within y; ``mean_kxy``: mean kernel over all (i, j) across the sets;
     ``kernel_vanishes``: every one of those means (the defined ones) is below ``KERNEL_VANISHES_BELOW`` = 1e-12,
     i.e. the bandwidth is far below the data's scale and the estimate is uninformative (a :class:`BandwidthWarning`
-    was issued).
+    was issued); ``kernel_saturates``: every one of them is within ``KERNEL_SATURATES_WITHIN`` = 1e-8 of 1, i.e.
+    the bandwidth is far above the data's scale and the estimate compares only the means (a
+    :class:`BandwidthWarning` was issued).
     """
 
     mmd2: float
@@ -57,6 +69,7 @@ class MMDResult:
     mean_kyy: float
     mean_kxy: float
     kernel_vanishes: bool = False
+    kernel_saturates: bool = False
 
 
 def _check_seed(seed: object) -> int:
@@ -293,6 +306,9 @@ def mmd2(x: Tensor, y: Tensor, *, kernel: str = "rbf", bandwidth: str | float | 
 
     When every mean kernel value is below 1e-12 (a fixed bandwidth far below the distances between the points) the
     estimate is uninformative: the result records ``kernel_vanishes=True`` and a :class:`BandwidthWarning` says so.
+    When every mean kernel value is within 1e-8 of 1 (a fixed bandwidth far above the distances, e.g. in the wrong
+    units) the estimate is only the difference of the means (:data:`KERNEL_SATURATES_WITHIN`): the result records
+    ``kernel_saturates=True`` and a :class:`BandwidthWarning` says so. The median heuristic triggers neither.
 
     Raises :class:`DataError` when :func:`mmd_memory_bytes` exceeds ``max_memory_bytes`` or n·m exceeds
     ``max_pairs`` (subsample, or lower ``chunk``), or for a missing (None) or non-numeric sample,
@@ -357,7 +373,9 @@ def mmd2(x: Tensor, y: Tensor, *, kernel: str = "rbf", bandwidth: str | float | 
     mean_kxx = kxx / (n * (n - 1)) if n > 1 else float("nan")
     mean_kyy = kyy / (m * (m - 1)) if m > 1 else float("nan")
     mean_kxy = kxy / (n * m)
-    vanishes = max(k for k in (mean_kxx, mean_kyy, mean_kxy) if not math.isnan(k)) < KERNEL_VANISHES_BELOW
+    defined = [k for k in (mean_kxx, mean_kyy, mean_kxy) if not math.isnan(k)]
+    vanishes = max(defined) < KERNEL_VANISHES_BELOW
+    saturates = 1.0 - min(defined) < KERNEL_SATURATES_WITHIN
     if vanishes:  # the unbiased and paired estimates read ~0 ("no difference") even for disjoint samples
         warnings.warn(f"mmd2: every mean kernel value is below {KERNEL_VANISHES_BELOW:g} (within x {mean_kxx:.1e}, "
                       f"within y {mean_kyy:.1e}, across {mean_kxy:.1e}) with bandwidth(s) "
@@ -365,15 +383,23 @@ def mmd2(x: Tensor, y: Tensor, *, kernel: str = "rbf", bandwidth: str | float | 
                       f"points, so the estimate {value:.3g} says nothing about how the samples differ; use "
                       f"bandwidth='median' (the median heuristic) or a bandwidth in the data's units, e.g. "
                       f"median_heuristic(y)", BandwidthWarning, stacklevel=2)
+    if saturates:  # the kernel is 1 − d²/(2h²) to float64 precision: MMD² = ‖x̄ − ȳ‖²/h², the means alone
+        warnings.warn(f"mmd2: every mean kernel value is within {KERNEL_SATURATES_WITHIN:g} of 1 (within x "
+                      f"{1 - mean_kxx:.1e}, within y {1 - mean_kyy:.1e}, across {1 - mean_kxy:.1e} below 1) with "
+                      f"bandwidth(s) {', '.join(f'{h:.3g}' for h in hs)}: the bandwidth is far above the distances "
+                      f"between the points, so the estimate {value:.3g} compares only the samples' means; use "
+                      f"bandwidth='median' (the median heuristic) or a bandwidth in the data's units, e.g. "
+                      f"median_heuristic(y)", BandwidthWarning, stacklevel=2)
     return MMDResult(
         mmd2=value, mmd=math.sqrt(max(value, 0.0)), estimator=estimator, bandwidths=hs, n=n, m=m,
-        mean_kxx=mean_kxx, mean_kyy=mean_kyy, mean_kxy=mean_kxy, kernel_vanishes=vanishes,
+        mean_kxx=mean_kxx, mean_kyy=mean_kyy, mean_kxy=mean_kxy, kernel_vanishes=vanishes, kernel_saturates=saturates,
     )
 
 
 __all__ = [
     "ESTIMATORS",
     "GIB",
+    "KERNEL_SATURATES_WITHIN",
     "KERNEL_VANISHES_BELOW",
     "MULTI_BANDWIDTH_FACTORS",
     "BandwidthWarning",
