@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowvar.errors import DataError
-from flowvar.metrics.core import as_points, same_point_shape
+from flowvar.errors import DataError, describe
+from flowvar.metrics.core import as_points, real_tensor, same_dim, same_point_shape
 from flowvar.metrics.distances import (
     nearest_neighbours,
     nn_distance_ratio,
@@ -32,7 +34,13 @@ MEM_KEY = "memorisation"
 
 
 def memorisation_score(accuracy: float, n: int) -> float:
-    """(a − 1/N) / (1 − 1/N): pairing accuracy ``accuracy`` on N pairs mapped to 0 = chance, 1 = perfect."""
+    """(a − 1/N) / (1 − 1/N): pairing accuracy ``accuracy`` ∈ [0, 1] on N pairs mapped to 0 = chance, 1 = perfect
+    (−1/(N − 1) at a = 0). Raises :class:`DataError` for an accuracy outside [0, 1] (NaN included: drop diverged
+    seeds first, as the σ rule does) and for N < 2."""
+    # a fraction outside [0, 1] (a percentage, a count of hits) gave a score above 1 silently: 2.0 on N = 10 gave 2.11
+    if isinstance(accuracy, bool) or not isinstance(accuracy, numbers.Real) or not 0.0 <= accuracy <= 1.0:
+        raise DataError(f"the pairing accuracy must be a number in [0, 1], got {describe(accuracy)}; pass the "
+                        f"fraction of outputs whose nearest target is their own (PairingAccuracy.accuracy)")
     if n < 2:
         raise DataError(f"the memorisation score needs N >= 2 training pairs, got {n}")
     chance = 1.0 / n
@@ -61,6 +69,14 @@ class Reference:
     @classmethod
     def build(cls, x1_train: Tensor, heldout: Tensor, copy_threshold: float, generator: torch.Generator
               ) -> Reference:
+        """The reference of ``x1_train`` (N, *shape) and ``heldout`` (H, *shape) (tensors, arrays or lists; kept as
+        tensors in their own dtype): both checked as every metric checks a point set
+        (:func:`~flowvar.metrics.core.as_points`: shape, NaN/Inf, one space) here, not at the first σ's scores."""
+        x1_train = real_tensor("x1_train", x1_train, "shape (N, *point_shape)")
+        heldout = real_tensor("heldout", heldout, "shape (H, *point_shape)")
+        (tr_m, tr_shape), (ho_m, ho_shape) = as_points("x1_train", x1_train), as_points("heldout", heldout, 2)
+        same_dim("x1_train", tr_m, "heldout", ho_m, tr_shape, ho_shape)
+        del tr_m, ho_m  # the checks' float64 copies; the reference keeps the caller's tensors
         m = min(x1_train.shape[0], heldout.shape[0])
         tr = torch.randperm(x1_train.shape[0], generator=generator)[:m]
         ho = torch.randperm(heldout.shape[0], generator=generator)[:m]
@@ -70,7 +86,9 @@ class Reference:
 def nn_train_over_heldout(x: Tensor, train: Tensor, heldout: Tensor) -> float:
     """median_i d(x_i, train) / median_i d(x_i, heldout), d = distance to the nearest row; ``train`` and ``heldout``
     (m, *shape) of equal size. ≈ 1 when the outputs are as close to unseen data as to the training data, → 0 when
-    they copy training points."""
+    they copy training points. NaN, with a warning, when the held-out median is 0 (at least half the outputs coincide
+    with held-out items): the ratio is undefined there, and NaN is what its readers take for "no answer" (the
+    audit's gap verdict reads it as inconclusive, the σ advisor's table shows it as such)."""
     xm, shape_x = as_points("outputs", x)
     (tr, shape_t), (ho, shape_h) = as_points("train", train), as_points("heldout", heldout)
     same_point_shape("outputs", shape_x, "train", shape_t)
@@ -78,7 +96,12 @@ def nn_train_over_heldout(x: Tensor, train: Tensor, heldout: Tensor) -> float:
     d_tr = nearest_neighbours(xm, tr, 1)[0][:, 0]
     d_ho = nearest_neighbours(xm, ho, 1)[0][:, 0]
     den = float(d_ho.median())
-    return float(d_tr.median()) / den if den > 0 else math.nan
+    if den > 0:
+        return float(d_tr.median()) / den
+    warnings.warn("nn_train_over_heldout: at least half the outputs coincide with a held-out item (median distance "
+                  "to the nearest held-out item 0), so the ratio is undefined and NaN is returned; check that the "
+                  "held-out data share no items with the training data", UserWarning, stacklevel=2)
+    return math.nan
 
 
 def evaluate_outputs(x_train_out: Tensor, x_fresh_out: Tensor, ref: Reference) -> dict[str, float]:
@@ -124,18 +147,22 @@ def null_generalisation(pairs: Sequence[tuple[Tensor, Tensor]], bandwidth: float
     if scored_sizes is not None and (len(scored_sizes) != 2 or min(scored_sizes) < 2):
         raise DataError(f"scored_sizes must be two sample sizes >= 2 (the generalisation score's), "
                         f"got {scored_sizes!r}")
+    pairs = list(pairs)
+    if not pairs:  # the RMS of no values read 0.0: a zero margin for the σ rule, silently
+        raise DataError("null_generalisation got no pairs of real samples, so it has no null values to take the RMS "
+                        "of; pass at least one (a, b) pair (sigma_tradeoff: null_repeats >= 1)")
     values, scales = [], []
     for a, b in pairs:
         p, q = a.shape[0], b.shape[0]
         scale = 1.0 if scored_sizes is None else (1 / scored_sizes[0] + 1 / scored_sizes[1]) / (1 / p + 1 / q)
         values.append(scale * mmd2(a, b, bandwidth=bandwidth, estimator="unbiased").mmd2)
         scales.append(scale)
-    rms = float(np.sqrt(np.mean(np.square(values)))) if values else 0.0
+    rms = float(np.sqrt(np.mean(np.square(values))))
     out: dict[str, Any] = {"values": values, "rms": rms, "floor": 2.0 * rms}
     if scored_sizes is not None:
         out["scored_sizes"] = list(scored_sizes)
         out["sample_sizes"] = sorted({(a.shape[0], b.shape[0]) for a, b in pairs})
-        out["size_scale"] = float(np.mean(scales)) if scales else 1.0
+        out["size_scale"] = float(np.mean(scales))
     return out
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, describe
+from flowvar.errors import ConfigError, DataError, ShapeError, check_positive_int, check_sigma, describe
 from flowvar.metrics.core import as_matrix, as_points, same_point_shape
 from flowvar.metrics.distances import (
     partner_distances,
@@ -86,7 +86,16 @@ def rotation_pairing_status(fraction_nearer_rotation: float, rel_error_rotation:
       x0 + μ;
     * ``"partial"`` otherwise (e.g. 97 % on the rotation side but 0.25 gaps away on average): evidence neither for
       nor against, counted as neither by :func:`status_verdict`.
+
+    Raises :class:`DataError` for a non-finite measurement (NaN compared False everywhere and read 'partial'):
+    :func:`rotation_pairing`, its caller, refuses non-finite endpoints, so a NaN has no status to give.
     """
+    measured = {"fraction_nearer_rotation": fraction_nearer_rotation, "rel_error_rotation": rel_error_rotation,
+                "mean_dist_rotation": mean_dist_rotation, "mean_dist_translation": mean_dist_translation}
+    bad = [f"{k}={v!r}" for k, v in measured.items() if not math.isfinite(v)]
+    if bad:
+        raise DataError(f"rotation_pairing_status needs finite measurements, got non-finite {', '.join(bad)}; pass "
+                        f"the values of rotation_pairing (diverged endpoints have no pairing status)")
     if not 0.5 < reproduce_fraction <= 1 or not 0 < reproduce_rel_error < 1:
         raise ConfigError(f"reproduce_fraction must be in (0.5, 1] and reproduce_rel_error in (0, 1), got "
                           f"{reproduce_fraction} and {reproduce_rel_error}")
@@ -245,8 +254,10 @@ def counterexample_min_loss(sigma: float, dim: int = 2) -> float:
     (our derivation; 0 at σ = 0, where the exact field is defined off t = ½). The loss of the best constant field
     v = μ is 4d, the scale: L_min(0.05)/4d = 0.076 in any d.
     """
-    if not math.isfinite(sigma) or sigma < 0:
-        raise ConfigError(f"sigma must be a finite number >= 0, got {sigma}")
+    # a 0-d tensor gave a tensor back, a string a bare TypeError, True σ = 1; check_sigma's float() would take "0.05"
+    if isinstance(sigma, str | bytes):
+        raise ConfigError(f"sigma must be a number >= 0, got the string {sigma!r}; pass a number, e.g. sigma=0.05")
+    sigma = check_sigma(sigma)
     check_positive_int("dim", dim)
     return 0.0 if sigma == 0 else 4.0 * dim * sigma * math.atan(1.0 / sigma)
 
