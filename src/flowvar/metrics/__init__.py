@@ -1,7 +1,13 @@
 """Sample-quality and memorisation metrics (PAPER.md §3.4–3.5, §4 "GMM" and "Images", §5 items 6, 7, 9).
 
-Every function takes point sets of shape (n, *shape) and flattens each point to a vector of
-D = prod(shape) coordinates (images (n, C, H, W) become (n, C·H·W)). All arithmetic is float64.
+The point-set metrics (:func:`mmd2`, :func:`median_heuristic`, the distance and nearest-neighbour functions,
+:func:`fitted_linear_map`, :func:`rotation_pairing`, :func:`line_spacing`, the memorisation scores) take point sets of
+shape (n, *shape) and flatten each point to a vector of D = prod(shape) coordinates (images (n, C, H, W) become
+(n, C·H·W)); two sets compared must have the same point shape, or one of them be flat (n, D)
+(:func:`~flowvar.metrics.core.same_dim`). Their arithmetic is float64. The others take what their docstrings say:
+:func:`polar_decomposition` and :func:`rotation_angle` a (d, d) matrix, :func:`path_straightness` a trajectory
+(K+1, B, *shape) with its times (K+1,) (also float64), :func:`distance_stats` a tensor of distances, and the status
+helpers (:func:`rotation_pairing_status`, :func:`status_verdict`, …) numbers and strings.
 
 * :func:`mmd2`: kernel two-sample statistic MMD² with an RBF kernel, three estimators, computed in
   chunk × chunk blocks so memory stays bounded for large n.

@@ -173,7 +173,10 @@ def pairing_accuracy(x_hat: Tensor, targets: Tensor, partner_index: Tensor | Non
     ``x_hat``: (n, *shape); ``targets``: (M, *shape) candidates; ``partner_index``: (n,) long in [0, M),
     default row i (then M >= n). accuracy = (1/n) Σ_i 1[targets_{argmin_j ‖x̂_i − targets_j‖} = targets_{partner_i}]:
     the nearest target is the partner, or an exact duplicate of it (a data set with repeated items has one target
-    per value, whichever copy the search meets first). Searched in chunk × chunk blocks (:func:`nearest_neighbours`).
+    per value, whichever copy the search meets first). An exact tie between the partner and a different target (an
+    output exactly midway between them) is broken arbitrarily, as in :func:`nearest_neighbours`, so such an output
+    may count either way; with continuous data ties have probability 0. Searched in chunk × chunk blocks
+    (:func:`nearest_neighbours`).
     """
     xh, shape_x = as_points("x_hat", x_hat)
     tg, shape_t = as_points("targets", targets)
