@@ -77,7 +77,8 @@ def gaussian_aligned(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor] | None:
     keeps P and Q well scaled (large offsets would cost float64 digits).
 
     None (solve the plain cost) below ``ALIGN_MIN_POINTS`` points, above ``ALIGN_MAX_DIM`` or
-    n / ``ALIGN_POINTS_PER_DIM`` coordinates, or when either point set has no spread (all points equal).
+    n / ``ALIGN_POINTS_PER_DIM`` coordinates, when either point set has no spread (all points equal), or when a
+    covariance overflows float64.
     """
     a = x0.reshape(x0.shape[0], -1).double()
     b = x1.reshape(x1.shape[0], -1).double()
@@ -88,6 +89,10 @@ def gaussian_aligned(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor] | None:
     cov0, cov1 = (a - m0).T @ (a - m0) / (n - 1), (b - m1).T @ (b - m1) / (n - 1)
     if not (float(cov0.diagonal().max()) > 0 and float(cov1.diagonal().max()) > 0):
         return None
+    if not bool(torch.isfinite(cov0).all() and torch.isfinite(cov1).all()):
+        # finite points whose spread squared overflows float64: gaussian_ot_matrix would refuse a "cov0" the caller
+        # never passed; the plain cost is used instead (and exact_ot_permutation names the overflow)
+        return None
     # Gram matrices and the A built from them are semidefinite by construction: skip the checks (an extra eigvalsh
     # per call) that guard these functions' public inputs; rounding-level negative eigenvalues are clamped anyway
     A = gaussian_ot_matrix(cov0, cov1, check=False)
@@ -97,7 +102,12 @@ def gaussian_aligned(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor] | None:
 
 def assignment_permutation(cost: np.ndarray) -> np.ndarray:
     """The optimal assignment of a square (n, n) cost matrix by scipy's ``linear_sum_assignment``: perm (n,) with
-    perm[i] = the column of row i."""
+    perm[i] = the column of row i. A cost that is not square is a :class:`ShapeError`: scipy would pair min(n, m)
+    rows only (a 3 × 5 cost gave 3 columns out of 5, not a permutation; a 5 × 3 one an IndexError here)."""
+    shape = np.shape(cost)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ShapeError(f"an assignment needs a square (n, n) cost matrix, got shape {tuple(shape)}; pair equally "
+                         f"many sources and targets")
     rows, cols = linear_sum_assignment(cost)
     perm = np.empty_like(cols)
     perm[rows] = cols

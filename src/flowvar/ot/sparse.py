@@ -31,7 +31,10 @@ SPARSE_ADDED_CANDIDATES = 24
 SPARSE_MAX_ROUNDS = 30
 #: The certificate accepts reduced costs down to −``SPARSE_CERTIFICATE_RTOL``·max|C| (the network simplex's own
 #: floating-point slack: its duals leave reduced costs down to −6·10⁻¹³·max|C| on optimal dense plans and down to
-#: −10⁻¹¹·max|C| on warm-started sparse ones).
+#: −10⁻¹¹·max|C| on warm-started sparse ones). :func:`~flowvar.ot.exact_ot_permutation` passes a cost reduced by
+#: its row and column minima (an exact shift), so that max|C| measures the part of the cost that depends on the
+#: pairing: on the raw squared distances of sets of very different scales, max|C| is dominated by ‖x1_j‖² and the
+#: certificate's bound 2nε exceeded the whole gain of OT over a random pairing.
 SPARSE_CERTIFICATE_RTOL = 1e-9
 #: Rows of the cost matrix per block when scanning reduced costs (a block of 128 × 4096 float64 is 4 MB; one
 #: unblocked pass allocates an n² temporary, 4–10× slower from the page faults alone).
