@@ -47,6 +47,7 @@ from torch import Tensor
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int
 from flowvar.ot.dense import assignment_permutation
+from flowvar.seeding import check_seed
 
 if TYPE_CHECKING:
     from flowvar.couplings import FixedPairs
@@ -213,13 +214,27 @@ def _tile(at: Tensor, an: Tensor, bt: Tensor, bn: Tensor) -> np.ndarray:
 def pair_costs(x0: Tensor, x1: Tensor, permutation: Tensor | None = None, block: int = DEFAULT_BLOCK) -> Tensor:
     """Per-pair squared distances c_i = ‖x0_i − x1_σ(i)‖² in float64 from exact differences: (N,).
 
-    ``permutation`` σ: (N,) long (None: the identity, i.e. row i with row i).
+    ``permutation`` σ: (N,) integer, a bijection of range(N) (None: the identity, i.e. row i with row i); anything
+    else is a :class:`ShapeError` or :class:`DataError` (a repeated target gave a cost silently, an index out of
+    range torch's IndexError). ``block``: rows per float64 difference block, a positive integer.
     """
     a, b = _flat_pair(x0, x1)
+    block = check_positive_int("block", block)
     if permutation is not None:
-        perm = torch.as_tensor(permutation).long().reshape(-1)
+        perm = torch.as_tensor(permutation)
+        if perm.is_floating_point() or perm.is_complex() or perm.dtype == torch.bool:
+            raise DataError(f"permutation must hold integer indices, got dtype {perm.dtype}; pass it as a long "
+                            f"tensor (e.g. Assignment.permutation)")
+        perm = perm.long().reshape(-1).cpu()
         if perm.shape != (a.shape[0],):
             raise ShapeError(f"permutation must have shape ({a.shape[0]},), got {tuple(perm.shape)}")
+        n = a.shape[0]
+        outside = int(((perm < 0) | (perm >= n)).sum())
+        repeated = n - int(torch.unique(perm).numel())
+        if outside or repeated:
+            raise DataError(f"permutation must be a bijection of range({n}) (every target exactly once), got "
+                            f"{outside} entries outside 0..{n - 1} and {repeated} repeated; pass the permutation of "
+                            f"an assignment of these points")
         b = b[perm]
     out = torch.empty(a.shape[0], dtype=torch.float64)
     for s in range(0, a.shape[0], block):
@@ -328,16 +343,19 @@ def blockwise_assignment(x0: Tensor, x1: Tensor, block_size: int = 1024, refine_
 
     See the module docstring for the algorithm. ``x0``, ``x1``: (N, *shape); ``block_size``: the largest leaf
     (exact sub-problem); ``refine_rounds``: regroup-and-resolve passes (each cannot increase the cost);
-    ``seed``: the random directions and subsamples. With N <= ``block_size`` this is the exact assignment.
-    Returns an :class:`Assignment` whose ``round_costs`` are non-increasing.
+    ``seed``: the random directions and subsamples, an integer in [0, 2**63) (:func:`flowvar.seeding.check_seed`).
+    With N <= ``block_size`` this is the exact assignment. Returns an :class:`Assignment` whose ``round_costs`` are
+    non-increasing.
     """
     start = time.perf_counter()
     a, b = _flat_pair(x0, x1)
     block_size = _check_block("block_size", block_size)
     if isinstance(refine_rounds, bool) or not isinstance(refine_rounds, int) or refine_rounds < 0:
         raise ConfigError(f"refine_rounds must be an integer >= 0, got {refine_rounds!r}")
+    seed = check_seed(seed, "blockwise_assignment's seed")  # int("a") or int(2.7) raised or truncated silently
+    block = check_positive_int("block", block)
     n = a.shape[0]
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     perm = torch.empty(n, dtype=torch.long)
     leaves = _partition(a, b, block_size, generator)
     for ia, ib in leaves:
