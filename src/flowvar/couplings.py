@@ -39,6 +39,7 @@ from flowvar.errors import (
     check_positive_int,
     check_same_device,
     check_same_dtype,
+    describe,
     tensor_input,
 )
 from flowvar.gaussian import GaussianProblem, check_angle, rotation_matrix
@@ -163,15 +164,25 @@ class MapCoupling(Coupling):
 class RotatedOTCoupling(MapCoupling):
     """T_R(x0) = T_OT(R x0) = μ + M^{1/2} R x0 for x0 ~ N(0, I_d) (R = I: the OT coupling).
 
-    Pass ``angle_deg`` (and ``plane`` for d > 2) or an explicit orthogonal ``rotation`` matrix. In 1-D the only
-    rotations are R = ±1: ``angle_deg`` 0 gives R = 1 (the OT map, x1 = μ + M^{1/2} x0) and 180 gives R = −1 (the
-    anti-monotone map x1 = μ − M^{1/2} x0), modulo 360; any other angle is a :class:`ConfigError`, and ``plane`` is
-    ignored.
+    Pass ``angle_deg`` (and ``plane`` for d > 2) or an explicit orthogonal ``rotation`` matrix, not both (a
+    :class:`ConfigError`: the angle would be ignored, so a sweep over ``angle_deg`` with a fixed ``rotation`` gave the
+    same coupling at every angle); neither is R = I, the OT coupling. In 1-D the only rotations are R = ±1:
+    ``angle_deg`` 0 gives R = 1 (the OT map, x1 = μ + M^{1/2} x0) and 180 gives R = −1 (the anti-monotone map
+    x1 = μ − M^{1/2} x0), modulo 360; any other angle is a :class:`ConfigError`, and ``plane`` is ignored.
+
+    ``rotation`` may be any orthogonal matrix, reflections (det R = −1) included: T_R is a valid coupling of the
+    two Gaussians for every orthogonal R, and :func:`flowvar.gaussian.counterexample_problem` passes R = −I, the
+    point reflection in odd d. ``angle_deg`` always builds a proper rotation (det R = +1).
     """
 
-    def __init__(self, problem: GaussianProblem, angle_deg: float = 0.0, plane: tuple[int, int] = (0, 1),
+    def __init__(self, problem: GaussianProblem, angle_deg: float | None = None, plane: tuple[int, int] = (0, 1),
                  rotation: Tensor | None = None, dtype: torch.dtype = torch.float64) -> None:
+        if rotation is not None and angle_deg is not None:
+            raise ConfigError(f"RotatedOTCoupling: angle_deg={describe(angle_deg)} would be ignored, because "
+                              f"rotation= gives R itself; pass one of them (rotation=rotation_matrix(angle_deg, d, "
+                              f"plane) builds R from the angle)")
         if rotation is None:
+            angle_deg = 0.0 if angle_deg is None else angle_deg
             rotation = rotation_matrix(angle_deg, problem.dim, plane) if problem.dim >= 2 else _rotation_1d(angle_deg)
         self.problem = problem
         self.rotation = torch.as_tensor(rotation, dtype=torch.float64)
@@ -296,9 +307,14 @@ class ReflowCoupling(Coupling):
 
         self.solve = solve
 
-    @torch.no_grad()
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Pairs:
         x0 = self.source.sample(check_positive_int("batch_size", batch_size), check_generator(generator))
+        return Pairs(x0, self._endpoints(x0))
+
+    @torch.no_grad()
+    def _endpoints(self, x0: Tensor) -> Tensor:
+        """Φ_model(x0): ``solve`` with the model in eval mode (every submodule's mode restored afterwards, also after
+        an error); non-finite endpoints are a :class:`DataError`."""
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         try:
@@ -307,12 +323,22 @@ class ReflowCoupling(Coupling):
             for module, training in modes:
                 module.training = training
         check_finite("ReFlow endpoints", x1)
-        return Pairs(x0, x1)
+        return x1
 
     def materialise(self, n: int, generator: torch.Generator | None = None, chunk: int = 4096) -> FixedPairs:
-        """Draw ``n`` ReFlow pairs once and return them as a fixed training set."""
-        parts = [self.sample(min(chunk, n - s), generator) for s in range(0, check_positive_int("n", n), chunk)]
-        return FixedPairs(torch.cat([p.x0 for p in parts]), torch.cat([p.x1 for p in parts]))
+        """Draw ``n`` ReFlow pairs once and return them as a fixed training set.
+
+        All ``n`` sources are drawn first, by one ``source.sample(n, generator)``, and then integrated ``chunk`` rows
+        at a time (``chunk`` bounds the solve's memory only). So the sources do not depend on ``chunk`` (drawing
+        them chunk by chunk, as before, gave another training set for another chunk with the same generator); the
+        endpoints depend on it only through the solve's batch: up to rounding (batched arithmetic may round
+        differently at another batch size), and within the tolerance of an adaptive solver (``dopri5``), whose step
+        sizes follow the error of the whole chunk.
+        """
+        n = check_positive_int("n", n)
+        chunk = check_positive_int("chunk", chunk)
+        x0 = self.source.sample(n, check_generator(generator))
+        return FixedPairs(x0, torch.cat([self._endpoints(x0[s:s + chunk]) for s in range(0, n, chunk)]))
 
 
 __all__ = ["Coupling", "ExactOTCoupling", "FixedPairs", "IndependentCoupling", "MapCoupling", "Pairs",
