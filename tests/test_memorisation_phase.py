@@ -127,9 +127,10 @@ def _points(d: int, n: int, width: int, sigma: float, acc0: list[float], acc: li
 def synthetic() -> list[dict[str, Any]]:
     """Six cells whose answers are known (three seeds each)."""
     return (_points(2, 16, 64, 0.05, [1.0, 0.96, 0.98], [0.5, 0.6, 0.55])  # drops ≈ 0.43 in every seed: reduced
-            # drops 0 (accuracies are k/16): not reduced — the binomial floor over N = 16 still excludes a 0.1
-            # drop (upper bound 0.085), where 0.95/0.94-like values off the k/16 grid would leave it open
-            + _points(3, 16, 64, 0.05, [1.0, 0.9375, 1.0], [1.0, 0.9375, 1.0])
+            # drops 0 (every pair kept at both σ): not reduced — the binomial floor over 3 seeds of N = 16 (p̃ =
+            # 49/50) still excludes a 0.1 drop (upper bound 0.083); one missed pair per arm ([1, 15/16, 1]) leaves
+            # it open (0.117)
+            + _points(3, 16, 64, 0.05, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
             + _points(10, 16, 64, 0.05, [1.0, 0.9, 1.0], [0.5, 0.95, 0.9])  # one seed rises: inconclusive
             + _points(50, 16, 64, 0.05, [0.3, 0.2, 0.25], [0.0, 0.0, 0.0])  # acc0 0.25 < 0.9: not memorised
             + _points(2, 64, 64, 0.05, [1.0, 1.0, 1.0], [0.5, 0.5, 0.6], exact=(1.0, 1.0))  # exact keeps every pair
@@ -661,11 +662,12 @@ def test_ratio_figure_tells_which_n_each_line_is(synthetic: list[dict[str, Any]]
 def test_reduction_map_floors_the_seed_spread_of_a_k_over_n_accuracy() -> None:
     """statsR 2: two seeds at 15/16 after σ = 0's 16/16 tie (sd 0): the unfloored bounds collapsed on the drop 1/16
     and called the cell "not reduced" with certainty. The accuracy is a proportion over the cell's N = 16 pairs; its
-    binomial sd at the pooled accuracies (√(15/16 · 1/16 / 16) = 0.061) keeps the upper bound above 0.1."""
+    binomial sd at the pooled accuracies, each with one success and one failure added over the 2 seeds' 32 trials
+    (p̃ = 33/34 and 31/34: √((33·1 + 31·3)/34² / 16) = 0.083), keeps the upper bound above 0.1."""
     points = _points(2, 16, 64, 0.05, [1.0, 1.0], [15 / 16, 15 / 16])
     cell = reduction_map(points, 0.05, memorise_accuracy=0.9, margin=0.1)["d=2,N=16,width=64"]
     cmp = cell["comparison"]
-    assert cmp["sd"] == 0.0 and cmp["sd_floor"] == pytest.approx(math.sqrt(15 / 256 / 16))
+    assert cmp["sd"] == 0.0 and cmp["sd_floor"] == pytest.approx(math.sqrt((33 + 31 * 3) / 34**2 / 16), rel=1e-9)
     assert cmp["verdict"] == "inconclusive" and cmp["upper"] > 0.1 and cell["status"] == "inconclusive"
     # the same drops over N = 4096 pairs: the floor is small and the data exclude a drop of 0.1
     wide = _points(2, 4096, 64, 0.05, [1.0, 1.0], [4032 / 4096, 4032 / 4096])

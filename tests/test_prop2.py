@@ -286,10 +286,12 @@ def test_prop2_neural_rules_reach_every_outcome() -> None:
     assert lower_accuracy_rule([1.0, 1.0, 1.0], [0.3, 1.0, 0.9], **acc_kw).verdict == "inconclusive"
     assert lower_accuracy_rule([1.0], [0.0], **acc_kw).verdict == "inconclusive"
     # accuracies are k/N: two tied seeds (15/16 at σ) have sd 0, which refuted with certainty (statsR 2); the
-    # binomial floor over N = 16 keeps the bound open: upper = 1/16 + t₀.₉₅,₁ · √(15/16 · 1/16 / 16)/√2 ≈ 0.33
+    # binomial floor over N = 16 keeps the bound open: with p̃ = (32 p̄ + 1)/34 (one success and one failure added
+    # over the 2 seeds' 32 trials), upper = 1/16 + t₀.₉₅,₁ · √((33·1 + 31·3)/34² / 16)/√2 ≈ 0.43
     tied = lower_accuracy_rule([1.0, 1.0], [15 / 16, 15 / 16], min_drop=0.1, alpha=0.05, n_pairs=16)
     assert tied.verdict == "inconclusive" and tied.sd == 0.0
-    assert tied.upper == pytest.approx(1 / 16 + 6.313752 * math.sqrt(15 / 256 / 16) / math.sqrt(2), rel=1e-6)
+    assert tied.upper == pytest.approx(1 / 16 + 6.313752 * math.sqrt((33 + 31 * 3) / 34**2 / 16) / math.sqrt(2),
+                                       rel=1e-6)
 
 
 def test_prop2_preconditions_and_untestable_verdicts() -> None:

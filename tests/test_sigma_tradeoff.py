@@ -351,10 +351,12 @@ def test_reduces_memorisation_rule_and_precondition() -> None:
 def test_reduces_memorisation_floors_the_spread_of_a_k_over_n_score() -> None:
     """statsR 2: M = (a − 1/N)/(1 − 1/N) of an accuracy k/N. Two seeds at M(σ) = 14/15 (15 of N = 16 pairs) after
     σ = 0's perfect pairing tie (sd 0): the unfloored bounds refuted a drop of 0.1 with certainty. The floor is the
-    binomial sd of the pooled accuracies over N, in M units: √(15/16 · 1/16 / 16) / (15/16)."""
+    binomial sd of the pooled accuracies over N, in M units, each with one success and one failure added over the
+    2 seeds' 32 trials (p̃ = 33/34 and 31/34): √((33·1 + 31·3)/34² / 16) / (15/16)."""
     kw = {"sigma": 0.05, "reduce_margin": 0.1, "alpha": 0.05}
     tied = st.reduces_memorisation_rule([1.0, 1.0], [14 / 15, 14 / 15], **kw, n_train=16)
-    assert tied.sd == 0.0 and tied.sd_floor == pytest.approx(math.sqrt(15 / 256 / 16) / (15 / 16))
+    assert tied.sd == 0.0 and tied.sd_floor == pytest.approx(math.sqrt((33 + 31 * 3) / 34**2 / 16) / (15 / 16),
+                                                             rel=1e-9)
     assert tied.verdict == "inconclusive" and "raised to the metric's floor" in tied.reason
     # many pairs: the grid is fine, the floor small, and the same M values are refuted
     assert st.reduces_memorisation_rule([1.0, 1.0], [14 / 15, 14 / 15], **kw, n_train=4096).verdict == "refuted"

@@ -317,10 +317,12 @@ def boundary_tolerance(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
 
 def binomial_sd_floor(a: object, b: object, trials: int, *, unit: float = 1.0) -> float:
     """The seed-to-seed sd floor of Δ_s = a_s − b_s for per-seed proportions over ``trials`` = N items each (e.g.
-    pairing accuracy k/N): √((p̄_a(1 − p̄_a) + p̄_b(1 − p̄_b)) / N) / ``unit`` (:func:`two_proportion_se` of the pooled
-    proportions p̄ = the means over seeds), for :func:`paired_over_seeds`'s ``sd_floor``. ``unit``: the metric's step
-    per unit of proportion when the compared scores are a linear map of the proportions (the memorisation score
-    M = (a − 1/N)/(1 − 1/N) has ``unit`` = 1 − 1/N); 1 for the proportions themselves.
+    pairing accuracy k/N): √((p̃_a(1 − p̃_a) + p̃_b(1 − p̃_b)) / N) / ``unit`` (:func:`two_proportion_se`), for
+    :func:`paired_over_seeds`'s ``sd_floor``, with p̃ = (S·N·p̄ + 1) / (S·N + 2) the pooled proportion p̄ (the mean
+    over the arm's S seeds) with one success and one failure added (Agresti & Caffo 2000), so that an arm scoring
+    1 (or 0) on every seed does not make its term, and with both arms at 1 the whole floor, vanish. ``unit``: the
+    metric's step per unit of proportion when the compared scores are a linear map of the proportions (the
+    memorisation score M = (a − 1/N)/(1 − 1/N) has ``unit`` = 1 − 1/N); 1 for the proportions themselves.
 
     Why this floor. With each item an independent Bernoulli trial given the seed's success rates (p_a,s, p_b,s), the
     law of total variance gives Var(a_s) = E[p_a,s(1 − p_a,s)]/N + Var(p_a,s) = p̄_a(1 − p̄_a)/N + Var(p_a,s)(1 − 1/N)
@@ -332,28 +334,50 @@ def binomial_sd_floor(a: object, b: object, trials: int, *, unit: float = 1.0) -
     correlated: the same hard items at both σ) it is conservative — it widens the bounds, which removes verdicts and
     never adds one.
 
-    Measured (acc(0) = 1 in every seed, acc(σ) ~ Bin(N, 1 − m)/N, so the true drop is exactly m = 0.1, α = 0.05;
-    100 000 simulated studies per cell): "refuted" at N = 16 fell from 14 % (2 seeds) / 7.7 % (3) / 8.0 % (5)
-    without the floor to 3.4 % / 4.1 % / 3.5 %, at N = 64 from 7.4 % / 6.5 % / 6.1 % to 0.01 % / 1.0 % / 2.5 %;
-    non-inferiority "confirmed" at a true difference equal to the margin stays ≤ 3.9 % (N = 16 and 64, 2–3 seeds,
-    success rates 0–0.95). At or below α everywhere, conservative where the floor binds (it and s estimate the same
-    binomial spread, and the larger is used). tests/test_stats.py::
-    test_binomial_floor_holds_the_nominal_rate_on_a_discrete_metric repeats the check on 2000 seeded studies per
-    cell. A NaN proportion gives NaN (no floor to state); proportions outside [0, 1] or ``trials`` < 1 raise
+    Measured (acc(0) = 1 in every seed, acc(σ) ~ Bin(N, 1 − m)/N, so the true drop is exactly the minimum effect m,
+    α = 0.05; 20 000 simulated studies per cell): "refuted" at N = 16, m = 0.1 is 0 % / 0.6 % / 3.2 % (2 / 3 / 5
+    seeds), at N = 64 0 % / 0.4 % / 1.9 %, at N = 256 (3 seeds) 0.3 %; at N = 8, m = 0.1 and at N = 16, m = 0.05
+    (2–3 seeds), where acc(σ) = 1 on every seed is frequent, 0 % — a floor from the raw p̄, which vanishes there,
+    refuted 8–20 % of these studies, and no floor at all 14 % at N = 16, m = 0.1, 2 seeds. Non-inferiority
+    "confirmed" at a true difference equal to the margin 0.1 stays ≤ 0.5 % (N = 16 and 64, 2–3 seeds, success rates
+    0–0.95). At or below α everywhere, conservative where the floor binds (it and s estimate the same binomial
+    spread, and the larger is used; p̃ leans towards ½ by one trial in S·N + 2, which widens the bounds most at
+    small S·N). tests/test_stats.py::test_binomial_floor_holds_the_nominal_rate_on_a_discrete_metric repeats the
+    check on 2000 seeded studies per cell. A NaN proportion gives NaN (no floor to state); proportions outside
+    [0, 1] or ``trials`` < 1 raise
     ConfigError."""
     if isinstance(trials, bool) or not isinstance(trials, int | np.integer) or trials < 1:
         raise ConfigError(f"trials must be a whole number >= 1 (the items each proportion is over), got {trials!r}")
     if not (math.isfinite(unit) and unit > 0):
         raise ConfigError(f"unit must be a finite number > 0 (the score's step per unit of proportion), got {unit}")
-    pa = float(np.mean(np.asarray(a, dtype=np.float64)))
-    pb = float(np.mean(np.asarray(b, dtype=np.float64)))
+    xa, xb = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    pa, pb = float(np.mean(xa)), float(np.mean(xb))
     if any(not -1e-12 <= p <= 1 + 1e-12 for p in (pa, pb) if math.isfinite(p)):
         raise ConfigError(f"binomial_sd_floor needs proportions in [0, 1] (k/N per seed), got means {pa:.4g} and "
                           f"{pb:.4g}; pass the proportions themselves and the score's step as unit")
     if not (math.isfinite(pa) and math.isfinite(pb)):
         return math.nan
-    pa, pb = min(max(pa, 0.0), 1.0), min(max(pb, 0.0), 1.0)
-    return two_proportion_se(pa, pb, int(trials)) / unit
+
+    def adjusted(p: float, seeds: int) -> float:
+        # one success and one failure added to the arm's seeds·N pooled trials (Agresti & Caffo 2000): p̄ = 1 on
+        # every seed would make p̄(1 − p̄) = 0 and the floor vanish exactly where ties are likeliest
+        pooled = seeds * int(trials)
+        return (min(max(p, 0.0), 1.0) * pooled + 1.0) / (pooled + 2.0)
+
+    return two_proportion_se(adjusted(pa, xa.size), adjusted(pb, xb.size), int(trials)) / unit
+
+
+def _spread_note(sd: float, sd_floor: float, rounding: float) -> str:
+    """The clause a seed comparison's reason carries about the spread its bounds use: raised to a discrete metric's
+    floor, or — when neither the seeds' sd nor a floor exceeds float64 ``rounding`` — bounds that collapsed onto the
+    mean. Seeds that agree exactly are right for a deterministic quantity (an exact minimiser's output), but for a
+    trained network's metric they say the seeds were not independent replicates, which the reader must be told."""
+    if max(sd, sd_floor) <= rounding:
+        return (f" (the seeds agree exactly, sd {sd:.2g}, so the bounds are the mean itself: sound for a "
+                f"deterministic quantity, no evidence of precision for a sampled one)")
+    if sd < sd_floor:
+        return f" (the seed-to-seed sd {sd:.3g} raised to the metric's floor {sd_floor:.3g})"
+    return ""
 
 
 def paired_over_seeds(a: object, b: object, *, min_effect: float, scale: float, scale_name: str,
@@ -398,8 +422,7 @@ def paired_over_seeds(a: object, b: object, *, min_effect: float, scale: float, 
     # a discrete metric's ties (s = 0 on two seeds of k/N) are its grid, not a lack of variance: floor it
     half = float(sps.t.ppf(1 - alpha, n - 1)) * max(sd, float(sd_floor)) / math.sqrt(n)
     lower, upper = mean - half, mean + half
-    floored = (f" (the seed-to-seed sd {sd:.3g} raised to the metric's floor {sd_floor:.3g})"
-               if sd < sd_floor else "")
+    floored = _spread_note(sd, float(sd_floor), boundary_tolerance(xa, xb, 0.0))
     if lower > 0 and mean >= reach:
         verdict, reason = "confirmed", (f"{label} > 0 at one-sided α = {alpha} (lower bound {lower:.3g}) and its "
                                         f"mean {mean:.3g} ≥ the minimum effect {min_effect:.3g}"
@@ -447,8 +470,8 @@ def noninferior_over_seeds(a: object, b: object, *, margin: float, scale: float,
     # a bound equal to the margin up to rounding is on it: neither below nor above
     tol = boundary_tolerance(np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1),
                              margin)
-    floored = (f" (the seed-to-seed sd {base.sd:.3g} raised to the metric's floor {base.sd_floor:.3g})"
-               if base.sd < base.sd_floor else "")
+    floored = _spread_note(base.sd, base.sd_floor, boundary_tolerance(np.asarray(a, dtype=np.float64).reshape(-1),
+                                                                      np.asarray(b, dtype=np.float64).reshape(-1), 0.0))
     if base.upper < margin - tol:
         verdict, reason = "confirmed", (f"the upper bound {base.upper:.3g} of {base.label} is below the margin "
                                         f"{margin:.3g}{floored}")
