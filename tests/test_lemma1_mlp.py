@@ -305,3 +305,14 @@ def test_a_stored_result_is_judged_again_without_training(tmp_path: Path) -> Non
     (stored / "result.json").write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="3 stage ends per seed"):
         rejudge_result(stored, tmp_path / "fourth")
+
+
+def test_a_loss_without_a_log_is_an_undecided_or_zero_width_not_an_error() -> None:
+    """Review verdictR 3: a NaN loss (a diverged seed) or an exact 0 raised a DataError from the log10 trend, while
+    the docstring promised "undecided" (NaN) and the zero status decides an exact zero itself."""
+    nan_seed = width_floor([1e-2] * 3, [1e-3, math.nan, 1e-3], [1e-3] * 3, PARAMETRIC_AT_ZERO, **KW)
+    assert nan_seed.status == "undecided" and nan_seed.trend.verdict == "inconclusive"
+    assert "no trend to test" in nan_seed.trend.reason and "nan" in nan_seed.trend.reason
+    assert width_floor([1e-2] * 3, [1e-13] * 3, [0.0] * 3, PARAMETRIC_AT_ZERO, **KW).status == "zero"
+    finite = last_doubling([1e-3, 2e-3], [1e-4, 2e-4], flat_factor=1.25, alpha=0.05)
+    assert finite.verdict == "confirmed"  # finite losses are judged as before

@@ -56,3 +56,11 @@ def test_counterexample1_single_crossing_rule() -> None:
     assert rule_single_crossing({**ok, "max_distance_to_mu_half": math.nan}) == "refuted"
     assert rule_single_crossing({**ok, "max_distance_to_mu_half": 1e-9}) == "inconclusive"
     assert rule_single_crossing({**ok, "meeting_time": None}) == "inconclusive"
+
+
+def test_exact_zero_is_a_zero_up_to_rounding_on_either_side_and_never_a_negative_loss() -> None:
+    """Review verdictR 4: any negative value counted as an exact zero (a negative loss floor is a defect)."""
+    from flowvar.rules import EXACT_ZERO_TOL, exact_zero
+
+    assert exact_zero(0.0) and exact_zero(-1e-20) and exact_zero(EXACT_ZERO_TOL) and exact_zero(-EXACT_ZERO_TOL)
+    assert not exact_zero(-1.0) and not exact_zero(-2 * EXACT_ZERO_TOL) and not exact_zero(float("nan"))

@@ -18,9 +18,10 @@ float64 rounding stays far below it (prop2's identities; its exact minimisers' f
 
 
 def exact_zero(value: float) -> bool:
-    """Whether a computed non-negative quantity is 0 to float64 rounding (≤ :data:`EXACT_ZERO_TOL`). An exact
-    minimiser's loss floor L*(σ) of 1e-35 is such a zero: no scale to divide by and no level to draw."""
-    return value <= EXACT_ZERO_TOL
+    """Whether a computed non-negative quantity is 0 to float64 rounding (|value| ≤ :data:`EXACT_ZERO_TOL`). An exact
+    minimiser's loss floor L*(σ) of 1e-35 is such a zero: no scale to divide by and no level to draw. A value below
+    −:data:`EXACT_ZERO_TOL` is a defect, not a zero (a loss cannot be negative), and NaN is no zero either."""
+    return abs(value) <= EXACT_ZERO_TOL
 
 
 def below(value: float, *, confirm_below: float, refute_above: float) -> Verdict:

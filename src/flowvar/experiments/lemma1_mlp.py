@@ -136,10 +136,21 @@ def parametric_rule(rel_losses: Sequence[float], zero_loss: float) -> str:
 def last_doubling(before: Sequence[float], after: Sequence[float], *, flat_factor: float, alpha: float
                   ) -> SeedComparison:
     """Does the held-out loss still fall over the last doubling of the training? Paired over seeds on log10:
-    "log10 L(T/2) − log10 L(T) ≥ log10 ``flat_factor``" (:func:`flowvar.stats.paired_over_seeds`)."""
-    return paired_over_seeds(np.log10(np.asarray(before, dtype=float)), np.log10(np.asarray(after, dtype=float)),
-                             min_effect=math.log10(flat_factor), scale=1.0, scale_name="one decade of held-out loss",
-                             alpha=alpha, labels=("log10 L(T/2)", "log10 L(T)"))
+    "log10 L(T/2) − log10 L(T) ≥ log10 ``flat_factor``" (:func:`flowvar.stats.paired_over_seeds`). A loss that is
+    not finite and positive on some seed (NaN from a diverged run, 0 reached exactly) has no log: the comparison is
+    then "inconclusive" with the reason naming it, not an error (:func:`width_floor` decides a zero loss itself)."""
+    min_effect, scale_name = math.log10(flat_factor), "one decade of held-out loss"
+    labels = ("log10 L(T/2)", "log10 L(T)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs_before, logs_after = np.log10(np.asarray(before, dtype=float)), np.log10(np.asarray(after, dtype=float))
+    if logs_before.shape == logs_after.shape and not (np.isfinite(logs_before).all()
+                                                      and np.isfinite(logs_after).all()):
+        return SeedComparison(f"{labels[0]} − {labels[1]}", [], int(logs_after.size), math.nan, math.nan, math.nan,
+                              math.nan, float(alpha), min_effect, 1.0, scale_name, "inconclusive",
+                              f"a loss without a finite log on some seed (L(T/2) = {list(before)}, L(T) = "
+                              f"{list(after)}): no trend to test", min_effect)
+    return paired_over_seeds(logs_before, logs_after, min_effect=min_effect, scale=1.0, scale_name=scale_name,
+                             alpha=alpha, labels=labels)
 
 
 def extrapolated_floor_fraction(earlier: float, before: float, after: float) -> float:
