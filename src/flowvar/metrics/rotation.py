@@ -87,18 +87,17 @@ def rotation_pairing_status(fraction_nearer_rotation: float, rel_error_rotation:
     * ``"partial"`` otherwise (e.g. 97 % on the rotation side but 0.25 gaps away on average): evidence neither for
       nor against, counted as neither by :func:`status_verdict`.
 
-    Raises :class:`DataError` for a non-finite measurement (NaN compared False everywhere and read 'partial'):
-    :func:`rotation_pairing`, its caller, refuses non-finite endpoints, so a NaN has no status to give.
+    A setting with any NaN measurement (not measured, or measured from diverged endpoints) is ``"partial"``: no
+    evidence either way, which :func:`status_verdict` and the seed-level
+    :func:`flowvar.experiments._seed_replicates.status_over_seeds` count as neither.
     """
-    measured = {"fraction_nearer_rotation": fraction_nearer_rotation, "rel_error_rotation": rel_error_rotation,
-                "mean_dist_rotation": mean_dist_rotation, "mean_dist_translation": mean_dist_translation}
-    bad = [f"{k}={v!r}" for k, v in measured.items() if not math.isfinite(v)]
-    if bad:
-        raise DataError(f"rotation_pairing_status needs finite measurements, got non-finite {', '.join(bad)}; pass "
-                        f"the values of rotation_pairing (diverged endpoints have no pairing status)")
     if not 0.5 < reproduce_fraction <= 1 or not 0 < reproduce_rel_error < 1:
         raise ConfigError(f"reproduce_fraction must be in (0.5, 1] and reproduce_rel_error in (0, 1), got "
                           f"{reproduce_fraction} and {reproduce_rel_error}")
+    # explicit: a NaN fell through comparisons that are all False, to 'fails' when the fraction alone was below 1/2
+    measured = (fraction_nearer_rotation, rel_error_rotation, mean_dist_rotation, mean_dist_translation)
+    if any(math.isnan(v) for v in measured):
+        return "partial"
     if fraction_nearer_rotation >= reproduce_fraction and rel_error_rotation <= reproduce_rel_error:
         return "reproduces"
     if fraction_nearer_rotation < FAILS_FRACTION or mean_dist_rotation >= mean_dist_translation:
