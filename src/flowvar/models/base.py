@@ -59,28 +59,71 @@ def embedding_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
+def model_weight(model: nn.Module) -> tuple[Tensor, str] | None:
+    """The tensor that stands for ``model``'s dtype and device, with what it is: its first floating parameter
+    ("parameters"), else its first floating buffer ("buffers": the closed-form and empirical fields hold only
+    buffers, e.g. EmpiricalField's training pairs), else None."""
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if weight is not None:
+        return weight, "parameters"
+    buffer = next((b for b in model.buffers() if b.is_floating_point()), None)
+    return None if buffer is None else (buffer, "buffers")
+
+
+def device_mismatch(name: str, x: Tensor, weight: Tensor, kind: str) -> ConfigError | None:
+    """The :class:`ConfigError` naming both moves when x and ``weight`` (a model's ``kind``, "parameters" or
+    "buffers") are on different devices, or None: the one text for the learned and the buffer-only fields."""
+    if x.device == weight.device:
+        return None
+    return ConfigError(f"{name} got x on {x.device} but its {kind} are on {weight.device}; move one to the other "
+                       f"(model.to({str(x.device)!r}) or x.to({str(weight.device)!r}))")
+
+
+def check_same_device(model: nn.Module, x: Tensor, weight: Tensor) -> None:
+    """Raise :func:`device_mismatch`'s :class:`ConfigError` unless x is on the device of ``weight``, one of
+    ``model``'s buffers or parameters.
+
+    Called first in the forward of the fields that cast x to their own dtype (closed forms, empirical, parametric):
+    they fail no dtype check, so only the device can differ, and without this a CUDA x meets CPU training data in
+    torch's "Tensor on device cuda:0 is not on the expected device cpu!", or an x on ``meta`` in
+    :func:`~flowvar.errors.check_finite`'s ``.item()``. A device comparison: a correct call pays nothing measurable.
+    """
+    kind = "parameters" if isinstance(weight, nn.Parameter) else "buffers"
+    problem = device_mismatch(type(model).__name__, x, weight, kind)
+    if problem is not None:
+        raise problem
+
+
 def input_mismatch(model: nn.Module, x: Tensor) -> ConfigError | None:
-    """The :class:`ConfigError` naming how ``x`` differs from ``model``'s parameters in dtype or device, or None.
+    """The :class:`ConfigError` naming how ``x`` differs from ``model``'s parameters (else, for a model with none,
+    its floating buffers: :func:`model_weight`) in dtype or device, or None.
 
     Called only after a forward pass failed with a RuntimeError, so that a correct call pays nothing and
     torch.autocast (which mixes dtypes legally) still works: the learned fields do not cast their input.
     """
-    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if weight is None:
+    found = model_weight(model)
+    if found is None:
         return None
+    weight, kind = found
     name = type(model).__name__
     if not torch.is_floating_point(x):  # converting the model to an integer dtype is no fix: torch refuses it
         return ConfigError(f"{name} got x of dtype {x.dtype}, but x must be floating point; pass "
                            f"x.to({weight.dtype}) (x.float() for float32)")
-    if x.device != weight.device:
-        return ConfigError(f"{name} got x on {x.device} but its parameters are on {weight.device}; move one to the "
-                           f"other (model.to({str(x.device)!r}) or x.to({str(weight.device)!r}))")
+    problem = device_mismatch(name, x, weight, kind)
+    if problem is not None:
+        return problem
     if x.dtype != weight.dtype:
         shorthand = {torch.float64: "model.double()", torch.float32: "model.float()"}.get(x.dtype)
         to_model = f"model.to({x.dtype})" + (f", i.e. {shorthand}" if shorthand else "")
-        return ConfigError(f"{name} got x of dtype {x.dtype} but its parameters are {weight.dtype}; convert the model "
+        return ConfigError(f"{name} got x of dtype {x.dtype} but its {kind} are {weight.dtype}; convert the model "
                            f"({to_model}) or the input (x.to({weight.dtype}))")
     return None
+
+
+def _weight_kind(model: object) -> str | None:
+    """"parameters" or "buffers", what :func:`input_mismatch` compared x with, or None (no module, no floats)."""
+    found = model_weight(model) if isinstance(model, nn.Module) else None
+    return None if found is None else found[1]
 
 
 def _plain_call_fails(model: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor) -> bool:
@@ -102,7 +145,8 @@ def first_call(run: Callable[[], Result], model: Callable[[Tensor, Tensor], Tens
 
     Used by :func:`flowvar.train.train`, the variance estimators and :func:`flowvar.sampling.integrate` on their first
     call of the model, so the same mistake gets the same message everywhere: an ``nn.Module`` whose parameters differ
-    from x in dtype or device (:func:`input_mismatch`), else a model that fails on ``model(x, t)`` itself, most often
+    from x in dtype or device (:func:`input_mismatch`; a module with only buffers is compared by them, when its own
+    call of two rows fails too), else a model that fails on ``model(x, t)`` itself, most often
     one written for ``(t, x)`` (torchcfm's order), which fails with a bare IndexError or shape error deep in its
     forward. flowvar's own errors, running out of memory, and failures of the computation around the model (a plain
     call of two rows succeeds) pass unchanged. A correct call pays nothing: the diagnosis runs only on failure.
@@ -113,7 +157,13 @@ def first_call(run: Callable[[], Result], model: Callable[[Tensor, Tensor], Tens
         raise
     except CALL_ERRORS as err:
         problem = input_mismatch(model, x) if isinstance(model, nn.Module) else None
-        if problem is None and _plain_call_fails(model, x, t):
+        # a model holding only buffers may cast x to their dtype itself (the closed-form and empirical fields do), so
+        # a dtype differing from x's is blamed only when the model's own call fails, not the computation around it
+        buffers_only = problem is not None and _weight_kind(model) == "buffers"
+        own_call_fails = _plain_call_fails(model, x, t) if problem is None or buffers_only else True
+        if buffers_only and not own_call_fails:
+            problem = None
+        elif problem is None and own_call_fails:
             first = str(err).splitlines()[0] if str(err) else ""
             # a plain callable hides its weights from input_mismatch: torch's own text says whether dtype or device
             if re.search(r"dtype|scalar type|same device|on device|device type", first, re.IGNORECASE):
@@ -140,5 +190,5 @@ class VectorField(nn.Module):
             raise ShapeError(f"{type(self).__name__} expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
 
 
-__all__ = ["CALL_ERRORS", "HALF_DTYPES", "VectorField", "check_floating_input", "embedding_dtype", "first_call",
-           "input_mismatch", "time_column"]
+__all__ = ["CALL_ERRORS", "HALF_DTYPES", "VectorField", "check_floating_input", "check_same_device",
+           "device_mismatch", "embedding_dtype", "first_call", "input_mismatch", "model_weight", "time_column"]

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import ConfigError, ShapeError, check_positive_int, check_sigma, describe
-from flowvar.models.base import VectorField, time_column
+from flowvar.models.base import VectorField, check_same_device, time_column
 
 
 def counterexample_mu(name: str, mu: Tensor | float, dim: int, dtype: torch.dtype) -> Tensor:
@@ -45,6 +45,7 @@ class CounterexampleField(VectorField):
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         self.check_input(x)
+        check_same_device(self, x, self.mu)
         t = time_column(t, x)[:, None]
         return self.mu - 2 * (x - t * self.mu) / (1 - 2 * t)
 
@@ -74,6 +75,7 @@ class NoisyCounterexampleField(VectorField):
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         self.check_input(x)
+        check_same_device(self, x, self.mu)
         t = time_column(t, x)[:, None]
         s = 1 - 2 * t
         return self.mu - 2 * s * (x - t * self.mu) / (s * s + self.sigma**2)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from flowvar.errors import ConfigError, DataError, ShapeError, check_finite, check_positive_int, check_sigma
-from flowvar.models.base import VectorField, check_floating_input, time_column
+from flowvar.models.base import VectorField, check_floating_input, check_same_device, time_column
 
 if TYPE_CHECKING:  # flowvar.interpolants imports couplings → gaussian → models: import it lazily (no cycle)
     from flowvar.interpolants import NoiseSchedule
@@ -57,9 +57,11 @@ class _TrainingLines(VectorField):
 
         x must be floating point before the cast: an integer x cast to float64 passes time_column's check, and the
         velocity cast back to x's dtype would be truncated (uint8: wrapped), silently. A NaN t would compare as no
-        distance at all and return the lowest-index line's velocity, so it is refused too.
+        distance at all and return the lowest-index line's velocity, so it is refused too. An x on another device
+        than the training pairs (CUDA samples, CPU training data) is a :class:`ConfigError` naming both moves.
         """
         check_floating_input(x)
+        check_same_device(self, x, self.x0)
         self.check_input(x)
         check_finite("x", x)
         x = x.to(self.x0.dtype)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.errors import ShapeError, SolverError, check_finite, check_positive_int
-from flowvar.models.base import VectorField, time_column
+from flowvar.models.base import VectorField, check_same_device, time_column
 
 
 class GaussianParametricField(VectorField):
@@ -41,6 +41,7 @@ class GaussianParametricField(VectorField):
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         self.check_input(x)
+        check_same_device(self, x, self.theta)
         x = x.to(self.theta.dtype)
         t = time_column(t, x)
         # NaN only: an adaptive solver may evaluate a little past t = 1, where the formula still holds

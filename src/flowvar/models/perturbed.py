@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.errors import ShapeError, check_positive_int
-from flowvar.models.base import time_column
+from flowvar.models.base import check_same_device, time_column
 
 
 class ZeroPerturbedField(nn.Module):
@@ -37,6 +37,7 @@ class ZeroPerturbedField(nn.Module):
                              f"{tuple(x.shape)}; its linear term W [x, t] acts on flat vectors: pass x.flatten(1) "
                              f"(with a base on flat vectors, e.g. FlatMLPField for images), or build it with "
                              f"dim=x.shape[1]")
+        check_same_device(self, x, self.linear.weight)  # the base checks its own tensors (if it has any)
         tt = time_column(t, x)
         return self.base(x, tt) + self.linear(torch.cat([x, tt[:, None]], 1).to(self.linear.weight.dtype)).to(x.dtype)
 

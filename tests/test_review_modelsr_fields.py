@@ -1,0 +1,106 @@
+"""Review modelsR: the closed-form, empirical and parametric fields name a device mismatch, an integer x and a
+non-numeric t as the learned fields do; EmpiricalField.weights agrees with forward where the posterior is a point
+mass; the conditional bridge field is the minimiser of the clamped-f' loss flowvar trains."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from flowvar.errors import ConfigError
+from flowvar.models import (
+    CounterexampleField,
+    EmpiricalField,
+    GaussianParametricField,
+    MemorisingField,
+    NoisyCounterexampleField,
+    ZeroPerturbedField,
+)
+from flowvar.models.base import first_call
+from flowvar.sampling import integrate
+
+
+def _pairs(n: int = 5, d: int = 3, seed: int = 0) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+
+
+FIELDS: dict[str, tuple[Callable[[], nn.Module], str]] = {
+    "EmpiricalField": (lambda: EmpiricalField(*_pairs(), 0.1), "buffers"),
+    "MemorisingField": (lambda: MemorisingField(*_pairs()), "buffers"),
+    "CounterexampleField": (lambda: CounterexampleField(5.0, 3), "buffers"),
+    "NoisyCounterexampleField": (lambda: NoisyCounterexampleField(5.0, 0.1, 3), "buffers"),
+    "GaussianParametricField": (lambda: GaussianParametricField(3, torch.ones(3), 0.1 * torch.eye(3)), "parameters"),
+    "ZeroPerturbedField": (lambda: ZeroPerturbedField(EmpiricalField(*_pairs(), 0.1), 3), "parameters"),
+}
+
+
+def _one_line(err: pytest.ExceptionInfo[BaseException]) -> str:
+    text = str(err.value)
+    assert len(text.splitlines()) == 1, text
+    return text
+
+
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_field_on_another_device_than_x_is_one_config_error_naming_both_moves(name: str) -> None:
+    build, kind = FIELDS[name]
+    x = torch.randn(4, 3)
+    with pytest.raises(ConfigError) as err:  # was torch's "Tensor on device meta is not on the expected device cpu!"
+        build().to("meta")(x, 0.3)
+    assert _one_line(err) == (f"{name} got x on cpu but its {kind} are on meta; move one to the other "
+                              f"(model.to('cpu') or x.to('meta'))")
+    with pytest.raises(ConfigError) as err:  # was "Tensor.item() cannot be called on meta tensors" (check_finite)
+        build()(x.to("meta"), 0.3)
+    assert _one_line(err) == (f"{name} got x on meta but its {kind} are on cpu; move one to the other "
+                              f"(model.to('meta') or x.to('cpu'))")
+
+
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_integrate_names_the_device_of_a_field_on_another_device(name: str) -> None:
+    build, kind = FIELDS[name]
+    with pytest.raises(ConfigError) as err:  # was a generic "convert the weights the callable uses" text
+        integrate(build().to("meta"), torch.randn(3, 3), steps=4)
+    assert _one_line(err) == (f"{name} got x on cpu but its {kind} are on meta; move one to the other "
+                              f"(model.to('cpu') or x.to('meta'))")
+
+
+class _BufferNet(nn.Module):
+    """A user's field holding only buffers, which does not cast its input (a float32 x meets a float64 W)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("W", torch.eye(3, dtype=torch.float64))
+        self.register_buffer("b", torch.zeros(3, dtype=torch.float64))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return x @ self.W + self.b  # the matmul refuses another dtype, the sum another device
+
+
+def test_first_call_names_a_buffer_only_modules_dtype_and_device() -> None:
+    x = torch.randn(4, 3)
+    with pytest.raises(ConfigError) as err:
+        integrate(_BufferNet(), x, steps=2)
+    assert _one_line(err) == ("_BufferNet got x of dtype torch.float32 but its buffers are torch.float64; convert the "
+                              "model (model.to(torch.float32), i.e. model.float()) or the input (x.to(torch.float64))")
+    with pytest.raises(ConfigError) as err:
+        integrate(_BufferNet().to("meta"), x.double(), steps=2)
+    assert _one_line(err) == ("_BufferNet got x on cpu but its buffers are on meta; move one to the other "
+                              "(model.to('cpu') or x.to('meta'))")
+    # matching x: v = x, two Euler steps of h = ½ give x (1 + ½)²
+    torch.testing.assert_close(integrate(_BufferNet(), x.double(), steps=2).x1, 2.25 * x.double(), rtol=1e-15, atol=0)
+
+
+def test_first_call_keeps_a_failure_around_a_casting_buffer_field() -> None:
+    # CounterexampleField casts a float32 x itself: its float64 buffer is no fault when its own call succeeds
+    field, x, t = CounterexampleField(5.0, 3), torch.randn(4, 3), torch.full((4,), 0.3)
+
+    def run() -> Tensor:
+        field(x, t)
+        raise RuntimeError("the loss around the model failed")
+
+    with pytest.raises(RuntimeError, match=r"^the loss around the model failed$"):
+        first_call(run, field, x, t)
+
