@@ -104,3 +104,15 @@ def test_first_call_keeps_a_failure_around_a_casting_buffer_field() -> None:
     with pytest.raises(RuntimeError, match=r"^the loss around the model failed$"):
         first_call(run, field, x, t)
 
+
+def test_parametric_field_refuses_an_integer_x_like_every_model() -> None:
+    field = GaussianParametricField(3, torch.ones(3), 0.1 * torch.eye(3, dtype=torch.float64))
+    x = torch.tensor([[1, 2, 3], [0, -1, 4]])
+    with pytest.raises(ConfigError) as err:  # was accepted and computed silently
+        field(x, 0.3)
+    assert _one_line(err).startswith("x must be a floating-point tensor, got dtype torch.int64; pass x.float()")
+    # the float x of the same values is unchanged: θ + Θ(I + tΘ)^{-1}(x − tθ) with Θ = 0.1 I
+    t, xf = 0.3, x.double()
+    expected = 1.0 + 0.1 / (1 + 0.1 * t) * (xf - t)
+    torch.testing.assert_close(field(xf, t), expected, rtol=1e-15, atol=1e-15)
+

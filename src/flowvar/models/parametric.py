@@ -12,14 +12,15 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.errors import ShapeError, SolverError, check_finite, check_positive_int
-from flowvar.models.base import VectorField, check_same_device, time_column
+from flowvar.models.base import VectorField, check_floating_input, check_same_device, time_column
 
 
 class GaussianParametricField(VectorField):
     """v(x, t) = θ + Θ A_t^{-1} (x − tθ), A_t = I + tΘ. Raises :class:`SolverError` where A_t is singular.
 
-    forward: x (B, dim), t (B,) or a scalar → (B, dim) in the parameters' dtype (x is cast to it: float64 by default,
-    so a float32 x gives float64, and a float32 field rounds a float64 x).
+    forward: x (B, dim) floating point (an integer x is a :class:`~flowvar.errors.ConfigError`), on the parameters'
+    device, t (B,) or a scalar → (B, dim) in the parameters' dtype (x is cast to it: float64 by default, so a float32
+    x gives float64, and a float32 field rounds a float64 x).
     """
 
     def __init__(self, dim: int, theta: Tensor | None = None, Theta: Tensor | None = None,
@@ -40,6 +41,7 @@ class GaussianParametricField(VectorField):
         return eye + t[:, None, None] * self.Theta
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+        check_floating_input(x)  # before the cast below, which would pass an integer x on silently
         self.check_input(x)
         check_same_device(self, x, self.theta)
         x = x.to(self.theta.dtype)
