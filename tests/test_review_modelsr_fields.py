@@ -116,3 +116,28 @@ def test_parametric_field_refuses_an_integer_x_like_every_model() -> None:
     expected = 1.0 + 0.1 / (1 + 0.1 * t) * (xf - t)
     torch.testing.assert_close(field(xf, t), expected, rtol=1e-15, atol=1e-15)
 
+
+@pytest.mark.parametrize("sigma", [1e-160, 1e-200])
+def test_empirical_weights_are_the_point_mass_where_the_softmax_underflows(sigma: float) -> None:
+    x0, x1 = _pairs(4, 2)
+    field, mem = EmpiricalField(x0, x1, sigma), MemorisingField(x0, x1)
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    w = field.weights(x, 0.3)  # was NaN: 1/(2σ²) overflows, every logit is −inf
+    assert torch.equal(w, torch.nn.functional.one_hot(mem.nearest_line(x, 0.3), 4).double())
+    assert torch.equal(w @ field.u, field(x, 0.3))
+    assert torch.equal(field(x, 0.3), mem(x, 0.3))
+
+
+@pytest.mark.parametrize("t", [5e-324, 1e-320])
+def test_empirical_bridge_weights_are_the_point_mass_at_subnormal_times(t: float) -> None:
+    x0, x1 = _pairs(4, 2)
+    field = EmpiricalField(x0, x1, 0.5, noise="bridge")
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    w = field.weights(x, t)
+    assert torch.equal(w, torch.nn.functional.one_hot(field.nearest_line(x, t), 4).double())
+    assert torch.equal(w @ field.u, field(x, t))
+    # an ordinary time keeps the softmax weights: rows sum to 1 and spread over more than one line
+    w_mid = field.weights(x, 0.5)
+    torch.testing.assert_close(w_mid.sum(1), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-15)
+    assert bool((w_mid.max(1).values < 1).all())
+

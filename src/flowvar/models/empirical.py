@@ -170,21 +170,36 @@ class EmpiricalField(_TrainingLines):
                             f"the schedule's scale()")
         return f
 
+    @staticmethod
+    def _inverse_temperature(f: Tensor) -> Tensor:
+        """1 / (2 f²) per row (B,), 0 where f = 0 (those rows take the hard path); +inf where f² underflows."""
+        tiny = torch.finfo(f.dtype).tiny
+        return torch.where(f > 0, 1.0 / (2 * f.clamp_min(tiny) ** 2), torch.zeros_like(f))
+
+    @staticmethod
+    def _point_mass(f: Tensor, max_logit: Tensor) -> Tensor:
+        """Rows (B,) bool whose posterior is a point mass on the nearest line: f = 0, or f so small that every logit
+        overflowed to −inf (or 0·inf = NaN on a line), so the softmax is 0/0. One rule for forward and weights."""
+        return ~(f > 0) | ~torch.isfinite(max_logit)
+
     def weights(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """Posterior weights w_i(x, t), shape (B, N) (not chunked: for diagnostics on small N)."""
+        """Posterior weights w_i(x, t), shape (B, N) (not chunked: for diagnostics on small N); one-hot on the
+        nearest line where the posterior is a point mass (:meth:`_point_mass`, as in forward), so Σ_i w_i u_i is
+        forward's value there too."""
         x, tt = self._prepare(x, t)
         f = self._scale(tt)
         d2 = self.sq_distances(x, tt, 0, len(self))
+        logits = -d2 * self._inverse_temperature(f)[:, None]
         hard = torch.nn.functional.one_hot(d2.argmin(1), len(self)).to(x.dtype)
-        soft = torch.softmax(-d2 / (2 * f[:, None].clamp_min(torch.finfo(x.dtype).tiny) ** 2), dim=1)
-        return torch.where((f > 0)[:, None], soft, hard)
+        soft = torch.softmax(logits, dim=1)
+        return torch.where(self._point_mass(f, logits.max(1).values)[:, None], hard, soft)
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         out_dtype = x.dtype
         x, tt = self._prepare(x, t)
         f = self._scale(tt)
         soft = f > 0
-        inv = torch.where(soft, 1.0 / (2 * f.clamp_min(torch.finfo(x.dtype).tiny) ** 2), torch.zeros_like(f))
+        inv = self._inverse_temperature(f)
         B = x.shape[0]
         run_max = torch.full((B,), -torch.inf, dtype=x.dtype, device=x.device)
         norm = torch.zeros(B, dtype=x.dtype, device=x.device)
@@ -208,8 +223,7 @@ class EmpiricalField(_TrainingLines):
             ratio = torch.where(soft, self.noise.dscale(tt, self.sigma) / f.clamp_min(torch.finfo(x.dtype).tiny),
                                 torch.zeros_like(f))
             v = v + ratio[:, None] * (x - mean_mu)
-        # f = 0, or f so small that every logit overflowed to −inf: the posterior is a point mass
-        hard_rows = ~soft | ~torch.isfinite(run_max)
+        hard_rows = self._point_mass(f, run_max)
         if bool(hard_rows.any()):
             v[hard_rows] = self.u[self.nearest_line(x[hard_rows], tt[hard_rows])]
         return v.to(out_dtype)
