@@ -10,16 +10,17 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from flowvar.errors import ConfigError
+from flowvar.errors import ConfigError, ShapeError
 from flowvar.models import (
     CounterexampleField,
     EmpiricalField,
     GaussianParametricField,
     MemorisingField,
+    MLPField,
     NoisyCounterexampleField,
     ZeroPerturbedField,
 )
-from flowvar.models.base import first_call
+from flowvar.models.base import first_call, time_column
 from flowvar.sampling import integrate
 
 
@@ -140,4 +141,24 @@ def test_empirical_bridge_weights_are_the_point_mass_at_subnormal_times(t: float
     w_mid = field.weights(x, 0.5)
     torch.testing.assert_close(w_mid.sum(1), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-15)
     assert bool((w_mid.max(1).values < 1).all())
+
+
+@pytest.mark.parametrize("t", [None, "a", [[0.1], [0.2, 0.3]]])
+def test_time_column_names_a_non_numeric_t(t: object) -> None:
+    x = torch.randn(4, 3)
+    with pytest.raises(ConfigError) as err:  # was torch's bare TypeError / ValueError
+        time_column(t, x)  # type: ignore[arg-type]
+    assert _one_line(err).startswith("t must be a number or a tensor of times, got ")
+    with pytest.raises(ConfigError, match=r"^t must be a number or a tensor of times, got None$"):
+        EmpiricalField(*_pairs(), 0.1)(x, None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^t must be a number or a tensor of times, got 'a'$"):
+        MLPField(3)(x, "a")  # type: ignore[arg-type]
+
+
+def test_time_column_shape_error_lists_the_column_form() -> None:
+    x = torch.randn(4, 3)
+    with pytest.raises(ShapeError) as err:
+        time_column(torch.zeros(1, 4), x)
+    assert _one_line(err) == "t must be a scalar or have shape (4,) or (4, 1) to match x of shape (4, 3), got (1, 4)"
+    assert torch.equal(time_column(torch.full((4, 1), 0.3), x), torch.full((4,), 0.3))  # the (B, 1) form it names
 

@@ -2,8 +2,8 @@
 
 ``x``: (B, *shape), floating point (an integer x is a ConfigError naming ``x.float()``), on the device of the
 field's parameters or, for the closed-form and empirical fields, its buffers (another is a ConfigError naming
-``model.to(...)`` and ``x.to(...)``); ``t``: (B,), (B, 1) or a scalar; returns a velocity of the same shape as
-``x``, in this dtype:
+``model.to(...)`` and ``x.to(...)``); ``t``: (B,), (B, 1) or a scalar (anything else is a ConfigError or
+ShapeError); returns a velocity of the same shape as ``x``, in this dtype:
 
 * learned fields (:class:`MLPField`, :class:`FlatMLPField`, :class:`UNetField`, :class:`DiTField`): x's, which must
   be their parameters' (another is a ConfigError naming ``model.to(x.dtype)``); under ``torch.autocast``, the

@@ -10,7 +10,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from flowvar.errors import ConfigError, FlowvarError, ShapeError
+from flowvar.errors import ConfigError, FlowvarError, ShapeError, describe
 
 Result = TypeVar("Result")
 
@@ -43,12 +43,15 @@ def time_column(t: Tensor | float, x: Tensor, dtype: torch.dtype | None = None) 
     half-precision x, see :func:`embedding_dtype`).
     """
     check_floating_input(x)
-    t = torch.as_tensor(t, dtype=x.dtype if dtype is None else dtype, device=x.device)
+    try:  # None, a string, a ragged list: named as interpolants.expand_time names them, not torch's bare TypeError
+        t = torch.as_tensor(t, dtype=x.dtype if dtype is None else dtype, device=x.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"t must be a number or a tensor of times, got {describe(t)}") from None
     if t.ndim == 0:
         return t.expand(x.shape[0])
     t = t.reshape(-1) if t.ndim == 2 and t.shape[1] == 1 else t
     if t.shape != (x.shape[0],):
-        raise ShapeError(f"t must be a scalar or have shape ({x.shape[0]},) to match x of shape "
+        raise ShapeError(f"t must be a scalar or have shape ({x.shape[0]},) or ({x.shape[0]}, 1) to match x of shape "
                          f"{tuple(x.shape)}, got {tuple(t.shape)}")
     return t
 
