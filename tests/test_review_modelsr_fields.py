@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from flowvar.errors import ConfigError, ShapeError
+from flowvar.interpolants import BrownianBridgeNoise
 from flowvar.models import (
     CounterexampleField,
     EmpiricalField,
@@ -162,3 +163,20 @@ def test_time_column_shape_error_lists_the_column_form() -> None:
     assert _one_line(err) == "t must be a scalar or have shape (4,) or (4, 1) to match x of shape (4, 3), got (1, 4)"
     assert torch.equal(time_column(torch.full((4, 1), 0.3), x), torch.full((4,), 0.3))  # the (B, 1) form it names
 
+
+def test_conditional_bridge_field_uses_the_clamped_derivative_as_documented() -> None:
+    assert "clamps to t ∈ [ε, 1 − ε]" in (EmpiricalField.__doc__ or "")
+    x0, x1 = _pairs(6, 2)
+    field = EmpiricalField(x0, x1, 0.5, noise="bridge", target="conditional")
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    bridge = BrownianBridgeNoise()
+    for t in (1e-7, 1 - 1e-9, 0.3):
+        tt = torch.full((3,), t, dtype=torch.float64)
+        w = field.weights(x, t)
+        mean_mu = w @ ((1 - t) * x0 + t * x1)
+        ratio = bridge.dscale(tt, 0.5) / bridge.scale(tt, 0.5)  # dscale clamps t to [1e-5, 1 − 1e-5]
+        expected = w @ (x1 - x0) + ratio[:, None] * (x - mean_mu)
+        torch.testing.assert_close(field(x, t), expected, rtol=1e-9, atol=1e-9)
+        if t != 0.3:  # the unclamped f'/f = (1 − 2t)/(2t(1 − t)) differs there by orders of magnitude
+            textbook = (1 - 2 * t) / (2 * t * (1 - t))
+            assert abs(textbook / float(ratio[0])) > 10

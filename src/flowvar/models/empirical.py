@@ -122,7 +122,10 @@ class EmpiricalField(_TrainingLines):
     ``noise``: "constant" (f = σ, CFM(σ)), "bridge" (f = σ√(t(1−t))) or a
     :class:`~flowvar.interpolants.NoiseSchedule`. ``target``: "plain" (u = x1 − x0, the paper's loss) or
     "conditional" (u = x1 − x0 + f'(t) z, whose minimiser adds (f'/f)(x − Σ_i w_i μ_i(t)); identical for
-    constant noise).
+    constant noise). For the conditional target f' is the schedule's ``dscale``, which
+    :class:`~flowvar.interpolants.BrownianBridgeNoise` clamps to t ∈ [ε, 1 − ε] (ε = 1e-5 by default): within ε of
+    t = 0 and t = 1 the field is the minimiser of the loss flowvar trains (the interpolant's target uses the same
+    clamped f'), not of the unclamped textbook f', which diverges there.
 
     The weights are a softmax of the logits −‖x − μ_i‖²/(2f²), accumulated over chunks of ``chunk``
     training pairs with a running maximum (streaming log-sum-exp), so it stays finite for any σ > 0, where
