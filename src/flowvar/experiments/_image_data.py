@@ -27,10 +27,11 @@ import torch
 
 from flowvar.cache_key import data_digest
 from flowvar.data import (
+    DEFAULT_RESOLUTION,
     ImageSet,
     TooFewImagesError,
     count_items,
-    first_image_geometry,
+    default_geometry,
     load_images,
     nested_hint,
     npy_is_vectors,
@@ -118,16 +119,24 @@ def nested_subset(images: ImageSet, n: int, seed: int) -> ImageSet:
 
 def source_channels(config: DataSource) -> int | None:
     """The channel count the loader is asked for: ``config.channels`` when set; for a folder left at None, its own
-    mode — that of its first readable image (:func:`flowvar.data.first_image_geometry`, as the audit reads a folder
-    without ``--channels``): 1 for grey, 3 for colour; else None (the loader's default is then the source's own:
-    digits and lfw 1, celeba 3, an array its C).
+    mode as the audit reads a folder without ``--channels`` (:func:`flowvar.data.default_geometry`, the one rule for
+    both): that of its first readable image, 1 for grey, 3 for colour — with that function's warning when other
+    images of the folder differ from the first, naming how many and ``channels=`` to read them otherwise; else None
+    (the loader's default is then the source's own: digits and lfw 1, celeba 3, an array its C).
 
     Why: the folder loader's default is RGB, under which a grey folder becomes 3 identical channels — D three times
-    and every distance, OT cost and σ√D √3 times what the images hold. A folder mixing modes is read in its first
-    image's (the record, :func:`describe_data`, says which); ``channels`` sets it."""
+    and every distance, OT cost and σ√D √3 times what the images hold. And one grey preview sorted first turned a
+    colour folder grey without a word (review dataR 1: only the first header was read): D a third, the colour gone
+    from every distance. The record (:func:`describe_data`) says the first readable image decided; ``channels``
+    sets it.
+
+    Cost: every file's header, no pixels (the loader decodes the files it draws next): about 0.6 s for a folder of
+    4000 64×64 JPEGs or BMPs on one core, on top of the 0.3 s of listing it, against 3.8 s to decode the 4000."""
     if config.channels is not None or config.dataset != "folder" or not config.data_dir:
         return config.channels
-    return first_image_geometry(Path(config.data_dir).expanduser())[1]
+    # the resolution is given (the experiments always set one, and it is not used here), so only the channels are
+    # defaulted: no size warning
+    return default_geometry(Path(config.data_dir).expanduser(), resolution=DEFAULT_RESOLUTION, channels=None)[1]
 
 
 def resolved_data_dir(config: DataSource) -> str | None:
