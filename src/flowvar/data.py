@@ -20,7 +20,11 @@ which items were chosen). Sources:
   extension, so ``Thumbs.db`` or ``notes.txt`` are never opened. The files left out by extension are counted in the
   set's ``source`` line ("2 other files left out (notes.txt, x.tga)"), and those of a format Pillow reads (``.tga``,
   ``.ico``, …: images the user may have meant) get a warning naming them; hidden files are not counted. Symlinked
-  files are read; a multi-frame file (animated GIF, multi-page TIFF) gives its first frame. A folder holding images
+  files are read, and symlinked folders are not followed (``recursive=True`` neither descends into nor counts a
+  linked folder: no loops, no second copies). A broken link with an image extension is counted and reported with
+  the unreadable files ("… (a broken symbolic link to T)"); entries that resolve to the same file (a link to a file
+  of the folder) are read once, the first in row order, with a warning naming the others. A multi-frame file
+  (animated GIF, multi-page TIFF) gives its first frame. A folder holding images
   both of its own and in sub-folders (a class tree with a preview at its top) is refused naming both counts, unless
   ``recursive`` says which to read (:func:`mixed_folder_error`).
 * ``"npy"``: a user's own array (see :func:`load_array`); ``data_dir`` is the ``.npy`` file.
@@ -65,6 +69,7 @@ one place so that every experiment and the audit read data the same way.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
@@ -500,20 +505,55 @@ def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
     return _folder_files(folder, recursive)[0]
 
 
-def _folder_files(folder: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
-    """(the image files :func:`list_image_files` returns, the other non-hidden files beside them), each in
-    :func:`row_order_key` order: one listing for both, so :func:`load_folder` can say what it left out."""
+def _folder_files(folder: Path, recursive: bool) -> tuple[list[Path], list[Path], list[tuple[Path, Path]]]:
+    """(the image files :func:`list_image_files` returns, the other non-hidden files beside them, the image entries
+    left out as duplicates — each with the entry kept for the same file), each in :func:`row_order_key` order: one
+    listing for all three, so :func:`load_folder` can say what it left out.
+
+    A broken symbolic link is an entry like a file (its name picks the list): an image one is then reported
+    unreadable when it is read, not dropped without a word. Image entries that resolve to the same file (a link to
+    a file of the folder, two links to one file elsewhere) are one image: the first in row order is kept, so no
+    image is two rows (once in training, once held out). Only links need resolving: glob does not descend into
+    linked folders, so an entry that is no link is the file at its own path."""
     pattern = "**/*" if recursive else "*"
     images: list[Path] = []
     others: list[Path] = []
     for p in folder.glob(pattern):
-        if not _hidden(p, folder) and p.is_file():
+        if not _hidden(p, folder) and (p.is_file() or (p.is_symlink() and not p.exists())):
             (images if p.suffix.lower() in IMAGE_EXTENSIONS else others).append(p)
 
     def key(p: Path) -> tuple[str, ...]:
         return row_order_key(p, folder)
 
-    return sorted(images, key=key), sorted(others, key=key)
+    images.sort(key=key)
+    base = folder.resolve()
+    kept: dict[Path, Path] = {}  # resolved file -> the entry read for it
+    unique: list[Path] = []
+    duplicates: list[tuple[Path, Path]] = []
+    for p in images:
+        target = base / p.relative_to(folder)
+        if p.is_symlink():
+            # a loop of links (RuntimeError before Python 3.13) keeps its own path: unreadable, and unique
+            with contextlib.suppress(OSError, RuntimeError):
+                target = p.resolve()
+        if target in kept:
+            duplicates.append((p, kept[target]))
+        else:
+            kept[target] = p
+            unique.append(p)
+    return unique, sorted(others, key=key), duplicates
+
+
+def _warn_duplicates(folder: Path, duplicates: Sequence[tuple[Path, Path]]) -> None:
+    """One warning naming the entries of ``folder`` left out because they resolve to a file already read
+    (:func:`_folder_files`), each with the entry kept."""
+    if duplicates:
+        shown = shortlist([f"{p.relative_to(folder)} is {k.relative_to(folder)}" for p, k in duplicates], ", ")
+        count = len(duplicates)
+        warnings.warn(f"{count} {'entry' if count == 1 else 'entries'} of folder {folder} "
+                      f"{'resolves' if count == 1 else 'resolve'} to a file already read under another name and "
+                      f"{'was' if count == 1 else 'were'} left out, so no image is two rows ({shown}); remove the "
+                      f"duplicate links to silence this", stacklevel=3)
 
 
 @functools.cache
@@ -539,11 +579,20 @@ def _warn_left_out_images(folder: Path, others: Sequence[Path]) -> None:
                       f"{', '.join(IMAGE_EXTENSIONS)}: convert them (e.g. to PNG) to use them", stacklevel=3)
 
 
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """Whether a folder entry is a folder (a link to one too); False for a loop of links, which ``is_dir`` raises
+    for (the listing reports such an image entry as unreadable)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def image_subfolders(folder: Path) -> list[tuple[str, int]]:
     """(name, how many image files it holds at any depth) of each sub-folder of ``folder`` that holds any, in
     :func:`row_order_key` order; hidden sub-folders are left out, as :func:`list_image_files` leaves them out."""
     with os.scandir(folder) as entries:  # scandir: no stat per entry, which matters in a folder of 200k files
-        names = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+        names = sorted(e.name for e in entries if not e.name.startswith(".") and _is_dir(e))
     counts = [(name, len(list_image_files(folder / name, recursive=True))) for name in names]
     return [(name, count) for name, count in counts if count]
 
@@ -585,49 +634,90 @@ def _load_files(folder: Path, files: list[Path], n: int | None, seed: int, chann
 
     Returns images (n, C, R, R), their sorted indices into ``files``, their paths relative to ``folder``, and the
     paths (relative to ``folder``) of the files skipped as unreadable on the way.
+
+    Memory: each decoded row is written into one tensor allocated for the n rows up front, and the rows are then put
+    into file order in place (:func:`_sort_rows_in_place`), so the peak is the output plus one row — stacking a list
+    of the rows held them twice (a 188 MiB output peaked at 382 MiB; review dataR 7).
     """
     total = len(files)
     if n is not None and n > total:
         raise _too_many(n, total, what)
     order = torch.arange(total) if n is None else subset_order(total, seed)
     want = total if n is None else n
-    loaded: dict[int, Tensor] = {}
+    rows = torch.empty((want, channels, resolution, resolution), dtype=torch.float32)
+    drawn: list[int] = []  # the file index of each row written, in draw order
     sides: dict[int, int] = {}
-    float_unit: dict[int, bool] = {}
+    float_unit: dict[int, bool] = {}  # file index -> read on [0, 1]
     skipped: list[str] = []
     skipped_files: list[str] = []
     for i in order.tolist():
-        if len(loaded) == want:
+        if len(drawn) == want:
             break
         try:
-            loaded[i], sides[i], unit = _read_image(files[i], channels, resolution, crop)
+            image, sides[i], unit = _read_image(files[i], channels, resolution, crop)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            skipped.append(f"{files[i]} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            skipped.append(f"{files[i]} ({_unreadable_reason(files[i], error)})")
             skipped_files.append(str(files[i].relative_to(folder)))
             continue
+        rows[len(drawn)] = image
+        drawn.append(i)
         if unit is not None:
             float_unit[i] = unit
     if float_unit and not _folder_float_unit(files, float_unit):
         # one scale for the folder's float images: a dark image of a 0..255 set (its maximum <= 1) read on [0, 1]
         # would come out up to 255 times too bright, so when any of the folder exceeds 1 they are all on [0, 255]
-        for i in (i for i, unit in float_unit.items() if unit):
-            loaded[i], _, _ = _read_image(files[i], channels, resolution, crop, float_unit=False)
+        for row, i in enumerate(drawn):
+            if float_unit.get(i):
+                rows[row] = _read_image(files[i], channels, resolution, crop, float_unit=False)[0]
     named = shortlist(skipped)
-    if not loaded:
+    if not drawn:
         raise DataError(f"none of the {total} image files in {what} could be read (skipped: {named}); check that "
                         f"they are valid images")
-    if n is not None and len(loaded) < n:
-        raise TooFewImagesError(f"asked for n={n} images but only {len(loaded)} of the {total} files in {what} "
+    if n is not None and len(drawn) < n:
+        raise TooFewImagesError(f"asked for n={n} images but only {len(drawn)} of the {total} files in {what} "
                                 f"could be read ({len(skipped)} unreadable: {named}); lower n to at most "
-                                f"{len(loaded)}", requested=n, available=len(loaded), total=total,
+                                f"{len(drawn)}", requested=n, available=len(drawn), total=total,
                                 unreadable=tuple(skipped))
     if skipped:  # one summary line, not one warning per file
         warnings.warn(f"skipped {len(skipped)} unreadable image file(s) in {what}: {named}", stacklevel=3)
     _warn_upsampled([(files[i], side) for i, side in sides.items()], resolution, what)
-    idx = sorted(loaded)
-    images = torch.stack([loaded[i] for i in idx])
+    # fewer rows than allocated only when every file was asked for and some were unreadable: a view of the first
+    # ones (the few unused rows stay allocated with it), not a copy
+    images = rows[:len(drawn)]
+    idx = _sort_rows_in_place(images, drawn)
     names = tuple(str(files[i].relative_to(folder)) for i in idx)
     return images, torch.tensor(idx, dtype=torch.long), names, tuple(skipped_files)
+
+
+def _unreadable_reason(path: Path, error: BaseException) -> str:
+    """Why ``path`` could not be read, for the skipped-files summary: "a broken symbolic link to T" when it is one
+    (its target T as the link holds it; PIL's error would only say the file does not exist), else the error's type
+    and first line."""
+    if path.is_symlink() and not path.exists():
+        return f"a broken symbolic link to {os.readlink(path)}"
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def _sort_rows_in_place(rows: Tensor, keys: list[int]) -> list[int]:
+    """Reorder ``rows`` (k, …) in place so that their ``keys`` (k distinct ints, row j's key ``keys[j]``) ascend;
+    returns the sorted keys. Follows the permutation's cycles with one spare row, so no second copy of ``rows`` is
+    made (``rows[order]`` would be one); nothing moves when the keys already ascend (every file read in order)."""
+    order = sorted(range(len(keys)), key=keys.__getitem__)  # order[k]: the row that belongs at position k
+    done = [False] * len(order)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            continue
+        spare = rows[start].clone()
+        position = start
+        while True:
+            done[position] = True
+            source = order[position]
+            if source == start:
+                rows[position] = spare
+                break
+            rows[position] = rows[source]
+            position = source
+    return [keys[j] for j in order]
 
 
 def unreadable_rows_note(what: str, expected: int, rows: int, unreadable: list[str] | tuple[str, ...],
@@ -642,15 +732,20 @@ def unreadable_rows_note(what: str, expected: int, rows: int, unreadable: list[s
             f"were skipped ({shown}): repair them, or remove them and their rows of {other}")
 
 
-def _file_counts(total: int, loaded: int, unreadable: int, other: Sequence[str] = ()) -> str:
-    """How many files a folder holds and, when it differs, how many were loaded and skipped, and the ``other`` files
-    (names) left out by extension: "81 files, 80 loaded, 1 unreadable skipped, 2 other files left out (notes.txt,
-    x.tga)" (an ImageSet's ``source``, which names what the rows are)."""
+def _file_counts(total: int, loaded: int, unreadable: int, other: Sequence[str] = (),
+                 duplicates: Sequence[str] = ()) -> str:
+    """How many files a folder holds and, when it differs, how many were loaded and skipped, the ``duplicates``
+    (names: entries resolving to a file already counted) and the ``other`` files (names) left out by extension:
+    "81 files, 80 loaded, 1 unreadable skipped, 1 duplicate entry left out (link.png), 2 other files left out
+    (notes.txt, x.tga)" (an ImageSet's ``source``, which names what the rows are)."""
     text = f"{total} files"
     if loaded != total:
         text += f", {loaded} loaded"
     if unreadable:
         text += f", {unreadable} unreadable skipped"
+    if duplicates:
+        text += (f", {len(duplicates)} duplicate entr{'ies' if len(duplicates) > 1 else 'y'} left out "
+                 f"({shortlist(list(duplicates), ', ')})")
     if other:
         text += f", {len(other)} other file{'s' if len(other) > 1 else ''} left out ({shortlist(list(other), ', ')})"
     return text
@@ -794,7 +889,7 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist (or is not a folder); pass data_dir pointing at a "
                         f"folder of image files ({', '.join(IMAGE_EXTENSIONS[:5])}, …)")
-    files, others = _folder_files(folder, bool(recursive))
+    files, others, duplicates = _folder_files(folder, bool(recursive))
     if not files:
         hint = "" if recursive else "; pass recursive=True if they are in sub-folders"
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}{hint}")
@@ -804,13 +899,15 @@ def load_folder(data_dir: str | Path, n: int | None = None, resolution: int = 32
     images, idx, names, unreadable = _load_files(folder, files, n, seed, channels, resolution, None,
                                                  f"folder {folder}")
     _warn_left_out_images(folder, others)
+    _warn_duplicates(folder, duplicates)
     colour = "RGB" if channels == 3 else "grey"
     if asked is None and channels == 3 and images.shape[0] > 0 and bool(
             (images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all()):
         # kept as 3 channels (a model or an audit may expect RGB), but said: a grey folder trains 3× the inputs
         colour = "RGB with 3 identical channels (grey images: pass channels=1, --set channels=1, for one)"
     left_out = [str(p.relative_to(folder)) for p in others]
-    source = (f"image folder {folder} ({_file_counts(len(files), len(idx), len(unreadable), left_out)}"
+    doubled = [str(p.relative_to(folder)) for p, _ in duplicates]
+    source = (f"image folder {folder} ({_file_counts(len(files), len(idx), len(unreadable), left_out, doubled)}"
               f"{', recursive' if recursive else ''}), largest central square resized to {resolution}x{resolution}, "
               f"{colour}")
     return ImageSet(images, "folder", source, idx, names, unreadable=unreadable)
@@ -930,8 +1027,22 @@ def load_celeba(data_dir: str | Path, n: int | None = None, resolution: int = 64
     return ImageSet(images, "celeba", source, idx, names, unreadable=unreadable)
 
 
+#: The suffixes (any case) of the array files flowvar reads: numpy.save's and numpy.savez's.
+ARRAY_SUFFIXES: tuple[str, ...] = (".npy", ".npz")
+
+
+def _unsupported_data_file(path: Path) -> DataError:
+    """The DataError for a data file whose suffix is not one of :data:`ARRAY_SUFFIXES` (a torch ``.pt``, a ``.csv``):
+    one sentence for :func:`resolve_data` and the array loaders alike (numpy would open a ``.pt`` — a zip — as an
+    ``.npz`` and list its members)."""
+    return DataError(f"unsupported data file {path} ({path.suffix or 'no extension'}); save arrays with numpy.save as "
+                     f".npy ((N, d) vectors or (N, [C,] H, W) images; numpy.savez as .npz with labels) or pass a "
+                     f"folder of images")
+
+
 def _array_file(path: str | Path) -> Path:
-    """``path`` as an existing array file; DataError for a folder (naming the folder source) or a missing path."""
+    """``path`` as an existing array file; DataError for a folder (naming the folder source), a missing path or a
+    suffix other than .npy / .npz (:func:`_unsupported_data_file`)."""
     file = Path(path).expanduser()
     if file.is_dir():
         raise DataError(f"array file {file} is a folder; pass the path of a .npy file, or load a folder of images "
@@ -939,6 +1050,8 @@ def _array_file(path: str | Path) -> Path:
     if not file.is_file():
         raise DataError(f"array file {file} does not exist; pass the path of a .npy file holding (N, H, W), "
                         f"(N, C, H, W) or (N, d) data")
+    if file.suffix.lower() not in ARRAY_SUFFIXES:
+        raise _unsupported_data_file(file)
     return file
 
 
@@ -1364,10 +1477,8 @@ def _resolve_data(data: str | Path, dataset: str | None) -> DataSpec:
         if mixed := mixed_folder_error(path, own, use="pass"):
             raise mixed
         return DataSpec("folder", str(path))
-    if path.suffix.lower() not in (".npy", ".npz"):
-        raise DataError(f"unsupported data file {path} ({path.suffix or 'no extension'}); save arrays with "
-                        f"numpy.save as .npy ((N, d) vectors or (N, [C,] H, W) images; numpy.savez as .npz with "
-                        f"labels) or pass a folder of images")
+    if path.suffix.lower() not in ARRAY_SUFFIXES:
+        raise _unsupported_data_file(path)
     return DataSpec("npy", str(path))
 
 
@@ -1489,7 +1600,7 @@ def _array_shape(file: Path) -> tuple[int, ...]:
 
 def npy_is_vectors(data_dir: str) -> bool:
     """Whether a ``.npy`` (or ``.npz``) file holds (N, d) vectors (read from its header)."""
-    return len(_array_shape(Path(data_dir).expanduser())) == 2
+    return len(_array_shape(_array_file(data_dir))) == 2
 
 
 def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int, *, resolution: int,
@@ -1499,7 +1610,9 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
     Returns (the loaded set, the training items (n_train, *shape), the held-out items (h, *shape)) with
     ``min_heldout`` <= h <= ``n_heldout``: the first ``n_train`` items of the source's draw seeded with ``seed``
     (:func:`subset_order`) train, the next ones are held out — nested, so ``n_heldout`` does not change the training
-    items.
+    items. The split is a function of the whole file list (the draw is a permutation of all the source's items):
+    adding or removing a file redraws it, so items held out before may train after (60 files, one added: 7 of 20
+    training items stayed; review dataR 3).
     (N, d) ``.npy`` arrays stay vectors; images are (N, C, R, R) in [−1, 1]. Raises DataError naming the count and
     the fix when the source holds fewer than ``n_train + min_heldout`` items.
     """
@@ -1620,6 +1733,7 @@ def _check_spread(where: str, heldout: Tensor) -> None:
 
 
 __all__ = [
+    "ARRAY_SUFFIXES",
     "CELEBA_CROP",
     "CELEBA_EXTENSIONS",
     "CELEBA_SIZE",
