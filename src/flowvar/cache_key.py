@@ -51,6 +51,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flowvar.distributed import env_world_size
 from flowvar.results import to_jsonable
 
 CACHE_FORMAT = 2
@@ -298,9 +299,11 @@ def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) 
     ``threads`` is the torch intra-op thread count the run uses (default: this process's current one): the last
     digits of a training run depend on it (reduction order), so results computed with different counts are kept
     apart. ``libraries``: :func:`library_versions`, the versions of the other libraries that compute reported
-    numbers. ``data`` (only when the config names user data by path): :func:`data_digests`, the contents of that
-    data, so a changed file or folder is another key; the path itself enters the key made absolute, so one file
-    named relatively or absolutely is one key (the config stored in ``result.json`` keeps the path as written).
+    numbers. ``world_size`` (only under torchrun with more than one rank): the number of ranks, which changes the
+    gradients' reduction order as the thread count does. ``data`` (only when the config names user data by path):
+    :func:`data_digests`, the contents of that data, so a changed file or folder is another key; the path itself
+    enters the key made absolute, so one file named relatively or absolutely is one key (the config stored in
+    ``result.json`` keeps the path as written).
     """
     import torch
 
@@ -309,6 +312,11 @@ def key_inputs(name: str, config: Any, quick: bool, threads: int | None = None) 
               "code_version": code_version(name), "torch": torch.__version__,
               "torch_threads": int(threads if threads is not None else torch.get_num_threads()),
               "libraries": dict(library_versions())}
+    world_size = env_world_size()
+    if world_size > 1:
+        # ranks sum gradients in another order than one process does, so the last digits differ as with the thread
+        # count; keyed only under torchrun, so every single-process key stays what it was
+        inputs["world_size"] = world_size
     if plain.get("device") in ("auto", "cuda"):
         # the device such a config resolves to (experiments/_imaging.resolve_device): a GPU run and a CPU run of one
         # torch build differ in their last digits, and a cache may move between machines
