@@ -89,8 +89,9 @@ def test_float_images_on_0_1_are_used_as_given_with_a_warning_naming_the_fix(tmp
     a = np.random.default_rng(0).random((6, 1, 8, 8), dtype=np.float32)
     np.save(tmp_path / "f01.npy", a)
     with pytest.warns(UserWarning, match=r"f01\.npy holds float images with values in \[0\.0\d*, 0\.99\d*\], used "
-                                         r"as given.*pass value_range=\(0, 1\) \(in `flowvar audit`: --value-range "
-                                         r"0,1\) or save them as x \* 2 - 1"):
+                                         r"as given.*save them as x \* 2 - 1 \(any command, advise-sigma included\), "
+                                         r"or pass value_range=\(0, 1\) in Python / --value-range 0,1 in "
+                                         r"`flowvar audit`"):
         used = load_array(tmp_path / "f01.npy")
     assert torch.equal(used.images, torch.from_numpy(a))  # still used as given: nothing is rescaled behind the user
     with warnings.catch_warnings():

@@ -1272,15 +1272,16 @@ def load_array(path: str | Path, n: int | None = None, resolution: int | None = 
         # used as given (a model may be trained on any scale), but non-negative values this large are most often
         # 0..255 pixels saved as floats, which flowvar's [−1, 1] experiments would train on unscaled
         warnings.warn(f"{file} holds float images with values in [{lo32:g}, {hi32:g}], used as given; flowvar's "
-                      f"images are in [−1, 1]: if these are 0..255 pixels save them as uint8 or pass "
-                      f"value_range=(0, 255) (in `flowvar audit`: --value-range 0,255)", stacklevel=2)
+                      f"images are in [−1, 1]: if these are 0..255 pixels save them as uint8 (any command), or pass "
+                      f"value_range=(0, 255) in Python / --value-range 0,255 in `flowvar audit`", stacklevel=2)
     elif raw.ndim in (3, 4) and raw.dtype.kind == "f" and float_pixel_scale(lo32, hi32) == "0..1":
         # [0, 1] is torchvision ToTensor's scale, the most common float image array: used as given it is half the
         # width of flowvar's [−1, 1] images, so σ advice and an audit come out on another scale than the docs say.
         # (All zeros, hi32 == 0, is no pixel scale at all and gets no warning.)
         warnings.warn(f"{file} holds float images with values in [{lo32:g}, {hi32:g}], used as given; flowvar's "
-                      f"images are in [−1, 1]: if these are [0, 1] pixels pass value_range=(0, 1) (in `flowvar "
-                      f"audit`: --value-range 0,1) or save them as x * 2 - 1", stacklevel=2)
+                      f"images are in [−1, 1]: if these are [0, 1] pixels save them as x * 2 - 1 (any command, "
+                      f"advise-sigma included), or pass value_range=(0, 1) in Python / --value-range 0,1 in "
+                      f"`flowvar audit`", stacklevel=2)
     # how the values were rescaled, for the data line of every summary (nothing said: used as given)
     scaled = (f", rescaled from value_range {tuple(value_range)} to [−1, 1]" if value_range is not None else
               ", uint8 rescaled from 0..255 to [−1, 1]" if raw.dtype == np.uint8 else "")
