@@ -655,8 +655,12 @@ def advise_over_seeds(per_seed: Mapping[float, Sequence[Mapping[str, Any]]], n_t
             return None, "", ""
         return unattributed_cut_text(*first, zero_mem=_mean(m0), acc0=acc0, reduce_margin=reduce_margin)
 
-    passing = [j for j in judged if j.verdict == "passes" and not noise_fails(j)]
-    undecided = [j for j in judged if j.verdict == "undecided" and not noise_fails(j)]
+    # gated, σ = 0 is the reference the gate found memorising: never a candidate, passing or undecided — with one seed
+    # its M has no bound (memorisation_bounds) and it would be named "not excluded" right after the gate measured it
+    # memorise (review adviseR 2), and with a loose mem_margin "recommended σ = 0", no noise at all (adviseR 5)
+    candidate = [j for j in judged if j.sigma > 0 or memorise_accuracy is None]
+    passing = [j for j in candidate if j.verdict == "passes" and not noise_fails(j)]
+    undecided = [j for j in candidate if j.verdict == "undecided" and not noise_fails(j)]
     if passing:
         best = passing[0]
         smaller = [j.sigma for j in undecided if j.sigma < best.sigma]

@@ -1642,6 +1642,7 @@ def load_split(dataset: str, data_dir: str | None, n_train: int, n_heldout: int,
     x = items.images
     train, heldout = x[order[:n_train]].contiguous(), x[order[n_train:]].contiguous()
     _check_scale(where, x)
+    _check_duplicates(where, train, heldout)
     _check_spread(where, heldout)
     return items, train, heldout
 
@@ -1715,6 +1716,30 @@ def _too_few_items(where: str, holds: str, available: int, n_train: int, min_hel
         fix = f"provide at least {n_train + min_heldout} items for n_train={n_train}{smallest}{lower}"
     return DataError(f"{where} {holds}, but the study needs n_train={n_train} training items plus at least "
                      f"{min_heldout} held out; {fix}{repair}")
+
+
+def _check_duplicates(where: str, train: Tensor, heldout: Tensor) -> None:
+    """A warning when training items (n_train, *shape) repeat exactly or held-out items (h, *shape) equal a training
+    item: the study's chance level 1/N, its memorisation score M and the copy fraction assume N distinct items — a
+    pairing that lands on a copy of the partner counts as a hit (chance is then Σ_k (n_k/N)², not 1/N), a held-out
+    copy of a training item rewards copying in G, and a duplicated target's two nearest training items tie (ratio 1,
+    never a copy). A warning, not an error: real sets (scraped images, rounded sensor values) may hold a few copies,
+    and the numbers are then off by about their share (review adviseR 1)."""
+    flat_train, flat_held = train.flatten(1), heldout.flatten(1)
+    # one unique over both sets: a held-out row equals a training row iff their unique ids meet
+    _, ids = torch.unique(torch.cat([flat_train, flat_held]), dim=0, return_inverse=True)
+    train_ids, held_ids = ids[:flat_train.shape[0]], ids[flat_train.shape[0]:]
+    distinct = int(torch.unique(train_ids).numel())
+    copied = int(torch.isin(held_ids, train_ids).sum())
+    if distinct == flat_train.shape[0] and copied == 0:
+        return
+    found = [f"its {flat_train.shape[0]} training items hold only {distinct} distinct"] \
+        if distinct < flat_train.shape[0] else []
+    found += [f"{copied} of its {flat_held.shape[0]} held-out items equal a training item"] if copied else []
+    warnings.warn(f"{where}: {' and '.join(found)}; the study's chance level (1/N), memorisation score and copy "
+                  f"fraction assume distinct items (a pairing that lands on a copy counts as a hit, a held-out copy "
+                  f"rewards copying), so they measure something else here; remove the duplicates first, e.g. "
+                  f"x = numpy.unique(x, axis=0)", stacklevel=3)
 
 
 def _check_spread(where: str, heldout: Tensor) -> None:

@@ -52,6 +52,7 @@ from flowvar.loss import CFMLoss, per_sample_loss
 from flowvar.models import EmpiricalField
 from flowvar.results import Precondition
 from flowvar.sampling import integrate_chunked
+from flowvar.stats import boundary_tolerance
 
 
 def exact_minimiser_endpoints(x0: Tensor, x1: Tensor, sigma: float, *, steps: int, sources: Tensor | None = None,
@@ -121,20 +122,28 @@ def exact_minimiser_loss(x0: Tensor, x1: Tensor, sigma: float, samples: int, gen
 
 
 def mechanism_precondition(exact_effect: Sequence[float], min_effect: float, *, measure: str, sigma: float,
-                           spacing: float | None = None, sigma_sqrt_d: float | None = None) -> Precondition:
+                           spacing: float | None = None, sigma_sqrt_d: float | None = None,
+                           operand_scale: float = 1.0) -> Precondition:
     """The noise can act: the claim's effect computed on the exact CFM(σ) minimiser (``exact_effect``, one value per
     seed, in the claim's own measure ``measure``, with the exact σ = 0 minimiser, which returns every training
     partner, standing in for the σ = 0 model) reaches the claim's ``min_effect`` in the seed mean.
 
     When it does not, a network that shows the effect can only show under-fitting, and one that does not cannot
-    refute Remark 2: the claim is untestable at this σ against the pair spacing. A NaN effect fails it.
+    refute Remark 2: the claim is untestable at this σ against the pair spacing. A NaN effect fails it. The seed mean
+    is compared with ``min_effect`` up to :func:`flowvar.stats.boundary_tolerance` of the effects against
+    ``operand_scale`` (the largest magnitude of the values each effect is a difference of: 1 for 1 − M and
+    1 − accuracy), the rounding tolerance the drop rule's ``mean_reaches_min_effect`` forgives too.
 
     ``spacing`` (the median line spacing) and ``sigma_sqrt_d`` are recorded in ``measured``; with ``spacing``, so are
     σ / spacing and :data:`SIGMA_OVER_SPACING_ONSET`, and a failed check's remedy says how close the training lines
     must come (:func:`noise_scale_text`)."""
     eff = [float(e) for e in exact_effect]
     mean = float(np.mean(eff)) if eff else math.nan
-    holds = bool(eff) and mean >= min_effect
+    # up to the rounding tolerance of the drop rule (stats.boundary_tolerance, as mean_reaches_min_effect compares):
+    # an exact M of 0.9 gives 1 − 0.9 = 0.0999…98, printed "loses only 0.1 < 0.1" (review adviseR 6). The effects
+    # are differences from ``operand_scale`` (1: M(0) = 1, accuracy 1), so rounding is relative to it too
+    tol = boundary_tolerance(np.asarray(eff, dtype=np.float64), np.full(len(eff), float(operand_scale)), min_effect)
+    holds = bool(eff) and mean >= min_effect - tol
     measured: dict[str, Any] = {f"exact_minimiser_{measure}": eff, "seed_mean": mean, "min_effect": min_effect}
     if spacing is not None:
         measured["median_line_spacing"] = spacing
