@@ -26,6 +26,7 @@ modules, the order each step relies on would no longer be read in one place.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -237,6 +238,21 @@ class UnstoredResultError(DataError):
     def __init__(self, refused: StoreError, key: str, folder: Path, staging: Path) -> None:
         super().__init__(f"{refused}; the computed result is kept in {folder} until it is installed")
         self.refused, self.key, self.folder, self.staging = refused, key, folder, staging
+
+
+class CacheFullError(WriteError):
+    """The cache's disk ran out of space (``ENOSPC``, or a quota: ``EDQUOT``) while the experiment wrote its own files
+    (result.json, a figure) into the cache's staging folder. Unlike :class:`UnstoredResultError` nothing complete is
+    left to install: the files are written while the experiment runs, and the run stops at the first refused one, so
+    the computed result is lost (a training's checkpoints in the work folder survive where they fit, and a rerun
+    resumes from them). ``flowvar reproduce`` and ``flowvar sweep`` therefore compute nothing more into that cache
+    (:func:`flowvar.runner.dispatch`)."""
+
+
+def _is_disk_full(err: WriteError) -> bool:
+    """Whether a :class:`WriteError` is a full disk or exhausted quota: :func:`flowvar.files.atomic_write_bytes`
+    keeps the system's words (``strerror``), not the errno, in its ``problem``."""
+    return any(os.strerror(code) in err.problem for code in (errno.ENOSPC, errno.EDQUOT))
 
 
 class Unreadable(str):
@@ -802,8 +818,9 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
     runs via :func:`flowvar.experiments.base.run_experiment` into a staging folder of the cache, is stored by a
     rename, then installed (:func:`_compute_and_store`). With an ``out_dir``: an output folder that cannot take the
     result (a full disk) is an error saying the result is in the cache and the same command installs it; a cache
-    that cannot store it, an error saying it is complete in ``out_dir/name``. Without (``flowvar reproduce`` and
-    ``flowvar sweep``, whose parent process installs): a cache that cannot store it is an :class:`UnstoredResultError`
+    that cannot store the finished result, an error saying it is complete in ``out_dir/name``; a cache whose disk
+    fills while the experiment writes its own files there, a :class:`CacheFullError` (that result is lost).
+    Without (``flowvar reproduce`` and ``flowvar sweep``, whose parent process installs): a cache that cannot store it is an :class:`UnstoredResultError`
     naming the staging folder that holds it, for the caller to install where there is room.
     The run's trainings checkpoint into :meth:`Cache.work_dir` and resume from it when an earlier run of the same
     key was interrupted; it is removed once the result is stored (and before a ``force`` run). Another process
@@ -933,9 +950,12 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
 
     The experiment writes into a staging folder of the cache (review revC 3: written into the output folder first,
     a full output disk lost a result the cache had room for), which then becomes the entry by a rename; the caller
-    installs it into ``output`` (None: the caller's caller does). Where the cache's disk refuses the entry, an
-    :class:`UnstoredResultError` hands the staging folder, the complete result, to the caller: nothing computed is lost
-    while some disk has room for it."""
+    installs it into ``output`` (None: the caller's caller does). Where the cache's disk refuses to *store* the
+    finished result (the manifest, the rename), an :class:`UnstoredResultError` hands the staging folder, the complete
+    result, to the caller, who installs it where there is room. Where it refuses the experiment's *own* writes into
+    the staging folder (result.json, a figure: written while the experiment runs), the run stops there and its result
+    is lost, only the trainings' checkpoints kept where they fit: a :class:`CacheFullError` for a full disk (review
+    cacheR 2), else a :class:`WriteError`, each naming the cache to free or replace."""
     from flowvar.experiments.base import run_experiment
     from flowvar.train import CHECKPOINT_NAME, ResumeWarning
 
@@ -968,8 +988,11 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
                 # is written by files.atomic_write_bytes (a WriteError); a writer raising a plain DataError would
                 # keep its own remedy here
                 where = f", then installed into {output}" if output is not None else ""
-                raise WriteError(err.path, err.problem, f"free space in the cache {cache.root} or choose another "
-                                 f"--cache (the result is computed into the cache{where})") from None
+                remedy = (f"free space in the cache {cache.root} or choose another --cache (the result is computed "
+                          f"into the cache{where})")
+                if _is_disk_full(err):
+                    raise CacheFullError(err.path, err.problem, remedy) from None
+                raise WriteError(err.path, err.problem, remedy) from None
             raise _work_checkpoint_error(err, work, key, cache.root) from None
         except BaseException:
             cache._drop_unused_work(key)  # an interrupted run keeps its checkpoints, not an empty folder
@@ -991,7 +1014,8 @@ def _compute_and_store(name: str, key: str, config: Any, quick: bool, output: Pa
             shutil.rmtree(stage, ignore_errors=True)
 
 
-__all__ = ["CACHE_FORMAT", "FRONT_END", "STORE_REMEDY", "Cache", "CachedRun", "StagingWriter", "StoreError",
+__all__ = ["CACHE_FORMAT", "FRONT_END", "STORE_REMEDY", "Cache", "CacheFullError", "CachedRun", "StagingWriter",
+           "StoreError",
            "Unreadable", "UnstoredResultError", "cache_key", "code_version", "config_dict", "data_digest",
            "data_digests", "default_root", "host_tag", "install", "install_entry", "install_unstored",
            "is_data_path_field", "key_inputs", "library_versions", "lookup", "run_cached", "source_digest",

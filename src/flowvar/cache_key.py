@@ -16,7 +16,9 @@ Key. :func:`cache_key` hashes (SHA-256, canonical JSON) everything a result depe
   experiment reports. Nor do the YAML files: the values they hold are in
   the effective config. Sources are read once per process, so one run uses one code version;
 * the torch version and the torch thread count of the run (the last digits of a training run depend on the
-  reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp), and for a config
+  reduction order, hence on the number of intra-op threads: measured on fig6 and lemma1_mlp), under torchrun with
+  more than one rank the number of ranks (they sum gradients in another order; absent for one process, so
+  single-process keys are what they were before it was keyed), and for a config
   whose ``device`` is ``auto`` or ``cuda`` the device it resolves to (CUDA or CPU);
 * the installed versions of the other libraries that compute reported numbers (:data:`KEYED_LIBRARIES`: numpy,
   scipy's p-values and assignments, POT's couplings, torchdiffeq's solvers, the data loaders of scikit-learn,

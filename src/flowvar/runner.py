@@ -185,7 +185,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None, config_file: str | None,
-            cache_root: str, threads: int, plugins: Sequence[str] = (), force: bool = False) -> dict[str, Any]:
+            cache_root: str, threads: int, plugins: Sequence[str] = (), force: bool = False,
+            refused: str | None = None) -> dict[str, Any]:
     """Run one experiment configuration (a cache miss) and store it in the cache; nothing else is written.
 
     The one compute step of ``flowvar reproduce`` and ``flowvar sweep``, run in this process, in a worker of
@@ -197,14 +198,19 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
     ``wall_s``, ``hit`` (True when a process sharing the cache stored the key first, while this one waited for it),
     and for a failure the error line and the traceback. A result the cache's disk refused to store (full) is
     ``computed`` with ``unstored`` (the staging folder that holds it whole and why the cache refused it), for the
-    caller to install where there is room (:func:`install_computed`): it is not lost.
+    caller to install where there is room (:func:`install_computed`): it is not lost. A result whose own files the
+    cache's full disk refused (:class:`~flowvar.cache.CacheFullError`) is lost: ``failed`` with ``cache_full`` True,
+    after which :func:`dispatch` computes nothing more into that cache. ``refused`` (set by :func:`dispatch` then):
+    the reason this configuration is not computed at all, ``failed`` at once with it as the error.
     """
     import traceback
 
-    from flowvar.cache import Cache, UnstoredResultError, run_cached
+    from flowvar.cache import Cache, CacheFullError, UnstoredResultError, run_cached
     from flowvar.experiments.base import load_plugin
 
     start = time.perf_counter()
+    if refused is not None:
+        return {"status": "failed", "error": refused, "wall_s": 0.0}
     try:
         with torch_threads(threads):
             for plugin in plugins:
@@ -222,7 +228,8 @@ def compute(name: str, overrides: dict[str, Any], quick: bool, seed: int | None,
     except Exception as e:
         error = f"{type(e).__name__}: {e}".strip()
         return {"status": "failed", "error": error.splitlines()[0] if error else type(e).__name__,
-                "wall_s": time.perf_counter() - start, "traceback": traceback.format_exc()}
+                "wall_s": time.perf_counter() - start, "traceback": traceback.format_exc(),
+                **({"cache_full": True} if isinstance(e, CacheFullError) else {})}
 
 
 def install_computed(reply: dict[str, Any], cache: Cache, dest: Path, name: str,
@@ -576,8 +583,23 @@ def dispatch(backend: Backend, items: Sequence[T], args: Callable[[T], tuple], o
     The backend calls ``on_start``: as it submits an item (worker pools submit one per free slot, and again after
     a dead worker broke their pool), as it runs one (serial), or the first ``slots`` at once and the next as each
     finishes (Ray, which queues in submission order).
+
+    Once a reply says the cache's disk is full (``cache_full``: an experiment's own files were refused, its result
+    lost; review cacheR 2), every item not yet handed to the backend fails at once, computed into no full disk, with
+    a line naming the experiment that found it full and what to do. Items already running finish (or fail) as they
+    will, and Ray, which is handed every item at the start, computes them all.
     """
-    yield from backend.run(list(items), args, on_start)
+    full: list[str] = []  # the error line of the first cache-full reply
+
+    def guarded(item: T) -> tuple:
+        if not full:
+            return args(item)
+        return (*args(item), f"not computed: the cache's disk is full ({full[0]})")
+
+    for item, reply in backend.run(list(items), guarded, on_start):
+        if reply.get("cache_full") and not full:
+            full.append(f"{_name(item)}: {reply.get('error')}")
+        yield item, reply
 
 
 # ---------------------------------------------------------------------------------------------------------- runs
