@@ -820,8 +820,9 @@ def run_cached(name: str, out_dir: Path | str | None, cache: Cache, *, quick: bo
     result (a full disk) is an error saying the result is in the cache and the same command installs it; a cache
     that cannot store the finished result, an error saying it is complete in ``out_dir/name``; a cache whose disk
     fills while the experiment writes its own files there, a :class:`CacheFullError` (that result is lost).
-    Without (``flowvar reproduce`` and ``flowvar sweep``, whose parent process installs): a cache that cannot store it is an :class:`UnstoredResultError`
-    naming the staging folder that holds it, for the caller to install where there is room.
+    Without (``flowvar reproduce`` and ``flowvar sweep``, whose parent process installs): a cache that cannot store
+    it is an :class:`UnstoredResultError` naming the staging folder that holds it, for the caller to install where
+    there is room.
     The run's trainings checkpoint into :meth:`Cache.work_dir` and resume from it when an earlier run of the same
     key was interrupted; it is removed once the result is stored (and before a ``force`` run). Another process
     computing the same key in the same cache is waited for (:meth:`Cache.computing`; ``on_wait`` announces it,
